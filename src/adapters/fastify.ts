@@ -1,0 +1,52 @@
+/**
+ * Fastify plugin: an `onRequest` hook (or `preValidation` when form-body tokens are enabled, so
+ * the body is parsed) that sets `request.principal` or answers the refusal.
+ *
+ * @example
+ * ```ts
+ * import Fastify from 'fastify';
+ * import { createVerifier } from 'tessera';
+ * import { fastifyAuth } from 'tessera/adapters/fastify';
+ *
+ * const app = Fastify();
+ * await app.register(fastifyAuth(createVerifier(options)));
+ * app.get('/items', async (request) => ({ subject: request.principal?.subject }));
+ * ```
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Principal } from '../core/verify/principal.ts';
+import type { Verifier } from '../core/verify/verifier.ts';
+import type { ManagedVerifier } from '../verifier.ts';
+import { type NodeAdapterOptions, toVerifyRequest } from './node.ts';
+import { denyResponse } from './response.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by Tessera's hook for verified requests. */
+    principal?: Principal;
+  }
+}
+
+export function fastifyAuth(
+  verifier: Verifier | ManagedVerifier,
+  options: Omit<NodeAdapterOptions, 'body'> = {},
+): (app: FastifyInstance) => Promise<void> {
+  const formBody = 'config' in verifier && verifier.config.transport.form_body;
+  async function tesseraFastifyAuth(app: FastifyInstance): Promise<void> {
+    app.decorateRequest('principal', undefined);
+    app.addHook(formBody ? 'preValidation' : 'onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+      const raw = request.body;
+      const body = raw && typeof raw === 'object' ? new URLSearchParams(raw as Record<string, string>) : undefined;
+      const result = await verifier.verify(toVerifyRequest(request.raw, { ...options, body: () => body }));
+      if (result.ok) {
+        request.principal = result.principal;
+        return;
+      }
+      const d = denyResponse(result.error, verifier.challenges);
+      return reply.code(d.status).headers(d.headers).send(d.body);
+    });
+  }
+  // Skip Fastify's encapsulation so the hook applies to the routes of the registering scope.
+  (tesseraFastifyAuth as unknown as Record<symbol, boolean>)[Symbol.for('skip-override')] = true;
+  return tesseraFastifyAuth;
+}

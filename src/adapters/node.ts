@@ -1,0 +1,77 @@
+/**
+ * `node:http` adapter.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * import { createVerifier } from 'tessera';
+ * import { nodeAuth } from 'tessera/adapters/node';
+ *
+ * const auth = nodeAuth(createVerifier(options));
+ * createServer(async (req, res) => {
+ *   const principal = await auth(req, res); // on refusal the response is already written
+ *   if (!principal) return;
+ *   res.end(`hello ${principal.subject}`);
+ * }).listen(8080);
+ * ```
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { VerifyRequest } from '../core/verify/extract.ts';
+import type { Principal } from '../core/verify/principal.ts';
+import type { Verifier } from '../core/verify/verifier.ts';
+import { denyResponse } from './response.ts';
+
+export interface NodeAdapterOptions {
+  /**
+   * Trust `X-Forwarded-Proto` and `X-Forwarded-Host` for the request URL (DPoP `htu` checks).
+   * Only behind a proxy that sets them; otherwise a caller could choose the URL it is checked against.
+   */
+  readonly trustProxy?: boolean;
+  /** Form body for RFC 6750 §2.2 tokens, when `transport.form_body` is enabled. */
+  readonly body?: (req: IncomingMessage) => VerifyRequest['body'];
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Build the verifier's request from a Node request (duplicate headers preserved). */
+export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}): VerifyRequest {
+  const encrypted = (req.socket as TLSSocket).encrypted === true;
+  const proto = (options.trustProxy && first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim()) || (encrypted ? 'https' : 'http');
+  const host = (options.trustProxy && first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim()) || req.headers.host || 'localhost';
+  const body = options.body?.(req);
+  return {
+    method: req.method ?? 'GET',
+    url: `${proto}://${host}${req.url ?? '/'}`,
+    headers: req.headersDistinct,
+    ...(body !== undefined ? { body } : {}),
+  };
+}
+
+/** Write a refusal to a Node response. */
+export function writeDeny(
+  res: ServerResponse,
+  error: import('../core/errors.ts').TesseraError,
+  verifier: Pick<Verifier, 'challenges'>,
+): void {
+  const d = denyResponse(error, verifier.challenges);
+  res.writeHead(d.status, d.headers).end(d.body);
+}
+
+/**
+ * Returns a function that verifies a request and resolves to the principal, or writes the
+ * refusal (status, `WWW-Authenticate`, JSON error) and resolves to `undefined`.
+ */
+export function nodeAuth(
+  verifier: Verifier,
+  options: NodeAdapterOptions = {},
+): (req: IncomingMessage, res: ServerResponse) => Promise<Principal | undefined> {
+  return async function tesseraNodeAuth(req, res) {
+    const result = await verifier.verify(toVerifyRequest(req, options));
+    if (result.ok) return result.principal;
+    writeDeny(res, result.error, verifier);
+    return undefined;
+  };
+}

@@ -1,0 +1,105 @@
+/**
+ * `tessera token decode TOKEN [--jwks URL|FILE]`: header, claims, expiry countdown, actor chain and,
+ * with keys, the verification verdict and its reason code.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import type { Command } from 'commander';
+import { JWS_ALGORITHMS } from '../../core/jose/algorithms.ts';
+import { decodeUnverified } from '../../core/jose/decode.ts';
+import type { JsonObject } from '../../core/jose/json.ts';
+import { createVerifier } from '../../verifier.ts';
+import { CliError, printJson } from '../output.ts';
+
+function countdown(exp: unknown, now: number): string {
+  if (typeof exp !== 'number') return 'no exp claim';
+  const left = exp - now;
+  const abs = Math.abs(left);
+  const text = abs >= 3600 ? `${Math.floor(abs / 3600)}h${Math.floor((abs % 3600) / 60)}m` : abs >= 60 ? `${Math.floor(abs / 60)}m${abs % 60}s` : `${abs}s`;
+  return left > 0 ? `expires in ${text}` : `expired ${text} ago`;
+}
+
+function actorChain(claims: JsonObject): string[] {
+  const chain: string[] = [];
+  let act = claims.act as JsonObject | undefined;
+  while (act && typeof act === 'object' && chain.length < 32) {
+    chain.push(String(act.sub));
+    act = act.act as JsonObject | undefined;
+  }
+  return chain;
+}
+
+export interface DecodeReport {
+  header: JsonObject;
+  claims: JsonObject;
+  token_hash: string;
+  expiry: string;
+  actor_chain: string[];
+  verification: { verified: boolean; code?: string; status?: number; reason?: string; note?: string };
+}
+
+/** Decode and optionally verify a token. Exported for tests. */
+export async function decodeToken(token: string, options: { jwks?: string; audience?: string }): Promise<DecodeReport> {
+  const decoded = decodeUnverified(token);
+  if (!decoded) throw new CliError('not a compact JWT (three base64url segments with a JSON header and claims)');
+  const { header, claims } = decoded;
+  const now = Math.floor(Date.now() / 1000);
+  const report: DecodeReport = {
+    header,
+    claims,
+    token_hash: createHash('sha256').update(token).digest('base64url').slice(0, 16),
+    expiry: countdown(claims.exp, now),
+    actor_chain: actorChain(claims),
+    verification: { verified: false, note: 'not verified: pass --jwks URL|FILE to check the signature and claims' },
+  };
+  if (options.jwks) {
+    if (typeof claims.iss !== 'string') {
+      report.verification = { verified: false, code: 'token_claim_missing', reason: 'the token has no iss claim' };
+      return report;
+    }
+    const aud = options.audience ?? (typeof claims.aud === 'string' ? claims.aud : Array.isArray(claims.aud) ? String(claims.aud[0]) : undefined);
+    const isUrl = /^https?:\/\//.test(options.jwks);
+    if (!isUrl && !existsSync(options.jwks)) throw new CliError(`--jwks: no such file ${options.jwks}`);
+    const verifier = createVerifier({
+      issuers: [
+        {
+          issuer: claims.iss,
+          audiences: [aud ?? '(none)'],
+          algorithms: JWS_ALGORITHMS.filter((a) => !a.startsWith('HS')),
+          ...(isUrl ? { jwks_uri: options.jwks } : { jwks: { file: options.jwks } }),
+          required_claims: [],
+        },
+      ],
+    });
+    const result = await verifier.verifyToken(token);
+    report.verification = result.ok
+      ? { verified: true, ...(options.audience ? {} : { note: `audience checked against the token's own aud "${aud}"; pass --audience to check yours` }) }
+      : { verified: false, code: result.error.code, status: result.error.status, reason: result.error.description };
+  }
+  return report;
+}
+
+export function registerToken(program: Command): void {
+  const token = program.command('token').description('Inspect, mint and exchange tokens.');
+  token
+    .command('decode')
+    .description('Show a JWT header, claims, expiry and actor chain; with --jwks, verify it and print the reason code.')
+    .argument('<token>', 'the JWT (use - to read it from stdin, which keeps it out of shell history)')
+    .option('--jwks <url|file>', 'JWKS URL or file to verify the signature and claims against')
+    .option('--audience <aud>', 'audience the token must carry (default: its own first aud)')
+    .option('--json', 'print one JSON object')
+    .action(async (input: string, opts: { jwks?: string; audience?: string; json?: boolean }) => {
+      const raw = input === '-' ? (await new Response(process.stdin as unknown as ReadableStream).text()).trim() : input;
+      const report = await decodeToken(raw, opts);
+      if (opts.json) return printJson(report);
+      const out = process.stdout;
+      out.write(`header  ${JSON.stringify(report.header)}\n`);
+      out.write(`claims  ${JSON.stringify(report.claims, null, 2).replace(/\n/g, '\n        ')}\n`);
+      out.write(`hash    ${report.token_hash}\n`);
+      out.write(`expiry  ${report.expiry}\n`);
+      out.write(`actors  ${report.actor_chain.length ? report.actor_chain.join(' ← ') : '(none)'}\n`);
+      const v = report.verification;
+      out.write(v.verified ? `verdict valid${v.note ? ` (${v.note})` : ''}\n` : v.code ? `verdict INVALID ${v.code}: ${v.reason}\n` : `verdict ${v.note}\n`);
+      if (v.code) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,33 @@
+/**
+ * The `tessera` command line. Each command lives in `commands/<name>.ts` and registers itself on
+ * the program; this file only wires them together.
+ */
+import { Command, CommanderError } from 'commander';
+import { registerDemo } from './commands/demo.ts';
+import { registerToken } from './commands/token.ts';
+import { reportError } from './output.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('tessera')
+    .description('Short-lived, scoped, sender-bound and attributable bearer tokens for AI agents and the APIs they call.')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerToken(program);
+  registerDemo(program);
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync([...argv], { from: 'user' });
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode;
+      return;
+    }
+    reportError(error);
+  }
+}
+
+if (import.meta.main) await main(process.argv.slice(2));

@@ -1,0 +1,25 @@
+/** Durations in configuration: a number of seconds, or a string such as `30s`, `10m`, `24h`, `7d`. */
+
+const UNIT: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+
+/** Parse a duration to seconds, or `undefined` when it is not one. */
+export function parseDuration(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const m = DURATION.exec(value.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (UNIT[m[2] as string] as number);
+}
+
+/** Render seconds as the shortest exact duration string (`600` → `10m`). */
+export function formatDuration(seconds: number): string {
+  for (const [unit, size] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+  ] as const) {
+    if (seconds >= size && seconds % size === 0) return `${seconds / size}${unit}`;
+  }
+  return `${seconds}s`;
+}

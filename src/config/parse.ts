@@ -1,0 +1,103 @@
+/**
+ * Validate configuration against a schema: substitute the environment, report every problem with
+ * its exact path (and a suggestion for misspelled keys), then deep-freeze the result.
+ */
+import type { z } from 'zod';
+import { ConfigError, type ConfigIssue } from '../core/errors.ts';
+import { deepFreeze } from '../core/verify/principal.ts';
+import { substituteEnv } from './env.ts';
+
+/** Render a zod path as `issuers[0].jwks_uri`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i] as number[];
+      const prev = d[i - 1] as number[];
+      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return (d[a.length] as number[])[b.length] as number;
+}
+
+function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+  // Walk the schema along the path to list the keys the object there accepts.
+  // biome-ignore lint/suspicious/noExplicitAny: zod internals differ per schema kind
+  let s: any = schema;
+  const unwrap = () => {
+    for (let i = 0; i < 8 && s; i++) {
+      const def = s._zod?.def;
+      if (!def) break;
+      if (def.innerType) s = def.innerType;
+      else if (def.type === 'pipe') s = def.in;
+      else if (def.type === 'union')
+        s = def.options.find((o: { _zod?: { def?: { shape?: unknown } } }) => o._zod?.def?.shape) ?? def.options[0];
+      else break;
+    }
+  };
+  unwrap();
+  for (const p of path) {
+    const def = s?._zod?.def;
+    if (!def) return [];
+    if (typeof p === 'number') s = def.element;
+    else s = def.shape?.[p] ?? def.valueType;
+    unwrap();
+  }
+  return Object.keys(s?._zod?.def?.shape ?? {});
+}
+
+/** Turn zod issues into path-precise configuration issues. */
+export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIssue[], prefix = ''): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const issue of issues) {
+    const base = formatPath(issue.path);
+    const at = prefix && base ? `${prefix}.${base}` : prefix || base;
+    if (issue.code === 'unrecognized_keys') {
+      const known = knownKeys(schema, issue.path);
+      for (const key of issue.keys) {
+        const close = known.filter((k) => distance(k, key) <= 2).sort((a, b) => distance(a, key) - distance(b, key))[0];
+        const where = at ? `${at}.${key}` : key;
+        out.push({
+          path: where,
+          message: close
+            ? `unknown key "${key}"; did you mean "${close}"?`
+            : `unknown key "${key}"${known.length ? `; known keys here: ${known.join(', ')}` : ''}`,
+        });
+      }
+    } else if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      // Report the branch that got furthest (fewest issues) rather than every alternative.
+      const best = [...issue.errors].sort((a, b) => a.length - b.length)[0] as z.core.$ZodIssue[];
+      const nested = best.map((e) => ({ ...e, path: [...issue.path, ...e.path] }));
+      out.push(...toConfigIssues(schema, nested, prefix));
+    } else if (issue.code === 'invalid_type' && issue.message.includes('received undefined')) {
+      out.push({ path: at, message: `required; expected ${issue.expected}` });
+    } else {
+      out.push({ path: at, message: issue.message.replace(/^Invalid input: /, '') });
+    }
+  }
+  return out;
+}
+
+/**
+ * Parse `input` with `schema` after `${VAR}` substitution. Throws one {@link ConfigError} listing
+ * every problem; returns a deep-frozen value.
+ */
+export function parseConfig<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  options: { env?: Readonly<Record<string, string | undefined>>; source?: string; prefix?: string } = {},
+): z.output<S> {
+  const issues: ConfigIssue[] = [];
+  const substituted = substituteEnv(input, options.env ?? process.env, issues, options.prefix ?? '');
+  const result = schema.safeParse(substituted);
+  if (!result.success) issues.push(...toConfigIssues(schema, result.error.issues, options.prefix));
+  if (issues.length > 0) throw new ConfigError(issues, options.source);
+  return deepFreeze(result.data as z.output<S>);
+}

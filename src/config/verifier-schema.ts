@@ -1,0 +1,260 @@
+/**
+ * The verifier's configuration schema: the single source of its defaults, its validation and its
+ * documentation (docs/configuration.md is generated from the descriptions here). The same shape is
+ * accepted by `createVerifier(options)` and appears at the top level of `tessera.yaml`.
+ *
+ * @module
+ */
+import { z } from 'zod';
+import { JWS_ALGORITHMS } from '../core/jose/algorithms.ts';
+import { parseDuration } from './duration.ts';
+
+/** A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds. */
+export const duration = (description: string, max?: number) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((v, ctx) => {
+      const s = parseDuration(v);
+      if (s === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)` });
+        return z.NEVER;
+      }
+      if (max !== undefined && s > max) {
+        ctx.addIssue({ code: 'custom', message: `${v} is more than the maximum of ${max} seconds` });
+        return z.NEVER;
+      }
+      return s;
+    })
+    .meta({ description });
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** An https URL, or http on a loopback host (for local development and tests). */
+export const secureUrl = (description: string) =>
+  z
+    .string()
+    .refine((v) => URL.canParse(v), { message: 'not an absolute URL' })
+    .refine(
+      (v) => {
+        if (!URL.canParse(v)) return true;
+        const u = new URL(v);
+        return u.protocol === 'https:' || (u.protocol === 'http:' && LOOPBACK.has(u.hostname));
+      },
+      { message: 'must use https (plain http is accepted only on localhost, 127.0.0.1 and [::1])' },
+    )
+    .meta({ description });
+
+const algorithm = z.enum(JWS_ALGORITHMS, {
+  error: (issue) =>
+    `"${String(issue.input)}" is not a supported algorithm; use one of ${JWS_ALGORITHMS.join(', ')} (case-sensitive; "none" is never accepted)`,
+});
+
+const jwksSchema = z
+  .union([
+    z.strictObject({ file: z.string().min(1).meta({ description: 'Path to a JWKS JSON file.' }) }),
+    z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())).min(1).meta({ description: 'Inline JWKS keys.' }) }),
+  ])
+  .meta({ description: 'Local keys: `{file: path}` or `{keys: [...]}` (an inline JWKS).' });
+
+export const issuerSchema = z
+  .strictObject({
+    issuer: z.string().min(1).meta({ description: 'Exact `iss` value tokens from this issuer carry.' }),
+    audiences: z
+      .array(z.string().min(1))
+      .min(1, 'list at least one audience; accepting tokens for any audience lets a token for one API be replayed at another')
+      .meta({ description: 'The token `aud` (string or array) must contain one of these.' }),
+    algorithms: z
+      .array(algorithm)
+      .min(1)
+      .default(['ES256', 'EdDSA', 'RS256', 'PS256'])
+      .meta({ description: 'Algorithm allowlist. HMAC (HS*) is accepted only with an inline `oct` key of at least the hash size.' }),
+    jwks: jwksSchema.optional(),
+    jwks_uri: secureUrl('Remote JWKS URL (cached, refreshed per Cache-Control).').optional(),
+    jwks_cache: z
+      .strictObject({
+        min_ttl: duration('Shortest time a fetched key set is used before a background refresh.').prefault('1m'),
+        max_ttl: duration('Longest time a fetched key set is used before a background refresh.').prefault('24h'),
+        default_ttl: duration('Time used when the response has no Cache-Control max-age.').prefault('10m'),
+        miss_cooldown: duration('After a fetch, unknown `kid`s wait this long before another fetch.').prefault('30s'),
+        timeout: duration('Fetch timeout.').prefault('5s'),
+      })
+      .prefault({})
+      .meta({ description: 'Remote JWKS caching.' }),
+    scope_claim: z
+      .enum(['scope', 'scopes', 'scp'])
+      .default('scope')
+      .meta({ description: 'Claim carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
+    token_type: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: 'Required `typ` header, e.g. `at+jwt` (RFC 9068); `application/` prefix and case are ignored.' }),
+    required_claims: z
+      .array(z.string().min(1))
+      .default(['iat'])
+      .meta({ description: 'Claims that must be present in addition to `iss`, `aud` and `exp` (always required).' }),
+    clock_skew: duration('Tolerated clock difference for `exp`, `nbf` and `iat` (at most 60s).', 60).prefault('30s'),
+    max_lifetime: duration('Longest accepted token lifetime (`exp` − `iat`).').prefault('24h'),
+    delegation_claim: z.string().min(1).default('grant_id').meta({ description: 'Claim carrying the delegation (grant) id.' }),
+  })
+  .superRefine((v, ctx) => {
+    if ((v.jwks === undefined) === (v.jwks_uri === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['jwks_uri'], message: 'give exactly one of jwks_uri (remote) or jwks ({file} or {keys})' });
+    }
+    if (v.jwks_uri !== undefined && v.algorithms.some((a) => a.startsWith('HS'))) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['algorithms'],
+        message: 'HMAC algorithms need a shared secret and cannot come from a remote JWKS; remove HS* or use an inline oct key',
+      });
+    }
+  })
+  .meta({ description: 'A trusted JWT issuer with its own keys, audiences, algorithms and scope claim.' });
+
+export const staticTokenSchema = z
+  .strictObject({
+    id: z.string().min(1).meta({ description: 'Name of this token in audit events (never the token itself).' }),
+    token: z
+      .string()
+      .min(
+        32,
+        'a static token must be at least 32 characters of random data; generate one with `tessera init` or `openssl rand -base64 32`',
+      )
+      .meta({ description: 'The token value, normally `${GATEWAY_TOKEN}` from the environment.' }),
+    subject: z.string().min(1).optional().meta({ description: 'Subject principals from this token carry (default `static:<id>`).' }),
+    scopes: z.array(z.string().min(1)).default([]).meta({ description: 'Scopes this token grants.' }),
+  })
+  .meta({ description: 'A static gateway token, compared in constant time. List several to rotate with an overlap.' });
+
+export const introspectionSchema = z
+  .strictObject({
+    endpoint: secureUrl('RFC 7662 introspection endpoint.'),
+    client_id: z.string().min(1).meta({ description: 'Client id for client_secret_basic authentication.' }),
+    client_secret: z.string().min(1).meta({ description: 'Client secret, normally from the environment.' }),
+    issuer: z.string().min(1).optional().meta({ description: 'Issuer name for principals when the response has no `iss`.' }),
+    audiences: z.array(z.string().min(1)).optional().meta({ description: 'When set, the response `aud` must contain one of these.' }),
+    cache_max_ttl: duration('Longest time an active result is cached (never past the token `exp`).').prefault('60s'),
+    timeout: duration('Request timeout.').prefault('5s'),
+    scope_claim: z.enum(['scope', 'scopes', 'scp']).default('scope'),
+  })
+  .meta({ description: 'Opaque tokens checked by RFC 7662 introspection.' });
+
+const scopeRequirement = z.union([
+  z.array(z.string().min(1)),
+  z.strictObject({ all: z.array(z.string().min(1)).optional(), any: z.array(z.string().min(1)).min(1).optional() }),
+]);
+
+export const ruleSchema = z
+  .strictObject({
+    id: z.string().min(1).optional().meta({ description: 'Rule id for audit events (default `rules[i]`).' }),
+    methods: z
+      .array(z.string())
+      .min(1)
+      .transform((a) => a.map((m) => m.toUpperCase()))
+      .optional()
+      .meta({ description: 'HTTP methods; omitted means any.' }),
+    path: z
+      .string()
+      .optional()
+      .meta({ description: 'Path pattern: literal segments, `:param`, `*` (one segment), final `**` (any rest).' }),
+    tool: z.string().min(1).optional().meta({ description: 'MCP tool name or glob (`files.*`) for `tools/call`.' }),
+    scopes: scopeRequirement.optional().meta({ description: 'Required scopes: a list (all of them) or `{all: [...], any: [...]}`.' }),
+    claims: z
+      .record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.array(z.union([z.string(), z.number()]))]))
+      .optional()
+      .meta({ description: 'Claim conditions: a literal, a list of literals, or `:param` to equal a path parameter.' }),
+  })
+  .meta({ description: 'One authorization rule; the first matching rule decides, unmatched requests are denied.' });
+
+export const scopeCatalogSchema = z
+  .record(
+    z.string(),
+    z
+      .strictObject({
+        description: z.string().optional(),
+        implies: z.array(z.string().min(1)).optional().meta({ description: 'Scopes (or `prefix:*`) this scope also grants.' }),
+      })
+      .nullable()
+      .transform((v) => v ?? {}),
+  )
+  .meta({ description: 'Scope catalogue with inheritance. When present, rules may only name scopes defined here.' });
+
+export const dpopSchema = z
+  .strictObject({
+    mode: z
+      .enum(['disabled', 'allowed', 'required'])
+      .default('allowed')
+      .meta({ description: '`allowed`: DPoP-bound tokens need proofs, bearer tokens pass; `required`: bearer tokens are refused.' }),
+    algorithms: z
+      .array(algorithm)
+      .min(1)
+      .default(['ES256', 'EdDSA', 'PS256', 'RS256'])
+      .meta({ description: 'Algorithms accepted for proofs (asymmetric only).' }),
+    iat_window: duration('How old a proof may be.').prefault('60s'),
+    nonce: z.boolean().default(false).meta({ description: 'Require server-issued nonces (`use_dpop_nonce`).' }),
+    replay_cache_size: z.number().int().positive().default(100_000).meta({ description: 'Proof `jti`s remembered.' }),
+  })
+  .superRefine((v, ctx) => {
+    for (const [i, a] of v.algorithms.entries()) {
+      if (a.startsWith('HS'))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['algorithms', i],
+          message: 'DPoP proofs are signed with asymmetric keys; remove HMAC algorithms',
+        });
+    }
+  })
+  .meta({ description: 'DPoP (RFC 9449) sender-constrained tokens.' });
+
+/** Everything the verifier reads. */
+export const verifierFields = {
+  issuers: z.array(issuerSchema).default([]).meta({ description: 'Trusted JWT issuers.' }),
+  static_tokens: z.array(staticTokenSchema).default([]).meta({ description: 'Static gateway tokens.' }),
+  introspection: introspectionSchema.optional(),
+  scopes: scopeCatalogSchema.optional(),
+  rules: z
+    .array(ruleSchema)
+    .optional()
+    .meta({ description: 'Authorization rules evaluated by `verify` (the gateway has per-route rules).' }),
+  transport: z
+    .strictObject({
+      form_body: z.boolean().default(false).meta({ description: 'Accept `access_token` in an urlencoded body (RFC 6750 §2.2).' }),
+      query: z
+        .boolean()
+        .default(false)
+        .meta({ description: 'Accept `access_token` in the URI query (RFC 6750 §2.3). Leaks tokens into logs.' }),
+    })
+    .prefault({}),
+  dpop: dpopSchema.prefault({}),
+  max_token_size: z
+    .number()
+    .int()
+    .min(256)
+    .max(65536)
+    .default(8192)
+    .meta({ description: 'Tokens longer than this (bytes) are refused before decoding.' }),
+  cache: z
+    .strictObject({
+      max_entries: z.number().int().min(0).default(10_000).meta({ description: 'Verified-result cache entries (0 disables).' }),
+    })
+    .prefault({}),
+  realm: z.string().optional().meta({ description: '`realm` in WWW-Authenticate challenges.' }),
+  resource_metadata: z.string().optional().meta({ description: 'RFC 9728 metadata URL advertised in challenges.' }),
+};
+
+export const verifierConfigSchema = z.strictObject(verifierFields).superRefine((v, ctx) => {
+  if (v.issuers.length === 0 && v.static_tokens.length === 0 && v.introspection === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'configure at least one of issuers, static_tokens or introspection' });
+  }
+  const seen = new Set<string>();
+  for (const [i, iss] of v.issuers.entries()) {
+    if (seen.has(iss.issuer))
+      ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: `issuer "${iss.issuer}" is listed twice` });
+    seen.add(iss.issuer);
+  }
+});
+
+/** Verifier options as written (before defaults). */
+export type VerifierConfigInput = z.input<typeof verifierConfigSchema>;
+/** Verifier options after validation and defaults. */
+export type VerifierConfig = z.output<typeof verifierConfigSchema>;

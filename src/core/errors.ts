@@ -1,0 +1,414 @@
+/**
+ * Tessera's error catalogue: one closed union of stable reason codes, each bound to the HTTP
+ * status and the RFC error the caller sees. The code goes to the audit trail; the caller gets only
+ * `status`, `error` and a fixed, token-free description.
+ *
+ * Codes are never renamed or reused once released (see docs/errors.md); retire a code by leaving
+ * it in {@link RETIRED_CODES}.
+ *
+ * @module
+ */
+
+/** The error values RFC 6750 §3.1 and RFC 9449 §7 define for resource servers, plus the statuses
+ * that have no RFC error (`null`: a 401 without `error=` when no credentials were sent at all). */
+export type ResourceErrorValue =
+  | 'invalid_request'
+  | 'invalid_token'
+  | 'insufficient_scope'
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
+  | 'temporarily_unavailable'
+  | 'not_found'
+  | 'rate_limited'
+  | 'bad_gateway'
+  | 'gateway_timeout'
+  | 'payload_too_large'
+  | null;
+
+interface CodeSpec {
+  readonly status: number;
+  readonly error: ResourceErrorValue;
+  /** Fixed text safe to show to the caller. Never interpolated with request data. */
+  readonly description: string;
+}
+
+/**
+ * Every reason code the verifier and gateway can produce. Adding a code is a minor change;
+ * removing or renaming one is a breaking change for anyone alerting on it.
+ */
+export const ERROR_CODES = {
+  // RFC 6750 §2 transport: the request itself is malformed (400 invalid_request).
+  request_malformed_authorization: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The Authorization header is not a single scheme followed by one token68 value.',
+  },
+  request_multiple_authorization: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request carries more than one Authorization header.',
+  },
+  request_multiple_methods: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request carries an access token by more than one method.',
+  },
+  request_empty_token: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The access token is empty.',
+  },
+  request_query_token_disabled: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Access tokens in the URI query are not accepted; use the Authorization header.',
+  },
+  request_form_token_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'A form-body access token requires a POST-like method and an application/x-www-form-urlencoded body.',
+  },
+  request_multiple_dpop_proofs: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request carries more than one DPoP header.',
+  },
+  request_path_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request path is not a normalized absolute path.',
+  },
+  request_too_large: {
+    status: 413,
+    error: 'payload_too_large',
+    description: 'The request body exceeds the configured limit.',
+  },
+
+  // RFC 6750 §3.1: no credentials at all is a bare challenge, without an error code.
+  credentials_missing: {
+    status: 401,
+    error: null,
+    description: 'Authentication is required.',
+  },
+
+  // Token validation failures (401 invalid_token).
+  token_too_large: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token exceeds the size limit.',
+  },
+  token_malformed: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is not a well-formed JWT.',
+  },
+  token_header_invalid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token header is invalid.',
+  },
+  token_payload_invalid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token claims are not a valid JSON object.',
+  },
+  token_alg_not_allowed: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is signed with an algorithm that is not allowed.',
+  },
+  token_typ_invalid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token type is not accepted.',
+  },
+  token_crit_unsupported: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token requires an unsupported critical header extension.',
+  },
+  token_key_reference_untrusted: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token header references a key by a method that is never trusted.',
+  },
+  token_kid_unknown: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is signed with an unknown key.',
+  },
+  token_key_ambiguous: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token has no key id and the issuer has several candidate keys.',
+  },
+  token_signature_invalid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token signature is invalid.',
+  },
+  token_issuer_unknown: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token issuer is not trusted.',
+  },
+  token_audience_invalid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is not intended for this audience.',
+  },
+  token_expired: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token expired.',
+  },
+  token_not_yet_valid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is not valid yet.',
+  },
+  token_iat_in_future: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token was issued in the future.',
+  },
+  token_lifetime_exceeded: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token lifetime exceeds the accepted maximum.',
+  },
+  token_claim_missing: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token lacks a required claim.',
+  },
+  token_claim_invalid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'An access token claim has the wrong type or shape.',
+  },
+  token_revoked: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token was revoked.',
+  },
+  token_unknown: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is not recognized.',
+  },
+  token_inactive: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is not active.',
+  },
+  token_dpop_bound_as_bearer: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'A DPoP-bound access token must be presented with the DPoP scheme.',
+  },
+  token_not_dpop_bound: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The DPoP scheme requires a DPoP-bound access token.',
+  },
+  token_dpop_required: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'This resource requires a DPoP-bound access token.',
+  },
+  dpop_binding_mismatch: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The DPoP proof key does not match the key the access token is bound to.',
+  },
+
+  // Key material or an introspection endpoint that cannot be reached: the token may be fine,
+  // but it cannot be checked, so the request is refused (fail closed) with a retryable status.
+  keys_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The keys needed to verify the access token are temporarily unavailable.',
+  },
+  introspection_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The access token cannot be checked right now.',
+  },
+
+  // RFC 9449 §7.1: DPoP proof failures.
+  dpop_proof_missing: {
+    status: 401,
+    error: 'invalid_dpop_proof',
+    description: 'The DPoP scheme requires a DPoP proof header.',
+  },
+  dpop_proof_invalid: {
+    status: 401,
+    error: 'invalid_dpop_proof',
+    description: 'The DPoP proof is invalid.',
+  },
+  dpop_htm_mismatch: {
+    status: 401,
+    error: 'invalid_dpop_proof',
+    description: 'The DPoP proof is for another HTTP method.',
+  },
+  dpop_htu_mismatch: {
+    status: 401,
+    error: 'invalid_dpop_proof',
+    description: 'The DPoP proof is for another URI.',
+  },
+  dpop_iat_invalid: {
+    status: 401,
+    error: 'invalid_dpop_proof',
+    description: 'The DPoP proof is too old or from the future.',
+  },
+  dpop_replayed: {
+    status: 401,
+    error: 'invalid_dpop_proof',
+    description: 'The DPoP proof was already used.',
+  },
+  dpop_ath_mismatch: {
+    status: 401,
+    error: 'invalid_dpop_proof',
+    description: 'The DPoP proof is not bound to this access token.',
+  },
+  dpop_nonce_required: {
+    status: 401,
+    error: 'use_dpop_nonce',
+    description: 'Resource server requires nonce in DPoP proof.',
+  },
+
+  // Authorization (403 insufficient_scope).
+  scope_insufficient: {
+    status: 403,
+    error: 'insufficient_scope',
+    description: 'The access token does not grant the scope this request requires.',
+  },
+  policy_no_match: {
+    status: 403,
+    error: 'insufficient_scope',
+    description: 'No rule grants access to this request.',
+  },
+  policy_condition_failed: {
+    status: 403,
+    error: 'insufficient_scope',
+    description: 'The access token does not satisfy a condition this request requires.',
+  },
+
+  // Gateway.
+  route_not_found: {
+    status: 404,
+    error: 'not_found',
+    description: 'No route matches this request.',
+  },
+  rate_limited: {
+    status: 429,
+    error: 'rate_limited',
+    description: 'Too many requests.',
+  },
+  upstream_unavailable: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
+  upstream_timeout: {
+    status: 504,
+    error: 'gateway_timeout',
+    description: 'The upstream service did not answer in time.',
+  },
+  upstream_credential_unavailable: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The credential for the upstream service could not be obtained.',
+  },
+} as const satisfies Record<string, CodeSpec>;
+
+/** The closed union of reason codes. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Codes that were released and then retired. They must never be given a new meaning. */
+export const RETIRED_CODES: readonly string[] = [];
+
+/** Optional, non-secret details an error may carry to the audit trail. */
+export interface ErrorDetails {
+  /** The claim or header parameter that failed, e.g. `aud`, `alg`, `htu`. */
+  readonly claim?: string;
+  /** Space-delimited scopes the request required (rendered as `scope=` in the challenge). */
+  readonly scope?: string;
+  /** For `use_dpop_nonce`: the nonce to send back in the `DPoP-Nonce` header. */
+  readonly dpopNonce?: string;
+  /** The issuer the token claimed, when it was readable (never the token itself). */
+  readonly issuer?: string;
+  /** Seconds after which a retry may succeed (rate limits, unavailable keys). */
+  readonly retryAfter?: number;
+}
+
+/**
+ * A denied request. `message` is the fixed description of the code and never contains request
+ * data; `code` is the stable reason for the audit trail.
+ *
+ * @example
+ * ```ts
+ * const result = await verifier.verify(request);
+ * if (!result.ok) {
+ *   res.writeHead(result.error.status, { 'www-authenticate': challenge(result.error) });
+ * }
+ * ```
+ */
+export class TesseraError extends Error {
+  override readonly name = 'TesseraError';
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** The RFC error value for the `error=` attribute and the JSON body, or `null`. */
+  readonly error: ResourceErrorValue;
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, details: ErrorDetails = {}, options?: { cause?: unknown }) {
+    const spec: CodeSpec = ERROR_CODES[code];
+    super(spec.description, options);
+    this.code = code;
+    this.status = spec.status;
+    this.error = spec.error;
+    this.details = details;
+  }
+
+  /** The fixed, caller-safe description of this error. */
+  get description(): string {
+    return ERROR_CODES[this.code].description;
+  }
+
+  /** The JSON body a caller may see: the RFC error and its description, nothing else. */
+  toJSON(): { error: string; error_description: string } {
+    return { error: this.error ?? 'unauthorized', error_description: this.description };
+  }
+}
+
+/** True when `value` is a {@link TesseraError}. */
+export function isTesseraError(value: unknown): value is TesseraError {
+  return value instanceof TesseraError;
+}
+
+/** One problem found in configuration or options, with the exact path to it. */
+export interface ConfigIssue {
+  /** Dotted path into the configuration, e.g. `issuers[0].jwks_uri`. */
+  readonly path: string;
+  /** What is wrong and what to write instead. */
+  readonly message: string;
+}
+
+/**
+ * Invalid configuration or options. Thrown at construction, never on the request path; it lists
+ * every problem found, not only the first.
+ */
+export class ConfigError extends TypeError {
+  override readonly name = 'ConfigError';
+  readonly code = 'ERR_INVALID_CONFIG';
+  readonly issues: readonly ConfigIssue[];
+
+  constructor(issues: readonly ConfigIssue[], source?: string) {
+    const where = source ? ` in ${source}` : '';
+    const lines = issues.map((i) => `  ${i.path || '(root)'}: ${i.message}`);
+    super(`invalid configuration${where} (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`);
+    this.issues = issues;
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * JSON Web Keys (RFC 7517) imported into `node:crypto` key objects, each with the signature check
+ * for every algorithm it may verify compiled once, and its RFC 7638 thumbprint.
+ */
+import { Buffer } from 'node:buffer';
+import {
+  constants,
+  createHash,
+  createHmac,
+  createPublicKey,
+  createSecretKey,
+  verify as cryptoVerify,
+  type KeyObject,
+  timingSafeEqual,
+} from 'node:crypto';
+import { ALGORITHMS, type AlgorithmSpec, isJwsAlgorithm, type JwsAlgorithm, MIN_RSA_BITS } from './algorithms.ts';
+import { decodeBase64url } from './base64url.ts';
+
+/** A signature check over the JWS signing input and the decoded signature bytes. */
+export type SignatureCheck = (signingInput: Buffer, signature: Buffer) => boolean;
+
+/** A key ready to verify signatures. Immutable. */
+export interface VerificationKey {
+  readonly kid: string | undefined;
+  readonly kty: 'EC' | 'OKP' | 'RSA' | 'oct';
+  /** The JWK `alg`, when the key set pinned one. */
+  readonly alg: JwsAlgorithm | undefined;
+  /** RFC 7638 SHA-256 thumbprint, base64url. */
+  readonly thumbprint: string;
+  /** The checks for each algorithm this key may verify: key type, curve, size, `alg`, `use`,
+   * `key_ops` and the caller's allowlist already applied. */
+  readonly checks: ReadonlyMap<JwsAlgorithm, SignatureCheck>;
+  /** The public JWK members (empty for `oct` keys, whose material is secret). */
+  readonly publicJwk: Readonly<Record<string, string>>;
+}
+
+/** Why a JWK was refused. The message names the problem, never key material. */
+export class JwkError extends Error {
+  override readonly name = 'JwkError';
+}
+
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth'] as const;
+const THUMBPRINT_MEMBERS: Record<string, readonly string[]> = {
+  EC: ['crv', 'kty', 'x', 'y'],
+  OKP: ['crv', 'kty', 'x'],
+  RSA: ['e', 'kty', 'n'],
+  oct: ['k', 'kty'],
+};
+
+/** RFC 7638 thumbprint of a JWK: SHA-256 over the required members in lexicographic order. */
+export function jwkThumbprint(jwk: Readonly<Record<string, unknown>>): string {
+  const members = THUMBPRINT_MEMBERS[String(jwk.kty)];
+  if (!members) throw new JwkError(`unsupported key type "${String(jwk.kty)}"`);
+  const parts: string[] = [];
+  for (const m of members) {
+    const v = jwk[m];
+    if (typeof v !== 'string' || v === '') throw new JwkError(`JWK member "${m}" must be a non-empty string`);
+    parts.push(`${JSON.stringify(m)}:${JSON.stringify(v)}`);
+  }
+  return createHash('sha256')
+    .update(`{${parts.join(',')}}`)
+    .digest('base64url');
+}
+
+/** Convert an IEEE P1363 ECDSA signature (r || s) into DER, the shape `crypto.verify` checks fastest. */
+export function p1363ToDer(signature: Buffer, size: number): Buffer | undefined {
+  if (signature.length !== size * 2) return undefined;
+  let rStart = 0;
+  while (rStart < size - 1 && signature[rStart] === 0) rStart++;
+  let sStart = size;
+  while (sStart < size * 2 - 1 && signature[sStart] === 0) sStart++;
+  const rPad = (signature[rStart] as number) & 0x80 ? 1 : 0;
+  const sPad = (signature[sStart] as number) & 0x80 ? 1 : 0;
+  const rLen = size - rStart + rPad;
+  const sLen = size * 2 - sStart + sPad;
+  const body = 4 + rLen + sLen;
+  const head = body < 0x80 ? 2 : 3;
+  const der = Buffer.allocUnsafe(head + body);
+  let o = 0;
+  der[o++] = 0x30;
+  if (head === 3) der[o++] = 0x81;
+  der[o++] = body;
+  der[o++] = 0x02;
+  der[o++] = rLen;
+  if (rPad) der[o++] = 0;
+  o += signature.copy(der, o, rStart, size);
+  der[o++] = 0x02;
+  der[o++] = sLen;
+  if (sPad) der[o++] = 0;
+  signature.copy(der, o, sStart, size * 2);
+  return der;
+}
+
+function compileCheck(spec: AlgorithmSpec, key: KeyObject): SignatureCheck {
+  const { hash } = spec;
+  if (spec.kty === 'oct') {
+    const digest = hash as string;
+    return (input, signature) => {
+      const mac = createHmac(digest, key).update(input).digest();
+      return mac.length === signature.length && timingSafeEqual(mac, signature);
+    };
+  }
+  if (spec.kty === 'EC') {
+    const size = spec.ecSize as number;
+    return (input, signature) => {
+      const der = p1363ToDer(signature, size);
+      return der !== undefined && cryptoVerify(hash, input, key, der);
+    };
+  }
+  if (spec.pssSalt !== undefined) {
+    // The options object is built once per key, not per request.
+    const pss = { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: spec.pssSalt };
+    return (input, signature) => cryptoVerify(hash, input, pss, signature);
+  }
+  return (input, signature) => cryptoVerify(hash, input, key, signature);
+}
+
+/** Options for {@link importJwk}. */
+export interface ImportJwkOptions {
+  /** Algorithms the key may be used with; others are dropped. Defaults to all known. */
+  readonly algorithms?: readonly JwsAlgorithm[];
+  /** Refuse `oct` keys (true for anything that arrives over the network or in a DPoP proof). */
+  readonly publicOnly?: boolean;
+}
+
+function str(jwk: Record<string, unknown>, name: string): string | undefined {
+  const v = jwk[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new JwkError(`JWK member "${name}" must be a string`);
+  return v;
+}
+
+/**
+ * Import one JWK for signature verification.
+ *
+ * Refuses private keys, unknown key types and curves, RSA moduli under 2048 bits, HMAC secrets
+ * shorter than their hash, `use` other than `sig`, `key_ops` without `verify`, and keys usable with
+ * none of the allowed algorithms.
+ *
+ * @throws {JwkError} with a message naming the offending member.
+ */
+export function importJwk(input: unknown, options: ImportJwkOptions = {}): VerificationKey {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new JwkError('a JWK must be a JSON object');
+  const jwk = input as Record<string, unknown>;
+  const kty = str(jwk, 'kty');
+  if (kty !== 'EC' && kty !== 'OKP' && kty !== 'RSA' && kty !== 'oct') {
+    throw new JwkError(`unsupported key type "${String(kty)}" (use EC, OKP, RSA or oct)`);
+  }
+  if (kty === 'oct' && options.publicOnly) throw new JwkError('symmetric (oct) keys are not accepted here');
+  for (const m of PRIVATE_MEMBERS) {
+    if (kty !== 'oct' && jwk[m] !== undefined) throw new JwkError(`JWK holds private key material ("${m}"); publish public keys only`);
+  }
+  const kid = str(jwk, 'kid');
+  const use = str(jwk, 'use');
+  if (use !== undefined && use !== 'sig') throw new JwkError(`JWK "use" is "${use}", expected "sig"`);
+  const keyOps = jwk.key_ops;
+  if (keyOps !== undefined && (!Array.isArray(keyOps) || !keyOps.includes('verify'))) {
+    throw new JwkError('JWK "key_ops" does not include "verify"');
+  }
+  const jwkAlg = str(jwk, 'alg');
+  if (jwkAlg !== undefined && !isJwsAlgorithm(jwkAlg)) throw new JwkError(`JWK "alg" "${jwkAlg}" is not a supported JWS algorithm`);
+  const crv = str(jwk, 'crv');
+
+  let key: KeyObject;
+  let secretBytes = 0;
+  try {
+    if (kty === 'oct') {
+      const k = decodeBase64url(str(jwk, 'k') ?? '');
+      if (!k || k.length === 0) throw new JwkError('JWK "k" must be non-empty base64url');
+      secretBytes = k.length;
+      key = createSecretKey(k);
+    } else {
+      const material: Record<string, string> = { kty };
+      for (const m of THUMBPRINT_MEMBERS[kty] as readonly string[]) {
+        const v = str(jwk, m);
+        if (v === undefined) throw new JwkError(`JWK member "${m}" is required for ${kty} keys`);
+        material[m] = v;
+      }
+      key = createPublicKey({ key: material as unknown as import('node:crypto').JsonWebKeyInput['key'], format: 'jwk' });
+    }
+  } catch (cause) {
+    if (cause instanceof JwkError) throw cause;
+    throw new JwkError(`JWK could not be imported as a ${kty} key`, { cause });
+  }
+  if (kty === 'RSA') {
+    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+    if (bits < MIN_RSA_BITS) throw new JwkError(`RSA key is ${bits} bits; at least ${MIN_RSA_BITS} are required`);
+  }
+
+  const allowed = options.algorithms ?? (Object.keys(ALGORITHMS) as JwsAlgorithm[]);
+  const checks = new Map<JwsAlgorithm, SignatureCheck>();
+  for (const alg of allowed) {
+    const spec = ALGORITHMS[alg];
+    if (spec.kty !== kty) continue;
+    if (spec.crv !== undefined && spec.crv !== crv) continue;
+    if (jwkAlg !== undefined && jwkAlg !== alg) continue;
+    if (spec.minSecretBytes !== undefined && secretBytes < spec.minSecretBytes) {
+      if (jwkAlg === alg || secretBytes < 32) {
+        throw new JwkError(`HMAC secret is ${secretBytes * 8} bits; ${alg} requires at least ${spec.minSecretBytes * 8}`);
+      }
+      continue;
+    }
+    checks.set(alg, compileCheck(spec, key));
+  }
+  if (checks.size === 0) {
+    throw new JwkError(
+      `${kty}${crv ? ` ${crv}` : ''} key${kid ? ` "${kid}"` : ''} fits none of the allowed algorithms (${allowed.join(', ')})`,
+    );
+  }
+
+  const publicJwk: Record<string, string> = {};
+  if (kty !== 'oct') {
+    for (const m of THUMBPRINT_MEMBERS[kty] as readonly string[]) publicJwk[m] = jwk[m] as string;
+    if (kid !== undefined) publicJwk.kid = kid;
+    if (jwkAlg !== undefined) publicJwk.alg = jwkAlg;
+  }
+  return Object.freeze({
+    kid,
+    kty,
+    alg: jwkAlg as JwsAlgorithm | undefined,
+    thumbprint: jwkThumbprint(jwk),
+    checks,
+    publicJwk: Object.freeze(publicJwk),
+  });
+}

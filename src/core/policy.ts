@@ -1,0 +1,214 @@
+/**
+ * Policy: ordered rules that match a request (method, path, and later an MCP tool name) and say
+ * which scopes and claim conditions it requires. The first matching rule decides; a request no
+ * rule matches is denied.
+ *
+ * Matchers and conditions are separate lists on each compiled rule, so new kinds (a tool name, a
+ * header) are new matcher functions, not a rewrite.
+ *
+ * @module
+ */
+import type { ConfigIssue, ErrorCode } from './errors.ts';
+import type { ScopeModel } from './scopes.ts';
+
+/** Required scopes: a list means all of them; the object form combines all-of and any-of. */
+export type ScopeRequirement = readonly string[] | { readonly all?: readonly string[]; readonly any?: readonly string[] };
+
+/** A claim condition: the claim must equal a literal, one of several literals, or a path
+ * parameter written as `:name` (e.g. `tenant: ":tenant"`). */
+export type ClaimCondition = string | number | boolean | readonly (string | number)[];
+
+/** One rule as written in configuration. */
+export interface RuleSpec {
+  /** Stable id for audit events; defaults to `rules[i]`. */
+  readonly id?: string;
+  /** HTTP methods (upper case); omitted means any method. */
+  readonly methods?: readonly string[];
+  /** Path pattern: literal segments, `:param` (one segment), `*` (one segment), and a final `**`
+   * (any rest, including nothing). Omitted means any path. */
+  readonly path?: string;
+  /** MCP tool name or glob (`files.*`) for `tools/call` requests; omitted means any. */
+  readonly tool?: string;
+  /** Scopes the principal must hold. */
+  readonly scopes?: ScopeRequirement;
+  /** Claim conditions, all of which must hold. */
+  readonly claims?: Readonly<Record<string, ClaimCondition>>;
+}
+
+/** What a rule is matched against. */
+export interface PolicyInput {
+  readonly method: string;
+  /** The request path, without query; already normalized by the caller. */
+  readonly path: string;
+  /** For MCP `tools/call`: the tool name. */
+  readonly tool?: string;
+}
+
+/** The part of a principal a policy reads. */
+export interface PolicySubject {
+  readonly effectiveScopes: { has(scope: string): boolean };
+  readonly claims: Readonly<Record<string, unknown>>;
+}
+
+/** A compiled rule. */
+export interface CompiledRule {
+  readonly id: string;
+  readonly all: readonly string[];
+  readonly any: readonly string[];
+  /** Space-delimited scopes for the `scope=` challenge attribute. */
+  readonly scopeHint: string;
+}
+
+export type PolicyDecision =
+  | { readonly allowed: true; readonly rule: CompiledRule; readonly params: Readonly<Record<string, string>> }
+  | {
+      readonly allowed: false;
+      readonly code: Extract<ErrorCode, 'policy_no_match' | 'scope_insufficient' | 'policy_condition_failed'>;
+      readonly rule: CompiledRule | undefined;
+      /** The claim whose condition failed. */
+      readonly claim?: string;
+    };
+
+/** A compiled, immutable rule set. */
+export interface Policy {
+  readonly rules: readonly CompiledRule[];
+  /** The first rule matching the input, with its path parameters, without checking scopes. */
+  match(input: PolicyInput): { rule: CompiledRule; params: Record<string, string> } | undefined;
+  /** Match and authorize. */
+  evaluate(input: PolicyInput, subject: PolicySubject): PolicyDecision;
+}
+
+type PathMatcher = (segments: readonly string[], params: Record<string, string>) => boolean;
+
+const SEGMENT_PARAM = /^:[A-Za-z_][A-Za-z0-9_]*$/;
+
+function compilePath(pattern: string, at: string, issues: ConfigIssue[]): PathMatcher | undefined {
+  if (!pattern.startsWith('/')) {
+    issues.push({ path: at, message: `a path pattern starts with "/" (got "${pattern}")` });
+    return undefined;
+  }
+  const parts = pattern === '/' ? [''] : pattern.slice(1).split('/');
+  for (const [i, p] of parts.entries()) {
+    if (p === '**' && i !== parts.length - 1) {
+      issues.push({ path: at, message: '"**" is allowed only as the last segment, e.g. /api/**' });
+      return undefined;
+    }
+    if (p.startsWith(':') && !SEGMENT_PARAM.test(p)) {
+      issues.push({ path: at, message: `"${p}" is not a valid parameter; write :name with letters, digits and _` });
+      return undefined;
+    }
+    if (p === '.' || p === '..') {
+      issues.push({ path: at, message: 'a path pattern cannot contain "." or ".." segments' });
+      return undefined;
+    }
+  }
+  const rest = parts[parts.length - 1] === '**';
+  const fixed = rest ? parts.slice(0, -1) : parts;
+  return (segments, params) => {
+    if (rest ? segments.length < fixed.length : segments.length !== fixed.length) return false;
+    for (let i = 0; i < fixed.length; i++) {
+      const p = fixed[i] as string;
+      const s = segments[i] as string;
+      if (p.charCodeAt(0) === 0x3a) {
+        if (s === '') return false;
+        params[p.slice(1)] = s;
+      } else if (p === '*') {
+        if (s === '') return false;
+      } else if (p !== s) return false;
+    }
+    return true;
+  };
+}
+
+function globToRegExp(glob: string): RegExp {
+  const escaped = glob.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
+  return new RegExp(`^${escaped}$`);
+}
+
+/**
+ * Compile rules against a scope model.
+ *
+ * @returns the policy, or the issues found (unknown scopes, bad patterns, bad methods), each with
+ *   its path under `at`.
+ */
+export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at = 'rules'): { policy: Policy; issues: ConfigIssue[] } {
+  const issues: ConfigIssue[] = [];
+  interface Entry {
+    rule: CompiledRule;
+    methods: ReadonlySet<string> | undefined;
+    path: PathMatcher | undefined;
+    tool: RegExp | undefined;
+    claims: readonly [string, ClaimCondition][];
+  }
+  const entries: Entry[] = [];
+  for (const [i, spec] of specs.entries()) {
+    const here = `${at}[${i}]`;
+    const req = spec.scopes;
+    const all = req === undefined ? [] : Array.isArray(req) ? [...req] : [...((req as { all?: string[] }).all ?? [])];
+    const any = req === undefined || Array.isArray(req) ? [] : [...((req as { any?: string[] }).any ?? [])];
+    const scopePath = Array.isArray(req) ? `${here}.scopes` : `${here}.scopes.all`;
+    issues.push(...scopes.checkReferences(all, scopePath), ...scopes.checkReferences(any, `${here}.scopes.any`));
+    for (const [j, m] of (spec.methods ?? []).entries()) {
+      if (!/^[A-Z]+$/.test(m)) issues.push({ path: `${here}.methods[${j}]`, message: `"${m}" is not an upper-case HTTP method` });
+    }
+    const claims = Object.entries(spec.claims ?? {});
+    for (const [name, cond] of claims) {
+      if (typeof cond === 'string' && cond.startsWith(':') && spec.path && !spec.path.split('/').includes(cond)) {
+        issues.push({ path: `${here}.claims.${name}`, message: `"${cond}" names no parameter of path "${spec.path}"` });
+      }
+    }
+    entries.push({
+      rule: Object.freeze({
+        id: spec.id ?? here,
+        all: Object.freeze(all),
+        any: Object.freeze(any),
+        scopeHint: [...all, ...any].join(' '),
+      }),
+      methods: spec.methods ? new Set(spec.methods) : undefined,
+      path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues),
+      tool: spec.tool === undefined ? undefined : globToRegExp(spec.tool),
+      claims,
+    });
+  }
+
+  const matchEntry = (input: PolicyInput): { entry: Entry; params: Record<string, string> } | undefined => {
+    let segments: string[] | undefined;
+    for (const e of entries) {
+      if (e.methods && !e.methods.has(input.method)) continue;
+      if (e.tool && (input.tool === undefined || !e.tool.test(input.tool))) continue;
+      const params: Record<string, string> = {};
+      if (e.path) {
+        segments ??= input.path === '/' ? [''] : input.path.slice(1).split('/');
+        if (!e.path(segments, params)) continue;
+      }
+      return { entry: e, params };
+    }
+    return undefined;
+  };
+  const match = (input: PolicyInput) => {
+    const found = matchEntry(input);
+    return found && { rule: found.entry.rule, params: found.params };
+  };
+
+  const conditionHolds = (cond: ClaimCondition, value: unknown, params: Record<string, string>): boolean => {
+    if (Array.isArray(cond)) return cond.some((c) => c === value);
+    if (typeof cond === 'string' && cond.startsWith(':')) return typeof value === 'string' && value === params[cond.slice(1)];
+    return value === cond;
+  };
+
+  const evaluate = (input: PolicyInput, subject: PolicySubject): PolicyDecision => {
+    const found = matchEntry(input);
+    if (!found) return { allowed: false, code: 'policy_no_match', rule: undefined };
+    const { entry, params } = found;
+    const { rule } = entry;
+    const has = subject.effectiveScopes;
+    for (const s of rule.all) if (!has.has(s)) return { allowed: false, code: 'scope_insufficient', rule };
+    if (rule.any.length > 0 && !rule.any.some((s) => has.has(s))) return { allowed: false, code: 'scope_insufficient', rule };
+    for (const [claim, cond] of entry.claims) {
+      if (!conditionHolds(cond, subject.claims[claim], params)) return { allowed: false, code: 'policy_condition_failed', rule, claim };
+    }
+    return { allowed: true, rule, params };
+  };
+
+  return { policy: Object.freeze({ rules: Object.freeze(entries.map((e) => e.rule)), match, evaluate }), issues };
+}

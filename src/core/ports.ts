@@ -1,0 +1,43 @@
+/**
+ * The contracts the pure core needs from the outside world. Adapters (remote JWKS over HTTP,
+ * an RFC 7662 client, a shared replay cache in PostgreSQL) implement them; the core never imports
+ * an HTTP server, a database or the CLI.
+ *
+ * @module
+ */
+import type { JwsAlgorithm } from './jose/algorithms.ts';
+import type { VerificationKey } from './jose/jwk.ts';
+
+/** Why a key lookup found no single key. */
+export type KeyMiss = 'unknown' | 'ambiguous' | 'unavailable';
+
+/** The keys of one issuer, looked up by (kid, alg); never by trying every key. */
+export interface KeySource {
+  /** The key for `kid` (or the only candidate when the token has no `kid`) usable with `alg`. */
+  lookup(kid: string | undefined, alg: JwsAlgorithm): VerificationKey | KeyMiss;
+  /**
+   * Called after an `unknown` miss. A remote source may refetch, at most once per cooldown, and
+   * resolves `true` when a new key set was loaded; a refused or failed refresh resolves `false`.
+   */
+  refreshAfterMiss?(): Promise<boolean>;
+}
+
+/** An RFC 7662 introspection response (the members Tessera reads). */
+export interface IntrospectionResponse {
+  readonly active: boolean;
+  readonly [member: string]: unknown;
+}
+
+/** Calls an RFC 7662 introspection endpoint. Rejects when the endpoint cannot answer. */
+export interface Introspector {
+  introspect(token: string): Promise<IntrospectionResponse>;
+}
+
+/** Remembers one-time identifiers (DPoP proof `jti`, client assertion `jti`) until they expire. */
+export interface ReplayCache {
+  /** Record `key` until `expiresAt` (epoch seconds). Returns true on first use, false on replay. */
+  use(key: string, expiresAt: number): boolean | Promise<boolean>;
+}
+
+/** A clock in epoch milliseconds; tests pass a fixed or steppable one. */
+export type Clock = () => number;

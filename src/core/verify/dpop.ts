@@ -1,0 +1,150 @@
+/**
+ * DPoP proofs for resource requests (RFC 9449 §4.3, §7).
+ *
+ * @module
+ */
+import { Buffer } from 'node:buffer';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { TesseraError } from '../errors.ts';
+import { isJwsAlgorithm, type JwsAlgorithm } from '../jose/algorithms.ts';
+import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
+import { importJwk, type VerificationKey } from '../jose/jwk.ts';
+import type { Clock, ReplayCache } from '../ports.ts';
+import { BoundedMap } from './bounded-map.ts';
+
+/** Server-issued DPoP nonces (RFC 9449 §9). */
+export interface DpopNonceSource {
+  /** The nonce to hand out now. */
+  current(): string;
+  /** Whether a nonce presented in a proof is still acceptable. */
+  isValid(nonce: string): boolean;
+}
+
+/**
+ * Stateless nonces: a time slot and an HMAC over it, valid for the current and previous slot, so
+ * several instances sharing the secret accept each other's nonces without shared state.
+ */
+export function createDpopNonces(options: { secret?: Uint8Array; rotationSeconds?: number; clock?: Clock } = {}): DpopNonceSource {
+  const secret = options.secret ?? randomBytes(32);
+  const rotation = (options.rotationSeconds ?? 300) * 1000;
+  const clock = options.clock ?? Date.now;
+  const make = (slot: number): string => {
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(slot >>> 0);
+    const mac = createHmac('sha256', secret).update(head).digest().subarray(0, 16);
+    return Buffer.concat([head, mac]).toString('base64url');
+  };
+  return {
+    current: () => make(Math.floor(clock() / rotation)),
+    isValid(nonce) {
+      const raw = Buffer.from(nonce, 'base64url');
+      if (raw.length !== 20) return false;
+      const slot = raw.readUInt32BE(0);
+      const now = Math.floor(clock() / rotation) >>> 0;
+      if (slot !== now && slot !== (now - 1) >>> 0) return false;
+      return timingSafeEqual(Buffer.from(make(slot), 'base64url'), raw);
+    },
+  };
+}
+
+/** Options for checking proofs. */
+export interface DpopCheckOptions {
+  /** Asymmetric algorithms accepted for proofs. */
+  readonly algorithms: ReadonlySet<JwsAlgorithm>;
+  /** How old a proof's `iat` may be, in seconds. */
+  readonly iatWindow: number;
+  /** Tolerated clock difference, in seconds. */
+  readonly clockSkew: number;
+  readonly replay: ReplayCache;
+  readonly nonces: DpopNonceSource | undefined;
+  readonly maxProofSize: number;
+}
+
+/** The request a proof must be bound to. */
+export interface DpopContext {
+  readonly method: string;
+  /** Absolute request URL. */
+  readonly url: string;
+  /** base64url(SHA-256(access token)), the expected `ath`. */
+  readonly accessTokenHash: string;
+}
+
+function htuOf(url: string): string | undefined {
+  if (!URL.canParse(url)) return undefined;
+  const u = new URL(url);
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') return undefined;
+  return `${u.protocol}//${u.host}${u.pathname}`;
+}
+
+const keyCache = new BoundedMap<string, VerificationKey>(1024);
+
+function proofKey(jwk: unknown, algorithms: readonly JwsAlgorithm[]): VerificationKey | undefined {
+  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return undefined;
+  const cacheKey = JSON.stringify(jwk);
+  const cached = keyCache.get(cacheKey);
+  if (cached) return cached;
+  try {
+    const key = importJwk(jwk, { algorithms, publicOnly: true });
+    keyCache.set(cacheKey, key);
+    return key;
+  } catch {
+    return undefined;
+  }
+}
+
+const fail = (code: ConstructorParameters<typeof TesseraError>[0], claim?: string) => new TesseraError(code, claim ? { claim } : {});
+
+/**
+ * Check one DPoP proof against the request and the access token it accompanies.
+ *
+ * @returns the RFC 7638 thumbprint of the proof key (to compare with the token's `cnf.jkt`), or
+ *   the error: `dpop_proof_invalid` for a malformed or badly signed proof, a specific code for a
+ *   wrong `htm`, `htu`, `iat`, `ath`, a replayed `jti`, or `dpop_nonce_required` with a fresh nonce.
+ */
+export async function checkDpopProof(
+  proof: string,
+  context: DpopContext,
+  options: DpopCheckOptions,
+  nowSeconds: number,
+): Promise<{ jkt: string } | TesseraError> {
+  if (proof.length > options.maxProofSize) return fail('dpop_proof_invalid');
+  const split = splitCompact(proof);
+  if (!split) return fail('dpop_proof_invalid');
+  const header = decodeJsonSegment(proof.slice(0, split.dot1));
+  if (!header) return fail('dpop_proof_invalid', 'header');
+  if (header.typ !== 'dpop+jwt') return fail('dpop_proof_invalid', 'typ');
+  const alg = header.alg;
+  if (!isJwsAlgorithm(alg) || !options.algorithms.has(alg)) return fail('dpop_proof_invalid', 'alg');
+  if (header.crit !== undefined) return fail('dpop_proof_invalid', 'crit');
+  for (const h of KEY_REFERENCE_HEADERS) if (h !== 'jwk' && header[h] !== undefined) return fail('dpop_proof_invalid', h);
+  const key = proofKey(header.jwk, [...options.algorithms]);
+  const check = key?.checks.get(alg);
+  if (!key || !check) return fail('dpop_proof_invalid', 'jwk');
+  const signature = Buffer.from(proof.slice(split.dot2 + 1), 'base64url');
+  if (!check(Buffer.from(proof.slice(0, split.dot2), 'latin1'), signature)) return fail('dpop_proof_invalid', 'signature');
+
+  const claims = decodeJsonSegment(proof.slice(split.dot1 + 1, split.dot2));
+  if (!claims) return fail('dpop_proof_invalid', 'payload');
+  const { jti, htm, htu, iat, ath, nonce } = claims;
+  if (typeof jti !== 'string' || jti === '' || jti.length > 256) return fail('dpop_proof_invalid', 'jti');
+  if (typeof htm !== 'string') return fail('dpop_proof_invalid', 'htm');
+  if (typeof htu !== 'string') return fail('dpop_proof_invalid', 'htu');
+  if (typeof iat !== 'number') return fail('dpop_proof_invalid', 'iat');
+  if (htm !== context.method) return fail('dpop_htm_mismatch', 'htm');
+  const expected = htuOf(context.url);
+  if (expected === undefined || htuOf(htu) !== expected) return fail('dpop_htu_mismatch', 'htu');
+  if (iat > nowSeconds + options.clockSkew || iat < nowSeconds - options.iatWindow - options.clockSkew) {
+    return fail('dpop_iat_invalid', 'iat');
+  }
+  if (typeof ath !== 'string' || ath.length !== context.accessTokenHash.length) return fail('dpop_ath_mismatch', 'ath');
+  if (!timingSafeEqual(Buffer.from(ath), Buffer.from(context.accessTokenHash))) return fail('dpop_ath_mismatch', 'ath');
+  if (options.nonces) {
+    if (typeof nonce !== 'string' || !options.nonces.isValid(nonce)) {
+      return new TesseraError('dpop_nonce_required', { claim: 'nonce', dpopNonce: options.nonces.current() });
+    }
+  }
+  // Only a proof that passed every other check is remembered, so junk cannot fill the cache.
+  const first = await options.replay.use(`${key.thumbprint}:${jti}`, iat + options.iatWindow + options.clockSkew);
+  if (!first) return fail('dpop_replayed', 'jti');
+  return { jkt: key.thumbprint };
+}

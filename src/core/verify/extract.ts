@@ -1,0 +1,155 @@
+/**
+ * RFC 6750 §2: finding the access token in a request.
+ *
+ * - `Authorization: Bearer <token68>` (scheme case-insensitive), or `Authorization: DPoP <token68>`
+ *   (RFC 9449 §7.1);
+ * - a form-body `access_token` parameter (§2.2), only when enabled, only for methods with body
+ *   semantics and an `application/x-www-form-urlencoded` body;
+ * - a URI query `access_token` parameter (§2.3), only when enabled. When disabled its presence is
+ *   an error rather than being ignored, because the token has already leaked into URL logs.
+ *
+ * Two methods in one request, or two Authorization headers, are a 400 `invalid_request`.
+ *
+ * @module
+ */
+import { TesseraError } from '../errors.ts';
+
+/** Header values as Node gives them (`headersDistinct` arrays, or `headers`), or Web `Headers`. */
+export type HeaderBag = { get(name: string): string | null } | Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/** What the verifier needs from a request. */
+export interface VerifyRequest {
+  /** HTTP method, upper case. */
+  readonly method: string;
+  /** The request URL: absolute (required for DPoP, whose proof names it) or origin-form (`/path?q`). */
+  readonly url: string;
+  readonly headers: HeaderBag;
+  /** The request body; read only when form-body tokens are enabled. */
+  readonly body?: string | Uint8Array | URLSearchParams;
+}
+
+/** Transport options (a subset of the verifier options). */
+export interface TransportOptions {
+  /** Accept `access_token` in an urlencoded POST body (RFC 6750 §2.2). Default false. */
+  readonly formBody: boolean;
+  /** Accept `access_token` in the URI query (RFC 6750 §2.3). Default false. */
+  readonly query: boolean;
+}
+
+/** The token found and how it was presented. */
+export interface ExtractedToken {
+  readonly token: string;
+  /** `dpop` only for `Authorization: DPoP`; every other method is a bearer presentation. */
+  readonly scheme: 'bearer' | 'dpop';
+  readonly method: 'header' | 'form' | 'query';
+}
+
+const TOKEN68 = /^[A-Za-z0-9\-._~+/]+=*$/;
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/** Read one header from either header shape; arrays are returned as-is so duplicates are visible. */
+export function readHeader(headers: HeaderBag, name: string): string | readonly string[] | undefined {
+  if (typeof (headers as { get?: unknown }).get === 'function') {
+    return (headers as { get(name: string): string | null }).get(name) ?? undefined;
+  }
+  return (headers as Record<string, string | readonly string[] | undefined>)[name];
+}
+
+/** Read a header that must appear at most once. */
+export function singleHeader(headers: HeaderBag, name: string): string | undefined | typeof MULTIPLE {
+  const v = readHeader(headers, name);
+  if (v === undefined || typeof v === 'string') return v;
+  if (v.length === 0) return undefined;
+  return v.length === 1 ? v[0] : MULTIPLE;
+}
+
+/** Marker for a header sent more than once. */
+export const MULTIPLE: unique symbol = Symbol('multiple');
+
+function isScheme(value: string, end: number, scheme: string): boolean {
+  if (end !== scheme.length) return false;
+  for (let i = 0; i < end; i++) if ((value.charCodeAt(i) | 0x20) !== scheme.charCodeAt(i)) return false;
+  return true;
+}
+
+function queryToken(url: string): string | undefined | typeof MULTIPLE {
+  const q = url.indexOf('?');
+  if (q < 0 || url.indexOf('access_token', q) < 0) return undefined;
+  const hash = url.indexOf('#', q);
+  const params = new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash));
+  const all = params.getAll('access_token');
+  return all.length === 0 ? undefined : all.length > 1 ? MULTIPLE : all[0];
+}
+
+function formToken(request: VerifyRequest): string | undefined | typeof MULTIPLE | TesseraError {
+  const { body } = request;
+  if (body === undefined) return undefined;
+  let params: URLSearchParams;
+  if (body instanceof URLSearchParams) params = body;
+  else {
+    const text = typeof body === 'string' ? body : new TextDecoder().decode(body);
+    if (!text.includes('access_token')) return undefined;
+    params = new URLSearchParams(text);
+  }
+  const all = params.getAll('access_token');
+  if (all.length === 0) return undefined;
+  if (all.length > 1) return MULTIPLE;
+  const type = singleHeader(request.headers, 'content-type');
+  const mediaType = typeof type === 'string' ? type.split(';')[0]?.trim().toLowerCase() : undefined;
+  if (!BODY_METHODS.has(request.method) || mediaType !== 'application/x-www-form-urlencoded') {
+    return new TesseraError('request_form_token_invalid');
+  }
+  return all[0];
+}
+
+/**
+ * Find the access token, or the error to answer with.
+ *
+ * @returns the token with its scheme, or a {@link TesseraError}: `credentials_missing` when no
+ *   method carries one (a bare 401 challenge), or a 400 `invalid_request` code.
+ */
+export function extractToken(request: VerifyRequest, options: TransportOptions): ExtractedToken | TesseraError {
+  let found: ExtractedToken | undefined;
+  let count = 0;
+
+  const auth = singleHeader(request.headers, 'authorization');
+  if (auth === MULTIPLE) return new TesseraError('request_multiple_authorization');
+  if (auth !== undefined) {
+    let sp = auth.indexOf(' ');
+    if (sp < 0) sp = auth.length;
+    const bearer = isScheme(auth, sp, 'bearer');
+    if (bearer || isScheme(auth, sp, 'dpop')) {
+      let start = sp;
+      while (auth.charCodeAt(start) === 0x20) start++;
+      const token = auth.slice(start);
+      if (token === '') return new TesseraError('request_empty_token');
+      if (!TOKEN68.test(token)) return new TesseraError('request_malformed_authorization');
+      found = { token, scheme: bearer ? 'bearer' : 'dpop', method: 'header' };
+      count++;
+    }
+    // Another scheme (Basic, a bare token) is not a bearer credential: it counts as none.
+  }
+
+  const inQuery = queryToken(request.url);
+  if (inQuery !== undefined) {
+    if (!options.query) return new TesseraError('request_query_token_disabled');
+    if (inQuery === MULTIPLE) return new TesseraError('request_multiple_methods');
+    if (inQuery === '') return new TesseraError('request_empty_token');
+    found = { token: inQuery, scheme: 'bearer', method: 'query' };
+    count++;
+  }
+
+  if (options.formBody) {
+    const inForm = formToken(request);
+    if (inForm instanceof TesseraError) return inForm;
+    if (inForm === MULTIPLE) return new TesseraError('request_multiple_methods');
+    if (inForm !== undefined) {
+      if (inForm === '') return new TesseraError('request_empty_token');
+      found = { token: inForm, scheme: 'bearer', method: 'form' };
+      count++;
+    }
+  }
+
+  if (count > 1) return new TesseraError('request_multiple_methods');
+  return found ?? new TesseraError('credentials_missing');
+}

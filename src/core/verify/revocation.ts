@@ -1,0 +1,104 @@
+/**
+ * The in-memory revocation view a verifier consults on every request: revoked grants (whole
+ * delegation subtrees, already expanded by the token service), token ids, and subjects or clients
+ * revoked as of a time. Checks are a few `Set`/`Map` lookups; the token service or a shared store
+ * feeds it.
+ *
+ * @module
+ */
+
+/** The token facts revocation decides on. */
+export interface RevocationSubject {
+  readonly issuer: string;
+  readonly subject: string | undefined;
+  readonly clientId: string | undefined;
+  readonly delegationId: string | undefined;
+  readonly tokenId: string | undefined;
+  readonly issuedAt: number | undefined;
+  readonly expiresAt: number;
+}
+
+/** What a verifier needs from a revocation source. */
+export interface RevocationCheck {
+  /** Increments on every change, so cached verification results know when to re-check. */
+  readonly epoch: number;
+  isRevoked(token: RevocationSubject): boolean;
+}
+
+/** One revocation to apply. Times are epoch seconds. */
+export interface Revocation {
+  readonly grantIds?: readonly string[];
+  /** `jti` values, each with the token's `exp` so the entry can be dropped once it expires. */
+  readonly tokenIds?: readonly { readonly jti: string; readonly expiresAt: number }[];
+  /** Every token of this subject issued at or before `at`. */
+  readonly subjects?: readonly { readonly issuer: string; readonly subject: string; readonly at: number }[];
+  /** Every token of this client issued at or before `at`. */
+  readonly clients?: readonly { readonly issuer: string; readonly clientId: string; readonly at: number }[];
+}
+
+/**
+ * A mutable revocation list.
+ *
+ * @example
+ * ```ts
+ * const revocations = new RevocationList();
+ * const verifier = createVerifier({ ...options, revocation: revocations });
+ * revocations.apply({ grantIds: ['g_123', 'g_124'] }); // next request with those tokens fails
+ * ```
+ */
+export class RevocationList implements RevocationCheck {
+  #epoch = 0;
+  readonly #grants = new Set<string>();
+  readonly #tokens = new Map<string, number>();
+  readonly #subjects = new Map<string, number>();
+  readonly #clients = new Map<string, number>();
+  readonly #listeners = new Set<(r: Revocation) => void>();
+
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  apply(r: Revocation): void {
+    for (const g of r.grantIds ?? []) this.#grants.add(g);
+    for (const t of r.tokenIds ?? []) this.#tokens.set(t.jti, t.expiresAt);
+    for (const s of r.subjects ?? []) {
+      const k = `${s.issuer}\n${s.subject}`;
+      this.#subjects.set(k, Math.max(this.#subjects.get(k) ?? 0, s.at));
+    }
+    for (const c of r.clients ?? []) {
+      const k = `${c.issuer}\n${c.clientId}`;
+      this.#clients.set(k, Math.max(this.#clients.get(k) ?? 0, c.at));
+    }
+    this.#epoch++;
+    for (const listener of this.#listeners) listener(r);
+  }
+
+  /** Be told of every applied revocation (used to close long-lived streams). */
+  subscribe(listener: (r: Revocation) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  isRevoked(t: RevocationSubject): boolean {
+    if (t.delegationId !== undefined && this.#grants.has(t.delegationId)) return true;
+    if (t.tokenId !== undefined && this.#tokens.has(t.tokenId)) return true;
+    if (this.#subjects.size > 0 && t.subject !== undefined) {
+      const at = this.#subjects.get(`${t.issuer}\n${t.subject}`);
+      if (at !== undefined && (t.issuedAt ?? 0) <= at) return true;
+    }
+    if (this.#clients.size > 0 && t.clientId !== undefined) {
+      const at = this.#clients.get(`${t.issuer}\n${t.clientId}`);
+      if (at !== undefined && (t.issuedAt ?? 0) <= at) return true;
+    }
+    return false;
+  }
+
+  /** Drop token-id entries whose tokens have expired anyway. */
+  prune(nowSeconds: number): void {
+    for (const [jti, exp] of this.#tokens) if (exp < nowSeconds) this.#tokens.delete(jti);
+  }
+
+  get size(): { grants: number; tokens: number; subjects: number; clients: number } {
+    return { grants: this.#grants.size, tokens: this.#tokens.size, subjects: this.#subjects.size, clients: this.#clients.size };
+  }
+}

@@ -1,0 +1,568 @@
+/**
+ * The verifier core: options compiled once into closures; each request then runs extraction,
+ * token validation (signature first, claims after), revocation, DPoP binding and policy.
+ *
+ * This module takes resolved options (key sources, an introspector, a compiled policy). The
+ * public `createVerifier` in `src/verifier.ts` builds those from configuration.
+ *
+ * @module
+ */
+import { Buffer } from 'node:buffer';
+import { hash as cryptoHash, timingSafeEqual } from 'node:crypto';
+import { type ErrorCode, TesseraError } from '../errors.ts';
+import type { JwsAlgorithm } from '../jose/algorithms.ts';
+import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
+import type { JsonObject } from '../jose/json.ts';
+import type { VerificationKey } from '../jose/jwk.ts';
+import type { CompiledRule, Policy } from '../policy.ts';
+import type { Clock, IntrospectionResponse, Introspector, KeyMiss, KeySource } from '../ports.ts';
+import { parseScopeClaim, type ScopeModel } from '../scopes.ts';
+import { BoundedMap } from './bounded-map.ts';
+import { type ChallengeOptions, challenges } from './challenge.ts';
+import { checkDpopProof, type DpopCheckOptions } from './dpop.ts';
+import { extractToken, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
+import { type Actor, deepFreeze, type Principal } from './principal.ts';
+import type { RevocationCheck } from './revocation.ts';
+
+/** One trusted JWT issuer, resolved. */
+export interface IssuerOptions {
+  /** Exact `iss` value. */
+  readonly issuer: string;
+  /** The token's `aud` must contain one of these. */
+  readonly audiences: readonly string[];
+  /** Algorithm allowlist for this issuer. */
+  readonly algorithms: readonly JwsAlgorithm[];
+  readonly keys: KeySource;
+  /** Claim holding the granted scopes. */
+  readonly scopeClaim: string;
+  /** Required `typ` header (e.g. `at+jwt`), compared as RFC 8725 §3.11 / RFC 9068 §4 say. */
+  readonly typ: string | undefined;
+  /** Claims that must be present besides `iss`, `exp` (always required) and `aud`. */
+  readonly requiredClaims: readonly string[];
+  /** Tolerated clock difference, seconds (at most 60). */
+  readonly clockSkew: number;
+  /** Longest accepted `exp - iat`, seconds. */
+  readonly maxLifetime: number;
+  /** Claim holding the delegation (grant) id. */
+  readonly delegationClaim: string;
+}
+
+/** One accepted static (gateway) token, resolved. */
+export interface StaticTokenOptions {
+  readonly id: string;
+  /** SHA-256 of the token; the token itself is not kept. */
+  readonly digest: Buffer;
+  readonly subject: string;
+  readonly scopes: readonly string[];
+}
+
+export interface IntrospectionOptions {
+  readonly introspector: Introspector;
+  /** The issuer name principals from this endpoint carry when the response has no `iss`. */
+  readonly issuer: string;
+  /** When set, the response `aud` must contain one of these. */
+  readonly audiences: readonly string[] | undefined;
+  /** Longest time an active result is cached, seconds (never past the token's `exp`). */
+  readonly cacheMaxTtl: number;
+  readonly scopeClaim: string;
+}
+
+export interface DpopOptions extends Omit<DpopCheckOptions, 'maxProofSize' | 'clockSkew'> {
+  /** `allowed`: DPoP-bound tokens need proofs, bearer tokens pass; `required`: bearer refused. */
+  readonly mode: 'disabled' | 'allowed' | 'required';
+}
+
+/** Resolved verifier options. */
+export interface CoreVerifierOptions {
+  readonly issuers: readonly IssuerOptions[];
+  readonly staticTokens: readonly StaticTokenOptions[];
+  readonly introspection: IntrospectionOptions | undefined;
+  readonly transport: TransportOptions;
+  /** Tokens longer than this are refused before any decoding. */
+  readonly maxTokenSize: number;
+  readonly scopes: ScopeModel;
+  /** When set, `verify` also authorizes the request against these rules. */
+  readonly policy: Policy | undefined;
+  readonly dpop: DpopOptions;
+  /** Verified-result cache size (0 disables it). */
+  readonly cacheSize: number;
+  readonly revocation: RevocationCheck | undefined;
+  readonly clock: Clock;
+  readonly challenge: ChallengeOptions;
+}
+
+/** A successful verification. */
+export interface VerifySuccess {
+  readonly ok: true;
+  readonly principal: Principal;
+  /** The rule that allowed the request, when a policy is configured. */
+  readonly rule?: CompiledRule;
+}
+
+/** A refused verification. `principal` is set when the token was valid but the request was not
+ * authorized, so the audit trail can still name the caller. */
+export interface VerifyFailure {
+  readonly ok: false;
+  readonly error: TesseraError;
+  readonly principal?: Principal;
+  readonly rule?: CompiledRule;
+}
+
+export type VerifyResult = VerifySuccess | VerifyFailure;
+
+/** Counters for metrics. */
+export interface VerifierStats {
+  cacheHits: number;
+  cacheMisses: number;
+}
+
+/** A compiled verifier. */
+export interface Verifier {
+  /**
+   * Extract the token, validate it, check DPoP binding and revocation, and, when rules are
+   * configured, authorize the request.
+   */
+  verify(request: VerifyRequest): Promise<VerifyResult>;
+  /** Like {@link Verifier.verify} without the rules. */
+  authenticate(request: VerifyRequest): Promise<VerifyResult>;
+  /**
+   * Validate a bare token (no transport, no DPoP proof): for token exchange subject tokens and
+   * `tessera token decode`. A DPoP-bound token is returned as valid; its binding is the caller's
+   * business.
+   */
+  verifyToken(token: string): Promise<VerifyResult>;
+  /** `WWW-Authenticate` values for an error (or a bare challenge). */
+  challenges(error?: TesseraError): string[];
+  readonly stats: Readonly<VerifierStats>;
+}
+
+interface Header {
+  readonly alg: JwsAlgorithm | string;
+  readonly kid: string | undefined;
+  readonly typ: string | undefined;
+}
+
+interface CacheEntry {
+  readonly principal: Principal;
+  /** Epoch ms after which the entry is stale (exp + skew). */
+  readonly validUntil: number;
+  epoch: number;
+}
+
+const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure => ({
+  ok: false,
+  error: new TesseraError(code, details),
+});
+
+function normalizeTyp(typ: string): string {
+  const lower = typ.toLowerCase();
+  return lower.startsWith('application/') ? lower.slice(12) : lower;
+}
+
+function parseHeader(segment: string): Header | ErrorCode {
+  const h = decodeJsonSegment(segment);
+  if (!h) return 'token_header_invalid';
+  const { alg, kid, typ } = h;
+  if (typeof alg !== 'string' || alg === '') return 'token_header_invalid';
+  if (h.crit !== undefined) return 'token_crit_unsupported';
+  for (const name of KEY_REFERENCE_HEADERS) if (h[name] !== undefined) return 'token_key_reference_untrusted';
+  if (kid !== undefined && typeof kid !== 'string') return 'token_header_invalid';
+  if (typ !== undefined && typeof typ !== 'string') return 'token_header_invalid';
+  return { alg, kid, typ };
+}
+
+const MAX_ACT_DEPTH = 32;
+
+function parseActors(act: unknown): Actor[] | undefined {
+  const actors: Actor[] = [];
+  let cur = act;
+  while (cur !== undefined) {
+    if (typeof cur !== 'object' || cur === null || Array.isArray(cur) || actors.length >= MAX_ACT_DEPTH) return undefined;
+    const a = cur as JsonObject;
+    if (typeof a.sub !== 'string') return undefined;
+    if (a.iss !== undefined && typeof a.iss !== 'string') return undefined;
+    if (a.client_id !== undefined && typeof a.client_id !== 'string') return undefined;
+    const actor: { subject: string; issuer?: string; clientId?: string } = { subject: a.sub };
+    if (a.iss !== undefined) actor.issuer = a.iss as string;
+    if (a.client_id !== undefined) actor.clientId = a.client_id as string;
+    actors.push(actor);
+    cur = a.act;
+  }
+  return actors;
+}
+
+function optionalString(v: unknown): string | undefined | false {
+  return v === undefined ? undefined : typeof v === 'string' ? v : false;
+}
+
+/**
+ * Build a principal from validated claims. Returns the failing claim name when a claim has the
+ * wrong shape.
+ */
+function principalFrom(
+  kind: Principal['kind'],
+  claims: JsonObject,
+  issuer: string,
+  scopeClaim: string,
+  delegationClaim: string,
+  scopes: ScopeModel,
+  tokenHash: string,
+  expiresAt: number,
+): Principal | string {
+  const sub = optionalString(claims.sub);
+  if (sub === false) return 'sub';
+  const clientId = optionalString(claims.client_id);
+  if (clientId === false) return 'client_id';
+  const jti = optionalString(claims.jti);
+  if (jti === false) return 'jti';
+  const grant = optionalString(claims[delegationClaim]);
+  if (grant === false) return delegationClaim;
+  const granted = parseScopeClaim(claims[scopeClaim]);
+  if (granted === undefined) return scopeClaim;
+  const actors = parseActors(claims.act);
+  if (actors === undefined) return 'act';
+  const aud = claims.aud;
+  const audience = aud === undefined ? [] : typeof aud === 'string' ? [aud] : (aud as string[]);
+  let confirmation: { jkt: string } | undefined;
+  if (claims.cnf !== undefined) {
+    const cnf = claims.cnf;
+    if (typeof cnf !== 'object' || cnf === null || Array.isArray(cnf)) return 'cnf';
+    const jkt = (cnf as JsonObject).jkt;
+    if (jkt !== undefined) {
+      if (typeof jkt !== 'string' || jkt === '') return 'cnf';
+      confirmation = { jkt };
+    }
+  }
+  const iat = claims.iat;
+  return Object.freeze({
+    kind,
+    issuer,
+    subject: sub,
+    clientId,
+    audience: Object.freeze(audience),
+    scopes: Object.freeze(granted),
+    effectiveScopes: scopes.expand(granted),
+    actors: Object.freeze(actors),
+    delegationId: grant,
+    tokenId: jti,
+    expiresAt,
+    issuedAt: typeof iat === 'number' ? iat : undefined,
+    confirmation,
+    tokenHash: tokenHash.slice(0, 16),
+    claims: deepFreeze(claims),
+  });
+}
+
+/**
+ * Compile resolved options into a verifier.
+ *
+ * Everything that can be decided from options alone is decided here: issuer lookup tables,
+ * allowlists as sets, static token digests; the returned closures only do per-token work.
+ */
+export function compileVerifier(options: CoreVerifierOptions): Verifier {
+  const issuers = new Map(options.issuers.map((i) => [i.issuer, { ...i, algorithmSet: new Set<string>(i.algorithms) }]));
+  const soleIssuer = options.issuers.length === 1 ? issuers.get((options.issuers[0] as IssuerOptions).issuer) : undefined;
+  const { clock, scopes, policy, revocation, staticTokens, introspection, maxTokenSize } = options;
+  const dpop = options.dpop;
+  const dpopCheck: DpopCheckOptions = {
+    ...dpop,
+    clockSkew: Math.max(0, ...options.issuers.map((i) => i.clockSkew), 0),
+    maxProofSize: maxTokenSize,
+  };
+  const headerCache = new BoundedMap<string, Header>(256);
+  const cache = options.cacheSize > 0 ? new BoundedMap<string, CacheEntry>(options.cacheSize) : undefined;
+  const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
+
+  const isRevoked = (p: Principal): boolean =>
+    revocation !== undefined &&
+    revocation.isRevoked({
+      issuer: p.issuer,
+      subject: p.subject,
+      clientId: p.clientId,
+      delegationId: p.delegationId,
+      tokenId: p.tokenId,
+      issuedAt: p.issuedAt,
+      expiresAt: p.expiresAt,
+    });
+
+  const remember = (hash: string, principal: Principal, validUntil: number): void => {
+    cache?.set(hash, { principal, validUntil, epoch: revocation?.epoch ?? 0 });
+  };
+
+  /**
+   * JWT validation. Synchronous except when the key is unknown and the key source may refetch;
+   * then the lookup and everything after it continue once the refresh settles.
+   */
+  function verifyJwt(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
+    const split = splitCompact(token);
+    if (!split) return deny('token_malformed');
+    const { dot1, dot2 } = split;
+    const headerSegment = token.slice(0, dot1);
+    let header = headerCache.get(headerSegment);
+    if (header === undefined) {
+      const parsed = parseHeader(headerSegment);
+      if (typeof parsed === 'string') return deny(parsed);
+      header = parsed;
+      headerCache.set(headerSegment, header);
+    }
+    const claims = decodeJsonSegment(token.slice(dot1 + 1, dot2));
+    if (!claims) return deny('token_payload_invalid');
+
+    // The issuer is read before the signature only to choose whose keys to use; every claim is
+    // validated after the signature. A token without a string `iss` can still be checked against
+    // the only configured issuer, so a forgery reports a bad signature rather than a claim.
+    const iss = claims.iss;
+    const issuer = typeof iss === 'string' ? issuers.get(iss) : soleIssuer;
+    if (!issuer) return deny('token_issuer_unknown');
+    const alg = header.alg as JwsAlgorithm;
+    if (!issuer.algorithmSet.has(alg)) return deny('token_alg_not_allowed', { issuer: issuer.issuer, claim: 'alg' });
+
+    const key = issuer.keys.lookup(header.kid, alg);
+    if (key === 'unknown' && issuer.keys.refreshAfterMiss) {
+      const kid = header.kid;
+      return issuer.keys
+        .refreshAfterMiss()
+        .then((refreshed) => checkSignedJwt(token, hash, dot2, claims, header, issuer, refreshed ? issuer.keys.lookup(kid, alg) : key));
+    }
+    return checkSignedJwt(token, hash, dot2, claims, header, issuer, key);
+  }
+
+  function checkSignedJwt(
+    token: string,
+    hash: string,
+    dot2: number,
+    claims: JsonObject,
+    header: Header,
+    issuer: IssuerOptions,
+    key: VerificationKey | KeyMiss,
+  ): VerifyResult {
+    if (key === 'unknown') return deny('token_kid_unknown', { issuer: issuer.issuer, claim: 'kid' });
+    if (key === 'ambiguous') return deny('token_key_ambiguous', { issuer: issuer.issuer, claim: 'kid' });
+    if (key === 'unavailable') return deny('keys_unavailable', { issuer: issuer.issuer, retryAfter: 5 });
+    const check = key.checks.get(header.alg as JwsAlgorithm);
+    const signature = Buffer.from(token.slice(dot2 + 1), 'base64url');
+    if (!check || !check(Buffer.from(token.slice(0, dot2), 'latin1'), signature)) {
+      return deny('token_signature_invalid', { issuer: issuer.issuer });
+    }
+    const iss = claims.iss;
+
+    // Claims (RFC 7519 §4.1, RFC 9068 §4), now that they are known to come from the issuer.
+    const details = (claim: string) => ({ issuer: issuer.issuer, claim });
+    if (issuer.typ !== undefined && (header.typ === undefined || normalizeTyp(header.typ) !== issuer.typ)) {
+      return deny('token_typ_invalid', details('typ'));
+    }
+    if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', details('iss'));
+    for (const name of issuer.requiredClaims) {
+      if (!Object.hasOwn(claims, name)) return deny('token_claim_missing', details(name));
+    }
+    const { exp, nbf, iat, aud } = claims;
+    if (exp === undefined) return deny('token_claim_missing', details('exp'));
+    if (typeof exp !== 'number') return deny('token_claim_invalid', details('exp'));
+    if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', details('nbf'));
+    if (iat !== undefined && typeof iat !== 'number') return deny('token_claim_invalid', details('iat'));
+    const nowMs = clock();
+    const now = Math.floor(nowMs / 1000);
+    const skew = issuer.clockSkew;
+    if (exp <= now - skew) return deny('token_expired', details('exp'));
+    if (nbf !== undefined && nbf > now + skew) return deny('token_not_yet_valid', details('nbf'));
+    if (iat !== undefined && iat > now + skew) return deny('token_iat_in_future', details('iat'));
+    if (exp - (iat ?? now) > issuer.maxLifetime) return deny('token_lifetime_exceeded', details('exp'));
+    if (aud === undefined) return deny('token_claim_missing', details('aud'));
+    if (typeof aud === 'string') {
+      if (!issuer.audiences.includes(aud)) return deny('token_audience_invalid', details('aud'));
+    } else if (Array.isArray(aud) && aud.every((a) => typeof a === 'string')) {
+      if (!issuer.audiences.some((a) => aud.includes(a))) return deny('token_audience_invalid', details('aud'));
+    } else return deny('token_claim_invalid', details('aud'));
+
+    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, scopes, hash, exp);
+    if (typeof principal === 'string') return deny('token_claim_invalid', details(principal));
+    if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
+    remember(hash, principal, (exp + skew) * 1000);
+    return { ok: true, principal };
+  }
+
+  function verifyStatic(hash: string): Principal | undefined {
+    const digest = Buffer.from(hash, 'base64url');
+    let match: StaticTokenOptions | undefined;
+    // Compare against every configured token without stopping early (constant time per entry).
+    for (const s of staticTokens) if (timingSafeEqual(s.digest, digest) && !match) match = s;
+    if (!match) return undefined;
+    return Object.freeze({
+      kind: 'static',
+      issuer: 'static',
+      subject: match.subject,
+      clientId: undefined,
+      audience: Object.freeze([]),
+      scopes: match.scopes,
+      effectiveScopes: scopes.expand(match.scopes),
+      actors: Object.freeze([]),
+      delegationId: undefined,
+      tokenId: undefined,
+      expiresAt: Number.POSITIVE_INFINITY,
+      issuedAt: undefined,
+      confirmation: undefined,
+      tokenHash: hash.slice(0, 16),
+      staticTokenId: match.id,
+      claims: Object.freeze({}),
+    });
+  }
+
+  async function verifyIntrospection(token: string, hash: string, config: IntrospectionOptions): Promise<VerifyResult> {
+    let response: IntrospectionResponse;
+    try {
+      response = await config.introspector.introspect(token);
+    } catch {
+      return deny('introspection_unavailable', { retryAfter: 5 });
+    }
+    if (response.active !== true) return deny('token_inactive');
+    const nowMs = clock();
+    const now = Math.floor(nowMs / 1000);
+    const { exp, aud } = response;
+    if (exp !== undefined && typeof exp !== 'number') return deny('token_claim_invalid', { claim: 'exp' });
+    if (typeof exp === 'number' && exp <= now) return deny('token_expired', { claim: 'exp' });
+    if (config.audiences) {
+      const list = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+      if (!config.audiences.some((a) => list.includes(a))) return deny('token_audience_invalid', { claim: 'aud' });
+    }
+    const iss = typeof response.iss === 'string' ? response.iss : config.issuer;
+    const cacheUntil = Math.min(typeof exp === 'number' ? exp : Number.POSITIVE_INFINITY, now + config.cacheMaxTtl);
+    const claims = { ...response } as JsonObject;
+    const principal = principalFrom(
+      'introspection',
+      claims,
+      iss,
+      config.scopeClaim,
+      'grant_id',
+      scopes,
+      hash,
+      typeof exp === 'number' ? exp : cacheUntil,
+    );
+    if (typeof principal === 'string') return deny('token_claim_invalid', { claim: principal });
+    if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
+    if (cacheUntil > now) remember(hash, principal, cacheUntil * 1000);
+    return { ok: true, principal };
+  }
+
+  /** Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256. */
+  function validate(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
+    if (cache) {
+      const hit = cache.get(hash);
+      if (hit !== undefined) {
+        if (clock() < hit.validUntil) {
+          if (revocation === undefined || hit.epoch === revocation.epoch) {
+            stats.cacheHits++;
+            return { ok: true, principal: hit.principal };
+          }
+          if (!isRevoked(hit.principal)) {
+            hit.epoch = revocation.epoch;
+            stats.cacheHits++;
+            return { ok: true, principal: hit.principal };
+          }
+        }
+        cache.delete(hash);
+      }
+      stats.cacheMisses++;
+    }
+    if (staticTokens.length > 0) {
+      const principal = verifyStatic(hash);
+      if (principal) return { ok: true, principal };
+    }
+    if (issuers.size > 0 && token.indexOf('.') > 0) return verifyJwt(token, hash);
+    if (introspection) return verifyIntrospection(token, hash, introspection);
+    return deny(staticTokens.length > 0 ? 'token_unknown' : 'token_malformed');
+  }
+
+  function authenticateInner(request: VerifyRequest): VerifyResult | Promise<VerifyResult> {
+    const extracted = extractToken(request, options.transport);
+    if (extracted instanceof TesseraError) return { ok: false, error: extracted };
+    const { token } = extracted;
+    if (token.length > maxTokenSize) return deny('token_too_large');
+    const hash = cryptoHash('sha256', token, 'base64url');
+    const result = validate(token, hash);
+    return result instanceof Promise
+      ? result.then((r) => bind(r, extracted.scheme, request, hash))
+      : bind(result, extracted.scheme, request, hash);
+  }
+
+  /** RFC 9449: check the token's sender binding against how it was presented. */
+  function bind(
+    result: VerifyResult,
+    scheme: 'bearer' | 'dpop',
+    request: VerifyRequest,
+    hash: string,
+  ): VerifyResult | Promise<VerifyResult> {
+    if (!result.ok) return result;
+    const { principal } = result;
+    const jkt = principal.confirmation?.jkt;
+    if (scheme === 'bearer') {
+      // §7.2: a bound token presented as a bearer token is refused, else the binding is moot.
+      if (jkt !== undefined) return { ok: false, error: new TesseraError('token_dpop_bound_as_bearer'), principal };
+      if (dpop.mode === 'required') return { ok: false, error: new TesseraError('token_dpop_required'), principal };
+      return result;
+    }
+    if (dpop.mode === 'disabled' || jkt === undefined) return { ok: false, error: new TesseraError('token_not_dpop_bound'), principal };
+    const proof = singleHeader(request.headers, 'dpop');
+    if (proof === MULTIPLE) return { ok: false, error: new TesseraError('request_multiple_dpop_proofs'), principal };
+    if (proof === undefined || proof === '') return { ok: false, error: new TesseraError('dpop_proof_missing'), principal };
+    return checkDpopProof(
+      proof,
+      { method: request.method, url: request.url, accessTokenHash: hash },
+      dpopCheck,
+      Math.floor(clock() / 1000),
+    ).then((checked): VerifyResult => {
+      if (checked instanceof TesseraError) return { ok: false, error: checked, principal };
+      if (checked.jkt !== jkt) return { ok: false, error: new TesseraError('dpop_binding_mismatch', { claim: 'cnf' }), principal };
+      return result;
+    });
+  }
+
+  function pathOf(url: string): string {
+    let start = 0;
+    if (url.charCodeAt(0) !== 0x2f) {
+      const scheme = url.indexOf('://');
+      start = scheme < 0 ? 0 : url.indexOf('/', scheme + 3);
+      if (start < 0) return '/';
+    }
+    let end = url.length;
+    const q = url.indexOf('?', start);
+    if (q >= 0) end = q;
+    const h = url.indexOf('#', start);
+    if (h >= 0 && h < end) end = h;
+    return url.slice(start, end);
+  }
+
+  function authorize(request: VerifyRequest, result: VerifyResult, activePolicy: Policy): VerifyResult {
+    if (!result.ok) return result;
+    const decision = activePolicy.evaluate({ method: request.method, path: pathOf(request.url) }, result.principal);
+    if (decision.allowed) return { ok: true, principal: result.principal, rule: decision.rule };
+    const details: { scope?: string; claim?: string } = {};
+    if (decision.code === 'scope_insufficient' && decision.rule?.scopeHint) details.scope = decision.rule.scopeHint;
+    if (decision.claim) details.claim = decision.claim;
+    const failure: VerifyFailure = { ok: false, error: new TesseraError(decision.code, details), principal: result.principal };
+    return decision.rule ? { ...failure, rule: decision.rule } : failure;
+  }
+
+  async function verify(request: VerifyRequest): Promise<VerifyResult> {
+    const result = authenticateInner(request);
+    if (!policy) return result;
+    return authorize(request, result instanceof Promise ? await result : result, policy);
+  }
+
+  async function authenticate(request: VerifyRequest): Promise<VerifyResult> {
+    return authenticateInner(request);
+  }
+
+  async function verifyToken(token: string): Promise<VerifyResult> {
+    if (token === '') return deny('request_empty_token');
+    if (token.length > maxTokenSize) return deny('token_too_large');
+    return validate(token, cryptoHash('sha256', token, 'base64url'));
+  }
+
+  return Object.freeze({
+    verify,
+    authenticate,
+    verifyToken,
+    challenges: (error?: TesseraError) => challenges(error, options.challenge),
+    stats,
+  });
+}

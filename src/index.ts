@@ -1,0 +1,19 @@
+/**
+ * Tessera: short-lived, scoped, sender-bound and attributable bearer tokens for AI agents and the
+ * APIs they call.
+ *
+ * @module
+ */
+
+export { denyResponse } from './adapters/response.ts';
+export type { VerifierConfig, VerifierConfigInput } from './config/verifier-schema.ts';
+export { ConfigError, type ConfigIssue, ERROR_CODES, type ErrorCode, isTesseraError, TesseraError } from './core/errors.ts';
+export { compilePolicy, type Policy, type PolicyDecision, type RuleSpec } from './core/policy.ts';
+export type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
+export { compileScopes, type EffectiveScopes, type ScopeCatalog } from './core/scopes.ts';
+export { type ChallengeOptions, challenge, challenges } from './core/verify/challenge.ts';
+export type { HeaderBag, VerifyRequest } from './core/verify/extract.ts';
+export type { Actor, Principal, PrincipalKind } from './core/verify/principal.ts';
+export { type Revocation, type RevocationCheck, RevocationList } from './core/verify/revocation.ts';
+export type { Verifier, VerifierStats, VerifyFailure, VerifyResult, VerifySuccess } from './core/verify/verifier.ts';
+export { createVerifier, createVerifierFromConfig, type ManagedVerifier, type VerifierRuntime } from './verifier.ts';

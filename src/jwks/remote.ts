@@ -1,0 +1,145 @@
+/**
+ * A remote JWKS (`jwks_uri`) as a key source.
+ *
+ * - The key set is cached for the response's `Cache-Control` max-age, clamped to [min_ttl,
+ *   max_ttl]; a stale set keeps being used while a background refresh runs.
+ * - An unknown `kid` triggers at most one fetch per `miss_cooldown`; concurrent misses share it,
+ *   so a flood of random `kid`s costs the issuer one request per cooldown.
+ * - A failed fetch keeps the last good key set.
+ *
+ * @module
+ */
+import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
+import type { VerificationKey } from '../core/jose/jwk.ts';
+import { KeySet, parseJwks } from '../core/jose/keyset.ts';
+import type { Clock, KeyMiss, KeySource } from '../core/ports.ts';
+
+export interface RemoteJwksOptions {
+  readonly url: string;
+  readonly algorithms: readonly JwsAlgorithm[];
+  /** Seconds. */
+  readonly minTtl: number;
+  readonly maxTtl: number;
+  readonly defaultTtl: number;
+  readonly missCooldown: number;
+  readonly timeout: number;
+  readonly clock?: Clock;
+  readonly fetch?: typeof fetch;
+  /** Largest accepted response, bytes. */
+  readonly maxBytes?: number;
+  /** Told about fetch failures and skipped keys (no key material in the message). */
+  readonly onWarning?: (message: string) => void;
+}
+
+/** Status for readiness probes and metrics. */
+export interface RemoteJwksStatus {
+  readonly url: string;
+  readonly loaded: boolean;
+  /** True while the current set is within its TTL. */
+  readonly fresh: boolean;
+  readonly keys: number;
+  readonly fetches: number;
+  readonly lastError: string | undefined;
+}
+
+function maxAge(cacheControl: string | null): number | undefined {
+  if (!cacheControl) return undefined;
+  if (/(?:^|,)\s*(?:no-store|no-cache)\b/i.test(cacheControl)) return 0;
+  const m = /(?:^|,)\s*(?:s-maxage|max-age)\s*=\s*"?(\d+)/i.exec(cacheControl);
+  return m ? Number(m[1]) : undefined;
+}
+
+export class RemoteJwks implements KeySource {
+  readonly #o: RemoteJwksOptions;
+  readonly #clock: Clock;
+  readonly #fetch: typeof fetch;
+  #set: KeySet | undefined;
+  #expiresAt = 0;
+  #lastFetchAt = Number.NEGATIVE_INFINITY;
+  #inflight: Promise<boolean> | undefined;
+  #fetches = 0;
+  #lastError: string | undefined;
+
+  constructor(options: RemoteJwksOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? Date.now;
+    this.#fetch = options.fetch ?? fetch;
+  }
+
+  /** Fetch the key set now (e.g. at start-up so the first request does not wait). */
+  load(): Promise<boolean> {
+    return this.#refresh();
+  }
+
+  lookup(kid: string | undefined, alg: JwsAlgorithm): VerificationKey | KeyMiss {
+    const set = this.#set;
+    if (set === undefined) return this.#lastError === undefined ? 'unknown' : 'unavailable';
+    if (this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
+    return set.lookup(kid, alg);
+  }
+
+  refreshAfterMiss(): Promise<boolean> {
+    if (this.#inflight) return this.#inflight;
+    if (this.#clock() - this.#lastFetchAt < this.#o.missCooldown * 1000) return Promise.resolve(false);
+    return this.#refresh();
+  }
+
+  get status(): RemoteJwksStatus {
+    return {
+      url: this.#o.url,
+      loaded: this.#set !== undefined,
+      fresh: this.#set !== undefined && this.#clock() < this.#expiresAt,
+      keys: this.#set?.keys.length ?? 0,
+      fetches: this.#fetches,
+      lastError: this.#lastError,
+    };
+  }
+
+  #refresh(): Promise<boolean> {
+    if (this.#inflight) return this.#inflight;
+    this.#lastFetchAt = this.#clock();
+    this.#fetches++;
+    this.#inflight = this.#fetchOnce()
+      .then(
+        () => {
+          this.#lastError = undefined;
+          return true;
+        },
+        (e: unknown) => {
+          this.#lastError = e instanceof Error ? e.message : String(e);
+          this.#o.onWarning?.(`JWKS fetch from ${this.#o.url} failed: ${this.#lastError}; keeping the last good key set`);
+          // Retry a failed fetch no sooner than the miss cooldown.
+          this.#expiresAt = this.#clock() + this.#o.missCooldown * 1000;
+          return false;
+        },
+      )
+      .finally(() => {
+        this.#inflight = undefined;
+      });
+    return this.#inflight;
+  }
+
+  async #fetchOnce(): Promise<void> {
+    const response = await this.#fetch(this.#o.url, {
+      headers: { accept: 'application/jwk-set+json, application/json' },
+      redirect: 'error',
+      signal: AbortSignal.timeout(this.#o.timeout * 1000),
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const limit = this.#o.maxBytes ?? 512 * 1024;
+    const text = await response.text();
+    if (text.length > limit) throw new Error(`response larger than ${limit} bytes`);
+    let document: unknown;
+    try {
+      document = JSON.parse(text);
+    } catch {
+      throw new Error('response is not JSON');
+    }
+    const parsed = parseJwks(document, { algorithms: this.#o.algorithms, publicOnly: true });
+    for (const p of parsed.problems) this.#o.onWarning?.(`JWKS ${this.#o.url}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);
+    if (parsed.keys.length === 0) throw new Error('no usable keys in the response');
+    const ttl = Math.min(this.#o.maxTtl, Math.max(this.#o.minTtl, maxAge(response.headers.get('cache-control')) ?? this.#o.defaultTtl));
+    this.#set = new KeySet(parsed.keys);
+    this.#expiresAt = this.#clock() + ttl * 1000;
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * `createVerifier(options)`: validate options once, load keys, and return the compiled verifier.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { parseConfig } from './config/parse.ts';
+import { type VerifierConfig, type VerifierConfigInput, verifierConfigSchema } from './config/verifier-schema.ts';
+import { ConfigError, type ConfigIssue } from './core/errors.ts';
+import { compilePolicy } from './core/policy.ts';
+import type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
+import { compileScopes } from './core/scopes.ts';
+import { createDpopNonces, type DpopNonceSource } from './core/verify/dpop.ts';
+import { MemoryReplayCache } from './core/verify/replay.ts';
+import type { RevocationCheck } from './core/verify/revocation.ts';
+import { compileVerifier, type IssuerOptions, type Verifier } from './core/verify/verifier.ts';
+import { createIntrospectionClient } from './introspection/client.ts';
+import { loadLocalJwks } from './jwks/local.ts';
+import { RemoteJwks, type RemoteJwksStatus } from './jwks/remote.ts';
+
+/** Dependencies and code-only settings that do not belong in a YAML file. */
+export interface VerifierRuntime {
+  /** Clock in epoch milliseconds (tests). */
+  readonly clock?: Clock;
+  /** Revocation view consulted on every request (the token service provides one). */
+  readonly revocation?: RevocationCheck;
+  /** `fetch` for remote JWKS and introspection. */
+  readonly fetch?: typeof fetch;
+  /** Directory that relative `jwks.file` paths resolve against. */
+  readonly baseDir?: string;
+  /** Replay cache for DPoP proof `jti`s (default: in-memory). */
+  readonly replay?: ReplayCache;
+  /** Nonce source when `dpop.nonce` is on (default: a per-process secret). */
+  readonly dpopNonces?: DpopNonceSource;
+  /** Key sources by issuer, replacing `jwks`/`jwks_uri` (the in-process token service). */
+  readonly keySources?: Readonly<Record<string, KeySource>>;
+  /** Introspector replacing the HTTP client built from `introspection`. */
+  readonly introspector?: Introspector;
+  /** Warnings (JWKS fetch failures, skipped keys). Never contains key material or tokens. */
+  readonly onWarning?: (message: string) => void;
+  /** Environment for `${VAR}` substitution (default `process.env`). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** A verifier with its lifecycle. */
+export interface ManagedVerifier extends Verifier {
+  /** The validated, frozen options. */
+  readonly config: VerifierConfig;
+  /** Resolves when every remote JWKS has been fetched once (successfully or not). */
+  ready(): Promise<void>;
+  /** Remote JWKS status, for readiness probes. */
+  jwksStatus(): RemoteJwksStatus[];
+}
+
+/**
+ * Create a verifier from options in the shape of `tessera.yaml`.
+ *
+ * @throws {ConfigError} listing every invalid option with its path.
+ *
+ * @example
+ * ```ts
+ * import { createVerifier } from 'tessera';
+ *
+ * const verifier = createVerifier({
+ *   issuers: [{
+ *     issuer: 'https://auth.example.com',
+ *     audiences: ['https://api.example.com'],
+ *     jwks_uri: 'https://auth.example.com/.well-known/jwks.json',
+ *   }],
+ *   scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] } },
+ *   rules: [{ methods: ['GET'], path: '/items/**', scopes: ['api:read'] }],
+ * });
+ * const result = await verifier.verify({ method: 'GET', url: '/items/1', headers: req.headersDistinct });
+ * if (result.ok) console.log(result.principal.subject);
+ * else console.log(result.error.status, result.error.code, verifier.challenges(result.error));
+ * ```
+ */
+export function createVerifier(options: VerifierConfigInput, runtime: VerifierRuntime = {}): ManagedVerifier {
+  const config = parseConfig(verifierConfigSchema, options, runtime.env ? { env: runtime.env } : {});
+  return createVerifierFromConfig(config, runtime);
+}
+
+/** Like {@link createVerifier} for options that were already validated (by a larger config). */
+export function createVerifierFromConfig(config: VerifierConfig, runtime: VerifierRuntime = {}, prefix = ''): ManagedVerifier {
+  const at = (p: string) => (prefix ? `${prefix}.${p}` : p);
+  const issues: ConfigIssue[] = [];
+  const clock = runtime.clock ?? Date.now;
+
+  const { model: scopes, issues: scopeIssues } = compileScopes(config.scopes, at('scopes'));
+  issues.push(...scopeIssues);
+  let policy: ReturnType<typeof compilePolicy>['policy'] | undefined;
+  if (config.rules) {
+    const compiled = compilePolicy(config.rules, scopes, at('rules'));
+    issues.push(...compiled.issues);
+    policy = compiled.policy;
+  }
+
+  const remotes: RemoteJwks[] = [];
+  const issuers: IssuerOptions[] = config.issuers.map((i, n) => {
+    let keys: KeySource;
+    const provided = runtime.keySources?.[i.issuer];
+    if (provided) keys = provided;
+    else if (i.jwks_uri !== undefined) {
+      const remote = new RemoteJwks({
+        url: i.jwks_uri,
+        algorithms: i.algorithms,
+        minTtl: i.jwks_cache.min_ttl,
+        maxTtl: i.jwks_cache.max_ttl,
+        defaultTtl: i.jwks_cache.default_ttl,
+        missCooldown: i.jwks_cache.miss_cooldown,
+        timeout: i.jwks_cache.timeout,
+        clock,
+        ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
+        ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+      });
+      remotes.push(remote);
+      keys = remote;
+    } else {
+      keys = loadLocalJwks(i.jwks as NonNullable<typeof i.jwks>, i.algorithms, at(`issuers[${n}].jwks`), issues, runtime.baseDir);
+    }
+    return {
+      issuer: i.issuer,
+      audiences: i.audiences,
+      algorithms: i.algorithms,
+      keys,
+      scopeClaim: i.scope_claim,
+      typ: i.token_type === undefined ? undefined : i.token_type.toLowerCase().replace(/^application\//, ''),
+      requiredClaims: i.required_claims,
+      clockSkew: i.clock_skew,
+      maxLifetime: i.max_lifetime,
+      delegationClaim: i.delegation_claim,
+    };
+  });
+
+  const staticTokens = config.static_tokens.map((s) => ({
+    id: s.id,
+    digest: createHash('sha256').update(s.token).digest(),
+    subject: s.subject ?? `static:${s.id}`,
+    scopes: Object.freeze([...s.scopes]),
+  }));
+  const seenStatic = new Set<string>();
+  for (const [n, s] of staticTokens.entries()) {
+    const d = s.digest.toString('hex');
+    if (seenStatic.has(d)) issues.push({ path: at(`static_tokens[${n}].token`), message: 'the same token value is configured twice' });
+    seenStatic.add(d);
+  }
+
+  const intro = config.introspection;
+  const introspection = intro
+    ? {
+        introspector:
+          runtime.introspector ??
+          createIntrospectionClient({
+            endpoint: intro.endpoint,
+            clientId: intro.client_id,
+            clientSecret: intro.client_secret,
+            timeout: intro.timeout,
+            ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
+          }),
+        issuer: intro.issuer ?? new URL(intro.endpoint).origin,
+        audiences: intro.audiences,
+        cacheMaxTtl: intro.cache_max_ttl,
+        scopeClaim: intro.scope_claim,
+      }
+    : undefined;
+
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  const dpopAlgorithms = config.dpop.algorithms;
+  const verifier = compileVerifier({
+    issuers,
+    staticTokens,
+    introspection,
+    transport: { formBody: config.transport.form_body, query: config.transport.query },
+    maxTokenSize: config.max_token_size,
+    scopes,
+    policy,
+    dpop: {
+      mode: config.dpop.mode,
+      algorithms: new Set(dpopAlgorithms),
+      iatWindow: config.dpop.iat_window,
+      replay: runtime.replay ?? new MemoryReplayCache({ maxEntries: config.dpop.replay_cache_size, clock }),
+      nonces: config.dpop.nonce ? (runtime.dpopNonces ?? createDpopNonces({ clock })) : undefined,
+    },
+    cacheSize: config.cache.max_entries,
+    revocation: runtime.revocation,
+    clock,
+    challenge: {
+      ...(config.realm !== undefined ? { realm: config.realm } : {}),
+      ...(config.resource_metadata !== undefined ? { resourceMetadata: config.resource_metadata } : {}),
+      schemes: config.dpop.mode === 'disabled' ? ['Bearer'] : config.dpop.mode === 'required' ? ['DPoP'] : ['Bearer', 'DPoP'],
+      dpopAlgorithms,
+    },
+  });
+
+  let readyPromise: Promise<void> | undefined;
+  return Object.freeze({
+    ...verifier,
+    config,
+    ready: () => {
+      readyPromise ??= Promise.all(remotes.map((r) => r.load())).then(() => undefined);
+      return readyPromise;
+    },
+    jwksStatus: () => remotes.map((r) => r.status),
+  });
+}
