@@ -3,7 +3,7 @@
  * implementation), so the verifier is never checked against its own signing code.
  */
 import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
-import { type JWTPayload, SignJWT, type JWTHeaderParameters } from 'jose';
+import { type JWTHeaderParameters, type JWTPayload, SignJWT } from 'jose';
 import type { JwsAlgorithm } from '../../src/core/jose/algorithms.ts';
 
 export const ISSUER = 'https://issuer.test';

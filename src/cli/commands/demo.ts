@@ -20,7 +20,15 @@ export async function startDemo(options: { port: number; host: string; dir: stri
   const issuer = 'https://tessera.demo.invalid';
   const audience = `http://${options.host}:${options.port}`;
   const verifier = createVerifier({
-    issuers: [{ issuer, audiences: [audience], algorithms: ['ES256'], jwks: { keys: [{ ...jwk, kid, alg: 'ES256', use: 'sig' }] }, token_type: 'at+jwt' }],
+    issuers: [
+      {
+        issuer,
+        audiences: [audience],
+        algorithms: ['ES256'],
+        jwks: { keys: [{ ...jwk, kid, alg: 'ES256', use: 'sig' }] },
+        token_type: 'at+jwt',
+      },
+    ],
     scopes: { 'demo:read': { description: 'Read the greeting' }, 'demo:write': { implies: ['demo:read'] } },
     rules: [{ id: 'hello', methods: ['GET'], path: '/hello', scopes: ['demo:read'] }],
     dpop: { mode: 'disabled' },

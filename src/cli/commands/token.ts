@@ -15,7 +15,12 @@ function countdown(exp: unknown, now: number): string {
   if (typeof exp !== 'number') return 'no exp claim';
   const left = exp - now;
   const abs = Math.abs(left);
-  const text = abs >= 3600 ? `${Math.floor(abs / 3600)}h${Math.floor((abs % 3600) / 60)}m` : abs >= 60 ? `${Math.floor(abs / 60)}m${abs % 60}s` : `${abs}s`;
+  const text =
+    abs >= 3600
+      ? `${Math.floor(abs / 3600)}h${Math.floor((abs % 3600) / 60)}m`
+      : abs >= 60
+        ? `${Math.floor(abs / 60)}m${abs % 60}s`
+        : `${abs}s`;
   return left > 0 ? `expires in ${text}` : `expired ${text} ago`;
 }
 
@@ -57,7 +62,8 @@ export async function decodeToken(token: string, options: { jwks?: string; audie
       report.verification = { verified: false, code: 'token_claim_missing', reason: 'the token has no iss claim' };
       return report;
     }
-    const aud = options.audience ?? (typeof claims.aud === 'string' ? claims.aud : Array.isArray(claims.aud) ? String(claims.aud[0]) : undefined);
+    const aud =
+      options.audience ?? (typeof claims.aud === 'string' ? claims.aud : Array.isArray(claims.aud) ? String(claims.aud[0]) : undefined);
     const isUrl = /^https?:\/\//.test(options.jwks);
     if (!isUrl && !existsSync(options.jwks)) throw new CliError(`--jwks: no such file ${options.jwks}`);
     const verifier = createVerifier({
@@ -73,7 +79,10 @@ export async function decodeToken(token: string, options: { jwks?: string; audie
     });
     const result = await verifier.verifyToken(token);
     report.verification = result.ok
-      ? { verified: true, ...(options.audience ? {} : { note: `audience checked against the token's own aud "${aud}"; pass --audience to check yours` }) }
+      ? {
+          verified: true,
+          ...(options.audience ? {} : { note: `audience checked against the token's own aud "${aud}"; pass --audience to check yours` }),
+        }
       : { verified: false, code: result.error.code, status: result.error.status, reason: result.error.description };
   }
   return report;
@@ -99,7 +108,13 @@ export function registerToken(program: Command): void {
       out.write(`expiry  ${report.expiry}\n`);
       out.write(`actors  ${report.actor_chain.length ? report.actor_chain.join(' ← ') : '(none)'}\n`);
       const v = report.verification;
-      out.write(v.verified ? `verdict valid${v.note ? ` (${v.note})` : ''}\n` : v.code ? `verdict INVALID ${v.code}: ${v.reason}\n` : `verdict ${v.note}\n`);
+      out.write(
+        v.verified
+          ? `verdict valid${v.note ? ` (${v.note})` : ''}\n`
+          : v.code
+            ? `verdict INVALID ${v.code}: ${v.reason}\n`
+            : `verdict ${v.note}\n`,
+      );
       if (v.code) process.exitCode = 1;
     });
 }

@@ -274,8 +274,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
 
   const isRevoked = (p: Principal): boolean =>
-    revocation !== undefined &&
-    revocation.isRevoked({
+    revocation?.isRevoked({
       issuer: p.issuer,
       subject: p.subject,
       clientId: p.clientId,
@@ -341,7 +340,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (key === 'unavailable') return deny('keys_unavailable', { issuer: issuer.issuer, retryAfter: 5 });
     const check = key.checks.get(header.alg as JwsAlgorithm);
     const signature = Buffer.from(token.slice(dot2 + 1), 'base64url');
-    if (!check || !check(Buffer.from(token.slice(0, dot2), 'latin1'), signature)) {
+    if (!check?.(Buffer.from(token.slice(0, dot2), 'latin1'), signature)) {
       return deny('token_signature_invalid', { issuer: issuer.issuer });
     }
     const iss = claims.iss;
