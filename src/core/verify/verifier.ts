@@ -274,7 +274,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
 
   const isRevoked = (p: Principal): boolean =>
-    revocation?.isRevoked({
+    revocation !== undefined &&
+    revocation.isRevoked({
       issuer: p.issuer,
       subject: p.subject,
       clientId: p.clientId,
