@@ -41,3 +41,21 @@ export interface ReplayCache {
 
 /** A clock in epoch milliseconds; tests pass a fixed or steppable one. */
 export type Clock = () => number;
+
+/**
+ * Mints the short-lived token the gateway sends upstream for a verified caller (the `exchange`
+ * upstream credential): RFC 8693 token exchange done in-process, narrowed to the route's audience
+ * and scopes, carrying the caller's delegation chain in `act` under the gateway as actor.
+ */
+export interface UpstreamTokenIssuer {
+  issueForUpstream(request: {
+    /** The verified caller. */
+    readonly principal: import('./verify/principal.ts').Principal;
+    /** The upstream's audience. */
+    readonly audience: string;
+    /** Scopes the upstream token may carry (already a subset of what the route requires). */
+    readonly scopes: readonly string[];
+    /** Upper bound on lifetime, seconds. */
+    readonly maxTtl: number;
+  }): Promise<{ readonly token: string; readonly expiresAt: number }>;
+}

@@ -1,0 +1,41 @@
+/**
+ * `tessera.yaml`: the whole configuration, composed from one schema per part. This is the single
+ * source of defaults, validation and docs/configuration.md.
+ *
+ * @module
+ */
+import { z } from 'zod';
+import { auditSchema, gatewaySchema } from './gateway-schema.ts';
+import { storeSchema, tokenServiceSchema } from './token-service-schema.ts';
+import { verifierFields } from './verifier-schema.ts';
+
+export const serverSchema = z
+  .strictObject({
+    host: z.string().min(1).default('127.0.0.1').meta({ description: 'Address to listen on.' }),
+    port: z.number().int().min(0).max(65535).default(8080).meta({ description: 'Port to listen on (0 picks a free one).' }),
+    public_url: z
+      .string()
+      .url()
+      .optional()
+      .meta({ description: 'External base URL (issuer identifier, DPoP htu); default http://host:port.' }),
+    trust_proxy: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Trust X-Forwarded-* from the peer (only behind a proxy that sets them).' }),
+  })
+  .meta({ description: 'The HTTP listener shared by the token service and the gateway.' });
+
+export const configSchema = z
+  .strictObject({
+    data_dir: z.string().min(1).default('.tessera').meta({ description: 'Directory for the SQLite store, keys and generated secrets.' }),
+    server: serverSchema.prefault({}),
+    ...verifierFields,
+    token_service: tokenServiceSchema.optional(),
+    store: storeSchema.optional(),
+    gateway: gatewaySchema.optional(),
+    audit: auditSchema.optional(),
+  })
+  .meta({ description: 'tessera.yaml' });
+
+export type TesseraConfigInput = z.input<typeof configSchema>;
+export type TesseraConfig = z.output<typeof configSchema>;
