@@ -73,7 +73,12 @@ export class RemoteJwks implements KeySource {
 
   lookup(kid: string | undefined, alg: JwsAlgorithm): VerificationKey | KeyMiss {
     const set = this.#set;
-    if (set === undefined) return this.#lastError === undefined ? 'unknown' : 'unavailable';
+    if (set === undefined) {
+      // Never loaded. `unknown` lets the caller wait for a fetch (refreshAfterMiss); after a failed
+      // fetch that is allowed again once the cooldown is over, else the source would stay
+      // unavailable forever when the issuer was down at start-up.
+      return this.#lastError === undefined || this.#clock() >= this.#expiresAt ? 'unknown' : 'unavailable';
+    }
     if (this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
     return set.lookup(kid, alg);
   }

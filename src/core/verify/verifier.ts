@@ -322,7 +322,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       const kid = header.kid;
       return issuer.keys
         .refreshAfterMiss()
-        .then((refreshed) => checkSignedJwt(token, hash, dot2, claims, header, issuer, refreshed ? issuer.keys.lookup(kid, alg) : key));
+        .then(() => checkSignedJwt(token, hash, dot2, claims, header, issuer, issuer.keys.lookup(kid, alg)));
     }
     return checkSignedJwt(token, hash, dot2, claims, header, issuer, key);
   }

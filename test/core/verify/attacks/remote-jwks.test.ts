@@ -1,0 +1,294 @@
+/**
+ * Attacks on and failures of a remote `jwks_uri`, against a real loopback JWKS server and the
+ * verifier's runtime clock: a flood of random `kid`s must not turn the verifier into a request
+ * amplifier against the issuer, a failing endpoint must not drop keys that were good, and the
+ * cache lifetime follows the response's Cache-Control.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { RemoteJwks } from '../../../../src/jwks/remote.ts';
+import { createVerifier } from '../../../../src/verifier.ts';
+import { AUDIENCE, bearer, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
+import { assertDenied, assertInvalidToken, type FakeClock, fakeClock, listen, type TestServer } from '../../../helpers/verify.ts';
+
+const key = makeKey('ES256', 'k1');
+const rotated = makeKey('ES256', 'k2');
+
+/** A JWKS endpoint whose answer the test controls; counts every hit. */
+interface JwksEndpoint extends TestServer {
+  hits: number;
+  status: number;
+  keys: Record<string, unknown>[];
+  cacheControl: string | undefined;
+  /** Raw body replacing the key set. */
+  body: string | undefined;
+}
+
+async function jwksEndpoint(): Promise<JwksEndpoint> {
+  const state = {
+    hits: 0,
+    status: 200,
+    keys: [key.jwk],
+    cacheControl: undefined as string | undefined,
+    body: undefined as string | undefined,
+  };
+  const server = await listen((_req, res) => {
+    state.hits++;
+    if (state.status !== 200) {
+      res.writeHead(state.status).end('unavailable');
+      return;
+    }
+    const headers: Record<string, string> = { 'content-type': 'application/jwk-set+json' };
+    if (state.cacheControl) headers['cache-control'] = state.cacheControl;
+    res.writeHead(200, headers).end(state.body ?? JSON.stringify({ keys: state.keys }));
+  });
+  return Object.assign(state, server) as JwksEndpoint;
+}
+
+function remoteVerifier(endpoint: JwksEndpoint, clock: FakeClock, cache: Record<string, string> = {}) {
+  return createVerifier(
+    {
+      issuers: [
+        {
+          issuer: ISSUER,
+          audiences: [AUDIENCE],
+          algorithms: ['ES256'],
+          jwks_uri: `${endpoint.origin}/jwks`,
+          jwks_cache: { miss_cooldown: '30s', ...cache },
+        },
+      ],
+      dpop: { mode: 'disabled' },
+      cache: { max_entries: 0 },
+    },
+    { clock, onWarning: () => {} },
+  );
+}
+
+/** A token with claims valid at the fake clock's time. */
+const tokenAt = (clock: FakeClock, k = key, kid = k.kid) => sign(k, claims({}, clock.seconds()), { kid });
+
+describe('attack: kid-miss flood against a remote JWKS', () => {
+  let endpoint: JwksEndpoint;
+  before(async () => {
+    endpoint = await jwksEndpoint();
+  });
+  after(() => endpoint.close());
+
+  it('fetches at most once per cooldown however many random kids arrive', async () => {
+    const clock = fakeClock();
+    const verifier = remoteVerifier(endpoint, clock);
+    const start = endpoint.hits;
+    await verifier.ready();
+    assert.equal(endpoint.hits, start + 1);
+
+    const flood = async (n: number) => {
+      const tokens = await Promise.all(Array.from({ length: n }, () => tokenAt(clock, key, randomBytes(12).toString('hex'))));
+      const results = await Promise.all(tokens.map((t) => verifier.verify(bearer(t))));
+      for (const r of results) assertInvalidToken(r, verifier, 'token_kid_unknown');
+    };
+
+    // Within the cooldown of the start-up fetch: no fetch at all.
+    await flood(50);
+    assert.equal(endpoint.hits, start + 1);
+    clock.advance(29);
+    await flood(50);
+    assert.equal(endpoint.hits, start + 1);
+
+    // Cooldown over: one fetch shared by every concurrent miss, then none again.
+    clock.advance(2);
+    await flood(50);
+    assert.equal(endpoint.hits, start + 2);
+    for (let i = 0; i < 20; i++) await flood(1);
+    assert.equal(endpoint.hits, start + 2);
+
+    // Valid tokens keep verifying throughout the flood.
+    const ok = await verifier.verify(bearer(await tokenAt(clock)));
+    assert.equal(ok.ok, true);
+  });
+
+  it('picks up a rotated key on a kid miss once the cooldown allows it', async () => {
+    const clock = fakeClock();
+    const verifier = remoteVerifier(endpoint, clock);
+    endpoint.keys = [key.jwk];
+    await verifier.ready();
+    endpoint.keys = [key.jwk, rotated.jwk];
+    // The start-up fetch was just now: the new kid is refused until the cooldown passes.
+    assertInvalidToken(await verifier.verify(bearer(await tokenAt(clock, rotated))), verifier, 'token_kid_unknown');
+    clock.advance(31);
+    const before = endpoint.hits;
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock, rotated)))).ok, true);
+    assert.equal(endpoint.hits, before + 1);
+    endpoint.keys = [key.jwk];
+  });
+});
+
+describe('remote JWKS failure keeps the last good key set', () => {
+  let endpoint: JwksEndpoint;
+  before(async () => {
+    endpoint = await jwksEndpoint();
+  });
+  after(() => endpoint.close());
+
+  it('keeps verifying with the last good keys while the endpoint fails', async () => {
+    const clock = fakeClock();
+    endpoint.status = 200;
+    const verifier = remoteVerifier(endpoint, clock, { default_ttl: '60s', min_ttl: '60s' });
+    await verifier.ready();
+    endpoint.status = 500;
+
+    // Past the TTL: the stale set is used while a background refresh fails.
+    clock.advance(120);
+    const before = endpoint.hits;
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+    // A kid miss waits for (or starts) the refresh; it fails and the old set stays.
+    assertInvalidToken(await verifier.verify(bearer(await tokenAt(clock, rotated))), verifier, 'token_kid_unknown');
+    assert.equal(endpoint.hits, before + 1);
+    const status = verifier.jwksStatus()[0];
+    assert.equal(status?.loaded, true);
+    assert.equal(status?.lastError, 'HTTP 500');
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+
+    // A failure is retried no sooner than the cooldown.
+    clock.advance(10);
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+    assert.equal(endpoint.hits, before + 1);
+  });
+
+  it('keeps the last good keys when the endpoint answers garbage, an empty set or only unusable keys', async () => {
+    const oct = { kty: 'oct', k: 'c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA' };
+    for (const bad of ['not json', '{"keys": []}', JSON.stringify({ keys: [oct] }), '{"keys": {}}']) {
+      const clock = fakeClock();
+      endpoint.status = 200;
+      endpoint.body = undefined;
+      const verifier = remoteVerifier(endpoint, clock);
+      await verifier.ready();
+      endpoint.body = bad;
+      clock.advance(700);
+      const before = endpoint.hits;
+      // A kid miss after the cooldown forces a fetch; it fails, and the old key still verifies.
+      assertInvalidToken(await verifier.verify(bearer(await tokenAt(clock, rotated))), verifier, 'token_kid_unknown');
+      assert.equal(endpoint.hits, before + 1);
+      assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+      assert.equal(verifier.jwksStatus()[0]?.keys, 1);
+    }
+    endpoint.body = undefined;
+  });
+
+  it('answers 503 keys_unavailable while no key set was ever fetched, and recovers once the endpoint does', async () => {
+    const clock = fakeClock();
+    endpoint.status = 503;
+    const verifier = remoteVerifier(endpoint, clock);
+    await verifier.ready();
+    assertDenied(await verifier.verify(bearer(await tokenAt(clock))), verifier, {
+      status: 503,
+      code: 'keys_unavailable',
+      error: 'temporarily_unavailable',
+      challenges: ['Bearer'],
+    });
+    // Still down after the cooldown: one more fetch, and still 503 (not an unknown-kid 401).
+    clock.advance(31);
+    const before = endpoint.hits;
+    assertDenied(await verifier.verify(bearer(await tokenAt(clock))), verifier, {
+      status: 503,
+      code: 'keys_unavailable',
+      error: 'temporarily_unavailable',
+      challenges: ['Bearer'],
+    });
+    assert.equal(endpoint.hits, before + 1);
+    // Within the cooldown of that failure: no fetch.
+    assertDenied(await verifier.verify(bearer(await tokenAt(clock))), verifier, {
+      status: 503,
+      code: 'keys_unavailable',
+      error: 'temporarily_unavailable',
+      challenges: ['Bearer'],
+    });
+    assert.equal(endpoint.hits, before + 1);
+    endpoint.status = 200;
+    clock.advance(31);
+    // After the cooldown the next request fetches again instead of failing forever.
+    const result = await verifier.verify(bearer(await tokenAt(clock)));
+    assert.equal(result.ok, true, result.ok ? '' : result.error.code);
+  });
+});
+
+describe('remote JWKS honours Cache-Control', () => {
+  let endpoint: JwksEndpoint;
+  before(async () => {
+    endpoint = await jwksEndpoint();
+  });
+  after(() => endpoint.close());
+
+  function remote(clock: FakeClock, ttl: { min?: number; max?: number } = {}) {
+    return new RemoteJwks({
+      url: `${endpoint.origin}/jwks`,
+      algorithms: ['ES256'],
+      minTtl: ttl.min ?? 60,
+      maxTtl: ttl.max ?? 86400,
+      defaultTtl: 600,
+      missCooldown: 30,
+      timeout: 5,
+      clock,
+    });
+  }
+
+  /** Look a key up and let any background refresh the lookup started finish. */
+  async function lookupAndSettle(r: RemoteJwks): Promise<void> {
+    r.lookup('k1', 'ES256');
+    // refreshAfterMiss returns the in-flight refresh when there is one.
+    if (r.status.fresh === false) await r.refreshAfterMiss();
+  }
+
+  it('uses the key set for max-age seconds, then refreshes', async () => {
+    const clock = fakeClock();
+    endpoint.cacheControl = 'public, max-age=300';
+    const r = remote(clock);
+    await r.load();
+    const start = endpoint.hits;
+    clock.advance(299);
+    await lookupAndSettle(r);
+    assert.equal(endpoint.hits, start);
+    assert.equal(r.status.fresh, true);
+    clock.advance(2);
+    await lookupAndSettle(r);
+    assert.equal(endpoint.hits, start + 1);
+    assert.equal(r.status.fresh, true);
+  });
+
+  it('clamps max-age to min_ttl and max_ttl', async () => {
+    const clock = fakeClock();
+    endpoint.cacheControl = 'max-age=5';
+    const r = remote(clock, { min: 60 });
+    await r.load();
+    clock.advance(30);
+    assert.equal(r.status.fresh, true);
+    clock.advance(31);
+    assert.equal(r.status.fresh, false);
+
+    endpoint.cacheControl = 'max-age=999999';
+    const capped = remote(clock, { max: 3600 });
+    await capped.load();
+    clock.advance(3599);
+    assert.equal(capped.status.fresh, true);
+    clock.advance(2);
+    assert.equal(capped.status.fresh, false);
+  });
+
+  it('uses default_ttl without Cache-Control and min_ttl for no-store', async () => {
+    const clock = fakeClock();
+    endpoint.cacheControl = undefined;
+    const r = remote(clock);
+    await r.load();
+    clock.advance(599);
+    assert.equal(r.status.fresh, true);
+    clock.advance(2);
+    assert.equal(r.status.fresh, false);
+
+    endpoint.cacheControl = 'no-store';
+    const n = remote(clock, { min: 60 });
+    await n.load();
+    clock.advance(61);
+    assert.equal(n.status.fresh, false);
+    endpoint.cacheControl = undefined;
+  });
+});
