@@ -1,0 +1,96 @@
+/**
+ * Attack: required claims missing, and claims of the wrong type (RFC 7519 §4.1, RFC 9068 §2.2).
+ * A claim with the wrong type is rejected as invalid, never treated as absent: `"nbf": "soon"`
+ * must not silently skip the not-before check.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createVerifier } from '../../../../src/verifier.ts';
+import { AUDIENCE, bearer, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
+import { assertInvalidToken } from '../../../helpers/verify.ts';
+
+const key = makeKey('ES256');
+const issuer = { issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256' as const], jwks: { keys: [key.jwk] } };
+const verifier = createVerifier({ issuers: [issuer], dpop: { mode: 'disabled' } });
+const strict = createVerifier({
+  issuers: [{ ...issuer, required_claims: ['iat', 'sub', 'jti', 'client_id'] }],
+  dpop: { mode: 'disabled' },
+});
+
+const verify = async (overrides: Record<string, unknown>, v = verifier) => v.verify(bearer(await sign(key, claims(overrides))));
+
+describe('attack: missing required claims', () => {
+  for (const claim of ['exp', 'aud', 'iat', 'iss']) {
+    it(`rejects a token without ${claim}`, async () => {
+      const error = assertInvalidToken(await verify({ [claim]: undefined }), verifier, 'token_claim_missing');
+      assert.equal(error.details.claim, claim);
+    });
+  }
+
+  for (const claim of ['sub', 'jti', 'client_id']) {
+    it(`rejects a token without ${claim} when required_claims lists it`, async () => {
+      const error = assertInvalidToken(await verify({ [claim]: undefined }, strict), strict, 'token_claim_missing');
+      assert.equal(error.details.claim, claim);
+    });
+  }
+});
+
+const now = Math.floor(Date.now() / 1000);
+const wrongTypes: [string, Record<string, unknown>, string][] = [
+  ['exp as a string', { exp: String(now + 300) }, 'exp'],
+  ['exp as null', { exp: null }, 'exp'],
+  ['exp as an array', { exp: [now + 300] }, 'exp'],
+  ['nbf as a string', { nbf: String(now + 10_000) }, 'nbf'],
+  ['nbf as a boolean', { nbf: true }, 'nbf'],
+  ['iat as a string', { iat: String(now) }, 'iat'],
+  ['iat as null', { iat: null }, 'iat'],
+  ['iss as a number (single issuer)', { iss: 42 }, 'iss'],
+  ['aud as a number', { aud: 42 }, 'aud'],
+  ['aud as an object', { aud: { 0: AUDIENCE } }, 'aud'],
+  ['aud as null', { aud: null }, 'aud'],
+  ['aud as an array with a number', { aud: [AUDIENCE, 7] }, 'aud'],
+  ['aud as an array with null', { aud: [AUDIENCE, null] }, 'aud'],
+  ['scope as a number', { scope: 7 }, 'scope'],
+  ['scope as an object', { scope: { 'api:read': true } }, 'scope'],
+  ['scope as an array with a number', { scope: ['api:read', 1] }, 'scope'],
+  ['sub as an object', { sub: { id: 'user-1' } }, 'sub'],
+  ['sub as a number', { sub: 1 }, 'sub'],
+  ['client_id as a number', { client_id: 1 }, 'client_id'],
+  ['jti as a number', { jti: 1 }, 'jti'],
+  ['grant_id as an array', { grant_id: ['g1'] }, 'grant_id'],
+  ['act as a string', { act: 'agent-a' }, 'act'],
+  ['act without sub', { act: { client_id: 'agent-a' } }, 'act'],
+  ['act with a numeric sub', { act: { sub: 1 } }, 'act'],
+  ['act as an array', { act: [{ sub: 'agent-a' }] }, 'act'],
+  ['a nested act that is malformed', { act: { sub: 'agent-b', act: { sub: ['agent-a'] } } }, 'act'],
+  ['act with a non-string iss', { act: { sub: 'agent-a', iss: 1 } }, 'act'],
+  ['cnf as a string', { cnf: 'thumbprint' }, 'cnf'],
+  ['cnf.jkt as a number', { cnf: { jkt: 1 } }, 'cnf'],
+  ['cnf.jkt as an object', { cnf: { jkt: { x: 'y' } } }, 'cnf'],
+  ['cnf.jkt empty', { cnf: { jkt: '' } }, 'cnf'],
+];
+
+describe('attack: claims of the wrong type', () => {
+  for (const [name, overrides, claim] of wrongTypes) {
+    it(`rejects ${name}`, async () => {
+      const error = assertInvalidToken(await verify(overrides), verifier, 'token_claim_invalid');
+      assert.equal(error.details.claim, claim);
+    });
+  }
+
+  it('rejects an act chain deeper than 32 links', async () => {
+    let act: Record<string, unknown> = { sub: 'agent-0' };
+    for (let i = 1; i <= 32; i++) act = { sub: `agent-${i}`, act };
+    const error = assertInvalidToken(await verify({ act }), verifier, 'token_claim_invalid');
+    assert.equal(error.details.claim, 'act');
+  });
+
+  it('reads scopes from the configured claim only', async () => {
+    const scp = createVerifier({ issuers: [{ ...issuer, scope_claim: 'scp' }], dpop: { mode: 'disabled' } });
+    const error = assertInvalidToken(await verify({ scp: 3 }, scp), scp, 'token_claim_invalid');
+    assert.equal(error.details.claim, 'scp');
+    const ok = await verify({ scp: ['api:read', 'api:write'], scope: 42 }, scp);
+    assert.ok(ok.ok);
+    assert.deepEqual(ok.principal.scopes, ['api:read', 'api:write']);
+  });
+});
