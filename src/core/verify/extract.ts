@@ -74,7 +74,9 @@ function isScheme(value: string, end: number, scheme: string): boolean {
 
 function queryToken(url: string): string | undefined | typeof MULTIPLE {
   const q = url.indexOf('?');
-  if (q < 0 || url.indexOf('access_token', q) < 0) return undefined;
+  // The fast path skips parsing only when no spelling of the name can be present: a parser
+  // decodes `access%5Ftoken` to `access_token` too.
+  if (q < 0 || (url.indexOf('access_token', q) < 0 && url.indexOf('%', q) < 0)) return undefined;
   const hash = url.indexOf('#', q);
   const params = new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash));
   const all = params.getAll('access_token');
@@ -88,7 +90,7 @@ function formToken(request: VerifyRequest): string | undefined | typeof MULTIPLE
   if (body instanceof URLSearchParams) params = body;
   else {
     const text = typeof body === 'string' ? body : new TextDecoder().decode(body);
-    if (!text.includes('access_token')) return undefined;
+    if (!text.includes('access_token') && !text.includes('%')) return undefined;
     params = new URLSearchParams(text);
   }
   const all = params.getAll('access_token');
