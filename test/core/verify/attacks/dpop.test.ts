@@ -1,0 +1,348 @@
+/**
+ * RFC 9449 attacks on sender-constrained tokens: a proof with each field wrong, a replayed proof,
+ * a missing nonce, a proof key that is not the one the token is bound to, and a bound token
+ * presented as a plain bearer token. Proofs are built with jose's SignJWT and exported JWKs.
+ */
+import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { calculateJwkThumbprint, exportJWK, type JWK, type JWTHeaderParameters, SignJWT } from 'jose';
+import { denyResponse } from '../../../../src/adapters/response.ts';
+import { ERROR_CODES, type ErrorCode } from '../../../../src/core/errors.ts';
+import { createDpopNonces } from '../../../../src/core/verify/dpop.ts';
+import type { VerifyRequest } from '../../../../src/core/verify/extract.ts';
+import { createVerifier } from '../../../../src/verifier.ts';
+import { AUDIENCE, b64json, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
+import { assertDenied, bearerChallenge, fakeClock } from '../../../helpers/verify.ts';
+
+const issuerKey = makeKey('ES256');
+const clock = fakeClock();
+const now = () => clock.seconds();
+const ALGS = 'algs="ES256 EdDSA PS256 RS256"';
+const URL_ = 'https://api.test/items/1';
+
+interface ProofKey {
+  readonly privateKey: KeyObject;
+  readonly jwk: JWK;
+  readonly jkt: string;
+}
+
+async function proofKey(): Promise<ProofKey> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = await exportJWK(publicKey);
+  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
+}
+
+const holder = await proofKey();
+const stranger = await proofKey();
+
+const issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256' as const], jwks: { keys: [issuerKey.jwk] } }];
+const verifier = createVerifier({ issuers, dpop: { mode: 'allowed' } }, { clock });
+const nonces = createDpopNonces({ clock, rotationSeconds: 300 });
+const withNonces = createVerifier({ issuers, dpop: { mode: 'allowed', nonce: true } }, { clock, dpopNonces: nonces });
+const required = createVerifier({ issuers, dpop: { mode: 'required' } }, { clock });
+
+const ath = (token: string) => createHash('sha256').update(token).digest('base64url');
+const boundToken = (jkt = holder.jkt, extra: Record<string, unknown> = {}) => sign(issuerKey, claims({ cnf: { jkt }, ...extra }, now()));
+
+interface ProofOptions {
+  readonly key?: ProofKey;
+  /** Key that actually signs (default: `key`). */
+  readonly signer?: KeyObject;
+  readonly header?: Record<string, unknown>;
+  readonly claims?: Record<string, unknown>;
+}
+
+async function proof(token: string, options: ProofOptions = {}): Promise<string> {
+  const key = options.key ?? holder;
+  const payload: Record<string, unknown> = {
+    htm: 'GET',
+    htu: URL_,
+    iat: now(),
+    jti: randomBytes(12).toString('base64url'),
+    ath: ath(token),
+  };
+  for (const [k, v] of Object.entries(options.claims ?? {})) {
+    if (v === undefined) delete payload[k];
+    else payload[k] = v;
+  }
+  const header: Record<string, unknown> = { typ: 'dpop+jwt', alg: 'ES256', jwk: key.jwk };
+  for (const [k, v] of Object.entries(options.header ?? {})) {
+    if (v === undefined) delete header[k];
+    else header[k] = v;
+  }
+  return new SignJWT(payload).setProtectedHeader(header as JWTHeaderParameters).sign(options.signer ?? key.privateKey);
+}
+
+const dpopRequest = (token: string, dpop: string | string[] | undefined, init: { method?: string; url?: string } = {}): VerifyRequest => ({
+  method: init.method ?? 'GET',
+  url: init.url ?? URL_,
+  headers: dpop === undefined ? { authorization: `DPoP ${token}` } : { authorization: `DPoP ${token}`, dpop },
+});
+
+/** The two challenges of a resource accepting Bearer and DPoP, for a proof error (on DPoP only). */
+const proofChallenges = (error: string, code: ErrorCode) => [
+  'Bearer',
+  `DPoP ${ALGS}, error="${error}", error_description="${ERROR_CODES[code].description}"`,
+];
+/** The two challenges for a token error (on both schemes). */
+const tokenChallenges = (code: ErrorCode) => [
+  bearerChallenge('invalid_token', code),
+  `DPoP ${ALGS}, error="invalid_token", error_description="${ERROR_CODES[code].description}"`,
+];
+
+async function assertProofError(request: VerifyRequest, code: ErrorCode, v = verifier): Promise<void> {
+  assertDenied(await v.verify(request), v, {
+    status: 401,
+    code,
+    error: 'invalid_dpop_proof',
+    challenges: proofChallenges('invalid_dpop_proof', code),
+  });
+}
+
+async function assertAccepted(request: VerifyRequest, v = verifier): Promise<void> {
+  const result = await v.verify(request);
+  assert.equal(result.ok, true, result.ok ? '' : result.error.code);
+}
+
+describe('DPoP: a valid proof', () => {
+  it('accepts a bound token with a matching proof and exposes the confirmation', async () => {
+    const token = await boundToken();
+    const result = await verifier.verify(dpopRequest(token, await proof(token)));
+    assert.ok(result.ok, result.ok ? '' : result.error.code);
+    assert.deepEqual(result.principal.confirmation, { jkt: holder.jkt });
+  });
+
+  it('requires a fresh proof on every request, even when the token result is cached', async () => {
+    const token = await boundToken();
+    await assertAccepted(dpopRequest(token, await proof(token)));
+    await assertAccepted(dpopRequest(token, await proof(token)));
+    await assertProofError(dpopRequest(token, undefined), 'dpop_proof_missing');
+  });
+});
+
+describe('attack: DPoP proof with a wrong field', () => {
+  it('rejects typ JWT and a missing typ', async () => {
+    const token = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(token, { header: { typ: 'JWT' } })), 'dpop_proof_invalid');
+    await assertProofError(dpopRequest(token, await proof(token, { header: { typ: undefined } })), 'dpop_proof_invalid');
+  });
+
+  it('rejects alg none, signed or not', async () => {
+    const token = await boundToken();
+    const claimsPart = b64json({ htm: 'GET', htu: URL_, iat: now(), jti: 'n1', ath: ath(token) });
+    const head = b64json({ typ: 'dpop+jwt', alg: 'none', jwk: holder.jwk });
+    await assertProofError(dpopRequest(token, `${head}.${claimsPart}.`), 'dpop_proof_invalid');
+    await assertProofError(dpopRequest(token, `${head}.${claimsPart}.AAAA`), 'dpop_proof_invalid');
+  });
+
+  it('rejects an HS256 proof keyed with a symmetric jwk', async () => {
+    const token = await boundToken();
+    const secret = randomBytes(32);
+    const jwk = { kty: 'oct', k: secret.toString('base64url') };
+    const hs = await new SignJWT({ htm: 'GET', htu: URL_, iat: now(), jti: 'h1', ath: ath(token) })
+      .setProtectedHeader({ typ: 'dpop+jwt', alg: 'HS256', jwk } as unknown as JWTHeaderParameters)
+      .sign(secret);
+    await assertProofError(dpopRequest(token, hs), 'dpop_proof_invalid');
+  });
+
+  it('rejects a jwk carrying the private key', async () => {
+    const token = await boundToken();
+    const privateJwk = await exportJWK(holder.privateKey);
+    await assertProofError(dpopRequest(token, await proof(token, { header: { jwk: privateJwk } })), 'dpop_proof_invalid');
+  });
+
+  it('rejects a proof without jwk, or naming its key by jku, x5u or x5c', async () => {
+    const token = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(token, { header: { jwk: undefined } })), 'dpop_proof_invalid');
+    for (const extra of [{ jku: 'https://evil.test/jwks' }, { x5u: 'https://evil.test/c' }, { x5c: ['MIIB'] }]) {
+      await assertProofError(dpopRequest(token, await proof(token, { header: extra })), 'dpop_proof_invalid');
+    }
+  });
+
+  it('rejects a bad signature (jwk of the holder, signed by another key)', async () => {
+    const token = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(token, { signer: stranger.privateKey })), 'dpop_proof_invalid');
+  });
+
+  it('rejects a proof for another method', async () => {
+    const token = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { htm: 'POST' } })), 'dpop_htm_mismatch');
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { htm: 'get' } })), 'dpop_htm_mismatch');
+  });
+
+  for (const [name, htu] of [
+    ['another host', 'https://evil.test/items/1'],
+    ['a host suffix', 'https://api.test.evil/items/1'],
+    ['another scheme', 'http://api.test/items/1'],
+    ['another port', 'https://api.test:8443/items/1'],
+    ['another path', 'https://api.test/items/2'],
+    ['a path prefix', 'https://api.test/items'],
+    ['a trailing slash', 'https://api.test/items/1/'],
+    ['a relative URI', '/items/1'],
+  ] as const) {
+    it(`rejects a proof whose htu has ${name}`, async () => {
+      const token = await boundToken();
+      await assertProofError(dpopRequest(token, await proof(token, { claims: { htu } })), 'dpop_htu_mismatch');
+    });
+  }
+
+  it('ignores query and fragment on both sides and normalizes case and default port', async () => {
+    const token = await boundToken();
+    await assertAccepted(dpopRequest(token, await proof(token, { claims: { htu: `${URL_}?a=1#f` } })));
+    await assertAccepted(dpopRequest(token, await proof(token), { url: `${URL_}?b=2#g` }));
+    await assertAccepted(dpopRequest(token, await proof(token, { claims: { htu: 'https://API.TEST:443/items/1' } })));
+  });
+
+  it('rejects iat older than the window plus skew, accepts it at the edge', async () => {
+    const token = await boundToken();
+    // iat_window 60 s + clock_skew 30 s.
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { iat: now() - 91 } })), 'dpop_iat_invalid');
+    await assertAccepted(dpopRequest(token, await proof(token, { claims: { iat: now() - 90 } })));
+  });
+
+  it('rejects iat in the future beyond the skew, accepts it at the edge', async () => {
+    const token = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { iat: now() + 31 } })), 'dpop_iat_invalid');
+    await assertAccepted(dpopRequest(token, await proof(token, { claims: { iat: now() + 30 } })));
+  });
+
+  it('rejects a missing or non-numeric iat, and a missing jti', async () => {
+    const token = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { iat: undefined } })), 'dpop_proof_invalid');
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { iat: String(now()) } })), 'dpop_proof_invalid');
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { jti: undefined } })), 'dpop_proof_invalid');
+  });
+
+  it('rejects a proof whose ath is for another token, or missing', async () => {
+    const token = await boundToken();
+    const other = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(other)), 'dpop_ath_mismatch');
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { ath: undefined } })), 'dpop_ath_mismatch');
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { ath: ath(token).toUpperCase() } })), 'dpop_ath_mismatch');
+  });
+
+  it('rejects a replayed proof (same jti)', async () => {
+    const token = await boundToken();
+    const once = await proof(token);
+    await assertAccepted(dpopRequest(token, once));
+    await assertProofError(dpopRequest(token, once), 'dpop_replayed');
+  });
+
+  it('rejects two DPoP headers', async () => {
+    const token = await boundToken();
+    const p = await proof(token);
+    assertDenied(await verifier.verify(dpopRequest(token, [p, p])), verifier, {
+      status: 400,
+      code: 'request_multiple_dpop_proofs',
+      error: 'invalid_request',
+      challenges: tokenChallenges('request_multiple_dpop_proofs').map((c) => c.replace('invalid_token', 'invalid_request')),
+    });
+  });
+
+  it('rejects a proof larger than the token size limit', async () => {
+    const token = await boundToken();
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { pad: 'x'.repeat(9000) } })), 'dpop_proof_invalid');
+  });
+});
+
+describe('attack: DPoP nonce missing when nonces are on', () => {
+  it('answers 401 use_dpop_nonce with a DPoP-Nonce header, then accepts the proof with the nonce', async () => {
+    const token = await boundToken();
+    const result = await withNonces.verify(dpopRequest(token, await proof(token)));
+    const error = assertDenied(result, withNonces, {
+      status: 401,
+      code: 'dpop_nonce_required',
+      error: 'use_dpop_nonce',
+      challenges: proofChallenges('use_dpop_nonce', 'dpop_nonce_required'),
+    });
+    const nonce = error.details.dpopNonce;
+    assert.equal(typeof nonce, 'string');
+    const response = denyResponse(error, withNonces.challenges);
+    assert.equal(response.headers['dpop-nonce'], nonce);
+    assert.equal(response.headers['www-authenticate'], proofChallenges('use_dpop_nonce', 'dpop_nonce_required').join(', '));
+    await assertAccepted(dpopRequest(token, await proof(token, { claims: { nonce } })), withNonces);
+  });
+
+  it('rejects a forged nonce and a nonce two rotations old', async () => {
+    const token = await boundToken();
+    const stale = nonces.current();
+    for (const nonce of ['AAAAAAAAAAAAAAAAAAAAAAAAAAA', `${stale.slice(0, -2)}AA`]) {
+      const result = await withNonces.verify(dpopRequest(token, await proof(token, { claims: { nonce } })));
+      assertDenied(result, withNonces, {
+        status: 401,
+        code: 'dpop_nonce_required',
+        error: 'use_dpop_nonce',
+        challenges: proofChallenges('use_dpop_nonce', 'dpop_nonce_required'),
+      });
+    }
+    clock.advance(600);
+    try {
+      const fresh = await boundToken();
+      const result = await withNonces.verify(dpopRequest(fresh, await proof(fresh, { claims: { nonce: stale } })));
+      assert.ok(!result.ok);
+      assert.equal(result.error.code, 'dpop_nonce_required');
+    } finally {
+      clock.advance(-600);
+    }
+  });
+});
+
+describe('attack: proof key does not match the token binding', () => {
+  it("rejects a valid proof by another key than the token's cnf.jkt", async () => {
+    const token = await boundToken(holder.jkt);
+    const result = await verifier.verify(dpopRequest(token, await proof(token, { key: stranger })));
+    assertDenied(result, verifier, {
+      status: 401,
+      code: 'dpop_binding_mismatch',
+      error: 'invalid_token',
+      challenges: tokenChallenges('dpop_binding_mismatch'),
+    });
+  });
+});
+
+describe('attack: DPoP-bound token presented as Bearer', () => {
+  it('rejects a bound token sent with the Bearer scheme', async () => {
+    const token = await boundToken();
+    const result = await verifier.verify({ method: 'GET', url: URL_, headers: { authorization: `Bearer ${token}` } });
+    assertDenied(result, verifier, {
+      status: 401,
+      code: 'token_dpop_bound_as_bearer',
+      error: 'invalid_token',
+      challenges: tokenChallenges('token_dpop_bound_as_bearer'),
+    });
+  });
+
+  it('rejects a bound token sent as Bearer even with a valid DPoP proof header', async () => {
+    const token = await boundToken();
+    const result = await verifier.verify({
+      method: 'GET',
+      url: URL_,
+      headers: { authorization: `Bearer ${token}`, dpop: await proof(token) },
+    });
+    assert.ok(!result.ok);
+    assert.equal(result.error.code, 'token_dpop_bound_as_bearer');
+  });
+
+  it('rejects an unbound token sent with the DPoP scheme', async () => {
+    const token = await sign(issuerKey, claims({}, now()));
+    const result = await verifier.verify(dpopRequest(token, await proof(token)));
+    assertDenied(result, verifier, {
+      status: 401,
+      code: 'token_not_dpop_bound',
+      error: 'invalid_token',
+      challenges: tokenChallenges('token_not_dpop_bound'),
+    });
+  });
+
+  it('rejects unbound bearer tokens when DPoP is required, with a DPoP-only challenge', async () => {
+    const token = await sign(issuerKey, claims({}, now()));
+    const result = await required.verify({ method: 'GET', url: URL_, headers: { authorization: `Bearer ${token}` } });
+    assertDenied(result, required, {
+      status: 401,
+      code: 'token_dpop_required',
+      error: 'invalid_token',
+      challenges: [`DPoP ${ALGS}, error="invalid_token", error_description="${ERROR_CODES.token_dpop_required.description}"`],
+    });
+  });
+});
