@@ -1,0 +1,219 @@
+/**
+ * RFC 7662 introspection against a real loopback endpoint that authenticates the verifier with
+ * client_secret_basic (RFC 6749 §2.3.1). Results are cached no longer than the token's `exp` and
+ * no longer than `cache_max_ttl`; the server's hit counter and a fake clock show it.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { denyResponse } from '../../src/adapters/response.ts';
+import { createVerifier } from '../../src/verifier.ts';
+import { assertDenied, assertInvalidToken, type FakeClock, fakeClock, listen, readBody, type TestServer } from '../helpers/verify.ts';
+
+const CLIENT_ID = 'resource server';
+const CLIENT_SECRET = "s3cr:t/+with space&'*";
+
+/** RFC 6749 §2.3.1 / Appendix B form decoding. */
+const formDecode = (s: string) => decodeURIComponent(s.replace(/\+/g, ' '));
+
+interface Endpoint extends TestServer {
+  hits: number;
+  /** token → response body */
+  responses: Map<string, unknown>;
+  status: number;
+  lastRequest: { method: string; contentType: string | undefined; hint: string | null } | undefined;
+}
+
+async function introspectionEndpoint(): Promise<Endpoint> {
+  const state = { hits: 0, responses: new Map<string, unknown>(), status: 200, lastRequest: undefined as Endpoint['lastRequest'] };
+  const server = await listen(async (req, res) => {
+    state.hits++;
+    const auth = req.headers.authorization ?? '';
+    const [scheme, encoded] = auth.split(' ');
+    const decoded = Buffer.from(encoded ?? '', 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    const id = formDecode(decoded.slice(0, colon));
+    const secret = formDecode(decoded.slice(colon + 1));
+    const body = new URLSearchParams(await readBody(req));
+    state.lastRequest = { method: req.method ?? '', contentType: req.headers['content-type'], hint: body.get('token_type_hint') };
+    if (scheme !== 'Basic' || colon < 0 || id !== CLIENT_ID || secret !== CLIENT_SECRET) {
+      res.writeHead(401, { 'www-authenticate': 'Basic', 'content-type': 'application/json' }).end('{"error":"invalid_client"}');
+      return;
+    }
+    if (state.status !== 200) {
+      res.writeHead(state.status).end();
+      return;
+    }
+    const answer = state.responses.get(body.get('token') ?? '') ?? { active: false };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(typeof answer === 'string' ? answer : JSON.stringify(answer));
+  });
+  return Object.assign(state, server) as Endpoint;
+}
+
+function introspectingVerifier(endpoint: Endpoint, clock: FakeClock, extra: Record<string, unknown> = {}) {
+  return createVerifier(
+    {
+      introspection: {
+        endpoint: `${endpoint.origin}/introspect`,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        cache_max_ttl: '60s',
+        ...extra,
+      },
+      dpop: { mode: 'disabled' },
+    },
+    { clock },
+  );
+}
+
+const bearer = (token: string) => ({ method: 'GET', url: 'https://api.test/', headers: { authorization: `Bearer ${token}` } });
+
+describe('RFC 7662 introspection', () => {
+  let endpoint: Endpoint;
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+  });
+  after(() => endpoint.close());
+
+  it('maps an active token to a principal, authenticating with client_secret_basic', async () => {
+    const clock = fakeClock();
+    endpoint.responses.set('opaque-active', {
+      active: true,
+      sub: 'user-7',
+      client_id: 'agent-7',
+      scope: 'api:read api:write',
+      exp: clock.seconds() + 300,
+      iss: 'https://as.test',
+      act: { sub: 'agent-x' },
+    });
+    const verifier = introspectingVerifier(endpoint, clock);
+    const result = await verifier.verify(bearer('opaque-active'));
+    assert.ok(result.ok, result.ok ? '' : result.error.code);
+    assert.equal(result.principal.kind, 'introspection');
+    assert.equal(result.principal.issuer, 'https://as.test');
+    assert.equal(result.principal.subject, 'user-7');
+    assert.equal(result.principal.clientId, 'agent-7');
+    assert.deepEqual(result.principal.scopes, ['api:read', 'api:write']);
+    assert.deepEqual(
+      result.principal.actors.map((a) => a.subject),
+      ['agent-x'],
+    );
+    assert.deepEqual(endpoint.lastRequest, { method: 'POST', contentType: 'application/x-www-form-urlencoded', hint: 'access_token' });
+  });
+
+  it('names the endpoint origin as issuer when the response has no iss', async () => {
+    const clock = fakeClock();
+    endpoint.responses.set('opaque-no-iss', { active: true, sub: 'u', exp: clock.seconds() + 100 });
+    const result = await introspectingVerifier(endpoint, clock).verify(bearer('opaque-no-iss'));
+    assert.ok(result.ok);
+    assert.equal(result.principal.issuer, endpoint.origin);
+  });
+
+  it('rejects an inactive token with 401 token_inactive', async () => {
+    const verifier = introspectingVerifier(endpoint, fakeClock());
+    assertInvalidToken(await verifier.verify(bearer('opaque-unknown')), verifier, 'token_inactive');
+  });
+
+  it('rejects an active token whose exp has passed, and a non-numeric exp', async () => {
+    const clock = fakeClock();
+    endpoint.responses.set('opaque-stale', { active: true, sub: 'u', exp: clock.seconds() - 1 });
+    endpoint.responses.set('opaque-exp-string', { active: true, sub: 'u', exp: String(clock.seconds() + 100) });
+    const verifier = introspectingVerifier(endpoint, clock);
+    assertInvalidToken(await verifier.verify(bearer('opaque-stale')), verifier, 'token_expired');
+    assertInvalidToken(await verifier.verify(bearer('opaque-exp-string')), verifier, 'token_claim_invalid');
+  });
+
+  it('checks the response aud when audiences are configured', async () => {
+    const clock = fakeClock();
+    endpoint.responses.set('opaque-aud', { active: true, sub: 'u', aud: ['https://other.test'], exp: clock.seconds() + 100 });
+    const verifier = introspectingVerifier(endpoint, clock, { audiences: ['https://api.test'] });
+    assertInvalidToken(await verifier.verify(bearer('opaque-aud')), verifier, 'token_audience_invalid');
+  });
+
+  it('answers 503 when the endpoint refuses the client credentials (never treats it as inactive)', async () => {
+    const verifier = createVerifier(
+      {
+        introspection: { endpoint: `${endpoint.origin}/introspect`, client_id: CLIENT_ID, client_secret: 'wrong' },
+        dpop: { mode: 'disabled' },
+      },
+      { clock: fakeClock() },
+    );
+    assertDenied(await verifier.verify(bearer('opaque-active')), verifier, {
+      status: 503,
+      code: 'introspection_unavailable',
+      error: 'temporarily_unavailable',
+      challenges: ['Bearer'],
+    });
+  });
+
+  for (const [name, status, body] of [
+    ['answers HTTP 500', 500, undefined],
+    ['answers a body that is not JSON', 200, 'not json'],
+    ['answers without a boolean active', 200, '{"active":"true"}'],
+  ] as const) {
+    it(`answers 503 introspection_unavailable when the endpoint ${name}`, async () => {
+      endpoint.status = status;
+      if (body !== undefined) endpoint.responses.set('opaque-odd', body);
+      try {
+        const verifier = introspectingVerifier(endpoint, fakeClock());
+        const error = assertDenied(await verifier.verify(bearer('opaque-odd')), verifier, {
+          status: 503,
+          code: 'introspection_unavailable',
+          error: 'temporarily_unavailable',
+          challenges: ['Bearer'],
+        });
+        assert.equal(denyResponse(error, verifier.challenges).headers['retry-after'], '5');
+      } finally {
+        endpoint.status = 200;
+      }
+    });
+  }
+
+  it('answers 503 introspection_unavailable when the endpoint is down', async () => {
+    const down = await introspectionEndpoint();
+    const verifier = introspectingVerifier(down, fakeClock());
+    await down.close();
+    assertDenied(await verifier.verify(bearer('opaque-active')), verifier, {
+      status: 503,
+      code: 'introspection_unavailable',
+      error: 'temporarily_unavailable',
+      challenges: ['Bearer'],
+    });
+  });
+
+  it('caches an active result no longer than cache_max_ttl', async () => {
+    const clock = fakeClock();
+    endpoint.responses.set('opaque-long', { active: true, sub: 'u', exp: clock.seconds() + 3600 });
+    const verifier = introspectingVerifier(endpoint, clock);
+    const start = endpoint.hits;
+    assert.equal((await verifier.verify(bearer('opaque-long'))).ok, true);
+    clock.advance(59);
+    assert.equal((await verifier.verify(bearer('opaque-long'))).ok, true);
+    assert.equal(endpoint.hits, start + 1);
+    clock.advance(2);
+    assert.equal((await verifier.verify(bearer('opaque-long'))).ok, true);
+    assert.equal(endpoint.hits, start + 2);
+  });
+
+  it("caches an active result no longer than the token's exp", async () => {
+    const clock = fakeClock();
+    endpoint.responses.set('opaque-short', { active: true, sub: 'u', exp: clock.seconds() + 20 });
+    const verifier = introspectingVerifier(endpoint, clock);
+    const start = endpoint.hits;
+    assert.equal((await verifier.verify(bearer('opaque-short'))).ok, true);
+    clock.advance(19);
+    assert.equal((await verifier.verify(bearer('opaque-short'))).ok, true);
+    assert.equal(endpoint.hits, start + 1);
+    clock.advance(1);
+    // At exp the cache is stale: the endpoint is asked again and the expired answer refused.
+    assertInvalidToken(await verifier.verify(bearer('opaque-short')), verifier, 'token_expired');
+    assert.equal(endpoint.hits, start + 2);
+  });
+
+  it('does not cache inactive results', async () => {
+    const verifier = introspectingVerifier(endpoint, fakeClock());
+    const start = endpoint.hits;
+    await verifier.verify(bearer('opaque-never'));
+    await verifier.verify(bearer('opaque-never'));
+    assert.equal(endpoint.hits, start + 2);
+  });
+});
