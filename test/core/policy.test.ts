@@ -1,0 +1,184 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { compilePolicy, type RuleSpec } from '../../src/core/policy.ts';
+import { compileScopes } from '../../src/core/scopes.ts';
+
+const { model: scopes } = compileScopes({
+  'api:read': {},
+  'api:write': { implies: ['api:read'] },
+  'files:read': {},
+  admin: { implies: ['api:*'] },
+});
+
+function policyOf(rules: RuleSpec[]) {
+  const { policy, issues } = compilePolicy(rules, scopes);
+  assert.deepEqual(issues, []);
+  return policy;
+}
+
+const subject = (granted: string[], claims: Record<string, unknown> = {}) => ({ effectiveScopes: scopes.expand(granted), claims });
+
+describe('policy: scope requirements', () => {
+  const policy = policyOf([
+    { id: 'all', methods: ['POST'], path: '/both', scopes: ['api:write', 'files:read'] },
+    { id: 'any', methods: ['GET'], path: '/either', scopes: { any: ['api:read', 'files:read'] } },
+    { id: 'mixed', path: '/mixed', scopes: { all: ['api:read'], any: ['files:read', 'admin'] } },
+    { id: 'open', path: '/open' },
+  ]);
+
+  it('all-of: allows only when every scope is held (inherited scopes count)', () => {
+    assert.equal(policy.evaluate({ method: 'POST', path: '/both' }, subject(['api:write', 'files:read'])).allowed, true);
+    const d = policy.evaluate({ method: 'POST', path: '/both' }, subject(['api:write']));
+    assert.deepEqual(d.allowed ? d : { code: d.code, rule: d.rule?.id, hint: d.rule?.scopeHint }, {
+      code: 'scope_insufficient',
+      rule: 'all',
+      hint: 'api:write files:read',
+    });
+  });
+
+  it('any-of: allows when one of the scopes is held', () => {
+    assert.equal(policy.evaluate({ method: 'GET', path: '/either' }, subject(['files:read'])).allowed, true);
+    assert.equal(policy.evaluate({ method: 'GET', path: '/either' }, subject(['api:write'])).allowed, true);
+    const d = policy.evaluate({ method: 'GET', path: '/either' }, subject([]));
+    assert.equal(d.allowed ? '' : d.code, 'scope_insufficient');
+  });
+
+  it('all-of and any-of combined', () => {
+    assert.equal(policy.evaluate({ method: 'GET', path: '/mixed' }, subject(['api:read', 'files:read'])).allowed, true);
+    assert.equal(policy.evaluate({ method: 'GET', path: '/mixed' }, subject(['admin'])).allowed, true);
+    assert.equal(policy.evaluate({ method: 'GET', path: '/mixed' }, subject(['api:read'])).allowed, false);
+    assert.equal(policy.evaluate({ method: 'GET', path: '/mixed' }, subject(['files:read'])).allowed, false);
+  });
+
+  it('a rule without scopes allows any authenticated principal', () => {
+    assert.equal(policy.evaluate({ method: 'DELETE', path: '/open' }, subject([])).allowed, true);
+  });
+
+  it('denies unmatched requests with policy_no_match', () => {
+    for (const input of [
+      { method: 'GET', path: '/both' },
+      { method: 'GET', path: '/nowhere' },
+      { method: 'GET', path: '/open/x' },
+    ]) {
+      const d = policy.evaluate(input, subject(['admin', 'files:read']));
+      assert.deepEqual(d, { allowed: false, code: 'policy_no_match', rule: undefined }, JSON.stringify(input));
+    }
+  });
+});
+
+describe('policy: path patterns and first match', () => {
+  const policy = policyOf([
+    { id: 'item', methods: ['GET'], path: '/items/:id', scopes: ['api:read'] },
+    { id: 'deny-write', methods: ['GET'], path: '/items/*', scopes: ['api:write'] },
+    { id: 'files', path: '/files/**', scopes: ['files:read'] },
+    { id: 'root', methods: ['GET'], path: '/', scopes: [] },
+  ]);
+
+  it('captures :param and lets the first matching rule decide', () => {
+    const d = policy.evaluate({ method: 'GET', path: '/items/42' }, subject(['api:read']));
+    assert.ok(d.allowed);
+    assert.equal(d.rule.id, 'item');
+    assert.deepEqual(d.params, { id: '42' });
+  });
+
+  it('first match denies even when a later rule would allow', () => {
+    const first = policyOf([
+      { id: 'strict', path: '/x/**', scopes: ['admin'] },
+      { id: 'lax', path: '/x/**', scopes: ['api:read'] },
+    ]);
+    const d = first.evaluate({ method: 'GET', path: '/x/y' }, subject(['api:read']));
+    assert.deepEqual(d.allowed ? d : [d.code, d.rule?.id], ['scope_insufficient', 'strict']);
+  });
+
+  it(':param and * never match an empty segment; ** matches the rest including nothing', () => {
+    assert.equal(policy.match({ method: 'GET', path: '/items/' }), undefined);
+    assert.equal(policy.match({ method: 'GET', path: '/files' })?.rule.id, 'files');
+    assert.equal(policy.match({ method: 'GET', path: '/files/a/b/c' })?.rule.id, 'files');
+    assert.equal(policy.match({ method: 'GET', path: '/filesx' }), undefined);
+    assert.equal(policy.match({ method: 'GET', path: '/' })?.rule.id, 'root');
+    assert.equal(policy.match({ method: 'GET', path: '/items/1/2' }), undefined);
+  });
+
+  it('matches methods exactly', () => {
+    assert.equal(policy.match({ method: 'POST', path: '/items/1' }), undefined);
+    assert.equal(policy.match({ method: 'get', path: '/items/1' }), undefined);
+  });
+
+  it('matches MCP tool names and globs', () => {
+    const tools = policyOf([
+      { id: 'read', tool: 'files.read', scopes: ['files:read'] },
+      { id: 'any-files', tool: 'files.*', scopes: ['admin'] },
+    ]);
+    assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'files.read' })?.rule.id, 'read');
+    assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'files.delete' })?.rule.id, 'any-files');
+    assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'filesXread' }), undefined);
+    assert.equal(tools.match({ method: 'POST', path: '/mcp' }), undefined);
+  });
+});
+
+describe('policy: claim conditions', () => {
+  const policy = policyOf([
+    { id: 'tenant', path: '/tenants/:tenant/**', scopes: ['api:read'], claims: { tenant: ':tenant' } },
+    { id: 'literal', path: '/eu/**', claims: { region: 'eu', verified: true, level: [2, 3] } },
+  ]);
+
+  it('requires a claim to equal a path parameter', () => {
+    assert.equal(policy.evaluate({ method: 'GET', path: '/tenants/acme/items' }, subject(['api:read'], { tenant: 'acme' })).allowed, true);
+    const d = policy.evaluate({ method: 'GET', path: '/tenants/acme/items' }, subject(['api:read'], { tenant: 'evil' }));
+    assert.deepEqual(d.allowed ? d : [d.code, d.claim], ['policy_condition_failed', 'tenant']);
+  });
+
+  it('never satisfies a :param condition with a missing or non-string claim', () => {
+    for (const tenant of [undefined, null, ['acme'], { acme: true }]) {
+      const d = policy.evaluate({ method: 'GET', path: '/tenants/acme/x' }, subject(['api:read'], tenant === undefined ? {} : { tenant }));
+      assert.equal(d.allowed, false, JSON.stringify(tenant));
+    }
+  });
+
+  it('checks scopes before conditions', () => {
+    const d = policy.evaluate({ method: 'GET', path: '/tenants/acme/x' }, subject([], { tenant: 'acme' }));
+    assert.equal(d.allowed ? '' : d.code, 'scope_insufficient');
+  });
+
+  it('compares literals, booleans and lists of literals strictly', () => {
+    assert.equal(policy.evaluate({ method: 'GET', path: '/eu/x' }, subject([], { region: 'eu', verified: true, level: 3 })).allowed, true);
+    for (const claims of [
+      { region: 'EU', verified: true, level: 3 },
+      { region: 'eu', verified: 'true', level: 3 },
+      { region: 'eu', verified: true, level: '3' },
+      { region: 'eu', verified: true, level: 1 },
+      { region: 'eu', verified: true },
+    ]) {
+      assert.equal(policy.evaluate({ method: 'GET', path: '/eu/x' }, subject([], claims)).allowed, false, JSON.stringify(claims));
+    }
+  });
+});
+
+describe('policy: problems reported at load with exact paths', () => {
+  it('reports unknown scopes, bad patterns, bad methods and dangling :params', () => {
+    const { issues } = compilePolicy(
+      [
+        { path: '/a', scopes: ['api:read', 'api:reed'] },
+        { path: '/a/**/b' },
+        { path: 'no-slash' },
+        { path: '/a/:1bad' },
+        { path: '/a/../b' },
+        { methods: ['get'], path: '/a' },
+        { path: '/t/:tenant', claims: { tenant: ':tennant' } },
+        { path: '/x', scopes: { all: ['nope'], any: ['api:*'] } },
+      ],
+      scopes,
+    );
+    assert.deepEqual(issues, [
+      { path: 'rules[0].scopes[1]', message: 'unknown scope "api:reed"; define it under scopes' },
+      { path: 'rules[1].path', message: '"**" is allowed only as the last segment, e.g. /api/**' },
+      { path: 'rules[2].path', message: 'a path pattern starts with "/" (got "no-slash")' },
+      { path: 'rules[3].path', message: '":1bad" is not a valid parameter; write :name with letters, digits and _' },
+      { path: 'rules[4].path', message: 'a path pattern cannot contain "." or ".." segments' },
+      { path: 'rules[5].methods[0]', message: '"get" is not an upper-case HTTP method' },
+      { path: 'rules[6].claims.tenant', message: '":tennant" names no parameter of path "/t/:tenant"' },
+      { path: 'rules[7].scopes.all[0]', message: 'unknown scope "nope"; define it under scopes' },
+      { path: 'rules[7].scopes.any[0]', message: 'a required scope cannot be a wildcard ("api:*")' },
+    ]);
+  });
+});
