@@ -1,0 +1,222 @@
+/**
+ * Configuration: every problem reported at once with its exact path and what to write instead,
+ * `${VAR}` / `${VAR:default}` substitution on values (never on YAML structure), deep-frozen
+ * results, YAML syntax errors with their line.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { loadConfigFile, parseConfigText } from '../../src/config/load.ts';
+import { parseConfig } from '../../src/config/parse.ts';
+import { verifierConfigSchema } from '../../src/config/verifier-schema.ts';
+import { ConfigError, type ConfigIssue } from '../../src/core/errors.ts';
+import { createVerifier } from '../../src/verifier.ts';
+
+function issuesOf(fn: () => unknown): ConfigIssue[] {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
+    assert.equal(e.code, 'ERR_INVALID_CONFIG');
+    assert.ok(e instanceof TypeError);
+    return [...e.issues];
+  }
+  assert.fail('expected a ConfigError');
+}
+
+const issuer = { issuer: 'https://issuer.test', audiences: ['https://api.test'], jwks_uri: 'https://issuer.test/jwks' };
+
+describe('config: every problem with its exact path, all at once', () => {
+  it('reports many problems in one error, each at its path', () => {
+    const issues = issuesOf(() =>
+      parseConfig(verifierConfigSchema, {
+        isuers: [],
+        issuers: [
+          { issuer: 'https://a.test', audience: ['x'], audiences: [], jwks_uri: 'http://evil.test/jwks', clock_skew: '2m' },
+          { ...issuer, algorithms: ['none', 'RS256'] },
+          { ...issuer, max_lifetime: 'forever', scope_claim: 'scopez' },
+        ],
+        max_token_size: 10,
+        dpop: { mode: 'on' },
+        transport: { query: 'yes' },
+      }),
+    );
+    assert.deepEqual(issues, [
+      {
+        path: 'issuers[0].audiences',
+        message: 'list at least one audience; accepting tokens for any audience lets a token for one API be replayed at another',
+      },
+      { path: 'issuers[0].jwks_uri', message: 'must use https (plain http is accepted only on localhost, 127.0.0.1 and [::1])' },
+      { path: 'issuers[0].clock_skew', message: '2m is more than the maximum of 60 seconds' },
+      { path: 'issuers[0].audience', message: 'unknown key "audience"; did you mean "audiences"?' },
+      {
+        path: 'issuers[1].algorithms[0]',
+        message:
+          '"none" is not a supported algorithm; use one of ES256, ES384, ES512, EdDSA, Ed25519, RS256, RS384, RS512, PS256, PS384, PS512, HS256, HS384, HS512 (case-sensitive; "none" is never accepted)',
+      },
+      { path: 'issuers[2].scope_claim', message: 'Invalid option: expected one of "scope"|"scopes"|"scp"' },
+      { path: 'issuers[2].max_lifetime', message: '"forever" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)' },
+      { path: 'transport.query', message: 'expected boolean, received string' },
+      { path: 'dpop.mode', message: 'Invalid option: expected one of "disabled"|"allowed"|"required"' },
+      { path: 'max_token_size', message: 'Too small: expected number to be >=256' },
+      { path: 'isuers', message: 'unknown key "isuers"; did you mean "issuers"?' },
+    ]);
+  });
+
+  it('lists the known keys when no key is close', () => {
+    const issues = issuesOf(() => parseConfig(verifierConfigSchema, { issuers: [issuer], transport: { zzzzzz: true } }));
+    assert.deepEqual(issues, [{ path: 'transport.zzzzzz', message: 'unknown key "zzzzzz"; known keys here: form_body, query' }]);
+  });
+
+  it('reports cross-field rules at their path', () => {
+    assert.deepEqual(
+      issuesOf(() => parseConfig(verifierConfigSchema, { issuers: [{ ...issuer, jwks: { keys: [{ kty: 'EC' }] } }] })),
+      [{ path: 'issuers[0].jwks_uri', message: 'give exactly one of jwks_uri (remote) or jwks ({file} or {keys})' }],
+    );
+    assert.deepEqual(
+      issuesOf(() => parseConfig(verifierConfigSchema, { issuers: [{ ...issuer, algorithms: ['HS256'] }] })),
+      [
+        {
+          path: 'issuers[0].algorithms',
+          message: 'HMAC algorithms need a shared secret and cannot come from a remote JWKS; remove HS* or use an inline oct key',
+        },
+      ],
+    );
+    assert.deepEqual(
+      issuesOf(() => parseConfig(verifierConfigSchema, { issuers: [issuer], dpop: { algorithms: ['ES256', 'HS256'] } })),
+      [{ path: 'dpop.algorithms[1]', message: 'DPoP proofs are signed with asymmetric keys; remove HMAC algorithms' }],
+    );
+    assert.deepEqual(
+      issuesOf(() => parseConfig(verifierConfigSchema, { issuers: [issuer, issuer] })),
+      [{ path: 'issuers[1].issuer', message: 'issuer "https://issuer.test" is listed twice' }],
+    );
+    assert.deepEqual(
+      issuesOf(() => parseConfig(verifierConfigSchema, {})),
+      [{ path: 'issuers', message: 'configure at least one of issuers, static_tokens or introspection' }],
+    );
+  });
+
+  it('reports key problems found when the verifier loads its keys, with the key path', () => {
+    const weak = { kty: 'oct', k: Buffer.alloc(16).toString('base64url'), kid: 'weak' };
+    const issues = issuesOf(() =>
+      createVerifier({
+        issuers: [
+          { issuer: 'https://a.test', audiences: ['x'], algorithms: ['HS256'], jwks: { keys: [weak] } },
+          { issuer: 'https://b.test', audiences: ['x'], jwks: { file: '/nonexistent/jwks.json' } },
+        ],
+        scopes: { a: { implies: ['b'] } },
+        rules: [{ path: '/x', scopes: ['c'] }],
+      }),
+    );
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['scopes.a.implies[0]', 'rules[0].scopes[0]', 'issuers[0].jwks.keys[0]', 'issuers[1].jwks.file'],
+    );
+    assert.match(issues[2]?.message ?? '', /HMAC secret is 128 bits; HS256 requires at least 256/);
+  });
+});
+
+describe('config: ${VAR} substitution', () => {
+  it('substitutes ${VAR} and ${VAR:default}, and $${ writes a literal', () => {
+    const config = parseConfig(
+      verifierConfigSchema,
+      { issuers: [{ ...issuer, issuer: '${ISS}', audiences: ['${AUD:https://api.test}', 'x-$${NOT_A_VAR}'] }] },
+      { env: { ISS: 'https://from-env.test' } },
+    );
+    assert.equal(config.issuers[0]?.issuer, 'https://from-env.test');
+    assert.deepEqual(config.issuers[0]?.audiences, ['https://api.test', 'x-${NOT_A_VAR}']);
+  });
+
+  it('prefers the environment over the default, and treats an empty variable as unset', () => {
+    const config = parseConfig(
+      verifierConfigSchema,
+      { issuers: [{ ...issuer, audiences: ['${A:default-a}', '${B:default-b}'] }] },
+      { env: { A: 'from-env', B: '' } },
+    );
+    assert.deepEqual(config.issuers[0]?.audiences, ['from-env', 'default-b']);
+  });
+
+  it('reports an unset variable without a default at its path', () => {
+    const issues = issuesOf(() =>
+      parseConfig(verifierConfigSchema, { static_tokens: [{ id: 'gw', token: '${GATEWAY_TOKEN}' }] }, { env: {} }),
+    );
+    assert.deepEqual(issues[0], {
+      path: 'static_tokens[0].token',
+      message: 'environment variable GATEWAY_TOKEN is not set; set it or write ${GATEWAY_TOKEN:default}',
+    });
+  });
+
+  it('never lets an environment value inject YAML structure', () => {
+    const config = parseConfigText(
+      'issuers:\n  - issuer: "${ISS}"\n    audiences: ["x"]\n    jwks_uri: https://i.test/jwks\n',
+      'test.yaml',
+      {
+        ISS: 'https://i.test\n    audiences: ["evil"]',
+      },
+    );
+    assert.equal(config.issuers[0]?.issuer, 'https://i.test\n    audiences: ["evil"]');
+    assert.deepEqual(config.issuers[0]?.audiences, ['x']);
+  });
+});
+
+describe('config: results are deep-frozen', () => {
+  it('freezes every level', () => {
+    const config = parseConfig(verifierConfigSchema, { issuers: [issuer], rules: [{ path: '/a', methods: ['get'] }] });
+    assert.ok(Object.isFrozen(config));
+    assert.ok(Object.isFrozen(config.issuers));
+    assert.ok(Object.isFrozen(config.issuers[0]));
+    assert.ok(Object.isFrozen(config.issuers[0]?.audiences));
+    assert.ok(Object.isFrozen(config.issuers[0]?.jwks_cache));
+    assert.ok(Object.isFrozen(config.rules?.[0]?.methods));
+    assert.throws(() => (config.issuers[0]!.audiences as string[]).push('https://evil.test'), TypeError);
+    assert.throws(() => {
+      (config.transport as { query: boolean }).query = true;
+    }, TypeError);
+    assert.deepEqual(config.rules?.[0]?.methods, ['GET']);
+  });
+});
+
+describe('config: YAML', () => {
+  const cases: [string, string, string][] = [
+    ['an unclosed flow sequence', 'issuers:\n  - issuer: a\n    audiences: [x\n  - y\n', 'line 4, column 3'],
+    ['a duplicate key', 'issuers: []\nissuers: []\n', 'line 2, column 1'],
+    ['tab indentation', 'issuers:\n\t- a\n', 'line 2, column 1'],
+  ];
+  for (const [name, text, where] of cases) {
+    it(`names the line of ${name}`, () => {
+      const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', {}));
+      assert.equal(issues.length, 1);
+      assert.equal(issues[0]?.path, where);
+    });
+  }
+
+  it('names the file and the path of schema errors in a YAML file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-config-'));
+    try {
+      const file = join(dir, 'tessera.yaml');
+      writeFileSync(file, 'issuers:\n  - issuer: https://i.test\n    audiences: []\n    jwks_uri: https://i.test/jwks\n');
+      assert.throws(
+        () => loadConfigFile(file, {}),
+        (e: unknown) =>
+          e instanceof ConfigError &&
+          e.message.startsWith(`invalid configuration in ${file} (1 problem):`) &&
+          e.issues[0]?.path === 'issuers[0].audiences',
+      );
+      assert.throws(
+        () => loadConfigFile(join(dir, 'missing.yaml'), {}),
+        (e: unknown) => e instanceof ConfigError && e.issues[0]?.message.endsWith('ENOENT') === true,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads an empty document as all defaults, frozen', () => {
+    const config = parseConfigText('', 'tessera.yaml', {});
+    assert.equal(config.data_dir, '.tessera');
+    assert.equal(config.max_token_size, 8192);
+    assert.ok(Object.isFrozen(config.server));
+  });
+});
