@@ -38,7 +38,7 @@ export interface RuleSpec {
 /** What a rule is matched against. */
 export interface PolicyInput {
   readonly method: string;
-  /** The request path, without query; already normalized by the caller. */
+  /** The request path as sent, without query (percent-encoded; see {@link pathSegments}). */
   readonly path: string;
   /** For MCP `tools/call`: the tool name. */
   readonly tool?: string;
@@ -63,7 +63,7 @@ export type PolicyDecision =
   | { readonly allowed: true; readonly rule: CompiledRule; readonly params: Readonly<Record<string, string>> }
   | {
       readonly allowed: false;
-      readonly code: Extract<ErrorCode, 'policy_no_match' | 'scope_insufficient' | 'policy_condition_failed'>;
+      readonly code: Extract<ErrorCode, 'policy_no_match' | 'scope_insufficient' | 'policy_condition_failed' | 'request_path_invalid'>;
       readonly rule: CompiledRule | undefined;
       /** The claim whose condition failed. */
       readonly claim?: string;
@@ -76,6 +76,35 @@ export interface Policy {
   match(input: PolicyInput): { rule: CompiledRule; params: Record<string, string> } | undefined;
   /** Match and authorize. */
   evaluate(input: PolicyInput, subject: PolicySubject): PolicyDecision;
+}
+
+/**
+ * The segments rules are matched against. Routers (Fastify, Hono) percent-decode a path before
+ * routing, so the policy decodes too: `/%61dmin` is `/admin` to both. Forms that the framework,
+ * a proxy or an upstream may resolve differently are refused rather than guessed: dot segments
+ * (`.`, `..`, raw or encoded), empty interior segments (`//`), an encoded `/`, backslashes, NUL
+ * and invalid escapes.
+ *
+ * @returns the decoded segments (`/` is `['']`), or `undefined` for a path to refuse.
+ */
+export function pathSegments(path: string): string[] | undefined {
+  if (path.charCodeAt(0) !== 0x2f) return undefined;
+  if (path === '/') return [''];
+  const segments = path.slice(1).split('/');
+  const last = segments.length - 1;
+  for (let i = 0; i <= last; i++) {
+    let s = segments[i] as string;
+    if (s.includes('%')) {
+      try {
+        s = decodeURIComponent(s);
+      } catch {
+        return undefined;
+      }
+      segments[i] = s;
+    }
+    if (s === '.' || s === '..' || (s === '' && i < last) || s.includes('/') || s.includes('\\') || s.includes('\0')) return undefined;
+  }
+  return segments;
 }
 
 type PathMatcher = (segments: readonly string[], params: Record<string, string>) => boolean;
@@ -171,14 +200,12 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
     });
   }
 
-  const matchEntry = (input: PolicyInput): { entry: Entry; params: Record<string, string> } | undefined => {
-    let segments: string[] | undefined;
+  const matchEntry = (input: PolicyInput, segments: readonly string[]): { entry: Entry; params: Record<string, string> } | undefined => {
     for (const e of entries) {
       if (e.methods && !e.methods.has(input.method)) continue;
       if (e.tool && (input.tool === undefined || !e.tool.test(input.tool))) continue;
       const params: Record<string, string> = {};
       if (e.path) {
-        segments ??= input.path === '/' ? [''] : input.path.slice(1).split('/');
         if (!e.path(segments, params)) continue;
       }
       return { entry: e, params };
@@ -186,7 +213,8 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
     return undefined;
   };
   const match = (input: PolicyInput) => {
-    const found = matchEntry(input);
+    const segments = pathSegments(input.path);
+    const found = segments && matchEntry(input, segments);
     return found && { rule: found.entry.rule, params: found.params };
   };
 
@@ -197,7 +225,9 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
   };
 
   const evaluate = (input: PolicyInput, subject: PolicySubject): PolicyDecision => {
-    const found = matchEntry(input);
+    const segments = pathSegments(input.path);
+    if (!segments) return { allowed: false, code: 'request_path_invalid', rule: undefined };
+    const found = matchEntry(input, segments);
     if (!found) return { allowed: false, code: 'policy_no_match', rule: undefined };
     const { entry, params } = found;
     const { rule } = entry;

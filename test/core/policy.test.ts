@@ -182,3 +182,58 @@ describe('policy: problems reported at load with exact paths', () => {
     ]);
   });
 });
+
+describe('policy: the path as routers see it', () => {
+  const policy = policyOf([
+    { id: 'admin', path: '/admin/**', scopes: ['admin'] },
+    { id: 'tenant', path: '/t/:tenant', claims: { tenant: ':tenant' } },
+    { id: 'rest', path: '/**', scopes: ['api:read'] },
+  ]);
+  const reader = subject(['api:read'], { tenant: 'acme corp' });
+
+  it('percent-decodes segments before matching, so an encoded admin path is still the admin path', () => {
+    for (const path of ['/%61dmin/x', '/%61%64%6d%69%6e/x', '/adm%69n']) {
+      const d = policy.evaluate({ method: 'GET', path }, reader);
+      assert.deepEqual(d.allowed ? d : [d.code, d.rule?.id], ['scope_insufficient', 'admin'], path);
+    }
+  });
+
+  it('compares decoded path parameters with claims', () => {
+    const d = policy.evaluate({ method: 'GET', path: '/t/acme%20corp' }, reader);
+    assert.ok(d.allowed);
+    assert.deepEqual(d.params, { tenant: 'acme corp' });
+  });
+
+  for (const path of [
+    '/x/../admin/y',
+    '/x/./admin',
+    '/x/%2e%2e/admin',
+    '/x/%2E/admin',
+    '/x/..',
+    '/x//admin',
+    '//admin',
+    '/x%2fadmin',
+    '/x%2Fadmin',
+    '/x\\admin',
+    '/x%5cadmin',
+    '/x%00',
+    '/x/%zz',
+    '/x/%',
+    'admin',
+    '*',
+  ]) {
+    it(`refuses the ambiguous path ${JSON.stringify(path)} with request_path_invalid`, () => {
+      assert.deepEqual(policy.evaluate({ method: 'GET', path }, subject(['admin', 'api:read'])), {
+        allowed: false,
+        code: 'request_path_invalid',
+        rule: undefined,
+      });
+      assert.equal(policy.match({ method: 'GET', path }), undefined);
+    });
+  }
+
+  it('keeps a trailing slash and a double-encoded escape as ordinary segments', () => {
+    assert.equal(policy.match({ method: 'GET', path: '/admin/' })?.rule.id, 'admin');
+    assert.equal(policy.match({ method: 'GET', path: '/%2561dmin' })?.rule.id, 'rest');
+  });
+});
