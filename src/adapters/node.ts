@@ -42,9 +42,12 @@ export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOption
   const proto = (options.trustProxy && first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim()) || (encrypted ? 'https' : 'http');
   const host = (options.trustProxy && first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim()) || req.headers.host || 'localhost';
   const body = options.body?.(req);
+  // Express rewrites req.url below a mount point (app.use('/api', ...)); originalUrl is the path
+  // the client sent, which rules and the DPoP htu are about.
+  const path = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
   return {
     method: req.method ?? 'GET',
-    url: `${proto}://${host}${req.url ?? '/'}`,
+    url: `${proto}://${host}${path}`,
     headers: req.headersDistinct,
     ...(body !== undefined ? { body } : {}),
   };
