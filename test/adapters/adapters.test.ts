@@ -1,0 +1,234 @@
+/**
+ * The four adapters, each in front of a real server on port 0: the principal reaches the handler
+ * on success; refusals carry the status, `WWW-Authenticate` and the JSON error body; the policy
+ * sees the path the framework routes on.
+ */
+import assert from 'node:assert/strict';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { serve } from '@hono/node-server';
+import express from 'express';
+import Fastify from 'fastify';
+import { Hono } from 'hono';
+import { expressAuth } from '../../src/adapters/express.ts';
+import { fastifyAuth } from '../../src/adapters/fastify.ts';
+import { honoAuth, type TesseraEnv } from '../../src/adapters/hono.ts';
+import { nodeAuth } from '../../src/adapters/node.ts';
+import { ERROR_CODES } from '../../src/core/errors.ts';
+import { createVerifier, type ManagedVerifier } from '../../src/verifier.ts';
+import { AUDIENCE, claims, ISSUER, makeKey, sign } from '../helpers/tokens.ts';
+
+const key = makeKey('ES256');
+const verifier = createVerifier({
+  issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }],
+  scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] }, admin: {} },
+  rules: [
+    { id: 'admin', path: '/admin/**', scopes: ['admin'] },
+    { id: 'read', methods: ['GET'], path: '/items/:id', scopes: ['api:read'] },
+    { id: 'write', methods: ['POST'], path: '/items', scopes: ['api:write'] },
+    // A permissive catch-all: a path the policy fails to recognise as /admin/** lands here.
+    { id: 'rest', methods: ['GET'], path: '/**', scopes: ['api:read'] },
+  ],
+  dpop: { mode: 'disabled' },
+  realm: 'api',
+});
+
+interface Running {
+  readonly origin: string;
+  close(): Promise<void>;
+}
+
+const origin = (server: Server) => `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+const closeServer = (server: Server) =>
+  new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+
+async function listenOn(server: Server): Promise<Running> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { origin: origin(server), close: () => closeServer(server) };
+}
+
+const adapters: Record<string, (v: ManagedVerifier) => Promise<Running>> = {
+  'node:http': async (v) => {
+    const auth = nodeAuth(v);
+    return listenOn(
+      createServer(async (req, res) => {
+        const principal = await auth(req, res);
+        if (!principal) return;
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ subject: principal.subject, route: req.url }));
+      }),
+    );
+  },
+  express: async (v) => {
+    const app = express();
+    app.use(expressAuth(v));
+    app.get('/items/:id', (req, res) => {
+      res.json({ subject: req.principal?.subject, route: 'items' });
+    });
+    app.get('/admin/secret', (req, res) => {
+      res.json({ subject: req.principal?.subject, route: 'admin' });
+    });
+    return listenOn(createServer(app));
+  },
+  fastify: async (v) => {
+    const app = Fastify();
+    await app.register(fastifyAuth(v));
+    app.get('/items/:id', async (request) => ({ subject: request.principal?.subject, route: 'items' }));
+    app.get('/admin/secret', async (request) => ({ subject: request.principal?.subject, route: 'admin' }));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    return { origin: origin(app.server), close: () => app.close() };
+  },
+  hono: async (v) => {
+    const app = new Hono<TesseraEnv>();
+    app.use('*', honoAuth(v));
+    app.get('/items/:id', (c) => c.json({ subject: c.var.principal.subject, route: 'items' }));
+    app.get('/admin/secret', (c) => c.json({ subject: c.var.principal.subject, route: 'admin' }));
+    const server = await new Promise<Server>((resolve) => {
+      const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server));
+    });
+    return { origin: origin(server), close: () => closeServer(server) };
+  },
+};
+
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** A raw HTTP request: header lines exactly as given (duplicates kept), path sent verbatim. */
+function send(base: string, path: string, headers: [string, string][] = [], method = 'GET'): Promise<Answer> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: url.hostname, port: url.port, path, method, headers: [['host', url.host], ...headers].flat(), agent: false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          body += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const desc = (code: keyof typeof ERROR_CODES) => ERROR_CODES[code].description;
+
+for (const [name, start] of Object.entries(adapters)) {
+  describe(`adapter: ${name}`, () => {
+    let app: Running;
+    let readToken: string;
+    before(async () => {
+      app = await start(verifier);
+      readToken = await sign(key, claims({ scope: 'api:read' }));
+    });
+    after(() => app.close());
+
+    it('sets the principal for a valid token', async () => {
+      const answer = await send(app.origin, '/items/1', [['authorization', `Bearer ${readToken}`]]);
+      assert.equal(answer.status, 200, answer.body);
+      assert.equal(JSON.parse(answer.body).subject, 'user-1');
+    });
+
+    it('answers a request without credentials with 401 and a bare challenge', async () => {
+      const answer = await send(app.origin, '/items/1');
+      assert.equal(answer.status, 401);
+      assert.equal(answer.headers['www-authenticate'], 'Bearer realm="api"');
+      assert.match(String(answer.headers['content-type']), /^application\/json/);
+      assert.equal(answer.headers['cache-control'], 'no-store');
+      assert.deepEqual(JSON.parse(answer.body), { error: 'unauthorized', error_description: desc('credentials_missing') });
+    });
+
+    it('answers an invalid token with 401 invalid_token', async () => {
+      const answer = await send(app.origin, '/items/1', [['authorization', `Bearer ${readToken.slice(0, -4)}AAAA`]]);
+      assert.equal(answer.status, 401);
+      assert.equal(
+        answer.headers['www-authenticate'],
+        `Bearer realm="api", error="invalid_token", error_description="${desc('token_signature_invalid')}"`,
+      );
+      assert.deepEqual(JSON.parse(answer.body), { error: 'invalid_token', error_description: desc('token_signature_invalid') });
+    });
+
+    it('answers a missing scope with 403 insufficient_scope naming the scope', async () => {
+      const answer = await send(app.origin, '/admin/secret', [['authorization', `Bearer ${readToken}`]]);
+      assert.equal(answer.status, 403);
+      assert.equal(
+        answer.headers['www-authenticate'],
+        `Bearer realm="api", error="insufficient_scope", error_description="${desc('scope_insufficient')}", scope="admin"`,
+      );
+      assert.deepEqual(JSON.parse(answer.body), { error: 'insufficient_scope', error_description: desc('scope_insufficient') });
+    });
+
+    it('answers two Authorization headers with 400 invalid_request', async () => {
+      const answer = await send(app.origin, '/items/1', [
+        ['authorization', `Bearer ${readToken}`],
+        ['authorization', `Bearer ${readToken}`],
+      ]);
+      assert.equal(answer.status, 400);
+      assert.match(String(answer.headers['www-authenticate']), /^Bearer realm="api", error="invalid_request", error_description="/);
+      assert.equal(JSON.parse(answer.body).error, 'invalid_request');
+    });
+
+    it('answers a query token with 400 when query tokens are off', async () => {
+      const answer = await send(app.origin, `/items/1?access_token=${readToken}`);
+      assert.equal(answer.status, 400);
+      assert.equal(
+        answer.headers['www-authenticate'],
+        `Bearer realm="api", error="invalid_request", error_description="${desc('request_query_token_disabled')}"`,
+      );
+    });
+
+    it('applies the policy to the path the framework routes on (percent-encoded admin path)', async () => {
+      // Routers decode %61 to "a" before matching; the policy must see /admin/secret too.
+      const answer = await send(app.origin, '/%61dmin/secret', [['authorization', `Bearer ${readToken}`]]);
+      assert.equal(answer.status, 403, answer.body);
+      assert.equal(
+        answer.headers['www-authenticate'],
+        `Bearer realm="api", error="insufficient_scope", error_description="${desc('scope_insufficient')}", scope="admin"`,
+      );
+    });
+
+    it('refuses dot segments that a router or upstream would resolve into the admin path', async () => {
+      // @hono/node-server resolves dot segments itself (new URL, which also reads %2e%2e as ..), so
+      // there the policy sees /admin/secret (403); everywhere else the ambiguous path is refused (400).
+      for (const path of ['/items/../admin/secret', '/items/%2e%2e/admin/secret', '/items/1/..%2f..%2fadmin%2fsecret', '/items//x']) {
+        const answer = await send(app.origin, path, [['authorization', `Bearer ${readToken}`]]);
+        const expected = name === 'hono' && !path.includes('%2f') && !path.includes('//') ? 403 : 400;
+        assert.equal(answer.status, expected, `${path}: ${answer.body}`);
+        if (expected === 400) {
+          assert.equal(
+            answer.headers['www-authenticate'],
+            `Bearer realm="api", error="invalid_request", error_description="${desc('request_path_invalid')}"`,
+          );
+        }
+      }
+    });
+  });
+}
+
+describe('adapter: express mounted under a path', () => {
+  let app: Running;
+  before(async () => {
+    const e = express();
+    e.use('/api', expressAuth(createVerifier({ ...verifier.config, rules: [{ path: '/api/items/:id', scopes: ['api:read'] }] })));
+    e.get('/api/items/:id', (req, res) => {
+      res.json({ subject: req.principal?.subject });
+    });
+    app = await listenOn(createServer(e));
+  });
+  after(() => app.close());
+
+  it('matches rules against the full request path, not the path below the mount point', async () => {
+    const token = await sign(key, claims({ scope: 'api:read' }));
+    const answer = await send(app.origin, '/api/items/1', [['authorization', `Bearer ${token}`]]);
+    assert.equal(answer.status, 200, answer.body);
+    assert.equal(JSON.parse(answer.body).subject, 'user-1');
+  });
+});
