@@ -25,7 +25,7 @@ export const duration = (description: string, max?: number) =>
       }
       return s;
     })
-    .meta({ description });
+    .meta({ description, format: 'duration' });
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -135,13 +135,16 @@ export const introspectionSchema = z
     audiences: z.array(z.string().min(1)).optional().meta({ description: 'When set, the response `aud` must contain one of these.' }),
     cache_max_ttl: duration('Longest time an active result is cached (never past the token `exp`).').prefault('60s'),
     timeout: duration('Request timeout.').prefault('5s'),
-    scope_claim: z.enum(['scope', 'scopes', 'scp']).default('scope'),
+    scope_claim: z.enum(['scope', 'scopes', 'scp']).default('scope').meta({ description: 'Response member carrying granted scopes.' }),
   })
   .meta({ description: 'Opaque tokens checked by RFC 7662 introspection.' });
 
 const scopeRequirement = z.union([
   z.array(z.string().min(1)),
-  z.strictObject({ all: z.array(z.string().min(1)).optional(), any: z.array(z.string().min(1)).min(1).optional() }),
+  z.strictObject({
+    all: z.array(z.string().min(1)).optional().meta({ description: 'Every one of these scopes is required.' }),
+    any: z.array(z.string().min(1)).min(1).optional().meta({ description: 'At least one of these scopes is required.' }),
+  }),
 ]);
 
 export const ruleSchema = z
@@ -171,7 +174,7 @@ export const scopeCatalogSchema = z
     z.string(),
     z
       .strictObject({
-        description: z.string().optional(),
+        description: z.string().optional().meta({ description: 'What the scope allows (for people; not enforced).' }),
         implies: z.array(z.string().min(1)).optional().meta({ description: 'Scopes (or `prefix:*`) this scope also grants.' }),
       })
       .nullable()
@@ -224,7 +227,8 @@ export const verifierFields = {
         .default(false)
         .meta({ description: 'Accept `access_token` in the URI query (RFC 6750 §2.3). Leaks tokens into logs.' }),
     })
-    .prefault({}),
+    .prefault({})
+    .meta({ description: 'Where access tokens are accepted besides the Authorization header (RFC 6750 §2).' }),
   dpop: dpopSchema.prefault({}),
   max_token_size: z
     .number()
@@ -237,7 +241,8 @@ export const verifierFields = {
     .strictObject({
       max_entries: z.number().int().min(0).default(10_000).meta({ description: 'Verified-result cache entries (0 disables).' }),
     })
-    .prefault({}),
+    .prefault({})
+    .meta({ description: 'Verified-result cache, keyed by a SHA-256 of the token, never serving a result past `exp`.' }),
   realm: z.string().optional().meta({ description: '`realm` in WWW-Authenticate challenges.' }),
   resource_metadata: z.string().optional().meta({ description: 'RFC 9728 metadata URL advertised in challenges.' }),
 };

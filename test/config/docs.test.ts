@@ -1,0 +1,35 @@
+/**
+ * docs/configuration.md is generated from the zod schema by `npm run docs`; this fails when the
+ * committed file is stale (fastify's test:validator:integrity).
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { renderConfigurationDocs } from '../../scripts/config-docs.ts';
+import { verifierFields } from '../../src/config/verifier-schema.ts';
+
+describe('docs/configuration.md', () => {
+  const rendered = renderConfigurationDocs();
+
+  it('is what `npm run docs` generates from the current schema', () => {
+    const committed = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
+    assert.ok(committed === rendered, 'docs/configuration.md is stale: run `npm run docs` and commit the result');
+  });
+
+  it('describes every verifier option', () => {
+    const sections = Object.keys(verifierFields);
+    const rows = rendered.split('\n').filter((l) => l.startsWith('| `'));
+    const undocumented = rows
+      .map((l) => l.split(' | '))
+      .filter(([key]) => sections.includes((key as string).slice(3).split(/[.[]/)[0]?.replace(/`$/, '') as string))
+      .filter((cells) => (cells[3] as string).trim() === '|')
+      .map(([key]) => key);
+    assert.deepEqual(undocumented, []);
+  });
+
+  it('documents defaults and durations from the schema', () => {
+    assert.ok(rendered.includes('| `issuers[].jwks_cache.miss_cooldown` | duration | `"30s"` |'));
+    assert.ok(rendered.includes('| `max_token_size` | integer 256–65536 | `8192` |'));
+    assert.ok(rendered.includes('| `issuers[].audiences` | list of string (at least 1), **required** |'));
+  });
+});
