@@ -100,6 +100,8 @@ export function registerToken(program: Command): void {
     .action(async (input: string, opts: { jwks?: string; audience?: string; json?: boolean }) => {
       const raw = input === '-' ? (await new Response(process.stdin as unknown as ReadableStream).text()).trim() : input;
       const report = await decodeToken(raw, opts);
+      // An invalid verdict is a failure whatever the output format.
+      if (report.verification.code) process.exitCode = 1;
       if (opts.json) return printJson(report);
       const out = process.stdout;
       out.write(`header  ${JSON.stringify(report.header)}\n`);
@@ -115,6 +117,5 @@ export function registerToken(program: Command): void {
             ? `verdict INVALID ${v.code}: ${v.reason}\n`
             : `verdict ${v.note}\n`,
       );
-      if (v.code) process.exitCode = 1;
     });
 }
