@@ -137,7 +137,11 @@ export async function checkDpopProof(
     return fail('dpop_iat_invalid', 'iat');
   }
   if (typeof ath !== 'string' || ath.length !== context.accessTokenHash.length) return fail('dpop_ath_mismatch', 'ath');
-  if (!timingSafeEqual(Buffer.from(ath), Buffer.from(context.accessTokenHash))) return fail('dpop_ath_mismatch', 'ath');
+  // Compare byte lengths too: a non-ASCII ath of the right length in characters is longer in
+  // bytes, and timingSafeEqual throws on unequal lengths.
+  const athBytes = Buffer.from(ath);
+  const expectedAth = Buffer.from(context.accessTokenHash);
+  if (athBytes.length !== expectedAth.length || !timingSafeEqual(athBytes, expectedAth)) return fail('dpop_ath_mismatch', 'ath');
   if (options.nonces) {
     if (typeof nonce !== 'string' || !options.nonces.isValid(nonce)) {
       return new TesseraError('dpop_nonce_required', { claim: 'nonce', dpopNonce: options.nonces.current() });

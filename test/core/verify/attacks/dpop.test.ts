@@ -222,6 +222,12 @@ describe('attack: DPoP proof with a wrong field', () => {
     await assertProofError(dpopRequest(token, await proof(token, { claims: { ath: ath(token).toUpperCase() } })), 'dpop_ath_mismatch');
   });
 
+  it('rejects an ath of the right length in characters but not in bytes (no exception)', async () => {
+    const token = await boundToken();
+    const wide = `é${ath(token).slice(1)}`;
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { ath: wide } })), 'dpop_ath_mismatch');
+  });
+
   it('rejects a replayed proof (same jti)', async () => {
     const token = await boundToken();
     const once = await proof(token);
