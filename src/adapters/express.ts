@@ -15,7 +15,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
-import { type NodeAdapterOptions, toVerifyRequest } from './node.ts';
+import { formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
 import { denyResponse } from './response.ts';
 
 declare global {
@@ -32,10 +32,7 @@ export function expressAuth(
   options: Omit<NodeAdapterOptions, 'body'> = {},
 ): (req: Request, res: Response, next: NextFunction) => void {
   return function tesseraExpressAuth(req, res, next) {
-    const body =
-      req.body && typeof req.body === 'object' && !Buffer.isBuffer(req.body)
-        ? new URLSearchParams(req.body as Record<string, string>)
-        : undefined;
+    const body = formParams(req.body);
     verifier.verify(toVerifyRequest(req, { ...options, body: () => body })).then((result) => {
       if (result.ok) {
         req.principal = result.principal;

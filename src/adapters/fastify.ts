@@ -17,7 +17,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
-import { type NodeAdapterOptions, toVerifyRequest } from './node.ts';
+import { formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
 import { denyResponse } from './response.ts';
 
 declare module 'fastify' {
@@ -35,8 +35,7 @@ export function fastifyAuth(
   async function tesseraFastifyAuth(app: FastifyInstance): Promise<void> {
     app.decorateRequest('principal', undefined);
     app.addHook(formBody ? 'preValidation' : 'onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-      const raw = request.body;
-      const body = raw && typeof raw === 'object' ? new URLSearchParams(raw as Record<string, string>) : undefined;
+      const body = formParams(request.body);
       const result = await verifier.verify(toVerifyRequest(request.raw, { ...options, body: () => body }));
       if (result.ok) {
         request.principal = result.principal;

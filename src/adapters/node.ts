@@ -36,6 +36,22 @@ function first(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+/**
+ * A parsed request body (Express `req.body`, Fastify `request.body`) as form parameters, for
+ * RFC 6750 §2.2. Never throws: arrays become repeated parameters (so two `access_token`s stay
+ * two), and any other non-string value becomes an empty one, which the extractor refuses if it
+ * is `access_token`. A body that is not a plain object (a JSON array, a Buffer) has no parameters.
+ */
+export function formParams(body: unknown): URLSearchParams | undefined {
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || Buffer.isBuffer(body)) return undefined;
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(body)) {
+    if (Array.isArray(value)) for (const v of value) params.append(name, typeof v === 'string' ? v : '');
+    else params.append(name, typeof value === 'string' ? value : '');
+  }
+  return params;
+}
+
 /** Build the verifier's request from a Node request (duplicate headers preserved). */
 export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}): VerifyRequest {
   const encrypted = (req.socket as TLSSocket).encrypted === true;

@@ -232,3 +232,66 @@ describe('adapter: express mounted under a path', () => {
     assert.equal(JSON.parse(answer.body).subject, 'user-1');
   });
 });
+
+describe('adapters with form-body tokens enabled', () => {
+  const formVerifier = createVerifier({ ...verifier.config, transport: { form_body: true, query: false }, rules: undefined });
+  const apps: Record<string, Running> = {};
+  let token: string;
+  before(async () => {
+    token = await sign(key, claims({ scope: 'api:read' }));
+    const e = express();
+    e.use(express.json(), express.urlencoded({ extended: true }));
+    e.use(expressAuth(formVerifier));
+    e.use((req, res) => {
+      res.json({ subject: req.principal?.subject });
+    });
+    apps.express = await listenOn(createServer(e));
+    const f = Fastify();
+    f.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+      done(null, Object.fromEntries(new URLSearchParams(body as string)));
+    });
+    await f.register(fastifyAuth(formVerifier));
+    f.post('/items', async (request) => ({ subject: request.principal?.subject }));
+    await f.listen({ port: 0, host: '127.0.0.1' });
+    apps.fastify = { origin: origin(f.server), close: () => f.close() };
+  });
+  after(async () => {
+    for (const a of Object.values(apps)) await a.close();
+  });
+
+  const post = (base: string, headers: Record<string, string>, body: string) =>
+    fetch(`${base}/items`, { method: 'POST', headers, body }).then(async (r) => ({ status: r.status, body: await r.text() }));
+
+  for (const name of ['express', 'fastify']) {
+    it(`${name}: accepts a token in an urlencoded body`, async () => {
+      const answer = await post(apps[name]!.origin, { 'content-type': 'application/x-www-form-urlencoded' }, `access_token=${token}`);
+      assert.equal(answer.status, 200, answer.body);
+      assert.equal(JSON.parse(answer.body).subject, 'user-1');
+    });
+
+    it(`${name}: a JSON body that is an array or holds non-string values is not a server error`, async () => {
+      for (const body of ['[1,2]', '{"x":{"toString":1,"valueOf":1}}', '{"x":null,"y":[{"a":1}]}']) {
+        const answer = await post(apps[name]!.origin, { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body);
+        assert.equal(answer.status, 200, `${body}: ${answer.body}`);
+      }
+    });
+
+    it(`${name}: an access_token member in a JSON body is refused, whatever its type`, async () => {
+      for (const value of ['"x"', '{"toString":1}', '["a","b"]', '42']) {
+        const answer = await post(apps[name]!.origin, { 'content-type': 'application/json' }, `{"access_token":${value}}`);
+        assert.equal(answer.status, 400, `${value}: ${answer.body}`);
+        assert.equal(JSON.parse(answer.body).error, 'invalid_request');
+      }
+    });
+  }
+
+  it('express: two access_token members in an urlencoded body are two methods', async () => {
+    const answer = await post(
+      apps.express!.origin,
+      { 'content-type': 'application/x-www-form-urlencoded' },
+      `access_token=${token}&access_token=${token}`,
+    );
+    assert.equal(answer.status, 400, answer.body);
+    assert.deepEqual(JSON.parse(answer.body), { error: 'invalid_request', error_description: desc('request_multiple_methods') });
+  });
+});
