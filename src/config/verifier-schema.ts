@@ -44,6 +44,14 @@ export const secureUrl = (description: string) =>
     )
     .meta({ description });
 
+/**
+ * Run a cross-field refinement even when some fields already failed, so one load reports every
+ * problem (zod skips refinements after an aborting issue by default). The refinement then sees
+ * the partly parsed object and must check the shapes it reads.
+ */
+const alwaysOnObjects = { when: (payload: { value: unknown }) => typeof payload.value === 'object' && payload.value !== null };
+const stringsIn = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+
 const algorithm = z.enum(JWS_ALGORITHMS, {
   error: (issue) =>
     `"${String(issue.input)}" is not a supported algorithm; use one of ${JWS_ALGORITHMS.join(', ')} (case-sensitive; "none" is never accepted)`,
@@ -101,14 +109,14 @@ export const issuerSchema = z
     if ((v.jwks === undefined) === (v.jwks_uri === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['jwks_uri'], message: 'give exactly one of jwks_uri (remote) or jwks ({file} or {keys})' });
     }
-    if (v.jwks_uri !== undefined && v.algorithms.some((a) => a.startsWith('HS'))) {
+    if (v.jwks_uri !== undefined && stringsIn(v.algorithms).some((a) => a.startsWith('HS'))) {
       ctx.addIssue({
         code: 'custom',
         path: ['algorithms'],
         message: 'HMAC algorithms need a shared secret and cannot come from a remote JWKS; remove HS* or use an inline oct key',
       });
     }
-  })
+  }, alwaysOnObjects)
   .meta({ description: 'A trusted JWT issuer with its own keys, audiences, algorithms and scope claim.' });
 
 export const staticTokenSchema = z
@@ -198,15 +206,15 @@ export const dpopSchema = z
     replay_cache_size: z.number().int().positive().default(100_000).meta({ description: 'Proof `jti`s remembered.' }),
   })
   .superRefine((v, ctx) => {
-    for (const [i, a] of v.algorithms.entries()) {
-      if (a.startsWith('HS'))
+    for (const [i, a] of (Array.isArray(v.algorithms) ? v.algorithms : []).entries()) {
+      if (typeof a === 'string' && a.startsWith('HS'))
         ctx.addIssue({
           code: 'custom',
           path: ['algorithms', i],
           message: 'DPoP proofs are signed with asymmetric keys; remove HMAC algorithms',
         });
     }
-  })
+  }, alwaysOnObjects)
   .meta({ description: 'DPoP (RFC 9449) sender-constrained tokens.' });
 
 /** Everything the verifier reads. */
@@ -248,16 +256,19 @@ export const verifierFields = {
 };
 
 export const verifierConfigSchema = z.strictObject(verifierFields).superRefine((v, ctx) => {
-  if (v.issuers.length === 0 && v.static_tokens.length === 0 && v.introspection === undefined) {
+  // An invalid (non-list) value counts as configured: its own error is enough.
+  const count = (x: unknown) => (Array.isArray(x) ? x.length : x === undefined ? 0 : 1);
+  if (count(v.issuers) === 0 && count(v.static_tokens) === 0 && v.introspection === undefined) {
     ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'configure at least one of issuers, static_tokens or introspection' });
   }
   const seen = new Set<string>();
-  for (const [i, iss] of v.issuers.entries()) {
-    if (seen.has(iss.issuer))
-      ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: `issuer "${iss.issuer}" is listed twice` });
-    seen.add(iss.issuer);
+  for (const [i, iss] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
+    const name: unknown = (iss as { issuer?: unknown } | null)?.issuer;
+    if (typeof name !== 'string') continue;
+    if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: `issuer "${name}" is listed twice` });
+    seen.add(name);
   }
-});
+}, alwaysOnObjects);
 
 /** Verifier options as written (before defaults). */
 export type VerifierConfigInput = z.input<typeof verifierConfigSchema>;

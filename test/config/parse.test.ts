@@ -62,7 +62,43 @@ describe('config: every problem with its exact path, all at once', () => {
       { path: 'dpop.mode', message: 'Invalid option: expected one of "disabled"|"allowed"|"required"' },
       { path: 'max_token_size', message: 'Too small: expected number to be >=256' },
       { path: 'isuers', message: 'unknown key "isuers"; did you mean "issuers"?' },
+      { path: 'issuers[2].issuer', message: 'issuer "https://issuer.test" is listed twice' },
     ]);
+  });
+
+  it('reports cross-field problems together with field errors, not one round later', () => {
+    const issues = issuesOf(() =>
+      parseConfig(verifierConfigSchema, {
+        issuers: [
+          { ...issuer, jwks: { file: 'keys.json' }, audiences: [] },
+          { ...issuer, issuer: 'https://other.test', algorithms: ['HS256', 'nope'] },
+          { ...issuer, clock_skew: 'soon' },
+        ],
+        dpop: { algorithms: ['HS256'], mode: 'on' },
+        max_token_size: 1,
+      }),
+    );
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      [
+        'issuers[0].audiences',
+        'issuers[0].jwks_uri',
+        'issuers[1].algorithms[1]',
+        'issuers[1].algorithms',
+        'issuers[2].clock_skew',
+        'dpop.mode',
+        'dpop.algorithms[0]',
+        'max_token_size',
+        'issuers[2].issuer',
+      ],
+    );
+  });
+
+  it('does not add a spurious "configure at least one" when issuers is merely invalid', () => {
+    assert.deepEqual(
+      issuesOf(() => parseConfig(verifierConfigSchema, { issuers: 'https://issuer.test' })).map((i) => i.path),
+      ['issuers'],
+    );
   });
 
   it('lists the known keys when no key is close', () => {
