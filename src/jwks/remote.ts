@@ -93,7 +93,8 @@ export class RemoteJwks implements KeySource {
     return {
       url: this.#o.url,
       loaded: this.#set !== undefined,
-      fresh: this.#set !== undefined && this.#clock() < this.#expiresAt,
+      // After a failed fetch the set is kept but no longer fresh, even while the retry waits.
+      fresh: this.#set !== undefined && this.#lastError === undefined && this.#clock() < this.#expiresAt,
       keys: this.#set?.keys.length ?? 0,
       fetches: this.#fetches,
       lastError: this.#lastError,
@@ -131,9 +132,7 @@ export class RemoteJwks implements KeySource {
       signal: AbortSignal.timeout(this.#o.timeout * 1000),
     });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const limit = this.#o.maxBytes ?? 512 * 1024;
-    const text = await response.text();
-    if (text.length > limit) throw new Error(`response larger than ${limit} bytes`);
+    const text = await readLimited(response, this.#o.maxBytes ?? 512 * 1024);
     let document: unknown;
     try {
       document = JSON.parse(text);
@@ -147,4 +146,26 @@ export class RemoteJwks implements KeySource {
     this.#set = new KeySet(parsed.keys);
     this.#expiresAt = this.#clock() + ttl * 1000;
   }
+}
+
+/** Read a response body as UTF-8, aborting as soon as it exceeds `limit` bytes. */
+async function readLimited(response: Response, limit: number): Promise<string> {
+  const declared = Number(response.headers.get('content-length') ?? Number.NaN);
+  if (declared > limit) {
+    await response.body?.cancel();
+    throw new Error(`response larger than ${limit} bytes`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (response.body) {
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      size += chunk.byteLength;
+      if (size > limit) {
+        await response.body.cancel().catch(() => {});
+        throw new Error(`response larger than ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

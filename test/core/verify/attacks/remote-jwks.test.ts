@@ -291,4 +291,29 @@ describe('remote JWKS honours Cache-Control', () => {
     assert.equal(n.status.fresh, false);
     endpoint.cacheControl = undefined;
   });
+
+  it('refuses an oversized key set without reading it all and keeps the last good set, no longer fresh', async () => {
+    const clock = fakeClock();
+    endpoint.cacheControl = 'max-age=60';
+    const r = new RemoteJwks({
+      url: `${endpoint.origin}/jwks`,
+      algorithms: ['ES256'],
+      minTtl: 60,
+      maxTtl: 86400,
+      defaultTtl: 600,
+      missCooldown: 30,
+      timeout: 5,
+      clock,
+      maxBytes: 4096,
+    });
+    assert.equal(await r.load(), true);
+    endpoint.body = JSON.stringify({ keys: [key.jwk], padding: 'x'.repeat(100_000) });
+    clock.advance(61);
+    assert.equal(await r.refreshAfterMiss(), false);
+    assert.match(r.status.lastError ?? '', /larger than 4096 bytes/);
+    assert.equal(r.status.fresh, false);
+    assert.equal(typeof r.lookup('k1', 'ES256'), 'object');
+    endpoint.body = undefined;
+    endpoint.cacheControl = undefined;
+  });
 });
