@@ -20,7 +20,6 @@ export type OAuthErrorValue =
   | 'unsupported_grant_type'
   | 'invalid_scope'
   | 'invalid_target'
-  | 'unsupported_token_type'
   | 'invalid_token'
   | 'insufficient_scope'
   | 'invalid_dpop_proof'
@@ -127,13 +126,6 @@ export const OAUTH_ERROR_CODES = {
     status: 400,
     error: 'invalid_request',
     description: 'The grant the subject token belongs to is revoked or expired.',
-  },
-
-  // Revocation (RFC 7009 §2.2.1).
-  token_type_hint_unsupported: {
-    status: 400,
-    error: 'unsupported_token_type',
-    description: 'The token type hint is not supported.',
   },
 
   // The admin API (bearer-protected, RFC 6750 errors).

@@ -225,7 +225,7 @@ export interface Store {
    * Rotate a refresh token in one transaction: when `hash` is current (not rotated, not revoked,
    * not expired, issued to `clientId`, its grant active), mark it rotated and insert its successor
    * `nextHash` (same grant and client, expiring at `min(nextExpiresAt, grant.expiresAt)`).
-   * When `hash` was already rotated more than `graceSeconds` ago, revoke its grant's subtree
+   * When `hash` was already rotated (and not less than `graceSeconds` ago), revoke its grant's subtree
    * exactly as {@link Store.revokeGrants} does (reason `refresh_token_reused`). Of several
    * concurrent calls with one hash, exactly one sees `rotated`.
    */

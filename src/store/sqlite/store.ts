@@ -455,7 +455,7 @@ export class SqliteStore implements Store {
       const token = refreshFrom(row);
       if (token.clientId !== o.clientId || token.revokedAt !== null) return { status: 'invalid' };
       if (token.rotatedAt !== null) {
-        if (o.now - token.rotatedAt <= o.graceSeconds) return { status: 'grace' };
+        if (o.graceSeconds > 0 && o.now - token.rotatedAt < o.graceSeconds) return { status: 'grace' };
         const revoked = this.#revokeTree('SELECT ?', [token.grantId], o.now, 'refresh_token_reused', o.entryExpiresAt);
         return { status: 'reused', grantId: token.grantId, revokedGrantIds: revoked.map((g) => g.id) };
       }
