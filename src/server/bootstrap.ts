@@ -12,7 +12,7 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { resolveStore, resolveTokenService } from '../config/token-service-schema.ts';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
 import type { Clock } from '../core/ports.ts';
-import type { RevocationList } from '../core/verify/revocation.ts';
+import { RevocationList } from '../core/verify/revocation.ts';
 import { generateMasterKey, type MasterKey, MasterKeyError, parseMasterKey } from '../issuer/secrets.ts';
 import { TokenService } from '../issuer/service.ts';
 import { RemoteJwks } from '../jwks/remote.ts';
@@ -87,6 +87,8 @@ export interface TokenServiceRuntime {
 /** Build the token service for a validated configuration. Call `start()` on the result. */
 export function createTokenServiceFromConfig(config: TesseraConfig, runtime: TokenServiceRuntime): TokenService {
   const ts = resolveTokenService(config);
+  // One list for the service and the external verifier, so a revoked subject's IdP tokens are refused too.
+  const revocations = runtime.revocations ?? new RevocationList();
   const external = config.issuers.filter((i) => i.issuer !== ts.issuer);
   const externalVerifier =
     external.length === 0
@@ -95,7 +97,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
           { ...config, issuers: external, static_tokens: [], introspection: undefined, rules: undefined },
           {
             ...(runtime.clock ? { clock: runtime.clock } : {}),
-            ...(runtime.revocations ? { revocation: runtime.revocations } : {}),
+            revocation: revocations,
             ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
             ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
           },
@@ -120,7 +122,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
         ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
         ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
       }),
-    ...(runtime.revocations ? { revocations: runtime.revocations } : {}),
+    revocations,
     ...(runtime.clock ? { clock: runtime.clock } : {}),
     ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
   });

@@ -80,7 +80,7 @@ export interface GrantRecord {
   /** 0 for a root. Assigned by the store. */
   readonly depth: number;
   readonly kind: GrantKind;
-  /** Issuer of the subject (Tessera itself or a trusted external issuer). */
+  /** Issuer of the subject (Tessera itself or a trusted external issuer); a child inherits its root's. */
   readonly issuer: string;
   /** Whose authority this is (`sub` of the tokens). */
   readonly subject: string;
@@ -97,7 +97,7 @@ export interface GrantRecord {
   readonly revokedReason: string | null;
 }
 
-/** A grant to create: the store assigns `rootId` and `depth` from the parent. */
+/** A grant to create: the store assigns `rootId` and `depth`, and for a child takes `issuer` from the parent. */
 export type NewGrant = Omit<GrantRecord, 'rootId' | 'depth' | 'revokedAt' | 'revokedReason'>;
 
 /** One refresh token, stored by hash. A grant's refresh tokens form its rotation family. */

@@ -166,8 +166,9 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const root = await created(store, newGrant({}, now), now);
         assert.equal(root.rootId, root.id);
         assert.equal(root.depth, 0);
-        const child = await created(store, newGrant({ parentId: root.id }, now), now);
+        const child = await created(store, newGrant({ parentId: root.id, issuer: 'https://tessera.test' }, now), now);
         assert.equal(child.rootId, root.id);
+        assert.equal(child.issuer, root.issuer, 'the subject keeps its issuer along the chain');
         assert.equal(child.depth, 1);
         const grandchild = await created(store, newGrant({ parentId: child.id }, now), now);
         assert.equal(grandchild.rootId, root.id);

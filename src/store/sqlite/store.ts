@@ -318,8 +318,9 @@ export class SqliteStore implements Store {
       return this.#tx(() => {
         let rootId = g.id;
         let depth = 0;
+        let issuer = g.issuer;
         if (g.parentId !== null) {
-          const parent = this.#stmt('SELECT root_id, depth, expires_at, revoked_at FROM grants WHERE id = ?').get(g.parentId) as
+          const parent = this.#stmt('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = ?').get(g.parentId) as
             | Row
             | undefined;
           if (!parent || parent.revoked_at !== null || (parent.expires_at !== null && num(parent.expires_at) <= now)) {
@@ -327,6 +328,7 @@ export class SqliteStore implements Store {
           }
           rootId = String(parent.root_id);
           depth = num(parent.depth) + 1;
+          issuer = String(parent.issuer);
         }
         this.#stmt(
           `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
@@ -337,7 +339,7 @@ export class SqliteStore implements Store {
           rootId,
           depth,
           g.kind,
-          g.issuer,
+          issuer,
           g.subject,
           g.clientId,
           g.act === null ? null : json(g.act),
@@ -346,7 +348,7 @@ export class SqliteStore implements Store {
           g.createdAt,
           g.expiresAt,
         );
-        return { ...g, rootId, depth, revokedAt: null, revokedReason: null };
+        return { ...g, issuer, rootId, depth, revokedAt: null, revokedReason: null };
       });
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError(`a grant with id "${g.id}" exists`);
