@@ -595,6 +595,9 @@ export class TokenService {
         token_hash: tokenHash(presented),
         detail: { family: rotation.grantId, revoked_grants: [...rotation.revokedGrantIds] },
       });
+      for (const id of rotation.revokedGrantIds) {
+        this.#emit({ kind: 'grant.revoked', reason: 'refresh_token_reused', client_id: client.id, delegation_id: id });
+      }
       throw new OAuthError('refresh_token_reused');
     }
     if (rotation.status !== 'rotated') throw new OAuthError('refresh_token_invalid');

@@ -16,6 +16,7 @@ import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import type { Store } from '../../src/store/contract.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { createVerifier } from '../../src/verifier.ts';
 
 export interface RunningIssuer {
   readonly url: string;
@@ -90,4 +91,15 @@ export async function startIssuer(
       if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** A verifier in the same process as the token service, wired the way `tessera serve` wires it. */
+export function inProcessVerifier(issuer: RunningIssuer, audiences: string[] = ['https://api.test']) {
+  return createVerifier(
+    {
+      issuers: [{ issuer: issuer.url, audiences, jwks_uri: `${issuer.url}/.well-known/jwks.json`, token_type: 'at+jwt' }],
+      dpop: { mode: 'disabled' },
+    },
+    { keySources: { [issuer.url]: issuer.service.keys }, revocation: issuer.service.revocations },
+  );
 }
