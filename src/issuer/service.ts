@@ -23,7 +23,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
 import type { GrantKind, GrantRecord, GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
-import { buildClient, type ClientInput, ClientRegistry, type CompiledClient, SCOPE_TOKEN } from './clients.ts';
+import { buildClient, type ClientInput, ClientInputError, ClientRegistry, type CompiledClient, SCOPE_TOKEN } from './clients.ts';
 import { KeyManager } from './keys.ts';
 import { RevocationFeed } from './revocation-feed.ts';
 import { createSecretHasher, type MasterKey, REFRESH_TOKEN_PREFIX, randomSecret, type SecretHasher, sha256, tokenHash } from './secrets.ts';
@@ -1000,6 +1000,15 @@ export class TokenService {
   /** Register a client; the secret (for secret clients) is returned once and never stored. */
   async registerClient(input: ClientInput): Promise<{ client: CompiledClient; secret: string | undefined }> {
     if (this.#hasher === undefined) throw new Error('registering clients needs the master key');
+    const known = this.#scopes.known;
+    if (known !== undefined) {
+      // With a catalogue, a client scope outside it is a typo until proven otherwise.
+      for (const s of input.scopes) {
+        if (!isWildcard(s) && !known.has(s) && s !== this.config.admin.scope) {
+          throw new ClientInputError(`scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`);
+        }
+      }
+    }
     const { record, secret } = buildClient(input, { hasher: this.#hasher, maxTtl: this.config.max_access_token_ttl, now: this.#now() });
     await this.store.createClient(record);
     this.#emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod } });
