@@ -134,6 +134,11 @@ export interface TokenServiceOptions {
   readonly onWarning?: (message: string) => void;
 }
 
+/** Grant ids are time-ordered, so the store's index inserts append instead of scattering. */
+function newGrantId(): string {
+  return `g_${uuidv7()}`;
+}
+
 function chainOf(act: unknown): string[] {
   const chain: string[] = [];
   let cur = act as JsonObject | undefined;
@@ -501,7 +506,7 @@ export class TokenService {
     if (cached !== undefined && !this.#grantRevoked(cached)) return cached;
     const grant = await this.store.createGrant(
       {
-        id: `g_${randomUUID()}`,
+        id: newGrantId(),
         parentId: null,
         kind: 'client_credentials',
         issuer: this.issuer,
@@ -732,7 +737,7 @@ export class TokenService {
     if (exp <= now) throw new OAuthError('subject_token_invalid');
     const grant = await this.store.createGrant(
       {
-        id: `g_${randomUUID()}`,
+        id: newGrantId(),
         parentId: subject.grantId,
         kind: spec.kind,
         issuer: subject.issuer,
@@ -1061,7 +1066,7 @@ export class TokenService {
     else {
       const grant = await this.store.createGrant(
         {
-          id: `g_${randomUUID()}`,
+          id: newGrantId(),
           parentId: null,
           kind: 'mint',
           issuer: this.issuer,

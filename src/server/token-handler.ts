@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { uuidv7 } from '../audit/id.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
@@ -176,7 +176,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
     const inbound = req.headers['x-request-id'];
-    const requestId = typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : randomUUID();
+    const requestId = typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : uuidv7();
     let work: Promise<void>;
     if (pathname === paths.token) work = oauth(req, res, requestId, e.token, (r) => service.token(r));
     else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));

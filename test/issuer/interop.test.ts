@@ -5,6 +5,7 @@
  * jose verifying issued tokens through the JWKS endpoint.
  */
 import assert from 'node:assert/strict';
+import type { webcrypto } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
@@ -26,7 +27,10 @@ before(async () => {
   const grantTypes = ['client_credentials', 'refresh_token', EXCHANGE];
   const a = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write'], audiences: ['https://api.test'], grantTypes });
   const b = await issuer.addClient({ id: 'broker', scopes: ['api:read', 'api:write'], audiences: ['https://api.test'], grantTypes });
-  const pair = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const pair = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as {
+    publicKey: webcrypto.CryptoKey;
+    privateKey: webcrypto.CryptoKey;
+  };
   const publicJwk = await crypto.subtle.exportKey('jwk', pair.publicKey);
   await issuer.service.registerClient({
     id: 'workload',

@@ -88,8 +88,11 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TABLE replay (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;
       CREATE INDEX replay_expires ON replay (expires_at);
 
+      -- A rowid table: events are appended in id (UUIDv7, time) order; rows are too large for WITHOUT ROWID.
+      -- No index on time: ids are time-ordered, so a time bound is an id bound.
       CREATE TABLE audit_events (
-        id TEXT PRIMARY KEY,
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
         time INTEGER NOT NULL,
         kind TEXT NOT NULL,
         subject TEXT,
@@ -97,8 +100,7 @@ export const MIGRATIONS: readonly Migration[] = [
         delegation_id TEXT,
         request_id TEXT,
         event TEXT NOT NULL
-      ) WITHOUT ROWID;
-      CREATE INDEX audit_time ON audit_events (time);
+      );
       CREATE INDEX audit_subject ON audit_events (subject);
       CREATE INDEX audit_client ON audit_events (client_id);
       CREATE INDEX audit_delegation ON audit_events (delegation_id);
