@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent } from '../../src/audit/event.ts';
+import { uuidv7 } from '../../src/audit/id.ts';
 import {
   type ClientRecord,
   type GrantRecord,
@@ -77,7 +78,7 @@ function refresh(grantId: string, overrides: Partial<RefreshTokenRecord> = {}, n
 }
 
 function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
-  return { id: uid('0190'), time: Date.now(), kind: 'token.issued', decision: 'allow', reason: 'ok', ...overrides };
+  return { id: uuidv7(), time: Date.now(), kind: 'token.issued', decision: 'allow', reason: 'ok', ...overrides };
 }
 
 async function created(store: Store, g: NewGrant, now: number): Promise<GrantRecord> {
@@ -412,9 +413,9 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const subject = uid('dave');
         const base = Date.now();
         const events = [
-          event({ id: `${uid('01')}a`, subject, client_id: 'c1', delegation_id: 'g1', request_id: 'r1', time: base }),
-          event({ id: `${uid('01')}b`, subject, client_id: 'c2', delegation_id: 'g2', time: base + 10, actor_chain: ['x', 'y'] }),
-          event({ id: `${uid('01')}c`, subject, client_id: 'c1', delegation_id: 'g1', time: base + 20, detail: { k: 1 } }),
+          event({ id: uuidv7(base), subject, client_id: 'c1', delegation_id: 'g1', request_id: 'r1', time: base }),
+          event({ id: uuidv7(base + 10), subject, client_id: 'c2', delegation_id: 'g2', time: base + 10, actor_chain: ['x', 'y'] }),
+          event({ id: uuidv7(base + 20), subject, client_id: 'c1', delegation_id: 'g1', time: base + 20, detail: { k: 1 } }),
         ].sort((a, b) => (a.id < b.id ? -1 : 1));
         await store.appendAudit(events);
         await store.appendAudit([events[0] as AuditEvent]); // idempotent by id
