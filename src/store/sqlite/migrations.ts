@@ -57,7 +57,7 @@ export const MIGRATIONS: readonly Migration[] = [
         expires_at INTEGER,
         revoked_at INTEGER,
         revoked_reason TEXT
-      );
+      ) WITHOUT ROWID;
       CREATE INDEX grants_parent ON grants (parent_id);
       CREATE INDEX grants_subject ON grants (subject);
       CREATE INDEX grants_client ON grants (client_id);
