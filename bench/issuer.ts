@@ -106,26 +106,6 @@ async function measureOnce(
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
-/** Repeat a measurement and keep the median of each figure (the machine is shared and noisy). */
-async function measure(
-  system: string,
-  grant: string,
-  child: Child,
-  headers: Record<string, string>,
-  body: string,
-  rate?: number,
-): Promise<Measured> {
-  const runs: Measured[] = [];
-  for (let i = 0; i < REPEAT; i++) runs.push(await measureOnce(system, grant, child, headers, body, rate));
-  return {
-    system,
-    grant,
-    ops: median(runs.map((r) => r.ops)),
-    cpu_us_per_token: median(runs.map((r) => r.cpu_us_per_token)),
-    failed: runs.reduce((a, r) => a + r.failed, 0),
-  };
-}
-
 /** CPU µs of one `crypto.sign` (ES256, DER) over a header and claims like the ones Tessera issues. */
 function rawSign(): number {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -152,20 +132,27 @@ function rawSign(): number {
 }
 
 const basicAuth = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
-const results: Measured[] = [];
 
 process.stdout.write(
   `bench:issuer  node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), ${CONNECTIONS} connections, median of ${REPEAT} × ${DURATION}s\n\n`,
 );
 
-const rawSignUs = median(Array.from({ length: REPEAT }, rawSign));
-
-{
-  const secret = `tcs_${Buffer.from(randomUUID()).toString('base64url')}`;
-  const oidc = await start('./issuer-oidc-provider.ts', { BENCH_SECRET: secret });
-  try {
-    results.push(
-      await measure(
+// All servers run side by side (idle ones cost nothing) and every repetition measures each in
+// turn, so load from elsewhere on the machine falls on all of them alike; each figure is a median.
+const secret = `tcs_${Buffer.from(randomUUID()).toString('base64url')}`;
+const oidc = await start('./issuer-oidc-provider.ts', { BENCH_SECRET: secret });
+const tessera = await start('./issuer-tessera.ts');
+const floor = await start('./issuer-floor.ts');
+const runs: Record<string, Measured[]> = {};
+const signs: number[] = [];
+const keep = (m: Measured) => (runs[`${m.system}\n${m.grant}`] ??= []).push(m);
+let grantsWritten: unknown;
+try {
+  const tauth = { authorization: basicAuth('bench', tessera.info.secret as string) };
+  for (let i = 0; i < REPEAT; i++) {
+    signs.push(rawSign());
+    keep(
+      await measureOnce(
         'node-oidc-provider',
         'client_credentials',
         oidc,
@@ -173,41 +160,33 @@ const rawSignUs = median(Array.from({ length: REPEAT }, rawSign));
         'grant_type=client_credentials&scope=api%3Aread&resource=https%3A%2F%2Fapi.test',
       ),
     );
-  } finally {
-    await oidc.stop();
-  }
-}
-
-let grantsWritten: unknown;
-{
-  const tessera = await start('./issuer-tessera.ts');
-  try {
-    const auth = { authorization: basicAuth('bench', tessera.info.secret as string) };
-    results.push(await measure('tessera', 'client_credentials', tessera, auth, 'grant_type=client_credentials&scope=api%3Aread'));
-    results.push(await measure('tessera', 'token_exchange', tessera, auth, tessera.info.exchange_body as string));
-  } finally {
-    grantsWritten = (await tessera.stop()).exchange_grants_written;
-  }
-}
-
-{
-  const floor = await start('./issuer-floor.ts');
-  try {
-    const rate = results.find((r) => r.system === 'tessera' && r.grant === 'client_credentials')?.ops ?? 1000;
-    results.push(
-      await measure(
+    const cc = await measureOnce('tessera', 'client_credentials', tessera, tauth, 'grant_type=client_credentials&scope=api%3Aread');
+    keep(cc);
+    keep(await measureOnce('tessera', 'token_exchange', tessera, tauth, tessera.info.exchange_body as string));
+    keep(
+      await measureOnce(
         'node:http floor',
         'canned response',
         floor,
         { authorization: basicAuth('bench', 'x') },
         'grant_type=client_credentials',
-        rate,
+        cc.ops,
       ),
     );
-  } finally {
-    await floor.stop();
   }
+} finally {
+  await oidc.stop();
+  grantsWritten = (await tessera.stop()).exchange_grants_written;
+  await floor.stop();
 }
+const rawSignUs = median(signs);
+const results: Measured[] = Object.values(runs).map((list) => ({
+  system: (list[0] as Measured).system,
+  grant: (list[0] as Measured).grant,
+  ops: median(list.map((r) => r.ops)),
+  cpu_us_per_token: median(list.map((r) => r.cpu_us_per_token)),
+  failed: list.reduce((a, r) => a + r.failed, 0),
+}));
 
 const rows = [['system', 'grant', 'tokens/s', 'cpu µs/token', '× raw sign', 'failed']];
 for (const r of results) {
