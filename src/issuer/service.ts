@@ -24,6 +24,7 @@ import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
 import type { GrantKind, GrantRecord, GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
 import { buildClient, type ClientInput, ClientInputError, ClientRegistry, type CompiledClient, SCOPE_TOKEN } from './clients.ts';
+import { checkTokenEndpointProof } from './dpop.ts';
 import { KeyManager } from './keys.ts';
 import { RevocationFeed } from './revocation-feed.ts';
 import { createSecretHasher, type MasterKey, REFRESH_TOKEN_PREFIX, randomSecret, type SecretHasher, sha256, tokenHash } from './secrets.ts';
@@ -46,12 +47,15 @@ export interface OAuthRequest {
   readonly endpointUrl: string;
   readonly requestId?: string | undefined;
   readonly remoteAddr?: string | undefined;
+  /** The `DPoP` header (RFC 9449), when the client asks for a sender-constrained token. */
+  readonly dpop?: string | undefined;
 }
 
 /** A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1). */
 export interface TokenResponse {
   readonly access_token: string;
-  readonly token_type: 'Bearer';
+  /** `DPoP` when the token is bound to the proof key (`cnf.jkt`). */
+  readonly token_type: 'Bearer' | 'DPoP';
   readonly expires_in: number;
   readonly scope?: string;
   readonly refresh_token?: string;
@@ -98,6 +102,8 @@ interface OwnToken {
   readonly scopes: readonly string[];
   readonly audiences: readonly string[];
   readonly act: JsonObject | null;
+  /** RFC 9449 `cnf.jkt`, when the token is sender-constrained. */
+  readonly jkt: string | undefined;
 }
 
 /** The facts about a subject (or actor) token that delegation decides on. */
@@ -111,6 +117,8 @@ interface Party {
   /** The grant the token belongs to, when this service issued it. */
   readonly grantId: string | null;
   readonly mayAct: unknown;
+  /** The subject token's `cnf.jkt`: the exchange must prove possession of that key. */
+  readonly jkt: string | undefined;
 }
 
 export interface TokenServiceOptions {
@@ -381,6 +389,7 @@ export class TokenService {
     readonly grantId: string;
     readonly now: number;
     readonly exp: number;
+    readonly jkt?: string | undefined;
   }): { token: string; jti: string } {
     const signer = this.keys.signer(spec.now);
     if (signer === undefined) throw new OAuthError('signing_key_unavailable');
@@ -397,6 +406,7 @@ export class TokenService {
     if (spec.scopes.length > 0) claims.scope = spec.scopes.join(' ');
     if (spec.act !== null) claims.act = spec.act;
     claims.grant_id = spec.grantId;
+    if (spec.jkt !== undefined) claims.cnf = { jkt: spec.jkt };
     return { token: signer.sign(JSON.stringify(claims)), jti };
   }
 
@@ -434,6 +444,8 @@ export class TokenService {
     const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? aud : undefined;
     if (audiences === undefined) return undefined;
     if (act !== undefined && (typeof act !== 'object' || act === null || Array.isArray(act))) return undefined;
+    const cnf = claims.cnf as JsonObject | undefined;
+    if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof cnf.jkt !== 'string')) return undefined;
     const own: OwnToken = {
       kid,
       alg: alg as JwsAlgorithm,
@@ -447,6 +459,7 @@ export class TokenService {
       scopes: scope === undefined || scope === '' ? [] : scope.split(' '),
       audiences,
       act: (act as JsonObject | undefined) ?? null,
+      jkt: cnf?.jkt as string | undefined,
     };
     this.#own.set(hash, own);
     return own;
@@ -481,9 +494,10 @@ export class TokenService {
       }
       const client = await this.clients.authenticate(req);
       clientId = client.id;
-      if (grantType === 'client_credentials') return await this.#clientCredentials(client, req);
-      if (grantType === 'refresh_token') return await this.#refresh(client, req);
-      return await this.#exchange(client, req);
+      const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
+      if (grantType === 'client_credentials') return await this.#clientCredentials(client, req, jkt);
+      if (grantType === 'refresh_token') return await this.#refresh(client, req, jkt);
+      return await this.#exchange(client, req, jkt);
     } catch (e) {
       const error = e instanceof OAuthError ? e : new OAuthError('server_error', { cause: e });
       this.#emit({
@@ -497,6 +511,18 @@ export class TokenService {
       });
       throw error;
     }
+  }
+
+  /** RFC 9449 §5: the proof key a token request asks its access token to be bound to. */
+  #dpop(proof: string): Promise<string> {
+    const now = this.#now();
+    return checkTokenEndpointProof(proof, {
+      url: this.endpoints.token,
+      method: 'POST',
+      now,
+      iatWindow: 60,
+      useOnce: (key, expiresAt) => this.store.useOnce(key, expiresAt, now),
+    });
   }
 
   /** The open-ended grant client-credentials tokens of one client, scope set and audience set share. */
@@ -537,7 +563,7 @@ export class TokenService {
     });
   }
 
-  async #clientCredentials(client: CompiledClient, req: OAuthRequest): Promise<TokenResponse> {
+  async #clientCredentials(client: CompiledClient, req: OAuthRequest, jkt: string | undefined): Promise<TokenResponse> {
     this.#requireGrantType(client, 'client_credentials');
     const requested = this.#parseScope(this.#param(req.params, 'scope'));
     const scopes = requested ? this.#narrowScopes(requested, [client.scopes]) : client.record.scopes;
@@ -545,7 +571,7 @@ export class TokenService {
     const now = this.#now();
     const grantId = await this.#standingGrant(client, scopes, audiences, now);
     const ttl = this.#ttl(client);
-    const { token, jti } = this.#sign({ client, subject: client.id, audiences, scopes, act: null, grantId, now, exp: now + ttl });
+    const { token, jti } = this.#sign({ client, subject: client.id, audiences, scopes, act: null, grantId, now, exp: now + ttl, jkt });
     this.#emit({
       kind: 'token.issued',
       reason: 'ok',
@@ -557,10 +583,15 @@ export class TokenService {
       ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
       detail: { grant_type: 'client_credentials', aud: audiences },
     });
-    return { access_token: token, token_type: 'Bearer', expires_in: ttl, ...(scopes.length ? { scope: scopes.join(' ') } : {}) };
+    return {
+      access_token: token,
+      token_type: jkt === undefined ? 'Bearer' : 'DPoP',
+      expires_in: ttl,
+      ...(scopes.length ? { scope: scopes.join(' ') } : {}),
+    };
   }
 
-  async #refresh(client: CompiledClient, req: OAuthRequest): Promise<TokenResponse> {
+  async #refresh(client: CompiledClient, req: OAuthRequest, jkt: string | undefined): Promise<TokenResponse> {
     this.#requireGrantType(client, 'refresh_token');
     const presented = this.#required(req.params, 'refresh_token');
     const hash = sha256(presented);
@@ -619,6 +650,7 @@ export class TokenService {
       grantId: grant.id,
       now,
       exp,
+      jkt,
     });
     this.#emit({
       kind: 'token.refreshed',
@@ -633,7 +665,7 @@ export class TokenService {
     });
     return {
       access_token: token,
-      token_type: 'Bearer',
+      token_type: jkt === undefined ? 'Bearer' : 'DPoP',
       expires_in: exp - now,
       ...(granted.length ? { scope: granted.join(' ') } : {}),
       refresh_token: next,
@@ -656,6 +688,7 @@ export class TokenService {
         act: own.act,
         grantId: own.grantId,
         mayAct: own.claims.may_act,
+        jkt: own.jkt,
       };
     }
     if (this.#external === undefined) throw new OAuthError(invalid);
@@ -664,12 +697,14 @@ export class TokenService {
     return partyFromPrincipal(result.principal, null);
   }
 
-  async #exchange(client: CompiledClient, req: OAuthRequest): Promise<TokenResponse> {
+  async #exchange(client: CompiledClient, req: OAuthRequest, jkt: string | undefined): Promise<TokenResponse> {
     this.#requireGrantType(client, TOKEN_EXCHANGE);
     const p = req.params;
     const requestedType = this.#param(p, 'requested_token_type');
     if (requestedType !== undefined && !SUBJECT_TOKEN_TYPES.has(requestedType)) throw new OAuthError('token_type_unsupported');
     const subject = await this.#party(this.#required(p, 'subject_token'), this.#required(p, 'subject_token_type'), 'subject');
+    // A sender-constrained subject token is only usable by the holder of its key (RFC 9449 §1).
+    if (subject.jkt !== undefined && subject.jkt !== jkt) throw new OAuthError('subject_token_invalid');
     const actorToken = this.#param(p, 'actor_token');
     const actorType = this.#param(p, 'actor_token_type');
     // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
@@ -687,12 +722,13 @@ export class TokenService {
       ttl: this.#ttl(client),
       kind: 'token_exchange',
       refresh: client.grantTypes.has('refresh_token'),
+      jkt,
       ...(req.requestId !== undefined ? { requestId: req.requestId } : {}),
     });
     return {
       access_token: issued.token,
       issued_token_type: ACCESS_TOKEN_TYPE,
-      token_type: 'Bearer',
+      token_type: jkt === undefined ? 'Bearer' : 'DPoP',
       expires_in: issued.exp - issued.now,
       ...(issued.scopes.length ? { scope: issued.scopes.join(' ') } : {}),
       ...(issued.refreshToken !== undefined ? { refresh_token: issued.refreshToken } : {}),
@@ -713,6 +749,7 @@ export class TokenService {
     readonly ttl: number;
     readonly kind: GrantKind;
     readonly refresh: boolean;
+    readonly jkt?: string | undefined;
     readonly requestId?: string;
   }): Promise<{ token: string; exp: number; now: number; scopes: readonly string[]; grantId: string; refreshToken?: string }> {
     const { client, subject, actor } = spec;
@@ -761,6 +798,7 @@ export class TokenService {
       grantId: grant.id,
       now,
       exp,
+      jkt: spec.jkt,
     });
     let refreshToken: string | undefined;
     if (spec.refresh) {
@@ -886,7 +924,7 @@ export class TokenService {
     // The authoritative answer: another process may have revoked the grant since the last sync.
     const grant = await this.store.getGrant(own.grantId);
     if (grant && grant.revokedAt !== null) return { active: false };
-    return { active: true, token_type: 'Bearer', ...own.claims };
+    return { active: true, token_type: own.jkt === undefined ? 'Bearer' : 'DPoP', ...own.claims };
   }
 
   // Discovery.
@@ -909,6 +947,7 @@ export class TokenService {
       revocation_endpoint_auth_signing_alg_values_supported: algs,
       introspection_endpoint_auth_methods_supported: auth,
       introspection_endpoint_auth_signing_alg_values_supported: algs,
+      dpop_signing_alg_values_supported: algs,
       ...(this.#scopes.known ? { scopes_supported: [...this.#scopes.known].sort() } : {}),
     };
   }
@@ -1110,7 +1149,7 @@ export class TokenService {
     if (client === undefined) throw new OAuthError('client_unknown');
     if (client.record.disabled) throw new OAuthError('client_disabled');
     this.#checkRepeats(params);
-    return this.#exchange(client, { params, authorization: undefined, endpointUrl: this.endpoints.token });
+    return this.#exchange(client, { params, authorization: undefined, endpointUrl: this.endpoints.token }, undefined);
   }
 
   /**
@@ -1158,5 +1197,6 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     act: (principal.claims.act as JsonObject | undefined) ?? null,
     grantId,
     mayAct: principal.claims.may_act,
+    jkt: principal.confirmation?.jkt,
   };
 }

@@ -117,12 +117,16 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     if (mediaType(req) !== 'application/x-www-form-urlencoded') throw new OAuthError('request_content_type');
     const body = await readBody(req, limit);
     const params = new URLSearchParams(body);
+    const dpop = req.headers.dpop;
+    // Node joins repeated headers with ", ", which never occurs in a compact JWS (RFC 9449 §4.3 allows one).
+    if (typeof dpop === 'string' && dpop.includes(',')) throw new OAuthError('dpop_proof_invalid');
     const result = await run({
       params,
       authorization: req.headers.authorization,
       endpointUrl,
       requestId,
       remoteAddr: req.socket.remoteAddress,
+      ...(typeof dpop === 'string' ? { dpop } : {}),
     });
     send(res, 200, result === undefined ? undefined : JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
   };
