@@ -84,7 +84,7 @@ export function endpointsFor(issuer: string): Endpoints {
     revocation: `${issuer}/oauth2/revoke`,
     introspection: `${issuer}/oauth2/introspect`,
     jwks: `${issuer}/.well-known/jwks.json`,
-    admin: `${issuer}/admin`,
+    admin: `${issuer}/oauth2/admin`,
   };
 }
 

@@ -80,9 +80,9 @@ function mediaType(req: IncomingMessage): string {
  * Build the request handler for a started {@link TokenService}.
  *
  * Paths: RFC 8414 metadata, the JWKS, `/oauth2/token`, `/oauth2/revoke`, `/oauth2/introspect`
- * (all under the issuer's path), and the admin API: `POST <issuer>/admin/revoke` with one of
+ * (all under the issuer's path), and the admin API: `POST <issuer>/oauth2/admin/revoke` with one of
  * `{"grant_id"}`, `{"subject", "issuer"?}`, `{"client_id"}`, `{"token"}`, and
- * `GET <issuer>/admin/grants/<id>`.
+ * `GET <issuer>/oauth2/admin/grants/<id>`.
  */
 export function createTokenServiceHandler(service: TokenService, options: TokenServiceHandlerOptions = {}): RequestHandler {
   const limit = options.maxBodyBytes ?? 65_536;
@@ -168,7 +168,13 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     }
     if (sub.startsWith('grants/')) {
       if (req.method !== 'GET') throw new OAuthError('request_method_not_allowed');
-      const tree = await service.grantTree(decodeURIComponent(sub.slice(7)));
+      let id: string;
+      try {
+        id = decodeURIComponent(sub.slice(7));
+      } catch {
+        throw new OAuthError('admin_not_found');
+      }
+      const tree = await service.grantTree(id);
       if (!tree) throw new OAuthError('admin_not_found');
       return send(res, 200, JSON.stringify(tree), { ...NO_STORE, 'x-request-id': requestId });
     }

@@ -129,7 +129,7 @@ describe('crash consistency', () => {
       await ctx.close();
     }
     const revoke = (url: string) =>
-      fetch(`${url}/admin/revoke`, {
+      fetch(`${url}/oauth2/admin/revoke`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
         body: JSON.stringify({ grant_id: f.grantId }),

@@ -104,7 +104,7 @@ it('keeps every secret and token out of logs, audit events, error bodies, databa
     400,
   );
   assert.equal((await post('/oauth2/token', { grant_type: 'client_credentials', scope: user }, auth)).status, 400);
-  const admin = await fetch(`${url}/admin/revoke`, {
+  const admin = await fetch(`${url}/oauth2/admin/revoke`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${foreignToken}` },
     body: '{"grant_id":"x"}',

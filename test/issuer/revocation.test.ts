@@ -170,7 +170,7 @@ describe('admin API', () => {
     return ((await res.json()) as { access_token: string }).access_token;
   };
   const post = (body: unknown, token?: string) =>
-    fetch(`${issuer.url}/admin/revoke`, {
+    fetch(`${issuer.url}/oauth2/admin/revoke`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: JSON.stringify(body),
@@ -198,7 +198,7 @@ describe('admin API', () => {
   it('revokes a grant subtree and shows a grant tree for an admin', async () => {
     const t = await chain('erin');
     const token = await adminToken();
-    const tree = await fetch(`${issuer.url}/admin/grants/${t.grant(t.broker.access_token)}`, {
+    const tree = await fetch(`${issuer.url}/oauth2/admin/grants/${t.grant(t.broker.access_token)}`, {
       headers: { authorization: `Bearer ${token}` },
     });
     assert.equal(tree.status, 200);
@@ -222,7 +222,7 @@ describe('admin API', () => {
   });
 
   it('answers 404 for an unknown grant', async () => {
-    const res = await fetch(`${issuer.url}/admin/grants/g_unknown`, { headers: { authorization: `Bearer ${await adminToken()}` } });
+    const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, { headers: { authorization: `Bearer ${await adminToken()}` } });
     assert.equal(res.status, 404);
   });
 });
