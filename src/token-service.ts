@@ -25,6 +25,7 @@ export { BatchingAuditSink } from './audit/batching.ts';
 export { uuidv7 } from './audit/id.ts';
 export { loadConfigFile } from './config/load.ts';
 export {
+  type ResolvedStore,
   type ResolvedTokenServiceConfig,
   resolveStore,
   resolveTokenService,
@@ -74,4 +75,5 @@ export type {
   StoreVersions,
 } from './store/contract.ts';
 export { GRANT_TYPES, StoreConflictError } from './store/contract.ts';
+export { PostgresStore, type PostgresStoreOptions } from './store/postgres/store.ts';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite/store.ts';

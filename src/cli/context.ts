@@ -67,7 +67,7 @@ export async function openService(option: string | undefined, needMaster: boolea
   if (needMaster && master === undefined) {
     throw new CliError(`no master key: set ${MASTER_KEY_ENV} or run \`tessera init\` to create ${config.data_dir}/master.key`);
   }
-  const store = openStore(config);
+  const store = await openStore(config);
   const service = createTokenServiceFromConfig(config, { store, master });
   await service.start({ background: false });
   return {

@@ -103,9 +103,9 @@ export const tokenServiceSchema = z
 export const storeSchema = z
   .strictObject({
     driver: z
-      .enum(['sqlite'], { error: (i) => `"${String(i.input)}" is not a store driver; use "sqlite" (PostgreSQL is planned)` })
+      .enum(['sqlite', 'postgres'], { error: (i) => `"${String(i.input)}" is not a store driver; use "sqlite" or "postgres"` })
       .default('sqlite')
-      .meta({ description: 'Storage backend. `sqlite`: an embedded file under `data_dir`.' }),
+      .meta({ description: '`sqlite`: an embedded file under `data_dir` (one instance). `postgres`: shared by several instances.' }),
     sqlite: z
       .strictObject({
         path: z
@@ -117,6 +117,26 @@ export const storeSchema = z
       })
       .prefault({})
       .meta({ description: 'SQLite settings.' }),
+    postgres: z
+      .strictObject({
+        url: z
+          .string()
+          .refine((v) => /^postgres(ql)?:\/\//.test(v), { message: 'write a postgres:// URL, normally ${DATABASE_URL}' })
+          .meta({ description: 'Connection URL, normally `${DATABASE_URL}` (keep the password out of the file).' }),
+        schema: z
+          .string()
+          .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'a lower-case SQL identifier')
+          .default('tessera')
+          .meta({ description: "Schema holding Tessera's tables (created when absent)." }),
+        pool_size: z.number().int().min(1).max(100).default(10).meta({ description: 'Connections per instance.' }),
+      })
+      .optional()
+      .meta({ description: 'PostgreSQL settings (required with `driver: postgres`).' }),
+  })
+  .superRefine((v, ctx) => {
+    if (v.driver === 'postgres' && v.postgres === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'driver is postgres: add postgres: { url: ${DATABASE_URL} }' });
+    }
   })
   .meta({ description: 'Where Tessera keeps clients, keys, grants, revocations and audit events.' });
 
@@ -143,16 +163,19 @@ export function resolveTokenService(config: {
   return Object.freeze({ ...ts, issuer, adminAudience: ts.admin.audience ?? issuer });
 }
 
-/** The resolved store settings: the SQLite path made absolute under `data_dir`. */
-export function resolveStore(config: { readonly store?: StoreConfig | undefined; readonly data_dir: string }): {
-  readonly driver: 'sqlite';
-  readonly path: string;
-  readonly busyTimeoutMs: number;
-} {
+/** The resolved store settings: the SQLite path made absolute under `data_dir`, or PostgreSQL's. */
+export type ResolvedStore =
+  | { readonly driver: 'sqlite'; readonly path: string; readonly busyTimeoutMs: number }
+  | { readonly driver: 'postgres'; readonly url: string; readonly schema: string; readonly poolSize: number };
+
+export function resolveStore(config: { readonly store?: StoreConfig | undefined; readonly data_dir: string }): ResolvedStore {
   const s = config.store ?? storeSchema.parse({});
+  if (s.driver === 'postgres' && s.postgres !== undefined) {
+    return { driver: 'postgres', url: s.postgres.url, schema: s.postgres.schema, poolSize: s.postgres.pool_size };
+  }
   const path = s.sqlite.path ?? 'tessera.db';
   return {
-    driver: s.driver,
+    driver: 'sqlite',
     path: path === ':memory:' || isAbsolute(path) ? path : join(config.data_dir, path),
     busyTimeoutMs: Math.round(s.sqlite.busy_timeout * 1000),
   };

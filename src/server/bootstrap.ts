@@ -17,6 +17,7 @@ import { generateMasterKey, type MasterKey, MasterKeyError, parseMasterKey } fro
 import { TokenService } from '../issuer/service.ts';
 import { RemoteJwks } from '../jwks/remote.ts';
 import type { Store } from '../store/contract.ts';
+import { PostgresStore } from '../store/postgres/store.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
 import { createVerifierFromConfig } from '../verifier.ts';
 
@@ -68,9 +69,10 @@ export function loadMasterKey(
   return { key, source: 'generated' };
 }
 
-/** Open the configured store (creating the SQLite file and `data_dir` when absent). */
-export function openStore(config: TesseraConfig): Store {
+/** Open the configured store (creating the SQLite file and `data_dir`, or the PostgreSQL schema). */
+export async function openStore(config: TesseraConfig): Promise<Store> {
   const s = resolveStore(config);
+  if (s.driver === 'postgres') return PostgresStore.open({ connectionString: s.url, schema: s.schema, max: s.poolSize });
   if (s.path !== ':memory:') ensureDataDir(config.data_dir);
   return SqliteStore.open({ path: s.path, busyTimeoutMs: s.busyTimeoutMs });
 }

@@ -58,14 +58,14 @@ token_service:
     publish_ahead: 1m
     jwks_max_age: 10m
 store:
-  driver: postgres
+  driver: mysql
 `);
     const byPath = new Map(found.map((i) => [i.path, i.message]));
     assert.match(byPath.get('token_service.issuer') ?? '', /https/);
     assert.match(byPath.get('token_service.access_tokn_ttl') ?? '', /did you mean "access_token_ttl"/);
     assert.ok(byPath.has('token_service.max_chain_depth'));
     assert.match(byPath.get('token_service.keys.algorithm') ?? '', /ES256, EdDSA, RS256/);
-    assert.match(byPath.get('store.driver') ?? '', /sqlite/);
+    assert.match(byPath.get('store.driver') ?? '', /"sqlite" or "postgres"/);
   });
 
   it('refuses a publication lead shorter than the JWKS cache lifetime', () => {
@@ -80,6 +80,17 @@ store:
   it('refuses a default lifetime above the maximum and a too-short rotation interval', () => {
     const found = issues('token_service:\n  access_token_ttl: 2h\n  max_access_token_ttl: 1h\n  keys: { rotation_interval: 1h }\n');
     assert.deepEqual(found.map((i) => i.path).sort(), ['token_service.access_token_ttl', 'token_service.keys.rotation_interval']);
+  });
+
+  it('configures PostgreSQL from the environment, and requires its URL with driver postgres', () => {
+    const c = parseConfigText('store:\n  driver: postgres\n  postgres: { url: "${DATABASE_URL}", schema: tess }\n', 'tessera.yaml', {
+      DATABASE_URL: 'postgres://u@db.example/tessera',
+    });
+    assert.deepEqual(resolveStore(c), { driver: 'postgres', url: 'postgres://u@db.example/tessera', schema: 'tess', poolSize: 10 });
+    assert.deepEqual(
+      issues('store: { driver: postgres }').map((i) => i.path),
+      ['store.postgres'],
+    );
   });
 
   it('refuses an issuer with a query or fragment (RFC 8414 §2)', () => {

@@ -38,7 +38,7 @@ export function basic(id: string, secret: string): string {
 }
 
 export async function startIssuer(
-  options: { config?: Partial<TesseraConfigInput>; clock?: () => number; dir?: string; master?: MasterKey } = {},
+  options: { config?: Partial<TesseraConfigInput>; clock?: () => number; dir?: string; master?: MasterKey; store?: Store } = {},
 ): Promise<RunningIssuer> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tessera-issuer-'));
   let handler: ((req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => boolean) | undefined;
@@ -56,9 +56,10 @@ export async function startIssuer(
     ...input,
     token_service: { issuer: url, sync_interval: '1s', ...(input.token_service ?? {}) },
   });
-  const store = SqliteStore.open({ path: join(dir, 'tessera.db') });
+  const store = options.store ?? SqliteStore.open({ path: join(dir, 'tessera.db') });
   const master = options.master ?? generateMasterKey().key;
   const service = createTokenServiceFromConfig(config, { store, master, ...(options.clock ? { clock: options.clock } : {}) });
+  await service.keys.reload();
   if (service.keys.status().length === 0) await service.keys.rotate({ immediate: true });
   await service.start();
   handler = createTokenServiceHandler(service);
@@ -97,9 +98,9 @@ export async function startIssuer(
 export function inProcessVerifier(issuer: RunningIssuer, audiences: string[] = ['https://api.test']) {
   return createVerifier(
     {
-      issuers: [{ issuer: issuer.url, audiences, jwks_uri: `${issuer.url}/.well-known/jwks.json`, token_type: 'at+jwt' }],
+      issuers: [{ issuer: issuer.service.issuer, audiences, jwks_uri: `${issuer.url}/.well-known/jwks.json`, token_type: 'at+jwt' }],
       dpop: { mode: 'disabled' },
     },
-    { keySources: { [issuer.url]: issuer.service.keys }, revocation: issuer.service.revocations },
+    { keySources: { [issuer.service.issuer]: issuer.service.keys }, revocation: issuer.service.revocations },
   );
 }

@@ -74,7 +74,7 @@ export async function initialize(options: { config?: string; dataDir?: string; a
   ensureDataDir(config.data_dir);
   const master = loadMasterKey(config.data_dir, { create: true });
   if (master === undefined) throw new CliError('could not create the master key');
-  const store = openStore(config);
+  const store = await openStore(config);
   const service = createTokenServiceFromConfig(config, { store, master: master.key });
   try {
     await service.start({ background: false });
