@@ -89,7 +89,7 @@ export function unseal(master: MasterKey, sealed: string, aad: string): Buffer {
 export interface SecretHasher {
   hash(secret: string): string;
   /** Constant-time check of `secret` against a stored hash (or a dummy when there is none). */
-  verify(secret: string, stored: string | null): boolean;
+  verify(secret: string, stored: string | Buffer | null): boolean;
 }
 
 export function createSecretHasher(master: MasterKey): SecretHasher {
@@ -100,7 +100,7 @@ export function createSecretHasher(master: MasterKey): SecretHasher {
     hash: (secret) => mac(secret).toString('base64url'),
     verify(secret, stored) {
       const presented = mac(secret);
-      const expected = stored === null ? undefined : Buffer.from(stored, 'base64url');
+      const expected = stored === null ? undefined : typeof stored === 'string' ? Buffer.from(stored, 'base64url') : stored;
       // Compare against a dummy when there is nothing to compare with, so both paths cost the same.
       const ok = timingSafeEqual(presented, expected?.length === 32 ? expected : dummy);
       return ok && expected?.length === 32;

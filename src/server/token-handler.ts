@@ -72,6 +72,28 @@ function sendError(res: ServerResponse, e: OAuthError, requestId: string): void 
   send(res, e.status, JSON.stringify(e.toJSON()), { ...NO_STORE, ...e.headers(), 'x-request-id': requestId });
 }
 
+const SAFE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/**
+ * Serialize a response body. Token responses are assembled directly: every value is either a
+ * number or a string that cannot need escaping (base64url tokens, URNs, RFC 6749 scope tokens),
+ * which is checked; anything else goes through JSON.stringify.
+ */
+function serialize(result: unknown): string {
+  const r = result as Record<string, unknown>;
+  if (typeof r.access_token === 'string' && typeof r.expires_in === 'number') {
+    let out = '{';
+    for (const key in r) {
+      const v = r[key];
+      if (typeof v === 'number') out += `"${key}":${v},`;
+      else if (typeof v === 'string' && SAFE.test(v)) out += `"${key}":"${v}",`;
+      else return JSON.stringify(result);
+    }
+    return `${out.slice(0, -1)}}`;
+  }
+  return JSON.stringify(result);
+}
+
 function mediaType(req: IncomingMessage): string {
   return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
 }
@@ -128,7 +150,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       remoteAddr: req.socket.remoteAddress,
       ...(typeof dpop === 'string' ? { dpop } : {}),
     });
-    send(res, 200, result === undefined ? undefined : JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
+    send(res, 200, result === undefined ? undefined : serialize(result), { ...NO_STORE, 'x-request-id': requestId });
   };
 
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
