@@ -981,7 +981,8 @@ export class TokenService {
       );
     }
     await this.#feed.catchUp(now);
-    for (const g of revoked) this.#standing.delete(g.id);
+    const gone = new Set(revoked.map((g) => g.id));
+    for (const [key, id] of this.#standing) if (gone.has(id)) this.#standing.delete(key);
     for (const g of revoked) {
       this.#emit({
         kind: 'grant.revoked',
