@@ -3,7 +3,13 @@
  * the program; this file only wires them together.
  */
 import { Command, CommanderError } from 'commander';
+import { registerClients } from './commands/clients.ts';
 import { registerDemo } from './commands/demo.ts';
+import { registerGrants } from './commands/grants.ts';
+import { registerInit } from './commands/init.ts';
+import { registerKeys } from './commands/keys.ts';
+import { registerRevoke } from './commands/revoke.ts';
+import { registerServe } from './commands/serve.ts';
 import { registerToken } from './commands/token.ts';
 import { reportError } from './output.ts';
 
@@ -13,7 +19,13 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+  registerInit(program);
+  registerServe(program);
+  registerClients(program);
+  registerKeys(program);
   registerToken(program);
+  registerRevoke(program);
+  registerGrants(program);
   registerDemo(program);
   return program;
 }

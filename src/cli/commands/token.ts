@@ -1,14 +1,19 @@
 /**
  * `tessera token decode TOKEN [--jwks URL|FILE]`: header, claims, expiry countdown, actor chain and,
  * with keys, the verification verdict and its reason code.
+ * `tessera token mint` (development) and `tessera token exchange` (RFC 8693) run the token service
+ * in-process against the store, as an operator acting for a registered client.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
+import { parseDuration } from '../../config/duration.ts';
 import { JWS_ALGORITHMS } from '../../core/jose/algorithms.ts';
 import { decodeUnverified } from '../../core/jose/decode.ts';
 import type { JsonObject } from '../../core/jose/json.ts';
+import { ACCESS_TOKEN_TYPE } from '../../issuer/service.ts';
 import { createVerifier } from '../../verifier.ts';
+import { list, readArg, withConfig, withService } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
 function countdown(exp: unknown, now: number): string {
@@ -118,4 +123,76 @@ export function registerToken(program: Command): void {
             : `verdict ${v.note}\n`,
       );
     });
+
+  withConfig(token.command('mint'))
+    .description('Development: mint an access token for a registered client (as client_credentials would), printed on stdout.')
+    .requiredOption('--client <id>', 'the client the token is issued to')
+    .option('--scope <scopes...>', 'scopes (default: all of the client’s)')
+    .option('--audience <aud...>', 'audience (default: the client’s only audience)')
+    .option('--ttl <duration>', 'lifetime (default: the client’s)')
+    .option('--subject <sub>', 'mint for this subject as a new root grant (to try delegation chains without an IdP)')
+    .option('--json', 'print the token response as JSON (with grant_id and jti)')
+    .action(
+      async (opts: {
+        config?: string;
+        client: string;
+        scope?: string[];
+        audience?: string[];
+        ttl?: string;
+        subject?: string;
+        json?: boolean;
+      }) => {
+        const ttl = opts.ttl === undefined ? undefined : parseDuration(opts.ttl);
+        if (opts.ttl !== undefined && ttl === undefined) throw new CliError(`--ttl "${opts.ttl}" is not a duration`);
+        const minted = await withService(opts.config, true, async ({ service }) =>
+          service.mint({
+            clientId: opts.client,
+            scopes: list(opts.scope),
+            audiences: list(opts.audience),
+            ...(ttl !== undefined ? { ttl: Math.round(ttl) } : {}),
+            ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
+          }),
+        );
+        if (opts.json) return printJson(minted);
+        process.stdout.write(`${minted.access_token}\n`);
+      },
+    );
+
+  withConfig(token.command('exchange'))
+    .description('RFC 8693 token exchange for a registered client: a narrower token delegated to it, printed on stdout.')
+    .requiredOption('--client <id>', 'the client receiving the token (the actor unless --actor-token is given)')
+    .requiredOption('--subject-token <token>', 'the token whose authority is delegated (- reads it from stdin)')
+    .option('--subject-token-type <type>', 'access_token or jwt', 'access_token')
+    .option('--actor-token <token>', 'a token naming the actor')
+    .option('--scope <scopes...>', 'requested scopes (default: subject ∩ client)')
+    .option('--audience <aud...>', 'requested audiences')
+    .option('--json', 'print the token response as JSON')
+    .action(
+      async (opts: {
+        config?: string;
+        client: string;
+        subjectToken: string;
+        subjectTokenType: string;
+        actorToken?: string;
+        scope?: string[];
+        audience?: string[];
+        json?: boolean;
+      }) => {
+        const type = (t: string) => (t.startsWith('urn:') ? t : `urn:ietf:params:oauth:token-type:${t}`);
+        const params = new URLSearchParams({
+          subject_token: await readArg(opts.subjectToken),
+          subject_token_type: type(opts.subjectTokenType),
+        });
+        if (opts.actorToken !== undefined) {
+          params.set('actor_token', opts.actorToken);
+          params.set('actor_token_type', ACCESS_TOKEN_TYPE);
+        }
+        const scopes = list(opts.scope);
+        if (scopes.length) params.set('scope', scopes.join(' '));
+        for (const a of list(opts.audience)) params.append('audience', a);
+        const result = await withService(opts.config, true, async ({ service }) => service.exchangeAs(opts.client, params));
+        if (opts.json) return printJson(result);
+        process.stdout.write(`${result.access_token}\n`);
+      },
+    );
 }

@@ -1,0 +1,42 @@
+/**
+ * `tessera grants tree ID`: who delegated what to whom: the grant's ancestors and its subtree.
+ */
+import type { Command } from 'commander';
+import type { GrantRecord } from '../../store/contract.ts';
+import { iso, withConfig, withService } from '../context.ts';
+import { CliError, printJson } from '../output.ts';
+
+function line(g: GrantRecord, now: number): string {
+  const state =
+    g.revokedAt !== null
+      ? `REVOKED ${iso(g.revokedAt)} (${g.revokedReason})`
+      : g.expiresAt !== null && g.expiresAt <= now
+        ? 'expired'
+        : 'active';
+  const actor = g.act && typeof g.act.sub === 'string' ? ` → ${g.act.sub}` : '';
+  return `${g.id}  ${g.kind}  ${g.subject}${actor} via ${g.clientId}  scope=${g.scopes.join(' ') || '-'}  aud=${g.audiences.join(' ')}  until ${iso(g.expiresAt)}  ${state}`;
+}
+
+export function registerGrants(program: Command): void {
+  const grants = program.command('grants').description('Inspect delegation grants.');
+  withConfig(grants.command('tree'))
+    .description('Show a grant with its ancestors and every grant derived from it.')
+    .argument('<grant_id>')
+    .option('--json', 'print one JSON object {ancestors, subtree}')
+    .action(async (id: string, opts: { config?: string; json?: boolean }) => {
+      const tree = await withService(opts.config, false, async ({ service }) => service.grantTree(id));
+      if (!tree) throw new CliError(`no grant "${id}"`);
+      if (opts.json) return printJson(tree);
+      const now = Math.floor(Date.now() / 1000);
+      const out: string[] = [];
+      for (const [i, g] of tree.ancestors.entries()) out.push(`${'  '.repeat(i)}${line(g, now)}`);
+      const children = new Map<string, GrantRecord[]>();
+      for (const g of tree.subtree) if (g.parentId !== null) children.set(g.parentId, [...(children.get(g.parentId) ?? []), g]);
+      const walk = (g: GrantRecord, indent: number): void => {
+        out.push(`${'  '.repeat(indent)}${g.id === id ? '* ' : ''}${line(g, now)}`);
+        for (const c of children.get(g.id) ?? []) walk(c, indent + 1);
+      };
+      if (tree.subtree[0]) walk(tree.subtree[0], tree.ancestors.length);
+      process.stdout.write(`${out.join('\n')}\n`);
+    });
+}

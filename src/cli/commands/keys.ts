@@ -1,0 +1,71 @@
+/**
+ * `tessera keys list|rotate`: signing keys and their schedule. A rotated key is published at once
+ * and signs after `publish_ahead`; a running server follows without a restart.
+ */
+import type { Command } from 'commander';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
+import type { KeyStatus } from '../../issuer/keys.ts';
+import { iso, withConfig, withService } from '../context.ts';
+import { CliError, printJson } from '../output.ts';
+
+function describeKey(k: KeyStatus): Record<string, unknown> {
+  return {
+    kid: k.kid,
+    alg: k.alg,
+    state: k.state,
+    created_at: iso(k.createdAt),
+    activates_at: iso(k.activatesAt),
+    retires_at: iso(k.retiresAt),
+    published_until: iso(k.publishedUntil),
+  };
+}
+
+export function registerKeys(program: Command): void {
+  const keys = program.command('keys').description('List and rotate signing keys (private keys are never printed).');
+
+  withConfig(keys.command('list'))
+    .description('Signing keys with their state: pending, active, retired (still published), expired.')
+    .option('--json', 'print a JSON array')
+    .action(async (opts: { config?: string; json?: boolean }) => {
+      const status = await withService(opts.config, false, async ({ service }) => service.keys.status());
+      if (opts.json) return printJson(status.map(describeKey));
+      if (status.length === 0) return void process.stdout.write('no signing keys; run `tessera init`\n');
+      for (const k of status) {
+        const when =
+          k.state === 'pending'
+            ? `signs from ${iso(k.activatesAt)}`
+            : k.state === 'retired'
+              ? `published until ${iso(k.publishedUntil)}`
+              : '';
+        process.stdout.write(`${k.state.padEnd(8)} ${k.alg.padEnd(6)} ${k.kid}  ${when}\n`);
+      }
+    });
+
+  withConfig(keys.command('rotate'))
+    .description('Add a new signing key: published now, signing after keys.publish_ahead (or at once with --now).')
+    .option('--now', 'activate at once (after a key compromise; verifiers find it on their kid-miss refetch)')
+    .option('--alg <alg>', `algorithm of the new key (${SIGNING_ALGORITHMS.join(', ')}; default keys.algorithm)`)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { config?: string; now?: boolean; alg?: string; json?: boolean }) => {
+      if (opts.alg !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(opts.alg)) {
+        throw new CliError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
+      }
+      const status = await withService(opts.config, true, async ({ service }) => {
+        const pending = service.keys.status().find((k) => k.state === 'pending');
+        if (pending && !opts.now) {
+          throw new CliError(
+            `key ${pending.kid} is already pending (signs from ${iso(pending.activatesAt)}); use --now to replace it at once`,
+          );
+        }
+        const record = await service.keys.rotate({
+          ...(opts.now ? { immediate: true } : {}),
+          ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
+        });
+        return service.keys.status().find((k) => k.kid === record.kid) as KeyStatus;
+      });
+      if (opts.json) return printJson(describeKey(status));
+      process.stdout.write(
+        `new ${status.alg} key ${status.kid}: published now, ${status.state === 'active' ? 'signing now' : `signing from ${iso(status.activatesAt)}`}\n`,
+      );
+    });
+}

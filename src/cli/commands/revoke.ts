@@ -1,0 +1,64 @@
+/**
+ * `tessera revoke --token|--grant|--subject|--client`: revocations written to the store; a running
+ * server applies them within `token_service.sync_interval`. A grant is revoked with its subtree.
+ */
+import type { Command } from 'commander';
+import type { GrantSelector } from '../../store/contract.ts';
+import { readArg, withConfig, withService } from '../context.ts';
+import { CliError, printJson } from '../output.ts';
+
+export function registerRevoke(program: Command): void {
+  withConfig(program.command('revoke'))
+    .description('Revoke a token, a grant (with every grant derived from it), a subject’s grants or a client’s grants.')
+    .option('--token <token>', 'an access token this issuer signed (- reads it from stdin)')
+    .option('--grant <id>', 'a grant id (the grant_id claim); its whole subtree is revoked')
+    .option('--subject <sub>', 'every grant of this subject')
+    .option('--issuer <iss>', 'with --subject: only the subject of this issuer')
+    .option('--client <id>', 'every grant issued to this client')
+    .option('--reason <text>', 'reason recorded in the audit trail', 'cli')
+    .option('--json', 'print one JSON object')
+    .action(
+      async (opts: {
+        config?: string;
+        token?: string;
+        grant?: string;
+        subject?: string;
+        issuer?: string;
+        client?: string;
+        reason: string;
+        json?: boolean;
+      }) => {
+        const given = (['token', 'grant', 'subject', 'client'] as const).filter((k) => opts[k] !== undefined);
+        if (given.length !== 1) throw new CliError('give exactly one of --token, --grant, --subject, --client');
+        if (opts.issuer !== undefined && opts.subject === undefined) throw new CliError('--issuer goes with --subject');
+        const result = await withService(opts.config, false, async ({ service }) => {
+          if (opts.token !== undefined) {
+            const revoked = await service.revokeAccessToken(await readArg(opts.token), 'cli');
+            if (!revoked) throw new CliError('not a valid, unexpired access token of this issuer; nothing to revoke');
+            return { revoked_token: revoked.jti, grant_id: revoked.grantId };
+          }
+          const selector: GrantSelector =
+            opts.grant !== undefined
+              ? { grantId: opts.grant }
+              : opts.subject !== undefined
+                ? { subject: opts.subject, ...(opts.issuer !== undefined ? { issuer: opts.issuer } : {}) }
+                : { clientId: opts.client as string };
+          if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined) {
+            throw new CliError(`no grant "${selector.grantId}"`);
+          }
+          const revoked = await service.revokeGrants(selector, opts.reason, 'cli');
+          return { revoked_grants: revoked.map((g) => g.id) };
+        });
+        if (opts.json) return printJson(result);
+        if ('revoked_token' in result) {
+          process.stdout.write(
+            `revoked token ${result.revoked_token}; to revoke its whole delegation run: tessera revoke --grant ${result.grant_id}\n`,
+          );
+        } else {
+          process.stdout.write(
+            `revoked ${result.revoked_grants.length} grant(s)${result.revoked_grants.length ? `: ${result.revoked_grants.join(' ')}` : ''}\n`,
+          );
+        }
+      },
+    );
+}

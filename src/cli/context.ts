@@ -1,0 +1,119 @@
+/**
+ * What the token-service commands share: finding and loading `tessera.yaml` (or its defaults when
+ * there is none), opening the store and the master key, building a token service that has read
+ * the store once, and turning the expected failures into one-line CLI errors.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { loadConfigFile } from '../config/load.ts';
+import { parseConfig } from '../config/parse.ts';
+import { configSchema, type TesseraConfig } from '../config/schema.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import { ClientInputError } from '../issuer/clients.ts';
+import { type MasterKey, MasterKeyError } from '../issuer/secrets.ts';
+import type { TokenService } from '../issuer/service.ts';
+import { createTokenServiceFromConfig, loadMasterKey, MASTER_KEY_ENV, openStore } from '../server/bootstrap.ts';
+import { type Store, StoreConflictError } from '../store/contract.ts';
+import { CliError } from './output.ts';
+
+export const DEFAULT_CONFIG = 'tessera.yaml';
+
+/** Add `-c, --config <file>` to a command. */
+export function withConfig(command: Command): Command {
+  return command.option('-c, --config <file>', `configuration file (default $TESSERA_CONFIG or ./${DEFAULT_CONFIG})`);
+}
+
+export function configPath(option: string | undefined): string {
+  return resolve(option ?? process.env.TESSERA_CONFIG ?? DEFAULT_CONFIG);
+}
+
+/**
+ * Load the configuration. A missing file gives the defaults (`data_dir: .tessera`, port 8080), so
+ * `tessera init` and the first commands work before any file exists. A relative `data_dir` is
+ * resolved against the file's directory.
+ */
+export function loadConfig(option: string | undefined): { config: TesseraConfig; path: string; exists: boolean } {
+  const path = configPath(option);
+  const exists = existsSync(path);
+  const loaded = exists ? loadConfigFile(path) : parseConfig(configSchema, {});
+  const dataDir = isAbsolute(loaded.data_dir) ? loaded.data_dir : resolve(dirname(path), loaded.data_dir);
+  return { config: { ...loaded, data_dir: dataDir }, path, exists };
+}
+
+export interface ServiceContext {
+  readonly config: TesseraConfig;
+  readonly store: Store;
+  readonly service: TokenService;
+  readonly master: MasterKey | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * Open the store and build a token service that has synced once. With `needMaster`, a missing
+ * master key is a one-line error naming where it is looked for.
+ */
+export async function openService(option: string | undefined, needMaster: boolean): Promise<ServiceContext> {
+  const { config } = loadConfig(option);
+  if (!existsSync(config.data_dir)) {
+    throw new CliError(`no data directory at ${config.data_dir}; run \`tessera init\` first`);
+  }
+  let master: MasterKey | undefined;
+  try {
+    master = loadMasterKey(config.data_dir)?.key;
+  } catch (e) {
+    throw new CliError(e instanceof Error ? e.message : String(e));
+  }
+  if (needMaster && master === undefined) {
+    throw new CliError(`no master key: set ${MASTER_KEY_ENV} or run \`tessera init\` to create ${config.data_dir}/master.key`);
+  }
+  const store = await openStore(config);
+  const service = createTokenServiceFromConfig(config, { store, master });
+  await service.start({ background: false });
+  return {
+    config,
+    store,
+    service,
+    master,
+    async close() {
+      await service.close();
+      await store.close();
+    },
+  };
+}
+
+/** Run `fn` with an opened service, always closing it; expected failures become CLI errors. */
+export async function withService<T>(option: string | undefined, needMaster: boolean, fn: (ctx: ServiceContext) => Promise<T>): Promise<T> {
+  const ctx = await openService(option, needMaster);
+  try {
+    return await fn(ctx);
+  } catch (e) {
+    throw toCliError(e);
+  } finally {
+    await ctx.close();
+  }
+}
+
+/** Map the errors a command can expect to one clear line. */
+export function toCliError(e: unknown): unknown {
+  if (e instanceof OAuthError) return new CliError(`${e.error}: ${e.description} (${e.code})`);
+  if (e instanceof ClientInputError || e instanceof StoreConflictError || e instanceof MasterKeyError) return new CliError(e.message);
+  return e;
+}
+
+/** Split `a,b c` lists as given to `--scopes` and `--audiences`. */
+export function list(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  return (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(/[\s,]+/)).filter((v) => v !== '');
+}
+
+/** Read a secret argument, `-` meaning stdin (keeps it out of shell history and `ps`). */
+export async function readArg(value: string): Promise<string> {
+  if (value !== '-') return value;
+  return (await new Response(process.stdin as unknown as ReadableStream).text()).trim();
+}
+
+/** Epoch seconds as an ISO time, for human output. */
+export function iso(seconds: number | null): string {
+  return seconds === null ? '-' : new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
+}

@@ -1,0 +1,222 @@
+/**
+ * The token service's error catalogue: one closed union of stable reason codes for the token,
+ * revocation, introspection and admin endpoints, each bound to the OAuth error value (RFC 6749
+ * §5.2, RFC 7009 §2.2.1, RFC 8693 §2.2.2, RFC 8707 §2) and HTTP status the caller sees.
+ *
+ * As in `errors.ts`, the caller gets `error` and a fixed description; the precise `code` goes to the
+ * audit trail. Several codes deliberately share one description (an unknown client and a wrong
+ * secret both read "Client authentication failed.") so a response never tells an attacker which
+ * check failed. Codes are never renamed or reused once released.
+ *
+ * @module
+ */
+
+/** The OAuth error values the token service returns. */
+export type OAuthErrorValue =
+  | 'invalid_request'
+  | 'invalid_client'
+  | 'invalid_grant'
+  | 'unauthorized_client'
+  | 'unsupported_grant_type'
+  | 'invalid_scope'
+  | 'invalid_target'
+  | 'invalid_token'
+  | 'insufficient_scope'
+  | 'invalid_dpop_proof'
+  | 'server_error'
+  | 'temporarily_unavailable';
+
+interface OAuthCodeSpec {
+  readonly status: number;
+  readonly error: OAuthErrorValue;
+  /** Fixed text safe to show to the caller. Never interpolated with request data. */
+  readonly description: string;
+}
+
+const CLIENT_AUTH_FAILED = 'Client authentication failed.';
+
+/** Every reason code the token service can produce. */
+export const OAUTH_ERROR_CODES = {
+  // The request itself (RFC 6749 §3.2, §5.2 invalid_request).
+  request_method_not_allowed: { status: 405, error: 'invalid_request', description: 'This endpoint accepts POST only.' },
+  request_content_type: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request body must be application/x-www-form-urlencoded.',
+  },
+  request_body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large.' },
+  request_body_malformed: { status: 400, error: 'invalid_request', description: 'The request body is not valid form data.' },
+  request_parameter_missing: { status: 400, error: 'invalid_request', description: 'A required parameter is missing.' },
+  request_parameter_repeated: { status: 400, error: 'invalid_request', description: 'A parameter is included more than once.' },
+  request_parameter_invalid: { status: 400, error: 'invalid_request', description: 'A parameter has an invalid value.' },
+
+  // Client authentication (RFC 6749 §2.3, RFC 7523 §3).
+  client_auth_missing: { status: 401, error: 'invalid_client', description: 'Client authentication is required.' },
+  client_auth_multiple_methods: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request uses more than one client authentication method.',
+  },
+  client_auth_malformed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_unknown: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_disabled: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_secret_mismatch: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_auth_method_not_allowed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_assertion_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_assertion_signature_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_assertion_expired: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_assertion_audience_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_assertion_replayed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  client_keys_unavailable: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+
+  // Grant types (RFC 6749 §5.2).
+  grant_type_unsupported: { status: 400, error: 'unsupported_grant_type', description: 'The grant type is not supported.' },
+  grant_type_not_allowed: {
+    status: 400,
+    error: 'unauthorized_client',
+    description: 'The client is not allowed to use this grant type.',
+  },
+
+  // Scope and audience (RFC 6749 §3.3, RFC 8707 §2, RFC 8693 §2.2.2).
+  scope_malformed: { status: 400, error: 'invalid_scope', description: 'The requested scope is malformed.' },
+  scope_not_allowed: { status: 400, error: 'invalid_scope', description: 'The requested scope exceeds what may be granted.' },
+  target_invalid: { status: 400, error: 'invalid_target', description: 'The requested audience or resource is malformed.' },
+  target_not_allowed: {
+    status: 400,
+    error: 'invalid_target',
+    description: 'The requested audience or resource is not allowed for this client.',
+  },
+  target_required: {
+    status: 400,
+    error: 'invalid_target',
+    description: 'The client may use several audiences; request one with the audience or resource parameter.',
+  },
+
+  // Refresh tokens (RFC 6749 §6, OAuth 2.1 §4.3.1 rotation).
+  refresh_token_invalid: {
+    status: 400,
+    error: 'invalid_grant',
+    description: 'The refresh token is invalid, expired, revoked or was issued to another client.',
+  },
+  refresh_token_reused: {
+    status: 400,
+    error: 'invalid_grant',
+    description: 'The refresh token is invalid, expired, revoked or was issued to another client.',
+  },
+
+  // Token exchange (RFC 8693 §2.2.2: invalid or unacceptable tokens are invalid_request).
+  token_type_unsupported: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The token type is not supported for token exchange.',
+  },
+  subject_token_invalid: { status: 400, error: 'invalid_request', description: 'The subject token is invalid.' },
+  actor_token_invalid: { status: 400, error: 'invalid_request', description: 'The actor token is invalid.' },
+  actor_not_permitted: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The subject token does not permit this actor (may_act).',
+  },
+  delegation_chain_too_deep: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The delegation chain would exceed the maximum depth.',
+  },
+  grant_inactive: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The grant the subject token belongs to is revoked or expired.',
+  },
+
+  // The admin API (bearer-protected, RFC 6750 errors).
+  admin_token_missing: { status: 401, error: 'invalid_token', description: 'An admin access token is required.' },
+  admin_token_invalid: { status: 401, error: 'invalid_token', description: 'The admin access token is invalid.' },
+  admin_scope_missing: {
+    status: 403,
+    error: 'insufficient_scope',
+    description: 'The access token lacks the admin scope.',
+  },
+  admin_not_found: { status: 404, error: 'invalid_request', description: 'No such resource.' },
+
+  // DPoP at the token endpoint (RFC 9449 §5).
+  dpop_proof_invalid: { status: 400, error: 'invalid_dpop_proof', description: 'The DPoP proof is invalid.' },
+
+  // The server itself.
+  signing_key_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'No signing key is active; run `tessera keys rotate` or `tessera init`.',
+  },
+  store_unavailable: { status: 503, error: 'temporarily_unavailable', description: 'The store is unavailable; retry later.' },
+  server_error: { status: 500, error: 'server_error', description: 'The server encountered an unexpected condition.' },
+} as const satisfies Record<string, OAuthCodeSpec>;
+
+/** The closed union of token-service reason codes. */
+export type OAuthErrorCode = keyof typeof OAUTH_ERROR_CODES;
+
+/** Codes that were released and then retired. They must never be given a new meaning. */
+export const RETIRED_OAUTH_CODES: readonly string[] = [];
+
+/**
+ * A refused token-service request. `message` is the fixed description of the code (never request
+ * data); `code` is the stable reason for the audit trail; `status` and `error` are what the caller
+ * sees.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   return await service.token(request);
+ * } catch (e) {
+ *   if (e instanceof OAuthError) reply(e.status, e.toJSON(), e.headers());
+ * }
+ * ```
+ */
+export class OAuthError extends Error {
+  override readonly name = 'OAuthError';
+  readonly code: OAuthErrorCode;
+  readonly status: number;
+  readonly error: OAuthErrorValue;
+  /** True when the client tried HTTP Basic: the 401 then carries `WWW-Authenticate: Basic` (RFC 6749 §5.2). */
+  readonly basicChallenge: boolean;
+  /** For admin API errors: the scope to name in the Bearer challenge. */
+  readonly scope: string | undefined;
+
+  constructor(code: OAuthErrorCode, options: { basic?: boolean; scope?: string; cause?: unknown } = {}) {
+    const spec: OAuthCodeSpec = OAUTH_ERROR_CODES[code];
+    super(spec.description, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = spec.status;
+    this.error = spec.error;
+    this.basicChallenge = options.basic === true;
+    this.scope = options.scope;
+  }
+
+  /** The fixed, caller-safe description. */
+  get description(): string {
+    return OAUTH_ERROR_CODES[this.code].description;
+  }
+
+  /** The JSON body (RFC 6749 §5.2): the error and its description, nothing else. */
+  toJSON(): { error: OAuthErrorValue; error_description: string } {
+    return { error: this.error, error_description: this.description };
+  }
+
+  /** Response headers this error requires besides the JSON content type. */
+  headers(realm = 'tessera'): Record<string, string> {
+    if (this.status === 401 && this.error === 'invalid_client' && this.basicChallenge) {
+      return { 'www-authenticate': `Basic realm="${realm}", charset="UTF-8"` };
+    }
+    if (this.error === 'invalid_token' || this.error === 'insufficient_scope') {
+      const scope = this.scope ? `, scope="${this.scope}"` : '';
+      return { 'www-authenticate': `Bearer realm="${realm}", error="${this.error}"${scope}` };
+    }
+    if (this.status === 405) return { allow: 'POST' };
+    if (this.status === 503) return { 'retry-after': '5' };
+    return {};
+  }
+}
+
+/** True when `value` is an {@link OAuthError}. */
+export function isOAuthError(value: unknown): value is OAuthError {
+  return value instanceof OAuthError;
+}

@@ -1,0 +1,311 @@
+/**
+ * The client registry: registration input checked once, records compiled for the hot path (scope
+ * sets, audience sets, key sources) and cached until the store reports a change, and client
+ * authentication at the token, revocation and introspection endpoints:
+ * `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1) and `private_key_jwt`
+ * (RFC 7523 §2.2, §3).
+ *
+ * @module
+ */
+import { Buffer } from 'node:buffer';
+import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
+import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
+import { JwkError } from '../core/jose/jwk.ts';
+import { KeySet, parseJwks } from '../core/jose/keyset.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import type { KeySource } from '../core/ports.ts';
+import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
+import { type ClientRecord, GRANT_TYPES, type GrantType, type Store } from '../store/contract.ts';
+import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets.ts';
+
+/** RFC 6749 §3.3 scope-token. */
+export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+/** A client registration as the CLI or admin API gives it. */
+export interface ClientInput {
+  readonly id: string;
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  readonly grantTypes?: readonly string[];
+  /** Access-token lifetime, seconds. */
+  readonly ttl?: number;
+  /** Inline JWKS for private_key_jwt. */
+  readonly jwks?: unknown;
+  /** JWKS URL for private_key_jwt. */
+  readonly jwksUri?: string;
+}
+
+/** A registration refused, with the reason (never a secret). */
+export class ClientInputError extends Error {
+  override readonly name = 'ClientInputError';
+}
+
+/** Check a registration and build its record. Secret clients get a fresh secret, returned once. */
+export function buildClient(
+  input: ClientInput,
+  options: { readonly hasher: SecretHasher; readonly maxTtl: number; readonly now: number },
+): { record: ClientRecord; secret: string | undefined } {
+  if (!CLIENT_ID.test(input.id)) {
+    throw new ClientInputError(`client id "${input.id}" must be 1-128 characters of letters, digits, ".", "_" or "-"`);
+  }
+  for (const s of input.scopes) {
+    if (!SCOPE_TOKEN.test(s)) throw new ClientInputError(`"${s}" is not a valid scope (RFC 6749 §3.3)`);
+  }
+  if (input.audiences.length === 0) throw new ClientInputError('give at least one audience the client may request tokens for');
+  for (const a of input.audiences) {
+    if (a === '' || /\s/.test(a)) throw new ClientInputError(`audience "${a}" must be non-empty without whitespace`);
+  }
+  const grantTypes = [...new Set(input.grantTypes ?? ['client_credentials'])];
+  for (const g of grantTypes) {
+    if (!(GRANT_TYPES as readonly string[]).includes(g)) {
+      throw new ClientInputError(`grant type "${g}" is not supported; use ${GRANT_TYPES.join(', ')}`);
+    }
+  }
+  if (input.ttl !== undefined && (!Number.isInteger(input.ttl) || input.ttl < 1 || input.ttl > options.maxTtl)) {
+    throw new ClientInputError(`ttl must be a whole number of seconds between 1 and ${options.maxTtl} (max_access_token_ttl)`);
+  }
+  if (input.jwks !== undefined && input.jwksUri !== undefined) throw new ClientInputError('give --jwks or --jwks-uri, not both');
+  let jwks: ClientRecord['jwks'] = null;
+  if (input.jwks !== undefined) {
+    let parsed: ReturnType<typeof parseJwks>;
+    try {
+      parsed = parseJwks(input.jwks, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true });
+    } catch (e) {
+      throw new ClientInputError(`JWKS: ${e instanceof JwkError ? e.message : 'invalid'}`);
+    }
+    const problem = parsed.problems[0];
+    if (problem) throw new ClientInputError(`JWKS key ${problem.index}: ${problem.message}`);
+    if (parsed.keys.length === 0) throw new ClientInputError('the JWKS holds no key');
+    jwks = { keys: parsed.keys.map((k) => ({ ...k.publicJwk })) };
+  }
+  if (input.jwksUri !== undefined) {
+    const ok =
+      URL.canParse(input.jwksUri) &&
+      (new URL(input.jwksUri).protocol === 'https:' ||
+        (new URL(input.jwksUri).protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(new URL(input.jwksUri).hostname)));
+    if (!ok) throw new ClientInputError('--jwks-uri must be an https URL (http only on localhost)');
+  }
+  const keyClient = jwks !== null || input.jwksUri !== undefined;
+  const secret = keyClient ? undefined : randomSecret(CLIENT_SECRET_PREFIX);
+  const record: ClientRecord = {
+    id: input.id,
+    authMethod: keyClient ? 'private_key_jwt' : 'client_secret',
+    secretHash: secret === undefined ? null : options.hasher.hash(secret),
+    jwks,
+    jwksUri: input.jwksUri ?? null,
+    scopes: [...new Set(input.scopes)],
+    audiences: [...new Set(input.audiences)],
+    grantTypes: grantTypes as GrantType[],
+    accessTokenTtl: input.ttl ?? null,
+    disabled: false,
+    createdAt: options.now,
+    updatedAt: options.now,
+  };
+  return { record, secret };
+}
+
+/** A client compiled for the request path. */
+export interface CompiledClient {
+  readonly record: ClientRecord;
+  readonly id: string;
+  readonly scopes: EffectiveScopes;
+  readonly audiences: ReadonlySet<string>;
+  readonly grantTypes: ReadonlySet<string>;
+  /** Keys for private_key_jwt. */
+  readonly keys: KeySource | undefined;
+  /** The stored secret hash, decoded once. */
+  readonly secretHash: Buffer | null;
+}
+
+/** What client authentication reads from a request. */
+export interface ClientAuthRequest {
+  readonly params: URLSearchParams;
+  readonly authorization: string | undefined;
+  /** Absolute URL of the endpoint called (an accepted assertion `aud`). */
+  readonly endpointUrl: string;
+}
+
+export interface ClientRegistryOptions {
+  readonly store: Store;
+  /** Absent in processes without the master key; secret authentication then always fails. */
+  readonly hasher: SecretHasher | undefined;
+  readonly scopes: ScopeModel;
+  /** Builds a key source for a client's `jwks_uri` (an adapter: it fetches over HTTP). */
+  readonly remoteKeys: ((uri: string) => KeySource) | undefined;
+  /** Audiences accepted in client assertions besides the endpoint called: issuer, token endpoint. */
+  readonly assertionAudiences: readonly string[];
+  readonly assertionMaxLifetime: number;
+  /** Epoch seconds. */
+  readonly now: () => number;
+}
+
+function formDecode(s: string): string | undefined {
+  // Generated ids and secrets need no decoding; skip the work for them.
+  if (s.indexOf('%') < 0 && s.indexOf('+') < 0) return s;
+  try {
+    return decodeURIComponent(s.replace(/\+/g, ' '));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The client registry with its cache and the authentication methods. */
+export class ClientRegistry {
+  readonly #o: ClientRegistryOptions;
+  readonly #cache = new Map<string, CompiledClient>();
+  readonly #remote = new Map<string, KeySource>();
+
+  constructor(options: ClientRegistryOptions) {
+    this.#o = options;
+  }
+
+  /** Forget cached clients (all, or one) after a change. */
+  invalidate(id?: string): void {
+    if (id === undefined) this.#cache.clear();
+    else this.#cache.delete(id);
+  }
+
+  compile(record: ClientRecord): CompiledClient {
+    let keys: KeySource | undefined;
+    if (record.jwks !== null) {
+      keys = new KeySet(parseJwks(record.jwks, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true }).keys);
+    } else if (record.jwksUri !== null && this.#o.remoteKeys) {
+      keys = this.#remote.get(record.jwksUri);
+      if (keys === undefined) {
+        keys = this.#o.remoteKeys(record.jwksUri);
+        this.#remote.set(record.jwksUri, keys);
+      }
+    }
+    return Object.freeze({
+      record,
+      id: record.id,
+      scopes: this.#o.scopes.expand(record.scopes),
+      audiences: new Set(record.audiences),
+      grantTypes: new Set<string>(record.grantTypes),
+      keys,
+      secretHash: record.secretHash === null ? null : Buffer.from(record.secretHash, 'base64url'),
+    });
+  }
+
+  /** The compiled client, from the cache or the store. */
+  async get(id: string): Promise<CompiledClient | undefined> {
+    const hit = this.#cache.get(id);
+    if (hit !== undefined) return hit;
+    const record = await this.#o.store.getClient(id);
+    if (record === undefined) return undefined;
+    const compiled = this.compile(record);
+    this.#cache.set(id, compiled);
+    return compiled;
+  }
+
+  /**
+   * Authenticate the client of a request. Exactly one method must be used (RFC 6749 §2.3).
+   * @throws {OAuthError} `invalid_client` (401, with a Basic challenge when Basic was tried) or
+   *   `invalid_request` when several methods are combined.
+   */
+  async authenticate(req: ClientAuthRequest): Promise<CompiledClient> {
+    const { params, authorization } = req;
+    const basic = authorization !== undefined && /^basic(?:\s|$)/i.test(authorization);
+    const postSecret = params.get('client_secret');
+    const assertion = params.get('client_assertion');
+    const methods = (basic ? 1 : 0) + (postSecret ? 1 : 0) + (assertion ? 1 : 0);
+    if (methods > 1) throw new OAuthError('client_auth_multiple_methods', { basic });
+    if (methods === 0) throw new OAuthError('client_auth_missing');
+    const bodyClientId = params.get('client_id') || undefined;
+
+    if (basic) {
+      const parsed = this.#parseBasic(authorization as string);
+      if (!parsed) throw new OAuthError('client_auth_malformed', { basic: true });
+      if (bodyClientId !== undefined && bodyClientId !== parsed.id) throw new OAuthError('client_auth_malformed', { basic: true });
+      return this.#checkSecret(parsed.id, parsed.secret, true);
+    }
+    if (postSecret) {
+      if (bodyClientId === undefined) throw new OAuthError('client_auth_malformed');
+      return this.#checkSecret(bodyClientId, postSecret, false);
+    }
+    if (params.get('client_assertion_type') !== JWT_BEARER) throw new OAuthError('client_auth_malformed');
+    return this.#checkAssertion(assertion as string, bodyClientId, req.endpointUrl);
+  }
+
+  #parseBasic(header: string): { id: string; secret: string } | undefined {
+    const m = /^basic +([A-Za-z0-9+/]+=*) *$/i.exec(header);
+    if (!m) return undefined;
+    const decoded = Buffer.from(m[1] as string, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon < 1) return undefined;
+    // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
+    const id = formDecode(decoded.slice(0, colon));
+    const secret = formDecode(decoded.slice(colon + 1));
+    if (!id || !secret) return undefined;
+    return { id, secret };
+  }
+
+  async #checkSecret(id: string, secret: string, basic: boolean): Promise<CompiledClient> {
+    const client = await this.get(id);
+    const stored = client?.record.authMethod === 'client_secret' ? client.secretHash : null;
+    // Always one HMAC and one constant-time comparison, whether or not the client exists.
+    const ok = this.#o.hasher !== undefined && secret.length <= 512 && this.#o.hasher.verify(secret, stored);
+    if (!client) throw new OAuthError('client_unknown', { basic });
+    if (client.record.authMethod !== 'client_secret') throw new OAuthError('client_auth_method_not_allowed', { basic });
+    if (!ok) throw new OAuthError('client_secret_mismatch', { basic });
+    if (client.record.disabled) throw new OAuthError('client_disabled', { basic });
+    return client;
+  }
+
+  async #checkAssertion(assertion: string, bodyClientId: string | undefined, endpointUrl: string): Promise<CompiledClient> {
+    if (assertion.length > 8192) throw new OAuthError('client_assertion_invalid');
+    const split = splitCompact(assertion);
+    if (!split) throw new OAuthError('client_assertion_invalid');
+    const header = decodeJsonSegment(assertion.slice(0, split.dot1));
+    const claims = decodeJsonSegment(assertion.slice(split.dot1 + 1, split.dot2));
+    if (!header || !claims) throw new OAuthError('client_assertion_invalid');
+    const { alg, kid } = header;
+    if (!isJwsAlgorithm(alg) || !ASYMMETRIC_ALGORITHMS.includes(alg)) throw new OAuthError('client_assertion_invalid');
+    if (kid !== undefined && typeof kid !== 'string') throw new OAuthError('client_assertion_invalid');
+    if (header.crit !== undefined || KEY_REFERENCE_HEADERS.some((h) => header[h] !== undefined)) {
+      throw new OAuthError('client_assertion_invalid');
+    }
+    // RFC 7523 §3: iss and sub are both the client id.
+    const { iss, sub } = claims;
+    if (typeof iss !== 'string' || iss !== sub) throw new OAuthError('client_assertion_invalid');
+    if (bodyClientId !== undefined && bodyClientId !== iss) throw new OAuthError('client_assertion_invalid');
+    const client = await this.get(iss);
+    if (!client) throw new OAuthError('client_unknown');
+    if (client.record.authMethod !== 'private_key_jwt' || client.keys === undefined) {
+      throw new OAuthError('client_auth_method_not_allowed');
+    }
+
+    let key = client.keys.lookup(kid as string | undefined, alg as JwsAlgorithm);
+    if (key === 'unknown' && client.keys.refreshAfterMiss && (await client.keys.refreshAfterMiss())) {
+      key = client.keys.lookup(kid as string | undefined, alg as JwsAlgorithm);
+    }
+    if (key === 'unavailable') throw new OAuthError('client_keys_unavailable');
+    if (typeof key === 'string') throw new OAuthError('client_assertion_signature_invalid');
+    const check = key.checks.get(alg as JwsAlgorithm);
+    const signature = Buffer.from(assertion.slice(split.dot2 + 1), 'base64url');
+    if (!check?.(Buffer.from(assertion.slice(0, split.dot2), 'latin1'), signature)) {
+      throw new OAuthError('client_assertion_signature_invalid');
+    }
+
+    // Claims, now that they are known to come from the client.
+    const now = this.#o.now();
+    const skew = 30;
+    const { exp, nbf, iat, aud, jti } = claims;
+    if (typeof exp !== 'number' || !Number.isFinite(exp)) throw new OAuthError('client_assertion_invalid');
+    if (exp <= now - skew) throw new OAuthError('client_assertion_expired');
+    // A far-future exp would make the assertion a long-lived credential and the replay cache unbounded.
+    if (exp > now + this.#o.assertionMaxLifetime + skew) throw new OAuthError('client_assertion_invalid');
+    if (nbf !== undefined && (typeof nbf !== 'number' || nbf > now + skew)) throw new OAuthError('client_assertion_invalid');
+    if (iat !== undefined && (typeof iat !== 'number' || iat > now + skew)) throw new OAuthError('client_assertion_invalid');
+    const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+    const accepted = [...this.#o.assertionAudiences, endpointUrl];
+    if (!audiences.some((a) => typeof a === 'string' && accepted.includes(a))) throw new OAuthError('client_assertion_audience_invalid');
+    if (typeof jti !== 'string' || jti === '' || jti.length > 256) throw new OAuthError('client_assertion_invalid');
+    if (client.record.disabled) throw new OAuthError('client_disabled');
+    const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${jti}`, Math.ceil(exp) + skew, now);
+    if (!first) throw new OAuthError('client_assertion_replayed');
+    return client;
+  }
+}

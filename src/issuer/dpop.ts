@@ -1,0 +1,66 @@
+/**
+ * DPoP proofs at the token endpoint (RFC 9449 §4.3, §5): a proof sent with a token request binds
+ * the issued access token to the proof's key (`cnf.jkt`). Unlike a proof for a resource request it
+ * carries no `ath`, since no access token accompanies it.
+ *
+ * @module
+ */
+import { Buffer } from 'node:buffer';
+import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
+import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
+import { importJwk } from '../core/jose/jwk.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+
+export interface TokenEndpointProofOptions {
+  /** Absolute URL the proof's `htu` must name (scheme, host and path compared). */
+  readonly url: string;
+  readonly method: string;
+  /** Epoch seconds. */
+  readonly now: number;
+  /** How old a proof may be, seconds. */
+  readonly iatWindow: number;
+  /** Record a proof `jti` (per key) until it expires; false on replay. */
+  readonly useOnce: (key: string, expiresAt: number) => Promise<boolean>;
+}
+
+const SKEW = 30;
+
+function htuOf(url: string): string | undefined {
+  if (!URL.canParse(url)) return undefined;
+  const u = new URL(url);
+  return `${u.protocol}//${u.host}${u.pathname}`;
+}
+
+/**
+ * Check a token-endpoint DPoP proof.
+ * @returns the RFC 7638 thumbprint of the proof key, for `cnf.jkt`.
+ * @throws {OAuthError} `invalid_dpop_proof`.
+ */
+export async function checkTokenEndpointProof(proof: string, o: TokenEndpointProofOptions): Promise<string> {
+  const fail = () => new OAuthError('dpop_proof_invalid');
+  if (proof.length > 8192) throw fail();
+  const split = splitCompact(proof);
+  if (!split) throw fail();
+  const header = decodeJsonSegment(proof.slice(0, split.dot1));
+  const claims = decodeJsonSegment(proof.slice(split.dot1 + 1, split.dot2));
+  if (!header || !claims || header.typ !== 'dpop+jwt' || header.crit !== undefined) throw fail();
+  const alg = header.alg;
+  if (!isJwsAlgorithm(alg) || !ASYMMETRIC_ALGORITHMS.includes(alg)) throw fail();
+  for (const h of KEY_REFERENCE_HEADERS) if (h !== 'jwk' && header[h] !== undefined) throw fail();
+  let key: ReturnType<typeof importJwk>;
+  try {
+    key = importJwk(header.jwk, { algorithms: [alg as JwsAlgorithm], publicOnly: true });
+  } catch {
+    throw fail();
+  }
+  const check = key.checks.get(alg as JwsAlgorithm);
+  if (!check?.(Buffer.from(proof.slice(0, split.dot2), 'latin1'), Buffer.from(proof.slice(split.dot2 + 1), 'base64url'))) throw fail();
+  const { jti, htm, htu, iat, ath } = claims;
+  if (typeof jti !== 'string' || jti === '' || jti.length > 256) throw fail();
+  if (htm !== o.method || typeof htu !== 'string' || htuOf(htu) === undefined || htuOf(htu) !== htuOf(o.url)) throw fail();
+  if (typeof iat !== 'number' || iat > o.now + SKEW || iat < o.now - o.iatWindow - SKEW) throw fail();
+  // No access token travels with a token request, so a proof naming one is for another request.
+  if (ath !== undefined) throw fail();
+  if (!(await o.useOnce(`dpop:${key.thumbprint}:${jti}`, iat + o.iatWindow + SKEW))) throw fail();
+  return key.thumbprint;
+}

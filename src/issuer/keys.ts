@@ -1,0 +1,215 @@
+/**
+ * Signing keys over time. Each key is published in the JWKS from its creation, signs from its
+ * activation until a later key activates, and stays published until every token it signed has
+ * expired (`retired + max_access_token_ttl + skew`). `tessera keys rotate` adds a key that
+ * activates `publish_ahead` later, so every verifier has fetched it before it signs; a running
+ * server re-reads the keys when the store's key version changes and switches at the activation
+ * time on its own, without a restart.
+ *
+ * @module
+ */
+import { createPrivateKey } from 'node:crypto';
+import type { SigningAlgorithm } from '../config/token-service-schema.ts';
+import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
+import { importJwk, jwkThumbprint, type VerificationKey } from '../core/jose/jwk.ts';
+import type { KeyMiss, KeySource } from '../core/ports.ts';
+import type { SigningKeyRecord, Store } from '../store/contract.ts';
+import { type MasterKey, seal, unseal } from './secrets.ts';
+import { createSigner, generateSigningKey, type JwsSigner } from './signer.ts';
+
+/** Where a key is in its life at a given time. */
+export type KeyState = 'pending' | 'active' | 'retired' | 'expired';
+
+/** One key's schedule, for `tessera keys list`. */
+export interface KeyStatus {
+  readonly kid: string;
+  readonly alg: JwsAlgorithm;
+  readonly state: KeyState;
+  readonly createdAt: number;
+  readonly activatesAt: number;
+  /** When a later key took (or takes) over; `null` while none is scheduled. */
+  readonly retiresAt: number | null;
+  /** When it leaves the JWKS; `null` while no successor is scheduled. */
+  readonly publishedUntil: number | null;
+}
+
+export interface KeySchedule {
+  readonly algorithm: SigningAlgorithm;
+  readonly publishAhead: number;
+  readonly jwksMaxAge: number;
+  /** Longest access-token lifetime: a retired key stays published this long (plus skew). */
+  readonly maxTokenTtl: number;
+  readonly rotationInterval: number | undefined;
+}
+
+interface CompiledKey {
+  readonly record: SigningKeyRecord;
+  readonly verification: VerificationKey;
+  retiresAt: number | null;
+  publishedUntil: number | null;
+  signer?: JwsSigner;
+}
+
+const SKEW = 60;
+
+/** Generate a key and its record (private key sealed under the master key). */
+export function newKeyRecord(master: MasterKey, alg: SigningAlgorithm, now: number, activatesAt: number): SigningKeyRecord {
+  const { privateKey, publicJwk } = generateSigningKey(alg);
+  const kid = jwkThumbprint(publicJwk);
+  const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
+  return { kid, alg, publicJwk, sealedPrivateKey: seal(master, pkcs8, kid), createdAt: now, activatesAt };
+}
+
+/**
+ * The key set of this issuer: a {@link KeySource} for in-process verifiers, the signer of the
+ * moment, and the JWKS document.
+ */
+export class KeyManager implements KeySource {
+  readonly #store: Store;
+  readonly #master: MasterKey | undefined;
+  readonly #schedule: KeySchedule;
+  readonly #now: () => number;
+  #keys: CompiledKey[] = [];
+  #byKid = new Map<string, CompiledKey>();
+  #jwksCache: { at: number; body: string } | undefined;
+
+  constructor(options: { store: Store; master: MasterKey | undefined; schedule: KeySchedule; now: () => number }) {
+    this.#store = options.store;
+    this.#master = options.master;
+    this.#schedule = options.schedule;
+    this.#now = options.now;
+  }
+
+  /** Read the key set from the store (at start-up and whenever its version changes). */
+  async reload(): Promise<void> {
+    const records = await this.#store.listSigningKeys();
+    const previous = this.#byKid;
+    const keys: CompiledKey[] = records
+      .map((record) => {
+        const old = previous.get(record.kid);
+        const verification =
+          old?.verification ?? importJwk({ ...record.publicJwk, kid: record.kid, alg: record.alg }, { algorithms: [record.alg] });
+        return { record, verification, retiresAt: null, publishedUntil: null, ...(old?.signer ? { signer: old.signer } : {}) };
+      })
+      .sort((a, b) => a.record.activatesAt - b.record.activatesAt || a.record.createdAt - b.record.createdAt);
+    for (let i = 0; i < keys.length; i++) {
+      const successor = keys[i + 1];
+      const k = keys[i] as CompiledKey;
+      if (successor) {
+        k.retiresAt = successor.record.activatesAt;
+        k.publishedUntil = successor.record.activatesAt + this.#schedule.maxTokenTtl + SKEW;
+      }
+    }
+    this.#keys = keys;
+    this.#byKid = new Map(keys.map((k) => [k.record.kid, k]));
+    this.#jwksCache = undefined;
+  }
+
+  #active(now: number): CompiledKey | undefined {
+    for (let i = this.#keys.length - 1; i >= 0; i--) {
+      const k = this.#keys[i] as CompiledKey;
+      if (k.record.activatesAt <= now) return k;
+    }
+    return undefined;
+  }
+
+  #state(k: CompiledKey, now: number, active: CompiledKey | undefined): KeyState {
+    if (k.record.activatesAt > now) return 'pending';
+    if (k === active) return 'active';
+    return k.publishedUntil !== null && k.publishedUntil < now ? 'expired' : 'retired';
+  }
+
+  /** Every key with its state at `now`. */
+  status(now = this.#now()): KeyStatus[] {
+    const active = this.#active(now);
+    return this.#keys.map((k) => ({
+      kid: k.record.kid,
+      alg: k.record.alg,
+      state: this.#state(k, now, active),
+      createdAt: k.record.createdAt,
+      activatesAt: k.record.activatesAt,
+      retiresAt: k.retiresAt,
+      publishedUntil: k.publishedUntil,
+    }));
+  }
+
+  /** The signer of the key active at `now`, or `undefined` when no key is active. */
+  signer(now = this.#now()): JwsSigner | undefined {
+    const k = this.#active(now);
+    if (k === undefined) return undefined;
+    if (k.signer === undefined) {
+      if (this.#master === undefined) throw new Error('signing needs the master key (TESSERA_MASTER_KEY or <data_dir>/master.key)');
+      const der = unseal(this.#master, k.record.sealedPrivateKey, k.record.kid);
+      k.signer = createSigner(k.record.alg as SigningAlgorithm, k.record.kid, createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }));
+    }
+    return k.signer;
+  }
+
+  /** KeySource: published keys only, by kid. */
+  lookup(kid: string | undefined, alg: JwsAlgorithm): VerificationKey | KeyMiss {
+    if (kid === undefined) return 'unknown';
+    const k = this.#byKid.get(kid);
+    if (k === undefined || !k.verification.checks.has(alg)) return 'unknown';
+    if (k.publishedUntil !== null && k.publishedUntil < this.#now()) return 'unknown';
+    return k.verification;
+  }
+
+  /** The JWKS document (serialized) and its max-age. Public members, `kid`, `alg`, `use` only. */
+  jwks(now = this.#now()): { readonly body: string; readonly maxAge: number } {
+    // A key leaves the document when its window closes; re-render at most once a second.
+    if (this.#jwksCache === undefined || this.#jwksCache.at !== now) {
+      const keys = this.#keys
+        .filter((k) => k.publishedUntil === null || k.publishedUntil >= now)
+        .map((k) => ({ ...k.record.publicJwk, kid: k.record.kid, alg: k.record.alg, use: 'sig' }));
+      this.#jwksCache = { at: now, body: JSON.stringify({ keys }) };
+    }
+    return { body: this.#jwksCache.body, maxAge: this.#schedule.jwksMaxAge };
+  }
+
+  /**
+   * Add a key. By default it activates `publish_ahead` from now (pre-publication); `immediate`
+   * activates it at once (after a compromise: verifiers pick it up on their kid-miss refetch).
+   */
+  async rotate(options: { immediate?: boolean; algorithm?: SigningAlgorithm } = {}): Promise<SigningKeyRecord> {
+    if (this.#master === undefined) throw new Error('rotating keys needs the master key');
+    const now = this.#now();
+    const record = newKeyRecord(
+      this.#master,
+      options.algorithm ?? this.#schedule.algorithm,
+      now,
+      options.immediate ? now : now + this.#schedule.publishAhead,
+    );
+    await this.#store.addSigningKey(record);
+    await this.reload();
+    return record;
+  }
+
+  /**
+   * Housekeeping for a running server: with `rotation_interval`, pre-publish the next key so it
+   * activates when the current one reaches that age; drop keys whose publication window closed.
+   * @returns what changed, for the audit trail.
+   */
+  async maintain(): Promise<{ rotated?: SigningKeyRecord; removed: string[] }> {
+    const now = this.#now();
+    const removed: string[] = [];
+    for (const k of this.#keys) {
+      if (k.publishedUntil !== null && k.publishedUntil < now && (await this.#store.deleteSigningKey(k.record.kid))) {
+        removed.push(k.record.kid);
+      }
+    }
+    let rotated: SigningKeyRecord | undefined;
+    const interval = this.#schedule.rotationInterval;
+    const active = this.#active(now);
+    const pending = this.#keys.some((k) => k.record.activatesAt > now);
+    if (interval !== undefined && this.#master !== undefined && active && !pending) {
+      if (now - active.record.activatesAt >= interval - this.#schedule.publishAhead) rotated = await this.rotate();
+    }
+    if (removed.length > 0 && !rotated) await this.reload();
+    return rotated ? { rotated, removed } : { removed };
+  }
+
+  /** True when some key is active at `now` (readiness). */
+  ready(now = this.#now()): boolean {
+    return this.#active(now) !== undefined;
+  }
+}

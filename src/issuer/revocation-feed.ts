@@ -1,0 +1,75 @@
+/**
+ * Replays the store's revocation log into a {@link RevocationList}: all live entries at start-up,
+ * then whatever is new, after every in-process revocation (so the verifier in the same process
+ * rejects affected tokens on the very next request) and on every sync tick (to pick up the CLI's
+ * and other instances' revocations).
+ *
+ * @module
+ */
+import type { Revocation, RevocationList } from '../core/verify/revocation.ts';
+import type { RevocationEntry, Store } from '../store/contract.ts';
+
+export class RevocationFeed {
+  readonly #store: Store;
+  readonly #list: RevocationList;
+  readonly #issuer: string;
+  #cursor = 0;
+  #running: Promise<number> | undefined;
+  #again = false;
+
+  constructor(store: Store, list: RevocationList, issuer: string) {
+    this.#store = store;
+    this.#list = list;
+    this.#issuer = issuer;
+  }
+
+  /** The last applied sequence number. */
+  get cursor(): number {
+    return this.#cursor;
+  }
+
+  /**
+   * Apply every entry newer than the cursor. Concurrent calls share one read, and a call made while
+   * a read is running triggers one more read after it, so a caller's own write is always seen.
+   * @returns the number of entries applied.
+   */
+  catchUp(now: number): Promise<number> {
+    if (this.#running) {
+      this.#again = true;
+      return this.#running;
+    }
+    this.#running = (async () => {
+      let applied = 0;
+      try {
+        do {
+          this.#again = false;
+          for (;;) {
+            const entries = await this.#store.revocationsSince(this.#cursor, now, 5000);
+            if (entries.length === 0) break;
+            this.#list.apply(toRevocation(entries, this.#issuer));
+            this.#cursor = (entries.at(-1) as RevocationEntry).seq;
+            applied += entries.length;
+          }
+        } while (this.#again);
+      } finally {
+        this.#running = undefined;
+      }
+      return applied;
+    })();
+    return this.#running;
+  }
+}
+
+function toRevocation(entries: readonly RevocationEntry[], issuer: string): Revocation {
+  const grantIds: string[] = [];
+  const tokenIds: { jti: string; expiresAt: number }[] = [];
+  const subjects: { issuer: string; subject: string; at: number }[] = [];
+  const clients: { issuer: string; clientId: string; at: number }[] = [];
+  for (const e of entries) {
+    if (e.kind === 'grant') grantIds.push(e.value);
+    else if (e.kind === 'token') tokenIds.push({ jti: e.value, expiresAt: e.expiresAt });
+    else if (e.kind === 'subject') subjects.push({ issuer: e.issuer ?? issuer, subject: e.value, at: e.at });
+    else clients.push({ issuer: e.issuer ?? issuer, clientId: e.value, at: e.at });
+  }
+  return { grantIds, tokenIds, subjects, clients };
+}

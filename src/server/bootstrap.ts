@@ -1,0 +1,131 @@
+/**
+ * Wiring the token service from `tessera.yaml`: the store (SQLite under `data_dir`), the master key
+ * (`TESSERA_MASTER_KEY`, else `<data_dir>/master.key`), the verifier for trusted external issuers
+ * (subject tokens of token exchange), and remote JWKS for `private_key_jwt` clients. The CLI and
+ * `tessera serve` both start here.
+ *
+ * @module
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TesseraConfig } from '../config/schema.ts';
+import { resolveStore, resolveTokenService } from '../config/token-service-schema.ts';
+import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
+import type { Clock } from '../core/ports.ts';
+import { RevocationList } from '../core/verify/revocation.ts';
+import { generateMasterKey, type MasterKey, MasterKeyError, parseMasterKey } from '../issuer/secrets.ts';
+import { TokenService } from '../issuer/service.ts';
+import { RemoteJwks } from '../jwks/remote.ts';
+import type { Store } from '../store/contract.ts';
+import { PostgresStore } from '../store/postgres/store.ts';
+import { SqliteStore } from '../store/sqlite/store.ts';
+import { createVerifierFromConfig } from '../verifier.ts';
+
+export const MASTER_KEY_ENV = 'TESSERA_MASTER_KEY';
+export const MASTER_KEY_FILE = 'master.key';
+
+/** Create `data_dir` (owner-only) when it does not exist. */
+export function ensureDataDir(dataDir: string): void {
+  if (!existsSync(dataDir)) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+}
+
+/**
+ * The master key: `TESSERA_MASTER_KEY` when set, else `<data_dir>/master.key`. With `create`, a
+ * missing file is generated with mode 0600 (development). A key file readable by group or others is
+ * refused.
+ *
+ * @returns the key and where it came from, or `undefined` when there is none and `create` is off.
+ */
+export function loadMasterKey(
+  dataDir: string,
+  options: { readonly env?: Readonly<Record<string, string | undefined>>; readonly create?: boolean } = {},
+): { key: MasterKey; source: 'env' | 'file' | 'generated' } | undefined {
+  const env = options.env ?? process.env;
+  const fromEnv = env[MASTER_KEY_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') {
+    try {
+      return { key: parseMasterKey(fromEnv), source: 'env' };
+    } catch (e) {
+      throw new MasterKeyError(`${MASTER_KEY_ENV}: ${(e as Error).message}`);
+    }
+  }
+  const file = join(dataDir, MASTER_KEY_FILE);
+  if (existsSync(file)) {
+    const mode = statSync(file).mode & 0o777;
+    if ((mode & 0o077) !== 0) {
+      throw new MasterKeyError(`${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}`);
+    }
+    try {
+      return { key: parseMasterKey(readFileSync(file, 'utf8')), source: 'file' };
+    } catch (e) {
+      throw new MasterKeyError(`${file}: ${(e as Error).message}`);
+    }
+  }
+  if (!options.create) return undefined;
+  ensureDataDir(dataDir);
+  const { key, text } = generateMasterKey();
+  writeFileSync(file, `${text}\n`, { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return { key, source: 'generated' };
+}
+
+/** Open the configured store (creating the SQLite file and `data_dir`, or the PostgreSQL schema). */
+export async function openStore(config: TesseraConfig): Promise<Store> {
+  const s = resolveStore(config);
+  if (s.driver === 'postgres') return PostgresStore.open({ connectionString: s.url, schema: s.schema, max: s.poolSize });
+  if (s.path !== ':memory:') ensureDataDir(config.data_dir);
+  return SqliteStore.open({ path: s.path, busyTimeoutMs: s.busyTimeoutMs });
+}
+
+export interface TokenServiceRuntime {
+  readonly store: Store;
+  readonly master: MasterKey | undefined;
+  readonly clock?: Clock;
+  readonly revocations?: RevocationList;
+  readonly fetch?: typeof fetch;
+  readonly onWarning?: (message: string) => void;
+}
+
+/** Build the token service for a validated configuration. Call `start()` on the result. */
+export function createTokenServiceFromConfig(config: TesseraConfig, runtime: TokenServiceRuntime): TokenService {
+  const ts = resolveTokenService(config);
+  // One list for the service and the external verifier, so a revoked subject's IdP tokens are refused too.
+  const revocations = runtime.revocations ?? new RevocationList();
+  const external = config.issuers.filter((i) => i.issuer !== ts.issuer);
+  const externalVerifier =
+    external.length === 0
+      ? undefined
+      : createVerifierFromConfig(
+          { ...config, issuers: external, static_tokens: [], introspection: undefined, rules: undefined },
+          {
+            ...(runtime.clock ? { clock: runtime.clock } : {}),
+            revocation: revocations,
+            ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
+            ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+          },
+        );
+  return new TokenService({
+    config: ts,
+    store: runtime.store,
+    master: runtime.master,
+    scopes: config.scopes,
+    externalVerifier,
+    externalMaxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)),
+    remoteKeys: (url) =>
+      new RemoteJwks({
+        url,
+        algorithms: ASYMMETRIC_ALGORITHMS,
+        minTtl: 60,
+        maxTtl: 86_400,
+        defaultTtl: 600,
+        missCooldown: 30,
+        timeout: 5,
+        ...(runtime.clock ? { clock: runtime.clock } : {}),
+        ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
+        ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+      }),
+    revocations,
+    ...(runtime.clock ? { clock: runtime.clock } : {}),
+    ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+  });
+}

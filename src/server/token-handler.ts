@@ -1,0 +1,238 @@
+/**
+ * The token service over `node:http`: a request handler that answers the OAuth endpoints and the
+ * admin API and returns `false` for any other path, so the gateway can share the listener:
+ *
+ * ```ts
+ * const tokens = createTokenServiceHandler(service);
+ * createServer((req, res) => tokens(req, res) || gateway(req, res));
+ * ```
+ *
+ * Endpoint URLs come from the configured issuer, never from the request's Host header.
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { uuidv7 } from '../audit/id.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import type { OAuthRequest, TokenService } from '../issuer/service.ts';
+import type { GrantSelector } from '../store/contract.ts';
+
+/** Answers the request when it is for the token service; returns whether it did. */
+export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+export interface TokenServiceHandlerOptions {
+  /** Largest accepted request body, bytes (default 64 KiB). */
+  readonly maxBodyBytes?: number;
+  /** Told about unexpected failures (500s). The message never holds request data. */
+  readonly onError?: (error: unknown, requestId: string) => void;
+}
+
+const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+class BodyTooLarge extends Error {}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) {
+      req.resume();
+      reject(new BodyTooLarge());
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new BodyTooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, status: number, body: string | undefined, headers: Record<string, string>): void {
+  if (res.headersSent) return;
+  const h: Record<string, string | number> = { ...headers };
+  if (body !== undefined) {
+    h['content-type'] ??= 'application/json';
+    h['content-length'] = Buffer.byteLength(body);
+  }
+  res.writeHead(status, h);
+  res.end(body);
+}
+
+function sendError(res: ServerResponse, e: OAuthError, requestId: string): void {
+  send(res, e.status, JSON.stringify(e.toJSON()), { ...NO_STORE, ...e.headers(), 'x-request-id': requestId });
+}
+
+const SAFE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/**
+ * Serialize a response body. Token responses are assembled directly: every value is either a
+ * number or a string that cannot need escaping (base64url tokens, URNs, RFC 6749 scope tokens),
+ * which is checked; anything else goes through JSON.stringify.
+ */
+function serialize(result: unknown): string {
+  const r = result as Record<string, unknown>;
+  if (typeof r.access_token === 'string' && typeof r.expires_in === 'number') {
+    let out = '{';
+    for (const key in r) {
+      const v = r[key];
+      if (typeof v === 'number') out += `"${key}":${v},`;
+      else if (typeof v === 'string' && SAFE.test(v)) out += `"${key}":"${v}",`;
+      else return JSON.stringify(result);
+    }
+    return `${out.slice(0, -1)}}`;
+  }
+  return JSON.stringify(result);
+}
+
+function mediaType(req: IncomingMessage): string {
+  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+}
+
+/**
+ * Build the request handler for a started {@link TokenService}.
+ *
+ * Paths: RFC 8414 metadata, the JWKS, `/oauth2/token`, `/oauth2/revoke`, `/oauth2/introspect`
+ * (all under the issuer's path), and the admin API: `POST <issuer>/oauth2/admin/revoke` with one of
+ * `{"grant_id"}`, `{"subject", "issuer"?}`, `{"client_id"}`, `{"token"}`, and
+ * `GET <issuer>/oauth2/admin/grants/<id>`.
+ */
+export function createTokenServiceHandler(service: TokenService, options: TokenServiceHandlerOptions = {}): RequestHandler {
+  const limit = options.maxBodyBytes ?? 65_536;
+  const e = service.endpoints;
+  const path = (url: string) => new URL(url).pathname;
+  const paths = {
+    metadata: path(e.metadata),
+    jwks: path(e.jwks),
+    token: path(e.token),
+    revocation: path(e.revocation),
+    introspection: path(e.introspection),
+    admin: `${path(e.admin)}/`,
+  };
+  const metadataBody = JSON.stringify(service.metadata());
+
+  const fail = (res: ServerResponse, error: unknown, requestId: string) => {
+    if (error instanceof OAuthError) return sendError(res, error, requestId);
+    if (error instanceof BodyTooLarge) return sendError(res, new OAuthError('request_body_too_large'), requestId);
+    options.onError?.(error, requestId);
+    sendError(res, new OAuthError('server_error'), requestId);
+  };
+
+  /** The form-encoded POST endpoints. */
+  const oauth = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    requestId: string,
+    endpointUrl: string,
+    run: (r: OAuthRequest) => Promise<unknown>,
+  ): Promise<void> => {
+    if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
+    if (mediaType(req) !== 'application/x-www-form-urlencoded') throw new OAuthError('request_content_type');
+    const body = await readBody(req, limit);
+    const params = new URLSearchParams(body);
+    const dpop = req.headers.dpop;
+    // Node joins repeated headers with ", ", which never occurs in a compact JWS (RFC 9449 §4.3 allows one).
+    if (typeof dpop === 'string' && dpop.includes(',')) throw new OAuthError('dpop_proof_invalid');
+    const result = await run({
+      params,
+      authorization: req.headers.authorization,
+      endpointUrl,
+      requestId,
+      remoteAddr: req.socket.remoteAddress,
+      ...(typeof dpop === 'string' ? { dpop } : {}),
+    });
+    send(res, 200, result === undefined ? undefined : serialize(result), { ...NO_STORE, 'x-request-id': requestId });
+  };
+
+  const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
+    const who = service.authorizeAdmin(req.headers.authorization);
+    if (sub === 'revoke') {
+      if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
+      if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
+      let body: Record<string, unknown>;
+      try {
+        const parsed = JSON.parse(await readBody(req, limit)) as unknown;
+        if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error();
+        body = parsed as Record<string, unknown>;
+      } catch (err) {
+        if (err instanceof BodyTooLarge) throw err;
+        throw new OAuthError('request_body_malformed');
+      }
+      const str = (k: string) => (typeof body[k] === 'string' && body[k] !== '' ? (body[k] as string) : undefined);
+      const reason = str('reason') ?? 'admin_api';
+      const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => str(k) !== undefined);
+      if (given.length !== 1) throw new OAuthError('request_parameter_invalid');
+      const by = `admin:${who.subject}`;
+      let result: Record<string, unknown>;
+      if (str('token') !== undefined) {
+        const revoked = await service.revokeAccessToken(str('token') as string, by);
+        result = revoked ? { revoked_token: revoked.jti, grant_id: revoked.grantId } : { revoked_token: null };
+      } else {
+        const selector: GrantSelector =
+          str('grant_id') !== undefined
+            ? { grantId: str('grant_id') as string }
+            : str('subject') !== undefined
+              ? { subject: str('subject') as string, ...(str('issuer') ? { issuer: str('issuer') as string } : {}) }
+              : { clientId: str('client_id') as string };
+        const revoked = await service.revokeGrants(selector, reason, by);
+        result = { revoked_grants: revoked.map((g) => g.id) };
+      }
+      return send(res, 200, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
+    }
+    if (sub.startsWith('grants/')) {
+      if (req.method !== 'GET') throw new OAuthError('request_method_not_allowed');
+      let id: string;
+      try {
+        id = decodeURIComponent(sub.slice(7));
+      } catch {
+        throw new OAuthError('admin_not_found');
+      }
+      const tree = await service.grantTree(id);
+      if (!tree) throw new OAuthError('admin_not_found');
+      return send(res, 200, JSON.stringify(tree), { ...NO_STORE, 'x-request-id': requestId });
+    }
+    throw new OAuthError('admin_not_found');
+  };
+
+  return (req, res) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const pathname = q < 0 ? url : url.slice(0, q);
+    const inbound = req.headers['x-request-id'];
+    const requestId = typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : uuidv7();
+    let work: Promise<void>;
+    if (pathname === paths.token) work = oauth(req, res, requestId, e.token, (r) => service.token(r));
+    else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
+    else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
+    else if (pathname === paths.metadata || pathname === paths.jwks) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' });
+        res.end();
+        return true;
+      }
+      if (pathname === paths.metadata) {
+        send(res, 200, metadataBody, { 'cache-control': 'public, max-age=3600', 'access-control-allow-origin': '*' });
+      } else {
+        const { body, maxAge } = service.keys.jwks();
+        send(res, 200, body, {
+          'content-type': 'application/jwk-set+json',
+          'cache-control': `public, max-age=${maxAge}`,
+          'access-control-allow-origin': '*',
+        });
+      }
+      return true;
+    } else if (pathname.startsWith(paths.admin)) work = admin(req, res, requestId, pathname.slice(paths.admin.length));
+    else return false;
+    work.catch((error: unknown) => fail(res, error, requestId));
+    return true;
+  };
+}

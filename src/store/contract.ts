@@ -1,0 +1,268 @@
+/**
+ * The storage contract of the token service: a small async interface that every backend (embedded
+ * SQLite today, PostgreSQL for several instances next) implements, and that
+ * `test/store/contract.ts` (`runStoreContract`) checks. Nothing here is specific to one database:
+ * records are plain values, times are passed in by the caller (epoch **seconds**, except audit
+ * events which carry epoch milliseconds), and each method that must be atomic says so.
+ *
+ * The token-service core imports this file and nothing else from `src/store/`.
+ *
+ * @module
+ */
+import type { AuditEvent, AuditQuery } from '../audit/event.ts';
+import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
+
+/** Grant types a client may be registered for. */
+export const GRANT_TYPES = ['client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange'] as const;
+export type GrantType = (typeof GRANT_TYPES)[number];
+
+/** How a client authenticates at the token endpoint. Secret clients may use basic or post. */
+export type ClientAuthMethod = 'client_secret' | 'private_key_jwt';
+
+/** A registered OAuth client. */
+export interface ClientRecord {
+  /** The `client_id`. */
+  readonly id: string;
+  readonly authMethod: ClientAuthMethod;
+  /** Keyed hash (HMAC-SHA-256 under the server key, base64url) of the secret; never the secret. */
+  readonly secretHash: string | null;
+  /** Public keys for `private_key_jwt` (an inline JWKS). */
+  readonly jwks: { readonly keys: readonly Readonly<Record<string, unknown>>[] } | null;
+  /** Remote JWKS for `private_key_jwt`. */
+  readonly jwksUri: string | null;
+  /** Scopes the client may be granted (wildcards allowed). */
+  readonly scopes: readonly string[];
+  /** Audiences (and RFC 8707 resources) the client may request tokens for. */
+  readonly audiences: readonly string[];
+  readonly grantTypes: readonly GrantType[];
+  /** Access-token lifetime for this client, seconds; `null` uses the service default. */
+  readonly accessTokenTtl: number | null;
+  readonly disabled: boolean;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+/** Fields of a client that may change after registration. */
+export type ClientPatch = Partial<
+  Pick<ClientRecord, 'disabled' | 'secretHash' | 'scopes' | 'audiences' | 'grantTypes' | 'accessTokenTtl' | 'jwks' | 'jwksUri'>
+>;
+
+/**
+ * A signing key. The private key is sealed by the token service (AES-256-GCM under the master key)
+ * and opaque to the store. Its schedule is by time: published from `createdAt`, signing from
+ * `activatesAt` until a later key activates, published until every token it signed has expired.
+ */
+export interface SigningKeyRecord {
+  /** RFC 7638 thumbprint of the public key. */
+  readonly kid: string;
+  readonly alg: JwsAlgorithm;
+  /** Public JWK members (no `kid`, `alg`, `use`; those are added when published). */
+  readonly publicJwk: Readonly<Record<string, string>>;
+  /** The sealed private key. */
+  readonly sealedPrivateKey: string;
+  readonly createdAt: number;
+  readonly activatesAt: number;
+}
+
+/** How a grant came to be. */
+export type GrantKind = 'client_credentials' | 'token_exchange' | 'upstream' | 'mint';
+
+/**
+ * A grant: one delegation of authority. Every issued token names its grant (`grant_id`); token
+ * exchanges create child grants, so grants form trees. Revoking a grant revokes its whole subtree.
+ */
+export interface GrantRecord {
+  readonly id: string;
+  /** The grant this one was derived from (token exchange), or `null` for a root. */
+  readonly parentId: string | null;
+  /** The root of this grant's tree (its own id for a root). Assigned by the store. */
+  readonly rootId: string;
+  /** 0 for a root. Assigned by the store. */
+  readonly depth: number;
+  readonly kind: GrantKind;
+  /** Issuer of the subject (Tessera itself or a trusted external issuer); a child inherits its root's. */
+  readonly issuer: string;
+  /** Whose authority this is (`sub` of the tokens). */
+  readonly subject: string;
+  /** The client the tokens are issued to. */
+  readonly clientId: string;
+  /** The RFC 8693 `act` claim of the tokens (current actor first, prior actors nested), if delegated. */
+  readonly act: Readonly<Record<string, unknown>> | null;
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  readonly createdAt: number;
+  /** No token of this grant outlives this; `null` for open-ended grants (client credentials). */
+  readonly expiresAt: number | null;
+  readonly revokedAt: number | null;
+  readonly revokedReason: string | null;
+}
+
+/** A grant to create: the store assigns `rootId` and `depth`, and for a child takes `issuer` from the parent. */
+export type NewGrant = Omit<GrantRecord, 'rootId' | 'depth' | 'revokedAt' | 'revokedReason'>;
+
+/** One refresh token, stored by hash. A grant's refresh tokens form its rotation family. */
+export interface RefreshTokenRecord {
+  /** SHA-256 of the token (base64url); the token itself is never stored. */
+  readonly hash: string;
+  readonly grantId: string;
+  readonly clientId: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  /** When it was exchanged for its successor; a rotated token presented again is a reuse. */
+  readonly rotatedAt: number | null;
+  readonly revokedAt: number | null;
+}
+
+/** The outcome of {@link Store.rotateRefreshToken}. */
+export type RefreshRotation =
+  /** The token was current: it is now rotated and `next` replaces it. */
+  | { readonly status: 'rotated'; readonly grant: GrantRecord; readonly next: RefreshTokenRecord }
+  /** Unknown, expired, revoked, issued to another client, or its grant is revoked or expired. */
+  | { readonly status: 'invalid' }
+  /** Presented again within the grace period after its rotation: refused, family kept. */
+  | { readonly status: 'grace' }
+  /** Presented again after its rotation: the grant (family) and its subtree are now revoked. */
+  | { readonly status: 'reused'; readonly grantId: string; readonly revokedGrantIds: readonly string[] };
+
+/** Which grants to revoke. Each selected grant is revoked with its whole subtree. */
+export type GrantSelector =
+  | { readonly grantId: string }
+  | { readonly subject: string; readonly issuer?: string }
+  | { readonly clientId: string };
+
+/** A revoked grant as reported by {@link Store.revokeGrants}. */
+export interface RevokedGrant {
+  readonly id: string;
+  readonly issuer: string;
+  readonly subject: string;
+  readonly clientId: string;
+}
+
+/**
+ * One entry of the revocation log that every instance replays into its verifiers' revocation
+ * list. Entries for grants are appended by {@link Store.revokeGrants} in the same transaction as
+ * the revocation; the others by {@link Store.appendRevocations}.
+ */
+export interface RevocationEntry {
+  /** Increasing sequence number assigned by the store. */
+  readonly seq: number;
+  readonly kind: 'grant' | 'token' | 'subject' | 'client';
+  /** Grant id, token `jti`, subject or client id. */
+  readonly value: string;
+  /** For `subject` and `client`: the issuer the value belongs to. */
+  readonly issuer: string | null;
+  /** When it was revoked (tokens issued at or before this are revoked for `subject`/`client`). */
+  readonly at: number;
+  /** After this no token it applies to can still be valid; the entry may be pruned. */
+  readonly expiresAt: number;
+}
+
+/** Change counters: a cheap way for a running server to notice another process's writes. */
+export interface StoreVersions {
+  readonly keys: number;
+  readonly clients: number;
+  /** The highest revocation `seq` (0 when none). */
+  readonly revocations: number;
+}
+
+/** Thrown by the store for a write that conflicts with existing data (duplicate id). */
+export class StoreConflictError extends Error {
+  override readonly name = 'StoreConflictError';
+}
+
+/**
+ * The store. Every method may reject when the backend is unreachable; callers map that to
+ * `temporarily_unavailable`.
+ */
+export interface Store {
+  /** Which backend, for health output. */
+  readonly kind: string;
+
+  // Clients.
+  /** @throws {StoreConflictError} when the id exists. */
+  createClient(client: ClientRecord): Promise<void>;
+  getClient(id: string): Promise<ClientRecord | undefined>;
+  listClients(): Promise<ClientRecord[]>;
+  /** Apply `patch`; returns the updated record, or `undefined` when there is no such client. */
+  updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined>;
+  deleteClient(id: string): Promise<boolean>;
+
+  // Signing keys.
+  listSigningKeys(): Promise<SigningKeyRecord[]>;
+  /** @throws {StoreConflictError} when the kid exists. */
+  addSigningKey(key: SigningKeyRecord): Promise<void>;
+  deleteSigningKey(kid: string): Promise<boolean>;
+
+  // Grants.
+  /**
+   * Create a grant. Atomic with respect to {@link Store.revokeGrants}: when `parentId` is set and
+   * the parent is missing, revoked or expired at `now`, nothing is written and the result is
+   * `parent_inactive`, so no grant can ever be derived from a revoked one.
+   * @throws {StoreConflictError} when the id exists.
+   */
+  createGrant(grant: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive'>;
+  getGrant(id: string): Promise<GrantRecord | undefined>;
+  /** The grant and all its descendants (parents before children); empty when unknown. */
+  grantSubtree(id: string): Promise<GrantRecord[]>;
+  /** The grant's ancestors, root first, excluding the grant itself. */
+  grantAncestors(id: string): Promise<GrantRecord[]>;
+  /**
+   * Revoke every not-yet-revoked grant selected and every descendant, mark their refresh tokens
+   * revoked, and append one `grant` revocation entry per newly revoked grant, all in one
+   * transaction. An entry expires at `min(grant.expiresAt, entryExpiresAt)`.
+   * @returns the grants newly revoked (already revoked ones are not repeated).
+   */
+  revokeGrants(
+    selector: GrantSelector,
+    options: { readonly at: number; readonly reason: string; readonly entryExpiresAt: number },
+  ): Promise<RevokedGrant[]>;
+
+  // Refresh tokens.
+  /** @throws {StoreConflictError} when the hash exists. */
+  createRefreshToken(token: RefreshTokenRecord): Promise<void>;
+  getRefreshToken(hash: string): Promise<RefreshTokenRecord | undefined>;
+  /**
+   * Rotate a refresh token in one transaction: when `hash` is current (not rotated, not revoked,
+   * not expired, issued to `clientId`, its grant active), mark it rotated and insert its successor
+   * `nextHash` (same grant and client, expiring at `min(nextExpiresAt, grant.expiresAt)`).
+   * When `hash` was already rotated (and not less than `graceSeconds` ago), revoke its grant's subtree
+   * exactly as {@link Store.revokeGrants} does (reason `refresh_token_reused`). Of several
+   * concurrent calls with one hash, exactly one sees `rotated`.
+   */
+  rotateRefreshToken(
+    hash: string,
+    options: {
+      readonly clientId: string;
+      readonly nextHash: string;
+      readonly nextExpiresAt: number;
+      readonly now: number;
+      readonly graceSeconds: number;
+      readonly entryExpiresAt: number;
+    },
+  ): Promise<RefreshRotation>;
+
+  // Revocation log.
+  /** Append non-grant revocation entries (token ids, subjects or clients as of a time). */
+  appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void>;
+  /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order. */
+  revocationsSince(afterSeq: number, now: number, limit?: number): Promise<RevocationEntry[]>;
+
+  // One-time identifiers (client assertion and DPoP proof `jti`s).
+  /** Record `key` until `expiresAt`. True on first use (or after the earlier use expired), false on replay. */
+  useOnce(key: string, expiresAt: number, now: number): Promise<boolean>;
+
+  // Audit trail.
+  appendAudit(events: readonly AuditEvent[]): Promise<void>;
+  /** Events matching every given filter, in id (time) order, at most `limit` (default 100). */
+  queryAudit(query: AuditQuery): Promise<AuditEvent[]>;
+
+  /** Change counters (one cheap read). */
+  versions(): Promise<StoreVersions>;
+  /**
+   * Drop what can no longer matter at `now`: expired refresh tokens, replay entries and revocation
+   * entries; and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
+   * outlives its parent, so no live grant loses an ancestor).
+   */
+  prune(now: number, options?: { readonly grantsExpiredBefore?: number }): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,651 @@
+/**
+ * The PostgreSQL store: the same contract as the SQLite one, for several gateway and issuer
+ * instances sharing state. It passes the same contract suite.
+ *
+ * Concurrency, since here several processes really do write at once:
+ * - grant trees: creating a child and revoking a subtree both take a transaction-scoped advisory
+ *   lock on the tree's root, so a revocation always sees every child committed before it and no
+ *   child can be added under a grant being revoked;
+ * - refresh rotation: the token row is locked (`FOR UPDATE`), so of concurrent rotations exactly
+ *   one finds it current;
+ * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
+ *   numbers become visible in order and a reader's cursor never skips an entry committed late.
+ *
+ * @module
+ */
+import pg from 'pg';
+import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
+import type {
+  ClientPatch,
+  ClientRecord,
+  GrantRecord,
+  GrantSelector,
+  NewGrant,
+  RefreshRotation,
+  RefreshTokenRecord,
+  RevocationEntry,
+  RevokedGrant,
+  SigningKeyRecord,
+  Store,
+  StoreVersions,
+} from '../contract.ts';
+import { StoreConflictError } from '../contract.ts';
+
+/** Options for {@link PostgresStore.open}. */
+export interface PostgresStoreOptions {
+  /** `postgres://user:pass@host:port/db`. */
+  readonly connectionString: string;
+  /** Schema holding Tessera's tables (created when absent). */
+  readonly schema?: string;
+  /** Pool size. */
+  readonly max?: number;
+}
+
+type Row = Record<string, unknown>;
+type Q = Pick<pg.PoolClient, 'query'>;
+
+const MIGRATIONS: readonly { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE meta (name text PRIMARY KEY, value bigint NOT NULL);
+      INSERT INTO meta (name, value) VALUES ('keys_version', 0), ('clients_version', 0), ('revocations_seq', 0);
+      CREATE TABLE clients (
+        id text PRIMARY KEY, auth_method text NOT NULL, secret_hash text, jwks text, jwks_uri text,
+        scopes text NOT NULL, audiences text NOT NULL, grant_types text NOT NULL, access_token_ttl integer,
+        disabled boolean NOT NULL DEFAULT false, created_at bigint NOT NULL, updated_at bigint NOT NULL);
+      CREATE TABLE signing_keys (
+        kid text PRIMARY KEY, alg text NOT NULL, public_jwk text NOT NULL, sealed_private_key text NOT NULL,
+        created_at bigint NOT NULL, activates_at bigint NOT NULL);
+      CREATE TABLE grants (
+        id text PRIMARY KEY, parent_id text, root_id text NOT NULL, depth integer NOT NULL, kind text NOT NULL,
+        issuer text NOT NULL, subject text NOT NULL, client_id text NOT NULL, act text, scopes text NOT NULL,
+        audiences text NOT NULL, created_at bigint NOT NULL, expires_at bigint, revoked_at bigint, revoked_reason text);
+      CREATE INDEX grants_parent ON grants (parent_id);
+      CREATE INDEX grants_subject ON grants (subject);
+      CREATE INDEX grants_client ON grants (client_id);
+      CREATE INDEX grants_expires ON grants (expires_at);
+      CREATE TABLE refresh_tokens (
+        hash text PRIMARY KEY, grant_id text NOT NULL, client_id text NOT NULL, created_at bigint NOT NULL,
+        expires_at bigint NOT NULL, rotated_at bigint, revoked_at bigint);
+      CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
+      CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at);
+      CREATE TABLE revocations (
+        seq bigint PRIMARY KEY, kind text NOT NULL, value text NOT NULL, issuer text, at bigint NOT NULL,
+        expires_at bigint NOT NULL);
+      CREATE INDEX revocations_expires ON revocations (expires_at);
+      CREATE TABLE replay (key text PRIMARY KEY, expires_at bigint NOT NULL);
+      CREATE INDEX replay_expires ON replay (expires_at);
+      CREATE TABLE audit_events (
+        seq bigserial PRIMARY KEY, id text COLLATE "C" NOT NULL UNIQUE, time bigint NOT NULL, kind text NOT NULL,
+        subject text, client_id text, delegation_id text, request_id text, event text NOT NULL);
+      CREATE INDEX audit_subject ON audit_events (subject);
+      CREATE INDEX audit_client ON audit_events (client_id);
+      CREATE INDEX audit_delegation ON audit_events (delegation_id);
+      CREATE INDEX audit_request ON audit_events (request_id);
+    `,
+  },
+];
+
+const json = (v: unknown): string => JSON.stringify(v);
+const parse = <T>(v: unknown): T => JSON.parse(v as string) as T;
+const num = (v: unknown): number => Number(v);
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
+
+function clientFrom(r: Row): ClientRecord {
+  return {
+    id: String(r.id),
+    authMethod: r.auth_method as ClientRecord['authMethod'],
+    secretHash: strOrNull(r.secret_hash),
+    jwks: r.jwks === null ? null : parse(r.jwks),
+    jwksUri: strOrNull(r.jwks_uri),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    grantTypes: parse(r.grant_types),
+    accessTokenTtl: numOrNull(r.access_token_ttl),
+    disabled: r.disabled === true,
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+function grantFrom(r: Row): GrantRecord {
+  return {
+    id: String(r.id),
+    parentId: strOrNull(r.parent_id),
+    rootId: String(r.root_id),
+    depth: num(r.depth),
+    kind: r.kind as GrantRecord['kind'],
+    issuer: String(r.issuer),
+    subject: String(r.subject),
+    clientId: String(r.client_id),
+    act: r.act === null ? null : parse(r.act),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    createdAt: num(r.created_at),
+    expiresAt: numOrNull(r.expires_at),
+    revokedAt: numOrNull(r.revoked_at),
+    revokedReason: strOrNull(r.revoked_reason),
+  };
+}
+
+function refreshFrom(r: Row): RefreshTokenRecord {
+  return {
+    hash: String(r.hash),
+    grantId: String(r.grant_id),
+    clientId: String(r.client_id),
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
+    rotatedAt: numOrNull(r.rotated_at),
+    revokedAt: numOrNull(r.revoked_at),
+  };
+}
+
+const SUBTREE = (seed: string) => `
+  WITH RECURSIVE sub(id) AS (
+    ${seed}
+    UNION
+    SELECT g.id FROM grants g JOIN sub ON g.parent_id = sub.id
+  )`;
+
+/**
+ * @example
+ * ```ts
+ * const store = await PostgresStore.open({ connectionString: process.env.DATABASE_URL! });
+ * ```
+ */
+export class PostgresStore implements Store {
+  readonly kind = 'postgres';
+  readonly #pool: pg.Pool;
+
+  private constructor(pool: pg.Pool) {
+    this.#pool = pool;
+  }
+
+  /** Connect, create the schema when absent and migrate (one migrator at a time). */
+  static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
+    const schema = options.schema ?? 'tessera';
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new TypeError(`invalid schema name "${schema}"`);
+    const pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.max ?? 10,
+      options: `-c search_path=${schema}`,
+    });
+    const store = new PostgresStore(pool);
+    try {
+      await store.#tx(async (c) => {
+        await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.migrate'))");
+        await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+        await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)');
+        const current = num((await c.query('SELECT coalesce(max(version), 0) AS v FROM schema_migrations')).rows[0]?.v);
+        const latest = MIGRATIONS.at(-1)?.version ?? 0;
+        if (current > latest) {
+          throw new Error(`the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`);
+        }
+        for (const m of MIGRATIONS) {
+          if (m.version <= current) continue;
+          await c.query(m.sql);
+          await c.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [m.version, Math.floor(Date.now() / 1000)]);
+        }
+      });
+    } catch (e) {
+      await pool.end();
+      throw e;
+    }
+    return store;
+  }
+
+  async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.#pool.connect();
+    try {
+      await c.query('BEGIN');
+      const result = await fn(c);
+      await c.query('COMMIT');
+      return result;
+    } catch (e) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      c.release();
+    }
+  }
+
+  async #q(sql: string, args: unknown[] = []): Promise<Row[]> {
+    return (await this.#pool.query(sql, args)).rows;
+  }
+
+  async #bump(c: Q, name: string): Promise<void> {
+    await c.query('UPDATE meta SET value = value + 1 WHERE name = $1', [name]);
+  }
+
+  // Clients.
+
+  async createClient(x: ClientRecord): Promise<void> {
+    try {
+      await this.#tx(async (c) => {
+        await c.query(
+          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, disabled, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+          [
+            x.id,
+            x.authMethod,
+            x.secretHash,
+            x.jwks === null ? null : json(x.jwks),
+            x.jwksUri,
+            json(x.scopes),
+            json(x.audiences),
+            json(x.grantTypes),
+            x.accessTokenTtl,
+            x.disabled,
+            x.createdAt,
+            x.updatedAt,
+          ],
+        );
+        await this.#bump(c, 'clients_version');
+      });
+    } catch (e) {
+      if (isUnique(e)) throw new StoreConflictError(`a client with id "${x.id}" exists`);
+      throw e;
+    }
+  }
+
+  async getClient(id: string): Promise<ClientRecord | undefined> {
+    const [r] = await this.#q('SELECT * FROM clients WHERE id = $1', [id]);
+    return r ? clientFrom(r) : undefined;
+  }
+
+  async listClients(): Promise<ClientRecord[]> {
+    return (await this.#q('SELECT * FROM clients ORDER BY id')).map(clientFrom);
+  }
+
+  async updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined> {
+    const columns: Record<keyof ClientPatch, [string, (v: never) => unknown]> = {
+      disabled: ['disabled', (v: boolean) => v],
+      secretHash: ['secret_hash', (v: string | null) => v],
+      scopes: ['scopes', (v: readonly string[]) => json(v)],
+      audiences: ['audiences', (v: readonly string[]) => json(v)],
+      grantTypes: ['grant_types', (v: readonly string[]) => json(v)],
+      accessTokenTtl: ['access_token_ttl', (v: number | null) => v],
+      jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
+      jwksUri: ['jwks_uri', (v: string | null) => v],
+    };
+    const values: unknown[] = [now];
+    const sets = ['updated_at = $1'];
+    for (const [key, value] of Object.entries(patch) as [keyof ClientPatch, never][]) {
+      if (value === undefined) continue;
+      const [column, encode] = columns[key];
+      values.push(encode(value));
+      sets.push(`${column} = $${values.length}`);
+    }
+    values.push(id);
+    return this.#tx(async (c) => {
+      const r = await c.query(`UPDATE clients SET ${sets.join(', ')} WHERE id = $${values.length} RETURNING *`, values);
+      if (r.rowCount === 0) return undefined;
+      await this.#bump(c, 'clients_version');
+      return clientFrom(r.rows[0] as Row);
+    });
+  }
+
+  async deleteClient(id: string): Promise<boolean> {
+    return this.#tx(async (c) => {
+      const r = await c.query('DELETE FROM clients WHERE id = $1', [id]);
+      if (r.rowCount === 0) return false;
+      await this.#bump(c, 'clients_version');
+      return true;
+    });
+  }
+
+  // Signing keys.
+
+  async listSigningKeys(): Promise<SigningKeyRecord[]> {
+    return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at')).map((r) => ({
+      kid: String(r.kid),
+      alg: r.alg as SigningKeyRecord['alg'],
+      publicJwk: parse(r.public_jwk),
+      sealedPrivateKey: String(r.sealed_private_key),
+      createdAt: num(r.created_at),
+      activatesAt: num(r.activates_at),
+    }));
+  }
+
+  async addSigningKey(k: SigningKeyRecord): Promise<void> {
+    try {
+      await this.#tx(async (c) => {
+        await c.query(
+          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES ($1, $2, $3, $4, $5, $6)',
+          [k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt],
+        );
+        await this.#bump(c, 'keys_version');
+      });
+    } catch (e) {
+      if (isUnique(e)) throw new StoreConflictError(`a signing key with kid "${k.kid}" exists`);
+      throw e;
+    }
+  }
+
+  async deleteSigningKey(kid: string): Promise<boolean> {
+    return this.#tx(async (c) => {
+      const r = await c.query('DELETE FROM signing_keys WHERE kid = $1', [kid]);
+      if (r.rowCount === 0) return false;
+      await this.#bump(c, 'keys_version');
+      return true;
+    });
+  }
+
+  // Grants.
+
+  /** Serialize every change to the trees rooted at `roots` for the rest of the transaction. */
+  async #lockRoots(c: Q, roots: readonly string[]): Promise<void> {
+    for (const root of [...new Set(roots)].sort()) {
+      await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [root]);
+    }
+  }
+
+  async createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive'> {
+    try {
+      return await this.#tx(async (c) => {
+        let rootId = g.id;
+        let depth = 0;
+        let issuer = g.issuer;
+        if (g.parentId !== null) {
+          const [found] = (await c.query('SELECT root_id FROM grants WHERE id = $1', [g.parentId])).rows as Row[];
+          if (!found) return 'parent_inactive' as const;
+          await this.#lockRoots(c, [String(found.root_id)]);
+          // Read again under the lock: a revocation that finished meanwhile is seen now.
+          const [parent] = (await c.query('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = $1', [g.parentId]))
+            .rows as Row[];
+          if (!parent || parent.revoked_at !== null || (parent.expires_at !== null && num(parent.expires_at) <= now)) {
+            return 'parent_inactive' as const;
+          }
+          rootId = String(parent.root_id);
+          depth = num(parent.depth) + 1;
+          issuer = String(parent.issuer);
+        }
+        await c.query(
+          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+          [
+            g.id,
+            g.parentId,
+            rootId,
+            depth,
+            g.kind,
+            issuer,
+            g.subject,
+            g.clientId,
+            g.act === null ? null : json(g.act),
+            json(g.scopes),
+            json(g.audiences),
+            g.createdAt,
+            g.expiresAt,
+          ],
+        );
+        return { ...g, issuer, rootId, depth, revokedAt: null, revokedReason: null };
+      });
+    } catch (e) {
+      if (isUnique(e)) throw new StoreConflictError(`a grant with id "${g.id}" exists`);
+      throw e;
+    }
+  }
+
+  async getGrant(id: string): Promise<GrantRecord | undefined> {
+    const [r] = await this.#q('SELECT * FROM grants WHERE id = $1', [id]);
+    return r ? grantFrom(r) : undefined;
+  }
+
+  async grantSubtree(id: string): Promise<GrantRecord[]> {
+    return (
+      await this.#q(
+        `${SUBTREE('SELECT id FROM grants WHERE id = $1')} SELECT g.* FROM grants g JOIN sub USING (id) ORDER BY g.depth, g.created_at, g.id`,
+        [id],
+      )
+    ).map(grantFrom);
+  }
+
+  async grantAncestors(id: string): Promise<GrantRecord[]> {
+    const sql = `
+      WITH RECURSIVE up(id, parent_id) AS (
+        SELECT id, parent_id FROM grants WHERE id = $1
+        UNION ALL
+        SELECT g.id, g.parent_id FROM grants g JOIN up ON g.id = up.parent_id
+      )
+      SELECT g.* FROM grants g JOIN up USING (id) WHERE g.id <> $1 ORDER BY g.depth`;
+    return (await this.#q(sql, [id])).map(grantFrom);
+  }
+
+  /** The cascade inside a transaction: lock the trees, revoke the subtrees, log each grant. */
+  async #revokeTree(c: Q, seed: string, args: unknown[], at: number, reason: string, entryExpiresAt: number): Promise<RevokedGrant[]> {
+    const roots = (await c.query(`SELECT DISTINCT root_id FROM grants WHERE id IN (${seed})`, args)).rows as Row[];
+    await this.#lockRoots(
+      c,
+      roots.map((r) => String(r.root_id)),
+    );
+    const n = args.length;
+    const rows = (
+      await c.query(
+        `${SUBTREE(seed)}
+         UPDATE grants SET revoked_at = $${n + 1}, revoked_reason = $${n + 2}
+         WHERE id IN (SELECT id FROM sub) AND revoked_at IS NULL
+         RETURNING id, issuer, subject, client_id, expires_at`,
+        [...args, at, reason],
+      )
+    ).rows as Row[];
+    if (rows.length === 0) return [];
+    const ids = rows.map((r) => String(r.id));
+    await c.query('UPDATE refresh_tokens SET revoked_at = $1 WHERE grant_id = ANY($2) AND revoked_at IS NULL', [at, ids]);
+    await this.#log(
+      c,
+      rows.map((r) => ({
+        kind: 'grant' as const,
+        value: String(r.id),
+        issuer: null,
+        at,
+        expiresAt: r.expires_at === null ? entryExpiresAt : Math.min(num(r.expires_at), entryExpiresAt),
+      })),
+    );
+    return rows.map((r) => ({ id: String(r.id), issuer: String(r.issuer), subject: String(r.subject), clientId: String(r.client_id) }));
+  }
+
+  /** Append to the revocation log with sequence numbers that become visible in commit order. */
+  async #log(c: Q, entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
+    if (entries.length === 0) return;
+    await c.query('LOCK TABLE revocations IN EXCLUSIVE MODE');
+    const [row] = (await c.query("UPDATE meta SET value = value + $1 WHERE name = 'revocations_seq' RETURNING value", [entries.length]))
+      .rows as Row[];
+    let seq = num(row?.value) - entries.length;
+    for (const e of entries) {
+      seq++;
+      await c.query('INSERT INTO revocations (seq, kind, value, issuer, at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)', [
+        seq,
+        e.kind,
+        e.value,
+        e.issuer,
+        e.at,
+        e.expiresAt,
+      ]);
+    }
+  }
+
+  async revokeGrants(
+    selector: GrantSelector,
+    options: { readonly at: number; readonly reason: string; readonly entryExpiresAt: number },
+  ): Promise<RevokedGrant[]> {
+    let seed: string;
+    let args: unknown[];
+    if ('grantId' in selector) {
+      seed = 'SELECT id FROM grants WHERE id = $1';
+      args = [selector.grantId];
+    } else if ('subject' in selector) {
+      seed =
+        selector.issuer === undefined
+          ? 'SELECT id FROM grants WHERE subject = $1 AND revoked_at IS NULL'
+          : 'SELECT id FROM grants WHERE subject = $1 AND issuer = $2 AND revoked_at IS NULL';
+      args = selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer];
+    } else {
+      seed = 'SELECT id FROM grants WHERE client_id = $1 AND revoked_at IS NULL';
+      args = [selector.clientId];
+    }
+    return this.#tx((c) => this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt));
+  }
+
+  // Refresh tokens.
+
+  async createRefreshToken(t: RefreshTokenRecord): Promise<void> {
+    try {
+      await this.#q(
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+        [t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt],
+      );
+    } catch (e) {
+      if (isUnique(e)) throw new StoreConflictError('a refresh token with this hash exists');
+      throw e;
+    }
+  }
+
+  async getRefreshToken(hash: string): Promise<RefreshTokenRecord | undefined> {
+    const [r] = await this.#q('SELECT * FROM refresh_tokens WHERE hash = $1', [hash]);
+    return r ? refreshFrom(r) : undefined;
+  }
+
+  async rotateRefreshToken(
+    hash: string,
+    o: {
+      readonly clientId: string;
+      readonly nextHash: string;
+      readonly nextExpiresAt: number;
+      readonly now: number;
+      readonly graceSeconds: number;
+      readonly entryExpiresAt: number;
+    },
+  ): Promise<RefreshRotation> {
+    return this.#tx(async (c): Promise<RefreshRotation> => {
+      const [row] = (await c.query('SELECT * FROM refresh_tokens WHERE hash = $1 FOR UPDATE', [hash])).rows as Row[];
+      if (!row) return { status: 'invalid' };
+      const token = refreshFrom(row);
+      if (token.clientId !== o.clientId || token.revokedAt !== null) return { status: 'invalid' };
+      if (token.rotatedAt !== null) {
+        if (o.graceSeconds > 0 && o.now - token.rotatedAt < o.graceSeconds) return { status: 'grace' };
+        const revoked = await this.#revokeTree(c, 'SELECT $1::text', [token.grantId], o.now, 'refresh_token_reused', o.entryExpiresAt);
+        return { status: 'reused', grantId: token.grantId, revokedGrantIds: revoked.map((g) => g.id) };
+      }
+      if (token.expiresAt <= o.now) return { status: 'invalid' };
+      const [g] = (await c.query('SELECT * FROM grants WHERE id = $1', [token.grantId])).rows as Row[];
+      if (!g) return { status: 'invalid' };
+      const grant = grantFrom(g);
+      if (grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return { status: 'invalid' };
+      const next: RefreshTokenRecord = {
+        hash: o.nextHash,
+        grantId: token.grantId,
+        clientId: token.clientId,
+        createdAt: o.now,
+        expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
+        rotatedAt: null,
+        revokedAt: null,
+      };
+      await c.query('UPDATE refresh_tokens SET rotated_at = $1 WHERE hash = $2', [o.now, hash]);
+      await c.query(
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL)',
+        [next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt],
+      );
+      return { status: 'rotated', grant, next };
+    });
+  }
+
+  // Revocation log.
+
+  async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.#tx((c) => this.#log(c, entries));
+  }
+
+  async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
+    const rows = await this.#q('SELECT * FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3', [
+      afterSeq,
+      now,
+      limit,
+    ]);
+    return rows.map((r) => ({
+      seq: num(r.seq),
+      kind: r.kind as RevocationEntry['kind'],
+      value: String(r.value),
+      issuer: strOrNull(r.issuer),
+      at: num(r.at),
+      expiresAt: num(r.expires_at),
+    }));
+  }
+
+  // Replay cache.
+
+  async useOnce(key: string, expiresAt: number, now: number): Promise<boolean> {
+    const r = await this.#pool.query(
+      `INSERT INTO replay (key, expires_at) VALUES ($1, $2)
+       ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay.expires_at <= $3`,
+      [key, expiresAt, now],
+    );
+    return r.rowCount === 1;
+  }
+
+  // Audit.
+
+  async appendAudit(events: readonly AuditEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const cols = ['id', 'time', 'kind', 'subject', 'client_id', 'delegation_id', 'request_id', 'event'];
+    const values: unknown[] = [];
+    const tuples: string[] = [];
+    for (const e of events) {
+      const base = values.length;
+      values.push(e.id, e.time, e.kind, e.subject ?? null, e.client_id ?? null, e.delegation_id ?? null, e.request_id ?? null, json(e));
+      tuples.push(`(${cols.map((_, i) => `$${base + i + 1}`).join(', ')})`);
+    }
+    await this.#q(`INSERT INTO audit_events (${cols.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, values);
+  }
+
+  async queryAudit(q: AuditQuery): Promise<AuditEvent[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (column: string, op: string, value: unknown) => {
+      if (value === undefined) return;
+      args.push(value);
+      where.push(`${column} ${op} $${args.length}`);
+    };
+    add('subject', '=', q.subject);
+    add('delegation_id', '=', q.delegation_id);
+    add('client_id', '=', q.client_id);
+    add('request_id', '=', q.request_id);
+    if (q.since !== undefined) {
+      const t = Math.max(0, Math.floor(q.since)).toString(16).padStart(12, '0');
+      add('id', '>=', `${t.slice(0, 8)}-${t.slice(8)}`);
+      add('time', '>=', q.since);
+    }
+    add('id', '>', q.after_id);
+    args.push(Math.max(1, Math.min(q.limit ?? 100, 10_000)));
+    const rows = await this.#q(
+      `SELECT event FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${args.length}`,
+      args,
+    );
+    return rows.map((r) => parse<AuditEvent>(r.event));
+  }
+
+  async versions(): Promise<StoreVersions> {
+    const rows = await this.#q('SELECT name, value FROM meta');
+    const v = Object.fromEntries(rows.map((r) => [String(r.name), num(r.value)]));
+    return { keys: v.keys_version ?? 0, clients: v.clients_version ?? 0, revocations: v.revocations_seq ?? 0 };
+  }
+
+  async prune(now: number, options: { readonly grantsExpiredBefore?: number } = {}): Promise<void> {
+    await this.#tx(async (c) => {
+      await c.query('DELETE FROM refresh_tokens WHERE expires_at <= $1', [now]);
+      await c.query('DELETE FROM replay WHERE expires_at <= $1', [now]);
+      await c.query('DELETE FROM revocations WHERE expires_at <= $1', [now]);
+      if (options.grantsExpiredBefore !== undefined) {
+        await c.query('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < $1', [options.grantsExpiredBefore]);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+}

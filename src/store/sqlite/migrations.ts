@@ -1,0 +1,110 @@
+/**
+ * Versioned schema migrations for the SQLite store. Append only: a released migration is never
+ * edited; a change is a new entry. Each runs in its own transaction with its version row.
+ */
+
+export interface Migration {
+  readonly version: number;
+  readonly description: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'clients, signing keys, grants, refresh tokens, revocation log, replay cache, audit events',
+    sql: `
+      CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO meta (name, value) VALUES ('keys_version', 0), ('clients_version', 0);
+
+      CREATE TABLE clients (
+        id TEXT PRIMARY KEY,
+        auth_method TEXT NOT NULL,
+        secret_hash TEXT,
+        jwks TEXT,
+        jwks_uri TEXT,
+        scopes TEXT NOT NULL,
+        audiences TEXT NOT NULL,
+        grant_types TEXT NOT NULL,
+        access_token_ttl INTEGER,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        public_jwk TEXT NOT NULL,
+        sealed_private_key TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        activates_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        parent_id TEXT,
+        root_id TEXT NOT NULL,
+        depth INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        act TEXT,
+        scopes TEXT NOT NULL,
+        audiences TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        revoked_reason TEXT
+      ) WITHOUT ROWID;
+      CREATE INDEX grants_parent ON grants (parent_id);
+      CREATE INDEX grants_subject ON grants (subject);
+      CREATE INDEX grants_client ON grants (client_id);
+      CREATE INDEX grants_expires ON grants (expires_at);
+
+      CREATE TABLE refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        rotated_at INTEGER,
+        revoked_at INTEGER
+      ) WITHOUT ROWID;
+      CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
+      CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at);
+
+      CREATE TABLE revocations (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        issuer TEXT,
+        at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+      CREATE INDEX revocations_expires ON revocations (expires_at);
+
+      CREATE TABLE replay (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX replay_expires ON replay (expires_at);
+
+      -- A rowid table: events are appended in id (UUIDv7, time) order; rows are too large for WITHOUT ROWID.
+      -- No index on time: ids are time-ordered, so a time bound is an id bound.
+      CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT,
+        client_id TEXT,
+        delegation_id TEXT,
+        request_id TEXT,
+        event TEXT NOT NULL
+      );
+      CREATE INDEX audit_subject ON audit_events (subject);
+      CREATE INDEX audit_client ON audit_events (client_id);
+      CREATE INDEX audit_delegation ON audit_events (delegation_id);
+      CREATE INDEX audit_request ON audit_events (request_id);
+    `,
+  },
+];

@@ -1,0 +1,625 @@
+/**
+ * The embedded store: one SQLite file through `node:sqlite`, in WAL mode (readers never block the
+ * writer; `synchronous=NORMAL` makes a commit an append to the WAL without an fsync, durable at
+ * the next checkpoint and always consistent), with a busy timeout so the CLI and a running server
+ * can share the file, versioned migrations, and `BEGIN IMMEDIATE` transactions for every write that
+ * spans rows.
+ *
+ * `node:sqlite` is synchronous: inside one process each method runs to completion before another
+ * starts, and across processes the write lock serializes transactions.
+ *
+ * @module
+ */
+import { chmodSync, existsSync } from 'node:fs';
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
+import type {
+  ClientPatch,
+  ClientRecord,
+  GrantRecord,
+  GrantSelector,
+  NewGrant,
+  RefreshRotation,
+  RefreshTokenRecord,
+  RevocationEntry,
+  RevokedGrant,
+  SigningKeyRecord,
+  Store,
+  StoreVersions,
+} from '../contract.ts';
+import { StoreConflictError } from '../contract.ts';
+import { MIGRATIONS } from './migrations.ts';
+
+/** Options for {@link SqliteStore}. */
+export interface SqliteStoreOptions {
+  /** Database file (`:memory:` for a private in-memory database). */
+  readonly path: string;
+  /** How long a write waits for another process's lock, milliseconds. */
+  readonly busyTimeoutMs?: number;
+  /**
+   * Crash-test hook: the name of a failpoint at which the process SIGKILLs itself in the middle of
+   * a transaction (`refresh.rotate`, `grants.revoke`). Defaults to `TESSERA_FAILPOINT`.
+   */
+  readonly failpoint?: string;
+}
+
+type Row = Record<string, unknown>;
+
+const json = (v: unknown): string => JSON.stringify(v);
+const parse = <T>(v: unknown): T => JSON.parse(v as string) as T;
+const num = (v: unknown): number => Number(v);
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
+function clientFrom(r: Row): ClientRecord {
+  return {
+    id: String(r.id),
+    authMethod: r.auth_method as ClientRecord['authMethod'],
+    secretHash: strOrNull(r.secret_hash),
+    jwks: r.jwks === null ? null : parse(r.jwks),
+    jwksUri: strOrNull(r.jwks_uri),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    grantTypes: parse(r.grant_types),
+    accessTokenTtl: numOrNull(r.access_token_ttl),
+    disabled: num(r.disabled) !== 0,
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+function grantFrom(r: Row): GrantRecord {
+  return {
+    id: String(r.id),
+    parentId: strOrNull(r.parent_id),
+    rootId: String(r.root_id),
+    depth: num(r.depth),
+    kind: r.kind as GrantRecord['kind'],
+    issuer: String(r.issuer),
+    subject: String(r.subject),
+    clientId: String(r.client_id),
+    act: r.act === null ? null : parse(r.act),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    createdAt: num(r.created_at),
+    expiresAt: numOrNull(r.expires_at),
+    revokedAt: numOrNull(r.revoked_at),
+    revokedReason: strOrNull(r.revoked_reason),
+  };
+}
+
+function refreshFrom(r: Row): RefreshTokenRecord {
+  return {
+    hash: String(r.hash),
+    grantId: String(r.grant_id),
+    clientId: String(r.client_id),
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
+    rotatedAt: numOrNull(r.rotated_at),
+    revokedAt: numOrNull(r.revoked_at),
+  };
+}
+
+function isConstraintError(e: unknown): boolean {
+  return e instanceof Error && /UNIQUE constraint|PRIMARY KEY/.test(e.message);
+}
+
+// The subtree of the seed grants, by parent links. UNION (not UNION ALL) removes duplicates when
+// several seeds share a subtree.
+const SUBTREE = (seed: string) => `
+  WITH RECURSIVE sub(id) AS (
+    ${seed}
+    UNION
+    SELECT g.id FROM grants g JOIN sub ON g.parent_id = sub.id
+  )`;
+
+/**
+ * The SQLite implementation of {@link Store}.
+ *
+ * @example
+ * ```ts
+ * const store = SqliteStore.open({ path: '.tessera/tessera.db' });
+ * await store.createClient(record);
+ * ```
+ */
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
+  readonly #db: DatabaseSync;
+  readonly #statements = new Map<string, StatementSync>();
+  readonly #failpoint: string | undefined;
+  #grantQueue: {
+    g: NewGrant;
+    now: number;
+    resolve: (r: GrantRecord | 'parent_inactive') => void;
+    reject: (e: unknown) => void;
+  }[] = [];
+
+  private constructor(db: DatabaseSync, failpoint: string | undefined) {
+    this.#db = db;
+    this.#failpoint = failpoint;
+  }
+
+  /** Open (creating when absent) and migrate the database. */
+  static open(options: SqliteStoreOptions): SqliteStore {
+    const fresh = options.path !== ':memory:' && !existsSync(options.path);
+    const db = new DatabaseSync(options.path, { timeout: options.busyTimeoutMs ?? 5000, defensive: true });
+    // The file holds sealed keys and secret hashes: owner-only, like the master key.
+    if (fresh) chmodSync(options.path, 0o600);
+    db.exec('PRAGMA journal_mode = WAL');
+    db.exec('PRAGMA synchronous = NORMAL');
+    db.exec('PRAGMA foreign_keys = OFF');
+    const store = new SqliteStore(db, options.failpoint ?? process.env.TESSERA_FAILPOINT);
+    store.#migrate();
+    return store;
+  }
+
+  /** The schema version this database is at. */
+  get schemaVersion(): number {
+    const row = this.#db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as Row | undefined;
+    return num(row?.v ?? 0);
+  }
+
+  #migrate(): void {
+    this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    const current = this.schemaVersion;
+    const latest = MIGRATIONS.at(-1)?.version ?? 0;
+    if (current > latest) {
+      throw new Error(`the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`);
+    }
+    for (const m of MIGRATIONS) {
+      if (m.version <= current) continue;
+      this.#tx(() => {
+        // Another process may have migrated while this one waited for the lock.
+        const done = this.#db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').get(m.version);
+        if (done) return;
+        this.#db.exec(m.sql);
+        this.#db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(m.version, Math.floor(Date.now() / 1000));
+      });
+    }
+  }
+
+  #stmt(sql: string): StatementSync {
+    let s = this.#statements.get(sql);
+    if (s === undefined) {
+      s = this.#db.prepare(sql);
+      this.#statements.set(sql, s);
+    }
+    return s;
+  }
+
+  #tx<T>(fn: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (e) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  /** Crash-consistency tests: die here, mid-transaction, when this failpoint is armed. */
+  #fail(name: string): void {
+    if (this.#failpoint === name) process.kill(process.pid, 'SIGKILL');
+  }
+
+  #bump(name: 'keys_version' | 'clients_version'): void {
+    this.#stmt('UPDATE meta SET value = value + 1 WHERE name = ?').run(name);
+  }
+
+  // Clients.
+
+  async createClient(c: ClientRecord): Promise<void> {
+    try {
+      this.#tx(() => {
+        this.#stmt(
+          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, disabled, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
+          c.id,
+          c.authMethod,
+          c.secretHash,
+          c.jwks === null ? null : json(c.jwks),
+          c.jwksUri,
+          json(c.scopes),
+          json(c.audiences),
+          json(c.grantTypes),
+          c.accessTokenTtl,
+          c.disabled ? 1 : 0,
+          c.createdAt,
+          c.updatedAt,
+        );
+        this.#bump('clients_version');
+      });
+    } catch (e) {
+      if (isConstraintError(e)) throw new StoreConflictError(`a client with id "${c.id}" exists`);
+      throw e;
+    }
+  }
+
+  async getClient(id: string): Promise<ClientRecord | undefined> {
+    const r = this.#stmt('SELECT * FROM clients WHERE id = ?').get(id) as Row | undefined;
+    return r ? clientFrom(r) : undefined;
+  }
+
+  async listClients(): Promise<ClientRecord[]> {
+    return (this.#stmt('SELECT * FROM clients ORDER BY id').all() as Row[]).map(clientFrom);
+  }
+
+  async updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined> {
+    const columns: Record<keyof ClientPatch, [string, (v: never) => SQLInputValue]> = {
+      disabled: ['disabled', (v: boolean) => (v ? 1 : 0)],
+      secretHash: ['secret_hash', (v: string | null) => v],
+      scopes: ['scopes', (v: readonly string[]) => json(v)],
+      audiences: ['audiences', (v: readonly string[]) => json(v)],
+      grantTypes: ['grant_types', (v: readonly string[]) => json(v)],
+      accessTokenTtl: ['access_token_ttl', (v: number | null) => v],
+      jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
+      jwksUri: ['jwks_uri', (v: string | null) => v],
+    };
+    const sets: string[] = ['updated_at = ?'];
+    const values: SQLInputValue[] = [now];
+    for (const [key, value] of Object.entries(patch) as [keyof ClientPatch, never][]) {
+      if (value === undefined) continue;
+      const [column, encode] = columns[key];
+      sets.push(`${column} = ?`);
+      values.push(encode(value));
+    }
+    return this.#tx(() => {
+      const changed = this.#db.prepare(`UPDATE clients SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
+      if (Number(changed.changes) === 0) return undefined;
+      this.#bump('clients_version');
+      return clientFrom(this.#stmt('SELECT * FROM clients WHERE id = ?').get(id) as Row);
+    });
+  }
+
+  async deleteClient(id: string): Promise<boolean> {
+    return this.#tx(() => {
+      const changed = Number(this.#stmt('DELETE FROM clients WHERE id = ?').run(id).changes) > 0;
+      if (changed) this.#bump('clients_version');
+      return changed;
+    });
+  }
+
+  // Signing keys.
+
+  async listSigningKeys(): Promise<SigningKeyRecord[]> {
+    return (this.#stmt('SELECT * FROM signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
+      kid: String(r.kid),
+      alg: r.alg as SigningKeyRecord['alg'],
+      publicJwk: parse(r.public_jwk),
+      sealedPrivateKey: String(r.sealed_private_key),
+      createdAt: num(r.created_at),
+      activatesAt: num(r.activates_at),
+    }));
+  }
+
+  async addSigningKey(k: SigningKeyRecord): Promise<void> {
+    try {
+      this.#tx(() => {
+        this.#stmt(
+          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES (?, ?, ?, ?, ?, ?)',
+        ).run(k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt);
+        this.#bump('keys_version');
+      });
+    } catch (e) {
+      if (isConstraintError(e)) throw new StoreConflictError(`a signing key with kid "${k.kid}" exists`);
+      throw e;
+    }
+  }
+
+  async deleteSigningKey(kid: string): Promise<boolean> {
+    return this.#tx(() => {
+      const changed = Number(this.#stmt('DELETE FROM signing_keys WHERE kid = ?').run(kid).changes) > 0;
+      if (changed) this.#bump('keys_version');
+      return changed;
+    });
+  }
+
+  // Grants.
+
+  /**
+   * Grants are created with group commit: calls made in the same turn of the event loop are
+   * written in one transaction (each still checked against its parent inside it), which divides
+   * the commit cost by the number of concurrent token exchanges. Nothing is answered before the
+   * commit.
+   */
+  createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive'> {
+    return new Promise((resolve, reject) => {
+      this.#grantQueue.push({ g, now, resolve, reject });
+      if (this.#grantQueue.length === 1) setImmediate(() => this.#flushGrants());
+    });
+  }
+
+  #flushGrants(): void {
+    const batch = this.#grantQueue;
+    this.#grantQueue = [];
+    if (batch.length === 0) return;
+    let results: (GrantRecord | 'parent_inactive' | Error)[];
+    try {
+      results = this.#tx(() =>
+        batch.map((item) => {
+          try {
+            return this.#insertGrant(item.g, item.now);
+          } catch (e) {
+            // A failed statement is rolled back alone; the others in the batch stand.
+            return isConstraintError(e) ? new StoreConflictError(`a grant with id "${item.g.id}" exists`) : (e as Error);
+          }
+        }),
+      );
+    } catch (e) {
+      for (const item of batch) item.reject(e);
+      return;
+    }
+    for (const [i, item] of batch.entries()) {
+      const r = results[i];
+      if (r instanceof Error) item.reject(r);
+      else item.resolve(r as GrantRecord | 'parent_inactive');
+    }
+  }
+
+  #insertGrant(g: NewGrant, now: number): GrantRecord | 'parent_inactive' {
+    let rootId = g.id;
+    let depth = 0;
+    let issuer = g.issuer;
+    if (g.parentId !== null) {
+      const parent = this.#stmt('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = ?').get(g.parentId) as
+        | Row
+        | undefined;
+      if (!parent || parent.revoked_at !== null || (parent.expires_at !== null && num(parent.expires_at) <= now)) {
+        return 'parent_inactive';
+      }
+      rootId = String(parent.root_id);
+      depth = num(parent.depth) + 1;
+      issuer = String(parent.issuer);
+    }
+    this.#stmt(
+      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      g.id,
+      g.parentId,
+      rootId,
+      depth,
+      g.kind,
+      issuer,
+      g.subject,
+      g.clientId,
+      g.act === null ? null : json(g.act),
+      json(g.scopes),
+      json(g.audiences),
+      g.createdAt,
+      g.expiresAt,
+    );
+    return { ...g, issuer, rootId, depth, revokedAt: null, revokedReason: null };
+  }
+
+  async getGrant(id: string): Promise<GrantRecord | undefined> {
+    const r = this.#stmt('SELECT * FROM grants WHERE id = ?').get(id) as Row | undefined;
+    return r ? grantFrom(r) : undefined;
+  }
+
+  async grantSubtree(id: string): Promise<GrantRecord[]> {
+    const sql = `${SUBTREE('SELECT id FROM grants WHERE id = ?')} SELECT g.* FROM grants g JOIN sub USING (id) ORDER BY g.depth, g.created_at, g.id`;
+    return (this.#stmt(sql).all(id) as Row[]).map(grantFrom);
+  }
+
+  async grantAncestors(id: string): Promise<GrantRecord[]> {
+    const sql = `
+      WITH RECURSIVE up(id, parent_id) AS (
+        SELECT id, parent_id FROM grants WHERE id = ?
+        UNION ALL
+        SELECT g.id, g.parent_id FROM grants g JOIN up ON g.id = up.parent_id
+      )
+      SELECT g.* FROM grants g JOIN up USING (id) WHERE g.id <> ? ORDER BY g.depth`;
+    return (this.#stmt(sql).all(id, id) as Row[]).map(grantFrom);
+  }
+
+  /** The cascade, inside a caller's transaction. */
+  #revokeTree(seedSql: string, seedArgs: SQLInputValue[], at: number, reason: string, entryExpiresAt: number): RevokedGrant[] {
+    const rows = this.#stmt(
+      `${SUBTREE(seedSql)}
+       UPDATE grants SET revoked_at = ?, revoked_reason = ?
+       WHERE id IN (SELECT id FROM sub) AND revoked_at IS NULL
+       RETURNING id, issuer, subject, client_id, expires_at`,
+    ).all(...seedArgs, at, reason) as Row[];
+    if (rows.length === 0) return [];
+    this.#fail('grants.revoke');
+    const markTokens = this.#stmt('UPDATE refresh_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL');
+    const log = this.#stmt("INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES ('grant', ?, NULL, ?, ?)");
+    const revoked: RevokedGrant[] = [];
+    for (const r of rows) {
+      const id = String(r.id);
+      markTokens.run(at, id);
+      const exp = r.expires_at === null ? entryExpiresAt : Math.min(num(r.expires_at), entryExpiresAt);
+      log.run(id, at, exp);
+      revoked.push({ id, issuer: String(r.issuer), subject: String(r.subject), clientId: String(r.client_id) });
+    }
+    return revoked;
+  }
+
+  async revokeGrants(
+    selector: GrantSelector,
+    options: { readonly at: number; readonly reason: string; readonly entryExpiresAt: number },
+  ): Promise<RevokedGrant[]> {
+    let seed: string;
+    let args: SQLInputValue[];
+    if ('grantId' in selector) {
+      seed = 'SELECT id FROM grants WHERE id = ?';
+      args = [selector.grantId];
+    } else if ('subject' in selector) {
+      seed =
+        selector.issuer === undefined
+          ? 'SELECT id FROM grants WHERE subject = ? AND revoked_at IS NULL'
+          : 'SELECT id FROM grants WHERE subject = ? AND issuer = ? AND revoked_at IS NULL';
+      args = selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer];
+    } else {
+      seed = 'SELECT id FROM grants WHERE client_id = ? AND revoked_at IS NULL';
+      args = [selector.clientId];
+    }
+    return this.#tx(() => this.#revokeTree(seed, args, options.at, options.reason, options.entryExpiresAt));
+  }
+
+  // Refresh tokens.
+
+  async createRefreshToken(t: RefreshTokenRecord): Promise<void> {
+    try {
+      this.#stmt(
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt);
+    } catch (e) {
+      if (isConstraintError(e)) throw new StoreConflictError('a refresh token with this hash exists');
+      throw e;
+    }
+  }
+
+  async getRefreshToken(hash: string): Promise<RefreshTokenRecord | undefined> {
+    const r = this.#stmt('SELECT * FROM refresh_tokens WHERE hash = ?').get(hash) as Row | undefined;
+    return r ? refreshFrom(r) : undefined;
+  }
+
+  async rotateRefreshToken(
+    hash: string,
+    o: {
+      readonly clientId: string;
+      readonly nextHash: string;
+      readonly nextExpiresAt: number;
+      readonly now: number;
+      readonly graceSeconds: number;
+      readonly entryExpiresAt: number;
+    },
+  ): Promise<RefreshRotation> {
+    return this.#tx((): RefreshRotation => {
+      const row = this.#stmt('SELECT * FROM refresh_tokens WHERE hash = ?').get(hash) as Row | undefined;
+      if (!row) return { status: 'invalid' };
+      const token = refreshFrom(row);
+      if (token.clientId !== o.clientId || token.revokedAt !== null) return { status: 'invalid' };
+      if (token.rotatedAt !== null) {
+        if (o.graceSeconds > 0 && o.now - token.rotatedAt < o.graceSeconds) return { status: 'grace' };
+        const revoked = this.#revokeTree('SELECT ?', [token.grantId], o.now, 'refresh_token_reused', o.entryExpiresAt);
+        return { status: 'reused', grantId: token.grantId, revokedGrantIds: revoked.map((g) => g.id) };
+      }
+      if (token.expiresAt <= o.now) return { status: 'invalid' };
+      const g = this.#stmt('SELECT * FROM grants WHERE id = ?').get(token.grantId) as Row | undefined;
+      if (!g) return { status: 'invalid' };
+      const grant = grantFrom(g);
+      if (grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return { status: 'invalid' };
+      this.#stmt('UPDATE refresh_tokens SET rotated_at = ? WHERE hash = ?').run(o.now, hash);
+      this.#fail('refresh.rotate');
+      const next: RefreshTokenRecord = {
+        hash: o.nextHash,
+        grantId: token.grantId,
+        clientId: token.clientId,
+        createdAt: o.now,
+        expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
+        rotatedAt: null,
+        revokedAt: null,
+      };
+      this.#stmt(
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL, NULL)',
+      ).run(next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt);
+      return { status: 'rotated', grant, next };
+    });
+  }
+
+  // Revocation log.
+
+  async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
+    if (entries.length === 0) return;
+    this.#tx(() => {
+      const insert = this.#stmt('INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)');
+      for (const e of entries) insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt);
+    });
+  }
+
+  async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
+    const rows = this.#stmt('SELECT * FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?').all(
+      afterSeq,
+      now,
+      limit,
+    ) as Row[];
+    return rows.map((r) => ({
+      seq: num(r.seq),
+      kind: r.kind as RevocationEntry['kind'],
+      value: String(r.value),
+      issuer: strOrNull(r.issuer),
+      at: num(r.at),
+      expiresAt: num(r.expires_at),
+    }));
+  }
+
+  // Replay cache.
+
+  async useOnce(key: string, expiresAt: number, now: number): Promise<boolean> {
+    const result = this.#stmt(
+      `INSERT INTO replay (key, expires_at) VALUES (?, ?)
+       ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay.expires_at <= ?`,
+    ).run(key, expiresAt, now);
+    return Number(result.changes) === 1;
+  }
+
+  // Audit.
+
+  async appendAudit(events: readonly AuditEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    this.#tx(() => {
+      const insert = this.#stmt(
+        `INSERT INTO audit_events (id, time, kind, subject, client_id, delegation_id, request_id, event)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+      );
+      for (const e of events) {
+        insert.run(e.id, e.time, e.kind, e.subject ?? null, e.client_id ?? null, e.delegation_id ?? null, e.request_id ?? null, json(e));
+      }
+    });
+  }
+
+  async queryAudit(q: AuditQuery): Promise<AuditEvent[]> {
+    const where: string[] = [];
+    const args: SQLInputValue[] = [];
+    const add = (clause: string, value: SQLInputValue | undefined) => {
+      if (value === undefined) return;
+      where.push(clause);
+      args.push(value);
+    };
+    add('subject = ?', q.subject);
+    add('delegation_id = ?', q.delegation_id);
+    add('client_id = ?', q.client_id);
+    add('request_id = ?', q.request_id);
+    if (q.since !== undefined) {
+      // UUIDv7 ids start with the time in hex: the bound lets the id index do the work.
+      const t = Math.max(0, Math.floor(q.since)).toString(16).padStart(12, '0');
+      add('id >= ?', `${t.slice(0, 8)}-${t.slice(8)}`);
+      add('time >= ?', q.since);
+    }
+    add('id > ?', q.after_id);
+    const sql = `SELECT event FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
+    const rows = this.#db.prepare(sql).all(...args, Math.max(1, Math.min(q.limit ?? 100, 10_000))) as Row[];
+    return rows.map((r) => parse<AuditEvent>(r.event));
+  }
+
+  async versions(): Promise<StoreVersions> {
+    const row = this.#stmt(
+      `SELECT (SELECT value FROM meta WHERE name = 'keys_version') AS keys,
+              (SELECT value FROM meta WHERE name = 'clients_version') AS clients,
+              (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'revocations') AS revocations`,
+    ).get() as Row;
+    return { keys: num(row.keys), clients: num(row.clients), revocations: num(row.revocations ?? 0) };
+  }
+
+  async prune(now: number, options: { readonly grantsExpiredBefore?: number } = {}): Promise<void> {
+    this.#tx(() => {
+      this.#stmt('DELETE FROM refresh_tokens WHERE expires_at <= ?').run(now);
+      this.#stmt('DELETE FROM replay WHERE expires_at <= ?').run(now);
+      this.#stmt('DELETE FROM revocations WHERE expires_at <= ?').run(now);
+      if (options.grantsExpiredBefore !== undefined) {
+        // A child never outlives its parent, so this leaves no live grant without its ancestors.
+        this.#stmt('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < ?').run(options.grantsExpiredBefore);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#db.isOpen) this.#db.close();
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * Tessera's token service as a library (`tessera/token-service`): the core, its HTTP handler, the
+ * store contract and the SQLite store. Kept out of the main entry so that verifier-only users do
+ * not load `node:sqlite`.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * import {
+ *   createTokenServiceFromConfig, createTokenServiceHandler, loadConfigFile, loadMasterKey, openStore,
+ * } from 'tessera/token-service';
+ *
+ * const config = loadConfigFile('tessera.yaml');
+ * const store = openStore(config);
+ * const service = createTokenServiceFromConfig(config, { store, master: loadMasterKey(config.data_dir)?.key });
+ * await service.start();
+ * const tokens = createTokenServiceHandler(service);
+ * createServer((req, res) => tokens(req, res) || notFound(res)).listen(8080);
+ * ```
+ *
+ * @module
+ */
+
+export { BatchingAuditSink } from './audit/batching.ts';
+export { uuidv7 } from './audit/id.ts';
+export { loadConfigFile } from './config/load.ts';
+export {
+  type ResolvedStore,
+  type ResolvedTokenServiceConfig,
+  resolveStore,
+  resolveTokenService,
+  SIGNING_ALGORITHMS,
+  type SigningAlgorithm,
+  type StoreConfig,
+  type TokenServiceConfig,
+} from './config/token-service-schema.ts';
+export { isOAuthError, OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode, type OAuthErrorValue } from './core/oauth-errors.ts';
+export { type ClientInput, ClientInputError, type CompiledClient } from './issuer/clients.ts';
+export { KeyManager, type KeyState, type KeyStatus } from './issuer/keys.ts';
+export { generateMasterKey, type MasterKey, MasterKeyError, parseMasterKey } from './issuer/secrets.ts';
+export {
+  ACCESS_TOKEN_TYPE,
+  type Endpoints,
+  endpointsFor,
+  type OAuthRequest,
+  TOKEN_EXCHANGE,
+  type TokenResponse,
+  TokenService,
+  type TokenServiceOptions,
+} from './issuer/service.ts';
+export {
+  createTokenServiceFromConfig,
+  ensureDataDir,
+  loadMasterKey,
+  MASTER_KEY_ENV,
+  openStore,
+  type TokenServiceRuntime,
+} from './server/bootstrap.ts';
+export { createTokenServiceHandler, type RequestHandler, type TokenServiceHandlerOptions } from './server/token-handler.ts';
+export type {
+  ClientAuthMethod,
+  ClientPatch,
+  ClientRecord,
+  GrantKind,
+  GrantRecord,
+  GrantSelector,
+  GrantType,
+  NewGrant,
+  RefreshRotation,
+  RefreshTokenRecord,
+  RevocationEntry,
+  RevokedGrant,
+  SigningKeyRecord,
+  Store,
+  StoreVersions,
+} from './store/contract.ts';
+export { GRANT_TYPES, StoreConflictError } from './store/contract.ts';
+export { PostgresStore, type PostgresStoreOptions } from './store/postgres/store.ts';
+export { SqliteStore, type SqliteStoreOptions } from './store/sqlite/store.ts';

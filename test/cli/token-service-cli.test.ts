@@ -1,0 +1,196 @@
+/**
+ * The operator commands, run as a user runs them: `tessera init`, `clients`, `keys`, `token
+ * mint|exchange`, `revoke`, `grants tree`; `--json` output, one-line failures, non-zero exits.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+let dir: string;
+
+function tessera(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+const json = (...args: string[]) => {
+  const r = tessera(...args, '--json');
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Record<string, unknown> & Record<string, unknown>[];
+};
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-cli-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('tessera init', () => {
+  it('creates the config, an owner-only data directory and master key, a signing key and a demo client', () => {
+    const r = tessera('init');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Demo client "demo-agent"/);
+    assert.match(r.stdout, /tcs_[A-Za-z0-9_-]{43}/);
+    assert.ok(existsSync(join(dir, 'tessera.yaml')));
+    assert.equal(statSync(join(dir, '.tessera')).mode & 0o777, 0o700);
+    assert.equal(statSync(join(dir, '.tessera', 'master.key')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(dir, '.tessera', 'tessera.db')).mode & 0o777, 0o600);
+  });
+
+  it('is idempotent: a second run creates nothing and prints no secret', () => {
+    const r = json('init');
+    assert.equal(r.config_written, false);
+    assert.equal((r.signing_key as { created: boolean }).created, false);
+    assert.equal((r.demo_client as { created: boolean; client_secret?: string }).client_secret, undefined);
+  });
+
+  it('refuses a master key readable by others', () => {
+    const file = join(dir, '.tessera', 'master.key');
+    chmodSync(file, 0o644);
+    const r = tessera('keys', 'rotate');
+    chmodSync(file, 0o600);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^tessera: .*readable by others.*chmod 600/);
+  });
+});
+
+describe('clients', () => {
+  it('adds a client and prints its secret exactly once', () => {
+    const r = tessera(
+      'clients',
+      'add',
+      'agent',
+      '--scopes',
+      'demo:read',
+      '--audiences',
+      'https://api.test',
+      '--grant-types',
+      'client_credentials,token-exchange,refresh_token',
+      '--ttl',
+      '5m',
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const secret = /tcs_[A-Za-z0-9_-]{43}/.exec(r.stdout)?.[0];
+    assert.ok(secret);
+    const shown = tessera('clients', 'show', 'agent', '--json');
+    const listed = tessera('clients', 'list', '--json');
+    assert.equal(shown.stdout.includes(secret as string) || listed.stdout.includes(secret as string), false);
+    const c = JSON.parse(shown.stdout) as Record<string, unknown>;
+    assert.equal(c.access_token_ttl, 300);
+    assert.deepEqual(c.grant_types, ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange', 'refresh_token']);
+  });
+
+  it('registers a private_key_jwt client from a JWKS file, without a secret', () => {
+    const jwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+    writeFileSync(join(dir, 'wk.json'), JSON.stringify({ keys: [{ ...jwk, kid: 'wk' }] }));
+    const c = json('clients', 'add', 'workload', '--scopes', 'demo:read', '--audiences', 'https://api.test', '--jwks', 'wk.json');
+    assert.equal(c.auth_method, 'private_key_jwt');
+    assert.equal(c.client_secret, undefined);
+  });
+
+  it('fails with one line and exit 1 on a bad registration', () => {
+    for (const args of [
+      ['clients', 'add', 'agent', '--audiences', 'https://api.test'],
+      ['clients', 'add', 'bad name', '--audiences', 'https://api.test'],
+      ['clients', 'add', 'x', '--scopes', 'not-in-catalogue', '--audiences', 'https://api.test'],
+      ['clients', 'add', 'y', '--audiences', 'https://api.test', '--grant-types', 'password'],
+      ['clients', 'show', 'nobody'],
+    ]) {
+      const r = tessera(...args);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.match(r.stderr, /^tessera: [^\n]+\n$/);
+    }
+  });
+
+  it('disables (revoking live grants), enables and removes a client', () => {
+    const minted = json('token', 'mint', '--client', 'agent');
+    assert.ok(minted.grant_id);
+    const d = json('clients', 'disable', 'agent');
+    assert.deepEqual(d.revoked_grants, [minted.grant_id]);
+    assert.equal(tessera('token', 'mint', '--client', 'agent').code, 1);
+    json('clients', 'enable', 'agent');
+    assert.equal(tessera('token', 'mint', '--client', 'agent').code, 0);
+  });
+});
+
+describe('keys', () => {
+  it('lists keys and rotates with pre-publication; a second pending key needs --now', () => {
+    const before = json('keys', 'list');
+    assert.equal(before.length, 1);
+    assert.equal((before[0] as { state: string }).state, 'active');
+    const rotated = json('keys', 'rotate');
+    assert.equal(rotated.state, 'pending');
+    const again = tessera('keys', 'rotate');
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already pending/);
+    const now = json('keys', 'rotate', '--now', '--alg', 'EdDSA');
+    assert.equal(now.state, 'active');
+    assert.equal(now.alg, 'EdDSA');
+    const out = tessera('keys', 'list');
+    assert.doesNotMatch(out.stdout, /"d"|sealed|PRIVATE/);
+  });
+});
+
+describe('tokens, revocation and grant trees', () => {
+  it('mints for a subject, exchanges, shows the tree, revokes the subtree', () => {
+    const user = json('token', 'mint', '--client', 'demo-agent', '--subject', 'alice');
+    const ex = json('token', 'exchange', '--client', 'agent', '--subject-token', user.access_token as string, '--scope', 'demo:read');
+    const claims = decodeJwt(ex.access_token as string);
+    assert.equal(claims.sub, 'alice');
+    assert.deepEqual(claims.act, { sub: 'agent' });
+    const tree = json('grants', 'tree', user.grant_id as string);
+    assert.deepEqual(
+      (tree.subtree as unknown as { id: string }[]).map((g) => g.id),
+      [user.grant_id, claims.grant_id],
+    );
+    const text = tessera('grants', 'tree', user.grant_id as string);
+    assert.match(text.stdout, /alice → agent via agent/);
+    const revoked = json('revoke', '--grant', user.grant_id as string);
+    assert.deepEqual((revoked.revoked_grants as string[]).sort(), [user.grant_id, claims.grant_id].sort());
+    assert.match(tessera('grants', 'tree', user.grant_id as string).stdout, /REVOKED/);
+    const failed = tessera('token', 'exchange', '--client', 'agent', '--subject-token', ex.access_token as string);
+    assert.equal(failed.code, 1);
+    assert.match(failed.stderr, /^tessera: invalid_request: /);
+  });
+
+  it('revokes a token by value (read from stdin) and names its grant', () => {
+    const t = json('token', 'mint', '--client', 'agent');
+    const r = spawnSync(process.execPath, [MAIN, 'revoke', '--token', '-', '--json'], {
+      cwd: dir,
+      input: t.access_token as string,
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).revoked_token, t.jti);
+  });
+
+  it('revokes by subject and by client', () => {
+    json('token', 'mint', '--client', 'demo-agent', '--subject', 'bob');
+    assert.equal((json('revoke', '--subject', 'bob').revoked_grants as string[]).length, 1);
+    assert.ok((json('revoke', '--client', 'agent').revoked_grants as string[]).length >= 1);
+  });
+
+  it('refuses ambiguous or unknown revocations', () => {
+    assert.equal(tessera('revoke').code, 1);
+    assert.equal(tessera('revoke', '--grant', 'g', '--client', 'c').code, 1);
+    assert.match(tessera('revoke', '--grant', 'g_unknown').stderr, /no grant/);
+  });
+});
+
+describe('without a data directory', () => {
+  it('tells the user to run tessera init', () => {
+    const empty = mkdtempSync(join(tmpdir(), 'tessera-cli-empty-'));
+    try {
+      const r = spawnSync(process.execPath, [MAIN, 'clients', 'list'], { cwd: empty, encoding: 'utf8' });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /run `tessera init` first/);
+      assert.equal(readFileSync(join(dir, 'tessera.yaml'), 'utf8').includes('data_dir'), true);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseConfigText } from '../../src/config/load.ts';
+import { resolveStore, resolveTokenService } from '../../src/config/token-service-schema.ts';
+import { ConfigError } from '../../src/core/errors.ts';
+
+function issues(yaml: string): { path: string; message: string }[] {
+  try {
+    parseConfigText(yaml);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    return [...e.issues];
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('token_service configuration', () => {
+  it('has defaults without a token_service section, the issuer from the listener', () => {
+    const config = parseConfigText('data_dir: /tmp/x\nserver: { port: 9000 }\n');
+    const ts = resolveTokenService(config);
+    assert.equal(ts.issuer, 'http://127.0.0.1:9000');
+    assert.equal(ts.access_token_ttl, 600);
+    assert.equal(ts.max_chain_depth, 5);
+    assert.equal(ts.keys.algorithm, 'ES256');
+    assert.equal(ts.admin.scope, 'tessera:admin');
+    assert.equal(ts.adminAudience, ts.issuer);
+    assert.deepEqual(resolveStore(config), { driver: 'sqlite', path: '/tmp/x/tessera.db', busyTimeoutMs: 5000 });
+  });
+
+  it('takes the issuer from server.public_url, then from token_service.issuer', () => {
+    assert.equal(
+      resolveTokenService(parseConfigText('server: { public_url: "https://auth.example.com/" }')).issuer,
+      'https://auth.example.com',
+    );
+    const c = parseConfigText('server: { public_url: "https://a.example.com" }\ntoken_service: { issuer: "https://b.example.com/t" }');
+    assert.equal(resolveTokenService(c).issuer, 'https://b.example.com/t');
+  });
+
+  it('parses durations and the key settings', () => {
+    const c = parseConfigText(
+      'token_service:\n  access_token_ttl: 5m\n  keys: { algorithm: EdDSA, publish_ahead: 2h, jwks_max_age: 5m, rotation_interval: 30d }\n',
+    );
+    const ts = resolveTokenService(c);
+    assert.equal(ts.access_token_ttl, 300);
+    assert.equal(ts.keys.algorithm, 'EdDSA');
+    assert.equal(ts.keys.publish_ahead, 7200);
+    assert.equal(ts.keys.rotation_interval, 30 * 86400);
+  });
+
+  it('names the exact path of every problem, with what to write instead', () => {
+    const found = issues(`
+token_service:
+  issuer: "http://auth.example.com"
+  access_tokn_ttl: 5m
+  max_chain_depth: 0
+  keys:
+    algorithm: HS256
+    publish_ahead: 1m
+    jwks_max_age: 10m
+store:
+  driver: mysql
+`);
+    const byPath = new Map(found.map((i) => [i.path, i.message]));
+    assert.match(byPath.get('token_service.issuer') ?? '', /https/);
+    assert.match(byPath.get('token_service.access_tokn_ttl') ?? '', /did you mean "access_token_ttl"/);
+    assert.ok(byPath.has('token_service.max_chain_depth'));
+    assert.match(byPath.get('token_service.keys.algorithm') ?? '', /ES256, EdDSA, RS256/);
+    assert.match(byPath.get('store.driver') ?? '', /"sqlite" or "postgres"/);
+  });
+
+  it('refuses a publication lead shorter than the JWKS cache lifetime', () => {
+    const found = issues('token_service:\n  keys: { publish_ahead: 1m, jwks_max_age: 10m }\n');
+    assert.deepEqual(
+      found.map((i) => i.path),
+      ['token_service.keys.publish_ahead'],
+    );
+    assert.match(found[0]?.message ?? '', /jwks_max_age/);
+  });
+
+  it('refuses a default lifetime above the maximum and a too-short rotation interval', () => {
+    const found = issues('token_service:\n  access_token_ttl: 2h\n  max_access_token_ttl: 1h\n  keys: { rotation_interval: 1h }\n');
+    assert.deepEqual(found.map((i) => i.path).sort(), ['token_service.access_token_ttl', 'token_service.keys.rotation_interval']);
+  });
+
+  it('configures PostgreSQL from the environment, and requires its URL with driver postgres', () => {
+    const c = parseConfigText('store:\n  driver: postgres\n  postgres: { url: "${DATABASE_URL}", schema: tess }\n', 'tessera.yaml', {
+      DATABASE_URL: 'postgres://u@db.example/tessera',
+    });
+    assert.deepEqual(resolveStore(c), { driver: 'postgres', url: 'postgres://u@db.example/tessera', schema: 'tess', poolSize: 10 });
+    assert.deepEqual(
+      issues('store: { driver: postgres }').map((i) => i.path),
+      ['store.postgres'],
+    );
+  });
+
+  it('refuses an issuer with a query or fragment (RFC 8414 §2)', () => {
+    assert.deepEqual(
+      issues('token_service: { issuer: "https://a.example.com/?x=1" }').map((i) => i.path),
+      ['token_service.issuer'],
+    );
+  });
+});

@@ -1,0 +1,154 @@
+/**
+ * DPoP at the token endpoint (RFC 9449 §5): a valid proof binds the access token to its key
+ * (`cnf.jkt`, token_type DPoP), which the verifier then enforces; bad or replayed proofs are
+ * `invalid_dpop_proof`; a bound subject token is exchanged only with a proof of its key.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { calculateJwkThumbprint, decodeJwt, type JWK, SignJWT } from 'jose';
+import { createVerifier } from '../../src/verifier.ts';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+let issuer: RunningIssuer;
+let agent: { id: string; secret: string };
+const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+
+before(async () => {
+  issuer = await startIssuer();
+  agent = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials', EXCHANGE] });
+});
+after(() => issuer.close());
+
+async function proof(
+  over: Record<string, unknown> = {},
+  opts: { key?: KeyObject; jwk?: JWK; header?: Record<string, unknown>; url?: string } = {},
+): Promise<string> {
+  const claims: Record<string, unknown> = {
+    htm: 'POST',
+    htu: opts.url ?? `${issuer.url}/oauth2/token`,
+    iat: Math.floor(Date.now() / 1000),
+    jti: crypto.randomUUID(),
+    ...over,
+  };
+  for (const [k, v] of Object.entries(claims)) if (v === undefined) delete claims[k];
+  return new SignJWT(claims)
+    .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: opts.jwk ?? holderJwk, ...opts.header } as never)
+    .sign(opts.key ?? holder.privateKey);
+}
+
+const cc = (dpop?: string) =>
+  issuer.post(
+    '/oauth2/token',
+    { grant_type: 'client_credentials' },
+    { authorization: basic(agent.id, agent.secret), ...(dpop ? { dpop } : {}) },
+  );
+
+async function expectInvalidProof(res: Response): Promise<void> {
+  assert.equal(res.status, 400);
+  assert.equal(((await res.json()) as { error: string }).error, 'invalid_dpop_proof');
+}
+
+describe('DPoP-bound tokens', () => {
+  it('binds the token to the proof key, and the verifier enforces the binding', async () => {
+    const res = await cc(await proof());
+    const body = (await res.json()) as { access_token: string; token_type: string };
+    assert.equal(res.status, 200);
+    assert.equal(body.token_type, 'DPoP');
+    const jkt = await calculateJwkThumbprint(holderJwk);
+    assert.deepEqual(decodeJwt(body.access_token).cnf, { jkt });
+
+    const verifier = createVerifier(
+      { issuers: [{ issuer: issuer.url, audiences: ['https://api.test'], jwks_uri: `${issuer.url}/.well-known/jwks.json` }] },
+      { keySources: { [issuer.url]: issuer.service.keys }, revocation: issuer.service.revocations },
+    );
+    const asBearer = await verifier.verify({
+      method: 'GET',
+      url: 'https://api.test/x',
+      headers: { authorization: `Bearer ${body.access_token}` },
+    });
+    assert.equal(asBearer.ok, false);
+    if (!asBearer.ok) assert.equal(asBearer.error.code, 'token_dpop_bound_as_bearer');
+    const ath = Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(body.access_token))).toString('base64url');
+    const resourceProof = await proof({ htm: 'GET', htu: 'https://api.test/x', ath });
+    const withProof = await verifier.verify({
+      method: 'GET',
+      url: 'https://api.test/x',
+      headers: { authorization: `DPoP ${body.access_token}`, dpop: resourceProof },
+    });
+    assert.equal(withProof.ok, true);
+  });
+
+  it('issues plain bearer tokens without a proof', async () => {
+    const body = (await (await cc()).json()) as { access_token: string; token_type: string };
+    assert.equal(body.token_type, 'Bearer');
+    assert.equal(decodeJwt(body.access_token).cnf, undefined);
+  });
+
+  it('advertises the proof algorithms in the metadata', async () => {
+    const m = (await (await fetch(`${issuer.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, string[]>;
+    assert.ok(m.dpop_signing_alg_values_supported?.includes('ES256'));
+  });
+});
+
+describe('invalid proofs (invalid_dpop_proof)', () => {
+  it('refuses a replayed proof', async () => {
+    const p = await proof();
+    assert.equal((await cc(p)).status, 200);
+    await expectInvalidProof(await cc(p));
+  });
+
+  it('refuses a proof for another URL or method', async () => {
+    await expectInvalidProof(await cc(await proof({}, { url: `${issuer.url}/oauth2/introspect` })));
+    await expectInvalidProof(await cc(await proof({ htm: 'GET' })));
+  });
+
+  it('refuses a stale or future proof', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    await expectInvalidProof(await cc(await proof({ iat: now - 600 })));
+    await expectInvalidProof(await cc(await proof({ iat: now + 600 })));
+  });
+
+  it('refuses a proof carrying ath, a wrong typ, a key that did not sign it, or no jti', async () => {
+    await expectInvalidProof(await cc(await proof({ ath: 'x' })));
+    await expectInvalidProof(await cc(await proof({}, { header: { typ: 'JWT' } })));
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    await expectInvalidProof(await cc(await proof({}, { key: other.privateKey })));
+    await expectInvalidProof(await cc(await proof({ jti: undefined })));
+  });
+
+  it('refuses a private key in the proof header and two proofs', async () => {
+    const priv = holder.privateKey.export({ format: 'jwk' }) as JWK;
+    await expectInvalidProof(await cc(await proof({}, { jwk: priv })));
+    const res = await fetch(`${issuer.url}/oauth2/token`, {
+      method: 'POST',
+      headers: [
+        ['content-type', 'application/x-www-form-urlencoded'],
+        ['authorization', basic(agent.id, agent.secret)],
+        ['dpop', await proof()],
+        ['dpop', await proof()],
+      ],
+      body: 'grant_type=client_credentials',
+    });
+    await expectInvalidProof(res);
+  });
+});
+
+describe('exchanging a bound token', () => {
+  it('requires a proof of the subject token’s key', async () => {
+    const bound = ((await (await cc(await proof())).json()) as { access_token: string }).access_token;
+    const form = { grant_type: EXCHANGE, subject_token: bound, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' };
+    const auth = { authorization: basic(agent.id, agent.secret) };
+    const without = await issuer.post('/oauth2/token', form, auth);
+    assert.equal(without.status, 400);
+    assert.equal(((await without.json()) as { error: string }).error, 'invalid_request');
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const wrongKey = await proof({}, { key: other.privateKey, jwk: other.publicKey.export({ format: 'jwk' }) as JWK });
+    assert.equal((await issuer.post('/oauth2/token', form, { ...auth, dpop: wrongKey })).status, 400);
+    const ok = await issuer.post('/oauth2/token', form, { ...auth, dpop: await proof() });
+    assert.equal(ok.status, 200);
+    assert.equal(((await ok.json()) as { token_type: string }).token_type, 'DPoP');
+  });
+});

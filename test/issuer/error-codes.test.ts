@@ -1,0 +1,36 @@
+/** The token-service error catalogue and its documentation agree, both ways (fastify's errors test). */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { it } from 'node:test';
+import { OAUTH_ERROR_CODES, OAuthError, RETIRED_OAUTH_CODES } from '../../src/core/oauth-errors.ts';
+
+const doc = readFileSync(new URL('../../docs/token-service.md', import.meta.url), 'utf8');
+const documented = [...doc.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \| `([a-z_]+)` \|/gm)].map((m) => ({
+  code: m[1] as string,
+  status: Number(m[2]),
+  error: m[3] as string,
+}));
+
+it('documents every code with its status and error, and nothing else', () => {
+  assert.deepEqual(documented.map((d) => d.code).sort(), Object.keys(OAUTH_ERROR_CODES).sort());
+  for (const d of documented) {
+    const spec = OAUTH_ERROR_CODES[d.code as keyof typeof OAUTH_ERROR_CODES];
+    assert.equal(d.status, spec.status, d.code);
+    assert.equal(d.error, spec.error, d.code);
+  }
+});
+
+it('never reuses a retired code', () => {
+  for (const c of RETIRED_OAUTH_CODES) assert.equal(c in OAUTH_ERROR_CODES, false);
+});
+
+it('renders only the error and the fixed description, and the Basic challenge only after Basic', () => {
+  const e = new OAuthError('client_secret_mismatch', { basic: true });
+  assert.deepEqual(e.toJSON(), { error: 'invalid_client', error_description: 'Client authentication failed.' });
+  assert.equal(e.headers()['www-authenticate'], 'Basic realm="tessera", charset="UTF-8"');
+  assert.equal(new OAuthError('client_secret_mismatch').headers()['www-authenticate'], undefined);
+  assert.match(
+    new OAuthError('admin_scope_missing', { scope: 'tessera:admin' }).headers()['www-authenticate'] ?? '',
+    /scope="tessera:admin"/,
+  );
+});

@@ -1,0 +1,241 @@
+/**
+ * RFC 8693 token exchange: the result only ever narrows (scope, audience, lifetime), `may_act` is
+ * honoured, prior actors nest under the new one, chains have a maximum depth, and nothing is
+ * derived from a revoked grant.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { claims, makeKey, sign } from '../helpers/tokens.ts';
+
+const IDP = 'https://idp.test';
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+const idpKey = makeKey('ES256', 'idp-1');
+
+let issuer: RunningIssuer;
+const clients: Record<string, { id: string; secret: string }> = {};
+
+before(async () => {
+  issuer = await startIssuer({
+    config: {
+      issuers: [{ issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } }],
+      token_service: { max_chain_depth: 3 },
+    },
+  });
+  const grantTypes = ['client_credentials', EXCHANGE];
+  clients.broker = await issuer.addClient({
+    id: 'broker',
+    scopes: ['api:read', 'api:write', 'files:read'],
+    audiences: ['https://agents.test', 'https://api.test'],
+    grantTypes,
+  });
+  clients.agent = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write'], audiences: ['https://api.test'], grantTypes });
+  clients.subagent = await issuer.addClient({ id: 'subagent', scopes: ['api:read'], audiences: ['https://api.test'], grantTypes });
+  clients.deep = await issuer.addClient({ id: 'deep', scopes: ['api:read'], audiences: ['https://api.test'], grantTypes });
+  clients.plain = await issuer.addClient({ id: 'plain', scopes: ['api:read'], audiences: ['https://api.test'] });
+});
+after(() => issuer.close());
+
+const userToken = (over: Record<string, unknown> = {}) =>
+  sign(idpKey, claims({ iss: IDP, sub: 'alice', aud: 'https://agents.test', scope: 'api:read api:write', ...over }));
+
+async function exchange(client: string, form: Record<string, string | string[]>): Promise<Response> {
+  const c = clients[client] as { id: string; secret: string };
+  return issuer.post('/oauth2/token', { grant_type: EXCHANGE, subject_token_type: AT, ...form }, { authorization: basic(c.id, c.secret) });
+}
+
+async function ok(res: Response): Promise<{ access_token: string; issued_token_type: string; expires_in: number; scope?: string }> {
+  const body = (await res.json()) as { access_token: string; issued_token_type: string; expires_in: number; error?: string };
+  assert.equal(res.status, 200, JSON.stringify(body));
+  return body;
+}
+
+async function expectError(res: Response, status: number, error: string): Promise<void> {
+  const body = (await res.json()) as { error: string };
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(body.error, error);
+}
+
+describe('delegation chains', () => {
+  it('exchanges a user IdP token, then again twice, nesting each prior actor under the new one', async () => {
+    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    assert.equal(t1.issued_token_type, AT);
+    const c1 = decodeJwt(t1.access_token);
+    assert.equal(c1.sub, 'alice');
+    assert.equal(c1.client_id, 'broker');
+    assert.deepEqual(c1.act, { sub: 'broker' });
+    assert.equal(c1.scope, 'api:read api:write');
+
+    const t2 = await ok(await exchange('agent', { subject_token: t1.access_token, scope: 'api:read api:write' }));
+    const c2 = decodeJwt(t2.access_token);
+    assert.equal(c2.sub, 'alice');
+    assert.deepEqual(c2.act, { sub: 'agent', act: { sub: 'broker' } });
+
+    const t3 = await ok(await exchange('subagent', { subject_token: t2.access_token }));
+    const c3 = decodeJwt(t3.access_token);
+    assert.deepEqual(c3.act, { sub: 'subagent', act: { sub: 'agent', act: { sub: 'broker' } } });
+    assert.equal(c3.scope, 'api:read', 'defaults to subject ∩ client');
+
+    const tree = await issuer.service.grantTree(c1.grant_id as string);
+    assert.deepEqual(
+      tree?.subtree.map((g) => [g.id, g.depth, g.clientId, g.issuer]),
+      [
+        [c1.grant_id, 0, 'broker', IDP],
+        [c2.grant_id, 1, 'agent', IDP],
+        [c3.grant_id, 2, 'subagent', IDP],
+      ],
+    );
+
+    // max_chain_depth is 3: a fourth actor is refused.
+    await expectError(await exchange('deep', { subject_token: t3.access_token }), 400, 'invalid_request');
+  });
+
+  it('uses actor_token as the actor when given', async () => {
+    const actor = (await ok(
+      await issuer.post(
+        '/oauth2/token',
+        { grant_type: 'client_credentials', scope: 'api:read' },
+        { authorization: basic('plain', (clients.plain as { secret: string }).secret) },
+      ),
+    )) as { access_token: string };
+    const t = await ok(
+      await exchange('broker', {
+        subject_token: await userToken(),
+        audience: 'https://api.test',
+        actor_token: actor.access_token,
+        actor_token_type: AT,
+      }),
+    );
+    assert.deepEqual(decodeJwt(t.access_token).act, { sub: 'plain' });
+  });
+
+  it('records an external actor with its issuer', async () => {
+    const actor = await sign(idpKey, claims({ iss: IDP, sub: 'workflow-7', aud: 'https://agents.test' }));
+    const t = await ok(
+      await exchange('broker', {
+        subject_token: await userToken(),
+        audience: 'https://api.test',
+        actor_token: actor,
+        actor_token_type: AT,
+      }),
+    );
+    assert.deepEqual(decodeJwt(t.access_token).act, { sub: 'workflow-7', iss: IDP });
+  });
+});
+
+describe('narrowing', () => {
+  it('refuses a scope beyond the subject token with invalid_scope', async () => {
+    await expectError(
+      await exchange('broker', { subject_token: await userToken(), scope: 'files:read', audience: 'https://api.test' }),
+      400,
+      'invalid_scope',
+    );
+  });
+
+  it('refuses a scope beyond the client with invalid_scope', async () => {
+    await expectError(await exchange('subagent', { subject_token: await userToken(), scope: 'api:write' }), 400, 'invalid_scope');
+  });
+
+  it('refuses an audience outside the client with invalid_target', async () => {
+    await expectError(
+      await exchange('agent', { subject_token: await userToken(), audience: 'https://agents.test' }),
+      400,
+      'invalid_target',
+    );
+  });
+
+  it('never outlives the subject token', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const t = await ok(await exchange('broker', { subject_token: await userToken({ exp: now + 90 }), audience: 'https://api.test' }));
+    assert.ok(t.expires_in <= 90);
+    assert.ok((decodeJwt(t.access_token).exp as number) <= now + 90);
+  });
+});
+
+describe('may_act (RFC 8693 §4.4)', () => {
+  it('lets the named actor exchange', async () => {
+    const subject = await userToken({ may_act: { sub: 'broker' } });
+    await ok(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }));
+  });
+
+  it('refuses any other actor', async () => {
+    const subject = await userToken({ may_act: { sub: 'broker' } });
+    await expectError(await exchange('agent', { subject_token: subject }), 400, 'invalid_request');
+  });
+
+  it('refuses a named actor from another issuer', async () => {
+    const subject = await userToken({ may_act: { sub: 'broker', iss: 'https://elsewhere.test' } });
+    await expectError(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }), 400, 'invalid_request');
+  });
+});
+
+describe('invalid subject and actor tokens (invalid_request)', () => {
+  it('refuses a missing subject_token', async () => {
+    await expectError(await exchange('broker', {}), 400, 'invalid_request');
+  });
+
+  it('refuses an unsupported subject_token_type', async () => {
+    await expectError(
+      await exchange('broker', { subject_token: await userToken(), subject_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }),
+      400,
+      'invalid_request',
+    );
+  });
+
+  it('refuses garbage, a forged signature, an expired token and an untrusted issuer', async () => {
+    const forged = makeKey('ES256', 'idp-1');
+    const now = Math.floor(Date.now() / 1000);
+    for (const subject of [
+      'not-a-token',
+      await sign(forged, claims({ iss: IDP, sub: 'alice', aud: 'https://agents.test' })),
+      await userToken({ iat: now - 600, exp: now - 300 }),
+      await sign(idpKey, claims({ iss: 'https://untrusted.test', sub: 'alice', aud: 'https://agents.test' })),
+      await userToken({ aud: 'https://not-for-us.test' }),
+    ]) {
+      await expectError(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }), 400, 'invalid_request');
+    }
+  });
+
+  it('refuses actor_token without actor_token_type', async () => {
+    await expectError(
+      await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test', actor_token: await userToken() }),
+      400,
+      'invalid_request',
+    );
+  });
+
+  it('refuses a client not registered for token exchange with unauthorized_client', async () => {
+    await expectError(await exchange('plain', { subject_token: await userToken() }), 400, 'unauthorized_client');
+  });
+});
+
+describe('revoked grants', () => {
+  it('refuses to exchange a token whose grant is revoked', async () => {
+    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    await issuer.service.revokeGrants({ grantId: decodeJwt(t1.access_token).grant_id as string }, 'test');
+    await expectError(await exchange('agent', { subject_token: t1.access_token }), 400, 'invalid_request');
+  });
+
+  it('refuses even before this process has synced a revocation made by another process', async () => {
+    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    const cli = SqliteStore.open({ path: join(issuer.dir, 'tessera.db') });
+    const now = Math.floor(Date.now() / 1000);
+    await cli.revokeGrants(
+      { grantId: decodeJwt(t1.access_token).grant_id as string },
+      { at: now, reason: 'cli', entryExpiresAt: now + 600 },
+    );
+    await cli.close();
+    await expectError(await exchange('agent', { subject_token: t1.access_token }), 400, 'invalid_request');
+  });
+
+  it('refuses to exchange a revoked subject’s older IdP tokens', async () => {
+    const subject = await userToken({ sub: 'mallory', iat: Math.floor(Date.now() / 1000) - 5 });
+    await ok(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }));
+    await issuer.service.revokeGrants({ subject: 'mallory' }, 'test');
+    await expectError(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }), 400, 'invalid_request');
+  });
+});

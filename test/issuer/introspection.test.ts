@@ -1,0 +1,137 @@
+/**
+ * RFC 7662 introspection: claims (with the act chain and grant id) for an active token the caller
+ * may know about; `{"active":false}` and nothing else for anything invalid, revoked, expired,
+ * unknown or someone else's.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+let now = 1_900_000_000;
+let issuer: RunningIssuer;
+const c: Record<string, { id: string; secret: string }> = {};
+
+before(async () => {
+  issuer = await startIssuer({ clock: () => now * 1000 });
+  const grantTypes = ['client_credentials', 'refresh_token', EXCHANGE];
+  c.agent = await issuer.addClient({ id: 'agent', scopes: ['api:read'], audiences: ['https://api.test'], grantTypes });
+  c.api = await issuer.addClient({ id: 'api', scopes: [], audiences: ['https://api.test'] });
+  c.stranger = await issuer.addClient({ id: 'stranger', scopes: [], audiences: ['https://elsewhere.test'] });
+});
+after(() => issuer.close());
+
+const introspect = async (token: string, as = 'api') => {
+  const cl = c[as] as { id: string; secret: string };
+  const res = await issuer.post('/oauth2/introspect', { token }, { authorization: basic(cl.id, cl.secret) });
+  assert.equal(res.headers.get('cache-control'), 'no-store');
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+};
+
+async function delegated(): Promise<{ access_token: string; refresh_token: string }> {
+  const subject = await issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 3600 });
+  const res = await issuer.post(
+    '/oauth2/token',
+    { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+    { authorization: basic(c.agent?.id as string, c.agent?.secret as string) },
+  );
+  return (await res.json()) as { access_token: string; refresh_token: string };
+}
+
+describe('active tokens', () => {
+  it('returns the claims, the act chain and the grant id to a resource server of the audience', async () => {
+    const t = await delegated();
+    const { status, body } = await introspect(t.access_token);
+    assert.equal(status, 200);
+    assert.equal(body.active, true);
+    assert.equal(body.sub, 'alice');
+    assert.equal(body.client_id, 'agent');
+    assert.equal(body.scope, 'api:read');
+    assert.equal(body.iss, issuer.url);
+    assert.equal(body.aud, 'https://api.test');
+    assert.deepEqual(body.act, { sub: 'agent' });
+    assert.match(body.grant_id as string, /^g_/);
+    assert.equal(body.token_type, 'Bearer');
+  });
+
+  it('answers the owning client about its refresh token', async () => {
+    const t = await delegated();
+    const { body } = await introspect(t.refresh_token, 'agent');
+    assert.equal(body.active, true);
+    assert.equal(body.token_type, 'refresh_token');
+    assert.equal(body.sub, 'alice');
+  });
+});
+
+describe('inactive: {"active":false} and nothing else', () => {
+  const inactive = async (token: string, as = 'api') => {
+    const { status, body } = await introspect(token, as);
+    assert.equal(status, 200);
+    assert.deepEqual(body, { active: false });
+  };
+
+  it('for garbage and unknown tokens', async () => {
+    await inactive('garbage');
+    await inactive('eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.');
+    await inactive('trt_unknown');
+  });
+
+  it('for a token with a tampered payload', async () => {
+    const t = await delegated();
+    const [h, , s] = t.access_token.split('.');
+    const forged = Buffer.from(JSON.stringify({ iss: issuer.url, sub: 'admin', client_id: 'agent' })).toString('base64url');
+    await inactive(`${h}.${forged}.${s}`);
+  });
+
+  it('for a revoked token and a revoked grant', async () => {
+    const t = await delegated();
+    await issuer.post('/oauth2/revoke', { token: t.access_token }, { authorization: basic('agent', c.agent?.secret as string) });
+    await inactive(t.access_token);
+    const u = await delegated();
+    await issuer.service.revokeGrants({ subject: 'alice' }, 'test');
+    await inactive(u.access_token);
+    await inactive(u.refresh_token, 'agent');
+  });
+
+  it('for an expired token', async () => {
+    const t = await delegated();
+    now += 601;
+    try {
+      await inactive(t.access_token);
+    } finally {
+      now -= 601;
+    }
+  });
+
+  it('for a client that is neither the token’s client nor of its audience', async () => {
+    const t = await delegated();
+    await inactive(t.access_token, 'stranger');
+  });
+
+  it('for another client’s refresh token, and a rotated one', async () => {
+    const t = await delegated();
+    await inactive(t.refresh_token, 'api');
+    await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'refresh_token', refresh_token: t.refresh_token },
+      {
+        authorization: basic('agent', c.agent?.secret as string),
+      },
+    );
+    await inactive(t.refresh_token, 'agent');
+  });
+});
+
+describe('errors', () => {
+  it('requires client authentication', async () => {
+    const res = await issuer.post('/oauth2/introspect', { token: 'x' });
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
+  });
+
+  it('requires the token parameter', async () => {
+    const res = await issuer.post('/oauth2/introspect', {}, { authorization: basic('api', c.api?.secret as string) });
+    assert.equal(res.status, 400);
+  });
+});

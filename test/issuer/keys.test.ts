@@ -1,0 +1,176 @@
+/**
+ * Signing keys: kid = RFC 7638 thumbprint, private keys sealed at rest, rotation with
+ * pre-publication and overlap that a running server follows without a restart, and a JWKS with
+ * public members only.
+ */
+import assert from 'node:assert/strict';
+import { createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
+import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
+import { TokenService } from '../../src/issuer/service.ts';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+let now = 1_900_000_000;
+const clock = () => now * 1000;
+let issuer: RunningIssuer;
+let agent: { id: string; secret: string };
+
+before(async () => {
+  issuer = await startIssuer({ clock, config: { token_service: { keys: { publish_ahead: '1h', jwks_max_age: '10m' } } } });
+  agent = await issuer.addClient({ id: 'agent', scopes: ['api:read'] });
+});
+after(() => issuer.close());
+
+async function jwks(): Promise<{ body: JSONWebKeySet; cacheControl: string | null }> {
+  const res = await fetch(`${issuer.url}/.well-known/jwks.json`);
+  assert.equal(res.headers.get('content-type'), 'application/jwk-set+json');
+  return { body: (await res.json()) as JSONWebKeySet, cacheControl: res.headers.get('cache-control') };
+}
+
+async function issue(): Promise<string> {
+  const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(agent.id, agent.secret) });
+  assert.equal(res.status, 200);
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+describe('the JWKS', () => {
+  it('publishes public members, kid, alg and use only, with a max-age from the configuration', async () => {
+    const { body, cacheControl } = await jwks();
+    assert.equal(cacheControl, 'public, max-age=600');
+    assert.equal(body.keys.length, 1);
+    const key = body.keys[0] as Record<string, unknown>;
+    assert.deepEqual(Object.keys(key).sort(), ['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
+    assert.equal(key.use, 'sig');
+    assert.equal(key.alg, 'ES256');
+  });
+
+  it('names each key by its RFC 7638 thumbprint', async () => {
+    const key = (await jwks()).body.keys[0] as Record<string, string>;
+    assert.equal(key.kid, await calculateJwkThumbprint({ kty: key.kty, crv: key.crv, x: key.x, y: key.y } as never, 'sha256'));
+  });
+
+  it('issues tokens that jose verifies with the published JWKS', async () => {
+    const token = await issue();
+    const { payload, protectedHeader } = await jwtVerify(token, createLocalJWKSet((await jwks()).body), {
+      issuer: issuer.url,
+      audience: 'https://api.test',
+      typ: 'at+jwt',
+      currentDate: new Date(clock()),
+    });
+    assert.equal(payload.client_id, 'agent');
+    assert.equal(protectedHeader.alg, 'ES256');
+  });
+});
+
+describe('rotation', () => {
+  it('pre-publishes the next key, switches at its activation without a restart, and keeps the old one until its tokens expire', async () => {
+    const oldKid = decodeProtectedHeader(await issue()).kid;
+    const oldToken = await issue();
+
+    // Rotation from another process (the CLI): its own service instance on the same store.
+    const cli = new TokenService({ config: issuer.service.config, store: issuer.store, master: issuer.master, clock });
+    await cli.keys.reload();
+    const next = await cli.keys.rotate();
+    assert.equal(next.activatesAt, now + 3600);
+
+    await issuer.service.sync();
+    let published = (await jwks()).body.keys.map((k) => k.kid);
+    assert.deepEqual(published.sort(), [oldKid, next.kid].sort(), 'the next key is published before it signs');
+    assert.equal(decodeProtectedHeader(await issue()).kid, oldKid, 'and does not sign yet');
+    assert.deepEqual(
+      issuer.service.keys.status().map((k) => k.state),
+      ['active', 'pending'],
+    );
+
+    now += 3600;
+    assert.equal(decodeProtectedHeader(await issue()).kid, next.kid, 'signs from its activation time');
+    published = (await jwks()).body.keys.map((k) => k.kid);
+    assert.ok(published.includes(oldKid as string), 'the retired key stays published');
+    await jwtVerify(oldToken, createLocalJWKSet((await jwks()).body), {
+      currentDate: new Date((decodeJwt(oldToken).iat as number) * 1000),
+    });
+
+    // max_access_token_ttl (1h) + skew after retirement, the old key leaves the JWKS and the store.
+    now += 3600 + 61;
+    await issuer.service.sync();
+    published = (await jwks()).body.keys.map((k) => k.kid);
+    assert.deepEqual(published, [next.kid]);
+    assert.equal(
+      (await issuer.store.listSigningKeys()).some((k) => k.kid === oldKid),
+      false,
+    );
+  });
+
+  it('an immediate rotation (after a compromise) signs at once', async () => {
+    const before = decodeProtectedHeader(await issue()).kid;
+    const record = await issuer.service.keys.rotate({ immediate: true });
+    assert.notEqual(record.kid, before);
+    assert.equal(decodeProtectedHeader(await issue()).kid, record.kid);
+  });
+
+  it('with rotation_interval, a running server pre-publishes the next key by itself', async () => {
+    let t = 1_900_000_000;
+    const auto = await startIssuer({
+      clock: () => t * 1000,
+      config: { token_service: { keys: { publish_ahead: '1h', rotation_interval: '3h' }, max_access_token_ttl: '1h' } },
+    });
+    try {
+      await auto.service.sync();
+      assert.equal(auto.service.keys.status().length, 1);
+      t += 2 * 3600;
+      await auto.service.sync();
+      const status = auto.service.keys.status();
+      assert.deepEqual(
+        status.map((k) => k.state),
+        ['active', 'pending'],
+      );
+      assert.equal(status[1]?.activatesAt, t + 3600);
+    } finally {
+      await auto.close();
+    }
+  });
+});
+
+describe('private keys at rest', () => {
+  it('are sealed: the database holds neither the key nor its JWK d', async () => {
+    const [record] = await issuer.store.listSigningKeys();
+    assert.ok(record);
+    const der = unseal(issuer.master, record.sealedPrivateKey, record.kid);
+    const d = (createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' }) as { d: string }).d;
+    const files = ['tessera.db', 'tessera.db-wal'].map((f) => readFileSync(join(issuer.dir, f)));
+    for (const bytes of files) {
+      assert.equal(bytes.includes(der), false);
+      assert.equal(bytes.includes(der.toString('base64')), false);
+      assert.equal(bytes.includes(d), false);
+    }
+  });
+
+  it('do not open with another master key, or under another key id', () => {
+    const sealed = seal(issuer.master, Buffer.from('secret key bytes'), 'kid-1');
+    assert.equal(unseal(issuer.master, sealed, 'kid-1').toString(), 'secret key bytes');
+    assert.throws(() => unseal(generateMasterKey().key, sealed, 'kid-1'), MasterKeyError);
+    assert.throws(() => unseal(issuer.master, sealed, 'kid-2'), MasterKeyError);
+  });
+});
+
+describe('algorithms', () => {
+  for (const alg of ['EdDSA', 'RS256'] as const) {
+    it(`generates and signs with ${alg}`, async () => {
+      const other = await startIssuer({ config: { token_service: { keys: { algorithm: alg } } } });
+      try {
+        const c = await other.addClient({ id: 'agent', scopes: ['api:read'] });
+        const res = await other.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(c.id, c.secret) });
+        const token = ((await res.json()) as { access_token: string }).access_token;
+        assert.equal(decodeProtectedHeader(token).alg, alg);
+        const set = (await (await fetch(`${other.url}/.well-known/jwks.json`)).json()) as JSONWebKeySet;
+        const { payload } = await jwtVerify(token, createLocalJWKSet(set), { issuer: other.url });
+        assert.equal(decodeJwt(token).sub, payload.sub);
+      } finally {
+        await other.close();
+      }
+    });
+  }
+});

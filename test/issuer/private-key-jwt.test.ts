@@ -1,0 +1,118 @@
+/**
+ * private_key_jwt client authentication (RFC 7523 §2.2, §3): signature, iss = sub = client_id,
+ * aud naming this server, exp required and bounded, jti replay refused. Client assertions are
+ * signed by jose.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { SignJWT } from 'jose';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { makeKey } from '../helpers/tokens.ts';
+
+const TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const key = makeKey('ES256', 'wk-1');
+let issuer: RunningIssuer;
+
+before(async () => {
+  issuer = await startIssuer();
+  await issuer.service.registerClient({ id: 'workload', scopes: ['api:read'], audiences: ['https://api.test'], jwks: { keys: [key.jwk] } });
+});
+after(() => issuer.close());
+
+async function assertion(over: Record<string, unknown> = {}, signWith = key, header: Record<string, unknown> = {}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { iss: 'workload', sub: 'workload', aud: issuer.url, iat: now, exp: now + 60, jti: crypto.randomUUID(), ...over };
+  for (const [k, v] of Object.entries(claims)) if (v === undefined) delete (claims as Record<string, unknown>)[k];
+  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: signWith.kid, ...header }).sign(signWith.privateKey);
+}
+
+const request = (a: string, extra: Record<string, string> = {}) =>
+  issuer.post('/oauth2/token', { grant_type: 'client_credentials', client_assertion_type: TYPE, client_assertion: a, ...extra });
+
+async function expectInvalidClient(res: Response): Promise<void> {
+  assert.equal(res.status, 401);
+  assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
+  assert.equal(res.headers.get('www-authenticate'), null, 'no Basic challenge when Basic was not used');
+}
+
+describe('private_key_jwt', () => {
+  it('authenticates a client by a signed assertion for the issuer or the token endpoint', async () => {
+    assert.equal((await request(await assertion())).status, 200);
+    assert.equal((await request(await assertion({ aud: `${issuer.url}/oauth2/token` }))).status, 200);
+    assert.equal((await request(await assertion({ aud: ['https://x.test', issuer.url] }), { client_id: 'workload' })).status, 200);
+  });
+
+  it('refuses a replayed assertion (same jti)', async () => {
+    const a = await assertion();
+    assert.equal((await request(a)).status, 200);
+    await expectInvalidClient(await request(a));
+  });
+
+  it('refuses an assertion signed by another key', async () => {
+    await expectInvalidClient(await request(await assertion({}, makeKey('ES256', 'wk-1'))));
+  });
+
+  it('refuses an assertion for another audience', async () => {
+    await expectInvalidClient(await request(await assertion({ aud: 'https://other-as.test' })));
+  });
+
+  it('refuses an expired assertion, one without exp, and one valid for too long', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    await expectInvalidClient(await request(await assertion({ iat: now - 600, exp: now - 300 })));
+    await expectInvalidClient(await request(await assertion({ exp: undefined })));
+    await expectInvalidClient(await request(await assertion({ exp: now + 3600 })));
+  });
+
+  it('refuses an assertion without jti', async () => {
+    await expectInvalidClient(await request(await assertion({ jti: undefined })));
+  });
+
+  it('refuses iss different from sub, and a client_id that differs from both', async () => {
+    await expectInvalidClient(await request(await assertion({ sub: 'someone-else' })));
+    await expectInvalidClient(await request(await assertion(), { client_id: 'other' }));
+  });
+
+  it('refuses an HMAC-signed assertion and embedded keys', async () => {
+    const hs = makeKey('HS256', 'wk-1');
+    await expectInvalidClient(await request(await assertion({}, { ...hs, alg: 'HS256' } as typeof key, { alg: 'HS256' })));
+    await expectInvalidClient(await request(await assertion({}, key, { jwk: key.jwk })));
+  });
+
+  it('refuses the wrong client_assertion_type', async () => {
+    const res = await issuer.post('/oauth2/token', {
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:example:other',
+      client_assertion: await assertion(),
+    });
+    await expectInvalidClient(res);
+  });
+
+  it('refuses a secret client presenting an assertion, and a key client presenting a secret', async () => {
+    const secretClient = await issuer.addClient({ id: 'secret-client', scopes: [] });
+    await expectInvalidClient(await request(await assertion({ iss: 'secret-client', sub: 'secret-client' })));
+    await expectInvalidClient(
+      await issuer.post('/oauth2/token', { grant_type: 'client_credentials', client_id: 'workload', client_secret: secretClient.secret }),
+    );
+    const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic('workload', 'tcs_x') });
+    assert.equal(res.status, 401);
+  });
+
+  it('fetches keys from a jwks_uri', async () => {
+    const remote = makeKey('ES256', 'remote-1');
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [remote.jwk] }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const uri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+      await issuer.service.registerClient({ id: 'remote-workload', scopes: [], audiences: ['https://api.test'], jwksUri: uri });
+      const a = await assertion({ iss: 'remote-workload', sub: 'remote-workload' }, remote);
+      assert.equal((await request(a)).status, 200);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -1,0 +1,205 @@
+/**
+ * Refresh tokens: opaque, stored hashed, rotated on every use; a rotated one presented again
+ * revokes the whole family and every access token it produced; parallel use yields exactly one
+ * success; scope may narrow, never widen.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import { sha256 } from '../../src/issuer/secrets.ts';
+import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { bearer } from '../helpers/tokens.ts';
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+
+let issuer: RunningIssuer;
+let agent: { id: string; secret: string };
+let other: { id: string; secret: string };
+
+before(async () => {
+  issuer = await startIssuer();
+  const grantTypes = ['client_credentials', 'refresh_token', EXCHANGE];
+  agent = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write'], grantTypes });
+  other = await issuer.addClient({ id: 'other', scopes: ['api:read', 'api:write'], grantTypes });
+});
+after(() => issuer.close());
+
+interface Tokens {
+  access_token: string;
+  refresh_token: string;
+  scope?: string;
+  expires_in: number;
+}
+
+/** A delegated token with a refresh token: the agent exchanges a user token minted for `user`. */
+async function family(user = 'alice'): Promise<Tokens> {
+  const subject = await issuer.service.mint({ clientId: 'agent', subject: user, ttl: 3600 });
+  const res = await issuer.post(
+    '/oauth2/token',
+    { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+    { authorization: basic(agent.id, agent.secret) },
+  );
+  const body = (await res.json()) as Tokens;
+  assert.equal(res.status, 200, JSON.stringify(body));
+  assert.match(body.refresh_token, /^trt_[A-Za-z0-9_-]{43}$/);
+  return body;
+}
+
+const refresh = (rt: string, extra: Record<string, string> = {}, c = agent) =>
+  issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt, ...extra }, { authorization: basic(c.id, c.secret) });
+
+async function expectError(res: Response, status: number, error: string): Promise<void> {
+  const body = (await res.json()) as { error: string };
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(body.error, error);
+}
+
+describe('rotation', () => {
+  it('rotates on every use; the new access token keeps subject, actor chain and grant', async () => {
+    const f = await family();
+    const res = await refresh(f.refresh_token);
+    const next = (await res.json()) as Tokens;
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.notEqual(next.refresh_token, f.refresh_token);
+    const before = decodeJwt(f.access_token);
+    const after = decodeJwt(next.access_token);
+    assert.equal(after.sub, 'alice');
+    assert.deepEqual(after.act, before.act);
+    assert.equal(after.grant_id, before.grant_id);
+    assert.notEqual(after.jti, before.jti);
+    const third = await refresh(next.refresh_token);
+    assert.equal(third.status, 200);
+  });
+
+  it('stores refresh tokens only as hashes', async () => {
+    const f = await family();
+    assert.ok(await issuer.store.getRefreshToken(sha256(f.refresh_token)));
+    const db = readFileSync(join(issuer.dir, 'tessera.db'));
+    const wal = readFileSync(join(issuer.dir, 'tessera.db-wal'));
+    for (const bytes of [db, wal]) assert.equal(bytes.includes(f.refresh_token), false);
+  });
+
+  it('narrows the scope on request and refuses to widen it', async () => {
+    const f = await family();
+    const narrow = await refresh(f.refresh_token, { scope: 'api:read' });
+    const n = (await narrow.json()) as Tokens;
+    assert.equal(narrow.status, 200);
+    assert.equal(n.scope, 'api:read');
+    // The family keeps its original scope: a later refresh may ask for all of it again.
+    const again = (await (await refresh(n.refresh_token)).json()) as Tokens;
+    assert.equal(again.scope, 'api:read api:write');
+    await expectError(await refresh(again.refresh_token, { scope: 'api:read admin' }), 400, 'invalid_scope');
+    // The refused request did not spend the token.
+    assert.equal((await refresh(again.refresh_token)).status, 200);
+  });
+
+  it('refuses another client’s refresh token without touching the family', async () => {
+    const f = await family();
+    await expectError(await refresh(f.refresh_token, {}, other), 400, 'invalid_grant');
+    assert.equal((await refresh(f.refresh_token)).status, 200);
+  });
+
+  it('refuses an unknown or malformed refresh token', async () => {
+    await expectError(await refresh('trt_unknown'), 400, 'invalid_grant');
+    await expectError(
+      await issuer.post('/oauth2/token', { grant_type: 'refresh_token' }, { authorization: basic(agent.id, agent.secret) }),
+      400,
+      'invalid_request',
+    );
+  });
+});
+
+describe('reuse detection', () => {
+  it('revokes the whole family and every access token it produced when a rotated token comes back', async () => {
+    const verifier = inProcessVerifier(issuer);
+    const f = await family();
+    const second = (await (await refresh(f.refresh_token)).json()) as Tokens;
+    const third = (await (await refresh(second.refresh_token)).json()) as Tokens;
+    for (const t of [f.access_token, second.access_token, third.access_token]) assert.equal((await verifier.verify(bearer(t))).ok, true);
+
+    // The attacker replays the first refresh token.
+    await expectError(await refresh(f.refresh_token), 400, 'invalid_grant');
+
+    for (const t of [f.access_token, second.access_token, third.access_token]) {
+      const r = await verifier.verify(bearer(t));
+      assert.equal(r.ok, false);
+      if (!r.ok) assert.equal(r.error.code, 'token_revoked');
+    }
+    // The legitimate holder's current refresh token is dead too.
+    await expectError(await refresh(third.refresh_token), 400, 'invalid_grant');
+
+    await issuer.service.audit.flush();
+    const grantId = decodeJwt(f.access_token).grant_id as string;
+    const events = await issuer.store.queryAudit({ delegation_id: grantId, limit: 1000 });
+    const reuse = events.find((e) => e.kind === 'refresh.reuse_detected');
+    assert.ok(reuse, 'a reuse leaves an audit event');
+    assert.equal(reuse.decision, 'deny');
+    assert.equal(reuse.client_id, 'agent');
+    assert.ok(events.some((e) => e.kind === 'grant.revoked'));
+  });
+
+  it('also revokes tokens exchanged from the family', async () => {
+    const verifier = inProcessVerifier(issuer);
+    const f = await family();
+    const child = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: f.access_token, subject_token_type: AT },
+      { authorization: basic(other.id, other.secret) },
+    );
+    const c = (await child.json()) as Tokens;
+    await refresh(f.refresh_token);
+    await refresh(f.refresh_token);
+    assert.equal((await verifier.verify(bearer(c.access_token))).ok, false);
+    await expectError(await refresh(c.refresh_token, {}, other), 400, 'invalid_grant');
+  });
+});
+
+describe('the refresh race', () => {
+  it('lets exactly one of many parallel uses of one refresh token succeed', async () => {
+    const f = await family();
+    const results = await Promise.all(Array.from({ length: 10 }, () => refresh(f.refresh_token)));
+    const statuses = results.map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(','));
+    assert.equal(statuses.filter((s) => s === 400).length, 9);
+    for (const r of results) await r.body?.cancel();
+  });
+
+  it('with a reuse grace period, the losers are refused without killing the winner’s family', async () => {
+    const graceful = await startIssuer({ config: { token_service: { refresh_reuse_grace: '10s' } } });
+    try {
+      const c = await graceful.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] });
+      const subject = await graceful.service.mint({ clientId: 'agent', subject: 'bob', ttl: 3600 });
+      const ex = (await (
+        await graceful.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+          { authorization: basic(c.id, c.secret) },
+        )
+      ).json()) as Tokens;
+      const results = await Promise.all(
+        Array.from({ length: 5 }, () =>
+          graceful.post(
+            '/oauth2/token',
+            { grant_type: 'refresh_token', refresh_token: ex.refresh_token },
+            { authorization: basic(c.id, c.secret) },
+          ),
+        ),
+      );
+      const winners = results.filter((r) => r.status === 200);
+      assert.equal(winners.length, 1);
+      const won = (await (winners[0] as Response).json()) as Tokens;
+      const next = await graceful.post(
+        '/oauth2/token',
+        { grant_type: 'refresh_token', refresh_token: won.refresh_token },
+        { authorization: basic(c.id, c.secret) },
+      );
+      assert.equal(next.status, 200);
+    } finally {
+      await graceful.close();
+    }
+  });
+});

@@ -1,0 +1,228 @@
+/**
+ * Revocation: by token (RFC 7009), by grant with its whole subtree (three levels deep), by subject
+ * and by client, through the service, the admin API and another process; the verifier in the same
+ * process rejects affected tokens on the very next request.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { bearer } from '../helpers/tokens.ts';
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+
+let issuer: RunningIssuer;
+let verifier: ReturnType<typeof inProcessVerifier>;
+const c: Record<string, { id: string; secret: string }> = {};
+
+before(async () => {
+  issuer = await startIssuer();
+  verifier = inProcessVerifier(issuer, ['https://api.test', issuer.url]);
+  const grantTypes = ['client_credentials', 'refresh_token', EXCHANGE];
+  for (const id of ['broker', 'agent', 'subagent', 'other']) {
+    c[id] = await issuer.addClient({ id, scopes: ['api:read', 'api:write'], grantTypes });
+  }
+  c.ops = await issuer.addClient({ id: 'ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
+});
+after(() => issuer.close());
+
+const auth = (id: string) => ({ authorization: basic(id, (c[id] as { secret: string }).secret) });
+const valid = async (token: string) => (await verifier.verify(bearer(token))).ok;
+
+async function cc(id: string): Promise<string> {
+  const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, auth(id));
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+async function exchange(id: string, subject: string): Promise<{ access_token: string; refresh_token: string }> {
+  const res = await issuer.post('/oauth2/token', { grant_type: EXCHANGE, subject_token: subject, subject_token_type: AT }, auth(id));
+  const body = (await res.json()) as { access_token: string; refresh_token: string };
+  assert.equal(res.status, 200, JSON.stringify(body));
+  return body;
+}
+
+/** alice → broker → agent → subagent. */
+async function chain(user = 'alice') {
+  const root = (await issuer.service.mint({ clientId: 'broker', subject: user, ttl: 3600 })).access_token;
+  const broker = await exchange('broker', root);
+  const agent = await exchange('agent', broker.access_token);
+  const sub = await exchange('subagent', agent.access_token);
+  return { root, broker, agent, sub, grant: (t: string) => decodeJwt(t).grant_id as string };
+}
+
+describe('RFC 7009 revocation endpoint', () => {
+  it('answers 200 for an unknown token', async () => {
+    const res = await issuer.post('/oauth2/revoke', { token: 'no-such-token' }, auth('agent'));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(await res.text(), '');
+  });
+
+  it('revokes the client’s own access token: the next request with it fails', async () => {
+    const token = await cc('agent');
+    assert.equal(await valid(token), true);
+    assert.equal((await issuer.post('/oauth2/revoke', { token, token_type_hint: 'access_token' }, auth('agent'))).status, 200);
+    const r = await verifier.verify(bearer(token));
+    assert.equal(r.ok, false);
+    if (!r.ok) assert.equal(r.error.code, 'token_revoked');
+    // Another token of the same client and grant stays valid: this revoked one token, not the grant.
+    assert.equal(await valid(await cc('agent')), true);
+  });
+
+  it('leaves another client’s token untouched and still answers 200', async () => {
+    const token = await cc('agent');
+    assert.equal((await issuer.post('/oauth2/revoke', { token }, auth('other'))).status, 200);
+    assert.equal(await valid(token), true);
+  });
+
+  it('revokes a refresh token with its family and the access tokens of its grant', async () => {
+    const { agent } = await chain();
+    assert.equal((await issuer.post('/oauth2/revoke', { token: agent.refresh_token }, auth('agent'))).status, 200);
+    assert.equal(await valid(agent.access_token), false);
+    const res = await issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: agent.refresh_token }, auth('agent'));
+    assert.equal(res.status, 400);
+  });
+
+  it('requires client authentication', async () => {
+    const res = await issuer.post('/oauth2/revoke', { token: 'x' });
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
+  });
+
+  it('requires the token parameter', async () => {
+    const res = await issuer.post('/oauth2/revoke', {}, auth('agent'));
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
+  });
+});
+
+describe('grant revocation cascades', () => {
+  it('revoking a middle grant revokes its subtree three levels down, and nothing above it', async () => {
+    const t = await chain();
+    for (const x of [t.broker.access_token, t.agent.access_token, t.sub.access_token]) assert.equal(await valid(x), true);
+    const revoked = await issuer.service.revokeGrants({ grantId: t.grant(t.agent.access_token) }, 'incident');
+    assert.deepEqual(revoked.map((g) => g.id).sort(), [t.grant(t.agent.access_token), t.grant(t.sub.access_token)].sort());
+    assert.equal(await valid(t.broker.access_token), true);
+    assert.equal(await valid(t.agent.access_token), false);
+    assert.equal(await valid(t.sub.access_token), false);
+    // Nothing can be exchanged or refreshed from the revoked grants any more.
+    const ex = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: t.agent.access_token, subject_token_type: AT },
+      auth('other'),
+    );
+    assert.equal(ex.status, 400);
+    const rf = await issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: t.sub.refresh_token }, auth('subagent'));
+    assert.equal(rf.status, 400);
+  });
+
+  it('revoking the root revokes all four levels', async () => {
+    const t = await chain();
+    await issuer.service.revokeGrants({ grantId: t.grant(t.root) }, 'incident');
+    for (const x of [t.root, t.broker.access_token, t.agent.access_token, t.sub.access_token]) assert.equal(await valid(x), false);
+  });
+
+  it('revokes by subject: every grant of alice, none of bob', async () => {
+    const alice = await chain('alice-2');
+    const bob = await chain('bob');
+    await issuer.service.revokeGrants({ subject: 'alice-2' }, 'offboarded');
+    for (const x of [alice.root, alice.broker.access_token, alice.sub.access_token]) assert.equal(await valid(x), false);
+    for (const x of [bob.root, bob.broker.access_token, bob.sub.access_token]) assert.equal(await valid(x), true);
+  });
+
+  it('revokes by client, and disabling or removing a client revokes its live grants', async () => {
+    const t = await chain('carol');
+    await issuer.service.revokeGrants({ clientId: 'agent' }, 'compromised');
+    assert.equal(await valid(t.broker.access_token), true);
+    assert.equal(await valid(t.agent.access_token), false);
+    assert.equal(await valid(t.sub.access_token), false, 'derived from the client’s grant');
+
+    c.temp = await issuer.addClient({ id: 'temp', scopes: ['api:read'] });
+    const tok = await cc('temp');
+    assert.equal(await valid(tok), true);
+    await issuer.service.setClientDisabled('temp', true);
+    assert.equal(await valid(tok), false);
+    await issuer.service.setClientDisabled('temp', false);
+    const again = await cc('temp');
+    assert.equal(await valid(again), true);
+    await issuer.service.removeClient('temp');
+    assert.equal(await valid(again), false);
+  });
+
+  it('picks up a revocation made by another process (the CLI) at the next sync', async () => {
+    const t = await chain('dave');
+    const cli = SqliteStore.open({ path: join(issuer.dir, 'tessera.db') });
+    const now = Math.floor(Date.now() / 1000);
+    await cli.revokeGrants({ grantId: t.grant(t.broker.access_token) }, { at: now, reason: 'cli', entryExpiresAt: now + 3600 });
+    await cli.close();
+    await issuer.service.sync();
+    assert.equal(await valid(t.broker.access_token), false);
+    assert.equal(await valid(t.sub.access_token), false);
+  });
+});
+
+describe('admin API', () => {
+  const adminToken = async (id = 'ops') => {
+    const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials', audience: issuer.url }, auth(id));
+    return ((await res.json()) as { access_token: string }).access_token;
+  };
+  const post = (body: unknown, token?: string) =>
+    fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body),
+    });
+
+  it('refuses a request without a token with 401 and a Bearer challenge', async () => {
+    const res = await post({ grant_id: 'g_x' });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer /);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_token');
+  });
+
+  it('refuses a token without the admin scope with 403 insufficient_scope', async () => {
+    const t = await cc('agent');
+    const res = await post({ grant_id: 'g_x' }, t);
+    // The agent's token is not even for the admin audience.
+    assert.equal(res.status, 401);
+    const ops2 = await issuer.addClient({ id: 'ops-no-scope', scopes: ['api:read'], audiences: [issuer.url] });
+    c['ops-no-scope'] = ops2;
+    const res2 = await post({ grant_id: 'g_x' }, await adminToken('ops-no-scope'));
+    assert.equal(res2.status, 403);
+    assert.match(res2.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="tessera:admin"/);
+  });
+
+  it('revokes a grant subtree and shows a grant tree for an admin', async () => {
+    const t = await chain('erin');
+    const token = await adminToken();
+    const tree = await fetch(`${issuer.url}/oauth2/admin/grants/${t.grant(t.broker.access_token)}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(tree.status, 200);
+    const body = (await tree.json()) as { ancestors: { id: string }[]; subtree: { id: string }[] };
+    assert.deepEqual(
+      body.ancestors.map((g) => g.id),
+      [t.grant(t.root)],
+    );
+    assert.equal(body.subtree.length, 3);
+    const res = await post({ grant_id: t.grant(t.broker.access_token), reason: 'admin test' }, token);
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { revoked_grants: string[] }).revoked_grants.length, 3);
+    assert.equal(await valid(t.sub.access_token), false);
+    assert.equal(await valid(t.root), true);
+  });
+
+  it('refuses an ambiguous or empty revocation request', async () => {
+    const token = await adminToken();
+    assert.equal((await post({}, token)).status, 400);
+    assert.equal((await post({ grant_id: 'a', subject: 'b' }, token)).status, 400);
+  });
+
+  it('answers 404 for an unknown grant', async () => {
+    const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, { headers: { authorization: `Bearer ${await adminToken()}` } });
+    assert.equal(res.status, 404);
+  });
+});

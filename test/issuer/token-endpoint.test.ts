@@ -1,0 +1,209 @@
+/**
+ * The token endpoint: client_credentials and every RFC 6749 §5.2 / RFC 8707 error, one test per
+ * attack or mistake, each asserting status, error and the headers that go with it.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+let issuer: RunningIssuer;
+let agent: { id: string; secret: string };
+let multi: { id: string; secret: string };
+let ccOnly: { id: string; secret: string };
+
+before(async () => {
+  issuer = await startIssuer();
+  agent = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write', 'files:*'], audiences: ['https://api.test'] });
+  multi = await issuer.addClient({ id: 'multi', scopes: ['api:read'], audiences: ['https://a.test', 'https://b.test'], ttl: 120 });
+  ccOnly = await issuer.addClient({ id: 'cc-only', scopes: ['api:read'] });
+});
+after(() => issuer.close());
+
+const token = (form: Record<string, string | string[]>, headers: Record<string, string> = {}) =>
+  issuer.post('/oauth2/token', form, headers);
+const cc = (extra: Record<string, string | string[]> = {}, c = agent) =>
+  token({ grant_type: 'client_credentials', ...extra }, { authorization: basic(c.id, c.secret) });
+
+async function expectError(res: Response, status: number, error: string): Promise<void> {
+  const body = (await res.json()) as { error: string; error_description: string };
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(body.error, error);
+  assert.equal(typeof body.error_description, 'string');
+  assert.equal(res.headers.get('cache-control'), 'no-store');
+}
+
+describe('client_credentials', () => {
+  it('issues an RFC 9068 access token with the client scopes, its audience and a 10 minute default lifetime', async () => {
+    const res = await cc();
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.headers.get('pragma'), 'no-cache');
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(body.token_type, 'Bearer');
+    assert.equal(body.expires_in, 600);
+    assert.equal(body.scope, 'api:read api:write files:*');
+    assert.equal(body.refresh_token, undefined, 'RFC 6749 §4.4.3: no refresh token for client_credentials');
+    const header = decodeProtectedHeader(body.access_token as string);
+    assert.equal(header.typ, 'at+jwt');
+    assert.equal(header.alg, 'ES256');
+    assert.equal(typeof header.kid, 'string');
+    const claims = decodeJwt(body.access_token as string);
+    assert.equal(claims.iss, issuer.url);
+    assert.equal(claims.sub, 'agent');
+    assert.equal(claims.aud, 'https://api.test');
+    assert.equal(claims.client_id, 'agent');
+    assert.equal((claims.exp as number) - (claims.iat as number), 600);
+    assert.match(claims.jti as string, /^[0-9a-f-]{36}$/);
+    assert.match(claims.grant_id as string, /^g_/);
+    assert.equal(claims.act, undefined);
+  });
+
+  it('narrows to the requested scope, including a wildcard-covered one', async () => {
+    const res = await cc({ scope: 'api:read files:report' });
+    assert.equal(res.status, 200);
+    assert.equal(decodeJwt(((await res.json()) as { access_token: string }).access_token).scope, 'api:read files:report');
+  });
+
+  it('accepts client_secret_post', async () => {
+    const res = await token({ grant_type: 'client_credentials', client_id: agent.id, client_secret: agent.secret });
+    assert.equal(res.status, 200);
+  });
+
+  it('uses the client lifetime and the requested audience or resource', async () => {
+    const res = await cc({ resource: 'https://b.test' }, multi);
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { access_token: string; expires_in: number };
+    assert.equal(body.expires_in, 120);
+    assert.equal(decodeJwt(body.access_token).aud, 'https://b.test');
+    const both = await cc({ audience: ['https://a.test', 'https://b.test'] }, multi);
+    assert.deepEqual(decodeJwt(((await both.json()) as { access_token: string }).access_token).aud, ['https://a.test', 'https://b.test']);
+  });
+
+  it('reuses one grant for the same client, scope and audience', async () => {
+    const a = decodeJwt(((await (await cc({ scope: 'api:read' })).json()) as { access_token: string }).access_token);
+    const b = decodeJwt(((await (await cc({ scope: 'api:read' })).json()) as { access_token: string }).access_token);
+    assert.equal(a.grant_id, b.grant_id);
+    assert.notEqual(a.jti, b.jti);
+  });
+});
+
+describe('request errors (invalid_request)', () => {
+  it('refuses GET with 405 and Allow: POST', async () => {
+    const res = await fetch(`${issuer.url}/oauth2/token`);
+    await expectError(res, 405, 'invalid_request');
+    assert.equal(res.headers.get('allow'), 'POST');
+  });
+
+  it('refuses a JSON body', async () => {
+    const res = await fetch(`${issuer.url}/oauth2/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: basic(agent.id, agent.secret) },
+      body: JSON.stringify({ grant_type: 'client_credentials' }),
+    });
+    await expectError(res, 400, 'invalid_request');
+  });
+
+  it('refuses a request without grant_type', async () => {
+    await expectError(await token({}, { authorization: basic(agent.id, agent.secret) }), 400, 'invalid_request');
+  });
+
+  it('refuses a repeated parameter (RFC 6749 §3.2)', async () => {
+    await expectError(await cc({ scope: ['api:read', 'api:write'] }), 400, 'invalid_request');
+  });
+
+  it('refuses an oversized body with 413', async () => {
+    await expectError(await cc({ scope: 'x'.repeat(70_000) }), 413, 'invalid_request');
+  });
+});
+
+describe('grant type errors', () => {
+  it('answers unsupported_grant_type for password and authorization_code', async () => {
+    await expectError(await token({ grant_type: 'password', username: 'u', password: 'p' }), 400, 'unsupported_grant_type');
+    await expectError(await token({ grant_type: 'authorization_code', code: 'c' }), 400, 'unsupported_grant_type');
+  });
+
+  it('answers unauthorized_client for a grant type the client is not registered for', async () => {
+    const res = await token({ grant_type: 'refresh_token', refresh_token: 'trt_x' }, { authorization: basic(ccOnly.id, ccOnly.secret) });
+    await expectError(res, 400, 'unauthorized_client');
+  });
+});
+
+describe('client authentication errors (invalid_client)', () => {
+  it('refuses a request without client authentication', async () => {
+    await expectError(await token({ grant_type: 'client_credentials' }), 401, 'invalid_client');
+  });
+
+  it('refuses a wrong secret over Basic with 401 and a Basic challenge', async () => {
+    const res = await cc({}, { id: agent.id, secret: `${agent.secret}x` });
+    await expectError(res, 401, 'invalid_client');
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/);
+  });
+
+  it('refuses a wrong secret over client_secret_post with 401 and no Basic challenge', async () => {
+    const res = await token({ grant_type: 'client_credentials', client_id: agent.id, client_secret: 'tcs_wrong' });
+    await expectError(res, 401, 'invalid_client');
+    assert.equal(res.headers.get('www-authenticate'), null);
+  });
+
+  it('answers an unknown client exactly like a wrong secret', async () => {
+    const unknown = await cc({}, { id: 'nobody', secret: 'tcs_whatever' });
+    const wrong = await cc({}, { id: agent.id, secret: 'tcs_whatever' });
+    assert.equal(unknown.status, wrong.status);
+    assert.deepEqual(await unknown.json(), await wrong.json());
+  });
+
+  it('refuses two authentication methods in one request (RFC 6749 §2.3)', async () => {
+    const res = await token(
+      { grant_type: 'client_credentials', client_id: agent.id, client_secret: agent.secret },
+      { authorization: basic(agent.id, agent.secret) },
+    );
+    await expectError(res, 400, 'invalid_request');
+  });
+
+  it('refuses a malformed Basic header', async () => {
+    const res = await token({ grant_type: 'client_credentials' }, { authorization: 'Basic !!!' });
+    await expectError(res, 401, 'invalid_client');
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Basic/);
+  });
+
+  it('refuses a Basic client id that differs from the body client_id', async () => {
+    const res = await token({ grant_type: 'client_credentials', client_id: 'multi' }, { authorization: basic(agent.id, agent.secret) });
+    await expectError(res, 401, 'invalid_client');
+  });
+
+  it('refuses a disabled client, and accepts it again once enabled', async () => {
+    const c = await issuer.addClient({ id: 'to-disable', scopes: ['api:read'] });
+    await issuer.service.setClientDisabled(c.id, true);
+    await expectError(await cc({}, c), 401, 'invalid_client');
+    await issuer.service.setClientDisabled(c.id, false);
+    assert.equal((await cc({}, c)).status, 200);
+  });
+});
+
+describe('scope and audience errors', () => {
+  it('answers invalid_scope for a scope beyond the client', async () => {
+    await expectError(await cc({ scope: 'api:read admin' }), 400, 'invalid_scope');
+  });
+
+  it('answers invalid_scope for a wildcard the client does not hold', async () => {
+    await expectError(await cc({ scope: 'api:*' }), 400, 'invalid_scope');
+  });
+
+  it('answers invalid_scope for a malformed scope', async () => {
+    await expectError(await cc({ scope: 'api:read "quoted"' }), 400, 'invalid_scope');
+  });
+
+  it('answers invalid_target for an audience the client may not request', async () => {
+    await expectError(await cc({ audience: 'https://other.test' }), 400, 'invalid_target');
+  });
+
+  it('answers invalid_target for a resource that is not an absolute URI', async () => {
+    await expectError(await cc({ resource: 'not a uri' }), 400, 'invalid_target');
+    await expectError(await cc({ resource: 'https://api.test/#frag' }), 400, 'invalid_target');
+  });
+
+  it('answers invalid_target when a client with several audiences names none', async () => {
+    await expectError(await cc({}, multi), 400, 'invalid_target');
+  });
+});

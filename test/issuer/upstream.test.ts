@@ -1,0 +1,129 @@
+/**
+ * The in-process UpstreamTokenIssuer the gateway calls: an exchange in which the gateway's client
+ * is the actor, the verified caller the subject, narrowed to the route's audience and scopes,
+ * never outliving the caller's token, the caller's chain nested in `act`.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import { OAuthError } from '../../src/core/oauth-errors.ts';
+import type { Principal } from '../../src/core/verify/principal.ts';
+import { createVerifier } from '../../src/verifier.ts';
+import { inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { bearer, claims, makeKey, sign } from '../helpers/tokens.ts';
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const IDP = 'https://idp.test';
+const idpKey = makeKey('ES256', 'idp');
+let issuer: RunningIssuer;
+
+before(async () => {
+  issuer = await startIssuer();
+  await issuer.addClient({
+    id: 'gateway',
+    scopes: ['api:read', 'api:write'],
+    audiences: ['https://upstream.test'],
+    grantTypes: [EXCHANGE],
+  });
+  await issuer.addClient({
+    id: 'agent',
+    scopes: ['api:read', 'api:write'],
+    audiences: ['https://gateway.test'],
+    grantTypes: ['client_credentials', EXCHANGE],
+  });
+});
+after(() => issuer.close());
+
+async function callerPrincipal(): Promise<{ principal: Principal; token: string }> {
+  // alice's token, held by the agent that calls the gateway.
+  const user = await issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 600, audiences: ['https://gateway.test'] });
+  const verifier = inProcessVerifier(issuer, ['https://gateway.test']);
+  const result = await verifier.verify(bearer(user.access_token));
+  assert.ok(result.ok);
+  return { principal: result.principal, token: user.access_token };
+}
+
+describe('issueForUpstream', () => {
+  it('mints a narrowed token for the upstream with the gateway as actor and the caller as subject', async () => {
+    const { principal } = await callerPrincipal();
+    const upstream = issuer.service.upstreamIssuer('gateway');
+    const { token, expiresAt } = await upstream.issueForUpstream({
+      principal,
+      audience: 'https://upstream.test',
+      scopes: ['api:read'],
+      maxTtl: 120,
+    });
+    const c = decodeJwt(token);
+    assert.equal(c.sub, 'alice');
+    assert.equal(c.aud, 'https://upstream.test');
+    assert.equal(c.scope, 'api:read');
+    assert.equal(c.client_id, 'gateway');
+    assert.deepEqual(c.act, { sub: 'gateway' });
+    assert.equal(c.exp, expiresAt);
+    assert.ok(expiresAt - (c.iat as number) <= 120);
+    const tree = await issuer.service.grantTree(principal.delegationId as string);
+    assert.ok(tree?.subtree.some((g) => g.id === c.grant_id && g.kind === 'upstream'));
+    // An upstream verifying Tessera tokens accepts it.
+    const upstreamVerifier = inProcessVerifier(issuer, ['https://upstream.test']);
+    assert.equal((await upstreamVerifier.verify(bearer(token))).ok, true);
+  });
+
+  it('nests an external caller’s chain under the gateway and keeps the caller’s issuer on the grant', async () => {
+    const idpToken = await sign(
+      idpKey,
+      claims({ iss: IDP, sub: 'bob', aud: 'https://gateway.test', scope: 'api:read api:write', act: { sub: 'assistant', iss: IDP } }),
+    );
+    const verifier = createVerifier({ issuers: [{ issuer: IDP, audiences: ['https://gateway.test'], jwks: { keys: [idpKey.jwk] } }] });
+    const result = await verifier.verify(bearer(idpToken));
+    assert.ok(result.ok);
+    const { token } = await issuer.service
+      .upstreamIssuer('gateway')
+      .issueForUpstream({ principal: result.principal, audience: 'https://upstream.test', scopes: ['api:write'], maxTtl: 60 });
+    const c = decodeJwt(token);
+    assert.equal(c.sub, 'bob');
+    assert.deepEqual(c.act, { sub: 'gateway', act: { sub: 'assistant', iss: IDP } });
+    const grant = await issuer.store.getGrant(c.grant_id as string);
+    assert.equal(grant?.issuer, IDP);
+    assert.equal(grant?.parentId, null);
+  });
+
+  it('never exceeds the caller’s scopes or the gateway client’s audiences', async () => {
+    const { principal } = await callerPrincipal();
+    const upstream = issuer.service.upstreamIssuer('gateway');
+    await assert.rejects(
+      upstream.issueForUpstream({ principal, audience: 'https://other.test', scopes: ['api:read'], maxTtl: 60 }),
+      (e: unknown) => e instanceof OAuthError && e.error === 'invalid_target',
+    );
+    const narrow = await issuer.service.mint({
+      clientId: 'agent',
+      subject: 'carol',
+      scopes: ['api:read'],
+      audiences: ['https://gateway.test'],
+    });
+    const r = await inProcessVerifier(issuer, ['https://gateway.test']).verify(bearer(narrow.access_token));
+    assert.ok(r.ok);
+    await assert.rejects(
+      upstream.issueForUpstream({ principal: r.principal, audience: 'https://upstream.test', scopes: ['api:write'], maxTtl: 60 }),
+      (e: unknown) => e instanceof OAuthError && e.error === 'invalid_scope',
+    );
+  });
+
+  it('refuses once the caller’s grant is revoked', async () => {
+    const { principal } = await callerPrincipal();
+    await issuer.service.revokeGrants({ grantId: principal.delegationId as string }, 'test');
+    await assert.rejects(
+      issuer.service
+        .upstreamIssuer('gateway')
+        .issueForUpstream({ principal, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 60 }),
+      (e: unknown) => e instanceof OAuthError && e.code === 'grant_inactive',
+    );
+  });
+
+  it('refuses an unknown gateway client', async () => {
+    const { principal } = await callerPrincipal();
+    await assert.rejects(
+      issuer.service.upstreamIssuer('nobody').issueForUpstream({ principal, audience: 'https://upstream.test', scopes: [], maxTtl: 60 }),
+      OAuthError,
+    );
+  });
+});

@@ -1,0 +1,70 @@
+/**
+ * The request handler: answers only its own paths so the gateway can share the listener, serves
+ * RFC 8414 metadata listing exactly what is supported, and the JWKS with the right headers.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
+import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+let issuer: RunningIssuer;
+before(async () => {
+  issuer = await startIssuer({ config: { scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] } } } });
+});
+after(() => issuer.close());
+
+describe('mounting beside other handlers', () => {
+  it('returns false for paths that are not the token service’s, so another handler can answer', async () => {
+    const tokens = createTokenServiceHandler(issuer.service);
+    const server = createServer((req, res) => {
+      if (tokens(req, res)) return;
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('gateway');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      assert.equal(await (await fetch(`${base}/api/items`)).text(), 'gateway');
+      assert.equal(await (await fetch(`${base}/oauth2/tokenx`)).text(), 'gateway');
+      const jwks = await fetch(`${base}/.well-known/jwks.json`);
+      assert.equal(jwks.status, 200);
+      assert.equal(jwks.headers.get('content-type'), 'application/jwk-set+json');
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('RFC 8414 metadata', () => {
+  it('lists the endpoints, grant types, auth methods and the scope catalogue, and nothing unsupported', async () => {
+    const res = await fetch(`${issuer.url}/.well-known/oauth-authorization-server`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('cache-control') ?? '', /max-age=/);
+    const m = (await res.json()) as Record<string, unknown>;
+    assert.equal(m.issuer, issuer.url);
+    assert.deepEqual(m.scopes_supported, ['api:read', 'api:write']);
+    assert.deepEqual(m.response_types_supported, []);
+    for (const absent of ['authorization_endpoint', 'registration_endpoint', 'userinfo_endpoint', 'code_challenge_methods_supported']) {
+      assert.equal(m[absent], undefined, absent);
+    }
+    assert.ok(!(m.token_endpoint_auth_signing_alg_values_supported as string[]).some((a) => a.startsWith('HS')));
+  });
+
+  it('refuses methods other than GET and HEAD', async () => {
+    const res = await fetch(`${issuer.url}/.well-known/jwks.json`, { method: 'POST' });
+    assert.equal(res.status, 405);
+    assert.equal(res.headers.get('allow'), 'GET, HEAD');
+    assert.equal((await fetch(`${issuer.url}/.well-known/jwks.json`, { method: 'HEAD' })).status, 200);
+  });
+});
+
+describe('request ids', () => {
+  it('echoes a well-formed X-Request-Id and replaces a malformed one', async () => {
+    const a = await issuer.post('/oauth2/token', {}, { 'x-request-id': 'req-123' });
+    assert.equal(a.headers.get('x-request-id'), 'req-123');
+    const b = await issuer.post('/oauth2/token', {}, { 'x-request-id': 'bad id with spaces' });
+    assert.match(b.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+  });
+});

@@ -1,0 +1,455 @@
+/**
+ * The store contract suite: every backend runs exactly these tests (oauth2-proxy's
+ * `RunSessionStoreTests` pattern). `makeStore` returns a fresh, empty store; `clock` is a
+ * fast-forwardable clock in epoch seconds, passed to the store explicitly.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { AuditEvent } from '../../src/audit/event.ts';
+import { uuidv7 } from '../../src/audit/id.ts';
+import {
+  type ClientRecord,
+  type GrantRecord,
+  type NewGrant,
+  type RefreshTokenRecord,
+  type Store,
+  StoreConflictError,
+} from '../../src/store/contract.ts';
+
+export interface TestClock {
+  now(): number;
+  advance(seconds: number): void;
+}
+
+export function testClock(start = 1_800_000_000): TestClock {
+  let t = start;
+  return { now: () => t, advance: (s) => void (t += s) };
+}
+
+let counter = 0;
+const uid = (p: string) => `${p}_${process.pid}_${++counter}`;
+
+export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_000_000): ClientRecord {
+  return {
+    id: uid('client'),
+    authMethod: 'client_secret',
+    secretHash: 'hash-of-secret',
+    jwks: null,
+    jwksUri: null,
+    scopes: ['api:read', 'api:write'],
+    audiences: ['https://api.test'],
+    grantTypes: ['client_credentials'],
+    accessTokenTtl: null,
+    disabled: false,
+    createdAt: now,
+    updatedAt: now,
+    ...overrides,
+  };
+}
+
+export function newGrant(overrides: Partial<NewGrant> = {}, now = 1_800_000_000): NewGrant {
+  return {
+    id: uid('g'),
+    parentId: null,
+    kind: 'token_exchange',
+    issuer: 'https://issuer.test',
+    subject: 'alice',
+    clientId: 'agent',
+    act: null,
+    scopes: ['api:read'],
+    audiences: ['https://api.test'],
+    createdAt: now,
+    expiresAt: now + 3600,
+    ...overrides,
+  };
+}
+
+function refresh(grantId: string, overrides: Partial<RefreshTokenRecord> = {}, now = 1_800_000_000): RefreshTokenRecord {
+  return {
+    hash: uid('rt'),
+    grantId,
+    clientId: 'agent',
+    createdAt: now,
+    expiresAt: now + 3600,
+    rotatedAt: null,
+    revokedAt: null,
+    ...overrides,
+  };
+}
+
+function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
+  return { id: uuidv7(), time: Date.now(), kind: 'token.issued', decision: 'allow', reason: 'ok', ...overrides };
+}
+
+async function created(store: Store, g: NewGrant, now: number): Promise<GrantRecord> {
+  const r = await store.createGrant(g, now);
+  assert.notEqual(r, 'parent_inactive');
+  return r as GrantRecord;
+}
+
+/** Run the whole contract against a backend. */
+export function runStoreContract(name: string, makeStore: () => Promise<Store>, clock: TestClock = testClock()): void {
+  describe(`store contract: ${name}`, () => {
+    let store: Store;
+    before(async () => {
+      store = await makeStore();
+    });
+    after(async () => {
+      await store.close();
+    });
+
+    describe('clients', () => {
+      it('creates, reads, lists, updates and deletes a client', async () => {
+        const c = clientRecord({ scopes: ['a', 'b:*'], jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y' }] } });
+        await store.createClient(c);
+        assert.deepEqual(await store.getClient(c.id), c);
+        assert.ok((await store.listClients()).some((x) => x.id === c.id));
+        const updated = await store.updateClient(c.id, { disabled: true, scopes: ['a'] }, clock.now() + 5);
+        assert.equal(updated?.disabled, true);
+        assert.deepEqual(updated?.scopes, ['a']);
+        assert.equal(updated?.updatedAt, clock.now() + 5);
+        assert.deepEqual((await store.getClient(c.id))?.scopes, ['a']);
+        assert.equal(await store.deleteClient(c.id), true);
+        assert.equal(await store.getClient(c.id), undefined);
+        assert.equal(await store.deleteClient(c.id), false);
+      });
+
+      it('refuses a duplicate client id with StoreConflictError', async () => {
+        const c = clientRecord();
+        await store.createClient(c);
+        await assert.rejects(store.createClient(c), StoreConflictError);
+      });
+
+      it('returns undefined when updating an unknown client', async () => {
+        assert.equal(await store.updateClient('nope', { disabled: true }, clock.now()), undefined);
+      });
+
+      it('bumps the clients version on every change', async () => {
+        const v0 = (await store.versions()).clients;
+        const c = clientRecord();
+        await store.createClient(c);
+        const v1 = (await store.versions()).clients;
+        assert.ok(v1 > v0);
+        await store.updateClient(c.id, { disabled: true }, clock.now());
+        const v2 = (await store.versions()).clients;
+        assert.ok(v2 > v1);
+        await store.deleteClient(c.id);
+        assert.ok((await store.versions()).clients > v2);
+      });
+    });
+
+    describe('signing keys', () => {
+      it('adds, lists in activation order, deletes, and bumps the keys version', async () => {
+        const v0 = (await store.versions()).keys;
+        const k1 = {
+          kid: uid('kid'),
+          alg: 'ES256' as const,
+          publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+          sealedPrivateKey: 'sealed',
+          createdAt: clock.now(),
+          activatesAt: clock.now() + 100,
+        };
+        const k0 = { ...k1, kid: uid('kid'), activatesAt: clock.now() };
+        await store.addSigningKey(k1);
+        await store.addSigningKey(k0);
+        const list = (await store.listSigningKeys()).filter((k) => k.kid === k0.kid || k.kid === k1.kid);
+        assert.deepEqual(list, [k0, k1]);
+        assert.ok((await store.versions()).keys >= v0 + 2);
+        await assert.rejects(store.addSigningKey(k0), StoreConflictError);
+        assert.equal(await store.deleteSigningKey(k0.kid), true);
+        assert.equal(await store.deleteSigningKey(k0.kid), false);
+      });
+    });
+
+    describe('grants', () => {
+      it('assigns root and depth from the parent', async () => {
+        const now = clock.now();
+        const root = await created(store, newGrant({}, now), now);
+        assert.equal(root.rootId, root.id);
+        assert.equal(root.depth, 0);
+        const child = await created(store, newGrant({ parentId: root.id, issuer: 'https://tessera.test' }, now), now);
+        assert.equal(child.rootId, root.id);
+        assert.equal(child.issuer, root.issuer, 'the subject keeps its issuer along the chain');
+        assert.equal(child.depth, 1);
+        const grandchild = await created(store, newGrant({ parentId: child.id }, now), now);
+        assert.equal(grandchild.rootId, root.id);
+        assert.equal(grandchild.depth, 2);
+        assert.deepEqual(await store.getGrant(grandchild.id), grandchild);
+        assert.deepEqual(
+          (await store.grantAncestors(grandchild.id)).map((g) => g.id),
+          [root.id, child.id],
+        );
+        assert.deepEqual(
+          (await store.grantSubtree(root.id)).map((g) => g.id),
+          [root.id, child.id, grandchild.id],
+        );
+        assert.deepEqual(await store.grantSubtree('unknown'), []);
+      });
+
+      it('keeps act, scopes, audiences and a null expiry', async () => {
+        const now = clock.now();
+        const act = { sub: 'agent', act: { sub: 'broker', iss: 'https://idp.test' } };
+        const g = await created(store, newGrant({ act, expiresAt: null, scopes: ['x', 'y'], audiences: ['a', 'b'] }, now), now);
+        assert.deepEqual(await store.getGrant(g.id), g);
+      });
+
+      it('refuses a child of a missing, revoked or expired parent', async () => {
+        const now = clock.now();
+        assert.equal(await store.createGrant(newGrant({ parentId: 'missing' }, now), now), 'parent_inactive');
+        const expired = await created(store, newGrant({ expiresAt: now + 10 }, now), now);
+        assert.equal(await store.createGrant(newGrant({ parentId: expired.id }, now), now + 10), 'parent_inactive');
+        const revoked = await created(store, newGrant({}, now), now);
+        await store.revokeGrants({ grantId: revoked.id }, { at: now, reason: 'test', entryExpiresAt: now + 600 });
+        const attempt = newGrant({ parentId: revoked.id }, now);
+        assert.equal(await store.createGrant(attempt, now), 'parent_inactive');
+        assert.equal(await store.getGrant(attempt.id), undefined);
+      });
+
+      it('refuses a duplicate grant id', async () => {
+        const now = clock.now();
+        const g = newGrant({}, now);
+        await created(store, g, now);
+        await assert.rejects(store.createGrant(g, now), StoreConflictError);
+      });
+
+      it('revokes a grant with its whole subtree three levels deep, and nothing else', async () => {
+        const now = clock.now();
+        const root = await created(store, newGrant({}, now), now);
+        const a = await created(store, newGrant({ parentId: root.id }, now), now);
+        const b = await created(store, newGrant({ parentId: root.id }, now), now);
+        const a1 = await created(store, newGrant({ parentId: a.id }, now), now);
+        const a11 = await created(store, newGrant({ parentId: a1.id }, now), now);
+        const seq0 = (await store.versions()).revocations;
+        const revoked = await store.revokeGrants({ grantId: a.id }, { at: now, reason: 'incident', entryExpiresAt: now + 600 });
+        assert.deepEqual(revoked.map((g) => g.id).sort(), [a.id, a1.id, a11.id].sort());
+        for (const id of [a.id, a1.id, a11.id]) {
+          const g = await store.getGrant(id);
+          assert.equal(g?.revokedAt, now);
+          assert.equal(g?.revokedReason, 'incident');
+        }
+        assert.equal((await store.getGrant(root.id))?.revokedAt, null);
+        assert.equal((await store.getGrant(b.id))?.revokedAt, null);
+        const entries = await store.revocationsSince(seq0, now);
+        assert.deepEqual(entries.map((e) => [e.kind, e.value]).sort(), [a.id, a1.id, a11.id].map((id) => ['grant', id]).sort());
+        // Revoking again reports nothing new and logs nothing new.
+        assert.deepEqual(await store.revokeGrants({ grantId: a.id }, { at: now, reason: 'again', entryExpiresAt: now + 600 }), []);
+        assert.equal((await store.revocationsSince(seq0, now)).length, 3);
+      });
+
+      it('revokes by subject (optionally per issuer) and by client, with subtrees', async () => {
+        const now = clock.now();
+        const subject = uid('carol');
+        const client = uid('client');
+        const s1 = await created(store, newGrant({ subject, issuer: 'https://idp.one' }, now), now);
+        const s2 = await created(store, newGrant({ subject, issuer: 'https://idp.two' }, now), now);
+        const s1child = await created(store, newGrant({ parentId: s1.id, subject, clientId: client }, now), now);
+        const other = await created(store, newGrant({ clientId: client }, now), now);
+        const otherChild = await created(store, newGrant({ parentId: other.id, clientId: 'x' }, now), now);
+        const byIssuer = await store.revokeGrants(
+          { subject, issuer: 'https://idp.two' },
+          { at: now, reason: 'r', entryExpiresAt: now + 600 },
+        );
+        assert.deepEqual(
+          byIssuer.map((g) => g.id),
+          [s2.id],
+        );
+        const bySubject = await store.revokeGrants({ subject }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        assert.deepEqual(bySubject.map((g) => g.id).sort(), [s1.id, s1child.id].sort());
+        const byClient = await store.revokeGrants({ clientId: client }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        assert.deepEqual(byClient.map((g) => g.id).sort(), [other.id, otherChild.id].sort());
+        assert.deepEqual(byClient.find((g) => g.id === otherChild.id)?.clientId, 'x');
+      });
+
+      it('bounds revocation entries by the grant expiry and the given horizon', async () => {
+        const now = clock.now();
+        const short = await created(store, newGrant({ expiresAt: now + 60 }, now), now);
+        const open = await created(store, newGrant({ expiresAt: null }, now), now);
+        const seq0 = (await store.versions()).revocations;
+        await store.revokeGrants({ grantId: short.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        await store.revokeGrants({ grantId: open.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        const entries = await store.revocationsSince(seq0, now);
+        assert.equal(entries.find((e) => e.value === short.id)?.expiresAt, now + 60);
+        assert.equal(entries.find((e) => e.value === open.id)?.expiresAt, now + 600);
+        // Expired entries are no longer returned.
+        assert.deepEqual(
+          (await store.revocationsSince(seq0, now + 60)).map((e) => e.value),
+          [open.id],
+        );
+      });
+    });
+
+    describe('refresh tokens', () => {
+      const opts = (now: number, nextHash: string, clientId = 'agent') => ({
+        clientId,
+        nextHash,
+        nextExpiresAt: now + 7200,
+        now,
+        graceSeconds: 0,
+        entryExpiresAt: now + 600,
+      });
+
+      it('rotates a current token: the old one is marked, the successor never outlives the grant', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({ expiresAt: now + 3600 }, now), now);
+        const t = refresh(g.id, {}, now);
+        await store.createRefreshToken(t);
+        assert.deepEqual(await store.getRefreshToken(t.hash), t);
+        const next = uid('rt');
+        const r = await store.rotateRefreshToken(t.hash, opts(now + 1, next));
+        assert.equal(r.status, 'rotated');
+        if (r.status !== 'rotated') return;
+        assert.equal(r.grant.id, g.id);
+        assert.equal(r.next.hash, next);
+        assert.equal(r.next.expiresAt, now + 3600);
+        assert.equal((await store.getRefreshToken(t.hash))?.rotatedAt, now + 1);
+        assert.deepEqual(await store.getRefreshToken(next), r.next);
+      });
+
+      it('refuses unknown, expired, other-client and revoked-grant tokens without side effects', async () => {
+        const now = clock.now();
+        assert.equal((await store.rotateRefreshToken('unknown', opts(now, uid('rt')))).status, 'invalid');
+        const g = await created(store, newGrant({}, now), now);
+        const expired = refresh(g.id, { expiresAt: now + 5 }, now);
+        await store.createRefreshToken(expired);
+        assert.equal((await store.rotateRefreshToken(expired.hash, opts(now + 5, uid('rt')))).status, 'invalid');
+        const t = refresh(g.id, {}, now);
+        await store.createRefreshToken(t);
+        assert.equal((await store.rotateRefreshToken(t.hash, opts(now, uid('rt'), 'someone-else'))).status, 'invalid');
+        assert.equal((await store.getRefreshToken(t.hash))?.rotatedAt, null);
+        await store.revokeGrants({ grantId: g.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        assert.equal((await store.getRefreshToken(t.hash))?.revokedAt, now);
+        assert.equal((await store.rotateRefreshToken(t.hash, opts(now, uid('rt')))).status, 'invalid');
+      });
+
+      it('treats a rotated token presented again as reuse: the family and its subtree are revoked', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({}, now), now);
+        const derived = await created(store, newGrant({ parentId: g.id }, now), now);
+        const t = refresh(g.id, {}, now);
+        await store.createRefreshToken(t);
+        const n1 = uid('rt');
+        assert.equal((await store.rotateRefreshToken(t.hash, opts(now, n1))).status, 'rotated');
+        const seq0 = (await store.versions()).revocations;
+        // Reuse in the same second is still reuse (no grace configured).
+        const reuse = await store.rotateRefreshToken(t.hash, opts(now, uid('rt')));
+        assert.equal(reuse.status, 'reused');
+        if (reuse.status !== 'reused') return;
+        assert.equal(reuse.grantId, g.id);
+        assert.deepEqual([...reuse.revokedGrantIds].sort(), [g.id, derived.id].sort());
+        assert.equal((await store.getGrant(g.id))?.revokedReason, 'refresh_token_reused');
+        assert.notEqual((await store.getRefreshToken(n1))?.revokedAt, null);
+        assert.equal((await store.rotateRefreshToken(n1, opts(now + 1, uid('rt')))).status, 'invalid');
+        assert.equal((await store.revocationsSince(seq0, now)).length, 2);
+      });
+
+      it('refuses without revoking inside the grace period', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({}, now), now);
+        const t = refresh(g.id, {}, now);
+        await store.createRefreshToken(t);
+        await store.rotateRefreshToken(t.hash, { ...opts(now, uid('rt')), graceSeconds: 10 });
+        const again = await store.rotateRefreshToken(t.hash, { ...opts(now + 9, uid('rt')), graceSeconds: 10 });
+        assert.equal(again.status, 'grace');
+        assert.equal((await store.getGrant(g.id))?.revokedAt, null);
+        const late = await store.rotateRefreshToken(t.hash, { ...opts(now + 10, uid('rt')), graceSeconds: 10 });
+        assert.equal(late.status, 'reused');
+      });
+
+      it('lets exactly one of many concurrent rotations of one token succeed', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({}, now), now);
+        const t = refresh(g.id, {}, now);
+        await store.createRefreshToken(t);
+        const results = await Promise.all(
+          Array.from({ length: 8 }, () => store.rotateRefreshToken(t.hash, { ...opts(now, uid('rt')), graceSeconds: 60 })),
+        );
+        assert.equal(results.filter((r) => r.status === 'rotated').length, 1);
+        assert.equal(results.filter((r) => r.status === 'grace').length, 7);
+      });
+    });
+
+    describe('revocation log', () => {
+      it('appends entries with increasing sequence numbers and reads them back in order', async () => {
+        const now = clock.now();
+        const seq0 = (await store.versions()).revocations;
+        await store.appendRevocations([
+          { kind: 'token', value: 'jti-1', issuer: null, at: now, expiresAt: now + 60 },
+          { kind: 'subject', value: 'mallory', issuer: 'https://idp.test', at: now, expiresAt: now + 600 },
+          { kind: 'client', value: 'bad-client', issuer: 'https://issuer.test', at: now, expiresAt: now + 600 },
+        ]);
+        const entries = await store.revocationsSince(seq0, now);
+        assert.deepEqual(
+          entries.map((e) => e.kind),
+          ['token', 'subject', 'client'],
+        );
+        assert.ok(entries.every((e, i) => i === 0 || e.seq > (entries[i - 1]?.seq ?? 0)));
+        assert.equal(entries[1]?.issuer, 'https://idp.test');
+        assert.equal((await store.versions()).revocations, entries.at(-1)?.seq);
+        assert.deepEqual(await store.revocationsSince(entries.at(-1)?.seq ?? 0, now), []);
+        assert.equal((await store.revocationsSince(seq0, now, 1)).length, 1);
+      });
+    });
+
+    describe('replay cache', () => {
+      it('accepts a key once until it expires', async () => {
+        const now = clock.now();
+        const key = uid('jti');
+        assert.equal(await store.useOnce(key, now + 30, now), true);
+        assert.equal(await store.useOnce(key, now + 30, now + 29), false);
+        assert.equal(await store.useOnce(key, now + 90, now + 30), true);
+        assert.equal(await store.useOnce(key, now + 90, now + 31), false);
+      });
+
+      it('lets exactly one of many concurrent uses of a key succeed', async () => {
+        const now = clock.now();
+        const key = uid('jti');
+        const results = await Promise.all(Array.from({ length: 8 }, () => store.useOnce(key, now + 30, now)));
+        assert.equal(results.filter(Boolean).length, 1);
+      });
+    });
+
+    describe('audit events', () => {
+      it('appends and queries by subject, delegation, client, request, time and cursor, in id order', async () => {
+        const subject = uid('dave');
+        const base = Date.now();
+        const events = [
+          event({ id: uuidv7(base), subject, client_id: 'c1', delegation_id: 'g1', request_id: 'r1', time: base }),
+          event({ id: uuidv7(base + 10), subject, client_id: 'c2', delegation_id: 'g2', time: base + 10, actor_chain: ['x', 'y'] }),
+          event({ id: uuidv7(base + 20), subject, client_id: 'c1', delegation_id: 'g1', time: base + 20, detail: { k: 1 } }),
+        ].sort((a, b) => (a.id < b.id ? -1 : 1));
+        await store.appendAudit(events);
+        await store.appendAudit([events[0] as AuditEvent]); // idempotent by id
+        assert.deepEqual(await store.queryAudit({ subject }), events);
+        assert.deepEqual(
+          (await store.queryAudit({ subject, client_id: 'c1' })).map((e) => e.id),
+          events.filter((e) => e.client_id === 'c1').map((e) => e.id),
+        );
+        assert.equal((await store.queryAudit({ subject, delegation_id: 'g2' })).length, 1);
+        assert.equal((await store.queryAudit({ subject, request_id: 'r1' })).length, 1);
+        assert.equal((await store.queryAudit({ subject, since: base + 10 })).length, 2);
+        assert.deepEqual(
+          (await store.queryAudit({ subject, after_id: events[0]?.id })).map((e) => e.id),
+          events.slice(1).map((e) => e.id),
+        );
+        assert.equal((await store.queryAudit({ subject, limit: 1 })).length, 1);
+      });
+    });
+
+    describe('prune', () => {
+      it('drops expired refresh tokens, replay and revocation entries, and old expired grants', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({ expiresAt: now + 10 }, now), now);
+        const keep = await created(store, newGrant({ expiresAt: null }, now), now);
+        const t = refresh(g.id, { expiresAt: now + 10 }, now);
+        await store.createRefreshToken(t);
+        const key = uid('jti');
+        await store.useOnce(key, now + 10, now);
+        await store.prune(now + 11, { grantsExpiredBefore: now + 11 });
+        assert.equal(await store.getRefreshToken(t.hash), undefined);
+        assert.equal(await store.getGrant(g.id), undefined);
+        assert.ok(await store.getGrant(keep.id));
+        assert.equal(await store.useOnce(key, now + 100, now + 11), true);
+      });
+    });
+  });
+}
