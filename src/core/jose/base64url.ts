@@ -20,10 +20,15 @@ for (let i = 0; i < 64; i++) {
  * canonical trailing bits: the unused low bits of the last character must be zero.
  */
 export function isCanonicalSegment(segment: string): boolean {
-  const rem = segment.length & 3;
+  return isCanonicalRange(segment, 0, segment.length);
+}
+
+/** {@link isCanonicalSegment} for `text.slice(start, end)`, without slicing. */
+export function isCanonicalRange(text: string, start: number, end: number): boolean {
+  const rem = (end - start) & 3;
   if (rem === 0) return true;
   if (rem === 1) return false;
-  const last = VALUE[segment.charCodeAt(segment.length - 1)] as number;
+  const last = VALUE[text.charCodeAt(end - 1)] as number;
   return rem === 2 ? (last & 0x0f) === 0 : (last & 0x03) === 0;
 }
 

@@ -11,16 +11,16 @@ import { Buffer } from 'node:buffer';
 import { hash as cryptoHash, timingSafeEqual } from 'node:crypto';
 import { type ErrorCode, TesseraError } from '../errors.ts';
 import type { JwsAlgorithm } from '../jose/algorithms.ts';
-import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
+import { type CompactSplit, decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
 import type { JsonObject } from '../jose/json.ts';
 import type { VerificationKey } from '../jose/jwk.ts';
 import type { CompiledRule, Policy } from '../policy.ts';
 import type { Clock, IntrospectionResponse, Introspector, KeyMiss, KeySource } from '../ports.ts';
-import { parseScopeClaim, type ScopeModel } from '../scopes.ts';
+import { type EffectiveScopes, parseScopeClaim, type ScopeModel } from '../scopes.ts';
 import { BoundedMap } from './bounded-map.ts';
 import { type ChallengeOptions, challenges } from './challenge.ts';
 import { checkDpopProof, type DpopCheckOptions } from './dpop.ts';
-import { extractToken, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
+import { extractTokenDeferred, isToken68, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
 import { type Actor, deepFreeze, type Principal } from './principal.ts';
 import type { RevocationCheck } from './revocation.ts';
 
@@ -144,10 +144,25 @@ interface Header {
 
 interface CacheEntry {
   readonly principal: Principal;
+  /** The answer to a hit, built once (frozen, like the principal). */
+  readonly result: VerifySuccess;
   /** Epoch ms after which the entry is stale (exp + skew). */
   readonly validUntil: number;
+  /** The token is RFC 7235 token68 (always, for a JWT), so a header hit needs no syntax check. */
+  readonly token68: boolean;
   epoch: number;
 }
+
+/** Granted scopes as read from a claim, with their expansion. */
+interface Grant {
+  readonly granted: readonly string[];
+  readonly effective: EffectiveScopes;
+}
+
+const NO_ACTORS: readonly Actor[] = Object.freeze([]);
+const SCOPE_MEMO_LIMIT = 1024;
+
+const claimDetails = (issuer: string, claim: string) => ({ issuer, claim });
 
 const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure => ({
   ok: false,
@@ -173,9 +188,10 @@ function parseHeader(segment: string): Header | ErrorCode {
 
 const MAX_ACT_DEPTH = 32;
 
-function parseActors(act: unknown): Actor[] | undefined {
+function parseActors(act: unknown): readonly Actor[] | undefined {
+  if (act === undefined) return NO_ACTORS;
   const actors: Actor[] = [];
-  let cur = act;
+  let cur: unknown = act;
   while (cur !== undefined) {
     if (typeof cur !== 'object' || cur === null || Array.isArray(cur) || actors.length >= MAX_ACT_DEPTH) return undefined;
     const a = cur as JsonObject;
@@ -205,7 +221,7 @@ function principalFrom(
   issuer: string,
   scopeClaim: string,
   delegationClaim: string,
-  scopes: ScopeModel,
+  grantOf: (claim: unknown) => Grant | undefined,
   tokenHash: string,
   expiresAt: number,
 ): Principal | string {
@@ -215,10 +231,10 @@ function principalFrom(
   if (clientId === false) return 'client_id';
   const jti = optionalString(claims.jti);
   if (jti === false) return 'jti';
-  const grant = optionalString(claims[delegationClaim]);
-  if (grant === false) return delegationClaim;
-  const granted = parseScopeClaim(claims[scopeClaim]);
-  if (granted === undefined) return scopeClaim;
+  const delegationId = optionalString(claims[delegationClaim]);
+  if (delegationId === false) return delegationClaim;
+  const grant = grantOf(claims[scopeClaim]);
+  if (grant === undefined) return scopeClaim;
   const actors = parseActors(claims.act);
   if (actors === undefined) return 'act';
   const aud = claims.aud;
@@ -240,10 +256,10 @@ function principalFrom(
     subject: sub,
     clientId,
     audience: Object.freeze(audience),
-    scopes: Object.freeze(granted),
-    effectiveScopes: scopes.expand(granted),
+    scopes: grant.granted,
+    effectiveScopes: grant.effective,
     actors: Object.freeze(actors),
-    delegationId: grant,
+    delegationId,
     tokenId: jti,
     expiresAt,
     issuedAt: typeof iat === 'number' ? iat : undefined,
@@ -270,8 +286,29 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     maxProofSize: maxTokenSize,
   };
   const headerCache = new BoundedMap<string, Header>(256);
+  let lastHeader: { readonly segment: string; readonly header: Header } | undefined;
   const cache = options.cacheSize > 0 ? new BoundedMap<string, CacheEntry>(options.cacheSize) : undefined;
   const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
+  // The signing input and the decoded signature are written here rather than into fresh buffers.
+  // Signature checks are synchronous, so no two verifications ever share them.
+  const inputScratch = Buffer.allocUnsafeSlow(maxTokenSize);
+  const signatureScratch = Buffer.allocUnsafeSlow(Math.ceil((maxTokenSize * 3) / 4));
+
+  // Most tokens of one client carry the same scope string: parse and expand it once.
+  const grants = new BoundedMap<string, Grant>(SCOPE_MEMO_LIMIT);
+  const grantOf = (claim: unknown): Grant | undefined => {
+    if (typeof claim === 'string') {
+      let grant = grants.get(claim);
+      if (grant === undefined) {
+        const granted = Object.freeze(parseScopeClaim(claim) as string[]);
+        grant = { granted, effective: scopes.expand(granted) };
+        grants.set(claim, grant);
+      }
+      return grant;
+    }
+    const granted = parseScopeClaim(claim);
+    return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
+  };
 
   const isRevoked = (p: Principal): boolean =>
     revocation !== undefined &&
@@ -285,25 +322,32 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       expiresAt: p.expiresAt,
     });
 
-  const remember = (hash: string, principal: Principal, validUntil: number): void => {
-    cache?.set(hash, { principal, validUntil, epoch: revocation?.epoch ?? 0 });
+  const remember = (hash: string, principal: Principal, validUntil: number, token68: boolean): VerifySuccess => {
+    const result: VerifySuccess = Object.freeze({ ok: true, principal });
+    cache?.set(hash, { principal, result, validUntil, token68, epoch: revocation?.epoch ?? 0 });
+    return result;
   };
 
   /**
    * JWT validation. Synchronous except when the key is unknown and the key source may refetch;
    * then the lookup and everything after it continue once the refresh settles.
    */
-  function verifyJwt(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
-    const split = splitCompact(token);
-    if (!split) return deny('token_malformed');
+  function verifyJwt(token: string, hash: string, split: CompactSplit): VerifyResult | Promise<VerifyResult> {
     const { dot1, dot2 } = split;
-    const headerSegment = token.slice(0, dot1);
-    let header = headerCache.get(headerSegment);
-    if (header === undefined) {
-      const parsed = parseHeader(headerSegment);
-      if (typeof parsed === 'string') return deny(parsed);
-      header = parsed;
-      headerCache.set(headerSegment, header);
+    // Most tokens carry the header of the one before; compare in place before slicing and hashing.
+    let header: Header | undefined;
+    if (lastHeader !== undefined && dot1 === lastHeader.segment.length && token.startsWith(lastHeader.segment)) {
+      header = lastHeader.header;
+    } else {
+      const segment = token.slice(0, dot1);
+      header = headerCache.get(segment);
+      if (header === undefined) {
+        const parsed = parseHeader(segment);
+        if (typeof parsed === 'string') return deny(parsed);
+        header = parsed;
+        headerCache.set(segment, header);
+      }
+      lastHeader = { segment, header };
     }
     const claims = decodeJsonSegment(token.slice(dot1 + 1, dot2));
     if (!claims) return deny('token_payload_invalid');
@@ -340,45 +384,44 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (key === 'ambiguous') return deny('token_key_ambiguous', { issuer: issuer.issuer, claim: 'kid' });
     if (key === 'unavailable') return deny('keys_unavailable', { issuer: issuer.issuer, retryAfter: 5 });
     const check = key.checks.get(header.alg as JwsAlgorithm);
-    const signature = Buffer.from(token.slice(dot2 + 1), 'base64url');
-    if (!check?.(Buffer.from(token.slice(0, dot2), 'latin1'), signature)) {
-      return deny('token_signature_invalid', { issuer: issuer.issuer });
-    }
+    // The token is canonical base64url (checked by splitCompact), so these writes decode it exactly.
+    const input = inputScratch.subarray(0, inputScratch.write(token, 0, dot2, 'latin1'));
+    const signature = signatureScratch.subarray(0, signatureScratch.write(token.slice(dot2 + 1), 0, 'base64url'));
+    if (!check?.(input, signature)) return deny('token_signature_invalid', { issuer: issuer.issuer });
     const iss = claims.iss;
 
     // Claims (RFC 7519 §4.1, RFC 9068 §4), now that they are known to come from the issuer.
-    const details = (claim: string) => ({ issuer: issuer.issuer, claim });
+    const name = issuer.issuer;
     if (issuer.typ !== undefined && (header.typ === undefined || normalizeTyp(header.typ) !== issuer.typ)) {
-      return deny('token_typ_invalid', details('typ'));
+      return deny('token_typ_invalid', claimDetails(name, 'typ'));
     }
-    if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', details('iss'));
-    for (const name of issuer.requiredClaims) {
-      if (!Object.hasOwn(claims, name)) return deny('token_claim_missing', details(name));
+    if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', claimDetails(name, 'iss'));
+    for (const claim of issuer.requiredClaims) {
+      if (!Object.hasOwn(claims, claim)) return deny('token_claim_missing', claimDetails(name, claim));
     }
     const { exp, nbf, iat, aud } = claims;
-    if (exp === undefined) return deny('token_claim_missing', details('exp'));
-    if (typeof exp !== 'number') return deny('token_claim_invalid', details('exp'));
-    if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', details('nbf'));
-    if (iat !== undefined && typeof iat !== 'number') return deny('token_claim_invalid', details('iat'));
+    if (exp === undefined) return deny('token_claim_missing', claimDetails(name, 'exp'));
+    if (typeof exp !== 'number') return deny('token_claim_invalid', claimDetails(name, 'exp'));
+    if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', claimDetails(name, 'nbf'));
+    if (iat !== undefined && typeof iat !== 'number') return deny('token_claim_invalid', claimDetails(name, 'iat'));
     const nowMs = clock();
     const now = Math.floor(nowMs / 1000);
     const skew = issuer.clockSkew;
-    if (exp <= now - skew) return deny('token_expired', details('exp'));
-    if (nbf !== undefined && nbf > now + skew) return deny('token_not_yet_valid', details('nbf'));
-    if (iat !== undefined && iat > now + skew) return deny('token_iat_in_future', details('iat'));
-    if (exp - (iat ?? now) > issuer.maxLifetime) return deny('token_lifetime_exceeded', details('exp'));
-    if (aud === undefined) return deny('token_claim_missing', details('aud'));
+    if (exp <= now - skew) return deny('token_expired', claimDetails(name, 'exp'));
+    if (nbf !== undefined && nbf > now + skew) return deny('token_not_yet_valid', claimDetails(name, 'nbf'));
+    if (iat !== undefined && iat > now + skew) return deny('token_iat_in_future', claimDetails(name, 'iat'));
+    if (exp - (iat ?? now) > issuer.maxLifetime) return deny('token_lifetime_exceeded', claimDetails(name, 'exp'));
+    if (aud === undefined) return deny('token_claim_missing', claimDetails(name, 'aud'));
     if (typeof aud === 'string') {
-      if (!issuer.audiences.includes(aud)) return deny('token_audience_invalid', details('aud'));
+      if (!issuer.audiences.includes(aud)) return deny('token_audience_invalid', claimDetails(name, 'aud'));
     } else if (Array.isArray(aud) && aud.every((a) => typeof a === 'string')) {
-      if (!issuer.audiences.some((a) => aud.includes(a))) return deny('token_audience_invalid', details('aud'));
-    } else return deny('token_claim_invalid', details('aud'));
+      if (!issuer.audiences.some((a) => aud.includes(a))) return deny('token_audience_invalid', claimDetails(name, 'aud'));
+    } else return deny('token_claim_invalid', claimDetails(name, 'aud'));
 
-    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, scopes, hash, exp);
-    if (typeof principal === 'string') return deny('token_claim_invalid', details(principal));
+    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, hash, exp);
+    if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
     if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
-    remember(hash, principal, (exp + skew) * 1000);
-    return { ok: true, principal };
+    return remember(hash, principal, (exp + skew) * 1000, true);
   }
 
   function verifyStatic(hash: string): Principal | undefined {
@@ -433,52 +476,61 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       iss,
       config.scopeClaim,
       'grant_id',
-      scopes,
+      grantOf,
       hash,
       typeof exp === 'number' ? exp : cacheUntil,
     );
     if (typeof principal === 'string') return deny('token_claim_invalid', { claim: principal });
     if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
-    if (cacheUntil > now) remember(hash, principal, cacheUntil * 1000);
+    if (cacheUntil > now) return remember(hash, principal, cacheUntil * 1000, isToken68(token));
     return { ok: true, principal };
   }
 
-  /** Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256. */
-  function validate(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
+  /**
+   * Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256.
+   * `unchecked`: an Authorization header token whose token68 syntax is still to be checked.
+   */
+  function validate(token: string, hash: string, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
     if (cache) {
       const hit = cache.get(hash);
       if (hit !== undefined) {
+        if (unchecked && !hit.token68 && !isToken68(token)) return deny('request_malformed_authorization');
         if (clock() < hit.validUntil) {
           if (revocation === undefined || hit.epoch === revocation.epoch) {
             stats.cacheHits++;
-            return { ok: true, principal: hit.principal };
+            return hit.result;
           }
           if (!isRevoked(hit.principal)) {
             hit.epoch = revocation.epoch;
             stats.cacheHits++;
-            return { ok: true, principal: hit.principal };
+            return hit.result;
           }
         }
         cache.delete(hash);
       }
       stats.cacheMisses++;
     }
+    // A compact JWS is token68, so its (stricter) syntax check stands for the header's.
+    const split = issuers.size > 0 ? splitCompact(token) : undefined;
+    if (unchecked && split === undefined && !isToken68(token)) return deny('request_malformed_authorization');
     if (staticTokens.length > 0) {
       const principal = verifyStatic(hash);
       if (principal) return { ok: true, principal };
     }
-    if (issuers.size > 0 && token.indexOf('.') > 0) return verifyJwt(token, hash);
+    if (issuers.size > 0 && token.indexOf('.') > 0) return split ? verifyJwt(token, hash, split) : deny('token_malformed');
     if (introspection) return verifyIntrospection(token, hash, introspection);
     return deny(staticTokens.length > 0 ? 'token_unknown' : 'token_malformed');
   }
 
   function authenticateInner(request: VerifyRequest): VerifyResult | Promise<VerifyResult> {
-    const extracted = extractToken(request, options.transport);
+    const extracted = extractTokenDeferred(request, options.transport);
     if (extracted instanceof TesseraError) return { ok: false, error: extracted };
-    const { token } = extracted;
-    if (token.length > maxTokenSize) return deny('token_too_large');
+    const { token, unchecked } = extracted;
+    if (token.length > maxTokenSize) {
+      return deny(unchecked && !isToken68(token) ? 'request_malformed_authorization' : 'token_too_large');
+    }
     const hash = cryptoHash('sha256', token, 'base64url');
-    const result = validate(token, hash);
+    const result = validate(token, hash, unchecked);
     return result instanceof Promise
       ? result.then((r) => bind(r, extracted.scheme, request, hash))
       : bind(result, extracted.scheme, request, hash);
@@ -555,7 +607,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   async function verifyToken(token: string): Promise<VerifyResult> {
     if (token === '') return deny('request_empty_token');
     if (token.length > maxTokenSize) return deny('token_too_large');
-    return validate(token, cryptoHash('sha256', token, 'base64url'));
+    return validate(token, cryptoHash('sha256', token, 'base64url'), false);
   }
 
   return Object.freeze({
