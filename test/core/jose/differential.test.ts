@@ -731,7 +731,19 @@ function jsonVariant(rng: Rng, value: Record<string, unknown>): { text: string |
         text: Buffer.concat([
           Buffer.from(text.slice(0, -1)),
           Buffer.from(',"bad":"'),
-          Buffer.from([rng.pick([0xff, 0xc0, 0xed, 0x80])]),
+          Buffer.from(
+            rng.pick([
+              [0xff],
+              [0xc0],
+              [0xed],
+              [0x80],
+              [0xc0, 0xaf],
+              [0xe0, 0x80, 0xaf],
+              [0xed, 0xa0, 0x80],
+              [0xf4, 0x90, 0x80, 0x80],
+              [0xf8, 0x88, 0x80, 0x80, 0x80],
+            ]),
+          ),
           Buffer.from('x"}'),
         ]),
         note: 'invalid UTF-8',
@@ -817,7 +829,9 @@ function mutateSignature(rng: Rng, base: Base, other: Base): string {
     }
     case 1: {
       const i = rng.int(sig.length);
-      return `${input}.${sig.slice(0, i)}${rng.pick([...B64])}${sig.slice(i + 1)}`;
+      // Sometimes a two-byte character with the same low byte: a byte-truncating decoder keeps the signature.
+      const c = rng.chance(0.2) ? String.fromCharCode(0x100 | sig.charCodeAt(i)) : rng.pick([...B64]);
+      return `${input}.${sig.slice(0, i)}${c}${sig.slice(i + 1)}`;
     }
     case 2:
       return `${input}.${encodingVariant(rng, sig)}`;
@@ -870,7 +884,8 @@ function mutateSegment(rng: Rng, base: Base, other: Base): string {
     }
     case 1: {
       const i = rng.int(seg.length);
-      out = `${seg.slice(0, i)}${rng.pick([...B64])}${seg.slice(i + 1)}`;
+      const c = rng.chance(0.2) ? String.fromCharCode(0xff00 | seg.charCodeAt(i)) : rng.pick([...B64]);
+      out = `${seg.slice(0, i)}${c}${seg.slice(i + 1)}`;
       break;
     }
     case 2:
@@ -908,7 +923,8 @@ function mutateStructure(rng: Rng, base: Base, other: Base): string {
       return rng.pick([` ${t}`, `${t} `, `${t}\n`, `Bearer ${t}`, `\t${t}`, `"${t}"`]);
     case 4: {
       const i = rng.int(t.length + 1);
-      return t.slice(0, i) + rng.pick(['.', '..', '=', ' ', '\u0000', 'é', '\uD800', '😀', '%2E']) + t.slice(i);
+      // Ł (U+0141) and ａ (U+FF41) end in the byte of 'A': a decoder that truncates to bytes would read them as 'A'.
+      return t.slice(0, i) + rng.pick(['.', '..', '=', ' ', '\u0000', 'é', '\uD800', '😀', '%2E', 'Ł', 'ａ', '\u0130']) + t.slice(i);
     }
     case 5:
       return `${h}.${enc('{"enc":"A256GCM"}')}.${p}.${s}.${h}`;
