@@ -11,8 +11,9 @@ import { Buffer } from 'node:buffer';
 import { hash as cryptoHash, timingSafeEqual } from 'node:crypto';
 import { type ErrorCode, TesseraError } from '../errors.ts';
 import type { JwsAlgorithm } from '../jose/algorithms.ts';
-import { type CompactSplit, decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
-import type { JsonObject } from '../jose/json.ts';
+import { decodeBase64url, decodeBase64urlInto } from '../jose/base64url.ts';
+import { KEY_REFERENCE_HEADERS, splitCompactInto } from '../jose/compact.ts';
+import { type JsonObject, parseJsonBytes, parseJsonObject } from '../jose/json.ts';
 import type { VerificationKey } from '../jose/jwk.ts';
 import type { CompiledRule, Policy } from '../policy.ts';
 import type { Clock, IntrospectionResponse, Introspector, KeyMiss, KeySource } from '../ports.ts';
@@ -174,8 +175,9 @@ function normalizeTyp(typ: string): string {
   return lower.startsWith('application/') ? lower.slice(12) : lower;
 }
 
-function parseHeader(segment: string): Header | ErrorCode {
-  const h = decodeJsonSegment(segment);
+/** Parse a header segment already known to be canonical base64url. */
+function parseHeader(bytes: Buffer): Header | ErrorCode {
+  const h = parseJsonObject(bytes);
   if (!h) return 'token_header_invalid';
   const { alg, kid, typ } = h;
   if (typeof alg !== 'string' || alg === '') return 'token_header_invalid';
@@ -289,9 +291,12 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   let lastHeader: { readonly segment: string; readonly header: Header } | undefined;
   const cache = options.cacheSize > 0 ? new BoundedMap<string, CacheEntry>(options.cacheSize) : undefined;
   const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
-  // The signing input and the decoded signature are written here rather than into fresh buffers.
-  // Signature checks are synchronous, so no two verifications ever share them.
-  const inputScratch = Buffer.allocUnsafeSlow(maxTokenSize);
+  // The token's bytes (whose prefix is the signing input), the decoded payload and the decoded
+  // signature are written here rather than into fresh buffers. Everything from the writes to the
+  // signature check is synchronous (a key refresh writes them again), so no two verifications
+  // ever share them.
+  const inputScratch = Buffer.allocUnsafeSlow(maxTokenSize + 4);
+  const payloadScratch = Buffer.allocUnsafeSlow(Math.ceil((maxTokenSize * 3) / 4));
   const signatureScratch = Buffer.allocUnsafeSlow(Math.ceil((maxTokenSize * 3) / 4));
 
   // Most tokens of one client carry the same scope string: parse and expand it once.
@@ -332,24 +337,36 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
    * JWT validation. Synchronous except when the key is unknown and the key source may refetch;
    * then the lookup and everything after it continue once the refresh settles.
    */
-  function verifyJwt(token: string, hash: string, split: CompactSplit): VerifyResult | Promise<VerifyResult> {
+  function verifyJwt(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
+    // Syntax first, for all three segments (any fault is token_malformed), then the header and
+    // payload JSON, the issuer, the key, the signature and the claims.
+    const split = splitCompactInto(token, inputScratch);
+    if (!split) return deny('token_malformed');
     const { dot1, dot2 } = split;
-    // Most tokens carry the header of the one before; compare in place before slicing and hashing.
+    // Most tokens carry the header of the one before, and a header seen before was checked then.
     let header: Header | undefined;
-    if (lastHeader !== undefined && dot1 === lastHeader.segment.length && token.startsWith(lastHeader.segment)) {
+    let headerSegment: string | undefined;
+    let headerBytes: Buffer | undefined;
+    if (lastHeader !== undefined && dot1 === lastHeader.segment.length && token.slice(0, dot1) === lastHeader.segment) {
       header = lastHeader.header;
     } else {
-      const segment = token.slice(0, dot1);
-      header = headerCache.get(segment);
+      headerSegment = token.slice(0, dot1);
+      header = headerCache.get(headerSegment);
       if (header === undefined) {
-        const parsed = parseHeader(segment);
-        if (typeof parsed === 'string') return deny(parsed);
-        header = parsed;
-        headerCache.set(segment, header);
+        headerBytes = decodeBase64url(headerSegment);
+        if (headerBytes === undefined) return deny('token_malformed');
       }
-      lastHeader = { segment, header };
     }
-    const claims = decodeJsonSegment(token.slice(dot1 + 1, dot2));
+    const payloadLength = decodeBase64urlInto(token, dot1 + 1, dot2, payloadScratch);
+    if (payloadLength < 0 || decodeBase64urlInto(token, dot2 + 1, token.length, signatureScratch) < 0) return deny('token_malformed');
+    if (header === undefined) {
+      const parsed = parseHeader(headerBytes as Buffer);
+      if (typeof parsed === 'string') return deny(parsed);
+      header = parsed;
+      headerCache.set(headerSegment as string, header);
+    }
+    if (headerSegment !== undefined) lastHeader = { segment: headerSegment, header };
+    const claims = parseJsonBytes(payloadScratch, payloadLength);
     if (!claims) return deny('token_payload_invalid');
 
     // The issuer is read before the signature only to choose whose keys to use; every claim is
@@ -364,13 +381,18 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     const key = issuer.keys.lookup(header.kid, alg);
     if (key === 'unknown' && issuer.keys.refreshAfterMiss) {
       const kid = header.kid;
-      return issuer.keys
-        .refreshAfterMiss()
-        .then((refreshed) => checkSignedJwt(token, hash, dot2, claims, header, issuer, refreshed ? issuer.keys.lookup(kid, alg) : key));
+      const known = header;
+      return issuer.keys.refreshAfterMiss().then((refreshed) => {
+        // Other verifications ran meanwhile: write the signing input and signature again.
+        inputScratch.write(token, 0, dot2, 'latin1');
+        signatureScratch.write(token.slice(dot2 + 1), 0, 'base64url');
+        return checkSignedJwt(token, hash, dot2, claims, known, issuer, refreshed ? issuer.keys.lookup(kid, alg) : key);
+      });
     }
     return checkSignedJwt(token, hash, dot2, claims, header, issuer, key);
   }
 
+  /** The rest of a JWT's validation; the signing input and signature are in the scratch buffers. */
   function checkSignedJwt(
     token: string,
     hash: string,
@@ -384,9 +406,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (key === 'ambiguous') return deny('token_key_ambiguous', { issuer: issuer.issuer, claim: 'kid' });
     if (key === 'unavailable') return deny('keys_unavailable', { issuer: issuer.issuer, retryAfter: 5 });
     const check = key.checks.get(header.alg as JwsAlgorithm);
-    // The token is canonical base64url (checked by splitCompact), so these writes decode it exactly.
-    const input = inputScratch.subarray(0, inputScratch.write(token, 0, dot2, 'latin1'));
-    const signature = signatureScratch.subarray(0, signatureScratch.write(token.slice(dot2 + 1), 0, 'base64url'));
+    const input = inputScratch.subarray(0, dot2);
+    const signature = signatureScratch.subarray(0, ((token.length - dot2 - 1) * 3) >> 2);
     if (!check?.(input, signature)) return deny('token_signature_invalid', { issuer: issuer.issuer });
     const iss = claims.iss;
 
@@ -510,15 +531,23 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       }
       stats.cacheMisses++;
     }
-    // A compact JWS is token68, so its (stricter) syntax check stands for the header's.
-    const split = issuers.size > 0 ? splitCompact(token) : undefined;
-    if (unchecked && split === undefined && !isToken68(token)) return deny('request_malformed_authorization');
+    const result = validateUncached(token, hash, unchecked);
+    // Only a failure needs the token68 check of a header token: a JWT that verified is strict
+    // base64url, and static and introspected tokens were checked before use.
+    if (unchecked && !(result instanceof Promise) && !result.ok && !isToken68(token)) return deny('request_malformed_authorization');
+    return result;
+  }
+
+  function validateUncached(token: string, hash: string, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
     if (staticTokens.length > 0) {
       const principal = verifyStatic(hash);
-      if (principal) return { ok: true, principal };
+      if (principal) return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : { ok: true, principal };
     }
-    if (issuers.size > 0 && token.indexOf('.') > 0) return split ? verifyJwt(token, hash, split) : deny('token_malformed');
-    if (introspection) return verifyIntrospection(token, hash, introspection);
+    if (issuers.size > 0 && token.indexOf('.') > 0) return verifyJwt(token, hash);
+    if (introspection) {
+      // The token leaves the process here, so its syntax is checked first.
+      return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : verifyIntrospection(token, hash, introspection);
+    }
     return deny(staticTokens.length > 0 ? 'token_unknown' : 'token_malformed');
   }
 
