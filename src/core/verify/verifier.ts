@@ -333,6 +333,27 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     return result;
   };
 
+  // Admission: a JWT enters the result cache on its second presentation. A token used once (a
+  // flood of distinct tokens, a job minting one per call) then costs no entry, so it neither
+  // keeps its principal alive for the garbage collector to promote and sweep nor pushes the
+  // entries of tokens in steady use out of the FIFO. The doorkeeper is a fixed table of 32-bit
+  // fingerprints of token hashes: no allocation; a collision only admits a token one use early,
+  // and an overwrite makes one wait for a third.
+  const doorkeeperMask = cache ? 2 ** Math.ceil(Math.log2(Math.max(1024, options.cacheSize * 2))) - 1 : 0;
+  const doorkeeper = new Int32Array(doorkeeperMask + 1);
+  const admit = (hash: string): boolean => {
+    // `hash` is base64url SHA-256: its characters are uniform, so any of them index and fingerprint.
+    const slot =
+      (hash.charCodeAt(0) | (hash.charCodeAt(1) << 7) | (hash.charCodeAt(2) << 14) | (hash.charCodeAt(3) << 21)) & doorkeeperMask;
+    const fingerprint =
+      (hash.charCodeAt(4) | (hash.charCodeAt(5) << 7) | (hash.charCodeAt(6) << 14) | (hash.charCodeAt(7) << 21)) ^
+      (hash.charCodeAt(8) << 25) ^
+      (hash.charCodeAt(9) << 3);
+    if (doorkeeper[slot] === fingerprint) return true;
+    doorkeeper[slot] = fingerprint;
+    return false;
+  };
+
   /**
    * JWT validation. Synchronous except when the key is unknown and the key source may refetch;
    * then the lookup and everything after it continue once the refresh settles.
@@ -442,7 +463,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, hash, exp);
     if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
     if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
-    return remember(hash, principal, (exp + skew) * 1000, true);
+    if (cache !== undefined && admit(hash)) return remember(hash, principal, (exp + skew) * 1000, true);
+    return { ok: true, principal };
   }
 
   function verifyStatic(hash: string): Principal | undefined {

@@ -1,0 +1,31 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createVerifier } from '../../../src/verifier.ts';
+import { AUDIENCE, claims, ISSUER, makeKey, sign } from '../../helpers/tokens.ts';
+
+const key = makeKey('EdDSA');
+const config = (maxEntries: number) => ({
+  issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['EdDSA' as const], jwks: { keys: [key.jwk] } }],
+  cache: { max_entries: maxEntries },
+});
+
+describe('result cache admission', () => {
+  it('keeps a token in steady use cached through a flood of tokens used once', async () => {
+    const verifier = createVerifier(config(8));
+    const hot = await sign(key, claims());
+    await verifier.verifyToken(hot);
+    await verifier.verifyToken(hot); // admitted
+    const once = await Promise.all(Array.from({ length: 200 }, () => sign(key, claims())));
+    for (const token of once) assert.equal((await verifier.verifyToken(token)).ok, true);
+    const hits = verifier.stats.cacheHits;
+    assert.equal((await verifier.verifyToken(hot)).ok, true);
+    assert.equal(verifier.stats.cacheHits, hits + 1, 'the one-time tokens did not push the hot one out');
+  });
+
+  it('caches nothing when the cache is disabled', async () => {
+    const verifier = createVerifier(config(0));
+    const token = await sign(key, claims());
+    for (let i = 0; i < 3; i++) assert.equal((await verifier.verifyToken(token)).ok, true);
+    assert.equal(verifier.stats.cacheHits, 0);
+  });
+});
