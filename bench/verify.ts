@@ -8,7 +8,8 @@
  * - jose `jwtVerify` (issuer, audience, algorithms, typ, required claims);
  * - fast-jwt `createVerifier` (issuer, audience, algorithms, required claims; no cache);
  * - Tessera `verify(request)` cold: every token distinct, full claim checks, the result cache on
- *   but always missing (the token pool cycles through a cache smaller than itself, FIFO);
+ *   and missing (a JWT is cached from its second presentation, and the pool of tokens is large
+ *   enough that the cache's doorkeeper has forgotten a token before it comes round again);
  * - Tessera `verify(request)` warm: one token repeated (a cache hit).
  *
  * The machine is shared and noisy, so measurements are short and interleaved: each round runs every
@@ -18,7 +19,7 @@
  * The last line is one JSON object for scripts (median rates).
  *
  * Environment: BENCH_ROUNDS (default 25), BENCH_MS (target milliseconds per measurement, default
- * 40), BENCH_POOL (distinct tokens per algorithm, default 2048).
+ * 40), BENCH_POOL (distinct tokens per algorithm, default 8192).
  */
 import { Buffer } from 'node:buffer';
 import { sign as cryptoSign, verify as cryptoVerify, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
@@ -31,7 +32,7 @@ type Alg = 'ES256' | 'EdDSA' | 'RS256';
 const ALGS: readonly Alg[] = ['ES256', 'EdDSA', 'RS256'];
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 25);
 const TARGET_MS = Number(process.env.BENCH_MS ?? 40);
-const POOL = Number(process.env.BENCH_POOL ?? 2048);
+const POOL = Number(process.env.BENCH_POOL ?? 8192);
 const ISSUER = 'https://issuer.bench.test';
 const AUDIENCE = 'https://api.bench.test';
 const NOW = Math.floor(Date.now() / 1000);
@@ -171,9 +172,10 @@ function contestants(f: Fixture): Contestant[] {
     dpop: { mode: 'disabled' as const },
     cache: { max_entries: cacheEntries },
   });
-  // A cache smaller than the pool, cycled in order, misses on every token (FIFO eviction), so the
-  // cold figure includes the cache lookup, the insert and the eviction a busy server pays.
-  const coldVerifier = createVerifier(config(POOL >> 2));
+  // The cold verifier's cache is small, so its doorkeeper (1024 fingerprints) has overwritten a
+  // token's fingerprint (all but e^-8 of them) by the time the pool comes round to it again: every
+  // presentation is a first one, paying the cache lookup and the admission check.
+  const coldVerifier = createVerifier(config(64));
   // Header values as node:http delivers them: flat one-byte strings (a template literal would be a
   // rope that the first string operation flattens).
   const flat = (v: string) => Buffer.from(v, 'latin1').toString('latin1');
@@ -186,7 +188,8 @@ function contestants(f: Fixture): Contestant[] {
         const r = await coldVerifier.verify(coldRequests[ci++ % POOL] as (typeof coldRequests)[number]);
         if (!r.ok) throw new Error(`tessera cold: ${r.error.code}`);
       }
-      if (coldVerifier.stats.cacheHits !== 0) throw new Error('tessera cold: the cache hit');
+      const { cacheHits, cacheMisses } = coldVerifier.stats;
+      if (cacheHits > cacheMisses / 1000) throw new Error(`tessera cold: ${cacheHits} cache hits in ${cacheHits + cacheMisses}`);
     },
   };
 
