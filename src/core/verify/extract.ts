@@ -49,10 +49,10 @@ const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /** Read one header from either header shape; arrays are returned as-is so duplicates are visible. */
 export function readHeader(headers: HeaderBag, name: string): string | readonly string[] | undefined {
-  if (typeof (headers as { get?: unknown }).get === 'function') {
-    return (headers as { get(name: string): string | null }).get(name) ?? undefined;
-  }
-  return (headers as Record<string, string | readonly string[] | undefined>)[name];
+  // A plain object (node:http, Express, Fastify) first: Web Headers keep no header as a property.
+  const value = (headers as Record<string, string | readonly string[] | undefined>)[name];
+  if (value !== undefined || typeof (headers as { get?: unknown }).get !== 'function') return value;
+  return (headers as { get(name: string): string | null }).get(name) ?? undefined;
 }
 
 /** Read a header that must appear at most once. */

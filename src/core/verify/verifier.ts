@@ -260,7 +260,7 @@ function principalFrom(
     audience: Object.freeze(audience),
     scopes: grant.granted,
     effectiveScopes: grant.effective,
-    actors: Object.freeze(actors),
+    actors: actors === NO_ACTORS ? actors : Object.freeze(actors),
     delegationId,
     tokenId: jti,
     expiresAt,
@@ -438,8 +438,9 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       return deny('token_typ_invalid', claimDetails(name, 'typ'));
     }
     if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', claimDetails(name, 'iss'));
-    for (const claim of issuer.requiredClaims) {
-      if (!Object.hasOwn(claims, claim)) return deny('token_claim_missing', claimDetails(name, claim));
+    const required = issuer.requiredClaims;
+    for (let i = 0; i < required.length; i++) {
+      if (!Object.hasOwn(claims, required[i] as string)) return deny('token_claim_missing', claimDetails(name, required[i] as string));
     }
     const { exp, nbf, iat, aud } = claims;
     if (exp === undefined) return deny('token_claim_missing', claimDetails(name, 'exp'));
