@@ -19,7 +19,8 @@
  * The last line is one JSON object for scripts (median rates).
  *
  * Environment: BENCH_ROUNDS (default 25), BENCH_MS (target milliseconds per measurement, default
- * 40), BENCH_POOL (distinct tokens per algorithm, default 8192).
+ * 40), BENCH_POOL (distinct tokens per algorithm, default 8192), BENCH_ONLY (comma-separated
+ * contestants to run besides raw, for development).
  */
 import { Buffer } from 'node:buffer';
 import { sign as cryptoSign, verify as cryptoVerify, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
@@ -204,7 +205,9 @@ function contestants(f: Fixture): Contestant[] {
       }
     },
   };
-  return [raw, jose, fastjwt, cold, warm];
+  // BENCH_ONLY=raw,tessera_cold (for instance) runs a subset; the JSON then reports 0 for the rest.
+  const only = process.env.BENCH_ONLY?.split(',');
+  return [raw, jose, fastjwt, cold, warm].filter((c) => c.name === 'raw' || only === undefined || only.includes(c.name));
 }
 
 async function measure(c: Contestant, n: number): Promise<number> {
