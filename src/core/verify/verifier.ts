@@ -161,6 +161,15 @@ interface Grant {
 }
 
 const NO_ACTORS: readonly Actor[] = Object.freeze([]);
+
+/** A cached result's resolved promise, so a hit allocates none. */
+const SETTLED: unique symbol = Symbol('settled');
+
+/** `result` as a promise: the cached one for a cached result, else a new one. */
+function settle(result: VerifyResult | Promise<VerifyResult>): Promise<VerifyResult> {
+  if (result instanceof Promise) return result;
+  return (result as { [SETTLED]?: Promise<VerifyResult> })[SETTLED] ?? Promise.resolve(result);
+}
 const SCOPE_MEMO_LIMIT = 1024;
 
 const claimDetails = (issuer: string, claim: string) => ({ issuer, claim });
@@ -328,7 +337,10 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     });
 
   const remember = (hash: string, principal: Principal, validUntil: number, token68: boolean): VerifySuccess => {
-    const result: VerifySuccess = Object.freeze({ ok: true, principal });
+    const result: VerifySuccess = { ok: true, principal };
+    // The promise a hit answers with is made once too (hidden, not enumerable).
+    Object.defineProperty(result, SETTLED, { value: Promise.resolve(result) });
+    Object.freeze(result);
     cache?.set(hash, { principal, result, validUntil, token68, epoch: revocation?.epoch ?? 0 });
     return result;
   };
@@ -646,14 +658,27 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     return decision.rule ? { ...failure, rule: decision.rule } : failure;
   }
 
-  async function verify(request: VerifyRequest): Promise<VerifyResult> {
-    const result = authenticateInner(request);
-    if (!policy) return result;
-    return authorize(request, result instanceof Promise ? await result : result, policy);
+  // verify and authenticate are not `async`: a cache hit answers with the entry's settled promise.
+  // Like async functions, they never throw; a failure becomes a rejected promise.
+  function verify(request: VerifyRequest): Promise<VerifyResult> {
+    try {
+      const result = authenticateInner(request);
+      if (!policy) return settle(result);
+      const rules = policy;
+      return result instanceof Promise
+        ? result.then((r) => authorize(request, r, rules))
+        : Promise.resolve(authorize(request, result, rules));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
-  async function authenticate(request: VerifyRequest): Promise<VerifyResult> {
-    return authenticateInner(request);
+  function authenticate(request: VerifyRequest): Promise<VerifyResult> {
+    try {
+      return settle(authenticateInner(request));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   async function verifyToken(token: string): Promise<VerifyResult> {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createVerifier } from '../../../src/verifier.ts';
-import { AUDIENCE, claims, ISSUER, makeKey, sign } from '../../helpers/tokens.ts';
+import { AUDIENCE, bearer, claims, ISSUER, makeKey, sign } from '../../helpers/tokens.ts';
 
 const key = makeKey('EdDSA');
 const config = (maxEntries: number) => ({
@@ -27,5 +27,32 @@ describe('result cache admission', () => {
     const token = await sign(key, claims());
     for (let i = 0; i < 3; i++) assert.equal((await verifier.verifyToken(token)).ok, true);
     assert.equal(verifier.stats.cacheHits, 0);
+  });
+
+  it('answers hits with one frozen result, and a throwing key source with a rejected promise', async () => {
+    const verifier = createVerifier(config(8));
+    const token = await sign(key, claims());
+    await verifier.verify(bearer(token));
+    await verifier.verify(bearer(token));
+    const [a, b] = await Promise.all([verifier.verify(bearer(token)), verifier.verify(bearer(token))]);
+    assert.equal(a, b);
+    assert.ok(Object.isFrozen(a));
+    assert.deepEqual(Object.keys(a), ['ok', 'principal']);
+
+    const broken = createVerifier(
+      { issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['EdDSA'], jwks_uri: 'https://issuer.test/jwks' }] },
+      {
+        keySources: {
+          [ISSUER]: {
+            lookup: () => {
+              throw new Error('key store down');
+            },
+          },
+        },
+      },
+    );
+    const pending = broken.verify(bearer(await sign(key, claims())));
+    assert.ok(pending instanceof Promise);
+    await assert.rejects(pending, /key store down/);
   });
 });
