@@ -161,6 +161,18 @@ interface Grant {
 }
 
 const NO_ACTORS: readonly Actor[] = Object.freeze([]);
+const NO_AUDIENCE: readonly string[] = Object.freeze([]);
+
+// A token's `aud` is nearly always the one string its API expects: share its frozen list.
+const audiences = new BoundedMap<string, readonly string[]>(256);
+function audienceOf(aud: string): readonly string[] {
+  let list = audiences.get(aud);
+  if (list === undefined) {
+    list = Object.freeze([aud]);
+    audiences.set(aud, list);
+  }
+  return list;
+}
 
 /** A cached result's resolved promise, so a hit allocates none. */
 const SETTLED: unique symbol = Symbol('settled');
@@ -249,7 +261,7 @@ function principalFrom(
   const actors = parseActors(claims.act);
   if (actors === undefined) return 'act';
   const aud = claims.aud;
-  const audience = aud === undefined ? [] : typeof aud === 'string' ? [aud] : (aud as string[]);
+  const audience = aud === undefined ? NO_AUDIENCE : typeof aud === 'string' ? audienceOf(aud) : Object.freeze(aud as string[]);
   let confirmation: { jkt: string } | undefined;
   if (claims.cnf !== undefined) {
     const cnf = claims.cnf;
@@ -266,7 +278,7 @@ function principalFrom(
     issuer,
     subject: sub,
     clientId,
-    audience: Object.freeze(audience),
+    audience,
     scopes: grant.granted,
     effectiveScopes: grant.effective,
     actors: actors === NO_ACTORS ? actors : Object.freeze(actors),
@@ -307,6 +319,18 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   const inputScratch = Buffer.allocUnsafeSlow(maxTokenSize + 4);
   const payloadScratch = Buffer.allocUnsafeSlow(Math.ceil((maxTokenSize * 3) / 4));
   const signatureScratch = Buffer.allocUnsafeSlow(Math.ceil((maxTokenSize * 3) / 4));
+  // Views of their first n bytes, made once per length: a signature's length is fixed by its
+  // algorithm and key, and signing inputs vary by a few bytes, so these nearly always hit.
+  const inputViews = new BoundedMap<number, Buffer>(64);
+  const signatureViews = new BoundedMap<number, Buffer>(16);
+  const viewOf = (views: BoundedMap<number, Buffer>, scratch: Buffer, length: number): Buffer => {
+    let view = views.get(length);
+    if (view === undefined) {
+      view = scratch.subarray(0, length);
+      views.set(length, view);
+    }
+    return view;
+  };
 
   // Most tokens of one client carry the same scope string: parse and expand it once.
   const grants = new BoundedMap<string, Grant>(SCOPE_MEMO_LIMIT);
@@ -439,8 +463,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (key === 'ambiguous') return deny('token_key_ambiguous', { issuer: issuer.issuer, claim: 'kid' });
     if (key === 'unavailable') return deny('keys_unavailable', { issuer: issuer.issuer, retryAfter: 5 });
     const check = key.checks.get(header.alg as JwsAlgorithm);
-    const input = inputScratch.subarray(0, dot2);
-    const signature = signatureScratch.subarray(0, ((token.length - dot2 - 1) * 3) >> 2);
+    const input = viewOf(inputViews, inputScratch, dot2);
+    const signature = viewOf(signatureViews, signatureScratch, ((token.length - dot2 - 1) * 3) >> 2);
     if (!check?.(input, signature)) return deny('token_signature_invalid', { issuer: issuer.issuer });
     const iss = claims.iss;
 
