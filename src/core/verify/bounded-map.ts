@@ -8,21 +8,34 @@
  * proportion to the entries already evicted. The ring makes each eviction O(1). A key deleted
  * early keeps its ring slot until that slot comes round, so explicit deletions lower the capacity
  * until then, and a key set again after a deletion may be evicted early; either only costs a miss.
+ *
+ * The last lookup is remembered: hot paths look up the same key many times in a row (a token's
+ * hash on every request that presents it, a client's scope string), and comparing a fresh string
+ * with the remembered one is cheaper than hashing it for the `Map`. Every change forgets it.
  */
 export class BoundedMap<K, V> {
   readonly #map = new Map<K, V>();
   readonly #ring: (K | undefined)[];
   #next = 0;
+  #hasLast = false;
+  #lastKey: K | undefined;
+  #lastValue: V | undefined;
 
   constructor(max: number) {
     this.#ring = new Array<K | undefined>(Math.max(1, max)).fill(undefined);
   }
 
   get(key: K): V | undefined {
-    return this.#map.get(key);
+    if (this.#hasLast && key === this.#lastKey) return this.#lastValue;
+    const value = this.#map.get(key);
+    this.#lastKey = key;
+    this.#lastValue = value;
+    this.#hasLast = true;
+    return value;
   }
 
   set(key: K, value: V): void {
+    this.#forget();
     const map = this.#map;
     const size = map.size;
     map.set(key, value);
@@ -36,6 +49,7 @@ export class BoundedMap<K, V> {
   }
 
   delete(key: K): boolean {
+    this.#forget();
     return this.#map.delete(key);
   }
 
@@ -44,9 +58,16 @@ export class BoundedMap<K, V> {
   }
 
   clear(): void {
+    this.#forget();
     this.#map.clear();
     this.#ring.fill(undefined);
     this.#next = 0;
+  }
+
+  #forget(): void {
+    this.#hasLast = false;
+    this.#lastKey = undefined;
+    this.#lastValue = undefined;
   }
 
   get size(): number {

@@ -46,4 +46,25 @@ describe('BoundedMap', () => {
     m.set(last, -1);
     assert.equal(m.get(last), -1);
   });
+
+  it('never answers from its remembered lookup after a change', () => {
+    const m = new BoundedMap<string, number>(2);
+    const k = (s: string) => `${s}`.split('').join(''); // equal strings, distinct objects
+    assert.equal(m.get(k('a')), undefined);
+    m.set('a', 1);
+    assert.equal(m.get(k('a')), 1);
+    assert.equal(m.get(k('a')), 1);
+    m.set('a', 2);
+    assert.equal(m.get(k('a')), 2);
+    m.set('b', 3);
+    m.set('c', 4); // evicts a
+    assert.equal(m.get(k('a')), undefined);
+    assert.equal(m.get(k('c')), 4);
+    m.delete('c');
+    assert.equal(m.get(k('c')), undefined);
+    m.set('d', 5);
+    assert.equal(m.get(k('d')), 5);
+    m.clear();
+    assert.equal(m.get(k('d')), undefined);
+  });
 });
