@@ -140,6 +140,7 @@ export interface Verifier {
 interface Header {
   readonly alg: JwsAlgorithm | string;
   readonly kid: string | undefined;
+  /** `typ` lower-cased without an `application/` prefix (RFC 7515 §4.1.9), computed once per header. */
   readonly typ: string | undefined;
 }
 
@@ -206,7 +207,7 @@ function parseHeader(bytes: Buffer): Header | ErrorCode {
   for (const name of KEY_REFERENCE_HEADERS) if (h[name] !== undefined) return 'token_key_reference_untrusted';
   if (kid !== undefined && typeof kid !== 'string') return 'token_header_invalid';
   if (typ !== undefined && typeof typ !== 'string') return 'token_header_invalid';
-  return { alg, kid, typ };
+  return { alg, kid, typ: typ === undefined ? undefined : normalizeTyp(typ) };
 }
 
 const MAX_ACT_DEPTH = 32;
@@ -470,7 +471,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
     // Claims (RFC 7519 §4.1, RFC 9068 §4), now that they are known to come from the issuer.
     const name = issuer.issuer;
-    if (issuer.typ !== undefined && (header.typ === undefined || normalizeTyp(header.typ) !== issuer.typ)) {
+    if (issuer.typ !== undefined && header.typ !== issuer.typ) {
       return deny('token_typ_invalid', claimDetails(name, 'typ'));
     }
     if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', claimDetails(name, 'iss'));
