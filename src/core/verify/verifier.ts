@@ -231,6 +231,26 @@ function parseActors(act: unknown): readonly Actor[] | undefined {
   return actors;
 }
 
+/**
+ * Deep-freeze a value fresh from JSON.parse (so acyclic and unfrozen): {@link deepFreeze} without
+ * its per-value frozenness test.
+ */
+function freezeParsed<T extends object>(value: T): T {
+  Object.freeze(value);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      if (typeof v === 'object' && v !== null) freezeParsed(v);
+    }
+  } else {
+    for (const key in value) {
+      const v: unknown = value[key];
+      if (typeof v === 'object' && v !== null) freezeParsed(v);
+    }
+  }
+  return value;
+}
+
 function optionalString(v: unknown): string | undefined | false {
   return v === undefined ? undefined : typeof v === 'string' ? v : false;
 }
@@ -289,7 +309,7 @@ function principalFrom(
     issuedAt: typeof iat === 'number' ? iat : undefined,
     confirmation,
     tokenHash: tokenHash.slice(0, 16),
-    claims: deepFreeze(claims),
+    claims: kind === 'jwt' ? freezeParsed(claims) : deepFreeze(claims),
   });
 }
 

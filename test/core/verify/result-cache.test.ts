@@ -55,4 +55,16 @@ describe('result cache admission', () => {
     assert.ok(pending instanceof Promise);
     await assert.rejects(pending, /key store down/);
   });
+
+  it('deep-freezes the claims of a principal, nested objects and arrays included', async () => {
+    const verifier = createVerifier(config(8));
+    const token = await sign(key, claims({ act: { sub: 'b', act: { sub: 'a' } }, ext: { roles: [{ name: 'r' }], tags: ['x'] } }));
+    const result = await verifier.verifyToken(token);
+    assert.ok(result.ok);
+    const c = result.principal.claims as { act: { act: object }; ext: { roles: [{ name: string }]; tags: string[] } };
+    for (const o of [c, c.act, c.act.act, c.ext, c.ext.roles, c.ext.roles[0], c.ext.tags]) assert.ok(Object.isFrozen(o));
+    assert.throws(() => {
+      (c.ext.roles[0] as { name: string }).name = 'admin';
+    }, TypeError);
+  });
 });
