@@ -20,7 +20,7 @@
  *
  * Environment: BENCH_ROUNDS (default 25), BENCH_MS (target milliseconds per measurement, default
  * 40), BENCH_POOL (distinct tokens per algorithm, default 8192), BENCH_ONLY (comma-separated
- * contestants to run besides raw, for development).
+ * contestants to run besides raw) and BENCH_ALGS (comma-separated algorithms), for development.
  */
 import { Buffer } from 'node:buffer';
 import { sign as cryptoSign, verify as cryptoVerify, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
@@ -30,7 +30,7 @@ import { createLocalJWKSet, jwtVerify } from 'jose';
 import { createVerifier } from '../src/verifier.ts';
 
 type Alg = 'ES256' | 'EdDSA' | 'RS256';
-const ALGS: readonly Alg[] = ['ES256', 'EdDSA', 'RS256'];
+const ALGS: readonly Alg[] = (process.env.BENCH_ALGS?.split(',') as Alg[] | undefined) ?? ['ES256', 'EdDSA', 'RS256'];
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 25);
 const TARGET_MS = Number(process.env.BENCH_MS ?? 40);
 const POOL = Number(process.env.BENCH_POOL ?? 8192);

@@ -451,7 +451,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     // validated after the signature. A token without a string `iss` can still be checked against
     // the only configured issuer, so a forgery reports a bad signature rather than a claim.
     const iss = claims.iss;
-    const issuer = typeof iss === 'string' ? issuers.get(iss) : soleIssuer;
+    const issuer =
+      typeof iss !== 'string' ? soleIssuer : soleIssuer !== undefined && iss === soleIssuer.issuer ? soleIssuer : issuers.get(iss);
     if (!issuer) return deny('token_issuer_unknown');
     const alg = header.alg as JwsAlgorithm;
     if (!issuer.algorithmSet.has(alg)) return deny('token_alg_not_allowed', { issuer: issuer.issuer, claim: 'alg' });
