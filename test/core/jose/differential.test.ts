@@ -1135,6 +1135,8 @@ describe('differential: Tessera vs jose', () => {
     for (const [category, c] of [...tallies].sort((a, b) => b[1].total - a[1].total)) {
       t.diagnostic(`${category} | ${c.total} | ${c.bothAccept} | ${c.bothReject} | ${c.deliberate}`);
     }
+    const sum = (f: keyof Tally) => [...tallies.values()].reduce((a, c) => a + c[f], 0);
+    t.diagnostic(`all | ${sum('total')} | ${sum('bothAccept')} | ${sum('bothReject')} | ${sum('deliberate')}`);
     t.diagnostic('deliberate difference | tokens jose accepts and Tessera rejects');
     for (const d of DELIBERATE) t.diagnostic(`${d.id} | ${ruleCounts.get(d.id)}`);
 
