@@ -461,11 +461,13 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (key === 'unknown' && issuer.keys.refreshAfterMiss) {
       const kid = header.kid;
       const known = header;
-      return issuer.keys.refreshAfterMiss().then((refreshed) => {
+      // Look the key up again whatever this refresh reports: a concurrent one may have loaded it
+      // (the same fix as on branch verifier-tests).
+      return issuer.keys.refreshAfterMiss().then(() => {
         // Other verifications ran meanwhile: write the signing input and signature again.
         inputScratch.write(token, 0, dot2, 'latin1');
         signatureScratch.write(token.slice(dot2 + 1), 0, 'base64url');
-        return checkSignedJwt(token, hash, dot2, claims, known, issuer, refreshed ? issuer.keys.lookup(kid, alg) : key);
+        return checkSignedJwt(token, hash, dot2, claims, known, issuer, issuer.keys.lookup(kid, alg));
       });
     }
     return checkSignedJwt(token, hash, dot2, claims, header, issuer, key);
