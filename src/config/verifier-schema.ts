@@ -247,7 +247,10 @@ export const verifierFields = {
     .meta({ description: 'Tokens longer than this (bytes) are refused before decoding.' }),
   cache: z
     .strictObject({
-      max_entries: z.number().int().min(0).default(10_000).meta({ description: 'Verified-result cache entries (0 disables).' }),
+      max_entries: z.number().int().min(0).default(10_000).meta({
+        description:
+          'Verified-result cache entries (0 disables), evicted oldest first. A JWT is cached from its second presentation, so tokens used once never displace tokens in steady use.',
+      }),
     })
     .prefault({})
     .meta({ description: 'Verified-result cache, keyed by a SHA-256 of the token, never serving a result past `exp`.' }),

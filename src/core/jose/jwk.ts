@@ -62,8 +62,11 @@ export function jwkThumbprint(jwk: Readonly<Record<string, unknown>>): string {
     .digest('base64url');
 }
 
-/** Convert an IEEE P1363 ECDSA signature (r || s) into DER, the shape `crypto.verify` checks fastest. */
-export function p1363ToDer(signature: Buffer, size: number): Buffer | undefined {
+/**
+ * Convert an IEEE P1363 ECDSA signature (r || s) into DER, the shape `crypto.verify` checks fastest.
+ * `into` receives the DER bytes (at least `2 * size + 9`); the result is a view of it.
+ */
+export function p1363ToDer(signature: Uint8Array, size: number, into?: DerScratch): Buffer | undefined {
   if (signature.length !== size * 2) return undefined;
   let rStart = 0;
   while (rStart < size - 1 && signature[rStart] === 0) rStart++;
@@ -75,7 +78,7 @@ export function p1363ToDer(signature: Buffer, size: number): Buffer | undefined 
   const sLen = size * 2 - sStart + sPad;
   const body = 4 + rLen + sLen;
   const head = body < 0x80 ? 2 : 3;
-  const der = Buffer.allocUnsafe(head + body);
+  const der = into ? into.view(head + body) : Buffer.allocUnsafe(head + body);
   let o = 0;
   der[o++] = 0x30;
   if (head === 3) der[o++] = 0x81;
@@ -83,12 +86,30 @@ export function p1363ToDer(signature: Buffer, size: number): Buffer | undefined 
   der[o++] = 0x02;
   der[o++] = rLen;
   if (rPad) der[o++] = 0;
-  o += signature.copy(der, o, rStart, size);
+  der.set(signature.subarray(rStart, size), o);
+  o += size - rStart;
   der[o++] = 0x02;
   der[o++] = sLen;
   if (sPad) der[o++] = 0;
-  signature.copy(der, o, sStart, size * 2);
+  der.set(signature.subarray(sStart, size * 2), o);
   return der;
+}
+
+/** A reusable DER buffer with one view per length (DER lengths vary by a few bytes). */
+export class DerScratch {
+  readonly #buffer: Buffer;
+  readonly #views = new Map<number, Buffer>();
+  constructor(size: number) {
+    this.#buffer = Buffer.allocUnsafeSlow(2 * size + 9);
+  }
+  view(length: number): Buffer {
+    let v = this.#views.get(length);
+    if (v === undefined) {
+      v = this.#buffer.subarray(0, length);
+      this.#views.set(length, v);
+    }
+    return v;
+  }
 }
 
 function compileCheck(spec: AlgorithmSpec, key: KeyObject): SignatureCheck {
@@ -102,8 +123,10 @@ function compileCheck(spec: AlgorithmSpec, key: KeyObject): SignatureCheck {
   }
   if (spec.kty === 'EC') {
     const size = spec.ecSize as number;
+    // Checks are synchronous, so one DER buffer per compiled check is never shared.
+    const scratch = new DerScratch(size);
     return (input, signature) => {
-      const der = p1363ToDer(signature, size);
+      const der = p1363ToDer(signature, size, scratch);
       return der !== undefined && cryptoVerify(hash, input, key, der);
     };
   }

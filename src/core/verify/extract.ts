@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { TesseraError } from '../errors.ts';
+import { type ErrorCode, TesseraError } from '../errors.ts';
 
 /** Header values as Node gives them (`headersDistinct` arrays, or `headers`), or Web `Headers`. */
 export type HeaderBag = { get(name: string): string | null } | Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -49,10 +49,10 @@ const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /** Read one header from either header shape; arrays are returned as-is so duplicates are visible. */
 export function readHeader(headers: HeaderBag, name: string): string | readonly string[] | undefined {
-  if (typeof (headers as { get?: unknown }).get === 'function') {
-    return (headers as { get(name: string): string | null }).get(name) ?? undefined;
-  }
-  return (headers as Record<string, string | readonly string[] | undefined>)[name];
+  // A plain object (node:http, Express, Fastify) first: Web Headers keep no header as a property.
+  const value = (headers as Record<string, string | readonly string[] | undefined>)[name];
+  if (value !== undefined || typeof (headers as { get?: unknown }).get !== 'function') return value;
+  return (headers as { get(name: string): string | null }).get(name) ?? undefined;
 }
 
 /** Read a header that must appear at most once. */
@@ -111,8 +111,42 @@ function formToken(request: VerifyRequest): string | undefined | typeof MULTIPLE
  *   method carries one (a bare 401 challenge), or a 400 `invalid_request` code.
  */
 export function extractToken(request: VerifyRequest, options: TransportOptions): ExtractedToken | TesseraError {
-  let found: ExtractedToken | undefined;
+  const found = extract(request, options);
+  if (found instanceof TesseraError || !found.unchecked) return found;
+  return TOKEN68.test(found.token) ? found : new TesseraError('request_malformed_authorization');
+}
+
+/** A token from {@link extractTokenDeferred}: `unchecked` when its token68 syntax is still to be checked. */
+export interface DeferredToken extends ExtractedToken {
+  readonly unchecked: boolean;
+}
+
+/** True when `token` is RFC 7235 `token68` (the syntax of a Bearer or DPoP credential). */
+export function isToken68(token: string): boolean {
+  return TOKEN68.test(token);
+}
+
+/**
+ * Like {@link extractToken}, but when the token comes from the Authorization header its `token68`
+ * check is left to the caller (`unchecked: true`): the verifier skips it for a token it verified
+ * before, whose syntax is known, and folds it into the compact-JWS check otherwise. Every error
+ * is the one {@link extractToken} would return, in the same order.
+ */
+export function extractTokenDeferred(request: VerifyRequest, options: TransportOptions): DeferredToken | TesseraError {
+  return extract(request, options);
+}
+
+/** An error found after a header token whose check was deferred: a malformed header is reported first. */
+function fail(pending: string | undefined, code: ErrorCode): TesseraError {
+  return new TesseraError(pending !== undefined && !TOKEN68.test(pending) ? 'request_malformed_authorization' : code);
+}
+
+function extract(request: VerifyRequest, options: TransportOptions): DeferredToken | TesseraError {
+  let found: DeferredToken | undefined;
   let count = 0;
+  // A header token whose token68 check is deferred; any error found after it must not hide that
+  // the header itself was malformed (extractToken reports that first).
+  let pending: string | undefined;
 
   const auth = singleHeader(request.headers, 'authorization');
   if (auth === MULTIPLE) return new TesseraError('request_multiple_authorization');
@@ -125,8 +159,8 @@ export function extractToken(request: VerifyRequest, options: TransportOptions):
       while (auth.charCodeAt(start) === 0x20) start++;
       const token = auth.slice(start);
       if (token === '') return new TesseraError('request_empty_token');
-      if (!TOKEN68.test(token)) return new TesseraError('request_malformed_authorization');
-      found = { token, scheme: bearer ? 'bearer' : 'dpop', method: 'header' };
+      pending = token;
+      found = { token, scheme: bearer ? 'bearer' : 'dpop', method: 'header', unchecked: true };
       count++;
     }
     // Another scheme (Basic, a bare token) is not a bearer credential: it counts as none.
@@ -134,24 +168,24 @@ export function extractToken(request: VerifyRequest, options: TransportOptions):
 
   const inQuery = queryToken(request.url);
   if (inQuery !== undefined) {
-    if (!options.query) return new TesseraError('request_query_token_disabled');
-    if (inQuery === MULTIPLE) return new TesseraError('request_multiple_methods');
-    if (inQuery === '') return new TesseraError('request_empty_token');
-    found = { token: inQuery, scheme: 'bearer', method: 'query' };
+    if (!options.query) return fail(pending, 'request_query_token_disabled');
+    if (inQuery === MULTIPLE) return fail(pending, 'request_multiple_methods');
+    if (inQuery === '') return fail(pending, 'request_empty_token');
+    found = { token: inQuery, scheme: 'bearer', method: 'query', unchecked: false };
     count++;
   }
 
   if (options.formBody) {
     const inForm = formToken(request);
-    if (inForm instanceof TesseraError) return inForm;
-    if (inForm === MULTIPLE) return new TesseraError('request_multiple_methods');
+    if (inForm instanceof TesseraError) return fail(pending, inForm.code);
+    if (inForm === MULTIPLE) return fail(pending, 'request_multiple_methods');
     if (inForm !== undefined) {
-      if (inForm === '') return new TesseraError('request_empty_token');
-      found = { token: inForm, scheme: 'bearer', method: 'form' };
+      if (inForm === '') return fail(pending, 'request_empty_token');
+      found = { token: inForm, scheme: 'bearer', method: 'form', unchecked: false };
       count++;
     }
   }
 
-  if (count > 1) return new TesseraError('request_multiple_methods');
+  if (count > 1) return fail(pending, 'request_multiple_methods');
   return found ?? new TesseraError('credentials_missing');
 }

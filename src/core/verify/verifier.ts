@@ -11,16 +11,17 @@ import { Buffer } from 'node:buffer';
 import { hash as cryptoHash, timingSafeEqual } from 'node:crypto';
 import { type ErrorCode, TesseraError } from '../errors.ts';
 import type { JwsAlgorithm } from '../jose/algorithms.ts';
-import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
-import type { JsonObject } from '../jose/json.ts';
+import { decodeBase64url, decodeBase64urlInto } from '../jose/base64url.ts';
+import { KEY_REFERENCE_HEADERS, splitCompactInto } from '../jose/compact.ts';
+import { type JsonObject, parseJsonBytes, parseJsonObject } from '../jose/json.ts';
 import type { VerificationKey } from '../jose/jwk.ts';
 import type { CompiledRule, Policy } from '../policy.ts';
 import type { Clock, IntrospectionResponse, Introspector, KeyMiss, KeySource } from '../ports.ts';
-import { parseScopeClaim, type ScopeModel } from '../scopes.ts';
+import { type EffectiveScopes, parseScopeClaim, type ScopeModel } from '../scopes.ts';
 import { BoundedMap } from './bounded-map.ts';
 import { type ChallengeOptions, challenges } from './challenge.ts';
 import { checkDpopProof, type DpopCheckOptions } from './dpop.ts';
-import { extractToken, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
+import { extractTokenDeferred, isToken68, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
 import { type Actor, deepFreeze, type Principal } from './principal.ts';
 import type { RevocationCheck } from './revocation.ts';
 
@@ -139,15 +140,52 @@ export interface Verifier {
 interface Header {
   readonly alg: JwsAlgorithm | string;
   readonly kid: string | undefined;
+  /** `typ` lower-cased without an `application/` prefix (RFC 7515 §4.1.9), computed once per header. */
   readonly typ: string | undefined;
 }
 
 interface CacheEntry {
   readonly principal: Principal;
+  /** The answer to a hit, built once (frozen, like the principal). */
+  readonly result: VerifySuccess;
   /** Epoch ms after which the entry is stale (exp + skew). */
   readonly validUntil: number;
+  /** The token is RFC 7235 token68 (always, for a JWT), so a header hit needs no syntax check. */
+  readonly token68: boolean;
   epoch: number;
 }
+
+/** Granted scopes as read from a claim, with their expansion. */
+interface Grant {
+  readonly granted: readonly string[];
+  readonly effective: EffectiveScopes;
+}
+
+const NO_ACTORS: readonly Actor[] = Object.freeze([]);
+const NO_AUDIENCE: readonly string[] = Object.freeze([]);
+
+// A token's `aud` is nearly always the one string its API expects: share its frozen list.
+const audiences = new BoundedMap<string, readonly string[]>(256);
+function audienceOf(aud: string): readonly string[] {
+  let list = audiences.get(aud);
+  if (list === undefined) {
+    list = Object.freeze([aud]);
+    audiences.set(aud, list);
+  }
+  return list;
+}
+
+/** A cached result's resolved promise, so a hit allocates none. */
+const SETTLED: unique symbol = Symbol('settled');
+
+/** `result` as a promise: the cached one for a cached result, else a new one. */
+function settle(result: VerifyResult | Promise<VerifyResult>): Promise<VerifyResult> {
+  if (result instanceof Promise) return result;
+  return (result as { [SETTLED]?: Promise<VerifyResult> })[SETTLED] ?? Promise.resolve(result);
+}
+const SCOPE_MEMO_LIMIT = 1024;
+
+const claimDetails = (issuer: string, claim: string) => ({ issuer, claim });
 
 const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure => ({
   ok: false,
@@ -159,8 +197,9 @@ function normalizeTyp(typ: string): string {
   return lower.startsWith('application/') ? lower.slice(12) : lower;
 }
 
-function parseHeader(segment: string): Header | ErrorCode {
-  const h = decodeJsonSegment(segment);
+/** Parse a header segment already known to be canonical base64url. */
+function parseHeader(bytes: Buffer): Header | ErrorCode {
+  const h = parseJsonObject(bytes);
   if (!h) return 'token_header_invalid';
   const { alg, kid, typ } = h;
   if (typeof alg !== 'string' || alg === '') return 'token_header_invalid';
@@ -168,14 +207,15 @@ function parseHeader(segment: string): Header | ErrorCode {
   for (const name of KEY_REFERENCE_HEADERS) if (h[name] !== undefined) return 'token_key_reference_untrusted';
   if (kid !== undefined && typeof kid !== 'string') return 'token_header_invalid';
   if (typ !== undefined && typeof typ !== 'string') return 'token_header_invalid';
-  return { alg, kid, typ };
+  return { alg, kid, typ: typ === undefined ? undefined : normalizeTyp(typ) };
 }
 
 const MAX_ACT_DEPTH = 32;
 
-function parseActors(act: unknown): Actor[] | undefined {
+function parseActors(act: unknown): readonly Actor[] | undefined {
+  if (act === undefined) return NO_ACTORS;
   const actors: Actor[] = [];
-  let cur = act;
+  let cur: unknown = act;
   while (cur !== undefined) {
     if (typeof cur !== 'object' || cur === null || Array.isArray(cur) || actors.length >= MAX_ACT_DEPTH) return undefined;
     const a = cur as JsonObject;
@@ -189,6 +229,26 @@ function parseActors(act: unknown): Actor[] | undefined {
     cur = a.act;
   }
   return actors;
+}
+
+/**
+ * Deep-freeze a value fresh from JSON.parse (so acyclic and unfrozen): {@link deepFreeze} without
+ * its per-value frozenness test.
+ */
+function freezeParsed<T extends object>(value: T): T {
+  Object.freeze(value);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      if (typeof v === 'object' && v !== null) freezeParsed(v);
+    }
+  } else {
+    for (const key in value) {
+      const v: unknown = value[key];
+      if (typeof v === 'object' && v !== null) freezeParsed(v);
+    }
+  }
+  return value;
 }
 
 function optionalString(v: unknown): string | undefined | false {
@@ -205,7 +265,7 @@ function principalFrom(
   issuer: string,
   scopeClaim: string,
   delegationClaim: string,
-  scopes: ScopeModel,
+  grantOf: (claim: unknown) => Grant | undefined,
   tokenHash: string,
   expiresAt: number,
 ): Principal | string {
@@ -215,14 +275,14 @@ function principalFrom(
   if (clientId === false) return 'client_id';
   const jti = optionalString(claims.jti);
   if (jti === false) return 'jti';
-  const grant = optionalString(claims[delegationClaim]);
-  if (grant === false) return delegationClaim;
-  const granted = parseScopeClaim(claims[scopeClaim]);
-  if (granted === undefined) return scopeClaim;
+  const delegationId = optionalString(claims[delegationClaim]);
+  if (delegationId === false) return delegationClaim;
+  const grant = grantOf(claims[scopeClaim]);
+  if (grant === undefined) return scopeClaim;
   const actors = parseActors(claims.act);
   if (actors === undefined) return 'act';
   const aud = claims.aud;
-  const audience = aud === undefined ? [] : typeof aud === 'string' ? [aud] : (aud as string[]);
+  const audience = aud === undefined ? NO_AUDIENCE : typeof aud === 'string' ? audienceOf(aud) : Object.freeze(aud as string[]);
   let confirmation: { jkt: string } | undefined;
   if (claims.cnf !== undefined) {
     const cnf = claims.cnf;
@@ -239,17 +299,17 @@ function principalFrom(
     issuer,
     subject: sub,
     clientId,
-    audience: Object.freeze(audience),
-    scopes: Object.freeze(granted),
-    effectiveScopes: scopes.expand(granted),
-    actors: Object.freeze(actors),
-    delegationId: grant,
+    audience,
+    scopes: grant.granted,
+    effectiveScopes: grant.effective,
+    actors: actors === NO_ACTORS ? actors : Object.freeze(actors),
+    delegationId,
     tokenId: jti,
     expiresAt,
     issuedAt: typeof iat === 'number' ? iat : undefined,
     confirmation,
     tokenHash: tokenHash.slice(0, 16),
-    claims: deepFreeze(claims),
+    claims: kind === 'jwt' ? freezeParsed(claims) : deepFreeze(claims),
   });
 }
 
@@ -270,8 +330,44 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     maxProofSize: maxTokenSize,
   };
   const headerCache = new BoundedMap<string, Header>(256);
+  let lastHeader: { readonly segment: string; readonly header: Header } | undefined;
   const cache = options.cacheSize > 0 ? new BoundedMap<string, CacheEntry>(options.cacheSize) : undefined;
   const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
+  // The token's bytes (whose prefix is the signing input), the decoded payload and the decoded
+  // signature are written here rather than into fresh buffers. Everything from the writes to the
+  // signature check is synchronous (a key refresh writes them again), so no two verifications
+  // ever share them.
+  const inputScratch = Buffer.allocUnsafeSlow(maxTokenSize + 4);
+  const payloadScratch = Buffer.allocUnsafeSlow(Math.ceil((maxTokenSize * 3) / 4));
+  const signatureScratch = Buffer.allocUnsafeSlow(Math.ceil((maxTokenSize * 3) / 4));
+  // Views of their first n bytes, made once per length: a signature's length is fixed by its
+  // algorithm and key, and signing inputs vary by a few bytes, so these nearly always hit.
+  const inputViews = new BoundedMap<number, Buffer>(64);
+  const signatureViews = new BoundedMap<number, Buffer>(16);
+  const viewOf = (views: BoundedMap<number, Buffer>, scratch: Buffer, length: number): Buffer => {
+    let view = views.get(length);
+    if (view === undefined) {
+      view = scratch.subarray(0, length);
+      views.set(length, view);
+    }
+    return view;
+  };
+
+  // Most tokens of one client carry the same scope string: parse and expand it once.
+  const grants = new BoundedMap<string, Grant>(SCOPE_MEMO_LIMIT);
+  const grantOf = (claim: unknown): Grant | undefined => {
+    if (typeof claim === 'string') {
+      let grant = grants.get(claim);
+      if (grant === undefined) {
+        const granted = Object.freeze(parseScopeClaim(claim) as string[]);
+        grant = { granted, effective: scopes.expand(granted) };
+        grants.set(claim, grant);
+      }
+      return grant;
+    }
+    const granted = parseScopeClaim(claim);
+    return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
+  };
 
   const isRevoked = (p: Principal): boolean =>
     revocation !== undefined &&
@@ -285,8 +381,34 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       expiresAt: p.expiresAt,
     });
 
-  const remember = (hash: string, principal: Principal, validUntil: number): void => {
-    cache?.set(hash, { principal, validUntil, epoch: revocation?.epoch ?? 0 });
+  const remember = (hash: string, principal: Principal, validUntil: number, token68: boolean): VerifySuccess => {
+    const result: VerifySuccess = { ok: true, principal };
+    // The promise a hit answers with is made once too (hidden, not enumerable).
+    Object.defineProperty(result, SETTLED, { value: Promise.resolve(result) });
+    Object.freeze(result);
+    cache?.set(hash, { principal, result, validUntil, token68, epoch: revocation?.epoch ?? 0 });
+    return result;
+  };
+
+  // Admission: a JWT enters the result cache on its second presentation. A token used once (a
+  // flood of distinct tokens, a job minting one per call) then costs no entry, so it neither
+  // keeps its principal alive for the garbage collector to promote and sweep nor pushes the
+  // entries of tokens in steady use out of the FIFO. The doorkeeper is a fixed table of 32-bit
+  // fingerprints of token hashes: no allocation; a collision only admits a token one use early,
+  // and an overwrite makes one wait for a third.
+  const doorkeeperMask = cache ? 2 ** Math.ceil(Math.log2(Math.max(1024, options.cacheSize * 2))) - 1 : 0;
+  const doorkeeper = new Int32Array(doorkeeperMask + 1);
+  const admit = (hash: string): boolean => {
+    // `hash` is base64url SHA-256: its characters are uniform, so any of them index and fingerprint.
+    const slot =
+      (hash.charCodeAt(0) | (hash.charCodeAt(1) << 7) | (hash.charCodeAt(2) << 14) | (hash.charCodeAt(3) << 21)) & doorkeeperMask;
+    const fingerprint =
+      (hash.charCodeAt(4) | (hash.charCodeAt(5) << 7) | (hash.charCodeAt(6) << 14) | (hash.charCodeAt(7) << 21)) ^
+      (hash.charCodeAt(8) << 25) ^
+      (hash.charCodeAt(9) << 3);
+    if (doorkeeper[slot] === fingerprint) return true;
+    doorkeeper[slot] = fingerprint;
+    return false;
   };
 
   /**
@@ -294,25 +416,43 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
    * then the lookup and everything after it continue once the refresh settles.
    */
   function verifyJwt(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
-    const split = splitCompact(token);
+    // Syntax first, for all three segments (any fault is token_malformed), then the header and
+    // payload JSON, the issuer, the key, the signature and the claims.
+    const split = splitCompactInto(token, inputScratch);
     if (!split) return deny('token_malformed');
     const { dot1, dot2 } = split;
-    const headerSegment = token.slice(0, dot1);
-    let header = headerCache.get(headerSegment);
+    // Most tokens carry the header of the one before, and a header seen before was checked then.
+    let header: Header | undefined;
+    let headerSegment: string | undefined;
+    let headerBytes: Buffer | undefined;
+    if (lastHeader !== undefined && dot1 === lastHeader.segment.length && token.slice(0, dot1) === lastHeader.segment) {
+      header = lastHeader.header;
+    } else {
+      headerSegment = token.slice(0, dot1);
+      header = headerCache.get(headerSegment);
+      if (header === undefined) {
+        headerBytes = decodeBase64url(headerSegment);
+        if (headerBytes === undefined) return deny('token_malformed');
+      }
+    }
+    const payloadLength = decodeBase64urlInto(token, dot1 + 1, dot2, payloadScratch);
+    if (payloadLength < 0 || decodeBase64urlInto(token, dot2 + 1, token.length, signatureScratch) < 0) return deny('token_malformed');
     if (header === undefined) {
-      const parsed = parseHeader(headerSegment);
+      const parsed = parseHeader(headerBytes as Buffer);
       if (typeof parsed === 'string') return deny(parsed);
       header = parsed;
-      headerCache.set(headerSegment, header);
+      headerCache.set(headerSegment as string, header);
     }
-    const claims = decodeJsonSegment(token.slice(dot1 + 1, dot2));
+    if (headerSegment !== undefined) lastHeader = { segment: headerSegment, header };
+    const claims = parseJsonBytes(payloadScratch, payloadLength);
     if (!claims) return deny('token_payload_invalid');
 
     // The issuer is read before the signature only to choose whose keys to use; every claim is
     // validated after the signature. A token without a string `iss` can still be checked against
     // the only configured issuer, so a forgery reports a bad signature rather than a claim.
     const iss = claims.iss;
-    const issuer = typeof iss === 'string' ? issuers.get(iss) : soleIssuer;
+    const issuer =
+      typeof iss !== 'string' ? soleIssuer : soleIssuer !== undefined && iss === soleIssuer.issuer ? soleIssuer : issuers.get(iss);
     if (!issuer) return deny('token_issuer_unknown');
     const alg = header.alg as JwsAlgorithm;
     if (!issuer.algorithmSet.has(alg)) return deny('token_alg_not_allowed', { issuer: issuer.issuer, claim: 'alg' });
@@ -320,13 +460,20 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     const key = issuer.keys.lookup(header.kid, alg);
     if (key === 'unknown' && issuer.keys.refreshAfterMiss) {
       const kid = header.kid;
-      return issuer.keys
-        .refreshAfterMiss()
-        .then(() => checkSignedJwt(token, hash, dot2, claims, header, issuer, issuer.keys.lookup(kid, alg)));
+      const known = header;
+      // Look the key up again whatever this refresh reports: a concurrent one may have loaded it
+      // (the same fix as on branch verifier-tests).
+      return issuer.keys.refreshAfterMiss().then(() => {
+        // Other verifications ran meanwhile: write the signing input and signature again.
+        inputScratch.write(token, 0, dot2, 'latin1');
+        signatureScratch.write(token.slice(dot2 + 1), 0, 'base64url');
+        return checkSignedJwt(token, hash, dot2, claims, known, issuer, issuer.keys.lookup(kid, alg));
+      });
     }
     return checkSignedJwt(token, hash, dot2, claims, header, issuer, key);
   }
 
+  /** The rest of a JWT's validation; the signing input and signature are in the scratch buffers. */
   function checkSignedJwt(
     token: string,
     hash: string,
@@ -340,44 +487,44 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (key === 'ambiguous') return deny('token_key_ambiguous', { issuer: issuer.issuer, claim: 'kid' });
     if (key === 'unavailable') return deny('keys_unavailable', { issuer: issuer.issuer, retryAfter: 5 });
     const check = key.checks.get(header.alg as JwsAlgorithm);
-    const signature = Buffer.from(token.slice(dot2 + 1), 'base64url');
-    if (!check?.(Buffer.from(token.slice(0, dot2), 'latin1'), signature)) {
-      return deny('token_signature_invalid', { issuer: issuer.issuer });
-    }
+    const input = viewOf(inputViews, inputScratch, dot2);
+    const signature = viewOf(signatureViews, signatureScratch, ((token.length - dot2 - 1) * 3) >> 2);
+    if (!check?.(input, signature)) return deny('token_signature_invalid', { issuer: issuer.issuer });
     const iss = claims.iss;
 
     // Claims (RFC 7519 §4.1, RFC 9068 §4), now that they are known to come from the issuer.
-    const details = (claim: string) => ({ issuer: issuer.issuer, claim });
-    if (issuer.typ !== undefined && (header.typ === undefined || normalizeTyp(header.typ) !== issuer.typ)) {
-      return deny('token_typ_invalid', details('typ'));
+    const name = issuer.issuer;
+    if (issuer.typ !== undefined && header.typ !== issuer.typ) {
+      return deny('token_typ_invalid', claimDetails(name, 'typ'));
     }
-    if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', details('iss'));
-    for (const name of issuer.requiredClaims) {
-      if (!Object.hasOwn(claims, name)) return deny('token_claim_missing', details(name));
+    if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', claimDetails(name, 'iss'));
+    const required = issuer.requiredClaims;
+    for (let i = 0; i < required.length; i++) {
+      if (!Object.hasOwn(claims, required[i] as string)) return deny('token_claim_missing', claimDetails(name, required[i] as string));
     }
     const { exp, nbf, iat, aud } = claims;
-    if (exp === undefined) return deny('token_claim_missing', details('exp'));
-    if (typeof exp !== 'number') return deny('token_claim_invalid', details('exp'));
-    if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', details('nbf'));
-    if (iat !== undefined && typeof iat !== 'number') return deny('token_claim_invalid', details('iat'));
+    if (exp === undefined) return deny('token_claim_missing', claimDetails(name, 'exp'));
+    if (typeof exp !== 'number') return deny('token_claim_invalid', claimDetails(name, 'exp'));
+    if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', claimDetails(name, 'nbf'));
+    if (iat !== undefined && typeof iat !== 'number') return deny('token_claim_invalid', claimDetails(name, 'iat'));
     const nowMs = clock();
     const now = Math.floor(nowMs / 1000);
     const skew = issuer.clockSkew;
-    if (exp <= now - skew) return deny('token_expired', details('exp'));
-    if (nbf !== undefined && nbf > now + skew) return deny('token_not_yet_valid', details('nbf'));
-    if (iat !== undefined && iat > now + skew) return deny('token_iat_in_future', details('iat'));
-    if (exp - (iat ?? now) > issuer.maxLifetime) return deny('token_lifetime_exceeded', details('exp'));
-    if (aud === undefined) return deny('token_claim_missing', details('aud'));
+    if (exp <= now - skew) return deny('token_expired', claimDetails(name, 'exp'));
+    if (nbf !== undefined && nbf > now + skew) return deny('token_not_yet_valid', claimDetails(name, 'nbf'));
+    if (iat !== undefined && iat > now + skew) return deny('token_iat_in_future', claimDetails(name, 'iat'));
+    if (exp - (iat ?? now) > issuer.maxLifetime) return deny('token_lifetime_exceeded', claimDetails(name, 'exp'));
+    if (aud === undefined) return deny('token_claim_missing', claimDetails(name, 'aud'));
     if (typeof aud === 'string') {
-      if (!issuer.audiences.includes(aud)) return deny('token_audience_invalid', details('aud'));
+      if (!issuer.audiences.includes(aud)) return deny('token_audience_invalid', claimDetails(name, 'aud'));
     } else if (Array.isArray(aud) && aud.every((a) => typeof a === 'string')) {
-      if (!issuer.audiences.some((a) => aud.includes(a))) return deny('token_audience_invalid', details('aud'));
-    } else return deny('token_claim_invalid', details('aud'));
+      if (!issuer.audiences.some((a) => aud.includes(a))) return deny('token_audience_invalid', claimDetails(name, 'aud'));
+    } else return deny('token_claim_invalid', claimDetails(name, 'aud'));
 
-    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, scopes, hash, exp);
-    if (typeof principal === 'string') return deny('token_claim_invalid', details(principal));
+    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, hash, exp);
+    if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
     if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
-    remember(hash, principal, (exp + skew) * 1000);
+    if (cache !== undefined && admit(hash)) return remember(hash, principal, (exp + skew) * 1000, true);
     return { ok: true, principal };
   }
 
@@ -433,52 +580,69 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       iss,
       config.scopeClaim,
       'grant_id',
-      scopes,
+      grantOf,
       hash,
       typeof exp === 'number' ? exp : cacheUntil,
     );
     if (typeof principal === 'string') return deny('token_claim_invalid', { claim: principal });
     if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
-    if (cacheUntil > now) remember(hash, principal, cacheUntil * 1000);
+    if (cacheUntil > now) return remember(hash, principal, cacheUntil * 1000, isToken68(token));
     return { ok: true, principal };
   }
 
-  /** Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256. */
-  function validate(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
+  /**
+   * Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256.
+   * `unchecked`: an Authorization header token whose token68 syntax is still to be checked.
+   */
+  function validate(token: string, hash: string, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
     if (cache) {
       const hit = cache.get(hash);
       if (hit !== undefined) {
+        if (unchecked && !hit.token68 && !isToken68(token)) return deny('request_malformed_authorization');
         if (clock() < hit.validUntil) {
           if (revocation === undefined || hit.epoch === revocation.epoch) {
             stats.cacheHits++;
-            return { ok: true, principal: hit.principal };
+            return hit.result;
           }
           if (!isRevoked(hit.principal)) {
             hit.epoch = revocation.epoch;
             stats.cacheHits++;
-            return { ok: true, principal: hit.principal };
+            return hit.result;
           }
         }
         cache.delete(hash);
       }
       stats.cacheMisses++;
     }
+    const result = validateUncached(token, hash, unchecked);
+    // Only a failure needs the token68 check of a header token: a JWT that verified is strict
+    // base64url, and static and introspected tokens were checked before use.
+    if (unchecked && !(result instanceof Promise) && !result.ok && !isToken68(token)) return deny('request_malformed_authorization');
+    return result;
+  }
+
+  function validateUncached(token: string, hash: string, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
     if (staticTokens.length > 0) {
       const principal = verifyStatic(hash);
-      if (principal) return { ok: true, principal };
+      if (principal) return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : { ok: true, principal };
     }
     if (issuers.size > 0 && token.indexOf('.') > 0) return verifyJwt(token, hash);
-    if (introspection) return verifyIntrospection(token, hash, introspection);
+    if (introspection) {
+      // The token leaves the process here, so its syntax is checked first.
+      return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : verifyIntrospection(token, hash, introspection);
+    }
     return deny(staticTokens.length > 0 ? 'token_unknown' : 'token_malformed');
   }
 
   function authenticateInner(request: VerifyRequest): VerifyResult | Promise<VerifyResult> {
-    const extracted = extractToken(request, options.transport);
+    const extracted = extractTokenDeferred(request, options.transport);
     if (extracted instanceof TesseraError) return { ok: false, error: extracted };
-    const { token } = extracted;
-    if (token.length > maxTokenSize) return deny('token_too_large');
+    const { token, unchecked } = extracted;
+    if (token.length > maxTokenSize) {
+      return deny(unchecked && !isToken68(token) ? 'request_malformed_authorization' : 'token_too_large');
+    }
     const hash = cryptoHash('sha256', token, 'base64url');
-    const result = validate(token, hash);
+    const result = validate(token, hash, unchecked);
     return result instanceof Promise
       ? result.then((r) => bind(r, extracted.scheme, request, hash))
       : bind(result, extracted.scheme, request, hash);
@@ -542,20 +706,33 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     return decision.rule ? { ...failure, rule: decision.rule } : failure;
   }
 
-  async function verify(request: VerifyRequest): Promise<VerifyResult> {
-    const result = authenticateInner(request);
-    if (!policy) return result;
-    return authorize(request, result instanceof Promise ? await result : result, policy);
+  // verify and authenticate are not `async`: a cache hit answers with the entry's settled promise.
+  // Like async functions, they never throw; a failure becomes a rejected promise.
+  function verify(request: VerifyRequest): Promise<VerifyResult> {
+    try {
+      const result = authenticateInner(request);
+      if (!policy) return settle(result);
+      const rules = policy;
+      return result instanceof Promise
+        ? result.then((r) => authorize(request, r, rules))
+        : Promise.resolve(authorize(request, result, rules));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
-  async function authenticate(request: VerifyRequest): Promise<VerifyResult> {
-    return authenticateInner(request);
+  function authenticate(request: VerifyRequest): Promise<VerifyResult> {
+    try {
+      return settle(authenticateInner(request));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   async function verifyToken(token: string): Promise<VerifyResult> {
     if (token === '') return deny('request_empty_token');
     if (token.length > maxTokenSize) return deny('token_too_large');
-    return validate(token, cryptoHash('sha256', token, 'base64url'));
+    return validate(token, cryptoHash('sha256', token, 'base64url'), false);
   }
 
   return Object.freeze({

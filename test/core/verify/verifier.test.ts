@@ -36,10 +36,12 @@ describe('verifier: the happy path and the principal', () => {
     assert.ok(Object.isFrozen(p) && Object.isFrozen(p.claims));
   });
 
-  it('serves a repeated token from the cache', async () => {
+  it('caches a token from its second presentation and serves it from the cache after that', async () => {
     const token = await sign(key);
     const before = verifier.stats.cacheHits;
     assert.equal((await verifier.verify(bearer(token))).ok, true);
+    assert.equal((await verifier.verify(bearer(token))).ok, true);
+    assert.equal(verifier.stats.cacheHits, before, 'a token seen once is not cached');
     assert.equal((await verifier.verify(bearer(token))).ok, true);
     assert.equal(verifier.stats.cacheHits, before + 1);
   });
