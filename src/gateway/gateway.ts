@@ -1,0 +1,867 @@
+/**
+ * The gateway: an identity-aware reverse proxy built to be mounted. `createGateway(config, deps)`
+ * returns request and upgrade handlers for any `node:http` server, a `reload` that swaps in a new
+ * configuration atomically, and a graceful `close`.
+ *
+ * Every request runs one pipeline (authenticate → rate-limit → authorize → mutate); the same
+ * pipeline answers forward-auth checks from nginx, Traefik and Envoy. Every request ends in
+ * exactly one audit event and one set of metric observations.
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
+import pino, { type Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { AuditEvent, AuditSink } from '../audit/event.ts';
+import { uuidv7 } from '../audit/id.ts';
+import { type AuditPipeline, createAuditPipeline } from '../audit/pipeline.ts';
+import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
+import type { AuditConfig } from '../config/gateway-schema.ts';
+import type { TesseraConfig } from '../config/schema.ts';
+import { ConfigError, type ErrorCode, TesseraError } from '../core/errors.ts';
+import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
+import type { HeaderBag } from '../core/verify/extract.ts';
+import type { Principal } from '../core/verify/principal.ts';
+import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
+import { AGENT_CARD_PATHS } from './a2a.ts';
+import { type CompiledRoute, compileGateway, type GatewayState, peerAllowed, type VerifierFactory } from './compile.ts';
+import { auditEventOf, Exchange } from './exchange.ts';
+import { originalRequest } from './forward-auth.ts';
+import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
+import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
+import { requestId, traceContext } from './http/trace.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
+import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
+import type { GatewayRequest } from './pipeline/request.ts';
+import { type Decision, decide } from './pipeline/run.ts';
+import { BodyTooLarge, forward, limitedBody, StreamClosed, upstreamFailure } from './proxy/forward.ts';
+import { UpstreamPools } from './proxy/upstreams.ts';
+import { forwardUpgrade } from './proxy/websocket.ts';
+import { hostMatches, hostOf } from './routes.ts';
+import { type RevocationFeed, type StreamCloseReason, StreamRegistry, type TrackedStream } from './streams.ts';
+
+/** What the gateway needs from its host process. Everything is optional. */
+export interface GatewayDeps {
+  /** pino logger (default: JSON to stdout at `info`). Never given secrets. */
+  readonly logger?: Logger;
+  /** prom-client registry the gateway registers its metrics in (default: a new one). */
+  readonly metrics?: Registry;
+  /** Clock in epoch ms (tests). */
+  readonly clock?: Clock;
+  /** Further audit sinks (the store). `audit.stdout` / `audit.file` sinks are added from config. */
+  readonly auditSinks?: readonly AuditSink[];
+  /** Revocations: checked by the verifiers, and used to close open streams. */
+  readonly revocation?: RevocationFeed;
+  /** The token service, for `credential: exchange`. */
+  readonly upstreamTokenIssuer?: UpstreamTokenIssuer;
+  /** Runtime for verifiers built from config (key sources of the in-process token service, fetch). */
+  readonly verifierRuntime?: VerifierRuntime;
+  /** Replace how verifiers are built (default: `createVerifierFromConfig` with `verifierRuntime`). */
+  readonly createVerifier?: VerifierFactory;
+  /** Extra readiness checks (the store). */
+  readonly readiness?: readonly ReadinessCheck[];
+}
+
+export type ReloadResult =
+  | { readonly ok: true; readonly warnings: readonly string[] }
+  | { readonly ok: false; readonly error: ConfigError };
+
+/** A mounted gateway. */
+export interface Gateway {
+  /** `server.on('request', gateway.handleRequest)`. */
+  readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => void;
+  /** `server.on('upgrade', gateway.handleUpgrade)`. */
+  readonly handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Validate and swap in a new configuration; the old one stays when it is invalid. */
+  reload(config: TesseraConfig): ReloadResult;
+  /**
+   * Stop: readiness turns 503, WebSocket and event streams are closed (1001 / end of stream),
+   * in-flight requests get `drainTimeoutMs` to finish, then everything left is cut; the audit
+   * queue is flushed.
+   */
+  close(options?: { drainTimeoutMs?: number }): Promise<void>;
+  /** The current compiled state (read-only). */
+  readonly state: GatewayState;
+  readonly audit: AuditPipeline;
+  readonly registry: Registry;
+  readonly logger: Logger;
+  /** In-flight requests. */
+  readonly inflight: number;
+}
+
+const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.dpop', 'headers.authorization', 'token', 'credential'];
+
+/** The default logger: JSON lines, no secrets (nothing secret is ever passed; redaction is a backstop). */
+export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info'): Logger {
+  return pino({ level, base: { service: 'tessera-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } });
+}
+
+function repeatsCredentialHeader(raw: readonly string[]): boolean {
+  let auth = 0;
+  let dpop = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === 13 && n.toLowerCase() === 'authorization') auth++;
+    else if (n.length === 4 && n.toLowerCase() === 'dpop') dpop++;
+  }
+  return auth > 1 || dpop > 1;
+}
+
+/** The header view the verifier gets: `req.headers`, or `headersDistinct` when a credential header
+ * is repeated (Node keeps only the first Authorization in `headers`, which would hide the attack). */
+function headerBag(req: IncomingMessage): HeaderBag {
+  return repeatsCredentialHeader(req.rawHeaders) ? req.headersDistinct : req.headers;
+}
+
+function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {
+  const out: JsonLinesSink[] = [];
+  if (audit?.stdout) out.push(createJsonLinesSink({ stream: process.stdout }));
+  if (audit?.file) out.push(createJsonLinesSink({ file: audit.file }));
+  return out;
+}
+
+const CLOSE_TEXT: Record<StreamCloseReason, string> = {
+  token_revoked: 'token revoked',
+  token_expired: 'token expired',
+  shutdown: 'server shutting down',
+};
+
+/**
+ * Create a gateway from a validated `tessera.yaml` (with its `gateway` section).
+ *
+ * @throws {ConfigError} listing every problem found when compiling routes against the rest of the
+ *   configuration.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * const gateway = createGateway(loadConfigFile('tessera.yaml'), { revocation, upstreamTokenIssuer });
+ * const server = createServer(gateway.handleRequest).on('upgrade', gateway.handleUpgrade);
+ * server.listen(8080);
+ * process.on('SIGHUP', () => gateway.reload(loadConfigFile('tessera.yaml')));
+ * ```
+ */
+export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Gateway {
+  const clock = deps.clock ?? Date.now;
+  const logger = deps.logger ?? defaultLogger();
+  const registry = deps.metrics ?? new Registry();
+  const pools = new UpstreamPools();
+  const verifierFactory: VerifierFactory =
+    deps.createVerifier ??
+    ((c) =>
+      createVerifierFromConfig(c, {
+        ...deps.verifierRuntime,
+        clock,
+        ...(deps.revocation ? { revocation: deps.revocation } : {}),
+        onWarning: deps.verifierRuntime?.onWarning ?? ((m: string) => logger.warn({ event: 'verifier_warning' }, m)),
+      }));
+  const compileDeps = {
+    clock,
+    createVerifier: verifierFactory,
+    upstreamTokenIssuer: deps.upstreamTokenIssuer,
+    pools,
+    onExchangeError: (route: string, error: unknown) =>
+      logger.warn(
+        { event: 'upstream_credential_failed', route, error: (error as Error)?.name ?? 'error' },
+        'minting an upstream token failed',
+      ),
+  };
+
+  let state = compileGateway(config, compileDeps);
+  for (const w of state.warnings) logger.warn({ event: 'config_warning' }, w);
+  for (const v of state.verifiers) void v.ready();
+
+  let sinks: JsonLinesSink[] = auditOutputs(state.audit);
+  const extraSinks = deps.auditSinks ?? [];
+  const audit = createAuditPipeline({
+    sinks: [{ write: (events) => Promise.all([...sinks, ...extraSinks].map((s) => s.write(events))).then(() => undefined) }],
+    batchSize: state.audit?.batch_size ?? 256,
+    flushIntervalMs: (state.audit?.flush_interval ?? 1) * 1000,
+    maxQueue: state.audit?.max_queue ?? 100_000,
+    onError: (error, _sink, events) =>
+      logger.error({ event: 'audit_write_failed', events, error: (error as Error)?.name ?? 'error' }, 'audit events could not be written'),
+  });
+  const maxQueue = state.audit?.max_queue ?? 100_000;
+
+  const streams = new StreamRegistry({ clock, revocation: deps.revocation });
+  let inflight = 0;
+  let closing = false;
+  let drained: (() => void) | undefined;
+
+  const metrics = new GatewayMetrics(registry, {
+    verifierCache: () => {
+      let hits = 0;
+      let misses = 0;
+      for (const v of state.verifiers) {
+        hits += v.stats.cacheHits;
+        misses += v.stats.cacheMisses;
+      }
+      return { hits, misses };
+    },
+    auditStats: () => audit.stats,
+    activeStreams: () => streams.counts,
+    inflight: () => inflight,
+  });
+
+  // ---- completion: exactly one audit event and one metric observation per exchange ----
+
+  function finish(x: Exchange): void {
+    if (x.done) return;
+    x.done = true;
+    inflight--;
+    if (inflight === 0 && drained) drained();
+    const latency = performance.now() - x.start;
+    metrics.request(x.route ?? '(none)', x.decision, x.status, latency / 1000);
+    if (x.decision === 'deny') metrics.deny(x.reason);
+    if (x.principal?.staticTokenId !== undefined) (x.detail ??= {}).static_token = x.principal.staticTokenId;
+    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000));
+  }
+
+  function streamClosedEvent(x: Exchange, principal: Principal, reason: StreamCloseReason): void {
+    if (reason === 'shutdown') return;
+    const e = new Exchange('gateway.stream_closed', x.method, x.remoteAddress, performance.now(), clock());
+    e.requestId = x.requestId;
+    e.route = x.route;
+    e.path = x.path;
+    e.principal = principal;
+    e.decision = 'deny';
+    e.reason = reason;
+    e.done = true;
+    metrics.deny(reason);
+    logger.info({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
+    audit.emit(auditEventOf(e, uuidv7(e.time), 0));
+  }
+
+  function begin(kind: Exchange['kind'], req: IncomingMessage): Exchange {
+    inflight++;
+    return new Exchange(kind, req.method ?? 'GET', plainAddress(req.socket.remoteAddress ?? ''), performance.now(), clock());
+  }
+
+  function denyRendering(x: Exchange, error: TesseraError, challenges: (e?: TesseraError) => string[]): DenyRendering {
+    x.decision = 'deny';
+    x.reason = error.code;
+    x.status = error.status;
+    if (error.status < 500 && error.code !== 'route_not_found') {
+      logger.info(
+        { event: 'denied', reason_id: error.code, route: x.route, request_id: x.requestId, status: error.status },
+        'request denied',
+      );
+    }
+    return renderDeny(error, challenges, x.requestId);
+  }
+
+  function deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close = false): void {
+    const d = denyRendering(x, error, challenges);
+    if (close || closing) d.headers.connection = 'close';
+    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
+    finish(x);
+  }
+
+  /** An upstream failure before any response header: 502/504 with a fixed body, nothing from the upstream. */
+  function upstreamError(x: Exchange, res: ServerResponse, route: CompiledRoute, error: unknown): void {
+    const f = upstreamFailure(error);
+    metrics.upstreamError(route.id, f.kind);
+    logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
+    const e = new TesseraError(f.code);
+    const d = renderDeny(e, state.challenges, x.requestId);
+    x.reason = f.code;
+    x.status = e.status;
+    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
+    finish(x);
+  }
+
+  // ---- request routing ----
+
+  function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
+    const url = req.url ?? '/';
+    if (s.publicUrl !== undefined) return s.publicUrl.replace(/\/$/, '') + url;
+    const proto =
+      (s.trustProxy && firstValue(req.headers['x-forwarded-proto'])) ||
+      ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+    const host = (s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host || 'localhost';
+    return `${proto}://${host}${url}`;
+  }
+
+  function requestHost(s: GatewayState, req: IncomingMessage): string {
+    return hostOf((s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host);
+  }
+
+  function remoteOf(s: GatewayState, req: IncomingMessage): string {
+    const peer = plainAddress(req.socket.remoteAddress ?? '');
+    if (!s.trustProxy) return peer;
+    const xff = req.headers['x-forwarded-for'];
+    const first = typeof xff === 'string' ? xff.split(',')[0]?.trim() : undefined;
+    return first || peer;
+  }
+
+  function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | undefined {
+    const routes = s.routes;
+    for (let i = 0; i < routes.length; i++) {
+      const r = routes[i] as CompiledRoute;
+      if (r.matches(host, path, method)) return r;
+    }
+    return undefined;
+  }
+
+  /** The A2A route whose agent card `path` asks for, if it is an agent-card path. */
+  function cardRoute(s: GatewayState, host: string, path: string): CompiledRoute | undefined {
+    if (!s.hasA2a) return undefined;
+    const suffix = AGENT_CARD_PATHS.find((p) => path.endsWith(p));
+    if (suffix === undefined) return undefined;
+    const base = path.slice(0, path.length - suffix.length);
+    for (const r of s.routes) {
+      if (!r.a2a) continue;
+      const h = r.config.match.host;
+      if (h !== undefined && !hostMatches(h, host)) continue;
+      if (base === '' || base === r.prefix) return r;
+    }
+    return undefined;
+  }
+
+  async function serveCard(x: Exchange, res: ServerResponse, route: CompiledRoute): Promise<void> {
+    x.route = route.id;
+    const body = await route.a2a?.body();
+    if (body === undefined) {
+      deny(x, res, new TesseraError('upstream_unavailable'), state.challenges);
+      return;
+    }
+    x.decision = 'allow';
+    x.reason = 'ok';
+    x.status = 200;
+    x.bytesOut = Buffer.byteLength(body);
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': String(x.bytesOut),
+      'cache-control': `public, max-age=${route.a2a?.maxAge ?? 60}`,
+      'access-control-allow-origin': '*',
+      'x-request-id': x.requestId,
+    });
+    res.end(body);
+    finish(x);
+  }
+
+  function upstreamPath(route: CompiledRoute, path: string, query: string): string {
+    const u = route.upstream;
+    let rest = path;
+    if (u.stripPrefix !== undefined && (path === u.stripPrefix || path.startsWith(`${u.stripPrefix}/`))) {
+      rest = path.slice(u.stripPrefix.length);
+    }
+    const joined = u.basePath + rest;
+    return (joined === '' ? '/' : joined) + query;
+  }
+
+  function upstreamHeaders(s: GatewayState, req: IncomingMessage, route: CompiledRoute, decision: Decision & { ok: true }, x: Exchange) {
+    const extra = decision.headers;
+    extra['x-request-id'] = x.requestId;
+    const trace = traceContext(req.headers.traceparent, req.headers.tracestate);
+    extra.traceparent = trace.traceparent;
+    if (trace.tracestate !== undefined) extra.tracestate = trace.tracestate;
+    if (route.upstream.preserveHost && req.headers.host !== undefined) extra.host = req.headers.host;
+    const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
+    return upstreamRequestHeaders(
+      req.headers,
+      s.headerPolicy,
+      {
+        remoteAddress: req.socket.remoteAddress ?? '',
+        proto: encrypted ? 'https' : 'http',
+        host: req.headers.host ?? '',
+        trustProxy: s.trustProxy,
+      },
+      extra,
+    );
+  }
+
+  function handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const s = state;
+    if (closing) res.shouldKeepAlive = false;
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const rawPath = q < 0 ? url : url.slice(0, q);
+    const g = s.gateway;
+    const ops = g.operations;
+    if (rawPath === ops.health_path || rawPath === ops.ready_path || rawPath === ops.metrics_path) {
+      // Operations requests are not audited decisions.
+      void serveOps(s, req, res, rawPath);
+      return;
+    }
+    const x = begin('gateway.request', req);
+    x.requestId = requestId(req.headers['x-request-id']);
+    if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
+      forwardAuth(s, req, res, x);
+      return;
+    }
+    const target = normalizeTarget(url);
+    if (target === undefined) {
+      x.path = auditRawPath(url);
+      deny(x, res, new TesseraError('request_path_invalid'), s.challenges);
+      return;
+    }
+    x.path = auditPath(target.path, target.query);
+    const host = requestHost(s, req);
+    const method = x.method;
+    if (method === 'GET' || method === 'HEAD') {
+      const card = cardRoute(s, host, target.path);
+      if (card) {
+        void serveCard(x, res, card);
+        return;
+      }
+    }
+    const route = findRoute(s, host, target.path, method);
+    if (route === undefined) {
+      deny(x, res, new TesseraError('route_not_found'), s.challenges);
+      return;
+    }
+    x.route = route.id;
+    const cl = req.headers['content-length'];
+    const length = cl === undefined ? 0 : Number(cl);
+    if (length > route.maxBodySize) {
+      deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+      return;
+    }
+    const greq: GatewayRequest = {
+      method,
+      host,
+      path: target.path,
+      query: target.query,
+      url: absoluteUrl(s, req),
+      headers: headerBag(req),
+      remoteAddress: remoteOf(s, req),
+    };
+    const decision = decide(route.pipeline, greq);
+    if (decision instanceof Promise) {
+      decision.then(
+        (d) => proceed(s, req, res, x, route, greq, d, length),
+        (e: unknown) => internalError(x, res, e),
+      );
+    } else proceed(s, req, res, x, route, greq, decision, length);
+  }
+
+  function internalError(x: Exchange, res: ServerResponse, error: unknown): void {
+    logger.error({ event: 'internal_error', request_id: x.requestId, error: (error as Error)?.name ?? 'error' }, 'request failed');
+    x.decision = 'deny';
+    x.reason = 'internal_error';
+    x.status = 500;
+    if (!res.headersSent && !res.destroyed) {
+      res.writeHead(500, { 'content-type': 'application/json', 'x-request-id': x.requestId });
+      res.end('{"error":"server_error"}');
+    }
+    finish(x);
+  }
+
+  function proceed(
+    s: GatewayState,
+    req: IncomingMessage,
+    res: ServerResponse,
+    x: Exchange,
+    route: CompiledRoute,
+    greq: GatewayRequest,
+    decision: Decision,
+    length: number,
+  ): void {
+    if (decision.principal) x.principal = decision.principal;
+    if (decision.rule) x.rule = decision.rule;
+    if (!decision.ok) {
+      deny(x, res, decision.error, route.authn.challenges);
+      return;
+    }
+    if (res.destroyed) {
+      x.decision = 'allow';
+      x.reason = 'client_closed';
+      finish(x);
+      return;
+    }
+    x.decision = 'allow';
+    const headers = upstreamHeaders(s, req, route, decision, x);
+    let body: IncomingMessage | AsyncIterable<Uint8Array> | null = null;
+    if (req.headers['transfer-encoding'] !== undefined) {
+      body = limitedBody(req, route.maxBodySize, (n) => {
+        x.bytesIn += n;
+      });
+    } else if (length > 0) {
+      body = req;
+      x.bytesIn = length;
+    }
+    const principal = decision.principal;
+    let untrack: (() => void) | undefined;
+    let closedBy: StreamCloseReason | undefined;
+    let abort: (reason: Error) => void = () => undefined;
+    let tracked: TrackedStream | undefined;
+    if (principal !== undefined && principal.kind !== 'static') {
+      tracked = {
+        kind: 'http',
+        principal,
+        streaming: false,
+        close(reason) {
+          closedBy = reason;
+          streamClosedEvent(x, principal, reason);
+          abort(new StreamClosed(reason));
+        },
+      };
+    }
+    abort = forward(
+      res,
+      {
+        dispatcher: route.upstream.dispatcher,
+        method: greq.method,
+        path: upstreamPath(route, greq.path, greq.query),
+        headers,
+        body,
+        headersTimeout: route.upstream.headersTimeout,
+        bodyTimeout: route.upstream.bodyTimeout,
+        responseHeaders: ['x-request-id', x.requestId],
+      },
+      {
+        onResponse(status, streaming) {
+          x.upstreamStatus = status;
+          x.status = status;
+          if (tracked) tracked.streaming = streaming;
+        },
+        onEnd(bytesOut, error) {
+          untrack?.();
+          x.bytesOut = bytesOut;
+          if (error !== undefined) {
+            if (error instanceof StreamClosed) (x.detail ??= {}).closed = error.reason;
+            else {
+              const f = upstreamFailure(error);
+              metrics.upstreamError(route.id, f.kind);
+              (x.detail ??= {}).upstream_error = f.kind;
+            }
+          }
+          finish(x);
+        },
+        onFailure(error, bytesOut) {
+          untrack?.();
+          x.bytesOut = bytesOut;
+          if (error instanceof BodyTooLarge) {
+            deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+          } else if (
+            error instanceof StreamClosed &&
+            error.reason !== 'client_closed' &&
+            closedBy !== undefined &&
+            closedBy !== 'shutdown'
+          ) {
+            deny(x, res, new TesseraError(closedBy), route.authn.challenges);
+          } else if (error instanceof StreamClosed || res.destroyed || req.destroyed) {
+            x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
+            if (x.reason === 'shutdown') upstreamError(x, res, route, error);
+            else finish(x);
+          } else upstreamError(x, res, route, error);
+        },
+      },
+    );
+    if (tracked !== undefined && !x.done) untrack = streams.add(tracked);
+    res.on('close', () => {
+      if (!x.done && !res.writableFinished) abort(new StreamClosed('client_closed'));
+    });
+  }
+
+  // ---- WebSocket ----
+
+  function writeSocketDeny(socket: Duplex, d: DenyRendering): void {
+    if (socket.destroyed) return;
+    let text = `HTTP/1.1 ${d.status} ${STATUS_CODES[d.status] ?? ''}\r\n`;
+    for (const [k, v] of Object.entries(d.headers)) text += `${k}: ${v}\r\n`;
+    socket.end(`${text}connection: close\r\n\r\n${d.body}`);
+  }
+
+  function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const s = state;
+    socket.on('error', () => socket.destroy());
+    const x = begin('gateway.request', req);
+    x.requestId = requestId(req.headers['x-request-id']);
+    const url = req.url ?? '/';
+    const denySocket = (error: TesseraError, challenges: (e?: TesseraError) => string[]) => {
+      writeSocketDeny(socket, denyRendering(x, error, challenges));
+      finish(x);
+    };
+    const target = normalizeTarget(url);
+    if (target === undefined) {
+      x.path = auditRawPath(url);
+      denySocket(new TesseraError('request_path_invalid'), s.challenges);
+      return;
+    }
+    x.path = auditPath(target.path, target.query);
+    const host = requestHost(s, req);
+    const route = findRoute(s, host, target.path, x.method);
+    if (route === undefined) {
+      denySocket(new TesseraError('route_not_found'), s.challenges);
+      return;
+    }
+    x.route = route.id;
+    const upgrade = req.headers.upgrade;
+    if (closing || !route.websocket || typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket' || x.method !== 'GET') {
+      denySocket(new TesseraError('request_upgrade_refused'), route.authn.challenges);
+      return;
+    }
+    const greq: GatewayRequest = {
+      method: 'GET',
+      host,
+      path: target.path,
+      query: target.query,
+      url: absoluteUrl(s, req),
+      headers: headerBag(req),
+      remoteAddress: remoteOf(s, req),
+    };
+    Promise.resolve(decide(route.pipeline, greq)).then(
+      (d) => {
+        if (d.principal) x.principal = d.principal;
+        if (d.rule) x.rule = d.rule;
+        if (!d.ok) {
+          denySocket(d.error, route.authn.challenges);
+          return;
+        }
+        if (socket.destroyed) {
+          x.decision = 'allow';
+          x.reason = 'client_closed';
+          finish(x);
+          return;
+        }
+        x.decision = 'allow';
+        const headers = upstreamHeaders(s, req, route, d, x);
+        const principal = d.principal;
+        forwardUpgrade(
+          socket,
+          head,
+          {
+            url: route.upstream.url,
+            path: upstreamPath(route, greq.path, greq.query),
+            headers,
+            connectTimeout: route.upstream.connectTimeout,
+            headersTimeout: route.upstream.headersTimeout,
+            responseHeaders: ['x-request-id', x.requestId],
+          },
+          {
+            onUpgraded(relay) {
+              x.status = 101;
+              x.upstreamStatus = 101;
+              finish(x);
+              let untrack: (() => void) | undefined;
+              if (principal !== undefined) {
+                untrack = streams.add({
+                  kind: 'websocket',
+                  principal,
+                  close(reason) {
+                    streamClosedEvent(x, principal, reason);
+                    relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);
+                  },
+                });
+              }
+              relay.onEnd(() => untrack?.());
+            },
+            onRefused(status) {
+              x.status = status;
+              x.upstreamStatus = status;
+              finish(x);
+            },
+            onFailure(error) {
+              const f = upstreamFailure(error);
+              metrics.upstreamError(route.id, f.kind);
+              const e = new TesseraError(f.code);
+              x.reason = f.code;
+              x.status = e.status;
+              writeSocketDeny(socket, renderDeny(e, s.challenges, x.requestId));
+              finish(x);
+            },
+          },
+        );
+      },
+      (e: unknown) => {
+        logger.error({ event: 'internal_error', request_id: x.requestId, error: (e as Error)?.name ?? 'error' }, 'upgrade failed');
+        x.reason = 'internal_error';
+        x.status = 500;
+        socket.destroy();
+        finish(x);
+      },
+    );
+  }
+
+  // ---- forward-auth ----
+
+  function forwardAuth(s: GatewayState, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
+    const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
+    fx.requestId = x.requestId;
+    x.done = true; // the forward-auth exchange replaces it
+    const peer = req.socket.remoteAddress;
+    if (!peerAllowed(s.forwardAuthPeers, peer)) {
+      fx.path = auditRawPath(req.url ?? '/');
+      deny(fx, res, new TesseraError('forward_auth_peer_refused'), s.challenges);
+      return;
+    }
+    // Drain any body (Envoy may send one); the decision reads headers only.
+    req.resume();
+    const original = originalRequest(req, s.gateway.forward_auth.path);
+    const fold = (d: DenyRendering): DenyRendering => {
+      if (original?.flavor !== 'nginx') return d;
+      const status = nginxStatus(d.status);
+      return { ...d, status, headers: { ...d.headers, 'x-tessera-status': String(d.status) } };
+    };
+    const refuse = (error: TesseraError, challenges: (e?: TesseraError) => string[]) => {
+      const d = fold(denyRendering(fx, error, challenges));
+      if (!res.headersSent) res.writeHead(d.status, d.headers).end(d.body);
+      finish(fx);
+    };
+    if (original === undefined) {
+      fx.path = auditRawPath(req.url ?? '/');
+      refuse(new TesseraError('forward_auth_request_invalid'), s.challenges);
+      return;
+    }
+    const method = original.method;
+    fx.method = method;
+    if (original.remoteAddress !== undefined) fx.remoteAddress = original.remoteAddress;
+    const target = normalizeTarget(original.uri);
+    if (target === undefined) {
+      fx.path = auditRawPath(original.uri);
+      refuse(new TesseraError('request_path_invalid'), s.challenges);
+      return;
+    }
+    fx.path = auditPath(target.path, target.query);
+    const host = hostOf(original.host);
+    if (method === 'GET' || method === 'HEAD') {
+      const card = cardRoute(s, host, target.path);
+      if (card) {
+        // Public discovery: allowed without credentials (the proxy forwards to the upstream).
+        fx.route = card.id;
+        fx.decision = 'allow';
+        fx.status = 200;
+        res.writeHead(200, { 'x-request-id': fx.requestId, 'content-length': '0' }).end();
+        finish(fx);
+        return;
+      }
+    }
+    const route = findRoute(s, host, target.path, method);
+    if (route === undefined) {
+      refuse(new TesseraError('route_not_found'), s.challenges);
+      return;
+    }
+    fx.route = route.id;
+    const greq: GatewayRequest = {
+      method,
+      host,
+      path: target.path,
+      query: target.query,
+      url: `${original.proto}://${original.host ?? host}${original.uri}`,
+      headers: headerBag(req),
+      remoteAddress: original.remoteAddress ?? plainAddress(peer ?? ''),
+    };
+    Promise.resolve(decide(route.pipeline, greq)).then(
+      (d) => {
+        if (d.principal) fx.principal = d.principal;
+        if (d.rule) fx.rule = d.rule;
+        if (!d.ok) {
+          refuse(d.error, route.authn.challenges);
+          return;
+        }
+        fx.decision = 'allow';
+        fx.status = 200;
+        const headers: Record<string, string> = {
+          ...d.headers,
+          'x-request-id': fx.requestId,
+          'content-length': '0',
+          'cache-control': 'no-store',
+        };
+        if (!res.headersSent) res.writeHead(200, headers).end();
+        finish(fx);
+      },
+      (e: unknown) => internalError(fx, res, e),
+    );
+  }
+
+  // ---- operations ----
+
+  async function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const ops = s.gateway.operations;
+    try {
+      if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
+      else if (path === ops.ready_path) {
+        const r = await readiness(s.verifiers, { depth: audit.stats.depth, max: maxQueue }, deps.readiness ?? [], closing);
+        writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
+      } else if (!peerAllowed(s.metricsPeers, req.socket.remoteAddress)) {
+        writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
+      } else await writeMetrics(res, registry);
+    } catch {
+      if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });
+    }
+  }
+
+  // ---- lifecycle ----
+
+  function reload(next: TesseraConfig): ReloadResult {
+    let compiled: GatewayState;
+    try {
+      compiled = compileGateway(next, compileDeps);
+    } catch (e) {
+      pools.retain(state.poolKeys);
+      metrics.reload(false);
+      if (e instanceof ConfigError) {
+        logger.error({ event: 'config_reload_refused', problems: e.issues.length }, e.message);
+        return { ok: false, error: e };
+      }
+      throw e;
+    }
+    const previous = state;
+    for (const v of previous.verifiers) metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
+    state = compiled;
+    for (const v of compiled.verifiers) void v.ready();
+    pools.retain(compiled.poolKeys);
+    if (JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
+      const old = sinks;
+      sinks = auditOutputs(compiled.audit);
+      void audit.flush().then(() => Promise.all(old.map((o) => o.close())));
+    }
+    for (const w of compiled.warnings) logger.warn({ event: 'config_warning' }, w);
+    metrics.reload(true);
+    logger.info({ event: 'config_reloaded', routes: compiled.routes.length }, 'configuration reloaded');
+    return { ok: true, warnings: compiled.warnings };
+  }
+
+  async function close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    if (closing) return;
+    closing = true;
+    const drainMs = options.drainTimeoutMs ?? state.gateway.drain_timeout * 1000;
+    // Streams never finish by themselves: close them now, cleanly.
+    streams.closeAll('shutdown', true);
+    if (inflight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        timer.unref();
+        drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    streams.closeAll('shutdown');
+    streams.stop();
+    await pools.close(inflight > 0);
+    await audit.close();
+    await Promise.all(sinks.map((s) => s.close()));
+  }
+
+  return {
+    handleRequest,
+    handleUpgrade,
+    reload,
+    close,
+    get state() {
+      return state;
+    },
+    audit,
+    registry,
+    logger,
+    get inflight() {
+      return inflight;
+    },
+  };
+}
+
+function firstValue(v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const s = Array.isArray(v) ? v[0] : v;
+  return s?.split(',')[0]?.trim() || undefined;
+}
+
+export type { AuditEvent, ErrorCode };
