@@ -3,7 +3,9 @@
  * the program; this file only wires them together.
  */
 import { Command, CommanderError } from 'commander';
+import { registerCheck } from './commands/check.ts';
 import { registerDemo } from './commands/demo.ts';
+import { registerGateway } from './commands/gateway.ts';
 import { registerToken } from './commands/token.ts';
 import { reportError } from './output.ts';
 
@@ -15,6 +17,8 @@ export function buildProgram(): Command {
     .exitOverride();
   registerToken(program);
   registerDemo(program);
+  registerGateway(program);
+  registerCheck(program);
   return program;
 }
 

@@ -41,7 +41,13 @@ describe('audit pipeline', () => {
     const errors: number[] = [];
     const failing = { write: () => Promise.reject(new Error('disk full')) };
     const good = new MemoryAuditSink();
-    const p = createAuditPipeline({ sinks: [failing, good], batchSize: 100, maxQueue: 3, flushIntervalMs: 60_000, onError: (_e, i, n) => errors.push(i, n) });
+    const p = createAuditPipeline({
+      sinks: [failing, good],
+      batchSize: 100,
+      maxQueue: 3,
+      flushIntervalMs: 60_000,
+      onError: (_e, i, n) => errors.push(i, n),
+    });
     for (let i = 0; i < 5; i++) p.emit(event(i));
     assert.equal(p.stats.dropped, 2);
     await p.close();
@@ -56,7 +62,10 @@ describe('audit pipeline', () => {
       const sink = createJsonLinesSink({ file });
       await sink.write([event(1), event(2)]);
       await sink.close();
-      const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const lines = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       assert.deepEqual(
         lines.map((l) => l.time),
         [1, 2],

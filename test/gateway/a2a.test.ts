@@ -30,13 +30,24 @@ describe('gateway: A2A agent card', () => {
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":1,"result":{}}');
     });
-    const a2a = { token_url: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks to the agent' }, url: 'https://agents.example.com/research' };
+    const a2a = {
+      token_url: 'https://tessera.example.com/oauth/token',
+      scopes: { 'agent:invoke': 'Send tasks to the agent' },
+      url: 'https://agents.example.com/research',
+    };
     gw = await startGateway({
       ...baseConfig(),
       scopes: { 'api:read': {}, 'agent:invoke': {} },
       gateway: {
         routes: [
-          { id: 'agent', match: { host: 'localhost' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{ scopes: ['agent:invoke'] }], a2a },
+          {
+            id: 'agent',
+            match: { host: 'localhost' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            a2a,
+          },
           {
             id: 'configured',
             match: { path_prefix: '/configured' },
@@ -60,7 +71,8 @@ describe('gateway: A2A agent card', () => {
     it(`serves ${path} publicly with Tessera's security schemes`, async () => {
       const res = await fetch(`${base()}${path}`);
       assert.equal(res.status, 200);
-      const card = await res.json();
+      // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+      const card: any = await res.json();
       assert.equal(card.name, 'Research agent');
       assert.deepEqual(card.skills, CARD.skills);
       assert.equal(card.url, 'https://agents.example.com/research');
@@ -81,7 +93,11 @@ describe('gateway: A2A agent card', () => {
   it('caches the fetched card', () => assert.equal(cardFetches, 1));
 
   it('requires a token for everything else on the route', async () => {
-    const rpc = { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"jsonrpc":"2.0","id":1,"method":"message/send"}' };
+    const rpc = {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"jsonrpc":"2.0","id":1,"method":"message/send"}',
+    };
     const anon = await fetch(`${base()}/`, rpc);
     assert.equal(anon.status, 401);
     const other = await fetch(`${base()}/.well-known/other.json`);
@@ -94,7 +110,8 @@ describe('gateway: A2A agent card', () => {
   it('serves a configured card under the route prefix without contacting the upstream', async () => {
     const res = await fetch(`${gw.url}/configured/.well-known/agent-card.json`);
     assert.equal(res.status, 200);
-    const card = await res.json();
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    const card: any = await res.json();
     assert.equal(card.name, 'Configured agent');
     assert.equal(card.securitySchemes.BearerAuth.scheme, 'bearer');
   });

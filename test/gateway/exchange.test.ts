@@ -10,7 +10,17 @@ import { decodeJwt, jwtVerify, SignJWT } from 'jose';
 import { ConfigError } from '../../src/core/errors.ts';
 import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
-import { baseConfig, parse, requestEvents, silent, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import {
+  baseConfig,
+  parse,
+  requestEvents,
+  silent,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 const TESSERA = 'https://tessera.test';
@@ -28,7 +38,11 @@ function testIssuer() {
       // The gateway acts for the caller: the caller's chain nests under it.
       let act: Record<string, unknown> | undefined;
       for (const a of [...principal.actors].reverse()) act = act ? { sub: a.subject, act } : { sub: a.subject };
-      const jwt = await new SignJWT({ scope: scopes.join(' '), client_id: principal.clientId, act: act ? { sub: 'tessera-gateway', act } : { sub: 'tessera-gateway' } })
+      const jwt = await new SignJWT({
+        scope: scopes.join(' '),
+        client_id: principal.clientId,
+        act: act ? { sub: 'tessera-gateway', act } : { sub: 'tessera-gateway' },
+      })
         .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt' })
         .setIssuer(TESSERA)
         .setAudience(audience)
@@ -85,7 +99,8 @@ describe('gateway: exchange upstream credential', () => {
   it('caches the minted token per caller token and rule', async () => {
     const t = await token({ scope: 'api:read' });
     const before = ti.calls.length;
-    for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } })).status, 200);
+    for (let i = 0; i < 3; i++)
+      assert.equal((await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } })).status, 200);
     assert.equal(ti.calls.length, before + 1);
     assert.deepEqual(ti.calls.at(-1)!.scopes, ['api:read'], 'any-of scopes: only those the caller holds');
     const other = await token({ scope: 'api:read' });
@@ -96,7 +111,9 @@ describe('gateway: exchange upstream credential', () => {
   it('shares one mint between concurrent first requests', async () => {
     const t = await token({ scope: 'api:read' });
     const before = ti.calls.length;
-    const results = await Promise.all(Array.from({ length: 5 }, () => fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } })));
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } })),
+    );
     assert.deepEqual(
       results.map((r) => r.status),
       [200, 200, 200, 200, 200],
@@ -111,7 +128,10 @@ describe('gateway: exchange upstream credential', () => {
       const n = upstream.seen.length;
       const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } });
       assert.equal(res.status, 502);
-      assert.deepEqual(await res.json(), { error: 'bad_gateway', error_description: 'The credential for the upstream service could not be obtained.' });
+      assert.deepEqual(await res.json(), {
+        error: 'bad_gateway',
+        error_description: 'The credential for the upstream service could not be obtained.',
+      });
       assert.equal(upstream.seen.length, n);
       assert.equal((await requestEvents(gw)).at(-1)!.reason, 'upstream_credential_unavailable');
     } finally {

@@ -19,7 +19,10 @@ const config = (peers?: string[]) => ({
         upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static' as const, token: UPSTREAM_TOKEN } },
         auth: 'jwt' as const,
         audience: AUDIENCE,
-        rules: [{ methods: ['GET'], path: '/api/**', scopes: ['api:read'] }, { methods: ['DELETE'], path: '/api/**', scopes: ['admin'] }],
+        rules: [
+          { methods: ['GET'], path: '/api/**', scopes: ['api:read'] },
+          { methods: ['DELETE'], path: '/api/**', scopes: ['admin'] },
+        ],
         identity_headers: ['subject' as const, 'delegation' as const],
         rate_limit: { key: 'subject' as const, rate: 0.01, burst: 10 },
       },
@@ -36,7 +39,8 @@ describe('gateway: forward-auth endpoint', () => {
   });
   after(() => gw.close());
 
-  const check = (headers: Record<string, string>, path = '/_tessera/auth', method = 'GET') => fetch(`${gw.url}${path}`, { method, headers });
+  const check = (headers: Record<string, string>, path = '/_tessera/auth', method = 'GET') =>
+    fetch(`${gw.url}${path}`, { method, headers });
   /** Like Envoy: the Host header is the original request's (fetch cannot set Host). */
   const envoy = (path: string, method: string, authorization: string) =>
     new Promise<{ status: number; headers: IncomingHttpHeaders }>((resolve, reject) => {
@@ -49,7 +53,12 @@ describe('gateway: forward-auth endpoint', () => {
     });
 
   it('nginx: allows and answers the headers to inject', async () => {
-    const res = await check({ 'x-original-uri': '/api/items?x=1', 'x-original-method': 'GET', 'x-original-host': 'api.example.com', authorization: `Bearer ${t}` });
+    const res = await check({
+      'x-original-uri': '/api/items?x=1',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('authorization'), `Bearer ${UPSTREAM_TOKEN}`);
     assert.equal(res.headers.get('x-tessera-subject'), 'fa-user');
@@ -68,15 +77,31 @@ describe('gateway: forward-auth endpoint', () => {
     const bad = await check({ 'x-original-uri': '/api/%2e%2e/x', 'x-original-method': 'GET', 'x-original-host': 'api.example.com' });
     assert.equal(bad.status, 401);
     assert.equal(bad.headers.get('x-tessera-status'), '400');
-    const none = await check({ 'x-original-uri': '/other', 'x-original-method': 'GET', 'x-original-host': 'api.example.com', authorization: `Bearer ${t}` });
+    const none = await check({
+      'x-original-uri': '/other',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
     assert.equal(none.status, 403);
     assert.equal(none.headers.get('x-tessera-status'), '404');
   });
 
   it('Traefik: reads X-Forwarded-Method/Host/Uri and keeps real statuses', async () => {
-    const ok = await check({ 'x-forwarded-uri': '/api/a', 'x-forwarded-method': 'GET', 'x-forwarded-host': 'api.example.com', 'x-forwarded-proto': 'https', authorization: `Bearer ${t}` });
+    const ok = await check({
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      'x-forwarded-proto': 'https',
+      authorization: `Bearer ${t}`,
+    });
     assert.equal(ok.status, 200);
-    const scope = await check({ 'x-forwarded-uri': '/api/a', 'x-forwarded-method': 'DELETE', 'x-forwarded-host': 'api.example.com', authorization: `Bearer ${t}` });
+    const scope = await check({
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'DELETE',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
     assert.equal(scope.status, 403);
     assert.match(scope.headers.get('www-authenticate') ?? '', /insufficient_scope.*scope="admin"/);
   });
@@ -96,7 +121,12 @@ describe('gateway: forward-auth endpoint', () => {
 
   it('rate-limits per subject with 429 and Retry-After (Traefik keeps the status)', async () => {
     const other = await token({ sub: 'limited' });
-    const h = { 'x-forwarded-uri': '/api/a', 'x-forwarded-method': 'GET', 'x-forwarded-host': 'api.example.com', authorization: `Bearer ${other}` };
+    const h = {
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${other}`,
+    };
     const statuses = [];
     for (let i = 0; i < 11; i++) statuses.push((await check(h)).status);
     assert.deepEqual(statuses, [...Array(10).fill(200), 429]);
@@ -109,7 +139,13 @@ describe('gateway: forward-auth endpoint', () => {
     const before = gw.audit.events.length;
     const jti = 'fa-jti';
     const t2 = await token({ jti });
-    await check({ 'x-original-uri': '/api/items?secret=1', 'x-original-method': 'GET', 'x-original-host': 'api.example.com', 'x-real-ip': '203.0.113.9', authorization: `Bearer ${t2}` });
+    await check({
+      'x-original-uri': '/api/items?secret=1',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      'x-real-ip': '203.0.113.9',
+      authorization: `Bearer ${t2}`,
+    });
     await gw.served.gateway.audit.flush();
     const events = gw.audit.events.slice(before);
     assert.equal(events.length, 1);
@@ -128,7 +164,14 @@ describe('gateway: forward-auth peers', () => {
     const gw = await startGateway(config(['10.0.0.0/8']));
     try {
       const t = await token();
-      const res = await fetch(`${gw.url}/_tessera/auth`, { headers: { 'x-original-uri': '/api/x', 'x-original-method': 'GET', 'x-original-host': 'api.example.com', authorization: `Bearer ${t}` } });
+      const res = await fetch(`${gw.url}/_tessera/auth`, {
+        headers: {
+          'x-original-uri': '/api/x',
+          'x-original-method': 'GET',
+          'x-original-host': 'api.example.com',
+          authorization: `Bearer ${t}`,
+        },
+      });
       assert.equal(res.status, 404);
       assert.equal(res.headers.get('authorization'), null);
     } finally {

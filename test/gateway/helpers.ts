@@ -99,7 +99,11 @@ export interface TestGateway {
 
 export const silent = pino({ level: 'silent' });
 
-export async function startGateway(input: TesseraConfigInput, deps: GatewayDeps = {}, env: Record<string, string> = {}): Promise<TestGateway> {
+export async function startGateway(
+  input: TesseraConfigInput,
+  deps: GatewayDeps = {},
+  env: Record<string, string> = {},
+): Promise<TestGateway> {
   const audit = new MemoryAuditSink();
   const served = await serveGateway(
     { config: parse(input, env), host: '127.0.0.1', port: 0 },

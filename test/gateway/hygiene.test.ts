@@ -6,7 +6,18 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { AUDIENCE, baseConfig, ISSUER, key, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import {
+  AUDIENCE,
+  baseConfig,
+  ISSUER,
+  key,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
 
 /** Send raw bytes and read the status line (for targets fetch() would normalize). */
 function raw(url: string, text: string): Promise<string> {
@@ -64,7 +75,8 @@ describe('gateway hygiene', () => {
     await upstream.close();
   });
 
-  const get = (path: string, headers: Record<string, string> = {}) => fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${t}`, ...headers } });
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${t}`, ...headers } });
 
   it('strips spoofed identity headers', async () => {
     const res = await get('/api/x', { 'x-tessera-subject': 'admin', 'x-tessera-scopes': 'admin', 'x-tessera-delegation-id': 'g-evil' });
@@ -76,7 +88,12 @@ describe('gateway hygiene', () => {
   });
 
   it('replaces spoofed X-Forwarded-* and Forwarded (no trusted proxy)', async () => {
-    await get('/api/x', { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.test', forwarded: 'for=6.6.6.6', 'x-real-ip': '6.6.6.6' });
+    await get('/api/x', {
+      'x-forwarded-for': '6.6.6.6',
+      'x-forwarded-host': 'evil.test',
+      forwarded: 'for=6.6.6.6',
+      'x-real-ip': '6.6.6.6',
+    });
     const h = upstream.seen.at(-1)!.headers;
     assert.equal(h['x-forwarded-for'], '127.0.0.1');
     assert.equal(h['x-forwarded-host'], new URL(gw.url).host);
@@ -111,7 +128,10 @@ describe('gateway hygiene', () => {
   });
 
   it('refuses two Authorization headers', async () => {
-    const r = await raw(gw.url, `GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n`);
+    const r = await raw(
+      gw.url,
+      `GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n`,
+    );
     assert.equal(status(r), 400);
   });
 
@@ -164,10 +184,19 @@ describe('gateway hygiene', () => {
   it('cuts a chunked body at the limit (413)', async () => {
     const status413 = await new Promise<number>((resolve, reject) => {
       const u = new URL(gw.url);
-      const req = request({ host: u.hostname, port: u.port, method: 'POST', path: '/api/x', headers: { authorization: `Bearer ${t}`, 'transfer-encoding': 'chunked' } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
+      const req = request(
+        {
+          host: u.hostname,
+          port: u.port,
+          method: 'POST',
+          path: '/api/x',
+          headers: { authorization: `Bearer ${t}`, 'transfer-encoding': 'chunked' },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
       req.on('error', reject);
       let i = 0;
       const timer = setInterval(() => {

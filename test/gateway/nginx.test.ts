@@ -6,12 +6,23 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import { AUDIENCE, ISSUER, key, requestEvents, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN, type Upstream } from './helpers.ts';
+import {
+  AUDIENCE,
+  ISSUER,
+  key,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
 
 const NGINX = '/usr/sbin/nginx';
 const EXAMPLE = new URL('../../examples/nginx/', import.meta.url);
@@ -53,7 +64,9 @@ async function waitForPort(port: number, ms = 5000): Promise<void> {
   throw new Error(`nginx did not listen on ${port}`);
 }
 
-describe('nginx auth_request example against a real nginx', { skip: existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get install nginx)` }, () => {
+describe('nginx auth_request example against a real nginx', {
+  skip: existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get install nginx)`,
+}, () => {
   let app: Upstream;
   let gw: TestGateway;
   let nginx: ChildProcess;
@@ -78,7 +91,9 @@ describe('nginx auth_request example against a real nginx', { skip: existsSync(N
       .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
       .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
     writeFileSync(join(dir, 'nginx.conf'), conf);
-    nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     nginx.stderr?.on('data', (d) => {
       stderr += d.toString();
     });
@@ -140,7 +155,10 @@ describe('nginx auth_request example against a real nginx', { skip: existsSync(N
   it('refuses encoded traversal through nginx (Tessera reads the raw $request_uri)', async () => {
     const t = await token({ scope: 'api:read' });
     const n = app.seen.length;
-    const head = await rawRequest(base, `GET /items/%2e%2e/admin HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
+    const head = await rawRequest(
+      base,
+      `GET /items/%2e%2e/admin HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
     assert.match(head, /^HTTP\/1\.1 401/);
     assert.equal(app.seen.length, n);
   });

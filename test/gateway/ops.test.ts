@@ -13,7 +13,10 @@ describe('gateway: operations endpoints', () => {
   before(async () => {
     upstream = await startUpstream();
     gw = await startGateway(
-      { ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }] } },
+      {
+        ...baseConfig(),
+        gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }] },
+      },
       { readiness: [{ name: 'store', check: () => ({ ok: storeOk, detail: storeOk ? 'reachable' : 'unreachable' }) }] },
     );
   });
@@ -34,7 +37,7 @@ describe('gateway: operations endpoints', () => {
     storeOk = false;
     const no = await fetch(`${gw.url}/readyz`);
     assert.equal(no.status, 503);
-    const body = await no.json();
+    const body = (await no.json()) as { status: string; checks: { name: string }[] };
     assert.equal(body.status, 'not_ready');
     assert.deepEqual(
       body.checks.find((c: { name: string }) => c.name === 'store'),
@@ -66,15 +69,23 @@ describe('gateway: readiness waits for remote keys', () => {
   it('is not ready while a jwks_uri has never been fetched', async () => {
     const gw = await startGateway({
       ...baseConfig(),
-      issuers: [{ issuer: ISSUER, audiences: ['https://api.test'], algorithms: ['ES256'], jwks_uri: 'http://127.0.0.1:9/jwks.json', jwks_cache: { timeout: '200ms' } }],
+      issuers: [
+        {
+          issuer: ISSUER,
+          audiences: ['https://api.test'],
+          algorithms: ['ES256'],
+          jwks_uri: 'http://127.0.0.1:9/jwks.json',
+          jwks_cache: { timeout: '200ms' },
+        },
+      ],
       gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] },
     });
     try {
       await new Promise((r) => setTimeout(r, 300));
       const res = await fetch(`${gw.url}/readyz`);
       assert.equal(res.status, 503);
-      const body = await res.json();
-      assert.equal(body.checks[0].detail, 'not loaded');
+      const body = (await res.json()) as { checks: { detail: string }[] };
+      assert.equal(body.checks[0]?.detail, 'not loaded');
     } finally {
       await gw.close();
     }

@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { AUDIENCE, baseConfig, requestEvents, STATIC_TOKEN, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN, type Upstream } from './helpers.ts';
+import {
+  AUDIENCE,
+  baseConfig,
+  requestEvents,
+  STATIC_TOKEN,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
 
 describe('gateway: plain HTTP proxying', () => {
   let upstream: Upstream;
@@ -56,7 +67,11 @@ describe('gateway: plain HTTP proxying', () => {
 
   it('streams a POST body upstream', async () => {
     const t = await token({ scope: 'api:write' });
-    const res = await fetch(`${gw.url}/api/items`, { method: 'POST', headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' }, body: '{"a":1}' });
+    const res = await fetch(`${gw.url}/api/items`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' },
+      body: '{"a":1}',
+    });
     assert.equal(res.status, 200);
     assert.equal(upstream.seen.at(-1)!.body, '{"a":1}');
   });

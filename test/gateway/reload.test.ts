@@ -10,8 +10,8 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
+import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
 import { ISSUER, key, silent, startUpstream, token, type Upstream } from './helpers.ts';
 
 function yaml(upstream: string, extraRoute = '', watch = true): string {
@@ -63,7 +63,10 @@ describe('gateway: configuration reload', () => {
     dir = mkdtempSync(join(tmpdir(), 'tessera-reload-'));
     file = join(dir, 'tessera.yaml');
     writeFileSync(file, yaml(upstream.url));
-    served = await serveGateway({ configFile: file, env, host: '127.0.0.1', port: 0, signals: true }, { logger: silent, auditSinks: [new MemoryAuditSink()] });
+    served = await serveGateway(
+      { configFile: file, env, host: '127.0.0.1', port: 0, signals: true },
+      { logger: silent, auditSinks: [new MemoryAuditSink()] },
+    );
     t = await token();
   });
   after(async () => {
@@ -108,7 +111,10 @@ describe('gateway: configuration reload', () => {
   });
 
   it('reloads when the file changes', async () => {
-    writeFileSync(file, yaml(upstream.url, '    - { id: new, match: { path_prefix: /new }, upstream: { url: ' + upstream.url + ' }, auth: none }'));
+    writeFileSync(
+      file,
+      yaml(upstream.url, `    - { id: new, match: { path_prefix: /new }, upstream: { url: ${upstream.url} }, auth: none }`),
+    );
     const start = Date.now();
     let status = 0;
     while (Date.now() - start < 5000) {
@@ -120,7 +126,10 @@ describe('gateway: configuration reload', () => {
   });
 
   it('reloads on SIGHUP', async () => {
-    writeFileSync(file, yaml(upstream.url, '    - { id: hup, match: { path_prefix: /hup }, upstream: { url: ' + upstream.url + ' }, auth: none }', false));
+    writeFileSync(
+      file,
+      yaml(upstream.url, `    - { id: hup, match: { path_prefix: /hup }, upstream: { url: ${upstream.url} }, auth: none }`, false),
+    );
     process.kill(process.pid, 'SIGHUP');
     await once(process, 'SIGHUP');
     await new Promise((r) => setImmediate(r));

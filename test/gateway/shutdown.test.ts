@@ -20,7 +20,10 @@ describe('gateway: graceful shutdown', () => {
       res.write('data: hello\n\n');
     });
     upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
-    const gw = await startGateway({ ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }] } });
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }] },
+    });
     const t = await token();
     const auth = { authorization: `Bearer ${t}` };
 

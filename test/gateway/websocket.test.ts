@@ -9,16 +9,29 @@ import type { IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
-import { baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN, type Upstream } from './helpers.ts';
+import {
+  baseConfig,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
 
 function connectWs(url: string, headers: Record<string, string> = {}, protocols?: string[]) {
   const ws = new WebSocket(url, protocols, { headers });
   const opened = new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);
-    ws.once('unexpected-response', (_req, res: IncomingMessage) => reject(Object.assign(new Error(`status ${res.statusCode}`), { status: res.statusCode, headers: res.headers })));
+    ws.once('unexpected-response', (_req, res: IncomingMessage) =>
+      reject(Object.assign(new Error(`status ${res.statusCode}`), { status: res.statusCode, headers: res.headers })),
+    );
   });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
   return { ws, opened, closed };
 }
 
@@ -93,7 +106,11 @@ describe('gateway: WebSocket', () => {
   it('refuses an upgrade without a token before contacting the upstream', async () => {
     const n = upgrades.length;
     const c = connectWs(wsUrl('/ws/chat'));
-    await assert.rejects(c.opened, (e: { status?: number; headers?: Record<string, string> }) => e.status === 401 && /^Bearer/.test(e.headers?.['www-authenticate'] ?? ''));
+    await assert.rejects(
+      c.opened,
+      (e: { status?: number; headers?: Record<string, string> }) =>
+        e.status === 401 && /^Bearer/.test(e.headers?.['www-authenticate'] ?? ''),
+    );
     assert.equal(upgrades.length, n);
   });
 

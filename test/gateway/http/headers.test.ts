@@ -15,12 +15,22 @@ const facts = { remoteAddress: '10.0.0.9', proto: 'https', host: 'api.example.co
 describe('upstream request headers', () => {
   it('drops hop-by-hop headers and those the Connection header names', () => {
     const out = upstreamRequestHeaders(
-      { connection: 'keep-alive, x-hop', 'keep-alive': 'timeout=5', 'x-hop': '1', te: 'trailers', upgrade: 'h2c', 'transfer-encoding': 'chunked', 'proxy-authorization': 'Basic x', accept: 'a' },
+      {
+        connection: 'keep-alive, x-hop',
+        'keep-alive': 'timeout=5',
+        'x-hop': '1',
+        te: 'trailers',
+        upgrade: 'h2c',
+        'transfer-encoding': 'chunked',
+        'proxy-authorization': 'Basic x',
+        accept: 'a',
+      },
       policy,
       facts,
       {},
     );
-    for (const h of ['connection', 'keep-alive', 'x-hop', 'te', 'upgrade', 'transfer-encoding', 'proxy-authorization']) assert.equal(out[h], undefined, h);
+    for (const h of ['connection', 'keep-alive', 'x-hop', 'te', 'upgrade', 'transfer-encoding', 'proxy-authorization'])
+      assert.equal(out[h], undefined, h);
     assert.equal(out.accept, 'a');
   });
   it('never forwards the caller credentials', () => {
@@ -29,7 +39,9 @@ describe('upstream request headers', () => {
     assert.equal(out.dpop, undefined);
   });
   it('strips spoofed identity headers and configured extras; the gateway’s own values win', () => {
-    const out = upstreamRequestHeaders({ 'x-tessera-subject': 'admin', 'x-internal': 'yes' }, policy, facts, { 'x-tessera-subject': 'user-1' });
+    const out = upstreamRequestHeaders({ 'x-tessera-subject': 'admin', 'x-internal': 'yes' }, policy, facts, {
+      'x-tessera-subject': 'user-1',
+    });
     assert.equal(out['x-tessera-subject'], 'user-1');
     assert.equal(out['x-internal'], undefined);
     const none = upstreamRequestHeaders({ 'x-tessera-subject': 'admin' }, policy, facts, {});
@@ -43,7 +55,13 @@ describe('upstream request headers', () => {
   });
   it('replaces X-Forwarded-* and Forwarded from an untrusted peer', () => {
     const out = upstreamRequestHeaders(
-      { 'x-forwarded-for': '1.2.3.4', 'x-forwarded-host': 'evil', 'x-forwarded-proto': 'http', forwarded: 'for=1.2.3.4', 'x-real-ip': '1.2.3.4' },
+      {
+        'x-forwarded-for': '1.2.3.4',
+        'x-forwarded-host': 'evil',
+        'x-forwarded-proto': 'http',
+        forwarded: 'for=1.2.3.4',
+        'x-real-ip': '1.2.3.4',
+      },
       policy,
       facts,
       {},
@@ -55,7 +73,12 @@ describe('upstream request headers', () => {
     assert.equal(out['x-real-ip'], undefined);
   });
   it('appends to X-Forwarded-For and Forwarded from a trusted proxy', () => {
-    const out = upstreamRequestHeaders({ 'x-forwarded-for': '1.2.3.4', forwarded: 'for=1.2.3.4' }, policy, { ...facts, trustProxy: true, remoteAddress: '::1' }, {});
+    const out = upstreamRequestHeaders(
+      { 'x-forwarded-for': '1.2.3.4', forwarded: 'for=1.2.3.4' },
+      policy,
+      { ...facts, trustProxy: true, remoteAddress: '::1' },
+      {},
+    );
     assert.equal(out['x-forwarded-for'], '1.2.3.4, ::1');
     assert.equal(out.forwarded, 'for=1.2.3.4, for="[::1]";host=api.example.com;proto=https');
   });
@@ -64,7 +87,10 @@ describe('upstream request headers', () => {
     assert.equal(out.forwarded, 'for=127.0.0.1;host="localhost:8080";proto=https');
   });
   it('sets its own request id and trace context', () => {
-    const out = upstreamRequestHeaders({ 'x-request-id': 'spoof', traceparent: 'x' }, policy, facts, { 'x-request-id': 'r1', traceparent: 't' });
+    const out = upstreamRequestHeaders({ 'x-request-id': 'spoof', traceparent: 'x' }, policy, facts, {
+      'x-request-id': 'r1',
+      traceparent: 't',
+    });
     assert.equal(out['x-request-id'], 'r1');
     assert.equal(out.traceparent, 't');
   });
@@ -77,7 +103,20 @@ describe('upstream request headers', () => {
 
 describe('caller response headers', () => {
   it('drops hop-by-hop and Connection-named headers, keeps duplicates', () => {
-    const raw = ['Connection', 'keep-alive, X-Secret-Hop', 'Keep-Alive', 'timeout=5', 'Transfer-Encoding', 'chunked', 'X-Secret-Hop', '1', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'];
+    const raw = [
+      'Connection',
+      'keep-alive, X-Secret-Hop',
+      'Keep-Alive',
+      'timeout=5',
+      'Transfer-Encoding',
+      'chunked',
+      'X-Secret-Hop',
+      '1',
+      'Set-Cookie',
+      'a=1',
+      'Set-Cookie',
+      'b=2',
+    ];
     assert.deepEqual(callerResponseHeaders(raw, ['x-request-id', 'r']), ['set-cookie', 'a=1', 'set-cookie', 'b=2', 'x-request-id', 'r']);
   });
 });

@@ -26,8 +26,8 @@ describe('path normalization: refused targets', () => {
     'non-ASCII': '/api/é',
     'asterisk-form': '*',
     'absolute-form': 'http://evil.test/api',
-    'empty': '',
-    'fragment': '/api#x',
+    empty: '',
+    fragment: '/api#x',
   };
   for (const [name, target] of Object.entries(refused)) {
     it(`refuses ${name}`, () => assert.equal(normalizeTarget(target), undefined));

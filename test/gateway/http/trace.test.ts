@@ -19,7 +19,14 @@ describe('trace context', () => {
     assert.equal(t.tracestate, 'vendor=1');
   });
   it('starts a new trace for an invalid traceparent and drops tracestate', () => {
-    for (const bad of ['', 'garbage', VALID.toUpperCase(), `ff${VALID.slice(2)}`, '00-00000000000000000000000000000000-00f067aa0ba902b7-01', `${VALID}-extra`]) {
+    for (const bad of [
+      '',
+      'garbage',
+      VALID.toUpperCase(),
+      `ff${VALID.slice(2)}`,
+      '00-00000000000000000000000000000000-00f067aa0ba902b7-01',
+      `${VALID}-extra`,
+    ]) {
       assert.equal(parseTraceparent(bad), undefined, bad);
       const t = traceContext(bad, 'vendor=1');
       assert.match(t.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);

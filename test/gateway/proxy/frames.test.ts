@@ -3,7 +3,12 @@ import { describe, it } from 'node:test';
 import { closeFrame, FrameBoundaries } from '../../../src/gateway/proxy/frames.ts';
 
 function frame(payload: number, mask: boolean): Buffer {
-  const len = payload < 126 ? [payload] : payload < 65536 ? [126, payload >> 8, payload & 255] : [127, 0, 0, 0, 0, 0, (payload >> 16) & 255, (payload >> 8) & 255, payload & 255];
+  const len =
+    payload < 126
+      ? [payload]
+      : payload < 65536
+        ? [126, payload >> 8, payload & 255]
+        : [127, 0, 0, 0, 0, 0, (payload >> 16) & 255, (payload >> 8) & 255, payload & 255];
   const head = Buffer.from([0x82, (mask ? 0x80 : 0) | (len[0] as number), ...len.slice(1)]);
   return Buffer.concat([head, Buffer.alloc(mask ? 4 : 0), Buffer.alloc(payload, 7)]);
 }
