@@ -217,7 +217,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const latency = performance.now() - x.start;
     metrics.request(x.route ?? '(none)', x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
-    if (x.principal?.staticTokenId !== undefined) (x.detail ??= {}).static_token = x.principal.staticTokenId;
     audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000));
   }
 

@@ -6,6 +6,7 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
+import { randomHex } from './random.ts';
 
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
@@ -27,15 +28,9 @@ const HEX_LOWER = /^[0-9a-f]+$/;
 const ZERO_TRACE = '00000000000000000000000000000000';
 const ZERO_SPAN = '0000000000000000';
 
-function randomHex32(): string {
-  const u = randomUUID();
-  return u.slice(0, 8) + u.slice(9, 13) + u.slice(14, 18) + u.slice(19, 23) + u.slice(24);
-}
-
 /** A fresh 16-hex-digit span (parent) id. */
 export function spanId(): string {
-  const u = randomUUID();
-  return u.slice(0, 8) + u.slice(24, 32);
+  return randomHex(8);
 }
 
 /**
@@ -76,6 +71,6 @@ export function traceContext(traceparent: string | string[] | undefined, tracest
       traceId: parsed.traceId,
     };
   }
-  const traceId = randomHex32();
+  const traceId = randomHex(16);
   return { traceparent: `00-${traceId}-${spanId()}-00`, tracestate: undefined, traceId };
 }

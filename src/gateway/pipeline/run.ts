@@ -92,7 +92,8 @@ function fail(error: TesseraError, principal: Principal | undefined, rule: Compi
  * ```
  */
 export function decide(pipeline: Pipeline, request: GatewayRequest): Decision | Promise<Decision> {
-  const authn = pipeline.authn.authenticate(request);
-  if (authn instanceof Promise) return authn.then((a) => afterAuthn(pipeline, request, a));
-  return afterAuthn(pipeline, request, authn);
+  const stage = pipeline.authn;
+  const outcome = stage.authenticate(request);
+  if (outcome instanceof Promise) return outcome.then((o) => afterAuthn(pipeline, request, stage.settle(o)));
+  return afterAuthn(pipeline, request, stage.settle(outcome));
 }

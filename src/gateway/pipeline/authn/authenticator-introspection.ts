@@ -6,12 +6,11 @@
  */
 import type { ManagedVerifier } from '../../../verifier.ts';
 import type { Authenticator } from './authenticator.ts';
-import { outcomeOf } from './verifier-outcome.ts';
 
 export function introspectionAuthenticator(verifier: ManagedVerifier): Authenticator {
   return {
     id: 'introspection',
     challenges: (e) => verifier.challenges(e),
-    authenticate: (request) => verifier.authenticate(request).then(outcomeOf),
+    authenticate: (request) => verifier.authenticate(request),
   };
 }

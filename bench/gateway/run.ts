@@ -1,0 +1,359 @@
+/**
+ * `npm run bench:gateway`: every competitor in front of the same upstream, driven by the same load
+ * generator (wrk) in one run, repeated and summarized by medians.
+ *
+ *   direct               wrk → upstream
+ *   baseline             bare node:http + undici proxy, no auth (the reference)
+ *   tessera-warm         Tessera: JWT (ES256) + scope rule + audit to a file + metrics, one token
+ *   tessera-cold         same, every request a distinct pre-generated token
+ *   express              Express + express-oauth2-jwt-bearer + http-proxy-middleware
+ *   fastify              Fastify + @fastify/jwt + @fastify/http-proxy
+ *   nginx                nginx alone (1 worker)
+ *   nginx+forward-auth   nginx (1 worker) + auth_request to Tessera's forward-auth (warm)
+ *
+ * Server CPU per request comes from /proc/PID/stat (utime+stime of the server processes, workers
+ * included) before and after each measured run. The machine is shared: compare ratios within a
+ * run. Environment: BENCH_DURATION (s, default 10), BENCH_REPS (3), BENCH_CONNECTIONS (64),
+ * BENCH_ONLY (comma-separated system names).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import {
+  createPrivateKey,
+  createPublicKey,
+  sign as cryptoSign,
+  verify as cryptoVerify,
+  generateKeyPairSync,
+  randomUUID,
+} from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SignJWT } from 'jose';
+
+const HERE = new URL('.', import.meta.url).pathname;
+const ROOT = new URL('../../', import.meta.url).pathname;
+const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const REPS = Number(process.env.BENCH_REPS ?? 3);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim());
+const NGINX = '/usr/sbin/nginx';
+const WRK = '/usr/bin/wrk';
+const ISSUER = 'https://issuer.bench';
+const AUDIENCE = 'https://api.bench';
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-'));
+const children: ChildProcess[] = [];
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+function cleanup(): void {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+// ---- keys and tokens ----
+const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'bench-1', alg: 'ES256', use: 'sig' };
+const JWKS = JSON.stringify({ keys: [jwk] });
+
+async function mint(): Promise<string> {
+  return new SignJWT({ scope: 'api:read', client_id: 'bench-agent' })
+    .setProtectedHeader({ alg: 'ES256', kid: 'bench-1', typ: 'at+jwt' })
+    .setIssuer(ISSUER)
+    .setAudience(AUDIENCE)
+    .setSubject(`user-${randomUUID()}`)
+    .setJti(randomUUID())
+    .setIssuedAt()
+    .setExpirationTime('2h')
+    .sign(privateKey);
+}
+
+/** One raw ES256 signature verification (node:crypto, the primitive under every JWT library). */
+function rawVerifyMicros(): number {
+  const data = Buffer.from('eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEiLCJzY29wZSI6ImFwaTpyZWFkIn0');
+  const key = createPublicKey(publicKey.export({ type: 'spki', format: 'pem' }));
+  const sig = cryptoSign('sha256', data, {
+    key: createPrivateKey(privateKey.export({ type: 'pkcs8', format: 'pem' })),
+    dsaEncoding: 'ieee-p1363',
+  });
+  const run = (n: number) => {
+    const t = process.hrtime.bigint();
+    for (let i = 0; i < n; i++) cryptoVerify('sha256', data, { key, dsaEncoding: 'ieee-p1363' }, sig);
+    return Number(process.hrtime.bigint() - t) / 1000 / n;
+  };
+  run(500);
+  const samples = [run(3000), run(3000), run(3000)].sort((a, b) => a - b);
+  return samples[1] as number;
+}
+
+// ---- processes ----
+async function startNode(file: string, env: Record<string, string>): Promise<{ port: number; pid: number }> {
+  const child = spawn(process.execPath, [join(HERE, file)], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (d) => {
+      out += d.toString();
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && line) {
+        try {
+          resolve({ port: (JSON.parse(line) as { port: number }).port, pid: child.pid as number });
+        } catch (e) {
+          reject(e);
+        }
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`${file} exited with ${code}`)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function startNginx(name: string, conf: string): Promise<{ port: number; pid: number }> {
+  const d = join(dir, name);
+  mkdirSync(d, { recursive: true });
+  const port = await freePort();
+  writeFileSync(join(d, 'nginx.conf'), conf.replace(/listen 127\.0\.0\.1:8000;/, `listen 127.0.0.1:${port};`));
+  const child = spawn(NGINX, ['-p', d, '-c', join(d, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  children.push(child);
+  const end = Date.now() + 5000;
+  while (Date.now() < end) {
+    if (
+      await fetch(`http://127.0.0.1:${port}/`).then(
+        () => true,
+        () => false,
+      )
+    )
+      return { port, pid: child.pid as number };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nginx (${name}) did not start`);
+}
+
+/** A process and its descendants (nginx workers). */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const kids = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      if (kids) for (const k of kids.split(/\s+/)) out.push(...processTree(Number(k)));
+    }
+  } catch {
+    // process gone
+  }
+  return out;
+}
+
+function cpuTicks(pids: readonly number[]): number {
+  let total = 0;
+  for (const root of pids) {
+    for (const pid of processTree(root)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        total += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+      } catch {
+        // exited
+      }
+    }
+  }
+  return total;
+}
+
+// ---- load ----
+interface Sample {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  errors: number;
+  cpuUsPerReq: number;
+  wrapped: number;
+}
+
+function ms(v: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (!m) return Number.NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
+}
+
+function wrk(url: string, seconds: number, token: string | undefined, cold: boolean): Omit<Sample, 'cpuUsPerReq'> {
+  const args = ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '--timeout', '5s'];
+  const env: Record<string, string> = { ...(process.env as Record<string, string>) };
+  if (cold) {
+    args.push('-s', join(HERE, 'tokens.lua'));
+    env.TOKENS_FILE = join(dir, 'tokens.txt');
+    env.WRK_THREADS = '1';
+  } else if (token) args.push('-H', `Authorization: Bearer ${token}`);
+  args.push(url);
+  const out = execFileSync(WRK, args, { env, maxBuffer: 16 * 1024 * 1024 }).toString();
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+  const p50 = ms(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '');
+  const p99 = ms(/\s99%\s+(\S+)/.exec(out)?.[1] ?? '');
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = non2xx + (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
+  const wrapped = Number(/WRAPPED (\d+)/.exec(out)?.[1] ?? 0);
+  return { rps, p50, p99, requests, errors, wrapped };
+}
+
+interface System {
+  readonly name: string;
+  readonly url: string;
+  readonly pids: number[];
+  readonly token?: string;
+  readonly cold?: boolean;
+}
+
+function measure(s: System, seconds: number): Sample {
+  const before = cpuTicks(s.pids);
+  const r = wrk(s.url, seconds, s.token, s.cold === true);
+  const after = cpuTicks(s.pids);
+  return { ...r, cpuUsPerReq: ((after - before) * (1e6 / CLK_TCK)) / Math.max(1, r.requests) };
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+// ---- main ----
+async function main(): Promise<void> {
+  if (!existsSync(WRK)) throw new Error(`${WRK} is required (apt-get install wrk)`);
+  const warmToken = await mint();
+  const coldCount = Number(process.env.BENCH_COLD_TOKENS ?? Math.max(50_000, Math.round(DURATION * 12_000)));
+  log(`minting ${coldCount} distinct tokens for the cold run…`);
+  const cold: string[] = [];
+  for (let i = 0; i < coldCount; i++) cold.push(await mint());
+  writeFileSync(join(dir, 'tokens.txt'), `${cold.join('\n')}\n`);
+
+  const env = { BENCH_ISSUER: ISSUER, BENCH_AUDIENCE: AUDIENCE, BENCH_JWKS: JWKS, BENCH_DIR: dir };
+  const up = await startNode('upstream.ts', env);
+  const upstream = `http://127.0.0.1:${up.port}`;
+  const withUp = { ...env, BENCH_UPSTREAM: upstream };
+  const want = (n: string) => !ONLY || ONLY.includes(n);
+  const systems: System[] = [];
+  if (want('direct')) systems.push({ name: 'direct', url: `${upstream}/items`, pids: [up.pid] });
+  if (want('baseline')) {
+    const p = await startNode('baseline.ts', withUp);
+    systems.push({ name: 'baseline', url: `http://127.0.0.1:${p.port}/items`, pids: [p.pid] });
+  }
+  if (want('tessera-warm') || want('tessera-cold')) {
+    const p = await startNode('tessera.ts', withUp);
+    if (want('tessera-warm'))
+      systems.push({ name: 'tessera-warm', url: `http://127.0.0.1:${p.port}/items`, pids: [p.pid], token: warmToken });
+    if (want('tessera-cold')) systems.push({ name: 'tessera-cold', url: `http://127.0.0.1:${p.port}/items`, pids: [p.pid], cold: true });
+  }
+  if (want('express')) {
+    const p = await startNode('express.ts', withUp);
+    systems.push({ name: 'express', url: `http://127.0.0.1:${p.port}/items`, pids: [p.pid], token: warmToken });
+  }
+  if (want('fastify')) {
+    const p = await startNode('fastify.ts', withUp);
+    systems.push({ name: 'fastify', url: `http://127.0.0.1:${p.port}/items`, pids: [p.pid], token: warmToken });
+  }
+  const nginxAvailable = existsSync(NGINX);
+  if (!nginxAvailable && (want('nginx') || want('nginx+forward-auth'))) log(`${NGINX} not found: skipping the nginx systems`);
+  if (nginxAvailable && want('nginx')) {
+    const conf = readFileSync(join(HERE, 'nginx-alone.conf'), 'utf8').replace('server 127.0.0.1:9000;', `server 127.0.0.1:${up.port};`);
+    const n = await startNginx('nginx', conf);
+    systems.push({ name: 'nginx', url: `http://127.0.0.1:${n.port}/items`, pids: [n.pid], token: warmToken });
+  }
+  if (nginxAvailable && want('nginx+forward-auth')) {
+    const fa = await startNode('tessera.ts', withUp);
+    // The shipped example config, one worker.
+    const conf = readFileSync(join(ROOT, 'examples/nginx/nginx.conf'), 'utf8')
+      .replace('worker_processes auto;', 'worker_processes 1;')
+      .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${fa.port};`)
+      .replace('server 127.0.0.1:9000;', `server 127.0.0.1:${up.port};`);
+    const n = await startNginx('nginx-fa', conf);
+    systems.push({ name: 'nginx+forward-auth', url: `http://127.0.0.1:${n.port}/items`, pids: [n.pid, fa.pid], token: warmToken });
+  }
+
+  const rawVerify = rawVerifyMicros();
+  log(`raw ES256 verify: ${rawVerify.toFixed(1)} µs; ${REPS} × ${DURATION}s per system, ${CONNECTIONS} connections, CLK_TCK ${CLK_TCK}`);
+  for (const s of systems) {
+    const w = measure(s, 3); // JIT and pools warm-up
+    if (w.errors > 0) throw new Error(`${s.name}: ${w.errors} errors during warm-up (misconfigured competitor?)`);
+  }
+  const samples = new Map<string, Sample[]>(systems.map((s) => [s.name, []]));
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const s of systems) {
+      const r = measure(s, DURATION);
+      samples.get(s.name)?.push(r);
+      log(
+        `  rep ${rep + 1} ${s.name.padEnd(20)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  ${r.cpuUsPerReq.toFixed(1)} µs CPU/req${r.errors ? `  ERRORS ${r.errors}` : ''}${r.wrapped ? '  (cold tokens wrapped)' : ''}`,
+      );
+    }
+  }
+
+  const results = systems.map((s) => {
+    const xs = samples.get(s.name) as Sample[];
+    return {
+      system: s.name,
+      rps: Math.round(median(xs.map((x) => x.rps))),
+      p50_ms: Number(median(xs.map((x) => x.p50)).toFixed(2)),
+      p99_ms: Number(median(xs.map((x) => x.p99)).toFixed(2)),
+      cpu_us_per_req: Number(median(xs.map((x) => x.cpuUsPerReq)).toFixed(1)),
+      errors: xs.reduce((a, x) => a + x.errors, 0),
+    };
+  });
+  const by = (n: string) => results.find((r) => r.system === n);
+  console.log('');
+  console.log(`${'system'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'CPU µs/req'.padStart(11)}`);
+  for (const r of results) {
+    console.log(
+      `${r.system.padEnd(20)} ${String(r.rps).padStart(8)} ${r.p50_ms.toFixed(2).padStart(8)} ${r.p99_ms.toFixed(2).padStart(8)} ${r.cpu_us_per_req.toFixed(1).padStart(11)}${r.errors ? `  (${r.errors} errors)` : ''}`,
+    );
+  }
+  console.log('');
+  const base = by('baseline');
+  const warm = by('tessera-warm');
+  const coldR = by('tessera-cold');
+  const peers = [by('express'), by('fastify')].filter((r) => r !== undefined);
+  const fasterPeer = peers.sort((a, b) => b.rps - a.rps)[0];
+  const ngfa = by('nginx+forward-auth');
+  const check = (label: string, value: number, goal: string, ok: boolean) =>
+    console.log(`${ok ? 'MET ' : 'MISS'} ${label}: ${value.toFixed(2)} (goal ${goal})`);
+  console.log(`raw ES256 signature verify: ${rawVerify.toFixed(1)} µs`);
+  if (base && warm) check('tessera-warm / baseline throughput', warm.rps / base.rps, '≥ 0.85', warm.rps / base.rps >= 0.85);
+  if (warm && fasterPeer)
+    check(`tessera-warm / ${fasterPeer.system} throughput`, warm.rps / fasterPeer.rps, '≥ 1.5', warm.rps / fasterPeer.rps >= 1.5);
+  if (base && coldR) {
+    const extra = coldR.cpu_us_per_req - base.cpu_us_per_req;
+    check(
+      `tessera-cold extra CPU over baseline (${extra.toFixed(1)} µs) / raw verify`,
+      extra / rawVerify,
+      '≤ 1.3',
+      extra / rawVerify <= 1.3,
+    );
+  }
+  if (ngfa && warm) check('nginx+forward-auth / tessera-warm throughput', ngfa.rps / warm.rps, '≥ 2', ngfa.rps / warm.rps >= 2);
+  console.log(JSON.stringify({ bench: 'gateway', results: results.map(({ errors: _e, ...r }) => r) }));
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    log(`bench failed: ${(e as Error).message}`);
+    process.exit(1);
+  },
+);
