@@ -3,7 +3,8 @@
  * generator (wrk) in one run, repeated and summarized by medians.
  *
  *   direct               wrk → upstream
- *   baseline             bare node:http + undici proxy, no auth (the reference)
+ *   baseline             bare node:http + undici proxy, no auth, fast-proxy style (the reference)
+ *   baseline-dispatch    the same on undici's raw dispatch handler, as Tessera forwards (the floor)
  *   tessera-warm         Tessera: JWT (ES256) + scope rule + audit to a file + metrics, one token
  *   tessera-cold         same, every request a distinct pre-generated token
  *   express              Express + express-oauth2-jwt-bearer + http-proxy-middleware
@@ -47,11 +48,30 @@ const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-'));
 const children: ChildProcess[] = [];
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
-function cleanup(): void {
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+async function stopAll(): Promise<void> {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          const t = setTimeout(() => {
+            c.kill('SIGKILL');
+            resolve();
+          }, 3000);
+          c.once('exit', () => {
+            clearTimeout(t);
+            resolve();
+          });
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
   rmSync(dir, { recursive: true, force: true });
 }
-process.on('exit', cleanup);
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
 process.on('SIGINT', () => process.exit(130));
 
 // ---- keys and tokens ----
@@ -111,6 +131,7 @@ async function startNode(file: string, env: Record<string, string>): Promise<{ p
       }
     });
     child.once('exit', (code) => reject(new Error(`${file} exited with ${code}`)));
+    child.unref();
   });
 }
 
@@ -256,6 +277,10 @@ async function main(): Promise<void> {
     const p = await startNode('baseline.ts', withUp);
     systems.push({ name: 'baseline', url: `http://127.0.0.1:${p.port}/items`, pids: [p.pid] });
   }
+  if (want('baseline-dispatch')) {
+    const p = await startNode('baseline-dispatch.ts', withUp);
+    systems.push({ name: 'baseline-dispatch', url: `http://127.0.0.1:${p.port}/items`, pids: [p.pid] });
+  }
   if (want('tessera-warm') || want('tessera-cold')) {
     const p = await startNode('tessera.ts', withUp);
     if (want('tessera-warm'))
@@ -335,6 +360,8 @@ async function main(): Promise<void> {
     console.log(`${ok ? 'MET ' : 'MISS'} ${label}: ${value.toFixed(2)} (goal ${goal})`);
   console.log(`raw ES256 signature verify: ${rawVerify.toFixed(1)} µs`);
   if (base && warm) check('tessera-warm / baseline throughput', warm.rps / base.rps, '≥ 0.85', warm.rps / base.rps >= 0.85);
+  const floor = by('baseline-dispatch');
+  if (floor && warm) console.log(`     tessera-warm / baseline-dispatch (the floor) throughput: ${(warm.rps / floor.rps).toFixed(2)}`);
   if (warm && fasterPeer)
     check(`tessera-warm / ${fasterPeer.system} throughput`, warm.rps / fasterPeer.rps, '≥ 1.5', warm.rps / fasterPeer.rps >= 1.5);
   if (base && coldR) {
@@ -351,9 +378,9 @@ async function main(): Promise<void> {
 }
 
 main().then(
-  () => process.exit(0),
+  () => stopAll().then(() => process.exit(0)),
   (e) => {
     log(`bench failed: ${(e as Error).message}`);
-    process.exit(1);
+    void stopAll().then(() => process.exit(1));
   },
 );
