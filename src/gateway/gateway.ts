@@ -38,7 +38,15 @@ import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.t
 import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { type Decision, decide } from './pipeline/run.ts';
-import { BodyTooLarge, forward, limitedBody, StreamClosed, upstreamFailure } from './proxy/forward.ts';
+import {
+  BodyTooLarge,
+  type ForwardCallbacks,
+  type ForwardHandle,
+  forward,
+  limitedBody,
+  StreamClosed,
+  upstreamFailure,
+} from './proxy/forward.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
 import { forwardUpgrade } from './proxy/websocket.ts';
 import { hostMatches, hostOf } from './routes.ts';
@@ -485,23 +493,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       x.bytesIn = length;
     }
     const principal = decision.principal;
-    let untrack: (() => void) | undefined;
-    let closedBy: StreamCloseReason | undefined;
-    let abort: (reason: Error) => void = () => undefined;
-    let tracked: TrackedStream | undefined;
-    if (principal !== undefined && principal.kind !== 'static') {
-      tracked = {
-        kind: 'http',
-        principal,
-        streaming: false,
-        close(reason) {
-          closedBy = reason;
-          streamClosedEvent(x, principal, reason);
-          abort(new StreamClosed(reason));
-        },
-      };
-    }
-    abort = forward(
+    const proxied = new ProxiedRequest(x, req, res, route, principal !== undefined && principal.kind !== 'static' ? principal : undefined);
+    proxied.handler = forward(
       res,
       {
         dispatcher: route.upstream.dispatcher,
@@ -513,49 +506,83 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         bodyTimeout: route.upstream.bodyTimeout,
         responseHeaders: ['x-request-id', x.requestId],
       },
-      {
-        onResponse(status, streaming) {
-          x.upstreamStatus = status;
-          x.status = status;
-          if (tracked) tracked.streaming = streaming;
-        },
-        onEnd(bytesOut, error) {
-          untrack?.();
-          x.bytesOut = bytesOut;
-          if (error !== undefined) {
-            if (error instanceof StreamClosed) (x.detail ??= {}).closed = error.reason;
-            else {
-              const f = upstreamFailure(error);
-              metrics.upstreamError(route.id, f.kind);
-              (x.detail ??= {}).upstream_error = f.kind;
-            }
-          }
-          finish(x);
-        },
-        onFailure(error, bytesOut) {
-          untrack?.();
-          x.bytesOut = bytesOut;
-          if (error instanceof BodyTooLarge) {
-            deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
-          } else if (
-            error instanceof StreamClosed &&
-            error.reason !== 'client_closed' &&
-            closedBy !== undefined &&
-            closedBy !== 'shutdown'
-          ) {
-            deny(x, res, new TesseraError(closedBy), route.authn.challenges);
-          } else if (error instanceof StreamClosed || res.destroyed || req.destroyed) {
-            x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
-            if (x.reason === 'shutdown') upstreamError(x, res, route, error);
-            else finish(x);
-          } else upstreamError(x, res, route, error);
-        },
-      },
+      proxied,
     );
-    if (tracked !== undefined && !x.done) untrack = streams.add(tracked);
-    res.on('close', () => {
-      if (!x.done && !res.writableFinished) abort(new StreamClosed('client_closed'));
-    });
+    if (proxied.principal !== undefined && !x.done) proxied.untrack = streams.add(proxied);
+    res.once('close', proxied.onClientClose);
+  }
+
+  /**
+   * One proxied request after the decision: the forwarder's callbacks, and the stream the
+   * registry may close on revocation or expiry. A class rather than closures: this is the hot path.
+   */
+  class ProxiedRequest implements ForwardCallbacks, TrackedStream {
+    readonly kind = 'http' as const;
+    streaming = false;
+    handler: ForwardHandle | undefined = undefined;
+    untrack: (() => void) | undefined = undefined;
+    closedBy: StreamCloseReason | undefined = undefined;
+    readonly x: Exchange;
+    readonly req: IncomingMessage;
+    readonly res: ServerResponse;
+    readonly route: CompiledRoute;
+    /** Set when the caller's authority can end (revocation, expiry). */
+    readonly principal: Principal;
+    readonly onClientClose: () => void;
+
+    constructor(x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute, principal: Principal | undefined) {
+      this.x = x;
+      this.req = req;
+      this.res = res;
+      this.route = route;
+      this.principal = principal as Principal;
+      this.onClientClose = () => {
+        if (!this.x.done && !this.res.writableFinished) this.handler?.abort(new StreamClosed('client_closed'));
+      };
+    }
+
+    close(reason: StreamCloseReason): void {
+      this.closedBy = reason;
+      streamClosedEvent(this.x, this.principal, reason);
+      this.handler?.abort(new StreamClosed(reason));
+    }
+
+    onResponse(status: number, streaming: boolean): void {
+      this.x.upstreamStatus = status;
+      this.x.status = status;
+      this.streaming = streaming;
+    }
+
+    onEnd(bytesOut: number, error?: unknown): void {
+      this.untrack?.();
+      const x = this.x;
+      x.bytesOut = bytesOut;
+      if (error !== undefined) {
+        if (error instanceof StreamClosed) (x.detail ??= {}).closed = error.reason;
+        else {
+          const f = upstreamFailure(error);
+          metrics.upstreamError(this.route.id, f.kind);
+          (x.detail ??= {}).upstream_error = f.kind;
+        }
+      }
+      finish(x);
+    }
+
+    onFailure(error: unknown, bytesOut: number): void {
+      this.untrack?.();
+      const { x, res, route } = this;
+      x.bytesOut = bytesOut;
+      const closedBy = this.closedBy;
+      if (error instanceof BodyTooLarge) {
+        deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+      } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
+        deny(x, res, new TesseraError(closedBy), route.authn.challenges);
+      } else if (error instanceof StreamClosed || res.destroyed || this.req.destroyed) {
+        x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
+        if (x.reason === 'shutdown') upstreamError(x, res, route, error);
+        else finish(x);
+      } else upstreamError(x, res, route, error);
+    }
   }
 
   // ---- WebSocket ----

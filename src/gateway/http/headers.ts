@@ -116,10 +116,20 @@ export function plainAddress(address: string): string {
   return address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
 }
 
+function isToken(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    // tchar (RFC 9110 §5.6.2): alphanumerics and !#$%&'*+-.^_`|~
+    const alnum = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+    if (!alnum && "!#$%&'*+-.^_`|~".indexOf(value[i] as string) < 0) return false;
+  }
+  return value.length > 0;
+}
+
 /** RFC 7239 §4 node and value syntax: IPv6 in brackets and quoted; other non-token values quoted. */
 function forwardedValue(value: string, node: boolean): string {
   if (node && isIPv6(value)) return `"[${value}]"`;
-  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+  return isToken(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
 }
 
 function joinHeader(value: string | string[] | undefined): string | undefined {

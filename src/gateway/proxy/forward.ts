@@ -159,16 +159,21 @@ class ForwardHandler {
   }
 }
 
+/** A forwarded exchange that can be aborted (revocation, shutdown, a caller that went away). */
+export interface ForwardHandle {
+  abort(reason: Error): void;
+}
+
 /**
- * Forward a request. Returns an abort function (for revocation, shutdown, a client that went away).
+ * Forward a request. Returns a handle to abort it.
  *
  * @example
  * ```ts
- * const abort = forward(res, { dispatcher: pool, method: 'GET', path: '/items', headers, body: null,
+ * const handle = forward(res, { dispatcher: pool, method: 'GET', path: '/items', headers, body: null,
  *   headersTimeout: 30_000, bodyTimeout: 300_000, responseHeaders: ['x-request-id', id] }, callbacks);
  * ```
  */
-export function forward(res: ServerResponse, options: ForwardOptions, callbacks: ForwardCallbacks): (reason: Error) => void {
+export function forward(res: ServerResponse, options: ForwardOptions, callbacks: ForwardCallbacks): ForwardHandle {
   const handler = new ForwardHandler(res, callbacks, options.responseHeaders);
   options.dispatcher.dispatch(
     {
@@ -181,7 +186,7 @@ export function forward(res: ServerResponse, options: ForwardOptions, callbacks:
     },
     handler as unknown as Dispatcher.DispatchHandler,
   );
-  return (reason) => handler.abort(reason);
+  return handler;
 }
 
 /**
