@@ -26,7 +26,14 @@ const config = parseConfig(
     ],
     scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] } },
     dpop: { mode: 'disabled' },
-    ...(variant === '' ? { audit: { file: join(env.BENCH_DIR as string, 'audit.jsonl') } } : {}),
+    ...(variant === '' || variant.startsWith('batch')
+      ? {
+          audit: {
+            file: join(env.BENCH_DIR as string, 'audit.jsonl'),
+            ...(variant.startsWith('batch') ? { batch_size: Number(variant.slice(5)) } : {}),
+          },
+        }
+      : {}),
     gateway: {
       watch_config: false,
       forward_auth: { enabled: true },
