@@ -10,7 +10,9 @@
  *   express              Express + express-oauth2-jwt-bearer + http-proxy-middleware
  *   fastify              Fastify + @fastify/jwt + @fastify/http-proxy
  *   nginx                nginx alone (1 worker)
- *   nginx+forward-auth   nginx (1 worker) + auth_request to Tessera's forward-auth (warm)
+ *   nginx+forward-auth   nginx (1 worker) + auth_request to Tessera's forward-auth (warm), the
+ *                        shipped examples/nginx/nginx.conf
+ *   nginx+fa-cached      the same with the example's optional decision cache on (cache_ttl 5s)
  *
  * Server CPU per request comes from /proc/PID/stat (utime+stime of the server processes, workers
  * included) before and after each measured run. The machine is shared: compare ratios within a
@@ -302,15 +304,23 @@ async function main(): Promise<void> {
     const n = await startNginx('nginx', conf);
     systems.push({ name: 'nginx', url: `http://127.0.0.1:${n.port}/items`, pids: [n.pid], token: warmToken });
   }
+  const exampleConf = (tesseraPort: number, cached: boolean) => {
+    let conf = readFileSync(join(ROOT, 'examples/nginx/nginx.conf'), 'utf8')
+      .replace('worker_processes auto;', `worker_processes 1;${cached && process.getuid?.() === 0 ? '\nuser root;' : ''}`)
+      .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${tesseraPort};`)
+      .replace('server 127.0.0.1:9000;', `server 127.0.0.1:${up.port};`);
+    if (cached) conf = conf.replace(/^(\s*)#cache /gm, '$1');
+    return conf;
+  };
   if (nginxAvailable && want('nginx+forward-auth')) {
     const fa = await startNode('tessera.ts', withUp);
-    // The shipped example config, one worker.
-    const conf = readFileSync(join(ROOT, 'examples/nginx/nginx.conf'), 'utf8')
-      .replace('worker_processes auto;', 'worker_processes 1;')
-      .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${fa.port};`)
-      .replace('server 127.0.0.1:9000;', `server 127.0.0.1:${up.port};`);
-    const n = await startNginx('nginx-fa', conf);
+    const n = await startNginx('nginx-fa', exampleConf(fa.port, false));
     systems.push({ name: 'nginx+forward-auth', url: `http://127.0.0.1:${n.port}/items`, pids: [n.pid, fa.pid], token: warmToken });
+  }
+  if (nginxAvailable && want('nginx+fa-cached')) {
+    const fa = await startNode('tessera.ts', { ...withUp, BENCH_FA_CACHE_TTL: '5' });
+    const n = await startNginx('nginx-fa-cached', exampleConf(fa.port, true));
+    systems.push({ name: 'nginx+fa-cached', url: `http://127.0.0.1:${n.port}/items`, pids: [n.pid, fa.pid], token: warmToken });
   }
 
   const rawVerify = rawVerifyMicros();
@@ -374,6 +384,8 @@ async function main(): Promise<void> {
     );
   }
   if (ngfa && warm) check('nginx+forward-auth / tessera-warm throughput', ngfa.rps / warm.rps, '≥ 2', ngfa.rps / warm.rps >= 2);
+  const cachedFa = by('nginx+fa-cached');
+  if (cachedFa && warm) check('nginx+fa-cached / tessera-warm throughput', cachedFa.rps / warm.rps, '≥ 2', cachedFa.rps / warm.rps >= 2);
   console.log(JSON.stringify({ bench: 'gateway', results: results.map(({ errors: _e, ...r }) => r) }));
 }
 

@@ -1,7 +1,8 @@
 /**
  * Tessera's gateway as the benchmark runs it: JWT authentication (ES256, local JWKS), a scope rule,
  * a static upstream credential, identity headers, audit events as JSON lines to a file, metrics on.
- * The forward-auth endpoint is enabled for the nginx + auth_request runs. Prints `{"port":N}`.
+ * The forward-auth endpoint is enabled for the nginx + auth_request runs (BENCH_FA_CACHE_TTL lets nginx
+ * cache allow decisions). Prints `{"port":N}`.
  */
 import { join } from 'node:path';
 import pino from 'pino';
@@ -36,7 +37,7 @@ const config = parseConfig(
       : {}),
     gateway: {
       watch_config: false,
-      forward_auth: { enabled: true },
+      forward_auth: { enabled: true, cache_ttl: Number(env.BENCH_FA_CACHE_TTL ?? 0) },
       routes: [
         {
           id: 'api',

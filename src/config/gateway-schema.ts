@@ -287,6 +287,11 @@ export const gatewaySchema = z
           .array(z.string().min(1))
           .default(loopbackPeers)
           .meta({ description: 'Addresses or CIDRs allowed to call it: the answer carries the upstream credential.' }),
+        cache_ttl: duration(
+          'Let nginx cache an allow decision this long (X-Accel-Expires, never past the token expiry). ' +
+            'A revoked token then keeps passing nginx for up to this long; 0 (default) disables it.',
+          60,
+        ).prefault(0),
       })
       .prefault({})
       .meta({ description: 'The decision pipeline as an authorization endpoint for proxies you already run.' }),

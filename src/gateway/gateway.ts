@@ -783,12 +783,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         fx.decision = 'allow';
         fx.status = 200;
-        const headers: Record<string, string> = {
-          ...d.headers,
-          'x-request-id': fx.requestId,
-          'content-length': '0',
-          'cache-control': 'no-store',
-        };
+        // nginx may cache the allow decision only when configured, never past the token's expiry;
+        // a revoked token then keeps passing nginx for up to cache_ttl. X-Accel-Expires is for
+        // nginx alone and must precede Cache-Control (nginx reads them in order); every other
+        // cache sees no-store.
+        const ttl = Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - clock() / 1000));
+        const headers: Record<string, string> = ttl >= 1 ? { 'x-accel-expires': String(ttl) } : {};
+        Object.assign(headers, d.headers);
+        headers['x-request-id'] = fx.requestId;
+        headers['content-length'] = '0';
+        headers['cache-control'] = 'no-store';
         if (!res.headersSent) res.writeHead(200, headers).end();
         finish(fx);
       },

@@ -64,9 +64,9 @@ async function waitForPort(port: number, ms = 5000): Promise<void> {
   throw new Error(`nginx did not listen on ${port}`);
 }
 
-describe('nginx auth_request example against a real nginx', {
-  skip: existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get install nginx)`,
-}, () => {
+const skip = existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get install nginx)`;
+
+describe('nginx auth_request example against a real nginx', { skip }, () => {
   let app: Upstream;
   let gw: TestGateway;
   let nginx: ChildProcess;
@@ -124,11 +124,13 @@ describe('nginx auth_request example against a real nginx', {
     assert.equal(seen.headers['x-tessera-actor-chain'], 'agent-x');
     assert.equal(seen.headers['x-tessera-delegation-id'], 'g-ngx');
     assert.equal(seen.headers.dpop, undefined);
-    assert.ok(seen.headers['x-request-id']);
     const events = await requestEvents(gw);
     assert.equal(events.length, 0, 'forward-auth checks are not proxied requests');
     await gw.served.gateway.audit.flush();
-    assert.equal(gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1)?.delegation_id, 'g-ngx');
+    const check = gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1);
+    assert.equal(check?.delegation_id, 'g-ngx');
+    assert.match(String(seen.headers['x-request-id']), /^[0-9a-f]{32}$/);
+    assert.equal(check?.request_id, seen.headers['x-request-id'], "nginx's request id links its logs, the audit trail and the upstream");
   });
 
   it('answers 401 with the Bearer challenge without a token, and never reaches the app', async () => {
@@ -166,5 +168,61 @@ describe('nginx auth_request example against a real nginx', {
   it('sends one challenge on 401', async () => {
     const head = await rawRequest(base, 'GET /items/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
     assert.equal(head.match(/^www-authenticate:/gim)?.length, 1, head);
+  });
+});
+
+describe('nginx example with the decision cache enabled', { skip }, () => {
+  it('asks Tessera once per token and route while the decision is cached, and never caches a refusal', async () => {
+    const app = await startUpstream();
+    const example = parseYaml(readFileSync(new URL('tessera.yaml', EXAMPLE), 'utf8'));
+    example.server = { host: '127.0.0.1', port: 0 };
+    example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
+    example.gateway.routes[0].audience = AUDIENCE;
+    example.gateway.routes[0].upstream.url = app.url;
+    example.gateway.forward_auth.cache_ttl = '30s';
+    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-cache-'));
+    const port = await freePort();
+    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
+      .replace(/^(\s*)#cache /gm, '$1')
+      // As root, nginx workers run as nobody and could not write the cache in a private temp dir.
+      .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`)
+      .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
+      .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
+      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
+    writeFileSync(join(dir, 'nginx.conf'), conf);
+    let err = '';
+    const nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    nginx.stderr?.on('data', (d) => {
+      err += d.toString();
+    });
+    try {
+      await waitForPort(port);
+      const base = `http://127.0.0.1:${port}`;
+      const checks = async () => {
+        await gw.served.gateway.audit.flush();
+        return gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').length;
+      };
+      const t = await token({ scope: 'api:read' });
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}` } });
+        assert.equal(res.status, 200, err);
+      }
+      assert.equal(await checks(), 1, 'one decision, then served from the cache');
+      assert.equal(app.seen.at(-1)!.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+      await fetch(`${base}/items/2`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(await checks(), 2, 'another URI is another decision');
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${base}/items/1`)).status, 401);
+      assert.equal(await checks(), 4, 'refusals are never cached');
+    } finally {
+      const exited = new Promise((r) => nginx.once('exit', r));
+      nginx.kill('SIGTERM');
+      await exited;
+      await gw.close();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
