@@ -17,7 +17,8 @@ function init(args)
     if i % total == (id - 1) then tokens[#tokens + 1] = "Bearer " .. line end
     i = i + 1
   end
-  n = 0
+  -- Start where the previous run stopped, so no run replays tokens an earlier run verified.
+  n = tonumber(os.getenv("TOKENS_OFFSET") or "0") % math.max(1, #tokens)
   wrapped = 0
 end
 
