@@ -508,8 +508,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       },
       proxied,
     );
-    if (proxied.principal !== undefined && !x.done) proxied.untrack = streams.add(proxied);
-    res.once('close', proxied.onClientClose);
+    // Before the response starts, a caller that went away is noticed when the head arrives
+    // (onHeaders checks `res.destroyed`); a streamed response is watched from then on.
   }
 
   /**
@@ -528,7 +528,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     readonly route: CompiledRoute;
     /** Set when the caller's authority can end (revocation, expiry). */
     readonly principal: Principal;
-    readonly onClientClose: () => void;
 
     constructor(x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute, principal: Principal | undefined) {
       this.x = x;
@@ -536,9 +535,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.res = res;
       this.route = route;
       this.principal = principal as Principal;
-      this.onClientClose = () => {
-        if (!this.x.done && !this.res.writableFinished) this.handler?.abort(new StreamClosed('client_closed'));
-      };
+    }
+
+    onClientClose(): void {
+      if (!this.x.done && !this.res.writableFinished) this.handler?.abort(new StreamClosed('client_closed'));
     }
 
     close(reason: StreamCloseReason): void {
@@ -551,6 +551,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.x.upstreamStatus = status;
       this.x.status = status;
       this.streaming = streaming;
+      // Only a streamed response (SSE, chunked) can outlive its caller or its token: watch it for
+      // the caller going away, revocation, expiry and shutdown. A response with a length is about
+      // to end anyway, and a revoked token is refused on its next request.
+      if (streaming) {
+        this.res.once('close', () => this.onClientClose());
+        if (this.principal !== undefined) this.untrack = streams.add(this);
+      }
     }
 
     onEnd(bytesOut: number, error?: unknown): void {

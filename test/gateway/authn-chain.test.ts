@@ -19,7 +19,13 @@ describe('gateway: authentication strategies', () => {
       introspected.push(t);
       const active = t === 'opaque-good-token';
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(active ? { active, sub: 'opaque-user', scope: 'api:read', client_id: 'opaque-client', exp: Math.floor(Date.now() / 1000) + 60 } : { active }));
+      res.end(
+        JSON.stringify(
+          active
+            ? { active, sub: 'opaque-user', scope: 'api:read', client_id: 'opaque-client', exp: Math.floor(Date.now() / 1000) + 60 }
+            : { active },
+        ),
+      );
     });
     gw = await startGateway({
       ...baseConfig(),
@@ -27,10 +33,38 @@ describe('gateway: authentication strategies', () => {
       gateway: {
         allow_passthrough: true,
         routes: [
-          { id: 'opaque', match: { path_prefix: '/opaque' }, upstream: { url: upstream.url }, auth: 'introspection', rules: [{ scopes: ['api:read'] }], identity_headers: ['subject'] },
-          { id: 'chain', match: { path_prefix: '/chain' }, upstream: { url: upstream.url }, auth: ['jwt', 'static'], rules: [{ scopes: ['api:read'] }], identity_headers: ['subject'] },
-          { id: 'pass', match: { path_prefix: '/pass' }, upstream: { url: upstream.url, credential: { type: 'passthrough' } }, auth: 'jwt', audience: AUDIENCE, rules: [{}] },
-          { id: 'limited', match: { path_prefix: '/limited' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}], rate_limit: { key: 'subject', rate: 0.5, burst: 2 } },
+          {
+            id: 'opaque',
+            match: { path_prefix: '/opaque' },
+            upstream: { url: upstream.url },
+            auth: 'introspection',
+            rules: [{ scopes: ['api:read'] }],
+            identity_headers: ['subject'],
+          },
+          {
+            id: 'chain',
+            match: { path_prefix: '/chain' },
+            upstream: { url: upstream.url },
+            auth: ['jwt', 'static'],
+            rules: [{ scopes: ['api:read'] }],
+            identity_headers: ['subject'],
+          },
+          {
+            id: 'pass',
+            match: { path_prefix: '/pass' },
+            upstream: { url: upstream.url, credential: { type: 'passthrough' } },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [{}],
+          },
+          {
+            id: 'limited',
+            match: { path_prefix: '/limited' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{}],
+            rate_limit: { key: 'subject', rate: 0.5, burst: 2 },
+          },
         ],
       },
     });

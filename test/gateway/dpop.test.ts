@@ -28,7 +28,11 @@ describe('gateway: DPoP-bound tokens', () => {
     gw = await startGateway({
       ...baseConfig(),
       dpop: { mode: 'allowed' },
-      gateway: { routes: [{ id: 'api', upstream: { url: upstream.url, credential: { type: 'static', token: UPSTREAM_TOKEN } }, auth: 'jwt', rules: [{}] }] },
+      gateway: {
+        routes: [
+          { id: 'api', upstream: { url: upstream.url, credential: { type: 'static', token: UPSTREAM_TOKEN } }, auth: 'jwt', rules: [{}] },
+        ],
+      },
     });
     bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
   });
@@ -47,7 +51,9 @@ describe('gateway: DPoP-bound tokens', () => {
   });
 
   it('refuses a proof for another URL', async () => {
-    const res = await fetch(`${gw.url}/items`, { headers: { authorization: `DPoP ${bound}`, dpop: await proof('GET', 'https://elsewhere.test/items', bound) } });
+    const res = await fetch(`${gw.url}/items`, {
+      headers: { authorization: `DPoP ${bound}`, dpop: await proof('GET', 'https://elsewhere.test/items', bound) },
+    });
     assert.equal(res.status, 401);
     assert.match(res.headers.get('www-authenticate') ?? '', /DPoP.*invalid_dpop_proof/);
   });
