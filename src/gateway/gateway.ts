@@ -10,32 +10,30 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { STATUS_CODES } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
-import type { AuditEvent, AuditSink } from '../audit/event.ts';
+import type { AuditSink } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
 import { type AuditPipeline, createAuditPipeline } from '../audit/pipeline.ts';
 import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
-import { ConfigError, type ErrorCode, TesseraError } from '../core/errors.ts';
+import { ConfigError, TesseraError } from '../core/errors.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
-import type { HeaderBag } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
-import { AGENT_CARD_PATHS } from './a2a.ts';
 import { type CompiledRoute, compileGateway, type GatewayState, peerAllowed, type VerifierFactory } from './compile.ts';
+import type { GatewayContext } from './context.ts';
 import { auditEventOf, Exchange } from './exchange.ts';
-import { originalRequest } from './forward-auth.ts';
-import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
+import { handleForwardAuth } from './forward-auth-handler.ts';
+import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
-import { requestId, traceContext } from './http/trace.ts';
+import { requestId } from './http/trace.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
-import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
+import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { type Decision, decide } from './pipeline/run.ts';
 import {
@@ -48,9 +46,9 @@ import {
   upstreamFailure,
 } from './proxy/forward.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
-import { forwardUpgrade } from './proxy/websocket.ts';
-import { hostMatches, hostOf } from './routes.ts';
+import { absoluteUrl, cardRoute, findRoute, headerBag, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
 import { type RevocationFeed, type StreamCloseReason, StreamRegistry, type TrackedStream } from './streams.ts';
+import { handleUpgrade } from './upgrade.ts';
 
 /** What the gateway needs from its host process. Everything is optional. */
 export interface GatewayDeps {
@@ -108,35 +106,12 @@ export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info'): 
   return pino({ level, base: { service: 'tessera-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } });
 }
 
-function repeatsCredentialHeader(raw: readonly string[]): boolean {
-  let auth = 0;
-  let dpop = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i] as string;
-    if (n.length === 13 && n.toLowerCase() === 'authorization') auth++;
-    else if (n.length === 4 && n.toLowerCase() === 'dpop') dpop++;
-  }
-  return auth > 1 || dpop > 1;
-}
-
-/** The header view the verifier gets: `req.headers`, or `headersDistinct` when a credential header
- * is repeated (Node keeps only the first Authorization in `headers`, which would hide the attack). */
-function headerBag(req: IncomingMessage): HeaderBag {
-  return repeatsCredentialHeader(req.rawHeaders) ? req.headersDistinct : req.headers;
-}
-
 function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {
   const out: JsonLinesSink[] = [];
   if (audit?.stdout) out.push(createJsonLinesSink({ stream: process.stdout }));
   if (audit?.file) out.push(createJsonLinesSink({ file: audit.file }));
   return out;
 }
-
-const CLOSE_TEXT: Record<StreamCloseReason, string> = {
-  token_revoked: 'token revoked',
-  token_expired: 'token expired',
-  shutdown: 'server shutting down',
-};
 
 /**
  * Create a gateway from a validated `tessera.yaml` (with its `gateway` section).
@@ -281,54 +256,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     finish(x);
   }
 
-  // ---- request routing ----
-
-  function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
-    const url = req.url ?? '/';
-    if (s.publicUrl !== undefined) return s.publicUrl.replace(/\/$/, '') + url;
-    const proto =
-      (s.trustProxy && firstValue(req.headers['x-forwarded-proto'])) ||
-      ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
-    const host = (s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host || 'localhost';
-    return `${proto}://${host}${url}`;
-  }
-
-  function requestHost(s: GatewayState, req: IncomingMessage): string {
-    return hostOf((s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host);
-  }
-
-  function remoteOf(s: GatewayState, req: IncomingMessage): string {
-    const peer = plainAddress(req.socket.remoteAddress ?? '');
-    if (!s.trustProxy) return peer;
-    const xff = req.headers['x-forwarded-for'];
-    const first = typeof xff === 'string' ? xff.split(',')[0]?.trim() : undefined;
-    return first || peer;
-  }
-
-  function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | undefined {
-    const routes = s.routes;
-    for (let i = 0; i < routes.length; i++) {
-      const r = routes[i] as CompiledRoute;
-      if (r.matches(host, path, method)) return r;
-    }
-    return undefined;
-  }
-
-  /** The A2A route whose agent card `path` asks for, if it is an agent-card path. */
-  function cardRoute(s: GatewayState, host: string, path: string): CompiledRoute | undefined {
-    if (!s.hasA2a) return undefined;
-    const suffix = AGENT_CARD_PATHS.find((p) => path.endsWith(p));
-    if (suffix === undefined) return undefined;
-    const base = path.slice(0, path.length - suffix.length);
-    for (const r of s.routes) {
-      if (!r.a2a) continue;
-      const h = r.config.match.host;
-      if (h !== undefined && !hostMatches(h, host)) continue;
-      if (base === '' || base === r.prefix) return r;
-    }
-    return undefined;
-  }
-
   async function serveCard(x: Exchange, res: ServerResponse, route: CompiledRoute): Promise<void> {
     x.route = route.id;
     const body = await route.a2a?.body();
@@ -351,37 +278,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     finish(x);
   }
 
-  function upstreamPath(route: CompiledRoute, path: string, query: string): string {
-    const u = route.upstream;
-    let rest = path;
-    if (u.stripPrefix !== undefined && (path === u.stripPrefix || path.startsWith(`${u.stripPrefix}/`))) {
-      rest = path.slice(u.stripPrefix.length);
-    }
-    const joined = u.basePath + rest;
-    return (joined === '' ? '/' : joined) + query;
-  }
-
-  function upstreamHeaders(s: GatewayState, req: IncomingMessage, route: CompiledRoute, decision: Decision & { ok: true }, x: Exchange) {
-    const extra = decision.headers;
-    extra['x-request-id'] = x.requestId;
-    const trace = traceContext(req.headers.traceparent, req.headers.tracestate);
-    extra.traceparent = trace.traceparent;
-    if (trace.tracestate !== undefined) extra.tracestate = trace.tracestate;
-    if (route.upstream.preserveHost && req.headers.host !== undefined) extra.host = req.headers.host;
-    const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
-    return upstreamRequestHeaders(
-      req.headers,
-      s.headerPolicy,
-      {
-        remoteAddress: req.socket.remoteAddress ?? '',
-        proto: encrypted ? 'https' : 'http',
-        host: req.headers.host ?? '',
-        trustProxy: s.trustProxy,
-      },
-      extra,
-    );
-  }
-
   function handleRequest(req: IncomingMessage, res: ServerResponse): void {
     const s = state;
     if (closing) res.shouldKeepAlive = false;
@@ -398,7 +294,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const x = begin('gateway.request', req);
     x.requestId = requestId(req.headers['x-request-id']);
     if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
-      forwardAuth(s, req, res, x);
+      handleForwardAuth(ctx, s, req, res, x);
       return;
     }
     const target = normalizeTarget(url);
@@ -592,220 +488,24 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
   }
 
-  // ---- WebSocket ----
-
-  function writeSocketDeny(socket: Duplex, d: DenyRendering): void {
-    if (socket.destroyed) return;
-    let text = `HTTP/1.1 ${d.status} ${STATUS_CODES[d.status] ?? ''}\r\n`;
-    for (const [k, v] of Object.entries(d.headers)) text += `${k}: ${v}\r\n`;
-    socket.end(`${text}connection: close\r\n\r\n${d.body}`);
-  }
-
-  function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const s = state;
-    socket.on('error', () => socket.destroy());
-    const x = begin('gateway.request', req);
-    x.requestId = requestId(req.headers['x-request-id']);
-    const url = req.url ?? '/';
-    const denySocket = (error: TesseraError, challenges: (e?: TesseraError) => string[]) => {
-      writeSocketDeny(socket, denyRendering(x, error, challenges));
-      finish(x);
-    };
-    const target = normalizeTarget(url);
-    if (target === undefined) {
-      x.path = auditRawPath(url);
-      denySocket(new TesseraError('request_path_invalid'), s.challenges);
-      return;
-    }
-    x.path = auditPath(target.path, target.query);
-    const host = requestHost(s, req);
-    const route = findRoute(s, host, target.path, x.method);
-    if (route === undefined) {
-      denySocket(new TesseraError('route_not_found'), s.challenges);
-      return;
-    }
-    x.route = route.id;
-    const upgrade = req.headers.upgrade;
-    if (closing || !route.websocket || typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket' || x.method !== 'GET') {
-      denySocket(new TesseraError('request_upgrade_refused'), route.authn.challenges);
-      return;
-    }
-    const greq: GatewayRequest = {
-      method: 'GET',
-      host,
-      path: target.path,
-      query: target.query,
-      url: absoluteUrl(s, req),
-      headers: headerBag(req),
-      remoteAddress: remoteOf(s, req),
-    };
-    Promise.resolve(decide(route.pipeline, greq)).then(
-      (d) => {
-        if (d.principal) x.principal = d.principal;
-        if (d.rule) x.rule = d.rule;
-        if (!d.ok) {
-          denySocket(d.error, route.authn.challenges);
-          return;
-        }
-        if (socket.destroyed) {
-          x.decision = 'allow';
-          x.reason = 'client_closed';
-          finish(x);
-          return;
-        }
-        x.decision = 'allow';
-        const headers = upstreamHeaders(s, req, route, d, x);
-        const principal = d.principal;
-        forwardUpgrade(
-          socket,
-          head,
-          {
-            url: route.upstream.url,
-            path: upstreamPath(route, greq.path, greq.query),
-            headers,
-            connectTimeout: route.upstream.connectTimeout,
-            headersTimeout: route.upstream.headersTimeout,
-            responseHeaders: ['x-request-id', x.requestId],
-          },
-          {
-            onUpgraded(relay) {
-              x.status = 101;
-              x.upstreamStatus = 101;
-              finish(x);
-              let untrack: (() => void) | undefined;
-              if (principal !== undefined) {
-                untrack = streams.add({
-                  kind: 'websocket',
-                  principal,
-                  close(reason) {
-                    streamClosedEvent(x, principal, reason);
-                    relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);
-                  },
-                });
-              }
-              relay.onEnd(() => untrack?.());
-            },
-            onRefused(status) {
-              x.status = status;
-              x.upstreamStatus = status;
-              finish(x);
-            },
-            onFailure(error) {
-              const f = upstreamFailure(error);
-              metrics.upstreamError(route.id, f.kind);
-              const e = new TesseraError(f.code);
-              x.reason = f.code;
-              x.status = e.status;
-              writeSocketDeny(socket, renderDeny(e, s.challenges, x.requestId));
-              finish(x);
-            },
-          },
-        );
-      },
-      (e: unknown) => {
-        logger.error({ event: 'internal_error', request_id: x.requestId, error: (e as Error)?.name ?? 'error' }, 'upgrade failed');
-        x.reason = 'internal_error';
-        x.status = 500;
-        socket.destroy();
-        finish(x);
-      },
-    );
-  }
-
-  // ---- forward-auth ----
-
-  function forwardAuth(s: GatewayState, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
-    const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
-    fx.requestId = x.requestId;
-    x.done = true; // the forward-auth exchange replaces it
-    const peer = req.socket.remoteAddress;
-    if (!peerAllowed(s.forwardAuthPeers, peer)) {
-      fx.path = auditRawPath(req.url ?? '/');
-      deny(fx, res, new TesseraError('forward_auth_peer_refused'), s.challenges);
-      return;
-    }
-    // Drain any body (Envoy may send one); the decision reads headers only.
-    req.resume();
-    const original = originalRequest(req, s.gateway.forward_auth.path);
-    const fold = (d: DenyRendering): DenyRendering => {
-      if (original?.flavor !== 'nginx') return d;
-      const status = nginxStatus(d.status);
-      return { ...d, status, headers: { ...d.headers, 'x-tessera-status': String(d.status) } };
-    };
-    const refuse = (error: TesseraError, challenges: (e?: TesseraError) => string[]) => {
-      const d = fold(denyRendering(fx, error, challenges));
-      if (!res.headersSent) res.writeHead(d.status, d.headers).end(d.body);
-      finish(fx);
-    };
-    if (original === undefined) {
-      fx.path = auditRawPath(req.url ?? '/');
-      refuse(new TesseraError('forward_auth_request_invalid'), s.challenges);
-      return;
-    }
-    const method = original.method;
-    fx.method = method;
-    if (original.remoteAddress !== undefined) fx.remoteAddress = original.remoteAddress;
-    const target = normalizeTarget(original.uri);
-    if (target === undefined) {
-      fx.path = auditRawPath(original.uri);
-      refuse(new TesseraError('request_path_invalid'), s.challenges);
-      return;
-    }
-    fx.path = auditPath(target.path, target.query);
-    const host = hostOf(original.host);
-    if (method === 'GET' || method === 'HEAD') {
-      const card = cardRoute(s, host, target.path);
-      if (card) {
-        // Public discovery: allowed without credentials (the proxy forwards to the upstream).
-        fx.route = card.id;
-        fx.decision = 'allow';
-        fx.status = 200;
-        res.writeHead(200, { 'x-request-id': fx.requestId, 'content-length': '0' }).end();
-        finish(fx);
-        return;
-      }
-    }
-    const route = findRoute(s, host, target.path, method);
-    if (route === undefined) {
-      refuse(new TesseraError('route_not_found'), s.challenges);
-      return;
-    }
-    fx.route = route.id;
-    const greq: GatewayRequest = {
-      method,
-      host,
-      path: target.path,
-      query: target.query,
-      url: `${original.proto}://${original.host ?? host}${original.uri}`,
-      headers: headerBag(req),
-      remoteAddress: original.remoteAddress ?? plainAddress(peer ?? ''),
-    };
-    Promise.resolve(decide(route.pipeline, greq)).then(
-      (d) => {
-        if (d.principal) fx.principal = d.principal;
-        if (d.rule) fx.rule = d.rule;
-        if (!d.ok) {
-          refuse(d.error, route.authn.challenges);
-          return;
-        }
-        fx.decision = 'allow';
-        fx.status = 200;
-        // nginx may cache the allow decision only when configured, never past the token's expiry;
-        // a revoked token then keeps passing nginx for up to cache_ttl. X-Accel-Expires is for
-        // nginx alone and must precede Cache-Control (nginx reads them in order); every other
-        // cache sees no-store.
-        const ttl = Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - clock() / 1000));
-        const headers: Record<string, string> = ttl >= 1 ? { 'x-accel-expires': String(ttl) } : {};
-        Object.assign(headers, d.headers);
-        headers['x-request-id'] = fx.requestId;
-        headers['content-length'] = '0';
-        headers['cache-control'] = 'no-store';
-        if (!res.headersSent) res.writeHead(200, headers).end();
-        finish(fx);
-      },
-      (e: unknown) => internalError(fx, res, e),
-    );
-  }
+  const ctx: GatewayContext = {
+    get state() {
+      return state;
+    },
+    get closing() {
+      return closing;
+    },
+    clock,
+    logger,
+    metrics,
+    streams,
+    begin,
+    finish,
+    denyRendering,
+    deny,
+    streamClosedEvent,
+    internalError,
+  };
 
   // ---- operations ----
 
@@ -880,7 +580,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   return {
     handleRequest,
-    handleUpgrade,
+    handleUpgrade: (req, socket, head) => handleUpgrade(ctx, req, socket, head),
     reload,
     close,
     get state() {
@@ -894,11 +594,3 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     },
   };
 }
-
-function firstValue(v: string | string[] | undefined): string | undefined {
-  if (v === undefined) return undefined;
-  const s = Array.isArray(v) ? v[0] : v;
-  return s?.split(',')[0]?.trim() || undefined;
-}
-
-export type { AuditEvent, ErrorCode };
