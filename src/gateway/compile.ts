@@ -29,8 +29,7 @@ import { identityHeadersMutator } from './pipeline/mutate/mutator-identity.ts';
 import { passthroughMutator } from './pipeline/mutate/mutator-passthrough.ts';
 import { staticCredentialMutator } from './pipeline/mutate/mutator-static.ts';
 import type { Pipeline } from './pipeline/run.ts';
-import type { UpstreamPools } from './proxy/upstreams.ts';
-import { UpstreamPools as Pools } from './proxy/upstreams.ts';
+import { UpstreamPools } from './proxy/upstreams.ts';
 import { TokenBucketLimiter } from './ratelimit.ts';
 import { compileMatcher, type Matcher } from './routes.ts';
 
@@ -256,10 +255,10 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     const t = r.upstream.timeouts;
     const connectTimeout = t.connect ?? gateway.timeouts.connect;
     const shape = { origin: url.origin, connections: r.upstream.connections, connectTimeout };
-    poolKeys.add(Pools.key(shape));
+    poolKeys.add(UpstreamPools.key(shape));
     const upstream: CompiledUpstream = {
       dispatcher: deps.pools.get(shape),
-      poolKey: Pools.key(shape),
+      poolKey: UpstreamPools.key(shape),
       url,
       basePath: url.pathname.endsWith('/') ? url.pathname.slice(0, -1) : url.pathname,
       stripPrefix: r.upstream.strip_prefix?.replace(/\/$/, ''),

@@ -26,7 +26,8 @@ import { hostOf } from './routes.ts';
 export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
   const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
   fx.requestId = x.requestId;
-  x.done = true; // the forward-auth exchange replaces it
+  // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes).
+  x.done = true;
   const peer = req.socket.remoteAddress;
   if (!peerAllowed(s.forwardAuthPeers, peer)) {
     fx.path = auditRawPath(req.url ?? '/');
