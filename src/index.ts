@@ -6,6 +6,11 @@
  */
 
 export { denyResponse } from './adapters/response.ts';
+export type { AuditEvent, AuditKind, AuditQuery, AuditSink } from './audit/event.ts';
+export { uuidv7 } from './audit/id.ts';
+export { type AuditPipeline, type AuditPipelineOptions, createAuditPipeline } from './audit/pipeline.ts';
+export { createJsonLinesSink, type JsonLinesSink } from './audit/sinks/jsonl.ts';
+export { MemoryAuditSink } from './audit/sinks/memory.ts';
 export type { VerifierConfig, VerifierConfigInput } from './config/verifier-schema.ts';
 export { ConfigError, type ConfigIssue, ERROR_CODES, type ErrorCode, isTesseraError, TesseraError } from './core/errors.ts';
 export { isOAuthError, OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode } from './core/oauth-errors.ts';
@@ -17,4 +22,23 @@ export type { HeaderBag, VerifyRequest } from './core/verify/extract.ts';
 export type { Actor, Principal, PrincipalKind } from './core/verify/principal.ts';
 export { type Revocation, type RevocationCheck, RevocationList } from './core/verify/revocation.ts';
 export type { Verifier, VerifierStats, VerifyFailure, VerifyResult, VerifySuccess } from './core/verify/verifier.ts';
+export {
+  type CompiledRoute,
+  compileGateway,
+  createGateway,
+  defaultLogger,
+  type Gateway,
+  type GatewayDeps,
+  type GatewayState,
+  type ReadinessCheck,
+  type ReloadResult,
+  type RevocationFeed,
+  type ServedGateway,
+  type ServeOptions,
+  type StreamCloseReason,
+  StreamRegistry,
+  serveGateway,
+  type VerifierFactory,
+  withTesseraSecurity,
+} from './gateway/index.ts';
 export { createVerifier, createVerifierFromConfig, type ManagedVerifier, type VerifierRuntime } from './verifier.ts';

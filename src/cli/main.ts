@@ -3,8 +3,10 @@
  * the program; this file only wires them together.
  */
 import { Command, CommanderError } from 'commander';
+import { registerCheck } from './commands/check.ts';
 import { registerClients } from './commands/clients.ts';
 import { registerDemo } from './commands/demo.ts';
+import { registerGateway } from './commands/gateway.ts';
 import { registerGrants } from './commands/grants.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKeys } from './commands/keys.ts';
@@ -27,6 +29,8 @@ export function buildProgram(): Command {
   registerRevoke(program);
   registerGrants(program);
   registerDemo(program);
+  registerGateway(program);
+  registerCheck(program);
   return program;
 }
 

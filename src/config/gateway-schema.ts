@@ -1,9 +1,353 @@
 /**
  * Configuration of the gateway (routes, upstreams, upstream credentials), audit output and
  * operations endpoints. Owned by the gateway work; the top-level schema imports it.
+ *
+ * Checks that need the rest of the configuration (a `jwt` route needs `issuers`, rule scopes must
+ * exist in the catalogue, `exchange` needs the token service) run when the gateway is compiled
+ * (`src/gateway/compile.ts`) and are reported with the same paths.
+ *
+ * @module
  */
 import { z } from 'zod';
+import { duration, ruleSchema } from './verifier-schema.ts';
 
-export const gatewaySchema = z.strictObject({}).meta({ description: 'The gateway: routes to upstreams, their authentication and rules.' });
+const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?$/i;
+const SIZE_UNIT: Record<string, number> = { b: 1, kb: 1024, kib: 1024, mb: 1024 ** 2, mib: 1024 ** 2, gb: 1024 ** 3, gib: 1024 ** 3 };
 
-export const auditSchema = z.strictObject({}).meta({ description: 'Audit trail outputs.' });
+/** Parse a byte size: a number of bytes, or `64kb`, `10mb`, `1gb` (binary units). */
+export function parseSize(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value >= 0 ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const m = SIZE.exec(value.trim());
+  if (!m) return undefined;
+  return Math.floor(Number(m[1]) * (SIZE_UNIT[(m[2] ?? 'b').toLowerCase()] as number));
+}
+
+/** A byte size: a number of bytes or a string with a unit. Parsed to bytes. */
+export const byteSize = (description: string) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((v, ctx) => {
+      const n = parseSize(v);
+      if (n === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${v}" is not a size; write bytes (65536) or a unit (64kb, 10mb)` });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .meta({ description });
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const headerName = (description: string) =>
+  z
+    .string()
+    .regex(HEADER_NAME, 'not a valid HTTP header name')
+    .transform((v) => v.toLowerCase())
+    .meta({ description });
+
+const ROUTE_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+const AUTH_KINDS = ['none', 'jwt', 'static', 'introspection'] as const;
+const authKind = z.enum(AUTH_KINDS, {
+  error: (i) => `"${String(i.input)}" is not an authentication method; use one of ${AUTH_KINDS.join(', ')}`,
+});
+
+/** Names for the identity headers the gateway may send upstream. */
+export const IDENTITY_FIELDS = ['subject', 'client', 'issuer', 'actors', 'delegation', 'scopes', 'token_id'] as const;
+export type IdentityField = (typeof IDENTITY_FIELDS)[number];
+
+const upstreamUrl = z
+  .string()
+  .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), { message: 'write an absolute http:// or https:// URL' })
+  .refine((v) => !URL.canParse(v) || (new URL(v).search === '' && new URL(v).hash === ''), {
+    message: 'an upstream URL has no query or fragment',
+  })
+  .refine((v) => !URL.canParse(v) || (new URL(v).username === '' && new URL(v).password === ''), {
+    message: 'put upstream credentials in `credential`, not in the URL',
+  })
+  .meta({ description: 'Upstream base URL; its path is prefixed to the forwarded path.' });
+
+const timeoutsSchema = z.strictObject({
+  connect: duration('Time to open a connection to the upstream (504 after).').optional(),
+  header: duration('Time from sending the request to the upstream response headers (504 after).').optional(),
+  idle: duration('Longest silence while a response body streams (the response is cut after).').optional(),
+});
+
+export const credentialSchema = z
+  .discriminatedUnion(
+    'type',
+    [
+      z.strictObject({ type: z.literal('none').meta({ description: 'Send no credential upstream.' }) }),
+      z.strictObject({
+        type: z.literal('static'),
+        token: z.string().min(1).meta({ description: 'The upstream token, normally `${GATEWAY_TOKEN}` from the environment.' }),
+        header: headerName('Header carrying it.').default('authorization'),
+        scheme: z
+          .string()
+          .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]*$/)
+          .default('Bearer')
+          .meta({ description: 'Scheme before the token (`Bearer`); empty for a bare value (an API key header).' }),
+      }),
+      z.strictObject({
+        type: z.literal('exchange'),
+        audience: z.string().min(1).meta({ description: "The upstream's audience for minted tokens." }),
+        scopes: z
+          .array(z.string().min(1))
+          .optional()
+          .meta({ description: "Scopes minted tokens may carry (∩ the caller's); default: the matched rule's scopes." }),
+        max_ttl: duration('Longest lifetime of a minted token (never beyond the caller token).').prefault('5m'),
+        refresh_before: duration('Mint a new token when the cached one has less than this left.').prefault('30s'),
+        cache_size: z.number().int().min(0).default(10_000).meta({ description: 'Minted tokens cached (per caller token and rule).' }),
+      }),
+      z.strictObject({
+        type: z
+          .literal('passthrough')
+          .meta({ description: "Forward the caller's own Authorization header (needs `gateway.allow_passthrough`)." }),
+      }),
+    ],
+    { error: () => 'write credential.type: none, static, exchange or passthrough' },
+  )
+  .meta({ description: 'How the gateway authenticates to the upstream. Callers never see it.' });
+
+export const a2aSchema = z
+  .strictObject({
+    card: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .meta({ description: 'The agent card; when omitted it is fetched from the upstream at `card_path`.' }),
+    card_path: z.string().startsWith('/').default('/.well-known/agent-card.json').meta({ description: 'Upstream path of the agent card.' }),
+    cache_ttl: duration('How long a fetched card is served before it is fetched again.').prefault('60s'),
+    url: z.string().url().optional().meta({ description: "Public URL of the agent's endpoint, written into the card's `url`." }),
+    token_url: z.string().url().meta({ description: 'OAuth 2 token endpoint advertised for the client_credentials flow.' }),
+    scopes: z
+      .record(z.string().min(1), z.string())
+      .default({})
+      .meta({ description: 'Scopes advertised in the OAuth 2 flow: name → description.' }),
+  })
+  .meta({ description: 'A2A discovery: the public agent card, served with Tessera security schemes.' });
+
+export const rateLimitSchema = z
+  .strictObject({
+    key: z.enum(['subject', 'client', 'ip']).default('subject').meta({ description: 'Whose requests share a bucket.' }),
+    rate: z.number().positive().meta({ description: 'Sustained requests per second.' }),
+    burst: z.number().int().min(1).optional().meta({ description: 'Bucket size (default: rate, at least 1).' }),
+    max_keys: z.number().int().min(1).default(100_000).meta({ description: 'Buckets kept (oldest evicted).' }),
+  })
+  .meta({ description: 'Token-bucket rate limit per route; 429 with Retry-After when empty.' });
+
+export const routeSchema = z
+  .strictObject({
+    id: z
+      .string()
+      .regex(ROUTE_ID, 'write 1-64 letters, digits, and . _ : -')
+      .meta({ description: 'Route id (audit events, metrics labels).' }),
+    match: z
+      .strictObject({
+        host: z
+          .string()
+          .regex(/^(\*\.)?[A-Za-z0-9.-]+$/, 'write a host name (api.example.com) or a wildcard (*.example.com), without port')
+          .transform((v) => v.toLowerCase())
+          .optional()
+          .meta({ description: 'Host (without port), exact or `*.suffix`; omitted matches any host.' }),
+        path_prefix: z
+          .string()
+          .startsWith('/')
+          .optional()
+          .meta({ description: 'Segment-wise prefix: `/api` matches `/api` and `/api/x`, not `/apix`.' }),
+        path: z.string().startsWith('/').optional().meta({ description: 'Path pattern (`/v1/:tenant/**`) as in rules.' }),
+        methods: z
+          .array(z.string().regex(/^[A-Za-z]+$/, 'an HTTP method'))
+          .min(1)
+          .transform((a) => a.map((m) => m.toUpperCase()))
+          .optional()
+          .meta({ description: 'Methods; omitted matches any.' }),
+      })
+      .prefault({})
+      .meta({ description: 'Which requests this route takes. Routes are tried in order; the first match wins.' }),
+    upstream: z.strictObject({
+      url: upstreamUrl,
+      strip_prefix: z.string().startsWith('/').optional().meta({ description: 'Removed from the path before forwarding.' }),
+      preserve_host: z.boolean().default(false).meta({ description: "Send the caller's Host instead of the upstream's." }),
+      connections: z.number().int().min(1).default(128).meta({ description: 'Keep-alive connections to this upstream.' }),
+      timeouts: timeoutsSchema.prefault({}),
+      credential: credentialSchema.prefault({ type: 'none' }),
+    }),
+    auth: z
+      .union([authKind, z.array(authKind).min(1)])
+      .transform((v) => (Array.isArray(v) ? [...new Set(v)] : [v]))
+      .meta({ description: 'How callers authenticate: none (public), jwt, static, introspection, or a list tried in order.' }),
+    audience: z.string().min(1).optional().meta({ description: 'The caller token `aud` must contain this (jwt and introspection).' }),
+    rules: z
+      .array(ruleSchema)
+      .optional()
+      .meta({ description: 'Method/path(/tool) → scopes; first match decides, no match is 403. `[{}]` allows any authenticated caller.' }),
+    identity_headers: z
+      .array(z.enum(IDENTITY_FIELDS))
+      .default([])
+      .meta({
+        description: `Identity facts sent upstream in the headers named by gateway.identity_headers: ${IDENTITY_FIELDS.join(', ')}.`,
+      }),
+    rate_limit: rateLimitSchema.optional(),
+    max_body_size: byteSize('Largest request body for this route (default gateway.limits.max_body_size).').optional(),
+    websocket: z.boolean().default(true).meta({ description: 'Allow WebSocket upgrades (authenticated before the upgrade).' }),
+    a2a: a2aSchema.optional(),
+  })
+  .superRefine((r, ctx) => {
+    const publicRoute = r.auth.includes('none');
+    if (publicRoute && r.auth.length > 1)
+      ctx.addIssue({ code: 'custom', path: ['auth'], message: '"none" cannot be combined with other methods' });
+    if (publicRoute) {
+      if (r.rules !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['rules'], message: 'a public route (auth: none) has no rules; remove them or require auth' });
+      if (r.upstream.credential.type === 'exchange' || r.upstream.credential.type === 'passthrough')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['upstream', 'credential', 'type'],
+          message: `${r.upstream.credential.type} needs an authenticated caller; use static or none on a public route`,
+        });
+      if (r.identity_headers.length > 0)
+        ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'a public route has no identity to send' });
+      if (r.a2a) ctx.addIssue({ code: 'custom', path: ['auth'], message: 'an A2A route protects everything but its card; set auth: jwt' });
+      if (r.rate_limit && r.rate_limit.key !== 'ip')
+        ctx.addIssue({ code: 'custom', path: ['rate_limit', 'key'], message: 'a public route can only rate-limit by ip' });
+      if (r.audience !== undefined) ctx.addIssue({ code: 'custom', path: ['audience'], message: 'a public route checks no audience' });
+    } else if (r.rules === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['rules'],
+        message: 'list the rules for this route; write `rules: [{}]` to allow any caller with a valid token',
+      });
+    }
+    if (r.match.path !== undefined && r.match.path_prefix !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['match', 'path'], message: 'give either path (a pattern) or path_prefix, not both' });
+  })
+  .meta({ description: 'One route: which requests, which upstream, who may call it and with what.' });
+
+const loopbackPeers = ['127.0.0.0/8', '::1'];
+
+export const gatewaySchema = z
+  .strictObject({
+    routes: z.array(routeSchema).min(1, 'list at least one route').meta({ description: 'Routes, tried in order.' }),
+    allow_passthrough: z
+      .boolean()
+      .default(false)
+      .meta({ description: "Permit `credential: passthrough` (the caller's token reaches the upstream). Logged as a warning." }),
+    identity_headers: z
+      .strictObject({
+        subject: headerName('Subject header.').default('x-tessera-subject'),
+        client: headerName('Client id header.').default('x-tessera-client-id'),
+        issuer: headerName('Issuer header.').default('x-tessera-issuer'),
+        actors: headerName('Actor chain header (current actor first, comma-separated).').default('x-tessera-actor-chain'),
+        delegation: headerName('Delegation (grant) id header.').default('x-tessera-delegation-id'),
+        scopes: headerName('Granted scopes header (space-separated).').default('x-tessera-scopes'),
+        token_id: headerName('Token id (`jti`) header.').default('x-tessera-token-id'),
+      })
+      .prefault({})
+      .meta({ description: 'Names of identity headers. Inbound copies of all of them are always stripped.' }),
+    strip_headers: z
+      .array(headerName('A header name.'))
+      .default([])
+      .meta({ description: 'Further inbound headers never forwarded (e.g. another proxy’s identity headers).' }),
+    strip_cookies: z
+      .array(z.string().min(1))
+      .default([])
+      .meta({ description: 'Cookies never forwarded upstream (session cookies of the gateway’s domain).' }),
+    limits: z
+      .strictObject({
+        max_header_size: z
+          .number()
+          .int()
+          .min(1024)
+          .max(1024 * 1024)
+          .default(16 * 1024)
+          .meta({ description: 'Largest request head (bytes); larger is 431.' }),
+        max_body_size: byteSize('Largest request body (413 after).').prefault('10mb'),
+        max_connections: z.number().int().min(1).default(10_000).meta({ description: 'Concurrent client connections.' }),
+        headers_timeout: duration('Time a client has to send the request head.').prefault('20s'),
+        request_timeout: duration('Time a client has to send the whole request (0: none).').prefault('5m'),
+        keep_alive_timeout: duration('Idle time before a client keep-alive connection is closed.').prefault('5s'),
+      })
+      .prefault({}),
+    timeouts: z
+      .strictObject({
+        connect: duration('Time to open a connection to an upstream (504 after).').prefault('5s'),
+        header: duration('Time to the upstream response headers (504 after).').prefault('30s'),
+        idle: duration('Longest silence while a response body streams.').prefault('5m'),
+      })
+      .prefault({})
+      .meta({ description: 'Upstream timeouts; routes may override them.' }),
+    forward_auth: z
+      .strictObject({
+        enabled: z.boolean().default(false),
+        path: z.string().startsWith('/').default('/_tessera/auth').meta({
+          description:
+            'Endpoint for nginx auth_request and Traefik ForwardAuth; Envoy ext_authz uses it as path_prefix (`<path>/<original path>`).',
+        }),
+        allowed_peers: z
+          .array(z.string().min(1))
+          .default(loopbackPeers)
+          .meta({ description: 'Addresses or CIDRs allowed to call it: the answer carries the upstream credential.' }),
+        cache_ttl: duration(
+          'Let nginx cache an allow decision this long (X-Accel-Expires, never past the token expiry). ' +
+            'A revoked token then keeps passing nginx for up to this long; 0 (default) disables it.',
+          60,
+        ).prefault(0),
+      })
+      .prefault({})
+      .meta({ description: 'The decision pipeline as an authorization endpoint for proxies you already run.' }),
+    operations: z
+      .strictObject({
+        health_path: z.string().startsWith('/').default('/healthz'),
+        ready_path: z.string().startsWith('/').default('/readyz'),
+        metrics_path: z.string().startsWith('/').default('/metrics'),
+        metrics_allowed_peers: z
+          .array(z.string().min(1))
+          .default(['127.0.0.0/8', '::1', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'])
+          .meta({ description: 'Addresses or CIDRs allowed to scrape metrics.' }),
+      })
+      .prefault({}),
+    drain_timeout: duration('On shutdown, how long in-flight requests may finish before connections are cut.').prefault('10s'),
+    watch_config: z.boolean().default(true).meta({ description: 'Reload when the configuration file changes (SIGHUP always reloads).' }),
+  })
+  .superRefine((g, ctx) => {
+    const seen = new Set<string>();
+    for (const [i, r] of g.routes.entries()) {
+      if (seen.has(r.id)) ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `route id "${r.id}" is used twice` });
+      seen.add(r.id);
+      if (r.upstream.credential.type === 'passthrough' && !g.allow_passthrough)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'upstream', 'credential', 'type'],
+          message: "passthrough sends the caller's token to the upstream; set gateway.allow_passthrough: true to permit it",
+        });
+    }
+    const names = Object.values(g.identity_headers);
+    if (new Set(names).size !== names.length)
+      ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'each identity header needs its own name' });
+    for (const [i, n] of names.entries()) {
+      if (n === 'authorization' || n === 'host' || n === 'cookie')
+        ctx.addIssue({ code: 'custom', path: ['identity_headers', i], message: `"${n}" cannot be an identity header` });
+    }
+  })
+  .meta({ description: 'The gateway: routes to upstreams, their authentication and rules.' });
+
+export const auditSchema = z
+  .strictObject({
+    stdout: z.boolean().default(false).meta({ description: 'Write audit events as JSON lines to stdout.' }),
+    file: z.string().min(1).optional().meta({ description: 'Append audit events as JSON lines to this file.' }),
+    batch_size: z.number().int().min(1).max(10_000).default(256).meta({ description: 'Events written per batch.' }),
+    flush_interval: duration('Longest time an event waits before it is written.').prefault('1s'),
+    max_queue: z
+      .number()
+      .int()
+      .min(1)
+      .default(100_000)
+      .meta({ description: 'Events held while sinks are slow; beyond it events are dropped and counted.' }),
+  })
+  .meta({ description: 'Audit trail outputs.' });
+
+export type GatewayConfig = z.output<typeof gatewaySchema>;
+export type GatewayConfigInput = z.input<typeof gatewaySchema>;
+export type RouteConfig = z.output<typeof routeSchema>;
+export type CredentialConfig = z.output<typeof credentialSchema>;
+export type AuditConfig = z.output<typeof auditSchema>;

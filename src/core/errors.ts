@@ -321,6 +321,21 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The credential for the upstream service could not be obtained.',
   },
+  request_upgrade_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'This route does not accept this protocol upgrade.',
+  },
+  forward_auth_peer_refused: {
+    status: 404,
+    error: 'not_found',
+    description: 'No route matches this request.',
+  },
+  forward_auth_request_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The forward-auth request does not describe the original request (method and URI).',
+  },
 } as const satisfies Record<string, CodeSpec>;
 
 /** The closed union of reason codes. */

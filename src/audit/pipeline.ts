@@ -1,0 +1,119 @@
+/**
+ * The audit pipeline: producers hand events over without waiting; batches go to every sink off the
+ * request path (on a timer, or as soon as a batch is full). A slow or failing sink never blocks a
+ * request: beyond `maxQueue` events are dropped and counted, and sink failures are reported to
+ * `onError` (without event contents).
+ *
+ * @module
+ */
+import type { AuditEvent, AuditSink } from './event.ts';
+
+export interface AuditPipelineOptions {
+  readonly sinks: readonly AuditSink[];
+  /** Events per `write` call. Default 256. */
+  readonly batchSize?: number;
+  /** Longest wait before a partial batch is written, ms. Default 1000. */
+  readonly flushIntervalMs?: number;
+  /** Events held at most; more are dropped. Default 100 000. */
+  readonly maxQueue?: number;
+  /** A sink failed to write a batch. */
+  readonly onError?: (error: unknown, sinkIndex: number, events: number) => void;
+}
+
+/** Counters for metrics and readiness. */
+export interface AuditPipelineStats {
+  /** Events waiting or being written. */
+  readonly depth: number;
+  readonly written: number;
+  readonly dropped: number;
+  readonly failed: number;
+}
+
+export interface AuditPipeline {
+  /** Queue an event. Never throws, never waits. */
+  emit(event: AuditEvent): void;
+  /** Write everything queued so far. */
+  flush(): Promise<void>;
+  /** Flush, then stop the timer. Events emitted afterwards are written by the next `flush`. */
+  close(): Promise<void>;
+  readonly stats: AuditPipelineStats;
+}
+
+/**
+ * @example
+ * ```ts
+ * const audit = createAuditPipeline({ sinks: [createJsonLinesSink({ file: 'audit.jsonl' })] });
+ * audit.emit({ id: uuidv7(), time: Date.now(), kind: 'gateway.request', decision: 'allow', reason: 'ok' });
+ * await audit.close();
+ * ```
+ */
+export function createAuditPipeline(options: AuditPipelineOptions): AuditPipeline {
+  const batchSize = options.batchSize ?? 256;
+  const maxQueue = options.maxQueue ?? 100_000;
+  const sinks = options.sinks;
+  let queue: AuditEvent[] = [];
+  let inFlight = 0;
+  let written = 0;
+  let dropped = 0;
+  let failed = 0;
+  let running: Promise<void> | undefined;
+  let scheduled = false;
+
+  async function drain(): Promise<void> {
+    while (queue.length > 0) {
+      const batch = queue.length <= batchSize ? queue : queue.slice(0, batchSize);
+      queue = queue.length <= batchSize ? [] : queue.slice(batchSize);
+      inFlight = batch.length;
+      const results = await Promise.allSettled(sinks.map((s) => s.write(batch)));
+      for (const [i, r] of results.entries()) {
+        if (r.status === 'rejected') {
+          failed += batch.length;
+          try {
+            options.onError?.(r.reason, i, batch.length);
+          } catch {
+            // a failing error reporter must not stop the pipeline
+          }
+        }
+      }
+      written += batch.length;
+      inFlight = 0;
+    }
+  }
+
+  function flush(): Promise<void> {
+    if (running) return running.then(() => (queue.length > 0 ? flush() : undefined));
+    if (queue.length === 0) return Promise.resolve();
+    running = drain().finally(() => {
+      running = undefined;
+    });
+    return running;
+  }
+
+  const timer = setInterval(() => void flush(), options.flushIntervalMs ?? 1000);
+  timer.unref();
+
+  return {
+    emit(event) {
+      if (queue.length >= maxQueue) {
+        dropped++;
+        return;
+      }
+      queue.push(event);
+      if (queue.length >= batchSize && !scheduled && !running) {
+        scheduled = true;
+        setImmediate(() => {
+          scheduled = false;
+          void flush();
+        });
+      }
+    },
+    flush,
+    async close() {
+      clearInterval(timer);
+      await flush();
+    },
+    get stats() {
+      return { depth: queue.length + inFlight, written, dropped, failed };
+    },
+  };
+}

@@ -1,0 +1,143 @@
+/**
+ * `tessera check URL --token T`: the conformance checks a user would otherwise script by hand
+ * against a protected resource (Tessera's gateway or any RFC 6750 resource server):
+ *
+ * 1. public discovery is reachable without a token (agent card or RFC 9728 metadata);
+ * 2. the protected URL answers 401 with a Bearer challenge without a token;
+ * 3. 401 for a malformed token;
+ * 4. 401 for a token sent without the `Bearer` scheme;
+ * 5. 2xx with the valid token;
+ * 6. the agent card advertises the bearer scheme and requires it.
+ *
+ * One pass/fail line each; exit 1 when any check fails. The token is never printed.
+ */
+import type { Command } from 'commander';
+import { CliError, printJson } from '../output.ts';
+
+export interface CheckResult {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
+interface Answer {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: string;
+}
+
+async function get(url: string, headers: Record<string, string>, timeoutMs: number): Promise<Answer | string> {
+  try {
+    const res = await fetch(url, { headers, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+    const body = await res.text();
+    return { status: res.status, headers: res.headers, body: body.slice(0, 64 * 1024) };
+  } catch (e) {
+    return (e as Error).name === 'TimeoutError' ? 'timed out' : 'unreachable';
+  }
+}
+
+function json(body: string): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(body) as unknown;
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const bearerChallenge = (a: Answer) => /(^|,\s*)Bearer\b/i.test(a.headers.get('www-authenticate') ?? '');
+
+/** Does the card advertise an HTTP bearer scheme and require it somewhere in `security`? */
+export function cardAdvertisesBearer(card: Record<string, unknown>): string | undefined {
+  const schemes = card.securitySchemes;
+  if (typeof schemes !== 'object' || schemes === null) return 'no securitySchemes';
+  const bearer = Object.entries(schemes as Record<string, unknown>).find(([, s]) => {
+    const o = s as { type?: unknown; scheme?: unknown };
+    return o?.type === 'http' && typeof o.scheme === 'string' && o.scheme.toLowerCase() === 'bearer';
+  });
+  if (!bearer) return 'no http/bearer scheme in securitySchemes';
+  const security = card.security;
+  if (!Array.isArray(security) || !security.some((req) => typeof req === 'object' && req !== null && bearer[0] in req)) {
+    return `security does not require ${bearer[0]}`;
+  }
+  return undefined;
+}
+
+/** Run the checks against `url` (the protected resource) with a valid `token`. */
+export async function runChecks(
+  url: string,
+  token: string,
+  options: { timeoutMs?: number; agentCard?: boolean } = {},
+): Promise<CheckResult[]> {
+  const timeout = options.timeoutMs ?? 5000;
+  const origin = new URL(url).origin;
+  const results: CheckResult[] = [];
+  const add = (name: string, ok: boolean, detail: string) => results.push({ name, ok, detail });
+
+  // 1. discovery
+  let card: Record<string, unknown> | undefined;
+  let cardStatus = 'not found';
+  const found: string[] = [];
+  for (const path of ['/.well-known/agent-card.json', '/.well-known/agent.json', '/.well-known/oauth-protected-resource']) {
+    const a = await get(`${origin}${path}`, { accept: 'application/json' }, timeout);
+    if (typeof a === 'string') {
+      cardStatus = a;
+      continue;
+    }
+    const doc = a.status === 200 ? json(a.body) : undefined;
+    if (doc) {
+      found.push(path);
+      if (path !== '/.well-known/oauth-protected-resource' && !card) card = doc;
+    } else if (path === '/.well-known/agent-card.json') cardStatus = `status ${a.status}`;
+  }
+  add(
+    'public discovery reachable without a token',
+    found.length > 0,
+    found.length ? found.join(', ') : 'no agent card or protected resource metadata',
+  );
+
+  // 2-5. the protected URL
+  const expect401 = (name: string, a: Answer | string, needChallenge: boolean) => {
+    if (typeof a === 'string') add(name, false, a);
+    else if (a.status !== 401) add(name, false, `status ${a.status}, expected 401`);
+    else if (needChallenge && !bearerChallenge(a)) add(name, false, '401 without a Bearer WWW-Authenticate challenge');
+    else add(name, true, `401 ${a.headers.get('www-authenticate') ?? ''}`.trim());
+  };
+  expect401('protected path refuses a request without a token', await get(url, {}, timeout), true);
+  expect401('a malformed token is refused', await get(url, { authorization: 'Bearer not-a.valid-token.x' }, timeout), true);
+  expect401('a token without the Bearer scheme is refused', await get(url, { authorization: token }, timeout), false);
+  const ok = await get(url, { authorization: `Bearer ${token}` }, timeout);
+  if (typeof ok === 'string') add('the valid token is accepted', false, ok);
+  else add('the valid token is accepted', ok.status >= 200 && ok.status < 300, `status ${ok.status}`);
+
+  // 6. agent card
+  if (options.agentCard !== false) {
+    if (!card) add('the agent card advertises the bearer scheme', false, `agent card ${cardStatus}`);
+    else {
+      const problem = cardAdvertisesBearer(card);
+      add('the agent card advertises the bearer scheme', problem === undefined, problem ?? 'http/bearer in securitySchemes and security');
+    }
+  }
+  return results;
+}
+
+export function registerCheck(program: Command): void {
+  program
+    .command('check')
+    .description('Check a protected URL the way a client would: discovery, 401s, the valid token, the agent card.')
+    .argument('<url>', 'a protected URL (e.g. https://gateway.example.com/api/items)')
+    .option('--token <token>', 'a valid access token for the URL (default: $TESSERA_TOKEN)')
+    .option('--no-agent-card', 'skip the agent card check (not an A2A agent)')
+    .option('--timeout <ms>', 'per-request timeout', (v) => Number.parseInt(v, 10), 5000)
+    .option('--json', 'print the results as JSON')
+    .action(async (url: string, opts: { token?: string; agentCard: boolean; timeout: number; json?: boolean }) => {
+      const token = opts.token ?? process.env.TESSERA_TOKEN;
+      if (!token) throw new CliError('give --token (or set TESSERA_TOKEN)');
+      if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) throw new CliError(`${url} is not an http(s) URL`);
+      const results = await runChecks(url, token, { timeoutMs: opts.timeout, agentCard: opts.agentCard });
+      if (opts.json) printJson({ url, ok: results.every((r) => r.ok), results });
+      else for (const r of results) process.stdout.write(`${r.ok ? 'PASS' : 'FAIL'}  ${r.name}: ${r.detail}\n`);
+      const failed = results.filter((r) => !r.ok).length;
+      if (failed > 0) throw new CliError(`${failed} of ${results.length} checks failed`);
+    });
+}

@@ -1,0 +1,334 @@
+/**
+ * Compile a configuration into the gateway's immutable state: routes with their pipelines,
+ * verifiers, pools, header policy. Everything that can be checked against the rest of the
+ * configuration is checked here, every problem with its path; a reload compiles a new state and
+ * swaps it in only when this succeeds.
+ *
+ * @module
+ */
+import { BlockList, isIP } from 'node:net';
+import type { Dispatcher } from 'undici';
+import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
+import type { TesseraConfig } from '../config/schema.ts';
+import type { VerifierConfig } from '../config/verifier-schema.ts';
+import { ConfigError, type ConfigIssue, type TesseraError } from '../core/errors.ts';
+import { compilePolicy } from '../core/policy.ts';
+import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
+import { compileScopes } from '../core/scopes.ts';
+import { challenges as renderChallenges } from '../core/verify/challenge.ts';
+import type { ManagedVerifier } from '../verifier.ts';
+import { AgentCardSource } from './a2a.ts';
+import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
+import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
+import { type AuthenticationStage, authenticationStage, createAuthenticator, type VerifiersByKind } from './pipeline/authn/registry.ts';
+import { allowAuthorizer } from './pipeline/authz/authorizer-allow.ts';
+import { policyAuthorizer } from './pipeline/authz/authorizer-policy.ts';
+import type { Mutator } from './pipeline/mutate/mutator.ts';
+import { exchangeCredentialMutator } from './pipeline/mutate/mutator-exchange.ts';
+import { identityHeadersMutator } from './pipeline/mutate/mutator-identity.ts';
+import { passthroughMutator } from './pipeline/mutate/mutator-passthrough.ts';
+import { staticCredentialMutator } from './pipeline/mutate/mutator-static.ts';
+import type { Pipeline } from './pipeline/run.ts';
+import { UpstreamPools } from './proxy/upstreams.ts';
+import { TokenBucketLimiter } from './ratelimit.ts';
+import { compileMatcher, type Matcher } from './routes.ts';
+
+/** Builds a verifier for one credential kind from the verifier part of the configuration. */
+export type VerifierFactory = (config: VerifierConfig, kind: Exclude<AuthenticatorId, 'none'>) => ManagedVerifier;
+
+export interface CompileDeps {
+  readonly clock: Clock;
+  readonly createVerifier: VerifierFactory;
+  readonly upstreamTokenIssuer: UpstreamTokenIssuer | undefined;
+  readonly pools: UpstreamPools;
+  readonly onExchangeError: (route: string, error: unknown) => void;
+}
+
+export interface CompiledUpstream {
+  readonly dispatcher: Dispatcher;
+  readonly poolKey: string;
+  readonly url: URL;
+  /** Upstream base path without trailing slash (`''` for `/`). */
+  readonly basePath: string;
+  readonly stripPrefix: string | undefined;
+  /** `host[:port]` for the Host header. */
+  readonly hostHeader: string;
+  readonly preserveHost: boolean;
+  /** ms */
+  readonly connectTimeout: number;
+  /** ms */
+  readonly headersTimeout: number;
+  /** ms */
+  readonly bodyTimeout: number;
+}
+
+export interface CompiledRoute {
+  readonly id: string;
+  readonly config: RouteConfig;
+  readonly matches: Matcher;
+  readonly pipeline: Pipeline;
+  readonly authn: AuthenticationStage;
+  readonly upstream: CompiledUpstream;
+  readonly maxBodySize: number;
+  readonly websocket: boolean;
+  readonly a2a: AgentCardSource | undefined;
+  /** Path prefix for agent cards served under the route (`/agents/x/.well-known/...`). */
+  readonly prefix: string | undefined;
+}
+
+export interface GatewayState {
+  readonly config: TesseraConfig;
+  readonly gateway: GatewayConfig;
+  readonly audit: AuditConfig | undefined;
+  readonly routes: readonly CompiledRoute[];
+  /** Some route serves an A2A agent card. */
+  readonly hasA2a: boolean;
+  readonly headerPolicy: HeaderPolicy;
+  readonly verifiers: readonly ManagedVerifier[];
+  /** Challenges for refusals before a route is known (a bad path). */
+  readonly challenges: (e?: TesseraError) => string[];
+  readonly forwardAuthPeers: BlockList;
+  readonly metricsPeers: BlockList;
+  readonly trustProxy: boolean;
+  readonly publicUrl: string | undefined;
+  readonly poolKeys: ReadonlySet<string>;
+  readonly warnings: readonly string[];
+}
+
+/** Parse addresses and CIDRs into a BlockList used as an allowlist. */
+export function peerList(entries: readonly string[], at: string, issues: ConfigIssue[]): BlockList {
+  const list = new BlockList();
+  for (const [i, entry] of entries.entries()) {
+    const [addr, bits, extra] = entry.split('/');
+    const family = isIP(addr ?? '');
+    if (family === 0 || extra !== undefined) {
+      issues.push({ path: `${at}[${i}]`, message: `"${entry}" is not an IP address or CIDR (10.0.0.0/8, ::1)` });
+      continue;
+    }
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (bits === undefined) list.addAddress(addr as string, type);
+    else {
+      const n = Number(bits);
+      if (!Number.isInteger(n) || n < 0 || n > (family === 4 ? 32 : 128)) {
+        issues.push({ path: `${at}[${i}]`, message: `"${entry}" has an invalid prefix length` });
+        continue;
+      }
+      list.addSubnet(addr as string, n, type);
+    }
+  }
+  return list;
+}
+
+/** True when `address` (as Node reports it) is in the allowlist. */
+export function peerAllowed(list: BlockList, address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const plain = address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
+  return list.check(plain, isIP(plain) === 6 ? 'ipv6' : 'ipv4');
+}
+
+function verifierConfigOf(config: TesseraConfig): VerifierConfig {
+  return {
+    issuers: config.issuers,
+    static_tokens: config.static_tokens,
+    introspection: config.introspection,
+    scopes: config.scopes,
+    rules: undefined,
+    transport: config.transport,
+    dpop: config.dpop,
+    max_token_size: config.max_token_size,
+    cache: config.cache,
+    realm: config.realm,
+    resource_metadata: config.resource_metadata,
+  } as VerifierConfig;
+}
+
+/**
+ * Compile `config` into a gateway state.
+ *
+ * @throws {ConfigError} listing every problem (routes needing verifiers that are not configured,
+ *   unknown scopes in rules, bad patterns, `exchange` without a token service…).
+ */
+export function compileGateway(config: TesseraConfig, deps: CompileDeps): GatewayState {
+  const issues: ConfigIssue[] = [];
+  const warnings: string[] = [];
+  const gateway = config.gateway;
+  if (gateway === undefined) throw new ConfigError([{ path: 'gateway', message: 'the gateway section is missing; add gateway.routes' }]);
+
+  const { model: scopes } = compileScopes(config.scopes, 'scopes');
+  // Verifiers: one per credential kind a route uses, each seeing only its own kind, so a JWT route
+  // never sends an opaque token to the introspection endpoint.
+  const kinds = new Set<Exclude<AuthenticatorId, 'none'>>();
+  for (const r of gateway.routes) for (const a of r.auth) if (a !== 'none') kinds.add(a);
+  const base = verifierConfigOf(config);
+  const verifiers: VerifiersByKind = {};
+  for (const kind of kinds) {
+    const available = kind === 'jwt' ? base.issuers.length > 0 : kind === 'static' ? base.static_tokens.length > 0 : !!base.introspection;
+    if (!available) continue;
+    const only: VerifierConfig = {
+      ...base,
+      issuers: kind === 'jwt' ? base.issuers : [],
+      static_tokens: kind === 'static' ? base.static_tokens : [],
+      introspection: kind === 'introspection' ? base.introspection : undefined,
+    } as VerifierConfig;
+    try {
+      verifiers[kind] = deps.createVerifier(only, kind);
+    } catch (e) {
+      if (e instanceof ConfigError) issues.push(...e.issues);
+      else throw e;
+    }
+  }
+
+  const poolKeys = new Set<string>();
+  const routes: CompiledRoute[] = [];
+  for (const [i, r] of gateway.routes.entries()) {
+    const at = `gateway.routes[${i}]`;
+    const matches = compileMatcher(r.match, scopes, `${at}.match`, issues);
+
+    const chain = [];
+    for (const [j, kind] of r.auth.entries()) {
+      const a = createAuthenticator(kind, verifiers);
+      if (a) chain.push(a);
+      else
+        issues.push({
+          path: `${at}.auth${r.auth.length > 1 ? `[${j}]` : ''}`,
+          message:
+            kind === 'jwt'
+              ? 'auth: jwt needs at least one entry in issuers'
+              : kind === 'static'
+                ? 'auth: static needs at least one entry in static_tokens'
+                : 'auth: introspection needs the introspection section',
+        });
+    }
+    const authn = authenticationStage(chain.length ? chain : [createAuthenticator('none', verifiers)!], r.audience);
+
+    let authz = allowAuthorizer();
+    if (r.rules !== undefined) {
+      const compiled = compilePolicy(r.rules, scopes, `${at}.rules`);
+      issues.push(...compiled.issues);
+      authz = policyAuthorizer(compiled.policy);
+    }
+
+    const mutators: Mutator[] = [];
+    const cred = r.upstream.credential;
+    if (cred.type === 'static') mutators.push(staticCredentialMutator(cred.header, cred.scheme, cred.token));
+    else if (cred.type === 'passthrough') {
+      mutators.push(passthroughMutator());
+      warnings.push(`route ${r.id}: credential passthrough sends callers' tokens to ${new URL(r.upstream.url).origin}`);
+    } else if (cred.type === 'exchange') {
+      if (deps.upstreamTokenIssuer === undefined) {
+        issues.push({
+          path: `${at}.upstream.credential.type`,
+          message: 'exchange needs the token service; run the gateway with `tessera serve`',
+        });
+      } else {
+        if (cred.scopes) issues.push(...scopes.checkReferences(cred.scopes, `${at}.upstream.credential.scopes`));
+        mutators.push(
+          exchangeCredentialMutator({
+            issuer: deps.upstreamTokenIssuer,
+            audience: cred.audience,
+            scopes: cred.scopes,
+            maxTtl: cred.max_ttl,
+            refreshBefore: cred.refresh_before,
+            cacheSize: cred.cache_size,
+            clock: deps.clock,
+            onError: (e) => deps.onExchangeError(r.id, e),
+          }),
+        );
+      }
+    }
+    if (r.identity_headers.length > 0) mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers));
+
+    let rateLimit: Pipeline['rateLimit'];
+    if (r.rate_limit) {
+      rateLimit = {
+        key: r.rate_limit.key,
+        limiter: new TokenBucketLimiter({
+          rate: r.rate_limit.rate,
+          burst: r.rate_limit.burst ?? Math.max(1, Math.ceil(r.rate_limit.rate)),
+          maxKeys: r.rate_limit.max_keys,
+          clock: deps.clock,
+        }),
+      };
+    }
+
+    const url = new URL(r.upstream.url);
+    const t = r.upstream.timeouts;
+    const connectTimeout = t.connect ?? gateway.timeouts.connect;
+    const shape = { origin: url.origin, connections: r.upstream.connections, connectTimeout };
+    poolKeys.add(UpstreamPools.key(shape));
+    const upstream: CompiledUpstream = {
+      dispatcher: deps.pools.get(shape),
+      poolKey: UpstreamPools.key(shape),
+      url,
+      basePath: url.pathname.endsWith('/') ? url.pathname.slice(0, -1) : url.pathname,
+      stripPrefix: r.upstream.strip_prefix?.replace(/\/$/, ''),
+      hostHeader: url.host,
+      preserveHost: r.upstream.preserve_host,
+      connectTimeout: connectTimeout * 1000,
+      headersTimeout: (t.header ?? gateway.timeouts.header) * 1000,
+      bodyTimeout: (t.idle ?? gateway.timeouts.idle) * 1000,
+    };
+
+    const a2a = r.a2a
+      ? new AgentCardSource({
+          config: r.a2a,
+          upstream,
+          credential:
+            cred.type === 'static'
+              ? { header: cred.header, value: cred.scheme === '' ? cred.token : `${cred.scheme} ${cred.token}` }
+              : undefined,
+          clock: deps.clock,
+        })
+      : undefined;
+
+    const pipeline: Pipeline = { authn, rateLimit, authz, mutators };
+    routes.push({
+      id: r.id,
+      config: r,
+      matches,
+      pipeline,
+      authn,
+      upstream,
+      maxBodySize: r.max_body_size ?? gateway.limits.max_body_size,
+      websocket: r.websocket,
+      a2a,
+      prefix: r.match.path_prefix?.replace(/\/$/, ''),
+    });
+  }
+
+  const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', issues);
+  const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', issues);
+  const ops = gateway.operations;
+  const reserved = [
+    ops.health_path,
+    ops.ready_path,
+    ops.metrics_path,
+    ...(gateway.forward_auth.enabled ? [gateway.forward_auth.path] : []),
+  ];
+  if (new Set(reserved).size !== reserved.length)
+    issues.push({ path: 'gateway.operations', message: 'health, readiness, metrics and forward-auth paths must differ' });
+
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  const anyVerifier = verifiers.jwt ?? verifiers.static ?? verifiers.introspection;
+  const challengeOptions = {
+    ...(config.realm !== undefined ? { realm: config.realm } : {}),
+    ...(config.resource_metadata !== undefined ? { resourceMetadata: config.resource_metadata } : {}),
+  };
+  return Object.freeze({
+    config,
+    gateway,
+    audit: config.audit,
+    routes: Object.freeze(routes),
+    hasA2a: routes.some((r) => r.a2a !== undefined),
+    headerPolicy: compileHeaderPolicy(Object.values(gateway.identity_headers), gateway.strip_headers, gateway.strip_cookies),
+    verifiers: Object.values(verifiers) as ManagedVerifier[],
+    challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),
+    forwardAuthPeers,
+    metricsPeers,
+    trustProxy: config.server.trust_proxy,
+    publicUrl: config.server.public_url,
+    poolKeys,
+    warnings,
+  });
+}

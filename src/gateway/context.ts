@@ -1,0 +1,39 @@
+/**
+ * What the request handlers (proxy, WebSocket upgrade, forward-auth) share inside one gateway:
+ * the current state, and the functions that end an exchange exactly once.
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { TesseraError } from '../core/errors.ts';
+import type { Clock } from '../core/ports.ts';
+import type { Principal } from '../core/verify/principal.ts';
+import type { GatewayState } from './compile.ts';
+import type { Exchange } from './exchange.ts';
+import type { GatewayMetrics } from './metrics.ts';
+import type { DenyRendering } from './pipeline/errors/error-handler.ts';
+import type { StreamCloseReason, StreamRegistry } from './streams.ts';
+
+export interface GatewayContext {
+  /** The state of the moment; a handler reads it once and keeps it for the request. */
+  readonly state: GatewayState;
+  /** Shutting down: no new upgrades, connections are not kept alive. */
+  readonly closing: boolean;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  readonly streams: StreamRegistry;
+  /** Start an exchange (counts it in flight). */
+  begin(kind: Exchange['kind'], req: IncomingMessage): Exchange;
+  /** End an exchange: one audit event, one metrics observation. Idempotent. */
+  finish(x: Exchange): void;
+  /** Mark the exchange refused, log the reason and render the refusal. */
+  denyRendering(x: Exchange, error: TesseraError, challenges: (e?: TesseraError) => string[]): DenyRendering;
+  /** Write a refusal and finish. */
+  deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close?: boolean): void;
+  /** Audit a stream the gateway closed (revocation, expiry). */
+  streamClosedEvent(x: Exchange, principal: Principal, reason: StreamCloseReason): void;
+  /** Answer 500 for an unexpected failure and finish. */
+  internalError(x: Exchange, res: ServerResponse, error: unknown): void;
+}

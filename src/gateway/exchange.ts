@@ -1,0 +1,85 @@
+/**
+ * One request's facts as the gateway learns them, turned into exactly one audit event and one set
+ * of metric observations when the request is finished (`done` guards against a second one).
+ *
+ * @module
+ */
+import type { AuditEvent, AuditKind } from '../audit/event.ts';
+import type { CompiledRule } from '../core/policy.ts';
+import type { Principal } from '../core/verify/principal.ts';
+
+export class Exchange {
+  /** `performance.now()` at arrival. */
+  readonly start: number;
+  /** Epoch ms at arrival. */
+  readonly time: number;
+  readonly kind: AuditKind;
+  method: string;
+  remoteAddress: string;
+  requestId = '';
+  route: string | undefined = undefined;
+  /** Path for the audit trail (query values removed). */
+  path = '';
+  principal: Principal | undefined = undefined;
+  rule: CompiledRule | undefined = undefined;
+  decision: 'allow' | 'deny' = 'deny';
+  /** `ok` or a reason code. */
+  reason = 'ok';
+  /** Status sent to the caller. */
+  status = 0;
+  upstreamStatus: number | undefined = undefined;
+  bytesIn = 0;
+  bytesOut = 0;
+  done = false;
+  detail: Record<string, string | number | boolean> | undefined = undefined;
+
+  constructor(kind: AuditKind, method: string, remoteAddress: string, start: number, time: number) {
+    this.kind = kind;
+    this.method = method;
+    this.remoteAddress = remoteAddress;
+    this.start = start;
+    this.time = time;
+  }
+}
+
+/**
+ * Build the audit event for a finished exchange. Never reads a token or a header value. One object
+ * literal with a fixed shape (absent facts are `undefined` and left out by JSON), which keeps it
+ * cheap to build and to serialize.
+ */
+export function auditEventOf(x: Exchange, id: string, latencyMs: number): AuditEvent {
+  const p = x.principal;
+  const rule = x.rule;
+  let detail = x.detail;
+  if (rule !== undefined) {
+    if (detail === undefined) detail = { rule: rule.id };
+    else detail.rule = rule.id;
+  }
+  if (p?.staticTokenId !== undefined) (detail ??= {}).static_token = p.staticTokenId;
+  return {
+    id,
+    time: x.time,
+    kind: x.kind,
+    decision: x.decision,
+    reason: x.reason,
+    request_id: x.requestId,
+    route: x.route,
+    method: x.method,
+    path: x.path,
+    issuer: p?.issuer,
+    subject: p?.subject,
+    client_id: p?.clientId,
+    actor_chain: p === undefined || p.actors.length === 0 ? undefined : p.actors.map((a) => a.subject),
+    delegation_id: p?.delegationId,
+    jti: p?.tokenId,
+    token_hash: p?.tokenHash,
+    scopes_required: rule === undefined ? undefined : rule.any.length === 0 ? rule.all : [...rule.all, ...rule.any],
+    scopes_granted: p?.scopes,
+    upstream_status: x.upstreamStatus,
+    bytes_in: x.bytesIn,
+    bytes_out: x.bytesOut,
+    latency_ms: latencyMs,
+    remote_addr: x.remoteAddress,
+    detail,
+  } as AuditEvent;
+}

@@ -1,0 +1,118 @@
+/**
+ * The forward-auth endpoint: reads the original request (`originalRequest`), runs the route's
+ * pipeline and answers 200 with the headers to inject or the refusal, audited as
+ * `gateway.forward_auth`.
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { TesseraError } from '../core/errors.ts';
+import { type GatewayState, peerAllowed } from './compile.ts';
+import type { GatewayContext } from './context.ts';
+import { Exchange } from './exchange.ts';
+import { originalRequest } from './forward-auth.ts';
+import { plainAddress } from './http/headers.ts';
+import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
+import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
+import type { GatewayRequest } from './pipeline/request.ts';
+import { decide } from './pipeline/run.ts';
+import { cardRoute, findRoute, headerBag } from './requests.ts';
+import { hostOf } from './routes.ts';
+
+/**
+ * Answer a forward-auth check. `x` is the exchange the gateway began for this HTTP request; the
+ * check is audited as its own `gateway.forward_auth` exchange instead.
+ */
+export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
+  const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
+  fx.requestId = x.requestId;
+  // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes).
+  x.done = true;
+  const peer = req.socket.remoteAddress;
+  if (!peerAllowed(s.forwardAuthPeers, peer)) {
+    fx.path = auditRawPath(req.url ?? '/');
+    ctx.deny(fx, res, new TesseraError('forward_auth_peer_refused'), s.challenges);
+    return;
+  }
+  // Drain any body (Envoy may send one); the decision reads headers only.
+  req.resume();
+  const original = originalRequest(req, s.gateway.forward_auth.path);
+  const fold = (d: DenyRendering): DenyRendering => {
+    if (original?.flavor !== 'nginx') return d;
+    const status = nginxStatus(d.status);
+    return { ...d, status, headers: { ...d.headers, 'x-tessera-status': String(d.status) } };
+  };
+  const refuse = (error: TesseraError, challenges: (e?: TesseraError) => string[]) => {
+    const d = fold(ctx.denyRendering(fx, error, challenges));
+    if (!res.headersSent) res.writeHead(d.status, d.headers).end(d.body);
+    ctx.finish(fx);
+  };
+  if (original === undefined) {
+    fx.path = auditRawPath(req.url ?? '/');
+    refuse(new TesseraError('forward_auth_request_invalid'), s.challenges);
+    return;
+  }
+  const method = original.method;
+  fx.method = method;
+  if (original.remoteAddress !== undefined) fx.remoteAddress = original.remoteAddress;
+  const target = normalizeTarget(original.uri);
+  if (target === undefined) {
+    fx.path = auditRawPath(original.uri);
+    refuse(new TesseraError('request_path_invalid'), s.challenges);
+    return;
+  }
+  fx.path = auditPath(target.path, target.query);
+  const host = hostOf(original.host);
+  if (method === 'GET' || method === 'HEAD') {
+    const card = cardRoute(s, host, target.path);
+    if (card) {
+      // Public discovery: allowed without credentials (the proxy forwards to the upstream).
+      fx.route = card.id;
+      fx.decision = 'allow';
+      fx.status = 200;
+      res.writeHead(200, { 'x-request-id': fx.requestId, 'content-length': '0' }).end();
+      ctx.finish(fx);
+      return;
+    }
+  }
+  const route = findRoute(s, host, target.path, method);
+  if (route === undefined) {
+    refuse(new TesseraError('route_not_found'), s.challenges);
+    return;
+  }
+  fx.route = route.id;
+  const greq: GatewayRequest = {
+    method,
+    host,
+    path: target.path,
+    query: target.query,
+    url: `${original.proto}://${original.host ?? host}${original.uri}`,
+    headers: headerBag(req),
+    remoteAddress: original.remoteAddress ?? plainAddress(peer ?? ''),
+  };
+  Promise.resolve(decide(route.pipeline, greq)).then(
+    (d) => {
+      if (d.principal) fx.principal = d.principal;
+      if (d.rule) fx.rule = d.rule;
+      if (!d.ok) {
+        refuse(d.error, route.authn.challenges);
+        return;
+      }
+      fx.decision = 'allow';
+      fx.status = 200;
+      // nginx may cache the allow decision only when configured, never past the token's expiry;
+      // a revoked token then keeps passing nginx for up to cache_ttl. X-Accel-Expires is for
+      // nginx alone and must precede Cache-Control (nginx reads them in order); every other
+      // cache sees no-store.
+      const ttl = Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - ctx.clock() / 1000));
+      const headers: Record<string, string> = ttl >= 1 ? { 'x-accel-expires': String(ttl) } : {};
+      Object.assign(headers, d.headers);
+      headers['x-request-id'] = fx.requestId;
+      headers['content-length'] = '0';
+      headers['cache-control'] = 'no-store';
+      if (!res.headersSent) res.writeHead(200, headers).end();
+      ctx.finish(fx);
+    },
+    (e: unknown) => ctx.internalError(fx, res, e),
+  );
+}

@@ -1,0 +1,596 @@
+/**
+ * The gateway: an identity-aware reverse proxy built to be mounted. `createGateway(config, deps)`
+ * returns request and upgrade handlers for any `node:http` server, a `reload` that swaps in a new
+ * configuration atomically, and a graceful `close`.
+ *
+ * Every request runs one pipeline (authenticate → rate-limit → authorize → mutate); the same
+ * pipeline answers forward-auth checks from nginx, Traefik and Envoy. Every request ends in
+ * exactly one audit event and one set of metric observations.
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
+import pino, { type Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { AuditSink } from '../audit/event.ts';
+import { uuidv7 } from '../audit/id.ts';
+import { type AuditPipeline, createAuditPipeline } from '../audit/pipeline.ts';
+import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
+import type { AuditConfig } from '../config/gateway-schema.ts';
+import type { TesseraConfig } from '../config/schema.ts';
+import { ConfigError, TesseraError } from '../core/errors.ts';
+import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
+import type { Principal } from '../core/verify/principal.ts';
+import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
+import { type CompiledRoute, compileGateway, type GatewayState, peerAllowed, type VerifierFactory } from './compile.ts';
+import type { GatewayContext } from './context.ts';
+import { auditEventOf, Exchange } from './exchange.ts';
+import { handleForwardAuth } from './forward-auth-handler.ts';
+import { plainAddress } from './http/headers.ts';
+import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
+import { requestId } from './http/trace.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
+import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
+import type { GatewayRequest } from './pipeline/request.ts';
+import { type Decision, decide } from './pipeline/run.ts';
+import {
+  BodyTooLarge,
+  type ForwardCallbacks,
+  type ForwardHandle,
+  forward,
+  limitedBody,
+  StreamClosed,
+  upstreamFailure,
+} from './proxy/forward.ts';
+import { UpstreamPools } from './proxy/upstreams.ts';
+import { absoluteUrl, cardRoute, findRoute, headerBag, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
+import { type RevocationFeed, type StreamCloseReason, StreamRegistry, type TrackedStream } from './streams.ts';
+import { handleUpgrade } from './upgrade.ts';
+
+/** What the gateway needs from its host process. Everything is optional. */
+export interface GatewayDeps {
+  /** pino logger (default: JSON to stdout at `info`). Never given secrets. */
+  readonly logger?: Logger;
+  /** prom-client registry the gateway registers its metrics in (default: a new one). */
+  readonly metrics?: Registry;
+  /** Clock in epoch ms (tests). */
+  readonly clock?: Clock;
+  /** Further audit sinks (the store). `audit.stdout` / `audit.file` sinks are added from config. */
+  readonly auditSinks?: readonly AuditSink[];
+  /** Revocations: checked by the verifiers, and used to close open streams. */
+  readonly revocation?: RevocationFeed;
+  /** The token service, for `credential: exchange`. */
+  readonly upstreamTokenIssuer?: UpstreamTokenIssuer;
+  /** Runtime for verifiers built from config (key sources of the in-process token service, fetch). */
+  readonly verifierRuntime?: VerifierRuntime;
+  /** Replace how verifiers are built (default: `createVerifierFromConfig` with `verifierRuntime`). */
+  readonly createVerifier?: VerifierFactory;
+  /** Extra readiness checks (the store). */
+  readonly readiness?: readonly ReadinessCheck[];
+}
+
+export type ReloadResult =
+  | { readonly ok: true; readonly warnings: readonly string[] }
+  | { readonly ok: false; readonly error: ConfigError };
+
+/** A mounted gateway. */
+export interface Gateway {
+  /** `server.on('request', gateway.handleRequest)`. */
+  readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => void;
+  /** `server.on('upgrade', gateway.handleUpgrade)`. */
+  readonly handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Validate and swap in a new configuration; the old one stays when it is invalid. */
+  reload(config: TesseraConfig): ReloadResult;
+  /**
+   * Stop: readiness turns 503, WebSocket and event streams are closed (1001 / end of stream),
+   * in-flight requests get `drainTimeoutMs` to finish, then everything left is cut; the audit
+   * queue is flushed.
+   */
+  close(options?: { drainTimeoutMs?: number }): Promise<void>;
+  /** The current compiled state (read-only). */
+  readonly state: GatewayState;
+  readonly audit: AuditPipeline;
+  readonly registry: Registry;
+  readonly logger: Logger;
+  /** In-flight requests. */
+  readonly inflight: number;
+}
+
+const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.dpop', 'headers.authorization', 'token', 'credential'];
+
+/** The default logger: JSON lines, no secrets (nothing secret is ever passed; redaction is a backstop). */
+export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info'): Logger {
+  return pino({ level, base: { service: 'tessera-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } });
+}
+
+function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {
+  const out: JsonLinesSink[] = [];
+  if (audit?.stdout) out.push(createJsonLinesSink({ stream: process.stdout }));
+  if (audit?.file) out.push(createJsonLinesSink({ file: audit.file }));
+  return out;
+}
+
+/**
+ * Create a gateway from a validated `tessera.yaml` (with its `gateway` section).
+ *
+ * @throws {ConfigError} listing every problem found when compiling routes against the rest of the
+ *   configuration.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * const gateway = createGateway(loadConfigFile('tessera.yaml'), { revocation, upstreamTokenIssuer });
+ * const server = createServer(gateway.handleRequest).on('upgrade', gateway.handleUpgrade);
+ * server.listen(8080);
+ * process.on('SIGHUP', () => gateway.reload(loadConfigFile('tessera.yaml')));
+ * ```
+ */
+export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Gateway {
+  const clock = deps.clock ?? Date.now;
+  const logger = deps.logger ?? defaultLogger();
+  const registry = deps.metrics ?? new Registry();
+  const pools = new UpstreamPools();
+  const verifierFactory: VerifierFactory =
+    deps.createVerifier ??
+    ((c) =>
+      createVerifierFromConfig(c, {
+        ...deps.verifierRuntime,
+        clock,
+        ...(deps.revocation ? { revocation: deps.revocation } : {}),
+        onWarning: deps.verifierRuntime?.onWarning ?? ((m: string) => logger.warn({ event: 'verifier_warning' }, m)),
+      }));
+  const compileDeps = {
+    clock,
+    createVerifier: verifierFactory,
+    upstreamTokenIssuer: deps.upstreamTokenIssuer,
+    pools,
+    onExchangeError: (route: string, error: unknown) =>
+      logger.warn(
+        { event: 'upstream_credential_failed', route, error: (error as Error)?.name ?? 'error' },
+        'minting an upstream token failed',
+      ),
+  };
+
+  let state = compileGateway(config, compileDeps);
+  for (const w of state.warnings) logger.warn({ event: 'config_warning' }, w);
+  for (const v of state.verifiers) void v.ready();
+
+  let sinks: JsonLinesSink[] = auditOutputs(state.audit);
+  const extraSinks = deps.auditSinks ?? [];
+  const audit = createAuditPipeline({
+    sinks: [{ write: (events) => Promise.all([...sinks, ...extraSinks].map((s) => s.write(events))).then(() => undefined) }],
+    batchSize: state.audit?.batch_size ?? 256,
+    flushIntervalMs: (state.audit?.flush_interval ?? 1) * 1000,
+    maxQueue: state.audit?.max_queue ?? 100_000,
+    onError: (error, _sink, events) =>
+      logger.error({ event: 'audit_write_failed', events, error: (error as Error)?.name ?? 'error' }, 'audit events could not be written'),
+  });
+  const maxQueue = state.audit?.max_queue ?? 100_000;
+
+  const streams = new StreamRegistry({ clock, revocation: deps.revocation });
+  let inflight = 0;
+  let closing = false;
+  let drained: (() => void) | undefined;
+
+  const metrics = new GatewayMetrics(registry, {
+    verifierCache: () => {
+      let hits = 0;
+      let misses = 0;
+      for (const v of state.verifiers) {
+        hits += v.stats.cacheHits;
+        misses += v.stats.cacheMisses;
+      }
+      return { hits, misses };
+    },
+    auditStats: () => audit.stats,
+    activeStreams: () => streams.counts,
+    inflight: () => inflight,
+  });
+
+  // ---- completion: exactly one audit event and one metric observation per exchange ----
+
+  function finish(x: Exchange): void {
+    if (x.done) return;
+    x.done = true;
+    inflight--;
+    if (inflight === 0 && drained) drained();
+    const latency = performance.now() - x.start;
+    metrics.request(x.route ?? '(none)', x.decision, x.status, latency / 1000);
+    if (x.decision === 'deny') metrics.deny(x.reason);
+    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000));
+  }
+
+  function streamClosedEvent(x: Exchange, principal: Principal, reason: StreamCloseReason): void {
+    if (reason === 'shutdown') return;
+    const e = new Exchange('gateway.stream_closed', x.method, x.remoteAddress, performance.now(), clock());
+    e.requestId = x.requestId;
+    e.route = x.route;
+    e.path = x.path;
+    e.principal = principal;
+    e.decision = 'deny';
+    e.reason = reason;
+    e.done = true;
+    metrics.deny(reason);
+    logger.info({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
+    audit.emit(auditEventOf(e, uuidv7(e.time), 0));
+  }
+
+  function begin(kind: Exchange['kind'], req: IncomingMessage): Exchange {
+    inflight++;
+    return new Exchange(kind, req.method ?? 'GET', plainAddress(req.socket.remoteAddress ?? ''), performance.now(), clock());
+  }
+
+  function denyRendering(x: Exchange, error: TesseraError, challenges: (e?: TesseraError) => string[]): DenyRendering {
+    x.decision = 'deny';
+    x.reason = error.code;
+    x.status = error.status;
+    if (error.status < 500 && error.code !== 'route_not_found') {
+      logger.info(
+        { event: 'denied', reason_id: error.code, route: x.route, request_id: x.requestId, status: error.status },
+        'request denied',
+      );
+    }
+    return renderDeny(error, challenges, x.requestId);
+  }
+
+  function deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close = false): void {
+    const d = denyRendering(x, error, challenges);
+    if (close || closing) d.headers.connection = 'close';
+    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
+    finish(x);
+  }
+
+  /** An upstream failure before any response header: 502/504 with a fixed body, nothing from the upstream. */
+  function upstreamError(x: Exchange, res: ServerResponse, route: CompiledRoute, error: unknown): void {
+    const f = upstreamFailure(error);
+    metrics.upstreamError(route.id, f.kind);
+    logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
+    const e = new TesseraError(f.code);
+    const d = renderDeny(e, state.challenges, x.requestId);
+    x.reason = f.code;
+    x.status = e.status;
+    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
+    finish(x);
+  }
+
+  async function serveCard(x: Exchange, res: ServerResponse, route: CompiledRoute): Promise<void> {
+    x.route = route.id;
+    const body = await route.a2a?.body();
+    if (body === undefined) {
+      deny(x, res, new TesseraError('upstream_unavailable'), state.challenges);
+      return;
+    }
+    x.decision = 'allow';
+    x.reason = 'ok';
+    x.status = 200;
+    x.bytesOut = Buffer.byteLength(body);
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': String(x.bytesOut),
+      'cache-control': `public, max-age=${route.a2a?.maxAge ?? 60}`,
+      'access-control-allow-origin': '*',
+      'x-request-id': x.requestId,
+    });
+    res.end(body);
+    finish(x);
+  }
+
+  function handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    const s = state;
+    if (closing) res.shouldKeepAlive = false;
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const rawPath = q < 0 ? url : url.slice(0, q);
+    const g = s.gateway;
+    const ops = g.operations;
+    if (rawPath === ops.health_path || rawPath === ops.ready_path || rawPath === ops.metrics_path) {
+      // Operations requests are not audited decisions.
+      void serveOps(s, req, res, rawPath);
+      return;
+    }
+    const x = begin('gateway.request', req);
+    x.requestId = requestId(req.headers['x-request-id']);
+    if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
+      handleForwardAuth(ctx, s, req, res, x);
+      return;
+    }
+    const target = normalizeTarget(url);
+    if (target === undefined) {
+      x.path = auditRawPath(url);
+      deny(x, res, new TesseraError('request_path_invalid'), s.challenges);
+      return;
+    }
+    x.path = auditPath(target.path, target.query);
+    const host = requestHost(s, req);
+    const method = x.method;
+    if (method === 'GET' || method === 'HEAD') {
+      const card = cardRoute(s, host, target.path);
+      if (card) {
+        void serveCard(x, res, card);
+        return;
+      }
+    }
+    const route = findRoute(s, host, target.path, method);
+    if (route === undefined) {
+      deny(x, res, new TesseraError('route_not_found'), s.challenges);
+      return;
+    }
+    x.route = route.id;
+    const cl = req.headers['content-length'];
+    const length = cl === undefined ? 0 : Number(cl);
+    if (length > route.maxBodySize) {
+      deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+      return;
+    }
+    const greq: GatewayRequest = {
+      method,
+      host,
+      path: target.path,
+      query: target.query,
+      url: absoluteUrl(s, req),
+      headers: headerBag(req),
+      remoteAddress: remoteOf(s, req),
+    };
+    const decision = decide(route.pipeline, greq);
+    if (decision instanceof Promise) {
+      decision.then(
+        (d) => proceed(s, req, res, x, route, greq, d, length),
+        (e: unknown) => internalError(x, res, e),
+      );
+    } else proceed(s, req, res, x, route, greq, decision, length);
+  }
+
+  function internalError(x: Exchange, res: ServerResponse, error: unknown): void {
+    logger.error({ event: 'internal_error', request_id: x.requestId, error: (error as Error)?.name ?? 'error' }, 'request failed');
+    x.decision = 'deny';
+    x.reason = 'internal_error';
+    x.status = 500;
+    if (!res.headersSent && !res.destroyed) {
+      res.writeHead(500, { 'content-type': 'application/json', 'x-request-id': x.requestId });
+      res.end('{"error":"server_error"}');
+    }
+    finish(x);
+  }
+
+  function proceed(
+    s: GatewayState,
+    req: IncomingMessage,
+    res: ServerResponse,
+    x: Exchange,
+    route: CompiledRoute,
+    greq: GatewayRequest,
+    decision: Decision,
+    length: number,
+  ): void {
+    if (decision.principal) x.principal = decision.principal;
+    if (decision.rule) x.rule = decision.rule;
+    if (!decision.ok) {
+      deny(x, res, decision.error, route.authn.challenges);
+      return;
+    }
+    if (res.destroyed) {
+      x.decision = 'allow';
+      x.reason = 'client_closed';
+      finish(x);
+      return;
+    }
+    x.decision = 'allow';
+    const headers = upstreamHeaders(s, req, route, decision, x);
+    let body: IncomingMessage | AsyncIterable<Uint8Array> | null = null;
+    if (req.headers['transfer-encoding'] !== undefined) {
+      body = limitedBody(req, route.maxBodySize, (n) => {
+        x.bytesIn += n;
+      });
+    } else if (length > 0) {
+      body = req;
+      x.bytesIn = length;
+    }
+    const principal = decision.principal;
+    const proxied = new ProxiedRequest(x, req, res, route, principal !== undefined && principal.kind !== 'static' ? principal : undefined);
+    proxied.handler = forward(
+      res,
+      {
+        dispatcher: route.upstream.dispatcher,
+        method: greq.method,
+        path: upstreamPath(route, greq.path, greq.query),
+        headers,
+        body,
+        headersTimeout: route.upstream.headersTimeout,
+        bodyTimeout: route.upstream.bodyTimeout,
+        responseHeaders: ['x-request-id', x.requestId],
+      },
+      proxied,
+    );
+    // Before the response starts, a caller that went away is noticed when the head arrives
+    // (onHeaders checks `res.destroyed`); a streamed response is watched from then on.
+  }
+
+  /**
+   * One proxied request after the decision: the forwarder's callbacks, and the stream the
+   * registry may close on revocation or expiry. A class rather than closures: this is the hot path.
+   */
+  class ProxiedRequest implements ForwardCallbacks, TrackedStream {
+    readonly kind = 'http' as const;
+    streaming = false;
+    handler: ForwardHandle | undefined = undefined;
+    untrack: (() => void) | undefined = undefined;
+    closedBy: StreamCloseReason | undefined = undefined;
+    readonly x: Exchange;
+    readonly req: IncomingMessage;
+    readonly res: ServerResponse;
+    readonly route: CompiledRoute;
+    /** Set when the caller's authority can end (revocation, expiry). */
+    readonly principal: Principal;
+
+    constructor(x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute, principal: Principal | undefined) {
+      this.x = x;
+      this.req = req;
+      this.res = res;
+      this.route = route;
+      this.principal = principal as Principal;
+    }
+
+    onClientClose(): void {
+      if (!this.x.done && !this.res.writableFinished) this.handler?.abort(new StreamClosed('client_closed'));
+    }
+
+    close(reason: StreamCloseReason): void {
+      this.closedBy = reason;
+      streamClosedEvent(this.x, this.principal, reason);
+      this.handler?.abort(new StreamClosed(reason));
+    }
+
+    onResponse(status: number, streaming: boolean): void {
+      this.x.upstreamStatus = status;
+      this.x.status = status;
+      this.streaming = streaming;
+      // Only a streamed response (SSE, chunked) can outlive its caller or its token: watch it for
+      // the caller going away, revocation, expiry and shutdown. A response with a length is about
+      // to end anyway, and a revoked token is refused on its next request.
+      if (streaming) {
+        this.res.once('close', () => this.onClientClose());
+        if (this.principal !== undefined) this.untrack = streams.add(this);
+      }
+    }
+
+    onEnd(bytesOut: number, error?: unknown): void {
+      this.untrack?.();
+      const x = this.x;
+      x.bytesOut = bytesOut;
+      if (error !== undefined) {
+        if (error instanceof StreamClosed) (x.detail ??= {}).closed = error.reason;
+        else {
+          const f = upstreamFailure(error);
+          metrics.upstreamError(this.route.id, f.kind);
+          (x.detail ??= {}).upstream_error = f.kind;
+        }
+      }
+      finish(x);
+    }
+
+    onFailure(error: unknown, bytesOut: number): void {
+      this.untrack?.();
+      const { x, res, route } = this;
+      x.bytesOut = bytesOut;
+      const closedBy = this.closedBy;
+      if (error instanceof BodyTooLarge) {
+        deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+      } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
+        deny(x, res, new TesseraError(closedBy), route.authn.challenges);
+      } else if (error instanceof StreamClosed || res.destroyed || this.req.destroyed) {
+        x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
+        if (x.reason === 'shutdown') upstreamError(x, res, route, error);
+        else finish(x);
+      } else upstreamError(x, res, route, error);
+    }
+  }
+
+  const ctx: GatewayContext = {
+    get state() {
+      return state;
+    },
+    get closing() {
+      return closing;
+    },
+    clock,
+    logger,
+    metrics,
+    streams,
+    begin,
+    finish,
+    denyRendering,
+    deny,
+    streamClosedEvent,
+    internalError,
+  };
+
+  // ---- operations ----
+
+  async function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const ops = s.gateway.operations;
+    try {
+      if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
+      else if (path === ops.ready_path) {
+        const r = await readiness(s.verifiers, { depth: audit.stats.depth, max: maxQueue }, deps.readiness ?? [], closing);
+        writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
+      } else if (!peerAllowed(s.metricsPeers, req.socket.remoteAddress)) {
+        writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
+      } else await writeMetrics(res, registry);
+    } catch {
+      if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });
+    }
+  }
+
+  // ---- lifecycle ----
+
+  function reload(next: TesseraConfig): ReloadResult {
+    let compiled: GatewayState;
+    try {
+      compiled = compileGateway(next, compileDeps);
+    } catch (e) {
+      pools.retain(state.poolKeys);
+      metrics.reload(false);
+      if (e instanceof ConfigError) {
+        logger.error({ event: 'config_reload_refused', problems: e.issues.length }, e.message);
+        return { ok: false, error: e };
+      }
+      throw e;
+    }
+    const previous = state;
+    for (const v of previous.verifiers) metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
+    state = compiled;
+    for (const v of compiled.verifiers) void v.ready();
+    pools.retain(compiled.poolKeys);
+    if (JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
+      const old = sinks;
+      sinks = auditOutputs(compiled.audit);
+      void audit.flush().then(() => Promise.all(old.map((o) => o.close())));
+    }
+    for (const w of compiled.warnings) logger.warn({ event: 'config_warning' }, w);
+    metrics.reload(true);
+    logger.info({ event: 'config_reloaded', routes: compiled.routes.length }, 'configuration reloaded');
+    return { ok: true, warnings: compiled.warnings };
+  }
+
+  async function close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    if (closing) return;
+    closing = true;
+    const drainMs = options.drainTimeoutMs ?? state.gateway.drain_timeout * 1000;
+    // Streams never finish by themselves: close them now, cleanly.
+    streams.closeAll('shutdown', true);
+    if (inflight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        timer.unref();
+        drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    streams.closeAll('shutdown');
+    streams.stop();
+    await pools.close(inflight > 0);
+    await audit.close();
+    await Promise.all(sinks.map((s) => s.close()));
+  }
+
+  return {
+    handleRequest,
+    handleUpgrade: (req, socket, head) => handleUpgrade(ctx, req, socket, head),
+    reload,
+    close,
+    get state() {
+      return state;
+    },
+    audit,
+    registry,
+    logger,
+    get inflight() {
+      return inflight;
+    },
+  };
+}

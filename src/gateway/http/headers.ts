@@ -1,0 +1,228 @@
+/**
+ * Header hygiene between caller and upstream (RFC 9110 §7.6.1, RFC 7239), as pure functions.
+ *
+ * Toward the upstream: hop-by-hop headers (and every header the `Connection` header names) are
+ * dropped; the caller's credentials (`Authorization`, `DPoP`, configured cookies,
+ * `Proxy-Authorization`) never pass; inbound copies of the identity headers the gateway sets are
+ * removed so a caller cannot spoof them; `X-Forwarded-*` and `Forwarded` are rebuilt (appended to
+ * only when the peer is a trusted proxy); `X-Request-Id` and `traceparent` are set by the gateway.
+ *
+ * Toward the caller: hop-by-hop headers from the upstream are dropped.
+ *
+ * @module
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus the non-standard ones proxies also drop. */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Inbound headers the gateway always removes or replaces. */
+const ALWAYS_STRIPPED = [
+  'host',
+  'authorization',
+  'dpop',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-real-ip',
+  'x-request-id',
+  'traceparent',
+  'tracestate',
+  // undici refuses it (it does not implement 100-continue); Node already answered the caller.
+  'expect',
+  // HTTP/2 downgrade and smuggling vectors.
+  'http2-settings',
+  'content-length-override',
+];
+
+/** What is known about the inbound connection. */
+export interface ForwardedFacts {
+  /** The peer address (the caller, or the proxy in front of the gateway). */
+  readonly remoteAddress: string;
+  /** The scheme the caller used (`http` or `https`). */
+  readonly proto: string;
+  /** The Host the caller used. */
+  readonly host: string;
+  /** Whether the peer is a trusted proxy whose `X-Forwarded-*`/`Forwarded` may be extended. */
+  readonly trustProxy: boolean;
+}
+
+/** Compiled header policy for one gateway configuration. */
+export interface HeaderPolicy {
+  /** Lower-case names never forwarded (besides hop-by-hop). */
+  readonly stripped: ReadonlySet<string>;
+  /** Cookie names never forwarded. */
+  readonly strippedCookies: ReadonlySet<string>;
+}
+
+/** Build the header policy from the configured identity header names, extra headers and cookies. */
+export function compileHeaderPolicy(
+  identityHeaders: readonly string[],
+  extra: readonly string[],
+  cookies: readonly string[],
+): HeaderPolicy {
+  return {
+    stripped: new Set([...ALWAYS_STRIPPED, ...identityHeaders.map((h) => h.toLowerCase()), ...extra.map((h) => h.toLowerCase())]),
+    strippedCookies: new Set(cookies),
+  };
+}
+
+/** Header names listed in a `Connection` header (other than `close`/`keep-alive`/`upgrade`). */
+export function connectionNamed(value: string | string[] | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const v = Array.isArray(value) ? value.join(',') : value;
+  let out: string[] | undefined;
+  for (const raw of v.split(',')) {
+    const t = raw.trim().toLowerCase();
+    if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue;
+    (out ??= []).push(t);
+  }
+  return out;
+}
+
+/** Remove the named cookies from a `Cookie` header value; `undefined` when none remain. */
+export function filterCookies(value: string, names: ReadonlySet<string>): string | undefined {
+  if (names.size === 0) return value;
+  const kept: string[] = [];
+  for (const part of value.split(';')) {
+    const p = part.trim();
+    if (p === '') continue;
+    const eq = p.indexOf('=');
+    const name = (eq < 0 ? p : p.slice(0, eq)).trim();
+    if (!names.has(name)) kept.push(p);
+  }
+  return kept.length ? kept.join('; ') : undefined;
+}
+
+function isIPv6(address: string): boolean {
+  return address.indexOf(':') >= 0;
+}
+
+/** Strip an IPv4-mapped IPv6 prefix (`::ffff:1.2.3.4` → `1.2.3.4`). */
+export function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
+}
+
+function isToken(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    // tchar (RFC 9110 §5.6.2): alphanumerics and !#$%&'*+-.^_`|~
+    const alnum = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+    if (!alnum && "!#$%&'*+-.^_`|~".indexOf(value[i] as string) < 0) return false;
+  }
+  return value.length > 0;
+}
+
+/** RFC 7239 §4 node and value syntax: IPv6 in brackets and quoted; other non-token values quoted. */
+function forwardedValue(value: string, node: boolean): string {
+  if (node && isIPv6(value)) return `"[${value}]"`;
+  return isToken(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+function joinHeader(value: string | string[] | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/**
+ * The headers to send upstream for an inbound request. `extra` (the upstream credential, identity
+ * headers, request id, trace context) is added last and wins.
+ *
+ * @example
+ * ```ts
+ * const policy = compileHeaderPolicy(['x-tessera-subject'], [], ['session']);
+ * upstreamRequestHeaders(req.headers, policy, { remoteAddress: '10.0.0.9', proto: 'https', host: 'api.example.com', trustProxy: false },
+ *   { authorization: 'Bearer upstream-token', 'x-request-id': id });
+ * ```
+ */
+export function upstreamRequestHeaders(
+  inbound: IncomingHttpHeaders,
+  policy: HeaderPolicy,
+  facts: ForwardedFacts,
+  extra: Readonly<Record<string, string>>,
+): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const named = inbound.connection === undefined ? undefined : connectionNamed(inbound.connection);
+  const { stripped } = policy;
+  for (const name in inbound) {
+    if (HOP_BY_HOP.has(name) || stripped.has(name)) continue;
+    const value = inbound[name];
+    if (value === undefined) continue;
+    if (named !== undefined && named.includes(name)) continue;
+    if (name === 'cookie') {
+      const kept = filterCookies(Array.isArray(value) ? value.join('; ') : value, policy.strippedCookies);
+      if (kept !== undefined) out.cookie = kept;
+      continue;
+    }
+    out[name] = value;
+  }
+  const remote = plainAddress(facts.remoteAddress);
+  const priorFor = facts.trustProxy ? joinHeader(inbound['x-forwarded-for']) : undefined;
+  out['x-forwarded-for'] = priorFor ? `${priorFor}, ${remote}` : remote;
+  out['x-forwarded-proto'] = (facts.trustProxy && joinHeader(inbound['x-forwarded-proto'])?.split(',')[0]?.trim()) || facts.proto;
+  out['x-forwarded-host'] = (facts.trustProxy && joinHeader(inbound['x-forwarded-host'])?.split(',')[0]?.trim()) || facts.host;
+  const element = `for=${forwardedValue(remote, true)};host=${forwardedValue(facts.host, false)};proto=${facts.proto}`;
+  const priorForwarded = facts.trustProxy ? joinHeader(inbound.forwarded) : undefined;
+  out.forwarded = priorForwarded ? `${priorForwarded}, ${element}` : element;
+  for (const name in extra) out[name] = extra[name] as string;
+  return out;
+}
+
+/**
+ * The upstream response headers to send to the caller (hop-by-hop removed). Accepts undici's raw
+ * `[name, value, name, value…]` buffers; returns a flat `[name, value…]` list for `writeHead`.
+ */
+export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: readonly string[]): string[] {
+  const out: string[] = [];
+  let named: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') named = connectionNamed(raw[i + 1]!.toString('latin1'));
+      continue;
+    }
+    out.push(lower, raw[i + 1]!.toString('latin1'));
+  }
+  if (named !== undefined) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!)) out.splice(i, 2);
+  }
+  if (add) for (const v of add) out.push(v);
+  return out;
+}
+
+/** Same as {@link callerResponseHeaders} for Node's parsed headers (WebSocket and error paths). */
+export function filterResponseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const named = connectionNamed(headers.connection);
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name)) continue;
+    if (named !== undefined && named.includes(name)) continue;
+    out[name] = headers[name];
+  }
+  return out;
+}
+
+const SAFE_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+
+/**
+ * Make an identity value safe for a header: printable ASCII passes; anything else (a `sub` with
+ * spaces at the ends, non-ASCII, CR/LF) is percent-encoded, so it can neither break the header
+ * framing nor be mistaken for another value.
+ */
+export function headerSafe(value: string): string {
+  return SAFE_VALUE.test(value) && value.indexOf(',') < 0 && value.indexOf('%') < 0 ? value : encodeURIComponent(value);
+}

@@ -1,0 +1,184 @@
+/**
+ * Request-target normalization (RFC 3986 §6.2.2) for a gateway that authorizes by path.
+ *
+ * The path the gateway matches routes and rules against must be the path the upstream acts on;
+ * any form two parsers could read differently is refused rather than guessed at:
+ *
+ * - dot segments (`.`, `..`), also percent-encoded (`%2e%2e`, `.%2E`): 400;
+ * - an encoded slash (`%2F`), a backslash (raw or `%5C`) or NUL (`%00`): 400 (servers disagree on
+ *   whether they separate segments);
+ * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
+ * - empty segments (`//`), which some routers merge and others do not;
+ * - double-encoded traversal (`%252e`) that a second decode would turn into the above;
+ * - malformed percent-encoding, control characters, non-ASCII bytes, fragments.
+ *
+ * Percent-encoded unreserved characters are decoded (`%61dmin` → `admin`) and other escapes are
+ * upper-cased, so one resource has one spelling and an encoding cannot dodge a rule.
+ *
+ * @module
+ */
+
+/** A normalized request target. */
+export interface RequestTarget {
+  /** Normalized absolute path, no query. */
+  readonly path: string;
+  /** The query to forward, `''` or starting with `?`, without any `access_token` parameter. */
+  readonly query: string;
+  /** True when the original query carried `access_token` (stripped from {@link query}). */
+  readonly queryToken: boolean;
+}
+
+const HEX = '0123456789ABCDEF';
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const l = c | 0x20;
+  if (l >= 0x61 && l <= 0x66) return l - 0x61 + 10;
+  return -1;
+}
+
+function isUnreserved(c: number): boolean {
+  return (
+    (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e
+  );
+}
+
+/** Characters that may appear literally in a path (RFC 3986 pchar plus `/`, minus `;`). */
+function isPathChar(c: number): boolean {
+  return c > 0x20 && c < 0x7f && c !== 0x5c && c !== 0x3b && c !== 0x23 && c !== 0x22 && c !== 0x3c && c !== 0x3e && c !== 0x60;
+}
+
+/**
+ * Normalize the path of an origin-form request target (`/a/b?q`). Returns `undefined` when the
+ * target must be refused (`request_path_invalid`).
+ *
+ * @example
+ * ```ts
+ * normalizeTarget('/api/%61dmin?x=1&access_token=t'); // { path: '/api/admin', query: '?x=1', queryToken: true }
+ * normalizeTarget('/api/..%2fadmin'); // undefined
+ * ```
+ */
+export function normalizeTarget(url: string): RequestTarget | undefined {
+  if (url.length === 0 || url.charCodeAt(0) !== 0x2f) return undefined;
+  const q = url.indexOf('?');
+  const rawPath = q < 0 ? url : url.slice(0, q);
+  const path = normalizePath(rawPath);
+  if (path === undefined) return undefined;
+  if (q < 0) return { path, query: '', queryToken: false };
+  const rawQuery = url.slice(q + 1);
+  for (let i = 0; i < rawQuery.length; i++) {
+    const c = rawQuery.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f || c === 0x23) return undefined;
+  }
+  const stripped = stripAccessToken(rawQuery);
+  if (stripped === undefined) return undefined;
+  return { path, query: stripped.query === '' ? '' : `?${stripped.query}`, queryToken: stripped.found };
+}
+
+/** Normalize a raw path; `undefined` when it must be refused. */
+export function normalizePath(raw: string): string | undefined {
+  // Fast path: nothing to decode or check beyond the character class and dot segments.
+  let simple = true;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === 0x25) simple = false;
+    else if (!isPathChar(c)) return undefined;
+  }
+  let out = raw;
+  if (!simple) {
+    let buf = '';
+    for (let i = 0; i < raw.length; i++) {
+      const c = raw.charCodeAt(i);
+      if (c !== 0x25) {
+        buf += raw[i];
+        continue;
+      }
+      const h = hexValue(raw.charCodeAt(i + 1));
+      const l = hexValue(raw.charCodeAt(i + 2));
+      if (h < 0 || l < 0) return undefined;
+      const byte = h * 16 + l;
+      if (byte === 0x2f || byte === 0x5c || byte === 0x00 || byte === 0x3b) return undefined;
+      if (byte === 0x25) {
+        // `%25` followed by an escape of a character refused above would decode into it on a
+        // second pass (`%252e%252e`, `%252f`).
+        const h2 = hexValue(raw.charCodeAt(i + 3));
+        const l2 = hexValue(raw.charCodeAt(i + 4));
+        if (h2 >= 0 && l2 >= 0) {
+          const b2 = h2 * 16 + l2;
+          if (b2 === 0x2e || b2 === 0x2f || b2 === 0x5c || b2 === 0x00 || b2 === 0x25 || b2 === 0x3b) return undefined;
+        }
+      }
+      buf += isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX[h]}${HEX[l]}`;
+      i += 2;
+    }
+    out = buf;
+  }
+  // Segment checks: no `.`/`..`, no empty segment except a trailing slash.
+  let start = 1;
+  const n = out.length;
+  while (start <= n) {
+    let end = out.indexOf('/', start);
+    if (end < 0) end = n;
+    const len = end - start;
+    if (len === 0 && end !== n) return undefined;
+    if (len === 1 && out.charCodeAt(start) === 0x2e) return undefined;
+    if (len === 2 && out.charCodeAt(start) === 0x2e && out.charCodeAt(start + 1) === 0x2e) return undefined;
+    start = end + 1;
+  }
+  return out;
+}
+
+function isAccessTokenKey(pair: string): boolean {
+  const eq = pair.indexOf('=');
+  const key = eq < 0 ? pair : pair.slice(0, eq);
+  if (key === 'access_token') return true;
+  if (key.indexOf('%') < 0 && key.indexOf('+') < 0) return false;
+  try {
+    return decodeURIComponent(key.replace(/\+/g, ' ')) === 'access_token';
+  } catch {
+    return true; // undecodable key: treat as hostile
+  }
+}
+
+/**
+ * Remove every `access_token` parameter (also percent-encoded, `access%5Ftoken`) from a raw query,
+ * keeping the other parameters byte for byte. `undefined` when a key cannot be decoded.
+ */
+export function stripAccessToken(rawQuery: string): { query: string; found: boolean } | undefined {
+  if (rawQuery.indexOf('access') < 0 && rawQuery.indexOf('%') < 0) return { query: rawQuery, found: false };
+  const parts = rawQuery.split('&');
+  const kept: string[] = [];
+  let found = false;
+  for (const p of parts) {
+    if (isAccessTokenKey(p)) found = true;
+    else kept.push(p);
+  }
+  return { query: found ? kept.join('&') : rawQuery, found };
+}
+
+/**
+ * The path for the audit trail: the path with query values removed and keys kept
+ * (`/items?limit=&q=`), so no token or personal data in a query value is recorded.
+ */
+export function auditPath(path: string, query: string): string {
+  if (query === '' || query === '?') return path;
+  const keys = query
+    .slice(1)
+    .split('&')
+    .filter((p) => p !== '')
+    .map((p) => {
+      const eq = p.indexOf('=');
+      return `${(eq < 0 ? p : p.slice(0, eq)).slice(0, 64)}=`;
+    });
+  return keys.length ? `${path}?${keys.join('&')}` : path;
+}
+
+/**
+ * A refused target for the audit trail: the raw path without its query, truncated, with anything
+ * outside printable ASCII escaped.
+ */
+export function auditRawPath(url: string): string {
+  const q = url.indexOf('?');
+  const p = (q < 0 ? url : url.slice(0, q)).slice(0, 256);
+  return p.replace(/[^\x21-\x7e]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0').toUpperCase()}`);
+}

@@ -1,0 +1,77 @@
+/**
+ * Operations endpoints: `/healthz` (the process answers), `/readyz` (keys loaded, remote JWKS
+ * fetched, audit queue not overflowing, injected checks such as the store, not shutting down) and
+ * `/metrics` (Prometheus text, to allowed peers only).
+ *
+ * @module
+ */
+import type { ServerResponse } from 'node:http';
+import type { Registry } from 'prom-client';
+import type { ManagedVerifier } from '../verifier.ts';
+
+/** A readiness check contributed from outside (the store, the token service). */
+export interface ReadinessCheck {
+  readonly name: string;
+  check(): Promise<{ ok: boolean; detail?: string }> | { ok: boolean; detail?: string };
+}
+
+export interface ReadinessResult {
+  readonly ready: boolean;
+  readonly checks: { name: string; ok: boolean; detail?: string }[];
+}
+
+/**
+ * Run the readiness checks. A remote JWKS must have been fetched once; a set past its TTL that
+ * could not be refreshed keeps the gateway ready (the verifier keeps the last good keys, and
+ * taking every replica out of service because an IdP is briefly down would turn its outage into
+ * ours) but is reported as `stale`.
+ */
+export async function readiness(
+  verifiers: readonly ManagedVerifier[],
+  audit: { depth: number; max: number },
+  extra: readonly ReadinessCheck[],
+  closing: boolean,
+): Promise<ReadinessResult> {
+  const checks: { name: string; ok: boolean; detail?: string }[] = [];
+  if (closing) checks.push({ name: 'shutdown', ok: false, detail: 'shutting down' });
+  for (const v of verifiers) {
+    for (const s of v.jwksStatus()) {
+      checks.push({
+        name: `jwks ${s.url}`,
+        ok: s.loaded,
+        detail: !s.loaded ? 'not loaded' : s.fresh ? `${s.keys} keys` : `${s.keys} keys, stale`,
+      });
+    }
+  }
+  checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
+  for (const c of extra) {
+    try {
+      const r = await c.check();
+      checks.push({ name: c.name, ok: r.ok, ...(r.detail !== undefined ? { detail: r.detail } : {}) });
+    } catch {
+      checks.push({ name: c.name, ok: false, detail: 'check failed' });
+    }
+  }
+  return { ready: checks.every((c) => c.ok), checks };
+}
+
+export function writeJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'cache-control': 'no-store',
+    'content-length': String(Buffer.byteLength(text)),
+    ...headers,
+  });
+  res.end(text);
+}
+
+export async function writeMetrics(res: ServerResponse, registry: Registry): Promise<void> {
+  const text = await registry.metrics();
+  res.writeHead(200, {
+    'content-type': registry.contentType,
+    'cache-control': 'no-store',
+    'content-length': String(Buffer.byteLength(text)),
+  });
+  res.end(text);
+}

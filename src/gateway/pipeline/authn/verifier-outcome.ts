@@ -1,0 +1,38 @@
+/**
+ * Shared by the verifier-backed authenticators: read the presented token cheaply (to decide
+ * responsibility) and turn a verifier result into an outcome.
+ *
+ * @module
+ */
+
+import { readHeader } from '../../../core/verify/extract.ts';
+import type { VerifyResult } from '../../../core/verify/verifier.ts';
+import type { GatewayRequest } from '../request.ts';
+import type { AuthnOutcome } from './authenticator.ts';
+
+/**
+ * The token in a single `Authorization: Bearer|DPoP` header, or `undefined` when there is none or
+ * the header is unusual (the verifier then reports the precise transport error).
+ */
+export function peekToken(request: GatewayRequest): string | undefined {
+  const v = readHeader(request.headers, 'authorization');
+  if (typeof v !== 'string') return undefined;
+  const sp = v.indexOf(' ');
+  if (sp !== 6 && sp !== 4) return undefined;
+  const scheme = v.slice(0, sp).toLowerCase();
+  if (scheme !== 'bearer' && scheme !== 'dpop') return undefined;
+  return v.slice(sp + 1).trim();
+}
+
+/** JWS compact serialization has exactly two dots. */
+export function looksLikeJws(token: string): boolean {
+  const a = token.indexOf('.');
+  if (a <= 0) return false;
+  const b = token.indexOf('.', a + 1);
+  return b > a + 1 && token.indexOf('.', b + 1) < 0;
+}
+
+export function outcomeOf(result: VerifyResult): AuthnOutcome {
+  if (result.ok) return { ok: true, principal: result.principal };
+  return result.principal ? { ok: false, error: result.error, principal: result.principal } : { ok: false, error: result.error };
+}

@@ -1,0 +1,47 @@
+/**
+ * Identity headers: who the verified caller is, in headers named by the configuration. Values are
+ * made header-safe (`headerSafe`), and the inbound copies of every configured identity header are
+ * always stripped, so an upstream can trust them.
+ *
+ * @module
+ */
+import type { IdentityField } from '../../../config/gateway-schema.ts';
+import type { Principal } from '../../../core/verify/principal.ts';
+import { headerSafe } from '../../http/headers.ts';
+import type { Mutator } from './mutator.ts';
+
+function value(field: IdentityField, p: Principal): string | undefined {
+  switch (field) {
+    case 'subject':
+      return p.subject === undefined ? undefined : headerSafe(p.subject);
+    case 'client':
+      return p.clientId === undefined ? undefined : headerSafe(p.clientId);
+    case 'issuer':
+      return headerSafe(p.issuer);
+    case 'actors':
+      return p.actors.length === 0 ? undefined : p.actors.map((a) => headerSafe(a.subject)).join(', ');
+    case 'delegation':
+      return p.delegationId === undefined ? undefined : headerSafe(p.delegationId);
+    case 'scopes':
+      return p.scopes.map(headerSafe).join(' ');
+    case 'token_id':
+      return p.tokenId === undefined ? undefined : headerSafe(p.tokenId);
+  }
+}
+
+export function identityHeadersMutator(fields: readonly IdentityField[], names: Readonly<Record<IdentityField, string>>): Mutator {
+  const pairs = fields.map((f) => [f, names[f]] as const);
+  return {
+    id: 'identity',
+    headers: pairs.map(([, n]) => n),
+    mutate(input, out) {
+      const p = input.principal;
+      if (p === undefined) return undefined;
+      for (const [field, name] of pairs) {
+        const v = value(field, p);
+        if (v !== undefined) out[name] = v;
+      }
+      return undefined;
+    },
+  };
+}

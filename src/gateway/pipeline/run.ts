@@ -1,0 +1,99 @@
+/**
+ * The decision pipeline, shared by the proxy, WebSocket upgrades and the forward-auth endpoint:
+ * authenticate → rate-limit → authorize → mutate. Each stage may refuse; the first refusal is the
+ * decision and carries what was known so far (the principal, the rule) for the audit trail.
+ *
+ * @module
+ */
+import { TesseraError } from '../../core/errors.ts';
+import type { CompiledRule } from '../../core/policy.ts';
+import type { Principal } from '../../core/verify/principal.ts';
+import type { TokenBucketLimiter } from '../ratelimit.ts';
+import type { AuthenticationStage, AuthnResult } from './authn/registry.ts';
+import type { Authorizer } from './authz/authorizer.ts';
+import type { MutationResult, Mutator } from './mutate/mutator.ts';
+import type { GatewayRequest } from './request.ts';
+
+export type Decision =
+  | {
+      readonly ok: true;
+      readonly principal: Principal | undefined;
+      readonly rule: CompiledRule | undefined;
+      /** Headers to add toward the upstream (credential, identity). */
+      readonly headers: Record<string, string>;
+    }
+  | { readonly ok: false; readonly error: TesseraError; readonly principal?: Principal; readonly rule?: CompiledRule };
+
+export interface RateLimitStage {
+  readonly limiter: TokenBucketLimiter;
+  readonly key: 'subject' | 'client' | 'ip';
+}
+
+/** A route's compiled pipeline. */
+export interface Pipeline {
+  readonly authn: AuthenticationStage;
+  readonly rateLimit: RateLimitStage | undefined;
+  readonly authz: Authorizer;
+  readonly mutators: readonly Mutator[];
+}
+
+function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal | undefined): string {
+  if (stage.key === 'ip' || p === undefined) return request.remoteAddress;
+  if (stage.key === 'client') return `c:${p.clientId ?? p.subject ?? p.tokenHash}`;
+  return `s:${p.issuer}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
+}
+
+function afterAuthn(pipeline: Pipeline, request: GatewayRequest, authn: AuthnResult): Decision | Promise<Decision> {
+  if (!authn.ok) return authn.principal ? { ok: false, error: authn.error, principal: authn.principal } : { ok: false, error: authn.error };
+  const principal = authn.principal;
+  if (pipeline.rateLimit) {
+    const wait = pipeline.rateLimit.limiter.take(limitKey(pipeline.rateLimit, request, principal));
+    if (wait > 0) {
+      const error = new TesseraError('rate_limited', { retryAfter: wait });
+      return principal ? { ok: false, error, principal } : { ok: false, error };
+    }
+  }
+  const authz = pipeline.authz.authorize(request, principal);
+  if (!authz.ok) {
+    const denied: { ok: false; error: TesseraError; principal?: Principal; rule?: CompiledRule } = { ok: false, error: authz.error };
+    if (principal) denied.principal = principal;
+    if (authz.rule) denied.rule = authz.rule;
+    return denied;
+  }
+  const headers: Record<string, string> = {};
+  const input = { request, principal, rule: authz.rule };
+  let pending: Promise<MutationResult>[] | undefined;
+  for (const m of pipeline.mutators) {
+    const r = m.mutate(input, headers);
+    if (r instanceof Promise) (pending ??= []).push(r);
+    else if (r !== undefined) return fail(r, principal, authz.rule);
+  }
+  if (pending === undefined) return { ok: true, principal, rule: authz.rule, headers };
+  return Promise.all(pending).then((results): Decision => {
+    for (const r of results) if (r !== undefined) return fail(r, principal, authz.rule);
+    return { ok: true, principal, rule: authz.rule, headers };
+  });
+}
+
+function fail(error: TesseraError, principal: Principal | undefined, rule: CompiledRule | undefined): Decision {
+  const d: { ok: false; error: TesseraError; principal?: Principal; rule?: CompiledRule } = { ok: false, error };
+  if (principal) d.principal = principal;
+  if (rule) d.rule = rule;
+  return d;
+}
+
+/**
+ * Run the pipeline for a request on its route.
+ *
+ * @example
+ * ```ts
+ * const decision = await decide(route.pipeline, request);
+ * if (decision.ok) forward(request, decision.headers);
+ * ```
+ */
+export function decide(pipeline: Pipeline, request: GatewayRequest): Decision | Promise<Decision> {
+  const stage = pipeline.authn;
+  const outcome = stage.authenticate(request);
+  if (outcome instanceof Promise) return outcome.then((o) => afterAuthn(pipeline, request, stage.settle(o)));
+  return afterAuthn(pipeline, request, stage.settle(outcome));
+}

@@ -1,0 +1,204 @@
+/**
+ * HTTP forwarding over an undici pool, streaming both ways: the request body is handed to undici
+ * as it arrives, response chunks are written to the caller as they are received (SSE and chunked
+ * responses are never buffered), with back-pressure in both directions.
+ *
+ * undici's dispatch handler is used directly (no intermediate Readable): it is the cheapest way
+ * through undici and gives raw response headers that are filtered once.
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import type { ErrorCode } from '../../core/errors.ts';
+import { callerResponseHeaders } from '../http/headers.ts';
+
+/** Thrown into the upload when the request body passes the route's limit. */
+export class BodyTooLarge extends Error {
+  override readonly name = 'BodyTooLarge';
+}
+
+/** Used to abort the upstream exchange when the gateway ends a stream (revocation, expiry, shutdown). */
+export class StreamClosed extends Error {
+  override readonly name = 'StreamClosed';
+  readonly reason: string;
+  constructor(reason: string) {
+    super(reason);
+    this.reason = reason;
+  }
+}
+
+/** Map an undici or socket failure to a reason code and a metrics kind. Never reads the message. */
+export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string } {
+  const code = (error as { code?: unknown } | null)?.code;
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return { code: 'upstream_timeout', kind: 'connect_timeout' };
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return { code: 'upstream_timeout', kind: 'header_timeout' };
+    case 'UND_ERR_BODY_TIMEOUT':
+      return { code: 'upstream_timeout', kind: 'idle_timeout' };
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return { code: 'upstream_unavailable', kind: 'connect' };
+    default:
+      return { code: 'upstream_unavailable', kind: 'reset' };
+  }
+}
+
+/** What the forwarder reports back. */
+export interface ForwardCallbacks {
+  /** Response headers arrived and were sent to the caller. */
+  onResponse(status: number, streaming: boolean): void;
+  /** Response complete (or cut after headers were sent: `error` says why). */
+  onEnd(bytesOut: number, error?: unknown): void;
+  /** Failed before any response header was sent; the caller has not been answered. */
+  onFailure(error: unknown, bytesOut: number): void;
+}
+
+export interface ForwardOptions {
+  readonly dispatcher: Dispatcher;
+  readonly method: string;
+  /** Path and query for the upstream. */
+  readonly path: string;
+  readonly headers: Record<string, string | string[]>;
+  /** `req` itself, an async iterable counting and limiting a chunked body, or null. */
+  readonly body: IncomingMessage | AsyncIterable<Uint8Array> | null;
+  /** ms; 0 disables. */
+  readonly headersTimeout: number;
+  /** ms; 0 disables. */
+  readonly bodyTimeout: number;
+  /** Extra headers on the response to the caller (flat `[name, value…]`). */
+  readonly responseHeaders: readonly string[];
+}
+
+/**
+ * undici legacy dispatch handler (`onConnect`/`onHeaders`/`onData`/`onComplete`/`onError`). It is
+ * the interface undici's own core speaks, so no adapter runs per chunk.
+ */
+class ForwardHandler {
+  readonly #res: ServerResponse;
+  readonly #cb: ForwardCallbacks;
+  readonly #extra: readonly string[];
+  #abort: ((reason?: Error) => void) | undefined;
+  #resume: (() => void) | undefined;
+  #bytes = 0;
+  #done = false;
+  #headers = false;
+
+  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[]) {
+    this.#res = res;
+    this.#cb = cb;
+    this.#extra = extra;
+  }
+
+  abort(reason: Error): void {
+    if (this.#done) return;
+    if (this.#abort) this.#abort(reason);
+    else this.onError(reason);
+  }
+
+  onConnect(abort: (reason?: Error) => void): void {
+    if (this.#done) {
+      abort(new StreamClosed('aborted'));
+      return;
+    }
+    this.#abort = abort;
+  }
+
+  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    if (status < 200) return true; // 1xx: informational; the final response follows.
+    const res = this.#res;
+    if (res.destroyed) {
+      this.#abort?.(new StreamClosed('client_closed'));
+      return false;
+    }
+    this.#resume = resume;
+    this.#headers = true;
+    const headers = callerResponseHeaders(raw, this.#extra);
+    res.writeHead(status, headers);
+    let streaming = status !== 204 && status !== 304;
+    for (let i = 0; i < headers.length && streaming; i += 2) if (headers[i] === 'content-length') streaming = false;
+    // A response without a length is a stream (SSE, chunked): send its head now, so a stream
+    // whose first event comes later is not held back. Others go out with their first chunk.
+    if (streaming) res.flushHeaders();
+    this.#cb.onResponse(status, streaming);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.#bytes += chunk.length;
+    const ok = this.#res.write(chunk);
+    if (!ok) this.#res.once('drain', this.#resume as () => void);
+    return ok;
+  }
+
+  onComplete(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#res.end();
+    this.#cb.onEnd(this.#bytes);
+  }
+
+  onError(error: Error): void {
+    if (this.#done) return;
+    this.#done = true;
+    if (this.#headers) {
+      // Mid-stream: a gateway-initiated close ends the stream cleanly (the SSE client sees the end
+      // of the stream); an upstream failure cuts the connection so the caller knows the body is
+      // incomplete.
+      if (error instanceof StreamClosed && !this.#res.destroyed) this.#res.end();
+      else this.#res.destroy();
+      this.#cb.onEnd(this.#bytes, error);
+    } else {
+      this.#cb.onFailure(error, this.#bytes);
+    }
+  }
+}
+
+/** A forwarded exchange that can be aborted (revocation, shutdown, a caller that went away). */
+export interface ForwardHandle {
+  abort(reason: Error): void;
+}
+
+/**
+ * Forward a request. Returns a handle to abort it.
+ *
+ * @example
+ * ```ts
+ * const handle = forward(res, { dispatcher: pool, method: 'GET', path: '/items', headers, body: null,
+ *   headersTimeout: 30_000, bodyTimeout: 300_000, responseHeaders: ['x-request-id', id] }, callbacks);
+ * ```
+ */
+export function forward(res: ServerResponse, options: ForwardOptions, callbacks: ForwardCallbacks): ForwardHandle {
+  const handler = new ForwardHandler(res, callbacks, options.responseHeaders);
+  options.dispatcher.dispatch(
+    {
+      method: options.method as Dispatcher.HttpMethod,
+      path: options.path,
+      headers: options.headers,
+      body: options.body as Dispatcher.DispatchOptions['body'],
+      headersTimeout: options.headersTimeout,
+      bodyTimeout: options.bodyTimeout,
+    },
+    handler as unknown as Dispatcher.DispatchHandler,
+  );
+  return handler;
+}
+
+/**
+ * Wrap a chunked request body so it is counted and cut at `limit` bytes (the upload then fails
+ * with {@link BodyTooLarge}). A body with Content-Length is checked before forwarding instead.
+ */
+export async function* limitedBody(req: IncomingMessage, limit: number, count: (n: number) => void): AsyncGenerator<Uint8Array> {
+  let total = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    count(chunk.length);
+    if (total > limit) throw new BodyTooLarge();
+    yield chunk;
+  }
+}

@@ -1,0 +1,268 @@
+/**
+ * WebSocket forwarding. The upgrade request is authenticated by the pipeline before anything is
+ * sent upstream; then the upgrade goes upstream with the injected credential, the upstream's 101
+ * is relayed, and the two sockets are joined byte for byte (subprotocols and extensions are the
+ * endpoints' business).
+ *
+ * The relay follows frame boundaries in both directions (`FrameBoundaries`), so when the caller's
+ * token is revoked or expires it can finish the frame in flight and then send a close frame
+ * (1008 policy violation) to the caller and one to the upstream.
+ *
+ * @module
+ */
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Duplex } from 'node:stream';
+import { HOP_BY_HOP } from '../http/headers.ts';
+import { closeFrame, FrameBoundaries } from './frames.ts';
+
+export interface UpgradeTarget {
+  readonly url: URL;
+  /** Path and query for the upstream. */
+  readonly path: string;
+  /** Headers for the upstream (cleaned, credential added); `connection`/`upgrade` are added here. */
+  readonly headers: Record<string, string | string[]>;
+  /** ms */
+  readonly connectTimeout: number;
+  /** ms */
+  readonly headersTimeout: number;
+  /** Extra response headers for the caller (flat `[name, value…]`). */
+  readonly responseHeaders: readonly string[];
+}
+
+export interface UpgradeCallbacks {
+  /** The upstream accepted; the relay is running. */
+  onUpgraded(relay: WebSocketRelay): void;
+  /** The upstream answered without upgrading; its answer was relayed and the socket closed. */
+  onRefused(status: number): void;
+  /** No answer from the upstream (connect error, timeout); the caller has not been answered. */
+  onFailure(error: unknown): void;
+}
+
+class UpgradeTimeout extends Error {
+  readonly code: string;
+  constructor(code: string) {
+    super(code);
+    this.code = code;
+  }
+}
+
+function statusLine(status: number, message: string | undefined): string {
+  return `HTTP/1.1 ${status} ${(message ?? '').replace(/[^\x20-\x7e]/g, '')}\r\n`;
+}
+
+/**
+ * Send the upgrade upstream. The caller's socket is answered only through the callbacks' paths:
+ * the 101 and relay, the upstream's refusal, or nothing (on failure the gateway answers).
+ */
+export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarget, callbacks: UpgradeCallbacks): () => void {
+  const secure = target.url.protocol === 'https:';
+  const request = secure ? httpsRequest : httpRequest;
+  let settled = false;
+  const up = request({
+    host: target.url.hostname.replace(/^\[|\]$/g, ''),
+    port: target.url.port || (secure ? 443 : 80),
+    method: 'GET',
+    path: target.path,
+    headers: { ...target.headers, connection: 'Upgrade', upgrade: 'websocket' },
+    agent: false,
+  });
+  const fail = (error: unknown) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    up.destroy();
+    callbacks.onFailure(error);
+  };
+  let timer = setTimeout(() => fail(new UpgradeTimeout('UND_ERR_CONNECT_TIMEOUT')), target.connectTimeout);
+  up.on('socket', (s) => {
+    s.once('connect', () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fail(new UpgradeTimeout('UND_ERR_HEADERS_TIMEOUT')), target.headersTimeout);
+    });
+  });
+  up.on('error', fail);
+  up.on('upgrade', (res: IncomingMessage, upstream: Duplex, upstreamHead: Buffer) => {
+    if (settled) {
+      upstream.destroy();
+      return;
+    }
+    settled = true;
+    clearTimeout(timer);
+    let text = statusLine(101, 'Switching Protocols');
+    const raw = res.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i] as string;
+      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+      text += `${name}: ${raw[i + 1]}\r\n`;
+    }
+    text += 'Connection: Upgrade\r\nUpgrade: websocket\r\n';
+    for (let i = 0; i < target.responseHeaders.length; i += 2) text += `${target.responseHeaders[i]}: ${target.responseHeaders[i + 1]}\r\n`;
+    client.write(`${text}\r\n`);
+    const relay = new WebSocketRelay(client, upstream);
+    callbacks.onUpgraded(relay);
+    if (upstreamHead.length > 0) relay.fromUpstream(upstreamHead);
+    if (head.length > 0) relay.fromClient(head);
+    relay.start();
+  });
+  up.on('response', (res: IncomingMessage) => {
+    if (settled) {
+      res.destroy();
+      return;
+    }
+    settled = true;
+    clearTimeout(timer);
+    // The upstream refused the upgrade: relay its status and body, then close.
+    let text = statusLine(res.statusCode ?? 502, res.statusMessage);
+    const raw = res.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = (raw[i] as string).toLowerCase();
+      if (HOP_BY_HOP.has(name) || name === 'content-length') continue;
+      text += `${raw[i]}: ${raw[i + 1]}\r\n`;
+    }
+    for (let i = 0; i < target.responseHeaders.length; i += 2) text += `${target.responseHeaders[i]}: ${target.responseHeaders[i + 1]}\r\n`;
+    client.write(`${text}Connection: close\r\n\r\n`);
+    res.pipe(client);
+    res.on('error', () => client.destroy());
+    callbacks.onRefused(res.statusCode ?? 502);
+  });
+  up.end();
+  return () => fail(new UpgradeTimeout('aborted'));
+}
+
+/** A joined client ↔ upstream WebSocket byte stream that can be closed between frames. */
+export class WebSocketRelay {
+  readonly #client: Duplex;
+  readonly #upstream: Duplex;
+  readonly #toClient = new FrameBoundaries();
+  readonly #toUpstream = new FrameBoundaries();
+  #closing: { code: number; reason: string } | undefined;
+  #clientCloseSent = false;
+  #upstreamCloseSent = false;
+  #ended = false;
+  #onEnd: ((bytesIn: number, bytesOut: number) => void) | undefined;
+  #bytesIn = 0;
+  #bytesOut = 0;
+  #killTimer: NodeJS.Timeout | undefined;
+
+  constructor(client: Duplex, upstream: Duplex) {
+    this.#client = client;
+    this.#upstream = upstream;
+  }
+
+  /** Called once when both sides are closed, with the bytes relayed each way. */
+  onEnd(listener: (bytesIn: number, bytesOut: number) => void): void {
+    this.#onEnd = listener;
+  }
+
+  start(): void {
+    const client = this.#client;
+    const upstream = this.#upstream;
+    (client as { setTimeout?: (ms: number) => void }).setTimeout?.(0);
+    upstream.on('data', (c: Buffer) => this.fromUpstream(c));
+    client.on('data', (c: Buffer) => this.fromClient(c));
+    // When one side closes, end the other gracefully (its pending writes flush), destroy it if it
+    // lingers; the relay is over when both are closed.
+    let closed = 0;
+    const onClose = (other: Duplex) => {
+      if (!other.destroyed) {
+        other.end();
+        setTimeout(() => other.destroy(), 2000).unref();
+      }
+      if (++closed === 2) this.#end();
+    };
+    client.on('close', () => onClose(upstream));
+    upstream.on('close', () => onClose(client));
+    client.on('end', () => upstream.end());
+    upstream.on('end', () => client.end());
+    client.on('error', () => client.destroy());
+    upstream.on('error', () => upstream.destroy());
+  }
+
+  fromUpstream(chunk: Buffer): void {
+    if (this.#clientCloseSent) return;
+    let data = chunk;
+    if (this.#closing) {
+      const at = this.#toClient.consume(chunk, 0, true);
+      if (at < 0) {
+        this.#send(this.#client, chunk, this.#upstream);
+        return;
+      }
+      data = chunk.subarray(0, at);
+      if (data.length > 0) this.#send(this.#client, data, this.#upstream);
+      this.#closeClient();
+      return;
+    }
+    this.#toClient.consume(chunk);
+    this.#bytesOut += data.length;
+    this.#send(this.#client, data, this.#upstream);
+  }
+
+  fromClient(chunk: Buffer): void {
+    if (this.#upstreamCloseSent) return;
+    if (this.#closing) {
+      const at = this.#toUpstream.consume(chunk, 0, true);
+      if (at < 0) {
+        this.#send(this.#upstream, chunk, this.#client);
+        return;
+      }
+      if (at > 0) this.#send(this.#upstream, chunk.subarray(0, at), this.#client);
+      this.#closeUpstream();
+      return;
+    }
+    this.#toUpstream.consume(chunk);
+    this.#bytesIn += chunk.length;
+    this.#send(this.#upstream, chunk, this.#client);
+  }
+
+  #send(to: Duplex, data: Buffer, from: Duplex): void {
+    if (to.destroyed || to.writableEnded) return;
+    if (!to.write(data)) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  }
+
+  /**
+   * Close both sides with `code` between frames: the frame in flight in each direction is
+   * completed first. Sockets still open after `graceMs` are destroyed.
+   */
+  close(code: number, reason: string, graceMs = 2000): void {
+    if (this.#closing || this.#ended) return;
+    this.#closing = { code, reason };
+    if (this.#toClient.atBoundary) this.#closeClient();
+    if (this.#toUpstream.atBoundary) this.#closeUpstream();
+    this.#killTimer = setTimeout(() => {
+      this.#client.destroy();
+      this.#upstream.destroy();
+    }, graceMs);
+    this.#killTimer.unref();
+  }
+
+  #closeClient(): void {
+    if (this.#clientCloseSent || !this.#closing) return;
+    this.#clientCloseSent = true;
+    const c = this.#client;
+    if (!c.destroyed && !c.writableEnded) {
+      c.write(closeFrame(this.#closing.code, this.#closing.reason, false));
+      c.end();
+    }
+  }
+
+  #closeUpstream(): void {
+    if (this.#upstreamCloseSent || !this.#closing) return;
+    this.#upstreamCloseSent = true;
+    const u = this.#upstream;
+    if (!u.destroyed && !u.writableEnded) {
+      u.write(closeFrame(this.#closing.code, this.#closing.reason, true));
+      u.end();
+    }
+  }
+
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    if (this.#killTimer) clearTimeout(this.#killTimer);
+    this.#onEnd?.(this.#bytesIn, this.#bytesOut);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Reading a request against the compiled state: the URL the caller used, its host, its address,
+ * the route it takes, and what goes upstream. Pure functions of the state and the request.
+ *
+ * @module
+ */
+import type { IncomingMessage } from 'node:http';
+import type { HeaderBag } from '../core/verify/extract.ts';
+import { AGENT_CARD_PATHS } from './a2a.ts';
+import type { CompiledRoute, GatewayState } from './compile.ts';
+import type { Exchange } from './exchange.ts';
+import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
+import { traceContext } from './http/trace.ts';
+import type { Decision } from './pipeline/run.ts';
+import { hostMatches, hostOf } from './routes.ts';
+
+export function repeatsCredentialHeader(raw: readonly string[]): boolean {
+  let auth = 0;
+  let dpop = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === 13 && n.toLowerCase() === 'authorization') auth++;
+    else if (n.length === 4 && n.toLowerCase() === 'dpop') dpop++;
+  }
+  return auth > 1 || dpop > 1;
+}
+
+/** The header view the verifier gets: `req.headers`, or `headersDistinct` when a credential header
+ * is repeated (Node keeps only the first Authorization in `headers`, which would hide the attack). */
+export function headerBag(req: IncomingMessage): HeaderBag {
+  return repeatsCredentialHeader(req.rawHeaders) ? req.headersDistinct : req.headers;
+}
+
+export function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
+  const url = req.url ?? '/';
+  if (s.publicUrl !== undefined) return s.publicUrl.replace(/\/$/, '') + url;
+  const proto =
+    (s.trustProxy && firstValue(req.headers['x-forwarded-proto'])) ||
+    ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+  const host = (s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host || 'localhost';
+  return `${proto}://${host}${url}`;
+}
+
+export function requestHost(s: GatewayState, req: IncomingMessage): string {
+  return hostOf((s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host);
+}
+
+export function remoteOf(s: GatewayState, req: IncomingMessage): string {
+  const peer = plainAddress(req.socket.remoteAddress ?? '');
+  if (!s.trustProxy) return peer;
+  const xff = req.headers['x-forwarded-for'];
+  const first = typeof xff === 'string' ? xff.split(',')[0]?.trim() : undefined;
+  return first || peer;
+}
+
+export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | undefined {
+  const routes = s.routes;
+  for (let i = 0; i < routes.length; i++) {
+    const r = routes[i] as CompiledRoute;
+    if (r.matches(host, path, method)) return r;
+  }
+  return undefined;
+}
+
+/** The A2A route whose agent card `path` asks for, if it is an agent-card path. */
+export function cardRoute(s: GatewayState, host: string, path: string): CompiledRoute | undefined {
+  if (!s.hasA2a) return undefined;
+  const suffix = AGENT_CARD_PATHS.find((p) => path.endsWith(p));
+  if (suffix === undefined) return undefined;
+  const base = path.slice(0, path.length - suffix.length);
+  for (const r of s.routes) {
+    if (!r.a2a) continue;
+    const h = r.config.match.host;
+    if (h !== undefined && !hostMatches(h, host)) continue;
+    if (base === '' || base === r.prefix) return r;
+  }
+  return undefined;
+}
+
+export function upstreamPath(route: CompiledRoute, path: string, query: string): string {
+  const u = route.upstream;
+  let rest = path;
+  if (u.stripPrefix !== undefined && (path === u.stripPrefix || path.startsWith(`${u.stripPrefix}/`))) {
+    rest = path.slice(u.stripPrefix.length);
+  }
+  const joined = u.basePath + rest;
+  return (joined === '' ? '/' : joined) + query;
+}
+
+export function upstreamHeaders(
+  s: GatewayState,
+  req: IncomingMessage,
+  route: CompiledRoute,
+  decision: Decision & { ok: true },
+  x: Exchange,
+) {
+  const extra = decision.headers;
+  extra['x-request-id'] = x.requestId;
+  const trace = traceContext(req.headers.traceparent, req.headers.tracestate);
+  extra.traceparent = trace.traceparent;
+  if (trace.tracestate !== undefined) extra.tracestate = trace.tracestate;
+  if (route.upstream.preserveHost && req.headers.host !== undefined) extra.host = req.headers.host;
+  const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
+  return upstreamRequestHeaders(
+    req.headers,
+    s.headerPolicy,
+    {
+      remoteAddress: req.socket.remoteAddress ?? '',
+      proto: encrypted ? 'https' : 'http',
+      host: req.headers.host ?? '',
+      trustProxy: s.trustProxy,
+    },
+    extra,
+  );
+}
+
+function firstValue(v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const s = Array.isArray(v) ? v[0] : v;
+  return s?.split(',')[0]?.trim() || undefined;
+}

@@ -1,0 +1,67 @@
+/**
+ * Route matching: host (exact or `*.suffix`), path (segment-wise prefix or a pattern) and method.
+ * Routes are tried in configuration order; the first match wins; no match is 404 `route_not_found`.
+ *
+ * @module
+ */
+
+import type { ConfigIssue } from '../core/errors.ts';
+import { compilePolicy } from '../core/policy.ts';
+import type { ScopeModel } from '../core/scopes.ts';
+
+export interface RouteMatch {
+  readonly host?: string | undefined;
+  readonly path_prefix?: string | undefined;
+  readonly path?: string | undefined;
+  readonly methods?: readonly string[] | undefined;
+}
+
+export type Matcher = (host: string, path: string, method: string) => boolean;
+
+/** True when `path` equals `prefix` or continues it with a new segment. */
+export function hasPathPrefix(path: string, prefix: string): boolean {
+  const p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+  if (p === '') return true;
+  return path === p || (path.startsWith(p) && path.charCodeAt(p.length) === 0x2f);
+}
+
+/** True when `host` matches `pattern` (exact, or `*.example.com` for any subdomain). */
+export function hostMatches(pattern: string, host: string): boolean {
+  if (pattern.startsWith('*.')) return host.length > pattern.length - 1 && host.endsWith(pattern.slice(1));
+  return host === pattern;
+}
+
+/** Compile a route's match block. Pattern errors are reported under `at`. */
+export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[]): Matcher {
+  const { host, path_prefix: prefix } = match;
+  const methods = match.methods ? new Set(match.methods) : undefined;
+  let pattern: ((path: string) => boolean) | undefined;
+  if (match.path !== undefined) {
+    const compiled = compilePolicy([{ path: match.path }], scopes, `${at}.path`);
+    for (const i of compiled.issues) issues.push({ path: `${at}.path`, message: i.message });
+    const policy = compiled.policy;
+    pattern = (path) => policy.match({ method: 'GET', path }) !== undefined;
+  }
+  return (h, path, method) => {
+    if (methods !== undefined && !methods.has(method)) return false;
+    if (host !== undefined && !hostMatches(host, h)) return false;
+    if (prefix !== undefined && !hasPathPrefix(path, prefix)) return false;
+    if (pattern !== undefined && !pattern(path)) return false;
+    return true;
+  };
+}
+
+/** The host a request was sent to: lower case, without port (`[::1]` keeps its brackets). */
+export function hostOf(value: string | undefined): string {
+  if (value === undefined || value === '') return '';
+  let v = value;
+  const comma = v.indexOf(',');
+  if (comma >= 0) v = v.slice(0, comma);
+  v = v.trim().toLowerCase();
+  if (v.startsWith('[')) {
+    const end = v.indexOf(']');
+    return end < 0 ? v : v.slice(0, end + 1);
+  }
+  const colon = v.indexOf(':');
+  return colon < 0 ? v : v.slice(0, colon);
+}

@@ -1,0 +1,157 @@
+/**
+ * `serveGateway`: a gateway on its own `node:http` server, for `tessera gateway`, tests and
+ * benchmarks. It applies the connection limits, reloads on SIGHUP and when the configuration file
+ * changes, and shuts down gracefully. (`tessera serve` mounts `createGateway` next to the token
+ * service instead.)
+ *
+ * @module
+ */
+import { watch } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadConfigFile } from '../config/load.ts';
+import type { TesseraConfig } from '../config/schema.ts';
+import { ConfigError } from '../core/errors.ts';
+import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
+
+export interface ServeOptions {
+  /** A loaded configuration; or give `configFile`. */
+  readonly config?: TesseraConfig;
+  /** Configuration file: loaded now, reloaded on SIGHUP and (with `gateway.watch_config`) on change. */
+  readonly configFile?: string;
+  /** Environment for `${VAR}` in the file (default `process.env`). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Override `server.host` / `server.port` (tests use port 0). */
+  readonly host?: string;
+  readonly port?: number;
+  /** Install SIGHUP (reload) and SIGTERM/SIGINT (shutdown) handlers. Default false. */
+  readonly signals?: boolean;
+}
+
+export interface ServedGateway {
+  readonly gateway: Gateway;
+  readonly server: Server;
+  /** `http://host:port` */
+  readonly url: string;
+  /** Reload from `configFile` (or apply `config`). */
+  reload(config?: TesseraConfig): ReloadResult;
+  close(options?: { drainTimeoutMs?: number }): Promise<void>;
+}
+
+function applyLimits(server: Server, config: TesseraConfig): void {
+  const limits = config.gateway?.limits;
+  if (!limits) return;
+  server.maxConnections = limits.max_connections;
+  server.headersTimeout = limits.headers_timeout * 1000;
+  server.requestTimeout = limits.request_timeout * 1000;
+  server.keepAliveTimeout = limits.keep_alive_timeout * 1000;
+}
+
+/**
+ * Start a gateway server.
+ *
+ * @example
+ * ```ts
+ * const served = await serveGateway({ configFile: 'tessera.yaml', signals: true });
+ * console.log(`gateway on ${served.url}`);
+ * ```
+ */
+export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}): Promise<ServedGateway> {
+  const file = options.configFile;
+  const env = options.env ?? process.env;
+  const config = options.config ?? (file ? loadConfigFile(file, env) : undefined);
+  if (!config) throw new ConfigError([{ path: '(options)', message: 'give config or configFile' }]);
+  const gateway = createGateway(config, deps);
+  const limits = config.gateway?.limits;
+  const server = createServer(
+    {
+      maxHeaderSize: limits?.max_header_size ?? 16 * 1024,
+      noDelay: true,
+      // The gateway reads absolute-form targets as invalid paths; no HTTP/0.9 or lenient parsing.
+      insecureHTTPParser: false,
+      requireHostHeader: true,
+    },
+    gateway.handleRequest,
+  );
+  server.on('upgrade', gateway.handleUpgrade);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (socket.writable && !socket.destroyed) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    } else socket.destroy();
+  });
+  applyLimits(server, config);
+  const host = options.host ?? config.server.host;
+  const port = options.port ?? config.server.port;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  gateway.logger.info({ event: 'listening', url, routes: gateway.state.routes.length }, 'gateway listening');
+
+  const reload = (next?: TesseraConfig): ReloadResult => {
+    let c = next;
+    if (c === undefined) {
+      if (!file) return { ok: true, warnings: [] };
+      try {
+        c = loadConfigFile(file, env);
+      } catch (e) {
+        if (e instanceof ConfigError) {
+          gateway.logger.error({ event: 'config_reload_refused', problems: e.issues.length }, e.message);
+          return { ok: false, error: e };
+        }
+        throw e;
+      }
+    }
+    const result = gateway.reload(c);
+    if (result.ok) applyLimits(server, c);
+    return result;
+  };
+
+  let watcher: ReturnType<typeof watch> | undefined;
+  let debounce: NodeJS.Timeout | undefined;
+  if (file && config.gateway?.watch_config) {
+    try {
+      watcher = watch(file, () => {
+        clearTimeout(debounce);
+        debounce = setTimeout(() => reload(), 200);
+        debounce.unref();
+      });
+      watcher.unref();
+    } catch {
+      gateway.logger.warn({ event: 'config_watch_unavailable' }, 'cannot watch the configuration file; reload with SIGHUP');
+    }
+  }
+
+  let closed: Promise<void> | undefined;
+  const close = (opts: { drainTimeoutMs?: number } = {}): Promise<void> => {
+    closed ??= (async () => {
+      watcher?.close();
+      clearTimeout(debounce);
+      process.off('SIGHUP', onHup);
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onTerm);
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await gateway.close(opts);
+      server.closeAllConnections();
+      await stopped;
+      gateway.logger.info({ event: 'stopped' }, 'gateway stopped');
+    })();
+    return closed;
+  };
+  const onHup = () => void reload();
+  const onTerm = () => void close().then(() => process.exit(0));
+  if (options.signals) {
+    process.on('SIGHUP', onHup);
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onTerm);
+  }
+  return { gateway, server, url, reload, close };
+}

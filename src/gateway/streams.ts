@@ -1,0 +1,110 @@
+/**
+ * Long-lived exchanges (WebSocket connections, SSE and other streamed responses) watched for the
+ * end of their caller's authority: "revoked" must mean revoked for an open stream too.
+ *
+ * On every revocation the open streams are checked against the revocation list (a few set lookups
+ * each); once a second, streams whose token has expired are closed. Closing is the stream's own
+ * business: a WebSocket gets a close frame (1008), an HTTP response stream ends.
+ *
+ * @module
+ */
+import type { Clock } from '../core/ports.ts';
+import type { Principal } from '../core/verify/principal.ts';
+import type { Revocation, RevocationCheck } from '../core/verify/revocation.ts';
+
+export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'shutdown';
+
+export interface TrackedStream {
+  readonly kind: 'websocket' | 'http';
+  readonly principal: Principal;
+  /** For `http`: the response is a stream (no Content-Length), not a plain request in flight. */
+  streaming?: boolean;
+  /** Close the stream; called at most once. */
+  close(reason: StreamCloseReason): void;
+}
+
+/** A revocation source that announces changes (`RevocationList`). */
+export interface RevocationFeed extends RevocationCheck {
+  subscribe(listener: (r: Revocation) => void): () => void;
+}
+
+export class StreamRegistry {
+  readonly #streams = new Set<TrackedStream>();
+  readonly #clock: Clock;
+  readonly #revocation: RevocationCheck | undefined;
+  readonly #unsubscribe: (() => void) | undefined;
+  readonly #timer: NodeJS.Timeout;
+  #counts = { websocket: 0, http: 0 };
+
+  constructor(options: { clock: Clock; revocation?: RevocationFeed | undefined; sweepIntervalMs?: number }) {
+    this.#clock = options.clock;
+    this.#revocation = options.revocation;
+    this.#unsubscribe = options.revocation?.subscribe(() => this.checkRevoked());
+    this.#timer = setInterval(() => this.sweepExpired(), options.sweepIntervalMs ?? 1000);
+    this.#timer.unref();
+  }
+
+  /** Watch a stream; the returned function stops watching (call it when the stream ends). */
+  add(stream: TrackedStream): () => void {
+    this.#streams.add(stream);
+    this.#counts[stream.kind]++;
+    return () => {
+      if (this.#streams.delete(stream)) this.#counts[stream.kind]--;
+    };
+  }
+
+  get counts(): { websocket: number; http: number } {
+    return { ...this.#counts };
+  }
+
+  #close(s: TrackedStream, reason: StreamCloseReason): void {
+    if (this.#streams.delete(s)) this.#counts[s.kind]--;
+    try {
+      s.close(reason);
+    } catch {
+      // a stream that fails to close is already gone
+    }
+  }
+
+  /** Close streams whose token is now revoked. */
+  checkRevoked(): void {
+    const r = this.#revocation;
+    if (r === undefined) return;
+    for (const s of [...this.#streams]) {
+      const p = s.principal;
+      if (p.kind === 'static') continue;
+      const revoked = r.isRevoked({
+        issuer: p.issuer,
+        subject: p.subject,
+        clientId: p.clientId,
+        delegationId: p.delegationId,
+        tokenId: p.tokenId,
+        issuedAt: p.issuedAt,
+        expiresAt: p.expiresAt,
+      });
+      if (revoked) this.#close(s, 'token_revoked');
+    }
+  }
+
+  /** Close streams whose token has expired. */
+  sweepExpired(): void {
+    const now = this.#clock() / 1000;
+    for (const s of [...this.#streams]) if (s.principal.expiresAt <= now) this.#close(s, 'token_expired');
+  }
+
+  /**
+   * Close every stream (shutdown). With `longLivedOnly`, plain HTTP requests in flight are left to
+   * finish; WebSockets and streamed responses are closed.
+   */
+  closeAll(reason: StreamCloseReason = 'shutdown', longLivedOnly = false): void {
+    for (const s of [...this.#streams]) {
+      if (longLivedOnly && s.kind === 'http' && !s.streaming) continue;
+      this.#close(s, reason);
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#unsubscribe?.();
+  }
+}

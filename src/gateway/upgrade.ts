@@ -1,0 +1,143 @@
+/**
+ * WebSocket upgrades: the same pipeline decides before anything is sent upstream; refusals are
+ * written on the raw socket; an accepted upgrade is relayed and watched for revocation and expiry.
+ *
+ * @module
+ */
+import { type IncomingMessage, STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { TesseraError } from '../core/errors.ts';
+import type { GatewayContext } from './context.ts';
+import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
+import { requestId } from './http/trace.ts';
+import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
+import type { GatewayRequest } from './pipeline/request.ts';
+import { decide } from './pipeline/run.ts';
+import { upstreamFailure } from './proxy/forward.ts';
+import { forwardUpgrade } from './proxy/websocket.ts';
+import { absoluteUrl, findRoute, headerBag, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
+import type { StreamCloseReason } from './streams.ts';
+
+const CLOSE_TEXT: Record<StreamCloseReason, string> = {
+  token_revoked: 'token revoked',
+  token_expired: 'token expired',
+  shutdown: 'server shutting down',
+};
+
+function writeSocketDeny(socket: Duplex, d: DenyRendering): void {
+  if (socket.destroyed) return;
+  let text = `HTTP/1.1 ${d.status} ${STATUS_CODES[d.status] ?? ''}\r\n`;
+  for (const [k, v] of Object.entries(d.headers)) text += `${k}: ${v}\r\n`;
+  socket.end(`${text}connection: close\r\n\r\n${d.body}`);
+}
+
+export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const s = ctx.state;
+  socket.on('error', () => socket.destroy());
+  const x = ctx.begin('gateway.request', req);
+  x.requestId = requestId(req.headers['x-request-id']);
+  const url = req.url ?? '/';
+  const denySocket = (error: TesseraError, challenges: (e?: TesseraError) => string[]) => {
+    writeSocketDeny(socket, ctx.denyRendering(x, error, challenges));
+    ctx.finish(x);
+  };
+  const target = normalizeTarget(url);
+  if (target === undefined) {
+    x.path = auditRawPath(url);
+    denySocket(new TesseraError('request_path_invalid'), s.challenges);
+    return;
+  }
+  x.path = auditPath(target.path, target.query);
+  const host = requestHost(s, req);
+  const route = findRoute(s, host, target.path, x.method);
+  if (route === undefined) {
+    denySocket(new TesseraError('route_not_found'), s.challenges);
+    return;
+  }
+  x.route = route.id;
+  const upgrade = req.headers.upgrade;
+  if (ctx.closing || !route.websocket || typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket' || x.method !== 'GET') {
+    denySocket(new TesseraError('request_upgrade_refused'), route.authn.challenges);
+    return;
+  }
+  const greq: GatewayRequest = {
+    method: 'GET',
+    host,
+    path: target.path,
+    query: target.query,
+    url: absoluteUrl(s, req),
+    headers: headerBag(req),
+    remoteAddress: remoteOf(s, req),
+  };
+  Promise.resolve(decide(route.pipeline, greq)).then(
+    (d) => {
+      if (d.principal) x.principal = d.principal;
+      if (d.rule) x.rule = d.rule;
+      if (!d.ok) {
+        denySocket(d.error, route.authn.challenges);
+        return;
+      }
+      if (socket.destroyed) {
+        x.decision = 'allow';
+        x.reason = 'client_closed';
+        ctx.finish(x);
+        return;
+      }
+      x.decision = 'allow';
+      const headers = upstreamHeaders(s, req, route, d, x);
+      const principal = d.principal;
+      forwardUpgrade(
+        socket,
+        head,
+        {
+          url: route.upstream.url,
+          path: upstreamPath(route, greq.path, greq.query),
+          headers,
+          connectTimeout: route.upstream.connectTimeout,
+          headersTimeout: route.upstream.headersTimeout,
+          responseHeaders: ['x-request-id', x.requestId],
+        },
+        {
+          onUpgraded(relay) {
+            x.status = 101;
+            x.upstreamStatus = 101;
+            ctx.finish(x);
+            let untrack: (() => void) | undefined;
+            if (principal !== undefined) {
+              untrack = ctx.streams.add({
+                kind: 'websocket',
+                principal,
+                close(reason) {
+                  ctx.streamClosedEvent(x, principal, reason);
+                  relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);
+                },
+              });
+            }
+            relay.onEnd(() => untrack?.());
+          },
+          onRefused(status) {
+            x.status = status;
+            x.upstreamStatus = status;
+            ctx.finish(x);
+          },
+          onFailure(error) {
+            const f = upstreamFailure(error);
+            ctx.metrics.upstreamError(route.id, f.kind);
+            const e = new TesseraError(f.code);
+            x.reason = f.code;
+            x.status = e.status;
+            writeSocketDeny(socket, renderDeny(e, s.challenges, x.requestId));
+            ctx.finish(x);
+          },
+        },
+      );
+    },
+    (e: unknown) => {
+      ctx.logger.error({ event: 'internal_error', request_id: x.requestId, error: (e as Error)?.name ?? 'error' }, 'upgrade failed');
+      x.reason = 'internal_error';
+      x.status = 500;
+      socket.destroy();
+      ctx.finish(x);
+    },
+  );
+}

@@ -1,0 +1,89 @@
+/**
+ * `tessera check`: every check passes against a correctly configured gateway, and each failure is
+ * reported against a resource server that gets it wrong.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { runChecks } from '../../src/cli/commands/check.ts';
+import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from '../gateway/helpers.ts';
+
+const run = promisify(execFile);
+const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+
+describe('tessera check', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let t: string;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          {
+            id: 'agent',
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{ scopes: ['api:read'] }],
+            a2a: { card: { name: 'Demo agent' }, token_url: 'https://tessera.test/token', scopes: { 'api:read': 'Read' } },
+          },
+        ],
+      },
+    });
+    t = await token();
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('passes every check against the gateway', async () => {
+    const results = await runChecks(`${gw.url}/items`, t);
+    assert.equal(results.length, 6);
+    for (const r of results) assert.ok(r.ok, `${r.name}: ${r.detail}`);
+  });
+
+  it('prints a PASS line per check and exits 0 (the token is never printed)', async () => {
+    const { stdout } = await run(process.execPath, [CLI, 'check', `${gw.url}/items`, '--token', t]);
+    const lines = stdout.trim().split('\n');
+    assert.equal(lines.length, 6);
+    assert.ok(lines.every((l) => l.startsWith('PASS')));
+    assert.ok(!stdout.includes(t));
+  });
+
+  it('exits non-zero with FAIL lines against a server that accepts anything', async () => {
+    const lax = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    await new Promise<void>((r) => lax.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(lax.address() as AddressInfo).port}/items`;
+    try {
+      const results = await runChecks(url, t);
+      const failed = results.filter((r) => !r.ok).map((r) => r.name);
+      assert.deepEqual(failed, [
+        'protected path refuses a request without a token',
+        'a malformed token is refused',
+        'a token without the Bearer scheme is refused',
+        'the agent card advertises the bearer scheme',
+      ]);
+      await assert.rejects(
+        run(process.execPath, [CLI, 'check', url, '--token', t]),
+        (e: { code?: number; stdout?: string; stderr?: string }) => {
+          return e.code === 1 && /FAIL/.test(e.stdout ?? '') && /checks failed/.test(e.stderr ?? '');
+        },
+      );
+    } finally {
+      lax.close();
+    }
+  });
+
+  it('fails the valid-token check with a wrong token', async () => {
+    const results = await runChecks(`${gw.url}/items`, 'wrong.token.value', { agentCard: false });
+    assert.deepEqual(
+      results.filter((r) => !r.ok).map((r) => r.name),
+      ['the valid token is accepted'],
+    );
+  });
+});

@@ -1,0 +1,89 @@
+/**
+ * Gateway configuration: every problem is reported with its path and what to write instead.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseSize } from '../../src/config/gateway-schema.ts';
+import { ConfigError } from '../../src/core/errors.ts';
+import { createGateway } from '../../src/gateway/gateway.ts';
+import { baseConfig, parse, silent } from '../gateway/helpers.ts';
+
+const route = (over: Record<string, unknown> = {}) => ({
+  id: 'r',
+  upstream: { url: 'http://127.0.0.1:9' },
+  auth: 'jwt',
+  rules: [{}],
+  ...over,
+});
+
+function issues(gateway: unknown, extra: Record<string, unknown> = {}): { path: string; message: string }[] {
+  try {
+    const config = parse({ ...baseConfig(), ...extra, gateway } as never);
+    createGateway(config, { logger: silent });
+  } catch (e) {
+    if (e instanceof ConfigError) return [...e.issues];
+    throw e;
+  }
+  return [];
+}
+
+describe('gateway configuration', () => {
+  it('accepts a minimal route', () => assert.deepEqual(issues({ routes: [route()] }), []));
+
+  it('requires rules on an authenticated route, and says how to allow any caller', () => {
+    const [i] = issues({ routes: [route({ rules: undefined })] });
+    assert.equal(i?.path, 'gateway.routes[0].rules');
+    assert.match(i?.message ?? '', /rules: \[\{\}\]/);
+  });
+
+  it('refuses passthrough unless explicitly allowed', () => {
+    const r = route({ upstream: { url: 'http://127.0.0.1:9', credential: { type: 'passthrough' } } });
+    assert.equal(issues({ routes: [r] })[0]?.path, 'gateway.routes[0].upstream.credential.type');
+    assert.deepEqual(issues({ routes: [r], allow_passthrough: true }), []);
+  });
+
+  it('refuses identity, rules and exchange on a public route', () => {
+    const found = issues({ routes: [route({ auth: 'none', identity_headers: ['subject'] })] }).map((i) => i.path);
+    assert.deepEqual(found.sort(), ['gateway.routes[0].identity_headers', 'gateway.routes[0].rules']);
+  });
+
+  it('reports unknown scopes in route rules with their path', () => {
+    const [i] = issues({ routes: [route({ rules: [{ scopes: ['api:delete'] }] })] });
+    assert.equal(i?.path, 'gateway.routes[0].rules[0].scopes[0]');
+  });
+
+  it('reports a route needing a verifier that is not configured', () => {
+    assert.equal(issues({ routes: [route({ auth: 'introspection' })] })[0]?.path, 'gateway.routes[0].auth');
+    assert.equal(issues({ routes: [route({ auth: ['jwt', 'static'] })] }, { static_tokens: [] })[0]?.path, 'gateway.routes[0].auth[1]');
+  });
+
+  it('refuses duplicate route ids, bad upstream URLs and credentials in URLs', () => {
+    const found = issues({
+      routes: [route(), route({ upstream: { url: 'http://user:pw@127.0.0.1:9' } }), route({ id: 'x', upstream: { url: 'ftp://x' } })],
+    });
+    const paths = found.map((i) => i.path);
+    assert.ok(paths.includes('gateway.routes[1].id'));
+    assert.ok(paths.includes('gateway.routes[1].upstream.url'));
+    assert.ok(paths.includes('gateway.routes[2].upstream.url'));
+  });
+
+  it('suggests the right key for a misspelling', () => {
+    const [i] = issues({ routes: [route({ audiance: 'x' })] });
+    assert.equal(i?.path, 'gateway.routes[0].audiance');
+    assert.match(i?.message ?? '', /did you mean "audience"/);
+  });
+
+  it('refuses bad peer lists', () => {
+    assert.equal(
+      issues({ routes: [route()], forward_auth: { enabled: true, allowed_peers: ['nope'] } })[0]?.path,
+      'gateway.forward_auth.allowed_peers[0]',
+    );
+  });
+
+  it('parses sizes', () => {
+    assert.equal(parseSize('10mb'), 10 * 1024 * 1024);
+    assert.equal(parseSize('64KB'), 65536);
+    assert.equal(parseSize(12), 12);
+    assert.equal(parseSize('ten'), undefined);
+  });
+});

@@ -1,0 +1,118 @@
+/**
+ * A2A discovery: the agent card is public and advertises Tessera's security schemes; everything
+ * else on an A2A route needs a token.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+
+const CARD = {
+  name: 'Research agent',
+  description: 'Finds papers',
+  url: 'http://10.0.0.7:9999/',
+  version: '1.0.0',
+  capabilities: { streaming: true },
+  securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'X-Internal-Key' } },
+  security: [{ apiKey: [] }],
+  skills: [{ id: 'search', name: 'Search' }],
+};
+
+describe('gateway: A2A agent card', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let cardFetches = 0;
+  before(async () => {
+    upstream = await startUpstream((req, res) => {
+      if (req.url === '/.well-known/agent-card.json') {
+        cardFetches++;
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(CARD));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"jsonrpc":"2.0","id":1,"result":{}}');
+    });
+    const a2a = {
+      token_url: 'https://tessera.example.com/oauth/token',
+      scopes: { 'agent:invoke': 'Send tasks to the agent' },
+      url: 'https://agents.example.com/research',
+    };
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'api:read': {}, 'agent:invoke': {} },
+      gateway: {
+        routes: [
+          {
+            id: 'agent',
+            match: { host: 'localhost' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            a2a,
+          },
+          {
+            id: 'configured',
+            match: { path_prefix: '/configured' },
+            upstream: { url: 'http://127.0.0.1:9' },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            a2a: { ...a2a, card: { name: 'Configured agent', url: 'x' }, url: undefined },
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const base = () => gw.url.replace('127.0.0.1', 'localhost');
+
+  for (const path of ['/.well-known/agent-card.json', '/.well-known/agent.json']) {
+    it(`serves ${path} publicly with Tessera's security schemes`, async () => {
+      const res = await fetch(`${base()}${path}`);
+      assert.equal(res.status, 200);
+      // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+      const card: any = await res.json();
+      assert.equal(card.name, 'Research agent');
+      assert.deepEqual(card.skills, CARD.skills);
+      assert.equal(card.url, 'https://agents.example.com/research');
+      assert.deepEqual(card.securitySchemes.BearerAuth, {
+        type: 'http',
+        scheme: 'bearer',
+        bearerFormat: 'JWT',
+        description: 'A Tessera access token (RFC 9068 JWT) in the Authorization header.',
+      });
+      assert.deepEqual(card.securitySchemes.OAuth2.flows, {
+        clientCredentials: { tokenUrl: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks to the agent' } },
+      });
+      assert.equal(card.securitySchemes.apiKey, undefined, "the upstream's own scheme is not advertised");
+      assert.deepEqual(card.security, [{ BearerAuth: [] }, { OAuth2: ['agent:invoke'] }]);
+    });
+  }
+
+  it('caches the fetched card', () => assert.equal(cardFetches, 1));
+
+  it('requires a token for everything else on the route', async () => {
+    const rpc = {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"jsonrpc":"2.0","id":1,"method":"message/send"}',
+    };
+    const anon = await fetch(`${base()}/`, rpc);
+    assert.equal(anon.status, 401);
+    const other = await fetch(`${base()}/.well-known/other.json`);
+    assert.equal(other.status, 401);
+    const t = await token({ scope: 'agent:invoke' });
+    const ok = await fetch(`${base()}/`, { ...rpc, headers: { ...rpc.headers, authorization: `Bearer ${t}` } });
+    assert.equal(ok.status, 200);
+  });
+
+  it('serves a configured card under the route prefix without contacting the upstream', async () => {
+    const res = await fetch(`${gw.url}/configured/.well-known/agent-card.json`);
+    assert.equal(res.status, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    const card: any = await res.json();
+    assert.equal(card.name, 'Configured agent');
+    assert.equal(card.securitySchemes.BearerAuth.scheme, 'bearer');
+  });
+});

@@ -1,0 +1,161 @@
+/**
+ * `credential: exchange` against the UpstreamTokenIssuer port, with a test issuer that signs real
+ * JWTs with jose: the upstream gets a narrow token for its own audience, carrying the caller's
+ * chain, never outliving the caller's token; mints are cached per caller token and rule.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt, jwtVerify, SignJWT } from 'jose';
+import { ConfigError } from '../../src/core/errors.ts';
+import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
+import { createGateway } from '../../src/gateway/gateway.ts';
+import {
+  baseConfig,
+  parse,
+  requestEvents,
+  silent,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
+
+const UPSTREAM_AUD = 'https://upstream.internal';
+const TESSERA = 'https://tessera.test';
+
+/** A stand-in for the token service: RFC 8693-style narrowed tokens signed with jose. */
+function testIssuer() {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const calls: { audience: string; scopes: readonly string[]; maxTtl: number }[] = [];
+  let fail = false;
+  const issuer: UpstreamTokenIssuer = {
+    async issueForUpstream({ principal, audience, scopes, maxTtl }) {
+      calls.push({ audience, scopes, maxTtl });
+      if (fail) throw new Error('token service down');
+      const now = Math.floor(Date.now() / 1000);
+      // The gateway acts for the caller: the caller's chain nests under it.
+      let act: Record<string, unknown> | undefined;
+      for (const a of [...principal.actors].reverse()) act = act ? { sub: a.subject, act } : { sub: a.subject };
+      const jwt = await new SignJWT({
+        scope: scopes.join(' '),
+        client_id: principal.clientId,
+        act: act ? { sub: 'tessera-gateway', act } : { sub: 'tessera-gateway' },
+      })
+        .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt' })
+        .setIssuer(TESSERA)
+        .setAudience(audience)
+        .setSubject(principal.subject ?? 'unknown')
+        .setIssuedAt(now)
+        .setExpirationTime(now + maxTtl)
+        .sign(privateKey);
+      return { token: jwt, expiresAt: now + maxTtl };
+    },
+  };
+  return { issuer, publicKey, calls, setFail: (v: boolean) => (fail = v) };
+}
+
+const routes = (upstreamUrl: string) => [
+  {
+    id: 'llm',
+    upstream: { url: upstreamUrl, credential: { type: 'exchange' as const, audience: UPSTREAM_AUD, max_ttl: '5m' } },
+    auth: 'jwt' as const,
+    rules: [
+      { id: 'chat', methods: ['POST'], path: '/v1/chat', scopes: ['api:write'] },
+      { id: 'models', methods: ['GET'], path: '/v1/models', scopes: { any: ['api:read', 'admin'] } },
+    ],
+  },
+];
+
+describe('gateway: exchange upstream credential', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  const ti = testIssuer();
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({ ...baseConfig(), gateway: { routes: routes(upstream.url) } }, { upstreamTokenIssuer: ti.issuer });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('sends a narrow token for the upstream audience carrying the caller chain', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const t = await token({ scope: 'api:write admin', act: { sub: 'agent-b', act: { sub: 'agent-a' } }, exp: now + 120, iat: now });
+    const res = await fetch(`${gw.url}/v1/chat`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(res.status, 200);
+    const sent = String(upstream.seen.at(-1)!.headers.authorization).replace(/^Bearer /, '');
+    assert.notEqual(sent, t);
+    const { payload } = await jwtVerify(sent, ti.publicKey, { issuer: TESSERA, audience: UPSTREAM_AUD, typ: 'at+jwt' });
+    assert.equal(payload.sub, 'user-1');
+    assert.equal(payload.scope, 'api:write', 'narrowed to the rule, not everything the caller holds');
+    assert.deepEqual(payload.act, { sub: 'tessera-gateway', act: { sub: 'agent-b', act: { sub: 'agent-a' } } });
+    assert.ok((payload.exp as number) <= now + 120, 'never outlives the caller token');
+    assert.ok(ti.calls.at(-1)!.maxTtl <= 120);
+  });
+
+  it('caches the minted token per caller token and rule', async () => {
+    const t = await token({ scope: 'api:read' });
+    const before = ti.calls.length;
+    for (let i = 0; i < 3; i++)
+      assert.equal((await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } })).status, 200);
+    assert.equal(ti.calls.length, before + 1);
+    assert.deepEqual(ti.calls.at(-1)!.scopes, ['api:read'], 'any-of scopes: only those the caller holds');
+    const other = await token({ scope: 'api:read' });
+    await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${other}` } });
+    assert.equal(ti.calls.length, before + 2);
+  });
+
+  it('shares one mint between concurrent first requests', async () => {
+    const t = await token({ scope: 'api:read' });
+    const before = ti.calls.length;
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } })),
+    );
+    assert.deepEqual(
+      results.map((r) => r.status),
+      [200, 200, 200, 200, 200],
+    );
+    assert.equal(ti.calls.length, before + 1);
+  });
+
+  it('answers 502 upstream_credential_unavailable when the token service fails', async () => {
+    ti.setFail(true);
+    try {
+      const t = await token({ scope: 'api:read' });
+      const n = upstream.seen.length;
+      const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(res.status, 502);
+      assert.deepEqual(await res.json(), {
+        error: 'bad_gateway',
+        error_description: 'The credential for the upstream service could not be obtained.',
+      });
+      assert.equal(upstream.seen.length, n);
+      assert.equal((await requestEvents(gw)).at(-1)!.reason, 'upstream_credential_unavailable');
+    } finally {
+      ti.setFail(false);
+    }
+  });
+
+  it('never puts the minted token in the audit trail', async () => {
+    const events = JSON.stringify(await requestEvents(gw));
+    for (const s of upstream.seen) {
+      const sent = String(s.headers.authorization ?? '').replace(/^Bearer /, '');
+      if (sent) {
+        assert.ok(decodeJwt(sent).aud);
+        assert.ok(!events.includes(sent));
+      }
+    }
+  });
+});
+
+describe('gateway: exchange without a token service', () => {
+  it('is refused at load with the path', () => {
+    assert.throws(
+      () => createGateway(parse({ ...baseConfig(), gateway: { routes: routes('http://127.0.0.1:9') } }), { logger: silent }),
+      (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.path === 'gateway.routes[0].upstream.credential.type'),
+    );
+  });
+});

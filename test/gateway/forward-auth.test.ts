@@ -1,0 +1,181 @@
+/**
+ * The forward-auth endpoint as nginx auth_request, Traefik ForwardAuth and Envoy HTTP ext_authz
+ * call it: the original request is read from their headers (or path), the answer is 200 with
+ * the headers to inject, or the refusal with its challenge; each check is audited once.
+ */
+import assert from 'node:assert/strict';
+import { type IncomingHttpHeaders, request } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { AUDIENCE, baseConfig, startGateway, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
+
+const config = (peers?: string[]) => ({
+  ...baseConfig(),
+  gateway: {
+    forward_auth: { enabled: true, ...(peers ? { allowed_peers: peers } : {}) },
+    routes: [
+      {
+        id: 'api',
+        match: { host: 'api.example.com', path_prefix: '/api' },
+        upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static' as const, token: UPSTREAM_TOKEN } },
+        auth: 'jwt' as const,
+        audience: AUDIENCE,
+        rules: [
+          { methods: ['GET'], path: '/api/**', scopes: ['api:read'] },
+          { methods: ['DELETE'], path: '/api/**', scopes: ['admin'] },
+        ],
+        identity_headers: ['subject' as const, 'delegation' as const],
+        rate_limit: { key: 'subject' as const, rate: 0.01, burst: 10 },
+      },
+    ],
+  },
+});
+
+describe('gateway: forward-auth endpoint', () => {
+  let gw: TestGateway;
+  let t: string;
+  before(async () => {
+    gw = await startGateway(config());
+    t = await token({ grant_id: 'g-1', sub: 'fa-user' });
+  });
+  after(() => gw.close());
+
+  const check = (headers: Record<string, string>, path = '/_tessera/auth', method = 'GET') =>
+    fetch(`${gw.url}${path}`, { method, headers });
+  /** Like Envoy: the Host header is the original request's (fetch cannot set Host). */
+  const envoy = (path: string, method: string, authorization: string) =>
+    new Promise<{ status: number; headers: IncomingHttpHeaders }>((resolve, reject) => {
+      request(`${gw.url}${path}`, { method, headers: { host: 'api.example.com', authorization } }, (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, headers: res.headers });
+      })
+        .on('error', reject)
+        .end();
+    });
+
+  it('nginx: allows and answers the headers to inject', async () => {
+    const res = await check({
+      'x-original-uri': '/api/items?x=1',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('authorization'), `Bearer ${UPSTREAM_TOKEN}`);
+    assert.equal(res.headers.get('x-tessera-subject'), 'fa-user');
+    assert.equal(res.headers.get('x-tessera-delegation-id'), 'g-1');
+    assert.ok(res.headers.get('x-request-id'));
+  });
+
+  it('nginx: a missing token is 401 with the challenge', async () => {
+    const res = await check({ 'x-original-uri': '/api/items', 'x-original-method': 'GET', 'x-original-host': 'api.example.com' });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+    assert.equal(res.headers.get('authorization'), null);
+  });
+
+  it('nginx: refusals other than 401/403 are folded (400 → 401, 404 → 403) with the real status kept', async () => {
+    const bad = await check({ 'x-original-uri': '/api/%2e%2e/x', 'x-original-method': 'GET', 'x-original-host': 'api.example.com' });
+    assert.equal(bad.status, 401);
+    assert.equal(bad.headers.get('x-tessera-status'), '400');
+    const none = await check({
+      'x-original-uri': '/other',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(none.status, 403);
+    assert.equal(none.headers.get('x-tessera-status'), '404');
+  });
+
+  it('Traefik: reads X-Forwarded-Method/Host/Uri and keeps real statuses', async () => {
+    const ok = await check({
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      'x-forwarded-proto': 'https',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(ok.status, 200);
+    const scope = await check({
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'DELETE',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(scope.status, 403);
+    assert.match(scope.headers.get('www-authenticate') ?? '', /insufficient_scope.*scope="admin"/);
+  });
+
+  it('Envoy ext_authz: the original path follows the endpoint path, the method is the original', async () => {
+    const ok = await envoy('/_tessera/auth/api/items?q=1', 'GET', `Bearer ${t}`);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+    const del = await envoy('/_tessera/auth/api/items', 'DELETE', `Bearer ${t}`);
+    assert.equal(del.status, 403);
+  });
+
+  it('refuses a check that does not describe the original request', async () => {
+    const res = await check({ authorization: `Bearer ${t}` });
+    assert.equal(res.status, 400);
+  });
+
+  it('rate-limits per subject with 429 and Retry-After (Traefik keeps the status)', async () => {
+    const other = await token({ sub: 'limited' });
+    const h = {
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${other}`,
+    };
+    const statuses = [];
+    for (let i = 0; i < 11; i++) statuses.push((await check(h)).status);
+    assert.deepEqual(statuses, [...Array(10).fill(200), 429]);
+    const res = await check(h);
+    assert.ok(Number(res.headers.get('retry-after')) >= 1);
+  });
+
+  it('audits each check once as gateway.forward_auth', async () => {
+    await gw.served.gateway.audit.flush();
+    const before = gw.audit.events.length;
+    const jti = 'fa-jti';
+    const t2 = await token({ jti });
+    await check({
+      'x-original-uri': '/api/items?secret=1',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      'x-real-ip': '203.0.113.9',
+      authorization: `Bearer ${t2}`,
+    });
+    await gw.served.gateway.audit.flush();
+    const events = gw.audit.events.slice(before);
+    assert.equal(events.length, 1);
+    const e = events[0]!;
+    assert.equal(e.kind, 'gateway.forward_auth');
+    assert.equal(e.decision, 'allow');
+    assert.equal(e.jti, jti);
+    assert.equal(e.path, '/api/items?secret=');
+    assert.equal(e.route, 'api');
+    assert.equal(e.remote_addr, '203.0.113.9');
+  });
+});
+
+describe('gateway: forward-auth peers', () => {
+  it('hides the endpoint from peers not on the allowlist', async () => {
+    const gw = await startGateway(config(['10.0.0.0/8']));
+    try {
+      const t = await token();
+      const res = await fetch(`${gw.url}/_tessera/auth`, {
+        headers: {
+          'x-original-uri': '/api/x',
+          'x-original-method': 'GET',
+          'x-original-host': 'api.example.com',
+          authorization: `Bearer ${t}`,
+        },
+      });
+      assert.equal(res.status, 404);
+      assert.equal(res.headers.get('authorization'), null);
+    } finally {
+      await gw.close();
+    }
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * Gateway test fixtures: real upstream servers on loopback (port 0) that record what they
+ * receive, a gateway on its own server with an in-memory audit sink, and tokens signed by jose.
+ */
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
+import { parseConfig } from '../../src/config/parse.ts';
+import { configSchema, type TesseraConfig, type TesseraConfigInput } from '../../src/config/schema.ts';
+import type { GatewayDeps } from '../../src/gateway/gateway.ts';
+import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
+import { AUDIENCE, claims, ISSUER, makeKey, sign, type TestKey } from '../helpers/tokens.ts';
+
+export { AUDIENCE, ISSUER };
+
+/** What an upstream saw. */
+export interface Seen {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingMessage['headers'];
+  readonly rawHeaders: string[];
+  readonly body: string;
+}
+
+export interface Upstream {
+  readonly url: string;
+  readonly server: Server;
+  readonly seen: Seen[];
+  close(): Promise<void>;
+}
+
+export type UpstreamHandler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
+
+const echo: UpstreamHandler = (req, res) => {
+  const text = JSON.stringify({ ok: true, method: req.method, url: req.url });
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+};
+
+/** An upstream that records requests (after reading their bodies) and answers with `handler`. */
+export async function startUpstream(handler: UpstreamHandler = echo): Promise<Upstream> {
+  const seen: Seen[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body });
+      handler(req, res, body);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    server,
+    seen,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export const key: TestKey = makeKey('ES256');
+
+export const UPSTREAM_TOKEN = 'upstream-secret-token-value-0123456789';
+export const STATIC_TOKEN = 'static-gateway-token-0123456789-abcdefghij';
+
+/** Verifier fields: one issuer (ES256, the shared test key), one static token, a scope catalogue. */
+export function baseConfig(): TesseraConfigInput {
+  return {
+    issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }],
+    static_tokens: [{ id: 'ci', token: STATIC_TOKEN, scopes: ['api:read'] }],
+    scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] }, admin: {} },
+    dpop: { mode: 'disabled' },
+  };
+}
+
+export function parse(input: TesseraConfigInput, env: Record<string, string> = {}): TesseraConfig {
+  return parseConfig(configSchema, input, { env });
+}
+
+/** A token from the test issuer with `overrides` applied to standard claims. */
+export function token(overrides: Record<string, unknown> = {}): Promise<string> {
+  return sign(key, claims(overrides));
+}
+
+export interface TestGateway {
+  readonly url: string;
+  readonly served: ServedGateway;
+  readonly audit: MemoryAuditSink;
+  close(): Promise<void>;
+}
+
+export const silent = pino({ level: 'silent' });
+
+export async function startGateway(
+  input: TesseraConfigInput,
+  deps: GatewayDeps = {},
+  env: Record<string, string> = {},
+): Promise<TestGateway> {
+  const audit = new MemoryAuditSink();
+  const served = await serveGateway(
+    { config: parse(input, env), host: '127.0.0.1', port: 0 },
+    { logger: silent, ...deps, auditSinks: [audit, ...(deps.auditSinks ?? [])] },
+  );
+  return {
+    url: served.url,
+    served,
+    audit,
+    close: () => served.close({ drainTimeoutMs: 500 }),
+  };
+}
+
+/** Flush the gateway's audit queue and return the `gateway.request` events. */
+export async function requestEvents(gw: TestGateway) {
+  await gw.served.gateway.audit.flush();
+  return gw.audit.events.filter((e) => e.kind === 'gateway.request');
+}

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { auditPath, auditRawPath, normalizePath, normalizeTarget, stripAccessToken } from '../../../src/gateway/http/path.ts';
+
+describe('path normalization: refused targets', () => {
+  const refused: Record<string, string> = {
+    'dot-dot segment': '/api/../admin',
+    'dot segment': '/api/./admin',
+    'trailing dot-dot': '/api/..',
+    'encoded dot-dot (lower)': '/api/%2e%2e/admin',
+    'encoded dot-dot (upper)': '/api/%2E%2E/admin',
+    'half-encoded dot-dot': '/api/.%2e/admin',
+    'encoded slash (lower)': '/api/a%2fb',
+    'encoded slash (upper)': '/api/..%2Fadmin',
+    'raw backslash': '/api\\..\\admin',
+    'encoded backslash': '/api/%5c..%5cadmin',
+    'encoded NUL': '/api/a%00b',
+    'double-encoded dot': '/api/%252e%252e/admin',
+    'double-encoded slash': '/api/a%252fb',
+    'semicolon path parameter': '/admin;jsessionid=x/secret',
+    'encoded semicolon': '/admin%3bx/secret',
+    'empty segment': '/api//admin',
+    'malformed escape': '/api/%zz',
+    'truncated escape': '/api/%2',
+    'control character': '/api/\x01',
+    'non-ASCII': '/api/é',
+    'asterisk-form': '*',
+    'absolute-form': 'http://evil.test/api',
+    empty: '',
+    fragment: '/api#x',
+  };
+  for (const [name, target] of Object.entries(refused)) {
+    it(`refuses ${name}`, () => assert.equal(normalizeTarget(target), undefined));
+  }
+});
+
+describe('path normalization: accepted targets', () => {
+  it('keeps a plain path and query', () => {
+    assert.deepEqual(normalizeTarget('/api/items/1?x=1&y=2'), { path: '/api/items/1', query: '?x=1&y=2', queryToken: false });
+  });
+  it('decodes escaped unreserved characters so an encoding cannot dodge a rule', () => {
+    assert.equal(normalizePath('/api/%61dmin'), '/api/admin');
+    assert.equal(normalizePath('/a/%7Euser'), '/a/~user');
+  });
+  it('upper-cases other escapes', () => {
+    assert.equal(normalizePath('/a/b%20c%3a'), '/a/b%20c%3A');
+  });
+  it('keeps a trailing slash and the root', () => {
+    assert.equal(normalizePath('/api/'), '/api/');
+    assert.equal(normalizePath('/'), '/');
+  });
+  it('accepts dots inside segments', () => {
+    assert.equal(normalizePath('/files/a..b/.well-known/x.json'), '/files/a..b/.well-known/x.json');
+  });
+});
+
+describe('query tokens', () => {
+  it('removes access_token and keeps the rest byte for byte', () => {
+    assert.deepEqual(normalizeTarget('/a?x=1&access_token=secret&y=%20'), { path: '/a', query: '?x=1&y=%20', queryToken: true });
+  });
+  it('removes an encoded access_token key', () => {
+    assert.deepEqual(stripAccessToken('access%5Ftoken=s&a=1'), { query: 'a=1', found: true });
+    assert.deepEqual(stripAccessToken('access_token&a=1'), { query: 'a=1', found: true });
+  });
+  it('removes every copy', () => {
+    assert.deepEqual(normalizeTarget('/a?access_token=1&access_token=2'), { path: '/a', query: '', queryToken: true });
+  });
+  it('leaves similar names alone', () => {
+    assert.deepEqual(stripAccessToken('my_access_token=1'), { query: 'my_access_token=1', found: false });
+  });
+});
+
+describe('audit paths', () => {
+  it('drops query values and keeps keys', () => {
+    assert.equal(auditPath('/items', '?limit=10&q=secret&flag'), '/items?limit=&q=&flag=');
+    assert.equal(auditPath('/items', ''), '/items');
+  });
+  it('escapes and truncates a refused raw path, without its query', () => {
+    assert.equal(auditRawPath('/a\x01b?access_token=x'), '/a%01b');
+    assert.equal(auditRawPath(`/${'a'.repeat(400)}`).length, 256);
+  });
+});

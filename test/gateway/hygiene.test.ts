@@ -1,0 +1,223 @@
+/**
+ * Attacks on the proxy path, one per test: spoofed identity and forwarding headers, credentials
+ * that must not reach the upstream, query tokens, traversal, oversized input.
+ */
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import {
+  AUDIENCE,
+  baseConfig,
+  ISSUER,
+  key,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
+
+/** Send raw bytes and read the status line (for targets fetch() would normalize). */
+function raw(url: string, text: string): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(text));
+    let out = '';
+    s.on('data', (d) => {
+      out += d.toString();
+    });
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+    s.setTimeout(3000, () => {
+      s.destroy();
+      resolve(out);
+    });
+  });
+}
+
+const status = (response: string) => Number(response.split(' ')[1]);
+
+describe('gateway hygiene', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let t: string;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      issuers: [{ issuer: ISSUER, audiences: [AUDIENCE, 'https://other.test'], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }],
+      gateway: {
+        strip_cookies: ['gw_session'],
+        limits: { max_body_size: '1kb', max_header_size: 4096 },
+        routes: [
+          {
+            id: 'api',
+            match: { path_prefix: '/api' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [
+              { id: 'admin', path: '/api/admin/**', scopes: ['admin'] },
+              { id: 'any', path: '/api/**', scopes: ['api:read'] },
+            ],
+            identity_headers: ['subject', 'scopes'],
+          },
+          { id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' },
+        ],
+      },
+    });
+    t = await token({ scope: 'api:read' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const get = (path: string, headers: Record<string, string> = {}) =>
+    fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${t}`, ...headers } });
+
+  it('strips spoofed identity headers', async () => {
+    const res = await get('/api/x', { 'x-tessera-subject': 'admin', 'x-tessera-scopes': 'admin', 'x-tessera-delegation-id': 'g-evil' });
+    assert.equal(res.status, 200);
+    const h = upstream.seen.at(-1)!.headers;
+    assert.equal(h['x-tessera-subject'], 'user-1');
+    assert.equal(h['x-tessera-scopes'], 'api:read');
+    assert.equal(h['x-tessera-delegation-id'], undefined, 'not configured on this route, still stripped');
+  });
+
+  it('replaces spoofed X-Forwarded-* and Forwarded (no trusted proxy)', async () => {
+    await get('/api/x', {
+      'x-forwarded-for': '6.6.6.6',
+      'x-forwarded-host': 'evil.test',
+      forwarded: 'for=6.6.6.6',
+      'x-real-ip': '6.6.6.6',
+    });
+    const h = upstream.seen.at(-1)!.headers;
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h['x-forwarded-host'], new URL(gw.url).host);
+    assert.equal(h['x-forwarded-proto'], 'http');
+    assert.match(String(h.forwarded), /^for=127\.0\.0\.1;host="127\.0\.0\.1:\d+";proto=http$/);
+    assert.equal(h['x-real-ip'], undefined);
+  });
+
+  it('never forwards the caller’s Authorization, DPoP or configured cookies', async () => {
+    await get('/api/x', { dpop: 'proof', cookie: 'gw_session=s3cret; theme=dark' });
+    const h = upstream.seen.at(-1)!.headers;
+    assert.equal(h.authorization, undefined);
+    assert.equal(h.dpop, undefined);
+    assert.equal(h.cookie, 'theme=dark');
+  });
+
+  it('strips access_token from the query on a public route', async () => {
+    const res = await fetch(`${gw.url}/public/x?a=1&access_token=leaked&access%5Ftoken=leaked2`);
+    assert.equal(res.status, 200);
+    assert.equal(upstream.seen.at(-1)!.url, '/public/x?a=1');
+  });
+
+  it('refuses a query token on an authenticated route (400, never forwarded)', async () => {
+    const n = upstream.seen.length;
+    const res = await fetch(`${gw.url}/api/x?access_token=${t}`);
+    assert.equal(res.status, 400);
+    assert.match(res.headers.get('www-authenticate') ?? '', /invalid_request/);
+    assert.equal(upstream.seen.length, n);
+    const events = await requestEvents(gw);
+    assert.equal(events.at(-1)!.reason, 'request_query_token_disabled');
+    assert.ok(!JSON.stringify(events).includes(t));
+  });
+
+  it('refuses two Authorization headers', async () => {
+    const r = await raw(
+      gw.url,
+      `GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n`,
+    );
+    assert.equal(status(r), 400);
+  });
+
+  it('refuses a token without the Bearer scheme as missing credentials', async () => {
+    const res = await fetch(`${gw.url}/api/x`, { headers: { authorization: t } });
+    assert.equal(res.status, 401);
+  });
+
+  it('refuses a token whose audience is another API on this route', async () => {
+    const other = await token({ aud: 'https://other.test' });
+    const res = await fetch(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${other}` } });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /invalid_token/);
+    assert.equal((await requestEvents(gw)).at(-1)!.reason, 'token_audience_invalid');
+  });
+
+  for (const [name, target] of [
+    ['dot-dot', '/api/x/../admin/secrets'],
+    ['encoded dot-dot', '/api/x/%2e%2e/admin/secrets'],
+    ['encoded slash', '/api/x%2f..%2fadmin/secrets'],
+    ['backslash', '/api/x\\..\\admin'],
+    ['semicolon', '/api/admin;x/secrets'],
+    ['double slash', '/api//admin/secrets'],
+  ] as const) {
+    it(`refuses traversal: ${name}`, async () => {
+      const n = upstream.seen.length;
+      const r = await raw(gw.url, `GET ${target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
+      assert.equal(status(r), 400, r);
+      assert.equal(upstream.seen.length, n);
+    });
+  }
+
+  it('decodes %61dmin before matching, so the admin rule applies', async () => {
+    const res = await get('/api/%61dmin/x');
+    assert.equal(res.status, 403);
+  });
+
+  it('refuses an oversized header block (431)', async () => {
+    const r = await raw(gw.url, `GET /api/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`);
+    assert.equal(status(r), 431);
+  });
+
+  it('refuses a body over the limit by Content-Length (413) before authentication', async () => {
+    const n = upstream.seen.length;
+    const res = await fetch(`${gw.url}/api/x`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: 'x'.repeat(2000) });
+    assert.equal(res.status, 413);
+    assert.equal(upstream.seen.length, n);
+  });
+
+  it('cuts a chunked body at the limit (413)', async () => {
+    const status413 = await new Promise<number>((resolve, reject) => {
+      const u = new URL(gw.url);
+      const req = request(
+        {
+          host: u.hostname,
+          port: u.port,
+          method: 'POST',
+          path: '/api/x',
+          headers: { authorization: `Bearer ${t}`, 'transfer-encoding': 'chunked' },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      let i = 0;
+      const timer = setInterval(() => {
+        if (i++ > 20 || req.destroyed) {
+          clearInterval(timer);
+          req.end();
+          return;
+        }
+        req.write('y'.repeat(200));
+      }, 5);
+    });
+    assert.equal(status413, 413);
+  });
+
+  it('audits each refused request once, with its reason', async () => {
+    await requestEvents(gw);
+    const before = gw.audit.events.length;
+    await raw(gw.url, `GET /api/%2e%2e/x?access_token=zzz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+    const events = (await requestEvents(gw)).slice(-1);
+    assert.equal(gw.audit.events.length, before + 1);
+    assert.equal(events[0]!.reason, 'request_path_invalid');
+    assert.equal(events[0]!.path, '/api/%2e%2e/x');
+  });
+});

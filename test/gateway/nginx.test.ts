@@ -1,0 +1,228 @@
+/**
+ * The shipped nginx example (examples/nginx/) against a real nginx: auth_request to Tessera's
+ * forward-auth endpoint, the upstream credential and identity headers injected, refusals with
+ * their challenges. Skipped with a message only when nginx is not installed.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parse as parseYaml } from 'yaml';
+import {
+  AUDIENCE,
+  ISSUER,
+  key,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
+
+const NGINX = '/usr/sbin/nginx';
+const EXAMPLE = new URL('../../examples/nginx/', import.meta.url);
+
+function rawRequest(base: string, text: string): Promise<string> {
+  const u = new URL(base);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(text));
+    let out = '';
+    s.on('data', (d) => {
+      out += d.toString();
+    });
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function waitForPort(port: number, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect(port, '127.0.0.1', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nginx did not listen on ${port}`);
+}
+
+const skip = existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get install nginx)`;
+
+describe('nginx auth_request example against a real nginx', { skip }, () => {
+  let app: Upstream;
+  let gw: TestGateway;
+  let nginx: ChildProcess;
+  let dir: string;
+  let base: string;
+  let stderr = '';
+  before(async () => {
+    app = await startUpstream();
+    // The example tessera.yaml, with the test issuer's keys and the test upstream.
+    const example = parseYaml(readFileSync(new URL('tessera.yaml', EXAMPLE), 'utf8'));
+    example.server = { host: '127.0.0.1', port: 0 };
+    example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
+    example.gateway.routes[0].audience = AUDIENCE;
+    example.gateway.routes[0].upstream.url = app.url;
+    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN });
+
+    dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-'));
+    const port = await freePort();
+    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
+      .replace('worker_processes auto;', 'worker_processes 1;')
+      .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
+      .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
+      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
+    writeFileSync(join(dir, 'nginx.conf'), conf);
+    nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    nginx.stderr?.on('data', (d) => {
+      stderr += d.toString();
+    });
+    await waitForPort(port).catch((e) => {
+      throw new Error(`${e.message}: ${stderr}`);
+    });
+    base = `http://127.0.0.1:${port}`;
+  });
+  after(async () => {
+    if (nginx && nginx.exitCode === null) {
+      const exited = new Promise((r) => nginx.once('exit', r));
+      nginx.kill('SIGTERM');
+      await exited;
+    }
+    await gw?.close();
+    await app?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('forwards an allowed request with the upstream credential and identity, never the caller’s token', async () => {
+    const t = await token({ scope: 'api:read', act: { sub: 'agent-x' }, grant_id: 'g-ngx' });
+    const res = await fetch(`${base}/items/1?q=2`, { headers: { authorization: `Bearer ${t}`, 'x-tessera-subject': 'admin', dpop: 'x' } });
+    assert.equal(res.status, 200, stderr);
+    const seen = app.seen.at(-1)!;
+    assert.equal(seen.url, '/items/1?q=2');
+    assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+    assert.equal(seen.headers['x-tessera-subject'], 'user-1');
+    assert.equal(seen.headers['x-tessera-actor-chain'], 'agent-x');
+    assert.equal(seen.headers['x-tessera-delegation-id'], 'g-ngx');
+    assert.equal(seen.headers.dpop, undefined);
+    const events = await requestEvents(gw);
+    assert.equal(events.length, 0, 'forward-auth checks are not proxied requests');
+    await gw.served.gateway.audit.flush();
+    const check = gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1);
+    assert.equal(check?.delegation_id, 'g-ngx');
+    assert.match(String(seen.headers['x-request-id']), /^[0-9a-f]{32}$/);
+    assert.equal(check?.request_id, seen.headers['x-request-id'], "nginx's request id links its logs, the audit trail and the upstream");
+  });
+
+  it('answers 401 with the Bearer challenge without a token, and never reaches the app', async () => {
+    const n = app.seen.length;
+    const res = await fetch(`${base}/items/1`, { headers: { 'x-tessera-subject': 'admin' } });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+    assert.equal(app.seen.length, n);
+  });
+
+  it('answers 401 invalid_token for a forged token', async () => {
+    const res = await fetch(`${base}/items/1`, { headers: { authorization: 'Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln' } });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+  });
+
+  it('answers 403 insufficient_scope with the challenge when the rule needs more', async () => {
+    const t = await token({ scope: 'api:read' });
+    const res = await fetch(`${base}/items`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(res.status, 403);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*scope="api:write"/);
+  });
+
+  it('refuses encoded traversal through nginx (Tessera reads the raw $request_uri)', async () => {
+    const t = await token({ scope: 'api:read' });
+    const n = app.seen.length;
+    const head = await rawRequest(
+      base,
+      `GET /items/%2e%2e/admin HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(head, /^HTTP\/1\.1 401/);
+    assert.equal(app.seen.length, n);
+  });
+
+  it('sends one challenge on 401', async () => {
+    const head = await rawRequest(base, 'GET /items/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.equal(head.match(/^www-authenticate:/gim)?.length, 1, head);
+  });
+});
+
+describe('nginx example with the decision cache enabled', { skip }, () => {
+  it('asks Tessera once per token and route while the decision is cached, and never caches a refusal', async () => {
+    const app = await startUpstream();
+    const example = parseYaml(readFileSync(new URL('tessera.yaml', EXAMPLE), 'utf8'));
+    example.server = { host: '127.0.0.1', port: 0 };
+    example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
+    example.gateway.routes[0].audience = AUDIENCE;
+    example.gateway.routes[0].upstream.url = app.url;
+    example.gateway.forward_auth.cache_ttl = '30s';
+    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-cache-'));
+    const port = await freePort();
+    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
+      .replace(/^(\s*)#cache /gm, '$1')
+      // As root, nginx workers run as nobody and could not write the cache in a private temp dir.
+      .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`)
+      .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
+      .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
+      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
+    writeFileSync(join(dir, 'nginx.conf'), conf);
+    let err = '';
+    const nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    nginx.stderr?.on('data', (d) => {
+      err += d.toString();
+    });
+    try {
+      await waitForPort(port);
+      const base = `http://127.0.0.1:${port}`;
+      const checks = async () => {
+        await gw.served.gateway.audit.flush();
+        return gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').length;
+      };
+      const t = await token({ scope: 'api:read' });
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}` } });
+        assert.equal(res.status, 200, err);
+      }
+      assert.equal(await checks(), 1, 'one decision, then served from the cache');
+      assert.equal(app.seen.at(-1)!.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+      await fetch(`${base}/items/2`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(await checks(), 2, 'another URI is another decision');
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${base}/items/1`)).status, 401);
+      assert.equal(await checks(), 4, 'refusals are never cached');
+    } finally {
+      const exited = new Promise((r) => nginx.once('exit', r));
+      nginx.kill('SIGTERM');
+      await exited;
+      await gw.close();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,94 @@
+/**
+ * Operations endpoints: liveness, readiness (remote JWKS loaded, injected checks, shutdown) and
+ * Prometheus metrics.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { baseConfig, ISSUER, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+
+describe('gateway: operations endpoints', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let storeOk = true;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }] },
+      },
+      { readiness: [{ name: 'store', check: () => ({ ok: storeOk, detail: storeOk ? 'reachable' : 'unreachable' }) }] },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('/healthz answers', async () => {
+    const res = await fetch(`${gw.url}/healthz`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'ok' });
+  });
+
+  it('/readyz reflects its checks', async () => {
+    const ok = await fetch(`${gw.url}/readyz`);
+    assert.equal(ok.status, 200);
+    storeOk = false;
+    const no = await fetch(`${gw.url}/readyz`);
+    assert.equal(no.status, 503);
+    const body = (await no.json()) as { status: string; checks: { name: string }[] };
+    assert.equal(body.status, 'not_ready');
+    assert.deepEqual(
+      body.checks.find((c: { name: string }) => c.name === 'store'),
+      { name: 'store', ok: false, detail: 'unreachable' },
+    );
+    storeOk = true;
+  });
+
+  it('/metrics exposes requests, latency, denies, cache ratio and audit depth', async () => {
+    const t = await token();
+    await fetch(`${gw.url}/ok`, { headers: { authorization: `Bearer ${t}` } });
+    await fetch(`${gw.url}/ok`, { headers: { authorization: `Bearer ${t}` } });
+    await fetch(`${gw.url}/nope`, { headers: { authorization: `Bearer ${t}` } });
+    const res = await fetch(`${gw.url}/metrics`);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.match(text, /tessera_gateway_requests_total\{route="api",decision="allow",status="200"\} 2/);
+    assert.match(text, /tessera_gateway_requests_total\{route="api",decision="deny",status="403"\} 1/);
+    assert.match(text, /tessera_gateway_request_duration_seconds_bucket\{le="0\.5",route="api"\} 3/);
+    assert.match(text, /tessera_gateway_denies_total\{reason="policy_no_match"\} 1/);
+    // The verifier admits a token to its cache on the second presentation: the third is the hit.
+    assert.match(text, /tessera_verifier_cache_hits_total 1/);
+    assert.match(text, /tessera_verifier_cache_hit_ratio 0\.33/);
+    assert.match(text, /tessera_audit_queue_depth \d+/);
+    assert.ok(!text.includes(t));
+  });
+});
+
+describe('gateway: readiness waits for remote keys', () => {
+  it('is not ready while a jwks_uri has never been fetched', async () => {
+    const gw = await startGateway({
+      ...baseConfig(),
+      issuers: [
+        {
+          issuer: ISSUER,
+          audiences: ['https://api.test'],
+          algorithms: ['ES256'],
+          jwks_uri: 'http://127.0.0.1:9/jwks.json',
+          jwks_cache: { timeout: '200ms' },
+        },
+      ],
+      gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] },
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const res = await fetch(`${gw.url}/readyz`);
+      assert.equal(res.status, 503);
+      const body = (await res.json()) as { checks: { detail: string }[] };
+      assert.equal(body.checks[0]?.detail, 'not loaded');
+    } finally {
+      await gw.close();
+    }
+  });
+});

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import {
+  AUDIENCE,
+  baseConfig,
+  requestEvents,
+  STATIC_TOKEN,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
+
+describe('gateway: plain HTTP proxying', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        gateway: {
+          routes: [
+            {
+              id: 'api',
+              match: { path_prefix: '/api' },
+              upstream: { url: `${upstream.url}/base`, strip_prefix: '/api', credential: { type: 'static', token: '${GATEWAY_TOKEN}' } },
+              auth: 'jwt',
+              audience: AUDIENCE,
+              rules: [
+                { id: 'read', methods: ['GET'], path: '/api/items/**', scopes: ['api:read'] },
+                { id: 'write', methods: ['POST'], path: '/api/items', scopes: ['api:write'] },
+              ],
+              identity_headers: ['subject', 'client', 'actors', 'scopes'],
+            },
+            { id: 'ci', match: { path_prefix: '/ci' }, upstream: { url: upstream.url }, auth: 'static', rules: [{}] },
+            { id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' },
+          ],
+        },
+      },
+      {},
+      { GATEWAY_TOKEN: UPSTREAM_TOKEN },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('forwards an allowed request with the upstream credential and identity headers', async () => {
+    const t = await token({ scope: 'api:read', act: { sub: 'agent-b' } });
+    const res = await fetch(`${gw.url}/api/items/1?x=1`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { ok: true, method: 'GET', url: '/base/items/1?x=1' });
+    const seen = upstream.seen.at(-1)!;
+    assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+    assert.equal(seen.headers['x-tessera-subject'], 'user-1');
+    assert.equal(seen.headers['x-tessera-client-id'], 'agent-1');
+    assert.equal(seen.headers['x-tessera-actor-chain'], 'agent-b');
+    assert.equal(seen.headers['x-tessera-scopes'], 'api:read');
+    assert.ok(res.headers.get('x-request-id'));
+    assert.equal(seen.headers['x-request-id'], res.headers.get('x-request-id'));
+    assert.match(String(seen.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+  });
+
+  it('streams a POST body upstream', async () => {
+    const t = await token({ scope: 'api:write' });
+    const res = await fetch(`${gw.url}/api/items`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' },
+      body: '{"a":1}',
+    });
+    assert.equal(res.status, 200);
+    assert.equal(upstream.seen.at(-1)!.body, '{"a":1}');
+  });
+
+  it('answers 401 with a bare Bearer challenge without a token', async () => {
+    const res = await fetch(`${gw.url}/api/items/1`);
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+    assert.doesNotMatch(res.headers.get('www-authenticate') ?? '', /error=/);
+  });
+
+  it('answers 403 insufficient_scope with scope= when the rule needs more', async () => {
+    const t = await token({ scope: 'api:read' });
+    const res = await fetch(`${gw.url}/api/items`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(res.status, 403);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*scope="api:write"/);
+  });
+
+  it('refuses a token for another audience on a route that requires its own', async () => {
+    const t = await token({ aud: [AUDIENCE, 'https://other.test'] });
+    const ok = await fetch(`${gw.url}/api/items/1`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(ok.status, 200);
+  });
+
+  it('accepts a static token on a static route and refuses a JWT there', async () => {
+    const ok = await fetch(`${gw.url}/ci/x`, { headers: { authorization: `Bearer ${STATIC_TOKEN}` } });
+    assert.equal(ok.status, 200);
+    const t = await token();
+    const no = await fetch(`${gw.url}/ci/x`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(no.status, 401);
+    assert.match(no.headers.get('www-authenticate') ?? '', /invalid_token/);
+  });
+
+  it('serves a public route without credentials', async () => {
+    const res = await fetch(`${gw.url}/public/hello`);
+    assert.equal(res.status, 200);
+  });
+
+  it('denies unmatched requests with 404', async () => {
+    const res = await fetch(`${gw.url}/nowhere`);
+    assert.equal(res.status, 404);
+    assert.deepEqual(await res.json(), { error: 'not_found', error_description: 'No route matches this request.' });
+  });
+
+  it('writes one audit event per request, without any token', async () => {
+    const before = (await requestEvents(gw)).length;
+    const t = await token({ scope: 'api:read', grant_id: 'g-7', jti: 'jti-7' });
+    const res = await fetch(`${gw.url}/api/items/9?secret=value`, { headers: { authorization: `Bearer ${t}` } });
+    await res.arrayBuffer();
+    const events = await requestEvents(gw);
+    assert.equal(events.length, before + 1);
+    const e = events.at(-1)!;
+    assert.equal(e.decision, 'allow');
+    assert.equal(e.reason, 'ok');
+    assert.equal(e.route, 'api');
+    assert.equal(e.method, 'GET');
+    assert.equal(e.path, '/api/items/9?secret=');
+    assert.equal(e.subject, 'user-1');
+    assert.equal(e.client_id, 'agent-1');
+    assert.equal(e.delegation_id, 'g-7');
+    assert.equal(e.jti, 'jti-7');
+    assert.deepEqual(e.scopes_required, ['api:read']);
+    assert.deepEqual(e.scopes_granted, ['api:read']);
+    assert.equal(e.upstream_status, 200);
+    assert.equal(e.request_id, res.headers.get('x-request-id'));
+    assert.ok(typeof e.latency_ms === 'number');
+    const text = JSON.stringify(events);
+    assert.ok(!text.includes(t));
+    assert.ok(!text.includes(UPSTREAM_TOKEN));
+    assert.ok(!text.includes('value'));
+  });
+});

@@ -1,0 +1,138 @@
+/**
+ * Configuration reload: a valid file replaces the configuration atomically without dropping
+ * connections (client keep-alive and upstream pool), a rotated static credential takes effect, an
+ * invalid file is refused with its errors and the old configuration keeps serving.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
+import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
+import { ISSUER, key, silent, startUpstream, token, type Upstream } from './helpers.ts';
+
+function yaml(upstream: string, extraRoute = '', watch = true): string {
+  return `
+issuers:
+  - issuer: ${ISSUER}
+    audiences: [https://api.test]
+    algorithms: [ES256]
+    jwks: { keys: [${JSON.stringify(key.jwk)}] }
+dpop: { mode: disabled }
+gateway:
+  watch_config: ${watch}
+  routes:
+    - id: api
+      match: { path_prefix: /api }
+      upstream:
+        url: ${upstream}
+        credential: { type: static, token: "\${GATEWAY_TOKEN}" }
+      auth: jwt
+      rules: [{}]
+${extraRoute}
+`;
+}
+
+describe('gateway: configuration reload', () => {
+  let upstream: Upstream;
+  let dir: string;
+  let file: string;
+  let served: ServedGateway;
+  const env: Record<string, string> = { GATEWAY_TOKEN: 'token-version-one-0123456789' };
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  let upstreamConnections = 0;
+  let t: string;
+
+  /** GET through the keep-alive agent; returns status and the local port of the socket used. */
+  const get = (path: string): Promise<{ status: number; port: number }> =>
+    new Promise((resolve, reject) => {
+      const req = request(`${served.url}${path}`, { agent, headers: { authorization: `Bearer ${t}` } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, port: req.socket?.localPort ?? 0 }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+  before(async () => {
+    upstream = await startUpstream();
+    upstream.server.on('connection', () => upstreamConnections++);
+    dir = mkdtempSync(join(tmpdir(), 'tessera-reload-'));
+    file = join(dir, 'tessera.yaml');
+    writeFileSync(file, yaml(upstream.url));
+    served = await serveGateway(
+      { configFile: file, env, host: '127.0.0.1', port: 0, signals: true },
+      { logger: silent, auditSinks: [new MemoryAuditSink()] },
+    );
+    t = await token();
+  });
+  after(async () => {
+    agent.destroy();
+    await served?.close({ drainTimeoutMs: 200 });
+    await upstream.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('rotates the static upstream credential on reload without dropping connections', async () => {
+    const a = await get('/api/1');
+    assert.equal(a.status, 200);
+    assert.equal(upstream.seen.at(-1)!.headers.authorization, 'Bearer token-version-one-0123456789');
+    const conns = upstreamConnections;
+    env.GATEWAY_TOKEN = 'token-version-two-0123456789';
+    const r = served.reload();
+    assert.equal(r.ok, true);
+    const b = await get('/api/2');
+    assert.equal(b.status, 200);
+    assert.equal(upstream.seen.at(-1)!.headers.authorization, 'Bearer token-version-two-0123456789');
+    assert.equal(b.port, a.port, 'the caller’s keep-alive connection survived');
+    assert.equal(upstreamConnections, conns, 'the upstream pool was kept');
+  });
+
+  it('refuses an invalid configuration with its errors and keeps serving the old one', async () => {
+    writeFileSync(file, yaml(upstream.url).replace('auth: jwt', 'auth: jwtt').replace('rules: [{}]', 'rules: [{ scopes: [1] }]'));
+    const r = served.reload();
+    assert.equal(r.ok, false);
+    assert.ok(!r.ok && r.error.issues.some((i) => i.path === 'gateway.routes[0].auth'));
+    assert.equal((await get('/api/3')).status, 200);
+    writeFileSync(file, 'gateway: [unclosed');
+    const r2 = served.reload();
+    assert.equal(r2.ok, false);
+    assert.equal((await get('/api/4')).status, 200);
+  });
+
+  it('refuses a configuration that fails against the rest of the config (unknown issuer kind)', async () => {
+    writeFileSync(file, yaml(upstream.url).replace('auth: jwt', 'auth: introspection'));
+    const r = served.reload();
+    assert.ok(!r.ok && r.error.issues[0]?.message.includes('introspection'));
+    assert.equal((await get('/api/5')).status, 200);
+  });
+
+  it('reloads when the file changes', async () => {
+    writeFileSync(
+      file,
+      yaml(upstream.url, `    - { id: new, match: { path_prefix: /new }, upstream: { url: ${upstream.url} }, auth: none }`),
+    );
+    const start = Date.now();
+    let status = 0;
+    while (Date.now() - start < 5000) {
+      status = (await get('/new/x')).status;
+      if (status === 200) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(status, 200);
+  });
+
+  it('reloads on SIGHUP', async () => {
+    writeFileSync(
+      file,
+      yaml(upstream.url, `    - { id: hup, match: { path_prefix: /hup }, upstream: { url: ${upstream.url} }, auth: none }`, false),
+    );
+    process.kill(process.pid, 'SIGHUP');
+    await once(process, 'SIGHUP');
+    await new Promise((r) => setImmediate(r));
+    assert.equal((await get('/hup/x')).status, 200);
+  });
+});

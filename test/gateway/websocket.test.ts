@@ -1,0 +1,176 @@
+/**
+ * WebSocket through the gateway: authenticated before the upgrade, the upstream sees the injected
+ * credential and never the caller's, messages flow both ways, and the gateway closes the
+ * connection (1008) when the token is revoked or expires.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import WebSocket, { WebSocketServer } from 'ws';
+import { RevocationList } from '../../src/core/verify/revocation.ts';
+import {
+  baseConfig,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
+
+function connectWs(url: string, headers: Record<string, string> = {}, protocols?: string[]) {
+  const ws = new WebSocket(url, protocols, { headers });
+  const opened = new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_req, res: IncomingMessage) =>
+      reject(Object.assign(new Error(`status ${res.statusCode}`), { status: res.statusCode, headers: res.headers })),
+    );
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
+  return { ws, opened, closed };
+}
+
+describe('gateway: WebSocket', () => {
+  let upstream: Upstream;
+  let wss: WebSocketServer;
+  let gw: TestGateway;
+  const revocations = new RevocationList();
+  const upgrades: IncomingMessage['headers'][] = [];
+  const upstreamCloses: number[] = [];
+  before(async () => {
+    upstream = await startUpstream();
+    wss = new WebSocketServer({ noServer: true, handleProtocols: (p) => (p.has('chat') ? 'chat' : false) });
+    upstream.server.on('upgrade', (req, socket, head) => {
+      upgrades.push(req.headers);
+      if (req.url === '/ws/refuse') {
+        socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 4\r\n\r\nnope');
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        ws.on('message', (m, binary) => ws.send(binary ? m : `echo:${m.toString()}`, { binary }));
+        ws.on('close', (code) => upstreamCloses.push(code));
+      });
+    });
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        gateway: {
+          routes: [
+            {
+              id: 'ws',
+              match: { path_prefix: '/ws' },
+              upstream: { url: upstream.url, credential: { type: 'static', token: UPSTREAM_TOKEN } },
+              auth: 'jwt',
+              rules: [{ path: '/ws/admin', scopes: ['admin'] }, { scopes: ['api:read'] }],
+              identity_headers: ['subject'],
+            },
+            { id: 'nows', match: { path_prefix: '/plain' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}], websocket: false },
+          ],
+        },
+      },
+      { revocation: revocations },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    wss.close();
+    await upstream.close();
+  });
+
+  const wsUrl = (path: string) => `${gw.url.replace('http', 'ws')}${path}`;
+
+  it('authenticates at the upgrade and injects the upstream credential', async () => {
+    const t = await token();
+    const c = connectWs(wsUrl('/ws/chat?room=1'), { authorization: `Bearer ${t}`, 'x-tessera-subject': 'admin' }, ['chat']);
+    await c.opened;
+    assert.equal(c.ws.protocol, 'chat');
+    const h = upgrades.at(-1)!;
+    assert.equal(h.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+    assert.equal(h['x-tessera-subject'], 'user-1');
+    c.ws.send('hello');
+    const [msg] = await once(c.ws, 'message');
+    assert.equal(msg.toString(), 'echo:hello');
+    const big = Buffer.alloc(200_000, 3);
+    c.ws.send(big);
+    const [echoed] = await once(c.ws, 'message');
+    assert.equal(Buffer.compare(echoed as Buffer, big), 0);
+    c.ws.close(1000, 'done');
+    assert.equal((await c.closed).code, 1000);
+  });
+
+  it('refuses an upgrade without a token before contacting the upstream', async () => {
+    const n = upgrades.length;
+    const c = connectWs(wsUrl('/ws/chat'));
+    await assert.rejects(
+      c.opened,
+      (e: { status?: number; headers?: Record<string, string> }) =>
+        e.status === 401 && /^Bearer/.test(e.headers?.['www-authenticate'] ?? ''),
+    );
+    assert.equal(upgrades.length, n);
+  });
+
+  it('refuses an upgrade the rules do not allow (403)', async () => {
+    const t = await token();
+    const c = connectWs(wsUrl('/ws/admin'), { authorization: `Bearer ${t}` });
+    await assert.rejects(c.opened, (e: { status?: number }) => e.status === 403);
+  });
+
+  it('refuses an upgrade on a route without WebSocket', async () => {
+    const t = await token();
+    const c = connectWs(wsUrl('/plain/x'), { authorization: `Bearer ${t}` });
+    await assert.rejects(c.opened, (e: { status?: number }) => e.status === 400);
+  });
+
+  it('relays the upstream’s refusal of the upgrade', async () => {
+    const t = await token();
+    const c = connectWs(wsUrl('/ws/refuse'), { authorization: `Bearer ${t}` });
+    await assert.rejects(c.opened, (e: { status?: number }) => e.status === 403);
+  });
+
+  it('closes the connection with 1008 when the token is revoked, and audits it', async () => {
+    const t = await token({ jti: 'ws-jti', grant_id: 'g-ws' });
+    const c = connectWs(wsUrl('/ws/chat'), { authorization: `Bearer ${t}` });
+    await c.opened;
+    c.ws.send('ping');
+    await once(c.ws, 'message');
+    const closesBefore = upstreamCloses.length;
+    revocations.apply({ tokenIds: [{ jti: 'ws-jti', expiresAt: Math.floor(Date.now() / 1000) + 300 }] });
+    const closed = await c.closed;
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, 'token revoked');
+    const start = Date.now();
+    while (upstreamCloses.length === closesBefore && Date.now() - start < 3000) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(upstreamCloses.at(-1), 1008, 'the upstream is told too');
+    await gw.served.gateway.audit.flush();
+    const e = gw.audit.events.filter((x) => x.kind === 'gateway.stream_closed').at(-1);
+    assert.equal(e?.reason, 'token_revoked');
+    assert.equal(e?.jti, 'ws-jti');
+  });
+
+  it('closes the connection when the token expires', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const t = await token({ iat: now - 10, exp: now + 1 });
+    const c = connectWs(wsUrl('/ws/chat'), { authorization: `Bearer ${t}` });
+    await c.opened;
+    const closed = await c.closed;
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, 'token expired');
+  });
+
+  it('audits the upgrade once with status 101', async () => {
+    const t = await token({ jti: 'ws-audit' });
+    const c = connectWs(wsUrl('/ws/chat'), { authorization: `Bearer ${t}` });
+    await c.opened;
+    c.ws.close();
+    await c.closed;
+    const events = (await requestEvents(gw)).filter((e) => e.jti === 'ws-audit');
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.upstream_status, 101);
+    assert.equal(events[0]!.decision, 'allow');
+  });
+});
