@@ -8,6 +8,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.ts';
 import { parseConfig } from '../config/parse.ts';
+import { configEnv } from '../config/secrets-env.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { ClientInputError } from '../issuer/clients.ts';
@@ -31,12 +32,16 @@ export function configPath(option: string | undefined): string {
 /**
  * Load the configuration. A missing file gives the defaults (`data_dir: .tessera`, port 8080), so
  * `tessera init` and the first commands work before any file exists. A relative `data_dir` is
- * resolved against the file's directory.
+ * resolved against the file's directory; `${VAR}`s the environment leaves unset are taken from
+ * `<data_dir>/secrets.env`.
  */
-export function loadConfig(option: string | undefined): { config: TesseraConfig; path: string; exists: boolean } {
+export function loadConfig(
+  option: string | undefined,
+  options: { readonly env?: Readonly<Record<string, string | undefined>> } = {},
+): { config: TesseraConfig; path: string; exists: boolean } {
   const path = configPath(option);
   const exists = existsSync(path);
-  const loaded = exists ? loadConfigFile(path) : parseConfig(configSchema, {});
+  const loaded = exists ? loadConfigFile(path, configEnv(path, options.env ?? process.env)) : parseConfig(configSchema, {});
   const dataDir = isAbsolute(loaded.data_dir) ? loaded.data_dir : resolve(dirname(path), loaded.data_dir);
   return { config: { ...loaded, data_dir: dataDir }, path, exists };
 }

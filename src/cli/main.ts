@@ -3,15 +3,16 @@
  * the program; this file only wires them together.
  */
 import { Command, CommanderError } from 'commander';
+import { registerAudit } from './commands/audit.ts';
 import { registerCheck } from './commands/check.ts';
 import { registerClients } from './commands/clients.ts';
-import { registerDemo } from './commands/demo.ts';
 import { registerGateway } from './commands/gateway.ts';
 import { registerGrants } from './commands/grants.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerRevoke } from './commands/revoke.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerStart } from './commands/start.ts';
 import { registerToken } from './commands/token.ts';
 import { reportError } from './output.ts';
 
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+  registerStart(program);
   registerInit(program);
   registerServe(program);
   registerClients(program);
@@ -28,9 +30,9 @@ export function buildProgram(): Command {
   registerToken(program);
   registerRevoke(program);
   registerGrants(program);
-  registerDemo(program);
   registerGateway(program);
   registerCheck(program);
+  registerAudit(program);
   return program;
 }
 

@@ -218,7 +218,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       if (deps.upstreamTokenIssuer === undefined) {
         issues.push({
           path: `${at}.upstream.credential.type`,
-          message: 'exchange needs the token service; run the gateway with `tessera serve`',
+          message: 'exchange needs the token service: run the gateway with `tessera serve` and set gateway.exchange_client',
         });
       } else {
         if (cred.scopes) issues.push(...scopes.checkReferences(cred.scopes, `${at}.upstream.credential.scopes`));

@@ -102,8 +102,11 @@ export interface Gateway {
 const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.dpop', 'headers.authorization', 'token', 'credential'];
 
 /** The default logger: JSON lines, no secrets (nothing secret is ever passed; redaction is a backstop). */
-export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info'): Logger {
-  return pino({ level, base: { service: 'tessera-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } });
+export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info', fd: 1 | 2 = 1): Logger {
+  return pino(
+    { level, base: { service: 'tessera-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } },
+    fd === 1 ? undefined : pino.destination({ fd, sync: true }),
+  );
 }
 
 function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {

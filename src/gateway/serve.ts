@@ -7,7 +7,7 @@
  * @module
  */
 import { watch } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadConfigFile } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
@@ -26,6 +26,15 @@ export interface ServeOptions {
   readonly port?: number;
   /** Install SIGHUP (reload) and SIGTERM/SIGINT (shutdown) handlers. Default false. */
   readonly signals?: boolean;
+  /** How a reload reads the configuration (default: `configFile` with `env`). */
+  readonly load?: () => TesseraConfig;
+  /**
+   * A handler mounted in front of the gateway on the same listener (the token service in
+   * `tessera serve`): it answers the paths it owns and returns `false` for the rest.
+   */
+  readonly before?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /** Runs after the gateway has drained, before `close()` resolves (closing the token service). */
+  readonly onClose?: () => Promise<void>;
 }
 
 export interface ServedGateway {
@@ -59,7 +68,8 @@ function applyLimits(server: Server, config: TesseraConfig): void {
 export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}): Promise<ServedGateway> {
   const file = options.configFile;
   const env = options.env ?? process.env;
-  const config = options.config ?? (file ? loadConfigFile(file, env) : undefined);
+  const load = options.load ?? (file ? () => loadConfigFile(file, env) : undefined);
+  const config = options.config ?? load?.();
   if (!config) throw new ConfigError([{ path: '(options)', message: 'give config or configFile' }]);
   const gateway = createGateway(config, deps);
   const limits = config.gateway?.limits;
@@ -71,7 +81,11 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       insecureHTTPParser: false,
       requireHostHeader: true,
     },
-    gateway.handleRequest,
+    options.before
+      ? (req, res) => {
+          if (!(options.before as NonNullable<ServeOptions['before']>)(req, res)) gateway.handleRequest(req, res);
+        }
+      : gateway.handleRequest,
   );
   server.on('upgrade', gateway.handleUpgrade);
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -98,9 +112,9 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   const reload = (next?: TesseraConfig): ReloadResult => {
     let c = next;
     if (c === undefined) {
-      if (!file) return { ok: true, warnings: [] };
+      if (!load) return { ok: true, warnings: [] };
       try {
-        c = loadConfigFile(file, env);
+        c = load();
       } catch (e) {
         if (e instanceof ConfigError) {
           gateway.logger.error({ event: 'config_reload_refused', problems: e.issues.length }, e.message);
@@ -142,6 +156,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       await gateway.close(opts);
       server.closeAllConnections();
       await stopped;
+      await options.onClose?.();
       gateway.logger.info({ event: 'stopped' }, 'gateway stopped');
     })();
     return closed;

@@ -1,22 +1,36 @@
 /**
- * `tessera init`: a working token service in one command. Writes `tessera.yaml` when absent, then
- * creates what is missing under `data_dir`: the directory (0700), the master key (0600, unless
- * `TESSERA_MASTER_KEY` is set), the SQLite store, the first signing key and a demo client whose
- * secret is printed once. Running it again changes nothing that exists.
+ * `tessera init`: a working token service and gateway in one command. Writes `tessera.yaml` when
+ * absent, then creates what is missing under `data_dir`: the directory (0700), the master key
+ * (0600, unless `TESSERA_MASTER_KEY` is set), the SQLite store, the first signing key, a demo
+ * client whose secret is printed once, and the gateway's upstream token in `secrets.env` (0600),
+ * which the configuration references as `${GATEWAY_TOKEN}`. Running it again changes nothing that
+ * exists.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
+import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
 import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, openStore } from '../../server/bootstrap.ts';
 import { configPath, loadConfig, toCliError, withConfig } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
 export const DEMO_CLIENT = 'demo-agent';
 export const DEMO_CLIENT_FILE = 'demo-client.json';
+/** The demo client's secret alone, for `curl -u "demo-agent:$(cat .tessera/demo-client.secret)"`. */
+export const DEMO_SECRET_FILE = 'demo-client.secret';
+export const GATEWAY_TOKEN_VAR = 'GATEWAY_TOKEN';
+export const DEMO_ROUTE = 'demo';
 
 /** The configuration `tessera init` writes when there is none. */
-export function configTemplate(options: { dataDir: string; algorithm: SigningAlgorithm; port: number; host: string }): string {
+export function configTemplate(options: {
+  dataDir: string;
+  algorithm: SigningAlgorithm;
+  port: number;
+  host: string;
+  upstreamPort: number;
+}): string {
   const base = `http://${options.host}:${options.port}`;
   return `# tessera.yaml, written by \`tessera init\`. Every key is described in docs/configuration.md.
 # Values may use \${VAR} and \${VAR:default} from the environment.
@@ -46,6 +60,30 @@ issuers:
 scopes:
   demo:read: { description: Read the demo API }
   demo:write: { description: Change the demo API, implies: [demo:read] }
+
+# The gateway shares the listener: requests that are not for the token service (/oauth2/*,
+# /.well-known/*, /admin/*) go through these routes, first match wins, anything unmatched is denied.
+gateway:
+  routes:
+    - id: ${DEMO_ROUTE}
+      match: { path_prefix: /api }
+      upstream:
+        url: http://${options.host}:${options.upstreamPort}   # \`tessera start\` runs a small demo API here
+        # Injected into every forwarded request; callers never see it. The value is in
+        # ${options.dataDir}/${SECRETS_ENV_FILE} (written by \`tessera init\`); the environment overrides it.
+        credential: { type: static, token: "\${${GATEWAY_TOKEN_VAR}}" }
+      auth: jwt
+      audience: ${base}/demo
+      rules:
+        - { id: read, methods: [GET, HEAD], path: /api/**, scopes: [demo:read] }
+        - { id: write, methods: [POST, PUT, PATCH, DELETE], path: /api/**, scopes: [demo:write] }
+      identity_headers: [subject, client, actors, delegation, scopes]
+      # The demo API is also an A2A agent: its card is public at /.well-known/agent-card.json,
+      # served with the security schemes that say how to get and present Tessera's tokens.
+      a2a:
+        token_url: ${base}/oauth2/token
+        url: ${base}/api
+        scopes: { "demo:read": Read the demo API, "demo:write": Change the demo API }
 `;
 }
 
@@ -57,21 +95,44 @@ export interface InitReport {
   master_key: 'env' | 'file' | 'generated';
   signing_key: { kid: string; alg: string; created: boolean };
   demo_client: { client_id: string; created: boolean; client_secret?: string; audience: string; scopes: string[] };
+  gateway_token: { variable: string; file: string; created: boolean };
 }
 
-export async function initialize(options: { config?: string; dataDir?: string; algorithm?: SigningAlgorithm }): Promise<InitReport> {
+export interface InitOptions {
+  config?: string;
+  dataDir?: string;
+  algorithm?: SigningAlgorithm;
+  /** Listener port written into a new tessera.yaml (default 8080). */
+  port?: number;
+  /** Demo upstream port written into a new tessera.yaml (default port + 1). */
+  upstreamPort?: number;
+}
+
+export async function initialize(options: InitOptions): Promise<InitReport> {
   const path = configPath(options.config);
   let written = false;
   if (!existsSync(path)) {
+    const port = options.port ?? 8080;
     writeFileSync(
       path,
-      configTemplate({ dataDir: options.dataDir ?? '.tessera', algorithm: options.algorithm ?? 'ES256', port: 8080, host: '127.0.0.1' }),
+      configTemplate({
+        dataDir: options.dataDir ?? '.tessera',
+        algorithm: options.algorithm ?? 'ES256',
+        port,
+        host: '127.0.0.1',
+        upstreamPort: options.upstreamPort ?? port + 1,
+      }),
       { flag: 'wx' },
     );
     written = true;
   }
+  // The gateway token first: the configuration references it, so loading needs it.
+  const { config: bare } = loadConfig(path, { env: { ...process.env, [GATEWAY_TOKEN_VAR]: process.env[GATEWAY_TOKEN_VAR] || 'unset' } });
+  ensureDataDir(bare.data_dir);
+  const secretsFile = join(bare.data_dir, SECRETS_ENV_FILE);
+  const tokenCreated = !existsSync(secretsFile) || readSecretsEnv(secretsFile)[GATEWAY_TOKEN_VAR] === undefined;
+  if (tokenCreated) writeSecretsEnv(secretsFile, { [GATEWAY_TOKEN_VAR]: `tgw_${randomBytes(32).toString('base64url')}` });
   const { config } = loadConfig(path);
-  ensureDataDir(config.data_dir);
   const master = loadMasterKey(config.data_dir, { create: true });
   if (master === undefined) throw new CliError('could not create the master key');
   const store = await openStore(config);
@@ -103,6 +164,7 @@ export async function initialize(options: { config?: string; dataDir?: string; a
         `${JSON.stringify({ client_id: DEMO_CLIENT, client_secret: secret, audience }, null, 2)}\n`,
         { mode: 0o600 },
       );
+      if (secret !== undefined) writeFileSync(join(config.data_dir, DEMO_SECRET_FILE), secret, { mode: 0o600 });
     }
     return {
       config_file: path,
@@ -118,6 +180,7 @@ export async function initialize(options: { config?: string; dataDir?: string; a
         scopes,
         ...(secret ? { client_secret: secret } : {}),
       },
+      gateway_token: { variable: GATEWAY_TOKEN_VAR, file: secretsFile, created: tokenCreated },
     };
   } catch (e) {
     throw toCliError(e);
@@ -127,13 +190,24 @@ export async function initialize(options: { config?: string; dataDir?: string; a
   }
 }
 
+/** Commander parser for a TCP port option. */
+export function portArg(flag: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n > 65535) throw new CliError(`${flag} must be a port number (0-65535), not "${v}"`);
+    return n;
+  };
+}
+
 export function registerInit(program: Command): void {
   withConfig(program.command('init'))
     .description('Create tessera.yaml (if absent), the data directory, master key, SQLite store, signing key and a demo client.')
     .option('--data-dir <dir>', 'data directory written into a new tessera.yaml', '.tessera')
     .option('--alg <alg>', `signing algorithm (${SIGNING_ALGORITHMS.join(', ')})`)
+    .option('--port <port>', 'listener port written into a new tessera.yaml (default 8080)', portArg('--port'))
+    .option('--upstream-port <port>', 'demo upstream port written into a new tessera.yaml (default port + 1)', portArg('--upstream-port'))
     .option('--json', 'print one JSON object (includes the demo client secret when it was just created)')
-    .action(async (opts: { config?: string; dataDir: string; alg?: string; json?: boolean }) => {
+    .action(async (opts: { config?: string; dataDir: string; alg?: string; port?: number; upstreamPort?: number; json?: boolean }) => {
       if (opts.alg !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(opts.alg)) {
         throw new CliError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
       }
@@ -141,6 +215,8 @@ export function registerInit(program: Command): void {
         ...(opts.config ? { config: opts.config } : {}),
         dataDir: opts.dataDir,
         ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
+        ...(opts.port !== undefined ? { port: opts.port } : {}),
+        ...(opts.upstreamPort !== undefined ? { upstreamPort: opts.upstreamPort } : {}),
       });
       if (opts.json) return printJson(report);
       const out: string[] = [];
@@ -159,9 +235,9 @@ export function registerInit(program: Command): void {
       } else {
         out.push(`client ${report.demo_client.client_id} (exists)`);
       }
+      out.push(`gateway token ${report.gateway_token.created ? 'generated in' : 'kept in'} ${report.gateway_token.file} (\${${GATEWAY_TOKEN_VAR}})`);
       out.push('');
-      out.push('Next: tessera serve, then');
-      out.push(`  curl -s -u ${report.demo_client.client_id}:SECRET -d grant_type=client_credentials ${report.issuer}/oauth2/token`);
+      out.push('Next: `tessera start` (token service, gateway and a demo API), or `tessera serve` for your own upstreams.');
       process.stdout.write(`${out.join('\n')}\n`);
     });
 }

@@ -1,78 +1,157 @@
 /**
- * `tessera serve`: the token service on the configured listener. The request handler is exported
- * separately (`createTokenServiceHandler`) so the gateway can share the listener; this command
- * runs it alone until then.
+ * `tessera serve`: the token service and, when `tessera.yaml` has a `gateway` section, the gateway,
+ * on one listener. The token service answers its own paths (`/oauth2/*`, `/.well-known/jwks.json`,
+ * `/.well-known/oauth-authorization-server`, `/admin/*`); every other request goes to the gateway.
+ *
+ * Sharing the process is what makes revocation immediate at the edge: the gateway's verifiers read
+ * the token service's signing keys directly and consult its revocation list, which every
+ * in-process revocation updates before it answers (and the store is polled every
+ * `token_service.sync_interval` for revocations made by the CLI or other instances).
  */
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { dirname } from 'node:path';
 import type { Command } from 'commander';
+import type { Logger } from 'pino';
+import type { TesseraConfig } from '../../config/schema.ts';
+import type { ServedGateway } from '../../gateway/serve.ts';
+import { serveGateway } from '../../gateway/serve.ts';
 import type { TokenService } from '../../issuer/service.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
-import { openService, withConfig } from '../context.ts';
+import { configPath, loadConfig, openService, type ServiceContext, withConfig } from '../context.ts';
 import { CliError } from '../output.ts';
 
 export interface RunningServer {
   readonly url: string;
-  readonly server: Server;
   readonly service: TokenService;
+  readonly config: TesseraConfig;
+  /** The gateway, when the configuration has one. */
+  readonly gateway: ServedGateway | undefined;
   close(): Promise<void>;
 }
 
-/** Start the token service from a configuration file. */
-export async function startServer(options: { config?: string; port?: number; host?: string }): Promise<RunningServer> {
+export interface StartOptions {
+  readonly config?: string;
+  readonly port?: number;
+  readonly host?: string;
+  /** Reload on SIGHUP, drain and exit on SIGTERM/SIGINT. */
+  readonly signals?: boolean;
+  /** The gateway's logger (default: JSON lines on stdout). */
+  readonly logger?: Logger;
+}
+
+const log = (line: Record<string, unknown>) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`);
+
+/** Start the token service (and the gateway, when configured) from a configuration file. */
+export async function startServer(options: StartOptions): Promise<RunningServer> {
   const ctx = await openService(options.config, true);
-  if (!ctx.service.keys.ready()) {
+  try {
+    if (!ctx.service.keys.ready()) throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
+    await ctx.service.start();
+    const handler = createTokenServiceHandler(ctx.service, {
+      // Only the error's class: messages of unexpected errors are not trusted to be secret-free.
+      onError: (error, requestId) =>
+        log({ level: 'error', msg: 'request failed', request_id: requestId, error: error instanceof Error ? error.name : typeof error }),
+    });
+    const host = options.host ?? ctx.config.server.host;
+    const port = options.port ?? ctx.config.server.port;
+    if (ctx.config.gateway !== undefined) return await withGateway(ctx, handler, { ...options, host, port });
+
+    const server = createServer((req, res) => {
+      if (handler(req, res)) return;
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end('{"error":"not_found"}');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    const address = server.address() as AddressInfo;
+    const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    let closing: Promise<void> | undefined;
+    const close = () => {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        });
+        await ctx.close();
+      })();
+      return closing;
+    };
+    if (options.signals) {
+      const stop = () => void close().then(() => process.exit(0));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    }
+    return { url, service: ctx.service, config: ctx.config, gateway: undefined, close };
+  } catch (e) {
     await ctx.close();
-    throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
+    throw e;
   }
-  await ctx.service.start();
-  const log = (line: Record<string, unknown>) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`);
-  const handler = createTokenServiceHandler(ctx.service, {
-    // Only the error's class and code: messages of unexpected errors are not trusted to be secret-free.
-    onError: (error, requestId) =>
-      log({ level: 'error', msg: 'request failed', request_id: requestId, error: error instanceof Error ? error.name : typeof error }),
-  });
-  const server = createServer((req, res) => {
-    if (handler(req, res)) return;
-    res.writeHead(404, { 'content-type': 'application/json' });
-    res.end('{"error":"not_found"}');
-  });
-  const host = options.host ?? ctx.config.server.host;
-  const port = options.port ?? ctx.config.server.port;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  const address = server.address() as AddressInfo;
-  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
-  return {
-    url,
-    server,
-    service: ctx.service,
-    async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
-      await ctx.close();
+}
+
+async function withGateway(
+  ctx: ServiceContext,
+  handler: ReturnType<typeof createTokenServiceHandler>,
+  options: StartOptions & { host: string; port: number },
+): Promise<RunningServer> {
+  const { service, store, config } = ctx;
+  const file = configPath(options.config);
+  const exchangeClient = config.gateway?.exchange_client;
+  const served = await serveGateway(
+    {
+      config,
+      configFile: file,
+      // Reloads read the file (and secrets.env) again and resolve data_dir the way every command does.
+      load: () => loadConfig(options.config).config,
+      host: options.host,
+      port: options.port,
+      signals: options.signals ?? false,
+      before: handler,
+      onClose: () => ctx.close(),
     },
-  };
+    {
+      ...(options.logger ? { logger: options.logger } : {}),
+      verifierRuntime: {
+        keySources: { [service.issuer]: service.keys },
+        revocation: service.revocations,
+        baseDir: dirname(file),
+      },
+      revocation: service.revocations,
+      ...(exchangeClient !== undefined ? { upstreamTokenIssuer: service.upstreamIssuer(exchangeClient) } : {}),
+      auditSinks: [{ write: (events) => store.appendAudit(events) }],
+      readiness: [
+        {
+          name: 'store',
+          check: () =>
+            store.versions().then(
+              () => ({ ok: true }),
+              () => ({ ok: false, detail: 'store unreachable' }),
+            ),
+        },
+        { name: 'signing_key', check: () => (service.keys.ready() ? { ok: true } : { ok: false, detail: 'no active signing key' }) },
+      ],
+    },
+  );
+  return { url: served.url, service, config, gateway: served, close: () => served.close() };
 }
 
 export function registerServe(program: Command): void {
   withConfig(program.command('serve'))
-    .description('Run the token service (OAuth endpoints, JWKS, metadata, admin API) on the configured listener.')
+    .description(
+      'Run the token service (OAuth endpoints, JWKS, metadata, admin API) and, when tessera.yaml has a gateway section, the gateway, on one listener.',
+    )
     .option('--port <port>', 'override server.port', (v) => Number.parseInt(v, 10))
     .option('--host <host>', 'override server.host')
     .action(async (opts: { config?: string; port?: number; host?: string }) => {
-      const running = await startServer(opts);
-      process.stderr.write(
-        `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'listening', url: running.url, issuer: running.service.issuer })}\n`,
-      );
-      const stop = () => {
-        void running.close().then(() => process.exit(0));
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      const running = await startServer({ ...opts, signals: true });
+      log({
+        level: 'info',
+        msg: 'listening',
+        url: running.url,
+        issuer: running.service.issuer,
+        gateway_routes: running.gateway?.gateway.state.routes.length ?? 0,
+      });
     });
 }

@@ -523,7 +523,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
     const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, hash, exp);
     if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
-    if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
+    // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
+    if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
     if (cache !== undefined && admit(hash)) return remember(hash, principal, (exp + skew) * 1000, true);
     return { ok: true, principal };
   }
@@ -585,7 +586,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       typeof exp === 'number' ? exp : cacheUntil,
     );
     if (typeof principal === 'string') return deny('token_claim_invalid', { claim: principal });
-    if (isRevoked(principal)) return deny('token_revoked', { issuer: iss });
+    // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
+    if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
     if (cacheUntil > now) return remember(hash, principal, cacheUntil * 1000, isToken68(token));
     return { ok: true, principal };
   }

@@ -1,0 +1,136 @@
+/**
+ * `tessera audit query|tail`: read the audit trail back from the store. Every gateway decision and
+ * token-service event is one row; filters select by subject, delegation (grant) id, client, request
+ * id and time. Events never hold a token or a header value, so printing them is safe.
+ */
+import { existsSync } from 'node:fs';
+import type { Command } from 'commander';
+import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
+import { resolveStore } from '../../config/token-service-schema.ts';
+import { openStore } from '../../server/bootstrap.ts';
+import { loadConfig, withConfig } from '../context.ts';
+import { CliError, printJson } from '../output.ts';
+
+interface Filters {
+  config?: string;
+  subject?: string;
+  delegation?: string;
+  client?: string;
+  requestId?: string;
+  since?: string;
+  limit?: number;
+  json?: boolean;
+}
+
+const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--since`: a duration back from now (`15m`, `2h`, `7d`) or an ISO 8601 time. Returns epoch ms. */
+export function parseSince(value: string, now = Date.now()): number {
+  const rel = /^(\d+)([smhd])$/.exec(value);
+  if (rel) return now - Number(rel[1]) * (UNITS[rel[2] as string] as number);
+  const t = Date.parse(value);
+  if (/^\d{4}-\d{2}-\d{2}/.test(value) && Number.isFinite(t)) return t;
+  throw new CliError(`--since must be a duration (15m, 2h, 7d) or an ISO time (2026-11-22T10:00:00Z), not "${value}"`);
+}
+
+function limitArg(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 10_000) throw new CliError(`--limit must be an integer from 1 to 10000, not "${v}"`);
+  return n;
+}
+
+function queryOf(f: Filters, since: number | undefined): AuditQuery {
+  return {
+    ...(f.subject !== undefined ? { subject: f.subject } : {}),
+    ...(f.delegation !== undefined ? { delegation_id: f.delegation } : {}),
+    ...(f.client !== undefined ? { client_id: f.client } : {}),
+    ...(f.requestId !== undefined ? { request_id: f.requestId } : {}),
+    ...(since !== undefined ? { since } : {}),
+  };
+}
+
+/** One human line per event: time, kind, decision/reason, who, what. */
+export function formatEvent(e: AuditEvent): string {
+  const who = [
+    e.subject !== undefined ? `sub=${e.subject}` : '',
+    e.client_id !== undefined ? `client=${e.client_id}` : '',
+    e.actor_chain?.length ? `act=${e.actor_chain.join('>')}` : '',
+    e.delegation_id !== undefined ? `grant=${e.delegation_id}` : '',
+  ].filter(Boolean);
+  const what = [
+    e.route !== undefined ? `route=${e.route}` : '',
+    e.method !== undefined && e.path !== undefined ? `${e.method} ${e.path}` : '',
+    e.upstream_status !== undefined ? `upstream=${e.upstream_status}` : '',
+    e.latency_ms !== undefined ? `${e.latency_ms}ms` : '',
+  ].filter(Boolean);
+  return [new Date(e.time).toISOString(), e.kind, `${e.decision}:${e.reason}`, ...who, ...what].join('  ');
+}
+
+function filterOptions(command: Command): Command {
+  return withConfig(command)
+    .option('--subject <sub>', 'only events about this subject')
+    .option('--delegation <grant>', 'only events of this delegation (grant) id')
+    .option('--client <id>', 'only events of this client')
+    .option('--request-id <id>', 'only events of this request')
+    .option('--json', 'JSON lines (one event per line) instead of one summary line each');
+}
+
+async function withStore<T>(config: string | undefined, fn: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> {
+  const { config: c } = loadConfig(config);
+  if (resolveStore(c).driver === 'sqlite' && !existsSync(c.data_dir)) {
+    throw new CliError(`no data directory at ${c.data_dir}; run \`tessera init\` first or pass --config`);
+  }
+  const store = await openStore(c);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+export function registerAudit(program: Command): void {
+  const audit = program.command('audit').description('Read the audit trail: one event per gateway decision and token-service event.');
+
+  filterOptions(audit.command('query'))
+    .description('Print the events that match the filters, oldest first.')
+    .option('--since <when>', 'from this time: a duration back (15m, 2h, 7d) or an ISO time')
+    .option('--limit <n>', 'at most this many events (1-10000)', limitArg, 100)
+    .action(async (f: Filters) => {
+      const events = await withStore(f.config, (store) =>
+        store.queryAudit({ ...queryOf(f, f.since !== undefined ? parseSince(f.since) : undefined), limit: f.limit ?? 100 }),
+      );
+      if (f.json) return printJson(events);
+      process.stdout.write(events.map((e) => `${formatEvent(e)}\n`).join(''));
+    });
+
+  filterOptions(audit.command('tail'))
+    .description('Print recent events (default: the last 15 minutes), then, with --follow, new ones as they are written.')
+    .option('--since <when>', 'start here instead of 15 minutes ago', '15m')
+    .option('-f, --follow', 'keep printing new events (polls the store every second)')
+    .action(async (f: Filters & { follow?: boolean }) => {
+      const since = parseSince(f.since ?? '15m');
+      await withStore(f.config, async (store) => {
+        let after: string | undefined;
+        const drain = async () => {
+          for (;;) {
+            const page = await store.queryAudit({ ...queryOf(f, since), ...(after ? { after_id: after } : {}), limit: 1000 });
+            for (const e of page) process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
+            if (page.length > 0) after = (page.at(-1) as AuditEvent).id;
+            if (page.length < 1000) return;
+          }
+        };
+        await drain();
+        if (!f.follow) return;
+        let stopped = false;
+        const stop = () => {
+          stopped = true;
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        while (!stopped) {
+          await new Promise((r) => setTimeout(r, 1000));
+          await drain();
+        }
+      });
+    });
+}

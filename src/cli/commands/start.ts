@@ -1,0 +1,104 @@
+/**
+ * `tessera start` (what `npm start` runs): the newcomer's path in one command. Initializes what is
+ * missing (`tessera init`), starts the built-in demo API where the `demo` route points, starts the
+ * token service and the gateway on one listener (`tessera serve`), and prints the commands that
+ * fetch a token and call the demo API through the gateway. Nothing secret is printed: the commands
+ * read the demo client's secret from its owner-only file.
+ */
+import { existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import type { Command } from 'commander';
+import { configEnv } from '../../config/secrets-env.ts';
+import { defaultLogger } from '../../gateway/gateway.ts';
+import { configPath, withConfig } from '../context.ts';
+import { startDemoUpstream } from '../demo-upstream.ts';
+import { CliError } from '../output.ts';
+import { DEMO_CLIENT, DEMO_ROUTE, DEMO_SECRET_FILE, GATEWAY_TOKEN_VAR, initialize } from './init.ts';
+import { type RunningServer, startServer } from './serve.ts';
+
+export interface Started {
+  readonly server: RunningServer;
+  readonly demoUrl: string | undefined;
+  /** The lines printed for the user (commands to try). */
+  readonly instructions: string;
+  close(): Promise<void>;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+/** Everything `tessera start` does, without signal handling (tests call this). */
+export async function start(options: { config?: string; signals?: boolean }): Promise<Started> {
+  const init = await initialize(options.config ? { config: options.config } : {});
+  const file = configPath(options.config);
+  let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
+  // Logs go to stderr so that stdout carries the instructions alone.
+  const server = await startServer({ ...(options.config ? { config: options.config } : {}), signals: false, logger: defaultLogger(undefined, 2) });
+  try {
+    const route = server.config.gateway?.routes.find((r) => r.id === DEMO_ROUTE);
+    if (route !== undefined) {
+      const target = new URL(route.upstream.url);
+      const token = configEnv(file)[GATEWAY_TOKEN_VAR];
+      if (target.protocol === 'http:' && LOOPBACK.has(target.hostname) && token) {
+        try {
+          demo = await startDemoUpstream({ host: target.hostname.replace(/^\[|\]$/g, ''), port: Number(target.port || 80), token });
+        } catch (e) {
+          throw new CliError(
+            `cannot start the demo API on ${target.host} (${(e as NodeJS.ErrnoException).code ?? 'error'}); free the port or change routes[id=demo].upstream.url`,
+          );
+        }
+      }
+    }
+  } catch (e) {
+    await server.close();
+    throw e;
+  }
+  const close = async () => {
+    await server.close();
+    await demo?.close();
+  };
+  if (options.signals) {
+    const stop = () => void close().then(() => process.exit(0));
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  }
+  const secretFile = join(init.data_dir, DEMO_SECRET_FILE);
+  const shown = relative(process.cwd(), secretFile);
+  const secretRef = existsSync(secretFile) ? `$(cat ${shown.startsWith('..') ? secretFile : shown})` : '<demo-agent secret>';
+  const base = server.url;
+  const created = [
+    init.config_written ? `wrote ${relative(process.cwd(), init.config_file)}` : '',
+    init.master_key === 'generated' ? 'master key' : '',
+    init.signing_key.created ? `${init.signing_key.alg} signing key` : '',
+    init.demo_client.created ? `demo client ${init.demo_client.client_id}` : '',
+    init.gateway_token.created ? 'gateway token' : '',
+  ].filter(Boolean);
+  const lines = [
+    ...(created.length ? [`Initialized ${init.data_dir}: ${created.join(', ')}.`] : []),
+    `Tessera is running: token service and gateway on ${base}${demo ? `, demo API on ${demo.url} (it only answers the gateway)` : ''}.`,
+    '',
+    'Fetch a token for the demo client (read-only), then call the demo API through the gateway:',
+    '',
+    `  TOKEN=$(curl -s -u "${DEMO_CLIENT}:${secretRef}" -d grant_type=client_credentials -d scope=demo:read ${base}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\\1/')`,
+    `  curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello`,
+    '',
+    'Then try:',
+    `  curl -i ${base}/api/hello                                                       # 401 and its challenge`,
+    `  curl -i -X POST -H "Authorization: Bearer $TOKEN" ${base}/api/items            # 403 insufficient_scope`,
+    `  curl -N -H "Authorization: Bearer $TOKEN" ${base}/api/events                   # a stream through the gateway`,
+    `  npx tessera check ${base}/api/hello --token "$TOKEN"                          # conformance checks`,
+    `  npx tessera revoke --token "$TOKEN" && sleep 1 && curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello   # 401`,
+    '  npx tessera audit tail                                                         # one event per decision',
+    '',
+    'Stop with Ctrl-C.',
+  ];
+  return { server, demoUrl: demo?.url, instructions: `${lines.join('\n')}\n`, close };
+}
+
+export function registerStart(program: Command): void {
+  withConfig(program.command('start'))
+    .description('Initialize if needed, then run the token service, the gateway and a demo API, and print commands to try (npm start).')
+    .action(async (opts: { config?: string }) => {
+      const started = await start({ ...opts, signals: true });
+      process.stdout.write(started.instructions);
+    });
+}

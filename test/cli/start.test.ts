@@ -1,0 +1,165 @@
+/**
+ * The newcomer's path, run as a newcomer runs it: `tessera start` in an empty directory (what
+ * `npm start` runs) as a real process, then the exact commands it prints, executed by bash with
+ * curl: a token from the token service, a call through the gateway to the demo API, the 401/403
+ * cases, `tessera check`, a CLI revocation seen by the running gateway, and `tessera audit`.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+// The printed commands say `npx tessera`; here `tessera` is the checkout's bin on the PATH.
+const BIN = new URL('../../bin/tessera.js', import.meta.url).pathname;
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+let dir: string;
+let child: ChildProcess;
+let stdout = '';
+let stderr = '';
+let port: number;
+
+const env = () => ({
+  ...process.env,
+  TESSERA_MASTER_KEY: '',
+  GATEWAY_TOKEN: '',
+  PATH: `${join(dir, '.bin')}:${dirname(process.execPath)}:${process.env.PATH}`,
+});
+
+function sh(script: string): { code: number | null; out: string; err: string } {
+  const r = spawnSync('bash', ['-c', `set -o pipefail\n${script.replaceAll('npx tessera', 'tessera')}`], { cwd: dir, encoding: 'utf8', env: env() });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+function printed(prefix: RegExp): string {
+  const line = stdout.split('\n').find((l) => prefix.test(l.trim()));
+  assert.ok(line, `tessera start printed a line matching ${prefix}:\n${stdout}`);
+  return line.trim().replace(/\s+#.*$/, '');
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-start-'));
+  mkdirSync(join(dir, '.bin'));
+  symlinkSync(BIN, join(dir, '.bin', 'tessera'));
+  port = await freePort();
+  const upstreamPort = await freePort();
+  // Only the ports differ from a bare `npm start` (8080/8081 may be taken on a test machine).
+  const init = spawnSync(process.execPath, [MAIN, 'init', '--port', String(port), '--upstream-port', String(upstreamPort)], {
+    cwd: dir,
+    encoding: 'utf8',
+    env: env(),
+  });
+  assert.equal(init.status, 0, init.stderr);
+  child = spawn(process.execPath, [MAIN, 'start'], { cwd: dir, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout?.on('data', (c: Buffer) => {
+    stdout += c.toString();
+  });
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const deadline = Date.now() + 20_000;
+  while (!stdout.includes('Stop with Ctrl-C')) {
+    if (child.exitCode !== null || Date.now() > deadline) assert.fail(`tessera start did not come up:\n${stdout}\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
+
+after(async () => {
+  if (child.exitCode === null) {
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('tessera start (npm start)', () => {
+  it('prints commands that fetch a token and call the demo API through the gateway', () => {
+    const r = sh(`${printed(/^TOKEN=/)}\n${printed(/^curl -i -H "Authorization: Bearer \$TOKEN" \S+\/api\/hello$/)}`);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^HTTP\/1\.1 200 OK/);
+    const body = JSON.parse(r.out.slice(r.out.indexOf('\r\n\r\n') + 4)) as { upstream_credential: string; caller: Record<string, unknown> };
+    // The demo API answers only with the gateway's injected credential, and sees the caller's identity.
+    assert.equal(body.upstream_credential, 'gateway token received');
+    assert.equal(body.caller.subject, 'demo-agent');
+    assert.deepEqual(body.caller.scopes, ['demo:read']);
+    assert.match(String(body.caller.delegation_id), /^g_/);
+  });
+
+  it('the demo API refuses a caller that bypasses the gateway', () => {
+    const upstream = /demo API on (http:\/\/\S+) /.exec(stdout)?.[1];
+    assert.ok(upstream);
+    const r = sh(`${printed(/^TOKEN=/)}\ncurl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" ${upstream}/api/hello`);
+    assert.equal(r.out, '401');
+  });
+
+  it('the printed 401 and 403 cases behave as annotated', () => {
+    const unauth = sh(printed(/^curl -i http\S+\/api\/hello/));
+    assert.match(unauth.out, /^HTTP\/1\.1 401 /);
+    assert.match(unauth.out, /\r\nwww-authenticate: Bearer/i);
+    const forbidden = sh(`${printed(/^TOKEN=/)}\n${printed(/^curl -i -X POST/)}`);
+    assert.match(forbidden.out, /^HTTP\/1\.1 403 /);
+    assert.match(forbidden.out, /error="insufficient_scope"/);
+    assert.match(forbidden.out, /scope="demo:write"/);
+  });
+
+  it('streams the demo events through the gateway', () => {
+    const r = sh(`${printed(/^TOKEN=/)}\n${printed(/^curl -N/)}`);
+    assert.equal(r.code, 0, r.err);
+    assert.equal((r.out.match(/^event: tick$/gm) ?? []).length, 5);
+  });
+
+  it('tessera check passes every conformance check against the demo', () => {
+    const r = sh(`${printed(/^TOKEN=/)}\n${printed(/^npx tessera check/)}`);
+    assert.equal(r.code, 0, r.out + r.err);
+    assert.equal((r.out.match(/^PASS /gm) ?? []).length, 6, r.out);
+  });
+
+  it('a CLI revocation reaches the running gateway: the revoked token gets 401', () => {
+    const r = sh(`${printed(/^TOKEN=/)}\n${printed(/^npx tessera revoke/)}`);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /HTTP\/1\.1 401 /);
+    assert.match(r.out, /error_description="The access token was revoked\."/);
+  });
+
+  it('tessera audit shows one gateway event per request, with the caller and the decision', () => {
+    const r = sh('npx tessera audit query --subject demo-agent --json');
+    assert.equal(r.code, 0, r.err);
+    const events = JSON.parse(r.out) as { kind: string; decision: string; reason: string; route?: string; path?: string }[];
+    const gw = events.filter((e) => e.kind === 'gateway.request');
+    assert.ok(gw.some((e) => e.decision === 'allow' && e.path === '/api/hello' && e.route === 'demo'));
+    assert.ok(gw.some((e) => e.decision === 'deny' && e.reason === 'scope_insufficient' && e.path === '/api/items'));
+    assert.ok(gw.some((e) => e.decision === 'deny' && e.reason === 'token_revoked'));
+    assert.ok(events.some((e) => e.kind === 'token.issued'));
+    const tail = sh('npx tessera audit tail --since 1h');
+    assert.equal(tail.code, 0, tail.err);
+    assert.match(tail.out, /gateway\.request {2}deny:credentials_missing/);
+  });
+
+  it('prints no secret: neither the client secret, the gateway token nor an access token', () => {
+    const secret = readFileSync(join(dir, '.tessera', 'demo-client.secret'), 'utf8');
+    const gatewayToken = /GATEWAY_TOKEN=(\S+)/.exec(readFileSync(join(dir, '.tessera', 'secrets.env'), 'utf8'))?.[1];
+    assert.ok(gatewayToken);
+    for (const out of [stdout, stderr]) {
+      assert.ok(!out.includes(secret));
+      assert.ok(!out.includes(gatewayToken));
+      assert.doesNotMatch(out, /eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}/);
+    }
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    child.kill('SIGTERM');
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 0);
+  });
+});
