@@ -35,7 +35,11 @@ function header(req: IncomingMessage, name: string): string | undefined {
 }
 
 /** Start the demo API; `token` is the upstream credential the gateway injects. */
-export async function startDemoUpstream(options: { host: string; port: number; token: string }): Promise<{ url: string; server: Server; close(): Promise<void> }> {
+export async function startDemoUpstream(options: {
+  host: string;
+  port: number;
+  token: string;
+}): Promise<{ url: string; server: Server; close(): Promise<void> }> {
   const expected = digest(`Bearer ${options.token}`);
   const server = createServer((req, res) => {
     const json = (status: number, body: unknown) => {

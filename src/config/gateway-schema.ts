@@ -228,11 +228,15 @@ const loopbackPeers = ['127.0.0.0/8', '::1'];
 export const gatewaySchema = z
   .strictObject({
     routes: z.array(routeSchema).min(1, 'list at least one route').meta({ description: 'Routes, tried in order.' }),
-    exchange_client: z.string().min(1).optional().meta({
-      description:
-        'The token-service client the gateway acts as when it mints `exchange` credentials (in `tessera serve`). ' +
-        'Register it with the token-exchange grant and the upstream audiences.',
-    }),
+    exchange_client: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({
+        description:
+          'The token-service client the gateway acts as when it mints `exchange` credentials (in `tessera serve`). ' +
+          'Register it with the token-exchange grant and the upstream audiences.',
+      }),
     allow_passthrough: z
       .boolean()
       .default(false)

@@ -23,7 +23,10 @@ const LINE = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/;
 export function readSecretsEnv(file: string): Record<string, string> {
   const mode = statSync(file).mode & 0o777;
   if ((mode & 0o077) !== 0) {
-    throw new ConfigError([{ path: '(secrets)', message: `${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}` }], file);
+    throw new ConfigError(
+      [{ path: '(secrets)', message: `${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}` }],
+      file,
+    );
   }
   const out: Record<string, string> = {};
   for (const [i, raw] of readFileSync(file, 'utf8').split('\n').entries()) {
@@ -55,7 +58,8 @@ export function dataDirOf(configFile: string, env: Env): string {
   let dir = '.tessera';
   if (existsSync(configFile)) {
     const value = parseDocument(readFileSync(configFile, 'utf8')).get('data_dir');
-    if (typeof value === 'string' && value !== '') dir = value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g, (_, n, d) => env[n] || d || '');
+    if (typeof value === 'string' && value !== '')
+      dir = value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g, (_, n, d) => env[n] || d || '');
   }
   return isAbsolute(dir) ? dir : resolve(dirname(configFile), dir);
 }

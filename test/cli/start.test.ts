@@ -38,7 +38,11 @@ const env = () => ({
 });
 
 function sh(script: string): { code: number | null; out: string; err: string } {
-  const r = spawnSync('bash', ['-c', `set -o pipefail\n${script.replaceAll('npx tessera', 'tessera')}`], { cwd: dir, encoding: 'utf8', env: env() });
+  const r = spawnSync('bash', ['-c', `set -o pipefail\n${script.replaceAll('npx tessera', 'tessera')}`], {
+    cwd: dir,
+    encoding: 'utf8',
+    env: env(),
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 

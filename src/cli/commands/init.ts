@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
+import { resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
 import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, openStore } from '../../server/bootstrap.ts';
 import { configPath, loadConfig, toCliError, withConfig } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
@@ -94,7 +94,7 @@ export interface InitReport {
   issuer: string;
   master_key: 'env' | 'file' | 'generated';
   signing_key: { kid: string; alg: string; created: boolean };
-  demo_client: { client_id: string; created: boolean; client_secret?: string; audience: string; scopes: string[] };
+  demo_client: { client_id: string; created: boolean; skipped?: string; client_secret?: string; audience: string; scopes: string[] };
   gateway_token: { variable: string; file: string; created: boolean };
 }
 
@@ -150,7 +150,10 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
     const audience = `${issuer}/demo`;
     const scopes = ['demo:read', 'demo:write'];
     let secret: string | undefined;
-    if ((await store.getClient(DEMO_CLIENT)) === undefined) {
+    // Only for a configuration that has the demo's scopes (the one init writes); another is left alone.
+    const demoScopes = scopes.every((s) => Object.hasOwn(config.scopes ?? {}, s));
+    const exists = (await store.getClient(DEMO_CLIENT)) !== undefined;
+    if (!exists && demoScopes) {
       const created = await service.registerClient({
         id: DEMO_CLIENT,
         scopes,
@@ -176,6 +179,7 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
       demo_client: {
         client_id: DEMO_CLIENT,
         created: secret !== undefined,
+        ...(!exists && !demoScopes ? { skipped: 'tessera.yaml has no demo:read and demo:write scopes' } : {}),
         audience,
         scopes,
         ...(secret ? { client_secret: secret } : {}),
@@ -232,10 +236,14 @@ export function registerInit(program: Command): void {
         out.push(`Its secret, shown once (also in ${join(report.data_dir, DEMO_CLIENT_FILE)}, mode 0600):`);
         out.push('');
         out.push(`  ${report.demo_client.client_secret}`);
+      } else if (report.demo_client.skipped) {
+        out.push(`client ${report.demo_client.client_id} not created: ${report.demo_client.skipped}`);
       } else {
         out.push(`client ${report.demo_client.client_id} (exists)`);
       }
-      out.push(`gateway token ${report.gateway_token.created ? 'generated in' : 'kept in'} ${report.gateway_token.file} (\${${GATEWAY_TOKEN_VAR}})`);
+      out.push(
+        `gateway token ${report.gateway_token.created ? 'generated in' : 'kept in'} ${report.gateway_token.file} (\${${GATEWAY_TOKEN_VAR}})`,
+      );
       out.push('');
       out.push('Next: `tessera start` (token service, gateway and a demo API), or `tessera serve` for your own upstreams.');
       process.stdout.write(`${out.join('\n')}\n`);

@@ -32,7 +32,11 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
   const file = configPath(options.config);
   let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
   // Logs go to stderr so that stdout carries the instructions alone.
-  const server = await startServer({ ...(options.config ? { config: options.config } : {}), signals: false, logger: defaultLogger(undefined, 2) });
+  const server = await startServer({
+    ...(options.config ? { config: options.config } : {}),
+    signals: false,
+    logger: defaultLogger(undefined, 2),
+  });
   try {
     const route = server.config.gateway?.routes.find((r) => r.id === DEMO_ROUTE);
     if (route !== undefined) {

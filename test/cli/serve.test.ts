@@ -1,0 +1,199 @@
+/**
+ * `tessera serve` with a gateway section: the token service and the gateway on one listener, as
+ * one process. What only sharing the process gives: a revocation made at the token service is
+ * enforced by the gateway on the very next request and ends open streams; `credential: exchange`
+ * mints upstream tokens in-process; a rotated gateway token in secrets.env applies on reload.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
+import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
+import { silent, startUpstream, type Upstream } from '../gateway/helpers.ts';
+import { basic } from '../helpers/issuer.ts';
+
+const UPSTREAM_AUD = 'https://upstream.internal';
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+let dir: string;
+let base: string;
+let upstream: Upstream;
+let running: RunningServer;
+let agentSecret: string;
+const savedEnv = { master: process.env.TESSERA_MASTER_KEY, gw: process.env.GATEWAY_TOKEN };
+
+async function token(scope = 'api:read'): Promise<string> {
+  const res = await fetch(`${base}/oauth2/token`, {
+    method: 'POST',
+    headers: { authorization: basic('agent', agentSecret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', scope }),
+  });
+  assert.equal(res.status, 200);
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+const call = (path: string, t: string) => fetch(`${base}${path}`, { headers: { authorization: `Bearer ${t}` } });
+
+before(async () => {
+  delete process.env.TESSERA_MASTER_KEY;
+  delete process.env.GATEWAY_TOKEN;
+  dir = mkdtempSync(join(tmpdir(), 'tessera-serve-'));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  upstream = await startUpstream((req, res) => {
+    if (req.url?.startsWith('/api/sse')) {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const timer = setInterval(() => res.write('data: tick\n\n'), 50);
+      res.on('close', () => clearInterval(timer));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"ok":true}');
+  });
+  writeFileSync(
+    join(dir, 'tessera.yaml'),
+    `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+issuers:
+  - { issuer: ${base}, audiences: [${base}/api], jwks_uri: ${base}/.well-known/jwks.json, token_type: at+jwt }
+scopes:
+  api:read: {}
+gateway:
+  exchange_client: tessera-gateway
+  watch_config: false
+  routes:
+    - id: api
+      match: { path_prefix: /api }
+      upstream: { url: ${upstream.url}, credential: { type: static, token: "\${GATEWAY_TOKEN}" } }
+      auth: jwt
+      audience: ${base}/api
+      rules: [{ path: /api/**, scopes: [api:read] }]
+    - id: minted
+      match: { path_prefix: /minted }
+      upstream: { url: ${upstream.url}, credential: { type: exchange, audience: ${UPSTREAM_AUD} } }
+      auth: jwt
+      audience: ${base}/api
+      rules: [{ path: /minted/**, scopes: [api:read] }]
+`,
+  );
+  await initialize({ config: join(dir, 'tessera.yaml') });
+  running = await startServer({ config: join(dir, 'tessera.yaml'), logger: silent });
+  const agent = await running.service.registerClient({
+    id: 'agent',
+    scopes: ['api:read'],
+    audiences: [`${base}/api`],
+    grantTypes: ['client_credentials'],
+  });
+  agentSecret = agent.secret as string;
+  await running.service.registerClient({
+    id: 'tessera-gateway',
+    scopes: ['api:read'],
+    audiences: [UPSTREAM_AUD],
+    grantTypes: [TOKEN_EXCHANGE],
+  });
+});
+
+after(async () => {
+  await running?.close();
+  await upstream?.close();
+  rmSync(dir, { recursive: true, force: true });
+  if (savedEnv.master !== undefined) process.env.TESSERA_MASTER_KEY = savedEnv.master;
+  if (savedEnv.gw !== undefined) process.env.GATEWAY_TOKEN = savedEnv.gw;
+});
+
+describe('tessera serve: token service and gateway in one process', () => {
+  it('leaves the token service paths to the token service and everything else to the gateway', async () => {
+    const meta = await fetch(`${base}/.well-known/oauth-authorization-server`);
+    assert.equal(meta.status, 200);
+    assert.equal(((await meta.json()) as { issuer: string }).issuer, base);
+    const unmatched = await fetch(`${base}/elsewhere`);
+    assert.equal(unmatched.status, 404);
+    const ready = await fetch(`${base}/readyz`);
+    assert.equal(ready.status, 200);
+    const checks = ((await ready.json()) as { checks: { name: string; ok: boolean }[] }).checks;
+    assert.ok(checks.some((c) => c.name === 'store' && c.ok));
+    assert.ok(checks.some((c) => c.name === 'signing_key' && c.ok));
+  });
+
+  it('injects the gateway token from secrets.env; the caller token never reaches the upstream', async () => {
+    const t = await token();
+    const gatewayToken = /GATEWAY_TOKEN=(\S+)/.exec(readFileSync(join(dir, '.tessera', 'secrets.env'), 'utf8'))?.[1];
+    const res = await call('/api/items', t);
+    assert.equal(res.status, 200);
+    const seen = upstream.seen.at(-1);
+    assert.equal(seen?.headers.authorization, `Bearer ${gatewayToken}`);
+    assert.ok(!JSON.stringify(seen?.headers).includes(t));
+  });
+
+  it('a token revoked at the RFC 7009 endpoint is refused by the gateway on the very next request', async () => {
+    const t = await token();
+    assert.equal((await call('/api/items', t)).status, 200);
+    const revoke = await fetch(`${base}/oauth2/revoke`, {
+      method: 'POST',
+      headers: { authorization: basic('agent', agentSecret), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: t }),
+    });
+    assert.equal(revoke.status, 200);
+    const denied = await call('/api/items', t);
+    assert.equal(denied.status, 401);
+    assert.match(denied.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+  });
+
+  it('an open event stream through the gateway ends when its grant is revoked', async () => {
+    const t = await token();
+    const grantId = decodeJwt(t).grant_id as string;
+    const res = await call('/api/sse', t);
+    assert.equal(res.status, 200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    assert.match(new TextDecoder().decode((await reader.read()).value), /data: tick/);
+    await running.service.revokeGrants({ grantId }, 'test');
+    const deadline = Date.now() + 3000;
+    let ended = false;
+    while (Date.now() < deadline) {
+      const r = await reader.read().catch(() => ({ done: true }));
+      if (r.done) {
+        ended = true;
+        break;
+      }
+    }
+    assert.ok(ended, 'the stream ended after the revocation');
+  });
+
+  it('credential: exchange mints a narrowed upstream token with the caller in its delegation chain', async () => {
+    const t = await token();
+    const res = await call('/minted/x', t);
+    assert.equal(res.status, 200);
+    const minted = /^Bearer (.+)$/.exec(String(upstream.seen.at(-1)?.headers.authorization))?.[1];
+    assert.ok(minted && minted !== t);
+    const { payload } = await jwtVerify(minted, createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`)), {
+      issuer: base,
+      audience: UPSTREAM_AUD,
+      typ: 'at+jwt',
+    });
+    assert.equal(payload.sub, 'agent');
+    assert.equal(payload.scope, 'api:read');
+    assert.deepEqual(payload.act, { sub: 'tessera-gateway' });
+  });
+
+  it('a rotated gateway token in secrets.env takes effect on reload', async () => {
+    const rotated = `tgw_rotated_${Date.now()}_0123456789abcdef`;
+    writeSecretsEnv(join(dir, '.tessera', 'secrets.env'), { GATEWAY_TOKEN: rotated });
+    const result = running.gateway?.reload();
+    assert.equal(result?.ok, true);
+    assert.equal((await call('/api/items', await token())).status, 200);
+    assert.equal(upstream.seen.at(-1)?.headers.authorization, `Bearer ${rotated}`);
+  });
+});

@@ -1,0 +1,65 @@
+/**
+ * `<data_dir>/secrets.env`: fills in `${VAR}`s the environment leaves unset, never overrides it,
+ * refuses a file others can read, and reports a bad line by number without echoing its content.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { configEnv, readSecretsEnv, writeSecretsEnv } from '../../src/config/secrets-env.ts';
+import { ConfigError } from '../../src/core/errors.ts';
+
+let dir: string;
+let config: string;
+let secrets: string;
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-secrets-'));
+  config = join(dir, 'tessera.yaml');
+  writeFileSync(config, 'data_dir: state\n');
+  mkdirSync(join(dir, 'state'));
+  secrets = join(dir, 'state', 'secrets.env');
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('secrets.env', () => {
+  it('is written owner-only, and a second write replaces one variable and keeps the others', () => {
+    writeSecretsEnv(secrets, { GATEWAY_TOKEN: 'one', OTHER: 'x' });
+    writeSecretsEnv(secrets, { GATEWAY_TOKEN: 'two' });
+    assert.equal(statSync(secrets).mode & 0o777, 0o600);
+    assert.deepEqual(readSecretsEnv(secrets), { OTHER: 'x', GATEWAY_TOKEN: 'two' });
+  });
+
+  it('fills in what the environment leaves unset or empty; the environment wins otherwise', () => {
+    assert.equal(configEnv(config, {}).GATEWAY_TOKEN, 'two');
+    assert.equal(configEnv(config, { GATEWAY_TOKEN: '' }).GATEWAY_TOKEN, 'two');
+    assert.equal(configEnv(config, { GATEWAY_TOKEN: 'from-env' }).GATEWAY_TOKEN, 'from-env');
+  });
+
+  it('is found through a data_dir that references the environment', () => {
+    writeFileSync(config, 'data_dir: ${STATE_DIR:elsewhere}\n');
+    assert.equal(configEnv(config, { STATE_DIR: 'state' }).GATEWAY_TOKEN, 'two');
+    assert.equal(configEnv(config, {}).GATEWAY_TOKEN, undefined);
+    writeFileSync(config, 'data_dir: state\n');
+  });
+
+  it('refuses a file readable by others', () => {
+    chmodSync(secrets, 0o644);
+    assert.throws(
+      () => configEnv(config, {}),
+      (e: ConfigError) => e instanceof ConfigError && /chmod 600/.test(e.message),
+    );
+    chmodSync(secrets, 0o600);
+  });
+
+  it('names a malformed line by number and does not echo it', () => {
+    const before = readFileSync(secrets, 'utf8');
+    writeFileSync(secrets, `${before}not a pair s3cr3t\n`, { mode: 0o600 });
+    assert.throws(
+      () => readSecretsEnv(secrets),
+      (e: ConfigError) => e instanceof ConfigError && /line 4/.test(e.message) && !e.message.includes('s3cr3t'),
+    );
+    writeFileSync(secrets, before, { mode: 0o600 });
+  });
+});
