@@ -309,6 +309,9 @@ export const gatewaySchema = z
         health_path: z.string().startsWith('/').default('/healthz'),
         ready_path: z.string().startsWith('/').default('/readyz'),
         metrics_path: z.string().startsWith('/').default('/metrics'),
+        jwks_max_stale: duration(
+          'How long a remote JWKS may stay past its TTL (refreshes failing) before /readyz reports not ready; the last good keys are used meanwhile.',
+        ).prefault('1h'),
         metrics_allowed_peers: z
           .array(z.string().min(1))
           .default(['127.0.0.0/8', '::1', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'])

@@ -517,7 +517,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     try {
       if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
       else if (path === ops.ready_path) {
-        const r = await readiness(s.verifiers, { depth: audit.stats.depth, max: maxQueue }, deps.readiness ?? [], closing);
+        const r = await readiness(
+          s.verifiers,
+          { depth: audit.stats.depth, max: maxQueue },
+          deps.readiness ?? [],
+          closing,
+          ops.jwks_max_stale * 1000,
+        );
         writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
       } else if (!peerAllowed(s.metricsPeers, req.socket.remoteAddress)) {
         writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });

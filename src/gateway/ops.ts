@@ -21,25 +21,32 @@ export interface ReadinessResult {
 }
 
 /**
- * Run the readiness checks. A remote JWKS must have been fetched once; a set past its TTL that
- * could not be refreshed keeps the gateway ready (the verifier keeps the last good keys, and
- * taking every replica out of service because an IdP is briefly down would turn its outage into
- * ours) but is reported as `stale`.
+ * Run the readiness checks. A remote JWKS must have been fetched once. A set past its TTL that
+ * could not be refreshed keeps the gateway ready for `jwksMaxStaleMs` (the verifier keeps the last
+ * good keys, and taking every replica out of service because an IdP is briefly down would turn
+ * its outage into ours), reported as `stale`; beyond that the keys may no longer be the issuer's
+ * (rotated, a key withdrawn after a compromise) and the gateway reports not ready.
  */
 export async function readiness(
   verifiers: readonly ManagedVerifier[],
   audit: { depth: number; max: number },
   extra: readonly ReadinessCheck[],
   closing: boolean,
+  jwksMaxStaleMs = Number.POSITIVE_INFINITY,
 ): Promise<ReadinessResult> {
   const checks: { name: string; ok: boolean; detail?: string }[] = [];
   if (closing) checks.push({ name: 'shutdown', ok: false, detail: 'shutting down' });
   for (const v of verifiers) {
     for (const s of v.jwksStatus()) {
+      const tooStale = s.staleForMs > jwksMaxStaleMs;
       checks.push({
         name: `jwks ${s.url}`,
-        ok: s.loaded,
-        detail: !s.loaded ? 'not loaded' : s.fresh ? `${s.keys} keys` : `${s.keys} keys, stale`,
+        ok: s.loaded && !tooStale,
+        detail: !s.loaded
+          ? 'not loaded'
+          : s.fresh
+            ? `${s.keys} keys`
+            : `${s.keys} keys, stale for ${Math.round(s.staleForMs / 1000)}s${tooStale ? ' (over operations.jwks_max_stale)' : ''}`,
       });
     }
   }

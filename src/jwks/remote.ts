@@ -37,6 +37,8 @@ export interface RemoteJwksStatus {
   readonly loaded: boolean;
   /** True while the current set is within its TTL. */
   readonly fresh: boolean;
+  /** How long the current set has been past the TTL of its last successful fetch, ms (0 while fresh). */
+  readonly staleForMs: number;
   readonly keys: number;
   readonly fetches: number;
   readonly lastError: string | undefined;
@@ -55,6 +57,8 @@ export class RemoteJwks implements KeySource {
   readonly #fetch: typeof fetch;
   #set: KeySet | undefined;
   #expiresAt = 0;
+  /** When the set of the last successful fetch expires (a failure does not move it). */
+  #goodUntil = 0;
   #lastFetchAt = Number.NEGATIVE_INFINITY;
   #inflight: Promise<boolean> | undefined;
   #fetches = 0;
@@ -95,6 +99,7 @@ export class RemoteJwks implements KeySource {
       loaded: this.#set !== undefined,
       // After a failed fetch the set is kept but no longer fresh, even while the retry waits.
       fresh: this.#set !== undefined && this.#lastError === undefined && this.#clock() < this.#expiresAt,
+      staleForMs: this.#set === undefined ? 0 : Math.max(0, this.#clock() - this.#goodUntil),
       keys: this.#set?.keys.length ?? 0,
       fetches: this.#fetches,
       lastError: this.#lastError,
@@ -145,6 +150,7 @@ export class RemoteJwks implements KeySource {
     const ttl = Math.min(this.#o.maxTtl, Math.max(this.#o.minTtl, maxAge(response.headers.get('cache-control')) ?? this.#o.defaultTtl));
     this.#set = new KeySet(parsed.keys);
     this.#expiresAt = this.#clock() + ttl * 1000;
+    this.#goodUntil = this.#expiresAt;
   }
 }
 

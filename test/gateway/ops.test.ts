@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { readiness } from '../../src/gateway/ops.ts';
 import { baseConfig, ISSUER, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 describe('gateway: operations endpoints', () => {
@@ -90,5 +91,26 @@ describe('gateway: readiness waits for remote keys', () => {
     } finally {
       await gw.close();
     }
+  });
+});
+
+describe('gateway: readiness and a JWKS that stays stale', () => {
+  const remote = (staleForMs: number) => ({
+    jwksStatus: () => [
+      { url: 'https://idp.test/jwks', loaded: true, fresh: staleForMs === 0, staleForMs, keys: 2, fetches: 9, lastError: 'HTTP 503' },
+    ],
+  });
+  const audit = { depth: 0, max: 10 };
+
+  it('stays ready through a short IdP outage (the last good keys are used)', async () => {
+    const r = await readiness([remote(5 * 60_000) as never], audit, [], false, 3_600_000);
+    assert.equal(r.ready, true);
+    assert.match(r.checks[0]?.detail ?? '', /stale for 300s/);
+  });
+
+  it('reports not ready once the key set has been stale longer than operations.jwks_max_stale', async () => {
+    const r = await readiness([remote(2 * 3_600_000) as never], audit, [], false, 3_600_000);
+    assert.equal(r.ready, false);
+    assert.match(r.checks[0]?.detail ?? '', /over operations\.jwks_max_stale/);
   });
 });

@@ -153,6 +153,9 @@ describe('remote JWKS failure keeps the last good key set', () => {
     clock.advance(10);
     assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
     assert.equal(endpoint.hits, before + 1);
+    // Staleness counts from the TTL of the last successful fetch (60 s), not from the last failure.
+    assert.equal(verifier.jwksStatus()[0]?.fresh, false);
+    assert.equal(verifier.jwksStatus()[0]?.staleForMs, 70_000);
   });
 
   it('keeps the last good keys when the endpoint answers garbage, an empty set or only unusable keys', async () => {
