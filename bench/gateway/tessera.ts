@@ -37,7 +37,7 @@ const config = parseConfig(
       : {}),
     gateway: {
       watch_config: false,
-      forward_auth: { enabled: true, cache_ttl: Number(env.BENCH_FA_CACHE_TTL ?? 0) },
+      forward_auth: { enabled: true, flavor: 'nginx', cache_ttl: Number(env.BENCH_FA_CACHE_TTL ?? 0) },
       routes: [
         {
           id: 'api',

@@ -279,6 +279,15 @@ export const gatewaySchema = z
     forward_auth: z
       .strictObject({
         enabled: z.boolean().default(false),
+        flavor: z
+          .enum(['nginx', 'traefik', 'envoy'], {
+            error: (i) => `"${String(i.input)}" is not a forward-auth flavor; write nginx, traefik or envoy`,
+          })
+          .optional()
+          .meta({
+            description:
+              'The proxy that calls the endpoint (required when enabled): nginx (X-Original-URI/-Method/-Host), traefik (X-Forwarded-Uri/-Method/-Host) or envoy (ext_authz path_prefix). Only its headers are read.',
+          }),
         path: z.string().startsWith('/').default('/_tessera/auth').meta({
           description:
             'Endpoint for nginx auth_request and Traefik ForwardAuth; Envoy ext_authz uses it as path_prefix (`<path>/<original path>`).',
@@ -321,6 +330,12 @@ export const gatewaySchema = z
           message: "passthrough sends the caller's token to the upstream; set gateway.allow_passthrough: true to permit it",
         });
     }
+    if (g.forward_auth.enabled && g.forward_auth.flavor === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['forward_auth', 'flavor'],
+        message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik or envoy',
+      });
     const names = Object.values(g.identity_headers);
     if (new Set(names).size !== names.length)
       ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'each identity header needs its own name' });

@@ -10,7 +10,7 @@ import { TesseraError } from '../core/errors.ts';
 import { type GatewayState, peerAllowed } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
-import { originalRequest } from './forward-auth.ts';
+import { type ForwardAuthFlavor, originalRequest } from './forward-auth.ts';
 import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
@@ -36,9 +36,10 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   }
   // Drain any body (Envoy may send one); the decision reads headers only.
   req.resume();
-  const original = originalRequest(req, s.gateway.forward_auth.path);
+  const flavor = s.gateway.forward_auth.flavor as ForwardAuthFlavor;
+  const original = originalRequest(req, s.gateway.forward_auth.path, flavor);
   const fold = (d: DenyRendering): DenyRendering => {
-    if (original?.flavor !== 'nginx') return d;
+    if (flavor !== 'nginx') return d;
     const status = nginxStatus(d.status);
     return { ...d, status, headers: { ...d.headers, 'x-tessera-status': String(d.status) } };
   };
@@ -48,8 +49,14 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     ctx.finish(fx);
   };
   if (original === undefined) {
+    // The proxy is misconfigured (or the caller is not the proxy): fail closed. nginx turns any
+    // status but 2xx/401/403 into a 500 for the client, so it gets a 500; Traefik and Envoy pass
+    // the 400 on.
     fx.path = auditRawPath(req.url ?? '/');
-    refuse(new TesseraError('forward_auth_request_invalid'), s.challenges);
+    const d = ctx.denyRendering(fx, new TesseraError('forward_auth_request_invalid'), s.challenges);
+    const status = flavor === 'nginx' ? 500 : d.status;
+    if (!res.headersSent) res.writeHead(status, { ...d.headers, 'x-tessera-status': String(d.status) }).end(d.body);
+    ctx.finish(fx);
     return;
   }
   const method = original.method;

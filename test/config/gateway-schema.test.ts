@@ -75,9 +75,19 @@ describe('gateway configuration', () => {
 
   it('refuses bad peer lists', () => {
     assert.equal(
-      issues({ routes: [route()], forward_auth: { enabled: true, allowed_peers: ['nope'] } })[0]?.path,
+      issues({ routes: [route()], forward_auth: { enabled: true, flavor: 'nginx', allowed_peers: ['nope'] } })[0]?.path,
       'gateway.forward_auth.allowed_peers[0]',
     );
+  });
+
+  it('requires the forward-auth flavor (no guessing the proxy from the headers a request carries)', () => {
+    const [i] = issues({ routes: [route()], forward_auth: { enabled: true } });
+    assert.equal(i?.path, 'gateway.forward_auth.flavor');
+    assert.match(i?.message ?? '', /nginx, traefik or envoy/);
+    const [bad] = issues({ routes: [route()], forward_auth: { enabled: true, flavor: 'haproxy' } });
+    assert.equal(bad?.path, 'gateway.forward_auth.flavor');
+    assert.match(bad?.message ?? '', /nginx, traefik or envoy/);
+    assert.deepEqual(issues({ routes: [route()], forward_auth: { enabled: false } }), []);
   });
 
   it('parses sizes', () => {

@@ -154,6 +154,24 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
     assert.match(res.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*scope="api:write"/);
   });
 
+  it('flavor confusion: original-request headers a client adds through nginx do not change the decision', async () => {
+    const t = await token({ scope: 'api:read' });
+    const n = app.seen.length;
+    const res = await fetch(`${base}/items`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${t}`,
+        'x-original-uri': '/items',
+        'x-original-method': 'GET',
+        'x-forwarded-uri': '/items',
+        'x-forwarded-method': 'GET',
+      },
+      body: '{}',
+    });
+    assert.equal(res.status, 403);
+    assert.equal(app.seen.length, n);
+  });
+
   it('refuses encoded traversal through nginx (Tessera reads the raw $request_uri)', async () => {
     const t = await token({ scope: 'api:read' });
     const n = app.seen.length;
