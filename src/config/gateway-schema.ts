@@ -296,6 +296,19 @@ export const gatewaySchema = z
           .array(z.string().min(1))
           .default(loopbackPeers)
           .meta({ description: 'Addresses or CIDRs allowed to call it: the answer carries the upstream credential.' }),
+        shared_secret: z
+          .strictObject({
+            header: headerName('Header the proxy adds to every check.').default('x-tessera-forward-auth'),
+            value: z
+              .string()
+              .min(16, 'use at least 16 characters, normally `${FORWARD_AUTH_SECRET}` from the environment')
+              .meta({ description: 'The secret, normally `${FORWARD_AUTH_SECRET}` from the environment.' }),
+          })
+          .optional()
+          .meta({
+            description:
+              'A secret the proxy sends with every check (compared in constant time); checks without it get 403. Required when a route injects a credential (static or exchange).',
+          }),
         cache_ttl: duration(
           'Let nginx cache an allow decision this long (X-Accel-Expires, never past the token expiry). ' +
             'A revoked token then keeps passing nginx for up to this long; 0 (default) disables it.',
@@ -336,6 +349,15 @@ export const gatewaySchema = z
         path: ['forward_auth', 'flavor'],
         message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik or envoy',
       });
+    if (g.forward_auth.enabled && g.forward_auth.shared_secret === undefined) {
+      const injecting = g.routes.findIndex((r) => r.upstream.credential.type === 'static' || r.upstream.credential.type === 'exchange');
+      if (injecting >= 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['forward_auth', 'shared_secret'],
+          message: `forward-auth answers carry the upstream credential of route "${g.routes[injecting]?.id}"; add shared_secret: { header: X-Tessera-Forward-Auth, value: "\${FORWARD_AUTH_SECRET}" } and have the proxy send that header`,
+        });
+    }
     const names = Object.values(g.identity_headers);
     if (new Set(names).size !== names.length)
       ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'each identity header needs its own name' });

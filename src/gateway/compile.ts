@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { createHash } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
@@ -88,6 +89,8 @@ export interface GatewayState {
   /** Challenges for refusals before a route is known (a bad path). */
   readonly challenges: (e?: TesseraError) => string[];
   readonly forwardAuthPeers: BlockList;
+  /** The header the proxy sends with every forward-auth check and the SHA-256 of its value. */
+  readonly forwardAuthSecret: { readonly header: string; readonly digest: Buffer } | undefined;
   readonly metricsPeers: BlockList;
   readonly trustProxy: boolean;
   readonly publicUrl: string | undefined;
@@ -325,6 +328,10 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     verifiers: Object.values(verifiers) as ManagedVerifier[],
     challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),
     forwardAuthPeers,
+    forwardAuthSecret: gateway.forward_auth.shared_secret && {
+      header: gateway.forward_auth.shared_secret.header,
+      digest: createHash('sha256').update(gateway.forward_auth.shared_secret.value).digest(),
+    },
     metricsPeers,
     trustProxy: config.server.trust_proxy,
     publicUrl: config.server.public_url,

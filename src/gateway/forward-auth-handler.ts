@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TesseraError } from '../core/errors.ts';
 import { type GatewayState, peerAllowed } from './compile.ts';
@@ -18,6 +19,14 @@ import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
 import { cardRoute, findRoute, headerBag } from './requests.ts';
 import { hostOf } from './routes.ts';
+
+/** True when the request carries the shared secret exactly once (digests compared in constant time). */
+function secretMatches(req: IncomingMessage, secret: { readonly header: string; readonly digest: Buffer }): boolean {
+  const values = req.headersDistinct[secret.header];
+  const presented = values?.length === 1 ? (values[0] as string) : '';
+  const digest = createHash('sha256').update(presented).digest();
+  return timingSafeEqual(digest, secret.digest) && values?.length === 1;
+}
 
 /**
  * Answer a forward-auth check. `x` is the exchange the gateway began for this HTTP request; the
@@ -36,6 +45,16 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   }
   // Drain any body (Envoy may send one); the decision reads headers only.
   req.resume();
+  const secret = s.forwardAuthSecret;
+  if (secret !== undefined && !secretMatches(req, secret)) {
+    // Not the proxy: the answer would hand the upstream credential to whoever holds a token.
+    fx.path = auditRawPath(req.url ?? '/');
+    const d = ctx.denyRendering(fx, new TesseraError('forward_auth_secret_invalid'), s.challenges);
+    const { 'www-authenticate': _, ...headers } = d.headers;
+    if (!res.headersSent) res.writeHead(403, headers).end(d.body);
+    ctx.finish(fx);
+    return;
+  }
   const flavor = s.gateway.forward_auth.flavor as ForwardAuthFlavor;
   const original = originalRequest(req, s.gateway.forward_auth.path, flavor);
   const fold = (d: DenyRendering): DenyRendering => {

@@ -90,6 +90,23 @@ describe('gateway configuration', () => {
     assert.deepEqual(issues({ routes: [route()], forward_auth: { enabled: false } }), []);
   });
 
+  it('requires a forward-auth shared secret when a route injects an upstream credential', () => {
+    const cred = route({ upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static', token: 'upstream-token' } } });
+    const [i] = issues({ routes: [cred], forward_auth: { enabled: true, flavor: 'nginx' } });
+    assert.equal(i?.path, 'gateway.forward_auth.shared_secret');
+    assert.match(i?.message ?? '', /FORWARD_AUTH_SECRET/);
+    assert.deepEqual(issues({ routes: [route()], forward_auth: { enabled: true, flavor: 'nginx' } }), []);
+    assert.deepEqual(
+      issues({
+        routes: [cred],
+        forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { value: 'a-long-enough-secret-value' } },
+      }),
+      [],
+    );
+    const [short] = issues({ routes: [cred], forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { value: 'short' } } });
+    assert.equal(short?.path, 'gateway.forward_auth.shared_secret.value');
+  });
+
   it('parses sizes', () => {
     assert.equal(parseSize('10mb'), 10 * 1024 * 1024);
     assert.equal(parseSize('64KB'), 65536);

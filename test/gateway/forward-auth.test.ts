@@ -8,12 +8,18 @@ import { type IncomingHttpHeaders, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { AUDIENCE, baseConfig, startGateway, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
 
+const FA_SECRET = 'forward-auth-secret-0123456789';
 type Flavor = 'nginx' | 'traefik' | 'envoy';
 
 const config = (peers?: string[], flavor: Flavor = 'nginx') => ({
   ...baseConfig(),
   gateway: {
-    forward_auth: { enabled: true, flavor, ...(peers ? { allowed_peers: peers } : {}) },
+    forward_auth: {
+      enabled: true,
+      flavor,
+      shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET },
+      ...(peers ? { allowed_peers: peers } : {}),
+    },
     routes: [
       {
         id: 'api',
@@ -62,12 +68,14 @@ describe('gateway: forward-auth endpoint', () => {
   });
 
   const check = (headers: Record<string, string>, path = '/_tessera/auth', method = 'GET') =>
-    fetch(`${gw.url}${path}`, { method, headers });
-  const checkTraefik = (headers: Record<string, string>) => fetch(`${traefik.url}/_tessera/auth`, { headers });
+    fetch(`${gw.url}${path}`, { method, headers: { 'x-tessera-forward-auth': FA_SECRET, ...headers } });
+  const checkTraefik = (headers: Record<string, string>) =>
+    fetch(`${traefik.url}/_tessera/auth`, { headers: { 'x-tessera-forward-auth': FA_SECRET, ...headers } });
   /** Like Envoy: the Host header is the original request's (fetch cannot set Host). */
   const envoy = (path: string, method: string, authorization: string) =>
     raw(envoyGw.url, path, method, [
       ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
       ['authorization', authorization],
     ]);
 
@@ -173,6 +181,7 @@ describe('gateway: forward-auth endpoint', () => {
   it('flavor confusion: behind Envoy, the endpoint path with nginx headers is not a check', async () => {
     const res = await raw(envoyGw.url, '/_tessera/auth', 'GET', [
       ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
       ['x-original-uri', '/api/items'],
       ['x-original-method', 'GET'],
       ['authorization', `Bearer ${t}`],
@@ -184,6 +193,7 @@ describe('gateway: forward-auth endpoint', () => {
   it('flavor confusion: an nginx endpoint does not take the Envoy path form', async () => {
     const res = await raw(gw.url, '/_tessera/auth/api/items', 'GET', [
       ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
       ['authorization', `Bearer ${t}`],
     ]);
     assert.equal(res.status, 500);
@@ -192,6 +202,7 @@ describe('gateway: forward-auth endpoint', () => {
 
   it('duplicated original-request headers are refused, never guessed (nginx and Traefik)', async () => {
     const dupNginx = await raw(gw.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
       ['x-original-uri', '/api/items'],
       ['x-original-uri', '/public'],
       ['x-original-method', 'GET'],
@@ -201,6 +212,7 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(dupNginx.status, 500);
     assert.equal(dupNginx.headers.authorization, undefined);
     const dupHost = await raw(traefik.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
       ['x-forwarded-uri', '/api/items'],
       ['x-forwarded-method', 'GET'],
       ['x-forwarded-host', 'api.example.com'],
@@ -209,6 +221,7 @@ describe('gateway: forward-auth endpoint', () => {
     ]);
     assert.equal(dupHost.status, 400);
     const dupMethod = await raw(traefik.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
       ['x-forwarded-uri', '/api/items'],
       ['x-forwarded-method', 'GET'],
       ['x-forwarded-method', 'DELETE'],
@@ -222,6 +235,63 @@ describe('gateway: forward-auth endpoint', () => {
     const res = await check({ 'x-original-uri': '/api/items', 'x-original-method': 'GET', authorization: `Bearer ${t}` });
     assert.equal(res.status, 500);
     assert.equal(res.headers.get('authorization'), null);
+  });
+
+  const original = {
+    'x-original-uri': '/api/items',
+    'x-original-method': 'GET',
+    'x-original-host': 'api.example.com',
+  };
+
+  it('credential theft: a direct check with a valid token but no shared secret gets 403 and no credential', async () => {
+    await gw.served.gateway.audit.flush();
+    const n = gw.audit.events.length;
+    const res = await fetch(`${gw.url}/_tessera/auth`, { headers: { ...original, authorization: `Bearer ${t}` } });
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get('authorization'), null);
+    assert.equal(res.headers.get('x-tessera-subject'), null);
+    assert.equal(res.headers.get('www-authenticate'), null);
+    assert.equal(((await res.json()) as { error: string }).error, 'forbidden');
+    await gw.served.gateway.audit.flush();
+    const e = gw.audit.events.slice(n).find((x) => x.kind === 'gateway.forward_auth');
+    assert.equal(e?.reason, 'forward_auth_secret_invalid');
+    assert.equal(e?.decision, 'deny');
+  });
+
+  it('credential theft: a wrong, prefixed or repeated shared secret gets 403 (Traefik and Envoy too)', async () => {
+    const wrong = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: { ...original, authorization: `Bearer ${t}`, 'x-tessera-forward-auth': `${FA_SECRET.slice(0, -1)}x` },
+    });
+    assert.equal(wrong.status, 403);
+    assert.equal(wrong.headers.get('authorization'), null);
+    const longer = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: { ...original, authorization: `Bearer ${t}`, 'x-tessera-forward-auth': `${FA_SECRET}0` },
+    });
+    assert.equal(longer.status, 403);
+    const twice = await raw(gw.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['x-tessera-forward-auth', 'guess'],
+      ...Object.entries(original),
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(twice.status, 403);
+    assert.equal(twice.headers.authorization, undefined);
+    const tr = await fetch(`${traefik.url}/_tessera/auth`, {
+      headers: {
+        'x-forwarded-uri': '/api/a',
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        authorization: `Bearer ${t}`,
+      },
+    });
+    assert.equal(tr.status, 403);
+    assert.equal(tr.headers.get('authorization'), null);
+    const env = await raw(envoyGw.url, '/_tessera/auth/api/items', 'GET', [
+      ['host', 'api.example.com'],
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(env.status, 403);
+    assert.equal(env.headers.authorization, undefined);
   });
 
   it('rate-limits per subject with 429 and Retry-After (Traefik keeps the status)', async () => {
@@ -271,6 +341,7 @@ describe('gateway: forward-auth peers', () => {
       const t = await token();
       const res = await fetch(`${gw.url}/_tessera/auth`, {
         headers: {
+          'x-tessera-forward-auth': FA_SECRET,
           'x-original-uri': '/api/x',
           'x-original-method': 'GET',
           'x-original-host': 'api.example.com',
