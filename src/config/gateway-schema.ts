@@ -218,6 +218,14 @@ export const routeSchema = z
         message: 'list the rules for this route; write `rules: [{}]` to allow any caller with a valid token',
       });
     }
+    for (const [j, rule] of (r.rules ?? []).entries()) {
+      if (rule.tool !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', j, 'tool'],
+          message: 'MCP tool rules are not supported by the gateway yet; remove `tool` (the gateway does not read tools/call bodies)',
+        });
+    }
     if (r.match.path !== undefined && r.match.path_prefix !== undefined)
       ctx.addIssue({ code: 'custom', path: ['match', 'path'], message: 'give either path (a pattern) or path_prefix, not both' });
   })

@@ -40,8 +40,14 @@ export interface PolicyInput {
   readonly method: string;
   /** The request path as sent, without query (percent-encoded; see {@link pathSegments}). */
   readonly path: string;
-  /** For MCP `tools/call`: the tool name. */
-  readonly tool?: string;
+  /**
+   * For MCP `tools/call`: the tool name; `null` when the request is known not to be a tool call;
+   * omitted (`undefined`) when the evaluator cannot tell (it does not read MCP bodies). A rule
+   * with a `tool` condition then cannot be evaluated: when it is the first rule matching on
+   * method and path it decides, and it refuses (`policy_condition_failed`), so a later broader
+   * rule can never grant what the tool rule was written to restrict.
+   */
+  readonly tool?: string | null;
 }
 
 /** The part of a principal a policy reads. */
@@ -67,6 +73,8 @@ export type PolicyDecision =
       readonly rule: CompiledRule | undefined;
       /** The claim whose condition failed. */
       readonly claim?: string;
+      /** A condition of the rule the input cannot answer (fail closed). */
+      readonly unevaluable?: 'tool';
     };
 
 /** A compiled, immutable rule set. */
@@ -200,13 +208,20 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
     });
   }
 
-  const matchEntry = (input: PolicyInput, segments: readonly string[]): { entry: Entry; params: Record<string, string> } | undefined => {
+  const matchEntry = (
+    input: PolicyInput,
+    segments: readonly string[],
+  ): { entry: Entry; params: Record<string, string>; unevaluable?: 'tool' } | undefined => {
     for (const e of entries) {
       if (e.methods && !e.methods.has(input.method)) continue;
-      if (e.tool && (input.tool === undefined || !e.tool.test(input.tool))) continue;
       const params: Record<string, string> = {};
       if (e.path) {
         if (!e.path(segments, params)) continue;
+      }
+      if (e.tool) {
+        // Unknown tool: the rule may match; it decides, and it cannot grant (fail closed).
+        if (input.tool === undefined) return { entry: e, params, unevaluable: 'tool' };
+        if (input.tool === null || !e.tool.test(input.tool)) continue;
       }
       return { entry: e, params };
     }
@@ -231,6 +246,7 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
     if (!found) return { allowed: false, code: 'policy_no_match', rule: undefined };
     const { entry, params } = found;
     const { rule } = entry;
+    if (found.unevaluable) return { allowed: false, code: 'policy_condition_failed', rule, unevaluable: found.unevaluable };
     const has = subject.effectiveScopes;
     for (const s of rule.all) if (!has.has(s)) return { allowed: false, code: 'scope_insufficient', rule };
     if (rule.any.length > 0 && !rule.any.some((s) => has.has(s))) return { allowed: false, code: 'scope_insufficient', rule };

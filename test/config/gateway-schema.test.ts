@@ -107,6 +107,15 @@ describe('gateway configuration', () => {
     assert.equal(short?.path, 'gateway.forward_auth.shared_secret.value');
   });
 
+  it('tool-rule bypass: refuses MCP tool rules on gateway routes instead of never (or always) matching them', () => {
+    const [i, ...rest] = issues({
+      routes: [route({ rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
+    });
+    assert.equal(i?.path, 'gateway.routes[0].rules[0].tool');
+    assert.match(i?.message ?? '', /MCP tool rules are not supported by the gateway yet/);
+    assert.deepEqual(rest, []);
+  });
+
   it('parses sizes', () => {
     assert.equal(parseSize('10mb'), 10 * 1024 * 1024);
     assert.equal(parseSize('64KB'), 65536);

@@ -112,7 +112,7 @@ describe('policy: path patterns and first match', () => {
     assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'files.read' })?.rule.id, 'read');
     assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'files.delete' })?.rule.id, 'any-files');
     assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'filesXread' }), undefined);
-    assert.equal(tools.match({ method: 'POST', path: '/mcp' }), undefined);
+    assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: null }), undefined);
   });
 });
 
@@ -235,5 +235,31 @@ describe('policy: the path as routers see it', () => {
   it('keeps a trailing slash and a double-encoded escape as ordinary segments', () => {
     assert.equal(policy.match({ method: 'GET', path: '/admin/' })?.rule.id, 'admin');
     assert.equal(policy.match({ method: 'GET', path: '/%2561dmin' })?.rule.id, 'rest');
+  });
+});
+
+describe('policy: conditions the evaluator cannot evaluate', () => {
+  const policy = policyOf([
+    { id: 'delete-tool', tool: 'files.delete', scopes: ['admin'] },
+    { id: 'any', scopes: ['api:read'] },
+  ]);
+
+  it('tool-rule bypass: without the tool name a tool rule never grants, and a later broader rule is not reached', () => {
+    const d = policy.evaluate({ method: 'POST', path: '/mcp' }, subject(['api:read']));
+    assert.equal(d.allowed, false);
+    assert.deepEqual(d.allowed ? d : { code: d.code, rule: d.rule?.id, unevaluable: d.unevaluable }, {
+      code: 'policy_condition_failed',
+      rule: 'delete-tool',
+      unevaluable: 'tool',
+    });
+    // Not even a principal with every scope passes a rule that cannot be evaluated.
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp' }, subject(['admin', 'api:read'])).allowed, false);
+  });
+
+  it('a known tool name, or a request known not to be a tool call, is evaluated as written', () => {
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.delete' }, subject(['api:read'])).allowed, false);
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.delete' }, subject(['admin'])).allowed, true);
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.read' }, subject(['api:read'])).allowed, true);
+    assert.equal(policy.evaluate({ method: 'GET', path: '/items', tool: null }, subject(['api:read'])).allowed, true);
   });
 });
