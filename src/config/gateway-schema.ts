@@ -181,6 +181,10 @@ export const routeSchema = z
       .array(ruleSchema)
       .optional()
       .meta({ description: 'Method/path(/tool) → scopes; first match decides, no match is 403. `[{}]` allows any authenticated caller.' }),
+    case_insensitive_paths: z.boolean().default(false).meta({
+      description:
+        'Match the route and its rules case-insensitively (`/API/Admin` is `/api/admin`), for upstreams that ignore case. Default: case-sensitive. A trailing slash never matters (`/a/` is `/a`).',
+    }),
     identity_headers: z
       .array(z.enum(IDENTITY_FIELDS))
       .default([])

@@ -93,6 +93,10 @@ export interface Policy {
  * (`.`, `..`, raw or encoded), empty interior segments (`//`), an encoded `/`, backslashes, NUL
  * and invalid escapes.
  *
+ * A single trailing slash is not a segment: `/api/items/` is `/api/items` to every rule, since
+ * routers and upstreams commonly treat them as the same resource (a rule written for one must not
+ * be bypassed with the other).
+ *
  * @returns the decoded segments (`/` is `['']`), or `undefined` for a path to refuse.
  */
 export function pathSegments(path: string): string[] | undefined {
@@ -112,6 +116,7 @@ export function pathSegments(path: string): string[] | undefined {
     }
     if (s === '.' || s === '..' || (s === '' && i < last) || s.includes('/') || s.includes('\\') || s.includes('\0')) return undefined;
   }
+  if (segments[last] === '') segments.pop();
   return segments;
 }
 
@@ -119,12 +124,15 @@ type PathMatcher = (segments: readonly string[], params: Record<string, string>)
 
 const SEGMENT_PARAM = /^:[A-Za-z_][A-Za-z0-9_]*$/;
 
-function compilePath(pattern: string, at: string, issues: ConfigIssue[]): PathMatcher | undefined {
+function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseInsensitive: boolean): PathMatcher | undefined {
   if (!pattern.startsWith('/')) {
     issues.push({ path: at, message: `a path pattern starts with "/" (got "${pattern}")` });
     return undefined;
   }
   const parts = pattern === '/' ? [''] : pattern.slice(1).split('/');
+  // A trailing slash is not a segment (see pathSegments): `/api/items/` is `/api/items`.
+  if (parts.length > 1 && parts[parts.length - 1] === '') parts.pop();
+  if (caseInsensitive) for (const [i, p] of parts.entries()) if (!p.startsWith(':')) parts[i] = p.toLowerCase();
   for (const [i, p] of parts.entries()) {
     if (p === '**' && i !== parts.length - 1) {
       issues.push({ path: at, message: '"**" is allowed only as the last segment, e.g. /api/**' });
@@ -151,7 +159,7 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[]): PathMa
         params[p.slice(1)] = s;
       } else if (p === '*') {
         if (s === '') return false;
-      } else if (p !== s) return false;
+      } else if (p !== (caseInsensitive ? s.toLowerCase() : s)) return false;
     }
     return true;
   };
@@ -168,7 +176,19 @@ function globToRegExp(glob: string): RegExp {
  * @returns the policy, or the issues found (unknown scopes, bad patterns, bad methods), each with
  *   its path under `at`.
  */
-export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at = 'rules'): { policy: Policy; issues: ConfigIssue[] } {
+export interface PolicyOptions {
+  /** Compare literal path segments case-insensitively (`/Admin` is `/admin`); parameters keep
+   * the case sent. Default false: paths are case-sensitive. */
+  readonly caseInsensitivePaths?: boolean;
+}
+
+export function compilePolicy(
+  specs: readonly RuleSpec[],
+  scopes: ScopeModel,
+  at = 'rules',
+  options: PolicyOptions = {},
+): { policy: Policy; issues: ConfigIssue[] } {
+  const caseInsensitive = options.caseInsensitivePaths === true;
   const issues: ConfigIssue[] = [];
   interface Entry {
     rule: CompiledRule;
@@ -202,7 +222,7 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
         scopeHint: [...all, ...any].join(' '),
       }),
       methods: spec.methods ? new Set(spec.methods) : undefined,
-      path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues),
+      path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues, caseInsensitive),
       tool: spec.tool === undefined ? undefined : globToRegExp(spec.tool),
       claims,
     });

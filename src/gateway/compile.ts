@@ -185,7 +185,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   const routes: CompiledRoute[] = [];
   for (const [i, r] of gateway.routes.entries()) {
     const at = `gateway.routes[${i}]`;
-    const matches = compileMatcher(r.match, scopes, `${at}.match`, issues);
+    const matches = compileMatcher(r.match, scopes, `${at}.match`, issues, r.case_insensitive_paths);
 
     const chain = [];
     for (const [j, kind] of r.auth.entries()) {
@@ -206,7 +206,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
 
     let authz = allowAuthorizer();
     if (r.rules !== undefined) {
-      const compiled = compilePolicy(r.rules, scopes, `${at}.rules`);
+      const compiled = compilePolicy(r.rules, scopes, `${at}.rules`, { caseInsensitivePaths: r.case_insensitive_paths });
       issues.push(...compiled.issues);
       authz = policyAuthorizer(compiled.policy);
     }

@@ -263,3 +263,31 @@ describe('policy: conditions the evaluator cannot evaluate', () => {
     assert.equal(policy.evaluate({ method: 'GET', path: '/items', tool: null }, subject(['api:read'])).allowed, true);
   });
 });
+
+describe('policy: trailing slash and case', () => {
+  const rules: RuleSpec[] = [
+    { id: 'admin', path: '/admin', scopes: ['admin'] },
+    { id: 'slashed', path: '/items/', scopes: ['api:write'] },
+    { id: 'tenant', path: '/t/:tenant/Docs', scopes: ['api:read'] },
+    { id: 'rest', path: '/**', scopes: ['api:read'] },
+  ];
+
+  it('trailing-slash bypass: /admin/ is /admin, and a pattern written with a slash matches without it', () => {
+    const policy = policyOf(rules);
+    for (const path of ['/admin', '/admin/']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'admin', path);
+    for (const path of ['/items', '/items/']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'slashed', path);
+    const d = policy.evaluate({ method: 'GET', path: '/admin/' }, subject(['api:read']));
+    assert.deepEqual(d.allowed ? d : [d.code, d.rule?.id], ['scope_insufficient', 'admin']);
+    assert.equal(policy.match({ method: 'GET', path: '/' })?.rule.id, 'rest');
+    assert.equal(policy.evaluate({ method: 'GET', path: '/admin//' }, subject(['admin'])).allowed, false, '// stays refused');
+  });
+
+  it('case bypass: case-sensitive by default; caseInsensitivePaths matches literals without case, keeping parameter case', () => {
+    const sensitive = policyOf(rules);
+    assert.equal(sensitive.match({ method: 'GET', path: '/ADMIN' })?.rule.id, 'rest');
+    const { policy, issues } = compilePolicy(rules, scopes, 'rules', { caseInsensitivePaths: true });
+    assert.deepEqual(issues, []);
+    for (const path of ['/ADMIN', '/Admin/', '/admin']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'admin', path);
+    assert.deepEqual(policy.match({ method: 'GET', path: '/T/AcMe/docs' })?.params, { tenant: 'AcMe' });
+  });
+});
