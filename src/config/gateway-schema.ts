@@ -240,6 +240,18 @@ const loopbackPeers = ['127.0.0.0/8', '::1'];
 export const gatewaySchema = z
   .strictObject({
     routes: z.array(routeSchema).min(1, 'list at least one route').meta({ description: 'Routes, tried in order.' }),
+    trust_proxy: z
+      .array(z.string().min(1), {
+        error: (i) =>
+          typeof i.input === 'boolean'
+            ? 'write the addresses or CIDRs of the proxies in front of the gateway, e.g. trust_proxy: ["10.0.0.0/8", "127.0.0.1/32"] ([] trusts none)'
+            : 'write a list of addresses or CIDRs, e.g. ["10.0.0.0/8", "127.0.0.1/32"]',
+      })
+      .default([])
+      .meta({
+        description:
+          'Proxies in front of the gateway (addresses or CIDRs). X-Forwarded-For is walked from the right past these to find the client; X-Forwarded-Host/-Proto and Forwarded are honoured only from them. Default: none.',
+      }),
     allow_passthrough: z
       .boolean()
       .default(false)

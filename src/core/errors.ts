@@ -79,6 +79,11 @@ export const ERROR_CODES = {
     error: 'invalid_request',
     description: 'The request path is not a normalized absolute path.',
   },
+  request_host_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The Host header is malformed or repeated.',
+  },
   request_too_large: {
     status: 413,
     error: 'payload_too_large',

@@ -92,7 +92,8 @@ export interface GatewayState {
   /** The header the proxy sends with every forward-auth check and the SHA-256 of its value. */
   readonly forwardAuthSecret: { readonly header: string; readonly digest: Buffer } | undefined;
   readonly metricsPeers: BlockList;
-  readonly trustProxy: boolean;
+  /** Proxies in front of the gateway (`gateway.trust_proxy`). */
+  readonly trustedProxies: BlockList;
   readonly publicUrl: string | undefined;
   readonly poolKeys: ReadonlySet<string>;
   readonly warnings: readonly string[];
@@ -300,6 +301,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   }
 
   const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', issues);
+  const trustedProxies = peerList(gateway.trust_proxy, 'gateway.trust_proxy', issues);
   const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', issues);
   const ops = gateway.operations;
   const reserved = [
@@ -333,7 +335,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       digest: createHash('sha256').update(gateway.forward_auth.shared_secret.value).digest(),
     },
     metricsPeers,
-    trustProxy: config.server.trust_proxy,
+    trustedProxies,
     publicUrl: config.server.public_url,
     poolKeys,
     warnings,

@@ -17,7 +17,7 @@ import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
-import { cardRoute, findRoute, headerBag } from './requests.ts';
+import { cardRoute, findRoute, headerBag, validHost } from './requests.ts';
 import { hostOf } from './routes.ts';
 
 /** True when the request carries the shared secret exactly once (digests compared in constant time). */
@@ -88,6 +88,10 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     return;
   }
   fx.path = auditPath(target.path, target.query);
+  if (original.host !== undefined && !validHost(original.host)) {
+    refuse(new TesseraError('request_host_invalid'), s.challenges);
+    return;
+  }
   const host = hostOf(original.host);
   if (method === 'GET' || method === 'HEAD') {
     const card = cardRoute(s, host, target.path);
