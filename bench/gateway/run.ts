@@ -315,7 +315,9 @@ async function main(): Promise<void> {
     let conf = readFileSync(join(ROOT, 'examples/nginx/nginx.conf'), 'utf8')
       .replace('worker_processes auto;', `worker_processes 1;${cached && process.getuid?.() === 0 ? '\nuser root;' : ''}`)
       .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${tesseraPort};`)
-      .replace('server 127.0.0.1:9000;', `server 127.0.0.1:${up.port};`);
+      .replace('server 127.0.0.1:9000;', `server 127.0.0.1:${up.port};`)
+      // The shared secret of bench/gateway/tessera.ts.
+      .replace('@FORWARD_AUTH_SECRET@', 'bench-forward-auth-secret-0123456789');
     if (cached) conf = conf.replace(/^(\s*)#cache /gm, '$1');
     return conf;
   };

@@ -11,6 +11,8 @@ import { configSchema } from '../../src/config/schema.ts';
 import { serveGateway } from '../../src/gateway/serve.ts';
 
 const env = process.env;
+/** The forward-auth shared secret; bench/gateway/run.ts writes the same into the nginx config. */
+const BENCH_FA_SECRET = 'bench-forward-auth-secret-0123456789';
 // BENCH_VARIANT (for finding where time goes): `noaudit` drops the audit file, `public` also
 // drops authentication (auth: none).
 const variant = env.BENCH_VARIANT ?? '';
@@ -37,7 +39,12 @@ const config = parseConfig(
       : {}),
     gateway: {
       watch_config: false,
-      forward_auth: { enabled: true, cache_ttl: Number(env.BENCH_FA_CACHE_TTL ?? 0) },
+      forward_auth: {
+        enabled: true,
+        flavor: 'nginx',
+        shared_secret: { header: 'x-tessera-forward-auth', value: BENCH_FA_SECRET },
+        cache_ttl: Number(env.BENCH_FA_CACHE_TTL ?? 0),
+      },
       routes: [
         {
           id: 'api',

@@ -181,6 +181,10 @@ export const routeSchema = z
       .array(ruleSchema)
       .optional()
       .meta({ description: 'Method/path(/tool) → scopes; first match decides, no match is 403. `[{}]` allows any authenticated caller.' }),
+    case_insensitive_paths: z.boolean().default(false).meta({
+      description:
+        'Match the route and its rules case-insensitively (`/API/Admin` is `/api/admin`), for upstreams that ignore case. Default: case-sensitive. A trailing slash never matters (`/a/` is `/a`).',
+    }),
     identity_headers: z
       .array(z.enum(IDENTITY_FIELDS))
       .default([])
@@ -218,6 +222,14 @@ export const routeSchema = z
         message: 'list the rules for this route; write `rules: [{}]` to allow any caller with a valid token',
       });
     }
+    for (const [j, rule] of (r.rules ?? []).entries()) {
+      if (rule.tool !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', j, 'tool'],
+          message: 'MCP tool rules are not supported by the gateway yet; remove `tool` (the gateway does not read tools/call bodies)',
+        });
+    }
     if (r.match.path !== undefined && r.match.path_prefix !== undefined)
       ctx.addIssue({ code: 'custom', path: ['match', 'path'], message: 'give either path (a pattern) or path_prefix, not both' });
   })
@@ -236,6 +248,18 @@ export const gatewaySchema = z
         description:
           'The token-service client the gateway acts as when it mints `exchange` credentials (in `tessera serve`). ' +
           'Register it with the token-exchange grant and the upstream audiences.',
+      }),
+    trust_proxy: z
+      .array(z.string().min(1), {
+        error: (i) =>
+          typeof i.input === 'boolean'
+            ? 'write the addresses or CIDRs of the proxies in front of the gateway, e.g. trust_proxy: ["10.0.0.0/8", "127.0.0.1/32"] ([] trusts none)'
+            : 'write a list of addresses or CIDRs, e.g. ["10.0.0.0/8", "127.0.0.1/32"]',
+      })
+      .default([])
+      .meta({
+        description:
+          'Proxies in front of the gateway (addresses or CIDRs). X-Forwarded-For is walked from the right past these to find the client; X-Forwarded-Host/-Proto and Forwarded are honoured only from them. Default: none.',
       }),
     allow_passthrough: z
       .boolean()
@@ -288,6 +312,15 @@ export const gatewaySchema = z
     forward_auth: z
       .strictObject({
         enabled: z.boolean().default(false),
+        flavor: z
+          .enum(['nginx', 'traefik', 'envoy'], {
+            error: (i) => `"${String(i.input)}" is not a forward-auth flavor; write nginx, traefik or envoy`,
+          })
+          .optional()
+          .meta({
+            description:
+              'The proxy that calls the endpoint (required when enabled): nginx (X-Original-URI/-Method/-Host), traefik (X-Forwarded-Uri/-Method/-Host) or envoy (ext_authz path_prefix). Only its headers are read.',
+          }),
         path: z.string().startsWith('/').default('/_tessera/auth').meta({
           description:
             'Endpoint for nginx auth_request and Traefik ForwardAuth; Envoy ext_authz uses it as path_prefix (`<path>/<original path>`).',
@@ -296,6 +329,19 @@ export const gatewaySchema = z
           .array(z.string().min(1))
           .default(loopbackPeers)
           .meta({ description: 'Addresses or CIDRs allowed to call it: the answer carries the upstream credential.' }),
+        shared_secret: z
+          .strictObject({
+            header: headerName('Header the proxy adds to every check.').default('x-tessera-forward-auth'),
+            value: z
+              .string()
+              .min(16, 'use at least 16 characters, normally `${FORWARD_AUTH_SECRET}` from the environment')
+              .meta({ description: 'The secret, normally `${FORWARD_AUTH_SECRET}` from the environment.' }),
+          })
+          .optional()
+          .meta({
+            description:
+              'A secret the proxy sends with every check (compared in constant time); checks without it get 403. Required when a route injects a credential (static or exchange).',
+          }),
         cache_ttl: duration(
           'Let nginx cache an allow decision this long (X-Accel-Expires, never past the token expiry). ' +
             'A revoked token then keeps passing nginx for up to this long; 0 (default) disables it.',
@@ -331,6 +377,21 @@ export const gatewaySchema = z
           code: 'custom',
           path: ['routes', i, 'upstream', 'credential', 'type'],
           message: "passthrough sends the caller's token to the upstream; set gateway.allow_passthrough: true to permit it",
+        });
+    }
+    if (g.forward_auth.enabled && g.forward_auth.flavor === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['forward_auth', 'flavor'],
+        message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik or envoy',
+      });
+    if (g.forward_auth.enabled && g.forward_auth.shared_secret === undefined) {
+      const injecting = g.routes.findIndex((r) => r.upstream.credential.type === 'static' || r.upstream.credential.type === 'exchange');
+      if (injecting >= 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['forward_auth', 'shared_secret'],
+          message: `forward-auth answers carry the upstream credential of route "${g.routes[injecting]?.id}"; add shared_secret: { header: X-Tessera-Forward-Auth, value: "\${FORWARD_AUTH_SECRET}" } and have the proxy send that header`,
         });
     }
     const names = Object.values(g.identity_headers);

@@ -20,8 +20,12 @@ export const serverSchema = z
       .meta({ description: 'External base URL (issuer identifier, DPoP htu); default http://host:port.' }),
     trust_proxy: z
       .boolean()
-      .default(false)
-      .meta({ description: 'Trust X-Forwarded-* from the peer (only behind a proxy that sets them).' }),
+      .refine((v) => v === false, {
+        message:
+          'trust_proxy is now a list of proxy addresses under the gateway: write gateway.trust_proxy: ["127.0.0.1/32"] (the CIDRs of the proxies in front of Tessera) and remove server.trust_proxy',
+      })
+      .optional()
+      .meta({ description: 'Replaced by `gateway.trust_proxy` (a CIDR list); only `false` is accepted.' }),
   })
   .meta({ description: 'The HTTP listener shared by the token service and the gateway.' });
 

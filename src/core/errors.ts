@@ -23,6 +23,7 @@ export type ResourceErrorValue =
   | 'bad_gateway'
   | 'gateway_timeout'
   | 'payload_too_large'
+  | 'forbidden'
   | null;
 
 interface CodeSpec {
@@ -77,6 +78,11 @@ export const ERROR_CODES = {
     status: 400,
     error: 'invalid_request',
     description: 'The request path is not a normalized absolute path.',
+  },
+  request_host_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The Host header is malformed or repeated.',
   },
   request_too_large: {
     status: 413,
@@ -335,6 +341,11 @@ export const ERROR_CODES = {
     status: 400,
     error: 'invalid_request',
     description: 'The forward-auth request does not describe the original request (method and URI).',
+  },
+  forward_auth_secret_invalid: {
+    status: 403,
+    error: 'forbidden',
+    description: 'The forward-auth request is not from the configured proxy.',
   },
 } as const satisfies Record<string, CodeSpec>;
 

@@ -40,8 +40,14 @@ export interface PolicyInput {
   readonly method: string;
   /** The request path as sent, without query (percent-encoded; see {@link pathSegments}). */
   readonly path: string;
-  /** For MCP `tools/call`: the tool name. */
-  readonly tool?: string;
+  /**
+   * For MCP `tools/call`: the tool name; `null` when the request is known not to be a tool call;
+   * omitted (`undefined`) when the evaluator cannot tell (it does not read MCP bodies). A rule
+   * with a `tool` condition then cannot be evaluated: when it is the first rule matching on
+   * method and path it decides, and it refuses (`policy_condition_failed`), so a later broader
+   * rule can never grant what the tool rule was written to restrict.
+   */
+  readonly tool?: string | null;
 }
 
 /** The part of a principal a policy reads. */
@@ -67,6 +73,8 @@ export type PolicyDecision =
       readonly rule: CompiledRule | undefined;
       /** The claim whose condition failed. */
       readonly claim?: string;
+      /** A condition of the rule the input cannot answer (fail closed). */
+      readonly unevaluable?: 'tool';
     };
 
 /** A compiled, immutable rule set. */
@@ -84,6 +92,10 @@ export interface Policy {
  * a proxy or an upstream may resolve differently are refused rather than guessed: dot segments
  * (`.`, `..`, raw or encoded), empty interior segments (`//`), an encoded `/`, backslashes, NUL
  * and invalid escapes.
+ *
+ * A single trailing slash is not a segment: `/api/items/` is `/api/items` to every rule, since
+ * routers and upstreams commonly treat them as the same resource (a rule written for one must not
+ * be bypassed with the other).
  *
  * @returns the decoded segments (`/` is `['']`), or `undefined` for a path to refuse.
  */
@@ -104,6 +116,7 @@ export function pathSegments(path: string): string[] | undefined {
     }
     if (s === '.' || s === '..' || (s === '' && i < last) || s.includes('/') || s.includes('\\') || s.includes('\0')) return undefined;
   }
+  if (segments[last] === '') segments.pop();
   return segments;
 }
 
@@ -111,12 +124,15 @@ type PathMatcher = (segments: readonly string[], params: Record<string, string>)
 
 const SEGMENT_PARAM = /^:[A-Za-z_][A-Za-z0-9_]*$/;
 
-function compilePath(pattern: string, at: string, issues: ConfigIssue[]): PathMatcher | undefined {
+function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseInsensitive: boolean): PathMatcher | undefined {
   if (!pattern.startsWith('/')) {
     issues.push({ path: at, message: `a path pattern starts with "/" (got "${pattern}")` });
     return undefined;
   }
   const parts = pattern === '/' ? [''] : pattern.slice(1).split('/');
+  // A trailing slash is not a segment (see pathSegments): `/api/items/` is `/api/items`.
+  if (parts.length > 1 && parts[parts.length - 1] === '') parts.pop();
+  if (caseInsensitive) for (const [i, p] of parts.entries()) if (!p.startsWith(':')) parts[i] = p.toLowerCase();
   for (const [i, p] of parts.entries()) {
     if (p === '**' && i !== parts.length - 1) {
       issues.push({ path: at, message: '"**" is allowed only as the last segment, e.g. /api/**' });
@@ -143,7 +159,7 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[]): PathMa
         params[p.slice(1)] = s;
       } else if (p === '*') {
         if (s === '') return false;
-      } else if (p !== s) return false;
+      } else if (p !== (caseInsensitive ? s.toLowerCase() : s)) return false;
     }
     return true;
   };
@@ -160,7 +176,19 @@ function globToRegExp(glob: string): RegExp {
  * @returns the policy, or the issues found (unknown scopes, bad patterns, bad methods), each with
  *   its path under `at`.
  */
-export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at = 'rules'): { policy: Policy; issues: ConfigIssue[] } {
+export interface PolicyOptions {
+  /** Compare literal path segments case-insensitively (`/Admin` is `/admin`); parameters keep
+   * the case sent. Default false: paths are case-sensitive. */
+  readonly caseInsensitivePaths?: boolean;
+}
+
+export function compilePolicy(
+  specs: readonly RuleSpec[],
+  scopes: ScopeModel,
+  at = 'rules',
+  options: PolicyOptions = {},
+): { policy: Policy; issues: ConfigIssue[] } {
+  const caseInsensitive = options.caseInsensitivePaths === true;
   const issues: ConfigIssue[] = [];
   interface Entry {
     rule: CompiledRule;
@@ -194,19 +222,26 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
         scopeHint: [...all, ...any].join(' '),
       }),
       methods: spec.methods ? new Set(spec.methods) : undefined,
-      path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues),
+      path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues, caseInsensitive),
       tool: spec.tool === undefined ? undefined : globToRegExp(spec.tool),
       claims,
     });
   }
 
-  const matchEntry = (input: PolicyInput, segments: readonly string[]): { entry: Entry; params: Record<string, string> } | undefined => {
+  const matchEntry = (
+    input: PolicyInput,
+    segments: readonly string[],
+  ): { entry: Entry; params: Record<string, string>; unevaluable?: 'tool' } | undefined => {
     for (const e of entries) {
       if (e.methods && !e.methods.has(input.method)) continue;
-      if (e.tool && (input.tool === undefined || !e.tool.test(input.tool))) continue;
       const params: Record<string, string> = {};
       if (e.path) {
         if (!e.path(segments, params)) continue;
+      }
+      if (e.tool) {
+        // Unknown tool: the rule may match; it decides, and it cannot grant (fail closed).
+        if (input.tool === undefined) return { entry: e, params, unevaluable: 'tool' };
+        if (input.tool === null || !e.tool.test(input.tool)) continue;
       }
       return { entry: e, params };
     }
@@ -231,6 +266,7 @@ export function compilePolicy(specs: readonly RuleSpec[], scopes: ScopeModel, at
     if (!found) return { allowed: false, code: 'policy_no_match', rule: undefined };
     const { entry, params } = found;
     const { rule } = entry;
+    if (found.unevaluable) return { allowed: false, code: 'policy_condition_failed', rule, unevaluable: found.unevaluable };
     const has = subject.effectiveScopes;
     for (const s of rule.all) if (!has.has(s)) return { allowed: false, code: 'scope_insufficient', rule };
     if (rule.any.length > 0 && !rule.any.some((s) => has.has(s))) return { allowed: false, code: 'scope_insufficient', rule };

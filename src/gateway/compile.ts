@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { createHash } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
@@ -88,8 +89,11 @@ export interface GatewayState {
   /** Challenges for refusals before a route is known (a bad path). */
   readonly challenges: (e?: TesseraError) => string[];
   readonly forwardAuthPeers: BlockList;
+  /** The header the proxy sends with every forward-auth check and the SHA-256 of its value. */
+  readonly forwardAuthSecret: { readonly header: string; readonly digest: Buffer } | undefined;
   readonly metricsPeers: BlockList;
-  readonly trustProxy: boolean;
+  /** Proxies in front of the gateway (`gateway.trust_proxy`). */
+  readonly trustedProxies: BlockList;
   readonly publicUrl: string | undefined;
   readonly poolKeys: ReadonlySet<string>;
   readonly warnings: readonly string[];
@@ -182,7 +186,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   const routes: CompiledRoute[] = [];
   for (const [i, r] of gateway.routes.entries()) {
     const at = `gateway.routes[${i}]`;
-    const matches = compileMatcher(r.match, scopes, `${at}.match`, issues);
+    const matches = compileMatcher(r.match, scopes, `${at}.match`, issues, r.case_insensitive_paths);
 
     const chain = [];
     for (const [j, kind] of r.auth.entries()) {
@@ -203,7 +207,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
 
     let authz = allowAuthorizer();
     if (r.rules !== undefined) {
-      const compiled = compilePolicy(r.rules, scopes, `${at}.rules`);
+      const compiled = compilePolicy(r.rules, scopes, `${at}.rules`, { caseInsensitivePaths: r.case_insensitive_paths });
       issues.push(...compiled.issues);
       authz = policyAuthorizer(compiled.policy);
     }
@@ -297,6 +301,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   }
 
   const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', issues);
+  const trustedProxies = peerList(gateway.trust_proxy, 'gateway.trust_proxy', issues);
   const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', issues);
   const ops = gateway.operations;
   const reserved = [
@@ -325,8 +330,12 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     verifiers: Object.values(verifiers) as ManagedVerifier[],
     challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),
     forwardAuthPeers,
+    forwardAuthSecret: gateway.forward_auth.shared_secret && {
+      header: gateway.forward_auth.shared_secret.header,
+      digest: createHash('sha256').update(gateway.forward_auth.shared_secret.value).digest(),
+    },
     metricsPeers,
-    trustProxy: config.server.trust_proxy,
+    trustedProxies,
     publicUrl: config.server.public_url,
     poolKeys,
     warnings,

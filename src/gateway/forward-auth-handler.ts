@@ -5,19 +5,28 @@
  *
  * @module
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TesseraError } from '../core/errors.ts';
 import { type GatewayState, peerAllowed } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
-import { originalRequest } from './forward-auth.ts';
+import { type ForwardAuthFlavor, originalRequest } from './forward-auth.ts';
 import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
-import { cardRoute, findRoute, headerBag } from './requests.ts';
+import { cardRoute, findRoute, headerBag, validHost } from './requests.ts';
 import { hostOf } from './routes.ts';
+
+/** True when the request carries the shared secret exactly once (digests compared in constant time). */
+function secretMatches(req: IncomingMessage, secret: { readonly header: string; readonly digest: Buffer }): boolean {
+  const values = req.headersDistinct[secret.header];
+  const presented = values?.length === 1 ? (values[0] as string) : '';
+  const digest = createHash('sha256').update(presented).digest();
+  return timingSafeEqual(digest, secret.digest) && values?.length === 1;
+}
 
 /**
  * Answer a forward-auth check. `x` is the exchange the gateway began for this HTTP request; the
@@ -36,9 +45,20 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   }
   // Drain any body (Envoy may send one); the decision reads headers only.
   req.resume();
-  const original = originalRequest(req, s.gateway.forward_auth.path);
+  const secret = s.forwardAuthSecret;
+  if (secret !== undefined && !secretMatches(req, secret)) {
+    // Not the proxy: the answer would hand the upstream credential to whoever holds a token.
+    fx.path = auditRawPath(req.url ?? '/');
+    const d = ctx.denyRendering(fx, new TesseraError('forward_auth_secret_invalid'), s.challenges);
+    const { 'www-authenticate': _, ...headers } = d.headers;
+    if (!res.headersSent) res.writeHead(403, headers).end(d.body);
+    ctx.finish(fx);
+    return;
+  }
+  const flavor = s.gateway.forward_auth.flavor as ForwardAuthFlavor;
+  const original = originalRequest(req, s.gateway.forward_auth.path, flavor);
   const fold = (d: DenyRendering): DenyRendering => {
-    if (original?.flavor !== 'nginx') return d;
+    if (flavor !== 'nginx') return d;
     const status = nginxStatus(d.status);
     return { ...d, status, headers: { ...d.headers, 'x-tessera-status': String(d.status) } };
   };
@@ -48,8 +68,14 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     ctx.finish(fx);
   };
   if (original === undefined) {
+    // The proxy is misconfigured (or the caller is not the proxy): fail closed. nginx turns any
+    // status but 2xx/401/403 into a 500 for the client, so it gets a 500; Traefik and Envoy pass
+    // the 400 on.
     fx.path = auditRawPath(req.url ?? '/');
-    refuse(new TesseraError('forward_auth_request_invalid'), s.challenges);
+    const d = ctx.denyRendering(fx, new TesseraError('forward_auth_request_invalid'), s.challenges);
+    const status = flavor === 'nginx' ? 500 : d.status;
+    if (!res.headersSent) res.writeHead(status, { ...d.headers, 'x-tessera-status': String(d.status) }).end(d.body);
+    ctx.finish(fx);
     return;
   }
   const method = original.method;
@@ -62,6 +88,10 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     return;
   }
   fx.path = auditPath(target.path, target.query);
+  if (original.host !== undefined && !validHost(original.host)) {
+    refuse(new TesseraError('request_host_invalid'), s.challenges);
+    return;
+  }
   const host = hostOf(original.host);
   if (method === 'GET' || method === 'HEAD') {
     const card = cardRoute(s, host, target.path);

@@ -1,12 +1,19 @@
 /**
  * Forward-auth: the gateway's decision pipeline as an authorization endpoint for the proxies people
- * already run. Each proxy describes the original request differently:
+ * already run. Each proxy describes the original request differently, and the configured
+ * `gateway.forward_auth.flavor` says which one calls: only that proxy's headers are read, never
+ * guessed from which headers happen to be present (a client behind Traefik could otherwise add
+ * `X-Original-URI` and have a different path decided than the one Traefik forwards).
  *
- * - nginx `auth_request`: a subrequest to the endpoint with the original headers; the example
- *   config adds `X-Original-URI`, `X-Original-Method` and `X-Original-Host`;
- * - Traefik `ForwardAuth`: `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`, `-For`;
- * - Envoy HTTP `ext_authz`: the original method, the endpoint path as `path_prefix` followed by the
- *   original path, and the original Host.
+ * - `nginx` (`auth_request`): a subrequest to the endpoint; the example config sets
+ *   `X-Original-URI`, `X-Original-Method`, `X-Original-Host` (required), `X-Original-Proto` and
+ *   `X-Real-IP` (optional);
+ * - `traefik` (`ForwardAuth`): `X-Forwarded-Method`, `-Uri`, `-Host` (required), `-Proto` and
+ *   `-For` (optional; its last hop is the address Traefik saw);
+ * - `envoy` (HTTP `ext_authz`): the original method, the endpoint path as `path_prefix` followed by
+ *   the original path, and the original Host.
+ *
+ * A header the flavor needs that is missing or sent more than once makes the check invalid.
  *
  * The answer is 200 with the headers to inject upstream (credential, identity, request id) or the
  * refusal the caller must see. nginx only understands 2xx, 401 and 403 from `auth_request`, so its
@@ -16,7 +23,8 @@
  */
 import type { IncomingMessage } from 'node:http';
 
-export type ForwardAuthFlavor = 'nginx' | 'traefik' | 'envoy';
+export const FORWARD_AUTH_FLAVORS = ['nginx', 'traefik', 'envoy'] as const;
+export type ForwardAuthFlavor = (typeof FORWARD_AUTH_FLAVORS)[number];
 
 export interface OriginalRequest {
   readonly flavor: ForwardAuthFlavor;
@@ -30,64 +38,85 @@ export interface OriginalRequest {
   readonly remoteAddress: string | undefined;
 }
 
-function one(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? undefined : v;
+const MISSING = Symbol('missing');
+const REPEATED = Symbol('repeated');
+
+/** The single value of header `name`: MISSING, or REPEATED when sent more than once. */
+function single(req: IncomingMessage, name: string): string | typeof MISSING | typeof REPEATED {
+  const values = req.headersDistinct[name];
+  if (values === undefined || values.length === 0) return MISSING;
+  if (values.length > 1) return REPEATED;
+  return values[0] as string;
 }
 
-function firstHop(v: string | string[] | undefined): string | undefined {
-  const s = one(v);
-  if (s === undefined) return undefined;
-  const first = s.split(',')[0]?.trim();
-  return first === '' ? undefined : first;
+/** A required header, or `undefined` when it is missing, repeated or empty. */
+function required(req: IncomingMessage, name: string): string | undefined {
+  const v = single(req, name);
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+/** An optional header: `null` when absent, `undefined` when repeated (the check is invalid). */
+function optional(req: IncomingMessage, name: string): string | null | undefined {
+  const v = single(req, name);
+  if (v === MISSING) return null;
+  if (v === REPEATED) return undefined;
+  return v;
+}
+
+const METHOD = /^[A-Za-z]+$/;
+
+/** The last (rightmost, the proxy's own) hop of an X-Forwarded-For value. */
+function lastHop(v: string): string | undefined {
+  const last = v.split(',').at(-1)?.trim();
+  return last === '' ? undefined : last;
 }
 
 /**
- * Read the original request from a forward-auth call to `base` (the configured endpoint path), or
- * `undefined` when the call does not describe one (a duplicated or missing header is not guessed
- * at).
+ * Read the original request from a forward-auth call to `base` (the configured endpoint path) by
+ * a proxy of `flavor`, or `undefined` when the call does not describe one: a header the flavor
+ * needs is missing or repeated, or the endpoint is called in another flavor's form.
  */
-export function originalRequest(req: IncomingMessage, base: string): OriginalRequest | undefined {
+export function originalRequest(req: IncomingMessage, base: string, flavor: ForwardAuthFlavor): OriginalRequest | undefined {
   const url = req.url ?? '/';
-  const h = req.headers;
-  const remote = one(h['x-real-ip']) ?? firstHop(h['x-forwarded-for']);
-  if (url.length > base.length && url.charCodeAt(base.length) === 0x2f && url.startsWith(base)) {
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  if (flavor === 'envoy') {
     // Envoy ext_authz: <path_prefix><original path>
+    if (!(url.length > base.length && url.charCodeAt(base.length) === 0x2f && url.startsWith(base))) return undefined;
+    const host = required(req, 'host');
+    const proto = optional(req, 'x-forwarded-proto');
+    const xff = optional(req, 'x-forwarded-for');
+    const method = req.method ?? '';
+    if (host === undefined || proto === undefined || xff === undefined || !METHOD.test(method)) return undefined;
     return {
-      flavor: 'envoy',
-      method: req.method ?? 'GET',
+      flavor,
+      method: method.toUpperCase(),
       uri: url.slice(base.length),
-      host: one(h.host),
-      proto: one(h['x-forwarded-proto']) ?? 'http',
-      remoteAddress: remote,
+      host,
+      proto: proto ?? 'http',
+      remoteAddress: xff === null ? undefined : lastHop(xff),
     };
   }
-  const nginxUri = h['x-original-uri'];
-  if (nginxUri !== undefined) {
-    const uri = one(nginxUri);
-    const method = one(h['x-original-method']);
-    if (uri === undefined || method === undefined) return undefined;
-    return {
-      flavor: 'nginx',
-      method: method.toUpperCase(),
-      uri,
-      host: one(h['x-original-host']) ?? one(h.host),
-      proto: one(h['x-original-proto']) ?? one(h['x-forwarded-proto']) ?? 'http',
-      remoteAddress: remote,
-    };
+  // nginx and Traefik call the endpoint itself.
+  if (path !== base) return undefined;
+  const names =
+    flavor === 'nginx'
+      ? { uri: 'x-original-uri', method: 'x-original-method', host: 'x-original-host', proto: 'x-original-proto' }
+      : { uri: 'x-forwarded-uri', method: 'x-forwarded-method', host: 'x-forwarded-host', proto: 'x-forwarded-proto' };
+  const uri = required(req, names.uri);
+  const method = required(req, names.method);
+  const host = required(req, names.host);
+  const proto = optional(req, names.proto);
+  if (uri === undefined || method === undefined || host === undefined || proto === undefined || !METHOD.test(method)) return undefined;
+  let remoteAddress: string | undefined;
+  if (flavor === 'nginx') {
+    const ip = optional(req, 'x-real-ip');
+    if (ip === undefined) return undefined;
+    remoteAddress = ip ?? undefined;
+  } else {
+    const xff = optional(req, 'x-forwarded-for');
+    if (xff === undefined) return undefined;
+    remoteAddress = xff === null ? undefined : lastHop(xff);
   }
-  const traefikUri = h['x-forwarded-uri'];
-  if (traefikUri !== undefined) {
-    const uri = one(traefikUri);
-    const method = one(h['x-forwarded-method']);
-    if (uri === undefined || method === undefined) return undefined;
-    return {
-      flavor: 'traefik',
-      method: method.toUpperCase(),
-      uri,
-      host: one(h['x-forwarded-host']) ?? one(h.host),
-      proto: one(h['x-forwarded-proto']) ?? 'http',
-      remoteAddress: remote,
-    };
-  }
-  return undefined;
+  return { flavor, method: method.toUpperCase(), uri, host, proto: proto ?? 'http', remoteAddress };
 }

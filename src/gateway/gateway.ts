@@ -46,7 +46,17 @@ import {
   upstreamFailure,
 } from './proxy/forward.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
-import { absoluteUrl, cardRoute, findRoute, headerBag, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
+import {
+  absoluteUrl,
+  cardRoute,
+  findRoute,
+  headerBag,
+  hostHeaderValid,
+  remoteOf,
+  requestHost,
+  upstreamHeaders,
+  upstreamPath,
+} from './requests.ts';
 import { type RevocationFeed, type StreamCloseReason, StreamRegistry, type TrackedStream } from './streams.ts';
 import { handleUpgrade } from './upgrade.ts';
 
@@ -296,6 +306,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
     const x = begin('gateway.request', req);
     x.requestId = requestId(req.headers['x-request-id']);
+    // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
+    x.remoteAddress = remoteOf(s, req);
     if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
       handleForwardAuth(ctx, s, req, res, x);
       return;
@@ -307,6 +319,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       return;
     }
     x.path = auditPath(target.path, target.query);
+    if (!hostHeaderValid(s, req)) {
+      deny(x, res, new TesseraError('request_host_invalid'), s.challenges);
+      return;
+    }
     const host = requestHost(s, req);
     const method = x.method;
     if (method === 'GET' || method === 'HEAD') {

@@ -5,9 +5,10 @@
  * @module
  */
 import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
 import type { HeaderBag } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a.ts';
-import type { CompiledRoute, GatewayState } from './compile.ts';
+import { type CompiledRoute, type GatewayState, peerAllowed } from './compile.ts';
 import type { Exchange } from './exchange.ts';
 import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
 import { traceContext } from './http/trace.ts';
@@ -31,26 +32,76 @@ export function headerBag(req: IncomingMessage): HeaderBag {
   return repeatsCredentialHeader(req.rawHeaders) ? req.headersDistinct : req.headers;
 }
 
+/** True when the connection comes from a proxy in `gateway.trust_proxy`. */
+export function fromTrustedProxy(s: GatewayState, req: IncomingMessage): boolean {
+  return peerAllowed(s.trustedProxies, req.socket.remoteAddress);
+}
+
 export function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
   const url = req.url ?? '/';
   if (s.publicUrl !== undefined) return s.publicUrl.replace(/\/$/, '') + url;
+  const trusted = fromTrustedProxy(s, req);
   const proto =
-    (s.trustProxy && firstValue(req.headers['x-forwarded-proto'])) ||
-    ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
-  const host = (s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host || 'localhost';
+    (trusted && forwardedProto(req.headers['x-forwarded-proto'])) || ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+  const host = (trusted && firstValue(req.headers['x-forwarded-host'])) || req.headers.host || 'localhost';
   return `${proto}://${host}${url}`;
 }
 
+/** The host routes are matched against: X-Forwarded-Host only from a trusted proxy. */
 export function requestHost(s: GatewayState, req: IncomingMessage): string {
-  return hostOf((s.trustProxy && firstValue(req.headers['x-forwarded-host'])) || req.headers.host);
+  return hostOf((fromTrustedProxy(s, req) && firstValue(req.headers['x-forwarded-host'])) || req.headers.host);
 }
 
+/** `host[:port]`, a bracketed IPv6 literal with an optional port, nothing else. */
+const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$/;
+
+/** True when `value` is a well-formed Host (or X-Forwarded-Host) value. */
+export function validHost(value: string): boolean {
+  return HOST_HEADER.test(value);
+}
+
+/**
+ * True when the request's Host header is absent (HTTP/1.0) or present once and well-formed, and
+ * an X-Forwarded-Host a trusted proxy sent is well-formed too. A malformed Host would otherwise
+ * be routed by its first characters (`a.example.com@b`, `a, b`) while the upstream reads another.
+ */
+export function hostHeaderValid(s: GatewayState, req: IncomingMessage): boolean {
+  const raw = req.rawHeaders;
+  let count = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === 4 && n.toLowerCase() === 'host') {
+      count++;
+      if (count > 1 || !validHost(raw[i + 1] as string)) return false;
+    }
+  }
+  if (fromTrustedProxy(s, req)) {
+    const fh = firstValue(req.headers['x-forwarded-host']);
+    if (fh !== undefined && !validHost(fh)) return false;
+  }
+  return true;
+}
+
+/**
+ * The caller's address. From a trusted proxy, X-Forwarded-For is walked from the right: each hop
+ * that is itself a trusted proxy is skipped, and the first one that is not is the client (the
+ * entries left of it are the client's own claims and are not believed). A malformed entry stops
+ * the walk at the last trusted hop.
+ */
 export function remoteOf(s: GatewayState, req: IncomingMessage): string {
   const peer = plainAddress(req.socket.remoteAddress ?? '');
-  if (!s.trustProxy) return peer;
+  if (!peerAllowed(s.trustedProxies, peer)) return peer;
   const xff = req.headers['x-forwarded-for'];
-  const first = typeof xff === 'string' ? xff.split(',')[0]?.trim() : undefined;
-  return first || peer;
+  if (xff === undefined) return peer;
+  const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
+  let client = peer;
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = plainAddress((hops[i] as string).trim());
+    if (isIP(hop) === 0) return client;
+    client = hop;
+    if (!peerAllowed(s.trustedProxies, hop)) return hop;
+  }
+  return client;
 }
 
 export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | undefined {
@@ -108,10 +159,15 @@ export function upstreamHeaders(
       remoteAddress: req.socket.remoteAddress ?? '',
       proto: encrypted ? 'https' : 'http',
       host: req.headers.host ?? '',
-      trustProxy: s.trustProxy,
+      trustProxy: fromTrustedProxy(s, req),
     },
     extra,
   );
+}
+
+function forwardedProto(v: string | string[] | undefined): string | undefined {
+  const p = firstValue(v)?.toLowerCase();
+  return p === 'http' || p === 'https' ? p : undefined;
 }
 
 function firstValue(v: string | string[] | undefined): string | undefined {

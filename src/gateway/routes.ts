@@ -18,11 +18,17 @@ export interface RouteMatch {
 
 export type Matcher = (host: string, path: string, method: string) => boolean;
 
-/** True when `path` equals `prefix` or continues it with a new segment. */
-export function hasPathPrefix(path: string, prefix: string): boolean {
-  const p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+/** True when `path` equals `prefix` or continues it with a new segment (a trailing slash on
+ * either does not matter). With `caseInsensitive`, letters compare without case. */
+export function hasPathPrefix(path: string, prefix: string, caseInsensitive = false): boolean {
+  let p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
   if (p === '') return true;
-  return path === p || (path.startsWith(p) && path.charCodeAt(p.length) === 0x2f);
+  let q = path;
+  if (caseInsensitive) {
+    p = p.toLowerCase();
+    q = path.toLowerCase();
+  }
+  return q === p || (q.startsWith(p) && q.charCodeAt(p.length) === 0x2f);
 }
 
 /** True when `host` matches `pattern` (exact, or `*.example.com` for any subdomain). */
@@ -32,20 +38,20 @@ export function hostMatches(pattern: string, host: string): boolean {
 }
 
 /** Compile a route's match block. Pattern errors are reported under `at`. */
-export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[]): Matcher {
+export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[], caseInsensitive = false): Matcher {
   const { host, path_prefix: prefix } = match;
   const methods = match.methods ? new Set(match.methods) : undefined;
   let pattern: ((path: string) => boolean) | undefined;
   if (match.path !== undefined) {
-    const compiled = compilePolicy([{ path: match.path }], scopes, `${at}.path`);
+    const compiled = compilePolicy([{ path: match.path }], scopes, `${at}.path`, { caseInsensitivePaths: caseInsensitive });
     for (const i of compiled.issues) issues.push({ path: `${at}.path`, message: i.message });
     const policy = compiled.policy;
-    pattern = (path) => policy.match({ method: 'GET', path }) !== undefined;
+    pattern = (path) => policy.match({ method: 'GET', path, tool: null }) !== undefined;
   }
   return (h, path, method) => {
     if (methods !== undefined && !methods.has(method)) return false;
     if (host !== undefined && !hostMatches(host, h)) return false;
-    if (prefix !== undefined && !hasPathPrefix(path, prefix)) return false;
+    if (prefix !== undefined && !hasPathPrefix(path, prefix, caseInsensitive)) return false;
     if (pattern !== undefined && !pattern(path)) return false;
     return true;
   };

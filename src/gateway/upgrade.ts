@@ -15,7 +15,7 @@ import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
 import { upstreamFailure } from './proxy/forward.ts';
 import { forwardUpgrade } from './proxy/websocket.ts';
-import { absoluteUrl, findRoute, headerBag, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
+import { absoluteUrl, findRoute, headerBag, hostHeaderValid, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
 import type { StreamCloseReason } from './streams.ts';
 
 const CLOSE_TEXT: Record<StreamCloseReason, string> = {
@@ -36,6 +36,8 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   socket.on('error', () => socket.destroy());
   const x = ctx.begin('gateway.request', req);
   x.requestId = requestId(req.headers['x-request-id']);
+  // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
+  x.remoteAddress = remoteOf(s, req);
   const url = req.url ?? '/';
   const denySocket = (error: TesseraError, challenges: (e?: TesseraError) => string[]) => {
     writeSocketDeny(socket, ctx.denyRendering(x, error, challenges));
@@ -48,6 +50,10 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
     return;
   }
   x.path = auditPath(target.path, target.query);
+  if (!hostHeaderValid(s, req)) {
+    denySocket(new TesseraError('request_host_invalid'), s.challenges);
+    return;
+  }
   const host = requestHost(s, req);
   const route = findRoute(s, host, target.path, x.method);
   if (route === undefined) {

@@ -136,10 +136,16 @@ describe('tessera start (npm start)', () => {
     assert.match(r.out, /error_description="The access token was revoked\."/);
   });
 
-  it('tessera audit shows one gateway event per request, with the caller and the decision', () => {
-    const r = sh('npx tessera audit query --subject demo-agent --json');
-    assert.equal(r.code, 0, r.err);
-    const events = JSON.parse(r.out) as { kind: string; decision: string; reason: string; route?: string; path?: string }[];
+  it('tessera audit shows one gateway event per request, with the caller and the decision', async () => {
+    type Event = { kind: string; decision: string; reason: string; route?: string; path?: string };
+    // Events reach the store in batches (audit.flush_interval, 1 s): wait for the last request's.
+    let events: Event[] = [];
+    for (let i = 0; i < 40 && !events.some((e) => e.reason === 'token_revoked'); i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 100));
+      const r = sh('npx tessera audit query --subject demo-agent --json');
+      assert.equal(r.code, 0, r.err);
+      events = JSON.parse(r.out) as Event[];
+    }
     const gw = events.filter((e) => e.kind === 'gateway.request');
     assert.ok(gw.some((e) => e.decision === 'allow' && e.path === '/api/hello' && e.route === 'demo'));
     assert.ok(gw.some((e) => e.decision === 'deny' && e.reason === 'scope_insufficient' && e.path === '/api/items'));

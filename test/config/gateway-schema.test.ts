@@ -75,9 +75,45 @@ describe('gateway configuration', () => {
 
   it('refuses bad peer lists', () => {
     assert.equal(
-      issues({ routes: [route()], forward_auth: { enabled: true, allowed_peers: ['nope'] } })[0]?.path,
+      issues({ routes: [route()], forward_auth: { enabled: true, flavor: 'nginx', allowed_peers: ['nope'] } })[0]?.path,
       'gateway.forward_auth.allowed_peers[0]',
     );
+  });
+
+  it('requires the forward-auth flavor (no guessing the proxy from the headers a request carries)', () => {
+    const [i] = issues({ routes: [route()], forward_auth: { enabled: true } });
+    assert.equal(i?.path, 'gateway.forward_auth.flavor');
+    assert.match(i?.message ?? '', /nginx, traefik or envoy/);
+    const [bad] = issues({ routes: [route()], forward_auth: { enabled: true, flavor: 'haproxy' } });
+    assert.equal(bad?.path, 'gateway.forward_auth.flavor');
+    assert.match(bad?.message ?? '', /nginx, traefik or envoy/);
+    assert.deepEqual(issues({ routes: [route()], forward_auth: { enabled: false } }), []);
+  });
+
+  it('requires a forward-auth shared secret when a route injects an upstream credential', () => {
+    const cred = route({ upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static', token: 'upstream-token' } } });
+    const [i] = issues({ routes: [cred], forward_auth: { enabled: true, flavor: 'nginx' } });
+    assert.equal(i?.path, 'gateway.forward_auth.shared_secret');
+    assert.match(i?.message ?? '', /FORWARD_AUTH_SECRET/);
+    assert.deepEqual(issues({ routes: [route()], forward_auth: { enabled: true, flavor: 'nginx' } }), []);
+    assert.deepEqual(
+      issues({
+        routes: [cred],
+        forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { value: 'a-long-enough-secret-value' } },
+      }),
+      [],
+    );
+    const [short] = issues({ routes: [cred], forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { value: 'short' } } });
+    assert.equal(short?.path, 'gateway.forward_auth.shared_secret.value');
+  });
+
+  it('tool-rule bypass: refuses MCP tool rules on gateway routes instead of never (or always) matching them', () => {
+    const [i, ...rest] = issues({
+      routes: [route({ rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
+    });
+    assert.equal(i?.path, 'gateway.routes[0].rules[0].tool');
+    assert.match(i?.message ?? '', /MCP tool rules are not supported by the gateway yet/);
+    assert.deepEqual(rest, []);
   });
 
   it('parses sizes', () => {

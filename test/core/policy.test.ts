@@ -112,7 +112,7 @@ describe('policy: path patterns and first match', () => {
     assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'files.read' })?.rule.id, 'read');
     assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'files.delete' })?.rule.id, 'any-files');
     assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: 'filesXread' }), undefined);
-    assert.equal(tools.match({ method: 'POST', path: '/mcp' }), undefined);
+    assert.equal(tools.match({ method: 'POST', path: '/mcp', tool: null }), undefined);
   });
 });
 
@@ -235,5 +235,59 @@ describe('policy: the path as routers see it', () => {
   it('keeps a trailing slash and a double-encoded escape as ordinary segments', () => {
     assert.equal(policy.match({ method: 'GET', path: '/admin/' })?.rule.id, 'admin');
     assert.equal(policy.match({ method: 'GET', path: '/%2561dmin' })?.rule.id, 'rest');
+  });
+});
+
+describe('policy: conditions the evaluator cannot evaluate', () => {
+  const policy = policyOf([
+    { id: 'delete-tool', tool: 'files.delete', scopes: ['admin'] },
+    { id: 'any', scopes: ['api:read'] },
+  ]);
+
+  it('tool-rule bypass: without the tool name a tool rule never grants, and a later broader rule is not reached', () => {
+    const d = policy.evaluate({ method: 'POST', path: '/mcp' }, subject(['api:read']));
+    assert.equal(d.allowed, false);
+    assert.deepEqual(d.allowed ? d : { code: d.code, rule: d.rule?.id, unevaluable: d.unevaluable }, {
+      code: 'policy_condition_failed',
+      rule: 'delete-tool',
+      unevaluable: 'tool',
+    });
+    // Not even a principal with every scope passes a rule that cannot be evaluated.
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp' }, subject(['admin', 'api:read'])).allowed, false);
+  });
+
+  it('a known tool name, or a request known not to be a tool call, is evaluated as written', () => {
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.delete' }, subject(['api:read'])).allowed, false);
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.delete' }, subject(['admin'])).allowed, true);
+    assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.read' }, subject(['api:read'])).allowed, true);
+    assert.equal(policy.evaluate({ method: 'GET', path: '/items', tool: null }, subject(['api:read'])).allowed, true);
+  });
+});
+
+describe('policy: trailing slash and case', () => {
+  const rules: RuleSpec[] = [
+    { id: 'admin', path: '/admin', scopes: ['admin'] },
+    { id: 'slashed', path: '/items/', scopes: ['api:write'] },
+    { id: 'tenant', path: '/t/:tenant/Docs', scopes: ['api:read'] },
+    { id: 'rest', path: '/**', scopes: ['api:read'] },
+  ];
+
+  it('trailing-slash bypass: /admin/ is /admin, and a pattern written with a slash matches without it', () => {
+    const policy = policyOf(rules);
+    for (const path of ['/admin', '/admin/']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'admin', path);
+    for (const path of ['/items', '/items/']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'slashed', path);
+    const d = policy.evaluate({ method: 'GET', path: '/admin/' }, subject(['api:read']));
+    assert.deepEqual(d.allowed ? d : [d.code, d.rule?.id], ['scope_insufficient', 'admin']);
+    assert.equal(policy.match({ method: 'GET', path: '/' })?.rule.id, 'rest');
+    assert.equal(policy.evaluate({ method: 'GET', path: '/admin//' }, subject(['admin'])).allowed, false, '// stays refused');
+  });
+
+  it('case bypass: case-sensitive by default; caseInsensitivePaths matches literals without case, keeping parameter case', () => {
+    const sensitive = policyOf(rules);
+    assert.equal(sensitive.match({ method: 'GET', path: '/ADMIN' })?.rule.id, 'rest');
+    const { policy, issues } = compilePolicy(rules, scopes, 'rules', { caseInsensitivePaths: true });
+    assert.deepEqual(issues, []);
+    for (const path of ['/ADMIN', '/Admin/', '/admin']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'admin', path);
+    assert.deepEqual(policy.match({ method: 'GET', path: '/T/AcMe/docs' })?.params, { tenant: 'AcMe' });
   });
 });

@@ -8,10 +8,18 @@ import { type IncomingHttpHeaders, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { AUDIENCE, baseConfig, startGateway, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
 
-const config = (peers?: string[]) => ({
+const FA_SECRET = 'forward-auth-secret-0123456789';
+type Flavor = 'nginx' | 'traefik' | 'envoy';
+
+const config = (peers?: string[], flavor: Flavor = 'nginx') => ({
   ...baseConfig(),
   gateway: {
-    forward_auth: { enabled: true, ...(peers ? { allowed_peers: peers } : {}) },
+    forward_auth: {
+      enabled: true,
+      flavor,
+      shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET },
+      ...(peers ? { allowed_peers: peers } : {}),
+    },
     routes: [
       {
         id: 'api',
@@ -30,27 +38,46 @@ const config = (peers?: string[]) => ({
   },
 });
 
+/** A raw request (headers may repeat; the Host header is set as given, as Envoy does). */
+const raw = (base: string, path: string, method: string, headers: [string, string][]) =>
+  new Promise<{ status: number; headers: IncomingHttpHeaders }>((resolve, reject) => {
+    const all = headers.some(([n]) => n === 'host') ? headers : [['host', new URL(base).host] as [string, string], ...headers];
+    request(`${base}${path}`, { method, headers: all.flat() }, (res) => {
+      res.resume();
+      resolve({ status: res.statusCode ?? 0, headers: res.headers });
+    })
+      .on('error', reject)
+      .end();
+  });
+
 describe('gateway: forward-auth endpoint', () => {
   let gw: TestGateway;
+  let traefik: TestGateway;
+  let envoyGw: TestGateway;
   let t: string;
   before(async () => {
     gw = await startGateway(config());
+    traefik = await startGateway(config(undefined, 'traefik'));
+    envoyGw = await startGateway(config(undefined, 'envoy'));
     t = await token({ grant_id: 'g-1', sub: 'fa-user' });
   });
-  after(() => gw.close());
+  after(async () => {
+    await gw.close();
+    await traefik.close();
+    await envoyGw.close();
+  });
 
   const check = (headers: Record<string, string>, path = '/_tessera/auth', method = 'GET') =>
-    fetch(`${gw.url}${path}`, { method, headers });
+    fetch(`${gw.url}${path}`, { method, headers: { 'x-tessera-forward-auth': FA_SECRET, ...headers } });
+  const checkTraefik = (headers: Record<string, string>) =>
+    fetch(`${traefik.url}/_tessera/auth`, { headers: { 'x-tessera-forward-auth': FA_SECRET, ...headers } });
   /** Like Envoy: the Host header is the original request's (fetch cannot set Host). */
   const envoy = (path: string, method: string, authorization: string) =>
-    new Promise<{ status: number; headers: IncomingHttpHeaders }>((resolve, reject) => {
-      request(`${gw.url}${path}`, { method, headers: { host: 'api.example.com', authorization } }, (res) => {
-        res.resume();
-        resolve({ status: res.statusCode ?? 0, headers: res.headers });
-      })
-        .on('error', reject)
-        .end();
-    });
+    raw(envoyGw.url, path, method, [
+      ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['authorization', authorization],
+    ]);
 
   it('nginx: allows and answers the headers to inject', async () => {
     const res = await check({
@@ -88,7 +115,7 @@ describe('gateway: forward-auth endpoint', () => {
   });
 
   it('Traefik: reads X-Forwarded-Method/Host/Uri and keeps real statuses', async () => {
-    const ok = await check({
+    const ok = await checkTraefik({
       'x-forwarded-uri': '/api/a',
       'x-forwarded-method': 'GET',
       'x-forwarded-host': 'api.example.com',
@@ -96,7 +123,7 @@ describe('gateway: forward-auth endpoint', () => {
       authorization: `Bearer ${t}`,
     });
     assert.equal(ok.status, 200);
-    const scope = await check({
+    const scope = await checkTraefik({
       'x-forwarded-uri': '/api/a',
       'x-forwarded-method': 'DELETE',
       'x-forwarded-host': 'api.example.com',
@@ -114,9 +141,157 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(del.status, 403);
   });
 
-  it('refuses a check that does not describe the original request', async () => {
+  it('refuses a check that does not describe the original request (nginx: 500, so nginx fails closed; Traefik: 400)', async () => {
     const res = await check({ authorization: `Bearer ${t}` });
+    assert.equal(res.status, 500);
+    assert.equal(res.headers.get('x-tessera-status'), '400');
+    assert.equal(res.headers.get('authorization'), null);
+    const tr = await checkTraefik({ authorization: `Bearer ${t}` });
+    assert.equal(tr.status, 400);
+    assert.equal(((await tr.json()) as { error: string }).error, 'invalid_request');
+  });
+
+  it('flavor confusion: behind Traefik, an added X-Original-URI does not change the path decided', async () => {
+    // Traefik forwards DELETE /api/items; the client adds nginx's header naming a path it may call.
+    const res = await checkTraefik({
+      'x-forwarded-uri': '/api/items',
+      'x-forwarded-method': 'DELETE',
+      'x-forwarded-host': 'api.example.com',
+      'x-original-uri': '/api/items',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(res.status, 403);
+    assert.match(res.headers.get('www-authenticate') ?? '', /insufficient_scope.*scope="admin"/);
+    assert.equal(res.headers.get('authorization'), null);
+  });
+
+  it('flavor confusion: behind nginx, Traefik headers alone are not read', async () => {
+    const res = await check({
+      'x-forwarded-uri': '/api/items',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(res.status, 500);
+    assert.equal(res.headers.get('authorization'), null);
+  });
+
+  it('flavor confusion: behind Envoy, the endpoint path with nginx headers is not a check', async () => {
+    const res = await raw(envoyGw.url, '/_tessera/auth', 'GET', [
+      ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['x-original-uri', '/api/items'],
+      ['x-original-method', 'GET'],
+      ['authorization', `Bearer ${t}`],
+    ]);
     assert.equal(res.status, 400);
+    assert.equal(res.headers.authorization, undefined);
+  });
+
+  it('flavor confusion: an nginx endpoint does not take the Envoy path form', async () => {
+    const res = await raw(gw.url, '/_tessera/auth/api/items', 'GET', [
+      ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(res.status, 500);
+    assert.equal(res.headers.authorization, undefined);
+  });
+
+  it('duplicated original-request headers are refused, never guessed (nginx and Traefik)', async () => {
+    const dupNginx = await raw(gw.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['x-original-uri', '/api/items'],
+      ['x-original-uri', '/public'],
+      ['x-original-method', 'GET'],
+      ['x-original-host', 'api.example.com'],
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(dupNginx.status, 500);
+    assert.equal(dupNginx.headers.authorization, undefined);
+    const dupHost = await raw(traefik.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['x-forwarded-uri', '/api/items'],
+      ['x-forwarded-method', 'GET'],
+      ['x-forwarded-host', 'api.example.com'],
+      ['x-forwarded-host', 'other.example.com'],
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(dupHost.status, 400);
+    const dupMethod = await raw(traefik.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['x-forwarded-uri', '/api/items'],
+      ['x-forwarded-method', 'GET'],
+      ['x-forwarded-method', 'DELETE'],
+      ['x-forwarded-host', 'api.example.com'],
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(dupMethod.status, 400);
+  });
+
+  it('nginx: a missing X-Original-Host is refused (the subrequest Host is not the original)', async () => {
+    const res = await check({ 'x-original-uri': '/api/items', 'x-original-method': 'GET', authorization: `Bearer ${t}` });
+    assert.equal(res.status, 500);
+    assert.equal(res.headers.get('authorization'), null);
+  });
+
+  const original = {
+    'x-original-uri': '/api/items',
+    'x-original-method': 'GET',
+    'x-original-host': 'api.example.com',
+  };
+
+  it('credential theft: a direct check with a valid token but no shared secret gets 403 and no credential', async () => {
+    await gw.served.gateway.audit.flush();
+    const n = gw.audit.events.length;
+    const res = await fetch(`${gw.url}/_tessera/auth`, { headers: { ...original, authorization: `Bearer ${t}` } });
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get('authorization'), null);
+    assert.equal(res.headers.get('x-tessera-subject'), null);
+    assert.equal(res.headers.get('www-authenticate'), null);
+    assert.equal(((await res.json()) as { error: string }).error, 'forbidden');
+    await gw.served.gateway.audit.flush();
+    const e = gw.audit.events.slice(n).find((x) => x.kind === 'gateway.forward_auth');
+    assert.equal(e?.reason, 'forward_auth_secret_invalid');
+    assert.equal(e?.decision, 'deny');
+  });
+
+  it('credential theft: a wrong, prefixed or repeated shared secret gets 403 (Traefik and Envoy too)', async () => {
+    const wrong = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: { ...original, authorization: `Bearer ${t}`, 'x-tessera-forward-auth': `${FA_SECRET.slice(0, -1)}x` },
+    });
+    assert.equal(wrong.status, 403);
+    assert.equal(wrong.headers.get('authorization'), null);
+    const longer = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: { ...original, authorization: `Bearer ${t}`, 'x-tessera-forward-auth': `${FA_SECRET}0` },
+    });
+    assert.equal(longer.status, 403);
+    const twice = await raw(gw.url, '/_tessera/auth', 'GET', [
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['x-tessera-forward-auth', 'guess'],
+      ...Object.entries(original),
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(twice.status, 403);
+    assert.equal(twice.headers.authorization, undefined);
+    const tr = await fetch(`${traefik.url}/_tessera/auth`, {
+      headers: {
+        'x-forwarded-uri': '/api/a',
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        authorization: `Bearer ${t}`,
+      },
+    });
+    assert.equal(tr.status, 403);
+    assert.equal(tr.headers.get('authorization'), null);
+    const env = await raw(envoyGw.url, '/_tessera/auth/api/items', 'GET', [
+      ['host', 'api.example.com'],
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(env.status, 403);
+    assert.equal(env.headers.authorization, undefined);
   });
 
   it('rate-limits per subject with 429 and Retry-After (Traefik keeps the status)', async () => {
@@ -128,9 +303,9 @@ describe('gateway: forward-auth endpoint', () => {
       authorization: `Bearer ${other}`,
     };
     const statuses = [];
-    for (let i = 0; i < 11; i++) statuses.push((await check(h)).status);
+    for (let i = 0; i < 11; i++) statuses.push((await checkTraefik(h)).status);
     assert.deepEqual(statuses, [...Array(10).fill(200), 429]);
-    const res = await check(h);
+    const res = await checkTraefik(h);
     assert.ok(Number(res.headers.get('retry-after')) >= 1);
   });
 
@@ -166,6 +341,7 @@ describe('gateway: forward-auth peers', () => {
       const t = await token();
       const res = await fetch(`${gw.url}/_tessera/auth`, {
         headers: {
+          'x-tessera-forward-auth': FA_SECRET,
           'x-original-uri': '/api/x',
           'x-original-method': 'GET',
           'x-original-host': 'api.example.com',

@@ -110,6 +110,24 @@ describe('gateway hygiene', () => {
     assert.equal(h.cookie, 'theme=dark');
   });
 
+  it('method override: X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override never reach the upstream', async () => {
+    // A GET allowed with api:read must not be run by the upstream as the DELETE it names.
+    const res = await get('/api/items/1', {
+      'x-http-method-override': 'DELETE',
+      'x-http-method': 'DELETE',
+      'x-method-override': 'DELETE',
+    });
+    assert.equal(res.status, 200);
+    const seen = upstream.seen.at(-1)!;
+    assert.equal(seen.method, 'GET');
+    assert.equal(seen.headers['x-http-method-override'], undefined);
+    assert.equal(seen.headers['x-http-method'], undefined);
+    assert.equal(seen.headers['x-method-override'], undefined);
+    const pub = await fetch(`${gw.url}/public/x`, { method: 'POST', headers: { 'X-HTTP-Method-Override': 'PUT' }, body: 'x' });
+    assert.equal(pub.status, 200);
+    assert.equal(upstream.seen.at(-1)!.headers['x-http-method-override'], undefined);
+  });
+
   it('strips access_token from the query on a public route', async () => {
     const res = await fetch(`${gw.url}/public/x?a=1&access_token=leaked&access%5Ftoken=leaked2`);
     assert.equal(res.status, 200);

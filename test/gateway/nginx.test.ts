@@ -25,6 +25,7 @@ import {
 } from './helpers.ts';
 
 const NGINX = '/usr/sbin/nginx';
+const FA_SECRET = 'nginx-forward-auth-secret-0123456789';
 const EXAMPLE = new URL('../../examples/nginx/', import.meta.url);
 
 function rawRequest(base: string, text: string): Promise<string> {
@@ -81,7 +82,7 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
     example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
     example.gateway.routes[0].audience = AUDIENCE;
     example.gateway.routes[0].upstream.url = app.url;
-    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN });
+    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
 
     dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-'));
     const port = await freePort();
@@ -89,7 +90,8 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
       .replace('worker_processes auto;', 'worker_processes 1;')
       .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
       .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
-      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
+      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
+      .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
     writeFileSync(join(dir, 'nginx.conf'), conf);
     nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -154,6 +156,33 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
     assert.match(res.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*scope="api:write"/);
   });
 
+  it('flavor confusion: original-request headers a client adds through nginx do not change the decision', async () => {
+    const t = await token({ scope: 'api:read' });
+    const n = app.seen.length;
+    const res = await fetch(`${base}/items`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${t}`,
+        'x-original-uri': '/items',
+        'x-original-method': 'GET',
+        'x-forwarded-uri': '/items',
+        'x-forwarded-method': 'GET',
+      },
+      body: '{}',
+    });
+    assert.equal(res.status, 403);
+    assert.equal(app.seen.length, n);
+  });
+
+  it("credential theft: a direct call to the forward-auth endpoint without nginx's secret gets 403, no credential", async () => {
+    const t = await token({ scope: 'api:read' });
+    const res = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: { authorization: `Bearer ${t}`, 'x-original-uri': '/items', 'x-original-method': 'GET', 'x-original-host': 'a' },
+    });
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get('authorization'), null);
+  });
+
   it('refuses encoded traversal through nginx (Tessera reads the raw $request_uri)', async () => {
     const t = await token({ scope: 'api:read' });
     const n = app.seen.length;
@@ -180,7 +209,7 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
     example.gateway.routes[0].audience = AUDIENCE;
     example.gateway.routes[0].upstream.url = app.url;
     example.gateway.forward_auth.cache_ttl = '30s';
-    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN });
+    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
     const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-cache-'));
     const port = await freePort();
     const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
@@ -189,7 +218,8 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
       .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`)
       .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
       .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
-      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`);
+      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
+      .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
     writeFileSync(join(dir, 'nginx.conf'), conf);
     let err = '';
     const nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {

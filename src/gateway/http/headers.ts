@@ -43,6 +43,11 @@ const ALWAYS_STRIPPED = [
   'tracestate',
   // undici refuses it (it does not implement 100-continue); Node already answered the caller.
   'expect',
+  // Method overrides: the gateway authorized the request's real method; an upstream honouring an
+  // override would execute another one (a GET allowed with api:read run as DELETE).
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
   // HTTP/2 downgrade and smuggling vectors.
   'http2-settings',
   'content-length-override',

@@ -1,0 +1,87 @@
+/**
+ * Path matching attacks: a rule written for `/api/admin` is not bypassed with `/api/admin/`, and
+ * with `case_insensitive_paths: true` not with `/API/Admin` either (for upstreams that ignore case).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { AUDIENCE, baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+
+describe('gateway: path matching', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let reader: string;
+  before(async () => {
+    upstream = await startUpstream();
+    const rules = (p: string) => [
+      { id: 'admin', path: `${p}/admin`, scopes: ['admin'] },
+      { id: 'items', methods: ['DELETE'], path: `${p}/items/`, scopes: ['api:write'] },
+      { id: 'read', path: `${p}/**`, scopes: ['api:read'] },
+    ];
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          {
+            id: 'sensitive',
+            match: { path_prefix: '/api' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: rules('/api'),
+          },
+          {
+            id: 'insensitive',
+            match: { path_prefix: '/ci' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            case_insensitive_paths: true,
+            rules: rules('/ci'),
+          },
+        ],
+      },
+    });
+    reader = await token({ scope: 'api:read' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const call = (path: string, method = 'GET') => fetch(`${gw.url}${path}`, { method, headers: { authorization: `Bearer ${reader}` } });
+
+  it('trailing-slash bypass: /api/admin/ gets the decision of /api/admin (403), the upstream sees nothing', async () => {
+    const n = upstream.seen.length;
+    for (const path of ['/api/admin', '/api/admin/']) {
+      const res = await call(path);
+      assert.equal(res.status, 403, path);
+      assert.match(res.headers.get('www-authenticate') ?? '', /insufficient_scope.*scope="admin"/, path);
+    }
+    assert.equal(upstream.seen.length, n);
+  });
+
+  it('trailing-slash bypass: a rule written with a trailing slash also holds without it', async () => {
+    for (const path of ['/api/items', '/api/items/']) {
+      const res = await call(path, 'DELETE');
+      assert.equal(res.status, 403, path);
+    }
+    assert.equal((await call('/api/items/')).status, 200);
+  });
+
+  it('case bypass: paths are case-sensitive by default (/API/admin is not the /api route)', async () => {
+    const n = upstream.seen.length;
+    assert.equal((await call('/API/admin')).status, 404);
+    assert.equal(upstream.seen.length, n);
+  });
+
+  it('case bypass: with case_insensitive_paths, /CI/Admin and /ci/ADMIN/ get the admin rule (403)', async () => {
+    const n = upstream.seen.length;
+    for (const path of ['/CI/Admin', '/ci/ADMIN/', '/Ci/admin']) {
+      const res = await call(path);
+      assert.equal(res.status, 403, path);
+    }
+    assert.equal(upstream.seen.length, n);
+    assert.equal((await call('/CI/Things')).status, 200);
+    assert.equal((await call('/CI/ITEMS/', 'DELETE')).status, 403);
+  });
+});

@@ -1,0 +1,142 @@
+/**
+ * gateway.trust_proxy: X-Forwarded-* are believed only from the proxies listed, the client address
+ * is found by walking X-Forwarded-For from the right past trusted hops, routing by host uses a
+ * forwarded host only from a trusted proxy, and a malformed Host is refused.
+ */
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { ConfigError } from '../../src/core/errors.ts';
+import { createGateway } from '../../src/gateway/gateway.ts';
+import { baseConfig, parse, requestEvents, silent, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.ts';
+
+function send(base: string, path: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    request(`${base}${path}`, { headers }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+function raw(base: string, text: string): Promise<string> {
+  const u = new URL(base);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(text));
+    let out = '';
+    s.on('data', (d) => {
+      out += d.toString();
+    });
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+  });
+}
+
+const gatewayConfig = (upstream: string, trust: string[]) => ({
+  ...baseConfig(),
+  gateway: {
+    trust_proxy: trust,
+    routes: [
+      { id: 'internal', match: { host: 'internal.example.com' }, upstream: { url: upstream }, auth: 'none' as const },
+      { id: 'public', match: { path_prefix: '/' }, upstream: { url: upstream }, auth: 'none' as const },
+    ],
+  },
+});
+
+describe('gateway: trust_proxy', () => {
+  let upstream: Upstream;
+  let trusted: TestGateway;
+  let untrusted: TestGateway;
+  before(async () => {
+    upstream = await startUpstream();
+    trusted = await startGateway(gatewayConfig(upstream.url, ['127.0.0.1/32', '10.0.0.0/8']));
+    untrusted = await startGateway(gatewayConfig(upstream.url, ['10.0.0.0/8']));
+  });
+  after(async () => {
+    await trusted.close();
+    await untrusted.close();
+    await upstream.close();
+  });
+
+  const lastEvent = async (gw: TestGateway) => (await requestEvents(gw)).at(-1);
+
+  it('XFF spoofing: behind trusted proxies the client is the rightmost untrusted hop, not the leftmost claim', async () => {
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-for': '6.6.6.6, 203.0.113.7, 10.1.2.3' }), 200);
+    assert.equal((await lastEvent(trusted))?.remote_addr, '203.0.113.7');
+    // Every hop trusted: the leftmost is the client.
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-for': '10.9.9.9, 10.1.2.3' }), 200);
+    assert.equal((await lastEvent(trusted))?.remote_addr, '10.9.9.9');
+    // A malformed hop stops the walk at the last trusted one.
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-for': '6.6.6.6, not-an-ip, 10.1.2.3' }), 200);
+    assert.equal((await lastEvent(trusted))?.remote_addr, '10.1.2.3');
+  });
+
+  it('XFF spoofing: from a peer not in trust_proxy, X-Forwarded-For is ignored', async () => {
+    assert.equal(await send(untrusted.url, '/x', { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https' }), 200);
+    assert.equal((await lastEvent(untrusted))?.remote_addr, '127.0.0.1');
+    const h = upstream.seen.at(-1)!.headers;
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h['x-forwarded-proto'], 'http');
+  });
+
+  it('host spoofing: X-Forwarded-Host selects a host-routed route only from a trusted proxy', async () => {
+    await send(untrusted.url, '/x', { 'x-forwarded-host': 'internal.example.com' });
+    assert.equal((await lastEvent(untrusted))?.route, 'public');
+    assert.equal(upstream.seen.at(-1)!.headers['x-forwarded-host'], new URL(untrusted.url).host);
+    await send(trusted.url, '/x', { 'x-forwarded-host': 'internal.example.com' });
+    assert.equal((await lastEvent(trusted))?.route, 'internal');
+    assert.equal(upstream.seen.at(-1)!.headers['x-forwarded-host'], 'internal.example.com');
+  });
+
+  for (const [name, head] of [
+    ['userinfo', 'Host: internal.example.com@evil.test\r\n'],
+    ['a list', 'Host: internal.example.com, evil.test\r\n'],
+    ['a path', 'Host: evil.test/x\r\n'],
+    ['repeated', 'Host: evil.test\r\nHost: internal.example.com\r\n'],
+  ] as const) {
+    it(`malformed Host (${name}) is 400 request_host_invalid and never forwarded`, async () => {
+      const n = upstream.seen.length;
+      const res = await raw(untrusted.url, `GET /x HTTP/1.1\r\n${head}Connection: close\r\n\r\n`);
+      assert.match(res, /^HTTP\/1\.1 400/, res);
+      assert.equal(upstream.seen.length, n);
+      assert.equal((await lastEvent(untrusted))?.reason, 'request_host_invalid');
+    });
+  }
+
+  it('malformed X-Forwarded-Host from a trusted proxy is 400', async () => {
+    const n = upstream.seen.length;
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-host': 'a.example.com/evil' }), 400);
+    assert.equal((await lastEvent(trusted))?.reason, 'request_host_invalid');
+    assert.equal(upstream.seen.length, n);
+  });
+});
+
+describe('gateway: trust_proxy configuration', () => {
+  const issues = (input: Record<string, unknown>) => {
+    try {
+      createGateway(parse(input as never), { logger: silent });
+    } catch (e) {
+      if (e instanceof ConfigError) return [...e.issues];
+      throw e;
+    }
+    return [];
+  };
+  const routes = [{ id: 'r', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' }];
+
+  it('refuses a boolean, saying what to write', () => {
+    const [i] = issues({ ...baseConfig(), gateway: { trust_proxy: true, routes } });
+    assert.equal(i?.path, 'gateway.trust_proxy');
+    assert.match(i?.message ?? '', /10\.0\.0\.0\/8/);
+    const [s] = issues({ ...baseConfig(), server: { trust_proxy: true }, gateway: { routes } });
+    assert.equal(s?.path, 'server.trust_proxy');
+    assert.match(s?.message ?? '', /gateway\.trust_proxy/);
+  });
+
+  it('refuses entries that are not addresses or CIDRs', () => {
+    const [i] = issues({ ...baseConfig(), gateway: { trust_proxy: ['10.0.0.0/8', 'proxy.local'], routes } });
+    assert.equal(i?.path, 'gateway.trust_proxy[1]');
+  });
+});
