@@ -1,21 +1,24 @@
 /**
  * `tessera gateway --config tessera.yaml`: run the gateway alone on its own listener (the
  * gateway's entry point for operators of an existing token issuer, tests and benchmarks).
- * Reloads on SIGHUP and when the file changes; drains and stops on SIGTERM/SIGINT.
+ * Reloads on SIGHUP and when the file changes; drains and stops on SIGTERM/SIGINT. `${VAR}`s the
+ * environment leaves unset come from `<data_dir>/secrets.env`, as for every command.
  */
 import type { Command } from 'commander';
 import { serveGateway } from '../../gateway/serve.ts';
+import { configPath, loadConfig, withConfig } from '../context.ts';
 
 export function registerGateway(program: Command): void {
-  program
-    .command('gateway')
-    .description('Run the gateway (reverse proxy and forward-auth endpoint) from a configuration file.')
-    .option('-c, --config <file>', 'configuration file', 'tessera.yaml')
+  withConfig(program.command('gateway'))
+    .description('Run the gateway alone (reverse proxy and forward-auth endpoint), for tokens from another issuer.')
     .option('--host <host>', 'override server.host')
     .option('--port <port>', 'override server.port', (v) => Number.parseInt(v, 10))
-    .action(async (opts: { config: string; host?: string; port?: number }) => {
+    .action(async (opts: { config?: string; host?: string; port?: number }) => {
+      const load = () => loadConfig(opts.config).config;
       await serveGateway({
-        configFile: opts.config,
+        configFile: configPath(opts.config),
+        load,
+        config: load(),
         signals: true,
         ...(opts.host !== undefined ? { host: opts.host } : {}),
         ...(opts.port !== undefined ? { port: opts.port } : {}),
