@@ -116,11 +116,14 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       try {
         c = load();
       } catch (e) {
-        if (e instanceof ConfigError) {
-          gateway.logger.error({ event: 'config_reload_refused', problems: e.issues.length }, e.message);
-          return { ok: false, error: e };
-        }
-        throw e;
+        // Any failure to read the configuration (a file that cannot be read, a bad secrets.env)
+        // refuses the reload; it must never take the running process down.
+        const error =
+          e instanceof ConfigError
+            ? e
+            : new ConfigError([{ path: '(file)', message: `cannot read the configuration: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }]);
+        gateway.logger.error({ event: 'config_reload_refused', problems: error.issues.length }, error.message);
+        return { ok: false, error };
       }
     }
     const result = gateway.reload(c);

@@ -37,7 +37,11 @@ export interface RemoteJwksStatus {
   readonly loaded: boolean;
   /** True while the current set is within its TTL. */
   readonly fresh: boolean;
-  /** How long the current set has been past the TTL of its last successful fetch, ms (0 while fresh). */
+  /**
+   * How long refreshes of an expired set have been failing, ms: from the later of the set's expiry
+   * and the first failed refresh since the last success. 0 while refreshes succeed, and for an
+   * expired set nobody has needed yet (an idle gateway is not stale).
+   */
   readonly staleForMs: number;
   readonly keys: number;
   readonly fetches: number;
@@ -59,6 +63,8 @@ export class RemoteJwks implements KeySource {
   #expiresAt = 0;
   /** When the set of the last successful fetch expires (a failure does not move it). */
   #goodUntil = 0;
+  /** First failed fetch since the last success. */
+  #failingSince: number | undefined;
   #lastFetchAt = Number.NEGATIVE_INFINITY;
   #inflight: Promise<boolean> | undefined;
   #fetches = 0;
@@ -99,7 +105,10 @@ export class RemoteJwks implements KeySource {
       loaded: this.#set !== undefined,
       // After a failed fetch the set is kept but no longer fresh, even while the retry waits.
       fresh: this.#set !== undefined && this.#lastError === undefined && this.#clock() < this.#expiresAt,
-      staleForMs: this.#set === undefined ? 0 : Math.max(0, this.#clock() - this.#goodUntil),
+      staleForMs:
+        this.#set === undefined || this.#failingSince === undefined
+          ? 0
+          : Math.max(0, this.#clock() - Math.max(this.#goodUntil, this.#failingSince)),
       keys: this.#set?.keys.length ?? 0,
       fetches: this.#fetches,
       lastError: this.#lastError,
@@ -114,10 +123,12 @@ export class RemoteJwks implements KeySource {
       .then(
         () => {
           this.#lastError = undefined;
+          this.#failingSince = undefined;
           return true;
         },
         (e: unknown) => {
           this.#lastError = e instanceof Error ? e.message : String(e);
+          this.#failingSince ??= this.#clock();
           this.#o.onWarning?.(`JWKS fetch from ${this.#o.url} failed: ${this.#lastError}; keeping the last good key set`);
           // Retry a failed fetch no sooner than the miss cooldown.
           this.#expiresAt = this.#clock() + this.#o.missCooldown * 1000;

@@ -5,7 +5,7 @@
  * mints upstream tokens in-process; a rotated gateway token in secrets.env applies on reload.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -195,5 +195,20 @@ describe('tessera serve: token service and gateway in one process', () => {
     assert.equal(result?.ok, true);
     assert.equal((await call('/api/items', await token())).status, 200);
     assert.equal(upstream.seen.at(-1)?.headers.authorization, `Bearer ${rotated}`);
+  });
+
+  it('a reload that cannot read secrets.env is refused and the running configuration keeps serving', async () => {
+    const file = join(dir, '.tessera', 'secrets.env');
+    const saved = readFileSync(file, 'utf8');
+    rmSync(file);
+    mkdirSync(file);
+    try {
+      const result = running.gateway?.reload();
+      assert.equal(result?.ok, false);
+      assert.equal((await call('/api/items', await token())).status, 200);
+    } finally {
+      rmSync(file, { recursive: true });
+      writeFileSync(file, saved, { mode: 0o600 });
+    }
   });
 });

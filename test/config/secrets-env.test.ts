@@ -3,7 +3,7 @@
  * refuses a file others can read, and reports a bad line by number without echoing its content.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -53,12 +53,33 @@ describe('secrets.env', () => {
     chmodSync(secrets, 0o600);
   });
 
+  it('a variable of data_dir never comes from secrets.env (it cannot move the directory it lives in)', () => {
+    writeFileSync(config, 'data_dir: ${STATE_DIR:state}\n');
+    writeSecretsEnv(secrets, { STATE_DIR: '/somewhere/else' });
+    const env = configEnv(config, {});
+    assert.equal(env.STATE_DIR, undefined);
+    assert.equal(env.GATEWAY_TOKEN, 'two');
+    writeFileSync(config, 'data_dir: state\n');
+  });
+
+  it('refuses a symlink in place of the file', () => {
+    const real = join(dir, 'elsewhere.env');
+    writeFileSync(real, 'GATEWAY_TOKEN=planted\n', { mode: 0o600 });
+    const link = join(dir, 'state', 'link.env');
+    symlinkSync(real, link);
+    assert.throws(
+      () => readSecretsEnv(link),
+      (e: ConfigError) => e instanceof ConfigError && /regular file/.test(e.message),
+    );
+  });
+
   it('names a malformed line by number and does not echo it', () => {
     const before = readFileSync(secrets, 'utf8');
     writeFileSync(secrets, `${before}not a pair s3cr3t\n`, { mode: 0o600 });
     assert.throws(
       () => readSecretsEnv(secrets),
-      (e: ConfigError) => e instanceof ConfigError && /line 4/.test(e.message) && !e.message.includes('s3cr3t'),
+      (e: ConfigError) =>
+        e instanceof ConfigError && e.message.includes(`line ${before.split('\n').length}`) && !e.message.includes('s3cr3t'),
     );
     writeFileSync(secrets, before, { mode: 0o600 });
   });

@@ -100,8 +100,11 @@ export interface VerifySuccess {
   readonly rule?: CompiledRule;
 }
 
-/** A refused verification. `principal` is set when the token was valid but the request was not
- * authorized, so the audit trail can still name the caller. */
+/**
+ * A refused verification. `principal` is set when the token was authentic (its signature
+ * verified) but is refused anyway: revoked, or not authorized for this request. It is there so the
+ * audit trail can name who was refused; it never means the caller is authenticated. Check `ok`.
+ */
 export interface VerifyFailure {
   readonly ok: false;
   readonly error: TesseraError;

@@ -153,9 +153,20 @@ describe('remote JWKS failure keeps the last good key set', () => {
     clock.advance(10);
     assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
     assert.equal(endpoint.hits, before + 1);
-    // Staleness counts from the TTL of the last successful fetch (60 s), not from the last failure.
+    // Staleness counts from the first failed refresh of the expired set (10 s ago), not from the
+    // expiry: nobody needed the keys between the two.
     assert.equal(verifier.jwksStatus()[0]?.fresh, false);
-    assert.equal(verifier.jwksStatus()[0]?.staleForMs, 70_000);
+    assert.equal(verifier.jwksStatus()[0]?.staleForMs, 10_000);
+  });
+
+  it('an idle verifier whose key set expired unused is not stale (its readiness must not decay)', async () => {
+    const clock = fakeClock();
+    endpoint.status = 200;
+    const verifier = remoteVerifier(endpoint, clock, { default_ttl: '60s', min_ttl: '60s' });
+    await verifier.ready();
+    clock.advance(2 * 3600);
+    assert.equal(verifier.jwksStatus()[0]?.fresh, false);
+    assert.equal(verifier.jwksStatus()[0]?.staleForMs, 0);
   });
 
   it('keeps the last good keys when the endpoint answers garbage, an empty set or only unusable keys', async () => {
