@@ -122,3 +122,12 @@ export async function readArg(value: string): Promise<string> {
 export function iso(seconds: number | null): string {
   return seconds === null ? '-' : new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
 }
+
+/** Commander parser for a TCP port option. */
+export function portArg(flag: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || n > 65535) throw new CliError(`${flag} must be a port number (0-65535), not "${v}"`);
+    return n;
+  };
+}

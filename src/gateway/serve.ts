@@ -72,6 +72,8 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   const config = options.config ?? load?.();
   if (!config) throw new ConfigError([{ path: '(options)', message: 'give config or configFile' }]);
   const gateway = createGateway(config, deps);
+  let beforeInflight = 0;
+  let beforeDrained: (() => void) | undefined;
   const limits = config.gateway?.limits;
   const server = createServer(
     {
@@ -83,7 +85,12 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     },
     options.before
       ? (req, res) => {
-          if (!(options.before as NonNullable<ServeOptions['before']>)(req, res)) gateway.handleRequest(req, res);
+          if (!(options.before as NonNullable<ServeOptions['before']>)(req, res)) return gateway.handleRequest(req, res);
+          // Tracked so that shutdown lets them finish too (the gateway drains only its own).
+          beforeInflight++;
+          res.once('close', () => {
+            if (--beforeInflight === 0) beforeDrained?.();
+          });
         }
       : gateway.handleRequest,
   );
@@ -121,7 +128,9 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
         const error =
           e instanceof ConfigError
             ? e
-            : new ConfigError([{ path: '(file)', message: `cannot read the configuration: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }]);
+            : new ConfigError([
+                { path: '(file)', message: `cannot read the configuration: ${(e as NodeJS.ErrnoException).code ?? 'error'}` },
+              ]);
         gateway.logger.error({ event: 'config_reload_refused', problems: error.issues.length }, error.message);
         return { ok: false, error };
       }
@@ -157,6 +166,15 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       await gateway.close(opts);
+      if (beforeInflight > 0) {
+        const drainMs = opts.drainTimeoutMs ?? (config.gateway?.drain_timeout ?? 10) * 1000;
+        await Promise.race([
+          new Promise<void>((resolve) => {
+            beforeDrained = resolve;
+          }),
+          new Promise((resolve) => setTimeout(resolve, drainMs).unref()),
+        ]);
+      }
       server.closeAllConnections();
       await stopped;
       await options.onClose?.();

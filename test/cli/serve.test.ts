@@ -87,6 +87,10 @@ gateway:
       auth: jwt
       audience: ${base}/api
       rules: [{ path: /minted/**, scopes: [api:read] }]
+    - id: everything-else
+      match: { path_prefix: / }
+      upstream: { url: ${upstream.url} }
+      auth: none
 `,
   );
   await initialize({ config: join(dir, 'tessera.yaml') });
@@ -119,8 +123,15 @@ describe('tessera serve: token service and gateway in one process', () => {
     const meta = await fetch(`${base}/.well-known/oauth-authorization-server`);
     assert.equal(meta.status, 200);
     assert.equal(((await meta.json()) as { issuer: string }).issuer, base);
-    const unmatched = await fetch(`${base}/elsewhere`);
-    assert.equal(unmatched.status, 404);
+    const elsewhere = await fetch(`${base}/elsewhere`);
+    assert.equal(elsewhere.status, 200);
+    assert.equal(upstream.seen.at(-1)?.url, '/elsewhere');
+    // Every /oauth2/ path is the token service's, even one it does not serve: a catch-all route
+    // never receives one (with a client secret in its body).
+    const seen = upstream.seen.length;
+    const shadow = await fetch(`${base}/OAuth2/token/`, { method: 'POST', body: 'client_secret=s3cret' });
+    assert.equal(shadow.status, 404);
+    assert.equal(upstream.seen.length, seen);
     const ready = await fetch(`${base}/readyz`);
     assert.equal(ready.status, 200);
     const checks = ((await ready.json()) as { checks: { name: string; ok: boolean }[] }).checks;

@@ -129,11 +129,25 @@ describe('tessera start (npm start)', () => {
     assert.equal((r.out.match(/^PASS /gm) ?? []).length, 6, r.out);
   });
 
-  it('a CLI revocation reaches the running gateway: the revoked token gets 401', () => {
-    const r = sh(`${printed(/^TOKEN=/)}\n${printed(/^npx tessera revoke/)}`);
+  it('the printed RFC 7009 revocation is enforced by the gateway on the very next request', () => {
+    const r = sh(
+      `${printed(/^TOKEN=/)}\n${printed(/^curl -s -u .*\/oauth2\/revoke/)}\n${printed(/^curl -i -H "Authorization: Bearer \$TOKEN" \S+\/api\/hello$/)}`,
+    );
     assert.equal(r.code, 0, r.err);
-    assert.match(r.out, /HTTP\/1\.1 401 /);
+    assert.match(r.out, /^HTTP\/1\.1 401 /m);
     assert.match(r.out, /error_description="The access token was revoked\."/);
+  });
+
+  it('a CLI revocation reaches the running gateway within the store sync interval', async () => {
+    const r = sh(`${printed(/^TOKEN=/)}\necho "$TOKEN"`);
+    const t = r.out.trim();
+    assert.equal(sh(`tessera revoke --token - <<< "${t}"`).code, 0);
+    let status = 0;
+    for (let i = 0; i < 30 && status !== 401; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      status = (await fetch(`http://127.0.0.1:${port}/api/hello`, { headers: { authorization: `Bearer ${t}` } })).status;
+    }
+    assert.equal(status, 401);
   });
 
   it('tessera audit shows one gateway event per request, with the caller and the decision', async () => {

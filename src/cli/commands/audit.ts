@@ -22,6 +22,9 @@ interface Filters {
   json?: boolean;
 }
 
+/** How far back `tail -f` looks again on each poll: well beyond any producer's flush interval. */
+const FOLLOW_WINDOW_MS = 30_000;
+
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** `--since`: a duration back from now (`15m`, `2h`, `7d`) or an ISO 8601 time. Returns epoch ms. */
@@ -99,6 +102,11 @@ export function registerAudit(program: Command): void {
       const events = await withStore(f.config, (store) =>
         store.queryAudit({ ...queryOf(f, f.since !== undefined ? parseSince(f.since) : undefined), limit: f.limit ?? 100 }),
       );
+      if (events.length === (f.limit ?? 100)) {
+        process.stderr.write(
+          `tessera: showing the first ${events.length} matching events, oldest first; narrow --since or raise --limit\n`,
+        );
+      }
       if (f.json) return printJson(events);
       process.stdout.write(events.map((e) => `${formatEvent(e)}\n`).join(''));
     });
@@ -110,16 +118,25 @@ export function registerAudit(program: Command): void {
     .action(async (f: Filters & { follow?: boolean }) => {
       const since = parseSince(f.since ?? '15m');
       await withStore(f.config, async (store) => {
-        let after: string | undefined;
-        const drain = async () => {
+        const print = (e: AuditEvent) => process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
+        const all = async (from: number): Promise<AuditEvent[]> => {
+          const out: AuditEvent[] = [];
+          let after: string | undefined;
           for (;;) {
-            const page = await store.queryAudit({ ...queryOf(f, since), ...(after ? { after_id: after } : {}), limit: 1000 });
-            for (const e of page) process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
-            if (page.length > 0) after = (page.at(-1) as AuditEvent).id;
-            if (page.length < 1000) return;
+            const page = await store.queryAudit({ ...queryOf(f, from), ...(after ? { after_id: after } : {}), limit: 1000 });
+            out.push(...page);
+            if (page.length < 1000) return out;
+            after = (page.at(-1) as AuditEvent).id;
           }
         };
-        await drain();
+        // Producers batch their writes (the gateway flushes every audit.flush_interval), so an event
+        // can land after one with a later id: following re-reads a trailing window and prints
+        // what it has not printed yet, instead of trusting an id cursor.
+        const printed = new Map<string, number>();
+        for (const e of await all(since)) {
+          print(e);
+          printed.set(e.id, e.time);
+        }
         if (!f.follow) return;
         let stopped = false;
         const stop = () => {
@@ -129,7 +146,13 @@ export function registerAudit(program: Command): void {
         process.once('SIGTERM', stop);
         while (!stopped) {
           await new Promise((r) => setTimeout(r, 1000));
-          await drain();
+          const from = Math.max(since, Date.now() - FOLLOW_WINDOW_MS);
+          for (const e of await all(from)) {
+            if (printed.has(e.id)) continue;
+            print(e);
+            printed.set(e.id, e.time);
+          }
+          for (const [id, time] of printed) if (time < from) printed.delete(id);
         }
       });
     });

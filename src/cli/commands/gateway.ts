@@ -6,13 +6,13 @@
  */
 import type { Command } from 'commander';
 import { serveGateway } from '../../gateway/serve.ts';
-import { configPath, loadConfig, withConfig } from '../context.ts';
+import { configPath, loadConfig, portArg, withConfig } from '../context.ts';
 
 export function registerGateway(program: Command): void {
   withConfig(program.command('gateway'))
     .description('Run the gateway alone (reverse proxy and forward-auth endpoint), for tokens from another issuer.')
     .option('--host <host>', 'override server.host')
-    .option('--port <port>', 'override server.port', (v) => Number.parseInt(v, 10))
+    .option('--port <port>', 'override server.port', portArg('--port'))
     .action(async (opts: { config?: string; host?: string; port?: number }) => {
       const load = () => loadConfig(opts.config).config;
       await serveGateway({

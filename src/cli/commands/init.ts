@@ -13,7 +13,7 @@ import type { Command } from 'commander';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
 import { resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
 import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, openStore } from '../../server/bootstrap.ts';
-import { configPath, loadConfig, toCliError, withConfig } from '../context.ts';
+import { configPath, loadConfig, portArg, toCliError, withConfig } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
 export const DEMO_CLIENT = 'demo-agent';
@@ -62,7 +62,8 @@ scopes:
   demo:write: { description: Change the demo API, implies: [demo:read] }
 
 # The gateway shares the listener: requests that are not for the token service (/oauth2/*,
-# /.well-known/*, /admin/*) go through these routes, first match wins, anything unmatched is denied.
+# /.well-known/jwks.json, /.well-known/oauth-authorization-server) go through these routes; the
+# first match wins, anything unmatched is denied.
 gateway:
   routes:
     - id: ${DEMO_ROUTE}
@@ -194,15 +195,6 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
   }
 }
 
-/** Commander parser for a TCP port option. */
-export function portArg(flag: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n > 65535) throw new CliError(`${flag} must be a port number (0-65535), not "${v}"`);
-    return n;
-  };
-}
-
 export function registerInit(program: Command): void {
   withConfig(program.command('init'))
     .description('Create tessera.yaml (if absent), the data directory, master key, SQLite store, signing key and a demo client.')
@@ -233,7 +225,7 @@ export function registerInit(program: Command): void {
         out.push(
           `Demo client "${report.demo_client.client_id}" (scopes ${report.demo_client.scopes.join(' ')}, audience ${report.demo_client.audience}).`,
         );
-        out.push(`Its secret, shown once (also in ${join(report.data_dir, DEMO_CLIENT_FILE)}, mode 0600):`);
+        out.push(`Its secret, printed this once (kept for the demo in ${join(report.data_dir, DEMO_CLIENT_FILE)}, mode 0600):`);
         out.push('');
         out.push(`  ${report.demo_client.client_secret}`);
       } else if (report.demo_client.skipped) {

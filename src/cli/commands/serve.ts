@@ -1,7 +1,8 @@
 /**
  * `tessera serve`: the token service and, when `tessera.yaml` has a `gateway` section, the gateway,
- * on one listener. The token service answers its own paths (`/oauth2/*`, `/.well-known/jwks.json`,
- * `/.well-known/oauth-authorization-server`, `/admin/*`); every other request goes to the gateway.
+ * on one listener. The token service answers its own paths (everything under `/oauth2/`, including
+ * the admin API at `/oauth2/admin/*`, plus `/.well-known/jwks.json` and
+ * `/.well-known/oauth-authorization-server`); every other request goes to the gateway.
  *
  * Sharing the process is what makes revocation immediate at the edge: the gateway's verifiers read
  * the token service's signing keys directly and consult its revocation list, which every
@@ -18,7 +19,7 @@ import type { ServedGateway } from '../../gateway/serve.ts';
 import { serveGateway } from '../../gateway/serve.ts';
 import type { TokenService } from '../../issuer/service.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
-import { configPath, loadConfig, openService, type ServiceContext, withConfig } from '../context.ts';
+import { configPath, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
 import { CliError } from '../output.ts';
 
 export interface RunningServer {
@@ -40,6 +41,16 @@ export interface StartOptions {
   readonly logger?: Logger;
 }
 
+/** A taken or forbidden port as one clear line. */
+function listenError(e: unknown, host: string, port: number): unknown {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EADDRINUSE')
+    return new CliError(`${host}:${port} is already in use; stop what listens there, or set server.port (or --port)`);
+  if (code === 'EACCES') return new CliError(`not allowed to listen on ${host}:${port}; use a port above 1023 (server.port or --port)`);
+  if (code === 'EADDRNOTAVAIL') return new CliError(`${host} is not an address of this machine; fix server.host (or --host)`);
+  return e;
+}
+
 const log = (line: Record<string, unknown>) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`);
 
 /** Start the token service (and the gateway, when configured) from a configuration file. */
@@ -55,7 +66,11 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     });
     const host = options.host ?? ctx.config.server.host;
     const port = options.port ?? ctx.config.server.port;
-    if (ctx.config.gateway !== undefined) return await withGateway(ctx, handler, { ...options, host, port });
+    if (ctx.config.gateway !== undefined) {
+      return await withGateway(ctx, handler, { ...options, host, port }).catch((e: unknown) => {
+        throw listenError(e, host, port);
+      });
+    }
 
     const server = createServer((req, res) => {
       if (handler(req, res)) return;
@@ -65,6 +80,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
+    }).catch((e: unknown) => {
+      throw listenError(e, host, port);
     });
     const address = server.address() as AddressInfo;
     const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
@@ -83,6 +100,9 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       const stop = () => void close().then(() => process.exit(0));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      // Clients, keys and revocations are re-read from the store every sync_interval; there is no
+      // gateway configuration to reload. SIGHUP must not kill the process.
+      process.on('SIGHUP', () => log({ level: 'info', msg: 'SIGHUP: no gateway section to reload; the token service follows the store' }));
     }
     return { url, service: ctx.service, config: ctx.config, gateway: undefined, close };
   } catch (e) {
@@ -108,7 +128,16 @@ async function withGateway(
       host: options.host,
       port: options.port,
       signals: options.signals ?? false,
-      before: handler,
+      // Everything under /oauth2/ is the token service's, also paths it does not know: a route
+      // matching `/oauth2/token/` must not carry a client's form body (and secret) upstream.
+      before: (req, res) => {
+        if (handler(req, res)) return true;
+        const path = (req.url ?? '').toLowerCase();
+        if (!path.startsWith('/oauth2/') && path !== '/oauth2' && !path.startsWith('/oauth2?')) return false;
+        res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end('{"error":"not_found"}');
+        return true;
+      },
       onClose: () => ctx.close(),
     },
     {
@@ -142,7 +171,7 @@ export function registerServe(program: Command): void {
     .description(
       'Run the token service (OAuth endpoints, JWKS, metadata, admin API) and, when tessera.yaml has a gateway section, the gateway, on one listener.',
     )
-    .option('--port <port>', 'override server.port', (v) => Number.parseInt(v, 10))
+    .option('--port <port>', 'override server.port', portArg('--port'))
     .option('--host <host>', 'override server.host')
     .action(async (opts: { config?: string; port?: number; host?: string }) => {
       const running = await startServer({ ...opts, signals: true });

@@ -64,10 +64,11 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     const stop = () => void close().then(() => process.exit(0));
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    process.on('SIGHUP', () => void server.gateway?.reload());
   }
   const secretFile = join(init.data_dir, DEMO_SECRET_FILE);
   const shown = relative(process.cwd(), secretFile);
-  const secretRef = existsSync(secretFile) ? `$(cat ${shown.startsWith('..') ? secretFile : shown})` : '<demo-agent secret>';
+  const secret = `$(cat ${shown.startsWith('..') ? secretFile : shown})`;
   const base = server.url;
   const created = [
     init.config_written ? `wrote ${relative(process.cwd(), init.config_file)}` : '',
@@ -80,21 +81,32 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     ...(created.length ? [`Initialized ${init.data_dir}: ${created.join(', ')}.`] : []),
     `Tessera is running: token service and gateway on ${base}${demo ? `, demo API on ${demo.url} (it only answers the gateway)` : ''}.`,
     '',
-    'Fetch a token for the demo client (read-only), then call the demo API through the gateway:',
-    '',
-    `  TOKEN=$(curl -s -u "${DEMO_CLIENT}:${secretRef}" -d grant_type=client_credentials -d scope=demo:read ${base}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\\1/')`,
-    `  curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello`,
-    '',
-    'Then try:',
-    `  curl -i ${base}/api/hello                                                       # 401 and its challenge`,
-    `  curl -i -X POST -H "Authorization: Bearer $TOKEN" ${base}/api/items            # 403 insufficient_scope`,
-    `  curl -N -H "Authorization: Bearer $TOKEN" ${base}/api/events                   # a stream through the gateway`,
-    `  npx tessera check ${base}/api/hello --token "$TOKEN"                          # conformance checks`,
-    `  npx tessera revoke --token "$TOKEN" && sleep 1 && curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello   # 401`,
-    '  npx tessera audit tail                                                         # one event per decision',
-    '',
-    'Stop with Ctrl-C.',
   ];
+  if (demo && existsSync(secretFile)) {
+    const auth = `-u "${DEMO_CLIENT}:${secret}"`;
+    lines.push(
+      'Fetch a token for the demo client (read-only), then call the demo API through the gateway:',
+      '',
+      `  TOKEN=$(curl -s ${auth} -d grant_type=client_credentials -d scope=demo:read ${base}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\\1/')`,
+      `  curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello`,
+      '',
+      'Then try:',
+      `  curl -i ${base}/api/hello                                              # 401 and its challenge`,
+      `  curl -i -X POST -H "Authorization: Bearer $TOKEN" ${base}/api/items   # 403 insufficient_scope`,
+      `  curl -N -H "Authorization: Bearer $TOKEN" ${base}/api/events          # a stream through the gateway`,
+      `  npx tessera check ${base}/api/hello --token "$TOKEN"                 # conformance checks`,
+      `  curl -s ${auth} -d "token=$TOKEN" ${base}/oauth2/revoke               # RFC 7009 revocation, then:`,
+      `  curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello           # 401: revoked at the edge at once`,
+      '  npx tessera audit tail                                                # one event per decision',
+      '',
+    );
+  } else {
+    lines.push(
+      `No demo here (${demo ? `${shown} is missing` : 'no route "demo" to a loopback URL'}): register a client with \`tessera clients add\` and call your routes.`,
+      '',
+    );
+  }
+  lines.push('Stop with Ctrl-C; reload the configuration with SIGHUP.');
   return { server, demoUrl: demo?.url, instructions: `${lines.join('\n')}\n`, close };
 }
 
