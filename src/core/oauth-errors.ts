@@ -86,6 +86,11 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_target',
     description: 'The requested audience or resource is not allowed for this client.',
   },
+  target_exceeds_subject: {
+    status: 400,
+    error: 'invalid_target',
+    description: "The requested audience or resource is outside the subject token's audience.",
+  },
   target_required: {
     status: 400,
     error: 'invalid_target',
@@ -112,6 +117,21 @@ export const OAUTH_ERROR_CODES = {
   },
   subject_token_invalid: { status: 400, error: 'invalid_request', description: 'The subject token is invalid.' },
   actor_token_invalid: { status: 400, error: 'invalid_request', description: 'The actor token is invalid.' },
+  subject_token_not_permitted: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The subject token was not issued to this client, nor addressed to it.',
+  },
+  actor_token_not_client: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The actor token does not belong to the authenticated client.',
+  },
+  actor_token_proof_required: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The actor token is sender-constrained; the request needs a DPoP proof of its key.',
+  },
   actor_not_permitted: {
     status: 400,
     error: 'invalid_request',

@@ -35,6 +35,8 @@ export interface ClientInput {
   readonly jwks?: unknown;
   /** JWKS URL for private_key_jwt. */
   readonly jwksUri?: string;
+  /** Token exchange may issue tokens for audiences outside the subject token's (default false). */
+  readonly retargetAudiences?: boolean;
 }
 
 /** A registration refused, with the reason (never a secret). */
@@ -99,6 +101,7 @@ export function buildClient(
     audiences: [...new Set(input.audiences)],
     grantTypes: grantTypes as GrantType[],
     accessTokenTtl: input.ttl ?? null,
+    exchangeRetargetAudiences: input.retargetAudiences === true,
     disabled: false,
     createdAt: options.now,
     updatedAt: options.now,

@@ -119,6 +119,10 @@ interface Party {
   readonly mayAct: unknown;
   /** The subject token's `cnf.jkt`: the exchange must prove possession of that key. */
   readonly jkt: string | undefined;
+  /** The client the token was issued to (`client_id`), when it names one. */
+  readonly clientId: string | undefined;
+  /** The token's audiences when this service issued it; `undefined` for an external token. */
+  readonly ownAudiences: readonly string[] | undefined;
 }
 
 export interface TokenServiceOptions {
@@ -689,6 +693,8 @@ export class TokenService {
         grantId: own.grantId,
         mayAct: own.claims.may_act,
         jkt: own.jkt,
+        clientId: own.clientId,
+        ownAudiences: own.audiences,
       };
     }
     if (this.#external === undefined) throw new OAuthError(invalid);
@@ -705,14 +711,35 @@ export class TokenService {
     const subject = await this.#party(this.#required(p, 'subject_token'), this.#required(p, 'subject_token_type'), 'subject');
     // A sender-constrained subject token is only usable by the holder of its key (RFC 9449 §1).
     if (subject.jkt !== undefined && subject.jkt !== jkt) throw new OAuthError('subject_token_invalid');
+    // One of this service's tokens is only exchanged by a party it was meant for: the client it was
+    // issued to, a client among its audiences, or the client its may_act names. Holding someone
+    // else's token is not enough (RFC 8693 §2.2.2: an unacceptable subject token is invalid_request).
+    // External (IdP) tokens were already checked against the verifier's configured audiences.
+    if (subject.ownAudiences !== undefined && subject.clientId !== client.id && !subject.ownAudiences.includes(client.id)) {
+      const m = subject.mayAct as JsonObject | undefined;
+      const named = typeof m === 'object' && m !== null && m.sub === client.id && (m.iss === undefined || m.iss === this.issuer);
+      if (!named) throw new OAuthError('subject_token_not_permitted');
+    }
     const actorToken = this.#param(p, 'actor_token');
     const actorType = this.#param(p, 'actor_token_type');
     // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
     if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
-    const actor =
-      actorToken !== undefined ? await this.#party(actorToken, actorType as string, 'actor') : { issuer: this.issuer, subject: client.id };
+    let actor: { readonly issuer: string; readonly subject: string } = { issuer: this.issuer, subject: client.id };
+    if (actorToken !== undefined) {
+      const party = await this.#party(actorToken, actorType as string, 'actor');
+      // The actor token must be the authenticated client's own (its client_id; a client-credentials
+      // token's sub is that same id): a client may not name another party as the actor.
+      if (party.clientId !== client.id) throw new OAuthError('actor_token_not_client');
+      // A sender-constrained actor token needs this request's DPoP proof of its key (RFC 9449 §1).
+      if (party.jkt !== undefined && party.jkt !== jkt) throw new OAuthError('actor_token_proof_required');
+      actor = party;
+    }
     const requested = this.#parseScope(this.#param(p, 'scope'));
     const audiences = this.#targets(p, client.audiences);
+    // The audience only narrows, unless the client is registered to re-target (exchange.retarget_audiences).
+    if (subject.ownAudiences !== undefined && !client.record.exchangeRetargetAudiences) {
+      for (const a of audiences) if (!subject.ownAudiences.includes(a)) throw new OAuthError('target_exceeds_subject');
+    }
     const issued = await this.#delegate({
       client,
       subject,
@@ -1199,5 +1226,7 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     grantId,
     mayAct: principal.claims.may_act,
     jkt: principal.confirmation?.jkt,
+    clientId: principal.clientId,
+    ownAudiences: undefined,
   };
 }

@@ -40,6 +40,7 @@ export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_
     audiences: ['https://api.test'],
     grantTypes: ['client_credentials'],
     accessTokenTtl: null,
+    exchangeRetargetAudiences: false,
     disabled: false,
     createdAt: now,
     updatedAt: now,

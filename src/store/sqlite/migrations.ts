@@ -107,4 +107,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_request ON audit_events (request_id);
     `,
   },
+  {
+    version: 2,
+    description: 'clients.exchange_retarget_audiences: token exchange may leave the subject token audience',
+    sql: 'ALTER TABLE clients ADD COLUMN exchange_retarget_audiences INTEGER NOT NULL DEFAULT 0;',
+  },
 ];
