@@ -89,6 +89,12 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     version: 2,
     sql: 'ALTER TABLE clients ADD COLUMN exchange_retarget_audiences boolean NOT NULL DEFAULT false;',
   },
+  {
+    // Client-credentials standing grants expire: open-ended ones end once their last token can have.
+    version: 3,
+    sql: `UPDATE grants SET expires_at = extract(epoch FROM now())::bigint + 86460
+          WHERE kind = 'client_credentials' AND expires_at IS NULL;`,
+  },
 ];
 
 const json = (v: unknown): string => JSON.stringify(v);
