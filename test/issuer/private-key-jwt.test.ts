@@ -34,7 +34,8 @@ const request = (a: string, extra: Record<string, string> = {}) =>
 async function expectInvalidClient(res: Response): Promise<void> {
   assert.equal(res.status, 401);
   assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
-  assert.equal(res.headers.get('www-authenticate'), null, 'no Basic challenge when Basic was not used');
+  // RFC 6749 §5.2 / RFC 9110 §15.5.2: every 401 carries a challenge, whatever method was tried.
+  assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/);
 }
 
 describe('private_key_jwt', () => {

@@ -140,10 +140,25 @@ describe('client authentication errors (invalid_client)', () => {
     assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/);
   });
 
-  it('refuses a wrong secret over client_secret_post with 401 and no Basic challenge', async () => {
-    const res = await token({ grant_type: 'client_credentials', client_id: agent.id, client_secret: 'tcs_wrong' });
-    await expectError(res, 401, 'invalid_client');
-    assert.equal(res.headers.get('www-authenticate'), null);
+  it('never answers 401 invalid_client without a WWW-Authenticate challenge: no method, client_secret_post, an assertion, revoke, introspect', async () => {
+    for (const [path, form] of [
+      ['/oauth2/token', { grant_type: 'client_credentials' }],
+      ['/oauth2/token', { grant_type: 'client_credentials', client_id: agent.id, client_secret: 'tcs_wrong' }],
+      [
+        '/oauth2/token',
+        {
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: 'e30.e30.sig',
+        },
+      ],
+      ['/oauth2/revoke', { token: 'x' }],
+      ['/oauth2/introspect', { token: 'x' }],
+    ] as const) {
+      const res = await issuer.post(path, form);
+      await expectError(res, 401, 'invalid_client');
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/, `${path} ${Object.keys(form).join(',')}`);
+    }
   });
 
   it('answers an unknown client exactly like a wrong secret', async () => {
