@@ -126,7 +126,7 @@ export interface CompiledClient {
 export interface ClientAuthRequest {
   readonly params: URLSearchParams;
   readonly authorization: string | undefined;
-  /** Absolute URL of the endpoint called (an accepted assertion `aud`). */
+  /** Absolute URL of the endpoint called (no longer an accepted assertion `aud`; see {@link ClientRegistryOptions.assertionAudience}). */
   readonly endpointUrl: string;
 }
 
@@ -137,8 +137,8 @@ export interface ClientRegistryOptions {
   readonly scopes: ScopeModel;
   /** Builds a key source for a client's `jwks_uri` (an adapter: it fetches over HTTP). */
   readonly remoteKeys: ((uri: string) => KeySource) | undefined;
-  /** Audiences accepted in client assertions besides the endpoint called: issuer, token endpoint. */
-  readonly assertionAudiences: readonly string[];
+  /** The one audience a client assertion may name: the issuer identifier (RFC 7523bis, RFC 9700 §2.8). */
+  readonly assertionAudience: string;
   readonly assertionMaxLifetime: number;
   /** Epoch seconds. */
   readonly now: () => number;
@@ -229,7 +229,7 @@ export class ClientRegistry {
       return this.#checkSecret(bodyClientId, postSecret, false);
     }
     if (params.get('client_assertion_type') !== JWT_BEARER) throw new OAuthError('client_auth_malformed');
-    return this.#checkAssertion(assertion as string, bodyClientId, req.endpointUrl);
+    return this.#checkAssertion(assertion as string, bodyClientId);
   }
 
   #parseBasic(header: string): { id: string; secret: string } | undefined {
@@ -257,7 +257,7 @@ export class ClientRegistry {
     return client;
   }
 
-  async #checkAssertion(assertion: string, bodyClientId: string | undefined, endpointUrl: string): Promise<CompiledClient> {
+  async #checkAssertion(assertion: string, bodyClientId: string | undefined): Promise<CompiledClient> {
     if (assertion.length > 8192) throw new OAuthError('client_assertion_invalid');
     const split = splitCompact(assertion);
     if (!split) throw new OAuthError('client_assertion_invalid');
@@ -302,9 +302,11 @@ export class ClientRegistry {
     if (exp > now + this.#o.assertionMaxLifetime + skew) throw new OAuthError('client_assertion_invalid');
     if (nbf !== undefined && (typeof nbf !== 'number' || nbf > now + skew)) throw new OAuthError('client_assertion_invalid');
     if (iat !== undefined && (typeof iat !== 'number' || iat > now + skew)) throw new OAuthError('client_assertion_invalid');
-    const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
-    const accepted = [...this.#o.assertionAudiences, endpointUrl];
-    if (!audiences.some((a) => typeof a === 'string' && accepted.includes(a))) throw new OAuthError('client_assertion_audience_invalid');
+    // The issuer identifier and nothing else: an endpoint URL, or an array naming other servers too,
+    // lets an assertion made for (or captured by) another server be replayed here (RFC 9700 §2.8,
+    // draft-ietf-oauth-rfc7523bis). A one-element array holding the issuer is tolerated.
+    const only = typeof aud === 'string' ? aud : Array.isArray(aud) && aud.length === 1 ? aud[0] : undefined;
+    if (only !== this.#o.assertionAudience) throw new OAuthError('client_assertion_audience_invalid');
     if (typeof jti !== 'string' || jti === '' || jti.length > 256) throw new OAuthError('client_assertion_invalid');
     if (client.record.disabled) throw new OAuthError('client_disabled');
     const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${jti}`, Math.ceil(exp) + skew, now);

@@ -50,7 +50,7 @@ export interface OAuthRequest {
   /** The form body (`application/x-www-form-urlencoded`). */
   readonly params: URLSearchParams;
   readonly authorization: string | undefined;
-  /** Absolute URL of the endpoint called (accepted as a client assertion `aud`). */
+  /** Absolute URL of the endpoint called. */
   readonly endpointUrl: string;
   readonly requestId?: string | undefined;
   readonly remoteAddr?: string | undefined;
@@ -249,7 +249,7 @@ export class TokenService {
       hasher: this.#hasher,
       scopes: model,
       remoteKeys: options.remoteKeys,
-      assertionAudiences: [this.issuer, this.endpoints.token],
+      assertionAudience: this.issuer,
       assertionMaxLifetime: config.client_assertion_max_lifetime,
       now: () => this.#now(),
     });
