@@ -8,6 +8,7 @@
  * @module
  */
 import { Buffer } from 'node:buffer';
+import { hash, timingSafeEqual } from 'node:crypto';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { JwkError } from '../core/jose/jwk.ts';
@@ -159,6 +160,15 @@ export class ClientRegistry {
   readonly #o: ClientRegistryOptions;
   readonly #cache = new Map<string, CompiledClient>();
   readonly #remote = new Map<string, KeySource>();
+  /**
+   * SHA-256 of the secret that last passed the HMAC check, per compiled client (so a changed or
+   * disabled client, recompiled after a store change, starts afresh). A client presenting the same
+   * secret again is checked by one SHA-256 and a constant-time comparison instead of an HMAC; a
+   * secret carries 256 random bits, so the digest is as binding as the HMAC and, unlike the secret,
+   * useless if memory leaked. Anything else takes the full HMAC path.
+   */
+  readonly #verified = new WeakMap<CompiledClient, Buffer>();
+  readonly #dummyDigest = Buffer.alloc(32);
 
   constructor(options: ClientRegistryOptions) {
     this.#o = options;
@@ -248,8 +258,16 @@ export class ClientRegistry {
   async #checkSecret(id: string, secret: string, basic: boolean): Promise<CompiledClient> {
     const client = await this.get(id);
     const stored = client?.record.authMethod === 'client_secret' ? client.secretHash : null;
-    // Always one HMAC and one constant-time comparison, whether or not the client exists.
-    const ok = this.#o.hasher !== undefined && secret.length <= 512 && this.#o.hasher.verify(secret, stored);
+    let ok = false;
+    if (this.#o.hasher !== undefined && secret.length <= 512) {
+      // Every request pays one SHA-256 and comparison; a miss then pays one HMAC and comparison
+      // too, whether or not the client exists, so timing tells nothing about which clients exist.
+      const digest = hash('sha256', secret, 'buffer');
+      const known = client === undefined ? undefined : this.#verified.get(client);
+      const same = timingSafeEqual(digest, known ?? this.#dummyDigest) && known !== undefined;
+      ok = same || this.#o.hasher.verify(secret, stored);
+      if (ok && !same && client !== undefined && stored !== null) this.#verified.set(client, digest);
+    }
     if (!client) throw new OAuthError('client_unknown', { basic });
     if (client.record.authMethod !== 'client_secret') throw new OAuthError('client_auth_method_not_allowed', { basic });
     if (!ok) throw new OAuthError('client_secret_mismatch', { basic });

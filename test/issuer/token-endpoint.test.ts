@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { createSecretHasher } from '../../src/issuer/secrets.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
 let issuer: RunningIssuer;
@@ -159,6 +160,23 @@ describe('client authentication errors (invalid_client)', () => {
       await expectError(res, 401, 'invalid_client');
       assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/, `${path} ${Object.keys(form).join(',')}`);
     }
+  });
+
+  it('checks a remembered secret exactly: a wrong one after a right one, a disabled client and a replaced secret are refused', async () => {
+    const c = await issuer.addClient({ id: 'remembered', scopes: ['api:read'] });
+    assert.equal((await cc({}, c)).status, 200);
+    assert.equal((await cc({}, c)).status, 200, 'the second request takes the remembered-digest path');
+    await expectError(await cc({}, { id: c.id, secret: `${c.secret.slice(0, -1)}A` }), 401, 'invalid_client');
+    await issuer.service.setClientDisabled(c.id, true);
+    await expectError(await cc({}, c), 401, 'invalid_client');
+    await issuer.service.setClientDisabled(c.id, false);
+    assert.equal((await cc({}, c)).status, 200);
+    // Another process replaces the secret: once this one syncs, the old secret no longer works.
+    const next = 'tcs_a-new-secret-for-the-remembered-client-0000000';
+    await issuer.store.updateClient(c.id, { secretHash: createSecretHasher(issuer.master).hash(next) }, Math.floor(Date.now() / 1000));
+    await issuer.service.sync();
+    await expectError(await cc({}, c), 401, 'invalid_client');
+    assert.equal((await cc({}, { id: c.id, secret: next })).status, 200);
   });
 
   it('answers an unknown client exactly like a wrong secret', async () => {
