@@ -115,6 +115,15 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(await store.deleteClient(c.id), false);
       });
 
+      it('keeps the token-exchange re-targeting flag', async () => {
+        const c = clientRecord({ exchangeRetargetAudiences: true });
+        await store.createClient(c);
+        assert.equal((await store.getClient(c.id))?.exchangeRetargetAudiences, true);
+        const d = clientRecord();
+        await store.createClient(d);
+        assert.equal((await store.getClient(d.id))?.exchangeRetargetAudiences, false);
+      });
+
       it('refuses a duplicate client id with StoreConflictError', async () => {
         const c = clientRecord();
         await store.createClient(c);
