@@ -7,6 +7,9 @@ let seq = 0;
 const pool = Buffer.alloc(10 * 256);
 let poolOffset = pool.length;
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+// The 48-bit time field formatted once per millisecond: ids made in the same millisecond share it.
+let prefixMs = -1;
+let prefix = '';
 
 /**
  * A UUIDv7 for `ms` (default now). Within one millisecond a 12-bit counter in `rand_a` keeps ids
@@ -30,8 +33,12 @@ export function uuidv7(ms = Date.now()): string {
   }
   const r = poolOffset;
   poolOffset += 10;
-  const t = ms.toString(16).padStart(12, '0');
+  if (ms !== prefixMs) {
+    const t = ms.toString(16).padStart(12, '0');
+    prefix = `${t.slice(0, 8)}-${t.slice(8, 12)}-7`;
+    prefixMs = ms;
+  }
   const h = (i: number) => HEX[pool[r + i] as number] as string;
   const variant = HEX[((pool[r + 2] as number) & 0x3f) | 0x80] as string;
-  return `${t.slice(0, 8)}-${t.slice(8, 12)}-7${HEX[seq >> 8]?.slice(1)}${HEX[seq & 0xff]}-${variant}${h(3)}-${h(4)}${h(5)}${h(6)}${h(7)}${h(8)}${h(9)}`;
+  return `${prefix}${HEX[seq >> 8]?.slice(1)}${HEX[seq & 0xff]}-${variant}${h(3)}-${h(4)}${h(5)}${h(6)}${h(7)}${h(8)}${h(9)}`;
 }

@@ -86,6 +86,11 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_target',
     description: 'The requested audience or resource is not allowed for this client.',
   },
+  target_exceeds_subject: {
+    status: 400,
+    error: 'invalid_target',
+    description: "The requested audience or resource is outside the subject token's audience.",
+  },
   target_required: {
     status: 400,
     error: 'invalid_target',
@@ -112,6 +117,21 @@ export const OAUTH_ERROR_CODES = {
   },
   subject_token_invalid: { status: 400, error: 'invalid_request', description: 'The subject token is invalid.' },
   actor_token_invalid: { status: 400, error: 'invalid_request', description: 'The actor token is invalid.' },
+  subject_token_not_permitted: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The subject token was not issued to this client, nor addressed to it.',
+  },
+  actor_token_not_client: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The actor token does not belong to the authenticated client.',
+  },
+  actor_token_proof_required: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The actor token is sender-constrained; the request needs a DPoP proof of its key.',
+  },
   actor_not_permitted: {
     status: 400,
     error: 'invalid_request',
@@ -176,7 +196,7 @@ export class OAuthError extends Error {
   readonly code: OAuthErrorCode;
   readonly status: number;
   readonly error: OAuthErrorValue;
-  /** True when the client tried HTTP Basic: the 401 then carries `WWW-Authenticate: Basic` (RFC 6749 §5.2). */
+  /** True when the client tried HTTP Basic (kept for the audit trail; every 401 carries the challenge). */
   readonly basicChallenge: boolean;
   /** For admin API errors: the scope to name in the Bearer challenge. */
   readonly scope: string | undefined;
@@ -203,7 +223,9 @@ export class OAuthError extends Error {
 
   /** Response headers this error requires besides the JSON content type. */
   headers(realm = 'tessera'): Record<string, string> {
-    if (this.status === 401 && this.error === 'invalid_client' && this.basicChallenge) {
+    // RFC 6749 §5.2 requires the challenge when the client tried Basic; RFC 9110 §15.5.2 requires
+    // one on every 401, so it is sent whatever method was tried (or none).
+    if (this.status === 401 && this.error === 'invalid_client') {
       return { 'www-authenticate': `Basic realm="${realm}", charset="UTF-8"` };
     }
     if (this.error === 'invalid_token' || this.error === 'insufficient_scope') {

@@ -8,6 +8,7 @@
  * @module
  */
 import { Buffer } from 'node:buffer';
+import { hash, timingSafeEqual } from 'node:crypto';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { JwkError } from '../core/jose/jwk.ts';
@@ -35,6 +36,8 @@ export interface ClientInput {
   readonly jwks?: unknown;
   /** JWKS URL for private_key_jwt. */
   readonly jwksUri?: string;
+  /** Token exchange may issue tokens for audiences outside the subject token's (default false). */
+  readonly retargetAudiences?: boolean;
 }
 
 /** A registration refused, with the reason (never a secret). */
@@ -99,6 +102,7 @@ export function buildClient(
     audiences: [...new Set(input.audiences)],
     grantTypes: grantTypes as GrantType[],
     accessTokenTtl: input.ttl ?? null,
+    exchangeRetargetAudiences: input.retargetAudiences === true,
     disabled: false,
     createdAt: options.now,
     updatedAt: options.now,
@@ -123,7 +127,7 @@ export interface CompiledClient {
 export interface ClientAuthRequest {
   readonly params: URLSearchParams;
   readonly authorization: string | undefined;
-  /** Absolute URL of the endpoint called (an accepted assertion `aud`). */
+  /** Absolute URL of the endpoint called (no longer an accepted assertion `aud`; see {@link ClientRegistryOptions.assertionAudience}). */
   readonly endpointUrl: string;
 }
 
@@ -134,8 +138,8 @@ export interface ClientRegistryOptions {
   readonly scopes: ScopeModel;
   /** Builds a key source for a client's `jwks_uri` (an adapter: it fetches over HTTP). */
   readonly remoteKeys: ((uri: string) => KeySource) | undefined;
-  /** Audiences accepted in client assertions besides the endpoint called: issuer, token endpoint. */
-  readonly assertionAudiences: readonly string[];
+  /** The one audience a client assertion may name: the issuer identifier (RFC 7523bis, RFC 9700 §2.8). */
+  readonly assertionAudience: string;
   readonly assertionMaxLifetime: number;
   /** Epoch seconds. */
   readonly now: () => number;
@@ -156,6 +160,15 @@ export class ClientRegistry {
   readonly #o: ClientRegistryOptions;
   readonly #cache = new Map<string, CompiledClient>();
   readonly #remote = new Map<string, KeySource>();
+  /**
+   * SHA-256 of the secret that last passed the HMAC check, per compiled client (so a changed or
+   * disabled client, recompiled after a store change, starts afresh). A client presenting the same
+   * secret again is checked by one SHA-256 and a constant-time comparison instead of an HMAC; a
+   * secret carries 256 random bits, so the digest is as binding as the HMAC and, unlike the secret,
+   * useless if memory leaked. Anything else takes the full HMAC path.
+   */
+  readonly #verified = new WeakMap<CompiledClient, Buffer>();
+  readonly #dummyDigest = Buffer.alloc(32);
 
   constructor(options: ClientRegistryOptions) {
     this.#o = options;
@@ -226,7 +239,7 @@ export class ClientRegistry {
       return this.#checkSecret(bodyClientId, postSecret, false);
     }
     if (params.get('client_assertion_type') !== JWT_BEARER) throw new OAuthError('client_auth_malformed');
-    return this.#checkAssertion(assertion as string, bodyClientId, req.endpointUrl);
+    return this.#checkAssertion(assertion as string, bodyClientId);
   }
 
   #parseBasic(header: string): { id: string; secret: string } | undefined {
@@ -245,8 +258,16 @@ export class ClientRegistry {
   async #checkSecret(id: string, secret: string, basic: boolean): Promise<CompiledClient> {
     const client = await this.get(id);
     const stored = client?.record.authMethod === 'client_secret' ? client.secretHash : null;
-    // Always one HMAC and one constant-time comparison, whether or not the client exists.
-    const ok = this.#o.hasher !== undefined && secret.length <= 512 && this.#o.hasher.verify(secret, stored);
+    let ok = false;
+    if (this.#o.hasher !== undefined && secret.length <= 512) {
+      // Every request pays one SHA-256 and comparison; a miss then pays one HMAC and comparison
+      // too, whether or not the client exists, so timing tells nothing about which clients exist.
+      const digest = hash('sha256', secret, 'buffer');
+      const known = client === undefined ? undefined : this.#verified.get(client);
+      const same = timingSafeEqual(digest, known ?? this.#dummyDigest) && known !== undefined;
+      ok = same || this.#o.hasher.verify(secret, stored);
+      if (ok && !same && client !== undefined && stored !== null) this.#verified.set(client, digest);
+    }
     if (!client) throw new OAuthError('client_unknown', { basic });
     if (client.record.authMethod !== 'client_secret') throw new OAuthError('client_auth_method_not_allowed', { basic });
     if (!ok) throw new OAuthError('client_secret_mismatch', { basic });
@@ -254,7 +275,7 @@ export class ClientRegistry {
     return client;
   }
 
-  async #checkAssertion(assertion: string, bodyClientId: string | undefined, endpointUrl: string): Promise<CompiledClient> {
+  async #checkAssertion(assertion: string, bodyClientId: string | undefined): Promise<CompiledClient> {
     if (assertion.length > 8192) throw new OAuthError('client_assertion_invalid');
     const split = splitCompact(assertion);
     if (!split) throw new OAuthError('client_assertion_invalid');
@@ -299,9 +320,11 @@ export class ClientRegistry {
     if (exp > now + this.#o.assertionMaxLifetime + skew) throw new OAuthError('client_assertion_invalid');
     if (nbf !== undefined && (typeof nbf !== 'number' || nbf > now + skew)) throw new OAuthError('client_assertion_invalid');
     if (iat !== undefined && (typeof iat !== 'number' || iat > now + skew)) throw new OAuthError('client_assertion_invalid');
-    const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
-    const accepted = [...this.#o.assertionAudiences, endpointUrl];
-    if (!audiences.some((a) => typeof a === 'string' && accepted.includes(a))) throw new OAuthError('client_assertion_audience_invalid');
+    // The issuer identifier and nothing else: an endpoint URL, or an array naming other servers too,
+    // lets an assertion made for (or captured by) another server be replayed here (RFC 9700 §2.8,
+    // draft-ietf-oauth-rfc7523bis). A one-element array holding the issuer is tolerated.
+    const only = typeof aud === 'string' ? aud : Array.isArray(aud) && aud.length === 1 ? aud[0] : undefined;
+    if (only !== this.#o.assertionAudience) throw new OAuthError('client_assertion_audience_invalid');
     if (typeof jti !== 'string' || jti === '' || jti.length > 256) throw new OAuthError('client_assertion_invalid');
     if (client.record.disabled) throw new OAuthError('client_disabled');
     const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${jti}`, Math.ceil(exp) + skew, now);

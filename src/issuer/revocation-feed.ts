@@ -16,11 +16,14 @@ export class RevocationFeed {
   #cursor = 0;
   #running: Promise<number> | undefined;
   #again = false;
+  readonly #onGrants: ((ids: readonly string[]) => void) | undefined;
 
-  constructor(store: Store, list: RevocationList, issuer: string) {
+  /** `onGrants` hears the ids of revoked grants as they are applied (e.g. to drop cached grants). */
+  constructor(store: Store, list: RevocationList, issuer: string, onGrants?: (ids: readonly string[]) => void) {
     this.#store = store;
     this.#list = list;
     this.#issuer = issuer;
+    this.#onGrants = onGrants;
   }
 
   /** The last applied sequence number. */
@@ -46,7 +49,9 @@ export class RevocationFeed {
           for (;;) {
             const entries = await this.#store.revocationsSince(this.#cursor, now, 5000);
             if (entries.length === 0) break;
-            this.#list.apply(toRevocation(entries, this.#issuer));
+            const revocation = toRevocation(entries, this.#issuer);
+            this.#list.apply(revocation);
+            if (revocation.grantIds?.length) this.#onGrants?.(revocation.grantIds);
             this.#cursor = (entries.at(-1) as RevocationEntry).seq;
             applied += entries.length;
           }

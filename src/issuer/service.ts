@@ -37,13 +37,20 @@ const SUBJECT_TOKEN_TYPES = new Set([ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE]);
 const MULTI_VALUED = new Set(['audience', 'resource']);
 const SKEW = 60;
 const MAX_TOKEN_SIZE = 8192;
+/**
+ * How long a client-credentials standing grant is reused for new tokens. It then expires (once its
+ * last token has), is replaced by a fresh one, and is pruned after `grant_retention` like any grant.
+ */
+const STANDING_GRANT_LIFETIME = 86_400;
+/** Most standing grants remembered per process (one per client, scope set and audience set). */
+const STANDING_CACHE_SIZE = 4096;
 
 /** A token-service request, as the HTTP adapter (or a test) hands it over. */
 export interface OAuthRequest {
   /** The form body (`application/x-www-form-urlencoded`). */
   readonly params: URLSearchParams;
   readonly authorization: string | undefined;
-  /** Absolute URL of the endpoint called (accepted as a client assertion `aud`). */
+  /** Absolute URL of the endpoint called. */
   readonly endpointUrl: string;
   readonly requestId?: string | undefined;
   readonly remoteAddr?: string | undefined;
@@ -119,6 +126,10 @@ interface Party {
   readonly mayAct: unknown;
   /** The subject token's `cnf.jkt`: the exchange must prove possession of that key. */
   readonly jkt: string | undefined;
+  /** The client the token was issued to (`client_id`), when it names one. */
+  readonly clientId: string | undefined;
+  /** The token's audiences when this service issued it; `undefined` for an external token. */
+  readonly ownAudiences: readonly string[] | undefined;
 }
 
 export interface TokenServiceOptions {
@@ -140,6 +151,8 @@ export interface TokenServiceOptions {
   readonly clock?: Clock;
   /** Told about background failures (sync, audit writes). Never a token or secret. */
   readonly onWarning?: (message: string) => void;
+  /** Most client-credentials standing grants remembered (default 4096; oldest evicted first). */
+  readonly standingGrantCacheSize?: number;
 }
 
 /** Grant ids are time-ordered, so the store's index inserts append instead of scattering. */
@@ -195,7 +208,8 @@ export class TokenService {
   readonly #externalMaxLifetime: number;
   readonly #warn: (message: string) => void;
   readonly #own = new BoundedMap<string, OwnToken>(10_000);
-  readonly #standing = new Map<string, string>();
+  /** Standing grants by client, sorted scope set and sorted audience set; bounded (oldest evicted first). */
+  readonly #standing: BoundedMap<string, { readonly id: string; readonly expiresAt: number }>;
   #versions = { keys: -1, clients: -1, revocations: -1 };
   #timer: NodeJS.Timeout | undefined;
   #lastPrune = 0;
@@ -211,6 +225,7 @@ export class TokenService {
     this.#warn = options.onWarning ?? (() => {});
     this.#external = options.externalVerifier;
     this.#externalMaxLifetime = options.externalMaxLifetime ?? 86_400;
+    this.#standing = new BoundedMap(options.standingGrantCacheSize ?? STANDING_CACHE_SIZE);
     const { model, issues } = compileScopes(options.scopes, 'scopes');
     if (issues.length > 0) throw new TypeError(`invalid scope catalogue: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
     this.#scopes = model;
@@ -228,13 +243,13 @@ export class TokenService {
       },
     });
     this.revocations = options.revocations ?? new RevocationList();
-    this.#feed = new RevocationFeed(store, this.revocations, this.issuer);
+    this.#feed = new RevocationFeed(store, this.revocations, this.issuer, (ids) => this.#forgetStanding(ids));
     this.clients = new ClientRegistry({
       store,
       hasher: this.#hasher,
       scopes: model,
       remoteKeys: options.remoteKeys,
-      assertionAudiences: [this.issuer, this.endpoints.token],
+      assertionAudience: this.issuer,
       assertionMaxLifetime: config.client_assertion_max_lifetime,
       now: () => this.#now(),
     });
@@ -525,11 +540,29 @@ export class TokenService {
     });
   }
 
-  /** The open-ended grant client-credentials tokens of one client, scope set and audience set share. */
-  async #standingGrant(client: CompiledClient, scopes: readonly string[], audiences: readonly string[], now: number): Promise<string> {
-    const key = `${client.id}\n${scopes.join(' ')}\n${audiences.join(' ')}`;
+  /** Drop revoked grants from the standing-grant cache (this process's revocations and the feed's). */
+  #forgetStanding(ids: readonly string[]): void {
+    if (ids.length === 0 || this.#standing.size === 0) return;
+    const gone = new Set(ids);
+    for (const [key, g] of this.#standing.entries()) if (gone.has(g.id)) this.#standing.delete(key);
+  }
+
+  /**
+   * The grant client-credentials tokens of one client, scope set and audience set share (the same
+   * set in any order is the same grant). It expires after {@link STANDING_GRANT_LIFETIME}; a token
+   * never outlives it, and a grant too close to its end for a token of `ttl` is replaced.
+   */
+  async #standingGrant(
+    client: CompiledClient,
+    scopes: readonly string[],
+    audiences: readonly string[],
+    now: number,
+    ttl: number,
+  ): Promise<string> {
+    const key = `${client.id}\n${[...scopes].sort().join(' ')}\n${[...audiences].sort().join(' ')}`;
     const cached = this.#standing.get(key);
-    if (cached !== undefined && !this.#grantRevoked(cached)) return cached;
+    if (cached !== undefined && cached.expiresAt >= now + ttl && !this.#grantRevoked(cached.id)) return cached.id;
+    const expiresAt = now + STANDING_GRANT_LIFETIME + ttl;
     const grant = await this.store.createGrant(
       {
         id: newGrantId(),
@@ -542,12 +575,12 @@ export class TokenService {
         scopes,
         audiences,
         createdAt: now,
-        expiresAt: null,
+        expiresAt,
       },
       now,
     );
     const id = (grant as GrantRecord).id;
-    this.#standing.set(key, id);
+    this.#standing.set(key, { id, expiresAt });
     return id;
   }
 
@@ -569,8 +602,8 @@ export class TokenService {
     const scopes = requested ? this.#narrowScopes(requested, [client.scopes]) : client.record.scopes;
     const audiences = this.#targets(req.params, client.audiences);
     const now = this.#now();
-    const grantId = await this.#standingGrant(client, scopes, audiences, now);
     const ttl = this.#ttl(client);
+    const grantId = await this.#standingGrant(client, scopes, audiences, now, ttl);
     const { token, jti } = this.#sign({ client, subject: client.id, audiences, scopes, act: null, grantId, now, exp: now + ttl, jkt });
     this.#emit({
       kind: 'token.issued',
@@ -689,6 +722,8 @@ export class TokenService {
         grantId: own.grantId,
         mayAct: own.claims.may_act,
         jkt: own.jkt,
+        clientId: own.clientId,
+        ownAudiences: own.audiences,
       };
     }
     if (this.#external === undefined) throw new OAuthError(invalid);
@@ -705,14 +740,35 @@ export class TokenService {
     const subject = await this.#party(this.#required(p, 'subject_token'), this.#required(p, 'subject_token_type'), 'subject');
     // A sender-constrained subject token is only usable by the holder of its key (RFC 9449 §1).
     if (subject.jkt !== undefined && subject.jkt !== jkt) throw new OAuthError('subject_token_invalid');
+    // One of this service's tokens is only exchanged by a party it was meant for: the client it was
+    // issued to, a client among its audiences, or the client its may_act names. Holding someone
+    // else's token is not enough (RFC 8693 §2.2.2: an unacceptable subject token is invalid_request).
+    // External (IdP) tokens were already checked against the verifier's configured audiences.
+    if (subject.ownAudiences !== undefined && subject.clientId !== client.id && !subject.ownAudiences.includes(client.id)) {
+      const m = subject.mayAct as JsonObject | undefined;
+      const named = typeof m === 'object' && m !== null && m.sub === client.id && (m.iss === undefined || m.iss === this.issuer);
+      if (!named) throw new OAuthError('subject_token_not_permitted');
+    }
     const actorToken = this.#param(p, 'actor_token');
     const actorType = this.#param(p, 'actor_token_type');
     // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
     if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
-    const actor =
-      actorToken !== undefined ? await this.#party(actorToken, actorType as string, 'actor') : { issuer: this.issuer, subject: client.id };
+    let actor: { readonly issuer: string; readonly subject: string } = { issuer: this.issuer, subject: client.id };
+    if (actorToken !== undefined) {
+      const party = await this.#party(actorToken, actorType as string, 'actor');
+      // The actor token must be the authenticated client's own (its client_id; a client-credentials
+      // token's sub is that same id): a client may not name another party as the actor.
+      if (party.clientId !== client.id) throw new OAuthError('actor_token_not_client');
+      // A sender-constrained actor token needs this request's DPoP proof of its key (RFC 9449 §1).
+      if (party.jkt !== undefined && party.jkt !== jkt) throw new OAuthError('actor_token_proof_required');
+      actor = party;
+    }
     const requested = this.#parseScope(this.#param(p, 'scope'));
     const audiences = this.#targets(p, client.audiences);
+    // The audience only narrows, unless the client is registered to re-target (exchange.retarget_audiences).
+    if (subject.ownAudiences !== undefined && !client.record.exchangeRetargetAudiences) {
+      for (const a of audiences) if (!subject.ownAudiences.includes(a)) throw new OAuthError('target_exceeds_subject');
+    }
     const issued = await this.#delegate({
       client,
       subject,
@@ -981,8 +1037,7 @@ export class TokenService {
       );
     }
     await this.#feed.catchUp(now);
-    const gone = new Set(revoked.map((g) => g.id));
-    for (const [key, id] of this.#standing) if (gone.has(id)) this.#standing.delete(key);
+    this.#forgetStanding(revoked.map((g) => g.id));
     for (const g of revoked) {
       this.#emit({
         kind: 'grant.revoked',
@@ -1102,7 +1157,7 @@ export class TokenService {
     const now = this.#now();
     const ttl = Math.min(options.ttl ?? this.#ttl(client), this.config.max_access_token_ttl);
     let grantId: string;
-    if (options.subject === undefined) grantId = await this.#standingGrant(client, scopes, audiences, now);
+    if (options.subject === undefined) grantId = await this.#standingGrant(client, scopes, audiences, now, ttl);
     else {
       const grant = await this.store.createGrant(
         {
@@ -1199,5 +1254,7 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     grantId,
     mayAct: principal.claims.may_act,
     jkt: principal.confirmation?.jkt,
+    clientId: principal.clientId,
+    ownAudiences: undefined,
   };
 }

@@ -68,6 +68,32 @@ function send(res: ServerResponse, status: number, body: string | undefined, hea
   res.end(body);
 }
 
+/**
+ * A 200 from a form endpoint. The headers go to `writeHead` as a flat array: Node then copies them
+ * straight to the wire without building and validating a header object per response.
+ */
+function sendOk(res: ServerResponse, body: string | undefined, requestId: string): void {
+  if (res.headersSent) return;
+  if (body === undefined) {
+    res.writeHead(200, ['cache-control', 'no-store', 'pragma', 'no-cache', 'x-request-id', requestId]);
+    res.end();
+    return;
+  }
+  res.writeHead(200, [
+    'cache-control',
+    'no-store',
+    'pragma',
+    'no-cache',
+    'x-request-id',
+    requestId,
+    'content-type',
+    'application/json',
+    'content-length',
+    String(Buffer.byteLength(body)),
+  ]);
+  res.end(body);
+}
+
 function sendError(res: ServerResponse, e: OAuthError, requestId: string): void {
   send(res, e.status, JSON.stringify(e.toJSON()), { ...NO_STORE, ...e.headers(), 'x-request-id': requestId });
 }
@@ -150,7 +176,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       remoteAddr: req.socket.remoteAddress,
       ...(typeof dpop === 'string' ? { dpop } : {}),
     });
-    send(res, 200, result === undefined ? undefined : serialize(result), { ...NO_STORE, 'x-request-id': requestId });
+    sendOk(res, result === undefined ? undefined : serialize(result), requestId);
   };
 
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {

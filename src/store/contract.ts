@@ -37,6 +37,11 @@ export interface ClientRecord {
   readonly grantTypes: readonly GrantType[];
   /** Access-token lifetime for this client, seconds; `null` uses the service default. */
   readonly accessTokenTtl: number | null;
+  /**
+   * Token exchange may issue tokens for audiences outside the subject token's own (RFC 8693 §2.1
+   * `audience`): off by default, so an exchange only ever narrows the audience.
+   */
+  readonly exchangeRetargetAudiences: boolean;
   readonly disabled: boolean;
   readonly createdAt: number;
   readonly updatedAt: number;

@@ -82,6 +82,25 @@ describe('clients', () => {
     const c = JSON.parse(shown.stdout) as Record<string, unknown>;
     assert.equal(c.access_token_ttl, 300);
     assert.deepEqual(c.grant_types, ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange', 'refresh_token']);
+    assert.equal(c.exchange_retarget_audiences, false, 'an exchange only narrows the audience by default');
+  });
+
+  it('registers a client allowed to re-target exchanged tokens with --allow-retarget, and shows it', () => {
+    const c = json(
+      'clients',
+      'add',
+      'retargeter',
+      '--audiences',
+      'https://api.test',
+      '--grant-types',
+      'token-exchange',
+      '--allow-retarget',
+    );
+    assert.equal(c.exchange_retarget_audiences, true);
+    assert.equal(
+      (JSON.parse(tessera('clients', 'show', 'retargeter', '--json').stdout) as Record<string, unknown>).exchange_retarget_audiences,
+      true,
+    );
   });
 
   it('registers a private_key_jwt client from a JWKS file, without a secret', () => {
@@ -137,7 +156,8 @@ describe('keys', () => {
 
 describe('tokens, revocation and grant trees', () => {
   it('mints for a subject, exchanges, shows the tree, revokes the subtree', () => {
-    const user = json('token', 'mint', '--client', 'demo-agent', '--subject', 'alice');
+    // The user's token is issued to the agent (client_id), which may then exchange it.
+    const user = json('token', 'mint', '--client', 'agent', '--subject', 'alice');
     const ex = json('token', 'exchange', '--client', 'agent', '--subject-token', user.access_token as string, '--scope', 'demo:read');
     const claims = decodeJwt(ex.access_token as string);
     assert.equal(claims.sub, 'alice');

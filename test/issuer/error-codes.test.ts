@@ -24,11 +24,12 @@ it('never reuses a retired code', () => {
   for (const c of RETIRED_OAUTH_CODES) assert.equal(c in OAUTH_ERROR_CODES, false);
 });
 
-it('renders only the error and the fixed description, and the Basic challenge only after Basic', () => {
+it('renders only the error and the fixed description, and a Basic challenge on every 401 invalid_client', () => {
   const e = new OAuthError('client_secret_mismatch', { basic: true });
   assert.deepEqual(e.toJSON(), { error: 'invalid_client', error_description: 'Client authentication failed.' });
   assert.equal(e.headers()['www-authenticate'], 'Basic realm="tessera", charset="UTF-8"');
-  assert.equal(new OAuthError('client_secret_mismatch').headers()['www-authenticate'], undefined);
+  assert.equal(new OAuthError('client_secret_mismatch').headers()['www-authenticate'], 'Basic realm="tessera", charset="UTF-8"');
+  assert.equal(new OAuthError('client_auth_multiple_methods').headers()['www-authenticate'], undefined, '400, not 401');
   assert.match(
     new OAuthError('admin_scope_missing', { scope: 'tessera:admin' }).headers()['www-authenticate'] ?? '',
     /scope="tessera:admin"/,

@@ -4,9 +4,10 @@
  * derived from a revoked grant.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { decodeJwt } from 'jose';
+import { decodeJwt, type JWK, SignJWT } from 'jose';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { claims, makeKey, sign } from '../helpers/tokens.ts';
@@ -30,13 +31,26 @@ before(async () => {
   clients.broker = await issuer.addClient({
     id: 'broker',
     scopes: ['api:read', 'api:write', 'files:read'],
-    audiences: ['https://agents.test', 'https://api.test'],
+    // A client id as an audience (RFC 8693 §2.1) addresses the token to that client for a further exchange.
+    audiences: ['https://agents.test', 'https://api.test', 'agent', 'subagent', 'deep'],
     grantTypes,
   });
-  clients.agent = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write'], audiences: ['https://api.test'], grantTypes });
-  clients.subagent = await issuer.addClient({ id: 'subagent', scopes: ['api:read'], audiences: ['https://api.test'], grantTypes });
+  clients.agent = await issuer.addClient({
+    id: 'agent',
+    scopes: ['api:read', 'api:write'],
+    audiences: ['https://api.test', 'subagent', 'deep'],
+    grantTypes,
+  });
+  clients.subagent = await issuer.addClient({ id: 'subagent', scopes: ['api:read'], audiences: ['https://api.test', 'deep'], grantTypes });
   clients.deep = await issuer.addClient({ id: 'deep', scopes: ['api:read'], audiences: ['https://api.test'], grantTypes });
   clients.plain = await issuer.addClient({ id: 'plain', scopes: ['api:read'], audiences: ['https://api.test'] });
+  clients.retargeter = await issuer.addClient({
+    id: 'retargeter',
+    scopes: ['api:read'],
+    audiences: ['https://api.test', 'https://other.test'],
+    grantTypes,
+    retargetAudiences: true,
+  });
 });
 after(() => issuer.close());
 
@@ -46,6 +60,16 @@ const userToken = (over: Record<string, unknown> = {}) =>
 async function exchange(client: string, form: Record<string, string | string[]>): Promise<Response> {
   const c = clients[client] as { id: string; secret: string };
   return issuer.post('/oauth2/token', { grant_type: EXCHANGE, subject_token_type: AT, ...form }, { authorization: basic(c.id, c.secret) });
+}
+
+async function ccToken(client: string, form: Record<string, string> = {}, headers: Record<string, string> = {}): Promise<string> {
+  const c = clients[client] as { id: string; secret: string };
+  const res = await issuer.post(
+    '/oauth2/token',
+    { grant_type: 'client_credentials', ...form },
+    { authorization: basic(c.id, c.secret), ...headers },
+  );
+  return (await ok(res)).access_token;
 }
 
 async function ok(res: Response): Promise<{ access_token: string; issued_token_type: string; expires_in: number; scope?: string }> {
@@ -62,7 +86,9 @@ async function expectError(res: Response, status: number, error: string): Promis
 
 describe('delegation chains', () => {
   it('exchanges a user IdP token, then again twice, nesting each prior actor under the new one', async () => {
-    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    const t1 = await ok(
+      await exchange('broker', { subject_token: await userToken(), audience: ['https://api.test', 'agent', 'subagent', 'deep'] }),
+    );
     assert.equal(t1.issued_token_type, AT);
     const c1 = decodeJwt(t1.access_token);
     assert.equal(c1.sub, 'alice');
@@ -70,12 +96,18 @@ describe('delegation chains', () => {
     assert.deepEqual(c1.act, { sub: 'broker' });
     assert.equal(c1.scope, 'api:read api:write');
 
-    const t2 = await ok(await exchange('agent', { subject_token: t1.access_token, scope: 'api:read api:write' }));
+    const t2 = await ok(
+      await exchange('agent', {
+        subject_token: t1.access_token,
+        scope: 'api:read api:write',
+        audience: ['https://api.test', 'subagent', 'deep'],
+      }),
+    );
     const c2 = decodeJwt(t2.access_token);
     assert.equal(c2.sub, 'alice');
     assert.deepEqual(c2.act, { sub: 'agent', act: { sub: 'broker' } });
 
-    const t3 = await ok(await exchange('subagent', { subject_token: t2.access_token }));
+    const t3 = await ok(await exchange('subagent', { subject_token: t2.access_token, audience: ['https://api.test', 'deep'] }));
     const c3 = decodeJwt(t3.access_token);
     assert.deepEqual(c3.act, { sub: 'subagent', act: { sub: 'agent', act: { sub: 'broker' } } });
     assert.equal(c3.scope, 'api:read', 'defaults to subject ∩ client');
@@ -95,26 +127,21 @@ describe('delegation chains', () => {
   });
 
   it('uses actor_token as the actor when given', async () => {
-    const actor = (await ok(
-      await issuer.post(
-        '/oauth2/token',
-        { grant_type: 'client_credentials', scope: 'api:read' },
-        { authorization: basic('plain', (clients.plain as { secret: string }).secret) },
-      ),
-    )) as { access_token: string };
+    const actor = await ccToken('broker', { scope: 'api:read', audience: 'https://api.test' });
     const t = await ok(
       await exchange('broker', {
         subject_token: await userToken(),
         audience: 'https://api.test',
-        actor_token: actor.access_token,
+        actor_token: actor,
         actor_token_type: AT,
       }),
     );
-    assert.deepEqual(decodeJwt(t.access_token).act, { sub: 'plain' });
+    assert.deepEqual(decodeJwt(t.access_token).act, { sub: 'broker' });
   });
 
   it('records an external actor with its issuer', async () => {
-    const actor = await sign(idpKey, claims({ iss: IDP, sub: 'workflow-7', aud: 'https://agents.test' }));
+    // The IdP issued this workload token to the broker (client_id), for its workflow run.
+    const actor = await sign(idpKey, claims({ iss: IDP, sub: 'workflow-7', client_id: 'broker', aud: 'https://agents.test' }));
     const t = await ok(
       await exchange('broker', {
         subject_token: await userToken(),
@@ -137,7 +164,11 @@ describe('narrowing', () => {
   });
 
   it('refuses a scope beyond the client with invalid_scope', async () => {
-    await expectError(await exchange('subagent', { subject_token: await userToken(), scope: 'api:write' }), 400, 'invalid_scope');
+    await expectError(
+      await exchange('subagent', { subject_token: await userToken(), scope: 'api:write', audience: 'https://api.test' }),
+      400,
+      'invalid_scope',
+    );
   });
 
   it('refuses an audience outside the client with invalid_target', async () => {
@@ -164,7 +195,7 @@ describe('may_act (RFC 8693 §4.4)', () => {
 
   it('refuses any other actor', async () => {
     const subject = await userToken({ may_act: { sub: 'broker' } });
-    await expectError(await exchange('agent', { subject_token: subject }), 400, 'invalid_request');
+    await expectError(await exchange('agent', { subject_token: subject, audience: 'https://api.test' }), 400, 'invalid_request');
   });
 
   it('refuses a named actor from another issuer', async () => {
@@ -215,13 +246,14 @@ describe('invalid subject and actor tokens (invalid_request)', () => {
 
 describe('revoked grants', () => {
   it('refuses to exchange a token whose grant is revoked', async () => {
-    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: ['https://api.test', 'agent'] }));
+    await ok(await exchange('agent', { subject_token: t1.access_token, audience: 'https://api.test' }));
     await issuer.service.revokeGrants({ grantId: decodeJwt(t1.access_token).grant_id as string }, 'test');
-    await expectError(await exchange('agent', { subject_token: t1.access_token }), 400, 'invalid_request');
+    await expectError(await exchange('agent', { subject_token: t1.access_token, audience: 'https://api.test' }), 400, 'invalid_request');
   });
 
   it('refuses even before this process has synced a revocation made by another process', async () => {
-    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: ['https://api.test', 'agent'] }));
     const cli = SqliteStore.open({ path: join(issuer.dir, 'tessera.db') });
     const now = Math.floor(Date.now() / 1000);
     await cli.revokeGrants(
@@ -229,7 +261,7 @@ describe('revoked grants', () => {
       { at: now, reason: 'cli', entryExpiresAt: now + 600 },
     );
     await cli.close();
-    await expectError(await exchange('agent', { subject_token: t1.access_token }), 400, 'invalid_request');
+    await expectError(await exchange('agent', { subject_token: t1.access_token, audience: 'https://api.test' }), 400, 'invalid_request');
   });
 
   it('refuses to exchange a revoked subject’s older IdP tokens', async () => {
@@ -237,5 +269,97 @@ describe('revoked grants', () => {
     await ok(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }));
     await issuer.service.revokeGrants({ subject: 'mallory' }, 'test');
     await expectError(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }), 400, 'invalid_request');
+  });
+});
+
+/** A token-endpoint DPoP proof (RFC 9449 §4.2) by `key`. */
+async function dpopProof(key: ReturnType<typeof generateKeyPairSync>): Promise<string> {
+  const jwk = key.publicKey.export({ format: 'jwk' }) as JWK;
+  return new SignJWT({ htm: 'POST', htu: `${issuer.url}/oauth2/token`, iat: Math.floor(Date.now() / 1000), jti: crypto.randomUUID() })
+    .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk })
+    .sign(key.privateKey);
+}
+
+describe('who may exchange what (RFC 8693 §2.2.2: unacceptable tokens are invalid_request)', () => {
+  it('refuses an actor_token issued to another client (actor impersonation)', async () => {
+    const foreign = await ccToken('plain', { scope: 'api:read' });
+    await expectError(
+      await exchange('broker', {
+        subject_token: await userToken(),
+        audience: 'https://api.test',
+        actor_token: foreign,
+        actor_token_type: AT,
+      }),
+      400,
+      'invalid_request',
+    );
+  });
+
+  it('refuses an external actor_token the IdP issued to another client, or to no client', async () => {
+    for (const extra of [{ client_id: 'someone-else' }, {}]) {
+      const actor = await sign(idpKey, claims({ iss: IDP, sub: 'workflow-8', aud: 'https://agents.test', ...extra }));
+      await expectError(
+        await exchange('broker', {
+          subject_token: await userToken(),
+          audience: 'https://api.test',
+          actor_token: actor,
+          actor_token_type: AT,
+        }),
+        400,
+        'invalid_request',
+      );
+    }
+  });
+
+  it('refuses a sender-constrained actor_token without a DPoP proof of its key', async () => {
+    const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const bound = await ccToken('broker', { scope: 'api:read', audience: 'https://api.test' }, { dpop: await dpopProof(holder) });
+    assert.ok((decodeJwt(bound).cnf as { jkt?: string } | undefined)?.jkt);
+    const form = { subject_token: await userToken(), audience: 'https://api.test', actor_token: bound, actor_token_type: AT };
+    await expectError(await exchange('broker', form), 400, 'invalid_request');
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const c = clients.broker as { id: string; secret: string };
+    const post = async (proof: string) =>
+      issuer.post(
+        '/oauth2/token',
+        { grant_type: EXCHANGE, subject_token_type: AT, ...form },
+        { authorization: basic(c.id, c.secret), dpop: proof },
+      );
+    await expectError(await post(await dpopProof(other)), 400, 'invalid_request');
+    await ok(await post(await dpopProof(holder)));
+  });
+
+  it('refuses a stolen subject token: another client’s token not addressed to the exchanging client', async () => {
+    const stolen = await ccToken('plain', { scope: 'api:read' });
+    await expectError(await exchange('agent', { subject_token: stolen, audience: 'https://api.test' }), 400, 'invalid_request');
+    // An exchanged token addressed only to the API is no more the agent's to exchange.
+    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    await expectError(await exchange('agent', { subject_token: t1.access_token, audience: 'https://api.test' }), 400, 'invalid_request');
+  });
+
+  it('refuses re-targeting a subject token into an audience outside its own with invalid_target', async () => {
+    const own = await ccToken('agent', { scope: 'api:read', audience: 'https://api.test' });
+    await ok(await exchange('agent', { subject_token: own, audience: 'https://api.test' }));
+    await expectError(await exchange('agent', { subject_token: own, audience: 'subagent' }), 400, 'invalid_target');
+    const t1 = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'agent' }));
+    await expectError(await exchange('agent', { subject_token: t1.access_token, audience: 'https://api.test' }), 400, 'invalid_target');
+  });
+
+  it('lets a client registered with retarget_audiences move a token to another of its audiences, and no further', async () => {
+    const own = await ccToken('retargeter', { audience: 'https://api.test' });
+    const t = await ok(await exchange('retargeter', { subject_token: own, audience: 'https://other.test' }));
+    assert.equal(decodeJwt(t.access_token).aud, 'https://other.test');
+    await expectError(await exchange('retargeter', { subject_token: own, audience: 'https://evil.test' }), 400, 'invalid_target');
+    const stolen = await ccToken('plain', { scope: 'api:read' });
+    await expectError(await exchange('retargeter', { subject_token: stolen, audience: 'https://api.test' }), 400, 'invalid_request');
+  });
+
+  it('accepts an external IdP subject token only for the verifier’s configured audience', async () => {
+    await expectError(
+      await exchange('broker', { subject_token: await userToken({ aud: 'https://api.test' }), audience: 'https://api.test' }),
+      400,
+      'invalid_request',
+    );
+    await ok(await exchange('broker', { subject_token: await userToken({ aud: 'https://agents.test' }), audience: 'https://api.test' }));
   });
 });

@@ -27,6 +27,8 @@ before(async () => {
   const grantTypes = ['client_credentials', 'refresh_token', EXCHANGE];
   const a = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write'], audiences: ['https://api.test'], grantTypes });
   const b = await issuer.addClient({ id: 'broker', scopes: ['api:read', 'api:write'], audiences: ['https://api.test'], grantTypes });
+  // Mints the user's token, addressed to the API and to the broker that will exchange it.
+  await issuer.addClient({ id: 'portal', scopes: ['api:read', 'api:write'], audiences: ['https://api.test', 'broker'] });
   const pair = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as {
     publicKey: webcrypto.CryptoKey;
     privateKey: webcrypto.CryptoKey;
@@ -75,7 +77,7 @@ describe('openid-client against the running token service', () => {
   });
 
   it('exchanges a token with the client as actor, then refreshes with rotation, and detects reuse', async () => {
-    const user = await issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 3600 });
+    const user = await issuer.service.mint({ clientId: 'portal', subject: 'alice', ttl: 3600, audiences: ['https://api.test', 'broker'] });
     const exchanged = await oidc.genericGrantRequest(broker, EXCHANGE, {
       subject_token: user.access_token,
       subject_token_type: AT,

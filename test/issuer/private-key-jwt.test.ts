@@ -34,14 +34,24 @@ const request = (a: string, extra: Record<string, string> = {}) =>
 async function expectInvalidClient(res: Response): Promise<void> {
   assert.equal(res.status, 401);
   assert.equal(((await res.json()) as { error: string }).error, 'invalid_client');
-  assert.equal(res.headers.get('www-authenticate'), null, 'no Basic challenge when Basic was not used');
+  // RFC 6749 §5.2 / RFC 9110 §15.5.2: every 401 carries a challenge, whatever method was tried.
+  assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/);
 }
 
 describe('private_key_jwt', () => {
-  it('authenticates a client by a signed assertion for the issuer or the token endpoint', async () => {
+  it('authenticates a client by a signed assertion for the issuer (a string, as openid-client sends, or a one-element array)', async () => {
     assert.equal((await request(await assertion())).status, 200);
-    assert.equal((await request(await assertion({ aud: `${issuer.url}/oauth2/token` }))).status, 200);
-    assert.equal((await request(await assertion({ aud: ['https://x.test', issuer.url] }), { client_id: 'workload' })).status, 200);
+    assert.equal((await request(await assertion({ aud: [issuer.url] }), { client_id: 'workload' })).status, 200);
+  });
+
+  it('refuses an assertion whose aud names other servers besides this issuer (multi-audience replay)', async () => {
+    await expectInvalidClient(await request(await assertion({ aud: ['https://x.test', issuer.url] }), { client_id: 'workload' }));
+    await expectInvalidClient(await request(await assertion({ aud: [issuer.url, issuer.url] })));
+  });
+
+  it('refuses an assertion for an endpoint URL instead of the issuer identifier', async () => {
+    await expectInvalidClient(await request(await assertion({ aud: `${issuer.url}/oauth2/token` })));
+    await expectInvalidClient(await request(await assertion({ aud: [`${issuer.url}/oauth2/token`] })));
   });
 
   it('refuses a replayed assertion (same jti)', async () => {

@@ -13,6 +13,7 @@ import { bearer } from '../helpers/tokens.ts';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
+const API = 'https://api.test';
 
 let issuer: RunningIssuer;
 let verifier: ReturnType<typeof inProcessVerifier>;
@@ -23,7 +24,8 @@ before(async () => {
   verifier = inProcessVerifier(issuer, ['https://api.test', issuer.url]);
   const grantTypes = ['client_credentials', 'refresh_token', EXCHANGE];
   for (const id of ['broker', 'agent', 'subagent', 'other']) {
-    c[id] = await issuer.addClient({ id, scopes: ['api:read', 'api:write'], grantTypes });
+    // Client ids as audiences address exchanged tokens to the next client in a chain (RFC 8693 §2.1).
+    c[id] = await issuer.addClient({ id, scopes: ['api:read', 'api:write'], audiences: [API, 'agent', 'subagent', 'other'], grantTypes });
   }
   c.ops = await issuer.addClient({ id: 'ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
 });
@@ -33,12 +35,16 @@ const auth = (id: string) => ({ authorization: basic(id, (c[id] as { secret: str
 const valid = async (token: string) => (await verifier.verify(bearer(token))).ok;
 
 async function cc(id: string): Promise<string> {
-  const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, auth(id));
+  const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials', audience: API }, auth(id));
   return ((await res.json()) as { access_token: string }).access_token;
 }
 
-async function exchange(id: string, subject: string): Promise<{ access_token: string; refresh_token: string }> {
-  const res = await issuer.post('/oauth2/token', { grant_type: EXCHANGE, subject_token: subject, subject_token_type: AT }, auth(id));
+async function exchange(id: string, subject: string, audience: string[]): Promise<{ access_token: string; refresh_token: string }> {
+  const res = await issuer.post(
+    '/oauth2/token',
+    { grant_type: EXCHANGE, subject_token: subject, subject_token_type: AT, audience },
+    auth(id),
+  );
   const body = (await res.json()) as { access_token: string; refresh_token: string };
   assert.equal(res.status, 200, JSON.stringify(body));
   return body;
@@ -46,10 +52,11 @@ async function exchange(id: string, subject: string): Promise<{ access_token: st
 
 /** alice → broker → agent → subagent. */
 async function chain(user = 'alice') {
-  const root = (await issuer.service.mint({ clientId: 'broker', subject: user, ttl: 3600 })).access_token;
-  const broker = await exchange('broker', root);
-  const agent = await exchange('agent', broker.access_token);
-  const sub = await exchange('subagent', agent.access_token);
+  const root = (await issuer.service.mint({ clientId: 'broker', subject: user, ttl: 3600, audiences: [API, 'agent', 'subagent', 'other'] }))
+    .access_token;
+  const broker = await exchange('broker', root, [API, 'agent', 'subagent', 'other']);
+  const agent = await exchange('agent', broker.access_token, [API, 'subagent', 'other']);
+  const sub = await exchange('subagent', agent.access_token, [API]);
   return { root, broker, agent, sub, grant: (t: string) => decodeJwt(t).grant_id as string };
 }
 
@@ -111,7 +118,7 @@ describe('grant revocation cascades', () => {
     // Nothing can be exchanged or refreshed from the revoked grants any more.
     const ex = await issuer.post(
       '/oauth2/token',
-      { grant_type: EXCHANGE, subject_token: t.agent.access_token, subject_token_type: AT },
+      { grant_type: EXCHANGE, subject_token: t.agent.access_token, subject_token_type: AT, audience: API },
       auth('other'),
     );
     assert.equal(ex.status, 400);

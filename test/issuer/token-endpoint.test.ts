@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { createSecretHasher } from '../../src/issuer/secrets.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
 let issuer: RunningIssuer;
@@ -140,10 +141,42 @@ describe('client authentication errors (invalid_client)', () => {
     assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/);
   });
 
-  it('refuses a wrong secret over client_secret_post with 401 and no Basic challenge', async () => {
-    const res = await token({ grant_type: 'client_credentials', client_id: agent.id, client_secret: 'tcs_wrong' });
-    await expectError(res, 401, 'invalid_client');
-    assert.equal(res.headers.get('www-authenticate'), null);
+  it('never answers 401 invalid_client without a WWW-Authenticate challenge: no method, client_secret_post, an assertion, revoke, introspect', async () => {
+    for (const [path, form] of [
+      ['/oauth2/token', { grant_type: 'client_credentials' }],
+      ['/oauth2/token', { grant_type: 'client_credentials', client_id: agent.id, client_secret: 'tcs_wrong' }],
+      [
+        '/oauth2/token',
+        {
+          grant_type: 'client_credentials',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: 'e30.e30.sig',
+        },
+      ],
+      ['/oauth2/revoke', { token: 'x' }],
+      ['/oauth2/introspect', { token: 'x' }],
+    ] as const) {
+      const res = await issuer.post(path, form);
+      await expectError(res, 401, 'invalid_client');
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/, `${path} ${Object.keys(form).join(',')}`);
+    }
+  });
+
+  it('checks a remembered secret exactly: a wrong one after a right one, a disabled client and a replaced secret are refused', async () => {
+    const c = await issuer.addClient({ id: 'remembered', scopes: ['api:read'] });
+    assert.equal((await cc({}, c)).status, 200);
+    assert.equal((await cc({}, c)).status, 200, 'the second request takes the remembered-digest path');
+    await expectError(await cc({}, { id: c.id, secret: `${c.secret.slice(0, -1)}A` }), 401, 'invalid_client');
+    await issuer.service.setClientDisabled(c.id, true);
+    await expectError(await cc({}, c), 401, 'invalid_client');
+    await issuer.service.setClientDisabled(c.id, false);
+    assert.equal((await cc({}, c)).status, 200);
+    // Another process replaces the secret: once this one syncs, the old secret no longer works.
+    const next = 'tcs_a-new-secret-for-the-remembered-client-0000000';
+    await issuer.store.updateClient(c.id, { secretHash: createSecretHasher(issuer.master).hash(next) }, Math.floor(Date.now() / 1000));
+    await issuer.service.sync();
+    await expectError(await cc({}, c), 401, 'invalid_client');
+    assert.equal((await cc({}, { id: c.id, secret: next })).status, 200);
   });
 
   it('answers an unknown client exactly like a wrong secret', async () => {

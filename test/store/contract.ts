@@ -40,6 +40,7 @@ export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_
     audiences: ['https://api.test'],
     grantTypes: ['client_credentials'],
     accessTokenTtl: null,
+    exchangeRetargetAudiences: false,
     disabled: false,
     createdAt: now,
     updatedAt: now,
@@ -112,6 +113,15 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(await store.deleteClient(c.id), true);
         assert.equal(await store.getClient(c.id), undefined);
         assert.equal(await store.deleteClient(c.id), false);
+      });
+
+      it('keeps the token-exchange re-targeting flag', async () => {
+        const c = clientRecord({ exchangeRetargetAudiences: true });
+        await store.createClient(c);
+        assert.equal((await store.getClient(c.id))?.exchangeRetargetAudiences, true);
+        const d = clientRecord();
+        await store.createClient(d);
+        assert.equal((await store.getClient(d.id))?.exchangeRetargetAudiences, false);
       });
 
       it('refuses a duplicate client id with StoreConflictError', async () => {

@@ -36,6 +36,26 @@ describe('sqlite store specifics', () => {
     await b.close();
   });
 
+  it('gives legacy open-ended client-credentials grants an expiry (migration 3), and leaves other grants alone', async () => {
+    const path = join(dir, 'legacy.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    const insert = db.prepare(
+      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+       VALUES (?, NULL, ?, 0, ?, 'https://i.test', 's', 'c', NULL, '[]', '[]', 1, NULL)`,
+    );
+    insert.run('g_legacy_cc', 'g_legacy_cc', 'client_credentials');
+    insert.run('g_legacy_mint', 'g_legacy_mint', 'mint');
+    db.prepare('DELETE FROM schema_migrations WHERE version = 3').run();
+    db.close();
+    const store = SqliteStore.open({ path });
+    const now = Math.floor(Date.now() / 1000);
+    const cc = (await store.getGrant('g_legacy_cc'))?.expiresAt as number;
+    assert.ok(cc >= now + 86_400 && cc <= now + 86_400 + 120, 'ends once its last token (max_access_token_ttl ≤ 1 day) can have');
+    assert.equal((await store.getGrant('g_legacy_mint'))?.expiresAt, null);
+    await store.close();
+  });
+
   it('refuses a database migrated by a newer Tessera', async () => {
     const path = join(dir, 'newer.db');
     (await SqliteStore.open({ path })).close();

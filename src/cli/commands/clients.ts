@@ -18,6 +18,7 @@ export function describeClient(c: ClientRecord): Record<string, unknown> {
     audiences: c.audiences,
     grant_types: c.grantTypes,
     access_token_ttl: c.accessTokenTtl,
+    exchange_retarget_audiences: c.exchangeRetargetAudiences,
     ...(c.jwksUri !== null ? { jwks_uri: c.jwksUri } : {}),
     ...(c.jwks !== null ? { jwks_kids: c.jwks.keys.map((k) => k.kid ?? null) } : {}),
     disabled: c.disabled,
@@ -41,6 +42,7 @@ export function registerClients(program: Command): void {
     .requiredOption('--audiences <audiences...>', 'audiences (resource URIs) the client may request tokens for')
     .option('--grant-types <types...>', 'client_credentials, refresh_token, token-exchange (default client_credentials)')
     .option('--ttl <duration>', 'access-token lifetime for this client (e.g. 5m)')
+    .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s (default: only narrow)')
     .option('--jwks <file>', 'JWKS file with the client’s public keys (private_key_jwt instead of a secret)')
     .option('--jwks-uri <url>', 'JWKS URL with the client’s public keys (private_key_jwt instead of a secret)')
     .option('--json', 'print one JSON object')
@@ -55,6 +57,7 @@ export function registerClients(program: Command): void {
           ttl?: string;
           jwks?: string;
           jwksUri?: string;
+          allowRetarget?: boolean;
           json?: boolean;
         },
       ) => {
@@ -81,6 +84,7 @@ export function registerClients(program: Command): void {
             ...(ttl !== undefined ? { ttl: Math.round(ttl) } : {}),
             ...(jwks !== undefined ? { jwks } : {}),
             ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
+            ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
           }),
         );
         const described = describeClient(result.client.record);

@@ -85,6 +85,16 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX audit_request ON audit_events (request_id);
     `,
   },
+  {
+    version: 2,
+    sql: 'ALTER TABLE clients ADD COLUMN exchange_retarget_audiences boolean NOT NULL DEFAULT false;',
+  },
+  {
+    // Client-credentials standing grants expire: open-ended ones end once their last token can have.
+    version: 3,
+    sql: `UPDATE grants SET expires_at = extract(epoch FROM now())::bigint + 86460
+          WHERE kind = 'client_credentials' AND expires_at IS NULL;`,
+  },
 ];
 
 const json = (v: unknown): string => JSON.stringify(v);
@@ -105,6 +115,7 @@ function clientFrom(r: Row): ClientRecord {
     audiences: parse(r.audiences),
     grantTypes: parse(r.grant_types),
     accessTokenTtl: numOrNull(r.access_token_ttl),
+    exchangeRetargetAudiences: r.exchange_retarget_audiences === true,
     disabled: r.disabled === true,
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
@@ -226,8 +237,8 @@ export class PostgresStore implements Store {
     try {
       await this.#tx(async (c) => {
         await c.query(
-          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, disabled, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, disabled, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
           [
             x.id,
             x.authMethod,
@@ -238,6 +249,7 @@ export class PostgresStore implements Store {
             json(x.audiences),
             json(x.grantTypes),
             x.accessTokenTtl,
+            x.exchangeRetargetAudiences,
             x.disabled,
             x.createdAt,
             x.updatedAt,

@@ -107,4 +107,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_request ON audit_events (request_id);
     `,
   },
+  {
+    version: 2,
+    description: 'clients.exchange_retarget_audiences: token exchange may leave the subject token audience',
+    sql: 'ALTER TABLE clients ADD COLUMN exchange_retarget_audiences INTEGER NOT NULL DEFAULT 0;',
+  },
+  {
+    version: 3,
+    description:
+      'client-credentials standing grants expire: open-ended ones end once their last token can have (max_access_token_ttl ≤ 1 day)',
+    sql: `UPDATE grants SET expires_at = CAST(strftime('%s', 'now') AS INTEGER) + 86460
+          WHERE kind = 'client_credentials' AND expires_at IS NULL;`,
+  },
 ];

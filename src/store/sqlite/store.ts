@@ -62,6 +62,7 @@ function clientFrom(r: Row): ClientRecord {
     audiences: parse(r.audiences),
     grantTypes: parse(r.grant_types),
     accessTokenTtl: numOrNull(r.access_token_ttl),
+    exchangeRetargetAudiences: num(r.exchange_retarget_audiences ?? 0) !== 0,
     disabled: num(r.disabled) !== 0,
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
@@ -214,8 +215,8 @@ export class SqliteStore implements Store {
     try {
       this.#tx(() => {
         this.#stmt(
-          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, disabled, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, disabled, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           c.id,
           c.authMethod,
@@ -226,6 +227,7 @@ export class SqliteStore implements Store {
           json(c.audiences),
           json(c.grantTypes),
           c.accessTokenTtl,
+          c.exchangeRetargetAudiences ? 1 : 0,
           c.disabled ? 1 : 0,
           c.createdAt,
           c.updatedAt,

@@ -1,0 +1,58 @@
+/**
+ * In-process profile of the token endpoint's client_credentials path (no HTTP): the token service
+ * as `tessera serve` runs it (SQLite in WAL mode, batched audit), called through `service.token()`
+ * in a loop. Prints µs per token; run under `node --cpu-prof bench/issuer-profile.ts` to see where
+ * the time goes. `PROFILE_GRANT=exchange` profiles token exchange instead. Not part of bench:issuer.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig } from '../src/config/parse.ts';
+import { configSchema } from '../src/config/schema.ts';
+import { generateMasterKey } from '../src/issuer/secrets.ts';
+import type { OAuthRequest } from '../src/issuer/service.ts';
+import { createTokenServiceFromConfig } from '../src/server/bootstrap.ts';
+import { SqliteStore } from '../src/store/sqlite/store.ts';
+
+const N = Number(process.env.PROFILE_N ?? 100_000);
+const dir = mkdtempSync(join(tmpdir(), 'tessera-profile-'));
+const url = 'http://127.0.0.1:1';
+const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: url } });
+const store = SqliteStore.open({ path: join(dir, 'tessera.db') });
+const service = createTokenServiceFromConfig(config, { store, master: generateMasterKey().key });
+await service.keys.rotate({ immediate: true });
+await service.start();
+const { secret } = await service.registerClient({
+  id: 'bench',
+  scopes: ['api:read', 'api:write'],
+  audiences: ['https://api.test'],
+  grantTypes: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+});
+const user = await service.mint({ clientId: 'bench', subject: 'alice', ttl: 3600 });
+const authorization = `Basic ${Buffer.from(`bench:${secret}`).toString('base64')}`;
+const body =
+  process.env.PROFILE_GRANT === 'exchange'
+    ? new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+        subject_token: user.access_token,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        scope: 'api:read',
+      }).toString()
+    : 'grant_type=client_credentials';
+const request = (): OAuthRequest => ({
+  params: new URLSearchParams(body),
+  authorization,
+  endpointUrl: `${url}/oauth2/token`,
+  requestId: 'r',
+});
+for (let i = 0; i < 5000; i++) await service.token(request());
+const c0 = process.cpuUsage();
+for (let i = 0; i < N; i++) await service.token(request());
+await service.audit.flush();
+const c1 = process.cpuUsage(c0);
+process.stdout.write(
+  `${process.env.PROFILE_GRANT ?? 'client_credentials'}: ${((c1.user + c1.system) / N).toFixed(1)} µs CPU per token (in-process, no HTTP)\n`,
+);
+await service.close();
+await store.close();
+rmSync(dir, { recursive: true, force: true });
