@@ -13,7 +13,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenUrl } from '../server/listen.ts';
 
 const AGENT_CARD = {
   protocolVersion: '0.3.0',
@@ -89,9 +89,8 @@ export async function startDemoUpstream(options: {
     server.once('error', reject);
     server.listen(options.port, options.host, () => resolve());
   });
-  const a = server.address() as AddressInfo;
   return {
-    url: `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`,
+    url: listenUrl(server),
     server,
     close: () =>
       new Promise<void>((resolve) => {

@@ -8,10 +8,10 @@
  */
 import { watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { loadConfigFile } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError } from '../core/errors.ts';
+import { listenUrl } from '../server/listen.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
 
 export interface ServeOptions {
@@ -112,8 +112,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       resolve();
     });
   });
-  const address = server.address() as AddressInfo;
-  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  const url = listenUrl(server);
   gateway.logger.info({ event: 'listening', url, routes: gateway.state.routes.length }, 'gateway listening');
 
   const reload = (next?: TesseraConfig): ReloadResult => {

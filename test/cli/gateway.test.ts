@@ -5,21 +5,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startUpstream } from '../gateway/helpers.ts';
+import { freePort } from '../helpers/net.ts';
 
 const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('tessera gateway', () => {
   it('serves a configuration file, reloads on SIGHUP and stops cleanly on SIGTERM', async () => {

@@ -7,22 +7,14 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { freePort } from '../helpers/net.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 // The printed commands say `npx tessera`; here `tessera` is the checkout's bin on the PATH.
 const BIN = new URL('../../bin/tessera.js', import.meta.url).pathname;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 let dir: string;
 let child: ChildProcess;

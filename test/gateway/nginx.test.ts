@@ -6,11 +6,12 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
+import { freePort } from '../helpers/net.ts';
 import {
   AUDIENCE,
   ISSUER,
@@ -39,14 +40,6 @@ function rawRequest(base: string, text: string): Promise<string> {
     s.on('end', () => resolve(out));
     s.on('error', reject);
   });
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 async function waitForPort(port: number, ms = 5000): Promise<void> {

@@ -10,7 +10,6 @@
  * `token_service.sync_interval` for revocations made by the CLI or other instances).
  */
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
@@ -18,6 +17,7 @@ import type { TesseraConfig } from '../../config/schema.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { serveGateway } from '../../gateway/serve.ts';
 import type { TokenService } from '../../issuer/service.ts';
+import { listenUrl } from '../../server/listen.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
 import { configPath, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
 import { CliError } from '../output.ts';
@@ -83,8 +83,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     }).catch((e: unknown) => {
       throw listenError(e, host, port);
     });
-    const address = server.address() as AddressInfo;
-    const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+    const url = listenUrl(server);
     let closing: Promise<void> | undefined;
     const close = () => {
       closing ??= (async () => {
