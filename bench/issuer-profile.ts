@@ -7,28 +7,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig } from '../src/config/parse.ts';
-import { configSchema } from '../src/config/schema.ts';
-import { generateMasterKey } from '../src/issuer/secrets.ts';
 import type { OAuthRequest } from '../src/issuer/service.ts';
-import { createTokenServiceFromConfig } from '../src/server/bootstrap.ts';
-import { SqliteStore } from '../src/store/sqlite/store.ts';
+import { benchTokenService } from './issuer-service.ts';
 
 const N = Number(process.env.PROFILE_N ?? 100_000);
-const dir = mkdtempSync(join(tmpdir(), 'tessera-profile-'));
 const url = 'http://127.0.0.1:1';
-const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: url } });
-const store = SqliteStore.open({ path: join(dir, 'tessera.db') });
-const service = createTokenServiceFromConfig(config, { store, master: generateMasterKey().key });
-await service.keys.rotate({ immediate: true });
-await service.start();
-const { secret } = await service.registerClient({
-  id: 'bench',
-  scopes: ['api:read', 'api:write'],
-  audiences: ['https://api.test'],
-  grantTypes: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'],
-});
-const user = await service.mint({ clientId: 'bench', subject: 'alice', ttl: 3600 });
+const { dir, store, service, secret, user } = await benchTokenService(url, mkdtempSync(join(tmpdir(), 'tessera-profile-')));
 const authorization = `Basic ${Buffer.from(`bench:${secret}`).toString('base64')}`;
 const body =
   process.env.PROFILE_GRANT === 'exchange'

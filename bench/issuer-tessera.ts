@@ -9,12 +9,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig } from '../src/config/parse.ts';
-import { configSchema } from '../src/config/schema.ts';
-import { generateMasterKey } from '../src/issuer/secrets.ts';
-import { createTokenServiceFromConfig } from '../src/server/bootstrap.ts';
 import { createTokenServiceHandler } from '../src/server/token-handler.ts';
-import { SqliteStore } from '../src/store/sqlite/store.ts';
+import { benchTokenService } from './issuer-service.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tessera-bench-'));
 let handler: ReturnType<typeof createTokenServiceHandler> | undefined;
@@ -26,18 +22,7 @@ const server = createServer((req, res) => {
 });
 await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
 const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: url } });
-const store = SqliteStore.open({ path: join(dir, 'tessera.db') });
-const service = createTokenServiceFromConfig(config, { store, master: generateMasterKey().key });
-await service.keys.rotate({ immediate: true });
-await service.start();
-const { secret } = await service.registerClient({
-  id: 'bench',
-  scopes: ['api:read', 'api:write'],
-  audiences: ['https://api.test'],
-  grantTypes: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'],
-});
-const user = await service.mint({ clientId: 'bench', subject: 'alice', ttl: 3600 });
+const { store, service, secret, user } = await benchTokenService(url, dir);
 handler = createTokenServiceHandler(service);
 
 process.on('message', async (m) => {

@@ -4,8 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { rawHttp } from '../helpers/net.ts';
 import {
   AUDIENCE,
   baseConfig,
@@ -18,24 +18,6 @@ import {
   token,
   type Upstream,
 } from './helpers.ts';
-
-/** Send raw bytes and read the status line (for targets fetch() would normalize). */
-function raw(url: string, text: string): Promise<string> {
-  const u = new URL(url);
-  return new Promise((resolve, reject) => {
-    const s = connect(Number(u.port), u.hostname, () => s.write(text));
-    let out = '';
-    s.on('data', (d) => {
-      out += d.toString();
-    });
-    s.on('end', () => resolve(out));
-    s.on('error', reject);
-    s.setTimeout(3000, () => {
-      s.destroy();
-      resolve(out);
-    });
-  });
-}
 
 const status = (response: string) => Number(response.split(' ')[1]);
 
@@ -146,7 +128,7 @@ describe('gateway hygiene', () => {
   });
 
   it('refuses two Authorization headers', async () => {
-    const r = await raw(
+    const r = await rawHttp(
       gw.url,
       `GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nAuthorization: Bearer other\r\nConnection: close\r\n\r\n`,
     );
@@ -176,7 +158,7 @@ describe('gateway hygiene', () => {
   ] as const) {
     it(`refuses traversal: ${name}`, async () => {
       const n = upstream.seen.length;
-      const r = await raw(gw.url, `GET ${target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
+      const r = await rawHttp(gw.url, `GET ${target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
       assert.equal(status(r), 400, r);
       assert.equal(upstream.seen.length, n);
     });
@@ -188,7 +170,7 @@ describe('gateway hygiene', () => {
   });
 
   it('refuses an oversized header block (431)', async () => {
-    const r = await raw(gw.url, `GET /api/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`);
+    const r = await rawHttp(gw.url, `GET /api/x HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`);
     assert.equal(status(r), 431);
   });
 
@@ -232,7 +214,7 @@ describe('gateway hygiene', () => {
   it('audits each refused request once, with its reason', async () => {
     await requestEvents(gw);
     const before = gw.audit.events.length;
-    await raw(gw.url, `GET /api/%2e%2e/x?access_token=zzz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+    await rawHttp(gw.url, `GET /api/%2e%2e/x?access_token=zzz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
     const events = (await requestEvents(gw)).slice(-1);
     assert.equal(gw.audit.events.length, before + 1);
     assert.equal(events[0]!.reason, 'request_path_invalid');

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import { freePort } from '../helpers/net.ts';
+import { freePort, rawHttp } from '../helpers/net.ts';
 import {
   AUDIENCE,
   ISSUER,
@@ -28,19 +28,6 @@ import {
 const NGINX = '/usr/sbin/nginx';
 const FA_SECRET = 'nginx-forward-auth-secret-0123456789';
 const EXAMPLE = new URL('../../examples/nginx/', import.meta.url);
-
-function rawRequest(base: string, text: string): Promise<string> {
-  const u = new URL(base);
-  return new Promise((resolve, reject) => {
-    const s = connect(Number(u.port), u.hostname, () => s.write(text));
-    let out = '';
-    s.on('data', (d) => {
-      out += d.toString();
-    });
-    s.on('end', () => resolve(out));
-    s.on('error', reject);
-  });
-}
 
 async function waitForPort(port: number, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -179,7 +166,7 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
   it('refuses encoded traversal through nginx (Tessera reads the raw $request_uri)', async () => {
     const t = await token({ scope: 'api:read' });
     const n = app.seen.length;
-    const head = await rawRequest(
+    const head = await rawHttp(
       base,
       `GET /items/%2e%2e/admin HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
     );
@@ -188,7 +175,7 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
   });
 
   it('sends one challenge on 401', async () => {
-    const head = await rawRequest(base, 'GET /items/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    const head = await rawHttp(base, 'GET /items/1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
     assert.equal(head.match(/^www-authenticate:/gim)?.length, 1, head);
   });
 });

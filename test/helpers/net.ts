@@ -1,5 +1,5 @@
 /** Loopback ports for tests that start real processes (which cannot be told to listen on 0). */
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export async function freePort(): Promise<number> {
@@ -8,4 +8,25 @@ export async function freePort(): Promise<number> {
   const { port } = s.address() as { port: number };
   await new Promise((r) => s.close(r));
   return port;
+}
+
+/**
+ * Send `text` as-is on a new connection and return everything read until the peer closes (or
+ * `timeoutMs` passes): for requests fetch() would normalize or refuse to send.
+ */
+export function rawHttp(url: string, text: string, timeoutMs = 3000): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(text));
+    let out = '';
+    s.on('data', (d) => {
+      out += d.toString();
+    });
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+    s.setTimeout(timeoutMs, () => {
+      s.destroy();
+      resolve(out);
+    });
+  });
 }
