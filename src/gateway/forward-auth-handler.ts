@@ -5,27 +5,49 @@
  *
  * @module
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { TesseraError } from '../core/errors.ts';
-import { type GatewayState, peerAllowed } from './compile.ts';
+import type { GatewayState } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
 import { type ForwardAuthFlavor, originalRequest } from './forward-auth.ts';
-import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
-import { cardRoute, findRoute, headerBag, validHost } from './requests.ts';
+import { cardRoute, findRoute, headerBag, peerOf, validHost } from './requests.ts';
 import { hostOf } from './routes.ts';
 
+type Secret = { readonly header: string; readonly digest: Buffer };
+
+// The value a connection has already proven, per connection: a proxy sends the same secret on
+// every check of a keep-alive connection, and hashing it costs more than the rest of a cached
+// decision. Comparing later values with the proven one in variable time tells the connection
+// nothing it has not shown it knows; a reload (new digest) makes it prove the secret again.
+const proven = new WeakMap<Socket, { readonly digest: Buffer; readonly value: string }>();
+
 /** True when the request carries the shared secret exactly once (digests compared in constant time). */
-function secretMatches(req: IncomingMessage, secret: { readonly header: string; readonly digest: Buffer }): boolean {
-  const values = req.headersDistinct[secret.header];
-  const presented = values?.length === 1 ? (values[0] as string) : '';
-  const digest = createHash('sha256').update(presented).digest();
-  return timingSafeEqual(digest, secret.digest) && values?.length === 1;
+function secretMatches(req: IncomingMessage, secret: Secret): boolean {
+  // rawHeaders, not headersDistinct: that getter builds a copy of every header on each call.
+  const raw = req.rawHeaders;
+  const name = secret.header;
+  let presented = '';
+  let count = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === name.length && n.toLowerCase() === name) {
+      count++;
+      presented = raw[i + 1] as string;
+    }
+  }
+  if (count !== 1) return false;
+  const known = proven.get(req.socket);
+  if (known !== undefined && known.digest === secret.digest && known.value === presented) return true;
+  if (!timingSafeEqual(hash('sha256', presented, 'buffer'), secret.digest)) return false;
+  proven.set(req.socket, { digest: secret.digest, value: presented });
+  return true;
 }
 
 /**
@@ -37,8 +59,8 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   fx.requestId = x.requestId;
   // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes).
   x.done = true;
-  const peer = req.socket.remoteAddress;
-  if (!peerAllowed(s.forwardAuthPeers, peer)) {
+  const peer = peerOf(s, req.socket);
+  if (!peer.forwardAuth) {
     fx.path = auditRawPath(req.url ?? '/');
     ctx.deny(fx, res, new TesseraError('forward_auth_peer_refused'), s.challenges);
     return;
@@ -118,7 +140,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     query: target.query,
     url: `${original.proto}://${original.host ?? host}${original.uri}`,
     headers: headerBag(req),
-    remoteAddress: original.remoteAddress ?? plainAddress(peer ?? ''),
+    remoteAddress: original.remoteAddress ?? peer.address,
   };
   Promise.resolve(decide(route.pipeline, greq)).then(
     (d) => {

@@ -43,10 +43,17 @@ const REPEATED = Symbol('repeated');
 
 /** The single value of header `name`: MISSING, or REPEATED when sent more than once. */
 function single(req: IncomingMessage, name: string): string | typeof MISSING | typeof REPEATED {
-  const values = req.headersDistinct[name];
-  if (values === undefined || values.length === 0) return MISSING;
-  if (values.length > 1) return REPEATED;
-  return values[0] as string;
+  // rawHeaders, not headersDistinct: that getter copies every header of the request.
+  const raw = req.rawHeaders;
+  let found: string | typeof MISSING = MISSING;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === name.length && n.toLowerCase() === name) {
+      if (found !== MISSING) return REPEATED;
+      found = raw[i + 1] as string;
+    }
+  }
+  return found;
 }
 
 /** A required header, or `undefined` when it is missing, repeated or empty. */

@@ -351,7 +351,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       query: target.query,
       url: absoluteUrl(s, req),
       headers: headerBag(req),
-      remoteAddress: remoteOf(s, req),
+      remoteAddress: x.remoteAddress,
     };
     const decision = decide(route.pipeline, greq);
     if (decision instanceof Promise) {

@@ -5,7 +5,7 @@
  * @module
  */
 import type { IncomingMessage } from 'node:http';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { HeaderBag } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a.ts';
 import { type CompiledRoute, type GatewayState, peerAllowed } from './compile.ts';
@@ -32,9 +32,41 @@ export function headerBag(req: IncomingMessage): HeaderBag {
   return repeatsCredentialHeader(req.rawHeaders) ? req.headersDistinct : req.headers;
 }
 
+/** What the gateway decides about a connection's peer, once per connection and configuration. */
+export interface Peer {
+  readonly state: GatewayState;
+  /** The peer's address, IPv4-mapped IPv6 shown as IPv4. */
+  readonly address: string;
+  /** In `gateway.trust_proxy`. */
+  readonly trustedProxy: boolean;
+  /** In `gateway.forward_auth.allowed_peers`. */
+  readonly forwardAuth: boolean;
+}
+
+// A socket's peer address never changes, and keep-alive connections (a proxy's above all) carry
+// many requests: the allowlist lookups (BlockList.check, a few µs each) are done once per
+// connection. Keyed by state too, so a reload that changes the lists applies to open connections.
+const peers = new WeakMap<Socket, Peer>();
+
+/** The connection's peer, as the current state sees it. */
+export function peerOf(s: GatewayState, socket: Socket): Peer {
+  const known = peers.get(socket);
+  if (known !== undefined && known.state === s) return known;
+  const raw = socket.remoteAddress;
+  const peer: Peer = {
+    state: s,
+    address: plainAddress(raw ?? ''),
+    trustedProxy: peerAllowed(s.trustedProxies, raw),
+    forwardAuth: peerAllowed(s.forwardAuthPeers, raw),
+  };
+  // A destroyed socket has no address: decide (deny) but do not remember.
+  if (raw !== undefined) peers.set(socket, peer);
+  return peer;
+}
+
 /** True when the connection comes from a proxy in `gateway.trust_proxy`. */
 export function fromTrustedProxy(s: GatewayState, req: IncomingMessage): boolean {
-  return peerAllowed(s.trustedProxies, req.socket.remoteAddress);
+  return peerOf(s, req.socket).trustedProxy;
 }
 
 export function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
@@ -89,8 +121,9 @@ export function hostHeaderValid(s: GatewayState, req: IncomingMessage): boolean 
  * the walk at the last trusted hop.
  */
 export function remoteOf(s: GatewayState, req: IncomingMessage): string {
-  const peer = plainAddress(req.socket.remoteAddress ?? '');
-  if (!peerAllowed(s.trustedProxies, peer)) return peer;
+  const p = peerOf(s, req.socket);
+  const peer = p.address;
+  if (!p.trustedProxy) return peer;
   const xff = req.headers['x-forwarded-for'];
   if (xff === undefined) return peer;
   const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',');

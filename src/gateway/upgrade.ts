@@ -73,7 +73,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
     query: target.query,
     url: absoluteUrl(s, req),
     headers: headerBag(req),
-    remoteAddress: remoteOf(s, req),
+    remoteAddress: x.remoteAddress,
   };
   Promise.resolve(decide(route.pipeline, greq)).then(
     (d) => {

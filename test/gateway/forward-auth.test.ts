@@ -4,9 +4,9 @@
  * the headers to inject, or the refusal with its challenge; each check is audited once.
  */
 import assert from 'node:assert/strict';
-import { type IncomingHttpHeaders, request } from 'node:http';
+import { Agent, type IncomingHttpHeaders, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { AUDIENCE, baseConfig, startGateway, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
+import { AUDIENCE, baseConfig, parse, startGateway, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
 
 const FA_SECRET = 'forward-auth-secret-0123456789';
 type Flavor = 'nginx' | 'traefik' | 'envoy';
@@ -292,6 +292,42 @@ describe('gateway: forward-auth endpoint', () => {
     ]);
     assert.equal(env.status, 403);
     assert.equal(env.headers.authorization, undefined);
+  });
+
+  it('credential theft: on a connection that already proved the shared secret, a wrong one still gets 403, and a reload that changes it applies at once', async () => {
+    const own = await startGateway(config());
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const ports: number[] = [];
+    const viaAgent = (secret: string) =>
+      new Promise<{ status: number; authorization: string | undefined }>((resolve, reject) => {
+        const headers = { ...original, authorization: `Bearer ${t}`, 'x-tessera-forward-auth': secret };
+        const req = request(`${own.url}/_tessera/auth`, { agent, headers }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            ports.push(req.socket?.localPort ?? 0);
+            resolve({ status: res.statusCode ?? 0, authorization: res.headers.authorization });
+          });
+        });
+        req.on('error', reject).end();
+      });
+    try {
+      assert.equal((await viaAgent(FA_SECRET)).status, 200);
+      const wrong = await viaAgent(`${FA_SECRET.slice(0, -1)}x`);
+      assert.equal(wrong.status, 403);
+      assert.equal(wrong.authorization, undefined);
+      assert.equal((await viaAgent(FA_SECRET)).status, 200);
+      const next = config();
+      next.gateway.forward_auth.shared_secret.value = 'rotated-forward-auth-secret-0123456789';
+      assert.equal(own.served.gateway.reload(parse(next)).ok, true);
+      const old = await viaAgent(FA_SECRET);
+      assert.equal(old.status, 403);
+      assert.equal(old.authorization, undefined);
+      assert.equal((await viaAgent('rotated-forward-auth-secret-0123456789')).status, 200);
+      assert.equal(new Set(ports).size, 1, 'every check went over one keep-alive connection');
+    } finally {
+      agent.destroy();
+      await own.close();
+    }
   });
 
   it('rate-limits per subject with 429 and Retry-After (Traefik keeps the status)', async () => {

@@ -4,7 +4,7 @@
  * forwarded host only from a trusted proxy, and a malformed Host is refused.
  */
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
@@ -105,6 +105,34 @@ describe('gateway: trust_proxy', () => {
       assert.equal((await lastEvent(untrusted))?.reason, 'request_host_invalid');
     });
   }
+
+  it('a reload that stops trusting the peer applies to its open keep-alive connection', async () => {
+    const gw = await startGateway(gatewayConfig(upstream.url, ['127.0.0.1/32']));
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const ports: number[] = [];
+    const viaAgent = () =>
+      new Promise<number>((resolve, reject) => {
+        const req = request(`${gw.url}/x`, { agent, headers: { 'x-forwarded-for': '203.0.113.9' } }, (res) => {
+          res.resume();
+          res.on('end', () => {
+            ports.push(req.socket?.localPort ?? 0);
+            resolve(res.statusCode ?? 0);
+          });
+        });
+        req.on('error', reject).end();
+      });
+    try {
+      assert.equal(await viaAgent(), 200);
+      assert.equal((await lastEvent(gw))?.remote_addr, '203.0.113.9');
+      assert.equal(gw.served.gateway.reload(parse(gatewayConfig(upstream.url, ['10.0.0.0/8']))).ok, true);
+      assert.equal(await viaAgent(), 200);
+      assert.equal(ports[1], ports[0], 'the same connection');
+      assert.equal((await lastEvent(gw))?.remote_addr, '127.0.0.1');
+    } finally {
+      agent.destroy();
+      await gw.close();
+    }
+  });
 
   it('malformed X-Forwarded-Host from a trusted proxy is 400', async () => {
     const n = upstream.seen.length;
