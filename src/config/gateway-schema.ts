@@ -313,13 +313,13 @@ export const gatewaySchema = z
       .strictObject({
         enabled: z.boolean().default(false),
         flavor: z
-          .enum(['nginx', 'traefik', 'envoy'], {
-            error: (i) => `"${String(i.input)}" is not a forward-auth flavor; write nginx, traefik or envoy`,
+          .enum(['nginx', 'traefik', 'caddy', 'envoy'], {
+            error: (i) => `"${String(i.input)}" is not a forward-auth flavor; write nginx, traefik, caddy or envoy`,
           })
           .optional()
           .meta({
             description:
-              'The proxy that calls the endpoint (required when enabled): nginx (X-Original-URI/-Method/-Host), traefik (X-Forwarded-Uri/-Method/-Host) or envoy (ext_authz path_prefix). Only its headers are read.',
+              'The proxy that calls the endpoint (required when enabled): nginx (X-Original-URI/-Method/-Host), traefik or caddy (X-Forwarded-Uri/-Method/-Host) or envoy (ext_authz path_prefix). Only its headers are read.',
           }),
         path: z.string().startsWith('/').default('/_tessera/auth').meta({
           description:
@@ -383,7 +383,7 @@ export const gatewaySchema = z
       ctx.addIssue({
         code: 'custom',
         path: ['forward_auth', 'flavor'],
-        message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik or envoy',
+        message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik, caddy or envoy',
       });
     if (g.forward_auth.enabled && g.forward_auth.shared_secret === undefined) {
       const injecting = g.routes.findIndex((r) => r.upstream.credential.type === 'static' || r.upstream.credential.type === 'exchange');

@@ -8,8 +8,8 @@
  * - `nginx` (`auth_request`): a subrequest to the endpoint; the example config sets
  *   `X-Original-URI`, `X-Original-Method`, `X-Original-Host` (required), `X-Original-Proto` and
  *   `X-Real-IP` (optional);
- * - `traefik` (`ForwardAuth`): `X-Forwarded-Method`, `-Uri`, `-Host` (required), `-Proto` and
- *   `-For` (optional; its last hop is the address Traefik saw);
+ * - `traefik` (`ForwardAuth`) and `caddy` (`forward_auth`): `X-Forwarded-Method`, `-Uri`, `-Host`
+ *   (required), `-Proto` and `-For` (optional; its last hop is the address the proxy saw);
  * - `envoy` (HTTP `ext_authz`): the original method, the endpoint path as `path_prefix` followed by
  *   the original path, and the original Host.
  *
@@ -23,7 +23,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 
-export const FORWARD_AUTH_FLAVORS = ['nginx', 'traefik', 'envoy'] as const;
+export const FORWARD_AUTH_FLAVORS = ['nginx', 'traefik', 'caddy', 'envoy'] as const;
 export type ForwardAuthFlavor = (typeof FORWARD_AUTH_FLAVORS)[number];
 
 export interface OriginalRequest {
@@ -104,7 +104,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
       remoteAddress: xff === null ? undefined : lastHop(xff),
     };
   }
-  // nginx and Traefik call the endpoint itself.
+  // nginx, Traefik and Caddy call the endpoint itself.
   if (path !== base) return undefined;
   const names =
     flavor === 'nginx'

@@ -83,10 +83,10 @@ describe('gateway configuration', () => {
   it('requires the forward-auth flavor (no guessing the proxy from the headers a request carries)', () => {
     const [i] = issues({ routes: [route()], forward_auth: { enabled: true } });
     assert.equal(i?.path, 'gateway.forward_auth.flavor');
-    assert.match(i?.message ?? '', /nginx, traefik or envoy/);
+    assert.match(i?.message ?? '', /nginx, traefik, caddy or envoy/);
     const [bad] = issues({ routes: [route()], forward_auth: { enabled: true, flavor: 'haproxy' } });
     assert.equal(bad?.path, 'gateway.forward_auth.flavor');
-    assert.match(bad?.message ?? '', /nginx, traefik or envoy/);
+    assert.match(bad?.message ?? '', /nginx, traefik, caddy or envoy/);
     assert.deepEqual(issues({ routes: [route()], forward_auth: { enabled: false } }), []);
   });
 

@@ -1,0 +1,214 @@
+/**
+ * The shipped Caddy example (examples/caddy/) against a real Caddy: forward_auth to Tessera's
+ * forward-auth endpoint (flavor caddy, the X-Forwarded-* protocol Traefik's ForwardAuth speaks
+ * too), the upstream credential and identity headers injected, refusals passed to the client with
+ * their challenges. Skipped with a message only when Caddy is not installed.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parse as parseYaml } from 'yaml';
+import { freePort, rawHttp } from '../helpers/net.ts';
+import {
+  AUDIENCE,
+  ISSUER,
+  key,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
+
+const CADDY = '/usr/bin/caddy';
+const FA_SECRET = 'caddy-forward-auth-secret-0123456789';
+const EXAMPLE = new URL('../../examples/caddy/', import.meta.url);
+
+async function waitForPort(port: number, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect(port, '127.0.0.1', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`caddy did not listen on ${port}`);
+}
+
+const skip = existsSync(CADDY) ? false : `${CADDY} is not installed (apt-get install caddy)`;
+
+describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
+  let app: Upstream;
+  let gw: TestGateway;
+  let caddy: ChildProcess;
+  let dir: string;
+  let base: string;
+  let output = '';
+  before(async () => {
+    app = await startUpstream();
+    // The example tessera.yaml, with the test issuer's keys and the test upstream.
+    const example = parseYaml(readFileSync(new URL('tessera.yaml', EXAMPLE), 'utf8'));
+    example.server = { host: '127.0.0.1', port: 0 };
+    example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
+    example.gateway.routes[0].audience = AUDIENCE;
+    example.gateway.routes[0].upstream.url = app.url;
+    // Per subject: each test below uses its own.
+    example.gateway.routes[0].rate_limit = { key: 'subject', rate: 0.01, burst: 2 };
+    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+
+    dir = mkdtempSync(join(tmpdir(), 'tessera-caddy-'));
+    const port = await freePort();
+    const conf = readFileSync(new URL('Caddyfile', EXAMPLE), 'utf8')
+      .replace('http://127.0.0.1:8000', `http://127.0.0.1:${port}`)
+      .replace('forward_auth 127.0.0.1:8080', `forward_auth ${new URL(gw.url).host}`)
+      .replace('reverse_proxy 127.0.0.1:9000', `reverse_proxy ${new URL(app.url).host}`);
+    writeFileSync(join(dir, 'Caddyfile'), conf);
+    // Caddy keeps state under $HOME / $XDG_*: keep it in the test's directory.
+    caddy = spawn(CADDY, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], {
+      env: { PATH: process.env.PATH ?? '', HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir, FORWARD_AUTH_SECRET: FA_SECRET },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const collect = (d: Buffer) => {
+      output += d.toString();
+    };
+    caddy.stdout?.on('data', collect);
+    caddy.stderr?.on('data', collect);
+    await waitForPort(port).catch((e) => {
+      throw new Error(`${e.message}: ${output}`);
+    });
+    base = `http://127.0.0.1:${port}`;
+  });
+  after(async () => {
+    if (caddy && caddy.exitCode === null) {
+      const exited = new Promise((r) => caddy.once('exit', r));
+      caddy.kill('SIGTERM');
+      await exited;
+    }
+    await gw?.close();
+    await app?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const checks = async () => {
+    await gw.served.gateway.audit.flush();
+    return gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth');
+  };
+
+  it('forwards an allowed request with the upstream credential and identity, never the caller’s token or proof', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-user', act: { sub: 'agent-x' }, grant_id: 'g-caddy' });
+    const res = await fetch(`${base}/items/1?q=2`, {
+      headers: { authorization: `Bearer ${t}`, 'x-tessera-subject': 'admin', 'x-tessera-issuer': 'evil', dpop: 'x' },
+    });
+    assert.equal(res.status, 200, output);
+    const seen = app.seen.at(-1)!;
+    assert.equal(seen.url, '/items/1?q=2');
+    assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+    assert.equal(seen.headers['x-tessera-subject'], 'caddy-user');
+    assert.equal(seen.headers['x-tessera-actor-chain'], 'agent-x');
+    assert.equal(seen.headers['x-tessera-delegation-id'], 'g-caddy');
+    assert.equal(seen.headers['x-tessera-issuer'], undefined);
+    assert.equal(seen.headers['x-tessera-forward-auth'], undefined, 'the shared secret stays between Caddy and Tessera');
+    assert.equal(seen.headers.dpop, undefined);
+    assert.equal((await requestEvents(gw)).length, 0, 'forward-auth checks are not proxied requests');
+    const check = (await checks()).at(-1);
+    assert.equal(check?.decision, 'allow');
+    assert.equal(check?.delegation_id, 'g-caddy');
+    assert.equal(check?.path, '/items/1?q=');
+    assert.equal(check?.request_id, seen.headers['x-request-id'], 'the audit event and the upstream share the request id');
+  });
+
+  it('answers 401 with the Bearer challenge without a token, and never reaches the app', async () => {
+    const n = app.seen.length;
+    const res = await fetch(`${base}/items/1`, { headers: { 'x-tessera-subject': 'admin' } });
+    assert.equal(res.status, 401);
+    const challenge = res.headers.get('www-authenticate') ?? '';
+    assert.match(challenge, /^Bearer\b/);
+    assert.doesNotMatch(challenge, /error=/, 'RFC 6750 §3.1: no error code when the request has no credentials');
+    assert.equal(app.seen.length, n);
+  });
+
+  it('answers 401 invalid_token for a forged token', async () => {
+    const res = await fetch(`${base}/items/1`, { headers: { authorization: 'Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln' } });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+  });
+
+  it('answers 403 insufficient_scope with the challenge when the rule needs more', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-scope' });
+    const n = app.seen.length;
+    const res = await fetch(`${base}/items`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(res.status, 403);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*scope="api:write"/);
+    assert.equal(app.seen.length, n);
+  });
+
+  it('passes 429 with Retry-After through (Caddy keeps any status, unlike nginx)', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-limited' });
+    const statuses: number[] = [];
+    let retryAfter: string | null = null;
+    for (let i = 0; i < 4; i++) {
+      const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}` } });
+      statuses.push(res.status);
+      if (res.status === 429) retryAfter = res.headers.get('retry-after');
+    }
+    assert.deepEqual(statuses, [200, 200, 429, 429]);
+    assert.match(retryAfter ?? '', /^[1-9][0-9]*$/);
+  });
+
+  it('flavor confusion: original-request headers a client adds through Caddy do not change the decision', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-flavor' });
+    const n = app.seen.length;
+    const res = await fetch(`${base}/items`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${t}`,
+        'x-forwarded-uri': '/items',
+        'x-forwarded-method': 'GET',
+        'x-original-uri': '/items',
+        'x-original-method': 'GET',
+      },
+      body: '{}',
+    });
+    assert.equal(res.status, 403);
+    assert.equal(app.seen.length, n);
+    assert.equal((await checks()).at(-1)?.method, 'POST');
+  });
+
+  it('XFF spoofing: the audited client address is the one Caddy saw, not the X-Forwarded-For the client sent', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-xff' });
+    const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, 'x-forwarded-for': '203.0.113.66' } });
+    assert.equal(res.status, 200);
+    assert.equal((await checks()).at(-1)?.remote_addr, '127.0.0.1');
+  });
+
+  it("credential theft: a direct call to the forward-auth endpoint without Caddy's secret gets 403, no credential", async () => {
+    const t = await token({ scope: 'api:read' });
+    const res = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: { authorization: `Bearer ${t}`, 'x-forwarded-uri': '/items', 'x-forwarded-method': 'GET', 'x-forwarded-host': 'a' },
+    });
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get('authorization'), null);
+  });
+
+  it('refuses encoded traversal through Caddy (Tessera reads the URI as sent)', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-traversal' });
+    const n = app.seen.length;
+    const head = await rawHttp(
+      base,
+      `GET /items/%2e%2e/admin HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(head, /^HTTP\/1\.1 400/, head);
+    assert.equal(app.seen.length, n);
+  });
+});
