@@ -8,13 +8,15 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
+import pino from 'pino';
 import { initialize } from '../../src/cli/commands/init.ts';
 import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
-import { silent, startUpstream, type Upstream } from '../gateway/helpers.ts';
+import { startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -25,6 +27,13 @@ let base: string;
 let upstream: Upstream;
 let running: RunningServer;
 let agentSecret: string;
+const logLines: string[] = [];
+const logStream = new Writable({
+  write(chunk, _encoding, done) {
+    logLines.push(...chunk.toString().trim().split('\n'));
+    done();
+  },
+});
 const savedEnv = { master: process.env.TESSERA_MASTER_KEY, gw: process.env.GATEWAY_TOKEN };
 
 async function token(scope = 'api:read'): Promise<string> {
@@ -86,7 +95,7 @@ gateway:
 `,
   );
   await initialize({ config: join(dir, 'tessera.yaml') });
-  running = await startServer({ config: join(dir, 'tessera.yaml'), logger: silent });
+  running = await startServer({ config: join(dir, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
   const agent = await running.service.registerClient({
     id: 'agent',
     scopes: ['api:read'],
@@ -198,6 +207,30 @@ describe('tessera serve: token service and gateway in one process', () => {
     assert.equal(result?.ok, true);
     assert.equal((await call('/api/items', await token())).status, 200);
     assert.equal(upstream.seen.at(-1)?.headers.authorization, `Bearer ${rotated}`);
+  });
+
+  it('a reload names the token-service settings it cannot apply (restart required) and applies the rest', async () => {
+    const file = join(dir, 'tessera.yaml');
+    const saved = readFileSync(file, 'utf8');
+    try {
+      writeFileSync(file, `${saved}token_service: { access_token_ttl: 5m }\n`);
+      const n = logLines.length;
+      const result = running.gateway?.reload();
+      assert.equal(result?.ok, true);
+      const warning = logLines
+        .slice(n)
+        .map((l) => JSON.parse(l) as { event?: string; paths?: string[]; msg?: string })
+        .find((l) => l.event === 'config_restart_required');
+      assert.deepEqual(warning?.paths, ['token_service']);
+      assert.match(warning?.msg ?? '', /on restart/);
+      assert.equal((await call('/api/items', await token())).status, 200);
+    } finally {
+      writeFileSync(file, saved);
+      assert.equal(running.gateway?.reload().ok, true);
+    }
+    const m = logLines.length;
+    assert.equal(running.gateway?.reload().ok, true);
+    assert.equal(logLines.slice(m).filter((l) => l.includes('config_restart_required')).length, 0, 'nothing to warn about');
   });
 
   it('a reload that cannot read secrets.env is refused and the running configuration keeps serving', async () => {

@@ -11,6 +11,7 @@
  */
 import { createServer } from 'node:http';
 import { dirname } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import type { TesseraConfig } from '../../config/schema.ts';
@@ -110,6 +111,19 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   }
 }
 
+/**
+ * What a reload of `tessera serve` cannot apply: the token service, its store and the listener are
+ * built once at start (and the in-process exchange client with them). The gateway and verifier
+ * sections reload; these are named so a changed value is not silently ignored.
+ */
+const RESTART_ONLY = ['data_dir', 'server', 'store', 'token_service', 'gateway.exchange_client'] as const;
+
+function restartOnly(running: TesseraConfig, next: TesseraConfig): string[] {
+  const at = (c: TesseraConfig, path: string): unknown =>
+    path === 'gateway.exchange_client' ? c.gateway?.exchange_client : c[path as keyof TesseraConfig];
+  return RESTART_ONLY.filter((path) => !isDeepStrictEqual(at(running, path), at(next, path)));
+}
+
 async function withGateway(
   ctx: ServiceContext,
   handler: ReturnType<typeof createTokenServiceHandler>,
@@ -123,7 +137,17 @@ async function withGateway(
       config,
       configFile: file,
       // Reloads read the file (and secrets.env) again and resolve data_dir the way every command does.
-      load: () => loadConfig(options.config).config,
+      load: () => {
+        const next = loadConfig(options.config).config;
+        const stale = restartOnly(config, next);
+        if (stale.length > 0) {
+          served.gateway.logger.warn(
+            { event: 'config_restart_required', paths: stale },
+            `${stale.join(', ')} changed: the token service applies ${stale.length === 1 ? 'it' : 'them'} on restart; the rest of the configuration is reloaded`,
+          );
+        }
+        return next;
+      },
       host: options.host,
       port: options.port,
       signals: options.signals ?? false,
