@@ -34,19 +34,28 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** Start the demo API; `token` is the upstream credential the gateway injects. */
+/**
+ * Start the demo API; `token` is the upstream credential the gateway injects. `rotate` accepts a
+ * new one, and the one before it still (requests the gateway sent before its reload may be in
+ * flight), as an API rotating its credentials would.
+ */
 export async function startDemoUpstream(options: {
   host: string;
   port: number;
   token: string;
-}): Promise<{ url: string; server: Server; close(): Promise<void> }> {
-  const expected = digest(`Bearer ${options.token}`);
+}): Promise<{ url: string; server: Server; rotate(token: string): void; close(): Promise<void> }> {
+  let accepted = [digest(`Bearer ${options.token}`)];
+  const matches = (presented: (typeof accepted)[number]) => {
+    let ok = false;
+    for (const d of accepted) ok = timingSafeEqual(presented, d) || ok;
+    return ok;
+  };
   const server = createServer((req, res) => {
     const json = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(`${JSON.stringify(body, null, 2)}\n`);
     };
-    if (!timingSafeEqual(digest(header(req, 'authorization') ?? ''), expected)) {
+    if (!matches(digest(header(req, 'authorization') ?? ''))) {
       return json(401, { error: 'this demo API only answers requests that come through the Tessera gateway' });
     }
     const caller = {
@@ -92,6 +101,11 @@ export async function startDemoUpstream(options: {
   return {
     url: listenUrl(server),
     server,
+    rotate(token: string) {
+      const next = digest(`Bearer ${token}`);
+      const current = accepted[0] as (typeof accepted)[number];
+      if (!next.equals(current)) accepted = [next, current];
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { freePort } from '../helpers/net.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -171,6 +172,25 @@ describe('tessera start (npm start)', () => {
       assert.ok(!out.includes(gatewayToken));
       assert.doesNotMatch(out, /eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}/);
     }
+  });
+
+  it('a gateway token rotated in secrets.env applies on SIGHUP to the gateway and the demo API alike', async () => {
+    const upstream = /demo API on (http:\/\/\S+) /.exec(stdout)?.[1];
+    const rotated = `tgw_rotated_${Date.now()}_0123456789abcdefghij`;
+    writeSecretsEnv(join(dir, '.tessera', 'secrets.env'), { GATEWAY_TOKEN: rotated });
+    const reloads = () => stderr.split('configuration reloaded').length;
+    const before = reloads();
+    child.kill('SIGHUP');
+    const deadline = Date.now() + 5000;
+    while (reloads() === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(reloads() > before, `no reload logged:\n${stderr}`);
+    const r = sh(
+      `${printed(/^TOKEN=/)}\ncurl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" http://127.0.0.1:${port}/api/hello`,
+    );
+    assert.equal(r.out, '200', r.err);
+    const direct = (t: string) => sh(`curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${t}" ${upstream}/api/hello`).out;
+    assert.equal(direct(rotated), '200', 'the demo API takes the rotated gateway token');
+    assert.equal(direct(`${rotated}x`), '401');
   });
 
   it('stops cleanly on SIGTERM', async () => {

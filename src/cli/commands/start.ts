@@ -21,6 +21,8 @@ export interface Started {
   readonly demoUrl: string | undefined;
   /** The lines printed for the user (commands to try). */
   readonly instructions: string;
+  /** Reload the configuration (SIGHUP): the gateway, and the demo API's copy of the gateway token. */
+  reload(): void;
   close(): Promise<void>;
 }
 
@@ -60,11 +62,17 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     await server.close();
     await demo?.close();
   };
+  const reload = () => {
+    const result = server.gateway?.reload();
+    // The same tick as the gateway's reload: no request is sent with a token the demo refuses.
+    const token = result?.ok ? configEnv(file)[GATEWAY_TOKEN_VAR] : undefined;
+    if (token) demo?.rotate(token);
+  };
   if (options.signals) {
     const stop = () => void close().then(() => process.exit(0));
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
-    process.on('SIGHUP', () => void server.gateway?.reload());
+    process.on('SIGHUP', reload);
   }
   const secretFile = join(init.data_dir, DEMO_SECRET_FILE);
   const shown = relative(process.cwd(), secretFile);
@@ -107,7 +115,7 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     );
   }
   lines.push('Stop with Ctrl-C; reload the configuration with SIGHUP.');
-  return { server, demoUrl: demo?.url, instructions: `${lines.join('\n')}\n`, close };
+  return { server, demoUrl: demo?.url, instructions: `${lines.join('\n')}\n`, reload, close };
 }
 
 export function registerStart(program: Command): void {
