@@ -34,7 +34,6 @@ export function headerBag(req: IncomingMessage): HeaderBag {
 
 /** What the gateway decides about a connection's peer, once per connection and configuration. */
 export interface Peer {
-  readonly state: GatewayState;
   /** The peer's address, IPv4-mapped IPv6 shown as IPv4. */
   readonly address: string;
   /** In `gateway.trust_proxy`. */
@@ -43,21 +42,29 @@ export interface Peer {
   readonly forwardAuth: boolean;
 }
 
+interface KnownPeer extends Peer {
+  /** The lists it was decided against (not the whole state: an idle connection must not keep a
+   * reloaded-away configuration, its verifiers and caches alive). */
+  readonly trustedProxies: GatewayState['trustedProxies'];
+  readonly forwardAuthPeers: GatewayState['forwardAuthPeers'];
+}
+
 // A socket's peer address never changes, and keep-alive connections (a proxy's above all) carry
 // many requests: the allowlist lookups (BlockList.check, a few µs each) are done once per
-// connection. Keyed by state too, so a reload that changes the lists applies to open connections.
-const peers = new WeakMap<Socket, Peer>();
+// connection. A reload compiles new lists, so open connections are decided again against them.
+const peers = new WeakMap<Socket, KnownPeer>();
 
 /** The connection's peer, as the current state sees it. */
 export function peerOf(s: GatewayState, socket: Socket): Peer {
   const known = peers.get(socket);
-  if (known !== undefined && known.state === s) return known;
+  if (known !== undefined && known.trustedProxies === s.trustedProxies && known.forwardAuthPeers === s.forwardAuthPeers) return known;
   const raw = socket.remoteAddress;
-  const peer: Peer = {
-    state: s,
+  const peer: KnownPeer = {
     address: plainAddress(raw ?? ''),
     trustedProxy: peerAllowed(s.trustedProxies, raw),
     forwardAuth: peerAllowed(s.forwardAuthPeers, raw),
+    trustedProxies: s.trustedProxies,
+    forwardAuthPeers: s.forwardAuthPeers,
   };
   // A destroyed socket has no address: decide (deny) but do not remember.
   if (raw !== undefined) peers.set(socket, peer);
