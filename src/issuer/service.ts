@@ -15,12 +15,13 @@ import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
-import { compileScopes, isWildcard, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
+import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
 import type { GrantRecord, GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
 import { AccessTokens } from './access-tokens.ts';
-import { buildClient, type ClientInput, ClientInputError, ClientRegistry, type CompiledClient } from './clients.ts';
+import { type ClientAdminContext, registerClient, removeClient, setClientDisabled } from './client-admin.ts';
+import { type ClientInput, ClientRegistry, type CompiledClient } from './clients.ts';
 import type { AuditDraft, OAuthRequest, TokenResponse } from './context.ts';
 import { checkTokenEndpointProof } from './dpop.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
@@ -64,7 +65,13 @@ export interface TokenServiceOptions {
 }
 
 /** Every module's context at once: what {@link TokenService} hands to each of them. */
-type ServiceContext = ClientCredentialsContext & MintContext & RefreshContext & UpstreamContext & RevokeContext & IntrospectContext;
+type ServiceContext = ClientCredentialsContext &
+  MintContext &
+  RefreshContext &
+  UpstreamContext &
+  RevokeContext &
+  IntrospectContext &
+  ClientAdminContext;
 
 /**
  * The token service.
@@ -163,6 +170,7 @@ export class TokenService {
       tokens: this.#tokens,
       standing: this.#standing,
       feed: this.#feed,
+      hasher: this.#hasher,
       external: options.externalVerifier,
       externalMaxLifetime: options.externalMaxLifetime ?? 86_400,
       now,
@@ -345,41 +353,18 @@ export class TokenService {
   }
 
   /** Register a client; the secret (for secret clients) is returned once and never stored. */
-  async registerClient(input: ClientInput): Promise<{ client: CompiledClient; secret: string | undefined }> {
-    if (this.#hasher === undefined) throw new Error('registering clients needs the master key');
-    const known = this.#scopes.known;
-    if (known !== undefined) {
-      // With a catalogue, a client scope outside it is a typo until proven otherwise.
-      for (const s of input.scopes) {
-        if (!isWildcard(s) && !known.has(s) && s !== this.config.admin.scope) {
-          throw new ClientInputError(`scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`);
-        }
-      }
-    }
-    const { record, secret } = buildClient(input, { hasher: this.#hasher, maxTtl: this.config.max_access_token_ttl, now: this.#ctx.now() });
-    await this.store.createClient(record);
-    this.#ctx.emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod } });
-    return { client: this.clients.compile(record), secret };
+  registerClient(input: ClientInput): Promise<{ client: CompiledClient; secret: string | undefined }> {
+    return registerClient(this.#ctx, input);
   }
 
   /** Disable (or re-enable) a client; disabling revokes its live grants. */
-  async setClientDisabled(id: string, disabled: boolean, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {
-    const updated = await this.store.updateClient(id, { disabled }, this.#ctx.now());
-    if (updated === undefined) return undefined;
-    this.clients.invalidate(id);
-    this.#ctx.emit({ kind: 'client.updated', reason: disabled ? 'disabled' : 'enabled', client_id: id });
-    const revoked = disabled ? await this.revokeGrants({ clientId: id }, 'client_disabled', by) : [];
-    return { revoked };
+  setClientDisabled(id: string, disabled: boolean, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {
+    return setClientDisabled(this.#ctx, id, disabled, by);
   }
 
   /** Remove a client after revoking its live grants (grants stay as history). */
-  async removeClient(id: string, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {
-    if ((await this.store.getClient(id)) === undefined) return undefined;
-    const revoked = await this.revokeGrants({ clientId: id }, 'client_removed', by);
-    await this.store.deleteClient(id);
-    this.clients.invalidate(id);
-    this.#ctx.emit({ kind: 'client.removed', reason: 'ok', client_id: id });
-    return { revoked };
+  removeClient(id: string, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {
+    return removeClient(this.#ctx, id, by);
   }
 
   /**
