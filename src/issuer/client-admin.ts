@@ -1,14 +1,14 @@
 /**
- * The operator's client operations (CLI, `tessera init`): register, disable or enable, and
- * remove. Changes apply at once in this process; other processes see the store's client version
+ * The operator's client operations (CLI, `tessera init`): register, update, disable or enable,
+ * and remove. Changes apply at once in this process; other processes see the store's client version
  * change on their next sync.
  *
  * @module
  */
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { isWildcard, type ScopeModel } from '../core/scopes.ts';
-import type { RevokedGrant, Store } from '../store/contract.ts';
-import { buildClient, type ClientInput, ClientInputError, type ClientRegistry, type CompiledClient } from './clients.ts';
+import type { ClientPatch, ClientRecord, RevokedGrant, Store } from '../store/contract.ts';
+import { buildClient, type ClientInput, ClientInputError, type ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { type RevokeContext, revokeGrants } from './revoke.ts';
 import type { SecretHasher } from './secrets.ts';
 
@@ -39,6 +39,35 @@ export async function registerClient(
   await ctx.store.createClient(record);
   ctx.emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod } });
   return { client: ctx.clients.compile(record), secret };
+}
+
+/**
+ * Apply `update` to a client. Only fields whose value differs are written; a change is audited as
+ * `client.updated` (reason `updated`) with the new values. Grants and tokens already issued are
+ * left as they are.
+ */
+export async function updateClient(
+  ctx: ClientAdminContext,
+  id: string,
+  update: ClientUpdate,
+  by?: string,
+): Promise<{ client: ClientRecord; changed: string[] } | undefined> {
+  const current = await ctx.store.getClient(id);
+  if (current === undefined) return undefined;
+  const patch: { -readonly [K in keyof ClientPatch]: ClientPatch[K] } = {};
+  const detail: Record<string, boolean | string> = {};
+  if (update.retargetAudiences !== undefined && update.retargetAudiences !== current.exchangeRetargetAudiences) {
+    patch.exchangeRetargetAudiences = update.retargetAudiences;
+    detail.exchange_retarget_audiences = update.retargetAudiences;
+  }
+  const changed = Object.keys(detail);
+  if (changed.length === 0) return { client: current, changed };
+  const client = await ctx.store.updateClient(id, patch, ctx.now());
+  // Removed between the read and the write.
+  if (client === undefined) return undefined;
+  ctx.clients.invalidate(id);
+  ctx.emit({ kind: 'client.updated', reason: 'updated', client_id: id, detail: { ...detail, ...(by !== undefined ? { by } : {}) } });
+  return { client, changed };
 }
 
 export async function setClientDisabled(

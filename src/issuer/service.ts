@@ -18,10 +18,10 @@ import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
-import type { GrantRecord, GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
+import type { ClientRecord, GrantRecord, GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
 import { AccessTokens } from './access-tokens.ts';
-import { type ClientAdminContext, registerClient, removeClient, setClientDisabled } from './client-admin.ts';
-import { type ClientInput, ClientRegistry, type CompiledClient } from './clients.ts';
+import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
+import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import type { AuditDraft, OAuthRequest, TokenResponse } from './context.ts';
 import { checkTokenEndpointProof } from './dpop.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
@@ -355,6 +355,24 @@ export class TokenService {
   /** Register a client; the secret (for secret clients) is returned once and never stored. */
   registerClient(input: ClientInput): Promise<{ client: CompiledClient; secret: string | undefined }> {
     return registerClient(this.#ctx, input);
+  }
+
+  /**
+   * Change a registered client: today whether token exchange may re-target audiences. Applies at
+   * once in this process, and in running servers on their next sync (`sync_interval`); affects new
+   * requests only, not grants and tokens already issued. A change is audited as `client.updated`.
+   *
+   * @example
+   * ```ts
+   * const r = await service.updateClient('broker', { retargetAudiences: true }, 'cli');
+   * if (r === undefined) console.error('no such client');
+   * else console.log(r.changed); // ['exchange_retarget_audiences'], or [] when it already was
+   * ```
+   * @returns the client as stored and the names of the fields changed, or `undefined` when there is
+   *   no such client.
+   */
+  updateClient(id: string, update: ClientUpdate, by?: string): Promise<{ client: ClientRecord; changed: string[] } | undefined> {
+    return updateClient(this.#ctx, id, update, by);
   }
 
   /** Disable (or re-enable) a client; disabling revokes its live grants. */
