@@ -35,7 +35,7 @@ export {
   type TokenServiceConfig,
 } from './config/token-service-schema.ts';
 export { isOAuthError, OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode, type OAuthErrorValue } from './core/oauth-errors.ts';
-export { type ClientInput, ClientInputError, type CompiledClient } from './issuer/clients.ts';
+export { type ClientInput, ClientInputError, type ClientUpdate, type CompiledClient } from './issuer/clients.ts';
 export { KeyManager, type KeyState, type KeyStatus } from './issuer/keys.ts';
 export { generateMasterKey, type MasterKey, MasterKeyError, parseMasterKey } from './issuer/secrets.ts';
 export {

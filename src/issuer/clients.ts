@@ -40,6 +40,12 @@ export interface ClientInput {
   readonly retargetAudiences?: boolean;
 }
 
+/** What an operator may change on a registered client (`tessera clients update`). */
+export interface ClientUpdate {
+  /** Token exchange may issue tokens for audiences outside the subject token's (see {@link ClientInput.retargetAudiences}). */
+  readonly retargetAudiences?: boolean;
+}
+
 /** A registration refused, with the reason (never a secret). */
 export class ClientInputError extends Error {
   override readonly name = 'ClientInputError';

@@ -49,7 +49,10 @@ export interface ClientRecord {
 
 /** Fields of a client that may change after registration. */
 export type ClientPatch = Partial<
-  Pick<ClientRecord, 'disabled' | 'secretHash' | 'scopes' | 'audiences' | 'grantTypes' | 'accessTokenTtl' | 'jwks' | 'jwksUri'>
+  Pick<
+    ClientRecord,
+    'disabled' | 'secretHash' | 'scopes' | 'audiences' | 'grantTypes' | 'accessTokenTtl' | 'exchangeRetargetAudiences' | 'jwks' | 'jwksUri'
+  >
 >;
 
 /**

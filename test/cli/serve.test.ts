@@ -2,14 +2,17 @@
  * `tessera serve` with a gateway section: the token service and the gateway on one listener, as
  * one process. What only sharing the process gives: a revocation made at the token service is
  * enforced by the gateway on the very next request and ends open streams; `credential: exchange`
- * mints upstream tokens in-process; a rotated gateway token in secrets.env applies on reload.
+ * mints upstream tokens in-process; a rotated gateway token in secrets.env applies on reload; a
+ * client changed by the `tessera` command in another process applies on the next sync.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import pino from 'pino';
 import { initialize } from '../../src/cli/commands/init.ts';
@@ -246,5 +249,47 @@ describe('tessera serve: token service and gateway in one process', () => {
       rmSync(file, { recursive: true });
       writeFileSync(file, saved, { mode: 0o600 });
     }
+  });
+
+  it('a client updated by `tessera clients update` in another process applies on the next sync', async () => {
+    const other = 'https://other.internal';
+    const { secret } = await running.service.registerClient({
+      id: 'switcher',
+      scopes: ['api:read'],
+      audiences: [`${base}/api`, other],
+      grantTypes: ['client_credentials', TOKEN_EXCHANGE],
+    });
+    const post = (form: Record<string, string>) =>
+      fetch(`${base}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: basic('switcher', secret as string), 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(form),
+      });
+    const own = ((await (await post({ grant_type: 'client_credentials', audience: `${base}/api` })).json()) as { access_token: string })
+      .access_token;
+    const retarget = async () => {
+      const res = await post({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: own,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        audience: other,
+      });
+      return { status: res.status, error: ((await res.json()) as { error?: string }).error };
+    };
+    assert.deepEqual(await retarget(), { status: 400, error: 'invalid_target' });
+    const cli = (...args: string[]) =>
+      promisify(execFile)(process.execPath, [new URL('../../src/cli/main.ts', import.meta.url).pathname, ...args], { cwd: dir });
+    // token_service.sync_interval is 1 s by default; allow a few.
+    const until = async (status: number) => {
+      const deadline = Date.now() + 5000;
+      while ((await retarget()).status !== status) {
+        if (Date.now() > deadline) assert.fail(`no ${status} within 5 s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    assert.match((await cli('clients', 'update', 'switcher', '--allow-retarget')).stdout, /^client switcher updated/);
+    await until(200);
+    assert.match((await cli('clients', 'update', 'switcher', '--no-allow-retarget')).stdout, /^client switcher updated/);
+    await until(400);
   });
 });

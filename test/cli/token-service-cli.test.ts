@@ -103,6 +103,52 @@ describe('clients', () => {
     );
   });
 
+  it('changes re-targeting after registration with clients update, both ways, auditing each change', () => {
+    const off = json('clients', 'update', 'retargeter', '--no-allow-retarget');
+    assert.equal(off.exchange_retarget_audiences, false);
+    assert.deepEqual(off.changed, ['exchange_retarget_audiences']);
+    assert.equal((json('clients', 'show', 'retargeter') as Record<string, unknown>).exchange_retarget_audiences, false);
+    const again = tessera('clients', 'update', 'retargeter', '--no-allow-retarget');
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, 'client retargeter unchanged: exchange_retarget_audiences=false already\n');
+    const on = tessera('clients', 'update', 'retargeter', '--allow-retarget');
+    assert.equal(on.code, 0, on.stderr);
+    assert.equal(on.stdout, 'client retargeter updated: exchange_retarget_audiences=true\n');
+    assert.equal((json('clients', 'show', 'retargeter') as Record<string, unknown>).exchange_retarget_audiences, true);
+    const updates = (
+      json('audit', 'query', '--client', 'retargeter') as unknown as { kind: string; reason: string; detail?: unknown }[]
+    ).filter((e) => e.kind === 'client.updated');
+    assert.deepEqual(
+      updates.map((e) => [e.reason, e.detail]),
+      [
+        ['updated', { exchange_retarget_audiences: false, by: 'cli' }],
+        ['updated', { exchange_retarget_audiences: true, by: 'cli' }],
+      ],
+      'one event per change, none for the no-op',
+    );
+  });
+
+  it('refuses clients update with one line and exit 1: unknown client, both flags, no flag', () => {
+    for (const [args, message] of [
+      [['clients', 'update', 'nobody', '--allow-retarget'], 'no client "nobody"'],
+      [
+        ['clients', 'update', 'retargeter', '--allow-retarget', '--no-allow-retarget'],
+        'give --allow-retarget or --no-allow-retarget, not both',
+      ],
+      [
+        ['clients', 'update', 'retargeter', '--no-allow-retarget', '--allow-retarget'],
+        'give --allow-retarget or --no-allow-retarget, not both',
+      ],
+      [['clients', 'update', 'retargeter'], 'nothing to update: give --allow-retarget or --no-allow-retarget'],
+    ] as const) {
+      const r = tessera(...args);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.stderr, `tessera: ${message}\n`);
+      assert.equal(r.stdout, '');
+    }
+    assert.equal((json('clients', 'show', 'retargeter') as Record<string, unknown>).exchange_retarget_audiences, true, 'left as it was');
+  });
+
   it('registers a private_key_jwt client from a JWKS file, without a secret', () => {
     const jwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
     writeFileSync(join(dir, 'wk.json'), JSON.stringify({ keys: [{ ...jwk, kid: 'wk' }] }));

@@ -8,6 +8,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
+import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { claims, makeKey, sign } from '../helpers/tokens.ts';
@@ -361,5 +362,83 @@ describe('who may exchange what (RFC 8693 §2.2.2: unacceptable tokens are inval
       'invalid_request',
     );
     await ok(await exchange('broker', { subject_token: await userToken({ aud: 'https://agents.test' }), audience: 'https://api.test' }));
+  });
+});
+
+describe('re-targeting changed after registration (tessera clients update)', () => {
+  const retarget = (client: string) => async () => {
+    const own = await ccToken(client, { audience: 'https://api.test' });
+    return exchange(client, { subject_token: own, audience: 'https://other.test' });
+  };
+  const register = async (id: string) => {
+    clients[id] = await issuer.addClient({
+      id,
+      scopes: ['api:read'],
+      audiences: ['https://api.test', 'https://other.test'],
+      grantTypes: ['client_credentials', EXCHANGE],
+    });
+  };
+
+  it('refuses re-targeting before the update, allows it after, and refuses it again once turned off', async () => {
+    await register('switcher');
+    const attempt = retarget('switcher');
+    await expectError(await attempt(), 400, 'invalid_target');
+
+    const on = await issuer.service.updateClient('switcher', { retargetAudiences: true }, 'test');
+    assert.deepEqual(on?.changed, ['exchange_retarget_audiences']);
+    assert.equal(on?.client.exchangeRetargetAudiences, true);
+    assert.equal(decodeJwt((await ok(await attempt())).access_token).aud, 'https://other.test');
+
+    assert.deepEqual((await issuer.service.updateClient('switcher', { retargetAudiences: true }))?.changed, [], 'already on: no change');
+    assert.deepEqual((await issuer.service.updateClient('switcher', { retargetAudiences: false }))?.changed, [
+      'exchange_retarget_audiences',
+    ]);
+    await expectError(await attempt(), 400, 'invalid_target');
+
+    await issuer.service.audit.flush();
+    const updates = (await issuer.store.queryAudit({ client_id: 'switcher', limit: 100 })).filter((e) => e.kind === 'client.updated');
+    assert.deepEqual(
+      updates.map((e) => [e.reason, e.detail]),
+      [
+        ['updated', { exchange_retarget_audiences: true, by: 'test' }],
+        ['updated', { exchange_retarget_audiences: false }],
+      ],
+      'one audit event per actual change, none for the no-op',
+    );
+  });
+
+  it('reaches a running server from another process (the CLI) on its next sync, both ways', async () => {
+    await register('remote');
+    const attempt = retarget('remote');
+    await expectError(await attempt(), 400, 'invalid_target');
+    // Another process: its own store connection and token service, without the master key, as the CLI runs.
+    const fromCli = async (allow: boolean) => {
+      const store = SqliteStore.open({ path: join(issuer.dir, 'tessera.db') });
+      const cli = createTokenServiceFromConfig(issuer.config, { store, master: undefined });
+      const r = await cli.updateClient('remote', { retargetAudiences: allow }, 'cli');
+      await cli.close();
+      await store.close();
+      return r;
+    };
+    assert.deepEqual((await fromCli(true))?.changed, ['exchange_retarget_audiences']);
+    await issuer.service.sync();
+    assert.equal(decodeJwt((await ok(await attempt())).access_token).aud, 'https://other.test');
+    assert.deepEqual((await fromCli(false))?.changed, ['exchange_retarget_audiences']);
+    await issuer.service.sync();
+    await expectError(await attempt(), 400, 'invalid_target');
+    const updates = (await issuer.store.queryAudit({ client_id: 'remote', limit: 100 })).filter((e) => e.kind === 'client.updated');
+    assert.deepEqual(
+      updates.map((e) => e.detail),
+      [
+        { exchange_retarget_audiences: true, by: 'cli' },
+        { exchange_retarget_audiences: false, by: 'cli' },
+      ],
+    );
+  });
+
+  it('answers undefined for an unknown client and writes nothing', async () => {
+    const v = (await issuer.store.versions()).clients;
+    assert.equal(await issuer.service.updateClient('nobody', { retargetAudiences: true }), undefined);
+    assert.equal((await issuer.store.versions()).clients, v);
   });
 });

@@ -124,6 +124,22 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal((await store.getClient(d.id))?.exchangeRetargetAudiences, false);
       });
 
+      it('updates the token-exchange re-targeting flag both ways, leaving the rest alone, and bumps the clients version', async () => {
+        const c = clientRecord({ scopes: ['a'], disabled: true });
+        await store.createClient(c);
+        const v0 = (await store.versions()).clients;
+        const on = await store.updateClient(c.id, { exchangeRetargetAudiences: true }, clock.now() + 7);
+        assert.deepEqual(on, { ...c, exchangeRetargetAudiences: true, updatedAt: clock.now() + 7 });
+        assert.deepEqual(await store.getClient(c.id), on);
+        const v1 = (await store.versions()).clients;
+        assert.ok(v1 > v0);
+        const off = await store.updateClient(c.id, { exchangeRetargetAudiences: false }, clock.now() + 8);
+        assert.equal(off?.exchangeRetargetAudiences, false);
+        assert.equal((await store.getClient(c.id))?.exchangeRetargetAudiences, false);
+        assert.ok((await store.versions()).clients > v1);
+        assert.equal(await store.updateClient('nope', { exchangeRetargetAudiences: true }, clock.now()), undefined);
+      });
+
       it('refuses a duplicate client id with StoreConflictError', async () => {
         const c = clientRecord();
         await store.createClient(c);

@@ -280,6 +280,7 @@ export class PostgresStore implements Store {
       audiences: ['audiences', (v: readonly string[]) => json(v)],
       grantTypes: ['grant_types', (v: readonly string[]) => json(v)],
       accessTokenTtl: ['access_token_ttl', (v: number | null) => v],
+      exchangeRetargetAudiences: ['exchange_retarget_audiences', (v: boolean) => v],
       jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
       jwksUri: ['jwks_uri', (v: string | null) => v],
     };

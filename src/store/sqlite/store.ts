@@ -257,6 +257,7 @@ export class SqliteStore implements Store {
       audiences: ['audiences', (v: readonly string[]) => json(v)],
       grantTypes: ['grant_types', (v: readonly string[]) => json(v)],
       accessTokenTtl: ['access_token_ttl', (v: number | null) => v],
+      exchangeRetargetAudiences: ['exchange_retarget_audiences', (v: boolean) => (v ? 1 : 0)],
       jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
       jwksUri: ['jwks_uri', (v: string | null) => v],
     };

@@ -1,0 +1,151 @@
+/**
+ * This issuer's own access tokens: signing RFC 9068 JWTs with the active key, and checking a token
+ * presented back to the service (as a subject or actor token, for revocation, introspection or the
+ * admin API), with a cache of tokens already checked.
+ *
+ * @module
+ */
+import { Buffer } from 'node:buffer';
+import { randomUUID } from 'node:crypto';
+import { ASYMMETRIC_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
+import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
+import type { JsonObject } from '../core/jose/json.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import { BoundedMap } from '../core/verify/bounded-map.ts';
+import type { RevocationList } from '../core/verify/revocation.ts';
+import type { KeyManager } from './keys.ts';
+import { sha256 } from './secrets.ts';
+
+const MAX_TOKEN_SIZE = 8192;
+
+/** A token this service issued, after its signature and type were checked. */
+export interface OwnToken {
+  readonly kid: string;
+  readonly alg: JwsAlgorithm;
+  readonly claims: JsonObject;
+  readonly subject: string;
+  readonly clientId: string;
+  readonly jti: string;
+  readonly exp: number;
+  readonly iat: number;
+  readonly grantId: string;
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  readonly act: JsonObject | null;
+  /** RFC 9449 `cnf.jkt`, when the token is sender-constrained. */
+  readonly jkt: string | undefined;
+}
+
+/** What an access token is signed for. */
+export interface AccessTokenSpec {
+  readonly client: { readonly id: string };
+  readonly subject: string;
+  readonly audiences: readonly string[];
+  readonly scopes: readonly string[];
+  readonly act: JsonObject | null;
+  readonly grantId: string;
+  readonly now: number;
+  readonly exp: number;
+  readonly jkt?: string | undefined;
+}
+
+export class AccessTokens {
+  readonly #issuer: string;
+  readonly #keys: KeyManager;
+  readonly #revocations: RevocationList;
+  readonly #own = new BoundedMap<string, OwnToken>(10_000);
+
+  constructor(issuer: string, keys: KeyManager, revocations: RevocationList) {
+    this.#issuer = issuer;
+    this.#keys = keys;
+    this.#revocations = revocations;
+  }
+
+  /** Sign an RFC 9068 access token. */
+  sign(spec: AccessTokenSpec): { token: string; jti: string } {
+    const signer = this.#keys.signer(spec.now);
+    if (signer === undefined) throw new OAuthError('signing_key_unavailable');
+    const jti = randomUUID();
+    const claims: Record<string, unknown> = {
+      iss: this.#issuer,
+      sub: spec.subject,
+      aud: spec.audiences.length === 1 ? spec.audiences[0] : spec.audiences,
+      exp: spec.exp,
+      iat: spec.now,
+      jti,
+      client_id: spec.client.id,
+    };
+    if (spec.scopes.length > 0) claims.scope = spec.scopes.join(' ');
+    if (spec.act !== null) claims.act = spec.act;
+    claims.grant_id = spec.grantId;
+    if (spec.jkt !== undefined) claims.cnf = { jkt: spec.jkt };
+    return { token: signer.sign(JSON.stringify(claims)), jti };
+  }
+
+  /**
+   * Check a token this service issued: size, compact form, header (`typ` at+jwt, a published key,
+   * no key references), signature, issuer and claim types. Expiry and revocation are checked by
+   * the caller, because revocation and introspection treat them differently.
+   */
+  verify(token: string): OwnToken | undefined {
+    if (token.length > MAX_TOKEN_SIZE) return undefined;
+    const hash = sha256(token);
+    const hit = this.#own.get(hash);
+    // A cached token is still re-checked against the key set: its key may have been unpublished.
+    if (hit !== undefined) return typeof this.#keys.lookup(hit.kid, hit.alg) === 'string' ? undefined : hit;
+    const split = splitCompact(token);
+    if (!split) return undefined;
+    const header = decodeJsonSegment(token.slice(0, split.dot1));
+    if (!header || header.typ !== 'at+jwt' || header.crit !== undefined) return undefined;
+    if (KEY_REFERENCE_HEADERS.some((h) => header[h] !== undefined)) return undefined;
+    const { alg, kid } = header;
+    if (typeof kid !== 'string' || typeof alg !== 'string' || !ASYMMETRIC_ALGORITHMS.includes(alg as JwsAlgorithm)) return undefined;
+    const key = this.#keys.lookup(kid, alg as JwsAlgorithm);
+    if (typeof key === 'string') return undefined;
+    const check = key.checks.get(alg as JwsAlgorithm);
+    if (!check?.(Buffer.from(token.slice(0, split.dot2), 'latin1'), Buffer.from(token.slice(split.dot2 + 1), 'base64url'))) {
+      return undefined;
+    }
+    const claims = decodeJsonSegment(token.slice(split.dot1 + 1, split.dot2));
+    if (!claims || claims.iss !== this.#issuer) return undefined;
+    const { sub, client_id, jti, exp, iat, grant_id, scope, aud, act } = claims;
+    if (typeof sub !== 'string' || typeof client_id !== 'string' || typeof jti !== 'string' || typeof grant_id !== 'string')
+      return undefined;
+    if (typeof exp !== 'number' || typeof iat !== 'number') return undefined;
+    if (scope !== undefined && typeof scope !== 'string') return undefined;
+    const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? aud : undefined;
+    if (audiences === undefined) return undefined;
+    if (act !== undefined && (typeof act !== 'object' || act === null || Array.isArray(act))) return undefined;
+    const cnf = claims.cnf as JsonObject | undefined;
+    if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof cnf.jkt !== 'string')) return undefined;
+    const own: OwnToken = {
+      kid,
+      alg: alg as JwsAlgorithm,
+      claims,
+      subject: sub,
+      clientId: client_id,
+      jti,
+      exp,
+      iat,
+      grantId: grant_id,
+      scopes: scope === undefined || scope === '' ? [] : scope.split(' '),
+      audiences,
+      act: (act as JsonObject | undefined) ?? null,
+      jkt: cnf?.jkt as string | undefined,
+    };
+    this.#own.set(hash, own);
+    return own;
+  }
+
+  isRevoked(t: OwnToken): boolean {
+    return this.#revocations.isRevoked({
+      issuer: this.#issuer,
+      subject: t.subject,
+      clientId: t.clientId,
+      delegationId: t.grantId,
+      tokenId: t.jti,
+      issuedAt: t.iat,
+      expiresAt: t.exp,
+    });
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The operator's client operations (CLI, `tessera init`): register, update, disable or enable,
+ * and remove. Changes apply at once in this process; other processes see the store's client version
+ * change on their next sync.
+ *
+ * @module
+ */
+import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { isWildcard, type ScopeModel } from '../core/scopes.ts';
+import type { ClientPatch, ClientRecord, RevokedGrant, Store } from '../store/contract.ts';
+import { buildClient, type ClientInput, ClientInputError, type ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
+import { type RevokeContext, revokeGrants } from './revoke.ts';
+import type { SecretHasher } from './secrets.ts';
+
+export interface ClientAdminContext extends RevokeContext {
+  readonly config: Pick<ResolvedTokenServiceConfig, 'admin' | 'max_access_token_ttl'>;
+  readonly store: Pick<Store, 'createClient' | 'getClient' | 'updateClient' | 'deleteClient'> & RevokeContext['store'];
+  readonly clients: Pick<ClientRegistry, 'compile' | 'invalidate'> & RevokeContext['clients'];
+  readonly scopes: ScopeModel;
+  /** Absent without the master key: registering a client then fails. */
+  readonly hasher: SecretHasher | undefined;
+}
+
+export async function registerClient(
+  ctx: ClientAdminContext,
+  input: ClientInput,
+): Promise<{ client: CompiledClient; secret: string | undefined }> {
+  if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
+  const known = ctx.scopes.known;
+  if (known !== undefined) {
+    // With a catalogue, a client scope outside it is a typo until proven otherwise.
+    for (const s of input.scopes) {
+      if (!isWildcard(s) && !known.has(s) && s !== ctx.config.admin.scope) {
+        throw new ClientInputError(`scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`);
+      }
+    }
+  }
+  const { record, secret } = buildClient(input, { hasher: ctx.hasher, maxTtl: ctx.config.max_access_token_ttl, now: ctx.now() });
+  await ctx.store.createClient(record);
+  ctx.emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod } });
+  return { client: ctx.clients.compile(record), secret };
+}
+
+/**
+ * Apply `update` to a client. Only fields whose value differs are written; a change is audited as
+ * `client.updated` (reason `updated`) with the new values. Grants and tokens already issued are
+ * left as they are.
+ */
+export async function updateClient(
+  ctx: ClientAdminContext,
+  id: string,
+  update: ClientUpdate,
+  by?: string,
+): Promise<{ client: ClientRecord; changed: string[] } | undefined> {
+  const current = await ctx.store.getClient(id);
+  if (current === undefined) return undefined;
+  const patch: { -readonly [K in keyof ClientPatch]: ClientPatch[K] } = {};
+  const detail: Record<string, boolean | string> = {};
+  if (update.retargetAudiences !== undefined && update.retargetAudiences !== current.exchangeRetargetAudiences) {
+    patch.exchangeRetargetAudiences = update.retargetAudiences;
+    detail.exchange_retarget_audiences = update.retargetAudiences;
+  }
+  const changed = Object.keys(detail);
+  if (changed.length === 0) return { client: current, changed };
+  const client = await ctx.store.updateClient(id, patch, ctx.now());
+  // Removed between the read and the write.
+  if (client === undefined) return undefined;
+  ctx.clients.invalidate(id);
+  ctx.emit({ kind: 'client.updated', reason: 'updated', client_id: id, detail: { ...detail, ...(by !== undefined ? { by } : {}) } });
+  return { client, changed };
+}
+
+export async function setClientDisabled(
+  ctx: ClientAdminContext,
+  id: string,
+  disabled: boolean,
+  by?: string,
+): Promise<{ revoked: RevokedGrant[] } | undefined> {
+  const updated = await ctx.store.updateClient(id, { disabled }, ctx.now());
+  if (updated === undefined) return undefined;
+  ctx.clients.invalidate(id);
+  ctx.emit({ kind: 'client.updated', reason: disabled ? 'disabled' : 'enabled', client_id: id });
+  const revoked = disabled ? await revokeGrants(ctx, { clientId: id }, 'client_disabled', by) : [];
+  return { revoked };
+}
+
+export async function removeClient(ctx: ClientAdminContext, id: string, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {
+  if ((await ctx.store.getClient(id)) === undefined) return undefined;
+  const revoked = await revokeGrants(ctx, { clientId: id }, 'client_removed', by);
+  await ctx.store.deleteClient(id);
+  ctx.clients.invalidate(id);
+  ctx.emit({ kind: 'client.removed', reason: 'ok', client_id: id });
+  return { revoked };
+}

@@ -1,0 +1,80 @@
+/**
+ * What the token service's modules share: the request and response shapes of the endpoints, the
+ * clock-and-audit interface every module is handed, and small helpers of the grant types.
+ *
+ * Each module declares the narrow context it needs (`RefreshContext`, `RevokeContext`...);
+ * `TokenService` builds one object, once, that satisfies all of them.
+ *
+ * @module
+ */
+import type { AuditEvent } from '../audit/event.ts';
+import { uuidv7 } from '../audit/id.ts';
+import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import type { JsonObject } from '../core/jose/json.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import type { CompiledClient } from './clients.ts';
+
+/** A token-service request, as the HTTP adapter (or a test) hands it over. */
+export interface OAuthRequest {
+  /** The form body (`application/x-www-form-urlencoded`). */
+  readonly params: URLSearchParams;
+  readonly authorization: string | undefined;
+  /** Absolute URL of the endpoint called. */
+  readonly endpointUrl: string;
+  readonly requestId?: string | undefined;
+  readonly remoteAddr?: string | undefined;
+  /** The `DPoP` header (RFC 9449), when the client asks for a sender-constrained token. */
+  readonly dpop?: string | undefined;
+}
+
+/** A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1). */
+export interface TokenResponse {
+  readonly access_token: string;
+  /** `DPoP` when the token is bound to the proof key (`cnf.jkt`). */
+  readonly token_type: 'Bearer' | 'DPoP';
+  readonly expires_in: number;
+  readonly scope?: string;
+  readonly refresh_token?: string;
+  readonly issued_token_type?: string;
+}
+
+/** An audit event before the service stamps its id, time, issuer and (default `allow`) decision. */
+export type AuditDraft = Omit<AuditEvent, 'id' | 'time' | 'decision'> & { decision?: AuditEvent['decision'] };
+
+/** The clock and the audit trail: what every module of the service is given. */
+export interface BaseContext {
+  /** Epoch seconds. */
+  now(): number;
+  emit(event: AuditDraft): void;
+}
+
+/** Leeway added to revocation-entry lifetimes, seconds. */
+export const SKEW = 60;
+
+/** Grant ids are time-ordered, so the store's index inserts append instead of scattering. */
+export function newGrantId(): string {
+  return `g_${uuidv7()}`;
+}
+
+/** The actor chain of an `act` claim, current actor first. */
+export function chainOf(act: unknown): string[] {
+  const chain: string[] = [];
+  let cur = act as JsonObject | undefined;
+  while (cur && typeof cur === 'object' && chain.length < 64) {
+    chain.push(String(cur.sub));
+    cur = cur.act as JsonObject | undefined;
+  }
+  return chain;
+}
+
+/** The client's access-token lifetime: its own, else the default, never above the maximum. */
+export function accessTokenTtl(
+  config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl'>,
+  client: CompiledClient,
+): number {
+  return Math.min(client.record.accessTokenTtl ?? config.access_token_ttl, config.max_access_token_ttl);
+}
+
+export function requireGrantType(client: CompiledClient, grantType: string): void {
+  if (!client.grantTypes.has(grantType)) throw new OAuthError('grant_type_not_allowed');
+}

@@ -1,0 +1,305 @@
+/**
+ * Token exchange (RFC 8693): a narrowed slice of a subject's authority delegated to the
+ * authenticated client, with the prior actor chain nested under the new actor and a child grant
+ * recorded. Also the gateway's in-process exchange ({@link issueForUpstream}).
+ *
+ * @module
+ */
+import type { ResolvedTokenServiceConfig } from '../../config/token-service-schema.ts';
+import type { JsonObject } from '../../core/jose/json.ts';
+import { OAuthError, type OAuthErrorCode } from '../../core/oauth-errors.ts';
+import type { UpstreamTokenIssuer } from '../../core/ports.ts';
+import type { ScopeModel } from '../../core/scopes.ts';
+import type { Principal } from '../../core/verify/principal.ts';
+import type { VerifyResult } from '../../core/verify/verifier.ts';
+import type { GrantKind, Store } from '../../store/contract.ts';
+import type { AccessTokens } from '../access-tokens.ts';
+import type { ClientRegistry, CompiledClient } from '../clients.ts';
+import {
+  accessTokenTtl,
+  type BaseContext,
+  chainOf,
+  newGrantId,
+  type OAuthRequest,
+  requireGrantType,
+  type TokenResponse,
+} from '../context.ts';
+import { covers, narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import { REFRESH_TOKEN_PREFIX, randomSecret, sha256 } from '../secrets.ts';
+
+export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const SUBJECT_TOKEN_TYPES = new Set([ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE]);
+
+export interface ExchangeContext extends BaseContext {
+  readonly issuer: string;
+  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'max_chain_depth'>;
+  readonly store: Pick<Store, 'createGrant' | 'createRefreshToken'>;
+  readonly scopes: ScopeModel;
+  readonly tokens: Pick<AccessTokens, 'sign' | 'verify' | 'isRevoked'>;
+  /** Validates subject and actor tokens from trusted external issuers. */
+  readonly external: { verifyToken(token: string): Promise<VerifyResult> } | undefined;
+}
+
+/** The facts about a subject (or actor) token that delegation decides on. */
+interface Party {
+  readonly issuer: string;
+  readonly subject: string;
+  readonly scopes: readonly string[];
+  /** Epoch seconds; no token derived from it outlives this. */
+  readonly exp: number;
+  readonly act: JsonObject | null;
+  /** The grant the token belongs to, when this service issued it. */
+  readonly grantId: string | null;
+  readonly mayAct: unknown;
+  /** The subject token's `cnf.jkt`: the exchange must prove possession of that key. */
+  readonly jkt: string | undefined;
+  /** The client the token was issued to (`client_id`), when it names one. */
+  readonly clientId: string | undefined;
+  /** The token's audiences when this service issued it; `undefined` for an external token. */
+  readonly ownAudiences: readonly string[] | undefined;
+}
+
+/** A verified principal (external token, or the gateway's caller) as a delegating party. */
+function partyFromPrincipal(principal: Principal, grantId: string | null, expCap = Number.POSITIVE_INFINITY): Party {
+  return {
+    issuer: principal.issuer,
+    subject: principal.subject as string,
+    scopes: principal.scopes,
+    exp: Math.min(principal.expiresAt, expCap),
+    act: (principal.claims.act as JsonObject | undefined) ?? null,
+    grantId,
+    mayAct: principal.claims.may_act,
+    jkt: principal.confirmation?.jkt,
+    clientId: principal.clientId,
+    ownAudiences: undefined,
+  };
+}
+
+/** Validate a subject or actor token: this issuer's own, or a trusted external issuer's. */
+async function party(ctx: ExchangeContext, token: string, type: string, role: 'subject' | 'actor'): Promise<Party> {
+  const invalid: OAuthErrorCode = role === 'subject' ? 'subject_token_invalid' : 'actor_token_invalid';
+  if (!SUBJECT_TOKEN_TYPES.has(type)) throw new OAuthError('token_type_unsupported');
+  const now = ctx.now();
+  const own = ctx.tokens.verify(token);
+  if (own !== undefined) {
+    if (own.exp <= now || ctx.tokens.isRevoked(own)) throw new OAuthError(invalid);
+    return {
+      issuer: ctx.issuer,
+      subject: own.subject,
+      scopes: own.scopes,
+      exp: own.exp,
+      act: own.act,
+      grantId: own.grantId,
+      mayAct: own.claims.may_act,
+      jkt: own.jkt,
+      clientId: own.clientId,
+      ownAudiences: own.audiences,
+    };
+  }
+  if (ctx.external === undefined) throw new OAuthError(invalid);
+  const result = await ctx.external.verifyToken(token);
+  if (!result.ok || result.principal.subject === undefined || result.principal.issuer === ctx.issuer) throw new OAuthError(invalid);
+  return partyFromPrincipal(result.principal, null);
+}
+
+/** An RFC 8693 token-exchange request of an authenticated (or operator-designated) client. */
+export async function exchange(
+  ctx: ExchangeContext,
+  client: CompiledClient,
+  req: OAuthRequest,
+  jkt: string | undefined,
+): Promise<TokenResponse> {
+  requireGrantType(client, TOKEN_EXCHANGE);
+  const p = req.params;
+  const requestedType = param(p, 'requested_token_type');
+  if (requestedType !== undefined && !SUBJECT_TOKEN_TYPES.has(requestedType)) throw new OAuthError('token_type_unsupported');
+  const subject = await party(ctx, required(p, 'subject_token'), required(p, 'subject_token_type'), 'subject');
+  // A sender-constrained subject token is only usable by the holder of its key (RFC 9449 §1).
+  if (subject.jkt !== undefined && subject.jkt !== jkt) throw new OAuthError('subject_token_invalid');
+  // One of this service's tokens is only exchanged by a party it was meant for: the client it was
+  // issued to, a client among its audiences, or the client its may_act names. Holding someone
+  // else's token is not enough (RFC 8693 §2.2.2: an unacceptable subject token is invalid_request).
+  // External (IdP) tokens were already checked against the verifier's configured audiences.
+  if (subject.ownAudiences !== undefined && subject.clientId !== client.id && !subject.ownAudiences.includes(client.id)) {
+    const m = subject.mayAct as JsonObject | undefined;
+    const named = typeof m === 'object' && m !== null && m.sub === client.id && (m.iss === undefined || m.iss === ctx.issuer);
+    if (!named) throw new OAuthError('subject_token_not_permitted');
+  }
+  const actorToken = param(p, 'actor_token');
+  const actorType = param(p, 'actor_token_type');
+  // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
+  if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
+  let actor: { readonly issuer: string; readonly subject: string } = { issuer: ctx.issuer, subject: client.id };
+  if (actorToken !== undefined) {
+    const actorParty = await party(ctx, actorToken, actorType as string, 'actor');
+    // The actor token must be the authenticated client's own (its client_id; a client-credentials
+    // token's sub is that same id): a client may not name another party as the actor.
+    if (actorParty.clientId !== client.id) throw new OAuthError('actor_token_not_client');
+    // A sender-constrained actor token needs this request's DPoP proof of its key (RFC 9449 §1).
+    if (actorParty.jkt !== undefined && actorParty.jkt !== jkt) throw new OAuthError('actor_token_proof_required');
+    actor = actorParty;
+  }
+  const requested = parseScope(param(p, 'scope'));
+  const audiences = targets(p, client.audiences);
+  // The audience only narrows, unless the client is registered to re-target (exchange.retarget_audiences).
+  if (subject.ownAudiences !== undefined && !client.record.exchangeRetargetAudiences) {
+    for (const a of audiences) if (!subject.ownAudiences.includes(a)) throw new OAuthError('target_exceeds_subject');
+  }
+  const issued = await delegate(ctx, {
+    client,
+    subject,
+    actor,
+    requested,
+    audiences,
+    ttl: accessTokenTtl(ctx.config, client),
+    kind: 'token_exchange',
+    refresh: client.grantTypes.has('refresh_token'),
+    jkt,
+    ...(req.requestId !== undefined ? { requestId: req.requestId } : {}),
+  });
+  return {
+    access_token: issued.token,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: jkt === undefined ? 'Bearer' : 'DPoP',
+    expires_in: issued.exp - issued.now,
+    ...(issued.scopes.length ? { scope: issued.scopes.join(' ') } : {}),
+    ...(issued.refreshToken !== undefined ? { refresh_token: issued.refreshToken } : {}),
+  };
+}
+
+/**
+ * Delegate a narrowed slice of `subject`'s authority to `client`, with `actor` as the new actor:
+ * `may_act` honoured, the prior chain nested, scope ⊆ subject ∩ client, lifetime ≤ the subject's,
+ * a child grant (atomically refused when the parent grant is no longer active).
+ */
+async function delegate(
+  ctx: ExchangeContext,
+  spec: {
+    readonly client: CompiledClient;
+    readonly subject: Party;
+    readonly actor: { readonly issuer: string; readonly subject: string };
+    readonly requested: readonly string[] | undefined;
+    readonly audiences: readonly string[];
+    readonly ttl: number;
+    readonly kind: GrantKind;
+    readonly refresh: boolean;
+    readonly jkt?: string | undefined;
+    readonly requestId?: string;
+  },
+): Promise<{ token: string; exp: number; now: number; scopes: readonly string[]; grantId: string; refreshToken?: string }> {
+  const { client, subject, actor } = spec;
+  const now = ctx.now();
+  // RFC 8693 §4.4: when the subject token names who may act for it, no one else may.
+  if (subject.mayAct !== undefined) {
+    const m = subject.mayAct as JsonObject;
+    const ok = typeof m === 'object' && m !== null && m.sub === actor.subject && (m.iss === undefined || m.iss === actor.issuer);
+    if (!ok) throw new OAuthError('actor_not_permitted');
+  }
+  const act: JsonObject = { sub: actor.subject };
+  if (actor.issuer !== ctx.issuer) act.iss = actor.issuer;
+  if (subject.act !== null) act.act = subject.act;
+  if (chainOf(act).length > ctx.config.max_chain_depth) throw new OAuthError('delegation_chain_too_deep');
+
+  const subjectScopes = ctx.scopes.expand(subject.scopes);
+  const scopes = spec.requested
+    ? narrowScopes(spec.requested, [subjectScopes, client.scopes])
+    : subject.scopes.filter((s) => covers(client.scopes, s));
+  const grantExp = subject.exp;
+  const exp = Math.min(now + spec.ttl, grantExp);
+  if (exp <= now) throw new OAuthError('subject_token_invalid');
+  const grant = await ctx.store.createGrant(
+    {
+      id: newGrantId(),
+      parentId: subject.grantId,
+      kind: spec.kind,
+      issuer: subject.issuer,
+      subject: subject.subject,
+      clientId: client.id,
+      act,
+      scopes,
+      audiences: spec.audiences,
+      createdAt: now,
+      expiresAt: grantExp,
+    },
+    now,
+  );
+  if (grant === 'parent_inactive') throw new OAuthError('grant_inactive');
+  const { token, jti } = ctx.tokens.sign({
+    client,
+    subject: subject.subject,
+    audiences: spec.audiences,
+    scopes,
+    act,
+    grantId: grant.id,
+    now,
+    exp,
+    jkt: spec.jkt,
+  });
+  let refreshToken: string | undefined;
+  if (spec.refresh) {
+    refreshToken = randomSecret(REFRESH_TOKEN_PREFIX);
+    await ctx.store.createRefreshToken({
+      hash: sha256(refreshToken),
+      grantId: grant.id,
+      clientId: client.id,
+      createdAt: now,
+      expiresAt: Math.min(now + ctx.config.refresh_token_ttl, grantExp),
+      rotatedAt: null,
+      revokedAt: null,
+    });
+  }
+  ctx.emit({
+    kind: 'token.exchanged',
+    reason: 'ok',
+    subject: subject.subject,
+    client_id: client.id,
+    actor_chain: chainOf(act),
+    delegation_id: grant.id,
+    jti,
+    scopes_granted: scopes,
+    ...(spec.requestId !== undefined ? { request_id: spec.requestId } : {}),
+    detail: {
+      grant_kind: spec.kind,
+      subject_issuer: subject.issuer,
+      parent_grant: subject.grantId ?? '',
+      aud: [...spec.audiences],
+    },
+  });
+  return { token, exp, now, scopes, grantId: grant.id, ...(refreshToken !== undefined ? { refreshToken } : {}) };
+}
+
+export interface UpstreamContext extends ExchangeContext {
+  readonly clients: Pick<ClientRegistry, 'get'>;
+}
+
+/**
+ * The gateway's exchange: its own client (`clientId`, registered with the upstream audiences and
+ * the token-exchange grant) is the actor, the verified caller the subject, and the caller's chain
+ * nests under it.
+ */
+export async function issueForUpstream(
+  ctx: UpstreamContext,
+  clientId: string,
+  { principal, audience, scopes, maxTtl }: Parameters<UpstreamTokenIssuer['issueForUpstream']>[0],
+): Promise<{ token: string; expiresAt: number }> {
+  const client = await ctx.clients.get(clientId);
+  if (client === undefined || client.record.disabled) throw new OAuthError('client_unknown');
+  requireGrantType(client, TOKEN_EXCHANGE);
+  if (principal.subject === undefined) throw new OAuthError('subject_token_invalid');
+  if (!client.audiences.has(audience)) throw new OAuthError('target_not_allowed');
+  const now = ctx.now();
+  const subject = partyFromPrincipal(principal, principal.issuer === ctx.issuer ? (principal.delegationId ?? null) : null, now + maxTtl);
+  const issued = await delegate(ctx, {
+    client,
+    subject,
+    actor: { issuer: ctx.issuer, subject: client.id },
+    requested: [...new Set(scopes)],
+    audiences: [audience],
+    ttl: Math.min(maxTtl, accessTokenTtl(ctx.config, client)),
+    kind: 'upstream',
+    refresh: false,
+  });
+  return { token: issued.token, expiresAt: issued.exp };
+}

@@ -1,0 +1,114 @@
+/**
+ * The refresh-token grant (RFC 6749 §6): rotation on every use, reuse detection
+ * that revokes the family, scope and audience that only narrow.
+ *
+ * @module
+ */
+import type { ResolvedTokenServiceConfig } from '../../config/token-service-schema.ts';
+import type { JsonObject } from '../../core/jose/json.ts';
+import { OAuthError } from '../../core/oauth-errors.ts';
+import type { ScopeModel } from '../../core/scopes.ts';
+import type { Store } from '../../store/contract.ts';
+import type { AccessTokens } from '../access-tokens.ts';
+import type { CompiledClient } from '../clients.ts';
+import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
+import { narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import type { RevocationFeed } from '../revocation-feed.ts';
+import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
+
+export interface RefreshContext extends BaseContext {
+  readonly config: Pick<
+    ResolvedTokenServiceConfig,
+    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'refresh_reuse_grace'
+  >;
+  readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'rotateRefreshToken'>;
+  readonly scopes: ScopeModel;
+  readonly feed: Pick<RevocationFeed, 'catchUp'>;
+  readonly tokens: Pick<AccessTokens, 'sign'>;
+}
+
+export async function refresh(
+  ctx: RefreshContext,
+  client: CompiledClient,
+  req: OAuthRequest,
+  jkt: string | undefined,
+): Promise<TokenResponse> {
+  requireGrantType(client, 'refresh_token');
+  const presented = required(req.params, 'refresh_token');
+  const hash = sha256(presented);
+  const now = ctx.now();
+  const record = await ctx.store.getRefreshToken(hash);
+  if (record === undefined || record.clientId !== client.id) throw new OAuthError('refresh_token_invalid');
+  // A current token's request is checked before it is spent; a rotated one goes straight to the
+  // rotation, which detects the reuse whatever else the request says.
+  let scopes: readonly string[] | undefined;
+  let audiences: readonly string[] | undefined;
+  if (record.rotatedAt === null && record.revokedAt === null) {
+    const grant = await ctx.store.getGrant(record.grantId);
+    if (grant === undefined) throw new OAuthError('refresh_token_invalid');
+    const requested = parseScope(param(req.params, 'scope'));
+    // RFC 6749 §6: the new access token's scope may narrow, never widen.
+    scopes = requested ? narrowScopes(requested, [ctx.scopes.expand(grant.scopes), client.scopes]) : grant.scopes;
+    const wanted = req.params.getAll('audience').length + req.params.getAll('resource').length > 0;
+    audiences = wanted ? targets(req.params, new Set(grant.audiences)) : grant.audiences;
+  }
+  const next = randomSecret(REFRESH_TOKEN_PREFIX);
+  const rotation = await ctx.store.rotateRefreshToken(hash, {
+    clientId: client.id,
+    nextHash: sha256(next),
+    nextExpiresAt: now + ctx.config.refresh_token_ttl,
+    now,
+    graceSeconds: ctx.config.refresh_reuse_grace,
+    entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
+  });
+  if (rotation.status === 'reused') {
+    await ctx.feed.catchUp(now);
+    ctx.emit({
+      kind: 'refresh.reuse_detected',
+      decision: 'deny',
+      reason: 'refresh_token_reused',
+      client_id: client.id,
+      delegation_id: rotation.grantId,
+      token_hash: tokenHash(presented),
+      detail: { family: rotation.grantId, revoked_grants: [...rotation.revokedGrantIds] },
+    });
+    for (const id of rotation.revokedGrantIds) {
+      ctx.emit({ kind: 'grant.revoked', reason: 'refresh_token_reused', client_id: client.id, delegation_id: id });
+    }
+    throw new OAuthError('refresh_token_reused');
+  }
+  if (rotation.status !== 'rotated') throw new OAuthError('refresh_token_invalid');
+  const { grant } = rotation;
+  const ttl = accessTokenTtl(ctx.config, client);
+  const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
+  const granted = scopes ?? grant.scopes;
+  const { token, jti } = ctx.tokens.sign({
+    client,
+    subject: grant.subject,
+    audiences: audiences ?? grant.audiences,
+    scopes: granted,
+    act: grant.act as JsonObject | null,
+    grantId: grant.id,
+    now,
+    exp,
+    jkt,
+  });
+  ctx.emit({
+    kind: 'token.refreshed',
+    reason: 'ok',
+    subject: grant.subject,
+    client_id: client.id,
+    delegation_id: grant.id,
+    actor_chain: chainOf(grant.act),
+    jti,
+    scopes_granted: granted,
+    ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
+  });
+  return {
+    access_token: token,
+    token_type: jkt === undefined ? 'Bearer' : 'DPoP',
+    expires_in: exp - now,
+    ...(granted.length ? { scope: granted.join(' ') } : {}),
+    refresh_token: next,
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * Introspection (RFC 7662) of this issuer's access and refresh tokens, for the client the token
+ * was issued to or addressed to.
+ *
+ * @module
+ */
+import type { Store } from '../store/contract.ts';
+import type { AccessTokens } from './access-tokens.ts';
+import type { ClientRegistry, CompiledClient } from './clients.ts';
+import type { BaseContext, OAuthRequest } from './context.ts';
+import { checkRepeats, required } from './params.ts';
+import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
+
+export interface IntrospectContext extends BaseContext {
+  readonly issuer: string;
+  readonly store: Pick<Store, 'getRefreshToken' | 'getGrant'>;
+  readonly clients: Pick<ClientRegistry, 'authenticate'>;
+  readonly tokens: Pick<AccessTokens, 'verify' | 'isRevoked'>;
+}
+
+/** RFC 7662 (see `TokenService.introspect`). */
+export async function introspectRequest(ctx: IntrospectContext, req: OAuthRequest): Promise<Record<string, unknown>> {
+  checkRepeats(req.params);
+  const client = await ctx.clients.authenticate(req);
+  const token = required(req.params, 'token');
+  const now = ctx.now();
+  const inactive = { active: false };
+  const result = await introspect(ctx, token, client, now);
+  ctx.emit({
+    kind: 'token.introspected',
+    reason: result.active ? 'ok' : 'inactive',
+    decision: result.active ? 'allow' : 'deny',
+    client_id: client.id,
+    token_hash: tokenHash(token),
+    ...(typeof result.grant_id === 'string' ? { delegation_id: result.grant_id } : {}),
+  });
+  return result.active ? result : inactive;
+}
+
+async function introspect(ctx: IntrospectContext, token: string, client: CompiledClient, now: number): Promise<Record<string, unknown>> {
+  if (token.startsWith(REFRESH_TOKEN_PREFIX)) {
+    const r = await ctx.store.getRefreshToken(sha256(token));
+    if (!r || r.clientId !== client.id || r.rotatedAt !== null || r.revokedAt !== null || r.expiresAt <= now) return { active: false };
+    const g = await ctx.store.getGrant(r.grantId);
+    if (!g || g.revokedAt !== null || (g.expiresAt !== null && g.expiresAt <= now)) return { active: false };
+    return {
+      active: true,
+      token_type: 'refresh_token',
+      iss: ctx.issuer,
+      sub: g.subject,
+      client_id: r.clientId,
+      ...(g.scopes.length ? { scope: g.scopes.join(' ') } : {}),
+      iat: r.createdAt,
+      exp: r.expiresAt,
+      grant_id: g.id,
+      ...(g.act !== null ? { act: g.act } : {}),
+    };
+  }
+  const own = ctx.tokens.verify(token);
+  if (own === undefined || own.exp <= now || ctx.tokens.isRevoked(own)) return { active: false };
+  if (own.clientId !== client.id && !own.audiences.some((a) => client.audiences.has(a))) return { active: false };
+  // The authoritative answer: another process may have revoked the grant since the last sync.
+  const grant = await ctx.store.getGrant(own.grantId);
+  if (grant && grant.revokedAt !== null) return { active: false };
+  return { active: true, token_type: own.jkt === undefined ? 'Bearer' : 'DPoP', ...own.claims };
+}

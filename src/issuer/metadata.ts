@@ -1,0 +1,58 @@
+/**
+ * Discovery: the endpoint URLs derived from the issuer, and RFC 8414 authorization server
+ * metadata.
+ *
+ * @module
+ */
+import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
+import type { ScopeModel } from '../core/scopes.ts';
+import { TOKEN_EXCHANGE } from './grants/exchange.ts';
+
+/** The endpoint URLs, derived from the issuer. */
+export interface Endpoints {
+  readonly issuer: string;
+  readonly metadata: string;
+  readonly token: string;
+  readonly revocation: string;
+  readonly introspection: string;
+  readonly jwks: string;
+  readonly admin: string;
+}
+
+export function endpointsFor(issuer: string): Endpoints {
+  const u = new URL(issuer);
+  const path = u.pathname === '/' ? '' : u.pathname.replace(/\/+$/, '');
+  return {
+    issuer,
+    // RFC 8414 §3.1: the well-known segment goes between the host and the issuer's path.
+    metadata: `${u.origin}/.well-known/oauth-authorization-server${path}`,
+    token: `${issuer}/oauth2/token`,
+    revocation: `${issuer}/oauth2/revoke`,
+    introspection: `${issuer}/oauth2/introspect`,
+    jwks: `${issuer}/.well-known/jwks.json`,
+    admin: `${issuer}/oauth2/admin`,
+  };
+}
+
+/** RFC 8414 authorization server metadata: exactly what this server supports. */
+export function metadata(endpoints: Endpoints, scopes: ScopeModel): Record<string, unknown> {
+  const algs = [...ASYMMETRIC_ALGORITHMS];
+  const auth = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+  return {
+    issuer: endpoints.issuer,
+    token_endpoint: endpoints.token,
+    jwks_uri: endpoints.jwks,
+    revocation_endpoint: endpoints.revocation,
+    introspection_endpoint: endpoints.introspection,
+    grant_types_supported: ['client_credentials', 'refresh_token', TOKEN_EXCHANGE],
+    response_types_supported: [],
+    token_endpoint_auth_methods_supported: auth,
+    token_endpoint_auth_signing_alg_values_supported: algs,
+    revocation_endpoint_auth_methods_supported: auth,
+    revocation_endpoint_auth_signing_alg_values_supported: algs,
+    introspection_endpoint_auth_methods_supported: auth,
+    introspection_endpoint_auth_signing_alg_values_supported: algs,
+    dpop_signing_alg_values_supported: algs,
+    ...(scopes.known ? { scopes_supported: [...scopes.known].sort() } : {}),
+  };
+}

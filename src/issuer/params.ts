@@ -1,0 +1,77 @@
+/**
+ * Request parameters of the token, revocation and introspection endpoints: single values,
+ * repeats, `scope` (RFC 6749 §3.3), and `audience` / `resource` targets (RFC 8693, RFC 8707),
+ * narrowed against what may be granted.
+ *
+ * @module
+ */
+import { OAuthError } from '../core/oauth-errors.ts';
+import { type EffectiveScopes, isWildcard } from '../core/scopes.ts';
+import { SCOPE_TOKEN } from './clients.ts';
+
+/** Parameters that may repeat (RFC 8707 §2, RFC 8693 §2.1); every other one must not (RFC 6749 §3.2). */
+const MULTI_VALUED = new Set(['audience', 'resource']);
+
+/** A parameter's single value; empty counts as absent (RFC 6749 §3.1). */
+export function param(params: URLSearchParams, name: string): string | undefined {
+  const v = params.get(name);
+  return v === null || v === '' ? undefined : v;
+}
+
+export function required(params: URLSearchParams, name: string): string {
+  const v = param(params, name);
+  if (v === undefined) throw new OAuthError('request_parameter_missing');
+  return v;
+}
+
+export function checkRepeats(params: URLSearchParams): void {
+  const seen = new Set<string>();
+  for (const name of params.keys()) {
+    if (seen.has(name) && !MULTI_VALUED.has(name)) throw new OAuthError('request_parameter_repeated');
+    seen.add(name);
+  }
+}
+
+/** Parse a `scope` parameter; `undefined` when absent. */
+export function parseScope(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const list = value.split(' ').filter((s) => s !== '');
+  if (list.length === 0) return undefined;
+  for (const s of list) if (!SCOPE_TOKEN.test(s)) throw new OAuthError('scope_malformed');
+  return [...new Set(list)];
+}
+
+/** True when `granted` covers `scope`, including a wildcard scope requested as such. */
+export function covers(granted: EffectiveScopes, scope: string): boolean {
+  if (!isWildcard(scope)) return granted.has(scope);
+  return granted.wildcards.some((w) => w === '*' || scope.startsWith(w.slice(0, -1)));
+}
+
+/** Requested scopes within every ceiling, or `invalid_scope`. */
+export function narrowScopes(requested: readonly string[], ceilings: readonly EffectiveScopes[]): readonly string[] {
+  for (const s of requested) for (const c of ceilings) if (!covers(c, s)) throw new OAuthError('scope_not_allowed');
+  return requested;
+}
+
+/**
+ * The audiences requested through `audience` (RFC 8693) and `resource` (RFC 8707), each within
+ * `allowed`; when none is requested, the only allowed one, else `invalid_target`.
+ */
+export function targets(params: URLSearchParams, allowed: ReadonlySet<string> | readonly string[]): string[] {
+  const requested = new Set<string>();
+  for (const a of params.getAll('audience')) if (a !== '') requested.add(a);
+  for (const r of params.getAll('resource')) {
+    if (r === '') continue;
+    // RFC 8707 §2: an absolute URI without a fragment.
+    if (!URL.canParse(r) || r.includes('#')) throw new OAuthError('target_invalid');
+    requested.add(r);
+  }
+  const list = [...allowed];
+  if (requested.size === 0) {
+    if (list.length === 1) return list;
+    throw new OAuthError('target_required');
+  }
+  const set = allowed instanceof Set ? allowed : new Set(list);
+  for (const r of requested) if (!set.has(r)) throw new OAuthError('target_not_allowed');
+  return [...requested];
+}

@@ -1,0 +1,125 @@
+/**
+ * Revocation: RFC 7009 at the revocation endpoint, and the operator's revocation of grants (each
+ * with its subtree) and access tokens. Every revocation is replayed into this process's
+ * revocation list before the call returns, so in-process verifiers refuse the token at once.
+ *
+ * @module
+ */
+import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import type { GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
+import type { AccessTokens, OwnToken } from './access-tokens.ts';
+import type { ClientRegistry } from './clients.ts';
+import { type BaseContext, type OAuthRequest, SKEW } from './context.ts';
+import type { StandingGrants } from './grants/standing.ts';
+import { checkRepeats, required } from './params.ts';
+import type { RevocationFeed } from './revocation-feed.ts';
+import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
+
+export interface RevokeContext extends BaseContext {
+  readonly issuer: string;
+  readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl'>;
+  readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants' | 'appendRevocations'>;
+  readonly clients: Pick<ClientRegistry, 'authenticate'>;
+  readonly tokens: Pick<AccessTokens, 'verify'>;
+  readonly feed: Pick<RevocationFeed, 'catchUp'>;
+  readonly standing: Pick<StandingGrants, 'forget'>;
+  /** Longest lifetime of an external token, seconds: how long a subject revocation must be kept. */
+  readonly externalMaxLifetime: number;
+}
+
+/** RFC 7009 (see `TokenService.revoke`). */
+export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Promise<void> {
+  checkRepeats(req.params);
+  const client = await ctx.clients.authenticate(req);
+  const token = required(req.params, 'token');
+  const now = ctx.now();
+  if (token.startsWith(REFRESH_TOKEN_PREFIX)) {
+    const record = await ctx.store.getRefreshToken(sha256(token));
+    if (record === undefined || record.clientId !== client.id) return;
+    const revoked = await revokeGrants(ctx, { grantId: record.grantId }, 'refresh_token_revoked', client.id);
+    ctx.emit({
+      kind: 'token.revoked',
+      reason: 'refresh_token_revoked',
+      client_id: client.id,
+      delegation_id: record.grantId,
+      token_hash: tokenHash(token),
+      detail: { revoked_grants: revoked.map((g) => g.id) },
+    });
+    return;
+  }
+  const own = ctx.tokens.verify(token);
+  if (own === undefined || own.clientId !== client.id || own.exp <= now) return;
+  await revokeJti(ctx, own, now);
+  ctx.emit({
+    kind: 'token.revoked',
+    reason: 'access_token_revoked',
+    subject: own.subject,
+    client_id: client.id,
+    delegation_id: own.grantId,
+    jti: own.jti,
+  });
+}
+
+async function revokeJti(ctx: RevokeContext, own: OwnToken, now: number): Promise<void> {
+  await ctx.store.appendRevocations([{ kind: 'token', value: own.jti, issuer: null, at: now, expiresAt: own.exp + SKEW }]);
+  await ctx.feed.catchUp(now);
+}
+
+/** Revoke grants with their subtrees (see `TokenService.revokeGrants`). */
+export async function revokeGrants(ctx: RevokeContext, selector: GrantSelector, reason: string, by?: string): Promise<RevokedGrant[]> {
+  const now = ctx.now();
+  const revoked = await ctx.store.revokeGrants(selector, {
+    at: now,
+    reason,
+    entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
+  });
+  if ('subject' in selector) {
+    const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
+    if (selector.issuer !== undefined) issuers.add(selector.issuer);
+    issuers.delete(ctx.issuer);
+    await ctx.store.appendRevocations(
+      [...issuers].map((issuer) => ({
+        kind: 'subject' as const,
+        value: selector.subject,
+        issuer,
+        at: now,
+        expiresAt: now + ctx.externalMaxLifetime + SKEW,
+      })),
+    );
+  }
+  await ctx.feed.catchUp(now);
+  ctx.standing.forget(revoked.map((g) => g.id));
+  for (const g of revoked) {
+    ctx.emit({
+      kind: 'grant.revoked',
+      reason,
+      subject: g.subject,
+      client_id: g.clientId,
+      delegation_id: g.id,
+      detail: { selector: Object.keys(selector)[0] ?? '', ...(by !== undefined ? { by } : {}) },
+    });
+  }
+  return revoked;
+}
+
+/** Operator revocation of an access token's `jti` (see `TokenService.revokeAccessToken`). */
+export async function revokeAccessToken(
+  ctx: RevokeContext,
+  token: string,
+  by?: string,
+): Promise<{ jti: string; grantId: string } | undefined> {
+  const own = ctx.tokens.verify(token);
+  const now = ctx.now();
+  if (own === undefined || own.exp <= now) return undefined;
+  await revokeJti(ctx, own, now);
+  ctx.emit({
+    kind: 'token.revoked',
+    reason: 'operator',
+    subject: own.subject,
+    client_id: own.clientId,
+    delegation_id: own.grantId,
+    jti: own.jti,
+    ...(by !== undefined ? { detail: { by } } : {}),
+  });
+  return { jti: own.jti, grantId: own.grantId };
+}
