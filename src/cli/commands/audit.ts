@@ -75,7 +75,7 @@ function filterOptions(command: Command): Command {
     .option('--delegation <grant>', 'only events of this delegation (grant) id')
     .option('--client <id>', 'only events of this client')
     .option('--request-id <id>', 'only events of this request')
-    .option('--json', 'JSON lines (one event per line) instead of one summary line each');
+    .option('--json', 'JSON instead of summary lines: query prints one array, tail one event per line');
 }
 
 async function withStore<T>(config: string | undefined, fn: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> {
