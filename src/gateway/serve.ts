@@ -35,6 +35,8 @@ export interface ServeOptions {
   readonly before?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Runs after the gateway has drained, before `close()` resolves (closing the token service). */
   readonly onClose?: () => Promise<void>;
+  /** Runs after every reload the gateway accepted (SIGHUP, file change or `reload()`), with the new configuration. */
+  readonly onReload?: (config: TesseraConfig) => void;
 }
 
 export interface ServedGateway {
@@ -135,7 +137,10 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       }
     }
     const result = gateway.reload(c);
-    if (result.ok) applyLimits(server, c);
+    if (result.ok) {
+      applyLimits(server, c);
+      options.onReload?.(c);
+    }
     return result;
   };
 

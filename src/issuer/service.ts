@@ -102,7 +102,7 @@ export class TokenService {
   readonly #feed: RevocationFeed;
   readonly #tokens: AccessTokens;
   readonly #standing: StandingGrants;
-  readonly #ctx: ServiceContext;
+  #ctx: ServiceContext;
   readonly #warn: (message: string) => void;
   #versions = { keys: -1, clients: -1, revocations: -1 };
   #timer: NodeJS.Timeout | undefined;
@@ -179,6 +179,14 @@ export class TokenService {
         audit.push({ id: uuidv7(time), time, decision: 'allow', issuer, ...e });
       },
     };
+  }
+
+  /**
+   * Replace the verifier of the other issuers' tokens (token exchange), as a configuration reload
+   * does: an issuer removed from `issuers` is refused from the next exchange on.
+   */
+  useExternalIssuers(verifier: TokenServiceOptions['externalVerifier'], maxLifetime = 86_400): void {
+    this.#ctx = { ...this.#ctx, external: verifier, externalMaxLifetime: maxLifetime };
   }
 
   // Lifecycle.

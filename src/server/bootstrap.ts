@@ -86,13 +86,19 @@ export interface TokenServiceRuntime {
   readonly onWarning?: (message: string) => void;
 }
 
-/** Build the token service for a validated configuration. Call `start()` on the result. */
-export function createTokenServiceFromConfig(config: TesseraConfig, runtime: TokenServiceRuntime): TokenService {
+/**
+ * The verifier the token service uses for subject and actor tokens of the other issuers in
+ * `issuers` (token exchange), and the longest lifetime they allow (how long a revocation of one of
+ * their subjects is kept). `undefined` when Tessera is the only issuer.
+ */
+export function externalIssuers(
+  config: TesseraConfig,
+  revocations: RevocationList,
+  runtime: Pick<TokenServiceRuntime, 'clock' | 'fetch' | 'onWarning'> = {},
+): { verifier: ReturnType<typeof createVerifierFromConfig> | undefined; maxLifetime: number } {
   const ts = resolveTokenService(config);
-  // One list for the service and the external verifier, so a revoked subject's IdP tokens are refused too.
-  const revocations = runtime.revocations ?? new RevocationList();
   const external = config.issuers.filter((i) => i.issuer !== ts.issuer);
-  const externalVerifier =
+  const verifier =
     external.length === 0
       ? undefined
       : createVerifierFromConfig(
@@ -104,13 +110,22 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
             ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
           },
         );
+  return { verifier, maxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)) };
+}
+
+/** Build the token service for a validated configuration. Call `start()` on the result. */
+export function createTokenServiceFromConfig(config: TesseraConfig, runtime: TokenServiceRuntime): TokenService {
+  const ts = resolveTokenService(config);
+  // One list for the service and the external verifier, so a revoked subject's IdP tokens are refused too.
+  const revocations = runtime.revocations ?? new RevocationList();
+  const external = externalIssuers(config, revocations, runtime);
   return new TokenService({
     config: ts,
     store: runtime.store,
     master: runtime.master,
     scopes: config.scopes,
-    externalVerifier,
-    externalMaxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)),
+    externalVerifier: external.verifier,
+    externalMaxLifetime: external.maxLifetime,
     remoteKeys: (url) =>
       new RemoteJwks({
         url,

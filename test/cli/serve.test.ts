@@ -19,7 +19,7 @@ import { initialize } from '../../src/cli/commands/init.ts';
 import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
-import { startUpstream, type Upstream } from '../gateway/helpers.ts';
+import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -73,6 +73,7 @@ before(async () => {
 server: { host: 127.0.0.1, port: ${port} }
 issuers:
   - { issuer: ${base}, audiences: [${base}/api], jwks_uri: ${base}/.well-known/jwks.json, token_type: at+jwt }
+  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], jwks: { keys: [${JSON.stringify(key.jwk)}] } }  # an external IdP
 scopes:
   api:read: {}
 gateway:
@@ -215,25 +216,68 @@ describe('tessera serve: token service and gateway in one process', () => {
   it('a reload names the token-service settings it cannot apply (restart required) and applies the rest', async () => {
     const file = join(dir, 'tessera.yaml');
     const saved = readFileSync(file, 'utf8');
-    try {
-      writeFileSync(file, `${saved}token_service: { access_token_ttl: 5m }\n`);
-      const n = logLines.length;
-      const result = running.gateway?.reload();
-      assert.equal(result?.ok, true);
-      const warning = logLines
-        .slice(n)
+    const restartWarnings = (from: number) =>
+      logLines
+        .slice(from)
         .map((l) => JSON.parse(l) as { event?: string; paths?: string[]; msg?: string })
-        .find((l) => l.event === 'config_restart_required');
-      assert.deepEqual(warning?.paths, ['token_service']);
-      assert.match(warning?.msg ?? '', /on restart/);
+        .filter((l) => l.event === 'config_restart_required');
+    try {
+      writeFileSync(file, `${saved}token_service: { access_token_ttl: 5m }\n`.replace('  api:read: {}', '  api:read: {}\n  api:extra: {}'));
+      const n = logLines.length;
+      assert.equal(running.gateway?.reload().ok, true);
+      const [warning] = restartWarnings(n);
+      assert.deepEqual(warning?.paths, ['token_service', 'scopes']);
+      assert.match(warning?.msg ?? '', /until a restart/);
       assert.equal((await call('/api/items', await token())).status, 200);
+      // A refused reload applies nothing, so it warns about nothing either.
+      writeFileSync(file, `${saved}token_service: { access_token_ttl: 7m }\ngateway_typo: 1\n`);
+      const m = logLines.length;
+      assert.equal(running.gateway?.reload().ok, false);
+      assert.equal(restartWarnings(m).length, 0);
     } finally {
       writeFileSync(file, saved);
       assert.equal(running.gateway?.reload().ok, true);
     }
     const m = logLines.length;
     assert.equal(running.gateway?.reload().ok, true);
-    assert.equal(logLines.slice(m).filter((l) => l.includes('config_restart_required')).length, 0, 'nothing to warn about');
+    assert.equal(restartWarnings(m).length, 0, 'nothing to warn about');
+  });
+
+  it('a reload that removes an external issuer stops token exchange of its tokens too, not only the gateway', async () => {
+    const exchanger = await running.service.registerClient({
+      id: 'idp-exchanger',
+      scopes: ['api:read'],
+      audiences: [UPSTREAM_AUD],
+      grantTypes: [TOKEN_EXCHANGE],
+    });
+    const subject = await idpToken({ sub: 'idp-user', scope: 'api:read' });
+    const exchange = () =>
+      fetch(`${base}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: basic('idp-exchanger', exchanger.secret as string), 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: TOKEN_EXCHANGE,
+          subject_token: subject,
+          subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+          audience: UPSTREAM_AUD,
+        }),
+      });
+    const before = await exchange();
+    assert.equal(before.status, 200, await before.clone().text());
+    assert.equal(decodeJwt(((await before.json()) as { access_token: string }).access_token).sub, 'idp-user');
+    const file = join(dir, 'tessera.yaml');
+    const saved = readFileSync(file, 'utf8');
+    try {
+      writeFileSync(file, saved.replace(/^.*# an external IdP\n/m, ''));
+      assert.equal(running.gateway?.reload().ok, true);
+      const after = await exchange();
+      assert.equal(after.status, 400);
+      assert.equal(((await after.json()) as { error: string }).error, 'invalid_request');
+    } finally {
+      writeFileSync(file, saved);
+      assert.equal(running.gateway?.reload().ok, true);
+    }
+    assert.equal((await exchange()).status, 200, 'restored with the issuer');
   });
 
   it('a reload that cannot read secrets.env is refused and the running configuration keeps serving', async () => {

@@ -18,6 +18,7 @@ import type { TesseraConfig } from '../../config/schema.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { serveGateway } from '../../gateway/serve.ts';
 import type { TokenService } from '../../issuer/service.ts';
+import { externalIssuers } from '../../server/bootstrap.ts';
 import { listenUrl } from '../../server/listen.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
 import { configPath, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
@@ -40,6 +41,8 @@ export interface StartOptions {
   readonly signals?: boolean;
   /** The gateway's logger (default: JSON lines on stdout). */
   readonly logger?: Logger;
+  /** Runs after every accepted reload of the gateway's configuration. */
+  readonly onReload?: (config: TesseraConfig) => void;
 }
 
 /** A taken or forbidden port as one clear line. */
@@ -112,11 +115,12 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
 }
 
 /**
- * What a reload of `tessera serve` cannot apply: the token service, its store and the listener are
- * built once at start (and the in-process exchange client with them). The gateway and verifier
- * sections reload; these are named so a changed value is not silently ignored.
+ * What a reload of `tessera serve` cannot apply: the token service, its store, its scope model
+ * (compiled into every client) and the listener are built once at start, and the in-process
+ * exchange client with them. The gateway sections and the issuers the token service trusts for
+ * token exchange reload; these are named so a changed value is not silently ignored.
  */
-const RESTART_ONLY = ['data_dir', 'server', 'store', 'token_service', 'gateway.exchange_client'] as const;
+const RESTART_ONLY = ['data_dir', 'server', 'store', 'token_service', 'scopes', 'gateway.exchange_client'] as const;
 
 function restartOnly(running: TesseraConfig, next: TesseraConfig): string[] {
   const at = (c: TesseraConfig, path: string): unknown =>
@@ -137,16 +141,20 @@ async function withGateway(
       config,
       configFile: file,
       // Reloads read the file (and secrets.env) again and resolve data_dir the way every command does.
-      load: () => {
-        const next = loadConfig(options.config).config;
+      load: () => loadConfig(options.config).config,
+      onReload: (next) => {
+        // Token exchange trusts the same other issuers as the gateway: removing one from
+        // `issuers` must stop both.
+        const external = externalIssuers(next, service.revocations);
+        service.useExternalIssuers(external.verifier, external.maxLifetime);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
           served.gateway.logger.warn(
             { event: 'config_restart_required', paths: stale },
-            `${stale.join(', ')} changed: the token service applies ${stale.length === 1 ? 'it' : 'them'} on restart; the rest of the configuration is reloaded`,
+            `${stale.join(', ')} changed: the token service keeps the values it started with until a restart; the rest of the configuration was reloaded`,
           );
         }
-        return next;
+        options.onReload?.(next);
       },
       host: options.host,
       port: options.port,

@@ -8,12 +8,11 @@
 import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { Command } from 'commander';
-import { configEnv } from '../../config/secrets-env.ts';
 import { defaultLogger } from '../../gateway/gateway.ts';
-import { configPath, withConfig } from '../context.ts';
+import { withConfig } from '../context.ts';
 import { startDemoUpstream } from '../demo-upstream.ts';
 import { CliError } from '../output.ts';
-import { DEMO_CLIENT, DEMO_ROUTE, DEMO_SECRET_FILE, GATEWAY_TOKEN_VAR, initialize } from './init.ts';
+import { DEMO_CLIENT, DEMO_ROUTE, DEMO_SECRET_FILE, initialize } from './init.ts';
 import { type RunningServer, startServer } from './serve.ts';
 
 export interface Started {
@@ -21,7 +20,7 @@ export interface Started {
   readonly demoUrl: string | undefined;
   /** The lines printed for the user (commands to try). */
   readonly instructions: string;
-  /** Reload the configuration (SIGHUP): the gateway, and the demo API's copy of the gateway token. */
+  /** Reload the configuration (SIGHUP): the gateway, and with it the demo API's copy of the gateway token. */
   reload(): void;
   close(): Promise<void>;
 }
@@ -31,19 +30,26 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 /** Everything `tessera start` does, without signal handling (tests call this). */
 export async function start(options: { config?: string; signals?: boolean }): Promise<Started> {
   const init = await initialize(options.config ? { config: options.config } : {});
-  const file = configPath(options.config);
   let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
   // Logs go to stderr so that stdout carries the instructions alone.
   const server = await startServer({
     ...(options.config ? { config: options.config } : {}),
     signals: false,
     logger: defaultLogger(undefined, 2),
+    // Every accepted reload (SIGHUP or a change of tessera.yaml) hands the demo API the gateway
+    // token the gateway now sends, from the configuration the gateway itself loaded.
+    onReload: (config) => {
+      const credential = config.gateway?.routes.find((r) => r.id === DEMO_ROUTE)?.upstream.credential;
+      if (credential?.type === 'static') demo?.rotate(credential.token);
+    },
   });
   try {
     const route = server.config.gateway?.routes.find((r) => r.id === DEMO_ROUTE);
     if (route !== undefined) {
       const target = new URL(route.upstream.url);
-      const token = configEnv(file)[GATEWAY_TOKEN_VAR];
+      // The credential the gateway sends (the demo checks for exactly that).
+      const credential = route.upstream.credential;
+      const token = credential.type === 'static' ? credential.token : undefined;
       if (target.protocol === 'http:' && LOOPBACK.has(target.hostname) && token) {
         try {
           demo = await startDemoUpstream({ host: target.hostname.replace(/^\[|\]$/g, ''), port: Number(target.port || 80), token });
@@ -62,12 +68,7 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     await server.close();
     await demo?.close();
   };
-  const reload = () => {
-    const result = server.gateway?.reload();
-    // The same tick as the gateway's reload: no request is sent with a token the demo refuses.
-    const token = result?.ok ? configEnv(file)[GATEWAY_TOKEN_VAR] : undefined;
-    if (token) demo?.rotate(token);
-  };
+  const reload = () => void server.gateway?.reload();
   if (options.signals) {
     const stop = () => void close().then(() => process.exit(0));
     process.once('SIGINT', stop);
