@@ -28,7 +28,10 @@ type Secret = { readonly header: string; readonly digest: Buffer };
 // nothing it has not shown it knows; a reload (new digest) makes it prove the secret again.
 const proven = new WeakMap<Socket, { readonly digest: Buffer; readonly value: string }>();
 
-/** True when the request carries the shared secret exactly once (digests compared in constant time). */
+/**
+ * True when the request carries the shared secret exactly once: its SHA-256 digest compared in
+ * constant time, or, on a connection that has shown it, the value compared with the one shown.
+ */
 function secretMatches(req: IncomingMessage, secret: Secret): boolean {
   // rawHeaders, not headersDistinct: that getter builds a copy of every header on each call.
   const raw = req.rawHeaders;
@@ -48,6 +51,23 @@ function secretMatches(req: IncomingMessage, secret: Secret): boolean {
   if (!timingSafeEqual(hash('sha256', presented, 'buffer'), secret.digest)) return false;
   proven.set(req.socket, { digest: secret.digest, value: presented });
   return true;
+}
+
+// Caddy's forward_auth copies each header named in copy_headers from the answer, and one the
+// answer lacks arrives upstream as the literal text of its placeholder (Caddy 2.6) or leaves the
+// caller's own copy in place (later versions). So every header a Caddyfile may copy is always
+// answered, empty when it has no value: the credential header of every route and every identity
+// header name.
+const copied = new WeakMap<GatewayState, readonly string[]>();
+function caddyCopied(s: GatewayState): readonly string[] {
+  let names = copied.get(s);
+  if (names === undefined) {
+    const set = new Set<string>(['authorization', ...Object.values(s.gateway.identity_headers)]);
+    for (const r of s.gateway.routes) if (r.upstream.credential.type === 'static') set.add(r.upstream.credential.header);
+    names = [...set];
+    copied.set(s, names);
+  }
+  return names;
 }
 
 /**
@@ -159,6 +179,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
       const ttl = Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - ctx.clock() / 1000));
       const headers: Record<string, string> = ttl >= 1 ? { 'x-accel-expires': String(ttl) } : {};
       Object.assign(headers, d.headers);
+      if (flavor === 'caddy') for (const name of caddyCopied(s)) headers[name] ??= '';
       headers['x-request-id'] = fx.requestId;
       headers['content-length'] = '0';
       headers['cache-control'] = 'no-store';
