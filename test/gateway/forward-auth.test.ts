@@ -323,6 +323,13 @@ describe('gateway: forward-auth endpoint', () => {
       assert.equal(old.status, 403);
       assert.equal(old.authorization, undefined);
       assert.equal((await viaAgent('rotated-forward-auth-secret-0123456789')).status, 200);
+      // The peer allowlist is decided once per connection too, and again after a reload.
+      const fenced = config(['10.0.0.0/8']);
+      fenced.gateway.forward_auth.shared_secret.value = 'rotated-forward-auth-secret-0123456789';
+      assert.equal(own.served.gateway.reload(parse(fenced)).ok, true);
+      const refused = await viaAgent('rotated-forward-auth-secret-0123456789');
+      assert.equal(refused.status, 404);
+      assert.equal(refused.authorization, undefined);
       assert.equal(new Set(ports).size, 1, 'every check went over one keep-alive connection');
     } finally {
       agent.destroy();
