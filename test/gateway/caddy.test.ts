@@ -7,12 +7,11 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import { freePort, rawHttp } from '../helpers/net.ts';
+import { freePort, rawHttp, waitForPort } from '../helpers/net.ts';
 import {
   AUDIENCE,
   ISSUER,
@@ -29,22 +28,6 @@ import {
 const CADDY = '/usr/bin/caddy';
 const FA_SECRET = 'caddy-forward-auth-secret-0123456789';
 const EXAMPLE = new URL('../../examples/caddy/', import.meta.url);
-
-async function waitForPort(port: number, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`caddy did not listen on ${port}`);
-}
 
 const skip = existsSync(CADDY) ? false : `${CADDY} is not installed (apt-get install caddy)`;
 
@@ -84,7 +67,7 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
     };
     caddy.stdout?.on('data', collect);
     caddy.stderr?.on('data', collect);
-    await waitForPort(port).catch((e) => {
+    await waitForPort(port, 'caddy').catch((e) => {
       throw new Error(`${e.message}: ${output}`);
     });
     base = `http://127.0.0.1:${port}`;

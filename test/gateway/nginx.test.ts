@@ -6,12 +6,11 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
-import { freePort, rawHttp } from '../helpers/net.ts';
+import { freePort, rawHttp, waitForPort } from '../helpers/net.ts';
 import {
   AUDIENCE,
   ISSUER,
@@ -28,22 +27,6 @@ import {
 const NGINX = '/usr/sbin/nginx';
 const FA_SECRET = 'nginx-forward-auth-secret-0123456789';
 const EXAMPLE = new URL('../../examples/nginx/', import.meta.url);
-
-async function waitForPort(port: number, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nginx did not listen on ${port}`);
-}
 
 const skip = existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get install nginx)`;
 
@@ -79,7 +62,7 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
     nginx.stderr?.on('data', (d) => {
       stderr += d.toString();
     });
-    await waitForPort(port).catch((e) => {
+    await waitForPort(port, 'nginx').catch((e) => {
       throw new Error(`${e.message}: ${stderr}`);
     });
     base = `http://127.0.0.1:${port}`;
@@ -209,7 +192,7 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
       err += d.toString();
     });
     try {
-      await waitForPort(port);
+      await waitForPort(port, 'nginx');
       const base = `http://127.0.0.1:${port}`;
       const checks = async () => {
         await gw.served.gateway.audit.flush();

@@ -10,6 +10,23 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Resolve once something accepts connections on 127.0.0.1:`port` (a proxy the test started). */
+export async function waitForPort(port: number, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect(port, '127.0.0.1', () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${what} did not listen on ${port}`);
+}
+
 /**
  * Send `text` as-is on a new connection and return everything read until the peer closes (or
  * `timeoutMs` passes): for requests fetch() would normalize or refuse to send.
