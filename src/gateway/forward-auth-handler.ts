@@ -12,7 +12,7 @@ import { TesseraError } from '../core/errors.ts';
 import type { GatewayState } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
-import { type ForwardAuthFlavor, originalRequest } from './forward-auth.ts';
+import { type ForwardAuthFlavor, originalRequest, sentOnce } from './forward-auth.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
@@ -33,19 +33,8 @@ const proven = new WeakMap<Socket, { readonly digest: Buffer; readonly value: st
  * constant time, or, on a connection that has shown it, the value compared with the one shown.
  */
 function secretMatches(req: IncomingMessage, secret: Secret): boolean {
-  // rawHeaders, not headersDistinct: that getter builds a copy of every header on each call.
-  const raw = req.rawHeaders;
-  const name = secret.header;
-  let presented = '';
-  let count = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i] as string;
-    if (n.length === name.length && n.toLowerCase() === name) {
-      count++;
-      presented = raw[i + 1] as string;
-    }
-  }
-  if (count !== 1) return false;
+  const presented = sentOnce(req, secret.header);
+  if (presented === undefined) return false;
   const known = proven.get(req.socket);
   if (known !== undefined && known.digest === secret.digest && known.value === presented) return true;
   if (!timingSafeEqual(hash('sha256', presented, 'buffer'), secret.digest)) return false;

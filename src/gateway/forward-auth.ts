@@ -56,6 +56,12 @@ function single(req: IncomingMessage, name: string): string | typeof MISSING | t
   return found;
 }
 
+/** The value of header `name` (lowercase) when it was sent exactly once, else `undefined`. */
+export function sentOnce(req: IncomingMessage, name: string): string | undefined {
+  const v = single(req, name);
+  return typeof v === 'string' ? v : undefined;
+}
+
 /** A required header, or `undefined` when it is missing, repeated or empty. */
 function required(req: IncomingMessage, name: string): string | undefined {
   const v = single(req, name);

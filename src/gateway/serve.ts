@@ -139,7 +139,15 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     const result = gateway.reload(c);
     if (result.ok) {
       applyLimits(server, c);
-      options.onReload?.(c);
+      try {
+        options.onReload?.(c);
+      } catch (e) {
+        // A reload runs from a signal or a file watcher: a failing hook must not end the process.
+        gateway.logger.error(
+          { event: 'config_reload_hook_failed', error: (e as Error)?.name ?? 'error' },
+          'applying the reloaded configuration beside the gateway failed',
+        );
+      }
     }
     return result;
   };

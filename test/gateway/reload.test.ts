@@ -10,9 +10,10 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
 import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
-import { ISSUER, key, silent, startUpstream, token, type Upstream } from './helpers.ts';
+import { baseConfig, ISSUER, key, parse, silent, startUpstream, token, type Upstream } from './helpers.ts';
 
 function yaml(upstream: string, extraRoute = '', watch = true): string {
   return `
@@ -134,5 +135,45 @@ describe('gateway: configuration reload', () => {
     await once(process, 'SIGHUP');
     await new Promise((r) => setImmediate(r));
     assert.equal((await get('/hup/x')).status, 200);
+  });
+});
+
+describe('gateway: reload hooks', () => {
+  it('a failing onReload hook is logged and does not end the process; the reload stands', async () => {
+    const usable = () => ({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt' as const, rules: [{}] }] },
+    });
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => lines.push(l) });
+    let calls = 0;
+    const served = await serveGateway(
+      {
+        config: parse(usable()),
+        host: '127.0.0.1',
+        port: 0,
+        onReload: () => {
+          calls++;
+          throw new Error('hook failed');
+        },
+      },
+      { logger },
+    );
+    try {
+      const r = served.reload(parse(usable()));
+      assert.equal(r.ok, true);
+      assert.equal(calls, 1);
+      assert.ok(lines.some((l) => (JSON.parse(l) as { event?: string }).event === 'config_reload_hook_failed'));
+      assert.ok(!lines.some((l) => l.includes('hook failed')), 'only the error class is logged');
+      // A refused reload does not run the hook.
+      const unusable = {
+        ...baseConfig(),
+        gateway: { routes: [{ id: 'x', upstream: { url: 'http://127.0.0.1:9' }, auth: 'introspection' as const, rules: [{}] }] },
+      };
+      assert.equal(served.reload(parse(unusable)).ok, false);
+      assert.equal(calls, 1);
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+    }
   });
 });
