@@ -5,17 +5,13 @@
  * their challenges. Skipped with a message only when Caddy is not installed.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parse as parseYaml } from 'yaml';
-import { freePort, rawHttp, waitForPort } from '../helpers/net.ts';
+import { freePort, type Listening, rawHttp, spawnListening } from '../helpers/net.ts';
 import {
-  AUDIENCE,
-  ISSUER,
-  key,
+  exampleConfig,
   requestEvents,
   startGateway,
   startUpstream,
@@ -34,20 +30,15 @@ const skip = existsSync(CADDY) ? false : `${CADDY} is not installed (apt-get ins
 describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
   let app: Upstream;
   let gw: TestGateway;
-  let caddy: ChildProcess;
+  let caddy: Listening | undefined;
   let dir: string;
   let base: string;
-  let output = '';
   before(async () => {
     app = await startUpstream();
-    // The example tessera.yaml, with the test issuer's keys and the test upstream.
-    const example = parseYaml(readFileSync(new URL('tessera.yaml', EXAMPLE), 'utf8'));
-    example.server = { host: '127.0.0.1', port: 0 };
-    example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
-    example.gateway.routes[0].audience = AUDIENCE;
-    example.gateway.routes[0].upstream.url = app.url;
-    // Per subject: each test below uses its own.
-    example.gateway.routes[0].rate_limit = { key: 'subject', rate: 0.01, burst: 2 };
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      // Per subject: each test below uses its own.
+      (c.gateway.routes[0] as Record<string, unknown>).rate_limit = { key: 'subject', rate: 0.01, burst: 2 };
+    });
     gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
 
     dir = mkdtempSync(join(tmpdir(), 'tessera-caddy-'));
@@ -58,26 +49,17 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
       .replace('reverse_proxy 127.0.0.1:9000', `reverse_proxy ${new URL(app.url).host}`);
     writeFileSync(join(dir, 'Caddyfile'), conf);
     // Caddy keeps state under $HOME / $XDG_*: keep it in the test's directory.
-    caddy = spawn(CADDY, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], {
-      env: { PATH: process.env.PATH ?? '', HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir, FORWARD_AUTH_SECRET: FA_SECRET },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const collect = (d: Buffer) => {
-      output += d.toString();
-    };
-    caddy.stdout?.on('data', collect);
-    caddy.stderr?.on('data', collect);
-    await waitForPort(port, 'caddy').catch((e) => {
-      throw new Error(`${e.message}: ${output}`);
+    caddy = await spawnListening(CADDY, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], port, {
+      PATH: process.env.PATH ?? '',
+      HOME: dir,
+      XDG_DATA_HOME: dir,
+      XDG_CONFIG_HOME: dir,
+      FORWARD_AUTH_SECRET: FA_SECRET,
     });
     base = `http://127.0.0.1:${port}`;
   });
   after(async () => {
-    if (caddy && caddy.exitCode === null) {
-      const exited = new Promise((r) => caddy.once('exit', r));
-      caddy.kill('SIGTERM');
-      await exited;
-    }
+    await caddy?.stop();
     await gw?.close();
     await app?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -93,7 +75,7 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
     const res = await fetch(`${base}/items/1?q=2`, {
       headers: { authorization: `Bearer ${t}`, 'x-tessera-subject': 'admin', 'x-tessera-issuer': 'evil', dpop: 'x' },
     });
-    assert.equal(res.status, 200, output);
+    assert.equal(res.status, 200, caddy?.output());
     const seen = app.seen.at(-1)!;
     assert.equal(seen.url, '/items/1?q=2');
     assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
@@ -114,7 +96,7 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
   it('a token without actors or delegation sends no placeholder text upstream in their place', async () => {
     const t = await token({ scope: 'api:read', sub: 'caddy-plain' });
     const res = await fetch(`${base}/items/2`, { headers: { authorization: `Bearer ${t}` } });
-    assert.equal(res.status, 200, output);
+    assert.equal(res.status, 200, caddy?.output());
     const seen = app.seen.at(-1)!;
     assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
     assert.equal(seen.headers['x-tessera-subject'], 'caddy-plain');

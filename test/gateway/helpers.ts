@@ -3,9 +3,11 @@
  * receive, a gateway on its own server with an in-memory audit sink, and tokens signed by jose.
  */
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
+import { parse as parseYaml } from 'yaml';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
 import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema, type TesseraConfig, type TesseraConfigInput } from '../../src/config/schema.ts';
@@ -83,6 +85,27 @@ export function baseConfig(): TesseraConfigInput {
 
 export function parse(input: TesseraConfigInput, env: Record<string, string> = {}): TesseraConfig {
   return parseConfig(configSchema, input, { env });
+}
+
+/** An example's `tessera.yaml` as parsed YAML, for a test to adjust. */
+export interface ExampleConfig {
+  gateway: { forward_auth: Record<string, unknown>; routes: Record<string, unknown>[] };
+  [section: string]: unknown;
+}
+
+/**
+ * An example's `tessera.yaml` (examples/<name>/), trusting the test issuer and pointing its first
+ * route at `upstream`, then `edit`, ready for {@link startGateway}.
+ */
+export function exampleConfig(example: URL, upstream: string, edit?: (config: ExampleConfig) => void): TesseraConfigInput {
+  const config = parseYaml(readFileSync(new URL('tessera.yaml', example), 'utf8')) as ExampleConfig;
+  config.server = { host: '127.0.0.1', port: 0 };
+  config.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
+  const route = config.gateway.routes[0] as { audience?: string; upstream: { url: string } };
+  route.audience = AUDIENCE;
+  route.upstream.url = upstream;
+  edit?.(config);
+  return config as TesseraConfigInput;
 }
 
 /** A token from the test issuer with `overrides` applied to standard claims. */

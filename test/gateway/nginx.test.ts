@@ -4,17 +4,13 @@
  * their challenges. Skipped with a message only when nginx is not installed.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parse as parseYaml } from 'yaml';
-import { freePort, rawHttp, waitForPort } from '../helpers/net.ts';
+import { freePort, type Listening, rawHttp, spawnListening } from '../helpers/net.ts';
 import {
-  AUDIENCE,
-  ISSUER,
-  key,
+  exampleConfig,
   requestEvents,
   startGateway,
   startUpstream,
@@ -33,19 +29,12 @@ const skip = existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get ins
 describe('nginx auth_request example against a real nginx', { skip }, () => {
   let app: Upstream;
   let gw: TestGateway;
-  let nginx: ChildProcess;
+  let nginx: Listening | undefined;
   let dir: string;
   let base: string;
-  let stderr = '';
   before(async () => {
     app = await startUpstream();
-    // The example tessera.yaml, with the test issuer's keys and the test upstream.
-    const example = parseYaml(readFileSync(new URL('tessera.yaml', EXAMPLE), 'utf8'));
-    example.server = { host: '127.0.0.1', port: 0 };
-    example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
-    example.gateway.routes[0].audience = AUDIENCE;
-    example.gateway.routes[0].upstream.url = app.url;
-    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    gw = await startGateway(exampleConfig(EXAMPLE, app.url), {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
 
     dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-'));
     const port = await freePort();
@@ -56,23 +45,11 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
       .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
       .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
     writeFileSync(join(dir, 'nginx.conf'), conf);
-    nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    nginx.stderr?.on('data', (d) => {
-      stderr += d.toString();
-    });
-    await waitForPort(port, 'nginx').catch((e) => {
-      throw new Error(`${e.message}: ${stderr}`);
-    });
+    nginx = await spawnListening(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], port);
     base = `http://127.0.0.1:${port}`;
   });
   after(async () => {
-    if (nginx && nginx.exitCode === null) {
-      const exited = new Promise((r) => nginx.once('exit', r));
-      nginx.kill('SIGTERM');
-      await exited;
-    }
+    await nginx?.stop();
     await gw?.close();
     await app?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -81,7 +58,7 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
   it('forwards an allowed request with the upstream credential and identity, never the caller’s token', async () => {
     const t = await token({ scope: 'api:read', act: { sub: 'agent-x' }, grant_id: 'g-ngx' });
     const res = await fetch(`${base}/items/1?q=2`, { headers: { authorization: `Bearer ${t}`, 'x-tessera-subject': 'admin', dpop: 'x' } });
-    assert.equal(res.status, 200, stderr);
+    assert.equal(res.status, 200, nginx?.output());
     const seen = app.seen.at(-1)!;
     assert.equal(seen.url, '/items/1?q=2');
     assert.equal(seen.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
@@ -166,12 +143,9 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
 describe('nginx example with the decision cache enabled', { skip }, () => {
   it('asks Tessera once per token and route while the decision is cached, and never caches a refusal', async () => {
     const app = await startUpstream();
-    const example = parseYaml(readFileSync(new URL('tessera.yaml', EXAMPLE), 'utf8'));
-    example.server = { host: '127.0.0.1', port: 0 };
-    example.issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }];
-    example.gateway.routes[0].audience = AUDIENCE;
-    example.gateway.routes[0].upstream.url = app.url;
-    example.gateway.forward_auth.cache_ttl = '30s';
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      c.gateway.forward_auth.cache_ttl = '30s';
+    });
     const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
     const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-cache-'));
     const port = await freePort();
@@ -184,15 +158,9 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
       .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
       .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
     writeFileSync(join(dir, 'nginx.conf'), conf);
-    let err = '';
-    const nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    nginx.stderr?.on('data', (d) => {
-      err += d.toString();
-    });
+    let nginx: Listening | undefined;
     try {
-      await waitForPort(port, 'nginx');
+      nginx = await spawnListening(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], port);
       const base = `http://127.0.0.1:${port}`;
       const checks = async () => {
         await gw.served.gateway.audit.flush();
@@ -201,7 +169,7 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
       const t = await token({ scope: 'api:read' });
       for (let i = 0; i < 3; i++) {
         const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}` } });
-        assert.equal(res.status, 200, err);
+        assert.equal(res.status, 200, nginx.output());
       }
       assert.equal(await checks(), 1, 'one decision, then served from the cache');
       assert.equal(app.seen.at(-1)!.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
@@ -210,9 +178,7 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
       for (let i = 0; i < 2; i++) assert.equal((await fetch(`${base}/items/1`)).status, 401);
       assert.equal(await checks(), 4, 'refusals are never cached');
     } finally {
-      const exited = new Promise((r) => nginx.once('exit', r));
-      nginx.kill('SIGTERM');
-      await exited;
+      await nginx?.stop();
       await gw.close();
       await app.close();
       rmSync(dir, { recursive: true, force: true });

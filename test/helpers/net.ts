@@ -1,4 +1,5 @@
-/** Loopback ports for tests that start real processes (which cannot be told to listen on 0). */
+/** Loopback ports and real processes (nginx, Caddy) for tests. */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
@@ -25,6 +26,38 @@ export async function waitForPort(port: number, what: string, ms = 10_000): Prom
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`${what} did not listen on ${port}`);
+}
+
+/** A process a test started, listening; its stdout and stderr are kept for failure messages. */
+export interface Listening {
+  readonly child: ChildProcess;
+  output(): string;
+  /** SIGTERM, then wait for the exit. */
+  stop(): Promise<void>;
+}
+
+/** Start `command` and resolve once it accepts connections on `port` (else fail with its output). */
+export async function spawnListening(command: string, args: readonly string[], port: number, env?: NodeJS.ProcessEnv): Promise<Listening> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
+  let output = '';
+  const collect = (d: Buffer) => {
+    output += d.toString();
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  try {
+    await waitForPort(port, command);
+  } catch (e) {
+    await stop();
+    throw new Error(`${(e as Error).message}: ${output}`);
+  }
+  return { child, output: () => output, stop };
 }
 
 /**
