@@ -2,13 +2,26 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago, for a process that cannot be told to listen
+ * on 0. Drawn at random below the kernel's ephemeral range (ip_local_port_range, 32768+ on
+ * Linux): a port the kernel handed out for `listen(0)` would be handed out again, to another test's
+ * server or to any outgoing connection, before the process got to bind it.
+ */
 export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const s = createServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) {
+      await new Promise((r) => s.close(r));
+      return port;
+    }
+  }
+  throw new Error('no free port found between 20000 and 32000');
 }
 
 /** Resolve once something accepts connections on 127.0.0.1:`port` (a proxy the test started). */
