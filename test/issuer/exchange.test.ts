@@ -63,7 +63,11 @@ async function exchange(client: string, form: Record<string, string | string[]>)
   return issuer.post('/oauth2/token', { grant_type: EXCHANGE, subject_token_type: AT, ...form }, { authorization: basic(c.id, c.secret) });
 }
 
-async function ccToken(client: string, form: Record<string, string> = {}, headers: Record<string, string> = {}): Promise<string> {
+async function ccToken(
+  client: string,
+  form: Record<string, string | string[]> = {},
+  headers: Record<string, string> = {},
+): Promise<string> {
   const c = clients[client] as { id: string; secret: string };
   const res = await issuer.post(
     '/oauth2/token',
@@ -306,6 +310,29 @@ describe('who may exchange what (RFC 8693 §2.2.2: unacceptable tokens are inval
           actor_token: actor,
           actor_token_type: AT,
         }),
+        400,
+        'invalid_request',
+      );
+    }
+  });
+
+  it('refuses as actor_token a token that stands for someone other than the client (forged act, may_act bypass)', async () => {
+    // The broker holds a token alice delegated to it (sub alice, client_id broker, act broker).
+    const delegated = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    // The deep client holds subagent's client-credentials token, exchanged to it (sub subagent, client_id deep).
+    const addressed = await ccToken('subagent', { audience: ['deep', 'https://api.test'] });
+    const impersonation = await ok(await exchange('deep', { subject_token: addressed, audience: 'https://api.test' }));
+    // The IdP's own delegated token for alice, issued to the broker (sub alice, act broker).
+    const idpDelegated = await userToken({ client_id: 'broker', act: { sub: 'broker' } });
+    for (const [client, actorToken, named] of [
+      ['broker', delegated.access_token, 'alice'],
+      ['deep', impersonation.access_token, 'subagent'],
+      ['broker', idpDelegated, 'alice'],
+    ] as const) {
+      // Bob's token lets only `named` act for him; the client must not pass for it.
+      const subject = await userToken({ sub: 'bob', may_act: { sub: named } });
+      await expectError(
+        await exchange(client, { subject_token: subject, audience: 'https://api.test', actor_token: actorToken, actor_token_type: AT }),
         400,
         'invalid_request',
       );

@@ -135,8 +135,16 @@ export async function exchange(
   if (actorToken !== undefined) {
     const actorParty = await party(ctx, actorToken, actorType as string, 'actor');
     // The actor token must be the authenticated client's own (its client_id; a client-credentials
-    // token's sub is that same id): a client may not name another party as the actor.
-    if (actorParty.clientId !== client.id) throw new OAuthError('actor_token_not_client');
+    // token's sub is that same id): a client may not name another party as the actor. Its sub
+    // becomes the actor, so a token that stands for someone else is refused too: a delegated one
+    // (act: its sub is the delegator, not the client) and one of this issuer for another subject.
+    if (
+      actorParty.clientId !== client.id ||
+      actorParty.act !== null ||
+      (actorParty.ownAudiences !== undefined && actorParty.subject !== client.id)
+    ) {
+      throw new OAuthError('actor_token_not_client');
+    }
     // A sender-constrained actor token needs this request's DPoP proof of its key (RFC 9449 §1).
     if (actorParty.jkt !== undefined && actorParty.jkt !== jkt) throw new OAuthError('actor_token_proof_required');
     actor = actorParty;
