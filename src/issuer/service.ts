@@ -353,6 +353,8 @@ export class TokenService {
     if (!m) throw new OAuthError(authorization === undefined ? 'admin_token_missing' : 'admin_token_invalid');
     const own = this.#tokens.verify(m[1] as string);
     if (own === undefined || own.exp <= this.#ctx.now() || this.#tokens.isRevoked(own)) throw new OAuthError('admin_token_invalid');
+    // A DPoP-bound token is worthless without a proof of its key, and this API takes Bearer only (RFC 9449 §7.1).
+    if (own.jkt !== undefined) throw new OAuthError('admin_token_invalid');
     if (!own.audiences.includes(this.config.adminAudience)) throw new OAuthError('admin_token_invalid');
     if (!this.#scopes.expand(own.scopes).has(this.config.admin.scope)) {
       throw new OAuthError('admin_scope_missing', { scope: this.config.admin.scope });

@@ -4,9 +4,10 @@
  * process rejects affected tokens on the very next request.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { decodeJwt } from 'jose';
+import { decodeJwt, type JWK, SignJWT } from 'jose';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { bearer } from '../helpers/tokens.ts';
@@ -200,6 +201,31 @@ describe('admin API', () => {
     const res2 = await post({ grant_id: 'g_x' }, await adminToken('ops-no-scope'));
     assert.equal(res2.status, 403);
     assert.match(res2.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="tessera:admin"/);
+  });
+
+  it('refuses a DPoP-bound admin token presented as a bearer token (RFC 9449 §7.1)', async () => {
+    const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const proof = await new SignJWT({
+      htm: 'POST',
+      htu: `${issuer.url}/oauth2/token`,
+      iat: Math.floor(Date.now() / 1000),
+      jti: randomUUID(),
+    })
+      .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: key.publicKey.export({ format: 'jwk' }) as JWK })
+      .sign(key.privateKey);
+    const res = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'client_credentials', audience: issuer.url },
+      { ...auth('ops'), dpop: proof },
+    );
+    const bound = ((await res.json()) as { access_token: string }).access_token;
+    assert.ok((decodeJwt(bound).cnf as { jkt?: string } | undefined)?.jkt);
+    // Stolen without its key, the bound token must be worth nothing.
+    const stolen = await post({ grant_id: 'g_x' }, bound);
+    assert.equal(stolen.status, 401);
+    assert.equal(((await stolen.json()) as { error: string }).error, 'invalid_token');
+    const tree = await fetch(`${issuer.url}/oauth2/admin/grants/g_x`, { headers: { authorization: `Bearer ${bound}` } });
+    assert.equal(tree.status, 401);
   });
 
   it('revokes a grant subtree and shows a grant tree for an admin', async () => {
