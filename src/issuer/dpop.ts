@@ -58,9 +58,11 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   const { jti, htm, htu, iat, ath } = claims;
   if (typeof jti !== 'string' || jti === '' || jti.length > 256) throw fail();
   if (htm !== o.method || typeof htu !== 'string' || htuOf(htu) === undefined || htuOf(htu) !== htuOf(o.url)) throw fail();
-  if (typeof iat !== 'number' || iat > o.now + SKEW || iat < o.now - o.iatWindow - SKEW) throw fail();
+  // Accepted while now < iat + window + skew, the very time its replay entry lapses.
+  if (typeof iat !== 'number' || iat > o.now + SKEW || iat <= o.now - o.iatWindow - SKEW) throw fail();
   // No access token travels with a token request, so a proof naming one is for another request.
   if (ath !== undefined) throw fail();
-  if (!(await o.useOnce(`dpop:${key.thumbprint}:${jti}`, iat + o.iatWindow + SKEW))) throw fail();
+  // The store keeps whole seconds; a NumericDate may be fractional (RFC 7519 §2).
+  if (!(await o.useOnce(`dpop:${key.thumbprint}:${jti}`, Math.ceil(iat) + o.iatWindow + SKEW))) throw fail();
   return key.thumbprint;
 }

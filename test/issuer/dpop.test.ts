@@ -152,3 +152,28 @@ describe('exchanging a bound token', () => {
     assert.equal(((await ok.json()) as { token_type: string }).token_type, 'DPoP');
   });
 });
+
+describe('the proof window', () => {
+  it('refuses a proof replayed at the last second its iat is accepted', async () => {
+    let now = 1_900_000_000;
+    const timed = await startIssuer({ clock: () => now * 1000 });
+    try {
+      const c = await timed.addClient({ id: 'agent', scopes: ['api:read'] });
+      const p = await proof({ iat: now }, { url: `${timed.url}/oauth2/token` });
+      const post = () =>
+        timed.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(c.id, c.secret), dpop: p });
+      assert.equal((await post()).status, 200);
+      // The iat window (60 s) and the clock skew (30 s) later, the proof's replay entry must not have lapsed first.
+      now += 90;
+      await expectInvalidProof(await post());
+    } finally {
+      await timed.close();
+    }
+  });
+
+  it('accepts a fractional iat (RFC 7519 NumericDate) and still refuses its replay', async () => {
+    const p = await proof({ iat: Date.now() / 1000 - 0.5 });
+    assert.equal((await cc(p)).status, 200);
+    await expectInvalidProof(await cc(p));
+  });
+});

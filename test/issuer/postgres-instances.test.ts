@@ -4,8 +4,9 @@
  * revoked on one is rejected by the other's in-process verifier after its next sync.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { decodeJwt } from 'jose';
+import { decodeJwt, type JWK, SignJWT } from 'jose';
 import pg from 'pg';
 import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -76,5 +77,17 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     await a.service.revokeGrants({ grantId: decodeJwt(fresh.access_token).grant_id as string }, 'test');
     await b.service.sync();
     assert.equal((await verifierB.verify(bearer(fresh.access_token))).ok, false, 'B rejects after its next sync');
+  });
+
+  it('takes a DPoP proof with a fractional iat (RFC 7519 NumericDate): the replay cache stores whole seconds', async () => {
+    const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const proof = await new SignJWT({ htm: 'POST', htu: `${a.url}/oauth2/token`, iat: Date.now() / 1000 - 0.5, jti: randomUUID() })
+      .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: key.publicKey.export({ format: 'jwk' }) as JWK })
+      .sign(key.privateKey);
+    const post = () =>
+      a.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic('agent', secret), dpop: proof });
+    const res = await post();
+    assert.equal(res.status, 200, await res.text());
+    assert.equal((await post()).status, 400, 'and its replay is refused');
   });
 });
