@@ -190,6 +190,16 @@ describe('narrowing', () => {
     assert.ok(t.expires_in <= 90);
     assert.ok((decodeJwt(t.access_token).exp as number) <= now + 90);
   });
+
+  it('keeps whole seconds for an IdP token with a fractional exp (RFC 7519 NumericDate), never past it', async () => {
+    const exp = Math.floor(Date.now() / 1000) + 90.5;
+    const t = await ok(await exchange('broker', { subject_token: await userToken({ exp }), audience: 'https://api.test' }));
+    const issued = decodeJwt(t.access_token).exp as number;
+    assert.ok(Number.isInteger(issued) && issued <= exp, String(issued));
+    assert.ok(Number.isInteger(t.expires_in), String(t.expires_in));
+    const grant = await issuer.store.getGrant(decodeJwt(t.access_token).grant_id as string);
+    assert.ok(Number.isInteger(grant?.expiresAt), 'the grant is stored in whole seconds (a bigint on PostgreSQL)');
+  });
 });
 
 describe('may_act (RFC 8693 §4.4)', () => {

@@ -67,7 +67,8 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     issuer: principal.issuer,
     subject: principal.subject as string,
     scopes: principal.scopes,
-    exp: Math.min(principal.expiresAt, expCap),
+    // Whole seconds, rounded down: a NumericDate may be fractional (RFC 7519 §2), the store keeps integers.
+    exp: Math.floor(Math.min(principal.expiresAt, expCap)),
     act: (principal.claims.act as JsonObject | undefined) ?? null,
     grantId,
     mayAct: principal.claims.may_act,
