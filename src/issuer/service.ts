@@ -18,7 +18,14 @@ import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
-import type { ClientRecord, GrantRecord, GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
+import {
+  type ClientRecord,
+  type GrantRecord,
+  type GrantSelector,
+  type RevokedGrant,
+  type Store,
+  StoreUnavailableError,
+} from '../store/contract.ts';
 import { AccessTokens } from './access-tokens.ts';
 import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
 import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
@@ -264,7 +271,10 @@ export class TokenService {
       if (grantType === 'refresh_token') return await refresh(this.#ctx, client, req, jkt);
       return await exchange(this.#ctx, client, req, jkt);
     } catch (e) {
-      const error = e instanceof OAuthError ? e : new OAuthError('server_error', { cause: e });
+      const error =
+        e instanceof OAuthError
+          ? e
+          : new OAuthError(e instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error', { cause: e });
       this.#ctx.emit({
         kind: 'token.denied',
         decision: 'deny',

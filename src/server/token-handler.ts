@@ -16,6 +16,7 @@ import { uuidv7 } from '../audit/id.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
+import { StoreUnavailableError } from '../store/contract.ts';
 
 /** Answers the request when it is for the token service; returns whether it did. */
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
@@ -23,7 +24,7 @@ export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => bool
 export interface TokenServiceHandlerOptions {
   /** Largest accepted request body, bytes (default 64 KiB). */
   readonly maxBodyBytes?: number;
-  /** Told about unexpected failures (500s). The message never holds request data. */
+  /** Told about unexpected failures (500s) and an unreachable store (503). The message never holds request data. */
   readonly onError?: (error: unknown, requestId: string) => void;
 }
 
@@ -147,10 +148,14 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const metadataBody = JSON.stringify(service.metadata());
 
   const fail = (res: ServerResponse, error: unknown, requestId: string) => {
-    if (error instanceof OAuthError) return sendError(res, error, requestId);
+    if (error instanceof OAuthError) {
+      // A server-side failure the service wrapped: the caller gets the RFC error, the log the cause.
+      if (error.status >= 500 && error.cause !== undefined) options.onError?.(error.cause, requestId);
+      return sendError(res, error, requestId);
+    }
     if (error instanceof BodyTooLarge) return sendError(res, new OAuthError('request_body_too_large'), requestId);
     options.onError?.(error, requestId);
-    sendError(res, new OAuthError('server_error'), requestId);
+    sendError(res, new OAuthError(error instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error'), requestId);
   };
 
   /** The form-encoded POST endpoints. */

@@ -179,8 +179,17 @@ export class StoreConflictError extends Error {
 }
 
 /**
- * The store. Every method may reject when the backend is unreachable; callers map that to
- * `temporarily_unavailable`.
+ * Thrown by the store when the backend cannot be reached or is too busy to answer (connection
+ * refused or lost, a lock held past the busy timeout): the request may succeed if retried later.
+ * The token service answers it with 503 `temporarily_unavailable` (`store_unavailable`).
+ */
+export class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+}
+
+/**
+ * The store. Every method may reject with {@link StoreUnavailableError} when the backend is
+ * unreachable; callers map that to `temporarily_unavailable`.
  */
 export interface Store {
   /** Which backend, for health output. */

@@ -5,9 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
 import pg from 'pg';
+import { StoreUnavailableError } from '../../src/store/contract.ts';
 import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { bearer } from '../helpers/tokens.ts';
@@ -89,5 +91,88 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     const res = await post();
     assert.equal(res.status, 200, await res.text());
     assert.equal((await post()).status, 400, 'and its replay is refused');
+  });
+});
+
+/** A TCP relay to PostgreSQL that the test can cut (every connection dropped, nothing listening) and restore. */
+async function relay(): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void> }> {
+  const target = new URL(url);
+  const sockets = new Set<Socket>();
+  let server: Server;
+  let port = 0;
+  const listen = () =>
+    new Promise<void>((resolve) => {
+      server = createServer((inbound) => {
+        const outbound = createConnection(Number(target.port || 5432), target.hostname);
+        for (const s of [inbound, outbound]) {
+          sockets.add(s);
+          s.on('close', () => sockets.delete(s));
+          s.on('error', () => {});
+        }
+        inbound.pipe(outbound).pipe(inbound);
+      });
+      server.listen(port, '127.0.0.1', () => {
+        port = (server.address() as { port: number }).port;
+        resolve();
+      });
+    });
+  await listen();
+  return {
+    port,
+    cut: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+    },
+    restore: listen,
+  };
+}
+
+describe('PostgreSQL out of reach', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
+  const outageSchema = `${schema}_outage`;
+  let issuer: RunningIssuer;
+  let store: PostgresStore;
+  let net: Awaited<ReturnType<typeof relay>>;
+
+  before(async () => {
+    net = await relay();
+    const via = new URL(url);
+    via.port = String(net.port);
+    store = await PostgresStore.open({ connectionString: via.toString(), schema: outageSchema });
+    issuer = await startIssuer({ store });
+  });
+  after(async () => {
+    await issuer?.close();
+    await net?.cut();
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${outageSchema} CASCADE`);
+    await c.end();
+  });
+
+  it('survives its pooled connections being dropped, answers 503 temporarily_unavailable while the store is down, and recovers', async () => {
+    const secret = (await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials', EXCHANGE] })).secret;
+    const user = await issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 600 });
+    const exchange = () =>
+      issuer.post(
+        '/oauth2/token',
+        { grant_type: EXCHANGE, subject_token: user.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+        { authorization: basic('agent', secret) },
+      );
+    assert.equal((await exchange()).status, 200);
+
+    // Idle pooled connections are closed under the pool: unheard, that event would end this process.
+    await net.cut();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await assert.rejects(store.getClient('agent'), StoreUnavailableError);
+    const down = await exchange();
+    assert.equal(down.status, 503, 'a token exchange needs its grant written');
+    assert.equal(down.headers.get('retry-after'), '5');
+    assert.equal(down.headers.get('cache-control'), 'no-store');
+    assert.deepEqual(await down.json(), { error: 'temporarily_unavailable', error_description: 'The store is unavailable; retry later.' });
+
+    await net.restore();
+    assert.equal((await exchange()).status, 200, 'the pool reconnects once PostgreSQL is back');
   });
 });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
+import { StoreUnavailableError } from '../../src/store/contract.ts';
 import { MIGRATIONS } from '../../src/store/sqlite/migrations.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { runStoreContract, testClock } from './contract.ts';
@@ -76,5 +77,23 @@ describe('sqlite store specifics', () => {
     assert.equal((await server.revocationsSince(v0.revocations, 1))[0]?.value, 'j');
     await cli.close();
     await server.close();
+  });
+
+  it('reports a write lock held by another process past the busy timeout as StoreUnavailableError (a 503, not a 500)', async () => {
+    const path = join(dir, 'locked.db');
+    const store = SqliteStore.open({ path, busyTimeoutMs: 50 });
+    const other = new DatabaseSync(path);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      await assert.rejects(
+        store.appendRevocations([{ kind: 'token', value: 'j', issuer: null, at: 1, expiresAt: 2_000_000_000 }]),
+        StoreUnavailableError,
+      );
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    await store.appendRevocations([{ kind: 'token', value: 'j', issuer: null, at: 1, expiresAt: 2_000_000_000 }]);
+    await store.close();
   });
 });

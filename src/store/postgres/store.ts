@@ -29,7 +29,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { StoreConflictError } from '../contract.ts';
+import { StoreConflictError, StoreUnavailableError } from '../contract.ts';
 
 /** Options for {@link PostgresStore.open}. */
 export interface PostgresStoreOptions {
@@ -154,6 +154,31 @@ function refreshFrom(r: Row): RefreshTokenRecord {
   };
 }
 
+// Failures that say the server cannot be reached now, not that the request is wrong: socket errors,
+// SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, starting up) and 53300
+// (too many connections); pg's own messages for a lost connection and a pool connect timeout.
+const NETWORK_ERRORS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+const UNAVAILABLE_SQLSTATE = /^(?:08|57P0[1-3]$|53300$)/;
+const UNAVAILABLE_MESSAGE = /^(?:Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+
+/** `e`, or a {@link StoreUnavailableError} caused by it when it means PostgreSQL is out of reach. */
+function unavailable(e: unknown): unknown {
+  if (!(e instanceof Error) || e instanceof StoreUnavailableError) return e;
+  const code = (e as { code?: unknown }).code;
+  const down =
+    (typeof code === 'string' && (NETWORK_ERRORS.has(code) || UNAVAILABLE_SQLSTATE.test(code))) || UNAVAILABLE_MESSAGE.test(e.message);
+  return down ? new StoreUnavailableError(`PostgreSQL is unreachable: ${e.message}`, { cause: e }) : e;
+}
+
 const SUBTREE = (seed: string) => `
   WITH RECURSIVE sub(id) AS (
     ${seed}
@@ -184,6 +209,10 @@ export class PostgresStore implements Store {
       max: options.max ?? 10,
       options: `-c search_path=${schema}`,
     });
+    // An idle pooled connection that PostgreSQL closes (restart, failover, idle timeout) is reported
+    // on the pool; without a listener that event would end the process. The pool drops the client
+    // itself, and the next query reconnects or fails with StoreUnavailableError.
+    pool.on('error', () => {});
     const store = new PostgresStore(pool);
     try {
       await store.#tx(async (c) => {
@@ -209,7 +238,18 @@ export class PostgresStore implements Store {
   }
 
   async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await this.#pool.connect();
+    let c: pg.PoolClient;
+    try {
+      c = await this.#pool.connect();
+    } catch (e) {
+      throw unavailable(e);
+    }
+    let broken: Error | undefined;
+    // A connection lost between two queries is reported as an event; unheard, it ends the process.
+    const onError = (e: Error) => {
+      broken ??= e;
+    };
+    c.on('error', onError);
     try {
       await c.query('BEGIN');
       const result = await fn(c);
@@ -217,14 +257,22 @@ export class PostgresStore implements Store {
       return result;
     } catch (e) {
       await c.query('ROLLBACK').catch(() => {});
-      throw e;
+      const mapped = unavailable(e);
+      // A connection that failed is closed rather than handed to the next caller.
+      if (mapped instanceof StoreUnavailableError) broken = mapped;
+      throw mapped;
     } finally {
-      c.release();
+      c.off('error', onError);
+      c.release(broken);
     }
   }
 
   async #q(sql: string, args: unknown[] = []): Promise<Row[]> {
-    return (await this.#pool.query(sql, args)).rows;
+    try {
+      return (await this.#pool.query(sql, args)).rows;
+    } catch (e) {
+      throw unavailable(e);
+    }
   }
 
   async #bump(c: Q, name: string): Promise<void> {
@@ -592,11 +640,16 @@ export class PostgresStore implements Store {
   // Replay cache.
 
   async useOnce(key: string, expiresAt: number, now: number): Promise<boolean> {
-    const r = await this.#pool.query(
-      `INSERT INTO replay (key, expires_at) VALUES ($1, $2)
-       ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay.expires_at <= $3`,
-      [key, expiresAt, now],
-    );
+    let r: pg.QueryResult;
+    try {
+      r = await this.#pool.query(
+        `INSERT INTO replay (key, expires_at) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay.expires_at <= $3`,
+        [key, expiresAt, now],
+      );
+    } catch (e) {
+      throw unavailable(e);
+    }
     return r.rowCount === 1;
   }
 

@@ -27,7 +27,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { StoreConflictError } from '../contract.ts';
+import { StoreConflictError, StoreUnavailableError } from '../contract.ts';
 import { MIGRATIONS } from './migrations.ts';
 
 /** Options for {@link SqliteStore}. */
@@ -189,7 +189,14 @@ export class SqliteStore implements Store {
   }
 
   #tx<T>(fn: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
+    } catch (e) {
+      // Another process (a CLI command, another server) held the write lock past the busy timeout.
+      const code = (e as { errcode?: unknown }).errcode;
+      if (code === 5 || code === 6) throw new StoreUnavailableError('the SQLite store is locked by another process', { cause: e });
+      throw e;
+    }
     try {
       const result = fn();
       this.#db.exec('COMMIT');
