@@ -687,17 +687,21 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   function pathOf(url: string): string {
     let start = 0;
+    let from = 0;
     if (url.charCodeAt(0) !== 0x2f) {
       const scheme = url.indexOf('://');
-      start = scheme < 0 ? 0 : url.indexOf('/', scheme + 3);
+      from = scheme < 0 ? 0 : scheme + 3;
+      start = scheme < 0 ? 0 : url.indexOf('/', from);
       if (start < 0) return '/';
     }
     let end = url.length;
-    const q = url.indexOf('?', start);
+    // Searched from the authority, not from the first '/': RFC 3986 §3.2 ends the authority at the
+    // first '/', '?' or '#', so in `https://host?next=/admin` the path is empty, not `/admin`.
+    const q = url.indexOf('?', from);
     if (q >= 0) end = q;
-    const h = url.indexOf('#', start);
+    const h = url.indexOf('#', from);
     if (h >= 0 && h < end) end = h;
-    return url.slice(start, end);
+    return end < start ? '/' : url.slice(start, end);
   }
 
   function authorize(request: VerifyRequest, result: VerifyResult, activePolicy: Policy): VerifyResult {

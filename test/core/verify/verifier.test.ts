@@ -73,3 +73,15 @@ describe('verifier: the happy path and the principal', () => {
     assert.equal(result.error.status, 403);
   });
 });
+
+describe('attack: a path smuggled into the query of an absolute URL without a path', () => {
+  it('matches https://host?x=/items/1 and https://host#/items/1 as the path /, not /items/1', async () => {
+    const token = await sign(key);
+    for (const url of ['https://api.test?next=/items/1', 'https://api.test#/items/1', 'https://api.test?a#/items/1']) {
+      const result = await verifier.verify(bearer(token, { url }));
+      assert.ok(!result.ok, url);
+      assert.equal(result.error.code, 'policy_no_match', url);
+    }
+    assert.equal((await verifier.verify(bearer(token, { url: 'https://api.test/items/1?next=/x' }))).ok, true);
+  });
+});
