@@ -147,8 +147,10 @@ export async function checkDpopProof(
       return new TesseraError('dpop_nonce_required', { claim: 'nonce', dpopNonce: options.nonces.current() });
     }
   }
-  // Only a proof that passed every other check is remembered, so junk cannot fill the cache.
-  const first = await options.replay.use(`${key.thumbprint}:${jti}`, iat + options.iatWindow + options.clockSkew);
+  // Only a proof that passed every other check is remembered, so junk cannot fill the cache. Its
+  // iat passes while the whole second nowSeconds <= iat + window + skew lasts, so the jti is kept
+  // until that second is over, else the proof could be replayed within it (RFC 9449 §11.1).
+  const first = await options.replay.use(`${key.thumbprint}:${jti}`, Math.floor(iat + options.iatWindow + options.clockSkew) + 1);
   if (!first) return fail('dpop_replayed', 'jti');
   return { jkt: key.thumbprint };
 }

@@ -235,6 +235,20 @@ describe('attack: DPoP proof with a wrong field', () => {
     await assertProofError(dpopRequest(token, once), 'dpop_replayed');
   });
 
+  it('rejects a proof replayed in the last second its iat is still accepted', async () => {
+    const token = await boundToken();
+    const once = await proof(token);
+    await assertAccepted(dpopRequest(token, once));
+    // iat_window 60 s + clock_skew 30 s: at +90.5 s the proof's iat is still inside the window.
+    clock.advance(90.5);
+    try {
+      await assertProofError(dpopRequest(token, once), 'dpop_replayed');
+      await assertProofError(dpopRequest(token, once), 'dpop_replayed');
+    } finally {
+      clock.advance(-90.5);
+    }
+  });
+
   it('rejects two DPoP headers', async () => {
     const token = await boundToken();
     const p = await proof(token);
