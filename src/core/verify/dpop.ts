@@ -6,7 +6,7 @@
 import { Buffer } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { TesseraError } from '../errors.ts';
-import { isJwsAlgorithm, type JwsAlgorithm } from '../jose/algorithms.ts';
+import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
 import { importJwk, type VerificationKey } from '../jose/jwk.ts';
 import type { Clock, ReplayCache } from '../ports.ts';
@@ -76,15 +76,18 @@ function htuOf(url: string): string | undefined {
   return `${u.protocol}//${u.host}${u.pathname}`;
 }
 
+// Shared by every verifier in the process, so a key is imported for every asymmetric algorithm,
+// not one verifier's allowlist (the proof's alg is checked against that before the key is used):
+// else a proof sent to one verifier would narrow what another accepts for the same key.
 const keyCache = new BoundedMap<string, VerificationKey>(1024);
 
-function proofKey(jwk: unknown, algorithms: readonly JwsAlgorithm[]): VerificationKey | undefined {
+function proofKey(jwk: unknown): VerificationKey | undefined {
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return undefined;
   const cacheKey = JSON.stringify(jwk);
   const cached = keyCache.get(cacheKey);
   if (cached) return cached;
   try {
-    const key = importJwk(jwk, { algorithms, publicOnly: true });
+    const key = importJwk(jwk, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true });
     keyCache.set(cacheKey, key);
     return key;
   } catch {
@@ -117,7 +120,7 @@ export async function checkDpopProof(
   if (!isJwsAlgorithm(alg) || !options.algorithms.has(alg)) return fail('dpop_proof_invalid', 'alg');
   if (header.crit !== undefined) return fail('dpop_proof_invalid', 'crit');
   for (const h of KEY_REFERENCE_HEADERS) if (h !== 'jwk' && header[h] !== undefined) return fail('dpop_proof_invalid', h);
-  const key = proofKey(header.jwk, [...options.algorithms]);
+  const key = proofKey(header.jwk);
   const check = key?.checks.get(alg);
   if (!key || !check) return fail('dpop_proof_invalid', 'jwk');
   const signature = Buffer.from(proof.slice(split.dot2 + 1), 'base64url');

@@ -321,6 +321,23 @@ describe('attack: proof key does not match the token binding', () => {
   });
 });
 
+describe('attack: a proof key cached by one verifier', () => {
+  it("does not narrow the algorithms another verifier accepts for that key (a junk proof with the holder's jwk)", async () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const jwk = await exportJWK(rsa.publicKey);
+    const key: ProofKey = { privateKey: rsa.privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
+    const rsOnly = createVerifier({ issuers, dpop: { mode: 'allowed', algorithms: ['RS256'] } }, { clock });
+    const psOnly = createVerifier({ issuers, dpop: { mode: 'allowed', algorithms: ['PS256'] } }, { clock });
+    const token = await boundToken(key.jkt);
+    // The holder's public JWK is in every proof it sends: anyone can replay it with a junk signature.
+    const [head, body] = (await proof(token, { key, header: { alg: 'RS256' } })).split('.');
+    const junk = await rsOnly.verify(dpopRequest(token, `${head}.${body}.AAAA`));
+    assert.ok(!junk.ok);
+    assert.equal(junk.error.code, 'dpop_proof_invalid');
+    await assertAccepted(dpopRequest(token, await proof(token, { key, header: { alg: 'PS256' } })), psOnly);
+  });
+});
+
 describe('attack: DPoP-bound token presented as Bearer', () => {
   it('rejects a bound token sent with the Bearer scheme', async () => {
     const token = await boundToken();
