@@ -129,6 +129,21 @@ describe('RFC 7662 introspection', () => {
     assertInvalidToken(await verifier.verify(bearer('opaque-aud')), verifier, 'token_audience_invalid');
   });
 
+  it('rejects an active response whose aud is neither a string nor an array of strings (never a principal with such an audience)', async () => {
+    const clock = fakeClock();
+    endpoint.responses.set('opaque-aud-number', { active: true, sub: 'u', aud: 5, exp: clock.seconds() + 100 });
+    endpoint.responses.set('opaque-aud-mixed', { active: true, sub: 'u', aud: ['https://api.test', 5], exp: clock.seconds() + 100 });
+    endpoint.responses.set('opaque-aud-object', { active: true, sub: 'u', aud: { length: 1 }, exp: clock.seconds() + 100 });
+    for (const verifier of [
+      introspectingVerifier(endpoint, clock),
+      introspectingVerifier(endpoint, clock, { audiences: ['https://api.test'] }),
+    ]) {
+      for (const token of ['opaque-aud-number', 'opaque-aud-mixed', 'opaque-aud-object']) {
+        assertInvalidToken(await verifier.verify(bearer(token)), verifier, 'token_claim_invalid');
+      }
+    }
+  });
+
   it('answers 503 when the endpoint refuses the client credentials (never treats it as inactive)', async () => {
     const verifier = createVerifier(
       {

@@ -571,6 +571,11 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     const { exp, aud } = response;
     if (exp !== undefined && typeof exp !== 'number') return deny('token_claim_invalid', { claim: 'exp' });
     if (typeof exp === 'number' && exp <= now) return deny('token_expired', { claim: 'exp' });
+    // RFC 7662 §2.2 / RFC 7519 §4.1.3: a string or an array of strings, checked whether or not
+    // audiences are configured, since it becomes the principal's audience.
+    if (aud !== undefined && typeof aud !== 'string' && !(Array.isArray(aud) && aud.every((a) => typeof a === 'string'))) {
+      return deny('token_claim_invalid', { claim: 'aud' });
+    }
     if (config.audiences) {
       const list = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
       if (!config.audiences.some((a) => list.includes(a))) return deny('token_audience_invalid', { claim: 'aud' });
