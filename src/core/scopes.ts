@@ -93,7 +93,8 @@ export function compileScopes(catalog: ScopeCatalog | undefined, path = 'scopes'
     const directImplied = (name: string): string[] => {
       const out: string[] = [];
       for (const implied of catalog[name]?.implies ?? []) {
-        if (isWildcard(implied)) for (const k of known) wildcardMatches(implied, k) && out.push(k);
+        // A wildcard covering the scope itself (`api:admin` implying `api:*`) is no cycle.
+        if (isWildcard(implied)) for (const k of known) k !== name && wildcardMatches(implied, k) && out.push(k);
         else if (known.has(implied)) out.push(implied);
       }
       return out;

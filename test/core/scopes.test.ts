@@ -81,6 +81,17 @@ describe('scopes: problems reported at load with exact paths', () => {
     assert.deepEqual(issues, [{ path: 'scopes.d.implies', message: 'scopes imply each other in a cycle: d → d' }]);
   });
 
+  it('does not report a scope implying a wildcard that covers it as a cycle, and expands it', () => {
+    const { model, issues } = compileScopes({ 'api:read': {}, 'api:admin': { implies: ['api:*'] } });
+    assert.deepEqual(issues, []);
+    assert.deepEqual(model.expand(['api:admin']).list, ['api:admin', 'api:read']);
+  });
+
+  it('still reports scopes implying each other through a wildcard', () => {
+    const { issues } = compileScopes({ 'api:a': { implies: ['api:*'] }, 'api:b': { implies: ['api:a'] } });
+    assert.deepEqual(issues, [{ path: 'scopes.api:a.implies', message: 'scopes imply each other in a cycle: api:a → api:b → api:a' }]);
+  });
+
   it('reports unknown implied scopes and wildcards matching nothing', () => {
     const { issues } = compileScopes({ a: {}, e: { implies: ['a', 'nope', 'x:*'] } });
     assert.deepEqual(issues, [
