@@ -165,9 +165,28 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
   };
 }
 
-function globToRegExp(glob: string): RegExp {
-  const escaped = glob.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
-  return new RegExp(`^${escaped}$`);
+/**
+ * A `*` glob as a matcher: the literal parts between stars, found in order, each at its first
+ * occurrence (exact for a star-only glob). Not a regular expression: `.` skips line terminators, so
+ * `files.delete\n` would escape a `files.*` rule, and several `.*` backtrack polynomially.
+ */
+function globMatcher(glob: string): (name: string) => boolean {
+  const parts = glob.split('*');
+  if (parts.length === 1) return (name) => name === glob;
+  const first = parts[0] as string;
+  const last = parts[parts.length - 1] as string;
+  const middle = parts.slice(1, -1);
+  return (name) => {
+    if (name.length < first.length + last.length || !name.startsWith(first) || !name.endsWith(last)) return false;
+    const end = name.length - last.length;
+    let at = first.length;
+    for (const part of middle) {
+      const found = name.indexOf(part, at);
+      if (found < 0 || found + part.length > end) return false;
+      at = found + part.length;
+    }
+    return true;
+  };
 }
 
 /**
@@ -194,7 +213,7 @@ export function compilePolicy(
     rule: CompiledRule;
     methods: ReadonlySet<string> | undefined;
     path: PathMatcher | undefined;
-    tool: RegExp | undefined;
+    tool: ((name: string) => boolean) | undefined;
     claims: readonly [string, ClaimCondition][];
   }
   const entries: Entry[] = [];
@@ -223,7 +242,7 @@ export function compilePolicy(
       }),
       methods: spec.methods ? new Set(spec.methods) : undefined,
       path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues, caseInsensitive),
-      tool: spec.tool === undefined ? undefined : globToRegExp(spec.tool),
+      tool: spec.tool === undefined ? undefined : globMatcher(spec.tool),
       claims,
     });
   }
@@ -241,7 +260,7 @@ export function compilePolicy(
       if (e.tool) {
         // Unknown tool: the rule may match; it decides, and it cannot grant (fail closed).
         if (input.tool === undefined) return { entry: e, params, unevaluable: 'tool' };
-        if (input.tool === null || !e.tool.test(input.tool)) continue;
+        if (input.tool === null || !e.tool(input.tool)) continue;
       }
       return { entry: e, params };
     }

@@ -264,6 +264,36 @@ describe('policy: conditions the evaluator cannot evaluate', () => {
   });
 });
 
+describe('attack: a tool name holding a line terminator', () => {
+  const policy = policyOf([
+    { id: 'files-admin', tool: 'files.*', scopes: ['admin'] },
+    { id: 'any', scopes: ['api:read'] },
+  ]);
+
+  it('is matched by a glob like any other character, never passed on to a broader rule', () => {
+    for (const tool of ['files.delete\n', 'files.\ndelete', 'files.delete\u2028', 'files.\r']) {
+      const d = policy.evaluate({ method: 'POST', path: '/mcp', tool }, subject(['api:read']));
+      assert.equal(d.allowed ? d.rule.id : d.rule?.id, 'files-admin', JSON.stringify(tool));
+      assert.equal(d.allowed, false, JSON.stringify(tool));
+    }
+  });
+
+  it('matches globs with several stars, and their other characters literally', () => {
+    const glob = (tool: string, name: string) =>
+      policyOf([{ id: 'g', tool }]).match({ method: 'POST', path: '/mcp', tool: name }) !== undefined;
+    assert.equal(glob('a*b*c', 'abc'), true);
+    assert.equal(glob('a*b*c', 'aXbYc'), true);
+    assert.equal(glob('a*b*c', 'acbc'), true);
+    assert.equal(glob('a*b*c', 'acb'), false);
+    assert.equal(glob('a*a', 'a'), false);
+    assert.equal(glob('a*', 'a'), true);
+    assert.equal(glob('*', ''), true);
+    assert.equal(glob('*.(x)+', 'f.(x)+'), true);
+    assert.equal(glob('*.(x)+', 'f.xx'), false);
+    assert.equal(glob('x*y*z', `x${'y'.repeat(20_000)}`), false);
+  });
+});
+
 describe('policy: trailing slash and case', () => {
   const rules: RuleSpec[] = [
     { id: 'admin', path: '/admin', scopes: ['admin'] },
