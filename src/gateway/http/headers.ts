@@ -4,8 +4,9 @@
  * Toward the upstream: hop-by-hop headers (and every header the `Connection` header names) are
  * dropped; the caller's credentials (`Authorization`, `DPoP`, configured cookies,
  * `Proxy-Authorization`) never pass; inbound copies of the identity headers the gateway sets are
- * removed so a caller cannot spoof them; `X-Forwarded-*` and `Forwarded` are rebuilt (appended to
- * only when the peer is a trusted proxy); `X-Request-Id` and `traceparent` are set by the gateway.
+ * removed, also spelled with underscores, so a caller cannot spoof them; `X-Forwarded-*` and
+ * `Forwarded` are rebuilt (appended to only when the peer is a trusted proxy); `X-Request-Id` and
+ * `traceparent` are set by the gateway.
  *
  * Toward the caller: hop-by-hop headers from the upstream are dropped.
  *
@@ -142,6 +143,11 @@ function joinHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
 }
 
+function underscoreStripped(name: string, stripped: ReadonlySet<string>): boolean {
+  const dashed = name.replaceAll('_', '-');
+  return HOP_BY_HOP.has(dashed) || stripped.has(dashed);
+}
+
 /**
  * The headers to send upstream for an inbound request. `extra` (the upstream credential, identity
  * headers, request id, trace context) is added last and wins.
@@ -164,6 +170,9 @@ export function upstreamRequestHeaders(
   const { stripped } = policy;
   for (const name in inbound) {
     if (HOP_BY_HOP.has(name) || stripped.has(name)) continue;
+    // CGI-style servers (WSGI, PHP, Rack) read `X_Tessera_Subject` as `X-Tessera-Subject`: an
+    // underscore spelling of a removed header is removed too.
+    if (name.indexOf('_') >= 0 && underscoreStripped(name, stripped)) continue;
     const value = inbound[name];
     if (value === undefined) continue;
     if (named !== undefined && named.includes(name)) continue;

@@ -47,6 +47,25 @@ describe('upstream request headers', () => {
     const none = upstreamRequestHeaders({ 'x-tessera-subject': 'admin' }, policy, facts, {});
     assert.equal(none['x-tessera-subject'], undefined);
   });
+  it('identity spoofing with underscores: X_Tessera_Subject and X_Forwarded_For never pass (CGI, WSGI, PHP read them as the dashed name)', () => {
+    const out = upstreamRequestHeaders(
+      {
+        x_tessera_subject: 'admin',
+        'x-tessera_subject': 'admin',
+        x_internal: 'yes',
+        x_forwarded_for: '6.6.6.6',
+        proxy_authorization: 'Basic x',
+        x_other: 'kept',
+      },
+      policy,
+      facts,
+      { 'x-tessera-subject': 'user-1' },
+    );
+    for (const h of ['x_tessera_subject', 'x-tessera_subject', 'x_internal', 'x_forwarded_for', 'proxy_authorization'])
+      assert.equal(out[h], undefined, h);
+    assert.equal(out['x-tessera-subject'], 'user-1');
+    assert.equal(out.x_other, 'kept');
+  });
   it('removes configured cookies and keeps the others', () => {
     const out = upstreamRequestHeaders({ cookie: 'session=abc; theme=dark; csrf=1' }, policy, facts, {});
     assert.equal(out.cookie, 'theme=dark');
