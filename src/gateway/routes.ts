@@ -57,7 +57,8 @@ export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string
   };
 }
 
-/** The host a request was sent to: lower case, without port (`[::1]` keeps its brackets). */
+/** The host a request was sent to: lower case, without port or a trailing dot (`api.example.com.`
+ * is the same name, and servers such as nginx read it so), `[::1]` keeping its brackets. */
 export function hostOf(value: string | undefined): string {
   if (value === undefined || value === '') return '';
   let v = value;
@@ -69,5 +70,6 @@ export function hostOf(value: string | undefined): string {
     return end < 0 ? v : v.slice(0, end + 1);
   }
   const colon = v.indexOf(':');
-  return colon < 0 ? v : v.slice(0, colon);
+  if (colon >= 0) v = v.slice(0, colon);
+  return v.charCodeAt(v.length - 1) === 0x2e ? v.slice(0, -1) : v;
 }

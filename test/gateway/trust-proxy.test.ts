@@ -91,6 +91,16 @@ describe('gateway: trust_proxy', () => {
     assert.equal(upstream.seen.at(-1)!.headers['x-forwarded-host'], 'internal.example.com');
   });
 
+  it('host trick: a trailing dot (internal.example.com.) is the same host, not a way past a host-routed route', async () => {
+    for (const host of ['internal.example.com.', 'Internal.Example.com.:8080']) {
+      const res = await raw(untrusted.url, `GET /x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      assert.match(res, /^HTTP\/1\.1 200/, res);
+      assert.equal((await lastEvent(untrusted))?.route, 'internal', host);
+    }
+    await send(trusted.url, '/x', { 'x-forwarded-host': 'internal.example.com.' });
+    assert.equal((await lastEvent(trusted))?.route, 'internal');
+  });
+
   for (const [name, head] of [
     ['userinfo', 'Host: internal.example.com@evil.test\r\n'],
     ['a list', 'Host: internal.example.com, evil.test\r\n'],
