@@ -88,6 +88,8 @@ class ForwardHandler {
   #bytes = 0;
   #done = false;
   #headers = false;
+  /** Listening for the caller going away while the response waits for it to drain. */
+  #watching = false;
 
   constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[]) {
     this.#res = res;
@@ -131,9 +133,21 @@ class ForwardHandler {
 
   onData(chunk: Buffer): boolean {
     this.#bytes += chunk.length;
-    const ok = this.#res.write(chunk);
-    if (!ok) this.#res.once('drain', this.#resume as () => void);
-    return ok;
+    const res = this.#res;
+    if (res.write(chunk)) return true;
+    // Back-pressure: undici stops reading (and its idle timer with it) until the caller drains. A
+    // caller that went away never drains, so give the upstream exchange up then, or it would hold
+    // its pooled connection (and its audit event) until shutdown.
+    if (res.destroyed) {
+      this.abort(new StreamClosed('client_closed'));
+      return false;
+    }
+    res.once('drain', this.#resume as () => void);
+    if (!this.#watching) {
+      this.#watching = true;
+      res.once('close', () => this.abort(new StreamClosed('client_closed')));
+    }
+    return false;
   }
 
   onComplete(): void {
