@@ -48,6 +48,10 @@ export class StreamRegistry {
   add(stream: TrackedStream): () => void {
     this.#streams.add(stream);
     this.#counts[stream.kind]++;
+    // A revocation announced between the decision and now (an upstream slow to start its stream or
+    // accept the upgrade) found nothing to close: check once now, before any of the stream is
+    // relayed (`close` may run before `add` returns).
+    if (this.#revoked(stream.principal)) this.#close(stream, 'token_revoked');
     return () => {
       if (this.#streams.delete(stream)) this.#counts[stream.kind]--;
     };
@@ -66,24 +70,24 @@ export class StreamRegistry {
     }
   }
 
+  #revoked(p: Principal): boolean {
+    const r = this.#revocation;
+    if (r === undefined || p.kind === 'static') return false;
+    return r.isRevoked({
+      issuer: p.issuer,
+      subject: p.subject,
+      clientId: p.clientId,
+      delegationId: p.delegationId,
+      tokenId: p.tokenId,
+      issuedAt: p.issuedAt,
+      expiresAt: p.expiresAt,
+    });
+  }
+
   /** Close streams whose token is now revoked. */
   checkRevoked(): void {
-    const r = this.#revocation;
-    if (r === undefined) return;
-    for (const s of [...this.#streams]) {
-      const p = s.principal;
-      if (p.kind === 'static') continue;
-      const revoked = r.isRevoked({
-        issuer: p.issuer,
-        subject: p.subject,
-        clientId: p.clientId,
-        delegationId: p.delegationId,
-        tokenId: p.tokenId,
-        issuedAt: p.issuedAt,
-        expiresAt: p.expiresAt,
-      });
-      if (revoked) this.#close(s, 'token_revoked');
-    }
+    if (this.#revocation === undefined) return;
+    for (const s of [...this.#streams]) if (this.#revoked(s.principal)) this.#close(s, 'token_revoked');
   }
 
   /** Close streams whose token has expired. */

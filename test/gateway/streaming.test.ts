@@ -57,6 +57,19 @@ describe('gateway: SSE and streamed responses', () => {
   let upstreamClosed = 0;
   before(async () => {
     upstream = await startUpstream((req, res) => {
+      if (req.url === '/events/late') {
+        // An upstream slow to start its stream (an LLM thinking before its first token).
+        const start = setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+          const timer = setInterval(() => res.write('data: late\n\n'), 100);
+          res.on('close', () => clearInterval(timer));
+        }, 300);
+        res.on('close', () => {
+          clearTimeout(start);
+          upstreamClosed++;
+        });
+        return;
+      }
       if (req.url?.startsWith('/events')) {
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
         let n = 0;
@@ -144,6 +157,25 @@ describe('gateway: SSE and streamed responses', () => {
     // The next request with the revoked token is refused.
     const again = await fetch(`${gw.url}/events/finite`, { headers: { authorization: `Bearer ${t}` } });
     assert.equal(again.status, 401);
+  });
+
+  it('revocation race: a grant revoked after the decision but before the upstream starts its stream ends the stream', async () => {
+    const t = await token({ grant_id: 'g-late', jti: 'j-late' });
+    const closedBefore = upstreamClosed;
+    const opening = openSse(`${gw.url}/events/late`, `Bearer ${t}`);
+    await new Promise((r) => setTimeout(r, 100));
+    revocations.apply({ grantIds: ['g-late'] });
+    const sse = await opening;
+    await Promise.race([
+      sse.ended,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('the stream outlived its revocation')), 2000)),
+    ]);
+    assert.equal(sse.events.length, 0);
+    await until(() => upstreamClosed > closedBefore);
+    await gw.served.gateway.audit.flush();
+    const closed = gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed');
+    assert.equal(closed.at(-1)?.jti, 'j-late');
+    assert.equal(closed.at(-1)?.reason, 'token_revoked');
   });
 
   it('ends an SSE stream when its token expires', async () => {

@@ -51,10 +51,14 @@ describe('gateway: WebSocket', () => {
         socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 4\r\n\r\nnope');
         return;
       }
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        ws.on('message', (m, binary) => ws.send(binary ? m : `echo:${m.toString()}`, { binary }));
-        ws.on('close', (code) => upstreamCloses.push(code));
-      });
+      const accept = () =>
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          ws.on('message', (m, binary) => ws.send(binary ? m : `echo:${m.toString()}`, { binary }));
+          ws.on('close', (code) => upstreamCloses.push(code));
+        });
+      // An upstream slow to accept (the gateway has decided; the upgrade is not done yet).
+      if (req.url === '/ws/slow') setTimeout(accept, 300);
+      else accept();
     });
     gw = await startGateway(
       {
@@ -150,6 +154,20 @@ describe('gateway: WebSocket', () => {
     const e = gw.audit.events.filter((x) => x.kind === 'gateway.stream_closed').at(-1);
     assert.equal(e?.reason, 'token_revoked');
     assert.equal(e?.jti, 'ws-jti');
+  });
+
+  it('revocation race: a token revoked after the decision but before the upstream accepts the upgrade gets 1008', async () => {
+    const t = await token({ jti: 'ws-slow', grant_id: 'g-ws-slow' });
+    const c = connectWs(wsUrl('/ws/slow'), { authorization: `Bearer ${t}` });
+    await new Promise((r) => setTimeout(r, 100));
+    revocations.apply({ grantIds: ['g-ws-slow'] });
+    await c.opened;
+    const closed = await Promise.race([
+      c.closed,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the connection outlived its revocation')), 2000)),
+    ]);
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, 'token revoked');
   });
 
   it('closes the connection when the token expires', async () => {
