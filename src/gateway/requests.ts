@@ -13,7 +13,7 @@ import type { Exchange } from './exchange.ts';
 import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
 import { traceContext } from './http/trace.ts';
 import type { Decision } from './pipeline/run.ts';
-import { hostMatches, hostOf } from './routes.ts';
+import { hasPathPrefix, hostMatches, hostOf } from './routes.ts';
 
 export function repeatsCredentialHeader(raw: readonly string[]): boolean {
   let auth = 0;
@@ -171,7 +171,9 @@ export function cardRoute(s: GatewayState, host: string, path: string): Compiled
 export function upstreamPath(route: CompiledRoute, path: string, query: string): string {
   const u = route.upstream;
   let rest = path;
-  if (u.stripPrefix !== undefined && (path === u.stripPrefix || path.startsWith(`${u.stripPrefix}/`))) {
+  // Matched as the route and its rules are (without case on a case-insensitive route): the prefix
+  // the gateway decided on is the one removed.
+  if (u.stripPrefix !== undefined && hasPathPrefix(path, u.stripPrefix, route.config.case_insensitive_paths)) {
     rest = path.slice(u.stripPrefix.length);
   }
   const joined = u.basePath + rest;

@@ -38,6 +38,15 @@ describe('gateway: path matching', () => {
             case_insensitive_paths: true,
             rules: rules('/ci'),
           },
+          {
+            id: 'insensitive-stripped',
+            match: { path_prefix: '/cs' },
+            upstream: { url: `${upstream.url}/v1`, strip_prefix: '/cs' },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            case_insensitive_paths: true,
+            rules: rules('/cs'),
+          },
         ],
       },
     });
@@ -83,5 +92,12 @@ describe('gateway: path matching', () => {
     assert.equal(upstream.seen.length, n);
     assert.equal((await call('/CI/Things')).status, 200);
     assert.equal((await call('/CI/ITEMS/', 'DELETE')).status, 403);
+  });
+
+  it('case bypass: with case_insensitive_paths, strip_prefix removes /CS as it removes /cs (the upstream acts on the path decided)', async () => {
+    for (const path of ['/cs/items', '/CS/items', '/Cs/items']) {
+      assert.equal((await call(path)).status, 200, path);
+      assert.equal(upstream.seen.at(-1)!.url, '/v1/items', path);
+    }
   });
 });
