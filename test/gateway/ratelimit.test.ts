@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { TokenBucketLimiter } from '../../src/gateway/ratelimit.ts';
+import { claims, makeKey, sign } from '../helpers/tokens.ts';
+import { AUDIENCE, baseConfig, ISSUER, key, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 describe('token bucket', () => {
   it('allows a burst, then refuses with the wait until the next token, then refills', () => {
@@ -25,5 +27,39 @@ describe('token bucket', () => {
     const l = new TokenBucketLimiter({ rate: 1, burst: 1, maxKeys: 2, clock: () => 0 });
     for (const k of ['a', 'b', 'c']) l.take(k);
     assert.equal(l.size, 2);
+  });
+});
+
+describe('gateway: rate limit keys', () => {
+  const other = makeKey('ES256', 'other-1');
+  const OTHER_ISSUER = 'https://other-issuer.test';
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      issuers: [
+        { issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } },
+        { issuer: OTHER_ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [other.jwk] } },
+      ],
+      gateway: {
+        routes: [
+          { id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}], rate_limit: { key: 'client', rate: 0.01, burst: 1 } },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('bucket exhaustion: a client of another issuer with the same client_id does not spend the victim’s bucket', async () => {
+    const call = (t: string) => fetch(`${gw.url}/x`, { headers: { authorization: `Bearer ${t}` } }).then((r) => r.status);
+    const attacker = await sign(other, claims({ iss: OTHER_ISSUER, sub: 'mallory', client_id: 'agent-1' }));
+    assert.equal(await call(attacker), 200);
+    assert.equal(await call(attacker), 429);
+    assert.equal(await call(await token({ client_id: 'agent-1' })), 200, 'agent-1 of the trusted issuer keeps its own bucket');
   });
 });

@@ -39,7 +39,8 @@ export interface Pipeline {
 
 function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal | undefined): string {
   if (stage.key === 'ip' || p === undefined) return request.remoteAddress;
-  if (stage.key === 'client') return `c:${p.clientId ?? p.subject ?? p.tokenHash}`;
+  // Client ids and subjects are each issuer's own: another issuer's `agent-1` is another caller.
+  if (stage.key === 'client') return `c:${p.issuer}\n${p.clientId ?? p.subject ?? p.tokenHash}`;
   return `s:${p.issuer}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
 }
 
