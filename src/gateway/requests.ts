@@ -145,6 +145,9 @@ export function remoteOf(s: GatewayState, req: IncomingMessage): string {
 }
 
 export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | undefined {
+  // TRACE is never routed: an upstream that echoes it (Apache's default) would send the injected
+  // credential back to the caller.
+  if (method === 'TRACE') return undefined;
   const routes = s.routes;
   for (let i = 0; i < routes.length; i++) {
     const r = routes[i] as CompiledRoute;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { rawHttp } from '../helpers/net.ts';
 import {
   AUDIENCE,
   baseConfig,
@@ -142,5 +143,35 @@ describe('gateway: plain HTTP proxying', () => {
     assert.ok(!text.includes(t));
     assert.ok(!text.includes(UPSTREAM_TOKEN));
     assert.ok(!text.includes('value'));
+  });
+});
+
+describe('gateway: TRACE', () => {
+  it('credential leak: TRACE is never routed, so an upstream that echoes it cannot hand the injected credential to the caller', async () => {
+    const upstream = await startUpstream((req, res) => {
+      // Apache's default (TraceEnable On): the request head as received comes back as the body.
+      let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      for (let i = 0; i < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+      res.writeHead(200, { 'content-type': 'message/http', 'content-length': Buffer.byteLength(text) }).end(text);
+    });
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          { id: 'any', upstream: { url: upstream.url, credential: { type: 'static', token: UPSTREAM_TOKEN } }, auth: 'jwt', rules: [{}] },
+        ],
+      },
+    });
+    try {
+      const t = await token();
+      const r = await rawHttp(gw.url, `TRACE /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
+      assert.match(r, /^HTTP\/1\.1 404/, r);
+      assert.ok(!r.includes(UPSTREAM_TOKEN));
+      assert.equal(upstream.seen.length, 0);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'route_not_found');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
   });
 });
