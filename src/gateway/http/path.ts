@@ -98,18 +98,19 @@ export function normalizePath(raw: string): string | undefined {
       if (h < 0 || l < 0) return undefined;
       const byte = h * 16 + l;
       if (byte === 0x2f || byte === 0x5c || byte === 0x00 || byte === 0x3b) return undefined;
-      if (byte === 0x25) {
-        // `%25` followed by an escape of a character refused above would decode into it on a
-        // second pass (`%252e%252e`, `%252f`).
-        const h2 = hexValue(raw.charCodeAt(i + 3));
-        const l2 = hexValue(raw.charCodeAt(i + 4));
-        if (h2 >= 0 && l2 >= 0) {
-          const b2 = h2 * 16 + l2;
-          if (b2 === 0x2e || b2 === 0x2f || b2 === 0x5c || b2 === 0x00 || b2 === 0x25 || b2 === 0x3b) return undefined;
-        }
-      }
       buf += isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX[h]}${HEX[l]}`;
       i += 2;
+    }
+    // `%25` followed by an escape of a character refused above would decode into it on a second
+    // pass (`%252e%252e`, `%252f`). Checked on the normalized path, which is what is forwarded:
+    // `%25%32%65` decodes its digits here and becomes `%252e` too.
+    for (let k = buf.indexOf('%25'); k >= 0; k = buf.indexOf('%25', k + 3)) {
+      const h2 = hexValue(buf.charCodeAt(k + 3));
+      const l2 = hexValue(buf.charCodeAt(k + 4));
+      if (h2 >= 0 && l2 >= 0) {
+        const b2 = h2 * 16 + l2;
+        if (b2 === 0x2e || b2 === 0x2f || b2 === 0x5c || b2 === 0x00 || b2 === 0x25 || b2 === 0x3b) return undefined;
+      }
     }
     out = buf;
   }
