@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
@@ -168,6 +169,25 @@ describe('gateway: WebSocket', () => {
     ]);
     assert.equal(closed.code, 1008);
     assert.equal(closed.reason, 'token revoked');
+  });
+
+  it('caller gone during the upgrade: the upstream connection accepted after it left is closed, not left open', async () => {
+    const t = await token();
+    const closesBefore = upstreamCloses.length;
+    const u = new URL(gw.url);
+    const socket = connect(Number(u.port), u.hostname, () =>
+      socket.write(
+        'GET /ws/slow HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${t}\r\n\r\n`,
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    socket.destroy();
+    const start = Date.now();
+    while (upstreamCloses.length === closesBefore && Date.now() - start < 3000) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(upstreamCloses.length, closesBefore + 1, 'the upstream connection is closed');
+    const metrics = await gw.served.gateway.registry.getSingleMetricAsString('tessera_gateway_active_streams');
+    assert.match(metrics, /kind="websocket"\} 0/);
   });
 
   it('closes the connection when the token expires', async () => {

@@ -171,10 +171,29 @@ export class WebSocketRelay {
       }
       if (++closed === 2) this.#end();
     };
-    client.on('close', () => onClose(upstream));
-    upstream.on('close', () => onClose(client));
+    let clientClosed = false;
+    let upstreamClosed = false;
+    const clientGone = () => {
+      if (clientClosed) return;
+      clientClosed = true;
+      onClose(upstream);
+    };
+    const upstreamGone = () => {
+      if (upstreamClosed) return;
+      upstreamClosed = true;
+      onClose(client);
+    };
+    client.on('close', clientGone);
+    upstream.on('close', upstreamGone);
     client.on('end', () => upstream.end());
     upstream.on('end', () => client.end());
+    // A side that ended or closed before the relay started (the caller left while the upstream was
+    // accepting) has emitted its 'end' or 'close' already: pass it on now, or the other side would
+    // stay open.
+    if (client.destroyed) clientGone();
+    else if (client.readableEnded) upstream.end();
+    if (upstream.destroyed) upstreamGone();
+    else if (upstream.readableEnded) client.end();
     client.on('error', () => client.destroy());
     upstream.on('error', () => upstream.destroy());
   }
