@@ -143,9 +143,9 @@ function joinHeader(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
 }
 
-function underscoreStripped(name: string, stripped: ReadonlySet<string>): boolean {
+function underscoreStripped(name: string, stripped: ReadonlySet<string>, extra: Readonly<Record<string, string>>): boolean {
   const dashed = name.replaceAll('_', '-');
-  return HOP_BY_HOP.has(dashed) || stripped.has(dashed);
+  return HOP_BY_HOP.has(dashed) || stripped.has(dashed) || Object.hasOwn(extra, dashed);
 }
 
 /**
@@ -171,8 +171,9 @@ export function upstreamRequestHeaders(
   for (const name in inbound) {
     if (HOP_BY_HOP.has(name) || stripped.has(name)) continue;
     // CGI-style servers (WSGI, PHP, Rack) read `X_Tessera_Subject` as `X-Tessera-Subject`: an
-    // underscore spelling of a removed header is removed too.
-    if (name.indexOf('_') >= 0 && underscoreStripped(name, stripped)) continue;
+    // underscore spelling of a removed header, or of one the gateway sets (`X_Api_Key` for a
+    // credential in `X-Api-Key`), is removed too.
+    if (name.indexOf('_') >= 0 && underscoreStripped(name, stripped, extra)) continue;
     const value = inbound[name];
     if (value === undefined) continue;
     if (named !== undefined && named.includes(name)) continue;

@@ -66,6 +66,13 @@ describe('upstream request headers', () => {
     assert.equal(out['x-tessera-subject'], 'user-1');
     assert.equal(out.x_other, 'kept');
   });
+  it('credential spoofing with underscores: X_Api_Key does not ride along with the credential the gateway sets in X-Api-Key', () => {
+    const out = upstreamRequestHeaders({ x_api_key: 'caller-key', 'x-api-key': 'caller-key' }, policy, facts, {
+      'x-api-key': 'upstream-key',
+    });
+    assert.equal(out.x_api_key, undefined);
+    assert.equal(out['x-api-key'], 'upstream-key');
+  });
   it('removes configured cookies and keeps the others', () => {
     const out = upstreamRequestHeaders({ cookie: 'session=abc; theme=dark; csrf=1' }, policy, facts, {});
     assert.equal(out.cookie, 'theme=dark');
