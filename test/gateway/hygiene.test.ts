@@ -84,6 +84,21 @@ describe('gateway hygiene', () => {
     assert.equal(h['x-real-ip'], undefined);
   });
 
+  it('forwarding spoofing: no X-Forwarded-* of the caller’s own (Ssl, Scheme, Uri, Method, Server) reaches the upstream', async () => {
+    const res = await get('/api/x', {
+      'x-forwarded-ssl': 'on',
+      'x-forwarded-scheme': 'https',
+      'x-forwarded-uri': '/api/admin/secrets',
+      'x-forwarded-method': 'DELETE',
+      'x-forwarded-server': 'internal',
+    });
+    assert.equal(res.status, 200);
+    const h = upstream.seen.at(-1)!.headers;
+    for (const name of ['x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-uri', 'x-forwarded-method', 'x-forwarded-server'])
+      assert.equal(h[name], undefined, name);
+    assert.equal(h['x-forwarded-proto'], 'http');
+  });
+
   it('never forwards the caller’s Authorization, DPoP or configured cookies', async () => {
     await get('/api/x', { dpop: 'proof', cookie: 'gw_session=s3cret; theme=dark' });
     const h = upstream.seen.at(-1)!.headers;

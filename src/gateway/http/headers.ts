@@ -145,7 +145,7 @@ function joinHeader(value: string | string[] | undefined): string | undefined {
 
 function underscoreStripped(name: string, stripped: ReadonlySet<string>, extra: Readonly<Record<string, string>>): boolean {
   const dashed = name.replaceAll('_', '-');
-  return HOP_BY_HOP.has(dashed) || stripped.has(dashed) || Object.hasOwn(extra, dashed);
+  return HOP_BY_HOP.has(dashed) || stripped.has(dashed) || dashed.startsWith('x-forwarded-') || Object.hasOwn(extra, dashed);
 }
 
 /**
@@ -170,6 +170,9 @@ export function upstreamRequestHeaders(
   const { stripped } = policy;
   for (const name in inbound) {
     if (HOP_BY_HOP.has(name) || stripped.has(name)) continue;
+    // Every X-Forwarded-* is the gateway's to set: a caller's own X-Forwarded-Ssl or -Scheme would
+    // tell the upstream the request came over TLS, -Uri or -Method describe another request.
+    if (name.startsWith('x-forwarded-')) continue;
     // CGI-style servers (WSGI, PHP, Rack) read `X_Tessera_Subject` as `X-Tessera-Subject`: an
     // underscore spelling of a removed header, or of one the gateway sets (`X_Api_Key` for a
     // credential in `X-Api-Key`), is removed too.
