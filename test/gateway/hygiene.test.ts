@@ -99,6 +99,14 @@ describe('gateway hygiene', () => {
     assert.equal(h['x-forwarded-proto'], 'http');
   });
 
+  it('path override: X-Original-URL and X-Rewrite-URL never reach the upstream (frameworks that honour them would serve another path than the one decided)', async () => {
+    const res = await get('/api/x', { 'x-original-url': '/api/admin/secrets', 'x-rewrite-url': '/api/admin/secrets' });
+    assert.equal(res.status, 200);
+    const h = upstream.seen.at(-1)!.headers;
+    assert.equal(h['x-original-url'], undefined);
+    assert.equal(h['x-rewrite-url'], undefined);
+  });
+
   it('never forwards the caller’s Authorization, DPoP or configured cookies', async () => {
     await get('/api/x', { dpop: 'proof', cookie: 'gw_session=s3cret; theme=dark' });
     const h = upstream.seen.at(-1)!.headers;

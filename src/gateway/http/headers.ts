@@ -49,6 +49,10 @@ const ALWAYS_STRIPPED = [
   'x-http-method-override',
   'x-http-method',
   'x-method-override',
+  // Path overrides (IIS URL Rewrite, Symfony, Zend): the gateway authorized the request's path; an
+  // upstream honouring one would serve another.
+  'x-original-url',
+  'x-rewrite-url',
   // HTTP/2 downgrade and smuggling vectors.
   'http2-settings',
   'content-length-override',
