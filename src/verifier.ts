@@ -90,7 +90,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
   issues.push(...scopeIssues);
   let policy: ReturnType<typeof compilePolicy>['policy'] | undefined;
   if (config.rules) {
-    const compiled = compilePolicy(config.rules, scopes, at('rules'));
+    const compiled = compilePolicy(config.rules, scopes, at('rules'), { caseInsensitivePaths: config.case_insensitive_paths });
     issues.push(...compiled.issues);
     policy = compiled.policy;
   }

@@ -13,6 +13,7 @@
  * ```
  */
 import type { NextFunction, Request, Response } from 'express';
+import { ConfigError } from '../core/errors.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import { formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
@@ -27,11 +28,25 @@ declare global {
   }
 }
 
+const caseMismatch = new ConfigError([
+  {
+    path: 'case_insensitive_paths',
+    message:
+      "this Express app routes paths ignoring case (its default) but the rules compare case: set `case_insensitive_paths: true`, or `app.enable('case sensitive routing')`",
+  },
+]);
+
 export function expressAuth(
   verifier: Verifier,
   options: Omit<NodeAdapterOptions, 'body'> = {},
 ): (req: Request, res: Response, next: NextFunction) => void {
   return function tesseraExpressAuth(req, res, next) {
+    // Express routes /ADMIN to app.get('/admin') unless told otherwise; rules that compare case
+    // would then let /ADMIN past the rule written for /admin. Refuse rather than guess.
+    if (verifier.rules?.caseInsensitivePaths === false && !req.app.enabled('case sensitive routing')) {
+      next(caseMismatch);
+      return;
+    }
     const body = formParams(req.body);
     verifier.verify(toVerifyRequest(req, { ...options, body: () => body })).then((result) => {
       if (result.ok) {

@@ -14,6 +14,7 @@
  * ```
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ConfigError } from '../core/errors.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
@@ -33,6 +34,17 @@ export function fastifyAuth(
 ): (app: FastifyInstance) => Promise<void> {
   const formBody = 'config' in verifier && verifier.config.transport.form_body;
   async function tesseraFastifyAuth(app: FastifyInstance): Promise<void> {
+    // With `caseSensitive: false` Fastify routes /ADMIN to /admin; rules that compare case would
+    // then let /ADMIN past the rule written for /admin.
+    if (verifier.rules?.caseInsensitivePaths === false && app.initialConfig.caseSensitive === false) {
+      throw new ConfigError([
+        {
+          path: 'case_insensitive_paths',
+          message:
+            'this Fastify app routes paths ignoring case (caseSensitive: false) but the rules compare case: set `case_insensitive_paths: true`',
+        },
+      ]);
+    }
     app.decorateRequest('principal', undefined);
     app.addHook(formBody ? 'preValidation' : 'onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
       const body = formParams(request.body);

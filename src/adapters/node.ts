@@ -17,6 +17,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import { validHost } from '../core/host.ts';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
@@ -55,8 +56,13 @@ export function formParams(body: unknown): URLSearchParams | undefined {
 /** Build the verifier's request from a Node request (duplicate headers preserved). */
 export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}): VerifyRequest {
   const encrypted = (req.socket as TLSSocket).encrypted === true;
-  const proto = (options.trustProxy && first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim()) || (encrypted ? 'https' : 'http');
-  const host = (options.trustProxy && first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim()) || req.headers.host || 'localhost';
+  const forwardedProto = options.trustProxy ? first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase() : undefined;
+  const proto = forwardedProto === 'https' || forwardedProto === 'http' ? forwardedProto : encrypted ? 'https' : 'http';
+  const named = (options.trustProxy && first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim()) || req.headers.host || 'localhost';
+  // Node lets any visible characters through in Host: `h/public` would make the rules see
+  // /public/admin for a request the application serves as /admin. A malformed authority becomes a
+  // reserved name (RFC 6761) that no DPoP proof names, and the path stays the one sent.
+  const host = validHost(named) ? named : 'host.invalid';
   const body = options.body?.(req);
   // Express rewrites req.url below a mount point (app.use('/api', ...)); originalUrl is the path
   // the client sent, which rules and the DPoP htu are about.

@@ -227,6 +227,10 @@ export const verifierFields = {
     .array(ruleSchema)
     .optional()
     .meta({ description: 'Authorization rules evaluated by `verify` (the gateway has per-route rules).' }),
+  case_insensitive_paths: z.boolean().default(false).meta({
+    description:
+      'Match `rules` paths ignoring case (`/Admin` is `/admin`), as Express routes by default; the Express adapter refuses to run case-sensitive rules under case-insensitive routing. A trailing slash never matters.',
+  }),
   transport: z
     .strictObject({
       form_body: z.boolean().default(false).meta({ description: 'Accept `access_token` in an urlencoded body (RFC 6750 §2.2).' }),

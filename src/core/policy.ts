@@ -80,6 +80,8 @@ export type PolicyDecision =
 /** A compiled, immutable rule set. */
 export interface Policy {
   readonly rules: readonly CompiledRule[];
+  /** Whether literal path segments are compared ignoring case ({@link PolicyOptions}). */
+  readonly caseInsensitivePaths: boolean;
   /** The first rule matching the input, with its path parameters, without checking scopes. */
   match(input: PolicyInput): { rule: CompiledRule; params: Record<string, string> } | undefined;
   /** Match and authorize. */
@@ -189,18 +191,18 @@ function globMatcher(glob: string): (name: string) => boolean {
   };
 }
 
-/**
- * Compile rules against a scope model.
- *
- * @returns the policy, or the issues found (unknown scopes, bad patterns, bad methods), each with
- *   its path under `at`.
- */
 export interface PolicyOptions {
   /** Compare literal path segments case-insensitively (`/Admin` is `/admin`); parameters keep
    * the case sent. Default false: paths are case-sensitive. */
   readonly caseInsensitivePaths?: boolean;
 }
 
+/**
+ * Compile rules against a scope model.
+ *
+ * @returns the policy, or the issues found (unknown scopes, bad patterns, bad methods), each with
+ *   its path under `at`.
+ */
 export function compilePolicy(
   specs: readonly RuleSpec[],
   scopes: ScopeModel,
@@ -295,5 +297,8 @@ export function compilePolicy(
     return { allowed: true, rule, params };
   };
 
-  return { policy: Object.freeze({ rules: Object.freeze(entries.map((e) => e.rule)), match, evaluate }), issues };
+  return {
+    policy: Object.freeze({ rules: Object.freeze(entries.map((e) => e.rule)), caseInsensitivePaths: caseInsensitive, match, evaluate }),
+    issues,
+  };
 }

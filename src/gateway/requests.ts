@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
+import { validHost } from '../core/host.ts';
 import type { HeaderBag } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a.ts';
 import { type CompiledRoute, type GatewayState, peerAllowed } from './compile.ts';
@@ -91,13 +92,7 @@ export function requestHost(s: GatewayState, req: IncomingMessage): string {
   return hostOf((fromTrustedProxy(s, req) && firstValue(req.headers['x-forwarded-host'])) || req.headers.host);
 }
 
-/** `host[:port]`, a bracketed IPv6 literal with an optional port, nothing else. */
-const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$/;
-
-/** True when `value` is a well-formed Host (or X-Forwarded-Host) value. */
-export function validHost(value: string): boolean {
-  return HOST_HEADER.test(value);
-}
+export { validHost } from '../core/host.ts';
 
 /**
  * True when the request's Host header is absent (HTTP/1.0) or present once and well-formed, and

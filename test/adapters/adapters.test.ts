@@ -64,6 +64,8 @@ const adapters: Record<string, (v: ManagedVerifier) => Promise<Running>> = {
   },
   express: async (v) => {
     const app = express();
+    // These rules compare case; Express must then route by case too (see 'path case' below).
+    app.enable('case sensitive routing');
     app.use(expressAuth(v));
     app.get('/items/:id', (req, res) => {
       res.json({ subject: req.principal?.subject, route: 'items' });
@@ -104,7 +106,14 @@ function send(base: string, path: string, headers: [string, string][] = [], meth
   const url = new URL(base);
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { host: url.hostname, port: url.port, path, method, headers: [['host', url.host], ...headers].flat(), agent: false },
+      {
+        host: url.hostname,
+        port: url.port,
+        path,
+        method,
+        headers: (headers.some(([n]) => n.toLowerCase() === 'host') ? headers : [['host', url.host], ...headers]).flat(),
+        agent: false,
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -213,10 +222,85 @@ for (const [name, start] of Object.entries(adapters)) {
   });
 }
 
+describe('path case and authority: the rules see the path the application serves', () => {
+  let readToken: string;
+  before(async () => {
+    readToken = await sign(key, claims({ scope: 'api:read' }));
+  });
+
+  it('node:http: a Host header holding a path (h/public) does not move the path the rules see', async () => {
+    const app = await adapters['node:http']!(verifier);
+    try {
+      const host = `${new URL(app.origin).host}/public`;
+      const answer = await send(app.origin, '/admin/secret', [
+        ['host', host],
+        ['authorization', `Bearer ${readToken}`],
+      ]);
+      assert.equal(answer.status, 403, `the rules saw /public/admin/secret: ${answer.body}`);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('express: case-sensitive rules under Express default (case-insensitive) routing are refused, never bypassed by /ADMIN', async () => {
+    const e = express();
+    e.use(expressAuth(verifier));
+    let reached = false;
+    e.get('/admin/secret', (_req, res) => {
+      reached = true;
+      res.json({ route: 'admin' });
+    });
+    e.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500).json({ error: error.name, message: error.message });
+    });
+    const app = await listenOn(createServer(e));
+    try {
+      const answer = await send(app.origin, '/ADMIN/secret', [['authorization', `Bearer ${readToken}`]]);
+      assert.equal(answer.status, 500);
+      assert.equal(reached, false);
+      assert.equal(JSON.parse(answer.body).error, 'ConfigError');
+      assert.match(JSON.parse(answer.body).message, /case_insensitive_paths: .*case sensitive routing/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('express: with case_insensitive_paths the rule for /admin/** applies to /ADMIN/secret and /Admin/secret/', async () => {
+    const e = express();
+    e.use(expressAuth(createVerifier({ ...verifier.config, case_insensitive_paths: true })));
+    e.get('/admin/secret', (_req, res) => {
+      res.json({ route: 'admin' });
+    });
+    const app = await listenOn(createServer(e));
+    try {
+      for (const path of ['/ADMIN/secret', '/Admin/secret/', '/admin/secret']) {
+        const answer = await send(app.origin, path, [['authorization', `Bearer ${readToken}`]]);
+        assert.equal(answer.status, 403, `${path}: ${answer.body}`);
+        assert.match(String(answer.headers['www-authenticate']), /scope="admin"/);
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('fastify: case-sensitive rules under caseSensitive: false are refused at registration', async () => {
+    const f = Fastify({ caseSensitive: false });
+    await assert.rejects(
+      async () => {
+        await f.register(fastifyAuth(verifier));
+        await f.ready();
+      },
+      { name: 'ConfigError', message: /case_insensitive_paths/ },
+    );
+    await f.close();
+  });
+});
+
 describe('adapter: express mounted under a path', () => {
   let app: Running;
   before(async () => {
     const e = express();
+    e.enable('case sensitive routing');
     e.use('/api', expressAuth(createVerifier({ ...verifier.config, rules: [{ path: '/api/items/:id', scopes: ['api:read'] }] })));
     e.get('/api/items/:id', (req, res) => {
       res.json({ subject: req.principal?.subject });

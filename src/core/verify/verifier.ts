@@ -137,6 +137,11 @@ export interface Verifier {
   verifyToken(token: string): Promise<VerifyResult>;
   /** `WWW-Authenticate` values for an error (or a bare challenge). */
   challenges(error?: TesseraError): string[];
+  /**
+   * How the configured rules match paths, for adapters that must agree with their router;
+   * `undefined` when `verify` has no rules.
+   */
+  readonly rules: { readonly caseInsensitivePaths: boolean } | undefined;
   readonly stats: Readonly<VerifierStats>;
 }
 
@@ -754,6 +759,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     authenticate,
     verifyToken,
     challenges: (error?: TesseraError) => challenges(error, options.challenge),
+    rules: policy === undefined ? undefined : Object.freeze({ caseInsensitivePaths: policy.caseInsensitivePaths }),
     stats,
   });
 }
