@@ -39,6 +39,7 @@ const CLIENT_AUTH_FAILED = 'Client authentication failed.';
 export const OAUTH_ERROR_CODES = {
   // The request itself (RFC 6749 §3.2, §5.2 invalid_request).
   request_method_not_allowed: { status: 405, error: 'invalid_request', description: 'This endpoint accepts POST only.' },
+  request_method_get_only: { status: 405, error: 'invalid_request', description: 'This endpoint accepts GET only.' },
   request_content_type: {
     status: 400,
     error: 'invalid_request',
@@ -232,7 +233,7 @@ export class OAuthError extends Error {
       const scope = this.scope ? `, scope="${this.scope}"` : '';
       return { 'www-authenticate': `Bearer realm="${realm}", error="${this.error}"${scope}` };
     }
-    if (this.status === 405) return { allow: 'POST' };
+    if (this.status === 405) return { allow: this.code === 'request_method_get_only' ? 'GET' : 'POST' };
     if (this.status === 503) return { 'retry-after': '5' };
     return {};
   }

@@ -219,8 +219,16 @@ export function compilePolicy(
     claims: readonly [string, ClaimCondition][];
   }
   const entries: Entry[] = [];
+  const ids = new Map<string, string>();
   for (const [i, spec] of specs.entries()) {
     const here = `${at}[${i}]`;
+    // The id names the rule in audit events and keys the exchanged upstream tokens cached for it:
+    // two rules sharing one could share a token minted for the other's scopes.
+    const id = spec.id ?? here;
+    const taken = ids.get(id);
+    if (taken !== undefined)
+      issues.push({ path: `${here}.id`, message: `rule id "${id}" is already used by ${taken}; give each rule its own id` });
+    else ids.set(id, here);
     const req = spec.scopes;
     const all = req === undefined ? [] : Array.isArray(req) ? [...req] : [...((req as { all?: string[] }).all ?? [])];
     const any = req === undefined || Array.isArray(req) ? [] : [...((req as { any?: string[] }).any ?? [])];
@@ -237,7 +245,7 @@ export function compilePolicy(
     }
     entries.push({
       rule: Object.freeze({
-        id: spec.id ?? here,
+        id,
         all: Object.freeze(all),
         any: Object.freeze(any),
         scopeHint: [...all, ...any].join(' '),

@@ -183,6 +183,24 @@ describe('policy: problems reported at load with exact paths', () => {
   });
 });
 
+describe('policy: rule ids', () => {
+  it('attack: two rules sharing an id (one audit name, one cache of exchanged tokens) are refused at load', () => {
+    const { issues } = compilePolicy(
+      [
+        { id: 'items', methods: ['GET'], path: '/items', scopes: ['api:read'] },
+        { id: 'items', methods: ['POST'], path: '/items', scopes: ['api:write'] },
+        { id: 'rules[3]', path: '/x' },
+        { path: '/y' },
+      ],
+      scopes,
+    );
+    assert.deepEqual(issues, [
+      { path: 'rules[1].id', message: 'rule id "items" is already used by rules[0]; give each rule its own id' },
+      { path: 'rules[3].id', message: 'rule id "rules[3]" is already used by rules[2]; give each rule its own id' },
+    ]);
+  });
+});
+
 describe('policy: the path as routers see it', () => {
   const policy = policyOf([
     { id: 'admin', path: '/admin/**', scopes: ['admin'] },

@@ -107,6 +107,14 @@ describe('gateway hygiene', () => {
     assert.equal(h['x-rewrite-url'], undefined);
   });
 
+  it('httpoxy: a Proxy header never reaches the upstream (CGI exposes it as HTTP_PROXY, the outbound proxy of its HTTP clients)', async () => {
+    const res = await get('/api/x', { proxy: 'http://attacker.example:8080', 'x-keep': 'yes' });
+    assert.equal(res.status, 200);
+    const h = upstream.seen.at(-1)!.headers;
+    assert.equal(h.proxy, undefined);
+    assert.equal(h['x-keep'], 'yes', 'other headers pass');
+  });
+
   it('never forwards the caller’s Authorization, DPoP or configured cookies', async () => {
     await get('/api/x', { dpop: 'proof', cookie: 'gw_session=s3cret; theme=dark' });
     const h = upstream.seen.at(-1)!.headers;

@@ -254,6 +254,16 @@ describe('admin API', () => {
     assert.equal((await post({ grant_id: 'a', subject: 'b' }, token)).status, 400);
   });
 
+  it('answers 405 with Allow: GET for another method on the grant tree', async () => {
+    const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${await adminToken()}` },
+    });
+    assert.equal(res.status, 405);
+    assert.equal(res.headers.get('allow'), 'GET');
+    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'This endpoint accepts GET only.' });
+  });
+
   it('answers 404 for an unknown grant', async () => {
     const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, { headers: { authorization: `Bearer ${await adminToken()}` } });
     assert.equal(res.status, 404);

@@ -71,6 +71,53 @@ if (!reachable) {
       }
     });
 
+    it('runs a transaction PostgreSQL aborted to break a deadlock again (refresh reuse meeting a revocation of its tree)', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await other.connect();
+      try {
+        const now = 1_800_000_000;
+        const g = await store.createGrant(newGrant({}, now), now);
+        assert.notEqual(g, 'parent_inactive');
+        const grantId = (g as { id: string }).id;
+        const hash = `rt_${Math.random().toString(36).slice(2)}`;
+        await store.createRefreshToken({
+          hash,
+          grantId,
+          clientId: 'agent',
+          createdAt: now,
+          expiresAt: now + 3600,
+          rotatedAt: now,
+          revokedAt: null,
+        });
+        // Another instance revoking the tree: it holds the tree's lock, and will want the token's row.
+        // Its deadlock check waits longer, so PostgreSQL aborts the store's transaction, not this one.
+        await other.query("SET deadlock_timeout = '10s'");
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [grantId]);
+        // The reuse locks the token's row, then waits for the tree's lock...
+        const reuse = store.rotateRefreshToken(hash, {
+          clientId: 'agent',
+          nextHash: `${hash}_next`,
+          nextExpiresAt: now + 7200,
+          now: now + 10,
+          graceSeconds: 0,
+          entryExpiresAt: now + 600,
+        });
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        // ...while the revocation waits for the row: a deadlock, detected after deadlock_timeout (1 s).
+        const revoking = other.query('UPDATE refresh_tokens SET revoked_at = $1 WHERE hash = $2', [now + 10, hash]);
+        await revoking;
+        await other.query('COMMIT');
+        const r = await reuse;
+        assert.equal(r.status, 'invalid', 'run again after the abort, it sees the token the other transaction revoked');
+      } finally {
+        await other.end();
+        await store.close();
+      }
+    });
+
     it('keeps revocation log sequence numbers in commit order for a reader', async () => {
       const schema = schemaName();
       const a = await PostgresStore.open({ connectionString: url, schema });

@@ -8,6 +8,8 @@ export class MemoryReplayCache implements ReplayCache {
   readonly #seen = new Map<string, number>();
   readonly #max: number;
   readonly #clock: Clock;
+  /** When a full cache may next be swept (seconds). */
+  #nextSweep = 0;
 
   constructor(options: { maxEntries?: number; clock?: Clock } = {}) {
     this.#max = options.maxEntries ?? 100_000;
@@ -19,7 +21,12 @@ export class MemoryReplayCache implements ReplayCache {
     const prior = this.#seen.get(key);
     if (prior !== undefined && prior >= now) return false;
     if (this.#seen.size >= this.#max) {
-      for (const [k, exp] of this.#seen) if (exp < now) this.#seen.delete(k);
+      // A sweep visits every entry: at most one a second, or a cache kept full of live entries
+      // (proofs from a holder of a valid bound token) would cost a full scan per request.
+      if (now >= this.#nextSweep) {
+        this.#nextSweep = now + 1;
+        for (const [k, exp] of this.#seen) if (exp < now) this.#seen.delete(k);
+      }
       // Still full of live entries: forgetting one early would allow its replay, so fail closed.
       // Entries are only recorded after every other check passed, so filling it takes valid
       // credentials, not just traffic.

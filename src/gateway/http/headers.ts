@@ -53,6 +53,9 @@ const ALWAYS_STRIPPED = [
   // upstream honouring one would serve another.
   'x-original-url',
   'x-rewrite-url',
+  // httpoxy (CVE-2016-5385): CGI-style upstreams expose it as HTTP_PROXY, which HTTP clients read
+  // as their outbound proxy, sending the upstream's own requests (and credentials) to the caller.
+  'proxy',
   // HTTP/2 downgrade and smuggling vectors.
   'http2-settings',
   'content-length-override',

@@ -237,7 +237,24 @@ export class PostgresStore implements Store {
     return store;
   }
 
+  /**
+   * Run `fn` in a transaction. One that PostgreSQL aborted to break a deadlock (a refresh-token
+   * reuse cascade meeting a revocation of the same tree lock the same rows in opposite orders) or a
+   * serialization failure is run again, up to three times in all: `fn` touches only the database,
+   * and the abort undid everything it did.
+   */
   async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt(fn);
+      } catch (e) {
+        const code = (e as { code?: unknown }).code;
+        if (attempt >= 3 || (code !== '40P01' && code !== '40001')) throw e;
+      }
+    }
+  }
+
+  async #attempt<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     let c: pg.PoolClient;
     try {
       c = await this.#pool.connect();
