@@ -130,15 +130,22 @@ export function normalizePath(raw: string): string | undefined {
 }
 
 function isAccessTokenKey(pair: string): boolean {
+  // Servers that also split on ';' (Python before 3.9.2, some Java containers) see two parameters.
+  if (pair.indexOf(';') >= 0) return pair.split(';').some(isAccessTokenKey);
   const eq = pair.indexOf('=');
-  const key = eq < 0 ? pair : pair.slice(0, eq);
+  let key = eq < 0 ? pair : pair.slice(0, eq);
   if (key === 'access_token') return true;
-  if (key.indexOf('%') < 0 && key.indexOf('+') < 0) return false;
-  try {
-    return decodeURIComponent(key.replace(/\+/g, ' ')) === 'access_token';
-  } catch {
-    return true; // undecodable key: treat as hostile
+  if (key.indexOf('%') >= 0 || key.indexOf('+') >= 0) {
+    try {
+      key = decodeURIComponent(key.replace(/\+/g, ' '));
+    } catch {
+      return true; // undecodable key: treat as hostile
+    }
   }
+  // PHP reads `access.token`, `access token`, `access[token` and `access_token[]` as `access_token`.
+  const bracket = key.indexOf('[');
+  if (bracket > 0 && key.indexOf(']', bracket) > 0) key = key.slice(0, bracket);
+  return key.replace(/[ .[]/g, '_') === 'access_token';
 }
 
 /**

@@ -71,6 +71,24 @@ describe('query tokens', () => {
   it('leaves similar names alone', () => {
     assert.deepEqual(stripAccessToken('my_access_token=1'), { query: 'my_access_token=1', found: false });
   });
+
+  it('attack: query keys that PHP or a ;-splitting server reads as access_token are removed too', () => {
+    for (const q of [
+      'access.token=s',
+      'access+token=s',
+      'access%20token=s',
+      'access[token=s',
+      'access_token[]=s',
+      'access_token[0]=s',
+      'access%2Etoken=s',
+    ]) {
+      assert.deepEqual(stripAccessToken(`${q}&a=1`), { query: 'a=1', found: true }, q);
+    }
+    assert.deepEqual(stripAccessToken('a=1;access_token=s&b=2'), { query: 'b=2', found: true });
+    for (const q of ['access.tokens=1', 'xaccess.token=1', 'access_token_x[]=1', 'accessXtoken=1']) {
+      assert.deepEqual(stripAccessToken(q), { query: q, found: false }, q);
+    }
+  });
 });
 
 describe('audit paths', () => {
