@@ -141,6 +141,14 @@ describe('gateway hygiene', () => {
     assert.equal(upstream.seen.at(-1)!.headers['x-http-method-override'], undefined);
   });
 
+  it('method override: a _method query parameter (Symfony, Laravel) never reaches the upstream', async () => {
+    const pub = await fetch(`${gw.url}/public/x?_method=DELETE&a=1&_method%5B%5D=PUT`, { method: 'POST', body: 'x' });
+    assert.equal(pub.status, 200);
+    const seen = upstream.seen.at(-1)!;
+    assert.equal(seen.method, 'POST');
+    assert.equal(seen.url, '/public/x?a=1');
+  });
+
   it('strips access_token from the query on a public route', async () => {
     const res = await fetch(`${gw.url}/public/x?a=1&access_token=leaked&access%5Ftoken=leaked2`);
     assert.equal(res.status, 200);

@@ -22,7 +22,7 @@
 export interface RequestTarget {
   /** Normalized absolute path, no query. */
   readonly path: string;
-  /** The query to forward, `''` or starting with `?`, without any `access_token` parameter. */
+  /** The query to forward, `''` or starting with `?`, without any `access_token` or `_method` parameter. */
   readonly query: string;
   /** True when the original query carried `access_token` (stripped from {@link query}). */
   readonly queryToken: boolean;
@@ -129,39 +129,56 @@ export function normalizePath(raw: string): string | undefined {
   return out;
 }
 
-function isAccessTokenKey(pair: string): boolean {
+/** What a raw query pair is to the gateway: the caller's token, a method override, or neither. */
+function strippedKey(pair: string): 'token' | 'override' | undefined {
   // Servers that also split on ';' (Python before 3.9.2, some Java containers) see two parameters.
-  if (pair.indexOf(';') >= 0) return pair.split(';').some(isAccessTokenKey);
+  if (pair.indexOf(';') >= 0) {
+    let kind: 'token' | 'override' | undefined;
+    for (const p of pair.split(';')) kind = strippedKey(p) ?? kind;
+    return kind;
+  }
   const eq = pair.indexOf('=');
   let key = eq < 0 ? pair : pair.slice(0, eq);
-  if (key === 'access_token') return true;
+  if (key === 'access_token') return 'token';
   if (key.indexOf('%') >= 0 || key.indexOf('+') >= 0) {
     try {
       key = decodeURIComponent(key.replace(/\+/g, ' '));
     } catch {
-      return true; // undecodable key: treat as hostile
+      return 'token'; // undecodable key: treat as hostile
     }
   }
   // PHP reads `access.token`, `access token`, `access[token` and `access_token[]` as `access_token`.
   const bracket = key.indexOf('[');
   if (bracket > 0 && key.indexOf(']', bracket) > 0) key = key.slice(0, bracket);
-  return key.replace(/[ .[]/g, '_') === 'access_token';
+  key = key.replace(/[ .[]/g, '_');
+  if (key === 'access_token') return 'token';
+  // Symfony and Laravel run a POST as the method `_method` names, also from the query: the gateway
+  // authorized the request's real method (the override headers are removed for the same reason).
+  if (key === '_method') return 'override';
+  return undefined;
 }
 
 /**
- * Remove every `access_token` parameter (also percent-encoded, `access%5Ftoken`) from a raw query,
- * keeping the other parameters byte for byte. `undefined` when a key cannot be decoded.
+ * Remove every `access_token` parameter (also percent-encoded, `access%5Ftoken`, and as PHP reads
+ * keys) and every `_method` override from a raw query, keeping the other parameters byte for byte.
+ * `found` tells whether an access token was among them; `undefined` when a key cannot be decoded.
  */
 export function stripAccessToken(rawQuery: string): { query: string; found: boolean } | undefined {
-  if (rawQuery.indexOf('access') < 0 && rawQuery.indexOf('%') < 0) return { query: rawQuery, found: false };
+  if (rawQuery.indexOf('access') < 0 && rawQuery.indexOf('method') < 0 && rawQuery.indexOf('%') < 0)
+    return { query: rawQuery, found: false };
   const parts = rawQuery.split('&');
   const kept: string[] = [];
   let found = false;
+  let removed = false;
   for (const p of parts) {
-    if (isAccessTokenKey(p)) found = true;
-    else kept.push(p);
+    const kind = strippedKey(p);
+    if (kind === undefined) kept.push(p);
+    else {
+      removed = true;
+      if (kind === 'token') found = true;
+    }
   }
-  return { query: found ? kept.join('&') : rawQuery, found };
+  return { query: removed ? kept.join('&') : rawQuery, found };
 }
 
 /**

@@ -72,7 +72,7 @@ describe('query tokens', () => {
     assert.deepEqual(stripAccessToken('my_access_token=1'), { query: 'my_access_token=1', found: false });
   });
 
-  it('attack: query keys that PHP or a ;-splitting server reads as access_token are removed too', () => {
+  it('attack: query keys that PHP or a ;-splitting server reads as access_token or _method are removed too', () => {
     for (const q of [
       'access.token=s',
       'access+token=s',
@@ -85,6 +85,8 @@ describe('query tokens', () => {
       assert.deepEqual(stripAccessToken(`${q}&a=1`), { query: 'a=1', found: true }, q);
     }
     assert.deepEqual(stripAccessToken('a=1;access_token=s&b=2'), { query: 'b=2', found: true });
+    assert.deepEqual(stripAccessToken('_method=DELETE&a=1&%5Fmethod=PUT&_method[]=X'), { query: 'a=1', found: false }, 'method override');
+    assert.deepEqual(stripAccessToken('method=x&my_method=y'), { query: 'method=x&my_method=y', found: false });
     for (const q of ['access.tokens=1', 'xaccess.token=1', 'access_token_x[]=1', 'accessXtoken=1']) {
       assert.deepEqual(stripAccessToken(q), { query: q, found: false }, q);
     }
