@@ -85,7 +85,10 @@ export async function setClientDisabled(
 }
 
 export async function removeClient(ctx: ClientAdminContext, id: string, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {
-  if ((await ctx.store.getClient(id)) === undefined) return undefined;
+  // Disabled first: from then on the store refuses new grants for it, so none can be written
+  // between the revocation below and the removal.
+  if ((await ctx.store.updateClient(id, { disabled: true }, ctx.now())) === undefined) return undefined;
+  ctx.clients.invalidate(id);
   const revoked = await revokeGrants(ctx, { clientId: id }, 'client_removed', by);
   await ctx.store.deleteClient(id);
   ctx.clients.invalidate(id);

@@ -214,10 +214,14 @@ export interface Store {
   /**
    * Create a grant. Atomic with respect to {@link Store.revokeGrants}: when `parentId` is set and
    * the parent is missing, revoked or expired at `now`, nothing is written and the result is
-   * `parent_inactive`, so no grant can ever be derived from a revoked one.
+   * `parent_inactive`, so no grant can ever be derived from a revoked one. Atomic with respect to
+   * {@link Store.updateClient} and {@link Store.deleteClient} too: when the grant's client is
+   * unknown or disabled, nothing is written and the result is `client_inactive`, so disabling a
+   * client and then revoking its grants leaves none that a token request racing it (or another
+   * instance that has not seen the change yet) could still add.
    * @throws {StoreConflictError} when the id exists.
    */
-  createGrant(grant: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive'>;
+  createGrant(grant: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'>;
   getGrant(id: string): Promise<GrantRecord | undefined>;
   /** The grant and all its descendants (parents before children); empty when unknown. */
   grantSubtree(id: string): Promise<GrantRecord[]>;

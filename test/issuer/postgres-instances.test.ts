@@ -81,6 +81,30 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     assert.equal((await verifierB.verify(bearer(fresh.access_token))).ok, false, 'B rejects after its next sync');
   });
 
+  it('a client disabled on A: B, before its next sync, writes no new grant for it, and what it issues on an old one dies with that grant', async () => {
+    const s = (await a.addClient({ id: 'stale-window', scopes: ['api:read', 'api:write'], grantTypes: ['client_credentials'] })).secret;
+    await b.service.sync();
+    const auth = { authorization: basic('stale-window', s) };
+    assert.equal((await b.post('/oauth2/token', { grant_type: 'client_credentials' }, auth)).status, 200);
+    await a.service.setClientDisabled('stale-window', true);
+    // B has not synced and still takes the client for enabled. Another scope needs a new grant:
+    // the store refuses it, so nothing outlives A's revocation.
+    const fresh = await b.post('/oauth2/token', { grant_type: 'client_credentials', scope: 'api:read' }, auth);
+    assert.equal(fresh.status, 401);
+    assert.equal(((await fresh.json()) as { error: string }).error, 'invalid_client');
+    // The scope it already holds a grant for is answered from B's cache, on the grant A revoked.
+    const cached = (await (await b.post('/oauth2/token', { grant_type: 'client_credentials' }, auth)).json()) as { access_token: string };
+    await b.service.sync();
+    for (const [name, instance] of [
+      ['A', a],
+      ['B', b],
+    ] as const) {
+      const r = await inProcessVerifier(instance).verify(bearer(cached.access_token));
+      assert.equal(r.ok, false, `${name} refuses the token B issued on the revoked grant`);
+    }
+    assert.equal((await b.post('/oauth2/token', { grant_type: 'client_credentials' }, auth)).status, 401, 'B now knows');
+  });
+
   it('takes a DPoP proof with a fractional iat (RFC 7519 NumericDate): the replay cache stores whole seconds', async () => {
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const proof = await new SignJWT({ htm: 'POST', htu: `${a.url}/oauth2/token`, iat: Date.now() / 1000 - 0.5, jti: randomUUID() })

@@ -84,7 +84,7 @@ function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
 
 async function created(store: Store, g: NewGrant, now: number): Promise<GrantRecord> {
   const r = await store.createGrant(g, now);
-  assert.notEqual(r, 'parent_inactive');
+  assert.equal(typeof r, 'object', `createGrant answered ${String(r)}`);
   return r as GrantRecord;
 }
 
@@ -94,6 +94,8 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
     let store: Store;
     before(async () => {
       store = await makeStore();
+      // The clients the grants below name: a grant's client must exist and be enabled.
+      for (const id of ['agent', 'x']) await store.createClient(clientRecord({ id }));
     });
     after(async () => {
       await store.close();
@@ -188,6 +190,24 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
     });
 
     describe('grants', () => {
+      it('refuses a grant for an unknown or disabled client (client_inactive) and writes nothing', async () => {
+        const now = clock.now();
+        const unknown = newGrant({ clientId: uid('nobody') }, now);
+        assert.equal(await store.createGrant(unknown, now), 'client_inactive');
+        assert.equal(await store.getGrant(unknown.id), undefined);
+        const c = clientRecord({}, now);
+        await store.createClient(c);
+        await created(store, newGrant({ clientId: c.id }, now), now);
+        await store.updateClient(c.id, { disabled: true }, now);
+        const late = newGrant({ clientId: c.id }, now);
+        assert.equal(await store.createGrant(late, now), 'client_inactive');
+        assert.equal(await store.getGrant(late.id), undefined);
+        await store.updateClient(c.id, { disabled: false }, now);
+        await created(store, newGrant({ clientId: c.id }, now), now);
+        await store.deleteClient(c.id);
+        assert.equal(await store.createGrant(newGrant({ clientId: c.id }, now), now), 'client_inactive');
+      });
+
       it('assigns root and depth from the parent', async () => {
         const now = clock.now();
         const root = await created(store, newGrant({}, now), now);
@@ -266,6 +286,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const now = clock.now();
         const subject = uid('carol');
         const client = uid('client');
+        await store.createClient(clientRecord({ id: client }, now));
         const s1 = await created(store, newGrant({ subject, issuer: 'https://idp.one' }, now), now);
         const s2 = await created(store, newGrant({ subject, issuer: 'https://idp.two' }, now), now);
         const s1child = await created(store, newGrant({ parentId: s1.id, subject, clientId: client }, now), now);

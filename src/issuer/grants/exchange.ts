@@ -235,6 +235,7 @@ async function delegate(
     now,
   );
   if (grant === 'parent_inactive') throw new OAuthError('grant_inactive');
+  if (grant === 'client_inactive') throw new OAuthError('client_disabled');
   const { token, jti } = ctx.tokens.sign({
     client,
     subject: subject.subject,

@@ -60,6 +60,7 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
       },
       now,
     );
+    if (grant === 'client_inactive') throw new OAuthError('client_disabled');
     grantId = (grant as GrantRecord).id;
   }
   const subject = options.subject ?? client.id;

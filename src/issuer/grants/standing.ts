@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { OAuthError } from '../../core/oauth-errors.ts';
 import { BoundedMap } from '../../core/verify/bounded-map.ts';
 import type { RevocationList } from '../../core/verify/revocation.ts';
 import type { GrantRecord, Store } from '../../store/contract.ts';
@@ -63,6 +64,8 @@ export class StandingGrants {
       },
       now,
     );
+    // Disabled or removed since this process authenticated it (another instance, a racing call).
+    if (grant === 'client_inactive') throw new OAuthError('client_disabled');
     const id = (grant as GrantRecord).id;
     this.#cache.set(key, { id, expiresAt });
     return id;

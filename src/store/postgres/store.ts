@@ -421,9 +421,13 @@ export class PostgresStore implements Store {
     }
   }
 
-  async createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive'> {
+  async createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'> {
     try {
       return await this.#tx(async (c) => {
+        // FOR SHARE holds off a concurrent disable or removal of the client until this commits, so
+        // the revocation that follows it sees this grant.
+        const [client] = (await c.query('SELECT disabled FROM clients WHERE id = $1 FOR SHARE', [g.clientId])).rows as Row[];
+        if (!client || client.disabled === true) return 'client_inactive' as const;
         let rootId = g.id;
         let depth = 0;
         let issuer = g.issuer;

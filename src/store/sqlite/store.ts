@@ -131,7 +131,7 @@ export class SqliteStore implements Store {
   #grantQueue: {
     g: NewGrant;
     now: number;
-    resolve: (r: GrantRecord | 'parent_inactive') => void;
+    resolve: (r: GrantRecord | 'parent_inactive' | 'client_inactive') => void;
     reject: (e: unknown) => void;
   }[] = [];
 
@@ -335,7 +335,7 @@ export class SqliteStore implements Store {
    * the commit cost by the number of concurrent token exchanges. Nothing is answered before the
    * commit.
    */
-  createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive'> {
+  createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'> {
     return new Promise((resolve, reject) => {
       this.#grantQueue.push({ g, now, resolve, reject });
       if (this.#grantQueue.length === 1) setImmediate(() => this.#flushGrants());
@@ -346,7 +346,7 @@ export class SqliteStore implements Store {
     const batch = this.#grantQueue;
     this.#grantQueue = [];
     if (batch.length === 0) return;
-    let results: (GrantRecord | 'parent_inactive' | Error)[];
+    let results: (GrantRecord | 'parent_inactive' | 'client_inactive' | Error)[];
     try {
       results = this.#tx(() =>
         batch.map((item) => {
@@ -365,11 +365,14 @@ export class SqliteStore implements Store {
     for (const [i, item] of batch.entries()) {
       const r = results[i];
       if (r instanceof Error) item.reject(r);
-      else item.resolve(r as GrantRecord | 'parent_inactive');
+      else item.resolve(r as GrantRecord | 'parent_inactive' | 'client_inactive');
     }
   }
 
-  #insertGrant(g: NewGrant, now: number): GrantRecord | 'parent_inactive' {
+  #insertGrant(g: NewGrant, now: number): GrantRecord | 'parent_inactive' | 'client_inactive' {
+    // Inside the write transaction: a disable or removal of the client commits before or after it.
+    const client = this.#stmt('SELECT disabled FROM clients WHERE id = ?').get(g.clientId) as Row | undefined;
+    if (!client || Number(client.disabled) !== 0) return 'client_inactive';
     let rootId = g.id;
     let depth = 0;
     let issuer = g.issuer;
