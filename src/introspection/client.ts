@@ -12,6 +12,24 @@ export interface IntrospectionClientOptions {
   readonly fetch?: typeof fetch;
 }
 
+/** An introspection answer is a few hundred bytes; a larger one is refused before it is all read. */
+const MAX_RESPONSE_BYTES = 64 * 1024;
+
+async function readLimited(response: Response, limit: number): Promise<string> {
+  if (Number(response.headers.get('content-length') ?? 0) > limit) {
+    await response.body?.cancel();
+    throw new Error(`introspection response is larger than ${limit} bytes`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of response.body ?? []) {
+    size += chunk.byteLength;
+    if (size > limit) throw new Error(`introspection response is larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 export function createIntrospectionClient(options: IntrospectionClientOptions): Introspector {
   const doFetch = options.fetch ?? fetch;
   // RFC 6749 §2.3.1: form-urlencode id and secret before base64.
@@ -29,8 +47,11 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
         redirect: 'error',
         signal: AbortSignal.timeout(options.timeout * 1000),
       });
-      if (!response.ok) throw new Error(`introspection endpoint answered HTTP ${response.status}`);
-      const body = (await response.json()) as unknown;
+      if (!response.ok) {
+        await response.body?.cancel();
+        throw new Error(`introspection endpoint answered HTTP ${response.status}`);
+      }
+      const body = JSON.parse(await readLimited(response, MAX_RESPONSE_BYTES)) as unknown;
       if (typeof body !== 'object' || body === null || typeof (body as { active?: unknown }).active !== 'boolean') {
         throw new Error('introspection response has no boolean "active"');
       }

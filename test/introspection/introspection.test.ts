@@ -195,6 +195,43 @@ describe('RFC 7662 introspection', () => {
     });
   });
 
+  it('attack: an oversized introspection response is refused (503) before it is all read, declared or streamed', async () => {
+    const endpoint = await introspectionEndpoint();
+    try {
+      const verifier = introspectingVerifier(endpoint, fakeClock());
+      endpoint.responses.set('opaque-huge', JSON.stringify({ active: true, sub: 'a', pad: 'x'.repeat(100_000) }));
+      assertDenied(await verifier.verify(bearer('opaque-huge')), verifier, {
+        status: 503,
+        code: 'introspection_unavailable',
+        error: 'temporarily_unavailable',
+        challenges: ['Bearer'],
+      });
+    } finally {
+      await endpoint.close();
+    }
+    const streaming = await listen((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"active":true,"pad":"');
+      const chunk = 'x'.repeat(16_384);
+      for (let i = 0; i < 8; i++) res.write(chunk);
+      res.end('"}');
+    });
+    try {
+      const verifier = createVerifier(
+        {
+          introspection: { endpoint: `${streaming.origin}/introspect`, client_id: CLIENT_ID, client_secret: CLIENT_SECRET },
+          dpop: { mode: 'disabled' },
+        },
+        { clock: fakeClock() },
+      );
+      const r = await verifier.verify(bearer('opaque'));
+      assert.equal(r.ok, false);
+      if (!r.ok) assert.equal(r.error.code, 'introspection_unavailable');
+    } finally {
+      await streaming.close();
+    }
+  });
+
   it('caches an active result no longer than cache_max_ttl', async () => {
     const clock = fakeClock();
     endpoint.responses.set('opaque-long', { active: true, sub: 'u', exp: clock.seconds() + 3600 });
