@@ -195,6 +195,21 @@ describe('RFC 7662 introspection', () => {
     });
   });
 
+  it('rejects an active response whose iss is not a string (never the configured issuer in its place)', async () => {
+    const endpoint = await introspectionEndpoint();
+    try {
+      const verifier = introspectingVerifier(endpoint, fakeClock());
+      for (const iss of [5, null, ['https://idp.test'], {}]) {
+        endpoint.responses.set('opaque-iss', { active: true, sub: 'a', iss });
+        const r = await verifier.verify(bearer('opaque-iss'));
+        assert.equal(r.ok, false, JSON.stringify(iss));
+        if (!r.ok) assert.equal(r.error.code, 'token_claim_invalid');
+      }
+    } finally {
+      await endpoint.close();
+    }
+  });
+
   it('attack: an oversized introspection response is refused (503) before it is all read, declared or streamed', async () => {
     const endpoint = await introspectionEndpoint();
     try {

@@ -585,7 +585,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       const list = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
       if (!config.audiences.some((a) => list.includes(a))) return deny('token_audience_invalid', { claim: 'aud' });
     }
-    const iss = typeof response.iss === 'string' ? response.iss : config.issuer;
+    if (response.iss !== undefined && typeof response.iss !== 'string') return deny('token_claim_invalid', { claim: 'iss' });
+    const iss = response.iss ?? config.issuer;
     const cacheUntil = Math.min(typeof exp === 'number' ? exp : Number.POSITIVE_INFINITY, now + config.cacheMaxTtl);
     const claims = { ...response } as JsonObject;
     const principal = principalFrom(
