@@ -10,6 +10,7 @@ import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../cor
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { importJwk } from '../core/jose/jwk.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import { htuOf } from '../core/verify/dpop.ts';
 
 export interface TokenEndpointProofOptions {
   /** Absolute URL the proof's `htu` must name (scheme, host and path compared). */
@@ -24,12 +25,6 @@ export interface TokenEndpointProofOptions {
 }
 
 const SKEW = 30;
-
-function htuOf(url: string): string | undefined {
-  if (!URL.canParse(url)) return undefined;
-  const u = new URL(url);
-  return `${u.protocol}//${u.host}${u.pathname}`;
-}
 
 /**
  * Check a token-endpoint DPoP proof.

@@ -69,11 +69,28 @@ export interface DpopContext {
   readonly accessTokenHash: string;
 }
 
-function htuOf(url: string): string | undefined {
+const PERCENT_ENCODED = /%[0-9A-Fa-f]{2}/g;
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+
+/**
+ * The URI a proof's `htu` is compared as (RFC 9449 §4.3): scheme, authority and path, without
+ * query and fragment, after the normalizations RFC 3986 §6.2.2–6.2.3 describe. URL parsing
+ * lower-cases scheme and host, drops a default port and resolves dot segments; percent-encoded
+ * unreserved characters are decoded and the hex digits of the others upper-cased here, so
+ * `/%7euser` and `/~user` are one resource. `undefined` unless an absolute http(s) URI.
+ */
+export function htuOf(url: string): string | undefined {
   if (!URL.canParse(url)) return undefined;
   const u = new URL(url);
   if (u.protocol !== 'https:' && u.protocol !== 'http:') return undefined;
-  return `${u.protocol}//${u.host}${u.pathname}`;
+  let path = u.pathname;
+  if (path.includes('%')) {
+    path = path.replace(PERCENT_ENCODED, (e) => {
+      const c = String.fromCharCode(Number.parseInt(e.slice(1), 16));
+      return UNRESERVED.test(c) ? c : e.toUpperCase();
+    });
+  }
+  return `${u.protocol}//${u.host}${path}`;
 }
 
 // Shared by every verifier in the process, so a key is imported for every asymmetric algorithm,

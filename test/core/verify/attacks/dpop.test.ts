@@ -180,6 +180,8 @@ describe('attack: DPoP proof with a wrong field', () => {
     ['a path prefix', 'https://api.test/items'],
     ['a trailing slash', 'https://api.test/items/1/'],
     ['a relative URI', '/items/1'],
+    ['an encoded slash for the path separator', 'https://api.test/items%2F1'],
+    ['another encoded character', 'https://api.test/items/%32'],
   ] as const) {
     it(`rejects a proof whose htu has ${name}`, async () => {
       const token = await boundToken();
@@ -192,6 +194,13 @@ describe('attack: DPoP proof with a wrong field', () => {
     await assertAccepted(dpopRequest(token, await proof(token, { claims: { htu: `${URL_}?a=1#f` } })));
     await assertAccepted(dpopRequest(token, await proof(token), { url: `${URL_}?b=2#g` }));
     await assertAccepted(dpopRequest(token, await proof(token, { claims: { htu: 'https://API.TEST:443/items/1' } })));
+  });
+
+  it('compares paths after RFC 3986 §6.2.2 normalization: encoded unreserved characters and hex case', async () => {
+    const token = await boundToken();
+    const url = 'https://api.test/~a/b%2fc';
+    await assertAccepted(dpopRequest(token, await proof(token, { claims: { htu: 'https://api.test/%7Ea/b%2Fc' } }), { url }));
+    await assertAccepted(dpopRequest(token, await proof(token, { claims: { htu: 'https://api.test/%7ea/%62%2fc' } }), { url }));
   });
 
   it('rejects iat older than the window plus skew, accepts it at the edge', async () => {
