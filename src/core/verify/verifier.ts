@@ -295,11 +295,12 @@ function principalFrom(
   if (claims.cnf !== undefined) {
     const cnf = claims.cnf;
     if (typeof cnf !== 'object' || cnf === null || Array.isArray(cnf)) return 'cnf';
+    // A token bound by a method not checked here (RFC 8705 x5t#S256, RFC 7800 jwk/jku/kid) would
+    // otherwise pass as a bearer token, its binding ignored: only DPoP's jkt, alone, is accepted.
+    for (const member in cnf as JsonObject) if (member !== 'jkt') return 'cnf';
     const jkt = (cnf as JsonObject).jkt;
-    if (jkt !== undefined) {
-      if (typeof jkt !== 'string' || jkt === '') return 'cnf';
-      confirmation = { jkt };
-    }
+    if (typeof jkt !== 'string' || jkt === '') return 'cnf';
+    confirmation = { jkt };
   }
   const iat = claims.iat;
   return Object.freeze({

@@ -68,6 +68,15 @@ const wrongTypes: [string, Record<string, unknown>, string][] = [
   ['cnf.jkt as a number', { cnf: { jkt: 1 } }, 'cnf'],
   ['cnf.jkt as an object', { cnf: { jkt: { x: 'y' } } }, 'cnf'],
   ['cnf.jkt empty', { cnf: { jkt: '' } }, 'cnf'],
+  // A binding this verifier cannot check must not make the token a bearer token.
+  [
+    'cnf bound to an mTLS certificate (RFC 8705), not checked here',
+    { cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } },
+    'cnf',
+  ],
+  ['cnf with a key (RFC 7800 jwk), not checked here', { cnf: { jwk: { kty: 'OKP', crv: 'Ed25519', x: 'x' } } }, 'cnf'],
+  ['cnf empty', { cnf: {} }, 'cnf'],
+  ['cnf.jkt beside another method', { cnf: { jkt: 'abc', 'x5t#S256': 'def' } }, 'cnf'],
 ];
 
 describe('attack: claims of the wrong type', () => {
