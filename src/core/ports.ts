@@ -20,6 +20,11 @@ export interface KeySource {
    * resolves `true` when a new key set was loaded; a refused or failed refresh resolves `false`.
    */
   refreshAfterMiss?(): Promise<boolean>;
+  /**
+   * Be told when a key this source served is gone from it (a remote JWKS that dropped a key), so
+   * verification results cached for tokens it signed are not used any longer.
+   */
+  onKeysRemoved?(listener: () => void): void;
 }
 
 /** An RFC 7662 introspection response (the members Tessera reads). */

@@ -60,6 +60,7 @@ export class RemoteJwks implements KeySource {
   readonly #clock: Clock;
   readonly #fetch: typeof fetch;
   #set: KeySet | undefined;
+  readonly #removed: (() => void)[] = [];
   #expiresAt = 0;
   /** When the set of the last successful fetch expires (a failure does not move it). */
   #goodUntil = 0;
@@ -91,6 +92,10 @@ export class RemoteJwks implements KeySource {
     }
     if (this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
     return set.lookup(kid, alg);
+  }
+
+  onKeysRemoved(listener: () => void): void {
+    this.#removed.push(listener);
   }
 
   refreshAfterMiss(): Promise<boolean> {
@@ -159,7 +164,14 @@ export class RemoteJwks implements KeySource {
     for (const p of parsed.problems) this.#o.onWarning?.(`JWKS ${this.#o.url}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);
     if (parsed.keys.length === 0) throw new Error('no usable keys in the response');
     const ttl = Math.min(this.#o.maxTtl, Math.max(this.#o.minTtl, maxAge(response.headers.get('cache-control')) ?? this.#o.defaultTtl));
+    const previous = this.#set;
     this.#set = new KeySet(parsed.keys);
+    // A key taken out of the set (rotated out, or withdrawn after a compromise) must stop
+    // vouching for tokens at once, cached results included.
+    if (previous !== undefined) {
+      const now = new Set(parsed.keys.map((k) => `${k.kid}\n${k.thumbprint}`));
+      if (previous.keys.some((k) => !now.has(`${k.kid}\n${k.thumbprint}`))) for (const l of this.#removed) l();
+    }
     this.#expiresAt = this.#clock() + ttl * 1000;
     this.#goodUntil = this.#expiresAt;
   }

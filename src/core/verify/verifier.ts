@@ -341,6 +341,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   const headerCache = new BoundedMap<string, Header>(256);
   let lastHeader: { readonly segment: string; readonly header: Header } | undefined;
   const cache = options.cacheSize > 0 ? new BoundedMap<string, CacheEntry>(options.cacheSize) : undefined;
+  // Results cached for tokens a withdrawn key signed must not outlive the key (rare: drop them all).
+  if (cache) for (const i of options.issuers) i.keys.onKeysRemoved?.(() => cache.clear());
   const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
   // The token's bytes (whose prefix is the signing input), the decoded payload and the decoded
   // signature are written here rather than into fresh buffers. Everything from the writes to the

@@ -121,6 +121,38 @@ describe('attack: kid-miss flood against a remote JWKS', () => {
     assert.equal(endpoint.hits, before + 1);
     endpoint.keys = [key.jwk];
   });
+
+  it('a key withdrawn from the JWKS (after a compromise) stops vouching for tokens it signed, cached results included', async () => {
+    const clock = fakeClock();
+    endpoint.keys = [key.jwk];
+    const verifier = createVerifier(
+      {
+        issuers: [
+          {
+            issuer: ISSUER,
+            audiences: [AUDIENCE],
+            algorithms: ['ES256'],
+            jwks_uri: `${endpoint.origin}/jwks`,
+            jwks_cache: { miss_cooldown: '30s' },
+          },
+        ],
+        dpop: { mode: 'disabled' },
+        cache: { max_entries: 100 },
+      },
+      { clock, onWarning: () => {} },
+    );
+    await verifier.ready();
+    const signedByWithdrawn = await tokenAt(clock);
+    for (let i = 0; i < 3; i++) assert.equal((await verifier.verify(bearer(signedByWithdrawn))).ok, true);
+    assert.ok(verifier.stats.cacheHits > 0, 'the result is cached');
+
+    endpoint.keys = [rotated.jwk];
+    clock.advance(31);
+    // A token by the new key misses, and the refetch it causes drops k1.
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock, rotated)))).ok, true);
+    assertInvalidToken(await verifier.verify(bearer(signedByWithdrawn)), verifier, 'token_kid_unknown');
+    endpoint.keys = [key.jwk];
+  });
 });
 
 describe('remote JWKS failure keeps the last good key set', () => {
