@@ -28,7 +28,13 @@ export function substituteEnv(
   if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, issues, `${path}[${i}]`));
   if (typeof value === 'object' && value !== null) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = substituteEnv(v, env, issues, path ? `${path}.${k}` : k);
+    for (const [k, v] of Object.entries(value)) {
+      const at = path ? `${path}.${k}` : k;
+      // YAML makes `__proto__` an own key; assigned here it would become the prototype, and the
+      // schema would read its keys as if they had been written (and never report them as unknown).
+      if (k === '__proto__') issues.push({ path: at, message: 'unknown key "__proto__"; remove it' });
+      else out[k] = substituteEnv(v, env, issues, at);
+    }
     return out;
   }
   return value;

@@ -1,0 +1,33 @@
+/**
+ * `${VAR}` substitution walks the parsed YAML: keys that JavaScript treats specially must not change
+ * what the schema sees.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseConfigText } from '../../src/config/load.ts';
+import { ConfigError } from '../../src/core/errors.ts';
+
+function issuesOf(text: string): { path: string; message: string }[] {
+  try {
+    parseConfigText(text, 'tessera.yaml', {});
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
+    return [...e.issues];
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('config: a __proto__ key cannot smuggle settings', () => {
+  it('refuses __proto__ at the top level instead of reading its keys as settings', () => {
+    const issues = issuesOf('__proto__: { data_dir: /tmp/elsewhere }\n');
+    assert.deepEqual(issues, [{ path: '__proto__', message: 'unknown key "__proto__"; remove it' }]);
+  });
+
+  it('refuses __proto__ nested in a section, with its path, together with the other problems', () => {
+    const issues = issuesOf('server:\n  __proto__: { port: 1 }\n  hots: x\n');
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['server.__proto__', 'server.hots'],
+    );
+  });
+});
