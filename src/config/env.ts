@@ -7,25 +7,43 @@ import type { ConfigIssue } from '../core/errors.ts';
 
 const REF = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g;
 
-/** Substitute references in every string of `value`; unresolved references become issues. */
+/** A string that took a value from the environment: where, as written, and as substituted. */
+export interface Substitution {
+  readonly path: string;
+  readonly raw: string;
+  readonly value: string;
+}
+
+/**
+ * Substitute references in every string of `value`; unresolved references become issues. Strings
+ * that took a value from the environment are added to `substituted` (so that error messages can
+ * show them as written rather than echo the value).
+ */
 export function substituteEnv(
   value: unknown,
   env: Readonly<Record<string, string | undefined>>,
   issues: ConfigIssue[],
   path = '',
+  substituted: Substitution[] = [],
 ): unknown {
   if (typeof value === 'string') {
     if (!value.includes('${')) return value;
-    return value.replace(REF, (whole, name: string | undefined, fallback: string | undefined) => {
+    let fromEnv = false;
+    const out = value.replace(REF, (whole, name: string | undefined, fallback: string | undefined) => {
       if (whole === '$${') return '${';
       const v = env[name as string];
-      if (v !== undefined && v !== '') return v;
+      if (v !== undefined && v !== '') {
+        fromEnv = true;
+        return v;
+      }
       if (fallback !== undefined) return fallback;
       issues.push({ path: path || '(root)', message: `environment variable ${name} is not set; set it or write \${${name}:default}` });
       return '';
     });
+    if (fromEnv && out !== '') substituted.push({ path, raw: value, value: out });
+    return out;
   }
-  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, issues, `${path}[${i}]`));
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, issues, `${path}[${i}]`, substituted));
   if (typeof value === 'object' && value !== null) {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
@@ -33,7 +51,7 @@ export function substituteEnv(
       // YAML makes `__proto__` an own key; assigned here it would become the prototype, and the
       // schema would read its keys as if they had been written (and never report them as unknown).
       if (k === '__proto__') issues.push({ path: at, message: 'unknown key "__proto__"; remove it' });
-      else out[k] = substituteEnv(v, env, issues, at);
+      else out[k] = substituteEnv(v, env, issues, at, substituted);
     }
     return out;
   }

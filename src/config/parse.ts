@@ -5,7 +5,7 @@
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../core/errors.ts';
 import { deepFreeze } from '../core/verify/principal.ts';
-import { substituteEnv } from './env.ts';
+import { type Substitution, substituteEnv } from './env.ts';
 
 /** Render a zod path as `issuers[0].jwks_uri`. */
 export function formatPath(path: readonly PropertyKey[]): string {
@@ -86,6 +86,23 @@ export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIs
 }
 
 /**
+ * Messages that quote a value show a value taken from the environment as it is written in the file
+ * (`${DATABASE_URL}`): the environment holds secrets, and errors end up in terminals and logs.
+ */
+function hideEnvValues(issues: ConfigIssue[], substitutions: readonly Substitution[]): ConfigIssue[] {
+  if (substitutions.length === 0) return issues;
+  const within = (inner: string, outer: string) =>
+    outer === '' || inner === outer || inner.startsWith(`${outer}.`) || inner.startsWith(`${outer}[`);
+  return issues.map((issue) => {
+    let message = issue.message;
+    for (const s of substitutions) {
+      if (within(s.path, issue.path) || within(issue.path, s.path)) message = message.replaceAll(s.value, s.raw);
+    }
+    return message === issue.message ? issue : { ...issue, message };
+  });
+}
+
+/**
  * Parse `input` with `schema` after `${VAR}` substitution. Throws one {@link ConfigError} listing
  * every problem; returns a deep-frozen value.
  */
@@ -95,9 +112,10 @@ export function parseConfig<S extends z.ZodType>(
   options: { env?: Readonly<Record<string, string | undefined>>; source?: string; prefix?: string } = {},
 ): z.output<S> {
   const issues: ConfigIssue[] = [];
-  const substituted = substituteEnv(input, options.env ?? process.env, issues, options.prefix ?? '');
+  const substitutions: Substitution[] = [];
+  const substituted = substituteEnv(input, options.env ?? process.env, issues, options.prefix ?? '', substitutions);
   const result = schema.safeParse(substituted);
-  if (!result.success) issues.push(...toConfigIssues(schema, result.error.issues, options.prefix));
+  if (!result.success) issues.push(...hideEnvValues(toConfigIssues(schema, result.error.issues, options.prefix), substitutions));
   if (issues.length > 0) throw new ConfigError(issues, options.source);
   return deepFreeze(result.data as z.output<S>);
 }

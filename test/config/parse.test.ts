@@ -197,6 +197,40 @@ describe('config: ${VAR} substitution', () => {
   });
 });
 
+describe('config: an environment value is never echoed in an error', () => {
+  it('quotes a misplaced ${VAR} as written, not the secret it holds, wherever a message quotes the value', () => {
+    const env = { DATABASE_URL: 'postgres://u:db-password-1234@db/tessera', GATEWAY_TOKEN: 'tgw_secret-gateway-token' };
+    let error: unknown;
+    try {
+      parseConfigText(
+        [
+          'store:',
+          '  driver: ${DATABASE_URL}',
+          'gateway:',
+          '  routes:',
+          '    - id: api',
+          '      upstream: { url: "http://127.0.0.1:1" }',
+          '      auth: "x-${GATEWAY_TOKEN}"',
+          '',
+        ].join('\n'),
+        'tessera.yaml',
+        env,
+      );
+    } catch (e) {
+      error = e;
+    }
+    assert.ok(error instanceof ConfigError);
+    assert.doesNotMatch(error.message, /db-password|secret-gateway-token/);
+    assert.deepEqual(
+      error.issues.map((i) => [i.path, i.message]),
+      [
+        ['store.driver', '"${DATABASE_URL}" is not a store driver; use "sqlite" or "postgres"'],
+        ['gateway.routes[0].auth', '"x-${GATEWAY_TOKEN}" is not an authentication method; use one of none, jwt, static, introspection'],
+      ],
+    );
+  });
+});
+
 describe('config: results are deep-frozen', () => {
   it('freezes every level', () => {
     const config = parseConfig(verifierConfigSchema, { issuers: [issuer], rules: [{ path: '/a', methods: ['get'] }] });
