@@ -2,6 +2,7 @@
  * Load `tessera.yaml`: parse YAML (syntax errors name the line), substitute `${VAR}`, validate
  * against the schema (every problem with its path), freeze.
  */
+import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { ConfigError } from '../core/errors.ts';
@@ -24,16 +25,37 @@ export function parseConfigText(
       source,
     );
   }
-  return parseConfig(configSchema, doc.toJS() ?? {}, { env, source });
+  let value: unknown;
+  try {
+    value = doc.toJS();
+    // An alias inside the node it names (`a: &x [*x]`) builds a cycle, which no setting can be.
+    JSON.stringify(value);
+  } catch (e) {
+    const message =
+      e instanceof TypeError
+        ? 'an alias refers to a node that contains it; YAML aliases must not form a cycle'
+        : /excessive alias count/i.test((e as Error)?.message ?? '')
+          ? 'too many alias expansions (the YAML aliases nest too deep); write the values out'
+          : (String((e as Error)?.message ?? 'unreadable YAML').split('\n')[0] as string);
+    throw new ConfigError([{ path: '(yaml)', message }], source);
+  }
+  return parseConfig(configSchema, value ?? {}, { env, source });
 }
 
 /** Read and parse a configuration file. */
 export function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>> = process.env): TesseraConfig {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (e) {
     throw new ConfigError([{ path: '(file)', message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }], file);
+  }
+  const text = bytes.toString('utf8');
+  // Decoding would replace bad bytes with U+FFFD and carry on: a value written in another encoding
+  // would silently become another value.
+  if (text.includes('\uFFFD') && !isUtf8(bytes)) {
+    const line = text.slice(0, text.indexOf('\uFFFD')).split('\n').length;
+    throw new ConfigError([{ path: `line ${line}`, message: 'not valid UTF-8; save the file as UTF-8' }], file);
   }
   return parseConfigText(text, file, env);
 }
