@@ -154,18 +154,30 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
 
   let watcher: ReturnType<typeof watch> | undefined;
   let debounce: NodeJS.Timeout | undefined;
-  if (file && config.gateway?.watch_config) {
+  let replaced = false;
+  const watchFile = (path: string): void => {
     try {
-      watcher = watch(file, () => {
+      watcher = watch(path, (event) => {
+        replaced ||= event === 'rename';
         clearTimeout(debounce);
-        debounce = setTimeout(() => reload(), 200);
+        debounce = setTimeout(() => {
+          // A file saved by renaming another over it (editors, `sed -i`, Kubernetes ConfigMaps)
+          // is a new inode; the watch stays on the old one and reports nothing more.
+          if (replaced) {
+            replaced = false;
+            watcher?.close();
+            watchFile(path);
+          }
+          reload();
+        }, 200);
         debounce.unref();
       });
       watcher.unref();
     } catch {
       gateway.logger.warn({ event: 'config_watch_unavailable' }, 'cannot watch the configuration file; reload with SIGHUP');
     }
-  }
+  };
+  if (file && config.gateway?.watch_config) watchFile(file);
 
   let closed: Promise<void> | undefined;
   const close = (opts: { drainTimeoutMs?: number } = {}): Promise<void> => {
