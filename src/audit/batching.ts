@@ -76,8 +76,11 @@ export class BatchingAuditSink implements AuditSink {
     this.#flushing = this.#target.write(batch).then(
       () => undefined,
       (e: unknown) => {
-        // Keep the events for the next attempt, within the queue bound.
-        this.#queue = batch.concat(this.#queue).slice(0, this.#o.maxQueue);
+        // Keep the events for the next attempt, within the queue bound; what does not fit is dropped
+        // and counted like any other overflow.
+        const kept = batch.concat(this.#queue);
+        this.dropped += Math.max(0, kept.length - this.#o.maxQueue);
+        this.#queue = kept.slice(0, this.#o.maxQueue);
         this.#o.onError?.(e);
         if (this.#timer === undefined) {
           this.#timer = setTimeout(() => void this.flush(), this.#o.flushIntervalMs);
