@@ -10,6 +10,7 @@ import { loadConfigFile } from '../config/load.ts';
 import { parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
 import { configEnv } from '../config/secrets-env.ts';
+import { ConfigError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { ClientInputError } from '../issuer/clients.ts';
 import { type MasterKey, MasterKeyError } from '../issuer/secrets.ts';
@@ -30,10 +31,10 @@ export function configPath(option: string | undefined): string {
 }
 
 /**
- * Load the configuration. A missing file gives the defaults (`data_dir: .tessera`, port 8080), so
- * `tessera init` and the first commands work before any file exists. A relative `data_dir` is
- * resolved against the file's directory; `${VAR}`s the environment leaves unset are taken from
- * `<data_dir>/secrets.env`.
+ * Load the configuration. A missing `./tessera.yaml` gives the defaults (`data_dir: .tessera`, port
+ * 8080), so `tessera init` and the first commands work before any file exists; a file named by
+ * `--config` or `TESSERA_CONFIG` must exist. A relative `data_dir` is resolved against the file's
+ * directory; `${VAR}`s the environment leaves unset are taken from `<data_dir>/secrets.env`.
  */
 export function loadConfig(
   option: string | undefined,
@@ -41,6 +42,19 @@ export function loadConfig(
 ): { config: TesseraConfig; path: string; exists: boolean } {
   const path = configPath(option);
   const exists = existsSync(path);
+  // A mistyped --config must not quietly mean the defaults, and with them whatever store
+  // ./.tessera holds.
+  if (!exists && (option ?? process.env.TESSERA_CONFIG) !== undefined) {
+    throw new ConfigError(
+      [
+        {
+          path: '(file)',
+          message: `${path} does not exist; check --config (or TESSERA_CONFIG), or create it with \`tessera init --config ${path}\``,
+        },
+      ],
+      path,
+    );
+  }
   const loaded = exists ? loadConfigFile(path, configEnv(path, options.env ?? process.env)) : parseConfig(configSchema, {});
   const dataDir = isAbsolute(loaded.data_dir) ? loaded.data_dir : resolve(dirname(path), loaded.data_dir);
   return { config: { ...loaded, data_dir: dataDir }, path, exists };
