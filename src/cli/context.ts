@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { parseDuration } from '../config/duration.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
@@ -135,6 +136,18 @@ export async function readArg(value: string): Promise<string> {
 /** Epoch seconds as an ISO time, for human output. */
 export function iso(seconds: number | null): string {
   return seconds === null ? '-' : new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/**
+ * A lifetime option (`--ttl`): whole seconds (`300`) or a duration (`5m`, `1h`), rounded to whole
+ * seconds and at least one (a token that expires as it is issued is a mistake, not a request).
+ */
+export function ttlArg(flag: string, value: string): number {
+  const seconds = parseDuration(/^\d+$/.test(value) ? Number(value) : value);
+  if (seconds === undefined || Math.round(seconds) < 1) {
+    throw new CliError(`${flag} "${value}" is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s`);
+  }
+  return Math.round(seconds);
 }
 
 /** Commander parser for a TCP port option. */

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadConfig } from '../../src/cli/context.ts';
+import { loadConfig, ttlArg } from '../../src/cli/context.ts';
+import { CliError } from '../../src/cli/output.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -39,5 +40,42 @@ describe('cli: a --config file that does not exist', () => {
       r.stderr,
       /^tessera: invalid configuration in .*prod-tessera\.yml \(1 problem\):\n {2}\(file\): .*prod-tessera\.yml does not exist;/,
     );
+  });
+});
+
+describe('cli: --ttl', () => {
+  it('takes whole seconds, as its error message has always suggested, and durations', () => {
+    assert.equal(ttlArg('--ttl', '300'), 300);
+    assert.equal(ttlArg('--ttl', '5m'), 300);
+    assert.equal(ttlArg('--ttl', '1.5s'), 2);
+  });
+
+  it('refuses a lifetime under one second instead of minting a token that is born expired', () => {
+    for (const v of ['0', '0s', '400ms', '-5', '5x', '']) {
+      assert.throws(
+        () => ttlArg('--ttl', v),
+        (e: unknown) =>
+          e instanceof CliError &&
+          e.message === `--ttl "${v}" is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s`,
+      );
+    }
+  });
+
+  it('tessera token mint --ttl 0s fails with one line; clients add --ttl 300 registers the client', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-ttl-'));
+    try {
+      const run = (...args: string[]) =>
+        spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+      assert.equal(run('init', '--json').status, 0);
+      const minted = run('token', 'mint', '--client', 'demo-agent', '--ttl', '0s');
+      assert.equal(minted.status, 1);
+      assert.equal(minted.stdout, '');
+      assert.match(minted.stderr, /^tessera: --ttl "0s" is not a lifetime;[^\n]*\n$/);
+      const added = run('clients', 'add', 'agent', '--audiences', 'https://api.test', '--ttl', '300', '--json');
+      assert.equal(added.status, 0, added.stderr);
+      assert.equal(JSON.parse(added.stdout).access_token_ttl, 300);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,9 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { parseDuration } from '../../config/duration.ts';
 import type { ClientRecord } from '../../store/contract.ts';
-import { iso, list, withConfig, withService } from '../context.ts';
+import { iso, list, ttlArg, withConfig, withService } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
 /** A client as shown to operators: everything except the secret hash. */
@@ -61,11 +60,7 @@ export function registerClients(program: Command): void {
           json?: boolean;
         },
       ) => {
-        let ttl: number | undefined;
-        if (opts.ttl !== undefined) {
-          ttl = parseDuration(opts.ttl);
-          if (ttl === undefined) throw new CliError(`--ttl "${opts.ttl}" is not a duration (e.g. 300, 5m, 1h)`);
-        }
+        const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
         let jwks: unknown;
         if (opts.jwks !== undefined) {
           try {
@@ -81,7 +76,7 @@ export function registerClients(program: Command): void {
             scopes: list(opts.scopes),
             audiences: list(opts.audiences),
             ...(grantTypes ? { grantTypes } : {}),
-            ...(ttl !== undefined ? { ttl: Math.round(ttl) } : {}),
+            ...(ttl !== undefined ? { ttl } : {}),
             ...(jwks !== undefined ? { jwks } : {}),
             ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
             ...(opts.allowRetarget ? { retargetAudiences: true } : {}),

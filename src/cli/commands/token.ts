@@ -7,13 +7,12 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
-import { parseDuration } from '../../config/duration.ts';
 import { JWS_ALGORITHMS } from '../../core/jose/algorithms.ts';
 import { decodeUnverified } from '../../core/jose/decode.ts';
 import type { JsonObject } from '../../core/jose/json.ts';
 import { ACCESS_TOKEN_TYPE } from '../../issuer/service.ts';
 import { createVerifier } from '../../verifier.ts';
-import { list, readArg, withConfig, withService } from '../context.ts';
+import { list, readArg, ttlArg, withConfig, withService } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
 function countdown(exp: unknown, now: number): string {
@@ -142,14 +141,13 @@ export function registerToken(program: Command): void {
         subject?: string;
         json?: boolean;
       }) => {
-        const ttl = opts.ttl === undefined ? undefined : parseDuration(opts.ttl);
-        if (opts.ttl !== undefined && ttl === undefined) throw new CliError(`--ttl "${opts.ttl}" is not a duration`);
+        const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
         const minted = await withService(opts.config, true, async ({ service }) =>
           service.mint({
             clientId: opts.client,
             scopes: list(opts.scope),
             audiences: list(opts.audience),
-            ...(ttl !== undefined ? { ttl: Math.round(ttl) } : {}),
+            ...(ttl !== undefined ? { ttl } : {}),
             ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
           }),
         );
