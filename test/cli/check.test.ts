@@ -87,3 +87,19 @@ describe('tessera check', () => {
     );
   });
 });
+
+describe('tessera check: bad arguments', () => {
+  it('refuses a --timeout that is not a number of milliseconds instead of reporting every check unreachable', async () => {
+    for (const timeout of ['abc', '-1', '0', '10s']) {
+      await assert.rejects(
+        run(process.execPath, [CLI, 'check', 'http://127.0.0.1:9/items', '--token', 't', '--timeout', timeout]),
+        (e: { code?: number; stdout?: string; stderr?: string }) => {
+          assert.equal(e.code, 1);
+          assert.equal(e.stdout, '');
+          assert.equal(e.stderr, `tessera: --timeout must be milliseconds from 1 to 600000, not "${timeout}"\n`);
+          return true;
+        },
+      );
+    }
+  });
+});

@@ -121,6 +121,12 @@ export async function runChecks(
   return results;
 }
 
+function timeoutArg(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 600_000) throw new CliError(`--timeout must be milliseconds from 1 to 600000, not "${v}"`);
+  return n;
+}
+
 export function registerCheck(program: Command): void {
   program
     .command('check')
@@ -128,7 +134,7 @@ export function registerCheck(program: Command): void {
     .argument('<url>', 'a protected URL (e.g. https://gateway.example.com/api/items)')
     .option('--token <token>', 'a valid access token for the URL (default: $TESSERA_TOKEN)')
     .option('--no-agent-card', 'skip the agent card check (not an A2A agent)')
-    .option('--timeout <ms>', 'per-request timeout', (v) => Number.parseInt(v, 10), 5000)
+    .option('--timeout <ms>', 'per-request timeout in milliseconds', timeoutArg, 5000)
     .option('--json', 'print the results as JSON')
     .action(async (url: string, opts: { token?: string; agentCard: boolean; timeout: number; json?: boolean }) => {
       const token = opts.token ?? process.env.TESSERA_TOKEN;
