@@ -7,7 +7,7 @@
  * exists.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
@@ -88,6 +88,22 @@ gateway:
 `;
 }
 
+/**
+ * Write a secret file owner-only and whole: through a new file renamed into place, so neither a
+ * crash nor an existing file's wider mode leaves the secret half-written or readable by others.
+ */
+function writeOwnerOnly(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  rmSync(tmp, { force: true });
+  try {
+    writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
 export interface InitReport {
   config_file: string;
   config_written: boolean;
@@ -163,12 +179,20 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
       });
       secret = created.secret;
       // Kept owner-only for the newcomer's path (`npm start` prints a curl that uses it).
-      writeFileSync(
-        join(config.data_dir, DEMO_CLIENT_FILE),
-        `${JSON.stringify({ client_id: DEMO_CLIENT, client_secret: secret, audience }, null, 2)}\n`,
-        { mode: 0o600 },
-      );
-      if (secret !== undefined) writeFileSync(join(config.data_dir, DEMO_SECRET_FILE), secret, { mode: 0o600 });
+      try {
+        writeOwnerOnly(
+          join(config.data_dir, DEMO_CLIENT_FILE),
+          `${JSON.stringify({ client_id: DEMO_CLIENT, client_secret: secret, audience }, null, 2)}\n`,
+        );
+        if (secret !== undefined) writeOwnerOnly(join(config.data_dir, DEMO_SECRET_FILE), secret);
+      } catch (e) {
+        // A client whose secret was never kept is of no use, and would stop the next run from
+        // creating one: remove it, so running init again starts the demo client afresh.
+        await service.removeClient(DEMO_CLIENT, 'init');
+        throw new CliError(
+          `cannot write the demo client's secret in ${config.data_dir} (${(e as NodeJS.ErrnoException).code ?? 'error'}); the demo client was not kept`,
+        );
+      }
     }
     return {
       config_file: path,
