@@ -32,7 +32,10 @@ export function parseSince(value: string, now = Date.now()): number {
   const rel = /^(\d+)([smhd])$/.exec(value);
   if (rel) return now - Number(rel[1]) * (UNITS[rel[2] as string] as number);
   const t = Date.parse(value);
-  if (/^\d{4}-\d{2}-\d{2}/.test(value) && Number.isFinite(t)) return t;
+  const ymd = /^(\d{4})-(\d{2})-(\d{2})/.exec(value);
+  // Date.parse rolls a day past the month's end over (2026-02-30 is March 2nd): refuse it instead.
+  const day = ymd && new Date(Date.UTC(Number(ymd[1]), Number(ymd[2]) - 1, Number(ymd[3])));
+  if (day && Number.isFinite(t) && day.getUTCMonth() === Number(ymd[2]) - 1 && day.getUTCDate() === Number(ymd[3])) return t;
   throw new CliError(`--since must be a duration (15m, 2h, 7d) or an ISO time (2026-11-22T10:00:00Z), not "${value}"`);
 }
 
