@@ -1,10 +1,28 @@
 /**
- * `tessera audit query|tail`: `--since` parsing.
+ * `tessera audit query|tail`: `--since` parsing, and reading a large trail a page at a time.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { parseSince } from '../../src/cli/commands/audit.ts';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { AuditEvent, AuditQuery } from '../../src/audit/event.ts';
+import { uuidv7 } from '../../src/audit/id.ts';
+import { forEachEvent, parseSince } from '../../src/cli/commands/audit.ts';
+import { initialize } from '../../src/cli/commands/init.ts';
 import { CliError } from '../../src/cli/output.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+const event = (time: number, subject: string): AuditEvent => ({
+  id: uuidv7(time),
+  time,
+  kind: 'gateway.request',
+  decision: 'allow',
+  reason: 'ok',
+  subject,
+});
 
 describe('audit --since', () => {
   const now = Date.parse('2026-11-22T12:00:00Z');
@@ -22,5 +40,68 @@ describe('audit --since', () => {
         v,
       );
     }
+  });
+});
+
+describe('audit tail: a large trail', () => {
+  it('hands each page to the printer before reading the next (never the whole window in memory)', async () => {
+    const log: string[] = [];
+    const events = Array.from({ length: 25 }, (_, i) => event(1_000 + i, `s${i}`));
+    const store = {
+      async queryAudit(q: AuditQuery) {
+        log.push(`page after ${q.after_id === undefined ? '-' : events.findIndex((e) => e.id === q.after_id)}`);
+        const start = q.after_id === undefined ? 0 : events.findIndex((e) => e.id === q.after_id) + 1;
+        return events.slice(start, start + (q.limit ?? 100));
+      },
+    };
+    const seen: string[] = [];
+    await forEachEvent(
+      store,
+      {},
+      (e) => {
+        seen.push(e.subject as string);
+        log.push(`event ${e.subject}`);
+      },
+      10,
+    );
+    assert.deepEqual(
+      seen,
+      events.map((e) => e.subject),
+    );
+    assert.deepEqual(
+      log.filter((l) => l.startsWith('page')),
+      ['page after -', 'page after 9', 'page after 19'],
+    );
+    assert.ok(log.indexOf('event s9') < log.indexOf('page after 9'), 'page 1 printed before page 2 is read');
+  });
+
+  let dir: string;
+  before(async () => {
+    delete process.env.TESSERA_MASTER_KEY;
+    dir = mkdtempSync(join(tmpdir(), 'tessera-audit-'));
+    await initialize({ config: join(dir, 'tessera.yaml') });
+    const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    const start = Date.now() - 60_000;
+    await store.appendAudit(Array.from({ length: 2500 }, (_, i) => event(start + i, 'tail-subject')));
+    await store.close();
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('prints every event of the window once, in order, across pages', () => {
+    const r = spawnSync(process.execPath, [MAIN, 'audit', 'tail', '--subject', 'tail-subject', '--json'], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, TESSERA_MASTER_KEY: '' },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const times = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as AuditEvent).time);
+    assert.equal(times.length, 2500);
+    assert.deepEqual(
+      times,
+      [...times].sort((a, b) => a - b),
+    );
   });
 });

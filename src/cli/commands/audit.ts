@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { resolveStore } from '../../config/token-service-schema.ts';
 import { openStore } from '../../server/bootstrap.ts';
+import type { Store } from '../../store/contract.ts';
 import { loadConfig, withConfig } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
@@ -72,6 +73,25 @@ export function formatEvent(e: AuditEvent): string {
   return [new Date(e.time).toISOString(), e.kind, `${e.decision}:${e.reason}`, ...who, ...what].join('  ');
 }
 
+/**
+ * Every event matching `query`, oldest first, handed to `fn` a page at a time as it is read (never
+ * all of them held at once).
+ */
+export async function forEachEvent(
+  store: Pick<Store, 'queryAudit'>,
+  query: AuditQuery,
+  fn: (event: AuditEvent) => void,
+  pageSize = 1000,
+): Promise<void> {
+  let after: string | undefined;
+  for (;;) {
+    const page = await store.queryAudit({ ...query, ...(after ? { after_id: after } : {}), limit: pageSize });
+    for (const e of page) fn(e);
+    if (page.length < pageSize) return;
+    after = (page.at(-1) as AuditEvent).id;
+  }
+}
+
 function filterOptions(command: Command): Command {
   return withConfig(command)
     .option('--subject <sub>', 'only events about this subject')
@@ -122,24 +142,16 @@ export function registerAudit(program: Command): void {
       const since = parseSince(f.since ?? '15m');
       await withStore(f.config, async (store) => {
         const print = (e: AuditEvent) => process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
-        const all = async (from: number): Promise<AuditEvent[]> => {
-          const out: AuditEvent[] = [];
-          let after: string | undefined;
-          for (;;) {
-            const page = await store.queryAudit({ ...queryOf(f, from), ...(after ? { after_id: after } : {}), limit: 1000 });
-            out.push(...page);
-            if (page.length < 1000) return out;
-            after = (page.at(-1) as AuditEvent).id;
-          }
-        };
+        const all = (from: number, fn: (e: AuditEvent) => void) => forEachEvent(store, queryOf(f, from), fn);
         // Producers batch their writes (the gateway flushes every audit.flush_interval), so an event
         // can land after one with a later id: following re-reads a trailing window and prints
-        // what it has not printed yet, instead of trusting an id cursor.
+        // what it has not printed yet, instead of trusting an id cursor. Only that window is
+        // remembered: a busy trail's last 15 minutes would not fit in memory.
         const printed = new Map<string, number>();
-        for (const e of await all(since)) {
+        await all(since, (e) => {
           print(e);
-          printed.set(e.id, e.time);
-        }
+          if (f.follow && e.time >= Date.now() - FOLLOW_WINDOW_MS) printed.set(e.id, e.time);
+        });
         if (!f.follow) return;
         let stopped = false;
         const stop = () => {
@@ -150,11 +162,11 @@ export function registerAudit(program: Command): void {
         while (!stopped) {
           await new Promise((r) => setTimeout(r, 1000));
           const from = Math.max(since, Date.now() - FOLLOW_WINDOW_MS);
-          for (const e of await all(from)) {
-            if (printed.has(e.id)) continue;
+          await all(from, (e) => {
+            if (printed.has(e.id)) return;
             print(e);
             printed.set(e.id, e.time);
-          }
+          });
           for (const [id, time] of printed) if (time < from) printed.delete(id);
         }
       });
