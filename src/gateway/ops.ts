@@ -25,7 +25,8 @@ export interface ReadinessResult {
  * could not be refreshed keeps the gateway ready for `jwksMaxStaleMs` (the verifier keeps the last
  * good keys, and taking every replica out of service because an IdP is briefly down would turn
  * its outage into ours), reported as `stale`; beyond that the keys may no longer be the issuer's
- * (rotated, a key withdrawn after a compromise) and the gateway reports not ready.
+ * (rotated, a key withdrawn after a compromise) and the gateway reports not ready. An injected
+ * check that has not answered within `checkTimeoutMs` is not ready.
  */
 export async function readiness(
   verifiers: readonly ManagedVerifier[],
@@ -33,6 +34,7 @@ export async function readiness(
   extra: readonly ReadinessCheck[],
   closing: boolean,
   jwksMaxStaleMs = Number.POSITIVE_INFINITY,
+  checkTimeoutMs = 2000,
 ): Promise<ReadinessResult> {
   const checks: { name: string; ok: boolean; detail?: string }[] = [];
   if (closing) checks.push({ name: 'shutdown', ok: false, detail: 'shutting down' });
@@ -53,13 +55,37 @@ export async function readiness(
   checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
   for (const c of extra) {
     try {
-      const r = await c.check();
+      const r = await bounded(c, checkTimeoutMs);
       checks.push({ name: c.name, ok: r.ok, ...(r.detail !== undefined ? { detail: r.detail } : {}) });
     } catch {
       checks.push({ name: c.name, ok: false, detail: 'check failed' });
     }
   }
   return { ready: checks.every((c) => c.ok), checks };
+}
+
+type CheckResult = { ok: boolean; detail?: string };
+const pendingChecks = new WeakMap<ReadinessCheck, Promise<CheckResult>>();
+
+/**
+ * A check's answer, or not ready after `timeoutMs`. A store that hangs (a partitioned database)
+ * must turn /readyz into a 503, not into a request that never ends, and probes arriving meanwhile
+ * wait for the same pending check rather than queue one query each.
+ */
+function bounded(c: ReadinessCheck, timeoutMs: number): Promise<CheckResult> {
+  let pending = pendingChecks.get(c);
+  if (pending === undefined) {
+    pending = Promise.resolve()
+      .then(() => c.check())
+      .finally(() => pendingChecks.delete(c));
+    pendingChecks.set(c, pending);
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<CheckResult>((resolve) => {
+    timer = setTimeout(() => resolve({ ok: false, detail: `no answer within ${timeoutMs}ms` }), timeoutMs);
+    timer.unref();
+  });
+  return Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
 }
 
 export function writeJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

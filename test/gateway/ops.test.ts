@@ -114,3 +114,24 @@ describe('gateway: readiness and a JWKS that stays stale', () => {
     assert.match(r.checks[0]?.detail ?? '', /over operations\.jwks_max_stale/);
   });
 });
+
+describe('gateway: readiness and a store that hangs', () => {
+  it('reports not ready when a check does not answer in time, and probes share the pending check', { timeout: 5000 }, async () => {
+    let calls = 0;
+    const hanging = {
+      name: 'store',
+      check: () => {
+        calls++;
+        return new Promise<{ ok: boolean }>(() => {});
+      },
+    };
+    const probes = await Promise.all(
+      [1, 2, 3].map(() => readiness([], { depth: 0, max: 10 }, [hanging], false, Number.POSITIVE_INFINITY, 50)),
+    );
+    for (const r of probes) {
+      assert.equal(r.ready, false);
+      assert.deepEqual(r.checks.at(-1), { name: 'store', ok: false, detail: 'no answer within 50ms' });
+    }
+    assert.equal(calls, 1, 'one query to the hanging store, not one per probe');
+  });
+});
