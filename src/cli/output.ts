@@ -4,6 +4,7 @@
  * exists to hand a secret out once (client secrets at creation).
  */
 import { ConfigError } from '../core/errors.ts';
+import { StoreUnavailableError } from '../store/contract.ts';
 
 /** An expected failure: printed as one line, exit code 1 (or `exitCode`). */
 export class CliError extends Error {
@@ -24,6 +25,10 @@ export function reportError(error: unknown): void {
   if (error instanceof CliError) {
     process.stderr.write(`tessera: ${error.message}\n`);
     process.exitCode = error.exitCode;
+  } else if (error instanceof StoreUnavailableError) {
+    // Expected when the database is down: the message names the store and the reason, nothing else.
+    process.stderr.write(`tessera: ${error.message}\n`);
+    process.exitCode = 1;
   } else if (error instanceof ConfigError) {
     process.stderr.write(`tessera: ${error.message}\n`);
     process.exitCode = 2;

@@ -1,0 +1,37 @@
+/**
+ * How every command reports a failure: one line on stderr, a non-zero exit, and "unexpected error"
+ * only for what is unexpected.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+
+describe('cli: the store is down', () => {
+  it('says PostgreSQL is unreachable in one line, not "unexpected error", and never prints the password', async () => {
+    // A port nothing listens on: take one, then free it.
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    await new Promise((r) => server.close(r));
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-output-'));
+    try {
+      writeFileSync(join(dir, 'tessera.yaml'), 'store: { driver: postgres, postgres: { url: "${DATABASE_URL}" } }\n');
+      const r = spawnSync(process.execPath, [MAIN, 'audit', 'query'], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, DATABASE_URL: `postgres://tessera:pg-password-123@127.0.0.1:${port}/test` },
+      });
+      assert.equal(r.status, 1);
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, `tessera: PostgreSQL is unreachable: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
