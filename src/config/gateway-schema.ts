@@ -67,10 +67,16 @@ const upstreamUrl = z
   })
   .meta({ description: 'Upstream base URL; its path is prefixed to the forwarded path.' });
 
+/**
+ * The longest duration that runs a timer: Node fires a timer of more than 2^31-1 ms (24.8 days)
+ * after 1 ms instead, which would turn "drain for a month" into "cut at once".
+ */
+const TIMER_MAX = 24 * 86_400;
+
 const timeoutsSchema = z.strictObject({
-  connect: duration('Time to open a connection to the upstream (504 after).').optional(),
-  header: duration('Time from sending the request to the upstream response headers (504 after).').optional(),
-  idle: duration('Longest silence while a response body streams (the response is cut after).').optional(),
+  connect: duration('Time to open a connection to the upstream (504 after).', TIMER_MAX).optional(),
+  header: duration('Time from sending the request to the upstream response headers (504 after).', TIMER_MAX).optional(),
+  idle: duration('Longest silence while a response body streams (the response is cut after).', TIMER_MAX).optional(),
 });
 
 export const credentialSchema = z
@@ -296,16 +302,16 @@ export const gatewaySchema = z
           .meta({ description: 'Largest request head (bytes); larger is 431.' }),
         max_body_size: byteSize('Largest request body (413 after).').prefault('10mb'),
         max_connections: z.number().int().min(1).default(10_000).meta({ description: 'Concurrent client connections.' }),
-        headers_timeout: duration('Time a client has to send the request head.').prefault('20s'),
-        request_timeout: duration('Time a client has to send the whole request (0: none).').prefault('5m'),
-        keep_alive_timeout: duration('Idle time before a client keep-alive connection is closed.').prefault('5s'),
+        headers_timeout: duration('Time a client has to send the request head.', TIMER_MAX).prefault('20s'),
+        request_timeout: duration('Time a client has to send the whole request (0: none).', TIMER_MAX).prefault('5m'),
+        keep_alive_timeout: duration('Idle time before a client keep-alive connection is closed.', TIMER_MAX).prefault('5s'),
       })
       .prefault({}),
     timeouts: z
       .strictObject({
-        connect: duration('Time to open a connection to an upstream (504 after).').prefault('5s'),
-        header: duration('Time to the upstream response headers (504 after).').prefault('30s'),
-        idle: duration('Longest silence while a response body streams.').prefault('5m'),
+        connect: duration('Time to open a connection to an upstream (504 after).', TIMER_MAX).prefault('5s'),
+        header: duration('Time to the upstream response headers (504 after).', TIMER_MAX).prefault('30s'),
+        idle: duration('Longest silence while a response body streams.', TIMER_MAX).prefault('5m'),
       })
       .prefault({})
       .meta({ description: 'Upstream timeouts; routes may override them.' }),
@@ -364,7 +370,7 @@ export const gatewaySchema = z
           .meta({ description: 'Addresses or CIDRs allowed to scrape metrics.' }),
       })
       .prefault({}),
-    drain_timeout: duration('On shutdown, how long in-flight requests may finish before connections are cut.').prefault('10s'),
+    drain_timeout: duration('On shutdown, how long in-flight requests may finish before connections are cut.', TIMER_MAX).prefault('10s'),
     watch_config: z.boolean().default(true).meta({ description: 'Reload when the configuration file changes (SIGHUP always reloads).' }),
   })
   .superRefine((g, ctx) => {
@@ -409,7 +415,7 @@ export const auditSchema = z
     stdout: z.boolean().default(false).meta({ description: 'Write audit events as JSON lines to stdout.' }),
     file: z.string().min(1).optional().meta({ description: 'Append audit events as JSON lines to this file.' }),
     batch_size: z.number().int().min(1).max(10_000).default(256).meta({ description: 'Events written per batch.' }),
-    flush_interval: duration('Longest time an event waits before it is written.').prefault('1s'),
+    flush_interval: duration('Longest time an event waits before it is written.', TIMER_MAX).prefault('1s'),
     max_queue: z
       .number()
       .int()

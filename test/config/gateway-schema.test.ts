@@ -116,6 +116,27 @@ describe('gateway configuration', () => {
     assert.deepEqual(rest, []);
   });
 
+  it('refuses durations that run a timer for longer than Node timers can (they would fire at once)', () => {
+    const found = issues(
+      {
+        routes: [route({ upstream: { url: 'http://127.0.0.1:9', timeouts: { idle: '30d' } } })],
+        drain_timeout: '30d',
+        timeouts: { header: '25d' },
+      },
+      { audit: { flush_interval: '365d' } },
+    );
+    assert.deepEqual(
+      found.map((i) => [i.path, i.message]),
+      [
+        ['gateway.routes[0].upstream.timeouts.idle', '30d is more than the maximum of 2073600 seconds'],
+        ['gateway.timeouts.header', '25d is more than the maximum of 2073600 seconds'],
+        ['gateway.drain_timeout', '30d is more than the maximum of 2073600 seconds'],
+        ['audit.flush_interval', '365d is more than the maximum of 2073600 seconds'],
+      ],
+    );
+    assert.deepEqual(issues({ routes: [route()], drain_timeout: '24d' }), []);
+  });
+
   it('parses sizes', () => {
     assert.equal(parseSize('10mb'), 10 * 1024 * 1024);
     assert.equal(parseSize('64KB'), 65536);
