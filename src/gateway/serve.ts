@@ -59,6 +59,23 @@ function applyLimits(server: Server, config: TesseraConfig): void {
 }
 
 /**
+ * Settings fixed when the server starts: the listener's header size limit and the audit queue
+ * (its batch size, flush timer and bound). A reload that changes them says so rather than
+ * accepting values it does not apply.
+ */
+function startOnly(started: TesseraConfig, next: TesseraConfig): string[] {
+  const a = started.audit;
+  const b = next.audit;
+  return [
+    ...(started.gateway?.limits.max_header_size !== next.gateway?.limits.max_header_size ? ['gateway.limits.max_header_size'] : []),
+    // Without an audit section the pipeline runs on these same defaults.
+    ...((a?.batch_size ?? 256) !== (b?.batch_size ?? 256) ? ['audit.batch_size'] : []),
+    ...((a?.flush_interval ?? 1) !== (b?.flush_interval ?? 1) ? ['audit.flush_interval'] : []),
+    ...((a?.max_queue ?? 100_000) !== (b?.max_queue ?? 100_000) ? ['audit.max_queue'] : []),
+  ];
+}
+
+/**
  * Start a gateway server.
  *
  * @example
@@ -136,9 +153,15 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
         return { ok: false, error };
       }
     }
-    const result = gateway.reload(c);
+    let result = gateway.reload(c);
     if (result.ok) {
       applyLimits(server, c);
+      const stale = startOnly(config, c);
+      if (stale.length > 0) {
+        const warning = `${stale.join(', ')} changed: the values read at start stay in force until a restart; the rest of the configuration was reloaded`;
+        gateway.logger.warn({ event: 'config_restart_required', paths: stale }, warning);
+        result = { ok: true, warnings: [...result.warnings, warning] };
+      }
       try {
         options.onReload?.(c);
       } catch (e) {

@@ -7,6 +7,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
 import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
 import { silent } from './helpers.ts';
 
@@ -59,5 +60,34 @@ describe('gateway: configuration file watch', () => {
   it('still reloads a file written in place after that', async () => {
     writeFileSync(file, yaml('/v4'));
     await until('/v4');
+  });
+});
+
+describe('gateway: a reload that changes settings read once at start', () => {
+  it('says which ones keep their old value until a restart, instead of silently ignoring them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-startonly-'));
+    const file = join(dir, 'tessera.yaml');
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    writeFileSync(file, `${yaml('/a')}  watch_config: false\n`);
+    const served = await serveGateway({ configFile: file, env: {}, host: '127.0.0.1', port: 0 }, { logger });
+    try {
+      writeFileSync(file, `${yaml('/b')}  watch_config: false\naudit: { stdout: false }\n`);
+      const same = served.reload();
+      assert.ok(same.ok && same.warnings.length === 0, 'an audit section holding the defaults changes nothing');
+      writeFileSync(
+        file,
+        `${yaml('/c')}  watch_config: false\n  limits: { max_header_size: 32768 }\naudit: { max_queue: 10, flush_interval: 5s }\n`,
+      );
+      const r = served.reload();
+      assert.ok(r.ok);
+      assert.equal(served.gateway.state.routes[0]?.id, 'api');
+      const warned = lines.find((l) => l.event === 'config_restart_required');
+      assert.deepEqual(warned?.paths, ['gateway.limits.max_header_size', 'audit.flush_interval', 'audit.max_queue']);
+      assert.match(r.warnings.at(-1) ?? '', /^gateway\.limits\.max_header_size, audit\.flush_interval, audit\.max_queue changed/);
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
