@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -51,6 +52,33 @@ describe('tessera gateway', () => {
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
       await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('tessera gateway: the port is taken', () => {
+  it('says so in one line, as tessera serve does, not as an unexpected error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-cli-gw-'));
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const file = join(dir, 'tessera.yaml');
+      writeFileSync(
+        file,
+        `server: { host: 127.0.0.1, port: ${port} }\ngateway:\n  watch_config: false\n  routes:\n    - { id: pub, upstream: { url: "http://127.0.0.1:9" }, auth: none }\n`,
+      );
+      const child = spawn(process.execPath, [CLI, 'gateway', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d) => {
+        err += d.toString();
+      });
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 1);
+      assert.equal(err, `tessera: 127.0.0.1:${port} is already in use; stop what listens there, or set server.port (or --port)\n`);
+    } finally {
+      taken.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { serveGateway } from '../../gateway/serve.ts';
 import { configPath, loadConfig, portArg, withConfig } from '../context.ts';
+import { listenError } from './serve.ts';
 
 export function registerGateway(program: Command): void {
   withConfig(program.command('gateway'))
@@ -15,13 +16,16 @@ export function registerGateway(program: Command): void {
     .option('--port <port>', 'override server.port', portArg('--port'))
     .action(async (opts: { config?: string; host?: string; port?: number }) => {
       const load = () => loadConfig(opts.config).config;
+      const config = load();
       await serveGateway({
         configFile: configPath(opts.config),
         load,
-        config: load(),
+        config,
         signals: true,
         ...(opts.host !== undefined ? { host: opts.host } : {}),
         ...(opts.port !== undefined ? { port: opts.port } : {}),
+      }).catch((e: unknown) => {
+        throw listenError(e, opts.host ?? config.server.host, opts.port ?? config.server.port);
       });
     });
 }

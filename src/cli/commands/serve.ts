@@ -46,7 +46,7 @@ export interface StartOptions {
 }
 
 /** A taken or forbidden port as one clear line. */
-function listenError(e: unknown, host: string, port: number): unknown {
+export function listenError(e: unknown, host: string, port: number): unknown {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'EADDRINUSE')
     return new CliError(`${host}:${port} is already in use; stop what listens there, or set server.port (or --port)`);
