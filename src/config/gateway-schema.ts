@@ -49,7 +49,10 @@ const ROUTE_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 const AUTH_KINDS = ['none', 'jwt', 'static', 'introspection'] as const;
 const authKind = z.enum(AUTH_KINDS, {
-  error: (i) => `"${String(i.input)}" is not an authentication method; use one of ${AUTH_KINDS.join(', ')}`,
+  error: (i) =>
+    i.input === undefined
+      ? `required; write one of ${AUTH_KINDS.join(', ')} (or a list of them)`
+      : `"${String(i.input)}" is not an authentication method; use one of ${AUTH_KINDS.join(', ')}`,
 });
 
 /** Names for the identity headers the gateway may send upstream. */

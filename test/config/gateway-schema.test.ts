@@ -137,6 +137,13 @@ describe('gateway configuration', () => {
     assert.deepEqual(issues({ routes: [route()], drain_timeout: '24d' }), []);
   });
 
+  it('says a route without auth needs one, instead of calling "undefined" an unknown method', () => {
+    const { auth: _, ...noAuth } = route();
+    assert.deepEqual(issues({ routes: [noAuth] }), [
+      { path: 'gateway.routes[0].auth', message: 'required; write one of none, jwt, static, introspection (or a list of them)' },
+    ]);
+  });
+
   it('parses sizes', () => {
     assert.equal(parseSize('10mb'), 10 * 1024 * 1024);
     assert.equal(parseSize('64KB'), 65536);
