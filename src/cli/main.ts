@@ -48,4 +48,13 @@ export async function main(argv: readonly string[]): Promise<void> {
   }
 }
 
-if (import.meta.main) await main(process.argv.slice(2));
+if (import.meta.main) {
+  // `tessera audit tail | head`: a reader that has seen enough closes the pipe. Stop quietly, as
+  // other command-line tools do, instead of dying on EPIPE with a stack trace.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    reportError(e);
+    process.exit();
+  });
+  await main(process.argv.slice(2));
+}

@@ -1,0 +1,51 @@
+/**
+ * The `tessera` process as a pipeline stage: a reader that stops early ends it quietly.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { uuidv7 } from '../../src/audit/id.ts';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+
+describe('tessera | head', () => {
+  let dir: string;
+  before(async () => {
+    delete process.env.TESSERA_MASTER_KEY;
+    dir = mkdtempSync(join(tmpdir(), 'tessera-pipe-'));
+    await initialize({ config: join(dir, 'tessera.yaml') });
+    const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    const start = Date.now() - 60_000;
+    await store.appendAudit(
+      Array.from({ length: 5000 }, (_, i) => ({
+        id: uuidv7(start + i),
+        time: start + i,
+        kind: 'gateway.request' as const,
+        decision: 'allow' as const,
+        reason: 'ok',
+        subject: 's'.repeat(200),
+      })),
+    );
+    await store.close();
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('audit tail stops quietly (exit 0, no stack trace) when its reader closes the pipe', async () => {
+    const child = spawn(process.execPath, [MAIN, 'audit', 'tail'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => {
+      err += d.toString();
+    });
+    await once(child.stdout, 'data');
+    child.stdout.destroy();
+    const [code] = await once(child, 'exit');
+    assert.equal(err, '');
+    assert.equal(code, 0);
+  });
+});
