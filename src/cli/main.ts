@@ -20,7 +20,16 @@ export function buildProgram(): Command {
   const program = new Command('tessera')
     .description('Short-lived, scoped, sender-bound and attributable bearer tokens for AI agents and the APIs they call.')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
+    // Usage errors follow every other failure: one line, `tessera: <reason>` (subcommands inherit this).
+    .configureOutput({
+      outputError: (text, write) =>
+        write(
+          `tessera: ${text
+            .replace(/^error: /, '')
+            .trim()
+            .replace(/\s*\n\s*/g, ' ')} (run with --help for usage)\n`,
+        ),
+    })
     .exitOverride();
   registerStart(program);
   registerInit(program);

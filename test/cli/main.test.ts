@@ -1,8 +1,9 @@
 /**
- * The `tessera` process as a pipeline stage: a reader that stops early ends it quietly.
+ * The `tessera` process: usage errors in one line like every other failure, and as a pipeline
+ * stage, a reader that stops early ends it quietly.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,5 +48,22 @@ describe('tessera | head', () => {
     const [code] = await once(child, 'exit');
     assert.equal(err, '');
     assert.equal(code, 0);
+  });
+});
+
+describe('tessera: usage errors', () => {
+  it('are one line, "tessera: <reason>", exit 1', () => {
+    for (const [args, reason] of [
+      [['--bogus'], "unknown option '--bogus'"],
+      [['clients', 'add', 'x'], "required option '--audiences <audiences...>' not specified"],
+      [['serve', '--port'], "option '--port <port>' argument missing"],
+      [['clients', 'show'], "missing required argument 'client_id'"],
+      [['revoke', '--tokn', 'x'], "unknown option '--tokn' (Did you mean --token?)"],
+    ] as const) {
+      const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
+      assert.equal(r.status, 1, args.join(' '));
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, `tessera: ${reason} (run with --help for usage)\n`);
+    }
   });
 });
