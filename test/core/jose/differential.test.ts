@@ -127,7 +127,8 @@ export const DELIBERATE: readonly Deliberate[] = [
   },
   {
     id: 'cnf-shape',
-    reason: 'RFC 7800 §3.1 / RFC 9449 §6.1: cnf is an object whose jkt, when present, is a non-empty string',
+    reason:
+      'RFC 7800 §3.1 / RFC 9449 §6.1: cnf is an object holding exactly one confirmation method, jkt, a non-empty string (a binding this verifier cannot check is refused, not ignored)',
     codes: ['token_claim_invalid'],
   },
 ];
@@ -180,7 +181,8 @@ function deliberateRules(token: string): Set<RuleId> {
     if (Object.hasOwn(payload, 'cnf')) {
       const cnf = payload.cnf as Record<string, unknown>;
       const isObject = typeof cnf === 'object' && cnf !== null && !Array.isArray(cnf);
-      if (!isObject || (Object.hasOwn(cnf, 'jkt') && (typeof cnf.jkt !== 'string' || cnf.jkt === ''))) rules.add('cnf-shape');
+      const onlyJkt = isObject && Object.keys(cnf).every((k) => k === 'jkt');
+      if (!isObject || !onlyJkt || typeof cnf.jkt !== 'string' || cnf.jkt === '') rules.add('cnf-shape');
     }
   }
   return rules;
