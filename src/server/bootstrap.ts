@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TesseraConfig } from '../config/schema.ts';
 import { resolveStore, resolveTokenService } from '../config/token-service-schema.ts';
@@ -51,7 +51,15 @@ export function loadMasterKey(
   }
   const file = join(dataDir, MASTER_KEY_FILE);
   if (existsSync(file)) {
-    const mode = statSync(file).mode & 0o777;
+    // As for secrets.env: a regular file of the user Tessera runs as, not a link that another
+    // user could point elsewhere, and not readable by others.
+    const st = lstatSync(file);
+    if (!st.isFile()) throw new MasterKeyError(`${file} must be a regular file, not a symlink or directory`);
+    const uid = process.getuid?.();
+    if (uid !== undefined && st.uid !== uid) {
+      throw new MasterKeyError(`${file} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); chown it`);
+    }
+    const mode = st.mode & 0o777;
     if ((mode & 0o077) !== 0) {
       throw new MasterKeyError(`${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}`);
     }

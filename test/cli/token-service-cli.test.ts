@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -46,6 +46,21 @@ describe('tessera init', () => {
     assert.equal(r.config_written, false);
     assert.equal((r.signing_key as { created: boolean }).created, false);
     assert.equal((r.demo_client as { created: boolean; client_secret?: string }).client_secret, undefined);
+  });
+
+  it('refuses a master key that is a symlink (another user could point it elsewhere)', () => {
+    const file = join(dir, '.tessera', 'master.key');
+    const real = join(dir, 'real-master.key');
+    renameSync(file, real);
+    symlinkSync(real, file);
+    try {
+      const r = tessera('keys', 'rotate');
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^tessera: .*master\.key must be a regular file, not a symlink/);
+    } finally {
+      rmSync(file);
+      renameSync(real, file);
+    }
   });
 
   it('refuses a master key readable by others', () => {
