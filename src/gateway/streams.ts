@@ -10,7 +10,7 @@
  */
 import type { Clock } from '../core/ports.ts';
 import type { Principal } from '../core/verify/principal.ts';
-import type { Revocation, RevocationCheck } from '../core/verify/revocation.ts';
+import { principalRevoked, type Revocation, type RevocationCheck } from '../core/verify/revocation.ts';
 
 export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'shutdown';
 
@@ -72,16 +72,7 @@ export class StreamRegistry {
 
   #revoked(p: Principal): boolean {
     const r = this.#revocation;
-    if (r === undefined || p.kind === 'static') return false;
-    return r.isRevoked({
-      issuer: p.issuer,
-      subject: p.subject,
-      clientId: p.clientId,
-      delegationId: p.delegationId,
-      tokenId: p.tokenId,
-      issuedAt: p.issuedAt,
-      expiresAt: p.expiresAt,
-    });
+    return r !== undefined && p.kind !== 'static' && principalRevoked(r, p);
   }
 
   /** Close streams whose token is now revoked. */

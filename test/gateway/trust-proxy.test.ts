@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { Agent, request } from 'node:http';
-import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
+import { rawHttp } from '../helpers/net.ts';
 import { baseConfig, parse, requestEvents, silent, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.ts';
 
 function send(base: string, path: string, headers: Record<string, string>): Promise<number> {
@@ -19,19 +19,6 @@ function send(base: string, path: string, headers: Record<string, string>): Prom
     })
       .on('error', reject)
       .end();
-  });
-}
-
-function raw(base: string, text: string): Promise<string> {
-  const u = new URL(base);
-  return new Promise((resolve, reject) => {
-    const s = connect(Number(u.port), u.hostname, () => s.write(text));
-    let out = '';
-    s.on('data', (d) => {
-      out += d.toString();
-    });
-    s.on('end', () => resolve(out));
-    s.on('error', reject);
   });
 }
 
@@ -93,7 +80,7 @@ describe('gateway: trust_proxy', () => {
 
   it('host trick: a trailing dot (internal.example.com.) is the same host, not a way past a host-routed route', async () => {
     for (const host of ['internal.example.com.', 'Internal.Example.com.:8080']) {
-      const res = await raw(untrusted.url, `GET /x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      const res = await rawHttp(untrusted.url, `GET /x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
       assert.match(res, /^HTTP\/1\.1 200/, res);
       assert.equal((await lastEvent(untrusted))?.route, 'internal', host);
     }
@@ -109,7 +96,7 @@ describe('gateway: trust_proxy', () => {
   ] as const) {
     it(`malformed Host (${name}) is 400 request_host_invalid and never forwarded`, async () => {
       const n = upstream.seen.length;
-      const res = await raw(untrusted.url, `GET /x HTTP/1.1\r\n${head}Connection: close\r\n\r\n`);
+      const res = await rawHttp(untrusted.url, `GET /x HTTP/1.1\r\n${head}Connection: close\r\n\r\n`);
       assert.match(res, /^HTTP\/1\.1 400/, res);
       assert.equal(upstream.seen.length, n);
       assert.equal((await lastEvent(untrusted))?.reason, 'request_host_invalid');

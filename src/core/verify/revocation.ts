@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { Principal } from './principal.ts';
 
 /** The token facts revocation decides on. */
 export interface RevocationSubject {
@@ -46,6 +47,19 @@ export interface Revocation {
  * revocations.apply({ grantIds: ['g_123', 'g_124'] }); // next request with those tokens fails
  * ```
  */
+/** Whether `check` revokes the token `p` stands for (static tokens are never revoked this way). */
+export function principalRevoked(check: RevocationCheck, p: Principal): boolean {
+  return check.isRevoked({
+    issuer: p.issuer,
+    subject: p.subject,
+    clientId: p.clientId,
+    delegationId: p.delegationId,
+    tokenId: p.tokenId,
+    issuedAt: p.issuedAt,
+    expiresAt: p.expiresAt,
+  });
+}
+
 export class RevocationList implements RevocationCheck {
   #epoch = 0;
   readonly #grants = new Set<string>();

@@ -23,7 +23,7 @@ import { type ChallengeOptions, challenges } from './challenge.ts';
 import { checkDpopProof, type DpopCheckOptions } from './dpop.ts';
 import { extractTokenDeferred, isToken68, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
 import { type Actor, deepFreeze, type Principal } from './principal.ts';
-import type { RevocationCheck } from './revocation.ts';
+import { principalRevoked, type RevocationCheck } from './revocation.ts';
 
 /** One trusted JWT issuer, resolved. */
 export interface IssuerOptions {
@@ -380,17 +380,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
   };
 
-  const isRevoked = (p: Principal): boolean =>
-    revocation !== undefined &&
-    revocation.isRevoked({
-      issuer: p.issuer,
-      subject: p.subject,
-      clientId: p.clientId,
-      delegationId: p.delegationId,
-      tokenId: p.tokenId,
-      issuedAt: p.issuedAt,
-      expiresAt: p.expiresAt,
-    });
+  const isRevoked = (p: Principal): boolean => revocation !== undefined && principalRevoked(revocation, p);
 
   const remember = (hash: string, principal: Principal, validUntil: number, token68: boolean): VerifySuccess => {
     const result: VerifySuccess = { ok: true, principal };
