@@ -109,6 +109,8 @@ shape (\`issuers\`, \`static_tokens\`, \`introspection\`, \`scopes\`, \`rules\`,
 
 - Any string value may reference the environment: \`\${VAR}\`, or \`\${VAR:default}\` when unset or empty;
   \`$\${\` writes a literal \`\${\`. Substitution applies to values, never to YAML structure.
+  A value that is one whole reference is read as a number or a boolean where the setting is one
+  (\`port: \${PORT}\`).
 - A **duration** is a number of seconds or a string with a unit: \`500ms\`, \`30s\`, \`10m\`, \`24h\`, \`7d\`.
 - Unknown keys are errors (with a "did you mean" suggestion). Every problem is reported at once with
   its exact path, e.g. \`issuers[0].jwks_uri\`.

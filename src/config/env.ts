@@ -12,6 +12,8 @@ export interface Substitution {
   readonly path: string;
   readonly raw: string;
   readonly value: string;
+  /** False when every reference in it took its `${VAR:default}` (written in the file, not secret). */
+  readonly fromEnv: boolean;
 }
 
 /**
@@ -29,6 +31,7 @@ export function substituteEnv(
   if (typeof value === 'string') {
     if (!value.includes('${')) return value;
     let fromEnv = false;
+    let resolved = false;
     const out = value.replace(REF, (whole, name: string | undefined, fallback: string | undefined) => {
       if (whole === '$${') return '${';
       const v = env[name as string];
@@ -36,11 +39,14 @@ export function substituteEnv(
         fromEnv = true;
         return v;
       }
-      if (fallback !== undefined) return fallback;
+      if (fallback !== undefined) {
+        resolved = true;
+        return fallback;
+      }
       issues.push({ path: path || '(root)', message: `environment variable ${name} is not set; set it or write \${${name}:default}` });
       return '';
     });
-    if (fromEnv && out !== '') substituted.push({ path, raw: value, value: out });
+    if ((fromEnv || resolved) && out !== '') substituted.push({ path, raw: value, value: out, fromEnv });
     return out;
   }
   if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, issues, `${path}[${i}]`, substituted));

@@ -90,16 +90,52 @@ export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIs
  * (`${DATABASE_URL}`): the environment holds secrets, and errors end up in terminals and logs.
  */
 function hideEnvValues(issues: ConfigIssue[], substitutions: readonly Substitution[]): ConfigIssue[] {
-  if (substitutions.length === 0) return issues;
+  if (!substitutions.some((s) => s.fromEnv)) return issues;
   const within = (inner: string, outer: string) =>
     outer === '' || inner === outer || inner.startsWith(`${outer}.`) || inner.startsWith(`${outer}[`);
   return issues.map((issue) => {
     let message = issue.message;
     for (const s of substitutions) {
-      if (within(s.path, issue.path) || within(issue.path, s.path)) message = message.replaceAll(s.value, s.raw);
+      if (s.fromEnv && (within(s.path, issue.path) || within(issue.path, s.path))) message = message.replaceAll(s.value, s.raw);
     }
     return message === issue.message ? issue : { ...issue, message };
   });
+}
+
+/**
+ * The environment only holds strings: where the schema wants a number or a boolean and the value
+ * is one whole reference (`port: ${PORT}`, `form_body: ${FORM:false}`), read it as one (`8080`,
+ * `true`), in place; a string setting keeps `12345` a string. Without this no number could come
+ * from the environment.
+ * @returns whether anything was converted.
+ */
+function typeEnvValues(
+  value: unknown,
+  issues: readonly z.core.$ZodIssue[],
+  substitutions: readonly Substitution[],
+  prefix: string,
+): boolean {
+  let converted = false;
+  for (const issue of issues) {
+    if (issue.code !== 'invalid_type' || (issue.expected !== 'number' && issue.expected !== 'boolean')) continue;
+    const base = formatPath(issue.path);
+    const at = prefix && base ? `${prefix}.${base}` : prefix || base;
+    const s = substitutions.find((x) => x.path === at);
+    if (s === undefined || !/^\$\{[A-Za-z_][A-Za-z0-9_]*(?::[^}]*)?\}$/.test(s.raw)) continue;
+    let typed: number | boolean;
+    if (issue.expected === 'boolean') {
+      if (s.value !== 'true' && s.value !== 'false') continue;
+      typed = s.value === 'true';
+    } else {
+      if (!/^-?\d+(?:\.\d+)?$/.test(s.value)) continue;
+      typed = Number(s.value);
+    }
+    let parent = value as Record<PropertyKey, unknown>;
+    for (const p of issue.path.slice(0, -1)) parent = parent[p as PropertyKey] as Record<PropertyKey, unknown>;
+    parent[issue.path.at(-1) as PropertyKey] = typed;
+    converted = true;
+  }
+  return converted;
 }
 
 /**
@@ -114,7 +150,10 @@ export function parseConfig<S extends z.ZodType>(
   const issues: ConfigIssue[] = [];
   const substitutions: Substitution[] = [];
   const substituted = substituteEnv(input, options.env ?? process.env, issues, options.prefix ?? '', substitutions);
-  const result = schema.safeParse(substituted);
+  let result = schema.safeParse(substituted);
+  if (!result.success && substitutions.length > 0 && typeEnvValues(substituted, result.error.issues, substitutions, options.prefix ?? '')) {
+    result = schema.safeParse(substituted);
+  }
   if (!result.success) issues.push(...hideEnvValues(toConfigIssues(schema, result.error.issues, options.prefix), substitutions));
   if (issues.length > 0) throw new ConfigError(issues, options.source);
   return deepFreeze(result.data as z.output<S>);

@@ -195,6 +195,29 @@ describe('config: ${VAR} substitution', () => {
     assert.equal(config.issuers[0]?.issuer, 'https://i.test\n    audiences: ["evil"]');
     assert.deepEqual(config.issuers[0]?.audiences, ['x']);
   });
+
+  it('reads a whole ${VAR} as a number or boolean where the schema wants one (port: ${PORT})', () => {
+    const text = 'server:\n  port: ${PORT}\ntransport:\n  form_body: ${FORM:false}\n';
+    const config = parseConfigText(text, 'test.yaml', { PORT: '9090', FORM: 'true' });
+    assert.equal(config.server.port, 9090);
+    assert.equal(config.transport.form_body, true);
+    assert.equal(parseConfigText(text, 'test.yaml', { PORT: '9090' }).transport.form_body, false, 'the default too');
+    // Not a number, or not the whole value: still refused, and the value is not echoed.
+    for (const [port, env] of [
+      ['${PORT}', { PORT: '90a0' }],
+      ['${PORT}', { PORT: '0x1f' }],
+      ['"1${PORT}"', { PORT: '0' }],
+    ] as const) {
+      const issues = issuesOf(() => parseConfigText(`server:\n  port: ${port}\n`, 'test.yaml', env));
+      assert.equal(issues.length, 1, port);
+      assert.equal(issues[0]?.path, 'server.port');
+    }
+    // A string setting keeps a numeric value as written.
+    const iss = parseConfigText('issuers:\n  - issuer: ${ISS}\n    audiences: [x]\n    jwks_uri: https://i.test/jwks\n', 'test.yaml', {
+      ISS: '12345',
+    });
+    assert.equal(iss.issuers[0]?.issuer, '12345');
+  });
 });
 
 describe('config: an environment value is never echoed in an error', () => {
