@@ -71,6 +71,13 @@ describe('cli: --ttl', () => {
       assert.equal(minted.status, 1);
       assert.equal(minted.stdout, '');
       assert.match(minted.stderr, /^tessera: --ttl "0s" is not a lifetime;[^\n]*\n$/);
+      const tooLong = run('token', 'mint', '--client', 'demo-agent', '--ttl', '2h');
+      assert.equal(tooLong.status, 1, 'never silently shortened to the maximum');
+      assert.equal(tooLong.stdout, '');
+      assert.equal(
+        tooLong.stderr,
+        'tessera: --ttl 7200s is longer than token_service.max_access_token_ttl (3600s); ask for at most 3600s\n',
+      );
       const added = run('clients', 'add', 'agent', '--audiences', 'https://api.test', '--ttl', '300', '--json');
       assert.equal(added.status, 0, added.stderr);
       assert.equal(JSON.parse(added.stdout).access_token_ttl, 300);

@@ -142,15 +142,19 @@ export function registerToken(program: Command): void {
         json?: boolean;
       }) => {
         const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
-        const minted = await withService(opts.config, true, async ({ service }) =>
-          service.mint({
+        const minted = await withService(opts.config, true, async ({ service }) => {
+          const max = service.config.max_access_token_ttl;
+          if (ttl !== undefined && ttl > max) {
+            throw new CliError(`--ttl ${ttl}s is longer than token_service.max_access_token_ttl (${max}s); ask for at most ${max}s`);
+          }
+          return service.mint({
             clientId: opts.client,
             scopes: list(opts.scope),
             audiences: list(opts.audience),
             ...(ttl !== undefined ? { ttl } : {}),
             ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
-          }),
-        );
+          });
+        });
         if (opts.json) return printJson(minted);
         process.stdout.write(`${minted.access_token}\n`);
       },
