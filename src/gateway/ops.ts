@@ -30,7 +30,7 @@ export interface ReadinessResult {
  */
 export async function readiness(
   verifiers: readonly ManagedVerifier[],
-  audit: { depth: number; max: number },
+  audit: { depth: number; max: number } | undefined,
   extra: readonly ReadinessCheck[],
   closing: boolean,
   jwksMaxStaleMs = Number.POSITIVE_INFINITY,
@@ -52,7 +52,7 @@ export async function readiness(
       });
     }
   }
-  checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
+  if (audit !== undefined) checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
   for (const c of extra) {
     try {
       const r = await bounded(c, checkTimeoutMs);

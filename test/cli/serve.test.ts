@@ -337,3 +337,33 @@ describe('tessera serve: token service and gateway in one process', () => {
     await until(400);
   });
 });
+
+describe('tessera serve: the token service alone (no gateway section)', () => {
+  it('answers /healthz and /readyz (store and signing key) for probes, and 404 for anything else it does not serve', async () => {
+    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-alone-'));
+    const port = await freePort();
+    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
+    await initialize({ config: join(alone, 'tessera.yaml') });
+    const server = await startServer({ config: join(alone, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
+    try {
+      const health = await fetch(`${server.url}/healthz`);
+      assert.equal(health.status, 200);
+      assert.deepEqual(await health.json(), { status: 'ok' });
+      const ready = await fetch(`${server.url}/readyz`);
+      assert.equal(ready.status, 200);
+      assert.deepEqual(await ready.json(), {
+        status: 'ready',
+        checks: [
+          { name: 'store', ok: true },
+          { name: 'signing_key', ok: true },
+        ],
+      });
+      assert.equal((await fetch(`${server.url}/readyz`, { method: 'POST' })).status, 404);
+      assert.equal((await fetch(`${server.url}/metrics`)).status, 404);
+      assert.equal((await fetch(`${server.url}/.well-known/oauth-authorization-server`)).status, 200);
+    } finally {
+      await server.close();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
+});

@@ -15,6 +15,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import type { TesseraConfig } from '../../config/schema.ts';
+import { type ReadinessCheck, readiness, writeJson } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { serveGateway } from '../../gateway/serve.ts';
 import type { TokenService } from '../../issuer/service.ts';
@@ -76,8 +77,20 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       });
     }
 
+    // Without a gateway section there is no `operations` block: the probes a deployment needs are
+    // served at their default paths (the gateway's answer the same way, metrics aside).
+    const checks = tokenServiceReadiness(ctx);
+    let closing: Promise<void> | undefined;
     const server = createServer((req, res) => {
       if (handler(req, res)) return;
+      const path = (req.url ?? '/').split('?')[0];
+      if ((req.method === 'GET' || req.method === 'HEAD') && (path === '/healthz' || path === '/readyz')) {
+        if (path === '/healthz') return writeJson(res, 200, { status: 'ok' });
+        void readiness([], undefined, checks, closing !== undefined).then((r) =>
+          writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
+        );
+        return;
+      }
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end('{"error":"not_found"}');
     });
@@ -88,7 +101,6 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       throw listenError(e, host, port);
     });
     const url = listenUrl(server);
-    let closing: Promise<void> | undefined;
     const close = () => {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -112,6 +124,22 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     await ctx.close();
     throw e;
   }
+}
+
+/** Readiness of the token service: its store answers and it has a key to sign with. */
+function tokenServiceReadiness(ctx: ServiceContext): ReadinessCheck[] {
+  const { store, service } = ctx;
+  return [
+    {
+      name: 'store',
+      check: () =>
+        store.versions().then(
+          () => ({ ok: true }),
+          () => ({ ok: false, detail: 'store unreachable' }),
+        ),
+    },
+    { name: 'signing_key', check: () => (service.keys.ready() ? { ok: true } : { ok: false, detail: 'no active signing key' }) },
+  ];
 }
 
 /**
@@ -181,17 +209,7 @@ async function withGateway(
       revocation: service.revocations,
       ...(exchangeClient !== undefined ? { upstreamTokenIssuer: service.upstreamIssuer(exchangeClient) } : {}),
       auditSinks: [{ write: (events) => store.appendAudit(events) }],
-      readiness: [
-        {
-          name: 'store',
-          check: () =>
-            store.versions().then(
-              () => ({ ok: true }),
-              () => ({ ok: false, detail: 'store unreachable' }),
-            ),
-        },
-        { name: 'signing_key', check: () => (service.keys.ready() ? { ok: true } : { ok: false, detail: 'no active signing key' }) },
-      ],
+      readiness: tokenServiceReadiness(ctx),
     },
   );
   return { url: served.url, service, config, gateway: served, close: () => served.close() };
