@@ -541,7 +541,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           ops.jwks_max_stale * 1000,
         );
         writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
-      } else if (!peerAllowed(s.metricsPeers, req.socket.remoteAddress)) {
+      } else if (!peerAllowed(s.metricsPeers, remoteOf(s, req))) {
+        // The client's address, not the socket's: behind a trusted proxy on loopback or a private
+        // network every caller would otherwise share the proxy's address and pass.
         writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
       } else await writeMetrics(res, registry);
     } catch {

@@ -67,6 +67,28 @@ describe('gateway: operations endpoints', () => {
   });
 });
 
+describe('gateway: /metrics behind a trusted proxy', () => {
+  it('checks the client the proxy names against metrics_allowed_peers, not the proxy itself', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        trust_proxy: ['127.0.0.1/32', '::1'],
+        routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }],
+      },
+    });
+    try {
+      const via = (client: string) => fetch(`${gw.url}/metrics`, { headers: { 'x-forwarded-for': client } });
+      assert.equal((await via('203.0.113.9')).status, 404, 'an outside client through the proxy');
+      assert.equal((await via('10.1.2.3')).status, 200, 'an allowed client through the proxy');
+      assert.equal((await fetch(`${gw.url}/metrics`)).status, 200, 'the proxy host itself');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
+
 describe('gateway: readiness waits for remote keys', () => {
   it('is not ready while a jwks_uri has never been fetched', async () => {
     const gw = await startGateway({
