@@ -571,7 +571,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     state = compiled;
     for (const v of compiled.verifiers) void v.ready();
     pools.retain(compiled.poolKeys);
-    if (JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
+    // An audit file is reopened on every reload, changed or not: SIGHUP after a rotation
+    // (logrotate's `postrotate`) then starts a new file instead of writing to the renamed one.
+    if (compiled.audit?.file !== undefined || JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
       const old = sinks;
       sinks = auditOutputs(compiled.audit);
       void audit.flush().then(() => Promise.all(old.map((o) => o.close())));

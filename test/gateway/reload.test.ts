@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,6 +135,42 @@ describe('gateway: configuration reload', () => {
     await once(process, 'SIGHUP');
     await new Promise((r) => setImmediate(r));
     assert.equal((await get('/hup/x')).status, 200);
+  });
+});
+
+describe('gateway: audit file rotation', () => {
+  it('a reload reopens audit.file: after a rename (logrotate) and SIGHUP, events go to a new file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-rotate-'));
+    const file = join(dir, 'audit.jsonl');
+    const upstream = await startUpstream();
+    const config = () =>
+      parse({
+        ...baseConfig(),
+        audit: { file, flush_interval: '10ms' },
+        gateway: { routes: [{ id: 'pub', upstream: { url: upstream.url }, auth: 'none' as const }] },
+      });
+    const served = await serveGateway({ config: config(), host: '127.0.0.1', port: 0 }, { logger: silent });
+    try {
+      await fetch(`${served.url}/a`);
+      await served.gateway.audit.flush();
+      renameSync(file, `${file}.1`);
+      assert.equal(served.reload(config()).ok, true);
+      await fetch(`${served.url}/b`);
+      await served.gateway.audit.flush();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const paths = (f: string) =>
+        readFileSync(f, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { path: string }).path);
+      assert.deepEqual(paths(`${file}.1`), ['/a']);
+      assert.deepEqual(paths(file), ['/b']);
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
