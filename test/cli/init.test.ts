@@ -4,7 +4,7 @@
  * kept is not left behind.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -54,5 +54,25 @@ describe('tessera init: the demo client secret files', () => {
     const report = await initialize({ config });
     assert.equal(report.demo_client.created, true);
     assert.equal(readFileSync(join(data, DEMO_SECRET_FILE), 'utf8'), report.demo_client.client_secret);
+  });
+});
+
+describe('tessera init: ports', () => {
+  it('refuses --port 0 or 65535 without --upstream-port (port + 1 is no port), writing nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-port-'));
+    try {
+      for (const port of [0, 65535]) {
+        await assert.rejects(initialize({ config: join(dir, 'tessera.yaml'), port }), (e: unknown) => {
+          assert.ok(e instanceof CliError);
+          assert.match(e.message, new RegExp(`^--port ${port} leaves no default for the demo upstream .*--upstream-port`));
+          return true;
+        });
+      }
+      assert.equal(existsSync(join(dir, 'tessera.yaml')), false);
+      await initialize({ config: join(dir, 'tessera.yaml'), port: 0, upstreamPort: 18081 });
+      assert.match(readFileSync(join(dir, 'tessera.yaml'), 'utf8'), /127\.0\.0\.1:18081/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -130,6 +130,10 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
   let written = false;
   if (!existsSync(path)) {
     const port = options.port ?? 8080;
+    // port + 1 is no port for 0 (any free port) or 65535; the demo upstream needs a fixed one.
+    if (options.upstreamPort === undefined && (port === 0 || port === 65535)) {
+      throw new CliError(`--port ${port} leaves no default for the demo upstream (port + 1); give --upstream-port too`);
+    }
     writeFileSync(
       path,
       configTemplate({
