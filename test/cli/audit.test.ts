@@ -87,6 +87,23 @@ describe('audit tail: a large trail', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  it('query warns that --limit cut events off only when it did', () => {
+    const query = (limit: string) =>
+      spawnSync(process.execPath, [MAIN, 'audit', 'query', '--subject', 'tail-subject', '--since', '1h', '--limit', limit, '--json'], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+    const cut = query('2499');
+    assert.equal(cut.status, 0, cut.stderr);
+    assert.equal((JSON.parse(cut.stdout) as unknown[]).length, 2499);
+    assert.match(cut.stderr, /^tessera: showing the first 2499 matching events/);
+    const all = query('2500');
+    assert.equal(all.status, 0, all.stderr);
+    assert.equal((JSON.parse(all.stdout) as unknown[]).length, 2500);
+    assert.equal(all.stderr, '', 'exactly 2500 exist: nothing was cut off');
+  });
+
   it('prints every event of the window once, in order, across pages', () => {
     const r = spawnSync(process.execPath, [MAIN, 'audit', 'tail', '--subject', 'tail-subject', '--json'], {
       cwd: dir,

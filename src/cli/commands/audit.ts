@@ -122,13 +122,14 @@ export function registerAudit(program: Command): void {
     .option('--since <when>', 'from this time: a duration back (15m, 2h, 7d) or an ISO time')
     .option('--limit <n>', 'at most this many events (1-10000)', limitArg, 100)
     .action(async (f: Filters) => {
-      const events = await withStore(f.config, (store) =>
-        store.queryAudit({ ...queryOf(f, f.since !== undefined ? parseSince(f.since) : undefined), limit: f.limit ?? 100 }),
+      const limit = f.limit ?? 100;
+      // One more than asked tells whether the limit cut anything off.
+      const found = await withStore(f.config, (store) =>
+        store.queryAudit({ ...queryOf(f, f.since !== undefined ? parseSince(f.since) : undefined), limit: limit + 1 }),
       );
-      if (events.length === (f.limit ?? 100)) {
-        process.stderr.write(
-          `tessera: showing the first ${events.length} matching events, oldest first; narrow --since or raise --limit\n`,
-        );
+      const events = found.slice(0, limit);
+      if (found.length > limit || (limit === 10_000 && found.length === limit)) {
+        process.stderr.write(`tessera: showing the first ${limit} matching events, oldest first; narrow --since or raise --limit\n`);
       }
       if (f.json) return printJson(events);
       process.stdout.write(events.map((e) => `${formatEvent(e)}\n`).join(''));
