@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
+import { until } from '../helpers/net.ts';
 import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 interface Sse {
@@ -40,14 +41,6 @@ function openSse(url: string, authorization: string): Promise<Sse> {
     req.on('error', reject);
     req.end();
   });
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 describe('gateway: SSE and streamed responses', () => {

@@ -93,3 +93,12 @@ export function rawHttp(url: string, text: string, timeoutMs = 3000): Promise<st
     });
   });
 }
+
+/** Poll `cond` every 10 ms until it holds; throws after `ms`. */
+export async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -27,6 +27,13 @@ try {
   reachable = false;
 }
 
+async function dropSchema(name: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  await c.query(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
+  await c.end();
+}
+
 describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
   let a: RunningIssuer;
   let b: RunningIssuer;
@@ -46,10 +53,7 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
   after(async () => {
     await a?.close();
     await b?.close();
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await c.end();
+    await dropSchema(schema);
   });
 
   it('shares clients and keys, rotation state and revocations', async () => {
@@ -169,10 +173,7 @@ describe('PostgreSQL out of reach', { skip: reachable ? false : 'PostgreSQL is n
   after(async () => {
     await issuer?.close();
     await net?.cut();
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS ${outageSchema} CASCADE`);
-    await c.end();
+    await dropSchema(outageSchema);
   });
 
   it('survives its pooled connections being dropped, answers 503 temporarily_unavailable while the store is down, and recovers', async () => {

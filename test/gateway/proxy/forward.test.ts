@@ -6,15 +6,8 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { until } from '../../helpers/net.ts';
 import { baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, type Upstream } from '../helpers.ts';
-
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('gateway: forwarding to a caller that goes away', () => {
   let upstream: Upstream;
