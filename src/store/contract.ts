@@ -1,6 +1,6 @@
 /**
  * The storage contract of the token service: a small async interface that every backend (embedded
- * SQLite today, PostgreSQL for several instances next) implements, and that
+ * SQLite, PostgreSQL for several instances) implements, and that
  * `test/store/contract.ts` (`runStoreContract`) checks. Nothing here is specific to one database:
  * records are plain values, times are passed in by the caller (epoch **seconds**, except audit
  * events which carry epoch milliseconds), and each method that must be atomic says so.
@@ -267,6 +267,31 @@ export interface Store {
   appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void>;
   /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order. */
   revocationsSince(afterSeq: number, now: number, limit?: number): Promise<RevocationEntry[]>;
+  /**
+   * Optional (PostgreSQL has it, SQLite does not): be told soon after any process commits an
+   * append to the revocation log, instead of waiting for the next poll of
+   * {@link Store.revocationsSince}. Never told of a write that rolled back.
+   *
+   * `onChange` carries no entry, only a hint: the highest `seq` that commit appended when the
+   * backend knows it, else `undefined` (e.g. after the watch was re-established following a loss,
+   * when appends may have gone unheard). Calls may be late, merged or spurious; the caller reads
+   * {@link Store.revocationsSince} and keeps polling as a fallback. Resolves once the watch is in
+   * place or its first attempt failed (the backend keeps retrying); problems are reported to
+   * `onWarning`, never thrown. The returned function ends the watch; {@link Store.close} ends all.
+   *
+   * @example
+   * ```ts
+   * const stop = await store.watchRevocations?.((seq) => {
+   *   if (seq === undefined || seq > feed.cursor) void feed.catchUp(now());
+   * });
+   * // ...
+   * await stop?.();
+   * ```
+   */
+  watchRevocations?(
+    onChange: (seq: number | undefined) => void,
+    options?: { readonly onWarning?: (message: string) => void },
+  ): Promise<() => Promise<void>>;
 
   // One-time identifiers (client assertion and DPoP proof `jti`s).
   /** Record `key` until `expiresAt`. True on first use (or after the earlier use expired), false on replay. */

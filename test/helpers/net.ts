@@ -94,10 +94,10 @@ export function rawHttp(url: string, text: string, timeoutMs = 3000): Promise<st
   });
 }
 
-/** Poll `cond` every 10 ms until it holds; throws after `ms`. */
-export async function until(cond: () => boolean, ms = 3000): Promise<void> {
+/** Poll `cond` (which may be async) every 10 ms until it holds; throws after `ms`. */
+export async function until(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error('timed out');
     await new Promise((r) => setTimeout(r, 10));
   }

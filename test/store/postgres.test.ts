@@ -2,12 +2,15 @@
  * The PostgreSQL store runs the same contract suite as SQLite, against the real server on
  * 127.0.0.1:5432 (database `test`; override with TESSERA_TEST_POSTGRES_URL), each run in its own
  * schema, dropped afterwards. Plus what only a multi-process database can show: two stores (two
- * instances) racing.
+ * instances) racing, and revocation-log appends pushed from one store to another (LISTEN/NOTIFY).
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
-import { PostgresStore } from '../../src/store/postgres/store.ts';
+import type { Store } from '../../src/store/contract.ts';
+import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts';
+import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
+import { until } from '../helpers/net.ts';
 import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -141,6 +144,179 @@ if (!reachable) {
       } finally {
         await a.close();
         await b.close();
+      }
+    });
+  });
+
+  describe('postgres: revocation log appends pushed to watchers (LISTEN/NOTIFY)', () => {
+    const now = 1_800_000_000;
+    const token = (value: string) => [{ kind: 'token' as const, value, issuer: null, at: now, expiresAt: now + 600 }];
+    const lastSeq = async (store: Store) => (await store.versions()).revocations;
+
+    /** A plain connection in `schema`, as an operator's psql would be. */
+    async function admin(schema: string): Promise<pg.Client> {
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      return c;
+    }
+    /** Backends LISTENing for `schema`'s revocations, found the way an operator would. */
+    async function listenerPids(c: pg.Client, schema: string): Promise<number[]> {
+      const r = await c.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query = $2 ORDER BY pid', [
+        LISTENER_APPLICATION_NAME,
+        `LISTEN "${revocationChannel(schema)}"`,
+      ]);
+      return r.rows.map((row: { pid: number }) => row.pid);
+    }
+
+    it('tells a watcher on another store of every committed append (revokeGrants, appendRevocations, refresh reuse), with only the last seq as payload', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      const b = await PostgresStore.open({ connectionString: url, schema });
+      const raw = await admin(schema);
+      const payloads: string[] = [];
+      raw.on('notification', (m) => payloads.push(m.payload ?? ''));
+      await raw.query(`LISTEN "${revocationChannel(schema)}"`);
+      const heard: (number | undefined)[] = [];
+      const stop = await b.watchRevocations((seq) => heard.push(seq));
+      try {
+        await a.createClient(clientRecord({ id: 'agent' }, now));
+        const root = await a.createGrant(newGrant({}, now), now);
+        const rootId = (root as { id: string }).id;
+        await a.createGrant(newGrant({ parentId: rootId }, now), now);
+        await a.revokeGrants({ grantId: rootId }, { at: now, reason: 'test', entryExpiresAt: now + 600 });
+        const afterTree = await lastSeq(a);
+        assert.equal(afterTree, 2, 'the root and its child');
+        await until(() => heard.includes(afterTree));
+
+        await a.appendRevocations(token('jti-1'));
+        const afterToken = await lastSeq(a);
+        await until(() => heard.includes(afterToken));
+
+        const family = await a.createGrant(newGrant({}, now), now);
+        const familyId = (family as { id: string }).id;
+        const hash = `rt_${Math.random().toString(36).slice(2)}`;
+        await a.createRefreshToken({
+          hash,
+          grantId: familyId,
+          clientId: 'agent',
+          createdAt: now,
+          expiresAt: now + 3600,
+          rotatedAt: now,
+          revokedAt: null,
+        });
+        const reuse = await a.rotateRefreshToken(hash, {
+          clientId: 'agent',
+          nextHash: `${hash}_next`,
+          nextExpiresAt: now + 7200,
+          now: now + 1,
+          graceSeconds: 0,
+          entryExpiresAt: now + 600,
+        });
+        assert.equal(reuse.status, 'reused');
+        const afterReuse = await lastSeq(a);
+        await until(() => heard.includes(afterReuse));
+
+        assert.deepEqual(heard, [afterTree, afterToken, afterReuse], 'one call per committing transaction');
+        await until(() => payloads.length === 3);
+        assert.deepEqual(payloads, [String(afterTree), String(afterToken), String(afterReuse)], 'the payload is the seq, nothing else');
+      } finally {
+        await stop();
+        await raw.end();
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('notifies on commit only: never for a write that rolled back, and never before the entry can be read', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      const b = await PostgresStore.open({ connectionString: url, schema });
+      const c = await admin(schema);
+      // Checked at COMMIT, after every statement of the transaction (the NOTIFY included) ran:
+      // 'doomed' makes the commit fail, 'slow' holds it open for 300 ms.
+      await c.query(`
+        CREATE FUNCTION commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.value = 'doomed' THEN RAISE EXCEPTION 'refused at commit by the test'; END IF;
+          IF NEW.value = 'slow' THEN PERFORM pg_sleep(0.3); END IF;
+          RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER commit_gate AFTER INSERT ON revocations
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION commit_gate();`);
+      const heard: { seq: number | undefined; readable: Promise<boolean> }[] = [];
+      const stop = await b.watchRevocations((seq) => {
+        // Read at once: a notification sent before the commit would find nothing.
+        heard.push({ seq, readable: b.revocationsSince((seq ?? 1) - 1, now).then((es) => es.some((e) => e.seq === seq)) });
+      });
+      try {
+        await assert.rejects(a.appendRevocations(token('doomed')), /refused at commit by the test/);
+        assert.deepEqual(await a.revocationsSince(0, now), [], 'rolled back');
+        await a.appendRevocations(token('slow'));
+        await a.appendRevocations(token('after'));
+        await until(() => heard.length >= 2);
+        assert.deepEqual(
+          heard.map((h) => h.seq),
+          [1, 2],
+          'one notification per committed append; none for the rolled-back one (it would have carried seq 1 too)',
+        );
+        for (const h of heard) assert.equal(await h.readable, true, `seq ${h.seq} was readable when it was announced`);
+      } finally {
+        await stop();
+        await c.end();
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('reconnects after its connection is terminated, says so once, and reports the gap with an undefined seq', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      const b = await PostgresStore.open({ connectionString: url, schema });
+      const c = await admin(schema);
+      const heard: (number | undefined)[] = [];
+      const warnings: string[] = [];
+      const stop = await b.watchRevocations((seq) => heard.push(seq), { onWarning: (m) => warnings.push(m) });
+      try {
+        const [pid, ...others] = await listenerPids(c, schema);
+        assert.ok(pid !== undefined && others.length === 0, 'one listening backend, on a connection of its own');
+        await c.query('SELECT pg_terminate_backend($1)', [pid]);
+        await until(() => heard.includes(undefined), 5000);
+        const now2 = await listenerPids(c, schema);
+        assert.equal(now2.length, 1);
+        assert.notEqual(now2[0], pid, 'a new backend');
+        assert.equal(warnings.length, 1);
+        assert.match(warnings[0] ?? '', /^PostgreSQL revocation notifications interrupted \(57P01\); reconnecting$/);
+
+        await a.appendRevocations(token('after-reconnect'));
+        const seq = await lastSeq(a);
+        await until(() => heard.includes(seq));
+      } finally {
+        await stop();
+        await c.end();
+        await a.close();
+        await b.close();
+      }
+    });
+
+    it('leaves no listening connection behind once stopped, or once the store is closed', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const c = await admin(schema);
+      try {
+        const stop = await store.watchRevocations(() => {});
+        assert.equal((await listenerPids(c, schema)).length, 1);
+        await stop();
+        await until(async () => (await listenerPids(c, schema)).length === 0);
+        await store.watchRevocations(() => {});
+        await store.watchRevocations(() => {});
+        assert.equal((await listenerPids(c, schema)).length, 2);
+      } finally {
+        await store.close();
+      }
+      try {
+        await until(async () => (await listenerPids(c, schema)).length === 0);
+      } finally {
+        await c.end();
       }
     });
   });

@@ -11,6 +11,11 @@
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
+ * Every transaction that appends to the revocation log also sends a notification on the schema's
+ * channel ({@link revocationChannel}); PostgreSQL delivers it on commit and drops it on rollback, so
+ * {@link PostgresStore.watchRevocations} hears exactly the appends that became visible, from this
+ * process, the CLI or any other instance.
+ *
  * @module
  */
 import pg from 'pg';
@@ -30,6 +35,7 @@ import type {
   StoreVersions,
 } from '../contract.ts';
 import { StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { Listener } from './listener.ts';
 
 /** Options for {@link PostgresStore.open}. */
 export interface PostgresStoreOptions {
@@ -179,6 +185,15 @@ function unavailable(e: unknown): unknown {
   return down ? new StoreUnavailableError(`PostgreSQL is unreachable: ${e.message}`, { cause: e }) : e;
 }
 
+/**
+ * The LISTEN/NOTIFY channel on which appends to `schema`'s revocation log are announced. Channel
+ * names are cut at 63 bytes as identifiers are; two schemas sharing the first 43 characters would
+ * share a channel, which costs each a needless read of its log, nothing more.
+ */
+export function revocationChannel(schema: string): string {
+  return `tessera.revocations.${schema}`.slice(0, 63);
+}
+
 const SUBTREE = (seed: string) => `
   WITH RECURSIVE sub(id) AS (
     ${seed}
@@ -195,9 +210,14 @@ const SUBTREE = (seed: string) => `
 export class PostgresStore implements Store {
   readonly kind = 'postgres';
   readonly #pool: pg.Pool;
+  readonly #connectionString: string;
+  readonly #channel: string;
+  readonly #listeners = new Set<Listener>();
 
-  private constructor(pool: pg.Pool) {
+  private constructor(pool: pg.Pool, connectionString: string, schema: string) {
     this.#pool = pool;
+    this.#connectionString = connectionString;
+    this.#channel = revocationChannel(schema);
   }
 
   /** Connect, create the schema when absent and migrate (one migrator at a time). */
@@ -213,7 +233,7 @@ export class PostgresStore implements Store {
     // on the pool; without a listener that event would end the process. The pool drops the client
     // itself, and the next query reconnects or fails with StoreUnavailableError.
     pool.on('error', () => {});
-    const store = new PostgresStore(pool);
+    const store = new PostgresStore(pool, options.connectionString, schema);
     try {
       await store.#tx(async (c) => {
         await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.migrate'))");
@@ -548,6 +568,8 @@ export class PostgresStore implements Store {
         e.expiresAt,
       ]);
     }
+    // Delivered when (and only if) this transaction commits. The payload is the last seq, nothing else.
+    await c.query('SELECT pg_notify($1, $2)', [this.#channel, String(seq)]);
   }
 
   async revokeGrants(
@@ -732,7 +754,39 @@ export class PostgresStore implements Store {
     });
   }
 
+  /**
+   * Hear of every committed append to the revocation log, by any process, through LISTEN on a
+   * dedicated connection (not one of the pool's). `onChange` gets the last sequence number of the
+   * transaction that committed, or `undefined` after the connection was re-established following a
+   * loss (appends made meanwhile went unheard). A connection that fails or is closed by the server
+   * is retried with backoff, with one warning per loss (never the URL or a password); nothing here
+   * ever throws into the process. Resolves once the first connection attempt is over, LISTENing or
+   * not.
+   */
+  async watchRevocations(
+    onChange: (seq: number | undefined) => void,
+    options: { readonly onWarning?: (message: string) => void } = {},
+  ): Promise<() => Promise<void>> {
+    const listener = new Listener({
+      connectionString: this.#connectionString,
+      channel: this.#channel,
+      onNotify: (payload) => onChange(/^\d{1,15}$/.test(payload) ? Number(payload) : undefined),
+      onReconnect: () => onChange(undefined),
+      onWarning: options.onWarning ?? (() => {}),
+    });
+    this.#listeners.add(listener);
+    await listener.start();
+    return async () => {
+      this.#listeners.delete(listener);
+      await listener.stop();
+    };
+  }
+
+  /** Close the pool and stop every revocation watch. */
   async close(): Promise<void> {
+    const listeners = [...this.#listeners];
+    this.#listeners.clear();
+    await Promise.all(listeners.map((l) => l.stop()));
     await this.#pool.end();
   }
 }
