@@ -115,6 +115,8 @@ export class TokenService {
   #timer: NodeJS.Timeout | undefined;
   #lastPrune = 0;
   #syncing: Promise<void> | undefined;
+  #unwatch: (() => Promise<void>) | undefined;
+  #pushed: Promise<unknown> | undefined;
 
   constructor(options: TokenServiceOptions) {
     const { config, store } = options;
@@ -198,9 +200,25 @@ export class TokenService {
 
   // Lifecycle.
 
-  /** Load keys and revocations, then keep them in sync with the store every `sync_interval`. */
+  /**
+   * Load keys and revocations, then keep them in sync with the store every `sync_interval`. When
+   * the store pushes revocations ({@link Store.watchRevocations}, PostgreSQL), other processes'
+   * revocations are also applied as soon as they commit, and the poll is the fallback. With
+   * `background: false` (one-shot CLI commands) it only loads.
+   */
   async start(options: { background?: boolean } = {}): Promise<void> {
-    await this.sync();
+    // Watch before the first sync, so nothing committed in between goes unheard until the next poll.
+    if (options.background !== false && this.store.watchRevocations !== undefined) {
+      this.#unwatch = await this.store.watchRevocations((seq) => this.#revocationPushed(seq), {
+        onWarning: (m) => this.#warn(`${m}; revocations are read every sync_interval until it is back`),
+      });
+    }
+    try {
+      await this.sync();
+    } catch (e) {
+      await this.#stopWatching();
+      throw e;
+    }
     if (options.background === false) return;
     this.#timer = setInterval(() => {
       this.sync().catch(() => this.#warn('store sync failed; keeping the last known keys, clients and revocations'));
@@ -241,11 +259,30 @@ export class TokenService {
     return this.#syncing;
   }
 
-  /** Stop syncing and flush the audit queue. Does not close the store (its owner does). */
+  /** A revocation committed somewhere: apply it unless this process has already (its own, say). */
+  #revocationPushed(seq: number | undefined): void {
+    if (seq !== undefined && seq <= this.#feed.cursor) return;
+    this.#pushed = this.#feed
+      .catchUp(this.#ctx.now())
+      .catch(() => this.#warn('reading pushed revocations from the store failed; the next sync_interval retries'));
+  }
+
+  async #stopWatching(): Promise<void> {
+    const unwatch = this.#unwatch;
+    this.#unwatch = undefined;
+    await unwatch?.().catch(() => {});
+  }
+
+  /**
+   * Stop syncing (and listening for pushed revocations) and flush the audit queue. Does not close
+   * the store (its owner does).
+   */
   async close(): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
+    await this.#stopWatching();
     await this.#syncing?.catch(() => {});
+    await this.#pushed;
     await this.audit.close();
   }
 

@@ -1,17 +1,24 @@
 /**
  * Scale-out: two token-service instances on one PostgreSQL database. A client registered on one
  * authenticates on the other; a refresh token rotated on one is a reuse on the other; a grant
- * revoked on one is rejected by the other's in-process verifier after its next sync.
+ * revoked on one is rejected by the other's in-process verifier after its next sync, and, pushed
+ * through LISTEN/NOTIFY, long before it.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
 import pg from 'pg';
 import { StoreUnavailableError } from '../../src/store/contract.ts';
-import { PostgresStore } from '../../src/store/postgres/store.ts';
+import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts';
+import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { until } from '../helpers/net.ts';
 import { bearer } from '../helpers/tokens.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -199,5 +206,153 @@ describe('PostgreSQL out of reach', { skip: reachable ? false : 'PostgreSQL is n
 
     await net.restore();
     assert.equal((await exchange()).status, 200, 'the pool reconnects once PostgreSQL is back');
+  });
+});
+
+describe('revocations pushed between instances (LISTEN/NOTIFY)', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
+  // Neither instance polls during these tests (sync_interval is 60 s, its maximum): only a push,
+  // or the catch-up after a reconnection, can tell B of A's revocations.
+  const pushSchema = `${schema}_push`;
+  const slow = { sync_interval: '60s' };
+  let a: RunningIssuer;
+  let b: RunningIssuer;
+  let secret: string;
+  let net: Awaited<ReturnType<typeof relay>>;
+  let verifierB: ReturnType<typeof inProcessVerifier>;
+
+  /** B's verifier accepts `token` now, then refuses it as revoked within a bounded wait. */
+  const acceptedThenRevokedOnB = async (token: string, revoke: () => Promise<unknown>, ms = 3000) => {
+    assert.equal((await verifierB.verify(bearer(token))).ok, true, 'B accepts the token before');
+    await revoke();
+    await until(async () => {
+      const r = await verifierB.verify(bearer(token));
+      return !r.ok && r.error.code === 'token_revoked';
+    }, ms);
+  };
+  const exchange = async (subjectToken: string) =>
+    (
+      (await (
+        await a.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token: subjectToken, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+          { authorization: basic('agent', secret) },
+        )
+      ).json()) as { access_token: string }
+    ).access_token;
+
+  before(async () => {
+    net = await relay();
+    a = await startIssuer({
+      store: await PostgresStore.open({ connectionString: url, schema: pushSchema }),
+      config: { token_service: slow },
+    });
+    // B reaches PostgreSQL through a relay the last test cuts.
+    const via = new URL(url);
+    via.port = String(net.port);
+    b = await startIssuer({
+      store: await PostgresStore.open({ connectionString: via.toString(), schema: pushSchema }),
+      master: a.master,
+      config: { token_service: { ...slow, issuer: a.url } },
+    });
+    secret = (await a.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials', EXCHANGE] })).secret;
+    verifierB = inProcessVerifier(b);
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    await net?.cut();
+    await dropSchema(pushSchema);
+  });
+
+  it('a token revoked on A (RFC 7009, by its client) is refused by B', async () => {
+    const cc = (await (
+      await a.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic('agent', secret) })
+    ).json()) as {
+      access_token: string;
+    };
+    await acceptedThenRevokedOnB(cc.access_token, async () => {
+      const r = await a.post('/oauth2/revoke', { token: cc.access_token }, { authorization: basic('agent', secret) });
+      assert.equal(r.status, 200);
+    });
+  });
+
+  it('a grant revoked on A takes its subtree on B: the root token and the token exchanged from it', async () => {
+    const user = await a.service.mint({ clientId: 'agent', subject: 'alice', ttl: 600 });
+    const child = await exchange(user.access_token);
+    assert.notEqual(decodeJwt(child).grant_id, user.grant_id, 'the exchange made a child grant');
+    assert.equal((await verifierB.verify(bearer(child))).ok, true);
+    await acceptedThenRevokedOnB(user.access_token, () => a.service.revokeGrants({ grantId: user.grant_id }, 'test'));
+    const r = await verifierB.verify(bearer(child));
+    assert.equal(r.ok ? 'accepted' : r.error.code, 'token_revoked', 'the child grant went with it, in the same push');
+  });
+
+  it('a revocation by `tessera revoke` (its own process and store connection) reaches the running instances', async () => {
+    const dir = join(a.dir, 'cli');
+    mkdirSync(join(dir, 'data'), { recursive: true });
+    writeFileSync(
+      join(dir, 'tessera.yaml'),
+      `data_dir: ./data\ntoken_service: { issuer: "${a.url}" }\nstore: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${pushSchema} } }\n`,
+    );
+    const user = await a.service.mint({ clientId: 'agent', subject: 'carol', ttl: 600 });
+    const cli = promisify(execFile);
+    const main = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+    for (const [name, verifier] of [
+      ['A', inProcessVerifier(a)],
+      ['B', verifierB],
+    ] as const) {
+      assert.equal((await verifier.verify(bearer(user.access_token))).ok, true, `${name} accepts the token before`);
+    }
+    const { stdout } = await cli(process.execPath, [main, 'revoke', '--grant', user.grant_id, '-c', join(dir, 'tessera.yaml')], {
+      cwd: dir,
+      env: { ...process.env, DATABASE_URL: url, TESSERA_MASTER_KEY: '' },
+    });
+    assert.match(stdout, new RegExp(`^revoked 1 grant\\(s\\): ${user.grant_id}$`, 'm'));
+    for (const [name, verifier] of [
+      ['A', inProcessVerifier(a)],
+      ['B', verifierB],
+    ] as const) {
+      await until(async () => {
+        const r = await verifier.verify(bearer(user.access_token));
+        return !r.ok && r.error.code === 'token_revoked';
+      }).catch(() => assert.fail(`${name} did not hear of the CLI's revocation`));
+    }
+  });
+
+  it('after the listening connections are killed (pg_terminate_backend), they reconnect and later revocations are still pushed', async () => {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      const listeners = async () =>
+        (
+          await admin.query('SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query = $2', [
+            LISTENER_APPLICATION_NAME,
+            `LISTEN "${revocationChannel(pushSchema)}"`,
+          ])
+        ).rows.map((r: { pid: number }) => r.pid);
+      const killed = await listeners();
+      assert.equal(killed.length, 2, "A's and B's");
+      await admin.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [killed]);
+      await until(async () => {
+        const now = await listeners();
+        return now.length === 2 && now.every((pid) => !killed.includes(pid));
+      }, 5000);
+      const user = await a.service.mint({ clientId: 'agent', subject: 'dave', ttl: 600 });
+      await acceptedThenRevokedOnB(user.access_token, () => a.service.revokeGrants({ grantId: user.grant_id }, 'test'));
+    } finally {
+      await admin.end();
+    }
+  });
+
+  it('a revocation committed while B was cut off from PostgreSQL is caught up as soon as B reconnects', async () => {
+    const user = await a.service.mint({ clientId: 'agent', subject: 'erin', ttl: 600 });
+    assert.equal((await verifierB.verify(bearer(user.access_token))).ok, true);
+    await net.cut();
+    await a.service.revokeGrants({ grantId: user.grant_id }, 'test');
+    assert.equal((await verifierB.verify(bearer(user.access_token))).ok, true, 'B cannot know yet: no connection, no poll for 60 s');
+    await net.restore();
+    await until(async () => {
+      const r = await verifierB.verify(bearer(user.access_token));
+      return !r.ok && r.error.code === 'token_revoked';
+    }, 10_000);
   });
 });
