@@ -71,9 +71,14 @@ export interface ServiceContext {
 
 /**
  * Open the store and build a token service that has synced once. With `needMaster`, a missing
- * master key is a one-line error naming where it is looked for.
+ * master key is a one-line error naming where it is looked for. `onWarning` hears the service's
+ * background failures (store sync, lost revocation push); never a token or secret.
  */
-export async function openService(option: string | undefined, needMaster: boolean): Promise<ServiceContext> {
+export async function openService(
+  option: string | undefined,
+  needMaster: boolean,
+  runtime: { readonly onWarning?: (message: string) => void } = {},
+): Promise<ServiceContext> {
   const { config } = loadConfig(option);
   if (!existsSync(config.data_dir)) {
     throw new CliError(`no data directory at ${config.data_dir}; run \`tessera init\` first`);
@@ -88,7 +93,7 @@ export async function openService(option: string | undefined, needMaster: boolea
     throw new CliError(`no master key: set ${MASTER_KEY_ENV} or run \`tessera init\` to create ${config.data_dir}/master.key`);
   }
   const store = await openStore(config);
-  const service = createTokenServiceFromConfig(config, { store, master });
+  const service = createTokenServiceFromConfig(config, { store, master, ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}) });
   await service.start({ background: false });
   return {
     config,

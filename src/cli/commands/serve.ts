@@ -60,7 +60,7 @@ const log = (line: Record<string, unknown>) => process.stderr.write(`${JSON.stri
 
 /** Start the token service (and the gateway, when configured) from a configuration file. */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
-  const ctx = await openService(options.config, true);
+  const ctx = await openService(options.config, true, { onWarning: (msg) => log({ level: 'warn', msg }) });
   try {
     if (!ctx.service.keys.ready()) throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
     await ctx.service.start();
