@@ -11,11 +11,12 @@
  * } from 'tessera/token-service';
  *
  * const config = loadConfigFile('tessera.yaml');
- * const store = openStore(config);
+ * const store = await openStore(config);
  * const service = createTokenServiceFromConfig(config, { store, master: loadMasterKey(config.data_dir)?.key });
- * await service.start();
+ * await service.start(); // on PostgreSQL this also LISTENs for other instances' revocations
  * const tokens = createTokenServiceHandler(service);
  * createServer((req, res) => tokens(req, res) || notFound(res)).listen(8080);
+ * // On shutdown: `await service.close(); await store.close();` (ends the listener's connection).
  * ```
  *
  * @module

@@ -67,7 +67,7 @@ export const tokenServiceSchema = z
       .meta({ description: 'The admin API (revocation by grant, subject or client; grant trees).' }),
     keys: keysSchema,
     sync_interval: duration(
-      'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once.',
+      'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations are also pushed within milliseconds and this poll is the fallback.',
       60,
     ).prefault('1s'),
     audit_flush_interval: duration('Longest time an audit event waits in memory before it is written to the store.', 10).prefault('200ms'),

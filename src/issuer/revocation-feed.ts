@@ -1,8 +1,9 @@
 /**
  * Replays the store's revocation log into a {@link RevocationList}: all live entries at start-up,
  * then whatever is new, after every in-process revocation (so the verifier in the same process
- * rejects affected tokens on the very next request) and on every sync tick (to pick up the CLI's
- * and other instances' revocations).
+ * rejects affected tokens on the very next request), when the store pushes another process's
+ * revocation (PostgreSQL), and on every sync tick (to pick up the CLI's and other instances'
+ * revocations where there is no push, or one was missed).
  *
  * @module
  */

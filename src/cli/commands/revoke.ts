@@ -1,6 +1,7 @@
 /**
- * `tessera revoke --token|--grant|--subject|--client`: revocations written to the store; a running
- * server applies them within `token_service.sync_interval`. A grant is revoked with its subtree.
+ * `tessera revoke --token|--grant|--subject|--client`: revocations written to the store; running
+ * servers apply them within milliseconds on PostgreSQL (the commit notifies them), within
+ * `token_service.sync_interval` on SQLite. A grant is revoked with its subtree.
  */
 import type { Command } from 'commander';
 import type { GrantSelector } from '../../store/contract.ts';
@@ -9,7 +10,9 @@ import { CliError, printJson } from '../output.ts';
 
 export function registerRevoke(program: Command): void {
   withConfig(program.command('revoke'))
-    .description('Revoke a token, a grant (with every grant derived from it), a subject’s grants or a client’s grants.')
+    .description(
+      'Revoke a token, a grant (with every grant derived from it), a subject’s grants or a client’s grants. Running servers apply it within milliseconds on PostgreSQL, within token_service.sync_interval on SQLite.',
+    )
     .option('--token <token>', 'an access token this issuer signed (- reads it from stdin)')
     .option('--grant <id>', 'a grant id (the grant_id claim); its whole subtree is revoked')
     .option('--subject <sub>', 'every grant of this subject')

@@ -6,8 +6,9 @@
  *
  * Sharing the process is what makes revocation immediate at the edge: the gateway's verifiers read
  * the token service's signing keys directly and consult its revocation list, which every
- * in-process revocation updates before it answers (and the store is polled every
- * `token_service.sync_interval` for revocations made by the CLI or other instances).
+ * in-process revocation updates before it answers (revocations made by the CLI or other instances
+ * are pushed by PostgreSQL as they commit, and the store is polled every
+ * `token_service.sync_interval`, SQLite's only way).
  */
 import { createServer } from 'node:http';
 import { dirname } from 'node:path';
