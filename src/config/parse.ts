@@ -96,7 +96,12 @@ function hideEnvValues(issues: ConfigIssue[], substitutions: readonly Substituti
   return issues.map((issue) => {
     let message = issue.message;
     for (const s of substitutions) {
-      if (s.fromEnv && (within(s.path, issue.path) || within(issue.path, s.path))) message = message.replaceAll(s.value, s.raw);
+      if (s.fromEnv && (within(s.path, issue.path) || within(issue.path, s.path))) {
+        // Only where the value stands on its own (quoted, or between non-alphanumerics): a short
+        // value such as `y` must not be replaced inside the message's own words ("normally").
+        const escaped = s.value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        message = message.replace(new RegExp(`(?<![A-Za-z0-9])${escaped}(?![A-Za-z0-9])`, 'g'), () => s.raw);
+      }
     }
     return message === issue.message ? issue : { ...issue, message };
   });

@@ -252,6 +252,24 @@ describe('config: an environment value is never echoed in an error', () => {
       ],
     );
   });
+
+  it('leaves the words of a message alone when a short value happens to be part of one', () => {
+    // FORWARD_AUTH_SECRET=y once read "use at least 16 characters, normall${FORWARD_AUTH_SECRET} `${…}`".
+    const text = [
+      'gateway:',
+      '  routes: [{ id: api, upstream: { url: "http://127.0.0.1:1" }, auth: none }]',
+      '  forward_auth:',
+      '    enabled: true',
+      '    flavor: nginx',
+      '    shared_secret: { header: X-Tessera-Forward-Auth, value: "${FORWARD_AUTH_SECRET}" }',
+      '',
+    ].join('\n');
+    const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', { FORWARD_AUTH_SECRET: 'y' }));
+    assert.deepEqual(
+      issues.map((i) => [i.path, i.message]),
+      [['gateway.forward_auth.shared_secret.value', 'use at least 16 characters, normally `${FORWARD_AUTH_SECRET}` from the environment']],
+    );
+  });
 });
 
 describe('config: results are deep-frozen', () => {
