@@ -83,3 +83,25 @@ describe('tessera gateway: the port is taken', () => {
     }
   });
 });
+
+describe('tessera gateway: no configuration file', () => {
+  it('says the file is missing in one line, not that a gateway section of a file nobody wrote is', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-cli-gw-'));
+    try {
+      const { TESSERA_CONFIG: _, ...env } = process.env;
+      const child = spawn(process.execPath, [CLI, 'gateway'], { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d) => {
+        err += d.toString();
+      });
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 2);
+      assert.equal(
+        err,
+        `tessera: no configuration file at ${join(dir, 'tessera.yaml')}; the gateway reads its routes from one: pass --config FILE, or run \`tessera init\` to write one\n`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

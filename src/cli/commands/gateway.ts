@@ -7,6 +7,7 @@
 import type { Command } from 'commander';
 import { serveGateway } from '../../gateway/serve.ts';
 import { configPath, loadConfig, portArg, withConfig } from '../context.ts';
+import { CliError } from '../output.ts';
 import { listenError } from './serve.ts';
 
 export function registerGateway(program: Command): void {
@@ -16,7 +17,15 @@ export function registerGateway(program: Command): void {
     .option('--port <port>', 'override server.port', portArg('--port'))
     .action(async (opts: { config?: string; host?: string; port?: number }) => {
       const load = () => loadConfig(opts.config).config;
-      const config = load();
+      const first = loadConfig(opts.config);
+      // Other commands run on the defaults when ./tessera.yaml is absent; the gateway has no routes then.
+      if (!first.exists) {
+        throw new CliError(
+          `no configuration file at ${first.path}; the gateway reads its routes from one: pass --config FILE, or run \`tessera init\` to write one`,
+          2,
+        );
+      }
+      const config = first.config;
       await serveGateway({
         configFile: configPath(opts.config),
         load,
