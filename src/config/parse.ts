@@ -159,7 +159,12 @@ export function parseConfig<S extends z.ZodType>(
   if (!result.success && substitutions.length > 0 && typeEnvValues(substituted, result.error.issues, substitutions, options.prefix ?? '')) {
     result = schema.safeParse(substituted);
   }
-  if (!result.success) issues.push(...hideEnvValues(toConfigIssues(schema, result.error.issues, options.prefix), substitutions));
+  if (!result.success) {
+    // A variable that is not set is reported once: the empty value it left is no second problem.
+    const unset = new Set(issues.map((i) => i.path));
+    const schemaIssues = toConfigIssues(schema, result.error.issues, options.prefix).filter((i) => !unset.has(i.path));
+    issues.push(...hideEnvValues(schemaIssues, substitutions));
+  }
   if (issues.length > 0) throw new ConfigError(issues, options.source);
   return deepFreeze(result.data as z.output<S>);
 }
