@@ -5,7 +5,7 @@
 import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, type ConfigIssue } from '../core/errors.ts';
 import { parseConfig } from './parse.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
 
@@ -17,13 +17,24 @@ export function parseConfigText(
 ): TesseraConfig {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
-    throw new ConfigError(
-      doc.errors.map((e) => ({
+    // One problem per line: the first error on a line causes the others after it. The position is
+    // in the path already; the message's own copy of it ends in the colon of a code frame.
+    const lines = new Set<number>();
+    const issues: ConfigIssue[] = [];
+    for (const e of doc.errors) {
+      const line = e.linePos?.[0].line;
+      if (line !== undefined && lines.has(line)) continue;
+      if (line !== undefined) lines.add(line);
+      // `url: ${VAR}` inside `{ … }` or `[ … ]`: the `{` after `$` opens a flow mapping.
+      const unquotedVar = text[e.pos[0] - 1] === '$' && text[e.pos[0]] === '{';
+      issues.push({
         path: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(yaml)',
-        message: e.message.split('\n')[0] ?? e.message,
-      })),
-      source,
-    );
+        message: unquotedVar
+          ? 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"'
+          : (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, ''),
+      });
+    }
+    throw new ConfigError(issues, source);
   }
   let value: unknown;
   try {

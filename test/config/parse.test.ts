@@ -306,6 +306,21 @@ describe('config: YAML', () => {
     });
   }
 
+  it('tells how to write an unquoted ${VAR} inside { … }, once, without repeating the position', () => {
+    // docs/token-service.md once showed `store: { driver: postgres, postgres: { url: ${DATABASE_URL} } }`:
+    // `{` after `$` opens a flow mapping, and YAML reported three errors ending in a dangling colon.
+    const text = 'server: { port: 18093 }\nstore: { driver: postgres, postgres: { url: ${DATABASE_URL} } }\n';
+    const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', { DATABASE_URL: 'postgres://db/tessera' }));
+    assert.deepEqual(issues, [
+      {
+        path: 'line 2, column 46',
+        message: 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"',
+      },
+    ]);
+    const other = issuesOf(() => parseConfigText('issuers:\n  - issuer: a\n    audiences: [x\n  - y\n', 'tessera.yaml', {}));
+    assert.doesNotMatch(other[0]?.message ?? '', /line \d+, column \d+|:$/);
+  });
+
   it('names the file and the path of schema errors in a YAML file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-config-'));
     try {
