@@ -135,7 +135,7 @@ export const storeSchema = z
   })
   .superRefine((v, ctx) => {
     if (v.driver === 'postgres' && v.postgres === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'driver is postgres: add postgres: { url: ${DATABASE_URL} }' });
+      ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'driver is postgres: add postgres: { url: "${DATABASE_URL}" }' });
     }
   })
   .meta({ description: 'Where Tessera keeps clients, keys, grants, revocations and audit events.' });

@@ -93,6 +93,14 @@ store:
     );
   });
 
+  it('suggests a postgres section that is valid YAML when pasted as written', () => {
+    const [issue] = issues('store:\n  driver: postgres\n');
+    const suggestion = /add (postgres: .*)$/.exec(issue?.message ?? '')?.[1];
+    assert.ok(suggestion, issue?.message);
+    const c = parseConfigText(`store:\n  driver: postgres\n  ${suggestion}\n`, 'tessera.yaml', { DATABASE_URL: 'postgres://db/t' });
+    assert.equal(resolveStore(c).driver, 'postgres');
+  });
+
   it('refuses an issuer with a query or fragment (RFC 8414 §2)', () => {
     assert.deepEqual(
       issues('token_service: { issuer: "https://a.example.com/?x=1" }').map((i) => i.path),
