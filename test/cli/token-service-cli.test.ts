@@ -184,6 +184,14 @@ describe('clients', () => {
       assert.equal(r.code, 1, args.join(' '));
       assert.match(r.stderr, /^tessera: [^\n]+\n$/);
     }
+    for (const args of [
+      ['token', 'mint', '--client', 'nobody'],
+      ['token', 'exchange', '--client', 'nobody', '--subject-token', 'x.y.z'],
+    ]) {
+      const r = tessera(...args);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.stderr, 'tessera: no client "nobody"\n', args.join(' '));
+    }
   });
 
   it('disables (revoking live grants), enables and removes a client', () => {
@@ -191,7 +199,10 @@ describe('clients', () => {
     assert.ok(minted.grant_id);
     const d = json('clients', 'disable', 'agent');
     assert.deepEqual(d.revoked_grants, [minted.grant_id]);
-    assert.equal(tessera('token', 'mint', '--client', 'agent').code, 1);
+    const refused = tessera('token', 'mint', '--client', 'agent');
+    assert.equal(refused.code, 1);
+    // The operator authenticated nothing: not the token endpoint's "Client authentication failed."
+    assert.equal(refused.stderr, 'tessera: client "agent" is disabled; enable it with `tessera clients enable agent`\n');
     json('clients', 'enable', 'agent');
     assert.equal(tessera('token', 'mint', '--client', 'agent').code, 0);
   });

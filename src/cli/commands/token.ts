@@ -10,10 +10,25 @@ import type { Command } from 'commander';
 import { JWS_ALGORITHMS } from '../../core/jose/algorithms.ts';
 import { decodeUnverified } from '../../core/jose/decode.ts';
 import type { JsonObject } from '../../core/jose/json.ts';
+import { OAuthError } from '../../core/oauth-errors.ts';
 import { ACCESS_TOKEN_TYPE } from '../../issuer/service.ts';
 import { createVerifier } from '../../verifier.ts';
 import { list, readArg, ttlArg, withConfig, withService } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
+
+/**
+ * The token endpoint says "Client authentication failed." whatever went wrong with the client; the
+ * operator running these commands authenticated nothing, and is told what is wrong with it.
+ */
+function clientProblem(id: string): (e: unknown) => never {
+  return (e) => {
+    if (e instanceof OAuthError && e.code === 'client_unknown') throw new CliError(`no client "${id}"`);
+    if (e instanceof OAuthError && e.code === 'client_disabled') {
+      throw new CliError(`client "${id}" is disabled; enable it with \`tessera clients enable ${id}\``);
+    }
+    throw e;
+  };
+}
 
 function countdown(exp: unknown, now: number): string {
   if (typeof exp !== 'number') return 'no exp claim';
@@ -147,13 +162,15 @@ export function registerToken(program: Command): void {
           if (ttl !== undefined && ttl > max) {
             throw new CliError(`--ttl ${ttl}s is longer than token_service.max_access_token_ttl (${max}s); ask for at most ${max}s`);
           }
-          return service.mint({
-            clientId: opts.client,
-            scopes: list(opts.scope),
-            audiences: list(opts.audience),
-            ...(ttl !== undefined ? { ttl } : {}),
-            ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
-          });
+          return service
+            .mint({
+              clientId: opts.client,
+              scopes: list(opts.scope),
+              audiences: list(opts.audience),
+              ...(ttl !== undefined ? { ttl } : {}),
+              ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
+            })
+            .catch(clientProblem(opts.client));
         });
         if (opts.json) return printJson(minted);
         process.stdout.write(`${minted.access_token}\n`);
@@ -192,7 +209,9 @@ export function registerToken(program: Command): void {
         const scopes = list(opts.scope);
         if (scopes.length) params.set('scope', scopes.join(' '));
         for (const a of list(opts.audience)) params.append('audience', a);
-        const result = await withService(opts.config, true, async ({ service }) => service.exchangeAs(opts.client, params));
+        const result = await withService(opts.config, true, async ({ service }) =>
+          service.exchangeAs(opts.client, params).catch(clientProblem(opts.client)),
+        );
         if (opts.json) return printJson(result);
         process.stdout.write(`${result.access_token}\n`);
       },
