@@ -93,6 +93,29 @@ describe('tessera start (npm start)', () => {
     assert.match(String(body.caller.delegation_id), /^g_/);
   });
 
+  it('prints the commands README.md shows in "Five minutes", in its order (the port aside)', () => {
+    // Comments aside: one command per entry, continuation lines joined, spaces collapsed.
+    const commands = (text: string) =>
+      text
+        .replace(/\\\n\s*/g, ' ')
+        .split('\n')
+        .map((l) => l.replace(/\s+#.*$/, '').trim())
+        .filter((l) => l !== '' && !l.startsWith('#'))
+        .map((l) => l.replace(/\s+/g, ' '));
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const section = readme.slice(readme.indexOf('## Five minutes'));
+    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1];
+    assert.ok(block, 'README.md has a sh block under "Five minutes"');
+    const shown = commands(block.replaceAll('http://127.0.0.1:8080', `http://127.0.0.1:${port}`));
+    const ran = commands(
+      stdout
+        .split('\n')
+        .filter((l) => l.startsWith('  '))
+        .join('\n'),
+    );
+    assert.deepEqual(shown, ran);
+  });
+
   it('the demo API refuses a caller that bypasses the gateway', () => {
     const upstream = /demo API on (http:\/\/\S+) /.exec(stdout)?.[1];
     assert.ok(upstream);
