@@ -11,6 +11,8 @@ export { uuidv7 } from './audit/id.ts';
 export { type AuditPipeline, type AuditPipelineOptions, createAuditPipeline } from './audit/pipeline.ts';
 export { createJsonLinesSink, type JsonLinesSink } from './audit/sinks/jsonl.ts';
 export { MemoryAuditSink } from './audit/sinks/memory.ts';
+export { loadConfigFile } from './config/load.ts';
+export type { TesseraConfig } from './config/schema.ts';
 export type { VerifierConfig, VerifierConfigInput } from './config/verifier-schema.ts';
 export { ConfigError, type ConfigIssue, ERROR_CODES, type ErrorCode, isTesseraError, TesseraError } from './core/errors.ts';
 export { isOAuthError, OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode } from './core/oauth-errors.ts';

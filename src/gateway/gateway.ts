@@ -135,6 +135,8 @@ function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {
  * @example
  * ```ts
  * import { createServer } from 'node:http';
+ * import { createGateway, loadConfigFile } from 'tessera';
+ *
  * const gateway = createGateway(loadConfigFile('tessera.yaml'), { revocation, upstreamTokenIssuer });
  * const server = createServer(gateway.handleRequest).on('upgrade', gateway.handleUpgrade);
  * server.listen(8080);
