@@ -59,14 +59,17 @@ function applyLimits(server: Server, config: TesseraConfig): void {
 }
 
 /**
- * Settings fixed when the server starts: the listener's header size limit and the audit queue
- * (its batch size, flush timer and bound). A reload that changes them says so rather than
- * accepting values it does not apply.
+ * Settings fixed when the server starts: the listener (its address, port and header size limit)
+ * and the audit queue (its batch size, flush timer and bound). A reload that changes them says so
+ * rather than accepting values it does not apply.
  */
-function startOnly(started: TesseraConfig, next: TesseraConfig): string[] {
+function startOnly(started: TesseraConfig, next: TesseraConfig, options: Pick<ServeOptions, 'host' | 'port'>): string[] {
   const a = started.audit;
   const b = next.audit;
   return [
+    // The listener is bound once; given as options (--host, --port), the file's values never applied.
+    ...(options.host === undefined && started.server.host !== next.server.host ? ['server.host'] : []),
+    ...(options.port === undefined && started.server.port !== next.server.port ? ['server.port'] : []),
     ...(started.gateway?.limits.max_header_size !== next.gateway?.limits.max_header_size ? ['gateway.limits.max_header_size'] : []),
     // Without an audit section the pipeline runs on these same defaults.
     ...((a?.batch_size ?? 256) !== (b?.batch_size ?? 256) ? ['audit.batch_size'] : []),
@@ -156,7 +159,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     let result = gateway.reload(c);
     if (result.ok) {
       applyLimits(server, c);
-      const stale = startOnly(config, c);
+      const stale = startOnly(config, c, options);
       if (stale.length > 0) {
         const warning = `${stale.join(', ')} changed: the values read at start stay in force until a restart; the rest of the configuration was reloaded`;
         gateway.logger.warn({ event: 'config_restart_required', paths: stale }, warning);

@@ -91,3 +91,28 @@ describe('gateway: a reload that changes settings read once at start', () => {
     }
   });
 });
+
+describe('gateway: a reload that changes the listener', () => {
+  it('names server.host and server.port when they set the listener, and not when --host/--port did', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-listener-'));
+    const file = join(dir, 'tessera.yaml');
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const config = (host: string, port: number) => `server: { host: ${host}, port: ${port} }\n${yaml('/a')}  watch_config: false\n`;
+    writeFileSync(file, config('127.0.0.1', 0));
+    const fromFile = await serveGateway({ configFile: file, env: {} }, { logger });
+    const overridden = await serveGateway({ configFile: file, env: {}, host: '127.0.0.1', port: 0 }, { logger: silent });
+    try {
+      writeFileSync(file, config('localhost', 18099));
+      const r = fromFile.reload();
+      assert.ok(r.ok);
+      assert.deepEqual(lines.find((l) => l.event === 'config_restart_required')?.paths, ['server.host', 'server.port']);
+      const o = overridden.reload();
+      assert.ok(o.ok && o.warnings.length === 0, 'the listener came from the options');
+    } finally {
+      await fromFile.close({ drainTimeoutMs: 100 });
+      await overridden.close({ drainTimeoutMs: 100 });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
