@@ -28,11 +28,12 @@ function shownImports(): { file: string; specifier: string; names: string[] }[] 
   for (const file of ['README.md', ...files('docs', '.md'), ...files('examples', '.md'), ...files('src', '.ts')]) {
     const text = readFileSync(join(root, file), 'utf8');
     for (const m of text.matchAll(IMPORT)) {
+      // `type X` and `X as Y` import X.
       const names = (m[1] as string)
         .replace(/\*/g, ' ')
         .split(',')
-        .map((n) => n.trim().replace(/^type\s+/, '').split(/\s+as\s+/)[0] as string)
-        .filter(Boolean);
+        .map((n) => /^\s*(?:type\s+)?(\w+)/.exec(n)?.[1])
+        .filter((n): n is string => n !== undefined);
       out.push({ file, specifier: m[2] as string, names });
     }
   }
