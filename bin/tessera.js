@@ -17,5 +17,5 @@ if (!existsSync(dist)) {
   }
   entry = new URL('../src/cli/main.ts', import.meta.url);
 }
-const { main } = await import(entry.href);
-await main(process.argv.slice(2));
+const { run } = await import(entry.href);
+await run(process.argv.slice(2));

@@ -57,7 +57,8 @@ export async function main(argv: readonly string[]): Promise<void> {
   }
 }
 
-if (import.meta.main) {
+/** Run as the `tessera` process (`bin/tessera.js`, or this file as the entry module). */
+export async function run(argv: readonly string[]): Promise<void> {
   // `tessera audit tail | head`: a reader that has seen enough closes the pipe. Stop quietly, as
   // other command-line tools do, instead of dying on EPIPE with a stack trace.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -65,5 +66,7 @@ if (import.meta.main) {
     reportError(e);
     process.exit();
   });
-  await main(process.argv.slice(2));
+  await main(argv);
 }
+
+if (import.meta.main) await run(process.argv.slice(2));

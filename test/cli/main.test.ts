@@ -14,6 +14,8 @@ import { initialize } from '../../src/cli/commands/init.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+// What `npx tessera` and an installed `tessera` run: it imports main.ts, which is then not the entry module.
+const BIN = new URL('../../bin/tessera.js', import.meta.url).pathname;
 
 describe('tessera | head', () => {
   let dir: string;
@@ -37,18 +39,23 @@ describe('tessera | head', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('audit tail stops quietly (exit 0, no stack trace) when its reader closes the pipe', async () => {
-    const child = spawn(process.execPath, [MAIN, 'audit', 'tail'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d) => {
-      err += d.toString();
+  for (const [name, entry] of [
+    ['src/cli/main.ts', MAIN],
+    ['bin/tessera.js', BIN],
+  ]) {
+    it(`audit tail stops quietly (exit 0, no stack trace) when its reader closes the pipe, run as ${name}`, async () => {
+      const child = spawn(process.execPath, [entry as string, 'audit', 'tail'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d) => {
+        err += d.toString();
+      });
+      await once(child.stdout, 'data');
+      child.stdout.destroy();
+      const [code] = await once(child, 'exit');
+      assert.equal(err, '');
+      assert.equal(code, 0);
     });
-    await once(child.stdout, 'data');
-    child.stdout.destroy();
-    const [code] = await once(child, 'exit');
-    assert.equal(err, '');
-    assert.equal(code, 0);
-  });
+  }
 });
 
 describe('tessera: usage errors', () => {
