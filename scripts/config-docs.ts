@@ -20,6 +20,8 @@ interface JsonSchema {
   items?: JsonSchema;
   additionalProperties?: JsonSchema | boolean;
   anyOf?: JsonSchema[];
+  oneOf?: JsonSchema[];
+  const?: unknown;
   minimum?: number;
   maximum?: number;
   exclusiveMinimum?: number;
@@ -41,8 +43,17 @@ function isObject(s: JsonSchema): boolean {
   return s.type === 'object' && s.properties !== undefined;
 }
 
+/** The `type` values of a discriminated union (`credential: { type: static, … }`), else undefined. */
+function discriminated(s: JsonSchema): { value: string; branch: JsonSchema }[] | undefined {
+  const branches = s.oneOf ?? [];
+  const out = branches.map((branch) => ({ value: branch.properties?.type?.const, branch }));
+  if (out.length === 0 || out.some((b) => typeof b.value !== 'string')) return undefined;
+  return out as { value: string; branch: JsonSchema }[];
+}
+
 function typeOf(s: JsonSchema): string {
   if (s.format === 'duration') return 'duration';
+  if (discriminated(s)) return 'object';
   if (s.anyOf) {
     const parts = s.anyOf.filter((b) => b.type !== 'null').map(typeOf);
     return [...new Set(parts)].join(' or ');
@@ -80,6 +91,28 @@ function walk(s: JsonSchema, key: string, required: boolean, rows: Row[]): void 
     walkBranches(s.items, `${key}[]`, rows);
   } else if (s.type === 'object' && typeof s.additionalProperties === 'object') {
     walkBranches(s.additionalProperties, `${key}.<name>`, rows);
+  } else if (discriminated(s)) {
+    // One shape per `type`: the type first, then each shape's other keys, marked with their type.
+    const shapes = discriminated(s) ?? [];
+    const says = shapes
+      .filter((b) => b.branch.properties?.type?.description)
+      .map((b) => `\`${b.value}\`: ${b.branch.properties?.type?.description}`);
+    rows.push({
+      key: `${key}.type`,
+      type: `one of ${shapes.map((b) => `\`${b.value}\``).join(', ')}`,
+      required: true,
+      default: '',
+      description: says.join(' '),
+    });
+    for (const { value, branch } of shapes) {
+      for (const [name, child] of Object.entries(branch.properties ?? {})) {
+        if (name === 'type') continue;
+        const before = rows.length;
+        walk(child, `${key}.${name}`, branch.required?.includes(name) ?? false, rows);
+        const row = rows[before] as Row;
+        row.description = `(\`type: ${value}\`) ${row.description}`;
+      }
+    }
   } else if (s.anyOf) {
     // Alternative shapes ({file} or {keys}): list every member, none of them required on its own.
     for (const branch of s.anyOf) {

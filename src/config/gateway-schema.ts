@@ -38,6 +38,8 @@ export const byteSize = (description: string) =>
     .meta({ description });
 
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// Defaults of these go through the transform as `prefault`s: a `default` after a transform is an
+// output value, which the generated reference (JSON Schema of the input) leaves out.
 const headerName = (description: string) =>
   z
     .string()
@@ -90,7 +92,7 @@ export const credentialSchema = z
       z.strictObject({
         type: z.literal('static'),
         token: z.string().min(1).meta({ description: 'The upstream token, normally `${GATEWAY_TOKEN}` from the environment.' }),
-        header: headerName('Header carrying it.').default('authorization'),
+        header: headerName('Header carrying it.').prefault('authorization'),
         scheme: z
           .string()
           .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]*$/)
@@ -276,13 +278,13 @@ export const gatewaySchema = z
       .meta({ description: "Permit `credential: passthrough` (the caller's token reaches the upstream). Logged as a warning." }),
     identity_headers: z
       .strictObject({
-        subject: headerName('Subject header.').default('x-tessera-subject'),
-        client: headerName('Client id header.').default('x-tessera-client-id'),
-        issuer: headerName('Issuer header.').default('x-tessera-issuer'),
-        actors: headerName('Actor chain header (current actor first, comma-separated).').default('x-tessera-actor-chain'),
-        delegation: headerName('Delegation (grant) id header.').default('x-tessera-delegation-id'),
-        scopes: headerName('Granted scopes header (space-separated).').default('x-tessera-scopes'),
-        token_id: headerName('Token id (`jti`) header.').default('x-tessera-token-id'),
+        subject: headerName('Subject header.').prefault('x-tessera-subject'),
+        client: headerName('Client id header.').prefault('x-tessera-client-id'),
+        issuer: headerName('Issuer header.').prefault('x-tessera-issuer'),
+        actors: headerName('Actor chain header (current actor first, comma-separated).').prefault('x-tessera-actor-chain'),
+        delegation: headerName('Delegation (grant) id header.').prefault('x-tessera-delegation-id'),
+        scopes: headerName('Granted scopes header (space-separated).').prefault('x-tessera-scopes'),
+        token_id: headerName('Token id (`jti`) header.').prefault('x-tessera-token-id'),
       })
       .prefault({})
       .meta({ description: 'Names of identity headers. Inbound copies of all of them are always stripped.' }),
@@ -332,7 +334,7 @@ export const gatewaySchema = z
           }),
         path: z.string().startsWith('/').default('/_tessera/auth').meta({
           description:
-            'Endpoint for nginx auth_request and Traefik ForwardAuth; Envoy ext_authz uses it as path_prefix (`<path>/<original path>`).',
+            'Endpoint for nginx auth_request, Traefik ForwardAuth and Caddy forward_auth; Envoy ext_authz uses it as path_prefix (`<path>/<original path>`).',
         }),
         allowed_peers: z
           .array(z.string().min(1))
@@ -340,7 +342,7 @@ export const gatewaySchema = z
           .meta({ description: 'Addresses or CIDRs allowed to call it: the answer carries the upstream credential.' }),
         shared_secret: z
           .strictObject({
-            header: headerName('Header the proxy adds to every check.').default('x-tessera-forward-auth'),
+            header: headerName('Header the proxy adds to every check.').prefault('x-tessera-forward-auth'),
             value: z
               .string()
               .min(16, 'use at least 16 characters, normally `${FORWARD_AUTH_SECRET}` from the environment')

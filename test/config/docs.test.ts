@@ -32,4 +32,14 @@ describe('docs/configuration.md', () => {
     assert.ok(rendered.includes('| `max_token_size` | integer 256–65536 | `8192` |'));
     assert.ok(rendered.includes('| `issuers[].audiences` | list of string (at least 1), **required** |'));
   });
+
+  it('documents the shapes of a setting that has several (credential, by type) and the defaults of header names', () => {
+    // credential was one row typed "any": none of static's or exchange's keys were in the reference.
+    assert.doesNotMatch(rendered, /\| any \|/);
+    assert.ok(rendered.includes('| `gateway.routes[].upstream.credential.type` | one of `none`, `static`, `exchange`, `passthrough`'));
+    assert.match(rendered, /\| `gateway\.routes\[\]\.upstream\.credential\.refresh_before` \| duration \| `"30s"` \| \(`type: exchange`\)/);
+    // A default of a transformed (lower-cased) value was left out: the identity header names were blank.
+    assert.ok(rendered.includes('| `gateway.identity_headers.subject` | string | `"x-tessera-subject"` |'));
+    assert.ok(rendered.includes('| `gateway.forward_auth.shared_secret.header` | string | `"x-tessera-forward-auth"` |'));
+  });
 });
