@@ -64,7 +64,7 @@ export interface AuditSink {
   write(events: readonly AuditEvent[]): Promise<void>;
 }
 
-/** Filter for reading the trail back (`tessera audit query`, `tessera trace`). */
+/** Filter for reading the trail back (`tessera audit query`, `tessera audit tail`). */
 export interface AuditQuery {
   readonly subject?: string;
   readonly delegation_id?: string;

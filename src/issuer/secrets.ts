@@ -108,7 +108,7 @@ export function createSecretHasher(master: MasterKey): SecretHasher {
   };
 }
 
-/** Prefixes make leaked credentials recognisable to secret scanners and to `tessera scan`. */
+/** Prefixes make leaked credentials recognisable to secret scanners. */
 export const CLIENT_SECRET_PREFIX = 'tcs_';
 export const REFRESH_TOKEN_PREFIX = 'trt_';
 
