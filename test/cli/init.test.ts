@@ -4,13 +4,18 @@
  * kept is not left behind.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { DEMO_CLIENT, DEMO_CLIENT_FILE, DEMO_SECRET_FILE, initialize } from '../../src/cli/commands/init.ts';
 import { withService } from '../../src/cli/context.ts';
 import { CliError } from '../../src/cli/output.ts';
+import { SECRETS_ENV_FILE } from '../../src/config/secrets-env.ts';
+import { MASTER_KEY_FILE } from '../../src/server/bootstrap.ts';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
 describe('tessera init: the demo client secret files', () => {
   let dir: string;
@@ -47,7 +52,8 @@ describe('tessera init: the demo client secret files', () => {
     mkdirSync(join(data, DEMO_SECRET_FILE));
     await assert.rejects(
       initialize({ config }),
-      (e: unknown) => e instanceof CliError && /cannot write the demo client's secret .*the demo client was not kept/.test(e.message),
+      (e: unknown) =>
+        e instanceof CliError && /^cannot write the demo client's secret in .* \(EISDIR\); init undid its changes$/.test(e.message),
     );
     assert.equal(await demoExists(), false);
     rmSync(join(data, DEMO_SECRET_FILE), { recursive: true });
@@ -74,5 +80,101 @@ describe('tessera init: ports', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('tessera init: a run that fails part way leaves nothing half-written', () => {
+  let dir: string;
+  before(() => {
+    delete process.env.TESSERA_MASTER_KEY;
+  });
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-init-undo-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const undone = (e: unknown, reason: RegExp) => {
+    assert.ok(e instanceof CliError, String(e));
+    assert.match(e.message, reason);
+    assert.match(e.message, /; init undid its changes$/);
+    assert.doesNotMatch(e.message, /\n/);
+    return true;
+  };
+
+  it('removes every file it created when the last one cannot be written, keeping what was there', async () => {
+    const config = join(dir, 'tessera.yaml');
+    const data = join(dir, '.tessera');
+    mkdirSync(join(data, DEMO_SECRET_FILE), { recursive: true });
+    writeFileSync(join(data, 'notes.txt'), 'mine');
+    await assert.rejects(initialize({ config }), (e) => undone(e, /^cannot write the demo client's secret in .* \(EISDIR\)/));
+    assert.deepEqual(readdirSync(dir), ['.tessera']);
+    assert.deepEqual(readdirSync(data).sort(), [DEMO_SECRET_FILE, 'notes.txt']);
+    assert.equal(readFileSync(join(data, 'notes.txt'), 'utf8'), 'mine');
+    // The next run finds the place as it was, and sets everything up.
+    rmSync(join(data, DEMO_SECRET_FILE), { recursive: true });
+    const report = await initialize({ config });
+    assert.equal(report.config_written, true);
+    assert.equal(report.master_key, 'generated');
+    assert.equal(report.signing_key.created, true);
+    assert.equal(report.demo_client.created, true);
+    assert.equal(report.gateway_token.created, true);
+  });
+
+  it('removes the data directory and the parents it created when the store cannot be opened', async () => {
+    const config = join(dir, 'own.yaml');
+    const text = `data_dir: a/b/data\nstore: { sqlite: { path: ${join(dir, 'db')} } }\n`;
+    writeFileSync(config, text);
+    mkdirSync(join(dir, 'db'));
+    await assert.rejects(initialize({ config }), (e) => undone(e, new RegExp(`^cannot open the SQLite store ${join(dir, 'db')}: `)));
+    assert.deepEqual(readdirSync(dir).sort(), ['db', 'own.yaml']);
+    assert.deepEqual(readdirSync(join(dir, 'db')), []);
+    assert.equal(readFileSync(config, 'utf8'), text);
+  });
+
+  it('puts back the files it changed and deletes the key and client it added to an existing store', async () => {
+    const config = join(dir, 'tessera.yaml');
+    const data = join(dir, '.tessera');
+    await initialize({ config });
+    await withService(config, false, async ({ service, store }) => {
+      await service.removeClient(DEMO_CLIENT);
+      for (const k of await store.listSigningKeys()) await store.deleteSigningKey(k.kid);
+    });
+    // secrets.env without the gateway token (init adds it), the old demo-client.json kept.
+    const token = readFileSync(join(data, SECRETS_ENV_FILE), 'utf8').match(/^GATEWAY_TOKEN=(.*)$/m)?.[1];
+    assert.ok(token);
+    writeFileSync(join(data, SECRETS_ENV_FILE), '# mine\nOTHER=1\n', { mode: 0o600 });
+    const before = Object.fromEntries(
+      [SECRETS_ENV_FILE, DEMO_CLIENT_FILE, MASTER_KEY_FILE, 'tessera.yaml'].map((f) => [
+        f,
+        readFileSync(f === 'tessera.yaml' ? config : join(data, f), 'utf8'),
+      ]),
+    );
+    const listing = readdirSync(data).sort();
+    rmSync(join(data, DEMO_SECRET_FILE));
+    mkdirSync(join(data, DEMO_SECRET_FILE));
+    await assert.rejects(initialize({ config }), (e) => undone(e, /^cannot write the demo client's secret/));
+    for (const [f, text] of Object.entries(before)) {
+      assert.equal(readFileSync(f === 'tessera.yaml' ? config : join(data, f), 'utf8'), text, `${f} as it was`);
+    }
+    assert.equal(statSync(join(data, SECRETS_ENV_FILE)).mode & 0o777, 0o600);
+    assert.deepEqual(readdirSync(data).sort(), listing);
+    process.env.GATEWAY_TOKEN = token;
+    try {
+      await withService(config, false, async ({ store }) => {
+        assert.equal(await store.getClient(DEMO_CLIENT), undefined);
+        assert.deepEqual(await store.listSigningKeys(), []);
+      });
+    } finally {
+      delete process.env.GATEWAY_TOKEN;
+    }
+  });
+
+  it('says so on one line and exits non-zero from the command line', () => {
+    mkdirSync(join(dir, '.tessera', MASTER_KEY_FILE), { recursive: true });
+    const r = spawnSync(process.execPath, [MAIN, 'init'], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+    assert.equal(r.status, 1);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /^tessera: .*master\.key must be a regular file.*; init undid its changes\n$/);
+    assert.deepEqual(readdirSync(dir), ['.tessera']);
+    assert.deepEqual(readdirSync(join(dir, '.tessera')), [MASTER_KEY_FILE]);
   });
 });

@@ -4,15 +4,18 @@
  * (0600, unless `TESSERA_MASTER_KEY` is set), the SQLite store, the first signing key, a demo
  * client whose secret is printed once, and the gateway's upstream token in `secrets.env` (0600),
  * which the configuration references as `${GATEWAY_TOKEN}`. Running it again changes nothing that
- * exists.
+ * exists. A run that fails part way puts back what it found: what it created is removed and what
+ * it changed is restored, so the next run starts from the same place.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
-import { resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
-import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, openStore } from '../../server/bootstrap.ts';
+import { resolveStore, resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
+import { ConfigError } from '../../core/errors.ts';
+import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, MASTER_KEY_FILE, openStore } from '../../server/bootstrap.ts';
+import { type Store, StoreUnavailableError } from '../../store/contract.ts';
 import { configPath, loadConfig, portArg, toCliError, withConfig } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
@@ -92,16 +95,112 @@ gateway:
  * Write a secret file owner-only and whole: through a new file renamed into place, so neither a
  * crash nor an existing file's wider mode leaves the secret half-written or readable by others.
  */
-function writeOwnerOnly(file: string, text: string): void {
+function writeOwnerOnly(file: string, text: string | Uint8Array, mode = 0o600): void {
   const tmp = `${file}.${process.pid}.tmp`;
   rmSync(tmp, { force: true });
   try {
-    writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    writeFileSync(tmp, text, { mode, flag: 'wx' });
     renameSync(tmp, file);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
   }
+}
+
+/** lstat, so a dangling symlink counts as there (and is never taken for something this run made). */
+const present = (path: string): boolean => lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+
+/**
+ * What one run of init created or changed, to put back when it fails part way: files and
+ * directories it created are removed, files it replaced get their old content and mode back, and
+ * rows it added to a store that was there before are deleted. Nothing that existed before the run
+ * is removed.
+ */
+class Undo {
+  readonly #files: { path: string; undo: () => void }[] = [];
+  readonly #store: { what: string; undo: () => Promise<unknown> }[] = [];
+  /** What could not be put back, for the error message. */
+  readonly left: string[] = [];
+
+  /** Whether the run got as far as changing anything. */
+  get changed(): boolean {
+    return this.#files.length + this.#store.length > 0;
+  }
+
+  /** `path` (a file, or a directory and all it will hold) is about to be created, if it is absent. */
+  creating(path: string): void {
+    if (!present(path)) this.#files.push({ path, undo: () => rmSync(path, { recursive: true, force: true }) });
+  }
+
+  /** `dir` is about to be created with its missing parents: the outermost missing one is ours. */
+  creatingDir(dir: string): void {
+    let top: string | undefined;
+    for (let d = dir; !present(d); d = dirname(d)) {
+      top = d;
+      if (dirname(d) === d) break;
+    }
+    if (top !== undefined) this.creating(top);
+  }
+
+  /** `file` is about to be written: created, or replaced (its content and mode are kept to restore). */
+  writing(file: string): void {
+    const st = lstatSync(file, { throwIfNoEntry: false });
+    if (st === undefined) this.creating(file);
+    // Anything but a regular file makes the write fail: nothing to restore.
+    else if (st.isFile()) {
+      const text = readFileSync(file);
+      this.#files.push({ path: file, undo: () => writeOwnerOnly(file, text, st.mode & 0o777) });
+    }
+  }
+
+  /** A row added to the store, with how to delete it. */
+  added(what: string, undo: () => Promise<unknown>): void {
+    this.#store.push({ what, undo });
+  }
+
+  /** Delete what was added to the store (while it is still open), newest first. */
+  async undoStore(): Promise<void> {
+    for (const step of this.#store.reverse()) {
+      try {
+        await step.undo();
+      } catch {
+        this.left.push(step.what);
+      }
+    }
+  }
+
+  /** Remove or restore the files (the store closed), newest first. */
+  undoFiles(): void {
+    for (const step of this.#files.reverse()) {
+      try {
+        step.undo();
+      } catch {
+        this.left.push(step.path);
+      }
+    }
+  }
+}
+
+/**
+ * Init failed and `undo` ran: one line saying why, and whether everything was put back. A
+ * configuration error keeps its own form (one problem a line, exit code 2) when nothing was left.
+ */
+function initFailure(error: unknown, undo: Undo): unknown {
+  const e = toCliError(error);
+  if (!undo.changed || (e instanceof ConfigError && undo.left.length === 0)) return e;
+  const fs = e as NodeJS.ErrnoException & { dest?: string };
+  const reason =
+    !(e instanceof CliError) && typeof fs?.code === 'string' && typeof fs.path === 'string'
+      ? `cannot write ${fs.dest ?? fs.path} (${fs.code})`
+      : e instanceof Error
+        ? e.message.split('\n').join(' ')
+        : String(e);
+  return new CliError(
+    undo.left.length === 0
+      ? `${reason}; init undid its changes`
+      : `${reason}; init could not undo its changes to ${undo.left.join(', ')}: remove or fix them before running it again`,
+    e instanceof CliError ? e.exitCode : 1,
+  );
 }
 
 export interface InitReport {
@@ -126,6 +225,16 @@ export interface InitOptions {
 }
 
 export async function initialize(options: InitOptions): Promise<InitReport> {
+  const undo = new Undo();
+  try {
+    return await initializeOnce(options, undo);
+  } catch (e) {
+    undo.undoFiles();
+    throw initFailure(e, undo);
+  }
+}
+
+async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitReport> {
   const path = configPath(options.config);
   let written = false;
   if (!existsSync(path)) {
@@ -134,6 +243,7 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
     if (options.upstreamPort === undefined && (port === 0 || port === 65535)) {
       throw new CliError(`--port ${port} leaves no default for the demo upstream (port + 1); give --upstream-port too`);
     }
+    undo.creating(path);
     writeFileSync(
       path,
       configTemplate({
@@ -149,14 +259,31 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
   }
   // The gateway token first: the configuration references it, so loading needs it.
   const { config: bare } = loadConfig(path, { env: { ...process.env, [GATEWAY_TOKEN_VAR]: process.env[GATEWAY_TOKEN_VAR] || 'unset' } });
+  undo.creatingDir(bare.data_dir);
   ensureDataDir(bare.data_dir);
   const secretsFile = join(bare.data_dir, SECRETS_ENV_FILE);
   const tokenCreated = !existsSync(secretsFile) || readSecretsEnv(secretsFile)[GATEWAY_TOKEN_VAR] === undefined;
-  if (tokenCreated) writeSecretsEnv(secretsFile, { [GATEWAY_TOKEN_VAR]: `tgw_${randomBytes(32).toString('base64url')}` });
+  if (tokenCreated) {
+    undo.writing(secretsFile);
+    writeSecretsEnv(secretsFile, { [GATEWAY_TOKEN_VAR]: `tgw_${randomBytes(32).toString('base64url')}` });
+  }
   const { config } = loadConfig(path);
+  undo.creatingDir(config.data_dir);
+  undo.creating(join(config.data_dir, MASTER_KEY_FILE));
   const master = loadMasterKey(config.data_dir, { create: true });
   if (master === undefined) throw new CliError('could not create the master key');
-  const store = await openStore(config);
+  const db = resolveStore(config);
+  if (db.driver === 'sqlite' && db.path !== ':memory:' && !present(db.path)) {
+    // SQLite's journal and WAL files too, when this run creates the database.
+    for (const f of ['', '-journal', '-wal', '-shm']) undo.creating(`${db.path}${f}`);
+  }
+  let store: Store;
+  try {
+    store = await openStore(config);
+  } catch (e) {
+    if (db.driver !== 'sqlite' || !(e instanceof Error) || e instanceof StoreUnavailableError) throw e;
+    throw new CliError(`cannot open the SQLite store ${db.path}: ${e.message}`);
+  }
   const service = createTokenServiceFromConfig(config, { store, master: master.key });
   try {
     await service.start({ background: false });
@@ -164,6 +291,7 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
     let keyCreated = false;
     if (key === undefined) {
       const record = await service.keys.rotate({ immediate: true, algorithm: options.algorithm ?? config.token_service?.keys.algorithm });
+      undo.added(`signing key ${record.kid}`, () => store.deleteSigningKey(record.kid));
       key = service.keys.status().find((k) => k.kid === record.kid);
       keyCreated = true;
     }
@@ -181,21 +309,22 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
         audiences: [audience],
         grantTypes: ['client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange'],
       });
+      // A client whose secret was never kept is of no use, and would stop the next run from
+      // creating one.
+      undo.added(`client ${DEMO_CLIENT}`, () => service.removeClient(DEMO_CLIENT, 'init'));
       secret = created.secret;
       // Kept owner-only for the newcomer's path (`npm start` prints a curl that uses it).
       try {
-        writeOwnerOnly(
-          join(config.data_dir, DEMO_CLIENT_FILE),
-          `${JSON.stringify({ client_id: DEMO_CLIENT, client_secret: secret, audience }, null, 2)}\n`,
-        );
-        if (secret !== undefined) writeOwnerOnly(join(config.data_dir, DEMO_SECRET_FILE), secret);
+        const jsonFile = join(config.data_dir, DEMO_CLIENT_FILE);
+        undo.writing(jsonFile);
+        writeOwnerOnly(jsonFile, `${JSON.stringify({ client_id: DEMO_CLIENT, client_secret: secret, audience }, null, 2)}\n`);
+        if (secret !== undefined) {
+          const secretFile = join(config.data_dir, DEMO_SECRET_FILE);
+          undo.writing(secretFile);
+          writeOwnerOnly(secretFile, secret);
+        }
       } catch (e) {
-        // A client whose secret was never kept is of no use, and would stop the next run from
-        // creating one: remove it, so running init again starts the demo client afresh.
-        await service.removeClient(DEMO_CLIENT, 'init');
-        throw new CliError(
-          `cannot write the demo client's secret in ${config.data_dir} (${(e as NodeJS.ErrnoException).code ?? 'error'}); the demo client was not kept`,
-        );
+        throw new CliError(`cannot write the demo client's secret in ${config.data_dir} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
       }
     }
     return {
@@ -216,7 +345,8 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
       gateway_token: { variable: GATEWAY_TOKEN_VAR, file: secretsFile, created: tokenCreated },
     };
   } catch (e) {
-    throw toCliError(e);
+    await undo.undoStore();
+    throw e;
   } finally {
     await service.close();
     await store.close();
