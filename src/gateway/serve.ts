@@ -215,15 +215,22 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       process.off('SIGINT', onTerm);
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      await gateway.close(opts);
+      // One drain_timeout for everything in flight: the requests of the handler in front get
+      // what is left of it after the gateway's, not a second one of their own.
+      const drainMs = opts.drainTimeoutMs ?? gateway.state.gateway.drain_timeout * 1000;
+      const deadline = performance.now() + drainMs;
+      await gateway.close({ drainTimeoutMs: drainMs });
       if (beforeInflight > 0) {
-        const drainMs = opts.drainTimeoutMs ?? (config.gateway?.drain_timeout ?? 10) * 1000;
+        let timer: NodeJS.Timeout | undefined;
         await Promise.race([
           new Promise<void>((resolve) => {
             beforeDrained = resolve;
           }),
-          new Promise((resolve) => setTimeout(resolve, drainMs).unref()),
+          new Promise((resolve) => {
+            timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
+          }),
         ]);
+        clearTimeout(timer);
       }
       server.closeAllConnections();
       await stopped;

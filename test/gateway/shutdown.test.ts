@@ -1,12 +1,14 @@
 /**
  * Graceful shutdown: in-flight requests finish, streams are closed cleanly (SSE ends, WebSocket
- * gets 1001), the audit queue is flushed.
+ * gets 1001), the audit queue is flushed, and the whole of it takes no longer than drain_timeout.
  */
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
-import { baseConfig, startGateway, startUpstream, token } from './helpers.ts';
+import { serveGateway } from '../../src/gateway/serve.ts';
+import { until } from '../helpers/net.ts';
+import { baseConfig, parse, silent, startGateway, startUpstream, token } from './helpers.ts';
 
 describe('gateway: graceful shutdown', () => {
   it('drains in-flight requests and closes streams cleanly', async () => {
@@ -60,5 +62,50 @@ describe('gateway: graceful shutdown', () => {
     assert.deepEqual(kinds.sort(), [101, 200, 200]);
     wss.close();
     await upstream.close();
+  });
+});
+
+describe('gateway: shutdown is bounded by drain_timeout', () => {
+  it('waits drain_timeout once for requests of the gateway and of the handler in front of it, not one after the other', async () => {
+    // Neither ever answers: the upstream holds the gateway's request, the handler in front (the
+    // token service in `tessera serve`) holds its own.
+    const upstream = await startUpstream(() => undefined);
+    const served = await serveGateway(
+      {
+        config: parse({
+          ...baseConfig(),
+          gateway: {
+            routes: [{ id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'none' }],
+            drain_timeout: '1s',
+          },
+        }),
+        host: '127.0.0.1',
+        port: 0,
+        before: (req) => req.url?.startsWith('/oauth2/') === true,
+      },
+      { logger: silent },
+    );
+    try {
+      const settled = (url: string) =>
+        fetch(`${served.url}${url}`).then(
+          (res) => res.status,
+          () => 'cut',
+        );
+      const gatewayRequest = settled('/api/slow');
+      const handlerRequest = settled('/oauth2/slow');
+      await until(() => served.gateway.inflight === 1 && upstream.seen.length === 1);
+
+      const start = performance.now();
+      await served.close();
+      const took = performance.now() - start;
+      assert.ok(took >= 900, `waited drain_timeout for the requests to finish (${Math.round(took)} ms)`);
+      assert.ok(took < 1600, `closed within drain_timeout and a margin, not twice drain_timeout (${Math.round(took)} ms)`);
+      // Then both are cut: the gateway answers 502 for the upstream exchange it gave up, the
+      // handler's connection is closed.
+      assert.deepEqual(await Promise.all([gatewayRequest, handlerRequest]), [502, 'cut']);
+    } finally {
+      await served.close();
+      await upstream.close();
+    }
   });
 });
