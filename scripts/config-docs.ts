@@ -6,8 +6,11 @@
  */
 import { writeFileSync } from 'node:fs';
 import { z } from 'zod';
+import { MAX_CONFIG_BYTES, MAX_EXPANDED_BYTES } from '../src/config/load.ts';
 import { configSchema } from '../src/config/schema.ts';
 import { verifierFields } from '../src/config/verifier-schema.ts';
+
+const mib = (bytes: number) => `${bytes / 1024 / 1024} MiB`;
 
 interface JsonSchema {
   type?: string | string[];
@@ -150,6 +153,8 @@ shape (${Object.keys(verifierFields)
 - Unknown keys are errors (with a "did you mean" suggestion). Every problem is reported at once with
   its exact path, e.g. \`issuers[0].jwks_uri\`.
 - \`[]\` in a key stands for each element of a list, \`<name>\` for each key of a map.
+- The file is UTF-8 and at most ${mib(MAX_CONFIG_BYTES)}. YAML anchors and aliases may repeat a node, but
+  the configuration they expand to is at most ${mib(MAX_EXPANDED_BYTES)}, and aliases may not form a cycle.
 `;
   for (const [name, section] of Object.entries(root.properties ?? {})) {
     const rows: Row[] = [];

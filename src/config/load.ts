@@ -1,13 +1,91 @@
 /**
  * Load `tessera.yaml`: parse YAML (syntax errors name the line), substitute `${VAR}`, validate
- * against the schema (every problem with its path), freeze.
+ * against the schema (every problem with its path), freeze. The file and what its YAML aliases
+ * expand to are bounded, so a huge file or an alias bomb is refused before it can exhaust memory.
  */
 import { isUtf8 } from 'node:buffer';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { ConfigError, type ConfigIssue } from '../core/errors.ts';
 import { parseConfig } from './parse.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
+
+/** The largest configuration file (or text) read, in bytes: 1 MiB. A larger one is refused unparsed. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * The most the configuration may hold once YAML aliases are expanded (strings and keys by length,
+ * other values 8 each): 4 MiB. Aliases are shared when parsed but walked one copy at a time by the
+ * schema, so a few aliases to one large node would otherwise cost a hundred times the file.
+ */
+export const MAX_EXPANDED_BYTES = 4 * MAX_CONFIG_BYTES;
+
+/** yaml's bound on nested alias expansions (its default, passed so that no upgrade lifts it). */
+const MAX_ALIAS_COUNT = 100;
+
+const MiB = (n: number) => `${n / 1024 / 1024} MiB`;
+const tooLarge = (source: string) =>
+  new ConfigError(
+    [{ path: '(file)', message: `${source} is larger than ${MiB(MAX_CONFIG_BYTES)}, the limit for a configuration file` }],
+    source,
+  );
+
+/**
+ * Read a configuration file whole, but never more than {@link MAX_CONFIG_BYTES}: a larger file
+ * (or one that never ends, like a device) is refused after reading one byte past the limit.
+ *
+ * @throws {ConfigError} when the file cannot be read or is too large.
+ */
+export function readConfigFile(file: string): Buffer {
+  const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+  let length = 0;
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      while (length < buffer.length) {
+        const n = readSync(fd, buffer, length, buffer.length - length, null);
+        if (n === 0) break;
+        length += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    throw new ConfigError([{ path: '(file)', message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }], file);
+  }
+  if (length > MAX_CONFIG_BYTES) throw tooLarge(file);
+  return buffer.subarray(0, length);
+}
+
+/**
+ * Walk `value` as the schema will, every alias expanded: refuse a cycle (an alias inside the node
+ * it names, `a: &x [*x]`), which no setting can be, and more than {@link MAX_EXPANDED_BYTES}.
+ */
+function checkExpansion(value: unknown, source: string): void {
+  let size = 0;
+  const open = new Set<object>();
+  const refuse = (message: string) => new ConfigError([{ path: '(yaml)', message }], source);
+  const visit = (v: unknown): void => {
+    size += typeof v === 'string' ? v.length : 8;
+    if (size > MAX_EXPANDED_BYTES) {
+      throw refuse(
+        `the YAML aliases expand the configuration to more than ${MiB(MAX_EXPANDED_BYTES)}; write the values out or use fewer aliases`,
+      );
+    }
+    if (v === null || typeof v !== 'object') return;
+    if (open.has(v)) throw refuse('an alias refers to a node that contains it; YAML aliases must not form a cycle');
+    open.add(v);
+    if (Array.isArray(v)) for (const item of v) visit(item);
+    else {
+      for (const [k, item] of Object.entries(v)) {
+        size += k.length;
+        visit(item);
+      }
+    }
+    open.delete(v);
+  };
+  visit(value);
+}
 
 /** Parse configuration text. `source` names the file in error messages. */
 export function parseConfigText(
@@ -15,6 +93,7 @@ export function parseConfigText(
   source = 'tessera.yaml',
   env: Readonly<Record<string, string | undefined>> = process.env,
 ): TesseraConfig {
+  if (text.length > MAX_CONFIG_BYTES || Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw tooLarge(source);
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     // One problem per line: the first error on a line causes the others after it. The position is
@@ -38,29 +117,20 @@ export function parseConfigText(
   }
   let value: unknown;
   try {
-    value = doc.toJS();
-    // An alias inside the node it names (`a: &x [*x]`) builds a cycle, which no setting can be.
-    JSON.stringify(value);
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (e) {
-    const message =
-      e instanceof TypeError
-        ? 'an alias refers to a node that contains it; YAML aliases must not form a cycle'
-        : /excessive alias count/i.test((e as Error)?.message ?? '')
-          ? 'too many alias expansions (the YAML aliases nest too deep); write the values out'
-          : (String((e as Error)?.message ?? 'unreadable YAML').split('\n')[0] as string);
+    const message = /excessive alias count/i.test((e as Error)?.message ?? '')
+      ? 'too many alias expansions (the YAML aliases nest too deep); write the values out'
+      : (String((e as Error)?.message ?? 'unreadable YAML').split('\n')[0] as string);
     throw new ConfigError([{ path: '(yaml)', message }], source);
   }
+  checkExpansion(value, source);
   return parseConfig(configSchema, value ?? {}, { env, source });
 }
 
 /** Read and parse a configuration file. */
 export function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>> = process.env): TesseraConfig {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(file);
-  } catch (e) {
-    throw new ConfigError([{ path: '(file)', message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }], file);
-  }
+  const bytes = readConfigFile(file);
   const text = bytes.toString('utf8');
   // Decoding would replace bad bytes with U+FFFD and carry on: a value written in another encoding
   // would silently become another value.

@@ -12,6 +12,7 @@ import { existsSync, lstatSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError } from '../core/errors.ts';
+import { readConfigFile } from './load.ts';
 
 export const SECRETS_ENV_FILE = 'secrets.env';
 
@@ -87,7 +88,7 @@ const REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g;
 
 function rawDataDir(configFile: string): string | undefined {
   if (!existsSync(configFile)) return undefined;
-  const value = parseDocument(readFileSync(configFile, 'utf8')).get('data_dir');
+  const value = parseDocument(readConfigFile(configFile).toString('utf8')).get('data_dir');
   return typeof value === 'string' && value !== '' ? value : undefined;
 }
 

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { loadConfigFile, parseConfigText } from '../../src/config/load.ts';
+import { loadConfig } from '../../src/cli/context.ts';
+import { loadConfigFile, MAX_CONFIG_BYTES, MAX_EXPANDED_BYTES, parseConfigText } from '../../src/config/load.ts';
 import { ConfigError, type ConfigIssue } from '../../src/core/errors.ts';
 
 function issuesOf(fn: () => unknown): ConfigIssue[] {
@@ -34,6 +35,28 @@ describe('config: YAML aliases', () => {
     assert.deepEqual(issues, [
       { path: '(yaml)', message: 'too many alias expansions (the YAML aliases nest too deep); write the values out' },
     ]);
+  });
+
+  it('refuses, quickly, a file of a few aliases to one large node that would expand a hundredfold', () => {
+    // Each alias is within yaml's alias count (the node holds none), yet 99 copies of 100 KB is
+    // 10 MB for the schema to walk (of the largest file, 100 MB).
+    const text = `x: &big [${Array(20_000).fill('aaaa').join(',')}]\ny: [${Array(99).fill('*big').join(',')}]\n`;
+    assert.ok(Buffer.byteLength(text) < MAX_CONFIG_BYTES);
+    const start = performance.now();
+    const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', {}));
+    const took = performance.now() - start;
+    assert.deepEqual(issues, [
+      {
+        path: '(yaml)',
+        message: `the YAML aliases expand the configuration to more than ${MAX_EXPANDED_BYTES / 1024 / 1024} MiB; write the values out or use fewer aliases`,
+      },
+    ]);
+    assert.ok(took < 2000, `refused in ${Math.round(took)} ms`);
+  });
+
+  it('reads aliases that repeat a node a few times', () => {
+    const text = 'scopes:\n  a: &s { description: shared }\n  b: *s\n  c: *s\n';
+    assert.deepEqual(parseConfigText(text, 'tessera.yaml', {}).scopes?.c, { description: 'shared' });
   });
 
   it('refuses an alias that refers to the node containing it (a cycle)', () => {
@@ -67,5 +90,49 @@ describe('config: file encoding', () => {
     const file = join(dir, 'utf8.yaml');
     writeFileSync(file, '\uFEFFrealm: "r\uFFFD"\n');
     assert.equal(loadConfigFile(file, {}).realm, 'r\uFFFD');
+  });
+});
+
+describe('config: file size', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-size-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const tooLarge = (file: string) => [
+    { path: '(file)', message: `${file} is larger than ${MAX_CONFIG_BYTES / 1024 / 1024} MiB, the limit for a configuration file` },
+  ];
+
+  it('refuses a file over the limit, naming it and the limit, before parsing it', () => {
+    const file = join(dir, 'big.yaml');
+    // Valid YAML all the way: only its size is wrong.
+    writeFileSync(file, `realm: r\n${'# padding\n'.repeat(MAX_CONFIG_BYTES / 10)}`);
+    assert.deepEqual(
+      issuesOf(() => loadConfigFile(file, {})),
+      tooLarge(file),
+    );
+    // The CLI reads the file for its data_dir (secrets.env) first: the same refusal.
+    assert.deepEqual(
+      issuesOf(() => loadConfig(file, { env: {} })),
+      tooLarge(file),
+    );
+  });
+
+  it('refuses configuration text over the limit given to parseConfigText', () => {
+    assert.deepEqual(
+      issuesOf(() => parseConfigText(`realm: ${'r'.repeat(MAX_CONFIG_BYTES)}\n`, 'inline.yaml', {})),
+      tooLarge('inline.yaml'),
+    );
+  });
+
+  it('reads a file of exactly the limit', () => {
+    const file = join(dir, 'limit.yaml');
+    const head = 'realm: r\n';
+    writeFileSync(file, `${head}${'#'.repeat(MAX_CONFIG_BYTES - head.length - 1)}\n`);
+    assert.equal(loadConfigFile(file, {}).realm, 'r');
+  });
+
+  it('refuses an endless file (a device that never ends) without reading it all', () => {
+    assert.deepEqual(
+      issuesOf(() => loadConfigFile('/dev/zero', {})),
+      tooLarge('/dev/zero'),
+    );
   });
 });
