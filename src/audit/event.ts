@@ -72,6 +72,8 @@ export interface AuditQuery {
   readonly request_id?: string;
   /** Epoch ms, inclusive. */
   readonly since?: number;
+  /** Epoch ms, inclusive: with `since`, a closed window. */
+  readonly until?: number;
   /** Only events with an id greater than this (for `tail`). */
   readonly after_id?: string;
   readonly limit?: number;

@@ -42,3 +42,12 @@ export function uuidv7(ms = Date.now()): string {
   const variant = HEX[((pool[r + 2] as number) & 0x3f) | 0x80] as string;
   return `${prefix}${HEX[seq >> 8]?.slice(1)}${HEX[seq & 0xff]}-${variant}${h(3)}-${h(4)}${h(5)}${h(6)}${h(7)}${h(8)}${h(9)}`;
 }
+
+/**
+ * The lowest id {@link uuidv7} can give an event of time `ms` or later (its 48-bit time prefix),
+ * to bound a query by id: an id's time is never before the time it was made for.
+ */
+export function idFloor(ms: number): string {
+  const t = Math.max(0, Math.floor(ms)).toString(16).padStart(12, '0');
+  return `${t.slice(0, 8)}-${t.slice(8)}`;
+}

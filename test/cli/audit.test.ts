@@ -1,5 +1,6 @@
 /**
- * `tessera audit query|tail`: `--since` parsing, and reading a large trail a page at a time.
+ * `tessera audit query|tail`: `--since` and `--until` parsing, a closed time window, and reading a
+ * large trail a page at a time.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent, AuditQuery } from '../../src/audit/event.ts';
 import { uuidv7 } from '../../src/audit/id.ts';
-import { forEachEvent, parseSince } from '../../src/cli/commands/audit.ts';
+import { forEachEvent, parseSince, parseUntil } from '../../src/cli/commands/audit.ts';
 import { initialize } from '../../src/cli/commands/init.ts';
 import { CliError } from '../../src/cli/output.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
@@ -40,6 +41,69 @@ describe('audit --since', () => {
         v,
       );
     }
+  });
+});
+
+describe('audit --until', () => {
+  const now = Date.parse('2026-11-22T12:00:00Z');
+  it('reads the same durations and ISO times as --since, naming itself when refusing', () => {
+    assert.equal(parseUntil('15m', now), now - 15 * 60_000);
+    assert.equal(parseUntil('2026-11-22T14:20:00Z', now), Date.parse('2026-11-22T14:20:00Z'));
+    assert.throws(
+      () => parseUntil('yesterday', now),
+      (e: unknown) =>
+        e instanceof CliError &&
+        e.message === '--until must be a duration (15m, 2h, 7d) or an ISO time (2026-11-22T10:00:00Z), not "yesterday"',
+    );
+  });
+});
+
+describe('audit query --since --until: a closed window', () => {
+  let dir: string;
+  const at = (hhmm: string) => Date.parse(`2026-11-22T${hhmm}:00Z`);
+  const query = (...args: string[]) =>
+    spawnSync(process.execPath, [MAIN, 'audit', 'query', '--subject', 'window', ...args], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, TESSERA_MASTER_KEY: '' },
+    });
+  before(async () => {
+    delete process.env.TESSERA_MASTER_KEY;
+    dir = mkdtempSync(join(tmpdir(), 'tessera-audit-window-'));
+    await initialize({ config: join(dir, 'tessera.yaml') });
+    const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    await store.appendAudit(['13:59', '14:00', '14:10', '14:20', '14:21'].map((t) => event(at(t), 'window')));
+    await store.close();
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('prints what happened between two times, both ends included', () => {
+    const r = query('--since', '2026-11-22T14:00:00Z', '--until', '2026-11-22T14:20:00Z', '--json');
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(
+      (JSON.parse(r.stdout) as AuditEvent[]).map((e) => e.time),
+      [at('14:00'), at('14:10'), at('14:20')],
+    );
+    const upTo = query('--until', '2026-11-22T14:00:00Z', '--json');
+    assert.deepEqual(
+      (JSON.parse(upTo.stdout) as AuditEvent[]).map((e) => e.time),
+      [at('13:59'), at('14:00')],
+    );
+  });
+
+  it('refuses --until before --since in one line, exit 1', () => {
+    const r = query('--since', '2026-11-22T14:20:00Z', '--until', '2026-11-22T14:00:00Z');
+    assert.equal(r.status, 1);
+    assert.equal(r.stdout, '');
+    assert.equal(
+      r.stderr,
+      'tessera: --until (2026-11-22T14:00:00.000Z) is before --since (2026-11-22T14:20:00.000Z); the window must end after it starts\n',
+    );
+  });
+
+  it('is in --help', () => {
+    const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', '--help'], { encoding: 'utf8' });
+    assert.match(r.stdout, /--until <when>\s+up to this time/);
   });
 });
 

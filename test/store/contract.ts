@@ -480,6 +480,20 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         );
         assert.equal((await store.queryAudit({ subject, limit: 1 })).length, 1);
       });
+
+      it('queries a closed time window: since and until, both inclusive', async () => {
+        const subject = uid('erin');
+        const base = Date.now() - 60_000;
+        const events = [0, 1_000, 2_000, 3_000, 4_000].map((dt) => event({ id: uuidv7(base + dt), subject, time: base + dt }));
+        await store.appendAudit(events);
+        const times = async (q: { since?: number; until?: number }) =>
+          (await store.queryAudit({ subject, ...q })).map((e) => e.time - base);
+        assert.deepEqual(await times({ since: base + 1_000, until: base + 3_000 }), [1_000, 2_000, 3_000]);
+        assert.deepEqual(await times({ until: base + 1_999 }), [0, 1_000]);
+        assert.deepEqual(await times({ since: base + 2_000, until: base + 2_000 }), [2_000]);
+        assert.deepEqual(await times({ since: base + 3_001, until: base + 3_999 }), []);
+        assert.deepEqual(await times({ until: base - 1 }), []);
+      });
     });
 
     describe('prune', () => {

@@ -19,6 +19,7 @@ interface Filters {
   client?: string;
   requestId?: string;
   since?: string;
+  until?: string;
   limit?: number;
   json?: boolean;
 }
@@ -28,8 +29,8 @@ const FOLLOW_WINDOW_MS = 30_000;
 
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** `--since`: a duration back from now (`15m`, `2h`, `7d`) or an ISO 8601 time. Returns epoch ms. */
-export function parseSince(value: string, now = Date.now()): number {
+/** A time option: a duration back from now (`15m`, `2h`, `7d`) or an ISO 8601 time. Returns epoch ms. */
+function parseTime(flag: string, value: string, now: number): number {
   const rel = /^(\d+)([smhd])$/.exec(value);
   if (rel) return now - Number(rel[1]) * (UNITS[rel[2] as string] as number);
   const t = Date.parse(value);
@@ -37,7 +38,17 @@ export function parseSince(value: string, now = Date.now()): number {
   // Date.parse rolls a day past the month's end over (2026-02-30 is March 2nd): refuse it instead.
   const day = ymd && new Date(Date.UTC(Number(ymd[1]), Number(ymd[2]) - 1, Number(ymd[3])));
   if (day && Number.isFinite(t) && day.getUTCMonth() === Number(ymd[2]) - 1 && day.getUTCDate() === Number(ymd[3])) return t;
-  throw new CliError(`--since must be a duration (15m, 2h, 7d) or an ISO time (2026-11-22T10:00:00Z), not "${value}"`);
+  throw new CliError(`${flag} must be a duration (15m, 2h, 7d) or an ISO time (2026-11-22T10:00:00Z), not "${value}"`);
+}
+
+/** `--since`: where the window starts (inclusive). */
+export function parseSince(value: string, now = Date.now()): number {
+  return parseTime('--since', value, now);
+}
+
+/** `--until`: where the window ends (inclusive), in the same syntax as `--since`. */
+export function parseUntil(value: string, now = Date.now()): number {
+  return parseTime('--until', value, now);
 }
 
 function limitArg(v: string): number {
@@ -46,14 +57,27 @@ function limitArg(v: string): number {
   return n;
 }
 
-function queryOf(f: Filters, since: number | undefined): AuditQuery {
+function queryOf(f: Filters, since: number | undefined, until?: number): AuditQuery {
   return {
     ...(f.subject !== undefined ? { subject: f.subject } : {}),
     ...(f.delegation !== undefined ? { delegation_id: f.delegation } : {}),
     ...(f.client !== undefined ? { client_id: f.client } : {}),
     ...(f.requestId !== undefined ? { request_id: f.requestId } : {}),
     ...(since !== undefined ? { since } : {}),
+    ...(until !== undefined ? { until } : {}),
   };
+}
+
+/** `--since` and `--until` read against one `now`; a window that ends before it starts is refused. */
+export function windowOf(f: Pick<Filters, 'since' | 'until'>, now = Date.now()): { since?: number; until?: number } {
+  const since = f.since !== undefined ? parseSince(f.since, now) : undefined;
+  const until = f.until !== undefined ? parseUntil(f.until, now) : undefined;
+  if (since !== undefined && until !== undefined && until < since) {
+    throw new CliError(
+      `--until (${new Date(until).toISOString()}) is before --since (${new Date(since).toISOString()}); the window must end after it starts`,
+    );
+  }
+  return { ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) };
 }
 
 /** One human line per event: time, kind, decision/reason, who, what. */
@@ -120,16 +144,18 @@ export function registerAudit(program: Command): void {
   filterOptions(audit.command('query'))
     .description('Print the events that match the filters, oldest first.')
     .option('--since <when>', 'from this time: a duration back (15m, 2h, 7d) or an ISO time')
+    .option('--until <when>', 'up to this time (inclusive), written as for --since: with it, a closed window')
     .option('--limit <n>', 'at most this many events (1-10000)', limitArg, 100)
     .action(async (f: Filters) => {
       const limit = f.limit ?? 100;
+      const { since, until } = windowOf(f);
       // One more than asked tells whether the limit cut anything off.
-      const found = await withStore(f.config, (store) =>
-        store.queryAudit({ ...queryOf(f, f.since !== undefined ? parseSince(f.since) : undefined), limit: limit + 1 }),
-      );
+      const found = await withStore(f.config, (store) => store.queryAudit({ ...queryOf(f, since, until), limit: limit + 1 }));
       const events = found.slice(0, limit);
       if (found.length > limit || (limit === 10_000 && found.length === limit)) {
-        process.stderr.write(`tessera: showing the first ${limit} matching events, oldest first; narrow --since or raise --limit\n`);
+        process.stderr.write(
+          `tessera: showing the first ${limit} matching events, oldest first; narrow --since/--until or raise --limit\n`,
+        );
       }
       if (f.json) return printJson(events);
       process.stdout.write(events.map((e) => `${formatEvent(e)}\n`).join(''));

@@ -20,6 +20,7 @@
  */
 import pg from 'pg';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
+import { idFloor } from '../../audit/id.ts';
 import type {
   ClientPatch,
   ClientRecord,
@@ -724,10 +725,11 @@ export class PostgresStore implements Store {
     add('client_id', '=', q.client_id);
     add('request_id', '=', q.request_id);
     if (q.since !== undefined) {
-      const t = Math.max(0, Math.floor(q.since)).toString(16).padStart(12, '0');
-      add('id', '>=', `${t.slice(0, 8)}-${t.slice(8)}`);
+      add('id', '>=', idFloor(q.since));
       add('time', '>=', q.since);
     }
+    // No id bound for `until`: ids can be later than their event's time (see the SQLite store).
+    add('time', '<=', q.until);
     add('id', '>', q.after_id);
     args.push(Math.max(1, Math.min(q.limit ?? 100, 10_000)));
     const rows = await this.#q(

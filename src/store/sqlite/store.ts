@@ -13,6 +13,7 @@
 import { chmodSync, existsSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
+import { idFloor } from '../../audit/id.ts';
 import type {
   ClientPatch,
   ClientRecord,
@@ -601,10 +602,12 @@ export class SqliteStore implements Store {
     add('request_id = ?', q.request_id);
     if (q.since !== undefined) {
       // UUIDv7 ids start with the time in hex: the bound lets the id index do the work.
-      const t = Math.max(0, Math.floor(q.since)).toString(16).padStart(12, '0');
-      add('id >= ?', `${t.slice(0, 8)}-${t.slice(8)}`);
+      add('id >= ?', idFloor(q.since));
       add('time >= ?', q.since);
     }
+    // No id bound for `until`: an id's time is never before its event's, but can be after it
+    // (uuidv7 keeps ids increasing, so an exchange finishing after a later one gets a later id).
+    add('time <= ?', q.until);
     add('id > ?', q.after_id);
     const sql = `SELECT event FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
     const rows = this.#db.prepare(sql).all(...args, Math.max(1, Math.min(q.limit ?? 100, 10_000))) as Row[];
