@@ -7,7 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -339,6 +341,44 @@ describe('tessera serve: token service and gateway in one process', () => {
 });
 
 describe('tessera serve: the token service alone (no gateway section)', () => {
+  it('drains for a bounded time on close: a request that never finishes is cut, not waited for', async () => {
+    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-drain-'));
+    const port = await freePort();
+    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
+    await initialize({ config: join(alone, 'tessera.yaml') });
+    const server = await startServer({
+      config: join(alone, 'tessera.yaml'),
+      logger: pino({ level: 'warn' }, logStream),
+      drainTimeout: 300,
+    });
+    // A token request whose body never arrives in full: the handler waits for it.
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(
+      'POST /oauth2/token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type=',
+    );
+    const cut = once(socket, 'close');
+    await new Promise((r) => setTimeout(r, 100));
+    try {
+      const started = Date.now();
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        server.close().then(() => 'closed'),
+        new Promise((r) => {
+          timer = setTimeout(() => r('still waiting after 5 s'), 5000);
+        }),
+      ]);
+      clearTimeout(timer);
+      assert.equal(outcome, 'closed', 'the request that never finishes was waited for');
+      const took = Date.now() - started;
+      await cut;
+      assert.ok(took >= 250, `closed after ${took} ms, before the drain time was up`);
+    } finally {
+      socket.destroy();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
+
   it('answers /healthz and /readyz (store and signing key) for probes, and 404 for anything else it does not serve', async () => {
     const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-alone-'));
     const port = await freePort();

@@ -45,7 +45,15 @@ export interface StartOptions {
   readonly logger?: Logger;
   /** Runs after every accepted reload of the gateway's configuration. */
   readonly onReload?: (config: TesseraConfig) => void;
+  /**
+   * Without a gateway section: how long, in milliseconds, in-flight token-service requests may
+   * finish on close before their connections are cut (default 10 s, as `gateway.drain_timeout`).
+   * With one, `gateway.drain_timeout` bounds both.
+   */
+  readonly drainTimeout?: number;
 }
+
+const TOKEN_SERVICE_DRAIN_MS = 10_000;
 
 /** A taken or forbidden port as one clear line. */
 export function listenError(e: unknown, host: string, port: number): unknown {
@@ -105,7 +113,12 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const close = () => {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
-          server.close(() => resolve());
+          // A request whose body never arrives in full would hold close() until requestTimeout.
+          const cut = setTimeout(() => server.closeAllConnections(), options.drainTimeout ?? TOKEN_SERVICE_DRAIN_MS);
+          server.close(() => {
+            clearTimeout(cut);
+            resolve();
+          });
           server.closeIdleConnections();
         });
         await ctx.close();
