@@ -11,7 +11,7 @@ import { Buffer } from 'node:buffer';
 import { hash as cryptoHash, timingSafeEqual } from 'node:crypto';
 import { type ErrorCode, TesseraError } from '../errors.ts';
 import type { JwsAlgorithm } from '../jose/algorithms.ts';
-import { decodeBase64url, decodeBase64urlInto } from '../jose/base64url.ts';
+import { binaryBase64url12, decodeBase64url, decodeBase64urlInto, encodeBinaryBase64url } from '../jose/base64url.ts';
 import { KEY_REFERENCE_HEADERS, splitCompactInto } from '../jose/compact.ts';
 import { type JsonObject, parseJsonBytes, parseJsonObject } from '../jose/json.ts';
 import type { VerificationKey } from '../jose/jwk.ts';
@@ -317,7 +317,7 @@ function principalFrom(
     expiresAt,
     issuedAt: typeof iat === 'number' ? iat : undefined,
     confirmation,
-    tokenHash: tokenHash.slice(0, 16),
+    tokenHash: binaryBase64url12(tokenHash),
     claims: kind === 'jwt' ? freezeParsed(claims) : deepFreeze(claims),
   });
 }
@@ -400,13 +400,10 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   const doorkeeperMask = cache ? 2 ** Math.ceil(Math.log2(Math.max(1024, options.cacheSize * 2))) - 1 : 0;
   const doorkeeper = new Int32Array(doorkeeperMask + 1);
   const admit = (hash: string): boolean => {
-    // `hash` is base64url SHA-256: its characters are uniform, so any of them index and fingerprint.
+    // `hash` is the SHA-256 digest, a byte per character: uniform, so any bytes index and fingerprint.
     const slot =
-      (hash.charCodeAt(0) | (hash.charCodeAt(1) << 7) | (hash.charCodeAt(2) << 14) | (hash.charCodeAt(3) << 21)) & doorkeeperMask;
-    const fingerprint =
-      (hash.charCodeAt(4) | (hash.charCodeAt(5) << 7) | (hash.charCodeAt(6) << 14) | (hash.charCodeAt(7) << 21)) ^
-      (hash.charCodeAt(8) << 25) ^
-      (hash.charCodeAt(9) << 3);
+      (hash.charCodeAt(0) | (hash.charCodeAt(1) << 8) | (hash.charCodeAt(2) << 16) | (hash.charCodeAt(3) << 24)) & doorkeeperMask;
+    const fingerprint = hash.charCodeAt(4) | (hash.charCodeAt(5) << 8) | (hash.charCodeAt(6) << 16) | (hash.charCodeAt(7) << 24);
     if (doorkeeper[slot] === fingerprint) return true;
     doorkeeper[slot] = fingerprint;
     return false;
@@ -531,7 +528,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   }
 
   function verifyStatic(hash: string): Principal | undefined {
-    const digest = Buffer.from(hash, 'base64url');
+    const digest = Buffer.from(hash, 'latin1');
     let match: StaticTokenOptions | undefined;
     // Compare against every configured token without stopping early (constant time per entry).
     for (const s of staticTokens) if (timingSafeEqual(s.digest, digest) && !match) match = s;
@@ -550,7 +547,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       expiresAt: Number.POSITIVE_INFINITY,
       issuedAt: undefined,
       confirmation: undefined,
-      tokenHash: hash.slice(0, 16),
+      tokenHash: binaryBase64url12(hash),
       staticTokenId: match.id,
       claims: Object.freeze({}),
     });
@@ -600,7 +597,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   }
 
   /**
-   * Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256.
+   * Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256 as a
+   * 'binary' (latin1) string (a byte per character: cheaper to make than base64url, and it is the cache key).
    * `unchecked`: an Authorization header token whose token68 syntax is still to be checked.
    */
   function validate(token: string, hash: string, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
@@ -650,7 +648,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (token.length > maxTokenSize) {
       return deny(unchecked && !isToken68(token) ? 'request_malformed_authorization' : 'token_too_large');
     }
-    const hash = cryptoHash('sha256', token, 'base64url');
+    const hash = cryptoHash('sha256', token, 'binary');
     const result = validate(token, hash, unchecked);
     return result instanceof Promise
       ? result.then((r) => bind(r, extracted.scheme, request, hash))
@@ -679,7 +677,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (proof === undefined || proof === '') return { ok: false, error: new TesseraError('dpop_proof_missing'), principal };
     return checkDpopProof(
       proof,
-      { method: request.method, url: request.url, accessTokenHash: hash },
+      { method: request.method, url: request.url, accessTokenHash: encodeBinaryBase64url(hash) },
       dpopCheck,
       Math.floor(clock() / 1000),
     ).then((checked): VerifyResult => {
@@ -745,7 +743,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   async function verifyToken(token: string): Promise<VerifyResult> {
     if (token === '') return deny('request_empty_token');
     if (token.length > maxTokenSize) return deny('token_too_large');
-    return validate(token, cryptoHash('sha256', token, 'base64url'), false);
+    return validate(token, cryptoHash('sha256', token, 'binary'), false);
   }
 
   return Object.freeze({

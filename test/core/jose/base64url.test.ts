@@ -6,8 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
+import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { decodeBase64url, decodeBase64urlInto, isAsciiWithoutPlusOrSlash } from '../../../src/core/jose/base64url.ts';
+import {
+  binaryBase64url12,
+  decodeBase64url,
+  decodeBase64urlInto,
+  encodeBinaryBase64url,
+  isAsciiWithoutPlusOrSlash,
+} from '../../../src/core/jose/base64url.ts';
 import { splitCompactInto } from '../../../src/core/jose/compact.ts';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
@@ -109,5 +116,21 @@ describe('strict base64url without a regular expression', () => {
     ]) {
       assert.equal(splitCompactInto(bad, input), undefined, bad);
     }
+  });
+});
+
+describe('base64url of binary (latin1) strings', () => {
+  it("encodes every length of a digest as Buffer's base64url does, and the 12-byte short form likewise", () => {
+    for (let k = 0; k < 500; k++) {
+      const bytes = randomBytes(32);
+      const binary = bytes.toString('latin1');
+      for (let n = 0; n <= 32; n++)
+        assert.equal(encodeBinaryBase64url(binary, n), bytes.subarray(0, n).toString('base64url'), `${n} bytes`);
+      assert.equal(encodeBinaryBase64url(binary), bytes.toString('base64url'));
+      assert.equal(binaryBase64url12(binary), bytes.subarray(0, 12).toString('base64url'));
+    }
+    const edges = Buffer.from([0, 0xff, 0x80, 0x7f, 0x3f, 0xfe, 0x01, 0xfb, 0xef, 0xbe, 0xff, 0xff, 0]);
+    assert.equal(encodeBinaryBase64url(edges.toString('latin1')), edges.toString('base64url'));
+    assert.equal(binaryBase64url12(edges.toString('latin1')), edges.subarray(0, 12).toString('base64url'));
   });
 });
