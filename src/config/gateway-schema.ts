@@ -9,6 +9,7 @@
  * @module
  */
 import { z } from 'zod';
+import { always, trusted } from './cross-check.ts';
 import { duration, ruleSchema } from './verifier-schema.ts';
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?$/i;
@@ -208,42 +209,52 @@ export const routeSchema = z
     a2a: a2aSchema.optional(),
   })
   .superRefine((r, ctx) => {
-    const publicRoute = r.auth.includes('none');
-    if (publicRoute && r.auth.length > 1)
-      ctx.addIssue({ code: 'custom', path: ['auth'], message: '"none" cannot be combined with other methods' });
-    if (publicRoute) {
-      if (r.rules !== undefined)
-        ctx.addIssue({ code: 'custom', path: ['rules'], message: 'a public route (auth: none) has no rules; remove them or require auth' });
-      if (r.upstream.credential.type === 'exchange' || r.upstream.credential.type === 'passthrough')
+    const ok = trusted(ctx.issues);
+    if (ok('auth')) {
+      const publicRoute = r.auth.includes('none');
+      if (publicRoute && r.auth.length > 1)
+        ctx.addIssue({ code: 'custom', path: ['auth'], message: '"none" cannot be combined with other methods' });
+      if (publicRoute) {
+        if (ok('rules') && r.rules !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules'],
+            message: 'a public route (auth: none) has no rules; remove them or require auth',
+          });
+        const credential = ok('upstream', 'credential') ? r.upstream.credential.type : undefined;
+        if (credential === 'exchange' || credential === 'passthrough')
+          ctx.addIssue({
+            code: 'custom',
+            path: ['upstream', 'credential', 'type'],
+            message: `${credential} needs an authenticated caller; use static or none on a public route`,
+          });
+        if (ok('identity_headers') && r.identity_headers.length > 0)
+          ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'a public route has no identity to send' });
+        if (ok('a2a') && r.a2a)
+          ctx.addIssue({ code: 'custom', path: ['auth'], message: 'an A2A route protects everything but its card; set auth: jwt' });
+        if (ok('rate_limit') && r.rate_limit && r.rate_limit.key !== 'ip')
+          ctx.addIssue({ code: 'custom', path: ['rate_limit', 'key'], message: 'a public route can only rate-limit by ip' });
+        if (ok('audience') && r.audience !== undefined)
+          ctx.addIssue({ code: 'custom', path: ['audience'], message: 'a public route checks no audience' });
+      } else if (ok('rules') && r.rules === undefined) {
         ctx.addIssue({
           code: 'custom',
-          path: ['upstream', 'credential', 'type'],
-          message: `${r.upstream.credential.type} needs an authenticated caller; use static or none on a public route`,
+          path: ['rules'],
+          message: 'list the rules for this route; write `rules: [{}]` to allow any caller with a valid token',
         });
-      if (r.identity_headers.length > 0)
-        ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'a public route has no identity to send' });
-      if (r.a2a) ctx.addIssue({ code: 'custom', path: ['auth'], message: 'an A2A route protects everything but its card; set auth: jwt' });
-      if (r.rate_limit && r.rate_limit.key !== 'ip')
-        ctx.addIssue({ code: 'custom', path: ['rate_limit', 'key'], message: 'a public route can only rate-limit by ip' });
-      if (r.audience !== undefined) ctx.addIssue({ code: 'custom', path: ['audience'], message: 'a public route checks no audience' });
-    } else if (r.rules === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['rules'],
-        message: 'list the rules for this route; write `rules: [{}]` to allow any caller with a valid token',
-      });
+      }
     }
-    for (const [j, rule] of (r.rules ?? []).entries()) {
-      if (rule.tool !== undefined)
+    for (const [j, rule] of (Array.isArray(r.rules) ? r.rules : []).entries()) {
+      if (ok('rules', j, 'tool') && rule.tool !== undefined)
         ctx.addIssue({
           code: 'custom',
           path: ['rules', j, 'tool'],
           message: 'MCP tool rules are not supported by the gateway yet; remove `tool` (the gateway does not read tools/call bodies)',
         });
     }
-    if (r.match.path !== undefined && r.match.path_prefix !== undefined)
+    if (ok('match', 'path') && ok('match', 'path_prefix') && r.match.path !== undefined && r.match.path_prefix !== undefined)
       ctx.addIssue({ code: 'custom', path: ['match', 'path'], message: 'give either path (a pattern) or path_prefix, not both' });
-  })
+  }, always)
   .meta({ description: 'One route: which requests, which upstream, who may call it and with what.' });
 
 const loopbackPeers = ['127.0.0.0/8', '::1'];
@@ -379,40 +390,48 @@ export const gatewaySchema = z
     watch_config: z.boolean().default(true).meta({ description: 'Reload when the configuration file changes (SIGHUP always reloads).' }),
   })
   .superRefine((g, ctx) => {
+    const ok = trusted(ctx.issues);
+    const routes = Array.isArray(g.routes) ? g.routes : [];
+    const credential = (i: number) => (ok('routes', i, 'upstream', 'credential') ? routes[i]?.upstream.credential.type : undefined);
     const seen = new Set<string>();
-    for (const [i, r] of g.routes.entries()) {
-      if (seen.has(r.id)) ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `route id "${r.id}" is used twice` });
-      seen.add(r.id);
-      if (r.upstream.credential.type === 'passthrough' && !g.allow_passthrough)
+    for (const [i, r] of routes.entries()) {
+      if (ok('routes', i, 'id')) {
+        if (seen.has(r.id)) ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `route id "${r.id}" is used twice` });
+        seen.add(r.id);
+      }
+      if (credential(i) === 'passthrough' && ok('allow_passthrough') && !g.allow_passthrough)
         ctx.addIssue({
           code: 'custom',
           path: ['routes', i, 'upstream', 'credential', 'type'],
           message: "passthrough sends the caller's token to the upstream; set gateway.allow_passthrough: true to permit it",
         });
     }
-    if (g.forward_auth.enabled && g.forward_auth.flavor === undefined)
+    const forwardAuth = ok('forward_auth', 'enabled') && g.forward_auth.enabled;
+    if (forwardAuth && ok('forward_auth', 'flavor') && g.forward_auth.flavor === undefined)
       ctx.addIssue({
         code: 'custom',
         path: ['forward_auth', 'flavor'],
         message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik, caddy or envoy',
       });
-    if (g.forward_auth.enabled && g.forward_auth.shared_secret === undefined) {
-      const injecting = g.routes.findIndex((r) => r.upstream.credential.type === 'static' || r.upstream.credential.type === 'exchange');
+    if (forwardAuth && ok('forward_auth', 'shared_secret') && g.forward_auth.shared_secret === undefined) {
+      const injecting = routes.findIndex((_, i) => credential(i) === 'static' || credential(i) === 'exchange');
       if (injecting >= 0)
         ctx.addIssue({
           code: 'custom',
           path: ['forward_auth', 'shared_secret'],
-          message: `forward-auth answers carry the upstream credential of route "${g.routes[injecting]?.id}"; add shared_secret: { header: X-Tessera-Forward-Auth, value: "\${FORWARD_AUTH_SECRET}" } and have the proxy send that header`,
+          message: `forward-auth answers carry the upstream credential of route "${routes[injecting]?.id}"; add shared_secret: { header: X-Tessera-Forward-Auth, value: "\${FORWARD_AUTH_SECRET}" } and have the proxy send that header`,
         });
     }
-    const names = Object.values(g.identity_headers);
-    if (new Set(names).size !== names.length)
-      ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'each identity header needs its own name' });
-    for (const [i, n] of names.entries()) {
-      if (n === 'authorization' || n === 'host' || n === 'cookie')
-        ctx.addIssue({ code: 'custom', path: ['identity_headers', i], message: `"${n}" cannot be an identity header` });
+    if (ok('identity_headers')) {
+      const names = Object.values(g.identity_headers);
+      if (new Set(names).size !== names.length)
+        ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'each identity header needs its own name' });
+      for (const [i, n] of names.entries()) {
+        if (n === 'authorization' || n === 'host' || n === 'cookie')
+          ctx.addIssue({ code: 'custom', path: ['identity_headers', i], message: `"${n}" cannot be an identity header` });
+      }
     }
-  })
+  }, always)
   .meta({ description: 'The gateway: routes to upstreams, their authentication and rules.' });
 
 export const auditSchema = z

@@ -6,6 +6,7 @@
  */
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
+import { always, trusted } from './cross-check.ts';
 import { duration, secureUrl } from './verifier-schema.ts';
 
 /** Algorithms `tessera init` and `tessera keys rotate` can generate signing keys for. */
@@ -76,28 +77,35 @@ export const tokenServiceSchema = z
     ),
   })
   .superRefine((v, ctx) => {
-    if (v.keys.publish_ahead < v.keys.jwks_max_age) {
+    const ok = trusted(ctx.issues);
+    if (ok('keys', 'publish_ahead') && ok('keys', 'jwks_max_age') && v.keys.publish_ahead < v.keys.jwks_max_age) {
       ctx.addIssue({
         code: 'custom',
         path: ['keys', 'publish_ahead'],
         message: `must be at least keys.jwks_max_age (${v.keys.jwks_max_age}s): a verifier caching the JWKS that long would not know the new key when it starts signing`,
       });
     }
-    if (v.access_token_ttl > v.max_access_token_ttl) {
+    if (ok('access_token_ttl') && ok('max_access_token_ttl') && v.access_token_ttl > v.max_access_token_ttl) {
       ctx.addIssue({
         code: 'custom',
         path: ['access_token_ttl'],
         message: `is longer than max_access_token_ttl (${v.max_access_token_ttl}s); lower it or raise the maximum`,
       });
     }
-    if (v.keys.rotation_interval !== undefined && v.keys.rotation_interval < v.keys.publish_ahead + v.max_access_token_ttl) {
+    if (
+      ok('keys', 'rotation_interval') &&
+      ok('keys', 'publish_ahead') &&
+      ok('max_access_token_ttl') &&
+      v.keys.rotation_interval !== undefined &&
+      v.keys.rotation_interval < v.keys.publish_ahead + v.max_access_token_ttl
+    ) {
       ctx.addIssue({
         code: 'custom',
         path: ['keys', 'rotation_interval'],
         message: 'must be at least keys.publish_ahead + max_access_token_ttl, or keys would pile up faster than they retire',
       });
     }
-  })
+  }, always)
   .meta({ description: 'The token service (authorization server).' });
 
 export const storeSchema = z
@@ -134,10 +142,11 @@ export const storeSchema = z
       .meta({ description: 'PostgreSQL settings (required with `driver: postgres`).' }),
   })
   .superRefine((v, ctx) => {
-    if (v.driver === 'postgres' && v.postgres === undefined) {
+    const ok = trusted(ctx.issues);
+    if (ok('driver') && ok('postgres') && v.driver === 'postgres' && v.postgres === undefined) {
       ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'driver is postgres: add postgres: { url: "${DATABASE_URL}" }' });
     }
-  })
+  }, always)
   .meta({ description: 'Where Tessera keeps clients, keys, grants, revocations and audit events.' });
 
 export type TokenServiceConfig = z.output<typeof tokenServiceSchema>;

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { JWS_ALGORITHMS } from '../core/jose/algorithms.ts';
+import { always } from './cross-check.ts';
 import { parseDuration } from './duration.ts';
 
 /** A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds. */
@@ -44,12 +45,8 @@ export const secureUrl = (description: string) =>
     )
     .meta({ description });
 
-/**
- * Run a cross-field refinement even when some fields already failed, so one load reports every
- * problem (zod skips refinements after an aborting issue by default). The refinement then sees
- * the partly parsed object and must check the shapes it reads.
- */
-const alwaysOnObjects = { when: (payload: { value: unknown }) => typeof payload.value === 'object' && payload.value !== null };
+// The refinements below run even when fields already failed (`always`); they see the partly
+// parsed object and check the shapes they read.
 const stringsIn = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
 
 const algorithm = z.enum(JWS_ALGORITHMS, {
@@ -116,7 +113,7 @@ export const issuerSchema = z
         message: 'HMAC algorithms need a shared secret and cannot come from a remote JWKS; remove HS* or use an inline oct key',
       });
     }
-  }, alwaysOnObjects)
+  }, always)
   .meta({ description: 'A trusted JWT issuer with its own keys, audiences, algorithms and scope claim.' });
 
 export const staticTokenSchema = z
@@ -214,7 +211,7 @@ export const dpopSchema = z
           message: 'DPoP proofs are signed with asymmetric keys; remove HMAC algorithms',
         });
     }
-  }, alwaysOnObjects)
+  }, always)
   .meta({ description: 'DPoP (RFC 9449) sender-constrained tokens.' });
 
 /** Everything the verifier reads. */
@@ -275,7 +272,7 @@ export const verifierConfigSchema = z.strictObject(verifierFields).superRefine((
     if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: `issuer "${name}" is listed twice` });
     seen.add(name);
   }
-}, alwaysOnObjects);
+}, always);
 
 /** Verifier options as written (before defaults). */
 export type VerifierConfigInput = z.input<typeof verifierConfigSchema>;
