@@ -7,7 +7,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { BlockList, isIP } from 'node:net';
+import type { BlockList } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
@@ -20,6 +20,7 @@ import { challenges as renderChallenges } from '../core/verify/challenge.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
+import { peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
 import { type AuthenticationStage, authenticationStage, createAuthenticator, type VerifiersByKind } from './pipeline/authn/registry.ts';
 import { allowAuthorizer } from './pipeline/authz/authorizer-allow.ts';
@@ -97,37 +98,6 @@ export interface GatewayState {
   readonly publicUrl: string | undefined;
   readonly poolKeys: ReadonlySet<string>;
   readonly warnings: readonly string[];
-}
-
-/** Parse addresses and CIDRs into a BlockList used as an allowlist. */
-export function peerList(entries: readonly string[], at: string, issues: ConfigIssue[]): BlockList {
-  const list = new BlockList();
-  for (const [i, entry] of entries.entries()) {
-    const [addr, bits, extra] = entry.split('/');
-    const family = isIP(addr ?? '');
-    if (family === 0 || extra !== undefined) {
-      issues.push({ path: `${at}[${i}]`, message: `"${entry}" is not an IP address or CIDR (10.0.0.0/8, ::1)` });
-      continue;
-    }
-    const type = family === 4 ? 'ipv4' : 'ipv6';
-    if (bits === undefined) list.addAddress(addr as string, type);
-    else {
-      const n = Number(bits);
-      if (!Number.isInteger(n) || n < 0 || n > (family === 4 ? 32 : 128)) {
-        issues.push({ path: `${at}[${i}]`, message: `"${entry}" has an invalid prefix length` });
-        continue;
-      }
-      list.addSubnet(addr as string, n, type);
-    }
-  }
-  return list;
-}
-
-/** True when `address` (as Node reports it) is in the allowlist. */
-export function peerAllowed(list: BlockList, address: string | undefined): boolean {
-  if (address === undefined) return false;
-  const plain = address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
-  return list.check(plain, isIP(plain) === 6 ? 'ipv6' : 'ipv4');
 }
 
 function verifierConfigOf(config: TesseraConfig): VerifierConfig {

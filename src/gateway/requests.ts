@@ -9,10 +9,11 @@ import { isIP, type Socket } from 'node:net';
 import { validHost } from '../core/host.ts';
 import type { HeaderBag } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a.ts';
-import { type CompiledRoute, type GatewayState, peerAllowed } from './compile.ts';
+import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { Exchange } from './exchange.ts';
 import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
 import { traceContext } from './http/trace.ts';
+import { peerAllowed } from './peers.ts';
 import type { Decision } from './pipeline/run.ts';
 import { hasPathPrefix, hostMatches, hostOf } from './routes.ts';
 

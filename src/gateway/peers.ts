@@ -1,0 +1,39 @@
+/**
+ * Peer allowlists (`gateway.trust_proxy`, `forward_auth.allowed_peers`,
+ * `operations.metrics_allowed_peers`): addresses and CIDRs, parsed once into a BlockList.
+ *
+ * @module
+ */
+import { BlockList, isIP } from 'node:net';
+import type { ConfigIssue } from '../core/errors.ts';
+
+/** Parse addresses and CIDRs into a BlockList used as an allowlist. */
+export function peerList(entries: readonly string[], at: string, issues: ConfigIssue[]): BlockList {
+  const list = new BlockList();
+  for (const [i, entry] of entries.entries()) {
+    const [addr, bits, extra] = entry.split('/');
+    const family = isIP(addr ?? '');
+    if (family === 0 || extra !== undefined) {
+      issues.push({ path: `${at}[${i}]`, message: `"${entry}" is not an IP address or CIDR (10.0.0.0/8, ::1)` });
+      continue;
+    }
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (bits === undefined) list.addAddress(addr as string, type);
+    else {
+      const n = Number(bits);
+      if (!Number.isInteger(n) || n < 0 || n > (family === 4 ? 32 : 128)) {
+        issues.push({ path: `${at}[${i}]`, message: `"${entry}" has an invalid prefix length` });
+        continue;
+      }
+      list.addSubnet(addr as string, n, type);
+    }
+  }
+  return list;
+}
+
+/** True when `address` (as Node reports it) is in the allowlist. */
+export function peerAllowed(list: BlockList, address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const plain = address.startsWith('::ffff:') && address.indexOf('.') > 0 ? address.slice(7) : address;
+  return list.check(plain, isIP(plain) === 6 ? 'ipv6' : 'ipv4');
+}
