@@ -4,12 +4,12 @@
  * @module
  */
 import { createHash } from 'node:crypto';
+import { everything, type Trusted } from './config/cross-check.ts';
 import { parseConfig } from './config/parse.ts';
-import { type VerifierConfig, type VerifierConfigInput, verifierConfigSchema } from './config/verifier-schema.ts';
+import { type VerifierConfig, type VerifierConfigInput, verifierChecks, verifierConfigSchema } from './config/verifier-schema.ts';
 import { ConfigError, type ConfigIssue } from './core/errors.ts';
 import { compilePolicy } from './core/policy.ts';
 import type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
-import { compileScopes } from './core/scopes.ts';
 import { createDpopNonces, type DpopNonceSource } from './core/verify/dpop.ts';
 import { MemoryReplayCache } from './core/verify/replay.ts';
 import type { RevocationCheck } from './core/verify/revocation.ts';
@@ -76,24 +76,38 @@ export interface ManagedVerifier extends Verifier {
  * ```
  */
 export function createVerifier(options: VerifierConfigInput, runtime: VerifierRuntime = {}): ManagedVerifier {
-  const config = parseConfig(verifierConfigSchema, options, runtime.env ? { env: runtime.env } : {});
+  const config = parseConfig(verifierConfigSchema, options, {
+    ...(runtime.env ? { env: runtime.env } : {}),
+    // Key files in the same pass, so that their problems are reported with every other.
+    check: (v, ok) => keyFileChecks(v, ok, runtime),
+  });
   return createVerifierFromConfig(config, runtime);
+}
+
+/** Read the key files (`jwks.file`) of the issuers that parsed, as building the verifier will. */
+function keyFileChecks(v: VerifierConfig, ok: Trusted, runtime: VerifierRuntime): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  for (const [n, i] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
+    if (!['issuer', 'jwks', 'jwks_uri', 'algorithms'].every((p) => ok('issuers', n, p))) continue;
+    if (i.jwks === undefined || !('file' in i.jwks) || i.jwks_uri !== undefined || runtime.keySources?.[i.issuer]) continue;
+    loadLocalJwks(i.jwks, i.algorithms, `issuers[${n}].jwks`, issues, runtime.baseDir);
+  }
+  return issues;
 }
 
 /** Like {@link createVerifier} for options that were already validated (by a larger config). */
 export function createVerifierFromConfig(config: VerifierConfig, runtime: VerifierRuntime = {}, prefix = ''): ManagedVerifier {
   const at = (p: string) => (prefix ? `${prefix}.${p}` : p);
-  const issues: ConfigIssue[] = [];
   const clock = runtime.clock ?? Date.now;
 
-  const { model: scopes, issues: scopeIssues } = compileScopes(config.scopes, at('scopes'));
-  issues.push(...scopeIssues);
-  let policy: ReturnType<typeof compilePolicy>['policy'] | undefined;
-  if (config.rules) {
-    const compiled = compilePolicy(config.rules, scopes, at('rules'), { caseInsensitivePaths: config.case_insensitive_paths });
-    issues.push(...compiled.issues);
-    policy = compiled.policy;
-  }
+  // The schema ran these checks already; they run again for options built without it. What only
+  // building finds is a key file that cannot be read.
+  const checked = verifierChecks(config, everything);
+  const issues: ConfigIssue[] = checked.issues.map((i) => ({ path: at(i.path), message: i.message }));
+  const scopes = checked.scopes;
+  const policy = config.rules
+    ? compilePolicy(config.rules, scopes, at('rules'), { caseInsensitivePaths: config.case_insensitive_paths }).policy
+    : undefined;
 
   const remotes: RemoteJwks[] = [];
   const issuers: IssuerOptions[] = config.issuers.map((i, n) => {
@@ -116,7 +130,9 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
       remotes.push(remote);
       keys = remote;
     } else {
-      keys = loadLocalJwks(i.jwks as NonNullable<typeof i.jwks>, i.algorithms, at(`issuers[${n}].jwks`), issues, runtime.baseDir);
+      const jwks = i.jwks as NonNullable<typeof i.jwks>;
+      // Inline keys were checked with the rest.
+      keys = loadLocalJwks(jwks, i.algorithms, at(`issuers[${n}].jwks`), 'file' in jwks ? issues : [], runtime.baseDir);
     }
     return {
       issuer: i.issuer,
@@ -138,12 +154,6 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
     subject: s.subject ?? `static:${s.id}`,
     scopes: Object.freeze([...s.scopes]),
   }));
-  const seenStatic = new Set<string>();
-  for (const [n, s] of staticTokens.entries()) {
-    const d = s.digest.toString('hex');
-    if (seenStatic.has(d)) issues.push({ path: at(`static_tokens[${n}].token`), message: 'the same token value is configured twice' });
-    seenStatic.add(d);
-  }
 
   const intro = config.introspection;
   const introspection = intro

@@ -7,6 +7,7 @@
  * @module
  */
 import type { z } from 'zod';
+import type { ConfigIssue } from '../core/errors.ts';
 
 /**
  * True when the value at `path` (below the object being checked) is what the schema promises:
@@ -33,3 +34,12 @@ export function trusted(issues: readonly z.core.$ZodRawIssue[]): Trusted {
 
 /** The options that make a refinement run even when fields of its object already failed. */
 export const always = { when: (payload: { value: unknown }) => typeof payload.value === 'object' && payload.value !== null };
+
+/**
+ * Add issues whose paths are already written out (`gateway.routes[2].rules[0].scopes[1]`, as the
+ * policy and scope compilers report them) to a parse. Only at the root, where no parent prefixes
+ * the path; `toConfigIssues` (parse.ts) reads it back.
+ */
+export function addConfigIssues(ctx: z.core.$RefinementCtx, issues: readonly ConfigIssue[]): void {
+  for (const i of issues) ctx.addIssue({ code: 'custom', path: [], message: i.message, params: { configPath: i.path } });
+}

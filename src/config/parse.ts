@@ -5,6 +5,7 @@
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../core/errors.ts';
 import { deepFreeze } from '../core/verify/principal.ts';
+import { addConfigIssues, always, type Trusted, trusted } from './cross-check.ts';
 import { type Substitution, substituteEnv } from './env.ts';
 
 /** Render a zod path as `issuers[0].jwks_uri`. */
@@ -57,7 +58,9 @@ function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
 export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIssue[], prefix = ''): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   for (const issue of issues) {
-    const base = formatPath(issue.path);
+    // Checks across sections report paths written out already (see addConfigIssues).
+    const written: unknown = issue.code === 'custom' ? issue.params?.configPath : undefined;
+    const base = [formatPath(issue.path), typeof written === 'string' ? written : ''].filter((p) => p !== '').join('.');
     const at = prefix && base ? `${prefix}.${base}` : prefix || base;
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeys(schema, issue.path);
@@ -144,20 +147,33 @@ function typeEnvValues(
 }
 
 /**
- * Parse `input` with `schema` after `${VAR}` substitution. Throws one {@link ConfigError} listing
- * every problem; returns a deep-frozen value.
+ * A further check of a parsed value (what depends on how it is used, such as files to read), run in
+ * the same pass as the schema's own checks and reading only what `ok` vouches for.
+ */
+export type ConfigCheck<T> = (value: T, ok: Trusted) => readonly ConfigIssue[];
+
+/**
+ * Parse `input` with `schema` after `${VAR}` substitution, then `check` it. Throws one
+ * {@link ConfigError} listing every problem; returns a deep-frozen value.
  */
 export function parseConfig<S extends z.ZodType>(
   schema: S,
   input: unknown,
-  options: { env?: Readonly<Record<string, string | undefined>>; source?: string; prefix?: string } = {},
+  options: {
+    env?: Readonly<Record<string, string | undefined>>;
+    source?: string;
+    prefix?: string;
+    check?: ConfigCheck<z.output<S>> | undefined;
+  } = {},
 ): z.output<S> {
   const issues: ConfigIssue[] = [];
   const substitutions: Substitution[] = [];
   const substituted = substituteEnv(input, options.env ?? process.env, issues, options.prefix ?? '', substitutions);
-  let result = schema.safeParse(substituted);
+  const check = options.check;
+  const checked = check ? schema.superRefine((v, ctx) => addConfigIssues(ctx, check(v, trusted(ctx.issues))), always) : schema;
+  let result = checked.safeParse(substituted);
   if (!result.success && substitutions.length > 0 && typeEnvValues(substituted, result.error.issues, substitutions, options.prefix ?? '')) {
-    result = schema.safeParse(substituted);
+    result = checked.safeParse(substituted);
   }
   if (!result.success) {
     // A variable that is not set is reported once: the empty value it left is no second problem.

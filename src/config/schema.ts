@@ -5,9 +5,11 @@
  * @module
  */
 import { z } from 'zod';
+import { gatewayChecks } from '../gateway/check.ts';
+import { addConfigIssues, always, trusted } from './cross-check.ts';
 import { auditSchema, gatewaySchema } from './gateway-schema.ts';
 import { storeSchema, tokenServiceSchema } from './token-service-schema.ts';
-import { verifierFields } from './verifier-schema.ts';
+import { verifierChecks, verifierFields } from './verifier-schema.ts';
 
 export const serverSchema = z
   .strictObject({
@@ -39,6 +41,12 @@ export const configSchema = z
     gateway: gatewaySchema.optional(),
     audit: auditSchema.optional(),
   })
+  .superRefine((c, ctx) => {
+    // Across sections, in the same parse as the field checks: on every part that parsed.
+    const ok = trusted(ctx.issues);
+    const verifier = verifierChecks(c, ok);
+    addConfigIssues(ctx, [...verifier.issues, ...gatewayChecks(c, ok, verifier.scopes)]);
+  }, always)
   .meta({ description: 'tessera.yaml' });
 
 export type TesseraConfigInput = z.input<typeof configSchema>;

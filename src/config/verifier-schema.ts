@@ -6,8 +6,12 @@
  * @module
  */
 import { z } from 'zod';
+import type { ConfigIssue } from '../core/errors.ts';
 import { JWS_ALGORITHMS } from '../core/jose/algorithms.ts';
-import { always } from './cross-check.ts';
+import { compilePolicy } from '../core/policy.ts';
+import { compileScopes, type ScopeModel } from '../core/scopes.ts';
+import { loadLocalJwks } from '../jwks/local.ts';
+import { addConfigIssues, always, type Trusted, trusted } from './cross-check.ts';
 import { parseDuration } from './duration.ts';
 
 /** A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds. */
@@ -259,20 +263,60 @@ export const verifierFields = {
   resource_metadata: z.string().optional().meta({ description: 'RFC 9728 metadata URL advertised in challenges.' }),
 };
 
-export const verifierConfigSchema = z.strictObject(verifierFields).superRefine((v, ctx) => {
-  // An invalid (non-list) value counts as configured: its own error is enough.
-  const count = (x: unknown) => (Array.isArray(x) ? x.length : x === undefined ? 0 : 1);
-  if (count(v.issuers) === 0 && count(v.static_tokens) === 0 && v.introspection === undefined) {
-    ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'configure at least one of issuers, static_tokens or introspection' });
+export const verifierConfigSchema = z
+  .strictObject(verifierFields)
+  .superRefine((v, ctx) => {
+    // An invalid (non-list) value counts as configured: its own error is enough.
+    const count = (x: unknown) => (Array.isArray(x) ? x.length : x === undefined ? 0 : 1);
+    if (count(v.issuers) === 0 && count(v.static_tokens) === 0 && v.introspection === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'configure at least one of issuers, static_tokens or introspection' });
+    }
+    const seen = new Set<string>();
+    for (const [i, iss] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
+      const name: unknown = (iss as { issuer?: unknown } | null)?.issuer;
+      if (typeof name !== 'string') continue;
+      if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: `issuer "${name}" is listed twice` });
+      seen.add(name);
+    }
+  }, always)
+  .superRefine((v, ctx) => addConfigIssues(ctx, verifierChecks(v, trusted(ctx.issues)).issues), always);
+
+/**
+ * A rule that failed stands in as `{}`, keeping its id when that parsed (ids are compared across
+ * rules): the others keep their paths, and nothing more is said about it than its own errors.
+ */
+export function parsedRules<R extends { readonly id?: string | undefined }>(rules: readonly R[], ok: Trusted): (R | { id?: string })[] {
+  return rules.map((rule, j) => (ok(j) ? rule : ok(j, 'id') && rule.id !== undefined ? { id: rule.id } : {}));
+}
+
+/**
+ * The checks across the verifier's options, in the same parse as the field checks and on every
+ * part that parsed: the scope catalogue (unknown implied scopes, cycles, names), the rules
+ * (patterns, methods, repeated ids, and their scope names against the catalogue once the catalogue
+ * parses), a static token listed twice, inline keys that cannot be used. Key files are read when
+ * the verifier is built. Returns the scope model names were checked against.
+ */
+export function verifierChecks(v: VerifierConfig, ok: Trusted): { scopes: ScopeModel; issues: ConfigIssue[] } {
+  const compiled = compileScopes(ok('scopes') ? v.scopes : undefined, 'scopes');
+  const issues = [...compiled.issues];
+  if (Array.isArray(v.rules)) {
+    const rules = parsedRules(v.rules, (...p) => ok('rules', ...p));
+    const options = { caseInsensitivePaths: ok('case_insensitive_paths') && v.case_insensitive_paths };
+    issues.push(...compilePolicy(rules, compiled.model, 'rules', options).issues);
   }
-  const seen = new Set<string>();
-  for (const [i, iss] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
-    const name: unknown = (iss as { issuer?: unknown } | null)?.issuer;
-    if (typeof name !== 'string') continue;
-    if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: `issuer "${name}" is listed twice` });
-    seen.add(name);
+  const tokens = new Set<string>();
+  for (const [n, s] of (Array.isArray(v.static_tokens) ? v.static_tokens : []).entries()) {
+    if (!ok('static_tokens', n, 'token')) continue;
+    if (tokens.has(s.token)) issues.push({ path: `static_tokens[${n}].token`, message: 'the same token value is configured twice' });
+    tokens.add(s.token);
   }
-}, always);
+  for (const [n, i] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
+    // The keys the verifier will use: not with jwks_uri beside them (that is refused as it is).
+    if (!['jwks', 'jwks_uri', 'algorithms'].every((p) => ok('issuers', n, p)) || i.jwks_uri !== undefined) continue;
+    if (i.jwks !== undefined && 'keys' in i.jwks) loadLocalJwks(i.jwks, i.algorithms, `issuers[${n}].jwks`, issues);
+  }
+  return { scopes: compiled.model, issues };
+}
 
 /** Verifier options as written (before defaults). */
 export type VerifierConfigInput = z.input<typeof verifierConfigSchema>;

@@ -1,14 +1,16 @@
 /**
  * Compile a configuration into the gateway's immutable state: routes with their pipelines,
- * verifiers, pools, header policy. Everything that can be checked against the rest of the
- * configuration is checked here, every problem with its path; a reload compiles a new state and
- * swaps it in only when this succeeds.
+ * verifiers, pools, header policy. The checks against the rest of the configuration (check.ts) ran
+ * in the schema already; here they run again, with those that depend on how the gateway runs and
+ * what only building finds (a key file that cannot be read), every problem with its path. A
+ * reload compiles a new state and swaps it in only when this succeeds.
  *
  * @module
  */
 import { createHash } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import type { Dispatcher } from 'undici';
+import { everything } from '../config/cross-check.ts';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import type { VerifierConfig } from '../config/verifier-schema.ts';
@@ -19,6 +21,7 @@ import { compileScopes } from '../core/scopes.ts';
 import { challenges as renderChallenges } from '../core/verify/challenge.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a.ts';
+import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
 import { peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
@@ -123,12 +126,20 @@ function verifierConfigOf(config: TesseraConfig): VerifierConfig {
  *   unknown scopes in rules, bad patterns, `exchange` without a token service…).
  */
 export function compileGateway(config: TesseraConfig, deps: CompileDeps): GatewayState {
-  const issues: ConfigIssue[] = [];
+  const { model: scopes } = compileScopes(config.scopes, 'scopes');
+  // The schema ran gatewayChecks already; they run again for a configuration built without it.
+  const issues: ConfigIssue[] = [
+    ...gatewayChecks(config, everything, scopes),
+    ...gatewayRunChecks(config, everything, {
+      required: true,
+      exchange: deps.upstreamTokenIssuer === undefined ? 'unavailable' : undefined,
+    }),
+  ];
+  // What building finds: mostly what the checks above found already, which is said once.
+  const found: ConfigIssue[] = [];
   const warnings: string[] = [];
   const gateway = config.gateway;
-  if (gateway === undefined) throw new ConfigError([{ path: 'gateway', message: 'the gateway section is missing; add gateway.routes' }]);
-
-  const { model: scopes } = compileScopes(config.scopes, 'scopes');
+  if (gateway === undefined) throw new ConfigError(issues);
   // Verifiers: one per credential kind a route uses, each seeing only its own kind, so a JWT route
   // never sends an opaque token to the introspection endpoint.
   const kinds = new Set<Exclude<AuthenticatorId, 'none'>>();
@@ -147,8 +158,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     try {
       verifiers[kind] = deps.createVerifier(only, kind);
     } catch (e) {
-      if (e instanceof ConfigError) issues.push(...e.issues);
-      else throw e;
+      if (!(e instanceof ConfigError)) throw e;
+      found.push(...e.issues);
     }
   }
 
@@ -156,29 +167,20 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   const routes: CompiledRoute[] = [];
   for (const [i, r] of gateway.routes.entries()) {
     const at = `gateway.routes[${i}]`;
-    const matches = compileMatcher(r.match, scopes, `${at}.match`, issues, r.case_insensitive_paths);
+    const matches = compileMatcher(r.match, scopes, `${at}.match`, found, r.case_insensitive_paths);
 
     const chain = [];
-    for (const [j, kind] of r.auth.entries()) {
+    // A missing verifier is reported: not configured (gatewayChecks), or it failed to build.
+    for (const kind of r.auth) {
       const a = createAuthenticator(kind, verifiers);
       if (a) chain.push(a);
-      else
-        issues.push({
-          path: `${at}.auth${r.auth.length > 1 ? `[${j}]` : ''}`,
-          message:
-            kind === 'jwt'
-              ? 'auth: jwt needs at least one entry in issuers'
-              : kind === 'static'
-                ? 'auth: static needs at least one entry in static_tokens'
-                : 'auth: introspection needs the introspection section',
-        });
     }
     const authn = authenticationStage(chain.length ? chain : [createAuthenticator('none', verifiers)!], r.audience);
 
     let authz = allowAuthorizer();
     if (r.rules !== undefined) {
       const compiled = compilePolicy(r.rules, scopes, `${at}.rules`, { caseInsensitivePaths: r.case_insensitive_paths });
-      issues.push(...compiled.issues);
+      found.push(...compiled.issues);
       authz = policyAuthorizer(compiled.policy);
     }
 
@@ -189,13 +191,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       mutators.push(passthroughMutator());
       warnings.push(`route ${r.id}: credential passthrough sends callers' tokens to ${new URL(r.upstream.url).origin}`);
     } else if (cred.type === 'exchange') {
-      if (deps.upstreamTokenIssuer === undefined) {
-        issues.push({
-          path: `${at}.upstream.credential.type`,
-          message: 'exchange needs the token service: run the gateway with `tessera serve` and set gateway.exchange_client',
-        });
-      } else {
-        if (cred.scopes) issues.push(...scopes.checkReferences(cred.scopes, `${at}.upstream.credential.scopes`));
+      // Without a token service gatewayRunChecks reported it.
+      if (deps.upstreamTokenIssuer !== undefined) {
         mutators.push(
           exchangeCredentialMutator({
             issuer: deps.upstreamTokenIssuer,
@@ -270,19 +267,11 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     });
   }
 
-  const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', issues);
-  const trustedProxies = peerList(gateway.trust_proxy, 'gateway.trust_proxy', issues);
-  const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', issues);
-  const ops = gateway.operations;
-  const reserved = [
-    ops.health_path,
-    ops.ready_path,
-    ops.metrics_path,
-    ...(gateway.forward_auth.enabled ? [gateway.forward_auth.path] : []),
-  ];
-  if (new Set(reserved).size !== reserved.length)
-    issues.push({ path: 'gateway.operations', message: 'health, readiness, metrics and forward-auth paths must differ' });
+  const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', found);
+  const trustedProxies = peerList(gateway.trust_proxy, 'gateway.trust_proxy', found);
+  const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', found);
 
+  for (const i of found) if (!issues.some((j) => j.path === i.path && j.message === i.message)) issues.push(i);
   if (issues.length > 0) throw new ConfigError(issues);
 
   const anyVerifier = verifiers.jwt ?? verifiers.static ?? verifiers.introspection;

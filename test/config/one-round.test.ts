@@ -6,11 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parseConfigText } from '../../src/config/load.ts';
 import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema } from '../../src/config/schema.ts';
 import { ConfigError, type ConfigIssue } from '../../src/core/errors.ts';
+import { createVerifier } from '../../src/verifier.ts';
 
 const STATIC = 'static-gateway-token-0123456789-abcdefghij';
+const NOT_A_DURATION = '"soon" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)';
 
 function issuesOf(fn: () => unknown): ConfigIssue[] {
   try {
@@ -25,7 +28,82 @@ function issuesOf(fn: () => unknown): ConfigIssue[] {
 
 const paths = (issues: readonly ConfigIssue[]) => issues.map((i) => i.path);
 
+/** A gateway with one static-token route whose rule names `api:delete`, which the catalogue lacks. */
+const yaml = (tokenService: string) => `token_service:
+  access_token_ttl: ${tokenService}
+scopes:
+  api:read: {}
+static_tokens:
+  - { id: ci, token: "${STATIC}", scopes: [api:read] }
+gateway:
+  routes:
+    - id: api
+      upstream: { url: "http://127.0.0.1:9" }
+      auth: static
+      rules:
+        - { scopes: [api:read, api:delete] }
+`;
+
 describe('config: a schema error and an error across sections in one round', () => {
+  it('tessera.yaml: a bad duration in token_service and an unknown scope in a gateway rule are one error', () => {
+    let error: ConfigError | undefined;
+    try {
+      parseConfigText(yaml('soon'), 'tessera.yaml', {});
+    } catch (e) {
+      error = e as ConfigError;
+    }
+    assert.ok(error instanceof ConfigError);
+    assert.deepEqual(error.issues, [
+      { path: 'token_service.access_token_ttl', message: NOT_A_DURATION },
+      { path: 'gateway.routes[0].rules[0].scopes[1]', message: 'unknown scope "api:delete"; define it under scopes' },
+    ]);
+    assert.equal(
+      error.message,
+      `invalid configuration in tessera.yaml (2 problems):\n  token_service.access_token_ttl: ${NOT_A_DURATION}\n  gateway.routes[0].rules[0].scopes[1]: unknown scope "api:delete"; define it under scopes`,
+    );
+  });
+
+  it('reports the error across sections alone once the schema error is fixed', () => {
+    assert.deepEqual(
+      issuesOf(() => parseConfigText(yaml('5m'), 'tessera.yaml', {})),
+      [{ path: 'gateway.routes[0].rules[0].scopes[1]', message: 'unknown scope "api:delete"; define it under scopes' }],
+    );
+  });
+
+  it('createVerifier: an invalid option and a rule naming an unknown scope are one error', () => {
+    const issues = issuesOf(() =>
+      createVerifier({
+        issuers: [{ issuer: 'https://a.test', audiences: ['x'], jwks_uri: 'https://a.test/jwks', clock_skew: '2m' }],
+        scopes: { 'api:read': {}, 'api:admin': { implies: ['api:root'] } },
+        rules: [{ path: '/items/**', scopes: ['api:write'] }, { path: 'admin' }],
+      }),
+    );
+    assert.deepEqual(issues, [
+      { path: 'issuers[0].clock_skew', message: '2m is more than the maximum of 60 seconds' },
+      { path: 'scopes.api:admin.implies[0]', message: 'unknown scope "api:root"; define it under scopes' },
+      { path: 'rules[0].scopes[0]', message: 'unknown scope "api:write"; define it under scopes' },
+      { path: 'rules[1].path', message: 'a path pattern starts with "/" (got "admin")' },
+    ]);
+  });
+
+  it('createVerifier: an invalid option, a duplicated static token and unusable keys are one error', () => {
+    const weak = { kty: 'oct', k: Buffer.alloc(16).toString('base64url'), kid: 'weak' };
+    const issues = issuesOf(() =>
+      createVerifier({
+        issuers: [
+          { issuer: 'https://a.test', audiences: ['x'], algorithms: ['HS256'], jwks: { keys: [weak] } },
+          { issuer: 'https://b.test', audiences: ['x'], jwks: { file: '/nonexistent/jwks.json' } },
+        ],
+        static_tokens: [
+          { id: 'one', token: STATIC },
+          { id: 'two', token: STATIC },
+        ],
+        max_token_size: 1,
+      }),
+    );
+    assert.deepEqual(paths(issues), ['max_token_size', 'static_tokens[1].token', 'issuers[0].jwks.keys[0]', 'issuers[1].jwks.file']);
+  });
+
   it('runs the cross-field checks of a section even when another field of it failed', () => {
     const base = { static_tokens: [{ id: 'ci', token: STATIC }] };
     const route = { id: 'r', upstream: { url: 'http://127.0.0.1:9' }, auth: 'static', rules: [{}] };
@@ -54,5 +132,75 @@ describe('config: a schema error and an error across sections in one round', () 
       ),
       ['token_service.refresh_token_ttl', 'token_service.access_token_ttl', 'store.sqlite.busy_timeout', 'store.postgres'],
     );
+  });
+
+  it('does not check a part that failed against the rest: its values are not what the schema promises', () => {
+    const route = (rules: unknown[]) => ({ id: 'r', upstream: { url: 'http://127.0.0.1:9' }, auth: 'static', rules });
+    // The catalogue is broken: the names rules use cannot be checked against it yet.
+    assert.deepEqual(
+      paths(
+        issuesOf(() =>
+          parseConfig(configSchema, {
+            static_tokens: [{ id: 'ci', token: STATIC }],
+            scopes: { a: { implies: 'b' } },
+            rules: [{ scopes: ['zzz'] }],
+            gateway: { routes: [route([{ scopes: ['zzz'] }])] },
+          }),
+        ),
+      ),
+      ['scopes.a.implies'],
+    );
+    // Nor is a route or a rule that is not even an object.
+    assert.deepEqual(
+      paths(
+        issuesOf(() =>
+          parseConfig(configSchema, {
+            static_tokens: [{ id: 'ci', token: STATIC }],
+            scopes: { a: {} },
+            rules: [null, { scopes: ['zzz'] }],
+            gateway: { routes: [null, route([{ scopes: ['zzz'] }])] },
+          }),
+        ),
+      ),
+      ['rules[0]', 'gateway.routes[0]', 'rules[1].scopes[0]', 'gateway.routes[1].rules[0].scopes[0]'],
+    );
+    // A rule that failed is left alone; the rules beside it are checked.
+    assert.deepEqual(
+      issuesOf(() =>
+        parseConfig(configSchema, {
+          static_tokens: [{ id: 'ci', token: STATIC }],
+          scopes: { a: {} },
+          gateway: {
+            routes: [
+              route([
+                { id: 'x', methods: 'GET', scopes: ['zzz'] },
+                { id: 'x', path: '/a', scopes: ['b'] },
+              ]),
+            ],
+          },
+        }),
+      ),
+      [
+        { path: 'gateway.routes[0].rules[0].methods', message: 'expected array, received string' },
+        {
+          path: 'gateway.routes[0].rules[1].id',
+          message: 'rule id "x" is already used by gateway.routes[0].rules[0]; give each rule its own id',
+        },
+        { path: 'gateway.routes[0].rules[1].scopes[0]', message: 'unknown scope "b"; define it under scopes' },
+      ],
+    );
+  });
+
+  it('reports a problem of the scope catalogue once, however many verifiers the routes need', () => {
+    const route = (id: string, auth: string) => ({ id, upstream: { url: 'http://127.0.0.1:9' }, auth, rules: [{}] });
+    const issues = issuesOf(() =>
+      parseConfig(configSchema, {
+        issuers: [{ issuer: 'https://a.test', audiences: ['x'], jwks_uri: 'https://a.test/jwks' }],
+        static_tokens: [{ id: 'ci', token: STATIC }],
+        scopes: { a: { implies: ['a'] } },
+        gateway: { routes: [route('j', 'jwt'), route('s', 'static')] },
+      }),
+    );
+    assert.deepEqual(issues, [{ path: 'scopes.a.implies', message: 'scopes imply each other in a cycle: a → a' }]);
   });
 });

@@ -201,10 +201,11 @@ describe('gateway: reload hooks', () => {
       assert.equal(calls, 1);
       assert.ok(lines.some((l) => (JSON.parse(l) as { event?: string }).event === 'config_reload_hook_failed'));
       assert.ok(!lines.some((l) => l.includes('hook failed')), 'only the error class is logged');
-      // A refused reload does not run the hook.
+      // A refused reload does not run the hook. (Valid as a file; this gateway has no token service.)
+      const credential = { type: 'exchange' as const, audience: 'https://upstream.test' };
       const unusable = {
         ...baseConfig(),
-        gateway: { routes: [{ id: 'x', upstream: { url: 'http://127.0.0.1:9' }, auth: 'introspection' as const, rules: [{}] }] },
+        gateway: { routes: [{ id: 'x', upstream: { url: 'http://127.0.0.1:9', credential }, auth: 'jwt' as const, rules: [{}] }] },
       };
       assert.equal(served.reload(parse(unusable)).ok, false);
       assert.equal(calls, 1);

@@ -106,7 +106,7 @@ describe('static tokens', () => {
         assert.ok(e instanceof ConfigError);
         assert.deepEqual(
           e.issues.map((i) => i.path),
-          ['static_tokens[2].token'],
+          ['static_tokens[2].token', 'static_tokens[1].token'],
         );
         return true;
       },

@@ -1,0 +1,110 @@
+/**
+ * The gateway's checks against the rest of the configuration: they run in the same parse as the
+ * schema's field checks (`configSchema`), on every part that parsed, so one error lists both kinds
+ * of problem; `compileGateway` runs them again for configurations built without the schema.
+ *
+ * @module
+ */
+
+import type { Trusted } from '../config/cross-check.ts';
+import type { TesseraConfig } from '../config/schema.ts';
+import { parsedRules } from '../config/verifier-schema.ts';
+import type { ConfigIssue } from '../core/errors.ts';
+import { compilePolicy } from '../core/policy.ts';
+import type { ScopeModel } from '../core/scopes.ts';
+import { peerList } from './peers.ts';
+import { compileMatcher } from './routes.ts';
+
+/**
+ * Each route's match pattern and rules (their scope names against `scopes`), the verifier its
+ * `auth` needs (`issuers`, `static_tokens`, `introspection`), the scopes an `exchange` credential
+ * names, the peer lists, the operations paths. A part that failed is not read: a section that
+ * failed counts as configured, and rules are not compared with a catalogue that failed (`scopes`
+ * is the catalogue names were checked against, or none).
+ */
+export function gatewayChecks(c: TesseraConfig, ok: Trusted, scopes: ScopeModel): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const g = c.gateway;
+  if (typeof g !== 'object' || g === null) return issues;
+  const available = {
+    jwt: !ok('issuers') || c.issuers.length > 0,
+    static: !ok('static_tokens') || c.static_tokens.length > 0,
+    introspection: !ok('introspection') || c.introspection !== undefined,
+  };
+  for (const [i, r] of (Array.isArray(g.routes) ? g.routes : []).entries()) {
+    const at = `gateway.routes[${i}]`;
+    const here: Trusted = (...p) => ok('gateway', 'routes', i, ...p);
+    if (typeof r !== 'object' || r === null) continue;
+    const caseInsensitive = here('case_insensitive_paths') && r.case_insensitive_paths;
+    if (here('match')) compileMatcher(r.match, scopes, `${at}.match`, issues, caseInsensitive);
+    if (here('auth')) {
+      for (const [j, kind] of r.auth.entries()) {
+        if (kind === 'none' || available[kind]) continue;
+        issues.push({
+          path: `${at}.auth${r.auth.length > 1 ? `[${j}]` : ''}`,
+          message:
+            kind === 'jwt'
+              ? 'auth: jwt needs at least one entry in issuers'
+              : kind === 'static'
+                ? 'auth: static needs at least one entry in static_tokens'
+                : 'auth: introspection needs the introspection section',
+        });
+      }
+    }
+    // A public route's rules are refused as a whole by the schema.
+    if (Array.isArray(r.rules) && here('auth') && !r.auth.includes('none')) {
+      const rules = parsedRules(r.rules, (...p) => here('rules', ...p));
+      issues.push(...compilePolicy(rules, scopes, `${at}.rules`, { caseInsensitivePaths: caseInsensitive }).issues);
+    }
+    const credential = here('upstream', 'credential') ? r.upstream.credential : undefined;
+    if (credential?.type === 'exchange' && credential.scopes !== undefined)
+      issues.push(...scopes.checkReferences(credential.scopes, `${at}.upstream.credential.scopes`));
+  }
+  if (ok('gateway', 'forward_auth', 'allowed_peers')) peerList(g.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', issues);
+  if (ok('gateway', 'trust_proxy')) peerList(g.trust_proxy, 'gateway.trust_proxy', issues);
+  if (ok('gateway', 'operations', 'metrics_allowed_peers'))
+    peerList(g.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', issues);
+  const ops = g.operations;
+  const opsPaths = ['health_path', 'ready_path', 'metrics_path'] as const;
+  if (
+    opsPaths.every((p) => ok('gateway', 'operations', p)) &&
+    ok('gateway', 'forward_auth', 'enabled') &&
+    ok('gateway', 'forward_auth', 'path')
+  ) {
+    const reserved = [ops.health_path, ops.ready_path, ops.metrics_path, ...(g.forward_auth.enabled ? [g.forward_auth.path] : [])];
+    if (new Set(reserved).size !== reserved.length)
+      issues.push({ path: 'gateway.operations', message: 'health, readiness, metrics and forward-auth paths must differ' });
+  }
+  return issues;
+}
+
+/** How the gateway is run, for the checks that depend on it. */
+export interface GatewayRun {
+  /** The gateway is started from this configuration: the `gateway` section must be there. */
+  readonly required?: boolean;
+  /**
+   * Who mints the tokens of `credential: exchange`: nobody (`tessera gateway`, or createGateway
+   * without an `upstreamTokenIssuer`), or the token service of `tessera serve` as the client
+   * `gateway.exchange_client`. Not checked when omitted.
+   */
+  readonly exchange?: 'unavailable' | 'exchange_client';
+}
+
+/** The checks that depend on how the gateway is run ({@link GatewayRun}). */
+export function gatewayRunChecks(c: TesseraConfig, ok: Trusted, run: GatewayRun): ConfigIssue[] {
+  const g = c.gateway;
+  if (g === undefined) return run.required ? [{ path: 'gateway', message: 'the gateway section is missing; add gateway.routes' }] : [];
+  if (typeof g !== 'object' || g === null) return [];
+  const issues: ConfigIssue[] = [];
+  const noMinter =
+    run.exchange === 'unavailable' ||
+    (run.exchange === 'exchange_client' && ok('gateway', 'exchange_client') && g.exchange_client === undefined);
+  for (const [i, r] of (noMinter && Array.isArray(g.routes) ? g.routes : []).entries()) {
+    if (ok('gateway', 'routes', i, 'upstream', 'credential') && r.upstream.credential.type === 'exchange')
+      issues.push({
+        path: `gateway.routes[${i}].upstream.credential.type`,
+        message: 'exchange needs the token service: run the gateway with `tessera serve` and set gateway.exchange_client',
+      });
+  }
+  return issues;
+}
