@@ -8,7 +8,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../config/duration.ts';
 import { loadConfigFile } from '../config/load.ts';
-import { parseConfig } from '../config/parse.ts';
+import { type ConfigCheck, parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
 import { configEnv } from '../config/secrets-env.ts';
 import { ConfigError } from '../core/errors.ts';
@@ -36,10 +36,11 @@ export function configPath(option: string | undefined): string {
  * 8080), so `tessera init` and the first commands work before any file exists; a file named by
  * `--config` or `TESSERA_CONFIG` must exist. A relative `data_dir` is resolved against the file's
  * directory; `${VAR}`s the environment leaves unset are taken from `<data_dir>/secrets.env`.
+ * `check` adds the command's own checks of a file (how it runs the gateway) to the same error.
  */
 export function loadConfig(
   option: string | undefined,
-  options: { readonly env?: Readonly<Record<string, string | undefined>> } = {},
+  options: { readonly env?: Readonly<Record<string, string | undefined>>; readonly check?: ConfigCheck<TesseraConfig> } = {},
 ): { config: TesseraConfig; path: string; exists: boolean } {
   const path = configPath(option);
   const exists = existsSync(path);
@@ -56,7 +57,9 @@ export function loadConfig(
       path,
     );
   }
-  const loaded = exists ? loadConfigFile(path, configEnv(path, options.env ?? process.env)) : parseConfig(configSchema, {});
+  const loaded = exists
+    ? loadConfigFile(path, configEnv(path, options.env ?? process.env), { check: options.check })
+    : parseConfig(configSchema, {});
   const dataDir = isAbsolute(loaded.data_dir) ? loaded.data_dir : resolve(dirname(path), loaded.data_dir);
   return { config: { ...loaded, data_dir: dataDir }, path, exists };
 }
@@ -72,14 +75,15 @@ export interface ServiceContext {
 /**
  * Open the store and build a token service that has synced once. With `needMaster`, a missing
  * master key is a one-line error naming where it is looked for. `onWarning` hears the service's
- * background failures (store sync, lost revocation push); never a token or secret.
+ * background failures (store sync, lost revocation push); never a token or secret. `check` is
+ * {@link loadConfig}'s.
  */
 export async function openService(
   option: string | undefined,
   needMaster: boolean,
-  runtime: { readonly onWarning?: (message: string) => void } = {},
+  runtime: { readonly onWarning?: (message: string) => void; readonly check?: ConfigCheck<TesseraConfig> } = {},
 ): Promise<ServiceContext> {
-  const { config } = loadConfig(option);
+  const { config } = loadConfig(option, runtime.check ? { check: runtime.check } : {});
   if (!existsSync(config.data_dir)) {
     throw new CliError(`no data directory at ${config.data_dir}; run \`tessera init\` first`);
   }

@@ -1,13 +1,14 @@
 /**
  * Load `tessera.yaml`: parse YAML (syntax errors name the line), substitute `${VAR}`, validate
- * against the schema (every problem with its path), freeze. The file and what its YAML aliases
- * expand to are bounded, so a huge file or an alias bomb is refused before it can exhaust memory.
+ * against the schema (every problem with its path, within sections and across them), freeze. The
+ * file and what its YAML aliases expand to are bounded, so a huge file or an alias bomb is refused
+ * before it can exhaust memory.
  */
 import { isUtf8 } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { ConfigError, type ConfigIssue } from '../core/errors.ts';
-import { parseConfig } from './parse.ts';
+import { type ConfigCheck, parseConfig } from './parse.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
 
 /** The largest configuration file (or text) read, in bytes: 1 MiB. A larger one is refused unparsed. */
@@ -87,11 +88,17 @@ function checkExpansion(value: unknown, source: string): void {
   visit(value);
 }
 
+/** What the caller checks besides the schema, reported in the same error (how the file is used). */
+export interface LoadOptions {
+  readonly check?: ConfigCheck<TesseraConfig> | undefined;
+}
+
 /** Parse configuration text. `source` names the file in error messages. */
 export function parseConfigText(
   text: string,
   source = 'tessera.yaml',
   env: Readonly<Record<string, string | undefined>> = process.env,
+  options: LoadOptions = {},
 ): TesseraConfig {
   if (text.length > MAX_CONFIG_BYTES || Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw tooLarge(source);
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
@@ -125,11 +132,15 @@ export function parseConfigText(
     throw new ConfigError([{ path: '(yaml)', message }], source);
   }
   checkExpansion(value, source);
-  return parseConfig(configSchema, value ?? {}, { env, source });
+  return parseConfig(configSchema, value ?? {}, { env, source, check: options.check });
 }
 
 /** Read and parse a configuration file. */
-export function loadConfigFile(file: string, env: Readonly<Record<string, string | undefined>> = process.env): TesseraConfig {
+export function loadConfigFile(
+  file: string,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  options: LoadOptions = {},
+): TesseraConfig {
   const bytes = readConfigFile(file);
   const text = bytes.toString('utf8');
   // Decoding would replace bad bytes with U+FFFD and carry on: a value written in another encoding
@@ -138,5 +149,5 @@ export function loadConfigFile(file: string, env: Readonly<Record<string, string
     const line = text.slice(0, text.indexOf('\uFFFD')).split('\n').length;
     throw new ConfigError([{ path: `line ${line}`, message: 'not valid UTF-8; save the file as UTF-8' }], file);
   }
-  return parseConfigText(text, file, env);
+  return parseConfigText(text, file, env, options);
 }

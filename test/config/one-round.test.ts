@@ -5,13 +5,18 @@
  * its path; never the second kind only once the first is fixed.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
 import { parseConfigText } from '../../src/config/load.ts';
 import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema } from '../../src/config/schema.ts';
 import { ConfigError, type ConfigIssue } from '../../src/core/errors.ts';
 import { createVerifier } from '../../src/verifier.ts';
 
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const STATIC = 'static-gateway-token-0123456789-abcdefghij';
 const NOT_A_DURATION = '"soon" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)';
 
@@ -202,5 +207,72 @@ describe('config: a schema error and an error across sections in one round', () 
       }),
     );
     assert.deepEqual(issues, [{ path: 'scopes.a.implies', message: 'scopes imply each other in a cycle: a → a' }]);
+  });
+});
+
+describe('tessera gateway and tessera serve: a schema error and what depends on how they run the gateway, in one round', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-one-round-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('prints every problem in one error and exits 2', () => {
+    const file = join(dir, 'tessera.yaml');
+    writeFileSync(
+      file,
+      `${yaml('soon')}    - id: minted
+      match: { path_prefix: /minted }
+      upstream: { url: "http://127.0.0.1:9", credential: { type: exchange, audience: "https://up.test", scopes: [api:write] } }
+      auth: static
+      rules: [{}]
+`,
+    );
+    const r = spawnSync(process.execPath, [MAIN, 'gateway', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      [
+        `tessera: invalid configuration in ${file} (4 problems):`,
+        `  token_service.access_token_ttl: ${NOT_A_DURATION}`,
+        '  gateway.routes[0].rules[0].scopes[1]: unknown scope "api:delete"; define it under scopes',
+        '  gateway.routes[1].upstream.credential.scopes[0]: unknown scope "api:write"; define it under scopes',
+        '  gateway.routes[1].upstream.credential.type: exchange needs the token service: run the gateway with `tessera serve` and set gateway.exchange_client',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('tessera serve: an exchange route without gateway.exchange_client is in the same error', () => {
+    const file = join(dir, 'serve.yaml');
+    const route = `    - id: minted
+      upstream: { url: "http://127.0.0.1:9", credential: { type: exchange, audience: "https://up.test" } }
+      auth: static
+      rules: [{}]
+`;
+    const body = `token_service: { access_token_ttl: soon }\nstatic_tokens: [{ id: ci, token: "${STATIC}" }]\ngateway:\n  routes:\n${route}`;
+    writeFileSync(file, body);
+    const serve = () => spawnSync(process.execPath, [MAIN, 'serve', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+    let r = serve();
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      `tessera: invalid configuration in ${file} (2 problems):\n  token_service.access_token_ttl: ${NOT_A_DURATION}\n  gateway.routes[0].upstream.credential.type: exchange needs the token service: run the gateway with \`tessera serve\` and set gateway.exchange_client\n`,
+    );
+    writeFileSync(file, body.replace('gateway:\n', 'gateway:\n  exchange_client: gateway\n'));
+    r = serve();
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stderr, `tessera: invalid configuration in ${file} (1 problem):\n  token_service.access_token_ttl: ${NOT_A_DURATION}\n`);
+  });
+
+  it('says the gateway section is missing in the same error as the schema errors', () => {
+    const file = join(dir, 'no-gateway.yaml');
+    writeFileSync(file, 'token_service: { access_token_ttl: soon }\n');
+    const r = spawnSync(process.execPath, [MAIN, 'gateway', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      `tessera: invalid configuration in ${file} (2 problems):\n  token_service.access_token_ttl: ${NOT_A_DURATION}\n  gateway: the gateway section is missing; add gateway.routes\n`,
+    );
   });
 });

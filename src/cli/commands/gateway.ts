@@ -5,6 +5,9 @@
  * environment leaves unset come from `<data_dir>/secrets.env`, as for every command.
  */
 import type { Command } from 'commander';
+import type { ConfigCheck } from '../../config/parse.ts';
+import type { TesseraConfig } from '../../config/schema.ts';
+import { gatewayRunChecks } from '../../gateway/check.ts';
 import { serveGateway } from '../../gateway/serve.ts';
 import { configPath, loadConfig, portArg, withConfig } from '../context.ts';
 import { CliError } from '../output.ts';
@@ -16,8 +19,10 @@ export function registerGateway(program: Command): void {
     .option('--host <host>', 'override server.host')
     .option('--port <port>', 'override server.port', portArg('--port'))
     .action(async (opts: { config?: string; host?: string; port?: number }) => {
-      const load = () => loadConfig(opts.config).config;
-      const first = loadConfig(opts.config);
+      // Run alone: the gateway section must be there, and no token service mints exchange credentials.
+      const check: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { required: true, exchange: 'unavailable' });
+      const load = () => loadConfig(opts.config, { check }).config;
+      const first = loadConfig(opts.config, { check });
       // Other commands run on the defaults when ./tessera.yaml is absent; the gateway has no routes then.
       if (!first.exists) {
         throw new CliError(

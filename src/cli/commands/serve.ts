@@ -15,7 +15,9 @@ import { dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
+import { gatewayRunChecks } from '../../gateway/check.ts';
 import { type ReadinessCheck, readiness, writeJson } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { serveGateway } from '../../gateway/serve.ts';
@@ -67,9 +69,12 @@ export function listenError(e: unknown, host: string, port: number): unknown {
 
 const log = (line: Record<string, unknown>) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`);
 
+/** The token service mints exchange credentials for the gateway as `gateway.exchange_client`. */
+const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { exchange: 'exchange_client' });
+
 /** Start the token service (and the gateway, when configured) from a configuration file. */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
-  const ctx = await openService(options.config, true, { onWarning: (msg) => log({ level: 'warn', msg }) });
+  const ctx = await openService(options.config, true, { onWarning: (msg) => log({ level: 'warn', msg }), check: serveChecks });
   try {
     if (!ctx.service.keys.ready()) throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
     await ctx.service.start();
@@ -183,7 +188,7 @@ async function withGateway(
       config,
       configFile: file,
       // Reloads read the file (and secrets.env) again and resolve data_dir the way every command does.
-      load: () => loadConfig(options.config).config,
+      load: () => loadConfig(options.config, { check: serveChecks }).config,
       onReload: (next) => {
         // Token exchange trusts the same other issuers as the gateway: removing one from
         // `issuers` must stop both.
