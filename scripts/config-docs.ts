@@ -151,7 +151,13 @@ shape (${Object.keys(verifierFields)
   (\`port: \${PORT}\`).
 - A **duration** is a number of seconds or a string with a unit: \`500ms\`, \`30s\`, \`10m\`, \`24h\`, \`7d\`.
 - Unknown keys are errors (with a "did you mean" suggestion). Every problem is reported at once with
-  its exact path, e.g. \`issuers[0].jwks_uri\`.
+  its exact path, e.g. \`issuers[0].jwks_uri\`, also those found by comparing settings (a rule's
+  scopes against \`scopes\`, a route's \`auth\` against the verifiers configured). A comparison reads
+  only settings that are valid themselves: a rule's scopes are compared with \`scopes\` once
+  \`scopes\` is valid. Found only once the rest of \`tessera.yaml\` is valid, when the verifiers are
+  built: a \`jwks.file\` that cannot be used (\`createVerifier\` reads key files with the rest).
+  \`createGateway\` refuses an \`exchange\` route without an \`upstreamTokenIssuer\` after the file
+  loaded; \`tessera gateway\` and \`tessera serve\` report that with the rest.
 - \`[]\` in a key stands for each element of a list, \`<name>\` for each key of a map.
 - The file is UTF-8 and at most ${mib(MAX_CONFIG_BYTES)}. YAML anchors and aliases may repeat a node, but
   the configuration they expand to is at most ${mib(MAX_EXPANDED_BYTES)}, and aliases may not form a cycle.

@@ -3,8 +3,9 @@
  * operations endpoints. Owned by the gateway work; the top-level schema imports it.
  *
  * Checks that need the rest of the configuration (a `jwt` route needs `issuers`, rule scopes must
- * exist in the catalogue, `exchange` needs the token service) run when the gateway is compiled
- * (`src/gateway/compile.ts`) and are reported with the same paths.
+ * exist in the catalogue) are in `src/gateway/check.ts`; they run in the same parse (`configSchema`)
+ * and are reported with the same paths. Whether `exchange` has a token service depends on how the
+ * gateway runs: `compileGateway` and the CLI commands check it.
  *
  * @module
  */
