@@ -196,6 +196,23 @@ describe('config: a schema error and an error across sections in one round', () 
     );
   });
 
+  it('checks a route pattern beside a field of the route that failed', () => {
+    const match = { host: 'bad host!', path: '/a/**/b' };
+    const issues = issuesOf(() =>
+      parseConfig(configSchema, {
+        static_tokens: [{ id: 'ci', token: STATIC }],
+        gateway: { routes: [{ id: 'r', match, upstream: { url: 'http://127.0.0.1:9' }, auth: 'static', rules: [{}] }] },
+      }),
+    );
+    assert.deepEqual(issues, [
+      {
+        path: 'gateway.routes[0].match.host',
+        message: 'write a host name (api.example.com) or a wildcard (*.example.com), without port',
+      },
+      { path: 'gateway.routes[0].match.path', message: '"**" is allowed only as the last segment, e.g. /api/**' },
+    ]);
+  });
+
   it('reports a problem of the scope catalogue once, however many verifiers the routes need', () => {
     const route = (id: string, auth: string) => ({ id, upstream: { url: 'http://127.0.0.1:9' }, auth, rules: [{}] });
     const issues = issuesOf(() =>
