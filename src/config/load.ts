@@ -135,7 +135,16 @@ export function parseConfigText(
   return parseConfig(configSchema, value ?? {}, { env, source, check: options.check });
 }
 
-/** Read and parse a configuration file. */
+/**
+ * Read and parse a configuration file. `env` supplies the `${VAR}` values (default `process.env`);
+ * unlike the CLI it does not fill in variables from `<data_dir>/secrets.env`, so an embedder
+ * passes those in `env` itself.
+ *
+ * @example
+ * ```ts
+ * const config = loadConfigFile('tessera.yaml', { ...process.env, GATEWAY_TOKEN: await secret() });
+ * ```
+ */
 export function loadConfigFile(
   file: string,
   env: Readonly<Record<string, string | undefined>> = process.env,
