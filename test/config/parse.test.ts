@@ -256,6 +256,18 @@ describe('config: an environment value is never echoed in an error', () => {
     );
   });
 
+  it('hides a value written flush against letters or digits (x${TOKEN}), where it does not stand on its own', () => {
+    const text = ['gateway:', '  routes: [{ id: api, upstream: { url: "http://127.0.0.1:1" }, auth: "x${GATEWAY_TOKEN}9" }]', ''].join(
+      '\n',
+    );
+    const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', { GATEWAY_TOKEN: 'SecretGatewayToken7' }));
+    assert.doesNotMatch(JSON.stringify(issues), /SecretGatewayToken7/);
+    assert.deepEqual(
+      issues.map((i) => [i.path, i.message]),
+      [['gateway.routes[0].auth', '"x${GATEWAY_TOKEN}9" is not an authentication method; use one of none, jwt, static, introspection']],
+    );
+  });
+
   it('leaves the words of a message alone when a short value happens to be part of one', () => {
     // FORWARD_AUTH_SECRET=y once read "use at least 16 characters, normall${FORWARD_AUTH_SECRET} `${…}`".
     const text = [
