@@ -36,7 +36,8 @@ export function gatewayChecks(c: TesseraConfig, ok: Trusted, scopes: ScopeModel)
     const here: Trusted = (...p) => ok('gateway', 'routes', i, ...p);
     if (typeof r !== 'object' || r === null) continue;
     const caseInsensitive = here('case_insensitive_paths') && r.case_insensitive_paths;
-    if (here('match', 'path')) compileMatcher(r.match, scopes, `${at}.match`, issues, caseInsensitive);
+    // Only the path: a failed match.methods or match.host holds the raw input (methods: 5).
+    if (here('match', 'path')) compileMatcher({ path: r.match.path }, scopes, `${at}.match`, issues, caseInsensitive);
     if (here('auth')) {
       for (const [j, kind] of r.auth.entries()) {
         if (kind === 'none' || available[kind]) continue;

@@ -213,6 +213,23 @@ describe('config: a schema error and an error across sections in one round', () 
     ]);
   });
 
+  it('a match.methods or match.host of the wrong type is a ConfigError, not a TypeError from the pattern check', () => {
+    for (const match of [
+      { path_prefix: '/', methods: 5 },
+      { path: '/a', methods: { get: true } },
+      { path: '/a', host: 7 },
+    ]) {
+      const issues = issuesOf(() =>
+        parseConfig(configSchema, {
+          static_tokens: [{ id: 'ci', token: STATIC }],
+          gateway: { routes: [{ id: 'r', match, upstream: { url: 'http://127.0.0.1:9' }, auth: 'static', rules: [{}] }] },
+        }),
+      );
+      assert.equal(issues.length, 1, JSON.stringify(issues));
+      assert.match(issues[0]?.path ?? '', /^gateway\.routes\[0\]\.match\.(methods|host)$/);
+    }
+  });
+
   it('reports a problem of the scope catalogue once, however many verifiers the routes need', () => {
     const route = (id: string, auth: string) => ({ id, upstream: { url: 'http://127.0.0.1:9' }, auth, rules: [{}] });
     const issues = issuesOf(() =>
