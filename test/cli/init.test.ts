@@ -5,7 +5,20 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
@@ -128,6 +141,19 @@ describe('tessera init: a run that fails part way leaves nothing half-written', 
     assert.deepEqual(readdirSync(dir).sort(), ['db', 'own.yaml']);
     assert.deepEqual(readdirSync(join(dir, 'db')), []);
     assert.equal(readFileSync(config, 'utf8'), text);
+  });
+
+  it('puts back a demo-client.json that was a symbolic link, its target unchanged', async () => {
+    const config = join(dir, 'tessera.yaml');
+    const data = join(dir, '.tessera');
+    const target = join(dir, 'elsewhere.json');
+    mkdirSync(join(data, DEMO_SECRET_FILE), { recursive: true });
+    writeFileSync(target, '{}\n');
+    symlinkSync(target, join(data, DEMO_CLIENT_FILE));
+    await assert.rejects(initialize({ config }), (e) => undone(e, /^cannot write the demo client's secret/));
+    assert.ok(lstatSync(join(data, DEMO_CLIENT_FILE)).isSymbolicLink(), 'demo-client.json is a link again');
+    assert.equal(readlinkSync(join(data, DEMO_CLIENT_FILE)), target);
+    assert.equal(readFileSync(target, 'utf8'), '{}\n');
   });
 
   it('puts back the files it changed and deletes the key and client it added to an existing store', async () => {

@@ -8,7 +8,7 @@
  * it changed is restored, so the next run starts from the same place.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
@@ -146,7 +146,18 @@ class Undo {
   writing(file: string): void {
     const st = lstatSync(file, { throwIfNoEntry: false });
     if (st === undefined) this.creating(file);
-    // Anything but a regular file makes the write fail: nothing to restore.
+    // A symbolic link is replaced by the file renamed over it (demo-client.json): put the link back; its target is untouched.
+    else if (st.isSymbolicLink()) {
+      const target = readlinkSync(file);
+      this.#files.push({
+        path: file,
+        undo: () => {
+          rmSync(file, { force: true });
+          symlinkSync(target, file);
+        },
+      });
+    }
+    // Anything else but a regular file makes the write fail: nothing to restore.
     else if (st.isFile()) {
       const text = readFileSync(file);
       this.#files.push({ path: file, undo: () => writeOwnerOnly(file, text, st.mode & 0o777) });
