@@ -25,8 +25,9 @@ export const MASTER_KEY_ENV = 'TESSERA_MASTER_KEY';
 export const MASTER_KEY_FILE = 'master.key';
 
 /** Create `data_dir` (owner-only) when it does not exist. */
-export function ensureDataDir(dataDir: string): void {
-  if (!existsSync(dataDir)) mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+export function ensureDataDir(dataDir: string): string | undefined {
+  // mkdirSync reports the first directory it made: what a caller undoing its work may remove.
+  return existsSync(dataDir) ? undefined : mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 }
 
 /**

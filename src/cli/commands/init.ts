@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
 import { resolveStore, resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
@@ -132,14 +132,13 @@ class Undo {
     if (!present(path)) this.#files.push({ path, undo: () => rmSync(path, { recursive: true, force: true }) });
   }
 
-  /** `dir` is about to be created with its missing parents: the outermost missing one is ours. */
-  creatingDir(dir: string): void {
-    let top: string | undefined;
-    for (let d = dir; !present(d); d = dirname(d)) {
-      top = d;
-      if (dirname(d) === d) break;
-    }
-    if (top !== undefined) this.creating(top);
+  /**
+   * `path` was just created by this run (a directory with all it holds, or a file). Recorded after
+   * the fact, from what the call that made it reports: a path found absent beforehand may since
+   * have been made by another run, and is not this run's to remove.
+   */
+  created(path: string): void {
+    this.#files.push({ path, undo: () => rmSync(path, { recursive: true, force: true }) });
   }
 
   /** `file` is about to be written: created, or replaced (its content and mode are kept to restore). */
@@ -254,24 +253,28 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
     if (options.upstreamPort === undefined && (port === 0 || port === 65535)) {
       throw new CliError(`--port ${port} leaves no default for the demo upstream (port + 1); give --upstream-port too`);
     }
-    undo.creating(path);
-    writeFileSync(
-      path,
-      configTemplate({
-        dataDir: options.dataDir ?? '.tessera',
-        algorithm: options.algorithm ?? 'ES256',
-        port,
-        host: '127.0.0.1',
-        upstreamPort: options.upstreamPort ?? port + 1,
-      }),
-      { flag: 'wx' },
-    );
+    const text = configTemplate({
+      dataDir: options.dataDir ?? '.tessera',
+      algorithm: options.algorithm ?? 'ES256',
+      port,
+      host: '127.0.0.1',
+      upstreamPort: options.upstreamPort ?? port + 1,
+    });
+    try {
+      writeFileSync(path, text, { flag: 'wx' });
+    } catch (e) {
+      // 'wx' failed because the file exists (another run wrote it): not ours. Otherwise it may
+      // have been created before the write failed.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') rmSync(path, { force: true });
+      throw e;
+    }
+    undo.created(path);
     written = true;
   }
   // The gateway token first: the configuration references it, so loading needs it.
   const { config: bare } = loadConfig(path, { env: { ...process.env, [GATEWAY_TOKEN_VAR]: process.env[GATEWAY_TOKEN_VAR] || 'unset' } });
-  undo.creatingDir(bare.data_dir);
-  ensureDataDir(bare.data_dir);
+  const madeDir = ensureDataDir(bare.data_dir);
+  if (madeDir !== undefined) undo.created(madeDir);
   const secretsFile = join(bare.data_dir, SECRETS_ENV_FILE);
   const tokenCreated = !existsSync(secretsFile) || readSecretsEnv(secretsFile)[GATEWAY_TOKEN_VAR] === undefined;
   if (tokenCreated) {
@@ -279,10 +282,11 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
     writeSecretsEnv(secretsFile, { [GATEWAY_TOKEN_VAR]: `tgw_${randomBytes(32).toString('base64url')}` });
   }
   const { config } = loadConfig(path);
-  undo.creatingDir(config.data_dir);
-  undo.creating(join(config.data_dir, MASTER_KEY_FILE));
+  const madeDataDir = ensureDataDir(config.data_dir);
+  if (madeDataDir !== undefined) undo.created(madeDataDir);
   const master = loadMasterKey(config.data_dir, { create: true });
   if (master === undefined) throw new CliError('could not create the master key');
+  if (master.source === 'generated') undo.created(join(config.data_dir, MASTER_KEY_FILE));
   const db = resolveStore(config);
   if (db.driver === 'sqlite' && db.path !== ':memory:' && !present(db.path)) {
     // SQLite's journal and WAL files too, when this run creates the database.
