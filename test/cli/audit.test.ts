@@ -103,7 +103,7 @@ describe('audit query --since --until: a closed window', () => {
 
   it('is in --help', () => {
     const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', '--help'], { encoding: 'utf8' });
-    assert.match(r.stdout, /--until <when>\s+up to this time/);
+    assert.match(r.stdout, /--until <when>\s+up to this instant/);
   });
 });
 
