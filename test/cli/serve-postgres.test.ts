@@ -17,6 +17,7 @@ import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts'
 import { revocationChannel } from '../../src/store/postgres/store.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort, type Listening, spawnListening, until } from '../helpers/net.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -29,14 +30,7 @@ const withPassword = (() => {
   return u.toString();
 })();
 
-let reachable = true;
-try {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-  await c.connect();
-  await c.end();
-} catch {
-  reachable = false;
-}
+const reachable = await postgresReachable(url);
 
 describe('tessera serve on PostgreSQL', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
   let dir: string;

@@ -19,20 +19,14 @@ import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts'
 import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { until } from '../helpers/net.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
 import { bearer } from '../helpers/tokens.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
-let reachable = true;
-try {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-  await c.connect();
-  await c.end();
-} catch {
-  reachable = false;
-}
+const reachable = await postgresReachable(url);
 
 async function dropSchema(name: string): Promise<void> {
   const c = new pg.Client({ connectionString: url });

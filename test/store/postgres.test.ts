@@ -11,6 +11,7 @@ import type { Store } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
 import { until } from '../helpers/net.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
 import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -21,14 +22,7 @@ const schemaName = () => {
   return s;
 };
 
-let reachable = true;
-try {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-  await c.connect();
-  await c.end();
-} catch {
-  reachable = false;
-}
+const reachable = await postgresReachable(url);
 
 after(async () => {
   if (!reachable || schemas.length === 0) return;
