@@ -144,7 +144,10 @@ export function registerAudit(program: Command): void {
   filterOptions(audit.command('query'))
     .description('Print the events that match the filters, oldest first.')
     .option('--since <when>', 'from this time: a duration back (15m, 2h, 7d) or an ISO time')
-    .option('--until <when>', 'up to this instant (inclusive), written as for --since: with it, a closed window (a date alone is its midnight UTC)')
+    .option(
+      '--until <when>',
+      'up to this instant (inclusive), written as for --since: with it, a closed window (a date alone is its midnight UTC)',
+    )
     .option('--limit <n>', 'at most this many events (1-10000)', limitArg, 100)
     .action(async (f: Filters) => {
       const limit = f.limit ?? 100;
