@@ -271,13 +271,6 @@ export const verifierConfigSchema = z
     if (count(v.issuers) === 0 && count(v.static_tokens) === 0 && v.introspection === undefined) {
       ctx.addIssue({ code: 'custom', path: ['issuers'], message: 'configure at least one of issuers, static_tokens or introspection' });
     }
-    const seen = new Set<string>();
-    for (const [i, iss] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
-      const name: unknown = (iss as { issuer?: unknown } | null)?.issuer;
-      if (typeof name !== 'string') continue;
-      if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['issuers', i, 'issuer'], message: `issuer "${name}" is listed twice` });
-      seen.add(name);
-    }
   }, always)
   .superRefine((v, ctx) => addConfigIssues(ctx, verifierChecks(v, trusted(ctx.issues)).issues), always);
 
@@ -293,7 +286,7 @@ export function parsedRules<R extends { readonly id?: string | undefined }>(rule
  * The checks across the verifier's options, in the same parse as the field checks and on every
  * part that parsed: the scope catalogue (unknown implied scopes, cycles, names), the rules
  * (patterns, methods, repeated ids, and their scope names against the catalogue once the catalogue
- * parses), a static token listed twice, inline keys that cannot be used. Key files are read when
+ * parses), an issuer or a static token listed twice, inline keys that cannot be used. Key files are read when
  * the verifier is built. Returns the scope model names were checked against.
  */
 export function verifierChecks(v: VerifierConfig, ok: Trusted): { scopes: ScopeModel; issues: ConfigIssue[] } {
@@ -309,6 +302,13 @@ export function verifierChecks(v: VerifierConfig, ok: Trusted): { scopes: ScopeM
     if (!ok('static_tokens', n, 'token')) continue;
     if (tokens.has(s.token)) issues.push({ path: `static_tokens[${n}].token`, message: 'the same token value is configured twice' });
     tokens.add(s.token);
+  }
+  const issuers = new Set<string>();
+  for (const [n, i] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
+    if (!ok('issuers', n, 'issuer')) continue;
+    // Tokens are routed to their issuer's settings by `iss`: two entries would be two answers.
+    if (issuers.has(i.issuer)) issues.push({ path: `issuers[${n}].issuer`, message: `issuer "${i.issuer}" is listed twice` });
+    issuers.add(i.issuer);
   }
   for (const [n, i] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
     // The keys the verifier will use: not with jwks_uri beside them (that is refused as it is).

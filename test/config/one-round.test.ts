@@ -68,6 +68,29 @@ describe('config: a schema error and an error across sections in one round', () 
     );
   });
 
+  it('tessera.yaml: an issuer listed twice is refused at its path, as createVerifier refuses it', () => {
+    const twice = `issuers:
+  - { issuer: "https://a.example", audiences: [x], jwks_uri: "https://a.example/jwks" }
+  - { issuer: "https://a.example", audiences: [y], jwks_uri: "https://a.example/other" }
+`;
+    const expected = [{ path: 'issuers[1].issuer', message: 'issuer "https://a.example" is listed twice' }];
+    assert.deepEqual(
+      issuesOf(() => parseConfigText(twice, 'tessera.yaml', {})),
+      expected,
+    );
+    assert.deepEqual(
+      issuesOf(() =>
+        createVerifier({
+          issuers: [
+            { issuer: 'https://a.example', audiences: ['x'], jwks_uri: 'https://a.example/jwks' },
+            { issuer: 'https://a.example', audiences: ['y'], jwks_uri: 'https://a.example/other' },
+          ],
+        }),
+      ),
+      expected,
+    );
+  });
+
   it('reports the error across sections alone once the schema error is fixed', () => {
     assert.deepEqual(
       issuesOf(() => parseConfigText(yaml('5m'), 'tessera.yaml', {})),
