@@ -5,17 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseConfigText } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/core/errors.ts';
+import { issuesOf as configIssues } from '../helpers/config.ts';
 
-function issuesOf(text: string): { path: string; message: string }[] {
-  try {
-    parseConfigText(text, 'tessera.yaml', {});
-  } catch (e) {
-    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
-    return [...e.issues];
-  }
-  assert.fail('expected a ConfigError');
-}
+const issuesOf = (text: string) => configIssues(() => parseConfigText(text, 'tessera.yaml', {}));
 
 describe('config: a __proto__ key cannot smuggle settings', () => {
   it('refuses __proto__ at the top level instead of reading its keys as settings', () => {

@@ -9,17 +9,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/cli/context.ts';
 import { loadConfigFile, MAX_CONFIG_BYTES, MAX_EXPANDED_BYTES, parseConfigText } from '../../src/config/load.ts';
-import { ConfigError, type ConfigIssue } from '../../src/core/errors.ts';
-
-function issuesOf(fn: () => unknown): ConfigIssue[] {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
-    return [...e.issues];
-  }
-  assert.fail('expected a ConfigError');
-}
+import { issuesOf } from '../helpers/config.ts';
 
 describe('config: YAML aliases', () => {
   it('refuses an alias bomb as a configuration error', () => {

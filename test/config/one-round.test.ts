@@ -15,21 +15,11 @@ import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema } from '../../src/config/schema.ts';
 import { ConfigError, type ConfigIssue } from '../../src/core/errors.ts';
 import { createVerifier } from '../../src/verifier.ts';
+import { issuesOf } from '../helpers/config.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const STATIC = 'static-gateway-token-0123456789-abcdefghij';
 const NOT_A_DURATION = '"soon" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)';
-
-function issuesOf(fn: () => unknown): ConfigIssue[] {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
-    assert.equal(e.code, 'ERR_INVALID_CONFIG');
-    return [...e.issues];
-  }
-  assert.fail('expected a ConfigError');
-}
 
 const paths = (issues: readonly ConfigIssue[]) => issues.map((i) => i.path);
 

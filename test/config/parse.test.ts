@@ -11,20 +11,9 @@ import { describe, it } from 'node:test';
 import { loadConfigFile, parseConfigText } from '../../src/config/load.ts';
 import { parseConfig } from '../../src/config/parse.ts';
 import { verifierConfigSchema } from '../../src/config/verifier-schema.ts';
-import { ConfigError, type ConfigIssue } from '../../src/core/errors.ts';
+import { ConfigError } from '../../src/core/errors.ts';
 import { createVerifier } from '../../src/verifier.ts';
-
-function issuesOf(fn: () => unknown): ConfigIssue[] {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
-    assert.equal(e.code, 'ERR_INVALID_CONFIG');
-    assert.ok(e instanceof TypeError);
-    return [...e.issues];
-  }
-  assert.fail('expected a ConfigError');
-}
+import { issuesOf } from '../helpers/config.ts';
 
 const issuer = { issuer: 'https://issuer.test', audiences: ['https://api.test'], jwks_uri: 'https://issuer.test/jwks' };
 
