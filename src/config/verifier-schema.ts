@@ -60,7 +60,12 @@ const algorithm = z.enum(JWS_ALGORITHMS, {
 
 const jwksSchema = z
   .union([
-    z.strictObject({ file: z.string().min(1).meta({ description: 'Path to a JWKS JSON file.' }) }),
+    z.strictObject({
+      file: z.string().min(1).meta({
+        description:
+          "Path to a JWKS JSON file; a relative path is read from the configuration file's directory (`createVerifier` without `baseDir`: the working directory).",
+      }),
+    }),
     z.strictObject({ keys: z.array(z.record(z.string(), z.unknown())).min(1).meta({ description: 'Inline JWKS keys.' }) }),
   ])
   .meta({ description: 'Local keys: `{file: path}` or `{keys: [...]}` (an inline JWKS).' });

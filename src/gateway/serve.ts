@@ -8,6 +8,7 @@
  */
 import { watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { dirname, resolve } from 'node:path';
 import { loadConfigFile } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError } from '../core/errors.ts';
@@ -93,6 +94,10 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   const load = options.load ?? (file ? () => loadConfigFile(file, env) : undefined);
   const config = options.config ?? load?.();
   if (!config) throw new ConfigError([{ path: '(options)', message: 'give config or configFile' }]);
+  // A relative `jwks.file` is the configuration file's neighbour (as for `tessera serve` and
+  // `data_dir`), not whatever directory the process was started from.
+  if (file !== undefined && deps.verifierRuntime?.baseDir === undefined)
+    deps = { ...deps, verifierRuntime: { ...deps.verifierRuntime, baseDir: dirname(resolve(file)) } };
   const gateway = createGateway(config, deps);
   let beforeInflight = 0;
   let beforeDrained: (() => void) | undefined;

@@ -3,13 +3,13 @@
  * by a rename (editors, `sed -i`, Kubernetes ConfigMap updates), again and again.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
-import { silent } from './helpers.ts';
+import { AUDIENCE, ISSUER, key, silent, startUpstream, token } from './helpers.ts';
 
 const yaml = (prefix: string) => `
 gateway:
@@ -112,6 +112,37 @@ describe('gateway: a reload that changes the listener', () => {
     } finally {
       await fromFile.close({ drainTimeoutMs: 100 });
       await overridden.close({ drainTimeoutMs: 100 });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gateway: a relative jwks.file', () => {
+  it('is read relative to the configuration file, as `tessera serve` reads it, not the working directory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jwks-'));
+    const upstream = await startUpstream();
+    let served: ServedGateway | undefined;
+    try {
+      mkdirSync(join(dir, 'keys'));
+      writeFileSync(join(dir, 'keys', 'issuer.json'), JSON.stringify({ keys: [key.jwk] }));
+      writeFileSync(
+        join(dir, 'tessera.yaml'),
+        `
+issuers:
+  - { issuer: "${ISSUER}", audiences: ["${AUDIENCE}"], algorithms: [ES256], jwks: { file: keys/issuer.json } }
+gateway:
+  routes:
+    - { id: api, match: { path_prefix: /api }, upstream: { url: "${upstream.url}" }, auth: jwt, audience: "${AUDIENCE}", rules: [{}] }
+`,
+      );
+      assert.notEqual(process.cwd(), dir);
+      served = await serveGateway({ configFile: join(dir, 'tessera.yaml'), env: {}, host: '127.0.0.1', port: 0 }, { logger: silent });
+      const res = await fetch(`${served.url}/api/x`, { headers: { authorization: `Bearer ${await token()}` } });
+      assert.equal(res.status, 200);
+      assert.equal(upstream.seen.length, 1);
+    } finally {
+      await served?.close({ drainTimeoutMs: 100 });
+      await upstream.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
