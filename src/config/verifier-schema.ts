@@ -47,6 +47,9 @@ export const secureUrl = (description: string) =>
       },
       { message: 'must use https (plain http is accepted only on localhost, 127.0.0.1 and [::1])' },
     )
+    .refine((v) => !URL.canParse(v) || (new URL(v).username === '' && new URL(v).password === ''), {
+      message: 'remove the user:password@ part: a URL here is shown on /readyz and in logs; credentials go in their own settings',
+    })
     .meta({ description });
 
 // The refinements below run even when fields already failed (`always`); they see the partly

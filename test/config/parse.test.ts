@@ -83,6 +83,25 @@ describe('config: every problem with its exact path, all at once', () => {
     );
   });
 
+  it('refuses a user name or password in a jwks_uri or introspection endpoint, which /readyz and logs would show', () => {
+    const issues = issuesOf(() =>
+      parseConfig(verifierConfigSchema, {
+        issuers: [{ ...issuer, jwks_uri: 'https://reader:hunter2@issuer.test/jwks' }],
+        introspection: {
+          endpoint: 'https://client:pw@idp.test/introspect',
+          client_id: 'gw',
+          client_secret: 'a-secret-of-some-length',
+        },
+      }),
+    );
+    const message = 'remove the user:password@ part: a URL here is shown on /readyz and in logs; credentials go in their own settings';
+    assert.deepEqual(
+      issues.filter((i) => i.message === message).map((i) => i.path),
+      ['issuers[0].jwks_uri', 'introspection.endpoint'],
+    );
+    assert.ok(!JSON.stringify(issues).includes('hunter2'));
+  });
+
   it('does not add a spurious "configure at least one" when issuers is merely invalid', () => {
     assert.deepEqual(
       issuesOf(() => parseConfig(verifierConfigSchema, { issuers: 'https://issuer.test' })).map((i) => i.path),
