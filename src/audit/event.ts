@@ -70,6 +70,10 @@ export interface AuditQuery {
   readonly delegation_id?: string;
   readonly client_id?: string;
   readonly request_id?: string;
+  /** The token's `jti` (`tessera trace`). */
+  readonly jti?: string;
+  /** The token's short hash, as in {@link AuditEvent.token_hash} (`tessera trace`). */
+  readonly token_hash?: string;
   /** Epoch ms, inclusive. */
   readonly since?: number;
   /** Epoch ms, inclusive: with `since`, a closed window. */

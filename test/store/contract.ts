@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { AuditEvent } from '../../src/audit/event.ts';
+import type { AuditEvent, AuditQuery } from '../../src/audit/event.ts';
 import { uuidv7 } from '../../src/audit/id.ts';
 import {
   type ClientRecord,
@@ -479,6 +479,29 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
           events.slice(1).map((e) => e.id),
         );
         assert.equal((await store.queryAudit({ subject, limit: 1 })).length, 1);
+      });
+
+      it('queries by jti and by token hash (tessera trace), combined with the other filters', async () => {
+        const subject = uid('frank');
+        const jti = uid('jti');
+        const hash = uid('th').slice(-16);
+        const base = Date.now();
+        const events = [
+          event({ id: uuidv7(base), subject, kind: 'token.issued', jti, delegation_id: 'g9', time: base }),
+          event({ id: uuidv7(base + 1), subject, kind: 'gateway.request', jti, token_hash: hash, request_id: 'r9', time: base + 1 }),
+          event({ id: uuidv7(base + 2), subject, kind: 'gateway.request', token_hash: hash, time: base + 2 }),
+          event({ id: uuidv7(base + 3), subject, kind: 'gateway.request', jti: uid('jti'), time: base + 3 }),
+        ];
+        await store.appendAudit(events);
+        const ids = async (q: Omit<AuditQuery, 'subject'>) => (await store.queryAudit({ subject, ...q })).map((e) => e.id);
+        assert.deepEqual(await ids({ jti }), [events[0]?.id, events[1]?.id]);
+        assert.deepEqual(await ids({ token_hash: hash }), [events[1]?.id, events[2]?.id]);
+        assert.deepEqual(await ids({ jti, token_hash: hash }), [events[1]?.id]);
+        assert.deepEqual(await ids({ jti, request_id: 'r9' }), [events[1]?.id]);
+        assert.deepEqual(await ids({ jti: 'no-such-jti' }), []);
+        assert.deepEqual(await ids({ token_hash: 'no-such-hash' }), []);
+        // The event read back is the event written, not rebuilt from the columns.
+        assert.deepEqual((await store.queryAudit({ subject, jti }))[1], events[1]);
       });
 
       it('queries a closed time window: since and until, both inclusive', async () => {

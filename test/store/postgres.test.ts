@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
+import { uuidv7 } from '../../src/audit/id.ts';
 import type { Store } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
@@ -138,6 +139,44 @@ if (!reachable) {
       } finally {
         await a.close();
         await b.close();
+      }
+    });
+  });
+
+  describe('postgres: migrations', () => {
+    it('fills in the jti and token hash of events written before migration 4, so tessera trace finds them', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      const old = {
+        id: uuidv7(),
+        time: Date.now(),
+        kind: 'gateway.request',
+        decision: 'allow',
+        reason: 'ok',
+        jti: 'j-old',
+        token_hash: 'h-old',
+      };
+      try {
+        // Back to schema 3, as an older Tessera left it, with one event it wrote.
+        await c.query('ALTER TABLE audit_events DROP COLUMN jti, DROP COLUMN token_hash');
+        await c.query('DELETE FROM schema_migrations WHERE version > 3');
+        await c.query('INSERT INTO audit_events (id, time, kind, event) VALUES ($1, $2, $3, $4)', [
+          old.id,
+          old.time,
+          old.kind,
+          JSON.stringify(old),
+        ]);
+      } finally {
+        await c.end();
+      }
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        assert.deepEqual(await store.queryAudit({ jti: 'j-old' }), [old]);
+        assert.deepEqual(await store.queryAudit({ token_hash: 'h-old' }), [old]);
+      } finally {
+        await store.close();
       }
     });
   });

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
+import { uuidv7 } from '../../src/audit/id.ts';
 import { StoreUnavailableError } from '../../src/store/contract.ts';
 import { MIGRATIONS } from '../../src/store/sqlite/migrations.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
@@ -12,6 +13,15 @@ import { runStoreContract, testClock } from './contract.ts';
 const dir = mkdtempSync(join(tmpdir(), 'tessera-sqlite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
+
+/** Take a database back to schema `version`, as an older Tessera left it. */
+function rewind(db: DatabaseSync, version: number): void {
+  if (version < 4) {
+    db.exec('DROP INDEX audit_jti; DROP INDEX audit_token_hash');
+    db.exec('ALTER TABLE audit_events DROP COLUMN jti; ALTER TABLE audit_events DROP COLUMN token_hash');
+  }
+  db.prepare('DELETE FROM schema_migrations WHERE version > ?').run(version);
+}
 
 runStoreContract('sqlite (file)', async () => SqliteStore.open({ path: join(dir, `contract-${++n}.db`) }), testClock());
 runStoreContract('sqlite (:memory:)', async () => SqliteStore.open({ path: ':memory:' }), testClock());
@@ -47,13 +57,35 @@ describe('sqlite store specifics', () => {
     );
     insert.run('g_legacy_cc', 'g_legacy_cc', 'client_credentials');
     insert.run('g_legacy_mint', 'g_legacy_mint', 'mint');
-    db.prepare('DELETE FROM schema_migrations WHERE version = 3').run();
+    rewind(db, 2);
     db.close();
     const store = SqliteStore.open({ path });
     const now = Math.floor(Date.now() / 1000);
     const cc = (await store.getGrant('g_legacy_cc'))?.expiresAt as number;
     assert.ok(cc >= now + 86_400 && cc <= now + 86_400 + 120, 'ends once its last token (max_access_token_ttl ≤ 1 day) can have');
     assert.equal((await store.getGrant('g_legacy_mint'))?.expiresAt, null);
+    await store.close();
+  });
+
+  it('fills in the jti and token hash of events written before migration 4, so tessera trace finds them', async () => {
+    const path = join(dir, 'legacy-audit.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 3);
+    const old = {
+      id: uuidv7(),
+      time: Date.now(),
+      kind: 'gateway.request',
+      decision: 'allow',
+      reason: 'ok',
+      jti: 'j-old',
+      token_hash: 'h-old',
+    };
+    db.prepare('INSERT INTO audit_events (id, time, kind, event) VALUES (?, ?, ?, ?)').run(old.id, old.time, old.kind, JSON.stringify(old));
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.deepEqual(await store.queryAudit({ jti: 'j-old' }), [old]);
+    assert.deepEqual(await store.queryAudit({ token_hash: 'h-old' }), [old]);
     await store.close();
   });
 

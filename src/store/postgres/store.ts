@@ -102,6 +102,17 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     sql: `UPDATE grants SET expires_at = extract(epoch FROM now())::bigint + 86460
           WHERE kind = 'client_credentials' AND expires_at IS NULL;`,
   },
+  {
+    // audit_events.jti and token_hash, indexed: `tessera trace` finds a token by either (filled in for existing events).
+    version: 4,
+    sql: `
+      ALTER TABLE audit_events ADD COLUMN jti text, ADD COLUMN token_hash text;
+      UPDATE audit_events SET jti = event::jsonb ->> 'jti', token_hash = event::jsonb ->> 'token_hash'
+        WHERE event::jsonb ?| array['jti', 'token_hash'];
+      CREATE INDEX audit_jti ON audit_events (jti);
+      CREATE INDEX audit_token_hash ON audit_events (token_hash);
+    `,
+  },
 ];
 
 const json = (v: unknown): string => JSON.stringify(v);
@@ -701,12 +712,23 @@ export class PostgresStore implements Store {
 
   async appendAudit(events: readonly AuditEvent[]): Promise<void> {
     if (events.length === 0) return;
-    const cols = ['id', 'time', 'kind', 'subject', 'client_id', 'delegation_id', 'request_id', 'event'];
+    const cols = ['id', 'time', 'kind', 'subject', 'client_id', 'delegation_id', 'request_id', 'jti', 'token_hash', 'event'];
     const values: unknown[] = [];
     const tuples: string[] = [];
     for (const e of events) {
       const base = values.length;
-      values.push(e.id, e.time, e.kind, e.subject ?? null, e.client_id ?? null, e.delegation_id ?? null, e.request_id ?? null, json(e));
+      values.push(
+        e.id,
+        e.time,
+        e.kind,
+        e.subject ?? null,
+        e.client_id ?? null,
+        e.delegation_id ?? null,
+        e.request_id ?? null,
+        e.jti ?? null,
+        e.token_hash ?? null,
+        json(e),
+      );
       tuples.push(`(${cols.map((_, i) => `$${base + i + 1}`).join(', ')})`);
     }
     await this.#q(`INSERT INTO audit_events (${cols.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, values);
@@ -724,6 +746,8 @@ export class PostgresStore implements Store {
     add('delegation_id', '=', q.delegation_id);
     add('client_id', '=', q.client_id);
     add('request_id', '=', q.request_id);
+    add('jti', '=', q.jti);
+    add('token_hash', '=', q.token_hash);
     if (q.since !== undefined) {
       add('id', '>=', idFloor(q.since));
       add('time', '>=', q.since);

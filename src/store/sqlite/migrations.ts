@@ -119,4 +119,16 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: `UPDATE grants SET expires_at = CAST(strftime('%s', 'now') AS INTEGER) + 86460
           WHERE kind = 'client_credentials' AND expires_at IS NULL;`,
   },
+  {
+    version: 4,
+    description: 'audit_events.jti and token_hash, indexed: `tessera trace` finds a token by either (filled in for existing events)',
+    sql: `
+      ALTER TABLE audit_events ADD COLUMN jti TEXT;
+      ALTER TABLE audit_events ADD COLUMN token_hash TEXT;
+      UPDATE audit_events SET jti = json_extract(event, '$.jti'), token_hash = json_extract(event, '$.token_hash')
+        WHERE json_extract(event, '$.jti') IS NOT NULL OR json_extract(event, '$.token_hash') IS NOT NULL;
+      CREATE INDEX audit_jti ON audit_events (jti);
+      CREATE INDEX audit_token_hash ON audit_events (token_hash);
+    `,
+  },
 ];

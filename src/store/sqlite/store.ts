@@ -579,11 +579,22 @@ export class SqliteStore implements Store {
     if (events.length === 0) return;
     this.#tx(() => {
       const insert = this.#stmt(
-        `INSERT INTO audit_events (id, time, kind, subject, client_id, delegation_id, request_id, event)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+        `INSERT INTO audit_events (id, time, kind, subject, client_id, delegation_id, request_id, jti, token_hash, event)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
       );
       for (const e of events) {
-        insert.run(e.id, e.time, e.kind, e.subject ?? null, e.client_id ?? null, e.delegation_id ?? null, e.request_id ?? null, json(e));
+        insert.run(
+          e.id,
+          e.time,
+          e.kind,
+          e.subject ?? null,
+          e.client_id ?? null,
+          e.delegation_id ?? null,
+          e.request_id ?? null,
+          e.jti ?? null,
+          e.token_hash ?? null,
+          json(e),
+        );
       }
     });
   }
@@ -600,6 +611,8 @@ export class SqliteStore implements Store {
     add('delegation_id = ?', q.delegation_id);
     add('client_id = ?', q.client_id);
     add('request_id = ?', q.request_id);
+    add('jti = ?', q.jti);
+    add('token_hash = ?', q.token_hash);
     if (q.since !== undefined) {
       // UUIDv7 ids start with the time in hex: the bound lets the id index do the work.
       add('id >= ?', idFloor(q.since));
