@@ -55,7 +55,7 @@ export interface AuditEvent {
   readonly bytes_out?: number;
   readonly latency_ms?: number;
   readonly remote_addr?: string;
-  /** Extra non-secret facts (grant ids revoked, family id, key id). */
+  /** Extra non-secret facts (grant ids revoked, family id, key id; a token's `aud` and `exp` on the events that issue it). */
   readonly detail?: Readonly<Record<string, string | number | boolean | readonly string[]>>;
 }
 
@@ -74,6 +74,8 @@ export interface AuditQuery {
   readonly jti?: string;
   /** The token's short hash, as in {@link AuditEvent.token_hash} (`tessera trace`). */
   readonly token_hash?: string;
+  /** Only events of these kinds (an empty list matches none). */
+  readonly kinds?: readonly AuditKind[];
   /** Epoch ms, inclusive. */
   readonly since?: number;
   /** Epoch ms, inclusive: with `since`, a closed window. */

@@ -481,7 +481,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal((await store.queryAudit({ subject, limit: 1 })).length, 1);
       });
 
-      it('queries by jti and by token hash (tessera trace), combined with the other filters', async () => {
+      it('queries by jti, by token hash and by kinds (tessera trace), combined with the other filters', async () => {
         const subject = uid('frank');
         const jti = uid('jti');
         const hash = uid('th').slice(-16);
@@ -500,6 +500,13 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.deepEqual(await ids({ jti, request_id: 'r9' }), [events[1]?.id]);
         assert.deepEqual(await ids({ jti: 'no-such-jti' }), []);
         assert.deepEqual(await ids({ token_hash: 'no-such-hash' }), []);
+        assert.deepEqual(await ids({ jti, kinds: ['gateway.request'] }), [events[1]?.id]);
+        assert.deepEqual(
+          await ids({ kinds: ['token.issued', 'gateway.request'] }),
+          events.map((e) => e.id),
+        );
+        assert.deepEqual(await ids({ kinds: ['grant.revoked'] }), []);
+        assert.deepEqual(await ids({ kinds: [] }), [], 'no kind: no event');
         // The event read back is the event written, not rebuilt from the columns.
         assert.deepEqual((await store.queryAudit({ subject, jti }))[1], events[1]);
       });

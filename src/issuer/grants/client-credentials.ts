@@ -40,7 +40,7 @@ export async function clientCredentials(
     jti,
     scopes_granted: scopes,
     ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
-    detail: { grant_type: 'client_credentials', aud: audiences },
+    detail: { grant_type: 'client_credentials', aud: audiences, exp: now + ttl },
   });
   return {
     access_token: token,

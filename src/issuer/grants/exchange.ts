@@ -275,6 +275,7 @@ async function delegate(
       subject_issuer: subject.issuer,
       parent_grant: subject.grantId ?? '',
       aud: [...spec.audiences],
+      exp,
     },
   });
   return { token, exp, now, scopes, grantId: grant.id, ...(refreshToken !== undefined ? { refreshToken } : {}) };

@@ -73,7 +73,7 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
     delegation_id: grantId,
     jti,
     scopes_granted: scopes,
-    detail: { grant_type: 'mint' },
+    detail: { grant_type: 'mint', aud: audiences, exp: now + ttl },
   });
   return {
     access_token: token,

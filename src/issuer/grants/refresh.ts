@@ -103,6 +103,7 @@ export async function refresh(
     jti,
     scopes_granted: granted,
     ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
+    detail: { aud: [...(audiences ?? grant.audiences)], exp },
   });
   return {
     access_token: token,

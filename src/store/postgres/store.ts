@@ -748,6 +748,10 @@ export class PostgresStore implements Store {
     add('request_id', '=', q.request_id);
     add('jti', '=', q.jti);
     add('token_hash', '=', q.token_hash);
+    if (q.kinds !== undefined) {
+      args.push([...q.kinds]);
+      where.push(`kind = ANY($${args.length}::text[])`);
+    }
     if (q.since !== undefined) {
       add('id', '>=', idFloor(q.since));
       add('time', '>=', q.since);

@@ -613,6 +613,10 @@ export class SqliteStore implements Store {
     add('request_id = ?', q.request_id);
     add('jti = ?', q.jti);
     add('token_hash = ?', q.token_hash);
+    if (q.kinds !== undefined) {
+      where.push(q.kinds.length === 0 ? 'false' : `kind IN (${q.kinds.map(() => '?').join(', ')})`);
+      args.push(...q.kinds);
+    }
     if (q.since !== undefined) {
       // UUIDv7 ids start with the time in hex: the bound lets the id index do the work.
       add('id >= ?', idFloor(q.since));
