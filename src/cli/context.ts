@@ -11,6 +11,7 @@ import { loadConfigFile } from '../config/load.ts';
 import { type ConfigCheck, parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
 import { configEnv } from '../config/secrets-env.ts';
+import { resolveStore } from '../config/token-service-schema.ts';
 import { ConfigError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { ClientInputError } from '../issuer/clients.ts';
@@ -120,6 +121,23 @@ export async function withService<T>(option: string | undefined, needMaster: boo
     throw toCliError(e);
   } finally {
     await ctx.close();
+  }
+}
+
+/**
+ * Run `fn` with the store alone (no master key, no token service), always closing it: for the
+ * commands that only read (`audit`, `trace`). A SQLite store must already exist.
+ */
+export async function withStore<T>(option: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
+  const { config } = loadConfig(option);
+  if (resolveStore(config).driver === 'sqlite' && !existsSync(config.data_dir)) {
+    throw new CliError(`no data directory at ${config.data_dir}; run \`tessera init\` first or pass --config`);
+  }
+  const store = await openStore(config);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
   }
 }
 

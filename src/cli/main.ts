@@ -14,6 +14,7 @@ import { registerRevoke } from './commands/revoke.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerStart } from './commands/start.ts';
 import { registerToken } from './commands/token.ts';
+import { registerTrace } from './commands/trace.ts';
 import { reportError } from './output.ts';
 
 export function buildProgram(): Command {
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerGateway(program);
   registerCheck(program);
   registerAudit(program);
+  registerTrace(program);
   return program;
 }
 

@@ -3,13 +3,10 @@
  * token-service event is one row; filters select by subject, delegation (grant) id, client, request
  * id and time. Events never hold a token or a header value, so printing them is safe.
  */
-import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
-import { resolveStore } from '../../config/token-service-schema.ts';
-import { openStore } from '../../server/bootstrap.ts';
 import type { Store } from '../../store/contract.ts';
-import { loadConfig, withConfig } from '../context.ts';
+import { withConfig, withStore } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
 interface Filters {
@@ -123,19 +120,6 @@ function filterOptions(command: Command): Command {
     .option('--client <id>', 'only events of this client')
     .option('--request-id <id>', 'only events of this request')
     .option('--json', 'JSON instead of summary lines: query prints one array, tail one event per line');
-}
-
-async function withStore<T>(config: string | undefined, fn: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> {
-  const { config: c } = loadConfig(config);
-  if (resolveStore(c).driver === 'sqlite' && !existsSync(c.data_dir)) {
-    throw new CliError(`no data directory at ${c.data_dir}; run \`tessera init\` first or pass --config`);
-  }
-  const store = await openStore(c);
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
 }
 
 export function registerAudit(program: Command): void {
