@@ -326,6 +326,21 @@ describe('tessera trace', () => {
     );
   });
 
+  it('leads to `tessera audit query --jti` for the rest of a token’s uses, which filters by jti and token hash', () => {
+    const run = (...args: string[]) => {
+      const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', '--since', '1h', '--json', ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      outputs.push(r.stdout, r.stderr);
+      assert.equal(r.status, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { kind: string; request_id?: string }[]).map((e) => `${e.kind} ${e.request_id ?? '-'}`);
+    };
+    assert.equal(run('--jti', chain.jti2).filter((e) => e.startsWith('gateway.request')).length, 4);
+    assert.deepEqual(run('--token-hash', chain.hash2, '--request-id', 'trace-req-2'), ['gateway.request trace-req-2']);
+  });
+
   it('documents itself in --help with an example', () => {
     const r = spawnSync(process.execPath, [MAIN, 'trace', '--help'], { encoding: 'utf8' });
     assert.equal(r.status, 0);

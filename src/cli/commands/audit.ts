@@ -15,6 +15,8 @@ interface Filters {
   delegation?: string;
   client?: string;
   requestId?: string;
+  jti?: string;
+  tokenHash?: string;
   since?: string;
   until?: string;
   limit?: number;
@@ -60,6 +62,8 @@ function queryOf(f: Filters, since: number | undefined, until?: number): AuditQu
     ...(f.delegation !== undefined ? { delegation_id: f.delegation } : {}),
     ...(f.client !== undefined ? { client_id: f.client } : {}),
     ...(f.requestId !== undefined ? { request_id: f.requestId } : {}),
+    ...(f.jti !== undefined ? { jti: f.jti } : {}),
+    ...(f.tokenHash !== undefined ? { token_hash: f.tokenHash } : {}),
     ...(since !== undefined ? { since } : {}),
     ...(until !== undefined ? { until } : {}),
   };
@@ -119,6 +123,8 @@ function filterOptions(command: Command): Command {
     .option('--delegation <grant>', 'only events of this delegation (grant) id')
     .option('--client <id>', 'only events of this client')
     .option('--request-id <id>', 'only events of this request')
+    .option('--jti <jti>', 'only events of this token (its jti)')
+    .option('--token-hash <hash>', 'only events of this token (its 16-character short hash)')
     .option('--json', 'JSON instead of summary lines: query prints one array, tail one event per line');
 }
 
