@@ -50,8 +50,6 @@ export interface TraceArgument {
   readonly token: readonly Candidate[];
   /** How errors name the argument: the argument itself only when it has an id's shape. */
   readonly label: string;
-  /** It is (or may be) a token: warn that it is now in the shell history. */
-  readonly secretLike: boolean;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -89,7 +87,7 @@ export function classifyArgument(arg: string, kind?: TraceKind): TraceArgument {
       hashCandidate,
       ...(jti !== undefined ? [asToken('jti', jti, `jti ${jti} (read from the pasted token; its signature was not checked)`)] : []),
     ];
-    return { ids: [], token: only(token), label: `the pasted token (token hash ${hash})`, secretLike: true };
+    return { ids: [], token: only(token), label: `the pasted token (token hash ${hash})` };
   }
   if (!PRINTABLE.test(arg)) {
     throw new CliError('the ID must be printable ASCII without spaces, at most 256 characters (a request id, jti, grant id or token hash)');
@@ -103,7 +101,6 @@ export function classifyArgument(arg: string, kind?: TraceKind): TraceArgument {
     // A static or opaque token pasted as is: the gateway recorded its short hash.
     token: shaped ? [] : only([hashCandidate]),
     label: shaped ? `"${arg}"` : 'the given ID',
-    secretLike: !shaped,
   };
 }
 
