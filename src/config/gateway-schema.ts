@@ -139,6 +139,34 @@ export const a2aSchema = z
   })
   .meta({ description: 'A2A discovery: the public agent card, served with Tessera security schemes.' });
 
+export const mcpSchema = z
+  .strictObject({
+    max_message_size: byteSize('Largest JSON-RPC request body the gateway reads before deciding (413 after). Default 1mb.').prefault('1mb'),
+    resource: z.string().url().optional().meta({
+      description:
+        "The protected resource's identifier (RFC 9728 `resource`), e.g. https://mcp.example.com/mcp. Default: the public URL (server.public_url or the request's) followed by the route's path_prefix.",
+    }),
+    authorization_servers: z.array(z.string().url()).min(1).optional().meta({
+      description:
+        'Issuer URLs of the authorization servers advertised in the metadata. Default: the token service issuer when this configuration runs one, else the `issuers` the gateway trusts.',
+    }),
+    scopes_supported: z
+      .array(z.string().min(1))
+      .optional()
+      .meta({ description: "Scopes advertised in the metadata (`scopes_supported`). Default: every scope the route's rules name." }),
+    sessions: z
+      .strictObject({
+        max: z.number().int().min(1).default(100_000).meta({ description: 'Sessions remembered (least recently used forgotten first).' }),
+        idle_timeout: duration('A session unused this long is forgotten (its next request gets 404).', TIMER_MAX).prefault('1h'),
+      })
+      .prefault({})
+      .meta({ description: 'MCP sessions (Mcp-Session-Id) bound to the principal that created them.' }),
+  })
+  .meta({
+    description:
+      'An MCP (Streamable HTTP) route: the gateway reads each JSON-RPC request body to authorize tools/call by tool, serves RFC 9728 protected resource metadata and binds sessions to their principal. `mcp: {}` takes the defaults.',
+  });
+
 export const rateLimitSchema = z
   .strictObject({
     key: z.enum(['subject', 'client', 'ip']).default('subject').meta({ description: 'Whose requests share a bucket.' }),
@@ -208,6 +236,7 @@ export const routeSchema = z
     max_body_size: byteSize('Largest request body for this route (default gateway.limits.max_body_size).').optional(),
     websocket: z.boolean().default(true).meta({ description: 'Allow WebSocket upgrades (authenticated before the upgrade).' }),
     a2a: a2aSchema.optional(),
+    mcp: mcpSchema.optional(),
   })
   .superRefine((r, ctx) => {
     const ok = trusted(ctx.issues);
@@ -233,6 +262,12 @@ export const routeSchema = z
           ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'a public route has no identity to send' });
         if (ok('a2a') && r.a2a)
           ctx.addIssue({ code: 'custom', path: ['auth'], message: 'an A2A route protects everything but its card; set auth: jwt' });
+        if (ok('mcp') && r.mcp)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['auth'],
+            message: 'an MCP route authorizes tool calls and binds sessions to callers; set auth: jwt (or introspection, static)',
+          });
         if (ok('rate_limit') && r.rate_limit && r.rate_limit.key !== 'ip')
           ctx.addIssue({ code: 'custom', path: ['rate_limit', 'key'], message: 'a public route can only rate-limit by ip' });
         if (ok('audience') && r.audience !== undefined)
@@ -246,13 +281,23 @@ export const routeSchema = z
       }
     }
     for (const [j, rule] of (Array.isArray(r.rules) ? r.rules : []).entries()) {
-      if (ok('rules', j, 'tool') && rule.tool !== undefined)
+      // Only an MCP route's bodies are read: elsewhere the tool is never known, and the rule could
+      // only ever refuse.
+      if (ok('rules', j, 'tool') && ok('mcp') && rule.tool !== undefined && r.mcp === undefined)
         ctx.addIssue({
           code: 'custom',
           path: ['rules', j, 'tool'],
-          message: 'MCP tool rules are not supported by the gateway yet; remove `tool` (the gateway does not read tools/call bodies)',
+          message:
+            'a tool rule needs an MCP route, whose JSON-RPC bodies the gateway reads; add `mcp: {}` to this route, or remove `tool` and match by method and path',
         });
     }
+    if (ok('mcp') && ok('match', 'path') && r.mcp !== undefined && r.match.path !== undefined && r.mcp.resource === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['mcp', 'resource'],
+        message:
+          'an MCP route matched by a path pattern has no path to advertise; match it with path_prefix (e.g. /mcp), or set mcp.resource to its URL',
+      });
     if (ok('match', 'path') && ok('match', 'path_prefix') && r.match.path !== undefined && r.match.path_prefix !== undefined)
       ctx.addIssue({ code: 'custom', path: ['match', 'path'], message: 'give either path (a pattern) or path_prefix, not both' });
   }, always)
@@ -414,6 +459,20 @@ export const gatewaySchema = z
         path: ['forward_auth', 'flavor'],
         message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik, caddy or envoy',
       });
+    if (forwardAuth) {
+      // nginx auth_request, Traefik, Caddy and Envoy send the check without the request body.
+      for (const [i, r] of routes.entries()) {
+        if (!ok('routes', i, 'rules') || !ok('routes', i, 'mcp') || r.mcp === undefined) continue;
+        for (const [j, rule] of (r.rules ?? []).entries()) {
+          if (rule.tool !== undefined)
+            ctx.addIssue({
+              code: 'custom',
+              path: ['routes', i, 'rules', j, 'tool'],
+              message: `forward-auth checks carry no request body, so a proxy in front could not have route "${r.id}"'s tool rules enforced; set forward_auth.enabled: false and send MCP traffic through the gateway itself, or remove \`tool\``,
+            });
+        }
+      }
+    }
     if (forwardAuth && ok('forward_auth', 'shared_secret') && g.forward_auth.shared_secret === undefined) {
       const injecting = routes.findIndex((_, i) => credential(i) === 'static' || credential(i) === 'exchange');
       if (injecting >= 0)
@@ -455,3 +514,4 @@ export type GatewayConfigInput = z.input<typeof gatewaySchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
 export type CredentialConfig = z.output<typeof credentialSchema>;
 export type AuditConfig = z.output<typeof auditSchema>;
+export type McpConfig = z.output<typeof mcpSchema>;

@@ -23,6 +23,7 @@ export type ResourceErrorValue =
   | 'bad_gateway'
   | 'gateway_timeout'
   | 'payload_too_large'
+  | 'unsupported_media_type'
   | 'forbidden'
   | null;
 
@@ -346,6 +347,38 @@ export const ERROR_CODES = {
     status: 403,
     error: 'forbidden',
     description: 'The forward-auth request is not from the configured proxy.',
+  },
+
+  // MCP routes: the JSON-RPC request the gateway reads before deciding, and session binding.
+  mcp_content_type_invalid: {
+    status: 415,
+    error: 'unsupported_media_type',
+    description: 'An MCP request body must be application/json.',
+  },
+  mcp_message_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request body is not a JSON-RPC 2.0 message.',
+  },
+  mcp_batch_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'JSON-RPC batches are not accepted; send one message per request.',
+  },
+  mcp_tool_name_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'A tools/call request needs params.name as a string.',
+  },
+  mcp_session_unknown: {
+    status: 404,
+    error: 'not_found',
+    description: 'Session not found.',
+  },
+  mcp_session_principal_mismatch: {
+    status: 404,
+    error: 'not_found',
+    description: 'Session not found.',
   },
 } as const satisfies Record<string, CodeSpec>;
 

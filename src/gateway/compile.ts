@@ -23,6 +23,7 @@ import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a.ts';
 import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
+import type { McpAdvertisement } from './mcp/metadata.ts';
 import { peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
 import { type AuthenticationStage, authenticationStage, createAuthenticator, type VerifiersByKind } from './pipeline/authn/registry.ts';
@@ -67,6 +68,15 @@ export interface CompiledUpstream {
   readonly bodyTimeout: number;
 }
 
+/** An MCP route's settings. */
+export interface CompiledMcp extends McpAdvertisement {
+  /** Bytes. */
+  readonly maxMessageSize: number;
+  /** ms */
+  readonly sessionIdleMs: number;
+  readonly maxSessions: number;
+}
+
 export interface CompiledRoute {
   readonly id: string;
   readonly config: RouteConfig;
@@ -79,6 +89,8 @@ export interface CompiledRoute {
   readonly a2a: AgentCardSource | undefined;
   /** Path prefix for agent cards served under the route (`/agents/x/.well-known/...`). */
   readonly prefix: string | undefined;
+  /** Set on MCP routes: bodies are read before deciding. */
+  readonly mcp: CompiledMcp | undefined;
 }
 
 export interface GatewayState {
@@ -88,6 +100,8 @@ export interface GatewayState {
   readonly routes: readonly CompiledRoute[];
   /** Some route serves an A2A agent card. */
   readonly hasA2a: boolean;
+  /** Some route is an MCP route (serves RFC 9728 metadata). */
+  readonly hasMcp: boolean;
   readonly headerPolicy: HeaderPolicy;
   readonly verifiers: readonly ManagedVerifier[];
   /** Challenges for refusals before a route is known (a bad path). */
@@ -117,6 +131,36 @@ function verifierConfigOf(config: TesseraConfig): VerifierConfig {
     realm: config.realm,
     resource_metadata: config.resource_metadata,
   } as VerifierConfig;
+}
+
+/** Every scope a route's rules name, sorted. */
+function ruleScopes(r: RouteConfig): string[] {
+  const out = new Set<string>();
+  for (const rule of r.rules ?? []) {
+    const s = rule.scopes;
+    if (s === undefined) continue;
+    for (const x of Array.isArray(s) ? s : [...(s.all ?? []), ...(s.any ?? [])]) out.add(x);
+  }
+  return [...out].sort();
+}
+
+function compileMcp(config: TesseraConfig, r: RouteConfig): CompiledMcp {
+  const m = r.mcp as NonNullable<RouteConfig['mcp']>;
+  // The token service of this process, when it runs one (its issuer defaults to the public URL,
+  // i.e. the origin the request came to); else the issuers the gateway trusts.
+  const ts = config.token_service;
+  const authorizationServers =
+    m.authorization_servers ??
+    (ts !== undefined ? (ts.issuer !== undefined ? [ts.issuer] : undefined) : config.issuers.map((i) => i.issuer));
+  return {
+    resource: m.resource,
+    prefix: r.match.path_prefix?.replace(/\/$/, '') ?? '',
+    authorizationServers,
+    scopesSupported: m.scopes_supported ?? ruleScopes(r),
+    maxMessageSize: m.max_message_size,
+    sessionIdleMs: m.sessions.idle_timeout * 1000,
+    maxSessions: m.sessions.max,
+  };
 }
 
 /**
@@ -264,6 +308,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       websocket: r.websocket,
       a2a,
       prefix: r.match.path_prefix?.replace(/\/$/, ''),
+      mcp: r.mcp === undefined ? undefined : compileMcp(config, r),
     });
   }
 
@@ -285,6 +330,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     audit: config.audit,
     routes: Object.freeze(routes),
     hasA2a: routes.some((r) => r.a2a !== undefined),
+    hasMcp: routes.some((r) => r.mcp !== undefined),
     headerPolicy: compileHeaderPolicy(Object.values(gateway.identity_headers), gateway.strip_headers, gateway.strip_cookies),
     verifiers: Object.values(verifiers) as ManagedVerifier[],
     challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),

@@ -21,6 +21,8 @@ export class Exchange {
   /** Path for the audit trail (query values removed). */
   path = '';
   principal: Principal | undefined = undefined;
+  /** The MCP tool a `tools/call` named. */
+  tool: string | undefined = undefined;
   rule: CompiledRule | undefined = undefined;
   decision: 'allow' | 'deny' = 'deny';
   /** `ok` or a reason code. */
@@ -66,6 +68,7 @@ export function auditEventOf(x: Exchange, id: string, latencyMs: number): AuditE
     route: x.route,
     method: x.method,
     path: x.path,
+    tool: x.tool,
     issuer: p?.issuer,
     subject: p?.subject,
     client_id: p?.clientId,

@@ -22,26 +22,33 @@ import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, TesseraError } from '../core/errors.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
+import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
-import { type CompiledRoute, compileGateway, type GatewayState, type VerifierFactory } from './compile.ts';
+import { type CompiledMcp, type CompiledRoute, compileGateway, type GatewayState, type VerifierFactory } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { auditEventOf, Exchange } from './exchange.ts';
 import { handleForwardAuth } from './forward-auth-handler.ts';
 import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { requestId } from './http/trace.ts';
+import { readBody, TOO_LARGE } from './mcp/body.ts';
+import { SessionForwardHandler } from './mcp/forward.ts';
+import { isJsonContentType, RPC_SERVER_ERROR, RPC_SESSION_NOT_FOUND, readMessage, rpcErrorBody } from './mcp/message.ts';
+import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
+import { McpSessions } from './mcp/sessions.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
 import { peerAllowed } from './peers.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
-import { type Decision, decide } from './pipeline/run.ts';
+import { afterAuthn, authenticate, type Decision, decide } from './pipeline/run.ts';
 import {
   BodyTooLarge,
   type ForwardCallbacks,
   type ForwardHandle,
   forward,
+  forwardWith,
   limitedBody,
   StreamClosed,
   upstreamFailure,
@@ -53,6 +60,7 @@ import {
   findRoute,
   headerBag,
   hostHeaderValid,
+  metadataRoute,
   remoteOf,
   requestHost,
   upstreamHeaders,
@@ -60,6 +68,27 @@ import {
 } from './requests.ts';
 import { type RevocationFeed, type StreamCloseReason, StreamRegistry, type TrackedStream } from './streams.ts';
 import { handleUpgrade } from './upgrade.ts';
+
+/** What an MCP route's request carries from its decision to the forwarder. */
+interface McpForward {
+  readonly challenges: (e?: TesseraError) => string[];
+  /** The body, read to decide (POST). */
+  readonly body: Buffer | undefined;
+  /** The `Mcp-Session-Id` the request presented (checked). */
+  readonly sessionId: string | undefined;
+  readonly principal: Principal;
+  readonly idleMs: number;
+  readonly max: number;
+}
+
+/** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
+function originOf(s: GatewayState, req: IncomingMessage): string {
+  try {
+    return new URL(s.publicUrl ?? absoluteUrl(s, req)).origin;
+  } catch {
+    return 'http://localhost';
+  }
+}
 
 /** What the gateway needs from its host process. Everything is optional. */
 export interface GatewayDeps {
@@ -187,6 +216,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const maxQueue = state.audit?.max_queue ?? 100_000;
 
   const streams = new StreamRegistry({ clock, revocation: deps.revocation });
+  // MCP sessions outlive a reload: they are keyed by route id and bound to principals, not to a state.
+  const sessions = new McpSessions(clock);
   let inflight = 0;
   let closing = false;
   let drained: (() => void) | undefined;
@@ -294,6 +325,120 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     finish(x);
   }
 
+  /** RFC 9728 protected resource metadata of an MCP route: public, like an agent card. */
+  function serveMetadata(s: GatewayState, x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute): void {
+    x.route = route.id;
+    const body = JSON.stringify(metadataDocument(route.mcp as CompiledMcp, originOf(s, req)));
+    x.decision = 'allow';
+    x.reason = 'ok';
+    x.status = 200;
+    x.bytesOut = Buffer.byteLength(body);
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': String(x.bytesOut),
+      'cache-control': 'public, max-age=300',
+      'access-control-allow-origin': '*',
+      'x-request-id': x.requestId,
+    });
+    res.end(x.method === 'HEAD' ? undefined : body);
+    finish(x);
+  }
+
+  /** A refusal about the JSON-RPC message or session, answered as a JSON-RPC error (no challenge:
+   * it is not about the token). */
+  function denyRpc(x: Exchange, res: ServerResponse, error: TesseraError, rpc: number, id: string | number | null, close = false): void {
+    const d = denyRendering(x, error, () => []);
+    const body = rpcErrorBody(rpc, error.description, id);
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      'content-length': String(Buffer.byteLength(body)),
+      'x-request-id': x.requestId,
+    };
+    if (close || closing) headers.connection = 'close';
+    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, headers).end(body);
+    finish(x);
+  }
+
+  /**
+   * An MCP route: authenticate, check the session, read and parse the JSON-RPC body (POST), then
+   * authorize with the tool it names and forward the same bytes. The response streams as on any
+   * route.
+   */
+  async function handleMcp(
+    s: GatewayState,
+    req: IncomingMessage,
+    res: ServerResponse,
+    x: Exchange,
+    route: CompiledRoute,
+    m: CompiledMcp,
+    greq: GatewayRequest,
+    length: number,
+  ): Promise<void> {
+    // MCP clients find the metadata from the 401 challenge (MCP authorization; RFC 9728 §5.1).
+    const metadataUrl = metadataUrlOf(resourceOf(m, originOf(s, req)));
+    const challenges = (e?: TesseraError) => route.authn.challenges(e).map((c) => withResourceMetadata(c, metadataUrl));
+    try {
+      const post = greq.method === 'POST';
+      if (post && length > m.maxMessageSize) {
+        deny(x, res, new TesseraError('request_too_large'), challenges, true);
+        return;
+      }
+      const authn = await authenticate(route.pipeline, greq);
+      if (authn.principal) x.principal = authn.principal;
+      if (!authn.ok) {
+        deny(x, res, authn.error, challenges);
+        return;
+      }
+      const principal = authn.principal as Principal;
+      const sessionHeader = req.headers['mcp-session-id'];
+      const sessionId = typeof sessionHeader === 'string' ? sessionHeader : undefined;
+      if (sessionHeader !== undefined) {
+        const check = sessionId === undefined ? 'mcp_session_unknown' : sessions.check(route.id, sessionId, principal, m.sessionIdleMs);
+        if (check !== 'ok') {
+          denyRpc(x, res, new TesseraError(check), RPC_SESSION_NOT_FOUND, null);
+          return;
+        }
+      }
+      let tool: string | null = null;
+      let body: Buffer | undefined;
+      if (post) {
+        if (!isJsonContentType(req.headers['content-type'])) {
+          denyRpc(x, res, new TesseraError('mcp_content_type_invalid'), RPC_SERVER_ERROR, null, true);
+          return;
+        }
+        const read = await readBody(req, m.maxMessageSize);
+        if (read === TOO_LARGE) {
+          deny(x, res, new TesseraError('request_too_large'), challenges, true);
+          return;
+        }
+        body = read;
+        x.bytesIn = read.length;
+        const message = readMessage(read);
+        if (!message.ok) {
+          denyRpc(x, res, new TesseraError(message.code), message.rpc, message.id);
+          return;
+        }
+        tool = message.tool;
+        if (tool !== null) x.tool = tool;
+      }
+      const decision = await afterAuthn(route.pipeline, greq, authn, tool);
+      proceed(s, req, res, x, route, greq, decision, length, {
+        challenges,
+        body,
+        sessionId,
+        principal,
+        idleMs: m.sessionIdleMs,
+        max: m.maxSessions,
+      });
+    } catch (e) {
+      if (res.destroyed || req.destroyed) {
+        x.reason = 'client_closed';
+        finish(x);
+      } else internalError(x, res, e);
+    }
+  }
+
   function handleRequest(req: IncomingMessage, res: ServerResponse): void {
     const s = state;
     if (closing) res.shouldKeepAlive = false;
@@ -334,6 +479,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         void serveCard(x, res, card);
         return;
       }
+      const metadata = metadataRoute(s, host, target.path);
+      if (metadata) {
+        serveMetadata(s, x, req, res, metadata);
+        return;
+      }
     }
     const route = findRoute(s, host, target.path, method);
     if (route === undefined) {
@@ -356,6 +506,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       headers: headerBag(req),
       remoteAddress: x.remoteAddress,
     };
+    if (route.mcp !== undefined) {
+      void handleMcp(s, req, res, x, route, route.mcp, greq, length);
+      return;
+    }
     const decision = decide(route.pipeline, greq);
     if (decision instanceof Promise) {
       decision.then(
@@ -386,11 +540,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     greq: GatewayRequest,
     decision: Decision,
     length: number,
+    mcp?: McpForward,
   ): void {
     if (decision.principal) x.principal = decision.principal;
     if (decision.rule) x.rule = decision.rule;
     if (!decision.ok) {
-      deny(x, res, decision.error, route.authn.challenges);
+      deny(x, res, decision.error, mcp === undefined ? route.authn.challenges : mcp.challenges);
       return;
     }
     if (res.destroyed) {
@@ -400,9 +555,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       return;
     }
     x.decision = 'allow';
+    // A body read already (MCP) goes as it came, with its length (a chunked upload becomes a sized one).
+    if (mcp?.body !== undefined) decision.headers['content-length'] = String(mcp.body.length);
     const headers = upstreamHeaders(s, req, route, decision, x);
-    let body: IncomingMessage | AsyncIterable<Uint8Array> | null = null;
-    if (req.headers['transfer-encoding'] !== undefined) {
+    let body: IncomingMessage | AsyncIterable<Uint8Array> | Buffer | null = null;
+    if (mcp?.body !== undefined) body = mcp.body;
+    else if (req.headers['transfer-encoding'] !== undefined) {
       body = limitedBody(req, route.maxBodySize, (n) => {
         x.bytesIn += n;
       });
@@ -412,22 +570,41 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
     const principal = decision.principal;
     const proxied = new ProxiedRequest(x, req, res, route, principal !== undefined && principal.kind !== 'static' ? principal : undefined);
-    proxied.handler = forward(
-      res,
-      {
-        dispatcher: route.upstream.dispatcher,
-        method: greq.method,
-        path: upstreamPath(route, greq.path, greq.query),
-        headers,
-        body,
-        headersTimeout: route.upstream.headersTimeout,
-        bodyTimeout: route.upstream.bodyTimeout,
-        responseHeaders: ['x-request-id', x.requestId],
-      },
-      proxied,
-    );
+    const options = {
+      dispatcher: route.upstream.dispatcher,
+      method: greq.method,
+      path: upstreamPath(route, greq.path, greq.query),
+      headers,
+      body,
+      headersTimeout: route.upstream.headersTimeout,
+      bodyTimeout: route.upstream.bodyTimeout,
+      responseHeaders: ['x-request-id', x.requestId],
+    };
+    proxied.handler =
+      mcp === undefined
+        ? forward(res, options, proxied)
+        : forwardWith(
+            new SessionForwardHandler(res, proxied, options.responseHeaders, (status, created) =>
+              bindSession(route.id, greq.method, status, mcp, created),
+            ),
+            options,
+          );
     // Before the response starts, a caller that went away is noticed when the head arrives
     // (onHeaders checks `res.destroyed`); a streamed response is watched from then on.
+  }
+
+  /**
+   * Keep the session table in step with the upstream's answer: a session it names is bound to the
+   * caller (a session bound to someone else keeps its owner); one it no longer knows (404), or
+   * that was ended (DELETE answered), is forgotten.
+   */
+  function bindSession(route: string, method: string, status: number, mcp: McpForward, created: string | undefined): void {
+    const presented = mcp.sessionId;
+    if (presented !== undefined && (status === 404 || (method === 'DELETE' && status >= 200 && status < 300))) {
+      sessions.forget(route, presented);
+      return;
+    }
+    if (created !== undefined && status >= 200 && status < 300) sessions.record(route, created, mcp.principal, mcp.idleMs, mcp.max);
   }
 
   /**

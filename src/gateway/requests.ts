@@ -13,6 +13,7 @@ import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { Exchange } from './exchange.ts';
 import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';
 import { traceContext } from './http/trace.ts';
+import { METADATA_PATH } from './mcp/metadata.ts';
 import { peerAllowed } from './peers.ts';
 import type { Decision } from './pipeline/run.ts';
 import { hasPathPrefix, hostMatches, hostOf } from './routes.ts';
@@ -163,6 +164,22 @@ export function cardRoute(s: GatewayState, host: string, path: string): Compiled
     const h = r.config.match.host;
     if (h !== undefined && !hostMatches(h, host)) continue;
     if (base === '' || base === r.prefix) return r;
+  }
+  return undefined;
+}
+
+/** The MCP route whose RFC 9728 metadata `path` asks for (`/.well-known/oauth-protected-resource`
+ * followed by the route's path prefix; the bare form answers for the first MCP route on the host). */
+export function metadataRoute(s: GatewayState, host: string, path: string): CompiledRoute | undefined {
+  if (!s.hasMcp || !path.startsWith(METADATA_PATH)) return undefined;
+  let suffix = path.slice(METADATA_PATH.length);
+  if (suffix !== '' && suffix.charCodeAt(0) !== 0x2f) return undefined;
+  if (suffix.endsWith('/')) suffix = suffix.slice(0, -1);
+  for (const r of s.routes) {
+    if (!r.mcp) continue;
+    const h = r.config.match.host;
+    if (h !== undefined && !hostMatches(h, host)) continue;
+    if (suffix === '' || suffix === r.mcp.prefix) return r;
   }
   return undefined;
 }

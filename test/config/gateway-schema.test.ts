@@ -107,13 +107,45 @@ describe('gateway configuration', () => {
     assert.equal(short?.path, 'gateway.forward_auth.shared_secret.value');
   });
 
-  it('tool-rule bypass: refuses MCP tool rules on gateway routes instead of never (or always) matching them', () => {
+  it('tool-rule bypass: refuses MCP tool rules on a route that is not an MCP route (its bodies are never read)', () => {
     const [i, ...rest] = issues({
       routes: [route({ rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
     });
     assert.equal(i?.path, 'gateway.routes[0].rules[0].tool');
-    assert.match(i?.message ?? '', /MCP tool rules are not supported by the gateway yet/);
+    assert.match(i?.message ?? '', /add `mcp: \{\}` to this route/);
     assert.deepEqual(rest, []);
+  });
+
+  it('accepts MCP tool rules on an MCP route', () => {
+    assert.deepEqual(
+      issues({
+        routes: [
+          route({ mcp: {}, match: { path_prefix: '/mcp' }, rules: [{ tool: 'files.*', scopes: ['admin'] }, { scopes: ['api:read'] }] }),
+        ],
+      }),
+      [],
+    );
+  });
+
+  it('tool-rule bypass: refuses MCP tool rules when forward-auth is on (proxies send no body to check)', () => {
+    const [i, ...rest] = issues({
+      routes: [route({ mcp: {}, rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
+      forward_auth: { enabled: true, flavor: 'nginx' },
+    });
+    assert.equal(i?.path, 'gateway.routes[0].rules[0].tool');
+    assert.match(i?.message ?? '', /forward-auth checks carry no request body.*forward_auth\.enabled: false/);
+    assert.deepEqual(rest, []);
+  });
+
+  it('refuses an MCP route without authentication, and one matched by a pattern without mcp.resource', () => {
+    const [pub] = issues({ routes: [route({ auth: 'none', rules: undefined, mcp: {} })] });
+    assert.equal(pub?.path, 'gateway.routes[0].auth');
+    assert.match(pub?.message ?? '', /an MCP route .* set auth: jwt/);
+    const [pattern] = issues({ routes: [route({ match: { path: '/mcp/:tenant' }, mcp: {} })] });
+    assert.equal(pattern?.path, 'gateway.routes[0].mcp.resource');
+    assert.deepEqual(issues({ routes: [route({ match: { path: '/mcp/:t' }, mcp: { resource: 'https://mcp.example.com/mcp' } })] }), []);
+    const [size] = issues({ routes: [route({ mcp: { max_message_size: 'lots' } })] });
+    assert.equal(size?.path, 'gateway.routes[0].mcp.max_message_size');
   });
 
   it('refuses durations that run a timer for longer than Node timers can (they would fire at once)', () => {

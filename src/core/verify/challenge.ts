@@ -55,3 +55,13 @@ export function challenges(error: TesseraError | undefined, options: ChallengeOp
 export function challenge(error: TesseraError | undefined, options: ChallengeOptions = {}): string {
   return challenges(error, options).join(', ');
 }
+
+/**
+ * Add `resource_metadata` (RFC 9728 §5.1) to a rendered challenge that lacks it: MCP routes learn
+ * their metadata URL from the request, after the verifier rendered the rest.
+ */
+export function withResourceMetadata(rendered: string, url: string): string {
+  if (rendered.includes('resource_metadata=')) return rendered;
+  const attr = `resource_metadata=${quote(url)}`;
+  return rendered.includes(' ') ? `${rendered}, ${attr}` : `${rendered} ${attr}`;
+}

@@ -44,7 +44,17 @@ function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal |
   return `s:${p.issuer}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
 }
 
-function afterAuthn(pipeline: Pipeline, request: GatewayRequest, authn: AuthnResult): Decision | Promise<Decision> {
+/**
+ * The stages after authentication (rate limit, authorization, mutation), for a caller that
+ * authenticated first and learned more about the request since (an MCP route reads the body to
+ * know the `tool`).
+ */
+export function afterAuthn(
+  pipeline: Pipeline,
+  request: GatewayRequest,
+  authn: AuthnResult,
+  tool?: string | null,
+): Decision | Promise<Decision> {
   if (!authn.ok) return authn.principal ? { ok: false, error: authn.error, principal: authn.principal } : { ok: false, error: authn.error };
   const principal = authn.principal;
   if (pipeline.rateLimit) {
@@ -54,7 +64,7 @@ function afterAuthn(pipeline: Pipeline, request: GatewayRequest, authn: AuthnRes
       return principal ? { ok: false, error, principal } : { ok: false, error };
     }
   }
-  const authz = pipeline.authz.authorize(request, principal);
+  const authz = pipeline.authz.authorize(request, principal, tool);
   if (!authz.ok) {
     const denied: { ok: false; error: TesseraError; principal?: Principal; rule?: CompiledRule } = { ok: false, error: authz.error };
     if (principal) denied.principal = principal;
@@ -81,6 +91,14 @@ function fail(error: TesseraError, principal: Principal | undefined, rule: Compi
   if (principal) d.principal = principal;
   if (rule) d.rule = rule;
   return d;
+}
+
+/** Only the authentication stage (see {@link afterAuthn}). */
+export function authenticate(pipeline: Pipeline, request: GatewayRequest): AuthnResult | Promise<AuthnResult> {
+  const stage = pipeline.authn;
+  const outcome = stage.authenticate(request);
+  if (outcome instanceof Promise) return outcome.then((o) => stage.settle(o));
+  return stage.settle(outcome);
 }
 
 /**

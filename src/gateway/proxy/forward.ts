@@ -65,8 +65,8 @@ export interface ForwardOptions {
   /** Path and query for the upstream. */
   readonly path: string;
   readonly headers: Record<string, string | string[]>;
-  /** `req` itself, an async iterable counting and limiting a chunked body, or null. */
-  readonly body: IncomingMessage | AsyncIterable<Uint8Array> | null;
+  /** `req` itself, an async iterable counting and limiting a chunked body, a body read already (MCP), or null. */
+  readonly body: IncomingMessage | AsyncIterable<Uint8Array> | Buffer | null;
   /** ms; 0 disables. */
   readonly headersTimeout: number;
   /** ms; 0 disables. */
@@ -77,9 +77,10 @@ export interface ForwardOptions {
 
 /**
  * undici legacy dispatch handler (`onConnect`/`onHeaders`/`onData`/`onComplete`/`onError`). It is
- * the interface undici's own core speaks, so no adapter runs per chunk.
+ * the interface undici's own core speaks, so no adapter runs per chunk. MCP routes extend it to
+ * read a response header (see {@link forwardWith}).
  */
-class ForwardHandler {
+export class ForwardHandler {
   readonly #res: ServerResponse;
   readonly #cb: ForwardCallbacks;
   readonly #extra: readonly string[];
@@ -188,7 +189,11 @@ export interface ForwardHandle {
  * ```
  */
 export function forward(res: ServerResponse, options: ForwardOptions, callbacks: ForwardCallbacks): ForwardHandle {
-  const handler = new ForwardHandler(res, callbacks, options.responseHeaders);
+  return forwardWith(new ForwardHandler(res, callbacks, options.responseHeaders), options);
+}
+
+/** {@link forward} with a given handler (a subclass that also reads the response head). */
+export function forwardWith(handler: ForwardHandler, options: ForwardOptions): ForwardHandle {
   options.dispatcher.dispatch(
     {
       method: options.method as Dispatcher.HttpMethod,

@@ -14,5 +14,6 @@ export type AuthzOutcome =
 
 export interface Authorizer {
   readonly id: string;
-  authorize(request: GatewayRequest, principal: Principal | undefined, tool?: string): AuthzOutcome;
+  /** `tool`: the MCP tool a `tools/call` names, `null` for other messages, `undefined` when unknown. */
+  authorize(request: GatewayRequest, principal: Principal | undefined, tool?: string | null): AuthzOutcome;
 }

@@ -1,0 +1,88 @@
+/**
+ * Reading one MCP JSON-RPC request body (Streamable HTTP POST) for the decision: which tool a
+ * `tools/call` names. Pure: bytes in, a tool name (or `null` for any other message) or a refusal
+ * out. The body itself is forwarded unchanged; nothing here rewrites it.
+ *
+ * @module
+ */
+import type { ErrorCode } from '../../core/errors.ts';
+
+/** JSON-RPC 2.0 error codes (§5.1). */
+export const RPC_PARSE_ERROR = -32700;
+export const RPC_INVALID_REQUEST = -32600;
+export const RPC_INVALID_PARAMS = -32602;
+/** Implementation-defined server errors (-32000 to -32099), as the MCP SDK uses them. */
+export const RPC_SERVER_ERROR = -32000;
+export const RPC_SESSION_NOT_FOUND = -32001;
+
+export type McpMessage =
+  | {
+      readonly ok: true;
+      /** `params.name` of a `tools/call`; `null` for every other message (requests, notifications, responses). */
+      readonly tool: string | null;
+    }
+  | {
+      readonly ok: false;
+      readonly code: Extract<ErrorCode, 'mcp_message_invalid' | 'mcp_batch_refused' | 'mcp_tool_name_invalid'>;
+      /** The JSON-RPC error code for the answer. */
+      readonly rpc: number;
+      /** The request's `id` when it was readable (echoed in the error response), else `null`. */
+      readonly id: string | number | null;
+    };
+
+// Fatal: a body that is not UTF-8 is refused rather than read with replacement characters the
+// upstream's parser may not agree with.
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function idOf(message: Record<string, unknown>): string | number | null {
+  const id = message.id;
+  return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;
+}
+
+/**
+ * Read an MCP request body.
+ *
+ * A JSON-RPC batch (an array) is refused: MCP 2025-06-18 removed batching, and authorizing a
+ * batch would make one request carry several decisions. A message must be an object with
+ * `"jsonrpc": "2.0"`; a `method`, when present, must be a string; a `tools/call` must name its tool
+ * with a string `params.name`.
+ *
+ * @example
+ * ```ts
+ * readMessage(Buffer.from('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}'));
+ * // { ok: true, tool: 'search' }
+ * ```
+ */
+export function readMessage(body: Uint8Array): McpMessage {
+  let value: unknown;
+  try {
+    value = JSON.parse(utf8.decode(body));
+  } catch {
+    return { ok: false, code: 'mcp_message_invalid', rpc: RPC_PARSE_ERROR, id: null };
+  }
+  if (Array.isArray(value)) return { ok: false, code: 'mcp_batch_refused', rpc: RPC_INVALID_REQUEST, id: null };
+  if (typeof value !== 'object' || value === null) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id: null };
+  const message = value as Record<string, unknown>;
+  const id = idOf(message);
+  if (message.jsonrpc !== '2.0') return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
+  const method = message.method;
+  if (method === undefined) return { ok: true, tool: null }; // a response to a server request
+  if (typeof method !== 'string') return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
+  if (method !== 'tools/call') return { ok: true, tool: null };
+  const params = message.params;
+  const name = typeof params === 'object' && params !== null && !Array.isArray(params) ? (params as { name?: unknown }).name : undefined;
+  if (typeof name !== 'string' || name === '') return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
+  return { ok: true, tool: name };
+}
+
+/** A JSON-RPC error response body. `message` is a fixed description, never request data. */
+export function rpcErrorBody(code: number, message: string, id: string | number | null): string {
+  return JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } });
+}
+
+/** True when a Content-Type header value is `application/json` (parameters such as charset allowed). */
+export function isJsonContentType(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  const semi = value.indexOf(';');
+  return (semi < 0 ? value : value.slice(0, semi)).trim().toLowerCase() === 'application/json';
+}

@@ -1,0 +1,43 @@
+/**
+ * RFC 9728 OAuth 2.0 Protected Resource Metadata for MCP routes, and the URL MCP clients find it
+ * at: the 401 challenge's `resource_metadata` (MCP authorization, RFC 9728 §5.1) and the
+ * well-known URI (§3.1: `/.well-known/oauth-protected-resource` inserted between the host and the
+ * resource's path).
+ *
+ * @module
+ */
+
+export const METADATA_PATH = '/.well-known/oauth-protected-resource';
+
+/** What an MCP route advertises, compiled from its `mcp` block. */
+export interface McpAdvertisement {
+  /** Configured `resource`, or `undefined` to derive it from the request's origin and the route prefix. */
+  readonly resource: string | undefined;
+  /** The route's path prefix without trailing slash (`''` for the root). */
+  readonly prefix: string;
+  /** Configured authorization servers, or `undefined` for the token service at the request's origin. */
+  readonly authorizationServers: readonly string[] | undefined;
+  readonly scopesSupported: readonly string[];
+}
+
+/** The resource identifier for a request arriving at `origin` (`https://host[:port]`). */
+export function resourceOf(ad: McpAdvertisement, origin: string): string {
+  return ad.resource ?? `${origin}${ad.prefix === '' ? '/' : ad.prefix}`;
+}
+
+/** The metadata URL of `resource` (RFC 9728 §3.1). */
+export function metadataUrlOf(resource: string): string {
+  const u = new URL(resource);
+  const path = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
+  return `${u.origin}${METADATA_PATH}${path}`;
+}
+
+/** The metadata document (RFC 9728 §2). */
+export function metadataDocument(ad: McpAdvertisement, origin: string): Record<string, unknown> {
+  return {
+    resource: resourceOf(ad, origin),
+    authorization_servers: ad.authorizationServers ?? [origin],
+    scopes_supported: ad.scopesSupported,
+    bearer_methods_supported: ['header'],
+  };
+}

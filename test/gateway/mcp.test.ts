@@ -1,0 +1,526 @@
+/**
+ * MCP routes end to end: a real MCP server (McpServer + StreamableHTTPServerTransport on
+ * node:http, loopback) behind the gateway, real MCP SDK clients in front of it. Tool calls are
+ * authorized by tool, the body reaches the upstream byte for byte, responses still stream, sessions
+ * are bound to the principal that created them, and RFC 9728 metadata tells clients where to get
+ * tokens.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import pino from 'pino';
+import { z } from 'zod';
+import type { AuditEvent } from '../../src/audit/event.ts';
+import { runChecks } from '../../src/cli/commands/check.ts';
+import { AUDIENCE, baseConfig, ISSUER, requestEvents, startGateway, type TestGateway, token } from './helpers.ts';
+
+/** What the MCP upstream received: every HTTP request (raw body) and every tool it ran. */
+interface McpUpstream {
+  readonly url: string;
+  readonly requests: { method: string; headers: IncomingMessage['headers']; body: Buffer }[];
+  readonly toolCalls: string[];
+  /** Resolves the `slow` tool. */
+  release(): void;
+  close(): Promise<void>;
+}
+
+async function startMcpUpstream(): Promise<McpUpstream> {
+  const requests: McpUpstream['requests'] = [];
+  const toolCalls: string[] = [];
+  const transports = new Map<string, StreamableHTTPServerTransport>();
+  let release: () => void = () => {};
+
+  const mcpServer = () => {
+    const server = new McpServer({ name: 'files', version: '1.0.0' });
+    const tool = (name: string) =>
+      server.registerTool(name, { description: name, inputSchema: { text: z.string().optional() } }, async ({ text }) => {
+        toolCalls.push(name);
+        return { content: [{ type: 'text', text: `${name}:${text ?? ''}` }] };
+      });
+    for (const name of ['echo', 'files.read', 'files.read_meta', 'files.write', 'admin.reset']) tool(name);
+    server.registerTool('slow', { description: 'progress, then waits' }, async (extra) => {
+      toolCalls.push('slow');
+      const progressToken = extra._meta?.progressToken;
+      if (progressToken !== undefined)
+        await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: 1, total: 2 } });
+      await new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      return { content: [{ type: 'text', text: 'done' }] };
+    });
+    return server;
+  };
+
+  const http: Server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks);
+    requests.push({ method: req.method ?? '', headers: req.headers, body });
+    const sid = req.headers['mcp-session-id'];
+    let transport = typeof sid === 'string' ? transports.get(sid) : undefined;
+    if (transport === undefined) {
+      if (sid !== undefined) {
+        res
+          .writeHead(404, { 'content-type': 'application/json' })
+          .end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
+        return;
+      }
+      const t: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: () => randomUUID(),
+        onsessioninitialized: (id) => {
+          transports.set(id, t);
+        },
+        onsessionclosed: (id) => {
+          transports.delete(id);
+        },
+      });
+      transport = t;
+      await mcpServer().connect(t);
+    }
+    await transport.handleRequest(req, res, body.length > 0 ? JSON.parse(body.toString()) : undefined);
+  });
+  http.listen(0, '127.0.0.1');
+  await once(http, 'listening');
+  return {
+    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
+    requests,
+    toolCalls,
+    release: () => release(),
+    close: async () => {
+      for (const t of transports.values()) await t.close();
+      http.closeAllConnections();
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    },
+  };
+}
+
+const RULES = [
+  { id: 'files-read', tool: 'files.read*', scopes: ['files:read'] },
+  { id: 'files-write', tool: 'files.write', scopes: ['files:write'] },
+  { id: 'echo', tool: 'echo', scopes: ['mcp:use'] },
+  { id: 'slow', tool: 'slow', scopes: ['mcp:use'] },
+  { id: 'other-tools', tool: '*', scopes: ['admin'] },
+  { id: 'mcp', scopes: ['mcp:use'] },
+];
+
+const ACCEPT = 'application/json, text/event-stream';
+
+describe('gateway: MCP routes', () => {
+  let upstream: McpUpstream;
+  let gw: TestGateway;
+  const logLines: string[] = [];
+  const tokens: string[] = [];
+  const clients: Client[] = [];
+
+  const mint = async (sub: string, scope: string) => {
+    const t = await token({ sub, scope, client_id: `${sub}-agent` });
+    tokens.push(t);
+    return t;
+  };
+  const endpoint = () => new URL(`${gw.url}/mcp`);
+  async function connect(t: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+    const transport = new StreamableHTTPClientTransport(endpoint(), { requestInit: { headers: { authorization: `Bearer ${t}` } } });
+    const client = new Client({ name: 'test-agent', version: '1.0.0' });
+    await client.connect(transport);
+    clients.push(client);
+    return { client, transport };
+  }
+  /** A raw JSON-RPC POST through the gateway. */
+  const post = (t: string | undefined, body: string | Buffer, headers: Record<string, string> = {}) =>
+    fetch(endpoint(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, ...(t ? { authorization: `Bearer ${t}` } : {}), ...headers },
+      body,
+    });
+  const events = async () => (await requestEvents(gw)) as AuditEvent[];
+  const lastEvent = async () => (await events()).at(-1) as AuditEvent;
+  const toolPosts = (name: string) =>
+    upstream.requests.filter((r) => r.method === 'POST' && r.body.includes(`"tools/call"`) && r.body.includes(`"${name}"`));
+
+  before(async () => {
+    upstream = await startMcpUpstream();
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        logLines.push(String(chunk));
+        done();
+      },
+    });
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        scopes: { 'mcp:use': {}, 'files:read': {}, 'files:write': { implies: ['files:read'] }, admin: {} },
+        gateway: {
+          routes: [
+            {
+              id: 'mcp',
+              match: { path_prefix: '/mcp' },
+              upstream: { url: upstream.url },
+              auth: 'jwt',
+              audience: AUDIENCE,
+              rules: RULES,
+              mcp: { max_message_size: '4kb' },
+            },
+            { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
+          ],
+        },
+      },
+      { logger: pino({ level: 'debug' }, sink) },
+    );
+  });
+  after(async () => {
+    for (const c of clients) await c.close().catch(() => {});
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('an allowed tool call reaches the MCP server and its result comes back; the audit event names the tool', async () => {
+    const { client } = await connect(await mint('alice', 'mcp:use files:read'));
+    const result = await client.callTool({ name: 'echo', arguments: { text: 'hi' } });
+    assert.deepEqual(result.content, [{ type: 'text', text: 'echo:hi' }]);
+    assert.ok(upstream.toolCalls.includes('echo'));
+    const e = (await events()).filter((x) => x.tool === 'echo');
+    assert.equal(e.length, 1);
+    assert.equal(e[0]?.decision, 'allow');
+    assert.equal(e[0]?.subject, 'alice');
+    assert.equal(e[0]?.detail?.rule, 'echo');
+  });
+
+  it('tools/list and initialize are allowed by a rule without a tool (tool = null skips tool rules)', async () => {
+    const { client } = await connect(await mint('lister', 'mcp:use'));
+    const { tools } = await client.listTools();
+    assert.ok(tools.some((t) => t.name === 'files.write'));
+    const list = (await events()).filter((x) => x.subject === 'lister');
+    assert.ok(list.length >= 2);
+    for (const x of list) {
+      assert.equal(x.tool, undefined);
+      assert.equal(x.detail?.rule, 'mcp');
+    }
+  });
+
+  it('tool glob rules: files.read* allows files.read and files.read_meta with files:read', async () => {
+    const { client } = await connect(await mint('reader', 'mcp:use files:read'));
+    assert.deepEqual((await client.callTool({ name: 'files.read', arguments: {} })).content, [{ type: 'text', text: 'files.read:' }]);
+    assert.deepEqual((await client.callTool({ name: 'files.read_meta', arguments: {} })).content, [
+      { type: 'text', text: 'files.read_meta:' },
+    ]);
+  });
+
+  it('a tool outside the token scopes is refused 403 insufficient_scope with the scope challenge; the server never sees the call', async () => {
+    const t = await mint('reader2', 'mcp:use files:read');
+    const { client, transport } = await connect(t);
+    const forbidden = (e: unknown) => (e as { code?: unknown }).code === 403 && /insufficient_scope/.test(String(e));
+    await assert.rejects(client.callTool({ name: 'files.write', arguments: { text: 'x' } }), forbidden);
+    await assert.rejects(client.callTool({ name: 'admin.reset', arguments: {} }), forbidden);
+    assert.equal(toolPosts('files.write').length, 0);
+    assert.equal(toolPosts('admin.reset').length, 0);
+    assert.ok(!upstream.toolCalls.includes('files.write'));
+
+    const res = await post(t, JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'files.write' } }), {
+      'mcp-session-id': transport.sessionId as string,
+    });
+    assert.equal(res.status, 403);
+    const challenge = res.headers.get('www-authenticate') ?? '';
+    assert.match(challenge, /^Bearer /);
+    assert.match(challenge, /error="insufficient_scope"/);
+    assert.match(challenge, /scope="files:write"/);
+    assert.match(challenge, /resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
+    assert.deepEqual(await res.json(), {
+      error: 'insufficient_scope',
+      error_description: 'The access token does not grant the scope this request requires.',
+    });
+    const e = await lastEvent();
+    assert.equal(e.decision, 'deny');
+    assert.equal(e.reason, 'scope_insufficient');
+    assert.equal(e.tool, 'files.write');
+    assert.equal(e.detail?.rule, 'files-write');
+    assert.equal(toolPosts('files.write').length, 0);
+  });
+
+  it('a tool no tool rule names falls to the catch-all tool rule, not to the rule without a tool', async () => {
+    const t = await mint('user', 'mcp:use');
+    const { transport } = await connect(t);
+    const res = await post(t, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'unlisted' } }), {
+      'mcp-session-id': transport.sessionId as string,
+    });
+    assert.equal(res.status, 403);
+    assert.equal((await lastEvent()).detail?.rule, 'other-tools');
+  });
+
+  it('a tools/call whose params.name is not a string is refused 400 with a JSON-RPC error, before the upstream', async () => {
+    const t = await mint('bad-name', 'mcp:use admin files:write');
+    const before = upstream.requests.length;
+    for (const params of [{ name: 42 }, { name: ['echo'] }, {}, { name: '' }]) {
+      const res = await post(t, JSON.stringify({ jsonrpc: '2.0', id: 'q1', method: 'tools/call', params }));
+      assert.equal(res.status, 400);
+      assert.equal(res.headers.get('www-authenticate'), null);
+      assert.deepEqual(await res.json(), {
+        jsonrpc: '2.0',
+        id: 'q1',
+        error: { code: -32602, message: 'A tools/call request needs params.name as a string.' },
+      });
+      assert.equal((await lastEvent()).reason, 'mcp_tool_name_invalid');
+    }
+    const noParams = await post(t, '{"jsonrpc":"2.0","id":2,"method":"tools/call"}');
+    assert.equal(noParams.status, 400);
+    assert.equal(upstream.requests.length, before);
+  });
+
+  it('unparseable JSON is a JSON-RPC parse error (400, -32700); a non-object or non-2.0 message is -32600', async () => {
+    const t = await mint('bad-json', 'mcp:use');
+    const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/call",');
+    assert.equal(res.status, 400);
+    assert.deepEqual(((await res.json()) as { error: unknown }).error, {
+      code: -32700,
+      message: 'The request body is not a JSON-RPC 2.0 message.',
+    });
+    assert.equal((await lastEvent()).reason, 'mcp_message_invalid');
+    for (const body of ['"tools/call"', 'null', '{"id":1,"method":"tools/list"}', '{"jsonrpc":"2.0","id":1,"method":7}']) {
+      const r = await post(t, body);
+      assert.equal(r.status, 400, body);
+      assert.equal(((await r.json()) as { error: { code: number } }).error.code, -32600);
+    }
+    // Invalid UTF-8 is refused rather than read with replacement characters.
+    const latin = Buffer.concat([
+      Buffer.from('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo'),
+      Buffer.from([0xff]),
+      Buffer.from('"}}'),
+    ]);
+    assert.equal((await post(t, latin)).status, 400);
+  });
+
+  it('a JSON-RPC batch is refused (MCP 2025-06-18 has no batching), so a denied tool cannot hide in one', async () => {
+    const t = await mint('batcher', 'mcp:use');
+    const before = upstream.requests.length;
+    const res = await post(
+      t,
+      JSON.stringify([
+        { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+        { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'admin.reset' } },
+      ]),
+    );
+    assert.equal(res.status, 400);
+    assert.deepEqual(((await res.json()) as { error: unknown }).error, {
+      code: -32600,
+      message: 'JSON-RPC batches are not accepted; send one message per request.',
+    });
+    assert.equal((await lastEvent()).reason, 'mcp_batch_refused');
+    assert.equal(upstream.requests.length, before);
+  });
+
+  it('a body that is not application/json is refused 415 before it is read', async () => {
+    const t = await mint('form', 'mcp:use');
+    const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'content-type': 'text/plain' });
+    assert.equal(res.status, 415);
+    assert.equal((await lastEvent()).reason, 'mcp_content_type_invalid');
+  });
+
+  it('an oversize body is refused 413, declared or chunked, and audited', async () => {
+    const t = await mint('big', 'mcp:use');
+    const before = upstream.requests.length;
+    const big = JSON.stringify({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'echo', arguments: { text: 'x'.repeat(5000) } },
+    });
+    const declared = await post(t, big);
+    assert.equal(declared.status, 413);
+    assert.equal((await lastEvent()).reason, 'request_too_large');
+    const chunked = await fetch(endpoint(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}` },
+      body: new ReadableStream({
+        start(c) {
+          for (let i = 0; i < 10; i++) c.enqueue(new TextEncoder().encode(' '.repeat(1000)));
+          c.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(chunked.status, 413);
+    const e = await lastEvent();
+    assert.equal(e.reason, 'request_too_large');
+    assert.equal(e.decision, 'deny');
+    assert.equal(upstream.requests.length, before);
+  });
+
+  it('forwards the body byte for byte with its length, a chunked upload included', async () => {
+    const t = await mint('bytes', 'mcp:use');
+    const { transport } = await connect(t);
+    const raw = Buffer.from(
+      '{ "params" : {"name":"echo","arguments":{"text":"caf\\u00e9 ☕"}} ,\n "method":"tools/call", "id" : 77, "jsonrpc":"2.0" }  \n',
+    );
+    const res = await post(t, raw, { 'mcp-session-id': transport.sessionId as string });
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /echo:café ☕/);
+    const seen = upstream.requests.find((r) => r.body.includes('"id" : 77'));
+    assert.ok(seen);
+    assert.ok(seen.body.equals(raw));
+    assert.equal(seen.headers['content-length'], String(raw.length));
+
+    const chunkedRaw = Buffer.from('{"jsonrpc":"2.0","id":78,"method":"tools/list"}');
+    const chunked = await fetch(endpoint(), {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: ACCEPT,
+        authorization: `Bearer ${t}`,
+        'mcp-session-id': transport.sessionId as string,
+      },
+      body: new ReadableStream({
+        start(c) {
+          c.enqueue(chunkedRaw.subarray(0, 10));
+          c.enqueue(chunkedRaw.subarray(10));
+          c.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(chunked.status, 200);
+    await chunked.text();
+    const seenChunked = upstream.requests.find((r) => r.body.includes('"id":78'));
+    assert.ok(seenChunked?.body.equals(chunkedRaw));
+    assert.equal(seenChunked?.headers['content-length'], String(chunkedRaw.length));
+    assert.equal(seenChunked?.headers['transfer-encoding'], undefined);
+  });
+
+  it('SSE responses stream: a progress notification arrives while the tool call is still running', async () => {
+    const { client } = await connect(await mint('streamer', 'mcp:use'));
+    let progressed: () => void = () => {};
+    const progress = new Promise<void>((resolve) => {
+      progressed = resolve;
+    });
+    const call = client.callTool({ name: 'slow', arguments: {} }, undefined, {
+      onprogress: () => progressed(),
+      resetTimeoutOnProgress: true,
+    });
+    // Were the response buffered, the notification would only come with the result, which waits for it.
+    await Promise.race([progress, call.then((r) => assert.fail(`the call ended before its progress arrived: ${JSON.stringify(r)}`))]);
+    upstream.release();
+    assert.deepEqual((await call).content, [{ type: 'text', text: 'done' }]);
+  });
+
+  it('session hijack: another principal presenting a session id gets 404 and the upstream never sees it', async () => {
+    const { transport } = await connect(await mint('owner', 'mcp:use admin'));
+    const sid = transport.sessionId as string;
+    assert.ok(sid);
+    const mallory = await mint('mallory', 'mcp:use admin files:write');
+    const hijack = await post(mallory, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo' } }), {
+      'mcp-session-id': sid,
+      'x-probe': 'hijack',
+    });
+    assert.equal(hijack.status, 404);
+    assert.deepEqual(((await hijack.json()) as { error: unknown }).error, { code: -32001, message: 'Session not found.' });
+    let e = await lastEvent();
+    assert.equal(e.reason, 'mcp_session_principal_mismatch');
+    assert.equal(e.subject, 'mallory');
+    // The SSE stream (GET) and session end (DELETE) are bound too.
+    const get = await fetch(endpoint(), {
+      headers: { accept: 'text/event-stream', authorization: `Bearer ${mallory}`, 'mcp-session-id': sid, 'x-probe': 'hijack' },
+    });
+    assert.equal(get.status, 404);
+    const del = await fetch(endpoint(), {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${mallory}`, 'mcp-session-id': sid, 'x-probe': 'hijack' },
+    });
+    assert.equal(del.status, 404);
+    // Same subject through another client is another principal.
+    const otherClient = await token({ sub: 'owner', scope: 'mcp:use', client_id: 'other-agent' });
+    tokens.push(otherClient);
+    assert.equal(
+      (await post(otherClient, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'mcp-session-id': sid, 'x-probe': 'hijack' })).status,
+      404,
+    );
+    assert.equal(upstream.requests.filter((r) => r.headers['x-probe'] === 'hijack').length, 0);
+    // The owner with a fresh token (another jti) keeps the session.
+    const again = await mint('owner', 'mcp:use');
+    const ok = await post(again, '{"jsonrpc":"2.0","id":5,"method":"tools/list"}', { 'mcp-session-id': sid });
+    assert.equal(ok.status, 200);
+    await ok.text();
+    e = await lastEvent();
+    assert.equal(e.decision, 'allow');
+  });
+
+  it('a session id the gateway never saw created is refused (fail closed), and an ended session is forgotten', async () => {
+    const t = await mint('guesser', 'mcp:use');
+    const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'mcp-session-id': randomUUID() });
+    assert.equal(res.status, 404);
+    assert.equal((await lastEvent()).reason, 'mcp_session_unknown');
+
+    const { transport } = await connect(t);
+    const sid = transport.sessionId as string;
+    await transport.terminateSession();
+    const after = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'mcp-session-id': sid });
+    assert.equal(after.status, 404);
+    assert.equal((await lastEvent()).reason, 'mcp_session_unknown');
+  });
+
+  it('401 without a token, with the MCP challenge pointing at the RFC 9728 metadata', async () => {
+    const res = await post(undefined, '{"jsonrpc":"2.0","id":1,"method":"initialize"}');
+    assert.equal(res.status, 401);
+    const port = new URL(gw.url).port;
+    assert.equal(
+      res.headers.get('www-authenticate'),
+      `Bearer resource_metadata="http://127.0.0.1:${port}/.well-known/oauth-protected-resource/mcp"`,
+    );
+    const bad = await post('not.a.jwt', '{"jsonrpc":"2.0","id":1,"method":"initialize"}');
+    assert.equal(bad.status, 401);
+    assert.match(bad.headers.get('www-authenticate') ?? '', /error="invalid_token".*resource_metadata="/);
+    // Other routes are untouched.
+    const api = await fetch(`${gw.url}/api/x`);
+    assert.equal(api.status, 401);
+    assert.equal(api.headers.get('www-authenticate'), 'Bearer');
+  });
+
+  it('serves RFC 9728 protected resource metadata publicly, path-suffixed and bare', async () => {
+    const base = gw.url;
+    const expected = {
+      resource: `${base}/mcp`,
+      authorization_servers: [ISSUER],
+      scopes_supported: ['admin', 'files:read', 'files:write', 'mcp:use'],
+      bearer_methods_supported: ['header'],
+    };
+    for (const path of ['/.well-known/oauth-protected-resource/mcp', '/.well-known/oauth-protected-resource']) {
+      const res = await fetch(`${base}${path}`);
+      assert.equal(res.status, 200, path);
+      assert.equal(res.headers.get('content-type'), 'application/json');
+      assert.equal(res.headers.get('access-control-allow-origin'), '*');
+      assert.deepEqual(await res.json(), expected);
+    }
+    // Not an MCP route's path: not metadata (and here no route at all).
+    assert.equal((await fetch(`${base}/.well-known/oauth-protected-resource/other`)).status, 404);
+  });
+
+  it('tessera check finds the metadata and the 401 challenges on an MCP route', async () => {
+    const t = await mint('checker', 'mcp:use');
+    const results = await runChecks(`${gw.url}/mcp`, t, { agentCard: false });
+    const byName = new Map(results.map((r) => [r.name, r]));
+    assert.equal(byName.get('public discovery reachable without a token')?.ok, true);
+    assert.match(byName.get('public discovery reachable without a token')?.detail ?? '', /oauth-protected-resource/);
+    assert.equal(byName.get('protected path refuses a request without a token')?.ok, true);
+    assert.equal(byName.get('a malformed token is refused')?.ok, true);
+    assert.equal(byName.get('a token without the Bearer scheme is refused')?.ok, true);
+  });
+
+  it('no token appears in any audit event or log line', async () => {
+    const all = JSON.stringify(await gw.served.gateway.audit.flush().then(() => gw.audit.events));
+    const logs = logLines.join('');
+    assert.ok(logs.length > 0);
+    assert.ok(tokens.length > 5);
+    for (const t of tokens) {
+      for (const part of [t, t.split('.')[2] as string]) {
+        assert.ok(!all.includes(part), 'a token in the audit trail');
+        assert.ok(!logs.includes(part), 'a token in the logs');
+      }
+    }
+    assert.ok((await events()).some((e) => e.tool !== undefined));
+  });
+});
