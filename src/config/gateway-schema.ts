@@ -148,7 +148,7 @@ export const mcpSchema = z
     }),
     authorization_servers: z.array(z.string().url()).min(1).optional().meta({
       description:
-        'Issuer URLs of the authorization servers advertised in the metadata. Default: the token service issuer when this configuration runs one, else the `issuers` the gateway trusts.',
+        'Issuer URLs of the authorization servers advertised in the metadata. Default: the issuer of the token service under `tessera serve`, else the `issuers` the gateway trusts.',
     }),
     scopes_supported: z
       .array(z.string().min(1))

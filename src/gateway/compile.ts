@@ -48,6 +48,8 @@ export interface CompileDeps {
   readonly upstreamTokenIssuer: UpstreamTokenIssuer | undefined;
   readonly pools: UpstreamPools;
   readonly onExchangeError: (route: string, error: unknown) => void;
+  /** The issuer of the token service running in this process, advertised by MCP routes. */
+  readonly authorizationServer?: string | undefined;
 }
 
 export interface CompiledUpstream {
@@ -144,14 +146,11 @@ function ruleScopes(r: RouteConfig): string[] {
   return [...out].sort();
 }
 
-function compileMcp(config: TesseraConfig, r: RouteConfig): CompiledMcp {
+function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: string | undefined): CompiledMcp {
   const m = r.mcp as NonNullable<RouteConfig['mcp']>;
-  // The token service of this process, when it runs one (its issuer defaults to the public URL,
-  // i.e. the origin the request came to); else the issuers the gateway trusts.
-  const ts = config.token_service;
+  // The token service of this process when it runs one, else the issuers the gateway trusts.
   const authorizationServers =
-    m.authorization_servers ??
-    (ts !== undefined ? (ts.issuer !== undefined ? [ts.issuer] : undefined) : config.issuers.map((i) => i.issuer));
+    m.authorization_servers ?? (authorizationServer !== undefined ? [authorizationServer] : config.issuers.map((i) => i.issuer));
   return {
     resource: m.resource,
     prefix: r.match.path_prefix?.replace(/\/$/, '') ?? '',
@@ -308,7 +307,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       websocket: r.websocket,
       a2a,
       prefix: r.match.path_prefix?.replace(/\/$/, ''),
-      mcp: r.mcp === undefined ? undefined : compileMcp(config, r),
+      mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer),
     });
   }
 

@@ -110,6 +110,9 @@ export interface GatewayDeps {
   readonly createVerifier?: VerifierFactory;
   /** Extra readiness checks (the store). */
   readonly readiness?: readonly ReadinessCheck[];
+  /** The issuer of the token service in this process: MCP routes advertise it in their RFC 9728
+   * metadata unless `mcp.authorization_servers` says otherwise. */
+  readonly authorizationServer?: string;
 }
 
 export type ReloadResult =
@@ -191,6 +194,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     clock,
     createVerifier: verifierFactory,
     upstreamTokenIssuer: deps.upstreamTokenIssuer,
+    authorizationServer: deps.authorizationServer,
     pools,
     onExchangeError: (route: string, error: unknown) =>
       logger.warn(

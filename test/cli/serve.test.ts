@@ -78,6 +78,7 @@ issuers:
   - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], jwks: { keys: [${JSON.stringify(key.jwk)}] } }  # an external IdP
 scopes:
   api:read: {}
+  api:write: {}
 gateway:
   exchange_client: tessera-gateway
   watch_config: false
@@ -94,6 +95,13 @@ gateway:
       auth: jwt
       audience: ${base}/api
       rules: [{ path: /minted/**, scopes: [api:read] }]
+    - id: mcp
+      match: { path_prefix: /mcp }
+      upstream: { url: ${upstream.url} }
+      auth: jwt
+      audience: ${base}/api
+      mcp: {}
+      rules: [{ tool: "danger.*", scopes: [api:write] }, { scopes: [api:read] }]
     - id: everything-else
       match: { path_prefix: / }
       upstream: { url: ${upstream.url} }
@@ -144,6 +152,32 @@ describe('tessera serve: token service and gateway in one process', () => {
     const checks = ((await ready.json()) as { checks: { name: string; ok: boolean }[] }).checks;
     assert.ok(checks.some((c) => c.name === 'store' && c.ok));
     assert.ok(checks.some((c) => c.name === 'signing_key' && c.ok));
+  });
+
+  it('an MCP route advertises this token service in its RFC 9728 metadata and authorizes its tokens by tool', async () => {
+    const meta = await fetch(`${base}/.well-known/oauth-protected-resource/mcp`);
+    assert.equal(meta.status, 200);
+    assert.deepEqual(await meta.json(), {
+      resource: `${base}/mcp`,
+      authorization_servers: [base],
+      scopes_supported: ['api:read', 'api:write'],
+      bearer_methods_supported: ['header'],
+    });
+    const t = await token();
+    const rpc = (name: string) =>
+      fetch(`${base}/mcp`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name } }),
+      });
+    const ok = await rpc('search');
+    assert.equal(ok.status, 200);
+    assert.match(upstream.seen.at(-1)?.body ?? '', /"name":"search"/);
+    const seen = upstream.seen.length;
+    const denied = await rpc('danger.drop');
+    assert.equal(denied.status, 403);
+    assert.match(denied.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*scope="api:write".*resource_metadata="/);
+    assert.equal(upstream.seen.length, seen);
   });
 
   it('injects the gateway token from secrets.env; the caller token never reaches the upstream', async () => {

@@ -229,6 +229,7 @@ async function withGateway(
       ...(exchangeClient !== undefined ? { upstreamTokenIssuer: service.upstreamIssuer(exchangeClient) } : {}),
       auditSinks: [{ write: (events) => store.appendAudit(events) }],
       readiness: tokenServiceReadiness(ctx),
+      authorizationServer: service.issuer,
     },
   );
   return { url: served.url, service, config, gateway: served, close: () => served.close() };

@@ -15,8 +15,8 @@ export interface McpAdvertisement {
   readonly resource: string | undefined;
   /** The route's path prefix without trailing slash (`''` for the root). */
   readonly prefix: string;
-  /** Configured authorization servers, or `undefined` for the token service at the request's origin. */
-  readonly authorizationServers: readonly string[] | undefined;
+  /** Issuers of the authorization servers (none: the field is left out). */
+  readonly authorizationServers: readonly string[];
   readonly scopesSupported: readonly string[];
 }
 
@@ -36,7 +36,7 @@ export function metadataUrlOf(resource: string): string {
 export function metadataDocument(ad: McpAdvertisement, origin: string): Record<string, unknown> {
   return {
     resource: resourceOf(ad, origin),
-    authorization_servers: ad.authorizationServers ?? [origin],
+    ...(ad.authorizationServers.length > 0 ? { authorization_servers: ad.authorizationServers } : {}),
     scopes_supported: ad.scopesSupported,
     bearer_methods_supported: ['header'],
   };
