@@ -315,6 +315,14 @@ describe('gateway: MCP routes', () => {
     assert.equal(upstream.requests.length, before);
   });
 
+  it('parser differential: a tools/call naming its tool twice is refused before the upstream', async () => {
+    const t = await mint('twice', 'mcp:use');
+    const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"admin.reset"}}');
+    assert.equal(res.status, 400);
+    assert.equal((await lastEvent()).reason, 'mcp_message_invalid');
+    assert.equal(toolPosts('admin.reset').length, 0);
+  });
+
   it('a body that is not application/json is refused 415 before it is read', async () => {
     const t = await mint('form', 'mcp:use');
     const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'content-type': 'text/plain' });

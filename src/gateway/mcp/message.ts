@@ -34,6 +34,48 @@ export type McpMessage =
 // upstream's parser may not agree with.
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * True when an object in `text` (valid JSON) repeats a key. JSON.parse keeps the last of two
+ * `"name"`s and some parsers the first: the gateway would authorize one tool and the upstream run
+ * another. Such a message is refused rather than read one way.
+ */
+export function hasDuplicateKeys(text: string): boolean {
+  // One entry per open container: the keys seen in an object, `null` for an array.
+  const stack: (Set<string> | null)[] = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      let escaped = false;
+      for (let d = text.charCodeAt(j); d !== 0x22; d = text.charCodeAt(j)) {
+        if (d === 0x5c) {
+          escaped = true;
+          j += 2;
+        } else j++;
+      }
+      const keys = stack[stack.length - 1];
+      if (expectKey && keys) {
+        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        if (keys.has(key)) return true;
+        keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b) {
+      stack.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b) {
+      stack.push(null);
+      expectKey = false;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+      expectKey = false;
+    } else if (c === 0x2c) expectKey = stack[stack.length - 1] != null;
+  }
+  return false;
+}
+
 function idOf(message: Record<string, unknown>): string | number | null {
   const id = message.id;
   return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;
@@ -42,7 +84,8 @@ function idOf(message: Record<string, unknown>): string | number | null {
 /**
  * Read an MCP request body.
  *
- * A JSON-RPC batch (an array) is refused: MCP 2025-06-18 removed batching, and authorizing a
+ * A message repeating a key in any object is refused ({@link hasDuplicateKeys}). A JSON-RPC batch
+ * (an array) is refused: MCP 2025-06-18 removed batching, and authorizing a
  * batch would make one request carry several decisions. A message must be an object with
  * `"jsonrpc": "2.0"`; a `method`, when present, must be a string; a `tools/call` must name its tool
  * with a string `params.name`.
@@ -55,11 +98,14 @@ function idOf(message: Record<string, unknown>): string | number | null {
  */
 export function readMessage(body: Uint8Array): McpMessage {
   let value: unknown;
+  let text: string;
   try {
-    value = JSON.parse(utf8.decode(body));
+    text = utf8.decode(body);
+    value = JSON.parse(text);
   } catch {
     return { ok: false, code: 'mcp_message_invalid', rpc: RPC_PARSE_ERROR, id: null };
   }
+  if (hasDuplicateKeys(text)) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id: null };
   if (Array.isArray(value)) return { ok: false, code: 'mcp_batch_refused', rpc: RPC_INVALID_REQUEST, id: null };
   if (typeof value !== 'object' || value === null) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id: null };
   const message = value as Record<string, unknown>;

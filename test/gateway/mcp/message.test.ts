@@ -1,0 +1,74 @@
+/**
+ * Reading MCP JSON-RPC bodies: which tool a tools/call names, and the messages refused before
+ * any decision (parser differentials, batches, malformed tool names).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { hasDuplicateKeys, isJsonContentType, readMessage } from '../../../src/gateway/mcp/message.ts';
+
+const read = (text: string) => readMessage(Buffer.from(text));
+
+describe('MCP message reading', () => {
+  it('names the tool of a tools/call and null for every other message', () => {
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files.read"}}'), {
+      ok: true,
+      tool: 'files.read',
+    });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/list"}'), { ok: true, tool: null });
+    assert.deepEqual(read('{"jsonrpc":"2.0","method":"notifications/initialized"}'), { ok: true, tool: null });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":3,"result":{}}'), { ok: true, tool: null });
+    // Escapes are read as every JSON parser reads them.
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools\\/call","params":{"\\u006eame":"a\\u002eb"}}'), {
+      ok: true,
+      tool: 'a.b',
+    });
+  });
+
+  it('parser differential: refuses a repeated key (one parser keeps the first, another the last)', () => {
+    for (const text of [
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","name":"danger"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"danger"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","\\u006eame":"danger"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}',
+    ]) {
+      const m = read(text);
+      assert.equal(m.ok, false, text);
+      assert.equal(m.ok === false && m.code, 'mcp_message_invalid');
+    }
+    assert.equal(hasDuplicateKeys('{"a":[{"b":1},{"b":2}],"c":{"a":1}}'), false);
+    assert.equal(hasDuplicateKeys('{"a":"{\\"a\\":1,\\"a\\":2}","b":["a","a"]}'), false);
+    assert.equal(hasDuplicateKeys('{"a":{"x":1,"y":{"z":1},"x":2}}'), true);
+  });
+
+  it('refuses batches, non-objects, a missing jsonrpc 2.0 and a non-string method', () => {
+    const batch = read('[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]');
+    assert.deepEqual(batch, { ok: false, code: 'mcp_batch_refused', rpc: -32600, id: null });
+    for (const text of [
+      '1',
+      '"x"',
+      'null',
+      '{"id":1,"method":"tools/list"}',
+      '{"jsonrpc":"1.0","id":1}',
+      '{"jsonrpc":"2.0","id":1,"method":{}}',
+    ]) {
+      const m = read(text);
+      assert.equal(m.ok === false && m.code, 'mcp_message_invalid', text);
+    }
+    assert.deepEqual(read('{"jsonrpc":"2.0",'), { ok: false, code: 'mcp_message_invalid', rpc: -32700, id: null });
+    assert.equal(readMessage(Buffer.from([0x7b, 0xff, 0x7d])).ok, false);
+  });
+
+  it('refuses a tools/call without a string params.name, echoing the request id', () => {
+    for (const params of ['{"name":1}', '{"name":null}', '{"name":""}', '[]', '"x"', '{}']) {
+      const m = read(`{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":${params}}`);
+      assert.deepEqual(m, { ok: false, code: 'mcp_tool_name_invalid', rpc: -32602, id: 'r-1' }, params);
+    }
+  });
+
+  it('accepts application/json with parameters, nothing else', () => {
+    assert.equal(isJsonContentType('application/json'), true);
+    assert.equal(isJsonContentType('Application/JSON; charset=utf-8'), true);
+    for (const v of [undefined, '', 'text/plain', 'application/json-seq', 'application/x-www-form-urlencoded'])
+      assert.equal(isJsonContentType(v), false);
+  });
+});
