@@ -234,7 +234,10 @@ export const routeSchema = z
       }),
     rate_limit: rateLimitSchema.optional(),
     max_body_size: byteSize('Largest request body for this route (default gateway.limits.max_body_size).').optional(),
-    websocket: z.boolean().default(true).meta({ description: 'Allow WebSocket upgrades (authenticated before the upgrade).' }),
+    websocket: z
+      .boolean()
+      .default(true)
+      .meta({ description: 'Allow WebSocket upgrades (authenticated before the upgrade). Never on an MCP route.' }),
     a2a: a2aSchema.optional(),
     mcp: mcpSchema.optional(),
   })

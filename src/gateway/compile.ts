@@ -304,7 +304,9 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       authn,
       upstream,
       maxBodySize: r.max_body_size ?? gateway.limits.max_body_size,
-      websocket: r.websocket,
+      // An MCP route's tool rules need the JSON-RPC body: a WebSocket tunnel would carry tool calls
+      // the gateway never reads.
+      websocket: r.websocket && r.mcp === undefined,
       a2a,
       prefix: r.match.path_prefix?.replace(/\/$/, ''),
       mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer),

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -469,6 +469,38 @@ describe('gateway: MCP routes', () => {
     const after = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'mcp-session-id': sid });
     assert.equal(after.status, 404);
     assert.equal((await lastEvent()).reason, 'mcp_session_unknown');
+  });
+
+  it('tunnel bypass: a WebSocket upgrade on an MCP route is refused (its tool calls could not be read)', async () => {
+    const t = await mint('tunnel', 'mcp:use admin');
+    const port = Number(new URL(gw.url).port);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request({
+        host: '127.0.0.1',
+        port,
+        path: '/mcp',
+        headers: {
+          connection: 'Upgrade',
+          upgrade: 'websocket',
+          'sec-websocket-version': '13',
+          'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+          authorization: `Bearer ${t}`,
+          'x-probe': 'tunnel',
+        },
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('upgrade', (_res, socket) => {
+        socket.destroy();
+        resolve(101);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(status, 400);
+    assert.equal(upstream.requests.filter((r) => r.headers['x-probe'] === 'tunnel').length, 0);
   });
 
   it('401 without a token, with the MCP challenge pointing at the RFC 9728 metadata', async () => {
