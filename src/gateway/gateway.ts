@@ -383,8 +383,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const metadataUrl = metadataUrlOf(resourceOf(m, originOf(s, req)));
     const challenges = (e?: TesseraError) => route.authn.challenges(e).map((c) => withResourceMetadata(c, metadataUrl));
     try {
-      const post = greq.method === 'POST';
-      if (post && length > m.maxMessageSize) {
+      // Every body is read, whatever the method: a PUT or a GET carrying a tools/call must not pass
+      // as "not a tool call" to an upstream that reads it anyway.
+      const hasBody = greq.method === 'POST' || length > 0 || req.headers['transfer-encoding'] !== undefined;
+      if (hasBody && length > m.maxMessageSize) {
         deny(x, res, new TesseraError('request_too_large'), challenges, true);
         return;
       }
@@ -406,7 +408,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       }
       let tool: string | null = null;
       let body: Buffer | undefined;
-      if (post) {
+      if (hasBody) {
         if (!isJsonContentType(req.headers['content-type'])) {
           denyRpc(x, res, new TesseraError('mcp_content_type_invalid'), RPC_SERVER_ERROR, null, true);
           return;

@@ -323,6 +323,19 @@ describe('gateway: MCP routes', () => {
     assert.equal(toolPosts('admin.reset').length, 0);
   });
 
+  it('method bypass: a tools/call sent with PUT is read and authorized like a POST', async () => {
+    const t = await mint('putter', 'mcp:use');
+    const res = await fetch(endpoint(), {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'admin.reset' } }),
+    });
+    assert.equal(res.status, 403);
+    const e = await lastEvent();
+    assert.equal(e.tool, 'admin.reset');
+    assert.equal(e.reason, 'scope_insufficient');
+  });
+
   it('a body that is not application/json is refused 415 before it is read', async () => {
     const t = await mint('form', 'mcp:use');
     const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'content-type': 'text/plain' });
