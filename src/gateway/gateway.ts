@@ -42,7 +42,7 @@ import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.t
 import { peerAllowed } from './peers.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
-import { afterAuthn, authenticate, type Decision, decide } from './pipeline/run.ts';
+import { afterAuthn, authenticate, type Decision, decide, rateLimit } from './pipeline/run.ts';
 import {
   BodyTooLarge,
   type ForwardCallbacks,
@@ -397,6 +397,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         return;
       }
       const principal = authn.principal as Principal;
+      // Before the body is read: a caller over its limit must not make the gateway buffer it.
+      const limited = rateLimit(route.pipeline, greq, principal);
+      if (limited !== undefined) {
+        deny(x, res, limited, challenges);
+        return;
+      }
       const sessionHeader = req.headers['mcp-session-id'];
       const sessionId = typeof sessionHeader === 'string' ? sessionHeader : undefined;
       if (sessionHeader !== undefined) {
@@ -428,7 +434,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         tool = message.tool;
         if (tool !== null) x.tool = tool;
       }
-      const decision = await afterAuthn(route.pipeline, greq, authn, tool);
+      const decision = await afterAuthn(route.pipeline, greq, authn, tool, true);
       proceed(s, req, res, x, route, greq, decision, length, {
         challenges,
         body,

@@ -577,3 +577,55 @@ describe('gateway: MCP routes', () => {
     assert.ok((await events()).some((e) => e.tool !== undefined));
   });
 });
+
+describe('gateway: MCP routes under a rate limit', () => {
+  let gw: TestGateway;
+  let upstream: McpUpstream;
+  before(async () => {
+    upstream = await startMcpUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'mcp:use': {} },
+      gateway: {
+        routes: [
+          {
+            id: 'mcp',
+            match: { path_prefix: '/mcp' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [{ scopes: ['mcp:use'] }],
+            rate_limit: { key: 'subject', rate: 0.01, burst: 1 },
+            mcp: {},
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('a caller over its limit gets 429 before the gateway reads (and buffers) its body', async () => {
+    const t = await token({ sub: 'flooder', scope: 'mcp:use' });
+    const post = (body: string) =>
+      fetch(`${gw.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}` },
+        body,
+      });
+    // The first request spends the burst (its body is not JSON: 400 from the parser).
+    assert.equal((await post('not json')).status, 400);
+    // Over the limit, the body is never parsed: the answer is 429, not a parse error.
+    const res = await post('not json either');
+    assert.equal(res.status, 429);
+    assert.ok(Number(res.headers.get('retry-after')) > 0);
+    const events = (await requestEvents(gw)) as AuditEvent[];
+    assert.deepEqual(
+      events.map((e) => e.reason),
+      ['mcp_message_invalid', 'rate_limited'],
+    );
+    assert.equal(upstream.requests.length, 0);
+  });
+});

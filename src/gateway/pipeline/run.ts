@@ -44,25 +44,30 @@ function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal |
   return `s:${p.issuer}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
 }
 
+/** The rate-limit stage alone: takes one token from the caller's bucket; the refusal when it is empty. */
+export function rateLimit(pipeline: Pipeline, request: GatewayRequest, principal: Principal | undefined): TesseraError | undefined {
+  if (!pipeline.rateLimit) return undefined;
+  const wait = pipeline.rateLimit.limiter.take(limitKey(pipeline.rateLimit, request, principal));
+  return wait > 0 ? new TesseraError('rate_limited', { retryAfter: wait }) : undefined;
+}
+
 /**
  * The stages after authentication (rate limit, authorization, mutation), for a caller that
  * authenticated first and learned more about the request since (an MCP route reads the body to
- * know the `tool`).
+ * know the `tool`). `limited`: the caller ran {@link rateLimit} already (before reading the body).
  */
 export function afterAuthn(
   pipeline: Pipeline,
   request: GatewayRequest,
   authn: AuthnResult,
   tool?: string | null,
+  limited = false,
 ): Decision | Promise<Decision> {
   if (!authn.ok) return authn.principal ? { ok: false, error: authn.error, principal: authn.principal } : { ok: false, error: authn.error };
   const principal = authn.principal;
-  if (pipeline.rateLimit) {
-    const wait = pipeline.rateLimit.limiter.take(limitKey(pipeline.rateLimit, request, principal));
-    if (wait > 0) {
-      const error = new TesseraError('rate_limited', { retryAfter: wait });
-      return principal ? { ok: false, error, principal } : { ok: false, error };
-    }
+  if (!limited) {
+    const error = rateLimit(pipeline, request, principal);
+    if (error !== undefined) return principal ? { ok: false, error, principal } : { ok: false, error };
   }
   const authz = pipeline.authz.authorize(request, principal, tool);
   if (!authz.ok) {
