@@ -552,15 +552,40 @@ describe('gateway: MCP routes', () => {
     assert.equal((await fetch(`${base}/.well-known/oauth-protected-resource/other`)).status, 404);
   });
 
-  it('tessera check finds the metadata and the 401 challenges on an MCP route', async () => {
+  it('tessera check --mcp passes every check on an MCP route: metadata, challenges, and an initialize with the token', async () => {
     const t = await mint('checker', 'mcp:use');
-    const results = await runChecks(`${gw.url}/mcp`, t, { agentCard: false });
-    const byName = new Map(results.map((r) => [r.name, r]));
-    assert.equal(byName.get('public discovery reachable without a token')?.ok, true);
-    assert.match(byName.get('public discovery reachable without a token')?.detail ?? '', /oauth-protected-resource/);
-    assert.equal(byName.get('protected path refuses a request without a token')?.ok, true);
-    assert.equal(byName.get('a malformed token is refused')?.ok, true);
-    assert.equal(byName.get('a token without the Bearer scheme is refused')?.ok, true);
+    const before = upstream.requests.length;
+    const results = await runChecks(`${gw.url}/mcp`, t, { mcp: true });
+    assert.deepEqual(
+      results.filter((r) => !r.ok),
+      [],
+    );
+    assert.deepEqual(
+      results.map((r) => r.name),
+      [
+        'public discovery reachable without a token',
+        'protected path refuses a request without a token',
+        'a malformed token is refused',
+        'a token without the Bearer scheme is refused',
+        'the valid token is accepted',
+        'the 401 challenge points at the protected resource metadata',
+        'the protected resource metadata names an authorization server',
+      ],
+    );
+    assert.match(results[0]?.detail ?? '', /oauth-protected-resource/);
+    // The check's session is ended again (initialize, then DELETE), not left open on the server.
+    const seen = upstream.requests.slice(before);
+    assert.deepEqual(
+      seen.map((r) => r.method),
+      ['POST', 'DELETE'],
+    );
+    assert.match(seen[0]?.body.toString() ?? '', /"method":"initialize"/);
+  });
+
+  it('tessera check --mcp fails the metadata checks against a route that is not MCP', async () => {
+    const results = await runChecks(`${gw.url}/api/x`, await mint('checker2', 'mcp:use'), { mcp: true });
+    const failed = results.filter((r) => !r.ok).map((r) => r.name);
+    assert.ok(failed.includes('the 401 challenge points at the protected resource metadata'), String(failed));
   });
 
   it('no token appears in any audit event or log line', async () => {

@@ -6,8 +6,10 @@
  * 2. the protected URL answers 401 with a Bearer challenge without a token;
  * 3. 401 for a malformed token;
  * 4. 401 for a token sent without the `Bearer` scheme;
- * 5. 2xx with the valid token;
- * 6. the agent card advertises the bearer scheme and requires it.
+ * 5. 2xx with the valid token (with `--mcp`: a JSON-RPC `initialize` POST, its session ended after);
+ * 6. the agent card advertises the bearer scheme and requires it (not with `--mcp`);
+ * 7. with `--mcp` (MCP authorization, RFC 9728 §5.1): the 401 challenge carries `resource_metadata`,
+ *    and the document there names an authorization server.
  *
  * One pass/fail line each; exit 1 when any check fails. The token is never printed.
  */
@@ -26,9 +28,14 @@ interface Answer {
   readonly body: string;
 }
 
-async function get(url: string, headers: Record<string, string>, timeoutMs: number): Promise<Answer | string> {
+async function get(
+  url: string,
+  headers: Record<string, string>,
+  timeoutMs: number,
+  init: { method?: string; body?: string } = {},
+): Promise<Answer | string> {
   try {
-    const res = await fetch(url, { headers, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(url, { ...init, headers, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
     const body = await res.text();
     return { status: res.status, headers: res.headers, body: body.slice(0, 64 * 1024) };
   } catch (e) {
@@ -46,6 +53,14 @@ function json(body: string): Record<string, unknown> | undefined {
 }
 
 const bearerChallenge = (a: Answer) => /(^|,\s*)Bearer\b/i.test(a.headers.get('www-authenticate') ?? '');
+
+/** The MCP client's first message (MCP 2025-06-18, lifecycle). */
+const INITIALIZE = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'tessera-check', version: '1' } },
+});
 
 /** Does the card advertise an HTTP bearer scheme and require it somewhere in `security`? */
 export function cardAdvertisesBearer(card: Record<string, unknown>): string | undefined {
@@ -67,7 +82,7 @@ export function cardAdvertisesBearer(card: Record<string, unknown>): string | un
 export async function runChecks(
   url: string,
   token: string,
-  options: { timeoutMs?: number; agentCard?: boolean } = {},
+  options: { timeoutMs?: number; agentCard?: boolean; mcp?: boolean } = {},
 ): Promise<CheckResult[]> {
   const timeout = options.timeoutMs ?? 5000;
   const origin = new URL(url).origin;
@@ -103,12 +118,35 @@ export async function runChecks(
     else if (needChallenge && !bearerChallenge(a)) add(name, false, '401 without a Bearer WWW-Authenticate challenge');
     else add(name, true, `401 ${a.headers.get('www-authenticate') ?? ''}`.trim());
   };
-  expect401('protected path refuses a request without a token', await get(url, {}, timeout), true);
+  const anonymous = await get(url, {}, timeout);
+  expect401('protected path refuses a request without a token', anonymous, true);
   expect401('a malformed token is refused', await get(url, { authorization: 'Bearer not-a.valid-token.x' }, timeout), true);
   expect401('a token without the Bearer scheme is refused', await get(url, { authorization: token }, timeout), false);
-  const ok = await get(url, { authorization: `Bearer ${token}` }, timeout);
+  const bearer = `Bearer ${token}`;
+  const ok = options.mcp
+    ? await get(
+        url,
+        { authorization: bearer, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        timeout,
+        {
+          method: 'POST',
+          body: INITIALIZE,
+        },
+      )
+    : await get(url, { authorization: bearer }, timeout);
   if (typeof ok === 'string') add('the valid token is accepted', false, ok);
-  else add('the valid token is accepted', ok.status >= 200 && ok.status < 300, `status ${ok.status}`);
+  else {
+    add('the valid token is accepted', ok.status >= 200 && ok.status < 300, `status ${ok.status}${options.mcp ? ' to initialize' : ''}`);
+    // Leave no session behind on the server (Streamable HTTP: DELETE ends it).
+    const session = ok.headers.get('mcp-session-id');
+    if (options.mcp && session !== null)
+      await get(url, { authorization: bearer, 'mcp-session-id': session }, timeout, { method: 'DELETE' });
+  }
+
+  if (options.mcp) {
+    await mcpChecks(anonymous, timeout, add);
+    return results;
+  }
 
   // 6. agent card
   if (options.agentCard !== false) {
@@ -119,6 +157,37 @@ export async function runChecks(
     }
   }
   return results;
+}
+
+/** 7. MCP: the challenge leads a client to the metadata, and the metadata to a token service. */
+async function mcpChecks(anonymous: Answer | string, timeout: number, add: (name: string, ok: boolean, detail: string) => void) {
+  const challenge = typeof anonymous === 'string' ? '' : (anonymous.headers.get('www-authenticate') ?? '');
+  const metadataUrl = /resource_metadata="([^"]+)"/.exec(challenge)?.[1];
+  const pointed = metadataUrl !== undefined && URL.canParse(metadataUrl);
+  add(
+    'the 401 challenge points at the protected resource metadata',
+    pointed,
+    pointed ? `resource_metadata="${metadataUrl}"` : 'no resource_metadata in WWW-Authenticate',
+  );
+  if (!pointed) {
+    add('the protected resource metadata names an authorization server', false, 'no metadata URL to read');
+    return;
+  }
+  const a = await get(metadataUrl, { accept: 'application/json' }, timeout);
+  const doc = typeof a === 'string' || a.status !== 200 ? undefined : json(a.body);
+  const servers = doc?.authorization_servers;
+  const named = Array.isArray(servers) && servers.length > 0 && servers.every((v) => typeof v === 'string' && URL.canParse(v));
+  add(
+    'the protected resource metadata names an authorization server',
+    named && typeof doc?.resource === 'string',
+    typeof a === 'string'
+      ? a
+      : doc === undefined
+        ? `status ${a.status}, no JSON document`
+        : named
+          ? (servers as string[]).join(', ')
+          : 'authorization_servers missing or empty',
+  );
 }
 
 function timeoutArg(v: string): number {
@@ -134,13 +203,17 @@ export function registerCheck(program: Command): void {
     .argument('<url>', 'a protected URL (e.g. https://gateway.example.com/api/items)')
     .option('--token <token>', 'a valid access token for the URL (default: $TESSERA_TOKEN)')
     .option('--no-agent-card', 'skip the agent card check (not an A2A agent)')
+    .option(
+      '--mcp',
+      'the URL is an MCP endpoint: send an initialize with the token, check the RFC 9728 challenge and metadata (no agent card)',
+    )
     .option('--timeout <ms>', 'per-request timeout in milliseconds', timeoutArg, 5000)
     .option('--json', 'print the results as JSON')
-    .action(async (url: string, opts: { token?: string; agentCard: boolean; timeout: number; json?: boolean }) => {
+    .action(async (url: string, opts: { token?: string; agentCard: boolean; mcp?: boolean; timeout: number; json?: boolean }) => {
       const token = opts.token ?? process.env.TESSERA_TOKEN;
       if (!token) throw new CliError('give --token (or set TESSERA_TOKEN)');
       if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) throw new CliError(`${url} is not an http(s) URL`);
-      const results = await runChecks(url, token, { timeoutMs: opts.timeout, agentCard: opts.agentCard });
+      const results = await runChecks(url, token, { timeoutMs: opts.timeout, agentCard: opts.agentCard, mcp: opts.mcp === true });
       if (opts.json) printJson({ url, ok: results.every((r) => r.ok), results });
       else for (const r of results) process.stdout.write(`${r.ok ? 'PASS' : 'FAIL'}  ${r.name}: ${r.detail}\n`);
       const failed = results.filter((r) => !r.ok).length;
