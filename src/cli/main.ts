@@ -11,6 +11,7 @@ import { registerGrants } from './commands/grants.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKeys } from './commands/keys.ts';
 import { registerRevoke } from './commands/revoke.ts';
+import { registerScan } from './commands/scan.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerStart } from './commands/start.ts';
 import { registerToken } from './commands/token.ts';
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
   registerToken(program);
   registerRevoke(program);
   registerGrants(program);
+  registerScan(program);
   registerGateway(program);
   registerCheck(program);
   registerAudit(program);

@@ -10,7 +10,9 @@ import { randomUUID } from 'node:crypto';
 import { ASYMMETRIC_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import type { JsonObject } from '../core/jose/json.ts';
+import type { VerificationKey } from '../core/jose/jwk.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import type { KeyMiss } from '../core/ports.ts';
 import { BoundedMap } from '../core/verify/bounded-map.ts';
 import type { RevocationList } from '../core/verify/revocation.ts';
 import type { KeyManager } from './keys.ts';
@@ -93,47 +95,8 @@ export class AccessTokens {
     const hit = this.#own.get(hash);
     // A cached token is still re-checked against the key set: its key may have been unpublished.
     if (hit !== undefined) return typeof this.#keys.lookup(hit.kid, hit.alg) === 'string' ? undefined : hit;
-    const split = splitCompact(token);
-    if (!split) return undefined;
-    const header = decodeJsonSegment(token.slice(0, split.dot1));
-    if (!header || header.typ !== 'at+jwt' || header.crit !== undefined) return undefined;
-    if (KEY_REFERENCE_HEADERS.some((h) => header[h] !== undefined)) return undefined;
-    const { alg, kid } = header;
-    if (typeof kid !== 'string' || typeof alg !== 'string' || !ASYMMETRIC_ALGORITHMS.includes(alg as JwsAlgorithm)) return undefined;
-    const key = this.#keys.lookup(kid, alg as JwsAlgorithm);
-    if (typeof key === 'string') return undefined;
-    const check = key.checks.get(alg as JwsAlgorithm);
-    if (!check?.(Buffer.from(token.slice(0, split.dot2), 'latin1'), Buffer.from(token.slice(split.dot2 + 1), 'base64url'))) {
-      return undefined;
-    }
-    const claims = decodeJsonSegment(token.slice(split.dot1 + 1, split.dot2));
-    if (!claims || claims.iss !== this.#issuer) return undefined;
-    const { sub, client_id, jti, exp, iat, grant_id, scope, aud, act } = claims;
-    if (typeof sub !== 'string' || typeof client_id !== 'string' || typeof jti !== 'string' || typeof grant_id !== 'string')
-      return undefined;
-    if (typeof exp !== 'number' || typeof iat !== 'number') return undefined;
-    if (scope !== undefined && typeof scope !== 'string') return undefined;
-    const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? aud : undefined;
-    if (audiences === undefined) return undefined;
-    if (act !== undefined && (typeof act !== 'object' || act === null || Array.isArray(act))) return undefined;
-    const cnf = claims.cnf as JsonObject | undefined;
-    if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof cnf.jkt !== 'string')) return undefined;
-    const own: OwnToken = {
-      kid,
-      alg: alg as JwsAlgorithm,
-      claims,
-      subject: sub,
-      clientId: client_id,
-      jti,
-      exp,
-      iat,
-      grantId: grant_id,
-      scopes: scope === undefined || scope === '' ? [] : scope.split(' '),
-      audiences,
-      act: (act as JsonObject | undefined) ?? null,
-      jkt: cnf?.jkt as string | undefined,
-    };
-    this.#own.set(hash, own);
+    const own = checkOwnToken(token, this.#issuer, (kid, alg) => this.#keys.lookup(kid, alg));
+    if (own !== undefined) this.#own.set(hash, own);
     return own;
   }
 
@@ -148,4 +111,56 @@ export class AccessTokens {
       expiresAt: t.exp,
     });
   }
+}
+
+/**
+ * The checks of {@link AccessTokens.verify} without its cache, against the keys `lookup` serves:
+ * the published ones for a token presented to the service, every key the store still holds to
+ * recognise a leaked token (`tessera scan`). Expiry and revocation are the caller's.
+ */
+export function checkOwnToken(
+  token: string,
+  issuer: string,
+  lookup: (kid: string, alg: JwsAlgorithm) => VerificationKey | KeyMiss,
+): OwnToken | undefined {
+  if (token.length > MAX_TOKEN_SIZE) return undefined;
+  const split = splitCompact(token);
+  if (!split) return undefined;
+  const header = decodeJsonSegment(token.slice(0, split.dot1));
+  if (!header || header.typ !== 'at+jwt' || header.crit !== undefined) return undefined;
+  if (KEY_REFERENCE_HEADERS.some((h) => header[h] !== undefined)) return undefined;
+  const { alg, kid } = header;
+  if (typeof kid !== 'string' || typeof alg !== 'string' || !ASYMMETRIC_ALGORITHMS.includes(alg as JwsAlgorithm)) return undefined;
+  const key = lookup(kid, alg as JwsAlgorithm);
+  if (typeof key === 'string') return undefined;
+  const check = key.checks.get(alg as JwsAlgorithm);
+  if (!check?.(Buffer.from(token.slice(0, split.dot2), 'latin1'), Buffer.from(token.slice(split.dot2 + 1), 'base64url'))) {
+    return undefined;
+  }
+  const claims = decodeJsonSegment(token.slice(split.dot1 + 1, split.dot2));
+  if (!claims || claims.iss !== issuer) return undefined;
+  const { sub, client_id, jti, exp, iat, grant_id, scope, aud, act } = claims;
+  if (typeof sub !== 'string' || typeof client_id !== 'string' || typeof jti !== 'string' || typeof grant_id !== 'string') return undefined;
+  if (typeof exp !== 'number' || typeof iat !== 'number') return undefined;
+  if (scope !== undefined && typeof scope !== 'string') return undefined;
+  const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? aud : undefined;
+  if (audiences === undefined) return undefined;
+  if (act !== undefined && (typeof act !== 'object' || act === null || Array.isArray(act))) return undefined;
+  const cnf = claims.cnf as JsonObject | undefined;
+  if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof cnf.jkt !== 'string')) return undefined;
+  return {
+    kid,
+    alg: alg as JwsAlgorithm,
+    claims,
+    subject: sub,
+    clientId: client_id,
+    jti,
+    exp,
+    iat,
+    grantId: grant_id,
+    scopes: scope === undefined || scope === '' ? [] : scope.split(' '),
+    audiences,
+    act: (act as JsonObject | undefined) ?? null,
+    jkt: cnf?.jkt as string | undefined,
+  };
 }

@@ -154,6 +154,16 @@ export class KeyManager implements KeySource {
     return k.verification;
   }
 
+  /**
+   * Every key the store still holds, published or not, by kid: to recognise a leaked token that a
+   * key past its publication window signed (`tessera scan`). Never to accept a token: every such
+   * token has expired (a key stays published until the last token it signed has).
+   */
+  lookupStored(kid: string, alg: JwsAlgorithm): VerificationKey | KeyMiss {
+    const k = this.#byKid.get(kid);
+    return k?.verification.checks.has(alg) ? k.verification : 'unknown';
+  }
+
   /** The JWKS document (serialized) and its max-age. Public members, `kid`, `alg`, `use` only. */
   jwks(now = this.#now()): { readonly body: string; readonly maxAge: number } {
     // A key leaves the document when its window closes; re-render at most once a second.

@@ -66,7 +66,13 @@ async function revokeJti(ctx: RevokeContext, own: OwnToken, now: number): Promis
 }
 
 /** Revoke grants with their subtrees (see `TokenService.revokeGrants`). */
-export async function revokeGrants(ctx: RevokeContext, selector: GrantSelector, reason: string, by?: string): Promise<RevokedGrant[]> {
+export async function revokeGrants(
+  ctx: RevokeContext,
+  selector: GrantSelector,
+  reason: string,
+  by?: string,
+  detail: Readonly<Record<string, string | number>> = {},
+): Promise<RevokedGrant[]> {
   const now = ctx.now();
   const revoked = await ctx.store.revokeGrants(selector, {
     at: now,
@@ -96,7 +102,7 @@ export async function revokeGrants(ctx: RevokeContext, selector: GrantSelector, 
       subject: g.subject,
       client_id: g.clientId,
       delegation_id: g.id,
-      detail: { selector: Object.keys(selector)[0] ?? '', ...(by !== undefined ? { by } : {}) },
+      detail: { selector: Object.keys(selector)[0] ?? '', ...(by !== undefined ? { by } : {}), ...detail },
     });
   }
   return revoked;
@@ -107,19 +113,21 @@ export async function revokeAccessToken(
   ctx: RevokeContext,
   token: string,
   by?: string,
+  audit: { readonly reason?: string; readonly detail?: Readonly<Record<string, string | number>> } = {},
 ): Promise<{ jti: string; grantId: string } | undefined> {
   const own = ctx.tokens.verify(token);
   const now = ctx.now();
   if (own === undefined || own.exp <= now) return undefined;
   await revokeJti(ctx, own, now);
+  const detail = { ...(by !== undefined ? { by } : {}), ...audit.detail };
   ctx.emit({
     kind: 'token.revoked',
-    reason: 'operator',
+    reason: audit.reason ?? 'operator',
     subject: own.subject,
     client_id: own.clientId,
     delegation_id: own.grantId,
     jti: own.jti,
-    ...(by !== undefined ? { detail: { by } } : {}),
+    ...(Object.keys(detail).length > 0 ? { detail } : {}),
   });
   return { jti: own.jti, grantId: own.grantId };
 }

@@ -38,6 +38,7 @@ import { type RefreshContext, refresh } from './grants/refresh.ts';
 import { STANDING_CACHE_SIZE, StandingGrants } from './grants/standing.ts';
 import { type IntrospectContext, introspectRequest } from './introspect.ts';
 import { KeyManager } from './keys.ts';
+import { identifyLeak, type LeakContext, type LeakedToken, type LeakRevocation, revokeLeak } from './leaks.ts';
 import { type Endpoints, endpointsFor, metadata } from './metadata.ts';
 import { checkRepeats } from './params.ts';
 import { RevocationFeed } from './revocation-feed.ts';
@@ -78,6 +79,7 @@ type ServiceContext = ClientCredentialsContext &
   UpstreamContext &
   RevokeContext &
   IntrospectContext &
+  LeakContext &
   ClientAdminContext;
 
 /**
@@ -177,6 +179,7 @@ export class TokenService {
       scopes: model,
       clients: this.clients,
       tokens: this.#tokens,
+      keys: this.keys,
       standing: this.#standing,
       feed: this.#feed,
       hasher: this.#hasher,
@@ -381,6 +384,24 @@ export class TokenService {
    */
   revokeAccessToken(token: string, by?: string): Promise<{ jti: string; grantId: string } | undefined> {
     return revokeAccessToken(this.#ctx, token, by);
+  }
+
+  /**
+   * Leak response (`tessera scan`): the finding `candidate` is when it is one of this issuer's
+   * tokens (an access token verified under any key the store holds, with this issuer's `iss`; a
+   * refresh token whose hash is stored), with its state now; `undefined` for anything else.
+   */
+  identifyLeak(candidate: string): Promise<LeakedToken | undefined> {
+    return identifyLeak(this.#ctx, candidate);
+  }
+
+  /**
+   * Revoke a leaked token found by {@link TokenService.identifyLeak}: its `jti`, or with `grant`
+   * its delegation subtree; a refresh token's family. Audited with reason `leak_detected` and
+   * `location` (where it was found).
+   */
+  revokeLeak(token: string, leak: LeakedToken, options: { grant: boolean; location: string }): Promise<LeakRevocation> {
+    return revokeLeak(this.#ctx, token, leak, options);
   }
 
   /** A grant's ancestors and subtree, for `tessera grants tree`. */

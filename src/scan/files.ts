@@ -1,0 +1,171 @@
+/**
+ * The files `tessera scan` reads: the paths given, directories walked recursively (entries in name
+ * order), symbolic links followed but each directory and file visited once (so a link loop ends),
+ * and each file read as a stream of bounded pieces through a {@link CandidateScanner}. What is
+ * skipped (binary, over the size cap, unreadable, not a regular file, a loop) is reported as a note.
+ *
+ * @module
+ */
+import { createReadStream, type Stats } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Candidate, CandidateScanner } from './candidates.ts';
+
+/** Why a path was not scanned. */
+export type SkipReason = 'binary' | 'too_large' | 'unreadable' | 'not_a_file' | 'loop';
+
+/** A path that was not scanned, and why. */
+export interface ScanNote {
+  readonly path: string;
+  readonly reason: SkipReason;
+  readonly message: string;
+}
+
+/** A path given that does not exist (or cannot be looked at). */
+export class ScanPathError extends Error {
+  override readonly name = 'ScanPathError';
+}
+
+export interface ScanOptions {
+  /** Files larger than this many bytes are skipped with a note. */
+  readonly maxFileSize: number;
+  /** Bytes read at a time (default 1 MiB). */
+  readonly chunkSize?: number;
+  /** Longest candidate (default {@link MAX_CANDIDATE_LENGTH}). */
+  readonly maxLength?: number;
+  /** Called for every candidate in every file, in order; awaited. */
+  readonly onCandidate: (path: string, candidate: Candidate) => Promise<void>;
+  readonly onNote: (note: ScanNote) => void;
+}
+
+const DEFAULT_CHUNK = 1 << 20;
+
+/** Carries the caller's own failure out of the read loop, which treats its errors as unreadable files. */
+class CallerFailure {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    this.error = error;
+  }
+}
+/** Like grep: a NUL byte in the first block read makes a file binary. */
+const BINARY_PROBE = 8192;
+
+function message(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return err.code ?? (e instanceof Error ? e.message : String(e));
+}
+
+/**
+ * Look at every path given before anything is read.
+ * @throws {ScanPathError} naming the first path that does not exist or cannot be looked at.
+ */
+export async function checkPaths(paths: readonly string[]): Promise<{ path: string; stats: Stats }[]> {
+  const roots: { path: string; stats: Stats }[] = [];
+  for (const path of paths) {
+    try {
+      roots.push({ path, stats: await stat(path) });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new ScanPathError(code === 'ENOENT' ? `${path}: no such file or directory` : `${path}: cannot be read (${message(e)})`);
+    }
+  }
+  return roots;
+}
+
+/**
+ * Scan `paths`: every given path must exist (checked before anything is read).
+ * @returns how many files and bytes were read.
+ * @throws {ScanPathError} naming the first path that does not exist.
+ */
+export async function scanPaths(paths: readonly string[], options: ScanOptions): Promise<{ files: number; bytes: number }> {
+  const roots = await checkPaths(paths);
+  const seen = new Set<string>();
+  const totals = { files: 0, bytes: 0 };
+  const visit = async (path: string, stats: Stats): Promise<void> => {
+    const id = `${stats.dev}:${stats.ino}`;
+    if (stats.isDirectory()) {
+      if (seen.has(id)) {
+        options.onNote({ path, reason: 'loop', message: 'directory already scanned (a symbolic link loop or a second link to it)' });
+        return;
+      }
+      seen.add(id);
+      let names: string[];
+      try {
+        names = (await readdir(path)).sort();
+      } catch (e) {
+        options.onNote({ path, reason: 'unreadable', message: `cannot list the directory (${message(e)})` });
+        return;
+      }
+      for (const name of names) {
+        const child = join(path, name);
+        let s: Stats;
+        try {
+          s = await stat(child);
+        } catch (e) {
+          options.onNote({ path: child, reason: 'unreadable', message: `cannot be read (${message(e)}; a broken symbolic link?)` });
+          continue;
+        }
+        await visit(child, s);
+      }
+      return;
+    }
+    if (!stats.isFile()) {
+      options.onNote({ path, reason: 'not_a_file', message: 'not a regular file (a device, socket or pipe)' });
+      return;
+    }
+    // The same file reached twice (through a link) is scanned once.
+    if (seen.has(id)) return;
+    seen.add(id);
+    if (stats.size > options.maxFileSize) {
+      options.onNote({
+        path,
+        reason: 'too_large',
+        message: `${stats.size} bytes, over the --max-size of ${options.maxFileSize}; raise --max-size to scan it`,
+      });
+      return;
+    }
+    const read = await scanFile(path, options);
+    if (read !== undefined) {
+      totals.files++;
+      totals.bytes += read;
+    }
+  };
+  for (const root of roots) await visit(root.path, root.stats);
+  return totals;
+}
+
+/** Read one file through a scanner. @returns the bytes read, or `undefined` when it was skipped. */
+async function scanFile(path: string, options: ScanOptions): Promise<number | undefined> {
+  const scanner = new CandidateScanner(options.maxLength !== undefined ? { maxLength: options.maxLength } : {});
+  const decoder = new TextDecoder('utf-8');
+  const stream = createReadStream(path, { highWaterMark: options.chunkSize ?? DEFAULT_CHUNK });
+  let bytes = 0;
+  const found = async (candidates: readonly Candidate[]) => {
+    for (const c of candidates) {
+      try {
+        await options.onCandidate(path, c);
+      } catch (e) {
+        throw new CallerFailure(e);
+      }
+    }
+  };
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      if (bytes === 0 && chunk.subarray(0, BINARY_PROBE).includes(0)) {
+        options.onNote({ path, reason: 'binary', message: 'binary file (a NUL byte near its start)' });
+        return undefined;
+      }
+      bytes += chunk.length;
+      await found(scanner.push(decoder.decode(chunk, { stream: true })));
+    }
+  } catch (e) {
+    if (e instanceof CallerFailure) throw e.error;
+    options.onNote({ path, reason: 'unreadable', message: `cannot be read (${message(e)})` });
+    return undefined;
+  } finally {
+    stream.destroy();
+  }
+  await found(scanner.push(decoder.decode()));
+  await found(scanner.end());
+  return bytes;
+}
