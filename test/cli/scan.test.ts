@@ -1,0 +1,429 @@
+/**
+ * `tessera scan`, run as a user runs it, against a running token service on a real SQLite file:
+ * real files in a temp dir (JSON lines, Authorization headers, URLs, nested directories, a token
+ * split across the 1 MiB read boundary of a large file, a binary file, a symlink loop), only this
+ * issuer's verified tokens reported, never a token in any output or audit event, and `--revoke` /
+ * `--revoke-grant` refused by the running service's verifier and introspection.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { AuditEvent } from '../../src/audit/event.ts';
+import { tokenHash } from '../../src/issuer/secrets.ts';
+import { ACCESS_TOKEN_TYPE } from '../../src/issuer/service.ts';
+import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { b64json, claims, makeKey, sign } from '../helpers/tokens.ts';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+const MiB = 1 << 20;
+
+let issuer: RunningIssuer;
+let foreign: RunningIssuer;
+let agent: { id: string; secret: string };
+let config: string;
+let files: string;
+/** Every token handed out in this file: none may appear in any output. */
+const secrets: string[] = [];
+
+interface Finding {
+  path: string;
+  line: number;
+  column: number;
+  kind: string;
+  token_hash: string;
+  jti: string | null;
+  subject: string | null;
+  client_id: string;
+  grant_id: string;
+  expires_at: number;
+  state: string;
+}
+interface Report {
+  findings: Finding[];
+  summary: { files_scanned: number; bytes_scanned: number; tokens: number; live: number };
+  skipped: { path: string; reason: string; message: string }[];
+  revoked: { tokens: string[]; grants: string[] } | null;
+}
+
+/** Run `tessera scan` asynchronously (the token service in this process keeps serving). */
+function scan(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [MAIN, 'scan', '--config', config, ...args],
+      { cwd: files, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' }, maxBuffer: 64 * MiB },
+      (error, stdout, stderr) => resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+async function scanJson(...args: string[]): Promise<{ code: number | null; report: Report; stderr: string }> {
+  const r = await scan('--json', ...args);
+  assertNoToken(r.stdout + r.stderr);
+  return { code: r.code, report: JSON.parse(r.stdout) as Report, stderr: r.stderr };
+}
+
+/** No token, nor its payload or signature segment (nor a refresh token's random part), in `text`. */
+function assertNoToken(text: string): void {
+  for (const s of secrets) {
+    const parts = s.startsWith('trt_') ? [s, s.slice(4)] : [s, ...s.split('.').slice(1)];
+    for (const p of parts) assert.equal(text.includes(p), false, 'a token (or part of one) was printed');
+  }
+}
+
+function write(rel: string, content: string | Buffer): string {
+  const path = join(files, rel);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, content);
+  return rel;
+}
+
+/** 1-based line and column of `needle` in `text`. */
+function at(text: string, needle: string, from = 0): { line: number; column: number } {
+  const i = text.indexOf(needle, from);
+  assert.notEqual(i, -1);
+  const before = text.slice(0, i);
+  return { line: before.split('\n').length, column: i - before.lastIndexOf('\n') };
+}
+
+function keep<T extends { access_token: string; refresh_token?: string }>(t: T): T {
+  secrets.push(t.access_token);
+  if (t.refresh_token !== undefined) secrets.push(t.refresh_token);
+  return t;
+}
+
+const mint = async (subject?: string, ttl?: number) =>
+  keep(await issuer.service.mint({ clientId: 'agent', ...(subject ? { subject } : {}), ...(ttl ? { ttl } : {}) }));
+
+/** A delegated token (RFC 8693) for the agent, with a refresh token: a child grant of `subjectToken`'s. */
+async function exchange(subjectToken: string) {
+  const params = new URLSearchParams({ subject_token: subjectToken, subject_token_type: ACCESS_TOKEN_TYPE });
+  const r = keep(await issuer.service.exchangeAs('agent', params));
+  assert.ok(r.refresh_token);
+  return { ...r, grant_id: JSON.parse(Buffer.from(r.access_token.split('.')[1] as string, 'base64url').toString()).grant_id as string };
+}
+
+async function introspect(token: string): Promise<boolean> {
+  const r = await issuer.post('/oauth2/introspect', { token }, { authorization: basic(agent.id, agent.secret) });
+  assert.equal(r.status, 200);
+  return ((await r.json()) as { active: boolean }).active;
+}
+
+async function auditOf(reason: string): Promise<AuditEvent[]> {
+  const events = await issuer.store.queryAudit({ limit: 10_000 });
+  assertNoToken(JSON.stringify(events));
+  return events.filter((e) => e.reason === reason);
+}
+
+before(async () => {
+  issuer = await startIssuer();
+  foreign = await startIssuer();
+  config = join(issuer.dir, 'tessera.yaml');
+  writeFileSync(config, `data_dir: .\ntoken_service: { issuer: "${issuer.url}" }\n`);
+  agent = await issuer.addClient({
+    id: 'agent',
+    grantTypes: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange', 'refresh_token'],
+  });
+  await foreign.addClient({ id: 'agent' });
+  files = mkdtempSync(join(tmpdir(), 'tessera-scan-'));
+});
+
+after(async () => {
+  await issuer?.close();
+  await foreign?.close();
+  rmSync(files, { recursive: true, force: true });
+});
+
+describe('tessera scan: what it reports', () => {
+  it('finds live tokens in JSON lines, Authorization headers and URLs in nested directories, where they are; exit 1', async () => {
+    const cc = await mint();
+    const alice = await mint('alice');
+    const child = await exchange(alice.access_token);
+    const jsonl = [
+      '{"level":"info","msg":"started"}',
+      `{"level":"debug","headers":{"authorization":"Bearer ${cc.access_token}"}}`,
+      `{"response":{"access_token":"x","refresh_token":"${child.refresh_token}","token_type":"Bearer"}}`,
+    ].join('\n');
+    const access = [
+      `127.0.0.1 - - "GET /api/items?access_token=${alice.access_token}&page=2 HTTP/1.1" 200`,
+      `Authorization: Bearer ${child.access_token}`,
+      '',
+    ].join('\n');
+    const dir = 'report';
+    write(`${dir}/app.jsonl`, jsonl);
+    write(`${dir}/nested/deep/access.log`, access);
+
+    const { code, report } = await scanJson(dir);
+    assert.equal(code, 1, 'live tokens found: exit 1');
+    const where = (rel: string, text: string, token: string) => ({ path: join(dir, rel), ...at(text, token) });
+    assert.deepEqual(report.findings, [
+      {
+        ...where('app.jsonl', jsonl, cc.access_token),
+        kind: 'access_token',
+        token_hash: tokenHash(cc.access_token),
+        jti: cc.jti,
+        subject: 'agent',
+        client_id: 'agent',
+        grant_id: cc.grant_id,
+        expires_at: report.findings[0]?.expires_at,
+        state: 'live',
+      },
+      {
+        ...where('app.jsonl', jsonl, child.refresh_token as string),
+        kind: 'refresh_token',
+        token_hash: tokenHash(child.refresh_token as string),
+        jti: null,
+        subject: 'alice',
+        client_id: 'agent',
+        grant_id: child.grant_id,
+        expires_at: report.findings[1]?.expires_at,
+        state: 'live',
+      },
+      {
+        ...where('nested/deep/access.log', access, alice.access_token),
+        kind: 'access_token',
+        token_hash: tokenHash(alice.access_token),
+        jti: alice.jti,
+        subject: 'alice',
+        client_id: 'agent',
+        grant_id: alice.grant_id,
+        expires_at: report.findings[2]?.expires_at,
+        state: 'live',
+      },
+      {
+        ...where('nested/deep/access.log', access, child.access_token),
+        kind: 'access_token',
+        token_hash: tokenHash(child.access_token),
+        jti: report.findings[3]?.jti ?? 'missing',
+        subject: 'alice',
+        client_id: 'agent',
+        grant_id: child.grant_id,
+        expires_at: report.findings[3]?.expires_at,
+        state: 'live',
+      },
+    ]);
+    const now = Date.now() / 1000;
+    for (const f of report.findings) assert.ok(f.expires_at > now, 'expiry in epoch seconds');
+    assert.deepEqual(report.summary, { files_scanned: 2, bytes_scanned: jsonl.length + access.length, tokens: 4, live: 4 });
+    assert.deepEqual(report.skipped, []);
+    assert.equal(report.revoked, null);
+
+    const text = await scan(dir);
+    assertNoToken(text.stdout + text.stderr);
+    assert.equal(text.code, 1);
+    const { line, column } = at(jsonl, cc.access_token);
+    assert.match(
+      text.stdout,
+      new RegExp(
+        `^report/app\\.jsonl:${line}:${column}  access_token  LIVE  jti=${cc.jti}  sub=agent  client=agent  grant=${cc.grant_id}  exp=\\S+Z  hash=${tokenHash(cc.access_token)}$`,
+        'm',
+      ),
+    );
+    assert.match(text.stdout, /^4 finding\(s\) of 4 token\(s\) in 2 file\(s\) scanned; 4 live$/m);
+    assert.match(text.stdout, /tessera scan --revoke/);
+  });
+
+  it('reports nothing that does not verify as this issuer’s: another key (unknown kid, or this issuer’s kid), a tampered signature or payload, a foreign issuer, an unknown refresh token', async () => {
+    const real = await mint();
+    const iss = issuer.service.issuer;
+    const ownKid = issuer.service.keys.status()[0]?.kid as string;
+    const attacker = makeKey('ES256', 'attacker-key');
+    const forged = (kid: string) =>
+      sign({ ...attacker, kid }, claims({ iss, aud: 'https://api.test', sub: 'mallory', client_id: 'agent', grant_id: real.grant_id }), {
+        typ: 'at+jwt',
+      });
+    const [h, p, s] = real.access_token.split('.') as [string, string, string];
+    const tamperedSig = `${h}.${p}.${s[0] === 'A' ? 'B' : 'A'}${s.slice(1)}`;
+    const payload = JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>;
+    const tamperedPayload = `${h}.${b64json({ ...payload, sub: 'mallory' })}.${s}`;
+    const foreignToken = (await foreign.service.mint({ clientId: 'agent' })).access_token;
+    const unknownRefresh = `trt_${'Q'.repeat(43)}`;
+    const fakes = [await forged('attacker-key'), await forged(ownKid), tamperedSig, tamperedPayload, foreignToken, unknownRefresh];
+    secrets.push(...fakes);
+    const lines = fakes.map((t, i) => `line ${i}: Authorization: Bearer ${t}`);
+    // The one real token last: the fakes were scanned, and refused.
+    lines.push(`final ${real.access_token}`);
+    const text = lines.join('\n');
+    write('negatives/mixed.log', text);
+    const { code, report } = await scanJson('negatives');
+    assert.equal(code, 1);
+    assert.deepEqual(
+      report.findings.map((f) => [f.path, f.line, f.column, f.jti]),
+      [['negatives/mixed.log', fakes.length + 1, 7, real.jti]],
+    );
+    const only = await scanJson('negatives/mixed.log');
+    assert.equal(only.report.summary.tokens, 1);
+  });
+
+  it('reports an expired token as expired, and exits 0 when nothing found is live', async () => {
+    const short = await mint('bob', 1);
+    await new Promise((r) => setTimeout(r, 2100));
+    write('expired/old.log', `old request with ${short.access_token}\n`);
+    const { code, report } = await scanJson('expired');
+    assert.equal(code, 0);
+    assert.deepEqual(
+      report.findings.map((f) => [f.jti, f.state, f.line, f.column]),
+      [[short.jti, 'expired', 1, 18]],
+    );
+    assert.equal(report.summary.live, 0);
+    const text = await scan('expired');
+    assert.equal(text.code, 0);
+    assert.match(text.stdout, / access_token {2}expired {2}jti=/);
+    assertNoToken(text.stdout + text.stderr);
+  });
+
+  it('finds tokens split across the 1 MiB read boundaries of a large file, at the right line and column', async () => {
+    const token = await mint('carol');
+    const child = await exchange(token.access_token);
+    const filler = (n: number) => `${'log line filler '.repeat(6)}\n`.repeat(Math.ceil(n / 97)).slice(0, n);
+    // The access token starts 40 bytes before the first 1 MiB boundary, the refresh token 20
+    // bytes before the second: each read ends in the middle of one.
+    let text = `${filler(MiB - 41)} `;
+    text += `${token.access_token} `;
+    text += `${filler(2 * MiB - 21 - text.length)}\n`;
+    text += `${child.refresh_token} `;
+    text += filler(300_000);
+    write('large/big.log', text);
+    const { code, report } = await scanJson('large');
+    assert.equal(code, 1);
+    assert.equal(text.indexOf(token.access_token), MiB - 40);
+    assert.equal(text.indexOf(child.refresh_token as string), 2 * MiB - 20);
+    const first = at(text, token.access_token);
+    const second = at(text, child.refresh_token as string);
+    assert.deepEqual(
+      report.findings.map((f) => [f.kind, f.line, f.column, f.token_hash]),
+      [
+        ['access_token', first.line, first.column, tokenHash(token.access_token)],
+        ['refresh_token', second.line, second.column, tokenHash(child.refresh_token as string)],
+      ],
+    );
+    assert.equal(report.summary.bytes_scanned, text.length);
+  });
+
+  it('skips with a note: a binary file, a file over --max-size, a symlink loop, a broken link; still scans the rest', async () => {
+    const t = await mint();
+    write('skips/data.bin', Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0, 0]), Buffer.from(` ${t.access_token} `)]));
+    write('skips/huge.log', `${'x'.repeat(3000)} ${t.access_token}\n`);
+    write('skips/a/b/ok.log', `ok ${t.access_token}\n`);
+    symlinkSync('../..', join(files, 'skips/a/b/up'));
+    symlinkSync('missing-target', join(files, 'skips/dangling'));
+    const { code, report } = await scanJson('--max-size', '2K', 'skips');
+    assert.equal(code, 1);
+    assert.deepEqual(
+      report.findings.map((f) => [f.path, f.line, f.column]),
+      [['skips/a/b/ok.log', 1, 4]],
+    );
+    assert.deepEqual(
+      report.skipped.map((n) => [n.path, n.reason]),
+      [
+        ['skips/a/b/up', 'loop'],
+        ['skips/dangling', 'unreadable'],
+        ['skips/data.bin', 'binary'],
+        ['skips/huge.log', 'too_large'],
+      ],
+    );
+    const text = await scan('--max-size', '2K', 'skips');
+    assert.match(text.stderr, /^tessera: skipped skips\/data\.bin: binary file/m);
+    assert.match(text.stderr, /^tessera: skipped skips\/huge\.log: \d+ bytes, over the --max-size of 2048; raise --max-size to scan it$/m);
+    assert.match(text.stdout, /4 path\(s\) skipped/);
+  });
+
+  it('fails with one line and exit 2: a path that does not exist, a bad --max-size, no path', async () => {
+    write('present.log', 'nothing here\n');
+    for (const [args, stderr] of [
+      [['present.log', 'no-such.log'], 'tessera: no-such.log: no such file or directory\n'],
+      [['--max-size', 'lots', 'present.log'], 'tessera: --max-size must be a size such as 500M, 4G or 1048576 (bytes), not "lots"\n'],
+      [[], "tessera: missing required argument 'paths' (run with --help for usage)\n"],
+    ] as const) {
+      const r = await scan(...args);
+      assert.equal(r.code, 2, args.join(' '));
+      assert.equal(r.stderr, stderr);
+      assert.equal(r.stdout, '');
+    }
+  });
+
+  it('documents the exit codes and examples in --help', async () => {
+    const r = await scan('--help');
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /Exit codes:\n {2}0 .*\n {2}1 .*live tokens found.*\n {2}2 /);
+    assert.match(r.stdout, /tessera scan --revoke-grant /);
+  });
+});
+
+describe('tessera scan --revoke', () => {
+  it('revokes each live access token by jti and a refresh token with its family; the running service refuses them', async () => {
+    const cc = await mint();
+    const dave = await mint('dave');
+    const child = await exchange(dave.access_token);
+    const expired = await mint('erin', 1);
+    await new Promise((r) => setTimeout(r, 2100));
+    const text = `a ${cc.access_token}\nb ${child.refresh_token}\nc ${cc.access_token}\nd ${expired.access_token}\n`;
+    write('revoke/leak.log', text);
+    const verifier = inProcessVerifier(issuer);
+    assert.equal((await verifier.verifyToken(cc.access_token)).ok, true, 'valid before');
+
+    const { code, report } = await scanJson('--revoke', 'revoke');
+    assert.equal(code, 0, 'every live token revoked: exit 0');
+    assert.deepEqual(
+      report.findings.map((f) => f.state),
+      ['live', 'live', 'live', 'expired'],
+    );
+    assert.deepEqual(report.revoked, { tokens: [cc.jti], grants: [child.grant_id] });
+
+    await issuer.service.sync();
+    const denied = await verifier.verifyToken(cc.access_token);
+    assert.equal(denied.ok, false);
+    assert.equal(!denied.ok && denied.error.code, 'token_revoked');
+    assert.equal((await verifier.verifyToken(child.access_token)).ok, false, 'the family’s access token too');
+    assert.equal((await verifier.verifyToken(dave.access_token)).ok, true, 'the parent grant is not touched without --revoke-grant');
+    assert.equal(await introspect(cc.access_token), false);
+    assert.equal(await introspect(child.refresh_token as string), false);
+    const refreshed = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'refresh_token', refresh_token: child.refresh_token as string },
+      { authorization: basic(agent.id, agent.secret) },
+    );
+    assert.equal(refreshed.status, 400);
+
+    const events = await auditOf('leak_detected');
+    const tokenEvent = events.find((e) => e.kind === 'token.revoked' && e.jti === cc.jti);
+    assert.deepEqual(tokenEvent?.detail, { by: 'cli', found_in: 'revoke/leak.log:1:3', token_hash: tokenHash(cc.access_token) });
+    const refreshEvent = events.find((e) => e.kind === 'token.revoked' && e.token_hash === tokenHash(child.refresh_token as string));
+    assert.deepEqual(refreshEvent?.detail, { by: 'cli', found_in: 'revoke/leak.log:2:3', revoked_grants: [child.grant_id] });
+    assert.equal(refreshEvent?.delegation_id, child.grant_id);
+    assert.ok(events.some((e) => e.kind === 'grant.revoked' && e.delegation_id === child.grant_id));
+
+    const again = await scanJson('revoke');
+    assert.equal(again.code, 0);
+    assert.deepEqual(
+      again.report.findings.map((f) => f.state),
+      ['revoked', 'revoked', 'revoked', 'expired'],
+    );
+  });
+
+  it('--revoke-grant kills the whole delegation: the leaked root token’s grant and every grant derived from it', async () => {
+    const frank = await mint('frank');
+    const child = await exchange(frank.access_token);
+    const grandchild = await exchange(child.access_token);
+    write('chain/leak.log', `token=${frank.access_token}\n`);
+    const verifier = inProcessVerifier(issuer);
+    assert.equal((await verifier.verifyToken(grandchild.access_token)).ok, true);
+
+    const r = await scan('--revoke-grant', 'chain');
+    assertNoToken(r.stdout + r.stderr);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^revoked 0 token\\(s\\); 3 grant\\(s\\): ${frank.grant_id} `, 'm'));
+
+    await issuer.service.sync();
+    for (const t of [frank, child, grandchild]) {
+      assert.equal((await verifier.verifyToken(t.access_token)).ok, false);
+      assert.equal(await introspect(t.access_token), false);
+    }
+    assert.equal(await introspect(grandchild.refresh_token as string), false);
+    const grants = (await auditOf('leak_detected')).filter((e) => e.kind === 'grant.revoked').map((e) => e.delegation_id);
+    for (const id of [frank.grant_id, child.grant_id, grandchild.grant_id]) assert.ok(grants.includes(id));
+  });
+});

@@ -1,0 +1,73 @@
+/**
+ * The streaming candidate finder: what looks like one of Tessera's tokens, where it starts, and
+ * the same answer however the text is cut into pieces (a token split across two reads is found).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { type Candidate, CandidateScanner } from '../../src/scan/candidates.ts';
+
+const JWS = 'eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz';
+const RT = `trt_${'Ab9_-'.repeat(8)}xyz`;
+
+function scan(text: string, piece = text.length || 1, maxLength?: number): [string, number, number][] {
+  const s = new CandidateScanner(maxLength !== undefined ? { maxLength } : {});
+  const out: Candidate[] = [];
+  for (let i = 0; i < text.length; i += piece) out.push(...s.push(text.slice(i, i + piece)));
+  out.push(...s.end());
+  return out.map((c) => [c.value, c.line, c.column]);
+}
+
+describe('CandidateScanner', () => {
+  it('finds tokens in JSON lines, Authorization headers and URLs, with 1-based line and column', () => {
+    const text = `first line\n{"auth":"Bearer ${JWS}","n":1}\nAuthorization: Bearer ${JWS}\r\nGET /api?access_token=${JWS}&page=2\nrefresh=${RT};\n`;
+    assert.equal(RT.length, 47);
+    assert.deepEqual(scan(text), [
+      [JWS, 2, 17],
+      [JWS, 3, 23],
+      [JWS, 4, 23],
+      [RT, 5, 9],
+    ]);
+  });
+
+  it('gives the same answer however the text is cut, down to one character at a time', () => {
+    const text = `a ${JWS}\n\n  x.${JWS}.y ${RT}\n"${JWS}"`;
+    const whole = scan(text);
+    // `x.JWS.y` also yields its payload, signature and `y` as a window: a candidate, never a finding.
+    assert.deepEqual(
+      whole.map(([v]) => (v === JWS ? 'JWS' : v === RT ? 'RT' : 'other')),
+      ['JWS', 'JWS', 'other', 'RT', 'JWS'],
+    );
+    for (let piece = 1; piece <= text.length; piece++) assert.deepEqual(scan(text, piece), whole, `pieces of ${piece}`);
+  });
+
+  it('finds a token split across a boundary when only the overlap is kept (maxLength bounds memory)', () => {
+    const filler = 'z '.repeat(5000);
+    const text = `${filler}${JWS}\n${filler}${RT} ${filler}`;
+    for (const piece of [7, 64, 1000, 4096]) {
+      assert.deepEqual(
+        scan(text, piece, 200).map(([v, l]) => [v, l]),
+        [
+          [JWS, 1],
+          [RT, 2],
+        ],
+      );
+    }
+  });
+
+  it('ignores what is not a candidate: two segments, a token glued after other base64url, a refresh token of the wrong length', () => {
+    assert.deepEqual(scan(`eyJhbGc.eyJzdWIi x${JWS} trt_${'A'.repeat(42)} trt_${'A'.repeat(44)} atrt_${'A'.repeat(43)}`), []);
+  });
+
+  it('finds every three segments starting eyJ in a longer dotted run, so a token glued to another is not missed', () => {
+    const found = scan(`eyJmb28.eyJiYXI.${JWS}`).map(([v]) => v);
+    assert.ok(found.includes(JWS), 'the real token, after two other segments');
+  });
+
+  it('skips a candidate longer than maxLength', () => {
+    const long = `eyJ${'A'.repeat(300)}.eyJ.sig`;
+    assert.deepEqual(
+      scan(`${long} ${JWS}`, undefined, 200).map(([v]) => v),
+      [JWS],
+    );
+  });
+});
