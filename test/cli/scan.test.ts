@@ -43,7 +43,7 @@ interface Finding {
 }
 interface Report {
   findings: Finding[];
-  summary: { files_scanned: number; bytes_scanned: number; tokens: number; live: number };
+  summary: { files_scanned: number; bytes_scanned: number; occurrences: number; omitted: number; tokens: number; live: number };
   skipped: { path: string; reason: string; message: string }[];
   revoked: { tokens: string[]; grants: string[] } | null;
 }
@@ -207,7 +207,14 @@ describe('tessera scan: what it reports', () => {
     ]);
     const now = Date.now() / 1000;
     for (const f of report.findings) assert.ok(f.expires_at > now, 'expiry in epoch seconds');
-    assert.deepEqual(report.summary, { files_scanned: 2, bytes_scanned: jsonl.length + access.length, tokens: 4, live: 4 });
+    assert.deepEqual(report.summary, {
+      files_scanned: 2,
+      bytes_scanned: jsonl.length + access.length,
+      occurrences: 4,
+      omitted: 0,
+      tokens: 4,
+      live: 4,
+    });
     assert.deepEqual(report.skipped, []);
     assert.equal(report.revoked, null);
 
@@ -301,6 +308,26 @@ describe('tessera scan: what it reports', () => {
       ],
     );
     assert.equal(report.summary.bytes_scanned, text.length);
+  });
+
+  it('lists at most 100 places per token and counts the rest, so a token logged on every line cannot fill memory', async () => {
+    const t = await mint();
+    const other = await mint();
+    write('many/every-request.log', `${`GET /api Authorization: Bearer ${t.access_token}\n`.repeat(150)}last ${other.access_token}\n`);
+    const { code, report } = await scanJson('many');
+    assert.equal(code, 1);
+    assert.equal(report.findings.filter((f) => f.jti === t.jti).length, 100);
+    assert.deepEqual(
+      report.findings.filter((f) => f.jti === other.jti).map((f) => f.line),
+      [151],
+      'another token is still listed',
+    );
+    assert.deepEqual([report.summary.occurrences, report.summary.omitted, report.summary.tokens, report.summary.live], [151, 50, 2, 2]);
+    const text = await scan('many');
+    assert.match(
+      text.stdout,
+      /^151 finding\(s\) of 2 token\(s\) in 1 file\(s\) scanned; 2 live; 50 place\(s\) not listed \(over 100 for one token\)$/m,
+    );
   });
 
   it('skips with a note: a binary file, a file over --max-size, a symlink loop, a broken link; still scans the rest', async () => {

@@ -16,6 +16,12 @@ import { StoreUnavailableError } from '../../store/contract.ts';
 import { iso, withConfig, withService } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
+/**
+ * Places listed per distinct token: a token logged on every request of a multi-GB log must not
+ * fill memory; the rest are counted (`summary.omitted`).
+ */
+export const MAX_PLACES_PER_TOKEN = 100;
+
 /** Exit codes, as documented in `--help` and docs/token-service.md. */
 export const SCAN_EXIT = { clean: 0, live: 1, failed: 2 } as const;
 
@@ -41,6 +47,10 @@ export interface ScanReport {
   readonly summary: {
     readonly files_scanned: number;
     readonly bytes_scanned: number;
+    /** Places a token was found, listed or not. */
+    readonly occurrences: number;
+    /** Places not listed in `findings`: beyond the first {@link MAX_PLACES_PER_TOKEN} of a token. */
+    readonly omitted: number;
     /** Distinct tokens found (one token can be found in many places). */
     readonly tokens: number;
     /** Distinct tokens live when found. */
@@ -71,9 +81,9 @@ interface Options {
   json?: boolean;
 }
 
-/** A token found, with where it was first seen; kept only while it is live and may be revoked. */
+/** A live token, with where it was first seen; its value is kept only to revoke it. */
 interface Live {
-  readonly token: string;
+  readonly token: string | undefined;
   readonly leak: LeakedToken;
   readonly location: string;
 }
@@ -96,8 +106,11 @@ export async function runScan(
   // By the token's SHA-256: a token logged on every request is verified once. Bounded: a log full
   // of distinct foreign tokens must not fill memory.
   const known = new BoundedMap<string, LeakedToken | null>(10_000);
-  const tokens = new Map<string, LeakedToken>();
+  const revoking = options.revoke || options.revokeGrant;
+  /** Places found per distinct token (by SHA-256). */
+  const tokens = new Map<string, number>();
   const live = new Map<string, Live>();
+  let occurrences = 0;
   const onCandidate = async (path: string, c: Candidate): Promise<void> => {
     const hash = createHash('sha256').update(c.value).digest('base64url');
     let leak = known.get(hash);
@@ -107,8 +120,11 @@ export async function runScan(
     }
     if (leak === null) return;
     const location = `${path}:${c.line}:${c.column}`;
-    if (!tokens.has(hash)) tokens.set(hash, leak);
-    if (leak.state === 'live' && !live.has(hash)) live.set(hash, { token: c.value, leak, location });
+    const places = (tokens.get(hash) ?? 0) + 1;
+    tokens.set(hash, places);
+    occurrences++;
+    if (leak.state === 'live' && !live.has(hash)) live.set(hash, { token: revoking ? c.value : undefined, leak, location });
+    if (places > MAX_PLACES_PER_TOKEN) return;
     findings.push({
       path,
       line: c.line,
@@ -130,12 +146,13 @@ export async function runScan(
     onNote: (note) => skipped.push(note),
   });
   let revoked: ScanReport['revoked'] = null;
-  if (options.revoke || options.revokeGrant) {
+  if (revoking) {
     const done = { tokens: [] as string[], grants: [] as string[] };
     const grantsDone = new Set<string>();
     for (const { token, leak, location } of live.values()) {
       const grant = options.revokeGrant || leak.kind === 'refresh_token';
       if (grant && grantsDone.has(leak.grantId)) continue;
+      if (token === undefined) continue; // kept whenever revoking
       const r = await service.revokeLeak(token, leak, { grant: options.revokeGrant, location });
       if (r.token !== null) done.tokens.push(r.token);
       for (const g of r.grants) {
@@ -148,7 +165,14 @@ export async function runScan(
   }
   return {
     findings,
-    summary: { files_scanned: totals.files, bytes_scanned: totals.bytes, tokens: tokens.size, live: live.size },
+    summary: {
+      files_scanned: totals.files,
+      bytes_scanned: totals.bytes,
+      occurrences,
+      omitted: occurrences - findings.length,
+      tokens: tokens.size,
+      live: live.size,
+    },
     skipped,
     revoked,
   };
@@ -170,9 +194,9 @@ function printText(report: ScanReport): void {
   const out: string[] = report.findings.map(findingLine);
   const s = report.summary;
   out.push(
-    `${report.findings.length} finding(s) of ${s.tokens} token(s) in ${s.files_scanned} file(s) scanned; ${s.live} live${
-      report.skipped.length ? `; ${report.skipped.length} path(s) skipped` : ''
-    }`,
+    `${s.occurrences} finding(s) of ${s.tokens} token(s) in ${s.files_scanned} file(s) scanned; ${s.live} live${
+      s.omitted ? `; ${s.omitted} place(s) not listed (over ${MAX_PLACES_PER_TOKEN} for one token)` : ''
+    }${report.skipped.length ? `; ${report.skipped.length} path(s) skipped` : ''}`,
   );
   if (report.revoked) {
     const { tokens, grants } = report.revoked;
