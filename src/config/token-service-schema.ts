@@ -32,6 +32,19 @@ const keysSchema = z
   .prefault({})
   .meta({ description: 'Signing keys: algorithm and rotation schedule.' });
 
+const authorizationSchema = z
+  .strictObject({
+    code_ttl: duration(
+      'Lifetime of an authorization code: it is redeemed by the client right after the redirect (OAuth 2.1 recommends a short lifetime; at most 60 s).',
+      60,
+    ).prefault('60s'),
+    grant_ttl: duration(
+      "How long a person's approval lasts: refresh tokens rotate within it and never outlive it; after it the person is asked again.",
+    ).prefault('30d'),
+  })
+  .prefault({})
+  .meta({ description: 'The authorization code grant (a person delegating to a client, with PKCE and consent).' });
+
 export const tokenServiceSchema = z
   .strictObject({
     issuer: secureUrl('Issuer identifier (`iss`) and base URL of the endpoints; defaults to `server.public_url`, then http://host:port.')
@@ -67,6 +80,7 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({ description: 'The admin API (revocation by grant, subject or client; grant trees).' }),
     keys: keysSchema,
+    authorization: authorizationSchema,
     sync_interval: duration(
       'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations are also pushed within milliseconds and this poll is the fallback.',
       60,

@@ -23,6 +23,11 @@ export type OAuthErrorValue =
   | 'invalid_token'
   | 'insufficient_scope'
   | 'invalid_dpop_proof'
+  | 'unsupported_response_type'
+  | 'access_denied'
+  | 'login_required'
+  | 'invalid_client_metadata'
+  | 'invalid_redirect_uri'
   | 'server_error'
   | 'temporarily_unavailable';
 
@@ -34,6 +39,8 @@ interface OAuthCodeSpec {
 }
 
 const CLIENT_AUTH_FAILED = 'Client authentication failed.';
+const CODE_INVALID =
+  'The authorization code is invalid, expired, already used, or was issued to another client, redirect URI or code_verifier.';
 
 /** Every reason code the token service can produce. */
 export const OAUTH_ERROR_CODES = {
@@ -108,6 +115,79 @@ export const OAUTH_ERROR_CODES = {
     status: 400,
     error: 'invalid_grant',
     description: 'The refresh token is invalid, expired, revoked or was issued to another client.',
+  },
+
+  // The authorization code grant at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.6). Every
+  // refusal of a code reads the same, so a response never tells which binding failed.
+  authorization_code_invalid: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
+  authorization_code_reused: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
+  authorization_code_redirect_mismatch: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
+  pkce_verifier_mismatch: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
+  pkce_verifier_missing: { status: 400, error: 'invalid_request', description: 'code_verifier is required (PKCE, RFC 7636).' },
+  pkce_verifier_malformed: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'code_verifier must be 43-128 characters of A-Z, a-z, 0-9, "-", ".", "_", "~".',
+  },
+  client_public_grant_not_allowed: {
+    status: 400,
+    error: 'unauthorized_client',
+    description: 'A public client may use only the authorization_code and refresh_token grants.',
+  },
+
+  // The authorization endpoint (RFC 6749 §4.1.2.1, OAuth 2.1 §4.1.2.1). Errors before the client
+  // and redirect URI are validated are shown on a page, never redirected (an open redirector).
+  authorize_client_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The client is unknown or not allowed to use this flow.',
+  },
+  authorize_redirect_uri_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The redirect_uri is missing or is not registered for this client.',
+  },
+  authorize_response_type_unsupported: {
+    status: 400,
+    error: 'unsupported_response_type',
+    description: 'Only response_type=code is supported.',
+  },
+  pkce_challenge_missing: { status: 400, error: 'invalid_request', description: 'code_challenge is required (PKCE, RFC 7636).' },
+  pkce_method_unsupported: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Only code_challenge_method=S256 is supported.',
+  },
+  pkce_challenge_malformed: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'code_challenge must be the 43-character base64url SHA-256 of the code_verifier.',
+  },
+  authorize_access_denied: { status: 403, error: 'access_denied', description: 'The resource owner denied the request.' },
+  authorize_login_required: { status: 401, error: 'login_required', description: 'The user is not authenticated.' },
+  authorize_consent_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The consent form has expired or does not belong to this request; start again.',
+  },
+  authorize_disabled: { status: 404, error: 'invalid_request', description: 'The authorization endpoint is not enabled.' },
+
+  // Dynamic client registration (RFC 7591 §3.2.2).
+  registration_disabled: { status: 404, error: 'invalid_request', description: 'Dynamic client registration is not enabled.' },
+  registration_token_invalid: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'A valid initial access token is required to register a client.',
+  },
+  registration_metadata_invalid: {
+    status: 400,
+    error: 'invalid_client_metadata',
+    description: 'The client metadata is invalid.',
+  },
+  registration_redirect_uri_invalid: {
+    status: 400,
+    error: 'invalid_redirect_uri',
+    description: 'A redirect URI must be https, or http on 127.0.0.1, [::1] or localhost only.',
   },
 
   // Token exchange (RFC 8693 §2.2.2: invalid or unacceptable tokens are invalid_request).

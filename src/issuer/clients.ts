@@ -16,7 +16,8 @@ import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { KeySource } from '../core/ports.ts';
 import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
-import { type ClientRecord, GRANT_TYPES, type GrantType, type Store } from '../store/contract.ts';
+import { type ClientRecord, GRANT_TYPES, type GrantType, PUBLIC_CLIENT_GRANT_TYPES, type Store } from '../store/contract.ts';
+import { redirectUriProblem } from './redirect-uris.ts';
 import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets.ts';
 
 /** RFC 6749 §3.3 scope-token. */
@@ -38,7 +39,19 @@ export interface ClientInput {
   readonly jwksUri?: string;
   /** Token exchange may issue tokens for audiences outside the subject token's (default false). */
   readonly retargetAudiences?: boolean;
+  /** Redirect URIs for the authorization code grant (https, or http on loopback only). */
+  readonly redirectUris?: readonly string[];
+  /**
+   * A public client (`token_endpoint_auth_method: none`): no secret, no keys; only the
+   * authorization code (with PKCE) and refresh token grants.
+   */
+  readonly public?: boolean;
+  /** Name shown on the consent page. */
+  readonly name?: string;
 }
+
+/** Longest client name accepted (it is shown on the consent page). */
+export const CLIENT_NAME_MAX = 100;
 
 /** What an operator may change on a registered client (`tessera clients update`). */
 export interface ClientUpdate {
@@ -66,7 +79,7 @@ export function buildClient(
   for (const a of input.audiences) {
     if (a === '' || /\s/.test(a)) throw new ClientInputError(`audience "${a}" must be non-empty without whitespace`);
   }
-  const grantTypes = [...new Set(input.grantTypes ?? ['client_credentials'])];
+  const grantTypes = [...new Set(input.grantTypes ?? (input.public === true ? PUBLIC_CLIENT_GRANT_TYPES : ['client_credentials']))];
   for (const g of grantTypes) {
     if (!(GRANT_TYPES as readonly string[]).includes(g)) {
       throw new ClientInputError(`grant type "${g}" is not supported; use ${GRANT_TYPES.join(', ')}`);
@@ -76,6 +89,26 @@ export function buildClient(
     throw new ClientInputError(`ttl must be a whole number of seconds between 1 and ${options.maxTtl} (max_access_token_ttl)`);
   }
   if (input.jwks !== undefined && input.jwksUri !== undefined) throw new ClientInputError('give --jwks or --jwks-uri, not both');
+  const redirectUris = [...new Set(input.redirectUris ?? [])];
+  for (const uri of redirectUris) {
+    const problem = redirectUriProblem(uri);
+    if (problem !== undefined) throw new ClientInputError(problem);
+  }
+  if (grantTypes.includes('authorization_code') && redirectUris.length === 0) {
+    throw new ClientInputError('the authorization_code grant needs at least one redirect URI');
+  }
+  if (input.public === true) {
+    if (input.jwks !== undefined || input.jwksUri !== undefined)
+      throw new ClientInputError('a public client has no keys; drop --jwks/--jwks-uri');
+    const other = grantTypes.find((g) => !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(g));
+    if (other !== undefined) {
+      throw new ClientInputError(`a public client may use only ${PUBLIC_CLIENT_GRANT_TYPES.join(' and ')}, not ${other}`);
+    }
+  }
+  // Control characters and length only: the consent page escapes whatever is left.
+  if (input.name !== undefined && (input.name.trim() === '' || input.name.length > CLIENT_NAME_MAX || /\p{Cc}/u.test(input.name))) {
+    throw new ClientInputError(`a client name must be 1-${CLIENT_NAME_MAX} characters without control characters`);
+  }
   let jwks: ClientRecord['jwks'] = null;
   if (input.jwks !== undefined) {
     let parsed: ReturnType<typeof parseJwks>;
@@ -97,10 +130,11 @@ export function buildClient(
     if (!ok) throw new ClientInputError('--jwks-uri must be an https URL (http only on localhost)');
   }
   const keyClient = jwks !== null || input.jwksUri !== undefined;
-  const secret = keyClient ? undefined : randomSecret(CLIENT_SECRET_PREFIX);
+  const publicClient = input.public === true;
+  const secret = keyClient || publicClient ? undefined : randomSecret(CLIENT_SECRET_PREFIX);
   const record: ClientRecord = {
     id: input.id,
-    authMethod: keyClient ? 'private_key_jwt' : 'client_secret',
+    authMethod: publicClient ? 'none' : keyClient ? 'private_key_jwt' : 'client_secret',
     secretHash: secret === undefined ? null : options.hasher.hash(secret),
     jwks,
     jwksUri: input.jwksUri ?? null,
@@ -109,6 +143,8 @@ export function buildClient(
     grantTypes: grantTypes as GrantType[],
     accessTokenTtl: input.ttl ?? null,
     exchangeRetargetAudiences: input.retargetAudiences === true,
+    redirectUris,
+    name: input.name?.trim() ?? null,
     disabled: false,
     createdAt: options.now,
     updatedAt: options.now,
@@ -224,15 +260,24 @@ export class ClientRegistry {
    * @throws {OAuthError} `invalid_client` (401, with a Basic challenge when Basic was tried) or
    *   `invalid_request` when several methods are combined.
    */
-  async authenticate(req: ClientAuthRequest): Promise<CompiledClient> {
+  async authenticate(req: ClientAuthRequest, options: { readonly allowPublic?: boolean } = {}): Promise<CompiledClient> {
     const { params, authorization } = req;
     const basic = authorization !== undefined && /^basic(?:\s|$)/i.test(authorization);
     const postSecret = params.get('client_secret');
     const assertion = params.get('client_assertion');
     const methods = (basic ? 1 : 0) + (postSecret ? 1 : 0) + (assertion ? 1 : 0);
     if (methods > 1) throw new OAuthError('client_auth_multiple_methods', { basic });
-    if (methods === 0) throw new OAuthError('client_auth_missing');
     const bodyClientId = params.get('client_id') || undefined;
+    if (methods === 0) {
+      // A public client identifies itself by client_id alone (RFC 6749 §2.3, §3.2.1); a client
+      // registered with a credential must present it.
+      if (options.allowPublic !== true || bodyClientId === undefined) throw new OAuthError('client_auth_missing');
+      const client = await this.get(bodyClientId);
+      if (client === undefined) throw new OAuthError('client_unknown');
+      if (client.record.authMethod !== 'none') throw new OAuthError('client_auth_missing');
+      if (client.record.disabled) throw new OAuthError('client_disabled');
+      return client;
+    }
 
     if (basic) {
       const parsed = this.#parseBasic(authorization as string);

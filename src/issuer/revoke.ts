@@ -30,7 +30,8 @@ export interface RevokeContext extends BaseContext {
 /** RFC 7009 (see `TokenService.revoke`). */
 export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Promise<void> {
   checkRepeats(req.params);
-  const client = await ctx.clients.authenticate(req);
+  // RFC 7009 §2.1: a public client may revoke its own tokens.
+  const client = await ctx.clients.authenticate(req, { allowPublic: true });
   const token = required(req.params, 'token');
   const now = ctx.now();
   if (token.startsWith(REFRESH_TOKEN_PREFIX)) {

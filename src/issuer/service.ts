@@ -22,15 +22,24 @@ import {
   type ClientRecord,
   type GrantRecord,
   type GrantSelector,
+  PUBLIC_CLIENT_GRANT_TYPES,
   type RevokedGrant,
   type Store,
   StoreUnavailableError,
 } from '../store/contract.ts';
 import { AccessTokens } from './access-tokens.ts';
+import {
+  type AuthorizationRequest,
+  type AuthorizeContext,
+  type AuthorizeOutcome,
+  checkAuthorizationRequest,
+  issueAuthorizationCode,
+} from './authorize.ts';
 import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
 import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import type { AuditDraft, OAuthRequest, TokenResponse } from './context.ts';
 import { checkTokenEndpointProof } from './dpop.ts';
+import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
 import { exchange, issueForUpstream, TOKEN_EXCHANGE, type UpstreamContext } from './grants/exchange.ts';
 import { type MintContext, type MintOptions, mint } from './grants/mint.ts';
@@ -74,6 +83,8 @@ export interface TokenServiceOptions {
 
 /** Every module's context at once: what {@link TokenService} hands to each of them. */
 type ServiceContext = ClientCredentialsContext &
+  AuthorizationCodeContext &
+  AuthorizeContext &
   MintContext &
   RefreshContext &
   UpstreamContext &
@@ -301,13 +312,23 @@ export class TokenService {
     try {
       checkRepeats(req.params);
       if (grantType === undefined || grantType === '') throw new OAuthError('request_parameter_missing');
-      if (grantType !== 'client_credentials' && grantType !== 'refresh_token' && grantType !== TOKEN_EXCHANGE) {
+      if (
+        grantType !== 'client_credentials' &&
+        grantType !== 'authorization_code' &&
+        grantType !== 'refresh_token' &&
+        grantType !== TOKEN_EXCHANGE
+      ) {
         throw new OAuthError('grant_type_unsupported');
       }
-      const client = await this.clients.authenticate(req);
+      const client = await this.clients.authenticate(req, { allowPublic: true });
       clientId = client.id;
+      // Checked here as well as at registration: a public client proves nothing about who calls.
+      if (client.record.authMethod === 'none' && !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(grantType)) {
+        throw new OAuthError('client_public_grant_not_allowed');
+      }
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
       if (grantType === 'client_credentials') return await clientCredentials(this.#ctx, client, req, jkt);
+      if (grantType === 'authorization_code') return await authorizationCode(this.#ctx, client, req, jkt);
       if (grantType === 'refresh_token') return await refresh(this.#ctx, client, req, jkt);
       return await exchange(this.#ctx, client, req, jkt);
     } catch (e) {
@@ -338,6 +359,26 @@ export class TokenService {
       iatWindow: 60,
       useOnce: (key, expiresAt) => this.store.useOnce(key, expiresAt, now),
     });
+  }
+
+  // The authorization endpoint (its HTTP side, the person's login and the consent page are in src/server/).
+
+  /**
+   * Check an authorization request (RFC 6749 §4.1.1 with OAuth 2.1's rules: PKCE S256 required,
+   * exact redirect URI match, RFC 8707 resources). An error either carries the client's redirect
+   * URI (send it back there) or does not (show it; the redirect URI is not trusted).
+   */
+  checkAuthorizationRequest(params: URLSearchParams): Promise<AuthorizeOutcome> {
+    return checkAuthorizationRequest(this.#ctx, params);
+  }
+
+  /** The person `subject` approved `request`: the single-use code to send to the redirect URI. */
+  approveAuthorization(
+    request: AuthorizationRequest,
+    subject: string,
+    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+  ): Promise<string> {
+    return issueAuthorizationCode(this.#ctx, request, subject, extra);
   }
 
   // Revocation (RFC 7009) and introspection (RFC 7662).

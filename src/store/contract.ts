@@ -13,11 +13,23 @@ import type { AuditEvent, AuditQuery } from '../audit/event.ts';
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 
 /** Grant types a client may be registered for. */
-export const GRANT_TYPES = ['client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange'] as const;
+export const GRANT_TYPES = [
+  'client_credentials',
+  'authorization_code',
+  'refresh_token',
+  'urn:ietf:params:oauth:grant-type:token-exchange',
+] as const;
 export type GrantType = (typeof GRANT_TYPES)[number];
 
-/** How a client authenticates at the token endpoint. Secret clients may use basic or post. */
-export type ClientAuthMethod = 'client_secret' | 'private_key_jwt';
+/**
+ * How a client authenticates at the token endpoint. Secret clients may use basic or post; `none`
+ * is a public client (a native app, a browser app, an MCP client): it holds no credential, sends
+ * only its `client_id`, and may use only `authorization_code` (with PKCE) and `refresh_token`.
+ */
+export type ClientAuthMethod = 'client_secret' | 'private_key_jwt' | 'none';
+
+/** The grant types a public client (`authMethod: 'none'`) may be registered for. */
+export const PUBLIC_CLIENT_GRANT_TYPES: readonly GrantType[] = ['authorization_code', 'refresh_token'];
 
 /** A registered OAuth client. */
 export interface ClientRecord {
@@ -42,6 +54,13 @@ export interface ClientRecord {
    * `audience`): off by default, so an exchange only ever narrows the audience.
    */
   readonly exchangeRetargetAudiences: boolean;
+  /**
+   * Redirect URIs for the authorization code grant, compared by exact string match (OAuth 2.1
+   * §4.1.1); empty for clients that do not use it.
+   */
+  readonly redirectUris: readonly string[];
+  /** Human-readable name shown on the consent page (RFC 7591 `client_name`); `null` shows the id. */
+  readonly name: string | null;
   readonly disabled: boolean;
   readonly createdAt: number;
   readonly updatedAt: number;
@@ -51,7 +70,17 @@ export interface ClientRecord {
 export type ClientPatch = Partial<
   Pick<
     ClientRecord,
-    'disabled' | 'secretHash' | 'scopes' | 'audiences' | 'grantTypes' | 'accessTokenTtl' | 'exchangeRetargetAudiences' | 'jwks' | 'jwksUri'
+    | 'disabled'
+    | 'secretHash'
+    | 'scopes'
+    | 'audiences'
+    | 'grantTypes'
+    | 'accessTokenTtl'
+    | 'exchangeRetargetAudiences'
+    | 'jwks'
+    | 'jwksUri'
+    | 'redirectUris'
+    | 'name'
   >
 >;
 
@@ -73,7 +102,7 @@ export interface SigningKeyRecord {
 }
 
 /** How a grant came to be. */
-export type GrantKind = 'client_credentials' | 'token_exchange' | 'upstream' | 'mint';
+export type GrantKind = 'client_credentials' | 'authorization_code' | 'token_exchange' | 'upstream' | 'mint';
 
 /**
  * A grant: one delegation of authority. Every issued token names its grant (`grant_id`); token
@@ -131,6 +160,47 @@ export type RefreshRotation =
   | { readonly status: 'grace' }
   /** Presented again after its rotation: the grant (family) and its subtree are now revoked. */
   | { readonly status: 'reused'; readonly grantId: string; readonly revokedGrantIds: readonly string[] };
+
+/**
+ * An authorization code (RFC 6749 §4.1.2), stored by hash: what the human approved, bound to the
+ * client, the redirect URI, the PKCE challenge and the resources. Single use.
+ */
+export interface AuthorizationCodeRecord {
+  /** SHA-256 of the code (base64url); the code itself is never stored. */
+  readonly hash: string;
+  readonly clientId: string;
+  /** The `redirect_uri` of the authorization request, or `null` when it was omitted (one registered). */
+  readonly redirectUri: string | null;
+  /** RFC 7636 `code_challenge` (method S256, the only one accepted). */
+  readonly codeChallenge: string;
+  /** Who approved: the human subject, and the issuer that vouches for it (this token service). */
+  readonly subject: string;
+  readonly issuer: string;
+  /** The approved scopes. */
+  readonly scopes: readonly string[];
+  /** The approved RFC 8707 resources: the access token's `aud`. */
+  readonly audiences: readonly string[];
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  /** When it was redeemed; a redeemed code presented again is a replay. */
+  readonly consumedAt: number | null;
+  /** The grant issued when it was redeemed. */
+  readonly grantId: string | null;
+}
+
+/** Seconds a code is kept past its expiry by {@link Store.prune}, so a late replay still revokes its grant. */
+export const CODE_RETENTION = 3600;
+
+/** The outcome of {@link Store.redeemAuthorizationCode}. */
+export type CodeRedemption =
+  /** The code was current: it is now consumed, and the grant (and refresh token, if given) exist. */
+  | { readonly status: 'redeemed'; readonly grant: GrantRecord }
+  /** Unknown, expired, or issued to another client. Nothing was written. */
+  | { readonly status: 'invalid' }
+  /** The client is unknown or disabled. Nothing was written. */
+  | { readonly status: 'client_inactive' }
+  /** Presented again after redemption: the grant issued from it and its subtree are now revoked. */
+  | { readonly status: 'reused'; readonly grantId: string | null; readonly revokedGrantIds: readonly string[] };
 
 /** Which grants to revoke. Each selected grant is revoked with its whole subtree. */
 export type GrantSelector =
@@ -262,6 +332,29 @@ export interface Store {
     },
   ): Promise<RefreshRotation>;
 
+  // Authorization codes.
+  /** @throws {StoreConflictError} when the hash exists. */
+  createAuthorizationCode(code: AuthorizationCodeRecord): Promise<void>;
+  getAuthorizationCode(hash: string): Promise<AuthorizationCodeRecord | undefined>;
+  /**
+   * Redeem a code in one transaction: when `hash` is current (not consumed, not expired at `now`,
+   * issued to `clientId`), create `grant` (a root; refused as `client_inactive` exactly as
+   * {@link Store.createGrant} would), mark the code consumed with that grant, and insert
+   * `refreshToken` when given. When the code was already consumed, revoke the grant issued from it
+   * and its subtree exactly as {@link Store.revokeGrants} does (reason `authorization_code_reused`,
+   * RFC 6749 §4.1.2). Of several concurrent calls with one hash, exactly one sees `redeemed`.
+   */
+  redeemAuthorizationCode(
+    hash: string,
+    options: {
+      readonly clientId: string;
+      readonly grant: NewGrant;
+      readonly refreshToken: RefreshTokenRecord | null;
+      readonly now: number;
+      readonly entryExpiresAt: number;
+    },
+  ): Promise<CodeRedemption>;
+
   // Revocation log.
   /** Append non-grant revocation entries (token ids, subjects or clients as of a time). */
   appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void>;
@@ -306,7 +399,8 @@ export interface Store {
   versions(): Promise<StoreVersions>;
   /**
    * Drop what can no longer matter at `now`: expired refresh tokens, replay entries and revocation
-   * entries; and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
+   * entries, authorization codes an hour past their expiry (kept that long so a late replay still
+   * revokes the grant issued from the code); and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
    * outlives its parent, so no live grant loses an ancestor).
    */
   prune(now: number, options?: { readonly grantsExpiredBefore?: number }): Promise<void>;

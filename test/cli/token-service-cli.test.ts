@@ -172,12 +172,53 @@ describe('clients', () => {
     assert.equal(c.client_secret, undefined);
   });
 
+  it('registers a public client with redirect URIs and a name: no secret, authorization_code and refresh_token', () => {
+    const c = json(
+      'clients',
+      'add',
+      'mcp-desktop',
+      '--public',
+      '--name',
+      'MCP Desktop',
+      '--scopes',
+      'demo:read',
+      '--audiences',
+      'https://api.test',
+      '--redirect-uris',
+      'http://127.0.0.1:33418/callback',
+      'https://app.test/cb',
+    );
+    assert.equal(c.auth_method, 'none (public)');
+    assert.equal(c.client_secret, undefined);
+    assert.equal(c.name, 'MCP Desktop');
+    assert.deepEqual(c.grant_types, ['authorization_code', 'refresh_token']);
+    assert.deepEqual(c.redirect_uris, ['http://127.0.0.1:33418/callback', 'https://app.test/cb']);
+    const confidential = json(
+      'clients',
+      'add',
+      'web-app',
+      '--scopes',
+      'demo:read',
+      '--audiences',
+      'https://api.test',
+      '--grant-types',
+      'authorization-code',
+      'refresh-token',
+      '--redirect-uris',
+      'https://web.test/cb',
+    );
+    assert.match(String(confidential.client_secret), /^tcs_/);
+  });
+
   it('fails with one line and exit 1 on a bad registration', () => {
     for (const args of [
       ['clients', 'add', 'agent', '--audiences', 'https://api.test'],
       ['clients', 'add', 'bad name', '--audiences', 'https://api.test'],
       ['clients', 'add', 'x', '--scopes', 'not-in-catalogue', '--audiences', 'https://api.test'],
       ['clients', 'add', 'y', '--audiences', 'https://api.test', '--grant-types', 'password'],
+      ['clients', 'add', 'p1', '--public', '--audiences', 'https://api.test', '--grant-types', 'client_credentials'],
+      ['clients', 'add', 'p2', '--public', '--audiences', 'https://api.test', '--redirect-uris', 'http://evil.test/cb'],
+      ['clients', 'add', 'p3', '--public', '--audiences', 'https://api.test'],
       ['clients', 'show', 'nobody'],
     ]) {
       const r = tessera(...args);

@@ -119,9 +119,14 @@ describe('request errors (invalid_request)', () => {
 });
 
 describe('grant type errors', () => {
-  it('answers unsupported_grant_type for password and authorization_code', async () => {
+  it('answers unsupported_grant_type for password, implicit and the device code grant', async () => {
     await expectError(await token({ grant_type: 'password', username: 'u', password: 'p' }), 400, 'unsupported_grant_type');
-    await expectError(await token({ grant_type: 'authorization_code', code: 'c' }), 400, 'unsupported_grant_type');
+    await expectError(await token({ grant_type: 'implicit' }), 400, 'unsupported_grant_type');
+    await expectError(
+      await token({ grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: 'd' }),
+      400,
+      'unsupported_grant_type',
+    );
   });
 
   it('answers unauthorized_client for a grant type the client is not registered for', async () => {

@@ -8,7 +8,9 @@ import { after, before, describe, it } from 'node:test';
 import type { AuditEvent, AuditQuery } from '../../src/audit/event.ts';
 import { uuidv7 } from '../../src/audit/id.ts';
 import {
+  type AuthorizationCodeRecord,
   type ClientRecord,
+  CODE_RETENTION,
   type GrantRecord,
   type NewGrant,
   type RefreshTokenRecord,
@@ -41,6 +43,8 @@ export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_
     grantTypes: ['client_credentials'],
     accessTokenTtl: null,
     exchangeRetargetAudiences: false,
+    redirectUris: [],
+    name: null,
     disabled: false,
     createdAt: now,
     updatedAt: now,
@@ -74,6 +78,24 @@ function refresh(grantId: string, overrides: Partial<RefreshTokenRecord> = {}, n
     expiresAt: now + 3600,
     rotatedAt: null,
     revokedAt: null,
+    ...overrides,
+  };
+}
+
+function code(overrides: Partial<AuthorizationCodeRecord> = {}, now = 1_800_000_000): AuthorizationCodeRecord {
+  return {
+    hash: uid('code'),
+    clientId: 'agent',
+    redirectUri: 'https://app.test/cb',
+    codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+    subject: 'alice@example.com',
+    issuer: 'https://issuer.test',
+    scopes: ['api:read'],
+    audiences: ['https://api.test'],
+    createdAt: now,
+    expiresAt: now + 60,
+    consumedAt: null,
+    grantId: null,
     ...overrides,
   };
 }
@@ -412,6 +434,113 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         );
         assert.equal(results.filter((r) => r.status === 'rotated').length, 1);
         assert.equal(results.filter((r) => r.status === 'grace').length, 7);
+      });
+    });
+
+    describe('authorization codes', () => {
+      const grantFor = (now: number, overrides: Partial<NewGrant> = {}) =>
+        newGrant({ kind: 'authorization_code', subject: 'alice@example.com', expiresAt: now + 86_400, ...overrides }, now);
+      const redeem = (hash: string, now: number, g: NewGrant, clientId = 'agent', withRefresh = true) =>
+        store.redeemAuthorizationCode(hash, {
+          clientId,
+          grant: g,
+          refreshToken: withRefresh ? refresh(g.id, { clientId }, now) : null,
+          now,
+          entryExpiresAt: now + 600,
+        });
+
+      it('stores a code by hash and redeems it once into a root grant with its refresh token', async () => {
+        const now = clock.now();
+        const c = code({}, now);
+        await store.createAuthorizationCode(c);
+        assert.deepEqual(await store.getAuthorizationCode(c.hash), c);
+        await assert.rejects(store.createAuthorizationCode(c), StoreConflictError);
+        const g = grantFor(now);
+        const rt = refresh(g.id, {}, now);
+        const r = await store.redeemAuthorizationCode(c.hash, {
+          clientId: 'agent',
+          grant: g,
+          refreshToken: rt,
+          now: now + 1,
+          entryExpiresAt: now + 600,
+        });
+        assert.equal(r.status, 'redeemed');
+        if (r.status !== 'redeemed') return;
+        assert.equal(r.grant.id, g.id);
+        assert.equal(r.grant.rootId, g.id);
+        assert.equal(r.grant.depth, 0);
+        assert.equal(r.grant.kind, 'authorization_code');
+        assert.deepEqual(await store.getGrant(g.id), r.grant);
+        assert.equal((await store.getRefreshToken(rt.hash))?.grantId, g.id);
+        const after = await store.getAuthorizationCode(c.hash);
+        assert.equal(after?.consumedAt, now + 1);
+        assert.equal(after?.grantId, g.id);
+      });
+
+      it('treats a redeemed code presented again as a replay: the grant issued from it and its subtree are revoked', async () => {
+        const now = clock.now();
+        const c = code({}, now);
+        await store.createAuthorizationCode(c);
+        const g = grantFor(now);
+        const rt = refresh(g.id, {}, now);
+        await store.redeemAuthorizationCode(c.hash, { clientId: 'agent', grant: g, refreshToken: rt, now, entryExpiresAt: now + 600 });
+        const child = await created(store, newGrant({ parentId: g.id }, now), now);
+        const seq0 = (await store.versions()).revocations;
+        const again = await redeem(c.hash, now + 2, grantFor(now));
+        assert.equal(again.status, 'reused');
+        if (again.status !== 'reused') return;
+        assert.equal(again.grantId, g.id);
+        assert.deepEqual([...again.revokedGrantIds].sort(), [g.id, child.id].sort());
+        assert.equal((await store.getGrant(g.id))?.revokedReason, 'authorization_code_reused');
+        assert.notEqual((await store.getRefreshToken(rt.hash))?.revokedAt, null);
+        assert.equal((await store.revocationsSince(seq0, now)).length, 2);
+      });
+
+      it('refuses unknown, expired and other-client codes, writing nothing', async () => {
+        const now = clock.now();
+        assert.equal((await redeem('unknown', now, grantFor(now))).status, 'invalid');
+        const expired = code({ expiresAt: now + 60 }, now);
+        await store.createAuthorizationCode(expired);
+        const g1 = grantFor(now);
+        assert.equal((await redeem(expired.hash, now + 60, g1)).status, 'invalid');
+        assert.equal(await store.getGrant(g1.id), undefined);
+        const mine = code({}, now);
+        await store.createAuthorizationCode(mine);
+        const g2 = grantFor(now, { clientId: 'x' });
+        assert.equal((await redeem(mine.hash, now, g2, 'x')).status, 'invalid');
+        assert.equal(await store.getGrant(g2.id), undefined);
+        assert.equal((await store.getAuthorizationCode(mine.hash))?.consumedAt, null);
+      });
+
+      it('refuses a code of a disabled client without consuming it', async () => {
+        const now = clock.now();
+        const client = clientRecord({ disabled: true });
+        await store.createClient(client);
+        const c = code({ clientId: client.id }, now);
+        await store.createAuthorizationCode(c);
+        const g = grantFor(now, { clientId: client.id });
+        assert.equal((await redeem(c.hash, now, g, client.id)).status, 'client_inactive');
+        assert.equal(await store.getGrant(g.id), undefined);
+        assert.equal((await store.getAuthorizationCode(c.hash))?.consumedAt, null);
+      });
+
+      it('lets exactly one of many concurrent redemptions of one code win', async () => {
+        const now = clock.now();
+        const c = code({}, now);
+        await store.createAuthorizationCode(c);
+        const results = await Promise.all(Array.from({ length: 8 }, () => redeem(c.hash, now, grantFor(now))));
+        assert.equal(results.filter((r) => r.status === 'redeemed').length, 1);
+        assert.equal(results.filter((r) => r.status === 'reused').length, 7);
+      });
+
+      it('prunes codes an hour past their expiry, not before', async () => {
+        const now = clock.now();
+        const c = code({ expiresAt: now + 60 }, now);
+        await store.createAuthorizationCode(c);
+        await store.prune(now + 60 + CODE_RETENTION - 1);
+        assert.ok(await store.getAuthorizationCode(c.hash));
+        await store.prune(now + 60 + CODE_RETENTION);
+        assert.equal(await store.getAuthorizationCode(c.hash), undefined);
       });
     });
 

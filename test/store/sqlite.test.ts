@@ -16,6 +16,9 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 5) {
+    db.exec('DROP TABLE authorization_codes; ALTER TABLE clients DROP COLUMN redirect_uris; ALTER TABLE clients DROP COLUMN name;');
+  }
   if (version < 4) {
     db.exec('DROP INDEX audit_jti; DROP INDEX audit_token_hash');
     db.exec('ALTER TABLE audit_events DROP COLUMN jti; ALTER TABLE audit_events DROP COLUMN token_hash');

@@ -12,12 +12,19 @@ import { CliError, printJson } from '../output.ts';
 export function describeClient(c: ClientRecord): Record<string, unknown> {
   return {
     client_id: c.id,
-    auth_method: c.authMethod === 'client_secret' ? 'client_secret_basic, client_secret_post' : 'private_key_jwt',
+    auth_method:
+      c.authMethod === 'client_secret'
+        ? 'client_secret_basic, client_secret_post'
+        : c.authMethod === 'none'
+          ? 'none (public)'
+          : 'private_key_jwt',
+    ...(c.name !== null ? { name: c.name } : {}),
     scopes: c.scopes,
     audiences: c.audiences,
     grant_types: c.grantTypes,
     access_token_ttl: c.accessTokenTtl,
     exchange_retarget_audiences: c.exchangeRetargetAudiences,
+    redirect_uris: c.redirectUris,
     ...(c.jwksUri !== null ? { jwks_uri: c.jwksUri } : {}),
     ...(c.jwks !== null ? { jwks_kids: c.jwks.keys.map((k) => k.kid ?? null) } : {}),
     disabled: c.disabled,
@@ -29,6 +36,9 @@ export function describeClient(c: ClientRecord): Record<string, unknown> {
 const GRANT_ALIASES: Record<string, string> = {
   'token-exchange': 'urn:ietf:params:oauth:grant-type:token-exchange',
   token_exchange: 'urn:ietf:params:oauth:grant-type:token-exchange',
+  'authorization-code': 'authorization_code',
+  'refresh-token': 'refresh_token',
+  'client-credentials': 'client_credentials',
 };
 
 export function registerClients(program: Command): void {
@@ -39,7 +49,16 @@ export function registerClients(program: Command): void {
     .argument('<name>', 'the client_id (letters, digits, ".", "_", "-")')
     .option('--scopes <scopes...>', 'scopes the client may be granted (space- or comma-separated)')
     .requiredOption('--audiences <audiences...>', 'audiences (resource URIs) the client may request tokens for')
-    .option('--grant-types <types...>', 'client_credentials, refresh_token, token-exchange (default client_credentials)')
+    .option(
+      '--grant-types <types...>',
+      'client_credentials, authorization_code, refresh_token, token-exchange (default client_credentials; with --public authorization_code refresh_token)',
+    )
+    .option(
+      '--redirect-uris <uris...>',
+      'redirect URIs for authorization_code, matched exactly (https, or http on 127.0.0.1/[::1]/localhost)',
+    )
+    .option('--public', 'a public client (token_endpoint_auth_method none: no secret; authorization_code with PKCE and refresh_token only)')
+    .option('--name <name>', 'name shown to people on the consent page (default: the client_id)')
     .option('--ttl <duration>', 'access-token lifetime for this client (e.g. 5m)')
     .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s (default: only narrow)')
     .option('--jwks <file>', 'JWKS file with the client’s public keys (private_key_jwt instead of a secret)')
@@ -57,6 +76,9 @@ export function registerClients(program: Command): void {
           jwks?: string;
           jwksUri?: string;
           allowRetarget?: boolean;
+          redirectUris?: string[];
+          public?: boolean;
+          name?: string;
           json?: boolean;
         },
       ) => {
@@ -80,6 +102,9 @@ export function registerClients(program: Command): void {
             ...(jwks !== undefined ? { jwks } : {}),
             ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
             ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
+            ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
+            ...(opts.public ? { public: true } : {}),
+            ...(opts.name !== undefined ? { name: opts.name } : {}),
           }),
         );
         const described = describeClient(result.client.record);

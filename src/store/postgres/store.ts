@@ -22,8 +22,10 @@ import pg from 'pg';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
+  AuthorizationCodeRecord,
   ClientPatch,
   ClientRecord,
+  CodeRedemption,
   GrantRecord,
   GrantSelector,
   NewGrant,
@@ -35,7 +37,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
 import { Listener } from './listener.ts';
 
 /** Options for {@link PostgresStore.open}. */
@@ -113,6 +115,19 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX audit_token_hash ON audit_events (token_hash);
     `,
   },
+  {
+    // Authorization code grant: clients.redirect_uris and clients.name, authorization_codes (by hash).
+    version: 5,
+    sql: `
+      ALTER TABLE clients ADD COLUMN redirect_uris text NOT NULL DEFAULT '[]';
+      ALTER TABLE clients ADD COLUMN name text;
+      CREATE TABLE authorization_codes (
+        hash text PRIMARY KEY, client_id text NOT NULL, redirect_uri text, code_challenge text NOT NULL,
+        subject text NOT NULL, issuer text NOT NULL, scopes text NOT NULL, audiences text NOT NULL,
+        created_at bigint NOT NULL, expires_at bigint NOT NULL, consumed_at bigint, grant_id text);
+      CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);
+    `,
+  },
 ];
 
 const json = (v: unknown): string => JSON.stringify(v);
@@ -134,9 +149,28 @@ function clientFrom(r: Row): ClientRecord {
     grantTypes: parse(r.grant_types),
     accessTokenTtl: numOrNull(r.access_token_ttl),
     exchangeRetargetAudiences: r.exchange_retarget_audiences === true,
+    redirectUris: r.redirect_uris === undefined ? [] : parse(r.redirect_uris),
+    name: strOrNull(r.name),
     disabled: r.disabled === true,
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
+  };
+}
+
+function codeFrom(r: Row): AuthorizationCodeRecord {
+  return {
+    hash: String(r.hash),
+    clientId: String(r.client_id),
+    redirectUri: strOrNull(r.redirect_uri),
+    codeChallenge: String(r.code_challenge),
+    subject: String(r.subject),
+    issuer: String(r.issuer),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
+    consumedAt: numOrNull(r.consumed_at),
+    grantId: strOrNull(r.grant_id),
   };
 }
 
@@ -334,8 +368,8 @@ export class PostgresStore implements Store {
     try {
       await this.#tx(async (c) => {
         await c.query(
-          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, disabled, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
           [
             x.id,
             x.authMethod,
@@ -347,6 +381,8 @@ export class PostgresStore implements Store {
             json(x.grantTypes),
             x.accessTokenTtl,
             x.exchangeRetargetAudiences,
+            json(x.redirectUris),
+            x.name,
             x.disabled,
             x.createdAt,
             x.updatedAt,
@@ -380,6 +416,8 @@ export class PostgresStore implements Store {
       exchangeRetargetAudiences: ['exchange_retarget_audiences', (v: boolean) => v],
       jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
       jwksUri: ['jwks_uri', (v: string | null) => v],
+      redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
+      name: ['name', (v: string | null) => v],
     };
     const values: unknown[] = [now];
     const sets = ['updated_at = $1'];
@@ -669,6 +707,95 @@ export class PostgresStore implements Store {
     });
   }
 
+  // Authorization codes.
+
+  async createAuthorizationCode(x: AuthorizationCodeRecord): Promise<void> {
+    try {
+      await this.#q(
+        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+        [
+          x.hash,
+          x.clientId,
+          x.redirectUri,
+          x.codeChallenge,
+          x.subject,
+          x.issuer,
+          json(x.scopes),
+          json(x.audiences),
+          x.createdAt,
+          x.expiresAt,
+          x.consumedAt,
+          x.grantId,
+        ],
+      );
+    } catch (e) {
+      if (isUnique(e)) throw new StoreConflictError('an authorization code with this hash exists');
+      throw e;
+    }
+  }
+
+  async getAuthorizationCode(hash: string): Promise<AuthorizationCodeRecord | undefined> {
+    const [r] = await this.#q('SELECT * FROM authorization_codes WHERE hash = $1', [hash]);
+    return r ? codeFrom(r) : undefined;
+  }
+
+  async redeemAuthorizationCode(
+    hash: string,
+    o: {
+      readonly clientId: string;
+      readonly grant: NewGrant;
+      readonly refreshToken: RefreshTokenRecord | null;
+      readonly now: number;
+      readonly entryExpiresAt: number;
+    },
+  ): Promise<CodeRedemption> {
+    return this.#tx(async (c): Promise<CodeRedemption> => {
+      // The row lock makes concurrent redemptions of one code queue: exactly one finds it unconsumed.
+      const [row] = (await c.query('SELECT * FROM authorization_codes WHERE hash = $1 FOR UPDATE', [hash])).rows as Row[];
+      if (!row) return { status: 'invalid' };
+      const code = codeFrom(row);
+      if (code.clientId !== o.clientId) return { status: 'invalid' };
+      if (code.consumedAt !== null) {
+        const revoked =
+          code.grantId === null
+            ? []
+            : await this.#revokeTree(c, 'SELECT $1::text', [code.grantId], o.now, 'authorization_code_reused', o.entryExpiresAt);
+        return { status: 'reused', grantId: code.grantId, revokedGrantIds: revoked.map((g) => g.id) };
+      }
+      if (code.expiresAt <= o.now) return { status: 'invalid' };
+      const g = o.grant;
+      const [client] = (await c.query('SELECT disabled FROM clients WHERE id = $1 FOR SHARE', [g.clientId])).rows as Row[];
+      if (!client || client.disabled === true) return { status: 'client_inactive' };
+      await c.query(
+        `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+         VALUES ($1, NULL, $1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+        [
+          g.id,
+          g.kind,
+          g.issuer,
+          g.subject,
+          g.clientId,
+          g.act === null ? null : json(g.act),
+          json(g.scopes),
+          json(g.audiences),
+          g.createdAt,
+          g.expiresAt,
+        ],
+      );
+      await c.query('UPDATE authorization_codes SET consumed_at = $1, grant_id = $2 WHERE hash = $3', [o.now, g.id, hash]);
+      const t = o.refreshToken;
+      if (t !== null) {
+        await c.query(
+          'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL)',
+          [t.hash, g.id, t.clientId, t.createdAt, t.expiresAt],
+        );
+      }
+      const grant: GrantRecord = { ...g, parentId: null, rootId: g.id, depth: 0, revokedAt: null, revokedReason: null };
+      return { status: 'redeemed', grant };
+    });
+  }
+
   // Revocation log.
 
   async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
@@ -778,6 +905,7 @@ export class PostgresStore implements Store {
       await c.query('DELETE FROM refresh_tokens WHERE expires_at <= $1', [now]);
       await c.query('DELETE FROM replay WHERE expires_at <= $1', [now]);
       await c.query('DELETE FROM revocations WHERE expires_at <= $1', [now]);
+      await c.query('DELETE FROM authorization_codes WHERE expires_at <= $1', [now - CODE_RETENTION]);
       if (options.grantsExpiredBefore !== undefined) {
         await c.query('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < $1', [options.grantsExpiredBefore]);
       }

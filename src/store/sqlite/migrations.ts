@@ -131,4 +131,27 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_token_hash ON audit_events (token_hash);
     `,
   },
+  {
+    version: 5,
+    description: 'authorization code grant: clients.redirect_uris and clients.name, authorization_codes (stored by hash)',
+    sql: `
+      ALTER TABLE clients ADD COLUMN redirect_uris TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE clients ADD COLUMN name TEXT;
+      CREATE TABLE authorization_codes (
+        hash TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        redirect_uri TEXT,
+        code_challenge TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        audiences TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        consumed_at INTEGER,
+        grant_id TEXT
+      ) WITHOUT ROWID;
+      CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);
+    `,
+  },
 ];

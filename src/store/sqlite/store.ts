@@ -15,8 +15,10 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
+  AuthorizationCodeRecord,
   ClientPatch,
   ClientRecord,
+  CodeRedemption,
   GrantRecord,
   GrantSelector,
   NewGrant,
@@ -28,7 +30,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
 import { MIGRATIONS } from './migrations.ts';
 
 /** Options for {@link SqliteStore}. */
@@ -64,6 +66,8 @@ function clientFrom(r: Row): ClientRecord {
     grantTypes: parse(r.grant_types),
     accessTokenTtl: numOrNull(r.access_token_ttl),
     exchangeRetargetAudiences: num(r.exchange_retarget_audiences ?? 0) !== 0,
+    redirectUris: r.redirect_uris === undefined ? [] : parse(r.redirect_uris),
+    name: strOrNull(r.name),
     disabled: num(r.disabled) !== 0,
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
@@ -99,6 +103,23 @@ function refreshFrom(r: Row): RefreshTokenRecord {
     expiresAt: num(r.expires_at),
     rotatedAt: numOrNull(r.rotated_at),
     revokedAt: numOrNull(r.revoked_at),
+  };
+}
+
+function codeFrom(r: Row): AuthorizationCodeRecord {
+  return {
+    hash: String(r.hash),
+    clientId: String(r.client_id),
+    redirectUri: strOrNull(r.redirect_uri),
+    codeChallenge: String(r.code_challenge),
+    subject: String(r.subject),
+    issuer: String(r.issuer),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
+    consumedAt: numOrNull(r.consumed_at),
+    grantId: strOrNull(r.grant_id),
   };
 }
 
@@ -223,8 +244,8 @@ export class SqliteStore implements Store {
     try {
       this.#tx(() => {
         this.#stmt(
-          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, disabled, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           c.id,
           c.authMethod,
@@ -236,6 +257,8 @@ export class SqliteStore implements Store {
           json(c.grantTypes),
           c.accessTokenTtl,
           c.exchangeRetargetAudiences ? 1 : 0,
+          json(c.redirectUris),
+          c.name,
           c.disabled ? 1 : 0,
           c.createdAt,
           c.updatedAt,
@@ -268,6 +291,8 @@ export class SqliteStore implements Store {
       exchangeRetargetAudiences: ['exchange_retarget_audiences', (v: boolean) => (v ? 1 : 0)],
       jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
       jwksUri: ['jwks_uri', (v: string | null) => v],
+      redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
+      name: ['name', (v: string | null) => v],
     };
     const sets: string[] = ['updated_at = ?'];
     const values: SQLInputValue[] = [now];
@@ -537,6 +562,72 @@ export class SqliteStore implements Store {
     });
   }
 
+  // Authorization codes.
+
+  async createAuthorizationCode(c: AuthorizationCodeRecord): Promise<void> {
+    try {
+      this.#stmt(
+        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        c.hash,
+        c.clientId,
+        c.redirectUri,
+        c.codeChallenge,
+        c.subject,
+        c.issuer,
+        json(c.scopes),
+        json(c.audiences),
+        c.createdAt,
+        c.expiresAt,
+        c.consumedAt,
+        c.grantId,
+      );
+    } catch (e) {
+      if (isConstraintError(e)) throw new StoreConflictError('an authorization code with this hash exists');
+      throw e;
+    }
+  }
+
+  async getAuthorizationCode(hash: string): Promise<AuthorizationCodeRecord | undefined> {
+    const r = this.#stmt('SELECT * FROM authorization_codes WHERE hash = ?').get(hash) as Row | undefined;
+    return r ? codeFrom(r) : undefined;
+  }
+
+  async redeemAuthorizationCode(
+    hash: string,
+    o: {
+      readonly clientId: string;
+      readonly grant: NewGrant;
+      readonly refreshToken: RefreshTokenRecord | null;
+      readonly now: number;
+      readonly entryExpiresAt: number;
+    },
+  ): Promise<CodeRedemption> {
+    return this.#tx((): CodeRedemption => {
+      const row = this.#stmt('SELECT * FROM authorization_codes WHERE hash = ?').get(hash) as Row | undefined;
+      if (!row) return { status: 'invalid' };
+      const code = codeFrom(row);
+      if (code.clientId !== o.clientId) return { status: 'invalid' };
+      if (code.consumedAt !== null) {
+        const revoked =
+          code.grantId === null ? [] : this.#revokeTree('SELECT ?', [code.grantId], o.now, 'authorization_code_reused', o.entryExpiresAt);
+        return { status: 'reused', grantId: code.grantId, revokedGrantIds: revoked.map((g) => g.id) };
+      }
+      if (code.expiresAt <= o.now) return { status: 'invalid' };
+      const grant = this.#insertGrant({ ...o.grant, parentId: null }, o.now);
+      if (grant === 'client_inactive' || grant === 'parent_inactive') return { status: 'client_inactive' };
+      this.#stmt('UPDATE authorization_codes SET consumed_at = ?, grant_id = ? WHERE hash = ?').run(o.now, grant.id, hash);
+      const t = o.refreshToken;
+      if (t !== null) {
+        this.#stmt(
+          'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL, NULL)',
+        ).run(t.hash, grant.id, t.clientId, t.createdAt, t.expiresAt);
+      }
+      return { status: 'redeemed', grant };
+    });
+  }
+
   // Revocation log.
 
   async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
@@ -645,6 +736,7 @@ export class SqliteStore implements Store {
       this.#stmt('DELETE FROM refresh_tokens WHERE expires_at <= ?').run(now);
       this.#stmt('DELETE FROM replay WHERE expires_at <= ?').run(now);
       this.#stmt('DELETE FROM revocations WHERE expires_at <= ?').run(now);
+      this.#stmt('DELETE FROM authorization_codes WHERE expires_at <= ?').run(now - CODE_RETENTION);
       if (options.grantsExpiredBefore !== undefined) {
         // A child never outlives its parent, so this leaves no live grant without its ancestors.
         this.#stmt('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < ?').run(options.grantsExpiredBefore);

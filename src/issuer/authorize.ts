@@ -1,0 +1,188 @@
+/**
+ * The authorization endpoint's decisions, without HTTP (RFC 6749 §4.1.1-§4.1.2, OAuth 2.1 §4.1,
+ * RFC 7636, RFC 8707, RFC 9207): check an authorization request, and turn an approved one into a
+ * single-use code bound to the client, the redirect URI, the PKCE challenge, the scopes and the
+ * resources.
+ *
+ * The order of the checks matters: until the client and its redirect URI are known to be good, an
+ * error is shown to the person and never sent to the redirect URI (an unchecked one would make the
+ * server an open redirector, RFC 6749 §4.1.2.1, RFC 9700 §4.11); after that, errors go back to the
+ * client on its redirect URI with `state` and `iss`.
+ *
+ * @module
+ */
+import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import { isWildcard } from '../core/scopes.ts';
+import type { Store } from '../store/contract.ts';
+import type { ClientRegistry, CompiledClient } from './clients.ts';
+import type { BaseContext } from './context.ts';
+import { narrowScopes, param, parseScope, targets } from './params.ts';
+import { isS256Challenge } from './pkce.ts';
+import { matchRedirectUri } from './redirect-uris.ts';
+import { randomSecret, sha256, tokenHash } from './secrets.ts';
+
+/** Prefix of authorization codes, so a leaked one is recognisable. */
+export const AUTHORIZATION_CODE_PREFIX = 'tac_';
+/** Longest `state` echoed back; longer ones are refused rather than truncated. */
+const STATE_MAX = 1024;
+
+/** A checked authorization request: everything the consent page shows and the code binds. */
+export interface AuthorizationRequest {
+  readonly client: CompiledClient;
+  /** The redirect URI to send the result to (the requested one, or the only one registered). */
+  readonly redirectUri: string;
+  /** Whether the request named it (then the token request must repeat it, RFC 6749 §4.1.3). */
+  readonly redirectUriGiven: boolean;
+  readonly state: string | undefined;
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  readonly codeChallenge: string;
+}
+
+/** Where an authorization error goes: to the person (no trusted redirect URI yet) or back to the client. */
+export type AuthorizeOutcome =
+  | { readonly ok: true; readonly request: AuthorizationRequest }
+  | {
+      readonly ok: false;
+      readonly error: OAuthError;
+      readonly redirect: { readonly uri: string; readonly state: string | undefined } | undefined;
+    };
+
+export interface AuthorizeContext extends BaseContext {
+  readonly issuer: string;
+  readonly config: Pick<ResolvedTokenServiceConfig, 'authorization'>;
+  readonly store: Pick<Store, 'createAuthorizationCode'>;
+  readonly clients: Pick<ClientRegistry, 'get'>;
+}
+
+/** The one value of a parameter that must not repeat, `null` when repeated, `undefined` when absent or empty. */
+function single(params: URLSearchParams, name: string): string | undefined | null {
+  const all = params.getAll(name);
+  if (all.length > 1) return null;
+  return all[0] === '' ? undefined : all[0];
+}
+
+/** Check an authorization request's query (or form) parameters. */
+export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: URLSearchParams): Promise<AuthorizeOutcome> {
+  const page = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => ({
+    ok: false,
+    error: new OAuthError(code),
+    redirect: undefined,
+  });
+  const clientId = single(params, 'client_id');
+  if (typeof clientId !== 'string') return page('authorize_client_invalid');
+  const client = await ctx.clients.get(clientId);
+  if (client === undefined || client.record.disabled || !client.grantTypes.has('authorization_code')) {
+    return page('authorize_client_invalid');
+  }
+  const requested = single(params, 'redirect_uri');
+  if (requested === null) return page('authorize_redirect_uri_invalid');
+  const registered = client.record.redirectUris;
+  // OAuth 2.1 §4.1.1: may be omitted only when exactly one is registered.
+  const redirectUri =
+    requested === undefined ? (registered.length === 1 ? registered[0] : undefined) : matchRedirectUri(registered, requested);
+  if (redirectUri === undefined) return page('authorize_redirect_uri_invalid');
+
+  // From here on the redirect URI is the client's own: errors go back to it.
+  const state = single(params, 'state');
+  const back = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => ({
+    ok: false,
+    error: new OAuthError(code),
+    redirect: { uri: redirectUri, state: typeof state === 'string' && state.length <= STATE_MAX ? state : undefined },
+  });
+  if (state === null || (state !== undefined && state.length > STATE_MAX)) return back('request_parameter_invalid');
+  for (const name of ['response_type', 'scope', 'code_challenge', 'code_challenge_method']) {
+    if (single(params, name) === null) return back('request_parameter_repeated');
+  }
+  if (param(params, 'response_type') !== 'code') return back('authorize_response_type_unsupported');
+  const challenge = param(params, 'code_challenge');
+  if (challenge === undefined) return back('pkce_challenge_missing');
+  // RFC 7636 §4.3: an absent method means plain, which is refused like an explicit one.
+  if (param(params, 'code_challenge_method') !== 'S256') return back('pkce_method_unsupported');
+  if (!isS256Challenge(challenge)) return back('pkce_challenge_malformed');
+  let scopes: readonly string[];
+  let audiences: readonly string[];
+  try {
+    const wanted = parseScope(param(params, 'scope'));
+    // RFC 6749 §3.3: without a scope, the client's registered (concrete) scopes are the default.
+    scopes = wanted ? narrowScopes(wanted, [client.scopes]) : client.record.scopes.filter((s) => !isWildcard(s));
+    audiences = targets(params, client.audiences);
+  } catch (e) {
+    if (e instanceof OAuthError) return back(e.code);
+    throw e;
+  }
+  return {
+    ok: true,
+    request: {
+      client,
+      redirectUri,
+      redirectUriGiven: requested !== undefined,
+      state,
+      scopes,
+      audiences,
+      codeChallenge: challenge,
+    },
+  };
+}
+
+/**
+ * Issue the code for an approved request: 256 random bits, stored only as its SHA-256, valid for
+ * `authorization.code_ttl` (at most 60 s), and audited (`authorization.approved`, by its hash).
+ */
+export async function issueAuthorizationCode(
+  ctx: AuthorizeContext,
+  request: AuthorizationRequest,
+  subject: string,
+  extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+): Promise<string> {
+  const code = randomSecret(AUTHORIZATION_CODE_PREFIX);
+  const now = ctx.now();
+  await ctx.store.createAuthorizationCode({
+    hash: sha256(code),
+    clientId: request.client.id,
+    redirectUri: request.redirectUriGiven ? request.redirectUri : null,
+    codeChallenge: request.codeChallenge,
+    subject,
+    issuer: ctx.issuer,
+    scopes: request.scopes,
+    audiences: request.audiences,
+    createdAt: now,
+    expiresAt: now + ctx.config.authorization.code_ttl,
+    consumedAt: null,
+    grantId: null,
+  });
+  ctx.emit({
+    kind: 'authorization.approved',
+    reason: 'ok',
+    subject,
+    client_id: request.client.id,
+    token_hash: tokenHash(code),
+    scopes_granted: request.scopes,
+    ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
+    ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
+    detail: { aud: [...request.audiences], redirect_uri: request.redirectUri },
+  });
+  return code;
+}
+
+/**
+ * The redirect that answers an authorization request: `code` or `error`, with `state` and, per
+ * RFC 9207, `iss`, added to the redirect URI's own query.
+ */
+export function authorizationResponseUrl(
+  redirectUri: string,
+  issuer: string,
+  result: { readonly code: string } | { readonly error: OAuthError },
+  state: string | undefined,
+): string {
+  const u = new URL(redirectUri);
+  if ('code' in result) u.searchParams.append('code', result.code);
+  else {
+    u.searchParams.append('error', result.error.error);
+    u.searchParams.append('error_description', result.error.description);
+  }
+  if (state !== undefined) u.searchParams.append('state', state);
+  u.searchParams.append('iss', issuer);
+  return u.href;
+}

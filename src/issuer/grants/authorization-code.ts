@@ -1,0 +1,147 @@
+/**
+ * The authorization code grant at the token endpoint (RFC 6749 §4.1.3, OAuth 2.1 §4.1.3): the code
+ * is checked against everything it was bound to when the person approved (client, redirect URI,
+ * PKCE challenge, resources), then redeemed once, atomically, into a root grant carrying the
+ * person as subject and the approved scopes, with an access token for the approved resource and a
+ * refresh token (rotated and reuse-detected by the refresh grant). A code presented again revokes
+ * the grant issued from it and everything derived from that grant (RFC 6749 §4.1.2).
+ *
+ * @module
+ */
+import type { ResolvedTokenServiceConfig } from '../../config/token-service-schema.ts';
+import { OAuthError } from '../../core/oauth-errors.ts';
+import type { Store } from '../../store/contract.ts';
+import type { AccessTokens } from '../access-tokens.ts';
+import type { CompiledClient } from '../clients.ts';
+import { accessTokenTtl, type BaseContext, newGrantId, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
+import { param, required, targets } from '../params.ts';
+import { isVerifier, verifierMatches } from '../pkce.ts';
+import type { RevocationFeed } from '../revocation-feed.ts';
+import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
+
+export interface AuthorizationCodeContext extends BaseContext {
+  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'authorization'>;
+  readonly store: Pick<Store, 'getAuthorizationCode' | 'redeemAuthorizationCode'>;
+  readonly feed: Pick<RevocationFeed, 'catchUp'>;
+  readonly tokens: Pick<AccessTokens, 'sign'>;
+}
+
+export async function authorizationCode(
+  ctx: AuthorizationCodeContext,
+  client: CompiledClient,
+  req: OAuthRequest,
+  jkt: string | undefined,
+): Promise<TokenResponse> {
+  requireGrantType(client, 'authorization_code');
+  const code = required(req.params, 'code');
+  const hash = sha256(code);
+  const now = ctx.now();
+  const record = await ctx.store.getAuthorizationCode(hash);
+  if (record === undefined || record.clientId !== client.id) throw new OAuthError('authorization_code_invalid');
+  let audiences = record.audiences;
+  // A redeemed code goes straight to the redemption, which detects the replay whatever else the
+  // request says; a current one is checked against its bindings before it is spent.
+  if (record.consumedAt === null) {
+    if (record.expiresAt <= now) throw new OAuthError('authorization_code_invalid');
+    // RFC 6749 §4.1.3: identical to the authorization request's redirect_uri when it carried one.
+    const redirectUri = param(req.params, 'redirect_uri');
+    if (
+      record.redirectUri !== null
+        ? redirectUri !== record.redirectUri
+        : redirectUri !== undefined && redirectUri !== client.record.redirectUris[0]
+    ) {
+      throw new OAuthError('authorization_code_redirect_mismatch');
+    }
+    const verifier = param(req.params, 'code_verifier');
+    if (verifier === undefined) throw new OAuthError('pkce_verifier_missing');
+    if (!isVerifier(verifier)) throw new OAuthError('pkce_verifier_malformed');
+    if (!verifierMatches(verifier, record.codeChallenge)) throw new OAuthError('pkce_verifier_mismatch');
+    // RFC 8707 §2.2: the token request may name a subset of the approved resources.
+    if (req.params.getAll('resource').length + req.params.getAll('audience').length > 0) {
+      audiences = targets(req.params, new Set(record.audiences));
+    }
+  }
+  const grantId = newGrantId();
+  const grantExp = now + ctx.config.authorization.grant_ttl;
+  const refreshToken = client.grantTypes.has('refresh_token') ? randomSecret(REFRESH_TOKEN_PREFIX) : undefined;
+  const redemption = await ctx.store.redeemAuthorizationCode(hash, {
+    clientId: client.id,
+    grant: {
+      id: grantId,
+      parentId: null,
+      kind: 'authorization_code',
+      issuer: record.issuer,
+      subject: record.subject,
+      clientId: client.id,
+      act: null,
+      scopes: record.scopes,
+      audiences: record.audiences,
+      createdAt: now,
+      expiresAt: grantExp,
+    },
+    refreshToken:
+      refreshToken === undefined
+        ? null
+        : {
+            hash: sha256(refreshToken),
+            grantId,
+            clientId: client.id,
+            createdAt: now,
+            expiresAt: Math.min(now + ctx.config.refresh_token_ttl, grantExp),
+            rotatedAt: null,
+            revokedAt: null,
+          },
+    now,
+    entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
+  });
+  if (redemption.status === 'reused') {
+    await ctx.feed.catchUp(now);
+    ctx.emit({
+      kind: 'authorization_code.reuse_detected',
+      decision: 'deny',
+      reason: 'authorization_code_reused',
+      subject: record.subject,
+      client_id: client.id,
+      token_hash: tokenHash(code),
+      ...(redemption.grantId !== null ? { delegation_id: redemption.grantId } : {}),
+      detail: { revoked_grants: [...redemption.revokedGrantIds] },
+    });
+    for (const id of redemption.revokedGrantIds) {
+      ctx.emit({ kind: 'grant.revoked', reason: 'authorization_code_reused', client_id: client.id, delegation_id: id });
+    }
+    throw new OAuthError('authorization_code_reused');
+  }
+  if (redemption.status === 'client_inactive') throw new OAuthError('client_disabled');
+  if (redemption.status !== 'redeemed') throw new OAuthError('authorization_code_invalid');
+  const { grant } = redemption;
+  const exp = Math.min(now + accessTokenTtl(ctx.config, client), grantExp);
+  const { token, jti } = ctx.tokens.sign({
+    client,
+    subject: grant.subject,
+    audiences,
+    scopes: grant.scopes,
+    act: null,
+    grantId: grant.id,
+    now,
+    exp,
+    jkt,
+  });
+  ctx.emit({
+    kind: 'token.issued',
+    reason: 'ok',
+    subject: grant.subject,
+    client_id: client.id,
+    delegation_id: grant.id,
+    jti,
+    scopes_granted: grant.scopes,
+    ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
+    detail: { grant_type: 'authorization_code', aud: [...audiences] },
+  });
+  return {
+    access_token: token,
+    token_type: jkt === undefined ? 'Bearer' : 'DPoP',
+    expires_in: exp - now,
+    ...(grant.scopes.length ? { scope: grant.scopes.join(' ') } : {}),
+    ...(refreshToken !== undefined ? { refresh_token: refreshToken } : {}),
+  };
+}

@@ -1,0 +1,354 @@
+/**
+ * The authorization code grant at the token endpoint, with codes issued through the service's
+ * authorization decisions (the HTTP front door and consent page are tested in
+ * test/server/authorize.test.ts): PKCE S256 only, exact redirect URI match, codes single use and
+ * short-lived, a replay revoking the grant issued from the code, RFC 8707 resources, public
+ * clients limited to this grant and refresh.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import { ClientInputError } from '../../src/issuer/clients.ts';
+import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { pkcePair } from '../helpers/pkce.ts';
+import { bearer } from '../helpers/tokens.ts';
+
+const REDIRECT = 'http://127.0.0.1:7777/callback';
+const API = 'https://api.test';
+const OTHER_API = 'https://other.test';
+
+let issuer: RunningIssuer;
+let now = Math.floor(Date.now() / 1000);
+let confidential: { id: string; secret: string };
+
+before(async () => {
+  issuer = await startIssuer({ clock: () => now * 1000 });
+  await issuer.service.registerClient({
+    id: 'mcp-app',
+    public: true,
+    name: 'MCP App',
+    scopes: ['api:read', 'api:write'],
+    audiences: [API, OTHER_API],
+    grantTypes: ['authorization_code', 'refresh_token'],
+    redirectUris: [REDIRECT, 'https://app.test/cb'],
+  });
+  await issuer.service.registerClient({
+    id: 'other-app',
+    public: true,
+    scopes: ['api:read'],
+    audiences: [API],
+    grantTypes: ['authorization_code'],
+    redirectUris: [REDIRECT],
+  });
+  confidential = await issuer.addClient({
+    id: 'web-app',
+    scopes: ['api:read'],
+    audiences: [API],
+    grantTypes: ['authorization_code', 'refresh_token'],
+    redirectUris: ['https://web.test/cb'],
+  });
+});
+after(() => issuer.close());
+
+interface AuthzOptions {
+  client?: string;
+  redirect?: string;
+  scope?: string;
+  resource?: string;
+  challenge?: string;
+  method?: string | undefined;
+  subject?: string;
+}
+
+/** Run the authorization decision and approve it: the code, as the redirect would carry it. */
+async function codeFor(o: AuthzOptions = {}): Promise<{ code: string; verifier: string }> {
+  const { verifier, challenge } = pkcePair();
+  const params = new URLSearchParams({
+    response_type: 'code',
+    client_id: o.client ?? 'mcp-app',
+    redirect_uri: o.redirect ?? REDIRECT,
+    code_challenge: o.challenge ?? challenge,
+    code_challenge_method: 'S256',
+    scope: o.scope ?? 'api:read',
+    resource: o.resource ?? API,
+    state: 'st-1',
+  });
+  const outcome = await issuer.service.checkAuthorizationRequest(params);
+  assert.equal(outcome.ok, true, outcome.ok ? '' : outcome.error.code);
+  if (!outcome.ok) throw new Error('unreachable');
+  return { code: await issuer.service.approveAuthorization(outcome.request, o.subject ?? 'alice@example.com'), verifier };
+}
+
+const redeem = (form: Record<string, string>, headers: Record<string, string> = {}) =>
+  issuer.post('/oauth2/token', { grant_type: 'authorization_code', redirect_uri: REDIRECT, client_id: 'mcp-app', ...form }, headers);
+
+async function expectError(res: Response, status: number, error: string): Promise<void> {
+  const body = (await res.json()) as { error: string };
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(body.error, error);
+}
+
+async function lastDenial(): Promise<string | undefined> {
+  await issuer.service.audit.flush();
+  const events = await issuer.store.queryAudit({ limit: 10_000 });
+  return events.filter((e) => e.kind === 'token.denied').at(-1)?.reason;
+}
+
+describe('authorization code redemption', () => {
+  it('issues an access token for the resource, on a root grant for the person, with a refresh token that rotates', async () => {
+    const { code, verifier } = await codeFor({ scope: 'api:read api:write' });
+    assert.match(code, /^tac_[A-Za-z0-9_-]{43}$/);
+    const res = await redeem({ code, code_verifier: verifier });
+    const body = (await res.json()) as Record<string, string>;
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(body.token_type, 'Bearer');
+    assert.equal(body.scope, 'api:read api:write');
+    assert.match(body.refresh_token as string, /^trt_/);
+    const claims = decodeJwt(body.access_token as string);
+    assert.equal(claims.sub, 'alice@example.com');
+    assert.equal(claims.aud, API);
+    assert.equal(claims.client_id, 'mcp-app');
+    const grant = await issuer.store.getGrant(claims.grant_id as string);
+    assert.equal(grant?.kind, 'authorization_code');
+    assert.equal(grant?.parentId, null);
+    assert.equal(grant?.subject, 'alice@example.com');
+    assert.deepEqual(grant?.scopes, ['api:read', 'api:write']);
+    assert.deepEqual(grant?.audiences, [API]);
+    const refreshed = await issuer.post('/oauth2/token', {
+      grant_type: 'refresh_token',
+      refresh_token: body.refresh_token as string,
+      client_id: 'mcp-app',
+    });
+    const r = (await refreshed.json()) as Record<string, string>;
+    assert.equal(refreshed.status, 200, JSON.stringify(r));
+    assert.equal(decodeJwt(r.access_token as string).sub, 'alice@example.com');
+    assert.notEqual(r.refresh_token, body.refresh_token);
+  });
+
+  it('works for a confidential client authenticating with its secret, and refuses it without the secret', async () => {
+    const { verifier, challenge } = pkcePair();
+    const outcome = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({
+        response_type: 'code',
+        client_id: 'web-app',
+        redirect_uri: 'https://web.test/cb',
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+      }),
+    );
+    assert.ok(outcome.ok);
+    const code = await issuer.service.approveAuthorization(outcome.request, 'bob');
+    const form = { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: 'https://web.test/cb' };
+    await expectError(await issuer.post('/oauth2/token', { ...form, client_id: 'web-app' }), 401, 'invalid_client');
+    const res = await issuer.post('/oauth2/token', form, { authorization: basic(confidential.id, confidential.secret) });
+    assert.equal(res.status, 200);
+    assert.equal(decodeJwt(((await res.json()) as { access_token: string }).access_token).sub, 'bob');
+  });
+
+  it('narrows to one of the approved resources when the token request names it (RFC 8707 §2.2), and refuses another', async () => {
+    const both = await codeFor({ resource: API });
+    await expectError(await redeem({ code: both.code, code_verifier: both.verifier, resource: OTHER_API }), 400, 'invalid_target');
+    const res = await redeem({ code: both.code, code_verifier: both.verifier, resource: API });
+    assert.equal(res.status, 200);
+  });
+});
+
+describe('attacks on the code', () => {
+  it('code replay: refused, and the grant issued from it is revoked with its refresh token', async () => {
+    const verifier_ = inProcessVerifier(issuer);
+    const { code, verifier } = await codeFor();
+    const first = (await (await redeem({ code, code_verifier: verifier })).json()) as Record<string, string>;
+    const grantId = decodeJwt(first.access_token as string).grant_id as string;
+    assert.equal((await verifier_.verify(bearer(first.access_token as string))).ok, true);
+    await expectError(await redeem({ code, code_verifier: verifier }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'authorization_code_reused');
+    assert.equal((await issuer.store.getGrant(grantId))?.revokedReason, 'authorization_code_reused');
+    const r = await verifier_.verify(bearer(first.access_token as string));
+    assert.equal(r.ok ? 'ok' : r.error.code, 'token_revoked');
+    await expectError(
+      await issuer.post('/oauth2/token', {
+        grant_type: 'refresh_token',
+        refresh_token: first.refresh_token as string,
+        client_id: 'mcp-app',
+      }),
+      400,
+      'invalid_grant',
+    );
+  });
+
+  it('wrong code_verifier: refused, and the code is not spent by the attempt', async () => {
+    const { code, verifier } = await codeFor();
+    await expectError(await redeem({ code, code_verifier: pkcePair().verifier }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'pkce_verifier_mismatch');
+    assert.equal((await redeem({ code, code_verifier: verifier })).status, 200);
+  });
+
+  it('missing code_verifier: refused', async () => {
+    const { code } = await codeFor();
+    await expectError(await redeem({ code }), 400, 'invalid_request');
+    assert.equal(await lastDenial(), 'pkce_verifier_missing');
+  });
+
+  it('plain PKCE (the challenge is the verifier): refused at the authorization request, sent back to the client', async () => {
+    const { verifier } = pkcePair();
+    for (const method of ['plain', undefined]) {
+      const params = new URLSearchParams({
+        response_type: 'code',
+        client_id: 'mcp-app',
+        redirect_uri: REDIRECT,
+        code_challenge: verifier,
+        state: 's',
+      });
+      if (method !== undefined) params.set('code_challenge_method', method);
+      const outcome = await issuer.service.checkAuthorizationRequest(params);
+      assert.equal(outcome.ok, false);
+      if (outcome.ok) return;
+      assert.equal(outcome.error.code, 'pkce_method_unsupported');
+      assert.deepEqual(outcome.redirect, { uri: REDIRECT, state: 's' });
+    }
+  });
+
+  it('missing PKCE: refused at the authorization request', async () => {
+    const outcome = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({ response_type: 'code', client_id: 'mcp-app', redirect_uri: REDIRECT }),
+    );
+    assert.equal(outcome.ok ? 'ok' : outcome.error.code, 'pkce_challenge_missing');
+  });
+
+  it('redirect_uri mismatch at the authorization request: an error for the person, no redirect', async () => {
+    const { challenge } = pkcePair();
+    for (const uri of [
+      'http://127.0.0.1:7777/callback/../evil',
+      'http://127.0.0.1:7777/callbackx',
+      'https://evil.test/cb',
+      'HTTP://127.0.0.1:7777/callback',
+    ]) {
+      const outcome = await issuer.service.checkAuthorizationRequest(
+        new URLSearchParams({
+          response_type: 'code',
+          client_id: 'mcp-app',
+          redirect_uri: uri,
+          code_challenge: challenge,
+          code_challenge_method: 'S256',
+        }),
+      );
+      assert.equal(outcome.ok, false, uri);
+      if (outcome.ok) return;
+      assert.equal(outcome.error.code, 'authorize_redirect_uri_invalid');
+      assert.equal(outcome.redirect, undefined);
+    }
+    // Several registered: the request must name one.
+    const omitted = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({ response_type: 'code', client_id: 'mcp-app', code_challenge: challenge, code_challenge_method: 'S256' }),
+    );
+    assert.equal(omitted.ok ? 'ok' : omitted.error.code, 'authorize_redirect_uri_invalid');
+  });
+
+  it('redirect_uri mismatch at the token request: refused', async () => {
+    const { code, verifier } = await codeFor();
+    await expectError(await redeem({ code, code_verifier: verifier, redirect_uri: 'https://app.test/cb' }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'authorization_code_redirect_mismatch');
+  });
+
+  it('unknown client at the authorization request: an error for the person, no redirect', async () => {
+    const outcome = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({ client_id: 'nobody', redirect_uri: 'https://evil.test/cb' }),
+    );
+    assert.equal(outcome.ok ? 'ok' : outcome.error.code, 'authorize_client_invalid');
+    assert.equal(outcome.ok ? 'ok' : outcome.redirect, undefined);
+  });
+
+  it('code from another client: refused, and neither spent nor revoking anything', async () => {
+    const { code, verifier } = await codeFor();
+    await expectError(await redeem({ code, code_verifier: verifier, client_id: 'other-app' }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'authorization_code_invalid');
+    assert.equal((await redeem({ code, code_verifier: verifier })).status, 200);
+  });
+
+  it('expired code: refused after code_ttl (60 s)', async () => {
+    const { code, verifier } = await codeFor();
+    now += 60;
+    try {
+      await expectError(await redeem({ code, code_verifier: verifier }), 400, 'invalid_grant');
+      assert.equal(await lastDenial(), 'authorization_code_invalid');
+    } finally {
+      now -= 60;
+    }
+  });
+
+  it('resource not allowed for the client: refused at the authorization request, sent back with invalid_target', async () => {
+    const { challenge } = pkcePair();
+    const outcome = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({
+        response_type: 'code',
+        client_id: 'mcp-app',
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        resource: 'https://evil.test',
+      }),
+    );
+    assert.equal(outcome.ok, false);
+    if (outcome.ok) return;
+    assert.equal(outcome.error.error, 'invalid_target');
+    assert.equal(outcome.redirect?.uri, REDIRECT);
+  });
+
+  it('scope beyond the client: refused with invalid_scope', async () => {
+    const { challenge } = pkcePair();
+    const outcome = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({
+        response_type: 'code',
+        client_id: 'mcp-app',
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        scope: 'admin',
+      }),
+    );
+    assert.equal(outcome.ok ? 'ok' : outcome.error.error, 'invalid_scope');
+  });
+});
+
+describe('public clients', () => {
+  it('public client trying client_credentials: refused with unauthorized_client', async () => {
+    const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials', client_id: 'mcp-app' });
+    await expectError(res, 400, 'unauthorized_client');
+    assert.equal(await lastDenial(), 'client_public_grant_not_allowed');
+  });
+
+  it('cannot be registered for client_credentials or token exchange, nor for the code grant without a redirect URI', async () => {
+    const base = { public: true, scopes: [], audiences: [API], redirectUris: [REDIRECT] };
+    await assert.rejects(issuer.service.registerClient({ ...base, id: 'p1', grantTypes: ['client_credentials'] }), ClientInputError);
+    await assert.rejects(
+      issuer.service.registerClient({ ...base, id: 'p2', grantTypes: ['authorization_code'], redirectUris: [] }),
+      /needs at least one redirect URI/,
+    );
+    await assert.rejects(
+      issuer.service.registerClient({ ...base, id: 'p3', grantTypes: ['authorization_code'], redirectUris: ['http://evil.test/cb'] }),
+      /must be https/,
+    );
+  });
+
+  it('may not introspect (a public client proves nothing)', async () => {
+    await expectError(await issuer.post('/oauth2/introspect', { token: 'x', client_id: 'mcp-app' }), 401, 'invalid_client');
+  });
+});
+
+describe('secrecy', () => {
+  it('no code, verifier, access or refresh token in any audit event or error body', async () => {
+    const { code, verifier } = await codeFor();
+    const ok = (await (await redeem({ code, code_verifier: verifier })).json()) as Record<string, string>;
+    const bodies = [
+      await (await redeem({ code, code_verifier: verifier })).text(),
+      await (await redeem({ code: `${code}x`, code_verifier: verifier })).text(),
+    ];
+    await issuer.service.audit.flush();
+    const audit = JSON.stringify(await issuer.store.queryAudit({ limit: 10_000 }));
+    for (const secret of [code, verifier, ok.access_token as string, ok.refresh_token as string]) {
+      assert.equal(audit.includes(secret), false);
+      for (const b of bodies) assert.equal(b.includes(secret), false);
+    }
+  });
+});
