@@ -6,6 +6,8 @@
  */
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
+import type { ConfigIssue } from '../core/errors.ts';
+import { peerList } from '../gateway/peers.ts';
 import { always, trusted } from './cross-check.ts';
 import { duration, secureUrl } from './verifier-schema.ts';
 
@@ -32,8 +34,48 @@ const keysSchema = z
   .prefault({})
   .meta({ description: 'Signing keys: algorithm and rotation schedule.' });
 
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const headerName = (description: string) =>
+  z
+    .string()
+    .regex(HEADER_NAME, 'not a valid HTTP header name')
+    .transform((v) => v.toLowerCase())
+    .meta({ description });
+
+const trustedHeaderSchema = z
+  .strictObject({
+    user_header: headerName('Header naming the signed-in person (oauth2-proxy: `X-Forwarded-User`).').prefault('x-forwarded-user'),
+    email_header: headerName(
+      'Header carrying their e-mail address (oauth2-proxy: `X-Forwarded-Email`), shown on the consent page.',
+    ).prefault('x-forwarded-email'),
+    subject_from: z
+      .enum(['user', 'email'], { error: (i) => `"${String(i.input)}" is not a header to take the subject from; write user or email` })
+      .default('user')
+      .meta({ description: "Which header becomes the grant's subject (`sub` of the tokens): `user` or `email`." }),
+    allowed_peers: z
+      .array(z.string().min(1))
+      .min(1, 'name the address(es) of the proxy in front (an IP or CIDR); no one else may send these headers')
+      .default(['127.0.0.1', '::1'])
+      .meta({
+        description: 'Addresses or CIDRs of the SSO proxy. A request from anywhere else is not signed in, whatever its headers say.',
+      }),
+    secret_header: headerName('Header the proxy adds with the shared secret.').prefault('x-tessera-proxy-secret'),
+    secret: z
+      .string()
+      .min(32, 'use at least 32 random characters, normally `${TESSERA_PROXY_SECRET}` from the environment')
+      .meta({ description: 'The shared secret (compared in constant time), normally `${TESSERA_PROXY_SECRET}` from the environment.' }),
+  })
+  .meta({
+    description:
+      'Who the person is, as told by the SSO proxy in front (oauth2-proxy, Pomerium, an ingress with auth): trusted only from `allowed_peers` and with the shared secret. The proxy must strip these headers from what clients send.',
+  });
+
 const authorizationSchema = z
   .strictObject({
+    enabled: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Serve `/oauth2/authorize` and its consent page (needs `trusted_header`), and advertise it in the metadata.' }),
     code_ttl: duration(
       'Lifetime of an authorization code: it is redeemed by the client right after the redirect (OAuth 2.1 recommends a short lifetime; at most 60 s).',
       60,
@@ -41,7 +83,27 @@ const authorizationSchema = z
     grant_ttl: duration(
       "How long a person's approval lasts: refresh tokens rotate within it and never outlive it; after it the person is asked again.",
     ).prefault('30d'),
+    consent_ttl: duration('How long a consent page may be answered (its anti-CSRF token expires then).', 3600).prefault('10m'),
+    trusted_header: trustedHeaderSchema.optional(),
   })
+  .superRefine((v, ctx) => {
+    const ok = trusted(ctx.issues);
+    if (ok('enabled') && ok('trusted_header') && v.enabled && v.trusted_header === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['trusted_header'],
+        message: 'enabled needs a way to know who the person is: add trusted_header: { secret: "${TESSERA_PROXY_SECRET}" }',
+      });
+    }
+    if (ok('trusted_header', 'allowed_peers') && v.trusted_header !== undefined) {
+      const issues: ConfigIssue[] = [];
+      peerList(v.trusted_header.allowed_peers, 'allowed_peers', issues);
+      for (const issue of issues) {
+        const index = Number(/\[(\d+)\]$/.exec(issue.path)?.[1] ?? 0);
+        ctx.addIssue({ code: 'custom', path: ['trusted_header', 'allowed_peers', index], message: issue.message });
+      }
+    }
+  }, always)
   .prefault({})
   .meta({ description: 'The authorization code grant (a person delegating to a client, with PKCE and consent).' });
 

@@ -17,6 +17,8 @@ export interface Endpoints {
   readonly introspection: string;
   readonly jwks: string;
   readonly admin: string;
+  readonly authorization: string;
+  readonly registration: string;
 }
 
 export function endpointsFor(issuer: string): Endpoints {
@@ -31,26 +33,50 @@ export function endpointsFor(issuer: string): Endpoints {
     introspection: `${issuer}/oauth2/introspect`,
     jwks: `${issuer}/.well-known/jwks.json`,
     admin: `${issuer}/oauth2/admin`,
+    authorization: `${issuer}/oauth2/authorize`,
+    registration: `${issuer}/oauth2/register`,
   };
 }
 
-/** RFC 8414 authorization server metadata: exactly what this server supports. */
-export function metadata(endpoints: Endpoints, scopes: ScopeModel): Record<string, unknown> {
+/**
+ * RFC 8414 authorization server metadata: exactly what this server supports. The authorization
+ * code grant, its endpoint and public clients are listed only when the authorization endpoint is
+ * enabled (`authorize`); the registration endpoint only when dynamic registration is (`register`).
+ */
+export function metadata(
+  endpoints: Endpoints,
+  scopes: ScopeModel,
+  enabled: { readonly authorize?: boolean; readonly register?: boolean } = {},
+): Record<string, unknown> {
   const algs = [...ASYMMETRIC_ALGORITHMS];
-  const auth = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+  const secretAuth = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+  // Public clients authenticate nowhere but call the token and revocation endpoints (RFC 8414 §2).
+  const auth = enabled.authorize ? [...secretAuth, 'none'] : secretAuth;
   return {
     issuer: endpoints.issuer,
+    ...(enabled.authorize ? { authorization_endpoint: endpoints.authorization } : {}),
     token_endpoint: endpoints.token,
     jwks_uri: endpoints.jwks,
     revocation_endpoint: endpoints.revocation,
     introspection_endpoint: endpoints.introspection,
-    grant_types_supported: ['client_credentials', 'refresh_token', TOKEN_EXCHANGE],
-    response_types_supported: [],
+    ...(enabled.register ? { registration_endpoint: endpoints.registration } : {}),
+    grant_types_supported: enabled.authorize
+      ? ['authorization_code', 'client_credentials', 'refresh_token', TOKEN_EXCHANGE]
+      : ['client_credentials', 'refresh_token', TOKEN_EXCHANGE],
+    response_types_supported: enabled.authorize ? ['code'] : [],
+    ...(enabled.authorize
+      ? {
+          response_modes_supported: ['query'],
+          code_challenge_methods_supported: ['S256'],
+          // RFC 9207: the authorization response carries `iss`, against mix-up attacks.
+          authorization_response_iss_parameter_supported: true,
+        }
+      : {}),
     token_endpoint_auth_methods_supported: auth,
     token_endpoint_auth_signing_alg_values_supported: algs,
     revocation_endpoint_auth_methods_supported: auth,
     revocation_endpoint_auth_signing_alg_values_supported: algs,
-    introspection_endpoint_auth_methods_supported: auth,
+    introspection_endpoint_auth_methods_supported: secretAuth,
     introspection_endpoint_auth_signing_alg_values_supported: algs,
     dpop_signing_alg_values_supported: algs,
     ...(scopes.known ? { scopes_supported: [...scopes.known].sort() } : {}),

@@ -85,6 +85,11 @@ export function unseal(master: MasterKey, sealed: string, aad: string): Buffer {
   }
 }
 
+/** A 32-byte HMAC key derived from the master key for one purpose (`info` names it; HKDF-SHA-256). */
+export function deriveMacKey(master: MasterKey, info: string): KeyObject {
+  return createSecretKey(derive(master, info));
+}
+
 /** Hashes and checks client secrets with HMAC-SHA-256 under a key derived from the master key. */
 export interface SecretHasher {
   hash(secret: string): string;

@@ -37,6 +37,7 @@ import {
 } from './authorize.ts';
 import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
 import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
+import { ConsentTokens } from './consent.ts';
 import type { AuditDraft, OAuthRequest, TokenResponse } from './context.ts';
 import { checkTokenEndpointProof } from './dpop.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
@@ -52,7 +53,7 @@ import { type Endpoints, endpointsFor, metadata } from './metadata.ts';
 import { checkRepeats } from './params.ts';
 import { RevocationFeed } from './revocation-feed.ts';
 import { type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
-import { createSecretHasher, type MasterKey, type SecretHasher } from './secrets.ts';
+import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher } from './secrets.ts';
 
 export type { OAuthRequest, TokenResponse } from './context.ts';
 export { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE } from './grants/exchange.ts';
@@ -117,6 +118,8 @@ export class TokenService {
   readonly revocations: RevocationList;
   readonly clients: ClientRegistry;
   readonly audit: BatchingAuditSink;
+  /** Anti-CSRF tokens of the consent page; absent without the master key. */
+  readonly consent: ConsentTokens | undefined;
   readonly #scopes: ScopeModel;
   readonly #hasher: SecretHasher | undefined;
   readonly #feed: RevocationFeed;
@@ -145,6 +148,9 @@ export class TokenService {
     if (issues.length > 0) throw new TypeError(`invalid scope catalogue: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
     this.#scopes = model;
     this.#hasher = options.master ? createSecretHasher(options.master) : undefined;
+    this.consent = options.master
+      ? new ConsentTokens(deriveMacKey(options.master, 'tessera consent v1'), config.authorization.consent_ttl, store, now)
+      : undefined;
     this.keys = new KeyManager({
       store,
       master: options.master,
@@ -372,6 +378,22 @@ export class TokenService {
     return checkAuthorizationRequest(this.#ctx, params);
   }
 
+  /** Audit a person's refusal (or a consent form refused before it could be answered). */
+  auditAuthorizationDenied(
+    reason: string,
+    facts: { readonly subject?: string; readonly clientId?: string; readonly requestId?: string; readonly remoteAddr?: string },
+  ): void {
+    this.#ctx.emit({
+      kind: 'authorization.denied',
+      decision: 'deny',
+      reason,
+      ...(facts.subject !== undefined ? { subject: facts.subject } : {}),
+      ...(facts.clientId !== undefined ? { client_id: facts.clientId } : {}),
+      ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
+      ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
+    });
+  }
+
   /** The person `subject` approved `request`: the single-use code to send to the redirect URI. */
   approveAuthorization(
     request: AuthorizationRequest,
@@ -404,7 +426,7 @@ export class TokenService {
 
   /** RFC 8414 authorization server metadata: exactly what this server supports. */
   metadata(): Record<string, unknown> {
-    return metadata(this.endpoints, this.#scopes);
+    return metadata(this.endpoints, this.#scopes, { authorize: this.config.authorization.enabled });
   }
 
   // Operator and admin operations (CLI, admin API).

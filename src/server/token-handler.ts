@@ -17,6 +17,9 @@ import { OAuthError } from '../core/oauth-errors.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
+import type { Authenticator } from './authenticator.ts';
+import { createAuthorizeHandler } from './authorize-handler.ts';
+import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator.ts';
 
 /** Answers the request when it is for the token service; returns whether it did. */
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
@@ -26,6 +29,11 @@ export interface TokenServiceHandlerOptions {
   readonly maxBodyBytes?: number;
   /** Told about unexpected failures (500s) and an unreachable store (503). The message never holds request data. */
   readonly onError?: (error: unknown, requestId: string) => void;
+  /**
+   * Who the person at `/oauth2/authorize` is (default: built from
+   * `token_service.authorization.trusted_header`). Plug in another identity source here.
+   */
+  readonly authenticator?: Authenticator;
 }
 
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
@@ -128,8 +136,9 @@ function mediaType(req: IncomingMessage): string {
 /**
  * Build the request handler for a started {@link TokenService}.
  *
- * Paths: RFC 8414 metadata, the JWKS, `/oauth2/token`, `/oauth2/revoke`, `/oauth2/introspect`
- * (all under the issuer's path), and the admin API: `POST <issuer>/oauth2/admin/revoke` with one of
+ * Paths: RFC 8414 metadata, the JWKS, `/oauth2/token`, `/oauth2/revoke`, `/oauth2/introspect`,
+ * `/oauth2/authorize` when `token_service.authorization` is enabled (all under the issuer's path),
+ * and the admin API: `POST <issuer>/oauth2/admin/revoke` with one of
  * `{"grant_id"}`, `{"subject", "issuer"?}`, `{"client_id"}`, `{"token"}`, and
  * `GET <issuer>/oauth2/admin/grants/<id>`.
  */
@@ -144,7 +153,14 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     revocation: path(e.revocation),
     introspection: path(e.introspection),
     admin: `${path(e.admin)}/`,
+    authorization: path(e.authorization),
   };
+  const az = service.config.authorization;
+  const authenticator =
+    options.authenticator ??
+    (az.enabled && az.trusted_header !== undefined ? createTrustedHeaderAuthenticator(az.trusted_header) : undefined);
+  const authorize =
+    authenticator === undefined ? undefined : createAuthorizeHandler(service, { authenticator, readBody: (req) => readBody(req, limit) });
   const metadataBody = JSON.stringify(service.metadata());
 
   const fail = (res: ServerResponse, error: unknown, requestId: string) => {
@@ -244,6 +260,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     if (pathname === paths.token) work = oauth(req, res, requestId, e.token, (r) => service.token(r));
     else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
     else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
+    else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
     else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' });

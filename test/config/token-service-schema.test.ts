@@ -108,3 +108,46 @@ store:
     );
   });
 });
+
+describe('token_service.authorization', () => {
+  it('is off by default, with a 60 s code and a 30 day grant', () => {
+    const a = resolveTokenService(parseConfigText('server: { port: 9000 }')).authorization;
+    assert.equal(a.enabled, false);
+    assert.equal(a.code_ttl, 60);
+    assert.equal(a.grant_ttl, 30 * 86_400);
+    assert.equal(a.consent_ttl, 600);
+    assert.equal(a.trusted_header, undefined);
+  });
+
+  it('takes the trusted proxy headers with their defaults', () => {
+    const secret = 'x'.repeat(32);
+    const a = resolveTokenService(
+      parseConfigText(
+        `token_service: { authorization: { enabled: true, trusted_header: { secret: "${secret}", allowed_peers: [10.0.0.0/8] } } }`,
+      ),
+    ).authorization;
+    assert.deepEqual(a.trusted_header, {
+      user_header: 'x-forwarded-user',
+      email_header: 'x-forwarded-email',
+      subject_from: 'user',
+      allowed_peers: ['10.0.0.0/8'],
+      secret_header: 'x-tessera-proxy-secret',
+      secret,
+    });
+  });
+
+  it('names each mistake at its path, all at once', () => {
+    const found = issues('token_service: { authorization: { enabled: true, code_ttl: 5m } }');
+    assert.deepEqual(
+      found.map((i) => i.path).sort(),
+      ['token_service.authorization.code_ttl', 'token_service.authorization.trusted_header'].sort(),
+    );
+    assert.match(found.find((i) => i.path.endsWith('trusted_header'))?.message ?? '', /TESSERA_PROXY_SECRET/);
+    const more = issues('token_service: { authorization: { trusted_header: { secret: short, allowed_peers: [10.0.0.0/99, nope] } } }');
+    assert.deepEqual(more.map((i) => i.path).sort(), [
+      'token_service.authorization.trusted_header.allowed_peers[0]',
+      'token_service.authorization.trusted_header.allowed_peers[1]',
+      'token_service.authorization.trusted_header.secret',
+    ]);
+  });
+});

@@ -1,0 +1,91 @@
+/**
+ * The consent page and the authorization endpoint's error page: server-rendered HTML with every
+ * interpolated value escaped, no script, one inline style allowed by a per-response nonce, and
+ * headers that keep it out of frames (clickjacking an "Approve" button, RFC 6749 §10.13), out of
+ * caches and out of Referer headers.
+ *
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+
+/** Escape text for HTML element content and quoted attribute values. */
+export function escapeHtml(value: string): string {
+  return value.replace(/[&<>"'`=]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** What the consent page shows. */
+export interface ConsentView {
+  readonly clientName: string;
+  readonly clientId: string;
+  /** Host (and port) of the redirect URI: where the person's approval will be sent. */
+  readonly redirectHost: string;
+  readonly scopes: readonly string[];
+  readonly resources: readonly string[];
+  readonly person: string;
+  /** The authorization request's query string, posted back verbatim. */
+  readonly request: string;
+  readonly csrf: string;
+  /** Absolute URL the form posts to (the authorization endpoint). */
+  readonly action: string;
+}
+
+const STYLE = `body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}
+h1{font-size:1.3rem}code{background:#f2f2f2;padding:0 .25rem;border-radius:3px;word-break:break-all}
+ul{padding-left:1.2rem}.actions{display:flex;gap:1rem;margin-top:1.5rem}button{font:inherit;padding:.5rem 1.2rem;border-radius:4px;border:1px solid #888;background:#fff;cursor:pointer}
+button[value=approve]{background:#1a56db;color:#fff;border-color:#1a56db}.muted{color:#555;font-size:.9rem}`;
+
+/** Security headers for a page; `formTargets` are the origins a form may post to (and redirect to after posting). */
+export function pageHeaders(nonce: string, formTargets: readonly string[] = []): Record<string, string> {
+  const formAction = formTargets.length === 0 ? "'none'" : formTargets.join(' ');
+  return {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    pragma: 'no-cache',
+    // No script at all; the one style block by nonce; forms only to this server (and, because
+    // browsers apply form-action to the redirect that answers the post, the client's redirect origin).
+    'content-security-policy': `default-src 'none'; style-src 'nonce-${nonce}'; form-action ${formAction}; frame-ancestors 'none'; base-uri 'none'`,
+    'x-frame-options': 'DENY',
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+    'cross-origin-opener-policy': 'same-origin',
+  };
+}
+
+export function newNonce(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+function layout(title: string, nonce: string, body: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer"><title>${escapeHtml(title)}</title><style nonce="${nonce}">${STYLE}</style></head>
+<body>${body}</body></html>
+`;
+}
+
+/** The consent page: who asks, for what, where the answer goes; Approve and Deny post the CSRF-bound form. */
+export function renderConsent(view: ConsentView, nonce: string): string {
+  const item = (v: string) => `<li><code>${escapeHtml(v)}</code></li>`;
+  const scopes = view.scopes.length === 0 ? '<li class="muted">no scopes</li>' : view.scopes.map(item).join('');
+  const named = view.clientName === view.clientId ? '' : ` <span class="muted">(client <code>${escapeHtml(view.clientId)}</code>)</span>`;
+  return layout(
+    'Authorize access',
+    nonce,
+    `<h1><strong>${escapeHtml(view.clientName)}</strong>${named} wants to act for you</h1>
+<p>Signed in as <strong>${escapeHtml(view.person)}</strong>.</p>
+<p>It asks for these scopes:</p><ul>${scopes}</ul>
+<p>on these resources:</p><ul>${view.resources.map(item).join('')}</ul>
+<p>If you approve, you will be sent back to <code>${escapeHtml(view.redirectHost)}</code>.</p>
+<form method="post" action="${escapeHtml(view.action)}">
+<input type="hidden" name="request" value="${escapeHtml(view.request)}">
+<input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">
+<div class="actions"><button type="submit" name="decision" value="approve">Approve</button>
+<button type="submit" name="decision" value="deny">Deny</button></div>
+</form>`,
+  );
+}
+
+/** An error shown to the person (never sent to an unverified redirect URI). */
+export function renderError(title: string, description: string, nonce: string): string {
+  return layout(title, nonce, `<h1>${escapeHtml(title)}</h1><p>${escapeHtml(description)}</p>`);
+}

@@ -1,0 +1,64 @@
+/**
+ * The person as told by the SSO proxy in front (oauth2-proxy's `X-Forwarded-User` and
+ * `X-Forwarded-Email`, Pomerium, an ingress with external auth). Headers are just text any client
+ * can send, so they are believed only when both hold:
+ *
+ * - the TCP peer is one of `allowed_peers` (the proxy's addresses), and
+ * - the request carries the shared secret in `secret_header` (compared in constant time), so a
+ *   process sharing the proxy's network, or a misrouted request that bypassed it, is not enough.
+ *
+ * The proxy must also strip these headers from what clients send (oauth2-proxy does for the
+ * headers it sets). This is the simplest sound choice when an SSO proxy already guards the host;
+ * without one, an upstream OIDC login is the implementation to add.
+ *
+ * @module
+ */
+import { hash, timingSafeEqual } from 'node:crypto';
+import type { ConfigIssue } from '../core/errors.ts';
+import { peerAllowed, peerList } from '../gateway/peers.ts';
+import type { Authentication, Authenticator, PersonRequest } from './authenticator.ts';
+
+export interface TrustedHeaderOptions {
+  readonly user_header: string;
+  readonly email_header: string;
+  readonly subject_from: 'user' | 'email';
+  readonly allowed_peers: readonly string[];
+  readonly secret_header: string;
+  readonly secret: string;
+}
+
+/** A subject or e-mail Tessera will put in tokens: printable, no spaces or controls, bounded. */
+const IDENTITY = /^[\x21-\x7e\u00a0-\uffff]{1,256}$/u;
+
+function header(headers: PersonRequest['headers'], name: string): string | undefined | null {
+  const v = headers[name];
+  if (v === undefined) return undefined;
+  // Repeated (an array, or joined by Node): ambiguous, never guessed at.
+  if (Array.isArray(v)) return null;
+  return v;
+}
+
+export function createTrustedHeaderAuthenticator(options: TrustedHeaderOptions): Authenticator {
+  const issues: ConfigIssue[] = [];
+  const peers = peerList(options.allowed_peers, 'allowed_peers', issues);
+  if (issues.length > 0) throw new TypeError(`trusted_header: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
+  // Digests have one length, so the comparison takes the same time whatever was sent.
+  const expected = hash('sha256', options.secret, 'buffer');
+  return {
+    kind: 'trusted_header',
+    authenticate(request): Authentication {
+      if (!peerAllowed(peers, request.remoteAddress)) return { ok: false, reason: 'peer_not_trusted' };
+      const secret = header(request.headers, options.secret_header);
+      if (typeof secret !== 'string' || secret === '') return { ok: false, reason: 'proxy_secret_missing' };
+      if (!timingSafeEqual(hash('sha256', secret, 'buffer'), expected)) return { ok: false, reason: 'proxy_secret_mismatch' };
+      const user = header(request.headers, options.user_header);
+      const email = header(request.headers, options.email_header);
+      if (user === null || email === null) return { ok: false, reason: 'identity_invalid' };
+      const subject = options.subject_from === 'email' ? email : user;
+      if (subject === undefined || subject === '') return { ok: false, reason: 'identity_missing' };
+      // Node decodes header bytes as latin1; an identity with characters outside it arrives mangled.
+      if (!IDENTITY.test(subject) || (email !== undefined && !IDENTITY.test(email))) return { ok: false, reason: 'identity_invalid' };
+      return { ok: true, subject, ...(email !== undefined && email !== '' ? { email } : {}) };
+    },
+  };
+}

@@ -1,0 +1,261 @@
+/**
+ * `/oauth2/authorize` and the consent page over real HTTP, the person vouched for by the trusted
+ * SSO-proxy headers: approval and denial redirects with state and iss (RFC 9207), errors shown
+ * and never redirected before the redirect URI is verified, the anti-CSRF token bound to the
+ * request and the person, escaping, framing and CSP headers, and the header login refused from an
+ * untrusted peer or without the shared secret.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import { answerConsent, approve, authorizationConfig, openConsent, PROXY_SECRET, personHeaders } from '../helpers/authorize.ts';
+import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { pkcePair } from '../helpers/pkce.ts';
+
+const REDIRECT = 'http://127.0.0.1:7777/callback';
+const API = 'https://api.test';
+const HOSTILE = `<script>alert(1)</script>"' onload=x`;
+
+let issuer: RunningIssuer;
+let endpoint: string;
+
+before(async () => {
+  issuer = await startIssuer({ config: { token_service: { authorization: authorizationConfig() } } as never });
+  endpoint = `${issuer.url}/oauth2/authorize`;
+  await issuer.service.registerClient({
+    id: 'mcp-app',
+    public: true,
+    name: 'MCP App',
+    scopes: ['api:read', 'api:write'],
+    audiences: [API],
+    redirectUris: [REDIRECT],
+  });
+  await issuer.service.registerClient({
+    id: 'hostile',
+    public: true,
+    name: HOSTILE,
+    scopes: ['api:read'],
+    audiences: [API],
+    redirectUris: [REDIRECT],
+  });
+});
+after(() => issuer.close());
+
+function authorizeUrl(overrides: Record<string, string | undefined> = {}, challenge = pkcePair().challenge): string {
+  const q = new URLSearchParams();
+  const all: Record<string, string | undefined> = {
+    response_type: 'code',
+    client_id: 'mcp-app',
+    redirect_uri: REDIRECT,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    scope: 'api:read',
+    resource: API,
+    state: 'xyz-state',
+    ...overrides,
+  };
+  for (const [k, v] of Object.entries(all)) if (v !== undefined) q.set(k, v);
+  return `${endpoint}?${q}`;
+}
+
+async function audit(kind: string): Promise<string[]> {
+  await issuer.service.audit.flush();
+  return (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === kind).map((e) => e.reason);
+}
+
+async function expectPage(res: Response, status: number): Promise<string> {
+  const html = await res.text();
+  assert.equal(res.status, status, html);
+  assert.equal(res.headers.get('location'), null, 'never redirected');
+  assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+  return html;
+}
+
+describe('metadata', () => {
+  it('advertises the authorization endpoint, code + S256 only, iss in responses and public clients', async () => {
+    const m = (await (await fetch(`${issuer.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    assert.equal(m.authorization_endpoint, endpoint);
+    assert.deepEqual(m.response_types_supported, ['code']);
+    assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
+    assert.equal(m.authorization_response_iss_parameter_supported, true);
+    assert.ok((m.grant_types_supported as string[]).includes('authorization_code'));
+    assert.ok((m.token_endpoint_auth_methods_supported as string[]).includes('none'));
+    assert.ok(!(m.introspection_endpoint_auth_methods_supported as string[]).includes('none'));
+    assert.equal(m.registration_endpoint, undefined);
+  });
+});
+
+describe('consent', () => {
+  it('shows who asks, for what and where it goes, in a page that cannot be framed or run script', async () => {
+    const { res, html } = await openConsent(authorizeUrl({ scope: 'api:read api:write' }));
+    assert.match(html, /MCP App/);
+    assert.match(html, /127\.0\.0\.1:7777/);
+    assert.match(html, /api:read/);
+    assert.match(html, /api:write/);
+    assert.match(html, /https:\/\/api\.test/);
+    assert.match(html, /alice@example\.com/);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.match(csp, /form-action http:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:7777/);
+    assert.doesNotMatch(csp, /script-src|unsafe-inline/);
+    assert.equal(res.headers.get('x-frame-options'), 'DENY');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+  });
+
+  it('approve: redirects with code, state and iss; the code redeems for a token of the person', async () => {
+    const { verifier, challenge } = pkcePair();
+    const back = await approve(authorizeUrl({}, challenge));
+    assert.equal(`${back.origin}${back.pathname}`, REDIRECT);
+    assert.equal(back.searchParams.get('state'), 'xyz-state');
+    assert.equal(back.searchParams.get('iss'), issuer.url);
+    const code = back.searchParams.get('code') as string;
+    const res = await issuer.post('/oauth2/token', {
+      grant_type: 'authorization_code',
+      code,
+      code_verifier: verifier,
+      redirect_uri: REDIRECT,
+      client_id: 'mcp-app',
+    });
+    const body = (await res.json()) as { access_token: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(decodeJwt(body.access_token).sub, 'alice');
+    assert.ok((await audit('authorization.approved')).includes('ok'));
+  });
+
+  it('deny: redirects with error=access_denied, state and iss, and no code', async () => {
+    const url = authorizeUrl();
+    const { fields } = await openConsent(url);
+    const res = await answerConsent(endpoint, { ...fields, decision: 'deny' });
+    assert.equal(res.status, 303);
+    const back = new URL(res.headers.get('location') as string);
+    assert.equal(back.searchParams.get('error'), 'access_denied');
+    assert.equal(back.searchParams.get('state'), 'xyz-state');
+    assert.equal(back.searchParams.get('iss'), issuer.url);
+    assert.equal(back.searchParams.get('code'), null);
+    assert.ok((await audit('authorization.denied')).includes('authorize_access_denied'));
+  });
+
+  it('consent page escaping of a hostile client name', async () => {
+    const { html } = await openConsent(authorizeUrl({ client_id: 'hostile' }));
+    assert.equal(html.includes('<script>'), false);
+    assert.equal(html.includes(HOSTILE), false);
+    assert.match(html, /&#60;script&#62;alert\(1\)&#60;\/script&#62;&#34;&#39; onload&#61;x/);
+  });
+});
+
+describe('errors before the redirect URI is verified are shown, never redirected', () => {
+  it('redirect_uri mismatch: a page, no redirect', async () => {
+    await expectPage(
+      await fetch(authorizeUrl({ redirect_uri: 'https://evil.test/cb' }), { headers: personHeaders(), redirect: 'manual' }),
+      400,
+    );
+    assert.ok((await audit('authorization.denied')).includes('authorize_redirect_uri_invalid'));
+  });
+
+  it('unknown client: a page, no redirect', async () => {
+    await expectPage(await fetch(authorizeUrl({ client_id: 'nobody', redirect_uri: 'https://evil.test/cb' }), { redirect: 'manual' }), 400);
+  });
+
+  it('after the redirect URI is verified, errors go back to the client with state and iss', async () => {
+    const res = await fetch(authorizeUrl({ code_challenge_method: 'plain' }), { headers: personHeaders(), redirect: 'manual' });
+    assert.equal(res.status, 303);
+    const back = new URL(res.headers.get('location') as string);
+    assert.equal(back.searchParams.get('error'), 'invalid_request');
+    assert.equal(back.searchParams.get('state'), 'xyz-state');
+    assert.equal(back.searchParams.get('iss'), issuer.url);
+    const target = await fetch(authorizeUrl({ resource: 'https://evil.test' }), { headers: personHeaders(), redirect: 'manual' });
+    assert.equal(new URL(target.headers.get('location') as string).searchParams.get('error'), 'invalid_target');
+  });
+});
+
+describe('CSRF', () => {
+  it('CSRF token missing: refused with a page', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    const res = await fetch(endpoint, {
+      method: 'POST',
+      headers: { ...personHeaders(), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ request: fields.request, decision: 'approve' }).toString(),
+      redirect: 'manual',
+    });
+    await expectPage(res, 400);
+  });
+
+  it('CSRF token wrong: refused with a page', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    const [exp, nonce, mac] = fields.csrf.split('.') as [string, string, string];
+    const flipped = `${exp}.${nonce}.${mac.startsWith('A') ? 'B' : 'A'}${mac.slice(1)}`;
+    await expectPage(await answerConsent(endpoint, { ...fields, csrf: flipped, decision: 'approve' }), 400);
+    await expectPage(await answerConsent(endpoint, { ...fields, csrf: 'garbage', decision: 'approve' }), 400);
+  });
+
+  it('CSRF token from another request: refused with a page', async () => {
+    const a = await openConsent(authorizeUrl({ scope: 'api:read' }));
+    const b = await openConsent(authorizeUrl({ scope: 'api:read api:write' }));
+    await expectPage(await answerConsent(endpoint, { request: b.fields.request, csrf: a.fields.csrf, decision: 'approve' }), 400);
+  });
+
+  it('CSRF token of another person: refused with a page', async () => {
+    const { fields } = await openConsent(authorizeUrl(), personHeaders('mallory'));
+    await expectPage(await answerConsent(endpoint, { ...fields, decision: 'approve' }, personHeaders('alice')), 400);
+  });
+
+  it('CSRF token used twice: the second answer is refused', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    assert.equal((await answerConsent(endpoint, { ...fields, decision: 'approve' })).status, 303);
+    await expectPage(await answerConsent(endpoint, { ...fields, decision: 'approve' }), 400);
+  });
+
+  it('cross-site post (foreign Origin): refused with a page', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    await expectPage(
+      await answerConsent(endpoint, { ...fields, decision: 'approve' }, { ...personHeaders(), origin: 'https://evil.test' }),
+      400,
+    );
+    assert.ok((await audit('authorization.denied')).includes('authorize_consent_invalid'));
+  });
+});
+
+describe('header login', () => {
+  it('header login without the shared secret, or with a wrong one: not signed in', async () => {
+    const { 'x-tessera-proxy-secret': _, ...noSecret } = personHeaders();
+    await expectPage(await fetch(authorizeUrl(), { headers: noSecret, redirect: 'manual' }), 401);
+    await expectPage(await fetch(authorizeUrl(), { headers: personHeaders('alice', 'a@x', `${PROXY_SECRET}x`), redirect: 'manual' }), 401);
+    const reasons = await audit('authorization.denied');
+    assert.ok(reasons.includes('login_proxy_secret_missing'));
+    assert.ok(reasons.includes('login_proxy_secret_mismatch'));
+  });
+
+  it('header login without a user header: not signed in', async () => {
+    await expectPage(await fetch(authorizeUrl(), { headers: { 'x-tessera-proxy-secret': PROXY_SECRET }, redirect: 'manual' }), 401);
+  });
+
+  it('header login from an untrusted peer: not signed in, whatever the headers say', async () => {
+    const far = await startIssuer({
+      config: { token_service: { authorization: authorizationConfig({ allowed_peers: ['192.0.2.10'] }) } } as never,
+    });
+    try {
+      await far.service.registerClient({ id: 'mcp-app', public: true, scopes: ['api:read'], audiences: [API], redirectUris: [REDIRECT] });
+      const url = authorizeUrl().replace(endpoint, `${far.url}/oauth2/authorize`);
+      await expectPage(await fetch(url, { headers: personHeaders(), redirect: 'manual' }), 401);
+      await far.service.audit.flush();
+      const reasons = (await far.store.queryAudit({ limit: 100 })).map((e) => e.reason);
+      assert.ok(reasons.includes('login_peer_not_trusted'));
+    } finally {
+      await far.close();
+    }
+  });
+});
+
+describe('secrecy', () => {
+  it('no code, CSRF token or proxy secret in the audit trail', async () => {
+    const url = authorizeUrl();
+    const { fields } = await openConsent(url);
+    const res = await answerConsent(endpoint, { ...fields, decision: 'approve' });
+    const code = new URL(res.headers.get('location') as string).searchParams.get('code') as string;
+    await issuer.service.audit.flush();
+    const all = JSON.stringify(await issuer.store.queryAudit({ limit: 10_000 }));
+    for (const secret of [code, fields.csrf, PROXY_SECRET]) assert.equal(all.includes(secret), false);
+  });
+});
