@@ -24,6 +24,7 @@ export type AuditKind =
   | 'authorization.denied'
   | 'authorization_code.reuse_detected'
   | 'client.created'
+  | 'client.registration_denied'
   | 'client.updated'
   | 'client.removed'
   | 'key.rotated';

@@ -107,6 +107,56 @@ const authorizationSchema = z
   .prefault({})
   .meta({ description: 'The authorization code grant (a person delegating to a client, with PKCE and consent).' });
 
+const registrationSchema = z
+  .strictObject({
+    enabled: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Serve RFC 7591 dynamic client registration at `/oauth2/register` and advertise it in the metadata.' }),
+    initial_access_token: z
+      .string()
+      .min(32, 'use at least 32 random characters, normally `${TESSERA_REGISTRATION_TOKEN}` from the environment')
+      .optional()
+      .meta({
+        description:
+          'Bearer token a registration must carry (RFC 7591 §3; compared in constant time), normally `${TESSERA_REGISTRATION_TOKEN}` from the environment. Without it, set `open: true`.',
+      }),
+    open: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Anyone may register a client, without an initial access token (MCP clients expect this). Say so explicitly.' }),
+    scopes: z
+      .array(z.string().min(1))
+      .default([])
+      .meta({ description: 'Most a registered client may be granted: its requested `scope` must be within these (default: all of them).' }),
+    audiences: z.array(z.string().min(1)).default([]).meta({
+      description: 'Resources (RFC 8707) registered clients may request tokens for, e.g. your MCP server URL. Required when enabled.',
+    }),
+  })
+  .superRefine((v, ctx) => {
+    const ok = trusted(ctx.issues);
+    if (!ok('enabled') || !v.enabled) return;
+    if (ok('initial_access_token') && ok('open') && v.initial_access_token === undefined && !v.open) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['initial_access_token'],
+        message: 'enabled: add initial_access_token: "${TESSERA_REGISTRATION_TOKEN}", or open: true to let anyone register',
+      });
+    }
+    if (ok('initial_access_token') && ok('open') && v.initial_access_token !== undefined && v.open) {
+      ctx.addIssue({ code: 'custom', path: ['open'], message: 'open: true ignores initial_access_token; keep one of them' });
+    }
+    if (ok('audiences') && v.audiences.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['audiences'],
+        message: 'enabled: name the resources registered clients may use, e.g. [https://mcp.example.com/mcp]',
+      });
+    }
+  }, always)
+  .prefault({})
+  .meta({ description: 'RFC 7591 dynamic client registration (off by default).' });
+
 export const tokenServiceSchema = z
   .strictObject({
     issuer: secureUrl('Issuer identifier (`iss`) and base URL of the endpoints; defaults to `server.public_url`, then http://host:port.')
@@ -143,6 +193,7 @@ export const tokenServiceSchema = z
       .meta({ description: 'The admin API (revocation by grant, subject or client; grant trees).' }),
     keys: keysSchema,
     authorization: authorizationSchema,
+    registration: registrationSchema,
     sync_interval: duration(
       'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations are also pushed within milliseconds and this poll is the fallback.',
       60,
@@ -159,6 +210,13 @@ export const tokenServiceSchema = z
         code: 'custom',
         path: ['keys', 'publish_ahead'],
         message: `must be at least keys.jwks_max_age (${v.keys.jwks_max_age}s): a verifier caching the JWKS that long would not know the new key when it starts signing`,
+      });
+    }
+    if (ok('registration', 'enabled') && ok('authorization', 'enabled') && v.registration.enabled && !v.authorization.enabled) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['registration', 'enabled'],
+        message: 'registered clients use the authorization code grant: set authorization.enabled: true too',
       });
     }
     if (ok('access_token_ttl') && ok('max_access_token_ttl') && v.access_token_ttl > v.max_access_token_ttl) {

@@ -24,6 +24,7 @@ export interface ClientAdminContext extends RevokeContext {
 export async function registerClient(
   ctx: ClientAdminContext,
   input: ClientInput,
+  detail: Readonly<Record<string, string>> = {},
 ): Promise<{ client: CompiledClient; secret: string | undefined }> {
   if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
   const known = ctx.scopes.known;
@@ -37,7 +38,7 @@ export async function registerClient(
   }
   const { record, secret } = buildClient(input, { hasher: ctx.hasher, maxTtl: ctx.config.max_access_token_ttl, now: ctx.now() });
   await ctx.store.createClient(record);
-  ctx.emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod } });
+  ctx.emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod, ...detail } });
   return { client: ctx.clients.compile(record), secret };
 }
 

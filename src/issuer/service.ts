@@ -51,6 +51,7 @@ import { KeyManager } from './keys.ts';
 import { identifyLeak, type LeakContext, type LeakedToken, type LeakRevocation, revokeLeak } from './leaks.ts';
 import { type Endpoints, endpointsFor, metadata } from './metadata.ts';
 import { checkRepeats } from './params.ts';
+import { type RegistrationContext, type RegistrationResponse, registerDynamicClient } from './registration.ts';
 import { RevocationFeed } from './revocation-feed.ts';
 import { type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
 import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher } from './secrets.ts';
@@ -92,7 +93,8 @@ type ServiceContext = ClientCredentialsContext &
   RevokeContext &
   IntrospectContext &
   LeakContext &
-  ClientAdminContext;
+  ClientAdminContext &
+  RegistrationContext;
 
 /**
  * The token service.
@@ -426,7 +428,10 @@ export class TokenService {
 
   /** RFC 8414 authorization server metadata: exactly what this server supports. */
   metadata(): Record<string, unknown> {
-    return metadata(this.endpoints, this.#scopes, { authorize: this.config.authorization.enabled });
+    return metadata(this.endpoints, this.#scopes, {
+      authorize: this.config.authorization.enabled,
+      register: this.config.registration.enabled,
+    });
   }
 
   // Operator and admin operations (CLI, admin API).
@@ -491,6 +496,34 @@ export class TokenService {
       throw new OAuthError('admin_scope_missing', { scope: this.config.admin.scope });
     }
     return { subject: own.subject, clientId: own.clientId };
+  }
+
+  /**
+   * RFC 7591 dynamic registration (`/oauth2/register`): `metadata` is the parsed JSON body,
+   * `authorization` the request's header (the initial access token, unless registration is open).
+   * @throws {OAuthError}
+   */
+  async registerDynamicClient(
+    metadata: unknown,
+    authorization: string | undefined,
+    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+  ): Promise<RegistrationResponse> {
+    try {
+      return await registerDynamicClient(this.#ctx, metadata, authorization);
+    } catch (e) {
+      const error =
+        e instanceof OAuthError
+          ? e
+          : new OAuthError(e instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error', { cause: e });
+      this.#ctx.emit({
+        kind: 'client.registration_denied',
+        decision: 'deny',
+        reason: error.code,
+        ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
+        ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
+      });
+      throw error;
+    }
   }
 
   /** Register a client; the secret (for secret clients) is returned once and never stored. */

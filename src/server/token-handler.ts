@@ -137,7 +137,8 @@ function mediaType(req: IncomingMessage): string {
  * Build the request handler for a started {@link TokenService}.
  *
  * Paths: RFC 8414 metadata, the JWKS, `/oauth2/token`, `/oauth2/revoke`, `/oauth2/introspect`,
- * `/oauth2/authorize` when `token_service.authorization` is enabled (all under the issuer's path),
+ * `/oauth2/authorize` when `token_service.authorization` is enabled, `/oauth2/register` when
+ * `token_service.registration` is (all under the issuer's path),
  * and the admin API: `POST <issuer>/oauth2/admin/revoke` with one of
  * `{"grant_id"}`, `{"subject", "issuer"?}`, `{"client_id"}`, `{"token"}`, and
  * `GET <issuer>/oauth2/admin/grants/<id>`.
@@ -154,6 +155,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     introspection: path(e.introspection),
     admin: `${path(e.admin)}/`,
     authorization: path(e.authorization),
+    registration: path(e.registration),
   };
   const az = service.config.authorization;
   const authenticator =
@@ -198,6 +200,24 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       ...(typeof dpop === 'string' ? { dpop } : {}),
     });
     sendOk(res, result === undefined ? undefined : serialize(result), requestId);
+  };
+
+  /** RFC 7591 §3: a JSON client description in, 201 with the client (and its secret, once) out. */
+  const register = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
+    if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
+    if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
+    let metadata: unknown;
+    try {
+      metadata = JSON.parse(await readBody(req, limit));
+    } catch (err) {
+      if (err instanceof BodyTooLarge) throw err;
+      throw new OAuthError('registration_metadata_invalid');
+    }
+    const result = await service.registerDynamicClient(metadata, req.headers.authorization, {
+      requestId,
+      remoteAddr: req.socket.remoteAddress,
+    });
+    send(res, 201, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
   };
 
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
@@ -261,6 +281,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
     else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
+    else if (pathname === paths.registration && service.config.registration.enabled) work = register(req, res, requestId);
     else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' });

@@ -151,3 +151,32 @@ describe('token_service.authorization', () => {
     ]);
   });
 });
+
+describe('token_service.registration', () => {
+  it('is off by default', () => {
+    const r = resolveTokenService(parseConfigText('server: { port: 9000 }')).registration;
+    assert.equal(r.enabled, false);
+    assert.equal(r.open, false);
+  });
+
+  it('refuses to be enabled without a gate, resources, or the authorization endpoint, each at its path', () => {
+    const found = issues('token_service: { registration: { enabled: true } }');
+    assert.deepEqual(found.map((i) => i.path).sort(), [
+      'token_service.registration.audiences',
+      'token_service.registration.enabled',
+      'token_service.registration.initial_access_token',
+    ]);
+    assert.match(found.find((i) => i.path.endsWith('initial_access_token'))?.message ?? '', /open: true/);
+    const both = issues(
+      `token_service: { authorization: { enabled: true, trusted_header: { secret: "${'s'.repeat(32)}" } }, registration: { enabled: true, open: true, initial_access_token: "${'t'.repeat(32)}", audiences: [https://mcp.test] } }`,
+    );
+    assert.deepEqual(
+      both.map((i) => i.path),
+      ['token_service.registration.open'],
+    );
+    assert.deepEqual(
+      issues('token_service: { registration: { initial_access_token: short } }').map((i) => i.path),
+      ['token_service.registration.initial_access_token'],
+    );
+  });
+});

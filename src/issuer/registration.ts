@@ -1,0 +1,143 @@
+/**
+ * RFC 7591 dynamic client registration, as MCP clients use it: a client describes itself (redirect
+ * URIs, name, auth method, grant types, scope) and gets a `client_id` (and, for a confidential
+ * client, a secret shown once and stored as a keyed hash). What it may become is bounded by the
+ * configuration, never by what it asks for: the authorization code and refresh token grants only,
+ * scopes within `registration.scopes`, audiences exactly `registration.audiences`, redirect URIs
+ * https or loopback http. Gated by an initial access token unless explicitly `open`.
+ *
+ * @module
+ */
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import { type EffectiveScopes, isWildcard, type ScopeModel } from '../core/scopes.ts';
+import { type ClientAdminContext, registerClient } from './client-admin.ts';
+import { CLIENT_NAME_MAX, ClientInputError, SCOPE_TOKEN } from './clients.ts';
+import { covers } from './params.ts';
+import { redirectUriProblem } from './redirect-uris.ts';
+
+export interface RegistrationContext extends ClientAdminContext {
+  readonly config: ClientAdminContext['config'] & Pick<ResolvedTokenServiceConfig, 'registration'>;
+  readonly scopes: ScopeModel;
+}
+
+/** The RFC 7591 §3.2.1 response. */
+export interface RegistrationResponse {
+  readonly client_id: string;
+  readonly client_secret?: string;
+  readonly client_id_issued_at: number;
+  readonly client_secret_expires_at?: 0;
+  readonly client_name?: string;
+  readonly redirect_uris: readonly string[];
+  readonly grant_types: readonly string[];
+  readonly response_types: readonly string[];
+  readonly token_endpoint_auth_method: string;
+  readonly scope?: string;
+}
+
+const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post']);
+const GRANTS = new Set(['authorization_code', 'refresh_token']);
+
+/** Constant-time check of `Authorization: Bearer <initial access token>`. */
+function checkInitialToken(authorization: string | undefined, expected: string): boolean {
+  const m = authorization === undefined ? null : /^bearer +([\x21-\x7e]+) *$/i.exec(authorization);
+  const given = hash('sha256', m?.[1] ?? '', 'buffer');
+  // Digests are equal in length whatever was sent, so the comparison's time says nothing.
+  return timingSafeEqual(given, hash('sha256', expected, 'buffer')) && m !== null;
+}
+
+function stringArray(v: unknown): string[] | undefined {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string') ? (v as string[]) : undefined;
+}
+
+/**
+ * Register a client from RFC 7591 metadata (already parsed JSON).
+ * @throws {OAuthError} `registration_token_invalid` (401), `registration_metadata_invalid` or
+ *   `registration_redirect_uri_invalid` (400).
+ */
+export async function registerDynamicClient(
+  ctx: RegistrationContext,
+  metadata: unknown,
+  authorization: string | undefined,
+): Promise<RegistrationResponse> {
+  const cfg = ctx.config.registration;
+  if (!cfg.open && (cfg.initial_access_token === undefined || !checkInitialToken(authorization, cfg.initial_access_token))) {
+    throw new OAuthError('registration_token_invalid');
+  }
+  if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) throw new OAuthError('registration_metadata_invalid');
+  const m = metadata as Record<string, unknown>;
+
+  const redirectUris = stringArray(m.redirect_uris);
+  if (redirectUris === undefined || redirectUris.length === 0 || redirectUris.length > 10) {
+    throw new OAuthError('registration_redirect_uri_invalid');
+  }
+  for (const uri of redirectUris) if (redirectUriProblem(uri) !== undefined) throw new OAuthError('registration_redirect_uri_invalid');
+
+  // RFC 7591 §2: the default method is client_secret_basic; MCP clients ask for none.
+  const method = m.token_endpoint_auth_method ?? 'client_secret_basic';
+  if (typeof method !== 'string' || !AUTH_METHODS.has(method)) throw new OAuthError('registration_metadata_invalid');
+  const grantTypes = m.grant_types === undefined ? ['authorization_code'] : stringArray(m.grant_types);
+  if (
+    grantTypes === undefined ||
+    grantTypes.length === 0 ||
+    !grantTypes.every((g) => GRANTS.has(g)) ||
+    !grantTypes.includes('authorization_code')
+  ) {
+    throw new OAuthError('registration_metadata_invalid');
+  }
+  const responseTypes = m.response_types === undefined ? ['code'] : stringArray(m.response_types);
+  if (responseTypes === undefined || responseTypes.length !== 1 || responseTypes[0] !== 'code') {
+    throw new OAuthError('registration_metadata_invalid');
+  }
+  const name = m.client_name;
+  if (name !== undefined && (typeof name !== 'string' || name.trim() === '' || name.length > CLIENT_NAME_MAX || /\p{Cc}/u.test(name))) {
+    throw new OAuthError('registration_metadata_invalid');
+  }
+
+  // Scopes: within the configured maximum; none asked for means all of it.
+  const ceiling: EffectiveScopes = ctx.scopes.expand(cfg.scopes);
+  let scopes: string[];
+  if (m.scope === undefined) scopes = [...cfg.scopes];
+  else {
+    if (typeof m.scope !== 'string') throw new OAuthError('registration_metadata_invalid');
+    scopes = [...new Set(m.scope.split(' ').filter((s) => s !== ''))];
+    for (const s of scopes) {
+      if (!SCOPE_TOKEN.test(s) || isWildcard(s) || !covers(ceiling, s)) throw new OAuthError('registration_metadata_invalid');
+    }
+  }
+
+  const id = `dcr_${randomBytes(16).toString('base64url')}`;
+  let registered: Awaited<ReturnType<typeof registerClient>>;
+  try {
+    registered = await registerClient(
+      ctx,
+      {
+        id,
+        scopes,
+        audiences: cfg.audiences,
+        grantTypes: [...new Set(grantTypes)],
+        redirectUris,
+        public: method === 'none',
+        ...(typeof name === 'string' ? { name } : {}),
+      },
+      { registered: 'dynamic' },
+    );
+  } catch (e) {
+    // The input was checked above; what is left (a scope outside the catalogue) is the client's.
+    if (e instanceof ClientInputError) throw new OAuthError('registration_metadata_invalid');
+    throw e;
+  }
+  const { client, secret } = registered;
+  return {
+    client_id: client.id,
+    ...(secret !== undefined ? { client_secret: secret, client_secret_expires_at: 0 as const } : {}),
+    client_id_issued_at: client.record.createdAt,
+    ...(client.record.name !== null ? { client_name: client.record.name } : {}),
+    redirect_uris: client.record.redirectUris,
+    grant_types: client.record.grantTypes,
+    response_types: ['code'],
+    token_endpoint_auth_method: method,
+    ...(client.record.scopes.length > 0 ? { scope: client.record.scopes.join(' ') } : {}),
+  };
+}

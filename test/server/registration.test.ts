@@ -1,0 +1,157 @@
+/**
+ * RFC 7591 dynamic client registration at `/oauth2/register`: off by default; gated by an initial
+ * access token (or explicitly open); public and confidential clients; redirect URIs https or
+ * loopback http only; scopes within the configured maximum; `client.created` audited with
+ * `registered: dynamic`; the secret returned once and stored hashed.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { authorizationConfig } from '../helpers/authorize.ts';
+import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+const IAT = 'initial-access-token-0123456789abcdefghij';
+const MCP = 'https://mcp.test/mcp';
+
+let issuer: RunningIssuer;
+
+const registrationConfig = (extra: Record<string, unknown> = {}) => ({
+  token_service: {
+    authorization: authorizationConfig(),
+    registration: { enabled: true, initial_access_token: IAT, scopes: ['mcp:tools', 'mcp:read'], audiences: [MCP], ...extra },
+  },
+});
+
+before(async () => {
+  issuer = await startIssuer({ config: registrationConfig() as never });
+});
+after(() => issuer.close());
+
+function register(body: unknown, token: string | null = IAT, url = issuer.url): Promise<Response> {
+  return fetch(`${url}/oauth2/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token !== null ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+}
+
+const mcpClient = {
+  client_name: 'Test MCP Client',
+  redirect_uris: ['http://127.0.0.1:33418/callback'],
+  token_endpoint_auth_method: 'none',
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+};
+
+async function expectError(res: Response, status: number, error: string): Promise<void> {
+  const body = (await res.json()) as { error: string };
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(body.error, error);
+}
+
+describe('dynamic client registration', () => {
+  it('is off by default: no endpoint, nothing in the metadata', async () => {
+    const plain = await startIssuer();
+    try {
+      assert.equal((await register(mcpClient, null, plain.url)).status, 404);
+      const m = (await (await fetch(`${plain.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+      assert.equal(m.registration_endpoint, undefined);
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it('advertises registration_endpoint when enabled', async () => {
+    const m = (await (await fetch(`${issuer.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    assert.equal(m.registration_endpoint, `${issuer.url}/oauth2/register`);
+  });
+
+  it('registers a public MCP client: 201, a client_id, no secret, the configured resources', async () => {
+    const res = await register(mcpClient);
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(res.status, 201, JSON.stringify(body));
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.match(body.client_id as string, /^dcr_[A-Za-z0-9_-]{22}$/);
+    assert.equal(body.client_secret, undefined);
+    assert.equal(body.token_endpoint_auth_method, 'none');
+    assert.deepEqual(body.grant_types, ['authorization_code', 'refresh_token']);
+    assert.deepEqual(body.redirect_uris, mcpClient.redirect_uris);
+    assert.equal(body.scope, 'mcp:tools mcp:read');
+    const stored = await issuer.store.getClient(body.client_id as string);
+    assert.equal(stored?.authMethod, 'none');
+    assert.equal(stored?.name, 'Test MCP Client');
+    assert.deepEqual(stored?.audiences, [MCP]);
+    await issuer.service.audit.flush();
+    const created = (await issuer.store.queryAudit({ client_id: body.client_id as string })).find((e) => e.kind === 'client.created');
+    assert.equal(created?.detail?.registered, 'dynamic');
+  });
+
+  it('registers a confidential client: the secret returned once, stored only as a keyed hash', async () => {
+    const res = await register({ redirect_uris: ['https://web.test/cb'], scope: 'mcp:read' });
+    const body = (await res.json()) as Record<string, string>;
+    assert.equal(res.status, 201, JSON.stringify(body));
+    assert.match(body.client_secret as string, /^tcs_/);
+    assert.equal(body.token_endpoint_auth_method, 'client_secret_basic');
+    assert.equal(body.scope, 'mcp:read');
+    const stored = await issuer.store.getClient(body.client_id as string);
+    assert.equal(stored?.authMethod, 'client_secret');
+    assert.notEqual(stored?.secretHash, null);
+    assert.equal(JSON.stringify(stored).includes(body.client_secret as string), false);
+    await issuer.service.audit.flush();
+    assert.equal(JSON.stringify(await issuer.store.queryAudit({ limit: 10_000 })).includes(body.client_secret as string), false);
+  });
+
+  it('accepts https and loopback http redirect URIs', async () => {
+    for (const uri of ['https://app.test/cb', 'http://localhost:8080/cb', 'http://[::1]:9000/cb', 'http://127.0.0.1/cb']) {
+      assert.equal((await register({ ...mcpClient, redirect_uris: [uri] })).status, 201, uri);
+    }
+  });
+
+  it('DCR with a non-loopback http redirect: refused with invalid_redirect_uri', async () => {
+    for (const uri of [
+      'http://evil.test/cb',
+      'http://10.0.0.1/cb',
+      'javascript:alert(1)',
+      'https://app.test/cb#frag',
+      'https://u:p@app.test/cb',
+    ]) {
+      await expectError(await register({ ...mcpClient, redirect_uris: [uri] }), 400, 'invalid_redirect_uri');
+    }
+    await expectError(await register({ ...mcpClient, redirect_uris: [] }), 400, 'invalid_redirect_uri');
+  });
+
+  it('DCR without the initial access token, or with a wrong one: 401 invalid_token with a Bearer challenge', async () => {
+    const none = await register(mcpClient, null);
+    assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer /);
+    await expectError(none, 401, 'invalid_token');
+    await expectError(await register(mcpClient, `${IAT}x`), 401, 'invalid_token');
+    await expectError(await register(mcpClient, IAT.slice(0, -1)), 401, 'invalid_token');
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'client.registration_denied');
+    assert.ok(denied.some((e) => e.reason === 'registration_token_invalid'));
+    assert.equal(JSON.stringify(denied).includes(IAT), false);
+  });
+
+  it('DCR asking for more than the configured scopes, or other grants: invalid_client_metadata', async () => {
+    await expectError(await register({ ...mcpClient, scope: 'mcp:tools admin' }), 400, 'invalid_client_metadata');
+    await expectError(await register({ ...mcpClient, scope: '*' }), 400, 'invalid_client_metadata');
+    await expectError(await register({ ...mcpClient, grant_types: ['client_credentials'] }), 400, 'invalid_client_metadata');
+    await expectError(
+      await register({ ...mcpClient, grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:token-exchange'] }),
+      400,
+      'invalid_client_metadata',
+    );
+    await expectError(await register({ ...mcpClient, response_types: ['token'] }), 400, 'invalid_client_metadata');
+    await expectError(await register({ ...mcpClient, token_endpoint_auth_method: 'private_key_jwt' }), 400, 'invalid_client_metadata');
+    await expectError(await register({ ...mcpClient, client_name: 'x'.repeat(101) }), 400, 'invalid_client_metadata');
+    await expectError(await register([mcpClient]), 400, 'invalid_client_metadata');
+  });
+
+  it('open registration needs no token', async () => {
+    const open = await startIssuer({ config: registrationConfig({ initial_access_token: undefined, open: true }) as never });
+    try {
+      assert.equal((await register(mcpClient, null, open.url)).status, 201);
+    } finally {
+      await open.close();
+    }
+  });
+});
