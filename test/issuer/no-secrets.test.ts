@@ -5,14 +5,16 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import { initialize } from '../../src/cli/commands/init.ts';
 import { openService } from '../../src/cli/context.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { answerConsent, openConsent } from '../helpers/authorize.ts';
 import { basic } from '../helpers/issuer.ts';
+import { pkcePair } from '../helpers/pkce.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -25,6 +27,34 @@ before(() => {
   config = join(dir, 'tessera.yaml');
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** `tessera serve` on an ephemeral port; `stop()` ends it and returns everything it logged. */
+async function serve(configFile: string, env: Record<string, string> = {}): Promise<{ url: string; stop(): Promise<string> }> {
+  const child = spawn(process.execPath, [MAIN, 'serve', '--config', configFile, '--port', '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let log = '';
+  child.stdout.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (log += d.toString()));
+  const url = await new Promise<string>((resolve) => {
+    const t = setInterval(() => {
+      const m = /"url":"([^"]+)"/.exec(log);
+      if (m) {
+        clearInterval(t);
+        resolve(m[1] as string);
+      }
+    }, 20);
+  });
+  return {
+    url,
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+      return log;
+    },
+  };
+}
 
 it('keeps every secret and token out of logs, audit events, error bodies, database files and CLI output', async () => {
   const secrets: string[] = [];
@@ -45,19 +75,8 @@ it('keeps every secret and token out of logs, audit events, error bodies, databa
   secrets.push(user);
   await ctx.close();
 
-  const child = spawn(process.execPath, [MAIN, 'serve', '--config', config, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.on('data', (d: Buffer) => (log += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (log += d.toString()));
-  const url = await new Promise<string>((resolve) => {
-    const t = setInterval(() => {
-      const m = /"url":"([^"]+)"/.exec(log);
-      if (m) {
-        clearInterval(t);
-        resolve(m[1] as string);
-      }
-    }, 20);
-  });
+  const server = await serve(config);
+  const { url } = server;
   const bodies: string[] = [];
   const post = async (path: string, form: Record<string, string>, headers: Record<string, string> = {}) => {
     const res = await fetch(`${url}${path}`, {
@@ -111,8 +130,7 @@ it('keeps every secret and token out of logs, audit events, error bodies, databa
   });
   bodies.push(await admin.text(), admin.headers.get('www-authenticate') ?? '');
 
-  child.kill('SIGTERM');
-  await new Promise((resolve) => child.once('exit', resolve));
+  const log = await server.stop();
 
   // CLI output an operator (or a CI log) would see.
   const cli = (...args: string[]) => {
@@ -141,5 +159,116 @@ it('keeps every secret and token out of logs, audit events, error bodies, databa
       ...dbFiles.map((d, i) => [`database file ${i}`, d]),
     ] as const;
     for (const [name, text] of where) assert.equal(text.includes(secret), false, `a secret (${secret.slice(0, 6)}…) is in the ${name}`);
+  }
+});
+
+it('keeps codes, verifiers, anti-CSRF tokens, the proxy secret, the initial access token and registered secrets out of logs, audit events, error bodies and database files', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'tessera-secrets-authz-'));
+  try {
+    const file = join(home, 'tessera.yaml');
+    await initialize({ config: file });
+    const PROXY = 'proxy-secret-for-the-no-secrets-test-0123456789';
+    const IAT = 'initial-access-token-for-the-no-secrets-test-0123';
+    const MCP = 'https://mcp.test/mcp';
+    const yaml = readFileSync(file, 'utf8').replace(
+      'token_service:\n',
+      `token_service:
+  authorization: { enabled: true, trusted_header: { secret: "\${TESSERA_PROXY_SECRET}" } }
+  registration: { enabled: true, initial_access_token: "\${TESSERA_REGISTRATION_TOKEN}", scopes: [demo:read], audiences: [${MCP}] }
+`,
+    );
+    writeFileSync(file, yaml);
+    const server = await serve(file, { TESSERA_PROXY_SECRET: PROXY, TESSERA_REGISTRATION_TOKEN: IAT });
+    let log = '';
+    const { url } = server;
+    const secrets: string[] = [PROXY, IAT];
+    const bodies: string[] = [];
+    try {
+      const keep = async (res: Response) => {
+        const text = await res.text();
+        bodies.push(text, ...[...res.headers].map(([k, v]) => `${k}: ${v}`));
+        return text;
+      };
+      const register = (body: unknown, token = IAT) =>
+        fetch(`${url}/oauth2/register`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify(body),
+        });
+      const REDIRECT = 'http://127.0.0.1:33418/callback';
+      const wrongIat = `${IAT.slice(0, -3)}xyz`;
+      secrets.push(wrongIat);
+      await keep(await register({ redirect_uris: [REDIRECT] }, wrongIat));
+      const pub = JSON.parse(
+        await (
+          await register({
+            redirect_uris: [REDIRECT],
+            token_endpoint_auth_method: 'none',
+            grant_types: ['authorization_code', 'refresh_token'],
+          })
+        ).text(),
+      ) as {
+        client_id: string;
+      };
+      const conf = JSON.parse(await (await register({ redirect_uris: [REDIRECT] })).text()) as { client_secret: string };
+      assert.ok(conf.client_secret, 'a confidential client gets a secret');
+      secrets.push(conf.client_secret);
+
+      const person = { 'x-forwarded-user': 'alice', 'x-tessera-proxy-secret': PROXY };
+      const wrongProxy = `${PROXY}-wrong`;
+      secrets.push(wrongProxy);
+      const { verifier, challenge } = pkcePair();
+      secrets.push(verifier);
+      const query = new URLSearchParams({
+        response_type: 'code',
+        client_id: pub.client_id,
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        state: 's',
+      });
+      await keep(await fetch(`${url}/oauth2/authorize?${query}`, { headers: { ...person, 'x-tessera-proxy-secret': wrongProxy } }));
+      const { fields } = await openConsent(`${url}/oauth2/authorize?${query}`, person);
+      secrets.push(fields.csrf);
+      const approved = await answerConsent(`${url}/oauth2/authorize`, { ...fields, decision: 'approve' }, person);
+      assert.equal(approved.status, 303);
+      await keep(await answerConsent(`${url}/oauth2/authorize`, { ...fields, decision: 'approve' }, person));
+      const code = new URL(approved.headers.get('location') as string).searchParams.get('code') as string;
+      secrets.push(code);
+      const token = (form: Record<string, string>) =>
+        fetch(`${url}/oauth2/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ grant_type: 'authorization_code', redirect_uri: REDIRECT, client_id: pub.client_id, ...form }),
+        });
+      const wrongVerifier = pkcePair().verifier;
+      secrets.push(wrongVerifier);
+      await keep(await token({ code, code_verifier: wrongVerifier }));
+      const ok = JSON.parse(await (await token({ code, code_verifier: verifier })).text()) as Record<string, string>;
+      assert.ok(ok.access_token && ok.refresh_token, 'the code redeems for an access and a refresh token');
+      secrets.push(ok.access_token as string, ok.refresh_token as string);
+      assert.equal((await token({ code, code_verifier: verifier })).status, 400);
+      await keep(await token({ code, code_verifier: verifier }));
+    } finally {
+      log = await server.stop();
+    }
+    const store = SqliteStore.open({ path: join(home, '.tessera', 'tessera.db') });
+    const events = JSON.stringify(await store.queryAudit({ limit: 10_000 }));
+    await store.close();
+    assert.ok(events.includes('authorization_code.reuse_detected'), 'the audit trail has the events');
+    const dbFiles = readdirSync(join(home, '.tessera'))
+      .filter((f) => f.startsWith('tessera.db'))
+      .map((f) => readFileSync(join(home, '.tessera', f)).toString('latin1'));
+    const where: [string, string][] = [
+      ['server log', log],
+      ['audit events', events],
+      ['responses', bodies.join('\n')],
+      ...dbFiles.map((d, i): [string, string] => [`database file ${i}`, d]),
+    ];
+    for (const secret of secrets) {
+      for (const [name, text] of where) assert.equal(text.includes(secret), false, `a secret (${secret.slice(0, 6)}…) is in the ${name}`);
+    }
+  } finally {
+    rmSync(home, { recursive: true, force: true });
   }
 });
