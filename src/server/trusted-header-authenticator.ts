@@ -33,7 +33,8 @@ const IDENTITY = /^[\x21-\x7e\u00a0-\uffff]{1,256}$/u;
 function header(headers: PersonRequest['headers'], name: string): string | undefined | null {
   const v = headers[name];
   if (v === undefined) return undefined;
-  // Repeated (an array, or joined by Node): ambiguous, never guessed at.
+  // Repeated: ambiguous, never guessed at. Node joins repeated custom headers with ", ", which the
+  // identity pattern refuses (no spaces); an array would come from a header Node keeps separate.
   if (Array.isArray(v)) return null;
   return v;
 }

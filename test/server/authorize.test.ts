@@ -227,6 +227,13 @@ describe('header login', () => {
     assert.ok(reasons.includes('login_proxy_secret_mismatch'));
   });
 
+  it('header login with the user header repeated (alice, then mallory): not signed in, never guessed at', async () => {
+    const headers = new Headers(personHeaders());
+    headers.append('x-forwarded-user', 'mallory');
+    await expectPage(await fetch(authorizeUrl(), { headers, redirect: 'manual' }), 401);
+    assert.ok((await audit('authorization.denied')).includes('login_identity_invalid'));
+  });
+
   it('header login without a user header: not signed in', async () => {
     await expectPage(await fetch(authorizeUrl(), { headers: { 'x-tessera-proxy-secret': PROXY_SECRET }, redirect: 'manual' }), 401);
   });
