@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { gatewayChecks } from '../gateway/check.ts';
 import { addConfigIssues, always, trusted } from './cross-check.ts';
 import { auditSchema, gatewaySchema } from './gateway-schema.ts';
-import { storeSchema, tokenServiceSchema } from './token-service-schema.ts';
+import { storeSchema, tokenServiceChecks, tokenServiceSchema } from './token-service-schema.ts';
 import { verifierChecks, verifierFields } from './verifier-schema.ts';
 
 export const serverSchema = z
@@ -45,7 +45,11 @@ export const configSchema = z
     // Across sections, in the same parse as the field checks: on every part that parsed.
     const ok = trusted(ctx.issues);
     const verifier = verifierChecks(c, ok);
-    addConfigIssues(ctx, [...verifier.issues, ...gatewayChecks(c, ok, verifier.scopes)]);
+    addConfigIssues(ctx, [
+      ...verifier.issues,
+      ...gatewayChecks(c, ok, verifier.scopes),
+      ...tokenServiceChecks(c.token_service, ok, verifier.scopes),
+    ]);
   }, always)
   .meta({ description: 'tessera.yaml' });
 

@@ -7,8 +7,9 @@
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
 import type { ConfigIssue } from '../core/errors.ts';
+import { isWildcard } from '../core/scopes.ts';
 import { peerList } from '../gateway/peers.ts';
-import { always, trusted } from './cross-check.ts';
+import { always, type Trusted, trusted } from './cross-check.ts';
 import { duration, secureUrl } from './verifier-schema.ts';
 
 /** Algorithms `tessera init` and `tessera keys rotate` can generate signing keys for. */
@@ -282,6 +283,29 @@ export const storeSchema = z
     }
   }, always)
   .meta({ description: 'Where Tessera keeps clients, keys, grants, revocations and audit events.' });
+
+/**
+ * Checks of the token service against other sections, in the same parse: with a scope catalogue,
+ * the scopes dynamic registration may grant must be in it (a registration asking for one would
+ * otherwise be refused at run time, every time).
+ */
+export function tokenServiceChecks(
+  ts: TokenServiceConfig | undefined,
+  ok: Trusted,
+  scopes: { readonly known?: ReadonlySet<string> | undefined },
+): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  if (ts === undefined || scopes.known === undefined || !ok('token_service', 'registration', 'scopes')) return issues;
+  for (const [i, s] of ts.registration.scopes.entries()) {
+    if (!isWildcard(s) && !scopes.known.has(s) && s !== ts.admin.scope) {
+      issues.push({
+        path: `token_service.registration.scopes[${i}]`,
+        message: `"${s}" is not in the scope catalogue (scopes); add it there or remove it here`,
+      });
+    }
+  }
+  return issues;
+}
 
 export type TokenServiceConfig = z.output<typeof tokenServiceSchema>;
 export type StoreConfig = z.output<typeof storeSchema>;

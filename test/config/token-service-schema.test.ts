@@ -179,4 +179,13 @@ describe('token_service.registration', () => {
       ['token_service.registration.initial_access_token'],
     );
   });
+
+  it('refuses registration scopes outside the scope catalogue, at their path', () => {
+    const found = issues('scopes: { mcp:tools: {} }\ntoken_service: { registration: { scopes: [mcp:tools, mcp:typo, "mcp:*"] } }');
+    assert.deepEqual(
+      found.map((i) => i.path),
+      ['token_service.registration.scopes[1]'],
+    );
+    assert.match(found[0]?.message ?? '', /not in the scope catalogue/);
+  });
 });
