@@ -1,7 +1,8 @@
 /**
  * Redirect URIs of the authorization code grant: which ones may be registered (https, or http on a
  * loopback address only, RFC 8252 §7.3 and §8.3) and how a request's is matched (exact string
- * comparison, OAuth 2.1 §4.1.1 and RFC 9700 §4.1.3: no prefix, wildcard or normalisation).
+ * comparison, OAuth 2.1 §4.1.1 and RFC 9700 §4.1.3: no prefix, wildcard or normalisation; only the
+ * port of a loopback IP literal may differ, RFC 8252 §7.3).
  *
  * @module
  */
@@ -26,7 +27,29 @@ export function redirectUriProblem(uri: string): string | undefined {
   return `redirect URI "${uri}" must be https (http only on 127.0.0.1, [::1] or localhost)`;
 }
 
-/** The registered URI the request names, by exact match; `undefined` when none matches. */
+/** Loopback IP literals, where a native app listens on whatever port it was given (RFC 8252 §7.3). */
+const LOOPBACK_IPS = new Set(['127.0.0.1', '[::1]']);
+
+/** A loopback-IP http URI without its port, or `undefined` for any other URI or a non-canonical one. */
+function loopbackWithoutPort(uri: string): string | undefined {
+  if (!URL.canParse(uri)) return undefined;
+  const u = new URL(uri);
+  // Only the canonical spelling: "/a/../cb" would otherwise match "/cb" by normalisation.
+  if (u.href !== uri || u.protocol !== 'http:' || !LOOPBACK_IPS.has(u.hostname) || u.username !== '' || u.password !== '') return undefined;
+  if (u.hash !== '' || uri.includes('#')) return undefined;
+  return `http://${u.hostname}${u.pathname}${u.search}`;
+}
+
+/**
+ * The redirect URI to use for a request naming `requested`, or `undefined` when no registered one
+ * matches: an exact match, or for an http URI on a loopback IP literal, a registered one that
+ * differs only in its port (RFC 8252 §7.3, OAuth 2.1 §8.4.2: a native app gets an ephemeral port
+ * at run time). `localhost` gets no such leeway (RFC 8252 §8.3). The URI returned is the
+ * requested one, port included: the code is bound to it and the token request must repeat it.
+ */
 export function matchRedirectUri(registered: readonly string[], requested: string): string | undefined {
-  return registered.find((r) => r === requested);
+  if (registered.includes(requested)) return requested;
+  const bare = loopbackWithoutPort(requested);
+  if (bare === undefined) return undefined;
+  return registered.some((r) => loopbackWithoutPort(r) === bare) ? requested : undefined;
 }

@@ -245,6 +245,36 @@ describe('attacks on the code', () => {
     assert.equal(omitted.ok ? 'ok' : omitted.error.code, 'authorize_redirect_uri_invalid');
   });
 
+  it('a loopback IP redirect URI is matched on any port (RFC 8252 §7.3), and only on its port', async () => {
+    const { code, verifier } = await codeFor({ redirect: 'http://127.0.0.1:50123/callback' });
+    // The code is bound to the URI with the port the request named: the token request repeats it.
+    await expectError(await redeem({ code, code_verifier: verifier }), 400, 'invalid_grant');
+    const second = await codeFor({ redirect: 'http://127.0.0.1:50124/callback' });
+    const res = await redeem({ code: second.code, code_verifier: second.verifier, redirect_uri: 'http://127.0.0.1:50124/callback' });
+    assert.equal(res.status, 200);
+    const { challenge } = pkcePair();
+    // Everything but the port still matches exactly; `localhost` and https get no such leeway.
+    for (const uri of [
+      'http://127.0.0.1:50123/callback/../callback',
+      'http://127.0.0.1:50123/callbackx',
+      'http://127.0.0.1:50123/callback?x=1',
+      'http://[::1]:50123/callback',
+      'https://app.test:8443/cb',
+      'http://127.0.0.1:50123@evil.test/callback',
+    ]) {
+      const outcome = await issuer.service.checkAuthorizationRequest(
+        new URLSearchParams({
+          response_type: 'code',
+          client_id: 'mcp-app',
+          redirect_uri: uri,
+          code_challenge: challenge,
+          code_challenge_method: 'S256',
+        }),
+      );
+      assert.equal(outcome.ok ? 'ok' : outcome.error.code, 'authorize_redirect_uri_invalid', uri);
+    }
+  });
+
   it('redirect_uri mismatch at the token request: refused', async () => {
     const { code, verifier } = await codeFor();
     await expectError(await redeem({ code, code_verifier: verifier, redirect_uri: 'https://app.test/cb' }), 400, 'invalid_grant');
