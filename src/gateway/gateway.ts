@@ -314,6 +314,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       deny(x, res, new TesseraError('upstream_unavailable'), state.challenges);
       return;
     }
+    servePublicJson(x, res, body, route.a2a?.maxAge ?? 60);
+  }
+
+  /** A public discovery document (agent card, RFC 9728 metadata): cacheable, CORS-open, audited as allowed. */
+  function servePublicJson(x: Exchange, res: ServerResponse, body: string, maxAge: number): void {
     x.decision = 'allow';
     x.reason = 'ok';
     x.status = 200;
@@ -321,31 +326,18 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     res.writeHead(200, {
       'content-type': 'application/json',
       'content-length': String(x.bytesOut),
-      'cache-control': `public, max-age=${route.a2a?.maxAge ?? 60}`,
+      'cache-control': `public, max-age=${maxAge}`,
       'access-control-allow-origin': '*',
       'x-request-id': x.requestId,
     });
-    res.end(body);
+    res.end(x.method === 'HEAD' ? undefined : body);
     finish(x);
   }
 
   /** RFC 9728 protected resource metadata of an MCP route: public, like an agent card. */
   function serveMetadata(s: GatewayState, x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute): void {
     x.route = route.id;
-    const body = JSON.stringify(metadataDocument(route.mcp as CompiledMcp, originOf(s, req)));
-    x.decision = 'allow';
-    x.reason = 'ok';
-    x.status = 200;
-    x.bytesOut = Buffer.byteLength(body);
-    res.writeHead(200, {
-      'content-type': 'application/json',
-      'content-length': String(x.bytesOut),
-      'cache-control': 'public, max-age=300',
-      'access-control-allow-origin': '*',
-      'x-request-id': x.requestId,
-    });
-    res.end(x.method === 'HEAD' ? undefined : body);
-    finish(x);
+    servePublicJson(x, res, JSON.stringify(metadataDocument(route.mcp as CompiledMcp, originOf(s, req))), 300);
   }
 
   /** A refusal about the JSON-RPC message or session, answered as a JSON-RPC error (no challenge:

@@ -96,6 +96,12 @@ type ServiceContext = ClientCredentialsContext &
   ClientAdminContext &
   RegistrationContext;
 
+/** What a failed request answers: its own OAuth error, 503 for a store that is down, else a 500. */
+function asOAuthError(e: unknown): OAuthError {
+  if (e instanceof OAuthError) return e;
+  return new OAuthError(e instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error', { cause: e });
+}
+
 /**
  * The token service.
  *
@@ -340,10 +346,7 @@ export class TokenService {
       if (grantType === 'refresh_token') return await refresh(this.#ctx, client, req, jkt);
       return await exchange(this.#ctx, client, req, jkt);
     } catch (e) {
-      const error =
-        e instanceof OAuthError
-          ? e
-          : new OAuthError(e instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error', { cause: e });
+      const error = asOAuthError(e);
       this.#ctx.emit({
         kind: 'token.denied',
         decision: 'deny',
@@ -511,10 +514,7 @@ export class TokenService {
     try {
       return await registerDynamicClient(this.#ctx, metadata, authorization);
     } catch (e) {
-      const error =
-        e instanceof OAuthError
-          ? e
-          : new OAuthError(e instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error', { cause: e });
+      const error = asOAuthError(e);
       this.#ctx.emit({
         kind: 'client.registration_denied',
         decision: 'deny',
