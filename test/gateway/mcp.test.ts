@@ -7,100 +7,16 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { request } from 'node:http';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import pino from 'pino';
-import { z } from 'zod';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import { runChecks } from '../../src/cli/commands/check.ts';
+import { type McpUpstream, startMcpUpstream } from '../helpers/mcp-upstream.ts';
 import { AUDIENCE, baseConfig, ISSUER, requestEvents, startGateway, type TestGateway, token } from './helpers.ts';
-
-/** What the MCP upstream received: every HTTP request (raw body) and every tool it ran. */
-interface McpUpstream {
-  readonly url: string;
-  readonly requests: { method: string; headers: IncomingMessage['headers']; body: Buffer }[];
-  readonly toolCalls: string[];
-  /** Resolves the `slow` tool. */
-  release(): void;
-  close(): Promise<void>;
-}
-
-async function startMcpUpstream(): Promise<McpUpstream> {
-  const requests: McpUpstream['requests'] = [];
-  const toolCalls: string[] = [];
-  const transports = new Map<string, StreamableHTTPServerTransport>();
-  let release: () => void = () => {};
-
-  const mcpServer = () => {
-    const server = new McpServer({ name: 'files', version: '1.0.0' });
-    const tool = (name: string) =>
-      server.registerTool(name, { description: name, inputSchema: { text: z.string().optional() } }, async ({ text }) => {
-        toolCalls.push(name);
-        return { content: [{ type: 'text', text: `${name}:${text ?? ''}` }] };
-      });
-    for (const name of ['echo', 'files.read', 'files.read_meta', 'files.write', 'admin.reset']) tool(name);
-    server.registerTool('slow', { description: 'progress, then waits' }, async (extra) => {
-      toolCalls.push('slow');
-      const progressToken = extra._meta?.progressToken;
-      if (progressToken !== undefined)
-        await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: 1, total: 2 } });
-      await new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      return { content: [{ type: 'text', text: 'done' }] };
-    });
-    return server;
-  };
-
-  const http: Server = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = Buffer.concat(chunks);
-    requests.push({ method: req.method ?? '', headers: req.headers, body });
-    const sid = req.headers['mcp-session-id'];
-    let transport = typeof sid === 'string' ? transports.get(sid) : undefined;
-    if (transport === undefined) {
-      if (sid !== undefined) {
-        res
-          .writeHead(404, { 'content-type': 'application/json' })
-          .end('{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}');
-        return;
-      }
-      const t: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-        sessionIdGenerator: () => randomUUID(),
-        onsessioninitialized: (id) => {
-          transports.set(id, t);
-        },
-        onsessionclosed: (id) => {
-          transports.delete(id);
-        },
-      });
-      transport = t;
-      await mcpServer().connect(t);
-    }
-    await transport.handleRequest(req, res, body.length > 0 ? JSON.parse(body.toString()) : undefined);
-  });
-  http.listen(0, '127.0.0.1');
-  await once(http, 'listening');
-  return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
-    requests,
-    toolCalls,
-    release: () => release(),
-    close: async () => {
-      for (const t of transports.values()) await t.close();
-      http.closeAllConnections();
-      await new Promise<void>((resolve) => http.close(() => resolve()));
-    },
-  };
-}
 
 const RULES = [
   { id: 'files-read', tool: 'files.read*', scopes: ['files:read'] },
