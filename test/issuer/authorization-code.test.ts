@@ -115,6 +115,10 @@ describe('authorization code redemption', () => {
     assert.equal(grant?.subject, 'alice@example.com');
     assert.deepEqual(grant?.scopes, ['api:read', 'api:write']);
     assert.deepEqual(grant?.audiences, [API]);
+    // The issuing event carries the token's expiry, as every other grant's does (`tessera trace` shows it).
+    await issuer.service.audit.flush();
+    const issued = (await issuer.store.queryAudit({ jti: claims.jti as string })).find((e) => e.kind === 'token.issued');
+    assert.deepEqual(issued?.detail, { grant_type: 'authorization_code', aud: [API], exp: claims.exp });
     const refreshed = await issuer.post('/oauth2/token', {
       grant_type: 'refresh_token',
       refresh_token: body.refresh_token as string,

@@ -135,7 +135,7 @@ export async function authorizationCode(
     jti,
     scopes_granted: grant.scopes,
     ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
-    detail: { grant_type: 'authorization_code', aud: [...audiences] },
+    detail: { grant_type: 'authorization_code', aud: [...audiences], exp },
   });
   return {
     access_token: token,

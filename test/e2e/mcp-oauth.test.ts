@@ -1,0 +1,333 @@
+/**
+ * Tessera's whole MCP story, end to end with real components: `tessera serve` (token service and
+ * gateway, one SQLite file) runs as its own process, a real MCP server (the SDK's McpServer) sits
+ * behind the gateway's MCP route, and the MCP SDK's own client (Client +
+ * StreamableHTTPClientTransport with an OAuthClientProvider) does what an MCP client does on its
+ * own: the gateway's 401 names the RFC 9728 metadata, which names the token service; RFC 8414
+ * metadata, RFC 7591 registration, the authorization request (PKCE S256, RFC 8707 resource), the
+ * person's consent (a browser behind the SSO proxy: trusted headers, the form posted back), the code
+ * exchange; then initialize, tools/list and a tool call through the gateway, and a tool the approved
+ * scopes do not cover refused before the MCP server sees it. Then the operator's side: `tessera
+ * trace` shows the person at the root of the chain and the gateway's decisions by tool, `tessera
+ * revoke --grant` cuts the client off, and no token, code or secret ever reached the server's log.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, it } from 'node:test';
+import { type OAuthClientProvider, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import { decodeJwt } from 'jose';
+import type { Trace } from '../../src/audit/trace.ts';
+import { answerConsent, openConsent, PROXY_SECRET, personHeaders } from '../helpers/authorize.ts';
+import { type McpUpstream, startMcpUpstream } from '../helpers/mcp-upstream.ts';
+import { freePort } from '../helpers/net.ts';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+const REDIRECT = 'http://127.0.0.1:33418/callback';
+
+let dir: string;
+let config: string;
+let base: string;
+let mcpUrl: string;
+let upstream: McpUpstream;
+let serve: ChildProcess;
+let log = '';
+
+/** The environment of every Tessera process: no master key from the developer's shell, the proxy secret. */
+function env(): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = { ...process.env, TESSERA_PROXY_SECRET: PROXY_SECRET };
+  delete e.TESSERA_MASTER_KEY;
+  return e;
+}
+
+/** `tessera ARGS --config …` as an operator runs it, in another process. */
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [MAIN, ...args, '--config', config], { cwd: dir, encoding: 'utf8', env: env() });
+  outputs.push(r.stdout, r.stderr);
+  return r;
+}
+const outputs: string[] = [];
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-e2e-mcp-'));
+  config = join(dir, 'tessera.yaml');
+  upstream = await startMcpUpstream();
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  mcpUrl = `${base}/mcp`;
+  writeFileSync(
+    config,
+    `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+issuers:
+  - { issuer: ${base}, audiences: [${mcpUrl}], jwks_uri: ${base}/.well-known/jwks.json, token_type: at+jwt }
+scopes:
+  mcp:use: {}
+  files:read: {}
+  files:write: {}
+token_service:
+  sync_interval: 100ms
+  authorization: { enabled: true, trusted_header: { secret: "\${TESSERA_PROXY_SECRET}" } }
+  registration: { enabled: true, open: true, scopes: [mcp:use, files:read], audiences: [${mcpUrl}] }
+audit: { flush_interval: 100ms }
+gateway:
+  watch_config: false
+  routes:
+    - id: files
+      match: { path_prefix: /mcp }
+      upstream: { url: ${upstream.url} }
+      auth: jwt
+      audience: ${mcpUrl}
+      # What MCP clients may ask for: reading. Writing needs a scope this deployment does not offer them.
+      mcp: { resource: ${mcpUrl}, scopes_supported: [mcp:use, files:read] }
+      rules:
+        - { id: files-read, tool: files.read, scopes: [files:read] }
+        - { id: files-write, tool: files.write, scopes: [files:write] }
+        - { id: other-tools, tool: "*", scopes: [files:write] }
+        - { id: mcp, scopes: [mcp:use] }
+`,
+  );
+  const init = cli('init');
+  assert.equal(init.status, 0, init.stderr);
+  serve = spawn(process.execPath, [MAIN, 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: env() });
+  serve.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+  serve.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const deadline = Date.now() + 15_000;
+  while (!/listening/.test(log)) {
+    assert.equal(serve.exitCode, null, `tessera serve exited: ${log}`);
+    assert.ok(Date.now() < deadline, `tessera serve did not start: ${log}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+});
+
+after(async () => {
+  if (serve && serve.exitCode === null) {
+    serve.kill('SIGTERM');
+    await once(serve, 'exit');
+  }
+  await upstream?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * The MCP client's OAuth state, kept in memory. Its "browser" is the person alice behind the SSO
+ * proxy: sent to the authorization URL, it opens the consent page with the proxy's headers,
+ * approves, and keeps the code the redirect carries back.
+ */
+class BrowserProvider implements OAuthClientProvider {
+  client: OAuthClientInformationMixed | undefined;
+  saved: OAuthTokens | undefined;
+  verifier = '';
+  authorizationUrl: URL | undefined;
+  callback: URL | undefined;
+  csrf = '';
+  get redirectUrl(): string {
+    return REDIRECT;
+  }
+  get clientMetadata(): OAuthClientMetadata {
+    return {
+      client_name: 'MCP SDK end-to-end client',
+      redirect_uris: [REDIRECT],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    };
+  }
+  clientInformation() {
+    return this.client;
+  }
+  saveClientInformation(info: OAuthClientInformationMixed) {
+    this.client = info;
+  }
+  tokens() {
+    return this.saved;
+  }
+  saveTokens(tokens: OAuthTokens) {
+    this.saved = tokens;
+  }
+  async redirectToAuthorization(url: URL) {
+    this.authorizationUrl = url;
+    const person = personHeaders('alice');
+    const { html, fields } = await openConsent(url.href, person);
+    assert.match(html, /mcp:use/, 'the consent page shows the scopes asked for');
+    this.csrf = fields.csrf;
+    const res = await answerConsent(`${base}/oauth2/authorize`, { ...fields, decision: 'approve' }, person);
+    assert.equal(res.status, 303, await res.text());
+    this.callback = new URL(res.headers.get('location') as string);
+  }
+  saveCodeVerifier(v: string) {
+    this.verifier = v;
+  }
+  codeVerifier() {
+    return this.verifier;
+  }
+}
+
+it('an MCP SDK client gets a token by itself through the gateway’s discovery, uses allowed tools, is refused the others, is traced and revoked; nothing secret is logged', async () => {
+  // Every HTTP exchange the SDK makes (MCP and OAuth alike): method, URL and status.
+  const exchanges: string[] = [];
+  const recording: typeof fetch = async (input, init) => {
+    const res = await fetch(input, init);
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    exchanges.push(`${init?.method ?? 'GET'} ${url.pathname} ${res.status}`);
+    return res;
+  };
+  const provider = new BrowserProvider();
+  const first = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recording });
+  await assert.rejects(new Client({ name: 'e2e', version: '1.0.0' }).connect(first), UnauthorizedError);
+
+  // Discovery and registration, in the order an MCP client is specified to do them.
+  const index = (pattern: RegExp) => {
+    const i = exchanges.findIndex((x) => pattern.test(x));
+    assert.ok(i >= 0, `no ${pattern} in ${exchanges.join(', ')}`);
+    return i;
+  };
+  const challenged = index(/^POST \/mcp 401$/);
+  const prm = index(/^GET \/\.well-known\/oauth-protected-resource\/mcp 200$/);
+  const asMeta = index(/^GET \/\.well-known\/oauth-authorization-server 200$/);
+  const registered = index(/^POST \/oauth2\/register 201$/);
+  assert.ok(challenged < prm && prm < asMeta && asMeta < registered, exchanges.join(', '));
+  const client = provider.client as { client_id: string; client_secret?: string; scope?: string };
+  assert.match(client.client_id, /^dcr_/);
+  assert.equal(client.client_secret, undefined, 'a public client');
+
+  // The authorization request the SDK built from the metadata, and the person's approval.
+  const authz = provider.authorizationUrl as URL;
+  assert.equal(`${authz.origin}${authz.pathname}`, `${base}/oauth2/authorize`);
+  assert.equal(authz.searchParams.get('code_challenge_method'), 'S256');
+  assert.equal(authz.searchParams.get('resource'), mcpUrl);
+  assert.equal(authz.searchParams.get('scope'), 'mcp:use files:read');
+  const callback = provider.callback as URL;
+  assert.equal(callback.searchParams.get('iss'), base);
+  const code = callback.searchParams.get('code') as string;
+  assert.ok(code);
+  await first.finishAuth(code);
+  const tokens = provider.saved as OAuthTokens;
+  const claims = decodeJwt(tokens.access_token);
+  assert.equal(claims.sub, 'alice');
+  assert.equal(claims.aud, mcpUrl);
+  assert.equal(claims.scope, 'mcp:use files:read');
+  assert.equal(claims.client_id, client.client_id);
+  const grantId = claims.grant_id as string;
+  const jti = claims.jti as string;
+
+  // Connected: initialize, tools/list and an allowed tool, through the gateway to the MCP server.
+  const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recording });
+  const mcp = new Client({ name: 'e2e', version: '1.0.0' });
+  await mcp.connect(transport);
+  try {
+    const { tools } = await mcp.listTools();
+    assert.ok(tools.some((t) => t.name === 'files.read') && tools.some((t) => t.name === 'files.write'));
+    const read = await mcp.callTool({ name: 'files.read', arguments: { text: 'notes.txt' } });
+    assert.deepEqual(read.content, [{ type: 'text', text: 'files.read:notes.txt' }]);
+    assert.deepEqual(upstream.toolCalls, ['files.read']);
+    const received = upstream.requests.filter((r) => r.body.includes('"files.read"')).at(-1);
+    assert.equal(received?.headers.authorization, undefined, 'the caller’s token does not reach the MCP server');
+
+    // A tool the approved scopes do not cover: 403 insufficient_scope, and the MCP server never sees it.
+    const rpc = (name: string) =>
+      fetch(mcpUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${tokens.access_token}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-session-id': transport.sessionId as string,
+          'mcp-protocol-version': transport.protocolVersion as string,
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'tools/call', params: { name, arguments: { text: 'x' } } }),
+      });
+    const refused = await rpc('files.write');
+    assert.equal(refused.status, 403);
+    assert.match(refused.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*scope="files:write".*resource_metadata="/);
+    assert.equal(((await refused.json()) as { error: string }).error, 'insufficient_scope');
+    assert.ok(!upstream.requests.some((r) => r.body.includes('"files.write"')), 'the refused call never reached the MCP server');
+    assert.deepEqual(upstream.toolCalls, ['files.read']);
+
+    // The operator traces the token: alice at the root of the chain, the gateway's decisions by tool.
+    const traced = await waitFor(() => {
+      const r = cli('trace', jti, '--json');
+      assert.equal(r.status, 0, r.stderr);
+      const t = JSON.parse(r.stdout) as Trace;
+      const requests = t.grants.flatMap((g) => g.tokens.flatMap((k) => k.requests));
+      return requests.some((x) => x.tool === 'files.write') ? t : undefined;
+    }, 'the refused tool call in the trace');
+    const root = traced.grants[0];
+    assert.equal(root?.id, grantId);
+    assert.equal(root?.parent_id, null);
+    assert.equal(root?.subject, 'alice');
+    assert.equal(root?.client_id, client.client_id);
+    assert.deepEqual(root?.scopes, ['mcp:use', 'files:read']);
+    assert.deepEqual(root?.audiences, [mcpUrl]);
+    const issued = root?.tokens.find((k) => k.jti === jti);
+    assert.equal(issued?.event, 'token.issued');
+    assert.equal(issued?.client_id, client.client_id);
+    assert.equal(issued?.expires_at, new Date((claims.exp as number) * 1000).toISOString(), 'the token’s expiry is on record');
+    const uses = (issued?.requests ?? []).map((x) => [x.route, x.tool, x.decision, x.reason]);
+    assert.ok(
+      uses.some(([route, tool, d]) => route === 'files' && tool === 'files.read' && d === 'allow'),
+      JSON.stringify(uses),
+    );
+    assert.ok(
+      uses.some(([, tool, d, reason]) => tool === 'files.write' && d === 'deny' && reason === 'scope_insufficient'),
+      JSON.stringify(uses),
+    );
+    const text = cli('trace', jti);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`^grant ${grantId} .*root`, 'm'));
+    assert.match(text.stdout, new RegExp(`subject alice · client ${client.client_id}`));
+    assert.match(text.stdout, /allow ok · POST \/mcp · route files · tool files\.read/);
+    assert.match(text.stdout, /deny scope_insufficient · POST \/mcp · route files · tool files\.write/);
+
+    // Revoked from another process: the next tool call through the gateway is refused as invalid_token.
+    const revoked = cli('revoke', '--grant', grantId, '--reason', 'e2e');
+    assert.equal(revoked.status, 0, revoked.stderr);
+    assert.match(revoked.stdout, new RegExp(`revoked 1 grant\\(s\\): ${grantId}`));
+    const before = upstream.toolCalls.length;
+    const after = await waitFor(async () => {
+      const res = await rpc('files.read');
+      if (res.status === 200) {
+        await res.text();
+        return undefined;
+      }
+      return res;
+    }, 'the revocation to reach the server (token_service.sync_interval)');
+    assert.equal(after.status, 401);
+    assert.match(after.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+    // Calls before the revocation took effect may have reached it; the refused one did not.
+    const reached = upstream.toolCalls.length;
+    assert.equal((await rpc('files.read')).status, 401);
+    assert.equal(upstream.toolCalls.length, reached);
+    assert.ok(reached >= before);
+  } finally {
+    await mcp.close().catch(() => {});
+  }
+
+  // Nothing secret in the server's log or the operator commands' output.
+  serve.kill('SIGTERM');
+  await once(serve, 'exit');
+  assert.match(log, /listening/);
+  const secrets = [tokens.access_token, tokens.refresh_token as string, code, provider.verifier, provider.csrf, PROXY_SECRET];
+  for (const secret of secrets) {
+    assert.ok(secret && secret.length >= 16, 'a real secret to look for');
+    assert.equal(log.includes(secret), false, `a secret (${secret.slice(0, 6)}…) is in the tessera serve log`);
+    assert.equal(outputs.join('\n').includes(secret), false, `a secret (${secret.slice(0, 6)}…) is in the CLI output`);
+  }
+});
+
+/** Poll `probe` until it returns something (the store is shared across processes through SQLite). */
+async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, what: string, ms = 5000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    assert.ok(Date.now() < end, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
