@@ -17,7 +17,7 @@ import { isWildcard } from '../core/scopes.ts';
 import type { Store } from '../store/contract.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
 import type { BaseContext } from './context.ts';
-import { narrowScopes, param, parseScope, targets } from './params.ts';
+import { covers, param, parseScope, targets } from './params.ts';
 import { isS256Challenge } from './pkce.ts';
 import { matchRedirectUri } from './redirect-uris.ts';
 import { randomSecret, sha256, tokenHash } from './secrets.ts';
@@ -105,8 +105,14 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
   let audiences: readonly string[];
   try {
     const wanted = parseScope(param(params, 'scope'));
-    // RFC 6749 §3.3: without a scope, the client's registered (concrete) scopes are the default.
-    scopes = wanted ? narrowScopes(wanted, [client.scopes]) : client.record.scopes.filter((s) => !isWildcard(s));
+    // RFC 6749 §3.3: without a scope, the client's registered (concrete) scopes are the default;
+    // beyond them, the request is narrowed to them (the server "MAY partially ignore" it; the
+    // consent page and the token response name what is granted). MCP clients ask for every scope
+    // the resource's metadata lists. Nothing left is refused.
+    if (wanted) {
+      scopes = wanted.filter((s) => covers(client.scopes, s));
+      if (scopes.length === 0) throw new OAuthError('scope_not_allowed');
+    } else scopes = client.record.scopes.filter((s) => !isWildcard(s));
     audiences = targets(params, client.audiences);
   } catch (e) {
     if (e instanceof OAuthError) return back(e.code);

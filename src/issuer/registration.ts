@@ -95,16 +95,19 @@ export async function registerDynamicClient(
     throw new OAuthError('registration_metadata_invalid');
   }
 
-  // Scopes: within the configured maximum; none asked for means all of it.
+  // Scopes: none asked for means all of the configured maximum; more than it is narrowed to it
+  // (RFC 7591 §3.2.1: the server may replace requested values, and the answer says what it
+  // registered). MCP clients ask for every scope the resource's metadata lists, which may be
+  // more than registration allows. Malformed or wildcard scopes, or nothing left, are refused.
   const ceiling: EffectiveScopes = ctx.scopes.expand(cfg.scopes);
   let scopes: string[];
   if (m.scope === undefined) scopes = [...cfg.scopes];
   else {
     if (typeof m.scope !== 'string') throw new OAuthError('registration_metadata_invalid');
-    scopes = [...new Set(m.scope.split(' ').filter((s) => s !== ''))];
-    for (const s of scopes) {
-      if (!SCOPE_TOKEN.test(s) || isWildcard(s) || !covers(ceiling, s)) throw new OAuthError('registration_metadata_invalid');
-    }
+    const asked = [...new Set(m.scope.split(' ').filter((s) => s !== ''))];
+    if (asked.some((s) => !SCOPE_TOKEN.test(s) || isWildcard(s))) throw new OAuthError('registration_metadata_invalid');
+    scopes = asked.filter((s) => covers(ceiling, s));
+    if (scopes.length === 0) throw new OAuthError('registration_metadata_invalid');
   }
 
   const id = `dcr_${randomBytes(16).toString('base64url')}`;

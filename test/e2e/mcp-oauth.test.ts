@@ -84,8 +84,9 @@ gateway:
       upstream: { url: ${upstream.url} }
       auth: jwt
       audience: ${mcpUrl}
-      # What MCP clients may ask for: reading. Writing needs a scope this deployment does not offer them.
-      mcp: { resource: ${mcpUrl}, scopes_supported: [mcp:use, files:read] }
+      # The metadata lists every scope the rules name (files:write too); registration and the
+      # authorization request narrow what the client asks for to registration.scopes.
+      mcp: { resource: ${mcpUrl} }
       rules:
         - { id: files-read, tool: files.read, scopes: [files:read] }
         - { id: files-write, tool: files.write, scopes: [files:write] }
@@ -202,7 +203,8 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   assert.equal(`${authz.origin}${authz.pathname}`, `${base}/oauth2/authorize`);
   assert.equal(authz.searchParams.get('code_challenge_method'), 'S256');
   assert.equal(authz.searchParams.get('resource'), mcpUrl);
-  assert.equal(authz.searchParams.get('scope'), 'mcp:use files:read');
+  // The SDK asks for what the resource's metadata lists; what it is granted is narrowed below.
+  assert.deepEqual(authz.searchParams.get('scope')?.split(' ').sort(), ['files:read', 'files:write', 'mcp:use']);
   const callback = provider.callback as URL;
   assert.equal(callback.searchParams.get('iss'), base);
   const code = callback.searchParams.get('code') as string;
@@ -212,7 +214,7 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   const claims = decodeJwt(tokens.access_token);
   assert.equal(claims.sub, 'alice');
   assert.equal(claims.aud, mcpUrl);
-  assert.equal(claims.scope, 'mcp:use files:read');
+  assert.deepEqual(String(claims.scope).split(' ').sort(), ['files:read', 'mcp:use'], 'narrowed to registration.scopes');
   assert.equal(claims.client_id, client.client_id);
   const grantId = claims.grant_id as string;
   const jti = claims.jti as string;
@@ -263,7 +265,7 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
     assert.equal(root?.parent_id, null);
     assert.equal(root?.subject, 'alice');
     assert.equal(root?.client_id, client.client_id);
-    assert.deepEqual(root?.scopes, ['mcp:use', 'files:read']);
+    assert.deepEqual([...(root?.scopes ?? [])].sort(), ['files:read', 'mcp:use']);
     assert.deepEqual(root?.audiences, [mcpUrl]);
     const issued = root?.tokens.find((k) => k.jti === jti);
     assert.equal(issued?.event, 'token.issued');

@@ -329,7 +329,17 @@ describe('attacks on the code', () => {
     assert.equal(outcome.redirect?.uri, REDIRECT);
   });
 
-  it('scope beyond the client: refused with invalid_scope', async () => {
+  it('scope partly beyond the client: narrowed to what the client may have (RFC 6749 §3.3), and the token says so', async () => {
+    // MCP clients ask for every scope the resource lists; the person approves, and gets, only the client's.
+    const { code, verifier } = await codeFor({ scope: 'api:read admin api:write' });
+    const res = await redeem({ code, code_verifier: verifier });
+    const body = (await res.json()) as Record<string, string>;
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.scope, 'api:read api:write');
+    assert.equal(decodeJwt(body.access_token as string).scope, 'api:read api:write');
+  });
+
+  it('scope entirely beyond the client: refused with invalid_scope', async () => {
     const { challenge } = pkcePair();
     const outcome = await issuer.service.checkAuthorizationRequest(
       new URLSearchParams({

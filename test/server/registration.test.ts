@@ -131,9 +131,19 @@ describe('dynamic client registration', () => {
     assert.equal(JSON.stringify(denied).includes(IAT), false);
   });
 
-  it('DCR asking for more than the configured scopes, or other grants: invalid_client_metadata', async () => {
-    await expectError(await register({ ...mcpClient, scope: 'mcp:tools admin' }), 400, 'invalid_client_metadata');
+  it('DCR asking for more than the configured scopes is narrowed to them (RFC 7591 §3.2.1), and the answer says so', async () => {
+    // MCP clients ask for what the resource's metadata lists, which may be more than registration allows.
+    const res = await register({ ...mcpClient, scope: 'mcp:tools admin mcp:read' });
+    const body = (await res.json()) as { client_id: string; scope: string };
+    assert.equal(res.status, 201, JSON.stringify(body));
+    assert.equal(body.scope, 'mcp:tools mcp:read');
+    assert.deepEqual((await issuer.store.getClient(body.client_id))?.scopes, ['mcp:tools', 'mcp:read']);
+  });
+
+  it('DCR left with no scope after narrowing, a wildcard, or other grants: invalid_client_metadata', async () => {
+    await expectError(await register({ ...mcpClient, scope: 'admin' }), 400, 'invalid_client_metadata');
     await expectError(await register({ ...mcpClient, scope: '*' }), 400, 'invalid_client_metadata');
+    await expectError(await register({ ...mcpClient, scope: 'mcp:tools bad"scope' }), 400, 'invalid_client_metadata');
     await expectError(await register({ ...mcpClient, grant_types: ['client_credentials'] }), 400, 'invalid_client_metadata');
     await expectError(
       await register({ ...mcpClient, grant_types: ['authorization_code', 'urn:ietf:params:oauth:grant-type:token-exchange'] }),
