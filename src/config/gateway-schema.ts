@@ -462,20 +462,6 @@ export const gatewaySchema = z
         path: ['forward_auth', 'flavor'],
         message: 'say which proxy calls the forward-auth endpoint: write flavor: nginx, traefik, caddy or envoy',
       });
-    if (forwardAuth) {
-      // nginx auth_request, Traefik, Caddy and Envoy send the check without the request body.
-      for (const [i, r] of routes.entries()) {
-        if (!ok('routes', i, 'rules') || !ok('routes', i, 'mcp') || r.mcp === undefined) continue;
-        for (const [j, rule] of (r.rules ?? []).entries()) {
-          if (rule.tool !== undefined)
-            ctx.addIssue({
-              code: 'custom',
-              path: ['routes', i, 'rules', j, 'tool'],
-              message: `forward-auth checks carry no request body, so a proxy in front could not have route "${r.id}"'s tool rules enforced; set forward_auth.enabled: false and send MCP traffic through the gateway itself, or remove \`tool\``,
-            });
-        }
-      }
-    }
     if (forwardAuth && ok('forward_auth', 'shared_secret') && g.forward_auth.shared_secret === undefined) {
       const injecting = routes.findIndex((_, i) => credential(i) === 'static' || credential(i) === 'exchange');
       if (injecting >= 0)

@@ -380,6 +380,11 @@ export const ERROR_CODES = {
     error: 'not_found',
     description: 'Session not found.',
   },
+  mcp_forward_auth_refused: {
+    status: 404,
+    error: 'not_found',
+    description: 'No route matches this request.',
+  },
 } as const satisfies Record<string, CodeSpec>;
 
 /** The closed union of reason codes. */

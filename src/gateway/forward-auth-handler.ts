@@ -142,6 +142,12 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     return;
   }
   fx.route = route.id;
+  // An MCP route is decided on the JSON-RPC body (the tool, the session), which a proxy's check
+  // does not carry: allowing it here would let any tools/call through a rule without a tool.
+  if (route.mcp !== undefined) {
+    refuse(new TesseraError('mcp_forward_auth_refused'), s.challenges);
+    return;
+  }
   const greq: GatewayRequest = {
     method,
     host,

@@ -127,14 +127,14 @@ describe('gateway configuration', () => {
     );
   });
 
-  it('tool-rule bypass: refuses MCP tool rules when forward-auth is on (proxies send no body to check)', () => {
-    const [i, ...rest] = issues({
-      routes: [route({ mcp: {}, rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
-      forward_auth: { enabled: true, flavor: 'nginx' },
-    });
-    assert.equal(i?.path, 'gateway.routes[0].rules[0].tool');
-    assert.match(i?.message ?? '', /forward-auth checks carry no request body.*forward_auth\.enabled: false/);
-    assert.deepEqual(rest, []);
+  it('accepts MCP tool rules beside forward-auth: MCP routes are served by the gateway itself (forward-auth refuses them)', () => {
+    assert.deepEqual(
+      issues({
+        routes: [route({ mcp: {}, rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
+        forward_auth: { enabled: true, flavor: 'nginx' },
+      }),
+      [],
+    );
   });
 
   it('refuses an MCP route without authentication, and one matched by a pattern without mcp.resource', () => {

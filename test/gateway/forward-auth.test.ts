@@ -34,6 +34,15 @@ const config = (peers?: string[], flavor: Flavor = 'nginx') => ({
         identity_headers: ['subject' as const, 'delegation' as const],
         rate_limit: { key: 'subject' as const, rate: 0.01, burst: 10 },
       },
+      {
+        id: 'mcp',
+        match: { host: 'api.example.com', path_prefix: '/mcp' },
+        upstream: { url: 'http://127.0.0.1:9' },
+        auth: 'jwt' as const,
+        audience: AUDIENCE,
+        rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }],
+        mcp: {},
+      },
     ],
   },
 });
@@ -350,6 +359,23 @@ describe('gateway: forward-auth endpoint', () => {
     assert.deepEqual(statuses, [...Array(10).fill(200), 429]);
     const res = await checkTraefik(h);
     assert.ok(Number(res.headers.get('retry-after')) >= 1);
+  });
+
+  it('tool-rule bypass: a check for an MCP route is refused, whatever the token, since the proxy sends no body to read', async () => {
+    // nginx in front of an MCP route would let any tools/call through a rule without a tool.
+    const res = await check({
+      'x-original-uri': '/mcp',
+      'x-original-method': 'POST',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${await token({ scope: 'api:read admin' })}`,
+    });
+    assert.equal(res.status, 403);
+    assert.equal(res.headers.get('x-tessera-status'), '404');
+    assert.equal(res.headers.get('authorization'), null);
+    await gw.served.gateway.audit.flush();
+    const e = gw.audit.events.at(-1);
+    assert.equal(e?.route, 'mcp');
+    assert.equal(e?.reason, 'mcp_forward_auth_refused');
   });
 
   it('audits each check once as gateway.forward_auth', async () => {
