@@ -71,12 +71,58 @@ const trustedHeaderSchema = z
       'Who the person is, as told by the SSO proxy in front (oauth2-proxy, Pomerium, an ingress with auth): trusted only from `allowed_peers` and with the shared secret. The proxy must strip these headers from what clients send.',
   });
 
+const OIDC_SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+
+const oidcSchema = z
+  .strictObject({
+    issuer: secureUrl(
+      'Issuer identifier of the upstream OpenID Connect provider; its endpoints come from `<issuer>/.well-known/openid-configuration`, whose `issuer` must equal this exactly.',
+    ),
+    client_id: z.string().min(1).meta({ description: 'Client id Tessera is registered under at the upstream provider.' }),
+    client_secret: z.string().min(1, 'give the client secret, normally `${TESSERA_OIDC_CLIENT_SECRET}` from the environment').meta({
+      description: 'Its client secret (sent with client_secret_basic), normally `${TESSERA_OIDC_CLIENT_SECRET}` from the environment.',
+    }),
+    scopes: z
+      .array(z.string().regex(OIDC_SCOPE, 'not a valid scope token'))
+      .default(['openid', 'email', 'profile'])
+      .refine((v) => v.includes('openid'), { message: 'include openid: without it the provider returns no ID token' })
+      .meta({ description: 'Scopes requested from the upstream provider (must include `openid`).' }),
+    subject_claim: z
+      .enum(['sub', 'email'], { error: (i) => `"${String(i.input)}" is not a claim to take the subject from; write sub or email` })
+      .default('sub')
+      .meta({
+        description:
+          "Which ID token claim becomes the grant's subject (`sub` of the tokens): `sub` (stable, the default) or `email` (then `email_verified` must be true).",
+      }),
+    allowed_domains: z
+      .array(
+        z
+          .string()
+          .regex(/^[a-z0-9.-]+\.[a-z0-9-]+$/i, 'write a bare domain such as example.com')
+          .transform((v) => v.toLowerCase()),
+      )
+      .min(1, 'name at least one domain, or leave allowed_domains out to accept everyone the provider signs in')
+      .optional()
+      .meta({
+        description:
+          "Only people whose verified `email` is at one of these domains may sign in (exact match of the part after '@'). Everyone the provider signs in when absent.",
+      }),
+    session_ttl: duration(
+      'How long the login session cookie lasts after signing in upstream (authorization requests in that time skip the upstream login).',
+      3600,
+    ).prefault('10m'),
+    login_ttl: duration('How long the upstream login may take (its state cookie expires then).', 3600).prefault('10m'),
+  })
+  .meta({
+    description:
+      'Who the person is, from a login at an upstream OpenID Connect provider (Tessera as its relying party, authorization code flow with PKCE). Register `<issuer>/oauth2/login/callback` as its redirect URI.',
+  });
+
 const authorizationSchema = z
   .strictObject({
-    enabled: z
-      .boolean()
-      .default(false)
-      .meta({ description: 'Serve `/oauth2/authorize` and its consent page (needs `trusted_header`), and advertise it in the metadata.' }),
+    enabled: z.boolean().default(false).meta({
+      description: 'Serve `/oauth2/authorize` and its consent page (needs `trusted_header` or `oidc`), and advertise it in the metadata.',
+    }),
     code_ttl: duration(
       'Lifetime of an authorization code: it is redeemed by the client right after the redirect (OAuth 2.1 recommends a short lifetime; at most 60 s).',
       60,
@@ -86,14 +132,24 @@ const authorizationSchema = z
     ).prefault('30d'),
     consent_ttl: duration('How long a consent page may be answered (its anti-CSRF token expires then).', 3600).prefault('10m'),
     trusted_header: trustedHeaderSchema.optional(),
+    oidc: oidcSchema.optional(),
   })
   .superRefine((v, ctx) => {
     const ok = trusted(ctx.issues);
-    if (ok('enabled') && ok('trusted_header') && v.enabled && v.trusted_header === undefined) {
+    if (ok('enabled') && ok('trusted_header') && ok('oidc') && v.enabled && v.trusted_header === undefined && v.oidc === undefined) {
       ctx.addIssue({
         code: 'custom',
         path: ['trusted_header'],
-        message: 'enabled needs a way to know who the person is: add trusted_header: { secret: "${TESSERA_PROXY_SECRET}" }',
+        message:
+          'enabled needs a way to know who the person is: add trusted_header: { secret: "${TESSERA_PROXY_SECRET}" } (behind an SSO proxy) or oidc: { issuer, client_id, client_secret: "${TESSERA_OIDC_CLIENT_SECRET}" }',
+      });
+    }
+    if (v.trusted_header !== undefined && v.oidc !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['oidc'],
+        message:
+          'configure one way to know who the person is: remove trusted_header (SSO proxy headers) or oidc (upstream login), not both',
       });
     }
     if (ok('trusted_header', 'allowed_peers') && v.trusted_header !== undefined) {

@@ -170,6 +170,21 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The consent form has expired or does not belong to this request; start again.',
   },
+  authorize_login_failed: {
+    status: 401,
+    error: 'access_denied',
+    description: 'Signing in at the identity provider did not complete. Start again from the application.',
+  },
+  authorize_login_not_allowed: {
+    status: 403,
+    error: 'access_denied',
+    description: 'This account may not sign in here.',
+  },
+  authorize_login_unavailable: {
+    status: 502,
+    error: 'temporarily_unavailable',
+    description: 'The identity provider could not be reached. Try again later.',
+  },
   authorize_disabled: { status: 404, error: 'invalid_request', description: 'The authorization endpoint is not enabled.' },
 
   // Dynamic client registration (RFC 7591 §3.2.2).

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import type { KeyObject } from 'node:crypto';
 import { BatchingAuditSink } from '../audit/batching.ts';
 import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
@@ -128,6 +129,13 @@ export class TokenService {
   readonly audit: BatchingAuditSink;
   /** Anti-CSRF tokens of the consent page; absent without the master key. */
   readonly consent: ConsentTokens | undefined;
+  /**
+   * MAC keys of the upstream OIDC login (derived from the master key, one per use so a value made
+   * for one can never pass as the other); absent without the master key.
+   */
+  readonly loginKeys: { readonly state: KeyObject; readonly session: KeyObject } | undefined;
+  /** The service's clock, epoch seconds. */
+  readonly now: () => number;
   readonly #scopes: ScopeModel;
   readonly #hasher: SecretHasher | undefined;
   readonly #feed: RevocationFeed;
@@ -159,6 +167,13 @@ export class TokenService {
     this.consent = options.master
       ? new ConsentTokens(deriveMacKey(options.master, 'tessera consent v1'), config.authorization.consent_ttl, store, now)
       : undefined;
+    this.loginKeys = options.master
+      ? {
+          state: deriveMacKey(options.master, 'tessera oidc login state v1'),
+          session: deriveMacKey(options.master, 'tessera oidc session v1'),
+        }
+      : undefined;
+    this.now = now;
     this.keys = new KeyManager({
       store,
       master: options.master,

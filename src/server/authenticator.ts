@@ -2,8 +2,8 @@
  * The person at the authorization endpoint: who approves a client's request. The token service
  * does not log people in itself; an {@link Authenticator} says who the browser's user is, so a
  * deployment plugs in its identity provider. The first implementation trusts the SSO proxy in
- * front ({@link createTrustedHeaderAuthenticator}); an upstream OpenID Connect login (Tessera as
- * an OIDC relying party of the IdP) is the natural next one.
+ * front (`createTrustedHeaderAuthenticator`); the second sends the person to log in at an upstream
+ * OpenID Connect provider, Tessera being its relying party (`createOidcAuthenticator`).
  *
  * @module
  */
@@ -22,7 +22,12 @@ export type AuthenticationFailure =
   | 'proxy_secret_missing'
   | 'proxy_secret_mismatch'
   | 'identity_missing'
-  | 'identity_invalid';
+  | 'identity_invalid'
+  /** No login session cookie (an interactive authenticator then starts a login). */
+  | 'session_missing'
+  /** A login session cookie whose MAC does not verify or that does not parse. */
+  | 'session_invalid'
+  | 'session_expired';
 
 export type Authentication =
   | {
@@ -39,4 +44,58 @@ export interface Authenticator {
   /** For logs and the audit trail (`trusted_header`). */
   readonly kind: string;
   authenticate(request: PersonRequest): Authentication | Promise<Authentication>;
+  /**
+   * Present when the person can be sent to log in (an upstream OpenID Connect provider): a GET of
+   * the authorization endpoint by someone not signed in is redirected to it instead of refused.
+   */
+  readonly login?: InteractiveLogin;
+}
+
+/** A redirect with the cookies to set alongside it. */
+export interface LoginRedirect {
+  readonly location: string;
+  /** `Set-Cookie` header values. */
+  readonly cookies: readonly string[];
+}
+
+/** Why a login callback failed: a stable reason for the audit trail. */
+export type LoginFailure =
+  | 'login_state_missing'
+  | 'login_state_invalid'
+  | 'login_state_mismatch'
+  | 'login_state_expired'
+  | 'login_state_replayed'
+  | 'login_upstream_error'
+  | 'login_upstream_unavailable'
+  | 'login_code_rejected'
+  | 'login_id_token_invalid'
+  | 'login_nonce_mismatch'
+  | 'login_identity_invalid'
+  | 'login_email_unverified'
+  | 'login_domain_not_allowed';
+
+export type LoginCallbackOutcome =
+  | {
+      readonly ok: true;
+      /** The authorization request (its query string) to go back to; it was checked before the login began. */
+      readonly request: string;
+      readonly subject: string;
+      readonly cookies: readonly string[];
+    }
+  | {
+      readonly ok: false;
+      readonly reason: LoginFailure;
+      /** The upstream's `error` code when it sent one (RFC 6749 §4.1.2.1 syntax checked), for the page. */
+      readonly upstreamError?: string;
+      readonly cookies: readonly string[];
+    };
+
+/** A login at another server: start it, and take its answer at {@link InteractiveLogin.callbackUrl}. */
+export interface InteractiveLogin {
+  /** Absolute URL of the callback (`<issuer>/oauth2/login/callback`). */
+  readonly callbackUrl: string;
+  /** Where to send the browser to log in before answering `request` (an authorization request's query string). */
+  start(request: string): Promise<LoginRedirect>;
+  /** Take the upstream's answer: the callback's query string and the browser's request. */
+  finish(query: URLSearchParams, request: PersonRequest): Promise<LoginCallbackOutcome>;
 }

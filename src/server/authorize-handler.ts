@@ -14,8 +14,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
 import type { TokenService } from '../issuer/service.ts';
-import type { Authenticator } from './authenticator.ts';
+import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
 import { newNonce, pageHeaders, renderConsent, renderError } from './consent-page.ts';
+import { LoginError } from './oidc-authenticator.ts';
 
 export interface AuthorizeHandlerOptions {
   readonly authenticator: Authenticator;
@@ -26,7 +27,29 @@ export interface AuthorizeHandlerOptions {
 const PAGE_TITLES: Partial<Record<OAuthErrorCode, string>> = {
   authorize_login_required: 'You are not signed in',
   authorize_consent_invalid: 'This approval form is no longer valid',
+  authorize_login_failed: 'Signing in did not complete',
+  authorize_login_not_allowed: 'This account may not sign in here',
+  authorize_login_unavailable: 'The identity provider could not be reached',
 };
+
+/** The page shown for a failed login (the reason itself goes to the audit trail only). */
+function loginError(reason: LoginFailure): OAuthError {
+  if (reason === 'login_upstream_unavailable') return new OAuthError('authorize_login_unavailable');
+  if (reason === 'login_domain_not_allowed' || reason === 'login_email_unverified') return new OAuthError('authorize_login_not_allowed');
+  return new OAuthError('authorize_login_failed');
+}
+
+/** 303 with cookies: to the upstream login, or from its callback back to the authorization endpoint. */
+function loginRedirect(res: ServerResponse, to: LoginRedirect, requestId: string): void {
+  res.writeHead(303, {
+    location: to.location,
+    'set-cookie': [...to.cookies],
+    'cache-control': 'no-store',
+    'referrer-policy': 'no-referrer',
+    'x-request-id': requestId,
+  });
+  res.end();
+}
 
 function page(res: ServerResponse, error: OAuthError, requestId: string): void {
   const nonce = newNonce();
@@ -101,8 +124,22 @@ export function createAuthorizeHandler(
 
     const person = await options.authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
     if (!person.ok) {
-      denied(`login_${person.reason}`, { clientId });
-      return page(res, new OAuthError('authorize_login_required'), requestId);
+      const login = options.authenticator.login;
+      // No session yet, or an expired one, is the normal way into a login: not worth an audit event.
+      if (login === undefined || (person.reason !== 'session_missing' && person.reason !== 'session_expired')) {
+        denied(`login_${person.reason}`, { clientId });
+      }
+      // Only a GET starts a login: a consent form posted without a session is refused (start again).
+      if (login === undefined || form !== undefined) return page(res, new OAuthError('authorize_login_required'), requestId);
+      let to: LoginRedirect;
+      try {
+        to = await login.start(query);
+      } catch (e) {
+        if (!(e instanceof LoginError)) throw e;
+        denied(e.reason, { clientId });
+        return page(res, loginError(e.reason), requestId);
+      }
+      return loginRedirect(res, to, requestId);
     }
 
     if (form === undefined) {
@@ -147,5 +184,42 @@ export function createAuthorizeHandler(
     }
     denied('request_parameter_invalid', { subject: person.subject, clientId });
     return page(res, new OAuthError('request_parameter_invalid'), requestId);
+  };
+}
+
+/**
+ * `<issuer>/oauth2/login/callback`: the upstream provider's answer to a login. Success sends the
+ * browser back to the authorization request carried in the login state cookie (always this
+ * issuer's authorization endpoint); every failure is a page, never a redirect.
+ */
+export function createLoginCallbackHandler(
+  service: TokenService,
+  login: InteractiveLogin,
+): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
+  return async (req, res, requestId) => {
+    if (req.method !== 'GET') {
+      res.writeHead(405, { allow: 'GET', 'x-request-id': requestId });
+      res.end();
+      return;
+    }
+    const url = req.url ?? '';
+    const q = url.indexOf('?');
+    const remoteAddr = req.socket.remoteAddress;
+    const outcome = await login.finish(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), {
+      headers: req.headers,
+      remoteAddress: remoteAddr,
+    });
+    if (!outcome.ok) {
+      service.auditAuthorizationDenied(
+        outcome.upstreamError === undefined ? outcome.reason : `${outcome.reason}:${outcome.upstreamError}`,
+        {
+          requestId,
+          ...(remoteAddr !== undefined ? { remoteAddr } : {}),
+        },
+      );
+      res.setHeader('set-cookie', [...outcome.cookies]);
+      return page(res, loginError(outcome.reason), requestId);
+    }
+    return loginRedirect(res, { location: `${service.endpoints.authorization}?${outcome.request}`, cookies: outcome.cookies }, requestId);
   };
 }

@@ -18,7 +18,8 @@ import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 import type { Authenticator } from './authenticator.ts';
-import { createAuthorizeHandler } from './authorize-handler.ts';
+import { createAuthorizeHandler, createLoginCallbackHandler } from './authorize-handler.ts';
+import { createOidcAuthenticator } from './oidc-authenticator.ts';
 import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator.ts';
 
 /** Answers the request when it is for the token service; returns whether it did. */
@@ -31,9 +32,13 @@ export interface TokenServiceHandlerOptions {
   readonly onError?: (error: unknown, requestId: string) => void;
   /**
    * Who the person at `/oauth2/authorize` is (default: built from
-   * `token_service.authorization.trusted_header`). Plug in another identity source here.
+   * `token_service.authorization.trusted_header` or `.oidc`). Plug in another identity source here.
    */
   readonly authenticator?: Authenticator;
+  /** Told why the upstream OIDC provider could not be used (no secret, code or token in the message). */
+  readonly onWarning?: (message: string) => void;
+  /** `fetch` for the upstream OIDC provider (discovery and token requests). */
+  readonly fetch?: typeof fetch;
 }
 
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
@@ -160,9 +165,24 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const az = service.config.authorization;
   const authenticator =
     options.authenticator ??
-    (az.enabled && az.trusted_header !== undefined ? createTrustedHeaderAuthenticator(az.trusted_header) : undefined);
+    (!az.enabled
+      ? undefined
+      : az.trusted_header !== undefined
+        ? createTrustedHeaderAuthenticator(az.trusted_header)
+        : az.oidc !== undefined && service.loginKeys !== undefined
+          ? createOidcAuthenticator(az.oidc, {
+              tesseraIssuer: service.issuer,
+              keys: service.loginKeys,
+              store: service.store,
+              now: service.now,
+              ...(options.fetch ? { fetch: options.fetch } : {}),
+              ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+            })
+          : undefined);
   const authorize =
     authenticator === undefined ? undefined : createAuthorizeHandler(service, { authenticator, readBody: (req) => readBody(req, limit) });
+  const loginCallback = authenticator?.login === undefined ? undefined : createLoginCallbackHandler(service, authenticator.login);
+  const loginCallbackPath = authenticator?.login === undefined ? undefined : path(authenticator.login.callbackUrl);
   const metadataBody = JSON.stringify(service.metadata());
 
   const fail = (res: ServerResponse, error: unknown, requestId: string) => {
@@ -281,6 +301,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
     else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
+    else if (pathname === loginCallbackPath && loginCallback !== undefined) work = loginCallback(req, res, requestId);
     else if (pathname === paths.registration && service.config.registration.enabled) work = register(req, res, requestId);
     else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {

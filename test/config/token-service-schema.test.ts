@@ -136,6 +136,46 @@ describe('token_service.authorization', () => {
     });
   });
 
+  it('takes an upstream OpenID Connect login with its defaults', () => {
+    const a = resolveTokenService(
+      parseConfigText(
+        'token_service: { authorization: { enabled: true, oidc: { issuer: "https://idp.example.com", client_id: tessera, client_secret: s3cret, allowed_domains: [Example.COM] } } }',
+      ),
+    ).authorization;
+    assert.deepEqual(a.oidc, {
+      issuer: 'https://idp.example.com',
+      client_id: 'tessera',
+      client_secret: 's3cret',
+      scopes: ['openid', 'email', 'profile'],
+      subject_claim: 'sub',
+      allowed_domains: ['example.com'],
+      session_ttl: 600,
+      login_ttl: 600,
+    });
+  });
+
+  it('takes exactly one of trusted_header and oidc, and names each oidc mistake at its path', () => {
+    const oidc = 'oidc: { issuer: "https://idp.example.com", client_id: tessera, client_secret: s3cret }';
+    const both = issues(`token_service: { authorization: { enabled: true, trusted_header: { secret: "${'s'.repeat(32)}" }, ${oidc} } }`);
+    assert.deepEqual(
+      both.map((i) => i.path),
+      ['token_service.authorization.oidc'],
+    );
+    assert.match(both[0]?.message ?? '', /not both/);
+    const none = issues('token_service: { authorization: { enabled: true } }');
+    assert.match(none[0]?.message ?? '', /oidc: \{ issuer, client_id/);
+    const bad = issues(
+      'token_service: { authorization: { enabled: true, oidc: { issuer: "http://idp.example.com", client_id: tessera, client_secret: "", scopes: [email], subject_claim: name, allowed_domains: ["@x"] } } }',
+    );
+    assert.deepEqual(bad.map((i) => i.path).sort(), [
+      'token_service.authorization.oidc.allowed_domains[0]',
+      'token_service.authorization.oidc.client_secret',
+      'token_service.authorization.oidc.issuer',
+      'token_service.authorization.oidc.scopes',
+      'token_service.authorization.oidc.subject_claim',
+    ]);
+  });
+
   it('names each mistake at its path, all at once', () => {
     const found = issues('token_service: { authorization: { enabled: true, code_ttl: 5m } }');
     assert.deepEqual(

@@ -82,6 +82,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       // Only the error's class: messages of unexpected errors are not trusted to be secret-free.
       onError: (error, requestId) =>
         log({ level: 'error', msg: 'request failed', request_id: requestId, error: error instanceof Error ? error.name : typeof error }),
+      onWarning: (msg) => log({ level: 'warn', msg }),
     });
     const host = options.host ?? ctx.config.server.host;
     const port = options.port ?? ctx.config.server.port;

@@ -1,0 +1,365 @@
+/**
+ * The person as signed in at an upstream OpenID Connect provider (Google, Entra ID, Okta, Auth0,
+ * Keycloak, Dex, …), Tessera being its relying party: authorization code flow with PKCE S256,
+ * `state` and `nonce` (OIDC Core §3.1, RFC 9700 §2.1), the ID token verified with `jose` against
+ * the provider's JWKS.
+ *
+ * Two cookies, both HttpOnly, SameSite=Lax, `__Host-` prefixed (Secure, Path=/, no Domain) when
+ * the issuer is https, and MAC'd under keys derived from the master key:
+ *
+ * - the login state cookie (`tessera-login`), set when the browser is sent upstream: the random
+ *   `state`, the authorization request to come back to and an expiry. The callback's `state` must
+ *   equal the cookie's (a login started in another browser, i.e. login CSRF, fails), and each state
+ *   is used once. The PKCE verifier and the nonce are MACs of the state, so nothing else is kept.
+ * - the login session cookie (`tessera-session`), set after a verified ID token: the subject, the
+ *   e-mail and an expiry (`session_ttl`). It says who the person is to the authorization endpoint
+ *   and nothing else: it is not a JWT, its key serves no other purpose, and no other endpoint reads it.
+ *
+ * The authorization request is carried in the MAC'd state cookie, never in a `return_to`
+ * parameter: the callback can only send the browser back to this issuer's authorization endpoint.
+ *
+ * @module
+ */
+import { createHmac, hash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createRemoteJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
+import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
+import { sha256 } from '../issuer/secrets.ts';
+import type { Store } from '../store/contract.ts';
+import type {
+  Authentication,
+  Authenticator,
+  InteractiveLogin,
+  LoginCallbackOutcome,
+  LoginFailure,
+  LoginRedirect,
+  PersonRequest,
+} from './authenticator.ts';
+
+export interface OidcOptions {
+  readonly issuer: string;
+  readonly client_id: string;
+  readonly client_secret: string;
+  readonly scopes: readonly string[];
+  readonly subject_claim: 'sub' | 'email';
+  readonly allowed_domains?: readonly string[] | undefined;
+  /** Seconds. */
+  readonly session_ttl: number;
+  /** Seconds. */
+  readonly login_ttl: number;
+}
+
+export interface OidcRuntime {
+  /** This issuer's identifier: the callback is `<issuer>/oauth2/login/callback`. */
+  readonly tesseraIssuer: string;
+  readonly keys: { readonly state: KeyObject; readonly session: KeyObject };
+  /** Where each state is marked used. */
+  readonly store: Pick<Store, 'useOnce'>;
+  /** Epoch seconds. */
+  readonly now: () => number;
+  readonly fetch?: typeof fetch;
+  /** Told why discovery or the token request failed (status codes and URLs, never a secret). */
+  readonly onWarning?: (message: string) => void;
+  /** Upstream request timeout, ms (default 5000). */
+  readonly timeoutMs?: number;
+}
+
+/** A login that could not start (the upstream unreachable, a request too long to carry). */
+export class LoginError extends Error {
+  readonly reason: LoginFailure;
+  constructor(reason: LoginFailure) {
+    super(reason);
+    this.name = 'LoginError';
+    this.reason = reason;
+  }
+}
+
+interface UpstreamMetadata {
+  readonly issuer: string;
+  readonly authorization_endpoint: string;
+  readonly token_endpoint: string;
+  readonly jwks_uri: string;
+  readonly iss_parameter: boolean;
+}
+
+/** A subject or e-mail Tessera will put in tokens: printable, no spaces or controls, bounded. */
+const IDENTITY = /^[\x21-\x7e\u00a0-\uffff]{1,256}$/u;
+/** RFC 6749 §4.1.2.1: the `error` value's characters. */
+const ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
+const STATE = /^[A-Za-z0-9_-]{43}$/;
+/** Longest authorization request carried through the login (browsers keep cookies up to 4096 bytes). */
+const MAX_REQUEST = 2048;
+const MAX_RESPONSE = 262_144;
+const METADATA_TTL_MS = 3_600_000;
+
+/** Parse the `Cookie` header; a name sent twice is `null` (ambiguous, never guessed at). */
+function cookie(headers: PersonRequest['headers'], name: string): string | undefined | null {
+  const raw = headers.cookie;
+  if (raw === undefined) return undefined;
+  let found: string | undefined;
+  for (const part of raw.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
+    if (found !== undefined) return null;
+    found = part.slice(eq + 1).trim();
+  }
+  return found;
+}
+
+function mac(key: KeyObject, label: string, data: string): Buffer {
+  return createHmac('sha256', key).update(`${label}\n${data}`, 'utf8').digest();
+}
+
+/** `payload.mac`, both base64url, the payload JSON. */
+function seal(key: KeyObject, label: string, payload: object): string {
+  const body = Buffer.from(JSON.stringify(payload), 'utf8').toString('base64url');
+  return `${body}.${mac(key, label, body).toString('base64url')}`;
+}
+
+function unseal(key: KeyObject, label: string, value: string): Record<string, unknown> | undefined {
+  const m = /^([A-Za-z0-9_-]{1,4000})\.([A-Za-z0-9_-]{43})$/.exec(value);
+  if (!m) return undefined;
+  const given = Buffer.from(m[2] as string, 'base64url');
+  const expected = mac(key, label, m[1] as string);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  try {
+    const v = JSON.parse(Buffer.from(m[1] as string, 'base64url').toString('utf8')) as unknown;
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function sameText(a: string, b: string): boolean {
+  return timingSafeEqual(hash('sha256', a, 'buffer'), hash('sha256', b, 'buffer'));
+}
+
+/** Build the authenticator; `runtime.keys` come from the token service (the master key). */
+export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRuntime): Authenticator & { readonly login: InteractiveLogin } {
+  const doFetch = runtime.fetch ?? fetch;
+  const timeoutMs = runtime.timeoutMs ?? 5000;
+  const warn = runtime.onWarning ?? (() => {});
+  const secure = new URL(runtime.tesseraIssuer).protocol === 'https:';
+  // RFC 6265bis §4.1.3.2: a __Host- cookie is Secure, host-only and Path=/, so no sibling
+  // subdomain or plain-http page can set (toss) one the callback would then believe.
+  const prefix = secure ? '__Host-' : '';
+  const stateCookie = `${prefix}tessera-login`;
+  const sessionCookie = `${prefix}tessera-session`;
+  const attributes = `Path=/; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
+  const setCookie = (name: string, value: string, maxAge: number) => `${name}=${value}; ${attributes}; Max-Age=${maxAge}`;
+  const clearState = setCookie(stateCookie, '', 0);
+  const callbackUrl = `${runtime.tesseraIssuer}/oauth2/login/callback`;
+  const allowed = options.allowed_domains === undefined ? undefined : new Set(options.allowed_domains);
+  const credentials = `Basic ${Buffer.from(`${encodeURIComponent(options.client_id)}:${encodeURIComponent(options.client_secret)}`).toString('base64')}`;
+  const loopbackHttp = new URL(options.issuer).protocol === 'http:';
+
+  // The PKCE verifier and the nonce are MACs of the state: only this server can compute them, and
+  // nothing needs to be stored between the redirect and the callback.
+  const verifierFor = (state: string) => mac(runtime.keys.state, 'tessera oidc pkce v1', state).toString('base64url');
+  const nonceFor = (state: string) => mac(runtime.keys.state, 'tessera oidc nonce v1', state).toString('base64url');
+
+  let metadata: { value: Promise<UpstreamMetadata>; at: number } | undefined;
+  let jwks: { uri: string; set: ReturnType<typeof createRemoteJWKSet> } | undefined;
+
+  const upstreamJson = async (url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> => {
+    const res = await doFetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
+    const text = await res.text();
+    if (text.length > MAX_RESPONSE) throw new Error(`response from ${url} is larger than ${MAX_RESPONSE} bytes`);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    return { status: res.status, body };
+  };
+
+  const endpoint = (value: unknown, name: string): string => {
+    if (typeof value !== 'string' || !URL.canParse(value)) throw new Error(`metadata has no valid ${name}`);
+    const u = new URL(value);
+    if (u.protocol !== 'https:' && !(loopbackHttp && u.protocol === 'http:')) throw new Error(`metadata ${name} is not https`);
+    return value;
+  };
+
+  const discover = async (): Promise<UpstreamMetadata> => {
+    const url = `${options.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+    const { status, body } = await upstreamJson(url, { headers: { accept: 'application/json' } });
+    if (status !== 200 || typeof body !== 'object' || body === null) throw new Error(`${url} answered ${status}`);
+    const m = body as Record<string, unknown>;
+    // OIDC Discovery §4.3: the issuer in the document is exactly the one configured.
+    if (m.issuer !== options.issuer) throw new Error(`${url} names another issuer`);
+    return {
+      issuer: options.issuer,
+      authorization_endpoint: endpoint(m.authorization_endpoint, 'authorization_endpoint'),
+      token_endpoint: endpoint(m.token_endpoint, 'token_endpoint'),
+      jwks_uri: endpoint(m.jwks_uri, 'jwks_uri'),
+      iss_parameter: m.authorization_response_iss_parameter_supported === true,
+    };
+  };
+
+  /** The upstream's metadata, cached for an hour; a failure is not cached. */
+  const upstream = async (): Promise<UpstreamMetadata> => {
+    const now = Date.now();
+    if (metadata === undefined || now - metadata.at > METADATA_TTL_MS) {
+      const value = discover();
+      metadata = { value, at: now };
+      value.catch(() => {
+        if (metadata?.value === value) metadata = undefined;
+      });
+    }
+    try {
+      return await metadata.value;
+    } catch (e) {
+      warn(`oidc: discovery of ${options.issuer} failed: ${(e as Error).message}`);
+      throw new LoginError('login_upstream_unavailable');
+    }
+  };
+
+  const keySet = (uri: string) => {
+    if (jwks?.uri !== uri) jwks = { uri, set: createRemoteJWKSet(new URL(uri), { timeoutDuration: timeoutMs, cooldownDuration: 30_000 }) };
+    return jwks.set;
+  };
+
+  const fail = (reason: LoginFailure, upstreamError?: string): LoginCallbackOutcome => ({
+    ok: false,
+    reason,
+    ...(upstreamError !== undefined ? { upstreamError } : {}),
+    cookies: [clearState],
+  });
+
+  const login: InteractiveLogin = {
+    callbackUrl,
+
+    async start(request: string): Promise<LoginRedirect> {
+      if (request.length > MAX_REQUEST) throw new LoginError('login_state_invalid');
+      const m = await upstream();
+      const state = randomBytes(32).toString('base64url');
+      const exp = runtime.now() + options.login_ttl;
+      const url = new URL(m.authorization_endpoint);
+      url.searchParams.set('response_type', 'code');
+      url.searchParams.set('client_id', options.client_id);
+      url.searchParams.set('redirect_uri', callbackUrl);
+      url.searchParams.set('scope', options.scopes.join(' '));
+      url.searchParams.set('state', state);
+      url.searchParams.set('nonce', nonceFor(state));
+      url.searchParams.set('code_challenge', hash('sha256', verifierFor(state), 'base64url'));
+      url.searchParams.set('code_challenge_method', 'S256');
+      return {
+        location: url.href,
+        cookies: [
+          setCookie(stateCookie, seal(runtime.keys.state, 'tessera oidc state v1', { s: state, e: exp, r: request }), options.login_ttl),
+        ],
+      };
+    },
+
+    async finish(query, request): Promise<LoginCallbackOutcome> {
+      const now = runtime.now();
+      // The state first, before anything the upstream (or an attacker posing as it) said.
+      const raw = cookie(request.headers, stateCookie);
+      if (raw === undefined || raw === '') return fail('login_state_missing');
+      const sealed = raw === null ? undefined : unseal(runtime.keys.state, 'tessera oidc state v1', raw);
+      if (sealed === undefined || typeof sealed.s !== 'string' || typeof sealed.e !== 'number' || typeof sealed.r !== 'string') {
+        return fail('login_state_invalid');
+      }
+      const state = sealed.s;
+      const given = query.getAll('state');
+      if (given.length !== 1 || !STATE.test(given[0] as string) || !sameText(given[0] as string, state))
+        return fail('login_state_mismatch');
+      if (sealed.e <= now) return fail('login_state_expired');
+      if (!(await runtime.store.useOnce(`oidc-state:${sha256(state)}`, sealed.e, now))) return fail('login_state_replayed');
+
+      const m = await upstream().catch(() => undefined);
+      if (m === undefined) return fail('login_upstream_unavailable');
+      // RFC 9207: the answer names the server that gave it (mix-up defence).
+      const iss = query.getAll('iss');
+      if (iss.length > 1 || (iss.length === 1 && iss[0] !== m.issuer) || (iss.length === 0 && m.iss_parameter)) {
+        return fail('login_state_mismatch');
+      }
+      const error = query.get('error');
+      if (error !== null) return fail('login_upstream_error', ERROR_CODE.test(error) ? error : 'invalid_request');
+      const codes = query.getAll('code');
+      if (codes.length !== 1 || codes[0] === '') return fail('login_code_rejected');
+
+      let tokenResponse: { status: number; body: unknown };
+      try {
+        tokenResponse = await upstreamJson(m.token_endpoint, {
+          method: 'POST',
+          headers: { authorization: credentials, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+          body: new URLSearchParams({
+            grant_type: 'authorization_code',
+            code: codes[0] as string,
+            redirect_uri: callbackUrl,
+            code_verifier: verifierFor(state),
+          }).toString(),
+        });
+      } catch (e) {
+        warn(`oidc: token request to ${m.token_endpoint} failed: ${(e as Error).name}`);
+        return fail('login_upstream_unavailable');
+      }
+      const body = (typeof tokenResponse.body === 'object' && tokenResponse.body !== null ? tokenResponse.body : {}) as Record<
+        string,
+        unknown
+      >;
+      if (tokenResponse.status !== 200 || typeof body.id_token !== 'string') {
+        const code = typeof body.error === 'string' && ERROR_CODE.test(body.error) ? body.error : 'none';
+        warn(`oidc: the token endpoint answered ${tokenResponse.status} (error ${code})`);
+        return fail('login_code_rejected');
+      }
+
+      let claims: JWTPayload;
+      try {
+        const verified = await jwtVerify(body.id_token, keySet(m.jwks_uri), {
+          issuer: m.issuer,
+          audience: options.client_id,
+          // Asymmetric only: never `none`, never an HMAC keyed by something the client also knows.
+          algorithms: [...ASYMMETRIC_ALGORITHMS],
+          requiredClaims: ['sub', 'exp', 'iat'],
+          currentDate: new Date(now * 1000),
+          clockTolerance: 30,
+        });
+        claims = verified.payload;
+      } catch (e) {
+        if (!(e instanceof joseErrors.JOSEError)) warn(`oidc: ID token verification failed: ${(e as Error).name}`);
+        return fail('login_id_token_invalid');
+      }
+      // OIDC Core §3.1.3.7: several audiences need azp; azp, when present, is this client.
+      if (Array.isArray(claims.aud) && claims.aud.length > 1 && claims.azp === undefined) return fail('login_id_token_invalid');
+      if (claims.azp !== undefined && claims.azp !== options.client_id) return fail('login_id_token_invalid');
+      if (typeof claims.nonce !== 'string' || !sameText(claims.nonce, nonceFor(state))) return fail('login_nonce_mismatch');
+
+      const email = typeof claims.email === 'string' ? claims.email : undefined;
+      if (options.subject_claim === 'email' || allowed !== undefined) {
+        // An address the provider has not verified is just text its user typed.
+        if (email === undefined || claims.email_verified !== true) return fail('login_email_unverified');
+      }
+      const subject = options.subject_claim === 'email' ? email : claims.sub;
+      if (subject === undefined || !IDENTITY.test(subject) || (email !== undefined && !IDENTITY.test(email))) {
+        return fail('login_identity_invalid');
+      }
+      if (allowed !== undefined) {
+        const domain = (email as string).slice((email as string).lastIndexOf('@') + 1).toLowerCase();
+        if (!allowed.has(domain)) return fail('login_domain_not_allowed');
+      }
+      const session = seal(runtime.keys.session, 'tessera oidc session v1', {
+        s: subject,
+        ...(email !== undefined ? { m: email } : {}),
+        e: now + options.session_ttl,
+      });
+      return { ok: true, request: sealed.r, subject, cookies: [clearState, setCookie(sessionCookie, session, options.session_ttl)] };
+    },
+  };
+
+  return {
+    kind: 'oidc',
+    login,
+    authenticate(request): Authentication {
+      const raw = cookie(request.headers, sessionCookie);
+      if (raw === undefined || raw === '') return { ok: false, reason: 'session_missing' };
+      const v = raw === null ? undefined : unseal(runtime.keys.session, 'tessera oidc session v1', raw);
+      if (v === undefined || typeof v.s !== 'string' || typeof v.e !== 'number' || (v.m !== undefined && typeof v.m !== 'string')) {
+        return { ok: false, reason: 'session_invalid' };
+      }
+      if (v.e <= runtime.now()) return { ok: false, reason: 'session_expired' };
+      return { ok: true, subject: v.s, ...(typeof v.m === 'string' ? { email: v.m } : {}) };
+    },
+  };
+}

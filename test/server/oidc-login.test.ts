@@ -1,0 +1,414 @@
+/**
+ * Login through an upstream OpenID Connect provider (`token_service.authorization.oidc`), driven
+ * as a browser would with a cookie jar: against a real provider (node-oidc-provider) the whole
+ * way from the client's authorization request to its token; against a scripted provider, one
+ * test per attack on the callback (login CSRF, replayed or foreign ID tokens, forged sessions).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt, SignJWT } from 'jose';
+import { formFields } from '../helpers/authorize.ts';
+import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import {
+  Browser,
+  type OidcUpstream,
+  type RogueUpstream,
+  startOidcProvider,
+  startRogueProvider,
+  UPSTREAM_CLIENT,
+  UPSTREAM_SECRET,
+} from '../helpers/oidc-upstream.ts';
+import { pkcePair } from '../helpers/pkce.ts';
+
+const REDIRECT = 'http://127.0.0.1:7777/callback';
+const API = 'https://api.test';
+
+function oidcConfig(upstream: string, extra: Record<string, unknown> = {}) {
+  return { enabled: true, oidc: { issuer: upstream, client_id: UPSTREAM_CLIENT, client_secret: UPSTREAM_SECRET, ...extra } };
+}
+
+async function startTessera(upstream: string, extra: Record<string, unknown> = {}, clock?: () => number): Promise<RunningIssuer> {
+  const issuer = await startIssuer({
+    config: { token_service: { authorization: oidcConfig(upstream, extra) } } as never,
+    ...(clock ? { clock } : {}),
+  });
+  await issuer.service.registerClient({
+    id: 'mcp-app',
+    public: true,
+    name: 'MCP App',
+    scopes: ['api:read'],
+    audiences: [API],
+    redirectUris: [REDIRECT],
+  });
+  return issuer;
+}
+
+function authorizeUrl(issuer: RunningIssuer, challenge: string): string {
+  const q = new URLSearchParams({
+    response_type: 'code',
+    client_id: 'mcp-app',
+    redirect_uri: REDIRECT,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    scope: 'api:read',
+    resource: API,
+    state: 'client-state',
+  });
+  return `${issuer.url}/oauth2/authorize?${q}`;
+}
+
+async function audit(issuer: RunningIssuer): Promise<string[]> {
+  await issuer.service.audit.flush();
+  return (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'authorization.denied').map((e) => e.reason);
+}
+
+async function expectPage(res: Response, status: number): Promise<string> {
+  const html = await res.text();
+  assert.equal(res.status, status, html);
+  assert.equal(res.headers.get('location'), null, 'never redirected');
+  assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+  return html;
+}
+
+const isCallback = (issuer: RunningIssuer) => (u: URL) => u.href.startsWith(`${issuer.url}/oauth2/login/callback`);
+
+describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
+  let upstream: OidcUpstream;
+  let issuer: RunningIssuer;
+
+  before(async () => {
+    upstream = await startOidcProvider();
+    issuer = await startTessera(upstream.url, { allowed_domains: ['example.com'] });
+    upstream.configure(`${issuer.url}/oauth2/login/callback`);
+  });
+  after(async () => {
+    await issuer.close();
+    await upstream.close();
+  });
+
+  it('authorize → upstream login → callback → consent → code → token: sub is the upstream person', async () => {
+    const browser = new Browser();
+    const pkce = pkcePair();
+    const start = await browser.fetch(authorizeUrl(issuer, pkce.challenge));
+    assert.equal(start.status, 303);
+    const up = new URL(start.headers.get('location') as string);
+    assert.equal(up.origin, upstream.url);
+    assert.equal(up.searchParams.get('client_id'), UPSTREAM_CLIENT);
+    assert.equal(up.searchParams.get('redirect_uri'), `${issuer.url}/oauth2/login/callback`);
+    assert.equal(up.searchParams.get('code_challenge_method'), 'S256');
+    assert.equal(up.searchParams.get('scope'), 'openid email profile');
+    assert.ok(up.searchParams.get('nonce'));
+    const stateCookie = start.headers.getSetCookie()[0] as string;
+    assert.match(stateCookie, /^tessera-login=[^;]+; Path=\/; HttpOnly; SameSite=Lax; Max-Age=600$/);
+
+    const { url: callback } = await browser.follow(up.href, isCallback(issuer));
+    assert.equal(callback.searchParams.get('state'), up.searchParams.get('state'));
+    const back = await browser.fetch(callback.href);
+    assert.equal(back.status, 303, await back.clone().text());
+    assert.equal(back.headers.get('location'), authorizeUrl(issuer, pkce.challenge), 'back to the very request');
+    assert.ok(browser.jar.has('tessera-session'));
+    assert.ok(!browser.jar.has('tessera-login'), 'the state cookie is cleared');
+
+    const consent = await browser.fetch(back.headers.get('location') as string);
+    const html = await consent.text();
+    assert.equal(consent.status, 200, html);
+    assert.match(html, /Signed in as <strong>alice@example\.com<\/strong>/);
+    const approved = await browser.fetch(`${issuer.url}/oauth2/authorize`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ ...formFields(html), decision: 'approve' }).toString(),
+    });
+    assert.equal(approved.status, 303, await approved.text());
+    const code = new URL(approved.headers.get('location') as string).searchParams.get('code') as string;
+    const token = await issuer.post('/oauth2/token', {
+      grant_type: 'authorization_code',
+      code,
+      redirect_uri: REDIRECT,
+      code_verifier: pkce.verifier,
+      client_id: 'mcp-app',
+      resource: API,
+    });
+    const body = (await token.json()) as { access_token: string };
+    assert.equal(token.status, 200, JSON.stringify(body));
+    assert.equal(decodeJwt(body.access_token).sub, 'upstream-user-42');
+
+    // A second authorization request within the session skips the upstream login.
+    const again = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    assert.equal(again.status, 200);
+    await again.text();
+  });
+
+  it('access_denied from the upstream is a page, never a redirect', async () => {
+    upstream.deny = true;
+    try {
+      const browser = new Browser();
+      const start = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+      const { url: callback } = await browser.follow(start.headers.get('location') as string, isCallback(issuer));
+      assert.equal(callback.searchParams.get('error'), 'access_denied');
+      const html = await expectPage(await browser.fetch(callback.href), 401);
+      assert.match(html, /Signing in did not complete/);
+      assert.ok(!browser.jar.has('tessera-session'));
+      assert.ok((await audit(issuer)).includes('login_upstream_error:access_denied'));
+    } finally {
+      upstream.deny = false;
+    }
+  });
+
+  it('a person outside allowed_domains is refused', async () => {
+    const saved = upstream.person;
+    upstream.person = { id: 'mallory-7', email: 'mallory@evil.test', email_verified: true };
+    try {
+      const browser = new Browser();
+      const start = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+      const { url: callback } = await browser.follow(start.headers.get('location') as string, isCallback(issuer));
+      await expectPage(await browser.fetch(callback.href), 403);
+      assert.ok(!browser.jar.has('tessera-session'));
+      assert.ok((await audit(issuer)).includes('login_domain_not_allowed'));
+    } finally {
+      upstream.person = saved;
+    }
+  });
+
+  it('an unverified e-mail address does not pass the domain check', async () => {
+    const saved = upstream.person;
+    upstream.person = { id: 'eve-8', email: 'eve@example.com', email_verified: false };
+    try {
+      const browser = new Browser();
+      const start = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+      const { url: callback } = await browser.follow(start.headers.get('location') as string, isCallback(issuer));
+      await expectPage(await browser.fetch(callback.href), 403);
+      assert.ok((await audit(issuer)).includes('login_email_unverified'));
+    } finally {
+      upstream.person = saved;
+    }
+  });
+
+  it('login CSRF: a callback carried to another browser (no state cookie) is refused', async () => {
+    const victim = new Browser();
+    const attacker = new Browser();
+    const start = await attacker.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    const { url: callback } = await attacker.follow(start.headers.get('location') as string, isCallback(issuer));
+    // The attacker's own code and state, delivered to the victim's browser.
+    await expectPage(await victim.fetch(callback.href), 401);
+    assert.ok(!victim.jar.has('tessera-session'));
+    assert.ok((await audit(issuer)).includes('login_state_missing'));
+  });
+});
+
+describe('attacks on the login callback (scripted upstream)', () => {
+  let rogue: RogueUpstream;
+  let issuer: RunningIssuer;
+  let skew = 0;
+
+  before(async () => {
+    rogue = await startRogueProvider();
+    issuer = await startTessera(rogue.url, {}, () => Date.now() + skew);
+  });
+  after(async () => {
+    await issuer.close();
+    await rogue.close();
+  });
+
+  /** Start a login; the upstream authorization request's parameters. */
+  async function begin(browser: Browser): Promise<URLSearchParams> {
+    const res = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    assert.equal(res.status, 303);
+    return new URL(res.headers.get('location') as string).searchParams;
+  }
+
+  const idToken = (claims: Record<string, unknown>, key = rogue.key, kid = rogue.kid) =>
+    new SignJWT({ sub: 'rogue-user', ...claims })
+      .setProtectedHeader({ alg: 'ES256', kid })
+      .setIssuer(rogue.url)
+      .setAudience(UPSTREAM_CLIENT)
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .sign(key);
+
+  async function callback(browser: Browser, state: string, code = 'upstream-code-1'): Promise<Response> {
+    return browser.fetch(`${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code, state })}`);
+  }
+
+  it('a correct ID token signs in; the token request carried the PKCE verifier and client_secret_basic', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+    const res = await callback(browser, p.get('state') as string);
+    assert.equal(res.status, 303, await res.clone().text());
+    const sent = rogue.tokenRequests.at(-1);
+    assert.ok(sent);
+    assert.equal(sent.authorization, `Basic ${Buffer.from(`${UPSTREAM_CLIENT}:${UPSTREAM_SECRET}`).toString('base64')}`);
+    assert.equal(sent.form.get('redirect_uri'), `${issuer.url}/oauth2/login/callback`);
+    const verifier = sent.form.get('code_verifier') as string;
+    const { createHash } = await import('node:crypto');
+    assert.equal(createHash('sha256').update(verifier).digest('base64url'), p.get('code_challenge'));
+    assert.equal((await browser.fetch(res.headers.get('location') as string)).status, 200);
+  });
+
+  it('login CSRF: a state that is not the cookie’s is refused', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+    const other = new Browser();
+    const q = await begin(other);
+    await expectPage(await callback(browser, q.get('state') as string), 401);
+    assert.ok(!browser.jar.has('tessera-session'));
+    assert.ok((await audit(issuer)).includes('login_state_mismatch'));
+  });
+
+  it('a replayed callback (same state twice) is refused', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    const cookie = browser.jar.get('tessera-login') as string;
+    rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+    assert.equal((await callback(browser, p.get('state') as string)).status, 303);
+    const replay = new Browser();
+    replay.jar.set('tessera-login', cookie);
+    await expectPage(await callback(replay, p.get('state') as string), 401);
+    assert.ok((await audit(issuer)).includes('login_state_replayed'));
+  });
+
+  it('a replayed ID token (another login’s nonce) is refused', async () => {
+    const browser = new Browser();
+    const first = await begin(new Browser());
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: first.get('nonce') });
+    await expectPage(await callback(browser, p.get('state') as string), 401);
+    assert.ok(!browser.jar.has('tessera-session'));
+    assert.ok((await audit(issuer)).includes('login_nonce_mismatch'));
+  });
+
+  it('an ID token for another audience is refused', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () =>
+      new SignJWT({ sub: 'rogue-user', nonce: p.get('nonce') })
+        .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
+        .setIssuer(rogue.url)
+        .setAudience('some-other-client')
+        .setIssuedAt()
+        .setExpirationTime('5m')
+        .sign(rogue.key);
+    await expectPage(await callback(browser, p.get('state') as string), 401);
+    assert.ok((await audit(issuer)).includes('login_id_token_invalid'));
+  });
+
+  it('an ID token whose azp is another client is refused', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: p.get('nonce'), azp: 'some-other-client' });
+    const before = (await audit(issuer)).length;
+    await expectPage(await callback(browser, p.get('state') as string), 401);
+    assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid']);
+  });
+
+  it('an ID token signed with a key not in the JWKS is refused', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    for (const kid of [rogue.kid, 'unknown-kid']) {
+      const browser = new Browser();
+      const p = await begin(browser);
+      rogue.idToken = () => idToken({ nonce: p.get('nonce') }, stranger, kid);
+      const before = (await audit(issuer)).length;
+      await expectPage(await callback(browser, p.get('state') as string), 401);
+      assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid'], kid);
+    }
+  });
+
+  it('an ID token with alg none, or HS256 keyed by the client secret, is refused', async () => {
+    const claims = (nonce: string) => ({
+      sub: 'rogue-user',
+      iss: rogue.url,
+      aud: UPSTREAM_CLIENT,
+      nonce,
+      iat: Math.floor(Date.now() / 1000),
+      exp: Math.floor(Date.now() / 1000) + 300,
+    });
+    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const forgers = [
+      (nonce: string) => `${b64({ alg: 'none' })}.${b64(claims(nonce))}.`,
+      (nonce: string) => new SignJWT(claims(nonce)).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(UPSTREAM_SECRET)),
+    ];
+    for (const forge of forgers) {
+      const browser = new Browser();
+      const p = await begin(browser);
+      rogue.idToken = () => forge(p.get('nonce') as string);
+      const before = (await audit(issuer)).length;
+      await expectPage(await callback(browser, p.get('state') as string), 401);
+      assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid']);
+      assert.ok(!browser.jar.has('tessera-session'));
+    }
+  });
+
+  async function signedIn(): Promise<Browser> {
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: p.get('nonce'), email: 'rogue@example.com' });
+    assert.equal((await callback(browser, p.get('state') as string)).status, 303);
+    return browser;
+  }
+
+  it('an expired login session no longer signs in: the browser is sent to log in again', async () => {
+    const browser = await signedIn();
+    assert.equal((await browser.fetch(authorizeUrl(issuer, pkcePair().challenge))).status, 200);
+    skew = 601_000;
+    try {
+      const res = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+      assert.equal(res.status, 303);
+      assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+    } finally {
+      skew = 0;
+    }
+  });
+
+  it('a tampered session cookie (another subject, or a forged MAC) signs no one in', async () => {
+    const browser = await signedIn();
+    const [body, mac] = (browser.jar.get('tessera-session') as string).split('.') as [string, string];
+    const claims = JSON.parse(Buffer.from(body, 'base64url').toString()) as Record<string, unknown>;
+    const forged = Buffer.from(JSON.stringify({ ...claims, s: 'admin' })).toString('base64url');
+    for (const value of [`${forged}.${mac}`, `${body}.${mac.slice(0, -2)}AA`]) {
+      browser.jar.set('tessera-session', value);
+      const before = (await audit(issuer)).length;
+      const res = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+      assert.equal(res.status, 303, 'sent to log in, not shown a consent page');
+      assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+      assert.deepEqual((await audit(issuer)).slice(before), ['login_session_invalid']);
+    }
+  });
+
+  it('the login session is not a bearer token: the admin API refuses it', async () => {
+    const browser = await signedIn();
+    const session = browser.jar.get('tessera-session') as string;
+    const res = await fetch(`${issuer.url}/oauth2/admin/grants/x`, { headers: { authorization: `Bearer ${session}` } });
+    assert.equal(res.status, 401);
+  });
+
+  it('a consent form posted without a session is refused as a page (a POST never starts a login)', async () => {
+    const browser = new Browser();
+    const res = await browser.fetch(`${issuer.url}/oauth2/authorize`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        request: new URL(authorizeUrl(issuer, pkcePair().challenge)).search.slice(1),
+        csrf: 'x',
+        decision: 'approve',
+      }).toString(),
+    });
+    await expectPage(res, 401);
+  });
+
+  it('no client secret, code, ID token or cookie value in audit events, pages or Set-Cookie of errors', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    const secretToken = await idToken({ nonce: 'wrong-nonce' });
+    rogue.idToken = () => secretToken;
+    const stateCookie = browser.jar.get('tessera-login') as string;
+    const page = await (await callback(browser, p.get('state') as string, 'CODE-SECRET-123')).text();
+    await issuer.service.audit.flush();
+    const events = JSON.stringify(await issuer.store.queryAudit({ limit: 10_000 }));
+    for (const secret of [UPSTREAM_SECRET, 'CODE-SECRET-123', secretToken, stateCookie, secretToken.split('.')[2] as string]) {
+      assert.ok(!events.includes(secret), 'audit');
+      assert.ok(!page.includes(secret), 'page');
+    }
+  });
+});
