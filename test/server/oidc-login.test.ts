@@ -412,3 +412,43 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 });
+
+describe('cookies on an https issuer', () => {
+  it('are __Host- prefixed, Secure, HttpOnly, SameSite=Lax, Path=/', async () => {
+    const rogue = await startRogueProvider();
+    try {
+      const { createOidcAuthenticator } = await import('../../src/server/oidc-authenticator.ts');
+      const { createSecretKey, randomBytes } = await import('node:crypto');
+      const auth = createOidcAuthenticator(
+        {
+          issuer: rogue.url,
+          client_id: UPSTREAM_CLIENT,
+          client_secret: UPSTREAM_SECRET,
+          scopes: ['openid'],
+          subject_claim: 'sub',
+          session_ttl: 600,
+          login_ttl: 300,
+        },
+        {
+          tesseraIssuer: 'https://auth.example.com',
+          keys: { state: createSecretKey(randomBytes(32)), session: createSecretKey(randomBytes(32)) },
+          store: { useOnce: async () => true },
+          now: () => Math.floor(Date.now() / 1000),
+        },
+      );
+      const to = await auth.login.start('client_id=x');
+      assert.equal(new URL(to.location).searchParams.get('redirect_uri'), 'https://auth.example.com/oauth2/login/callback');
+      assert.match(
+        to.cookies[0] as string,
+        /^__Host-tessera-login=[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Lax; Secure; Max-Age=300$/,
+      );
+      // The http cookie name is not read on https (no downgrade by a plain-http page setting it).
+      assert.deepEqual(auth.authenticate({ headers: { cookie: 'tessera-session=x.y' }, remoteAddress: undefined }), {
+        ok: false,
+        reason: 'session_missing',
+      });
+    } finally {
+      await rogue.close();
+    }
+  });
+});
