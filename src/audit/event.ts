@@ -20,6 +20,7 @@ export type AuditKind =
   | 'token.denied'
   | 'grant.revoked'
   | 'refresh.reuse_detected'
+  | 'login.succeeded'
   | 'authorization.approved'
   | 'authorization.denied'
   | 'authorization_code.reuse_detected'

@@ -398,6 +398,19 @@ export class TokenService {
     return checkAuthorizationRequest(this.#ctx, params);
   }
 
+  /** Audit a person's sign-in at an upstream provider: where the chain from a person starts. */
+  auditLoginSucceeded(subject: string, provider: string, facts: { readonly requestId?: string; readonly remoteAddr?: string }): void {
+    this.#ctx.emit({
+      kind: 'login.succeeded',
+      decision: 'allow',
+      reason: 'ok',
+      subject,
+      ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
+      ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
+      detail: { provider },
+    });
+  }
+
   /** Audit a person's refusal (or a consent form refused before it could be answered). */
   auditAuthorizationDenied(
     reason: string,

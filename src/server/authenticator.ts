@@ -80,6 +80,8 @@ export type LoginCallbackOutcome =
       /** The authorization request (its query string) to go back to; it was checked before the login began. */
       readonly request: string;
       readonly subject: string;
+      /** Who vouched for the person (the upstream provider's issuer), for the audit trail. */
+      readonly provider: string;
       readonly cookies: readonly string[];
     }
   | {

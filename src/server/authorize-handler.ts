@@ -220,6 +220,7 @@ export function createLoginCallbackHandler(
       res.setHeader('set-cookie', [...outcome.cookies]);
       return page(res, loginError(outcome.reason), requestId);
     }
+    service.auditLoginSucceeded(outcome.subject, outcome.provider, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
     return loginRedirect(res, { location: `${service.endpoints.authorization}?${outcome.request}`, cookies: outcome.cookies }, requestId);
   };
 }

@@ -344,7 +344,13 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         ...(email !== undefined ? { m: email } : {}),
         e: now + options.session_ttl,
       });
-      return { ok: true, request: sealed.r, subject, cookies: [clearState, setCookie(sessionCookie, session, options.session_ttl)] };
+      return {
+        ok: true,
+        request: sealed.r,
+        subject,
+        provider: options.issuer,
+        cookies: [clearState, setCookie(sessionCookie, session, options.session_ttl)],
+      };
     },
   };
 

@@ -131,6 +131,13 @@ describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
     const body = (await token.json()) as { access_token: string };
     assert.equal(token.status, 200, JSON.stringify(body));
     assert.equal(decodeJwt(body.access_token).sub, 'upstream-user-42');
+    // The sign-in itself is on the trail: who, through which provider (the start of the chain).
+    await issuer.service.audit.flush();
+    const signedIn = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'login.succeeded');
+    assert.equal(signedIn.length, 1);
+    assert.equal(signedIn[0]?.subject, 'upstream-user-42');
+    assert.equal(signedIn[0]?.decision, 'allow');
+    assert.equal(signedIn[0]?.detail?.provider, upstream.url);
 
     // A second authorization request within the session skips the upstream login.
     const again = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
