@@ -14,6 +14,7 @@ import { auditEventOf, Exchange } from '../../src/gateway/exchange.ts';
 import { upstreamRequestHeaders } from '../../src/gateway/http/headers.ts';
 import { auditPath, normalizeTarget } from '../../src/gateway/http/path.ts';
 import { requestId, traceContext } from '../../src/gateway/http/trace.ts';
+import { randomSessionKey } from '../../src/gateway/mcp/sessions.ts';
 import { GatewayMetrics } from '../../src/gateway/metrics.ts';
 import { decide } from '../../src/gateway/pipeline/run.ts';
 import { UpstreamPools } from '../../src/gateway/proxy/upstreams.ts';
@@ -56,6 +57,7 @@ const state = compileGateway(config, {
   upstreamTokenIssuer: undefined,
   pools: new UpstreamPools(),
   onExchangeError: () => undefined,
+  mcpSessionKey: { key: randomSessionKey(), random: true },
 });
 const route = state.routes[0]!;
 const headers = {

@@ -154,17 +154,10 @@ export const mcpSchema = z
       .array(z.string().min(1))
       .optional()
       .meta({ description: "Scopes advertised in the metadata (`scopes_supported`). Default: every scope the route's rules name." }),
-    sessions: z
-      .strictObject({
-        max: z.number().int().min(1).default(100_000).meta({ description: 'Sessions remembered (least recently used forgotten first).' }),
-        idle_timeout: duration('A session unused this long is forgotten (its next request gets 404).', TIMER_MAX).prefault('1h'),
-      })
-      .prefault({})
-      .meta({ description: 'MCP sessions (Mcp-Session-Id) bound to the principal that created them.' }),
   })
   .meta({
     description:
-      'An MCP (Streamable HTTP) route: the gateway reads each JSON-RPC request body to authorize tools/call by tool, serves RFC 9728 protected resource metadata and binds sessions to their principal. `mcp: {}` takes the defaults.',
+      'An MCP (Streamable HTTP) route: the gateway reads each JSON-RPC request body to authorize tools/call by tool, serves RFC 9728 protected resource metadata and signs session ids for their principal. `mcp: {}` takes the defaults.',
   });
 
 export const rateLimitSchema = z
@@ -435,6 +428,14 @@ export const gatewaySchema = z
           .meta({ description: 'Addresses or CIDRs allowed to scrape metrics.' }),
       })
       .prefault({}),
+    mcp_session_secret: z
+      .string()
+      .min(32, 'use at least 32 characters, normally `${MCP_SESSION_SECRET}` from the environment (e.g. `openssl rand -base64 32`)')
+      .optional()
+      .meta({
+        description:
+          'Key material for signing MCP session ids, normally `${MCP_SESSION_SECRET}` from the environment. Gateways with the same secret accept each other’s sessions, across restarts. Default: under `tessera serve`, a key derived from the master key; under `tessera gateway`, a random key per process (sessions then end with the process and stay on one instance).',
+      }),
     drain_timeout: duration('On shutdown, how long in-flight requests may finish before connections are cut.', TIMER_MAX).prefault('10s'),
     watch_config: z.boolean().default(true).meta({ description: 'Reload when the configuration file changes (SIGHUP always reloads).' }),
   })

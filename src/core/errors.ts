@@ -380,6 +380,11 @@ export const ERROR_CODES = {
     error: 'not_found',
     description: 'Session not found.',
   },
+  mcp_upstream_session_invalid: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
   mcp_forward_auth_refused: {
     status: 404,
     error: 'not_found',

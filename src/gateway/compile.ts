@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { everything } from '../config/cross-check.ts';
@@ -24,6 +24,7 @@ import { AgentCardSource } from './a2a.ts';
 import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
 import type { McpAdvertisement } from './mcp/metadata.ts';
+import { sessionKeyFromSecret } from './mcp/sessions.ts';
 import { peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
 import { type AuthenticationStage, authenticationStage, createAuthenticator, type VerifiersByKind } from './pipeline/authn/registry.ts';
@@ -50,6 +51,8 @@ export interface CompileDeps {
   readonly onExchangeError: (route: string, error: unknown) => void;
   /** The issuer of the token service running in this process, advertised by MCP routes. */
   readonly authorizationServer?: string | undefined;
+  /** The MCP session key when `gateway.mcp_session_secret` is not set, and whether it is a random one. */
+  readonly mcpSessionKey: { readonly key: KeyObject; readonly random: boolean };
 }
 
 export interface CompiledUpstream {
@@ -74,9 +77,6 @@ export interface CompiledUpstream {
 export interface CompiledMcp extends McpAdvertisement {
   /** Bytes. */
   readonly maxMessageSize: number;
-  /** ms */
-  readonly sessionIdleMs: number;
-  readonly maxSessions: number;
 }
 
 export interface CompiledRoute {
@@ -116,6 +116,8 @@ export interface GatewayState {
   readonly trustedProxies: BlockList;
   readonly publicUrl: string | undefined;
   readonly poolKeys: ReadonlySet<string>;
+  /** Signs MCP session ids (`gateway.mcp_session_secret`, else the host's key). */
+  readonly mcpSessionKey: KeyObject;
   readonly warnings: readonly string[];
 }
 
@@ -157,8 +159,6 @@ function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: 
     authorizationServers,
     scopesSupported: m.scopes_supported ?? ruleScopes(r),
     maxMessageSize: m.max_message_size,
-    sessionIdleMs: m.sessions.idle_timeout * 1000,
-    maxSessions: m.sessions.max,
   };
 }
 
@@ -320,6 +320,12 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   for (const i of found) if (!issues.some((j) => j.path === i.path && j.message === i.message)) issues.push(i);
   if (issues.length > 0) throw new ConfigError(issues);
 
+  const secret = gateway.mcp_session_secret;
+  const hasMcp = routes.some((r) => r.mcp !== undefined);
+  if (hasMcp && secret === undefined && deps.mcpSessionKey.random)
+    warnings.push(
+      'MCP session ids are signed with a random key of this process: sessions end when it restarts and are refused by other gateway instances; set gateway.mcp_session_secret (e.g. "${MCP_SESSION_SECRET}") to keep and share them',
+    );
   const anyVerifier = verifiers.jwt ?? verifiers.static ?? verifiers.introspection;
   const challengeOptions = {
     ...(config.realm !== undefined ? { realm: config.realm } : {}),
@@ -331,7 +337,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     audit: config.audit,
     routes: Object.freeze(routes),
     hasA2a: routes.some((r) => r.a2a !== undefined),
-    hasMcp: routes.some((r) => r.mcp !== undefined),
+    hasMcp,
     headerPolicy: compileHeaderPolicy(Object.values(gateway.identity_headers), gateway.strip_headers, gateway.strip_cookies),
     verifiers: Object.values(verifiers) as ManagedVerifier[],
     challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),
@@ -344,6 +350,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     trustedProxies,
     publicUrl: config.server.public_url,
     poolKeys,
+    mcpSessionKey: secret === undefined ? deps.mcpSessionKey.key : sessionKeyFromSecret(secret),
     warnings,
   });
 }

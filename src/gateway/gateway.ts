@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
@@ -36,7 +37,7 @@ import { readBody, TOO_LARGE } from './mcp/body.ts';
 import { SessionForwardHandler } from './mcp/forward.ts';
 import { isJsonContentType, RPC_SERVER_ERROR, RPC_SESSION_NOT_FOUND, readMessage, rpcErrorBody } from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
-import { McpSessions } from './mcp/sessions.ts';
+import { type OpenedSession, openSession, randomSessionKey, signSession } from './mcp/sessions.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
 import { peerAllowed } from './peers.ts';
@@ -74,11 +75,20 @@ interface McpForward {
   readonly challenges: (e?: TesseraError) => string[];
   /** The body, read to decide (POST). */
   readonly body: Buffer | undefined;
-  /** The `Mcp-Session-Id` the request presented (checked). */
+  /** The upstream's session id in the `Mcp-Session-Id` the request presented (its MAC checked). */
   readonly sessionId: string | undefined;
-  readonly principal: Principal;
-  readonly idleMs: number;
-  readonly max: number;
+  /** The id the caller receives for an upstream's session id: signed for this caller. */
+  readonly sign: (id: string) => string;
+}
+
+/**
+ * `Mcp_Session_Id` and the like: CGI-style servers read them as `Mcp-Session-Id`. A request naming
+ * a session only that way would reach the upstream unchecked, so it is treated as presenting a
+ * malformed session id.
+ */
+function hasSessionLookalike(req: IncomingMessage): boolean {
+  for (const name in req.headers) if (name !== 'mcp-session-id' && name.replaceAll('_', '-') === 'mcp-session-id') return true;
+  return false;
 }
 
 /** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
@@ -113,6 +123,12 @@ export interface GatewayDeps {
   /** The issuer of the token service in this process: MCP routes advertise it in their RFC 9728
    * metadata unless `mcp.authorization_servers` says otherwise. */
   readonly authorizationServer?: string;
+  /**
+   * The key MCP session ids are signed with when `gateway.mcp_session_secret` is not set
+   * (`tessera serve` derives one from the master key). Default: a random key per process, with a
+   * warning: sessions then end with the process and are refused by other instances.
+   */
+  readonly mcpSessionKey?: KeyObject;
 }
 
 export type ReloadResult =
@@ -195,6 +211,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     createVerifier: verifierFactory,
     upstreamTokenIssuer: deps.upstreamTokenIssuer,
     authorizationServer: deps.authorizationServer,
+    mcpSessionKey:
+      deps.mcpSessionKey !== undefined ? { key: deps.mcpSessionKey, random: false } : { key: randomSessionKey(), random: true },
     pools,
     onExchangeError: (route: string, error: unknown) =>
       logger.warn(
@@ -220,8 +238,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const maxQueue = state.audit?.max_queue ?? 100_000;
 
   const streams = new StreamRegistry({ clock, revocation: deps.revocation });
-  // MCP sessions outlive a reload: they are keyed by route id and bound to principals, not to a state.
-  const sessions = new McpSessions(clock);
   let inflight = 0;
   let closing = false;
   let drained: (() => void) | undefined;
@@ -395,14 +411,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         deny(x, res, limited, challenges);
         return;
       }
-      const sessionHeader = req.headers['mcp-session-id'];
-      const sessionId = typeof sessionHeader === 'string' ? sessionHeader : undefined;
-      if (sessionHeader !== undefined) {
-        const check = sessionId === undefined ? 'mcp_session_unknown' : sessions.check(route.id, sessionId, principal, m.sessionIdleMs);
-        if (check !== 'ok') {
-          denyRpc(x, res, new TesseraError(check), RPC_SESSION_NOT_FOUND, null);
+      const key = s.mcpSessionKey;
+      const presented = req.headers['mcp-session-id'];
+      let sessionId: string | undefined;
+      if (presented !== undefined || hasSessionLookalike(req)) {
+        const opened: OpenedSession =
+          typeof presented === 'string' ? openSession(key, route.id, presented, principal) : { ok: false, reason: 'mcp_session_unknown' };
+        if (!opened.ok) {
+          denyRpc(x, res, new TesseraError(opened.reason), RPC_SESSION_NOT_FOUND, null);
           return;
         }
+        sessionId = opened.id;
       }
       let tool: string | null = null;
       let body: Buffer | undefined;
@@ -431,9 +450,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         challenges,
         body,
         sessionId,
-        principal,
-        idleMs: m.sessionIdleMs,
-        max: m.maxSessions,
+        sign: (id) => signSession(key, route.id, id, principal),
       });
     } catch (e) {
       if (res.destroyed || req.destroyed) {
@@ -561,6 +578,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     x.decision = 'allow';
     // A body read already (MCP) goes as it came, with its length (a chunked upload becomes a sized one).
     if (mcp?.body !== undefined) decision.headers['content-length'] = String(mcp.body.length);
+    // The upstream gets its own session id, without the gateway's MAC.
+    if (mcp?.sessionId !== undefined) decision.headers['mcp-session-id'] = mcp.sessionId;
     const headers = upstreamHeaders(s, req, route, decision, x);
     let body: IncomingMessage | AsyncIterable<Uint8Array> | Buffer | null = null;
     if (mcp?.body !== undefined) body = mcp.body;
@@ -587,28 +606,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     proxied.handler =
       mcp === undefined
         ? forward(res, options, proxied)
-        : forwardWith(
-            new SessionForwardHandler(res, proxied, options.responseHeaders, (status, created) =>
-              bindSession(route.id, greq.method, status, mcp, created),
-            ),
-            options,
-          );
+        : forwardWith(new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign), options);
     // Before the response starts, a caller that went away is noticed when the head arrives
     // (onHeaders checks `res.destroyed`); a streamed response is watched from then on.
-  }
-
-  /**
-   * Keep the session table in step with the upstream's answer: a session it names is bound to the
-   * caller (a session bound to someone else keeps its owner); one it no longer knows (404), or
-   * that was ended (DELETE answered), is forgotten.
-   */
-  function bindSession(route: string, method: string, status: number, mcp: McpForward, created: string | undefined): void {
-    const presented = mcp.sessionId;
-    if (presented !== undefined && (status === 404 || (method === 'DELETE' && status >= 200 && status < 300))) {
-      sessions.forget(route, presented);
-      return;
-    }
-    if (created !== undefined && status >= 200 && status < 300) sessions.record(route, created, mcp.principal, mcp.idleMs, mcp.max);
   }
 
   /**

@@ -384,20 +384,31 @@ describe('gateway: MCP routes', () => {
     await ok.text();
     e = await lastEvent();
     assert.equal(e.decision, 'allow');
+    // The caller holds S.<mac>; the upstream only ever sees its own S.
+    const bare = sid.slice(0, sid.lastIndexOf('.'));
+    assert.match(bare, /^[0-9a-f-]{36}$/);
+    const seen = upstream.requests.find((r) => r.body.includes('"id":5'));
+    assert.equal(seen?.headers['mcp-session-id'], bare);
   });
 
-  it('a session id the gateway never saw created is refused (fail closed), and an ended session is forgotten', async () => {
+  it('an unsigned session id is refused before the upstream; an ended session is refused by the upstream', async () => {
     const t = await mint('guesser', 'mcp:use');
-    const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'mcp-session-id': randomUUID() });
+    const res = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'mcp-session-id': randomUUID(), 'x-probe': 'guess' });
     assert.equal(res.status, 404);
+    assert.deepEqual(((await res.json()) as { error: unknown }).error, { code: -32001, message: 'Session not found.' });
     assert.equal((await lastEvent()).reason, 'mcp_session_unknown');
+    assert.equal(upstream.requests.filter((r) => r.headers['x-probe'] === 'guess').length, 0);
 
     const { transport } = await connect(t);
     const sid = transport.sessionId as string;
     await transport.terminateSession();
+    // The gateway keeps no table: the upstream, which ended the session, says it is gone.
     const after = await post(t, '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'mcp-session-id': sid });
     assert.equal(after.status, 404);
-    assert.equal((await lastEvent()).reason, 'mcp_session_unknown');
+    await after.text();
+    const e = await lastEvent();
+    assert.equal(e.decision, 'allow');
+    assert.equal(e.upstream_status, 404);
   });
 
   it('tunnel bypass: a WebSocket upgrade on an MCP route is refused (its tool calls could not be read)', async () => {

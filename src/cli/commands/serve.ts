@@ -18,9 +18,11 @@ import type { Logger } from 'pino';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
+import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
 import { type ReadinessCheck, readiness, writeJson } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { serveGateway } from '../../gateway/serve.ts';
+import { deriveMacKey } from '../../issuer/secrets.ts';
 import type { TokenService } from '../../issuer/service.ts';
 import { externalIssuers } from '../../server/bootstrap.ts';
 import { listenUrl } from '../../server/listen.ts';
@@ -231,6 +233,8 @@ async function withGateway(
       auditSinks: [{ write: (events) => store.appendAudit(events) }],
       readiness: tokenServiceReadiness(ctx),
       authorizationServer: service.issuer,
+      // Every instance sharing the master key accepts the others' MCP sessions, across restarts.
+      ...(ctx.master !== undefined ? { mcpSessionKey: deriveMacKey(ctx.master, SESSION_KEY_INFO) } : {}),
     },
   );
   return { url: served.url, service, config, gateway: served, close: () => served.close() };

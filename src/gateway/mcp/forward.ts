@@ -1,44 +1,58 @@
 /**
- * The forwarder of MCP routes: the same streaming forwarder, reading `Mcp-Session-Id` from the
- * upstream's response head before it goes to the caller (so the session is bound before the
- * caller can use it).
+ * The forwarder of MCP routes: the same streaming forwarder, replacing the upstream's
+ * `Mcp-Session-Id` in the response head with the id the caller receives (the session signed for
+ * the caller, see `sessions.ts`) before the head goes out. An upstream session id that is not
+ * visible ASCII, too long or repeated fails the exchange (502): it could not be signed, and
+ * passing it on would let the caller see an id the gateway cannot check.
  *
  * @module
  */
 import type { ServerResponse } from 'node:http';
 import { type ForwardCallbacks, ForwardHandler } from '../proxy/forward.ts';
+import { validSessionId } from './sessions.ts';
 
-// MCP Streamable HTTP: a session id is visible ASCII (0x21-0x7E).
-const SESSION_ID = /^[\x21-\x7e]{1,512}$/;
-
-/** The upstream's `Mcp-Session-Id`, when it sent one well-formed value. */
-export function sessionIdOf(raw: readonly (Buffer | string)[]): string | undefined {
-  let found: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = String(raw[i]);
-    if (name.length !== 14 || name.toLowerCase() !== 'mcp-session-id') continue;
-    if (found !== undefined) return undefined; // repeated: ambiguous
-    found = String(raw[i + 1]);
-  }
-  return found !== undefined && SESSION_ID.test(found) ? found : undefined;
+/** The upstream answered with a session id the gateway refuses to pass on. */
+export class UpstreamSessionInvalid extends Error {
+  override readonly name = 'UpstreamSessionInvalid';
+  readonly code = 'mcp_upstream_session_invalid';
 }
 
-/** Reports the response status and session id to `onHead` before the head reaches the caller. */
-export class SessionForwardHandler extends ForwardHandler {
-  readonly #onHead: (status: number, sessionId: string | undefined) => void;
+/**
+ * The upstream's response head with its `Mcp-Session-Id` replaced by `sign(id)`: unchanged
+ * without one, `undefined` when it is invalid or repeated.
+ */
+export function signedHead(raw: readonly Buffer[], sign: (id: string) => string): Buffer[] | undefined {
+  let at = -1;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as Buffer;
+    if (name.length !== 14 || name.toString('latin1').toLowerCase() !== 'mcp-session-id') continue;
+    if (at >= 0) return undefined; // repeated: ambiguous
+    at = i;
+  }
+  if (at < 0) return raw as Buffer[];
+  const id = (raw[at + 1] as Buffer).toString('latin1');
+  if (!validSessionId(id)) return undefined;
+  const out = raw.slice();
+  out[at + 1] = Buffer.from(sign(id), 'latin1');
+  return out;
+}
 
-  constructor(
-    res: ServerResponse,
-    cb: ForwardCallbacks,
-    extra: readonly string[],
-    onHead: (status: number, sessionId: string | undefined) => void,
-  ) {
+/** Signs the upstream's session id for the caller before the head reaches it. */
+export class SessionForwardHandler extends ForwardHandler {
+  readonly #sign: (id: string) => string;
+
+  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], sign: (id: string) => string) {
     super(res, cb, extra);
-    this.#onHead = onHead;
+    this.#sign = sign;
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    if (status >= 200) this.#onHead(status, sessionIdOf(raw));
-    return super.onHeaders(status, raw, resume);
+    if (status < 200) return super.onHeaders(status, raw, resume);
+    const head = signedHead(raw, this.#sign);
+    if (head === undefined) {
+      this.abort(new UpstreamSessionInvalid('the upstream sent an invalid Mcp-Session-Id'));
+      return false;
+    }
+    return super.onHeaders(status, head, resume);
   }
 }

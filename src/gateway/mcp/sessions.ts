@@ -1,83 +1,81 @@
 /**
- * MCP sessions bound to their principal. When an upstream answers with `Mcp-Session-Id`, the
- * gateway remembers which principal (issuer, subject, client; or the static token id) the session
- * belongs to. A request presenting the id is let through only for that principal; an id the gateway
- * never saw created, or forgot, is refused too (fail closed): the MCP transport answers an unknown
- * session with 404, and clients then start a new session, which the gateway records.
- *
- * In memory, bounded (least recently used forgotten first) and expiring after an idle time. Several
- * gateway instances need requests of one session to reach the instance that saw it created.
+ * MCP sessions bound to their principal, statelessly. When an upstream answers with
+ * `Mcp-Session-Id: S`, the caller receives `S.<mac>`, where the MAC covers the route, `S` and the
+ * principal (issuer, subject, client; or the static token id) under the gateway's session key. A
+ * request presenting `S.<mac>` is let through, with the bare `S`, only when the MAC verifies for
+ * the principal making it. Nothing is remembered: every gateway instance holding the same key
+ * accepts the session, across restarts; whether the session still exists is the upstream's to say.
  *
  * @module
  */
-import type { Clock } from '../../core/ports.ts';
+import { createHmac, createSecretKey, hkdfSync, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Principal } from '../../core/verify/principal.ts';
 
+/** MCP Streamable HTTP: a session id is visible ASCII (0x21-0x7E). Longer ids than this are refused. */
+export const MAX_SESSION_ID = 512;
+const VISIBLE = /^[\x21-\x7e]+$/;
+/** HMAC-SHA-256 truncated to 128 bits, base64url without padding. */
+const MAC_BYTES = 16;
+const MAC_CHARS = 22;
+const MAC = /^[A-Za-z0-9_-]{22}$/;
+const CONTEXT = 'tessera mcp session v1\n';
+
+/** HKDF `info` for the session key, from the master key (`tessera serve`) or `gateway.mcp_session_secret`. */
+export const SESSION_KEY_INFO = 'tessera mcp session v1';
+
 /** Who a session belongs to: the same for every token of that principal. */
-export function ownerOf(p: Principal): string {
-  if (p.kind === 'static') return `static\n${p.staticTokenId ?? p.tokenHash}`;
-  return `${p.issuer}\n${p.subject ?? ''}\n${p.clientId ?? ''}`;
+export function ownerOf(p: Principal): readonly (string | null)[] {
+  if (p.kind === 'static') return ['static', p.staticTokenId ?? p.tokenHash];
+  return ['token', p.issuer, p.subject ?? null, p.clientId ?? null];
 }
 
-export type SessionCheck = 'ok' | 'mcp_session_unknown' | 'mcp_session_principal_mismatch';
-
-interface Entry {
-  readonly owner: string;
-  expires: number;
+/** The session key from `gateway.mcp_session_secret` (HKDF-SHA-256, so the secret is never the key itself). */
+export function sessionKeyFromSecret(secret: string): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'utf8'), Buffer.alloc(0), SESSION_KEY_INFO, 32)));
 }
 
-export class McpSessions {
-  readonly #entries = new Map<string, Entry>();
-  readonly #clock: Clock;
+/** A random session key: sessions then last as long as the process, on this instance only. */
+export function randomSessionKey(): KeyObject {
+  return createSecretKey(randomBytes(32));
+}
 
-  constructor(clock: Clock) {
-    this.#clock = clock;
-  }
+/** Is `id` an acceptable upstream session id (visible ASCII, at most {@link MAX_SESSION_ID})? */
+export function validSessionId(id: string): boolean {
+  return id.length <= MAX_SESSION_ID && VISIBLE.test(id);
+}
 
-  get size(): number {
-    return this.#entries.size;
-  }
+function mac(key: KeyObject, route: string, id: string, principal: Principal): string {
+  // JSON of an array of strings is unambiguous (each one quoted and escaped, lone surrogates
+  // included), so no two (route, id, owner) triples give the same input.
+  const input = CONTEXT + JSON.stringify([route, id, ...ownerOf(principal)]);
+  return createHmac('sha256', key).update(input, 'utf8').digest().subarray(0, MAC_BYTES).toString('base64url');
+}
 
-  /** May `principal` use session `id` of route `route`? A use refreshes its idle timer. */
-  check(route: string, id: string, principal: Principal, idleMs: number): SessionCheck {
-    const key = `${route}\n${id}`;
-    const e = this.#entries.get(key);
-    const now = this.#clock();
-    if (e === undefined) return 'mcp_session_unknown';
-    if (e.expires <= now) {
-      this.#entries.delete(key);
-      return 'mcp_session_unknown';
-    }
-    if (e.owner !== ownerOf(principal)) return 'mcp_session_principal_mismatch';
-    // Most recently used last: the first entries are the ones to forget.
-    this.#entries.delete(key);
-    e.expires = now + idleMs;
-    this.#entries.set(key, e);
-    return 'ok';
-  }
+/** The id the caller receives for the upstream's session `id` (a valid one, see {@link validSessionId}). */
+export function signSession(key: KeyObject, route: string, id: string, principal: Principal): string {
+  return `${id}.${mac(key, route, id, principal)}`;
+}
 
-  /**
-   * The upstream created (or confirmed) session `id` for `principal`. A session already bound to
-   * another principal keeps its owner: an upstream cannot hand one caller's session to another.
-   */
-  record(route: string, id: string, principal: Principal, idleMs: number, max: number): void {
-    const key = `${route}\n${id}`;
-    const now = this.#clock();
-    const owner = ownerOf(principal);
-    const e = this.#entries.get(key);
-    if (e !== undefined && e.expires > now && e.owner !== owner) return;
-    this.#entries.delete(key);
-    this.#entries.set(key, { owner, expires: now + idleMs });
-    while (this.#entries.size > max) this.#entries.delete(this.#entries.keys().next().value as string);
-    // Expired entries at the front go too (they are the least recently used).
-    for (const [k, v] of this.#entries) {
-      if (v.expires > now) break;
-      this.#entries.delete(k);
-    }
-  }
+export type OpenedSession =
+  | { readonly ok: true; readonly id: string }
+  | { readonly ok: false; readonly reason: 'mcp_session_unknown' | 'mcp_session_principal_mismatch' };
 
-  /** The session ended (DELETE answered, or the upstream no longer knows it). */
-  forget(route: string, id: string): void {
-    this.#entries.delete(`${route}\n${id}`);
-  }
+/**
+ * The upstream's session id in `presented`, when its MAC verifies for `principal` on `route`.
+ * Not of the form `S.<mac>` (unsigned, truncated, not visible ASCII): `mcp_session_unknown`.
+ * A MAC that does not verify: `mcp_session_principal_mismatch`; another principal's session, a
+ * forged MAC and one made under another key cannot be told apart.
+ */
+export function openSession(key: KeyObject, route: string, presented: string, principal: Principal): OpenedSession {
+  const dot = presented.lastIndexOf('.');
+  if (dot < 1 || presented.length - dot - 1 !== MAC_CHARS) return { ok: false, reason: 'mcp_session_unknown' };
+  const id = presented.slice(0, dot);
+  const given = presented.slice(dot + 1);
+  if (!MAC.test(given) || !validSessionId(id)) return { ok: false, reason: 'mcp_session_unknown' };
+  // Compared as text, not decoded: base64url has several spellings of the last character's
+  // unused bits, and each would otherwise be another valid id for the same session.
+  const expected = mac(key, route, id, principal);
+  if (!timingSafeEqual(Buffer.from(given, 'latin1'), Buffer.from(expected, 'latin1')))
+    return { ok: false, reason: 'mcp_session_principal_mismatch' };
+  return { ok: true, id };
 }

@@ -38,6 +38,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
       return { code: 'upstream_timeout', kind: 'header_timeout' };
     case 'UND_ERR_BODY_TIMEOUT':
       return { code: 'upstream_timeout', kind: 'idle_timeout' };
+    // An MCP upstream's Mcp-Session-Id the gateway cannot sign (mcp/forward.ts).
+    case 'mcp_upstream_session_invalid':
+      return { code: 'mcp_upstream_session_invalid', kind: 'session_id_invalid' };
     case 'ECONNREFUSED':
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
