@@ -91,6 +91,15 @@ function hasSessionLookalike(req: IncomingMessage): boolean {
   return false;
 }
 
+/**
+ * The caller went away before its request was whole. A request read to its end is destroyed too
+ * (Node's autoDestroy), as an MCP body read before deciding always is: that caller still waits
+ * for its answer.
+ */
+function callerGone(req: IncomingMessage): boolean {
+  return req.destroyed && !req.complete;
+}
+
 /** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
 function originOf(s: GatewayState, req: IncomingMessage): string {
   try {
@@ -453,7 +462,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         sign: (id) => signSession(key, route.id, id, principal),
       });
     } catch (e) {
-      if (res.destroyed || req.destroyed) {
+      if (res.destroyed || callerGone(req)) {
         x.reason = 'client_closed';
         finish(x);
       } else internalError(x, res, e);
@@ -683,7 +692,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         deny(x, res, new TesseraError(closedBy), route.authn.challenges);
-      } else if (error instanceof StreamClosed || res.destroyed || this.req.destroyed) {
+      } else if (error instanceof StreamClosed || res.destroyed || callerGone(this.req)) {
         x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
         if (x.reason === 'shutdown') upstreamError(x, res, route, error);
         else finish(x);
