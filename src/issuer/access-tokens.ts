@@ -6,7 +6,7 @@
  * @module
  */
 import { Buffer } from 'node:buffer';
-import { randomUUID } from 'node:crypto';
+import { uuidv7 } from '../audit/id.ts';
 import { ASYMMETRIC_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import type { JsonObject } from '../core/jose/json.ts';
@@ -67,7 +67,7 @@ export class AccessTokens {
   sign(spec: AccessTokenSpec): { token: string; jti: string } {
     const signer = this.#keys.signer(spec.now);
     if (signer === undefined) throw new OAuthError('signing_key_unavailable');
-    const jti = randomUUID();
+    const jti = uuidv7();
     const claims: Record<string, unknown> = {
       iss: this.#issuer,
       sub: spec.subject,

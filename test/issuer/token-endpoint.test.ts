@@ -87,6 +87,13 @@ describe('client_credentials', () => {
     assert.equal(a.grant_id, b.grant_id);
     assert.notEqual(a.jti, b.jti);
   });
+
+  it('gives time-ordered jtis (UUIDv7), so the jti index of the audit trail appends instead of writing at random', async () => {
+    const jtis: string[] = [];
+    for (let i = 0; i < 3; i++) jtis.push(decodeJwt(((await (await cc()).json()) as { access_token: string }).access_token).jti as string);
+    for (const j of jtis) assert.match(j, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.deepEqual([...jtis].sort(), jtis);
+  });
 });
 
 describe('request errors (invalid_request)', () => {
