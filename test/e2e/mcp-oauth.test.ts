@@ -18,13 +18,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
-import { type OAuthClientProvider, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import type { OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { decodeJwt } from 'jose';
 import type { Trace } from '../../src/audit/trace.ts';
 import { answerConsent, openConsent, PROXY_SECRET, personHeaders } from '../helpers/authorize.ts';
+import { MemoryOAuthProvider } from '../helpers/mcp-oauth-provider.ts';
 import { type McpUpstream, startMcpUpstream } from '../helpers/mcp-upstream.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -121,38 +122,13 @@ after(async () => {
  * proxy: sent to the authorization URL, it opens the consent page with the proxy's headers,
  * approves, and keeps the code the redirect carries back.
  */
-class BrowserProvider implements OAuthClientProvider {
-  client: OAuthClientInformationMixed | undefined;
-  saved: OAuthTokens | undefined;
-  verifier = '';
-  authorizationUrl: URL | undefined;
+class BrowserProvider extends MemoryOAuthProvider {
   callback: URL | undefined;
   csrf = '';
-  get redirectUrl(): string {
-    return REDIRECT;
+  constructor() {
+    super(REDIRECT, 'MCP SDK end-to-end client');
   }
-  get clientMetadata(): OAuthClientMetadata {
-    return {
-      client_name: 'MCP SDK end-to-end client',
-      redirect_uris: [REDIRECT],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  clientInformation() {
-    return this.client;
-  }
-  saveClientInformation(info: OAuthClientInformationMixed) {
-    this.client = info;
-  }
-  tokens() {
-    return this.saved;
-  }
-  saveTokens(tokens: OAuthTokens) {
-    this.saved = tokens;
-  }
-  async redirectToAuthorization(url: URL) {
+  override async redirectToAuthorization(url: URL) {
     this.authorizationUrl = url;
     const person = personHeaders('alice');
     const { html, fields } = await openConsent(url.href, person);
@@ -161,12 +137,6 @@ class BrowserProvider implements OAuthClientProvider {
     const res = await answerConsent(`${base}/oauth2/authorize`, { ...fields, decision: 'approve' }, person);
     assert.equal(res.status, 303, await res.text());
     this.callback = new URL(res.headers.get('location') as string);
-  }
-  saveCodeVerifier(v: string) {
-    this.verifier = v;
-  }
-  codeVerifier() {
-    return this.verifier;
   }
 }
 

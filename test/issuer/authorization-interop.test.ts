@@ -11,12 +11,13 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { auth, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js';
-import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import type { OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 import { approve, authorizationConfig, personHeaders } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { MemoryOAuthProvider } from '../helpers/mcp-oauth-provider.ts';
 
 const REDIRECT = 'http://127.0.0.1:33418/callback';
 let issuer: RunningIssuer;
@@ -118,50 +119,9 @@ describe('openid-client: authorization code + PKCE', () => {
   });
 });
 
-/** An in-memory OAuthClientProvider, as an MCP client keeps its registration and tokens. */
-class MemoryProvider implements OAuthClientProvider {
-  client: OAuthClientInformationMixed | undefined;
-  saved: OAuthTokens | undefined;
-  verifier = '';
-  authorizationUrl: URL | undefined;
-  get redirectUrl(): string {
-    return REDIRECT;
-  }
-  get clientMetadata(): OAuthClientMetadata {
-    return {
-      client_name: 'MCP SDK test client',
-      redirect_uris: [REDIRECT],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  clientInformation() {
-    return this.client;
-  }
-  saveClientInformation(info: OAuthClientInformationMixed) {
-    this.client = info;
-  }
-  tokens() {
-    return this.saved;
-  }
-  saveTokens(tokens: OAuthTokens) {
-    this.saved = tokens;
-  }
-  redirectToAuthorization(url: URL) {
-    this.authorizationUrl = url;
-  }
-  saveCodeVerifier(v: string) {
-    this.verifier = v;
-  }
-  codeVerifier() {
-    return this.verifier;
-  }
-}
-
 describe('MCP SDK: auth() with dynamic registration and PKCE', () => {
   it('registers itself, sends the person to the consent page, and exchanges the code for a token for the MCP server', async () => {
-    const provider = new MemoryProvider();
+    const provider = new MemoryOAuthProvider(REDIRECT, 'MCP SDK test client');
     assert.equal(await auth(provider, { serverUrl: resource }), 'REDIRECT');
     const client = provider.client as { client_id: string; client_secret?: string };
     assert.match(client.client_id, /^dcr_/);
