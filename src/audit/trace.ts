@@ -72,6 +72,21 @@ export interface TraceToken {
   readonly more_requests: boolean;
 }
 
+/** The person's approval a root `authorization_code` grant came from (the consent page). */
+export interface TraceApproval {
+  readonly time: string;
+  /** The person who approved. */
+  readonly subject: string | null;
+  readonly client_id: string | null;
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  readonly redirect_uri: string | null;
+  /** The authorization request (`X-Request-Id` of the consent form's answer). */
+  readonly request_id: string | null;
+  /** The person's last sign-in at an upstream OpenID Connect provider before approving, if any. */
+  readonly login: { readonly time: string; readonly provider: string | null } | null;
+}
+
 /** A grant of the chain. */
 export interface TraceGrant {
   readonly id: string;
@@ -93,6 +108,8 @@ export interface TraceGrant {
   readonly expires_at: string | null;
   readonly revoked_at: string | null;
   readonly revoked_reason: string | null;
+  /** For a root `authorization_code` grant: the person's approval it came from; else `null`. */
+  readonly approval: TraceApproval | null;
   /** False when the grant was pruned after it expired: only the audit trail still names it. */
   readonly in_store: boolean;
   /** The grant the id led to. */
@@ -201,6 +218,45 @@ function revocationOf(e: AuditEvent): TraceRevocation {
   };
 }
 
+/** How long before an approval a sign-in is looked for (longer than any login session). */
+const LOGIN_WINDOW_MS = 86_400_000;
+
+/**
+ * The approval a root `authorization_code` grant came from: its first token's event names the
+ * code's hash, as does the `authorization.approved` event of the consent that issued the code.
+ */
+async function approvalOf(store: Pick<Store, 'queryAudit'>, grantId: string): Promise<TraceApproval | null> {
+  const [issued] = await store.queryAudit({ delegation_id: grantId, kinds: ['token.issued'], limit: 1 });
+  const codeHash = issued?.detail?.code_hash;
+  if (typeof codeHash !== 'string') return null;
+  const [approved] = await store.queryAudit({ token_hash: codeHash, kinds: ['authorization.approved'], limit: 1 });
+  if (approved === undefined) return null;
+  let login: TraceApproval['login'] = null;
+  if (approved.subject !== undefined) {
+    const logins = await store.queryAudit({
+      subject: approved.subject,
+      kinds: ['login.succeeded'],
+      since: approved.time - LOGIN_WINDOW_MS,
+      until: approved.time,
+      limit: 1000,
+    });
+    const last = logins.at(-1);
+    if (last !== undefined)
+      login = { time: isoMs(last.time), provider: typeof last.detail?.provider === 'string' ? last.detail.provider : null };
+  }
+  const detail = approved.detail ?? {};
+  return {
+    time: isoMs(approved.time),
+    subject: approved.subject ?? null,
+    client_id: approved.client_id ?? null,
+    scopes: approved.scopes_granted ?? [],
+    audiences: strings(detail.aud),
+    redirect_uri: typeof detail.redirect_uri === 'string' ? detail.redirect_uri : null,
+    request_id: approved.request_id ?? null,
+    login,
+  };
+}
+
 function grantOf(g: GrantRecord, focus: boolean): Omit<TraceGrant, 'tokens' | 'more_tokens'> {
   return {
     id: g.id,
@@ -217,6 +273,7 @@ function grantOf(g: GrantRecord, focus: boolean): Omit<TraceGrant, 'tokens' | 'm
     expires_at: isoS(g.expiresAt),
     revoked_at: isoS(g.revokedAt),
     revoked_reason: g.revokedReason,
+    approval: null,
     in_store: true,
     focus,
   };
@@ -239,6 +296,7 @@ function prunedGrant(id: string, focus: boolean): Omit<TraceGrant, 'tokens' | 'm
     expires_at: null,
     revoked_at: null,
     revoked_reason: null,
+    approval: null,
     in_store: false,
     focus,
   };
@@ -342,6 +400,11 @@ export async function buildTrace(
   for (const id of grants.keys()) for (const e of await store.queryAudit({ delegation_id: id, kinds: REVOKING })) revocations.set(e.id, e);
   for (const jti of namedJtis) for (const e of await store.queryAudit({ jti, kinds: REVOKING })) revocations.set(e.id, e);
   for (const s of seeds) if (REVOKING.includes(s.kind)) revocations.set(s.id, s);
+
+  // Where a person's delegation starts: the approval on the consent page (and the sign-in before it).
+  for (const [id, g] of grants) {
+    if (g.kind === 'authorization_code' && g.parent_id === null) grants.set(id, { ...g, approval: await approvalOf(store, id) });
+  }
 
   // Parents before children: by depth (a pruned grant, depth unknown, first), then creation.
   const ordered = [...grants.values()].sort(

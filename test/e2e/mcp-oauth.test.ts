@@ -237,6 +237,12 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
     assert.equal(root?.client_id, client.client_id);
     assert.deepEqual([...(root?.scopes ?? [])].sort(), ['files:read', 'mcp:use']);
     assert.deepEqual(root?.audiences, [mcpUrl]);
+    // Where the chain starts: the person's approval on the consent page, for this client.
+    assert.equal(root?.approval?.subject, 'alice');
+    assert.equal(root?.approval?.client_id, client.client_id);
+    assert.deepEqual([...(root?.approval?.scopes ?? [])].sort(), ['files:read', 'mcp:use']);
+    assert.equal(root?.approval?.redirect_uri, REDIRECT);
+    assert.ok(Date.parse(root?.approval?.time ?? '') < Date.parse(root?.created_at ?? '') + 1000, 'approved before the code was redeemed');
     const issued = root?.tokens.find((k) => k.jti === jti);
     assert.equal(issued?.event, 'token.issued');
     assert.equal(issued?.client_id, client.client_id);
@@ -254,6 +260,7 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
     assert.equal(text.status, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`^grant ${grantId} .*root`, 'm'));
     assert.match(text.stdout, new RegExp(`subject alice · client ${client.client_id}`));
+    assert.match(text.stdout, /approved by alice on the consent page .* for http:\/\/127\.0\.0\.1:\d+\/callback/);
     assert.match(text.stdout, /allow ok · POST \/mcp · route files · tool files\.read/);
     assert.match(text.stdout, /deny scope_insufficient · POST \/mcp · route files · tool files\.write/);
 

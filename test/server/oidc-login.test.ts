@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, SignJWT } from 'jose';
+import { buildTrace } from '../../src/audit/trace.ts';
 import { formFields } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import {
@@ -138,6 +139,13 @@ describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
     assert.equal(signedIn[0]?.subject, 'upstream-user-42');
     assert.equal(signedIn[0]?.decision, 'allow');
     assert.equal(signedIn[0]?.detail?.provider, upstream.url);
+    // tessera trace starts the chain there: the sign-in, then the approval, then the root grant.
+    const trace = await buildTrace(issuer.store, 'jti', decodeJwt(body.access_token).jti as string);
+    const approval = trace.grants[0]?.approval;
+    assert.equal(approval?.subject, 'upstream-user-42');
+    assert.equal(approval?.client_id, 'mcp-app');
+    assert.equal(approval?.login?.provider, upstream.url);
+    assert.ok(Date.parse(approval?.login?.time ?? '') <= Date.parse(approval?.time ?? ''));
 
     // A second authorization request within the session skips the upstream login.
     const again = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));

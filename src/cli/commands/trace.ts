@@ -16,6 +16,7 @@ import {
   isKnownAs,
   TRACE_KINDS,
   type Trace,
+  type TraceApproval,
   type TraceGrant,
   type TraceKind,
   type TraceRequest,
@@ -178,6 +179,14 @@ function tokenNode(k: TraceToken, grant: string): Node {
   };
 }
 
+function approvalLine(a: TraceApproval): string {
+  return join([
+    `approved by ${a.subject ?? '-'} on the consent page ${t(a.time)}`,
+    a.redirect_uri !== null ? `for ${a.redirect_uri}` : null,
+    a.login !== null ? `signed in ${t(a.login.time)}${a.login.provider !== null ? ` at ${a.login.provider}` : ''}` : null,
+  ]);
+}
+
 function grantNode(g: TraceGrant, children: Map<string | null, TraceGrant[]>): Node {
   const lines = !g.in_store
     ? [`grant ${g.id}  (no longer in the store: pruned after it expired)${g.focus ? '  ◀' : ''}`]
@@ -190,6 +199,7 @@ function grantNode(g: TraceGrant, children: Map<string | null, TraceGrant[]>): N
         join([`subject ${g.subject}`, `client ${g.client_id}`, `issuer ${g.issuer}`]),
         join([`scope ${g.scopes.join(' ') || '-'}`, `aud ${g.audiences.join(' ') || '-'}`]),
         join([`created ${t(g.created_at)}`, `expires ${t(g.expires_at)}`]),
+        ...(g.approval === null ? [] : [approvalLine(g.approval)]),
       ];
   const more: Node[] = g.more_tokens ? [{ lines: [`… more tokens: tessera audit query --delegation ${g.id}`], children: [] }] : [];
   return {

@@ -135,7 +135,8 @@ export async function authorizationCode(
     jti,
     scopes_granted: grant.scopes,
     ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
-    detail: { grant_type: 'authorization_code', aud: [...audiences], exp },
+    // The code's short hash links the grant to its `authorization.approved` event (tessera trace).
+    detail: { grant_type: 'authorization_code', aud: [...audiences], exp, code_hash: tokenHash(code) },
   });
   return {
     access_token: token,
