@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
 import { ClientInputError } from '../../src/issuer/clients.ts';
+import { tokenHash } from '../../src/issuer/secrets.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 import { bearer } from '../helpers/tokens.ts';
@@ -118,7 +119,8 @@ describe('authorization code redemption', () => {
     // The issuing event carries the token's expiry, as every other grant's does (`tessera trace` shows it).
     await issuer.service.audit.flush();
     const issued = (await issuer.store.queryAudit({ jti: claims.jti as string })).find((e) => e.kind === 'token.issued');
-    assert.deepEqual(issued?.detail, { grant_type: 'authorization_code', aud: [API], exp: claims.exp });
+    // ... and the code's short hash, which links the grant to the consent that approved it.
+    assert.deepEqual(issued?.detail, { grant_type: 'authorization_code', aud: [API], exp: claims.exp, code_hash: tokenHash(code) });
     const refreshed = await issuer.post('/oauth2/token', {
       grant_type: 'refresh_token',
       refresh_token: body.refresh_token as string,
