@@ -189,6 +189,16 @@ const registrationSchema = z
     audiences: z.array(z.string().min(1)).default([]).meta({
       description: 'Resources (RFC 8707) registered clients may request tokens for, e.g. your MCP server URL. Required when enabled.',
     }),
+    rate_limit: z
+      .strictObject({
+        rate: z.number().positive().default(0.2).meta({ description: 'Registrations per second one address may make, sustained.' }),
+        burst: z.number().int().min(1).default(20).meta({ description: 'Registrations one address may make at once.' }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          "Token bucket per connecting address (behind a proxy: the proxy's), checked before anything else; over it, 429 with Retry-After.",
+      }),
   })
   .superRefine((v, ctx) => {
     const ok = trusted(ctx.issues);

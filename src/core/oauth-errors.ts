@@ -199,6 +199,11 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_client_metadata',
     description: 'The client metadata is invalid.',
   },
+  registration_rate_limited: {
+    status: 429,
+    error: 'temporarily_unavailable',
+    description: 'Too many registrations from this address; try again later.',
+  },
   registration_redirect_uri_invalid: {
     status: 400,
     error: 'invalid_redirect_uri',
@@ -296,8 +301,10 @@ export class OAuthError extends Error {
   readonly basicChallenge: boolean;
   /** For admin API errors: the scope to name in the Bearer challenge. */
   readonly scope: string | undefined;
+  /** For a 429: seconds until a request may succeed (`Retry-After`). */
+  readonly retryAfter: number | undefined;
 
-  constructor(code: OAuthErrorCode, options: { basic?: boolean; scope?: string; cause?: unknown } = {}) {
+  constructor(code: OAuthErrorCode, options: { basic?: boolean; scope?: string; retryAfter?: number; cause?: unknown } = {}) {
     const spec: OAuthCodeSpec = OAUTH_ERROR_CODES[code];
     super(spec.description, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
@@ -305,6 +312,7 @@ export class OAuthError extends Error {
     this.error = spec.error;
     this.basicChallenge = options.basic === true;
     this.scope = options.scope;
+    this.retryAfter = options.retryAfter;
   }
 
   /** The fixed, caller-safe description. */
@@ -330,6 +338,7 @@ export class OAuthError extends Error {
     }
     if (this.status === 405) return { allow: this.code === 'request_method_get_only' ? 'GET' : 'POST' };
     if (this.status === 503) return { 'retry-after': '5' };
+    if (this.status === 429) return { 'retry-after': String(this.retryAfter ?? 1) };
     return {};
   }
 }

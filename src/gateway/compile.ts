@@ -17,6 +17,7 @@ import type { VerifierConfig } from '../config/verifier-schema.ts';
 import { ConfigError, type ConfigIssue, type TesseraError } from '../core/errors.ts';
 import { compilePolicy } from '../core/policy.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
+import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes } from '../core/scopes.ts';
 import { challenges as renderChallenges } from '../core/verify/challenge.ts';
 import type { ManagedVerifier } from '../verifier.ts';
@@ -37,7 +38,6 @@ import { passthroughMutator } from './pipeline/mutate/mutator-passthrough.ts';
 import { staticCredentialMutator } from './pipeline/mutate/mutator-static.ts';
 import type { Pipeline } from './pipeline/run.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
-import { TokenBucketLimiter } from './ratelimit.ts';
 import { compileMatcher, type Matcher } from './routes.ts';
 
 /** Builds a verifier for one credential kind from the verifier part of the configuration. */

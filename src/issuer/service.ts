@@ -16,6 +16,7 @@ import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
+import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
@@ -149,12 +150,14 @@ export class TokenService {
   #syncing: Promise<void> | undefined;
   #unwatch: (() => Promise<void>) | undefined;
   #pushed: Promise<unknown> | undefined;
+  readonly #registrations: TokenBucketLimiter;
 
   constructor(options: TokenServiceOptions) {
     const { config, store } = options;
     const clock = options.clock ?? Date.now;
     const issuer = config.issuer;
     const now = () => Math.floor(clock() / 1000);
+    this.#registrations = new TokenBucketLimiter({ ...config.registration.rate_limit, maxKeys: 10_000, clock });
     this.config = config;
     this.store = store;
     this.issuer = issuer;
@@ -540,6 +543,9 @@ export class TokenService {
     extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
   ): Promise<RegistrationResponse> {
     try {
+      // Before the initial access token is checked: a flood is refused whether or not it guesses.
+      const wait = this.#registrations.take(extra.remoteAddr ?? '');
+      if (wait > 0) throw new OAuthError('registration_rate_limited', { retryAfter: wait });
       return await registerDynamicClient(this.#ctx, metadata, authorization);
     } catch (e) {
       const error = asOAuthError(e);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { TokenBucketLimiter } from '../../src/gateway/ratelimit.ts';
+import { TokenBucketLimiter } from '../../src/core/ratelimit.ts';
 import { claims, makeKey, sign } from '../helpers/tokens.ts';
 import { AUDIENCE, baseConfig, ISSUER, key, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 

@@ -17,7 +17,15 @@ let issuer: RunningIssuer;
 const registrationConfig = (extra: Record<string, unknown> = {}) => ({
   token_service: {
     authorization: authorizationConfig(),
-    registration: { enabled: true, initial_access_token: IAT, scopes: ['mcp:tools', 'mcp:read'], audiences: [MCP], ...extra },
+    // Many registrations from one loopback address: a limit the flooding test lowers.
+    registration: {
+      enabled: true,
+      initial_access_token: IAT,
+      scopes: ['mcp:tools', 'mcp:read'],
+      audiences: [MCP],
+      rate_limit: { rate: 100, burst: 1000 },
+      ...extra,
+    },
   },
 });
 
@@ -160,6 +168,25 @@ describe('dynamic client registration', () => {
     const open = await startIssuer({ config: registrationConfig({ initial_access_token: undefined, open: true }) as never });
     try {
       assert.equal((await register(mcpClient, null, open.url)).status, 201);
+    } finally {
+      await open.close();
+    }
+  });
+
+  it('client flooding: registrations from one address past registration.rate_limit get 429 with Retry-After, and are audited', async () => {
+    const open = await startIssuer({
+      config: registrationConfig({ initial_access_token: undefined, open: true, rate_limit: { rate: 0.01, burst: 2 } }) as never,
+    });
+    try {
+      assert.equal((await register(mcpClient, null, open.url)).status, 201);
+      assert.equal((await register(mcpClient, null, open.url)).status, 201);
+      const res = await register(mcpClient, null, open.url);
+      await expectError(res, 429, 'temporarily_unavailable');
+      assert.ok(Number(res.headers.get('retry-after')) >= 1);
+      await open.service.audit.flush();
+      const events = await open.store.queryAudit({ limit: 100 });
+      assert.equal(events.filter((e) => e.kind === 'client.created').length, 2, 'no client was created for the refused one');
+      assert.ok(events.some((e) => e.kind === 'client.registration_denied' && e.reason === 'registration_rate_limited'));
     } finally {
       await open.close();
     }

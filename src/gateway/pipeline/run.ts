@@ -7,8 +7,8 @@
  */
 import { TesseraError } from '../../core/errors.ts';
 import type { CompiledRule } from '../../core/policy.ts';
+import type { TokenBucketLimiter } from '../../core/ratelimit.ts';
 import type { Principal } from '../../core/verify/principal.ts';
-import type { TokenBucketLimiter } from '../ratelimit.ts';
 import type { AuthenticationStage, AuthnResult } from './authn/registry.ts';
 import type { Authorizer } from './authz/authorizer.ts';
 import type { MutationResult, Mutator } from './mutate/mutator.ts';

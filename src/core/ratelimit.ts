@@ -1,12 +1,12 @@
 /**
- * Token-bucket rate limiting: each key (a subject, client or address on one route) has a bucket of
+ * Token-bucket rate limiting: each key (a subject, client or address on one route; an address registering clients) has a bucket of
  * `burst` tokens refilled at `rate` per second; a request takes one token or is refused with the
  * time until the next one.
  *
  * @module
  */
-import type { Clock } from '../core/ports.ts';
-import { BoundedMap } from '../core/verify/bounded-map.ts';
+import type { Clock } from './ports.ts';
+import { BoundedMap } from './verify/bounded-map.ts';
 
 interface Bucket {
   tokens: number;
