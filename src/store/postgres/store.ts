@@ -38,6 +38,7 @@ import type {
   StoreVersions,
 } from '../contract.ts';
 import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { clientFrom, codeFrom, grantFrom, json, num, parse, type Row, refreshFrom, strOrNull } from '../rows.ts';
 import { Listener } from './listener.ts';
 
 /** Options for {@link PostgresStore.open}. */
@@ -50,7 +51,6 @@ export interface PostgresStoreOptions {
   readonly max?: number;
 }
 
-type Row = Record<string, unknown>;
 type Q = Pick<pg.PoolClient, 'query'>;
 
 const MIGRATIONS: readonly { version: number; sql: string }[] = [
@@ -130,81 +130,8 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
   },
 ];
 
-const json = (v: unknown): string => JSON.stringify(v);
-const parse = <T>(v: unknown): T => JSON.parse(v as string) as T;
-const num = (v: unknown): number => Number(v);
-const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
-const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
-
-function clientFrom(r: Row): ClientRecord {
-  return {
-    id: String(r.id),
-    authMethod: r.auth_method as ClientRecord['authMethod'],
-    secretHash: strOrNull(r.secret_hash),
-    jwks: r.jwks === null ? null : parse(r.jwks),
-    jwksUri: strOrNull(r.jwks_uri),
-    scopes: parse(r.scopes),
-    audiences: parse(r.audiences),
-    grantTypes: parse(r.grant_types),
-    accessTokenTtl: numOrNull(r.access_token_ttl),
-    exchangeRetargetAudiences: r.exchange_retarget_audiences === true,
-    redirectUris: r.redirect_uris === undefined ? [] : parse(r.redirect_uris),
-    name: strOrNull(r.name),
-    disabled: r.disabled === true,
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-  };
-}
-
-function codeFrom(r: Row): AuthorizationCodeRecord {
-  return {
-    hash: String(r.hash),
-    clientId: String(r.client_id),
-    redirectUri: strOrNull(r.redirect_uri),
-    codeChallenge: String(r.code_challenge),
-    subject: String(r.subject),
-    issuer: String(r.issuer),
-    scopes: parse(r.scopes),
-    audiences: parse(r.audiences),
-    createdAt: num(r.created_at),
-    expiresAt: num(r.expires_at),
-    consumedAt: numOrNull(r.consumed_at),
-    grantId: strOrNull(r.grant_id),
-  };
-}
-
-function grantFrom(r: Row): GrantRecord {
-  return {
-    id: String(r.id),
-    parentId: strOrNull(r.parent_id),
-    rootId: String(r.root_id),
-    depth: num(r.depth),
-    kind: r.kind as GrantRecord['kind'],
-    issuer: String(r.issuer),
-    subject: String(r.subject),
-    clientId: String(r.client_id),
-    act: r.act === null ? null : parse(r.act),
-    scopes: parse(r.scopes),
-    audiences: parse(r.audiences),
-    createdAt: num(r.created_at),
-    expiresAt: numOrNull(r.expires_at),
-    revokedAt: numOrNull(r.revoked_at),
-    revokedReason: strOrNull(r.revoked_reason),
-  };
-}
-
-function refreshFrom(r: Row): RefreshTokenRecord {
-  return {
-    hash: String(r.hash),
-    grantId: String(r.grant_id),
-    clientId: String(r.client_id),
-    createdAt: num(r.created_at),
-    expiresAt: num(r.expires_at),
-    rotatedAt: numOrNull(r.rotated_at),
-    revokedAt: numOrNull(r.revoked_at),
-  };
-}
+const clientRow = (r: Row): ClientRecord => clientFrom(r, (v) => v === true);
 
 // Failures that say the server cannot be reached now, not that the request is wrong: socket errors,
 // SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, starting up) and 53300
@@ -398,11 +325,11 @@ export class PostgresStore implements Store {
 
   async getClient(id: string): Promise<ClientRecord | undefined> {
     const [r] = await this.#q('SELECT * FROM clients WHERE id = $1', [id]);
-    return r ? clientFrom(r) : undefined;
+    return r ? clientRow(r) : undefined;
   }
 
   async listClients(): Promise<ClientRecord[]> {
-    return (await this.#q('SELECT * FROM clients ORDER BY id')).map(clientFrom);
+    return (await this.#q('SELECT * FROM clients ORDER BY id')).map(clientRow);
   }
 
   async updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined> {
@@ -432,7 +359,7 @@ export class PostgresStore implements Store {
       const r = await c.query(`UPDATE clients SET ${sets.join(', ')} WHERE id = $${values.length} RETURNING *`, values);
       if (r.rowCount === 0) return undefined;
       await this.#bump(c, 'clients_version');
-      return clientFrom(r.rows[0] as Row);
+      return clientRow(r.rows[0] as Row);
     });
   }
 

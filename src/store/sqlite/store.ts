@@ -31,6 +31,7 @@ import type {
   StoreVersions,
 } from '../contract.ts';
 import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { clientFrom, codeFrom, grantFrom, json, num, parse, type Row, refreshFrom, strOrNull } from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
 
 /** Options for {@link SqliteStore}. */
@@ -46,82 +47,7 @@ export interface SqliteStoreOptions {
   readonly failpoint?: string;
 }
 
-type Row = Record<string, unknown>;
-
-const json = (v: unknown): string => JSON.stringify(v);
-const parse = <T>(v: unknown): T => JSON.parse(v as string) as T;
-const num = (v: unknown): number => Number(v);
-const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
-const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
-
-function clientFrom(r: Row): ClientRecord {
-  return {
-    id: String(r.id),
-    authMethod: r.auth_method as ClientRecord['authMethod'],
-    secretHash: strOrNull(r.secret_hash),
-    jwks: r.jwks === null ? null : parse(r.jwks),
-    jwksUri: strOrNull(r.jwks_uri),
-    scopes: parse(r.scopes),
-    audiences: parse(r.audiences),
-    grantTypes: parse(r.grant_types),
-    accessTokenTtl: numOrNull(r.access_token_ttl),
-    exchangeRetargetAudiences: num(r.exchange_retarget_audiences ?? 0) !== 0,
-    redirectUris: r.redirect_uris === undefined ? [] : parse(r.redirect_uris),
-    name: strOrNull(r.name),
-    disabled: num(r.disabled) !== 0,
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-  };
-}
-
-function grantFrom(r: Row): GrantRecord {
-  return {
-    id: String(r.id),
-    parentId: strOrNull(r.parent_id),
-    rootId: String(r.root_id),
-    depth: num(r.depth),
-    kind: r.kind as GrantRecord['kind'],
-    issuer: String(r.issuer),
-    subject: String(r.subject),
-    clientId: String(r.client_id),
-    act: r.act === null ? null : parse(r.act),
-    scopes: parse(r.scopes),
-    audiences: parse(r.audiences),
-    createdAt: num(r.created_at),
-    expiresAt: numOrNull(r.expires_at),
-    revokedAt: numOrNull(r.revoked_at),
-    revokedReason: strOrNull(r.revoked_reason),
-  };
-}
-
-function refreshFrom(r: Row): RefreshTokenRecord {
-  return {
-    hash: String(r.hash),
-    grantId: String(r.grant_id),
-    clientId: String(r.client_id),
-    createdAt: num(r.created_at),
-    expiresAt: num(r.expires_at),
-    rotatedAt: numOrNull(r.rotated_at),
-    revokedAt: numOrNull(r.revoked_at),
-  };
-}
-
-function codeFrom(r: Row): AuthorizationCodeRecord {
-  return {
-    hash: String(r.hash),
-    clientId: String(r.client_id),
-    redirectUri: strOrNull(r.redirect_uri),
-    codeChallenge: String(r.code_challenge),
-    subject: String(r.subject),
-    issuer: String(r.issuer),
-    scopes: parse(r.scopes),
-    audiences: parse(r.audiences),
-    createdAt: num(r.created_at),
-    expiresAt: num(r.expires_at),
-    consumedAt: numOrNull(r.consumed_at),
-    grantId: strOrNull(r.grant_id),
-  };
-}
+const clientRow = (r: Row): ClientRecord => clientFrom(r, (v) => num(v ?? 0) !== 0);
 
 function isConstraintError(e: unknown): boolean {
   return e instanceof Error && /UNIQUE constraint|PRIMARY KEY/.test(e.message);
@@ -273,11 +199,11 @@ export class SqliteStore implements Store {
 
   async getClient(id: string): Promise<ClientRecord | undefined> {
     const r = this.#stmt('SELECT * FROM clients WHERE id = ?').get(id) as Row | undefined;
-    return r ? clientFrom(r) : undefined;
+    return r ? clientRow(r) : undefined;
   }
 
   async listClients(): Promise<ClientRecord[]> {
-    return (this.#stmt('SELECT * FROM clients ORDER BY id').all() as Row[]).map(clientFrom);
+    return (this.#stmt('SELECT * FROM clients ORDER BY id').all() as Row[]).map(clientRow);
   }
 
   async updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined> {
@@ -306,7 +232,7 @@ export class SqliteStore implements Store {
       const changed = this.#db.prepare(`UPDATE clients SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
       if (Number(changed.changes) === 0) return undefined;
       this.#bump('clients_version');
-      return clientFrom(this.#stmt('SELECT * FROM clients WHERE id = ?').get(id) as Row);
+      return clientRow(this.#stmt('SELECT * FROM clients WHERE id = ?').get(id) as Row);
     });
   }
 

@@ -1,0 +1,87 @@
+/**
+ * Rows to records, the same for every SQL backend: JSON columns are text, times epoch seconds.
+ *
+ * @module
+ */
+import type { AuthorizationCodeRecord, ClientRecord, GrantRecord, RefreshTokenRecord } from './contract.ts';
+
+/** A row as the driver returns it. */
+export type Row = Record<string, unknown>;
+
+export const json = (v: unknown): string => JSON.stringify(v);
+export const parse = <T>(v: unknown): T => JSON.parse(v as string) as T;
+export const num = (v: unknown): number => Number(v);
+export const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+export const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
+/**
+ * `flag` reads a boolean column: SQLite stores 0/1, PostgreSQL a boolean.
+ */
+export function clientFrom(r: Row, flag: (v: unknown) => boolean): ClientRecord {
+  return {
+    id: String(r.id),
+    authMethod: r.auth_method as ClientRecord['authMethod'],
+    secretHash: strOrNull(r.secret_hash),
+    jwks: r.jwks === null ? null : parse(r.jwks),
+    jwksUri: strOrNull(r.jwks_uri),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    grantTypes: parse(r.grant_types),
+    accessTokenTtl: numOrNull(r.access_token_ttl),
+    exchangeRetargetAudiences: flag(r.exchange_retarget_audiences),
+    redirectUris: r.redirect_uris === undefined ? [] : parse(r.redirect_uris),
+    name: strOrNull(r.name),
+    disabled: flag(r.disabled),
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+export function grantFrom(r: Row): GrantRecord {
+  return {
+    id: String(r.id),
+    parentId: strOrNull(r.parent_id),
+    rootId: String(r.root_id),
+    depth: num(r.depth),
+    kind: r.kind as GrantRecord['kind'],
+    issuer: String(r.issuer),
+    subject: String(r.subject),
+    clientId: String(r.client_id),
+    act: r.act === null ? null : parse(r.act),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    createdAt: num(r.created_at),
+    expiresAt: numOrNull(r.expires_at),
+    revokedAt: numOrNull(r.revoked_at),
+    revokedReason: strOrNull(r.revoked_reason),
+  };
+}
+
+export function refreshFrom(r: Row): RefreshTokenRecord {
+  return {
+    hash: String(r.hash),
+    grantId: String(r.grant_id),
+    clientId: String(r.client_id),
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
+    rotatedAt: numOrNull(r.rotated_at),
+    revokedAt: numOrNull(r.revoked_at),
+  };
+}
+
+export function codeFrom(r: Row): AuthorizationCodeRecord {
+  return {
+    hash: String(r.hash),
+    clientId: String(r.client_id),
+    redirectUri: strOrNull(r.redirect_uri),
+    codeChallenge: String(r.code_challenge),
+    subject: String(r.subject),
+    issuer: String(r.issuer),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
+    consumedAt: numOrNull(r.consumed_at),
+    grantId: strOrNull(r.grant_id),
+  };
+}
