@@ -345,10 +345,10 @@ export const gatewaySchema = z
       .array(headerName('A header name.'))
       .default([])
       .meta({ description: 'Further inbound headers never forwarded (e.g. another proxy’s identity headers).' }),
-    strip_cookies: z
-      .array(z.string().min(1))
-      .default([])
-      .meta({ description: 'Cookies never forwarded upstream (session cookies of the gateway’s domain).' }),
+    strip_cookies: z.array(z.string().min(1)).default([]).meta({
+      description:
+        'Cookies never forwarded upstream (session cookies of the gateway’s domain). The token service’s login cookies never are, listed or not.',
+    }),
     limits: z
       .strictObject({
         max_header_size: z

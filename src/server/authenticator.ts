@@ -9,6 +9,14 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 
+/**
+ * The login cookies an interactive authenticator sets (`__Host-` prefixed on an https issuer), by
+ * every name they can have. They are credentials of the authorization endpoint: the gateway, which
+ * shares the listener (and so receives them, Path=/), never forwards them upstream.
+ */
+export const LOGIN_COOKIES = { state: 'tessera-login', session: 'tessera-session' } as const;
+export const LOGIN_COOKIE_NAMES: readonly string[] = Object.values(LOGIN_COOKIES).flatMap((name) => [name, `__Host-${name}`]);
+
 /** What an authenticator may read of the request. */
 export interface PersonRequest {
   readonly headers: IncomingHttpHeaders;

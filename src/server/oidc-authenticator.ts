@@ -25,14 +25,15 @@ import { createRemoteJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } 
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { Store } from '../store/contract.ts';
-import type {
-  Authentication,
-  Authenticator,
-  InteractiveLogin,
-  LoginCallbackOutcome,
-  LoginFailure,
-  LoginRedirect,
-  PersonRequest,
+import {
+  type Authentication,
+  type Authenticator,
+  type InteractiveLogin,
+  LOGIN_COOKIES,
+  type LoginCallbackOutcome,
+  type LoginFailure,
+  type LoginRedirect,
+  type PersonRequest,
 } from './authenticator.ts';
 
 export interface OidcOptions {
@@ -142,8 +143,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   // RFC 6265bis §4.1.3.2: a __Host- cookie is Secure, host-only and Path=/, so no sibling
   // subdomain or plain-http page can set (toss) one the callback would then believe.
   const prefix = secure ? '__Host-' : '';
-  const stateCookie = `${prefix}tessera-login`;
-  const sessionCookie = `${prefix}tessera-session`;
+  const stateCookie = `${prefix}${LOGIN_COOKIES.state}`;
+  const sessionCookie = `${prefix}${LOGIN_COOKIES.session}`;
   const attributes = `Path=/; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
   const setCookie = (name: string, value: string, maxAge: number) => `${name}=${value}; ${attributes}; Max-Age=${maxAge}`;
   const clearState = setCookie(stateCookie, '', 0);

@@ -123,6 +123,18 @@ describe('gateway hygiene', () => {
     assert.equal(h.cookie, 'theme=dark');
   });
 
+  it('session replay: the token service’s login cookies (same listener, Path=/) never reach an upstream, even on a public route', async () => {
+    // A person who signed in at /oauth2/authorize and then follows a link to a gateway route sends
+    // these cookies along; an upstream holding the session cookie could approve grants as them.
+    const cookie =
+      '__Host-tessera-session=sess.mac; __Host-tessera-login=state.mac; tessera-session=s2.mac; tessera-login=l2.mac; theme=dark';
+    for (const path of ['/public/x', '/api/x']) {
+      const res = await get(path, { cookie });
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)!.headers.cookie, 'theme=dark', path);
+    }
+  });
+
   it('method override: X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override never reach the upstream', async () => {
     // A GET allowed with api:read must not be run by the upstream as the DELETE it names.
     const res = await get('/api/items/1', {

@@ -2,7 +2,7 @@
  * Header hygiene between caller and upstream (RFC 9110 §7.6.1, RFC 7239), as pure functions.
  *
  * Toward the upstream: hop-by-hop headers (and every header the `Connection` header names) are
- * dropped; the caller's credentials (`Authorization`, `DPoP`, configured cookies,
+ * dropped; the caller's credentials (`Authorization`, `DPoP`, Tessera's login cookies, configured cookies,
  * `Proxy-Authorization`) never pass; inbound copies of the identity headers the gateway sets are
  * removed, also spelled with underscores, so a caller cannot spoof them; `X-Forwarded-*` and
  * `Forwarded` are rebuilt (appended to only when the peer is a trusted proxy); `X-Request-Id` and
@@ -13,6 +13,7 @@
  * @module
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { LOGIN_COOKIE_NAMES } from '../../server/authenticator.ts';
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus the non-standard ones proxies also drop. */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -89,7 +90,9 @@ export function compileHeaderPolicy(
 ): HeaderPolicy {
   return {
     stripped: new Set([...ALWAYS_STRIPPED, ...identityHeaders.map((h) => h.toLowerCase()), ...extra.map((h) => h.toLowerCase())]),
-    strippedCookies: new Set(cookies),
+    // The token service's login cookies arrive too (same listener, Path=/): an upstream holding
+    // the session cookie could approve grants at /oauth2/authorize as the person.
+    strippedCookies: new Set([...LOGIN_COOKIE_NAMES, ...cookies]),
   };
 }
 
