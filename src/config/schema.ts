@@ -48,7 +48,7 @@ export const configSchema = z
     addConfigIssues(ctx, [
       ...verifier.issues,
       ...gatewayChecks(c, ok, verifier.scopes),
-      ...tokenServiceChecks(c.token_service, ok, verifier.scopes),
+      ...tokenServiceChecks(c.token_service, ok, verifier.scopes, c.server),
     ]);
   }, always)
   .meta({ description: 'tessera.yaml' });

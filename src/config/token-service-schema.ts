@@ -359,9 +359,22 @@ export function tokenServiceChecks(
   ts: TokenServiceConfig | undefined,
   ok: Trusted,
   scopes: { readonly known?: ReadonlySet<string> | undefined },
+  server: { readonly host: string; readonly port: number; readonly public_url?: string | undefined },
 ): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  if (ts === undefined || scopes.known === undefined || !ok('token_service', 'registration', 'scopes')) return issues;
+  if (ts === undefined) return issues;
+  if (ts.authorization.oidc !== undefined && ok('server') && ok('token_service', 'issuer') && ok('token_service', 'authorization')) {
+    // The login cookies are Secure and __Host- only on https; on plain http elsewhere than loopback
+    // they would be readable on the wire and settable by anyone on the path (login CSRF).
+    const issuer = new URL(resolveTokenService({ token_service: ts, server }).issuer);
+    if (issuer.protocol !== 'https:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuer.hostname)) {
+      issues.push({
+        path: 'token_service.authorization.oidc',
+        message: `the login cookies need https, but the issuer is ${issuer.origin}: set server.public_url (or token_service.issuer) to the https URL people reach Tessera at`,
+      });
+    }
+  }
+  if (scopes.known === undefined || !ok('token_service', 'registration', 'scopes')) return issues;
   for (const [i, s] of ts.registration.scopes.entries()) {
     if (!isWildcard(s) && !scopes.known.has(s) && s !== ts.admin.scope) {
       issues.push({

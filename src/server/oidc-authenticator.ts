@@ -139,7 +139,13 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   const doFetch = runtime.fetch ?? fetch;
   const timeoutMs = runtime.timeoutMs ?? 5000;
   const warn = runtime.onWarning ?? (() => {});
-  const secure = new URL(runtime.tesseraIssuer).protocol === 'https:';
+  const self = new URL(runtime.tesseraIssuer);
+  const secure = self.protocol === 'https:';
+  // The config check says this first; a cookie that can be neither Secure nor __Host- is readable
+  // on the wire and settable by anyone on the path, so plain http is for loopback only.
+  if (!secure && !['localhost', '127.0.0.1', '[::1]'].includes(self.hostname)) {
+    throw new TypeError(`oidc: the login cookies need an https issuer, not ${self.origin}`);
+  }
   // RFC 6265bis §4.1.3.2: a __Host- cookie is Secure, host-only and Path=/, so no sibling
   // subdomain or plain-http page can set (toss) one the callback would then believe.
   const prefix = secure ? '__Host-' : '';

@@ -176,6 +176,31 @@ describe('token_service.authorization', () => {
     ]);
   });
 
+  it('login cookies in clear: an upstream login on a plain-http issuer that is not loopback is refused', () => {
+    // Its session cookie could be neither Secure nor __Host-: readable on the wire, and settable
+    // by anyone on the path (login CSRF: the person approves grants as the attacker).
+    const oidc =
+      'token_service: { authorization: { enabled: true, oidc: { issuer: "https://idp.example.com", client_id: t, client_secret: s } } }';
+    for (const server of ['server: { public_url: "http://tessera.corp.example:8080" }', 'server: { host: 0.0.0.0 }']) {
+      const found = issues(`${server}\n${oidc}`);
+      assert.deepEqual(
+        found.map((i) => i.path),
+        ['token_service.authorization.oidc'],
+        server,
+      );
+      assert.match(found[0]?.message ?? '', /https/);
+    }
+    const clear = issues(oidc.replace('{ authorization', '{ issuer: "http://tessera.corp.example", authorization'));
+    assert.ok(clear.some((i) => i.path === 'token_service.issuer'));
+    for (const server of [
+      'server: { public_url: "https://tessera.example.com" }',
+      'server: { public_url: "http://localhost:8080" }',
+      '{}',
+    ]) {
+      assert.ok(resolveTokenService(parseConfigText(`${server === '{}' ? '' : server}\n${oidc}`)).authorization.oidc, server);
+    }
+  });
+
   it('names each mistake at its path, all at once', () => {
     const found = issues('token_service: { authorization: { enabled: true, code_ttl: 5m } }');
     assert.deepEqual(

@@ -462,6 +462,21 @@ describe('cookies on an https issuer', () => {
         ok: false,
         reason: 'session_missing',
       });
+      // Plain http elsewhere than loopback: no cookie could be Secure, so no login at all.
+      const runtime = {
+        keys: { state: createSecretKey(randomBytes(32)), session: createSecretKey(randomBytes(32)) },
+        store: { useOnce: async () => true },
+        now: () => Math.floor(Date.now() / 1000),
+      };
+      const options = { issuer: rogue.url, client_id: UPSTREAM_CLIENT, client_secret: UPSTREAM_SECRET, scopes: ['openid'] };
+      assert.throws(
+        () =>
+          createOidcAuthenticator(
+            { ...options, subject_claim: 'sub', session_ttl: 600, login_ttl: 300 },
+            { ...runtime, tesseraIssuer: 'http://auth.example.com' },
+          ),
+        /https/,
+      );
     } finally {
       await rogue.close();
     }
