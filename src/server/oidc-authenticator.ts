@@ -12,8 +12,10 @@
  *   equal the cookie's (a login started in another browser, i.e. login CSRF, fails), and each state
  *   is used once. The PKCE verifier and the nonce are MACs of the state, so nothing else is kept.
  * - the login session cookie (`tessera-session`), set after a verified ID token: the subject, the
- *   e-mail and an expiry (`session_ttl`). It says who the person is to the authorization endpoint
- *   and nothing else: it is not a JWT, its key serves no other purpose, and no other endpoint reads it.
+ *   e-mail and an expiry (`session_ttl`), MAC'd together with the upstream's issuer, client_id,
+ *   subject_claim and allowed_domains (a session outlives no change of them). It says who the person
+ *   is to the authorization endpoint and nothing else: it is not a JWT, its key serves no other
+ *   purpose, and no other endpoint reads it.
  *
  * The authorization request is carried in the MAC'd state cookie, never in a `return_to`
  * parameter: the callback can only send the browser back to this issuer's authorization endpoint.
@@ -156,6 +158,15 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   const clearState = setCookie(stateCookie, '', 0);
   const callbackUrl = `${runtime.tesseraIssuer}/oauth2/login/callback`;
   const allowed = options.allowed_domains === undefined ? undefined : new Set(options.allowed_domains);
+  // A session holds for the upstream and the rules it was signed in under: `sub` is unique only
+  // per issuer (OIDC Core §2), so after a switch of provider (or of subject_claim, or a narrower
+  // allowed_domains) an earlier session could name someone else, or someone no longer allowed.
+  const sessionLabel = `tessera oidc session v1\n${JSON.stringify([
+    options.issuer,
+    options.client_id,
+    options.subject_claim,
+    allowed === undefined ? null : [...allowed].sort(),
+  ])}`;
   const credentials = `Basic ${Buffer.from(`${encodeURIComponent(options.client_id)}:${encodeURIComponent(options.client_secret)}`).toString('base64')}`;
   const loopbackHttp = new URL(options.issuer).protocol === 'http:';
 
@@ -346,7 +357,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         const domain = (email as string).slice((email as string).lastIndexOf('@') + 1).toLowerCase();
         if (!allowed.has(domain)) return fail('login_domain_not_allowed');
       }
-      const session = seal(runtime.keys.session, 'tessera oidc session v1', {
+      const session = seal(runtime.keys.session, sessionLabel, {
         s: subject,
         ...(email !== undefined ? { m: email } : {}),
         e: now + options.session_ttl,
@@ -367,7 +378,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     authenticate(request): Authentication {
       const raw = cookie(request.headers, sessionCookie);
       if (raw === undefined || raw === '') return { ok: false, reason: 'session_missing' };
-      const v = raw === null ? undefined : unseal(runtime.keys.session, 'tessera oidc session v1', raw);
+      const v = raw === null ? undefined : unseal(runtime.keys.session, sessionLabel, raw);
       if (v === undefined || typeof v.s !== 'string' || typeof v.e !== 'number' || (v.m !== undefined && typeof v.m !== 'string')) {
         return { ok: false, reason: 'session_invalid' };
       }

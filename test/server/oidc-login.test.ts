@@ -28,10 +28,16 @@ function oidcConfig(upstream: string, extra: Record<string, unknown> = {}) {
   return { enabled: true, oidc: { issuer: upstream, client_id: UPSTREAM_CLIENT, client_secret: UPSTREAM_SECRET, ...extra } };
 }
 
-async function startTessera(upstream: string, extra: Record<string, unknown> = {}, clock?: () => number): Promise<RunningIssuer> {
+async function startTessera(
+  upstream: string,
+  extra: Record<string, unknown> = {},
+  clock?: () => number,
+  master?: RunningIssuer['master'],
+): Promise<RunningIssuer> {
   const issuer = await startIssuer({
     config: { token_service: { authorization: oidcConfig(upstream, extra) } } as never,
     ...(clock ? { clock } : {}),
+    ...(master ? { master } : {}),
   });
   await issuer.service.registerClient({
     id: 'mcp-app',
@@ -388,6 +394,30 @@ describe('attacks on the login callback (scripted upstream)', () => {
       assert.equal(res.status, 303, 'sent to log in, not shown a consent page');
       assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
       assert.deepEqual((await audit(issuer)).slice(before), ['login_session_invalid']);
+    }
+  });
+
+  it('upstream switched: a session signed in at the former provider (same master key, same sub) signs no one in at the new one', async () => {
+    // sub is only unique per issuer (OIDC Core §2): the former provider's "rogue-user" may be
+    // someone else at the new one. Narrowing allowed_domains likewise ends the sessions it excludes.
+    const browser = await signedIn();
+    const other = await startRogueProvider();
+    const moved = await startTessera(other.url, {}, undefined, issuer.master);
+    const narrowed = await startTessera(rogue.url, { allowed_domains: ['corp.example'] }, undefined, issuer.master);
+    const same = await startTessera(rogue.url, {}, undefined, issuer.master);
+    try {
+      assert.equal((await browser.fetch(authorizeUrl(same, pkcePair().challenge))).status, 200, 'same upstream: still signed in');
+      for (const [next, upstream] of [
+        [moved, other.url],
+        [narrowed, rogue.url],
+      ] as const) {
+        const res = await browser.fetch(authorizeUrl(next, pkcePair().challenge));
+        assert.equal(res.status, 303, 'sent to log in, not shown a consent page');
+        assert.ok((res.headers.get('location') as string).startsWith(`${upstream}/authorize?`));
+      }
+    } finally {
+      await Promise.all([moved.close(), narrowed.close(), same.close()]);
+      await other.close();
     }
   });
 
