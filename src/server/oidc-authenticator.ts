@@ -336,7 +336,17 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         });
         claims = verified.payload;
       } catch (e) {
-        if (!(e instanceof joseErrors.JOSEError)) warn(`oidc: ID token verification failed: ${(e as Error).name}`);
+        // The key set could not be had (unreachable, timed out, not 200, not a JWKS): the provider
+        // is down, which says nothing against the ID token. Only the remote JWKS throws a bare JOSEError.
+        if (
+          !(e instanceof joseErrors.JOSEError) ||
+          e.code === 'ERR_JOSE_GENERIC' ||
+          e instanceof joseErrors.JWKSTimeout ||
+          e instanceof joseErrors.JWKSInvalid
+        ) {
+          warn(`oidc: fetching the key set ${m.jwks_uri} failed: ${(e as Error).name}: ${(e as Error).message}`);
+          return fail('login_upstream_unavailable');
+        }
         return fail('login_id_token_invalid');
       }
       // OIDC Core §3.1.3.7: several audiences need azp; azp, when present, is this client.

@@ -115,6 +115,8 @@ export interface RogueUpstream {
   idToken: () => Promise<string> | string;
   /** Token requests received (their form fields and Authorization header). */
   readonly tokenRequests: { form: URLSearchParams; authorization: string | undefined }[];
+  /** When set, the JWKS answers 503 (a provider partly down). */
+  jwksDown: boolean;
   close(): Promise<void>;
 }
 
@@ -132,6 +134,7 @@ export async function startRogueProvider(): Promise<RogueUpstream> {
     kid,
     idToken: () => '',
     tokenRequests,
+    jwksDown: false,
     close: () => close(server),
   };
   const server = createServer((req, res) => {
@@ -149,6 +152,10 @@ export async function startRogueProvider(): Promise<RogueUpstream> {
         response_types_supported: ['code'],
         code_challenge_methods_supported: ['S256'],
       });
+    }
+    if (path === '/jwks' && rogue.jwksDown) {
+      res.writeHead(503);
+      return res.end();
     }
     if (path === '/jwks') return json({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg: 'ES256', use: 'sig' }] });
     if (path === '/token' && req.method === 'POST') {

@@ -361,6 +361,31 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('the provider’s JWKS down at the callback: fails closed as unavailable (502 page), not as a forged ID token', async () => {
+    // A fresh Tessera: its key set for the provider is not cached yet.
+    const fresh = await startTessera(rogue.url);
+    rogue.jwksDown = true;
+    try {
+      const browser = new Browser();
+      const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+      const p = new URL(res.headers.get('location') as string).searchParams;
+      rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+      const html = await expectPage(
+        await browser.fetch(`${fresh.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`),
+        502,
+      );
+      assert.match(html, /could not be reached/);
+      assert.ok(!browser.jar.has('tessera-session'));
+      await fresh.service.audit.flush();
+      const reasons = (await fresh.store.queryAudit({ limit: 100 })).map((e) => e.reason);
+      assert.ok(reasons.includes('login_upstream_unavailable'), reasons.join());
+      assert.ok(!reasons.includes('login_id_token_invalid'));
+    } finally {
+      rogue.jwksDown = false;
+      await fresh.close();
+    }
+  });
+
   async function signedIn(): Promise<Browser> {
     const browser = new Browser();
     const p = await begin(browser);
