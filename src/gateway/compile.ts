@@ -321,6 +321,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   if (issues.length > 0) throw new ConfigError(issues);
 
   const secret = gateway.mcp_session_secret;
+  const proxySecretHeader = config.token_service?.authorization.trusted_header?.secret_header;
   const hasMcp = routes.some((r) => r.mcp !== undefined);
   if (hasMcp && secret === undefined && deps.mcpSessionKey.random)
     warnings.push(
@@ -338,7 +339,13 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     routes: Object.freeze(routes),
     hasA2a: routes.some((r) => r.a2a !== undefined),
     hasMcp,
-    headerPolicy: compileHeaderPolicy(Object.values(gateway.identity_headers), gateway.strip_headers, gateway.strip_cookies),
+    headerPolicy: compileHeaderPolicy(
+      Object.values(gateway.identity_headers),
+      // The token service's SSO proxy secret (same listener): an upstream on a trusted peer holding
+      // it could sign in at /oauth2/authorize as anyone.
+      [...gateway.strip_headers, ...(proxySecretHeader !== undefined ? [proxySecretHeader] : [])],
+      gateway.strip_cookies,
+    ),
     verifiers: Object.values(verifiers) as ManagedVerifier[],
     challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),
     forwardAuthPeers,

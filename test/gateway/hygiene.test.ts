@@ -272,3 +272,29 @@ describe('gateway hygiene', () => {
     assert.equal(events[0]!.path, '/api/%2e%2e/x');
   });
 });
+
+describe('gateway hygiene next to a token service behind an SSO proxy', () => {
+  it('proxy secret replay: the trusted_header shared secret the SSO proxy adds never reaches an upstream', async () => {
+    // The proxy adds it to whatever it forwards to the listener, gateway routes included; an
+    // upstream on a trusted peer (loopback by default) holding it could sign in as anyone.
+    const upstream = await startUpstream();
+    const secret = 'proxy-secret-0123456789abcdef0123456789';
+    const gw = await startGateway({
+      ...baseConfig(),
+      token_service: {
+        authorization: { enabled: true, trusted_header: { secret, secret_header: 'X-SSO-Secret' } },
+      },
+      gateway: { routes: [{ id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' }] },
+    } as never);
+    try {
+      const res = await fetch(`${gw.url}/public/x`, { headers: { 'x-sso-secret': secret, 'x-keep': 'yes' } });
+      assert.equal(res.status, 200);
+      const h = upstream.seen.at(-1)!.headers;
+      assert.equal(h['x-sso-secret'], undefined);
+      assert.equal(h['x-keep'], 'yes');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
