@@ -116,6 +116,12 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_grant',
     description: 'The refresh token is invalid, expired, revoked or was issued to another client.',
   },
+  // RFC 9449 §5: a public client's refresh token bound to a DPoP key, presented without a proof of it.
+  refresh_token_proof_mismatch: {
+    status: 400,
+    error: 'invalid_grant',
+    description: 'The refresh token is invalid, expired, revoked or was issued to another client.',
+  },
 
   // The authorization code grant at the token endpoint (RFC 6749 §4.1.3, RFC 7636 §4.6). Every
   // refusal of a code reads the same, so a response never tells which binding failed.

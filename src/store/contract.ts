@@ -148,6 +148,12 @@ export interface RefreshTokenRecord {
   /** When it was exchanged for its successor; a rotated token presented again is a reuse. */
   readonly rotatedAt: number | null;
   readonly revokedAt: number | null;
+  /**
+   * RFC 9449 §5: the RFC 7638 thumbprint of the DPoP key a public client's refresh token is bound
+   * to (it was issued on a request with a proof of that key); every successor keeps it. Absent for
+   * an unbound token.
+   */
+  readonly jkt?: string;
 }
 
 /** The outcome of {@link Store.rotateRefreshToken}. */
@@ -315,7 +321,7 @@ export interface Store {
   /**
    * Rotate a refresh token in one transaction: when `hash` is current (not rotated, not revoked,
    * not expired, issued to `clientId`, its grant active), mark it rotated and insert its successor
-   * `nextHash` (same grant and client, expiring at `min(nextExpiresAt, grant.expiresAt)`).
+   * `nextHash` (same grant, client and `jkt`, expiring at `min(nextExpiresAt, grant.expiresAt)`).
    * When `hash` was already rotated (and not less than `graceSeconds` ago), revoke its grant's subtree
    * exactly as {@link Store.revokeGrants} does (reason `refresh_token_reused`). Of several
    * concurrent calls with one hash, exactly one sees `rotated`.

@@ -66,6 +66,7 @@ export function refreshFrom(r: Row): RefreshTokenRecord {
     expiresAt: num(r.expires_at),
     rotatedAt: numOrNull(r.rotated_at),
     revokedAt: numOrNull(r.revoked_at),
+    ...(r.jkt === null || r.jkt === undefined ? {} : { jkt: String(r.jkt) }),
   };
 }
 

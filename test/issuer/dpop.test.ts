@@ -9,8 +9,10 @@ import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, decodeJwt, type JWK, SignJWT } from 'jose';
 import { createVerifier } from '../../src/verifier.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { pkcePair } from '../helpers/pkce.ts';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const REDIRECT = 'http://127.0.0.1:7777/callback';
 let issuer: RunningIssuer;
 let agent: { id: string; secret: string };
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -19,6 +21,14 @@ const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
 before(async () => {
   issuer = await startIssuer();
   agent = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials', EXCHANGE] });
+  await issuer.service.registerClient({
+    id: 'pub-app',
+    public: true,
+    scopes: ['api:read'],
+    audiences: ['https://api.test'],
+    grantTypes: ['authorization_code', 'refresh_token'],
+    redirectUris: [REDIRECT],
+  });
 });
 after(() => issuer.close());
 
@@ -150,6 +160,91 @@ describe('exchanging a bound token', () => {
     const ok = await issuer.post('/oauth2/token', form, { ...auth, dpop: await proof() });
     assert.equal(ok.status, 200);
     assert.equal(((await ok.json()) as { token_type: string }).token_type, 'DPoP');
+  });
+});
+
+describe('a public client’s refresh token (RFC 9449 §5: bound to the proof key)', () => {
+  const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const otherProof = () => proof({}, { key: other.privateKey, jwk: other.publicKey.export({ format: 'jwk' }) as JWK });
+
+  /** The public client redeems a code with a DPoP proof of `holder`: a DPoP-bound access token and a refresh token. */
+  async function boundSession(): Promise<string> {
+    const { verifier, challenge } = pkcePair();
+    const outcome = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({
+        response_type: 'code',
+        client_id: 'pub-app',
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        scope: 'api:read',
+        resource: 'https://api.test',
+      }),
+    );
+    if (!outcome.ok) throw new Error(outcome.error.code);
+    const code = await issuer.service.approveAuthorization(outcome.request, 'alice@example.com');
+    const res = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: 'pub-app' },
+      { dpop: await proof() },
+    );
+    const body = (await res.json()) as { token_type: string; refresh_token: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.token_type, 'DPoP');
+    return body.refresh_token;
+  }
+
+  const refresh = (rt: string, dpop?: string) =>
+    issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt, client_id: 'pub-app' }, dpop ? { dpop } : {});
+
+  it('refuses a stolen refresh token presented without a proof, or with a proof of another key, and leaves it usable by its holder', async () => {
+    const rt = await boundSession();
+    for (const res of [await refresh(rt), await refresh(rt, await otherProof())]) {
+      const body = (await res.json()) as { error: string };
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_grant');
+    }
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ client_id: 'pub-app', limit: 1000 })).filter((e) => e.kind === 'token.denied');
+    assert.equal(denied.at(-1)?.reason, 'refresh_token_proof_mismatch');
+    // Neither attempt spent the token: the holder still refreshes with its key, and the chain stays bound.
+    const ok = await refresh(rt, await proof());
+    const body = (await ok.json()) as { access_token: string; token_type: string; refresh_token: string };
+    assert.equal(ok.status, 200, JSON.stringify(body));
+    assert.equal(body.token_type, 'DPoP');
+    assert.equal((decodeJwt(body.access_token).cnf as { jkt: string }).jkt, await calculateJwkThumbprint(holderJwk));
+    assert.equal((await refresh(body.refresh_token)).status, 400);
+    assert.equal((await refresh(body.refresh_token, await otherProof())).status, 400);
+    assert.equal((await refresh(body.refresh_token, await proof())).status, 200);
+  });
+
+  it('leaves a refresh token issued without a proof unbound (a bearer session stays bearer)', async () => {
+    const { verifier, challenge } = pkcePair();
+    const outcome = await issuer.service.checkAuthorizationRequest(
+      new URLSearchParams({
+        response_type: 'code',
+        client_id: 'pub-app',
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        scope: 'api:read',
+        resource: 'https://api.test',
+      }),
+    );
+    if (!outcome.ok) throw new Error(outcome.error.code);
+    const code = await issuer.service.approveAuthorization(outcome.request, 'bob@example.com');
+    const res = await issuer.post('/oauth2/token', {
+      grant_type: 'authorization_code',
+      code,
+      code_verifier: verifier,
+      redirect_uri: REDIRECT,
+      client_id: 'pub-app',
+    });
+    const body = (await res.json()) as { refresh_token: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    const next = await refresh(body.refresh_token);
+    assert.equal(next.status, 200);
+    assert.equal(((await next.json()) as { token_type: string }).token_type, 'Bearer');
   });
 });
 

@@ -374,6 +374,23 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.deepEqual(await store.getRefreshToken(next), r.next);
       });
 
+      it('keeps a DPoP-bound token’s key thumbprint (RFC 9449 §5) and hands it to every successor', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({}, now), now);
+        const t = refresh(g.id, { jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }, now);
+        await store.createRefreshToken(t);
+        assert.deepEqual(await store.getRefreshToken(t.hash), t);
+        const next = uid('rt');
+        const r = await store.rotateRefreshToken(t.hash, opts(now + 1, next));
+        assert.equal(r.status, 'rotated');
+        if (r.status !== 'rotated') return;
+        assert.equal(r.next.jkt, t.jkt);
+        assert.equal((await store.getRefreshToken(next))?.jkt, t.jkt);
+        const unbound = refresh(g.id, {}, now);
+        await store.createRefreshToken(unbound);
+        assert.equal('jkt' in ((await store.getRefreshToken(unbound.hash)) ?? {}), false);
+      });
+
       it('refuses unknown, expired, other-client and revoked-grant tokens without side effects', async () => {
         const now = clock.now();
         assert.equal((await store.rotateRefreshToken('unknown', opts(now, uid('rt')))).status, 'invalid');
@@ -456,7 +473,8 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.deepEqual(await store.getAuthorizationCode(c.hash), c);
         await assert.rejects(store.createAuthorizationCode(c), StoreConflictError);
         const g = grantFor(now);
-        const rt = refresh(g.id, {}, now);
+        // A public client's refresh token, bound to its DPoP key (RFC 9449 §5).
+        const rt = refresh(g.id, { jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }, now);
         const r = await store.redeemAuthorizationCode(c.hash, {
           clientId: 'agent',
           grant: g,
@@ -472,6 +490,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(r.grant.kind, 'authorization_code');
         assert.deepEqual(await store.getGrant(g.id), r.grant);
         assert.equal((await store.getRefreshToken(rt.hash))?.grantId, g.id);
+        assert.equal((await store.getRefreshToken(rt.hash))?.jkt, rt.jkt);
         const after = await store.getAuthorizationCode(c.hash);
         assert.equal(after?.consumedAt, now + 1);
         assert.equal(after?.grantId, g.id);

@@ -90,6 +90,9 @@ export async function authorizationCode(
             expiresAt: Math.min(now + ctx.config.refresh_token_ttl, grantExp),
             rotatedAt: null,
             revokedAt: null,
+            // RFC 9449 §5: a public client's refresh token is bound to the proof key (a confidential
+            // client's is already bound to the client's credentials).
+            ...(jkt !== undefined && client.record.authMethod === 'none' ? { jkt } : {}),
           },
     now,
     entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,

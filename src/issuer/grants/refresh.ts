@@ -39,6 +39,9 @@ export async function refresh(
   const now = ctx.now();
   const record = await ctx.store.getRefreshToken(hash);
   if (record === undefined || record.clientId !== client.id) throw new OAuthError('refresh_token_invalid');
+  // RFC 9449 §5: a bound token is usable only with a proof of its key. Checked before anything is
+  // spent or revoked: a holder without the key can neither refresh nor trigger reuse detection.
+  if (record.jkt !== undefined && record.jkt !== jkt) throw new OAuthError('refresh_token_proof_mismatch');
   // A current token's request is checked before it is spent; a rotated one goes straight to the
   // rotation, which detects the reuse whatever else the request says.
   let scopes: readonly string[] | undefined;

@@ -128,6 +128,11 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);
     `,
   },
+  {
+    // refresh_tokens.jkt: a public client's refresh token bound to its DPoP key (RFC 9449 §5).
+    version: 6,
+    sql: 'ALTER TABLE refresh_tokens ADD COLUMN jkt text;',
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
@@ -576,8 +581,8 @@ export class PostgresStore implements Store {
   async createRefreshToken(t: RefreshTokenRecord): Promise<void> {
     try {
       await this.#q(
-        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-        [t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt],
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+        [t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.jkt ?? null],
       );
     } catch (e) {
       if (isUnique(e)) throw new StoreConflictError('a refresh token with this hash exists');
@@ -624,11 +629,12 @@ export class PostgresStore implements Store {
         expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
         rotatedAt: null,
         revokedAt: null,
+        ...(token.jkt !== undefined ? { jkt: token.jkt } : {}),
       };
       await c.query('UPDATE refresh_tokens SET rotated_at = $1 WHERE hash = $2', [o.now, hash]);
       await c.query(
-        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL)',
-        [next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt],
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)',
+        [next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null],
       );
       return { status: 'rotated', grant, next };
     });
@@ -714,8 +720,8 @@ export class PostgresStore implements Store {
       const t = o.refreshToken;
       if (t !== null) {
         await c.query(
-          'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL, NULL)',
-          [t.hash, g.id, t.clientId, t.createdAt, t.expiresAt],
+          'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)',
+          [t.hash, g.id, t.clientId, t.createdAt, t.expiresAt, t.jkt ?? null],
         );
       }
       const grant: GrantRecord = { ...g, parentId: null, rootId: g.id, depth: 0, revokedAt: null, revokedReason: null };

@@ -154,4 +154,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX authorization_codes_expires ON authorization_codes (expires_at);
     `,
   },
+  {
+    version: 6,
+    description: 'refresh_tokens.jkt: a public client’s refresh token bound to its DPoP key (RFC 9449 §5)',
+    sql: 'ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT;',
+  },
 ];

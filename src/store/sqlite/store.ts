@@ -431,8 +431,8 @@ export class SqliteStore implements Store {
   async createRefreshToken(t: RefreshTokenRecord): Promise<void> {
     try {
       this.#stmt(
-        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt);
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.jkt ?? null);
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('a refresh token with this hash exists');
       throw e;
@@ -480,10 +480,11 @@ export class SqliteStore implements Store {
         expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
         rotatedAt: null,
         revokedAt: null,
+        ...(token.jkt !== undefined ? { jkt: token.jkt } : {}),
       };
       this.#stmt(
-        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL, NULL)',
-      ).run(next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt);
+        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)',
+      ).run(next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null);
       return { status: 'rotated', grant, next };
     });
   }
@@ -547,8 +548,8 @@ export class SqliteStore implements Store {
       const t = o.refreshToken;
       if (t !== null) {
         this.#stmt(
-          'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL, NULL)',
-        ).run(t.hash, grant.id, t.clientId, t.createdAt, t.expiresAt);
+          'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)',
+        ).run(t.hash, grant.id, t.clientId, t.createdAt, t.expiresAt, t.jkt ?? null);
       }
       return { status: 'redeemed', grant };
     });
