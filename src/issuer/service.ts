@@ -98,6 +98,9 @@ type ServiceContext = ClientCredentialsContext &
   ClientAdminContext &
   RegistrationContext;
 
+/** The grant types the token endpoint serves. */
+const SUPPORTED_GRANT_TYPES: ReadonlySet<string> = new Set(['client_credentials', 'authorization_code', 'refresh_token', TOKEN_EXCHANGE]);
+
 /** What a failed request answers: its own OAuth error, 503 for a store that is down, else a 500. */
 function asOAuthError(e: unknown): OAuthError {
   if (e instanceof OAuthError) return e;
@@ -344,14 +347,7 @@ export class TokenService {
     try {
       checkRepeats(req.params);
       if (grantType === undefined || grantType === '') throw new OAuthError('request_parameter_missing');
-      if (
-        grantType !== 'client_credentials' &&
-        grantType !== 'authorization_code' &&
-        grantType !== 'refresh_token' &&
-        grantType !== TOKEN_EXCHANGE
-      ) {
-        throw new OAuthError('grant_type_unsupported');
-      }
+      if (!SUPPORTED_GRANT_TYPES.has(grantType)) throw new OAuthError('grant_type_unsupported');
       const client = await this.clients.authenticate(req, { allowPublic: true });
       clientId = client.id;
       // Checked here as well as at registration: a public client proves nothing about who calls.
@@ -372,7 +368,9 @@ export class TokenService {
         ...(clientId !== undefined ? { client_id: clientId } : {}),
         ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
         ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
-        detail: { grant_type: grantType ?? '' },
+        // The request's own value only when it is a grant type this service knows: anything else is
+        // anonymous input of any size (the body limit), and may be a secret pasted in the wrong field.
+        detail: { grant_type: grantType === undefined ? '' : SUPPORTED_GRANT_TYPES.has(grantType) ? grantType : 'unsupported' },
       });
       throw error;
     }

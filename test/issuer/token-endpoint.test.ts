@@ -136,6 +136,15 @@ describe('grant type errors', () => {
     );
   });
 
+  it('never writes an unsupported grant_type into the audit trail: an anonymous caller cannot store 60 KB, or a secret, per request', async () => {
+    const junk = `tcs_${'x'.repeat(60_000)}`;
+    await expectError(await token({ grant_type: junk }), 400, 'unsupported_grant_type');
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'token.denied').at(-1);
+    assert.equal(denied?.reason, 'grant_type_unsupported');
+    assert.deepEqual(denied?.detail, { grant_type: 'unsupported' });
+  });
+
   it('answers unauthorized_client for a grant type the client is not registered for', async () => {
     const res = await token({ grant_type: 'refresh_token', refresh_token: 'trt_x' }, { authorization: basic(ccOnly.id, ccOnly.secret) });
     await expectError(res, 400, 'unauthorized_client');
