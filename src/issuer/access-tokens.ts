@@ -17,6 +17,7 @@ import { BoundedMap } from '../core/verify/bounded-map.ts';
 import type { RevocationList } from '../core/verify/revocation.ts';
 import type { KeyManager } from './keys.ts';
 import { sha256 } from './secrets.ts';
+import type { JwsSigner } from './signer.ts';
 
 const MAX_TOKEN_SIZE = 8192;
 
@@ -38,6 +39,14 @@ export interface OwnToken {
   readonly jkt: string | undefined;
 }
 
+/** A signature waiting for the end of the event loop's turn (see {@link AccessTokens.sign}). */
+interface PendingSignature {
+  readonly signer: JwsSigner;
+  readonly claims: string;
+  readonly resolve: (token: string) => void;
+  readonly reject: (error: unknown) => void;
+}
+
 /** What an access token is signed for. */
 export interface AccessTokenSpec {
   readonly client: { readonly id: string };
@@ -56,6 +65,7 @@ export class AccessTokens {
   readonly #keys: KeyManager;
   readonly #revocations: RevocationList;
   readonly #own = new BoundedMap<string, OwnToken>(10_000);
+  #pending: PendingSignature[] = [];
 
   constructor(issuer: string, keys: KeyManager, revocations: RevocationList) {
     this.#issuer = issuer;
@@ -63,8 +73,16 @@ export class AccessTokens {
     this.#revocations = revocations;
   }
 
-  /** Sign an RFC 9068 access token. */
-  sign(spec: AccessTokenSpec): { token: string; jti: string } {
+  /**
+   * Sign an RFC 9068 access token.
+   *
+   * The signature is made at the end of the event loop's current turn, back to back with every
+   * other token asked for in that turn. A P-256 signature reads the whole of OpenSSL's ~150 KB
+   * precomputed table for the curve's generator (in constant time), and the request handling
+   * between two signatures evicts it from the CPU caches; signed in a row, the table stays cached.
+   * Under load this is a quarter less CPU per token (bench/README.md), for a wait of one turn.
+   */
+  async sign(spec: AccessTokenSpec): Promise<{ token: string; jti: string }> {
     const signer = this.#keys.signer(spec.now);
     if (signer === undefined) throw new OAuthError('signing_key_unavailable');
     const jti = uuidv7();
@@ -81,8 +99,26 @@ export class AccessTokens {
     if (spec.act !== null) claims.act = spec.act;
     claims.grant_id = spec.grantId;
     if (spec.jkt !== undefined) claims.cnf = { jkt: spec.jkt };
-    return { token: signer.sign(JSON.stringify(claims)), jti };
+    const claimsJson = JSON.stringify(claims);
+    const token = await new Promise<string>((resolve, reject) => {
+      if (this.#pending.length === 0) setImmediate(this.#signPending);
+      this.#pending.push({ signer, claims: claimsJson, resolve, reject });
+    });
+    return { token, jti };
   }
+
+  readonly #signPending = (): void => {
+    const batch = this.#pending;
+    this.#pending = [];
+    for (const p of batch) {
+      try {
+        p.resolve(p.signer.sign(p.claims));
+      } catch (e) {
+        // One failed signature fails its own request, not the others signed with it.
+        p.reject(e);
+      }
+    }
+  };
 
   /**
    * Check a token this service issued: size, compact form, header (`typ` at+jwt, a published key,

@@ -118,7 +118,7 @@ export async function authorizationCode(
   if (redemption.status !== 'redeemed') throw new OAuthError('authorization_code_invalid');
   const { grant } = redemption;
   const exp = Math.min(now + accessTokenTtl(ctx.config, client), grantExp);
-  const { token, jti } = ctx.tokens.sign({
+  const { token, jti } = await ctx.tokens.sign({
     client,
     subject: grant.subject,
     audiences,

@@ -30,7 +30,17 @@ export async function clientCredentials(
   const now = ctx.now();
   const ttl = accessTokenTtl(ctx.config, client);
   const grantId = await ctx.standing.get(client, scopes, audiences, now, ttl);
-  const { token, jti } = ctx.tokens.sign({ client, subject: client.id, audiences, scopes, act: null, grantId, now, exp: now + ttl, jkt });
+  const { token, jti } = await ctx.tokens.sign({
+    client,
+    subject: client.id,
+    audiences,
+    scopes,
+    act: null,
+    grantId,
+    now,
+    exp: now + ttl,
+    jkt,
+  });
   ctx.emit({
     kind: 'token.issued',
     reason: 'ok',

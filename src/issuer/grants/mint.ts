@@ -64,7 +64,7 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
     grantId = (grant as GrantRecord).id;
   }
   const subject = options.subject ?? client.id;
-  const { token, jti } = ctx.tokens.sign({ client, subject, audiences, scopes, act: null, grantId, now, exp: now + ttl });
+  const { token, jti } = await ctx.tokens.sign({ client, subject, audiences, scopes, act: null, grantId, now, exp: now + ttl });
   ctx.emit({
     kind: 'token.issued',
     reason: 'mint',

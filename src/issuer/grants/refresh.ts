@@ -85,7 +85,7 @@ export async function refresh(
   const ttl = accessTokenTtl(ctx.config, client);
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   const granted = scopes ?? grant.scopes;
-  const { token, jti } = ctx.tokens.sign({
+  const { token, jti } = await ctx.tokens.sign({
     client,
     subject: grant.subject,
     audiences: audiences ?? grant.audiences,
