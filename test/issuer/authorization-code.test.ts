@@ -183,6 +183,26 @@ describe('attacks on the code', () => {
     );
   });
 
+  it('leaked code replayed without its verifier: refused, and the grant issued from it is not revoked', async () => {
+    // A redeemed code sits in the browser's history and the client's access log; only the client
+    // holds the verifier. Replaying the code (with the public client's id) must not let whoever
+    // read it revoke the person's grant: only a replay that proves the verifier is a reuse.
+    const { code, verifier } = await codeFor();
+    const first = (await (await redeem({ code, code_verifier: verifier })).json()) as Record<string, string>;
+    const grantId = decodeJwt(first.access_token as string).grant_id as string;
+    await expectError(await redeem({ code, code_verifier: pkcePair().verifier }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'pkce_verifier_mismatch');
+    await expectError(await redeem({ code }), 400, 'invalid_request');
+    assert.equal(await lastDenial(), 'pkce_verifier_missing');
+    await expectError(await redeem({ code, code_verifier: verifier, redirect_uri: 'https://app.test/cb' }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'authorization_code_redirect_mismatch');
+    assert.equal((await issuer.store.getGrant(grantId))?.revokedAt, null);
+    // The client itself presenting it again (verifier and all) is a reuse, and revokes.
+    await expectError(await redeem({ code, code_verifier: verifier }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'authorization_code_reused');
+    assert.equal((await issuer.store.getGrant(grantId))?.revokedReason, 'authorization_code_reused');
+  });
+
   it('wrong code_verifier: refused, and the code is not spent by the attempt', async () => {
     const { code, verifier } = await codeFor();
     await expectError(await redeem({ code, code_verifier: pkcePair().verifier }), 400, 'invalid_grant');

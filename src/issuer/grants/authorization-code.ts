@@ -3,8 +3,9 @@
  * is checked against everything it was bound to when the person approved (client, redirect URI,
  * PKCE challenge, resources), then redeemed once, atomically, into a root grant carrying the
  * person as subject and the approved scopes, with an access token for the approved resource and a
- * refresh token (rotated and reuse-detected by the refresh grant). A code presented again revokes
- * the grant issued from it and everything derived from that grant (RFC 6749 §4.1.2).
+ * refresh token (rotated and reuse-detected by the refresh grant). A code presented again, with
+ * its verifier, revokes the grant issued from it and everything derived from that grant (RFC 6749
+ * §4.1.2).
  *
  * @module
  */
@@ -38,24 +39,28 @@ export async function authorizationCode(
   const now = ctx.now();
   const record = await ctx.store.getAuthorizationCode(hash);
   if (record === undefined || record.clientId !== client.id) throw new OAuthError('authorization_code_invalid');
+  // The bindings every presentation must prove, a replay included: only the client holds the
+  // verifier, so a code read from a browser history or an access log neither redeems nor, replayed,
+  // revokes the person's grant (RFC 6749 §4.1.2's revocation is for a reuse by the client's own
+  // side, which is what a matching verifier shows; node-oidc-provider checks PKCE first too).
+  // RFC 6749 §4.1.3: identical to the authorization request's redirect_uri when it carried one.
+  const redirectUri = param(req.params, 'redirect_uri');
+  if (
+    record.redirectUri !== null
+      ? redirectUri !== record.redirectUri
+      : redirectUri !== undefined && redirectUri !== client.record.redirectUris[0]
+  ) {
+    throw new OAuthError('authorization_code_redirect_mismatch');
+  }
+  const verifier = param(req.params, 'code_verifier');
+  if (verifier === undefined) throw new OAuthError('pkce_verifier_missing');
+  if (!isVerifier(verifier)) throw new OAuthError('pkce_verifier_malformed');
+  if (!verifierMatches(verifier, record.codeChallenge)) throw new OAuthError('pkce_verifier_mismatch');
   let audiences = record.audiences;
-  // A redeemed code goes straight to the redemption, which detects the replay whatever else the
-  // request says; a current one is checked against its bindings before it is spent.
+  // A redeemed code goes straight to the redemption, which detects the replay whatever its age or
+  // resources; a current one is checked for those before it is spent.
   if (record.consumedAt === null) {
     if (record.expiresAt <= now) throw new OAuthError('authorization_code_invalid');
-    // RFC 6749 §4.1.3: identical to the authorization request's redirect_uri when it carried one.
-    const redirectUri = param(req.params, 'redirect_uri');
-    if (
-      record.redirectUri !== null
-        ? redirectUri !== record.redirectUri
-        : redirectUri !== undefined && redirectUri !== client.record.redirectUris[0]
-    ) {
-      throw new OAuthError('authorization_code_redirect_mismatch');
-    }
-    const verifier = param(req.params, 'code_verifier');
-    if (verifier === undefined) throw new OAuthError('pkce_verifier_missing');
-    if (!isVerifier(verifier)) throw new OAuthError('pkce_verifier_malformed');
-    if (!verifierMatches(verifier, record.codeChallenge)) throw new OAuthError('pkce_verifier_mismatch');
     // RFC 8707 §2.2: the token request may name a subset of the approved resources.
     if (req.params.getAll('resource').length + req.params.getAll('audience').length > 0) {
       audiences = targets(req.params, new Set(record.audiences));
