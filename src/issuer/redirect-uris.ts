@@ -10,6 +10,19 @@
 /** Hosts where a plain-http redirect URI is acceptable: the loopback interface of the user's own machine. */
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
 const MAX_LENGTH = 2000;
+/**
+ * The characters of an RFC 3986 URI. The WHATWG parser also takes whitespace and control
+ * characters (dropping or escaping them) and non-ASCII, while the raw string is what is stored,
+ * matched and printed (`tessera clients show`), so a registrant could hide a terminal escape or
+ * what reads as a second URI in it.
+ */
+const URI_CHARS = /^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]+$/;
+/**
+ * A host as a DNS name (ASCII, as the URL parser gives an internationalised one) or an IP literal.
+ * WHATWG hosts may also hold `,` `;` `'` `*` `$`, which no DNS name has and which would end up in
+ * the consent page's Content-Security-Policy (form-action names the redirect URI's origin).
+ */
+const HOST = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?|\[[0-9a-f:.]+\])$/;
 
 /**
  * Why `uri` cannot be registered as a redirect URI, or `undefined` when it can. The message quotes
@@ -17,8 +30,10 @@ const MAX_LENGTH = 2000;
  */
 export function redirectUriProblem(uri: string): string | undefined {
   if (uri.length === 0 || uri.length > MAX_LENGTH) return `a redirect URI must be 1-${MAX_LENGTH} characters`;
+  if (!URI_CHARS.test(uri)) return 'a redirect URI must be an RFC 3986 URI (no whitespace, control or non-ASCII characters)';
   if (!URL.canParse(uri)) return `redirect URI "${uri}" is not an absolute URL`;
   const u = new URL(uri);
+  if (!HOST.test(u.hostname)) return `redirect URI "${uri}" must name a DNS host or an IP address`;
   // RFC 6749 §3.1.2: no fragment. Credentials in a redirect URI would be handed to every browser.
   if (uri.includes('#')) return `redirect URI "${uri}" must not have a fragment`;
   if (u.username !== '' || u.password !== '') return `redirect URI "${uri}" must not carry a user name or password`;

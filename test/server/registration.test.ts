@@ -127,6 +127,32 @@ describe('dynamic client registration', () => {
     await expectError(await register({ ...mcpClient, redirect_uris: [] }), 400, 'invalid_redirect_uri');
   });
 
+  it('DCR redirect URI that is not an RFC 3986 URI (control characters, whitespace, a second URI in disguise): refused', async () => {
+    // WHATWG URL drops or escapes these while the raw string would be stored, matched and printed
+    // by `tessera clients show` (a terminal escape, or what reads as two URIs, from a registrant).
+    for (const uri of [
+      'https://app.test/\u001b[2Kcb',
+      'https://app.test/cb https://evil.test/cb',
+      ' https://app.test/cb',
+      'https://app.test/c\nb',
+      'https://app.test/cb\t',
+      'https://app.test/<cb>',
+      'https://app.test/cb\u00a0',
+    ]) {
+      await expectError(await register({ ...mcpClient, redirect_uris: [uri] }), 400, 'invalid_redirect_uri');
+    }
+  });
+
+  it('DCR redirect URI whose host is not a DNS name or IP literal (commas and semicolons would land in the consent page CSP): refused', async () => {
+    for (const uri of ['https://a,b.test/cb', 'https://a;b.test/cb', "https://a'b.test/cb", 'https://a*b.test/cb', 'https://a$b.test/cb']) {
+      await expectError(await register({ ...mcpClient, redirect_uris: [uri] }), 400, 'invalid_redirect_uri');
+    }
+    // Internationalised names are registered as their A-label; IP literals are fine.
+    for (const uri of ['https://xn--bcher-kva.test/cb', 'https://192.0.2.1/cb', 'https://[2001:db8::1]/cb']) {
+      assert.equal((await register({ ...mcpClient, redirect_uris: [uri] })).status, 201, uri);
+    }
+  });
+
   it('DCR without the initial access token, or with a wrong one: 401 invalid_token with a Bearer challenge', async () => {
     const none = await register(mcpClient, null);
     assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer /);
