@@ -24,6 +24,9 @@ export type OAuthErrorValue =
   | 'insufficient_scope'
   | 'invalid_dpop_proof'
   | 'unsupported_response_type'
+  // RFC 9101 §10.2 (registered from OpenID Connect Core §3.1.2.6).
+  | 'request_not_supported'
+  | 'request_uri_not_supported'
   | 'access_denied'
   | 'login_required'
   | 'invalid_client_metadata'
@@ -157,6 +160,21 @@ export const OAUTH_ERROR_CODES = {
     status: 400,
     error: 'unsupported_response_type',
     description: 'Only response_type=code is supported.',
+  },
+  authorize_response_mode_unsupported: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Only response_mode=query is supported.',
+  },
+  authorize_request_object_unsupported: {
+    status: 400,
+    error: 'request_not_supported',
+    description: 'The request parameter (a request object) is not supported.',
+  },
+  authorize_request_uri_unsupported: {
+    status: 400,
+    error: 'request_uri_not_supported',
+    description: 'The request_uri parameter is not supported.',
   },
   pkce_challenge_missing: { status: 400, error: 'invalid_request', description: 'code_challenge is required (PKCE, RFC 7636).' },
   pkce_method_unsupported: {

@@ -92,10 +92,18 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
     redirect: { uri: redirectUri, state: typeof state === 'string' && state.length <= STATE_MAX ? state : undefined },
   });
   if (state === null || (state !== undefined && state.length > STATE_MAX)) return back('request_parameter_invalid');
-  for (const name of ['response_type', 'scope', 'code_challenge', 'code_challenge_method']) {
+  for (const name of ['response_type', 'response_mode', 'scope', 'code_challenge', 'code_challenge_method']) {
     if (single(params, name) === null) return back('request_parameter_repeated');
   }
   if (param(params, 'response_type') !== 'code') return back('authorize_response_type_unsupported');
+  // A client asking for form_post or fragment keeps the code out of URLs; answering in the query
+  // anyway would put it there behind its back (node-oidc-provider refuses an unsupported mode too).
+  const mode = param(params, 'response_mode');
+  if (mode !== undefined && mode !== 'query') return back('authorize_response_mode_unsupported');
+  // RFC 9101 (JAR) and RFC 9126 (PAR) are not supported: ignoring them would answer the bare
+  // parameters while the client believes its signed or pushed ones apply (OIDC Core §6).
+  if (params.has('request')) return back('authorize_request_object_unsupported');
+  if (params.has('request_uri')) return back('authorize_request_uri_unsupported');
   const challenge = param(params, 'code_challenge');
   if (challenge === undefined) return back('pkce_challenge_missing');
   // RFC 7636 §4.3: an absent method means plain, which is refused like an explicit one.

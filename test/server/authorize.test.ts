@@ -168,6 +168,37 @@ describe('errors before the redirect URI is verified are shown, never redirected
     const target = await fetch(authorizeUrl({ resource: 'https://evil.test' }), { headers: personHeaders(), redirect: 'manual' });
     assert.equal(new URL(target.headers.get('location') as string).searchParams.get('error'), 'invalid_target');
   });
+
+  it('response_mode downgrade (form_post, fragment asked for, code in the query): refused back to the client, no consent page', async () => {
+    // A client that asks for form_post or fragment keeps the code out of URLs its server logs;
+    // answering in the query instead would put it there without the client knowing.
+    for (const mode of ['form_post', 'fragment', 'query.jwt']) {
+      const res = await fetch(authorizeUrl({ response_mode: mode }), { headers: personHeaders(), redirect: 'manual' });
+      assert.equal(res.status, 303, mode);
+      const back = new URL(res.headers.get('location') as string);
+      assert.equal(back.searchParams.get('error'), 'invalid_request', mode);
+      assert.equal(back.searchParams.get('code'), null);
+      assert.equal(back.searchParams.get('state'), 'xyz-state');
+      assert.equal(back.searchParams.get('iss'), issuer.url);
+    }
+    assert.ok((await audit('authorization.denied')).includes('authorize_response_mode_unsupported'));
+    // The one it supports, named explicitly, is fine.
+    await openConsent(authorizeUrl({ response_mode: 'query' }));
+  });
+
+  it('request object or request_uri (JAR, PAR) silently ignored while the bare parameters rule: refused back to the client', async () => {
+    for (const [name, error] of [
+      ['request', 'request_not_supported'],
+      ['request_uri', 'request_uri_not_supported'],
+    ] as const) {
+      const value = name === 'request' ? 'eyJhbGciOiJub25lIn0.eyJzY29wZSI6ImFwaTp3cml0ZSJ9.' : 'urn:ietf:params:oauth:request_uri:abc';
+      const res = await fetch(authorizeUrl({ [name]: value }), { headers: personHeaders(), redirect: 'manual' });
+      assert.equal(res.status, 303, name);
+      const back = new URL(res.headers.get('location') as string);
+      assert.equal(back.searchParams.get('error'), error);
+      assert.equal(back.searchParams.get('iss'), issuer.url);
+    }
+  });
 });
 
 describe('CSRF', () => {
