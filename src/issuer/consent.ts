@@ -1,7 +1,8 @@
 /**
  * Anti-CSRF tokens of the consent page (RFC 6749 §10.12, RFC 9700 §4.7): the approval form carries
  * a token that is a MAC, under a key derived from the master key, of the exact authorization
- * request (its query string), the person who was shown the page and an expiry. So a token works
+ * request (its query string, with what the page showed for it), the person who was shown the
+ * page and an expiry. So a token works
  * only for the request and the person it was made for, only until `consent_ttl`, and only once:
  * an attacker's page cannot post an approval for a victim (it cannot read the victim's token), a
  * token from another request or another person does not verify, and nothing needs storing until

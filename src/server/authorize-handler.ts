@@ -58,6 +58,16 @@ function page(res: ServerResponse, error: OAuthError, requestId: string): void {
   res.end(body);
 }
 
+/**
+ * What a consent token is bound to: the request as sent and what the page showed for it. The
+ * answer re-reads the request against the client as it is then; binding what was shown means a
+ * client changed in between (re-registered with more scopes, audiences or redirect URIs) cannot
+ * have the person approve more than they saw.
+ */
+function consentSubject(query: string, request: AuthorizationRequest): string {
+  return JSON.stringify([query, request.client.id, request.redirectUri, request.scopes, request.audiences]);
+}
+
 function redirect(res: ServerResponse, location: string, requestId: string): void {
   // 303: the browser follows a POST's answer with a GET (OAuth 2.1 §4.1.2 forbids a 307 here).
   res.writeHead(303, { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', 'x-request-id': requestId });
@@ -154,7 +164,7 @@ export function createAuthorizeHandler(
           resources: request.audiences,
           person: person.email ?? person.subject,
           request: query,
-          csrf: consent.issue(person.subject, query),
+          csrf: consent.issue(person.subject, consentSubject(query, request)),
           action: service.endpoints.authorization,
         },
         nonce,
@@ -168,7 +178,7 @@ export function createAuthorizeHandler(
       return;
     }
 
-    if (!(await consent.consume(form.get('csrf') as string, person.subject, query))) {
+    if (!(await consent.consume(form.get('csrf') as string, person.subject, consentSubject(query, request)))) {
       denied('authorize_consent_invalid', { subject: person.subject, clientId });
       return page(res, new OAuthError('authorize_consent_invalid'), requestId);
     }

@@ -238,6 +238,24 @@ describe('CSRF', () => {
     await expectPage(await answerConsent(endpoint, { ...fields, decision: 'approve' }), 400);
   });
 
+  it('scope widening between the page and the answer (the client re-registered with more scopes): the answer is refused', async () => {
+    const register = (scopes: string[]) =>
+      issuer.service.registerClient({ id: 'widening', public: true, scopes, audiences: [API], redirectUris: [REDIRECT] });
+    await register(['api:read']);
+    // The request asks for more than the client may have: the page shows only api:read.
+    const { html, fields } = await openConsent(authorizeUrl({ client_id: 'widening', scope: 'api:read api:write' }));
+    assert.doesNotMatch(html, /api:write/);
+    await issuer.service.removeClient('widening');
+    await register(['api:read', 'api:write']);
+    // Approving must not grant what the person was never shown.
+    const res = await answerConsent(endpoint, { ...fields, decision: 'approve' });
+    if (res.status === 303) {
+      const code = new URL(res.headers.get('location') as string).searchParams.get('code');
+      assert.fail(`approved with a code (${code === null ? 'none' : 'issued'}) for scopes the page did not show`);
+    }
+    await expectPage(res, 400);
+  });
+
   it('cross-site post (foreign Origin): refused with a page', async () => {
     const { fields } = await openConsent(authorizeUrl());
     await expectPage(
