@@ -15,11 +15,11 @@ import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.
 import { OAuthError } from '../core/oauth-errors.ts';
 import { isWildcard } from '../core/scopes.ts';
 import type { Store } from '../store/contract.ts';
-import type { ClientRegistry, CompiledClient } from './clients.ts';
+import { type ClientRegistry, type CompiledClient, DYNAMIC_CLIENT_ID_PREFIX } from './clients.ts';
 import type { BaseContext } from './context.ts';
 import { covers, param, parseScope, targets } from './params.ts';
 import { isS256Challenge } from './pkce.ts';
-import { matchRedirectUri } from './redirect-uris.ts';
+import { isLoopbackRedirectUri, matchRedirectUri } from './redirect-uris.ts';
 import { randomSecret, sha256, tokenHash } from './secrets.ts';
 
 /** Prefix of authorization codes, so a leaked one is recognisable. */
@@ -84,9 +84,15 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
     requested === undefined ? (registered.length === 1 ? registered[0] : undefined) : matchRedirectUri(registered, requested);
   if (redirectUri === undefined) return page('authorize_redirect_uri_invalid');
 
-  // From here on the redirect URI is the client's own: errors go back to it.
+  // From here on the redirect URI is the client's own: errors go back to it, with no page in
+  // between. Except for a dynamically registered client's https URI: anyone may have registered
+  // it, and sending the browser there at once would make this server an open redirector for
+  // whoever did (RFC 9700 §4.11.2: redirect automatically only to URIs the server trusts). Its
+  // errors are shown to the person; a loopback URI is their own machine.
   const state = single(params, 'state');
-  const back = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => ({
+  const trusted = !client.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) || isLoopbackRedirectUri(redirectUri);
+  const back = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => (trusted ? toClient(code) : page(code));
+  const toClient = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => ({
     ok: false,
     error: new OAuthError(code),
     redirect: { uri: redirectUri, state: typeof state === 'string' && state.length <= STATE_MAX ? state : undefined },

@@ -8,7 +8,15 @@
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { isWildcard, type ScopeModel } from '../core/scopes.ts';
 import type { ClientPatch, ClientRecord, RevokedGrant, Store } from '../store/contract.ts';
-import { buildClient, type ClientInput, ClientInputError, type ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
+import {
+  buildClient,
+  type ClientInput,
+  ClientInputError,
+  type ClientRegistry,
+  type ClientUpdate,
+  type CompiledClient,
+  DYNAMIC_CLIENT_ID_PREFIX,
+} from './clients.ts';
 import { type RevokeContext, revokeGrants } from './revoke.ts';
 import type { SecretHasher } from './secrets.ts';
 
@@ -27,6 +35,9 @@ export async function registerClient(
   detail: Readonly<Record<string, string>> = {},
 ): Promise<{ client: CompiledClient; secret: string | undefined }> {
   if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
+  if (input.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) && detail.registered !== 'dynamic') {
+    throw new ClientInputError(`client ids starting with "${DYNAMIC_CLIENT_ID_PREFIX}" are reserved for dynamically registered clients`);
+  }
   const known = ctx.scopes.known;
   if (known !== undefined) {
     // With a catalogue, a client scope outside it is a typo until proven otherwise.

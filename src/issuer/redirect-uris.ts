@@ -42,6 +42,16 @@ export function redirectUriProblem(uri: string): string | undefined {
   return `redirect URI "${uri}" must be https (http only on 127.0.0.1, [::1] or localhost)`;
 }
 
+/**
+ * Whether `uri` is a plain-http URI on the loopback interface: the person's own machine, where a
+ * redirect cannot carry them off to another site.
+ */
+export function isLoopbackRedirectUri(uri: string): boolean {
+  if (!URL.canParse(uri)) return false;
+  const u = new URL(uri);
+  return u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname);
+}
+
 /** Loopback IP literals, where a native app listens on whatever port it was given (RFC 8252 §7.3). */
 const LOOPBACK_IPS = new Set(['127.0.0.1', '[::1]']);
 

@@ -13,7 +13,7 @@ import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.
 import { OAuthError } from '../core/oauth-errors.ts';
 import { type EffectiveScopes, isWildcard, type ScopeModel } from '../core/scopes.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
-import { CLIENT_NAME_MAX, ClientInputError, SCOPE_TOKEN } from './clients.ts';
+import { CLIENT_NAME_MAX, ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, SCOPE_TOKEN } from './clients.ts';
 import { covers } from './params.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
 
@@ -110,7 +110,7 @@ export async function registerDynamicClient(
     if (scopes.length === 0) throw new OAuthError('registration_metadata_invalid');
   }
 
-  const id = `dcr_${randomBytes(16).toString('base64url')}`;
+  const id = `${DYNAMIC_CLIENT_ID_PREFIX}${randomBytes(16).toString('base64url')}`;
   let registered: Awaited<ReturnType<typeof registerClient>>;
   try {
     registered = await registerClient(

@@ -190,6 +190,61 @@ describe('dynamic client registration', () => {
     await expectError(await register([mcpClient]), 400, 'invalid_client_metadata');
   });
 
+  describe('errors of an authorization request before the person sees anything', () => {
+    const authorize = (clientId: string, redirectUri: string) => {
+      const q = new URLSearchParams({
+        client_id: clientId,
+        redirect_uri: redirectUri,
+        response_type: 'token',
+        state: 's',
+      });
+      return fetch(`${issuer.url}/oauth2/authorize?${q}`, { redirect: 'manual' });
+    };
+    const registered = async (redirectUri: string) => {
+      const res = await register({ ...mcpClient, redirect_uris: [redirectUri] });
+      assert.equal(res.status, 201);
+      return ((await res.json()) as { client_id: string }).client_id;
+    };
+
+    it('open redirector through a self-registered client: its https redirect URI gets the error as a page, never a redirect', async () => {
+      const phish = 'https://phish.test/cb';
+      const res = await authorize(await registered(phish), phish);
+      const html = await res.text();
+      assert.equal(res.status, 400, html);
+      assert.equal(res.headers.get('location'), null);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+      assert.equal(html.includes('phish.test'), false, 'no link to follow either');
+    });
+
+    it("a self-registered client's loopback redirect URI still gets its errors back (the person's own machine)", async () => {
+      const loopback = 'http://127.0.0.1:33418/callback';
+      const res = await authorize(await registered(loopback), loopback);
+      assert.equal(res.status, 303);
+      const to = new URL(res.headers.get('location') as string);
+      assert.equal(`${to.origin}${to.pathname}`, loopback);
+      assert.equal(to.searchParams.get('error'), 'unsupported_response_type');
+      assert.equal(to.searchParams.get('state'), 's');
+    });
+
+    it("an operator-registered client's https redirect URI gets its errors back", async () => {
+      await issuer.addClient({
+        id: 'web-app',
+        scopes: ['mcp:read'],
+        audiences: [MCP],
+        grantTypes: ['authorization_code'],
+        redirectUris: ['https://app.test/cb'],
+        public: true,
+      });
+      const res = await authorize('web-app', 'https://app.test/cb');
+      assert.equal(res.status, 303);
+      assert.equal(new URL(res.headers.get('location') as string).searchParams.get('error'), 'unsupported_response_type');
+    });
+
+    it('an operator cannot give a client a dynamically registered id (the dcr_ prefix is reserved)', async () => {
+      await assert.rejects(issuer.addClient({ id: 'dcr_mine', scopes: ['mcp:read'] }), /reserved for dynamically registered clients/);
+    });
+  });
+
   it('open registration needs no token', async () => {
     const open = await startIssuer({ config: registrationConfig({ initial_access_token: undefined, open: true }) as never });
     try {
