@@ -2,7 +2,8 @@
  * The files `tessera scan` reads: the paths given, directories walked recursively (entries in name
  * order), symbolic links followed but each directory and file visited once (so a link loop ends),
  * and each file read as a stream of bounded pieces through a {@link CandidateScanner}. What is
- * skipped (binary, over the size cap, unreadable, not a regular file, a loop) is reported as a note.
+ * skipped (binary, over the size cap, unreadable, not a regular file, a loop, a broken link) is
+ * reported as a note.
  *
  * @module
  */
@@ -12,7 +13,7 @@ import { join } from 'node:path';
 import { type Candidate, CandidateScanner } from './candidates.ts';
 
 /** Why a path was not scanned. */
-export type SkipReason = 'binary' | 'too_large' | 'unreadable' | 'not_a_file' | 'loop';
+export type SkipReason = 'binary' | 'too_large' | 'unreadable' | 'not_a_file' | 'loop' | 'broken_link';
 
 /** A path that was not scanned, and why. */
 export interface ScanNote {
@@ -102,7 +103,12 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
         try {
           s = await stat(child);
         } catch (e) {
-          options.onNote({ path: child, reason: 'unreadable', message: `cannot be read (${message(e)}; a broken symbolic link?)` });
+          // Listed, then gone: a symbolic link to nothing (or a file removed meanwhile) has nothing to read.
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+            options.onNote({ path: child, reason: 'broken_link', message: 'a symbolic link to nothing (or removed while scanning)' });
+          } else {
+            options.onNote({ path: child, reason: 'unreadable', message: `cannot be read (${message(e)})` });
+          }
           continue;
         }
         await visit(child, s);

@@ -43,7 +43,15 @@ interface Finding {
 }
 interface Report {
   findings: Finding[];
-  summary: { files_scanned: number; bytes_scanned: number; occurrences: number; omitted: number; tokens: number; live: number };
+  summary: {
+    files_scanned: number;
+    bytes_scanned: number;
+    occurrences: number;
+    omitted: number;
+    tokens: number;
+    live: number;
+    complete: boolean;
+  };
   skipped: { path: string; reason: string; message: string }[];
   revoked: { tokens: string[]; grants: string[] } | null;
 }
@@ -214,6 +222,7 @@ describe('tessera scan: what it reports', () => {
       omitted: 0,
       tokens: 4,
       live: 4,
+      complete: true,
     });
     assert.deepEqual(report.skipped, []);
     assert.equal(report.revoked, null);
@@ -347,7 +356,7 @@ describe('tessera scan: what it reports', () => {
       report.skipped.map((n) => [n.path, n.reason]),
       [
         ['skips/a/b/up', 'loop'],
-        ['skips/dangling', 'unreadable'],
+        ['skips/dangling', 'broken_link'],
         ['skips/data.bin', 'binary'],
         ['skips/huge.log', 'too_large'],
       ],
@@ -356,6 +365,54 @@ describe('tessera scan: what it reports', () => {
     assert.match(text.stderr, /^tessera: skipped skips\/data\.bin: binary file/m);
     assert.match(text.stderr, /^tessera: skipped skips\/huge\.log: \d+ bytes, over the --max-size of 2048; raise --max-size to scan it$/m);
     assert.match(text.stdout, /4 path\(s\) skipped/);
+  });
+
+  it('exits 3, not 0, when a file could not be scanned and nothing live was found: a CI step must not pass on input it never read', async () => {
+    const t = await mint('mallory');
+    // Each hides a live token the scan cannot see: the exit code must say the answer is partial.
+    write('partial/core.bin', Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0]), Buffer.from(` ${t.access_token} `)]));
+    write('partial/big.log', `${'x'.repeat(3000)} ${t.access_token}\n`);
+    write('partial/clean.log', 'nothing here\n');
+    const { code, report, stderr } = await scanJson('--max-size', '2K', 'partial');
+    assert.equal(code, 3);
+    assert.equal(stderr, '');
+    assert.deepEqual(report.findings, []);
+    assert.deepEqual(
+      report.skipped.map((n) => [n.path, n.reason]),
+      [
+        ['partial/big.log', 'too_large'],
+        ['partial/core.bin', 'binary'],
+      ],
+    );
+    assert.equal(report.summary.complete, false);
+    assert.equal(report.summary.files_scanned, 1);
+
+    const text = await scan('--max-size', '2K', 'partial');
+    assert.equal(text.code, 3);
+    assert.match(text.stderr, /^tessera: skipped partial\/big\.log: \d+ bytes, over the --max-size of 2048; raise --max-size to scan it$/m);
+    assert.match(text.stderr, /^tessera: skipped partial\/core\.bin: binary file/m);
+    assert.match(text.stdout, /^0 finding\(s\) of 0 token\(s\) in 1 file\(s\) scanned; 0 live; 2 path\(s\) skipped$/m);
+    assert.match(text.stdout, /^incomplete: 2 path\(s\) not scanned \(listed on stderr\); exit 3$/m);
+
+    // A live token found still exits 1 (the more urgent answer), however much was skipped.
+    write('partial/leak.log', `${t.access_token}\n`);
+    assert.equal((await scan('--max-size', '2K', 'partial')).code, 1);
+  });
+
+  it('exits 0 when the only notes are a directory reached twice through a link and a broken link: nothing was left unread', async () => {
+    write('looped/a/clean.log', 'nothing here\n');
+    symlinkSync('..', join(files, 'looped/a/up'));
+    symlinkSync('gone.log', join(files, 'looped/a/dangling'));
+    const { code, report } = await scanJson('looped');
+    assert.equal(code, 0);
+    assert.deepEqual(
+      report.skipped.map((n) => [n.path, n.reason]),
+      [
+        ['looped/a/dangling', 'broken_link'],
+        ['looped/a/up', 'loop'],
+      ],
+    );
+    assert.equal(report.summary.complete, true);
   });
 
   it('fails with one line and exit 2: a path that does not exist, a bad --max-size, no path', async () => {

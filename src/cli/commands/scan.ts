@@ -22,8 +22,20 @@ import { CliError, printJson } from '../output.ts';
  */
 export const MAX_PLACES_PER_TOKEN = 100;
 
-/** Exit codes, as documented in `--help` and docs/token-service.md. */
-export const SCAN_EXIT = { clean: 0, live: 1, failed: 2 } as const;
+/**
+ * Exit codes, as documented in `--help` and docs/token-service.md. `incomplete`: no live token
+ * found, but some input was not read, so "nothing found" is not an answer a CI step may pass on.
+ */
+export const SCAN_EXIT = { clean: 0, live: 1, failed: 2, incomplete: 3 } as const;
+
+/**
+ * Whether a note means input went unread. A `loop` does not (the directory it names was already
+ * scanned: a link loop, or a second link to it, as a file reached twice is scanned once), nor a
+ * `broken_link` (there is nothing to read).
+ */
+export function leftUnread(note: ScanNote): boolean {
+  return note.reason !== 'loop' && note.reason !== 'broken_link';
+}
 
 /** One place a token was found (the `--json` shape of a finding). */
 export interface ScanFinding {
@@ -55,6 +67,8 @@ export interface ScanReport {
     readonly tokens: number;
     /** Distinct tokens live when found. */
     readonly live: number;
+    /** False when some input was not read (a `skipped` note other than `loop`, `broken_link`): exit 3 unless 1. */
+    readonly complete: boolean;
   };
   readonly skipped: ScanNote[];
   /** With `--revoke` (or `--revoke-grant`): what this run revoked; `null` otherwise. */
@@ -172,10 +186,18 @@ export async function runScan(
       omitted: occurrences - findings.length,
       tokens: tokens.size,
       live: live.size,
+      complete: !skipped.some(leftUnread),
     },
     skipped,
     revoked,
   };
+}
+
+/** The exit code a finished scan reports: live tokens left first, then input left unread. */
+export function scanExit(report: ScanReport): number {
+  const unrevoked = report.revoked === null ? report.summary.live : 0;
+  if (unrevoked > 0) return SCAN_EXIT.live;
+  return report.summary.complete ? SCAN_EXIT.clean : SCAN_EXIT.incomplete;
 }
 
 function findingLine(f: ScanFinding): string {
@@ -208,6 +230,8 @@ function printText(report: ScanReport): void {
   } else if (s.live > 0) {
     out.push(`revoke them: tessera scan --revoke ... (or --revoke-grant to kill each token's whole delegation)`);
   }
+  const unread = report.skipped.filter(leftUnread).length;
+  if (unread > 0) out.push(`incomplete: ${unread} path(s) not scanned (listed on stderr); exit ${scanExit(report)}`);
   process.stdout.write(`${out.join('\n')}\n`);
 }
 
@@ -219,10 +243,15 @@ grant and the short hash the audit trail uses.
 
 States: live (usable now), expired, revoked, rotated (a refresh token already exchanged).
 
+Skipped input (binary, over --max-size, unreadable, not a regular file) is listed on stderr
+(skipped in --json); a directory reached again through a link, and a link to nothing, are
+noted but leave nothing unread.
+
 Exit codes:
-  0  no live token found (or, with --revoke, every live one was revoked)
+  0  every path read, no live token found (or, with --revoke, every live one was revoked)
   1  live tokens found and not revoked (fail a CI build that leaks tokens)
   2  the scan could not run (a path that does not exist, a bad option, no data directory)
+  3  no live token found, but some input was skipped: the answer is partial (see stderr)
 
 Examples:
   tessera scan /var/log/app                   report what leaked, exit 1 if anything is live
@@ -259,8 +288,7 @@ export function registerScan(program: Command): void {
           for (const n of report.skipped) process.stderr.write(`tessera: skipped ${n.path}: ${n.message}\n`);
           printText(report);
         }
-        const unrevoked = report.revoked === null ? report.summary.live : 0;
-        process.exitCode = unrevoked > 0 ? SCAN_EXIT.live : SCAN_EXIT.clean;
+        process.exitCode = scanExit(report);
       } catch (e) {
         if (e instanceof ScanPathError || e instanceof StoreUnavailableError) throw new CliError(e.message, SCAN_EXIT.failed);
         if (e instanceof CliError) throw new CliError(e.message, SCAN_EXIT.failed);
