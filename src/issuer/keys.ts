@@ -71,6 +71,8 @@ export class KeyManager implements KeySource {
   readonly #now: () => number;
   #keys: CompiledKey[] = [];
   #byKid = new Map<string, CompiledKey>();
+  /** Keys deleted from the store, by kid (public parts only), read on demand; dropped at each reload. */
+  #removed: Promise<Map<string, VerificationKey>> | undefined;
   #jwksCache: { at: number; body: string } | undefined;
 
   constructor(options: { store: Store; master: MasterKey | undefined; schedule: KeySchedule; now: () => number }) {
@@ -102,6 +104,7 @@ export class KeyManager implements KeySource {
     }
     this.#keys = keys;
     this.#byKid = new Map(keys.map((k) => [k.record.kid, k]));
+    this.#removed = undefined;
     this.#jwksCache = undefined;
   }
 
@@ -162,6 +165,31 @@ export class KeyManager implements KeySource {
   lookupStored(kid: string, alg: JwsAlgorithm): VerificationKey | KeyMiss {
     const k = this.#byKid.get(kid);
     return k?.verification.checks.has(alg) ? k.verification : 'unknown';
+  }
+
+  /**
+   * The keys housekeeping deleted, by kid (the store keeps their public part, not the private key):
+   * to recognise a leaked token such a key signed (`tessera scan`; every such token has expired).
+   * Never to accept a token. Read from the store once, and again after a reload.
+   */
+  async lookupRemoved(kid: string, alg: JwsAlgorithm): Promise<VerificationKey | KeyMiss> {
+    this.#removed ??= this.#store.listRemovedSigningKeys().then((records) => {
+      const map = new Map<string, VerificationKey>();
+      for (const r of records) {
+        try {
+          map.set(r.kid, importJwk({ ...r.publicJwk, kid: r.kid, alg: r.alg }, { algorithms: [r.alg] }));
+        } catch {
+          // A key that no longer imports cannot identify anything: left out.
+        }
+      }
+      return map;
+    });
+    const removed = await this.#removed.catch((e: unknown) => {
+      this.#removed = undefined;
+      throw e;
+    });
+    const k = removed.get(kid);
+    return k?.checks.has(alg) ? k : 'unknown';
   }
 
   /** The JWKS document (serialized) and its max-age. Public members, `kid`, `alg`, `use` only. */

@@ -1,12 +1,13 @@
 /**
  * Leak response (`tessera scan`): whether a string found in a file or a log is one of this
  * issuer's tokens, and its revocation. An access token counts only when its signature verifies
- * under one of this issuer's keys (every key the store still holds, published or retired) and its
- * `iss` is this issuer; a refresh token only when its hash is a stored refresh token. Anything
+ * under one of this issuer's keys (every key the store holds, published or retired, and the
+ * public part kept of each key housekeeping deleted) and its `iss` is this issuer; a refresh token only when its hash is a stored refresh token. Anything
  * else (a foreign issuer's token, another key's, a tampered one) is not a finding.
  *
  * @module
  */
+import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 import type { GrantRecord, Store } from '../store/contract.ts';
 import { type AccessTokens, checkOwnToken } from './access-tokens.ts';
 import type { KeyManager } from './keys.ts';
@@ -42,7 +43,7 @@ export interface LeakedToken {
 
 export interface LeakContext extends RevokeContext {
   readonly store: RevokeContext['store'] & Pick<Store, 'getGrant'>;
-  readonly keys: Pick<KeyManager, 'lookupStored'>;
+  readonly keys: Pick<KeyManager, 'lookupStored' | 'lookupRemoved'>;
   readonly tokens: Pick<AccessTokens, 'verify' | 'isRevoked'>;
 }
 
@@ -76,7 +77,17 @@ export async function identifyLeak(ctx: LeakContext, candidate: string): Promise
       state,
     };
   }
-  const own = checkOwnToken(candidate, ctx.issuer, (kid, alg) => ctx.keys.lookupStored(kid, alg));
+  let missed: { kid: string; alg: JwsAlgorithm } | undefined;
+  let own = checkOwnToken(candidate, ctx.issuer, (kid, alg) => {
+    const key = ctx.keys.lookupStored(kid, alg);
+    if (typeof key === 'string') missed = { kid, alg };
+    return key;
+  });
+  // Not a key the store holds: perhaps one housekeeping deleted, whose public part is kept.
+  if (own === undefined && missed !== undefined) {
+    const key = await ctx.keys.lookupRemoved(missed.kid, missed.alg);
+    if (typeof key !== 'string') own = checkOwnToken(candidate, ctx.issuer, () => key);
+  }
   if (own === undefined) return undefined;
   let state: LeakState = 'live';
   if (own.exp <= now) state = 'expired';

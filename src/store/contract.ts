@@ -101,6 +101,12 @@ export interface SigningKeyRecord {
   readonly activatesAt: number;
 }
 
+/**
+ * What is kept of a signing key after it was deleted: its public part, never the private key, so
+ * `tessera scan` can still recognise (as expired) a leaked token it signed.
+ */
+export type RemovedSigningKeyRecord = Omit<SigningKeyRecord, 'sealedPrivateKey'>;
+
 /** How a grant came to be. */
 export type GrantKind = 'client_credentials' | 'authorization_code' | 'token_exchange' | 'upstream' | 'mint';
 
@@ -284,7 +290,10 @@ export interface Store {
   listSigningKeys(): Promise<SigningKeyRecord[]>;
   /** @throws {StoreConflictError} when the kid exists. */
   addSigningKey(key: SigningKeyRecord): Promise<void>;
+  /** Delete a key; its public part stays in {@link Store.listRemovedSigningKeys} (not its private key). */
   deleteSigningKey(kid: string): Promise<boolean>;
+  /** Deleted keys' public parts, to recognise the tokens they signed; never to accept one. */
+  listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]>;
 
   // Grants.
   /**

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { decodeProtectedHeader } from 'jose';
 import { ACCESS_TOKEN_TYPE, TokenService } from '../../src/issuer/service.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { makeKey, sign } from '../helpers/tokens.ts';
 
 let now = 1_900_000_000;
 const clock = () => now * 1000;
@@ -59,6 +60,48 @@ describe('identifyLeak', () => {
       assert.equal(JSON.parse(cli.keys.jwks().body).keys.length, 1);
       assert.equal((await cli.identifyLeak(minted.access_token))?.state, 'expired');
       assert.equal((await cli.revokeAccessToken(minted.access_token)) === undefined, true, 'nothing to revoke');
+    } finally {
+      await cli.close();
+    }
+  });
+
+  it('names a token whose key housekeeping removed from the store (its public part is kept) as expired; a forgery naming that kid stays nothing', async () => {
+    const minted = await issuer.service.mint({ clientId: 'agent', subject: 'dana', ttl: 600 });
+    const oldKid = decodeProtectedHeader(minted.access_token).kid as string;
+    now += 1;
+    await issuer.service.keys.rotate({ immediate: true });
+    now += 3600 + 60 + 1;
+    await issuer.service.sync();
+    assert.equal(
+      issuer.service.keys.status().some((k) => k.kid === oldKid),
+      false,
+      'housekeeping removed the key',
+    );
+    const [h, p] = minted.access_token.split('.') as [string, string];
+    const attacker = makeKey('ES256', oldKid);
+    const forged = await sign(attacker, JSON.parse(Buffer.from(p, 'base64url').toString()), {
+      typ: 'at+jwt',
+      kid: oldKid,
+    });
+    assert.equal(JSON.parse(Buffer.from(h, 'base64url').toString()).kid, oldKid);
+
+    const cli = new TokenService({ config: issuer.service.config, store: issuer.store, master: undefined, clock });
+    await cli.start({ background: false });
+    try {
+      const leak = await cli.identifyLeak(minted.access_token);
+      assert.deepEqual(leak && { ...leak, tokenHash: undefined }, {
+        kind: 'access_token',
+        tokenHash: undefined,
+        jti: minted.jti,
+        subject: 'dana',
+        clientId: 'agent',
+        grantId: minted.grant_id,
+        expiresAt: now - 3661 - 1 + 600,
+        state: 'expired',
+      });
+      assert.equal(await cli.identifyLeak(forged), undefined, 'the kid alone proves nothing');
+      assert.equal(cli.keys.lookup(oldKid, 'ES256'), 'unknown', 'never accepted');
+      assert.equal(await cli.revokeAccessToken(minted.access_token), undefined, 'nothing to revoke');
     } finally {
       await cli.close();
     }

@@ -209,6 +209,32 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(await store.deleteSigningKey(k0.kid), true);
         assert.equal(await store.deleteSigningKey(k0.kid), false);
       });
+
+      it('keeps a deleted key’s public part, never its private key, so a leaked token it signed is still recognised', async () => {
+        const k = {
+          kid: uid('kid'),
+          alg: 'ES256' as const,
+          publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+          sealedPrivateKey: 'sealed-private',
+          createdAt: clock.now(),
+          activatesAt: clock.now(),
+        };
+        await store.addSigningKey(k);
+        assert.equal(
+          (await store.listRemovedSigningKeys()).some((r) => r.kid === k.kid),
+          false,
+          'not removed yet',
+        );
+        assert.equal(await store.deleteSigningKey(k.kid), true);
+        const { sealedPrivateKey: _, ...publicPart } = k;
+        const removed = (await store.listRemovedSigningKeys()).filter((r) => r.kid === k.kid);
+        assert.deepEqual(removed, [publicPart]);
+        assert.equal(JSON.stringify(removed).includes('sealed-private'), false);
+        assert.equal(
+          (await store.listSigningKeys()).some((r) => r.kid === k.kid),
+          false,
+        );
+      });
     });
 
     describe('grants', () => {

@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 7) db.exec('DROP TABLE removed_signing_keys');
   if (version < 6) db.exec('ALTER TABLE refresh_tokens DROP COLUMN jkt');
   if (version < 5) {
     db.exec('DROP TABLE authorization_codes; ALTER TABLE clients DROP COLUMN redirect_uris; ALTER TABLE clients DROP COLUMN name;');

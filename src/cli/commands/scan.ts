@@ -237,7 +237,8 @@ function printText(report: ScanReport): void {
 
 const HELP = `
 Only tokens that verify count: an access token must carry a valid signature from one of this
-issuer's keys (every key the store holds, retired ones included) and this issuer's iss; a refresh
+issuer's keys (every key the store holds, retired ones included, and the public part kept of
+each key housekeeping removed: its tokens show as expired) and this issuer's iss; a refresh
 token (trt_...) must be one the store holds. A token is never printed: findings name it by jti,
 grant and the short hash the audit trail uses.
 

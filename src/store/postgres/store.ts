@@ -31,6 +31,7 @@ import type {
   NewGrant,
   RefreshRotation,
   RefreshTokenRecord,
+  RemovedSigningKeyRecord,
   RevocationEntry,
   RevokedGrant,
   SigningKeyRecord,
@@ -132,6 +133,14 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     // refresh_tokens.jkt: a public client's refresh token bound to its DPoP key (RFC 9449 §5).
     version: 6,
     sql: 'ALTER TABLE refresh_tokens ADD COLUMN jkt text;',
+  },
+  {
+    // removed_signing_keys: a deleted key keeps its public part (no private key), so `tessera scan` recognises its tokens.
+    version: 7,
+    sql: `
+      CREATE TABLE removed_signing_keys (
+        kid text PRIMARY KEY, alg text NOT NULL, public_jwk text NOT NULL, created_at bigint NOT NULL, activates_at bigint NOT NULL);
+    `,
   },
 ];
 
@@ -407,11 +416,26 @@ export class PostgresStore implements Store {
 
   async deleteSigningKey(kid: string): Promise<boolean> {
     return this.#tx(async (c) => {
+      await c.query(
+        `INSERT INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at)
+         SELECT kid, alg, public_jwk, created_at, activates_at FROM signing_keys WHERE kid = $1 ON CONFLICT (kid) DO NOTHING`,
+        [kid],
+      );
       const r = await c.query('DELETE FROM signing_keys WHERE kid = $1', [kid]);
       if (r.rowCount === 0) return false;
       await this.#bump(c, 'keys_version');
       return true;
     });
+  }
+
+  async listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]> {
+    return (await this.#q('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at')).map((r) => ({
+      kid: String(r.kid),
+      alg: r.alg as RemovedSigningKeyRecord['alg'],
+      publicJwk: parse(r.public_jwk),
+      createdAt: num(r.created_at),
+      activatesAt: num(r.activates_at),
+    }));
   }
 
   // Grants.

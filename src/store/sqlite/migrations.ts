@@ -159,4 +159,17 @@ export const MIGRATIONS: readonly Migration[] = [
     description: 'refresh_tokens.jkt: a public client’s refresh token bound to its DPoP key (RFC 9449 §5)',
     sql: 'ALTER TABLE refresh_tokens ADD COLUMN jkt TEXT;',
   },
+  {
+    version: 7,
+    description: 'removed_signing_keys: a deleted key keeps its public part (no private key), so `tessera scan` recognises its tokens',
+    sql: `
+      CREATE TABLE removed_signing_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        public_jwk TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        activates_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];

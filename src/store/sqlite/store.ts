@@ -24,6 +24,7 @@ import type {
   NewGrant,
   RefreshRotation,
   RefreshTokenRecord,
+  RemovedSigningKeyRecord,
   RevocationEntry,
   RevokedGrant,
   SigningKeyRecord,
@@ -273,10 +274,24 @@ export class SqliteStore implements Store {
 
   async deleteSigningKey(kid: string): Promise<boolean> {
     return this.#tx(() => {
+      this.#stmt(
+        `INSERT OR IGNORE INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at)
+         SELECT kid, alg, public_jwk, created_at, activates_at FROM signing_keys WHERE kid = ?`,
+      ).run(kid);
       const changed = Number(this.#stmt('DELETE FROM signing_keys WHERE kid = ?').run(kid).changes) > 0;
       if (changed) this.#bump('keys_version');
       return changed;
     });
+  }
+
+  async listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]> {
+    return (this.#stmt('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
+      kid: String(r.kid),
+      alg: r.alg as RemovedSigningKeyRecord['alg'],
+      publicJwk: parse(r.public_jwk),
+      createdAt: num(r.created_at),
+      activatesAt: num(r.activates_at),
+    }));
   }
 
   // Grants.
