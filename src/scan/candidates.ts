@@ -6,6 +6,9 @@
  *   of `{"`), at most `maxLength` characters (the verifier's default `max_token_size`);
  * - a refresh token: `trt_` and 43 base64url characters.
  *
+ * A candidate starts after a character that is not base64url, or right after a percent-encoded
+ * byte (`access_token%3DeyJ…` in a URL-encoded log) or a JSON string escape (`"\neyJ…"`).
+ *
  * Candidates are only candidates: `tessera scan` verifies each before calling it a finding. The
  * search is deliberately generous within a dotted run (`a.eyJ….eyJ….c.d` yields every three
  * segments that start with `eyJ`), so a token glued to other dotted text is not missed.
@@ -23,9 +26,15 @@ export interface Candidate {
 /** The verifier's default `max_token_size`, and the token service's own limit. */
 export const MAX_CANDIDATE_LENGTH = 8192;
 
+/** Characters before a candidate the pattern looks at: `\u0022` is the longest. */
+const CONTEXT = 6;
+
 // A dotted run starting at `eyJ` with at least three segments, or a refresh token. Each class
-// excludes `.`, so the pattern cannot backtrack across segments.
-const PATTERN = /(?<![A-Za-z0-9_-])(?:eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+){2,}|trt_[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])/g;
+// excludes `.`, so the pattern cannot backtrack across segments. It starts after a character that
+// is not base64url, or after a percent-encoded byte (`%3D`, `%20`: URL-encoded logs) or a JSON
+// string escape (`\n`, `\u0022`), whose last character is.
+const PATTERN =
+  /(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))(?:eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+){2,}|trt_[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])/g;
 
 /**
  * A streaming candidate finder. `push` each decoded piece of a file in order, then `end`.
@@ -43,7 +52,7 @@ export class CandidateScanner {
   #buf = '';
   /** Absolute offset of `#buf[0]`. */
   #base = 0;
-  /** Where in `#buf` matching may start; the character before it is kept for the look-behind. */
+  /** Where in `#buf` matching may start; the {@link CONTEXT} characters before it are kept for the look-behind. */
   #from = 0;
   /** Absolute start of the last candidate reported (candidates are reported in start order). */
   #lastStart = -1;
@@ -92,12 +101,12 @@ export class CandidateScanner {
         if (end - start <= this.#maxLength) this.#report(buf.slice(start, end), start, found);
       }
     }
-    // Keep what a candidate still open at the end could span, plus one character of context.
-    const keep = final ? buf.length : Math.max(0, buf.length - this.#maxLength - 1);
+    // Keep what a candidate still open at the end could span, plus the context before it.
+    const keep = final ? buf.length : Math.max(0, buf.length - this.#maxLength - CONTEXT);
     this.#advance(this.#base + keep);
     this.#buf = buf.slice(keep);
     this.#base += keep;
-    this.#from = this.#buf.length > 0 && keep > 0 ? 1 : 0;
+    this.#from = this.#buf.length > 0 && keep > 0 ? CONTEXT : 0;
     return found;
   }
 

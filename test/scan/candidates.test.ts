@@ -54,6 +54,36 @@ describe('CandidateScanner', () => {
     }
   });
 
+  it('finds tokens right after a percent-encoded byte (URL-encoded logs) or a JSON string escape, however the text is cut', () => {
+    const text = [
+      `GET /cb?next=https%3A%2F%2Fapp%2Fcb%3Faccess_token%3D${JWS}%26state%3Dx`,
+      `q=Authorization%3A%20Bearer%20${JWS}`,
+      `form: refresh_token%3D${RT}%26grant_type`,
+      String.raw`{"stdout":"token:\n${JWS}\n","quoted":"\u0022${JWS}\u0022","tab":"\t${RT}"}`,
+    ].join('\n');
+    const want = [
+      [JWS, 1],
+      [JWS, 2],
+      [RT, 3],
+      [JWS, 4],
+      [JWS, 4],
+      [RT, 4],
+    ];
+    assert.deepEqual(
+      scan(text).map(([v, l]) => [v, l]),
+      want,
+    );
+    // maxLength the token's own length keeps the least overlap: the escape before a token must stay with it.
+    const padded = `${'z '.repeat(400)}${text}`;
+    for (let piece = 1; piece <= 120; piece++) {
+      assert.deepEqual(
+        scan(padded, piece, JWS.length).map(([v, l]) => [v, l]),
+        want,
+        `pieces of ${piece}`,
+      );
+    }
+  });
+
   it('ignores what is not a candidate: two segments, a token glued after other base64url, a refresh token of the wrong length', () => {
     assert.deepEqual(scan(`eyJhbGc.eyJzdWIi x${JWS} trt_${'A'.repeat(42)} trt_${'A'.repeat(44)} atrt_${'A'.repeat(43)}`), []);
   });
