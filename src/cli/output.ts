@@ -16,6 +16,26 @@ export class CliError extends Error {
   }
 }
 
+// C0 and C1 controls, DEL, and the bidirectional overrides and isolates (which reorder what follows).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this escapes
+const CONTROLS = /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * One line of human output made safe to print: control characters written as escapes (`\n`,
+ * `\x1b`, `\u202e`). Values from the audit trail, file names and the like are chosen by others (an
+ * MCP tool name by any caller): printed raw, a newline would forge a line and an ANSI or OSC
+ * sequence rewrite the operator's screen. `--json` needs none of it (JSON escapes controls itself).
+ */
+export function printable(line: string): string {
+  return line.replace(CONTROLS, (c) => {
+    if (c === '\n') return '\\n';
+    if (c === '\r') return '\\r';
+    if (c === '\t') return '\\t';
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }

@@ -186,3 +186,30 @@ describe('audit tail: a large trail', () => {
     );
   });
 });
+
+describe('audit query: what a caller put in the trail cannot rewrite the screen', () => {
+  const HOSTILE = 'mallory\n2026-01-01T00:00:00.000Z  token.revoked  allow:ok\x1b[2K\x9b\u202e';
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-audit-escape-'));
+    await initialize({ config: join(dir, 'tessera.yaml') });
+    const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    await store.appendAudit([{ ...event(Date.now(), HOSTILE), route: 'r\x07' }]);
+    await store.close();
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('prints one line per event with control characters escaped', () => {
+    const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', '--since', '1h', '--subject', HOSTILE], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, TESSERA_MASTER_KEY: '' },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.split('\n').length, 2, 'one event, one line');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: none of these may reach the terminal
+    assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
+    assert.match(r.stdout, /sub=mallory\\n2026-01-01T00:00:00\.000Z {2}token\.revoked {2}allow:ok\\x1b\[2K\\x9b\\u202e/);
+    assert.match(r.stdout, /route=r\\x07/);
+  });
+});

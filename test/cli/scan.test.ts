@@ -415,6 +415,22 @@ describe('tessera scan: what it reports', () => {
     assert.equal(report.summary.complete, true);
   });
 
+  it('prints a file name chosen by someone else with its control characters escaped: one finding, one line', async () => {
+    const t = await mint();
+    write('names/a\nfake.log:1:1  access_token  revoked\x1b[2K.log', `${t.access_token}\n`);
+    write('names/b\x1b]0;x\x07.bin', Buffer.from([0, 1, 2]));
+    const r = await scan('names');
+    assertNoToken(r.stdout + r.stderr);
+    assert.equal(r.code, 1);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: none of these may reach the terminal
+    assert.doesNotMatch(r.stdout + r.stderr, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
+    assert.match(r.stdout, /^names\/a\\nfake\.log:1:1 {2}access_token {2}revoked\\x1b\[2K\.log:1:1 {2}access_token {2}LIVE /m);
+    assert.doesNotMatch(r.stdout, /^fake\.log/m, 'no forged finding line');
+    assert.match(r.stderr, /^tessera: skipped names\/b\\x1b\]0;x\\x07\.bin: binary file/m);
+    const { report } = await scanJson('names');
+    assert.equal(report.findings[0]?.path, 'names/a\nfake.log:1:1  access_token  revoked\x1b[2K.log', '--json keeps the name');
+  });
+
   it('fails with one line and exit 2: a path that does not exist, a bad --max-size, no path', async () => {
     write('present.log', 'nothing here\n');
     for (const [args, stderr] of [

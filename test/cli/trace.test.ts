@@ -13,11 +13,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
 import pino from 'pino';
+import { uuidv7 } from '../../src/audit/id.ts';
 import type { Trace } from '../../src/audit/trace.ts';
 import { initialize } from '../../src/cli/commands/init.ts';
 import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { tokenHash } from '../../src/issuer/secrets.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
@@ -354,5 +356,49 @@ describe('tessera trace', () => {
     for (const s of secrets) {
       for (const o of outputs) assert.ok(!o.includes(s), `a secret (${s.slice(0, 6)}…) appeared in output`);
     }
+  });
+});
+
+describe('tessera trace: what a caller put in the trail cannot rewrite the screen', () => {
+  let own: string;
+  before(async () => {
+    own = mkdtempSync(join(tmpdir(), 'tessera-trace-escape-'));
+    await initialize({ config: join(own, 'tessera.yaml') });
+    const store = await SqliteStore.open({ path: join(own, '.tessera', 'tessera.db') });
+    // Any caller with a token chooses the MCP tool name it calls: newlines, ANSI and C1 escapes, a bidi override.
+    await store.appendAudit([
+      {
+        id: uuidv7(),
+        time: Date.now(),
+        kind: 'gateway.request',
+        decision: 'deny',
+        reason: 'insufficient_scope',
+        request_id: 'escape-req-1',
+        route: 'mcp',
+        method: 'POST',
+        path: '/mcp',
+        tool: 'search\n  revocations\n  2026-01-01T00:00:00Z  grant.revoked ok\x1b[2K\x9b2K\u202e',
+        subject: 'mallory\x1b]0;owned\x07',
+      },
+    ]);
+    await store.close();
+  });
+  after(() => rmSync(own, { recursive: true, force: true }));
+
+  it('prints control characters escaped, one decision on one line; --json keeps the value', () => {
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [MAIN, 'trace', 'escape-req-1', ...args], {
+        cwd: own,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+    const r = run();
+    assert.equal(r.status, 0, r.stderr);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: none of these may reach the terminal
+    assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/);
+    assert.doesNotMatch(r.stdout, /^\s*revocations$/m, 'no forged section');
+    assert.match(r.stdout, /tool search\\n {2}revocations\\n {2}2026-01-01T00:00:00Z {2}grant\.revoked ok\\x1b\[2K\\x9b2K\\u202e/);
+    const j = JSON.parse(run('--json').stdout) as Trace;
+    assert.equal(j.requests[0]?.tool?.startsWith('search\n'), true);
   });
 });

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import type { Store } from '../../store/contract.ts';
 import { withConfig, withStore } from '../context.ts';
-import { CliError, printJson } from '../output.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 interface Filters {
   config?: string;
@@ -81,7 +81,7 @@ export function windowOf(f: Pick<Filters, 'since' | 'until'>, now = Date.now()):
   return { ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) };
 }
 
-/** One human line per event: time, kind, decision/reason, who, what. */
+/** One human line per event: time, kind, decision/reason, who, what (control characters escaped). */
 export function formatEvent(e: AuditEvent): string {
   const who = [
     e.subject !== undefined ? `sub=${e.subject}` : '',
@@ -95,7 +95,7 @@ export function formatEvent(e: AuditEvent): string {
     e.upstream_status !== undefined ? `upstream=${e.upstream_status}` : '',
     e.latency_ms !== undefined ? `${e.latency_ms}ms` : '',
   ].filter(Boolean);
-  return [new Date(e.time).toISOString(), e.kind, `${e.decision}:${e.reason}`, ...who, ...what].join('  ');
+  return printable([new Date(e.time).toISOString(), e.kind, `${e.decision}:${e.reason}`, ...who, ...what].join('  '));
 }
 
 /**

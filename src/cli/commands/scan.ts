@@ -14,7 +14,7 @@ import type { Candidate } from '../../scan/candidates.ts';
 import { checkPaths, type ScanNote, ScanPathError, scanPaths } from '../../scan/files.ts';
 import { StoreUnavailableError } from '../../store/contract.ts';
 import { iso, withConfig, withService } from '../context.ts';
-import { CliError, printJson } from '../output.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 /**
  * Places listed per distinct token: a token logged on every request of a multi-GB log must not
@@ -232,7 +232,8 @@ function printText(report: ScanReport): void {
   }
   const unread = report.skipped.filter(leftUnread).length;
   if (unread > 0) out.push(`incomplete: ${unread} path(s) not scanned (listed on stderr); exit ${scanExit(report)}`);
-  process.stdout.write(`${out.join('\n')}\n`);
+  // File names are anyone's choice: a newline or an escape sequence in one must not forge a line.
+  process.stdout.write(`${out.map(printable).join('\n')}\n`);
 }
 
 const HELP = `
@@ -286,7 +287,7 @@ export function registerScan(program: Command): void {
         );
         if (opts.json) printJson(report);
         else {
-          for (const n of report.skipped) process.stderr.write(`tessera: skipped ${n.path}: ${n.message}\n`);
+          for (const n of report.skipped) process.stderr.write(`${printable(`tessera: skipped ${n.path}: ${n.message}`)}\n`);
           printText(report);
         }
         process.exitCode = scanExit(report);

@@ -25,7 +25,7 @@ import {
 import { CLIENT_SECRET_PREFIX, REFRESH_TOKEN_PREFIX, sha256, tokenHash } from '../../issuer/secrets.ts';
 import type { Store } from '../../store/contract.ts';
 import { readArg, withConfig, withStore } from '../context.ts';
-import { CliError, printJson } from '../output.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 const KIND_NAMES: Record<TraceKind, string> = {
   request: 'request id',
@@ -208,7 +208,10 @@ function grantNode(g: TraceGrant, children: Map<string | null, TraceGrant[]>): N
   };
 }
 
-/** The human form of a trace: a header, the grant trees, then stray decisions and revocations. */
+/**
+ * The human form of a trace: a header, the grant trees, then stray decisions and revocations.
+ * Control characters in what the trail holds (an MCP tool name any caller chose) are escaped.
+ */
 export function formatTrace(trace: Trace, heading: string): string {
   const out: string[] = [heading, ''];
   const ids = new Set(trace.grants.map((g) => g.id));
@@ -242,7 +245,7 @@ export function formatTrace(trace: Trace, heading: string): string {
     out.push('');
   }
   if (trace.truncated) out.push('(some entries were left out to fit one screen; the hints above name the query for the rest)');
-  return `${out.join('\n').trimEnd()}\n`;
+  return `${out.map(printable).join('\n').trimEnd()}\n`;
 }
 
 function kindArg(v: string): TraceKind {
