@@ -109,6 +109,10 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       // The gateway reads absolute-form targets as invalid paths; no HTTP/0.9 or lenient parsing.
       insecureHTTPParser: false,
       requireHostHeader: true,
+      // How often Node looks for connections past headers_timeout / request_timeout. Its default
+      // (30 s) lets a client trickling its request head (slowloris) hold a connection up to 30 s
+      // past the configured limit; checked every second, the limits hold to within a second.
+      connectionsCheckingInterval: 1000,
     },
     options.before
       ? (req, res) => {
