@@ -33,7 +33,7 @@ export interface GatewayContext {
   /** Write a refusal and finish. */
   deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close?: boolean): void;
   /** Audit a stream the gateway closed (revocation, expiry). */
-  streamClosedEvent(x: Exchange, principal: Principal, reason: StreamCloseReason): void;
+  streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void;
   /** Answer 500 for an unexpected failure and finish. */
   internalError(x: Exchange, res: ServerResponse, error: unknown): void;
 }

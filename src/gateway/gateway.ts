@@ -279,13 +279,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000));
   }
 
-  function streamClosedEvent(x: Exchange, principal: Principal, reason: StreamCloseReason): void {
+  function streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void {
     if (reason === 'shutdown') return;
     const e = new Exchange('gateway.stream_closed', x.method, x.remoteAddress, performance.now(), clock());
     e.requestId = x.requestId;
     e.route = x.route;
     e.path = x.path;
-    e.principal = principal;
+    if (principal !== undefined) e.principal = principal;
     e.decision = 'deny';
     e.reason = reason;
     e.done = true;
@@ -600,8 +600,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       body = req;
       x.bytesIn = length;
     }
-    const principal = decision.principal;
-    const proxied = new ProxiedRequest(x, req, res, route, principal !== undefined && principal.kind !== 'static' ? principal : undefined);
+    const proxied = new ProxiedRequest(x, req, res, route, decision.principal);
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -634,15 +633,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     readonly req: IncomingMessage;
     readonly res: ServerResponse;
     readonly route: CompiledRoute;
-    /** Set when the caller's authority can end (revocation, expiry). */
-    readonly principal: Principal;
+    /** The caller's authority, which revocation or expiry can end; none on a public route. */
+    readonly principal: Principal | undefined;
 
     constructor(x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute, principal: Principal | undefined) {
       this.x = x;
       this.req = req;
       this.res = res;
       this.route = route;
-      this.principal = principal as Principal;
+      this.principal = principal;
     }
 
     onClientClose(): void {
@@ -661,10 +660,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.streaming = streaming;
       // Only a streamed response (SSE, chunked) can outlive its caller or its token: watch it for
       // the caller going away, revocation, expiry and shutdown. A response with a length is about
-      // to end anyway, and a revoked token is refused on its next request.
+      // to end anyway, and a revoked token is refused on its next request. A stream on a public
+      // route is watched too: no token ends it, but shutdown must.
       if (streaming) {
         this.res.once('close', () => this.onClientClose());
-        if (this.principal !== undefined) this.untrack = streams.add(this);
+        this.untrack = streams.add(this);
       }
     }
 

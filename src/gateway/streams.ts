@@ -16,7 +16,8 @@ export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'shutdown';
 
 export interface TrackedStream {
   readonly kind: 'websocket' | 'http';
-  readonly principal: Principal;
+  /** Whose authority the stream runs on; none on a public route (closed only at shutdown). */
+  readonly principal: Principal | undefined;
   /** For `http`: the response is a stream (no Content-Length), not a plain request in flight. */
   streaming?: boolean;
   /** Close the stream; called at most once. */
@@ -70,9 +71,9 @@ export class StreamRegistry {
     }
   }
 
-  #revoked(p: Principal): boolean {
+  #revoked(p: Principal | undefined): boolean {
     const r = this.#revocation;
-    return r !== undefined && p.kind !== 'static' && principalRevoked(r, p);
+    return r !== undefined && p !== undefined && p.kind !== 'static' && principalRevoked(r, p);
   }
 
   /** Close streams whose token is now revoked. */
@@ -84,7 +85,10 @@ export class StreamRegistry {
   /** Close streams whose token has expired. */
   sweepExpired(): void {
     const now = this.#clock() / 1000;
-    for (const s of [...this.#streams]) if (s.principal.expiresAt <= now) this.#close(s, 'token_expired');
+    for (const s of [...this.#streams]) {
+      const p = s.principal;
+      if (p !== undefined && p.expiresAt <= now) this.#close(s, 'token_expired');
+    }
   }
 
   /**

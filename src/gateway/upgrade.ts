@@ -108,18 +108,16 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
             x.status = 101;
             x.upstreamStatus = 101;
             ctx.finish(x);
-            let untrack: (() => void) | undefined;
-            if (principal !== undefined) {
-              untrack = ctx.streams.add({
-                kind: 'websocket',
-                principal,
-                close(reason) {
-                  ctx.streamClosedEvent(x, principal, reason);
-                  relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);
-                },
-              });
-            }
-            relay.onEnd(() => untrack?.());
+            // Watched also without a principal (a public route): no token ends it, but shutdown must.
+            const untrack = ctx.streams.add({
+              kind: 'websocket',
+              principal,
+              close(reason) {
+                ctx.streamClosedEvent(x, principal, reason);
+                relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);
+              },
+            });
+            relay.onEnd(() => untrack());
           },
           onRefused(status) {
             x.status = status;

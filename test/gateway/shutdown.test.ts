@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { serveGateway } from '../../src/gateway/serve.ts';
 import { until } from '../helpers/net.ts';
-import { baseConfig, parse, silent, startGateway, startUpstream, token } from './helpers.ts';
+import { baseConfig, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token } from './helpers.ts';
 
 describe('gateway: graceful shutdown', () => {
   it('drains in-flight requests and closes streams cleanly', async () => {
@@ -60,6 +60,62 @@ describe('gateway: graceful shutdown', () => {
     await closing;
     const kinds = gw.audit.events.filter((e) => e.kind === 'gateway.request').map((e) => e.upstream_status);
     assert.deepEqual(kinds.sort(), [101, 200, 200]);
+    wss.close();
+    await upstream.close();
+  });
+});
+
+describe('gateway: shutdown of streams nobody’s token ends', () => {
+  it('closes a WebSocket (1001) and ends an event stream on a public route at once, instead of hanging until the caller leaves', async () => {
+    const wss = new WebSocketServer({ noServer: true });
+    const upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hello\n\n');
+    });
+    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          { id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' },
+          { id: 'static', match: { path_prefix: '/static' }, upstream: { url: upstream.url }, auth: 'static', rules: [{}] },
+        ],
+      },
+    });
+    const sse = (path: string, headers: Record<string, string> = {}) =>
+      new Promise<string>((resolve, reject) => {
+        request(`${gw.url}${path}`, { headers }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => {
+            body += d;
+          });
+          res.on('end', () => resolve(body));
+          res.on('error', reject);
+        })
+          .on('error', reject)
+          .end();
+      });
+    const publicEvents = sse('/public/events');
+    const staticEvents = sse('/static/events', { authorization: `Bearer ${STATIC_TOKEN}` });
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/public/ws`);
+    const wsClosed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    await until(() => upstream.seen.length === 2);
+    await new Promise((r) => setTimeout(r, 100));
+
+    const started = performance.now();
+    const closing = gw.served.close({ drainTimeoutMs: 5000 });
+    assert.equal(await wsClosed, 1001);
+    assert.equal(await publicEvents, 'data: hello\n\n');
+    assert.equal(await staticEvents, 'data: hello\n\n');
+    await closing;
+    const ms = performance.now() - started;
+    assert.ok(ms < 3000, `shutdown took ${Math.round(ms)} ms`);
+    ws.terminate();
     wss.close();
     await upstream.close();
   });
