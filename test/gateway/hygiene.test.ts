@@ -215,6 +215,20 @@ describe('gateway hygiene', () => {
     });
   }
 
+  // Lenient UTF-8 decoders (old IIS, Tomcat, some Java and PHP stacks) read an overlong `%c0%ae` as
+  // `.` and `%c0%af` as `/`: through the public route (no rules, no token) to /api/admin/secrets.
+  for (const [name, target] of [
+    ['overlong UTF-8 dot-dot (%c0%ae)', '/public/%c0%ae%c0%ae/api/admin/secrets'],
+    ['overlong UTF-8 slash (%c0%af)', '/public%c0%af..%c0%afapi/admin/secrets'],
+  ] as const) {
+    it(`refuses traversal out of a public route: ${name}`, async () => {
+      const n = upstream.seen.length;
+      const r = await rawHttp(gw.url, `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+      assert.equal(status(r), 400, r);
+      assert.equal(upstream.seen.length, n);
+    });
+  }
+
   it('decodes %61dmin before matching, so the admin rule applies', async () => {
     const res = await get('/api/%61dmin/x');
     assert.equal(res.status, 403);

@@ -10,6 +10,8 @@
  * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
  * - empty segments (`//`), which some routers merge and others do not;
  * - double-encoded traversal (`%252e`) that a second decode would turn into the above;
+ * - percent-encoded bytes that are not well-formed UTF-8: overlong forms (`%c0%ae`, `%c0%af`),
+ *   which lenient decoders read as `.` and `/`, surrogates, stray or truncated sequences;
  * - malformed percent-encoding, control characters, non-ASCII bytes, fragments.
  *
  * Percent-encoded unreserved characters are decoded (`%61dmin` → `admin`) and other escapes are
@@ -29,6 +31,27 @@ export interface RequestTarget {
 }
 
 const HEX = '0123456789ABCDEF';
+
+/** Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** True when the percent-encoded bytes of a normalized path decode as well-formed UTF-8. */
+function wellFormedUtf8(path: string): boolean {
+  const bytes: number[] = [];
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === 0x25) {
+      bytes.push(hexValue(path.charCodeAt(i + 1)) * 16 + hexValue(path.charCodeAt(i + 2)));
+      i += 2;
+    } else bytes.push(c);
+  }
+  try {
+    UTF8.decode(new Uint8Array(bytes));
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
@@ -87,6 +110,7 @@ export function normalizePath(raw: string): string | undefined {
   let out = raw;
   if (!simple) {
     let buf = '';
+    let high = false;
     for (let i = 0; i < raw.length; i++) {
       const c = raw.charCodeAt(i);
       if (c !== 0x25) {
@@ -98,6 +122,7 @@ export function normalizePath(raw: string): string | undefined {
       if (h < 0 || l < 0) return undefined;
       const byte = h * 16 + l;
       if (byte === 0x2f || byte === 0x5c || byte === 0x00 || byte === 0x3b) return undefined;
+      if (byte >= 0x80) high = true;
       buf += isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX[h]}${HEX[l]}`;
       i += 2;
     }
@@ -112,6 +137,9 @@ export function normalizePath(raw: string): string | undefined {
         if (b2 === 0x2e || b2 === 0x2f || b2 === 0x5c || b2 === 0x00 || b2 === 0x25 || b2 === 0x3b) return undefined;
       }
     }
+    // Lenient UTF-8 decoders (old IIS, Tomcat, some Java and PHP stacks) read an overlong
+    // `%c0%ae` as `.` and `%c0%af` as `/`: the upstream would walk segments the gateway never saw.
+    if (high && !wellFormedUtf8(buf)) return undefined;
     out = buf;
   }
   // Segment checks: no `.`/`..`, no empty segment except a trailing slash.

@@ -31,6 +31,16 @@ describe('path normalization: refused targets', () => {
     'absolute-form': 'http://evil.test/api',
     empty: '',
     fragment: '/api#x',
+    // Lenient UTF-8 decoders (old IIS, Tomcat with URIEncoding=UTF-8 before 6.0.18) read overlong
+    // forms as the ASCII character: `%c0%ae` is `.`, `%c0%af` is `/`, `%c1%9c` is `\`.
+    'overlong UTF-8 dot-dot': '/api/x/%c0%ae%c0%ae/admin',
+    'overlong UTF-8 slash': '/api/..%c0%afadmin',
+    'overlong UTF-8 backslash': '/api/..%c1%9cadmin',
+    'three-byte overlong dot': '/api/%e0%80%ae%e0%80%ae/admin',
+    'UTF-8 surrogate': '/api/%ed%a0%80',
+    'stray UTF-8 continuation byte': '/api/%80',
+    'truncated UTF-8 sequence': '/api/%e2%82',
+    'UTF-8 past U+10FFFF': '/api/%f4%90%80%80',
   };
   for (const [name, target] of Object.entries(refused)) {
     it(`refuses ${name}`, () => assert.equal(normalizeTarget(target), undefined));
@@ -47,6 +57,9 @@ describe('path normalization: accepted targets', () => {
   });
   it('upper-cases other escapes', () => {
     assert.equal(normalizePath('/a/b%20c%3a'), '/a/b%20c%3A');
+  });
+  it('keeps well-formed percent-encoded UTF-8 as it came (upper-cased)', () => {
+    assert.equal(normalizePath('/docs/caf%c3%a9/%e2%82%ac/%f0%9f%98%80'), '/docs/caf%C3%A9/%E2%82%AC/%F0%9F%98%80');
   });
   it('keeps a trailing slash and the root', () => {
     assert.equal(normalizePath('/api/'), '/api/');
