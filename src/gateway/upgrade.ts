@@ -62,7 +62,19 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   }
   x.route = route.id;
   const upgrade = req.headers.upgrade;
-  if (ctx.closing || !route.websocket || typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket' || x.method !== 'GET') {
+  // A WebSocket handshake is a GET without a body (RFC 6455 §4.1). With one, Node hands the body
+  // over as the first WebSocket bytes while the upstream is told its Content-Length: the two would
+  // disagree on where the request ends.
+  const cl = req.headers['content-length'];
+  const body = req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
+  if (
+    ctx.closing ||
+    !route.websocket ||
+    typeof upgrade !== 'string' ||
+    upgrade.toLowerCase() !== 'websocket' ||
+    x.method !== 'GET' ||
+    body
+  ) {
     denySocket(new TesseraError('request_upgrade_refused'), route.authn.challenges);
     return;
   }

@@ -10,6 +10,7 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
+import { rawHttp } from '../helpers/net.ts';
 import {
   baseConfig,
   requestEvents,
@@ -129,6 +130,38 @@ describe('gateway: WebSocket', () => {
     const t = await token();
     const c = connectWs(wsUrl('/plain/x'), { authorization: `Bearer ${t}` });
     await assert.rejects(c.opened, (e: { status?: number }) => e.status === 400);
+  });
+
+  for (const [name, framing] of [
+    ['Content-Length', 'Content-Length: 5\r\n\r\nhello'],
+    ['chunked', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'],
+  ] as const) {
+    it(`smuggling: an upgrade carrying a body (${name}) is refused before the upstream sees it (the gateway would relay the body as WebSocket data, an upstream reads it as the request's)`, async () => {
+      const t = await token();
+      const n = upgrades.length;
+      const r = await rawHttp(
+        gw.url,
+        `GET /ws/chat HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${framing}`,
+      );
+      assert.match(r, /^HTTP\/1\.1 400 /);
+      assert.equal(upgrades.length, n);
+    });
+  }
+
+  it('h2c smuggling: an Upgrade: h2c is refused, never forwarded (also on a WebSocket route, also next to websocket)', async () => {
+    const t = await token();
+    const n = upgrades.length;
+    for (const upgrade of ['h2c', 'websocket, h2c', 'h2c, websocket']) {
+      const r = await rawHttp(
+        gw.url,
+        `GET /ws/chat HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: ${upgrade}\r\n` +
+          'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
+      );
+      assert.match(r, /^HTTP\/1\.1 400 /, upgrade);
+    }
+    assert.equal(upgrades.length, n);
+    assert.equal(upstream.seen.length, 0);
   });
 
   it('relays the upstream’s refusal of the upgrade', async () => {
