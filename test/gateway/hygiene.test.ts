@@ -69,6 +69,54 @@ describe('gateway hygiene', () => {
     assert.equal(h['x-tessera-delegation-id'], undefined, 'not configured on this route, still stripped');
   });
 
+  it('hop-by-hop abuse: headers named in Connection cannot remove what the gateway sets (identity, X-Forwarded-For, request id, trace context)', async () => {
+    const r = await rawHttp(
+      gw.url,
+      `GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\n` +
+        'Connection: close, authorization, x-tessera-subject, x-tessera-scopes, x-forwarded-for, forwarded, x-request-id, traceparent\r\n\r\n',
+    );
+    assert.equal(status(r), 200, r);
+    const h = upstream.seen.at(-1)!.headers;
+    assert.equal(h['x-tessera-subject'], 'user-1');
+    assert.equal(h['x-tessera-scopes'], 'api:read');
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.match(h.forwarded ?? '', /^for=127\.0\.0\.1;/);
+    assert.match(String(h['x-request-id']), /^[0-9a-f-]{36}$/);
+    assert.match(String(h.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+    assert.equal(h.connection, 'keep-alive');
+  });
+
+  for (const [name, head] of [
+    ['Transfer-Encoding with Content-Length', 'Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+    ['two Content-Length', 'Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde'],
+    ['Content-Length as a list', 'Content-Length: 4, 4\r\n\r\nabcd'],
+    ['chunked not last (chunked, identity)', 'Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n'],
+    ['Transfer-Encoding without chunked', 'Transfer-Encoding: identity\r\n\r\nabcd'],
+    ['space before the colon', 'Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n'],
+    ['obs-fold', 'X-A: 1\r\n  folded\r\nContent-Length: 0\r\n\r\n'],
+  ] as const) {
+    it(`request smuggling: ${name} is refused (400) and nothing reaches the upstream`, async () => {
+      const n = upstream.seen.length;
+      const r = await rawHttp(gw.url, `POST /public/x HTTP/1.1\r\nHost: a\r\n${head}`);
+      assert.equal(status(r), 400, r);
+      assert.equal(upstream.seen.length, n);
+    });
+  }
+
+  it('request smuggling: bare LF line endings are refused (400)', async () => {
+    const n = upstream.seen.length;
+    const r = await rawHttp(gw.url, 'GET /public/x HTTP/1.1\nHost: a\nConnection: close\n\n');
+    assert.equal(status(r), 400, r);
+    assert.equal(upstream.seen.length, n);
+  });
+
+  it('absolute-form target: GET http://evil.test/... is refused (400), never routed by its path', async () => {
+    const n = upstream.seen.length;
+    const r = await rawHttp(gw.url, 'GET http://evil.test/public/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.equal(status(r), 400, r);
+    assert.equal(upstream.seen.length, n);
+  });
+
   it('replaces spoofed X-Forwarded-* and Forwarded (no trusted proxy)', async () => {
     await get('/api/x', {
       'x-forwarded-for': '6.6.6.6',
