@@ -15,7 +15,9 @@ export interface DenyResponse {
 export function denyResponse(error: TesseraError, challenges: (e?: TesseraError) => string[]): DenyResponse {
   const headers: Record<string, string> = { 'content-type': 'application/json', 'cache-control': 'no-store' };
   if (error.status === 400 || error.status === 401 || error.status === 403) {
-    headers['www-authenticate'] = challenges(error.code === 'credentials_missing' ? undefined : error).join(', ');
+    // A route without a verifier (a public gateway route) has no challenge: no header, not an empty one.
+    const challenge = challenges(error.code === 'credentials_missing' ? undefined : error).join(', ');
+    if (challenge !== '') headers['www-authenticate'] = challenge;
   }
   if (error.details.dpopNonce !== undefined) headers['dpop-nonce'] = error.details.dpopNonce;
   if (error.details.retryAfter !== undefined) headers['retry-after'] = String(error.details.retryAfter);

@@ -110,6 +110,12 @@ describe('gateway hygiene', () => {
     assert.equal(upstream.seen.length, n);
   });
 
+  it('a refusal on a route without a verifier carries no empty WWW-Authenticate (there is no challenge to send)', async () => {
+    const r = await rawHttp(gw.url, 'GET /public/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+    assert.equal(status(r), 400, r);
+    assert.doesNotMatch(r, /www-authenticate/i);
+  });
+
   it('absolute-form target: GET http://evil.test/... is refused (400), never routed by its path', async () => {
     const n = upstream.seen.length;
     const r = await rawHttp(gw.url, 'GET http://evil.test/public/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
