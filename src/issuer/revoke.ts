@@ -83,7 +83,9 @@ export async function revokeGrants(
   if ('subject' in selector) {
     const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
     if (selector.issuer !== undefined) issuers.add(selector.issuer);
-    issuers.delete(ctx.issuer);
+    // This issuer's own tokens fall with their grants; the entry for it is for what the subject
+    // holds outside a grant: a login session at the authorization endpoint (begun before now).
+    if (selector.issuer === undefined) issuers.add(ctx.issuer);
     await ctx.store.appendRevocations(
       [...issuers].map((issuer) => ({
         kind: 'subject' as const,

@@ -35,7 +35,9 @@ export type AuthenticationFailure =
   | 'session_missing'
   /** A login session cookie whose MAC does not verify or that does not parse. */
   | 'session_invalid'
-  | 'session_expired';
+  | 'session_expired'
+  /** A login session that began before a revocation of its subject (`tessera revoke --subject`). */
+  | 'session_revoked';
 
 export type Authentication =
   | {
@@ -44,6 +46,11 @@ export type Authentication =
       readonly subject: string;
       /** Shown on the consent page when known. */
       readonly email?: string;
+      /**
+       * When the person signed in (epoch seconds), for an authenticator whose sign-in outlives the
+       * request (a session cookie): a session from before a revocation of the subject is refused.
+       */
+      readonly authenticatedAt?: number;
     }
   | { readonly ok: false; readonly reason: AuthenticationFailure };
 

@@ -132,7 +132,24 @@ export function createAuthorizeHandler(
     const request: AuthorizationRequest = outcome.request;
     const clientId = request.client.id;
 
-    const person = await options.authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
+    let person = await options.authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
+    // `tessera revoke --subject` revokes what the person holds, and a login session is held: one
+    // that began before the revocation approves nothing more (the person signs in again).
+    if (
+      person.ok &&
+      person.authenticatedAt !== undefined &&
+      service.revocations.isRevoked({
+        issuer: service.issuer,
+        subject: person.subject,
+        clientId: undefined,
+        delegationId: undefined,
+        tokenId: undefined,
+        issuedAt: person.authenticatedAt,
+        expiresAt: Number.POSITIVE_INFINITY,
+      })
+    ) {
+      person = { ok: false, reason: 'session_revoked' };
+    }
     if (!person.ok) {
       const login = options.authenticator.login;
       // No session yet, or an expired one, is the normal way into a login: not worth an audit event.

@@ -370,6 +370,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       const session = seal(runtime.keys.session, sessionLabel, {
         s: subject,
         ...(email !== undefined ? { m: email } : {}),
+        i: now,
         e: now + options.session_ttl,
       });
       return {
@@ -389,11 +390,17 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       const raw = cookie(request.headers, sessionCookie);
       if (raw === undefined || raw === '') return { ok: false, reason: 'session_missing' };
       const v = raw === null ? undefined : unseal(runtime.keys.session, sessionLabel, raw);
-      if (v === undefined || typeof v.s !== 'string' || typeof v.e !== 'number' || (v.m !== undefined && typeof v.m !== 'string')) {
+      if (
+        v === undefined ||
+        typeof v.s !== 'string' ||
+        typeof v.i !== 'number' ||
+        typeof v.e !== 'number' ||
+        (v.m !== undefined && typeof v.m !== 'string')
+      ) {
         return { ok: false, reason: 'session_invalid' };
       }
       if (v.e <= runtime.now()) return { ok: false, reason: 'session_expired' };
-      return { ok: true, subject: v.s, ...(typeof v.m === 'string' ? { email: v.m } : {}) };
+      return { ok: true, subject: v.s, authenticatedAt: v.i, ...(typeof v.m === 'string' ? { email: v.m } : {}) };
     },
   };
 }

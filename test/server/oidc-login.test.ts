@@ -407,6 +407,30 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('a login session from before its subject was revoked approves nothing more: the browser is sent to log in again', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: p.get('nonce'), sub: 'compromised-user' });
+    assert.equal((await callback(browser, p.get('state') as string)).status, 303);
+    assert.equal((await browser.fetch(authorizeUrl(issuer, pkcePair().challenge))).status, 200, 'the consent page, before');
+    await issuer.service.revokeGrants({ subject: 'compromised-user' }, 'account_compromised');
+    const before = (await audit(issuer)).length;
+    const res = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    assert.equal(res.status, 303, 'no consent page for the old session');
+    assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+    assert.deepEqual((await audit(issuer)).slice(before), ['login_session_revoked']);
+    // Signing in again afterwards is a new session, which the revocation does not cover.
+    skew = 2000;
+    try {
+      const again = await begin(browser);
+      rogue.idToken = () => idToken({ nonce: again.get('nonce'), sub: 'compromised-user' });
+      assert.equal((await callback(browser, again.get('state') as string)).status, 303);
+      assert.equal((await browser.fetch(authorizeUrl(issuer, pkcePair().challenge))).status, 200);
+    } finally {
+      skew = 0;
+    }
+  });
+
   it('a tampered session cookie (another subject, or a forged MAC) signs no one in', async () => {
     const browser = await signedIn();
     const [body, mac] = (browser.jar.get('tessera-session') as string).split('.') as [string, string];
