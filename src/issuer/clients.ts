@@ -61,6 +61,16 @@ export interface ClientInput {
 /** Longest client name accepted (it is shown on the consent page). */
 export const CLIENT_NAME_MAX = 100;
 
+/**
+ * Whether `name` may be shown as a client's name: 1 to {@link CLIENT_NAME_MAX} characters, not
+ * blank, no control characters and no bidirectional formatting characters (U+202E and its kin,
+ * which would reorder what the consent page shows after the name, in the person's eyes). The
+ * consent page escapes whatever is left.
+ */
+export function isClientName(name: string): boolean {
+  return name.trim() !== '' && name.length <= CLIENT_NAME_MAX && !/[\p{Cc}\p{Bidi_Control}]/u.test(name);
+}
+
 /** What an operator may change on a registered client (`tessera clients update`). */
 export interface ClientUpdate {
   /** Token exchange may issue tokens for audiences outside the subject token's (see {@link ClientInput.retargetAudiences}). */
@@ -113,9 +123,10 @@ export function buildClient(
       throw new ClientInputError(`a public client may use only ${PUBLIC_CLIENT_GRANT_TYPES.join(' and ')}, not ${other}`);
     }
   }
-  // Control characters and length only: the consent page escapes whatever is left.
-  if (input.name !== undefined && (input.name.trim() === '' || input.name.length > CLIENT_NAME_MAX || /\p{Cc}/u.test(input.name))) {
-    throw new ClientInputError(`a client name must be 1-${CLIENT_NAME_MAX} characters without control characters`);
+  if (input.name !== undefined && !isClientName(input.name)) {
+    throw new ClientInputError(
+      `a client name must be 1-${CLIENT_NAME_MAX} characters without control or bidirectional formatting characters`,
+    );
   }
   let jwks: ClientRecord['jwks'] = null;
   if (input.jwks !== undefined) {

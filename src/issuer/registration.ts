@@ -13,7 +13,7 @@ import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.
 import { OAuthError } from '../core/oauth-errors.ts';
 import { type EffectiveScopes, isWildcard, type ScopeModel } from '../core/scopes.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
-import { CLIENT_NAME_MAX, ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, SCOPE_TOKEN } from './clients.ts';
+import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN } from './clients.ts';
 import { covers } from './params.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
 
@@ -91,7 +91,7 @@ export async function registerDynamicClient(
     throw new OAuthError('registration_metadata_invalid');
   }
   const name = m.client_name;
-  if (name !== undefined && (typeof name !== 'string' || name.trim() === '' || name.length > CLIENT_NAME_MAX || /\p{Cc}/u.test(name))) {
+  if (name !== undefined && (typeof name !== 'string' || !isClientName(name))) {
     throw new OAuthError('registration_metadata_invalid');
   }
 

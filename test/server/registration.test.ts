@@ -245,6 +245,17 @@ describe('dynamic client registration', () => {
     });
   });
 
+  it('DCR client_name with bidirectional overrides (U+202E reorders what the consent page shows after it): refused', async () => {
+    for (const name of ['Trusted App\u202Eevil', 'App\u2066x\u2069', 'App\u200F']) {
+      await expectError(await register({ ...mcpClient, client_name: name }), 400, 'invalid_client_metadata');
+    }
+    await assert.rejects(
+      issuer.addClient({ id: 'bidi', scopes: ['mcp:read'], name: 'Trusted\u202Eppa' }),
+      /bidirectional formatting characters/,
+    );
+    assert.equal((await register({ ...mcpClient, client_name: 'Agent 👩‍💻 (ZWJ kept)' })).status, 201);
+  });
+
   it('open registration needs no token', async () => {
     const open = await startIssuer({ config: registrationConfig({ initial_access_token: undefined, open: true }) as never });
     try {
