@@ -21,6 +21,7 @@ export type AuditKind =
   | 'grant.revoked'
   | 'refresh.reuse_detected'
   | 'login.succeeded'
+  | 'login.signed_out'
   | 'authorization.approved'
   | 'authorization.denied'
   | 'authorization_code.reuse_detected'

@@ -412,6 +412,17 @@ export class TokenService {
     });
   }
 
+  /** Audit a person's sign-out (`<issuer>/oauth2/logout`): their login session ends here. */
+  auditSignedOut(subject: string, facts: { readonly requestId?: string; readonly remoteAddr?: string }): void {
+    this.#ctx.emit({
+      kind: 'login.signed_out',
+      reason: 'ok',
+      subject,
+      ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
+      ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
+    });
+  }
+
   /** Audit a person's refusal (or a consent form refused before it could be answered). */
   auditAuthorizationDenied(
     reason: string,

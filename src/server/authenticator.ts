@@ -111,6 +111,10 @@ export type LoginCallbackOutcome =
 export interface InteractiveLogin {
   /** Absolute URL of the callback (`<issuer>/oauth2/login/callback`). */
   readonly callbackUrl: string;
+  /** Absolute URL of the sign-out endpoint (`<issuer>/oauth2/logout`). */
+  readonly logoutUrl: string;
+  /** `Set-Cookie` values that end the login session (and a login in progress). */
+  readonly logoutCookies: readonly string[];
   /** Where to send the browser to log in before answering `request` (an authorization request's query string). */
   start(request: string): Promise<LoginRedirect>;
   /** Take the upstream's answer: the callback's query string and the browser's request. */

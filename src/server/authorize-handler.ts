@@ -15,7 +15,7 @@ import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
 import type { TokenService } from '../issuer/service.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
-import { newNonce, pageHeaders, renderConsent, renderError } from './consent-page.ts';
+import { newNonce, pageHeaders, renderConsent, renderError, renderSignOut } from './consent-page.ts';
 import { LoginError } from './oidc-authenticator.ts';
 
 export interface AuthorizeHandlerOptions {
@@ -183,6 +183,7 @@ export function createAuthorizeHandler(
           request: query,
           csrf: consent.issue(person.subject, consentSubject(query, request)),
           action: service.endpoints.authorization,
+          ...(options.authenticator.login !== undefined ? { signOut: options.authenticator.login.logoutUrl } : {}),
         },
         nonce,
       );
@@ -249,5 +250,57 @@ export function createLoginCallbackHandler(
     }
     service.auditLoginSucceeded(outcome.subject, outcome.provider, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
     return loginRedirect(res, { location: `${service.endpoints.authorization}?${outcome.request}`, cookies: outcome.cookies }, requestId);
+  };
+}
+
+/**
+ * `<issuer>/oauth2/logout`: GET shows a Sign out button (a link or an image cannot sign anyone
+ * out); POST, from this server's own pages, ends the login session (its cookies cleared) and is
+ * audited as `login.signed_out` with the subject it belonged to. Grants already approved are
+ * untouched: revoking them is `tessera revoke`.
+ */
+export function createLogoutHandler(
+  service: TokenService,
+  authenticator: Authenticator,
+  login: InteractiveLogin,
+): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
+  const issuerOrigin = new URL(service.issuer).origin;
+  const show = (res: ServerResponse, status: number, body: string, nonce: string, requestId: string, cookies: readonly string[] = []) => {
+    res.writeHead(status, {
+      ...pageHeaders(nonce, [issuerOrigin]),
+      'content-length': Buffer.byteLength(body),
+      'x-request-id': requestId,
+      ...(cookies.length > 0 ? { 'set-cookie': [...cookies] } : {}),
+    });
+    res.end(body);
+  };
+  return async (req, res, requestId) => {
+    const nonce = newNonce();
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      return show(res, 200, renderSignOut(login.logoutUrl, nonce), nonce, requestId);
+    }
+    if (req.method !== 'POST') {
+      res.writeHead(405, { allow: 'GET, HEAD, POST', 'x-request-id': requestId });
+      res.end();
+      return;
+    }
+    req.resume();
+    // A cross-site post cannot sign the person out (the cookies are SameSite=Lax, but clearing
+    // them needs no cookie at all).
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== issuerOrigin && origin !== 'null') {
+      return page(res, new OAuthError('authorize_consent_invalid'), requestId);
+    }
+    const remoteAddr = req.socket.remoteAddress;
+    const person = await authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
+    if (person.ok) service.auditSignedOut(person.subject, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
+    show(
+      res,
+      200,
+      renderError('You are signed out', 'Your sign-in at this authorization server has ended.', nonce),
+      nonce,
+      requestId,
+      login.logoutCookies,
+    );
   };
 }

@@ -27,6 +27,8 @@ export interface ConsentView {
   readonly csrf: string;
   /** Absolute URL the form posts to (the authorization endpoint). */
   readonly action: string;
+  /** The sign-out endpoint, when the person signed in here (a login session) and can sign out. */
+  readonly signOut?: string;
 }
 
 const STYLE = `body{font:16px/1.5 system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}
@@ -81,7 +83,20 @@ export function renderConsent(view: ConsentView, nonce: string): string {
 <input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">
 <div class="actions"><button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button></div>
-</form>`,
+</form>${view.signOut === undefined ? '' : signOutForm(view.signOut, 'Not you? Sign out')}`,
+  );
+}
+
+function signOutForm(action: string, label: string): string {
+  return `<form method="post" action="${escapeHtml(action)}"><p class="muted"><button type="submit">${escapeHtml(label)}</button></p></form>`;
+}
+
+/** The sign-out endpoint's GET: a button, so that a link or an image cannot sign anyone out. */
+export function renderSignOut(action: string, nonce: string): string {
+  return layout(
+    'Sign out',
+    nonce,
+    `<h1>Sign out</h1><p>End your sign-in at this authorization server.</p>${signOutForm(action, 'Sign out')}`,
   );
 }
 

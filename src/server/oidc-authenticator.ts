@@ -246,6 +246,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
 
   const login: InteractiveLogin = {
     callbackUrl,
+    logoutUrl: `${runtime.tesseraIssuer}/oauth2/logout`,
+    logoutCookies: [clearState, setCookie(sessionCookie, '', 0)],
 
     async start(request: string): Promise<LoginRedirect> {
       if (request.length > MAX_REQUEST) throw new LoginError('login_state_invalid');

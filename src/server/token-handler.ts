@@ -18,7 +18,7 @@ import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 import type { Authenticator } from './authenticator.ts';
-import { createAuthorizeHandler, createLoginCallbackHandler } from './authorize-handler.ts';
+import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
 import { createOidcAuthenticator } from './oidc-authenticator.ts';
 import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator.ts';
 
@@ -183,6 +183,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     authenticator === undefined ? undefined : createAuthorizeHandler(service, { authenticator, readBody: (req) => readBody(req, limit) });
   const loginCallback = authenticator?.login === undefined ? undefined : createLoginCallbackHandler(service, authenticator.login);
   const loginCallbackPath = authenticator?.login === undefined ? undefined : path(authenticator.login.callbackUrl);
+  const logout = authenticator?.login === undefined ? undefined : createLogoutHandler(service, authenticator, authenticator.login);
+  const logoutPath = authenticator?.login === undefined ? undefined : path(authenticator.login.logoutUrl);
   const metadataBody = JSON.stringify(service.metadata());
 
   const fail = (res: ServerResponse, error: unknown, requestId: string) => {
@@ -302,6 +304,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
     else if (pathname === loginCallbackPath && loginCallback !== undefined) work = loginCallback(req, res, requestId);
+    else if (pathname === logoutPath && logout !== undefined) work = logout(req, res, requestId);
     else if (pathname === paths.registration && service.config.registration.enabled) work = register(req, res, requestId);
     else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -431,6 +431,31 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('sign out: GET only shows a button; a POST from this server ends the session, audited; the next authorize sends to login', async () => {
+    const browser = await signedIn();
+    const consent = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    assert.match(await consent.text(), new RegExp(`<form method="post" action="${issuer.url}/oauth2/logout">`));
+    const shown = await browser.fetch(`${issuer.url}/oauth2/logout`);
+    assert.equal(shown.status, 200);
+    assert.deepEqual(shown.headers.getSetCookie(), [], 'a GET (a link, an image) signs no one out');
+    assert.ok(browser.jar.has('tessera-session'));
+    const foreign = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: 'https://evil.test' } });
+    assert.equal(foreign.status, 400);
+    assert.ok(browser.jar.has('tessera-session'), 'a cross-site post signs no one out');
+    const out = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: new URL(issuer.url).origin } });
+    assert.equal(out.status, 200);
+    assert.equal(browser.jar.has('tessera-session'), false, 'the session cookie is cleared');
+    await issuer.service.audit.flush();
+    const events = await issuer.store.queryAudit({ limit: 10_000 });
+    assert.deepEqual(
+      events.filter((e) => e.kind === 'login.signed_out').map((e) => e.subject),
+      ['rogue-user'],
+    );
+    const next = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    assert.equal(next.status, 303);
+    assert.ok((next.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+  });
+
   it('a tampered session cookie (another subject, or a forged MAC) signs no one in', async () => {
     const browser = await signedIn();
     const [body, mac] = (browser.jar.get('tessera-session') as string).split('.') as [string, string];
