@@ -31,7 +31,7 @@ const spec = (subject: string): AccessTokenSpec => ({
   exp: 1_900_000_600,
 });
 
-describe('AccessTokens.sign', () => {
+describe('AccessTokens.signSoon', () => {
   it('signs the tokens asked for in one turn together, after the turn, each with its own claims', async () => {
     const signed: string[] = [];
     const tokens = tokensWith({
@@ -41,7 +41,7 @@ describe('AccessTokens.sign', () => {
         return real.sign(claims, typ);
       },
     });
-    const pending = ['alice', 'bob', 'carol'].map((s) => tokens.sign(spec(s)));
+    const pending = ['alice', 'bob', 'carol'].map((s) => tokens.signSoon(spec(s)));
     assert.deepEqual(signed, [], 'nothing is signed during the turn that asked');
     const results = await Promise.all(pending);
     assert.deepEqual(signed, ['alice', 'bob', 'carol']);
@@ -69,7 +69,7 @@ describe('AccessTokens.sign', () => {
         return real.sign(claims, typ);
       },
     });
-    const results = await Promise.allSettled(['alice', 'bob', 'carol'].map((s) => tokens.sign(spec(s))));
+    const results = await Promise.allSettled(['alice', 'bob', 'carol'].map((s) => tokens.signSoon(spec(s))));
     assert.deepEqual(
       results.map((r) => r.status),
       ['fulfilled', 'rejected', 'fulfilled'],
@@ -79,6 +79,6 @@ describe('AccessTokens.sign', () => {
 
   it('refuses at once, before waiting, when no key can sign', async () => {
     const tokens = new AccessTokens(ISSUER, { signer: () => undefined } as unknown as KeyManager, new RevocationList());
-    await assert.rejects(tokens.sign(spec('alice')), { code: 'signing_key_unavailable' });
+    await assert.rejects(tokens.signSoon(spec('alice')), { code: 'signing_key_unavailable' });
   });
 });

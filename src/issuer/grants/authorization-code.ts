@@ -24,7 +24,7 @@ export interface AuthorizationCodeContext extends BaseContext {
   readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'authorization'>;
   readonly store: Pick<Store, 'getAuthorizationCode' | 'redeemAuthorizationCode'>;
   readonly feed: Pick<RevocationFeed, 'catchUp'>;
-  readonly tokens: Pick<AccessTokens, 'sign'>;
+  readonly tokens: Pick<AccessTokens, 'signSoon'>;
 }
 
 export async function authorizationCode(
@@ -123,7 +123,7 @@ export async function authorizationCode(
   if (redemption.status !== 'redeemed') throw new OAuthError('authorization_code_invalid');
   const { grant } = redemption;
   const exp = Math.min(now + accessTokenTtl(ctx.config, client), grantExp);
-  const { token, jti } = await ctx.tokens.sign({
+  const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,
     audiences,

@@ -13,7 +13,7 @@ import type { StandingGrants } from './standing.ts';
 
 export interface ClientCredentialsContext extends BaseContext {
   readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl'>;
-  readonly tokens: Pick<AccessTokens, 'sign'>;
+  readonly tokens: Pick<AccessTokens, 'signSoon'>;
   readonly standing: Pick<StandingGrants, 'get'>;
 }
 
@@ -30,7 +30,7 @@ export async function clientCredentials(
   const now = ctx.now();
   const ttl = accessTokenTtl(ctx.config, client);
   const grantId = await ctx.standing.get(client, scopes, audiences, now, ttl);
-  const { token, jti } = await ctx.tokens.sign({
+  const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: client.id,
     audiences,

@@ -236,7 +236,7 @@ async function delegate(
   );
   if (grant === 'parent_inactive') throw new OAuthError('grant_inactive');
   if (grant === 'client_inactive') throw new OAuthError('client_disabled');
-  const { token, jti } = await ctx.tokens.sign({
+  const { token, jti } = ctx.tokens.sign({
     client,
     subject: subject.subject,
     audiences: spec.audiences,

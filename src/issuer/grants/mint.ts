@@ -19,7 +19,7 @@ export interface MintContext extends BaseContext {
   readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl'>;
   readonly store: Pick<Store, 'createGrant'>;
   readonly clients: Pick<ClientRegistry, 'get'>;
-  readonly tokens: Pick<AccessTokens, 'sign'>;
+  readonly tokens: Pick<AccessTokens, 'signSoon'>;
   readonly standing: Pick<StandingGrants, 'get'>;
 }
 
@@ -64,7 +64,7 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
     grantId = (grant as GrantRecord).id;
   }
   const subject = options.subject ?? client.id;
-  const { token, jti } = await ctx.tokens.sign({ client, subject, audiences, scopes, act: null, grantId, now, exp: now + ttl });
+  const { token, jti } = await ctx.tokens.signSoon({ client, subject, audiences, scopes, act: null, grantId, now, exp: now + ttl });
   ctx.emit({
     kind: 'token.issued',
     reason: 'mint',

@@ -24,7 +24,7 @@ export interface RefreshContext extends BaseContext {
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'rotateRefreshToken'>;
   readonly scopes: ScopeModel;
   readonly feed: Pick<RevocationFeed, 'catchUp'>;
-  readonly tokens: Pick<AccessTokens, 'sign'>;
+  readonly tokens: Pick<AccessTokens, 'signSoon'>;
 }
 
 export async function refresh(
@@ -85,7 +85,7 @@ export async function refresh(
   const ttl = accessTokenTtl(ctx.config, client);
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   const granted = scopes ?? grant.scopes;
-  const { token, jti } = await ctx.tokens.sign({
+  const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,
     audiences: audiences ?? grant.audiences,
