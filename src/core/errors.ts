@@ -353,7 +353,12 @@ export const ERROR_CODES = {
   mcp_content_type_invalid: {
     status: 415,
     error: 'unsupported_media_type',
-    description: 'An MCP request body must be application/json.',
+    description: 'An MCP request body must be application/json in UTF-8.',
+  },
+  mcp_content_encoding_refused: {
+    status: 415,
+    error: 'unsupported_media_type',
+    description: 'An MCP request body must not be compressed (no Content-Encoding).',
   },
   mcp_message_invalid: {
     status: 400,

@@ -35,7 +35,14 @@ import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { requestId } from './http/trace.ts';
 import { readBody, TOO_LARGE } from './mcp/body.ts';
 import { SessionForwardHandler } from './mcp/forward.ts';
-import { isJsonContentType, RPC_SERVER_ERROR, RPC_SESSION_NOT_FOUND, readMessage, rpcErrorBody } from './mcp/message.ts';
+import {
+  isIdentityEncoding,
+  isJsonContentType,
+  RPC_SERVER_ERROR,
+  RPC_SESSION_NOT_FOUND,
+  readMessage,
+  rpcErrorBody,
+} from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openSession, randomSessionKey, signSession } from './mcp/sessions.ts';
 import { GatewayMetrics } from './metrics.ts';
@@ -437,6 +444,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       if (hasBody) {
         if (!isJsonContentType(req.headers['content-type'])) {
           denyRpc(x, res, new TesseraError('mcp_content_type_invalid'), RPC_SERVER_ERROR, null, true);
+          return;
+        }
+        if (!isIdentityEncoding(req.headers['content-encoding'])) {
+          denyRpc(x, res, new TesseraError('mcp_content_encoding_refused'), RPC_SERVER_ERROR, null, true);
           return;
         }
         const read = await readBody(req, m.maxMessageSize);

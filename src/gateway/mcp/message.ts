@@ -126,9 +126,38 @@ export function rpcErrorBody(code: number, message: string, id: string | number 
   return JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } });
 }
 
-/** True when a Content-Type header value is `application/json` (parameters such as charset allowed). */
+/**
+ * True when a Content-Type header value is `application/json`, with parameters, and any `charset`
+ * among them UTF-8: the body is read as UTF-8 here, and an upstream honouring another charset would
+ * read other text from the same bytes (body-parser decodes `charset=utf-7`, where `+AGE-dmin.reset`
+ * is `admin.reset`). JSON has no other charset (RFC 8259 §8.1); a value that is not plainly
+ * `utf-8` is refused, not interpreted.
+ */
 export function isJsonContentType(value: string | undefined): boolean {
   if (value === undefined) return false;
-  const semi = value.indexOf(';');
-  return (semi < 0 ? value : value.slice(0, semi)).trim().toLowerCase() === 'application/json';
+  const parts = value.split(';');
+  if ((parts[0] as string).trim().toLowerCase() !== 'application/json') return false;
+  for (let i = 1; i < parts.length; i++) {
+    const part = parts[i] as string;
+    const eq = part.indexOf('=');
+    if (eq < 0 || part.slice(0, eq).trim().toLowerCase() !== 'charset') continue;
+    let charset = part
+      .slice(eq + 1)
+      .trim()
+      .toLowerCase();
+    if (charset.length >= 2 && charset.startsWith('"') && charset.endsWith('"')) charset = charset.slice(1, -1);
+    if (charset !== 'utf-8' && charset !== 'utf8') return false;
+  }
+  return true;
+}
+
+/**
+ * True when a Content-Encoding header value names no encoding (absent, empty or `identity`). The
+ * gateway decides on the bytes as they came; an upstream decompressing them (body-parser inflates
+ * gzip, deflate and br) would run a message the gateway never read, so any other value is refused.
+ */
+export function isIdentityEncoding(value: string | undefined): boolean {
+  if (value === undefined) return true;
+  const v = value.trim().toLowerCase();
+  return v === '' || v === 'identity';
 }

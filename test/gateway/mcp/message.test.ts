@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { hasDuplicateKeys, isJsonContentType, readMessage } from '../../../src/gateway/mcp/message.ts';
+import { hasDuplicateKeys, isIdentityEncoding, isJsonContentType, readMessage } from '../../../src/gateway/mcp/message.ts';
 
 const read = (text: string) => readMessage(Buffer.from(text));
 
@@ -70,5 +70,26 @@ describe('MCP message reading', () => {
     assert.equal(isJsonContentType('Application/JSON; charset=utf-8'), true);
     for (const v of [undefined, '', 'text/plain', 'application/json-seq', 'application/x-www-form-urlencoded'])
       assert.equal(isJsonContentType(v), false);
+  });
+
+  it('charset smuggling: refuses any charset but UTF-8, however it is written', () => {
+    for (const v of ['application/json; charset="UTF-8"', 'application/json;charset=utf8', 'application/json; foo=bar'])
+      assert.equal(isJsonContentType(v), true, v);
+    for (const v of [
+      'application/json; charset=utf-7',
+      'application/json; charset=UTF-16LE',
+      'application/json; charset = "utf-32"',
+      'application/json; charset=utf-8; charset=utf-7',
+      'application/json; charset=latin1',
+      'application/json; charset="utf\\-7"',
+      'application/json; charset=',
+    ])
+      assert.equal(isJsonContentType(v), false, v);
+  });
+
+  it('content-encoding smuggling: only identity (or none) passes', () => {
+    for (const v of [undefined, '', 'identity', ' Identity ']) assert.equal(isIdentityEncoding(v), true, String(v));
+    for (const v of ['gzip', 'br', 'deflate', 'x-gzip', 'identity, gzip', 'gzip, identity', 'zstd'])
+      assert.equal(isIdentityEncoding(v), false, v);
   });
 });

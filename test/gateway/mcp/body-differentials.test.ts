@@ -1,0 +1,105 @@
+/**
+ * Reading differentials between the gateway and an MCP server behind it: a body the gateway reads
+ * as one message must not reach an upstream that reads another. The upstream is the SDK's usual
+ * deployment (express + express.json(), which decodes any `charset=utf-*` and decompresses
+ * `Content-Encoding`), on loopback; the rules let any tool run with `mcp:use` except
+ * `admin.reset`, which needs `admin`.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import type { AuditEvent } from '../../../src/audit/event.ts';
+import { type ExpressMcpUpstream, startExpressMcpUpstream } from '../../helpers/mcp-express-upstream.ts';
+import { AUDIENCE, baseConfig, requestEvents, startGateway, type TestGateway, token } from '../helpers.ts';
+
+const ACCEPT = 'application/json, text/event-stream';
+const call = (name: string) => JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: { text: 'x' } } });
+
+describe('gateway: MCP bodies read alike by the gateway and the upstream', () => {
+  let upstream: ExpressMcpUpstream;
+  let gw: TestGateway;
+  let user: string;
+
+  before(async () => {
+    upstream = await startExpressMcpUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'mcp:use': {}, admin: {} },
+      gateway: {
+        routes: [
+          {
+            id: 'mcp',
+            match: { path_prefix: '/mcp' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [
+              { id: 'admin', tool: 'admin.reset', scopes: ['admin'] },
+              { id: 'tools', tool: '*', scopes: ['mcp:use'] },
+              { id: 'mcp', scopes: ['mcp:use'] },
+            ],
+            mcp: {},
+          },
+        ],
+      },
+    });
+    user = await token({ sub: 'user', scope: 'mcp:use', client_id: 'agent' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const post = (body: string | Buffer, headers: Record<string, string> = {}) =>
+    fetch(`${gw.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${user}`, ...headers },
+      body,
+    });
+  const lastEvent = async () => ((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent;
+
+  it('the setup holds: echo runs with mcp:use, admin.reset is refused 403 without admin', async () => {
+    const ok = await post(call('echo'));
+    assert.equal(ok.status, 200);
+    assert.match(await ok.text(), /echo:x/);
+    const denied = await post(call('admin.reset'));
+    assert.equal(denied.status, 403);
+    assert.ok(!upstream.toolCalls.includes('admin.reset'));
+  });
+
+  it('charset smuggling: a UTF-7 body naming "+AGE-dmin.reset" (admin.reset to the upstream) is refused 415 before the upstream', async () => {
+    const before = upstream.requests.length;
+    for (const ct of ['application/json; charset=utf-7', 'application/json; charset="UTF-7"', 'application/json;charset=utf-16']) {
+      const res = await post(call('+AGE-dmin.reset'), { 'content-type': ct });
+      assert.equal(res.status, 415, ct);
+      assert.equal(((await res.json()) as { error: { code: number } }).error.code, -32000);
+      assert.equal((await lastEvent()).reason, 'mcp_content_type_invalid');
+    }
+    assert.equal(upstream.requests.length, before);
+    assert.ok(!upstream.toolCalls.includes('admin.reset'));
+    // UTF-8, however spelled, is what the gateway reads: accepted.
+    for (const ct of ['application/json; charset=utf-8', 'Application/JSON; Charset="UTF-8"']) {
+      const res = await post(call('echo'), { 'content-type': ct });
+      assert.equal(res.status, 200, ct);
+      await res.text();
+    }
+  });
+
+  it('content-encoding smuggling: a body the upstream would decompress is refused 415 before the upstream, fail closed', async () => {
+    const before = upstream.requests.length;
+    for (const encoding of ['gzip', 'deflate', 'br', 'x-gzip', 'identity, gzip', 'compress']) {
+      const res = await post(call('echo'), { 'content-encoding': encoding });
+      assert.equal(res.status, 415, encoding);
+      assert.equal(((await res.json()) as { error: { code: number } }).error.code, -32000);
+      assert.equal((await lastEvent()).reason, 'mcp_content_encoding_refused');
+    }
+    // A gzip body is refused for its encoding, not as unreadable JSON.
+    const gz = await post(gzipSync(call('admin.reset')), { 'content-encoding': 'gzip' });
+    assert.equal(gz.status, 415);
+    assert.equal(upstream.requests.length, before);
+    // `identity` is no encoding.
+    const identity = await post(call('echo'), { 'content-encoding': 'identity' });
+    assert.equal(identity.status, 200);
+    await identity.text();
+  });
+});
