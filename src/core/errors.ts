@@ -373,7 +373,7 @@ export const ERROR_CODES = {
   mcp_tool_name_invalid: {
     status: 400,
     error: 'invalid_request',
-    description: 'A tools/call request needs params.name as a string.',
+    description: 'A tools/call request needs params.name: 1 to 128 visible ASCII characters.',
   },
   mcp_session_unknown: {
     status: 404,

@@ -180,7 +180,7 @@ describe('gateway: MCP routes', () => {
       assert.deepEqual(await res.json(), {
         jsonrpc: '2.0',
         id: 'q1',
-        error: { code: -32602, message: 'A tools/call request needs params.name as a string.' },
+        error: { code: -32602, message: 'A tools/call request needs params.name: 1 to 128 visible ASCII characters.' },
       });
       assert.equal((await lastEvent()).reason, 'mcp_tool_name_invalid');
     }

@@ -76,6 +76,16 @@ export function hasDuplicateKeys(text: string): boolean {
   return false;
 }
 
+/**
+ * A tool name the gateway decides on: 1 to 128 visible ASCII characters (MCP 2025-11-25 asks tool
+ * names to be 1-128 characters of letters, digits, `_`, `-` and `.`; other visible ASCII such as
+ * `/` and `:` is in use and passes). Anything else is refused: the policy compares names exactly,
+ * and an upstream that stops at a NUL, trims whitespace or folds Unicode (NFKC, confusables) would
+ * run another tool than the one decided on; a control character would also forge lines where the
+ * audited name is printed (`tessera trace`), and the length bounds what each audit event carries.
+ */
+const TOOL_NAME = /^[\x21-\x7e]{1,128}$/;
+
 function idOf(message: Record<string, unknown>): string | number | null {
   const id = message.id;
   return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;
@@ -88,7 +98,7 @@ function idOf(message: Record<string, unknown>): string | number | null {
  * (an array) is refused: MCP 2025-06-18 removed batching, and authorizing a
  * batch would make one request carry several decisions. A message must be an object with
  * `"jsonrpc": "2.0"`; a `method`, when present, must be a string; a `tools/call` must name its tool
- * with a string `params.name`.
+ * with a string `params.name` of 1 to 128 visible ASCII characters ({@link TOOL_NAME}).
  *
  * @example
  * ```ts
@@ -117,7 +127,7 @@ export function readMessage(body: Uint8Array): McpMessage {
   if (method !== 'tools/call') return { ok: true, tool: null };
   const params = message.params;
   const name = typeof params === 'object' && params !== null && !Array.isArray(params) ? (params as { name?: unknown }).name : undefined;
-  if (typeof name !== 'string' || name === '') return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
+  if (typeof name !== 'string' || !TOOL_NAME.test(name)) return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
   return { ok: true, tool: name };
 }
 

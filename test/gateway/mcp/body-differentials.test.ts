@@ -103,3 +103,78 @@ describe('gateway: MCP bodies read alike by the gateway and the upstream', () =>
     await identity.text();
   });
 });
+
+describe('gateway: MCP tool names the gateway decides on', () => {
+  let upstream: ExpressMcpUpstream;
+  let gw: TestGateway;
+  let user: string;
+
+  before(async () => {
+    upstream = await startExpressMcpUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'mcp:use': {}, admin: {} },
+      gateway: {
+        routes: [
+          {
+            id: 'mcp',
+            match: { path_prefix: '/mcp' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [
+              { id: 'admin', tool: 'admin.*', scopes: ['admin'] },
+              { id: 'tools', tool: '*', scopes: ['mcp:use'] },
+              { id: 'mcp', scopes: ['mcp:use'] },
+            ],
+            mcp: {},
+          },
+        ],
+      },
+    });
+    user = await token({ sub: 'namer', scope: 'mcp:use', client_id: 'agent' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('tool-name smuggling: control characters, whitespace, lookalikes and overlong names are refused 400 before the upstream, and never audited', async () => {
+    const before = upstream.requests.length;
+    const names = [
+      'admin.reset\u0000', // NUL: a C upstream stops reading there
+      ' admin.reset', // whitespace an upstream may trim
+      'admin.reset\t',
+      'echo\n2026-01-01T00:00:00Z  allow ok · tool admin.reset', // a forged line in `tessera trace`
+      'echo\u001b[2J', // a terminal escape
+      'аdmin.reset', // Cyrillic а: NFKC-normalizing or confusable-folding upstreams
+      'ａｄｍｉｎ.reset', // fullwidth: NFKC makes it admin.reset
+      'admin\u200b.reset', // zero-width space
+      'x'.repeat(129), // longer than MCP's 128 characters
+    ];
+    for (const name of names) {
+      const res = await fetch(`${gw.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${user}` },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name } }),
+      });
+      assert.equal(res.status, 400, JSON.stringify(name));
+      assert.deepEqual(((await res.json()) as { id: unknown; error: { code: number } }).error.code, -32602);
+      const e = ((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent;
+      assert.equal(e.reason, 'mcp_tool_name_invalid');
+      assert.equal(e.tool, undefined);
+    }
+    assert.equal(upstream.requests.length, before);
+    // Names within MCP's format (letters, digits, _ - . /, and other visible ASCII) still pass.
+    for (const name of ['echo', 'x'.repeat(128), 'ns/tool:v2']) {
+      const res = await fetch(`${gw.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${user}` },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'tools/call', params: { name } }),
+      });
+      assert.equal(res.status, 200, name);
+      await res.text();
+      assert.equal((((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent).tool, name);
+    }
+  });
+});

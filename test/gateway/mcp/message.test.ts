@@ -59,7 +59,17 @@ describe('MCP message reading', () => {
   });
 
   it('refuses a tools/call without a string params.name, echoing the request id', () => {
-    for (const params of ['{"name":1}', '{"name":null}', '{"name":""}', '[]', '"x"', '{}']) {
+    for (const params of [
+      '{"name":1}',
+      '{"name":null}',
+      '{"name":""}',
+      '[]',
+      '"x"',
+      '{}',
+      '{"name":"a b"}',
+      '{"name":"echo\\u0000"}',
+      '{"name":"é"}',
+    ]) {
       const m = read(`{"jsonrpc":"2.0","id":"r-1","method":"tools/call","params":${params}}`);
       assert.deepEqual(m, { ok: false, code: 'mcp_tool_name_invalid', rpc: -32602, id: 'r-1' }, params);
     }
