@@ -24,7 +24,7 @@ import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a.ts';
 import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
-import type { McpAdvertisement } from './mcp/metadata.ts';
+import { type McpAdvertisement, metadataPathOf } from './mcp/metadata.ts';
 import { sessionKeyFromSecret } from './mcp/sessions.ts';
 import { peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
@@ -153,9 +153,12 @@ function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: 
   // The token service of this process when it runs one, else the issuers the gateway trusts.
   const authorizationServers =
     m.authorization_servers ?? (authorizationServer !== undefined ? [authorizationServer] : config.issuers.map((i) => i.issuer));
+  const prefix = r.match.path_prefix?.replace(/\/$/, '') ?? '';
   return {
     resource: m.resource,
-    prefix: r.match.path_prefix?.replace(/\/$/, '') ?? '',
+    prefix,
+    // Where the 401 challenge sends clients (metadataUrlOf(resource)), so that is where it is served.
+    metadataPath: m.resource === undefined ? prefix : metadataPathOf(m.resource),
     authorizationServers,
     scopesSupported: m.scopes_supported ?? ruleScopes(r),
     maxMessageSize: m.max_message_size,

@@ -169,7 +169,8 @@ export function cardRoute(s: GatewayState, host: string, path: string): Compiled
 }
 
 /** The MCP route whose RFC 9728 metadata `path` asks for (`/.well-known/oauth-protected-resource`
- * followed by the route's path prefix; the bare form answers for the first MCP route on the host). */
+ * followed by the path of the route's `mcp.resource`, else its path prefix; the bare form answers
+ * for the first MCP route on the host). */
 export function metadataRoute(s: GatewayState, host: string, path: string): CompiledRoute | undefined {
   if (!s.hasMcp || !path.startsWith(METADATA_PATH)) return undefined;
   let suffix = path.slice(METADATA_PATH.length);
@@ -179,7 +180,7 @@ export function metadataRoute(s: GatewayState, host: string, path: string): Comp
     if (!r.mcp) continue;
     const h = r.config.match.host;
     if (h !== undefined && !hostMatches(h, host)) continue;
-    if (suffix === '' || suffix === r.mcp.prefix) return r;
+    if (suffix === '' || suffix === r.mcp.metadataPath) return r;
   }
   return undefined;
 }

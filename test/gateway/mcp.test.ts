@@ -497,6 +497,7 @@ describe('gateway: MCP routes', () => {
         'the valid token is accepted',
         'the 401 challenge points at the protected resource metadata',
         'the protected resource metadata names an authorization server',
+        'the protected resource metadata names the checked URL as its resource',
       ],
     );
     assert.match(results[0]?.detail ?? '', /oauth-protected-resource/);

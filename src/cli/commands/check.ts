@@ -9,11 +9,14 @@
  * 5. 2xx with the valid token (with `--mcp`: a JSON-RPC `initialize` POST, its session ended after);
  * 6. the agent card advertises the bearer scheme and requires it (not with `--mcp`);
  * 7. with `--mcp` (MCP authorization, RFC 9728 §5.1): the 401 challenge carries `resource_metadata`,
- *    and the document there names an authorization server.
+ *    and the document there names an authorization server and, as its `resource`, the checked URL
+ *    (same origin, the URL's path within the resource's: what MCP clients accept), read at that
+ *    resource's own well-known URL (RFC 9728 §3.3).
  *
  * One pass/fail line each; exit 1 when any check fails. The token is never printed.
  */
 import type { Command } from 'commander';
+import { metadataUrlOf } from '../../gateway/mcp/metadata.ts';
 import { CliError, printJson } from '../output.ts';
 
 export interface CheckResult {
@@ -144,7 +147,7 @@ export async function runChecks(
   }
 
   if (options.mcp) {
-    await mcpChecks(anonymous, timeout, add);
+    await mcpChecks(url, anonymous, timeout, add);
     return results;
   }
 
@@ -159,8 +162,32 @@ export async function runChecks(
   return results;
 }
 
-/** 7. MCP: the challenge leads a client to the metadata, and the metadata to a token service. */
-async function mcpChecks(anonymous: Answer | string, timeout: number, add: (name: string, ok: boolean, detail: string) => void) {
+/**
+ * Why an MCP client connecting to `url` would refuse the metadata's `resource` (undefined: it
+ * accepts it). As the MCP SDK's client does (checkResourceAllowed): the same origin, and the URL's
+ * path within the resource's. And RFC 9728 §3.3: the document must be the one at the resource's
+ * own well-known URL.
+ */
+export function resourceProblem(url: string, metadataUrl: string, resource: unknown): string | undefined {
+  if (typeof resource !== 'string' || !URL.canParse(resource)) return 'no resource URL in the metadata';
+  const r = new URL(resource);
+  const u = new URL(url);
+  const slash = (p: string) => (p.endsWith('/') ? p : `${p}/`);
+  if (r.origin !== u.origin || !slash(u.pathname).startsWith(slash(r.pathname)))
+    return `resource ${resource} does not cover ${url}; MCP clients refuse it`;
+  const expected = metadataUrlOf(resource);
+  if (new URL(metadataUrl).href !== new URL(expected).href)
+    return `metadata read at ${metadataUrl}, but resource ${resource} has it at ${expected} (RFC 9728 §3.3)`;
+  return undefined;
+}
+
+/** 7. MCP: the challenge leads a client to the metadata, the metadata to a token service, for this URL. */
+async function mcpChecks(
+  url: string,
+  anonymous: Answer | string,
+  timeout: number,
+  add: (name: string, ok: boolean, detail: string) => void,
+) {
   const challenge = typeof anonymous === 'string' ? '' : (anonymous.headers.get('www-authenticate') ?? '');
   const metadataUrl = /resource_metadata="([^"]+)"/.exec(challenge)?.[1];
   const pointed = metadataUrl !== undefined && URL.canParse(metadataUrl);
@@ -171,6 +198,7 @@ async function mcpChecks(anonymous: Answer | string, timeout: number, add: (name
   );
   if (!pointed) {
     add('the protected resource metadata names an authorization server', false, 'no metadata URL to read');
+    add('the protected resource metadata names the checked URL as its resource', false, 'no metadata URL to read');
     return;
   }
   const a = await get(metadataUrl, { accept: 'application/json' }, timeout);
@@ -187,6 +215,12 @@ async function mcpChecks(anonymous: Answer | string, timeout: number, add: (name
         : named
           ? (servers as string[]).join(', ')
           : 'authorization_servers missing or empty',
+  );
+  const problem = doc === undefined ? 'no metadata document' : resourceProblem(url, metadataUrl, doc.resource);
+  add(
+    'the protected resource metadata names the checked URL as its resource',
+    problem === undefined,
+    problem ?? `resource ${String(doc?.resource)}`,
   );
 }
 

@@ -15,6 +15,11 @@ export interface McpAdvertisement {
   readonly resource: string | undefined;
   /** The route's path prefix without trailing slash (`''` for the root). */
   readonly prefix: string;
+  /**
+   * The path after `/.well-known/oauth-protected-resource` where the document is served (RFC 9728
+   * §3.1): the configured `resource`'s path, else the prefix; without trailing slash.
+   */
+  readonly metadataPath: string;
   /** Issuers of the authorization servers (none: the field is left out). */
   readonly authorizationServers: readonly string[];
   readonly scopesSupported: readonly string[];
@@ -25,11 +30,15 @@ export function resourceOf(ad: McpAdvertisement, origin: string): string {
   return ad.resource ?? `${origin}${ad.prefix === '' ? '/' : ad.prefix}`;
 }
 
+/** The path a resource's metadata URL appends to the well-known prefix: its path, without trailing slash. */
+export function metadataPathOf(resource: string): string {
+  const u = new URL(resource);
+  return u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
+}
+
 /** The metadata URL of `resource` (RFC 9728 §3.1). */
 export function metadataUrlOf(resource: string): string {
-  const u = new URL(resource);
-  const path = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
-  return `${u.origin}${METADATA_PATH}${path}`;
+  return `${new URL(resource).origin}${METADATA_PATH}${metadataPathOf(resource)}`;
 }
 
 /** The metadata document (RFC 9728 §2). */

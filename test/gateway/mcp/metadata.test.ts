@@ -1,0 +1,76 @@
+/**
+ * RFC 9728 discovery on MCP routes whose `mcp.resource` is configured: the challenge's
+ * `resource_metadata` must lead to a document the gateway serves, and `tessera check --mcp` must
+ * fail a document whose `resource` an MCP client would refuse for the URL it connects to.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { runChecks } from '../../../src/cli/commands/check.ts';
+import type { TesseraConfigInput } from '../../../src/config/schema.ts';
+import { type McpUpstream, startMcpUpstream } from '../../helpers/mcp-upstream.ts';
+import { AUDIENCE, baseConfig, ISSUER, parse, startGateway, type TestGateway, token } from '../helpers.ts';
+
+function config(upstream: string, base: string): TesseraConfigInput {
+  const route = { upstream: { url: upstream }, auth: 'jwt' as const, audience: AUDIENCE, rules: [{ scopes: ['mcp:use'] }] };
+  return {
+    ...baseConfig(),
+    scopes: { 'mcp:use': {} },
+    gateway: {
+      routes: [
+        // Matched by a pattern: the schema asks for mcp.resource, the only path it can advertise.
+        { id: 'pattern', match: { path: '/mcp' }, ...route, mcp: { resource: `${base}/mcp` } },
+        // Advertising a resource that is not this route's URL: an MCP client connecting to
+        // /other-mcp refuses it (the SDK's checkResourceAllowed), so must the check.
+        { id: 'elsewhere', match: { path_prefix: '/other-mcp' }, ...route, mcp: { resource: `${base}/not-here` } },
+      ],
+    },
+  };
+}
+
+describe('gateway: MCP metadata for a configured resource', () => {
+  let upstream: McpUpstream;
+  let gw: TestGateway;
+
+  before(async () => {
+    upstream = await startMcpUpstream();
+    gw = await startGateway(config(upstream.url, 'http://placeholder.invalid'));
+    // The resource names the gateway's own URL, known once it listens.
+    const reloaded = gw.served.gateway.reload(parse(config(upstream.url, gw.url)));
+    assert.equal(reloaded.ok, true);
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it("the challenge's resource_metadata of a route matched by a pattern is served (it was 404): RFC 9728 §3.1 from mcp.resource's path", async () => {
+    const res = await fetch(`${gw.url}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(res.status, 401);
+    const url = /resource_metadata="([^"]+)"/.exec(res.headers.get('www-authenticate') ?? '')?.[1];
+    assert.equal(url, `${gw.url}/.well-known/oauth-protected-resource/mcp`);
+    const doc = await fetch(url as string);
+    assert.equal(doc.status, 200);
+    assert.deepEqual(await doc.json(), {
+      resource: `${gw.url}/mcp`,
+      authorization_servers: [ISSUER],
+      scopes_supported: ['mcp:use'],
+      bearer_methods_supported: ['header'],
+    });
+    const t = await token({ sub: 'checker', scope: 'mcp:use' });
+    assert.deepEqual(
+      (await runChecks(`${gw.url}/mcp`, t, { mcp: true })).filter((r) => !r.ok),
+      [],
+    );
+  });
+
+  it('tessera check --mcp fails metadata whose resource is not the checked URL (an MCP client would refuse it)', async () => {
+    const t = await token({ sub: 'checker', scope: 'mcp:use' });
+    const results = await runChecks(`${gw.url}/other-mcp`, t, { mcp: true });
+    const failed = results.filter((r) => !r.ok);
+    assert.deepEqual(
+      failed.map((r) => r.name),
+      ['the protected resource metadata names the checked URL as its resource'],
+    );
+    assert.match(failed[0]?.detail ?? '', /not-here/);
+  });
+});
