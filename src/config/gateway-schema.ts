@@ -294,6 +294,24 @@ export const routeSchema = z
         message:
           'an MCP route matched by a path pattern has no path to advertise; match it with path_prefix (e.g. /mcp), or set mcp.resource to its URL',
       });
+    // MCP authorization: a server accepts only tokens issued for it. Without a route audience, any
+    // audience the issuer lists passes (a token minted for another API of the same issuer); with
+    // another audience than the advertised resource, the tokens clients get for it (RFC 8707) fail.
+    if (ok('mcp') && ok('auth') && ok('audience') && r.mcp !== undefined && r.auth.some((a) => a === 'jwt' || a === 'introspection')) {
+      if (r.audience === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['audience'],
+          message:
+            'an MCP route accepts only tokens issued for it (MCP authorization); set audience: to the MCP resource URL, e.g. https://mcp.example.com/mcp',
+        });
+      else if (r.mcp.resource !== undefined && r.audience !== r.mcp.resource)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['audience'],
+          message: `clients request tokens for the advertised resource ${r.mcp.resource} (RFC 8707), which this audience refuses; set audience: ${r.mcp.resource}`,
+        });
+    }
     if (ok('match', 'path') && ok('match', 'path_prefix') && r.match.path !== undefined && r.match.path_prefix !== undefined)
       ctx.addIssue({ code: 'custom', path: ['match', 'path'], message: 'give either path (a pattern) or path_prefix, not both' });
   }, always)

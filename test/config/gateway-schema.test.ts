@@ -6,8 +6,9 @@ import { describe, it } from 'node:test';
 import { parseSize } from '../../src/config/gateway-schema.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
-import { baseConfig, parse, silent } from '../gateway/helpers.ts';
+import { baseConfig, key, parse, silent } from '../gateway/helpers.ts';
 
+const MCP = 'https://mcp.example.com/mcp';
 const route = (over: Record<string, unknown> = {}) => ({
   id: 'r',
   upstream: { url: 'http://127.0.0.1:9' },
@@ -120,7 +121,12 @@ describe('gateway configuration', () => {
     assert.deepEqual(
       issues({
         routes: [
-          route({ mcp: {}, match: { path_prefix: '/mcp' }, rules: [{ tool: 'files.*', scopes: ['admin'] }, { scopes: ['api:read'] }] }),
+          route({
+            mcp: {},
+            audience: MCP,
+            match: { path_prefix: '/mcp' },
+            rules: [{ tool: 'files.*', scopes: ['admin'] }, { scopes: ['api:read'] }],
+          }),
         ],
       }),
       [],
@@ -130,7 +136,7 @@ describe('gateway configuration', () => {
   it('accepts MCP tool rules beside forward-auth: MCP routes are served by the gateway itself (forward-auth refuses them)', () => {
     assert.deepEqual(
       issues({
-        routes: [route({ mcp: {}, rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
+        routes: [route({ mcp: {}, audience: MCP, rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
         forward_auth: { enabled: true, flavor: 'nginx' },
       }),
       [],
@@ -141,11 +147,40 @@ describe('gateway configuration', () => {
     const [pub] = issues({ routes: [route({ auth: 'none', rules: undefined, mcp: {} })] });
     assert.equal(pub?.path, 'gateway.routes[0].auth');
     assert.match(pub?.message ?? '', /an MCP route .* set auth: jwt/);
-    const [pattern] = issues({ routes: [route({ match: { path: '/mcp/:tenant' }, mcp: {} })] });
+    const [pattern] = issues({ routes: [route({ match: { path: '/mcp/:tenant' }, audience: MCP, mcp: {} })] });
     assert.equal(pattern?.path, 'gateway.routes[0].mcp.resource');
-    assert.deepEqual(issues({ routes: [route({ match: { path: '/mcp/:t' }, mcp: { resource: 'https://mcp.example.com/mcp' } })] }), []);
+    assert.deepEqual(issues({ routes: [route({ match: { path: '/mcp/:t' }, audience: MCP, mcp: { resource: MCP } })] }), []);
     const [size] = issues({ routes: [route({ mcp: { max_message_size: 'lots' } })] });
     assert.equal(size?.path, 'gateway.routes[0].mcp.max_message_size');
+  });
+
+  it('token misuse: refuses an MCP route that checks no audience (a token the issuer minted for another API would pass), or another audience than its mcp.resource', () => {
+    const twoApis = {
+      issuers: [
+        {
+          issuer: 'https://idp.example.com',
+          audiences: ['https://api.example.com', 'https://mcp.example.com/mcp'],
+          algorithms: ['ES256'],
+          jwks: { keys: [key.jwk] },
+        },
+      ],
+    };
+    const [none, ...rest] = issues({ routes: [route({ mcp: {} })] }, twoApis);
+    assert.equal(none?.path, 'gateway.routes[0].audience');
+    assert.match(none?.message ?? '', /set audience: to the MCP resource URL/);
+    assert.deepEqual(rest, []);
+    const [other] = issues(
+      { routes: [route({ audience: 'https://api.example.com', mcp: { resource: 'https://mcp.example.com/mcp' } })] },
+      twoApis,
+    );
+    assert.equal(other?.path, 'gateway.routes[0].audience');
+    assert.match(other?.message ?? '', /https:\/\/mcp\.example\.com\/mcp/);
+    assert.deepEqual(
+      issues({ routes: [route({ audience: 'https://mcp.example.com/mcp', mcp: { resource: 'https://mcp.example.com/mcp' } })] }, twoApis),
+      [],
+    );
+    // Static tokens have no audience.
+    assert.deepEqual(issues({ routes: [route({ auth: 'static', mcp: {} })] }), []);
   });
 
   it('refuses durations that run a timer for longer than Node timers can (they would fire at once)', () => {
