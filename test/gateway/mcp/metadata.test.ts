@@ -8,20 +8,29 @@ import { after, before, describe, it } from 'node:test';
 import { runChecks } from '../../../src/cli/commands/check.ts';
 import type { TesseraConfigInput } from '../../../src/config/schema.ts';
 import { type McpUpstream, startMcpUpstream } from '../../helpers/mcp-upstream.ts';
-import { AUDIENCE, baseConfig, ISSUER, parse, startGateway, type TestGateway, token } from '../helpers.ts';
+import { baseConfig, ISSUER, parse, startGateway, type TestGateway, token } from '../helpers.ts';
 
 function config(upstream: string, base: string): TesseraConfigInput {
-  const route = { upstream: { url: upstream }, auth: 'jwt' as const, audience: AUDIENCE, rules: [{ scopes: ['mcp:use'] }] };
+  const route = { upstream: { url: upstream }, auth: 'jwt' as const, rules: [{ scopes: ['mcp:use'] }] };
+  const c = baseConfig();
+  const [issuer] = c.issuers ?? [];
   return {
-    ...baseConfig(),
+    ...c,
+    issuers: [{ ...(issuer as NonNullable<typeof issuer>), audiences: [`${base}/mcp`, `${base}/not-here`] }],
     scopes: { 'mcp:use': {} },
     gateway: {
       routes: [
         // Matched by a pattern: the schema asks for mcp.resource, the only path it can advertise.
-        { id: 'pattern', match: { path: '/mcp' }, ...route, mcp: { resource: `${base}/mcp` } },
+        { id: 'pattern', match: { path: '/mcp' }, ...route, audience: `${base}/mcp`, mcp: { resource: `${base}/mcp` } },
         // Advertising a resource that is not this route's URL: an MCP client connecting to
         // /other-mcp refuses it (the SDK's checkResourceAllowed), so must the check.
-        { id: 'elsewhere', match: { path_prefix: '/other-mcp' }, ...route, mcp: { resource: `${base}/not-here` } },
+        {
+          id: 'elsewhere',
+          match: { path_prefix: '/other-mcp' },
+          ...route,
+          audience: `${base}/not-here`,
+          mcp: { resource: `${base}/not-here` },
+        },
       ],
     },
   };
@@ -56,7 +65,7 @@ describe('gateway: MCP metadata for a configured resource', () => {
       scopes_supported: ['mcp:use'],
       bearer_methods_supported: ['header'],
     });
-    const t = await token({ sub: 'checker', scope: 'mcp:use' });
+    const t = await token({ sub: 'checker', scope: 'mcp:use', aud: `${gw.url}/mcp` });
     assert.deepEqual(
       (await runChecks(`${gw.url}/mcp`, t, { mcp: true })).filter((r) => !r.ok),
       [],
@@ -64,7 +73,7 @@ describe('gateway: MCP metadata for a configured resource', () => {
   });
 
   it('tessera check --mcp fails metadata whose resource is not the checked URL (an MCP client would refuse it)', async () => {
-    const t = await token({ sub: 'checker', scope: 'mcp:use' });
+    const t = await token({ sub: 'checker', scope: 'mcp:use', aud: `${gw.url}/not-here` });
     const results = await runChecks(`${gw.url}/other-mcp`, t, { mcp: true });
     const failed = results.filter((r) => !r.ok);
     assert.deepEqual(
