@@ -23,9 +23,14 @@ const CONTEXT = 'tessera mcp session v1\n';
 /** HKDF `info` for the session key, from the master key (`tessera serve`) or `gateway.mcp_session_secret`. */
 export const SESSION_KEY_INFO = 'tessera mcp session v1';
 
-/** Who a session belongs to: the same for every token of that principal. */
+/**
+ * Who a session belongs to: the same for every token of that principal. A token naming neither a
+ * subject nor a client names no one, so its session belongs to that token alone: otherwise every
+ * such token of the issuer would open every other one's sessions.
+ */
 export function ownerOf(p: Principal): readonly (string | null)[] {
   if (p.kind === 'static') return ['static', p.staticTokenId ?? p.tokenHash];
+  if (p.subject === undefined && p.clientId === undefined) return ['anonymous-token', p.issuer, p.tokenHash];
   return ['token', p.issuer, p.subject ?? null, p.clientId ?? null];
 }
 

@@ -39,6 +39,13 @@ describe('MCP session ids', () => {
     assert.deepEqual(openSession(key, 'mcp', ci, staticPrincipal('cd')), mismatch);
   });
 
+  it('tokens naming neither subject nor client: each one owns its sessions alone, not every such token of the issuer', () => {
+    const nobody = (hash: string) => ({ kind: 'jwt', issuer: 'https://issuer.test', tokenHash: hash }) as unknown as Principal;
+    const signed = signSession(key, 'mcp', SID, nobody('h-1'));
+    assert.deepEqual(openSession(key, 'mcp', signed, nobody('h-1')), { ok: true, id: SID });
+    assert.deepEqual(openSession(key, 'mcp', signed, nobody('h-2')), { ok: false, reason: 'mcp_session_principal_mismatch' });
+  });
+
   it('field boundaries are unambiguous: moving characters between subject and client gives another MAC', () => {
     const a = signSession(key, 'mcp', SID, principal('ab', 'c'));
     assert.deepEqual(openSession(key, 'mcp', a, principal('a', 'bc')), { ok: false, reason: 'mcp_session_principal_mismatch' });
