@@ -142,10 +142,19 @@ export const a2aSchema = z
 export const mcpSchema = z
   .strictObject({
     max_message_size: byteSize('Largest JSON-RPC request body the gateway reads before deciding (413 after). Default 1mb.').prefault('1mb'),
-    resource: z.string().url().optional().meta({
-      description:
-        "The protected resource's identifier (RFC 9728 `resource`), e.g. https://mcp.example.com/mcp. Default: the public URL (server.public_url or the request's) followed by the route's path_prefix.",
-    }),
+    resource: z
+      .string()
+      .url()
+      // RFC 9728 §2 / RFC 8707 §2: an absolute URI without a fragment; a query would be dropped from
+      // the metadata URL derived from it, so it is refused rather than silently moved.
+      .refine((u) => !u.includes('#') && !u.includes('?'), {
+        message: 'an MCP resource identifier has no query or fragment (RFC 9728 §2); write e.g. https://mcp.example.com/mcp',
+      })
+      .optional()
+      .meta({
+        description:
+          "The protected resource's identifier (RFC 9728 `resource`), e.g. https://mcp.example.com/mcp, without a query or fragment. Default: the public URL (server.public_url or the request's) followed by the route's path_prefix.",
+      }),
     authorization_servers: z.array(z.string().url()).min(1).optional().meta({
       description:
         'Issuer URLs of the authorization servers advertised in the metadata. Default: the issuer of the token service under `tessera serve`, else the `issuers` the gateway trusts.',

@@ -150,6 +150,11 @@ describe('gateway configuration', () => {
     const [pattern] = issues({ routes: [route({ match: { path: '/mcp/:tenant' }, audience: MCP, mcp: {} })] });
     assert.equal(pattern?.path, 'gateway.routes[0].mcp.resource');
     assert.deepEqual(issues({ routes: [route({ match: { path: '/mcp/:t' }, audience: MCP, mcp: { resource: MCP } })] }), []);
+    for (const resource of [`${MCP}?tenant=a`, `${MCP}#frag`]) {
+      const [q] = issues({ routes: [route({ audience: resource, mcp: { resource } })] });
+      assert.equal(q?.path, 'gateway.routes[0].mcp.resource', resource);
+      assert.match(q?.message ?? '', /no query or fragment/);
+    }
     const [size] = issues({ routes: [route({ mcp: { max_message_size: 'lots' } })] });
     assert.equal(size?.path, 'gateway.routes[0].mcp.max_message_size');
   });
