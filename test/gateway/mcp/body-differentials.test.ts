@@ -15,35 +15,43 @@ import { AUDIENCE, baseConfig, requestEvents, startGateway, type TestGateway, to
 const ACCEPT = 'application/json, text/event-stream';
 const call = (name: string) => JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: { text: 'x' } } });
 
+/** An MCP server behind express (the SDK's usual stack), behind the gateway; `adminTool` needs scope admin. */
+async function mcpBehindGateway(
+  adminTool: string,
+  subject: string,
+): Promise<{ upstream: ExpressMcpUpstream; gw: TestGateway; user: string }> {
+  const upstream = await startExpressMcpUpstream();
+  const gw = await startGateway({
+    ...baseConfig(),
+    scopes: { 'mcp:use': {}, admin: {} },
+    gateway: {
+      routes: [
+        {
+          id: 'mcp',
+          match: { path_prefix: '/mcp' },
+          upstream: { url: upstream.url },
+          auth: 'jwt',
+          audience: AUDIENCE,
+          rules: [
+            { id: 'admin', tool: adminTool, scopes: ['admin'] },
+            { id: 'tools', tool: '*', scopes: ['mcp:use'] },
+            { id: 'mcp', scopes: ['mcp:use'] },
+          ],
+          mcp: {},
+        },
+      ],
+    },
+  });
+  return { upstream, gw, user: await token({ sub: subject, scope: 'mcp:use', client_id: 'agent' }) };
+}
+
 describe('gateway: MCP bodies read alike by the gateway and the upstream', () => {
   let upstream: ExpressMcpUpstream;
   let gw: TestGateway;
   let user: string;
 
   before(async () => {
-    upstream = await startExpressMcpUpstream();
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: { 'mcp:use': {}, admin: {} },
-      gateway: {
-        routes: [
-          {
-            id: 'mcp',
-            match: { path_prefix: '/mcp' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            audience: AUDIENCE,
-            rules: [
-              { id: 'admin', tool: 'admin.reset', scopes: ['admin'] },
-              { id: 'tools', tool: '*', scopes: ['mcp:use'] },
-              { id: 'mcp', scopes: ['mcp:use'] },
-            ],
-            mcp: {},
-          },
-        ],
-      },
-    });
-    user = await token({ sub: 'user', scope: 'mcp:use', client_id: 'agent' });
+    ({ upstream, gw, user } = await mcpBehindGateway('admin.reset', 'user'));
   });
   after(async () => {
     await gw.close();
@@ -110,29 +118,7 @@ describe('gateway: MCP tool names the gateway decides on', () => {
   let user: string;
 
   before(async () => {
-    upstream = await startExpressMcpUpstream();
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: { 'mcp:use': {}, admin: {} },
-      gateway: {
-        routes: [
-          {
-            id: 'mcp',
-            match: { path_prefix: '/mcp' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            audience: AUDIENCE,
-            rules: [
-              { id: 'admin', tool: 'admin.*', scopes: ['admin'] },
-              { id: 'tools', tool: '*', scopes: ['mcp:use'] },
-              { id: 'mcp', scopes: ['mcp:use'] },
-            ],
-            mcp: {},
-          },
-        ],
-      },
-    });
-    user = await token({ sub: 'namer', scope: 'mcp:use', client_id: 'agent' });
+    ({ upstream, gw, user } = await mcpBehindGateway('admin.*', 'namer'));
   });
   after(async () => {
     await gw.close();
