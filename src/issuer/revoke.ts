@@ -15,6 +15,15 @@ import { checkRepeats, required } from './params.ts';
 import type { RevocationFeed } from './revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
 
+/**
+ * The revocation scope of login sessions at `issuer`'s authorization endpoint: a subject revoked
+ * under it has no session begun before the revocation. An issuer identifier has no fragment
+ * (RFC 8414 §2), so this never equals a token's `iss` (sessions last at most an hour).
+ */
+export function loginSessionScope(issuer: string): string {
+  return `${issuer}#login-sessions`;
+}
+
 export interface RevokeContext extends BaseContext {
   readonly issuer: string;
   readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl'>;
@@ -83,18 +92,31 @@ export async function revokeGrants(
   if ('subject' in selector) {
     const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
     if (selector.issuer !== undefined) issuers.add(selector.issuer);
-    // This issuer's own tokens fall with their grants; the entry for it is for what the subject
-    // holds outside a grant: a login session at the authorization endpoint (begun before now).
-    if (selector.issuer === undefined) issuers.add(ctx.issuer);
-    await ctx.store.appendRevocations(
-      [...issuers].map((issuer) => ({
+    // This issuer's own tokens fall with their grants: a subject entry for it would also refuse
+    // tokens issued after the revocation within the same second.
+    const own = issuers.delete(ctx.issuer) || selector.issuer === undefined;
+    await ctx.store.appendRevocations([
+      ...[...issuers].map((issuer) => ({
         kind: 'subject' as const,
         value: selector.subject,
         issuer,
         at: now,
         expiresAt: now + ctx.externalMaxLifetime + SKEW,
       })),
-    );
+      // What the subject holds here outside a grant: a login session at the authorization
+      // endpoint, begun before now. Under a scope no token's `iss` can equal, so no token is hit.
+      ...(own
+        ? [
+            {
+              kind: 'subject' as const,
+              value: selector.subject,
+              issuer: loginSessionScope(ctx.issuer),
+              at: now,
+              expiresAt: now + 3600 + SKEW,
+            },
+          ]
+        : []),
+    ]);
   }
   await ctx.feed.catchUp(now);
   ctx.standing.forget(revoked.map((g) => g.id));

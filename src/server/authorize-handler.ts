@@ -13,6 +13,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
+import { loginSessionScope } from '../issuer/revoke.ts';
 import type { TokenService } from '../issuer/service.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
 import { newNonce, pageHeaders, renderConsent, renderError, renderSignOut } from './consent-page.ts';
@@ -133,13 +134,14 @@ export function createAuthorizeHandler(
     const clientId = request.client.id;
 
     let person = await options.authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
+    let sessionOf: string | undefined;
     // `tessera revoke --subject` revokes what the person holds, and a login session is held: one
     // that began before the revocation approves nothing more (the person signs in again).
     if (
       person.ok &&
       person.authenticatedAt !== undefined &&
       service.revocations.isRevoked({
-        issuer: service.issuer,
+        issuer: loginSessionScope(service.issuer),
         subject: person.subject,
         clientId: undefined,
         delegationId: undefined,
@@ -148,13 +150,14 @@ export function createAuthorizeHandler(
         expiresAt: Number.POSITIVE_INFINITY,
       })
     ) {
+      sessionOf = person.subject;
       person = { ok: false, reason: 'session_revoked' };
     }
     if (!person.ok) {
       const login = options.authenticator.login;
       // No session yet, or an expired one, is the normal way into a login: not worth an audit event.
       if (login === undefined || (person.reason !== 'session_missing' && person.reason !== 'session_expired')) {
-        denied(`login_${person.reason}`, { clientId });
+        denied(`login_${person.reason}`, { clientId, ...(sessionOf !== undefined ? { subject: sessionOf } : {}) });
       }
       // Only a GET starts a login: a consent form posted without a session is refused (start again).
       if (login === undefined || form !== undefined) return page(res, new OAuthError('authorize_login_required'), requestId);
@@ -286,9 +289,11 @@ export function createLogoutHandler(
     }
     req.resume();
     // A cross-site post cannot sign the person out (the cookies are SameSite=Lax, but clearing
-    // them needs no cookie at all).
+    // them needs no cookie at all). This server's own pages post with `Origin: null` (they are
+    // served no-referrer), as does a sandboxed frame elsewhere: Fetch Metadata tells them apart.
     const origin = req.headers.origin;
-    if (origin !== undefined && origin !== issuerOrigin && origin !== 'null') {
+    const site = req.headers['sec-fetch-site'];
+    if ((origin !== undefined && origin !== issuerOrigin && origin !== 'null') || (site !== undefined && site !== 'same-origin')) {
       return page(res, new OAuthError('authorize_consent_invalid'), requestId);
     }
     const remoteAddr = req.socket.remoteAddress;

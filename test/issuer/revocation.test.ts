@@ -141,6 +141,31 @@ describe('grant revocation cascades', () => {
     for (const x of [bob.root, bob.broker.access_token, bob.sub.access_token]) assert.equal(await valid(x), true);
   });
 
+  it('revoking a subject spares a token issued after it within the same second (the client asking again at once)', async () => {
+    const fixed = await startIssuer({ clock: () => 1_900_000_000_250 });
+    try {
+      const svc = await fixed.addClient({ id: 'svc', scopes: ['api:read'] });
+      const ask = async () => {
+        const res = await fixed.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(svc.id, svc.secret) });
+        assert.equal(res.status, 200);
+        return ((await res.json()) as { access_token: string }).access_token;
+      };
+      // Introspection, on the issuer's own (fixed) clock.
+      const active = async (token: string) => {
+        const res = await fixed.post('/oauth2/introspect', { token }, { authorization: basic(svc.id, svc.secret) });
+        return ((await res.json()) as { active: boolean }).active;
+      };
+      const old = await ask();
+      assert.equal(await active(old), true);
+      await fixed.service.revokeGrants({ subject: 'svc' }, 'rotate');
+      const fresh = await ask();
+      assert.equal(await active(old), false, 'issued before: revoked');
+      assert.equal(await active(fresh), true, 'issued after, same second: live');
+    } finally {
+      await fixed.close();
+    }
+  });
+
   it('revokes by client, and disabling or removing a client revokes its live grants', async () => {
     const t = await chain('carol');
     await issuer.service.revokeGrants({ clientId: 'agent' }, 'compromised');

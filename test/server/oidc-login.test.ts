@@ -419,6 +419,8 @@ describe('attacks on the login callback (scripted upstream)', () => {
     assert.equal(res.status, 303, 'no consent page for the old session');
     assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
     assert.deepEqual((await audit(issuer)).slice(before), ['login_session_revoked']);
+    const refused = (await issuer.store.queryAudit({ limit: 10_000 })).find((e) => e.reason === 'login_session_revoked');
+    assert.equal(refused?.subject, 'compromised-user', 'the audit trail names whose session was refused');
     // Signing in again afterwards is a new session, which the revocation does not cover.
     skew = 2000;
     try {
@@ -442,7 +444,17 @@ describe('attacks on the login callback (scripted upstream)', () => {
     const foreign = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: 'https://evil.test' } });
     assert.equal(foreign.status, 400);
     assert.ok(browser.jar.has('tessera-session'), 'a cross-site post signs no one out');
-    const out = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: new URL(issuer.url).origin } });
+    // A sandboxed frame on another site posts with Origin: null, as this server's own no-referrer pages do.
+    const sandboxed = await browser.fetch(`${issuer.url}/oauth2/logout`, {
+      method: 'POST',
+      headers: { origin: 'null', 'sec-fetch-site': 'cross-site' },
+    });
+    assert.equal(sandboxed.status, 400);
+    assert.ok(browser.jar.has('tessera-session'), 'nor does a sandboxed cross-site frame');
+    const out = await browser.fetch(`${issuer.url}/oauth2/logout`, {
+      method: 'POST',
+      headers: { origin: 'null', 'sec-fetch-site': 'same-origin' },
+    });
     assert.equal(out.status, 200);
     assert.equal(browser.jar.has('tessera-session'), false, 'the session cookie is cleared');
     await issuer.service.audit.flush();
