@@ -172,6 +172,14 @@ export function createAuthorizeHandler(
       return loginRedirect(res, to, requestId);
     }
 
+    // RFC 9068 §5: a client_credentials token's `sub` is its client id, so a person whose subject
+    // is a client id (a user name chosen at a self-service identity provider, say) would get
+    // tokens a resource server cannot tell from that client's own.
+    if ((await service.clients.get(person.subject)) !== undefined) {
+      denied('login_subject_is_client', { subject: person.subject, clientId });
+      return page(res, new OAuthError('authorize_login_not_allowed'), requestId);
+    }
+
     if (form === undefined) {
       const nonce = newNonce();
       const redirectUrl = new URL(request.redirectUri);

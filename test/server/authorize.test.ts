@@ -283,6 +283,19 @@ describe('header login', () => {
     assert.ok((await audit('authorization.denied')).includes('login_identity_invalid'));
   });
 
+  it('a person whose subject is a client id (RFC 9068 §5: their tokens would pass for the client’s own): refused, audited', async () => {
+    // mcp-app is a registered client; a user name chosen at a self-service IdP could be the same.
+    const res = await fetch(authorizeUrl(), { headers: personHeaders('mcp-app'), redirect: 'manual' });
+    await expectPage(res, 403);
+    assert.ok((await audit('authorization.denied')).includes('login_subject_is_client'));
+    const { fields } = await openConsent(authorizeUrl(), personHeaders('alice'));
+    assert.equal(
+      (await answerConsent(endpoint, { ...fields, decision: 'approve' }, personHeaders('mcp-app'))).status,
+      403,
+      'nor can such a person answer a consent form',
+    );
+  });
+
   it('header login without a user header: not signed in', async () => {
     await expectPage(await fetch(authorizeUrl(), { headers: { 'x-tessera-proxy-secret': PROXY_SECRET }, redirect: 'manual' }), 401);
   });
