@@ -25,6 +25,13 @@ export interface KeySource {
    * verification results cached for tokens it signed are not used any longer.
    */
   onKeysRemoved?(listener: () => void): void;
+  /**
+   * A result cached for a token this source's key verified is being used. A remote source whose
+   * set is past its TTL refreshes it in the background, as a lookup would: else, while every
+   * request is a cache hit, a withdrawn key would never be noticed and its tokens would pass until
+   * they expire.
+   */
+  refreshIfStale?(): void;
 }
 
 /** An RFC 7662 introspection response (the members Tessera reads). */

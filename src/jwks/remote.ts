@@ -94,6 +94,10 @@ export class RemoteJwks implements KeySource {
     return set.lookup(kid, alg);
   }
 
+  refreshIfStale(): void {
+    if (this.#set !== undefined && this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
+  }
+
   onKeysRemoved(listener: () => void): void {
     this.#removed.push(listener);
   }

@@ -160,6 +160,8 @@ interface CacheEntry {
   readonly validUntil: number;
   /** The token is RFC 7235 token68 (always, for a JWT), so a header hit needs no syntax check. */
   readonly token68: boolean;
+  /** For a JWT: its issuer's key source's {@link KeySource.refreshIfStale}, called on every hit. */
+  readonly refreshKeys: (() => void) | undefined;
   epoch: number;
 }
 
@@ -329,7 +331,12 @@ function principalFrom(
  * allowlists as sets, static token digests; the returned closures only do per-token work.
  */
 export function compileVerifier(options: CoreVerifierOptions): Verifier {
-  const issuers = new Map(options.issuers.map((i) => [i.issuer, { ...i, algorithmSet: new Set<string>(i.algorithms) }]));
+  const issuers = new Map(
+    options.issuers.map((i) => [
+      i.issuer,
+      { ...i, algorithmSet: new Set<string>(i.algorithms), refreshKeys: i.keys.refreshIfStale?.bind(i.keys) },
+    ]),
+  );
   const soleIssuer = options.issuers.length === 1 ? issuers.get((options.issuers[0] as IssuerOptions).issuer) : undefined;
   const { clock, scopes, policy, revocation, staticTokens, introspection, maxTokenSize } = options;
   const dpop = options.dpop;
@@ -382,12 +389,12 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   const isRevoked = (p: Principal): boolean => revocation !== undefined && principalRevoked(revocation, p);
 
-  const remember = (hash: string, principal: Principal, validUntil: number, token68: boolean): VerifySuccess => {
+  const remember = (hash: string, principal: Principal, validUntil: number, token68: boolean, refreshKeys?: () => void): VerifySuccess => {
     const result: VerifySuccess = { ok: true, principal };
     // The promise a hit answers with is made once too (hidden, not enumerable).
     Object.defineProperty(result, SETTLED, { value: Promise.resolve(result) });
     Object.freeze(result);
-    cache?.set(hash, { principal, result, validUntil, token68, epoch: revocation?.epoch ?? 0 });
+    cache?.set(hash, { principal, result, validUntil, token68, refreshKeys, epoch: revocation?.epoch ?? 0 });
     return result;
   };
 
@@ -478,7 +485,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     dot2: number,
     claims: JsonObject,
     header: Header,
-    issuer: IssuerOptions,
+    issuer: IssuerOptions & { readonly refreshKeys: (() => void) | undefined },
     key: VerificationKey | KeyMiss,
   ): VerifyResult {
     if (key === 'unknown') return deny('token_kid_unknown', { issuer: issuer.issuer, claim: 'kid' });
@@ -523,7 +530,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
     // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
     if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
-    if (cache !== undefined && admit(hash)) return remember(hash, principal, (exp + skew) * 1000, true);
+    if (cache !== undefined && admit(hash)) return remember(hash, principal, (exp + skew) * 1000, true, issuer.refreshKeys);
     return { ok: true, principal };
   }
 
@@ -607,6 +614,9 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       if (hit !== undefined) {
         if (unchecked && !hit.token68 && !isToken68(token)) return deny('request_malformed_authorization');
         if (clock() < hit.validUntil) {
+          // The key set that vouched for a JWT is refreshed when stale, as a miss would (a
+          // removed key then clears the cache).
+          hit.refreshKeys?.();
           if (revocation === undefined || hit.epoch === revocation.epoch) {
             stats.cacheHits++;
             return hit.result;

@@ -153,6 +153,47 @@ describe('attack: kid-miss flood against a remote JWKS', () => {
     assertInvalidToken(await verifier.verify(bearer(signedByWithdrawn)), verifier, 'token_kid_unknown');
     endpoint.keys = [key.jwk];
   });
+
+  it('a withdrawn key stops vouching even when only its cached token is presented (cache hits refresh an expired key set)', async () => {
+    const clock = fakeClock();
+    endpoint.keys = [key.jwk];
+    const verifier = createVerifier(
+      {
+        issuers: [
+          {
+            issuer: ISSUER,
+            audiences: [AUDIENCE],
+            algorithms: ['ES256'],
+            jwks_uri: `${endpoint.origin}/jwks`,
+            jwks_cache: { miss_cooldown: '30s', default_ttl: '60s', min_ttl: '60s' },
+          },
+        ],
+        dpop: { mode: 'disabled' },
+        cache: { max_entries: 100 },
+      },
+      { clock, onWarning: () => {} },
+    );
+    await verifier.ready();
+    // A forged token an attacker made with the compromised key, valid for hours.
+    const signedByWithdrawn = await sign(key, claims({ exp: clock.seconds() + 6 * 3600 }, clock.seconds()), { kid: key.kid });
+    for (let i = 0; i < 3; i++) assert.equal((await verifier.verify(bearer(signedByWithdrawn))).ok, true);
+    const hits = verifier.stats.cacheHits;
+    assert.ok(hits > 0, 'the result is cached');
+
+    endpoint.keys = [rotated.jwk];
+    // Past the key set's TTL, and nobody presents any other token: every request is a cache hit.
+    clock.advance(120);
+    const before = endpoint.hits;
+    // The stale set may answer while it is refreshed, as on a miss...
+    assert.equal((await verifier.verify(bearer(signedByWithdrawn))).ok, true);
+    assert.ok(verifier.stats.cacheHits > hits);
+    for (let i = 0; i < 50 && endpoint.hits === before; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(endpoint.hits, before + 1, 'a cache hit past the TTL refreshes the key set');
+    for (let i = 0; i < 50 && verifier.jwksStatus()[0]?.fresh !== true; i++) await new Promise((r) => setTimeout(r, 10));
+    // ...but once the refresh dropped k1 the token is refused.
+    assertInvalidToken(await verifier.verify(bearer(signedByWithdrawn)), verifier, 'token_kid_unknown');
+    endpoint.keys = [key.jwk];
+  });
 });
 
 describe('remote JWKS failure keeps the last good key set', () => {
