@@ -60,6 +60,15 @@ export function principalRevoked(check: RevocationCheck, p: Principal): boolean 
   });
 }
 
+/**
+ * The whole second a token was issued in (0 without `iat`: revoked by any entry). Revocations are
+ * recorded to the second, so a fractional `iat` (a NumericDate may have one) issued earlier in the
+ * revocation's second must not pass as issued after it.
+ */
+function issuedSecond(t: RevocationSubject): number {
+  return Math.floor(t.issuedAt ?? 0);
+}
+
 export class RevocationList implements RevocationCheck {
   #epoch = 0;
   readonly #grants = new Set<string>();
@@ -98,11 +107,11 @@ export class RevocationList implements RevocationCheck {
     if (t.tokenId !== undefined && this.#tokens.has(t.tokenId)) return true;
     if (this.#subjects.size > 0 && t.subject !== undefined) {
       const at = this.#subjects.get(`${t.issuer}\n${t.subject}`);
-      if (at !== undefined && (t.issuedAt ?? 0) <= at) return true;
+      if (at !== undefined && issuedSecond(t) <= at) return true;
     }
     if (this.#clients.size > 0 && t.clientId !== undefined) {
       const at = this.#clients.get(`${t.issuer}\n${t.clientId}`);
-      if (at !== undefined && (t.issuedAt ?? 0) <= at) return true;
+      if (at !== undefined && issuedSecond(t) <= at) return true;
     }
     return false;
   }
