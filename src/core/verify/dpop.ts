@@ -67,6 +67,8 @@ export interface DpopContext {
   readonly url: string;
   /** base64url(SHA-256(access token)), the expected `ath`. */
   readonly accessTokenHash: string;
+  /** The token's `cnf.jkt`: the thumbprint the proof key must have. */
+  readonly jkt: string;
 }
 
 const PERCENT_ENCODED = /%[0-9A-Fa-f]{2}/g;
@@ -117,9 +119,10 @@ const fail = (code: ConstructorParameters<typeof TesseraError>[0], claim?: strin
 /**
  * Check one DPoP proof against the request and the access token it accompanies.
  *
- * @returns the RFC 7638 thumbprint of the proof key (to compare with the token's `cnf.jkt`), or
- *   the error: `dpop_proof_invalid` for a malformed or badly signed proof, a specific code for a
- *   wrong `htm`, `htu`, `iat`, `ath`, a replayed `jti`, or `dpop_nonce_required` with a fresh nonce.
+ * @returns the RFC 7638 thumbprint of the proof key (equal to the token's `cnf.jkt`), or the
+ *   error: `dpop_proof_invalid` for a malformed or badly signed proof, a specific code for a wrong
+ *   `htm`, `htu`, `iat`, `ath`, a replayed `jti`, `dpop_binding_mismatch` for a proof by another
+ *   key than the token's, or `dpop_nonce_required` with a fresh nonce.
  */
 export async function checkDpopProof(
   proof: string,
@@ -167,6 +170,9 @@ export async function checkDpopProof(
       return new TesseraError('dpop_nonce_required', { claim: 'nonce', dpopNonce: options.nonces.current() });
     }
   }
+  // Before the jti is recorded: else whoever holds a stolen bound token (not its key) could fill
+  // the replay cache with proofs by a key of its own, and a full cache refuses every proof.
+  if (key.thumbprint !== context.jkt) return new TesseraError('dpop_binding_mismatch', { claim: 'cnf' });
   // Only a proof that passed every other check is remembered, so junk cannot fill the cache. Its
   // iat passes while the whole second nowSeconds <= iat + window + skew lasts, so the jti is kept
   // until that second is over, else the proof could be replayed within it (RFC 9449 §11.1).

@@ -687,13 +687,11 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (proof === undefined || proof === '') return { ok: false, error: new TesseraError('dpop_proof_missing'), principal };
     return checkDpopProof(
       proof,
-      { method: request.method, url: request.url, accessTokenHash: encodeBinaryBase64url(hash) },
+      { method: request.method, url: request.url, accessTokenHash: encodeBinaryBase64url(hash), jkt },
       dpopCheck,
       Math.floor(clock() / 1000),
     ).then((checked): VerifyResult => {
-      if (checked instanceof TesseraError) return { ok: false, error: checked, principal };
-      if (checked.jkt !== jkt) return { ok: false, error: new TesseraError('dpop_binding_mismatch', { claim: 'cnf' }), principal };
-      return result;
+      return checked instanceof TesseraError ? { ok: false, error: checked, principal } : result;
     });
   }
 

@@ -11,6 +11,7 @@ import { denyResponse } from '../../../../src/adapters/response.ts';
 import { ERROR_CODES, type ErrorCode } from '../../../../src/core/errors.ts';
 import { createDpopNonces } from '../../../../src/core/verify/dpop.ts';
 import type { VerifyRequest } from '../../../../src/core/verify/extract.ts';
+import { MemoryReplayCache } from '../../../../src/core/verify/replay.ts';
 import { createVerifier } from '../../../../src/verifier.ts';
 import { AUDIENCE, b64json, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
 import { assertDenied, bearerChallenge, fakeClock } from '../../../helpers/verify.ts';
@@ -327,6 +328,22 @@ describe('attack: proof key does not match the token binding', () => {
       error: 'invalid_token',
       challenges: tokenChallenges('dpop_binding_mismatch'),
     });
+  });
+});
+
+describe('attack: filling the replay cache with proofs by a key the token is not bound to', () => {
+  it('records no jti for a proof by another key, so a stolen bound token cannot lock its holder out', async () => {
+    const replay = new MemoryReplayCache({ maxEntries: 3, clock });
+    const small = createVerifier({ issuers, dpop: { mode: 'allowed' } }, { clock, replay });
+    // A thief holds the bound token (not its key) and sends proofs by a key of its own.
+    const token = await boundToken(holder.jkt);
+    for (let i = 0; i < 5; i++) {
+      const result = await small.verify(dpopRequest(token, await proof(token, { key: stranger })));
+      assert.ok(!result.ok);
+      assert.equal(result.error.code, 'dpop_binding_mismatch');
+    }
+    assert.equal(replay.size, 0, 'the refused proofs left no entry');
+    await assertAccepted(dpopRequest(token, await proof(token)), small);
   });
 });
 
