@@ -1,6 +1,8 @@
 /**
  * An RFC 7662 introspection client authenticating with client_secret_basic (RFC 6749 §2.3.1).
  */
+import { Buffer } from 'node:buffer';
+import { parseJsonObject } from '../core/jose/json.ts';
 import type { IntrospectionResponse, Introspector } from '../core/ports.ts';
 
 export interface IntrospectionClientOptions {
@@ -15,7 +17,7 @@ export interface IntrospectionClientOptions {
 /** An introspection answer is a few hundred bytes; a larger one is refused before it is all read. */
 const MAX_RESPONSE_BYTES = 64 * 1024;
 
-async function readLimited(response: Response, limit: number): Promise<string> {
+async function readLimited(response: Response, limit: number): Promise<Buffer> {
   if (Number(response.headers.get('content-length') ?? 0) > limit) {
     await response.body?.cancel();
     throw new Error(`introspection response is larger than ${limit} bytes`);
@@ -27,7 +29,7 @@ async function readLimited(response: Response, limit: number): Promise<string> {
     if (size > limit) throw new Error(`introspection response is larger than ${limit} bytes`);
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 export function createIntrospectionClient(options: IntrospectionClientOptions): Introspector {
@@ -51,10 +53,11 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
         await response.body?.cancel();
         throw new Error(`introspection endpoint answered HTTP ${response.status}`);
       }
-      const body = JSON.parse(await readLimited(response, MAX_RESPONSE_BYTES)) as unknown;
-      if (typeof body !== 'object' || body === null || typeof (body as { active?: unknown }).active !== 'boolean') {
-        throw new Error('introspection response has no boolean "active"');
-      }
+      // Strict JSON, as for JOSE: with a duplicate member (`"active":false,"active":true`) the
+      // answer depends on the parser, so it is no answer.
+      const body = parseJsonObject(await readLimited(response, MAX_RESPONSE_BYTES));
+      if (body === undefined) throw new Error('introspection response is not a JSON object without duplicate members');
+      if (typeof body.active !== 'boolean') throw new Error('introspection response has no boolean "active"');
       return body as IntrospectionResponse;
     },
   };

@@ -164,6 +164,10 @@ describe('RFC 7662 introspection', () => {
     ['answers HTTP 500', 500, undefined],
     ['answers a body that is not JSON', 200, 'not json'],
     ['answers without a boolean active', 200, '{"active":"true"}'],
+    // JSON.parse keeps the last duplicate, other parsers the first: the answer is ambiguous.
+    ['answers active twice, false then true (attack: duplicate members)', 200, '{"active":false,"active":true}'],
+    ['answers active twice, once spelled with an escape (attack: duplicate members)', 200, '{"active":false,"\\u0061ctive":true}'],
+    ['answers sub twice (attack: duplicate members)', 200, '{"active":true,"sub":"alice","sub":"admin"}'],
   ] as const) {
     it(`answers 503 introspection_unavailable when the endpoint ${name}`, async () => {
       endpoint.status = status;
