@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { uuidv7 } from '../../src/audit/id.ts';
-import type { Store } from '../../src/store/contract.ts';
+import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
 import { until } from '../helpers/net.ts';
@@ -139,6 +139,40 @@ if (!reachable) {
       } finally {
         await a.close();
         await b.close();
+      }
+    });
+  });
+
+  describe('postgres: connection pool exhausted', () => {
+    it('fails a call that cannot get a connection within the connect timeout with StoreUnavailableError (a 503), never waits for ever', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema, max: 1, connectionTimeoutMillis: 300 });
+      const blocker = new pg.Client({ connectionString: url });
+      await blocker.connect();
+      try {
+        const now = 1_800_000_000;
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const root = await store.createGrant(newGrant({}, now), now);
+        const rootId = (root as { id: string }).id;
+        // Another session holds the tree lock, so a child creation holds the pool's only connection.
+        await blocker.query("SELECT pg_advisory_lock(hashtext('tessera.grant:' || $1))", [rootId]);
+        const child = store.createGrant(newGrant({ parentId: rootId }, now), now);
+        await new Promise((r) => setTimeout(r, 100));
+        const started = Date.now();
+        await assert.rejects(
+          Promise.race([
+            store.getClient('agent'),
+            new Promise((_, reject) => setTimeout(() => reject(new Error('still waiting after 5 s')), 5000)),
+          ]),
+          StoreUnavailableError,
+        );
+        assert.ok(Date.now() - started < 2000);
+        await blocker.query("SELECT pg_advisory_unlock(hashtext('tessera.grant:' || $1))", [rootId]);
+        assert.equal(typeof (await child), 'object');
+        assert.equal((await store.getClient('agent'))?.id, 'agent');
+      } finally {
+        await blocker.end();
+        await store.close();
       }
     });
   });

@@ -50,6 +50,11 @@ export interface PostgresStoreOptions {
   readonly schema?: string;
   /** Pool size. */
   readonly max?: number;
+  /**
+   * How long a call waits for a connection (every one in use, or PostgreSQL not answering) before
+   * it fails with {@link StoreUnavailableError}, a 503, instead of waiting for ever. Default 5000.
+   */
+  readonly connectionTimeoutMillis?: number;
 }
 
 type Q = Pick<pg.PoolClient, 'query'>;
@@ -214,6 +219,7 @@ export class PostgresStore implements Store {
     const pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.max ?? 10,
+      connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
       options: `-c search_path=${schema}`,
     });
     // An idle pooled connection that PostgreSQL closes (restart, failover, idle timeout) is reported
