@@ -40,22 +40,27 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** Report an error the way every command does, and set the exit code. */
+/**
+ * Report an error the way every command does, and set the exit code. Messages quote what the
+ * operator typed (a client id, a grant id) or what the store holds: control characters are
+ * escaped ({@link printable}), so a failure stays one line and cannot rewrite the screen. A
+ * configuration error keeps its one problem a line.
+ */
 export function reportError(error: unknown): void {
   if (error instanceof CliError) {
-    process.stderr.write(`tessera: ${error.message}\n`);
+    process.stderr.write(`tessera: ${printable(error.message)}\n`);
     process.exitCode = error.exitCode;
   } else if (error instanceof StoreUnavailableError) {
     // Expected when the database is down: the message names the store and the reason, nothing else.
-    process.stderr.write(`tessera: ${error.message}\n`);
+    process.stderr.write(`tessera: ${printable(error.message)}\n`);
     process.exitCode = 1;
   } else if (error instanceof ConfigError) {
-    process.stderr.write(`tessera: ${error.message}\n`);
+    process.stderr.write(`tessera: ${error.message.split('\n').map(printable).join('\n')}\n`);
     process.exitCode = 2;
   } else if (error && typeof error === 'object' && 'code' in error && (error as { code?: unknown }).code === 'commander.helpDisplayed') {
     process.exitCode = 0;
   } else {
-    process.stderr.write(`tessera: unexpected error: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`tessera: unexpected error: ${printable(error instanceof Error ? error.message : String(error))}\n`);
     process.exitCode = 1;
   }
 }

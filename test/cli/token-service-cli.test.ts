@@ -235,6 +235,24 @@ describe('clients', () => {
     }
   });
 
+  it('refuses a client id with a newline or an escape sequence in one line, never echoing the control characters (a forged line, a rewritten screen)', () => {
+    for (const args of [
+      ['clients', 'add', 'a\nforged: line', '--audiences', 'https://api.test'],
+      ['clients', 'add', 'a\x1b[2Jb', '--audiences', 'https://api.test'],
+      ['clients', 'show', 'a\nforged: line'],
+      ['clients', 'disable', 'x\x1b]0;title\x07'],
+      ['grants', 'tree', 'g\r\nforged'],
+    ]) {
+      const r = tessera(...args);
+      assert.equal(r.code, 1, JSON.stringify(args));
+      assert.match(r.stderr, /^tessera: [^\n]+\n$/, JSON.stringify(args));
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not be printed
+      assert.doesNotMatch(r.stderr, /[\x00-\x09\x0b-\x1f\x7f]/, JSON.stringify(args));
+    }
+    const r = tessera('clients', 'show', 'a\nforged: line');
+    assert.equal(r.stderr, 'tessera: no client "a\\nforged: line"\n');
+  });
+
   it('disables (revoking live grants), enables and removes a client', () => {
     const minted = json('token', 'mint', '--client', 'agent');
     assert.ok(minted.grant_id);
