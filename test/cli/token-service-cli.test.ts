@@ -308,6 +308,18 @@ describe('tokens, revocation and grant trees', () => {
     assert.match(failed.stderr, /^tessera: invalid_request: /);
   });
 
+  it('grants tree escapes control characters in a subject (chosen by an identity provider) and a revocation reason', () => {
+    const minted = json('token', 'mint', '--client', 'demo-agent', '--subject', 'alice\x1b[2J\nforged  active');
+    assert.equal(tessera('revoke', '--grant', String(minted.grant_id), '--reason', 'why\x1b[31m').code, 0);
+    const r = tessera('grants', 'tree', String(minted.grant_id));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.split('\n').length, 2, r.stdout);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not be printed
+    assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f]/);
+    assert.match(r.stdout, /alice\\x1b\[2J\\nforged {2}active via demo-agent/);
+    assert.match(r.stdout, /\(why\\x1b\[31m\)$/m);
+  });
+
   it('revokes a token by value (read from stdin) and names its grant', () => {
     const t = json('token', 'mint', '--client', 'agent');
     const r = spawnSync(process.execPath, [MAIN, 'revoke', '--token', '-', '--json'], {

@@ -75,6 +75,22 @@ describe('tessera token decode', { concurrency: true }, () => {
     assert.match(run.stdout, new RegExp(`^hash {4}${hash}$`, 'm'));
   });
 
+  it('escapes control characters a hostile token puts in its actors and aud (a forged line, a rewritten screen)', async () => {
+    const hostile = await sign(
+      key,
+      claims(
+        { exp: now + 600, iat: now, aud: 'x\x1b]0;owned\x07', act: { sub: 'evil\x1b[2J\nverdict valid', act: { sub: 'b\u202e' } } },
+        now,
+      ),
+    );
+    const run = await tessera(['token', 'decode', hostile, '--jwks', jwksFile]);
+    assert.equal(run.code, 0, run.stderr);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not be printed
+    assert.doesNotMatch(run.stdout, /[\x00-\x09\x0b-\x1f\x7f\u202e]/);
+    assert.match(run.stdout, /^actors {2}evil\\x1b\[2J\\nverdict valid ← b\\u202e$/m);
+    assert.match(run.stdout, /own aud "x\\x1b\]0;owned\\x07"/);
+  });
+
   it('prints one JSON object with --json, reading the token from stdin with -', async () => {
     const run = await tessera(['token', 'decode', '-', '--json'], `${token}\n`);
     assert.equal(run.code, 0, run.stderr);

@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import type { GrantRecord } from '../../store/contract.ts';
 import { iso, withConfig, withService } from '../context.ts';
-import { CliError, printJson } from '../output.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 function line(g: GrantRecord, now: number): string {
   const state =
@@ -37,6 +37,7 @@ export function registerGrants(program: Command): void {
         for (const c of children.get(g.id) ?? []) walk(c, indent + 1);
       };
       if (tree.subtree[0]) walk(tree.subtree[0], tree.ancestors.length);
-      process.stdout.write(`${out.join('\n')}\n`);
+      // Subjects and actors are whatever an identity provider put in its tokens: control characters escaped.
+      process.stdout.write(`${out.map(printable).join('\n')}\n`);
     });
 }

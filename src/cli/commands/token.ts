@@ -14,7 +14,7 @@ import { OAuthError } from '../../core/oauth-errors.ts';
 import { ACCESS_TOKEN_TYPE } from '../../issuer/service.ts';
 import { createVerifier } from '../../verifier.ts';
 import { list, readArg, ttlArg, withConfig, withService } from '../context.ts';
-import { CliError, printJson } from '../output.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 /**
  * The token endpoint says "Client authentication failed." whatever went wrong with the client; the
@@ -122,20 +122,22 @@ export function registerToken(program: Command): void {
       // An invalid verdict is a failure whatever the output format.
       if (report.verification.code) process.exitCode = 1;
       if (opts.json) return printJson(report);
-      const out = process.stdout;
-      out.write(`header  ${JSON.stringify(report.header)}\n`);
-      out.write(`claims  ${JSON.stringify(report.claims, null, 2).replace(/\n/g, '\n        ')}\n`);
-      out.write(`hash    ${report.token_hash}\n`);
-      out.write(`expiry  ${report.expiry}\n`);
-      out.write(`actors  ${report.actor_chain.length ? report.actor_chain.join(' ← ') : '(none)'}\n`);
+      // Every value here is the token's, and the token is anyone's: printed line by line with its
+      // control characters (and the bidirectional overrides JSON leaves as they are) escaped.
       const v = report.verification;
-      out.write(
+      const lines = [
+        `header  ${JSON.stringify(report.header)}`,
+        ...`claims  ${JSON.stringify(report.claims, null, 2).replace(/\n/g, '\n        ')}`.split('\n'),
+        `hash    ${report.token_hash}`,
+        `expiry  ${report.expiry}`,
+        `actors  ${report.actor_chain.length ? report.actor_chain.join(' ← ') : '(none)'}`,
         v.verified
-          ? `verdict valid${v.note ? ` (${v.note})` : ''}\n`
+          ? `verdict valid${v.note ? ` (${v.note})` : ''}`
           : v.code
-            ? `verdict INVALID ${v.code}: ${v.reason}\n`
-            : `verdict ${v.note}\n`,
-      );
+            ? `verdict INVALID ${v.code}: ${v.reason}`
+            : `verdict ${v.note}`,
+      ];
+      process.stdout.write(`${lines.map(printable).join('\n')}\n`);
     });
 
   withConfig(token.command('mint'))
