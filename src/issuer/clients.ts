@@ -95,7 +95,9 @@ export function buildClient(
   }
   if (input.audiences.length === 0) throw new ClientInputError('give at least one audience the client may request tokens for');
   for (const a of input.audiences) {
-    if (a === '' || /\s/.test(a)) throw new ClientInputError(`audience "${a}" must be non-empty without whitespace`);
+    if (a === '' || /[\s\p{Cc}]/u.test(a)) {
+      throw new ClientInputError(`audience "${a}" must be non-empty without whitespace or control characters`);
+    }
   }
   const grantTypes = [...new Set(input.grantTypes ?? (input.public === true ? PUBLIC_CLIENT_GRANT_TYPES : ['client_credentials']))];
   for (const g of grantTypes) {

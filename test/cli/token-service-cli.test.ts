@@ -220,6 +220,8 @@ describe('clients', () => {
       ['clients', 'add', 'p2', '--public', '--audiences', 'https://api.test', '--redirect-uris', 'http://evil.test/cb'],
       ['clients', 'add', 'p3', '--public', '--audiences', 'https://api.test'],
       ['clients', 'show', 'nobody'],
+      ['clients', 'add', 'z1', '--audiences', 'https://api.test\x1b[31m'],
+      ['clients', 'add', 'z2', '--audiences', 'https://api.test/\x7f'],
     ]) {
       const r = tessera(...args);
       assert.equal(r.code, 1, args.join(' '));
