@@ -93,7 +93,14 @@ export class KeyManager implements KeySource {
           old?.verification ?? importJwk({ ...record.publicJwk, kid: record.kid, alg: record.alg }, { algorithms: [record.alg] });
         return { record, verification, retiresAt: null, publishedUntil: null, ...(old?.signer ? { signer: old.signer } : {}) };
       })
-      .sort((a, b) => a.record.activatesAt - b.record.activatesAt || a.record.createdAt - b.record.createdAt);
+      // kid last: two instances rotating in the same second must agree on which key is active
+      // (each would otherwise retire, and in time delete, the key the other signs with).
+      .sort(
+        (a, b) =>
+          a.record.activatesAt - b.record.activatesAt ||
+          a.record.createdAt - b.record.createdAt ||
+          (a.record.kid < b.record.kid ? -1 : a.record.kid > b.record.kid ? 1 : 0),
+      );
     for (let i = 0; i < keys.length; i++) {
       const successor = keys[i + 1];
       const k = keys[i] as CompiledKey;

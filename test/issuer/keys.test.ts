@@ -9,8 +9,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
+import { KeyManager } from '../../src/issuer/keys.ts';
 import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
 let now = 1_900_000_000;
@@ -173,4 +175,27 @@ describe('algorithms', () => {
       }
     });
   }
+});
+
+describe('two instances rotating in the same second', () => {
+  it('agree on the active key whatever order the store lists equal keys in', async () => {
+    const store = SqliteStore.open({ path: ':memory:' });
+    const master = generateMasterKey().key;
+    const schedule = { algorithm: 'ES256' as const, publishAhead: 3600, jwksMaxAge: 600, maxTokenTtl: 600, rotationInterval: undefined };
+    const at = () => 1_900_000_000;
+    const a = new KeyManager({ store, master, schedule, now: at });
+    await a.rotate({ immediate: true });
+    await a.rotate({ immediate: true });
+    // Another instance whose database returns the two (same activation, same creation) in the other order.
+    const reversed = new Proxy(store, {
+      get: (target, p) =>
+        p === 'listSigningKeys' ? async () => (await target.listSigningKeys()).reverse() : Reflect.get(target, p, target),
+    });
+    const b = new KeyManager({ store: reversed, master, schedule, now: at });
+    await b.reload();
+    assert.equal(a.signer()?.kid, b.signer()?.kid);
+    const active = a.status().filter((k) => k.state === 'active');
+    assert.equal(active.length, 1);
+    await store.close();
+  });
 });
