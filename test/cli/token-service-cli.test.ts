@@ -322,6 +322,24 @@ describe('tokens, revocation and grant trees', () => {
     assert.match(r.stdout, /\(why\\x1b\[31m\)$/m);
   });
 
+  it('exchange reads --actor-token from stdin (out of shell history and ps), but not both tokens at once', () => {
+    const user = json('token', 'mint', '--client', 'agent', '--subject', 'erin');
+    const actor = json('token', 'mint', '--client', 'agent');
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [MAIN, 'token', 'exchange', '--client', 'agent', ...args, '--json'], {
+        cwd: dir,
+        input: actor.access_token as string,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+    const ok = run('--subject-token', user.access_token as string, '--actor-token', '-', '--scope', 'demo:read');
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.deepEqual(decodeJwt(JSON.parse(ok.stdout).access_token).act, { sub: 'agent' });
+    const both = run('--subject-token', '-', '--actor-token', '-');
+    assert.equal(both.status, 1);
+    assert.equal(both.stderr, 'tessera: only one of --subject-token and --actor-token can be read from stdin (-)\n');
+  });
+
   it('revokes a token by value (read from stdin) and names its grant', () => {
     const t = json('token', 'mint', '--client', 'agent');
     const r = spawnSync(process.execPath, [MAIN, 'revoke', '--token', '-', '--json'], {

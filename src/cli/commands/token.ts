@@ -184,7 +184,7 @@ export function registerToken(program: Command): void {
     .requiredOption('--client <id>', 'the client receiving the token (the actor unless --actor-token is given)')
     .requiredOption('--subject-token <token>', 'the token whose authority is delegated (- reads it from stdin)')
     .option('--subject-token-type <type>', 'access_token or jwt', 'access_token')
-    .option('--actor-token <token>', 'a token naming the actor')
+    .option('--actor-token <token>', 'a token naming the actor (- reads it from stdin)')
     .option('--scope <scopes...>', 'requested scopes (default: subject ∩ client)')
     .option('--audience <aud...>', 'requested audiences')
     .option('--json', 'print the token response as JSON')
@@ -200,12 +200,15 @@ export function registerToken(program: Command): void {
         json?: boolean;
       }) => {
         const type = (t: string) => (t.startsWith('urn:') ? t : `urn:ietf:params:oauth:token-type:${t}`);
+        if (opts.subjectToken === '-' && opts.actorToken === '-') {
+          throw new CliError('only one of --subject-token and --actor-token can be read from stdin (-)');
+        }
         const params = new URLSearchParams({
           subject_token: await readArg(opts.subjectToken),
           subject_token_type: type(opts.subjectTokenType),
         });
         if (opts.actorToken !== undefined) {
-          params.set('actor_token', opts.actorToken);
+          params.set('actor_token', await readArg(opts.actorToken));
           params.set('actor_token_type', ACCESS_TOKEN_TYPE);
         }
         const scopes = list(opts.scope);
