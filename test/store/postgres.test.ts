@@ -70,6 +70,56 @@ if (!reachable) {
       }
     });
 
+    it('revocation by subject or client meets no tree begun midway: a new grant of that subject or client waits for it, and it waits for one in flight', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      // Another instance's transaction, holding what a revocation (or a grant creation) holds until it commits.
+      const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await other.connect();
+      const settled = <T>(p: Promise<T>) => {
+        const state = { done: false };
+        void p.then(() => {
+          state.done = true;
+        });
+        return state;
+      };
+      const pause = () => new Promise((r) => setTimeout(r, 300));
+      try {
+        const now = 1_800_000_000;
+        await a.createClient(clientRecord({ id: 'agent' }, now));
+        // A revocation of carol's grants in progress: a tree of hers cannot begin until it commits.
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['carol']);
+        const creating = a.createGrant(newGrant({ subject: 'carol' }, now), now);
+        const created = settled(creating);
+        await pause();
+        assert.equal(created.done, false, 'a new root grant of carol waits for the revocation of carol');
+        await other.query('COMMIT');
+        assert.equal(typeof (await creating), 'object');
+        // And the other way round: a revocation of carol waits for a grant of hers in flight.
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['carol']);
+        const bySubject = a.revokeGrants({ subject: 'carol' }, { at: now, reason: 'race', entryExpiresAt: now + 600 });
+        const subjectDone = settled(bySubject);
+        await pause();
+        assert.equal(subjectDone.done, false, 'the revocation of carol waits for the grant being created');
+        await other.query('COMMIT');
+        assert.equal((await bySubject).length, 1);
+        // A grant of the client in flight (its row FOR SHARE) holds a revocation by client back.
+        await other.query('BEGIN');
+        await other.query("SELECT 1 FROM clients WHERE id = 'agent' FOR SHARE");
+        const byClient = a.revokeGrants({ clientId: 'agent' }, { at: now, reason: 'race', entryExpiresAt: now + 600 });
+        const clientDone = settled(byClient);
+        await pause();
+        assert.equal(clientDone.done, false, 'the revocation of the client waits for its grant being created');
+        await other.query('COMMIT');
+        await byClient;
+      } finally {
+        await other.end();
+        await a.close();
+      }
+    });
+
     it('runs a transaction PostgreSQL aborted to break a deadlock again (refresh reuse meeting a revocation of its tree)', async () => {
       const schema = schemaName();
       const store = await PostgresStore.open({ connectionString: url, schema });

@@ -5,7 +5,11 @@
  * Concurrency, since here several processes really do write at once:
  * - grant trees: creating a child and revoking a subtree both take a transaction-scoped advisory
  *   lock on the tree's root, so a revocation always sees every child committed before it and no
- *   child can be added under a grant being revoked;
+ *   child can be added under a grant being revoked. Revoking by subject or by client also holds
+ *   every new grant of that subject (an advisory lock) or client (its row, `FOR UPDATE` against
+ *   the `FOR SHARE` of grant creation) off until it commits: else a tree begun between finding
+ *   the trees and revoking them would be revoked without its root locked, and a child added to it
+ *   meanwhile could outlive its revoked parent;
  * - refresh rotation: the token row is locked (`FOR UPDATE`), so of concurrent rotations exactly
  *   one finds it current;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
@@ -453,6 +457,11 @@ export class PostgresStore implements Store {
     }
   }
 
+  /** Hold off every other grant creation for `subject`, and its revocation, until this commits. */
+  async #lockSubject(c: Q, subject: string): Promise<void> {
+    await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", [subject]);
+  }
+
   async createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'> {
     try {
       return await this.#tx(async (c) => {
@@ -460,6 +469,7 @@ export class PostgresStore implements Store {
         // the revocation that follows it sees this grant.
         const [client] = (await c.query('SELECT disabled FROM clients WHERE id = $1 FOR SHARE', [g.clientId])).rows as Row[];
         if (!client || client.disabled === true) return 'client_inactive' as const;
+        await this.#lockSubject(c, g.subject);
         let rootId = g.id;
         let depth = 0;
         let issuer = g.issuer;
@@ -603,7 +613,12 @@ export class PostgresStore implements Store {
       seed = 'SELECT id FROM grants WHERE client_id = $1 AND revoked_at IS NULL';
       args = [selector.clientId];
     }
-    return this.#tx((c) => this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt));
+    return this.#tx(async (c) => {
+      // No new grant of this subject or client can begin until this commits (see the module's notes).
+      if ('subject' in selector) await this.#lockSubject(c, selector.subject);
+      else if ('clientId' in selector) await c.query('SELECT 1 FROM clients WHERE id = $1 FOR UPDATE', [selector.clientId]);
+      return this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt);
+    });
   }
 
   // Refresh tokens.
@@ -730,6 +745,7 @@ export class PostgresStore implements Store {
       const g = o.grant;
       const [client] = (await c.query('SELECT disabled FROM clients WHERE id = $1 FOR SHARE', [g.clientId])).rows as Row[];
       if (!client || client.disabled === true) return { status: 'client_inactive' };
+      await this.#lockSubject(c, g.subject);
       await c.query(
         `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
          VALUES ($1, NULL, $1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
