@@ -350,7 +350,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   }
 
   /** A public discovery document (agent card, RFC 9728 metadata): cacheable, CORS-open, audited as allowed. */
-  function servePublicJson(x: Exchange, res: ServerResponse, body: string, maxAge: number): void {
+  function servePublicJson(x: Exchange, res: ServerResponse, body: string, maxAge: number, vary?: string): void {
     x.decision = 'allow';
     x.reason = 'ok';
     x.status = 200;
@@ -359,6 +359,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       'content-type': 'application/json',
       'content-length': String(x.bytesOut),
       'cache-control': `public, max-age=${maxAge}`,
+      ...(vary !== undefined ? { vary } : {}),
       'access-control-allow-origin': '*',
       'x-request-id': x.requestId,
     });
@@ -369,7 +370,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   /** RFC 9728 protected resource metadata of an MCP route: public, like an agent card. */
   function serveMetadata(s: GatewayState, x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute): void {
     x.route = route.id;
-    servePublicJson(x, res, JSON.stringify(metadataDocument(route.mcp as CompiledMcp, originOf(s, req))), 300);
+    // Without server.public_url the document names the origin the request came to, which a trusted
+    // proxy may tell in X-Forwarded-Host/-Proto: a shared cache must not serve it for another.
+    const vary = s.publicUrl === undefined ? 'X-Forwarded-Host, X-Forwarded-Proto' : undefined;
+    servePublicJson(x, res, JSON.stringify(metadataDocument(route.mcp as CompiledMcp, originOf(s, req))), 300, vary);
   }
 
   /** A refusal about the JSON-RPC message or session, answered as a JSON-RPC error (no challenge:

@@ -473,6 +473,9 @@ describe('gateway: MCP routes', () => {
       assert.equal(res.status, 200, path);
       assert.equal(res.headers.get('content-type'), 'application/json');
       assert.equal(res.headers.get('access-control-allow-origin'), '*');
+      // Cache poisoning: the origin in it comes from the request (no server.public_url here), so a
+      // shared cache must key on what a trusted proxy may say it was.
+      assert.equal(res.headers.get('vary'), 'X-Forwarded-Host, X-Forwarded-Proto');
       assert.deepEqual(await res.json(), expected);
     }
     // Not an MCP route's path: not metadata (and here no route at all).
