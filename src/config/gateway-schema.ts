@@ -220,10 +220,9 @@ export const routeSchema = z
       .transform((v) => (Array.isArray(v) ? [...new Set(v)] : [v]))
       .meta({ description: 'How callers authenticate: none (public), jwt, static, introspection, or a list tried in order.' }),
     audience: z.string().min(1).optional().meta({ description: 'The caller token `aud` must contain this (jwt and introspection).' }),
-    rules: z
-      .array(ruleSchema)
-      .optional()
-      .meta({ description: 'Method/path(/tool) → scopes; first match decides, no match is 403. `[{}]` allows any authenticated caller.' }),
+    rules: z.array(ruleSchema).optional().meta({
+      description: 'Method/path(/tool/rpc) → scopes; first match decides, no match is 403. `[{}]` allows any authenticated caller.',
+    }),
     case_insensitive_paths: z.boolean().default(false).meta({
       description:
         'Match the route and its rules case-insensitively (`/API/Admin` is `/api/admin`), for upstreams that ignore case. Default: case-sensitive. A trailing slash never matters (`/a/` is `/a`).',
@@ -286,14 +285,21 @@ export const routeSchema = z
       }
     }
     for (const [j, rule] of (Array.isArray(r.rules) ? r.rules : []).entries()) {
-      // Only an MCP route's bodies are read: elsewhere the tool is never known, and the rule could
-      // only ever refuse.
+      // Only an MCP route's bodies are read: elsewhere the tool and the JSON-RPC method are never
+      // known, and the rule could only ever refuse.
       if (ok('rules', j, 'tool') && ok('mcp') && rule.tool !== undefined && r.mcp === undefined)
         ctx.addIssue({
           code: 'custom',
           path: ['rules', j, 'tool'],
           message:
             'a tool rule needs an MCP route, whose JSON-RPC bodies the gateway reads; add `mcp: {}` to this route, or remove `tool` and match by method and path',
+        });
+      if (ok('rules', j, 'rpc') && ok('mcp') && rule.rpc !== undefined && r.mcp === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', j, 'rpc'],
+          message:
+            'an rpc rule needs an MCP route, whose JSON-RPC bodies the gateway reads; add `mcp: {}` to this route, or remove `rpc` and match by method and path',
         });
     }
     if (ok('mcp') && ok('match', 'path') && r.mcp !== undefined && r.match.path !== undefined && r.mcp.resource === undefined)

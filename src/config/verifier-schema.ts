@@ -178,6 +178,11 @@ export const ruleSchema = z
       .optional()
       .meta({ description: 'Path pattern: literal segments, `:param`, `*` (one segment), final `**` (any rest).' }),
     tool: z.string().min(1).optional().meta({ description: 'MCP tool name or glob (`files.*`) for `tools/call`.' }),
+    rpc: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: 'MCP JSON-RPC method or glob (`resources/read`, `prompts/*`), matched exactly (case-sensitive).' }),
     scopes: scopeRequirement.optional().meta({ description: 'Required scopes: a list (all of them) or `{all: [...], any: [...]}`.' }),
     claims: z
       .record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.array(z.union([z.string(), z.number()]))]))

@@ -1,5 +1,5 @@
 /**
- * Policy: ordered rules that match a request (method, path, and later an MCP tool name) and say
+ * Policy: ordered rules that match a request (method, path, an MCP tool name or JSON-RPC method) and say
  * which scopes and claim conditions it requires. The first matching rule decides; a request no
  * rule matches is denied.
  *
@@ -29,6 +29,9 @@ export interface RuleSpec {
   readonly path?: string;
   /** MCP tool name or glob (`files.*`) for `tools/call` requests; omitted means any. */
   readonly tool?: string;
+  /** JSON-RPC method name or glob (`resources/*`) of an MCP request (`resources/read`,
+   * `prompts/get`, `tools/call`, …); omitted means any. */
+  readonly rpc?: string;
   /** Scopes the principal must hold. */
   readonly scopes?: ScopeRequirement;
   /** Claim conditions, all of which must hold. */
@@ -48,6 +51,13 @@ export interface PolicyInput {
    * rule can never grant what the tool rule was written to restrict.
    */
   readonly tool?: string | null;
+  /**
+   * For an MCP request: the JSON-RPC `method`; `null` when the request is known to carry none (a
+   * GET event stream, a DELETE, a JSON-RPC response from the client); omitted (`undefined`) when
+   * the evaluator cannot tell. A rule with an `rpc` condition then cannot be evaluated, and refuses
+   * as a `tool` rule does.
+   */
+  readonly rpc?: string | null;
 }
 
 /** The part of a principal a policy reads. */
@@ -74,7 +84,7 @@ export type PolicyDecision =
       /** The claim whose condition failed. */
       readonly claim?: string;
       /** A condition of the rule the input cannot answer (fail closed). */
-      readonly unevaluable?: 'tool';
+      readonly unevaluable?: 'tool' | 'rpc';
     };
 
 /** A compiled, immutable rule set. */
@@ -216,6 +226,7 @@ export function compilePolicy(
     methods: ReadonlySet<string> | undefined;
     path: PathMatcher | undefined;
     tool: ((name: string) => boolean) | undefined;
+    rpc: ((method: string) => boolean) | undefined;
     claims: readonly [string, ClaimCondition][];
   }
   const entries: Entry[] = [];
@@ -253,6 +264,7 @@ export function compilePolicy(
       methods: spec.methods ? new Set(spec.methods) : undefined,
       path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues, caseInsensitive),
       tool: spec.tool === undefined ? undefined : globMatcher(spec.tool),
+      rpc: spec.rpc === undefined ? undefined : globMatcher(spec.rpc),
       claims,
     });
   }
@@ -260,7 +272,7 @@ export function compilePolicy(
   const matchEntry = (
     input: PolicyInput,
     segments: readonly string[],
-  ): { entry: Entry; params: Record<string, string>; unevaluable?: 'tool' } | undefined => {
+  ): { entry: Entry; params: Record<string, string>; unevaluable?: 'tool' | 'rpc' } | undefined => {
     for (const e of entries) {
       if (e.methods && !e.methods.has(input.method)) continue;
       const params: Record<string, string> = {};
@@ -271,6 +283,11 @@ export function compilePolicy(
         // Unknown tool: the rule may match; it decides, and it cannot grant (fail closed).
         if (input.tool === undefined) return { entry: e, params, unevaluable: 'tool' };
         if (input.tool === null || !e.tool(input.tool)) continue;
+      }
+      if (e.rpc) {
+        // Unknown method: likewise, the rule decides and refuses.
+        if (input.rpc === undefined) return { entry: e, params, unevaluable: 'rpc' };
+        if (input.rpc === null || !e.rpc(input.rpc)) continue;
       }
       return { entry: e, params };
     }

@@ -48,6 +48,7 @@ import { type OpenedSession, openSession, randomSessionKey, signSession } from '
 import { GatewayMetrics } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
 import { peerAllowed } from './peers.ts';
+import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { afterAuthn, authenticate, type Decision, decide, rateLimit } from './pipeline/run.ts';
@@ -394,7 +395,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   /**
    * An MCP route: authenticate, check the session, read and parse the JSON-RPC body (POST), then
-   * authorize with the tool it names and forward the same bytes. The response streams as on any
+   * authorize with the JSON-RPC method and the tool it names and forward the same bytes. The response streams as on any
    * route.
    */
   async function handleMcp(
@@ -443,7 +444,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         sessionId = opened.id;
       }
-      let tool: string | null = null;
+      let rpc: RpcFacts = { tool: null, method: null };
       let body: Buffer | undefined;
       if (hasBody) {
         if (!isJsonContentType(req.headers['content-type'])) {
@@ -466,10 +467,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           denyRpc(x, res, new TesseraError(message.code), message.rpc, message.id);
           return;
         }
-        tool = message.tool;
-        if (tool !== null) x.tool = tool;
+        rpc = message;
+        if (message.tool !== null) x.tool = message.tool;
+        if (message.method !== null) (x.detail ??= {}).rpc = message.method;
       }
-      const decision = await afterAuthn(route.pipeline, greq, authn, tool, true);
+      const decision = await afterAuthn(route.pipeline, greq, authn, rpc, true);
       proceed(s, req, res, x, route, greq, decision, length, {
         challenges,
         body,

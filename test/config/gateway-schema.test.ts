@@ -133,6 +133,31 @@ describe('gateway configuration', () => {
     );
   });
 
+  it('rpc-rule bypass: refuses JSON-RPC method rules on a route that is not an MCP route (its bodies are never read)', () => {
+    const [i, ...rest] = issues({
+      routes: [route({ rules: [{ rpc: 'resources/read', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
+    });
+    assert.equal(i?.path, 'gateway.routes[0].rules[0].rpc');
+    assert.match(i?.message ?? '', /an rpc rule needs an MCP route.*add `mcp: \{\}` to this route, or remove `rpc`/);
+    assert.deepEqual(rest, []);
+  });
+
+  it('accepts JSON-RPC method rules (exact and glob) on an MCP route', () => {
+    assert.deepEqual(
+      issues({
+        routes: [
+          route({
+            mcp: {},
+            audience: MCP,
+            match: { path_prefix: '/mcp' },
+            rules: [{ rpc: 'resources/read', scopes: ['admin'] }, { rpc: 'prompts/*', scopes: ['admin'] }, { scopes: ['api:read'] }],
+          }),
+        ],
+      }),
+      [],
+    );
+  });
+
   it('accepts MCP tool rules beside forward-auth: MCP routes are served by the gateway itself (forward-auth refuses them)', () => {
     assert.deepEqual(
       issues({

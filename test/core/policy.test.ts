@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compilePolicy, type RuleSpec } from '../../src/core/policy.ts';
+import { compilePolicy, type PolicyDecision, type RuleSpec } from '../../src/core/policy.ts';
 import { compileScopes } from '../../src/core/scopes.ts';
 
 const { model: scopes } = compileScopes({
@@ -279,6 +279,37 @@ describe('policy: conditions the evaluator cannot evaluate', () => {
     assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.delete' }, subject(['admin'])).allowed, true);
     assert.equal(policy.evaluate({ method: 'POST', path: '/mcp', tool: 'files.read' }, subject(['api:read'])).allowed, true);
     assert.equal(policy.evaluate({ method: 'GET', path: '/items', tool: null }, subject(['api:read'])).allowed, true);
+  });
+});
+
+describe('policy: rpc (JSON-RPC method) rules', () => {
+  const policy = policyOf([
+    { id: 'read', rpc: 'resources/read', scopes: ['admin'] },
+    { id: 'prompts', rpc: 'prompts/*', scopes: ['admin'] },
+    { id: 'any', scopes: ['api:read'] },
+  ]);
+  const decided = (d: PolicyDecision) =>
+    d.allowed ? { allowed: true, rule: d.rule.id } : { code: d.code, rule: d.rule?.id, unevaluable: d.unevaluable };
+
+  it('rpc-rule bypass: without the method an rpc rule never grants, and a later broader rule is not reached', () => {
+    for (const scopes of [['api:read'], ['admin', 'api:read']]) {
+      assert.deepEqual(decided(policy.evaluate({ method: 'POST', path: '/mcp', tool: null }, subject(scopes))), {
+        code: 'policy_condition_failed',
+        rule: 'read',
+        unevaluable: 'rpc',
+      });
+    }
+  });
+
+  it('a known method is matched exactly (case-sensitive), a glob by its stars, and null skips every rpc rule', () => {
+    const at = (rpc: string | null, scopes: string[]) =>
+      decided(policy.evaluate({ method: 'POST', path: '/mcp', tool: null, rpc }, subject(scopes)));
+    assert.deepEqual(at('resources/read', ['api:read']), { code: 'scope_insufficient', rule: 'read', unevaluable: undefined });
+    assert.deepEqual(at('resources/read', ['admin']), { allowed: true, rule: 'read' });
+    assert.deepEqual(at('prompts/get', ['api:read']), { code: 'scope_insufficient', rule: 'prompts', unevaluable: undefined });
+    assert.deepEqual(at('Resources/Read', ['api:read']), { allowed: true, rule: 'any' });
+    assert.deepEqual(at('resources/list', ['api:read']), { allowed: true, rule: 'any' });
+    assert.deepEqual(at(null, ['api:read']), { allowed: true, rule: 'any' });
   });
 });
 

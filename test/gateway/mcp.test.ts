@@ -534,6 +534,132 @@ describe('gateway: MCP routes', () => {
   });
 });
 
+describe('gateway: MCP rpc (JSON-RPC method) rules', () => {
+  let upstream: McpUpstream;
+  let gw: TestGateway;
+  const clients: Client[] = [];
+  const endpoint = () => new URL(`${gw.url}/mcp`);
+  async function connect(t: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+    const transport = new StreamableHTTPClientTransport(endpoint(), { requestInit: { headers: { authorization: `Bearer ${t}` } } });
+    const client = new Client({ name: 'test-agent', version: '1.0.0' });
+    await client.connect(transport);
+    clients.push(client);
+    return { client, transport };
+  }
+  const post = (t: string, body: unknown, session: string) =>
+    fetch(endpoint(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}`, 'mcp-session-id': session },
+      body: JSON.stringify(body),
+    });
+  const received = (method: string) => upstream.requests.filter((r) => r.method === 'POST' && r.body.includes(`"${method}"`)).length;
+  const lastEvent = async () => ((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent;
+  const forbidden = (e: unknown) => (e as { code?: unknown }).code === 403 && /insufficient_scope/.test(String(e));
+
+  before(async () => {
+    upstream = await startMcpUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'mcp:use': {}, 'files:read': {}, admin: {} },
+      gateway: {
+        routes: [
+          {
+            id: 'mcp',
+            match: { path_prefix: '/mcp' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [
+              { id: 'resources-read', rpc: 'resources/read', scopes: ['files:read'] },
+              { id: 'prompts', rpc: 'prompts/*', scopes: ['admin'] },
+              { id: 'mcp', scopes: ['mcp:use'] },
+            ],
+            mcp: {},
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    for (const c of clients) await c.close().catch(() => {});
+    // Optional: a gateway refusing the configuration must not leave the upstream holding the run open.
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  it('rpc-rule bypass: resources/read without the rule scope is refused 403 insufficient_scope; the server never receives it', async () => {
+    const t = await token({ sub: 'no-files', scope: 'mcp:use', client_id: 'no-files-agent' });
+    const { client, transport } = await connect(t);
+    // Methods no rpc rule names fall to the catch-all.
+    assert.ok((await client.listResources()).resources.some((r) => r.uri === 'file:///readme'));
+    await assert.rejects(client.readResource({ uri: 'file:///readme' }), forbidden);
+    const res = await post(
+      t,
+      { jsonrpc: '2.0', id: 5, method: 'resources/read', params: { uri: 'file:///readme' } },
+      transport.sessionId as string,
+    );
+    assert.equal(res.status, 403);
+    const challenge = res.headers.get('www-authenticate') ?? '';
+    assert.match(challenge, /error="insufficient_scope"/);
+    assert.match(challenge, /scope="files:read"/);
+    assert.equal(((await res.json()) as { error: string }).error, 'insufficient_scope');
+    const e = await lastEvent();
+    assert.equal(e.decision, 'deny');
+    assert.equal(e.reason, 'scope_insufficient');
+    assert.equal(e.detail?.rule, 'resources-read');
+    assert.equal(e.detail?.rpc, 'resources/read');
+    assert.equal(e.tool, undefined);
+    assert.equal(received('resources/read'), 0);
+  });
+
+  it('resources/read with the rule scope reaches the server and its result comes back', async () => {
+    const { client } = await connect(await token({ sub: 'files', scope: 'mcp:use files:read', client_id: 'files-agent' }));
+    const { contents } = await client.readResource({ uri: 'file:///readme' });
+    assert.deepEqual(contents, [{ uri: 'file:///readme', text: 'readme' }]);
+    assert.equal(received('resources/read'), 1);
+    const e = await lastEvent();
+    assert.equal(e.decision, 'allow');
+    assert.equal(e.detail?.rule, 'resources-read');
+    assert.equal(e.detail?.rpc, 'resources/read');
+  });
+
+  it('a glob rpc rule (prompts/*) covers prompts/list and prompts/get; methods are matched case-sensitively', async () => {
+    const user = await token({ sub: 'prompt-user', scope: 'mcp:use', client_id: 'prompt-user-agent' });
+    const { client, transport } = await connect(user);
+    await assert.rejects(client.listPrompts(), forbidden);
+    await assert.rejects(client.getPrompt({ name: 'greet' }), forbidden);
+    assert.equal((await lastEvent()).detail?.rule, 'prompts');
+    assert.equal(received('prompts/list') + received('prompts/get'), 0);
+    // Another case is another method: the catch-all decides, and the server answers it as unknown.
+    const res = await post(
+      user,
+      { jsonrpc: '2.0', id: 6, method: 'Prompts/Get', params: { name: 'greet' } },
+      transport.sessionId as string,
+    );
+    assert.equal(res.status, 200);
+    assert.equal((await lastEvent()).detail?.rule, 'mcp');
+    assert.equal(received('Prompts/Get'), 1);
+
+    const { client: admin } = await connect(await token({ sub: 'prompt-admin', scope: 'mcp:use admin', client_id: 'prompt-admin-agent' }));
+    assert.ok((await admin.listPrompts()).prompts.some((p) => p.name === 'greet'));
+    assert.equal((await admin.getPrompt({ name: 'greet' })).messages.length, 1);
+    assert.equal(received('prompts/get'), 1);
+  });
+
+  it('a request without a JSON-RPC method (DELETE ending the session) skips rpc rules for the catch-all', async () => {
+    const t = await token({ sub: 'ender', scope: 'mcp:use', client_id: 'ender-agent' });
+    const { transport } = await connect(t);
+    const res = await fetch(endpoint(), {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${t}`, 'mcp-session-id': transport.sessionId as string },
+    });
+    assert.equal(res.status, 200);
+    const e = await lastEvent();
+    assert.equal(e.detail?.rule, 'mcp');
+    assert.equal(e.detail?.rpc, undefined);
+  });
+});
+
 describe('gateway: MCP routes under a rate limit', () => {
   let gw: TestGateway;
   let upstream: McpUpstream;

@@ -17,7 +17,8 @@ export interface McpUpstream {
   close(): Promise<void>;
 }
 
-/** Tools `echo`, `files.read`, `files.read_meta`, `files.write`, `admin.reset` (each answers `name:text`) and `slow`. */
+/** Tools `echo`, `files.read`, `files.read_meta`, `files.write`, `admin.reset` (each answers `name:text`) and `slow`;
+ * the resource `file:///readme` (text `readme`) and the prompt `greet`. */
 export async function startMcpUpstream(): Promise<McpUpstream> {
   const requests: McpUpstream['requests'] = [];
   const toolCalls: string[] = [];
@@ -32,6 +33,12 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
         return { content: [{ type: 'text', text: `${name}:${text ?? ''}` }] };
       });
     for (const name of ['echo', 'files.read', 'files.read_meta', 'files.write', 'admin.reset']) tool(name);
+    server.registerResource('readme', 'file:///readme', { description: 'readme' }, async (uri) => ({
+      contents: [{ uri: uri.href, text: 'readme' }],
+    }));
+    server.registerPrompt('greet', { description: 'greet' }, () => ({
+      messages: [{ role: 'user', content: { type: 'text', text: 'hello' } }],
+    }));
     server.registerTool('slow', { description: 'progress, then waits' }, async (extra) => {
       toolCalls.push('slow');
       const progressToken = extra._meta?.progressToken;

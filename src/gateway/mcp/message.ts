@@ -1,7 +1,7 @@
 /**
- * Reading one MCP JSON-RPC request body (Streamable HTTP POST) for the decision: which tool a
- * `tools/call` names. Pure: bytes in, a tool name (or `null` for any other message) or a refusal
- * out. The body itself is forwarded unchanged; nothing here rewrites it.
+ * Reading one MCP JSON-RPC request body (Streamable HTTP POST) for the decision: its JSON-RPC
+ * method and which tool a `tools/call` names. Pure: bytes in, the method and tool name (each `null`
+ * when the message has none) or a refusal out. The body itself is forwarded unchanged; nothing here rewrites it.
  *
  * @module
  */
@@ -20,6 +20,8 @@ export type McpMessage =
       readonly ok: true;
       /** `params.name` of a `tools/call`; `null` for every other message (requests, notifications, responses). */
       readonly tool: string | null;
+      /** The JSON-RPC `method` (requests and notifications); `null` for a response (no method). */
+      readonly method: string | null;
     }
   | {
       readonly ok: false;
@@ -86,6 +88,14 @@ export function hasDuplicateKeys(text: string): boolean {
  */
 const TOOL_NAME = /^[\x21-\x7e]{1,128}$/;
 
+/**
+ * A JSON-RPC method the gateway decides on (`rpc` rules): 1 to 128 visible ASCII characters, for
+ * the reasons {@link TOOL_NAME} gives. Every MCP method (`resources/read`,
+ * `notifications/initialized`) is one; `resources/read\u0000` or `resources/read ` would pass an
+ * exact `rpc: resources/read` rule by to a later broader one, and is refused instead.
+ */
+const METHOD_NAME = /^[\x21-\x7e]{1,128}$/;
+
 function idOf(message: Record<string, unknown>): string | number | null {
   const id = message.id;
   return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;
@@ -97,13 +107,14 @@ function idOf(message: Record<string, unknown>): string | number | null {
  * A message repeating a key in any object is refused ({@link hasDuplicateKeys}). A JSON-RPC batch
  * (an array) is refused: MCP 2025-06-18 removed batching, and authorizing a
  * batch would make one request carry several decisions. A message must be an object with
- * `"jsonrpc": "2.0"`; a `method`, when present, must be a string; a `tools/call` must name its tool
+ * `"jsonrpc": "2.0"`; a `method`, when present, must be a string of 1 to 128 visible ASCII characters
+ * ({@link METHOD_NAME}); a `tools/call` must name its tool
  * with a string `params.name` of 1 to 128 visible ASCII characters ({@link TOOL_NAME}).
  *
  * @example
  * ```ts
  * readMessage(Buffer.from('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}'));
- * // { ok: true, tool: 'search' }
+ * // { ok: true, tool: 'search', method: 'tools/call' }
  * ```
  */
 export function readMessage(body: Uint8Array): McpMessage {
@@ -122,13 +133,14 @@ export function readMessage(body: Uint8Array): McpMessage {
   const id = idOf(message);
   if (message.jsonrpc !== '2.0') return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   const method = message.method;
-  if (method === undefined) return { ok: true, tool: null }; // a response to a server request
-  if (typeof method !== 'string') return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
-  if (method !== 'tools/call') return { ok: true, tool: null };
+  if (method === undefined) return { ok: true, tool: null, method: null }; // a response to a server request
+  if (typeof method !== 'string' || !METHOD_NAME.test(method))
+    return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
+  if (method !== 'tools/call') return { ok: true, tool: null, method };
   const params = message.params;
   const name = typeof params === 'object' && params !== null && !Array.isArray(params) ? (params as { name?: unknown }).name : undefined;
   if (typeof name !== 'string' || !TOOL_NAME.test(name)) return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
-  return { ok: true, tool: name };
+  return { ok: true, tool: name, method };
 }
 
 /** A JSON-RPC error response body. `message` is a fixed description, never request data. */

@@ -10,7 +10,7 @@ import type { CompiledRule } from '../../core/policy.ts';
 import type { TokenBucketLimiter } from '../../core/ratelimit.ts';
 import type { Principal } from '../../core/verify/principal.ts';
 import type { AuthenticationStage, AuthnResult } from './authn/registry.ts';
-import type { Authorizer } from './authz/authorizer.ts';
+import type { Authorizer, RpcFacts } from './authz/authorizer.ts';
 import type { MutationResult, Mutator } from './mutate/mutator.ts';
 import type { GatewayRequest } from './request.ts';
 
@@ -54,13 +54,13 @@ export function rateLimit(pipeline: Pipeline, request: GatewayRequest, principal
 /**
  * The stages after authentication (rate limit, authorization, mutation), for a caller that
  * authenticated first and learned more about the request since (an MCP route reads the body to
- * know the `tool`). `limited`: the caller ran {@link rateLimit} already (before reading the body).
+ * know the tool and the JSON-RPC method). `limited`: the caller ran {@link rateLimit} already (before reading the body).
  */
 export function afterAuthn(
   pipeline: Pipeline,
   request: GatewayRequest,
   authn: AuthnResult,
-  tool?: string | null,
+  rpc?: RpcFacts,
   limited = false,
 ): Decision | Promise<Decision> {
   if (!authn.ok) return authn.principal ? { ok: false, error: authn.error, principal: authn.principal } : { ok: false, error: authn.error };
@@ -69,7 +69,7 @@ export function afterAuthn(
     const error = rateLimit(pipeline, request, principal);
     if (error !== undefined) return principal ? { ok: false, error, principal } : { ok: false, error };
   }
-  const authz = pipeline.authz.authorize(request, principal, tool);
+  const authz = pipeline.authz.authorize(request, principal, rpc);
   if (!authz.ok) {
     const denied: { ok: false; error: TesseraError; principal?: Principal; rule?: CompiledRule } = { ok: false, error: authz.error };
     if (principal) denied.principal = principal;

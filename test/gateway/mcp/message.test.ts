@@ -9,19 +9,46 @@ import { hasDuplicateKeys, isIdentityEncoding, isJsonContentType, readMessage } 
 const read = (text: string) => readMessage(Buffer.from(text));
 
 describe('MCP message reading', () => {
-  it('names the tool of a tools/call and null for every other message', () => {
+  it('names the method of every request and notification, the tool of a tools/call, and null where there is none', () => {
     assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"files.read"}}'), {
       ok: true,
       tool: 'files.read',
+      method: 'tools/call',
     });
-    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/list"}'), { ok: true, tool: null });
-    assert.deepEqual(read('{"jsonrpc":"2.0","method":"notifications/initialized"}'), { ok: true, tool: null });
-    assert.deepEqual(read('{"jsonrpc":"2.0","id":3,"result":{}}'), { ok: true, tool: null });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/list"}'), { ok: true, tool: null, method: 'tools/list' });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///a"}}'), {
+      ok: true,
+      tool: null,
+      method: 'resources/read',
+    });
+    assert.deepEqual(read('{"jsonrpc":"2.0","method":"notifications/initialized"}'), {
+      ok: true,
+      tool: null,
+      method: 'notifications/initialized',
+    });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":3,"result":{}}'), { ok: true, tool: null, method: null });
     // Escapes are read as every JSON parser reads them.
     assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools\\/call","params":{"\\u006eame":"a\\u002eb"}}'), {
       ok: true,
       tool: 'a.b',
+      method: 'tools/call',
     });
+  });
+
+  it('rpc-rule bypass: refuses a method an upstream could read as another (NUL, whitespace, non-ASCII, empty, over 128)', () => {
+    for (const method of [
+      'resources/read\u0000',
+      'resources/read ',
+      ' resources/read',
+      'resources/read\n',
+      'resources/r\u0435ad',
+      '',
+      'a'.repeat(129),
+    ]) {
+      const m = read(JSON.stringify({ jsonrpc: '2.0', id: 7, method }));
+      assert.deepEqual(m, { ok: false, code: 'mcp_message_invalid', rpc: -32600, id: 7 }, JSON.stringify(method));
+    }
+    assert.equal(read(JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'a'.repeat(128) })).ok, true);
   });
 
   it('parser differential: refuses a repeated key (one parser keeps the first, another the last)', () => {

@@ -1,5 +1,5 @@
 /**
- * The route's rules (method + path (+ MCP tool) → scopes and claim conditions), evaluated by the
+ * The route's rules (method + path (+ MCP tool and JSON-RPC method) → scopes and claim conditions), evaluated by the
  * core policy against the principal's effective scopes. First match decides; no match is 403.
  *
  * @module
@@ -11,10 +11,12 @@ import type { Authorizer } from './authorizer.ts';
 export function policyAuthorizer(policy: Policy): Authorizer {
   return {
     id: 'policy',
-    authorize(request, principal, tool) {
+    authorize(request, principal, rpc) {
       if (principal === undefined) return { ok: false, error: new TesseraError('credentials_missing'), rule: undefined };
       const input =
-        tool === undefined ? { method: request.method, path: request.path } : { method: request.method, path: request.path, tool };
+        rpc === undefined
+          ? { method: request.method, path: request.path }
+          : { method: request.method, path: request.path, tool: rpc.tool, rpc: rpc.method };
       const d = policy.evaluate(input, principal);
       if (d.allowed) return { ok: true, rule: d.rule };
       const details: { scope?: string; claim?: string } = {};
