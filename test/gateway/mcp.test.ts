@@ -93,8 +93,8 @@ describe('gateway: MCP routes', () => {
   });
   after(async () => {
     for (const c of clients) await c.close().catch(() => {});
-    await gw.close();
-    await upstream.close();
+    await gw?.close();
+    await upstream?.close();
   });
 
   it('an allowed tool call reaches the MCP server and its result comes back; the audit event names the tool', async () => {
@@ -685,8 +685,8 @@ describe('gateway: MCP routes under a rate limit', () => {
     });
   });
   after(async () => {
-    await gw.close();
-    await upstream.close();
+    await gw?.close();
+    await upstream?.close();
   });
 
   it('a caller over its limit gets 429 before the gateway reads (and buffers) its body', async () => {
