@@ -14,6 +14,9 @@ import { duration, secureUrl } from './verifier-schema.ts';
 
 /** Algorithms `tessera init` and `tessera keys rotate` can generate signing keys for. */
 export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'RS256'] as const;
+
+/** Longest an upstream-OIDC login session may last (`authorization.oidc.session_ttl`), seconds. */
+export const LOGIN_SESSION_TTL_MAX = 3600;
 export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
 
 const keysSchema = z
@@ -109,7 +112,7 @@ const oidcSchema = z
       }),
     session_ttl: duration(
       'How long the login session cookie lasts after signing in upstream (authorization requests in that time skip the upstream login).',
-      3600,
+      LOGIN_SESSION_TTL_MAX,
     ).prefault('10m'),
     login_ttl: duration('How long the upstream login may take (its state cookie expires then).', 3600).prefault('10m'),
   })

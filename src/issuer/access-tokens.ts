@@ -39,7 +39,7 @@ export interface OwnToken {
   readonly jkt: string | undefined;
 }
 
-/** A signature waiting for the end of the event loop's turn (see {@link AccessTokens.sign}). */
+/** A signature waiting for the end of the event loop's turn (see {@link AccessTokens.signSoon}). */
 interface PendingSignature {
   readonly signer: JwsSigner;
   readonly claims: string;

@@ -20,8 +20,6 @@ import { type ClientRecord, GRANT_TYPES, type GrantType, PUBLIC_CLIENT_GRANT_TYP
 import { redirectUriProblem } from './redirect-uris.ts';
 import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets.ts';
 
-/** RFC 6749 §3.3 scope-token. */
-
 /**
  * Prefix of the ids of clients registered through RFC 7591 dynamic registration (reserved: an
  * operator cannot give it to a client). Their redirect URIs are the registrant's word, not the
@@ -29,6 +27,7 @@ import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets
  */
 export const DYNAMIC_CLIENT_ID_PREFIX = 'dcr_';
 
+/** RFC 6749 §3.3 scope-token. */
 export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { LOGIN_SESSION_TTL_MAX, type ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import type { GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
 import type { AccessTokens, OwnToken } from './access-tokens.ts';
 import type { ClientRegistry } from './clients.ts';
@@ -18,7 +18,7 @@ import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
 /**
  * The revocation scope of login sessions at `issuer`'s authorization endpoint: a subject revoked
  * under it has no session begun before the revocation. An issuer identifier has no fragment
- * (RFC 8414 §2), so this never equals a token's `iss` (sessions last at most an hour).
+ * (RFC 8414 §2), so this never equals a token's `iss`.
  */
 export function loginSessionScope(issuer: string): string {
   return `${issuer}#login-sessions`;
@@ -112,7 +112,7 @@ export async function revokeGrants(
               value: selector.subject,
               issuer: loginSessionScope(ctx.issuer),
               at: now,
-              expiresAt: now + 3600 + SKEW,
+              expiresAt: now + LOGIN_SESSION_TTL_MAX + SKEW,
             },
           ]
         : []),

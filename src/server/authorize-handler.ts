@@ -69,6 +69,17 @@ function consentSubject(query: string, request: AuthorizationRequest): string {
   return JSON.stringify([query, request.client.id, request.redirectUri, request.scopes, request.audiences]);
 }
 
+/**
+ * A POST to this server's pages made by another site (what CSRF is): a foreign `Origin`, or Fetch
+ * Metadata saying so. This server's own pages post with `Origin: null` (they are served
+ * no-referrer), as does a sandboxed frame elsewhere: `Sec-Fetch-Site` tells them apart.
+ */
+function crossSitePost(req: IncomingMessage, issuerOrigin: string): boolean {
+  const origin = req.headers.origin;
+  const site = req.headers['sec-fetch-site'];
+  return (origin !== undefined && origin !== issuerOrigin && origin !== 'null') || (site !== undefined && site !== 'same-origin');
+}
+
 function redirect(res: ServerResponse, location: string, requestId: string): void {
   // 303: the browser follows a POST's answer with a GET (OAuth 2.1 §4.1.2 forbids a 307 here).
   res.writeHead(303, { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', 'x-request-id': requestId });
@@ -103,9 +114,8 @@ export function createAuthorizeHandler(
     } else {
       const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
       if (type !== 'application/x-www-form-urlencoded') return page(res, new OAuthError('request_content_type'), requestId);
-      // A cross-site post (what CSRF is) carries the attacker's origin; refuse it before anything else.
-      const origin = req.headers.origin;
-      if (origin !== undefined && origin !== issuerOrigin && origin !== 'null') {
+      // Refused before anything else (the form's anti-CSRF token is checked after).
+      if (crossSitePost(req, issuerOrigin)) {
         denied('authorize_consent_invalid');
         return page(res, new OAuthError('authorize_consent_invalid'), requestId);
       }
@@ -297,11 +307,8 @@ export function createLogoutHandler(
     }
     req.resume();
     // A cross-site post cannot sign the person out (the cookies are SameSite=Lax, but clearing
-    // them needs no cookie at all). This server's own pages post with `Origin: null` (they are
-    // served no-referrer), as does a sandboxed frame elsewhere: Fetch Metadata tells them apart.
-    const origin = req.headers.origin;
-    const site = req.headers['sec-fetch-site'];
-    if ((origin !== undefined && origin !== issuerOrigin && origin !== 'null') || (site !== undefined && site !== 'same-origin')) {
+    // them needs no cookie at all).
+    if (crossSitePost(req, issuerOrigin)) {
       return page(res, new OAuthError('authorize_consent_invalid'), requestId);
     }
     const remoteAddr = req.socket.remoteAddress;

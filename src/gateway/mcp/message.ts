@@ -79,22 +79,16 @@ export function hasDuplicateKeys(text: string): boolean {
 }
 
 /**
- * A tool name the gateway decides on: 1 to 128 visible ASCII characters (MCP 2025-11-25 asks tool
- * names to be 1-128 characters of letters, digits, `_`, `-` and `.`; other visible ASCII such as
- * `/` and `:` is in use and passes). Anything else is refused: the policy compares names exactly,
- * and an upstream that stops at a NUL, trims whitespace or folds Unicode (NFKC, confusables) would
- * run another tool than the one decided on; a control character would also forge lines where the
- * audited name is printed (`tessera trace`), and the length bounds what each audit event carries.
+ * A tool name or JSON-RPC method the gateway decides on: 1 to 128 visible ASCII characters (MCP
+ * 2025-11-25 asks tool names to be 1-128 characters of letters, digits, `_`, `-` and `.`; other
+ * visible ASCII such as `/` and `:` is in use and passes; every MCP method is one). Anything else is
+ * refused: the policy compares names exactly, and an upstream that stops at a NUL, trims
+ * whitespace or folds Unicode (NFKC, confusables) would run another tool or method than the one
+ * decided on (`resources/read\u0000` past an exact `rpc: resources/read` rule to a broader one); a
+ * control character would also forge lines where the audited name is printed (`tessera trace`),
+ * and the length bounds what each audit event carries.
  */
-const TOOL_NAME = /^[\x21-\x7e]{1,128}$/;
-
-/**
- * A JSON-RPC method the gateway decides on (`rpc` rules): 1 to 128 visible ASCII characters, for
- * the reasons {@link TOOL_NAME} gives. Every MCP method (`resources/read`,
- * `notifications/initialized`) is one; `resources/read\u0000` or `resources/read ` would pass an
- * exact `rpc: resources/read` rule by to a later broader one, and is refused instead.
- */
-const METHOD_NAME = /^[\x21-\x7e]{1,128}$/;
+const NAME = /^[\x21-\x7e]{1,128}$/;
 
 function idOf(message: Record<string, unknown>): string | number | null {
   const id = message.id;
@@ -108,8 +102,8 @@ function idOf(message: Record<string, unknown>): string | number | null {
  * (an array) is refused: MCP 2025-06-18 removed batching, and authorizing a
  * batch would make one request carry several decisions. A message must be an object with
  * `"jsonrpc": "2.0"`; a `method`, when present, must be a string of 1 to 128 visible ASCII characters
- * ({@link METHOD_NAME}); a `tools/call` must name its tool
- * with a string `params.name` of 1 to 128 visible ASCII characters ({@link TOOL_NAME}).
+ * ({@link NAME}); a `tools/call` must name its tool
+ * with a string `params.name` of 1 to 128 visible ASCII characters ({@link NAME}).
  *
  * @example
  * ```ts
@@ -134,12 +128,11 @@ export function readMessage(body: Uint8Array): McpMessage {
   if (message.jsonrpc !== '2.0') return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   const method = message.method;
   if (method === undefined) return { ok: true, tool: null, method: null }; // a response to a server request
-  if (typeof method !== 'string' || !METHOD_NAME.test(method))
-    return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
+  if (typeof method !== 'string' || !NAME.test(method)) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   if (method !== 'tools/call') return { ok: true, tool: null, method };
   const params = message.params;
   const name = typeof params === 'object' && params !== null && !Array.isArray(params) ? (params as { name?: unknown }).name : undefined;
-  if (typeof name !== 'string' || !TOOL_NAME.test(name)) return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
+  if (typeof name !== 'string' || !NAME.test(name)) return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
   return { ok: true, tool: name, method };
 }
 
