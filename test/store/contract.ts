@@ -681,8 +681,50 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         );
         assert.deepEqual(await ids({ kinds: ['grant.revoked'] }), []);
         assert.deepEqual(await ids({ kinds: [] }), [], 'no kind: no event');
-        // The event read back is the event written, not rebuilt from the columns.
+        // The event read back is the event written, field for field and in its order (the
+        // indexed fields come back from their columns, the rest from the event column).
         assert.deepEqual((await store.queryAudit({ subject, jti }))[1], events[1]);
+      });
+
+      it('reads back every field of an event, in the order AuditEvent declares them', async () => {
+        const subject = uid('gina');
+        const full: AuditEvent = {
+          id: uuidv7(),
+          time: Date.now(),
+          kind: 'gateway.request',
+          decision: 'deny',
+          reason: 'scope_insufficient',
+          request_id: uid('req'),
+          route: 'api',
+          method: 'POST',
+          path: '/items?q=',
+          tool: 'search',
+          issuer: 'https://issuer.test',
+          subject,
+          client_id: 'agent',
+          actor_chain: ['agent', 'broker'],
+          delegation_id: uid('g'),
+          jti: uid('jti'),
+          token_hash: uid('th').slice(-16),
+          scopes_required: ['api:write'],
+          scopes_granted: ['api:read'],
+          upstream_status: 403,
+          bytes_in: 12,
+          bytes_out: 0,
+          latency_ms: 1.5,
+          remote_addr: '127.0.0.1',
+          detail: { note: 'x', n: 1, ok: true, list: ['a'] },
+        };
+        const sparse = event({ subject, id: uuidv7(full.time + 1), time: full.time + 1 });
+        await store.appendAudit([full, sparse]);
+        const back = await store.queryAudit({ subject });
+        assert.deepEqual(back, [full, sparse]);
+        assert.equal(JSON.stringify(back[0]), JSON.stringify(full));
+        assert.deepEqual(
+          Object.keys(back[1] as AuditEvent),
+          ['id', 'time', 'kind', 'decision', 'reason', 'subject'],
+          'absent fields stay absent',
+        );
       });
 
       it('queries a closed time window: since and until, both inclusive', async () => {

@@ -43,7 +43,19 @@ import type {
   StoreVersions,
 } from '../contract.ts';
 import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
-import { clientFrom, codeFrom, grantFrom, json, num, parse, type Row, refreshFrom, strOrNull } from '../rows.ts';
+import {
+  auditEventBody,
+  auditEventFrom,
+  clientFrom,
+  codeFrom,
+  grantFrom,
+  json,
+  num,
+  parse,
+  type Row,
+  refreshFrom,
+  strOrNull,
+} from '../rows.ts';
 import { Listener } from './listener.ts';
 
 /** Options for {@link PostgresStore.open}. */
@@ -833,7 +845,7 @@ export class PostgresStore implements Store {
         e.request_id ?? null,
         e.jti ?? null,
         e.token_hash ?? null,
-        json(e),
+        auditEventBody(e),
       );
       tuples.push(`(${cols.map((_, i) => `$${base + i + 1}`).join(', ')})`);
     }
@@ -867,10 +879,10 @@ export class PostgresStore implements Store {
     add('id', '>', q.after_id);
     args.push(Math.max(1, Math.min(q.limit ?? 100, 10_000)));
     const rows = await this.#q(
-      `SELECT event FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${args.length}`,
+      `SELECT * FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${args.length}`,
       args,
     );
-    return rows.map((r) => parse<AuditEvent>(r.event));
+    return rows.map(auditEventFrom);
   }
 
   async versions(): Promise<StoreVersions> {

@@ -32,7 +32,19 @@ import type {
   StoreVersions,
 } from '../contract.ts';
 import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
-import { clientFrom, codeFrom, grantFrom, json, num, parse, type Row, refreshFrom, strOrNull } from '../rows.ts';
+import {
+  auditEventBody,
+  auditEventFrom,
+  clientFrom,
+  codeFrom,
+  grantFrom,
+  json,
+  num,
+  parse,
+  type Row,
+  refreshFrom,
+  strOrNull,
+} from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
 
 /** Options for {@link SqliteStore}. */
@@ -626,7 +638,7 @@ export class SqliteStore implements Store {
           e.request_id ?? null,
           e.jti ?? null,
           e.token_hash ?? null,
-          json(e),
+          auditEventBody(e),
         );
       }
     });
@@ -659,9 +671,9 @@ export class SqliteStore implements Store {
     // (uuidv7 keeps ids increasing, so an exchange finishing after a later one gets a later id).
     add('time <= ?', q.until);
     add('id > ?', q.after_id);
-    const sql = `SELECT event FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
+    const sql = `SELECT * FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
     const rows = this.#db.prepare(sql).all(...args, Math.max(1, Math.min(q.limit ?? 100, 10_000))) as Row[];
-    return rows.map((r) => parse<AuditEvent>(r.event));
+    return rows.map(auditEventFrom);
   }
 
   async versions(): Promise<StoreVersions> {
