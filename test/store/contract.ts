@@ -256,6 +256,32 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(await store.createGrant(newGrant({ clientId: c.id }, now), now), 'client_inactive');
       });
 
+      it('decides each of many grants created at once on its own client and parent', async () => {
+        const now = clock.now();
+        const on = clientRecord({}, now);
+        const off = clientRecord({}, now);
+        await store.createClient(on);
+        await store.createClient(off);
+        await store.updateClient(off.id, { disabled: true }, now);
+        const live = await created(store, newGrant({ clientId: on.id }, now), now);
+        const dead = await created(store, newGrant({ clientId: on.id }, now), now);
+        await store.revokeGrants({ grantId: dead.id }, { at: now, reason: 'test', entryExpiresAt: now + 600 });
+        // One turn of the event loop: a backend that writes these in one transaction must still
+        // check every one (a cached answer for one client or parent must not decide another's).
+        const results = await Promise.all([
+          store.createGrant(newGrant({ clientId: on.id, parentId: live.id }, now), now),
+          store.createGrant(newGrant({ clientId: off.id, parentId: live.id }, now), now),
+          store.createGrant(newGrant({ clientId: on.id, parentId: dead.id }, now), now),
+          store.createGrant(newGrant({ clientId: on.id, parentId: live.id }, now), now),
+          store.createGrant(newGrant({ clientId: off.id }, now), now),
+          store.createGrant(newGrant({ clientId: on.id, parentId: dead.id }, now), now),
+        ]);
+        assert.deepEqual(
+          results.map((r) => (typeof r === 'string' ? r : `depth ${r.depth}`)),
+          ['depth 1', 'client_inactive', 'parent_inactive', 'depth 1', 'client_inactive', 'parent_inactive'],
+        );
+      });
+
       it('assigns root and depth from the parent', async () => {
         const now = clock.now();
         const root = await created(store, newGrant({}, now), now);

@@ -47,6 +47,12 @@ import {
 } from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
 
+/** What one group commit of grants has read: client id → enabled, parent id → its row. */
+interface BatchReads {
+  readonly clients: Map<string, boolean>;
+  readonly parents: Map<string, Row>;
+}
+
 /** Options for {@link SqliteStore}. */
 export interface SqliteStoreOptions {
   /** Database file (`:memory:` for a private in-memory database). */
@@ -326,11 +332,14 @@ export class SqliteStore implements Store {
     this.#grantQueue = [];
     if (batch.length === 0) return;
     let results: (GrantRecord | 'parent_inactive' | 'client_inactive' | Error)[];
+    // Rows read once per transaction: nothing but this batch writes while it holds the write lock,
+    // and its inserts change no client and no existing grant.
+    const seen: BatchReads = { clients: new Map(), parents: new Map() };
     try {
       results = this.#tx(() =>
         batch.map((item) => {
           try {
-            return this.#insertGrant(item.g, item.now);
+            return this.#insertGrant(item.g, item.now, seen);
           } catch (e) {
             // A failed statement is rolled back alone; the others in the batch stand.
             return isConstraintError(e) ? new StoreConflictError(`a grant with id "${item.g.id}" exists`) : (e as Error);
@@ -348,17 +357,27 @@ export class SqliteStore implements Store {
     }
   }
 
-  #insertGrant(g: NewGrant, now: number): GrantRecord | 'parent_inactive' | 'client_inactive' {
+  #insertGrant(g: NewGrant, now: number, seen?: BatchReads): GrantRecord | 'parent_inactive' | 'client_inactive' {
     // Inside the write transaction: a disable or removal of the client commits before or after it.
-    const client = this.#stmt('SELECT disabled FROM clients WHERE id = ?').get(g.clientId) as Row | undefined;
-    if (!client || Number(client.disabled) !== 0) return 'client_inactive';
+    let active = seen?.clients.get(g.clientId);
+    if (active === undefined) {
+      const client = this.#stmt('SELECT disabled FROM clients WHERE id = ?').get(g.clientId) as Row | undefined;
+      active = client !== undefined && Number(client.disabled) === 0;
+      seen?.clients.set(g.clientId, active);
+    }
+    if (!active) return 'client_inactive';
     let rootId = g.id;
     let depth = 0;
     let issuer = g.issuer;
     if (g.parentId !== null) {
-      const parent = this.#stmt('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = ?').get(g.parentId) as
-        | Row
-        | undefined;
+      let parent = seen?.parents.get(g.parentId);
+      if (parent === undefined) {
+        parent = this.#stmt('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = ?').get(g.parentId) as
+          | Row
+          | undefined;
+        // Only a found parent is remembered: a later grant of the batch may be the one inserted here.
+        if (parent !== undefined) seen?.parents.set(g.parentId, parent);
+      }
       if (!parent || parent.revoked_at !== null || (parent.expires_at !== null && num(parent.expires_at) <= now)) {
         return 'parent_inactive';
       }
