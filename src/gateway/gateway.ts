@@ -632,8 +632,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       mcp === undefined
         ? forward(res, options, proxied)
         : forwardWith(new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign), options);
-    // Before the response starts, a caller that went away is noticed when the head arrives
-    // (onHeaders checks `res.destroyed`); a streamed response is watched from then on.
+    // Every exchange in flight is watched, not only streams: a long upload or a long download with
+    // a Content-Length outlives a revocation as well as an event stream does. Shutdown still leaves
+    // plain requests to finish (`closeAll(…, true)`). Before the response starts, a caller that went
+    // away is noticed when the head arrives (onHeaders checks `res.destroyed`).
+    if (!x.done) proxied.untrack = streams.add(proxied);
   }
 
   /**
@@ -675,14 +678,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.x.upstreamStatus = status;
       this.x.status = status;
       this.streaming = streaming;
-      // Only a streamed response (SSE, chunked) can outlive its caller or its token: watch it for
-      // the caller going away, revocation, expiry and shutdown. A response with a length is about
-      // to end anyway, and a revoked token is refused on its next request. A stream on a public
-      // route is watched too: no token ends it, but shutdown must.
-      if (streaming) {
-        this.res.once('close', () => this.onClientClose());
-        this.untrack = streams.add(this);
-      }
+      // A streamed response (SSE, chunked) may never end by itself: watch for the caller going away.
+      // (Revocation, expiry and shutdown watch every exchange from its dispatch.)
+      if (streaming) this.res.once('close', () => this.onClientClose());
     }
 
     onEnd(bytesOut: number, error?: unknown): void {
@@ -708,7 +706,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       if (error instanceof BodyTooLarge) {
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
-        deny(x, res, new TesseraError(closedBy), route.authn.challenges);
+        // An upload cut halfway: close the connection rather than read the rest of its body.
+        deny(x, res, new TesseraError(closedBy), route.authn.challenges, !this.req.complete);
       } else if (error instanceof StreamClosed || res.destroyed || callerGone(this.req)) {
         x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
         if (x.reason === 'shutdown') upstreamError(x, res, route, error);

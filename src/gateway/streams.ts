@@ -1,6 +1,7 @@
 /**
- * Long-lived exchanges (WebSocket connections, SSE and other streamed responses) watched for the
- * end of their caller's authority: "revoked" must mean revoked for an open stream too.
+ * Exchanges in flight (WebSocket connections, SSE and other streamed responses, and plain proxied
+ * requests: a long upload, a long download with a Content-Length) watched for the end of their
+ * caller's authority: "revoked" must mean revoked for an open connection too.
  *
  * On every revocation the open streams are checked against the revocation list (a few set lookups
  * each); once a second, streams whose token has expired are closed. Closing is the stream's own
@@ -18,7 +19,7 @@ export interface TrackedStream {
   readonly kind: 'websocket' | 'http';
   /** Whose authority the stream runs on; none on a public route (closed only at shutdown). */
   readonly principal: Principal | undefined;
-  /** For `http`: the response is a stream (no Content-Length), not a plain request in flight. */
+  /** For `http`: the response is a stream (no Content-Length), not a plain request in flight. May change while watched. */
   streaming?: boolean;
   /** Close the stream; called at most once. */
   close(reason: StreamCloseReason): void;
@@ -35,7 +36,6 @@ export class StreamRegistry {
   readonly #revocation: RevocationCheck | undefined;
   readonly #unsubscribe: (() => void) | undefined;
   readonly #timer: NodeJS.Timeout;
-  #counts = { websocket: 0, http: 0 };
 
   constructor(options: { clock: Clock; revocation?: RevocationFeed | undefined; sweepIntervalMs?: number }) {
     this.#clock = options.clock;
@@ -48,22 +48,27 @@ export class StreamRegistry {
   /** Watch a stream; the returned function stops watching (call it when the stream ends). */
   add(stream: TrackedStream): () => void {
     this.#streams.add(stream);
-    this.#counts[stream.kind]++;
     // A revocation announced between the decision and now (an upstream slow to start its stream or
     // accept the upgrade) found nothing to close: check once now, before any of the stream is
     // relayed (`close` may run before `add` returns).
     if (this.#revoked(stream.principal)) this.#close(stream, 'token_revoked');
     return () => {
-      if (this.#streams.delete(stream)) this.#counts[stream.kind]--;
+      this.#streams.delete(stream);
     };
   }
 
+  /** Open long-lived exchanges: WebSockets and streamed responses (plain requests in flight are not counted). */
   get counts(): { websocket: number; http: number } {
-    return { ...this.#counts };
+    const counts = { websocket: 0, http: 0 };
+    for (const s of this.#streams) {
+      if (s.kind === 'websocket') counts.websocket++;
+      else if (s.streaming) counts.http++;
+    }
+    return counts;
   }
 
   #close(s: TrackedStream, reason: StreamCloseReason): void {
-    if (this.#streams.delete(s)) this.#counts[s.kind]--;
+    this.#streams.delete(s);
     try {
       s.close(reason);
     } catch {

@@ -1,13 +1,15 @@
 /**
  * Streaming through the gateway: SSE events reach the caller as the upstream produces them, and
- * a stream is ended by the gateway when its token is revoked or expires.
+ * a stream is ended by the gateway when its token is revoked or expires; so is any other exchange
+ * still in flight (a long download with a Content-Length, a long upload).
  */
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { until } from '../helpers/net.ts';
-import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 interface Sse {
   status: number;
@@ -181,5 +183,151 @@ describe('gateway: SSE and streamed responses', () => {
     assert.ok(Date.now() - start < 3500);
     await gw.served.gateway.audit.flush();
     assert.equal(gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed').at(-1)?.reason, 'token_expired');
+  });
+});
+
+/** A download that outlives its token: what the caller got, and how its response ended. */
+interface Download {
+  status: number;
+  length: number;
+  received: () => number;
+  /** Resolves with `complete` once the response ended or was cut. */
+  ended: Promise<{ complete: boolean }>;
+}
+
+function openDownload(url: string, authorization: string): Promise<Download> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers: { authorization } }, (res) => {
+      let received = 0;
+      res.on('data', (d: Buffer) => {
+        received += d.length;
+      });
+      const ended = new Promise<{ complete: boolean }>((done) => {
+        res.on('end', () => done({ complete: res.complete }));
+        res.on('close', () => done({ complete: res.complete }));
+        res.on('error', () => done({ complete: false }));
+      });
+      resolve({ status: res.statusCode ?? 0, length: Number(res.headers['content-length']), received: () => received, ended });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(what)), ms))]);
+}
+
+describe('gateway: requests in flight when their token is revoked or expires', () => {
+  const SIZE = 1_000_000;
+  const FIRST = 10_000;
+  let server: Server;
+  let upstreamUrl: string;
+  let gw: TestGateway;
+  const revocations = new RevocationList();
+  /** Upstream requests by path: how much of the body arrived, and whether the gateway gave them up. */
+  const upstreamSeen = new Map<string, { bodyBytes: number; aborted: boolean }>();
+
+  before(async () => {
+    // A slow upstream: a download sends part of its Content-Length body and then waits; an upload
+    // is read as it comes and answered only once complete.
+    server = createServer((req: IncomingMessage, res) => {
+      const seen = { bodyBytes: 0, aborted: false };
+      upstreamSeen.set(req.url ?? '', seen);
+      res.on('close', () => {
+        if (!res.writableFinished) seen.aborted = true;
+      });
+      req.on('data', (c: Buffer) => {
+        seen.bodyBytes += c.length;
+      });
+      if (req.url?.startsWith('/download')) {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(SIZE) });
+        res.write(Buffer.alloc(FIRST, 1));
+        return;
+      }
+      req.on('end', () => res.writeHead(200, { 'content-length': '2' }).end('ok'));
+    });
+    server.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    upstreamUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        gateway: {
+          routes: [{ id: 'files', upstream: { url: upstreamUrl }, auth: 'jwt', rules: [{ scopes: ['api:read'] }] }],
+        },
+      },
+      { revocation: revocations },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+
+  async function closedEvent(jti: string) {
+    await gw.served.gateway.audit.flush();
+    return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.jti === jti).at(-1);
+  }
+
+  it('revoked download: a response with a Content-Length still in flight is cut when its grant is revoked, and the upstream request aborted', async () => {
+    const t = await token({ grant_id: 'g-dl', jti: 'j-dl' });
+    const dl = await openDownload(`${gw.url}/download/revoked`, `Bearer ${t}`);
+    assert.equal(dl.status, 200);
+    assert.equal(dl.length, SIZE);
+    await until(() => dl.received() >= FIRST);
+    revocations.apply({ grantIds: ['g-dl'] });
+    const end = await within(dl.ended, 2000, 'the download outlived its revocation');
+    assert.equal(end.complete, false, 'the caller can tell the body is incomplete');
+    assert.ok(dl.received() < SIZE, `got ${dl.received()} of ${SIZE} bytes`);
+    await until(() => upstreamSeen.get('/download/revoked')?.aborted === true);
+    const closed = await closedEvent('j-dl');
+    assert.equal(closed?.reason, 'token_revoked');
+    const events = await requestEvents(gw);
+    assert.equal(events.find((e) => e.jti === 'j-dl')?.detail?.closed, 'token_revoked');
+    // The next request with the revoked token is refused.
+    const again = await fetch(`${gw.url}/download/again`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(again.status, 401);
+  });
+
+  it('expired download: a response with a Content-Length still in flight is cut when its token expires', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const t = await token({ iat: now - 10, exp: now + 1, jti: 'j-dl-exp' });
+    const dl = await openDownload(`${gw.url}/download/expired`, `Bearer ${t}`);
+    assert.equal(dl.status, 200);
+    const end = await within(dl.ended, 3500, 'the download outlived its token');
+    assert.equal(end.complete, false);
+    assert.ok(dl.received() < SIZE);
+    await until(() => upstreamSeen.get('/download/expired')?.aborted === true);
+    assert.equal((await closedEvent('j-dl-exp'))?.reason, 'token_expired');
+  });
+
+  it('revoked upload: a request body still being sent is cut when its grant is revoked, and the upstream request aborted', async () => {
+    const t = await token({ grant_id: 'g-up', jti: 'j-up' });
+    const outcome = new Promise<{ status?: number; headers?: IncomingMessage['headers']; error?: string }>((resolve) => {
+      const req = request(`${gw.url}/upload`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${t}`, 'content-length': String(SIZE), 'content-type': 'application/octet-stream' },
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, headers: res.headers });
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? 'error' }));
+      req.write(Buffer.alloc(FIRST, 2));
+    });
+    await until(() => (upstreamSeen.get('/upload')?.bodyBytes ?? 0) >= FIRST);
+    revocations.apply({ grantIds: ['g-up'] });
+    const got = await within(outcome, 2000, 'the upload outlived its revocation');
+    // The caller is answered (it is not sending at that moment) and the connection is not kept
+    // for the rest of a body nobody will read.
+    assert.equal(got.error, undefined);
+    assert.equal(got.status, 401);
+    assert.match(String(got.headers?.['www-authenticate']), /invalid_token/);
+    assert.equal(got.headers?.connection, 'close');
+    await until(() => upstreamSeen.get('/upload')?.aborted === true);
+    assert.ok((upstreamSeen.get('/upload')?.bodyBytes ?? 0) < SIZE);
+    assert.equal((await closedEvent('j-up'))?.reason, 'token_revoked');
   });
 });

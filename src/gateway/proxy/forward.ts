@@ -92,6 +92,8 @@ export class ForwardHandler {
   #bytes = 0;
   #done = false;
   #headers = false;
+  /** The response has no length (SSE, chunked): a gateway-initiated close may end it cleanly. */
+  #streaming = false;
   /** Listening for the caller going away while the response waits for it to drain. */
   #watching = false;
 
@@ -131,6 +133,7 @@ export class ForwardHandler {
     // A response without a length is a stream (SSE, chunked): send its head now, so a stream
     // whose first event comes later is not held back. Others go out with their first chunk.
     if (streaming) res.flushHeaders();
+    this.#streaming = streaming;
     this.#cb.onResponse(status, streaming);
     return true;
   }
@@ -165,10 +168,10 @@ export class ForwardHandler {
     if (this.#done) return;
     this.#done = true;
     if (this.#headers) {
-      // Mid-stream: a gateway-initiated close ends the stream cleanly (the SSE client sees the end
-      // of the stream); an upstream failure cuts the connection so the caller knows the body is
-      // incomplete.
-      if (error instanceof StreamClosed && !this.#res.destroyed) this.#res.end();
+      // Mid-stream: a gateway-initiated close ends a stream cleanly (the SSE client sees the end
+      // of the stream); a response with a length (a download cut on revocation) and an upstream
+      // failure cut the connection, so the caller knows the body is incomplete.
+      if (error instanceof StreamClosed && this.#streaming && !this.#res.destroyed) this.#res.end();
       else this.#res.destroy();
       this.#cb.onEnd(this.#bytes, error);
     } else {
