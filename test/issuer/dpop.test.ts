@@ -115,6 +115,13 @@ describe('invalid proofs (invalid_dpop_proof)', () => {
     await expectInvalidProof(await cc(await proof({ htm: 'GET' })));
   });
 
+  it('attack: userinfo in htu, another spelling of the token endpoint URL, is refused (RFC 9110 §4.2.4)', async () => {
+    const endpoint = new URL(`${issuer.url}/oauth2/token`);
+    for (const userinfo of ['user', 'user:pw', '']) {
+      await expectInvalidProof(await cc(await proof({ htu: `${endpoint.protocol}//${userinfo}@${endpoint.host}${endpoint.pathname}` })));
+    }
+  });
+
   it('refuses a stale or future proof', async () => {
     const now = Math.floor(Date.now() / 1000);
     await expectInvalidProof(await cc(await proof({ iat: now - 600 })));

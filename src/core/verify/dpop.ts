@@ -73,18 +73,23 @@ export interface DpopContext {
 
 const PERCENT_ENCODED = /%[0-9A-Fa-f]{2}/g;
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
+/** An `@` in the authority (up to the first `/`, `\`, `?` or `#` after the scheme): userinfo, even empty. */
+const USERINFO = /^[^:]*:[/\\]*[^/\\?#]*@/;
 
 /**
  * The URI a proof's `htu` is compared as (RFC 9449 §4.3): scheme, authority and path, without
  * query and fragment, after the normalizations RFC 3986 §6.2.2–6.2.3 describe. URL parsing
  * lower-cases scheme and host, drops a default port and resolves dot segments; percent-encoded
  * unreserved characters are decoded and the hex digits of the others upper-cased here, so
- * `/%7euser` and `/~user` are one resource. `undefined` unless an absolute http(s) URI.
+ * `/%7euser` and `/~user` are one resource. `undefined` unless an absolute http(s) URI without
+ * userinfo: RFC 9110 §4.2.4 forbids it there, and dropping it would let `https://x@api.example/`
+ * pass as a spelling of `https://api.example/`.
  */
 export function htuOf(url: string): string | undefined {
   if (!URL.canParse(url)) return undefined;
   const u = new URL(url);
   if (u.protocol !== 'https:' && u.protocol !== 'http:') return undefined;
+  if (u.username !== '' || u.password !== '' || USERINFO.test(url)) return undefined;
   let path = u.pathname;
   if (path.includes('%')) {
     path = path.replace(PERCENT_ENCODED, (e) => {

@@ -190,6 +190,30 @@ describe('attack: DPoP proof with a wrong field', () => {
     });
   }
 
+  // RFC 9110 §4.2.4: userinfo is not allowed in http(s) URIs. Dropped before comparing, it would
+  // make a second (and third…) spelling of the request URI pass.
+  for (const htu of [
+    'https://user@api.test/items/1',
+    'https://user:pw@api.test/items/1',
+    'https://:pw@api.test/items/1',
+    'https://@api.test/items/1',
+    'https://:@api.test/items/1',
+    'https://evil.test@api.test/items/1',
+    'HTTPS://User@API.TEST:443/items/1',
+    'https:\\\\user@api.test/items/1',
+  ]) {
+    it(`attack: userinfo in htu, another spelling of the request URI (${htu}), is refused`, async () => {
+      const token = await boundToken();
+      await assertProofError(dpopRequest(token, await proof(token, { claims: { htu } })), 'dpop_htu_mismatch');
+    });
+  }
+
+  it('attack: userinfo in the request URL itself matches no proof', async () => {
+    const token = await boundToken();
+    const url = 'https://user@api.test/items/1';
+    await assertProofError(dpopRequest(token, await proof(token, { claims: { htu: url } }), { url }), 'dpop_htu_mismatch');
+  });
+
   it('ignores query and fragment on both sides and normalizes case and default port', async () => {
     const token = await boundToken();
     await assertAccepted(dpopRequest(token, await proof(token, { claims: { htu: `${URL_}?a=1#f` } })));
