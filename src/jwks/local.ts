@@ -1,15 +1,17 @@
 /**
  * Local JWKS: inline keys or a JSON file, loaded once at construction.
  */
+import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { ConfigIssue } from '../core/errors.ts';
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
+import { parseJsonObject } from '../core/jose/json.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 
 /**
- * Load a local JWKS. Problems (unreadable file, invalid JSON, unusable keys) are appended to
- * `issues` under `path`; the returned set holds the usable keys.
+ * Load a local JWKS. Problems (unreadable file, invalid JSON, duplicate member names, unusable
+ * keys) are appended to `issues` under `path`; the returned set holds the usable keys.
  */
 export function loadLocalJwks(
   source: { readonly file: string } | { readonly keys: readonly Record<string, unknown>[] },
@@ -21,11 +23,20 @@ export function loadLocalJwks(
   let document: unknown;
   if ('file' in source) {
     const file = resolve(baseDir, source.file);
+    let bytes: Buffer;
     try {
-      document = JSON.parse(readFileSync(file, 'utf8'));
+      bytes = readFileSync(file);
+      document = JSON.parse(bytes.toString('utf8'));
     } catch (e) {
       const reason =
         (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : e instanceof SyntaxError ? 'not valid JSON' : 'unreadable';
+      issues.push({ path: `${path}.file`, message: `cannot load JWKS from ${file}: ${reason}` });
+      return new KeySet([]);
+    }
+    // The strict JSON tokens are read with: a member named twice (`"x"` in one key) would be read
+    // as its last value here and maybe as its first by another JOSE library given the same file.
+    if (typeof document === 'object' && document !== null && !Array.isArray(document) && parseJsonObject(bytes) === undefined) {
+      const reason = isUtf8(bytes) ? 'a member name is repeated in one object (write each member once)' : 'not UTF-8';
       issues.push({ path: `${path}.file`, message: `cannot load JWKS from ${file}: ${reason}` });
       return new KeySet([]);
     }

@@ -10,6 +10,7 @@
  * @module
  */
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
+import { parseJsonObjectText } from '../core/jose/json.ts';
 import type { VerificationKey } from '../core/jose/jwk.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import type { Clock, KeyMiss, KeySource } from '../core/ports.ts';
@@ -163,6 +164,11 @@ export class RemoteJwks implements KeySource {
       document = JSON.parse(text);
     } catch {
       throw new Error('response is not JSON');
+    }
+    // The strict JSON tokens are read with: a member named twice in a key is refused, as a token
+    // with a duplicate claim is, rather than read as its last value.
+    if (typeof document === 'object' && document !== null && !Array.isArray(document) && parseJsonObjectText(text) === undefined) {
+      throw new Error('response repeats a member name in one object');
     }
     const parsed = parseJwks(document, { algorithms: this.#o.algorithms, publicOnly: true });
     for (const p of parsed.problems) this.#o.onWarning?.(`JWKS ${this.#o.url}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);

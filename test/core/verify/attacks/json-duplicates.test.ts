@@ -2,10 +2,16 @@
  * Attack: duplicate JSON members (RFC 7515 §4, RFC 7519 §4, RFC 8259 §4). `JSON.parse` keeps the
  * last duplicate while other parsers keep the first, so `{"sub":"alice","sub":"admin"}` means two
  * things. Tessera rejects duplicates anywhere: header, payload and nested objects, including
- * duplicates spelled with escapes. Every token here is genuinely signed by the issuer's key.
+ * duplicates spelled with escapes. Every token here is genuinely signed by the issuer's key. A
+ * key set (`jwks.file`) is read with the same strict JSON.
  */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createVerifier } from '../../../../src/verifier.ts';
+import { issuesOf } from '../../../helpers/config.ts';
 import { jsonWith, signRaw } from '../../../helpers/raw.ts';
 import { AUDIENCE, bearer, claims, ISSUER, makeKey } from '../../../helpers/tokens.ts';
 import { assertInvalidToken } from '../../../helpers/verify.ts';
@@ -82,4 +88,39 @@ describe('attack: duplicate JSON members', () => {
       'token_payload_invalid',
     );
   });
+});
+
+describe('attack: duplicate JSON members in a local key set (jwks.file)', () => {
+  const other = makeKey('ES256');
+  /** The issuer's key with `member` spelled twice: another key's value first, the real one last (what JSON.parse keeps). */
+  const keyWithTwice = (member: 'x' | 'kty') =>
+    JSON.stringify(key.jwk).replace(`"${member}":`, `"${member}":${JSON.stringify(member === 'x' ? other.jwk.x : 'RSA')},"${member}":`);
+
+  for (const [name, text] of [
+    ['a key with two x members', `{"keys":[${keyWithTwice('x')}]}`],
+    ['a key with two kty members', `{"keys":[${keyWithTwice('kty')}]}`],
+    ['two keys arrays', `{"keys":[${JSON.stringify(other.jwk)}],"keys":[${JSON.stringify(key.jwk)}]}`],
+  ] as const) {
+    it(`refuses ${name} at load, naming the file`, () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tessera-jwks-dup-'));
+      try {
+        const file = join(dir, 'jwks.json');
+        writeFileSync(file, text);
+        const issues = issuesOf(() =>
+          createVerifier({ issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { file } }] }),
+        );
+        assert.deepEqual(issues, [
+          {
+            path: 'issuers[0].jwks.file',
+            message: `cannot load JWKS from ${file}: a member name is repeated in one object (write each member once)`,
+          },
+        ]);
+        // The same key set, each member once, loads.
+        writeFileSync(file, JSON.stringify({ keys: [key.jwk] }));
+        createVerifier({ issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { file } }] });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });

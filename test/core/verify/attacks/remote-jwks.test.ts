@@ -262,6 +262,34 @@ describe('remote JWKS failure keeps the last good key set', () => {
     endpoint.body = undefined;
   });
 
+  it('attack: a key set with a member named twice in a key is a failed fetch; the last good keys stay', async () => {
+    // The rotated key, its x spelled twice: JSON.parse keeps the last (the real one), another
+    // parser the first. Refused as a token with a duplicate claim is; nothing of it is used.
+    const rotatedJwk = JSON.stringify(rotated.jwk);
+    try {
+      for (const bad of [
+        `{"keys":[${rotatedJwk.replace('"x":', `"x":${JSON.stringify(key.jwk.x)},"x":`)}]}`,
+        `{"keys":[${JSON.stringify(key.jwk)}],"keys":[${rotatedJwk}]}`,
+      ]) {
+        const clock = fakeClock();
+        endpoint.status = 200;
+        endpoint.body = undefined;
+        const verifier = remoteVerifier(endpoint, clock);
+        await verifier.ready();
+        endpoint.body = bad;
+        clock.advance(700);
+        const before = endpoint.hits;
+        assertInvalidToken(await verifier.verify(bearer(await tokenAt(clock, rotated))), verifier, 'token_kid_unknown');
+        assert.equal(endpoint.hits, before + 1);
+        assert.equal(verifier.jwksStatus()[0]?.lastError, 'response repeats a member name in one object');
+        assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+        assert.equal(verifier.jwksStatus()[0]?.keys, 1);
+      }
+    } finally {
+      endpoint.body = undefined;
+    }
+  });
+
   it('answers 503 keys_unavailable while no key set was ever fetched, and recovers once the endpoint does', async () => {
     const clock = fakeClock();
     endpoint.status = 503;
