@@ -13,6 +13,8 @@
  *   nginx+forward-auth   nginx (1 worker) + auth_request to Tessera's forward-auth (warm), the
  *                        shipped examples/nginx/nginx.conf
  *   nginx+fa-cached      the same with the example's optional decision cache on (cache_ttl 5s)
+ *   nginx+null-auth      the same nginx config with auth_request to a server that does no work
+ *                        (null-auth.ts): the ceiling any forward-auth server can reach here
  *
  * Server CPU per request comes from /proc/PID/stat (utime+stime of the server processes, workers
  * included) before and after each measured run. The machine is shared: compare ratios within a
@@ -326,6 +328,11 @@ async function main(): Promise<void> {
     const n = await startNginx('nginx-fa', exampleConf(fa.port, false));
     systems.push({ name: 'nginx+forward-auth', url: `http://127.0.0.1:${n.port}/items`, pids: [n.pid, fa.pid], token: warmToken });
   }
+  if (nginxAvailable && want('nginx+null-auth')) {
+    const na = await startNode('null-auth.ts', {});
+    const n = await startNginx('nginx-null-auth', exampleConf(na.port, false));
+    systems.push({ name: 'nginx+null-auth', url: `http://127.0.0.1:${n.port}/items`, pids: [n.pid, na.pid], token: warmToken });
+  }
   if (nginxAvailable && want('nginx+fa-cached')) {
     const fa = await startNode('tessera.ts', { ...withUp, BENCH_FA_CACHE_TTL: '5' });
     const n = await startNginx('nginx-fa-cached', exampleConf(fa.port, true));
@@ -432,6 +439,11 @@ async function main(): Promise<void> {
     '≥ 2',
     (v) => v >= 2,
   );
+  const ceiling = perRep('nginx+null-auth', 'tessera-warm', rps);
+  if (ceiling !== undefined)
+    console.log(
+      `     nginx+null-auth / tessera-warm (the ceiling of any auth_request server): ${ceiling.toFixed(2)}; by CPU per request: ${perRep('nginx+null-auth', 'tessera-warm', cpu)?.toFixed(2)}`,
+    );
   check(
     'nginx+fa-cached / tessera-warm throughput',
     perRep('nginx+fa-cached', 'tessera-warm', rps),
