@@ -23,8 +23,9 @@
  * @module
  */
 import { createHmac, hash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createRemoteJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
+import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
+import { parseJsonObject, parseJsonObjectText } from '../core/jose/json.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { Store } from '../store/contract.ts';
 import {
@@ -132,6 +133,53 @@ function unseal(key: KeyObject, label: string, value: string): Record<string, un
   }
 }
 
+/**
+ * True when `value`, parsed from `text` by `JSON.parse`, is an object that names a member twice in
+ * one object at any depth: `JSON.parse` kept the last, another reader may keep the first, so the
+ * document says two things and Tessera acts on neither (the strict JSON tokens are read with).
+ */
+function repeatsMember(text: string, value: unknown): boolean {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && parseJsonObjectText(text) === undefined;
+}
+
+/**
+ * True when the header or the claims of a compact JWS repeat a member name (`{"sub":"a","sub":"b"}`),
+ * which `jose` would read as the last. Anything else wrong with them is left to `jwtVerify`.
+ */
+function jwtRepeatsMember(jwt: string): boolean {
+  const parts = jwt.split('.');
+  if (parts.length !== 3) return false;
+  for (const part of parts.slice(0, 2)) {
+    const bytes = Buffer.from(part as string, 'base64url');
+    if (parseJsonObject(bytes) !== undefined) continue;
+    try {
+      const value = JSON.parse(bytes.toString('utf8')) as unknown;
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) return true;
+    } catch {
+      // Not JSON: jwtVerify refuses it.
+    }
+  }
+  return false;
+}
+
+/**
+ * `fetch` for the upstream's JWKS (given to `jose`): a key set that repeats a member name (two
+ * `x` in one key, two `keys` arrays) fails the fetch, as a key set that is not JSON does.
+ */
+async function strictJwksFetch(url: string, init: RequestInit): Promise<Response> {
+  const res = await fetch(url, init);
+  if (res.status !== 200) return res;
+  const text = await res.text();
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  if (repeatsMember(text, value)) throw new Error('response repeats a member name in one object');
+  return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
+}
+
 function sameText(a: string, b: string): boolean {
   return timingSafeEqual(hash('sha256', a, 'buffer'), hash('sha256', b, 'buffer'));
 }
@@ -178,7 +226,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   let metadata: { value: Promise<UpstreamMetadata>; at: number } | undefined;
   let jwks: { uri: string; set: ReturnType<typeof createRemoteJWKSet> } | undefined;
 
-  const upstreamJson = async (url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> => {
+  /** An upstream JSON response; `repeated` when it names a member twice in one object (see {@link repeatsMember}). */
+  const upstreamJson = async (url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown; repeated: boolean }> => {
     const res = await doFetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
     const text = await res.text();
     if (text.length > MAX_RESPONSE) throw new Error(`response from ${url} is larger than ${MAX_RESPONSE} bytes`);
@@ -188,7 +237,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     } catch {
       body = undefined;
     }
-    return { status: res.status, body };
+    return { status: res.status, body, repeated: repeatsMember(text, body) };
   };
 
   const endpoint = (value: unknown, name: string): string => {
@@ -200,8 +249,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
 
   const discover = async (): Promise<UpstreamMetadata> => {
     const url = `${options.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
-    const { status, body } = await upstreamJson(url, { headers: { accept: 'application/json' } });
+    const { status, body, repeated } = await upstreamJson(url, { headers: { accept: 'application/json' } });
     if (status !== 200 || typeof body !== 'object' || body === null) throw new Error(`${url} answered ${status}`);
+    if (repeated) throw new Error(`${url} repeats a member name in one object`);
     const m = body as Record<string, unknown>;
     // OIDC Discovery §4.3: the issuer in the document is exactly the one configured.
     if (m.issuer !== options.issuer) throw new Error(`${url} names another issuer`);
@@ -233,7 +283,12 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   };
 
   const keySet = (uri: string) => {
-    if (jwks?.uri !== uri) jwks = { uri, set: createRemoteJWKSet(new URL(uri), { timeoutDuration: timeoutMs, cooldownDuration: 30_000 }) };
+    if (jwks?.uri !== uri) {
+      jwks = {
+        uri,
+        set: createRemoteJWKSet(new URL(uri), { timeoutDuration: timeoutMs, cooldownDuration: 30_000, [customFetch]: strictJwksFetch }),
+      };
+    }
     return jwks.set;
   };
 
@@ -299,7 +354,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       const codes = query.getAll('code');
       if (codes.length !== 1 || codes[0] === '') return fail('login_code_rejected');
 
-      let tokenResponse: { status: number; body: unknown };
+      let tokenResponse: { status: number; body: unknown; repeated: boolean };
       try {
         tokenResponse = await upstreamJson(m.token_endpoint, {
           method: 'POST',
@@ -315,6 +370,11 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         warn(`oidc: token request to ${m.token_endpoint} failed: ${(e as Error).name}`);
         return fail('login_upstream_unavailable');
       }
+      if (tokenResponse.repeated) {
+        // Two id_token (or error) members: which one the provider meant is not ours to guess.
+        warn(`oidc: the token endpoint's response (${tokenResponse.status}) repeats a member name in one object`);
+        return fail('login_code_rejected');
+      }
       const body = (typeof tokenResponse.body === 'object' && tokenResponse.body !== null ? tokenResponse.body : {}) as Record<
         string,
         unknown
@@ -325,6 +385,11 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         return fail('login_code_rejected');
       }
 
+      // jose reads {"sub":"a","sub":"b"} as b; the strict JSON Tessera reads tokens with refuses it.
+      if (jwtRepeatsMember(body.id_token)) {
+        warn('oidc: the ID token repeats a member name in one object (header or claims)');
+        return fail('login_id_token_invalid');
+      }
       let claims: JWTPayload;
       try {
         const verified = await jwtVerify(body.id_token, keySet(m.jwks_uri), {

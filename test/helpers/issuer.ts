@@ -38,7 +38,15 @@ export function basic(id: string, secret: string): string {
 }
 
 export async function startIssuer(
-  options: { config?: Partial<TesseraConfigInput>; clock?: () => number; dir?: string; master?: MasterKey; store?: Store } = {},
+  options: {
+    config?: Partial<TesseraConfigInput>;
+    clock?: () => number;
+    dir?: string;
+    master?: MasterKey;
+    store?: Store;
+    /** Told what the token service warns about (the upstream OIDC provider's failures). */
+    onWarning?: (message: string) => void;
+  } = {},
 ): Promise<RunningIssuer> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tessera-issuer-'));
   let handler: ((req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => boolean) | undefined;
@@ -62,7 +70,7 @@ export async function startIssuer(
   await service.keys.reload();
   if (service.keys.status().length === 0) await service.keys.rotate({ immediate: true });
   await service.start();
-  handler = createTokenServiceHandler(service);
+  handler = createTokenServiceHandler(service, options.onWarning ? { onWarning: options.onWarning } : {});
   return {
     url,
     service,

@@ -117,6 +117,8 @@ export interface RogueUpstream {
   readonly tokenRequests: { form: URLSearchParams; authorization: string | undefined }[];
   /** When set, the JWKS answers 503 (a provider partly down). */
   jwksDown: boolean;
+  /** When set, each JSON answer (discovery, JWKS, token) is sent as this returns it: its path and its text as it would be. */
+  rewrite: ((path: string, json: string) => string) | undefined;
   close(): Promise<void>;
 }
 
@@ -135,12 +137,14 @@ export async function startRogueProvider(): Promise<RogueUpstream> {
     idToken: () => '',
     tokenRequests,
     jwksDown: false,
+    rewrite: undefined,
     close: () => close(server),
   };
   const server = createServer((req, res) => {
     const json = (body: unknown) => {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
+      const text = JSON.stringify(body);
+      res.end(rogue.rewrite === undefined ? text : rogue.rewrite(path as string, text));
     };
     const path = (req.url ?? '').split('?')[0];
     if (path === '/.well-known/openid-configuration') {

@@ -33,11 +33,13 @@ async function startTessera(
   extra: Record<string, unknown> = {},
   clock?: () => number,
   master?: RunningIssuer['master'],
+  onWarning?: (message: string) => void,
 ): Promise<RunningIssuer> {
   const issuer = await startIssuer({
     config: { token_service: { authorization: oidcConfig(upstream, extra) } } as never,
     ...(clock ? { clock } : {}),
     ...(master ? { master } : {}),
+    ...(onWarning ? { onWarning } : {}),
   });
   await issuer.service.registerClient({
     id: 'mcp-app',
@@ -382,6 +384,124 @@ describe('attacks on the login callback (scripted upstream)', () => {
       assert.ok(!reasons.includes('login_id_token_invalid'));
     } finally {
       rogue.jwksDown = false;
+      await fresh.close();
+    }
+  });
+
+  /** A compact ES256 JWS over exactly these header and payload texts (duplicates and all), signed by the provider's key. */
+  async function rawIdToken(header: string, payload: string): Promise<string> {
+    const { sign } = await import('node:crypto');
+    const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(payload).toString('base64url')}`;
+    return `${input}.${sign('sha256', Buffer.from(input), { key: rogue.key, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+  }
+
+  it('an ID token that names a member twice (two sub, two kid, a nested claim twice) is refused, not read as the last', async () => {
+    const warnings: string[] = [];
+    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const rest = (nonce: string) =>
+        `"iss":${JSON.stringify(rogue.url)},"aud":${JSON.stringify(UPSTREAM_CLIENT)},"nonce":${JSON.stringify(nonce)},"iat":${now},"exp":${now + 300}`;
+      const header = `{"alg":"ES256","kid":"${rogue.kid}"}`;
+      const cases: [string, (nonce: string) => [string, string]][] = [
+        ['sub twice', (n) => [header, `{"sub":"victim","sub":"rogue-user",${rest(n)}}`]],
+        ['kid twice in the header', (n) => [`{"alg":"ES256","kid":"other","kid":"${rogue.kid}"}`, `{"sub":"rogue-user",${rest(n)}}`]],
+        ['a member twice in a nested claim', (n) => [header, `{"sub":"rogue-user","address":{"country":"A","country":"B"},${rest(n)}}`]],
+      ];
+      const start = async (browser: Browser) => {
+        const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+        return new URL(res.headers.get('location') as string).searchParams;
+      };
+      const finish = (browser: Browser, p: URLSearchParams) =>
+        browser.fetch(`${fresh.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`);
+      // The same token with each member once signs in: only the repetition is refused.
+      const control = new Browser();
+      const cp = await start(control);
+      rogue.idToken = () => rawIdToken(header, `{"sub":"rogue-user",${rest(cp.get('nonce') as string)}}`);
+      assert.equal((await finish(control, cp)).status, 303);
+      for (const [name, build] of cases) {
+        const browser = new Browser();
+        const p = await start(browser);
+        const token = await rawIdToken(...build(p.get('nonce') as string));
+        rogue.idToken = () => token;
+        await fresh.service.audit.flush();
+        const before = (await audit(fresh)).length;
+        await expectPage(await finish(browser, p), 401);
+        assert.ok(!browser.jar.has('tessera-session'), name);
+        assert.deepEqual((await audit(fresh)).slice(before), ['login_id_token_invalid'], name);
+        assert.match(warnings.at(-1) ?? '', /ID token repeats a member name in one object/, name);
+        for (const part of token.split('.')) assert.ok(!warnings.join('\n').includes(part), 'no part of the token in the log');
+      }
+    } finally {
+      await fresh.close();
+    }
+  });
+
+  it('a token response that names id_token twice is refused (login_code_rejected), not read as the last', async () => {
+    const warnings: string[] = [];
+    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    try {
+      const browser = new Browser();
+      const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+      const p = new URL(res.headers.get('location') as string).searchParams;
+      // Both verify: which person signs in would depend on which of the two a reader keeps.
+      const victim = await idToken({ nonce: p.get('nonce'), sub: 'victim' });
+      rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+      rogue.rewrite = (path, text) => (path === '/token' ? `{"id_token":${JSON.stringify(victim)},${text.slice(1)}` : text);
+      const html = await expectPage(
+        await browser.fetch(`${fresh.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`),
+        401,
+      );
+      assert.match(html, /Signing in did not complete/);
+      assert.ok(!browser.jar.has('tessera-session'));
+      assert.deepEqual(await audit(fresh), ['login_code_rejected']);
+      assert.match(warnings.join('\n'), /the token endpoint's response \(200\) repeats a member name in one object/);
+      assert.ok(!warnings.join('\n').includes(victim.split('.')[1] as string));
+    } finally {
+      rogue.rewrite = undefined;
+      await fresh.close();
+    }
+  });
+
+  it('a discovery document that names a member twice (two jwks_uri) is refused: no login starts (502 page)', async () => {
+    const warnings: string[] = [];
+    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    rogue.rewrite = (path, text) =>
+      path === '/.well-known/openid-configuration' ? text.replace('"jwks_uri":', '"jwks_uri":"https://evil.test/jwks","jwks_uri":') : text;
+    try {
+      const browser = new Browser();
+      const html = await expectPage(await browser.fetch(authorizeUrl(fresh, pkcePair().challenge)), 502);
+      assert.match(html, /could not be reached/);
+      assert.ok(!browser.jar.has('tessera-login'));
+      assert.deepEqual(await audit(fresh), ['login_upstream_unavailable']);
+      assert.match(warnings.join('\n'), /openid-configuration repeats a member name in one object/);
+    } finally {
+      rogue.rewrite = undefined;
+      await fresh.close();
+    }
+  });
+
+  it('a provider JWKS that names a member twice (two x in the key) fails closed as unavailable, not read as the last', async () => {
+    const warnings: string[] = [];
+    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    try {
+      const { generateKeyPairSync } = await import('node:crypto');
+      const strangerX = (generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as { x: string }).x;
+      const browser = new Browser();
+      const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+      const p = new URL(res.headers.get('location') as string).searchParams;
+      rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+      rogue.rewrite = (path, text) => (path === '/jwks' ? text.replace('"x":', `"x":"${strangerX}","x":`) : text);
+      const html = await expectPage(
+        await browser.fetch(`${fresh.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`),
+        502,
+      );
+      assert.match(html, /could not be reached/);
+      assert.ok(!browser.jar.has('tessera-session'));
+      assert.deepEqual(await audit(fresh), ['login_upstream_unavailable']);
+      assert.match(warnings.join('\n'), /\/jwks failed: Error: response repeats a member name in one object/);
+    } finally {
+      rogue.rewrite = undefined;
       await fresh.close();
     }
   });
