@@ -57,6 +57,11 @@ export const OAUTH_ERROR_CODES = {
   },
   request_body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large.' },
   request_body_malformed: { status: 400, error: 'invalid_request', description: 'The request body is not valid form data.' },
+  request_body_member_repeated: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request body names a member more than once in one JSON object.',
+  },
   request_parameter_missing: { status: 400, error: 'invalid_request', description: 'A required parameter is missing.' },
   request_parameter_repeated: { status: 400, error: 'invalid_request', description: 'A parameter is included more than once.' },
   request_parameter_invalid: { status: 400, error: 'invalid_request', description: 'A parameter has an invalid value.' },
@@ -222,6 +227,11 @@ export const OAUTH_ERROR_CODES = {
     status: 400,
     error: 'invalid_client_metadata',
     description: 'The client metadata is invalid.',
+  },
+  registration_metadata_member_repeated: {
+    status: 400,
+    error: 'invalid_client_metadata',
+    description: 'The client metadata names a member more than once in one object.',
   },
   registration_rate_limited: {
     status: 429,

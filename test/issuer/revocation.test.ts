@@ -279,6 +279,27 @@ describe('admin API', () => {
     assert.equal((await post({ grant_id: 'a', subject: 'b' }, token)).status, 400);
   });
 
+  it('refuses a revocation body that names a member twice ({"subject":"frank","subject":"gina"}): no one is revoked', async () => {
+    // JSON.parse reads the last subject; a proxy or log that read the body may have read the first.
+    const frank = (await issuer.service.mint({ clientId: 'broker', subject: 'frank', ttl: 3600, audiences: [API] })).access_token;
+    const gina = (await issuer.service.mint({ clientId: 'broker', subject: 'gina', ttl: 3600, audiences: [API] })).access_token;
+    const token = await adminToken();
+    for (const body of ['{"subject":"frank","subject":"gina"}', '{"subject":"gina","reason":"a","reason":"b"}']) {
+      const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body,
+      });
+      assert.equal(res.status, 400, body);
+      assert.deepEqual(await res.json(), {
+        error: 'invalid_request',
+        error_description: 'The request body names a member more than once in one JSON object.',
+      });
+    }
+    assert.equal(await valid(frank), true);
+    assert.equal(await valid(gina), true);
+  });
+
   it('answers 405 with Allow: GET for another method on the grant tree', async () => {
     const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, {
       method: 'DELETE',

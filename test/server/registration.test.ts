@@ -190,6 +190,29 @@ describe('dynamic client registration', () => {
     await expectError(await register([mcpClient]), 400, 'invalid_client_metadata');
   });
 
+  it('DCR metadata that names a member twice (two redirect_uris, two token_endpoint_auth_method): invalid_client_metadata, nothing registered', async () => {
+    // JSON.parse reads the last; a proxy or log that checked the body may have read the first.
+    const rest = '"client_name":"Twice","grant_types":["authorization_code","refresh_token"],"response_types":["code"]';
+    const bodies = [
+      `{${rest},"token_endpoint_auth_method":"none","redirect_uris":["http://127.0.0.1:1/ok"],"redirect_uris":["http://127.0.0.1:2/cb"]}`,
+      `{${rest},"redirect_uris":["http://127.0.0.1:2/cb"],"token_endpoint_auth_method":"client_secret_basic","token_endpoint_auth_method":"none"}`,
+    ];
+    const clients = (await issuer.store.listClients()).length;
+    for (const body of bodies) {
+      const res = await fetch(`${issuer.url}/oauth2/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${IAT}` },
+        body,
+      });
+      assert.equal(res.status, 400, body);
+      assert.deepEqual(await res.json(), {
+        error: 'invalid_client_metadata',
+        error_description: 'The client metadata names a member more than once in one object.',
+      });
+    }
+    assert.equal((await issuer.store.listClients()).length, clients, 'nothing registered');
+  });
+
   describe('errors of an authorization request before the person sees anything', () => {
     const authorize = (clientId: string, redirectUri: string) => {
       const q = new URLSearchParams({
