@@ -172,6 +172,27 @@ describe('clients', () => {
     assert.equal(c.client_secret, undefined);
   });
 
+  it('refuses a --jwks file that names a member twice (two x in a key, two keys arrays): one line naming the file, nothing registered', () => {
+    const mine = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as { x: string };
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+    const key = JSON.stringify({ ...mine, kid: 'wk' });
+    // JSON.parse keeps the last of each; another JOSE library given the same file may keep the first.
+    for (const text of [
+      key.replace('"x":', `"x":"${(other as { x: string }).x}","x":`),
+      `{"keys":[${JSON.stringify({ ...other, kid: 'wk' })}],"keys":[${key}]}`,
+    ]) {
+      writeFileSync(join(dir, 'twice.json'), text.startsWith('{"keys"') ? text : `{"keys":[${text}]}`);
+      const r = tessera('clients', 'add', 'twice', '--scopes', 'demo:read', '--audiences', 'https://api.test', '--jwks', 'twice.json');
+      assert.equal(r.code, 1, text);
+      assert.equal(
+        r.stderr,
+        'tessera: --jwks: cannot load a JWKS from twice.json: a member name is repeated in one object (write each member once)\n',
+      );
+      assert.equal(r.stdout, '');
+    }
+    assert.equal(tessera('clients', 'show', 'twice').stderr, 'tessera: no client "twice"\n', 'nothing registered');
+  });
+
   it('registers a public client with redirect URIs and a name: no secret, authorization_code and refresh_token', () => {
     const c = json(
       'clients',
