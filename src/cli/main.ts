@@ -18,6 +18,14 @@ import { registerToken } from './commands/token.ts';
 import { registerTrace } from './commands/trace.ts';
 import { reportError } from './output.ts';
 
+/**
+ * A token hash or request id may start with `-` (base64url has it), and then reads as an option:
+ * say how to pass it, rather than only that no such option exists.
+ */
+function dashHint(text: string): string {
+  return /unknown option '-[A-Za-z0-9_][A-Za-z0-9_-]{2,}'/.test(text) ? "; a value that starts with '-' goes after --" : '';
+}
+
 export function buildProgram(): Command {
   const program = new Command('tessera')
     .description('Short-lived, scoped, sender-bound and attributable bearer tokens for AI agents and the APIs they call.')
@@ -29,7 +37,7 @@ export function buildProgram(): Command {
           `tessera: ${text
             .replace(/^error: /, '')
             .trim()
-            .replace(/\s*\n\s*/g, ' ')} (run with --help for usage)\n`,
+            .replace(/\s*\n\s*/g, ' ')}${dashHint(text)} (run with --help for usage)\n`,
         ),
     })
     .exitOverride();

@@ -254,7 +254,10 @@ describe('tessera trace', () => {
   });
 
   it('traces a token hash, as the gateway recorded it', () => {
-    const t = json([chain.hash2]);
+    // After `--`: a token hash starts with '-' one time in 64, and would then read as an option.
+    const r = trace(['--json', '--', chain.hash2]);
+    assert.equal(r.status, 0, r.stderr);
+    const t = JSON.parse(r.stdout) as Trace;
     assert.deepEqual(t.query, { kind: 'token-hash', value: chain.hash2, from_token: false });
     assert.equal(t.grants.find((g) => g.focus)?.id, chain.g2);
     assert.equal(t.grants.find((g) => g.focus)?.tokens[0]?.requests.length, 4);
@@ -341,6 +344,17 @@ describe('tessera trace', () => {
     };
     assert.equal(run('--jti', chain.jti2).filter((e) => e.startsWith('gateway.request')).length, 4);
     assert.deepEqual(run('--token-hash', chain.hash2, '--request-id', 'trace-req-2'), ['gateway.request trace-req-2']);
+  });
+
+  it('says that an id starting with - goes after --, rather than only that no such option exists', () => {
+    const r = trace(['-hPfCmzAqgriAuJ4']);
+    assert.equal(r.status, 1);
+    assert.equal(r.stdout, '');
+    assert.match(
+      r.stderr,
+      /^tessera: unknown option '-hPfCmzAqgriAuJ4'; a value that starts with '-' goes after -- \(run with --help for usage\)\n$/,
+    );
+    assert.match(trace(['--kind', 'token-hash', '--', '-hPfCmzAqgriAuJ4']).stderr, /^tessera: /, 'after --, it is looked up');
   });
 
   it('documents itself in --help with an example', () => {

@@ -268,6 +268,7 @@ Examples:
   tessera trace 0f8e2c1a-5d7b-4c2e-9a61-3b2d4f5e6a7b        # a request id from X-Request-Id, or a jti
   tessera trace g_0193a6f2-…                               # a grant: its ancestors and everything below it
   pbpaste | tessera trace -                                # a token: looked up by its hash, never printed
+  tessera trace -- -hPfCmzAqgriAuJ4                        # an id that starts with '-' goes after --
 
 Exit status: 0 when something matched, 1 with a one-line reason otherwise.`,
     )
