@@ -109,6 +109,19 @@ function callerGone(req: IncomingMessage): boolean {
 }
 
 /** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
+/**
+ * The epoch second from which the verifier refuses `p`'s token, when the stream registry cuts an
+ * exchange for expiry: a JWT's `exp` plus its issuer's clock skew (the verifier accepts while
+ * `exp > now - skew`; an issuer no longer configured gets none); an introspected token's `exp`
+ * (compared without skew), or never when the response had none (its `expiresAt` is then only how
+ * long the answer may be cached); a static token's `expiresAt` (never).
+ */
+function acceptedUntil(config: TesseraConfig, p: Principal): number {
+  if (p.kind === 'jwt') return p.expiresAt + (config.issuers.find((i) => i.issuer === p.issuer)?.clock_skew ?? 0);
+  if (p.kind === 'introspection') return typeof p.claims.exp === 'number' ? p.expiresAt : Number.POSITIVE_INFINITY;
+  return p.expiresAt;
+}
+
 function originOf(s: GatewayState, req: IncomingMessage): string {
   try {
     return new URL(s.publicUrl ?? absoluteUrl(s, req)).origin;
@@ -254,7 +267,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   });
   const maxQueue = state.audit?.max_queue ?? 100_000;
 
-  const streams = new StreamRegistry({ clock, revocation: deps.revocation });
+  const streams = new StreamRegistry({ clock, revocation: deps.revocation, acceptedUntil: (p) => acceptedUntil(state.config, p) });
   let inflight = 0;
   let closing = false;
   let drained: (() => void) | undefined;
@@ -649,6 +662,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     handler: ForwardHandle | undefined = undefined;
     untrack: (() => void) | undefined = undefined;
     closedBy: StreamCloseReason | undefined = undefined;
+    /** The upstream's response head has arrived. */
+    responded = false;
     readonly x: Exchange;
     readonly req: IncomingMessage;
     readonly res: ServerResponse;
@@ -670,11 +685,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
     close(reason: StreamCloseReason): void {
       this.closedBy = reason;
-      streamClosedEvent(this.x, this.principal, reason);
+      // Before the response, the request's own event becomes the refusal (onFailure); after it,
+      // the request was allowed and answered, and the close is a decision of its own.
+      if (this.responded) streamClosedEvent(this.x, this.principal, reason);
       this.handler?.abort(new StreamClosed(reason));
     }
 
     onResponse(status: number, streaming: boolean): void {
+      this.responded = true;
       this.x.upstreamStatus = status;
       this.x.status = status;
       this.streaming = streaming;

@@ -36,9 +36,21 @@ export class StreamRegistry {
   readonly #revocation: RevocationCheck | undefined;
   readonly #unsubscribe: (() => void) | undefined;
   readonly #timer: NodeJS.Timeout;
+  readonly #acceptedUntil: (p: Principal) => number;
 
-  constructor(options: { clock: Clock; revocation?: RevocationFeed | undefined; sweepIntervalMs?: number }) {
+  /**
+   * `acceptedUntil`: the epoch second from which the verifier would refuse the principal's token
+   * (its `exp` plus the issuer's clock skew), so an exchange is never cut while its token would
+   * still be accepted; by default `expiresAt`.
+   */
+  constructor(options: {
+    clock: Clock;
+    revocation?: RevocationFeed | undefined;
+    sweepIntervalMs?: number;
+    acceptedUntil?: (p: Principal) => number;
+  }) {
     this.#clock = options.clock;
+    this.#acceptedUntil = options.acceptedUntil ?? ((p) => p.expiresAt);
     this.#revocation = options.revocation;
     this.#unsubscribe = options.revocation?.subscribe(() => this.checkRevoked());
     this.#timer = setInterval(() => this.sweepExpired(), options.sweepIntervalMs ?? 1000);
@@ -92,7 +104,7 @@ export class StreamRegistry {
     const now = this.#clock() / 1000;
     for (const s of [...this.#streams]) {
       const p = s.principal;
-      if (p !== undefined && p.expiresAt <= now) this.#close(s, 'token_expired');
+      if (p !== undefined && this.#acceptedUntil(p) <= now) this.#close(s, 'token_expired');
     }
   }
 

@@ -154,7 +154,7 @@ describe('gateway: SSE and streamed responses', () => {
     assert.equal(again.status, 401);
   });
 
-  it('revocation race: a grant revoked after the decision but before the upstream starts its stream ends the stream', async () => {
+  it('revocation race: a grant revoked after the decision but before the upstream starts its stream refuses the request', async () => {
     const t = await token({ grant_id: 'g-late', jti: 'j-late' });
     const closedBefore = upstreamClosed;
     const opening = openSse(`${gw.url}/events/late`, `Bearer ${t}`);
@@ -165,17 +165,21 @@ describe('gateway: SSE and streamed responses', () => {
       sse.ended,
       new Promise((_, reject) => setTimeout(() => reject(new Error('the stream outlived its revocation')), 2000)),
     ]);
+    // Nothing of the stream was relayed: the request itself is refused, as a revoked token is.
+    assert.equal(sse.status, 401);
     assert.equal(sse.events.length, 0);
     await until(() => upstreamClosed > closedBefore);
-    await gw.served.gateway.audit.flush();
-    const closed = gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed');
-    assert.equal(closed.at(-1)?.jti, 'j-late');
-    assert.equal(closed.at(-1)?.reason, 'token_revoked');
+    const own = (await requestEvents(gw)).filter((e) => e.jti === 'j-late');
+    assert.deepEqual(
+      own.map((e) => [e.decision, e.reason]),
+      [['deny', 'token_revoked']],
+    );
   });
 
-  it('ends an SSE stream when its token expires', async () => {
+  it('ends an SSE stream when its token expires (once past the clock skew the verifier allows)', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const t = await token({ iat: now - 10, exp: now + 1 });
+    // Expired 29 s ago: still accepted under the issuer's 30 s clock skew, refused from now + 1.
+    const t = await token({ iat: now - 40, exp: now - 29 });
     const sse = await openSse(`${gw.url}/events/forever`, `Bearer ${t}`);
     assert.equal(sse.status, 200);
     const start = Date.now();
@@ -240,6 +244,10 @@ describe('gateway: requests in flight when their token is revoked or expires', (
       req.on('data', (c: Buffer) => {
         seen.bodyBytes += c.length;
       });
+      if (req.url === '/slow') {
+        setTimeout(() => res.writeHead(200, { 'content-length': '4' }).end('done'), 1500);
+        return;
+      }
       if (req.url?.startsWith('/download')) {
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(SIZE) });
         res.write(Buffer.alloc(FIRST, 1));
@@ -265,6 +273,11 @@ describe('gateway: requests in flight when their token is revoked or expires', (
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
   });
+
+  async function revokedDenies(): Promise<number> {
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    return Number(/^tessera_gateway_denies_total\{reason="token_revoked"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+  }
 
   async function closedEvent(jti: string) {
     await gw.served.gateway.audit.flush();
@@ -293,7 +306,7 @@ describe('gateway: requests in flight when their token is revoked or expires', (
 
   it('expired download: a response with a Content-Length still in flight is cut when its token expires', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const t = await token({ iat: now - 10, exp: now + 1, jti: 'j-dl-exp' });
+    const t = await token({ iat: now - 40, exp: now - 29, jti: 'j-dl-exp' });
     const dl = await openDownload(`${gw.url}/download/expired`, `Bearer ${t}`);
     assert.equal(dl.status, 200);
     const end = await within(dl.ended, 3500, 'the download outlived its token');
@@ -303,8 +316,18 @@ describe('gateway: requests in flight when their token is revoked or expires', (
     assert.equal((await closedEvent('j-dl-exp'))?.reason, 'token_expired');
   });
 
+  it('a token past its exp but inside the clock skew is not cut while the verifier would still accept it', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const t = await token({ iat: now - 60, exp: now - 5, jti: 'j-skew' });
+    const res = await fetch(`${gw.url}/slow`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'done');
+    assert.equal(await closedEvent('j-skew'), undefined);
+  });
+
   it('revoked upload: a request body still being sent is cut when its grant is revoked, and the upstream request aborted', async () => {
     const t = await token({ grant_id: 'g-up', jti: 'j-up' });
+    const deniesBefore = await revokedDenies();
     const outcome = new Promise<{ status?: number; headers?: IncomingMessage['headers']; error?: string }>((resolve) => {
       const req = request(`${gw.url}/upload`, {
         method: 'PUT',
@@ -328,6 +351,14 @@ describe('gateway: requests in flight when their token is revoked or expires', (
     assert.equal(got.headers?.connection, 'close');
     await until(() => upstreamSeen.get('/upload')?.aborted === true);
     assert.ok((upstreamSeen.get('/upload')?.bodyBytes ?? 0) < SIZE);
-    assert.equal((await closedEvent('j-up'))?.reason, 'token_revoked');
+    // Cut before its response: the request's own event is the refusal, counted once.
+    const events = await requestEvents(gw);
+    const own = events.filter((e) => e.jti === 'j-up');
+    assert.deepEqual(
+      own.map((e) => [e.decision, e.reason]),
+      [['deny', 'token_revoked']],
+    );
+    assert.equal(await closedEvent('j-up'), undefined);
+    assert.equal((await revokedDenies()) - deniesBefore, 1);
   });
 });
