@@ -91,7 +91,8 @@ export function codeFrom(r: Row): AuthorizationCodeRecord {
 /**
  * The `event` column of an audit row: the event without the fields that have columns of their own
  * (id, time, kind and the indexed ids). Writing them twice cost a fifth of an event's insert.
- * Rows written before this kept the whole event there; {@link auditEventFrom} reads both.
+ * Rows written before this (schema 7 and older) kept the whole event there; {@link auditEventFrom}
+ * reads both, and migration 8 makes an older Tessera refuse a database with rows of this shape.
  */
 export function auditEventBody(e: AuditEvent): string {
   const { id, time, kind, subject, client_id, delegation_id, request_id, jti, token_hash, ...rest } = e;
@@ -110,7 +111,8 @@ const AUDIT_COLUMNS: ReadonlySet<string> = new Set([
   'token_hash',
 ]);
 
-// AuditEvent's field order, so an event read back serializes as its producer's did.
+// AuditEvent's field order: an event read back always lists its fields in this order (the one
+// its producer built may differ, as JSON lines sinks print it).
 const AUDIT_FIELDS = [
   'id',
   'time',

@@ -266,7 +266,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const live = await created(store, newGrant({ clientId: on.id }, now), now);
         const dead = await created(store, newGrant({ clientId: on.id }, now), now);
         await store.revokeGrants({ grantId: dead.id }, { at: now, reason: 'test', entryExpiresAt: now + 600 });
-        // One turn of the event loop: a backend that writes these in one transaction must still
+        // Created together: a backend that writes these in one transaction must still
         // check every one (a cached answer for one client or parent must not decide another's).
         const results = await Promise.all([
           store.createGrant(newGrant({ clientId: on.id, parentId: live.id }, now), now),

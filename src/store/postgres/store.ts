@@ -163,6 +163,12 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
         kid text PRIMARY KEY, alg text NOT NULL, public_jwk text NOT NULL, created_at bigint NOT NULL, activates_at bigint NOT NULL);
     `,
   },
+  {
+    // audit_events.event holds only the fields without a column of their own; no data changes, but
+    // an older Tessera, which reads the whole event from that column, must refuse the database.
+    version: 8,
+    sql: 'SELECT 1;',
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';

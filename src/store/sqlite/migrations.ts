@@ -172,4 +172,10 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 8,
+    description:
+      'audit_events.event holds only the fields without a column of their own (id, time, kind and the indexed ids are read from their columns); no data changes, but an older Tessera, which reads the whole event from that column, must refuse the database',
+    sql: 'SELECT 1;',
+  },
 ];

@@ -324,7 +324,7 @@ export class SqliteStore implements Store {
    * checkpoints they bring), and under load the requests whose sockets became readable while one
    * turn's requests were handled reach this call in the next turn. Waiting for them took a batch
    * from 4.3 to 6.5 grants and CPU per token exchange down by about a sixth with 8 concurrent
-   * clients (bench/README.md); a lone exchange waits one more pass of an idle event loop.
+   * clients (bench/README.md, "Grant commits and audit rows"); a lone exchange waits one more pass of an idle event loop.
    */
   createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'> {
     return new Promise((resolve, reject) => {
