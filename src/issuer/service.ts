@@ -549,12 +549,18 @@ export class TokenService {
   async registerDynamicClient(
     metadata: unknown,
     authorization: string | undefined,
-    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+    extra: {
+      readonly requestId?: string | undefined;
+      readonly remoteAddr?: string | undefined;
+      /** The HTTP body was not JSON, or named a member twice: refused here, rate-limited and audited. */
+      readonly bodyFault?: 'registration_metadata_invalid' | 'registration_metadata_member_repeated';
+    } = {},
   ): Promise<RegistrationResponse> {
     try {
       // Before the initial access token is checked: a flood is refused whether or not it guesses.
       const wait = this.#registrations.take(extra.remoteAddr ?? '');
       if (wait > 0) throw new OAuthError('registration_rate_limited', { retryAfter: wait });
+      if (extra.bodyFault !== undefined) throw new OAuthError(extra.bodyFault);
       return await registerDynamicClient(this.#ctx, metadata, authorization);
     } catch (e) {
       const error = asOAuthError(e);

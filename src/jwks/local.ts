@@ -1,12 +1,11 @@
 /**
  * Local JWKS: inline keys or a JSON file, loaded once at construction.
  */
-import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { ConfigIssue } from '../core/errors.ts';
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
-import { parseJsonObject } from '../core/jose/json.ts';
+import { STRICT_JSON_FAULTS, strictJsonFault } from '../core/jose/json.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 
 /**
@@ -35,9 +34,9 @@ export function loadLocalJwks(
     }
     // The strict JSON tokens are read with: a member named twice (`"x"` in one key) would be read
     // as its last value here and maybe as its first by another JOSE library given the same file.
-    if (typeof document === 'object' && document !== null && !Array.isArray(document) && parseJsonObject(bytes) === undefined) {
-      const reason = isUtf8(bytes) ? 'a member name is repeated in one object (write each member once)' : 'not UTF-8';
-      issues.push({ path: `${path}.file`, message: `cannot load JWKS from ${file}: ${reason}` });
+    const fault = strictJsonFault(bytes, document);
+    if (fault !== undefined) {
+      issues.push({ path: `${path}.file`, message: `cannot load JWKS from ${file}: ${STRICT_JSON_FAULTS[fault]}` });
       return new KeySet([]);
     }
   } else {

@@ -10,7 +10,7 @@
  * @module
  */
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
-import { parseJsonObjectText } from '../core/jose/json.ts';
+import { strictJsonFault } from '../core/jose/json.ts';
 import type { VerificationKey } from '../core/jose/jwk.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import type { Clock, KeyMiss, KeySource } from '../core/ports.ts';
@@ -167,7 +167,7 @@ export class RemoteJwks implements KeySource {
     }
     // The strict JSON tokens are read with: a member named twice in a key is refused, as a token
     // with a duplicate claim is, rather than read as its last value.
-    if (typeof document === 'object' && document !== null && !Array.isArray(document) && parseJsonObjectText(text) === undefined) {
+    if (strictJsonFault(text, document) !== undefined) {
       throw new Error('response repeats a member name in one object');
     }
     const parsed = parseJwks(document, { algorithms: this.#o.algorithms, publicOnly: true });

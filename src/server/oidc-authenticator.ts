@@ -25,7 +25,7 @@
 import { createHmac, hash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
-import { parseJsonObject, parseJsonObjectText } from '../core/jose/json.ts';
+import { parseJsonObject, strictJsonFault } from '../core/jose/json.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { Store } from '../store/contract.ts';
 import {
@@ -134,15 +134,6 @@ function unseal(key: KeyObject, label: string, value: string): Record<string, un
 }
 
 /**
- * True when `value`, parsed from `text` by `JSON.parse`, is an object that names a member twice in
- * one object at any depth: `JSON.parse` kept the last, another reader may keep the first, so the
- * document says two things and Tessera acts on neither (the strict JSON tokens are read with).
- */
-function repeatsMember(text: string, value: unknown): boolean {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && parseJsonObjectText(text) === undefined;
-}
-
-/**
  * True when the header or the claims of a compact JWS repeat a member name (`{"sub":"a","sub":"b"}`),
  * which `jose` would read as the last. Anything else wrong with them is left to `jwtVerify`.
  */
@@ -176,7 +167,7 @@ async function strictJwksFetch(url: string, init: RequestInit): Promise<Response
   } catch {
     value = undefined;
   }
-  if (repeatsMember(text, value)) throw new Error('response repeats a member name in one object');
+  if (strictJsonFault(text, value) !== undefined) throw new Error('response repeats a member name in one object');
   return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
 }
 
@@ -226,7 +217,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   let metadata: { value: Promise<UpstreamMetadata>; at: number } | undefined;
   let jwks: { uri: string; set: ReturnType<typeof createRemoteJWKSet> } | undefined;
 
-  /** An upstream JSON response; `repeated` when it names a member twice in one object (see {@link repeatsMember}). */
+  /** An upstream JSON response; `repeated` when it names a member twice in one object (see {@link strictJsonFault}). */
   const upstreamJson = async (url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown; repeated: boolean }> => {
     const res = await doFetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
     const text = await res.text();
@@ -237,7 +228,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     } catch {
       body = undefined;
     }
-    return { status: res.status, body, repeated: repeatsMember(text, body) };
+    return { status: res.status, body, repeated: strictJsonFault(text, body) !== undefined };
   };
 
   const endpoint = (value: unknown, name: string): string => {

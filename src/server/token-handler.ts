@@ -13,7 +13,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { uuidv7 } from '../audit/id.ts';
-import { parseJsonObjectText } from '../core/jose/json.ts';
+import { strictJsonFault } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
@@ -70,15 +70,6 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
-}
-
-/**
- * True when `value`, parsed from `text` by `JSON.parse`, is an object that names a member twice in
- * one object at any depth (`{"redirect_uris":[…],"redirect_uris":[…]}`): `JSON.parse` kept the
- * last, a proxy or log that read the same body may have kept the first, so it is refused.
- */
-function repeatsMember(text: string, value: unknown): boolean {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && parseJsonObjectText(text) === undefined;
 }
 
 function send(res: ServerResponse, status: number, body: string | undefined, headers: Record<string, string>): void {
@@ -239,18 +230,21 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
     if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
     let metadata: unknown;
-    let text: string;
+    // A body that is no JSON, or names a member twice, is refused by the service, after its rate
+    // limit and with its audit event, like any other refused registration.
+    let bodyFault: 'registration_metadata_invalid' | 'registration_metadata_member_repeated' | undefined;
     try {
-      text = await readBody(req, limit);
+      const text = await readBody(req, limit);
       metadata = JSON.parse(text);
+      if (strictJsonFault(text, metadata) !== undefined) bodyFault = 'registration_metadata_member_repeated';
     } catch (err) {
       if (err instanceof BodyTooLarge) throw err;
-      throw new OAuthError('registration_metadata_invalid');
+      bodyFault = 'registration_metadata_invalid';
     }
-    if (repeatsMember(text, metadata)) throw new OAuthError('registration_metadata_member_repeated');
     const result = await service.registerDynamicClient(metadata, req.headers.authorization, {
       requestId,
       remoteAddr: req.socket.remoteAddress,
+      ...(bodyFault !== undefined ? { bodyFault } : {}),
     });
     send(res, 201, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
   };
@@ -272,7 +266,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         throw new OAuthError('request_body_malformed');
       }
       // {"subject":"alice","subject":"bob"}: which subject loses its grants must not depend on the reader.
-      if (repeatsMember(text, body)) throw new OAuthError('request_body_member_repeated');
+      if (strictJsonFault(text, body) !== undefined) throw new OAuthError('request_body_member_repeated');
       const str = (k: string) => (typeof body[k] === 'string' && body[k] !== '' ? (body[k] as string) : undefined);
       const reason = str('reason') ?? 'admin_api';
       const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => str(k) !== undefined);

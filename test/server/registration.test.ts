@@ -211,6 +211,12 @@ describe('dynamic client registration', () => {
       });
     }
     assert.equal((await issuer.store.listClients()).length, clients, 'nothing registered');
+    // Refused like any other registration: audited (and counted by the registration rate limit).
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ kinds: ['client.registration_denied'], limit: 10_000 })).filter(
+      (e) => e.reason === 'registration_metadata_member_repeated',
+    );
+    assert.equal(denied.length, bodies.length);
   });
 
   describe('errors of an authorization request before the person sees anything', () => {

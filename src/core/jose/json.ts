@@ -104,3 +104,29 @@ export function parseJsonBytes(bytes: Buffer, length: number): JsonObject | unde
 export function parseJsonObjectText(text: string): JsonObject | undefined {
   return parseJsonObject(Buffer.from(text, 'utf8'));
 }
+
+/**
+ * Why a document that `JSON.parse` read as `value` is refused by the strict parser, for documents
+ * read with `JSON.parse` first (to tell "not JSON" apart): `'repeated'` when `value` is an object
+ * and the text names a member twice in one object (or nests past what the check can walk),
+ * `'not_utf8'` when the bytes are not UTF-8; `undefined` when the strict parser agrees, or when
+ * `value` is not an object (the caller's own shape check says what is wrong).
+ *
+ * @example
+ * ```ts
+ * const value = JSON.parse(text);
+ * if (strictJsonFault(text, value) === 'repeated') throw new Error('a member name is repeated');
+ * ```
+ */
+export function strictJsonFault(document: string | Buffer, value: unknown): 'repeated' | 'not_utf8' | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const bytes = typeof document === 'string' ? Buffer.from(document, 'utf8') : document;
+  if (parseJsonObject(bytes) !== undefined) return undefined;
+  return isUtf8(bytes) ? 'repeated' : 'not_utf8';
+}
+
+/** {@link strictJsonFault} as a sentence for an error message. */
+export const STRICT_JSON_FAULTS = {
+  repeated: 'a member name is repeated in one object (write each member once)',
+  not_utf8: 'not UTF-8',
+} as const;
