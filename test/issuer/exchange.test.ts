@@ -232,6 +232,39 @@ describe('invalid subject and actor tokens (invalid_request)', () => {
     );
   });
 
+  it('names the JWT type as issued_token_type when the client requested it (RFC 8693 §2.2.1), and refuses types it cannot issue', async () => {
+    const jwt = 'urn:ietf:params:oauth:token-type:jwt';
+    const asked = await ok(
+      await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test', requested_token_type: jwt }),
+    );
+    assert.equal(asked.issued_token_type, jwt);
+    assert.equal(decodeJwt(asked.access_token).sub, 'alice');
+    const unasked = await ok(await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test' }));
+    assert.equal(unasked.issued_token_type, AT);
+    for (const type of ['urn:ietf:params:oauth:token-type:refresh_token', 'urn:ietf:params:oauth:token-type:id_token', 'urn:x:unknown']) {
+      await expectError(
+        await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test', requested_token_type: type }),
+        400,
+        'invalid_request',
+      );
+    }
+  });
+
+  it('refuses a refresh token as subject_token, whatever type it is declared as', async () => {
+    clients.refresher = await issuer.addClient({
+      id: 'refresher',
+      scopes: ['api:read'],
+      audiences: ['https://api.test'],
+      grantTypes: ['client_credentials', EXCHANGE, 'refresh_token'],
+    });
+    const issued = await exchange('refresher', { subject_token: await ccToken('refresher') });
+    const rt = ((await issued.json()) as { refresh_token: string }).refresh_token;
+    assert.match(rt, /^trt_/);
+    for (const type of [AT, 'urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:refresh_token']) {
+      await expectError(await exchange('refresher', { subject_token: rt, subject_token_type: type }), 400, 'invalid_request');
+    }
+  });
+
   it('refuses garbage, a forged signature, an expired token and an untrusted issuer', async () => {
     const forged = makeKey('ES256', 'idp-1');
     const now = Math.floor(Date.now() / 1000);

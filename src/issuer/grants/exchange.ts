@@ -170,7 +170,9 @@ export async function exchange(
   });
   return {
     access_token: issued.token,
-    issued_token_type: ACCESS_TOKEN_TYPE,
+    // RFC 8693 §2.2.1: the type of what was issued. The token is a JWT usable as an access token,
+    // so a client that asked for the JWT type is told it got one (and may check that it did).
+    issued_token_type: requestedType === JWT_TOKEN_TYPE ? JWT_TOKEN_TYPE : ACCESS_TOKEN_TYPE,
     token_type: jkt === undefined ? 'Bearer' : 'DPoP',
     expires_in: issued.exp - issued.now,
     ...(issued.scopes.length ? { scope: issued.scopes.join(' ') } : {}),
