@@ -65,6 +65,11 @@ export const OAUTH_ERROR_CODES = {
   request_parameter_missing: { status: 400, error: 'invalid_request', description: 'A required parameter is missing.' },
   request_parameter_repeated: { status: 400, error: 'invalid_request', description: 'A parameter is included more than once.' },
   request_parameter_invalid: { status: 400, error: 'invalid_request', description: 'A parameter has an invalid value.' },
+  request_query_not_allowed: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Parameters go in the request body; the endpoint URL takes no query.',
+  },
 
   // Client authentication (RFC 6749 §2.3, RFC 7523 §3).
   client_auth_missing: { status: 401, error: 'invalid_client', description: 'Client authentication is required.' },

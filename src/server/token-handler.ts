@@ -208,6 +208,11 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     run: (r: OAuthRequest) => Promise<unknown>,
   ): Promise<void> => {
     if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
+    // The parameters are read from the body only (RFC 6749 §3.2, §2.3.1: credentials never in the
+    // URI). A query would be ignored, so `?scope=narrow` would get the client's full scope and a
+    // secret sent there would end up in access logs unnoticed: refused rather than ignored.
+    const q = (req.url ?? '').indexOf('?');
+    if (q >= 0 && q < (req.url as string).length - 1) throw new OAuthError('request_query_not_allowed');
     if (mediaType(req) !== 'application/x-www-form-urlencoded') throw new OAuthError('request_content_type');
     const body = await readBody(req, limit);
     const params = new URLSearchParams(body);

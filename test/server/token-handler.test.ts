@@ -7,7 +7,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
-import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
 let issuer: RunningIssuer;
 before(async () => {
@@ -57,6 +57,32 @@ describe('RFC 8414 metadata', () => {
     assert.equal(res.status, 405);
     assert.equal(res.headers.get('allow'), 'GET, HEAD');
     assert.equal((await fetch(`${issuer.url}/.well-known/jwks.json`, { method: 'HEAD' })).status, 200);
+  });
+});
+
+describe('parameters in the URL query (RFC 6749 §3.2, §2.3.1)', () => {
+  it('refuses a query on the form endpoints instead of ignoring it: ?scope=… would otherwise get the full scope, ?client_secret=… would authenticate nothing and sit in access logs', async () => {
+    const c = await issuer.addClient({ id: 'query-probe', scopes: ['api:read', 'api:write'] });
+    const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+      fetch(`${issuer.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers }, body });
+    const auth = { authorization: basic(c.id, c.secret) };
+    for (const [path, body, headers] of [
+      ['/oauth2/token?scope=api:read', 'grant_type=client_credentials', auth],
+      ['/oauth2/token?grant_type=refresh_token', 'grant_type=client_credentials', auth],
+      [`/oauth2/token?client_id=${c.id}&client_secret=${c.secret}`, 'grant_type=client_credentials', {}],
+      ['/oauth2/revoke?token=x', 'token=y', auth],
+      ['/oauth2/introspect?token=x', 'token=y', auth],
+    ] as const) {
+      const res = await post(path, body, headers);
+      const json = (await res.json()) as { error: string };
+      assert.equal(res.status, 400, `${path}: ${JSON.stringify(json)}`);
+      assert.equal(json.error, 'invalid_request');
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      assert.equal(res.headers.get('pragma'), 'no-cache');
+    }
+    // A bare `?` carries nothing and is no reason to refuse.
+    const bare = await post('/oauth2/token?', 'grant_type=client_credentials&scope=api:read', auth);
+    assert.equal(bare.status, 200);
   });
 });
 
