@@ -94,6 +94,31 @@ describe('RFC 7009 revocation endpoint', () => {
     assert.equal(res.status, 400);
   });
 
+  it('leaves another client’s refresh token untouched (its grant and the refresh still work) and still answers 200', async () => {
+    const { agent } = await chain();
+    const res = await issuer.post('/oauth2/revoke', { token: agent.refresh_token, token_type_hint: 'refresh_token' }, auth('other'));
+    assert.equal(res.status, 200);
+    assert.equal(await valid(agent.access_token), true);
+    const refreshed = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'refresh_token', refresh_token: agent.refresh_token },
+      auth('agent'),
+    );
+    assert.equal(refreshed.status, 200);
+  });
+
+  it('revokes whatever the token is when token_type_hint is wrong or unknown (RFC 7009 §2.1: the hint only guides the lookup)', async () => {
+    const access = await cc('agent');
+    assert.equal((await issuer.post('/oauth2/revoke', { token: access, token_type_hint: 'refresh_token' }, auth('agent'))).status, 200);
+    assert.equal(await valid(access), false);
+    const { agent } = await chain();
+    assert.equal(
+      (await issuer.post('/oauth2/revoke', { token: agent.refresh_token, token_type_hint: 'no_such_hint' }, auth('agent'))).status,
+      200,
+    );
+    assert.equal(await valid(agent.access_token), false);
+  });
+
   it('requires client authentication', async () => {
     const res = await issuer.post('/oauth2/revoke', { token: 'x' });
     assert.equal(res.status, 401);
