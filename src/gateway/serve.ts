@@ -146,7 +146,14 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   const url = listenUrl(server);
   gateway.logger.info({ event: 'listening', url, routes: gateway.state.routes.length }, 'gateway listening');
 
+  let closed: Promise<void> | undefined;
   const reload = (next?: TesseraConfig): ReloadResult => {
+    // A reload while draining would swap routes and reopen audit outputs under the requests being
+    // drained (and after close, outputs nobody closes): the configuration in force stays.
+    if (closed !== undefined) {
+      gateway.logger.warn({ event: 'config_reload_ignored' }, 'shutting down: the configuration is not reloaded');
+      return { ok: false, error: new ConfigError([{ path: '(server)', message: 'the server is shutting down; nothing was reloaded' }]) };
+    }
     let c = next;
     if (c === undefined) {
       if (!load) return { ok: true, warnings: [] };
@@ -214,12 +221,12 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   };
   if (file && config.gateway?.watch_config) watchFile(file);
 
-  let closed: Promise<void> | undefined;
   const close = (opts: { drainTimeoutMs?: number } = {}): Promise<void> => {
     closed ??= (async () => {
       watcher?.close();
       clearTimeout(debounce);
-      process.off('SIGHUP', onHup);
+      // SIGHUP stays handled (and ignored) until the drain is over: without a handler its default
+      // action ends the process at once, cutting the requests in flight and losing their audit events.
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onTerm);
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -243,7 +250,11 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       }
       server.closeAllConnections();
       await stopped;
-      await options.onClose?.();
+      try {
+        await options.onClose?.();
+      } finally {
+        process.off('SIGHUP', onHup);
+      }
       gateway.logger.info({ event: 'stopped' }, 'gateway stopped');
     })();
     return closed;

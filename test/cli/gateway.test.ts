@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,6 +101,50 @@ describe('tessera gateway: no configuration file', () => {
         `tessera: no configuration file at ${join(dir, 'tessera.yaml')}; the gateway reads its routes from one: pass --config FILE, or run \`tessera init\` to write one\n`,
       );
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('tessera gateway: SIGHUP while draining', () => {
+  it('a SIGHUP during the drain after SIGTERM neither kills the process nor cuts the request in flight; its audit event is written and the exit code is 0', async () => {
+    // The upstream answers after 1.5 s: SIGTERM and then SIGHUP (logrotate's postrotate, a closed
+    // terminal) arrive while the request is in flight.
+    const upstream = await startUpstream((_req, res) => {
+      setTimeout(() => res.end('slow'), 1500);
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-cli-gw-'));
+    const file = join(dir, 'tessera.yaml');
+    const audit = join(dir, 'audit.jsonl');
+    const port = await freePort();
+    writeFileSync(
+      file,
+      `server: { host: 127.0.0.1, port: ${port} }\naudit: { file: ${JSON.stringify(audit)} }\ngateway:\n  watch_config: false\n  drain_timeout: 10s\n  routes:\n    - { id: pub, upstream: { url: "${upstream.url}" }, auth: none }\n`,
+    );
+    const child = spawn(process.execPath, [CLI, 'gateway', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d.toString();
+    });
+    try {
+      const start = Date.now();
+      while (!out.includes('gateway listening') && Date.now() - start < 10_000) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(out.includes('gateway listening'), out);
+      const response = fetch(`http://127.0.0.1:${port}/slow`).then(async (r) => ({ status: r.status, body: await r.text() }));
+      while (upstream.seen.length === 0) await new Promise((r) => setTimeout(r, 20));
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 200));
+      child.kill('SIGHUP');
+      assert.deepEqual(await response, { status: 200, body: 'slow' });
+      const [code, signal] = await exited;
+      assert.deepEqual([code, signal], [0, null]);
+      const events = readFileSync(audit, 'utf8').trim().split('\n');
+      assert.equal(events.length, 1);
+      assert.equal((JSON.parse(events[0] as string) as { path: string }).path, '/slow');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await upstream.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -165,3 +165,32 @@ describe('gateway: shutdown is bounded by drain_timeout', () => {
     }
   });
 });
+
+describe('gateway: a reload while draining', () => {
+  it('is refused: the requests being drained keep the configuration in force, and the route does not change under them', async () => {
+    const upstream = await startUpstream((_req, res) => {
+      setTimeout(() => res.end('done'), 300);
+    });
+    const config = (prefix: string) =>
+      parse({
+        ...baseConfig(),
+        gateway: { routes: [{ id: 'pub', match: { path_prefix: prefix }, upstream: { url: upstream.url }, auth: 'none' as const }] },
+      });
+    const served = await serveGateway({ config: config('/one'), host: '127.0.0.1', port: 0 }, { logger: silent });
+    try {
+      const slow = fetch(`${served.url}/one/x`);
+      await until(() => upstream.seen.length === 1);
+      const before = served.gateway.state;
+      const closing = served.close({ drainTimeoutMs: 3000 });
+      const r = served.reload(config('/two'));
+      assert.equal(r.ok, false);
+      assert.ok(!r.ok && r.error.issues[0]?.message.includes('shutting down'));
+      assert.equal(served.gateway.state, before, 'the compiled configuration was not swapped');
+      assert.equal((await slow).status, 200);
+      await closing;
+    } finally {
+      await served.close();
+      await upstream.close();
+    }
+  });
+});
