@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { watch } from 'node:fs';
+import { existsSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname, resolve } from 'node:path';
 import { loadConfigFile } from '../config/load.ts';
@@ -215,8 +215,28 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
         debounce.unref();
       });
       watcher.unref();
-    } catch {
-      gateway.logger.warn({ event: 'config_watch_unavailable' }, 'cannot watch the configuration file; reload with SIGHUP');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+        gateway.logger.warn({ event: 'config_watch_unavailable' }, 'cannot watch the configuration file; reload with SIGHUP');
+        return;
+      }
+      // Deleted and not yet written again (`rm` then `cp`, a slow save): look for it until it is
+      // back, then watch it and load it. Without this the watch would be lost for good.
+      gateway.logger.warn(
+        { event: 'config_file_missing' },
+        'the configuration file is gone; the running configuration stays until it is back',
+      );
+      debounce = setTimeout(function retry() {
+        if (closed !== undefined) return;
+        if (!existsSync(path)) {
+          debounce = setTimeout(retry, 500);
+          debounce.unref();
+          return;
+        }
+        watchFile(path);
+        reload();
+      }, 500);
+      debounce.unref();
     }
   };
   if (file && config.gateway?.watch_config) watchFile(file);

@@ -214,3 +214,48 @@ describe('gateway: reload hooks', () => {
     }
   });
 });
+
+describe('gateway: watching a configuration file that is deleted and written again', () => {
+  it('reloads the file written after a gap (rm, then cp a while later) instead of losing the watch for good', async () => {
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-rewatch-'));
+    const file = join(dir, 'tessera.yaml');
+    const env = { GATEWAY_TOKEN: 'token-version-one-0123456789' };
+    writeFileSync(file, yaml(upstream.url));
+    const served = await serveGateway({ configFile: file, env, host: '127.0.0.1', port: 0 }, { logger: silent });
+    try {
+      rmSync(file);
+      // Longer than the watcher's debounce: it looks for the file while there is none.
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal((await fetch(`${served.url}/api/x`)).status, 401, 'the running configuration kept serving');
+      writeFileSync(
+        file,
+        yaml(upstream.url, `    - { id: back, match: { path_prefix: /back }, upstream: { url: ${upstream.url} }, auth: none }`),
+      );
+      const start = Date.now();
+      let status = 0;
+      while (Date.now() - start < 5000) {
+        status = (await fetch(`${served.url}/back/x`)).status;
+        if (status === 200) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(status, 200);
+      // Watched again: a later edit in place applies too.
+      writeFileSync(
+        file,
+        yaml(upstream.url, `    - { id: again, match: { path_prefix: /again }, upstream: { url: ${upstream.url} }, auth: none }`),
+      );
+      const again = Date.now();
+      while (Date.now() - again < 5000) {
+        status = (await fetch(`${served.url}/again/x`)).status;
+        if (status === 200) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(status, 200);
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
