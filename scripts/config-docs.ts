@@ -146,7 +146,8 @@ shape (${Object.keys(verifierFields)
     .join(', ')}).
 
 - Any string value may reference the environment: \`\${VAR}\`, or \`\${VAR:default}\` when unset or empty;
-  \`$\${\` writes a literal \`\${\`. Substitution applies to values, never to YAML structure.
+  \`$\${\` writes a literal \`\${\`; any other \`\${\` that is not a reference (\`\${VAR\`, \`\${VAR-x}\`) is an
+  error. Substitution applies to values, never to YAML structure.
   A value that is one whole reference is read as a number or a boolean where the setting is one
   (\`port: \${PORT}\`).
 - A **duration** is a number of seconds or a string with a unit: \`500ms\`, \`30s\`, \`10m\`, \`24h\`, \`7d\`.

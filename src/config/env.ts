@@ -5,7 +5,9 @@
  */
 import type { ConfigIssue } from '../core/errors.ts';
 
-const REF = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g;
+// The last alternative is a `${` that starts no reference (`${VAR`, `${VAR-x}`, `${ VAR }`): an
+// error, never kept as literal text (the typo would otherwise become the value, a credential say).
+const REF = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}|\$\{/g;
 
 /** A string that took a value from the environment: where, as written, and as substituted. */
 export interface Substitution {
@@ -32,8 +34,13 @@ export function substituteEnv(
     if (!value.includes('${')) return value;
     let fromEnv = false;
     let resolved = false;
+    let malformed = false;
     const out = value.replace(REF, (whole, name: string | undefined, fallback: string | undefined) => {
       if (whole === '$${') return '${';
+      if (whole === '${') {
+        malformed = true;
+        return whole;
+      }
       const v = env[name as string];
       if (v !== undefined && v !== '') {
         fromEnv = true;
@@ -46,6 +53,13 @@ export function substituteEnv(
       issues.push({ path: path || '(root)', message: `environment variable ${name} is not set; set it or write \${${name}:default}` });
       return '';
     });
+    if (malformed) {
+      issues.push({
+        path: path || '(root)',
+        message:
+          'a "${" that starts no reference: write ${NAME} or ${NAME:default} (NAME of letters, digits and _), or $${ for a literal "${"',
+      });
+    }
     if ((fromEnv || resolved) && out !== '') substituted.push({ path, raw: value, value: out, fromEnv });
     return out;
   }

@@ -23,3 +23,25 @@ describe('config: a __proto__ key cannot smuggle settings', () => {
     );
   });
 });
+
+describe('config: a malformed ${VAR} reference is refused, not kept as a literal value', () => {
+  // `token: "${GATEWAY_TOKEN"` used to load with the token `${GATEWAY_TOKEN`: sent upstream as the
+  // credential, with no word of the typo.
+  for (const written of ['${GATEWAY_TOKEN', '${GATEWAY-TOKEN}', '${ GATEWAY_TOKEN }', '${1TOKEN}', 'x-${}']) {
+    it(`refuses ${JSON.stringify(written)} with its path and the syntax`, () => {
+      const issues = issuesOf(`server: { public_url: "https://a.test/${written}" }\n`);
+      assert.deepEqual(issues, [
+        {
+          path: 'server.public_url',
+          message:
+            'a "${" that starts no reference: write ${NAME} or ${NAME:default} (NAME of letters, digits and _), or $${ for a literal "${"',
+        },
+      ]);
+    });
+  }
+
+  it('still substitutes well-formed references and writes $${ as a literal ${', () => {
+    const c = parseConfigText('server: { public_url: "https://${HOST}/$${x}/${NONE:d}" }\n', 'tessera.yaml', { HOST: 'a.test' });
+    assert.equal(c.server.public_url, 'https://a.test/${x}/d');
+  });
+});

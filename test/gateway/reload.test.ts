@@ -104,6 +104,14 @@ describe('gateway: configuration reload', () => {
     assert.equal((await get('/api/4')).status, 200);
   });
 
+  it('refuses a reload whose ${VAR} reference is malformed (unclosed brace) instead of sending the literal text upstream', async () => {
+    writeFileSync(file, yaml(upstream.url).replace('"${GATEWAY_TOKEN}"', '"${GATEWAY_TOKEN"'));
+    const r = served.reload();
+    assert.ok(!r.ok && r.error.issues.some((i) => i.path === 'gateway.routes[0].upstream.credential.token'));
+    assert.equal((await get('/api/ref')).status, 200);
+    assert.equal(upstream.seen.at(-1)!.headers.authorization, `Bearer ${env.GATEWAY_TOKEN}`);
+  });
+
   it('refuses a configuration that fails against the rest of the config (unknown issuer kind)', async () => {
     writeFileSync(file, yaml(upstream.url).replace('auth: jwt', 'auth: introspection'));
     const r = served.reload();
