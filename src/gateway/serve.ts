@@ -280,7 +280,15 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     return closed;
   };
   const onHup = () => void reload();
-  const onTerm = () => void close().then(() => process.exit(0));
+  // A shutdown that fails (a store that will not close) exits 1 with one log line, not a stack trace.
+  const onTerm = () =>
+    void close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        gateway.logger.error({ event: 'shutdown_failed', error: (error as Error)?.name ?? 'error' }, 'shutdown did not complete');
+        process.exit(1);
+      },
+    );
   if (options.signals) {
     process.on('SIGHUP', onHup);
     process.on('SIGTERM', onTerm);

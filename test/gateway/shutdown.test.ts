@@ -3,6 +3,7 @@
  * gets 1001), the audit queue is flushed, and the whole of it takes no longer than drain_timeout.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -192,5 +193,35 @@ describe('gateway: a reload while draining', () => {
       await served.close();
       await upstream.close();
     }
+  });
+});
+
+describe('gateway: a shutdown that fails', () => {
+  it('exits 1 with one log line, not an unhandled rejection and its stack trace', async () => {
+    const root = new URL('../../', import.meta.url).pathname;
+    const script = `
+      import { serveGateway } from '${root}src/gateway/serve.ts';
+      import { baseConfig, parse } from '${root}test/gateway/helpers.ts';
+      const config = parse({ ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] } });
+      await serveGateway({ config, host: '127.0.0.1', port: 0, signals: true, onClose: async () => { throw new Error('the store will not close'); } });
+      process.stderr.write('ready\\n');
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      child.once('exit', (code, signal) => resolve([code, signal])),
+    );
+    await until(() => err.includes('ready'), 10_000);
+    child.kill('SIGTERM');
+    assert.deepEqual(await exited, [1, null]);
+    assert.match(out, /"event":"shutdown_failed"/);
+    assert.doesNotMatch(err, /the store will not close|\n\s+at /, 'no unhandled rejection, no stack trace');
   });
 });
