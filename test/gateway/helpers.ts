@@ -83,6 +83,22 @@ export function baseConfig(): TesseraConfigInput {
   };
 }
 
+type RouteInput = NonNullable<TesseraConfigInput['gateway']>['routes'][number];
+
+/** An MCP route `mcp` on `/mcp` in front of `upstream`, JWT-authenticated for AUDIENCE; `extra` adds or replaces settings. */
+export function mcpRoute(upstream: string, rules: RouteInput['rules'], extra: Partial<RouteInput> = {}): RouteInput {
+  return {
+    id: 'mcp',
+    match: { path_prefix: '/mcp' },
+    upstream: { url: upstream },
+    auth: 'jwt',
+    audience: AUDIENCE,
+    rules,
+    mcp: {},
+    ...extra,
+  };
+}
+
 export function parse(input: TesseraConfigInput, env: Record<string, string> = {}): TesseraConfig {
   return parseConfig(configSchema, input, { env });
 }

@@ -16,7 +16,7 @@ import pino from 'pino';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import { runChecks } from '../../src/cli/commands/check.ts';
 import { type McpUpstream, startMcpUpstream } from '../helpers/mcp-upstream.ts';
-import { AUDIENCE, baseConfig, ISSUER, requestEvents, startGateway, type TestGateway, token } from './helpers.ts';
+import { baseConfig, ISSUER, mcpRoute, requestEvents, startGateway, type TestGateway, token } from './helpers.ts';
 
 const RULES = [
   { id: 'files-read', tool: 'files.read*', scopes: ['files:read'] },
@@ -75,15 +75,7 @@ describe('gateway: MCP routes', () => {
         scopes: { 'mcp:use': {}, 'files:read': {}, 'files:write': { implies: ['files:read'] }, admin: {} },
         gateway: {
           routes: [
-            {
-              id: 'mcp',
-              match: { path_prefix: '/mcp' },
-              upstream: { url: upstream.url },
-              auth: 'jwt',
-              audience: AUDIENCE,
-              rules: RULES,
-              mcp: { max_message_size: '4kb' },
-            },
+            mcpRoute(upstream.url, RULES, { mcp: { max_message_size: '4kb' } }),
             { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
           ],
         },
@@ -563,19 +555,11 @@ describe('gateway: MCP rpc (JSON-RPC method) rules', () => {
       scopes: { 'mcp:use': {}, 'files:read': {}, admin: {} },
       gateway: {
         routes: [
-          {
-            id: 'mcp',
-            match: { path_prefix: '/mcp' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            audience: AUDIENCE,
-            rules: [
-              { id: 'resources-read', rpc: 'resources/read', scopes: ['files:read'] },
-              { id: 'prompts', rpc: 'prompts/*', scopes: ['admin'] },
-              { id: 'mcp', scopes: ['mcp:use'] },
-            ],
-            mcp: {},
-          },
+          mcpRoute(upstream.url, [
+            { id: 'resources-read', rpc: 'resources/read', scopes: ['files:read'] },
+            { id: 'prompts', rpc: 'prompts/*', scopes: ['admin'] },
+            { id: 'mcp', scopes: ['mcp:use'] },
+          ]),
         ],
       },
     });
@@ -669,18 +653,7 @@ describe('gateway: MCP routes under a rate limit', () => {
       ...baseConfig(),
       scopes: { 'mcp:use': {} },
       gateway: {
-        routes: [
-          {
-            id: 'mcp',
-            match: { path_prefix: '/mcp' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            audience: AUDIENCE,
-            rules: [{ scopes: ['mcp:use'] }],
-            rate_limit: { key: 'subject', rate: 0.01, burst: 1 },
-            mcp: {},
-          },
-        ],
+        routes: [mcpRoute(upstream.url, [{ scopes: ['mcp:use'] }], { rate_limit: { key: 'subject', rate: 0.01, burst: 1 } })],
       },
     });
   });

@@ -11,6 +11,23 @@ import { serveGateway } from '../../src/gateway/serve.ts';
 import { until } from '../helpers/net.ts';
 import { baseConfig, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token } from './helpers.ts';
 
+/** The whole body of a GET (a stream's, once the gateway ends it). */
+function bodyOf(url: string, headers: Record<string, string>): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    request(url, { headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        body += d;
+      });
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
 describe('gateway: graceful shutdown', () => {
   it('drains in-flight requests and closes streams cleanly', async () => {
     const wss = new WebSocketServer({ noServer: true });
@@ -31,19 +48,7 @@ describe('gateway: graceful shutdown', () => {
     const auth = { authorization: `Bearer ${t}` };
 
     const slow = fetch(`${gw.url}/slow`, { headers: auth });
-    const sseEnded = new Promise<string>((resolve, reject) => {
-      request(`${gw.url}/events`, { headers: auth }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () => resolve(body));
-        res.on('error', reject);
-      })
-        .on('error', reject)
-        .end();
-    });
+    const sseEnded = bodyOf(`${gw.url}/events`, auth);
     const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws`, { headers: auth });
     const wsClosed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
     await new Promise((resolve, reject) => {
@@ -83,20 +88,7 @@ describe('gateway: shutdown of streams nobody’s token ends', () => {
         ],
       },
     });
-    const sse = (path: string, headers: Record<string, string> = {}) =>
-      new Promise<string>((resolve, reject) => {
-        request(`${gw.url}${path}`, { headers }, (res) => {
-          let body = '';
-          res.setEncoding('utf8');
-          res.on('data', (d: string) => {
-            body += d;
-          });
-          res.on('end', () => resolve(body));
-          res.on('error', reject);
-        })
-          .on('error', reject)
-          .end();
-      });
+    const sse = (path: string, headers: Record<string, string> = {}) => bodyOf(`${gw.url}${path}`, headers);
     const publicEvents = sse('/public/events');
     const staticEvents = sse('/static/events', { authorization: `Bearer ${STATIC_TOKEN}` });
     const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/public/ws`);

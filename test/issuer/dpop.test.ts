@@ -174,8 +174,11 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
   const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const otherProof = () => proof({}, { key: other.privateKey, jwk: other.publicKey.export({ format: 'jwk' }) as JWK });
 
-  /** The public client redeems a code with a DPoP proof of `holder`: a DPoP-bound access token and a refresh token. */
-  async function boundSession(): Promise<string> {
+  /**
+   * The public client redeems a code for `person`, with a DPoP proof of `holder` when `bound`
+   * (then a DPoP-bound access token): its refresh token.
+   */
+  async function session(person: string, bound: boolean): Promise<string> {
     const { verifier, challenge } = pkcePair();
     const outcome = await issuer.service.checkAuthorizationRequest(
       new URLSearchParams({
@@ -189,15 +192,15 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
       }),
     );
     if (!outcome.ok) throw new Error(outcome.error.code);
-    const code = await issuer.service.approveAuthorization(outcome.request, 'alice@example.com');
+    const code = await issuer.service.approveAuthorization(outcome.request, person);
     const res = await issuer.post(
       '/oauth2/token',
       { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: 'pub-app' },
-      { dpop: await proof() },
+      bound ? { dpop: await proof() } : {},
     );
     const body = (await res.json()) as { token_type: string; refresh_token: string };
     assert.equal(res.status, 200, JSON.stringify(body));
-    assert.equal(body.token_type, 'DPoP');
+    assert.equal(body.token_type, bound ? 'DPoP' : 'Bearer');
     return body.refresh_token;
   }
 
@@ -205,7 +208,7 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
     issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt, client_id: 'pub-app' }, dpop ? { dpop } : {});
 
   it('refuses a stolen refresh token presented without a proof, or with a proof of another key, and leaves it usable by its holder', async () => {
-    const rt = await boundSession();
+    const rt = await session('alice@example.com', true);
     for (const res of [await refresh(rt), await refresh(rt, await otherProof())]) {
       const body = (await res.json()) as { error: string };
       assert.equal(res.status, 400, JSON.stringify(body));
@@ -226,30 +229,7 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
   });
 
   it('leaves a refresh token issued without a proof unbound (a bearer session stays bearer)', async () => {
-    const { verifier, challenge } = pkcePair();
-    const outcome = await issuer.service.checkAuthorizationRequest(
-      new URLSearchParams({
-        response_type: 'code',
-        client_id: 'pub-app',
-        redirect_uri: REDIRECT,
-        code_challenge: challenge,
-        code_challenge_method: 'S256',
-        scope: 'api:read',
-        resource: 'https://api.test',
-      }),
-    );
-    if (!outcome.ok) throw new Error(outcome.error.code);
-    const code = await issuer.service.approveAuthorization(outcome.request, 'bob@example.com');
-    const res = await issuer.post('/oauth2/token', {
-      grant_type: 'authorization_code',
-      code,
-      code_verifier: verifier,
-      redirect_uri: REDIRECT,
-      client_id: 'pub-app',
-    });
-    const body = (await res.json()) as { refresh_token: string };
-    assert.equal(res.status, 200, JSON.stringify(body));
-    const next = await refresh(body.refresh_token);
+    const next = await refresh(await session('bob@example.com', false));
     assert.equal(next.status, 200);
     assert.equal(((await next.json()) as { token_type: string }).token_type, 'Bearer');
   });

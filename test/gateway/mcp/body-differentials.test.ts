@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { type ExpressMcpUpstream, startExpressMcpUpstream } from '../../helpers/mcp-express-upstream.ts';
-import { AUDIENCE, baseConfig, requestEvents, startGateway, type TestGateway, token } from '../helpers.ts';
+import { baseConfig, mcpRoute, requestEvents, startGateway, type TestGateway, token } from '../helpers.ts';
 
 const ACCEPT = 'application/json, text/event-stream';
 const call = (name: string) => JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: { text: 'x' } } });
@@ -26,19 +26,11 @@ async function mcpBehindGateway(
     scopes: { 'mcp:use': {}, admin: {} },
     gateway: {
       routes: [
-        {
-          id: 'mcp',
-          match: { path_prefix: '/mcp' },
-          upstream: { url: upstream.url },
-          auth: 'jwt',
-          audience: AUDIENCE,
-          rules: [
-            { id: 'admin', tool: adminTool, scopes: ['admin'] },
-            { id: 'tools', tool: '*', scopes: ['mcp:use'] },
-            { id: 'mcp', scopes: ['mcp:use'] },
-          ],
-          mcp: {},
-        },
+        mcpRoute(upstream.url, [
+          { id: 'admin', tool: adminTool, scopes: ['admin'] },
+          { id: 'tools', tool: '*', scopes: ['mcp:use'] },
+          { id: 'mcp', scopes: ['mcp:use'] },
+        ]),
       ],
     },
   });

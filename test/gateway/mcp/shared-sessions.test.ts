@@ -14,7 +14,7 @@ import type { AuditEvent } from '../../../src/audit/event.ts';
 import type { TesseraConfigInput } from '../../../src/config/schema.ts';
 import type { GatewayDeps } from '../../../src/gateway/gateway.ts';
 import { type McpUpstream, startMcpUpstream } from '../../helpers/mcp-upstream.ts';
-import { AUDIENCE, baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import { baseConfig, mcpRoute, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
 
 const SECRET = 'shared-mcp-session-secret-0123456789-abcdef';
 const OTHER_SECRET = 'another-mcp-session-secret-0123456789-xyz';
@@ -27,17 +27,7 @@ function config(upstream: string, secret: boolean): TesseraConfigInput {
     scopes: { 'mcp:use': {}, 'api:read': {} },
     gateway: {
       ...(secret ? { mcp_session_secret: '${MCP_SESSION_SECRET}' } : {}),
-      routes: [
-        {
-          id: 'mcp',
-          match: { path_prefix: '/mcp' },
-          upstream: { url: upstream },
-          auth: ['jwt', 'static'],
-          audience: AUDIENCE,
-          rules: [{ scopes: ['mcp:use'] }, { scopes: ['api:read'] }],
-          mcp: {},
-        },
-      ],
+      routes: [mcpRoute(upstream, [{ scopes: ['mcp:use'] }, { scopes: ['api:read'] }], { auth: ['jwt', 'static'] })],
     },
   };
 }

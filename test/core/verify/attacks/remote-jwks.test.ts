@@ -46,7 +46,8 @@ async function jwksEndpoint(): Promise<JwksEndpoint> {
   return Object.assign(state, server) as JwksEndpoint;
 }
 
-function remoteVerifier(endpoint: JwksEndpoint, clock: FakeClock, cache: Record<string, string> = {}) {
+/** A verifier of ISSUER's tokens through `endpoint`; `resultCache` entries of verified results (none by default). */
+function remoteVerifier(endpoint: JwksEndpoint, clock: FakeClock, cache: Record<string, string> = {}, resultCache = 0) {
   return createVerifier(
     {
       issuers: [
@@ -59,7 +60,7 @@ function remoteVerifier(endpoint: JwksEndpoint, clock: FakeClock, cache: Record<
         },
       ],
       dpop: { mode: 'disabled' },
-      cache: { max_entries: 0 },
+      cache: { max_entries: resultCache },
     },
     { clock, onWarning: () => {} },
   );
@@ -125,22 +126,7 @@ describe('attack: kid-miss flood against a remote JWKS', () => {
   it('a key withdrawn from the JWKS (after a compromise) stops vouching for tokens it signed, cached results included', async () => {
     const clock = fakeClock();
     endpoint.keys = [key.jwk];
-    const verifier = createVerifier(
-      {
-        issuers: [
-          {
-            issuer: ISSUER,
-            audiences: [AUDIENCE],
-            algorithms: ['ES256'],
-            jwks_uri: `${endpoint.origin}/jwks`,
-            jwks_cache: { miss_cooldown: '30s' },
-          },
-        ],
-        dpop: { mode: 'disabled' },
-        cache: { max_entries: 100 },
-      },
-      { clock, onWarning: () => {} },
-    );
+    const verifier = remoteVerifier(endpoint, clock, {}, 100);
     await verifier.ready();
     const signedByWithdrawn = await tokenAt(clock);
     for (let i = 0; i < 3; i++) assert.equal((await verifier.verify(bearer(signedByWithdrawn))).ok, true);
@@ -157,22 +143,7 @@ describe('attack: kid-miss flood against a remote JWKS', () => {
   it('a withdrawn key stops vouching even when only its cached token is presented (cache hits refresh an expired key set)', async () => {
     const clock = fakeClock();
     endpoint.keys = [key.jwk];
-    const verifier = createVerifier(
-      {
-        issuers: [
-          {
-            issuer: ISSUER,
-            audiences: [AUDIENCE],
-            algorithms: ['ES256'],
-            jwks_uri: `${endpoint.origin}/jwks`,
-            jwks_cache: { miss_cooldown: '30s', default_ttl: '60s', min_ttl: '60s' },
-          },
-        ],
-        dpop: { mode: 'disabled' },
-        cache: { max_entries: 100 },
-      },
-      { clock, onWarning: () => {} },
-    );
+    const verifier = remoteVerifier(endpoint, clock, { default_ttl: '60s', min_ttl: '60s' }, 100);
     await verifier.ready();
     // A forged token an attacker made with the compromised key, valid for hours.
     const signedByWithdrawn = await sign(key, claims({ exp: clock.seconds() + 6 * 3600 }, clock.seconds()), { kid: key.kid });
