@@ -108,7 +108,6 @@ function callerGone(req: IncomingMessage): boolean {
   return req.destroyed && !req.complete;
 }
 
-/** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
 /**
  * The epoch second from which the verifier refuses `p`'s token, when the stream registry cuts an
  * exchange for expiry: a JWT's `exp` plus its issuer's clock skew (the verifier accepts while
@@ -122,6 +121,7 @@ function acceptedUntil(config: TesseraConfig, p: Principal): number {
   return p.expiresAt;
 }
 
+/** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
 function originOf(s: GatewayState, req: IncomingMessage): string {
   try {
     return new URL(s.publicUrl ?? absoluteUrl(s, req)).origin;

@@ -25,7 +25,7 @@
 import { createHmac, hash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
-import { parseJsonObject, strictJsonFault } from '../core/jose/json.ts';
+import { strictJsonFault } from '../core/jose/json.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { Store } from '../store/contract.ts';
 import {
@@ -142,13 +142,13 @@ function jwtRepeatsMember(jwt: string): boolean {
   if (parts.length !== 3) return false;
   for (const part of parts.slice(0, 2)) {
     const bytes = Buffer.from(part as string, 'base64url');
-    if (parseJsonObject(bytes) !== undefined) continue;
+    let value: unknown;
     try {
-      const value = JSON.parse(bytes.toString('utf8')) as unknown;
-      if (typeof value === 'object' && value !== null && !Array.isArray(value)) return true;
+      value = JSON.parse(bytes.toString('utf8'));
     } catch {
-      // Not JSON: jwtVerify refuses it.
+      continue; // Not JSON: jwtVerify refuses it.
     }
+    if (strictJsonFault(bytes, value) !== undefined) return true;
   }
   return false;
 }
