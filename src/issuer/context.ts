@@ -25,6 +25,11 @@ export interface OAuthRequest {
   readonly remoteAddr?: string | undefined;
   /** The `DPoP` header (RFC 9449), when the client asks for a sender-constrained token. */
   readonly dpop?: string | undefined;
+  /**
+   * Why the HTTP body could not be read (`params` is then empty): the endpoint refuses the request
+   * with this code, and the token endpoint audits it like any other refusal.
+   */
+  readonly bodyFault?: 'request_not_utf8' | undefined;
 }
 
 /** A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1). */

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { OAuthError } from '../core/oauth-errors.ts';
 import type { Store } from '../store/contract.ts';
 import type { AccessTokens } from './access-tokens.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
@@ -20,6 +21,7 @@ export interface IntrospectContext extends BaseContext {
 
 /** RFC 7662 (see `TokenService.introspect`). */
 export async function introspectRequest(ctx: IntrospectContext, req: OAuthRequest): Promise<Record<string, unknown>> {
+  if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
   checkRepeats(req.params);
   const client = await ctx.clients.authenticate(req);
   const token = required(req.params, 'token');

@@ -6,6 +6,7 @@
  * @module
  */
 import { LOGIN_SESSION_TTL_MAX, type ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
 import type { GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
 import type { AccessTokens, OwnToken } from './access-tokens.ts';
 import type { ClientRegistry } from './clients.ts';
@@ -38,6 +39,7 @@ export interface RevokeContext extends BaseContext {
 
 /** RFC 7009 (see `TokenService.revoke`). */
 export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Promise<void> {
+  if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
   checkRepeats(req.params);
   // RFC 7009 §2.1: a public client may revoke its own tokens.
   const client = await ctx.clients.authenticate(req, { allowPublic: true });

@@ -345,6 +345,7 @@ export class TokenService {
     let clientId: string | undefined;
     const grantType = req.params.get('grant_type') ?? undefined;
     try {
+      if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
       checkRepeats(req.params);
       if (grantType === undefined || grantType === '') throw new OAuthError('request_parameter_missing');
       if (!SUPPORTED_GRANT_TYPES.has(grantType)) throw new OAuthError('grant_type_unsupported');

@@ -11,6 +11,7 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
@@ -21,8 +22,11 @@ import { LoginError } from './oidc-authenticator.ts';
 
 export interface AuthorizeHandlerOptions {
   readonly authenticator: Authenticator;
-  /** Reads the form body (shared with the token endpoint's limits). */
-  readonly readBody: (req: IncomingMessage) => Promise<string>;
+  /**
+   * Reads the form body (shared with the token endpoint's limits); `undefined` when it is labelled
+   * with another charset or is not UTF-8 (RFC 6749 Appendix B).
+   */
+  readonly readForm: (req: IncomingMessage) => Promise<URLSearchParams | undefined>;
 }
 
 const PAGE_TITLES: Partial<Record<OAuthErrorCode, string>> = {
@@ -119,7 +123,11 @@ export function createAuthorizeHandler(
         denied('authorize_consent_invalid');
         return page(res, new OAuthError('authorize_consent_invalid'), requestId);
       }
-      form = new URLSearchParams(await options.readBody(req));
+      form = await options.readForm(req);
+      if (form === undefined) {
+        denied('request_not_utf8');
+        return page(res, new OAuthError('request_not_utf8'), requestId);
+      }
       for (const name of ['request', 'csrf', 'decision']) {
         if (form.getAll(name).length !== 1) {
           denied('authorize_consent_invalid');
@@ -129,9 +137,16 @@ export function createAuthorizeHandler(
       query = form.get('request') as string;
     }
 
-    const outcome = await service.checkAuthorizationRequest(new URLSearchParams(query));
+    // The query is form-encoded too (RFC 6749 §3.1), and UTF-8: `state=%FF` would go back to the
+    // client as U+FFFD. Shown as a page: which client it is cannot be trusted yet.
+    const params = parseUtf8Form(query);
+    if (params === undefined) {
+      denied('request_not_utf8');
+      return page(res, new OAuthError('request_not_utf8'), requestId);
+    }
+    const outcome = await service.checkAuthorizationRequest(params);
     if (!outcome.ok) {
-      const clientId = new URLSearchParams(query).get('client_id') ?? undefined;
+      const clientId = params.get('client_id') ?? undefined;
       denied(outcome.error.code, clientId !== undefined && outcome.redirect !== undefined ? { clientId } : {});
       if (outcome.redirect === undefined) return page(res, outcome.error, requestId);
       return redirect(

@@ -13,6 +13,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { uuidv7 } from '../audit/id.ts';
+import { declaredCharsetIsUtf8, parseUtf8Form } from '../core/form.ts';
 import { strictJsonFault } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
@@ -47,7 +48,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 class BodyTooLarge extends Error {}
 
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) {
@@ -67,7 +68,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       }
       chunks.push(chunk);
     });
-    req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
     req.on('error', reject);
   });
 }
@@ -140,6 +141,21 @@ function mediaType(req: IncomingMessage): string {
 }
 
 /**
+ * The form body of a request already checked to be `application/x-www-form-urlencoded`, or
+ * `undefined` when it is labelled with a charset other than UTF-8 or its bytes are not UTF-8
+ * (RFC 6749 Appendix B). Every form endpoint reads its body here.
+ */
+async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchParams | undefined> {
+  if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) return undefined;
+  return parseUtf8Form(await readBody(req, limit));
+}
+
+/** Refuse a JSON body labelled with a charset: JSON is UTF-8 (RFC 8259 §8.1). */
+function requireUtf8Label(req: IncomingMessage): void {
+  if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) throw new OAuthError('request_not_utf8');
+}
+
+/**
  * Build the request handler for a started {@link TokenService}.
  *
  * Paths: RFC 8414 metadata, the JWKS, `/oauth2/token`, `/oauth2/revoke`, `/oauth2/introspect`,
@@ -181,7 +197,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
             })
           : undefined);
   const authorize =
-    authenticator === undefined ? undefined : createAuthorizeHandler(service, { authenticator, readBody: (req) => readBody(req, limit) });
+    authenticator === undefined ? undefined : createAuthorizeHandler(service, { authenticator, readForm: (req) => readForm(req, limit) });
   const loginCallback = authenticator?.login === undefined ? undefined : createLoginCallbackHandler(service, authenticator.login);
   const loginCallbackPath = authenticator?.login === undefined ? undefined : path(authenticator.login.callbackUrl);
   const logout = authenticator?.login === undefined ? undefined : createLogoutHandler(service, authenticator, authenticator.login);
@@ -214,13 +230,14 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const q = (req.url ?? '').indexOf('?');
     if (q >= 0 && q < (req.url as string).length - 1) throw new OAuthError('request_query_not_allowed');
     if (mediaType(req) !== 'application/x-www-form-urlencoded') throw new OAuthError('request_content_type');
-    const body = await readBody(req, limit);
-    const params = new URLSearchParams(body);
+    // A body that is not UTF-8 goes to the service as a fault, so the token endpoint audits it.
+    const form = await readForm(req, limit);
     const dpop = req.headers.dpop;
     // Node joins repeated headers with ", ", which never occurs in a compact JWS (RFC 9449 §4.3 allows one).
     if (typeof dpop === 'string' && dpop.includes(',')) throw new OAuthError('dpop_proof_invalid');
     const result = await run({
-      params,
+      params: form ?? new URLSearchParams(),
+      ...(form === undefined ? { bodyFault: 'request_not_utf8' as const } : {}),
       authorization: req.headers.authorization,
       endpointUrl,
       requestId,
@@ -234,14 +251,17 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const register = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
     if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
     if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
+    requireUtf8Label(req);
     let metadata: unknown;
     // A body that is no JSON, or names a member twice, is refused by the service, after its rate
     // limit and with its audit event, like any other refused registration.
     let bodyFault: 'registration_metadata_invalid' | 'registration_metadata_member_repeated' | undefined;
     try {
-      const text = await readBody(req, limit);
-      metadata = JSON.parse(text);
-      if (strictJsonFault(text, metadata) !== undefined) bodyFault = 'registration_metadata_member_repeated';
+      const bytes = await readBody(req, limit);
+      metadata = JSON.parse(bytes.toString('utf8'));
+      // Bytes that are not UTF-8 are no JSON text (RFC 8259 §8.1), refused like any other.
+      const fault = strictJsonFault(bytes, metadata);
+      if (fault !== undefined) bodyFault = fault === 'not_utf8' ? 'registration_metadata_invalid' : 'registration_metadata_member_repeated';
     } catch (err) {
       if (err instanceof BodyTooLarge) throw err;
       bodyFault = 'registration_metadata_invalid';
@@ -259,11 +279,12 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     if (sub === 'revoke') {
       if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
       if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
+      requireUtf8Label(req);
       let body: Record<string, unknown>;
-      let text: string;
+      let bytes: Buffer;
       try {
-        text = await readBody(req, limit);
-        const parsed = JSON.parse(text) as unknown;
+        bytes = await readBody(req, limit);
+        const parsed = JSON.parse(bytes.toString('utf8')) as unknown;
         if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error();
         body = parsed as Record<string, unknown>;
       } catch (err) {
@@ -271,7 +292,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         throw new OAuthError('request_body_malformed');
       }
       // {"subject":"alice","subject":"bob"}: which subject loses its grants must not depend on the reader.
-      if (strictJsonFault(text, body) !== undefined) throw new OAuthError('request_body_member_repeated');
+      const fault = strictJsonFault(bytes, body);
+      if (fault !== undefined) throw new OAuthError(fault === 'not_utf8' ? 'request_not_utf8' : 'request_body_member_repeated');
       const str = (k: string) => (typeof body[k] === 'string' && body[k] !== '' ? (body[k] as string) : undefined);
       const reason = str('reason') ?? 'admin_api';
       const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => str(k) !== undefined);

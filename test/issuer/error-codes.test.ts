@@ -5,7 +5,7 @@ import { it } from 'node:test';
 import { OAUTH_ERROR_CODES, OAuthError, RETIRED_OAUTH_CODES } from '../../src/core/oauth-errors.ts';
 
 const doc = readFileSync(new URL('../../docs/token-service.md', import.meta.url), 'utf8');
-const documented = [...doc.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \| `([a-z_]+)` \|/gm)].map((m) => ({
+const documented = [...doc.matchAll(/^\| `([a-z0-9_]+)` \| (\d{3}) \| `([a-z_]+)` \|/gm)].map((m) => ({
   code: m[1] as string,
   status: Number(m[2]),
   error: m[3] as string,
