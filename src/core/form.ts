@@ -52,7 +52,12 @@ function percentDecode(bytes: Uint8Array): Uint8Array {
  * bytes are checked. A literal `%EF%BF%BD` is a real U+FFFD, valid UTF-8, and is accepted.
  */
 export function parseUtf8Form(body: Uint8Array | string): URLSearchParams | undefined {
-  const text = typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  const text =
+    typeof body === 'string'
+      ? body
+      : Buffer.isBuffer(body)
+        ? body.toString('utf8')
+        : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
   if (SUSPECT.test(text)) {
     const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
     // Both: a raw lead byte followed by `%A9` is valid only once decoded, yet URLSearchParams reads
