@@ -12,6 +12,7 @@ import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import type { JsonObject } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import { StoreUnavailableError } from '../store/contract.ts';
 import type { CompiledClient } from './clients.ts';
 
 /** A token-service request, as the HTTP adapter (or a test) hands it over. */
@@ -51,6 +52,33 @@ export interface BaseContext {
   /** Epoch seconds. */
   now(): number;
   emit(event: AuditDraft): void;
+}
+
+/** What a failed request answers: its own OAuth error, 503 for a store that is down, else a 500. */
+export function asOAuthError(e: unknown): OAuthError {
+  if (e instanceof OAuthError) return e;
+  return new OAuthError(e instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error', { cause: e });
+}
+
+/**
+ * Audit a request refused before its work began (its body, its client's authentication, a missing
+ * parameter), with the reason code the caller's error carries; `clientId` once the client is known.
+ */
+export function emitRefusal(
+  ctx: BaseContext,
+  kind: 'revocation.denied' | 'introspection.denied',
+  req: OAuthRequest,
+  clientId: string | undefined,
+  error: unknown,
+): void {
+  ctx.emit({
+    kind,
+    decision: 'deny',
+    reason: asOAuthError(error).code,
+    ...(clientId !== undefined ? { client_id: clientId } : {}),
+    ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
+    ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
+  });
 }
 
 /** Leeway added to revocation-entry lifetimes, seconds. */

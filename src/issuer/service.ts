@@ -27,7 +27,6 @@ import {
   PUBLIC_CLIENT_GRANT_TYPES,
   type RevokedGrant,
   type Store,
-  StoreUnavailableError,
 } from '../store/contract.ts';
 import { AccessTokens } from './access-tokens.ts';
 import {
@@ -40,7 +39,7 @@ import {
 import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
 import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { ConsentTokens } from './consent.ts';
-import type { AuditDraft, OAuthRequest, TokenResponse } from './context.ts';
+import { type AuditDraft, asOAuthError, type OAuthRequest, type TokenResponse } from './context.ts';
 import { checkTokenEndpointProof } from './dpop.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
@@ -100,12 +99,6 @@ type ServiceContext = ClientCredentialsContext &
 
 /** The grant types the token endpoint serves. */
 const SUPPORTED_GRANT_TYPES: ReadonlySet<string> = new Set(['client_credentials', 'authorization_code', 'refresh_token', TOKEN_EXCHANGE]);
-
-/** What a failed request answers: its own OAuth error, 503 for a store that is down, else a 500. */
-function asOAuthError(e: unknown): OAuthError {
-  if (e instanceof OAuthError) return e;
-  return new OAuthError(e instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error', { cause: e });
-}
 
 /**
  * The token service.

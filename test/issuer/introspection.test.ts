@@ -135,3 +135,39 @@ describe('errors', () => {
     assert.equal(res.status, 400);
   });
 });
+
+describe('refusals reach the audit trail', () => {
+  const denials = async () => {
+    await issuer.service.audit.flush();
+    return issuer.store.queryAudit({ kinds: ['introspection.denied'], limit: 10_000 });
+  };
+
+  it('audits a guessed client secret (secret scanning of the introspection endpoint) as introspection.denied invalid_client, without the secret or the token', async () => {
+    const before = (await denials()).length;
+    const res = await issuer.post(
+      '/oauth2/introspect',
+      { token: 'probe-token-value' },
+      { authorization: basic('api', 'guessed-secret-value') },
+    );
+    assert.equal(res.status, 401);
+    const events = await denials();
+    assert.equal(events.length, before + 1);
+    const e = events.at(-1);
+    assert.equal(e?.decision, 'deny');
+    assert.equal(e?.reason, 'client_secret_mismatch');
+    const text = JSON.stringify(e);
+    assert.doesNotMatch(text, /guessed-secret-value|probe-token-value/);
+  });
+
+  it('audits a missing token parameter with the authenticated client', async () => {
+    const res = await issuer.post(
+      '/oauth2/introspect',
+      {},
+      { authorization: basic('api', c.api?.secret as string), 'x-request-id': 'req-introspect-1' },
+    );
+    assert.equal(res.status, 400);
+    const e = (await denials()).at(-1);
+    assert.equal(e?.reason, 'request_parameter_missing');
+    assert.equal(e?.client_id, 'api');
+  });
+});

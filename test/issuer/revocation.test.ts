@@ -130,6 +130,20 @@ describe('RFC 7009 revocation endpoint', () => {
     assert.equal(res.status, 400);
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
   });
+
+  it('audits a refused revocation request (a guessed client secret) as revocation.denied, without the secret or the token', async () => {
+    const res = await issuer.post(
+      '/oauth2/revoke',
+      { token: 'probe-token-value' },
+      { authorization: basic('agent', 'guessed-secret-value') },
+    );
+    assert.equal(res.status, 401);
+    await issuer.service.audit.flush();
+    const e = (await issuer.store.queryAudit({ kinds: ['revocation.denied'], limit: 10_000 })).at(-1);
+    assert.equal(e?.decision, 'deny');
+    assert.equal(e?.reason, 'client_secret_mismatch');
+    assert.doesNotMatch(JSON.stringify(e), /guessed-secret-value|probe-token-value/);
+  });
 });
 
 describe('grant revocation cascades', () => {
