@@ -21,6 +21,7 @@ export type AuditKind =
   | 'introspection.denied'
   | 'token.denied'
   | 'grant.revoked'
+  | 'admin.denied'
   | 'refresh.reuse_detected'
   | 'login.succeeded'
   | 'login.signed_out'

@@ -28,7 +28,7 @@ import {
   type RevokedGrant,
   type Store,
 } from '../store/contract.ts';
-import { AccessTokens } from './access-tokens.ts';
+import { AccessTokens, type OwnToken } from './access-tokens.ts';
 import {
   type AuthorizationRequest,
   type AuthorizeContext,
@@ -521,17 +521,32 @@ export class TokenService {
    * the admin scope.
    * @throws {OAuthError} `invalid_token` (401) or `insufficient_scope` (403).
    */
-  authorizeAdmin(authorization: string | undefined): { subject: string; clientId: string } {
+  authorizeAdmin(
+    authorization: string | undefined,
+    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+  ): { subject: string; clientId: string } {
+    let own: OwnToken | undefined;
+    const refuse = (code: 'admin_token_missing' | 'admin_token_invalid' | 'admin_scope_missing'): never => {
+      // Every refusal is audited: probing the admin API with stolen or under-scoped tokens leaves a
+      // trail naming the token's subject and client when it is authentic (never the token).
+      this.#ctx.emit({
+        kind: 'admin.denied',
+        decision: 'deny',
+        reason: code,
+        ...(own !== undefined ? { subject: own.subject, client_id: own.clientId, jti: own.jti } : {}),
+        ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
+        ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
+      });
+      throw code === 'admin_scope_missing' ? new OAuthError(code, { scope: this.config.admin.scope }) : new OAuthError(code);
+    };
     const m = authorization === undefined ? null : /^bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(authorization);
-    if (!m) throw new OAuthError(authorization === undefined ? 'admin_token_missing' : 'admin_token_invalid');
-    const own = this.#tokens.verify(m[1] as string);
-    if (own === undefined || own.exp <= this.#ctx.now() || this.#tokens.isRevoked(own)) throw new OAuthError('admin_token_invalid');
+    if (!m) return refuse(authorization === undefined ? 'admin_token_missing' : 'admin_token_invalid');
+    own = this.#tokens.verify(m[1] as string);
+    if (own === undefined || own.exp <= this.#ctx.now() || this.#tokens.isRevoked(own)) return refuse('admin_token_invalid');
     // A DPoP-bound token is worthless without a proof of its key, and this API takes Bearer only (RFC 9449 §7.1).
-    if (own.jkt !== undefined) throw new OAuthError('admin_token_invalid');
-    if (!own.audiences.includes(this.config.adminAudience)) throw new OAuthError('admin_token_invalid');
-    if (!this.#scopes.expand(own.scopes).has(this.config.admin.scope)) {
-      throw new OAuthError('admin_scope_missing', { scope: this.config.admin.scope });
-    }
+    if (own.jkt !== undefined) return refuse('admin_token_invalid');
+    if (!own.audiences.includes(this.config.adminAudience)) return refuse('admin_token_invalid');
+    if (!this.#scopes.expand(own.scopes).has(this.config.admin.scope)) return refuse('admin_scope_missing');
     return { subject: own.subject, clientId: own.clientId };
   }
 

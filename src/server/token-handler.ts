@@ -275,7 +275,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   };
 
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
-    const who = service.authorizeAdmin(req.headers.authorization);
+    const who = service.authorizeAdmin(req.headers.authorization, { requestId, remoteAddr: req.socket.remoteAddress });
     if (sub === 'revoke') {
       if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
       if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');

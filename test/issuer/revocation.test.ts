@@ -267,6 +267,29 @@ describe('admin API', () => {
     assert.match(res2.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="tessera:admin"/);
   });
 
+  it('audits refused admin requests as admin.denied: no token, an authentic token of another audience and one without the admin scope (both naming their client)', async () => {
+    const denied = async () => {
+      await issuer.service.audit.flush();
+      return issuer.store.queryAudit({ kinds: ['admin.denied'], limit: 10_000 });
+    };
+    const before = (await denied()).length;
+    assert.equal((await post({ grant_id: 'g_x' })).status, 401);
+    const foreign = await cc('agent');
+    assert.equal((await post({ grant_id: 'g_x' }, foreign)).status, 401);
+    c['ops-audited'] = await issuer.addClient({ id: 'ops-audited', scopes: ['api:read'], audiences: [issuer.url] });
+    assert.equal((await post({ grant_id: 'g_x' }, await adminToken('ops-audited'))).status, 403);
+    const events = (await denied()).slice(before);
+    assert.deepEqual(
+      events.map((e) => [e.reason, e.decision, e.client_id]),
+      [
+        ['admin_token_missing', 'deny', undefined],
+        ['admin_token_invalid', 'deny', 'agent'],
+        ['admin_scope_missing', 'deny', 'ops-audited'],
+      ],
+    );
+    assert.doesNotMatch(JSON.stringify(events), new RegExp(foreign.split('.')[2] as string));
+  });
+
   it('refuses a DPoP-bound admin token presented as a bearer token (RFC 9449 §7.1)', async () => {
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const proof = await new SignJWT({
