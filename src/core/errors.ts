@@ -348,6 +348,12 @@ export const ERROR_CODES = {
     error: 'forbidden',
     description: 'The forward-auth request is not from the configured proxy.',
   },
+  // A configuration reload withdrew the credential an exchange in flight was authorized with.
+  credential_withdrawn: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token is no longer accepted.',
+  },
 
   // MCP routes: the JSON-RPC request the gateway reads before deciding, and session binding.
   mcp_content_type_invalid: {

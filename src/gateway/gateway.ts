@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
@@ -121,6 +121,22 @@ function acceptedUntil(config: TesseraConfig, p: Principal): number {
   return p.expiresAt;
 }
 
+/**
+ * Whether the credentials `config` configures still accept `p`'s token, as far as the principal
+ * tells: a static token by its digest (the same id with a new value is another token; the same
+ * value under a new id is still accepted), a JWT by its issuer still being trusted, an introspected
+ * token by introspection still being configured. A reload ends the exchanges of every principal
+ * this refuses. The digest compared is the principal's `tokenHash` (the first 96 bits of the
+ * token's SHA-256): two configured tokens of at least 32 random characters never share it.
+ * Route settings (`auth`, rules) are not re-checked: they decide new requests only.
+ */
+function credentialsAccepting(config: TesseraConfig): (p: Principal) => boolean {
+  const statics = new Set(config.static_tokens.map((t) => createHash('sha256').update(t.token).digest('base64url').slice(0, 16)));
+  const issuers = new Set(config.issuers.map((i) => i.issuer));
+  const introspection = config.introspection !== undefined;
+  return (p) => (p.kind === 'static' ? statics.has(p.tokenHash) : p.kind === 'jwt' ? issuers.has(p.issuer) : introspection);
+}
+
 /** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
 function originOf(s: GatewayState, req: IncomingMessage): string {
   try {
@@ -171,7 +187,11 @@ export interface Gateway {
   readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => void;
   /** `server.on('upgrade', gateway.handleUpgrade)`. */
   readonly handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
-  /** Validate and swap in a new configuration; the old one stays when it is invalid. */
+  /**
+   * Validate and swap in a new configuration; the old one stays when it is invalid. Exchanges in
+   * flight whose credential the new one no longer accepts (a static token removed or given a new
+   * value, an issuer or introspection removed) are ended with `credential_withdrawn`.
+   */
   reload(config: TesseraConfig): ReloadResult;
   /**
    * Stop: readiness turns 503, WebSocket and event streams are closed (1001 / end of stream),
@@ -267,7 +287,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   });
   const maxQueue = state.audit?.max_queue ?? 100_000;
 
-  const streams = new StreamRegistry({ clock, revocation: deps.revocation, acceptedUntil: (p) => acceptedUntil(state.config, p) });
+  const streams = new StreamRegistry({
+    clock,
+    revocation: deps.revocation,
+    acceptedUntil: (p) => acceptedUntil(state.config, p),
+    accepts: credentialsAccepting(state.config),
+  });
   let inflight = 0;
   let closing = false;
   let drained: (() => void) | undefined;
@@ -796,6 +821,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const previous = state;
     for (const v of previous.verifiers) metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
     state = compiled;
+    // A static token rotated out, an issuer no longer trusted: whoever holds it is cut off now,
+    // not only on its next request (revocation's mechanics: 1008, end of stream, 401).
+    streams.acceptOnly(credentialsAccepting(next));
     for (const v of compiled.verifiers) void v.ready();
     pools.retain(compiled.poolKeys);
     // An audit file is reopened on every reload, changed or not: SIGHUP after a rotation

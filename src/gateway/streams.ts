@@ -4,8 +4,10 @@
  * caller's authority: "revoked" must mean revoked for an open connection too.
  *
  * On every revocation the open streams are checked against the revocation list (a few set lookups
- * each); once a second, streams whose token has expired are closed. Closing is the stream's own
- * business: a WebSocket gets a close frame (1008), an HTTP response stream ends.
+ * each); once a second, streams whose token has expired are closed; on every configuration reload,
+ * streams whose credential the new configuration no longer accepts (a static token rotated out, an
+ * issuer no longer trusted) are closed. Closing is the stream's own business: a WebSocket gets a
+ * close frame (1008), an HTTP response stream ends.
  *
  * @module
  */
@@ -13,7 +15,7 @@ import type { Clock } from '../core/ports.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { principalRevoked, type Revocation, type RevocationCheck } from '../core/verify/revocation.ts';
 
-export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'shutdown';
+export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'credential_withdrawn' | 'shutdown';
 
 export interface TrackedStream {
   readonly kind: 'websocket' | 'http';
@@ -37,20 +39,24 @@ export class StreamRegistry {
   readonly #unsubscribe: (() => void) | undefined;
   readonly #timer: NodeJS.Timeout;
   readonly #acceptedUntil: (p: Principal) => number;
+  #accepts: ((p: Principal) => boolean) | undefined;
 
   /**
    * `acceptedUntil`: the epoch second from which the verifier would refuse the principal's token
    * (its `exp` plus the issuer's clock skew), so an exchange is never cut while its token would
-   * still be accepted; by default `expiresAt`.
+   * still be accepted; by default `expiresAt`. `accepts`: whether the configured credentials still
+   * accept the principal's token (see {@link StreamRegistry.acceptOnly}); by default every one.
    */
   constructor(options: {
     clock: Clock;
     revocation?: RevocationFeed | undefined;
     sweepIntervalMs?: number;
     acceptedUntil?: (p: Principal) => number;
+    accepts?: (p: Principal) => boolean;
   }) {
     this.#clock = options.clock;
     this.#acceptedUntil = options.acceptedUntil ?? ((p) => p.expiresAt);
+    this.#accepts = options.accepts;
     this.#revocation = options.revocation;
     this.#unsubscribe = options.revocation?.subscribe(() => this.checkRevoked());
     this.#timer = setInterval(() => this.sweepExpired(), options.sweepIntervalMs ?? 1000);
@@ -64,6 +70,9 @@ export class StreamRegistry {
     // accept the upgrade) found nothing to close: check once now, before any of the stream is
     // relayed (`close` may run before `add` returns).
     if (this.#revoked(stream.principal)) this.#close(stream, 'token_revoked');
+    // Likewise a reload that withdrew the credential while the request was being decided under the
+    // configuration before it.
+    else if (this.#withdrawn(stream.principal)) this.#close(stream, 'credential_withdrawn');
     return () => {
       this.#streams.delete(stream);
     };
@@ -91,6 +100,19 @@ export class StreamRegistry {
   #revoked(p: Principal | undefined): boolean {
     const r = this.#revocation;
     return r !== undefined && p !== undefined && p.kind !== 'static' && principalRevoked(r, p);
+  }
+
+  #withdrawn(p: Principal | undefined): boolean {
+    return p !== undefined && this.#accepts !== undefined && !this.#accepts(p);
+  }
+
+  /**
+   * A new configuration is in force: from now on only principals `accepts` admits keep their
+   * streams. Close those it refuses (their credential was withdrawn), now and when they are added.
+   */
+  acceptOnly(accepts: (p: Principal) => boolean): void {
+    this.#accepts = accepts;
+    for (const s of [...this.#streams]) if (this.#withdrawn(s.principal)) this.#close(s, 'credential_withdrawn');
   }
 
   /** Close streams whose token is now revoked. */

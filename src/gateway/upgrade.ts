@@ -21,6 +21,7 @@ import type { StreamCloseReason } from './streams.ts';
 const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   token_revoked: 'token revoked',
   token_expired: 'token expired',
+  credential_withdrawn: 'credential withdrawn',
   shutdown: 'server shutting down',
 };
 
