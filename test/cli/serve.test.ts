@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -409,6 +409,57 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       assert.ok(took >= 250, `closed after ${took} ms, before the drain time was up`);
     } finally {
       socket.destroy();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
+
+  it('a second signal during the drain (SIGINT, then SIGTERM) ends the process at once, as under the gateway', async () => {
+    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-signals-'));
+    const port = await freePort();
+    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
+    await initialize({ config: join(alone, 'tessera.yaml') });
+    const root = new URL('../../', import.meta.url).pathname;
+    const script = `
+      import { startServer } from '${root}src/cli/commands/serve.ts';
+      await startServer({ config: ${JSON.stringify(join(alone, 'tessera.yaml'))}, signals: true });
+      process.stderr.write('ready\\n');
+    `;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      child.once('exit', (code, signal) => resolve([code, signal])),
+    );
+    const socket = new Socket();
+    try {
+      const deadline = Date.now() + 10_000;
+      while (!err.includes('ready') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(err.includes('ready'), err);
+      // A request that never finishes holds the drain open (10 s) after the first signal.
+      socket.connect(port, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.write(
+        'POST /oauth2/token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type=',
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      child.kill('SIGINT');
+      await new Promise((r) => setTimeout(r, 200));
+      child.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        exited,
+        new Promise((r) => {
+          timer = setTimeout(() => r('still draining 5 s after the second signal'), 5000);
+        }),
+      ]);
+      clearTimeout(timer);
+      assert.deepEqual(outcome, [null, 'SIGTERM']);
+    } finally {
+      socket.destroy();
+      child.kill('SIGKILL');
       rmSync(alone, { recursive: true, force: true });
     }
   });

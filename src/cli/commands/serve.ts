@@ -134,9 +134,20 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       return closing;
     };
     if (options.signals) {
-      const stop = () => void close().then(() => process.exit(0));
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      // As the gateway's: the first SIGTERM or SIGINT drains; a second one (either) ends the process at once.
+      const stop = () => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        void close().then(
+          () => process.exit(0),
+          (error: unknown) => {
+            log({ level: 'error', event: 'shutdown_failed', error: (error as Error)?.name ?? 'error', msg: 'shutdown did not complete' });
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
       // Clients, keys and revocations are re-read from the store every sync_interval; there is no
       // gateway configuration to reload. SIGHUP must not kill the process.
       process.on('SIGHUP', () => log({ level: 'info', msg: 'SIGHUP: no gateway section to reload; the token service follows the store' }));
