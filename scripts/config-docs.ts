@@ -145,9 +145,10 @@ shape (${Object.keys(verifierFields)
     .map((k) => `\`${k}\``)
     .join(', ')}).
 
-- Any string value may reference the environment: \`\${VAR}\`, or \`\${VAR:default}\` when unset or empty;
-  \`$\${\` writes a literal \`\${\`; any other \`\${\` that is not a reference (\`\${VAR\`, \`\${VAR-x}\`) is an
-  error. Substitution applies to values, never to YAML structure.
+- Any string value may reference the environment: \`\${VAR}\`, or \`\${VAR:default}\` when unset or empty
+  (\`\${VAR:-default}\`, the bash and docker-compose spelling, is the same: \`\${PORT:-8080}\` is \`8080\`,
+  \`\${VAR:-}\` an empty default); \`$\${\` writes a literal \`\${\`; any other \`\${\` that is not a
+  reference (\`\${VAR\`, \`\${VAR-x}\`) is an error. Substitution applies to values, never to YAML structure.
   A value that is one whole reference is read as a number or a boolean where the setting is one
   (\`port: \${PORT}\`).
 - A **duration** is a number of seconds or a string with a unit: \`500ms\`, \`30s\`, \`10m\`, \`24h\`, \`7d\`.

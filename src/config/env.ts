@@ -1,13 +1,16 @@
 /**
  * `${VAR}` and `${VAR:default}` substitution in configuration values, applied to parsed string
  * values (never to YAML text, so an environment value cannot inject structure). `$${` writes a
- * literal `${`.
+ * literal `${`. `${VAR:-default}` (the bash and docker-compose spelling) is the same as
+ * `${VAR:default}`: the default when VAR is unset or empty, without the `-` (`${VAR:-}` is an empty
+ * default, `${VAR:--x}` the default `-x`). `${VAR-x}` (bash's unset-only default) is malformed.
  */
 import type { ConfigIssue } from '../core/errors.ts';
 
 // The last alternative is a `${` that starts no reference (`${VAR`, `${VAR-x}`, `${ VAR }`): an
 // error, never kept as literal text (the typo would otherwise become the value, a credential say).
-const REF = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}|\$\{/g;
+// The optional `-` after `:` is bash's `:-`, not part of the default: `${PORT:-8080}` is 8080.
+const REF = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-?([^}]*))?\}|\$\{/g;
 
 /** A string that took a value from the environment: where, as written, and as substituted. */
 export interface Substitution {

@@ -45,3 +45,43 @@ describe('config: a malformed ${VAR} reference is refused, not kept as a literal
     assert.equal(c.server.public_url, 'https://a.test/${x}/d');
   });
 });
+
+describe('config: ${VAR:-default}, the bash and docker-compose spelling, means ${VAR:default}', () => {
+  // `port: ${PORT:-8080}` used to take the default "-8080", and `${URL:-https://a.test}` the URL
+  // "-https://a.test": the "-" was read as the first character of the default.
+  const parse = (text: string, env: Record<string, string>) => parseConfigText(text, 'tessera.yaml', env);
+
+  it('takes the default without the "-" when the variable is unset', () => {
+    const c = parse('server: { port: "${PORT:-8080}", public_url: "${URL:-https://a.test}" }\n', {});
+    assert.equal(c.server.port, 8080);
+    assert.equal(c.server.public_url, 'https://a.test');
+  });
+
+  it('takes the default when the variable is empty, and the environment when it is set', () => {
+    const empty = parse('server: { public_url: "${URL:-https://a.test}" }\n', { URL: '' });
+    assert.equal(empty.server.public_url, 'https://a.test');
+    const set = parse('server: { public_url: "${URL:-https://a.test}" }\n', { URL: 'https://env.test' });
+    assert.equal(set.server.public_url, 'https://env.test');
+  });
+
+  it('reads ${VAR:--x} as the default "-x", as bash does', () => {
+    const c = parse('server: { public_url: "https://a.test/${P:--x}" }\n', {});
+    assert.equal(c.server.public_url, 'https://a.test/-x');
+  });
+
+  it('reads ${VAR:-} as an empty default, like ${VAR:}', () => {
+    const dash = parse('server: { public_url: "https://a.test/${P:-}x" }\n', {});
+    const colon = parse('server: { public_url: "https://a.test/${P:}x" }\n', {});
+    assert.equal(dash.server.public_url, 'https://a.test/x');
+    assert.equal(colon.server.public_url, 'https://a.test/x');
+  });
+
+  it('still refuses ${VAR-x} (no colon): unset-only defaults are not supported', () => {
+    const issues = issuesOf('server: { public_url: "https://a.test/${P-x}" }\n');
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['server.public_url'],
+    );
+    assert.match(issues[0]?.message ?? '', /starts no reference/);
+  });
+});

@@ -36,7 +36,7 @@ export function configTemplate(options: {
 }): string {
   const base = `http://${options.host}:${options.port}`;
   return `# tessera.yaml, written by \`tessera init\`. Every key is described in docs/configuration.md.
-# Values may use \${VAR} and \${VAR:default} from the environment.
+# Values may use \${VAR} and \${VAR:default} (or \${VAR:-default}) from the environment.
 data_dir: ${options.dataDir}
 
 server:
