@@ -10,7 +10,7 @@
  * @module
  */
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
-import { strictJsonFault } from '../core/jose/json.ts';
+import { STRICT_JSON_REFUSALS, strictJsonFault } from '../core/jose/json.ts';
 import type { VerificationKey } from '../core/jose/jwk.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import type { Clock, KeyMiss, KeySource } from '../core/ports.ts';
@@ -167,9 +167,8 @@ export class RemoteJwks implements KeySource {
     }
     // The strict JSON tokens are read with: a member named twice in a key is refused, as a token
     // with a duplicate claim is, rather than read as its last value.
-    if (strictJsonFault(text, document) !== undefined) {
-      throw new Error('response repeats a member name in one object');
-    }
+    const fault = strictJsonFault(text, document);
+    if (fault !== undefined) throw new Error(`response ${STRICT_JSON_REFUSALS[fault]}`);
     const parsed = parseJwks(document, { algorithms: this.#o.algorithms, publicOnly: true });
     for (const p of parsed.problems) this.#o.onWarning?.(`JWKS ${this.#o.url}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);
     if (parsed.keys.length === 0) throw new Error('no usable keys in the response');

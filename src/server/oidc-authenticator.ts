@@ -25,7 +25,7 @@
 import { createHmac, hash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
-import { strictJsonFault } from '../core/jose/json.ts';
+import { STRICT_JSON_REFUSALS, type StrictJsonFault, strictJsonFault } from '../core/jose/json.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { Store } from '../store/contract.ts';
 import {
@@ -134,12 +134,13 @@ function unseal(key: KeyObject, label: string, value: string): Record<string, un
 }
 
 /**
- * True when the header or the claims of a compact JWS repeat a member name (`{"sub":"a","sub":"b"}`),
- * which `jose` would read as the last. Anything else wrong with them is left to `jwtVerify`.
+ * Why the strict JSON Tessera reads tokens with refuses the header or the claims of a compact JWS:
+ * a repeated member name (`{"sub":"a","sub":"b"}`, which `jose` would read as the last), nesting
+ * too deep to check, or bytes that are not UTF-8. Anything else wrong with them is left to `jwtVerify`.
  */
-function jwtRepeatsMember(jwt: string): boolean {
+function jwtJsonFault(jwt: string): StrictJsonFault | undefined {
   const parts = jwt.split('.');
-  if (parts.length !== 3) return false;
+  if (parts.length !== 3) return undefined;
   for (const part of parts.slice(0, 2)) {
     const bytes = Buffer.from(part as string, 'base64url');
     let value: unknown;
@@ -148,9 +149,10 @@ function jwtRepeatsMember(jwt: string): boolean {
     } catch {
       continue; // Not JSON: jwtVerify refuses it.
     }
-    if (strictJsonFault(bytes, value) !== undefined) return true;
+    const fault = strictJsonFault(bytes, value);
+    if (fault !== undefined) return fault;
   }
-  return false;
+  return undefined;
 }
 
 /**
@@ -167,7 +169,8 @@ async function strictJwksFetch(url: string, init: RequestInit): Promise<Response
   } catch {
     value = undefined;
   }
-  if (strictJsonFault(text, value) !== undefined) throw new Error('response repeats a member name in one object');
+  const fault = strictJsonFault(text, value);
+  if (fault !== undefined) throw new Error(`response ${STRICT_JSON_REFUSALS[fault]}`);
   return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
 }
 
@@ -217,8 +220,11 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   let metadata: { value: Promise<UpstreamMetadata>; at: number } | undefined;
   let jwks: { uri: string; set: ReturnType<typeof createRemoteJWKSet> } | undefined;
 
-  /** An upstream JSON response; `repeated` when it names a member twice in one object (see {@link strictJsonFault}). */
-  const upstreamJson = async (url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown; repeated: boolean }> => {
+  /** An upstream JSON response; `fault` when the strict JSON Tessera reads tokens with refuses it (see {@link strictJsonFault}). */
+  const upstreamJson = async (
+    url: string,
+    init: RequestInit = {},
+  ): Promise<{ status: number; body: unknown; fault: StrictJsonFault | undefined }> => {
     const res = await doFetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
     const text = await res.text();
     if (text.length > MAX_RESPONSE) throw new Error(`response from ${url} is larger than ${MAX_RESPONSE} bytes`);
@@ -228,7 +234,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     } catch {
       body = undefined;
     }
-    return { status: res.status, body, repeated: strictJsonFault(text, body) !== undefined };
+    return { status: res.status, body, fault: strictJsonFault(text, body) };
   };
 
   const endpoint = (value: unknown, name: string): string => {
@@ -240,9 +246,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
 
   const discover = async (): Promise<UpstreamMetadata> => {
     const url = `${options.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
-    const { status, body, repeated } = await upstreamJson(url, { headers: { accept: 'application/json' } });
+    const { status, body, fault } = await upstreamJson(url, { headers: { accept: 'application/json' } });
     if (status !== 200 || typeof body !== 'object' || body === null) throw new Error(`${url} answered ${status}`);
-    if (repeated) throw new Error(`${url} repeats a member name in one object`);
+    if (fault !== undefined) throw new Error(`${url} ${STRICT_JSON_REFUSALS[fault]}`);
     const m = body as Record<string, unknown>;
     // OIDC Discovery §4.3: the issuer in the document is exactly the one configured.
     if (m.issuer !== options.issuer) throw new Error(`${url} names another issuer`);
@@ -345,7 +351,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       const codes = query.getAll('code');
       if (codes.length !== 1 || codes[0] === '') return fail('login_code_rejected');
 
-      let tokenResponse: { status: number; body: unknown; repeated: boolean };
+      let tokenResponse: { status: number; body: unknown; fault: StrictJsonFault | undefined };
       try {
         tokenResponse = await upstreamJson(m.token_endpoint, {
           method: 'POST',
@@ -361,9 +367,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         warn(`oidc: token request to ${m.token_endpoint} failed: ${(e as Error).name}`);
         return fail('login_upstream_unavailable');
       }
-      if (tokenResponse.repeated) {
+      if (tokenResponse.fault !== undefined) {
         // Two id_token (or error) members: which one the provider meant is not ours to guess.
-        warn(`oidc: the token endpoint's response (${tokenResponse.status}) repeats a member name in one object`);
+        warn(`oidc: the token endpoint's response (${tokenResponse.status}) ${STRICT_JSON_REFUSALS[tokenResponse.fault]}`);
         return fail('login_code_rejected');
       }
       const body = (typeof tokenResponse.body === 'object' && tokenResponse.body !== null ? tokenResponse.body : {}) as Record<
@@ -377,8 +383,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       }
 
       // jose reads {"sub":"a","sub":"b"} as b; the strict JSON Tessera reads tokens with refuses it.
-      if (jwtRepeatsMember(body.id_token)) {
-        warn('oidc: the ID token repeats a member name in one object (header or claims)');
+      const idTokenFault = jwtJsonFault(body.id_token);
+      if (idTokenFault !== undefined) {
+        warn(`oidc: the ID token ${STRICT_JSON_REFUSALS[idTokenFault]} (header or claims)`);
         return fail('login_id_token_invalid');
       }
       let claims: JWTPayload;

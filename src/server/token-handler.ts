@@ -259,9 +259,10 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     try {
       const bytes = await readBody(req, limit);
       metadata = JSON.parse(bytes.toString('utf8'));
-      // Bytes that are not UTF-8 are no JSON text (RFC 8259 §8.1), refused like any other.
+      // Bytes that are not UTF-8 are no JSON text (RFC 8259 §8.1), refused like any other; nesting
+      // too deep to check is no repeated member: invalid metadata, as JSON that is no object is.
       const fault = strictJsonFault(bytes, metadata);
-      if (fault !== undefined) bodyFault = fault === 'not_utf8' ? 'registration_metadata_invalid' : 'registration_metadata_member_repeated';
+      if (fault !== undefined) bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
     } catch (err) {
       if (err instanceof BodyTooLarge) throw err;
       bodyFault = 'registration_metadata_invalid';
@@ -293,7 +294,11 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       }
       // {"subject":"alice","subject":"bob"}: which subject loses its grants must not depend on the reader.
       const fault = strictJsonFault(bytes, body);
-      if (fault !== undefined) throw new OAuthError(fault === 'not_utf8' ? 'request_not_utf8' : 'request_body_member_repeated');
+      if (fault !== undefined) {
+        throw new OAuthError(
+          fault === 'not_utf8' ? 'request_not_utf8' : fault === 'repeated' ? 'request_body_member_repeated' : 'request_body_malformed',
+        );
+      }
       const str = (k: string) => (typeof body[k] === 'string' && body[k] !== '' ? (body[k] as string) : undefined);
       const reason = str('reason') ?? 'admin_api';
       const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => str(k) !== undefined);

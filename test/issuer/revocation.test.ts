@@ -362,6 +362,18 @@ describe('admin API', () => {
     assert.equal(await valid(gina), true);
   });
 
+  it('refuses a revocation body nested 30,000 arrays deep as malformed, not as a repeated member: no one is revoked', async () => {
+    const hana = (await issuer.service.mint({ clientId: 'broker', subject: 'hana', ttl: 3600, audiences: [API] })).access_token;
+    const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${await adminToken()}` },
+      body: `{"subject":"hana","x":${'['.repeat(30_000)}${']'.repeat(30_000)}}`,
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'The request body is not valid form data.' });
+    assert.equal(await valid(hana), true);
+  });
+
   it('answers 405 with Allow: GET for another method on the grant tree', async () => {
     const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, {
       method: 'DELETE',

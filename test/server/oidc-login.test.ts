@@ -481,6 +481,23 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('a discovery document nested 30,000 arrays deep is refused as too deep, not as a repeated member: no login starts', async () => {
+    const warnings: string[] = [];
+    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    rogue.rewrite = (path, text) =>
+      path === '/.well-known/openid-configuration' ? `{"x":${'['.repeat(30_000)}${']'.repeat(30_000)},${text.slice(1)}` : text;
+    try {
+      const browser = new Browser();
+      await expectPage(await browser.fetch(authorizeUrl(fresh, pkcePair().challenge)), 502);
+      assert.deepEqual(await audit(fresh), ['login_upstream_unavailable']);
+      assert.match(warnings.join('\n'), /openid-configuration nests objects and arrays too deeply/);
+      assert.doesNotMatch(warnings.join('\n'), /repeats a member name/);
+    } finally {
+      rogue.rewrite = undefined;
+      await fresh.close();
+    }
+  });
+
   it('a provider JWKS that names a member twice (two x in the key) fails closed as unavailable, not read as the last', async () => {
     const warnings: string[] = [];
     const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));

@@ -219,6 +219,18 @@ describe('dynamic client registration', () => {
     assert.equal(denied.length, bodies.length);
   });
 
+  it('DCR metadata nested 30,000 arrays deep: invalid_client_metadata as invalid metadata, not as a repeated member; nothing registered', async () => {
+    const clients = (await issuer.store.listClients()).length;
+    const res = await fetch(`${issuer.url}/oauth2/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${IAT}` },
+      body: `{"client_name":"Deep","redirect_uris":["http://127.0.0.1:2/cb"],"x":${'['.repeat(30_000)}${']'.repeat(30_000)}}`,
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), { error: 'invalid_client_metadata', error_description: 'The client metadata is invalid.' });
+    assert.equal((await issuer.store.listClients()).length, clients, 'nothing registered');
+  });
+
   describe('errors of an authorization request before the person sees anything', () => {
     const authorize = (clientId: string, redirectUri: string) => {
       const q = new URLSearchParams({

@@ -105,28 +105,55 @@ export function parseJsonObjectText(text: string): JsonObject | undefined {
   return parseJsonObject(Buffer.from(text, 'utf8'));
 }
 
+/** Why the strict parser refused a document: see {@link strictJsonFault}. */
+export type StrictJsonFault = 'repeated' | 'too_deep' | 'not_utf8';
+
 /**
  * Why a document that `JSON.parse` read as `value` is refused by the strict parser, for documents
- * read with `JSON.parse` first (to tell "not JSON" apart): `'repeated'` when `value` is an object
- * and the text names a member twice in one object (or nests past what the check can walk),
- * `'not_utf8'` when the bytes are not UTF-8; `undefined` when the strict parser agrees, or when
- * `value` is not an object (the caller's own shape check says what is wrong).
+ * read with `JSON.parse` first (to tell "not JSON" apart): `'not_utf8'` when the bytes are not
+ * UTF-8, `'too_deep'` when objects and arrays nest past what the duplicate check can walk (it
+ * overflows the stack, some thousands of levels), `'repeated'` when the text names a member twice
+ * in one object; `undefined` when the strict parser agrees, or when `value` is not an object (the
+ * caller's own shape check says what is wrong).
+ *
+ * Only the refusal path pays for telling these apart: {@link parseJsonObject} refuses them all alike.
  *
  * @example
  * ```ts
  * const value = JSON.parse(text);
- * if (strictJsonFault(text, value) === 'repeated') throw new Error('a member name is repeated');
+ * const fault = strictJsonFault(text, value);
+ * if (fault !== undefined) throw new Error(STRICT_JSON_FAULTS[fault]);
  * ```
  */
-export function strictJsonFault(document: string | Buffer, value: unknown): 'repeated' | 'not_utf8' | undefined {
+export function strictJsonFault(document: string | Buffer, value: unknown): StrictJsonFault | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const bytes = typeof document === 'string' ? Buffer.from(document, 'utf8') : document;
   if (parseJsonObject(bytes) !== undefined) return undefined;
-  return isUtf8(bytes) ? 'repeated' : 'not_utf8';
+  if (!isUtf8(bytes)) return 'not_utf8';
+  // UTF-8 JSON with an object at the top that parseJsonObject refused: a duplicate, or a walk that
+  // overflowed the stack. The walk is run again to tell which. It can also succeed here, a few
+  // frames shallower than in parseJsonObject, for a document within a frame or two of the limit.
+  try {
+    return isDuplicateFree(bytes.toString('utf8'), value) ? 'too_deep' : 'repeated';
+  } catch {
+    return 'too_deep';
+  }
 }
 
 /** {@link strictJsonFault} as a sentence for an error message. */
 export const STRICT_JSON_FAULTS = {
   repeated: 'a member name is repeated in one object (write each member once)',
+  too_deep: 'objects and arrays are nested too deeply to check for repeated member names',
   not_utf8: 'not UTF-8',
-} as const;
+} as const satisfies Record<StrictJsonFault, string>;
+
+/**
+ * {@link strictJsonFault} as what a document does, after its name: `response repeats a member name
+ * in one object`. For documents from elsewhere (an upstream's response), where the advice of
+ * {@link STRICT_JSON_FAULTS} is not the reader's to follow.
+ */
+export const STRICT_JSON_REFUSALS = {
+  repeated: 'repeats a member name in one object',
+  too_deep: 'nests objects and arrays too deeply',
+  not_utf8: 'is not UTF-8',
+} as const satisfies Record<StrictJsonFault, string>;

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { describe, it } from 'node:test';
-import { parseJsonObject } from '../../../src/core/jose/json.ts';
+import { parseJsonObject, STRICT_JSON_FAULTS, strictJsonFault } from '../../../src/core/jose/json.ts';
 
 const parse = (text: string) => parseJsonObject(Buffer.from(text, 'utf8'));
 
@@ -109,5 +109,40 @@ describe('strict JSON objects', () => {
 
   it('refuses absurd nesting instead of overflowing the stack', () => {
     assert.equal(parse(`{"a":${'['.repeat(200_000)}${']'.repeat(200_000)}}`), undefined);
+  });
+});
+
+describe('strictJsonFault: why the strict parser refused a document', () => {
+  const fault = (text: string) => strictJsonFault(text, JSON.parse(text));
+
+  it('names a repeated member, invalid UTF-8, and nothing for a document it accepts', () => {
+    assert.equal(fault('{"a":1,"a":2}'), 'repeated');
+    assert.equal(fault('{"a":[{"b":1,"c":{"d":1,"d":1}}]}'), 'repeated');
+    const notUtf8 = Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc0, 0xaf, 0x22, 0x7d]);
+    assert.equal(strictJsonFault(notUtf8, JSON.parse(notUtf8.toString('utf8'))), 'not_utf8');
+    assert.equal(fault('{"a":{"b":[1,{"c":2}]}}'), undefined);
+    assert.equal(fault('[1,1]'), undefined);
+  });
+
+  // A 100,000-deep document was reported as "a member name is repeated in one object": the
+  // overflow of the duplicate walk was taken for a duplicate.
+  for (const [name, deep] of [
+    ['arrays', (n: number) => `{"a":${'['.repeat(n)}${']'.repeat(n)}}`],
+    ['objects', (n: number) => `{"a":${'{"b":'.repeat(n)}1${'}'.repeat(n)}}`],
+    ['objects with a repeated member at the bottom', (n: number) => `{"a":${'{"b":'.repeat(n)}{"c":1,"c":2}${'}'.repeat(n)}}`],
+  ] as const) {
+    it(`attack: absurdly nested ${name} is too_deep, not repeated, and still refused`, () => {
+      for (const n of [100_000, 200_000]) {
+        const text = deep(n);
+        assert.equal(parse(text), undefined);
+        assert.equal(fault(text), 'too_deep', `${n}`);
+        assert.equal(strictJsonFault(Buffer.from(text), JSON.parse(text)), 'too_deep', `${n}, as bytes`);
+      }
+    });
+  }
+
+  it('has a sentence for every fault', () => {
+    assert.deepEqual(Object.keys(STRICT_JSON_FAULTS).sort(), ['not_utf8', 'repeated', 'too_deep']);
+    assert.match(STRICT_JSON_FAULTS.too_deep, /nested too deeply/);
   });
 });

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { STRICT_JSON_FAULTS } from '../../../../src/core/jose/json.ts';
 import { createVerifier } from '../../../../src/verifier.ts';
 import { issuesOf } from '../../../helpers/config.ts';
 import { jsonWith, signRaw } from '../../../helpers/raw.ts';
@@ -96,10 +97,17 @@ describe('attack: duplicate JSON members in a local key set (jwks.file)', () => 
   const keyWithTwice = (member: 'x' | 'kty') =>
     JSON.stringify(key.jwk).replace(`"${member}":`, `"${member}":${JSON.stringify(member === 'x' ? other.jwk.x : 'RSA')},"${member}":`);
 
-  for (const [name, text] of [
-    ['a key with two x members', `{"keys":[${keyWithTwice('x')}]}`],
-    ['a key with two kty members', `{"keys":[${keyWithTwice('kty')}]}`],
-    ['two keys arrays', `{"keys":[${JSON.stringify(other.jwk)}],"keys":[${JSON.stringify(key.jwk)}]}`],
+  const repeated = 'a member name is repeated in one object (write each member once)';
+  for (const [name, text, why] of [
+    ['a key with two x members', `{"keys":[${keyWithTwice('x')}]}`, repeated],
+    ['a key with two kty members', `{"keys":[${keyWithTwice('kty')}]}`, repeated],
+    ['two keys arrays', `{"keys":[${JSON.stringify(other.jwk)}],"keys":[${JSON.stringify(key.jwk)}]}`, repeated],
+    // Was reported as a repeated member: the duplicate check's overflow taken for a duplicate.
+    [
+      'a key nested 100,000 arrays deep',
+      `{"keys":[${JSON.stringify(key.jwk)}],"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}`,
+      STRICT_JSON_FAULTS.too_deep,
+    ],
   ] as const) {
     it(`refuses ${name} at load, naming the file`, () => {
       const dir = mkdtempSync(join(tmpdir(), 'tessera-jwks-dup-'));
@@ -112,7 +120,7 @@ describe('attack: duplicate JSON members in a local key set (jwks.file)', () => 
         assert.deepEqual(issues, [
           {
             path: 'issuers[0].jwks.file',
-            message: `cannot load JWKS from ${file}: a member name is repeated in one object (write each member once)`,
+            message: `cannot load JWKS from ${file}: ${why}`,
           },
         ]);
         // The same key set, each member once, loads.

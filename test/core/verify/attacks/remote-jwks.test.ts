@@ -256,6 +256,15 @@ describe('remote JWKS failure keeps the last good key set', () => {
     }
   });
 
+  it('attack: a key set nested 100,000 arrays deep is a failed fetch that says so, not a repeated member; the last good keys stay', async () => {
+    const deep = `{"keys":[${JSON.stringify(rotated.jwk)}],"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}`;
+    try {
+      await assertBadRefetchKeepsLastGood(deep, 'response nests objects and arrays too deeply');
+    } finally {
+      endpoint.body = undefined;
+    }
+  });
+
   it('answers 503 keys_unavailable while no key set was ever fetched, and recovers once the endpoint does', async () => {
     const clock = fakeClock();
     endpoint.status = 503;
