@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { existsSync, watch } from 'node:fs';
+import { existsSync, readFileSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname, resolve } from 'node:path';
 import { loadConfigFile } from '../config/load.ts';
@@ -48,6 +48,25 @@ export interface ServedGateway {
   /** Reload from `configFile` (or apply `config`). */
   reload(config?: TesseraConfig): ReloadResult;
   close(options?: { drainTimeoutMs?: number }): Promise<void>;
+}
+
+/**
+ * A changed file is applied once two reads this far apart find the same bytes (and a read after
+ * loading it still does), at most SETTLE_ROUNDS reads after the change was seen.
+ */
+const SETTLE_MS = 250;
+const SETTLE_ROUNDS = 10;
+
+function readBytes(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : a.equals(b);
 }
 
 function applyLimits(server: Server, config: TesseraConfig): void {
@@ -147,6 +166,16 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   gateway.logger.info({ event: 'listening', url, routes: gateway.state.routes.length }, 'gateway listening');
 
   let closed: Promise<void> | undefined;
+  // Any failure to read the configuration (a file that cannot be read, a bad secrets.env) refuses
+  // the reload; it must never take the running process down.
+  const refuse = (e: unknown): ReloadResult => {
+    const error =
+      e instanceof ConfigError
+        ? e
+        : new ConfigError([{ path: '(file)', message: `cannot read the configuration: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }]);
+    gateway.logger.error({ event: 'config_reload_refused', problems: error.issues.length }, error.message);
+    return { ok: false, error };
+  };
   const reload = (next?: TesseraConfig): ReloadResult => {
     // A reload while draining would swap routes and reopen audit outputs under the requests being
     // drained (and after close, outputs nobody closes): the configuration in force stays.
@@ -160,16 +189,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       try {
         c = load();
       } catch (e) {
-        // Any failure to read the configuration (a file that cannot be read, a bad secrets.env)
-        // refuses the reload; it must never take the running process down.
-        const error =
-          e instanceof ConfigError
-            ? e
-            : new ConfigError([
-                { path: '(file)', message: `cannot read the configuration: ${(e as NodeJS.ErrnoException).code ?? 'error'}` },
-              ]);
-        gateway.logger.error({ event: 'config_reload_refused', problems: error.issues.length }, error.message);
-        return { ok: false, error };
+        return refuse(e);
       }
     }
     let result = gateway.reload(c);
@@ -196,21 +216,72 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
 
   let watcher: ReturnType<typeof watch> | undefined;
   let debounce: NodeJS.Timeout | undefined;
+  let settle: NodeJS.Timeout | undefined;
+  let missing: NodeJS.Timeout | undefined;
+  let settling = false;
   let replaced = false;
+  // A file saved by renaming another over it (editors, `sed -i`, Kubernetes ConfigMaps) is a new
+  // inode; the watch stays on the old one and reports nothing more.
+  const rewatchIfReplaced = (path: string): void => {
+    if (!replaced) return;
+    replaced = false;
+    watcher?.close();
+    watchFile(path);
+  };
+  // An editor or `cp` may write the file in several writes, and a YAML file cut at a line boundary
+  // is often valid: loaded mid-write, it would apply with routes, rules or issuers missing. So a
+  // change applies once two reads SETTLE_MS apart find the same bytes, and loading it did not
+  // race another write; a file still changing after SETTLE_ROUNDS reads is not applied.
+  const reloadWhenSettled = (path: string): void => {
+    if (settling || !load) return;
+    settling = true;
+    let seen = readBytes(path);
+    let rounds = 0;
+    const round = (): void => {
+      if (closed !== undefined) return;
+      rewatchIfReplaced(path);
+      const now = readBytes(path);
+      if (sameBytes(seen, now)) {
+        let next: TesseraConfig | undefined;
+        let failure: unknown;
+        try {
+          next = load();
+        } catch (e) {
+          failure = e ?? new Error('load failed');
+        }
+        if (sameBytes(now, readBytes(path))) {
+          settling = false;
+          if (next !== undefined) reload(next);
+          else refuse(failure);
+          return;
+        }
+      }
+      if (++rounds >= SETTLE_ROUNDS) {
+        settling = false;
+        gateway.logger.warn(
+          { event: 'config_reload_unstable', waited_ms: rounds * SETTLE_MS },
+          'the configuration file kept changing; the running configuration stays until it is still',
+        );
+        return;
+      }
+      seen = readBytes(path);
+      settle = setTimeout(round, SETTLE_MS);
+      settle.unref();
+    };
+    settle = setTimeout(round, SETTLE_MS);
+    settle.unref();
+  };
   const watchFile = (path: string): void => {
     try {
       watcher = watch(path, (event) => {
         replaced ||= event === 'rename';
-        clearTimeout(debounce);
+        // Coalesced from the first event, not pushed back by each: a file that never stops
+        // changing is still looked at, and reported. While settling, the next read sees the change.
+        if (settling || debounce !== undefined) return;
         debounce = setTimeout(() => {
-          // A file saved by renaming another over it (editors, `sed -i`, Kubernetes ConfigMaps)
-          // is a new inode; the watch stays on the old one and reports nothing more.
-          if (replaced) {
-            replaced = false;
-            watcher?.close();
-            watchFile(path);
-          }
-          reload();
+          debounce = undefined;
+          rewatchIfReplaced(path);
+          reloadWhenSettled(path);
         }, 200);
         debounce.unref();
       });
@@ -226,17 +297,18 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
         { event: 'config_file_missing' },
         'the configuration file is gone; the running configuration stays until it is back',
       );
-      debounce = setTimeout(function retry() {
+      clearTimeout(missing);
+      missing = setTimeout(function retry() {
         if (closed !== undefined) return;
         if (!existsSync(path)) {
-          debounce = setTimeout(retry, 500);
-          debounce.unref();
+          missing = setTimeout(retry, 500);
+          missing.unref();
           return;
         }
         watchFile(path);
-        reload();
+        reloadWhenSettled(path);
       }, 500);
-      debounce.unref();
+      missing.unref();
     }
   };
   if (file && config.gateway?.watch_config) watchFile(file);
@@ -245,6 +317,8 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     closed ??= (async () => {
       watcher?.close();
       clearTimeout(debounce);
+      clearTimeout(settle);
+      clearTimeout(missing);
       // SIGHUP stays handled (and ignored) until the drain is over: without a handler its default
       // action ends the process at once, cutting the requests in flight and losing their audit events.
       process.off('SIGTERM', onTerm);

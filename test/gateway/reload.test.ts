@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -264,6 +264,80 @@ describe('gateway: watching a configuration file that is deleted and written aga
       await served.close({ drainTimeoutMs: 100 });
       await upstream.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gateway: a configuration file caught mid-write by the watcher', () => {
+  /** Route ids of every configuration the gateway accepted, and the warn/error events it logged. */
+  async function watched() {
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-midwrite-'));
+    const file = join(dir, 'tessera.yaml');
+    writeFileSync(file, yaml(upstream.url));
+    const applied: string[][] = [];
+    const events: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => events.push((JSON.parse(l) as { event: string }).event) });
+    const served = await serveGateway(
+      {
+        configFile: file,
+        env: { GATEWAY_TOKEN: 'token-version-one-0123456789' },
+        host: '127.0.0.1',
+        port: 0,
+        onReload: (c) => applied.push((c.gateway?.routes ?? []).map((r) => r.id)),
+      },
+      { logger },
+    );
+    const route = (id: string) => `    - { id: ${id}, match: { path_prefix: /${id} }, upstream: { url: ${upstream.url} }, auth: none }\n`;
+    const until = async (done: () => boolean | Promise<boolean>): Promise<void> => {
+      const start = Date.now();
+      while (!(await done()) && Date.now() - start < 10_000) await new Promise((r) => setTimeout(r, 50));
+    };
+    const close = async () => {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    return { upstream, file, served, applied, events, route, until, close };
+  }
+
+  it('attack: a file written in two parts, its first part valid YAML, is applied whole and never by half', async () => {
+    const w = await watched();
+    try {
+      const full = yaml(w.upstream.url, `${w.route('first')}${w.route('second')}`);
+      // Cut at a line boundary, after the first new route: valid, and a configuration without `second`.
+      const half = full.slice(0, full.indexOf(w.route('second')));
+      assert.ok(full.startsWith(half) && half.endsWith(w.route('first')));
+      writeFileSync(w.file, half);
+      // The rest, after a pause longer than the watcher's debounce (200 ms), as a slow writer's second write.
+      await new Promise((r) => setTimeout(r, 300));
+      appendFileSync(w.file, full.slice(half.length));
+      await w.until(async () => (await fetch(`${w.served.url}/second/x`)).status === 200);
+      assert.equal((await fetch(`${w.served.url}/second/x`)).status, 200, 'the whole file was applied');
+      assert.equal((await fetch(`${w.served.url}/first/x`)).status, 200);
+      assert.deepEqual(
+        w.applied.filter((ids) => !ids.includes('second')),
+        [],
+        'no configuration cut after `first` was ever applied',
+      );
+      assert.deepEqual(w.events, []);
+    } finally {
+      await w.close();
+    }
+  });
+
+  it('a file that keeps changing is not applied: config_reload_unstable, and the running configuration stays', async () => {
+    const w = await watched();
+    let n = 0;
+    const writer = setInterval(() => writeFileSync(w.file, yaml(w.upstream.url, w.route(`r${++n}`))), 40);
+    try {
+      await w.until(() => w.events.includes('config_reload_unstable'));
+      assert.ok(w.events.includes('config_reload_unstable'), `logged ${w.events.join(', ')}`);
+      assert.deepEqual(w.applied, []);
+      assert.equal((await fetch(`${w.served.url}/api/x`)).status, 401, 'the running configuration kept serving');
+    } finally {
+      clearInterval(writer);
+      await w.close();
     }
   });
 });
