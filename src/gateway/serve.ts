@@ -52,7 +52,7 @@ export interface ServedGateway {
 
 /**
  * A changed file is applied once two reads this far apart find the same bytes (and a read after
- * loading it still does), at most SETTLE_ROUNDS reads after the change was seen.
+ * loading it still does); one still changing after SETTLE_ROUNDS reads is reported.
  */
 const SETTLE_MS = 250;
 const SETTLE_ROUNDS = 10;
@@ -231,7 +231,8 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   // An editor or `cp` may write the file in several writes, and a YAML file cut at a line boundary
   // is often valid: loaded mid-write, it would apply with routes, rules or issuers missing. So a
   // change applies once two reads SETTLE_MS apart find the same bytes, and loading it did not
-  // race another write; a file still changing after SETTLE_ROUNDS reads is not applied.
+  // race another write; a file still changing after SETTLE_ROUNDS reads is reported, and applied
+  // when it is still.
   const reloadWhenSettled = (path: string): void => {
     if (settling || !load) return;
     settling = true;
@@ -256,13 +257,13 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
           return;
         }
       }
-      if (++rounds >= SETTLE_ROUNDS) {
-        settling = false;
+      // Still changing: said once, and the reads go on (the events of these writes were absorbed
+      // here, so giving up would leave the file's final state unapplied once it is still).
+      if (++rounds === SETTLE_ROUNDS) {
         gateway.logger.warn(
           { event: 'config_reload_unstable', waited_ms: rounds * SETTLE_MS },
-          'the configuration file kept changing; the running configuration stays until it is still',
+          'the configuration file keeps changing; the running configuration stays until it is still',
         );
-        return;
       }
       seen = readBytes(path);
       settle = setTimeout(round, SETTLE_MS);
