@@ -13,7 +13,8 @@ import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.
 import type { JsonObject } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
-import type { CompiledClient } from './clients.ts';
+import type { ClientRegistry, CompiledClient } from './clients.ts';
+import { checkRepeats, required } from './params.ts';
 
 /** A token-service request, as the HTTP adapter (or a test) hands it over. */
 export interface OAuthRequest {
@@ -61,24 +62,35 @@ export function asOAuthError(e: unknown): OAuthError {
 }
 
 /**
- * Audit a request refused before its work began (its body, its client's authentication, a missing
- * parameter), with the reason code the caller's error carries; `clientId` once the client is known.
+ * The opening of a revocation or introspection request (RFC 7009 §2.1, RFC 7662 §2.1): its body,
+ * its client's authentication and its `token` parameter. A refusal here is audited as `kind` with
+ * the caller's error code (and the client once it authenticated), as the token endpoint audits
+ * its own: a flood of guessed client secrets must leave a trail at every endpoint.
  */
-export function emitRefusal(
-  ctx: BaseContext,
-  kind: 'revocation.denied' | 'introspection.denied',
+export async function openTokenRequest(
+  ctx: BaseContext & { readonly clients: Pick<ClientRegistry, 'authenticate'> },
   req: OAuthRequest,
-  clientId: string | undefined,
-  error: unknown,
-): void {
-  ctx.emit({
-    kind,
-    decision: 'deny',
-    reason: asOAuthError(error).code,
-    ...(clientId !== undefined ? { client_id: clientId } : {}),
-    ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
-    ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
-  });
+  kind: 'revocation.denied' | 'introspection.denied',
+  options: { readonly allowPublic?: boolean } = {},
+): Promise<{ readonly client: CompiledClient; readonly token: string }> {
+  let clientId: string | undefined;
+  try {
+    if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
+    checkRepeats(req.params);
+    const client = await ctx.clients.authenticate(req, options);
+    clientId = client.id;
+    return { client, token: required(req.params, 'token') };
+  } catch (error) {
+    ctx.emit({
+      kind,
+      decision: 'deny',
+      reason: asOAuthError(error).code,
+      ...(clientId !== undefined ? { client_id: clientId } : {}),
+      ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
+      ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
+    });
+    throw error;
+  }
 }
 
 /** Leeway added to revocation-entry lifetimes, seconds. */

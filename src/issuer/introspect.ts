@@ -1,15 +1,7 @@
-/**
- * Introspection (RFC 7662) of this issuer's access and refresh tokens, for the client the token
- * was issued to or addressed to.
- *
- * @module
- */
-import { OAuthError } from '../core/oauth-errors.ts';
 import type { Store } from '../store/contract.ts';
 import type { AccessTokens } from './access-tokens.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
-import { type BaseContext, emitRefusal, type OAuthRequest } from './context.ts';
-import { checkRepeats, required } from './params.ts';
+import { type BaseContext, type OAuthRequest, openTokenRequest } from './context.ts';
 import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
 
 export interface IntrospectContext extends BaseContext {
@@ -21,21 +13,7 @@ export interface IntrospectContext extends BaseContext {
 
 /** RFC 7662 (see `TokenService.introspect`). */
 export async function introspectRequest(ctx: IntrospectContext, req: OAuthRequest): Promise<Record<string, unknown>> {
-  let clientId: string | undefined;
-  let client: CompiledClient;
-  let token: string;
-  try {
-    if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
-    checkRepeats(req.params);
-    client = await ctx.clients.authenticate(req);
-    clientId = client.id;
-    token = required(req.params, 'token');
-  } catch (e) {
-    // Refusals are audited like the token endpoint's: a flood of guessed client secrets here
-    // must leave a trail too.
-    emitRefusal(ctx, 'introspection.denied', req, clientId, e);
-    throw e;
-  }
+  const { client, token } = await openTokenRequest(ctx, req, 'introspection.denied');
   const now = ctx.now();
   const inactive = { active: false };
   const result = await introspect(ctx, token, client, now);

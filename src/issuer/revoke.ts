@@ -6,13 +6,11 @@
  * @module
  */
 import { LOGIN_SESSION_TTL_MAX, type ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
-import { OAuthError } from '../core/oauth-errors.ts';
 import type { GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
 import type { AccessTokens, OwnToken } from './access-tokens.ts';
-import type { ClientRegistry, CompiledClient } from './clients.ts';
-import { type BaseContext, emitRefusal, type OAuthRequest, SKEW } from './context.ts';
+import type { ClientRegistry } from './clients.ts';
+import { type BaseContext, type OAuthRequest, openTokenRequest, SKEW } from './context.ts';
 import type { StandingGrants } from './grants/standing.ts';
-import { checkRepeats, required } from './params.ts';
 import type { RevocationFeed } from './revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
 
@@ -39,20 +37,8 @@ export interface RevokeContext extends BaseContext {
 
 /** RFC 7009 (see `TokenService.revoke`). */
 export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Promise<void> {
-  let clientId: string | undefined;
-  let client: CompiledClient;
-  let token: string;
-  try {
-    if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
-    checkRepeats(req.params);
-    // RFC 7009 §2.1: a public client may revoke its own tokens.
-    client = await ctx.clients.authenticate(req, { allowPublic: true });
-    clientId = client.id;
-    token = required(req.params, 'token');
-  } catch (e) {
-    emitRefusal(ctx, 'revocation.denied', req, clientId, e);
-    throw e;
-  }
+  // RFC 7009 §2.1: a public client may revoke its own tokens.
+  const { client, token } = await openTokenRequest(ctx, req, 'revocation.denied', { allowPublic: true });
   const now = ctx.now();
   if (token.startsWith(REFRESH_TOKEN_PREFIX)) {
     const record = await ctx.store.getRefreshToken(sha256(token));
