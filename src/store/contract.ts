@@ -214,6 +214,34 @@ export type CodeRedemption =
   /** Presented again after redemption: the grant issued from it and its subtree are now revoked. */
   | { readonly status: 'reused'; readonly grantId: string | null; readonly revokedGrantIds: readonly string[] };
 
+/**
+ * A person's remembered approval of a client (`authorization.remember_consent`, as Auth0's user
+ * grants and Ory Hydra's `remember`): what the consent page approved, so a later authorization
+ * request asking for no more is approved without the page until `expiresAt`. One per (subject,
+ * client): a new approval replaces it.
+ */
+export interface RememberedConsentRecord {
+  /** The person who approved. */
+  readonly subject: string;
+  readonly clientId: string;
+  /** The issuer vouching for the subject (this token service). */
+  readonly issuer: string;
+  /** The approved scopes and RFC 8707 resources: a later request must ask for subsets of these. */
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  /** The redirect URI the approval was sent to. */
+  readonly redirectUri: string;
+  /** Fingerprint of the client's registration when approved: a client changed since is asked about again. */
+  readonly clientFingerprint: string;
+  /**
+   * `token_hash` of the code the consent page issued: its `authorization.approved` event is the
+   * person's approval, which `tessera trace` names for every grant approved from this record.
+   */
+  readonly approvalHash: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+}
+
 /** Which grants to revoke. Each selected grant is revoked with its whole subtree. */
 export type GrantSelector =
   | { readonly grantId: string }
@@ -284,6 +312,7 @@ export interface Store {
   listClients(): Promise<ClientRecord[]>;
   /** Apply `patch`; returns the updated record, or `undefined` when there is no such client. */
   updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined>;
+  /** Delete a client and the consents remembered for it. */
   deleteClient(id: string): Promise<boolean>;
 
   // Signing keys.
@@ -316,6 +345,13 @@ export interface Store {
    * Revoke every not-yet-revoked grant selected and every descendant, mark their refresh tokens
    * revoked, and append one `grant` revocation entry per newly revoked grant, all in one
    * transaction. An entry expires at `min(grant.expiresAt, entryExpiresAt)`.
+   *
+   * In the same transaction, forget the remembered consents concerned, so a revoked delegation
+   * cannot come back through a skipped consent page: for a subject selector every consent of that
+   * subject (of that issuer, when given), for a client selector every consent of that client, and
+   * for every newly revoked root `authorization_code` grant the consent of its subject and client.
+   * The reuse cascades of {@link Store.rotateRefreshToken} and
+   * {@link Store.redeemAuthorizationCode} forget the same way.
    * @returns the grants newly revoked (already revoked ones are not repeated).
    */
   revokeGrants(
@@ -370,6 +406,12 @@ export interface Store {
     },
   ): Promise<CodeRedemption>;
 
+  // Remembered consents.
+  /** Store `consent`, replacing the one of the same subject and client. */
+  rememberConsent(consent: RememberedConsentRecord): Promise<void>;
+  /** The consent `subject` gave `clientId`, unless it has expired at `now` (or was forgotten). */
+  getRememberedConsent(subject: string, clientId: string, now: number): Promise<RememberedConsentRecord | undefined>;
+
   // Revocation log.
   /** Append non-grant revocation entries (token ids, subjects or clients as of a time). */
   appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void>;
@@ -414,8 +456,8 @@ export interface Store {
   versions(): Promise<StoreVersions>;
   /**
    * Drop what can no longer matter at `now`: expired refresh tokens, replay entries and revocation
-   * entries, authorization codes an hour past their expiry (kept that long so a late replay still
-   * revokes the grant issued from the code); and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
+   * entries, expired remembered consents, authorization codes an hour past their expiry (kept that
+   * long so a late replay still revokes the grant issued from the code); and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
    * outlives its parent, so no live grant loses an ancestor).
    */
   prune(now: number, options?: { readonly grantsExpiredBefore?: number }): Promise<void>;

@@ -4,7 +4,7 @@
  * @module
  */
 import type { AuditEvent } from '../audit/event.ts';
-import type { AuthorizationCodeRecord, ClientRecord, GrantRecord, RefreshTokenRecord } from './contract.ts';
+import type { AuthorizationCodeRecord, ClientRecord, GrantRecord, RefreshTokenRecord, RememberedConsentRecord } from './contract.ts';
 
 /** A row as the driver returns it. */
 export type Row = Record<string, unknown>;
@@ -152,4 +152,19 @@ export function auditEventFrom(r: Row): AuditEvent {
   // Fields a later version added, kept rather than dropped.
   for (const field in body) if (!(field in event) && !AUDIT_COLUMNS.has(field)) event[field] = body[field];
   return event as unknown as AuditEvent;
+}
+
+export function consentFrom(r: Row): RememberedConsentRecord {
+  return {
+    subject: String(r.subject),
+    clientId: String(r.client_id),
+    issuer: String(r.issuer),
+    scopes: parse(r.scopes),
+    audiences: parse(r.audiences),
+    redirectUri: String(r.redirect_uri),
+    clientFingerprint: String(r.client_fingerprint),
+    approvalHash: String(r.approval_hash),
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
+  };
 }

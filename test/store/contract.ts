@@ -14,6 +14,7 @@ import {
   type GrantRecord,
   type NewGrant,
   type RefreshTokenRecord,
+  type RememberedConsentRecord,
   type Store,
   StoreConflictError,
 } from '../../src/store/contract.ts';
@@ -96,6 +97,22 @@ function code(overrides: Partial<AuthorizationCodeRecord> = {}, now = 1_800_000_
     expiresAt: now + 60,
     consumedAt: null,
     grantId: null,
+    ...overrides,
+  };
+}
+
+function consent(overrides: Partial<RememberedConsentRecord> = {}, now = 1_800_000_000): RememberedConsentRecord {
+  return {
+    subject: uid('person'),
+    clientId: 'agent',
+    issuer: 'https://issuer.test',
+    scopes: ['api:read', 'api:write'],
+    audiences: ['https://api.test'],
+    redirectUri: 'https://app.test/cb',
+    clientFingerprint: 'fp-1',
+    approvalHash: 'approval-hash-1',
+    createdAt: now,
+    expiresAt: now + 3600,
     ...overrides,
   };
 }
@@ -612,6 +629,115 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.ok(await store.getAuthorizationCode(c.hash));
         await store.prune(now + 60 + CODE_RETENTION);
         assert.equal(await store.getAuthorizationCode(c.hash), undefined);
+      });
+    });
+
+    describe('remembered consents', () => {
+      const revoke = (selector: Parameters<Store['revokeGrants']>[0], now: number) =>
+        store.revokeGrants(selector, { at: now, reason: 'test', entryExpiresAt: now + 600 });
+      const rootFor = (c: RememberedConsentRecord, now: number, kind: NewGrant['kind'] = 'authorization_code') =>
+        created(store, newGrant({ kind, subject: c.subject, clientId: c.clientId }, now), now);
+
+      it('stores one consent per subject and client, replaced by a new approval, until it expires', async () => {
+        const now = clock.now();
+        const c = consent({}, now);
+        await store.rememberConsent(c);
+        assert.deepEqual(await store.getRememberedConsent(c.subject, 'agent', now), c);
+        assert.equal(await store.getRememberedConsent(c.subject, 'x', now), undefined, 'another client');
+        assert.equal(await store.getRememberedConsent(uid('person'), 'agent', now), undefined, 'another person');
+        const wider = {
+          ...c,
+          scopes: ['api:read'],
+          audiences: [],
+          redirectUri: 'http://127.0.0.1/cb',
+          approvalHash: 'h2',
+          expiresAt: now + 10,
+        };
+        await store.rememberConsent(wider);
+        assert.deepEqual(await store.getRememberedConsent(c.subject, 'agent', now), wider);
+        assert.deepEqual(await store.getRememberedConsent(c.subject, 'agent', now + 9), wider);
+        assert.equal(await store.getRememberedConsent(c.subject, 'agent', now + 10), undefined, 'expired at expiresAt');
+      });
+
+      it('prunes expired consents, not live ones', async () => {
+        const now = clock.now();
+        const old = consent({ expiresAt: now + 10 }, now);
+        const live = consent({ expiresAt: now + 100 }, now);
+        await store.rememberConsent(old);
+        await store.rememberConsent(live);
+        await store.prune(now + 10);
+        // Still not returned, and gone: a clock turned back does not bring it back.
+        assert.equal(await store.getRememberedConsent(old.subject, 'agent', now), undefined);
+        assert.deepEqual(await store.getRememberedConsent(live.subject, 'agent', now), live);
+      });
+
+      it('revoking a subject forgets every consent of that subject, grants or none (per issuer when given)', async () => {
+        const now = clock.now();
+        const a = consent({}, now);
+        const b = consent({ subject: a.subject, clientId: 'x' }, now);
+        const other = consent({}, now);
+        for (const c of [a, b, other]) await store.rememberConsent(c);
+        await revoke({ subject: a.subject, issuer: 'https://elsewhere.test' }, now);
+        assert.ok(await store.getRememberedConsent(a.subject, 'agent', now), 'another issuer’s subject of the same name');
+        await revoke({ subject: a.subject }, now);
+        assert.equal(await store.getRememberedConsent(a.subject, 'agent', now), undefined);
+        assert.equal(await store.getRememberedConsent(a.subject, 'x', now), undefined);
+        assert.ok(await store.getRememberedConsent(other.subject, 'agent', now), 'another person’s consent stays');
+        const c = consent({}, now);
+        await store.rememberConsent(c);
+        await revoke({ subject: c.subject, issuer: c.issuer }, now);
+        assert.equal(await store.getRememberedConsent(c.subject, 'agent', now), undefined);
+      });
+
+      it('revoking a client, or deleting it, forgets every consent given to it', async () => {
+        const now = clock.now();
+        const client = clientRecord({}, now);
+        await store.createClient(client);
+        const a = consent({ clientId: client.id }, now);
+        const elsewhere = consent({ subject: a.subject }, now);
+        await store.rememberConsent(a);
+        await store.rememberConsent(elsewhere);
+        await revoke({ clientId: client.id }, now);
+        assert.equal(await store.getRememberedConsent(a.subject, client.id, now), undefined);
+        assert.ok(await store.getRememberedConsent(a.subject, 'agent', now), 'the person’s consent to another client stays');
+        const gone = clientRecord({}, now);
+        await store.createClient(gone);
+        const b = consent({ clientId: gone.id }, now);
+        await store.rememberConsent(b);
+        await store.deleteClient(gone.id);
+        assert.equal(await store.getRememberedConsent(b.subject, gone.id, now), undefined);
+      });
+
+      it('revoking a root authorization_code grant forgets its person’s consent to its client; a child or another kind does not', async () => {
+        const now = clock.now();
+        const c = consent({}, now);
+        await store.rememberConsent(c);
+        const root = await rootFor(c, now);
+        const child = await created(store, newGrant({ parentId: root.id, subject: c.subject }, now), now);
+        await revoke({ grantId: child.id }, now);
+        assert.ok(await store.getRememberedConsent(c.subject, 'agent', now), 'a derived grant revoked: the approval stands');
+        const minted = await rootFor(c, now, 'mint');
+        await revoke({ grantId: minted.id }, now);
+        assert.ok(await store.getRememberedConsent(c.subject, 'agent', now), 'not a grant from the consent page');
+        const sameClientOtherPerson = consent({}, now);
+        await store.rememberConsent(sameClientOtherPerson);
+        await revoke({ grantId: root.id }, now);
+        assert.equal(await store.getRememberedConsent(c.subject, 'agent', now), undefined);
+        assert.ok(await store.getRememberedConsent(sameClientOtherPerson.subject, 'agent', now));
+      });
+
+      it('a replayed code’s cascade forgets the consent too', async () => {
+        const now = clock.now();
+        const c = consent({}, now);
+        await store.rememberConsent(c);
+        const k = code({ subject: c.subject }, now);
+        await store.createAuthorizationCode(k);
+        const g = newGrant({ kind: 'authorization_code', subject: c.subject }, now);
+        const opts = { clientId: 'agent', refreshToken: null, now, entryExpiresAt: now + 600 };
+        assert.equal((await store.redeemAuthorizationCode(k.hash, { ...opts, grant: g })).status, 'redeemed');
+        assert.ok(await store.getRememberedConsent(c.subject, 'agent', now));
+        assert.equal((await store.redeemAuthorizationCode(k.hash, { ...opts, grant: newGrant({}, now) })).status, 'reused');
+        assert.equal(await store.getRememberedConsent(c.subject, 'agent', now), undefined);
       });
     });
 

@@ -244,6 +244,7 @@ if (!reachable) {
       };
       try {
         // Back to schema 3, as an older Tessera left it, with one event it wrote.
+        await c.query('DROP TABLE remembered_consents');
         await c.query('DROP TABLE removed_signing_keys');
         await c.query('ALTER TABLE refresh_tokens DROP COLUMN jkt');
         await c.query('DROP TABLE authorization_codes; ALTER TABLE clients DROP COLUMN redirect_uris, DROP COLUMN name');

@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 9) db.exec('DROP TABLE remembered_consents');
   if (version < 7) db.exec('DROP TABLE removed_signing_keys');
   if (version < 6) db.exec('ALTER TABLE refresh_tokens DROP COLUMN jkt');
   if (version < 5) {

@@ -35,6 +35,7 @@ import type {
   NewGrant,
   RefreshRotation,
   RefreshTokenRecord,
+  RememberedConsentRecord,
   RemovedSigningKeyRecord,
   RevocationEntry,
   RevokedGrant,
@@ -48,6 +49,7 @@ import {
   auditEventFrom,
   clientFrom,
   codeFrom,
+  consentFrom,
   grantFrom,
   json,
   num,
@@ -168,6 +170,18 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     // an older Tessera, which reads the whole event from that column, must refuse the database.
     version: 8,
     sql: 'SELECT 1;',
+  },
+  {
+    // remembered_consents: a person's approval of a client kept for `authorization.remember_consent`, one per (subject, client).
+    version: 9,
+    sql: `
+      CREATE TABLE remembered_consents (
+        subject text NOT NULL, client_id text NOT NULL, issuer text NOT NULL, scopes text NOT NULL, audiences text NOT NULL,
+        redirect_uri text NOT NULL, client_fingerprint text NOT NULL, approval_hash text NOT NULL,
+        created_at bigint NOT NULL, expires_at bigint NOT NULL, PRIMARY KEY (subject, client_id));
+      CREATE INDEX remembered_consents_client ON remembered_consents (client_id);
+      CREATE INDEX remembered_consents_expires ON remembered_consents (expires_at);
+    `,
   },
 ];
 
@@ -408,6 +422,7 @@ export class PostgresStore implements Store {
   async deleteClient(id: string): Promise<boolean> {
     return this.#tx(async (c) => {
       const r = await c.query('DELETE FROM clients WHERE id = $1', [id]);
+      await c.query('DELETE FROM remembered_consents WHERE client_id = $1', [id]);
       if (r.rowCount === 0) return false;
       await this.#bump(c, 'clients_version');
       return true;
@@ -570,11 +585,16 @@ export class PostgresStore implements Store {
         `${SUBTREE(seed)}
          UPDATE grants SET revoked_at = $${n + 1}, revoked_reason = $${n + 2}
          WHERE id IN (SELECT id FROM sub) AND revoked_at IS NULL
-         RETURNING id, issuer, subject, client_id, expires_at`,
+         RETURNING id, parent_id, kind, issuer, subject, client_id, expires_at`,
         [...args, at, reason],
       )
     ).rows as Row[];
     if (rows.length === 0) return [];
+    for (const r of rows) {
+      if (r.parent_id === null && r.kind === 'authorization_code') {
+        await c.query('DELETE FROM remembered_consents WHERE subject = $1 AND client_id = $2', [String(r.subject), String(r.client_id)]);
+      }
+    }
     const ids = rows.map((r) => String(r.id));
     await c.query('UPDATE refresh_tokens SET revoked_at = $1 WHERE grant_id = ANY($2) AND revoked_at IS NULL', [at, ids]);
     await this.#log(
@@ -633,8 +653,16 @@ export class PostgresStore implements Store {
     }
     return this.#tx(async (c) => {
       // No new grant of this subject or client can begin until this commits (see the module's notes).
-      if ('subject' in selector) await this.#lockSubject(c, selector.subject);
-      else if ('clientId' in selector) await c.query('SELECT 1 FROM clients WHERE id = $1 FOR UPDATE', [selector.clientId]);
+      if ('subject' in selector) {
+        await this.#lockSubject(c, selector.subject);
+        await c.query(
+          `DELETE FROM remembered_consents WHERE subject = $1${selector.issuer === undefined ? '' : ' AND issuer = $2'}`,
+          selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer],
+        );
+      } else if ('clientId' in selector) {
+        await c.query('SELECT 1 FROM clients WHERE id = $1 FOR UPDATE', [selector.clientId]);
+        await c.query('DELETE FROM remembered_consents WHERE client_id = $1', [selector.clientId]);
+      }
       return this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt);
     });
   }
@@ -793,6 +821,39 @@ export class PostgresStore implements Store {
     });
   }
 
+  // Remembered consents.
+
+  async rememberConsent(x: RememberedConsentRecord): Promise<void> {
+    await this.#q(
+      `INSERT INTO remembered_consents (subject, client_id, issuer, scopes, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (subject, client_id) DO UPDATE SET issuer = EXCLUDED.issuer, scopes = EXCLUDED.scopes, audiences = EXCLUDED.audiences,
+         redirect_uri = EXCLUDED.redirect_uri, client_fingerprint = EXCLUDED.client_fingerprint, approval_hash = EXCLUDED.approval_hash,
+         created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at`,
+      [
+        x.subject,
+        x.clientId,
+        x.issuer,
+        json(x.scopes),
+        json(x.audiences),
+        x.redirectUri,
+        x.clientFingerprint,
+        x.approvalHash,
+        x.createdAt,
+        x.expiresAt,
+      ],
+    );
+  }
+
+  async getRememberedConsent(subject: string, clientId: string, now: number): Promise<RememberedConsentRecord | undefined> {
+    const [r] = await this.#q('SELECT * FROM remembered_consents WHERE subject = $1 AND client_id = $2 AND expires_at > $3', [
+      subject,
+      clientId,
+      now,
+    ]);
+    return r ? consentFrom(r) : undefined;
+  }
+
   // Revocation log.
 
   async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
@@ -903,6 +964,7 @@ export class PostgresStore implements Store {
       await c.query('DELETE FROM replay WHERE expires_at <= $1', [now]);
       await c.query('DELETE FROM revocations WHERE expires_at <= $1', [now]);
       await c.query('DELETE FROM authorization_codes WHERE expires_at <= $1', [now - CODE_RETENTION]);
+      await c.query('DELETE FROM remembered_consents WHERE expires_at <= $1', [now]);
       if (options.grantsExpiredBefore !== undefined) {
         await c.query('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < $1', [options.grantsExpiredBefore]);
       }

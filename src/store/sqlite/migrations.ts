@@ -178,4 +178,26 @@ export const MIGRATIONS: readonly Migration[] = [
       'audit_events.event holds only the fields without a column of their own (id, time, kind and the indexed ids are read from their columns); no data changes, but an older Tessera, which reads the whole event from that column, must refuse the database',
     sql: 'SELECT 1;',
   },
+  {
+    version: 9,
+    description:
+      'remembered_consents: a person’s approval of a client kept for `authorization.remember_consent`, one per (subject, client)',
+    sql: `
+      CREATE TABLE remembered_consents (
+        subject TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        audiences TEXT NOT NULL,
+        redirect_uri TEXT NOT NULL,
+        client_fingerprint TEXT NOT NULL,
+        approval_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (subject, client_id)
+      ) WITHOUT ROWID;
+      CREATE INDEX remembered_consents_client ON remembered_consents (client_id);
+      CREATE INDEX remembered_consents_expires ON remembered_consents (expires_at);
+    `,
+  },
 ];

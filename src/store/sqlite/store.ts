@@ -24,6 +24,7 @@ import type {
   NewGrant,
   RefreshRotation,
   RefreshTokenRecord,
+  RememberedConsentRecord,
   RemovedSigningKeyRecord,
   RevocationEntry,
   RevokedGrant,
@@ -37,6 +38,7 @@ import {
   auditEventFrom,
   clientFrom,
   codeFrom,
+  consentFrom,
   grantFrom,
   json,
   num,
@@ -258,6 +260,7 @@ export class SqliteStore implements Store {
   async deleteClient(id: string): Promise<boolean> {
     return this.#tx(() => {
       const changed = Number(this.#stmt('DELETE FROM clients WHERE id = ?').run(id).changes) > 0;
+      this.#stmt('DELETE FROM remembered_consents WHERE client_id = ?').run(id);
       if (changed) this.#bump('clients_version');
       return changed;
     });
@@ -443,10 +446,12 @@ export class SqliteStore implements Store {
       `${SUBTREE(seedSql)}
        UPDATE grants SET revoked_at = ?, revoked_reason = ?
        WHERE id IN (SELECT id FROM sub) AND revoked_at IS NULL
-       RETURNING id, issuer, subject, client_id, expires_at`,
+       RETURNING id, parent_id, kind, issuer, subject, client_id, expires_at`,
     ).all(...seedArgs, at, reason) as Row[];
     if (rows.length === 0) return [];
     this.#fail('grants.revoke');
+    const forget = this.#stmt('DELETE FROM remembered_consents WHERE subject = ? AND client_id = ?');
+    for (const r of rows) if (r.parent_id === null && r.kind === 'authorization_code') forget.run(String(r.subject), String(r.client_id));
     const markTokens = this.#stmt('UPDATE refresh_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL');
     const log = this.#stmt("INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES ('grant', ?, NULL, ?, ?)");
     const revoked: RevokedGrant[] = [];
@@ -479,7 +484,13 @@ export class SqliteStore implements Store {
       seed = 'SELECT id FROM grants WHERE client_id = ? AND revoked_at IS NULL';
       args = [selector.clientId];
     }
-    return this.#tx(() => this.#revokeTree(seed, args, options.at, options.reason, options.entryExpiresAt));
+    return this.#tx(() => {
+      if ('subject' in selector) {
+        if (selector.issuer === undefined) this.#stmt('DELETE FROM remembered_consents WHERE subject = ?').run(selector.subject);
+        else this.#stmt('DELETE FROM remembered_consents WHERE subject = ? AND issuer = ?').run(selector.subject, selector.issuer);
+      } else if ('clientId' in selector) this.#stmt('DELETE FROM remembered_consents WHERE client_id = ?').run(selector.clientId);
+      return this.#revokeTree(seed, args, options.at, options.reason, options.entryExpiresAt);
+    });
   }
 
   // Refresh tokens.
@@ -611,6 +622,38 @@ export class SqliteStore implements Store {
     });
   }
 
+  // Remembered consents.
+
+  async rememberConsent(c: RememberedConsentRecord): Promise<void> {
+    this.#stmt(
+      `INSERT INTO remembered_consents (subject, client_id, issuer, scopes, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (subject, client_id) DO UPDATE SET issuer = excluded.issuer, scopes = excluded.scopes, audiences = excluded.audiences,
+         redirect_uri = excluded.redirect_uri, client_fingerprint = excluded.client_fingerprint, approval_hash = excluded.approval_hash,
+         created_at = excluded.created_at, expires_at = excluded.expires_at`,
+    ).run(
+      c.subject,
+      c.clientId,
+      c.issuer,
+      json(c.scopes),
+      json(c.audiences),
+      c.redirectUri,
+      c.clientFingerprint,
+      c.approvalHash,
+      c.createdAt,
+      c.expiresAt,
+    );
+  }
+
+  async getRememberedConsent(subject: string, clientId: string, now: number): Promise<RememberedConsentRecord | undefined> {
+    const r = this.#stmt('SELECT * FROM remembered_consents WHERE subject = ? AND client_id = ? AND expires_at > ?').get(
+      subject,
+      clientId,
+      now,
+    ) as Row | undefined;
+    return r ? consentFrom(r) : undefined;
+  }
+
   // Revocation log.
 
   async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
@@ -720,6 +763,7 @@ export class SqliteStore implements Store {
       this.#stmt('DELETE FROM replay WHERE expires_at <= ?').run(now);
       this.#stmt('DELETE FROM revocations WHERE expires_at <= ?').run(now);
       this.#stmt('DELETE FROM authorization_codes WHERE expires_at <= ?').run(now - CODE_RETENTION);
+      this.#stmt('DELETE FROM remembered_consents WHERE expires_at <= ?').run(now);
       if (options.grantsExpiredBefore !== undefined) {
         // A child never outlives its parent, so this leaves no live grant without its ancestors.
         this.#stmt('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < ?').run(options.grantsExpiredBefore);
