@@ -85,6 +85,16 @@ export interface TraceApproval {
   readonly request_id: string | null;
   /** The person's last sign-in at an upstream OpenID Connect provider before approving, if any. */
   readonly login: { readonly time: string; readonly provider: string | null } | null;
+  /**
+   * `consent_page`: the person answered the page; `remembered`: a remembered consent
+   * (`authorization.remember_consent`) approved it without the page.
+   */
+  readonly method: 'consent_page' | 'remembered';
+  /**
+   * For `remembered`: the approval on the consent page it was remembered from (`null` when that
+   * event is no longer in the trail); else `null`.
+   */
+  readonly remembered_from: { readonly time: string; readonly request_id: string | null } | null;
 }
 
 /** A grant of the chain. */
@@ -245,6 +255,12 @@ async function approvalOf(store: Pick<Store, 'queryAudit'>, grantId: string): Pr
       login = { time: isoMs(last.time), provider: typeof last.detail?.provider === 'string' ? last.detail.provider : null };
   }
   const detail = approved.detail ?? {};
+  const method = detail.method === 'remembered' ? 'remembered' : 'consent_page';
+  let rememberedFrom: TraceApproval['remembered_from'] = null;
+  if (method === 'remembered' && typeof detail.remembered_from === 'string') {
+    const [page] = await store.queryAudit({ token_hash: detail.remembered_from, kinds: ['authorization.approved'], limit: 1 });
+    if (page !== undefined) rememberedFrom = { time: isoMs(page.time), request_id: page.request_id ?? null };
+  }
   return {
     time: isoMs(approved.time),
     subject: approved.subject ?? null,
@@ -254,6 +270,8 @@ async function approvalOf(store: Pick<Store, 'queryAudit'>, grantId: string): Pr
     redirect_uri: typeof detail.redirect_uri === 'string' ? detail.redirect_uri : null,
     request_id: approved.request_id ?? null,
     login,
+    method,
+    remembered_from: rememberedFrom,
   };
 }
 

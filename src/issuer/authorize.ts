@@ -148,13 +148,20 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
 
 /**
  * Issue the code for an approved request: 256 random bits, stored only as its SHA-256, valid for
- * `authorization.code_ttl` (at most 60 s), and audited (`authorization.approved`, by its hash).
+ * `authorization.code_ttl` (at most 60 s), and audited (`authorization.approved`, by its hash,
+ * with how it was approved: `detail.method` is `consent_page`, or `remembered` with
+ * `detail.remembered_from`, the hash of the code the consent page approval issued).
  */
 export async function issueAuthorizationCode(
   ctx: AuthorizeContext,
   request: AuthorizationRequest,
   subject: string,
-  extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+  extra: {
+    readonly requestId?: string | undefined;
+    readonly remoteAddr?: string | undefined;
+    /** Approved from a remembered consent: the `token_hash` of the code its page approval issued. */
+    readonly rememberedFrom?: string | undefined;
+  } = {},
 ): Promise<string> {
   const code = randomSecret(AUTHORIZATION_CODE_PREFIX);
   const now = ctx.now();
@@ -181,7 +188,13 @@ export async function issueAuthorizationCode(
     scopes_granted: request.scopes,
     ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
     ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
-    detail: { aud: [...request.audiences], redirect_uri: request.redirectUri },
+    detail: {
+      aud: [...request.audiences],
+      redirect_uri: request.redirectUri,
+      ...(extra.rememberedFrom === undefined
+        ? { method: 'consent_page' }
+        : { method: 'remembered', remembered_from: extra.rememberedFrom }),
+    },
   });
   return code;
 }

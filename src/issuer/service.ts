@@ -53,9 +53,10 @@ import { identifyLeak, type LeakContext, type LeakedToken, type LeakRevocation, 
 import { type Endpoints, endpointsFor, metadata } from './metadata.ts';
 import { checkRepeats } from './params.ts';
 import { type RegistrationContext, type RegistrationResponse, registerDynamicClient } from './registration.ts';
+import { type RememberedConsentContext, rememberApproval, rememberedApproval } from './remembered-consent.ts';
 import { RevocationFeed } from './revocation-feed.ts';
 import { type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
-import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher } from './secrets.ts';
+import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, tokenHash } from './secrets.ts';
 
 export type { OAuthRequest, TokenResponse } from './context.ts';
 export { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE } from './grants/exchange.ts';
@@ -95,7 +96,8 @@ type ServiceContext = ClientCredentialsContext &
   IntrospectContext &
   LeakContext &
   ClientAdminContext &
-  RegistrationContext;
+  RegistrationContext &
+  RememberedConsentContext;
 
 /** The grant types the token endpoint serves. */
 const SUPPORTED_GRANT_TYPES: ReadonlySet<string> = new Set(['client_credentials', 'authorization_code', 'refresh_token', TOKEN_EXCHANGE]);
@@ -433,13 +435,35 @@ export class TokenService {
     });
   }
 
-  /** The person `subject` approved `request`: the single-use code to send to the redirect URI. */
-  approveAuthorization(
+  /**
+   * The person `subject` approved `request` on the consent page: the single-use code to send to the
+   * redirect URI. With `authorization.remember_consent`, the approval is remembered for that long.
+   */
+  async approveAuthorization(
     request: AuthorizationRequest,
     subject: string,
     extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
   ): Promise<string> {
-    return issueAuthorizationCode(this.#ctx, request, subject, extra);
+    const code = await issueAuthorizationCode(this.#ctx, request, subject, extra);
+    await rememberApproval(this.#ctx, request, subject, tokenHash(code));
+    return code;
+  }
+
+  /**
+   * Approve `request` by `subject` without the consent page when a remembered approval covers it
+   * (`authorization.remember_consent`; never with `prompt=consent` among `params`): the code, audited
+   * as approved by method `remembered` naming the page approval it came from; `undefined` when the
+   * page must be shown.
+   */
+  async approveRemembered(
+    request: AuthorizationRequest,
+    subject: string,
+    params: URLSearchParams,
+    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+  ): Promise<string | undefined> {
+    const remembered = await rememberedApproval(this.#ctx, request, subject, params);
+    if (remembered === undefined) return undefined;
+    return issueAuthorizationCode(this.#ctx, request, subject, { ...extra, rememberedFrom: remembered.approvalHash });
   }
 
   // Revocation (RFC 7009) and introspection (RFC 7662).

@@ -206,6 +206,11 @@ export function createAuthorizeHandler(
     }
 
     if (form === undefined) {
+      // A remembered approval that covers this request answers it without the page.
+      const code = await service.approveRemembered(request, person.subject, new URLSearchParams(query), { requestId, remoteAddr });
+      if (code !== undefined) {
+        return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
+      }
       const nonce = newNonce();
       const redirectUrl = new URL(request.redirectUri);
       const body = renderConsent(

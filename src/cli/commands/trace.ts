@@ -180,8 +180,12 @@ function tokenNode(k: TraceToken, grant: string): Node {
 }
 
 function approvalLine(a: TraceApproval): string {
+  const how =
+    a.method === 'consent_page'
+      ? `on the consent page ${t(a.time)}`
+      : `${t(a.time)} by a remembered consent (${a.remembered_from === null ? 'its consent page approval is no longer in the trail' : `consent page ${t(a.remembered_from.time)}${a.remembered_from.request_id !== null ? ` request ${a.remembered_from.request_id}` : ''}`})`;
   return join([
-    `approved by ${a.subject ?? '-'} on the consent page ${t(a.time)}`,
+    `approved by ${a.subject ?? '-'} ${how}`,
     a.redirect_uri !== null ? `for ${a.redirect_uri}` : null,
     a.login !== null ? `signed in ${t(a.login.time)}${a.login.provider !== null ? ` at ${a.login.provider}` : ''}` : null,
   ]);

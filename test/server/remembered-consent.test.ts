@@ -1,0 +1,239 @@
+/**
+ * Remembered consent (`authorization.remember_consent`) over real HTTP, the person vouched for by
+ * the trusted SSO-proxy headers: an approval on the consent page answers a later request for no
+ * more without the page, audited as `remembered` and traced back to the page approval; anything
+ * more (a scope, a resource, another redirect URI, a changed client, `prompt=consent`), expiry,
+ * and every revocation concerned (subject, client, the root grant, disabling the client) shows the
+ * page again. Off by default.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import { buildTrace } from '../../src/audit/trace.ts';
+import { approve, authorizationConfig, personHeaders } from '../helpers/authorize.ts';
+import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { pkcePair } from '../helpers/pkce.ts';
+
+const REDIRECT = 'http://127.0.0.1:7777/callback';
+const OTHER_REDIRECT = 'https://app.test/callback';
+const API = 'https://api.test';
+const API2 = 'https://api2.test';
+const REMEMBER = 3600;
+
+let issuer: RunningIssuer;
+let offset = 0;
+let people = 0;
+/** A person of their own for each test (the issuer and its store are shared). */
+const person = () => `person-${++people}`;
+
+before(async () => {
+  issuer = await startIssuer({
+    config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: `${REMEMBER}s` } } } as never,
+    clock: () => Date.now() + offset,
+  });
+  await issuer.service.registerClient({
+    id: 'mcp-app',
+    public: true,
+    name: 'MCP App',
+    scopes: ['api:read', 'api:write'],
+    audiences: [API, API2],
+    redirectUris: [REDIRECT, OTHER_REDIRECT],
+  });
+});
+after(() => issuer.close());
+
+function authorizeUrl(base: string, overrides: Record<string, string | undefined> = {}, challenge = pkcePair().challenge): string {
+  const all: Record<string, string | undefined> = {
+    response_type: 'code',
+    client_id: 'mcp-app',
+    redirect_uri: REDIRECT,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+    scope: 'api:read',
+    resource: API,
+    state: 'xyz-state',
+    ...overrides,
+  };
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(all)) if (v !== undefined) q.set(k, v);
+  return `${base}/oauth2/authorize?${q}`;
+}
+
+/** GET the authorization request as `who`: `page` (the consent page) or the redirect URL with its code. */
+async function ask(
+  url: string,
+  who: string,
+): Promise<{ kind: 'page'; status: number } | { kind: 'redirect'; location: URL; requestId: string | null }> {
+  const res = await fetch(url, { headers: personHeaders(who), redirect: 'manual' });
+  const body = await res.text();
+  if (res.status === 200) {
+    assert.match(body, /name="csrf"/, 'the consent page');
+    return { kind: 'page', status: 200 };
+  }
+  assert.equal(res.status, 303, body);
+  return { kind: 'redirect', location: new URL(res.headers.get('location') as string), requestId: res.headers.get('x-request-id') };
+}
+
+async function redeem(code: string, verifier: string, redirectUri = REDIRECT): Promise<{ access_token: string }> {
+  const res = await issuer.post('/oauth2/token', {
+    grant_type: 'authorization_code',
+    code,
+    code_verifier: verifier,
+    redirect_uri: redirectUri,
+    client_id: 'mcp-app',
+  });
+  const body = (await res.json()) as { access_token: string };
+  assert.equal(res.status, 200, JSON.stringify(body));
+  return body;
+}
+
+describe('remembered consent', () => {
+  it('a second request for no more is approved without the page, audited as remembered, traced to the page approval', async () => {
+    const who = person();
+    const first = await approve(authorizeUrl(issuer.url, { scope: 'api:read api:write' }), personHeaders(who));
+    assert.ok(first.searchParams.get('code'));
+    const { verifier, challenge } = pkcePair();
+    const again = await ask(authorizeUrl(issuer.url, { scope: 'api:read' }, challenge), who);
+    assert.equal(again.kind, 'redirect');
+    if (again.kind !== 'redirect') return;
+    assert.equal(`${again.location.origin}${again.location.pathname}`, REDIRECT);
+    assert.equal(again.location.searchParams.get('state'), 'xyz-state');
+    assert.equal(again.location.searchParams.get('iss'), issuer.url);
+    const token = await redeem(again.location.searchParams.get('code') as string, verifier);
+    const claims = decodeJwt(token.access_token);
+    assert.equal(claims.sub, who);
+    assert.equal(claims.scope, 'api:read', 'what this request asked for, not all that was approved');
+
+    await issuer.service.audit.flush();
+    const approvals = (await issuer.store.queryAudit({ subject: who, kinds: ['authorization.approved'] })).map((e) => e.detail);
+    assert.deepEqual(
+      approvals.map((d) => d?.method),
+      ['consent_page', 'remembered'],
+    );
+    const trace = await buildTrace(issuer.store, 'jti', claims.jti as string);
+    const approval = trace.grants[0]?.approval;
+    assert.equal(approval?.method, 'remembered');
+    assert.equal(approval?.subject, who);
+    assert.ok(approval?.remembered_from, 'names the approval on the consent page it came from');
+    assert.ok(Date.parse(approval.remembered_from.time) <= Date.parse(approval.time));
+  });
+
+  it('a wider scope shows the page', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url, { scope: 'api:read' }), personHeaders(who));
+    assert.equal((await ask(authorizeUrl(issuer.url, { scope: 'api:read api:write' }), who)).kind, 'page');
+  });
+
+  it('another resource, or another redirect URI, shows the page', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    assert.equal((await ask(authorizeUrl(issuer.url, { resource: API2 }), who)).kind, 'page');
+    assert.equal((await ask(authorizeUrl(issuer.url, { redirect_uri: OTHER_REDIRECT }), who)).kind, 'page');
+    // A loopback IP literal's port is not part of the match (RFC 8252 §7.3), for the consent as for the request.
+    assert.equal((await ask(authorizeUrl(issuer.url, { redirect_uri: 'http://127.0.0.1:45678/callback' }), who)).kind, 'redirect');
+  });
+
+  it('another person is shown the page: a consent is the person’s own', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    assert.equal((await ask(authorizeUrl(issuer.url), person())).kind, 'page');
+  });
+
+  it('prompt=consent shows the page (OIDC Core §3.1.2.1), prompt=none is left as it was', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    assert.equal((await ask(authorizeUrl(issuer.url, { prompt: 'consent' }), who)).kind, 'page');
+    assert.equal((await ask(authorizeUrl(issuer.url, { prompt: 'login consent' }), who)).kind, 'page');
+    assert.equal((await ask(authorizeUrl(issuer.url, { prompt: 'none' }), who)).kind, 'redirect');
+  });
+
+  it('an expired consent shows the page', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    offset += (REMEMBER - 60) * 1000;
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'redirect', 'still remembered just before');
+    offset += 61 * 1000;
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
+  });
+
+  it('a client changed since the approval shows the page', async () => {
+    await issuer.service.registerClient({
+      id: 'changing',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: [REDIRECT],
+    });
+    const who = person();
+    const url = () => authorizeUrl(issuer.url, { client_id: 'changing' });
+    await approve(url(), personHeaders(who));
+    assert.equal((await ask(url(), who)).kind, 'redirect');
+    await issuer.service.updateClient('changing', { retargetAudiences: true });
+    assert.equal((await ask(url(), who)).kind, 'page');
+  });
+
+  it('a revoked subject (tessera revoke --subject) is shown the page again', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    await issuer.service.revokeGrants({ subject: who }, 'operator', 'cli');
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
+  });
+
+  it('a revoked client (tessera revoke --client) is shown the page again', async () => {
+    await issuer.service.registerClient({
+      id: 'revoked-app',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: [REDIRECT],
+    });
+    const who = person();
+    const url = () => authorizeUrl(issuer.url, { client_id: 'revoked-app' });
+    await approve(url(), personHeaders(who));
+    await issuer.service.revokeGrants({ clientId: 'revoked-app' }, 'operator', 'cli');
+    assert.equal((await ask(url(), who)).kind, 'page');
+  });
+
+  it('a client disabled and enabled again is shown the page again', async () => {
+    await issuer.service.registerClient({
+      id: 'paused-app',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: [REDIRECT],
+    });
+    const who = person();
+    const url = () => authorizeUrl(issuer.url, { client_id: 'paused-app' });
+    await approve(url(), personHeaders(who));
+    await issuer.service.setClientDisabled('paused-app', true);
+    await issuer.service.setClientDisabled('paused-app', false);
+    assert.equal((await ask(url(), who)).kind, 'page');
+  });
+
+  it('revoking the root grant that came from the consent page shows the page again', async () => {
+    const who = person();
+    const { verifier, challenge } = pkcePair();
+    const back = await approve(authorizeUrl(issuer.url, {}, challenge), personHeaders(who));
+    const token = await redeem(back.searchParams.get('code') as string, verifier);
+    const grantId = decodeJwt(token.access_token).grant_id as string;
+    assert.ok(grantId);
+    await issuer.service.revokeGrants({ grantId }, 'operator', 'cli');
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
+  });
+});
+
+describe('remembered consent off (the default)', () => {
+  it('shows the page every time', async () => {
+    const plain = await startIssuer({ config: { token_service: { authorization: authorizationConfig() } } as never });
+    try {
+      assert.equal(plain.service.config.authorization.remember_consent, 0);
+      await plain.service.registerClient({ id: 'mcp-app', public: true, scopes: ['api:read'], audiences: [API], redirectUris: [REDIRECT] });
+      await approve(authorizeUrl(plain.url), personHeaders('alice'));
+      const res = await fetch(authorizeUrl(plain.url), { headers: personHeaders('alice'), redirect: 'manual' });
+      assert.equal(res.status, 200, 'the consent page again');
+      assert.match(await res.text(), /name="csrf"/);
+    } finally {
+      await plain.close();
+    }
+  });
+});
