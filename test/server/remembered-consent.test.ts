@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
 import { buildTrace } from '../../src/audit/trace.ts';
+import { formatTrace } from '../../src/cli/commands/trace.ts';
 import { approve, authorizationConfig, personHeaders } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
@@ -116,6 +117,7 @@ describe('remembered consent', () => {
     assert.equal(approval?.subject, who);
     assert.ok(approval?.remembered_from, 'names the approval on the consent page it came from');
     assert.ok(Date.parse(approval.remembered_from.time) <= Date.parse(approval.time));
+    assert.match(formatTrace(trace, 'trace'), new RegExp(`approved by ${who} \\S+ by a remembered consent \\(consent page \\S+ request `));
   });
 
   it('a wider scope shows the page', async () => {

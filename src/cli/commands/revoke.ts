@@ -15,9 +15,9 @@ export function registerRevoke(program: Command): void {
     )
     .option('--token <token>', 'an access token this issuer signed (- reads it from stdin)')
     .option('--grant <id>', 'a grant id (the grant_id claim); its whole subtree is revoked')
-    .option('--subject <sub>', 'every grant of this subject')
+    .option('--subject <sub>', 'every grant of this subject, and every consent it approved that is remembered')
     .option('--issuer <iss>', 'with --subject: only the subject of this issuer')
-    .option('--client <id>', 'every grant issued to this client')
+    .option('--client <id>', 'every grant issued to this client, and every consent to it that is remembered')
     .option('--reason <text>', 'reason recorded in the audit trail', 'cli')
     .option('--json', 'print one JSON object')
     .action(
