@@ -328,6 +328,13 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The credential for the upstream service could not be obtained.',
   },
+  // The upstream answered 401 to the credential the gateway injected (static or exchange): the
+  // caller never holds that credential, so the upstream's challenge is not theirs to answer.
+  upstream_credential_rejected: {
+    status: 502,
+    error: 'bad_gateway',
+    description: "The upstream service refused the gateway's credential.",
+  },
   request_upgrade_refused: {
     status: 400,
     error: 'invalid_request',

@@ -71,6 +71,11 @@ export interface CompiledUpstream {
   readonly headersTimeout: number;
   /** ms */
   readonly bodyTimeout: number;
+  /**
+   * The gateway injects the upstream's credential (`static`, `exchange`): the upstream's 401 is
+   * that credential refused (502 `upstream_credential_rejected`) and its challenges are not relayed.
+   */
+  readonly ownCredential: boolean;
 }
 
 /** An MCP route's settings. */
@@ -284,6 +289,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       connectTimeout: connectTimeout * 1000,
       headersTimeout: (t.header ?? gateway.timeouts.header) * 1000,
       bodyTimeout: (t.idle ?? gateway.timeouts.idle) * 1000,
+      ownCredential: cred.type === 'static' || cred.type === 'exchange',
     };
 
     const a2a = r.a2a

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { TesseraError } from '../core/errors.ts';
 import type { Clock } from '../core/ports.ts';
 import type { Principal } from '../core/verify/principal.ts';
-import type { GatewayState } from './compile.ts';
+import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { Exchange } from './exchange.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { DenyRendering } from './pipeline/errors/error-handler.ts';
@@ -34,6 +34,8 @@ export interface GatewayContext {
   deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close?: boolean): void;
   /** Audit a stream the gateway closed (revocation, expiry). */
   streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void;
+  /** The upstream answered 401 to the credential the gateway injects: keep its status for the audit, warn the operator. */
+  credentialRejected(x: Exchange, route: CompiledRoute): void;
   /** Answer 500 for an unexpected failure and finish. */
   internalError(x: Exchange, res: ServerResponse, error: unknown): void;
 }

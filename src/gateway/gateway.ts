@@ -60,6 +60,7 @@ import {
   forwardWith,
   limitedBody,
   StreamClosed,
+  UpstreamCredentialRejected,
   upstreamFailure,
 } from './proxy/forward.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
@@ -369,13 +370,29 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   function upstreamError(x: Exchange, res: ServerResponse, route: CompiledRoute, error: unknown): void {
     const f = upstreamFailure(error);
     metrics.upstreamError(route.id, f.kind);
-    logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
+    if (error instanceof UpstreamCredentialRejected) credentialRejected(x, route);
+    else logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
     const e = new TesseraError(f.code);
     const d = renderDeny(e, state.challenges, x.requestId);
     x.reason = f.code;
     x.status = e.status;
     if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
     finish(x);
+  }
+
+  /** The upstream refused the credential the gateway injects: audited with its 401, and an operator told. */
+  function credentialRejected(x: Exchange, route: CompiledRoute): void {
+    x.upstreamStatus = 401;
+    logger.warn(
+      {
+        event: 'upstream_credential_rejected',
+        route: route.id,
+        credential: route.config.upstream.credential.type,
+        upstream_status: 401,
+        request_id: x.requestId,
+      },
+      'the upstream refused the credential the gateway sends it (wrong or expired): check upstream.credential of this route',
+    );
   }
 
   async function serveCard(x: Exchange, res: ServerResponse, route: CompiledRoute): Promise<void> {
@@ -665,11 +682,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       headersTimeout: route.upstream.headersTimeout,
       bodyTimeout: route.upstream.bodyTimeout,
       responseHeaders: ['x-request-id', x.requestId],
+      ownCredential: route.upstream.ownCredential,
     };
     proxied.handler =
       mcp === undefined
         ? forward(res, options, proxied)
-        : forwardWith(new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign), options);
+        : forwardWith(new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential), options);
     // Every exchange in flight is watched, not only streams: a long upload or a long download with
     // a Content-Length outlives a revocation as well as an event stream does. Shutdown still leaves
     // plain requests to finish (`closeAll(…, true)`). Before the response starts, a caller that went
@@ -775,6 +793,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     denyRendering,
     deny,
     streamClosedEvent,
+    credentialRejected,
     internalError,
   };
 

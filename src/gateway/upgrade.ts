@@ -13,7 +13,7 @@ import { requestId } from './http/trace.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
-import { upstreamFailure } from './proxy/forward.ts';
+import { UpstreamCredentialRejected, upstreamFailure } from './proxy/forward.ts';
 import { forwardUpgrade } from './proxy/websocket.ts';
 import { absoluteUrl, findRoute, headerBag, hostHeaderValid, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
 import type { StreamCloseReason } from './streams.ts';
@@ -115,6 +115,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           connectTimeout: route.upstream.connectTimeout,
           headersTimeout: route.upstream.headersTimeout,
           responseHeaders: ['x-request-id', x.requestId],
+          ownCredential: route.upstream.ownCredential,
         },
         {
           onUpgraded(relay) {
@@ -140,6 +141,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           onFailure(error) {
             const f = upstreamFailure(error);
             ctx.metrics.upstreamError(route.id, f.kind);
+            if (error instanceof UpstreamCredentialRejected) ctx.credentialRejected(x, route);
             const e = new TesseraError(f.code);
             x.reason = f.code;
             x.status = e.status;

@@ -8,7 +8,8 @@
  * `Forwarded` are rebuilt (appended to only when the peer is a trusted proxy); `X-Request-Id` and
  * `traceparent` are set by the gateway.
  *
- * Toward the caller: hop-by-hop headers from the upstream are dropped.
+ * Toward the caller: hop-by-hop headers from the upstream are dropped (`Proxy-Authenticate` among
+ * them), and `WWW-Authenticate` too on a route that injects the upstream's own credential.
  *
  * @module
  */
@@ -212,8 +213,10 @@ export function upstreamRequestHeaders(
 /**
  * The upstream response headers to send to the caller (hop-by-hop removed). Accepts undici's raw
  * `[name, value, name, value…]` buffers; returns a flat `[name, value…]` list for `writeHead`.
+ * With `ownCredential` (the gateway injected the upstream's credential) the upstream's
+ * `WWW-Authenticate` is removed too: its challenge is about a credential the caller never holds.
  */
-export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: readonly string[]): string[] {
+export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: readonly string[], ownCredential = false): string[] {
   const out: string[] = [];
   let named: string[] | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -223,6 +226,7 @@ export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: r
       if (lower === 'connection') named = connectionNamed(raw[i + 1]!.toString('latin1'));
       continue;
     }
+    if (ownCredential && lower === 'www-authenticate') continue;
     out.push(lower, raw[i + 1]!.toString('latin1'));
   }
   if (named !== undefined) {

@@ -40,14 +40,17 @@ export function signedHead(raw: readonly Buffer[], sign: (id: string) => string)
 /** Signs the upstream's session id for the caller before the head reaches it. */
 export class SessionForwardHandler extends ForwardHandler {
   readonly #sign: (id: string) => string;
+  readonly #ownCredential: boolean;
 
-  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], sign: (id: string) => string) {
-    super(res, cb, extra);
+  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], sign: (id: string) => string, ownCredential = false) {
+    super(res, cb, extra, ownCredential);
     this.#sign = sign;
+    this.#ownCredential = ownCredential;
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    if (status < 200) return super.onHeaders(status, raw, resume);
+    // A 401 to the gateway's own credential is refused whole (no head reaches the caller).
+    if (status < 200 || (status === 401 && this.#ownCredential)) return super.onHeaders(status, raw, resume);
     const head = signedHead(raw, this.#sign);
     if (head === undefined) {
       this.abort(new UpstreamSessionInvalid('the upstream sent an invalid Mcp-Session-Id'));

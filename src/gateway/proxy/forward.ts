@@ -28,6 +28,22 @@ export class StreamClosed extends Error {
   }
 }
 
+/**
+ * The upstream answered 401 to the credential the gateway injected (`static` or `exchange`): the
+ * gateway's credential is wrong or expired. Its answer is not relayed (the caller gets 502): an MCP
+ * client would read the challenge's `resource_metadata` or `scope` and start an OAuth flow against
+ * the upstream's authorization server, about a credential it never holds.
+ */
+export class UpstreamCredentialRejected extends Error {
+  override readonly name = 'UpstreamCredentialRejected';
+  readonly code = 'upstream_credential_rejected';
+  /** What the upstream answered. */
+  readonly status = 401;
+  constructor() {
+    super('the upstream refused the gateway credential');
+  }
+}
+
 /** Map an undici or socket failure to a reason code and a metrics kind. Never reads the message. */
 export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string } {
   const code = (error as { code?: unknown } | null)?.code;
@@ -41,6 +57,8 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An MCP upstream's Mcp-Session-Id the gateway cannot sign (mcp/forward.ts).
     case 'mcp_upstream_session_invalid':
       return { code: 'mcp_upstream_session_invalid', kind: 'session_id_invalid' };
+    case 'upstream_credential_rejected':
+      return { code: 'upstream_credential_rejected', kind: 'credential_rejected' };
     case 'ECONNREFUSED':
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
@@ -76,6 +94,12 @@ export interface ForwardOptions {
   readonly bodyTimeout: number;
   /** Extra headers on the response to the caller (flat `[name, value…]`). */
   readonly responseHeaders: readonly string[];
+  /**
+   * The gateway injected the upstream's credential (`static`, `exchange`): an upstream 401 fails
+   * the exchange ({@link UpstreamCredentialRejected}) and the upstream's `WWW-Authenticate` is
+   * never relayed. Without it (`none`, `passthrough`) the upstream's answer passes as it is.
+   */
+  readonly ownCredential?: boolean;
 }
 
 /**
@@ -87,6 +111,7 @@ export class ForwardHandler {
   readonly #res: ServerResponse;
   readonly #cb: ForwardCallbacks;
   readonly #extra: readonly string[];
+  readonly #ownCredential: boolean;
   #abort: ((reason?: Error) => void) | undefined;
   #resume: (() => void) | undefined;
   #bytes = 0;
@@ -97,10 +122,11 @@ export class ForwardHandler {
   /** Listening for the caller going away while the response waits for it to drain. */
   #watching = false;
 
-  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[]) {
+  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], ownCredential = false) {
     this.#res = res;
     this.#cb = cb;
     this.#extra = extra;
+    this.#ownCredential = ownCredential;
   }
 
   abort(reason: Error): void {
@@ -124,9 +150,14 @@ export class ForwardHandler {
       this.#abort?.(new StreamClosed('client_closed'));
       return false;
     }
+    if (status === 401 && this.#ownCredential) {
+      // Nothing of it reaches the caller; the gateway answers 502 (onFailure).
+      this.abort(new UpstreamCredentialRejected());
+      return false;
+    }
     this.#resume = resume;
     this.#headers = true;
-    const headers = callerResponseHeaders(raw, this.#extra);
+    const headers = callerResponseHeaders(raw, this.#extra, this.#ownCredential);
     res.writeHead(status, headers);
     let streaming = status !== 204 && status !== 304;
     for (let i = 0; i < headers.length && streaming; i += 2) if (headers[i] === 'content-length') streaming = false;
@@ -195,7 +226,7 @@ export interface ForwardHandle {
  * ```
  */
 export function forward(res: ServerResponse, options: ForwardOptions, callbacks: ForwardCallbacks): ForwardHandle {
-  return forwardWith(new ForwardHandler(res, callbacks, options.responseHeaders), options);
+  return forwardWith(new ForwardHandler(res, callbacks, options.responseHeaders, options.ownCredential), options);
 }
 
 /** {@link forward} with a given handler (a subclass that also reads the response head). */

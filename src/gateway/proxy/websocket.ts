@@ -14,6 +14,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { HOP_BY_HOP } from '../http/headers.ts';
+import { UpstreamCredentialRejected } from './forward.ts';
 import { closeFrame, FrameBoundaries } from './frames.ts';
 
 export interface UpgradeTarget {
@@ -28,6 +29,11 @@ export interface UpgradeTarget {
   readonly headersTimeout: number;
   /** Extra response headers for the caller (flat `[name, value…]`). */
   readonly responseHeaders: readonly string[];
+  /**
+   * The gateway injected the upstream's credential: a 401 refusal is a failure
+   * ({@link UpstreamCredentialRejected}), never relayed, and other refusals lose `WWW-Authenticate`.
+   */
+  readonly ownCredential?: boolean;
 }
 
 export interface UpgradeCallbacks {
@@ -35,7 +41,7 @@ export interface UpgradeCallbacks {
   onUpgraded(relay: WebSocketRelay): void;
   /** The upstream answered without upgrading; its answer was relayed and the socket closed. */
   onRefused(status: number): void;
-  /** No answer from the upstream (connect error, timeout); the caller has not been answered. */
+  /** No answer from the upstream (connect error, timeout), or a 401 to the gateway's own credential; the caller has not been answered. */
   onFailure(error: unknown): void;
 }
 
@@ -110,6 +116,11 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
       res.destroy();
       return;
     }
+    if (res.statusCode === 401 && target.ownCredential) {
+      res.destroy();
+      fail(new UpstreamCredentialRejected());
+      return;
+    }
     settled = true;
     clearTimeout(timer);
     // The upstream refused the upgrade: relay its status and body, then close.
@@ -118,6 +129,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     for (let i = 0; i < raw.length; i += 2) {
       const name = (raw[i] as string).toLowerCase();
       if (HOP_BY_HOP.has(name) || name === 'content-length') continue;
+      if (target.ownCredential && name === 'www-authenticate') continue;
       text += `${raw[i]}: ${raw[i + 1]}\r\n`;
     }
     for (let i = 0; i < target.responseHeaders.length; i += 2) text += `${target.responseHeaders[i]}: ${target.responseHeaders[i + 1]}\r\n`;

@@ -145,6 +145,13 @@ describe('caller response headers', () => {
     ];
     assert.deepEqual(callerResponseHeaders(raw, ['x-request-id', 'r']), ['set-cookie', 'a=1', 'set-cookie', 'b=2', 'x-request-id', 'r']);
   });
+
+  it("upstream challenge leak: with the gateway's own credential injected, WWW-Authenticate and Proxy-Authenticate are dropped", () => {
+    const raw = ['WWW-Authenticate', 'Bearer resource_metadata="https://up.internal/x"', 'Proxy-Authenticate', 'Basic', 'X-A', '1'];
+    assert.deepEqual(callerResponseHeaders(raw, [], true), ['x-a', '1']);
+    // Without it (credential none or passthrough) the upstream's challenge is the caller's to answer.
+    assert.deepEqual(callerResponseHeaders(raw), ['www-authenticate', 'Bearer resource_metadata="https://up.internal/x"', 'x-a', '1']);
+  });
 });
 
 describe('small helpers', () => {
