@@ -135,7 +135,7 @@ const authorizationSchema = z
     ).prefault('30d'),
     consent_ttl: duration('How long a consent page may be answered (its anti-CSRF token expires then).', 3600).prefault('10m'),
     remember_consent: duration(
-      "How long a person's approval on the consent page is remembered: until then, a request by the same person for the same client, redirect URI and no more scopes or resources is approved without the page (`prompt=consent` still shows it). 0 (the default) remembers nothing: the page every time.",
+      "How long a person's approval on the consent page is remembered: until then, a request by the same person for the same client, redirect URI and no more scopes or resources is approved without the page (`prompt=consent` still shows it, and a public client on a loopback redirect URI always gets it, RFC 8252 §8.6). 0 (the default) remembers nothing: the page every time.",
     ).prefault('0s'),
     trusted_header: trustedHeaderSchema.optional(),
     oidc: oidcSchema.optional(),

@@ -8,7 +8,8 @@
  * was shown, applied to the remembered approval: the request, re-read against the client as it is
  * now, must go to the same redirect URI and ask for a subset of the approved scopes and resources;
  * and the client's registration must be the one the person approved (its fingerprint). OIDC Core
- * §3.1.2.1: `prompt=consent` always shows the page. Revocations forget (the store's
+ * §3.1.2.1: `prompt=consent` always shows the page, and so does a request whose client nothing
+ * proves (a public client on a loopback redirect URI, RFC 8252 §8.6). Revocations forget (the store's
  * `revokeGrants`), so a revoked delegation never comes back through a skipped page.
  *
  * @module
@@ -17,7 +18,7 @@ import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.
 import type { ClientRecord, RememberedConsentRecord, Store } from '../store/contract.ts';
 import type { AuthorizationRequest } from './authorize.ts';
 import type { BaseContext } from './context.ts';
-import { matchRedirectUri } from './redirect-uris.ts';
+import { isLoopbackRedirectUri, matchRedirectUri } from './redirect-uris.ts';
 import { sha256 } from './secrets.ts';
 
 export interface RememberedConsentContext extends BaseContext {
@@ -52,6 +53,17 @@ export function clientFingerprint(r: ClientRecord): string {
   );
 }
 
+/**
+ * Whether nothing but the person could tell this client from another: a public client (no
+ * authentication at the token endpoint) sending the code to a loopback address, where any local
+ * process can listen, on any port (RFC 8252 §7.3), and redeem it with its own PKCE verifier. Such a
+ * request is never approved without the page, however often the client was approved before
+ * (RFC 8252 §8.6, client impersonation), and its approval is not remembered.
+ */
+function identityUnproven(request: AuthorizationRequest): boolean {
+  return request.client.record.authMethod === 'none' && isLoopbackRedirectUri(request.redirectUri);
+}
+
 /** OIDC Core §3.1.2.1: `prompt=consent` asks for the page whatever was approved before. */
 export function forcesConsent(params: URLSearchParams): boolean {
   return params.getAll('prompt').some((p) => p.split(' ').includes('consent'));
@@ -65,7 +77,7 @@ export async function rememberApproval(
   approvalHash: string,
 ): Promise<void> {
   const ttl = ctx.config.authorization.remember_consent;
-  if (ttl <= 0) return;
+  if (ttl <= 0 || identityUnproven(request)) return;
   const now = ctx.now();
   await ctx.store.rememberConsent({
     subject,
@@ -83,8 +95,9 @@ export async function rememberApproval(
 
 /**
  * The remembered approval that covers `request` by `subject`, or `undefined` when the page must be
- * shown: remembering is off, `prompt=consent`, nothing remembered (or expired, or forgotten), the
- * client changed or is disabled, another redirect URI, or more scopes or resources than approved.
+ * shown: remembering is off, `prompt=consent`, a public client redirecting to a loopback address,
+ * nothing remembered (or expired, or forgotten), the client changed or is disabled, another
+ * redirect URI, or more scopes or resources than approved.
  */
 export async function rememberedApproval(
   ctx: RememberedConsentContext,
@@ -92,7 +105,7 @@ export async function rememberedApproval(
   subject: string,
   params: URLSearchParams,
 ): Promise<RememberedConsentRecord | undefined> {
-  if (ctx.config.authorization.remember_consent <= 0 || forcesConsent(params)) return undefined;
+  if (ctx.config.authorization.remember_consent <= 0 || forcesConsent(params) || identityUnproven(request)) return undefined;
   const client = request.client;
   if (client.record.disabled) return undefined;
   const remembered = await ctx.store.getRememberedConsent(subject, client.id, ctx.now());

@@ -15,8 +15,9 @@ import { approve, authorizationConfig, personHeaders } from '../helpers/authoriz
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 
-const REDIRECT = 'http://127.0.0.1:7777/callback';
-const OTHER_REDIRECT = 'https://app.test/callback';
+const REDIRECT = 'https://app.test/callback';
+const OTHER_REDIRECT = 'https://app.test/other';
+const LOOPBACK = 'http://127.0.0.1:7777/callback';
 const API = 'https://api.test';
 const API2 = 'https://api2.test';
 const REMEMBER = 3600;
@@ -38,7 +39,7 @@ before(async () => {
     name: 'MCP App',
     scopes: ['api:read', 'api:write'],
     audiences: [API, API2],
-    redirectUris: [REDIRECT, OTHER_REDIRECT],
+    redirectUris: [REDIRECT, OTHER_REDIRECT, LOOPBACK],
   });
 });
 after(() => issuer.close());
@@ -131,8 +132,34 @@ describe('remembered consent', () => {
     await approve(authorizeUrl(issuer.url), personHeaders(who));
     assert.equal((await ask(authorizeUrl(issuer.url, { resource: API2 }), who)).kind, 'page');
     assert.equal((await ask(authorizeUrl(issuer.url, { redirect_uri: OTHER_REDIRECT }), who)).kind, 'page');
-    // A loopback IP literal's port is not part of the match (RFC 8252 §7.3), for the consent as for the request.
-    assert.equal((await ask(authorizeUrl(issuer.url, { redirect_uri: 'http://127.0.0.1:45678/callback' }), who)).kind, 'redirect');
+  });
+
+  it('a confidential client on a loopback redirect URI: the port is not part of the match (RFC 8252 §7.3)', async () => {
+    await issuer.service.registerClient({
+      id: 'native-confidential',
+      scopes: ['api:read'],
+      audiences: [API],
+      grantTypes: ['authorization_code'],
+      redirectUris: [LOOPBACK],
+    });
+    const who = person();
+    const url = (redirect: string) => authorizeUrl(issuer.url, { client_id: 'native-confidential', redirect_uri: redirect });
+    await approve(url(LOOPBACK), personHeaders(who));
+    assert.equal((await ask(url(LOOPBACK), who)).kind, 'redirect');
+    assert.equal((await ask(url('http://127.0.0.1:45678/callback'), who)).kind, 'redirect');
+  });
+
+  it('client impersonation: a public client on a loopback redirect URI is shown the page every time (RFC 8252 §8.6)', async () => {
+    // Any local process can listen on a loopback port and, with no client authentication, redeem
+    // the code with its own PKCE verifier: nothing proves the request is the approved app's.
+    const who = person();
+    await approve(authorizeUrl(issuer.url, { redirect_uri: LOOPBACK }), personHeaders(who));
+    assert.equal((await ask(authorizeUrl(issuer.url, { redirect_uri: LOOPBACK }), who)).kind, 'page');
+    assert.equal((await ask(authorizeUrl(issuer.url, { redirect_uri: 'http://127.0.0.1:45678/callback' }), who)).kind, 'page');
+    // Nor does such an approval replace what the person approved for the client's https redirect URI.
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    await approve(authorizeUrl(issuer.url, { redirect_uri: LOOPBACK }), personHeaders(who));
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'redirect');
   });
 
   it('another person is shown the page: a consent is the person’s own', async () => {
