@@ -21,7 +21,7 @@ import { type RevokeContext, revokeGrants } from './revoke.ts';
 import type { SecretHasher } from './secrets.ts';
 
 export interface ClientAdminContext extends RevokeContext {
-  readonly config: Pick<ResolvedTokenServiceConfig, 'admin' | 'max_access_token_ttl'>;
+  readonly config: Pick<ResolvedTokenServiceConfig, 'admin' | 'max_access_token_ttl' | 'authorization'>;
   readonly store: Pick<Store, 'createClient' | 'getClient' | 'updateClient' | 'deleteClient'> & RevokeContext['store'];
   readonly clients: Pick<ClientRegistry, 'compile' | 'invalidate'> & RevokeContext['clients'];
   readonly scopes: ScopeModel;

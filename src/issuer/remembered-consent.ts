@@ -15,16 +15,19 @@
  * @module
  */
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import type { RevocationCheck } from '../core/verify/revocation.ts';
 import type { ClientRecord, RememberedConsentRecord, Store } from '../store/contract.ts';
 import type { AuthorizationRequest } from './authorize.ts';
 import type { BaseContext } from './context.ts';
 import { isLoopbackRedirectUri, matchRedirectUri } from './redirect-uris.ts';
+import { loginSessionScope } from './revoke.ts';
 import { sha256 } from './secrets.ts';
 
 export interface RememberedConsentContext extends BaseContext {
   readonly issuer: string;
   readonly config: Pick<ResolvedTokenServiceConfig, 'authorization'>;
   readonly store: Pick<Store, 'rememberConsent' | 'getRememberedConsent'>;
+  readonly revocations: Pick<RevocationCheck, 'isRevoked'>;
 }
 
 /**
@@ -110,6 +113,22 @@ export async function rememberedApproval(
   if (client.record.disabled) return undefined;
   const remembered = await ctx.store.getRememberedConsent(subject, client.id, ctx.now());
   if (remembered === undefined || remembered.issuer !== ctx.issuer) return undefined;
+  // A revocation of the subject forgets its consents in its transaction, but an approval racing it
+  // can write one after: like a login session, a consent from no later than the revocation's second
+  // approves nothing.
+  if (
+    ctx.revocations.isRevoked({
+      issuer: loginSessionScope(ctx.issuer),
+      subject,
+      clientId: undefined,
+      delegationId: undefined,
+      tokenId: undefined,
+      issuedAt: remembered.createdAt,
+      expiresAt: Number.POSITIVE_INFINITY,
+    })
+  ) {
+    return undefined;
+  }
   if (remembered.clientFingerprint !== clientFingerprint(client.record)) return undefined;
   // The same redirect URI by the rule the request itself is matched with: a loopback IP literal's
   // port may differ (RFC 8252 §7.3, a native app listens on whatever port it is given).

@@ -25,7 +25,7 @@ export function loginSessionScope(issuer: string): string {
 
 export interface RevokeContext extends BaseContext {
   readonly issuer: string;
-  readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl'>;
+  readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl' | 'authorization'>;
   readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants' | 'appendRevocations'>;
   readonly clients: Pick<ClientRegistry, 'authenticate'>;
   readonly tokens: Pick<AccessTokens, 'verify'>;
@@ -101,7 +101,9 @@ export async function revokeGrants(
         expiresAt: now + ctx.externalMaxLifetime + SKEW,
       })),
       // What the subject holds here outside a grant: a login session at the authorization
-      // endpoint, begun before now. Under a scope no token's `iss` can equal, so no token is hit.
+      // endpoint, begun before now, and a remembered consent an approval racing this revocation
+      // wrote after it forgot them (so kept as long as either can last). Under a scope no token's
+      // `iss` can equal, so no token is hit.
       ...(own
         ? [
             {
@@ -109,7 +111,7 @@ export async function revokeGrants(
               value: selector.subject,
               issuer: loginSessionScope(ctx.issuer),
               at: now,
-              expiresAt: now + LOGIN_SESSION_TTL_MAX + SKEW,
+              expiresAt: now + Math.max(LOGIN_SESSION_TTL_MAX, ctx.config.authorization.remember_consent) + SKEW,
             },
           ]
         : []),

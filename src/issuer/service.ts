@@ -223,6 +223,7 @@ export class TokenService {
       keys: this.keys,
       standing: this.#standing,
       feed: this.#feed,
+      revocations: this.revocations,
       hasher: this.#hasher,
       external: options.externalVerifier,
       externalMaxLifetime: options.externalMaxLifetime ?? 86_400,

@@ -208,6 +208,34 @@ describe('remembered consent', () => {
     assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
   });
 
+  it('a consent written by an approval racing tessera revoke --subject (after the revocation forgot) is not used', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    const remembered = await issuer.store.getRememberedConsent(who, 'mcp-app', Math.floor((Date.now() + offset) / 1000));
+    assert.ok(remembered);
+    await issuer.service.revokeGrants({ subject: who }, 'operator', 'cli');
+    // The approval's own write lands after the revocation's transaction: nothing forgets it again.
+    await issuer.store.rememberConsent(remembered);
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
+  });
+
+  it('the revocation that voids such a late consent lasts as long as a consent can (remember_consent longer than a login session)', async () => {
+    const long = await startIssuer({
+      config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: '30d' } } } as never,
+    });
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      await long.service.revokeGrants({ subject: 'late-consent' }, 'operator', 'cli');
+      const entries = await long.store.revocationsSince(0, now + 29 * 86_400);
+      assert.ok(
+        entries.some((e) => e.kind === 'subject' && e.value === 'late-consent' && e.issuer?.endsWith('#login-sessions')),
+        'still in force 29 days on',
+      );
+    } finally {
+      await long.close();
+    }
+  });
+
   it('a revoked client (tessera revoke --client) is shown the page again', async () => {
     await issuer.service.registerClient({
       id: 'revoked-app',
