@@ -1,3 +1,9 @@
+/**
+ * Introspection (RFC 7662) of this issuer's access and refresh tokens, for the client the token
+ * was issued to or addressed to.
+ *
+ * @module
+ */
 import type { Store } from '../store/contract.ts';
 import type { AccessTokens } from './access-tokens.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
