@@ -59,7 +59,7 @@ export const OAUTH_ERROR_CODES = {
   // RFC 6749 Appendix B (forms), RFC 8259 §8.1 (JSON): a charset label other than UTF-8, or bytes
   // that are not UTF-8 (raw or percent-encoded), which decoding would turn into U+FFFD.
   request_not_utf8: { status: 400, error: 'invalid_request', description: 'The request must be UTF-8.' },
-  request_body_malformed: { status: 400, error: 'invalid_request', description: 'The request body is not valid form data.' },
+  request_body_malformed: { status: 400, error: 'invalid_request', description: 'The request body is not a valid JSON object.' },
   request_body_member_repeated: {
     status: 400,
     error: 'invalid_request',

@@ -370,7 +370,7 @@ describe('admin API', () => {
       body: `{"subject":"hana","x":${'['.repeat(30_000)}${']'.repeat(30_000)}}`,
     });
     assert.equal(res.status, 400);
-    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'The request body is not valid form data.' });
+    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'The request body is not a valid JSON object.' });
     assert.equal(await valid(hana), true);
   });
 
