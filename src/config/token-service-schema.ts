@@ -135,8 +135,12 @@ const authorizationSchema = z
     ).prefault('30d'),
     consent_ttl: duration('How long a consent page may be answered (its anti-CSRF token expires then).', 3600).prefault('10m'),
     remember_consent: duration(
-      "How long a person's approval on the consent page is remembered: until then, a request by the same person for the same client, redirect URI and no more scopes or resources is approved without the page (`prompt=consent` still shows it, and a public client on a loopback redirect URI always gets it, RFC 8252 §8.6). 0 (the default) remembers nothing: the page every time.",
+      "How long a person's approval on the consent page is remembered: until then, a request by the same person for the same client, redirect URI and no more scopes or resources is approved without the page (`prompt=consent` still shows it, a public client on a loopback redirect URI always gets it, RFC 8252 §8.6, and so does a dynamically registered client unless `remember_consent_dynamic_clients`). 0 (the default) remembers nothing: the page every time.",
     ).prefault('0s'),
+    remember_consent_dynamic_clients: z.boolean().default(false).meta({
+      description:
+        'Also remember approvals of clients registered through RFC 7591 dynamic registration (`remember_consent`). Off by default: anyone may register a client with any name and redirect URI, so each of its requests shows the page (RFC 8252 §8.6; MCP security best practices, consent per dynamically registered client). Consider it only when registration needs an `initial_access_token` you hand out.',
+    }),
     trusted_header: trustedHeaderSchema.optional(),
     oidc: oidcSchema.optional(),
   })

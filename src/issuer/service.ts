@@ -53,7 +53,7 @@ import { identifyLeak, type LeakContext, type LeakedToken, type LeakRevocation, 
 import { type Endpoints, endpointsFor, metadata } from './metadata.ts';
 import { checkRepeats } from './params.ts';
 import { type RegistrationContext, type RegistrationResponse, registerDynamicClient } from './registration.ts';
-import { type RememberedConsentContext, rememberApproval, rememberedApproval } from './remembered-consent.ts';
+import { type ApprovingPerson, type RememberedConsentContext, rememberApproval, rememberedApproval } from './remembered-consent.ts';
 import { RevocationFeed } from './revocation-feed.ts';
 import { type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
 import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, tokenHash } from './secrets.ts';
@@ -437,34 +437,35 @@ export class TokenService {
   }
 
   /**
-   * The person `subject` approved `request` on the consent page: the single-use code to send to the
-   * redirect URI. With `authorization.remember_consent`, the approval is remembered for that long.
+   * The person approved `request` on the consent page: the single-use code to send to the redirect
+   * URI. With `authorization.remember_consent`, the approval is remembered for that long, bound to
+   * the person's identity source (the authenticator's `source`).
    */
   async approveAuthorization(
     request: AuthorizationRequest,
-    subject: string,
+    person: ApprovingPerson,
     extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
   ): Promise<string> {
-    const code = await issueAuthorizationCode(this.#ctx, request, subject, extra);
-    await rememberApproval(this.#ctx, request, subject, tokenHash(code));
+    const code = await issueAuthorizationCode(this.#ctx, request, person.subject, extra);
+    await rememberApproval(this.#ctx, request, person, tokenHash(code));
     return code;
   }
 
   /**
-   * Approve `request` by `subject` without the consent page when a remembered approval covers it
+   * Approve `request` by `person` without the consent page when a remembered approval covers it
    * (`authorization.remember_consent`; never with `prompt=consent` among `params`): the code, audited
    * as approved by method `remembered` naming the page approval it came from; `undefined` when the
    * page must be shown.
    */
   async approveRemembered(
     request: AuthorizationRequest,
-    subject: string,
+    person: ApprovingPerson,
     params: URLSearchParams,
     extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
   ): Promise<string | undefined> {
-    const remembered = await rememberedApproval(this.#ctx, request, subject, params);
+    const remembered = await rememberedApproval(this.#ctx, request, person, params);
     if (remembered === undefined) return undefined;
-    return issueAuthorizationCode(this.#ctx, request, subject, { ...extra, rememberedFrom: remembered.approvalHash });
+    return issueAuthorizationCode(this.#ctx, request, person.subject, { ...extra, rememberedFrom: remembered.approvalHash });
   }
 
   // Revocation (RFC 7009) and introspection (RFC 7662).

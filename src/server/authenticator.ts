@@ -58,6 +58,14 @@ export type Authentication =
 export interface Authenticator {
   /** For logs and the audit trail (`trusted_header`). */
   readonly kind: string;
+  /**
+   * Where subjects come from: an opaque value, stable across restarts and instances, that changes
+   * with whatever decides which person a subject names (the kind, the upstream provider and its
+   * client, the claim or header the subject is taken from). A subject is unique only within its
+   * source (OIDC Core §2: `sub` per issuer), so what was kept for a subject under one source (a
+   * remembered consent) is never used for the same subject under another.
+   */
+  readonly source: string;
   authenticate(request: PersonRequest): Authentication | Promise<Authentication>;
   /**
    * Present when the person can be sent to log in (an upstream OpenID Connect provider): a GET of

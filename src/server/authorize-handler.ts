@@ -207,7 +207,12 @@ export function createAuthorizeHandler(
 
     if (form === undefined) {
       // A remembered approval that covers this request answers it without the page.
-      const code = await service.approveRemembered(request, person.subject, new URLSearchParams(query), { requestId, remoteAddr });
+      const code = await service.approveRemembered(
+        request,
+        { subject: person.subject, source: options.authenticator.source },
+        new URLSearchParams(query),
+        { requestId, remoteAddr },
+      );
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
       }
@@ -243,7 +248,11 @@ export function createAuthorizeHandler(
     }
     const decision = form.get('decision');
     if (decision === 'approve') {
-      const code = await service.approveAuthorization(request, person.subject, { requestId, remoteAddr });
+      const code = await service.approveAuthorization(
+        request,
+        { subject: person.subject, source: options.authenticator.source },
+        { requestId, remoteAddr },
+      );
       return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
     }
     if (decision === 'deny') {

@@ -203,12 +203,16 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   // A session holds for the upstream and the rules it was signed in under: `sub` is unique only
   // per issuer (OIDC Core §2), so after a switch of provider (or of subject_claim, or a narrower
   // allowed_domains) an earlier session could name someone else, or someone no longer allowed.
-  const sessionLabel = `tessera oidc session v1\n${JSON.stringify([
+  const rules = JSON.stringify([
     options.issuer,
     options.client_id,
     options.subject_claim,
     allowed === undefined ? null : [...allowed].sort(),
-  ])}`;
+  ]);
+  const sessionLabel = `tessera oidc session v1\n${rules}`;
+  // A remembered consent holds under the same rules as a session (the client_id too: a provider
+  // with pairwise subject identifiers, OIDC Core §8.1, gives each client its own `sub`s).
+  const source = sha256(`tessera identity source v1\noidc\n${rules}`);
   const credentials = `Basic ${Buffer.from(`${encodeURIComponent(options.client_id)}:${encodeURIComponent(options.client_secret)}`).toString('base64')}`;
   const loopbackHttp = new URL(options.issuer).protocol === 'http:';
 
@@ -450,6 +454,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
 
   return {
     kind: 'oidc',
+    source,
     login,
     authenticate(request): Authentication {
       const raw = cookie(request.headers, sessionCookie);

@@ -16,6 +16,7 @@
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { ConfigIssue } from '../core/errors.ts';
 import { peerAllowed, peerList } from '../gateway/peers.ts';
+import { sha256 } from '../issuer/secrets.ts';
 import type { Authentication, Authenticator, PersonRequest } from './authenticator.ts';
 
 export interface TrustedHeaderOptions {
@@ -45,8 +46,18 @@ export function createTrustedHeaderAuthenticator(options: TrustedHeaderOptions):
   if (issues.length > 0) throw new TypeError(`trusted_header: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
   // Digests have one length, so the comparison takes the same time whatever was sent.
   const expected = hash('sha256', options.secret, 'buffer');
+  // What names the subject: the header it is read from. The proxy's address and secret do not (a
+  // new address or a rotated secret is the same proxy); a proxy now backed by another identity
+  // provider behind the same header is beyond what Tessera can see (docs/token-service.md).
+  const source = sha256(
+    `tessera identity source v1\ntrusted_header\n${JSON.stringify([
+      options.subject_from,
+      options.subject_from === 'email' ? options.email_header : options.user_header,
+    ])}`,
+  );
   return {
     kind: 'trusted_header',
+    source,
     authenticate(request): Authentication {
       if (!peerAllowed(peers, request.remoteAddress)) return { ok: false, reason: 'peer_not_trusted' };
       const secret = header(request.headers, options.secret_header);

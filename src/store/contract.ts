@@ -226,8 +226,18 @@ export interface RememberedConsentRecord {
   readonly clientId: string;
   /** The issuer vouching for the subject (this token service). */
   readonly issuer: string;
+  /**
+   * Where the subject came from (the authenticator's `source`: its kind, upstream provider, subject
+   * claim or header): the same subject from another source may be another person.
+   */
+  readonly identitySource: string;
   /** The approved scopes and RFC 8707 resources: a later request must ask for subsets of these. */
   readonly scopes: readonly string[];
+  /**
+   * Digest of what the approved scopes meant when approved (their effective expansion under the
+   * scope catalogue): a catalogue edit that widens an approved scope shows the page again.
+   */
+  readonly scopesDigest: string;
   readonly audiences: readonly string[];
   /** The redirect URI the approval was sent to. */
   readonly redirectUri: string;

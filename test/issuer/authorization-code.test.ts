@@ -77,7 +77,10 @@ async function codeFor(o: AuthzOptions = {}): Promise<{ code: string; verifier: 
   const outcome = await issuer.service.checkAuthorizationRequest(params);
   assert.equal(outcome.ok, true, outcome.ok ? '' : outcome.error.code);
   if (!outcome.ok) throw new Error('unreachable');
-  return { code: await issuer.service.approveAuthorization(outcome.request, o.subject ?? 'alice@example.com'), verifier };
+  return {
+    code: await issuer.service.approveAuthorization(outcome.request, { subject: o.subject ?? 'alice@example.com', source: 'test' }),
+    verifier,
+  };
 }
 
 const redeem = (form: Record<string, string>, headers: Record<string, string> = {}) =>
@@ -144,7 +147,7 @@ describe('authorization code redemption', () => {
       }),
     );
     assert.ok(outcome.ok);
-    const code = await issuer.service.approveAuthorization(outcome.request, 'bob');
+    const code = await issuer.service.approveAuthorization(outcome.request, { subject: 'bob', source: 'test' });
     const form = { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: 'https://web.test/cb' };
     await expectError(await issuer.post('/oauth2/token', { ...form, client_id: 'web-app' }), 401, 'invalid_client');
     const res = await issuer.post('/oauth2/token', form, { authorization: basic(confidential.id, confidential.secret) });

@@ -192,7 +192,7 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
       }),
     );
     if (!outcome.ok) throw new Error(outcome.error.code);
-    const code = await issuer.service.approveAuthorization(outcome.request, person);
+    const code = await issuer.service.approveAuthorization(outcome.request, { subject: person, source: 'test' });
     const res = await issuer.post(
       '/oauth2/token',
       { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: 'pub-app' },

@@ -7,10 +7,15 @@
  * page again. Off by default.
  */
 import assert from 'node:assert/strict';
+import { createSecretKey, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
 import { buildTrace } from '../../src/audit/trace.ts';
 import { formatTrace } from '../../src/cli/commands/trace.ts';
+import { createOidcAuthenticator, type OidcOptions } from '../../src/server/oidc-authenticator.ts';
+import { createTrustedHeaderAuthenticator, type TrustedHeaderOptions } from '../../src/server/trusted-header-authenticator.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { approve, authorizationConfig, personHeaders } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
@@ -30,7 +35,12 @@ const person = () => `person-${++people}`;
 
 before(async () => {
   issuer = await startIssuer({
-    config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: `${REMEMBER}s` } } } as never,
+    config: {
+      token_service: {
+        authorization: { ...authorizationConfig(), remember_consent: `${REMEMBER}s` },
+        registration: { enabled: true, open: true, scopes: ['api:read', 'api:write'], audiences: [API] },
+      },
+    } as never,
     clock: () => Date.now() + offset,
   });
   await issuer.service.registerClient({
@@ -61,12 +71,31 @@ function authorizeUrl(base: string, overrides: Record<string, string | undefined
   return `${base}/oauth2/authorize?${q}`;
 }
 
-/** GET the authorization request as `who`: `page` (the consent page) or the redirect URL with its code. */
+/**
+ * Another instance of this issuer (same issuer identifier, master key and database) whose
+ * configuration differs by `authorization` and `extra`, as after an operator's edit and a restart.
+ */
+async function twin(authorization: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<RunningIssuer> {
+  return startIssuer({
+    config: {
+      ...extra,
+      token_service: {
+        issuer: issuer.url,
+        authorization: { ...authorizationConfig(), remember_consent: `${REMEMBER}s`, ...authorization },
+      },
+    } as never,
+    store: SqliteStore.open({ path: join(issuer.dir, 'tessera.db') }),
+    master: issuer.master,
+    clock: () => Date.now() + offset,
+  });
+}
+
+/** GET the authorization request as `who` (or with these proxy headers): `page` (the consent page) or the redirect URL with its code. */
 async function ask(
   url: string,
-  who: string,
+  who: string | Record<string, string>,
 ): Promise<{ kind: 'page'; status: number } | { kind: 'redirect'; location: URL; requestId: string | null }> {
-  const res = await fetch(url, { headers: personHeaders(who), redirect: 'manual' });
+  const res = await fetch(url, { headers: typeof who === 'string' ? personHeaders(who) : who, redirect: 'manual' });
   const body = await res.text();
   if (res.status === 200) {
     assert.match(body, /name="csrf"/, 'the consent page');
@@ -276,6 +305,143 @@ describe('remembered consent', () => {
     assert.ok(grantId);
     await issuer.service.revokeGrants({ grantId }, 'operator', 'cli');
     assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
+  });
+
+  it('the same configuration on another instance: the consent holds there too', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    const other = await twin({});
+    try {
+      assert.equal((await ask(authorizeUrl(other.url), who)).kind, 'redirect');
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('subject collision after a switch of identity source: another person with the same subject is shown the page', async () => {
+    // The proxy now takes the subject from the e-mail header: someone whose address reads like the
+    // earlier user name is a different person, who never approved anything.
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    const byEmail = await twin({ trusted_header: { ...(authorizationConfig().trusted_header as object), subject_from: 'email' } });
+    try {
+      assert.equal((await ask(authorizeUrl(byEmail.url), personHeaders('someone-else', who))).kind, 'page');
+    } finally {
+      await byEmail.close();
+    }
+    // The same for another header naming the person (another proxy in front).
+    const otherHeader = await twin({
+      trusted_header: { ...(authorizationConfig().trusted_header as object), user_header: 'x-remote-user' },
+    });
+    try {
+      const headers = { ...personHeaders('ignored'), 'x-remote-user': who };
+      assert.equal((await ask(authorizeUrl(otherHeader.url), headers)).kind, 'page');
+    } finally {
+      await otherHeader.close();
+    }
+    // Back to the source the person approved under: the consent is theirs again.
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'redirect');
+  });
+
+  it('scope widened under a consent: an approved scope that now implies more shows the page', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url, { scope: 'api:read' }), personHeaders(who));
+    // A catalogue that gives the approved scope the meaning it had (nothing more) changes nothing.
+    const same = await twin({}, { scopes: { 'api:read': {}, 'api:write': {} } });
+    try {
+      assert.equal((await ask(authorizeUrl(same.url, { scope: 'api:read' }), who)).kind, 'redirect');
+    } finally {
+      await same.close();
+    }
+    // api:read now implies api:write: a token for api:read is one for api:write at the resource.
+    const wider = await twin({}, { scopes: { 'api:read': { implies: ['api:write'] }, 'api:write': {} } });
+    try {
+      assert.equal((await ask(authorizeUrl(wider.url, { scope: 'api:read' }), who)).kind, 'page');
+      // Approved again under the new meaning, it is remembered with it.
+      await approve(authorizeUrl(wider.url, { scope: 'api:read' }), personHeaders(who));
+      assert.equal((await ask(authorizeUrl(wider.url, { scope: 'api:read' }), who)).kind, 'redirect');
+    } finally {
+      await wider.close();
+    }
+  });
+
+  it('a dynamically registered client is shown the page every time and its approval is not remembered (default)', async () => {
+    const res = await fetch(`${issuer.url}/oauth2/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none', client_name: 'MCP App', scope: 'api:read' }),
+    });
+    assert.equal(res.status, 201);
+    const { client_id: dcr } = (await res.json()) as { client_id: string };
+    assert.match(dcr, /^dcr_/);
+    const url = () => authorizeUrl(issuer.url, { client_id: dcr });
+    const who = person();
+    await approve(url(), personHeaders(who));
+    assert.equal((await ask(url(), who)).kind, 'page');
+    assert.equal(await issuer.store.getRememberedConsent(who, dcr, Math.floor((Date.now() + offset) / 1000)), undefined, 'nothing stored');
+    // With remember_consent_dynamic_clients, it is remembered like any client...
+    const opted = await twin({ remember_consent_dynamic_clients: true });
+    try {
+      await approve(authorizeUrl(opted.url, { client_id: dcr }), personHeaders(who));
+      assert.equal((await ask(authorizeUrl(opted.url, { client_id: dcr }), who)).kind, 'redirect');
+    } finally {
+      await opted.close();
+    }
+    // ...and what was remembered then is not used once the switch is off again.
+    assert.equal((await ask(url(), who)).kind, 'page');
+  });
+});
+
+describe('identity source of a remembered consent', () => {
+  const header = (o: Partial<TrustedHeaderOptions> = {}) =>
+    createTrustedHeaderAuthenticator({
+      user_header: 'x-forwarded-user',
+      email_header: 'x-forwarded-email',
+      subject_from: 'user',
+      allowed_peers: ['127.0.0.1'],
+      secret_header: 'x-tessera-proxy-secret',
+      secret: 'a'.repeat(32),
+      ...o,
+    }).source;
+  const oidc = (o: Partial<OidcOptions> = {}) =>
+    createOidcAuthenticator(
+      {
+        issuer: 'https://accounts.example.com',
+        client_id: 'tessera',
+        client_secret: 'upstream-secret',
+        scopes: ['openid'],
+        subject_claim: 'sub',
+        session_ttl: 600,
+        login_ttl: 300,
+        ...o,
+      },
+      {
+        tesseraIssuer: 'https://auth.example.com',
+        keys: { state: createSecretKey(randomBytes(32)), session: createSecretKey(randomBytes(32)) },
+        store: { useOnce: async () => true },
+        now: () => 0,
+      },
+    ).source;
+
+  it('changes with whatever decides who a subject is: the kind, the provider, its client, the claim or header', () => {
+    const sources = [
+      header(),
+      header({ subject_from: 'email' }),
+      header({ user_header: 'x-remote-user' }),
+      oidc(),
+      oidc({ issuer: 'https://login.example.org' }),
+      oidc({ client_id: 'tessera-2' }),
+      oidc({ subject_claim: 'email' }),
+      oidc({ allowed_domains: ['example.com'] }),
+    ];
+    assert.equal(new Set(sources).size, sources.length);
+    assert.equal(header({ subject_from: 'email', email_header: 'x-mail' }) === header({ subject_from: 'email' }), false);
+  });
+
+  it('does not change with what does not (the proxy’s address and secret, the upstream secret and session lifetimes, new instances)', () => {
+    assert.equal(header({ allowed_peers: ['10.0.0.5'], secret: 'b'.repeat(32), secret_header: 'x-other' }), header());
+    assert.equal(header({ email_header: 'x-mail' }), header(), 'the e-mail header does not name the subject by default');
+    assert.equal(oidc({ client_secret: 'rotated', session_ttl: 60, login_ttl: 60, scopes: ['openid', 'email'] }), oidc());
   });
 });
 

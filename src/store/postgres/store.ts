@@ -176,8 +176,8 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     version: 9,
     sql: `
       CREATE TABLE remembered_consents (
-        subject text NOT NULL, client_id text NOT NULL, issuer text NOT NULL, scopes text NOT NULL, audiences text NOT NULL,
-        redirect_uri text NOT NULL, client_fingerprint text NOT NULL, approval_hash text NOT NULL,
+        subject text NOT NULL, client_id text NOT NULL, issuer text NOT NULL, identity_source text NOT NULL,
+        scopes text NOT NULL, scopes_digest text NOT NULL, audiences text NOT NULL, redirect_uri text NOT NULL, client_fingerprint text NOT NULL, approval_hash text NOT NULL,
         created_at bigint NOT NULL, expires_at bigint NOT NULL, PRIMARY KEY (subject, client_id));
       CREATE INDEX remembered_consents_client ON remembered_consents (client_id);
       CREATE INDEX remembered_consents_expires ON remembered_consents (expires_at);
@@ -825,16 +825,19 @@ export class PostgresStore implements Store {
 
   async rememberConsent(x: RememberedConsentRecord): Promise<void> {
     await this.#q(
-      `INSERT INTO remembered_consents (subject, client_id, issuer, scopes, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-       ON CONFLICT (subject, client_id) DO UPDATE SET issuer = EXCLUDED.issuer, scopes = EXCLUDED.scopes, audiences = EXCLUDED.audiences,
+      `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+       ON CONFLICT (subject, client_id) DO UPDATE SET issuer = EXCLUDED.issuer, identity_source = EXCLUDED.identity_source,
+         scopes = EXCLUDED.scopes, scopes_digest = EXCLUDED.scopes_digest, audiences = EXCLUDED.audiences,
          redirect_uri = EXCLUDED.redirect_uri, client_fingerprint = EXCLUDED.client_fingerprint, approval_hash = EXCLUDED.approval_hash,
          created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at`,
       [
         x.subject,
         x.clientId,
         x.issuer,
+        x.identitySource,
         json(x.scopes),
+        x.scopesDigest,
         json(x.audiences),
         x.redirectUri,
         x.clientFingerprint,

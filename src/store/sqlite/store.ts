@@ -626,16 +626,19 @@ export class SqliteStore implements Store {
 
   async rememberConsent(c: RememberedConsentRecord): Promise<void> {
     this.#stmt(
-      `INSERT INTO remembered_consents (subject, client_id, issuer, scopes, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (subject, client_id) DO UPDATE SET issuer = excluded.issuer, scopes = excluded.scopes, audiences = excluded.audiences,
+      `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (subject, client_id) DO UPDATE SET issuer = excluded.issuer, identity_source = excluded.identity_source,
+         scopes = excluded.scopes, scopes_digest = excluded.scopes_digest, audiences = excluded.audiences,
          redirect_uri = excluded.redirect_uri, client_fingerprint = excluded.client_fingerprint, approval_hash = excluded.approval_hash,
          created_at = excluded.created_at, expires_at = excluded.expires_at`,
     ).run(
       c.subject,
       c.clientId,
       c.issuer,
+      c.identitySource,
       json(c.scopes),
+      c.scopesDigest,
       json(c.audiences),
       c.redirectUri,
       c.clientFingerprint,
