@@ -41,6 +41,13 @@ export interface ApprovingPerson {
   readonly subject: string;
   /** The authenticator's `source`: the same subject from another source may be another person. */
   readonly source: string;
+  /**
+   * When the person was checked for this request (epoch seconds, taken before the login-session
+   * revocation check): the remembered consent is dated then, not when it is written, so a
+   * `tessera revoke --subject` landing between that check and the write voids it whatever second
+   * the write falls in.
+   */
+  readonly checkedAt?: number;
 }
 
 /**
@@ -129,7 +136,7 @@ export async function rememberApproval(
     redirectUri: request.redirectUri,
     clientFingerprint: clientFingerprint(request.client.record),
     approvalHash,
-    createdAt: now,
+    createdAt: Math.min(person.checkedAt ?? now, now),
     expiresAt: now + ctx.config.authorization.remember_consent,
   });
 }

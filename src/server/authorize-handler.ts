@@ -158,6 +158,9 @@ export function createAuthorizeHandler(
     const request: AuthorizationRequest = outcome.request;
     const clientId = request.client.id;
 
+    // Before the person is checked: a consent this request remembers is dated then, so a subject
+    // revocation landing after this check voids it (remembered-consent.ts).
+    const checkedAt = service.now();
     let person = await options.authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
     let sessionOf: string | undefined;
     // `tessera revoke --subject` revokes what the person holds, and a login session is held: one
@@ -250,7 +253,7 @@ export function createAuthorizeHandler(
     if (decision === 'approve') {
       const code = await service.approveAuthorization(
         request,
-        { subject: person.subject, source: options.authenticator.source },
+        { subject: person.subject, source: options.authenticator.source, checkedAt },
         { requestId, remoteAddr },
       );
       return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);

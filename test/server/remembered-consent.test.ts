@@ -248,6 +248,27 @@ describe('remembered consent', () => {
     assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
   });
 
+  it('an approval racing tessera revoke --subject across a second boundary: its consent, written in a later second than the revocation, is not used', async () => {
+    const who = person();
+    const store = issuer.store;
+    const create = store.createAuthorizationCode;
+    // The revocation lands between the approval's person check and its writes, and the writes
+    // fall in a later second than the revocation (a second boundary crossed meanwhile).
+    store.createAuthorizationCode = async (record) => {
+      store.createAuthorizationCode = create;
+      offset += 1000;
+      await issuer.service.revokeGrants({ subject: who }, 'operator', 'cli');
+      offset += 1000;
+      return create.call(store, record);
+    };
+    try {
+      await approve(authorizeUrl(issuer.url), personHeaders(who));
+    } finally {
+      store.createAuthorizationCode = create;
+    }
+    assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
+  });
+
   it('the revocation that voids such a late consent lasts as long as a consent can (remember_consent longer than a login session)', async () => {
     const long = await startIssuer({
       config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: '30d' } } } as never,
