@@ -69,6 +69,10 @@ describe('gateway: upstream challenges on routes that inject the upstream creden
         const status = req.url === '/ws/admin' ? '403 Forbidden' : '401 Unauthorized';
         const challenge = req.url === '/ws/admin' ? SCOPE_CHALLENGE : METADATA_CHALLENGE;
         socket.end(`HTTP/1.1 ${status}\r\nwww-authenticate: ${challenge}\r\ncontent-length: 4\r\n\r\nnope`);
+      } else if (req.url === '/ws/challenged-ok') {
+        socket.end(
+          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nwww-authenticate: ${METADATA_CHALLENGE}\r\n\r\n`,
+        );
       } else socket.destroy();
     });
     const staticCredential = { type: 'static' as const, token: UPSTREAM_TOKEN };
@@ -239,6 +243,13 @@ describe('gateway: upstream challenges on routes that inject the upstream creden
     assert.match(r, /^HTTP\/1\.1 403 /);
     assert.doesNotMatch(r, /www-authenticate/i);
     assert.match(r, /nope$/);
+  });
+
+  it("WebSocket: a challenge on the upstream's 101 is not relayed either", async () => {
+    const r = await upgrade('/ws/challenged-ok');
+    assert.match(r, /^HTTP\/1\.1 101 /);
+    assert.doesNotMatch(r, /www-authenticate/i);
+    assert.doesNotMatch(r, /upstream\.internal/);
   });
 
   it('credential none: the upstream authenticates the caller itself, its 401 and challenge pass unchanged', async () => {

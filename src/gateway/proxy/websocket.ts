@@ -31,7 +31,8 @@ export interface UpgradeTarget {
   readonly responseHeaders: readonly string[];
   /**
    * The gateway injected the upstream's credential: a 401 refusal is a failure
-   * ({@link UpstreamCredentialRejected}), never relayed, and other refusals lose `WWW-Authenticate`.
+   * ({@link UpstreamCredentialRejected}), never relayed, and other answers (refusals and the 101)
+   * lose `WWW-Authenticate`.
    */
   readonly ownCredential?: boolean;
 }
@@ -99,7 +100,8 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     const raw = res.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string;
-      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP.has(lower) || (target.ownCredential && lower === 'www-authenticate')) continue;
       text += `${name}: ${raw[i + 1]}\r\n`;
     }
     text += 'Connection: Upgrade\r\nUpgrade: websocket\r\n';
