@@ -69,6 +69,10 @@ describe('gateway: upstream challenges on routes that inject the upstream creden
         const status = req.url === '/ws/admin' ? '403 Forbidden' : '401 Unauthorized';
         const challenge = req.url === '/ws/admin' ? SCOPE_CHALLENGE : METADATA_CHALLENGE;
         socket.end(`HTTP/1.1 ${status}\r\nwww-authenticate: ${challenge}\r\ncontent-length: 4\r\n\r\nnope`);
+      } else if (req.url === '/ws/chatty') {
+        socket.end(
+          'HTTP/1.1 403 Denied by authz-7.internal\r\nConnection: close, X-Internal-Host\r\nX-Internal-Host: authz-7.internal\r\ncontent-length: 4\r\n\r\nnope',
+        );
       } else if (req.url === '/ws/challenged-ok') {
         socket.end(
           `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nwww-authenticate: ${METADATA_CHALLENGE}\r\n\r\n`,
@@ -242,6 +246,14 @@ describe('gateway: upstream challenges on routes that inject the upstream creden
     const r = await upgrade('/ws/admin');
     assert.match(r, /^HTTP\/1\.1 403 /);
     assert.doesNotMatch(r, /www-authenticate/i);
+    assert.match(r, /nope$/);
+  });
+
+  it("WebSocket refusal: the upstream's own reason phrase and the headers its Connection names are not relayed (internal host names)", async () => {
+    const r = await upgrade('/ws/chatty');
+    assert.match(r, /^HTTP\/1\.1 403 Forbidden\r\n/);
+    assert.doesNotMatch(r, /authz-7\.internal/);
+    assert.doesNotMatch(r, /x-internal-host/i);
     assert.match(r, /nope$/);
   });
 

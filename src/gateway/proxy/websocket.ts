@@ -10,10 +10,10 @@
  *
  * @module
  */
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage, STATUS_CODES } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
-import { HOP_BY_HOP } from '../http/headers.ts';
+import { callerResponseHeaders } from '../http/headers.ts';
 import { UpstreamCredentialRejected } from './forward.ts';
 import { closeFrame, FrameBoundaries } from './frames.ts';
 
@@ -54,8 +54,21 @@ class UpgradeTimeout extends Error {
   }
 }
 
-function statusLine(status: number, message: string | undefined): string {
-  return `HTTP/1.1 ${status} ${(message ?? '').replace(/[^\x20-\x7e]/g, '')}\r\n`;
+/** Node's reason phrase, never the upstream's (which may name internal hosts). */
+function statusLine(status: number): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+}
+
+/**
+ * The upstream's response headers as the caller gets them, as on the HTTP path: hop-by-hop and
+ * `Connection`-named ones dropped, `WWW-Authenticate` too when the gateway injected the
+ * credential, the gateway's own appended; without `Content-Length` when `length` is false.
+ */
+function headerLines(raw: readonly string[], target: UpgradeTarget, length: boolean): string {
+  const headers = callerResponseHeaders(raw, target.responseHeaders, target.ownCredential);
+  let text = '';
+  for (let i = 0; i < headers.length; i += 2) if (length || headers[i] !== 'content-length') text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return text;
 }
 
 /**
@@ -96,17 +109,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     }
     settled = true;
     clearTimeout(timer);
-    let text = statusLine(101, 'Switching Protocols');
-    const raw = res.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i] as string;
-      const lower = name.toLowerCase();
-      if (HOP_BY_HOP.has(lower) || (target.ownCredential && lower === 'www-authenticate')) continue;
-      text += `${name}: ${raw[i + 1]}\r\n`;
-    }
-    text += 'Connection: Upgrade\r\nUpgrade: websocket\r\n';
-    for (let i = 0; i < target.responseHeaders.length; i += 2) text += `${target.responseHeaders[i]}: ${target.responseHeaders[i + 1]}\r\n`;
-    client.write(`${text}\r\n`);
+    client.write(`${statusLine(101)}${headerLines(res.rawHeaders, target, true)}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
     const relay = new WebSocketRelay(client, upstream);
     callbacks.onUpgraded(relay);
     if (upstreamHead.length > 0) relay.fromUpstream(upstreamHead);
@@ -126,16 +129,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     settled = true;
     clearTimeout(timer);
     // The upstream refused the upgrade: relay its status and body, then close.
-    let text = statusLine(res.statusCode ?? 502, res.statusMessage);
-    const raw = res.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = (raw[i] as string).toLowerCase();
-      if (HOP_BY_HOP.has(name) || name === 'content-length') continue;
-      if (target.ownCredential && name === 'www-authenticate') continue;
-      text += `${raw[i]}: ${raw[i + 1]}\r\n`;
-    }
-    for (let i = 0; i < target.responseHeaders.length; i += 2) text += `${target.responseHeaders[i]}: ${target.responseHeaders[i + 1]}\r\n`;
-    client.write(`${text}Connection: close\r\n\r\n`);
+    client.write(`${statusLine(res.statusCode ?? 502)}${headerLines(res.rawHeaders, target, false)}Connection: close\r\n\r\n`);
     res.pipe(client);
     res.on('error', () => client.destroy());
     callbacks.onRefused(res.statusCode ?? 502);
