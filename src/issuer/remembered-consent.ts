@@ -166,14 +166,14 @@ export async function rememberedApproval(
   if (remembered.identitySource !== person.source) return undefined;
   // The approval was of what the scopes meant then, not of their names.
   if (remembered.scopesDigest !== scopesDigest(ctx.scopes, remembered.scopes)) return undefined;
-  // A revocation of the subject forgets its consents in its transaction, but an approval racing it
-  // can write one after: like a login session, a consent from no later than the revocation's second
-  // approves nothing.
+  // A revocation of the subject (or of the client) forgets its consents in its transaction, but an
+  // approval racing it can write one after: like a login session, a consent from no later than the
+  // revocation's second approves nothing.
   if (
     ctx.revocations.isRevoked({
       issuer: loginSessionScope(ctx.issuer),
       subject,
-      clientId: undefined,
+      clientId: client.id,
       delegationId: undefined,
       tokenId: undefined,
       issuedAt: remembered.createdAt,

@@ -117,6 +117,21 @@ export async function revokeGrants(
         : []),
     ]);
   }
+  // A remembered consent to the client that an approval racing this revocation wrote after it
+  // forgot them: like the subject's above, one from no later than this approves nothing. Under the
+  // login-session scope (no token's `iss`), so no token is hit, and no login session either (those
+  // are checked by subject only).
+  if ('clientId' in selector && ctx.config.authorization.remember_consent > 0) {
+    await ctx.store.appendRevocations([
+      {
+        kind: 'client' as const,
+        value: selector.clientId,
+        issuer: loginSessionScope(ctx.issuer),
+        at: now,
+        expiresAt: now + ctx.config.authorization.remember_consent + SKEW,
+      },
+    ]);
+  }
   await ctx.feed.catchUp(now);
   ctx.standing.forget(revoked.map((g) => g.id));
   for (const g of revoked) {

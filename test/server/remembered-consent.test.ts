@@ -301,6 +301,37 @@ describe('remembered consent', () => {
     assert.equal((await ask(url(), who)).kind, 'page');
   });
 
+  it('an approval racing tessera revoke --client across a second boundary: its consent, written after the revocation forgot, is not used', async () => {
+    await issuer.service.registerClient({
+      id: 'raced-app',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: [REDIRECT],
+    });
+    const who = person();
+    const url = () => authorizeUrl(issuer.url, { client_id: 'raced-app' });
+    const store = issuer.store;
+    const create = store.createAuthorizationCode;
+    store.createAuthorizationCode = async (record) => {
+      store.createAuthorizationCode = create;
+      offset += 1000;
+      await issuer.service.revokeGrants({ clientId: 'raced-app' }, 'operator', 'cli');
+      offset += 1000;
+      return create.call(store, record);
+    };
+    try {
+      await approve(url(), personHeaders(who));
+    } finally {
+      store.createAuthorizationCode = create;
+    }
+    assert.equal((await ask(url(), who)).kind, 'page');
+    // A later approval, after the revocation, is remembered as usual.
+    offset += 1000;
+    await approve(url(), personHeaders(who));
+    assert.equal((await ask(url(), who)).kind, 'redirect');
+  });
+
   it('a client disabled and enabled again is shown the page again', async () => {
     await issuer.service.registerClient({
       id: 'paused-app',
