@@ -11,6 +11,26 @@ export function personHeaders(user = 'alice', email = `${user}@example.com`, sec
   return { 'x-forwarded-user': user, 'x-forwarded-email': email, 'x-tessera-proxy-secret': secret };
 }
 
+/**
+ * An authorization request URL at `endpoint` (`<issuer>/oauth2/authorize`): the tests' client
+ * `mcp-app` asking for `api:read` at https://api.test with PKCE S256, with `params` over those
+ * defaults (a parameter given as `undefined` is left out).
+ */
+export function authorizationRequest(endpoint: string, params: Record<string, string | undefined>): string {
+  const all: Record<string, string | undefined> = {
+    response_type: 'code',
+    client_id: 'mcp-app',
+    code_challenge_method: 'S256',
+    scope: 'api:read',
+    resource: 'https://api.test',
+    state: 'xyz-state',
+    ...params,
+  };
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(all)) if (v !== undefined) q.set(k, v);
+  return `${endpoint}?${q}`;
+}
+
 /** The `authorization` config section the tests use. */
 export function authorizationConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { enabled: true, trusted_header: { secret: PROXY_SECRET, allowed_peers: ['127.0.0.1', '::1'], ...extra } };

@@ -8,7 +8,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
-import { answerConsent, approve, authorizationConfig, openConsent, PROXY_SECRET, personHeaders } from '../helpers/authorize.ts';
+import {
+  answerConsent,
+  approve,
+  authorizationConfig,
+  authorizationRequest,
+  openConsent,
+  PROXY_SECRET,
+  personHeaders,
+} from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 
@@ -42,20 +50,7 @@ before(async () => {
 after(() => issuer.close());
 
 function authorizeUrl(overrides: Record<string, string | undefined> = {}, challenge = pkcePair().challenge): string {
-  const q = new URLSearchParams();
-  const all: Record<string, string | undefined> = {
-    response_type: 'code',
-    client_id: 'mcp-app',
-    redirect_uri: REDIRECT,
-    code_challenge: challenge,
-    code_challenge_method: 'S256',
-    scope: 'api:read',
-    resource: API,
-    state: 'xyz-state',
-    ...overrides,
-  };
-  for (const [k, v] of Object.entries(all)) if (v !== undefined) q.set(k, v);
-  return `${endpoint}?${q}`;
+  return authorizationRequest(endpoint, { redirect_uri: REDIRECT, code_challenge: challenge, resource: API, ...overrides });
 }
 
 async function audit(kind: string): Promise<string[]> {

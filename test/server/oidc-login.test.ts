@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, SignJWT } from 'jose';
 import { buildTrace } from '../../src/audit/trace.ts';
-import { formFields } from '../helpers/authorize.ts';
+import { authorizationRequest, formFields } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import {
   Browser,
@@ -53,17 +53,12 @@ async function startTessera(
 }
 
 function authorizeUrl(issuer: RunningIssuer, challenge: string): string {
-  const q = new URLSearchParams({
-    response_type: 'code',
-    client_id: 'mcp-app',
+  return authorizationRequest(`${issuer.url}/oauth2/authorize`, {
     redirect_uri: REDIRECT,
     code_challenge: challenge,
-    code_challenge_method: 'S256',
-    scope: 'api:read',
     resource: API,
     state: 'client-state',
   });
-  return `${issuer.url}/oauth2/authorize?${q}`;
 }
 
 async function audit(issuer: RunningIssuer): Promise<string[]> {

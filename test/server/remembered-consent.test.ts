@@ -16,7 +16,7 @@ import { formatTrace } from '../../src/cli/commands/trace.ts';
 import { createOidcAuthenticator, type OidcOptions } from '../../src/server/oidc-authenticator.ts';
 import { createTrustedHeaderAuthenticator, type TrustedHeaderOptions } from '../../src/server/trusted-header-authenticator.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
-import { approve, authorizationConfig, personHeaders } from '../helpers/authorize.ts';
+import { approve, authorizationConfig, authorizationRequest, personHeaders } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 
@@ -55,20 +55,12 @@ before(async () => {
 after(() => issuer.close());
 
 function authorizeUrl(base: string, overrides: Record<string, string | undefined> = {}, challenge = pkcePair().challenge): string {
-  const all: Record<string, string | undefined> = {
-    response_type: 'code',
-    client_id: 'mcp-app',
+  return authorizationRequest(`${base}/oauth2/authorize`, {
     redirect_uri: REDIRECT,
     code_challenge: challenge,
-    code_challenge_method: 'S256',
-    scope: 'api:read',
     resource: API,
-    state: 'xyz-state',
     ...overrides,
-  };
-  const q = new URLSearchParams();
-  for (const [k, v] of Object.entries(all)) if (v !== undefined) q.set(k, v);
-  return `${base}/oauth2/authorize?${q}`;
+  });
 }
 
 /**
