@@ -15,6 +15,7 @@ import { buildTrace } from '../../src/audit/trace.ts';
 import { formatTrace } from '../../src/cli/commands/trace.ts';
 import { createOidcAuthenticator, type OidcOptions } from '../../src/server/oidc-authenticator.ts';
 import { createTrustedHeaderAuthenticator, type TrustedHeaderOptions } from '../../src/server/trusted-header-authenticator.ts';
+import type { GrantSelector } from '../../src/store/contract.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { approve, authorizationConfig, authorizationRequest, personHeaders } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -61,6 +62,33 @@ function authorizeUrl(base: string, overrides: Record<string, string | undefined
     resource: API,
     ...overrides,
   });
+}
+
+/** A public client of the tests' shape (api:read at API, redirect REDIRECT) under its own id. */
+async function publicApp(id: string): Promise<void> {
+  await issuer.service.registerClient({ id, public: true, scopes: ['api:read'], audiences: [API], redirectUris: [REDIRECT] });
+}
+
+/**
+ * Approve `url` as `who` while a revocation by `selector` lands between the approval's person
+ * check and its writes, the writes falling in a later second than the revocation (a second
+ * boundary crossed meanwhile).
+ */
+async function approveWhileRevoking(url: string, who: string, selector: GrantSelector): Promise<void> {
+  const store = issuer.store;
+  const create = store.createAuthorizationCode;
+  store.createAuthorizationCode = async (record) => {
+    store.createAuthorizationCode = create;
+    offset += 1000;
+    await issuer.service.revokeGrants(selector, 'operator', 'cli');
+    offset += 1000;
+    return create.call(store, record);
+  };
+  try {
+    await approve(url, personHeaders(who));
+  } finally {
+    store.createAuthorizationCode = create;
+  }
 }
 
 /**
@@ -207,13 +235,7 @@ describe('remembered consent', () => {
   });
 
   it('a client changed since the approval shows the page', async () => {
-    await issuer.service.registerClient({
-      id: 'changing',
-      public: true,
-      scopes: ['api:read'],
-      audiences: [API],
-      redirectUris: [REDIRECT],
-    });
+    await publicApp('changing');
     const who = person();
     const url = () => authorizeUrl(issuer.url, { client_id: 'changing' });
     await approve(url(), personHeaders(who));
@@ -242,22 +264,7 @@ describe('remembered consent', () => {
 
   it('an approval racing tessera revoke --subject across a second boundary: its consent, written in a later second than the revocation, is not used', async () => {
     const who = person();
-    const store = issuer.store;
-    const create = store.createAuthorizationCode;
-    // The revocation lands between the approval's person check and its writes, and the writes
-    // fall in a later second than the revocation (a second boundary crossed meanwhile).
-    store.createAuthorizationCode = async (record) => {
-      store.createAuthorizationCode = create;
-      offset += 1000;
-      await issuer.service.revokeGrants({ subject: who }, 'operator', 'cli');
-      offset += 1000;
-      return create.call(store, record);
-    };
-    try {
-      await approve(authorizeUrl(issuer.url), personHeaders(who));
-    } finally {
-      store.createAuthorizationCode = create;
-    }
+    await approveWhileRevoking(authorizeUrl(issuer.url), who, { subject: who });
     assert.equal((await ask(authorizeUrl(issuer.url), who)).kind, 'page');
   });
 
@@ -279,13 +286,7 @@ describe('remembered consent', () => {
   });
 
   it('a revoked client (tessera revoke --client) is shown the page again', async () => {
-    await issuer.service.registerClient({
-      id: 'revoked-app',
-      public: true,
-      scopes: ['api:read'],
-      audiences: [API],
-      redirectUris: [REDIRECT],
-    });
+    await publicApp('revoked-app');
     const who = person();
     const url = () => authorizeUrl(issuer.url, { client_id: 'revoked-app' });
     await approve(url(), personHeaders(who));
@@ -294,29 +295,10 @@ describe('remembered consent', () => {
   });
 
   it('an approval racing tessera revoke --client across a second boundary: its consent, written after the revocation forgot, is not used', async () => {
-    await issuer.service.registerClient({
-      id: 'raced-app',
-      public: true,
-      scopes: ['api:read'],
-      audiences: [API],
-      redirectUris: [REDIRECT],
-    });
+    await publicApp('raced-app');
     const who = person();
     const url = () => authorizeUrl(issuer.url, { client_id: 'raced-app' });
-    const store = issuer.store;
-    const create = store.createAuthorizationCode;
-    store.createAuthorizationCode = async (record) => {
-      store.createAuthorizationCode = create;
-      offset += 1000;
-      await issuer.service.revokeGrants({ clientId: 'raced-app' }, 'operator', 'cli');
-      offset += 1000;
-      return create.call(store, record);
-    };
-    try {
-      await approve(url(), personHeaders(who));
-    } finally {
-      store.createAuthorizationCode = create;
-    }
+    await approveWhileRevoking(url(), who, { clientId: 'raced-app' });
     assert.equal((await ask(url(), who)).kind, 'page');
     // A later approval, after the revocation, is remembered as usual.
     offset += 1000;
@@ -325,13 +307,7 @@ describe('remembered consent', () => {
   });
 
   it('a client disabled and enabled again is shown the page again', async () => {
-    await issuer.service.registerClient({
-      id: 'paused-app',
-      public: true,
-      scopes: ['api:read'],
-      audiences: [API],
-      redirectUris: [REDIRECT],
-    });
+    await publicApp('paused-app');
     const who = person();
     const url = () => authorizeUrl(issuer.url, { client_id: 'paused-app' });
     await approve(url(), personHeaders(who));
