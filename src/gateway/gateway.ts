@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { createHash, type KeyObject } from 'node:crypto';
+import { hash, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
@@ -22,6 +22,7 @@ import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, TesseraError } from '../core/errors.ts';
+import { binaryBase64url12 } from '../core/jose/base64url.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
 import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
@@ -132,7 +133,8 @@ function acceptedUntil(config: TesseraConfig, p: Principal): number {
  * Route settings (`auth`, rules) are not re-checked: they decide new requests only.
  */
 function credentialsAccepting(config: TesseraConfig): (p: Principal) => boolean {
-  const statics = new Set(config.static_tokens.map((t) => createHash('sha256').update(t.token).digest('base64url').slice(0, 16)));
+  // Made as the verifier makes a principal's tokenHash, so the two cannot drift apart.
+  const statics = new Set(config.static_tokens.map((t) => binaryBase64url12(hash('sha256', t.token, 'binary'))));
   const issuers = new Set(config.issuers.map((i) => i.issuer));
   const introspection = config.introspection !== undefined;
   return (p) => (p.kind === 'static' ? statics.has(p.tokenHash) : p.kind === 'jwt' ? issuers.has(p.issuer) : introspection);

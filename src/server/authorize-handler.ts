@@ -210,12 +210,10 @@ export function createAuthorizeHandler(
 
     if (form === undefined) {
       // A remembered approval that covers this request answers it without the page.
-      const code = await service.approveRemembered(
-        request,
-        { subject: person.subject, source: options.authenticator.source },
-        new URLSearchParams(query),
-        { requestId, remoteAddr },
-      );
+      const code = await service.approveRemembered(request, { subject: person.subject, source: options.authenticator.source }, params, {
+        requestId,
+        remoteAddr,
+      });
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
       }
