@@ -280,6 +280,21 @@ describe('RFC 7662 introspection', () => {
     assert.equal(endpoint.hits, start + 2);
   });
 
+  it('caches opaque tokens that end alike apart (their entries are keyed by their hash, not their end)', async () => {
+    const clock = fakeClock();
+    const suffix = '.shared-suffix-of-every-token-of-this-kind';
+    for (const t of ['a', 'b']) endpoint.responses.set(`opaque-${t}${suffix}`, { active: true, sub: t, exp: clock.seconds() + 3600 });
+    const verifier = introspectingVerifier(endpoint, clock);
+    const start = endpoint.hits;
+    for (let i = 0; i < 3; i++) {
+      for (const t of ['a', 'b']) {
+        const result = await verifier.verify(bearer(`opaque-${t}${suffix}`));
+        assert.equal(result.ok && result.principal.subject, t);
+      }
+    }
+    assert.equal(endpoint.hits, start + 2);
+  });
+
   it('does not cache inactive results', async () => {
     const verifier = introspectingVerifier(endpoint, fakeClock());
     const start = endpoint.hits;

@@ -4,6 +4,7 @@
  * @module
  */
 import type { EffectiveScopes } from '../scopes.ts';
+import type { TokenDigest } from './token-digest.ts';
 
 /** One link of a delegation chain (RFC 8693 §4.1 `act`). */
 export interface Actor {
@@ -17,6 +18,11 @@ export type PrincipalKind = 'jwt' | 'static' | 'introspection';
 
 /**
  * A verified caller. Immutable and shared between requests that present the same token.
+ *
+ * The verifier's principals are frozen instances whose `tokenHash` is an accessor, computed on
+ * its first read (hashing the token costs as much as the rest of a first JWT verification besides
+ * the signature, and most callers never read it). So a spread copy (`{ ...principal }`) leaves
+ * `tokenHash` out; `JSON.stringify` includes it.
  *
  * `actors` lists the delegation chain from the current actor outwards: `actors[0]` is the party
  * presenting the token on behalf of `subject`, `actors[1]` the one that delegated to it, and so on.
@@ -42,12 +48,64 @@ export interface Principal {
   /** RFC 7800 / RFC 9449 confirmation: the JWK thumbprint the token is bound to. */
   readonly confirmation: { readonly jkt: string } | undefined;
   /** The first 16 characters of the token's SHA-256 (base64url): identifies a token in logs
-   * without revealing it. */
+   * without revealing it. Computed on first read. */
   readonly tokenHash: string;
   /** For static tokens: the configured token id. */
   readonly staticTokenId?: string;
   /** All claims, deep-frozen. */
   readonly claims: Readonly<Record<string, unknown>>;
+}
+
+/** A principal's fields, all but the hash that {@link VerifiedPrincipal} makes when first read. */
+export type PrincipalFields = Omit<Principal, 'tokenHash' | 'staticTokenId'> & { readonly staticTokenId: string | undefined };
+
+/** The verifier's principal: its fields, frozen, and `tokenHash` from a {@link TokenDigest} on first read. */
+export class VerifiedPrincipal implements Principal {
+  readonly kind: PrincipalKind;
+  readonly issuer: string;
+  readonly subject: string | undefined;
+  readonly clientId: string | undefined;
+  readonly audience: readonly string[];
+  readonly scopes: readonly string[];
+  readonly effectiveScopes: EffectiveScopes;
+  readonly actors: readonly Actor[];
+  readonly delegationId: string | undefined;
+  readonly tokenId: string | undefined;
+  readonly expiresAt: number;
+  readonly issuedAt: number | undefined;
+  readonly confirmation: { readonly jkt: string } | undefined;
+  readonly staticTokenId: string | undefined;
+  readonly claims: Readonly<Record<string, unknown>>;
+  readonly #digest: TokenDigest;
+
+  constructor(fields: PrincipalFields, digest: TokenDigest) {
+    this.kind = fields.kind;
+    this.issuer = fields.issuer;
+    this.subject = fields.subject;
+    this.clientId = fields.clientId;
+    this.audience = fields.audience;
+    this.scopes = fields.scopes;
+    this.effectiveScopes = fields.effectiveScopes;
+    this.actors = fields.actors;
+    this.delegationId = fields.delegationId;
+    this.tokenId = fields.tokenId;
+    this.expiresAt = fields.expiresAt;
+    this.issuedAt = fields.issuedAt;
+    this.confirmation = fields.confirmation;
+    this.staticTokenId = fields.staticTokenId;
+    this.claims = fields.claims;
+    this.#digest = digest;
+    Object.freeze(this);
+  }
+
+  get tokenHash(): string {
+    return this.#digest.short;
+  }
+
+  /** Every field, `tokenHash` included (a spread copy has no accessor). */
+  toJSON(): Principal {
+    return { ...this, tokenHash: this.tokenHash };
+  }
 }
 
 export function deepFreeze<T>(value: T): T {

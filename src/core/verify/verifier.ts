@@ -8,10 +8,10 @@
  * @module
  */
 import { Buffer } from 'node:buffer';
-import { hash as cryptoHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import { type ErrorCode, TesseraError } from '../errors.ts';
 import type { JwsAlgorithm } from '../jose/algorithms.ts';
-import { binaryBase64url12, decodeBase64url, decodeBase64urlInto, encodeBinaryBase64url } from '../jose/base64url.ts';
+import { decodeBase64url, decodeBase64urlInto, encodeBinaryBase64url } from '../jose/base64url.ts';
 import { KEY_REFERENCE_HEADERS, splitCompactInto } from '../jose/compact.ts';
 import { type JsonObject, parseJsonBytes, parseJsonObject } from '../jose/json.ts';
 import type { VerificationKey } from '../jose/jwk.ts';
@@ -22,8 +22,9 @@ import { BoundedMap } from './bounded-map.ts';
 import { type ChallengeOptions, challenges } from './challenge.ts';
 import { checkDpopProof, type DpopCheckOptions } from './dpop.ts';
 import { extractTokenDeferred, isToken68, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
-import { type Actor, deepFreeze, type Principal } from './principal.ts';
+import { type Actor, deepFreeze, type Principal, VerifiedPrincipal } from './principal.ts';
 import { principalRevoked, type RevocationCheck } from './revocation.ts';
+import { TokenDigest } from './token-digest.ts';
 
 /** One trusted JWT issuer, resolved. */
 export interface IssuerOptions {
@@ -153,6 +154,12 @@ interface Header {
 }
 
 interface CacheEntry {
+  /**
+   * The token: the key only locates an entry, and comparing the token itself (tens of nanoseconds)
+   * proves it is the token's where hashing it would cost most of a hit. The entry lives no longer
+   * than the token is valid, in the process that saw the token in a request.
+   */
+  readonly token: string;
   readonly principal: Principal;
   /** The answer to a hit, built once (frozen, like the principal). */
   readonly result: VerifySuccess;
@@ -194,6 +201,9 @@ function settle(result: VerifyResult | Promise<VerifyResult>): Promise<VerifyRes
   return (result as { [SETTLED]?: Promise<VerifyResult> })[SETTLED] ?? Promise.resolve(result);
 }
 const SCOPE_MEMO_LIMIT = 1024;
+
+/** Characters from a JWT's end (its signature's) that key its cache entry: 144 bits. */
+const JWT_CACHE_KEY_LENGTH = 24;
 
 const claimDetails = (issuer: string, claim: string) => ({ issuer, claim });
 
@@ -276,7 +286,7 @@ function principalFrom(
   scopeClaim: string,
   delegationClaim: string,
   grantOf: (claim: unknown) => Grant | undefined,
-  tokenHash: string,
+  digest: TokenDigest,
   expiresAt: number,
 ): Principal | string {
   const sub = optionalString(claims.sub);
@@ -305,23 +315,26 @@ function principalFrom(
     confirmation = { jkt };
   }
   const iat = claims.iat;
-  return Object.freeze({
-    kind,
-    issuer,
-    subject: sub,
-    clientId,
-    audience,
-    scopes: grant.granted,
-    effectiveScopes: grant.effective,
-    actors: actors === NO_ACTORS ? actors : Object.freeze(actors),
-    delegationId,
-    tokenId: jti,
-    expiresAt,
-    issuedAt: typeof iat === 'number' ? iat : undefined,
-    confirmation,
-    tokenHash: binaryBase64url12(tokenHash),
-    claims: kind === 'jwt' ? freezeParsed(claims) : deepFreeze(claims),
-  });
+  return new VerifiedPrincipal(
+    {
+      kind,
+      issuer,
+      subject: sub,
+      clientId,
+      audience,
+      scopes: grant.granted,
+      effectiveScopes: grant.effective,
+      actors: actors === NO_ACTORS ? actors : Object.freeze(actors),
+      delegationId,
+      tokenId: jti,
+      expiresAt,
+      issuedAt: typeof iat === 'number' ? iat : undefined,
+      confirmation,
+      staticTokenId: undefined,
+      claims: kind === 'jwt' ? freezeParsed(claims) : deepFreeze(claims),
+    },
+    digest,
+  );
 }
 
 /**
@@ -389,12 +402,19 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   const isRevoked = (p: Principal): boolean => revocation !== undefined && principalRevoked(revocation, p);
 
-  const remember = (hash: string, principal: Principal, validUntil: number, token68: boolean, refreshKeys?: () => void): VerifySuccess => {
+  const remember = (
+    key: string,
+    token: string,
+    principal: Principal,
+    validUntil: number,
+    token68: boolean,
+    refreshKeys?: () => void,
+  ): VerifySuccess => {
     const result: VerifySuccess = { ok: true, principal };
     // The promise a hit answers with is made once too (hidden, not enumerable).
     Object.defineProperty(result, SETTLED, { value: Promise.resolve(result) });
     Object.freeze(result);
-    cache?.set(hash, { principal, result, validUntil, token68, refreshKeys, epoch: revocation?.epoch ?? 0 });
+    cache?.set(key, { token, principal, result, validUntil, token68, refreshKeys, epoch: revocation?.epoch ?? 0 });
     return result;
   };
 
@@ -402,15 +422,22 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   // flood of distinct tokens, a job minting one per call) then costs no entry, so it neither
   // keeps its principal alive for the garbage collector to promote and sweep nor pushes the
   // entries of tokens in steady use out of the FIFO. The doorkeeper is a fixed table of 32-bit
-  // fingerprints of token hashes: no allocation; a collision only admits a token one use early,
+  // fingerprints of cache keys: no allocation; a collision only admits a token one use early,
   // and an overwrite makes one wait for a third.
   const doorkeeperMask = cache ? 2 ** Math.ceil(Math.log2(Math.max(1024, options.cacheSize * 2))) - 1 : 0;
   const doorkeeper = new Int32Array(doorkeeperMask + 1);
-  const admit = (hash: string): boolean => {
-    // `hash` is the SHA-256 digest, a byte per character: uniform, so any bytes index and fingerprint.
-    const slot =
-      (hash.charCodeAt(0) | (hash.charCodeAt(1) << 8) | (hash.charCodeAt(2) << 16) | (hash.charCodeAt(3) << 24)) & doorkeeperMask;
-    const fingerprint = hash.charCodeAt(4) | (hash.charCodeAt(5) << 8) | (hash.charCodeAt(6) << 16) | (hash.charCodeAt(7) << 24);
+  const admit = (key: string): boolean => {
+    // Two FNV-1a hashes of the key (signature characters or a digest): one picks the slot, the
+    // other is the fingerprint kept there.
+    let a = 0x811c9dc5;
+    let b = 0x050c5d1f;
+    for (let i = 0; i < key.length; i++) {
+      const c = key.charCodeAt(i);
+      a = Math.imul(a ^ c, 0x01000193);
+      b = Math.imul(b ^ c, 0x01000193);
+    }
+    const slot = (a ^ (a >>> 15)) & doorkeeperMask;
+    const fingerprint = b ^ (b >>> 13);
     if (doorkeeper[slot] === fingerprint) return true;
     doorkeeper[slot] = fingerprint;
     return false;
@@ -420,7 +447,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
    * JWT validation. Synchronous except when the key is unknown and the key source may refetch;
    * then the lookup and everything after it continue once the refresh settles.
    */
-  function verifyJwt(token: string, hash: string): VerifyResult | Promise<VerifyResult> {
+  function verifyJwt(token: string, key: string, digest: TokenDigest): VerifyResult | Promise<VerifyResult> {
     // Syntax first, for all three segments (any fault is token_malformed), then the header and
     // payload JSON, the issuer, the key, the signature and the claims.
     const split = splitCompactInto(token, inputScratch);
@@ -462,8 +489,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     const alg = header.alg as JwsAlgorithm;
     if (!issuer.algorithmSet.has(alg)) return deny('token_alg_not_allowed', { issuer: issuer.issuer, claim: 'alg' });
 
-    const key = issuer.keys.lookup(header.kid, alg);
-    if (key === 'unknown' && issuer.keys.refreshAfterMiss) {
+    const found = issuer.keys.lookup(header.kid, alg);
+    if (found === 'unknown' && issuer.keys.refreshAfterMiss) {
       const kid = header.kid;
       const known = header;
       // Look the key up again whatever this refresh reports: a concurrent one may have loaded it
@@ -472,16 +499,17 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
         // Other verifications ran meanwhile: write the signing input and signature again.
         inputScratch.write(token, 0, dot2, 'latin1');
         signatureScratch.write(token.slice(dot2 + 1), 0, 'base64url');
-        return checkSignedJwt(token, hash, dot2, claims, known, issuer, issuer.keys.lookup(kid, alg));
+        return checkSignedJwt(token, key, digest, dot2, claims, known, issuer, issuer.keys.lookup(kid, alg));
       });
     }
-    return checkSignedJwt(token, hash, dot2, claims, header, issuer, key);
+    return checkSignedJwt(token, key, digest, dot2, claims, header, issuer, found);
   }
 
   /** The rest of a JWT's validation; the signing input and signature are in the scratch buffers. */
   function checkSignedJwt(
     token: string,
-    hash: string,
+    cacheKey: string,
+    digest: TokenDigest,
     dot2: number,
     claims: JsonObject,
     header: Header,
@@ -526,41 +554,43 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       if (!issuer.audiences.some((a) => aud.includes(a))) return deny('token_audience_invalid', claimDetails(name, 'aud'));
     } else return deny('token_claim_invalid', claimDetails(name, 'aud'));
 
-    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, hash, exp);
+    const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, digest, exp);
     if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
     // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
     if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
-    if (cache !== undefined && admit(hash)) return remember(hash, principal, (exp + skew) * 1000, true, issuer.refreshKeys);
+    if (cache !== undefined && admit(cacheKey)) return remember(cacheKey, token, principal, (exp + skew) * 1000, true, issuer.refreshKeys);
     return { ok: true, principal };
   }
 
-  function verifyStatic(hash: string): Principal | undefined {
-    const digest = Buffer.from(hash, 'latin1');
+  function verifyStatic(digest: TokenDigest): Principal | undefined {
+    const bytes = Buffer.from(digest.binary, 'latin1');
     let match: StaticTokenOptions | undefined;
     // Compare against every configured token without stopping early (constant time per entry).
-    for (const s of staticTokens) if (timingSafeEqual(s.digest, digest) && !match) match = s;
+    for (const s of staticTokens) if (timingSafeEqual(s.digest, bytes) && !match) match = s;
     if (!match) return undefined;
-    return Object.freeze({
-      kind: 'static',
-      issuer: 'static',
-      subject: match.subject,
-      clientId: undefined,
-      audience: Object.freeze([]),
-      scopes: match.scopes,
-      effectiveScopes: scopes.expand(match.scopes),
-      actors: Object.freeze([]),
-      delegationId: undefined,
-      tokenId: undefined,
-      expiresAt: Number.POSITIVE_INFINITY,
-      issuedAt: undefined,
-      confirmation: undefined,
-      tokenHash: binaryBase64url12(hash),
-      staticTokenId: match.id,
-      claims: Object.freeze({}),
-    });
+    return new VerifiedPrincipal(
+      {
+        kind: 'static',
+        issuer: 'static',
+        subject: match.subject,
+        clientId: undefined,
+        audience: Object.freeze([]),
+        scopes: match.scopes,
+        effectiveScopes: scopes.expand(match.scopes),
+        actors: Object.freeze([]),
+        delegationId: undefined,
+        tokenId: undefined,
+        expiresAt: Number.POSITIVE_INFINITY,
+        issuedAt: undefined,
+        confirmation: undefined,
+        staticTokenId: match.id,
+        claims: Object.freeze({}),
+      },
+      digest,
+    );
   }
 
-  async function verifyIntrospection(token: string, hash: string, config: IntrospectionOptions): Promise<VerifyResult> {
+  async function verifyIntrospection(token: string, key: string, digest: TokenDigest, config: IntrospectionOptions): Promise<VerifyResult> {
     let response: IntrospectionResponse;
     try {
       response = await config.introspector.introspect(token);
@@ -593,25 +623,33 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       config.scopeClaim,
       'grant_id',
       grantOf,
-      hash,
+      digest,
       typeof exp === 'number' ? exp : cacheUntil,
     );
     if (typeof principal === 'string') return deny('token_claim_invalid', { claim: principal });
     // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
     if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
-    if (cacheUntil > now) return remember(hash, principal, cacheUntil * 1000, isToken68(token));
+    if (cacheUntil > now) return remember(key, token, principal, cacheUntil * 1000, isToken68(token));
     return { ok: true, principal };
   }
 
   /**
-   * Validate a token: cache, then static tokens, JWT, introspection. `hash` is its SHA-256 as a
-   * 'binary' (latin1) string (a byte per character: cheaper to make than base64url, and it is the cache key).
-   * `unchecked`: an Authorization header token whose token68 syntax is still to be checked.
+   * Validate a token: cache, then static tokens, JWT, introspection. `digest` is its SHA-256, made
+   * only when something needs it. `unchecked`: an Authorization header token whose token68 syntax
+   * is still to be checked.
+   *
+   * A JWT's cache key is the end of its signature, which no other token of the issuer's shares and
+   * which costs nothing to take, where hashing the token would cost as much as the rest of a
+   * first verification besides the signature. Another token that ends alike only finds an entry
+   * for a token that is not itself. Any other token's key is its digest (an opaque token's end
+   * may be a fixed suffix); the two kinds of key differ in length.
    */
-  function validate(token: string, hash: string, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
+  function validate(token: string, digest: TokenDigest, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
+    const jwt = issuers.size > 0 && token.indexOf('.') > 0;
+    const key = jwt ? token.slice(-JWT_CACHE_KEY_LENGTH) : digest.binary;
     if (cache) {
-      const hit = cache.get(hash);
-      if (hit !== undefined) {
+      const hit = cache.get(key);
+      if (hit !== undefined && hit.token === token) {
         if (unchecked && !hit.token68 && !isToken68(token)) return deny('request_malformed_authorization');
         if (clock() < hit.validUntil) {
           // The key set that vouched for a JWT is refreshed when stale, as a miss would (a
@@ -627,26 +665,34 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
             return hit.result;
           }
         }
-        cache.delete(hash);
+        cache.delete(key);
       }
       stats.cacheMisses++;
     }
-    const result = validateUncached(token, hash, unchecked);
+    const result = validateUncached(token, jwt, key, digest, unchecked);
     // Only a failure needs the token68 check of a header token: a JWT that verified is strict
     // base64url, and static and introspected tokens were checked before use.
     if (unchecked && !(result instanceof Promise) && !result.ok && !isToken68(token)) return deny('request_malformed_authorization');
     return result;
   }
 
-  function validateUncached(token: string, hash: string, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
+  function validateUncached(
+    token: string,
+    jwt: boolean,
+    key: string,
+    digest: TokenDigest,
+    unchecked: boolean,
+  ): VerifyResult | Promise<VerifyResult> {
     if (staticTokens.length > 0) {
-      const principal = verifyStatic(hash);
+      const principal = verifyStatic(digest);
       if (principal) return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : { ok: true, principal };
     }
-    if (issuers.size > 0 && token.indexOf('.') > 0) return verifyJwt(token, hash);
+    if (jwt) return verifyJwt(token, key, digest);
     if (introspection) {
       // The token leaves the process here, so its syntax is checked first.
-      return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : verifyIntrospection(token, hash, introspection);
+      return unchecked && !isToken68(token)
+        ? deny('request_malformed_authorization')
+        : verifyIntrospection(token, key, digest, introspection);
     }
     return deny(staticTokens.length > 0 ? 'token_unknown' : 'token_malformed');
   }
@@ -658,11 +704,11 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (token.length > maxTokenSize) {
       return deny(unchecked && !isToken68(token) ? 'request_malformed_authorization' : 'token_too_large');
     }
-    const hash = cryptoHash('sha256', token, 'binary');
-    const result = validate(token, hash, unchecked);
+    const digest = new TokenDigest(token);
+    const result = validate(token, digest, unchecked);
     return result instanceof Promise
-      ? result.then((r) => bind(r, extracted.scheme, request, hash))
-      : bind(result, extracted.scheme, request, hash);
+      ? result.then((r) => bind(r, extracted.scheme, request, digest))
+      : bind(result, extracted.scheme, request, digest);
   }
 
   /** RFC 9449: check the token's sender binding against how it was presented. */
@@ -670,7 +716,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     result: VerifyResult,
     scheme: 'bearer' | 'dpop',
     request: VerifyRequest,
-    hash: string,
+    digest: TokenDigest,
   ): VerifyResult | Promise<VerifyResult> {
     if (!result.ok) return result;
     const { principal } = result;
@@ -687,7 +733,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (proof === undefined || proof === '') return { ok: false, error: new TesseraError('dpop_proof_missing'), principal };
     return checkDpopProof(
       proof,
-      { method: request.method, url: request.url, accessTokenHash: encodeBinaryBase64url(hash), jkt },
+      { method: request.method, url: request.url, accessTokenHash: encodeBinaryBase64url(digest.binary), jkt },
       dpopCheck,
       Math.floor(clock() / 1000),
     ).then((checked): VerifyResult => {
@@ -751,7 +797,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   async function verifyToken(token: string): Promise<VerifyResult> {
     if (token === '') return deny('request_empty_token');
     if (token.length > maxTokenSize) return deny('token_too_large');
-    return validate(token, cryptoHash('sha256', token, 'binary'), false);
+    return validate(token, new TokenDigest(token), false);
   }
 
   return Object.freeze({

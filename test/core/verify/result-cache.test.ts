@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { createVerifier } from '../../../src/verifier.ts';
-import { AUDIENCE, bearer, claims, ISSUER, makeKey, sign } from '../../helpers/tokens.ts';
+import { AUDIENCE, b64json, bearer, claims, ISSUER, makeKey, sign } from '../../helpers/tokens.ts';
 
 const key = makeKey('EdDSA');
 const config = (maxEntries: number) => ({
@@ -66,5 +67,56 @@ describe('result cache admission', () => {
     assert.throws(() => {
       (c.ext.roles[0] as { name: string }).name = 'admin';
     }, TypeError);
+  });
+});
+
+describe('attack: a token that ends like a cached one', () => {
+  // A JWT's cache entry is found by the end of its signature; only the token's hash makes a hit.
+  it("refuses a forged payload under a cached token's signature, and the cached token still hits", async () => {
+    const verifier = createVerifier(config(8));
+    const token = await sign(key, claims({ sub: 'alice' }));
+    await verifier.verifyToken(token);
+    await verifier.verifyToken(token); // admitted
+    const [header, , signature] = token.split('.');
+    const forged = `${header}.${b64json(claims({ sub: 'admin' }))}.${signature}`;
+    const hits = verifier.stats.cacheHits;
+    for (const attempt of [verifier.verifyToken(forged), verifier.verify(bearer(forged))]) {
+      const result = await attempt;
+      assert.ok(!result.ok);
+      assert.equal(result.error.code, 'token_signature_invalid');
+    }
+    assert.equal(verifier.stats.cacheHits, hits);
+    const again = await verifier.verifyToken(token);
+    assert.equal(again.ok && again.principal.subject, 'alice');
+    assert.equal(verifier.stats.cacheHits, hits + 1);
+  });
+});
+
+describe('principal.tokenHash', () => {
+  const expected = (token: string) => createHash('sha256').update(token).digest('base64url').slice(0, 16);
+
+  it("is the first 16 characters of the token's SHA-256, on a first presentation and on a cache hit", async () => {
+    const verifier = createVerifier(config(8));
+    const token = await sign(key, claims());
+    const results = [];
+    for (let i = 0; i < 3; i++) results.push(await verifier.verify(bearer(token)));
+    assert.equal(verifier.stats.cacheHits, 1);
+    for (const r of results) assert.equal(r.ok && r.principal.tokenHash, expected(token));
+  });
+
+  it("is in the principal's JSON, and cannot be written", async () => {
+    const verifier = createVerifier(config(8));
+    const token = await sign(key, claims({ scope: 'a b' }));
+    const result = await verifier.verifyToken(token);
+    assert.ok(result.ok);
+    const json = JSON.parse(JSON.stringify(result.principal));
+    assert.equal(json.tokenHash, expected(token));
+    assert.equal(json.subject, result.principal.subject);
+    assert.deepEqual(json.scopes, ['a', 'b']);
+    assert.ok(Object.isFrozen(result.principal));
+    assert.throws(() => {
+      (result.principal as { tokenHash: string }).tokenHash = 'forged';
+    }, TypeError);
+    assert.equal(result.principal.tokenHash, expected(token));
   });
 });
