@@ -271,7 +271,10 @@ export const verifierFields = {
       }),
     })
     .prefault({})
-    .meta({ description: 'Verified-result cache, never serving a result past `exp`. A hit is an exact match of the whole token; entries live in memory only.' }),
+    .meta({
+      description:
+        'Verified-result cache, never serving a result past `exp`. A hit is an exact match of the whole token; entries live in memory only.',
+    }),
   realm: z.string().optional().meta({ description: '`realm` in WWW-Authenticate challenges.' }),
   resource_metadata: z.string().optional().meta({ description: 'RFC 9728 metadata URL advertised in challenges.' }),
 };
