@@ -155,11 +155,14 @@ interface Header {
 
 interface CacheEntry {
   /**
-   * The token: the key only locates an entry, and comparing the token itself (tens of nanoseconds)
-   * proves it is the token's where hashing it would cost most of a hit. The entry lives no longer
-   * than the token is valid, in the process that saw the token in a request.
+   * For a JWT, the token: its key (the end of its signature) only locates the entry, and comparing
+   * the token itself (tens of nanoseconds) proves it is the token's where hashing it would cost
+   * most of a hit. The entry is served no longer than the token is valid; a stale one stays in
+   * memory until it is presented again or evicted. `undefined` for a token keyed by its digest,
+   * which alone proves the match: an opaque token may stay valid at its authorization server long
+   * after its entry went stale, so no copy of it is kept.
    */
-  readonly token: string;
+  readonly token: string | undefined;
   readonly principal: Principal;
   /** The answer to a hit, built once (frozen, like the principal). */
   readonly result: VerifySuccess;
@@ -404,7 +407,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   const remember = (
     key: string,
-    token: string,
+    token: string | undefined,
     principal: Principal,
     validUntil: number,
     token68: boolean,
@@ -629,7 +632,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (typeof principal === 'string') return deny('token_claim_invalid', { claim: principal });
     // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
     if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
-    if (cacheUntil > now) return remember(key, token, principal, cacheUntil * 1000, isToken68(token));
+    if (cacheUntil > now) return remember(key, undefined, principal, cacheUntil * 1000, isToken68(token));
     return { ok: true, principal };
   }
 
@@ -642,14 +645,15 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
    * which costs nothing to take, where hashing the token would cost as much as the rest of a
    * first verification besides the signature. Another token that ends alike only finds an entry
    * for a token that is not itself. Any other token's key is its digest (an opaque token's end
-   * may be a fixed suffix); the two kinds of key differ in length.
+   * may be a fixed suffix), which alone makes a hit, so its entry keeps no copy of the token; the
+   * two kinds of key differ in length, and an entry of either kind answers only its own kind.
    */
   function validate(token: string, digest: TokenDigest, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
     const jwt = issuers.size > 0 && token.indexOf('.') > 0;
     const key = jwt ? token.slice(-JWT_CACHE_KEY_LENGTH) : digest.binary;
     if (cache) {
       const hit = cache.get(key);
-      if (hit !== undefined && hit.token === token) {
+      if (hit !== undefined && hit.token === (jwt ? token : undefined)) {
         if (unchecked && !hit.token68 && !isToken68(token)) return deny('request_malformed_authorization');
         if (clock() < hit.validUntil) {
           // The key set that vouched for a JWT is refreshed when stale, as a miss would (a

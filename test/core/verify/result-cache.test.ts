@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { getHeapSnapshot } from 'node:v8';
 import { createVerifier } from '../../../src/verifier.ts';
 import { AUDIENCE, b64json, bearer, claims, ISSUER, makeKey, sign } from '../../helpers/tokens.ts';
 
@@ -118,5 +119,39 @@ describe('principal.tokenHash', () => {
       (result.principal as { tokenHash: string }).tokenHash = 'forged';
     }, TypeError);
     assert.equal(result.principal.tokenHash, expected(token));
+  });
+});
+
+describe('attack: reading a cached opaque token out of a heap dump', () => {
+  // An opaque token's entry is keyed by its SHA-256, which alone makes a hit: the entry needs no
+  // copy of the token, which would stay in memory (a live credential at its authorization server)
+  // until the entry is evicted, long after `cache_max_ttl`.
+  it('keeps no copy of an introspected token in its cache entry', async () => {
+    const marker = randomBytes(12).toString('hex').toUpperCase();
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const verifier = createVerifier(
+      {
+        introspection: { endpoint: 'https://as.test/introspect', client_id: 'rs', client_secret: 'secret', cache_max_ttl: '60s' },
+        cache: { max_entries: 8 },
+      },
+      {
+        introspector: {
+          introspect: async (t: string) => (t.startsWith('opaque-') ? { active: true, sub: 'alice', exp } : { active: false }),
+        },
+      },
+    );
+    // The token exists only inside this function, so once it returns only the verifier can hold it.
+    const present = async () => {
+      const token = `opaque-${marker}`;
+      for (let i = 0; i < 3; i++) assert.equal((await verifier.verify(bearer(token))).ok, true);
+    };
+    await present();
+    assert.equal(verifier.stats.cacheHits, 2, 'the token was cached');
+    /x/.exec('the last RegExp match otherwise keeps its subject, the header, alive');
+    let heap = '';
+    for await (const chunk of getHeapSnapshot()) heap += chunk;
+    assert.equal(heap.includes(`opaque-${marker}`), false, 'the heap holds the token');
+    assert.equal((await verifier.verify(bearer(`opaque-${marker}`))).ok, true);
+    assert.equal(verifier.stats.cacheHits, 3, 'still a hit');
   });
 });
