@@ -10,7 +10,7 @@
  * until then, and a key set again after a deletion may be evicted early; either only costs a miss.
  *
  * The last lookup is remembered: hot paths look up the same key many times in a row (a token's
- * hash on every request that presents it, a client's scope string), and comparing a fresh string
+ * cache key on every request that presents it, a client's scope string), and comparing a fresh string
  * with the remembered one is cheaper than hashing it for the `Map`. Every change forgets it.
  */
 export class BoundedMap<K, V> {

@@ -4,8 +4,9 @@
  * Hashing a 700-byte token costs about as much as everything else the verifier does to a JWT
  * besides the signature, and most verifications never need it: a JWT's result-cache entry is found
  * by the last characters of its signature (see `validate` in verifier.ts), and a principal's
- * `tokenHash` is read only by whoever logs it. So the digest is made on the first read, and the
- * token is let go then.
+ * `tokenHash` is read only by whoever logs it or keys on it (the gateway's audit events, rate
+ * limits, minted upstream credentials and MCP sessions). So the digest is made on the first read,
+ * and the token is let go then; until then a principal holds its token.
  */
 import { hash as cryptoHash } from 'node:crypto';
 import { binaryBase64url12 } from '../jose/base64url.ts';
