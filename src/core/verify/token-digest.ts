@@ -16,10 +16,8 @@ export class TokenDigest {
   #binary: string | undefined;
   #short: string | undefined;
 
-  /** `binary`, when the caller has it already, is the token's SHA-256 as a 'binary' string. */
-  constructor(token: string, binary?: string) {
-    if (binary === undefined) this.#token = token;
-    else this.#binary = binary;
+  constructor(token: string) {
+    this.#token = token;
   }
 
   /** The SHA-256 as a 'binary' (latin1) string, a byte per character. */

@@ -205,8 +205,17 @@ function settle(result: VerifyResult | Promise<VerifyResult>): Promise<VerifyRes
 }
 const SCOPE_MEMO_LIMIT = 1024;
 
-/** Characters from a JWT's end (its signature's) that key its cache entry: 144 bits. */
-const JWT_CACHE_KEY_LENGTH = 24;
+/**
+ * Characters from a JWT's end (its signature's) that key its cache entry: 72 bits, enough to
+ * locate an entry (a hit compares the whole token). Under 13 characters V8 copies a substring
+ * instead of making a slice that holds the whole token alive while the key is kept.
+ */
+const JWT_CACHE_KEY_LENGTH = 12;
+
+/** A string's characters in a string of their own, sharing no storage with the one it came from. */
+function flatCopy(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
+}
 
 const claimDetails = (issuer: string, claim: string) => ({ issuer, claim });
 
@@ -463,7 +472,9 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (lastHeader !== undefined && dot1 === lastHeader.segment.length && token.slice(0, dot1) === lastHeader.segment) {
       header = lastHeader.header;
     } else {
-      headerSegment = token.slice(0, dot1);
+      // A copy (the token is ASCII, checked above), not a slice: a slice of the token keeps the
+      // whole token alive for as long as the header cache (or the last header) keeps the slice.
+      headerSegment = flatCopy(token.slice(0, dot1));
       header = headerCache.get(headerSegment);
       if (header === undefined) {
         headerBytes = decodeBase64url(headerSegment);

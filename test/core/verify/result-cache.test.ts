@@ -155,3 +155,34 @@ describe('attack: reading a cached opaque token out of a heap dump', () => {
     assert.equal(verifier.stats.cacheHits, 3, 'still a hit');
   });
 });
+
+describe('attack: reading a JWT out of a heap dump after its request', () => {
+  /** Whether the heap holds `halves` joined: the needle is only made after the snapshot is taken. */
+  const heapHolds = async (halves: readonly [string, string]) => {
+    /x/.exec('the last RegExp match otherwise keeps its subject, the header, alive');
+    let heap = '';
+    for await (const chunk of getHeapSnapshot()) heap += chunk;
+    return heap.includes(halves[0] + halves[1]);
+  };
+  // The cache key (the end of the signature) and the header cache's keys are copies: a substring
+  // of the token would keep the whole token alive for as long as they are kept.
+  for (const [name, entries, presentations] of [
+    ['with the cache disabled', 0, 3],
+    ['seen once, so not admitted to the cache', 8, 1],
+  ] as const) {
+    it(`keeps no copy of a verified JWT ${name}`, async () => {
+      const verifier = createVerifier(config(entries));
+      let halves: [string, string] = ['', ''];
+      // The token exists only inside this function, so once it returns only the verifier can hold it.
+      const present = async () => {
+        const token = await sign(key, claims({ jti: randomBytes(12).toString('hex') }));
+        // Copies: a slice would keep the token alive.
+        halves = [Buffer.from(token.slice(-40, -20)).toString(), Buffer.from(token.slice(-20)).toString()];
+        for (let i = 0; i < presentations; i++) assert.equal((await verifier.verify(bearer(token))).ok, true);
+      };
+      await present();
+      assert.equal(verifier.stats.cacheHits, 0);
+      assert.equal(await heapHolds(halves), false, 'the heap holds the token');
+    });
+  }
+});
