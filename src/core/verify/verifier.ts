@@ -212,11 +212,6 @@ const SCOPE_MEMO_LIMIT = 1024;
  */
 const JWT_CACHE_KEY_LENGTH = 12;
 
-/** A string's characters in a string of their own, sharing no storage with the one it came from. */
-function flatCopy(s: string): string {
-  return Buffer.from(s, 'latin1').toString('latin1');
-}
-
 const claimDetails = (issuer: string, claim: string) => ({ issuer, claim });
 
 const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure => ({
@@ -472,9 +467,9 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (lastHeader !== undefined && dot1 === lastHeader.segment.length && token.slice(0, dot1) === lastHeader.segment) {
       header = lastHeader.header;
     } else {
-      // A copy (the token is ASCII, checked above), not a slice: a slice of the token keeps the
-      // whole token alive for as long as the header cache (or the last header) keeps the slice.
-      headerSegment = flatCopy(token.slice(0, dot1));
+      // Read back from the token's bytes (ASCII, written by the split), not sliced: a slice of the
+      // token keeps the whole token alive for as long as the header cache (or the last header) keeps it.
+      headerSegment = inputScratch.toString('latin1', 0, dot1);
       header = headerCache.get(headerSegment);
       if (header === undefined) {
         headerBytes = decodeBase64url(headerSegment);

@@ -122,6 +122,14 @@ describe('principal.tokenHash', () => {
   });
 });
 
+/** Whether a heap snapshot holds `halves` joined: the needle is only made after the snapshot is taken. */
+async function heapHolds(halves: readonly [string, string]): Promise<boolean> {
+  /x/.exec('the last RegExp match otherwise keeps its subject, the header, alive');
+  let heap = '';
+  for await (const chunk of getHeapSnapshot()) heap += chunk;
+  return heap.includes(halves[0] + halves[1]);
+}
+
 describe('attack: reading a cached opaque token out of a heap dump', () => {
   // An opaque token's entry is keyed by its SHA-256, which alone makes a hit: the entry needs no
   // copy of the token, which would stay in memory (a live credential at its authorization server)
@@ -147,23 +155,13 @@ describe('attack: reading a cached opaque token out of a heap dump', () => {
     };
     await present();
     assert.equal(verifier.stats.cacheHits, 2, 'the token was cached');
-    /x/.exec('the last RegExp match otherwise keeps its subject, the header, alive');
-    let heap = '';
-    for await (const chunk of getHeapSnapshot()) heap += chunk;
-    assert.equal(heap.includes(`opaque-${marker}`), false, 'the heap holds the token');
+    assert.equal(await heapHolds(['opaque-', marker]), false, 'the heap holds the token');
     assert.equal((await verifier.verify(bearer(`opaque-${marker}`))).ok, true);
     assert.equal(verifier.stats.cacheHits, 3, 'still a hit');
   });
 });
 
 describe('attack: reading a JWT out of a heap dump after its request', () => {
-  /** Whether the heap holds `halves` joined: the needle is only made after the snapshot is taken. */
-  const heapHolds = async (halves: readonly [string, string]) => {
-    /x/.exec('the last RegExp match otherwise keeps its subject, the header, alive');
-    let heap = '';
-    for await (const chunk of getHeapSnapshot()) heap += chunk;
-    return heap.includes(halves[0] + halves[1]);
-  };
   // The cache key (the end of the signature) and the header cache's keys are copies: a substring
   // of the token would keep the whole token alive for as long as they are kept.
   for (const [name, entries, presentations] of [
