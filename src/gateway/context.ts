@@ -34,8 +34,12 @@ export interface GatewayContext {
   deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close?: boolean): void;
   /** Audit a stream the gateway closed (revocation, expiry). */
   streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void;
-  /** The upstream answered 401 to the credential the gateway injects: keep its status for the audit, warn the operator. */
-  credentialRejected(x: Exchange, route: CompiledRoute): void;
+  /**
+   * The upstream answered 401 to the credential the gateway injects (`sent`, the decision's
+   * headers): keep its status for the audit, warn the operator, and have the route's mutators
+   * forget it (a cached minted token is not sent again).
+   */
+  credentialRejected(x: Exchange, route: CompiledRoute, sent: Readonly<Record<string, string>>): void;
   /** Answer 500 for an unexpected failure and finish. */
   internalError(x: Exchange, res: ServerResponse, error: unknown): void;
 }

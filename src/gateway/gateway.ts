@@ -52,7 +52,7 @@ import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
-import { afterAuthn, authenticate, type Decision, decide, rateLimit } from './pipeline/run.ts';
+import { afterAuthn, authenticate, type Decision, decide, forgetRejectedCredential, rateLimit } from './pipeline/run.ts';
 import {
   BodyTooLarge,
   type ForwardCallbacks,
@@ -372,8 +372,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   function upstreamError(x: Exchange, res: ServerResponse, route: CompiledRoute, error: unknown): void {
     const f = upstreamFailure(error);
     metrics.upstreamError(route.id, f.kind);
-    if (error instanceof UpstreamCredentialRejected) credentialRejected(x, route);
-    else logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
+    // A refused credential was handled where the refusal arrived (ProxiedRequest.onFailure).
+    if (!(error instanceof UpstreamCredentialRejected))
+      logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
     const e = new TesseraError(f.code);
     const d = renderDeny(e, state.challenges, x.requestId);
     x.reason = f.code;
@@ -382,9 +383,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     finish(x);
   }
 
-  /** The upstream refused the credential the gateway injects: audited with its 401, and an operator told. */
-  function credentialRejected(x: Exchange, route: CompiledRoute): void {
+  /**
+   * The upstream refused the credential the gateway injects: audited with its 401, an operator
+   * told, and the route's mutators forget it (a minted token is not sent again).
+   */
+  function credentialRejected(x: Exchange, route: CompiledRoute, sent: Readonly<Record<string, string>>): void {
     x.upstreamStatus = 401;
+    forgetRejectedCredential(route.pipeline, x.principal, x.rule, sent);
     logger.warn(
       {
         event: 'upstream_credential_rejected',
@@ -674,7 +679,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       body = req;
       x.bytesIn = length;
     }
-    const proxied = new ProxiedRequest(x, req, res, route, decision.principal);
+    const proxied = new ProxiedRequest(x, req, res, route, decision.principal, decision.headers);
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -715,13 +720,23 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     readonly route: CompiledRoute;
     /** The caller's authority, which revocation or expiry can end; none on a public route. */
     readonly principal: Principal | undefined;
+    /** The decision's headers (the injected credential among them), for a 401 to forget it. */
+    readonly sent: Readonly<Record<string, string>>;
 
-    constructor(x: Exchange, req: IncomingMessage, res: ServerResponse, route: CompiledRoute, principal: Principal | undefined) {
+    constructor(
+      x: Exchange,
+      req: IncomingMessage,
+      res: ServerResponse,
+      route: CompiledRoute,
+      principal: Principal | undefined,
+      sent: Readonly<Record<string, string>>,
+    ) {
       this.x = x;
       this.req = req;
       this.res = res;
       this.route = route;
       this.principal = principal;
+      this.sent = sent;
     }
 
     onClientClose(): void {
@@ -765,6 +780,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.untrack?.();
       const { x, res, route } = this;
       x.bytesOut = bytesOut;
+      // Also when the caller went away meanwhile: the next request must not send it again.
+      if (error instanceof UpstreamCredentialRejected) credentialRejected(x, route, this.sent);
       const closedBy = this.closedBy;
       if (error instanceof BodyTooLarge) {
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);

@@ -141,7 +141,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           onFailure(error) {
             const f = upstreamFailure(error);
             ctx.metrics.upstreamError(route.id, f.kind);
-            if (error instanceof UpstreamCredentialRejected) ctx.credentialRejected(x, route);
+            if (error instanceof UpstreamCredentialRejected) ctx.credentialRejected(x, route, d.headers);
             const e = new TesseraError(f.code);
             x.reason = f.code;
             x.status = e.status;

@@ -1,15 +1,18 @@
 /**
  * `credential: exchange` against the UpstreamTokenIssuer port, with a test issuer that signs real
  * JWTs with jose: the upstream gets a narrow token for its own audience, carrying the caller's
- * chain, never outliving the caller's token; mints are cached per caller token and rule.
+ * chain, never outliving the caller's token; mints are cached per caller token and rule, and an
+ * upstream 401 to a minted token evicts it.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, jwtVerify, SignJWT } from 'jose';
 import { ConfigError } from '../../src/core/errors.ts';
 import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
+import { rawHttp, until } from '../helpers/net.ts';
 import {
   baseConfig,
   parse,
@@ -49,6 +52,8 @@ function testIssuer() {
         .setSubject(principal.subject ?? 'unknown')
         .setIssuedAt(now)
         .setExpirationTime(now + maxTtl)
+        // Two mints in the same second differ (as the token service's do).
+        .setJti(randomUUID())
         .sign(privateKey);
       return { token: jwt, expiresAt: now + maxTtl };
     },
@@ -148,6 +153,144 @@ describe('gateway: exchange upstream credential', () => {
         assert.ok(!events.includes(sent));
       }
     }
+  });
+});
+
+describe('gateway: exchange credential refused by the upstream', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  const ti = testIssuer();
+  /** Minted tokens the upstream refuses (as an upstream that revoked them, or whose keys rotated). */
+  const refused = new Set<string>();
+  /** Refuse the next minted token it has not seen refused yet. */
+  let refuseNext = false;
+  /** Responses held on `/v1/slow` until the test answers them. */
+  const held: { auth: string; res: ServerResponse }[] = [];
+  /** The Authorization of each upgrade the upstream received. */
+  const upgrades: string[] = [];
+  const answer = (auth: string, res: ServerResponse) => {
+    if (refuseNext) {
+      refuseNext = false;
+      refused.add(auth);
+    }
+    res.writeHead(refused.has(auth) ? 401 : 200, { 'content-type': 'text/plain' }).end(refused.has(auth) ? 'expired' : 'ok');
+  };
+  before(async () => {
+    upstream = await startUpstream((req, res) => {
+      const auth = String(req.headers.authorization);
+      if (req.url === '/v1/slow') held.push({ auth, res });
+      else answer(auth, res);
+    });
+    upstream.server.on('upgrade', (req, socket) => {
+      const auth = String(req.headers.authorization);
+      upgrades.push(auth);
+      if (refuseNext) {
+        refuseNext = false;
+        refused.add(auth);
+      }
+      socket.end(
+        refused.has(auth)
+          ? 'HTTP/1.1 401 Unauthorized\r\ncontent-length: 7\r\n\r\nexpired'
+          : 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+      );
+    });
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        gateway: {
+          routes: [
+            {
+              id: 'llm',
+              upstream: { url: upstream.url, credential: { type: 'exchange', audience: UPSTREAM_AUD, max_ttl: '5m' } },
+              auth: 'jwt',
+              rules: [{ id: 'models', path: '/v1/*', scopes: ['api:read'] }],
+            },
+          ],
+        },
+      },
+      { upstreamTokenIssuer: ti.issuer },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const get = (t: string, path = '/v1/models') => fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${t}` } });
+  const sent = () => String(upstream.seen.at(-1)!.headers.authorization);
+
+  it('an upstream 401 to a minted token evicts it: the next request mints a new one; other callers keep theirs', async () => {
+    const a = await token();
+    const b = await token();
+    assert.equal((await get(a)).status, 200);
+    const first = sent();
+    assert.equal((await get(b)).status, 200);
+    const other = sent();
+    const mints = ti.calls.length;
+
+    refuseNext = true;
+    const res = await get(a);
+    assert.equal(res.status, 502);
+    assert.deepEqual(await res.json(), {
+      error: 'bad_gateway',
+      error_description: "The upstream service refused the gateway's credential.",
+    });
+    assert.equal(sent(), first);
+    const e = (await requestEvents(gw)).at(-1)!;
+    assert.equal(e.reason, 'upstream_credential_rejected');
+    assert.equal(e.upstream_status, 401);
+
+    assert.equal((await get(a)).status, 200, 'the refused token is not sent again');
+    assert.notEqual(sent(), first);
+    assert.equal(decodeJwt(sent().replace(/^Bearer /, '')).aud, UPSTREAM_AUD);
+    assert.equal(ti.calls.length, mints + 1);
+    // And the new one is cached in its place.
+    assert.equal((await get(a)).status, 200);
+    assert.equal(ti.calls.length, mints + 1);
+
+    assert.equal((await get(b)).status, 200);
+    assert.equal(sent(), other, "another caller's minted token stays cached");
+    assert.equal(ti.calls.length, mints + 1);
+  });
+
+  it('a late 401 to a minted token already replaced does not evict its replacement', async () => {
+    const a = await token();
+    assert.equal((await get(a)).status, 200);
+    const first = sent();
+    // A request with the first token waits at the upstream while that token is refused and replaced.
+    const slow = get(a, '/v1/slow');
+    await until(() => held.length === 1);
+    refuseNext = true;
+    assert.equal((await get(a)).status, 502);
+    assert.equal((await get(a)).status, 200);
+    const replacement = sent();
+    assert.notEqual(replacement, first);
+    const mints = ti.calls.length;
+    const h = held.shift()!;
+    assert.equal(h.auth, first);
+    answer(h.auth, h.res);
+    assert.equal((await slow).status, 502);
+    assert.equal((await get(a)).status, 200);
+    assert.equal(sent(), replacement);
+    assert.equal(ti.calls.length, mints);
+  });
+
+  it('WebSocket: an upstream 401 to the upgrade evicts the minted token; the next upgrade carries a new one', async () => {
+    const a = await token();
+    const upgrade = () =>
+      rawHttp(
+        gw.url,
+        `GET /v1/ws HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${a}\r\nConnection: Upgrade\r\n` +
+          'Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      );
+    assert.match(await upgrade(), /^HTTP\/1\.1 101 /);
+    const first = upgrades.at(-1);
+    refuseNext = true;
+    assert.match(await upgrade(), /^HTTP\/1\.1 502 /);
+    assert.equal(upgrades.at(-1), first);
+    assert.equal((await requestEvents(gw)).at(-1)!.reason, 'upstream_credential_rejected');
+    assert.match(await upgrade(), /^HTTP\/1\.1 101 /);
+    assert.notEqual(upgrades.at(-1), first);
   });
 });
 

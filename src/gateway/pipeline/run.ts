@@ -91,6 +91,19 @@ export function afterAuthn(
   });
 }
 
+/**
+ * The upstream answered 401 to the credential the mutators wrote (`sent`, the decision's headers):
+ * each mutator forgets what it would send again (a cached minted token).
+ */
+export function forgetRejectedCredential(
+  pipeline: Pipeline,
+  principal: Principal | undefined,
+  rule: CompiledRule | undefined,
+  sent: Readonly<Record<string, string>>,
+): void {
+  for (const m of pipeline.mutators) m.rejected?.({ principal, rule }, sent);
+}
+
 function fail(error: TesseraError, principal: Principal | undefined, rule: CompiledRule | undefined): Decision {
   const d: { ok: false; error: TesseraError; principal?: Principal; rule?: CompiledRule } = { ok: false, error };
   if (principal) d.principal = principal;

@@ -3,8 +3,9 @@
  * (`UpstreamTokenIssuer`): the upstream's audience, narrowed to the route's scopes, never
  * outliving the caller's token, carrying the caller's delegation chain in `act`.
  *
- * Minted tokens are cached per caller token and rule until `refresh_before` their expiry;
- * concurrent first requests share one mint.
+ * Minted tokens are cached per caller token and rule until `refresh_before` their expiry, or
+ * until the upstream answers 401 to one (it is then evicted, and the caller's next request mints
+ * anew); concurrent first requests share one mint.
  *
  * @module
  */
@@ -69,13 +70,15 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     return p;
   };
 
+  const keyOf = (principal: Principal, rule: MutationInput['rule']) => `${principal.tokenHash}\n${rule?.id ?? ''}`;
+
   return {
     id: 'exchange',
     headers: ['authorization'],
     mutate(input, out) {
       const principal = input.principal;
       if (principal === undefined) return new TesseraError('upstream_credential_unavailable');
-      const key = `${principal.tokenHash}\n${input.rule?.id ?? ''}`;
+      const key = keyOf(principal, input.rule);
       const hit = cache?.get(key);
       if (hit !== undefined) {
         if (clock() < hit.refreshAt) {
@@ -95,6 +98,12 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
           return new TesseraError('upstream_credential_unavailable');
         },
       );
+    },
+    rejected({ principal, rule }, sent) {
+      if (principal === undefined || cache === undefined) return;
+      const key = keyOf(principal, rule);
+      // Only the token refused: a late 401 to one already replaced leaves its replacement.
+      if (cache.get(key)?.value === sent.authorization) cache.delete(key);
     },
   };
 }

@@ -24,4 +24,9 @@ export interface Mutator {
   /** Names of the headers this mutator may set (forward-auth advertises them). */
   readonly headers: readonly string[];
   mutate(input: MutationInput, out: Record<string, string>): MutationResult | Promise<MutationResult>;
+  /**
+   * The upstream answered 401 to a request this mutator wrote `sent` for: a credential it keeps
+   * (a cached minted token) is not to be sent again.
+   */
+  rejected?(input: Pick<MutationInput, 'principal' | 'rule'>, sent: Readonly<Record<string, string>>): void;
 }
