@@ -361,6 +361,13 @@ export const ERROR_CODES = {
     error: 'invalid_token',
     description: 'The access token is no longer accepted.',
   },
+  // A configuration reload narrowed what the caller may do (a rule, a route, its accepted kinds of
+  // token, a static token's scopes): an exchange in flight it no longer allows.
+  config_narrowed: {
+    status: 403,
+    error: 'insufficient_scope',
+    description: 'This request is no longer allowed.',
+  },
 
   // MCP routes: the JSON-RPC request the gateway reads before deciding, and session binding.
   mcp_content_type_invalid: {

@@ -18,7 +18,7 @@ import { ConfigError, type ConfigIssue, type TesseraError } from '../core/errors
 import { compilePolicy } from '../core/policy.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
-import { compileScopes } from '../core/scopes.ts';
+import { compileScopes, type ScopeModel } from '../core/scopes.ts';
 import { challenges as renderChallenges } from '../core/verify/challenge.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a.ts';
@@ -105,6 +105,8 @@ export interface GatewayState {
   readonly gateway: GatewayConfig;
   readonly audit: AuditConfig | undefined;
   readonly routes: readonly CompiledRoute[];
+  /** The scope catalogue (`scopes`): a granted list's effective scopes. */
+  readonly scopes: ScopeModel;
   /** Some route serves an A2A agent card. */
   readonly hasA2a: boolean;
   /** Some route is an MCP route (serves RFC 9728 metadata). */
@@ -346,6 +348,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     gateway,
     audit: config.audit,
     routes: Object.freeze(routes),
+    scopes,
     hasA2a: routes.some((r) => r.a2a !== undefined),
     hasMcp,
     headerPolicy: compileHeaderPolicy(

@@ -13,6 +13,7 @@ import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { Exchange } from './exchange.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { DenyRendering } from './pipeline/errors/error-handler.ts';
+import type { AdmittedStream } from './recheck.ts';
 import type { StreamCloseReason, StreamRegistry } from './streams.ts';
 
 export interface GatewayContext {
@@ -23,7 +24,7 @@ export interface GatewayContext {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: GatewayMetrics;
-  readonly streams: StreamRegistry;
+  readonly streams: StreamRegistry<AdmittedStream>;
   /** Start an exchange (counts it in flight). */
   begin(kind: Exchange['kind'], req: IncomingMessage): Exchange;
   /** End an exchange: one audit event, one metrics observation. Idempotent. */
@@ -32,7 +33,7 @@ export interface GatewayContext {
   denyRendering(x: Exchange, error: TesseraError, challenges: (e?: TesseraError) => string[]): DenyRendering;
   /** Write a refusal and finish. */
   deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close?: boolean): void;
-  /** Audit a stream the gateway closed (revocation, expiry). */
+  /** Audit a stream the gateway closed (revocation, expiry, a reload). */
   streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void;
   /**
    * The upstream answered 401 to the credential the gateway injects (`sent`, the decision's

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { hash, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
@@ -22,7 +22,6 @@ import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, TesseraError } from '../core/errors.ts';
-import { binaryBase64url12 } from '../core/jose/base64url.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
 import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
@@ -65,6 +64,7 @@ import {
   upstreamFailure,
 } from './proxy/forward.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
+import { type AdmittedStream, recheckUnder } from './recheck.ts';
 import {
   absoluteUrl,
   cardRoute,
@@ -77,7 +77,7 @@ import {
   upstreamHeaders,
   upstreamPath,
 } from './requests.ts';
-import { type RevocationFeed, type StreamCloseReason, StreamRegistry, type TrackedStream } from './streams.ts';
+import { type RevocationFeed, type StreamCloseReason, StreamRegistry } from './streams.ts';
 import { handleUpgrade } from './upgrade.ts';
 
 /** What an MCP route's request carries from its decision to the forwarder. */
@@ -87,6 +87,8 @@ interface McpForward {
   readonly body: Buffer | undefined;
   /** The upstream's session id in the `Mcp-Session-Id` the request presented (its MAC checked). */
   readonly sessionId: string | undefined;
+  /** What was read from the body and decided on (a reload decides the exchange again with it). */
+  readonly rpc: RpcFacts;
   /** The id the caller receives for an upstream's session id: signed for this caller. */
   readonly sign: (id: string) => string;
 }
@@ -121,23 +123,6 @@ function acceptedUntil(config: TesseraConfig, p: Principal): number {
   if (p.kind === 'jwt') return p.expiresAt + (config.issuers.find((i) => i.issuer === p.issuer)?.clock_skew ?? 0);
   if (p.kind === 'introspection') return typeof p.claims.exp === 'number' ? p.expiresAt : Number.POSITIVE_INFINITY;
   return p.expiresAt;
-}
-
-/**
- * Whether the credentials `config` configures still accept `p`'s token, as far as the principal
- * tells: a static token by its digest (the same id with a new value is another token; the same
- * value under a new id is still accepted), a JWT by its issuer still being trusted, an introspected
- * token by introspection still being configured. A reload ends the exchanges of every principal
- * this refuses. The digest compared is the principal's `tokenHash` (the first 96 bits of the
- * token's SHA-256): two configured tokens of at least 32 random characters never share it.
- * Route settings (`auth`, rules) are not re-checked: they decide new requests only.
- */
-function credentialsAccepting(config: TesseraConfig): (p: Principal) => boolean {
-  // Made as the verifier makes a principal's tokenHash, so the two cannot drift apart.
-  const statics = new Set(config.static_tokens.map((t) => binaryBase64url12(hash('sha256', t.token, 'binary'))));
-  const issuers = new Set(config.issuers.map((i) => i.issuer));
-  const introspection = config.introspection !== undefined;
-  return (p) => (p.kind === 'static' ? statics.has(p.tokenHash) : p.kind === 'jwt' ? issuers.has(p.issuer) : introspection);
 }
 
 /** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
@@ -192,8 +177,11 @@ export interface Gateway {
   readonly handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /**
    * Validate and swap in a new configuration; the old one stays when it is invalid. Exchanges in
-   * flight whose credential the new one no longer accepts (a static token removed or given a new
-   * value, an issuer or introspection removed) are ended with `credential_withdrawn`.
+   * flight are decided again under the new one with the principal they were admitted with: those
+   * whose credential it no longer accepts (a static token removed or given a new value, an issuer
+   * removed or a key of it, introspection removed or moved) are ended with `credential_withdrawn`,
+   * those it no longer allows (a rule, a route, a static token's scopes narrowed) with
+   * `config_narrowed`.
    */
   reload(config: TesseraConfig): ReloadResult;
   /**
@@ -290,11 +278,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   });
   const maxQueue = state.audit?.max_queue ?? 100_000;
 
-  const streams = new StreamRegistry({
+  const streams = new StreamRegistry<AdmittedStream>({
     clock,
     revocation: deps.revocation,
     acceptedUntil: (p) => acceptedUntil(state.config, p),
-    accepts: credentialsAccepting(state.config),
+    recheck: recheckUnder(state),
   });
   let inflight = 0;
   let closing = false;
@@ -538,6 +526,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         challenges,
         body,
         sessionId,
+        rpc,
         sign: (id) => signSession(key, route.id, id, principal),
       });
     } catch (e) {
@@ -679,7 +668,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       body = req;
       x.bytesIn = length;
     }
-    const proxied = new ProxiedRequest(x, req, res, route, decision.principal, decision.headers);
+    const proxied = new ProxiedRequest(x, req, res, route, decision.principal, decision.headers, s.config, greq, mcp?.rpc);
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -704,9 +693,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   /**
    * One proxied request after the decision: the forwarder's callbacks, and the stream the
-   * registry may close on revocation or expiry. A class rather than closures: this is the hot path.
+   * registry may close on revocation, expiry or a reload. A class rather than closures: this is
+   * the hot path.
    */
-  class ProxiedRequest implements ForwardCallbacks, TrackedStream {
+  class ProxiedRequest implements ForwardCallbacks, AdmittedStream {
     readonly kind = 'http' as const;
     streaming = false;
     handler: ForwardHandle | undefined = undefined;
@@ -718,10 +708,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     readonly req: IncomingMessage;
     readonly res: ServerResponse;
     readonly route: CompiledRoute;
-    /** The caller's authority, which revocation or expiry can end; none on a public route. */
+    /** The caller's authority, which revocation, expiry or a reload can end; none on a public route. */
     readonly principal: Principal | undefined;
     /** The decision's headers (the injected credential among them), for a 401 to forget it. */
     readonly sent: Readonly<Record<string, string>>;
+    /** What it was decided under and for, to decide it again on a reload. */
+    readonly config: TesseraConfig;
+    readonly request: GatewayRequest;
+    readonly rpc: RpcFacts | undefined;
 
     constructor(
       x: Exchange,
@@ -730,6 +724,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       route: CompiledRoute,
       principal: Principal | undefined,
       sent: Readonly<Record<string, string>>,
+      config: TesseraConfig,
+      request: GatewayRequest,
+      rpc: RpcFacts | undefined,
     ) {
       this.x = x;
       this.req = req;
@@ -737,6 +734,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.route = route;
       this.principal = principal;
       this.sent = sent;
+      this.config = config;
+      this.request = request;
+      this.rpc = rpc;
     }
 
     onClientClose(): void {
@@ -859,9 +859,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const previous = state;
     for (const v of previous.verifiers) metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
     state = compiled;
-    // A static token rotated out, an issuer no longer trusted: whoever holds it is cut off now,
-    // not only on its next request (revocation's mechanics: 1008, end of stream, 401).
-    streams.acceptOnly(credentialsAccepting(next));
+    // A static token rotated out, an issuer no longer trusted, a rule or a route narrowed: whoever
+    // it no longer allows is cut off now, not only on its next request (revocation's mechanics:
+    // 1008, end of stream, 401 or 403 before the response).
+    streams.reconfigure(recheckUnder(compiled));
     for (const v of compiled.verifiers) void v.ready();
     pools.retain(compiled.poolKeys);
     // An audit file is reopened on every reload, changed or not: SIGHUP after a rotation

@@ -5,9 +5,10 @@
  *
  * On every revocation the open streams are checked against the revocation list (a few set lookups
  * each); once a second, streams whose token has expired are closed; on every configuration reload,
- * streams whose credential the new configuration no longer accepts (a static token rotated out, an
- * issuer no longer trusted) are closed. Closing is the stream's own business: a WebSocket gets a
- * close frame (1008), an HTTP response stream ends.
+ * every stream is decided again under the new configuration (by the gateway's `recheck`), and those
+ * it no longer allows are closed: a credential withdrawn (a static token rotated out, an issuer no
+ * longer trusted), a rule, a route or a static token's scopes narrowed. Closing is the stream's own
+ * business: a WebSocket gets a close frame (1008), an HTTP response stream ends.
  *
  * @module
  */
@@ -15,11 +16,12 @@ import type { Clock } from '../core/ports.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { principalRevoked, type Revocation, type RevocationCheck } from '../core/verify/revocation.ts';
 
-export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'credential_withdrawn' | 'shutdown';
+export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'credential_withdrawn' | 'config_narrowed' | 'shutdown';
 
 export interface TrackedStream {
   readonly kind: 'websocket' | 'http';
-  /** Whose authority the stream runs on; none on a public route (closed only at shutdown). */
+  /** Whose authority the stream runs on; none on a public route (closed only at shutdown, or by a
+   * reload after which its route requires a token). */
   readonly principal: Principal | undefined;
   /** For `http`: the response is a stream (no Content-Length), not a plain request in flight. May change while watched. */
   streaming?: boolean;
@@ -32,31 +34,40 @@ export interface RevocationFeed extends RevocationCheck {
   subscribe(listener: (r: Revocation) => void): () => void;
 }
 
-export class StreamRegistry {
-  readonly #streams = new Set<TrackedStream>();
+/**
+ * Why the configuration in force no longer allows `stream` (`credential_withdrawn`,
+ * `config_narrowed`), or `undefined` when it does. Called for every stream on a reload, and for
+ * each stream when it is added (the hot path: answer at once for one decided under the
+ * configuration in force).
+ */
+export type StreamRecheck<S extends TrackedStream> = (stream: S) => StreamCloseReason | undefined;
+
+/** `S`: the streams watched, with whatever the owner's {@link StreamRecheck} reads (what each was admitted for). */
+export class StreamRegistry<S extends TrackedStream = TrackedStream> {
+  readonly #streams = new Set<S>();
   readonly #clock: Clock;
   readonly #revocation: RevocationCheck | undefined;
   readonly #unsubscribe: (() => void) | undefined;
   readonly #timer: NodeJS.Timeout;
   readonly #acceptedUntil: (p: Principal) => number;
-  #accepts: ((p: Principal) => boolean) | undefined;
+  #recheck: StreamRecheck<S> | undefined;
 
   /**
    * `acceptedUntil`: the epoch second from which the verifier would refuse the principal's token
    * (its `exp` plus the issuer's clock skew), so an exchange is never cut while its token would
-   * still be accepted; by default `expiresAt`. `accepts`: whether the configured credentials still
-   * accept the principal's token (see {@link StreamRegistry.acceptOnly}); by default every one.
+   * still be accepted; by default `expiresAt`. `recheck`: whether the configuration in force still
+   * allows a stream (see {@link StreamRegistry.reconfigure}); by default every one.
    */
   constructor(options: {
     clock: Clock;
     revocation?: RevocationFeed | undefined;
     sweepIntervalMs?: number;
     acceptedUntil?: (p: Principal) => number;
-    accepts?: (p: Principal) => boolean;
+    recheck?: StreamRecheck<S>;
   }) {
     this.#clock = options.clock;
     this.#acceptedUntil = options.acceptedUntil ?? ((p) => p.expiresAt);
-    this.#accepts = options.accepts;
+    this.#recheck = options.recheck;
     this.#revocation = options.revocation;
     this.#unsubscribe = options.revocation?.subscribe(() => this.checkRevoked());
     this.#timer = setInterval(() => this.sweepExpired(), options.sweepIntervalMs ?? 1000);
@@ -64,15 +75,17 @@ export class StreamRegistry {
   }
 
   /** Watch a stream; the returned function stops watching (call it when the stream ends). */
-  add(stream: TrackedStream): () => void {
+  add(stream: S): () => void {
     this.#streams.add(stream);
     // A revocation announced between the decision and now (an upstream slow to start its stream or
     // accept the upgrade) found nothing to close: check once now, before any of the stream is
     // relayed (`close` may run before `add` returns).
     if (this.#revoked(stream.principal)) this.#close(stream, 'token_revoked');
-    // Likewise a reload that withdrew the credential while the request was being decided under the
-    // configuration before it.
-    else if (this.#withdrawn(stream.principal)) this.#close(stream, 'credential_withdrawn');
+    else {
+      // Likewise a reload while the request was being decided under the configuration before it.
+      const reason = this.#recheck?.(stream);
+      if (reason !== undefined) this.#close(stream, reason);
+    }
     return () => {
       this.#streams.delete(stream);
     };
@@ -88,7 +101,7 @@ export class StreamRegistry {
     return counts;
   }
 
-  #close(s: TrackedStream, reason: StreamCloseReason): void {
+  #close(s: S, reason: StreamCloseReason): void {
     this.#streams.delete(s);
     try {
       s.close(reason);
@@ -102,17 +115,16 @@ export class StreamRegistry {
     return r !== undefined && p !== undefined && p.kind !== 'static' && principalRevoked(r, p);
   }
 
-  #withdrawn(p: Principal | undefined): boolean {
-    return p !== undefined && this.#accepts !== undefined && !this.#accepts(p);
-  }
-
   /**
-   * A new configuration is in force: from now on only principals `accepts` admits keep their
-   * streams. Close those it refuses (their credential was withdrawn), now and when they are added.
+   * A new configuration is in force: from now on `recheck` decides which streams go on. Close
+   * those it refuses, now and when they are added.
    */
-  acceptOnly(accepts: (p: Principal) => boolean): void {
-    this.#accepts = accepts;
-    for (const s of [...this.#streams]) if (this.#withdrawn(s.principal)) this.#close(s, 'credential_withdrawn');
+  reconfigure(recheck: StreamRecheck<S>): void {
+    this.#recheck = recheck;
+    for (const s of [...this.#streams]) {
+      const reason = recheck(s);
+      if (reason !== undefined) this.#close(s, reason);
+    }
   }
 
   /** Close streams whose token is now revoked. */

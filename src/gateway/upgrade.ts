@@ -1,6 +1,7 @@
 /**
  * WebSocket upgrades: the same pipeline decides before anything is sent upstream; refusals are
- * written on the raw socket; an accepted upgrade is relayed and watched for revocation and expiry.
+ * written on the raw socket; an accepted upgrade is relayed and watched for revocation, expiry and
+ * reloads that no longer allow it.
  *
  * @module
  */
@@ -22,6 +23,7 @@ const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   token_revoked: 'token revoked',
   token_expired: 'token expired',
   credential_withdrawn: 'credential withdrawn',
+  config_narrowed: 'config narrowed',
   shutdown: 'server shutting down',
 };
 
@@ -126,6 +128,10 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
             const untrack = ctx.streams.add({
               kind: 'websocket',
               principal,
+              config: s.config,
+              route,
+              request: greq,
+              rpc: undefined,
               close(reason) {
                 ctx.streamClosedEvent(x, principal, reason);
                 relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);

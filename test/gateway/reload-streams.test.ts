@@ -1,8 +1,11 @@
 /**
- * A credential withdrawn by a configuration reload ends the exchanges it opened: a static token
- * dropped after a rotation (or given a new value under the same id), a trusted issuer removed, an
- * introspection endpoint removed. Streams whose credential the new configuration still accepts go
- * on, and a reload that changes nothing cuts nothing.
+ * A configuration reload decides the exchanges in flight again. A credential it withdraws ends the
+ * exchanges it opened: a static token dropped after a rotation (or given a new value under the same
+ * id), a trusted issuer removed or its keys replaced, introspection removed or pointed at another
+ * endpoint. A reload that narrows what a caller may do ends the exchanges it no longer allows: a
+ * rule needing a scope the caller lacks, a route removed or no longer accepting the caller's kind of
+ * token, a static token's scopes narrowed. Streams the new configuration still allows go on, a
+ * reload that changes nothing cuts nothing, and a refused reload changes nothing.
  */
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
@@ -11,10 +14,21 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { TesseraConfigInput } from '../../src/config/schema.ts';
 import type { Principal } from '../../src/core/verify/principal.ts';
-import { type StreamCloseReason, StreamRegistry } from '../../src/gateway/streams.ts';
+import { type StreamCloseReason, StreamRegistry, type TrackedStream } from '../../src/gateway/streams.ts';
 import { until } from '../helpers/net.ts';
 import { claims, makeKey, sign } from '../helpers/tokens.ts';
-import { AUDIENCE, ISSUER, key, parse, requestEvents, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.ts';
+import {
+  AUDIENCE,
+  ISSUER,
+  key,
+  mcpRoute,
+  parse,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from './helpers.ts';
 
 const TOKEN_A = 'static-token-a-0123456789-abcdefghijklmnop';
 const TOKEN_A2 = 'static-token-a-second-value-0123456789-abcdef';
@@ -45,9 +59,14 @@ interface Sse {
   close(): void;
 }
 
-function openSse(url: string, authorization: string): Promise<Sse> {
+/** A request whose answer is an event stream: a GET, or `post` (an MCP JSON-RPC request). */
+function openSse(url: string, authorization: string | undefined, post?: string): Promise<Sse> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { headers: { authorization, accept: 'text/event-stream' } }, (res) => {
+    const headers = post === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(post)) };
+    const accept = post === undefined ? 'text/event-stream' : 'application/json, text/event-stream';
+    const method = post === undefined ? 'GET' : 'POST';
+    const credential = authorization === undefined ? {} : { authorization };
+    const req = request(url, { method, headers: { ...credential, accept, ...headers } }, (res) => {
       const sse: Sse = {
         status: res.statusCode ?? 0,
         challenge: res.headers['www-authenticate'],
@@ -75,7 +94,7 @@ function openSse(url: string, authorization: string): Promise<Sse> {
       resolve(sse);
     });
     req.on('error', reject);
-    req.end();
+    req.end(post);
   });
 }
 
@@ -96,6 +115,13 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(what)), ms))]);
 }
 
+/** The WebSocket still carries messages both ways (it was not cut). */
+async function echoes(ws: WebSocket, text: string): Promise<void> {
+  const reply = new Promise<Buffer>((r) => ws.once('message', (m: Buffer) => r(m)));
+  ws.send(text);
+  assert.equal((await within(reply, 2000, 'the WebSocket is gone')).toString(), `echo:${text}`);
+}
+
 /** The stream keeps delivering events after the reload (it was not cut). */
 async function continues(s: Sse): Promise<void> {
   const n = s.events.length;
@@ -103,49 +129,64 @@ async function continues(s: Sse): Promise<void> {
   assert.equal(s.ended, false);
 }
 
-describe('gateway: streams opened with a credential a reload withdraws', () => {
-  let upstream: Upstream;
-  let introspection: Upstream;
-  let wss: WebSocketServer;
-  const upstreamWsCloses: number[] = [];
-  const gateways: TestGateway[] = [];
-
-  before(async () => {
-    upstream = await startUpstream((req, res) => {
-      if (req.url === '/events/late') {
-        // An upstream slow to start its stream: the exchange is in flight, its response not begun.
-        const start = setTimeout(() => {
-          res.writeHead(200, { 'content-type': 'text/event-stream' });
-          res.write('data: late\n\n');
-        }, 400);
-        res.on('close', () => clearTimeout(start));
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      let n = 0;
-      const timer = setInterval(() => res.write(`data: ${n++}\n\n`), 30);
-      res.on('close', () => clearInterval(timer));
-    });
-    wss = new WebSocketServer({ noServer: true });
-    upstream.server.on('upgrade', (req, socket, head) =>
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        ws.on('message', (m) => ws.send(`echo:${m.toString()}`));
-        ws.on('close', (code) => upstreamWsCloses.push(code));
-      }),
-    );
-    introspection = await startUpstream((_req, res, body) => {
-      const active = new URLSearchParams(body).get('token') === OPAQUE;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify(active ? { active, sub: 'opaque-user', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 300 } : { active }),
-      );
-    });
+// One upstream for every suite: event streams (`/events/late` slow to start), a WebSocket echo, and
+// an introspection endpoint that knows OPAQUE (on any path).
+let upstream: Upstream;
+let introspection: Upstream;
+let wss: WebSocketServer;
+const upstreamWsCloses: number[] = [];
+before(async () => {
+  upstream = await startUpstream((req, res) => {
+    if (req.url === '/events/late') {
+      // An upstream slow to start its stream: the exchange is in flight, its response not begun.
+      const start = setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: late\n\n');
+      }, 400);
+      res.on('close', () => clearTimeout(start));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    let n = 0;
+    const timer = setInterval(() => res.write(`data: ${n++}\n\n`), 30);
+    res.on('close', () => clearInterval(timer));
   });
+  wss = new WebSocketServer({ noServer: true });
+  upstream.server.on('upgrade', (req, socket, head) =>
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', (m) => ws.send(`echo:${m.toString()}`));
+      ws.on('close', (code) => upstreamWsCloses.push(code));
+    }),
+  );
+  introspection = await startUpstream((_req, res, body) => {
+    const active = new URLSearchParams(body).get('token') === OPAQUE;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(
+      JSON.stringify(active ? { active, sub: 'opaque-user', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 300 } : { active }),
+    );
+  });
+});
+after(async () => {
+  wss.close();
+  await upstream.close();
+  await introspection.close();
+});
+
+async function closedEvents(gw: TestGateway) {
+  await gw.served.gateway.audit.flush();
+  return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed');
+}
+
+/** `tessera_gateway_denies_total{reason}`. */
+async function denies(gw: TestGateway, reason: string): Promise<number> {
+  const text = await gw.served.gateway.registry.getSingleMetricAsString('tessera_gateway_denies_total');
+  return Number(new RegExp(`reason="${reason}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+}
+
+describe('gateway: streams opened with a credential a reload withdraws', () => {
+  const gateways: TestGateway[] = [];
   after(async () => {
     for (const gw of gateways) await gw.close();
-    wss.close();
-    await upstream.close();
-    await introspection.close();
   });
 
   function config(c: Credentials): TesseraConfigInput {
@@ -190,15 +231,7 @@ describe('gateway: streams opened with a credential a reload withdraws', () => {
     assert.equal(r.ok, true, r.ok ? '' : r.error.message);
   }
 
-  async function closedEvents(gw: TestGateway) {
-    await gw.served.gateway.audit.flush();
-    return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed');
-  }
-
-  async function withdrawnDenies(gw: TestGateway): Promise<number> {
-    const text = await gw.served.gateway.registry.getSingleMetricAsString('tessera_gateway_denies_total');
-    return Number(/reason="credential_withdrawn"\} (\d+)$/m.exec(text)?.[1] ?? 0);
-  }
+  const withdrawnDenies = (gw: TestGateway) => denies(gw, 'credential_withdrawn');
 
   const xToken = (jti: string) => sign(key, claims({ jti }));
   const yToken = (jti: string) => sign(otherKey, claims({ jti, iss: OTHER_ISSUER }));
@@ -368,21 +401,368 @@ describe('gateway: streams opened with a credential a reload withdraws', () => {
   });
 });
 
-describe('StreamRegistry: credentials withdrawn', () => {
-  const principal = (issuer: string) => ({ kind: 'jwt', issuer, expiresAt: Number.POSITIVE_INFINITY }) as unknown as Principal;
+type Rules = NonNullable<NonNullable<TesseraConfigInput['gateway']>['routes'][number]['rules']>;
 
-  it('withdrawal race: a stream decided under the configuration before a reload and added after it is closed at once', () => {
-    const registry = new StreamRegistry({ clock: Date.now, accepts: () => true });
+/** How the narrowing suite's configuration differs from its default. */
+interface Narrowing {
+  /** Rules of the events and ws routes (default: api:read for anything). */
+  readonly rules?: Rules;
+  /** `auth` of the events and ws routes (default: all three kinds); `none` makes them public. */
+  readonly auth?: readonly ('jwt' | 'static' | 'introspection')[] | 'none';
+  /** Leave the events route out. */
+  readonly withoutEvents?: boolean;
+  /** Scopes of static token a (default api:read); b holds api:read. */
+  readonly aScopes?: readonly string[];
+  /** The introspection endpoint's path (default `/introspect`) and client secret. */
+  readonly introspectionPath?: string;
+  readonly introspectionSecret?: string;
+  /** Issuer X's keys (default: the key its tokens are signed with). */
+  readonly xKeys?: readonly Record<string, unknown>[];
+  /** Rules of the MCP route (default: api:read for anything). */
+  readonly mcpRules?: Rules;
+  /** Add a route the gateway cannot build (an exchanged credential without a token service). */
+  readonly unbuildable?: boolean;
+}
+
+const READ_ANYTHING: Rules = [{ scopes: ['api:read'] }];
+const ADMIN_PATHS: Rules = [
+  { path: '/events/admin/**', scopes: ['api:admin'] },
+  { path: '/ws/admin/**', scopes: ['api:admin'] },
+  { scopes: ['api:read'] },
+];
+const SEARCH = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'search', arguments: {} } });
+const newKey = makeKey('ES256', 'es256-2');
+
+describe('gateway: streams a reload no longer allows', () => {
+  const gateways: TestGateway[] = [];
+  after(async () => {
+    for (const gw of gateways) await gw.close();
+  });
+
+  function config(n: Narrowing): TesseraConfigInput {
+    const access =
+      n.auth === 'none'
+        ? { auth: 'none' as const }
+        : { auth: [...(n.auth ?? ['jwt', 'static', 'introspection'])], rules: n.rules ?? READ_ANYTHING };
+    const route = (id: string, prefix: string) => ({ id, match: { path_prefix: prefix }, upstream: { url: upstream.url }, ...access });
+    const exchange = { type: 'exchange' as const, audience: 'https://upstream.test' };
+    return {
+      issuers: [
+        { issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [...(n.xKeys ?? [key.jwk])] } },
+        { issuer: OTHER_ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [otherKey.jwk] } },
+      ],
+      static_tokens: [
+        { id: 'a', token: TOKEN_A, scopes: [...(n.aScopes ?? ['api:read'])] },
+        { id: 'b', token: TOKEN_B, scopes: ['api:read'] },
+      ],
+      introspection: {
+        endpoint: `${introspection.url}${n.introspectionPath ?? '/introspect'}`,
+        client_id: 'gw',
+        client_secret: n.introspectionSecret ?? 'secret',
+      },
+      scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] }, 'api:admin': {} },
+      dpop: { mode: 'disabled' },
+      gateway: {
+        mcp_session_secret: 'mcp-session-secret-0123456789abcdef',
+        routes: [
+          ...(n.withoutEvents ? [] : [route('events', '/events')]),
+          route('ws', '/ws'),
+          mcpRoute(upstream.url, n.mcpRules ?? READ_ANYTHING),
+          ...(n.unbuildable
+            ? [
+                {
+                  id: 'x',
+                  match: { path_prefix: '/x' },
+                  upstream: { url: upstream.url, credential: exchange },
+                  auth: 'jwt' as const,
+                  rules: [{}],
+                },
+              ]
+            : []),
+        ],
+      },
+    };
+  }
+
+  async function gateway(n: Narrowing): Promise<TestGateway> {
+    const gw = await startGateway(config(n));
+    gateways.push(gw);
+    return gw;
+  }
+
+  function reload(gw: TestGateway, n: Narrowing): void {
+    const r = gw.served.gateway.reload(parse(config(n)));
+    assert.equal(r.ok, true, r.ok ? '' : r.error.message);
+  }
+
+  const wsUrl = (gw: TestGateway, path: string) => `${gw.url.replace('http', 'ws')}${path}`;
+  const xToken = (jti: string, scope: string) => sign(key, claims({ jti, scope }));
+  const yToken = (jti: string, scope: string) => sign(otherKey, claims({ jti, scope, iss: OTHER_ISSUER }));
+  const status = async (url: string, authorization: string) => (await fetch(url, { headers: { authorization } })).status;
+
+  it('rules narrowed: a reload whose rule for the path needs a scope the caller lacks ends that SSE stream and closes that WebSocket with 1008; the same caller elsewhere, and a caller holding the scope, go on', async () => {
+    const gw = await gateway({});
+    const reader = await xToken('j-reader', 'api:read');
+    const admin = await xToken('j-admin', 'api:read api:admin');
+    const cut = await openSse(`${gw.url}/events/admin/feed`, `Bearer ${reader}`);
+    const elsewhere = await openSse(`${gw.url}/events/feed`, `Bearer ${reader}`);
+    const allowed = await openSse(`${gw.url}/events/admin/feed`, `Bearer ${admin}`);
+    const ws = connectWs(wsUrl(gw, '/ws/admin/chat'), `Bearer ${reader}`);
+    await ws.opened;
+    await until(() => [cut, elsewhere, allowed].every((s) => s.events.length >= 2));
+    const upstreamClosesBefore = upstreamWsCloses.length;
+
+    reload(gw, { rules: ADMIN_PATHS });
+    await within(cut.done, 2000, 'the stream outlived the rule that no longer allows it');
+    const closed = await within(ws.closed, 2000, 'the WebSocket outlived the rule that no longer allows it');
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, 'config narrowed');
+    await until(() => upstreamWsCloses.length > upstreamClosesBefore);
+    assert.equal(upstreamWsCloses.at(-1), 1008);
+    await continues(elsewhere);
+    await continues(allowed);
+
+    const events = await closedEvents(gw);
+    assert.deepEqual(events.map((e) => [e.reason, e.decision, e.route, e.path, e.jti]).sort(), [
+      ['config_narrowed', 'deny', 'events', '/events/admin/feed', 'j-reader'],
+      ['config_narrowed', 'deny', 'ws', '/ws/admin/chat', 'j-reader'],
+    ]);
+    assert.equal(await denies(gw, 'config_narrowed'), 2);
+    const own = (await requestEvents(gw)).find((e) => e.path === '/events/admin/feed' && e.jti === 'j-reader');
+    assert.equal(own?.detail?.closed, 'config_narrowed');
+    // A new request of the caller there is refused as the new rule says.
+    assert.equal(await status(`${gw.url}/events/admin/again`, `Bearer ${reader}`), 403);
+    elsewhere.close();
+    allowed.close();
+  });
+
+  it('route removed: a reload without the route an SSE stream was admitted on ends it; a WebSocket on a route kept goes on', async () => {
+    const gw = await gateway({});
+    const t = await xToken('j-route', 'api:read');
+    const s = await openSse(`${gw.url}/events/feed`, `Bearer ${t}`);
+    const ws = connectWs(wsUrl(gw, '/ws/chat'), `Bearer ${t}`);
+    await ws.opened;
+    await until(() => s.events.length >= 2);
+
+    reload(gw, { withoutEvents: true });
+    await within(s.done, 2000, 'the stream outlived its route');
+    await echoes(ws.ws, 'still-routed');
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.route, e.jti]),
+      [['config_narrowed', 'events', 'j-route']],
+    );
+    assert.equal(await status(`${gw.url}/events/feed`, `Bearer ${t}`), 404);
+    ws.ws.close();
+    await ws.closed;
+  });
+
+  it('auth narrowed: a route that no longer accepts static tokens ends the stream a static token opened on it; a JWT stream on it goes on', async () => {
+    const gw = await gateway({});
+    const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
+    const x = await openSse(`${gw.url}/events/x`, `Bearer ${await xToken('j-auth', 'api:read')}`);
+    await until(() => a.events.length >= 2 && x.events.length >= 2);
+
+    reload(gw, { auth: ['jwt', 'introspection'] });
+    await within(a.done, 2000, 'the stream outlived its route accepting static tokens');
+    await continues(x);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.detail?.static_token]),
+      [['config_narrowed', 'a']],
+    );
+    x.close();
+  });
+
+  it('public route made private: an anonymous stream ends once its route requires a token', async () => {
+    const gw = await gateway({ auth: 'none' });
+    const anonymous = await openSse(`${gw.url}/events/feed`, undefined);
+    assert.equal(anonymous.status, 200);
+    await until(() => anonymous.events.length >= 2);
+
+    reload(gw, {});
+    await within(anonymous.done, 2000, 'the anonymous stream outlived its route becoming private');
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.route, e.subject]),
+      [['config_narrowed', 'events', undefined]],
+    );
+  });
+
+  it("static token scopes narrowed: a reload leaving token a without the scope its route requires ends a's stream; b keeps the scope and goes on", async () => {
+    const gw = await gateway({});
+    const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
+    const b = await openSse(`${gw.url}/events/b`, `Bearer ${TOKEN_B}`);
+    await until(() => a.events.length >= 2 && b.events.length >= 2);
+
+    reload(gw, { aScopes: ['api:admin'] });
+    await within(a.done, 2000, "the stream outlived its token's scopes");
+    await continues(b);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.detail?.static_token]),
+      [['config_narrowed', 'a']],
+    );
+    // Token a is still accepted, for less: 403, not 401.
+    assert.equal(await status(`${gw.url}/events/again`, `Bearer ${TOKEN_A}`), 403);
+    b.close();
+  });
+
+  it('introspection endpoint changed: a stream of an introspected token ends when introspection points at another endpoint; a static stream goes on', async () => {
+    const gw = await gateway({});
+    const o = await openSse(`${gw.url}/events/o`, `Bearer ${OPAQUE}`);
+    const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
+    assert.equal(o.status, 200);
+    await until(() => o.events.length >= 2 && a.events.length >= 2);
+
+    reload(gw, { introspectionPath: '/introspect-v2' });
+    await within(o.done, 2000, 'the stream outlived the endpoint that vouched for its token');
+    await continues(a);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.subject]),
+      [['credential_withdrawn', 'opaque-user']],
+    );
+    a.close();
+  });
+
+  it("issuer keys replaced: a stream of issuer X ends once X's keys no longer include those it was admitted under; issuer Y's goes on", async () => {
+    const gw = await gateway({});
+    const x = await openSse(`${gw.url}/events/x`, `Bearer ${await xToken('j-keys-x', 'api:read')}`);
+    const y = await openSse(`${gw.url}/events/y`, `Bearer ${await yToken('j-keys-y', 'api:read')}`);
+    await until(() => x.events.length >= 2 && y.events.length >= 2);
+
+    reload(gw, { xKeys: [newKey.jwk] });
+    await within(x.done, 2000, "the stream outlived its issuer's keys");
+    await continues(y);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.jti, e.issuer]),
+      [['credential_withdrawn', 'j-keys-x', ISSUER]],
+    );
+    y.close();
+  });
+
+  it('MCP tool narrowed: a streamed tools/call is decided again with the tool it named, and ends once that tool needs a scope the caller lacks', async () => {
+    const before: Rules = [{ tool: 'search', scopes: ['api:read'] }, { scopes: ['api:read'] }];
+    const gw = await gateway({ mcpRules: before });
+    const call = await openSse(`${gw.url}/mcp`, `Bearer ${await xToken('j-mcp', 'api:read')}`, SEARCH);
+    assert.equal(call.status, 200);
+    await until(() => call.events.length >= 2);
+    // Decided again under an equal configuration, with the tool it named: still allowed.
+    reload(gw, { mcpRules: before });
+    await continues(call);
+
+    reload(gw, { mcpRules: [{ tool: 'search', scopes: ['api:admin'] }, { scopes: ['api:read'] }] });
+    await within(call.done, 2000, 'the tool call outlived the rule that no longer allows it');
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.route, e.jti]),
+      [['config_narrowed', 'mcp', 'j-mcp']],
+    );
+  });
+
+  it('still allowed: streams whose rule, scopes, route and credential a reload keeps or widens survive it (SSE, WebSocket, MCP)', async () => {
+    const gw = await gateway({});
+    const streams = [
+      await openSse(`${gw.url}/events/feed`, `Bearer ${await xToken('j-keep-x', 'api:read')}`),
+      await openSse(`${gw.url}/events/y`, `Bearer ${await yToken('j-keep-y', 'api:read')}`),
+      await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`),
+      await openSse(`${gw.url}/events/o`, `Bearer ${OPAQUE}`),
+      await openSse(`${gw.url}/mcp`, `Bearer ${await xToken('j-keep-mcp', 'api:read')}`, SEARCH),
+    ];
+    const ws = connectWs(wsUrl(gw, '/ws/chat'), `Bearer ${TOKEN_A}`);
+    await ws.opened;
+    let wsClosed = false;
+    void ws.closed.then(() => {
+      wsClosed = true;
+    });
+    await until(() => streams.every((s) => s.events.length >= 2));
+
+    // A stricter rule elsewhere, token a granted more, the introspection secret rotated, a key
+    // added to X, a tool rule for another tool.
+    reload(gw, {
+      rules: ADMIN_PATHS,
+      aScopes: ['api:read', 'api:write'],
+      introspectionSecret: 'rotated-secret',
+      xKeys: [key.jwk, newKey.jwk],
+      mcpRules: [{ tool: 'delete', scopes: ['api:admin'] }, { scopes: ['api:read'] }],
+    });
+    for (const s of streams) await continues(s);
+    await echoes(ws.ws, 'after-reload');
+    assert.equal(wsClosed, false);
+    assert.deepEqual(await closedEvents(gw), []);
+    assert.equal(await denies(gw, 'config_narrowed'), 0);
+    assert.equal(await denies(gw, 'credential_withdrawn'), 0);
+    for (const s of streams) s.close();
+    ws.ws.close();
+    await ws.closed;
+  });
+
+  it('a refused reload (a configuration the gateway cannot build) cuts nothing, though it would narrow', async () => {
+    const gw = await gateway({});
+    const s = await openSse(`${gw.url}/events/feed`, `Bearer ${await xToken('j-refused', 'api:read')}`);
+    const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
+    await until(() => s.events.length >= 2 && a.events.length >= 2);
+
+    const r = gw.served.gateway.reload(parse(config({ rules: [{ scopes: ['api:admin'] }], aScopes: [], unbuildable: true })));
+    assert.equal(r.ok, false);
+    await continues(s);
+    await continues(a);
+    assert.deepEqual(await closedEvents(gw), []);
+    s.close();
+    a.close();
+  });
+
+  it('narrowing race: a request allowed before the reload whose upstream has not answered is refused (403 insufficient_scope), its own event the refusal', async () => {
+    const gw = await gateway({});
+    const late = () => upstream.seen.filter((r) => r.url === '/events/late').length;
+    const dispatched = late();
+    const opening = openSse(`${gw.url}/events/late`, `Bearer ${await xToken('j-race', 'api:read')}`);
+    // Dispatched: the upstream has the request and has not answered yet.
+    await until(() => late() > dispatched);
+    reload(gw, { rules: [{ scopes: ['api:admin'] }] });
+    const s = await within(opening, 2000, 'no answer');
+    assert.equal(s.status, 403);
+    assert.match(String(s.challenge), /error="insufficient_scope"/);
+    await s.done;
+    assert.deepEqual(s.events, []);
+    const own = (await requestEvents(gw)).filter((e) => e.path === '/events/late');
+    assert.deepEqual(
+      own.map((e) => [e.decision, e.reason]),
+      [['deny', 'config_narrowed']],
+    );
+    assert.deepEqual(await closedEvents(gw), []);
+    assert.equal(await denies(gw, 'config_narrowed'), 1);
+  });
+});
+
+describe('StreamRegistry: streams decided again on a reload', () => {
+  const principal = (issuer: string) => ({ kind: 'jwt', issuer, expiresAt: Number.POSITIVE_INFINITY }) as unknown as Principal;
+  /** A stream with the configuration it was decided under (what the gateway's recheck compares). */
+  type Decided = TrackedStream & { readonly decidedUnder: string };
+
+  it('reload race: a stream decided under the configuration before a reload and added after it is decided again at once', () => {
+    const registry = new StreamRegistry<Decided>({ clock: Date.now, recheck: () => undefined });
     try {
-      registry.acceptOnly((p) => p.issuer !== 'https://withdrawn.test');
+      // The configuration "new" withdraws one issuer and no longer allows public streams.
+      const recheck = (s: Decided): StreamCloseReason | undefined =>
+        s.decidedUnder === 'new'
+          ? undefined
+          : s.principal === undefined
+            ? 'config_narrowed'
+            : s.principal.issuer === 'https://withdrawn.test'
+              ? 'credential_withdrawn'
+              : undefined;
+      registry.reconfigure(recheck);
       const closed: StreamCloseReason[] = [];
-      registry.add({ kind: 'http', principal: principal('https://withdrawn.test'), close: (r) => closed.push(r) });
-      registry.add({ kind: 'http', principal: principal('https://kept.test'), close: (r) => closed.push(r) });
-      registry.add({ kind: 'http', principal: undefined, close: (r) => closed.push(r) });
-      assert.deepEqual(closed, ['credential_withdrawn']);
-      // A public route's stream (no principal) is never cut by a reload.
-      registry.acceptOnly(() => false);
-      assert.deepEqual(closed, ['credential_withdrawn', 'credential_withdrawn']);
+      const stream = (p: Principal | undefined, decidedUnder: string): Decided => ({
+        kind: 'http',
+        principal: p,
+        decidedUnder,
+        close: (r) => closed.push(r),
+      });
+      registry.add(stream(principal('https://withdrawn.test'), 'old'));
+      registry.add(stream(principal('https://kept.test'), 'old'));
+      registry.add(stream(undefined, 'old'));
+      registry.add(stream(principal('https://withdrawn.test'), 'new'));
+      assert.deepEqual(closed, ['credential_withdrawn', 'config_narrowed']);
+      // Every stream watched is decided again on the next reload, a public one too.
+      registry.reconfigure(() => 'config_narrowed');
+      assert.deepEqual(closed, ['credential_withdrawn', 'config_narrowed', 'config_narrowed', 'config_narrowed']);
     } finally {
       registry.stop();
     }
