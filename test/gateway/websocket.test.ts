@@ -219,7 +219,14 @@ describe('gateway: WebSocket', () => {
     const start = Date.now();
     while (upstreamCloses.length === closesBefore && Date.now() - start < 3000) await new Promise((r) => setTimeout(r, 20));
     assert.equal(upstreamCloses.length, closesBefore + 1, 'the upstream connection is closed');
-    const metrics = await gw.served.gateway.registry.getSingleMetricAsString('tessera_gateway_active_streams');
+    // The upstream records its close before the gateway's side of that socket has seen it: the
+    // stream is unwatched when the gateway's 'close' arrives, a moment later.
+    const gauge = () => gw.served.gateway.registry.getSingleMetricAsString('tessera_gateway_active_streams');
+    let metrics = await gauge();
+    while (!/kind="websocket"\} 0/.test(metrics) && Date.now() - start < 3000) {
+      await new Promise((r) => setTimeout(r, 20));
+      metrics = await gauge();
+    }
     assert.match(metrics, /kind="websocket"\} 0/);
   });
 
