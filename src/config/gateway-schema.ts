@@ -367,7 +367,9 @@ export const gatewaySchema = z
         subject: headerName('Subject header.').prefault('x-tessera-subject'),
         client: headerName('Client id header.').prefault('x-tessera-client-id'),
         issuer: headerName('Issuer header.').prefault('x-tessera-issuer'),
-        actors: headerName('Actor chain header (current actor first, comma-separated).').prefault('x-tessera-actor-chain'),
+        actors: headerName(
+          'Actor chain header (current actor first, comma-separated; an actor whose `act` names an issuer other than the token’s as `sub (iss)`).',
+        ).prefault('x-tessera-actor-chain'),
         delegation: headerName('Delegation (grant) id header.').prefault('x-tessera-delegation-id'),
         scopes: headerName('Granted scopes header (space-separated).').prefault('x-tessera-scopes'),
         token_id: headerName('Token id (`jti`) header.').prefault('x-tessera-token-id'),

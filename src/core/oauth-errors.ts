@@ -270,6 +270,24 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The actor token does not belong to the authenticated client.',
   },
+  // RFC 9068 §5: a client_credentials token's `sub` is the client id, so another issuer's subject
+  // or actor named like a client would read as that client (login_subject_is_client at /authorize).
+  subject_token_subject_is_client: {
+    status: 400,
+    error: 'invalid_request',
+    description: "The subject token's subject may not be delegated here.",
+  },
+  actor_token_subject_is_client: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The actor token does not belong to the authenticated client.',
+  },
+  // RFC 8693 §4.1: only this issuer's own tokens vouch for its actors.
+  subject_token_act_names_issuer: {
+    status: 400,
+    error: 'invalid_request',
+    description: "The subject token's actor chain names actors of this service.",
+  },
   actor_token_proof_required: {
     status: 400,
     error: 'invalid_request',

@@ -6,7 +6,7 @@
  */
 import type { AuditEvent, AuditKind } from '../audit/event.ts';
 import type { CompiledRule } from '../core/policy.ts';
-import type { Principal } from '../core/verify/principal.ts';
+import { actorLabel, type Principal } from '../core/verify/principal.ts';
 
 export class Exchange {
   /** `performance.now()` at arrival. */
@@ -72,7 +72,7 @@ export function auditEventOf(x: Exchange, id: string, latencyMs: number): AuditE
     issuer: p?.issuer,
     subject: p?.subject,
     client_id: p?.clientId,
-    actor_chain: p === undefined || p.actors.length === 0 ? undefined : p.actors.map((a) => a.subject),
+    actor_chain: p === undefined || p.actors.length === 0 ? undefined : p.actors.map((a) => actorLabel(a, p.issuer)),
     delegation_id: p?.delegationId,
     jti: p?.tokenId,
     token_hash: p?.tokenHash,

@@ -12,6 +12,7 @@ import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import type { JsonObject } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import { actorLabel } from '../core/verify/principal.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
 import { checkRepeats, required } from './params.ts';
@@ -101,12 +102,15 @@ export function newGrantId(): string {
   return `g_${uuidv7()}`;
 }
 
-/** The actor chain of an `act` claim, current actor first. */
+/**
+ * The actor chain of an `act` claim of this issuer's tokens, current actor first; an actor of
+ * another issuer (its `iss`) is shown with it ({@link actorLabel}).
+ */
 export function chainOf(act: unknown): string[] {
   const chain: string[] = [];
   let cur = act as JsonObject | undefined;
   while (cur && typeof cur === 'object' && chain.length < 64) {
-    chain.push(String(cur.sub));
+    chain.push(actorLabel({ subject: String(cur.sub), ...(typeof cur.iss === 'string' ? { issuer: cur.iss } : {}) }));
     cur = cur.act as JsonObject | undefined;
   }
   return chain;

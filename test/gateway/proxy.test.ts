@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { rawHttp } from '../helpers/net.ts';
+import { ISSUER } from '../helpers/tokens.ts';
 import {
   AUDIENCE,
   baseConfig,
@@ -64,6 +65,19 @@ describe('gateway: plain HTTP proxying', () => {
     assert.ok(res.headers.get('x-request-id'));
     assert.equal(seen.headers['x-request-id'], res.headers.get('x-request-id'));
     assert.match(String(seen.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+  });
+
+  it('shows an actor of another issuer with that issuer, upstream and in the audit trail (an IdP’s “agent-a” is not the client agent-a)', async () => {
+    const idp = 'https://idp.test';
+    const t = await token({
+      scope: 'api:read',
+      act: { sub: 'agent-b', act: { sub: 'agent-a', iss: idp, act: { sub: 'x2', iss: ISSUER } } },
+    });
+    const res = await fetch(`${gw.url}/api/items/1`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(res.status, 200);
+    // RFC 8693 §4.1: an act without iss (or with the token's own) is in the token issuer's namespace.
+    assert.equal(upstream.seen.at(-1)!.headers['x-tessera-actor-chain'], `agent-b, agent-a (${idp}), x2`);
+    assert.deepEqual((await requestEvents(gw)).at(-1)!.actor_chain, ['agent-b', `agent-a (${idp})`, 'x2']);
   });
 
   it('streams a POST body upstream', async () => {

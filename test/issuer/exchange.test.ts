@@ -8,10 +8,11 @@ import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
+import { buildTrace } from '../../src/audit/trace.ts';
 import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
-import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
-import { claims, makeKey, sign } from '../helpers/tokens.ts';
+import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { bearer, claims, makeKey, sign } from '../helpers/tokens.ts';
 
 const IDP = 'https://idp.test';
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -510,5 +511,119 @@ describe('re-targeting changed after registration (tessera clients update)', () 
     const v = (await issuer.store.versions()).clients;
     assert.equal(await issuer.service.updateClient('nobody', { retargetAudiences: true }), undefined);
     assert.equal((await issuer.store.versions()).clients, v);
+  });
+});
+
+describe('identities of another issuer never pass for this service’s (RFC 9068 §5, RFC 8693 §4.1)', () => {
+  const OTHER_IDP = 'https://other-idp.test';
+  before(async () => {
+    const grantTypes = ['client_credentials', EXCHANGE];
+    clients['agent-a'] = await issuer.addClient({
+      id: 'agent-a',
+      scopes: ['api:read'],
+      audiences: ['https://api.test', 'agent-b'],
+      grantTypes,
+    });
+    clients['agent-b'] = await issuer.addClient({
+      id: 'agent-b',
+      scopes: ['api:read', 'api:write'],
+      audiences: ['https://api.test', 'agent-a'],
+      grantTypes,
+    });
+  });
+
+  /** The reason code the token endpoint audited for the request that got `res`. */
+  async function deniedFor(res: Response): Promise<string | undefined> {
+    const requestId = res.headers.get('x-request-id') as string;
+    await issuer.service.audit.flush();
+    const events = await issuer.store.queryAudit({ request_id: requestId, kinds: ['token.denied'], limit: 10 });
+    return events[0]?.reason;
+  }
+
+  /** The `token.exchanged` event of an exchanged token. */
+  async function exchangedEvent(token: string) {
+    await issuer.service.audit.flush();
+    const jti = decodeJwt(token).jti as string;
+    const [event] = await issuer.store.queryAudit({ jti, kinds: ['token.exchanged'], limit: 10 });
+    return event;
+  }
+
+  it('refuses an external subject token whose sub is a client id (subject collision with that client’s own tokens)', async () => {
+    // agent-a's client_credentials tokens carry sub agent-a; an exchange of the IdP's "agent-a" would too.
+    assert.equal(decodeJwt(await ccToken('agent-a', { audience: 'https://api.test' })).sub, 'agent-a');
+    for (const sub of ['agent-a', 'agent-b']) {
+      const res = await exchange('agent-b', { subject_token: await userToken({ sub }), audience: 'https://api.test' });
+      assert.equal(await deniedFor(res), 'subject_token_subject_is_client');
+      await expectError(res, 400, 'invalid_request');
+    }
+    // This service's own token for agent-a, addressed to agent-b, is still agent-a's to delegate.
+    const own = await ccToken('agent-a', { audience: ['agent-b', 'https://api.test'] });
+    const t = await ok(await exchange('agent-b', { subject_token: own, audience: 'https://api.test' }));
+    assert.equal(decodeJwt(t.access_token).sub, 'agent-a');
+  });
+
+  it('refuses an external actor_token whose sub is another client id (actor collision, may_act bypass)', async () => {
+    // alice lets only agent-a act for her; agent-b's workload is named "agent-a" at the IdP.
+    const subject = await userToken({ may_act: { sub: 'agent-a' } });
+    const actor = await sign(idpKey, claims({ iss: IDP, sub: 'agent-a', client_id: 'agent-b', aud: 'https://agents.test' }));
+    const res = await exchange('agent-b', {
+      subject_token: subject,
+      audience: 'https://api.test',
+      actor_token: actor,
+      actor_token_type: AT,
+    });
+    assert.equal(await deniedFor(res), 'actor_token_subject_is_client');
+    await expectError(res, 400, 'invalid_request');
+    // The IdP naming the client by its own id is the client itself, recorded with the IdP's issuer.
+    const self = await sign(idpKey, claims({ iss: IDP, sub: 'agent-b', client_id: 'agent-b', aud: 'https://agents.test' }));
+    const t = await ok(
+      await exchange('agent-b', {
+        subject_token: await userToken(),
+        audience: 'https://api.test',
+        actor_token: self,
+        actor_token_type: AT,
+      }),
+    );
+    assert.deepEqual(decodeJwt(t.access_token).act, { sub: 'agent-b', iss: IDP });
+  });
+
+  it('re-issues an external subject token’s prior actors under its issuer (an IdP cannot name this service’s clients as prior actors)', async () => {
+    const subject = await userToken({ act: { sub: 'agent-a', act: { sub: 'x2', iss: OTHER_IDP } } });
+    const t = await ok(await exchange('agent-b', { subject_token: subject, audience: 'https://api.test' }));
+    // RFC 8693 §4.1: an act without iss is read in the token's issuer's namespace, now this service's.
+    assert.deepEqual(decodeJwt(t.access_token).act, {
+      sub: 'agent-b',
+      act: { sub: 'agent-a', iss: IDP, act: { sub: 'x2', iss: OTHER_IDP } },
+    });
+    // A verifier of this service's tokens sees which issuer each actor belongs to.
+    const verified = await inProcessVerifier(issuer).verify(bearer(t.access_token));
+    assert.ok(verified.ok);
+    assert.deepEqual(verified.principal.actors, [
+      { subject: 'agent-b' },
+      { subject: 'agent-a', issuer: IDP },
+      { subject: 'x2', issuer: OTHER_IDP },
+    ]);
+    // So do the audit trail and `tessera trace`.
+    const shown = ['agent-b', `agent-a (${IDP})`, `x2 (${OTHER_IDP})`];
+    assert.deepEqual((await exchangedEvent(t.access_token))?.actor_chain, shown);
+    const trace = await buildTrace(issuer.store, 'grant', decodeJwt(t.access_token).grant_id as string);
+    assert.deepEqual(trace.grants.find((g) => g.focus)?.actor_chain, shown);
+  });
+
+  it('refuses an external subject token whose act names an actor of this issuer', async () => {
+    const subject = await userToken({ act: { sub: 'x1', act: { sub: 'agent-a', iss: issuer.service.issuer } } });
+    const res = await exchange('agent-b', { subject_token: subject, audience: 'https://api.test' });
+    assert.equal(await deniedFor(res), 'subject_token_act_names_issuer');
+    await expectError(res, 400, 'invalid_request');
+  });
+
+  it('nests the chain of this service’s own token as it is, issuers included', async () => {
+    const subject = await userToken({ act: { sub: 'x1' } });
+    const t1 = await ok(await exchange('agent-b', { subject_token: subject, audience: ['agent-a', 'https://api.test'] }));
+    const chain = { sub: 'agent-b', act: { sub: 'x1', iss: IDP } };
+    assert.deepEqual(decodeJwt(t1.access_token).act, chain);
+    const t2 = await ok(await exchange('agent-a', { subject_token: t1.access_token, audience: 'https://api.test', scope: 'api:read' }));
+    assert.deepEqual(decodeJwt(t2.access_token).act, { sub: 'agent-a', act: chain });
+    assert.deepEqual((await exchangedEvent(t2.access_token))?.actor_chain, ['agent-a', 'agent-b', `x1 (${IDP})`]);
   });
 });

@@ -87,6 +87,43 @@ describe('issueForUpstream', () => {
     assert.equal(grant?.parentId, null);
   });
 
+  it('re-issues an external caller’s unqualified prior actors under the caller’s issuer', async () => {
+    // The IdP names "agent" (a client of this service) as a prior actor, in its own namespace.
+    const idpToken = await sign(
+      idpKey,
+      claims({ iss: IDP, sub: 'bob', aud: 'https://gateway.test', scope: 'api:read', act: { sub: 'agent', act: { sub: 'x2' } } }),
+    );
+    const verifier = createVerifier({ issuers: [{ issuer: IDP, audiences: ['https://gateway.test'], jwks: { keys: [idpKey.jwk] } }] });
+    const result = await verifier.verify(bearer(idpToken));
+    assert.ok(result.ok);
+    const { token } = await issuer.service
+      .upstreamIssuer('gateway')
+      .issueForUpstream({ principal: result.principal, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 60 });
+    assert.deepEqual(decodeJwt(token).act, { sub: 'gateway', act: { sub: 'agent', iss: IDP, act: { sub: 'x2', iss: IDP } } });
+  });
+
+  it('refuses an external caller whose sub is a client id (subject collision with that client’s own tokens)', async () => {
+    const idpToken = await sign(idpKey, claims({ iss: IDP, sub: 'agent', aud: 'https://gateway.test', scope: 'api:read' }));
+    const verifier = createVerifier({ issuers: [{ issuer: IDP, audiences: ['https://gateway.test'], jwks: { keys: [idpKey.jwk] } }] });
+    const result = await verifier.verify(bearer(idpToken));
+    assert.ok(result.ok);
+    await assert.rejects(
+      issuer.service
+        .upstreamIssuer('gateway')
+        .issueForUpstream({ principal: result.principal, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 60 }),
+      (e: unknown) => e instanceof OAuthError && e.code === 'subject_token_subject_is_client',
+    );
+    // This service's own token for the agent (sub agent) still goes through.
+    const own = await issuer.service.mint({ clientId: 'agent', ttl: 600, audiences: ['https://gateway.test'] });
+    const r = await inProcessVerifier(issuer, ['https://gateway.test']).verify(bearer(own.access_token));
+    assert.ok(r.ok);
+    assert.equal(r.principal.subject, 'agent');
+    const { token } = await issuer.service
+      .upstreamIssuer('gateway')
+      .issueForUpstream({ principal: r.principal, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 60 });
+    assert.equal(decodeJwt(token).sub, 'agent');
+  });
+
   it('never exceeds the caller’s scopes or the gateway client’s audiences', async () => {
     const { principal } = await callerPrincipal();
     const upstream = issuer.service.upstreamIssuer('gateway');

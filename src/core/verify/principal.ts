@@ -13,6 +13,19 @@ export interface Actor {
   readonly clientId?: string;
 }
 
+/**
+ * An actor as the audit trail, `tessera trace` and the actor-chain identity header show it: its
+ * subject, then its issuer in parentheses when the `act` names one other than the token's own
+ * (`tokenIssuer`; RFC 8693 §4.1 reads an `act.sub` in the token issuer's namespace unless the act
+ * carries `iss`). So an identity provider's "agent-a" never reads as the client agent-a. `show`
+ * escapes each value (a header's `headerSafe`).
+ */
+export function actorLabel(actor: Actor, tokenIssuer?: string, show: (value: string) => string = (v) => v): string {
+  return actor.issuer === undefined || actor.issuer === tokenIssuer
+    ? show(actor.subject)
+    : `${show(actor.subject)} (${show(actor.issuer)})`;
+}
+
 /** How the token was checked. */
 export type PrincipalKind = 'jwt' | 'static' | 'introspection';
 

@@ -38,6 +38,8 @@ export interface ExchangeContext extends BaseContext {
   readonly store: Pick<Store, 'createGrant' | 'createRefreshToken'>;
   readonly scopes: ScopeModel;
   readonly tokens: Pick<AccessTokens, 'sign' | 'verify' | 'isRevoked'>;
+  /** A subject or actor of another issuer may not bear a client's id. */
+  readonly clients: Pick<ClientRegistry, 'get'>;
   /** Validates subject and actor tokens from trusted external issuers. */
   readonly external: { verifyToken(token: string): Promise<VerifyResult> } | undefined;
 }
@@ -76,6 +78,22 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     clientId: principal.clientId,
     ownAudiences: undefined,
   };
+}
+
+/**
+ * Another issuer's actor chain as this issuer re-issues it. RFC 8693 §4.1 reads an `act` without
+ * `iss` in the namespace of the token's issuer, which is now this one: each such entry gets the
+ * other issuer's `iss` (its other members kept; an entry with its own `iss` is left as it is), so
+ * an identity provider cannot name this service's clients as prior actors. Nor by naming this
+ * issuer itself: only this issuer's own tokens vouch for its actors. The verifier checked the
+ * chain's shape (objects, string `sub` and `iss`, at most 32 deep).
+ */
+function underIssuer(act: JsonObject, issuer: string, own: string): JsonObject {
+  if (act.iss === own) throw new OAuthError('subject_token_act_names_issuer');
+  const entry: JsonObject = { sub: act.sub as string, iss: (act.iss as string | undefined) ?? issuer, ...act };
+  const next = act.act;
+  if (typeof next === 'object' && next !== null && !Array.isArray(next)) entry.act = underIssuer(next as JsonObject, issuer, own);
+  return entry;
 }
 
 /** Validate a subject or actor token: this issuer's own, or a trusted external issuer's. */
@@ -146,6 +164,11 @@ export async function exchange(
     ) {
       throw new OAuthError('actor_token_not_client');
     }
+    // Another issuer's actor named like another client is not that client (RFC 9068 §5): it would
+    // meet a may_act naming the client, and pass for it wherever `act.iss` is not read.
+    if (actorParty.issuer !== ctx.issuer && actorParty.subject !== client.id && (await ctx.clients.get(actorParty.subject)) !== undefined) {
+      throw new OAuthError('actor_token_subject_is_client');
+    }
     // A sender-constrained actor token needs this request's DPoP proof of its key (RFC 9449 §1).
     if (actorParty.jkt !== undefined && actorParty.jkt !== jkt) throw new OAuthError('actor_token_proof_required');
     actor = actorParty;
@@ -202,6 +225,14 @@ async function delegate(
 ): Promise<{ token: string; exp: number; now: number; scopes: readonly string[]; grantId: string; refreshToken?: string }> {
   const { client, subject, actor } = spec;
   const now = ctx.now();
+  let prior = subject.act;
+  if (subject.issuer !== ctx.issuer) {
+    // RFC 9068 §5: a client_credentials token's `sub` is the client id, so another issuer's subject
+    // with a client's id would get tokens no one can tell from that client's own (the authorization
+    // endpoint refuses such a person too: login_subject_is_client).
+    if ((await ctx.clients.get(subject.subject)) !== undefined) throw new OAuthError('subject_token_subject_is_client');
+    if (prior !== null) prior = underIssuer(prior, subject.issuer, ctx.issuer);
+  }
   // RFC 8693 §4.4: when the subject token names who may act for it, no one else may.
   if (subject.mayAct !== undefined) {
     const m = subject.mayAct as JsonObject;
@@ -210,7 +241,7 @@ async function delegate(
   }
   const act: JsonObject = { sub: actor.subject };
   if (actor.issuer !== ctx.issuer) act.iss = actor.issuer;
-  if (subject.act !== null) act.act = subject.act;
+  if (prior !== null) act.act = prior;
   if (chainOf(act).length > ctx.config.max_chain_depth) throw new OAuthError('delegation_chain_too_deep');
 
   const subjectScopes = ctx.scopes.expand(subject.scopes);
@@ -283,9 +314,7 @@ async function delegate(
   return { token, exp, now, scopes, grantId: grant.id, ...(refreshToken !== undefined ? { refreshToken } : {}) };
 }
 
-export interface UpstreamContext extends ExchangeContext {
-  readonly clients: Pick<ClientRegistry, 'get'>;
-}
+export type UpstreamContext = ExchangeContext;
 
 /**
  * The gateway's exchange: its own client (`clientId`, registered with the upstream audiences and

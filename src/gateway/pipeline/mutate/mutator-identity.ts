@@ -6,7 +6,7 @@
  * @module
  */
 import type { IdentityField } from '../../../config/gateway-schema.ts';
-import type { Principal } from '../../../core/verify/principal.ts';
+import { actorLabel, type Principal } from '../../../core/verify/principal.ts';
 import { headerSafe } from '../../http/headers.ts';
 import type { Mutator } from './mutator.ts';
 
@@ -19,7 +19,8 @@ function value(field: IdentityField, p: Principal): string | undefined {
     case 'issuer':
       return headerSafe(p.issuer);
     case 'actors':
-      return p.actors.length === 0 ? undefined : p.actors.map((a) => headerSafe(a.subject)).join(', ');
+      // An actor of another issuer than the token's is shown with it: `agent-a (https://idp.example)`.
+      return p.actors.length === 0 ? undefined : p.actors.map((a) => actorLabel(a, p.issuer, headerSafe)).join(', ');
     case 'delegation':
       return p.delegationId === undefined ? undefined : headerSafe(p.delegationId);
     case 'scopes':
