@@ -75,6 +75,20 @@ describe('tessera token decode', { concurrency: true }, () => {
     assert.match(run.stdout, new RegExp(`^hash {4}${hash}$`, 'm'));
   });
 
+  it("names the issuer of an actor from another issuer than the token's (sub (iss)), and not of one from the same", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const t = await sign(
+      key,
+      claims(
+        { act: { sub: 'agent-b', act: { sub: 'x1', iss: 'https://idp.test', act: { sub: 'agent-a', iss: 'https://issuer.test' } } } },
+        now,
+      ),
+    );
+    const run = await tessera(['token', 'decode', t]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^actors {2}agent-b ← x1 \(https:\/\/idp\.test\) ← agent-a$/m);
+  });
+
   it('escapes control characters a hostile token puts in its actors and aud (a forged line, a rewritten screen)', async () => {
     const hostile = await sign(
       key,

@@ -2,18 +2,24 @@
  * `tessera grants tree ID`: who delegated what to whom: the grant's ancestors and its subtree.
  */
 import type { Command } from 'commander';
+import { actorLabel } from '../../core/verify/principal.ts';
 import type { GrantRecord } from '../../store/contract.ts';
 import { iso, withConfig, withService } from '../context.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
-function line(g: GrantRecord, now: number): string {
+/** One grant as `tessera grants tree` prints it (before control characters are escaped). */
+export function grantLine(g: GrantRecord, now: number): string {
   const state =
     g.revokedAt !== null
       ? `REVOKED ${iso(g.revokedAt)} (${g.revokedReason})`
       : g.expiresAt !== null && g.expiresAt <= now
         ? 'expired'
         : 'active';
-  const actor = g.act && typeof g.act.sub === 'string' ? ` → ${g.act.sub}` : '';
+  // An actor of another issuer (an `act` with its own `iss`) is shown with it, as in the audit trail.
+  const actor =
+    g.act && typeof g.act.sub === 'string'
+      ? ` → ${actorLabel({ subject: g.act.sub, ...(typeof g.act.iss === 'string' ? { issuer: g.act.iss } : {}) })}`
+      : '';
   return `${g.id}  ${g.kind}  ${g.subject}${actor} via ${g.clientId}  scope=${g.scopes.join(' ') || '-'}  aud=${g.audiences.join(' ')}  until ${iso(g.expiresAt)}  ${state}`;
 }
 
@@ -29,11 +35,11 @@ export function registerGrants(program: Command): void {
       if (opts.json) return printJson(tree);
       const now = Math.floor(Date.now() / 1000);
       const out: string[] = [];
-      for (const [i, g] of tree.ancestors.entries()) out.push(`${'  '.repeat(i)}${line(g, now)}`);
+      for (const [i, g] of tree.ancestors.entries()) out.push(`${'  '.repeat(i)}${grantLine(g, now)}`);
       const children = new Map<string, GrantRecord[]>();
       for (const g of tree.subtree) if (g.parentId !== null) children.set(g.parentId, [...(children.get(g.parentId) ?? []), g]);
       const walk = (g: GrantRecord, indent: number): void => {
-        out.push(`${'  '.repeat(indent)}${g.id === id ? '* ' : ''}${line(g, now)}`);
+        out.push(`${'  '.repeat(indent)}${g.id === id ? '* ' : ''}${grantLine(g, now)}`);
         for (const c of children.get(g.id) ?? []) walk(c, indent + 1);
       };
       if (tree.subtree[0]) walk(tree.subtree[0], tree.ancestors.length);

@@ -11,6 +11,7 @@ import { JWS_ALGORITHMS } from '../../core/jose/algorithms.ts';
 import { decodeUnverified } from '../../core/jose/decode.ts';
 import type { JsonObject } from '../../core/jose/json.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
+import { actorLabel } from '../../core/verify/principal.ts';
 import { ACCESS_TOKEN_TYPE } from '../../issuer/service.ts';
 import { createVerifier } from '../../verifier.ts';
 import { list, readArg, ttlArg, withConfig, withService } from '../context.ts';
@@ -43,11 +44,13 @@ function countdown(exp: unknown, now: number): string {
   return left > 0 ? `expires in ${text}` : `expired ${text} ago`;
 }
 
+/** The `act` chain, current actor first; an actor of another issuer than the token's as `sub (iss)`. */
 function actorChain(claims: JsonObject): string[] {
   const chain: string[] = [];
+  const tokenIssuer = typeof claims.iss === 'string' ? claims.iss : undefined;
   let act = claims.act as JsonObject | undefined;
   while (act && typeof act === 'object' && chain.length < 32) {
-    chain.push(String(act.sub));
+    chain.push(actorLabel({ subject: String(act.sub), ...(typeof act.iss === 'string' ? { issuer: act.iss } : {}) }, tokenIssuer));
     act = act.act as JsonObject | undefined;
   }
   return chain;
