@@ -303,3 +303,81 @@ describe('RFC 7662 introspection', () => {
     assert.equal(endpoint.hits, start + 2);
   });
 });
+
+describe('RFC 7662 introspection: what an active answer must also say', () => {
+  let endpoint: Endpoint;
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+  });
+  after(() => endpoint.close());
+
+  /** The verifier's answer to an opaque token the endpoint describes as `answer` (plus active, sub, exp). */
+  const answerTo = async (answer: Record<string, unknown>, extra: Record<string, unknown> = {}) => {
+    const clock = fakeClock();
+    const token = `opaque-${Math.random().toString(36).slice(2)}`;
+    endpoint.responses.set(token, { active: true, sub: 'u', exp: clock.seconds() + 300, ...answer });
+    const verifier = introspectingVerifier(endpoint, clock, extra);
+    return { verifier, result: await verifier.verify(bearer(token)) };
+  };
+
+  // RFC 7662 §2.2: token_type is an access token type (RFC 6749 §7.1). Tessera's own endpoint
+  // answers the client owning a refresh token {"active":true,"token_type":"refresh_token"} without
+  // `aud`; RFC 8693 names non-access tokens by URI and says N_A for "not an access token"; Ory
+  // Hydra (fosite) says token_use "refresh_token", AWS Cognito "refresh" / "id".
+  for (const [member, value] of [
+    ['token_type', 'refresh_token'],
+    ['token_type', 'Refresh_Token'],
+    ['token_type', 'urn:ietf:params:oauth:token-type:refresh_token'],
+    ['token_type', 'urn:ietf:params:oauth:token-type:id_token'],
+    ['token_type', 'N_A'],
+    ['token_use', 'refresh'],
+    ['token_use', 'refresh_token'],
+    ['token_use', 'id'],
+    ['token_use', 'id_token'],
+  ] as const) {
+    it(`attack: a refresh token accepted as an access token (${member} ${value}) is refused, 401 token_typ_invalid`, async () => {
+      const { verifier, result } = await answerTo({ [member]: value, scope: 'api:read' });
+      const error = assertInvalidToken(result, verifier, 'token_typ_invalid');
+      assert.equal(error.details.claim, member);
+    });
+  }
+
+  it('refuses a token_type or token_use that is not a string (401 token_claim_invalid)', async () => {
+    for (const [member, value] of [
+      ['token_type', ['Bearer']],
+      ['token_type', null],
+      ['token_use', 1],
+    ] as const) {
+      const { verifier, result } = await answerTo({ [member]: value });
+      const error = assertInvalidToken(result, verifier, 'token_claim_invalid');
+      assert.equal(error.details.claim, member, JSON.stringify(value));
+    }
+  });
+
+  it('accepts an answer that says it is about an access token, or says nothing of its type', async () => {
+    for (const answer of [
+      {},
+      { token_type: 'Bearer' },
+      { token_type: 'bearer' },
+      { token_type: 'access_token' },
+      { token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+      { token_use: 'access' },
+      { token_use: 'access_token' },
+      { token_type: 'Bearer', token_use: 'access_token' },
+      { token_type: 'DPoP', cnf: { jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' } },
+    ]) {
+      const { result } = await answerTo(answer);
+      assert.ok(
+        result.ok || result.error.code === 'token_dpop_bound_as_bearer',
+        `${JSON.stringify(answer)}: ${result.ok ? '' : result.error.code}`,
+      );
+      if (!result.ok) assert.equal(result.principal?.confirmation?.jkt, 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs');
+    }
+  });
+
+  it('attack: a DPoP token introspected without cnf.jkt is not taken for a bearer token (401 token_claim_missing cnf)', async () => {
+    const { verifier, result } = await answerTo({ token_type: 'DPoP' });
+    const error = assertInvalidToken(result, verifier, 'token_claim_missing');
+    assert.equal(error.details.claim, 'cnf');
+  });
+});

@@ -214,6 +214,27 @@ const JWT_CACHE_KEY_LENGTH = 12;
 
 const claimDetails = (issuer: string, claim: string) => ({ issuer, claim });
 
+/**
+ * `token_type` values of an introspection answer that name an access token, lower-cased (RFC 6749
+ * §5.1: case-insensitive): RFC 7662 §2.2 gives the RFC 6749 §7.1 type, `Bearer` or `DPoP` (RFC
+ * 9449) being the ones checked here; some servers name the kind of token instead. Anything else is
+ * refused: Tessera's own endpoint answers `refresh_token` to the client owning one, RFC 8693 says
+ * `N_A` for "not an access token" and `urn:ietf:params:oauth:token-type:refresh_token`
+ * (`…:id_token`) for other tokens, and a type this verifier cannot check (`PoP`) must not pass as
+ * a bearer token.
+ */
+const ACCESS_TOKEN_TYPES: ReadonlySet<string> = new Set([
+  'bearer',
+  'dpop',
+  'access_token',
+  'urn:ietf:params:oauth:token-type:access_token',
+]);
+/**
+ * `token_use` values (not in RFC 7662) that name an access token: AWS Cognito says `access` (`id`,
+ * `refresh` otherwise), Ory Hydra `access_token` (`refresh_token`, `id_token`, …).
+ */
+const ACCESS_TOKEN_USES: ReadonlySet<string> = new Set(['access', 'access_token']);
+
 const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure => ({
   ok: false,
   error: new TesseraError(code, details),
@@ -607,6 +628,17 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       return deny('introspection_unavailable', { retryAfter: 5 });
     }
     if (response.active !== true) return deny('token_inactive');
+    // The endpoint may describe a token that is no access token (a refresh token, often without
+    // `aud`): active says it is valid, not that it is for a resource server.
+    const { token_type: tokenType, token_use: tokenUse } = response;
+    if (tokenType !== undefined) {
+      if (typeof tokenType !== 'string') return deny('token_claim_invalid', { claim: 'token_type' });
+      if (!ACCESS_TOKEN_TYPES.has(tokenType.toLowerCase())) return deny('token_typ_invalid', { claim: 'token_type' });
+    }
+    if (tokenUse !== undefined) {
+      if (typeof tokenUse !== 'string') return deny('token_claim_invalid', { claim: 'token_use' });
+      if (!ACCESS_TOKEN_USES.has(tokenUse.toLowerCase())) return deny('token_typ_invalid', { claim: 'token_use' });
+    }
     const nowMs = clock();
     const now = Math.floor(nowMs / 1000);
     const { exp, aud } = response;
@@ -636,6 +668,11 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       typeof exp === 'number' ? exp : cacheUntil,
     );
     if (typeof principal === 'string') return deny('token_claim_invalid', { claim: principal });
+    // RFC 9449 §6.2: a DPoP token's answer carries the key it is bound to; without it the token
+    // would pass as a bearer token.
+    if (principal.confirmation === undefined && typeof tokenType === 'string' && tokenType.toLowerCase() === 'dpop') {
+      return deny('token_claim_missing', { claim: 'cnf' });
+    }
     // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
     if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
     if (cacheUntil > now) return remember(key, undefined, principal, cacheUntil * 1000, isToken68(token));
