@@ -170,6 +170,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
         issuer: intro.issuer ?? new URL(intro.endpoint).origin,
         audiences: intro.audiences,
         cacheMaxTtl: intro.cache_max_ttl,
+        clockSkew: intro.clock_skew,
         scopeClaim: intro.scope_claim,
       }
     : undefined;

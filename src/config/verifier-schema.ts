@@ -152,6 +152,10 @@ export const introspectionSchema = z
     audiences: z.array(z.string().min(1)).optional().meta({ description: 'When set, the response `aud` must contain one of these.' }),
     cache_max_ttl: duration('Longest time an active result is cached (never past the token `exp`).').prefault('60s'),
     timeout: duration('Request timeout.').prefault('5s'),
+    clock_skew: duration(
+      'Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused.',
+      60,
+    ).prefault('30s'),
     scope_claim: z.enum(['scope', 'scopes', 'scp']).default('scope').meta({ description: 'Response member carrying granted scopes.' }),
   })
   .meta({ description: 'Opaque tokens checked by RFC 7662 introspection.' });

@@ -380,4 +380,30 @@ describe('RFC 7662 introspection: what an active answer must also say', () => {
     const error = assertInvalidToken(result, verifier, 'token_claim_missing');
     assert.equal(error.details.claim, 'cnf');
   });
+
+  it('attack: a token not yet valid (nbf in the future) is refused as the JWT path refuses it, with its skew', async () => {
+    const now = fakeClock().seconds();
+    for (const [answer, code, claim] of [
+      [{ nbf: now + 3000 }, 'token_not_yet_valid', 'nbf'],
+      [{ nbf: now + 31 }, 'token_not_yet_valid', 'nbf'],
+      [{ iat: now + 3000 }, 'token_iat_in_future', 'iat'],
+      [{ iat: now + 31 }, 'token_iat_in_future', 'iat'],
+      // The wrong type is refused, never taken for an absent claim.
+      [{ nbf: String(now + 3000) }, 'token_claim_invalid', 'nbf'],
+      [{ iat: null }, 'token_claim_invalid', 'iat'],
+    ] as const) {
+      const { verifier, result } = await answerTo(answer);
+      const error = assertInvalidToken(result, verifier, code);
+      assert.equal(error.details.claim, claim, JSON.stringify(answer));
+    }
+    // Within the default skew of 30 s, as for a JWT.
+    for (const answer of [{ nbf: now + 30 }, { iat: now + 30 }, { nbf: now - 60, iat: now - 60 }]) {
+      const { result } = await answerTo(answer);
+      assert.ok(result.ok, `${JSON.stringify(answer)}: ${result.ok ? '' : result.error.code}`);
+    }
+    // clock_skew narrows it.
+    const { verifier, result } = await answerTo({ nbf: now + 30 }, { clock_skew: '10s' });
+    assertInvalidToken(result, verifier, 'token_not_yet_valid');
+    assert.ok((await answerTo({ nbf: now + 10 }, { clock_skew: '10s' })).result.ok);
+  });
 });

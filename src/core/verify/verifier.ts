@@ -66,6 +66,8 @@ export interface IntrospectionOptions {
   readonly audiences: readonly string[] | undefined;
   /** Longest time an active result is cached, seconds (never past the token's `exp`). */
   readonly cacheMaxTtl: number;
+  /** Tolerated clock difference for `nbf` and `iat`, seconds (at most 60). */
+  readonly clockSkew: number;
   readonly scopeClaim: string;
 }
 
@@ -641,9 +643,16 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     }
     const nowMs = clock();
     const now = Math.floor(nowMs / 1000);
-    const { exp, aud } = response;
+    const { exp, nbf, iat, aud } = response;
     if (exp !== undefined && typeof exp !== 'number') return deny('token_claim_invalid', { claim: 'exp' });
+    if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', { claim: 'nbf' });
+    if (iat !== undefined && typeof iat !== 'number') return deny('token_claim_invalid', { claim: 'iat' });
+    // `active` is the endpoint's judgement by its own clock. `nbf` and `iat` are checked again as
+    // a JWT's are, with the same tolerance (an endpoint may ignore `nbf`); a past `exp` is refused
+    // without one, as a cached answer is never served past it.
     if (typeof exp === 'number' && exp <= now) return deny('token_expired', { claim: 'exp' });
+    if (typeof nbf === 'number' && nbf > now + config.clockSkew) return deny('token_not_yet_valid', { claim: 'nbf' });
+    if (typeof iat === 'number' && iat > now + config.clockSkew) return deny('token_iat_in_future', { claim: 'iat' });
     // RFC 7662 §2.2 / RFC 7519 §4.1.3: a string or an array of strings, checked whether or not
     // audiences are configured, since it becomes the principal's audience.
     if (aud !== undefined && typeof aud !== 'string' && !(Array.isArray(aud) && aud.every((a) => typeof a === 'string'))) {
