@@ -156,7 +156,10 @@ export const introspectionSchema = z
       'Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused.',
       60,
     ).prefault('30s'),
-    scope_claim: z.enum(['scope', 'scopes', 'scp']).default('scope').meta({ description: 'Response member carrying granted scopes.' }),
+    scope_claim: z
+      .enum(['scope', 'scopes', 'scp'])
+      .default('scope')
+      .meta({ description: 'Response member carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
   })
   .meta({ description: 'Opaque tokens checked by RFC 7662 introspection.' });
 

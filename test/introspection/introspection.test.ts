@@ -406,4 +406,22 @@ describe('RFC 7662 introspection: what an active answer must also say', () => {
     assertInvalidToken(result, verifier, 'token_not_yet_valid');
     assert.ok((await answerTo({ nbf: now + 10 }, { clock_skew: '10s' })).result.ok);
   });
+
+  it('attack: scope as a JSON array where the space-delimited scope is configured is refused (401 token_claim_invalid scope)', async () => {
+    // RFC 7662 §2.2: scope is a space-separated string; an array is not a list of grants.
+    for (const scope of [['admin'], ['api:read', 'admin'], []]) {
+      const { verifier, result } = await answerTo({ scope });
+      const error = assertInvalidToken(result, verifier, 'token_claim_invalid');
+      assert.equal(error.details.claim, 'scope', JSON.stringify(scope));
+    }
+  });
+
+  it('reads an array from a custom scope_claim (scp), and a space-delimited string from scope', async () => {
+    const scp = await answerTo({ scp: ['api:read', 'api:write'], scope: ['ignored'] }, { scope_claim: 'scp' });
+    assert.ok(scp.result.ok, scp.result.ok ? '' : scp.result.error.code);
+    assert.deepEqual(scp.result.principal.scopes, ['api:read', 'api:write']);
+    const scope = await answerTo({ scope: 'api:read api:write' });
+    assert.ok(scope.result.ok);
+    assert.deepEqual(scope.result.principal.scopes, ['api:read', 'api:write']);
+  });
 });

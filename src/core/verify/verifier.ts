@@ -327,7 +327,11 @@ function principalFrom(
   if (jti === false) return 'jti';
   const delegationId = optionalString(claims[delegationClaim]);
   if (delegationId === false) return delegationClaim;
-  const grant = grantOf(claims[scopeClaim]);
+  const scope = claims[scopeClaim];
+  // RFC 9068 §2.2.3, RFC 7662 §2.2: `scope` is one space-delimited string. Only the other claims
+  // (`scp`, `scopes`) may be arrays.
+  if (typeof scope !== 'string' && scope !== undefined && scopeClaim === 'scope') return scopeClaim;
+  const grant = grantOf(scope);
   if (grant === undefined) return scopeClaim;
   const actors = parseActors(claims.act);
   if (actors === undefined) return 'act';

@@ -53,6 +53,8 @@ const wrongTypes: [string, Record<string, unknown>, string][] = [
   ['scope as a number', { scope: 7 }, 'scope'],
   ['scope as an object', { scope: { 'api:read': true } }, 'scope'],
   ['scope as an array with a number', { scope: ['api:read', 1] }, 'scope'],
+  // RFC 9068 §2.2.3: scope is one space-delimited string; an array is not read as grants.
+  ['scope as an array of strings (attack: scope as a JSON array)', { scope: ['api:read', 'admin'] }, 'scope'],
   ['sub as an object', { sub: { id: 'user-1' } }, 'sub'],
   ['sub as a number', { sub: 1 }, 'sub'],
   ['client_id as a number', { client_id: 1 }, 'client_id'],
