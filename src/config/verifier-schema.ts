@@ -161,7 +161,10 @@ export const introspectionSchema = z
       .default('scope')
       .meta({ description: 'Response member carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
   })
-  .meta({ description: 'Opaque tokens checked by RFC 7662 introspection.' });
+  .meta({
+    description:
+      'Opaque tokens checked by RFC 7662 introspection. A verifier that also has `issuers` introspects every token that is no compact JWS (three base64url segments, a JSON header), dots or not, and never a JWS; a gateway route with `auth: introspection` introspects every token.',
+  });
 
 const scopeRequirement = z.union([
   z.array(z.string().min(1)),

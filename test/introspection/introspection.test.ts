@@ -7,7 +7,17 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { denyResponse } from '../../src/adapters/response.ts';
 import { createVerifier } from '../../src/verifier.ts';
-import { assertDenied, assertInvalidToken, type FakeClock, fakeClock, listen, readBody, type TestServer } from '../helpers/verify.ts';
+import { AUDIENCE, b64json, claims, ISSUER, makeKey, sign } from '../helpers/tokens.ts';
+import {
+  assertDenied,
+  assertInvalidRequest,
+  assertInvalidToken,
+  type FakeClock,
+  fakeClock,
+  listen,
+  readBody,
+  type TestServer,
+} from '../helpers/verify.ts';
 
 const CLIENT_ID = 'resource server';
 const CLIENT_SECRET = "s3cr:t/+with space&'*";
@@ -423,5 +433,74 @@ describe('RFC 7662 introspection: what an active answer must also say', () => {
     const scope = await answerTo({ scope: 'api:read api:write' });
     assert.ok(scope.result.ok);
     assert.deepEqual(scope.result.principal.scopes, ['api:read', 'api:write']);
+  });
+});
+
+describe('RFC 7662 introspection beside trusted JWT issuers: which tokens go where', () => {
+  let endpoint: Endpoint;
+  const key = makeKey('ES256');
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+  });
+  after(() => endpoint.close());
+
+  const bothVerifier = (clock: FakeClock) =>
+    createVerifier(
+      {
+        issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }],
+        introspection: { endpoint: `${endpoint.origin}/introspect`, client_id: CLIENT_ID, client_secret: CLIENT_SECRET },
+        dpop: { mode: 'disabled' },
+      },
+      { clock },
+    );
+
+  it('introspects an opaque token with dots that is no compact JWS (Ory ory_at_….…), and caches it by its hash', async () => {
+    const clock = fakeClock();
+    const verifier = bothVerifier(clock);
+    for (const token of [
+      'ory_at_Jx6nJ0cnUYYR5s3Dz0b0oXJuxN5t-Ht3kRv3lYr1zQk.4hRx8B3kWq2U3qY9aZ0u1bHc7nTqZl2Z7d3kKq8p0sE',
+      // Three segments, but the first is no base64url JSON header.
+      'v2.local.QAxIpVe-ECVNI1z4xQbm_qQYomyT3h8FtV8bxkz8pBJWkT8f7HtlOpbroPDEZUKop_vaglyp76CzYy375cHmKCW8e1CCkV0Lqf2',
+    ]) {
+      endpoint.responses.set(token, { active: true, sub: 'opaque-user', scope: 'api:read', exp: clock.seconds() + 300 });
+      const start = endpoint.hits;
+      const result = await verifier.verify(bearer(token));
+      assert.ok(result.ok, result.ok ? '' : `${token}: ${result.error.code}`);
+      assert.equal(result.principal.kind, 'introspection');
+      assert.equal(result.principal.subject, 'opaque-user');
+      assert.equal(endpoint.hits, start + 1);
+      const again = await verifier.verify(bearer(token));
+      assert.ok(again.ok);
+      assert.equal(endpoint.hits, start + 1, 'the second presentation is served from the cache');
+    }
+    // Its syntax is checked before it leaves the process, as any opaque token's.
+    const start = endpoint.hits;
+    assertInvalidRequest(await verifier.verify(bearer('ory_at_a=b.c')), verifier, 'request_malformed_authorization');
+    assert.equal(endpoint.hits, start);
+  });
+
+  it('never sends a compact JWS to the introspection endpoint: a JWT is verified, a forged one refused by its signature', async () => {
+    const clock = fakeClock();
+    const verifier = bothVerifier(clock);
+    const start = endpoint.hits;
+    const good = await sign(key, claims({}, clock.seconds()));
+    const result = await verifier.verify(bearer(good));
+    assert.ok(result.ok, result.ok ? '' : result.error.code);
+    assert.equal(result.principal.kind, 'jwt');
+    const forged = `${good.slice(0, good.lastIndexOf('.'))}.${Buffer.alloc(64, 7).toString('base64url')}`;
+    assertInvalidToken(await verifier.verify(bearer(forged)), verifier, 'token_signature_invalid');
+    // A JWS header that is JSON but not acceptable is the JWT path's refusal too.
+    const noAlg = `${b64json({ typ: 'JWT' })}.${b64json(claims({}, clock.seconds()))}.c2ln`;
+    assertInvalidToken(await verifier.verify(bearer(noAlg)), verifier, 'token_header_invalid');
+    assert.equal(endpoint.hits, start);
+  });
+
+  it('without introspection, an opaque token with dots is still a malformed JWT', async () => {
+    const verifier = createVerifier({
+      issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }],
+      dpop: { mode: 'disabled' },
+    });
+    assertInvalidToken(await verifier.verify(bearer('ory_at_abc.def')), verifier, 'token_malformed');
+    assertInvalidToken(await verifier.verify(bearer('v2.local.QAxIpVe')), verifier, 'token_malformed');
   });
 });

@@ -200,6 +200,9 @@ function audienceOf(aud: string): readonly string[] {
 /** A cached result's resolved promise, so a hit allocates none. */
 const SETTLED: unique symbol = Symbol('settled');
 
+/** What the JWT path answers, when introspection is configured, for a token that is no compact JWS. */
+const NOT_JWS: unique symbol = Symbol('not a JWS');
+
 /** `result` as a promise: the cached one for a cached result, else a new one. */
 function settle(result: VerifyResult | Promise<VerifyResult>): Promise<VerifyResult> {
   if (result instanceof Promise) return result;
@@ -247,10 +250,13 @@ function normalizeTyp(typ: string): string {
   return lower.startsWith('application/') ? lower.slice(12) : lower;
 }
 
-/** Parse a header segment already known to be canonical base64url. */
-function parseHeader(bytes: Buffer): Header | ErrorCode {
+/**
+ * Parse a header segment already known to be canonical base64url; `undefined` when it is no JSON
+ * object (so the token is no JWS at all).
+ */
+function parseHeader(bytes: Buffer): Header | ErrorCode | undefined {
   const h = parseJsonObject(bytes);
-  if (!h) return 'token_header_invalid';
+  if (!h) return undefined;
   const { alg, kid, typ } = h;
   if (typeof alg !== 'string' || alg === '') return 'token_header_invalid';
   if (h.crit !== undefined) return 'token_crit_unsupported';
@@ -478,14 +484,21 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   };
 
   /**
+   * A token with a dot that is no compact JWS (three base64url segments, a JSON object header):
+   * refused as a malformed JWT, or, when introspection is configured, {@link NOT_JWS}, an opaque
+   * token (Ory's `ory_at_….…`) that the endpoint may know.
+   */
+  const notJws = (code: ErrorCode): VerifyFailure | typeof NOT_JWS => (introspection === undefined ? deny(code) : NOT_JWS);
+
+  /**
    * JWT validation. Synchronous except when the key is unknown and the key source may refetch;
    * then the lookup and everything after it continue once the refresh settles.
    */
-  function verifyJwt(token: string, key: string, digest: TokenDigest): VerifyResult | Promise<VerifyResult> {
+  function verifyJwt(token: string, key: string, digest: TokenDigest): VerifyResult | Promise<VerifyResult> | typeof NOT_JWS {
     // Syntax first, for all three segments (any fault is token_malformed), then the header and
     // payload JSON, the issuer, the key, the signature and the claims.
     const split = splitCompactInto(token, inputScratch);
-    if (!split) return deny('token_malformed');
+    if (!split) return notJws('token_malformed');
     const { dot1, dot2 } = split;
     // Most tokens carry the header of the one before, and a header seen before was checked then.
     let header: Header | undefined;
@@ -500,13 +513,14 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       header = headerCache.get(headerSegment);
       if (header === undefined) {
         headerBytes = decodeBase64url(headerSegment);
-        if (headerBytes === undefined) return deny('token_malformed');
+        if (headerBytes === undefined) return notJws('token_malformed');
       }
     }
     const payloadLength = decodeBase64urlInto(token, dot1 + 1, dot2, payloadScratch);
-    if (payloadLength < 0 || decodeBase64urlInto(token, dot2 + 1, token.length, signatureScratch) < 0) return deny('token_malformed');
+    if (payloadLength < 0 || decodeBase64urlInto(token, dot2 + 1, token.length, signatureScratch) < 0) return notJws('token_malformed');
     if (header === undefined) {
       const parsed = parseHeader(headerBytes as Buffer);
+      if (parsed === undefined) return notJws('token_header_invalid');
       if (typeof parsed === 'string') return deny(parsed);
       header = parsed;
       headerCache.set(headerSegment as string, header);
@@ -703,9 +717,17 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
    * for a token that is not itself. Any other token's key is its digest (an opaque token's end
    * may be a fixed suffix), which alone makes a hit, so its entry keeps no copy of the token; the
    * two kinds of key differ in length, and an entry of either kind answers only its own kind.
+   *
+   * A token with a dot is taken for a JWT until the JWT path finds it is no compact JWS; with
+   * introspection configured it is then validated again as an opaque token (`jwt` false), so a
+   * JWT's hit costs nothing more.
    */
-  function validate(token: string, digest: TokenDigest, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
-    const jwt = issuers.size > 0 && token.indexOf('.') > 0;
+  function validate(
+    token: string,
+    digest: TokenDigest,
+    unchecked: boolean,
+    jwt = issuers.size > 0 && token.indexOf('.') > 0,
+  ): VerifyResult | Promise<VerifyResult> {
     const key = jwt ? token.slice(-JWT_CACHE_KEY_LENGTH) : digest.binary;
     if (cache) {
       const hit = cache.get(key);
@@ -730,6 +752,11 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       stats.cacheMisses++;
     }
     const result = validateUncached(token, jwt, key, digest, unchecked);
+    if (result === NOT_JWS) {
+      // The lookup under its end was not this token's: its entry, if any, is under its digest.
+      if (cache) stats.cacheMisses--;
+      return validate(token, digest, unchecked, false);
+    }
     // Only a failure needs the token68 check of a header token: a JWT that verified is strict
     // base64url, and static and introspected tokens were checked before use.
     if (unchecked && !(result instanceof Promise) && !result.ok && !isToken68(token)) return deny('request_malformed_authorization');
@@ -742,7 +769,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     key: string,
     digest: TokenDigest,
     unchecked: boolean,
-  ): VerifyResult | Promise<VerifyResult> {
+  ): VerifyResult | Promise<VerifyResult> | typeof NOT_JWS {
     if (staticTokens.length > 0) {
       const principal = verifyStatic(digest);
       if (principal) return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : { ok: true, principal };
