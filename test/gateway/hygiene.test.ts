@@ -283,6 +283,49 @@ describe('gateway hygiene', () => {
     });
   }
 
+  // `/api/admin%0A/x` matches no admin rule, but an upstream that drops or trims control
+  // characters (or splits a log or header line at them) acts on `/api/admin/x`.
+  for (const control of ['%00', '%01', '%09', '%0A', '%0a', '%0D', '%1F', '%7F', '%250A']) {
+    it(`control-character smuggling: /api/admin${control}/x is refused (400 request_path_invalid) and never forwarded`, async () => {
+      const n = upstream.seen.length;
+      const r = await rawHttp(
+        gw.url,
+        `GET /api/admin${control}/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(status(r), 400, r);
+      assert.match(r, /invalid_request/);
+      assert.equal(upstream.seen.length, n);
+      assert.equal((await requestEvents(gw)).at(-1)!.reason, 'request_path_invalid');
+    });
+  }
+
+  // Upstreams that trim segments (Windows and IIS drop a trailing space, many frameworks trim
+  // whitespace) read `admin%20` as `admin`, past the admin rule.
+  for (const [name, target] of [
+    ['trailing space', '/api/admin%20/x'],
+    ['trailing space, last segment', '/api/admin%20'],
+    ['leading space', '/api/%20admin/x'],
+    ['trailing no-break space (U+00A0)', '/api/admin%C2%A0/x'],
+    ['trailing ideographic space (U+3000)', '/api/admin%E3%80%80/x'],
+    ['leading byte order mark (U+FEFF)', '/api/%EF%BB%BFadmin/x'],
+  ] as const) {
+    it(`whitespace-trimming smuggling: ${name} (${target}) is refused (400 request_path_invalid) and never forwarded`, async () => {
+      const n = upstream.seen.length;
+      const r = await rawHttp(gw.url, `GET ${target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
+      assert.equal(status(r), 400, r);
+      assert.equal(upstream.seen.length, n);
+      assert.equal((await requestEvents(gw)).at(-1)!.reason, 'request_path_invalid');
+    });
+  }
+
+  it('a space inside a segment and a trailing dot are forwarded as they came (names like `a b` and `Washington,_D.C.`)', async () => {
+    for (const path of ['/api/a%20b/x', '/api/Washington,_D.C./x']) {
+      const res = await get(path);
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)!.url, path);
+    }
+  });
+
   it('decodes %61dmin before matching, so the admin rule applies', async () => {
     const res = await get('/api/%61dmin/x');
     assert.equal(res.status, 403);

@@ -5,8 +5,13 @@
  * any form two parsers could read differently is refused rather than guessed at:
  *
  * - dot segments (`.`, `..`), also percent-encoded (`%2e%2e`, `.%2E`): 400;
- * - an encoded slash (`%2F`), a backslash (raw or `%5C`) or NUL (`%00`): 400 (servers disagree on
- *   whether they separate segments);
+ * - an encoded slash (`%2F`) or a backslash (raw or `%5C`): 400 (servers disagree on whether they
+ *   separate segments);
+ * - an encoded control character (`%00`-`%1F`, `%7F`): an upstream that drops, trims or splits at
+ *   them would read `/admin%0A/x` as `/admin/x`, which the gateway never matched;
+ * - whitespace at either end of a segment (`admin%20`, `%20admin`, `admin%C2%A0`): Windows and IIS
+ *   drop a trailing space, and frameworks that trim segments read `admin`. A trailing dot (`admin.`)
+ *   is kept: it is part of real names (`Washington,_D.C.`, `example.com.`), see docs/gateway.md;
  * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
  * - empty segments (`//`), which some routers merge and others do not;
  * - double-encoded traversal (`%252e`) that a second decode would turn into the above;
@@ -52,6 +57,12 @@ function wellFormedUtf8(path: string): boolean {
     return false;
   }
 }
+
+/**
+ * Whitespace at the start or end of a decoded segment: what String.prototype.trim, Python's
+ * str.strip, .NET's Trim and Go's TrimSpace remove (`\s` plus NEL and U+180E), controls aside.
+ */
+const EDGE_SPACE = /^[\s\u0085\u180e]|[\s\u0085\u180e]$/u;
 
 function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
@@ -121,7 +132,7 @@ export function normalizePath(raw: string): string | undefined {
       const l = hexValue(raw.charCodeAt(i + 2));
       if (h < 0 || l < 0) return undefined;
       const byte = h * 16 + l;
-      if (byte === 0x2f || byte === 0x5c || byte === 0x00 || byte === 0x3b) return undefined;
+      if (byte === 0x2f || byte === 0x5c || byte < 0x20 || byte === 0x7f || byte === 0x3b) return undefined;
       if (byte >= 0x80) high = true;
       buf += isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX[h]}${HEX[l]}`;
       i += 2;
@@ -134,7 +145,7 @@ export function normalizePath(raw: string): string | undefined {
       const l2 = hexValue(buf.charCodeAt(k + 4));
       if (h2 >= 0 && l2 >= 0) {
         const b2 = h2 * 16 + l2;
-        if (b2 === 0x2e || b2 === 0x2f || b2 === 0x5c || b2 === 0x00 || b2 === 0x25 || b2 === 0x3b) return undefined;
+        if (b2 === 0x2e || b2 === 0x2f || b2 === 0x5c || b2 < 0x20 || b2 === 0x7f || b2 === 0x25 || b2 === 0x3b) return undefined;
       }
     }
     // Lenient UTF-8 decoders (old IIS, Tomcat, some Java and PHP stacks) read an overlong
@@ -142,7 +153,8 @@ export function normalizePath(raw: string): string | undefined {
     if (high && !wellFormedUtf8(buf)) return undefined;
     out = buf;
   }
-  // Segment checks: no `.`/`..`, no empty segment except a trailing slash.
+  // Segment checks: no `.`/`..`, no empty segment except a trailing slash, no whitespace at either
+  // end (raw whitespace is refused above, so only a segment opening or closing on an escape may).
   let start = 1;
   const n = out.length;
   while (start <= n) {
@@ -152,6 +164,13 @@ export function normalizePath(raw: string): string | undefined {
     if (len === 0 && end !== n) return undefined;
     if (len === 1 && out.charCodeAt(start) === 0x2e) return undefined;
     if (len === 2 && out.charCodeAt(start) === 0x2e && out.charCodeAt(start + 1) === 0x2e) return undefined;
+    if (
+      !simple &&
+      len >= 3 &&
+      (out.charCodeAt(start) === 0x25 || out.charCodeAt(end - 3) === 0x25) &&
+      EDGE_SPACE.test(decodeURIComponent(out.slice(start, end)))
+    )
+      return undefined;
     start = end + 1;
   }
   return out;

@@ -15,6 +15,16 @@ describe('path normalization: refused targets', () => {
     'raw backslash': '/api\\..\\admin',
     'encoded backslash': '/api/%5c..%5cadmin',
     'encoded NUL': '/api/a%00b',
+    'encoded line feed': '/api/admin%0A/x',
+    'encoded carriage return': '/api/admin%0d/x',
+    'encoded tab': '/api/admin%09',
+    'encoded unit separator': '/api/admin%1F/x',
+    'encoded DEL': '/api/admin%7f/x',
+    'double-encoded line feed': '/api/admin%250A/x',
+    'trailing encoded space': '/api/admin%20/x',
+    'leading encoded space': '/api/%20admin',
+    'trailing encoded no-break space': '/api/admin%C2%A0',
+    'trailing encoded NEL (U+0085)': '/api/admin%C2%85/x',
     'double-encoded dot': '/api/%252e%252e/admin',
     'double-encoded slash': '/api/a%252fb',
     'double-encoded dot, its digits encoded too (normalizes to %252e)': '/api/x/%25%32%65%25%32%65/admin',
@@ -64,6 +74,9 @@ describe('path normalization: accepted targets', () => {
   it('keeps a trailing slash and the root', () => {
     assert.equal(normalizePath('/api/'), '/api/');
     assert.equal(normalizePath('/'), '/');
+  });
+  it('keeps a space inside a segment and a trailing dot (see docs/gateway.md)', () => {
+    assert.equal(normalizePath('/api/a%20b/Washington,_D.C./example.com%2e'), '/api/a%20b/Washington,_D.C./example.com.');
   });
   it('accepts dots inside segments', () => {
     assert.equal(normalizePath('/files/a..b/.well-known/x.json'), '/files/a..b/.well-known/x.json');
