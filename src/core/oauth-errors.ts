@@ -73,6 +73,13 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'Parameters go in the request body; the endpoint URL takes no query.',
   },
+  // RFC 6749 §2.3 (one authentication method per request), RFC 6750 §2.1 (one credential): two
+  // Authorization headers are ambiguous, and Node would silently keep the first. The gateway's code.
+  request_multiple_authorization: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request carries more than one Authorization header.',
+  },
 
   // Client authentication (RFC 6749 §2.3, RFC 7523 §3).
   client_auth_missing: { status: 401, error: 'invalid_client', description: 'Client authentication is required.' },

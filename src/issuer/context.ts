@@ -33,6 +33,11 @@ export interface OAuthRequest {
    * with this code, and the token endpoint audits it like any other refusal.
    */
   readonly bodyFault?: 'request_not_utf8' | undefined;
+  /**
+   * The request carried more than one Authorization header (`authorization` is then the first):
+   * the endpoint refuses it with this code, audited like any other refusal.
+   */
+  readonly headerFault?: 'request_multiple_authorization' | undefined;
 }
 
 /** A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1). */
@@ -76,6 +81,7 @@ export async function openTokenRequest(
 ): Promise<{ readonly client: CompiledClient; readonly token: string }> {
   let clientId: string | undefined;
   try {
+    if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
     if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
     checkRepeats(req.params);
     const client = await ctx.clients.authenticate(req, options);

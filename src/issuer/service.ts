@@ -341,6 +341,7 @@ export class TokenService {
     let clientId: string | undefined;
     const grantType = req.params.get('grant_type') ?? undefined;
     try {
+      if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
       if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
       checkRepeats(req.params);
       if (grantType === undefined || grantType === '') throw new OAuthError('request_parameter_missing');
@@ -545,14 +546,22 @@ export class TokenService {
   /**
    * Check an admin API bearer token: one of this issuer's valid tokens, for the admin audience, with
    * the admin scope.
-   * @throws {OAuthError} `invalid_token` (401) or `insufficient_scope` (403).
+   * @throws {OAuthError} `invalid_token` (401), `insufficient_scope` (403), or `invalid_request`
+   *   (400) with `extra.headerFault`.
    */
   authorizeAdmin(
     authorization: string | undefined,
-    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+    extra: {
+      readonly requestId?: string | undefined;
+      readonly remoteAddr?: string | undefined;
+      /** The request carried more than one Authorization header: refused here and audited. */
+      readonly headerFault?: 'request_multiple_authorization' | undefined;
+    } = {},
   ): { subject: string; clientId: string } {
     let own: OwnToken | undefined;
-    const refuse = (code: 'admin_token_missing' | 'admin_token_invalid' | 'admin_scope_missing'): never => {
+    const refuse = (
+      code: 'admin_token_missing' | 'admin_token_invalid' | 'admin_scope_missing' | 'request_multiple_authorization',
+    ): never => {
       // Every refusal is audited: probing the admin API with stolen or under-scoped tokens leaves a
       // trail naming the token's subject and client when it is authentic (never the token).
       this.#ctx.emit({
@@ -565,6 +574,7 @@ export class TokenService {
       });
       throw code === 'admin_scope_missing' ? new OAuthError(code, { scope: this.config.admin.scope }) : new OAuthError(code);
     };
+    if (extra.headerFault !== undefined) return refuse(extra.headerFault);
     const m = authorization === undefined ? null : /^bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(authorization);
     if (!m) return refuse(authorization === undefined ? 'admin_token_missing' : 'admin_token_invalid');
     own = this.#tokens.verify(m[1] as string);
@@ -589,12 +599,15 @@ export class TokenService {
       readonly remoteAddr?: string | undefined;
       /** The HTTP body was not JSON, or named a member twice: refused here, rate-limited and audited. */
       readonly bodyFault?: 'registration_metadata_invalid' | 'registration_metadata_member_repeated';
+      /** The request carried more than one Authorization header: refused here, rate-limited and audited. */
+      readonly headerFault?: 'request_multiple_authorization' | undefined;
     } = {},
   ): Promise<RegistrationResponse> {
     try {
       // Before the initial access token is checked: a flood is refused whether or not it guesses.
       const wait = this.#registrations.take(extra.remoteAddr ?? '');
       if (wait > 0) throw new OAuthError('registration_rate_limited', { retryAfter: wait });
+      if (extra.headerFault !== undefined) throw new OAuthError(extra.headerFault);
       if (extra.bodyFault !== undefined) throw new OAuthError(extra.bodyFault);
       return await registerDynamicClient(this.#ctx, metadata, authorization);
     } catch (e) {

@@ -136,6 +136,23 @@ function serialize(result: unknown): string {
   return JSON.stringify(result);
 }
 
+/**
+ * `request_multiple_authorization` when the request carries more than one Authorization header.
+ * Node keeps only the first in `req.headers`, so two clients' credentials (or an admin token and
+ * another) would be read as the first alone; RFC 6749 §2.3 allows one method per request.
+ */
+function authorizationFault(req: IncomingMessage): { headerFault: 'request_multiple_authorization' } | undefined {
+  if (req.headers.authorization === undefined) return undefined;
+  // rawHeaders, not headersDistinct: that getter copies every header of the request.
+  const raw = req.rawHeaders;
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === 13 && n.toLowerCase() === 'authorization' && ++seen > 1) return { headerFault: 'request_multiple_authorization' };
+  }
+  return undefined;
+}
+
 function mediaType(req: IncomingMessage): string {
   return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
 }
@@ -239,6 +256,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       params: form ?? new URLSearchParams(),
       ...(form === undefined ? { bodyFault: 'request_not_utf8' as const } : {}),
       authorization: req.headers.authorization,
+      ...authorizationFault(req),
       endpointUrl,
       requestId,
       remoteAddr: req.socket.remoteAddress,
@@ -270,13 +288,18 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const result = await service.registerDynamicClient(metadata, req.headers.authorization, {
       requestId,
       remoteAddr: req.socket.remoteAddress,
+      ...authorizationFault(req),
       ...(bodyFault !== undefined ? { bodyFault } : {}),
     });
     send(res, 201, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
   };
 
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
-    const who = service.authorizeAdmin(req.headers.authorization, { requestId, remoteAddr: req.socket.remoteAddress });
+    const who = service.authorizeAdmin(req.headers.authorization, {
+      requestId,
+      remoteAddr: req.socket.remoteAddress,
+      ...authorizationFault(req),
+    });
     if (sub === 'revoke') {
       if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
       if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
