@@ -9,6 +9,7 @@ import { hash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TesseraError } from '../core/errors.ts';
+import { discardBody } from '../server/expect-continue.ts';
 import type { GatewayState } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
@@ -74,8 +75,9 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     ctx.deny(fx, res, new TesseraError('forward_auth_peer_refused'), s.challenges);
     return;
   }
-  // Drain any body (Envoy may send one); the decision reads headers only.
-  req.resume();
+  // Drain any body (Envoy may send one); the decision reads headers only. A client waiting for
+  // 100 Continue is not asked for it.
+  discardBody(req);
   const secret = s.forwardAuthSecret;
   if (secret !== undefined && !secretMatches(req, secret)) {
     // Not the proxy: the answer would hand the upstream credential to whoever holds a token.

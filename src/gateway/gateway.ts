@@ -25,6 +25,7 @@ import { ConfigError, TesseraError } from '../core/errors.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
 import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
+import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import { type CompiledMcp, type CompiledRoute, compileGateway, type GatewayState, type VerifierFactory } from './compile.ts';
 import type { GatewayContext } from './context.ts';
@@ -173,6 +174,13 @@ export type ReloadResult =
 export interface Gateway {
   /** `server.on('request', gateway.handleRequest)`. */
   readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
+   * `server.on('checkContinue', gateway.handleCheckContinue)`: a request sent with `Expect:
+   * 100-continue` gets `100 Continue` only once it is allowed and its body is forwarded (or read,
+   * on an MCP route); a refused one gets its 401, 403 or 413 alone. Without it Node answers 100
+   * before the gateway has decided anything.
+   */
+  readonly handleCheckContinue: (req: IncomingMessage, res: ServerResponse) => void;
   /** `server.on('upgrade', gateway.handleUpgrade)`. */
   readonly handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /**
@@ -228,7 +236,9 @@ function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {
  * import { createGateway, loadConfigFile } from 'tessera';
  *
  * const gateway = createGateway(loadConfigFile('tessera.yaml'), { revocation, upstreamTokenIssuer });
- * const server = createServer(gateway.handleRequest).on('upgrade', gateway.handleUpgrade);
+ * const server = createServer(gateway.handleRequest)
+ *   .on('checkContinue', gateway.handleCheckContinue)
+ *   .on('upgrade', gateway.handleUpgrade);
  * server.listen(8080);
  * process.on('SIGHUP', () => gateway.reload(loadConfigFile('tessera.yaml')));
  * ```
@@ -903,6 +913,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   return {
     handleRequest,
+    handleCheckContinue: continueOnRead(handleRequest),
     handleUpgrade: (req, socket, head) => handleUpgrade(ctx, req, socket, head),
     reload,
     close,

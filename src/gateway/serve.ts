@@ -12,6 +12,7 @@ import { dirname, resolve } from 'node:path';
 import { loadConfigFile } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError } from '../core/errors.ts';
+import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
 
@@ -121,6 +122,16 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   let beforeInflight = 0;
   let beforeDrained: (() => void) | undefined;
   const limits = config.gateway?.limits;
+  const onRequest = options.before
+    ? (req: IncomingMessage, res: ServerResponse) => {
+        if (!(options.before as NonNullable<ServeOptions['before']>)(req, res)) return gateway.handleRequest(req, res);
+        // Tracked so that shutdown lets them finish too (the gateway drains only its own).
+        beforeInflight++;
+        res.once('close', () => {
+          if (--beforeInflight === 0) beforeDrained?.();
+        });
+      }
+    : gateway.handleRequest;
   const server = createServer(
     {
       maxHeaderSize: limits?.max_header_size ?? 16 * 1024,
@@ -133,17 +144,11 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       // past the configured limit; checked every second, the limits hold to within a second.
       connectionsCheckingInterval: 1000,
     },
-    options.before
-      ? (req, res) => {
-          if (!(options.before as NonNullable<ServeOptions['before']>)(req, res)) return gateway.handleRequest(req, res);
-          // Tracked so that shutdown lets them finish too (the gateway drains only its own).
-          beforeInflight++;
-          res.once('close', () => {
-            if (--beforeInflight === 0) beforeDrained?.();
-          });
-        }
-      : gateway.handleRequest,
+    onRequest,
   );
+  // `Expect: 100-continue` (RFC 9110 §10.1.1): 100 once the body is read (by the gateway after
+  // its decision, or by the handler in front), never for a request refused first.
+  server.on('checkContinue', continueOnRead(onRequest));
   server.on('upgrade', gateway.handleUpgrade);
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (socket.writable && !socket.destroyed) {

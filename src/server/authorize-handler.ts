@@ -18,6 +18,7 @@ import { loginSessionScope } from '../issuer/revoke.ts';
 import type { TokenService } from '../issuer/service.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
 import { newNonce, pageHeaders, renderConsent, renderError, renderSignOut } from './consent-page.ts';
+import { discardBody } from './expect-continue.ts';
 import { LoginError } from './oidc-authenticator.ts';
 
 export interface AuthorizeHandlerOptions {
@@ -335,7 +336,7 @@ export function createLogoutHandler(
       res.end();
       return;
     }
-    req.resume();
+    discardBody(req);
     // A cross-site post cannot sign the person out (the cookies are SameSite=Lax, but clearing
     // them needs no cookie at all).
     if (crossSitePost(req, issuerOrigin)) {

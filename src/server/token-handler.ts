@@ -21,6 +21,7 @@ import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 import type { Authenticator } from './authenticator.ts';
 import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
+import { discardBody } from './expect-continue.ts';
 import { createOidcAuthenticator } from './oidc-authenticator.ts';
 import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator.ts';
 
@@ -52,7 +53,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) {
-      req.resume();
+      // A client waiting for 100 Continue is never asked for a body this large.
+      discardBody(req);
       reject(new BodyTooLarge());
       return;
     }

@@ -23,7 +23,7 @@ import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
-import { freePort } from '../helpers/net.ts';
+import { type ContinueExchange, expectContinue, freePort } from '../helpers/net.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 
@@ -52,6 +52,21 @@ async function token(scope = 'api:read'): Promise<string> {
 }
 
 const call = (path: string, t: string) => fetch(`${base}${path}`, { headers: { authorization: `Bearer ${t}` } });
+
+/** A POST sent with `Expect: 100-continue` to `url` (see {@link expectContinue}). */
+const postExpecting = (
+  url: string,
+  path: string,
+  headers: string[],
+  body: string,
+  length = Buffer.byteLength(body),
+): Promise<ContinueExchange> =>
+  expectContinue(
+    url,
+    `POST ${path} HTTP/1.1\r\nHost: ${new URL(url).host}\r\n${headers.map((h) => `${h}\r\n`).join('')}Content-Length: ${length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
+    body,
+  );
+const FORM = 'Content-Type: application/x-www-form-urlencoded';
 
 before(async () => {
   delete process.env.TESSERA_MASTER_KEY;
@@ -374,6 +389,32 @@ describe('tessera serve: token service and gateway in one process', () => {
   });
 });
 
+describe('tessera serve: Expect: 100-continue at the token service, beside the gateway', () => {
+  it('a token request whose Content-Length is over the body limit gets 413 without 100 Continue, and the body is never asked for', async () => {
+    const r = await postExpecting(base, '/oauth2/token', [FORM, `Authorization: ${basic('agent', agentSecret)}`], '', 70_000);
+    assert.equal(r.first, 413, r.text);
+    assert.equal(r.bodySent, false);
+  });
+
+  it('admin API body before authentication: no token gets 401 without 100 Continue', async () => {
+    const r = await postExpecting(base, '/oauth2/admin/revoke', ['Content-Type: application/json'], '{"client_id":"agent"}');
+    assert.equal(r.first, 401, r.text);
+    assert.equal(r.bodySent, false);
+  });
+
+  it('a token request within the limit gets 100 Continue, then its token', async () => {
+    const r = await postExpecting(
+      base,
+      '/oauth2/token',
+      [FORM, `Authorization: ${basic('agent', agentSecret)}`],
+      'grant_type=client_credentials',
+    );
+    assert.equal(r.first, 100, r.text);
+    assert.match(r.text, /\r\n\r\nHTTP\/1\.1 200 /);
+    assert.match(r.text, /"access_token":"/);
+  });
+});
+
 describe('tessera serve: the token service alone (no gateway section)', () => {
   it('drains for a bounded time on close: a request that never finishes is cut, not waited for', async () => {
     const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-drain-'));
@@ -486,6 +527,31 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       assert.equal((await fetch(`${server.url}/readyz`, { method: 'POST' })).status, 404);
       assert.equal((await fetch(`${server.url}/metrics`)).status, 404);
       assert.equal((await fetch(`${server.url}/.well-known/oauth-authorization-server`)).status, 200);
+    } finally {
+      await server.close();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
+  it('Expect: 100-continue: a token request over the body limit gets 413 without 100 Continue; one within it gets 100, then its token', async () => {
+    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-continue-'));
+    const port = await freePort();
+    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
+    await initialize({ config: join(alone, 'tessera.yaml') });
+    const server = await startServer({ config: join(alone, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
+    try {
+      const client = await server.service.registerClient({
+        id: 'c',
+        scopes: [],
+        audiences: ['https://api.test'],
+        grantTypes: ['client_credentials'],
+      });
+      const auth = `Authorization: ${basic('c', client.secret as string)}`;
+      const over = await postExpecting(server.url, '/oauth2/token', [FORM, auth], '', 70_000);
+      assert.equal(over.first, 413, over.text);
+      assert.equal(over.bodySent, false);
+      const ok = await postExpecting(server.url, '/oauth2/token', [FORM, auth], 'grant_type=client_credentials');
+      assert.equal(ok.first, 100, ok.text);
+      assert.match(ok.text, /"access_token":"/);
     } finally {
       await server.close();
       rmSync(alone, { recursive: true, force: true });

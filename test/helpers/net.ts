@@ -102,3 +102,57 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 3000): 
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** What a server answered a request sent with `Expect: 100-continue`. */
+export interface ContinueExchange {
+  /** The status of the first response head read before any of the body was sent (100 or the final one); 0 when none came. */
+  readonly first: number;
+  /** Whether the body was sent (only after a 100). */
+  readonly bodySent: boolean;
+  /** Everything read until the server closed the connection. */
+  readonly text: string;
+}
+
+/**
+ * Send `head` (which must carry `Expect: 100-continue` and end with an empty line) as a careful
+ * client does (RFC 9110 §10.1.1): the body goes only after `100 Continue`; a final answer first
+ * means it is never sent. When nothing comes within `waitMs`, the body is not sent and `first` is 0.
+ */
+export function expectContinue(url: string, head: string, body: string | Buffer, waitMs = 2000): Promise<ContinueExchange> {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = connect(Number(u.port), u.hostname, () => s.write(head));
+    let text = '';
+    let first = -1;
+    let bodySent = false;
+    const done = () => resolve({ first: Math.max(first, 0), bodySent, text });
+    const wait = setTimeout(() => {
+      if (first < 0) {
+        first = 0;
+        s.destroy();
+        done();
+      }
+    }, waitMs);
+    s.on('data', (d) => {
+      text += d.toString('latin1');
+      if (first < 0 && text.includes('\r\n\r\n')) {
+        first = Number(text.split(' ')[1]);
+        clearTimeout(wait);
+        if (first === 100) {
+          bodySent = true;
+          s.write(body);
+        }
+      }
+    });
+    s.on('end', () => {
+      clearTimeout(wait);
+      done();
+    });
+    s.on('close', () => {
+      clearTimeout(wait);
+      done();
+    });
+    s.on('error', reject);
+    s.setTimeout(5000, () => s.destroy());
+  });
+}

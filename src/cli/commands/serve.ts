@@ -10,7 +10,7 @@
  * are pushed by PostgreSQL as they commit, and the store is polled every
  * `token_service.sync_interval`, SQLite's only way).
  */
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Command } from 'commander';
@@ -25,6 +25,7 @@ import { serveGateway } from '../../gateway/serve.ts';
 import { deriveMacKey } from '../../issuer/secrets.ts';
 import type { TokenService } from '../../issuer/service.ts';
 import { externalIssuers } from '../../server/bootstrap.ts';
+import { continueOnRead } from '../../server/expect-continue.ts';
 import { listenUrl } from '../../server/listen.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
 import { configPath, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
@@ -98,11 +99,14 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     // served at their default paths (the gateway's answer the same way, metrics aside).
     const checks = tokenServiceReadiness(ctx);
     let closing: Promise<void> | undefined;
-    const server = createServer((req, res) => {
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       if (handler(req, res)) return;
       const path = (req.url ?? '/').split('?')[0];
       if ((req.method === 'GET' || req.method === 'HEAD') && (path === '/healthz' || path === '/readyz')) {
-        if (path === '/healthz') return writeJson(res, 200, { status: 'ok' });
+        if (path === '/healthz') {
+          writeJson(res, 200, { status: 'ok' });
+          return;
+        }
         void readiness([], undefined, checks, closing !== undefined).then((r) =>
           writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
         );
@@ -110,7 +114,9 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       }
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end('{"error":"not_found"}');
-    });
+    };
+    // `Expect: 100-continue`: 100 when the handler reads the body, not for one it refuses first.
+    const server = createServer(onRequest).on('checkContinue', continueOnRead(onRequest));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
