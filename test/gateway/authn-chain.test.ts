@@ -17,7 +17,7 @@ describe('gateway: authentication strategies', () => {
     introspection = await startUpstream((_req, res, body) => {
       const t = new URLSearchParams(body).get('token') ?? '';
       introspected.push(t);
-      const active = t === 'opaque-good-token';
+      const active = t === 'opaque-good-token' || t === 'v4.local.opaque-good-token';
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(
         JSON.stringify(
@@ -46,6 +46,14 @@ describe('gateway: authentication strategies', () => {
             match: { path_prefix: '/chain' },
             upstream: { url: upstream.url },
             auth: ['jwt', 'static'],
+            rules: [{ scopes: ['api:read'] }],
+            identity_headers: ['subject'],
+          },
+          {
+            id: 'either',
+            match: { path_prefix: '/either' },
+            upstream: { url: upstream.url },
+            auth: ['jwt', 'introspection'],
             rules: [{ scopes: ['api:read'] }],
             identity_headers: ['subject'],
           },
@@ -89,6 +97,19 @@ describe('gateway: authentication strategies', () => {
     const n = introspected.length;
     assert.equal((await get('/chain/x', 'Bearer some-opaque-value')).status, 401);
     assert.equal(introspected.length, n);
+  });
+
+  it('[jwt, introspection]: an opaque token of three dot-separated parts (PASETO-like) is introspected, a JWT verified', async () => {
+    const n = introspected.length;
+    assert.equal((await get('/either/x', 'Bearer v4.local.opaque-good-token')).status, 200);
+    assert.equal(upstream.seen.at(-1)!.headers['x-tessera-subject'], 'opaque-user');
+    assert.deepEqual(introspected.slice(n), ['v4.local.opaque-good-token']);
+    assert.equal((await get('/either/x', `Bearer ${await token()}`)).status, 200);
+    assert.equal(upstream.seen.at(-1)!.headers['x-tessera-subject'], 'user-1');
+    // A forged JWT (a JSON header) stays the JWT verifier's: refused, never introspected.
+    const forged = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from('{}').toString('base64url')}.`;
+    assert.equal((await get('/either/x', `Bearer ${forged}x`)).status, 401);
+    assert.equal(introspected.length, n + 1);
   });
 
   it('[jwt, static]: each kind of token is accepted by its own strategy', async () => {

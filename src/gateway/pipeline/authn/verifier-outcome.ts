@@ -24,8 +24,16 @@ export function peekToken(request: GatewayRequest): string | undefined {
   return v.slice(sp + 1).trim();
 }
 
-/** JWS compact serialization has exactly two dots. */
+/**
+ * A JWS compact serialization: exactly two dots, and a header segment whose first byte is `{`
+ * (base64url `e` then one of `w`-`z`, `0`-`9`, `-`, `_`: every JOSE library writes the header
+ * without leading whitespace). Opaque tokens of three dot-separated parts (PASETO's `v4.local.…`)
+ * are left to the route's next strategy (`[jwt, introspection]`).
+ */
 export function looksLikeJws(token: string): boolean {
+  if (token.charCodeAt(0) !== 0x65) return false;
+  const c = token.charCodeAt(1);
+  if (!((c >= 0x77 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f)) return false;
   const a = token.indexOf('.');
   if (a <= 0) return false;
   const b = token.indexOf('.', a + 1);
