@@ -218,7 +218,10 @@ export const routeSchema = z
     auth: z
       .union([authKind, z.array(authKind).min(1)])
       .transform((v) => (Array.isArray(v) ? [...new Set(v)] : [v]))
-      .meta({ description: 'How callers authenticate: none (public), jwt, static, introspection, or a list tried in order (`jwt` takes only tokens shaped as a JWS, `eyJ…` with two dots; any other token goes to the next method).' }),
+      .meta({
+        description:
+          'How callers authenticate: none (public), jwt, static, introspection, or a list tried in order (`jwt` takes only tokens shaped as a JWS, `eyJ…` with two dots; any other token goes to the next method).',
+      }),
     audience: z.string().min(1).optional().meta({ description: 'The caller token `aud` must contain this (jwt and introspection).' }),
     rules: z.array(ruleSchema).optional().meta({
       description: 'Method/path(/tool/rpc) → scopes; first match decides, no match is 403. `[{}]` allows any authenticated caller.',
