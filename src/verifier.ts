@@ -3,11 +3,12 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { everything, type Trusted } from './config/cross-check.ts';
 import { parseConfig } from './config/parse.ts';
 import { type VerifierConfig, type VerifierConfigInput, verifierChecks, verifierConfigSchema } from './config/verifier-schema.ts';
 import { ConfigError, type ConfigIssue } from './core/errors.ts';
+import type { VerificationKey } from './core/jose/jwk.ts';
 import { compilePolicy } from './core/policy.ts';
 import type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
 import { createDpopNonces, type DpopNonceSource } from './core/verify/dpop.ts';
@@ -50,6 +51,24 @@ export interface ManagedVerifier extends Verifier {
   ready(): Promise<void>;
   /** Remote JWKS status, for readiness probes. */
   jwksStatus(): RemoteJwksStatus[];
+  /**
+   * The keys read from each issuer's `jwks.file` when the verifier was built, by issuer: one opaque
+   * text per key, equal in this process for the same key (`kid`, material, and the algorithms it
+   * verifies) read again. A gateway reload compares them to tell a file rewritten at the same path.
+   * Optional for verifiers built otherwise.
+   */
+  readonly fileKeys?: ReadonlyMap<string, ReadonlySet<string>>;
+}
+
+// Key texts are MACs under a key of this process: a file may hold an `oct` key, whose RFC 7638
+// thumbprint is a hash of the secret, and the texts are reachable on the verifier.
+const keyTextKey = randomBytes(32);
+
+/** A key as {@link ManagedVerifier.fileKeys} names it. */
+function keyText(k: VerificationKey): string {
+  return createHmac('sha256', keyTextKey)
+    .update(JSON.stringify([k.kid ?? null, k.thumbprint, [...k.checks.keys()].sort()]))
+    .digest('base64url');
 }
 
 /**
@@ -110,6 +129,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
     : undefined;
 
   const remotes: RemoteJwks[] = [];
+  const fileKeys = new Map<string, ReadonlySet<string>>();
   const issuers: IssuerOptions[] = config.issuers.map((i, n) => {
     let keys: KeySource;
     const provided = runtime.keySources?.[i.issuer];
@@ -132,7 +152,9 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
     } else {
       const jwks = i.jwks as NonNullable<typeof i.jwks>;
       // Inline keys were checked with the rest.
-      keys = loadLocalJwks(jwks, i.algorithms, at(`issuers[${n}].jwks`), 'file' in jwks ? issues : [], runtime.baseDir);
+      const set = loadLocalJwks(jwks, i.algorithms, at(`issuers[${n}].jwks`), 'file' in jwks ? issues : [], runtime.baseDir);
+      if ('file' in jwks) fileKeys.set(i.issuer, new Set(set.keys.map(keyText)));
+      keys = set;
     }
     return {
       issuer: i.issuer,
@@ -213,5 +235,6 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
       return readyPromise;
     },
     jwksStatus: () => remotes.map((r) => r.status),
+    fileKeys,
   });
 }

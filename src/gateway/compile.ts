@@ -100,8 +100,22 @@ export interface CompiledRoute {
   readonly mcp: CompiledMcp | undefined;
 }
 
+/**
+ * What an exchange in flight keeps of the state it was decided under, for a reload to decide it
+ * again: plain data, so an open stream keeps no compiled state (verifiers, caches, pools) alive.
+ * One per compiled state: the configuration object alone would not tell two compilations of it
+ * apart (a key file read again).
+ */
+export interface Admission {
+  readonly config: TesseraConfig;
+  /** The keys read from each issuer's `jwks.file`, as {@link ManagedVerifier.fileKeys} names them. */
+  readonly fileKeys: ReadonlyMap<string, ReadonlySet<string>>;
+}
+
 export interface GatewayState {
   readonly config: TesseraConfig;
+  /** What a stream decided under this state keeps of it. */
+  readonly admission: Admission;
   readonly gateway: GatewayConfig;
   readonly audit: AuditConfig | undefined;
   readonly routes: readonly CompiledRoute[];
@@ -345,6 +359,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
   };
   return Object.freeze({
     config,
+    // Without a JWT verifier no JWT is admitted, and there are no keys to compare.
+    admission: Object.freeze({ config, fileKeys: verifiers.jwt?.fileKeys ?? new Map() }),
     gateway,
     audit: config.audit,
     routes: Object.freeze(routes),

@@ -27,7 +27,14 @@ import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
-import { type CompiledMcp, type CompiledRoute, compileGateway, type GatewayState, type VerifierFactory } from './compile.ts';
+import {
+  type Admission,
+  type CompiledMcp,
+  type CompiledRoute,
+  compileGateway,
+  type GatewayState,
+  type VerifierFactory,
+} from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { auditEventOf, Exchange } from './exchange.ts';
 import { handleForwardAuth } from './forward-auth-handler.ts';
@@ -187,9 +194,9 @@ export interface Gateway {
    * Validate and swap in a new configuration; the old one stays when it is invalid. Exchanges in
    * flight are decided again under the new one with the principal they were admitted with: those
    * whose credential it no longer accepts (a static token removed or given a new value, an issuer
-   * removed or a key of it, introspection removed or moved) are ended with `credential_withdrawn`,
-   * those it no longer allows (a rule, a route, a static token's scopes narrowed) with
-   * `config_narrowed`.
+   * removed, a key of it or a setting narrowed, introspection removed, moved or narrowed) are ended
+   * with `credential_withdrawn`, those it no longer allows (a rule, a route, a static token's scopes,
+   * DPoP, query tokens or `trust_proxy` narrowed) with `config_narrowed`.
    */
   reload(config: TesseraConfig): ReloadResult;
   /**
@@ -678,7 +685,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       body = req;
       x.bytesIn = length;
     }
-    const proxied = new ProxiedRequest(x, req, res, route, decision.principal, decision.headers, s.config, greq, mcp?.rpc);
+    const proxied = new ProxiedRequest(x, req, res, route, decision.principal, decision.headers, s.admission, greq, mcp?.rpc);
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -723,7 +730,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     /** The decision's headers (the injected credential among them), for a 401 to forget it. */
     readonly sent: Readonly<Record<string, string>>;
     /** What it was decided under and for, to decide it again on a reload. */
-    readonly config: TesseraConfig;
+    readonly admission: Admission;
     readonly request: GatewayRequest;
     readonly rpc: RpcFacts | undefined;
 
@@ -734,7 +741,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       route: CompiledRoute,
       principal: Principal | undefined,
       sent: Readonly<Record<string, string>>,
-      config: TesseraConfig,
+      admission: Admission,
       request: GatewayRequest,
       rpc: RpcFacts | undefined,
     ) {
@@ -744,7 +751,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.route = route;
       this.principal = principal;
       this.sent = sent;
-      this.config = config;
+      this.admission = admission;
       this.request = request;
       this.rpc = rpc;
     }

@@ -128,10 +128,11 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
             const untrack = ctx.streams.add({
               kind: 'websocket',
               principal,
-              config: s.config,
+              admission: s.admission,
               route,
               request: greq,
               rpc: undefined,
+              req,
               close(reason) {
                 ctx.streamClosedEvent(x, principal, reason);
                 relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);

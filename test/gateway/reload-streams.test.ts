@@ -4,13 +4,22 @@
  * id), a trusted issuer removed or its keys replaced, introspection removed or pointed at another
  * endpoint. A reload that narrows what a caller may do ends the exchanges it no longer allows: a
  * rule needing a scope the caller lacks, a route removed or no longer accepting the caller's kind of
- * token, a static token's scopes narrowed. Streams the new configuration still allows go on, a
- * reload that changes nothing cuts nothing, and a refused reload changes nothing.
+ * token, a static token's scopes narrowed. An issuer's or introspection's settings narrowed (or a
+ * key file rewritten without the key) withdraw their tokens; DPoP made required (or narrowed for
+ * bound tokens), query tokens turned off, a smaller max_token_size and a trust_proxy change that
+ * moves a request's host or URL end the exchanges they no longer allow. Streams the new
+ * configuration still allows go on, a reload that changes nothing (or only widens) cuts nothing, and
+ * a refused reload changes nothing.
  */
 import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { TesseraConfigInput } from '../../src/config/schema.ts';
 import type { Principal } from '../../src/core/verify/principal.ts';
@@ -59,14 +68,14 @@ interface Sse {
   close(): void;
 }
 
-/** A request whose answer is an event stream: a GET, or `post` (an MCP JSON-RPC request). */
-function openSse(url: string, authorization: string | undefined, post?: string): Promise<Sse> {
+/** A request whose answer is an event stream: a GET, or `post` (an MCP JSON-RPC request); `extra`: more headers. */
+function openSse(url: string, authorization: string | undefined, post?: string, extra: Record<string, string> = {}): Promise<Sse> {
   return new Promise((resolve, reject) => {
     const headers = post === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(post)) };
     const accept = post === undefined ? 'text/event-stream' : 'application/json, text/event-stream';
     const method = post === undefined ? 'GET' : 'POST';
     const credential = authorization === undefined ? {} : { authorization };
-    const req = request(url, { method, headers: { ...credential, accept, ...headers } }, (res) => {
+    const req = request(url, { method, headers: { ...credential, accept, ...headers, ...extra } }, (res) => {
       const sse: Sse = {
         status: res.statusCode ?? 0,
         challenge: res.headers['www-authenticate'],
@@ -98,8 +107,8 @@ function openSse(url: string, authorization: string | undefined, post?: string):
   });
 }
 
-function connectWs(url: string, authorization: string) {
-  const ws = new WebSocket(url, { headers: { authorization } });
+function connectWs(url: string, authorization: string, extra: Record<string, string> = {}) {
+  const ws = new WebSocket(url, { headers: { authorization, ...extra } });
   const opened = new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);
@@ -727,6 +736,373 @@ describe('gateway: streams a reload no longer allows', () => {
     );
     assert.deepEqual(await closedEvents(gw), []);
     assert.equal(await denies(gw, 'config_narrowed'), 1);
+  });
+});
+
+type IssuerInput = NonNullable<TesseraConfigInput['issuers']>[number];
+type IntrospectionInput = NonNullable<TesseraConfigInput['introspection']>;
+
+/** How the settings suite's configuration differs from its default. */
+interface Settings {
+  /** Issuer X's settings besides its name and keys (default: audience AUDIENCE, ES256 and EdDSA). */
+  readonly x?: Partial<Omit<IssuerInput, 'issuer' | 'jwks' | 'jwks_uri'>>;
+  /** Issuer X's keys read from this file (default: inline, the key its tokens are signed with). */
+  readonly xFile?: string;
+  /** Introspection settings besides its endpoint and client id. */
+  readonly introspection?: Partial<Omit<IntrospectionInput, 'endpoint' | 'client_id'>>;
+  /** Default: `allowed`. */
+  readonly dpop?: TesseraConfigInput['dpop'];
+  readonly transport?: TesseraConfigInput['transport'];
+  readonly maxTokenSize?: number;
+  /** `gateway.trust_proxy` (default: none). */
+  readonly trustProxy?: string[];
+  /** A route the streams do not use (their reload changes nothing for them). */
+  readonly otherRoute?: boolean;
+}
+
+const OTHER_AUDIENCE = 'https://other-api.test';
+const FORWARDED = { 'x-forwarded-host': 'public.example', 'x-forwarded-proto': 'https' };
+const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+
+/** A DPoP proof (RFC 9449) by `holder` for `url` and `accessToken`. */
+function proof(method: string, url: string, accessToken: string): Promise<string> {
+  return new SignJWT({ htm: method, htu: url, jti: randomUUID(), ath: createHash('sha256').update(accessToken).digest('base64url') })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+    .setIssuedAt()
+    .sign(holder.privateKey);
+}
+
+describe("gateway: streams whose issuer's, introspection's, DPoP or proxy settings a reload narrows", () => {
+  const gateways: TestGateway[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-reload-'));
+  after(async () => {
+    for (const gw of gateways) await gw.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A JWKS file holding `keys`. */
+  function keyFile(name: string, keys: readonly Record<string, unknown>[]): string {
+    const file = join(dir, name);
+    writeFileSync(file, JSON.stringify({ keys }));
+    return file;
+  }
+
+  function config(n: Settings): TesseraConfigInput {
+    const auth = ['jwt', 'static', 'introspection'] as ('jwt' | 'static' | 'introspection')[];
+    const route = (id: string, match: { host?: string; path_prefix: string }) => ({
+      id,
+      match,
+      upstream: { url: upstream.url },
+      auth,
+      rules: READ_ANYTHING,
+    });
+    return {
+      issuers: [
+        {
+          issuer: ISSUER,
+          audiences: [AUDIENCE],
+          algorithms: ['ES256', 'EdDSA'],
+          ...n.x,
+          jwks: n.xFile === undefined ? { keys: [key.jwk] } : { file: n.xFile },
+        },
+        { issuer: OTHER_ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [otherKey.jwk] } },
+      ],
+      static_tokens: [{ id: 'a', token: TOKEN_A, scopes: ['api:read'] }],
+      introspection: { endpoint: `${introspection.url}/introspect`, client_id: 'gw', client_secret: 'secret', ...n.introspection },
+      scopes: { 'api:read': {}, 'api:admin': {} },
+      dpop: n.dpop ?? { mode: 'allowed' },
+      ...(n.transport ? { transport: n.transport } : {}),
+      ...(n.maxTokenSize ? { max_token_size: n.maxTokenSize } : {}),
+      gateway: {
+        trust_proxy: n.trustProxy ?? [],
+        routes: [
+          route('events', { path_prefix: '/events' }),
+          route('ws', { path_prefix: '/ws' }),
+          route('hosted', { host: 'public.example', path_prefix: '/hosted' }),
+          ...(n.otherRoute
+            ? [{ id: 'other', match: { path_prefix: '/other' }, upstream: { url: introspection.url }, auth: 'jwt' as const, rules: [{}] }]
+            : []),
+        ],
+      },
+    };
+  }
+
+  async function gateway(n: Settings): Promise<TestGateway> {
+    const gw = await startGateway(config(n));
+    gateways.push(gw);
+    return gw;
+  }
+
+  function reload(gw: TestGateway, n: Settings): void {
+    const r = gw.served.gateway.reload(parse(config(n)));
+    assert.equal(r.ok, true, r.ok ? '' : r.error.message);
+  }
+
+  const xToken = (jti: string, header: { typ?: string } = {}) => sign(key, claims({ jti }), header);
+  const yToken = (jti: string) => sign(otherKey, claims({ jti, iss: OTHER_ISSUER }));
+  /** A token of issuer X bound to `holder`'s key (RFC 9449 `cnf.jkt`). */
+  const boundToken = async (jti: string, header: { typ?: string } = {}) =>
+    sign(key, claims({ jti, cnf: { jkt: await calculateJwkThumbprint(holderJwk) } }), header);
+  /** An SSE stream of a bound token, its proof for `htu` (default: the URL opened). */
+  async function openBound(url: string, token: string, htu = url, extra: Record<string, string> = {}): Promise<Sse> {
+    return openSse(url, `DPoP ${token}`, undefined, { dpop: await proof('GET', htu, token), ...extra });
+  }
+
+  const issuerNarrowings: [string, Settings['x']][] = [
+    ['an algorithm removed', { algorithms: ['ES256'] }],
+    ['an audience removed', { audiences: [OTHER_AUDIENCE] }],
+    ['token_type required', { token_type: 'at+jwt' }],
+    ['a required claim added', { required_claims: ['iat', 'nbf'] }],
+    ['max_lifetime shortened', { max_lifetime: '10m' }],
+    ['clock_skew shortened', { clock_skew: '5s' }],
+    ['scope_claim changed', { scope_claim: 'scp' }],
+    ['delegation_claim changed', { delegation_claim: 'gid' }],
+  ];
+  for (const [what, x] of issuerNarrowings) {
+    it(`issuer settings narrowed (${what}): a stream of issuer X ends with credential_withdrawn, though X keeps its keys; issuer Y's goes on`, async () => {
+      const gw = await gateway({});
+      const s = await openSse(`${gw.url}/events/x`, `Bearer ${await xToken('j-settings-x')}`);
+      const y = await openSse(`${gw.url}/events/y`, `Bearer ${await yToken('j-settings-y')}`);
+      assert.equal(s.status, 200);
+      await until(() => s.events.length >= 2 && y.events.length >= 2);
+
+      reload(gw, { x });
+      await within(s.done, 2000, `the stream outlived its issuer's settings narrowed (${what})`);
+      await continues(y);
+      assert.deepEqual(
+        (await closedEvents(gw)).map((e) => [e.reason, e.jti, e.issuer]),
+        [['credential_withdrawn', 'j-settings-x', ISSUER]],
+      );
+      y.close();
+    });
+  }
+
+  const introspectionNarrowings: [string, Settings['introspection']][] = [
+    ['audiences required', { audiences: [OTHER_AUDIENCE] }],
+    ['issuer renamed', { issuer: 'https://as.test' }],
+    ['scope_claim changed', { scope_claim: 'scp' }],
+  ];
+  for (const [what, introspectionSettings] of introspectionNarrowings) {
+    it(`introspection settings narrowed (${what}): a stream of an introspected token ends with credential_withdrawn, though the endpoint and client stay; a static stream goes on`, async () => {
+      const gw = await gateway({});
+      const o = await openSse(`${gw.url}/events/o`, `Bearer ${OPAQUE}`);
+      const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
+      assert.equal(o.status, 200);
+      await until(() => o.events.length >= 2 && a.events.length >= 2);
+
+      reload(gw, { introspection: introspectionSettings });
+      await within(o.done, 2000, `the stream outlived introspection narrowed (${what})`);
+      await continues(a);
+      assert.deepEqual(
+        (await closedEvents(gw)).map((e) => [e.reason, e.subject]),
+        [['credential_withdrawn', 'opaque-user']],
+      );
+      a.close();
+    });
+  }
+
+  it("jwks.file rewritten: a stream of issuer X ends once the file at the same path no longer holds the key it was admitted under; issuer Y's goes on", async () => {
+    const file = keyFile('x-replaced.json', [key.jwk]);
+    const gw = await gateway({ xFile: file });
+    const x = await openSse(`${gw.url}/events/x`, `Bearer ${await xToken('j-file-x')}`);
+    const y = await openSse(`${gw.url}/events/y`, `Bearer ${await yToken('j-file-y')}`);
+    assert.equal(x.status, 200);
+    await until(() => x.events.length >= 2 && y.events.length >= 2);
+
+    keyFile('x-replaced.json', [newKey.jwk]);
+    reload(gw, { xFile: file });
+    await within(x.done, 2000, 'the stream outlived the key its issuer no longer loads from its file');
+    await continues(y);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.jti, e.issuer]),
+      [['credential_withdrawn', 'j-file-x', ISSUER]],
+    );
+    y.close();
+  });
+
+  it('DPoP made required: bearer streams (a JWT, a static token, a WebSocket) end with config_narrowed; a DPoP-bound stream goes on', async () => {
+    const gw = await gateway({});
+    const jwt = await openSse(`${gw.url}/events/x`, `Bearer ${await xToken('j-bearer')}`);
+    const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
+    const bound = await openBound(`${gw.url}/events/d`, await boundToken('j-bound'));
+    assert.equal(bound.status, 200);
+    const ws = connectWs(`${gw.url.replace('http', 'ws')}/ws/chat`, `Bearer ${await xToken('j-bearer-ws')}`);
+    await ws.opened;
+    await until(() => [jwt, a, bound].every((s) => s.events.length >= 2));
+
+    reload(gw, { dpop: { mode: 'required' } });
+    await within(jwt.done, 2000, 'the bearer JWT stream outlived DPoP made required');
+    await within(a.done, 2000, 'the static token stream outlived DPoP made required');
+    const closed = await within(ws.closed, 2000, 'the bearer WebSocket outlived DPoP made required');
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, 'config narrowed');
+    await continues(bound);
+    assert.deepEqual((await closedEvents(gw)).map((e) => [e.reason, e.jti ?? e.detail?.static_token]).sort(), [
+      ['config_narrowed', 'a'],
+      ['config_narrowed', 'j-bearer'],
+      ['config_narrowed', 'j-bearer-ws'],
+    ]);
+    // A new bearer request is refused as the new configuration says.
+    assert.equal((await fetch(`${gw.url}/events/again`, { headers: { authorization: `Bearer ${TOKEN_A}` } })).status, 401);
+    bound.close();
+  });
+
+  const dpopNarrowings: [string, TesseraConfigInput['dpop']][] = [
+    ['disabled', { mode: 'disabled' }],
+    ['the proof algorithm removed', { mode: 'allowed', algorithms: ['EdDSA'] }],
+    ['nonces required', { mode: 'allowed', nonce: true }],
+    ['iat_window shortened', { mode: 'allowed', iat_window: '10s' }],
+  ];
+  for (const [what, dpop] of dpopNarrowings) {
+    it(`DPoP narrowed (${what}): a DPoP-bound stream ends with config_narrowed; a bearer stream goes on`, async () => {
+      const gw = await gateway({});
+      const bound = await openBound(`${gw.url}/events/d`, await boundToken('j-bound'));
+      const bearer = await openSse(`${gw.url}/events/x`, `Bearer ${await xToken('j-bearer')}`);
+      assert.equal(bound.status, 200);
+      await until(() => bound.events.length >= 2 && bearer.events.length >= 2);
+
+      reload(gw, { dpop });
+      await within(bound.done, 2000, `the DPoP-bound stream outlived DPoP narrowed (${what})`);
+      await continues(bearer);
+      assert.deepEqual(
+        (await closedEvents(gw)).map((e) => [e.reason, e.jti]),
+        [['config_narrowed', 'j-bound']],
+      );
+      bearer.close();
+    });
+  }
+
+  it('query tokens turned off (transport.query): a stream whose token came in the query ends with config_narrowed; one sent in the header goes on', async () => {
+    const gw = await gateway({ transport: { query: true } });
+    const q = await openSse(`${gw.url}/events/q?access_token=${await xToken('j-query')}`, undefined);
+    const h = await openSse(`${gw.url}/events/h`, `Bearer ${await xToken('j-header')}`);
+    assert.equal(q.status, 200);
+    await until(() => q.events.length >= 2 && h.events.length >= 2);
+
+    reload(gw, {});
+    await within(q.done, 2000, 'the stream outlived query tokens turned off');
+    await continues(h);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.jti]),
+      [['config_narrowed', 'j-query']],
+    );
+    h.close();
+  });
+
+  it('max_token_size lowered below a token in use: its stream ends with credential_withdrawn; a shorter token goes on', async () => {
+    const gw = await gateway({});
+    const long = await xToken('j-long');
+    assert.ok(long.length > 256 && TOKEN_A.length <= 256);
+    const x = await openSse(`${gw.url}/events/x`, `Bearer ${long}`);
+    const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
+    await until(() => x.events.length >= 2 && a.events.length >= 2);
+
+    reload(gw, { maxTokenSize: 256 });
+    await within(x.done, 2000, 'the stream outlived max_token_size lowered below its token');
+    await continues(a);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.jti]),
+      [['credential_withdrawn', 'j-long']],
+    );
+    a.close();
+  });
+
+  it('trust_proxy narrowed: a stream routed by the X-Forwarded-Host of a proxy no longer trusted ends with config_narrowed (its host is read again); a stream not routed by host goes on', async () => {
+    const gw = await gateway({ trustProxy: ['127.0.0.1/32'] });
+    const hosted = await openSse(`${gw.url}/hosted/feed`, `Bearer ${TOKEN_A}`, undefined, FORWARDED);
+    const plain = await openSse(`${gw.url}/events/feed`, `Bearer ${TOKEN_A}`, undefined, FORWARDED);
+    assert.equal(hosted.status, 200);
+    await until(() => hosted.events.length >= 2 && plain.events.length >= 2);
+
+    reload(gw, { trustProxy: [] });
+    await within(hosted.done, 2000, 'the stream outlived the proxy that routed it losing trust');
+    await continues(plain);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.route]),
+      [['config_narrowed', 'hosted']],
+    );
+    // A new request through the untrusted proxy finds no route.
+    assert.equal((await fetch(`${gw.url}/hosted/feed`, { headers: { authorization: `Bearer ${TOKEN_A}`, ...FORWARDED } })).status, 404);
+    plain.close();
+  });
+
+  it("trust_proxy narrowed: a DPoP-bound stream whose proof named the URL a proxy forwarded ends with config_narrowed, the gateway's own URL for it having changed; a bearer stream through the proxy goes on", async () => {
+    const gw = await gateway({ trustProxy: ['127.0.0.1/32'] });
+    const token = await boundToken('j-htu');
+    const bound = await openBound(`${gw.url}/events/d`, token, 'https://public.example/events/d', FORWARDED);
+    const bearer = await openSse(`${gw.url}/events/b`, `Bearer ${await xToken('j-proxied')}`, undefined, FORWARDED);
+    assert.equal(bound.status, 200);
+    await until(() => bound.events.length >= 2 && bearer.events.length >= 2);
+
+    reload(gw, { trustProxy: [] });
+    await within(bound.done, 2000, 'the DPoP-bound stream outlived the URL its proof named');
+    await continues(bearer);
+    assert.deepEqual(
+      (await closedEvents(gw)).map((e) => [e.reason, e.jti]),
+      [['config_narrowed', 'j-htu']],
+    );
+    bearer.close();
+  });
+
+  it('still accepted: a reload that only widens issuer, introspection and DPoP settings, adds a key to a jwks.file and adds an unrelated route keeps every stream', async () => {
+    const file = keyFile('x-widened.json', [key.jwk]);
+    const typ = { typ: 'at+jwt' };
+    const narrow: Settings = {
+      xFile: file,
+      x: {
+        algorithms: ['ES256'],
+        token_type: 'at+jwt',
+        required_claims: ['iat', 'jti'],
+        clock_skew: '10s',
+        max_lifetime: '1h',
+      },
+      dpop: { mode: 'allowed', algorithms: ['ES256'], iat_window: '30s', nonce: false },
+      maxTokenSize: 4096,
+    };
+    const gw = await gateway(narrow);
+    const streams = [
+      await openSse(`${gw.url}/events/x`, `Bearer ${await xToken('j-wide-x', typ)}`),
+      await openSse(`${gw.url}/events/y`, `Bearer ${await yToken('j-wide-y')}`),
+      await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`),
+      await openSse(`${gw.url}/events/o`, `Bearer ${OPAQUE}`),
+      await openBound(`${gw.url}/events/d`, await boundToken('j-wide-d', typ)),
+    ];
+    assert.deepEqual(
+      streams.map((s) => s.status),
+      [200, 200, 200, 200, 200],
+    );
+    const ws = connectWs(`${gw.url.replace('http', 'ws')}/ws/chat`, `Bearer ${await xToken('j-wide-ws', typ)}`);
+    await ws.opened;
+    await until(() => streams.every((s) => s.events.length >= 2));
+
+    keyFile('x-widened.json', [key.jwk, newKey.jwk]);
+    reload(gw, {
+      xFile: file,
+      // No token_type, fewer required claims, more skew, lifetime, algorithms and audiences; keys
+      // fetched otherwise (jwks_cache does not decide which tokens are accepted).
+      x: {
+        algorithms: ['ES256', 'EdDSA'],
+        audiences: [AUDIENCE, OTHER_AUDIENCE],
+        required_claims: ['iat'],
+        clock_skew: '30s',
+        max_lifetime: '2h',
+        jwks_cache: { timeout: '3s' },
+      },
+      // A rotated secret, and how introspection is asked and its answers cached.
+      introspection: { client_secret: 'rotated-secret', timeout: '3s', cache_max_ttl: '30s' },
+      // More proof algorithms, an older proof accepted, a larger replay cache.
+      dpop: { mode: 'allowed', algorithms: ['ES256', 'EdDSA'], iat_window: '60s', replay_cache_size: 1000 },
+      transport: { query: true },
+      maxTokenSize: 8192,
+      otherRoute: true,
+    });
+    for (const s of streams) await continues(s);
+    await echoes(ws.ws, 'after-widening');
+    assert.deepEqual(await closedEvents(gw), []);
+    for (const s of streams) s.close();
+    ws.ws.close();
+    await ws.closed;
   });
 });
 
