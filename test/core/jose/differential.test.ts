@@ -117,7 +117,7 @@ export const DELIBERATE: readonly Deliberate[] = [
   {
     id: 'claim-type',
     reason:
-      'RFC 7519 §4.1.2 / §4.1.7, RFC 9068 §2.2, RFC 8693 §4.2: sub, jti, client_id, the delegation claim and the scope claim have fixed types; a wrong type is refused, never read as absent',
+      'RFC 7519 §4.1.2 / §4.1.7, RFC 9068 §2.2, RFC 8693 §4.2: sub, jti, client_id, the delegation claim and the scope claim have fixed types (scope a string, RFC 9068 §2.2.3); a wrong type is refused, never read as absent',
     codes: ['token_claim_invalid'],
   },
   {
@@ -169,14 +169,9 @@ function deliberateRules(token: string): Set<RuleId> {
     for (const name of ['sub', 'jti', 'client_id', 'grant_id']) {
       if (Object.hasOwn(payload, name) && typeof payload[name] !== 'string') rules.add('claim-type');
     }
-    const scope = payload.scope;
-    if (
-      Object.hasOwn(payload, 'scope') &&
-      typeof scope !== 'string' &&
-      !(Array.isArray(scope) && scope.every((s) => typeof s === 'string' && s !== '' && !s.includes(' ')))
-    ) {
-      rules.add('claim-type');
-    }
+    // RFC 9068 §2.2.3: `scope` (the verifier's scope claim here) is one space-delimited string; an
+    // array is refused (only other scope claims, `scp`, may be arrays).
+    if (Object.hasOwn(payload, 'scope') && typeof payload.scope !== 'string') rules.add('claim-type');
     if (Object.hasOwn(payload, 'act') && !validActChain(payload.act)) rules.add('act-shape');
     if (Object.hasOwn(payload, 'cnf')) {
       const cnf = payload.cnf as Record<string, unknown>;
