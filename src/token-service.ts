@@ -77,4 +77,5 @@ export type {
 } from './store/contract.ts';
 export { GRANT_TYPES, StoreConflictError } from './store/contract.ts';
 export { PostgresStore, type PostgresStoreOptions } from './store/postgres/store.ts';
+export { storeReplayCache } from './store/replay.ts';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite/store.ts';

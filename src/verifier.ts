@@ -29,7 +29,12 @@ export interface VerifierRuntime {
   readonly fetch?: typeof fetch;
   /** Directory that relative `jwks.file` paths resolve against. */
   readonly baseDir?: string;
-  /** Replay cache for DPoP proof `jti`s (default: in-memory). */
+  /**
+   * Replay cache for DPoP proof `jti`s (default: in memory, `dpop.replay_cache_size`, for this
+   * verifier alone). Instances, and a process that restarts, share one kept in the store:
+   * `storeReplayCache(store)` from `tessera/token-service`. `use` may be async; when it rejects, the
+   * proof is refused with `dpop_replay_unavailable` (503).
+   */
   readonly replay?: ReplayCache;
   /** Nonce source when `dpop.nonce` is on (default: a per-process secret). */
   readonly dpopNonces?: DpopNonceSource;

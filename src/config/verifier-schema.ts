@@ -227,7 +227,10 @@ export const dpopSchema = z
       .meta({ description: 'Algorithms accepted for proofs (asymmetric only).' }),
     iat_window: duration('How old a proof may be.').prefault('60s'),
     nonce: z.boolean().default(false).meta({ description: 'Require server-issued nonces (`use_dpop_nonce`).' }),
-    replay_cache_size: z.number().int().positive().default(100_000).meta({ description: 'Proof `jti`s remembered.' }),
+    replay_cache_size: z.number().int().positive().default(100_000).meta({
+      description:
+        'Proof `jti`s remembered in memory, where no store keeps them (`tessera gateway`, the library); `tessera serve` records them in its store.',
+    }),
   })
   .superRefine((v, ctx) => {
     for (const [i, a] of (Array.isArray(v.algorithms) ? v.algorithms : []).entries()) {

@@ -242,6 +242,13 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The access token cannot be checked right now.',
   },
+  // The shared replay cache (the store) cannot record the proof's jti: accepting the proof without
+  // it would let it be replayed at another instance.
+  dpop_replay_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The DPoP proof cannot be checked right now.',
+  },
 
   // RFC 9449 §7.1: DPoP proof failures.
   dpop_proof_missing: {

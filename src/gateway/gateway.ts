@@ -22,9 +22,10 @@ import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, TesseraError } from '../core/errors.ts';
-import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
+import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
+import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import {
@@ -156,7 +157,11 @@ export interface GatewayDeps {
   readonly revocation?: RevocationFeed;
   /** The token service, for `credential: exchange`. */
   readonly upstreamTokenIssuer?: UpstreamTokenIssuer;
-  /** Runtime for verifiers built from config (key sources of the in-process token service, fetch). */
+  /**
+   * Runtime for verifiers built from config (key sources of the in-process token service, fetch,
+   * the store's replay cache). Without `replay`, one in-memory cache (`dpop.replay_cache_size`) is
+   * shared by every verifier the gateway builds, across reloads.
+   */
   readonly verifierRuntime?: VerifierRuntime;
   /** Replace how verifiers are built (default: `createVerifierFromConfig` with `verifierRuntime`). */
   readonly createVerifier?: VerifierFactory;
@@ -255,11 +260,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const logger = deps.logger ?? defaultLogger();
   const registry = deps.metrics ?? new Registry();
   const pools = new UpstreamPools();
+  // One replay cache for every verifier the gateway builds, the ones a reload builds included: a
+  // verifier of its own per build would forget, at each reload, the proofs accepted before it.
+  const memoryReplay =
+    deps.verifierRuntime?.replay === undefined ? new MemoryReplayCache({ maxEntries: config.dpop.replay_cache_size, clock }) : undefined;
+  const replay: ReplayCache = memoryReplay ?? (deps.verifierRuntime?.replay as ReplayCache);
   const verifierFactory: VerifierFactory =
     deps.createVerifier ??
     ((c) =>
       createVerifierFromConfig(c, {
         ...deps.verifierRuntime,
+        replay,
         clock,
         ...(deps.revocation ? { revocation: deps.revocation } : {}),
         onWarning: deps.verifierRuntime?.onWarning ?? ((m: string) => logger.warn({ event: 'verifier_warning' }, m)),
@@ -876,6 +887,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const previous = state;
     for (const v of previous.verifiers) metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
     state = compiled;
+    memoryReplay?.resize(next.dpop.replay_cache_size);
     // A static token rotated out, an issuer no longer trusted, a rule or a route narrowed: whoever
     // it no longer allows is cut off now, not only on its next request (revocation's mechanics:
     // 1008, end of stream, 401 or 403 before the response).

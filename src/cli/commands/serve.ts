@@ -28,6 +28,7 @@ import { externalIssuers } from '../../server/bootstrap.ts';
 import { continueOnRead } from '../../server/expect-continue.ts';
 import { listenUrl } from '../../server/listen.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
+import { storeReplayCache } from '../../store/replay.ts';
 import { configPath, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
 import { CliError } from '../output.ts';
 
@@ -244,6 +245,9 @@ async function withGateway(
         keySources: { [service.issuer]: service.keys },
         revocation: service.revocations,
         baseDir: dirname(file),
+        // DPoP proofs are remembered in the store: refused again after a restart and by every
+        // other instance on it, not only by this process (RFC 9449 §11.1).
+        replay: storeReplayCache(store),
       },
       revocation: service.revocations,
       ...(exchangeClient !== undefined ? { upstreamTokenIssuer: service.upstreamIssuer(exchangeClient) } : {}),

@@ -127,7 +127,8 @@ const fail = (code: ConstructorParameters<typeof TesseraError>[0], claim?: strin
  * @returns the RFC 7638 thumbprint of the proof key (equal to the token's `cnf.jkt`), or the
  *   error: `dpop_proof_invalid` for a malformed or badly signed proof, a specific code for a wrong
  *   `htm`, `htu`, `iat`, `ath`, a replayed `jti`, `dpop_binding_mismatch` for a proof by another
- *   key than the token's, or `dpop_nonce_required` with a fresh nonce.
+ *   key than the token's, `dpop_nonce_required` with a fresh nonce, or `dpop_replay_unavailable`
+ *   when the replay cache cannot record the `jti`.
  */
 export async function checkDpopProof(
   proof: string,
@@ -181,7 +182,14 @@ export async function checkDpopProof(
   // Only a proof that passed every other check is remembered, so junk cannot fill the cache. Its
   // iat passes while the whole second nowSeconds <= iat + window + skew lasts, so the jti is kept
   // until that second is over, else the proof could be replayed within it (RFC 9449 §11.1).
-  const first = await options.replay.use(`${key.thumbprint}:${jti}`, Math.floor(iat + options.iatWindow + options.clockSkew) + 1);
+  // A shared cache (the store) that cannot answer refuses the proof: accepted unrecorded, it could
+  // be presented again at another instance.
+  let first: boolean;
+  try {
+    first = await options.replay.use(`${key.thumbprint}:${jti}`, Math.floor(iat + options.iatWindow + options.clockSkew) + 1);
+  } catch {
+    return new TesseraError('dpop_replay_unavailable', { retryAfter: 5 });
+  }
   if (!first) return fail('dpop_replayed', 'jti');
   return { jkt: key.thumbprint };
 }

@@ -6,7 +6,7 @@ import type { Clock, ReplayCache } from '../ports.ts';
 
 export class MemoryReplayCache implements ReplayCache {
   readonly #seen = new Map<string, number>();
-  readonly #max: number;
+  #max: number;
   readonly #clock: Clock;
   /** When a full cache may next be swept (seconds). */
   #nextSweep = 0;
@@ -34,6 +34,11 @@ export class MemoryReplayCache implements ReplayCache {
     }
     this.#seen.set(key, expiresAt);
     return true;
+  }
+
+  /** Change the bound (a gateway reload): the entries held are kept until they expire. */
+  resize(maxEntries: number): void {
+    this.#max = maxEntries;
   }
 
   get size(): number {

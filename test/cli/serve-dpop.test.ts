@@ -1,0 +1,186 @@
+/**
+ * `tessera serve`: a DPoP proof (RFC 9449 §11.1) is accepted once per store, not once per process.
+ * The gateway records each proof's `jti` in the store's replay table, so the same token and proof
+ * are refused after a restart, and at a second instance on the same store, on SQLite and on
+ * PostgreSQL (127.0.0.1:5432, database `test`, or TESSERA_TEST_POSTGRES_URL; skipped when it does
+ * not answer). Both instances share `server.public_url`, as instances behind one load balancer do,
+ * so the proof names a URL each of them accepts.
+ */
+import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { decodeJwt, type JWK, SignJWT } from 'jose';
+import pg from 'pg';
+import pino from 'pino';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { startUpstream, type Upstream } from '../gateway/helpers.ts';
+import { basic } from '../helpers/issuer.ts';
+import { freePort } from '../helpers/net.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
+
+const PUBLIC = 'https://api.test';
+const AUDIENCE = `${PUBLIC}/api`;
+const pgUrl = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgReachable = await postgresReachable(pgUrl);
+
+const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+
+/** A DPoP proof by `holder`; with `accessToken`, bound to it (`ath`). */
+function proof(method: string, htu: string, accessToken?: string): Promise<string> {
+  return new SignJWT({
+    htm: method,
+    htu,
+    jti: randomUUID(),
+    ...(accessToken !== undefined ? { ath: createHash('sha256').update(accessToken).digest('base64url') } : {}),
+  })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+    .setIssuedAt()
+    .sign(holder.privateKey);
+}
+
+const drivers = [
+  { name: 'SQLite', store: '', skip: false as const },
+  {
+    name: 'PostgreSQL',
+    store: 'postgres',
+    skip: pgReachable ? (false as const) : `PostgreSQL is not reachable at ${pgUrl.replace(/\/\/[^@]*@/, '//')}`,
+  },
+];
+
+for (const driver of drivers) {
+  describe(`tessera serve on ${driver.name}: a DPoP proof is used once per store`, { skip: driver.skip }, () => {
+    let dir: string;
+    let config: string;
+    let port: number;
+    let upstream: Upstream;
+    let secret: string;
+    const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+    const running: RunningServer[] = [];
+    const start = async (options: { port?: number } = {}) => {
+      const r = await startServer({ config, logger: pino({ level: 'silent' }), ...options });
+      running.push(r);
+      return r;
+    };
+    const stop = async (r: RunningServer) => {
+      running.splice(running.indexOf(r), 1);
+      await r.close();
+    };
+    const stopAll = async () => {
+      for (const r of [...running]) await stop(r);
+    };
+
+    /** A DPoP-bound access token (`cnf.jkt` of `holder`) from the token service at `url`. */
+    const boundToken = async (url: string): Promise<string> => {
+      const res = await fetch(`${url}/oauth2/token`, {
+        method: 'POST',
+        headers: {
+          authorization: basic('agent', secret),
+          'content-type': 'application/x-www-form-urlencoded',
+          dpop: await proof('POST', `${PUBLIC}/oauth2/token`),
+        },
+        body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'api:read' }),
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      const body = (await res.json()) as { access_token: string; token_type: string };
+      assert.equal(body.token_type, 'DPoP');
+      assert.ok((decodeJwt(body.access_token).cnf as { jkt?: string } | undefined)?.jkt);
+      return body.access_token;
+    };
+    const call = (url: string, token: string, dpop: string) =>
+      fetch(`${url}/api/items`, { headers: { authorization: `DPoP ${token}`, dpop } });
+    const assertReplayRefused = (res: Response) => {
+      assert.equal(res.status, 401);
+      assert.match(
+        res.headers.get('www-authenticate') ?? '',
+        /DPoP .*error="invalid_dpop_proof", error_description="The DPoP proof was already used\."/,
+      );
+    };
+
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'tessera-serve-dpop-'));
+      mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
+      port = await freePort();
+      upstream = await startUpstream();
+      config = join(dir, 'tessera.yaml');
+      writeFileSync(
+        config,
+        `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port}, public_url: ${PUBLIC} }
+${driver.store === 'postgres' ? `store: { driver: postgres, postgres: { url: "${pgUrl}", schema: ${schema} } }\n` : ''}issuers:
+  - { issuer: ${PUBLIC}, audiences: [${AUDIENCE}], jwks_uri: ${PUBLIC}/.well-known/jwks.json, token_type: at+jwt }
+scopes:
+  api:read: {}
+dpop: { mode: allowed }
+gateway:
+  watch_config: false
+  routes:
+    - id: api
+      match: { path_prefix: /api }
+      upstream: { url: ${upstream.url} }
+      auth: jwt
+      audience: ${AUDIENCE}
+      rules: [{ scopes: [api:read] }]
+`,
+      );
+      await initialize({ config });
+      const first = await start();
+      secret = (
+        await first.service.registerClient({
+          id: 'agent',
+          scopes: ['api:read'],
+          audiences: [AUDIENCE],
+          grantTypes: ['client_credentials'],
+        })
+      ).secret as string;
+      await stop(first);
+    });
+    afterEach(stopAll);
+    after(async () => {
+      await stopAll();
+      await upstream?.close();
+      if (driver.store === 'postgres') {
+        const c = new pg.Client({ connectionString: pgUrl });
+        await c.connect();
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await c.end();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('replay after a restart: the same token and proof, accepted once, are refused by the restarted server', async () => {
+      let server = await start();
+      const token = await boundToken(server.url);
+      const dpop = await proof('GET', `${PUBLIC}/api/items`, token);
+      assert.equal((await call(server.url, token, dpop)).status, 200);
+      assertReplayRefused(await call(server.url, token, dpop));
+      const seen = upstream.seen.length;
+
+      await stop(server);
+      server = await start();
+      assertReplayRefused(await call(server.url, token, dpop));
+      assert.equal(upstream.seen.length, seen, 'the replayed request reached the upstream');
+      // A fresh proof for the same token still passes: only the used proof is refused.
+      assert.equal((await call(server.url, token, await proof('GET', `${PUBLIC}/api/items`, token))).status, 200);
+    });
+
+    it('replay at another instance: a proof accepted by one instance on the store is refused by a second one', async () => {
+      const a = await start();
+      const b = await start({ port: await freePort() });
+      const token = await boundToken(a.url);
+      const dpop = await proof('GET', `${PUBLIC}/api/items`, token);
+      assert.equal((await call(a.url, token, dpop)).status, 200);
+      const seen = upstream.seen.length;
+      assertReplayRefused(await call(b.url, token, dpop));
+      assert.equal(upstream.seen.length, seen, 'the replayed request reached the upstream');
+      // And the other way round, with a proof used first at the second instance.
+      const other = await proof('GET', `${PUBLIC}/api/items`, token);
+      assert.equal((await call(b.url, token, other)).status, 200);
+      assertReplayRefused(await call(a.url, token, other));
+    });
+  });
+}
