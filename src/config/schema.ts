@@ -15,11 +15,10 @@ export const serverSchema = z
   .strictObject({
     host: z.string().min(1).default('127.0.0.1').meta({ description: 'Address to listen on.' }),
     port: z.number().int().min(0).max(65535).default(8080).meta({ description: 'Port to listen on (0 picks a free one).' }),
-    public_url: z
-      .string()
-      .url()
-      .optional()
-      .meta({ description: 'External base URL (issuer identifier, DPoP htu); default http://host:port.' }),
+    public_url: z.string().url().optional().meta({
+      description:
+        "External base URL: the issuer identifier, and the base of the URL a DPoP proof names (`htu`) at the token endpoint and the gateway. Unset: http://host:port; at the gateway, the URL a proxy in `gateway.trust_proxy` forwards, else http://host:port (for a wildcard host, 0.0.0.0 or ::, the address the connection arrives at), never the caller's Host header.",
+    }),
     trust_proxy: z
       .boolean()
       .refine((v) => v === false, {

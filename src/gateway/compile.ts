@@ -8,7 +8,7 @@
  * @module
  */
 import { createHash, type KeyObject } from 'node:crypto';
-import type { BlockList } from 'node:net';
+import { type BlockList, isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { everything } from '../config/cross-check.ts';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
@@ -53,6 +53,8 @@ export interface CompileDeps {
   readonly authorizationServer?: string | undefined;
   /** The MCP session key when `gateway.mcp_session_secret` is not set, and whether it is a random one. */
   readonly mcpSessionKey: { readonly key: KeyObject; readonly random: boolean };
+  /** The host the listener was bound to, when it is not `server.host` (`--host`). */
+  readonly listenHost?: string | undefined;
 }
 
 export interface CompiledUpstream {
@@ -136,6 +138,11 @@ export interface GatewayState {
   /** Proxies in front of the gateway (`gateway.trust_proxy`). */
   readonly trustedProxies: BlockList;
   readonly publicUrl: string | undefined;
+  /**
+   * The host of the gateway's own URL without `publicUrl`: the host it listens on as a URL writes
+   * it, `undefined` for a wildcard address (each connection's local address then).
+   */
+  readonly listenHost: string | undefined;
   readonly poolKeys: ReadonlySet<string>;
   /** Signs MCP session ids (`gateway.mcp_session_secret`, else the host's key). */
   readonly mcpSessionKey: KeyObject;
@@ -192,6 +199,17 @@ function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: 
  * @throws {ConfigError} listing every problem (routes needing verifiers that are not configured,
  *   unknown scopes in rules, bad patterns, `exchange` without a token service…).
  */
+/**
+ * `host` (`server.host`) as the host of a URL, as the token service writes its default issuer (an
+ * IPv6 address in brackets), or `undefined` for a wildcard address, which names no one host.
+ */
+function urlHost(host: string): string | undefined {
+  const ip = isIP(host);
+  if (ip === 4) return host === '0.0.0.0' ? undefined : host;
+  if (ip === 6) return new URL(`http://[${host}]`).hostname === '[::]' ? undefined : `[${host}]`;
+  return host;
+}
+
 export function compileGateway(config: TesseraConfig, deps: CompileDeps): GatewayState {
   const { model: scopes } = compileScopes(config.scopes, 'scopes');
   // The schema ran gatewayChecks already; they run again for a configuration built without it.
@@ -352,6 +370,17 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     warnings.push(
       'MCP session ids are signed with a random key of this process: sessions end when it restarts and are refused by other gateway instances; set gateway.mcp_session_secret (e.g. "${MCP_SESSION_SECRET}") to keep and share them',
     );
+  const bound = deps.listenHost ?? config.server.host;
+  const listenHost = urlHost(bound);
+  if (
+    listenHost === undefined &&
+    config.server.public_url === undefined &&
+    config.dpop.mode !== 'disabled' &&
+    (verifiers.jwt ?? verifiers.introspection)
+  )
+    warnings.push(
+      `server.host ${bound} is every address of this machine and server.public_url is not set: a DPoP proof must name the address a connection arrives at (http://<address>:<port>/…), not a name clients use for the gateway, and is refused otherwise; set server.public_url to the URL clients reach the gateway at`,
+    );
   const anyVerifier = verifiers.jwt ?? verifiers.static ?? verifiers.introspection;
   const challengeOptions = {
     ...(config.realm !== undefined ? { realm: config.realm } : {}),
@@ -384,6 +413,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     metricsPeers,
     trustedProxies,
     publicUrl: config.server.public_url,
+    listenHost,
     poolKeys,
     mcpSessionKey: secret === undefined ? deps.mcpSessionKey.key : sessionKeyFromSecret(secret),
     warnings,

@@ -83,6 +83,7 @@ import {
   metadataRoute,
   remoteOf,
   requestHost,
+  requestOrigin,
   upstreamHeaders,
   upstreamPath,
 } from './requests.ts';
@@ -137,7 +138,7 @@ function acceptedUntil(config: TesseraConfig, p: Principal): number {
 /** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
 function originOf(s: GatewayState, req: IncomingMessage): string {
   try {
-    return new URL(s.publicUrl ?? absoluteUrl(s, req)).origin;
+    return new URL(s.publicUrl ?? requestOrigin(s, req)).origin;
   } catch {
     return 'http://localhost';
   }
@@ -176,6 +177,12 @@ export interface GatewayDeps {
    * warning: sessions then end with the process and are refused by other instances.
    */
   readonly mcpSessionKey?: KeyObject;
+  /**
+   * The host the listener is bound to, when it is not `server.host` (`serveGateway`'s `host`,
+   * `--host`). Without `server.public_url`, DPoP proofs name the gateway's own URL, http://<this
+   * host>:<port>, not the caller's Host header.
+   */
+  readonly listenHost?: string;
 }
 
 export type ReloadResult =
@@ -282,6 +289,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     authorizationServer: deps.authorizationServer,
     mcpSessionKey:
       deps.mcpSessionKey !== undefined ? { key: deps.mcpSessionKey, random: false } : { key: randomSessionKey(), random: true },
+    listenHost: deps.listenHost,
     pools,
     onExchangeError: (route: string, error: unknown) =>
       logger.warn(

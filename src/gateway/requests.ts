@@ -1,5 +1,5 @@
 /**
- * Reading a request against the compiled state: the URL the caller used, its host, its address,
+ * Reading a request against the compiled state: its URL at the gateway, its host, its address,
  * the route it takes, and what goes upstream. Pure functions of the state and the request.
  *
  * @module
@@ -79,14 +79,44 @@ export function fromTrustedProxy(s: GatewayState, req: IncomingMessage): boolean
   return peerOf(s, req.socket).trustedProxy;
 }
 
+/**
+ * The request's URL at this gateway: what a DPoP proof's `htu` must name (RFC 9449 §4.3), and
+ * where a query token is read. `server.public_url`; else, from a proxy in `gateway.trust_proxy`,
+ * the URL it forwards (X-Forwarded-Proto and X-Forwarded-Host, else its Host); else the gateway's
+ * own base URL, `http://<server.host>:<port>` as the token service derives its default issuer,
+ * with the port the connection came in on and, for a wildcard `server.host`, the address it came
+ * to. Never the Host header of a caller: a proof made for another server (a captured one) would
+ * pass with `Host:` naming that server.
+ */
 export function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
   const url = req.url ?? '/';
   if (s.publicUrl !== undefined) return s.publicUrl.replace(/\/$/, '') + url;
+  const socket = req.socket;
+  const scheme = (socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  if (fromTrustedProxy(s, req)) return `${forwardedProto(req.headers['x-forwarded-proto']) || scheme}://${forwardedHost(req)}${url}`;
+  let host = s.listenHost;
+  if (host === undefined) {
+    const local = plainAddress(socket.localAddress ?? '');
+    host = isIP(local) === 6 ? `[${local}]` : local;
+  }
+  return `${scheme}://${host}:${socket.localPort}${url}`;
+}
+
+/**
+ * The origin the caller used, as its request says (Host, or what a trusted proxy forwards):
+ * `server.public_url`'s, or the RFC 9728 metadata's, which names the resource as the caller
+ * reached it. Nothing is decided on it.
+ */
+export function requestOrigin(s: GatewayState, req: IncomingMessage): string {
   const trusted = fromTrustedProxy(s, req);
   const proto =
     (trusted && forwardedProto(req.headers['x-forwarded-proto'])) || ((req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
-  const host = (trusted && firstValue(req.headers['x-forwarded-host'])) || req.headers.host || 'localhost';
-  return `${proto}://${host}${url}`;
+  return `${proto}://${trusted ? forwardedHost(req) : req.headers.host || 'localhost'}`;
+}
+
+/** The host a trusted proxy forwards: X-Forwarded-Host, else its Host. */
+function forwardedHost(req: IncomingMessage): string {
+  return firstValue(req.headers['x-forwarded-host']) || req.headers.host || 'localhost';
 }
 
 /** The host routes are matched against: X-Forwarded-Host only from a trusted proxy. */

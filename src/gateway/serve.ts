@@ -118,7 +118,9 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   // `data_dir`), not whatever directory the process was started from.
   if (file !== undefined && deps.verifierRuntime?.baseDir === undefined)
     deps = { ...deps, verifierRuntime: { ...deps.verifierRuntime, baseDir: dirname(resolve(file)) } };
-  const gateway = createGateway(config, deps);
+  const host = options.host ?? config.server.host;
+  const port = options.port ?? config.server.port;
+  const gateway = createGateway(config, { ...deps, listenHost: host });
   let beforeInflight = 0;
   let beforeDrained: (() => void) | undefined;
   const limits = config.gateway?.limits;
@@ -158,8 +160,6 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     } else socket.destroy();
   });
   applyLimits(server, config);
-  const host = options.host ?? config.server.host;
-  const port = options.port ?? config.server.port;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

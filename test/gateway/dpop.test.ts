@@ -1,12 +1,19 @@
 /**
- * DPoP-bound tokens through the gateway: the proof is checked against the URL the caller used
- * (htu), a bound token sent as Bearer is refused, and neither the token nor the proof reaches the
- * upstream.
+ * DPoP-bound tokens through the gateway: the proof is checked against the gateway's own URL for
+ * the request (htu: `server.public_url`, the URL a trusted proxy forwards, else the address it
+ * listens on, never the caller's Host header), each proof is accepted once, a bound token sent as
+ * Bearer is refused, and neither the token nor the proof reaches the upstream.
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type IncomingHttpHeaders, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
+import pino from 'pino';
+import { createGateway, type Gateway } from '../../src/gateway/gateway.ts';
 import { baseConfig, parse, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN, type Upstream } from './helpers.ts';
 
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -18,6 +25,20 @@ function proof(method: string, url: string, accessToken: string): Promise<string
     .setIssuedAt()
     .sign(holder.privateKey);
 }
+
+/** A GET with exactly these headers (Host included, which fetch does not let a caller set). */
+function get(url: string, headers: Record<string, string>): Promise<{ status: number; headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    request(url, { headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+const OTHER_URI = /DPoP .*error="invalid_dpop_proof", error_description="The DPoP proof is for another URI\."/;
 
 describe('gateway: DPoP-bound tokens', () => {
   let upstream: Upstream;
@@ -61,6 +82,25 @@ describe('gateway: DPoP-bound tokens', () => {
   it('refuses a bound token presented as Bearer', async () => {
     const res = await fetch(`${gw.url}/items`, { headers: { authorization: `Bearer ${bound}` } });
     assert.equal(res.status, 401);
+  });
+
+  it('Host spoofing: a proof made for another server is refused though the request names that server in its Host header', async () => {
+    const seen = upstream.seen.length;
+    const res = await get(`${gw.url}/items`, {
+      host: 'evil.example',
+      authorization: `DPoP ${bound}`,
+      dpop: await proof('GET', 'http://evil.example/items', bound),
+    });
+    assert.equal(res.status, 401);
+    assert.match(String(res.headers['www-authenticate']), OTHER_URI);
+    assert.equal(upstream.seen.length, seen, 'the request reached the upstream');
+    // The gateway's own URL is what a proof names, whatever Host says.
+    const own = await get(`${gw.url}/items`, {
+      host: 'evil.example',
+      authorization: `DPoP ${bound}`,
+      dpop: await proof('GET', `${gw.url}/items`, bound),
+    });
+    assert.equal(own.status, 200);
   });
 
   it('replay after a reload: a proof accepted before the configuration was reloaded is refused after it', async () => {
@@ -116,5 +156,113 @@ describe('gateway: DPoP proofs remembered in a store that cannot answer', () => 
     });
     assert.equal(upstream.seen.length, 0);
     assert.equal((await fetch(`${gw.url}/items`, { headers: { authorization: `Bearer ${await token()}` } })).status, 200);
+  });
+});
+
+describe('gateway: the URL a DPoP proof names', () => {
+  let upstream: Upstream;
+  let bound: string;
+  const routes = () => [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt' as const, rules: [{}] }];
+  before(async () => {
+    upstream = await startUpstream();
+    bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
+  });
+  after(() => upstream.close());
+
+  it('server.public_url: the proof names it, whatever Host the request carries', async () => {
+    const gw = await startGateway({
+      ...baseConfig(),
+      server: { public_url: 'https://api.example/' },
+      dpop: { mode: 'allowed' },
+      gateway: { routes: routes() },
+    });
+    try {
+      const ok = await get(`${gw.url}/items`, {
+        authorization: `DPoP ${bound}`,
+        dpop: await proof('GET', 'https://api.example/items', bound),
+      });
+      assert.equal(ok.status, 200);
+      const own = await get(`${gw.url}/items`, { authorization: `DPoP ${bound}`, dpop: await proof('GET', `${gw.url}/items`, bound) });
+      assert.equal(own.status, 401);
+      assert.match(String(own.headers['www-authenticate']), OTHER_URI);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('behind a proxy in gateway.trust_proxy: the proof names the URL the proxy forwards', async () => {
+    const gw = await startGateway({
+      ...baseConfig(),
+      dpop: { mode: 'allowed' },
+      gateway: { trust_proxy: ['127.0.0.1/32'], routes: routes() },
+    });
+    const forwarded = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.example' };
+    try {
+      const ok = await get(`${gw.url}/items`, {
+        ...forwarded,
+        authorization: `DPoP ${bound}`,
+        dpop: await proof('GET', 'https://public.example/items', bound),
+      });
+      assert.equal(ok.status, 200);
+      const own = await get(`${gw.url}/items`, {
+        ...forwarded,
+        authorization: `DPoP ${bound}`,
+        dpop: await proof('GET', `${gw.url}/items`, bound),
+      });
+      assert.equal(own.status, 401);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  describe('server.host a wildcard address (0.0.0.0) without server.public_url', () => {
+    let gateway: Gateway;
+    let url: string;
+    const warnings: string[] = [];
+    const server = createServer();
+    before(async () => {
+      const logs = new Writable({
+        write(chunk, _encoding, done) {
+          warnings.push(chunk.toString());
+          done();
+        },
+      });
+      // The gateway is told it listens on every address; the test serves it on loopback only.
+      gateway = createGateway(
+        parse({ ...baseConfig(), server: { host: '0.0.0.0', port: 0 }, dpop: { mode: 'allowed' }, gateway: { routes: routes() } }),
+        {
+          logger: pino({ level: 'warn' }, logs),
+        },
+      );
+      server.on('request', gateway.handleRequest).listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    });
+    after(async () => {
+      server.closeAllConnections();
+      server.close();
+      await gateway.close({ drainTimeoutMs: 100 });
+    });
+
+    it('says at load that proofs must name the address a connection arrives at, and to set server.public_url', () => {
+      assert.ok(
+        warnings.some((w) => /server\.host 0\.0\.0\.0 is every address of this machine.*set server\.public_url/.test(w)),
+        warnings.join('\n'),
+      );
+    });
+
+    it('Host spoofing: the proof names the address the connection arrived at, never the Host header', async () => {
+      const own = await get(`${url}/items`, { authorization: `DPoP ${bound}`, dpop: await proof('GET', `${url}/items`, bound) });
+      assert.equal(own.status, 200);
+      const seen = upstream.seen.length;
+      const spoofed = await get(`${url}/items`, {
+        host: 'evil.example',
+        authorization: `DPoP ${bound}`,
+        dpop: await proof('GET', 'http://evil.example/items', bound),
+      });
+      assert.equal(spoofed.status, 401);
+      assert.match(String(spoofed.headers['www-authenticate']), OTHER_URI);
+      assert.equal(upstream.seen.length, seen, 'the request reached the upstream');
+    });
   });
 });

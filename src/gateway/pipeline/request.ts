@@ -15,7 +15,12 @@ export interface GatewayRequest {
   readonly path: string;
   /** Query to forward (`''` or `?…`), `access_token` removed. */
   readonly query: string;
-  /** The original absolute URL (the verifier reads DPoP `htu` and query tokens from it). */
+  /**
+   * The absolute URL of the request at the gateway (`absoluteUrl`: `server.public_url`, a trusted
+   * proxy's, or the gateway's own; never the caller's Host), or, for a forward-auth check, the URL
+   * the proxy describes: the verifier compares a DPoP proof's `htu` with it and reads query tokens
+   * from it.
+   */
   readonly url: string;
   /** Inbound headers, duplicates visible where they matter (Authorization, DPoP). */
   readonly headers: HeaderBag;
