@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import type { ConfigIssue } from '../core/errors.ts';
-import { JWS_ALGORITHMS } from '../core/jose/algorithms.ts';
+import { DEFAULT_DPOP_ALGORITHMS, JWS_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { compilePolicy } from '../core/policy.ts';
 import { compileScopes, type ScopeModel } from '../core/scopes.ts';
 import { loadLocalJwks } from '../jwks/local.ts';
@@ -223,9 +223,14 @@ export const dpopSchema = z
     algorithms: z
       .array(algorithm)
       .min(1)
-      .default(['ES256', 'EdDSA', 'PS256', 'RS256'])
-      .meta({ description: 'Algorithms accepted for proofs (asymmetric only).' }),
-    iat_window: duration('How old a proof may be.').prefault('60s'),
+      .default([...DEFAULT_DPOP_ALGORITHMS])
+      .meta({
+        description:
+          'Algorithms accepted for proofs (asymmetric only), by the gateway and at the token endpoint, whose metadata advertises these (`dpop_signing_alg_values_supported`), so that a client picks one every resource server of this configuration accepts.',
+      }),
+    iat_window: duration(
+      "How old a proof may be. A proof is accepted while its `iat` is at most `iat_window` plus the largest `clock_skew` of `issuers` in the past (90 s with the defaults: 60 s + 30 s) and at most that clock skew in the future, its `jti` remembered until then; at the gateway a token checked by introspection gets no issuer's clock skew (`iat_window` in the past, none in the future).",
+    ).prefault('60s'),
     nonce: z.boolean().default(false).meta({ description: 'Require server-issued nonces (`use_dpop_nonce`).' }),
     replay_cache_size: z.number().int().positive().default(100_000).meta({
       description:

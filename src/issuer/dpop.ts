@@ -20,6 +20,8 @@ export interface TokenEndpointProofOptions {
   readonly now: number;
   /** How old a proof may be, seconds. */
   readonly iatWindow: number;
+  /** Algorithms accepted (asymmetric only): those the metadata advertises. */
+  readonly algorithms: ReadonlySet<JwsAlgorithm>;
   /** Record a proof `jti` (per key) until it expires; false on replay. */
   readonly useOnce: (key: string, expiresAt: number) => Promise<boolean>;
 }
@@ -40,7 +42,7 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   const claims = decodeJsonSegment(proof.slice(split.dot1 + 1, split.dot2));
   if (!header || !claims || header.typ !== 'dpop+jwt' || header.crit !== undefined) throw fail();
   const alg = header.alg;
-  if (!isJwsAlgorithm(alg) || !ASYMMETRIC_ALGORITHMS.includes(alg)) throw fail();
+  if (!isJwsAlgorithm(alg) || !ASYMMETRIC_ALGORITHMS.includes(alg) || !o.algorithms.has(alg)) throw fail();
   for (const h of KEY_REFERENCE_HEADERS) if (h !== 'jwk' && header[h] !== undefined) throw fail();
   let key: ReturnType<typeof importJwk>;
   try {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
+import { ASYMMETRIC_ALGORITHMS, DEFAULT_DPOP_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import type { ScopeModel } from '../core/scopes.ts';
 import { TOKEN_EXCHANGE } from './grants/exchange.ts';
 
@@ -47,6 +47,7 @@ export function metadata(
   endpoints: Endpoints,
   scopes: ScopeModel,
   enabled: { readonly authorize?: boolean; readonly register?: boolean } = {},
+  dpopAlgorithms: readonly JwsAlgorithm[] = DEFAULT_DPOP_ALGORITHMS,
 ): Record<string, unknown> {
   const algs = [...ASYMMETRIC_ALGORITHMS];
   const secretAuth = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
@@ -78,7 +79,9 @@ export function metadata(
     revocation_endpoint_auth_signing_alg_values_supported: algs,
     introspection_endpoint_auth_methods_supported: secretAuth,
     introspection_endpoint_auth_signing_alg_values_supported: algs,
-    dpop_signing_alg_values_supported: algs,
+    // The token endpoint accepts these, and verifiers of the same configuration (`dpop.algorithms`):
+    // a client picking one gets a token it can present with proofs (RFC 9449 §5.1).
+    dpop_signing_alg_values_supported: [...dpopAlgorithms],
     ...(scopes.known ? { scopes_supported: [...scopes.known].sort() } : {}),
   };
 }

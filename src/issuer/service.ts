@@ -14,6 +14,7 @@ import type { KeyObject } from 'node:crypto';
 import { BatchingAuditSink } from '../audit/batching.ts';
 import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { DEFAULT_DPOP_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
@@ -83,6 +84,11 @@ export interface TokenServiceOptions {
   readonly onWarning?: (message: string) => void;
   /** Most client-credentials standing grants remembered (default 4096; oldest evicted first). */
   readonly standingGrantCacheSize?: number;
+  /**
+   * Algorithms accepted for DPoP proofs at the token endpoint and advertised in the metadata
+   * (`dpop.algorithms` in tessera.yaml, which the gateway's verifiers accept; default the same).
+   */
+  readonly dpopAlgorithms?: readonly JwsAlgorithm[];
 }
 
 /** Every module's context at once: what {@link TokenService} hands to each of them. */
@@ -142,6 +148,7 @@ export class TokenService {
   readonly #standing: StandingGrants;
   #ctx: ServiceContext;
   readonly #warn: (message: string) => void;
+  readonly #dpopAlgorithms: ReadonlySet<JwsAlgorithm>;
   #versions = { keys: -1, clients: -1, revocations: -1 };
   #timer: NodeJS.Timeout | undefined;
   #lastPrune = 0;
@@ -161,6 +168,7 @@ export class TokenService {
     this.issuer = issuer;
     this.endpoints = endpointsFor(issuer);
     this.#warn = options.onWarning ?? (() => {});
+    this.#dpopAlgorithms = new Set(options.dpopAlgorithms ?? DEFAULT_DPOP_ALGORITHMS);
     const { model, issues } = compileScopes(options.scopes, 'scopes');
     if (issues.length > 0) throw new TypeError(`invalid scope catalogue: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
     this.#scopes = model;
@@ -382,6 +390,7 @@ export class TokenService {
       method: 'POST',
       now,
       iatWindow: 60,
+      algorithms: this.#dpopAlgorithms,
       useOnce: (key, expiresAt) => this.store.useOnce(key, expiresAt, now),
     });
   }
@@ -492,10 +501,12 @@ export class TokenService {
 
   /** RFC 8414 authorization server metadata: exactly what this server supports. */
   metadata(): Record<string, unknown> {
-    return metadata(this.endpoints, this.#scopes, {
-      authorize: this.config.authorization.enabled,
-      register: this.config.registration.enabled,
-    });
+    return metadata(
+      this.endpoints,
+      this.#scopes,
+      { authorize: this.config.authorization.enabled, register: this.config.registration.enabled },
+      [...this.#dpopAlgorithms],
+    );
   }
 
   // Operator and admin operations (CLI, admin API).

@@ -135,6 +135,8 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
     scopes: config.scopes,
     externalVerifier: external.verifier,
     externalMaxLifetime: external.maxLifetime,
+    // The gateway's verifiers accept these: the token endpoint binds tokens to keys they take proofs of.
+    dpopAlgorithms: config.dpop.algorithms,
     remoteKeys: (url) =>
       new RemoteJwks({
         url,

@@ -273,11 +273,18 @@ describe('tessera serve: token service and gateway in one process', () => {
         .map((l) => JSON.parse(l) as { event?: string; paths?: string[]; msg?: string })
         .filter((l) => l.event === 'config_restart_required');
     try {
-      writeFileSync(file, `${saved}token_service: { access_token_ttl: 5m }\n`.replace('  api:read: {}', '  api:read: {}\n  api:extra: {}'));
+      writeFileSync(
+        file,
+        `${saved}token_service: { access_token_ttl: 5m }\ndpop: { algorithms: [ES256] }\n`.replace(
+          '  api:read: {}',
+          '  api:read: {}\n  api:extra: {}',
+        ),
+      );
       const n = logLines.length;
       assert.equal(running.gateway?.reload().ok, true);
       const [warning] = restartWarnings(n);
-      assert.deepEqual(warning?.paths, ['token_service', 'scopes']);
+      // The gateway applies dpop.algorithms; the token endpoint and its metadata keep theirs.
+      assert.deepEqual(warning?.paths, ['token_service', 'scopes', 'dpop.algorithms']);
       assert.match(warning?.msg ?? '', /until a restart/);
       assert.equal((await call('/api/items', await token())).status, 200);
       // A refused reload applies nothing, so it warns about nothing either.

@@ -19,10 +19,10 @@ import { baseConfig, parse, startGateway, startUpstream, type TestGateway, token
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
 
-function proof(method: string, url: string, accessToken: string): Promise<string> {
+function proof(method: string, url: string, accessToken: string, iat = Math.floor(Date.now() / 1000)): Promise<string> {
   return new SignJWT({ htm: method, htu: url, jti: randomUUID(), ath: createHash('sha256').update(accessToken).digest('base64url') })
     .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
-    .setIssuedAt()
+    .setIssuedAt(iat)
     .sign(holder.privateKey);
 }
 
@@ -82,6 +82,17 @@ describe('gateway: DPoP-bound tokens', () => {
   it('refuses a bound token presented as Bearer', async () => {
     const res = await fetch(`${gw.url}/items`, { headers: { authorization: `Bearer ${bound}` } });
     assert.equal(res.status, 401);
+  });
+
+  it('stale proof: accepted up to dpop.iat_window plus the issuer clock_skew old (90 s by default), refused past it', async () => {
+    const url = `${gw.url}/items`;
+    const now = Math.floor(Date.now() / 1000);
+    const call = async (iat: number) =>
+      (await fetch(url, { headers: { authorization: `DPoP ${bound}`, dpop: await proof('GET', url, bound, iat) } })).status;
+    assert.equal(await call(now - 88), 200);
+    assert.equal(await call(now - 92), 401);
+    assert.equal(await call(now + 28), 200);
+    assert.equal(await call(now + 32), 401);
   });
 
   it('Host spoofing: a proof made for another server is refused though the request names that server in its Host header', async () => {

@@ -97,9 +97,39 @@ describe('DPoP-bound tokens', () => {
     assert.equal(decodeJwt(body.access_token).cnf, undefined);
   });
 
-  it('advertises the proof algorithms in the metadata', async () => {
+  it('algorithm mismatch: advertises exactly the proof algorithms a verifier of this configuration accepts (dpop.algorithms), and refuses a proof of another (ES384) rather than bind a token to a key no such resource server takes proofs of', async () => {
     const m = (await (await fetch(`${issuer.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, string[]>;
-    assert.ok(m.dpop_signing_alg_values_supported?.includes('ES256'));
+    const verifier = createVerifier({
+      issuers: [{ issuer: issuer.url, audiences: ['https://api.test'], jwks_uri: `${issuer.url}/.well-known/jwks.json` }],
+    });
+    assert.deepEqual(m.dpop_signing_alg_values_supported, [...verifier.config.dpop.algorithms]);
+    assert.deepEqual(m.dpop_signing_alg_values_supported, [...issuer.config.dpop.algorithms]);
+    const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+    const jwk = p384.publicKey.export({ format: 'jwk' }) as JWK;
+    await expectInvalidProof(await cc(await proof({}, { key: p384.privateKey, jwk, header: { alg: 'ES384' } })));
+  });
+
+  it('with dpop.algorithms widened (ES384 added), advertises and accepts it', async () => {
+    const wide = await startIssuer({ config: { dpop: { algorithms: ['ES256', 'ES384'] } } });
+    try {
+      const client = await wide.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+      const m = (await (await fetch(`${wide.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, string[]>;
+      assert.deepEqual(m.dpop_signing_alg_values_supported, ['ES256', 'ES384']);
+      const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+      const jwk = p384.publicKey.export({ format: 'jwk' }) as JWK;
+      const res = await wide.post(
+        '/oauth2/token',
+        { grant_type: 'client_credentials' },
+        {
+          authorization: basic(client.id, client.secret),
+          dpop: await proof({}, { key: p384.privateKey, jwk, header: { alg: 'ES384' }, url: `${wide.url}/oauth2/token` }),
+        },
+      );
+      assert.equal(res.status, 200);
+      assert.equal(((await res.json()) as { token_type: string }).token_type, 'DPoP');
+    } finally {
+      await wide.close();
+    }
   });
 });
 

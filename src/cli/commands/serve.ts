@@ -184,15 +184,20 @@ function tokenServiceReadiness(ctx: ServiceContext): ReadinessCheck[] {
 
 /**
  * What a reload of `tessera serve` cannot apply: the token service, its store, its scope model
- * (compiled into every client) and the listener are built once at start, and the in-process
- * exchange client with them. The gateway sections and the issuers the token service trusts for
- * token exchange reload; these are named so a changed value is not silently ignored.
+ * (compiled into every client), the DPoP algorithms its token endpoint accepts and advertises, and
+ * the listener are built once at start, and the in-process exchange client with them. The gateway
+ * sections (`dpop` included) and the issuers the token service trusts for token exchange reload;
+ * these are named so a changed value is not silently ignored.
  */
-const RESTART_ONLY = ['data_dir', 'server', 'store', 'token_service', 'scopes', 'gateway.exchange_client'] as const;
+const RESTART_ONLY = ['data_dir', 'server', 'store', 'token_service', 'scopes', 'gateway.exchange_client', 'dpop.algorithms'] as const;
 
 function restartOnly(running: TesseraConfig, next: TesseraConfig): string[] {
   const at = (c: TesseraConfig, path: string): unknown =>
-    path === 'gateway.exchange_client' ? c.gateway?.exchange_client : c[path as keyof TesseraConfig];
+    path === 'gateway.exchange_client'
+      ? c.gateway?.exchange_client
+      : path === 'dpop.algorithms'
+        ? c.dpop.algorithms
+        : c[path as keyof TesseraConfig];
   return RESTART_ONLY.filter((path) => !isDeepStrictEqual(at(running, path), at(next, path)));
 }
 

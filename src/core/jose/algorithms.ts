@@ -29,6 +29,12 @@ export type JwsAlgorithm = (typeof JWS_ALGORITHMS)[number];
 /** The asymmetric algorithms usable for DPoP proofs and private_key_jwt (never HMAC). */
 export const ASYMMETRIC_ALGORITHMS: readonly JwsAlgorithm[] = JWS_ALGORITHMS.filter((a) => !a.startsWith('HS'));
 
+/**
+ * `dpop.algorithms` by default: the proof algorithms verifiers accept, and the token endpoint
+ * accepts and advertises (`dpop_signing_alg_values_supported`).
+ */
+export const DEFAULT_DPOP_ALGORITHMS: readonly JwsAlgorithm[] = ['ES256', 'EdDSA', 'PS256', 'RS256'];
+
 export interface AlgorithmSpec {
   readonly kty: 'EC' | 'OKP' | 'RSA' | 'oct';
   /** Required curve for EC and OKP keys. */
