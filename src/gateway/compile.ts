@@ -194,22 +194,23 @@ function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: 
 }
 
 /**
- * Compile `config` into a gateway state.
- *
- * @throws {ConfigError} listing every problem (routes needing verifiers that are not configured,
- *   unknown scopes in rules, bad patterns, `exchange` without a token service…).
- */
-/**
  * `host` (`server.host`) as the host of a URL, as the token service writes its default issuer (an
  * IPv6 address in brackets), or `undefined` for a wildcard address, which names no one host.
  */
 function urlHost(host: string): string | undefined {
   const ip = isIP(host);
   if (ip === 4) return host === '0.0.0.0' ? undefined : host;
-  if (ip === 6) return new URL(`http://[${host}]`).hostname === '[::]' ? undefined : `[${host}]`;
+  // A scoped address (`fe80::1%eth0`) is no URL host; it is no wildcard either.
+  if (ip === 6) return URL.canParse(`http://[${host}]`) && new URL(`http://[${host}]`).hostname === '[::]' ? undefined : `[${host}]`;
   return host;
 }
 
+/**
+ * Compile `config` into a gateway state.
+ *
+ * @throws {ConfigError} listing every problem (routes needing verifiers that are not configured,
+ *   unknown scopes in rules, bad patterns, `exchange` without a token service…).
+ */
 export function compileGateway(config: TesseraConfig, deps: CompileDeps): GatewayState {
   const { model: scopes } = compileScopes(config.scopes, 'scopes');
   // The schema ran gatewayChecks already; they run again for a configuration built without it.
