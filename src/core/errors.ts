@@ -362,6 +362,13 @@ export const ERROR_CODES = {
     error: 'forbidden',
     description: 'The forward-auth request is not from the configured proxy.',
   },
+  // The proxy forwards the request itself, and an upstream honouring a method or path override
+  // (X-HTTP-Method-Override, `_method`, X-Original-URL…) would act on something else than allowed.
+  forward_auth_override_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Method and path overrides are not accepted.',
+  },
   // A configuration reload withdrew the credential an exchange in flight was authorized with.
   credential_withdrawn: {
     status: 401,

@@ -14,7 +14,8 @@ import type { GatewayState } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
 import { type ForwardAuthFlavor, originalRequest, sentOnce } from './forward-auth.ts';
-import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
+import { carriesOverrideHeader } from './http/headers.ts';
+import { auditPath, auditRawPath, hasMethodOverride, normalizeTarget } from './http/path.ts';
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
@@ -123,6 +124,15 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   fx.path = auditPath(target.path, target.query);
   if (original.host !== undefined && !validHost(original.host)) {
     refuse(new TesseraError('request_host_invalid'), s.challenges);
+    return;
+  }
+  // The proxy forwards the request as it came: an upstream honouring a method or path override
+  // would act on another request than the one decided here, and only the gateway's own proxy can
+  // remove one. Headers count as the proxy passes them to the check; checked before the public
+  // discovery answer, which allows without a token.
+  const q = original.uri.indexOf('?');
+  if (carriesOverrideHeader(req.rawHeaders) || (q >= 0 && hasMethodOverride(original.uri.slice(q + 1)))) {
+    refuse(new TesseraError('forward_auth_override_refused'), s.challenges);
     return;
   }
   const host = hostOf(original.host);

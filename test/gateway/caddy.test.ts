@@ -179,6 +179,25 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
     assert.equal(res.headers.get('authorization'), null);
   });
 
+  it('method override: override headers or _method sent through Caddy are refused 400 and never reach the app', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-override' });
+    const n = app.seen.length;
+    for (const [name, value] of [
+      ['x-http-method-override', 'DELETE'],
+      ['x-method-override', 'DELETE'],
+      ['x-http-method', 'DELETE'],
+      ['x-original-url', '/admin'],
+      ['x-rewrite-url', '/admin'],
+    ]) {
+      const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, [name as string]: value as string } });
+      assert.equal(res.status, 400, name);
+      assert.equal((await checks()).at(-1)?.reason, 'forward_auth_override_refused', name);
+    }
+    const query = await fetch(`${base}/items/1?_method=DELETE`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(query.status, 400);
+    assert.equal(app.seen.length, n);
+  });
+
   it('refuses encoded traversal through Caddy (Tessera reads the URI as sent)', async () => {
     const t = await token({ scope: 'api:read', sub: 'caddy-traversal' });
     const n = app.seen.length;

@@ -378,6 +378,103 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(e?.reason, 'mcp_forward_auth_refused');
   });
 
+  // The proxy, not Tessera, forwards the request: an upstream honouring an override would act on
+  // another method or path than the one allowed, and Tessera cannot remove it from there.
+  const lastCheck = async () => {
+    await gw.served.gateway.audit.flush();
+    return gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1);
+  };
+
+  it('method override: a check whose original URI carries _method (also encoded, PHP-style or after ;) is refused 400, audited, no credential', async () => {
+    for (const uri of [
+      '/api/items?_method=DELETE',
+      '/api/items?a=1&%5Fmethod=DELETE',
+      '/api/items?_method[]=DELETE',
+      '/api/items?a=1;_method=PUT',
+    ]) {
+      const res = await check({
+        'x-original-uri': uri,
+        'x-original-method': 'GET',
+        'x-original-host': 'api.example.com',
+        authorization: `Bearer ${t}`,
+      });
+      assert.equal(res.status, 401, uri);
+      assert.equal(res.headers.get('x-tessera-status'), '400', uri);
+      assert.equal(res.headers.get('authorization'), null, uri);
+      const e = await lastCheck();
+      assert.equal(e?.reason, 'forward_auth_override_refused', uri);
+      assert.equal(e?.decision, 'deny', uri);
+    }
+    const tr = await checkTraefik({
+      'x-forwarded-uri': '/api/items?_method=DELETE',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(tr.status, 400);
+    assert.equal(((await tr.json()) as { error: string }).error, 'invalid_request');
+    assert.equal(tr.headers.get('authorization'), null);
+    const env = await envoy('/_tessera/auth/api/items?_method=DELETE', 'GET', `Bearer ${t}`);
+    assert.equal(env.status, 400);
+    assert.equal(env.headers.authorization, undefined);
+    // Other keys that merely contain "method" are not overrides.
+    const ok = await check({
+      'x-original-uri': '/api/items?method=x&my_method=y',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(ok.status, 200);
+  });
+
+  it('method override: a check carrying X-HTTP-Method-Override, X-Method-Override or X-HTTP-Method (also with underscores) is refused 400, audited', async () => {
+    for (const name of ['X-HTTP-Method-Override', 'X-Method-Override', 'X-HTTP-Method', 'X_HTTP_Method_Override']) {
+      const res = await raw(traefik.url, '/_tessera/auth', 'GET', [
+        ['x-tessera-forward-auth', FA_SECRET],
+        ['x-forwarded-uri', '/api/items'],
+        ['x-forwarded-method', 'GET'],
+        ['x-forwarded-host', 'api.example.com'],
+        [name, 'DELETE'],
+        ['authorization', `Bearer ${t}`],
+      ]);
+      assert.equal(res.status, 400, name);
+      assert.equal(res.headers.authorization, undefined, name);
+      await traefik.served.gateway.audit.flush();
+      const e = traefik.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1);
+      assert.equal(e?.reason, 'forward_auth_override_refused', name);
+    }
+    const nginx = await check({ ...original, 'x-http-method-override': 'DELETE', authorization: `Bearer ${t}` });
+    assert.equal(nginx.status, 401);
+    assert.equal(nginx.headers.get('x-tessera-status'), '400');
+    const env = await raw(envoyGw.url, '/_tessera/auth/api/items', 'GET', [
+      ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['x-method-override', 'DELETE'],
+      ['authorization', `Bearer ${t}`],
+    ]);
+    assert.equal(env.status, 400);
+    assert.equal(env.headers.authorization, undefined);
+  });
+
+  it('path override: a check carrying X-Original-URL or X-Rewrite-URL is refused 400, audited', async () => {
+    for (const name of ['x-original-url', 'x-rewrite-url']) {
+      const res = await checkTraefik({
+        'x-forwarded-uri': '/api/items',
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        [name]: '/admin/reset',
+        authorization: `Bearer ${t}`,
+      });
+      assert.equal(res.status, 400, name);
+      assert.equal(res.headers.get('authorization'), null, name);
+      await traefik.served.gateway.audit.flush();
+      assert.equal(traefik.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1)?.reason, 'forward_auth_override_refused');
+    }
+    const nginx = await check({ ...original, 'x-original-url': '/admin/reset', authorization: `Bearer ${t}` });
+    assert.equal(nginx.status, 401);
+    assert.equal((await lastCheck())?.reason, 'forward_auth_override_refused');
+  });
+
   it('audits each check once as gateway.forward_auth', async () => {
     await gw.served.gateway.audit.flush();
     const before = gw.audit.events.length;

@@ -29,6 +29,38 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'upgrade',
 ]);
 
+/**
+ * Headers that tell an upstream to act on another method or path than the request's own. The
+ * gateway removes them; a forward-auth check that carries one is refused, since there the proxy,
+ * not the gateway, forwards the request.
+ */
+export const OVERRIDE_HEADERS: readonly string[] = [
+  // Method overrides: the gateway authorized the request's real method; an upstream honouring an
+  // override would execute another one (a GET allowed with api:read run as DELETE).
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  // Path overrides (IIS URL Rewrite, Symfony, Zend): the gateway authorized the request's path; an
+  // upstream honouring one would serve another.
+  'x-original-url',
+  'x-rewrite-url',
+];
+const OVERRIDES: ReadonlySet<string> = new Set(OVERRIDE_HEADERS);
+
+/**
+ * True when raw headers (`[name, value, …]`) carry one of {@link OVERRIDE_HEADERS}, also spelled
+ * with `_` for `-` (CGI-style servers read `X_HTTP_Method_Override` as the dashed name).
+ */
+export function carriesOverrideHeader(rawHeaders: readonly string[]): boolean {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    // Every override header starts with `x-` and is 13 to 22 characters long.
+    if (name.length < 13 || name.length > 22 || (name.charCodeAt(0) | 0x20) !== 0x78) continue;
+    if (OVERRIDES.has(name.toLowerCase().replaceAll('_', '-'))) return true;
+  }
+  return false;
+}
+
 /** Inbound headers the gateway always removes or replaces. */
 const ALWAYS_STRIPPED = [
   'host',
@@ -46,15 +78,7 @@ const ALWAYS_STRIPPED = [
   'tracestate',
   // undici refuses it (it does not implement 100-continue); Node already answered the caller.
   'expect',
-  // Method overrides: the gateway authorized the request's real method; an upstream honouring an
-  // override would execute another one (a GET allowed with api:read run as DELETE).
-  'x-http-method-override',
-  'x-http-method',
-  'x-method-override',
-  // Path overrides (IIS URL Rewrite, Symfony, Zend): the gateway authorized the request's path; an
-  // upstream honouring one would serve another.
-  'x-original-url',
-  'x-rewrite-url',
+  ...OVERRIDE_HEADERS,
   // httpoxy (CVE-2016-5385): CGI-style upstreams expose it as HTTP_PROXY, which HTTP clients read
   // as their outbound proxy, sending the upstream's own requests (and credentials) to the caller.
   'proxy',

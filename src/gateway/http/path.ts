@@ -229,6 +229,17 @@ export function stripAccessToken(rawQuery: string): { query: string; found: bool
 }
 
 /**
+ * True when a raw query carries a `_method` override (as {@link stripAccessToken} recognises it:
+ * also percent-encoded, as PHP reads keys, or in a `;`-joined pair). A forward-auth check cannot
+ * remove it from the request the proxy forwards, so it refuses the check instead.
+ */
+export function hasMethodOverride(rawQuery: string): boolean {
+  if (rawQuery.indexOf('method') < 0 && rawQuery.indexOf('%') < 0) return false;
+  for (const pair of rawQuery.split(/[&;]/)) if (strippedKey(pair) === 'override') return true;
+  return false;
+}
+
+/**
  * The path for the audit trail: the path with query values removed and keys kept
  * (`/items?limit=&q=`), so no token or personal data in a query value is recorded.
  */

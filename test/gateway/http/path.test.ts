@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { auditPath, auditRawPath, normalizePath, normalizeTarget, stripAccessToken } from '../../../src/gateway/http/path.ts';
+import {
+  auditPath,
+  auditRawPath,
+  hasMethodOverride,
+  normalizePath,
+  normalizeTarget,
+  stripAccessToken,
+} from '../../../src/gateway/http/path.ts';
 
 describe('path normalization: refused targets', () => {
   const refused: Record<string, string> = {
@@ -116,6 +123,22 @@ describe('query tokens', () => {
     for (const q of ['access.tokens=1', 'xaccess.token=1', 'access_token_x[]=1', 'accessXtoken=1']) {
       assert.deepEqual(stripAccessToken(q), { query: q, found: false }, q);
     }
+  });
+
+  it('hasMethodOverride finds every _method stripAccessToken removes (forward-auth refuses them), and nothing else', () => {
+    for (const q of [
+      '_method=DELETE',
+      'a=1&%5Fmethod=PUT',
+      '_method[]=X',
+      '%5f%6Dethod=X',
+      'a=1;_method=PUT',
+      'access_token=s;_method=PUT',
+      '.method=X',
+    ]) {
+      assert.equal(hasMethodOverride(q), true, q);
+      assert.notEqual(stripAccessToken(q)?.query, q, q);
+    }
+    for (const q of ['', 'method=x&my_method=y', 'a=%20', '_methods=1', 'x=_method']) assert.equal(hasMethodOverride(q), false, q);
   });
 });
 
