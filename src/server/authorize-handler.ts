@@ -76,13 +76,16 @@ function consentSubject(query: string, request: AuthorizationRequest): string {
 
 /**
  * A POST to this server's pages made by another site (what CSRF is): a foreign `Origin`, or Fetch
- * Metadata saying so. This server's own pages post with `Origin: null` (they are served
- * no-referrer), as does a sandboxed frame elsewhere: `Sec-Fetch-Site` tells them apart.
+ * Metadata saying so. `Origin: null` (an opaque origin: a sandboxed frame, a `data:` page, a page
+ * served no-referrer) is foreign unless `Sec-Fetch-Site: same-origin` vouches for it: this
+ * server's pages with forms are served `Referrer-Policy: same-origin`, so their posts carry the
+ * issuer's origin even in a browser without Fetch Metadata. Shared by the consent form and sign-out.
  */
 function crossSitePost(req: IncomingMessage, issuerOrigin: string): boolean {
   const origin = req.headers.origin;
   const site = req.headers['sec-fetch-site'];
-  return (origin !== undefined && origin !== issuerOrigin && origin !== 'null') || (site !== undefined && site !== 'same-origin');
+  if (site !== undefined && site !== 'same-origin') return true;
+  return origin !== undefined && origin !== issuerOrigin && !(origin === 'null' && site === 'same-origin');
 }
 
 function redirect(res: ServerResponse, location: string, requestId: string): void {

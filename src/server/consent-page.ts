@@ -2,7 +2,7 @@
  * The consent page and the authorization endpoint's error page: server-rendered HTML with every
  * interpolated value escaped, no script, one inline style allowed by a per-response nonce, and
  * headers that keep it out of frames (clickjacking an "Approve" button, RFC 6749 §10.13), out of
- * caches and out of Referer headers.
+ * caches and out of Referer headers sent anywhere else than this server.
  *
  * @module
  */
@@ -36,7 +36,19 @@ h1{font-size:1.3rem}code{background:#f2f2f2;padding:0 .25rem;border-radius:3px;w
 ul{padding-left:1.2rem}.actions{display:flex;gap:1rem;margin-top:1.5rem}button{font:inherit;padding:.5rem 1.2rem;border-radius:4px;border:1px solid #888;background:#fff;cursor:pointer}
 button[value=approve]{background:#1a56db;color:#fff;border-color:#1a56db}.muted{color:#555;font-size:.9rem}`;
 
-/** Security headers for a page; `formTargets` are the origins a form may post to (and redirect to after posting). */
+/**
+ * A page whose forms post to this server sends Referer to it alone (`same-origin`), and so its
+ * posts carry their real `Origin`: under `no-referrer` a browser sends `Origin: null`, which a
+ * browser without Fetch Metadata also sends from a sandboxed frame or a `data:` page elsewhere
+ * (the cross-site post check then could not tell them apart). Any other page sends no Referer.
+ */
+const FORM_REFERRER = 'same-origin';
+
+/**
+ * Security headers for a page; `formTargets` are the origins a form may post to (and redirect to
+ * after posting): with any, the page is sent with {@link FORM_REFERRER} (its HTML says so too:
+ * `layout(…, true)`).
+ */
 export function pageHeaders(nonce: string, formTargets: readonly string[] = []): Record<string, string> {
   const formAction = formTargets.length === 0 ? "'none'" : formTargets.join(' ');
   return {
@@ -48,7 +60,7 @@ export function pageHeaders(nonce: string, formTargets: readonly string[] = []):
     'content-security-policy': `default-src 'none'; style-src 'nonce-${nonce}'; form-action ${formAction}; frame-ancestors 'none'; base-uri 'none'`,
     'x-frame-options': 'DENY',
     'x-content-type-options': 'nosniff',
-    'referrer-policy': 'no-referrer',
+    'referrer-policy': formTargets.length === 0 ? 'no-referrer' : FORM_REFERRER,
     'cross-origin-opener-policy': 'same-origin',
   };
 }
@@ -57,10 +69,10 @@ export function newNonce(): string {
   return randomBytes(16).toString('base64url');
 }
 
-function layout(title: string, nonce: string, body: string): string {
+function layout(title: string, nonce: string, body: string, forms = false): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer"><title>${escapeHtml(title)}</title><style nonce="${nonce}">${STYLE}</style></head>
+<meta name="referrer" content="${forms ? FORM_REFERRER : 'no-referrer'}"><title>${escapeHtml(title)}</title><style nonce="${nonce}">${STYLE}</style></head>
 <body>${body}</body></html>
 `;
 }
@@ -84,6 +96,7 @@ export function renderConsent(view: ConsentView, nonce: string): string {
 <div class="actions"><button type="submit" name="decision" value="approve">Approve</button>
 <button type="submit" name="decision" value="deny">Deny</button></div>
 </form>${view.signOut === undefined ? '' : signOutForm(view.signOut, 'Not you? Sign out')}`,
+    true,
   );
 }
 
@@ -97,6 +110,7 @@ export function renderSignOut(action: string, nonce: string): string {
     'Sign out',
     nonce,
     `<h1>Sign out</h1><p>End your sign-in at this authorization server.</p>${signOutForm(action, 'Sign out')}`,
+    true,
   );
 }
 

@@ -96,7 +96,8 @@ describe('consent', () => {
     assert.doesNotMatch(csp, /script-src|unsafe-inline/);
     assert.equal(res.headers.get('x-frame-options'), 'DENY');
     assert.equal(res.headers.get('cache-control'), 'no-store');
-    assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
+    // Referer to this server alone, so the form's post carries its real Origin (see CSRF below).
+    assert.equal(res.headers.get('referrer-policy'), 'same-origin');
   });
 
   it('approve: redirects with code, state and iss; the code redeems for a token of the person', async () => {
@@ -258,6 +259,45 @@ describe('CSRF', () => {
       400,
     );
     assert.ok((await audit('authorization.denied')).includes('authorize_consent_invalid'));
+  });
+
+  it('cross-site post from an opaque origin (Origin: null, no Sec-Fetch-Site: a sandboxed frame or data: page in a browser without Fetch Metadata): refused, audited', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    const before = (await audit('authorization.denied')).filter((r) => r === 'authorize_consent_invalid').length;
+    await expectPage(await answerConsent(endpoint, { ...fields, decision: 'approve' }, { ...personHeaders(), origin: 'null' }), 400);
+    const after = (await audit('authorization.denied')).filter((r) => r === 'authorize_consent_invalid').length;
+    assert.equal(after, before + 1);
+    // Fetch Metadata tells a sandboxed frame elsewhere from a same-origin post.
+    await expectPage(
+      await answerConsent(
+        endpoint,
+        { ...fields, decision: 'approve' },
+        { ...personHeaders(), origin: 'null', 'sec-fetch-site': 'cross-site' },
+      ),
+      400,
+    );
+  });
+
+  it("this server's own pages post with their real Origin (Referrer-Policy: same-origin), which is accepted, as is Origin: null with Sec-Fetch-Site: same-origin", async () => {
+    const { res, html, fields } = await openConsent(authorizeUrl());
+    // Under no-referrer a browser sends Origin: null on the page's own post, which could then not
+    // be told from an opaque origin elsewhere without Fetch Metadata.
+    assert.equal(res.headers.get('referrer-policy'), 'same-origin');
+    assert.match(html, /<meta name="referrer" content="same-origin">/);
+    const own = await answerConsent(
+      endpoint,
+      { ...fields, decision: 'approve' },
+      { ...personHeaders(), origin: new URL(issuer.url).origin },
+    );
+    assert.equal(own.status, 303, await own.text());
+    assert.equal(own.headers.get('referrer-policy'), 'no-referrer', 'the redirect to the client carries no Referer');
+    const again = await openConsent(authorizeUrl());
+    const fetchMetadata = await answerConsent(
+      endpoint,
+      { ...again.fields, decision: 'approve' },
+      { ...personHeaders(), origin: 'null', 'sec-fetch-site': 'same-origin' },
+    );
+    assert.equal(fetchMetadata.status, 303, await fetchMetadata.text());
   });
 });
 

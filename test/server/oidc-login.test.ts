@@ -576,13 +576,19 @@ describe('attacks on the login callback (scripted upstream)', () => {
     const foreign = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: 'https://evil.test' } });
     assert.equal(foreign.status, 400);
     assert.ok(browser.jar.has('tessera-session'), 'a cross-site post signs no one out');
-    // A sandboxed frame on another site posts with Origin: null, as this server's own no-referrer pages do.
+    // A sandboxed frame on another site posts with Origin: null.
     const sandboxed = await browser.fetch(`${issuer.url}/oauth2/logout`, {
       method: 'POST',
       headers: { origin: 'null', 'sec-fetch-site': 'cross-site' },
     });
     assert.equal(sandboxed.status, 400);
     assert.ok(browser.jar.has('tessera-session'), 'nor does a sandboxed cross-site frame');
+    // Nor an opaque origin in a browser without Fetch Metadata: this server's own pages post with
+    // their real Origin (Referrer-Policy: same-origin), so Origin: null alone is foreign.
+    const opaque = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: 'null' } });
+    assert.equal(opaque.status, 400);
+    assert.ok(browser.jar.has('tessera-session'), 'nor does an opaque origin without Fetch Metadata');
+    assert.equal(shown.headers.get('referrer-policy'), 'same-origin', 'the sign-out page posts with its real Origin');
     const out = await browser.fetch(`${issuer.url}/oauth2/logout`, {
       method: 'POST',
       headers: { origin: 'null', 'sec-fetch-site': 'same-origin' },
