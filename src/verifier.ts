@@ -12,6 +12,7 @@ import type { VerificationKey } from './core/jose/jwk.ts';
 import { compilePolicy } from './core/policy.ts';
 import type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
 import { createDpopNonces, type DpopNonceSource } from './core/verify/dpop.ts';
+import { STATIC_SUBJECT_PREFIX } from './core/verify/principal.ts';
 import { MemoryReplayCache } from './core/verify/replay.ts';
 import type { RevocationCheck } from './core/verify/revocation.ts';
 import { compileVerifier, type IssuerOptions, type Verifier } from './core/verify/verifier.ts';
@@ -178,7 +179,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
   const staticTokens = config.static_tokens.map((s) => ({
     id: s.id,
     digest: createHash('sha256').update(s.token).digest(),
-    subject: s.subject ?? `static:${s.id}`,
+    subject: s.subject ?? `${STATIC_SUBJECT_PREFIX}${s.id}`,
     scopes: Object.freeze([...s.scopes]),
   }));
 

@@ -16,6 +16,7 @@ import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { KeySource } from '../core/ports.ts';
 import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
+import { STATIC_SUBJECT_PREFIX } from '../core/verify/principal.ts';
 import { type ClientRecord, GRANT_TYPES, type GrantType, PUBLIC_CLIENT_GRANT_TYPES, type Store } from '../store/contract.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
 import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets.ts';
@@ -273,6 +274,24 @@ export class ClientRegistry {
     const compiled = this.compile(record);
     this.#cache.set(id, compiled);
     return compiled;
+  }
+
+  /**
+   * True when `subject`, as a person's or another issuer's subject, could pass for a client or a
+   * static token: a client's id in any case (RFC 9068 §5: a client_credentials token's `sub` is
+   * its client id; a resource server or a database collation comparing without case reads `MCPC`
+   * as client `mcpc`), or the `static:` form of a static token's subject, in any case. Read from
+   * the store, so a client registered by another instance counts at once.
+   */
+  async couldPassForClient(subject: string): Promise<boolean> {
+    if (
+      subject.length >= STATIC_SUBJECT_PREFIX.length &&
+      subject.slice(0, STATIC_SUBJECT_PREFIX.length).toLowerCase() === STATIC_SUBJECT_PREFIX
+    )
+      return true;
+    // No client id is longer, or holds anything but ASCII letters, digits, '.', '_' and '-'.
+    if (!CLIENT_ID.test(subject)) return false;
+    return (await this.#o.store.findClientIdIgnoringCase(subject)) !== undefined;
   }
 
   /**

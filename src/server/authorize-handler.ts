@@ -205,9 +205,10 @@ export function createAuthorizeHandler(
     }
 
     // RFC 9068 §5: a client_credentials token's `sub` is its client id, so a person whose subject
-    // is a client id (a user name chosen at a self-service identity provider, say) would get
-    // tokens a resource server cannot tell from that client's own.
-    if ((await service.clients.get(person.subject)) !== undefined) {
+    // is a client id (a user name chosen at a self-service identity provider, say), also in another
+    // case, would get tokens a resource server cannot tell from that client's own; one named
+    // `static:…` would pass for a static token. Whichever authenticator vouched for the person.
+    if (await service.clients.couldPassForClient(person.subject)) {
       denied('login_subject_is_client', { subject: person.subject, clientId });
       return page(res, new OAuthError('authorize_login_not_allowed'), requestId);
     }

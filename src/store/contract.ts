@@ -320,6 +320,8 @@ export interface Store {
   createClient(client: ClientRecord): Promise<void>;
   getClient(id: string): Promise<ClientRecord | undefined>;
   listClients(): Promise<ClientRecord[]>;
+  /** The id of a client whose id equals `id` ignoring ASCII case (client ids are ASCII), if any. */
+  findClientIdIgnoringCase(id: string): Promise<string | undefined>;
   /** Apply `patch`; returns the updated record, or `undefined` when there is no such client. */
   updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined>;
   /** Delete a client and the consents remembered for it. */

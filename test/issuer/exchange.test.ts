@@ -562,6 +562,14 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
     assert.equal(decodeJwt(t.access_token).sub, 'agent-a');
   });
 
+  it('refuses an external subject token whose sub is a client id in another case, or has a static token’s form (subject collision)', async () => {
+    for (const sub of ['AGENT-A', 'Agent-B', 'static:deploy', 'STATIC:deploy']) {
+      const res = await exchange('agent-b', { subject_token: await userToken({ sub }), audience: 'https://api.test' });
+      assert.equal(await deniedFor(res), 'subject_token_subject_is_client', sub);
+      await expectError(res, 400, 'invalid_request');
+    }
+  });
+
   it('refuses an external actor_token whose sub is another client id (actor collision, may_act bypass)', async () => {
     // alice lets only agent-a act for her; agent-b's workload is named "agent-a" at the IdP.
     const subject = await userToken({ may_act: { sub: 'agent-a' } });

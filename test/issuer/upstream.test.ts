@@ -87,6 +87,39 @@ describe('issueForUpstream', () => {
     assert.equal(grant?.parentId, null);
   });
 
+  it('refuses an external caller named like a client in another case or like a static token, but not a static token itself', async () => {
+    const verifier = createVerifier({
+      issuers: [{ issuer: IDP, audiences: ['https://gateway.test'], jwks: { keys: [idpKey.jwk] } }],
+      static_tokens: [
+        { id: 'ci', token: 'static-token-ci-0123456789abcdef', scopes: ['api:read'] },
+        // A configured subject naming another static token, or a client, passes for it.
+        { id: 'masked', token: 'static-token-masked-0123456789abc', scopes: ['api:read'], subject: 'static:ci' },
+        { id: 'client', token: 'static-token-client-0123456789abc', scopes: ['api:read'], subject: 'AGENT' },
+      ],
+    } as never);
+    const upstream = (principal: Principal) =>
+      issuer.service
+        .upstreamIssuer('gateway')
+        .issueForUpstream({ principal, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 60 });
+    const refused = (e: unknown) => e instanceof OAuthError && e.code === 'subject_token_subject_is_client';
+    for (const sub of ['AGENT', 'Gateway', 'static:ci']) {
+      const result = await verifier.verify(
+        bearer(await sign(idpKey, claims({ iss: IDP, sub, aud: 'https://gateway.test', scope: 'api:read' }))),
+      );
+      assert.ok(result.ok);
+      await assert.rejects(upstream(result.principal), refused, sub);
+    }
+    for (const token of ['static-token-masked-0123456789abc', 'static-token-client-0123456789abc']) {
+      const result = await verifier.verify(bearer(token));
+      assert.ok(result.ok);
+      await assert.rejects(upstream(result.principal), refused, token);
+    }
+    // The static token ci itself is static:ci: the minted token stands for it.
+    const own = await verifier.verify(bearer('static-token-ci-0123456789abcdef'));
+    assert.ok(own.ok);
+    assert.equal(decodeJwt((await upstream(own.principal)).token).sub, 'static:ci');
+  });
+
   it('re-issues an external caller’s unqualified prior actors under the caller’s issuer', async () => {
     // The IdP names "agent" (a client of this service) as a prior actor, in its own namespace.
     const idpToken = await sign(

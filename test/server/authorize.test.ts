@@ -331,6 +331,24 @@ describe('header login', () => {
     );
   });
 
+  it('a person whose subject is a client id in another case (MCP-App for client mcp-app: a case-insensitive resource server reads them alike): refused, audited', async () => {
+    const before = (await audit('authorization.denied')).filter((r) => r === 'login_subject_is_client').length;
+    for (const subject of ['MCP-App', 'MCP-APP']) {
+      await expectPage(await fetch(authorizeUrl(), { headers: personHeaders(subject), redirect: 'manual' }), 403);
+    }
+    assert.equal((await audit('authorization.denied')).filter((r) => r === 'login_subject_is_client').length, before + 2);
+  });
+
+  it('a person whose subject has the form of a static token’s (static:deploy: rules and rate limits would take it for that token): refused, audited', async () => {
+    const before = (await audit('authorization.denied')).filter((r) => r === 'login_subject_is_client').length;
+    for (const subject of ['static:deploy', 'Static:deploy']) {
+      await expectPage(await fetch(authorizeUrl(), { headers: personHeaders(subject), redirect: 'manual' }), 403);
+    }
+    assert.equal((await audit('authorization.denied')).filter((r) => r === 'login_subject_is_client').length, before + 2);
+    // A colon elsewhere, or a subject that only contains a client id, is someone else.
+    for (const subject of ['alice:static', 'mcp-app2']) await openConsent(authorizeUrl(), personHeaders(subject));
+  });
+
   it('header login without a user header: not signed in', async () => {
     await expectPage(await fetch(authorizeUrl(), { headers: { 'x-tessera-proxy-secret': PROXY_SECRET }, redirect: 'manual' }), 401);
   });

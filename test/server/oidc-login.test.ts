@@ -518,6 +518,18 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('a person the provider names like a client (MCP-APP for client mcp-app) or like a static token (static:ci): signed in, but refused at authorize, audited', async () => {
+    for (const sub of ['MCP-APP', 'static:ci']) {
+      const browser = new Browser();
+      const p = await begin(browser);
+      rogue.idToken = () => idToken({ nonce: p.get('nonce'), sub });
+      assert.equal((await callback(browser, p.get('state') as string)).status, 303);
+      const before = (await audit(issuer)).filter((r) => r === 'login_subject_is_client').length;
+      await expectPage(await browser.fetch(authorizeUrl(issuer, pkcePair().challenge)), 403);
+      assert.equal((await audit(issuer)).filter((r) => r === 'login_subject_is_client').length, before + 1, sub);
+    }
+  });
+
   async function signedIn(): Promise<Browser> {
     const browser = new Browser();
     const p = await begin(browser);

@@ -143,6 +143,16 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
     });
 
     describe('clients', () => {
+      it('finds a client id ignoring ASCII case, and nothing else', async () => {
+        await store.createClient(clientRecord({ id: 'Case.Client_1' }));
+        for (const id of ['Case.Client_1', 'case.client_1', 'CASE.CLIENT_1'])
+          assert.equal(await store.findClientIdIgnoringCase(id), 'Case.Client_1', id);
+        for (const id of ['case.client_', 'case.client_12', 'case%client_1', 'case_client_1'])
+          assert.equal(await store.findClientIdIgnoringCase(id), undefined, id);
+        assert.equal(await store.deleteClient('Case.Client_1'), true);
+        assert.equal(await store.findClientIdIgnoringCase('case.client_1'), undefined);
+      });
+
       it('creates, reads, lists, updates and deletes a client', async () => {
         const c = clientRecord({ scopes: ['a', 'b:*'], jwks: { keys: [{ kty: 'EC', crv: 'P-256', x: 'x', y: 'y' }] } });
         await store.createClient(c);

@@ -26,6 +26,13 @@ export function actorLabel(actor: Actor, tokenIssuer?: string, show: (value: str
     : `${show(actor.subject)} (${show(actor.issuer)})`;
 }
 
+/**
+ * A static token's subject unless configured otherwise: `static:<id>`. No client id has a colon,
+ * so the form is a static token's alone, and a person or another issuer's subject bearing it is
+ * refused (`ClientRegistry.couldPassForClient`).
+ */
+export const STATIC_SUBJECT_PREFIX = 'static:';
+
 /** How the token was checked. */
 export type PrincipalKind = 'jwt' | 'static' | 'introspection';
 

@@ -10,7 +10,7 @@ import type { JsonObject } from '../../core/jose/json.ts';
 import { OAuthError, type OAuthErrorCode } from '../../core/oauth-errors.ts';
 import type { UpstreamTokenIssuer } from '../../core/ports.ts';
 import type { ScopeModel } from '../../core/scopes.ts';
-import type { Principal } from '../../core/verify/principal.ts';
+import { type Principal, STATIC_SUBJECT_PREFIX } from '../../core/verify/principal.ts';
 import type { VerifyResult } from '../../core/verify/verifier.ts';
 import type { GrantKind, Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
@@ -38,8 +38,8 @@ export interface ExchangeContext extends BaseContext {
   readonly store: Pick<Store, 'createGrant' | 'createRefreshToken'>;
   readonly scopes: ScopeModel;
   readonly tokens: Pick<AccessTokens, 'sign' | 'verify' | 'isRevoked'>;
-  /** A subject or actor of another issuer may not bear a client's id. */
-  readonly clients: Pick<ClientRegistry, 'get'>;
+  /** A subject or actor of another issuer may not pass for a client (or a static token). */
+  readonly clients: Pick<ClientRegistry, 'get' | 'couldPassForClient'>;
   /** Validates subject and actor tokens from trusted external issuers. */
   readonly external: { verifyToken(token: string): Promise<VerifyResult> } | undefined;
 }
@@ -61,6 +61,8 @@ interface Party {
   readonly clientId: string | undefined;
   /** The token's audiences when this service issued it; `undefined` for an external token. */
   readonly ownAudiences: readonly string[] | undefined;
+  /** The gateway's caller presented this static token (its subject is then its own). */
+  readonly staticTokenId?: string | undefined;
 }
 
 /** A verified principal (external token, or the gateway's caller) as a delegating party. */
@@ -77,6 +79,7 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     jkt: principal.confirmation?.jkt,
     clientId: principal.clientId,
     ownAudiences: undefined,
+    staticTokenId: principal.kind === 'static' ? principal.staticTokenId : undefined,
   };
 }
 
@@ -166,7 +169,11 @@ export async function exchange(
     }
     // Another issuer's actor named like another client is not that client (RFC 9068 §5): it would
     // meet a may_act naming the client, and pass for it wherever `act.iss` is not read.
-    if (actorParty.issuer !== ctx.issuer && actorParty.subject !== client.id && (await ctx.clients.get(actorParty.subject)) !== undefined) {
+    if (
+      actorParty.issuer !== ctx.issuer &&
+      actorParty.subject !== client.id &&
+      (await ctx.clients.couldPassForClient(actorParty.subject))
+    ) {
       throw new OAuthError('actor_token_subject_is_client');
     }
     // A sender-constrained actor token needs this request's DPoP proof of its key (RFC 9449 §1).
@@ -228,9 +235,11 @@ async function delegate(
   let prior = subject.act;
   if (subject.issuer !== ctx.issuer) {
     // RFC 9068 §5: a client_credentials token's `sub` is the client id, so another issuer's subject
-    // with a client's id would get tokens no one can tell from that client's own (the authorization
-    // endpoint refuses such a person too: login_subject_is_client).
-    if ((await ctx.clients.get(subject.subject)) !== undefined) throw new OAuthError('subject_token_subject_is_client');
+    // with a client's id (in any case) would get tokens no one can tell from that client's own, and
+    // one named `static:…` would pass for a static token (the authorization endpoint refuses such a
+    // person too: login_subject_is_client). A static token's own `static:<id>` stands for itself.
+    const ownStatic = subject.staticTokenId !== undefined && subject.subject === `${STATIC_SUBJECT_PREFIX}${subject.staticTokenId}`;
+    if (!ownStatic && (await ctx.clients.couldPassForClient(subject.subject))) throw new OAuthError('subject_token_subject_is_client');
     if (prior !== null) prior = underIssuer(prior, subject.issuer, ctx.issuer);
   }
   // RFC 8693 §4.4: when the subject token names who may act for it, no one else may.

@@ -384,6 +384,12 @@ export class PostgresStore implements Store {
     return r ? clientRow(r) : undefined;
   }
 
+  async findClientIdIgnoringCase(id: string): Promise<string | undefined> {
+    // Client ids are ASCII, which lower() folds alike in every locale.
+    const [r] = await this.#q('SELECT id FROM clients WHERE lower(id) = lower($1) LIMIT 1', [id]);
+    return r ? (r.id as string) : undefined;
+  }
+
   async listClients(): Promise<ClientRecord[]> {
     return (await this.#q('SELECT * FROM clients ORDER BY id')).map(clientRow);
   }

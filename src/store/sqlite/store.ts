@@ -223,6 +223,11 @@ export class SqliteStore implements Store {
     return r ? clientRow(r) : undefined;
   }
 
+  async findClientIdIgnoringCase(id: string): Promise<string | undefined> {
+    const r = this.#stmt('SELECT id FROM clients WHERE id = ? COLLATE NOCASE LIMIT 1').get(id) as { id: string } | undefined;
+    return r?.id;
+  }
+
   async listClients(): Promise<ClientRecord[]> {
     return (this.#stmt('SELECT * FROM clients ORDER BY id').all() as Row[]).map(clientRow);
   }
