@@ -150,8 +150,13 @@ shape (${Object.keys(verifierFields)
   \`\${VAR:-}\` an empty default); \`$\${\` writes a literal \`\${\`; any other \`\${\` that is not a
   reference (\`\${VAR\`, \`\${VAR-x}\`) is an error. Substitution applies to values, never to YAML structure.
   A value that is one whole reference is read as a number or a boolean where the setting is one
-  (\`port: \${PORT}\`).
+  (\`port: \${PORT}\`). A variable the environment does not set is taken from
+  \`<data_dir>/secrets.env\` (\`NAME=value\` lines, read by the \`tessera\` commands); one set in neither,
+  without a default, is an error. A \`\${VAR:default}\` is written in the file: keep secrets out of defaults.
 - A **duration** is a number of seconds or a string with a unit: \`500ms\`, \`30s\`, \`10m\`, \`24h\`, \`7d\`.
+- A value of the wrong type says what to write instead: \`server.port: expected a number (write
+  port: 8080, without quotes), got a string\`, \`gateway.routes: expected a list (write each route as
+  an item starting with "- "), got a mapping\`.
 - Unknown keys are errors (with a "did you mean" suggestion). Every problem is reported at once with
   its exact path, e.g. \`issuers[0].jwks_uri\`, also those found by comparing settings (a rule's
   scopes against \`scopes\`, a route's \`auth\` against the verifiers configured). A comparison reads

@@ -53,7 +53,10 @@ export function substituteEnv(
         resolved = true;
         return fallback;
       }
-      issues.push({ path: path || '(root)', message: `environment variable ${name} is not set; set it or write \${${name}:default}` });
+      issues.push({
+        path: path || '(root)',
+        message: `environment variable ${name} is not set; set it in the environment or as ${name}=… in <data_dir>/secrets.env (which the tessera commands read), or write \${${name}:default}, not for a secret: the default is written in this file`,
+      });
       return '';
     });
     if (malformed) {

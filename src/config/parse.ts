@@ -54,8 +54,88 @@ function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
   return Object.keys(s?._zod?.def?.shape ?? {});
 }
 
-/** Turn zod issues into path-precise configuration issues. */
-export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIssue[], prefix = ''): ConfigIssue[] {
+/** A kind of value as a YAML writer knows it (zod's type names are JavaScript's). */
+const NOUNS: Readonly<Record<string, string>> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'a boolean',
+  array: 'a list',
+  tuple: 'a list',
+  object: 'a mapping',
+  record: 'a mapping',
+  map: 'a mapping',
+  null: 'nothing',
+};
+const noun = (kind: string) => NOUNS[kind] ?? kind;
+
+/** The kind of a parsed YAML value, as zod names it. */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  return typeof value;
+}
+
+/** The value at `path` in `input`, or `undefined`. */
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let v = input;
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[p];
+  }
+  return v;
+}
+
+/** What each item of a list called `key` is (`routes` → `route`). */
+function itemName(key: string | undefined): string {
+  if (key === 'implies' || key === 'all' || key === 'any') return 'scope';
+  return key?.endsWith('s') ? key.slice(0, -1).replaceAll('_', ' ') : 'item';
+}
+
+/**
+ * A value of the wrong type: what was expected, in YAML's words, what to write instead, and what
+ * was found. A value is shown only where it is a number written as a string: a string setting may
+ * hold a secret written as a number, and is never echoed.
+ */
+function typeMismatch(expected: string, received: string, path: readonly PropertyKey[], value: unknown): string {
+  const last = path.at(-1);
+  const key = typeof last === 'string' ? last : undefined;
+  // How a value is written at this path: `port: 8080`, or `- 8080` for an item of a list.
+  const at = (v: string) => (key === undefined ? `- ${v}` : `${key}: ${v}`);
+  const got = `got ${noun(received)}`;
+  switch (expected) {
+    case 'number':
+    case 'int': {
+      const numeric = typeof value === 'string' && value.length <= 20 && /^-?\d+(?:\.\d+)?$/.test(value.trim());
+      return numeric
+        ? `expected ${noun(expected)} (write ${at((value as string).trim())}, without quotes), ${got}`
+        : `expected ${noun(expected)} (digits without quotes, as in ${at(key === 'port' ? '8080' : '10')}), ${got}`;
+    }
+    case 'boolean':
+      return `expected true or false (write ${at('true')} or ${at('false')}, without quotes), ${got}`;
+    case 'string':
+      return received === 'number' || received === 'boolean'
+        ? `expected a string (write it in quotes, as in ${at('"…"')}), ${got}`
+        : `expected a string (one value on the line, as in ${at('text')}), ${got}`;
+    case 'array':
+    case 'tuple':
+      return `expected a list (write each ${itemName(key)} as an item starting with "- "), ${got}`;
+    case 'object':
+    case 'record':
+    case 'map':
+      return key === undefined
+        ? `expected a mapping (write the item's settings as name: value, the first after "- "), ${got}`
+        : `expected a mapping (write its settings on the lines below ${key}:, indented), ${got}`;
+    default:
+      return `expected ${noun(expected)}, ${got}`;
+  }
+}
+
+/**
+ * Turn zod issues into path-precise configuration issues. `input` is the value that was parsed (to
+ * say what was found where a type does not match).
+ */
+export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIssue[], prefix = '', input?: unknown): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   for (const issue of issues) {
     // Checks across sections report paths written out already (see addConfigIssues).
@@ -78,9 +158,13 @@ export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIs
       // Report the branch that got furthest (fewest issues) rather than every alternative.
       const best = [...issue.errors].sort((a, b) => a.length - b.length)[0] as z.core.$ZodIssue[];
       const nested = best.map((e) => ({ ...e, path: [...issue.path, ...e.path] }));
-      out.push(...toConfigIssues(schema, nested, prefix));
+      out.push(...toConfigIssues(schema, nested, prefix, input));
     } else if (issue.code === 'invalid_type' && issue.message.includes('received undefined')) {
-      out.push({ path: at, message: `required; expected ${issue.expected}` });
+      out.push({ path: at, message: `required; expected ${noun(issue.expected)}` });
+    } else if (issue.code === 'invalid_type') {
+      const value = valueAt(input, issue.path);
+      const received = input === undefined ? (/received (\w+)/.exec(issue.message)?.[1] ?? 'something else') : kindOf(value);
+      out.push({ path: at, message: typeMismatch(issue.expected, received, issue.path, value) });
     } else {
       out.push({ path: at, message: issue.message.replace(/^Invalid input: /, '') });
     }
@@ -178,7 +262,7 @@ export function parseConfig<S extends z.ZodType>(
   if (!result.success) {
     // A variable that is not set is reported once: the empty value it left is no second problem.
     const unset = new Set(issues.map((i) => i.path));
-    const schemaIssues = toConfigIssues(schema, result.error.issues, options.prefix).filter((i) => !unset.has(i.path));
+    const schemaIssues = toConfigIssues(schema, result.error.issues, options.prefix, substituted).filter((i) => !unset.has(i.path));
     issues.push(...hideEnvValues(schemaIssues, substitutions));
   }
   if (issues.length > 0) throw new ConfigError(issues, options.source);

@@ -199,7 +199,10 @@ describe('config: a schema error and an error across sections in one round', () 
         }),
       ),
       [
-        { path: 'gateway.routes[0].rules[0].methods', message: 'expected array, received string' },
+        {
+          path: 'gateway.routes[0].rules[0].methods',
+          message: 'expected a list (write each method as an item starting with "- "), got a string',
+        },
         {
           path: 'gateway.routes[0].rules[1].id',
           message: 'rule id "x" is already used by gateway.routes[0].rules[0]; give each rule its own id',

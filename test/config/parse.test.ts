@@ -17,6 +17,9 @@ import { issuesOf } from '../helpers/config.ts';
 
 const issuer = { issuer: 'https://issuer.test', audiences: ['https://api.test'], jwks_uri: 'https://issuer.test/jwks' };
 
+const UNSET_GATEWAY_TOKEN =
+  'environment variable GATEWAY_TOKEN is not set; set it in the environment or as GATEWAY_TOKEN=… in <data_dir>/secrets.env (which the tessera commands read), or write ${GATEWAY_TOKEN:default}, not for a secret: the default is written in this file';
+
 describe('config: every problem with its exact path, all at once', () => {
   it('reports many problems in one error, each at its path', () => {
     const issues = issuesOf(() =>
@@ -47,12 +50,55 @@ describe('config: every problem with its exact path, all at once', () => {
       },
       { path: 'issuers[2].scope_claim', message: 'Invalid option: expected one of "scope"|"scopes"|"scp"' },
       { path: 'issuers[2].max_lifetime', message: '"forever" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)' },
-      { path: 'transport.query', message: 'expected boolean, received string' },
+      { path: 'transport.query', message: 'expected true or false (write query: true or query: false, without quotes), got a string' },
       { path: 'dpop.mode', message: 'Invalid option: expected one of "disabled"|"allowed"|"required"' },
       { path: 'max_token_size', message: 'Too small: expected number to be >=256' },
       { path: 'isuers', message: 'unknown key "isuers"; did you mean "issuers"?' },
       { path: 'issuers[2].issuer', message: 'issuer "https://issuer.test" is listed twice' },
     ]);
+  });
+
+  it('says what to write instead of a value of the wrong type, for every such problem at once', () => {
+    const yaml = [
+      'server:',
+      '  port: "8080"',
+      'transport:',
+      '  query: "yes"',
+      'static_tokens:',
+      '  - id: 5',
+      '    token: t0123456789abcdef0123456789abcdef',
+      'issuers:',
+      '  - issuer: https://issuer.test',
+      '    audiences: https://api.test',
+      '    jwks_uri: https://issuer.test/jwks',
+      '    jwks_cache: 60',
+      'scopes: [a, b]',
+      'gateway:',
+      '  routes:',
+      '    id: api',
+    ].join('\n');
+    assert.deepEqual(
+      issuesOf(() => parseConfigText(yaml, 'test.yaml', {})),
+      [
+        { path: 'server.port', message: 'expected a number (write port: 8080, without quotes), got a string' },
+        { path: 'issuers[0].audiences', message: 'expected a list (write each audience as an item starting with "- "), got a string' },
+        {
+          path: 'issuers[0].jwks_cache',
+          message: 'expected a mapping (write its settings on the lines below jwks_cache:, indented), got a number',
+        },
+        { path: 'static_tokens[0].id', message: 'expected a string (write it in quotes, as in id: "…"), got a number' },
+        { path: 'scopes', message: 'expected a mapping (write its settings on the lines below scopes:, indented), got a list' },
+        { path: 'transport.query', message: 'expected true or false (write query: true or query: false, without quotes), got a string' },
+        { path: 'gateway.routes', message: 'expected a list (write each route as an item starting with "- "), got a mapping' },
+      ],
+    );
+    assert.deepEqual(
+      issuesOf(() => parseConfigText('server:\n  port: eighty\ngateway:\n  routes:\n', 'test.yaml', {})),
+      [
+        { path: 'server.port', message: 'expected a number (digits without quotes, as in port: 8080), got a string' },
+        { path: 'gateway.routes', message: 'expected a list (write each route as an item starting with "- "), got nothing' },
+      ],
+    );
   });
 
   it('reports cross-field problems together with field errors, not one round later', () => {
@@ -190,9 +236,19 @@ describe('config: ${VAR} substitution', () => {
     assert.deepEqual(issues, [
       {
         path: 'static_tokens[0].token',
-        message: 'environment variable GATEWAY_TOKEN is not set; set it or write ${GATEWAY_TOKEN:default}',
+        message: UNSET_GATEWAY_TOKEN,
       },
     ]);
+  });
+
+  it('an unset variable: says first where to set it (the environment, <data_dir>/secrets.env), and that a default is written in the file', () => {
+    const [issue] = issuesOf(() =>
+      parseConfig(verifierConfigSchema, { static_tokens: [{ id: 'gw', token: '${GATEWAY_TOKEN}' }] }, { env: {} }),
+    );
+    const message = issue?.message ?? '';
+    assert.ok(message.indexOf('environment') < message.indexOf('${GATEWAY_TOKEN:default}'), message);
+    assert.match(message, /<data_dir>\/secrets\.env/);
+    assert.match(message, /not for a secret/);
   });
 
   it('never lets an environment value inject YAML structure', () => {
