@@ -161,7 +161,8 @@ export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIs
       out.push(...toConfigIssues(schema, nested, prefix, input));
     } else if (issue.code === 'invalid_type' && issue.message.includes('received undefined')) {
       out.push({ path: at, message: `required; expected ${noun(issue.expected)}` });
-    } else if (issue.code === 'invalid_type') {
+    } else if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input')) {
+      // zod's own wording (a schema's message of its own, which says more, is kept as written).
       const value = valueAt(input, issue.path);
       const received = input === undefined ? (/received (\w+)/.exec(issue.message)?.[1] ?? 'something else') : kindOf(value);
       out.push({ path: at, message: typeMismatch(issue.expected, received, issue.path, value) });
