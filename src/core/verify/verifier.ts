@@ -321,7 +321,7 @@ function principalFrom(
   issuer: string,
   scopeClaim: string,
   delegationClaim: string,
-  grantOf: (claim: unknown) => Grant | undefined,
+  grantOf: (claim: unknown, arrays: boolean) => Grant | undefined,
   digest: TokenDigest,
   expiresAt: number,
 ): Principal | string {
@@ -333,11 +333,9 @@ function principalFrom(
   if (jti === false) return 'jti';
   const delegationId = optionalString(claims[delegationClaim]);
   if (delegationId === false) return delegationClaim;
-  const scope = claims[scopeClaim];
   // RFC 9068 §2.2.3, RFC 7662 §2.2: `scope` is one space-delimited string. Only the other claims
   // (`scp`, `scopes`) may be arrays.
-  if (typeof scope !== 'string' && scope !== undefined && scopeClaim === 'scope') return scopeClaim;
-  const grant = grantOf(scope);
+  const grant = grantOf(claims[scopeClaim], scopeClaim !== 'scope');
   if (grant === undefined) return scopeClaim;
   const actors = parseActors(claims.act);
   if (actors === undefined) return 'act';
@@ -426,7 +424,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   // Most tokens of one client carry the same scope string: parse and expand it once.
   const grants = new BoundedMap<string, Grant>(SCOPE_MEMO_LIMIT);
-  const grantOf = (claim: unknown): Grant | undefined => {
+  /** The grant a scope claim names; an array only where `arrays` (any claim but `scope`). */
+  const grantOf = (claim: unknown, arrays: boolean): Grant | undefined => {
     if (typeof claim === 'string') {
       let grant = grants.get(claim);
       if (grant === undefined) {
@@ -436,6 +435,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       }
       return grant;
     }
+    if (!arrays && claim !== undefined) return undefined;
     const granted = parseScopeClaim(claim);
     return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
   };
@@ -722,45 +722,61 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
    * introspection configured it is then validated again as an opaque token (`jwt` false), so a
    * JWT's hit costs nothing more.
    */
-  function validate(
-    token: string,
-    digest: TokenDigest,
-    unchecked: boolean,
-    jwt = issuers.size > 0 && token.indexOf('.') > 0,
-  ): VerifyResult | Promise<VerifyResult> {
+  function validate(token: string, digest: TokenDigest, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
+    const jwt = issuers.size > 0 && token.indexOf('.') > 0;
     const key = jwt ? token.slice(-JWT_CACHE_KEY_LENGTH) : digest.binary;
     if (cache) {
       const hit = cache.get(key);
       if (hit !== undefined && hit.token === (jwt ? token : undefined)) {
-        if (unchecked && !hit.token68 && !isToken68(token)) return deny('request_malformed_authorization');
-        if (clock() < hit.validUntil) {
-          // The key set that vouched for a JWT is refreshed when stale, as a miss would (a
-          // removed key then clears the cache).
-          hit.refreshKeys?.();
-          if (revocation === undefined || hit.epoch === revocation.epoch) {
-            stats.cacheHits++;
-            return hit.result;
-          }
-          if (!isRevoked(hit.principal)) {
-            hit.epoch = revocation.epoch;
-            stats.cacheHits++;
-            return hit.result;
-          }
-        }
-        cache.delete(key);
+        const cached = cachedResult(hit, key, token, unchecked);
+        if (cached !== undefined) return cached;
       }
       stats.cacheMisses++;
     }
     const result = validateUncached(token, jwt, key, digest, unchecked);
-    if (result === NOT_JWS) {
-      // The lookup under its end was not this token's: its entry, if any, is under its digest.
-      if (cache) stats.cacheMisses--;
-      return validate(token, digest, unchecked, false);
-    }
     // Only a failure needs the token68 check of a header token: a JWT that verified is strict
     // base64url, and static and introspected tokens were checked before use.
     if (unchecked && !(result instanceof Promise) && !result.ok && !isToken68(token)) return deny('request_malformed_authorization');
     return result;
+  }
+
+  /** A cache entry's result while it holds (counted as a hit); `undefined` once it no longer does (it is then dropped). */
+  function cachedResult(hit: CacheEntry, key: string, token: string, unchecked: boolean): VerifyResult | undefined {
+    if (unchecked && !hit.token68 && !isToken68(token)) return deny('request_malformed_authorization');
+    if (clock() < hit.validUntil) {
+      // The key set that vouched for a JWT is refreshed when stale, as a miss would (a
+      // removed key then clears the cache).
+      hit.refreshKeys?.();
+      if (revocation === undefined || hit.epoch === revocation.epoch) {
+        stats.cacheHits++;
+        return hit.result;
+      }
+      if (!isRevoked(hit.principal)) {
+        hit.epoch = revocation.epoch;
+        stats.cacheHits++;
+        return hit.result;
+      }
+    }
+    cache?.delete(key);
+    return undefined;
+  }
+
+  /**
+   * A token with a dot that the JWT path found is no compact JWS, with introspection configured:
+   * an opaque token (Ory's `ory_at_….…`), looked up under its digest and introspected on a miss.
+   * (The miss under its end was counted already.)
+   */
+  function validateOpaque(token: string, digest: TokenDigest, unchecked: boolean): VerifyResult | Promise<VerifyResult> {
+    const key = digest.binary;
+    const hit = cache?.get(key);
+    if (hit !== undefined && hit.token === undefined) {
+      const cached = cachedResult(hit, key, token, unchecked);
+      if (cached !== undefined) {
+        stats.cacheMisses--;
+        return cached;
+      }
+    }
+    return validateUncached(token, false, key, digest, unchecked);
   }
 
   function validateUncached(
@@ -769,12 +785,15 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     key: string,
     digest: TokenDigest,
     unchecked: boolean,
-  ): VerifyResult | Promise<VerifyResult> | typeof NOT_JWS {
+  ): VerifyResult | Promise<VerifyResult> {
     if (staticTokens.length > 0) {
       const principal = verifyStatic(digest);
       if (principal) return unchecked && !isToken68(token) ? deny('request_malformed_authorization') : { ok: true, principal };
     }
-    if (jwt) return verifyJwt(token, key, digest);
+    if (jwt) {
+      const result = verifyJwt(token, key, digest);
+      return result === NOT_JWS ? validateOpaque(token, digest, unchecked) : result;
+    }
     if (introspection) {
       // The token leaves the process here, so its syntax is checked first.
       return unchecked && !isToken68(token)
