@@ -391,6 +391,8 @@ describe('gateway: forward-auth endpoint', () => {
       '/api/items?a=1&%5Fmethod=DELETE',
       '/api/items?_method[]=DELETE',
       '/api/items?a=1;_method=PUT',
+      '/api/items?+_method=DELETE',
+      '/api/items?a=1&%20_method=DELETE',
     ]) {
       const res = await check({
         'x-original-uri': uri,

@@ -9,8 +9,9 @@
  *   separate segments);
  * - an encoded control character (`%00`-`%1F`, `%7F`): an upstream that drops, trims or splits at
  *   them would read `/admin%0A/x` as `/admin/x`, which the gateway never matched;
- * - whitespace at either end of a segment (`admin%20`, `%20admin`, `admin%C2%A0`): Windows and IIS
- *   drop a trailing space, and frameworks that trim segments read `admin`. A trailing dot (`admin.`)
+ * - whitespace at either end of a segment (`admin%20`, `%20admin`, `admin%C2%A0`, also behind trailing
+ *   dots: `admin%20.`): Windows and IIS drop a trailing space, and frameworks that trim segments
+ *   read `admin`. A trailing dot (`admin.`)
  *   is kept: it is part of real names (`Washington,_D.C.`, `example.com.`), see docs/gateway.md;
  * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
  * - empty segments (`//`), which some routers merge and others do not;
@@ -63,6 +64,18 @@ function wellFormedUtf8(path: string): boolean {
  * str.strip, .NET's Trim and Go's TrimSpace remove (`\s` plus NEL and U+180E), controls aside.
  */
 const EDGE_SPACE = /^[\s\u0085\u180e]|[\s\u0085\u180e]$/u;
+
+/**
+ * Whether the segment `out[start, end)` opens or closes on whitespace once decoded, also behind
+ * trailing dots (Windows and IIS drop trailing dots and spaces alike: `admin%20.` is `admin`).
+ * Only a segment whose edge is an escape, or that ends in a dot, can.
+ */
+function edgeSpace(out: string, start: number, end: number): boolean {
+  let last = end;
+  while (last > start && out.charCodeAt(last - 1) === 0x2e) last--;
+  if (out.charCodeAt(start) !== 0x25 && (last - start < 3 || out.charCodeAt(last - 3) !== 0x25)) return false;
+  return EDGE_SPACE.test(decodeURIComponent(out.slice(start, last)));
+}
 
 function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
@@ -164,13 +177,7 @@ export function normalizePath(raw: string): string | undefined {
     if (len === 0 && end !== n) return undefined;
     if (len === 1 && out.charCodeAt(start) === 0x2e) return undefined;
     if (len === 2 && out.charCodeAt(start) === 0x2e && out.charCodeAt(start + 1) === 0x2e) return undefined;
-    if (
-      !simple &&
-      len >= 3 &&
-      (out.charCodeAt(start) === 0x25 || out.charCodeAt(end - 3) === 0x25) &&
-      EDGE_SPACE.test(decodeURIComponent(out.slice(start, end)))
-    )
-      return undefined;
+    if (!simple && len >= 3 && edgeSpace(out, start, end)) return undefined;
     start = end + 1;
   }
   return out;
@@ -194,7 +201,9 @@ function strippedKey(pair: string): 'token' | 'override' | undefined {
       return 'token'; // undecodable key: treat as hostile
     }
   }
-  // PHP reads `access.token`, `access token`, `access[token` and `access_token[]` as `access_token`.
+  // PHP drops a key's leading spaces (`+_method`, `%20access_token`), then reads `access.token`,
+  // `access token`, `access[token` and `access_token[]` as `access_token`.
+  if (key.charCodeAt(0) === 0x20) key = key.replace(/^ +/, '');
   const bracket = key.indexOf('[');
   if (bracket > 0 && key.indexOf(']', bracket) > 0) key = key.slice(0, bracket);
   key = key.replace(/[ .[]/g, '_');

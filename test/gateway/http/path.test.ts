@@ -30,6 +30,8 @@ describe('path normalization: refused targets', () => {
     'double-encoded line feed': '/api/admin%250A/x',
     'trailing encoded space': '/api/admin%20/x',
     'leading encoded space': '/api/%20admin',
+    'encoded space behind a trailing dot (Windows drops both)': '/api/admin%20./x',
+    'encoded space behind trailing dots, one encoded': '/api/admin%20.%2e',
     'trailing encoded no-break space': '/api/admin%C2%A0',
     'trailing encoded NEL (U+0085)': '/api/admin%C2%85/x',
     'double-encoded dot': '/api/%252e%252e/admin',
@@ -114,6 +116,9 @@ describe('query tokens', () => {
       'access_token[]=s',
       'access_token[0]=s',
       'access%2Etoken=s',
+      // PHP drops leading spaces from a key before it maps the rest.
+      '+access_token=s',
+      '%20%20access.token=s',
     ]) {
       assert.deepEqual(stripAccessToken(`${q}&a=1`), { query: 'a=1', found: true }, q);
     }
@@ -134,6 +139,10 @@ describe('query tokens', () => {
       'a=1;_method=PUT',
       'access_token=s;_method=PUT',
       '.method=X',
+      // attack: a leading space PHP drops (`+_method` and `%20_method` are `_method` to Symfony and Laravel)
+      '+_method=DELETE',
+      'a=1&%20_method=DELETE',
+      '++.method=X',
     ]) {
       assert.equal(hasMethodOverride(q), true, q);
       assert.notEqual(stripAccessToken(q)?.query, q, q);
