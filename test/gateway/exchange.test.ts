@@ -164,11 +164,14 @@ describe('gateway: exchange credential refused by the upstream', () => {
   const refused = new Set<string>();
   /** Refuse the next minted token it has not seen refused yet. */
   let refuseNext = false;
+  /** Refuse every token it is sent. */
+  let refuseAll = false;
   /** Responses held on `/v1/slow` until the test answers them. */
   const held: { auth: string; res: ServerResponse }[] = [];
   /** The Authorization of each upgrade the upstream received. */
   const upgrades: string[] = [];
   const answer = (auth: string, res: ServerResponse) => {
+    if (refuseAll) refused.add(auth);
     if (refuseNext) {
       refuseNext = false;
       refused.add(auth);
@@ -273,6 +276,27 @@ describe('gateway: exchange credential refused by the upstream', () => {
     assert.equal((await get(a)).status, 200);
     assert.equal(sent(), replacement);
     assert.equal(ti.calls.length, mints);
+  });
+
+  it('attack: an upstream that refuses every token is not sent a newly minted one per request (a grant each)', async () => {
+    const a = await token();
+    assert.equal((await get(a)).status, 200);
+    const first = sent();
+    const mints = ti.calls.length;
+    refuseAll = true;
+    try {
+      assert.equal((await get(a)).status, 502);
+      assert.equal(sent(), first);
+      assert.equal((await get(a)).status, 502);
+      const replacement = sent();
+      assert.notEqual(replacement, first, 'the first refusal evicts');
+      assert.equal(ti.calls.length, mints + 1);
+      for (let i = 0; i < 3; i++) assert.equal((await get(a)).status, 502);
+      assert.equal(sent(), replacement, 'the replacement, refused too, is kept');
+      assert.equal(ti.calls.length, mints + 1);
+    } finally {
+      refuseAll = false;
+    }
   });
 
   it('WebSocket: an upstream 401 to the upgrade evicts the minted token; the next upgrade carries a new one', async () => {

@@ -5,7 +5,9 @@
  *
  * Minted tokens are cached per caller token and rule until `refresh_before` their expiry, or
  * until the upstream answers 401 to one (it is then evicted, and the caller's next request mints
- * anew); concurrent first requests share one mint.
+ * anew; a token minted that way is kept through a 401 of its own for 30 s, so an upstream that
+ * refuses every token does not get a new one per request); concurrent first requests share one
+ * mint.
  *
  * @module
  */
@@ -34,7 +36,17 @@ interface Cached {
   readonly value: string;
   /** Epoch ms after which a new token is minted. */
   readonly refreshAt: number;
+  /** Epoch ms until which an upstream 401 does not evict it (it replaces a token refused moments ago). */
+  readonly keepUntil: number;
 }
+
+/**
+ * How long a token minted to replace a refused one stays cached through a 401 of its own. An
+ * upstream that refuses a fresh token too is refusing for another reason than the token (a path
+ * that needs other credentials, its own outage): minting again for every request would write a
+ * grant per request for nothing.
+ */
+const REPLACEMENT_HOLD_MS = 30_000;
 
 /** The scopes to ask for: configured or the rule's, kept only where the caller holds them. */
 export function exchangeScopes(configured: readonly string[] | undefined, input: MutationInput, principal: Principal): string[] {
@@ -50,6 +62,8 @@ export function exchangeScopes(configured: readonly string[] | undefined, input:
 export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
   const cache = options.cacheSize > 0 ? new BoundedMap<string, Cached>(options.cacheSize) : undefined;
   const pending = new Map<string, Promise<Cached>>();
+  /** When the token cached under a key was last evicted for a 401. */
+  const refusedAt = cache ? new BoundedMap<string, number>(options.cacheSize) : undefined;
   const { clock } = options;
 
   const mint = (key: string, input: MutationInput, principal: Principal): Promise<Cached> => {
@@ -61,7 +75,11 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
       .then((issued) => {
         const expMs = issued.expiresAt * 1000;
         const lead = Math.min(options.refreshBefore * 1000, (expMs - clock()) / 2);
-        const entry = { value: `Bearer ${issued.token}`, refreshAt: expMs - lead };
+        const refused = refusedAt?.get(key);
+        if (refused !== undefined) refusedAt?.delete(key);
+        const now = clock();
+        const keepUntil = refused !== undefined && now - refused < REPLACEMENT_HOLD_MS ? now + REPLACEMENT_HOLD_MS : 0;
+        const entry = { value: `Bearer ${issued.token}`, refreshAt: expMs - lead, keepUntil };
         if (cache && entry.refreshAt > clock()) cache.set(key, entry);
         return entry;
       })
@@ -102,8 +120,14 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     rejected({ principal, rule }, sent) {
       if (principal === undefined || cache === undefined) return;
       const key = keyOf(principal, rule);
-      // Only the token refused: a late 401 to one already replaced leaves its replacement.
-      if (cache.get(key)?.value === sent.authorization) cache.delete(key);
+      const hit = cache.get(key);
+      // Only the token refused: a late 401 to one already replaced leaves its replacement. A
+      // replacement refused too is kept for a while (REPLACEMENT_HOLD_MS).
+      if (hit === undefined || hit.value !== sent.authorization) return;
+      const now = clock();
+      if (now < hit.keepUntil) return;
+      cache.delete(key);
+      refusedAt?.set(key, now);
     },
   };
 }
