@@ -9,10 +9,10 @@
  *   separate segments);
  * - an encoded control character (`%00`-`%1F`, `%7F`): an upstream that drops, trims or splits at
  *   them would read `/admin%0A/x` as `/admin/x`, which the gateway never matched;
- * - whitespace at either end of a segment (`admin%20`, `%20admin`, `admin%C2%A0`, also behind trailing
- *   dots: `admin%20.`): Windows and IIS drop a trailing space, and frameworks that trim segments
- *   read `admin`. A trailing dot (`admin.`)
- *   is kept: it is part of real names (`Washington,_D.C.`, `example.com.`), see docs/gateway.md;
+ * - whitespace at either end of a segment (`admin%20`, `%20admin`, `admin%C2%A0`, also behind
+ *   trailing dots: `admin%20.`): Windows and IIS drop a trailing space, and frameworks that trim
+ *   segments read `admin`. A trailing dot (`admin.`) is kept: it is part of real names
+ *   (`Washington,_D.C.`, `example.com.`), see docs/gateway.md;
  * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
  * - empty segments (`//`), which some routers merge and others do not;
  * - double-encoded traversal (`%252e`) that a second decode would turn into the above;
