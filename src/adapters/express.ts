@@ -8,7 +8,8 @@
  * import { expressAuth } from 'tessera/adapters/express';
  *
  * const app = express();
- * app.use(expressAuth(createVerifier(options)));
+ * // publicUrl: the URL clients call, which their DPoP proofs name (see NodeAdapterOptions).
+ * app.use(expressAuth(createVerifier(options), { publicUrl: 'https://api.example.com' }));
  * app.get('/items', (req, res) => res.json({ subject: req.principal?.subject }));
  * ```
  */
@@ -16,7 +17,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { ConfigError } from '../core/errors.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
-import { formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
+import { adapterOptions, formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
 import { denyResponse } from './response.ts';
 
 declare global {
@@ -40,6 +41,7 @@ export function expressAuth(
   verifier: Verifier,
   options: Omit<NodeAdapterOptions, 'body'> = {},
 ): (req: Request, res: Response, next: NextFunction) => void {
+  options = adapterOptions(options);
   return function tesseraExpressAuth(req, res, next) {
     // Express routes /ADMIN to app.get('/admin') unless told otherwise; rules that compare case
     // would then let /ADMIN past the rule written for /admin. Refuse rather than guess.

@@ -9,7 +9,8 @@
  * import { fastifyAuth } from 'tessera/adapters/fastify';
  *
  * const app = Fastify();
- * await app.register(fastifyAuth(createVerifier(options)));
+ * // publicUrl: the URL clients call, which their DPoP proofs name (see NodeAdapterOptions).
+ * await app.register(fastifyAuth(createVerifier(options), { publicUrl: 'https://api.example.com' }));
  * app.get('/items', async (request) => ({ subject: request.principal?.subject }));
  * ```
  */
@@ -18,7 +19,7 @@ import { ConfigError } from '../core/errors.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
-import { formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
+import { adapterOptions, formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
 import { denyResponse } from './response.ts';
 
 declare module 'fastify' {
@@ -32,6 +33,7 @@ export function fastifyAuth(
   verifier: Verifier | ManagedVerifier,
   options: Omit<NodeAdapterOptions, 'body'> = {},
 ): (app: FastifyInstance) => Promise<void> {
+  options = adapterOptions(options);
   const formBody = 'config' in verifier && verifier.config.transport.form_body;
   async function tesseraFastifyAuth(app: FastifyInstance): Promise<void> {
     // With `caseSensitive: false` Fastify routes /ADMIN to /admin; rules that compare case would

@@ -8,14 +8,17 @@
  * import { honoAuth, type TesseraEnv } from 'tessera/adapters/hono';
  *
  * const app = new Hono<TesseraEnv>();
- * app.use('/api/*', honoAuth(createVerifier(options)));
+ * // publicUrl: the URL clients call, which their DPoP proofs name (see HonoAdapterOptions).
+ * app.use('/api/*', honoAuth(createVerifier(options), { publicUrl: 'https://api.example.com' }));
  * app.get('/api/items', (c) => c.json({ subject: c.var.principal.subject }));
  * ```
  */
+import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
+import { localOrigin, publicOrigin } from './node.ts';
 import { denyResponse } from './response.ts';
 
 /** Hono environment type carrying the principal. */
@@ -23,15 +26,54 @@ export interface TesseraEnv {
   Variables: { principal: Principal };
 }
 
-export function honoAuth(verifier: Verifier | ManagedVerifier): MiddlewareHandler<TesseraEnv> {
+export interface HonoAdapterOptions {
+  /**
+   * The external origin of the protected API, as its clients call it (`https://api.example.com`;
+   * no path, query or credentials): the request URL a DPoP proof's `htu` must name (RFC 9449 §4.3)
+   * is this followed by the request's path. Set it whenever DPoP tokens are accepted (`dpop.mode`
+   * `allowed`, the default, or `required`).
+   *
+   * Without it the URL is `http(s)://<address>:<port>` the connection arrived at under
+   * `@hono/node-server`, and `http://host.invalid` (which no proof names) on other runtimes: never
+   * the origin of `c.req.url`, which comes from the caller's Host header and would let a proof
+   * made for another server (and captured there) pass with `Host:` naming that server. So without
+   * `publicUrl`, DPoP-bound tokens are refused (`invalid_dpop_proof`, "for another URI") unless
+   * the proof names that address; bearer tokens are not affected. An invalid value throws a
+   * `ConfigError` when the middleware is created.
+   *
+   * @example
+   * ```ts
+   * app.use('/api/*', honoAuth(verifier, { publicUrl: 'https://api.example.com' }));
+   * ```
+   */
+  readonly publicUrl?: string;
+}
+
+/** `@hono/node-server`'s bindings: the Node request (under `server` when the app has bindings of its own). */
+interface NodeBindings {
+  readonly incoming?: IncomingMessage;
+  readonly server?: { readonly incoming?: IncomingMessage };
+}
+
+export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdapterOptions = {}): MiddlewareHandler<TesseraEnv> {
   const formBody = 'config' in verifier && verifier.config.transport.form_body;
+  const publicUrl = publicOrigin(options.publicUrl);
   return async function tesseraHonoAuth(c: Context<TesseraEnv>, next: Next) {
     const raw = c.req.raw;
+    // raw.url is absolute and serialized: its path starts at the first '/' after the scheme's '//'.
+    const pathStart = raw.url.indexOf('/', raw.url.indexOf('//') + 2);
+    const path = pathStart < 0 ? '/' : raw.url.slice(pathStart);
+    let origin = publicUrl;
+    if (origin === undefined) {
+      const env = c.env as NodeBindings | undefined;
+      const socket = (env?.incoming ?? env?.server?.incoming)?.socket;
+      origin = socket ? localOrigin(socket, (socket as { encrypted?: boolean }).encrypted ? 'https' : 'http') : 'http://host.invalid';
+    }
     let body: URLSearchParams | undefined;
     if (formBody && raw.body && (raw.headers.get('content-type') ?? '').startsWith('application/x-www-form-urlencoded')) {
       body = new URLSearchParams(await raw.clone().text());
     }
-    const result = await verifier.verify({ method: raw.method, url: raw.url, headers: raw.headers, ...(body ? { body } : {}) });
+    const result = await verifier.verify({ method: raw.method, url: origin + path, headers: raw.headers, ...(body ? { body } : {}) });
     if (!result.ok) {
       const d = denyResponse(result.error, verifier.challenges);
       return c.body(d.body, d.status as 400, d.headers);

@@ -7,7 +7,8 @@
  * import { createVerifier } from 'tessera';
  * import { nodeAuth } from 'tessera/adapters/node';
  *
- * const auth = nodeAuth(createVerifier(options));
+ * // publicUrl: the URL clients call, which their DPoP proofs name (see NodeAdapterOptions).
+ * const auth = nodeAuth(createVerifier(options), { publicUrl: 'https://api.example.com' });
  * createServer(async (req, res) => {
  *   const principal = await auth(req, res); // on refusal the response is already written
  *   if (!principal) return;
@@ -17,6 +18,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import { ConfigError } from '../core/errors.ts';
 import { validHost } from '../core/host.ts';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
@@ -25,8 +27,30 @@ import { denyResponse } from './response.ts';
 
 export interface NodeAdapterOptions {
   /**
-   * Trust `X-Forwarded-Proto` and `X-Forwarded-Host` for the request URL (DPoP `htu` checks).
-   * Only behind a proxy that sets them; otherwise a caller could choose the URL it is checked against.
+   * The external origin of the protected API, as its clients call it (`https://api.example.com`;
+   * no path, query or credentials): the request URL a DPoP proof's `htu` must name (RFC 9449 §4.3)
+   * is this followed by the request's path. Set it whenever DPoP tokens are accepted (`dpop.mode`
+   * `allowed`, the default, or `required`) and clients reach the API under a name of its own.
+   *
+   * Without it the URL is the one a proxy forwards when {@link NodeAdapterOptions.trustProxy} is
+   * set, else `http(s)://<address>:<port>` the connection arrived at: never the caller's Host
+   * header, which would let a proof made for another server (and captured there) pass with
+   * `Host:` naming that server. So without `publicUrl`, a proof for `https://api.example.com/...`
+   * is refused (`invalid_dpop_proof`, "for another URI") unless a trusted proxy forwards that URL;
+   * bearer tokens are not affected. An invalid value throws a `ConfigError` when the middleware is
+   * created.
+   *
+   * @example
+   * ```ts
+   * app.use(expressAuth(verifier, { publicUrl: 'https://api.example.com' }));
+   * ```
+   */
+  readonly publicUrl?: string;
+  /**
+   * Trust `X-Forwarded-Proto` and `X-Forwarded-Host` (else the Host the proxy sends) for the
+   * request URL (DPoP `htu` checks) when `publicUrl` is not set. Only behind a proxy that sets
+   * them and that every request passes through; otherwise a caller could choose the URL it is
+   * checked against.
    */
   readonly trustProxy?: boolean;
   /** Form body for RFC 6750 §2.2 tokens, when `transport.form_body` is enabled. */
@@ -53,26 +77,77 @@ export function formParams(body: unknown): URLSearchParams | undefined {
   return params;
 }
 
+/**
+ * `publicUrl` checked and without its trailing slash, for every adapter when it is created: an
+ * origin only, since the rules read their path from the same URL.
+ */
+export function publicOrigin(publicUrl: string | undefined): string | undefined {
+  if (publicUrl === undefined) return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(publicUrl);
+  } catch {
+    url = undefined;
+  }
+  if (
+    url === undefined ||
+    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+    url.username !== '' ||
+    url.password !== '' ||
+    url.pathname !== '/' ||
+    /[?#]/.test(publicUrl)
+  ) {
+    throw new ConfigError([
+      { path: 'publicUrl', message: 'must be an http(s) origin, without path, query, fragment or credentials (https://api.example.com)' },
+    ]);
+  }
+  return url.origin;
+}
+
+/** The options with `publicUrl` checked (see {@link publicOrigin}). */
+export function adapterOptions<T extends NodeAdapterOptions>(options: T): T {
+  return options.publicUrl === undefined ? options : { ...options, publicUrl: publicOrigin(options.publicUrl) };
+}
+
+/** `http(s)://<address>:<port>` of the connection's local end (IPv6 in brackets). */
+export function localOrigin(socket: IncomingMessage['socket'], proto: string): string {
+  let address = socket.localAddress;
+  if (address === undefined) return `${proto}://host.invalid`;
+  if (address.startsWith('::ffff:') && address.includes('.')) address = address.slice(7);
+  return `${proto}://${address.includes(':') ? `[${address}]` : address}:${socket.localPort}`;
+}
+
 /** Build the verifier's request from a Node request (duplicate headers preserved). */
 export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}): VerifyRequest {
-  const encrypted = (req.socket as TLSSocket).encrypted === true;
-  const forwardedProto = options.trustProxy ? first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase() : undefined;
-  const proto = forwardedProto === 'https' || forwardedProto === 'http' ? forwardedProto : encrypted ? 'https' : 'http';
-  const named = (options.trustProxy && first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim()) || req.headers.host || 'localhost';
-  // Node lets any visible characters through in Host: `h/public` would make the rules see
-  // /public/admin for a request the application serves as /admin. A malformed authority becomes a
-  // reserved name (RFC 6761) that no DPoP proof names, and the path stays the one sent.
-  const host = validHost(named) ? named : 'host.invalid';
   const body = options.body?.(req);
   // Express rewrites req.url below a mount point (app.use('/api', ...)); originalUrl is the path
   // the client sent, which rules and the DPoP htu are about.
   const path = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
   return {
     method: req.method ?? 'GET',
-    url: `${proto}://${host}${path}`,
+    url: `${originOf(req, options)}${path}`,
     headers: req.headersDistinct,
     ...(body !== undefined ? { body } : {}),
   };
+}
+
+/**
+ * The origin of the request URL (what a DPoP proof's `htu` names, RFC 9449 §4.3): `publicUrl`;
+ * else, with `trustProxy`, what the proxy forwards; else the connection's local address and port.
+ * Never the Host header of a caller: a proof made for another server would pass with `Host:`
+ * naming that server.
+ */
+function originOf(req: IncomingMessage, options: NodeAdapterOptions): string {
+  if (options.publicUrl !== undefined) return options.publicUrl.endsWith('/') ? options.publicUrl.slice(0, -1) : options.publicUrl;
+  const encrypted = (req.socket as TLSSocket).encrypted === true;
+  if (!options.trustProxy) return localOrigin(req.socket, encrypted ? 'https' : 'http');
+  const forwardedProto = first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase();
+  const proto = forwardedProto === 'https' || forwardedProto === 'http' ? forwardedProto : encrypted ? 'https' : 'http';
+  const named = first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() || req.headers.host || 'localhost';
+  // Node lets any visible characters through in Host: `h/public` would make the rules see
+  // /public/admin for a request the application serves as /admin. A malformed authority becomes a
+  // reserved name (RFC 6761) that no DPoP proof names, and the path stays the one sent.
+  return `${proto}://${validHost(named) ? named : 'host.invalid'}`;
 }
 
 /** Write a refusal to a Node response. */
@@ -93,6 +168,7 @@ export function nodeAuth(
   verifier: Verifier,
   options: NodeAdapterOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => Promise<Principal | undefined> {
+  options = adapterOptions(options);
   return async function tesseraNodeAuth(req, res) {
     const result = await verifier.verify(toVerifyRequest(req, options));
     if (result.ok) return result.principal;

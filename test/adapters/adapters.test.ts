@@ -1,9 +1,11 @@
 /**
  * The four adapters, each in front of a real server on port 0: the principal reaches the handler
  * on success; refusals carry the status, `WWW-Authenticate` and the JSON error body; the policy
- * sees the path the framework routes on.
+ * sees the path the framework routes on; a DPoP proof names `publicUrl` or the address the server
+ * listens on, never the caller's Host header.
  */
 import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -11,6 +13,7 @@ import { serve } from '@hono/node-server';
 import express from 'express';
 import Fastify from 'fastify';
 import { Hono } from 'hono';
+import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import { expressAuth } from '../../src/adapters/express.ts';
 import { fastifyAuth } from '../../src/adapters/fastify.ts';
 import { honoAuth, type TesseraEnv } from '../../src/adapters/hono.ts';
@@ -51,9 +54,14 @@ async function listenOn(server: Server): Promise<Running> {
   return { origin: origin(server), close: () => closeServer(server) };
 }
 
-const adapters: Record<string, (v: ManagedVerifier) => Promise<Running>> = {
-  'node:http': async (v) => {
-    const auth = nodeAuth(v);
+/** What each adapter takes besides the verifier (`trustProxy` aside, which Hono has not). */
+interface AdapterOptions {
+  readonly publicUrl?: string;
+}
+
+const adapters: Record<string, (v: ManagedVerifier, options?: AdapterOptions) => Promise<Running>> = {
+  'node:http': async (v, options) => {
+    const auth = nodeAuth(v, options);
     return listenOn(
       createServer(async (req, res) => {
         const principal = await auth(req, res);
@@ -62,11 +70,11 @@ const adapters: Record<string, (v: ManagedVerifier) => Promise<Running>> = {
       }),
     );
   },
-  express: async (v) => {
+  express: async (v, options) => {
     const app = express();
     // These rules compare case; Express must then route by case too (see 'path case' below).
     app.enable('case sensitive routing');
-    app.use(expressAuth(v));
+    app.use(expressAuth(v, options));
     app.get('/items/:id', (req, res) => {
       res.json({ subject: req.principal?.subject, route: 'items' });
     });
@@ -75,17 +83,17 @@ const adapters: Record<string, (v: ManagedVerifier) => Promise<Running>> = {
     });
     return listenOn(createServer(app));
   },
-  fastify: async (v) => {
+  fastify: async (v, options) => {
     const app = Fastify();
-    await app.register(fastifyAuth(v));
+    await app.register(fastifyAuth(v, options));
     app.get('/items/:id', async (request) => ({ subject: request.principal?.subject, route: 'items' }));
     app.get('/admin/secret', async (request) => ({ subject: request.principal?.subject, route: 'admin' }));
     await app.listen({ port: 0, host: '127.0.0.1' });
     return { origin: origin(app.server), close: () => app.close() };
   },
-  hono: async (v) => {
+  hono: async (v, options) => {
     const app = new Hono<TesseraEnv>();
-    app.use('*', honoAuth(v));
+    app.use('*', honoAuth(v, options));
     app.get('/items/:id', (c) => c.json({ subject: c.var.principal.subject, route: 'items' }));
     app.get('/admin/secret', (c) => c.json({ subject: c.var.principal.subject, route: 'admin' }));
     const server = await new Promise<Server>((resolve) => {
@@ -378,4 +386,81 @@ describe('adapters with form-body tokens enabled', () => {
     assert.equal(answer.status, 400, answer.body);
     assert.deepEqual(JSON.parse(answer.body), { error: 'invalid_request', error_description: desc('request_multiple_methods') });
   });
+});
+
+const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+
+function proof(method: string, url: string, accessToken: string): Promise<string> {
+  return new SignJWT({ htm: method, htu: url, jti: randomUUID(), ath: createHash('sha256').update(accessToken).digest('base64url') })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+    .setIssuedAt()
+    .sign(holder.privateKey);
+}
+
+const OTHER_URI = /DPoP .*error="invalid_dpop_proof", error_description="The DPoP proof is for another URI\."/;
+
+for (const [name, start] of Object.entries(adapters)) {
+  describe(`adapter: ${name}, the URL a DPoP proof names (RFC 9449 §4.3)`, () => {
+    const dpopVerifier = () => createVerifier({ ...verifier.config, dpop: { ...verifier.config.dpop, mode: 'allowed' } });
+    let bound: string;
+    before(async () => {
+      bound = await sign(key, claims({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(holderJwk) } }));
+    });
+    const call = async (app: Running, htu: string, host: string) =>
+      send(app.origin, '/items/1', [
+        ['host', host],
+        ['authorization', `DPoP ${bound}`],
+        ['dpop', await proof('GET', htu, bound)],
+      ]);
+
+    it('Host spoofing: a proof made for another server is refused though the request names that server in its Host header', async () => {
+      const app = await start(dpopVerifier());
+      try {
+        const spoofed = await call(app, 'http://evil.example/items/1', 'evil.example');
+        assert.equal(spoofed.status, 401, spoofed.body);
+        assert.match(String(spoofed.headers['www-authenticate']), OTHER_URI);
+        // Without publicUrl the proof names the address the server listens on, whatever Host says.
+        const own = await call(app, `${app.origin}/items/1`, 'evil.example');
+        assert.equal(own.status, 200, own.body);
+      } finally {
+        await app.close();
+      }
+    });
+
+    it('publicUrl: the proof names it, whatever Host the request carries', async () => {
+      const app = await start(dpopVerifier(), { publicUrl: 'https://api.example/' });
+      try {
+        const named = await call(app, 'https://api.example/items/1', 'evil.example');
+        assert.equal(named.status, 200, named.body);
+        const local = await call(app, `${app.origin}/items/1`, new URL(app.origin).host);
+        assert.equal(local.status, 401, local.body);
+        assert.match(String(local.headers['www-authenticate']), OTHER_URI);
+      } finally {
+        await app.close();
+      }
+    });
+  });
+}
+
+describe('adapters: publicUrl is checked when the middleware is created', () => {
+  for (const publicUrl of [
+    'api.example',
+    'ftp://api.example',
+    'https://api.example/api',
+    'https://api.example/?x=1',
+    'https://api.example/#x',
+    'https://u:p@api.example',
+  ]) {
+    it(`refuses ${publicUrl}`, () => {
+      for (const make of [
+        () => nodeAuth(verifier, { publicUrl }),
+        () => expressAuth(verifier, { publicUrl }),
+        () => fastifyAuth(verifier, { publicUrl }),
+        () => honoAuth(verifier, { publicUrl }),
+      ]) {
+        assert.throws(make, { name: 'ConfigError', message: /publicUrl/ });
+      }
+    });
+  }
 });
