@@ -22,6 +22,7 @@ import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, TesseraError } from '../core/errors.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
@@ -291,9 +292,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       deps.mcpSessionKey !== undefined ? { key: deps.mcpSessionKey, random: false } : { key: randomSessionKey(), random: true },
     listenHost: deps.listenHost,
     pools,
+    // The token service's refusals carry a fixed code (client_unknown, target_not_allowed...) that
+    // says what to fix; no error's message is logged, as it may carry request data.
     onExchangeError: (route: string, error: unknown) =>
       logger.warn(
-        { event: 'upstream_credential_failed', route, error: (error as Error)?.name ?? 'error' },
+        {
+          event: 'upstream_credential_failed',
+          route,
+          error: (error as Error)?.name ?? 'error',
+          ...(error instanceof OAuthError ? { code: error.code } : {}),
+        },
         'minting an upstream token failed',
       ),
   };

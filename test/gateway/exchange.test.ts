@@ -2,14 +2,17 @@
  * `credential: exchange` against the UpstreamTokenIssuer port, with a test issuer that signs real
  * JWTs with jose: the upstream gets a narrow token for its own audience, carrying the caller's
  * chain, never outliving the caller's token; mints are cached per caller token and rule, and an
- * upstream 401 to a minted token evicts it.
+ * upstream 401 to a minted token evicts it; a failed mint is logged with the error's name and, for
+ * the token service's OAuthError, its fixed code, never its message.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, jwtVerify, SignJWT } from 'jose';
+import pino from 'pino';
 import { ConfigError } from '../../src/core/errors.ts';
+import { OAuthError } from '../../src/core/oauth-errors.ts';
 import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { rawHttp, until } from '../helpers/net.ts';
@@ -32,11 +35,11 @@ const TESSERA = 'https://tessera.test';
 function testIssuer() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const calls: { audience: string; scopes: readonly string[]; maxTtl: number }[] = [];
-  let fail = false;
+  let fail: boolean | Error = false;
   const issuer: UpstreamTokenIssuer = {
     async issueForUpstream({ principal, audience, scopes, maxTtl }) {
       calls.push({ audience, scopes, maxTtl });
-      if (fail) throw new Error('token service down');
+      if (fail) throw fail === true ? new Error('token service down') : fail;
       const now = Math.floor(Date.now() / 1000);
       // The gateway acts for the caller: the caller's chain nests under it.
       let act: Record<string, unknown> | undefined;
@@ -58,7 +61,7 @@ function testIssuer() {
       return { token: jwt, expiresAt: now + maxTtl };
     },
   };
-  return { issuer, publicKey, calls, setFail: (v: boolean) => (fail = v) };
+  return { issuer, publicKey, calls, setFail: (v: boolean | Error) => (fail = v) };
 }
 
 const routes = (upstreamUrl: string) => [
@@ -153,6 +156,54 @@ describe('gateway: exchange upstream credential', () => {
         assert.ok(!events.includes(sent));
       }
     }
+  });
+});
+
+describe('gateway: a failed exchange mint in the log', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  const ti = testIssuer();
+  const lines: Record<string, unknown>[] = [];
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway(
+      { ...baseConfig(), gateway: { routes: routes(upstream.url) } },
+      { upstreamTokenIssuer: ti.issuer, logger: pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l)) }) },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const failWith = async (error: Error, t: string) => {
+    ti.setFail(error);
+    try {
+      const n = lines.length;
+      const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(res.status, 502);
+      await until(() => lines.slice(n).some((l) => l.event === 'upstream_credential_failed'));
+      return lines.slice(n).filter((l) => l.event === 'upstream_credential_failed');
+    } finally {
+      ti.setFail(false);
+    }
+  };
+
+  it("names the token service's OAuthError code (target_not_allowed), not only the error's name", async () => {
+    const logged = await failWith(new OAuthError('target_not_allowed'), await token({ scope: 'api:read' }));
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0]!.route, 'llm');
+    assert.equal(logged[0]!.error, 'OAuthError');
+    assert.equal(logged[0]!.code, 'target_not_allowed');
+  });
+
+  it("any other error: its name only, never its message (which may carry the caller's token)", async () => {
+    const t = await token({ scope: 'api:read' });
+    const logged = await failWith(new Error(`store refused ${t}`), t);
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0]!.error, 'Error');
+    assert.equal(logged[0]!.code, undefined);
+    assert.ok(!JSON.stringify(logged).includes(t), 'the caller token is in the log');
   });
 });
 
