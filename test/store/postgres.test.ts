@@ -227,6 +227,31 @@ if (!reachable) {
     });
   });
 
+  describe('postgres: a database that refuses connections', () => {
+    it('reports "not accepting connections" (55000) and a missing database (3D000) as StoreUnavailableError (a 503), not a 500', async () => {
+      const db = `tessera_refuse_${process.pid}_${Date.now()}`;
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${db}`);
+      const target = new URL(url);
+      target.pathname = `/${db}`;
+      const store = await PostgresStore.open({ connectionString: target.toString(), connectionTimeoutMillis: 2000 });
+      try {
+        await admin.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS false`);
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [db]);
+        await assert.rejects(store.getClient('agent'), StoreUnavailableError);
+        await admin.query(`ALTER DATABASE ${db} ALLOW_CONNECTIONS true`);
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [db]);
+        await admin.query(`DROP DATABASE ${db}`);
+        await assert.rejects(store.getClient('agent'), StoreUnavailableError);
+      } finally {
+        await store.close().catch(() => undefined);
+        await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+        await admin.end();
+      }
+    });
+  });
+
   describe('postgres: migrations', () => {
     it('fills in the jti and token hash of events written before migration 4, so tessera trace finds them', async () => {
       const schema = schemaName();

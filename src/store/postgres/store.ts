@@ -201,7 +201,11 @@ const NETWORK_ERRORS = new Set([
   'ENETUNREACH',
   'EAI_AGAIN',
 ]);
-const UNAVAILABLE_SQLSTATE = /^(?:08|57P0[1-3]$|53300$)/;
+// Connection exceptions, authentication refused (class 28), shutdown and too many connections, and
+// the database gone (3D000) or not accepting connections (55000 with that message, raised at
+// connect time; 55000 otherwise is a statement's own fault).
+const UNAVAILABLE_SQLSTATE = /^(?:08|28|57P0[1-3]$|53300$|3D000$)/;
+const NOT_ACCEPTING = /not (?:currently )?accepting connections/;
 const UNAVAILABLE_MESSAGE = /^(?:Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
 
 /** `e`, or a {@link StoreUnavailableError} caused by it when it means PostgreSQL is out of reach. */
@@ -209,7 +213,9 @@ function unavailable(e: unknown): unknown {
   if (!(e instanceof Error) || e instanceof StoreUnavailableError) return e;
   const code = (e as { code?: unknown }).code;
   const down =
-    (typeof code === 'string' && (NETWORK_ERRORS.has(code) || UNAVAILABLE_SQLSTATE.test(code))) || UNAVAILABLE_MESSAGE.test(e.message);
+    (typeof code === 'string' &&
+      (NETWORK_ERRORS.has(code) || UNAVAILABLE_SQLSTATE.test(code) || (code === '55000' && NOT_ACCEPTING.test(e.message)))) ||
+    UNAVAILABLE_MESSAGE.test(e.message);
   return down ? new StoreUnavailableError(`PostgreSQL is unreachable: ${e.message}`, { cause: e }) : e;
 }
 
