@@ -9,6 +9,7 @@
  * @module
  */
 import { createPrivateKey } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { SigningAlgorithm } from '../config/token-service-schema.ts';
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { importJwk, jwkThumbprint, type VerificationKey } from '../core/jose/jwk.ts';
@@ -51,6 +52,8 @@ interface CompiledKey {
 }
 
 const SKEW = 60;
+/** Least time between two store reads after unknown kids (see KeyManager.refreshAfterMiss). */
+const MISS_READ_COOLDOWN_MS = 1000;
 
 /** Generate a key and its record (private key sealed under the master key). */
 export function newKeyRecord(master: MasterKey, alg: SigningAlgorithm, now: number, activatesAt: number): SigningKeyRecord {
@@ -74,6 +77,9 @@ export class KeyManager implements KeySource {
   /** Keys deleted from the store, by kid (public parts only), read on demand; dropped at each reload. */
   #removed: Promise<Map<string, VerificationKey>> | undefined;
   #jwksCache: { at: number; body: string } | undefined;
+  /** `performance.now()` of the last store read after an unknown kid, and that read while it runs. */
+  #missReadAt = Number.NEGATIVE_INFINITY;
+  #missRead: Promise<boolean> | undefined;
 
   constructor(options: { store: Store; master: MasterKey | undefined; schedule: KeySchedule; now: () => number }) {
     this.#store = options.store;
@@ -162,6 +168,30 @@ export class KeyManager implements KeySource {
     if (k === undefined || !k.verification.checks.has(alg)) return 'unknown';
     if (k.publishedUntil !== null && k.publishedUntil < this.#now()) return 'unknown';
     return k.verification;
+  }
+
+  /**
+   * KeySource: after a kid this instance does not know. Another instance may have just rotated in
+   * a key at once (`tessera keys rotate --now`) and signed with it before this one's next sync;
+   * refusing its tokens as unknown (401) would tell their holders to throw them away. So the store
+   * is read again, at most once per {@link MISS_READ_COOLDOWN_MS} (a flood of made-up kids costs a
+   * read a second), and `true` when a key was added.
+   */
+  refreshAfterMiss(): Promise<boolean> {
+    if (this.#missRead !== undefined) return this.#missRead;
+    const t = performance.now();
+    if (t - this.#missReadAt < MISS_READ_COOLDOWN_MS) return Promise.resolve(false);
+    this.#missReadAt = t;
+    const known = new Set(this.#byKid.keys());
+    this.#missRead = this.reload()
+      .then(
+        () => [...this.#byKid.keys()].some((kid) => !known.has(kid)),
+        () => false,
+      )
+      .finally(() => {
+        this.#missRead = undefined;
+      });
+    return this.#missRead;
   }
 
   /**

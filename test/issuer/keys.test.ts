@@ -13,6 +13,7 @@ import { KeyManager } from '../../src/issuer/keys.ts';
 import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { createVerifier } from '../../src/verifier.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
 let now = 1_900_000_000;
@@ -196,6 +197,60 @@ describe('two instances rotating in the same second', () => {
     assert.equal(a.signer()?.kid, b.signer()?.kid);
     const active = a.status().filter((k) => k.state === 'active');
     assert.equal(active.length, 1);
+    await store.close();
+  });
+});
+
+describe('another instance rotating at once (tessera keys rotate --now)', () => {
+  it('a token signed with a key this instance has not loaded yet is verified after one read of the store, not refused as token_kid_unknown', async () => {
+    const store = SqliteStore.open({ path: ':memory:' });
+    const master = generateMasterKey().key;
+    const schedule = { algorithm: 'ES256' as const, publishAhead: 3600, jwksMaxAge: 600, maxTokenTtl: 600, rotationInterval: undefined };
+    const t = Math.floor(Date.now() / 1000);
+    const at = () => t;
+    const a = new KeyManager({ store, master, schedule, now: at });
+    await a.rotate({ immediate: true });
+    const b = new KeyManager({ store, master, schedule, now: at });
+    await b.reload();
+    const issuerUrl = 'https://issuer.rotate.test';
+    const verifier = createVerifier(
+      {
+        issuers: [{ issuer: issuerUrl, audiences: ['https://api.test'], jwks_uri: `${issuerUrl}/jwks`, token_type: 'at+jwt' }],
+        dpop: { mode: 'disabled' },
+      },
+      { keySources: { [issuerUrl]: b } },
+    );
+    // Instance A rotates at once and signs with the new key; B has not synced yet.
+    await a.rotate({ immediate: true });
+    const claims = JSON.stringify({
+      iss: issuerUrl,
+      sub: 'agent',
+      aud: 'https://api.test',
+      iat: t,
+      exp: t + 300,
+      jti: 'j-1',
+      client_id: 'agent',
+    });
+    const token = (a.signer(t) as NonNullable<ReturnType<KeyManager['signer']>>).sign(claims);
+    const result = await verifier.verify({ method: 'GET', url: 'https://api.test/x', headers: { authorization: [`Bearer ${token}`] } });
+    assert.equal(result.ok, true, result.ok ? '' : result.error.code);
+    // A kid no instance has is still refused, and asks the store again only after a cooldown.
+    let reads = 0;
+    const counting = new Proxy(store, {
+      get: (target, p) =>
+        p === 'listSigningKeys'
+          ? async () => {
+              reads++;
+              return target.listSigningKeys();
+            }
+          : Reflect.get(target, p, target),
+    });
+    const c = new KeyManager({ store: counting, master, schedule, now: at });
+    await c.reload();
+    reads = 0;
+    assert.equal(await c.refreshAfterMiss(), false);
+    assert.equal(await c.refreshAfterMiss(), false);
+    assert.equal(reads, 1);
     await store.close();
   });
 });
