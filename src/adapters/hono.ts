@@ -15,10 +15,11 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
+import { localOrigin } from '../core/host.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
-import { localOrigin, publicOrigin } from './node.ts';
+import { publicOrigin } from './node.ts';
 import { denyResponse } from './response.ts';
 
 /** Hono environment type carrying the principal. */
@@ -67,7 +68,9 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
     if (origin === undefined) {
       const env = c.env as NodeBindings | undefined;
       const socket = (env?.incoming ?? env?.server?.incoming)?.socket;
-      origin = socket ? localOrigin(socket, (socket as { encrypted?: boolean }).encrypted ? 'https' : 'http') : 'http://host.invalid';
+      origin = socket
+        ? localOrigin((socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', socket.localAddress, socket.localPort)
+        : 'http://host.invalid';
     }
     let body: URLSearchParams | undefined;
     if (formBody && raw.body && (raw.headers.get('content-type') ?? '').startsWith('application/x-www-form-urlencoded')) {

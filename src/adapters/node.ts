@@ -19,7 +19,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { ConfigError } from '../core/errors.ts';
-import { validHost } from '../core/host.ts';
+import { localOrigin, validHost } from '../core/host.ts';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
@@ -109,14 +109,6 @@ export function adapterOptions<T extends NodeAdapterOptions>(options: T): T {
   return options.publicUrl === undefined ? options : { ...options, publicUrl: publicOrigin(options.publicUrl) };
 }
 
-/** `http(s)://<address>:<port>` of the connection's local end (IPv6 in brackets). */
-export function localOrigin(socket: IncomingMessage['socket'], proto: string): string {
-  let address = socket.localAddress;
-  if (address === undefined) return `${proto}://host.invalid`;
-  if (address.startsWith('::ffff:') && address.includes('.')) address = address.slice(7);
-  return `${proto}://${address.includes(':') ? `[${address}]` : address}:${socket.localPort}`;
-}
-
 /** Build the verifier's request from a Node request (duplicate headers preserved). */
 export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}): VerifyRequest {
   const body = options.body?.(req);
@@ -140,7 +132,7 @@ export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOption
 function originOf(req: IncomingMessage, options: NodeAdapterOptions): string {
   if (options.publicUrl !== undefined) return options.publicUrl.endsWith('/') ? options.publicUrl.slice(0, -1) : options.publicUrl;
   const encrypted = (req.socket as TLSSocket).encrypted === true;
-  if (!options.trustProxy) return localOrigin(req.socket, encrypted ? 'https' : 'http');
+  if (!options.trustProxy) return localOrigin(encrypted ? 'https' : 'http', req.socket.localAddress, req.socket.localPort);
   const forwardedProto = first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase();
   const proto = forwardedProto === 'https' || forwardedProto === 'http' ? forwardedProto : encrypted ? 'https' : 'http';
   const named = first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() || req.headers.host || 'localhost';

@@ -13,3 +13,14 @@ const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?$/;
 export function validHost(value: string): boolean {
   return HOST_HEADER.test(value);
 }
+
+/**
+ * `scheme://<address>:<port>` of a connection's local end: an IPv4-mapped IPv6 address as IPv4,
+ * an IPv6 one in brackets, and `host.invalid` (RFC 6761; no DPoP proof names it) for a socket
+ * that has no address any more.
+ */
+export function localOrigin(scheme: string, address: string | undefined, port: number | undefined): string {
+  if (address === undefined || address === '') return `${scheme}://host.invalid`;
+  const plain = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+  return `${scheme}://${plain.includes(':') ? `[${plain}]` : plain}:${port}`;
+}

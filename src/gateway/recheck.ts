@@ -15,14 +15,13 @@
  *
  * @module
  */
-import { hash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { TesseraConfig } from '../config/schema.ts';
 import { TesseraError } from '../core/errors.ts';
-import { binaryBase64url12 } from '../core/jose/base64url.ts';
 import { htuOf } from '../core/verify/dpop.ts';
 import { extractTokenDeferred } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
+import { TokenDigest } from '../core/verify/token-digest.ts';
 import type { Admission, GatewayState } from './compile.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
@@ -207,11 +206,11 @@ function presentation(config: TesseraConfig, request: GatewayRequest): StreamClo
 export function recheckUnder(s: GatewayState): StreamRecheck<AdmittedStream> {
   const config = s.config;
   const admission = s.admission;
-  // Made as the verifier makes a principal's tokenHash, so the two cannot drift apart. The first
-  // entry of a value wins, as in the verifier.
+  // By the verifier's own tokenHash (TokenDigest.short). The first entry of a value wins, as in
+  // the verifier.
   const statics = new Map<string, TesseraConfig['static_tokens'][number]>();
   for (const t of config.static_tokens) {
-    const digest = binaryBase64url12(hash('sha256', t.token, 'binary'));
+    const digest = new TokenDigest(t.token).short;
     if (!statics.has(digest)) statics.set(digest, t);
   }
   const since = new WeakMap<Admission, Kept>();

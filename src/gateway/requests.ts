@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
-import { validHost } from '../core/host.ts';
+import { localOrigin, validHost } from '../core/host.ts';
 import type { HeaderBag } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a.ts';
 import type { CompiledRoute, GatewayState } from './compile.ts';
@@ -94,12 +94,10 @@ export function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
   const socket = req.socket;
   const scheme = (socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
   if (fromTrustedProxy(s, req)) return `${forwardedProto(req.headers['x-forwarded-proto']) || scheme}://${forwardedHost(req)}${url}`;
-  let host = s.listenHost;
-  if (host === undefined) {
-    const local = plainAddress(socket.localAddress ?? '');
-    host = isIP(local) === 6 ? `[${local}]` : local;
-  }
-  return `${scheme}://${host}:${socket.localPort}${url}`;
+  const host = s.listenHost;
+  return host === undefined
+    ? `${localOrigin(scheme, socket.localAddress, socket.localPort)}${url}`
+    : `${scheme}://${host}:${socket.localPort}${url}`;
 }
 
 /**
