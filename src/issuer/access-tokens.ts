@@ -151,6 +151,30 @@ export class AccessTokens {
     return own;
   }
 
+  /**
+   * {@link AccessTokens.verify}, and when the token names a key this instance has not loaded, once
+   * more after reading the keys from the store (at most once a second, `KeyManager.refreshAfterMiss`):
+   * another instance may have rotated in a key at once (`tessera keys rotate --now`) and signed
+   * with it. Without this, that token would be refused for exchange, reported inactive, and its
+   * revocation answered 200 while nothing was revoked.
+   */
+  async verifyFresh(token: string): Promise<OwnToken | undefined> {
+    const own = this.verify(token);
+    if (own !== undefined || !this.#namesUnknownKey(token)) return own;
+    return (await this.#keys.refreshAfterMiss()) ? this.verify(token) : undefined;
+  }
+
+  /** Whether `token` looks like one of this service's (`typ` at+jwt) and names a key not loaded. */
+  #namesUnknownKey(token: string): boolean {
+    if (token.length > MAX_TOKEN_SIZE) return false;
+    const split = splitCompact(token);
+    if (!split) return false;
+    const header = decodeJsonSegment(token.slice(0, split.dot1));
+    if (!header || header.typ !== 'at+jwt' || typeof header.kid !== 'string' || typeof header.alg !== 'string') return false;
+    if (!ASYMMETRIC_ALGORITHMS.includes(header.alg as JwsAlgorithm)) return false;
+    return this.#keys.lookup(header.kid, header.alg as JwsAlgorithm) === 'unknown';
+  }
+
   isRevoked(t: OwnToken): boolean {
     return this.#revocations.isRevoked({
       issuer: this.#issuer,

@@ -14,7 +14,7 @@ export interface IntrospectContext extends BaseContext {
   readonly issuer: string;
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant'>;
   readonly clients: Pick<ClientRegistry, 'authenticate'>;
-  readonly tokens: Pick<AccessTokens, 'verify' | 'isRevoked'>;
+  readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'isRevoked'>;
 }
 
 /** RFC 7662 (see `TokenService.introspect`). */
@@ -53,7 +53,7 @@ async function introspect(ctx: IntrospectContext, token: string, client: Compile
       ...(g.act !== null ? { act: g.act } : {}),
     };
   }
-  const own = ctx.tokens.verify(token);
+  const own = await ctx.tokens.verifyFresh(token);
   if (own === undefined || own.exp <= now || ctx.tokens.isRevoked(own)) return { active: false };
   if (own.clientId !== client.id && !own.audiences.some((a) => client.audiences.has(a))) return { active: false };
   // The authoritative answer: another process may have revoked the grant since the last sync.

@@ -28,7 +28,7 @@ export interface RevokeContext extends BaseContext {
   readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl' | 'authorization'>;
   readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants' | 'appendRevocations'>;
   readonly clients: Pick<ClientRegistry, 'authenticate'>;
-  readonly tokens: Pick<AccessTokens, 'verify'>;
+  readonly tokens: Pick<AccessTokens, 'verifyFresh'>;
   readonly feed: Pick<RevocationFeed, 'catchUp'>;
   readonly standing: Pick<StandingGrants, 'forget'>;
   /** Longest lifetime of an external token, seconds: how long a subject revocation must be kept. */
@@ -54,7 +54,7 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
     });
     return;
   }
-  const own = ctx.tokens.verify(token);
+  const own = await ctx.tokens.verifyFresh(token);
   if (own === undefined || own.clientId !== client.id || own.exp <= now) return;
   await revokeJti(ctx, own, now);
   ctx.emit({
@@ -154,7 +154,7 @@ export async function revokeAccessToken(
   by?: string,
   audit: { readonly reason?: string; readonly detail?: Readonly<Record<string, string | number>> } = {},
 ): Promise<{ jti: string; grantId: string } | undefined> {
-  const own = ctx.tokens.verify(token);
+  const own = await ctx.tokens.verifyFresh(token);
   const now = ctx.now();
   if (own === undefined || own.exp <= now) return undefined;
   await revokeJti(ctx, own, now);

@@ -5,13 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { createPrivateKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
+import { parseConfig } from '../../src/config/parse.ts';
+import { configSchema } from '../../src/config/schema.ts';
 import { KeyManager } from '../../src/issuer/keys.ts';
 import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
+import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { createVerifier } from '../../src/verifier.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -252,5 +256,61 @@ describe('another instance rotating at once (tessera keys rotate --now)', () => 
     assert.equal(await c.refreshAfterMiss(), false);
     assert.equal(reads, 1);
     await store.close();
+  });
+});
+
+describe('token service: a token another instance signed right after rotating at once', () => {
+  it('is exchanged, introspected and revoked by this instance before its next sync, not taken for unknown', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-rotate-now-'));
+    const master = generateMasterKey().key;
+    const issuerUrl = 'https://issuer.rotate-now.test';
+    // sync_interval 60 s: nothing but the unknown kid can make instance A read the new key.
+    const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: issuerUrl, sync_interval: '60s' } });
+    const storeA = SqliteStore.open({ path: join(dir, 'tessera.db') });
+    const storeB = SqliteStore.open({ path: join(dir, 'tessera.db') });
+    const a = createTokenServiceFromConfig(config, { store: storeA, master });
+    const b = createTokenServiceFromConfig(config, { store: storeB, master });
+    try {
+      await a.keys.rotate({ immediate: true });
+      await a.start();
+      await b.start();
+      const { secret } = await a.registerClient({
+        id: 'rotating-agent',
+        scopes: ['api:read'],
+        audiences: ['https://api.test'],
+        grantTypes: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+      });
+      const authorization = basic('rotating-agent', secret as string);
+      const request = (params: Record<string, string>) => ({
+        params: new URLSearchParams(params),
+        authorization,
+        endpointUrl: `${issuerUrl}/oauth2/token`,
+      });
+      // B rotates at once (`tessera keys rotate --now` on B's host) and signs with its new key.
+      await b.keys.rotate({ immediate: true });
+      const user = await b.mint({ clientId: 'rotating-agent', subject: 'alice', ttl: 600, scopes: ['api:read'] });
+      const introspected = await a.introspect(request({ token: user.access_token }));
+      assert.equal(introspected.active, true);
+      assert.equal(introspected.sub, 'alice');
+      const exchanged = await a.token(
+        request({
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token: user.access_token,
+          subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        }),
+      );
+      assert.equal(typeof exchanged.access_token, 'string');
+      const other = await b.mint({ clientId: 'rotating-agent', subject: 'bob', ttl: 600, scopes: ['api:read'] });
+      await a.revoke(request({ token: other.access_token }));
+      assert.equal((await a.introspect(request({ token: other.access_token }))).active, false);
+      await b.sync();
+      assert.equal((await b.introspect(request({ token: other.access_token }))).active, false, 'revoked in the store, not only in A');
+    } finally {
+      await a.close();
+      await b.close();
+      await storeA.close();
+      await storeB.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

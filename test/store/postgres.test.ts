@@ -253,6 +253,21 @@ if (!reachable) {
   });
 
   describe('postgres: migrations', () => {
+    it('finds a client id in any case through an index, not by reading every client (dynamic registration can make many)', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        // A table this small is read whole whatever the indexes; forbid that to see whether one fits.
+        await c.query('SET enable_seqscan = off');
+        const plan = await c.query('EXPLAIN SELECT id FROM clients WHERE lower(id) = lower($1) LIMIT 1', ['X']);
+        assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /clients_id_lower/);
+      } finally {
+        await c.end();
+      }
+    });
+
     it('fills in the jti and token hash of events written before migration 4, so tessera trace finds them', async () => {
       const schema = schemaName();
       await (await PostgresStore.open({ connectionString: url, schema })).close();
@@ -269,6 +284,7 @@ if (!reachable) {
       };
       try {
         // Back to schema 3, as an older Tessera left it, with one event it wrote.
+        await c.query('DROP INDEX clients_id_lower');
         await c.query('DROP TABLE remembered_consents');
         await c.query('DROP TABLE removed_signing_keys');
         await c.query('ALTER TABLE refresh_tokens DROP COLUMN jkt');

@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 10) db.exec('DROP INDEX clients_id_nocase');
   if (version < 9) db.exec('DROP TABLE remembered_consents');
   if (version < 7) db.exec('DROP TABLE removed_signing_keys');
   if (version < 6) db.exec('ALTER TABLE refresh_tokens DROP COLUMN jkt');
@@ -93,6 +94,17 @@ describe('sqlite store specifics', () => {
     assert.deepEqual(await store.queryAudit({ jti: 'j-old' }), [old]);
     assert.deepEqual(await store.queryAudit({ token_hash: 'h-old' }), [old]);
     await store.close();
+  });
+
+  it('finds a client id in any case through an index, not by reading every client (dynamic registration can make many)', async () => {
+    const path = join(dir, 'nocase.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    const plan = db.prepare('EXPLAIN QUERY PLAN SELECT id FROM clients WHERE id = ? COLLATE NOCASE LIMIT 1').all('X') as {
+      detail: string;
+    }[];
+    db.close();
+    assert.match(plan.map((r) => r.detail).join('; '), /USING (COVERING )?INDEX clients_id_nocase/);
   });
 
   it('refuses a database migrated by a newer Tessera', async () => {

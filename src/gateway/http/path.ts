@@ -10,8 +10,8 @@
  * - an encoded control character (`%00`-`%1F`, `%7F`): an upstream that drops, trims or splits at
  *   them would read `/admin%0A/x` as `/admin/x`, which the gateway never matched;
  * - whitespace at either end of a segment (`admin%20`, `%20admin`, `admin%C2%A0`, also behind
- *   trailing dots: `admin%20.`): Windows and IIS drop a trailing space, and frameworks that trim
- *   segments read `admin`. A trailing dot (`admin.`) is kept: it is part of real names
+ *   trailing dots: `admin%20.`, also double-encoded: `admin%2520`): Windows and IIS drop a trailing
+ *   space, and frameworks that trim segments read `admin`. A trailing dot (`admin.`) is kept: it is part of real names
  *   (`Washington,_D.C.`, `example.com.`), see docs/gateway.md;
  * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
  * - empty segments (`//`), which some routers merge and others do not;
@@ -73,8 +73,17 @@ const EDGE_SPACE = /^[\s\u0085\u180e]|[\s\u0085\u180e]$/u;
 function edgeSpace(out: string, start: number, end: number): boolean {
   let last = end;
   while (last > start && out.charCodeAt(last - 1) === 0x2e) last--;
-  if (out.charCodeAt(start) !== 0x25 && (last - start < 3 || out.charCodeAt(last - 3) !== 0x25)) return false;
-  return EDGE_SPACE.test(decodeURIComponent(out.slice(start, last)));
+  const closesOnEscape = last - start >= 3 && (out.charCodeAt(last - 3) === 0x25 || out.charCodeAt(last - 5) === 0x25);
+  if (out.charCodeAt(start) !== 0x25 && !closesOnEscape) return false;
+  const once = decodeURIComponent(out.slice(start, last));
+  if (EDGE_SPACE.test(once)) return true;
+  // Double-encoded (`admin%2520`, `%25C2%25A0admin`): an upstream that decodes twice reads the space.
+  if (once.indexOf('%') < 0) return false;
+  try {
+    return EDGE_SPACE.test(decodeURIComponent(once));
+  } catch {
+    return false; // not an escape on the second pass either: nothing there to trim
+  }
 }
 
 function hexValue(c: number): number {

@@ -37,7 +37,7 @@ export interface ExchangeContext extends BaseContext {
   readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'max_chain_depth'>;
   readonly store: Pick<Store, 'createGrant' | 'createRefreshToken'>;
   readonly scopes: ScopeModel;
-  readonly tokens: Pick<AccessTokens, 'sign' | 'verify' | 'isRevoked'>;
+  readonly tokens: Pick<AccessTokens, 'sign' | 'verifyFresh' | 'isRevoked'>;
   /** A subject or actor of another issuer may not pass for a client (or a static token). */
   readonly clients: Pick<ClientRegistry, 'get' | 'couldPassForClient'>;
   /** Validates subject and actor tokens from trusted external issuers. */
@@ -104,7 +104,7 @@ async function party(ctx: ExchangeContext, token: string, type: string, role: 's
   const invalid: OAuthErrorCode = role === 'subject' ? 'subject_token_invalid' : 'actor_token_invalid';
   if (!SUBJECT_TOKEN_TYPES.has(type)) throw new OAuthError('token_type_unsupported');
   const now = ctx.now();
-  const own = ctx.tokens.verify(token);
+  const own = await ctx.tokens.verifyFresh(token);
   if (own !== undefined) {
     if (own.exp <= now || ctx.tokens.isRevoked(own)) throw new OAuthError(invalid);
     return {

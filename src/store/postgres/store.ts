@@ -183,6 +183,12 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX remembered_consents_expires ON remembered_consents (expires_at);
     `,
   },
+  {
+    // The case-insensitive client lookup (a person's subject passing for a client) reads an index
+    // instead of every client; dynamic registration can make many. Client ids are ASCII.
+    version: 10,
+    sql: 'CREATE INDEX clients_id_lower ON clients (lower(id));',
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';

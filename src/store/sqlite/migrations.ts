@@ -202,4 +202,10 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX remembered_consents_expires ON remembered_consents (expires_at);
     `,
   },
+  {
+    version: 10,
+    description:
+      'clients_id_nocase: the case-insensitive client lookup that refuses a person’s subject passing for a client (token exchange, authorize) reads an index instead of every client (dynamic registration can make many)',
+    sql: 'CREATE INDEX clients_id_nocase ON clients (id COLLATE NOCASE);',
+  },
 ];

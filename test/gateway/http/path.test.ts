@@ -33,6 +33,10 @@ describe('path normalization: refused targets', () => {
     'encoded space behind a trailing dot (Windows drops both)': '/api/admin%20./x',
     'encoded space behind trailing dots, one encoded': '/api/admin%20.%2e',
     'trailing encoded no-break space': '/api/admin%C2%A0',
+    'double-encoded trailing space (a second decode reads admin%20)': '/api/admin%2520/x',
+    'double-encoded leading space': '/api/%2520admin',
+    'double-encoded space behind a trailing dot': '/api/admin%2520.',
+    'double-encoded trailing no-break space': '/api/admin%25C2%25A0',
     'trailing encoded NEL (U+0085)': '/api/admin%C2%85/x',
     'double-encoded dot': '/api/%252e%252e/admin',
     'double-encoded slash': '/api/a%252fb',
@@ -67,6 +71,11 @@ describe('path normalization: refused targets', () => {
 });
 
 describe('path normalization: accepted targets', () => {
+  it('keeps a double-encoded space inside a segment and a literal percent at its end', () => {
+    assert.equal(normalizePath('/a/b%2520c'), '/a/b%2520c');
+    assert.equal(normalizePath('/a/100%25'), '/a/100%25');
+    assert.equal(normalizePath('/a/100%25.'), '/a/100%25.');
+  });
   it('keeps a plain path and query', () => {
     assert.deepEqual(normalizeTarget('/api/items/1?x=1&y=2'), { path: '/api/items/1', query: '?x=1&y=2', queryToken: false });
   });
