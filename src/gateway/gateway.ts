@@ -98,6 +98,8 @@ interface McpForward {
   readonly body: Buffer | undefined;
   /** The upstream's session id in the `Mcp-Session-Id` the request presented (its MAC checked). */
   readonly sessionId: string | undefined;
+  /** That `Mcp-Session-Id` as presented (`S.<mac>`): a reload checks its MAC again under its key. */
+  readonly presentedSession: string | undefined;
   /** What was read from the body and decided on (a reload decides the exchange again with it). */
   readonly rpc: RpcFacts;
   /** The id the caller receives for an upstream's session id: signed for this caller. */
@@ -529,6 +531,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const key = s.mcpSessionKey;
       const presented = req.headers['mcp-session-id'];
       let sessionId: string | undefined;
+      let presentedSession: string | undefined;
       if (presented !== undefined || hasSessionLookalike(req)) {
         const opened: OpenedSession =
           typeof presented === 'string' ? openSession(key, route.id, presented, principal) : { ok: false, reason: 'mcp_session_unknown' };
@@ -537,6 +540,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           return;
         }
         sessionId = opened.id;
+        presentedSession = presented as string;
       }
       let rpc: RpcFacts = { tool: null, method: null };
       let body: Buffer | undefined;
@@ -570,6 +574,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         challenges,
         body,
         sessionId,
+        presentedSession,
         rpc,
         sign: (id) => signSession(key, route.id, id, principal),
       });
@@ -712,7 +717,18 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       body = req;
       x.bytesIn = length;
     }
-    const proxied = new ProxiedRequest(x, req, res, route, decision.principal, decision.headers, s.admission, greq, mcp?.rpc);
+    const proxied = new ProxiedRequest(
+      x,
+      req,
+      res,
+      route,
+      decision.principal,
+      decision.headers,
+      s.admission,
+      greq,
+      mcp?.rpc,
+      mcp?.presentedSession,
+    );
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -760,6 +776,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     readonly admission: Admission;
     readonly request: GatewayRequest;
     readonly rpc: RpcFacts | undefined;
+    readonly session: string | undefined;
 
     constructor(
       x: Exchange,
@@ -771,6 +788,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       admission: Admission,
       request: GatewayRequest,
       rpc: RpcFacts | undefined,
+      session: string | undefined,
     ) {
       this.x = x;
       this.req = req;
@@ -781,6 +799,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       this.admission = admission;
       this.request = request;
       this.rpc = rpc;
+      this.session = session;
     }
 
     onClientClose(): void {

@@ -11,7 +11,8 @@
  * (its host and URL read again, as `trust_proxy` and `public_url` now say), which must still accept
  * that kind of token (and audience), and the route's rules must still allow it with the scopes the
  * new configuration gives (a static token's configured scopes, any token's scopes expanded by the
- * new catalogue).
+ * new catalogue); the MCP session it presented must still open for its caller under the session key
+ * now in force.
  *
  * @module
  */
@@ -23,6 +24,7 @@ import { extractTokenDeferred } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { TokenDigest } from '../core/verify/token-digest.ts';
 import type { Admission, GatewayState } from './compile.ts';
+import { openSession } from './mcp/sessions.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { absoluteUrl, findRoute, hostHeaderValid, requestHost } from './requests.ts';
@@ -37,6 +39,8 @@ export interface AdmittedStream extends TrackedStream {
   readonly request: GatewayRequest;
   /** What an MCP route read from the body (the tool, the JSON-RPC method); `undefined` on other routes. */
   readonly rpc: RpcFacts | undefined;
+  /** The `Mcp-Session-Id` an MCP request presented (`S.<mac>`), its MAC checked then; `undefined` without one. */
+  readonly session: string | undefined;
   /** The caller's request: its host and URL are read from its connection and headers again. */
   readonly req: IncomingMessage;
 }
@@ -261,6 +265,10 @@ export function recheckUnder(s: GatewayState): StreamRecheck<AdmittedStream> {
     if (audience !== undefined && p.kind !== 'static' && !p.audience.includes(audience)) return 'config_narrowed';
     // The principal as this configuration would make it (a spread copy: tokenHash is an accessor).
     const now: Principal = { ...p, tokenHash: p.tokenHash, scopes: granted, effectiveScopes: s.scopes.expand(granted) };
-    return route.pipeline.authz.authorize(request, now, stream.rpc).ok ? undefined : 'config_narrowed';
+    if (!route.pipeline.authz.authorize(request, now, stream.rpc).ok) return 'config_narrowed';
+    // The session it runs in must still open for its caller: a changed session key (a rotated
+    // `mcp_session_secret`) ends every session signed under the old one, open streams included.
+    if (stream.session !== undefined && !openSession(s.mcpSessionKey, route.id, stream.session, now).ok) return 'config_narrowed';
+    return undefined;
   };
 }

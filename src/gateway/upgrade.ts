@@ -132,6 +132,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
               route,
               request: greq,
               rpc: undefined,
+              session: undefined,
               req,
               close(reason) {
                 ctx.streamClosedEvent(x, principal, reason);

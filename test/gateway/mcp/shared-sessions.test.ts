@@ -14,7 +14,17 @@ import type { AuditEvent } from '../../../src/audit/event.ts';
 import type { TesseraConfigInput } from '../../../src/config/schema.ts';
 import type { GatewayDeps } from '../../../src/gateway/gateway.ts';
 import { type McpUpstream, startMcpUpstream } from '../../helpers/mcp-upstream.ts';
-import { baseConfig, mcpRoute, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import {
+  baseConfig,
+  mcpRoute,
+  parse,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from '../helpers.ts';
 
 const SECRET = 'shared-mcp-session-secret-0123456789-abcdef';
 const OTHER_SECRET = 'another-mcp-session-secret-0123456789-xyz';
@@ -267,6 +277,64 @@ describe('gateway: MCP sessions shared by instances with the same key', () => {
     const quiet = logLines.length;
     await start(SECRET);
     assert.ok(!logLines.slice(quiet).some((l) => /random key of this process/.test(l)));
+  });
+
+  it('session key rotation: a reload changing mcp_session_secret ends the SSE stream of a session signed under the old secret; the same secret keeps it', async () => {
+    const gw = await start(SECRET);
+    const t = await alice();
+    // A raw session (the SDK client would hold the one GET stream a session may have).
+    const init = await fetch(`${gw.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${t}` },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 0,
+        method: 'initialize',
+        params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+      }),
+    });
+    assert.equal(init.status, 200);
+    await init.text();
+    const sid = init.headers.get('mcp-session-id') as string;
+    assert.equal((await send(gw, 'POST', t, sid, 'rotation', '{"jsonrpc":"2.0","method":"notifications/initialized"}')).status, 202);
+    const controller = new AbortController();
+    const stream = await fetch(`${gw.url}/mcp`, {
+      headers: { accept: 'text/event-stream', authorization: `Bearer ${t}`, 'mcp-session-id': sid },
+      signal: controller.signal,
+    });
+    assert.equal(stream.status, 200);
+    let ended = false;
+    const reading = (async () => {
+      try {
+        for await (const _ of stream.body as ReadableStream<Uint8Array>);
+      } catch {}
+      ended = true;
+    })();
+    const reload = (secret: string) => {
+      const r = gw.served.gateway.reload(parse(config(upstream.url, true), { MCP_SESSION_SECRET: secret }));
+      assert.equal(r.ok, true, r.ok ? '' : r.error.message);
+    };
+    // The same secret: the session is still this caller's, the stream goes on.
+    reload(SECRET);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(ended, false, 'a reload keeping the secret ended the stream');
+    // Another secret: the id no longer opens, so the stream on it ends (as a new request would be refused).
+    reload(OTHER_SECRET);
+    await Promise.race([
+      reading,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('the stream outlived its session key')), 2000)),
+    ]);
+    assert.equal(ended, true);
+    await gw.served.gateway.audit.flush();
+    const closed = gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed');
+    assert.deepEqual(
+      closed.map((e) => [e.reason, e.route]),
+      [['config_narrowed', 'mcp']],
+    );
+    const refused = await send(gw, 'POST', t, sid, 'rotated', LIST);
+    assert.equal(refused.status, 404);
+    await refused.text();
+    controller.abort();
   });
 
   it('the session secret appears in no log line or audit event', async () => {
