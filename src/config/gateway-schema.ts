@@ -130,7 +130,10 @@ export const a2aSchema = z
       .meta({ description: 'The agent card; when omitted it is fetched from the upstream at `card_path`.' }),
     card_path: z.string().startsWith('/').default('/.well-known/agent-card.json').meta({ description: 'Upstream path of the agent card.' }),
     cache_ttl: duration('How long a fetched card is served before it is fetched again.').prefault('60s'),
-    url: z.string().url().optional().meta({ description: "Public URL of the agent's endpoint, written into the card's `url`." }),
+    url: z.string().url().optional().meta({
+      description:
+        "Public URL of the agent's endpoint, written into the card's `url` and its interfaces at or under the upstream's card URL (interfaces elsewhere are dropped). Unset: the upstream's own.",
+    }),
     token_url: z.string().url().meta({ description: 'OAuth 2 token endpoint advertised for the client_credentials flow.' }),
     scopes: z
       .record(z.string().min(1), z.string())

@@ -16,10 +16,72 @@ export const AGENT_CARD_PATHS = ['/.well-known/agent-card.json', '/.well-known/a
 
 type A2aConfig = z.output<typeof a2aSchema>;
 
-/** Replace the card's security description with Tessera's. */
+/** The interface lists of a card: `additionalInterfaces` (A2A 0.3) and `supportedInterfaces` (1.0). */
+const INTERFACE_LISTS = ['additionalInterfaces', 'supportedInterfaces'] as const;
+
+/**
+ * `url` moved from `from` (the upstream's card URL) to `to` (`a2a.url`): the same URL or one under
+ * it (`from/rest`) keeps its place under `to`, one already at or under `to` stays; any other URL is
+ * `undefined` (not the gateway's).
+ */
+function movedUrl(url: unknown, from: string, to: string): string | undefined {
+  if (typeof url !== 'string') return undefined;
+  // Already the gateway's (a configured card naming its public URL).
+  const own = to.replace(/\/+$/, '');
+  if (url === to || url === own || url.startsWith(`${own}/`)) return url;
+  const base = from.replace(/\/+$/, '');
+  if (url === from || url === base) return to;
+  if (base === '' || !url.startsWith(`${base}/`)) return undefined;
+  return `${own}${url.slice(base.length)}`;
+}
+
+/** `value` without its `security` and `securityRequirements` members (the upstream's own schemes). */
+function withoutSecurity(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
+  const { security: _s, securityRequirements: _r, ...rest } = value as Record<string, unknown>;
+  return rest;
+}
+
+/**
+ * Replace the card's security description with Tessera's. Nothing of the upstream's own security
+ * is republished: its schemes and requirements (`securitySchemes`, `security`,
+ * `securityRequirements`, and the same per skill) are replaced or dropped, and its `signatures`
+ * (made over the upstream's card, not this one) are dropped. With `a2a.url`, the card's `url` is
+ * that URL and so are its interfaces (`additionalInterfaces`, `supportedInterfaces`) at or under the
+ * upstream's card URL; interfaces elsewhere (another host, a gRPC port) are not the gateway's and
+ * are dropped, so that no client is sent around it to the upstream's own address.
+ */
 export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, config: A2aConfig): Record<string, unknown> {
   const scopes = config.scopes;
   const out: Record<string, unknown> = { ...card };
+  delete out.signatures;
+  delete out.securityRequirements;
+  if (Array.isArray(out.skills)) out.skills = out.skills.map(withoutSecurity);
+  if (config.url !== undefined) {
+    const to = config.url;
+    const lists = INTERFACE_LISTS.map((k) => out[k]);
+    // The upstream's endpoint: its card's `url`, else (A2A 1.0 has none) its first interface's.
+    let from = typeof card.url === 'string' ? card.url : undefined;
+    for (const list of lists) {
+      if (from === undefined && Array.isArray(list)) {
+        const first = (list[0] as { url?: unknown } | undefined)?.url;
+        if (typeof first === 'string') from = first;
+      }
+    }
+    for (const [i, k] of INTERFACE_LISTS.entries()) {
+      const list = lists[i];
+      if (list === undefined) continue;
+      const kept: unknown[] = [];
+      if (Array.isArray(list) && from !== undefined) {
+        for (const entry of list) {
+          if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) continue;
+          const url = movedUrl((entry as { url?: unknown }).url, from, to);
+          if (url !== undefined) kept.push({ ...entry, url });
+        }
+      }
+      out[k] = kept;
+    }
+  }
   out.securitySchemes = {
     BearerAuth: {
       type: 'http',

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { withTesseraSecurity } from '../../src/gateway/a2a.ts';
 import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 const CARD = {
@@ -16,6 +17,110 @@ const CARD = {
   security: [{ apiKey: [] }],
   skills: [{ id: 'search', name: 'Search' }],
 };
+
+/** An upstream card naming its own address and security in every place an A2A card can (v0.3 and v1.0 fields). */
+const INJECTING_CARD = {
+  name: 'Injecting agent',
+  url: 'http://10.0.0.7:9999/a2a',
+  preferredTransport: 'JSONRPC',
+  additionalInterfaces: [
+    { url: 'http://10.0.0.7:9999/a2a', transport: 'JSONRPC' },
+    { url: 'http://10.0.0.7:9999/a2a/rest', transport: 'HTTP+JSON' },
+    { url: '10.0.0.7:50051', transport: 'GRPC' },
+  ],
+  supportedInterfaces: [
+    { url: 'http://10.0.0.7:9999/a2a', protocolBinding: 'JSONRPC' },
+    { url: 'http://internal.example:8080/', protocolBinding: 'HTTP+JSON' },
+  ],
+  securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'X-Internal-Key' } },
+  security: [{ apiKey: [] }],
+  securityRequirements: [{ schemes: { apiKey: { list: [] } } }],
+  skills: [
+    { id: 'search', name: 'Search', security: [{ apiKey: [] }] },
+    { id: 'admin', name: 'Admin', securityRequirements: [{ schemes: { apiKey: { list: [] } } }] },
+  ],
+  signatures: [{ protected: 'eyJhbGciOiJFUzI1NiJ9', signature: 'c2lnbmVkLWJ5LXRoZS11cHN0cmVhbQ' }],
+};
+
+describe('gateway: A2A card injection by the upstream', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(INJECTING_CARD));
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'agent:invoke': {} },
+      gateway: {
+        routes: [
+          {
+            id: 'agent',
+            match: { path_prefix: '/agent' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            a2a: { token_url: 'https://tessera.example.com/oauth/token', url: 'https://agents.example.com/agent' },
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it("card injection: the upstream's interface URLs, per-skill security, security requirements and signatures are not republished", async () => {
+    const res = await fetch(`${gw.url}/agent/.well-known/agent-card.json`);
+    assert.equal(res.status, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    const card: any = await res.json();
+    const text = JSON.stringify(card);
+    assert.ok(!text.includes('10.0.0.7') && !text.includes('internal.example'), `the upstream's own address is published: ${text}`);
+    assert.ok(!text.includes('apiKey'), `the upstream's own security scheme is still required: ${text}`);
+    assert.equal(card.url, 'https://agents.example.com/agent');
+    // Interfaces at (or under) the upstream's card URL are the gateway's; others are not advertised.
+    assert.deepEqual(card.additionalInterfaces, [
+      { url: 'https://agents.example.com/agent', transport: 'JSONRPC' },
+      { url: 'https://agents.example.com/agent/rest', transport: 'HTTP+JSON' },
+    ]);
+    assert.deepEqual(card.supportedInterfaces, [{ url: 'https://agents.example.com/agent', protocolBinding: 'JSONRPC' }]);
+    assert.deepEqual(card.skills, [
+      { id: 'search', name: 'Search' },
+      { id: 'admin', name: 'Admin' },
+    ]);
+    assert.equal(card.securityRequirements, undefined);
+    // Signed by the upstream over another card: a verifying client would refuse it, a careless one trust it.
+    assert.equal(card.signatures, undefined);
+    assert.deepEqual(card.security, [{ BearerAuth: [] }, { OAuth2: [] }]);
+  });
+
+  it('a configured card whose interfaces already name a2a.url keeps them', () => {
+    const config = {
+      card_path: '/x',
+      cache_ttl: 60,
+      token_url: 'https://t.example/token',
+      scopes: {},
+      url: 'https://agents.example.com/agent',
+    };
+    const card = withTesseraSecurity(
+      {
+        name: 'Configured',
+        additionalInterfaces: [
+          { url: 'https://agents.example.com/agent', transport: 'JSONRPC' },
+          { url: 'https://agents.example.com/agent/rest', transport: 'HTTP+JSON' },
+          { url: 'https://elsewhere.example/agent', transport: 'HTTP+JSON' },
+        ],
+      },
+      config,
+    );
+    assert.deepEqual(card.additionalInterfaces, [
+      { url: 'https://agents.example.com/agent', transport: 'JSONRPC' },
+      { url: 'https://agents.example.com/agent/rest', transport: 'HTTP+JSON' },
+    ]);
+  });
+});
 
 describe('gateway: A2A agent card', () => {
   let upstream: Upstream;
