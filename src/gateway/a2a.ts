@@ -100,6 +100,11 @@ export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, con
   return out;
 }
 
+/** The largest agent card read from an upstream. */
+const MAX_CARD_BYTES = 256 * 1024;
+/** How long after a failed card fetch the upstream is not asked again (at most `cache_ttl`). */
+const RETRY_AFTER_FAILURE_MS = 5000;
+
 /** Serves one route's agent card: configured, or fetched from the upstream and cached. */
 export class AgentCardSource {
   readonly #config: A2aConfig;
@@ -108,6 +113,8 @@ export class AgentCardSource {
   readonly #clock: Clock;
   #cached: { body: string; until: number } | undefined;
   #fetching: Promise<string | undefined> | undefined;
+  /** Until when (epoch ms) a failed fetch is not tried again. */
+  #failedUntil = 0;
 
   constructor(options: {
     config: A2aConfig;
@@ -127,14 +134,20 @@ export class AgentCardSource {
     return Math.round(this.#config.cache_ttl);
   }
 
-  /** The card as JSON text, or `undefined` when it cannot be had (no config, upstream down). */
+  /**
+   * The card as JSON text, or `undefined` when it cannot be had (no config, upstream down). After a
+   * failed fetch the upstream is not asked again for {@link RETRY_AFTER_FAILURE_MS} (at most
+   * `cache_ttl`): the card is public, and each anonymous request must not become an upstream request.
+   */
   async body(): Promise<string | undefined> {
     const now = this.#clock();
     if (this.#cached && now < this.#cached.until) return this.#cached.body;
+    if (now < this.#failedUntil) return this.#cached?.body;
     this.#fetching ??= this.#fetch().finally(() => {
       this.#fetching = undefined;
     });
     const fetched = await this.#fetching;
+    if (fetched === undefined) this.#failedUntil = this.#clock() + Math.min(RETRY_AFTER_FAILURE_MS, this.#config.cache_ttl * 1000);
     // Serve the last good card when the upstream fails.
     return fetched ?? this.#cached?.body;
   }
@@ -155,9 +168,18 @@ export class AgentCardSource {
         await res.body.dump();
         return undefined;
       }
-      const text = await res.body.text();
-      if (text.length > 256 * 1024) return undefined;
-      const card = JSON.parse(text) as unknown;
+      // Read at most MAX_CARD_BYTES: a larger (or endless) card is refused when it passes them.
+      const chunks: Buffer[] = [];
+      let total = 0;
+      for await (const chunk of res.body) {
+        total += (chunk as Buffer).length;
+        if (total > MAX_CARD_BYTES) {
+          res.body.destroy();
+          return undefined;
+        }
+        chunks.push(chunk as Buffer);
+      }
+      const card = JSON.parse(Buffer.concat(chunks, total).toString('utf8')) as unknown;
       if (typeof card !== 'object' || card === null || Array.isArray(card)) return undefined;
       const body = JSON.stringify(withTesseraSecurity(card as Record<string, unknown>, this.#config));
       this.#cached = { body, until: this.#clock() + this.#config.cache_ttl * 1000 };

@@ -122,6 +122,60 @@ describe('gateway: A2A card injection by the upstream', () => {
   });
 });
 
+describe('gateway: an A2A upstream whose card cannot be had', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  const fetches: Record<string, number> = {};
+  before(async () => {
+    upstream = await startUpstream((req, res) => {
+      const path = req.url ?? '';
+      fetches[path] = (fetches[path] ?? 0) + 1;
+      if (path.startsWith('/huge')) {
+        // A card that never ends: 64 KiB every 20 ms.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"name":"');
+        const chunk = 'x'.repeat(64 * 1024);
+        const timer = setInterval(() => res.write(chunk), 20);
+        res.on('close', () => clearInterval(timer));
+        return;
+      }
+      res.writeHead(500, { 'content-type': 'application/json' }).end('{}');
+    });
+    const route = (id: string, card_path: string) => ({
+      id,
+      match: { path_prefix: `/${id}` },
+      upstream: { url: upstream.url },
+      auth: 'jwt' as const,
+      rules: [{ scopes: ['agent:invoke'] }],
+      a2a: { token_url: 'https://tessera.example.com/oauth/token', card_path },
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'agent:invoke': {} },
+      gateway: { routes: [route('huge', '/huge'), route('failing', '/failing')] },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('card flood: an oversized card is refused once it passes 256 KiB, not read to its end (or forever)', async () => {
+    const res = await fetch(`${gw.url}/huge/.well-known/agent-card.json`, { signal: AbortSignal.timeout(3000) });
+    assert.equal(res.status, 502);
+    await res.text();
+  });
+
+  it('card amplification: public requests for a card the upstream fails to give do not each fetch it again', async () => {
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${gw.url}/failing/.well-known/agent-card.json`);
+      assert.equal(res.status, 502);
+      await res.text();
+    }
+    assert.equal(fetches['/failing'], 1);
+  });
+});
+
 describe('gateway: A2A agent card', () => {
   let upstream: Upstream;
   let gw: TestGateway;
