@@ -196,6 +196,11 @@ export const OAUTH_ERROR_CODES = {
     error: 'request_uri_not_supported',
     description: 'The request_uri parameter is not supported.',
   },
+  authorize_dpop_jkt_unsupported: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The dpop_jkt parameter (binding the code to a DPoP key) is not supported.',
+  },
   pkce_challenge_missing: { status: 400, error: 'invalid_request', description: 'code_challenge is required (PKCE, RFC 7636).' },
   pkce_method_unsupported: {
     status: 400,

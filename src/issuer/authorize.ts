@@ -110,6 +110,10 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
   // parameters while the client believes its signed or pushed ones apply (OIDC Core §6).
   if (params.has('request')) return back('authorize_request_object_unsupported');
   if (params.has('request_uri')) return back('authorize_request_uri_unsupported');
+  // RFC 9449 §10: `dpop_jkt` asks for the code to be bound to a DPoP key, so that it redeems only
+  // with a proof of that key. Codes are not bound to keys here; answering anyway would hand the
+  // client a code it believes only its key can redeem.
+  if (params.has('dpop_jkt')) return back('authorize_dpop_jkt_unsupported');
   const challenge = param(params, 'code_challenge');
   if (challenge === undefined) return back('pkce_challenge_missing');
   // RFC 7636 §4.3: an absent method means plain, which is refused like an explicit one.

@@ -195,6 +195,20 @@ describe('errors before the redirect URI is verified are shown, never redirected
       assert.equal(back.searchParams.get('iss'), issuer.url);
     }
   });
+
+  it('DPoP code binding downgrade (dpop_jkt, RFC 9449 §10, silently ignored: the code redeems without that key): refused back to the client, no consent page', async () => {
+    const res = await fetch(authorizeUrl({ dpop_jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }), {
+      headers: personHeaders(),
+      redirect: 'manual',
+    });
+    assert.equal(res.status, 303, await res.text());
+    const back = new URL(res.headers.get('location') as string);
+    assert.equal(back.searchParams.get('error'), 'invalid_request');
+    assert.equal(back.searchParams.get('code'), null);
+    assert.equal(back.searchParams.get('state'), 'xyz-state');
+    assert.equal(back.searchParams.get('iss'), issuer.url);
+    assert.ok((await audit('authorization.denied')).includes('authorize_dpop_jkt_unsupported'));
+  });
 });
 
 describe('CSRF', () => {
