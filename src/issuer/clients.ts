@@ -71,6 +71,17 @@ export function isClientName(name: string): boolean {
   return name.trim() !== '' && name.length <= CLIENT_NAME_MAX && !/[\p{Cc}\p{Bidi_Control}]/u.test(name);
 }
 
+/**
+ * The lower-case names a comparison that ignores case may read `subject` as: its plain lower case,
+ * its Unicode case mapping (`ı` dotless i and `ſ` long s upper-case to I and S, the Kelvin sign
+ * lower-cases to k: Java's `equalsIgnoreCase`, .NET, JavaScript, PostgreSQL's `lower()`) and its
+ * compatibility form (full-width letters, ligatures: NFKC, as PRECIS' UsernameCaseMapped profile of
+ * RFC 8265 compares identifiers). Usually one name: an ASCII subject reads only as itself.
+ */
+function readings(subject: string): Set<string> {
+  return new Set([subject.toLowerCase(), subject.toUpperCase().toLowerCase(), subject.normalize('NFKC').toUpperCase().toLowerCase()]);
+}
+
 /** What an operator may change on a registered client (`tessera clients update`). */
 export interface ClientUpdate {
   /** Token exchange may issue tokens for audiences outside the subject token's (see {@link ClientInput.retargetAudiences}). */
@@ -280,18 +291,17 @@ export class ClientRegistry {
    * True when `subject`, as a person's or another issuer's subject, could pass for a client or a
    * static token: a client's id in any case (RFC 9068 §5: a client_credentials token's `sub` is
    * its client id; a resource server or a database collation comparing without case reads `MCPC`
-   * as client `mcpc`), or the `static:` form of a static token's subject, in any case. Read from
-   * the store, so a client registered by another instance counts at once.
+   * as client `mcpc`; Unicode spellings too, see {@link readings}), or the `static:` form of a
+   * static token's subject, in any case. Read from the store, so a client registered by another
+   * instance counts at once.
    */
   async couldPassForClient(subject: string): Promise<boolean> {
-    if (
-      subject.length >= STATIC_SUBJECT_PREFIX.length &&
-      subject.slice(0, STATIC_SUBJECT_PREFIX.length).toLowerCase() === STATIC_SUBJECT_PREFIX
-    )
-      return true;
-    // No client id is longer, or holds anything but ASCII letters, digits, '.', '_' and '-'.
-    if (!CLIENT_ID.test(subject)) return false;
-    return (await this.#o.store.findClientIdIgnoringCase(subject)) !== undefined;
+    for (const name of readings(subject)) {
+      if (name.startsWith(STATIC_SUBJECT_PREFIX)) return true;
+      // No client id is longer, or holds anything but ASCII letters, digits, '.', '_' and '-'.
+      if (CLIENT_ID.test(name) && (await this.#o.store.findClientIdIgnoringCase(name)) !== undefined) return true;
+    }
+    return false;
   }
 
   /**

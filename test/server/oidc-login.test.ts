@@ -530,6 +530,25 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('a person the provider names like a client in a Unicode spelling (dotless ı, Kelvin sign, full-width letters: Java equalsIgnoreCase, PRECIS and NFKC read them as the client id): refused at authorize, audited', async () => {
+    await issuer.service.registerClient({ id: 'billing-kiosk', scopes: [], audiences: ['https://api.test'] });
+    for (const sub of ['b\u0131lling-kiosk', 'billing-\u212Aiosk', 'ＢＩＬＬＩＮＧ-kiosk', '\u017Ftatic:ci']) {
+      const browser = new Browser();
+      const p = await begin(browser);
+      rogue.idToken = () => idToken({ nonce: p.get('nonce'), sub });
+      assert.equal((await callback(browser, p.get('state') as string)).status, 303);
+      const before = (await audit(issuer)).filter((r) => r === 'login_subject_is_client').length;
+      await expectPage(await browser.fetch(authorizeUrl(issuer, pkcePair().challenge)), 403);
+      assert.equal((await audit(issuer)).filter((r) => r === 'login_subject_is_client').length, before + 1, sub);
+    }
+    // A name that merely contains non-ASCII letters is no client.
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: p.get('nonce'), sub: 'björn-kiosk' });
+    assert.equal((await callback(browser, p.get('state') as string)).status, 303);
+    assert.equal((await browser.fetch(authorizeUrl(issuer, pkcePair().challenge))).status, 200);
+  });
+
   async function signedIn(): Promise<Browser> {
     const browser = new Browser();
     const p = await begin(browser);
