@@ -207,7 +207,7 @@ const registrationSchema = z
       .prefault({})
       .meta({
         description:
-          "Token bucket per connecting address (behind a proxy: the proxy's), checked before anything else; over it, 429 with Retry-After.",
+          "Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy's), checked before anything else; over it, 429 with Retry-After.",
       }),
   })
   .superRefine((v, ctx) => {

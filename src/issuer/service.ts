@@ -53,7 +53,7 @@ import { KeyManager } from './keys.ts';
 import { identifyLeak, type LeakContext, type LeakedToken, type LeakRevocation, revokeLeak } from './leaks.ts';
 import { type Endpoints, endpointsFor, metadata } from './metadata.ts';
 import { checkRepeats } from './params.ts';
-import { type RegistrationContext, type RegistrationResponse, registerDynamicClient } from './registration.ts';
+import { type RegistrationContext, type RegistrationResponse, registerDynamicClient, registrantKey } from './registration.ts';
 import { type ApprovingPerson, type RememberedConsentContext, rememberApproval, rememberedApproval } from './remembered-consent.ts';
 import { RevocationFeed } from './revocation-feed.ts';
 import { type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
@@ -616,7 +616,7 @@ export class TokenService {
   ): Promise<RegistrationResponse> {
     try {
       // Before the initial access token is checked: a flood is refused whether or not it guesses.
-      const wait = this.#registrations.take(extra.remoteAddr ?? '');
+      const wait = this.#registrations.take(registrantKey(extra.remoteAddr));
       if (wait > 0) throw new OAuthError('registration_rate_limited', { retryAfter: wait });
       if (extra.headerFault !== undefined) throw new OAuthError(extra.headerFault);
       if (extra.bodyFault !== undefined) throw new OAuthError(extra.bodyFault);

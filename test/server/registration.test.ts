@@ -324,4 +324,34 @@ describe('dynamic client registration', () => {
       await open.close();
     }
   });
+
+  it('client flooding from one IPv6 network: a new source address of the same /64 for each registration is limited as one address', async () => {
+    // A host with IPv6 routinely holds a whole /64 and can send from any address of it; the
+    // listener on loopback has one, so the connecting addresses are given as the handler gives them.
+    const open = await startIssuer({
+      config: registrationConfig({ initial_access_token: undefined, open: true, rate_limit: { rate: 0.01, burst: 2 } }) as never,
+    });
+    const from = async (remoteAddr: string): Promise<string> => {
+      try {
+        await open.service.registerDynamicClient(mcpClient, undefined, { remoteAddr });
+        return 'registered';
+      } catch (e) {
+        return (e as { code: string }).code;
+      }
+    };
+    try {
+      assert.equal(await from('2001:db8:1:2::1'), 'registered');
+      assert.equal(await from('2001:db8:1:2:0:0:0:2'), 'registered');
+      assert.equal(await from('2001:db8:1:2:ffff:ffff:ffff:ffff'), 'registration_rate_limited');
+      assert.equal(await from('2001:0db8:0001:0002::abcd'), 'registration_rate_limited', 'another spelling of the same /64');
+      assert.equal(await from('2001:db8:1:3::1'), 'registered', 'another /64 has its own limit');
+      // An IPv4 client of a dual-stack listener (::ffff:192.0.2.7) is the same as on an IPv4 one.
+      assert.equal(await from('192.0.2.7'), 'registered');
+      assert.equal(await from('::ffff:192.0.2.7'), 'registered');
+      assert.equal(await from('192.0.2.7'), 'registration_rate_limited');
+      assert.equal(await from('192.0.2.8'), 'registered', 'IPv4 addresses count one by one');
+    } finally {
+      await open.close();
+    }
+  });
 });
