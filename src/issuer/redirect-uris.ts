@@ -34,6 +34,14 @@ export function redirectUriProblem(uri: string): string | undefined {
   if (!URL.canParse(uri)) return `redirect URI "${uri}" is not an absolute URL`;
   const u = new URL(uri);
   if (!HOST.test(u.hostname)) return `redirect URI "${uri}" must name a DNS host or an IP address`;
+  // The host the browser goes to must be the one written, after "//": the URL parser also reads a
+  // host into "https:///evil.test/cb" or "https:/evil.test/cb" (no authority in RFC 3986, a path
+  // to whoever reads the registration) and decodes "evil%2etest" or "127.1"; what is stored, shown
+  // and matched would then not say where codes are sent.
+  const written = uri.slice(u.protocol.length);
+  if (!written.startsWith('//') || !written.slice(2).toLowerCase().startsWith(u.hostname)) {
+    return `redirect URI "${uri}" must spell its host as it is reached (//host, no percent-encoding, a canonical IP address)`;
+  }
   // RFC 6749 §3.1.2: no fragment. Credentials in a redirect URI would be handed to every browser.
   if (uri.includes('#')) return `redirect URI "${uri}" must not have a fragment`;
   if (u.username !== '' || u.password !== '') return `redirect URI "${uri}" must not carry a user name or password`;

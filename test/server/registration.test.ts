@@ -153,6 +153,23 @@ describe('dynamic client registration', () => {
     }
   });
 
+  it('DCR redirect URI whose host is not the one written (parser differential: https:///evil.test/cb has no host in RFC 3986, the browser goes to evil.test): refused', async () => {
+    for (const uri of [
+      'https:///evil.test/cb',
+      'https:/evil.test/cb',
+      'https:evil.test/cb',
+      'https://evil%2etest/cb',
+      'http://127.1:33418/cb',
+      'http://2130706433/cb',
+    ]) {
+      await expectError(await register({ ...mcpClient, redirect_uris: [uri] }), 400, 'invalid_redirect_uri');
+    }
+    // The host as written, in any case, with or without a port, is fine.
+    for (const uri of ['https://App.Test/cb', 'https://app.test:443/cb', 'http://[::1]:33418/cb', 'http://localhost:33418/cb']) {
+      assert.equal((await register({ ...mcpClient, redirect_uris: [uri] })).status, 201, uri);
+    }
+  });
+
   it('DCR without the initial access token, or with a wrong one: 401 invalid_token with a Bearer challenge', async () => {
     const none = await register(mcpClient, null);
     assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer /);
