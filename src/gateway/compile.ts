@@ -182,11 +182,14 @@ function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: 
   const authorizationServers =
     m.authorization_servers ?? (authorizationServer !== undefined ? [authorizationServer] : config.issuers.map((i) => i.issuer));
   const prefix = r.match.path_prefix?.replace(/\/$/, '') ?? '';
+  // A public_url with a path (`https://example.com/tessera`: a proxy in front removes `/tessera`)
+  // is part of the derived resource, so of its metadata path too (RFC 9728 §3.1).
+  const publicPath = config.server.public_url === undefined ? '' : new URL(config.server.public_url).pathname.replace(/\/$/, '');
   return {
     resource: m.resource,
     prefix,
     // Where the 401 challenge sends clients (metadataUrlOf(resource)), so that is where it is served.
-    metadataPath: m.resource === undefined ? prefix : metadataPathOf(m.resource),
+    metadataPath: m.resource === undefined ? publicPath + prefix : metadataPathOf(m.resource),
     authorizationServers,
     scopesSupported: m.scopes_supported ?? ruleScopes(r),
     maxMessageSize: m.max_message_size,

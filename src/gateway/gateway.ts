@@ -138,10 +138,14 @@ function acceptedUntil(config: TesseraConfig, p: Principal): number {
   return p.expiresAt;
 }
 
-/** `https://host[:port]` the caller used: `server.public_url`, or the request's own. */
-function originOf(s: GatewayState, req: IncomingMessage): string {
+/**
+ * The base URL the caller used: `server.public_url` without its trailing slash (with its path, which
+ * a proxy in front removes, as the DPoP URL has it), or `https://host[:port]` of the request.
+ */
+function baseOf(s: GatewayState, req: IncomingMessage): string {
+  if (s.publicUrl !== undefined) return s.publicUrl.replace(/\/$/, '');
   try {
-    return new URL(s.publicUrl ?? requestOrigin(s, req)).origin;
+    return new URL(requestOrigin(s, req)).origin;
   } catch {
     return 'http://localhost';
   }
@@ -470,7 +474,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // Without server.public_url the document names the origin the request came to, which a trusted
     // proxy may tell in X-Forwarded-Host/-Proto: a shared cache must not serve it for another.
     const vary = s.publicUrl === undefined ? 'X-Forwarded-Host, X-Forwarded-Proto' : undefined;
-    servePublicJson(x, res, JSON.stringify(metadataDocument(route.mcp as CompiledMcp, originOf(s, req))), 300, vary);
+    servePublicJson(x, res, JSON.stringify(metadataDocument(route.mcp as CompiledMcp, baseOf(s, req))), 300, vary);
   }
 
   /** A refusal about the JSON-RPC message or session, answered as a JSON-RPC error (no challenge:
@@ -505,7 +509,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     length: number,
   ): Promise<void> {
     // MCP clients find the metadata from the 401 challenge (MCP authorization; RFC 9728 §5.1).
-    const metadataUrl = metadataUrlOf(resourceOf(m, originOf(s, req)));
+    const metadataUrl = metadataUrlOf(resourceOf(m, baseOf(s, req)));
     const challenges = (e?: TesseraError) => route.authn.challenges(e).map((c) => withResourceMetadata(c, metadataUrl));
     try {
       // Every body is read, whatever the method: a PUT or a GET carrying a tools/call must not pass

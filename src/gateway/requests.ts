@@ -208,7 +208,9 @@ export function metadataRoute(s: GatewayState, host: string, path: string): Comp
     if (!r.mcp) continue;
     const h = r.config.match.host;
     if (h !== undefined && !hostMatches(h, host)) continue;
-    if (suffix === '' || suffix === r.mcp.metadataPath) return r;
+    // A derived resource's document also stays at the bare prefix, where it was served before the
+    // path of `server.public_url` counted (its challenge names the full path).
+    if (suffix === '' || suffix === r.mcp.metadataPath || (r.mcp.resource === undefined && suffix === r.mcp.prefix)) return r;
   }
   return undefined;
 }

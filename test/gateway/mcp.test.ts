@@ -684,3 +684,44 @@ describe('gateway: MCP routes under a rate limit', () => {
     assert.equal(upstream.requests.length, 0);
   });
 });
+
+describe('gateway: MCP discovery behind a proxy that mounts the gateway under a path (server.public_url with a path)', () => {
+  let gw: TestGateway;
+  let upstream: McpUpstream;
+  const PUBLIC = 'https://gw.example.com/tessera';
+  before(async () => {
+    upstream = await startMcpUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      server: { public_url: `${PUBLIC}/` },
+      scopes: { 'mcp:use': {} },
+      gateway: { routes: [mcpRoute(upstream.url, [{ scopes: ['mcp:use'] }])] },
+    });
+  });
+  after(async () => {
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  it('names the resource clients reach (public_url + path_prefix) and serves its document where RFC 9728 §3.1 puts it', async () => {
+    const res = await fetch(`${gw.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT },
+      body: '{"jsonrpc":"2.0","id":1,"method":"initialize"}',
+    });
+    assert.equal(res.status, 401);
+    // The well-known prefix goes between the host and the resource's whole path, /tessera included.
+    assert.equal(
+      res.headers.get('www-authenticate'),
+      'Bearer resource_metadata="https://gw.example.com/.well-known/oauth-protected-resource/tessera/mcp"',
+    );
+    // The proxy forwards that root path as it is; the document names the URL the client called,
+    // which MCP clients require the resource to match.
+    const doc = await fetch(`${gw.url}/.well-known/oauth-protected-resource/tessera/mcp`);
+    assert.equal(doc.status, 200);
+    assert.equal(((await doc.json()) as { resource: string }).resource, `${PUBLIC}/mcp`);
+    // Still served at the bare prefix, as before the public path counted.
+    const bare = await fetch(`${gw.url}/.well-known/oauth-protected-resource/mcp`);
+    assert.equal(((await bare.json()) as { resource: string }).resource, `${PUBLIC}/mcp`);
+  });
+});

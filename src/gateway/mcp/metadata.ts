@@ -11,13 +11,14 @@ export const METADATA_PATH = '/.well-known/oauth-protected-resource';
 
 /** What an MCP route advertises, compiled from its `mcp` block. */
 export interface McpAdvertisement {
-  /** Configured `resource`, or `undefined` to derive it from the request's origin and the route prefix. */
+  /** Configured `resource`, or `undefined` to derive it from the gateway's base URL and the route prefix. */
   readonly resource: string | undefined;
   /** The route's path prefix without trailing slash (`''` for the root). */
   readonly prefix: string;
   /**
    * The path after `/.well-known/oauth-protected-resource` where the document is served (RFC 9728
-   * §3.1): the configured `resource`'s path, else the prefix; without trailing slash.
+   * §3.1): the configured `resource`'s path, else the path of `server.public_url` followed by the
+   * prefix; without trailing slash.
    */
   readonly metadataPath: string;
   /** Issuers of the authorization servers (none: the field is left out). */
@@ -25,9 +26,12 @@ export interface McpAdvertisement {
   readonly scopesSupported: readonly string[];
 }
 
-/** The resource identifier for a request arriving at `origin` (`https://host[:port]`). */
-export function resourceOf(ad: McpAdvertisement, origin: string): string {
-  return ad.resource ?? `${origin}${ad.prefix === '' ? '/' : ad.prefix}`;
+/**
+ * The resource identifier for a request arriving at `base`: `server.public_url` without its
+ * trailing slash (`https://example.com/tessera`), else the request's origin (`https://host[:port]`).
+ */
+export function resourceOf(ad: McpAdvertisement, base: string): string {
+  return ad.resource ?? `${base}${ad.prefix === '' ? '/' : ad.prefix}`;
 }
 
 /** The path a resource's metadata URL appends to the well-known prefix: its path, without trailing slash. */
@@ -42,9 +46,9 @@ export function metadataUrlOf(resource: string): string {
 }
 
 /** The metadata document (RFC 9728 §2). */
-export function metadataDocument(ad: McpAdvertisement, origin: string): Record<string, unknown> {
+export function metadataDocument(ad: McpAdvertisement, base: string): Record<string, unknown> {
   return {
-    resource: resourceOf(ad, origin),
+    resource: resourceOf(ad, base),
     ...(ad.authorizationServers.length > 0 ? { authorization_servers: ad.authorizationServers } : {}),
     scopes_supported: ad.scopesSupported,
     bearer_methods_supported: ['header'],
