@@ -47,6 +47,8 @@ export type AuthorizeOutcome =
       readonly ok: false;
       readonly error: OAuthError;
       readonly redirect: { readonly uri: string; readonly state: string | undefined } | undefined;
+      /** The client, once it and the redirect URI are known to be its own (for the audit trail). */
+      readonly clientId?: string;
     };
 
 export interface AuthorizeContext extends BaseContext {
@@ -65,10 +67,11 @@ function single(params: URLSearchParams, name: string): string | undefined | nul
 
 /** Check an authorization request's query (or form) parameters. */
 export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: URLSearchParams): Promise<AuthorizeOutcome> {
-  const page = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => ({
+  const page = (code: ConstructorParameters<typeof OAuthError>[0], clientId?: string): AuthorizeOutcome => ({
     ok: false,
     error: new OAuthError(code),
     redirect: undefined,
+    ...(clientId !== undefined ? { clientId } : {}),
   });
   const clientId = single(params, 'client_id');
   if (typeof clientId !== 'string') return page('authorize_client_invalid');
@@ -91,11 +94,12 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
   // errors are shown to the person; a loopback URI is their own machine.
   const state = single(params, 'state');
   const trusted = !client.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) || isLoopbackRedirectUri(redirectUri);
-  const back = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => (trusted ? toClient(code) : page(code));
+  const back = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => (trusted ? toClient(code) : page(code, client.id));
   const toClient = (code: ConstructorParameters<typeof OAuthError>[0]): AuthorizeOutcome => ({
     ok: false,
     error: new OAuthError(code),
     redirect: { uri: redirectUri, state: typeof state === 'string' && state.length <= STATE_MAX ? state : undefined },
+    clientId: client.id,
   });
   if (state === null || (state !== undefined && state.length > STATE_MAX)) return back('request_parameter_invalid');
   for (const name of ['response_type', 'response_mode', 'scope', 'code_challenge', 'code_challenge_method']) {

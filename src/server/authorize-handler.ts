@@ -150,8 +150,7 @@ export function createAuthorizeHandler(
     }
     const outcome = await service.checkAuthorizationRequest(params);
     if (!outcome.ok) {
-      const clientId = params.get('client_id') ?? undefined;
-      denied(outcome.error.code, clientId !== undefined && outcome.redirect !== undefined ? { clientId } : {});
+      denied(outcome.error.code, outcome.clientId !== undefined ? { clientId: outcome.clientId } : {});
       if (outcome.redirect === undefined) return page(res, outcome.error, requestId);
       return redirect(
         res,

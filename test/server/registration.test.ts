@@ -266,12 +266,20 @@ describe('dynamic client registration', () => {
 
     it('open redirector through a self-registered client: its https redirect URI gets the error as a page, never a redirect', async () => {
       const phish = 'https://phish.test/cb';
-      const res = await authorize(await registered(phish), phish);
+      const clientId = await registered(phish);
+      const res = await authorize(clientId, phish);
       const html = await res.text();
       assert.equal(res.status, 400, html);
       assert.equal(res.headers.get('location'), null);
       assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
       assert.equal(html.includes('phish.test'), false, 'no link to follow either');
+      // The client and its redirect URI were verified before the refusal: the trail names it.
+      await issuer.service.audit.flush();
+      const denied = (await issuer.store.queryAudit({ client_id: clientId })).filter((e) => e.kind === 'authorization.denied');
+      assert.deepEqual(
+        denied.map((e) => e.reason),
+        ['authorize_response_type_unsupported'],
+      );
     });
 
     it("a self-registered client's loopback redirect URI still gets its errors back (the person's own machine)", async () => {
