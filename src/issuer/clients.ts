@@ -62,13 +62,19 @@ export interface ClientInput {
 export const CLIENT_NAME_MAX = 100;
 
 /**
- * Whether `name` may be shown as a client's name: 1 to {@link CLIENT_NAME_MAX} characters, not
- * blank, no control characters and no bidirectional formatting characters (U+202E and its kin,
- * which would reorder what the consent page shows after the name, in the person's eyes). The
- * consent page escapes whatever is left.
+ * Whether `name` may be shown as a client's name: 1 to {@link CLIENT_NAME_MAX} characters, at
+ * least one of them visible (not only spaces, format characters such as U+200B, or fillers such as
+ * U+3164 that render as nothing: the consent page would show a blank name), no control characters,
+ * no line or paragraph separators, and no bidirectional formatting characters (U+202E and its kin,
+ * which would reorder what the consent page shows after the name, in the person's eyes). A joiner
+ * between visible characters (an emoji sequence) is kept. The consent page escapes whatever is left.
  */
 export function isClientName(name: string): boolean {
-  return name.trim() !== '' && name.length <= CLIENT_NAME_MAX && !/[\p{Cc}\p{Bidi_Control}]/u.test(name);
+  return (
+    name.length <= CLIENT_NAME_MAX &&
+    name.replace(/[\p{White_Space}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '') !== '' &&
+    !/[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}]/u.test(name)
+  );
 }
 
 /**
@@ -138,7 +144,7 @@ export function buildClient(
   }
   if (input.name !== undefined && !isClientName(input.name)) {
     throw new ClientInputError(
-      `a client name must be 1-${CLIENT_NAME_MAX} characters without control or bidirectional formatting characters`,
+      `a client name must be 1-${CLIENT_NAME_MAX} characters, some of them visible, without control, line separator or bidirectional formatting characters`,
     );
   }
   let jwks: ClientRecord['jwks'] = null;

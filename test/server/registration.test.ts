@@ -322,6 +322,14 @@ describe('dynamic client registration', () => {
     assert.equal((await register({ ...mcpClient, client_name: 'Agent 👩‍💻 (ZWJ kept)' })).status, 201);
   });
 
+  it('DCR client_name the consent page would show as nothing (zero-width space, Hangul filler, soft hyphen) or split over lines: refused', async () => {
+    for (const name of ['\u200b', '\u3164', '\u115f\u1160', '\u00ad', ' \ufe0f ', 'App\u2028Evil', 'App\u2029Evil']) {
+      await expectError(await register({ ...mcpClient, client_name: name }), 400, 'invalid_client_metadata');
+    }
+    await assert.rejects(issuer.addClient({ id: 'blank-name', scopes: ['mcp:read'], name: '\u3164' }), /some of them visible/);
+    assert.equal((await register({ ...mcpClient, client_name: 'Ünïcödé App' })).status, 201);
+  });
+
   it('open registration needs no token', async () => {
     const open = await startIssuer({ config: registrationConfig({ initial_access_token: undefined, open: true }) as never });
     try {
