@@ -200,6 +200,14 @@ export interface AuthorizationCodeRecord {
   readonly grantId: string | null;
 }
 
+/**
+ * Seconds a grant's revocation entry outlives the grant: a verifier accepts a token up to its
+ * issuer's `clock_skew` (at most 60 s) past `exp`, and no token outlives its grant, so an instance
+ * that reads the log later than the grant's expiry (one just started, or cut off from the store
+ * until then) must still find the revocation.
+ */
+export const REVOCATION_ENTRY_SKEW = 60;
+
 /** Seconds a code is kept past its expiry by {@link Store.prune}, so a late replay still revokes its grant. */
 export const CODE_RETENTION = 3600;
 
@@ -356,7 +364,8 @@ export interface Store {
   /**
    * Revoke every not-yet-revoked grant selected and every descendant, mark their refresh tokens
    * revoked, and append one `grant` revocation entry per newly revoked grant, all in one
-   * transaction. An entry expires at `min(grant.expiresAt, entryExpiresAt)`.
+   * transaction. An entry expires at `min(grant.expiresAt + REVOCATION_ENTRY_SKEW, entryExpiresAt)`
+   * ({@link REVOCATION_ENTRY_SKEW}: tokens of the grant are still accepted that long past it).
    *
    * In the same transaction, forget the remembered consents concerned, so a revoked delegation
    * cannot come back through a skipped consent page: for a subject selector every consent of that

@@ -110,6 +110,24 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     assert.equal((await b.post('/oauth2/token', { grant_type: 'client_credentials' }, auth)).status, 401, 'B now knows');
   });
 
+  it('an instance started just after a revoked grant expired still refuses its token, which verifiers accept for their clock skew past exp', async () => {
+    const t = await a.service.mint({ clientId: 'agent', subject: 'rolling-deploy', ttl: 1 });
+    await a.service.revokeGrants({ grantId: t.grant_id }, 'test');
+    // Past the token's exp (and its grant's expiry), within the issuers' clock_skew (30 s).
+    await until(() => Date.now() / 1000 > (decodeJwt(t.access_token).exp as number) + 1, 5000);
+    const c = await startIssuer({
+      store: await PostgresStore.open({ connectionString: url, schema }),
+      master: a.master,
+      config: { token_service: { issuer: a.url } },
+    });
+    try {
+      const r = await inProcessVerifier(c).verify(bearer(t.access_token));
+      assert.equal(r.ok ? 'accepted' : r.error.code, 'token_revoked', 'a new instance (a rolling deploy) must not take it for live');
+    } finally {
+      await c.close();
+    }
+  });
+
   it('takes a DPoP proof with a fractional iat (RFC 7519 NumericDate): the replay cache stores whole seconds', async () => {
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const proof = await new SignJWT({ htm: 'POST', htu: `${a.url}/oauth2/token`, iat: Date.now() / 1000 - 0.5, jti: randomUUID() })

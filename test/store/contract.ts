@@ -13,6 +13,7 @@ import {
   CODE_RETENTION,
   type GrantRecord,
   type NewGrant,
+  REVOCATION_ENTRY_SKEW,
   type RefreshTokenRecord,
   type RememberedConsentRecord,
   type Store,
@@ -410,7 +411,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.deepEqual(byClient.find((g) => g.id === otherChild.id)?.clientId, 'x');
       });
 
-      it('bounds revocation entries by the grant expiry and the given horizon', async () => {
+      it('bounds revocation entries by the grant expiry (plus the largest clock skew a verifier allows past exp) and the given horizon', async () => {
         const now = clock.now();
         const short = await created(store, newGrant({ expiresAt: now + 60 }, now), now);
         const open = await created(store, newGrant({ expiresAt: null }, now), now);
@@ -418,12 +419,26 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         await store.revokeGrants({ grantId: short.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
         await store.revokeGrants({ grantId: open.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
         const entries = await store.revocationsSince(seq0, now);
-        assert.equal(entries.find((e) => e.value === short.id)?.expiresAt, now + 60);
+        assert.equal(entries.find((e) => e.value === short.id)?.expiresAt, now + 60 + REVOCATION_ENTRY_SKEW);
         assert.equal(entries.find((e) => e.value === open.id)?.expiresAt, now + 600);
         // Expired entries are no longer returned.
         assert.deepEqual(
-          (await store.revocationsSince(seq0, now + 60)).map((e) => e.value),
+          (await store.revocationsSince(seq0, now + 60 + REVOCATION_ENTRY_SKEW)).map((e) => e.value),
           [open.id],
+        );
+      });
+
+      it('keeps a revoked grant in the log after the grant expired, while a verifier still accepts its tokens within its clock skew', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({ expiresAt: now + 60 }, now), now);
+        const seq0 = (await store.versions()).revocations;
+        await store.revokeGrants({ grantId: g.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        // A verifier accepts a token until exp + clock_skew (at most 60 s); one starting 30 s after
+        // the grant (and its last token) expired must still read the revocation, also after a prune.
+        await store.prune(now + 90);
+        assert.deepEqual(
+          (await store.revocationsSince(seq0, now + 90)).map((e) => e.value),
+          [g.id],
         );
       });
     });

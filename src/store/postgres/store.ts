@@ -43,7 +43,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreConflictError, StoreUnavailableError } from '../contract.ts';
 import {
   auditEventBody,
   auditEventFrom,
@@ -622,7 +622,7 @@ export class PostgresStore implements Store {
         value: String(r.id),
         issuer: null,
         at,
-        expiresAt: r.expires_at === null ? entryExpiresAt : Math.min(num(r.expires_at), entryExpiresAt),
+        expiresAt: r.expires_at === null ? entryExpiresAt : Math.min(num(r.expires_at) + REVOCATION_ENTRY_SKEW, entryExpiresAt),
       })),
     );
     return rows.map((r) => ({ id: String(r.id), issuer: String(r.issuer), subject: String(r.subject), clientId: String(r.client_id) }));

@@ -32,7 +32,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { CODE_RETENTION, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreConflictError, StoreUnavailableError } from '../contract.ts';
 import {
   auditEventBody,
   auditEventFrom,
@@ -463,7 +463,7 @@ export class SqliteStore implements Store {
     for (const r of rows) {
       const id = String(r.id);
       markTokens.run(at, id);
-      const exp = r.expires_at === null ? entryExpiresAt : Math.min(num(r.expires_at), entryExpiresAt);
+      const exp = r.expires_at === null ? entryExpiresAt : Math.min(num(r.expires_at) + REVOCATION_ENTRY_SKEW, entryExpiresAt);
       log.run(id, at, exp);
       revoked.push({ id, issuer: String(r.issuer), subject: String(r.subject), clientId: String(r.client_id) });
     }
