@@ -7,7 +7,8 @@
  * - a refresh token: `trt_` and 43 base64url characters.
  *
  * A candidate starts after a character that is not base64url, or right after a percent-encoded
- * byte (`access_token%3DeyJ…` in a URL-encoded log) or a JSON string escape (`"\neyJ…"`).
+ * byte (`access_token%3DeyJ…` in a URL-encoded log, `%253DeyJ…` encoded twice, up to four times),
+ * a JSON string escape (`"\neyJ…"`) or a hex escape (`\x22eyJ…`, as nginx escapes its logs).
  *
  * Candidates are only candidates: `tessera scan` verifies each before calling it a finding. The
  * search is deliberately generous within a dotted run (`a.eyJ….eyJ….c.d` yields every three
@@ -26,15 +27,16 @@ export interface Candidate {
 /** The verifier's default `max_token_size`, and the token service's own limit. */
 export const MAX_CANDIDATE_LENGTH = 8192;
 
-/** Characters before a candidate the pattern looks at: `\u0022` is the longest. */
-const CONTEXT = 6;
+/** Characters before a candidate the pattern looks at: `%252525` and two hex digits is the longest. */
+const CONTEXT = 9;
 
 // A dotted run starting at `eyJ` with at least three segments, or a refresh token. Each class
 // excludes `.`, so the pattern cannot backtrack across segments. It starts after a character that
-// is not base64url, or after a percent-encoded byte (`%3D`, `%20`: URL-encoded logs) or a JSON
-// string escape (`\n`, `\u0022`), whose last character is.
+// is not base64url, or after a percent-encoded byte (`%3D`, `%20`: URL-encoded logs; `%253D`, up
+// to four times encoded: a URL in a URL), a JSON string escape (`\n`, `\u0022`) or a hex escape
+// (`\x22`: nginx's log escaping), whose last character is.
 const PATTERN =
-  /(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4}))(?:eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+){2,}|trt_[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])/g;
+  /(?:(?<![A-Za-z0-9_-])|(?<=%(?:25){0,3}[0-9A-Fa-f]{2})|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})|(?<=\\x[0-9A-Fa-f]{2}))(?:eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+){2,}|trt_[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])/g;
 
 /**
  * A streaming candidate finder. `push` each decoded piece of a file in order, then `end`.

@@ -84,6 +84,34 @@ describe('CandidateScanner', () => {
     }
   });
 
+  it('finds tokens in nginx-escaped logs (\\x22) and after a percent-encoded percent (a URL encoded twice or more), however the text is cut', () => {
+    const text = [
+      // nginx log_format escape=default writes `"` as \x22: a JSON request body logged with $request_body.
+      String.raw`127.0.0.1 - - "POST /oauth2/token" 200 "{\x22access_token\x22:\x22${JWS}\x22,\x22refresh_token\x22:\x22${RT}\x22}"`,
+      // A redirect URL carried in a query parameter, then logged percent-encoded again.
+      `GET /login?next=%2Fcb%253Faccess_token%253D${JWS}%2526x%253D1 302`,
+      `GET /sso?r=%252Fcb%25253Faccess_token%25253D${JWS} 302`,
+    ].join('\n');
+    const want = [
+      [JWS, 1],
+      [RT, 1],
+      [JWS, 2],
+      [JWS, 3],
+    ];
+    assert.deepEqual(
+      scan(text).map(([v, l]) => [v, l]),
+      want,
+    );
+    const padded = `${'z '.repeat(400)}${text}`;
+    for (let piece = 1; piece <= 120; piece++) {
+      assert.deepEqual(
+        scan(padded, piece, JWS.length).map(([v, l]) => [v, l]),
+        want,
+        `pieces of ${piece}`,
+      );
+    }
+  });
+
   it('ignores what is not a candidate: two segments, a token glued after other base64url, a refresh token of the wrong length', () => {
     assert.deepEqual(scan(`eyJhbGc.eyJzdWIi x${JWS} trt_${'A'.repeat(42)} trt_${'A'.repeat(44)} atrt_${'A'.repeat(43)}`), []);
   });
