@@ -104,8 +104,16 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
           s = await stat(child);
         } catch (e) {
           // Listed, then gone: a symbolic link to nothing (or a file removed meanwhile) has nothing to read.
-          if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') {
             options.onNote({ path: child, reason: 'broken_link', message: 'a symbolic link to nothing (or removed while scanning)' });
+          } else if (code === 'ELOOP') {
+            // A link to itself, or links pointing at each other: no file at the end, nothing to read.
+            options.onNote({
+              path: child,
+              reason: 'loop',
+              message: 'a symbolic link loop (links pointing at each other): nothing to read',
+            });
           } else {
             options.onNote({ path: child, reason: 'unreadable', message: `cannot be read (${message(e)})` });
           }

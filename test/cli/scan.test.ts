@@ -415,6 +415,24 @@ describe('tessera scan: what it reports', () => {
     assert.equal(report.summary.complete, true);
   });
 
+  it('exits 0 when a symbolic link points at itself or two links at each other (ELOOP): a loop of links leaves nothing unread', async () => {
+    write('linkloop/clean.log', 'nothing here\n');
+    symlinkSync('self', join(files, 'linkloop/self'));
+    symlinkSync('pong', join(files, 'linkloop/ping'));
+    symlinkSync('ping', join(files, 'linkloop/pong'));
+    const { code, report } = await scanJson('linkloop');
+    assert.deepEqual(
+      report.skipped.map((n) => [n.path, n.reason]),
+      [
+        ['linkloop/ping', 'loop'],
+        ['linkloop/pong', 'loop'],
+        ['linkloop/self', 'loop'],
+      ],
+    );
+    assert.equal(report.summary.complete, true);
+    assert.equal(code, 0);
+  });
+
   it('prints a file name chosen by someone else with its control characters escaped: one finding, one line', async () => {
     const t = await mint();
     write('names/a\nfake.log:1:1  access_token  revoked\x1b[2K.log', `${t.access_token}\n`);

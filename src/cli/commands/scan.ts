@@ -30,8 +30,8 @@ export const SCAN_EXIT = { clean: 0, live: 1, failed: 2, incomplete: 3 } as cons
 
 /**
  * Whether a note means input went unread. A `loop` does not (the directory it names was already
- * scanned: a link loop, or a second link to it, as a file reached twice is scanned once), nor a
- * `broken_link` (there is nothing to read).
+ * scanned: a link loop, or a second link to it, as a file reached twice is scanned once; or links
+ * pointing at each other, which end nowhere), nor a `broken_link` (there is nothing to read).
  */
 export function leftUnread(note: ScanNote): boolean {
   return note.reason !== 'loop' && note.reason !== 'broken_link';
@@ -246,8 +246,8 @@ grant and the short hash the audit trail uses.
 States: live (usable now), expired, revoked, rotated (a refresh token already exchanged).
 
 Skipped input (binary, over --max-size, unreadable, not a regular file) is listed on stderr
-(skipped in --json); a directory reached again through a link, and a link to nothing, are
-noted but leave nothing unread.
+(skipped in --json); a directory reached again through a link, a loop of links and a link to
+nothing are noted but leave nothing unread.
 
 Exit codes:
   0  every path read, no live token found (or, with --revoke, every live one was revoked)
