@@ -239,6 +239,8 @@ function formDecode(s: string): string | undefined {
 export class ClientRegistry {
   readonly #o: ClientRegistryOptions;
   readonly #cache = new Map<string, CompiledClient>();
+  /** Bumped by every {@link ClientRegistry.invalidate}: a read begun before one is not cached. */
+  #generation = 0;
   readonly #remote = new Map<string, KeySource>();
   /**
    * SHA-256 of the secret that last passed the HMAC check, per compiled client (so a changed or
@@ -256,6 +258,7 @@ export class ClientRegistry {
 
   /** Forget cached clients (all, or one) after a change. */
   invalidate(id?: string): void {
+    this.#generation++;
     if (id === undefined) this.#cache.clear();
     else this.#cache.delete(id);
   }
@@ -286,10 +289,14 @@ export class ClientRegistry {
   async get(id: string): Promise<CompiledClient | undefined> {
     const hit = this.#cache.get(id);
     if (hit !== undefined) return hit;
+    const generation = this.#generation;
     const record = await this.#o.store.getClient(id);
     if (record === undefined) return undefined;
     const compiled = this.compile(record);
-    this.#cache.set(id, compiled);
+    // A change noticed while the read was in flight (this process's, or another instance's at the
+    // next sync) may postdate what it read: that answer serves this call only, or it would outlive
+    // the invalidation (a removed client's old secret accepted until the next client change).
+    if (generation === this.#generation) this.#cache.set(id, compiled);
     return compiled;
   }
 

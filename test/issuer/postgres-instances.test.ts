@@ -128,6 +128,52 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     }
   });
 
+  it('a client removed and added again at A (its leaked secret replaced): B, whose read of it was in flight when it synced, refuses the old secret', async () => {
+    const old = (await a.addClient({ id: 'leaked', scopes: ['api:read'], grantTypes: ['client_credentials'] })).secret;
+    // C reads the client from the store once, and that answer is held back until the test lets it go.
+    const real = await PostgresStore.open({ connectionString: url, schema });
+    let hold: Promise<void> | undefined;
+    let release = () => {};
+    let read = () => {};
+    const readDone = new Promise<void>((resolve) => {
+      read = resolve;
+    });
+    const store = new Proxy(real, {
+      get(target, name) {
+        const value = Reflect.get(target, name, target);
+        if (name !== 'getClient') return typeof value === 'function' ? value.bind(target) : value;
+        return async (id: string) => {
+          const record = await target.getClient(id);
+          if (id === 'leaked' && hold === undefined) {
+            hold = new Promise<void>((resolve) => {
+              release = resolve;
+            });
+            read();
+            await hold;
+          }
+          return record;
+        };
+      },
+    });
+    const c = await startIssuer({ store, master: a.master, config: { token_service: { issuer: a.url } } });
+    try {
+      const auth = (secret: string) => ({ authorization: basic('leaked', secret) });
+      const inFlight = c.post('/oauth2/token', { grant_type: 'client_credentials' }, auth(old));
+      await readDone;
+      await a.service.removeClient('leaked');
+      const fresh = (await a.addClient({ id: 'leaked', scopes: ['api:read'], grantTypes: ['client_credentials'] })).secret;
+      await c.service.sync();
+      release();
+      await inFlight;
+      const again = await c.post('/oauth2/token', { grant_type: 'client_credentials' }, auth(old));
+      assert.equal(again.status, 401, 'the replaced secret still authenticates at C');
+      assert.equal((await c.post('/oauth2/token', { grant_type: 'client_credentials' }, auth(fresh))).status, 200);
+    } finally {
+      release();
+      await c.close();
+    }
+  });
+
   it('takes a DPoP proof with a fractional iat (RFC 7519 NumericDate): the replay cache stores whole seconds', async () => {
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const proof = await new SignJWT({ htm: 'POST', htu: `${a.url}/oauth2/token`, iat: Date.now() / 1000 - 0.5, jti: randomUUID() })
