@@ -80,6 +80,9 @@ export class KeyManager implements KeySource {
   /** `performance.now()` of the last store read after an unknown kid, and that read while it runs. */
   #missReadAt = Number.NEGATIVE_INFINITY;
   #missRead: Promise<boolean> | undefined;
+  /** Store reads of the key set begun, and the latest one applied: reads may end out of order. */
+  #reads = 0;
+  #applied = 0;
 
   constructor(options: { store: Store; master: MasterKey | undefined; schedule: KeySchedule; now: () => number }) {
     this.#store = options.store;
@@ -90,7 +93,12 @@ export class KeyManager implements KeySource {
 
   /** Read the key set from the store (at start-up and whenever its version changes). */
   async reload(): Promise<void> {
+    const read = ++this.#reads;
     const records = await this.#store.listSigningKeys();
+    // A read that ends after a later one was applied (a kid-miss read held up while a sync read a
+    // newer key set) is older than what is in place: applying it would drop a key added meanwhile.
+    if (read < this.#applied) return;
+    this.#applied = read;
     const previous = this.#byKid;
     const keys: CompiledKey[] = records
       .map((record) => {

@@ -20,7 +20,7 @@ import { PostgresStore, revocationChannel } from '../../src/store/postgres/store
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { until } from '../helpers/net.ts';
 import { postgresReachable } from '../helpers/postgres.ts';
-import { bearer } from '../helpers/tokens.ts';
+import { bearer, claims, makeKey, sign } from '../helpers/tokens.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
@@ -168,6 +168,53 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
       const again = await c.post('/oauth2/token', { grant_type: 'client_credentials' }, auth(old));
       assert.equal(again.status, 401, 'the replaced secret still authenticates at C');
       assert.equal((await c.post('/oauth2/token', { grant_type: 'client_credentials' }, auth(fresh))).status, 200);
+    } finally {
+      release();
+      await c.close();
+    }
+  });
+
+  it('a key pre-published at A stays in the JWKS of an instance whose kid-miss read of its keys (a made-up kid) began before the rotation and ended after it synced', async () => {
+    const real = await PostgresStore.open({ connectionString: url, schema });
+    let armed = false;
+    let release = () => {};
+    let read = () => {};
+    const readDone = new Promise<void>((resolve) => {
+      read = resolve;
+    });
+    const store = new Proxy(real, {
+      get(target, name) {
+        const value = Reflect.get(target, name, target);
+        if (name !== 'listSigningKeys') return typeof value === 'function' ? value.bind(target) : value;
+        return async () => {
+          const keys = await target.listSigningKeys();
+          if (armed) {
+            armed = false;
+            read();
+            await new Promise<void>((resolve) => {
+              release = resolve;
+            });
+          }
+          return keys;
+        };
+      },
+    });
+    const c = await startIssuer({ store, master: a.master, config: { token_service: { issuer: a.url } } });
+    try {
+      // Anyone can send a token naming a kid C does not know: C reads its keys again.
+      armed = true;
+      const made = await sign(makeKey('ES256', 'made-up-kid'), claims({ iss: a.url }));
+      const missed = inProcessVerifier(c).verify(bearer(made));
+      await readDone;
+      const next = await a.service.keys.rotate();
+      await c.service.sync();
+      release();
+      await missed;
+      const jwks = (await (await fetch(`${c.url}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
+      assert.ok(
+        jwks.keys.some((k) => k.kid === next.kid),
+        "the pre-published key is missing from C's JWKS: verifiers caching it will not know the key when it signs",
+      );
     } finally {
       release();
       await c.close();
