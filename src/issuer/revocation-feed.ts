@@ -52,7 +52,7 @@ export class RevocationFeed {
             if (entries.length === 0) break;
             const revocation = toRevocation(entries, this.#issuer);
             this.#list.apply(revocation);
-            if (revocation.grantIds?.length) this.#onGrants?.(revocation.grantIds);
+            if (revocation.grants?.length) this.#onGrants?.(revocation.grants.map((g) => g.id));
             this.#cursor = (entries.at(-1) as RevocationEntry).seq;
             applied += entries.length;
           }
@@ -67,15 +67,16 @@ export class RevocationFeed {
 }
 
 function toRevocation(entries: readonly RevocationEntry[], issuer: string): Revocation {
-  const grantIds: string[] = [];
+  const grants: { id: string; expiresAt: number }[] = [];
   const tokenIds: { jti: string; expiresAt: number }[] = [];
-  const subjects: { issuer: string; subject: string; at: number }[] = [];
-  const clients: { issuer: string; clientId: string; at: number }[] = [];
+  const subjects: { issuer: string; subject: string; at: number; expiresAt: number }[] = [];
+  const clients: { issuer: string; clientId: string; at: number; expiresAt: number }[] = [];
+  // Each entry lives in the store until its `expiresAt` (its tokens' end plus skew), and so here.
   for (const e of entries) {
-    if (e.kind === 'grant') grantIds.push(e.value);
+    if (e.kind === 'grant') grants.push({ id: e.value, expiresAt: e.expiresAt });
     else if (e.kind === 'token') tokenIds.push({ jti: e.value, expiresAt: e.expiresAt });
-    else if (e.kind === 'subject') subjects.push({ issuer: e.issuer ?? issuer, subject: e.value, at: e.at });
-    else clients.push({ issuer: e.issuer ?? issuer, clientId: e.value, at: e.at });
+    else if (e.kind === 'subject') subjects.push({ issuer: e.issuer ?? issuer, subject: e.value, at: e.at, expiresAt: e.expiresAt });
+    else clients.push({ issuer: e.issuer ?? issuer, clientId: e.value, at: e.at, expiresAt: e.expiresAt });
   }
-  return { grantIds, tokenIds, subjects, clients };
+  return { grants, tokenIds, subjects, clients };
 }

@@ -28,13 +28,16 @@ export interface RevocationCheck {
 
 /** One revocation to apply. Times are epoch seconds. */
 export interface Revocation {
+  /** Revoked grants, kept for the life of the list. */
   readonly grantIds?: readonly string[];
+  /** Revoked grants, each with the time its entry may be dropped (its last token has expired). */
+  readonly grants?: readonly { readonly id: string; readonly expiresAt: number }[];
   /** `jti` values, each with the token's `exp` so the entry can be dropped once it expires. */
   readonly tokenIds?: readonly { readonly jti: string; readonly expiresAt: number }[];
-  /** Every token of this subject issued at or before `at`. */
-  readonly subjects?: readonly { readonly issuer: string; readonly subject: string; readonly at: number }[];
-  /** Every token of this client issued at or before `at`. */
-  readonly clients?: readonly { readonly issuer: string; readonly clientId: string; readonly at: number }[];
+  /** Every token of this subject issued at or before `at`; dropped after `expiresAt` when given. */
+  readonly subjects?: readonly { readonly issuer: string; readonly subject: string; readonly at: number; readonly expiresAt?: number }[];
+  /** Every token of this client issued at or before `at`; dropped after `expiresAt` when given. */
+  readonly clients?: readonly { readonly issuer: string; readonly clientId: string; readonly at: number; readonly expiresAt?: number }[];
 }
 
 /**
@@ -69,12 +72,25 @@ function issuedSecond(t: RevocationSubject): number {
   return Math.floor(t.issuedAt ?? 0);
 }
 
+/** Keep the latest `at` of a key and, when every entry for it has one, the latest `expiresAt`. */
+function setAsOf(asOf: Map<string, number>, until: Map<string, number>, k: string, at: number, expiresAt: number | undefined): void {
+  const known = asOf.has(k);
+  asOf.set(k, Math.max(asOf.get(k) ?? 0, at));
+  // An entry once applied without an expiry is kept for good.
+  if (expiresAt === undefined) until.delete(k);
+  else if (!known || until.has(k)) until.set(k, Math.max(until.get(k) ?? 0, expiresAt));
+}
+
 export class RevocationList implements RevocationCheck {
   #epoch = 0;
-  readonly #grants = new Set<string>();
+  /** Grant id → when its entry may be dropped (Infinity: never). */
+  readonly #grants = new Map<string, number>();
   readonly #tokens = new Map<string, number>();
+  /** `issuer\nsubject` → revoked as of; and when that entry may be dropped. */
   readonly #subjects = new Map<string, number>();
+  readonly #subjectsUntil = new Map<string, number>();
   readonly #clients = new Map<string, number>();
+  readonly #clientsUntil = new Map<string, number>();
   readonly #listeners = new Set<(r: Revocation) => void>();
 
   get epoch(): number {
@@ -82,16 +98,11 @@ export class RevocationList implements RevocationCheck {
   }
 
   apply(r: Revocation): void {
-    for (const g of r.grantIds ?? []) this.#grants.add(g);
+    for (const g of r.grantIds ?? []) this.#grants.set(g, Number.POSITIVE_INFINITY);
+    for (const g of r.grants ?? []) this.#grants.set(g.id, Math.max(this.#grants.get(g.id) ?? 0, g.expiresAt));
     for (const t of r.tokenIds ?? []) this.#tokens.set(t.jti, t.expiresAt);
-    for (const s of r.subjects ?? []) {
-      const k = `${s.issuer}\n${s.subject}`;
-      this.#subjects.set(k, Math.max(this.#subjects.get(k) ?? 0, s.at));
-    }
-    for (const c of r.clients ?? []) {
-      const k = `${c.issuer}\n${c.clientId}`;
-      this.#clients.set(k, Math.max(this.#clients.get(k) ?? 0, c.at));
-    }
+    for (const s of r.subjects ?? []) setAsOf(this.#subjects, this.#subjectsUntil, `${s.issuer}\n${s.subject}`, s.at, s.expiresAt);
+    for (const c of r.clients ?? []) setAsOf(this.#clients, this.#clientsUntil, `${c.issuer}\n${c.clientId}`, c.at, c.expiresAt);
     this.#epoch++;
     for (const listener of this.#listeners) listener(r);
   }
@@ -116,9 +127,26 @@ export class RevocationList implements RevocationCheck {
     return false;
   }
 
-  /** Drop token-id entries whose tokens have expired anyway. */
+  /**
+   * Drop entries whose tokens have all expired anyway: token ids past their `exp`, and grants,
+   * subjects and clients past the `expiresAt` they were applied with. A long-running process
+   * would otherwise keep every revocation it ever saw.
+   */
   prune(nowSeconds: number): void {
     for (const [jti, exp] of this.#tokens) if (exp < nowSeconds) this.#tokens.delete(jti);
+    for (const [id, until] of this.#grants) if (until < nowSeconds) this.#grants.delete(id);
+    for (const [k, until] of this.#subjectsUntil) {
+      if (until < nowSeconds) {
+        this.#subjectsUntil.delete(k);
+        this.#subjects.delete(k);
+      }
+    }
+    for (const [k, until] of this.#clientsUntil) {
+      if (until < nowSeconds) {
+        this.#clientsUntil.delete(k);
+        this.#clients.delete(k);
+      }
+    }
   }
 
   get size(): { grants: number; tokens: number; subjects: number; clients: number } {

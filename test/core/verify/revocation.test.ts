@@ -53,3 +53,49 @@ describe('attack: a fractional iat slips under a subject or client revocation in
     assert.equal((await verifier.verify(bearer(token))).ok, true);
   });
 });
+
+describe('revocation list: a long-running process does not keep every revocation it ever saw', () => {
+  const t = (over: Partial<{ subject: string; clientId: string; delegationId: string }>) => ({
+    issuer: ISSUER,
+    subject: undefined,
+    clientId: undefined,
+    delegationId: undefined,
+    tokenId: undefined,
+    issuedAt: 100,
+    expiresAt: 200,
+    ...over,
+  });
+
+  it('drops grants, subjects and clients once past the expiry they were applied with, and not before', () => {
+    const list = new RevocationList();
+    list.apply({
+      grants: [{ id: 'g1', expiresAt: 1000 }],
+      subjects: [{ issuer: ISSUER, subject: 'alice', at: 150, expiresAt: 1000 }],
+      clients: [{ issuer: ISSUER, clientId: 'agent', at: 150, expiresAt: 1000 }],
+    });
+    list.prune(1000);
+    assert.equal(list.isRevoked(t({ delegationId: 'g1' })), true);
+    assert.equal(list.isRevoked(t({ subject: 'alice' })), true);
+    assert.equal(list.isRevoked(t({ clientId: 'agent' })), true);
+    list.prune(1001);
+    assert.deepEqual(list.size, { grants: 0, tokens: 0, subjects: 0, clients: 0 });
+  });
+
+  it('keeps for good what was applied without an expiry (grantIds, a subject entry without expiresAt), also when another entry has one', () => {
+    const list = new RevocationList();
+    list.apply({ grantIds: ['g-forever'], subjects: [{ issuer: ISSUER, subject: 'bob', at: 150 }] });
+    list.apply({ grants: [{ id: 'g-forever', expiresAt: 10 }], subjects: [{ issuer: ISSUER, subject: 'bob', at: 160, expiresAt: 10 }] });
+    list.prune(1_000_000);
+    assert.equal(list.isRevoked(t({ delegationId: 'g-forever' })), true);
+    assert.equal(list.isRevoked(t({ subject: 'bob' })), true);
+  });
+
+  it('keeps an entry applied twice until the later of its expiries', () => {
+    const list = new RevocationList();
+    list.apply({ grants: [{ id: 'g2', expiresAt: 500 }], subjects: [{ issuer: ISSUER, subject: 'carol', at: 150, expiresAt: 500 }] });
+    list.apply({ grants: [{ id: 'g2', expiresAt: 900 }], subjects: [{ issuer: ISSUER, subject: 'carol', at: 150, expiresAt: 900 }] });
+    list.prune(600);
+    assert.equal(list.isRevoked(t({ delegationId: 'g2' })), true);
+    assert.equal(list.isRevoked(t({ subject: 'carol' })), true);
+  });
+});
