@@ -43,7 +43,7 @@ interface OAuthCodeSpec {
 
 const CLIENT_AUTH_FAILED = 'Client authentication failed.';
 const CODE_INVALID =
-  'The authorization code is invalid, expired, already used, or was issued to another client, redirect URI or code_verifier.';
+  'The authorization code is invalid, expired, already used, or was issued to another client, redirect URI, code_verifier or DPoP key.';
 
 /** Every reason code the token service can produce. */
 export const OAUTH_ERROR_CODES = {
@@ -152,6 +152,8 @@ export const OAUTH_ERROR_CODES = {
   authorization_code_reused: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
   authorization_code_redirect_mismatch: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
   pkce_verifier_mismatch: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
+  // RFC 9449 §10: a code bound to a DPoP key (dpop_jkt) presented without a proof of that key.
+  code_dpop_key_mismatch: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
   pkce_verifier_missing: { status: 400, error: 'invalid_request', description: 'code_verifier is required (PKCE, RFC 7636).' },
   pkce_verifier_malformed: {
     status: 400,
@@ -196,10 +198,10 @@ export const OAUTH_ERROR_CODES = {
     error: 'request_uri_not_supported',
     description: 'The request_uri parameter is not supported.',
   },
-  authorize_dpop_jkt_unsupported: {
+  authorize_dpop_jkt_invalid: {
     status: 400,
     error: 'invalid_request',
-    description: 'The dpop_jkt parameter (binding the code to a DPoP key) is not supported.',
+    description: 'dpop_jkt must be the 43-character base64url SHA-256 JWK thumbprint of the DPoP key (RFC 9449 §10).',
   },
   pkce_challenge_missing: { status: 400, error: 'invalid_request', description: 'code_challenge is required (PKCE, RFC 7636).' },
   pkce_method_unsupported: {

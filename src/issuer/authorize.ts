@@ -1,8 +1,8 @@
 /**
  * The authorization endpoint's decisions, without HTTP (RFC 6749 §4.1.1-§4.1.2, OAuth 2.1 §4.1,
- * RFC 7636, RFC 8707, RFC 9207): check an authorization request, and turn an approved one into a
- * single-use code bound to the client, the redirect URI, the PKCE challenge, the scopes and the
- * resources.
+ * RFC 7636, RFC 8707, RFC 9207, RFC 9449 §10): check an authorization request, and turn an
+ * approved one into a single-use code bound to the client, the redirect URI, the PKCE challenge,
+ * the scopes and the resources, and to a DPoP key when the request names one (`dpop_jkt`).
  *
  * The order of the checks matters: until the client and its redirect URI are known to be good, an
  * error is shown to the person and never sent to the redirect URI (an unchecked one would make the
@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { Buffer } from 'node:buffer';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { isWildcard } from '../core/scopes.ts';
@@ -38,6 +39,11 @@ export interface AuthorizationRequest {
   readonly scopes: readonly string[];
   readonly audiences: readonly string[];
   readonly codeChallenge: string;
+  /**
+   * RFC 9449 §10 `dpop_jkt`: the RFC 7638 thumbprint of the DPoP key the code is bound to (it
+   * redeems only with a proof of that key), or `undefined` when the request named none.
+   */
+  readonly dpopJkt: string | undefined;
 }
 
 /** Where an authorization error goes: to the person (no trusted redirect URI yet) or back to the client. */
@@ -102,7 +108,7 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
     clientId: client.id,
   });
   if (state === null || (state !== undefined && state.length > STATE_MAX)) return back('request_parameter_invalid');
-  for (const name of ['response_type', 'response_mode', 'scope', 'code_challenge', 'code_challenge_method']) {
+  for (const name of ['response_type', 'response_mode', 'scope', 'code_challenge', 'code_challenge_method', 'dpop_jkt']) {
     if (single(params, name) === null) return back('request_parameter_repeated');
   }
   if (param(params, 'response_type') !== 'code') return back('authorize_response_type_unsupported');
@@ -114,10 +120,11 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
   // parameters while the client believes its signed or pushed ones apply (OIDC Core §6).
   if (params.has('request')) return back('authorize_request_object_unsupported');
   if (params.has('request_uri')) return back('authorize_request_uri_unsupported');
-  // RFC 9449 §10: `dpop_jkt` asks for the code to be bound to a DPoP key, so that it redeems only
-  // with a proof of that key. Codes are not bound to keys here; answering anyway would hand the
-  // client a code it believes only its key can redeem.
-  if (params.has('dpop_jkt')) return back('authorize_dpop_jkt_unsupported');
+  // RFC 9449 §10: `dpop_jkt` binds the code to a DPoP key, so that it redeems only with a proof of
+  // that key. A value that is no SHA-256 thumbprint could never match a proof's key: refused rather
+  // than answered with a code nothing can redeem.
+  const dpopJkt = param(params, 'dpop_jkt');
+  if (dpopJkt !== undefined && !isJwkThumbprint(dpopJkt)) return back('authorize_dpop_jkt_invalid');
   const challenge = param(params, 'code_challenge');
   if (challenge === undefined) return back('pkce_challenge_missing');
   // RFC 7636 §4.3: an absent method means plain, which is refused like an explicit one.
@@ -150,15 +157,27 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
       scopes,
       audiences,
       codeChallenge: challenge,
+      dpopJkt,
     },
   };
+}
+
+/**
+ * An RFC 7638 SHA-256 JWK thumbprint as `dpop_jkt` carries it: the unpadded base64url of 32 bytes,
+ * in its one spelling (43 characters, the last one's unused bits zero), as a proof's key
+ * thumbprint is computed.
+ */
+function isJwkThumbprint(value: string): boolean {
+  if (!/^[A-Za-z0-9_-]{43}$/.test(value)) return false;
+  return Buffer.from(value, 'base64url').toString('base64url') === value;
 }
 
 /**
  * Issue the code for an approved request: 256 random bits, stored only as its SHA-256, valid for
  * `authorization.code_ttl` (at most 60 s), and audited (`authorization.approved`, by its hash,
  * with how it was approved: `detail.method` is `consent_page`, or `remembered` with
- * `detail.remembered_from`, the hash of the code the consent page approval issued).
+ * `detail.remembered_from`, the hash of the code the consent page approval issued; and
+ * `detail.dpop_jkt`, the thumbprint of the DPoP key the code is bound to, when it is).
  */
 export async function issueAuthorizationCode(
   ctx: AuthorizeContext,
@@ -186,6 +205,7 @@ export async function issueAuthorizationCode(
     expiresAt: now + ctx.config.authorization.code_ttl,
     consumedAt: null,
     grantId: null,
+    jkt: request.dpopJkt ?? null,
   });
   ctx.emit({
     kind: 'authorization.approved',
@@ -199,6 +219,7 @@ export async function issueAuthorizationCode(
     detail: {
       aud: [...request.audiences],
       redirect_uri: request.redirectUri,
+      ...(request.dpopJkt !== undefined ? { dpop_jkt: request.dpopJkt } : {}),
       ...(extra.rememberedFrom === undefined
         ? { method: 'consent_page' }
         : { method: 'remembered', remembered_from: extra.rememberedFrom }),

@@ -68,10 +68,11 @@ function page(res: ServerResponse, error: OAuthError, requestId: string): void {
  * What a consent token is bound to: the request as sent and what the page showed for it. The
  * answer re-reads the request against the client as it is then; binding what was shown means a
  * client changed in between (re-registered with more scopes, audiences or redirect URIs) cannot
- * have the person approve more than they saw.
+ * have the person approve more than they saw, and the answer's code is bound to the DPoP key
+ * (`dpop_jkt`, RFC 9449 §10) of the request the page was shown for, or to none if it named none.
  */
 function consentSubject(query: string, request: AuthorizationRequest): string {
-  return JSON.stringify([query, request.client.id, request.redirectUri, request.scopes, request.audiences]);
+  return JSON.stringify([query, request.client.id, request.redirectUri, request.scopes, request.audiences, request.dpopJkt ?? null]);
 }
 
 /**

@@ -198,6 +198,11 @@ export interface AuthorizationCodeRecord {
   readonly consumedAt: number | null;
   /** The grant issued when it was redeemed. */
   readonly grantId: string | null;
+  /**
+   * RFC 9449 §10 `dpop_jkt`: the RFC 7638 thumbprint of the DPoP key the code is bound to (it
+   * redeems only with a proof of that key), or `null` when the authorization request named none.
+   */
+  readonly jkt: string | null;
 }
 
 /**

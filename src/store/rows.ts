@@ -85,6 +85,7 @@ export function codeFrom(r: Row): AuthorizationCodeRecord {
     expiresAt: num(r.expires_at),
     consumedAt: numOrNull(r.consumed_at),
     grantId: strOrNull(r.grant_id),
+    jkt: strOrNull(r.jkt),
   };
 }
 

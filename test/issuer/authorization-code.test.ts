@@ -2,14 +2,15 @@
  * The authorization code grant at the token endpoint, with codes issued through the service's
  * authorization decisions (the HTTP front door and consent page are tested in
  * test/server/authorize.test.ts): PKCE S256 only, exact redirect URI match, codes single use and
- * short-lived, a replay revoking the grant issued from the code, RFC 8707 resources, public
- * clients limited to this grant and refresh.
+ * short-lived, a replay revoking the grant issued from the code, RFC 8707 resources, codes bound
+ * to a DPoP key (`dpop_jkt`, RFC 9449 §10), public clients limited to this grant and refresh.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, type JWK, SignJWT } from 'jose';
 import { ClientInputError } from '../../src/issuer/clients.ts';
-import { tokenHash } from '../../src/issuer/secrets.ts';
+import { sha256, tokenHash } from '../../src/issuer/secrets.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 import { bearer } from '../helpers/tokens.ts';
@@ -59,6 +60,8 @@ interface AuthzOptions {
   challenge?: string;
   method?: string | undefined;
   subject?: string;
+  /** RFC 9449 §10: bind the code to this DPoP key thumbprint. */
+  dpopJkt?: string;
 }
 
 /** Run the authorization decision and approve it: the code, as the redirect would carry it. */
@@ -74,6 +77,7 @@ async function codeFor(o: AuthzOptions = {}): Promise<{ code: string; verifier: 
     resource: o.resource ?? API,
     state: 'st-1',
   });
+  if (o.dpopJkt !== undefined) params.set('dpop_jkt', o.dpopJkt);
   const outcome = await issuer.service.checkAuthorizationRequest(params);
   assert.equal(outcome.ok, true, outcome.ok ? '' : outcome.error.code);
   if (!outcome.ok) throw new Error('unreachable');
@@ -377,6 +381,137 @@ describe('attacks on the code', () => {
       }),
     );
     assert.equal(outcome.ok ? 'ok' : outcome.error.error, 'invalid_scope');
+  });
+});
+
+describe('codes bound to a DPoP key (dpop_jkt, RFC 9449 §10)', () => {
+  const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+  const thief = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const thiefJwk = thief.publicKey.export({ format: 'jwk' }) as JWK;
+  let jkt: string;
+  before(async () => {
+    jkt = await calculateJwkThumbprint(holderJwk);
+  });
+
+  /** A token-endpoint DPoP proof signed by `key` (the service's clock: tests move it). */
+  const proof = (key: KeyObject = holder.privateKey, jwk: JWK = holderJwk) =>
+    new SignJWT({ htm: 'POST', htu: `${issuer.url}/oauth2/token`, iat: now, jti: crypto.randomUUID() })
+      .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk } as never)
+      .sign(key);
+
+  it('redeems with a proof of the bound key: a DPoP token bound to it (cnf.jkt), and a refresh token bound to it too', async () => {
+    const { code, verifier } = await codeFor({ dpopJkt: jkt });
+    assert.equal((await issuer.store.getAuthorizationCode(sha256(code)))?.jkt, jkt, 'the code is stored with its key');
+    const res = await redeem({ code, code_verifier: verifier }, { dpop: await proof() });
+    const body = (await res.json()) as Record<string, string>;
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.token_type, 'DPoP');
+    assert.deepEqual(decodeJwt(body.access_token as string).cnf, { jkt });
+    assert.equal((await issuer.store.getRefreshToken(sha256(body.refresh_token as string)))?.jkt, jkt);
+    const refreshed = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'refresh_token', refresh_token: body.refresh_token as string, client_id: 'mcp-app' },
+      { dpop: await proof() },
+    );
+    const r = (await refreshed.json()) as Record<string, string>;
+    assert.equal(refreshed.status, 200, JSON.stringify(r));
+    assert.deepEqual(decodeJwt(r.access_token as string).cnf, { jkt });
+  });
+
+  it('bound code stolen with its verifier, redeemed without a DPoP proof (a bearer token for it): invalid_grant, and the code is not spent', async () => {
+    const { code, verifier } = await codeFor({ dpopJkt: jkt });
+    await expectError(await redeem({ code, code_verifier: verifier }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'code_dpop_key_mismatch');
+    const res = await redeem({ code, code_verifier: verifier }, { dpop: await proof() });
+    assert.equal(res.status, 200, await res.text());
+  });
+
+  it('bound code stolen with its verifier, redeemed with a proof of another key: invalid_grant, and the code is not spent', async () => {
+    const { code, verifier } = await codeFor({ dpopJkt: jkt });
+    await expectError(
+      await redeem({ code, code_verifier: verifier }, { dpop: await proof(thief.privateKey, thiefJwk) }),
+      400,
+      'invalid_grant',
+    );
+    assert.equal(await lastDenial(), 'code_dpop_key_mismatch');
+    const res = await redeem({ code, code_verifier: verifier }, { dpop: await proof() });
+    assert.equal(res.status, 200, await res.text());
+  });
+
+  it('redeemed bound code replayed without its key: refused, and the grant issued from it is not revoked', async () => {
+    const { code, verifier } = await codeFor({ dpopJkt: jkt });
+    const first = (await (await redeem({ code, code_verifier: verifier }, { dpop: await proof() })).json()) as Record<string, string>;
+    const grantId = decodeJwt(first.access_token as string).grant_id as string;
+    await expectError(
+      await redeem({ code, code_verifier: verifier }, { dpop: await proof(thief.privateKey, thiefJwk) }),
+      400,
+      'invalid_grant',
+    );
+    assert.equal(await lastDenial(), 'code_dpop_key_mismatch');
+    await expectError(await redeem({ code, code_verifier: verifier }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'code_dpop_key_mismatch');
+    assert.equal((await issuer.store.getGrant(grantId))?.revokedAt, null);
+    // The holder of the key presenting it again is a reuse, and revokes.
+    await expectError(await redeem({ code, code_verifier: verifier }, { dpop: await proof() }), 400, 'invalid_grant');
+    assert.equal(await lastDenial(), 'authorization_code_reused');
+    assert.equal((await issuer.store.getGrant(grantId))?.revokedReason, 'authorization_code_reused');
+  });
+
+  it('a code without dpop_jkt is unbound, as before: it redeems with no proof (Bearer) or with a proof of any key (bound to that key)', async () => {
+    const plain = await codeFor();
+    assert.equal((await issuer.store.getAuthorizationCode(sha256(plain.code)))?.jkt, null);
+    const bearerRes = (await (await redeem({ code: plain.code, code_verifier: plain.verifier })).json()) as Record<string, string>;
+    assert.equal(bearerRes.token_type, 'Bearer');
+    const other = await codeFor();
+    const res = await redeem({ code: other.code, code_verifier: other.verifier }, { dpop: await proof(thief.privateKey, thiefJwk) });
+    const body = (await res.json()) as Record<string, string>;
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.deepEqual(decodeJwt(body.access_token as string).cnf, { jkt: await calculateJwkThumbprint(thiefJwk) });
+  });
+
+  it('malformed dpop_jkt (not a 43-character base64url SHA-256 thumbprint): refused at the authorization request, back to the client', async () => {
+    const bad = [
+      jkt.slice(1),
+      `${jkt}A`,
+      `${jkt.slice(0, 42)}=`,
+      `${jkt.slice(0, 41)}+/`,
+      `${jkt.slice(0, 42)}B`, // 43 characters, but not the encoding of 32 bytes (the last one's low bits set)
+      'not-a-thumbprint',
+      jkt.replace(/^./, '.'),
+    ];
+    for (const value of bad) {
+      const { challenge } = pkcePair();
+      const params = new URLSearchParams({
+        response_type: 'code',
+        client_id: 'mcp-app',
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        dpop_jkt: value,
+      });
+      const outcome = await issuer.service.checkAuthorizationRequest(params);
+      assert.equal(outcome.ok, false, value);
+      if (outcome.ok) continue;
+      assert.equal(outcome.error.code, 'authorize_dpop_jkt_invalid', value);
+      assert.equal(outcome.error.error, 'invalid_request');
+      assert.equal(outcome.redirect?.uri, REDIRECT, 'sent back to the client');
+    }
+  });
+
+  it('dpop_jkt repeated (two keys, which one binds?): refused as a repeated parameter', async () => {
+    const { challenge } = pkcePair();
+    const params = new URLSearchParams({
+      response_type: 'code',
+      client_id: 'mcp-app',
+      redirect_uri: REDIRECT,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      dpop_jkt: jkt,
+    });
+    params.append('dpop_jkt', await calculateJwkThumbprint(thiefJwk));
+    const outcome = await issuer.service.checkAuthorizationRequest(params);
+    assert.equal(outcome.ok ? 'ok' : outcome.error.code, 'request_parameter_repeated');
   });
 });
 

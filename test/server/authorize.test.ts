@@ -2,12 +2,14 @@
  * `/oauth2/authorize` and the consent page over real HTTP, the person vouched for by the trusted
  * SSO-proxy headers: approval and denial redirects with state and iss (RFC 9207), errors shown
  * and never redirected before the redirect URI is verified, the anti-CSRF token bound to the
- * request and the person, escaping, framing and CSP headers, and the header login refused from an
- * untrusted peer or without the shared secret.
+ * request (its DPoP key, `dpop_jkt`, included) and the person, codes bound to that key (RFC 9449
+ * §10), escaping, framing and CSP headers, and the header login refused from an untrusted peer or
+ * without the shared secret.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, type JWK, SignJWT } from 'jose';
 import {
   answerConsent,
   approve,
@@ -26,6 +28,20 @@ const HOSTILE = `<script>alert(1)</script>"' onload=x`;
 
 let issuer: RunningIssuer;
 let endpoint: string;
+
+/** The client's DPoP key (RFC 9449 §10 binds the code to its thumbprint), and an attacker's. */
+const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const jwkOf = (k: { publicKey: KeyObject }) => k.publicKey.export({ format: 'jwk' }) as JWK;
+const HOLDER_JKT = await calculateJwkThumbprint(jwkOf(holder));
+const OTHER_JKT = await calculateJwkThumbprint(jwkOf(other));
+
+/** A token-endpoint DPoP proof signed by `key`. */
+function proof(key: { privateKey: KeyObject; publicKey: KeyObject }): Promise<string> {
+  return new SignJWT({ htm: 'POST', htu: `${issuer.url}/oauth2/token`, iat: Math.floor(Date.now() / 1000), jti: crypto.randomUUID() })
+    .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: jwkOf(key) } as never)
+    .sign(key.privateKey);
+}
 
 before(async () => {
   issuer = await startIssuer({ config: { token_service: { authorization: authorizationConfig() } } as never });
@@ -196,18 +212,88 @@ describe('errors before the redirect URI is verified are shown, never redirected
     }
   });
 
-  it('DPoP code binding downgrade (dpop_jkt, RFC 9449 §10, silently ignored: the code redeems without that key): refused back to the client, no consent page', async () => {
-    const res = await fetch(authorizeUrl({ dpop_jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }), {
-      headers: personHeaders(),
-      redirect: 'manual',
-    });
+  it('malformed dpop_jkt (RFC 9449 §10: a base64url SHA-256 JWK thumbprint): refused back to the client with state and iss, no consent page', async () => {
+    for (const dpop_jkt of [`${HOLDER_JKT}x`, HOLDER_JKT.slice(1), `${HOLDER_JKT.slice(0, 42)}=`, 'abc+/']) {
+      const res = await fetch(authorizeUrl({ dpop_jkt }), { headers: personHeaders(), redirect: 'manual' });
+      assert.equal(res.status, 303, await res.text());
+      const back = new URL(res.headers.get('location') as string);
+      assert.equal(back.searchParams.get('error'), 'invalid_request');
+      assert.equal(back.searchParams.get('code'), null);
+      assert.equal(back.searchParams.get('state'), 'xyz-state');
+      assert.equal(back.searchParams.get('iss'), issuer.url);
+    }
+    assert.ok((await audit('authorization.denied')).includes('authorize_dpop_jkt_invalid'));
+  });
+
+  it('dpop_jkt repeated (which key binds?): refused back to the client', async () => {
+    const url = new URL(authorizeUrl({ dpop_jkt: HOLDER_JKT }));
+    url.searchParams.append('dpop_jkt', OTHER_JKT);
+    const res = await fetch(url, { headers: personHeaders(), redirect: 'manual' });
     assert.equal(res.status, 303, await res.text());
     const back = new URL(res.headers.get('location') as string);
     assert.equal(back.searchParams.get('error'), 'invalid_request');
     assert.equal(back.searchParams.get('code'), null);
+  });
+});
+
+describe('codes bound to a DPoP key (dpop_jkt, RFC 9449 §10)', () => {
+  const redeem = (code: string, verifier: string, dpop?: string) =>
+    issuer.post(
+      '/oauth2/token',
+      { grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT, client_id: 'mcp-app' },
+      dpop === undefined ? {} : { dpop },
+    );
+
+  it('the code approved on the consent page redeems only with a proof of the key the request named, for a token bound to it', async () => {
+    const { verifier, challenge } = pkcePair();
+    const back = await approve(authorizeUrl({ dpop_jkt: HOLDER_JKT }, challenge));
     assert.equal(back.searchParams.get('state'), 'xyz-state');
-    assert.equal(back.searchParams.get('iss'), issuer.url);
-    assert.ok((await audit('authorization.denied')).includes('authorize_dpop_jkt_unsupported'));
+    const code = back.searchParams.get('code') as string;
+    for (const res of [await redeem(code, verifier), await redeem(code, verifier, await proof(other))]) {
+      const body = (await res.json()) as { error: string };
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_grant');
+    }
+    assert.equal(
+      (await audit('token.denied')).filter((r) => r === 'code_dpop_key_mismatch').length >= 2,
+      true,
+      'audited as code_dpop_key_mismatch',
+    );
+    const res = await redeem(code, verifier, await proof(holder));
+    const body = (await res.json()) as { access_token: string; token_type: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.token_type, 'DPoP');
+    assert.deepEqual(decodeJwt(body.access_token).cnf, { jkt: HOLDER_JKT });
+    await issuer.service.audit.flush();
+    const approved = (await issuer.store.queryAudit({ kinds: ['authorization.approved'], limit: 10_000 })).at(-1);
+    assert.equal(approved?.detail?.dpop_jkt, HOLDER_JKT, 'the approval names the key its code is bound to');
+  });
+
+  for (const [what, tamper] of [
+    ['swapped for the attacker’s key', (q: URLSearchParams) => q.set('dpop_jkt', OTHER_JKT)],
+    ['removed', (q: URLSearchParams) => q.delete('dpop_jkt')],
+  ] as const) {
+    it(`dpop_jkt ${what} between the consent page and the approval: the answer is refused, no code`, async () => {
+      const { fields } = await openConsent(authorizeUrl({ dpop_jkt: HOLDER_JKT }));
+      const q = new URLSearchParams(fields.request);
+      assert.equal(q.get('dpop_jkt'), HOLDER_JKT, 'the form carries the key the page was shown for');
+      tamper(q);
+      const before = (await audit('authorization.denied')).filter((r) => r === 'authorize_consent_invalid').length;
+      const res = await answerConsent(endpoint, { request: q.toString(), csrf: fields.csrf, decision: 'approve' });
+      if (res.status === 303)
+        assert.fail(
+          `answered with a redirect: ${new URL(res.headers.get('location') as string).searchParams.has('code') ? 'a code' : 'no code'}`,
+        );
+      await expectPage(res, 400);
+      assert.equal((await audit('authorization.denied')).filter((r) => r === 'authorize_consent_invalid').length, before + 1);
+    });
+  }
+
+  it('dpop_jkt added to a request whose page showed none: the answer is refused, no code', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    const q = new URLSearchParams(fields.request);
+    q.set('dpop_jkt', OTHER_JKT);
+    await expectPage(await answerConsent(endpoint, { request: q.toString(), csrf: fields.csrf, decision: 'approve' }), 400);
   });
 });
 

@@ -7,12 +7,13 @@
  * page again. Off by default.
  */
 import assert from 'node:assert/strict';
-import { createSecretKey, randomBytes } from 'node:crypto';
+import { createSecretKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, type JWK } from 'jose';
 import { buildTrace } from '../../src/audit/trace.ts';
 import { formatTrace } from '../../src/cli/commands/trace.ts';
+import { sha256 } from '../../src/issuer/secrets.ts';
 import { createOidcAuthenticator, type OidcOptions } from '../../src/server/oidc-authenticator.ts';
 import { createTrustedHeaderAuthenticator, type TrustedHeaderOptions } from '../../src/server/trusted-header-authenticator.ts';
 import type { GrantSelector } from '../../src/store/contract.ts';
@@ -168,6 +169,28 @@ describe('remembered consent', () => {
     assert.ok(approval?.remembered_from, 'names the approval on the consent page it came from');
     assert.ok(Date.parse(approval.remembered_from.time) <= Date.parse(approval.time));
     assert.match(formatTrace(trace, 'trace'), new RegExp(`approved by ${who} \\S+ by a remembered consent \\(consent page \\S+ request `));
+  });
+
+  it('a request with dpop_jkt answered by a remembered consent: the code is bound to that request’s key (RFC 9449 §10), not redeemable without it', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    const jkt = await calculateJwkThumbprint(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as JWK);
+    const { verifier, challenge } = pkcePair();
+    const again = await ask(authorizeUrl(issuer.url, { dpop_jkt: jkt }, challenge), who);
+    assert.equal(again.kind, 'redirect');
+    if (again.kind !== 'redirect') return;
+    const code = again.location.searchParams.get('code') as string;
+    assert.equal((await issuer.store.getAuthorizationCode(sha256(code)))?.jkt, jkt);
+    const res = await issuer.post('/oauth2/token', {
+      grant_type: 'authorization_code',
+      code,
+      code_verifier: verifier,
+      redirect_uri: REDIRECT,
+      client_id: 'mcp-app',
+    });
+    const body = (await res.json()) as { error: string };
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(body.error, 'invalid_grant');
   });
 
   it('a wider scope shows the page', async () => {

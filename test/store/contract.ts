@@ -98,6 +98,7 @@ function code(overrides: Partial<AuthorizationCodeRecord> = {}, now = 1_800_000_
     expiresAt: now + 60,
     consumedAt: null,
     grantId: null,
+    jkt: null,
     ...overrides,
   };
 }
@@ -590,6 +591,20 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const after = await store.getAuthorizationCode(c.hash);
         assert.equal(after?.consumedAt, now + 1);
         assert.equal(after?.grantId, g.id);
+      });
+
+      it('keeps the DPoP key a code is bound to (dpop_jkt, RFC 9449 §10) through its redemption', async () => {
+        const now = clock.now();
+        const bound = code({ jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }, now);
+        await store.createAuthorizationCode(bound);
+        assert.deepEqual(await store.getAuthorizationCode(bound.hash), bound);
+        const unbound = code({}, now);
+        await store.createAuthorizationCode(unbound);
+        assert.equal((await store.getAuthorizationCode(unbound.hash))?.jkt, null);
+        assert.equal((await redeem(bound.hash, now + 1, grantFor(now))).status, 'redeemed');
+        const after = await store.getAuthorizationCode(bound.hash);
+        assert.equal(after?.jkt, bound.jkt);
+        assert.equal(after?.consumedAt, now + 1);
       });
 
       it('treats a redeemed code presented again as a replay: the grant issued from it and its subtree are revoked', async () => {

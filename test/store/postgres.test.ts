@@ -268,6 +268,31 @@ if (!reachable) {
       }
     });
 
+    it('gives codes written before migration 10 no DPoP key (jkt NULL): they redeem as they did', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        // Back to schema 9, with a code an older Tessera wrote.
+        await c.query('DROP INDEX clients_id_lower');
+        await c.query('ALTER TABLE authorization_codes DROP COLUMN jkt');
+        await c.query('DELETE FROM schema_migrations WHERE version > 9');
+        await c.query(
+          `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
+           VALUES ('h-old', 'agent', NULL, 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', 'alice', 'https://issuer.test', '[]', '[]', 1, 2)`,
+        );
+      } finally {
+        await c.end();
+      }
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        assert.equal((await store.getAuthorizationCode('h-old'))?.jkt, null);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('fills in the jti and token hash of events written before migration 4, so tessera trace finds them', async () => {
       const schema = schemaName();
       await (await PostgresStore.open({ connectionString: url, schema })).close();

@@ -16,7 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
-  if (version < 10) db.exec('DROP INDEX clients_id_nocase');
+  if (version < 10) db.exec('DROP INDEX clients_id_nocase; ALTER TABLE authorization_codes DROP COLUMN jkt');
   if (version < 9) db.exec('DROP TABLE remembered_consents');
   if (version < 7) db.exec('DROP TABLE removed_signing_keys');
   if (version < 6) db.exec('ALTER TABLE refresh_tokens DROP COLUMN jkt');
@@ -105,6 +105,22 @@ describe('sqlite store specifics', () => {
     }[];
     db.close();
     assert.match(plan.map((r) => r.detail).join('; '), /USING (COVERING )?INDEX clients_id_nocase/);
+  });
+
+  it('gives codes written before migration 10 no DPoP key (jkt NULL): they redeem as they did', async () => {
+    const path = join(dir, 'legacy-codes.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 9);
+    db.prepare(
+      `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
+       VALUES ('h-old', 'agent', NULL, 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', 'alice', 'https://issuer.test', '[]', '[]', 1, 2)`,
+    ).run();
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
+    assert.equal((await store.getAuthorizationCode('h-old'))?.jkt, null);
+    await store.close();
   });
 
   it('refuses a database migrated by a newer Tessera', async () => {

@@ -1,11 +1,11 @@
 /**
  * The authorization code grant at the token endpoint (RFC 6749 §4.1.3, OAuth 2.1 §4.1.3): the code
  * is checked against everything it was bound to when the person approved (client, redirect URI,
- * PKCE challenge, resources), then redeemed once, atomically, into a root grant carrying the
- * person as subject and the approved scopes, with an access token for the approved resource and a
- * refresh token (rotated and reuse-detected by the refresh grant). A code presented again, with
- * its verifier, revokes the grant issued from it and everything derived from that grant (RFC 6749
- * §4.1.2).
+ * PKCE challenge, resources, and the DPoP key the request's `dpop_jkt` named, RFC 9449 §10), then
+ * redeemed once, atomically, into a root grant carrying the person as subject and the approved
+ * scopes, with an access token for the approved resource and a refresh token (rotated and
+ * reuse-detected by the refresh grant). A code presented again, with its verifier, revokes the
+ * grant issued from it and everything derived from that grant (RFC 6749 §4.1.2).
  *
  * @module
  */
@@ -56,6 +56,10 @@ export async function authorizationCode(
   if (verifier === undefined) throw new OAuthError('pkce_verifier_missing');
   if (!isVerifier(verifier)) throw new OAuthError('pkce_verifier_malformed');
   if (!verifierMatches(verifier, record.codeChallenge)) throw new OAuthError('pkce_verifier_mismatch');
+  // RFC 9449 §10: a code bound to a DPoP key (the request's dpop_jkt) redeems only with a proof of
+  // that key. A binding like the verifier: a thief holding both code and verifier, but not the
+  // key, neither redeems the code nor, replaying a redeemed one, revokes the person's grant.
+  if (record.jkt !== null && record.jkt !== jkt) throw new OAuthError('code_dpop_key_mismatch');
   let audiences = record.audiences;
   // A redeemed code goes straight to the redemption, which detects the replay whatever its age or
   // resources; a current one is checked for those before it is spent.

@@ -186,8 +186,12 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
   {
     // The case-insensitive client lookup (a person's subject passing for a client) reads an index
     // instead of every client; dynamic registration can make many. Client ids are ASCII.
+    // authorization_codes.jkt: a code bound to a DPoP key by the request's dpop_jkt (RFC 9449 §10).
     version: 10,
-    sql: 'CREATE INDEX clients_id_lower ON clients (lower(id));',
+    sql: `
+      CREATE INDEX clients_id_lower ON clients (lower(id));
+      ALTER TABLE authorization_codes ADD COLUMN jkt text;
+    `,
   },
 ];
 
@@ -754,8 +758,8 @@ export class PostgresStore implements Store {
   async createAuthorizationCode(x: AuthorizationCodeRecord): Promise<void> {
     try {
       await this.#q(
-        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
         [
           x.hash,
           x.clientId,
@@ -769,6 +773,7 @@ export class PostgresStore implements Store {
           x.expiresAt,
           x.consumedAt,
           x.grantId,
+          x.jkt,
         ],
       );
     } catch (e) {

@@ -205,7 +205,10 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 10,
     description:
-      'clients_id_nocase: the case-insensitive client lookup that refuses a person’s subject passing for a client (token exchange, authorize) reads an index instead of every client (dynamic registration can make many)',
-    sql: 'CREATE INDEX clients_id_nocase ON clients (id COLLATE NOCASE);',
+      'clients_id_nocase: the case-insensitive client lookup that refuses a person’s subject passing for a client (token exchange, authorize) reads an index instead of every client (dynamic registration can make many); authorization_codes.jkt: a code bound to a DPoP key by the request’s dpop_jkt (RFC 9449 §10)',
+    sql: `
+      CREATE INDEX clients_id_nocase ON clients (id COLLATE NOCASE);
+      ALTER TABLE authorization_codes ADD COLUMN jkt TEXT;
+    `,
   },
 ];

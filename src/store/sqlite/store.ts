@@ -566,8 +566,8 @@ export class SqliteStore implements Store {
   async createAuthorizationCode(c: AuthorizationCodeRecord): Promise<void> {
     try {
       this.#stmt(
-        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         c.hash,
         c.clientId,
@@ -581,6 +581,7 @@ export class SqliteStore implements Store {
         c.expiresAt,
         c.consumedAt,
         c.grantId,
+        c.jkt,
       );
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('an authorization code with this hash exists');
