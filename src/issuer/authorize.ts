@@ -20,7 +20,7 @@ import { type ClientRegistry, type CompiledClient, DYNAMIC_CLIENT_ID_PREFIX } fr
 import type { BaseContext } from './context.ts';
 import { covers, param, parseScope, targets } from './params.ts';
 import { isS256Challenge } from './pkce.ts';
-import { isLoopbackRedirectUri, matchRedirectUri } from './redirect-uris.ts';
+import { isLoopbackRedirectUri, matchRedirectUri, redirectUriProblem } from './redirect-uris.ts';
 import { randomSecret, sha256, tokenHash } from './secrets.ts';
 
 /** Prefix of authorization codes, so a leaked one is recognisable. */
@@ -91,7 +91,8 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
   // OAuth 2.1 §4.1.1: may be omitted only when exactly one is registered.
   const redirectUri =
     requested === undefined ? (registered.length === 1 ? registered[0] : undefined) : matchRedirectUri(registered, requested);
-  if (redirectUri === undefined) return page('authorize_redirect_uri_invalid');
+  // One registered before the rules of redirectUriProblem tightened must not receive codes either.
+  if (redirectUri === undefined || redirectUriProblem(redirectUri) !== undefined) return page('authorize_redirect_uri_invalid');
 
   // From here on the redirect URI is the client's own: errors go back to it, with no page in
   // between. Except for a dynamically registered client's https URI: anyone may have registered

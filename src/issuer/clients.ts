@@ -85,7 +85,18 @@ export function isClientName(name: string): boolean {
  * RFC 8265 compares identifiers). Usually one name: an ASCII subject reads only as itself.
  */
 function readings(subject: string): Set<string> {
-  return new Set([subject.toLowerCase(), subject.toUpperCase().toLowerCase(), subject.normalize('NFKC').toUpperCase().toLowerCase()]);
+  return new Set([
+    subject.toLowerCase(),
+    subject.toUpperCase().toLowerCase(),
+    subject.normalize('NFKC').toUpperCase().toLowerCase(),
+    // `İ` (U+0130): JavaScript lower-cases it to `i` and a combining dot, Java's equalsIgnoreCase
+    // and Turkish-aware collations to `i`.
+    subject
+      .replace(/\u0130/g, 'i')
+      .normalize('NFKC')
+      .toUpperCase()
+      .toLowerCase(),
+  ]);
 }
 
 /** What an operator may change on a registered client (`tessera clients update`). */

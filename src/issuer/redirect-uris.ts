@@ -39,7 +39,9 @@ export function redirectUriProblem(uri: string): string | undefined {
   // to whoever reads the registration) and decodes "evil%2etest" or "127.1"; what is stored, shown
   // and matched would then not say where codes are sent.
   const written = uri.slice(u.protocol.length);
-  if (!written.startsWith('//') || !written.slice(2).toLowerCase().startsWith(u.hostname)) {
+  const authority = written.startsWith('//') ? /^[^/?#]*/.exec(written.slice(2))?.[0] : undefined;
+  // The whole host as written (`127.0.0.1.` is not `127.0.0.1`), an explicit port aside.
+  if (authority === undefined || authority.toLowerCase().replace(/:\d*$/, '') !== u.hostname) {
     return `redirect URI "${uri}" must spell its host as it is reached (//host, no percent-encoding, a canonical IP address)`;
   }
   // RFC 6749 §3.1.2: no fragment. Credentials in a redirect URI would be handed to every browser.

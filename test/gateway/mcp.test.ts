@@ -693,7 +693,8 @@ describe('gateway: MCP discovery behind a proxy that mounts the gateway under a 
     upstream = await startMcpUpstream();
     gw = await startGateway({
       ...baseConfig(),
-      server: { public_url: `${PUBLIC}/` },
+      // Written with an upper-case host and the default port: the resource is the URL's normal form.
+      server: { public_url: 'https://GW.example.com:443/tessera/' },
       scopes: { 'mcp:use': {} },
       gateway: { routes: [mcpRoute(upstream.url, [{ scopes: ['mcp:use'] }])] },
     });

@@ -532,7 +532,14 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('a person the provider names like a client in a Unicode spelling (dotless ı, Kelvin sign, full-width letters: Java equalsIgnoreCase, PRECIS and NFKC read them as the client id): refused at authorize, audited', async () => {
     await issuer.service.registerClient({ id: 'billing-kiosk', scopes: [], audiences: ['https://api.test'] });
-    for (const sub of ['b\u0131lling-kiosk', 'billing-\u212Aiosk', 'ＢＩＬＬＩＮＧ-kiosk', '\u017Ftatic:ci']) {
+    for (const sub of [
+      'b\u0131lling-kiosk',
+      'b\u0130lling-kiosk',
+      'billing-\u212Aiosk',
+      'ＢＩＬＬＩＮＧ-kiosk',
+      '\u017Ftatic:ci',
+      'stat\u0130c:ci',
+    ]) {
       const browser = new Browser();
       const p = await begin(browser);
       rogue.idToken = () => idToken({ nonce: p.get('nonce'), sub });

@@ -161,6 +161,7 @@ describe('dynamic client registration', () => {
       'https://evil%2etest/cb',
       'http://127.1:33418/cb',
       'http://2130706433/cb',
+      'http://127.0.0.1.:33418/cb',
     ]) {
       await expectError(await register({ ...mcpClient, redirect_uris: [uri] }), 400, 'invalid_redirect_uri');
     }
@@ -168,6 +169,28 @@ describe('dynamic client registration', () => {
     for (const uri of ['https://App.Test/cb', 'https://app.test:443/cb', 'http://[::1]:33418/cb', 'http://localhost:33418/cb']) {
       assert.equal((await register({ ...mcpClient, redirect_uris: [uri] })).status, 201, uri);
     }
+  });
+
+  it('a redirect URI stored before the host-spelling rule (https:///evil.test/cb) receives no code: refused as a page at authorize', async () => {
+    const res = await register({ ...mcpClient, redirect_uris: ['https://legacy.test/cb'] });
+    const clientId = ((await res.json()) as { client_id: string }).client_id;
+    // As an older Tessera stored it, before registration refused it.
+    const legacy = 'https:///evil.test/cb';
+    const stored = (await issuer.store.getClient(clientId)) as NonNullable<Awaited<ReturnType<typeof issuer.store.getClient>>>;
+    await issuer.store.deleteClient(clientId);
+    await issuer.store.createClient({ ...stored, redirectUris: [legacy] });
+    issuer.service.clients.invalidate();
+    const q = new URLSearchParams({
+      client_id: clientId,
+      redirect_uri: legacy,
+      response_type: 'code',
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+      state: 's',
+    });
+    const page = await fetch(`${issuer.url}/oauth2/authorize?${q}`, { redirect: 'manual' });
+    assert.equal(page.status, 400);
+    assert.equal(page.headers.get('location'), null);
   });
 
   it('DCR without the initial access token, or with a wrong one: 401 invalid_token with a Bearer challenge', async () => {

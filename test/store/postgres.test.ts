@@ -268,7 +268,7 @@ if (!reachable) {
       }
     });
 
-    it('gives codes written before migration 10 no DPoP key (jkt NULL): they redeem as they did', async () => {
+    it('reads codes written before migration 10 with no DPoP key (jkt NULL), so they redeem unbound', async () => {
       const schema = schemaName();
       await (await PostgresStore.open({ connectionString: url, schema })).close();
       const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });

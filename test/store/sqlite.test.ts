@@ -107,7 +107,7 @@ describe('sqlite store specifics', () => {
     assert.match(plan.map((r) => r.detail).join('; '), /USING (COVERING )?INDEX clients_id_nocase/);
   });
 
-  it('gives codes written before migration 10 no DPoP key (jkt NULL): they redeem as they did', async () => {
+  it('reads codes written before migration 10 with no DPoP key (jkt NULL), so they redeem unbound', async () => {
     const path = join(dir, 'legacy-codes.db');
     (await SqliteStore.open({ path })).close();
     const db = new DatabaseSync(path);

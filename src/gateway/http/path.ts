@@ -66,14 +66,16 @@ function wellFormedUtf8(path: string): boolean {
 const EDGE_SPACE = /^[\s\u0085\u180e]|[\s\u0085\u180e]$/u;
 
 /**
- * Whether the segment `out[start, end)` opens or closes on whitespace once decoded, also behind
- * trailing dots (Windows and IIS drop trailing dots and spaces alike: `admin%20.` is `admin`).
- * Only a segment whose edge is an escape, or that ends in a dot, can.
+ * Whether the segment `out[start, end)` opens or closes on whitespace once decoded (once or twice:
+ * `admin%2520`), also behind trailing dots (Windows and IIS drop trailing dots and spaces alike:
+ * `admin%20.` is `admin`). Only a segment that opens or closes (before its trailing dots) on an
+ * escape, `%XX` or `%25XX`, can.
  */
 function edgeSpace(out: string, start: number, end: number): boolean {
   let last = end;
   while (last > start && out.charCodeAt(last - 1) === 0x2e) last--;
-  const closesOnEscape = last - start >= 3 && (out.charCodeAt(last - 3) === 0x25 || out.charCodeAt(last - 5) === 0x25);
+  const closesOnEscape =
+    (last - start >= 3 && out.charCodeAt(last - 3) === 0x25) || (last - start >= 5 && out.charCodeAt(last - 5) === 0x25);
   if (out.charCodeAt(start) !== 0x25 && !closesOnEscape) return false;
   const once = decodeURIComponent(out.slice(start, last));
   if (EDGE_SPACE.test(once)) return true;
