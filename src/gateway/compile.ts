@@ -138,6 +138,8 @@ export interface GatewayState {
   /** Proxies in front of the gateway (`gateway.trust_proxy`). */
   readonly trustedProxies: BlockList;
   readonly publicUrl: string | undefined;
+  /** `publicUrl` in normal form (lower-case host, no default port) without its trailing slash. */
+  readonly publicBase: string | undefined;
   /**
    * The host of the gateway's own URL without `publicUrl`: the host it listens on as a URL writes
    * it, `undefined` for a wildcard address (each connection's local address then).
@@ -176,6 +178,13 @@ function ruleScopes(r: RouteConfig): string[] {
   return [...out].sort();
 }
 
+/** `server.public_url` in normal form (lower-case host, no default port), without trailing slash. */
+function publicBaseOf(publicUrl: string | undefined): string | undefined {
+  if (publicUrl === undefined) return undefined;
+  const u = new URL(publicUrl);
+  return u.origin + u.pathname.replace(/\/$/, '');
+}
+
 function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: string | undefined): CompiledMcp {
   const m = r.mcp as NonNullable<RouteConfig['mcp']>;
   // The token service of this process when it runs one, else the issuers the gateway trusts.
@@ -184,7 +193,8 @@ function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: 
   const prefix = r.match.path_prefix?.replace(/\/$/, '') ?? '';
   // A public_url with a path (`https://example.com/tessera`: a proxy in front removes `/tessera`)
   // is part of the derived resource, so of its metadata path too (RFC 9728 §3.1).
-  const publicPath = config.server.public_url === undefined ? '' : new URL(config.server.public_url).pathname.replace(/\/$/, '');
+  const base = publicBaseOf(config.server.public_url);
+  const publicPath = base === undefined ? '' : new URL(base).pathname.replace(/\/$/, '');
   return {
     resource: m.resource,
     prefix,
@@ -417,6 +427,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     metricsPeers,
     trustedProxies,
     publicUrl: config.server.public_url,
+    publicBase: publicBaseOf(config.server.public_url),
     listenHost,
     poolKeys,
     mcpSessionKey: secret === undefined ? deps.mcpSessionKey.key : sessionKeyFromSecret(secret),

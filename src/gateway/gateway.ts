@@ -143,11 +143,7 @@ function acceptedUntil(config: TesseraConfig, p: Principal): number {
  * a proxy in front removes, as the DPoP URL has it), or `https://host[:port]` of the request.
  */
 function baseOf(s: GatewayState, req: IncomingMessage): string {
-  if (s.publicUrl !== undefined) {
-    // Normalized as the metadata path is (compile.ts): lower-case host, no default port.
-    const u = new URL(s.publicUrl);
-    return u.origin + u.pathname.replace(/\/$/, '');
-  }
+  if (s.publicBase !== undefined) return s.publicBase;
   try {
     return new URL(requestOrigin(s, req)).origin;
   } catch {

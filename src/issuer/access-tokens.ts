@@ -141,12 +141,21 @@ export class AccessTokens {
    * the caller, because revocation and introspection treat them differently.
    */
   verify(token: string): OwnToken | undefined {
+    return this.#verify(token, undefined);
+  }
+
+  /** {@link AccessTokens.verify}; `onMiss` is told when the token's header names a key not loaded. */
+  #verify(token: string, onMiss: (() => void) | undefined): OwnToken | undefined {
     if (token.length > MAX_TOKEN_SIZE) return undefined;
     const hash = sha256(token);
     const hit = this.#own.get(hash);
     // A cached token is still re-checked against the key set: its key may have been unpublished.
     if (hit !== undefined) return typeof this.#keys.lookup(hit.kid, hit.alg) === 'string' ? undefined : hit;
-    const own = checkOwnToken(token, this.#issuer, (kid, alg) => this.#keys.lookup(kid, alg));
+    const own = checkOwnToken(token, this.#issuer, (kid, alg) => {
+      const key = this.#keys.lookup(kid, alg);
+      if (key === 'unknown') onMiss?.();
+      return key;
+    });
     if (own !== undefined) this.#own.set(hash, own);
     return own;
   }
@@ -159,20 +168,12 @@ export class AccessTokens {
    * revocation answered 200 while nothing was revoked.
    */
   async verifyFresh(token: string): Promise<OwnToken | undefined> {
-    const own = this.verify(token);
-    if (own !== undefined || !this.#namesUnknownKey(token)) return own;
+    let missed = false;
+    const own = this.#verify(token, () => {
+      missed = true;
+    });
+    if (own !== undefined || !missed) return own;
     return (await this.#keys.refreshAfterMiss()) ? this.verify(token) : undefined;
-  }
-
-  /** Whether `token` looks like one of this service's (`typ` at+jwt) and names a key not loaded. */
-  #namesUnknownKey(token: string): boolean {
-    if (token.length > MAX_TOKEN_SIZE) return false;
-    const split = splitCompact(token);
-    if (!split) return false;
-    const header = decodeJsonSegment(token.slice(0, split.dot1));
-    if (!header || header.typ !== 'at+jwt' || typeof header.kid !== 'string' || typeof header.alg !== 'string') return false;
-    if (!ASYMMETRIC_ALGORITHMS.includes(header.alg as JwsAlgorithm)) return false;
-    return this.#keys.lookup(header.kid, header.alg as JwsAlgorithm) === 'unknown';
   }
 
   isRevoked(t: OwnToken): boolean {
