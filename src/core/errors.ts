@@ -419,6 +419,11 @@ export const ERROR_CODES = {
     error: 'not_found',
     description: 'Session not found.',
   },
+  mcp_event_id_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Last-Event-ID is not an event id of this session.',
+  },
   mcp_upstream_session_invalid: {
     status: 502,
     error: 'bad_gateway',

@@ -44,17 +44,18 @@ import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { requestId } from './http/trace.ts';
 import { readBody, TOO_LARGE } from './mcp/body.ts';
-import { SessionForwardHandler } from './mcp/forward.ts';
+import { type McpSigning, SessionForwardHandler } from './mcp/forward.ts';
 import {
   isIdentityEncoding,
   isJsonContentType,
+  RPC_INVALID_REQUEST,
   RPC_SERVER_ERROR,
   RPC_SESSION_NOT_FOUND,
   readMessage,
   rpcErrorBody,
 } from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
-import { type OpenedSession, openSession, randomSessionKey, signSession } from './mcp/sessions.ts';
+import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
 import { peerAllowed } from './peers.ts';
@@ -102,8 +103,10 @@ interface McpForward {
   readonly presentedSession: string | undefined;
   /** What was read from the body and decided on (a reload decides the exchange again with it). */
   readonly rpc: RpcFacts;
-  /** The id the caller receives for an upstream's session id: signed for this caller. */
-  readonly sign: (id: string) => string;
+  /** The ids the caller receives for an upstream's session and event ids: signed for this caller. */
+  readonly sign: McpSigning;
+  /** The upstream's own event id of a `Last-Event-ID` the caller presented (signed for it). */
+  readonly lastEventId: string | undefined;
 }
 
 /**
@@ -111,8 +114,8 @@ interface McpForward {
  * a session only that way would reach the upstream unchecked, so it is treated as presenting a
  * malformed session id.
  */
-function hasSessionLookalike(req: IncomingMessage): boolean {
-  for (const name in req.headers) if (name !== 'mcp-session-id' && name.replaceAll('_', '-') === 'mcp-session-id') return true;
+function hasLookalike(req: IncomingMessage, header: string): boolean {
+  for (const name in req.headers) if (name !== header && name.replaceAll('_', '-') === header) return true;
   return false;
 }
 
@@ -536,7 +539,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const presented = req.headers['mcp-session-id'];
       let sessionId: string | undefined;
       let presentedSession: string | undefined;
-      if (presented !== undefined || hasSessionLookalike(req)) {
+      if (presented !== undefined || hasLookalike(req, 'mcp-session-id')) {
         const opened: OpenedSession =
           typeof presented === 'string' ? openSession(key, route.id, presented, principal) : { ok: false, reason: 'mcp_session_unknown' };
         if (!opened.ok) {
@@ -545,6 +548,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         sessionId = opened.id;
         presentedSession = presented as string;
+      }
+      // Resuming a stream: only from an event id this caller was sent on this session (events.ts).
+      const resumeFrom = req.headers['last-event-id'];
+      let lastEventId: string | undefined;
+      if (resumeFrom !== undefined || hasLookalike(req, 'last-event-id')) {
+        lastEventId = typeof resumeFrom === 'string' ? openEventId(key, route.id, sessionId ?? null, resumeFrom, principal) : undefined;
+        if (lastEventId === undefined) {
+          denyRpc(x, res, new TesseraError('mcp_event_id_invalid'), RPC_INVALID_REQUEST, null);
+          return;
+        }
       }
       let rpc: RpcFacts = { tool: null, method: null };
       let body: Buffer | undefined;
@@ -580,7 +593,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         sessionId,
         presentedSession,
         rpc,
-        sign: (id) => signSession(key, route.id, id, principal),
+        sign: {
+          session: (id) => signSession(key, route.id, id, principal),
+          event: (session, id) => signEventId(key, route.id, session, id, principal),
+          requestSession: sessionId,
+        },
+        lastEventId,
       });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
@@ -710,6 +728,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     if (mcp?.body !== undefined) decision.headers['content-length'] = String(mcp.body.length);
     // The upstream gets its own session id, without the gateway's MAC.
     if (mcp?.sessionId !== undefined) decision.headers['mcp-session-id'] = mcp.sessionId;
+    if (mcp?.lastEventId !== undefined) decision.headers['last-event-id'] = mcp.lastEventId;
     const headers = upstreamHeaders(s, req, route, decision, x);
     let body: IncomingMessage | AsyncIterable<Uint8Array> | Buffer | null = null;
     if (mcp?.body !== undefined) body = mcp.body;

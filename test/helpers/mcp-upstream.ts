@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { type EventStore, StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { z } from 'zod';
 
 /** What the MCP upstream received: every HTTP request (raw body) and every tool it ran. */
@@ -17,9 +17,10 @@ export interface McpUpstream {
   close(): Promise<void>;
 }
 
-/** Tools `echo`, `files.read`, `files.read_meta`, `files.write`, `admin.reset` (each answers `name:text`) and `slow`;
+/** `eventStore`: one store for every session (resumable streams, as a server keeping events in a shared database has).
+ * Tools `echo`, `files.read`, `files.read_meta`, `files.write`, `admin.reset` (each answers `name:text`) and `slow`;
  * the resource `file:///readme` (text `readme`) and the prompt `greet`. */
-export async function startMcpUpstream(): Promise<McpUpstream> {
+export async function startMcpUpstream(options: { readonly eventStore?: EventStore } = {}): Promise<McpUpstream> {
   const requests: McpUpstream['requests'] = [];
   const toolCalls: string[] = [];
   const transports = new Map<string, StreamableHTTPServerTransport>();
@@ -68,6 +69,7 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
       }
       const t: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
+        ...(options.eventStore ? { eventStore: options.eventStore } : {}),
         onsessioninitialized: (id) => {
           transports.set(id, t);
         },

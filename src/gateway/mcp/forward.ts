@@ -9,6 +9,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { type ForwardCallbacks, ForwardHandler } from '../proxy/forward.ts';
+import { EventIdSigner, isEventStream } from './events.ts';
 import { validSessionId } from './sessions.ts';
 
 /** The upstream answered with a session id the gateway refuses to pass on. */
@@ -37,12 +38,38 @@ export function signedHead(raw: readonly Buffer[], sign: (id: string) => string)
   return out;
 }
 
-/** Signs the upstream's session id for the caller before the head reaches it. */
-export class SessionForwardHandler extends ForwardHandler {
-  readonly #sign: (id: string) => string;
-  readonly #ownCredential: boolean;
+/** The value of `name` (lower case) in a raw head, when it is there once. */
+function headerOnce(raw: readonly Buffer[], name: string): string | undefined {
+  let value: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as Buffer;
+    if (n.length !== name.length || n.toString('latin1').toLowerCase() !== name) continue;
+    if (value !== undefined) return undefined;
+    value = (raw[i + 1] as Buffer).toString('latin1');
+  }
+  return value;
+}
 
-  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], sign: (id: string) => string, ownCredential = false) {
+/** How the caller's ids are signed on one exchange of an MCP route. */
+export interface McpSigning {
+  /** The id the caller receives for an upstream session id. */
+  readonly session: (id: string) => string;
+  /** The id the caller receives for an SSE event id on `session` (the upstream's own id, or `null`). */
+  readonly event: (session: string | null, id: string) => string;
+  /** The upstream session the request named, if any. */
+  readonly requestSession: string | undefined;
+}
+
+/**
+ * Signs the upstream's session id for the caller before the head reaches it, and the event ids
+ * of an event stream as they pass (see `events.ts`).
+ */
+export class SessionForwardHandler extends ForwardHandler {
+  readonly #sign: McpSigning;
+  readonly #ownCredential: boolean;
+  #events: EventIdSigner | undefined;
+
+  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], sign: McpSigning, ownCredential = false) {
     super(res, cb, extra, ownCredential);
     this.#sign = sign;
     this.#ownCredential = ownCredential;
@@ -51,11 +78,29 @@ export class SessionForwardHandler extends ForwardHandler {
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     // A 401 to the gateway's own credential is refused whole (no head reaches the caller).
     if (status < 200 || (status === 401 && this.#ownCredential)) return super.onHeaders(status, raw, resume);
-    const head = signedHead(raw, this.#sign);
+    const head = signedHead(raw, this.#sign.session);
     if (head === undefined) {
       this.abort(new UpstreamSessionInvalid('the upstream sent an invalid Mcp-Session-Id'));
       return false;
     }
+    if (isEventStream(headerOnce(raw, 'content-type'))) {
+      // The stream's events belong to the session the response opens, or else the one the request named.
+      const session = headerOnce(raw, 'mcp-session-id') ?? this.#sign.requestSession ?? null;
+      const event = this.#sign.event;
+      this.#events = new EventIdSigner((id) => event(session, id));
+    }
     return super.onHeaders(status, head, resume);
+  }
+
+  override onData(chunk: Buffer): boolean {
+    if (this.#events === undefined) return super.onData(chunk);
+    const out = this.#events.push(chunk);
+    return out.length === 0 ? true : super.onData(out);
+  }
+
+  override onComplete(): void {
+    const rest = this.#events?.end();
+    if (rest !== undefined && rest.length > 0) super.onData(rest);
+    super.onComplete();
   }
 }

@@ -19,6 +19,7 @@ const MAC_BYTES = 16;
 const MAC_CHARS = 22;
 const MAC = /^[A-Za-z0-9_-]{22}$/;
 const CONTEXT = 'tessera mcp session v1\n';
+const EVENT_CONTEXT = 'tessera mcp event v1\n';
 
 /** HKDF `info` for the session key, from the master key (`tessera serve`) or `gateway.mcp_session_secret`. */
 export const SESSION_KEY_INFO = 'tessera mcp session v1';
@@ -49,16 +50,32 @@ export function validSessionId(id: string): boolean {
   return id.length <= MAX_SESSION_ID && VISIBLE.test(id);
 }
 
-function mac(key: KeyObject, route: string, id: string, principal: Principal): string {
+function mac(key: KeyObject, context: string, fields: readonly (string | null)[], principal: Principal): string {
   // JSON of an array of strings is unambiguous (each one quoted and escaped, lone surrogates
   // included), so no two (route, id, owner) triples give the same input.
-  const input = CONTEXT + JSON.stringify([route, id, ...ownerOf(principal)]);
+  const input = context + JSON.stringify([...fields, ...ownerOf(principal)]);
   return createHmac('sha256', key).update(input, 'utf8').digest().subarray(0, MAC_BYTES).toString('base64url');
+}
+
+/** `id.<mac>` split, when it has that form and `id` is valid; `undefined` otherwise. */
+function split(presented: string): { readonly id: string; readonly given: string } | undefined {
+  const dot = presented.lastIndexOf('.');
+  if (dot < 1 || presented.length - dot - 1 !== MAC_CHARS) return undefined;
+  const id = presented.slice(0, dot);
+  const given = presented.slice(dot + 1);
+  if (!MAC.test(given) || !validSessionId(id)) return undefined;
+  return { id, given };
+}
+
+// Compared as text, not decoded: base64url has several spellings of the last character's
+// unused bits, and each would otherwise be another valid id for the same session.
+function sameMac(given: string, expected: string): boolean {
+  return timingSafeEqual(Buffer.from(given, 'latin1'), Buffer.from(expected, 'latin1'));
 }
 
 /** The id the caller receives for the upstream's session `id` (a valid one, see {@link validSessionId}). */
 export function signSession(key: KeyObject, route: string, id: string, principal: Principal): string {
-  return `${id}.${mac(key, route, id, principal)}`;
+  return `${id}.${mac(key, CONTEXT, [route, id], principal)}`;
 }
 
 export type OpenedSession =
@@ -72,15 +89,34 @@ export type OpenedSession =
  * forged MAC and one made under another key cannot be told apart.
  */
 export function openSession(key: KeyObject, route: string, presented: string, principal: Principal): OpenedSession {
-  const dot = presented.lastIndexOf('.');
-  if (dot < 1 || presented.length - dot - 1 !== MAC_CHARS) return { ok: false, reason: 'mcp_session_unknown' };
-  const id = presented.slice(0, dot);
-  const given = presented.slice(dot + 1);
-  if (!MAC.test(given) || !validSessionId(id)) return { ok: false, reason: 'mcp_session_unknown' };
-  // Compared as text, not decoded: base64url has several spellings of the last character's
-  // unused bits, and each would otherwise be another valid id for the same session.
-  const expected = mac(key, route, id, principal);
-  if (!timingSafeEqual(Buffer.from(given, 'latin1'), Buffer.from(expected, 'latin1')))
+  const parts = split(presented);
+  if (parts === undefined) return { ok: false, reason: 'mcp_session_unknown' };
+  if (!sameMac(parts.given, mac(key, CONTEXT, [route, parts.id], principal)))
     return { ok: false, reason: 'mcp_session_principal_mismatch' };
-  return { ok: true, id };
+  return { ok: true, id: parts.id };
+}
+
+/**
+ * The id the caller receives for an SSE event id the upstream sent: `id.<mac>`, the MAC over the
+ * route, the session the stream belongs to (`null` without one) and the caller's principal, as for
+ * sessions but under its own context, so a session id never passes for an event id or back.
+ * Resuming a stream (`Last-Event-ID`) then names only an event this caller was sent on this
+ * session: an upstream whose event store is shared across sessions would otherwise replay another
+ * session's events to whoever names one of their ids (MCP 2025-06-18, "Resumability and Redelivery").
+ */
+export function signEventId(key: KeyObject, route: string, session: string | null, id: string, principal: Principal): string {
+  return `${id}.${mac(key, EVENT_CONTEXT, [route, session, id], principal)}`;
+}
+
+/** The upstream's event id in a `Last-Event-ID` the gateway signed for `principal` on this session, or `undefined`. */
+export function openEventId(
+  key: KeyObject,
+  route: string,
+  session: string | null,
+  presented: string,
+  principal: Principal,
+): string | undefined {
+  const parts = split(presented);
+  if (parts === undefined || !sameMac(parts.given, mac(key, EVENT_CONTEXT, [route, session, parts.id], principal))) return undefined;
+  return parts.id;
 }
