@@ -43,18 +43,85 @@ function withoutSecurity(value: unknown): unknown {
 }
 
 /**
- * Replace the card's security description with Tessera's. Nothing of the upstream's own security
+ * Whether `card` is written in the A2A 1.0 shape (ProtoJSON of `lf.a2a.v1.AgentCard`, spec §4.4.1
+ * and §5.5) rather than 0.3's. A top-level `protocolVersion` says so when present (0.3 requires it;
+ * 1.0 moved it to each `AgentInterface`, §4.4.6, but cards still carry it): `1` or later is 1.0.
+ * Without it, a card is 1.0 when it has 1.0's `supportedInterfaces` and no `url` (required in 0.3,
+ * removed in 1.0), or 1.0's `securityRequirements` and no 0.3 `security`, or a security scheme in
+ * 1.0's one-of shape (`{"httpAuthSecurityScheme": {...}}`, §4.5.1) rather than 0.3's `type`.
+ */
+export function isA2aV1Card(card: Readonly<Record<string, unknown>>): boolean {
+  const pv = card.protocolVersion;
+  if (typeof pv === 'string' && /^\d+(\.|$)/.test(pv)) return Number.parseInt(pv, 10) >= 1;
+  if (Array.isArray(card.supportedInterfaces) && card.url === undefined) return true;
+  if (Array.isArray(card.securityRequirements) && card.security === undefined) return true;
+  const schemes = card.securitySchemes;
+  if (typeof schemes === 'object' && schemes !== null && !Array.isArray(schemes)) {
+    for (const scheme of Object.values(schemes)) {
+      if (typeof scheme !== 'object' || scheme === null || 'type' in scheme) continue;
+      if (Object.keys(scheme).some((k) => k.endsWith('SecurityScheme'))) return true;
+    }
+  }
+  return false;
+}
+
+const BEARER_DESCRIPTION = 'A Tessera access token (RFC 9068 JWT) in the Authorization header.';
+const OAUTH2_DESCRIPTION = "Tokens from Tessera's token service.";
+
+/**
+ * Tessera's schemes and requirements in the shape of the card's version.
+ *
+ * 0.3 (OpenAPI-style, A2A 0.3 §5.5 `AgentCard.securitySchemes` / `security`): `{type: 'http',
+ * scheme: 'bearer', bearerFormat}` and `{type: 'oauth2', flows: {clientCredentials}}`, required by
+ * `security: [{BearerAuth: []}, {OAuth2: [scopes]}]` (either one).
+ *
+ * 1.0 (spec §4.5 Security Objects, `a2a.proto` package `lf.a2a.v1`, in ProtoJSON camelCase per
+ * §5.5): `SecurityScheme` is a one-of whose member names the kind — `httpAuthSecurityScheme`
+ * (`HTTPAuthSecurityScheme`: `scheme`, `bearerFormat`, `description`, §4.5.3) and
+ * `oauth2SecurityScheme` (`OAuth2SecurityScheme`: `description`, `flows`, §4.5.4; `OAuthFlows`
+ * one-of `clientCredentials`: `tokenUrl`, `scopes`, §4.5.7, §4.5.9); `AgentCard.securityRequirements`
+ * is a list of `SecurityRequirement` (`schemes`: map of scheme name to `StringList` `{list}`),
+ * any one of which suffices.
+ */
+function tesseraSecurity(config: A2aConfig, v1: boolean): Record<string, unknown> {
+  const scopes = config.scopes;
+  const tokenUrl = config.token_url;
+  if (v1) {
+    return {
+      securitySchemes: {
+        BearerAuth: { httpAuthSecurityScheme: { scheme: 'Bearer', bearerFormat: 'JWT', description: BEARER_DESCRIPTION } },
+        OAuth2: {
+          oauth2SecurityScheme: { description: OAUTH2_DESCRIPTION, flows: { clientCredentials: { tokenUrl, scopes: { ...scopes } } } },
+        },
+      },
+      securityRequirements: [{ schemes: { BearerAuth: { list: [] } } }, { schemes: { OAuth2: { list: Object.keys(scopes) } } }],
+    };
+  }
+  return {
+    securitySchemes: {
+      BearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: BEARER_DESCRIPTION },
+      OAuth2: { type: 'oauth2', description: OAUTH2_DESCRIPTION, flows: { clientCredentials: { tokenUrl, scopes: { ...scopes } } } },
+    },
+    security: [{ BearerAuth: [] }, { OAuth2: Object.keys(scopes) }],
+  };
+}
+
+/**
+ * Replace the card's security description with Tessera's, in the shape of the card's version
+ * ({@link isA2aV1Card}, {@link tesseraSecurity}). Nothing of the upstream's own security
  * is republished: its schemes and requirements (`securitySchemes`, `security`,
  * `securityRequirements`, and the same per skill) are replaced or dropped, and its `signatures`
  * (made over the upstream's card, not this one) are dropped. With `a2a.url`, the card's `url` is
- * that URL and so are its interfaces (`additionalInterfaces`, `supportedInterfaces`) at or under the
- * upstream's card URL; interfaces elsewhere (another host, a gRPC port) are not the gateway's and
- * are dropped, so that no client is sent around it to the upstream's own address.
+ * that URL (0.3 only: 1.0 has no `url`) and so are its interfaces (`additionalInterfaces`,
+ * `supportedInterfaces`) at or under the upstream's card URL; interfaces elsewhere (another host, a
+ * gRPC port) are not the gateway's and are dropped, so that no client is sent around it to the
+ * upstream's own address. Used for the public card and for the authenticated extended card alike.
  */
 export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, config: A2aConfig): Record<string, unknown> {
-  const scopes = config.scopes;
+  const v1 = isA2aV1Card(card);
   const out: Record<string, unknown> = { ...card };
   delete out.signatures;
+  delete out.security;
   delete out.securityRequirements;
   if (Array.isArray(out.skills)) out.skills = out.skills.map(withoutSecurity);
   if (config.url !== undefined) {
@@ -82,21 +149,8 @@ export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, con
       out[k] = kept;
     }
   }
-  out.securitySchemes = {
-    BearerAuth: {
-      type: 'http',
-      scheme: 'bearer',
-      bearerFormat: 'JWT',
-      description: 'A Tessera access token (RFC 9068 JWT) in the Authorization header.',
-    },
-    OAuth2: {
-      type: 'oauth2',
-      description: "Tokens from Tessera's token service.",
-      flows: { clientCredentials: { tokenUrl: config.token_url, scopes: { ...scopes } } },
-    },
-  };
-  out.security = [{ BearerAuth: [] }, { OAuth2: Object.keys(scopes) }];
-  if (config.url !== undefined) out.url = config.url;
+  Object.assign(out, tesseraSecurity(config, v1));
+  if (config.url !== undefined && (!v1 || typeof card.url === 'string')) out.url = config.url;
   return out;
 }
 

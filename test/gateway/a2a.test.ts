@@ -275,3 +275,113 @@ describe('gateway: A2A agent card', () => {
     assert.equal(card.securitySchemes.BearerAuth.scheme, 'bearer');
   });
 });
+
+/** An A2A 1.0 card (ProtoJSON of `lf.a2a.v1.AgentCard`): no `url`, interfaces with `protocolBinding` and `protocolVersion`. */
+const V1_CARD = {
+  name: 'Research agent',
+  description: 'Finds papers',
+  version: '2.0.0',
+  supportedInterfaces: [
+    { url: 'http://10.0.0.7:9999/a2a', protocolBinding: 'JSONRPC', protocolVersion: '1.0' },
+    { url: 'http://10.0.0.7:9999/a2a/rest', protocolBinding: 'HTTP+JSON', protocolVersion: '1.0' },
+    { url: '10.0.0.7:50051', protocolBinding: 'GRPC', protocolVersion: '1.0' },
+  ],
+  capabilities: { streaming: true, extendedAgentCard: true },
+  securitySchemes: { internal: { apiKeySecurityScheme: { location: 'header', name: 'X-Internal-Key' } } },
+  securityRequirements: [{ schemes: { internal: { list: [] } } }],
+  defaultInputModes: ['text/plain'],
+  defaultOutputModes: ['text/plain'],
+  skills: [
+    { id: 'search', name: 'Search', description: 'Search', tags: ['s'], securityRequirements: [{ schemes: { internal: { list: [] } } }] },
+  ],
+  signatures: [{ protected: 'eyJhbGciOiJFUzI1NiJ9', signature: 'c2lnbmVkLWJ5LXRoZS11cHN0cmVhbQ' }],
+};
+
+/** Tessera's security in A2A 1.0's shape (§4.5: one-of security schemes, `SecurityRequirement.schemes` of `StringList`). */
+const V1_SECURITY = {
+  securitySchemes: {
+    BearerAuth: {
+      httpAuthSecurityScheme: {
+        scheme: 'Bearer',
+        bearerFormat: 'JWT',
+        description: 'A Tessera access token (RFC 9068 JWT) in the Authorization header.',
+      },
+    },
+    OAuth2: {
+      oauth2SecurityScheme: {
+        description: "Tokens from Tessera's token service.",
+        flows: { clientCredentials: { tokenUrl: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks' } } },
+      },
+    },
+  },
+  securityRequirements: [{ schemes: { BearerAuth: { list: [] } } }, { schemes: { OAuth2: { list: ['agent:invoke'] } } }],
+};
+
+describe('gateway: an A2A 1.0 agent card', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(V1_CARD));
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'agent:invoke': {} },
+      gateway: {
+        routes: [
+          {
+            id: 'agent',
+            match: { path_prefix: '/agent' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            a2a: {
+              token_url: 'https://tessera.example.com/oauth/token',
+              scopes: { 'agent:invoke': 'Send tasks' },
+              url: 'https://agents.example.com/agent',
+            },
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('a 1.0 card gets 1.0 security (securityRequirements, one-of schemes), not 0.3 `security`, and no `url`', async () => {
+    const res = await fetch(`${gw.url}/agent/.well-known/agent-card.json`);
+    assert.equal(res.status, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    const card: any = await res.json();
+    assert.deepEqual(card.securitySchemes, V1_SECURITY.securitySchemes);
+    assert.deepEqual(card.securityRequirements, V1_SECURITY.securityRequirements);
+    assert.equal(card.security, undefined, '0.3 `security` in a 1.0 card');
+    assert.equal(card.url, undefined, '1.0 cards have no top-level url');
+    assert.equal(card.signatures, undefined);
+    assert.deepEqual(card.supportedInterfaces, [
+      { url: 'https://agents.example.com/agent', protocolBinding: 'JSONRPC', protocolVersion: '1.0' },
+      { url: 'https://agents.example.com/agent/rest', protocolBinding: 'HTTP+JSON', protocolVersion: '1.0' },
+    ]);
+    assert.deepEqual(card.skills, [{ id: 'search', name: 'Search', description: 'Search', tags: ['s'] }]);
+    assert.deepEqual(card.capabilities, V1_CARD.capabilities);
+  });
+
+  it('a card that declares protocolVersion 1.0 gets 1.0 security; one that declares 0.3 keeps 0.3 security', () => {
+    const config = {
+      card_path: '/x',
+      cache_ttl: 60,
+      token_url: 'https://tessera.example.com/oauth/token',
+      scopes: { 'agent:invoke': 'Send tasks' },
+    };
+    const v1 = withTesseraSecurity({ name: 'a', protocolVersion: '1.0', url: 'http://10.0.0.7/' }, config);
+    assert.deepEqual(v1.securitySchemes, V1_SECURITY.securitySchemes);
+    assert.deepEqual(v1.securityRequirements, V1_SECURITY.securityRequirements);
+    assert.equal(v1.security, undefined);
+    const v03 = withTesseraSecurity({ name: 'a', protocolVersion: '0.3.0', url: 'http://10.0.0.7/', supportedInterfaces: [] }, config);
+    assert.deepEqual(v03.security, [{ BearerAuth: [] }, { OAuth2: ['agent:invoke'] }]);
+    assert.equal(v03.securityRequirements, undefined);
+    assert.equal((v03.securitySchemes as { BearerAuth: { type: string } }).BearerAuth.type, 'http');
+  });
+});
