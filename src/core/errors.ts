@@ -434,6 +434,23 @@ export const ERROR_CODES = {
     error: 'not_found',
     description: 'No route matches this request.',
   },
+
+  // A2A routes: the request body the gateway reads to know an extended-card call, and that card.
+  a2a_content_encoding_refused: {
+    status: 415,
+    error: 'unsupported_media_type',
+    description: 'An A2A request body must not be compressed (no Content-Encoding).',
+  },
+  a2a_message_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request body is not a JSON-RPC message the gateway can read.',
+  },
+  a2a_extended_card_invalid: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
 } as const satisfies Record<string, CodeSpec>;
 
 /** The closed union of reason codes. */

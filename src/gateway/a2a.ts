@@ -7,14 +7,17 @@
  *
  * @module
  */
+import type { ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import type { a2aSchema } from '../config/gateway-schema.ts';
 import type { Clock } from '../core/ports.ts';
 import type { CompiledUpstream } from './compile.ts';
+import { hasDuplicateKeys } from './mcp/message.ts';
+import { type ForwardCallbacks, ForwardHandler } from './proxy/forward.ts';
 
 export const AGENT_CARD_PATHS = ['/.well-known/agent-card.json', '/.well-known/agent.json'] as const;
 
-type A2aConfig = z.output<typeof a2aSchema>;
+export type A2aConfig = z.output<typeof a2aSchema>;
 
 /** The interface lists of a card: `additionalInterfaces` (A2A 0.3) and `supportedInterfaces` (1.0). */
 const INTERFACE_LISTS = ['additionalInterfaces', 'supportedInterfaces'] as const;
@@ -184,6 +187,11 @@ export class AgentCardSource {
       this.#cached = { body: JSON.stringify(withTesseraSecurity(options.config.card, options.config)), until: Infinity };
   }
 
+  /** The route's `a2a` settings (the extended card is rewritten with them). */
+  get config(): A2aConfig {
+    return this.#config;
+  }
+
   get maxAge(): number {
     return Math.round(this.#config.cache_ttl);
   }
@@ -241,5 +249,233 @@ export class AgentCardSource {
     } catch {
       return undefined;
     }
+  }
+}
+
+// ---- The authenticated extended agent card ----
+//
+// A2A lets an authenticated client fetch a fuller card than the public one: 0.2 `GET
+// {url}/../agent/authenticatedExtendedCard`; 0.3 JSON-RPC `agent/getAuthenticatedExtendedCard` and
+// HTTP+JSON `GET /v1/card`; 1.0 `GetExtendedAgentCard` (JSON-RPC and gRPC) and HTTP+JSON `GET
+// /extendedAgentCard` (also `/{tenant}/extendedAgentCard`; spec §3.1.11, §5.3, `a2a.proto`
+// `A2AService.GetExtendedAgentCard`). It is the upstream's card with the upstream's endpoints,
+// schemes and signatures, so it is rewritten as the public card is ({@link withTesseraSecurity}),
+// and refused (502) whenever it cannot be read whole: a stream, a compressed or non-JSON body, more
+// than {@link MAX_CARD_BYTES}.
+
+/** Path endings of the extended card's REST (and gRPC) forms, lower case, compared case-blind. */
+const EXTENDED_CARD_PATHS = [
+  '/agent/authenticatedextendedcard',
+  '/v1/card',
+  '/extendedagentcard',
+  '/getextendedagentcard',
+  'a2aservice/getagentcard',
+];
+
+/** JSON-RPC methods answering with the extended card (0.3, 1.0), lower case. */
+const EXTENDED_CARD_METHODS = new Set(['agent/getauthenticatedextendedcard', 'getextendedagentcard']);
+
+/**
+ * Whether `path` (normalized) asks for the extended card. Compared without case and without
+ * trailing `/` or `.`: ASP.NET routes ignore case, and several servers ignore a trailing slash or dot.
+ */
+export function isExtendedCardPath(path: string): boolean {
+  let end = path.length;
+  while (end > 0 && (path.charCodeAt(end - 1) === 0x2f || path.charCodeAt(end - 1) === 0x2e)) end--;
+  const p = path.slice(0, end).toLowerCase();
+  return EXTENDED_CARD_PATHS.some((suffix) => p.endsWith(suffix));
+}
+
+export type A2aBody = { readonly ok: true; readonly extendedCard: boolean } | { readonly ok: false };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Read a request body on an A2A route: does it call a JSON-RPC method answered by the extended
+ * card? A body that is not UTF-8 JSON is not a JSON-RPC call the gateway can read and passes
+ * (`extendedCard: false`) — except one that looks like UTF-16 or UTF-32 JSON (a BOM, or a NUL among
+ * its first four bytes, RFC 4627 §3), which Python's `json.loads` reads: refused. A message
+ * repeating a key is refused (parsers differ on which one counts), and so is a batch holding an
+ * extended-card call (its answer could not be told from the others'). The method is compared
+ * without case or surrounding space, under any key spelled `method` in any case (System.Text.Json
+ * binds properties case-blind).
+ */
+export function readA2aBody(body: Uint8Array): A2aBody {
+  if (body.length === 0) return { ok: true, extendedCard: false };
+  const b0 = body[0] as number;
+  const b1 = body[1];
+  if ((b0 === 0xfe && b1 === 0xff) || (b0 === 0xff && b1 === 0xfe)) return { ok: false };
+  for (let i = 0; i < Math.min(4, body.length); i++) if (body[i] === 0) return { ok: false };
+  let text: string;
+  let value: unknown;
+  try {
+    text = utf8.decode(body);
+    value = JSON.parse(text);
+  } catch {
+    return { ok: true, extendedCard: false };
+  }
+  if (hasDuplicateKeys(text)) return { ok: false };
+  const messages = Array.isArray(value) ? value : [value];
+  let extendedCard = false;
+  for (const m of messages) {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) continue;
+    for (const [k, v] of Object.entries(m)) {
+      if (k.toLowerCase() === 'method' && typeof v === 'string' && EXTENDED_CARD_METHODS.has(v.trim().toLowerCase())) extendedCard = true;
+    }
+  }
+  if (extendedCard && Array.isArray(value)) return { ok: false };
+  return { ok: true, extendedCard };
+}
+
+/** How an extended card arrives: the whole body (REST) or a JSON-RPC response's `result`. */
+export type ExtendedCardForm = 'rest' | 'rpc';
+
+/** The extended card could not be read whole, or is not a card: nothing of it is relayed. */
+export class ExtendedCardInvalid extends Error {
+  override readonly name = 'ExtendedCardInvalid';
+  readonly code = 'a2a_extended_card_invalid';
+  constructor() {
+    super('the upstream extended agent card cannot be rewritten');
+  }
+}
+
+/**
+ * The rewritten answer carrying an extended card, or `undefined` when `text` is not one: REST, a
+ * JSON object (the card); JSON-RPC, an object whose `result` is the card (rewritten), or an error
+ * response (no `result`), passed as it is.
+ */
+export function rewriteExtendedCard(text: string, form: ExtendedCardForm, config: A2aConfig): string | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const object = value as Record<string, unknown>;
+  if (form === 'rest') return JSON.stringify(withTesseraSecurity(object, config));
+  const result = object.result;
+  if (typeof result === 'object' && result !== null && !Array.isArray(result)) {
+    return JSON.stringify({ ...object, result: withTesseraSecurity(result as Record<string, unknown>, config) });
+  }
+  if (result === undefined && typeof object.error === 'object' && object.error !== null) return JSON.stringify(object);
+  return undefined;
+}
+
+/** Response headers that describe the upstream's bytes, not the rewritten card. */
+const REPRESENTATION_HEADERS = new Set([
+  'content-length',
+  'transfer-encoding',
+  'content-encoding',
+  'content-range',
+  'content-md5',
+  'digest',
+  'content-digest',
+  'repr-digest',
+  'etag',
+]);
+
+function headerValue(raw: readonly Buffer[], name: string): string | undefined {
+  let found: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as Buffer).toString('latin1').toLowerCase() !== name) continue;
+    if (found !== undefined) return '\u0000'; // repeated: matches nothing below
+    found = (raw[i + 1] as Buffer).toString('latin1');
+  }
+  return found;
+}
+
+/** `application/json`, `application/a2a+json` or another `+json` type. */
+function isJsonType(value: string | undefined): boolean {
+  if (value === undefined) return false;
+  const type = (value.split(';')[0] as string).trim().toLowerCase();
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
+}
+
+/**
+ * Forwards an extended-card request: a 2xx answer is read whole (at most {@link MAX_CARD_BYTES},
+ * JSON, uncompressed, not a stream), rewritten ({@link rewriteExtendedCard}) and sent with its new
+ * length; anything else of a 2xx fails the exchange with {@link ExtendedCardInvalid} (502, nothing
+ * relayed). Other statuses pass as on any route.
+ */
+export class ExtendedCardForwardHandler extends ForwardHandler {
+  readonly #form: ExtendedCardForm;
+  readonly #config: A2aConfig;
+  readonly #ownCredential: boolean;
+  #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
+  readonly #chunks: Buffer[] = [];
+  #total = 0;
+
+  constructor(
+    res: ServerResponse,
+    cb: ForwardCallbacks,
+    extra: readonly string[],
+    form: ExtendedCardForm,
+    config: A2aConfig,
+    ownCredential = false,
+  ) {
+    super(res, cb, extra, ownCredential);
+    this.#form = form;
+    this.#config = config;
+    this.#ownCredential = ownCredential;
+  }
+
+  override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    if (status < 200 || status >= 300 || (status === 401 && this.#ownCredential)) return super.onHeaders(status, raw, resume);
+    const length = headerValue(raw, 'content-length');
+    const encoding = headerValue(raw, 'content-encoding');
+    if (
+      !isJsonType(headerValue(raw, 'content-type')) ||
+      (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity' && encoding.trim() !== '') ||
+      (length !== undefined && !(Number(length) <= MAX_CARD_BYTES))
+    ) {
+      this.abort(new ExtendedCardInvalid());
+      return false;
+    }
+    this.#head = { status, raw, resume };
+    return true;
+  }
+
+  override onData(chunk: Buffer): boolean {
+    if (this.#head === undefined) return super.onData(chunk);
+    this.#total += chunk.length;
+    if (this.#total > MAX_CARD_BYTES) {
+      this.abort(new ExtendedCardInvalid());
+      return false;
+    }
+    this.#chunks.push(chunk);
+    return true;
+  }
+
+  override onComplete(): void {
+    const head = this.#head;
+    if (head === undefined) {
+      super.onComplete();
+      return;
+    }
+    this.#head = undefined;
+    let text: string | undefined;
+    try {
+      text = utf8.decode(Buffer.concat(this.#chunks, this.#total));
+    } catch {
+      text = undefined;
+    }
+    const body = text === undefined ? undefined : rewriteExtendedCard(text, this.#form, this.#config);
+    if (body === undefined) {
+      // The exchange is over upstream: fail it here (502 to the caller, nothing relayed).
+      this.onError(new ExtendedCardInvalid());
+      return;
+    }
+    const bytes = Buffer.from(body, 'utf8');
+    const raw: Buffer[] = [];
+    for (let i = 0; i < head.raw.length; i += 2) {
+      const name = head.raw[i] as Buffer;
+      if (REPRESENTATION_HEADERS.has(name.toString('latin1').toLowerCase())) continue;
+      raw.push(name, head.raw[i + 1] as Buffer);
+    }
+    raw.push(Buffer.from('content-length'), Buffer.from(String(bytes.length)));
+    if (!super.onHeaders(head.status, raw, head.resume)) return;
+    super.onData(bytes);
+    super.onComplete();
   }
 }

@@ -29,6 +29,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
+import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a.ts';
 import {
   type Admission,
   type CompiledMcp,
@@ -93,6 +94,15 @@ import { type RevocationFeed, type StreamCloseReason, StreamRegistry } from './s
 import { handleUpgrade } from './upgrade.ts';
 
 /** What an MCP route's request carries from its decision to the forwarder. */
+/** What an A2A route read before forwarding. */
+interface A2aForward {
+  /** The body, read to know an extended-card call. */
+  readonly body: Buffer | undefined;
+  /** The request asks for the authenticated extended card, answered in this form: rewritten. */
+  readonly card: ExtendedCardForm | undefined;
+  readonly config: A2aConfig;
+}
+
 interface McpForward {
   readonly challenges: (e?: TesseraError) => string[];
   /** The body, read to decide (POST). */
@@ -608,6 +618,59 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
   }
 
+  /**
+   * An A2A route (its public card aside): decide as on any route, then read the body (any method:
+   * an upstream may read one anyway) to know whether it calls for the authenticated extended card
+   * (JSON-RPC), as the path does for REST. Such a call's answer is rewritten like the public card
+   * ({@link ExtendedCardForwardHandler}); other requests go on as they came, the body read already.
+   */
+  async function handleA2a(
+    s: GatewayState,
+    req: IncomingMessage,
+    res: ServerResponse,
+    x: Exchange,
+    route: CompiledRoute,
+    config: A2aConfig,
+    greq: GatewayRequest,
+    length: number,
+  ): Promise<void> {
+    try {
+      const decision = await decide(route.pipeline, greq);
+      if (!decision.ok) {
+        proceed(s, req, res, x, route, greq, decision, length);
+        return;
+      }
+      let card: ExtendedCardForm | undefined = isExtendedCardPath(greq.path) ? 'rest' : undefined;
+      let body: Buffer | undefined;
+      if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
+        // An upstream that inflates a compressed body (body-parser does) would read a call the gateway never saw.
+        if (!isIdentityEncoding(req.headers['content-encoding'])) {
+          deny(x, res, new TesseraError('a2a_content_encoding_refused'), route.authn.challenges, true);
+          return;
+        }
+        const read = await readBody(req, route.maxBodySize);
+        if (read === TOO_LARGE) {
+          deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+          return;
+        }
+        body = read;
+        x.bytesIn = read.length;
+        const message = readA2aBody(read);
+        if (!message.ok) {
+          denyRpc(x, res, new TesseraError('a2a_message_invalid'), RPC_INVALID_REQUEST, null);
+          return;
+        }
+        if (message.extendedCard) card = 'rpc';
+      }
+      proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config });
+    } catch (e) {
+      if (res.destroyed || callerGone(req)) {
+        x.reason = 'client_closed';
+        finish(x);
+      } else internalError(x, res, e);
+    }
+  }
+
   function handleRequest(req: IncomingMessage, res: ServerResponse): void {
     const s = state;
     if (closing) res.shouldKeepAlive = false;
@@ -679,6 +742,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       void handleMcp(s, req, res, x, route, route.mcp, greq, length);
       return;
     }
+    if (route.a2a !== undefined) {
+      void handleA2a(s, req, res, x, route, route.a2a.config, greq, length);
+      return;
+    }
     const decision = decide(route.pipeline, greq);
     if (decision instanceof Promise) {
       decision.then(
@@ -710,6 +777,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     decision: Decision,
     length: number,
     mcp?: McpForward,
+    a2a?: A2aForward,
   ): void {
     if (decision.principal) x.principal = decision.principal;
     if (decision.rule) x.rule = decision.rule;
@@ -725,13 +793,20 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
     x.decision = 'allow';
     // A body read already (MCP) goes as it came, with its length (a chunked upload becomes a sized one).
-    if (mcp?.body !== undefined) decision.headers['content-length'] = String(mcp.body.length);
+    const read = mcp?.body ?? a2a?.body;
+    if (read !== undefined) decision.headers['content-length'] = String(read.length);
     // The upstream gets its own session id, without the gateway's MAC.
     if (mcp?.sessionId !== undefined) decision.headers['mcp-session-id'] = mcp.sessionId;
     if (mcp?.lastEventId !== undefined) decision.headers['last-event-id'] = mcp.lastEventId;
     const headers = upstreamHeaders(s, req, route, decision, x);
+    if (a2a?.card !== undefined) {
+      // The extended card is rewritten, so it must come whole and plain: not compressed, not a
+      // range of it, not a 304 to a copy the caller kept from before.
+      headers['accept-encoding'] = 'identity';
+      for (const name of ['range', 'if-range', 'if-none-match', 'if-modified-since']) delete headers[name];
+    }
     let body: IncomingMessage | AsyncIterable<Uint8Array> | Buffer | null = null;
-    if (mcp?.body !== undefined) body = mcp.body;
+    if (read !== undefined) body = read;
     else if (req.headers['transfer-encoding'] !== undefined) {
       body = limitedBody(req, route.maxBodySize, (n) => {
         x.bytesIn += n;
@@ -763,10 +838,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       responseHeaders: ['x-request-id', x.requestId],
       ownCredential: route.upstream.ownCredential,
     };
-    proxied.handler =
-      mcp === undefined
-        ? forward(res, options, proxied)
-        : forwardWith(new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential), options);
+    if (mcp !== undefined)
+      proxied.handler = forwardWith(
+        new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential),
+        options,
+      );
+    else if (a2a?.card !== undefined) {
+      const handler = new ExtendedCardForwardHandler(res, proxied, options.responseHeaders, a2a.card, a2a.config, options.ownCredential);
+      proxied.handler = forwardWith(handler, options);
+    } else proxied.handler = forward(res, options, proxied);
     // Every exchange in flight is watched, not only streams: a long upload or a long download with
     // a Content-Length outlives a revocation as well as an event stream does. Shutdown still leaves
     // plain requests to finish (`closeAll(…, true)`). Before the response starts, a caller that went

@@ -115,7 +115,7 @@ export class GatewayMetrics {
     });
     new Counter({
       name: 'tessera_gateway_upstream_errors_total',
-      help: 'Upstream failures by route and kind (connect, connect_timeout, header_timeout, idle_timeout, reset, session_id_invalid, credential_rejected).',
+      help: 'Upstream failures by route and kind (connect, connect_timeout, header_timeout, idle_timeout, reset, session_id_invalid, credential_rejected, extended_card_invalid).',
       labelNames: ['route', 'kind'],
       registers: [registry],
       collect() {

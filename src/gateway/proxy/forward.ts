@@ -57,6 +57,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An MCP upstream's Mcp-Session-Id the gateway cannot sign (mcp/forward.ts).
     case 'mcp_upstream_session_invalid':
       return { code: 'mcp_upstream_session_invalid', kind: 'session_id_invalid' };
+    // An A2A extended agent card the gateway cannot read whole and rewrite (a2a.ts).
+    case 'a2a_extended_card_invalid':
+      return { code: 'a2a_extended_card_invalid', kind: 'extended_card_invalid' };
     case 'upstream_credential_rejected':
       return { code: 'upstream_credential_rejected', kind: 'credential_rejected' };
     case 'ECONNREFUSED':

@@ -1,0 +1,263 @@
+/**
+ * The authenticated extended agent card (A2A 0.2 `GET …/agent/authenticatedExtendedCard`, 0.3
+ * `agent/getAuthenticatedExtendedCard` and `GET /v1/card`, 1.0 `GetExtendedAgentCard` and `GET
+ * /extendedAgentCard`): given to authenticated callers only, rewritten as the public card is (no
+ * upstream address, scheme or signature), and refused whole (502) when it cannot be read whole.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+
+/** What the upstream tells an authenticated client: its own addresses, schemes and signatures. */
+const EXTENDED_03 = {
+  name: 'Research agent',
+  protocolVersion: '0.3.0',
+  url: 'http://10.0.0.7:9999/a2a',
+  preferredTransport: 'JSONRPC',
+  additionalInterfaces: [
+    { url: 'http://10.0.0.7:9999/a2a', transport: 'JSONRPC' },
+    { url: 'http://internal.example:8080/', transport: 'HTTP+JSON' },
+  ],
+  supportsAuthenticatedExtendedCard: true,
+  securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'X-Internal-Key' } },
+  security: [{ apiKey: [] }],
+  skills: [
+    { id: 'search', name: 'Search' },
+    { id: 'admin', name: 'Admin', security: [{ apiKey: [] }] },
+  ],
+  signatures: [{ protected: 'eyJhbGciOiJFUzI1NiJ9', signature: 'c2lnbmVkLWJ5LXRoZS11cHN0cmVhbQ' }],
+};
+
+const EXTENDED_10 = {
+  name: 'Research agent',
+  description: 'Finds papers',
+  version: '2.0.0',
+  supportedInterfaces: [
+    { url: 'http://10.0.0.7:9999/a2a', protocolBinding: 'JSONRPC', protocolVersion: '1.0' },
+    { url: 'http://internal.example:8080/', protocolBinding: 'HTTP+JSON', protocolVersion: '1.0' },
+  ],
+  capabilities: { extendedAgentCard: true },
+  securitySchemes: { internal: { apiKeySecurityScheme: { location: 'header', name: 'X-Internal-Key' } } },
+  securityRequirements: [{ schemes: { internal: { list: [] } } }],
+  skills: [{ id: 'admin', name: 'Admin', description: 'Admin', tags: [], securityRequirements: [{ schemes: { internal: { list: [] } } }] }],
+  signatures: [{ protected: 'eyJhbGciOiJFUzI1NiJ9', signature: 'c2lnbmVkLWJ5LXRoZS11cHN0cmVhbQ' }],
+};
+
+const A2A_URL = 'https://agents.example.com/agent';
+
+/** Nothing of the upstream's own endpoints, schemes or signatures. */
+function assertRewritten(card: Record<string, unknown>): void {
+  const text = JSON.stringify(card);
+  assert.ok(!text.includes('10.0.0.7') && !text.includes('internal.example'), `upstream address republished: ${text}`);
+  assert.ok(!text.includes('X-Internal-Key') && !text.includes('apiKey'), `upstream security scheme republished: ${text}`);
+  assert.ok(!text.includes('c2lnbmVkLWJ5LXRoZS11cHN0cmVhbQ') && card.signatures === undefined, `upstream signature republished: ${text}`);
+}
+
+function assert03(card: Record<string, unknown>): void {
+  assertRewritten(card);
+  assert.equal(card.url, A2A_URL);
+  assert.deepEqual(card.additionalInterfaces, [{ url: A2A_URL, transport: 'JSONRPC' }]);
+  assert.deepEqual(card.security, [{ BearerAuth: [] }, { OAuth2: ['agent:invoke'] }]);
+  assert.deepEqual(Object.keys(card.securitySchemes as object), ['BearerAuth', 'OAuth2']);
+  assert.equal((card.securitySchemes as { BearerAuth: { type: string } }).BearerAuth.type, 'http');
+  assert.deepEqual(card.skills, [
+    { id: 'search', name: 'Search' },
+    { id: 'admin', name: 'Admin' },
+  ]);
+}
+
+function assert10(card: Record<string, unknown>): void {
+  assertRewritten(card);
+  assert.equal(card.url, undefined);
+  assert.equal(card.security, undefined);
+  assert.deepEqual(card.supportedInterfaces, [{ url: A2A_URL, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }]);
+  assert.deepEqual(card.securityRequirements, [
+    { schemes: { BearerAuth: { list: [] } } },
+    { schemes: { OAuth2: { list: ['agent:invoke'] } } },
+  ]);
+  assert.deepEqual((card.securitySchemes as { BearerAuth: unknown }).BearerAuth, {
+    httpAuthSecurityScheme: {
+      scheme: 'Bearer',
+      bearerFormat: 'JWT',
+      description: 'A Tessera access token (RFC 9068 JWT) in the Authorization header.',
+    },
+  });
+  assert.deepEqual(card.skills, [{ id: 'admin', name: 'Admin', description: 'Admin', tags: [] }]);
+}
+
+describe('gateway: the A2A authenticated extended card', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let auth: Record<string, string>;
+  before(async () => {
+    upstream = await startUpstream((req, res, body) => {
+      // Routes compared case-blind and without a trailing slash, as ASP.NET does.
+      const path = (req.url ?? '').toLowerCase().replace(/\/+$/, '');
+      const json = (value: unknown, headers: Record<string, string> = {}) =>
+        res.writeHead(200, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(value));
+      if (path.endsWith('/.well-known/agent-card.json')) return json({ ...EXTENDED_03, name: 'public' });
+      if (path.endsWith('/huge/v1/card')) return json({ ...EXTENDED_03, description: 'x'.repeat(300 * 1024) });
+      if (path.endsWith('/gzip/v1/card')) {
+        // Compressed whenever the gateway lets it be.
+        if (/gzip/.test(String(req.headers['accept-encoding']))) {
+          res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' }).end(gzipSync(JSON.stringify(EXTENDED_03)));
+          return;
+        }
+        return json(EXTENDED_03);
+      }
+      if (path.endsWith('/agent/authenticatedextendedcard') || path.endsWith('/v1/card')) return json(EXTENDED_03);
+      if (path.endsWith('/extendedagentcard')) return json(EXTENDED_10);
+      if (req.method !== 'POST') return json({ ok: true });
+      // A JSON-RPC server that, like System.Text.Json, binds `method` in any case.
+      const message = JSON.parse(body) as Record<string, unknown>;
+      const method = Object.entries(message).find(([k]) => k.toLowerCase() === 'method')?.[1];
+      if (req.headers['x-test'] === 'sse') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(`data: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: EXTENDED_03 })}\n\n`);
+        return;
+      }
+      if (method === 'agent/getAuthenticatedExtendedCard') return json({ jsonrpc: '2.0', id: message.id, result: EXTENDED_03 });
+      if (method === 'GetExtendedAgentCard') return json({ jsonrpc: '2.0', id: message.id, result: EXTENDED_10 });
+      return json({ jsonrpc: '2.0', id: message.id, result: { kind: 'task', id: 't1', url: 'http://10.0.0.7:9999/files/1' } });
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'agent:invoke': {} },
+      gateway: {
+        routes: [
+          {
+            id: 'agent',
+            match: { path_prefix: '/agent' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            a2a: { token_url: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks' }, url: A2A_URL },
+          },
+        ],
+      },
+    });
+    auth = { authorization: `Bearer ${await token({ scope: 'agent:invoke' })}` };
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const rpc = (body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...auth, ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    });
+
+  it('extended card: still needs a token (401 without one, nothing fetched)', async () => {
+    const before = upstream.seen.length;
+    const res = await fetch(`${gw.url}/agent/agent/authenticatedExtendedCard`);
+    assert.equal(res.status, 401);
+    await res.text();
+    const rpcRes = await fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"jsonrpc":"2.0","id":1,"method":"agent/getAuthenticatedExtendedCard"}',
+    });
+    assert.equal(rpcRes.status, 401);
+    await rpcRes.text();
+    assert.equal(upstream.seen.length, before);
+  });
+
+  for (const path of ['/agent/agent/authenticatedExtendedCard', '/agent/v1/card', '/agent/V1/Card/']) {
+    it(`extended card over REST (${path}): the upstream's URLs, schemes and signatures are not relayed`, async () => {
+      const res = await fetch(`${gw.url}${path}`, { headers: auth });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('content-length'), String((await res.clone().arrayBuffer()).byteLength));
+      assert03((await res.json()) as Record<string, unknown>);
+    });
+  }
+
+  it('extended card over REST in A2A 1.0 (GET /extendedAgentCard): rewritten in the 1.0 shape', async () => {
+    const res = await fetch(`${gw.url}/agent/extendedAgentCard`, { headers: auth });
+    assert.equal(res.status, 200);
+    assert10((await res.json()) as Record<string, unknown>);
+  });
+
+  it('extended card over JSON-RPC 0.3 (agent/getAuthenticatedExtendedCard): the result is rewritten, the envelope kept', async () => {
+    const res = await rpc({ jsonrpc: '2.0', id: 'c1', method: 'agent/getAuthenticatedExtendedCard' });
+    assert.equal(res.status, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    const body: any = await res.json();
+    assert.equal(body.jsonrpc, '2.0');
+    assert.equal(body.id, 'c1');
+    assert03(body.result);
+  });
+
+  it('extended card over JSON-RPC 1.0 (GetExtendedAgentCard): rewritten in the 1.0 shape', async () => {
+    const res = await rpc({ jsonrpc: '2.0', id: 7, method: 'GetExtendedAgentCard' });
+    assert.equal(res.status, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    const body: any = await res.json();
+    assert.equal(body.id, 7);
+    assert10(body.result);
+  });
+
+  it('extended card smuggling: a `Method` key in another case is read as the upstream reads it', async () => {
+    const res = await rpc('{"jsonrpc":"2.0","id":2,"Method":"GetExtendedAgentCard"}');
+    assert.equal(res.status, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    assert10(((await res.json()) as any).result);
+  });
+
+  it('extended card smuggling: a message repeating a key is refused (400), not forwarded', async () => {
+    const before = upstream.seen.length;
+    const res = await rpc('{"jsonrpc":"2.0","id":3,"method":"message/send","method":"GetExtendedAgentCard"}');
+    assert.equal(res.status, 400);
+    await res.text();
+    assert.equal(upstream.seen.length, before);
+  });
+
+  it('extended card smuggling: a batch carrying the call is refused (400)', async () => {
+    const res = await rpc([
+      { jsonrpc: '2.0', id: 1, method: 'message/send' },
+      { jsonrpc: '2.0', id: 2, method: 'agent/getAuthenticatedExtendedCard' },
+    ]);
+    assert.equal(res.status, 400);
+    await res.text();
+  });
+
+  it('extended card smuggling: a compressed request body is refused (415), not forwarded unread', async () => {
+    const res = await fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', ...auth },
+      body: gzipSync('{"jsonrpc":"2.0","id":4,"method":"GetExtendedAgentCard"}'),
+    });
+    assert.equal(res.status, 415);
+    await res.text();
+  });
+
+  it('extended card as an event stream: refused (502), nothing of it relayed', async () => {
+    const res = await rpc({ jsonrpc: '2.0', id: 5, method: 'agent/getAuthenticatedExtendedCard' }, { 'x-test': 'sse' });
+    assert.equal(res.status, 502);
+    const text = await res.text();
+    assert.ok(!text.includes('10.0.0.7'), text);
+  });
+
+  it('extended card over 256 KiB: refused (502)', async () => {
+    const res = await fetch(`${gw.url}/agent/huge/v1/card`, { headers: auth });
+    assert.equal(res.status, 502);
+    assert.ok(!(await res.text()).includes('10.0.0.7'));
+  });
+
+  it("extended card: the caller's Accept-Encoding does not get it compressed past the rewrite", async () => {
+    const res = await fetch(`${gw.url}/agent/gzip/v1/card`, { headers: { ...auth, 'accept-encoding': 'gzip' } });
+    assert.equal(res.status, 200);
+    assert03((await res.json()) as Record<string, unknown>);
+  });
+
+  it('other JSON-RPC calls pass as they came (body and answer unchanged)', async () => {
+    const message = '{"jsonrpc":"2.0","id":9,"method":"message/send","params":{"message":{"parts":[{"text":"café"}]}}}';
+    const res = await rpc(message);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { jsonrpc: '2.0', id: 9, result: { kind: 'task', id: 't1', url: 'http://10.0.0.7:9999/files/1' } });
+    assert.equal(upstream.seen.at(-1)?.body, message);
+  });
+});
