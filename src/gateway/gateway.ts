@@ -640,7 +640,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         proceed(s, req, res, x, route, greq, decision, length);
         return;
       }
-      let card: ExtendedCardForm | undefined = isExtendedCardPath(greq.path) ? 'rest' : undefined;
+      // A HEAD answer has no card in it to rewrite (nor to leak).
+      let card: ExtendedCardForm | undefined = greq.method !== 'HEAD' && isExtendedCardPath(greq.path) ? 'rest' : undefined;
       let body: Buffer | undefined;
       if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
         // An upstream that inflates a compressed body (body-parser does) would read a call the gateway never saw.

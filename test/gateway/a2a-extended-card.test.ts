@@ -175,6 +175,11 @@ describe('gateway: the A2A authenticated extended card', () => {
     });
   }
 
+  it('extended card: HEAD passes (no body to rewrite), not a 502', async () => {
+    const res = await fetch(`${gw.url}/agent/v1/card`, { method: 'HEAD', headers: auth });
+    assert.equal(res.status, 200);
+  });
+
   it('extended card over REST in A2A 1.0 (GET /extendedAgentCard): rewritten in the 1.0 shape', async () => {
     const res = await fetch(`${gw.url}/agent/extendedAgentCard`, { headers: auth });
     assert.equal(res.status, 200);
