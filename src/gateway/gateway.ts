@@ -93,7 +93,6 @@ import {
 import { type RevocationFeed, type StreamCloseReason, StreamRegistry } from './streams.ts';
 import { handleUpgrade } from './upgrade.ts';
 
-/** What an MCP route's request carries from its decision to the forwarder. */
 /** What an A2A route read before forwarding. */
 interface A2aForward {
   /** The body, read to know an extended-card call. */
@@ -103,6 +102,7 @@ interface A2aForward {
   readonly config: A2aConfig;
 }
 
+/** What an MCP route's request carries from its decision to the forwarder. */
 interface McpForward {
   readonly challenges: (e?: TesseraError) => string[];
   /** The body, read to decide (POST). */
