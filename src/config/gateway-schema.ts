@@ -244,7 +244,7 @@ export const routeSchema = z
     websocket: z
       .boolean()
       .default(true)
-      .meta({ description: 'Allow WebSocket upgrades (authenticated before the upgrade). Never on an MCP route.' }),
+      .meta({ description: 'Allow WebSocket upgrades (authenticated before the upgrade). Never on an MCP or A2A route.' }),
     a2a: a2aSchema.optional(),
     mcp: mcpSchema.optional(),
   })

@@ -361,9 +361,10 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       authn,
       upstream,
       maxBodySize: r.max_body_size ?? gateway.limits.max_body_size,
-      // An MCP route's tool rules need the JSON-RPC body: a WebSocket tunnel would carry tool calls
-      // the gateway never reads.
-      websocket: r.websocket && r.mcp === undefined,
+      // An MCP route's tool rules need the JSON-RPC body, and an A2A route rewrites the extended
+      // card it answers: a WebSocket tunnel would carry tool calls the gateway never reads, and a
+      // card it never sees (A2A defines no WebSocket binding).
+      websocket: r.websocket && r.mcp === undefined && a2a === undefined,
       a2a,
       prefix: r.match.path_prefix?.replace(/\/$/, ''),
       mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer),
