@@ -62,19 +62,27 @@ export interface ClientInput {
 export const CLIENT_NAME_MAX = 100;
 
 /**
+ * Characters that show as nothing on their own: spaces, format characters (U+200B, tags), default
+ * ignorables (the Hangul fillers U+115F, U+1160, U+3164, U+FFA0), combining marks (drawn on the
+ * character before them: with none, a lone accent or nothing), the braille blank U+2800 and the
+ * musical null notehead U+1D159 (symbols drawn empty).
+ */
+const BLANK = /[\p{White_Space}\p{Cf}\p{Default_Ignorable_Code_Point}\p{M}\u2800\u{1D159}]/gu;
+/** A letter, digit, punctuation mark or symbol: what can be seen (not private use, unassigned or a surrogate). */
+const GRAPHIC = /[\p{L}\p{N}\p{P}\p{S}]/u;
+
+/**
  * Whether `name` may be shown as a client's name: 1 to {@link CLIENT_NAME_MAX} characters, at
- * least one of them visible (not only spaces, format characters such as U+200B, or fillers such as
- * U+3164 that render as nothing: the consent page would show a blank name), no control characters,
- * no line or paragraph separators, and no bidirectional formatting characters (U+202E and its kin,
- * which would reorder what the consent page shows after the name, in the person's eyes). A joiner
- * between visible characters (an emoji sequence) is kept. The consent page escapes whatever is left.
+ * least one of them visible: a letter, digit, punctuation mark or symbol other than those that
+ * render as nothing (not only spaces, format characters such as U+200B, fillers such as U+3164, the
+ * braille blank U+2800, or combining marks with no base: the consent page would show a blank name),
+ * no control characters, no line or paragraph separators, and no bidirectional formatting
+ * characters (U+202E and its kin, which would reorder what the consent page shows after the name,
+ * in the person's eyes). A joiner between visible characters (an emoji sequence) and combining
+ * marks on a visible base (`e` + U+0301) are kept. The consent page escapes whatever is left.
  */
 export function isClientName(name: string): boolean {
-  return (
-    name.length <= CLIENT_NAME_MAX &&
-    name.replace(/[\p{White_Space}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '') !== '' &&
-    !/[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}]/u.test(name)
-  );
+  return name.length <= CLIENT_NAME_MAX && GRAPHIC.test(name.replace(BLANK, '')) && !/[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}]/u.test(name);
 }
 
 /**

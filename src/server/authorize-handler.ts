@@ -14,6 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
+import { isClientName } from '../issuer/clients.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
 import type { TokenService } from '../issuer/service.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
@@ -226,7 +227,9 @@ export function createAuthorizeHandler(
       const redirectUrl = new URL(request.redirectUri);
       const body = renderConsent(
         {
-          clientName: request.client.record.name ?? clientId,
+          // A name stored before isClientName's rules tightened may show as nothing: the id instead.
+          clientName:
+            request.client.record.name !== null && isClientName(request.client.record.name) ? request.client.record.name : clientId,
           clientId,
           redirectHost: redirectUrl.host,
           scopes: request.scopes,

@@ -155,6 +155,25 @@ describe('consent', () => {
     assert.equal(html.includes(HOSTILE), false);
     assert.match(html, /&#60;script&#62;alert\(1\)&#60;\/script&#62;&#34;&#39; onload&#61;x/);
   });
+
+  it('a client name stored before the visible-name rule (only U+2800 braille blanks) is not shown: the page names the client by its id', async () => {
+    await issuer.service.registerClient({
+      id: 'blank-legacy',
+      public: true,
+      name: 'Legacy',
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: [REDIRECT],
+    });
+    // As an older Tessera stored it, before registration refused it.
+    const stored = (await issuer.store.getClient('blank-legacy')) as NonNullable<Awaited<ReturnType<typeof issuer.store.getClient>>>;
+    await issuer.store.deleteClient('blank-legacy');
+    await issuer.store.createClient({ ...stored, name: '\u2800\u2800' });
+    issuer.service.clients.invalidate();
+    const { html } = await openConsent(authorizeUrl({ client_id: 'blank-legacy' }));
+    assert.equal(html.includes('\u2800'), false);
+    assert.match(html, /<strong>blank-legacy<\/strong> wants to act for you/);
+  });
 });
 
 describe('errors before the redirect URI is verified are shown, never redirected', () => {

@@ -342,7 +342,7 @@ describe('dynamic client registration', () => {
       issuer.addClient({ id: 'bidi', scopes: ['mcp:read'], name: 'Trusted\u202Eppa' }),
       /bidirectional formatting characters/,
     );
-    assert.equal((await register({ ...mcpClient, client_name: 'Agent 👩‍💻 (ZWJ kept)' })).status, 201);
+    assert.equal((await register({ ...mcpClient, client_name: 'Agent \u{1F469}\u200d\u{1F4BB}' })).status, 201);
   });
 
   it('DCR client_name the consent page would show as nothing (zero-width space, Hangul filler, soft hyphen) or split over lines: refused', async () => {
@@ -351,6 +351,27 @@ describe('dynamic client registration', () => {
     }
     await assert.rejects(issuer.addClient({ id: 'blank-name', scopes: ['mcp:read'], name: '\u3164' }), /some of them visible/);
     assert.equal((await register({ ...mcpClient, client_name: 'Ünïcödé App' })).status, 201);
+  });
+
+  it('DCR client_name of only a braille blank (U+2800), a null notehead (U+1D159) or combining marks with no base (the consent page would show a blank name): refused', async () => {
+    for (const name of ['\u2800', '\u2800\u2800 \u2800', '\u{1D159}', '\u0301', '\u0301\u0302\u0303', ' \u0301 ', '\u20dd', '\u0488']) {
+      await expectError(await register({ ...mcpClient, client_name: name }), 400, 'invalid_client_metadata');
+      await assert.rejects(issuer.addClient({ id: 'blank-name', scopes: ['mcp:read'], name }), /some of them visible/);
+    }
+    // Other blank-looking characters (already refused, kept so): ideographic space, Hangul fillers,
+    // en quad to hair space, medium mathematical space, no-break space, Mongolian vowel separator, tags.
+    for (const name of ['\u3000', '\u115f', '\u1160', '\uffa0', '\u2000\u2005\u200a', '\u205f', '\u00a0', '\u180e', '\u{E0041}\u{E007F}']) {
+      await expectError(await register({ ...mcpClient, client_name: name }), 400, 'invalid_client_metadata');
+    }
+    for (const name of [
+      'Caf\u0065\u0301',
+      'e\u0301',
+      'Agent 👩‍💻',
+      '🏴\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}',
+      '\u2800 App',
+    ]) {
+      assert.equal((await register({ ...mcpClient, client_name: name })).status, 201, name);
+    }
   });
 
   it('open registration needs no token', async () => {
