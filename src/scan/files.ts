@@ -1,15 +1,16 @@
 /**
  * The files `tessera scan` reads: the paths given, directories walked recursively (entries in name
  * order), symbolic links followed but each directory and file visited once (so a link loop ends),
- * and each file read as a stream of bounded pieces through a {@link CandidateScanner}. What is
- * skipped (binary, over the size cap, unreadable, not a regular file, a loop, a broken link) is
+ * and each file read as a stream of bounded pieces through a {@link CandidateScanner}. A chain of
+ * links longer than the kernel follows (40 on Linux: ELOOP) is resolved here, link by link (up to
+ * {@link MAX_LINK_HOPS}), so a long but finite chain has its target scanned. What is skipped (binary, over the size cap, unreadable, not a regular file, a loop, a broken link) is
  * reported as a note.
  *
  * @module
  */
 import { createReadStream, type Stats } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readdir, readlink, stat } from 'node:fs/promises';
+import { dirname, isAbsolute, join, parse, resolve, sep } from 'node:path';
 import { type Candidate, CandidateScanner } from './candidates.ts';
 
 /** Why a path was not scanned. */
@@ -56,16 +57,81 @@ function message(e: unknown): string {
   return err.code ?? (e instanceof Error ? e.message : String(e));
 }
 
+/** Most symbolic links followed to resolve one path the kernel refused with ELOOP. */
+export const MAX_LINK_HOPS = 4096;
+/** Longest path resolved link by link (Linux's PATH_MAX): links that keep adding to it go round. */
+const MAX_RESOLVED_PATH = 4096;
+
+/** The components of `path`, last first (a stack: the next one to resolve is popped). */
+const components = (path: string): string[] =>
+  path
+    .split(sep)
+    .filter((c) => c !== '' && c !== '.')
+    .reverse();
+
+/**
+ * The path `path` names with every symbolic link in it resolved, one component at a time (so the
+ * kernel follows none), for a path the kernel refused with ELOOP: a chain longer than it follows
+ * may still end at a file. `undefined` when the links go round: the same link reached with the
+ * same rest of the path still to resolve, more than {@link MAX_LINK_HOPS} hops, or a path that
+ * keeps growing past {@link MAX_RESOLVED_PATH} characters (`a` linked to `a/x`).
+ * @throws what `lstat` or `readlink` throws (ENOENT for a chain that ends at nothing).
+ */
+async function resolveLinks(path: string): Promise<string | undefined> {
+  const absolute = resolve(path);
+  const rest = components(absolute);
+  let done: string = parse(absolute).root;
+  const seen = new Set<string>();
+  let hops = 0;
+  for (let name = rest.pop(); name !== undefined; name = rest.pop()) {
+    if (name === '..') {
+      done = dirname(done);
+      continue;
+    }
+    const next = join(done, name);
+    if (!(await lstat(next)).isSymbolicLink()) {
+      done = next;
+      continue;
+    }
+    const key = `${next}\0${rest.join('\0')}`;
+    if (seen.has(key) || ++hops > MAX_LINK_HOPS || key.length > MAX_RESOLVED_PATH) return undefined;
+    seen.add(key);
+    const target = await readlink(next);
+    if (isAbsolute(target)) done = parse(target).root;
+    rest.push(...components(target));
+  }
+  return done;
+}
+
+/**
+ * `stat` of `path`, a chain of links longer than the kernel follows resolved link by link.
+ * @returns the stats and the path to open (`path` itself unless it had to be resolved here), or
+ *   `undefined` when the links go round with no file at the end.
+ * @throws what `stat` throws otherwise.
+ */
+async function statThroughLinks(path: string): Promise<{ stats: Stats; at: string } | undefined> {
+  try {
+    return { stats: await stat(path), at: path };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ELOOP') throw e;
+    const at = await resolveLinks(path);
+    return at === undefined ? undefined : { stats: await stat(at), at };
+  }
+}
+
 /**
  * Look at every path given before anything is read.
  * @throws {ScanPathError} naming the first path that does not exist or cannot be looked at.
  */
-export async function checkPaths(paths: readonly string[]): Promise<{ path: string; stats: Stats }[]> {
-  const roots: { path: string; stats: Stats }[] = [];
+export async function checkPaths(paths: readonly string[]): Promise<{ path: string; stats: Stats; at: string }[]> {
+  const roots: { path: string; stats: Stats; at: string }[] = [];
   for (const path of paths) {
     try {
-      roots.push({ path, stats: await stat(path) });
+      const found = await statThroughLinks(path);
+      if (found === undefined) throw new ScanPathError(`${path}: a symbolic link loop (links pointing at each other): nothing to read`);
+      roots.push({ path, ...found });
     } catch (e) {
+      if (e instanceof ScanPathError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
       throw new ScanPathError(code === 'ENOENT' ? `${path}: no such file or directory` : `${path}: cannot be read (${message(e)})`);
     }
@@ -82,7 +148,9 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
   const roots = await checkPaths(paths);
   const seen = new Set<string>();
   const totals = { files: 0, bytes: 0 };
-  const visit = async (path: string, stats: Stats): Promise<void> => {
+  // `path` is what notes and findings name; `at` is what is opened: the same, except past a chain
+  // of links the kernel would not follow (resolved by statThroughLinks).
+  const visit = async (path: string, stats: Stats, at: string): Promise<void> => {
     const id = `${stats.dev}:${stats.ino}`;
     if (stats.isDirectory()) {
       if (seen.has(id)) {
@@ -92,34 +160,36 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
       seen.add(id);
       let names: string[];
       try {
-        names = (await readdir(path)).sort();
+        names = (await readdir(at)).sort();
       } catch (e) {
         options.onNote({ path, reason: 'unreadable', message: `cannot list the directory (${message(e)})` });
         return;
       }
       for (const name of names) {
         const child = join(path, name);
-        let s: Stats;
+        let found: { stats: Stats; at: string } | undefined;
         try {
-          s = await stat(child);
+          found = await statThroughLinks(join(at, name));
         } catch (e) {
           // Listed, then gone: a symbolic link to nothing (or a file removed meanwhile) has nothing to read.
           const code = (e as NodeJS.ErrnoException).code;
           if (code === 'ENOENT') {
             options.onNote({ path: child, reason: 'broken_link', message: 'a symbolic link to nothing (or removed while scanning)' });
-          } else if (code === 'ELOOP') {
-            // A link to itself, or links pointing at each other: no file at the end, nothing to read.
-            options.onNote({
-              path: child,
-              reason: 'loop',
-              message: 'a symbolic link loop (links pointing at each other): nothing to read',
-            });
           } else {
             options.onNote({ path: child, reason: 'unreadable', message: `cannot be read (${message(e)})` });
           }
           continue;
         }
-        await visit(child, s);
+        if (found === undefined) {
+          // A link to itself, or links pointing at each other: no file at the end, nothing to read.
+          options.onNote({
+            path: child,
+            reason: 'loop',
+            message: 'a symbolic link loop (links pointing at each other): nothing to read',
+          });
+          continue;
+        }
+        await visit(child, found.stats, found.at);
       }
       return;
     }
@@ -138,21 +208,21 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
       });
       return;
     }
-    const read = await scanFile(path, options);
+    const read = await scanFile(path, at, options);
     if (read !== undefined) {
       totals.files++;
       totals.bytes += read;
     }
   };
-  for (const root of roots) await visit(root.path, root.stats);
+  for (const root of roots) await visit(root.path, root.stats, root.at);
   return totals;
 }
 
-/** Read one file through a scanner. @returns the bytes read, or `undefined` when it was skipped. */
-async function scanFile(path: string, options: ScanOptions): Promise<number | undefined> {
+/** Read one file (`at`, named `path`) through a scanner. @returns the bytes read, or `undefined` when it was skipped. */
+async function scanFile(path: string, at: string, options: ScanOptions): Promise<number | undefined> {
   const scanner = new CandidateScanner(options.maxLength !== undefined ? { maxLength: options.maxLength } : {});
   const decoder = new TextDecoder('utf-8');
-  const stream = createReadStream(path, { highWaterMark: options.chunkSize ?? DEFAULT_CHUNK });
+  const stream = createReadStream(at, { highWaterMark: options.chunkSize ?? DEFAULT_CHUNK });
   let bytes = 0;
   const found = async (candidates: readonly Candidate[]) => {
     for (const c of candidates) {

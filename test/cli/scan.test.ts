@@ -433,6 +433,55 @@ describe('tessera scan: what it reports', () => {
     assert.equal(code, 0);
   });
 
+  it('a chain of more than 40 symbolic links (the kernel says ELOOP) that ends at a file or directory: the target is scanned, not noted as a loop; a ring of 60 links or a link into itself stays a loop note', async () => {
+    const t = await mint();
+    write('chaintarget/leak.log', `${t.access_token}\n`);
+    write('chaintarget/dir/deep.log', `x ${t.access_token}\n`);
+    mkdirSync(join(files, 'chainlinks'));
+    const chain = (name: string, to: string, hops: number): void => {
+      for (let i = 0; i < hops; i++) symlinkSync(i === hops - 1 ? to : `${name}${i + 1}`, join(files, `chainlinks/${name}${i}`));
+    };
+    chain('f', '../chaintarget/leak.log', 60);
+    chain('d', '../chaintarget/dir', 60);
+    // A link whose directory part is itself a long chain.
+    chain('p', '../chaintarget', 45);
+    for (let i = 0; i < 60; i++) symlinkSync(`r${(i + 1) % 60}`, join(files, `chainlinks/r${i}`));
+    mkdirSync(join(files, 'longchain'));
+    symlinkSync('../chainlinks/f0', join(files, 'longchain/file'));
+    symlinkSync('../chainlinks/d0', join(files, 'longchain/dir'));
+    symlinkSync('../chainlinks/p0/leak.log', join(files, 'longchain/nested'));
+    symlinkSync('../chainlinks/r0', join(files, 'longchain/ring'));
+    // A link into itself: the path grows with every hop and never ends.
+    symlinkSync('grow/x', join(files, 'longchain/grow'));
+    const { code, report } = await scanJson('longchain');
+    assert.equal(code, 1);
+    assert.deepEqual(
+      report.findings.map((f) => [f.path, f.line, f.column]),
+      [
+        ['longchain/dir/deep.log', 1, 3],
+        ['longchain/file', 1, 1],
+      ],
+    );
+    assert.deepEqual(
+      report.skipped.map((n) => [n.path, n.reason]),
+      [
+        ['longchain/grow', 'loop'],
+        ['longchain/ring', 'loop'],
+      ],
+    );
+    assert.equal(report.summary.complete, true);
+
+    // Given as a path itself: scanned, not refused as unreadable.
+    const direct = await scanJson('chainlinks/f0');
+    assert.equal(direct.code, 1);
+    assert.deepEqual(
+      direct.report.findings.map((f) => f.path),
+      ['chainlinks/f0'],
+    );
+    // A ring given as a path has nothing at its end: refused like a path that does not exist (exit 2).
+    assert.equal((await scan('chainlinks/r0')).code, 2);
+  });
+
   it('prints a file name chosen by someone else with its control characters escaped: one finding, one line', async () => {
     const t = await mint();
     write('names/a\nfake.log:1:1  access_token  revoked\x1b[2K.log', `${t.access_token}\n`);
