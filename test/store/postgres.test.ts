@@ -5,11 +5,12 @@
  * instances) racing, and revocation-log appends pushed from one store to another (LISTEN/NOTIFY).
  */
 import assert from 'node:assert/strict';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { uuidv7 } from '../../src/audit/id.ts';
 import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
-import { LISTENER_APPLICATION_NAME } from '../../src/store/postgres/listener.ts';
+import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
 import { until } from '../helpers/net.ts';
 import { postgresReachable } from '../helpers/postgres.ts';
@@ -482,6 +483,98 @@ if (!reachable) {
         await c.end();
         await a.close();
         await b.close();
+      }
+    });
+
+    /**
+     * A TCP forwarder on loopback in front of PostgreSQL. `blackHole()` makes every connection open
+     * at that moment stop carrying bytes, both ways, without closing anything (a silent network
+     * partition: no RST, no FIN); connections made afterwards are forwarded.
+     */
+    async function forwarder(): Promise<{ url: string; blackHole(): void; close(): Promise<void> }> {
+      const target = new URL(url);
+      const pairs: { client: Socket; server: Socket; holed: boolean }[] = [];
+      const server: Server = createServer((client) => {
+        const upstream = connect(Number(target.port || 5432), target.hostname);
+        const pair = { client, server: upstream, holed: false };
+        pairs.push(pair);
+        client.on('data', (d) => {
+          if (!pair.holed) upstream.write(d);
+        });
+        upstream.on('data', (d) => {
+          if (!pair.holed) client.write(d);
+        });
+        const drop = () => {
+          if (pair.holed) return; // a black hole tells neither side anything
+          client.destroy();
+          upstream.destroy();
+        };
+        client.on('close', drop);
+        upstream.on('close', drop);
+        client.on('error', () => {});
+        upstream.on('error', () => {});
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const proxied = new URL(url);
+      proxied.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+      return {
+        url: proxied.href,
+        blackHole: () => {
+          for (const p of pairs) p.holed = true;
+        },
+        close: async () => {
+          for (const p of pairs) {
+            p.client.destroy();
+            p.server.destroy();
+          }
+          await new Promise((r) => server.close(r));
+        },
+      };
+    }
+
+    it('silent network partition (no RST, no FIN): the LISTEN connection is found dead by its liveness query within the interval, reconnected, the gap reported, and a NOTIFY after recovery delivered', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      const c = await admin(schema);
+      const fwd = await forwarder();
+      const heard: string[] = [];
+      const warnings: string[] = [];
+      let gaps = 0;
+      const listener = new Listener({
+        connectionString: fwd.url,
+        channel: revocationChannel(schema),
+        onNotify: (p) => heard.push(p),
+        onReconnect: () => gaps++,
+        onWarning: (m) => warnings.push(m),
+        livenessIntervalMs: 300,
+        livenessTimeoutMs: 300,
+      });
+      await listener.start();
+      try {
+        const [pid] = await listenerPids(c, schema);
+        assert.ok(pid !== undefined);
+        fwd.blackHole();
+        const holed = Date.now();
+        // Keepalive alone would take minutes; the liveness query notices after 300 ms of silence plus 300 ms unanswered.
+        await until(() => warnings.length > 0, 3000);
+        assert.ok(Date.now() - holed < 2000, `noticed after ${Date.now() - holed} ms`);
+        assert.match(warnings[0] ?? '', /^PostgreSQL revocation notifications interrupted \(LIVENESS_TIMEOUT\); reconnecting$/);
+        await until(() => gaps === 1, 5000);
+        await until(async () => (await listenerPids(c, schema)).some((p) => p !== pid), 3000);
+
+        await a.appendRevocations([{ kind: 'token', value: 'after-partition', issuer: null, at: now, expiresAt: now + 600 }]);
+        const seq = await lastSeq(a);
+        await until(() => heard.includes(String(seq)), 3000);
+        assert.equal(warnings.length, 1, 'one warning per loss');
+        // Still answering: quiet but alive is not a loss.
+        await new Promise((r) => setTimeout(r, 1200));
+        assert.equal(gaps, 1);
+        assert.equal(warnings.length, 1);
+      } finally {
+        await listener.stop();
+        await fwd.close();
+        await c.end();
+        await a.close();
       }
     });
 

@@ -1,7 +1,7 @@
 /**
  * PostgreSQL LISTEN on one dedicated connection (never a pool member: a pooled connection changes
- * hands, and a LISTEN lives and dies with its session), reconnected with backoff for as long as
- * the watch lasts.
+ * hands, and a LISTEN lives and dies with its session), checked for life by a query whenever it has
+ * been quiet a while, and reconnected with backoff for as long as the watch lasts.
  *
  * @module
  */
@@ -12,6 +12,13 @@ export const LISTENER_APPLICATION_NAME = 'tessera-listen';
 
 const FIRST_RETRY_MS = 100;
 const MAX_RETRY_MS = 5000;
+/** Default {@link ListenerOptions.livenessIntervalMs}. */
+export const LIVENESS_INTERVAL_MS = 15_000;
+/** Default {@link ListenerOptions.livenessTimeoutMs}. */
+export const LIVENESS_TIMEOUT_MS = 5000;
+
+/** Why a connection is given up when the server does not answer in time (shown in the warning). */
+const LIVENESS_TIMEOUT = 'LIVENESS_TIMEOUT';
 
 export interface ListenerOptions {
   readonly connectionString: string;
@@ -21,12 +28,29 @@ export interface ListenerOptions {
   /** The connection is back after a loss: notifications sent meanwhile were missed. */
   readonly onReconnect: () => void;
   readonly onWarning: (message: string) => void;
+  /**
+   * After this long with nothing heard on the connection, a query (`SELECT 1`) checks that the
+   * server still answers (default {@link LIVENESS_INTERVAL_MS}).
+   */
+  readonly livenessIntervalMs?: number;
+  /**
+   * A liveness query, or the LISTEN itself, unanswered this long: the connection is taken for dead,
+   * destroyed and reconnected (default {@link LIVENESS_TIMEOUT_MS}).
+   */
+  readonly livenessTimeoutMs?: number;
 }
 
 /**
  * One LISTEN connection. {@link Listener.start} resolves after the first attempt, whether it
  * connected or not; a failed or lost connection is retried every 100 ms doubling to 5 s (with
  * jitter, so instances do not reconnect in step after a failover) until {@link Listener.stop}.
+ *
+ * A LISTEN connection only receives, so a peer that silently stopped answering (a network
+ * partition, a failover behind a stateful firewall: no RST, no FIN) would go unnoticed until TCP
+ * keepalive gives up, minutes later, while every notification is lost. So after
+ * {@link ListenerOptions.livenessIntervalMs} of silence it runs `SELECT 1`; unanswered within
+ * {@link ListenerOptions.livenessTimeoutMs}, the socket is destroyed and the connection counts as
+ * lost: one warning, a reconnect, and {@link ListenerOptions.onReconnect} once it LISTENs again.
  * Nothing it does throws or emits an unhandled error.
  */
 export class Listener {
@@ -37,9 +61,15 @@ export class Listener {
   #stopped = false;
   /** A connection was lost (or never made) since the last successful LISTEN. */
   #lost = false;
+  /** Fires after {@link ListenerOptions.livenessIntervalMs} of silence on the current connection. */
+  #quiet: NodeJS.Timeout | undefined;
+  readonly #interval: number;
+  readonly #timeout: number;
 
   constructor(options: ListenerOptions) {
     this.#options = options;
+    this.#interval = options.livenessIntervalMs ?? LIVENESS_INTERVAL_MS;
+    this.#timeout = options.livenessTimeoutMs ?? LIVENESS_TIMEOUT_MS;
   }
 
   async start(): Promise<void> {
@@ -49,6 +79,7 @@ export class Listener {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#retry);
+    clearTimeout(this.#quiet);
     const c = this.#client;
     this.#client = undefined;
     await c?.end().catch(() => {});
@@ -70,7 +101,9 @@ export class Listener {
     c.on('error', lose);
     c.on('end', lose);
     c.on('notification', (m) => {
-      if (m.channel !== channel || c !== this.#client) return;
+      if (c !== this.#client) return;
+      this.#heard(c);
+      if (m.channel !== channel) return;
       try {
         this.#options.onNotify(m.payload ?? '');
       } catch {
@@ -79,12 +112,13 @@ export class Listener {
     });
     try {
       await c.connect();
-      await c.query(`LISTEN "${channel}"`);
+      await this.#answered(c, `LISTEN "${channel}"`);
     } catch (e) {
       lose(e);
       return;
     }
     if (c !== this.#client) return;
+    this.#heard(c);
     this.#delay = FIRST_RETRY_MS;
     if (this.#lost) {
       this.#lost = false;
@@ -96,10 +130,52 @@ export class Listener {
     }
   }
 
+  /** Something came from `c`: it is alive; check again after the next stretch of silence. */
+  #heard(c: pg.Client): void {
+    clearTimeout(this.#quiet);
+    this.#quiet = setTimeout(() => void this.#check(c), this.#interval);
+    this.#quiet.unref();
+  }
+
+  /** `c` has been quiet a while: does the server still answer on it? */
+  async #check(c: pg.Client): Promise<void> {
+    if (c !== this.#client) return;
+    try {
+      await this.#answered(c, 'SELECT 1');
+    } catch (e) {
+      this.#lose(c, e);
+      return;
+    }
+    if (c === this.#client) this.#heard(c);
+  }
+
+  /**
+   * Run `sql` on `c`. Unanswered for {@link ListenerOptions.livenessTimeoutMs}, `c` is lost (code
+   * {@link LIVENESS_TIMEOUT} in the warning), its socket destroyed (`end()` would wait for a goodbye
+   * that never comes), and this rejects.
+   */
+  async #answered(c: pg.Client, sql: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const e = Object.assign(new Error('no answer from PostgreSQL'), { code: LIVENESS_TIMEOUT });
+        this.#lose(c, e);
+        c.connection.stream.destroy();
+        reject(e);
+      }, this.#timeout);
+    });
+    try {
+      await Promise.race([c.query(sql), timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** `c` failed or ended: drop it and schedule the next attempt (once per connection). */
   #lose(c: pg.Client, e?: unknown): void {
     if (c !== this.#client) return;
     this.#client = undefined;
+    clearTimeout(this.#quiet);
     c.removeAllListeners('notification');
     // Late 'error' events of a client being torn down must still have a listener.
     c.on('error', () => {});

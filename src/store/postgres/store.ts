@@ -1001,8 +1001,8 @@ export class PostgresStore implements Store {
    * Hear of every committed append to the revocation log, by any process, through LISTEN on a
    * dedicated connection (not one of the pool's). `onChange` gets the last sequence number of the
    * transaction that committed, or `undefined` after the connection was re-established following a
-   * loss (appends made meanwhile went unheard). A connection that fails or is closed by the server
-   * is retried with backoff, with one warning per loss (never the URL or a password); nothing here
+   * loss (appends made meanwhile went unheard). A connection that fails, is closed by the server or
+   * stops answering (a liveness query after 15 s of silence, unanswered for 5 s) is retried with backoff, with one warning per loss (never the URL or a password); nothing here
    * ever throws into the process. Resolves once the first connection attempt is over, LISTENing or
    * not.
    */
