@@ -106,10 +106,10 @@ export const issuerSchema = z
       .min(1)
       .optional()
       .meta({ description: 'Required `typ` header, e.g. `at+jwt` (RFC 9068); `application/` prefix and case are ignored.' }),
-    required_claims: z
-      .array(z.string().min(1))
-      .default(['iat'])
-      .meta({ description: 'Claims that must be present in addition to `iss`, `aud` and `exp` (always required).' }),
+    required_claims: z.array(z.string().min(1)).default(['iat']).meta({
+      description:
+        'Claims that must be present in addition to `iss`, `aud` and `exp` (always required). Where revocations apply (`tessera serve`, token exchange at the token service) `iat` is required whatever this says: without it a token signed before a subject revocation cannot be told from one signed after.',
+    }),
     clock_skew: duration('Tolerated clock difference for `exp`, `nbf` and `iat` (at most 60s).', 60).prefault('30s'),
     max_lifetime: duration('Longest accepted token lifetime (`exp` − `iat`).').prefault('24h'),
     delegation_claim: z.string().min(1).default('grant_id').meta({ description: 'Claim carrying the delegation (grant) id.' }),

@@ -321,6 +321,57 @@ describe('revoked grants', () => {
   });
 });
 
+describe('an external token without iat and a subject revocation', () => {
+  it('an IdP token without iat (issuer with required_claims: []) signed before a subject revocation is refused after the revocation entry is pruned, and by a freshly started instance', async () => {
+    let now = Math.floor(Date.now() / 1000);
+    const config = {
+      issuers: [
+        { issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] }, required_claims: [] },
+      ],
+    } as never;
+    const timed = await startIssuer({ clock: () => now * 1000, config });
+    let fresh: RunningIssuer | undefined;
+    try {
+      const broker = await timed.addClient({
+        id: 'broker',
+        scopes: ['api:read'],
+        audiences: ['https://agents.test', 'https://api.test'],
+        grantTypes: [EXCHANGE],
+      });
+      const swap = (at: RunningIssuer, subject_token: string) =>
+        at.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token_type: AT, subject_token, audience: 'https://api.test' },
+          { authorization: basic(broker.id, broker.secret) },
+        );
+      const revokedAt = now;
+      // Signed before the revocation; with no iat nothing says so. Its exp is 30 h away: within
+      // max_lifetime (24 h) of the verification time once 6 h have passed.
+      const old = await sign(
+        idpKey,
+        claims({ iss: IDP, sub: 'mallory', aud: 'https://agents.test', scope: 'api:read', iat: undefined, exp: revokedAt + 30 * 3600 }),
+      );
+      await timed.service.revokeGrants({ subject: 'mallory', issuer: IDP }, 'test');
+      // Past the subject entry's life (max_lifetime + 60 s), pruned from the store and the list.
+      now = revokedAt + 25 * 3600;
+      await timed.service.sync();
+      assert.equal(timed.service.revocations.size.subjects, 0, 'the entry is gone');
+      await expectError(await swap(timed, old), 400, 'invalid_request');
+
+      fresh = await startIssuer({ clock: () => now * 1000, config, dir: timed.dir, master: timed.master });
+      await expectError(await swap(fresh, old), 400, 'invalid_request');
+
+      // A token with iat after the revocation is still accepted (the rule is about iat, not the subject).
+      await ok(
+        await swap(timed, await sign(idpKey, claims({ iss: IDP, sub: 'mallory', aud: 'https://agents.test', scope: 'api:read' }, now))),
+      );
+    } finally {
+      await fresh?.close();
+      await timed.close();
+    }
+  });
+});
+
 /** A token-endpoint DPoP proof (RFC 9449 §4.2) by `key`. */
 async function dpopProof(key: ReturnType<typeof generateKeyPairSync>): Promise<string> {
   const jwk = key.publicKey.export({ format: 'jwk' }) as JWK;

@@ -64,7 +64,9 @@ export function principalRevoked(check: RevocationCheck, p: Principal): boolean 
 }
 
 /**
- * The whole second a token was issued in (0 without `iat`: revoked by any entry). Revocations are
+ * The whole second a token was issued in (0 without `iat`: revoked by any entry; the verifier
+ * refuses a JWT without `iat` before it gets here, since an entry is dropped once every token
+ * issued until it has expired, and one without `iat` may outlive it). Revocations are
  * recorded to the second, so a fractional `iat` (a NumericDate may have one) issued earlier in the
  * revocation's second must not pass as issued after it.
  */

@@ -39,7 +39,10 @@ export interface IssuerOptions {
   readonly scopeClaim: string;
   /** Required `typ` header (e.g. `at+jwt`), compared as RFC 8725 §3.11 / RFC 9068 §4 say. */
   readonly typ: string | undefined;
-  /** Claims that must be present besides `iss`, `exp` (always required) and `aud`. */
+  /**
+   * Claims that must be present besides `iss`, `exp` (always required) and `aud`; `iat` is also
+   * required whenever {@link CoreVerifierOptions.revocation} is set (see the check in the JWT path).
+   */
   readonly requiredClaims: readonly string[];
   /** Tolerated clock difference, seconds (at most 60). */
   readonly clockSkew: number;
@@ -586,6 +589,11 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       if (!Object.hasOwn(claims, required[i] as string)) return deny('token_claim_missing', claimDetails(name, required[i] as string));
     }
     const { exp, nbf, iat, aud } = claims;
+    // Where revocations apply, a token must say when it was issued: a subject or client revoked as
+    // of a time refuses the tokens issued until then, for as long as one of those can be valid
+    // (`exp - iat` <= max_lifetime), and then the entry is dropped. Without `iat`, a token signed
+    // before the revocation would be accepted again once it was, however `required_claims` reads.
+    if (iat === undefined && revocation !== undefined) return deny('token_claim_missing', claimDetails(name, 'iat'));
     if (exp === undefined) return deny('token_claim_missing', claimDetails(name, 'exp'));
     if (typeof exp !== 'number') return deny('token_claim_invalid', claimDetails(name, 'exp'));
     if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', claimDetails(name, 'nbf'));

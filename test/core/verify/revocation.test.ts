@@ -54,6 +54,32 @@ describe('attack: a fractional iat slips under a subject or client revocation in
   });
 });
 
+describe('attack: a token without iat outlives the subject revocation entry that should refuse it', () => {
+  it('with a revocation list, a token without iat is refused (token_claim_missing) even when required_claims leaves iat out, before and after any entry is pruned; without one it is accepted as configured', async () => {
+    const clock = fakeClock();
+    const now = clock.seconds();
+    const issuer = {
+      issuer: ISSUER,
+      audiences: [AUDIENCE],
+      algorithms: ['ES256' as const],
+      jwks: { keys: [key.jwk] },
+      required_claims: [],
+    };
+    const revocations = new RevocationList();
+    const guarded = createVerifier({ issuers: [issuer], dpop: { mode: 'disabled' } }, { clock, revocation: revocations });
+    const plain = createVerifier({ issuers: [issuer], dpop: { mode: 'disabled' } }, { clock });
+    // Signed before the revocation below, with no iat to say so.
+    const token = await sign(key, claims({ iat: undefined, exp: now + 30 * 3600 }, now));
+    revocations.apply({ subjects: [{ issuer: ISSUER, subject: 'user-1', at: now, expiresAt: now + 86_460 }] });
+    clock.advance(25 * 3600);
+    revocations.prune(clock.seconds());
+    assert.equal(revocations.size.subjects, 0);
+    const refused = await guarded.verify(bearer(token));
+    assertInvalidToken(refused, guarded, 'token_claim_missing');
+    assert.equal((await plain.verify(bearer(token))).ok, true);
+  });
+});
+
 describe('revocation list: a long-running process does not keep every revocation it ever saw', () => {
   const t = (over: Partial<{ subject: string; clientId: string; delegationId: string }>) => ({
     issuer: ISSUER,
