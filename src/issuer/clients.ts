@@ -70,19 +70,22 @@ export const CLIENT_NAME_MAX = 100;
 const BLANK = /[\p{White_Space}\p{Cf}\p{Default_Ignorable_Code_Point}\p{M}\u2800\u{1D159}]/gu;
 /** A letter, digit, punctuation mark or symbol: what can be seen (not private use, unassigned or a surrogate). */
 const GRAPHIC = /[\p{L}\p{N}\p{P}\p{S}]/u;
+// \p{Cs} matches only a lone surrogate (JSON allows "\ud800"): the store writes it as U+FFFD, so
+// the name shown would not be the one checked.
+const REFUSED = /[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}\p{Cs}]/u;
 
 /**
  * Whether `name` may be shown as a client's name: 1 to {@link CLIENT_NAME_MAX} characters, at
  * least one of them visible: a letter, digit, punctuation mark or symbol other than those that
  * render as nothing (not only spaces, format characters such as U+200B, fillers such as U+3164, the
  * braille blank U+2800, or combining marks with no base: the consent page would show a blank name),
- * no control characters, no line or paragraph separators, and no bidirectional formatting
+ * well-formed UTF-16 (no lone surrogate), no control characters, no line or paragraph separators, and no bidirectional formatting
  * characters (U+202E and its kin, which would reorder what the consent page shows after the name,
  * in the person's eyes). A joiner between visible characters (an emoji sequence) and combining
  * marks on a visible base (`e` + U+0301) are kept. The consent page escapes whatever is left.
  */
 export function isClientName(name: string): boolean {
-  return name.length <= CLIENT_NAME_MAX && GRAPHIC.test(name.replace(BLANK, '')) && !/[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}]/u.test(name);
+  return name.length <= CLIENT_NAME_MAX && GRAPHIC.test(name.replace(BLANK, '')) && !REFUSED.test(name);
 }
 
 /**
@@ -163,7 +166,7 @@ export function buildClient(
   }
   if (input.name !== undefined && !isClientName(input.name)) {
     throw new ClientInputError(
-      `a client name must be 1-${CLIENT_NAME_MAX} characters, some of them visible, without control, line separator or bidirectional formatting characters`,
+      `a client name must be 1-${CLIENT_NAME_MAX} characters, some of them visible, without control, line separator or bidirectional formatting characters or unpaired surrogates`,
     );
   }
   let jwks: ClientRecord['jwks'] = null;

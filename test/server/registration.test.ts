@@ -374,6 +374,14 @@ describe('dynamic client registration', () => {
     }
   });
 
+  it('DCR client_name with a lone surrogate (stored as U+FFFD: the name shown would not be the one checked): refused', async () => {
+    for (const name of ['App\ud800', '\udc00App', 'A\ud800\ud800B']) {
+      await expectError(await register({ ...mcpClient, client_name: name }), 400, 'invalid_client_metadata');
+      await assert.rejects(issuer.addClient({ id: 'surrogate-name', scopes: ['mcp:read'], name }), /unpaired surrogate/);
+    }
+    assert.equal((await register({ ...mcpClient, client_name: 'Agent \u{1F916}' })).status, 201);
+  });
+
   it('open registration needs no token', async () => {
     const open = await startIssuer({ config: registrationConfig({ initial_access_token: undefined, open: true }) as never });
     try {
