@@ -434,7 +434,10 @@ export class ClientRegistry {
     }
 
     let key = client.keys.lookup(kid as string | undefined, alg as JwsAlgorithm);
-    if (key === 'unknown' && client.keys.refreshAfterMiss && (await client.keys.refreshAfterMiss())) {
+    if (key === 'unknown' && client.keys.refreshAfterMiss) {
+      // Looked up again whatever the refresh reports: a failed fetch makes the source answer
+      // `unavailable` (not a bad signature), and a concurrent refresh may have loaded the key.
+      await client.keys.refreshAfterMiss();
       key = client.keys.lookup(kid as string | undefined, alg as JwsAlgorithm);
     }
     if (key === 'unavailable') throw new OAuthError('client_keys_unavailable');

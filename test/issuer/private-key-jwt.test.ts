@@ -125,4 +125,30 @@ describe('private_key_jwt', () => {
       server.close();
     }
   });
+
+  it('a client whose jwks_uri is down is refused as keys unavailable, not as a bad signature (the first assertion after a failed fetch included)', async () => {
+    const remote = makeKey('ES256', 'down-1');
+    let fetches = 0;
+    const server = createServer((_req, res) => {
+      fetches++;
+      res.writeHead(503).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const uri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+      await issuer.service.registerClient({ id: 'down-workload', scopes: [], audiences: ['https://api.test'], jwksUri: uri });
+      for (let i = 0; i < 2; i++) {
+        await expectInvalidClient(await request(await assertion({ iss: 'down-workload', sub: 'down-workload' }, remote)));
+      }
+      assert.equal(fetches, 1, 'one fetch per cooldown');
+      await issuer.service.audit.flush();
+      const reasons = (await issuer.store.queryAudit({ limit: 1000 }))
+        .filter((e) => e.kind === 'token.denied' && e.reason?.startsWith('client_'))
+        .slice(-2)
+        .map((e) => e.reason);
+      assert.deepEqual(reasons, ['client_keys_unavailable', 'client_keys_unavailable']);
+    } finally {
+      server.close();
+    }
+  });
 });
