@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../../core/jose/json.ts';
 import type { ClientRecord } from '../../store/contract.ts';
 import { iso, list, ttlArg, withConfig, withService } from '../context.ts';
-import { CliError, printJson } from '../output.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 /** A client as shown to operators: everything except the secret hash. */
 export function describeClient(c: ClientRecord): Record<string, unknown> {
@@ -131,9 +131,11 @@ export function registerClients(program: Command): void {
       const all = await withService(opts.config, false, async ({ store }) => store.listClients());
       if (opts.json) return printJson(all.map(describeClient));
       if (all.length === 0) return void process.stdout.write('no clients\n');
+      // What the store holds was checked at registration, but by rules that may have been looser
+      // when it was written: escaped as every other listing is.
       for (const c of all) {
         process.stdout.write(
-          `${c.id.padEnd(24)} ${(c.disabled ? 'disabled' : 'enabled').padEnd(9)} ${c.authMethod.padEnd(15)} scopes=${c.scopes.join(',') || '-'} audiences=${c.audiences.join(',')}\n`,
+          `${printable(`${c.id.padEnd(24)} ${(c.disabled ? 'disabled' : 'enabled').padEnd(9)} ${c.authMethod.padEnd(15)} scopes=${c.scopes.join(',') || '-'} audiences=${c.audiences.join(',')}`)}\n`,
         );
       }
     });
@@ -147,7 +149,11 @@ export function registerClients(program: Command): void {
       if (!c) throw new CliError(`no client "${id}"`);
       const d = describeClient(c);
       if (opts.json) return printJson(d);
-      for (const [k, v] of Object.entries(d)) process.stdout.write(`${k.padEnd(17)} ${Array.isArray(v) ? v.join(' ') : String(v)}\n`);
+      // A JWKS kid is whatever the key file said (any string), the name whatever the registrant
+      // wrote: control characters escaped, so a value cannot forge a line or rewrite the screen.
+      for (const [k, v] of Object.entries(d)) {
+        process.stdout.write(`${printable(`${k.padEnd(17)} ${Array.isArray(v) ? v.join(' ') : String(v)}`)}\n`);
+      }
     });
 
   // Commander gives --allow-retarget and --no-allow-retarget one value (the last wins); the flags
