@@ -103,3 +103,42 @@ describe('tessera check: bad arguments', () => {
     }
   });
 });
+
+describe('tessera check: a hostile server', () => {
+  it('escapes control characters in what the server answered (metadata resource, authorization servers) instead of printing them to the terminal', async () => {
+    const evil = '\x1b]0;pwned\x07\x1b[2J\nPASS  forged check: all good\u202e';
+    const server = createServer((req, res) => {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      if (req.url === '/.well-known/oauth-protected-resource/mcp') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ resource: `${base}/mcp${evil}`, authorization_servers: [`https://as.test/${evil}`] }));
+        return;
+      }
+      res.writeHead(401, { 'www-authenticate': `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"` });
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
+    try {
+      await assert.rejects(
+        run(process.execPath, [CLI, 'check', url, '--token', 't', '--mcp']),
+        (e: { code?: number; stdout?: string; stderr?: string }) => {
+          assert.equal(e.code, 1, e.stderr);
+          const out = e.stdout ?? '';
+          assert.ok(![...out].some((c) => (c < ' ' && c !== '\n') || (c >= '\x7f' && c <= '\x9f') || c === '\u202e'), out);
+          assert.ok(
+            out
+              .trim()
+              .split('\n')
+              .every((l) => /^(PASS|FAIL) {2}[a-z]/.test(l) && !l.startsWith('PASS  forged')),
+            out,
+          );
+          assert.match(out, /as\.test\/\\x1b\]0;pwned\\x07\\x1b\[2J\\nPASS {2}forged/);
+          return true;
+        },
+      );
+    } finally {
+      server.close();
+    }
+  });
+});

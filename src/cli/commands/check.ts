@@ -13,11 +13,12 @@
  *    (same origin, the URL's path within the resource's: what MCP clients accept), read at that
  *    resource's own well-known URL (RFC 9728 §3.3).
  *
- * One pass/fail line each; exit 1 when any check fails. The token is never printed.
+ * One pass/fail line each (what the server answered with its control characters escaped); exit 1
+ * when any check fails. The token is never printed.
  */
 import type { Command } from 'commander';
 import { metadataUrlOf } from '../../gateway/mcp/metadata.ts';
-import { CliError, printJson } from '../output.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 export interface CheckResult {
   readonly name: string;
@@ -249,7 +250,9 @@ export function registerCheck(program: Command): void {
       if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) throw new CliError(`${url} is not an http(s) URL`);
       const results = await runChecks(url, token, { timeoutMs: opts.timeout, agentCard: opts.agentCard, mcp: opts.mcp === true });
       if (opts.json) printJson({ url, ok: results.every((r) => r.ok), results });
-      else for (const r of results) process.stdout.write(`${r.ok ? 'PASS' : 'FAIL'}  ${r.name}: ${r.detail}\n`);
+      // A detail quotes what the server answered (its challenge, its metadata), and the server is
+      // whatever the URL reached: escaped, so it cannot forge a PASS line or rewrite the screen.
+      else for (const r of results) process.stdout.write(`${printable(`${r.ok ? 'PASS' : 'FAIL'}  ${r.name}: ${r.detail}`)}\n`);
       const failed = results.filter((r) => !r.ok).length;
       if (failed > 0) throw new CliError(`${failed} of ${results.length} checks failed`);
     });
