@@ -168,6 +168,10 @@ shape (${Object.keys(verifierFields)
 - \`[]\` in a key stands for each element of a list, \`<name>\` for each key of a map.
 - The file is UTF-8 and at most ${mib(MAX_CONFIG_BYTES)}. YAML anchors and aliases may repeat a node, but
   the configuration they expand to is at most ${mib(MAX_EXPANDED_BYTES)}, and aliases may not form a cycle.
+- The file is read as YAML 1.2 (core schema), also under a \`%YAML 1.1\` directive: \`012\` is twelve,
+  \`yes\` a string. A tag other than the core ones (\`!!str\`, \`!!int\`, \`!!bool\`, \`!!map\`…), such as
+  \`!!binary\`, \`!!timestamp\` or \`!!js/function\`, an unknown directive, and a key that is a list or a
+  mapping are errors naming the line, never read as some other value.
 `;
   for (const [name, section] of Object.entries(root.properties ?? {})) {
     const rows: Row[] = [];

@@ -6,7 +6,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { parseDocument } from 'yaml';
+import { isCollection, LineCounter, parseDocument, visit } from 'yaml';
 import { ConfigError, type ConfigIssue } from '../core/errors.ts';
 import { type ConfigCheck, parseConfig } from './parse.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
@@ -101,24 +101,45 @@ export function parseConfigText(
   options: LoadOptions = {},
 ): TesseraConfig {
   if (text.length > MAX_CONFIG_BYTES || Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw tooLarge(source);
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    // One problem per line: the first error on a line causes the others after it. The position is
-    // in the path already; the message's own copy of it ends in the colon of a code frame.
-    const lines = new Set<number>();
+  // YAML 1.2's core schema whatever a `%YAML 1.1` directive asks (no octal `012`, no `yes` for
+  // true), and without the 1.1 types (`!!binary`, `!!set`, `!!timestamp`: a Buffer, a Set or a
+  // Date where the schema reads JSON values).
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, schema: 'core', resolveKnownTags: false, lineCounter });
+  // yaml's warnings are values read otherwise than written: a tag it cannot resolve (`!!js/function`,
+  // `!env`) falls back to the plain string, an unknown directive is skipped. Refused like errors.
+  const problems: { at: number; line: string; message: string }[] = [...doc.errors, ...doc.warnings].map((e) => {
+    // `url: ${VAR}` inside `{ … }` or `[ … ]`: the `{` after `$` opens a flow mapping.
+    const unquotedVar = text[e.pos[0] - 1] === '$' && text[e.pos[0]] === '{';
+    return {
+      at: e.pos[0],
+      line: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(yaml)',
+      message: unquotedVar
+        ? 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"'
+        : e.code === 'TAG_RESOLVE_FAILED'
+          ? `unknown YAML tag ${/Unresolved tag: (\S+)/.exec(e.message)?.[1] ?? ''}; remove it (plain YAML 1.2 values only: !!str, !!int, !!bool and the like)`
+          : // The position is in the path already; the message's own copy of it ends in the colon of a code frame.
+            (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, ''),
+    };
+  });
+  // A key that is a list or a mapping (`? [a, b]`) would be turned into a string.
+  visit(doc, {
+    Pair(_, pair) {
+      if (!isCollection(pair.key)) return;
+      const at = pair.key.range?.[0] ?? 0;
+      const { line, col } = lineCounter.linePos(at);
+      problems.push({ at, line: `line ${line}, column ${col}`, message: 'a key must be a plain value, not a list or a mapping' });
+    },
+  });
+  if (problems.length > 0) {
+    // One problem per line: the first problem on a line causes the others after it.
+    const lines = new Set<string>();
     const issues: ConfigIssue[] = [];
-    for (const e of doc.errors) {
-      const line = e.linePos?.[0].line;
-      if (line !== undefined && lines.has(line)) continue;
-      if (line !== undefined) lines.add(line);
-      // `url: ${VAR}` inside `{ … }` or `[ … ]`: the `{` after `$` opens a flow mapping.
-      const unquotedVar = text[e.pos[0] - 1] === '$' && text[e.pos[0]] === '{';
-      issues.push({
-        path: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(yaml)',
-        message: unquotedVar
-          ? 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"'
-          : (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, ''),
-      });
+    for (const p of problems.sort((a, b) => a.at - b.at)) {
+      const line = p.line.split(',')[0] as string;
+      if (p.line !== '(yaml)' && lines.has(line)) continue;
+      lines.add(line);
+      issues.push({ path: p.line, message: p.message });
     }
     throw new ConfigError(issues, source);
   }

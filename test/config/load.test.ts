@@ -63,6 +63,52 @@ describe('config: YAML aliases', () => {
   });
 });
 
+describe('config: YAML tags and directives', () => {
+  it('refuses a tag it cannot honour (!!js/function, a local !tag, !!float on text) naming the line, instead of reading the value as a string', () => {
+    for (const [text, tag] of [
+      ['data_dir: !!js/function "function () {}"\n', 'tag:yaml.org,2002:js/function'],
+      ['server:\n  host: !env HOST\n', '!env'],
+      ['server:\n  port: 8080\n  host: !!float localhost\n', 'tag:yaml.org,2002:float'],
+    ] as const) {
+      const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', {}));
+      assert.equal(issues.length, 1, text);
+      assert.match(issues[0]?.path ?? '', /^line \d+, column \d+$/, text);
+      assert.equal(issues[0]?.path.split(',')[0], `line ${text.split('\n').length - 1}`, text);
+      assert.equal(
+        issues[0]?.message,
+        `unknown YAML tag ${tag}; remove it (plain YAML 1.2 values only: !!str, !!int, !!bool and the like)`,
+      );
+    }
+  });
+
+  it('refuses the YAML 1.1 types (!!binary, !!set, !!timestamp) rather than handing the schema a Buffer, Set or Date', () => {
+    for (const text of ['data_dir: !!binary aGVsbG8=\n', 'scopes: !!set { a }\n', 'data_dir: !!timestamp 2001-12-14\n']) {
+      const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', {}));
+      assert.equal(issues.length, 1, text);
+      assert.equal(issues[0]?.path, `line 1, column ${text.indexOf('!!') + 1}`, text);
+      assert.match(issues[0]?.message ?? '', /^unknown YAML tag tag:yaml\.org,2002:(binary|set|timestamp); remove it/, text);
+    }
+  });
+
+  it('reads a %YAML 1.1 file by YAML 1.2 rules: 012 is twelve and yes is a string, never octal 10 or true', () => {
+    const issues = issuesOf(() =>
+      parseConfigText('%YAML 1.1\n---\nserver:\n  port: 012\n  host: yes\ncase_insensitive_paths: yes\n', 'tessera.yaml', {}),
+    );
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['case_insensitive_paths'],
+    );
+    assert.equal(parseConfigText('%YAML 1.1\n---\nserver:\n  port: 012\n', 'tessera.yaml', {}).server.port, 12);
+  });
+
+  it('refuses an unknown directive and a key that is a list or mapping, naming the line', () => {
+    const directive = issuesOf(() => parseConfigText('%TESSERA strict\n---\ndata_dir: x\n', 'tessera.yaml', {}));
+    assert.deepEqual(directive, [{ path: 'line 1, column 1', message: 'Unknown directive %TESSERA' }]);
+    const key = issuesOf(() => parseConfigText('scopes:\n  ? [a, b]\n  : { description: x }\n', 'tessera.yaml', {}));
+    assert.deepEqual(key, [{ path: 'line 2, column 5', message: 'a key must be a plain value, not a list or a mapping' }]);
+  });
+});
+
 describe('config: file encoding', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-load-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
