@@ -185,3 +185,19 @@ export function portArg(flag: string): (v: string) => number {
     return n;
   };
 }
+
+/**
+ * Commander parser for a listen address option (`--host`). An empty value (an unset `"$HOST"`)
+ * would reach `listen()` as no host at all, which is every interface: refused, as are whitespace
+ * and control characters, which no name or address holds. Listening everywhere is written out.
+ */
+export function hostArg(flag: string): (v: string) => string {
+  return (v) => {
+    if (!/^[^\s\p{Cc}]+$/u.test(v)) {
+      throw new CliError(
+        `${flag} must be a host name or an address to listen on (127.0.0.1, ::1, or 0.0.0.0 for every interface), not ${JSON.stringify(v)}`,
+      );
+    }
+    return v;
+  };
+}

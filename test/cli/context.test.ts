@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadConfig, ttlArg } from '../../src/cli/context.ts';
+import { hostArg, loadConfig, ttlArg } from '../../src/cli/context.ts';
 import { CliError } from '../../src/cli/output.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 
@@ -85,4 +85,38 @@ describe('cli: --ttl', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('cli: --host', () => {
+  it('takes a name or an address, the wildcards written out', () => {
+    for (const v of ['127.0.0.1', 'localhost', '::1', '0.0.0.0', '::', 'gw.internal.example']) assert.equal(hostArg('--host')(v), v);
+  });
+
+  it('refuses an empty --host (an unset "$HOST"), which Node would take for every interface, and whitespace or control characters', () => {
+    for (const v of ['', ' ', 'a b', 'host\n', 'a\x1b[2J']) {
+      assert.throws(
+        () => hostArg('--host')(v),
+        (e: unknown) =>
+          e instanceof CliError &&
+          e.message ===
+            `--host must be a host name or an address to listen on (127.0.0.1, ::1, or 0.0.0.0 for every interface), not ${JSON.stringify(v)}`,
+      );
+    }
+  });
+
+  for (const command of ['serve', 'gateway']) {
+    it(`tessera ${command} --host "" fails with one line before listening anywhere`, () => {
+      const r = spawnSync(process.execPath, [MAIN, command, '--host', '', '--port', '0'], {
+        encoding: 'utf8',
+        timeout: 20_000,
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.equal(
+        r.stderr,
+        'tessera: --host must be a host name or an address to listen on (127.0.0.1, ::1, or 0.0.0.0 for every interface), not ""\n',
+      );
+    });
+  }
 });

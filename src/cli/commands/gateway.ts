@@ -9,14 +9,14 @@ import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { serveGateway } from '../../gateway/serve.ts';
-import { configPath, loadConfig, portArg, withConfig } from '../context.ts';
+import { configPath, hostArg, loadConfig, portArg, withConfig } from '../context.ts';
 import { CliError } from '../output.ts';
 import { listenError } from './serve.ts';
 
 export function registerGateway(program: Command): void {
   withConfig(program.command('gateway'))
     .description('Run the gateway alone (reverse proxy and forward-auth endpoint), for tokens from another issuer.')
-    .option('--host <host>', 'override server.host')
+    .option('--host <host>', 'override server.host', hostArg('--host'))
     .option('--port <port>', 'override server.port', portArg('--port'))
     .action(async (opts: { config?: string; host?: string; port?: number }) => {
       // Run alone: the gateway section must be there, and no token service mints exchange credentials.

@@ -29,7 +29,7 @@ import { continueOnRead } from '../../server/expect-continue.ts';
 import { listenUrl } from '../../server/listen.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
 import { storeReplayCache } from '../../store/replay.ts';
-import { configPath, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
+import { configPath, hostArg, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
 import { CliError } from '../output.ts';
 
 export interface RunningServer {
@@ -272,7 +272,7 @@ export function registerServe(program: Command): void {
       'Run the token service (OAuth endpoints, JWKS, metadata, admin API) and, when tessera.yaml has a gateway section, the gateway, on one listener.',
     )
     .option('--port <port>', 'override server.port', portArg('--port'))
-    .option('--host <host>', 'override server.host')
+    .option('--host <host>', 'override server.host', hostArg('--host'))
     .action(async (opts: { config?: string; port?: number; host?: string }) => {
       const running = await startServer({ ...opts, signals: true });
       log({
