@@ -13,7 +13,14 @@ import { verifierChecks, verifierFields } from './verifier-schema.ts';
 
 export const serverSchema = z
   .strictObject({
-    host: z.string().min(1).default('127.0.0.1').meta({ description: 'Address to listen on.' }),
+    host: z
+      .string()
+      .regex(
+        /^[^\s\p{Cc}]+$/u,
+        'a host name or an address to listen on, without spaces or control characters (127.0.0.1, ::1, or 0.0.0.0 for every interface)',
+      )
+      .default('127.0.0.1')
+      .meta({ description: 'Address to listen on.' }),
     port: z.number().int().min(0).max(65535).default(8080).meta({ description: 'Port to listen on (0 picks a free one).' }),
     public_url: z.string().url().optional().meta({
       description:

@@ -18,7 +18,8 @@ import { promisify } from 'node:util';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import pino from 'pino';
 import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { listenError, type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { CliError } from '../../src/cli/output.ts';
 import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
@@ -562,6 +563,16 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     } finally {
       await server.close();
       rmSync(alone, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('tessera serve: a host that does not resolve', () => {
+  it('is one line naming the host and where it is set, not an unexpected getaddrinfo error', () => {
+    for (const code of ['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME']) {
+      const e = listenError(Object.assign(new Error(`getaddrinfo ${code} gw.invalid`), { code }), 'gw.invalid', 8080);
+      assert.ok(e instanceof CliError);
+      assert.equal(e.message, 'gw.invalid is not a name this machine resolves to one of its addresses; fix server.host (or --host)');
     }
   });
 });

@@ -68,6 +68,9 @@ export function listenError(e: unknown, host: string, port: number): unknown {
     return new CliError(`${host}:${port} is already in use; stop what listens there, or set server.port (or --port)`);
   if (code === 'EACCES') return new CliError(`not allowed to listen on ${host}:${port}; use a port above 1023 (server.port or --port)`);
   if (code === 'EADDRNOTAVAIL') return new CliError(`${host} is not an address of this machine; fix server.host (or --host)`);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME') {
+    return new CliError(`${host} is not a name this machine resolves to one of its addresses; fix server.host (or --host)`);
+  }
   return e;
 }
 
