@@ -16,7 +16,7 @@ import { registerServe } from './commands/serve.ts';
 import { registerStart } from './commands/start.ts';
 import { registerToken } from './commands/token.ts';
 import { registerTrace } from './commands/trace.ts';
-import { reportError } from './output.ts';
+import { delivery, reportError } from './output.ts';
 
 /**
  * A token hash or request id may start with `-` (base64url has it), and then reads as an option:
@@ -74,6 +74,8 @@ export async function run(argv: readonly string[]): Promise<void> {
   // `tessera audit tail | head`: a reader that has seen enough closes the pipe. Stop quietly, as
   // other command-line tools do, instead of dying on EPIPE with a stack trace.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    // A secret shown once that did not get through: the command undoes what it was for and fails.
+    if (delivery()) return;
     if (e.code === 'EPIPE') process.exit(0);
     reportError(e);
     process.exit();

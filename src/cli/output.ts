@@ -40,6 +40,27 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+let delivering = 0;
+
+/**
+ * Whether a {@link deliver} is under way or failed: stdout's failure is then the caller's to
+ * handle (undo what the text was for), not a reason to stop quietly as a closed pipe otherwise is.
+ */
+export function delivery(): boolean {
+  return delivering > 0;
+}
+
+/**
+ * Write text that must reach the reader (a secret shown this once). Resolves once stdout took it;
+ * rejects with stdout's error (`EPIPE`: the reader is gone; `ENOSPC`) so that the caller can undo
+ * what the text was the only key to. After a failure stdout stays the caller's.
+ */
+export async function deliver(text: string): Promise<void> {
+  delivering++;
+  await new Promise<void>((resolve, reject) => process.stdout.write(text, (e) => (e ? reject(e) : resolve())));
+  delivering--;
+}
+
 /**
  * Report an error the way every command does, and set the exit code. Messages quote what the
  * operator typed (a client id, a grant id) or what the store holds: control characters are

@@ -3,8 +3,9 @@
  * never lost between the store and the operator (the rest runs in token-service-cli.test.ts).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,4 +46,36 @@ describe('tessera clients show', () => {
     const json = JSON.parse(tessera('clients', 'show', 'kid-client', '--json').stdout) as { jwks_kids: string[] };
     assert.deepEqual(json.jwks_kids, [kid]);
   });
+});
+
+describe('tessera clients add: a secret shown once', () => {
+  for (const json of [false, true]) {
+    it(`keeps no client whose secret never reached the reader (stdout closed${json ? ', --json' : ''}): exit 1, one line, nothing registered`, async () => {
+      const id = `unseen-${json ? 'json' : 'text'}`;
+      const child = spawn(process.execPath, [MAIN, 'clients', 'add', id, '--audiences', 'https://api.test', ...(json ? ['--json'] : [])], {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      // The reader is gone before anything is written: `tessera clients add … | head -c0`, a crashed consumer.
+      child.stdout.destroy();
+      let err = '';
+      child.stderr.on('data', (d) => {
+        err += d.toString();
+      });
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 1, err);
+      assert.equal(
+        err,
+        `tessera: could not print the client secret (EPIPE), so client ${id} was not kept; run clients add again with its output going where it can be read\n`,
+      );
+      const shown = tessera('clients', 'show', id);
+      assert.equal(shown.code, 1);
+      assert.equal(shown.stderr, `tessera: no client "${id}"\n`);
+      // And the id is free for the run that shows the secret.
+      const again = tessera('clients', 'add', id, '--audiences', 'https://api.test', '--json');
+      assert.equal(again.code, 0, again.stderr);
+      assert.match((JSON.parse(again.stdout) as { client_secret: string }).client_secret, /^tcs_/);
+    });
+  }
 });

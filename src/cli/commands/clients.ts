@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../../core/jose/json.ts';
 import type { ClientRecord } from '../../store/contract.ts';
 import { iso, list, ttlArg, withConfig, withService } from '../context.ts';
-import { CliError, printable, printJson } from '../output.ts';
+import { CliError, deliver, printable, printJson } from '../output.ts';
 
 /** A client as shown to operators: everything except the secret hash. */
 export function describeClient(c: ClientRecord): Record<string, unknown> {
@@ -99,8 +99,8 @@ export function registerClients(program: Command): void {
           if (fault !== undefined) throw new CliError(`--jwks: cannot load a JWKS from ${opts.jwks}: ${STRICT_JSON_FAULTS[fault]}`);
         }
         const grantTypes = opts.grantTypes ? list(opts.grantTypes).map((g) => GRANT_ALIASES[g] ?? g) : undefined;
-        const result = await withService(opts.config, true, async ({ service }) =>
-          service.registerClient({
+        await withService(opts.config, true, async ({ service }) => {
+          const result = await service.registerClient({
             id: name,
             scopes: list(opts.scopes),
             audiences: list(opts.audiences),
@@ -112,15 +112,26 @@ export function registerClients(program: Command): void {
             ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
             ...(opts.public ? { public: true } : {}),
             ...(opts.name !== undefined ? { name: opts.name } : {}),
-          }),
-        );
-        const described = describeClient(result.client.record);
-        if (opts.json) return printJson({ ...described, ...(result.secret ? { client_secret: result.secret } : {}) });
-        const out = [`client ${name} registered (${described.auth_method})`];
-        if (result.secret) {
-          out.push('client secret (shown once; store it now):', '', `  ${result.secret}`, '');
-        }
-        process.stdout.write(`${out.join('\n')}\n`);
+          });
+          const described = describeClient(result.client.record);
+          const out = [`client ${name} registered (${described.auth_method})`];
+          if (result.secret) out.push('client secret (shown once; store it now):', '', `  ${result.secret}`, '');
+          const text = opts.json
+            ? `${JSON.stringify({ ...described, ...(result.secret ? { client_secret: result.secret } : {}) }, null, 2)}\n`
+            : `${out.join('\n')}\n`;
+          if (!result.secret) return void process.stdout.write(text);
+          // The secret exists only in this output (the store keeps a keyed hash): a client whose
+          // secret never reached the reader (a closed pipe, a full disk) is removed, not left
+          // registered with a secret nobody has, and the run fails.
+          try {
+            await deliver(text);
+          } catch (e) {
+            await service.removeClient(name, 'cli');
+            throw new CliError(
+              `could not print the client secret (${(e as NodeJS.ErrnoException).code ?? 'error'}), so client ${name} was not kept; run clients add again with its output going where it can be read`,
+            );
+          }
+        });
       },
     );
 
