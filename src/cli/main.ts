@@ -26,6 +26,23 @@ function dashHint(text: string): string {
   return /unknown option '-[A-Za-z0-9_][A-Za-z0-9_-]{2,}'/.test(text) ? "; a value that starts with '-' goes after --" : '';
 }
 
+/**
+ * Refuse an option that takes one value when it is given more than once, in `command` and every
+ * subcommand: commander keeps the last, so `revoke --grant A --grant B` would revoke B alone and
+ * say nothing of A. List options (`--scopes a --scopes b`) add up, and flags may repeat.
+ */
+function refuseRepeatedOptions(command: Command): void {
+  for (const option of command.options) {
+    if (option.variadic || (!option.required && !option.optional)) continue;
+    let seen = false;
+    command.on(`option:${option.name()}`, () => {
+      if (seen) command.error(`option '${option.flags}' given more than once; give it once`);
+      seen = true;
+    });
+  }
+  for (const sub of command.commands) refuseRepeatedOptions(sub);
+}
+
 export function buildProgram(): Command {
   const program = new Command('tessera')
     .description('Short-lived, scoped, sender-bound and attributable bearer tokens for AI agents and the APIs they call.')
@@ -54,6 +71,7 @@ export function buildProgram(): Command {
   registerCheck(program);
   registerAudit(program);
   registerTrace(program);
+  refuseRepeatedOptions(program);
   return program;
 }
 

@@ -74,3 +74,34 @@ describe('tessera: usage errors', () => {
     }
   });
 });
+
+describe('tessera: an option that takes one value, given twice', () => {
+  it('is refused in one line naming it, instead of silently keeping the last (revoke --grant A --grant B revoked only B)', () => {
+    for (const [args, flags] of [
+      [['revoke', '--grant', 'g-a', '--grant', 'g-b'], '--grant <id>'],
+      [['clients', 'add', 'x', '--audiences', 'https://a', '--ttl', '5m', '--ttl', '1h'], '--ttl <duration>'],
+      [['keys', 'rotate', '--alg', 'ES256', '--alg=RS256'], '--alg <alg>'],
+      [['clients', 'list', '-c', 'a.yaml', '--config', 'b.yaml'], '-c, --config <file>'],
+      [['serve', '--port', '1', '--port', '2'], '--port <port>'],
+    ] as const) {
+      const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8' });
+      assert.equal(r.status, 1, args.join(' '));
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, `tessera: option '${flags}' given more than once; give it once (run with --help for usage)\n`, args.join(' '));
+    }
+  });
+
+  it('still adds up a list option given twice (--scopes a --scopes b) and takes a flag given twice', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-repeat-'));
+    try {
+      const run = (...args: string[]) =>
+        spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+      assert.equal(run('init', '--json').status, 0);
+      const r = run('clients', 'add', 'agent', '--audiences', 'https://a', '--audiences', 'https://b', '--json', '--json');
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout).audiences, ['https://a', 'https://b']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
