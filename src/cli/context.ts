@@ -28,7 +28,15 @@ export function withConfig(command: Command): Command {
   return command.option('-c, --config <file>', `configuration file (default $TESSERA_CONFIG or ./${DEFAULT_CONFIG})`);
 }
 
+/**
+ * The configuration file's absolute path. An empty `--config` or `TESSERA_CONFIG` (an unset
+ * variable in a compose file) is refused: resolved, it would name the working directory.
+ */
 export function configPath(option: string | undefined): string {
+  if (option === '') throw new CliError(`--config is empty; name the configuration file (--config ${DEFAULT_CONFIG})`, 2);
+  if (option === undefined && process.env.TESSERA_CONFIG === '') {
+    throw new CliError(`TESSERA_CONFIG is set but empty; name the configuration file in it, or unset it to use ./${DEFAULT_CONFIG}`, 2);
+  }
   return resolve(option ?? process.env.TESSERA_CONFIG ?? DEFAULT_CONFIG);
 }
 

@@ -6,6 +6,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
 import { isCollection, LineCounter, parseDocument, visit } from 'yaml';
 import { ConfigError, type ConfigIssue } from '../core/errors.ts';
 import { type ConfigCheck, parseConfig } from './parse.ts';
@@ -52,7 +53,12 @@ export function readConfigFile(file: string): Buffer {
       closeSync(fd);
     }
   } catch (e) {
-    throw new ConfigError([{ path: '(file)', message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }], file);
+    const code = (e as NodeJS.ErrnoException).code;
+    const message =
+      code === 'EISDIR'
+        ? `${file} is a directory; name the configuration file, such as ${join(file, 'tessera.yaml')}`
+        : `cannot read ${file}: ${code ?? 'error'}`;
+    throw new ConfigError([{ path: '(file)', message }], file);
   }
   if (length > MAX_CONFIG_BYTES) throw tooLarge(file);
   return buffer.subarray(0, length);

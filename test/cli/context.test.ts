@@ -43,6 +43,28 @@ describe('cli: a --config file that does not exist', () => {
   });
 });
 
+describe('cli: an empty --config or TESSERA_CONFIG', () => {
+  for (const [name, args, env, message] of [
+    ['--config ""', ['--config', ''], {}, '--config is empty; name the configuration file (--config tessera.yaml)'],
+    [
+      'TESSERA_CONFIG=""',
+      [],
+      { TESSERA_CONFIG: '' },
+      'TESSERA_CONFIG is set but empty; name the configuration file in it, or unset it to use ./tessera.yaml',
+    ],
+  ] as const) {
+    it(`${name} is refused naming it (an unset variable in a compose file), not read as the working directory`, () => {
+      const r = spawnSync(process.execPath, [MAIN, 'clients', 'list', ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '', ...env },
+      });
+      assert.equal(r.status, 2, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, `tessera: ${message}\n`);
+    });
+  }
+});
+
 describe('cli: --ttl', () => {
   it('takes whole seconds, as its error message has always suggested, and durations', () => {
     assert.equal(ttlArg('--ttl', '300'), 300);

@@ -109,6 +109,18 @@ describe('config: YAML tags and directives', () => {
   });
 });
 
+describe('config: a path that is no file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-load-dir-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a directory is refused saying so and naming the file to give, not as "cannot read: EISDIR"', () => {
+    assert.deepEqual(
+      issuesOf(() => loadConfigFile(dir, {})),
+      [{ path: '(file)', message: `${dir} is a directory; name the configuration file, such as ${join(dir, 'tessera.yaml')}` }],
+    );
+  });
+});
+
 describe('config: file encoding', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-load-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
