@@ -31,6 +31,11 @@ export function registerRevoke(program: Command): void {
         reason: string;
         json?: boolean;
       }) => {
+        // An empty value is an unset "$VAR" in a script: it names nothing, and "revoked 0 grant(s)"
+        // with exit 0 would read as done.
+        for (const k of ['token', 'grant', 'subject', 'issuer', 'client'] as const) {
+          if (opts[k] === '') throw new CliError(`--${k} is empty; nothing was revoked`);
+        }
         const given = (['token', 'grant', 'subject', 'client'] as const).filter((k) => opts[k] !== undefined);
         if (given.length !== 1) throw new CliError('give exactly one of --token, --grant, --subject, --client');
         if (opts.issuer !== undefined && opts.subject === undefined) throw new CliError('--issuer goes with --subject');
