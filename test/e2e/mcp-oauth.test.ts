@@ -12,7 +12,7 @@
  * revoke --grant` cuts the client off, and no token, code or secret ever reached the server's log.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,11 +47,24 @@ function env(): NodeJS.ProcessEnv {
   return e;
 }
 
-/** `tessera ARGS --config …` as an operator runs it, in another process. */
-function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, [MAIN, ...args, '--config', config], { cwd: dir, encoding: 'utf8', env: env() });
-  outputs.push(r.stdout, r.stderr);
-  return r;
+/**
+ * `tessera ARGS --config …` as an operator runs it, in another process. Not spawnSync: a blocked
+ * event loop leaves the test's keep-alive connection to the gateway unread while the server closes
+ * it after its keep-alive timeout, and the next fetch would be sent on a closed connection.
+ */
+async function cli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [MAIN, ...args, '--config', config], { cwd: dir, env: env() });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const [status] = (await once(child, 'close')) as [number | null];
+  outputs.push(stdout, stderr);
+  return { status, stdout, stderr };
 }
 const outputs: string[] = [];
 
@@ -95,7 +108,7 @@ gateway:
         - { id: mcp, scopes: [mcp:use] }
 `,
   );
-  const init = cli('init');
+  const init = await cli('init');
   assert.equal(init.status, 0, init.stderr);
   serve = spawn(process.execPath, [MAIN, 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: env() });
   serve.stdout?.on('data', (d: Buffer) => (log += d.toString()));
@@ -223,8 +236,8 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
     assert.deepEqual(upstream.toolCalls, ['files.read']);
 
     // The operator traces the token: alice at the root of the chain, the gateway's decisions by tool.
-    const traced = await waitFor(() => {
-      const r = cli('trace', jti, '--json');
+    const traced = await waitFor(async () => {
+      const r = await cli('trace', jti, '--json');
       assert.equal(r.status, 0, r.stderr);
       const t = JSON.parse(r.stdout) as Trace;
       const requests = t.grants.flatMap((g) => g.tokens.flatMap((k) => k.requests));
@@ -256,7 +269,7 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
       uses.some(([, tool, d, reason]) => tool === 'files.write' && d === 'deny' && reason === 'scope_insufficient'),
       JSON.stringify(uses),
     );
-    const text = cli('trace', jti);
+    const text = await cli('trace', jti);
     assert.equal(text.status, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`^grant ${grantId} .*root`, 'm'));
     assert.match(text.stdout, new RegExp(`subject alice · client ${client.client_id}`));
@@ -265,7 +278,7 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
     assert.match(text.stdout, /deny scope_insufficient · POST \/mcp · route files · tool files\.write/);
 
     // Revoked from another process: the next tool call through the gateway is refused as invalid_token.
-    const revoked = cli('revoke', '--grant', grantId, '--reason', 'e2e');
+    const revoked = await cli('revoke', '--grant', grantId, '--reason', 'e2e');
     assert.equal(revoked.status, 0, revoked.stderr);
     assert.match(revoked.stdout, new RegExp(`revoked 1 grant\\(s\\): ${grantId}`));
     const before = upstream.toolCalls.length;
