@@ -70,13 +70,67 @@ function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
   return a === undefined || b === undefined ? a === b : a.equals(b);
 }
 
-function applyLimits(server: Server, config: TesseraConfig): void {
-  const limits = config.gateway?.limits;
+/** The listener limits (`gateway.limits`, seconds and bytes) a server applies. */
+export type ListenerLimits = Pick<
+  NonNullable<TesseraConfig['gateway']>['limits'],
+  'max_header_size' | 'max_connections' | 'headers_timeout' | 'request_timeout' | 'keep_alive_timeout'
+>;
+
+/**
+ * The limits of a listener without a `gateway` section (the token service alone): the defaults of
+ * `gateway.limits`, so a client trickling its request head (slowloris) or opening connections
+ * without end is cut as it is at the gateway, not after Node's defaults (60 s for the head, checked
+ * every 30 s, and no connection limit).
+ */
+export const DEFAULT_LISTENER_LIMITS: ListenerLimits = Object.freeze({
+  max_header_size: 16 * 1024,
+  max_connections: 10_000,
+  headers_timeout: 20,
+  request_timeout: 300,
+  keep_alive_timeout: 5,
+});
+
+function applyLimits(server: Server, limits: ListenerLimits | undefined): void {
   if (!limits) return;
   server.maxConnections = limits.max_connections;
   server.headersTimeout = limits.headers_timeout * 1000;
   server.requestTimeout = limits.request_timeout * 1000;
   server.keepAliveTimeout = limits.keep_alive_timeout * 1000;
+}
+
+/**
+ * An HTTP server with the listener limits applied: head size, connection count, head and request
+ * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
+ * answered 400, 431 or 408 and its connection closed; `Expect: 100-continue` is answered when the
+ * handler reads the body.
+ */
+export function createListener(onRequest: (req: IncomingMessage, res: ServerResponse) => void, limits: ListenerLimits | undefined): Server {
+  const server = createServer(
+    {
+      maxHeaderSize: limits?.max_header_size ?? 16 * 1024,
+      noDelay: true,
+      // The gateway reads absolute-form targets as invalid paths; no HTTP/0.9 or lenient parsing.
+      insecureHTTPParser: false,
+      requireHostHeader: true,
+      // How often Node looks for connections past headers_timeout / request_timeout. Its default
+      // (30 s) lets a client trickling its request head (slowloris) hold a connection up to 30 s
+      // past the configured limit; checked every second, the limits hold to within a second.
+      connectionsCheckingInterval: 1000,
+    },
+    onRequest,
+  );
+  // `Expect: 100-continue` (RFC 9110 §10.1.1): 100 once the body is read (by the gateway after
+  // its decision, or by the handler in front), never for a request refused first.
+  server.on('checkContinue', continueOnRead(onRequest));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (socket.writable && !socket.destroyed) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    } else socket.destroy();
+  });
+  applyLimits(server, limits);
+  return server;
 }
 
 /**
@@ -134,32 +188,8 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
         });
       }
     : gateway.handleRequest;
-  const server = createServer(
-    {
-      maxHeaderSize: limits?.max_header_size ?? 16 * 1024,
-      noDelay: true,
-      // The gateway reads absolute-form targets as invalid paths; no HTTP/0.9 or lenient parsing.
-      insecureHTTPParser: false,
-      requireHostHeader: true,
-      // How often Node looks for connections past headers_timeout / request_timeout. Its default
-      // (30 s) lets a client trickling its request head (slowloris) hold a connection up to 30 s
-      // past the configured limit; checked every second, the limits hold to within a second.
-      connectionsCheckingInterval: 1000,
-    },
-    onRequest,
-  );
-  // `Expect: 100-continue` (RFC 9110 §10.1.1): 100 once the body is read (by the gateway after
-  // its decision, or by the handler in front), never for a request refused first.
-  server.on('checkContinue', continueOnRead(onRequest));
+  const server = createListener(onRequest, limits);
   server.on('upgrade', gateway.handleUpgrade);
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (socket.writable && !socket.destroyed) {
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-      const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
-      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-    } else socket.destroy();
-  });
-  applyLimits(server, config);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -199,7 +229,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     }
     let result = gateway.reload(c);
     if (result.ok) {
-      applyLimits(server, c);
+      applyLimits(server, c.gateway?.limits);
       const stale = startOnly(config, c, options);
       if (stale.length > 0) {
         const warning = `${stale.join(', ')} changed: the values read at start stay in force until a restart; the rest of the configuration was reloaded`;

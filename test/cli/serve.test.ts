@@ -513,6 +513,42 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     }
   });
 
+  it('slowloris: a client trickling its request head is answered 408 and cut once 20 s pass (the gateway.limits defaults), not after the Node defaults (60 s, checked every 30 s)', async () => {
+    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-slowloris-'));
+    const port = await freePort();
+    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
+    await initialize({ config: join(alone, 'tessera.yaml') });
+    const server = await startServer({
+      config: join(alone, 'tessera.yaml'),
+      logger: pino({ level: 'warn' }, logStream),
+      drainTimeout: 100,
+    });
+    try {
+      const started = performance.now();
+      // One header line every second: each keeps the socket busy, none ends the head.
+      const { answer, ms } = await new Promise<{ answer: string; ms: number }>((resolve) => {
+        const s = connect(port, '127.0.0.1', () => s.write('POST /oauth2/token HTTP/1.1\r\nHost: x\r\n'));
+        let answer = '';
+        const drip = setInterval(() => s.writable && s.write('X-Drip: 1\r\n'), 1000);
+        const give = setTimeout(() => s.destroy(), 30_000);
+        s.on('data', (d) => {
+          answer += d.toString();
+        });
+        s.on('error', () => undefined);
+        s.on('close', () => {
+          clearInterval(drip);
+          clearTimeout(give);
+          resolve({ answer, ms: performance.now() - started });
+        });
+      });
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.ok(ms >= 19_000 && ms < 23_000, `cut after ${Math.round(ms)} ms`);
+    } finally {
+      await server.close();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
+
   it('answers /healthz and /readyz (store and signing key) for probes, and 404 for anything else it does not serve', async () => {
     const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-alone-'));
     const port = await freePort();

@@ -10,7 +10,7 @@
  * are pushed by PostgreSQL as they commit, and the store is polled every
  * `token_service.sync_interval`, SQLite's only way).
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import type { Command } from 'commander';
@@ -21,11 +21,10 @@ import { gatewayRunChecks } from '../../gateway/check.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
 import { type ReadinessCheck, readiness, writeJson } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
-import { serveGateway } from '../../gateway/serve.ts';
+import { createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
 import { deriveMacKey } from '../../issuer/secrets.ts';
 import type { TokenService } from '../../issuer/service.ts';
 import { externalIssuers } from '../../server/bootstrap.ts';
-import { continueOnRead } from '../../server/expect-continue.ts';
 import { listenUrl } from '../../server/listen.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
 import { storeReplayCache } from '../../store/replay.ts';
@@ -119,8 +118,9 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end('{"error":"not_found"}');
     };
-    // `Expect: 100-continue`: 100 when the handler reads the body, not for one it refuses first.
-    const server = createServer(onRequest).on('checkContinue', continueOnRead(onRequest));
+    // The gateway's default listener limits (slowloris, connection count); `Expect: 100-continue`:
+    // 100 when the handler reads the body, not for one it refuses first.
+    const server = createListener(onRequest, DEFAULT_LISTENER_LIMITS);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
