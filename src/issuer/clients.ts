@@ -16,6 +16,7 @@ import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { KeySource } from '../core/ports.ts';
 import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
+import { BoundedMap } from '../core/verify/bounded-map.ts';
 import { STATIC_SUBJECT_PREFIX } from '../core/verify/principal.ts';
 import { type ClientRecord, GRANT_TYPES, type GrantType, PUBLIC_CLIENT_GRANT_TYPES, type Store } from '../store/contract.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
@@ -245,7 +246,16 @@ export interface ClientRegistryOptions {
   readonly assertionMaxLifetime: number;
   /** Epoch seconds. */
   readonly now: () => number;
+  /** Most compiled clients kept (default {@link CLIENT_CACHE_SIZE}; oldest evicted first). */
+  readonly cacheSize?: number;
 }
+
+/**
+ * Compiled clients kept in memory. Open dynamic registration lets anyone add clients to the store
+ * (a few per address), and each one used at the authorization or token endpoint would otherwise
+ * stay compiled for the life of the process; an evicted client costs one store read.
+ */
+export const CLIENT_CACHE_SIZE = 10_000;
 
 function formDecode(s: string): string | undefined {
   // Generated ids and secrets need no decoding; skip the work for them.
@@ -260,7 +270,7 @@ function formDecode(s: string): string | undefined {
 /** The client registry with its cache and the authentication methods. */
 export class ClientRegistry {
   readonly #o: ClientRegistryOptions;
-  readonly #cache = new Map<string, CompiledClient>();
+  readonly #cache: BoundedMap<string, CompiledClient>;
   /** Bumped by every {@link ClientRegistry.invalidate}: a read begun before one is not cached. */
   #generation = 0;
   readonly #remote = new Map<string, KeySource>();
@@ -276,6 +286,12 @@ export class ClientRegistry {
 
   constructor(options: ClientRegistryOptions) {
     this.#o = options;
+    this.#cache = new BoundedMap(options.cacheSize ?? CLIENT_CACHE_SIZE);
+  }
+
+  /** Compiled clients held (for tests of the bound). */
+  get cached(): number {
+    return this.#cache.size;
   }
 
   /** Forget cached clients (all, or one) after a change. */

@@ -84,6 +84,8 @@ export interface TokenServiceOptions {
   readonly onWarning?: (message: string) => void;
   /** Most client-credentials standing grants remembered (default 4096; oldest evicted first). */
   readonly standingGrantCacheSize?: number;
+  /** Most compiled clients remembered (default 10000; oldest evicted first). */
+  readonly clientCacheSize?: number;
   /**
    * Algorithms accepted for DPoP proofs at the token endpoint and advertised in the metadata
    * (`dpop.algorithms` in tessera.yaml, which the gateway's verifiers accept; default the same).
@@ -212,6 +214,7 @@ export class TokenService {
       assertionAudience: issuer,
       assertionMaxLifetime: config.client_assertion_max_lifetime,
       now,
+      ...(options.clientCacheSize !== undefined ? { cacheSize: options.clientCacheSize } : {}),
     });
     const audit = new BatchingAuditSink(
       { write: (events) => store.appendAudit(events) },
