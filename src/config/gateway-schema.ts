@@ -174,7 +174,10 @@ export const mcpSchema = z
 
 export const rateLimitSchema = z
   .strictObject({
-    key: z.enum(['subject', 'client', 'ip']).default('subject').meta({ description: 'Whose requests share a bucket.' }),
+    key: z.enum(['subject', 'client', 'ip']).default('subject').meta({
+      description:
+        'Whose requests share a bucket: `ip` is the client address (an IPv6 address by its /64); `subject` and `client` fall back to it on routes without authentication.',
+    }),
     rate: z.number().positive().meta({ description: 'Sustained requests per second.' }),
     burst: z.number().int().min(1).optional().meta({ description: 'Bucket size (default: rate, at least 1).' }),
     max_keys: z.number().int().min(1).default(100_000).meta({ description: 'Buckets kept (oldest evicted).' }),

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { isIP } from 'node:net';
 import type { Clock } from './ports.ts';
 import { BoundedMap } from './verify/bounded-map.ts';
 
@@ -65,4 +66,34 @@ export class TokenBucketLimiter {
   get size(): number {
     return this.#buckets.size;
   }
+}
+
+/**
+ * Whose requests share a bucket when they are limited by address: an IPv4 address (also as a
+ * dual-stack listener reports it, `::ffff:192.0.2.7`), or the /64 of an IPv6 address. A host with
+ * IPv6 routinely holds a whole /64 (RFC 4291 §2.5.4 interface identifiers, SLAAC privacy
+ * addresses) and can send each request from another address of it: counted by address, it would
+ * get a full bucket per request, and push every other caller's bucket out.
+ */
+export function addressKey(address: string | undefined): string {
+  if (address === undefined) return '';
+  // IPv4 (the usual case) as it is.
+  if (address.indexOf(':') < 0) return address;
+  const mapped = address.toLowerCase().startsWith('::ffff:') ? address.slice(7) : undefined;
+  if (mapped !== undefined && isIP(mapped) === 4) return mapped;
+  const bare = address.split('%')[0] as string;
+  if (isIP(bare) !== 6) return address;
+  const [head = '', tail] = bare.split('::');
+  const first = head === '' ? [] : head.split(':');
+  let groups = first;
+  if (tail !== undefined) {
+    const last = tail === '' ? [] : tail.split(':');
+    // A trailing dotted IPv4 address stands for two groups.
+    const width = last.length + (last.at(-1)?.includes('.') ? 1 : 0);
+    groups = [...first, ...Array<string>(8 - first.length - width).fill('0'), ...last];
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g, 16).toString(16))
+    .join(':')}::/64`;
 }

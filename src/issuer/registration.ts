@@ -9,9 +9,9 @@
  * @module
  */
 import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import { addressKey } from '../core/ratelimit.ts';
 import { type EffectiveScopes, isWildcard, type ScopeModel } from '../core/scopes.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
 import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN } from './clients.ts';
@@ -41,31 +41,10 @@ const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post
 const GRANTS = new Set(['authorization_code', 'refresh_token']);
 
 /**
- * Who registers, for the registration rate limit: an IPv4 address (also as a dual-stack listener
- * reports it, `::ffff:192.0.2.7`), or the /64 of an IPv6 address. A host with IPv6 routinely holds
- * a whole /64 (RFC 4291 §2.5.4 interface identifiers, SLAAC privacy addresses) and can send each
- * request from another address of it: counted by address, it would register without limit.
+ * Who registers, for the registration rate limit: an IPv4 address, or the /64 of an IPv6 address
+ * (see {@link addressKey}: counted by address, a host holding a /64 would register without limit).
  */
-export function registrantKey(address: string | undefined): string {
-  if (address === undefined) return '';
-  const mapped = address.toLowerCase().startsWith('::ffff:') ? address.slice(7) : undefined;
-  if (mapped !== undefined && isIP(mapped) === 4) return mapped;
-  const bare = address.split('%')[0] as string;
-  if (isIP(bare) !== 6) return address;
-  const [head = '', tail] = bare.split('::');
-  const first = head === '' ? [] : head.split(':');
-  let groups = first;
-  if (tail !== undefined) {
-    const last = tail === '' ? [] : tail.split(':');
-    // A trailing dotted IPv4 address stands for two groups.
-    const width = last.length + (last.at(-1)?.includes('.') ? 1 : 0);
-    groups = [...first, ...Array<string>(8 - first.length - width).fill('0'), ...last];
-  }
-  return `${groups
-    .slice(0, 4)
-    .map((g) => Number.parseInt(g, 16).toString(16))
-    .join(':')}::/64`;
-}
+export const registrantKey: (address: string | undefined) => string = addressKey;
 
 /** Constant-time check of `Authorization: Bearer <initial access token>`. */
 function checkInitialToken(authorization: string | undefined, expected: string): boolean {

@@ -63,3 +63,38 @@ describe('gateway: rate limit keys', () => {
     assert.equal(await call(await token({ client_id: 'agent-1' })), 200, 'agent-1 of the trusted issuer keeps its own bucket');
   });
 });
+
+describe('gateway: rate_limit.key ip', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        trust_proxy: ['127.0.0.1/32'],
+        routes: [{ id: 'open', upstream: { url: upstream.url }, auth: 'none', rate_limit: { key: 'ip', rate: 0.01, burst: 1 } }],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+  const from = (address: string) => fetch(`${gw.url}/x`, { headers: { 'x-forwarded-for': address } }).then((r) => r.status);
+
+  it('IPv6 rotation: a client sending each request from another address of its /64 shares one bucket', async () => {
+    assert.equal(await from('2001:db8:1:2::1'), 200);
+    assert.equal(await from('2001:db8:1:2::2'), 429);
+    assert.equal(await from('2001:db8:1:2:ffff:ffff:ffff:ffff'), 429);
+    assert.equal(await from('2001:0db8:0001:0002:0:0:0:3'), 429, 'another spelling of the same /64');
+    assert.equal(await from('2001:db8:1:3::1'), 200, 'the next /64 is another client');
+  });
+
+  it('IPv4 addresses, also as an IPv4-mapped IPv6 address, keep a bucket each', async () => {
+    assert.equal(await from('192.0.2.7'), 200);
+    assert.equal(await from('192.0.2.7'), 429);
+    assert.equal(await from('::ffff:192.0.2.7'), 429);
+    assert.equal(await from('192.0.2.8'), 200);
+  });
+});

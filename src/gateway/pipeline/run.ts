@@ -7,7 +7,7 @@
  */
 import { TesseraError } from '../../core/errors.ts';
 import type { CompiledRule } from '../../core/policy.ts';
-import type { TokenBucketLimiter } from '../../core/ratelimit.ts';
+import { addressKey, type TokenBucketLimiter } from '../../core/ratelimit.ts';
 import type { Principal } from '../../core/verify/principal.ts';
 import type { AuthenticationStage, AuthnResult } from './authn/registry.ts';
 import type { Authorizer, RpcFacts } from './authz/authorizer.ts';
@@ -38,7 +38,8 @@ export interface Pipeline {
 }
 
 function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal | undefined): string {
-  if (stage.key === 'ip' || p === undefined) return request.remoteAddress;
+  // An IPv6 caller by its /64, as it may send each request from another address of it.
+  if (stage.key === 'ip' || p === undefined) return addressKey(request.remoteAddress);
   // Client ids and subjects are each issuer's own: another issuer's `agent-1` is another caller.
   if (stage.key === 'client') return `c:${p.issuer}\n${p.clientId ?? p.subject ?? p.tokenHash}`;
   return `s:${p.issuer}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
