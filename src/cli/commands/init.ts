@@ -8,7 +8,7 @@
  * it changed is restored, so the next run starts from the same place.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, lstatSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
@@ -260,13 +260,23 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
       host: '127.0.0.1',
       upstreamPort: options.upstreamPort ?? port + 1,
     });
+    // Written whole to a new file, then linked into place: link() fails if the name exists
+    // (another run wrote it: not ours), and a crash mid-write leaves no truncated tessera.yaml
+    // that later runs would refuse.
+    const tmp = `${path}.${process.pid}.tmp`;
+    rmSync(tmp, { force: true });
     try {
-      writeFileSync(path, text, { flag: 'wx' });
-    } catch (e) {
-      // 'wx' failed because the file exists (another run wrote it): not ours. Otherwise it may
-      // have been created before the write failed.
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') rmSync(path, { force: true });
-      throw e;
+      writeFileSync(tmp, text, { flag: 'wx' });
+      try {
+        linkSync(tmp, path);
+      } catch (e) {
+        // A file system without hard links (some network and FUSE mounts): create it in place.
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
+        writeFileSync(path, text, { flag: 'wx' });
+      }
+    } finally {
+      rmSync(tmp, { force: true });
     }
     undo.created(path);
     written = true;
