@@ -7,7 +7,7 @@
 import { isUtf8 } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { isCollection, LineCounter, parseDocument, visit } from 'yaml';
+import { type Document, isAlias, isCollection, LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
 import { ConfigError, type ConfigIssue } from '../core/errors.ts';
 import { type ConfigCheck, parseConfig } from './parse.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
@@ -99,6 +99,45 @@ export interface LoadOptions {
   readonly check?: ConfigCheck<TesseraConfig> | undefined;
 }
 
+/**
+ * A YAML syntax error's message, without what yaml quotes of the text: the value an error is in
+ * may be a secret written inline (`token: |s3cret` reads as a block scalar header with extra
+ * characters, `"\\u…"` as an escape), and configuration errors end up in terminals and logs. The
+ * position is in the issue's path already.
+ */
+function yamlMessage(e: YAMLError): string {
+  const first = (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '');
+  if (e.code === 'BAD_DQ_ESCAPE') return 'invalid escape sequence in a double-quoted string (write \\\\ for a backslash)';
+  if (first.startsWith('Block scalar header includes extra characters')) {
+    return 'a value starting with | or > is a block scalar header and takes nothing after it on the line; quote the value';
+  }
+  if (e.code === 'TAG_RESOLVE_FAILED') {
+    // A standard tag (`!!js/function`) is named; a local one (`!s3cret`) is the value as written.
+    const tag = /Unresolved tag: (tag:yaml\.org,2002:\S+)/.exec(e.message)?.[1];
+    return tag !== undefined
+      ? `unknown YAML tag ${tag}; remove it (plain YAML 1.2 values only: !!str, !!int, !!bool and the like)`
+      : 'unknown YAML tag (a value starting with ! is read as a tag): quote the value, or remove the tag';
+  }
+  return first;
+}
+
+/** Where the first alias naming no anchor before it is (`line 3, column 10`), if it can be found. */
+function unresolvedAlias(doc: Document, text: string): string | undefined {
+  let offset: number | undefined;
+  visit(doc, {
+    Alias(_, node) {
+      if (isAlias(node) && node.resolve(doc) === undefined) {
+        offset = node.range?.[0];
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  if (offset === undefined) return undefined;
+  const before = text.slice(0, offset).split('\n');
+  return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`;
+}
+
 /** Parse configuration text. `source` names the file in error messages. */
 export function parseConfigText(
   text: string,
@@ -120,12 +159,7 @@ export function parseConfigText(
     return {
       at: e.pos[0],
       line: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(yaml)',
-      message: unquotedVar
-        ? 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"'
-        : e.code === 'TAG_RESOLVE_FAILED'
-          ? `unknown YAML tag ${/Unresolved tag: (\S+)/.exec(e.message)?.[1] ?? ''}; remove it (plain YAML 1.2 values only: !!str, !!int, !!bool and the like)`
-          : // The position is in the path already; the message's own copy of it ends in the colon of a code frame.
-            (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, ''),
+      message: unquotedVar ? 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"' : yamlMessage(e),
     };
   });
   // A key that is a list or a mapping (`? [a, b]`) would be turned into a string.
@@ -153,10 +187,22 @@ export function parseConfigText(
   try {
     value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (e) {
-    const message = /excessive alias count/i.test((e as Error)?.message ?? '')
-      ? 'too many alias expansions (the YAML aliases nest too deep); write the values out'
-      : (String((e as Error)?.message ?? 'unreadable YAML').split('\n')[0] as string);
-    throw new ConfigError([{ path: '(yaml)', message }], source);
+    const message = String((e as Error)?.message ?? '');
+    if (/excessive alias count/i.test(message)) {
+      throw new ConfigError(
+        [{ path: '(yaml)', message: 'too many alias expansions (the YAML aliases nest too deep); write the values out' }],
+        source,
+      );
+    }
+    if (message.startsWith('Unresolved alias')) {
+      // yaml names the alias, which is the value as written: `token: *s3cret` unquoted is one.
+      const at = unresolvedAlias(doc, text);
+      throw new ConfigError(
+        [{ path: at ?? '(yaml)', message: 'an alias (*…) names no anchor set before it; a value starting with * must be quoted' }],
+        source,
+      );
+    }
+    throw new ConfigError([{ path: '(yaml)', message: 'unreadable YAML' }], source);
   }
   checkExpansion(value, source);
   return parseConfig(configSchema, value ?? {}, { env, source, check: options.check });

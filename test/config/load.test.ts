@@ -56,10 +56,11 @@ describe('config: YAML aliases', () => {
     ]);
   });
 
-  it('refuses an alias with no anchor', () => {
-    const issues = issuesOf(() => parseConfigText('data_dir: *nowhere\n', 'tessera.yaml', {}));
-    assert.equal(issues[0]?.path, '(yaml)');
-    assert.match(issues[0]?.message ?? '', /Unresolved alias.*nowhere/);
+  it('refuses an alias with no anchor, naming where it is', () => {
+    const issues = issuesOf(() => parseConfigText('data_dir: x\nserver:\n  host: *nowhere\n', 'tessera.yaml', {}));
+    assert.deepEqual(issues, [
+      { path: 'line 3, column 9', message: 'an alias (*…) names no anchor set before it; a value starting with * must be quoted' },
+    ]);
   });
 });
 
@@ -67,7 +68,6 @@ describe('config: YAML tags and directives', () => {
   it('refuses a tag it cannot honour (!!js/function, a local !tag, !!float on text) naming the line, instead of reading the value as a string', () => {
     for (const [text, tag] of [
       ['data_dir: !!js/function "function () {}"\n', 'tag:yaml.org,2002:js/function'],
-      ['server:\n  host: !env HOST\n', '!env'],
       ['server:\n  port: 8080\n  host: !!float localhost\n', 'tag:yaml.org,2002:float'],
     ] as const) {
       const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', {}));
@@ -79,6 +79,16 @@ describe('config: YAML tags and directives', () => {
         `unknown YAML tag ${tag}; remove it (plain YAML 1.2 values only: !!str, !!int, !!bool and the like)`,
       );
     }
+  });
+
+  it('refuses a local tag (!env) naming the line but not the tag, which may be a value written unquoted (!s3cret)', () => {
+    const issues = issuesOf(() => parseConfigText('server:\n  host: !env HOST\n', 'tessera.yaml', {}));
+    assert.deepEqual(issues, [
+      {
+        path: 'line 2, column 9',
+        message: 'unknown YAML tag (a value starting with ! is read as a tag): quote the value, or remove the tag',
+      },
+    ]);
   });
 
   it('refuses the YAML 1.1 types (!!binary, !!set, !!timestamp) rather than handing the schema a Buffer, Set or Date', () => {
@@ -119,6 +129,29 @@ describe('config: a path that is no file', () => {
       [{ path: '(file)', message: `${dir} is a directory; name the configuration file, such as ${join(dir, 'tessera.yaml')}` }],
     );
   });
+});
+
+describe('config: YAML errors never quote a secret written inline', () => {
+  const SECRET = 'Zq8sEcReTvAlUe0123456789abcdef';
+  // An unquoted value YAML reads as something else, and the error yaml makes of it quotes the text.
+  for (const [name, value] of [
+    ['an alias (token: *secret)', `*${SECRET}`],
+    ['a block scalar header (token: |secret)', `|${SECRET}`],
+    ['a folded block scalar header (token: >secret)', `>${SECRET}`],
+    ['a bad \\u escape in a double-quoted value', `"\\u${SECRET}"`],
+    ['a bad \\x escape in a double-quoted value', `"ab\\x${SECRET}"`],
+    ['a bad \\U escape in a double-quoted value', `"\\U${SECRET}"`],
+    ['a local tag (token: !secret)', `!${SECRET}`],
+  ]) {
+    it(`for ${name}`, () => {
+      const text = `issuers: []\nstatic_tokens:\n  - id: gw\n    token: ${value}\n`;
+      const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', {}));
+      assert.ok(issues.length > 0);
+      const shown = JSON.stringify(issues);
+      for (let i = 0; i + 4 <= SECRET.length; i++) assert.ok(!shown.includes(SECRET.slice(i, i + 4)), `${shown} quotes the secret`);
+      assert.match(issues[0]?.path ?? '', /^line 4, column \d+$/);
+    });
+  }
 });
 
 describe('config: file encoding', () => {
