@@ -55,7 +55,7 @@ export interface ManagedVerifier extends Verifier {
   readonly config: VerifierConfig;
   /** Resolves when every remote JWKS has been fetched once (successfully or not). */
   ready(): Promise<void>;
-  /** Remote JWKS status, for readiness probes. */
+  /** Remote JWKS status, for readiness probes (each `url` without its query values). */
   jwksStatus(): RemoteJwksStatus[];
   /**
    * The keys read from each issuer's `jwks.file` when the verifier was built, by issuer: one opaque

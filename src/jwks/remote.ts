@@ -34,6 +34,7 @@ export interface RemoteJwksOptions {
 
 /** Status for readiness probes and metrics. */
 export interface RemoteJwksStatus {
+  /** The URL with its query values removed ({@link shownUrl}). */
   readonly url: string;
   readonly loaded: boolean;
   /** True while the current set is within its TTL. */
@@ -56,6 +57,22 @@ function maxAge(cacheControl: string | null): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/**
+ * The URL as shown on /readyz (which anyone may call) and in logs: query values removed and keys
+ * kept (`/keys?tenant=&api_key=`), no fragment. The configuration refuses a user:password@ part,
+ * but a key in the query (`?api_key=`, `?code=`) is how some key sets are protected.
+ */
+export function shownUrl(url: string): string {
+  if (!URL.canParse(url)) return '(invalid URL)';
+  const u = new URL(url);
+  const keys = u.search
+    .slice(1)
+    .split('&')
+    .filter((p) => p !== '')
+    .map((p) => `${p.slice(0, p.includes('=') ? p.indexOf('=') : p.length).slice(0, 64)}=`);
+  return `${u.origin}${u.pathname}${keys.length > 0 ? `?${keys.join('&')}` : ''}`;
+}
+
 export class RemoteJwks implements KeySource {
   readonly #o: RemoteJwksOptions;
   readonly #clock: Clock;
@@ -71,9 +88,12 @@ export class RemoteJwks implements KeySource {
   #inflight: Promise<boolean> | undefined;
   #fetches = 0;
   #lastError: string | undefined;
+  /** The URL without its query values, for status and warnings ({@link shownUrl}). */
+  readonly #shown: string;
 
   constructor(options: RemoteJwksOptions) {
     this.#o = options;
+    this.#shown = shownUrl(options.url);
     this.#clock = options.clock ?? Date.now;
     this.#fetch = options.fetch ?? fetch;
   }
@@ -111,7 +131,7 @@ export class RemoteJwks implements KeySource {
 
   get status(): RemoteJwksStatus {
     return {
-      url: this.#o.url,
+      url: this.#shown,
       loaded: this.#set !== undefined,
       // After a failed fetch the set is kept but no longer fresh, even while the retry waits.
       fresh: this.#set !== undefined && this.#lastError === undefined && this.#clock() < this.#expiresAt,
@@ -139,7 +159,7 @@ export class RemoteJwks implements KeySource {
         (e: unknown) => {
           this.#lastError = e instanceof Error ? e.message : String(e);
           this.#failingSince ??= this.#clock();
-          this.#o.onWarning?.(`JWKS fetch from ${this.#o.url} failed: ${this.#lastError}; keeping the last good key set`);
+          this.#o.onWarning?.(`JWKS fetch from ${this.#shown} failed: ${this.#lastError}; keeping the last good key set`);
           // Retry a failed fetch no sooner than the miss cooldown.
           this.#expiresAt = this.#clock() + this.#o.missCooldown * 1000;
           return false;
@@ -170,7 +190,7 @@ export class RemoteJwks implements KeySource {
     const fault = strictJsonFault(text, document);
     if (fault !== undefined) throw new Error(`response ${STRICT_JSON_REFUSALS[fault]}`);
     const parsed = parseJwks(document, { algorithms: this.#o.algorithms, publicOnly: true });
-    for (const p of parsed.problems) this.#o.onWarning?.(`JWKS ${this.#o.url}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);
+    for (const p of parsed.problems) this.#o.onWarning?.(`JWKS ${this.#shown}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);
     if (parsed.keys.length === 0) throw new Error('no usable keys in the response');
     const ttl = Math.min(this.#o.maxTtl, Math.max(this.#o.minTtl, maxAge(response.headers.get('cache-control')) ?? this.#o.defaultTtl));
     const previous = this.#set;

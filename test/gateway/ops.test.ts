@@ -3,7 +3,9 @@
  * Prometheus metrics.
  */
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
 import { readiness } from '../../src/gateway/ops.ts';
 import { baseConfig, ISSUER, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
@@ -110,6 +112,49 @@ describe('gateway: readiness waits for remote keys', () => {
       assert.equal(res.status, 503);
       const body = (await res.json()) as { checks: { detail: string }[] };
       assert.equal(body.checks[0]?.detail, 'not loaded');
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('gateway: a credential in a jwks_uri query', () => {
+  it('is shown neither on /readyz (public) nor in the log when the fetch fails: query values are dropped, keys kept', async () => {
+    const SECRET = 'jwks-api-key-secret-value-0123456789';
+    let log = '';
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        log += chunk.toString();
+        done();
+      },
+    });
+    const logger = pino({ level: 'trace' }, sink);
+    const gw = await startGateway(
+      {
+        ...baseConfig(),
+        issuers: [
+          {
+            issuer: ISSUER,
+            audiences: ['https://api.test'],
+            algorithms: ['ES256'],
+            jwks_uri: `http://127.0.0.1:9/jwks.json?tenant=a&api_key=${SECRET}`,
+            jwks_cache: { timeout: '200ms' },
+          },
+        ],
+        gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] },
+      },
+      { logger },
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const res = await fetch(`${gw.url}/readyz`);
+      assert.equal(res.status, 503);
+      const text = await res.text();
+      const body = JSON.parse(text) as { checks: { name: string }[] };
+      assert.equal(body.checks[0]?.name, 'jwks http://127.0.0.1:9/jwks.json?tenant=&api_key=');
+      assert.ok(!text.includes(SECRET), '/readyz shows the key');
+      assert.match(log, /JWKS fetch from http:\/\/127\.0\.0\.1:9\/jwks\.json\?tenant=&api_key= failed/);
+      assert.ok(!log.includes(SECRET), 'the log shows the key');
     } finally {
       await gw.close();
     }
