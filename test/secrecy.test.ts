@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
@@ -17,6 +18,7 @@ import express from 'express';
 import Fastify from 'fastify';
 import { Hono } from 'hono';
 import { SignJWT } from 'jose';
+import pino from 'pino';
 import { expressAuth } from '../src/adapters/express.ts';
 import { fastifyAuth } from '../src/adapters/fastify.ts';
 import { honoAuth, type TesseraEnv } from '../src/adapters/hono.ts';
@@ -25,6 +27,8 @@ import { denyResponse } from '../src/adapters/response.ts';
 import type { TesseraError } from '../src/core/errors.ts';
 import type { VerifyRequest } from '../src/core/verify/extract.ts';
 import { createVerifier, type ManagedVerifier } from '../src/verifier.ts';
+import * as gwh from './gateway/helpers.ts';
+import { rawHttp } from './helpers/net.ts';
 import { jsonWith, signRaw } from './helpers/raw.ts';
 import { AUDIENCE, b64json, claims, ISSUER, makeKey, sign } from './helpers/tokens.ts';
 import { listen } from './helpers/verify.ts';
@@ -281,6 +285,113 @@ describe('secrecy: tessera token decode never prints the token', () => {
         assertNoSecret(outputs[i] as string, token, `tessera ${cases[i]?.[1].slice(2).join(' ')}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('secrecy: the gateway at trace level', () => {
+  it('keeps tokens, the static and upstream credentials, the forward-auth and MCP session secrets, cookies and DPoP proofs out of its log, audit events, metrics, /readyz and error bodies', async () => {
+    let log = '';
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        log += chunk.toString();
+        done();
+      },
+    });
+    const FA = 'forward-auth-shared-secret-value-0123456789';
+    const MCP_SECRET = 'mcp-session-secret-value-0123456789-abcdefghijklmnop';
+    const COOKIE = 'cookie-secret-value-0123456789';
+    const PROOF = 'dpop-proof-secret-0123456789';
+    // The upstream never echoes what it got: what reaches a caller is the gateway's own.
+    const upstream = await gwh.startUpstream((req, res) => {
+      if (req.url?.startsWith('/reject')) res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"' }).end('no');
+      else if (req.url?.startsWith('/boom')) req.socket.destroy();
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+    const cred = { url: upstream.url, credential: { type: 'static' as const, token: gwh.UPSTREAM_TOKEN } };
+    const route = (id: string) => ({
+      id,
+      match: { path_prefix: `/${id}` },
+      upstream: cred,
+      auth: ['jwt' as const, 'static' as const],
+      audience: gwh.AUDIENCE,
+      rules: [{ path: `/${id}/**`, scopes: ['api:read'] }],
+    });
+    const gw = await gwh.startGateway(
+      {
+        ...gwh.baseConfig(),
+        gateway: {
+          forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { value: FA } },
+          mcp_session_secret: MCP_SECRET,
+          routes: [
+            route('api'),
+            route('reject'),
+            route('boom'),
+            gwh.mcpRoute(upstream.url, [{ id: 'all', tool: '*', scopes: ['api:read'] }]),
+          ],
+        },
+      },
+      { logger: pino({ level: 'trace' }, sink) },
+    );
+    const good = await gwh.token({ scope: 'api:read' });
+    const forged = `${good.slice(0, -6)}AAAAAA`;
+    const secrets = [good, good.split('.')[2] as string, forged, gwh.STATIC_TOKEN, gwh.UPSTREAM_TOKEN, FA, MCP_SECRET, COOKIE, PROOF];
+    const bodies: string[] = [];
+    const go = async (path: string, init: RequestInit = {}) => {
+      const r = await fetch(`${gw.url}${path}`, init);
+      bodies.push(`${r.status} ${await r.text()} ${JSON.stringify([...r.headers])}`);
+    };
+    const mcp = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    try {
+      for (const t of [good, forged, gwh.STATIC_TOKEN, `${gwh.STATIC_TOKEN}x`]) {
+        const bearer = { authorization: `Bearer ${t}` };
+        await go('/api/x', { headers: { ...bearer, cookie: `s=${COOKIE}`, dpop: PROOF } });
+        await go(`/api/x?access_token=${t}`);
+        await go('/reject/x', { headers: bearer });
+        await go('/boom/x', { headers: bearer });
+        await go('/api/x', { method: 'POST', headers: { ...bearer, 'content-type': 'application/json' }, body: `{"a":"${t}` });
+        await go('/mcp', {
+          method: 'POST',
+          headers: { ...bearer, ...mcp },
+          body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"t":"${t}"`,
+        });
+        await go('/mcp', {
+          method: 'POST',
+          headers: { ...bearer, ...mcp, 'mcp-session-id': t },
+          body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+        });
+        const original = { 'x-original-uri': `/api/x?access_token=${t}`, 'x-original-method': 'GET' };
+        await go('/_tessera/auth', { headers: { ...bearer, ...original, 'x-tessera-forward-auth': FA } });
+        await go('/_tessera/auth', { headers: { ...bearer, ...original, 'x-tessera-forward-auth': `${FA}x` } });
+        await go('/_tessera/auth', {
+          headers: { ...bearer, 'x-original-uri': '/api/x', 'x-original-method': t, 'x-tessera-forward-auth': FA },
+        });
+        bodies.push(
+          await rawHttp(
+            gw.url,
+            `FOO /api/x HTTP/1.1\r\nHost: ${t.slice(0, 40)}\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+          ),
+        );
+      }
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      const ready = await (await fetch(`${gw.url}/readyz`)).text();
+      await gw.served.gateway.audit.flush();
+      const audit = JSON.stringify(gw.audit.events);
+      assert.ok(log.includes('upstream_credential_rejected') && log.includes('upstream_error'), 'the log has the failures');
+      for (const secret of secrets) {
+        for (const [where, text] of [
+          ['log', log],
+          ['audit events', audit],
+          ['metrics', metrics],
+          ['/readyz', ready],
+          ['responses', bodies.join('\n')],
+        ] as [string, string][]) {
+          assert.equal(text.includes(secret), false, `a secret (${secret.slice(0, 8)}…) is in the ${where}`);
+        }
+      }
+    } finally {
+      await gw.close();
+      await upstream.close();
     }
   });
 });
