@@ -61,6 +61,13 @@ function caddyCopied(s: GatewayState): readonly string[] {
   return names;
 }
 
+/** True when the request's framing announces a body (a non-zero Content-Length or any Transfer-Encoding). */
+function declaresBody(req: IncomingMessage): boolean {
+  const te = req.headers['transfer-encoding'];
+  const cl = req.headers['content-length'];
+  return te !== undefined || (cl !== undefined && cl !== '0');
+}
+
 /**
  * Answer a forward-auth check. `x` is the exchange the gateway began for this HTTP request; the
  * check is audited as its own `gateway.forward_auth` exchange instead.
@@ -70,6 +77,11 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   fx.requestId = x.requestId;
   // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes).
   x.done = true;
+  const flavor = s.gateway.forward_auth.flavor as ForwardAuthFlavor;
+  // nginx's auth_request sends the original request's Content-Length with the body-less check
+  // unless the config clears it (the example does). Read as a body, the next check on the
+  // connection would be lost, or every later one stalled: the connection is closed after the answer.
+  if (flavor === 'nginx' && declaresBody(req)) res.setHeader('connection', 'close');
   const peer = peerOf(s, req.socket);
   if (!peer.forwardAuth) {
     fx.path = auditRawPath(req.url ?? '/');
@@ -89,7 +101,6 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     ctx.finish(fx);
     return;
   }
-  const flavor = s.gateway.forward_auth.flavor as ForwardAuthFlavor;
   const original = originalRequest(req, s.gateway.forward_auth.path, flavor);
   const fold = (d: DenyRendering): DenyRendering => {
     if (flavor !== 'nginx') return d;

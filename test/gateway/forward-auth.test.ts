@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { Agent, type IncomingHttpHeaders, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { rawHttp } from '../helpers/net.ts';
 import { AUDIENCE, baseConfig, parse, startGateway, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
 
 const FA_SECRET = 'forward-auth-secret-0123456789';
@@ -475,6 +476,23 @@ describe('gateway: forward-auth endpoint', () => {
     const nginx = await check({ ...original, 'x-original-url': '/admin/reset', authorization: `Bearer ${t}` });
     assert.equal(nginx.status, 401);
     assert.equal((await lastCheck())?.reason, 'forward_auth_override_refused');
+  });
+
+  it('request desync: an nginx check declaring a body it never sends (an auth_request without Content-Length cleared) closes its connection, so the next check is not read as that body', async () => {
+    const head = (cl: string) =>
+      `GET /_tessera/auth HTTP/1.1\r\nHost: tessera\r\nX-Tessera-Forward-Auth: ${FA_SECRET}\r\nAuthorization: Bearer ${t}\r\n` +
+      `X-Original-URI: /api/items\r\nX-Original-Method: GET\r\nX-Original-Host: api.example.com\r\n${cl}\r\n`;
+    // As nginx sends it: a POST's Content-Length, no body, then the next check on the connection.
+    const text = await rawHttp(gw.url, head('Content-Length: 40\r\n'), 2000, (first) =>
+      first.includes('\r\n\r\n') ? head('') : undefined,
+    );
+    const answers = text.split(/(?=HTTP\/1\.1 )/);
+    assert.match(answers[0] ?? '', /^HTTP\/1\.1 200 /);
+    assert.match(answers[0] ?? '', /\r\nconnection: close\r\n/i, text);
+    assert.equal(answers.length, 1, 'the connection closes after the answer');
+    // Without a declared body the connection stays open for the next check.
+    const kept = await rawHttp(gw.url, head(''), 500, (first) => (first.includes('\r\n\r\n') ? head('') : undefined));
+    assert.equal(kept.split(/(?=HTTP\/1\.1 )/).length, 2, kept);
   });
 
   it('audits each check once as gateway.forward_auth', async () => {

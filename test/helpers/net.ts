@@ -75,15 +75,22 @@ export async function spawnListening(command: string, args: readonly string[], p
 
 /**
  * Send `text` as-is on a new connection and return everything read until the peer closes (or
- * `timeoutMs` passes): for requests fetch() would normalize or refuse to send.
+ * `timeoutMs` passes): for requests fetch() would normalize or refuse to send. `next`, when given,
+ * sees what has been read so far and may return text to send once more on the same connection.
  */
-export function rawHttp(url: string, text: string, timeoutMs = 3000): Promise<string> {
+export function rawHttp(url: string, text: string, timeoutMs = 3000, next?: (received: string) => string | undefined): Promise<string> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const s = connect(Number(u.port), u.hostname, () => s.write(text));
     let out = '';
+    let more = next;
     s.on('data', (d) => {
       out += d.toString();
+      const send = more?.(out);
+      if (send !== undefined && !s.destroyed) {
+        more = undefined;
+        s.write(send);
+      }
     });
     s.on('end', () => resolve(out));
     s.on('error', reject);
