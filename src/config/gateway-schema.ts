@@ -406,7 +406,10 @@ export const gatewaySchema = z
         max_connections: z.number().int().min(1).default(10_000).meta({ description: 'Concurrent client connections.' }),
         headers_timeout: duration('Time a client has to send the request head.', TIMER_MAX).prefault('20s'),
         request_timeout: duration('Time a client has to send the whole request (0: none).', TIMER_MAX).prefault('5m'),
-        keep_alive_timeout: duration('Idle time before a client keep-alive connection is closed.', TIMER_MAX).prefault('5s'),
+        keep_alive_timeout: duration(
+          'Idle time before a client keep-alive connection is closed. A proxy in front (nginx, Caddy, a load balancer) must close its idle connections to the gateway sooner.',
+          TIMER_MAX,
+        ).prefault('5s'),
       })
       .prefault({}),
     timeouts: z

@@ -5,7 +5,10 @@
  * their challenges. Skipped with a message only when Caddy is not installed.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -207,5 +210,122 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
     );
     assert.match(head, /^HTTP\/1\.1 400/, head);
     assert.equal(app.seen.length, n);
+  });
+});
+
+/** Block this process's event loop (Tessera and the app run in it) until `end` (performance.now()). */
+function blockUntil(end: number): void {
+  while (performance.now() < end) {
+    // Busy: nothing this process serves reads its sockets meanwhile.
+  }
+}
+
+/**
+ * Caddy's transport (Go's) reuses an idle connection unless it has seen it closed, for 2 minutes
+ * by default. A server that closes an idle connection the moment Caddy writes on it resets that
+ * request; Go retries the check (a GET without a body) on a new connection, never a POST: the
+ * caller gets 502. The example keeps Caddy's idle timeout toward each upstream below the upstream's
+ * own so that Caddy always closes first. Here both upstreams close idle connections after 1 s (Node
+ * adds keepAliveTimeoutBuffer, 1 s, so after 2 s), a fifth of their 5 s default, and the example's
+ * keepalive values are scaled by the same fifth. The loop of this process is blocked across the
+ * moment the upstream closes, while Caddy writes to it: what a busy upstream does by itself.
+ */
+describe('Caddy example: idle upstream connections are closed by Caddy first', { skip }, () => {
+  const SCALE = 5; // Tessera's and Node's default 5 s, run as 1 s
+  let app: Upstream;
+  let gw: TestGateway;
+  let caddy: Listening | undefined;
+  let dir: string;
+  let base: string;
+  let port: number;
+  const closesAfter = () => 1000 + (app.server.keepAliveTimeoutBuffer ?? 0);
+  before(async () => {
+    app = await startUpstream();
+    app.server.keepAliveTimeout = 1000;
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      (c.gateway as Record<string, unknown>).limits = { keep_alive_timeout: '1s' };
+    });
+    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    assert.equal(gw.served.server.keepAliveTimeoutBuffer, app.server.keepAliveTimeoutBuffer);
+    dir = mkdtempSync(join(tmpdir(), 'tessera-caddy-idle-'));
+    port = await freePort();
+    const conf = readFileSync(new URL('Caddyfile', EXAMPLE), 'utf8')
+      .replace(/keepalive ([0-9]+)s\b/g, (_, s: string) => `keepalive ${Math.round((Number(s) * 1000) / SCALE)}ms`)
+      .replace('http://127.0.0.1:8000', `http://127.0.0.1:${port}`)
+      .replace('forward_auth 127.0.0.1:8080', `forward_auth ${new URL(gw.url).host}`)
+      .replace('reverse_proxy 127.0.0.1:9000', `reverse_proxy ${new URL(app.url).host}`);
+    writeFileSync(join(dir, 'Caddyfile'), conf);
+    caddy = await spawnListening(CADDY, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], port, {
+      PATH: process.env.PATH ?? '',
+      HOME: dir,
+      XDG_DATA_HOME: dir,
+      XDG_CONFIG_HOME: dir,
+      FORWARD_AUTH_SECRET: FA_SECRET,
+    });
+    base = `http://127.0.0.1:${port}`;
+  });
+  after(async () => {
+    await caddy?.stop();
+    await gw?.close();
+    await app?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the example sets keepalive in forward_auth and reverse_proxy, below Tessera’s default keep_alive_timeout and Node’s (5 s)', () => {
+    const conf = readFileSync(new URL('Caddyfile', EXAMPLE), 'utf8');
+    for (const directive of ['forward_auth', 'reverse_proxy']) {
+      const block = conf.match(new RegExp(`\\n\\s*${directive} [^\\n]*\\{([\\s\\S]*?)\\n\\t\\t\\}`))?.[1] ?? '';
+      const s = Number(block.match(/transport http \{[^}]*keepalive ([0-9]+)s\b/)?.[1]);
+      assert.ok(s > 0 && s < 5, `${directive}: keepalive ${s}`);
+    }
+  });
+
+  it('idle race toward Tessera: a POST sent as Tessera closes the idle check connection succeeds, and Caddy never meets a closed connection', async () => {
+    const t = await token({ scope: 'api:write', sub: 'idle-tessera' });
+    const first = await fetch(`${base}/items`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(first.status, 200, caddy?.output());
+    await first.arrayBuffer();
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, closesAfter() - 150));
+    const sock = connect(port, '127.0.0.1');
+    await once(sock, 'connect');
+    let head = '';
+    sock.on('data', (d: Buffer) => {
+      head += d.toString('latin1');
+    });
+    const ended = once(sock, 'close');
+    // Written and blocked from the check phase: the next loop turn runs the expired timers (the
+    // idle timeout) before it reads the check Caddy wrote meanwhile.
+    setImmediate(() => {
+      sock.write(`POST /items/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
+      blockUntil(t0 + closesAfter() + 250);
+    });
+    await ended;
+    assert.match(head, /^HTTP\/1\.1 200 /, `${head}\n${caddy?.output()}`);
+    assert.doesNotMatch(caddy?.output() ?? '', /connection reset|EOF/);
+  });
+
+  it('idle race toward the app: a POST forwarded as the app closes its idle connection succeeds (Go does not retry a POST)', async () => {
+    const t = await token({ scope: 'api:write', sub: 'idle-app' });
+    const first = await fetch(`${base}/items`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(first.status, 200, caddy?.output());
+    await first.arrayBuffer();
+    const t0 = performance.now();
+    // Block once Tessera has allowed the request: Caddy then writes the POST to the app, whose
+    // idle timeout runs out meanwhile.
+    const onCheck = (req: IncomingMessage, res: ServerResponse) => {
+      if (req.headers['x-forwarded-uri'] !== '/items/app-race') return;
+      res.once('finish', () => setImmediate(() => blockUntil(t0 + closesAfter() + 250)));
+    };
+    gw.served.server.prependListener('request', onCheck);
+    try {
+      await new Promise((r) => setTimeout(r, closesAfter() - 150));
+      const res = await fetch(`${base}/items/app-race`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+      assert.equal(res.status, 200, caddy?.output());
+      assert.equal(app.seen.at(-1)?.url, '/items/app-race');
+    } finally {
+      gw.served.server.off('request', onCheck);
+    }
+    assert.doesNotMatch(caddy?.output() ?? '', /connection reset|EOF/);
   });
 });

@@ -4,7 +4,10 @@
  * their challenges. Skipped with a message only when nginx is not installed.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -228,5 +231,119 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
       await app.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/** Block this process's event loop (Tessera and the app run in it) until `end` (performance.now()). */
+function blockUntil(end: number): void {
+  while (performance.now() < end) {
+    // Busy: nothing this process serves reads its sockets meanwhile.
+  }
+}
+
+/**
+ * nginx reuses an idle upstream connection unless it has seen it closed. A server that closes an
+ * idle connection the moment nginx writes a request on it resets that request; nginx retries a GET
+ * (the auth subrequest is one) on a new connection, never a POST: the caller gets 502. The example
+ * keeps nginx's idle timeout toward each upstream below the upstream's own so that nginx always
+ * closes first. Here both upstreams close idle connections after 1 s (Node adds
+ * keepAliveTimeoutBuffer, 1 s, so after 2 s), a fifth of the 5 s they have by default, and the
+ * example's keepalive_timeout values are scaled by the same fifth. The loop of this process is
+ * blocked across the moment the upstream closes, while nginx writes to it: what a busy upstream
+ * does by itself.
+ */
+describe('nginx example: idle upstream connections are closed by nginx first', { skip }, () => {
+  const SCALE = 5; // Tessera's and Node's default 5 s, run as 1 s
+  let app: Upstream;
+  let gw: TestGateway;
+  let nginx: Listening | undefined;
+  let dir: string;
+  let base: string;
+  let port: number;
+  const closesAfter = () => 1000 + (app.server.keepAliveTimeoutBuffer ?? 0);
+  before(async () => {
+    app = await startUpstream();
+    app.server.keepAliveTimeout = 1000;
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      (c.gateway as Record<string, unknown>).limits = { keep_alive_timeout: '1s' };
+    });
+    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    assert.equal(gw.served.server.keepAliveTimeoutBuffer, app.server.keepAliveTimeoutBuffer);
+    dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-idle-'));
+    port = await freePort();
+    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
+      .replace('worker_processes auto;', 'worker_processes 1;')
+      .replace(/keepalive_timeout ([0-9]+)s;/g, (_, s: string) => `keepalive_timeout ${Math.round((Number(s) * 1000) / SCALE)}ms;`)
+      .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
+      .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
+      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
+      .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
+    writeFileSync(join(dir, 'nginx.conf'), conf);
+    nginx = await spawnListening(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], port);
+    base = `http://127.0.0.1:${port}`;
+  });
+  after(async () => {
+    await nginx?.stop();
+    await gw?.close();
+    await app?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the example sets keepalive_timeout in each upstream block, below Tessera’s default keep_alive_timeout and Node’s (5 s)', () => {
+    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8');
+    for (const name of ['tessera', 'app']) {
+      const block = conf.match(new RegExp(`upstream ${name} \\{([^}]*)\\}`))?.[1] ?? '';
+      const s = Number(block.match(/keepalive_timeout ([0-9]+)s;/)?.[1]);
+      assert.ok(s > 0 && s < 5, `upstream ${name}: keepalive_timeout ${s}`);
+    }
+  });
+
+  it('idle race toward Tessera: a POST sent as Tessera closes the idle check connection succeeds, and nginx never meets a closed connection', async () => {
+    const t = await token({ scope: 'api:write', sub: 'idle-tessera' });
+    const first = await fetch(`${base}/items`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(first.status, 200, nginx?.output());
+    await first.arrayBuffer();
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, closesAfter() - 150));
+    const sock = connect(port, '127.0.0.1');
+    await once(sock, 'connect');
+    let head = '';
+    sock.on('data', (d: Buffer) => {
+      head += d.toString('latin1');
+    });
+    const ended = once(sock, 'close');
+    // Written and blocked from the check phase: the next loop turn runs the expired timers (the
+    // idle timeout) before it reads the check nginx wrote meanwhile.
+    setImmediate(() => {
+      sock.write(`POST /items/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
+      blockUntil(t0 + closesAfter() + 250);
+    });
+    await ended;
+    assert.match(head, /^HTTP\/1\.1 200 /, `${head}\n${nginx?.output()}`);
+    assert.doesNotMatch(nginx?.output() ?? '', /prematurely closed|reset by peer/);
+  });
+
+  it('idle race toward the app: a POST forwarded as the app closes its idle connection succeeds (nginx does not retry a POST)', async () => {
+    const t = await token({ scope: 'api:write', sub: 'idle-app' });
+    const first = await fetch(`${base}/items`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    assert.equal(first.status, 200, nginx?.output());
+    await first.arrayBuffer();
+    const t0 = performance.now();
+    // Block once Tessera has allowed the request: nginx then writes the POST to the app, whose
+    // idle timeout runs out meanwhile.
+    const onCheck = (req: IncomingMessage, res: ServerResponse) => {
+      if (req.headers['x-original-uri'] !== '/items/app-race') return;
+      res.once('finish', () => setImmediate(() => blockUntil(t0 + closesAfter() + 250)));
+    };
+    gw.served.server.prependListener('request', onCheck);
+    try {
+      await new Promise((r) => setTimeout(r, closesAfter() - 150));
+      const res = await fetch(`${base}/items/app-race`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+      assert.equal(res.status, 200, nginx?.output());
+      assert.equal(app.seen.at(-1)?.url, '/items/app-race');
+    } finally {
+      gw.served.server.off('request', onCheck);
+    }
+    assert.doesNotMatch(nginx?.output() ?? '', /prematurely closed|reset by peer/);
   });
 });
