@@ -47,10 +47,14 @@ export function fastifyAuth(
         },
       ]);
     }
+    // With useSemicolonDelimiter, /admin;x is routed to /admin: the rules must see /admin.
+    const config = app.initialConfig as { routerOptions?: { useSemicolonDelimiter?: boolean }; useSemicolonDelimiter?: boolean };
+    const semicolon =
+      config.routerOptions?.useSemicolonDelimiter ?? Object.getOwnPropertyDescriptor(config, 'useSemicolonDelimiter')?.value === true;
     app.decorateRequest('principal', undefined);
     app.addHook(formBody ? 'preValidation' : 'onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
       const body = formParams(request.body);
-      const result = await verifier.verify(toVerifyRequest(request.raw, { ...options, body: () => body }));
+      const result = await verifier.verify(toVerifyRequest(request.raw, { ...options, body: () => body }, semicolon));
       if (result.ok) {
         request.principal = result.principal;
         return;

@@ -109,15 +109,29 @@ export function adapterOptions<T extends NodeAdapterOptions>(options: T): T {
   return options.publicUrl === undefined ? options : { ...options, publicUrl: publicOrigin(options.publicUrl) };
 }
 
-/** Build the verifier's request from a Node request (duplicate headers preserved). */
-export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}): VerifyRequest {
+/** The path of an origin-form target (before `?` or `#`). */
+function targetPath(target: string): string {
+  const end = target.search(/[?#]/);
+  return end < 0 ? target : target.slice(0, end);
+}
+
+/**
+ * Build the verifier's request from a Node request (duplicate headers preserved). `semicolon`:
+ * the router ends the path at the first `;` (Fastify's `useSemicolonDelimiter`).
+ */
+export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}, semicolon = false): VerifyRequest {
   const body = options.body?.(req);
-  // Express rewrites req.url below a mount point (app.use('/api', ...)); originalUrl is the path
-  // the client sent, which rules and the DPoP htu are about.
-  const path = (req as IncomingMessage & { originalUrl?: string }).originalUrl ?? req.url ?? '/';
+  // originalUrl (Express; Fastify with rewriteUrl) is the target the client sent, which a DPoP
+  // proof names. The rules see the path the framework routes on: Express's req.url below its
+  // mount point (baseUrl) as a middleware may have rewritten it, Fastify's rewritten req.url.
+  const r = req as IncomingMessage & { originalUrl?: string; baseUrl?: string };
+  const sent = r.originalUrl ?? req.url ?? '/';
+  let routed = (r.baseUrl ?? '') + targetPath(req.url ?? '/');
+  if (semicolon && routed.includes(';')) routed = routed.slice(0, routed.indexOf(';'));
   return {
     method: req.method ?? 'GET',
-    url: `${originOf(req, options)}${path}`,
+    url: `${originOf(req, options)}${sent}`,
+    ...(routed !== targetPath(sent) ? { path: routed } : {}),
     headers: req.headersDistinct,
     ...(body !== undefined ? { body } : {}),
   };

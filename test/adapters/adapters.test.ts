@@ -304,6 +304,76 @@ describe('path case and authority: the rules see the path the application serves
   });
 });
 
+describe('path rewriting: the rules see the path the framework routes, not the one it was rewritten from', () => {
+  let readToken: string;
+  before(async () => {
+    readToken = await sign(key, claims({ scope: 'api:read' }));
+  });
+
+  it('fastify: with useSemicolonDelimiter, /admin;x=1 (routed to /admin) is checked as /admin', async () => {
+    for (const options of [{ routerOptions: { useSemicolonDelimiter: true } }, { useSemicolonDelimiter: true }]) {
+      // FastifyRouterOptions does not declare useSemicolonDelimiter (find-my-way's option), Fastify 5 passes it on.
+      const f = Fastify(options as { logger?: false });
+      await f.register(fastifyAuth(verifier));
+      let reached = false;
+      f.get('/admin', async () => {
+        reached = true;
+        return { route: 'admin' };
+      });
+      await f.listen({ port: 0, host: '127.0.0.1' });
+      try {
+        const answer = await send(origin(f.server), '/admin;x=1', [['authorization', `Bearer ${readToken}`]]);
+        assert.equal(answer.status, 403, `${JSON.stringify(options)}: the rules saw /admin;x=1 (rest rule): ${answer.body}`);
+        assert.match(String(answer.headers['www-authenticate']), /scope="admin"/);
+        assert.equal(reached, false);
+      } finally {
+        await f.close();
+      }
+    }
+  });
+
+  it('fastify: a rewriteUrl rewrite (/legacy/admin/secret served as /admin/secret) is checked as /admin/secret', async () => {
+    const f = Fastify({ rewriteUrl: (req) => (req.url ?? '/').replace(/^\/legacy(?=\/)/, '') });
+    await f.register(fastifyAuth(verifier));
+    let reached = false;
+    f.get('/admin/secret', async () => {
+      reached = true;
+      return { route: 'admin' };
+    });
+    await f.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const answer = await send(origin(f.server), '/legacy/admin/secret', [['authorization', `Bearer ${readToken}`]]);
+      assert.equal(answer.status, 403, answer.body);
+      assert.equal(reached, false);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it('express: a req.url rewrite before the middleware (/legacy/admin/secret served as /admin/secret) is checked as /admin/secret', async () => {
+    const e = express();
+    e.enable('case sensitive routing');
+    e.use((req, _res, next) => {
+      req.url = req.url.replace(/^\/legacy(?=\/)/, '');
+      next();
+    });
+    e.use(expressAuth(verifier));
+    let reached = false;
+    e.get('/admin/secret', (_req, res) => {
+      reached = true;
+      res.json({ route: 'admin' });
+    });
+    const app = await listenOn(createServer(e));
+    try {
+      const answer = await send(app.origin, '/legacy/admin/secret', [['authorization', `Bearer ${readToken}`]]);
+      assert.equal(answer.status, 403, answer.body);
+      assert.equal(reached, false);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('adapter: express mounted under a path', () => {
   let app: Running;
   before(async () => {

@@ -23,6 +23,13 @@ export interface VerifyRequest {
   readonly method: string;
   /** The request URL: absolute (required for DPoP, whose proof names it) or origin-form (`/path?q`). */
   readonly url: string;
+  /**
+   * The path the application routes the request on, when a framework rewrote it (Express
+   * `req.url` changed by a middleware, Fastify `rewriteUrl` or `useSemicolonDelimiter`): the rules
+   * see this one, while a DPoP proof still names `url`, the one the client called. Default: the
+   * path of `url`.
+   */
+  readonly path?: string;
   readonly headers: HeaderBag;
   /** The request body; read only when form-body tokens are enabled. */
   readonly body?: string | Uint8Array | URLSearchParams;

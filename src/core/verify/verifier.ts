@@ -876,7 +876,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   function authorize(request: VerifyRequest, result: VerifyResult, activePolicy: Policy): VerifyResult {
     if (!result.ok) return result;
-    const decision = activePolicy.evaluate({ method: request.method, path: pathOf(request.url) }, result.principal);
+    const decision = activePolicy.evaluate({ method: request.method, path: request.path ?? pathOf(request.url) }, result.principal);
     if (decision.allowed) return { ok: true, principal: result.principal, rule: decision.rule };
     const details: { scope?: string; claim?: string } = {};
     if (decision.code === 'scope_insufficient' && decision.rule?.scopeHint) details.scope = decision.rule.scopeHint;
