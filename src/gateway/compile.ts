@@ -140,6 +140,8 @@ export interface GatewayState {
   readonly publicUrl: string | undefined;
   /** `publicUrl` in normal form (lower-case host, no default port) without its trailing slash. */
   readonly publicBase: string | undefined;
+  /** The origin of `server.public_url` (forward-auth: the proxy's checks carry the original URI whole). */
+  readonly publicOrigin: string | undefined;
   /**
    * The host of the gateway's own URL without `publicUrl`: the host it listens on as a URL writes
    * it, `undefined` for a wildcard address (each connection's local address then).
@@ -429,6 +431,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     trustedProxies,
     publicUrl: config.server.public_url,
     publicBase: publicBaseOf(config.server.public_url),
+    publicOrigin: config.server.public_url === undefined ? undefined : new URL(config.server.public_url).origin,
     listenHost,
     poolKeys,
     mcpSessionKey: secret === undefined ? deps.mcpSessionKey.key : sessionKeyFromSecret(secret),

@@ -277,3 +277,47 @@ describe('gateway: the URL a DPoP proof names', () => {
     });
   });
 });
+
+describe('forward-auth: DPoP htu with server.public_url', () => {
+  const FA_SECRET = 'forward-auth-secret-0123456789';
+  let gw: TestGateway;
+  let bound: string;
+  before(async () => {
+    gw = await startGateway({
+      ...baseConfig(),
+      server: { public_url: 'https://api.example.com' },
+      dpop: { mode: 'allowed' },
+      gateway: {
+        forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
+        routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }],
+      },
+    });
+    bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
+  });
+  after(async () => {
+    await gw?.close();
+  });
+  const check = async (host: string, htu: string) =>
+    fetch(`${gw.url}/_tessera/auth`, {
+      headers: {
+        'x-tessera-forward-auth': FA_SECRET,
+        'x-original-uri': '/items?page=2',
+        'x-original-method': 'GET',
+        'x-original-host': host,
+        'x-original-proto': 'http',
+        authorization: `DPoP ${bound}`,
+        dpop: await proof('GET', htu, bound),
+      },
+    });
+
+  it('Host spoofing through the proxy: a proof captured at another server is refused though the check names that host', async () => {
+    const res = await check('evil.example', 'http://evil.example/items');
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', OTHER_URI);
+  });
+
+  it('a proof naming server.public_url and the original path passes, whatever host the proxy reports', async () => {
+    assert.equal((await check('evil.example', 'https://api.example.com/items')).status, 200);
+    assert.equal((await check('api.example.com', 'https://api.example.com/items')).status, 200);
+  });
+});
