@@ -176,10 +176,11 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     host,
     path: target.path,
     query: target.query,
-    // What a DPoP proof must name (htu). With server.public_url, its origin: the Host the proxy
-    // reports is the caller's choice unless the proxy refuses other names, and a proof captured
-    // at another server must not pass by naming that server (as on the gateway's own path).
-    url: `${s.publicOrigin ?? `${original.proto}://${original.host ?? host}`}${original.uri}`,
+    // What a DPoP proof must name (htu). The Host the proxy reports is the caller's choice unless
+    // the proxy refuses other names, and a proof captured at another server must not pass by
+    // naming that server. A route matched by host has held it to a configured name; otherwise
+    // server.public_url's origin, when set, is the gateway's name (as on its own path).
+    url: `${route.config.match.host === undefined && s.publicOrigin !== undefined ? s.publicOrigin : `${original.proto}://${original.host ?? host}`}${original.uri}`,
     headers: headerBag(req),
     remoteAddress: original.remoteAddress ?? peer.address,
   };

@@ -289,7 +289,11 @@ describe('forward-auth: DPoP htu with server.public_url', () => {
       dpop: { mode: 'allowed' },
       gateway: {
         forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
-        routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }],
+        routes: [
+          // Another application behind the same proxy, under its own name.
+          { id: 'shop', match: { host: 'shop.example.com' }, upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] },
+          { id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] },
+        ],
       },
     });
     bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
@@ -319,5 +323,10 @@ describe('forward-auth: DPoP htu with server.public_url', () => {
   it('a proof naming server.public_url and the original path passes, whatever host the proxy reports', async () => {
     assert.equal((await check('evil.example', 'https://api.example.com/items')).status, 200);
     assert.equal((await check('api.example.com', 'https://api.example.com/items')).status, 200);
+  });
+
+  it('a route matched by host takes the name the proxy reports (it is one the route was configured for)', async () => {
+    assert.equal((await check('shop.example.com', 'http://shop.example.com/items')).status, 200);
+    assert.equal((await check('shop.example.com', 'https://api.example.com/items')).status, 401);
   });
 });
