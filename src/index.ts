@@ -17,7 +17,7 @@ export type { VerifierConfig, VerifierConfigInput } from './config/verifier-sche
 export { ConfigError, type ConfigIssue, ERROR_CODES, type ErrorCode, isTesseraError, TesseraError } from './core/errors.ts';
 export { isOAuthError, OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode } from './core/oauth-errors.ts';
 export { compilePolicy, type Policy, type PolicyDecision, type RuleSpec } from './core/policy.ts';
-export type { Clock, Introspector, KeySource, ReplayCache, UpstreamTokenIssuer } from './core/ports.ts';
+export type { Clock, Introspector, KeySource, ReplayCache, ReplayRefusal, UpstreamTokenIssuer } from './core/ports.ts';
 export { compileScopes, type EffectiveScopes, type ScopeCatalog } from './core/scopes.ts';
 export { type ChallengeOptions, challenge, challenges } from './core/verify/challenge.ts';
 export type { HeaderBag, VerifyRequest } from './core/verify/extract.ts';

@@ -32,9 +32,11 @@ export interface VerifierRuntime {
   readonly baseDir?: string;
   /**
    * Replay cache for DPoP proof `jti`s (default: in memory, `dpop.replay_cache_size`, for this
-   * verifier alone). Instances, and a process that restarts, share one kept in the store:
-   * `storeReplayCache(store)` from `tessera/token-service`. `use` may be async; when it rejects, the
-   * proof is refused with `dpop_replay_unavailable` (503).
+   * verifier alone, each proof key holding at most max(1000, size / 16) of it). Instances, and a
+   * process that restarts, share one kept in the store: `storeReplayCache(store)` from
+   * `tessera/token-service`. `use` may be async; when it rejects or answers `'full'`, the proof is
+   * refused with `dpop_replay_unavailable` (503); `'owner_full'` (the proof key's share is full)
+   * refuses it with `dpop_key_rate_limited` (429).
    */
   readonly replay?: ReplayCache;
   /** Nonce source when `dpop.nonce` is on (default: a per-process secret). */

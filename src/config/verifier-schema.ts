@@ -234,7 +234,7 @@ export const dpopSchema = z
     nonce: z.boolean().default(false).meta({ description: 'Require server-issued nonces (`use_dpop_nonce`).' }),
     replay_cache_size: z.number().int().positive().default(100_000).meta({
       description:
-        'Proof `jti`s remembered in memory, where no store keeps them (`tessera gateway`, the library); `tessera serve` records them in its store.',
+        'Proof `jti`s remembered in memory, where no store keeps them (`tessera gateway`, the library); `tessera serve` records them in its store. One proof key may hold at most max(1000, this / 16) of them (6250 of the default: about 68 requests a second by one key with the default `iat_window` and `clock_skew`), and is refused with 429 `dpop_key_rate_limited` past that, so one bound token cannot fill the cache for every other caller.',
     }),
   })
   .superRefine((v, ctx) => {

@@ -242,8 +242,8 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The access token cannot be checked right now.',
   },
-  // The shared replay cache (the store) cannot record the proof's jti: accepting the proof without
-  // it would let it be replayed at another instance.
+  // The replay cache cannot record the proof's jti (the store cannot answer, or the in-memory cache
+  // is full of proofs still live): accepting the proof without it would let it be replayed.
   dpop_replay_unavailable: {
     status: 503,
     error: 'temporarily_unavailable',
@@ -290,6 +290,13 @@ export const ERROR_CODES = {
     status: 401,
     error: 'use_dpop_nonce',
     description: 'Resource server requires nonce in DPoP proof.',
+  },
+  // One proof key holds its whole share of the in-memory replay cache with proofs still live:
+  // recording more would let one bound token fill the cache for every other caller.
+  dpop_key_rate_limited: {
+    status: 429,
+    error: 'rate_limited',
+    description: 'Too many recent DPoP proofs by this key; retry later.',
   },
 
   // Authorization (403 insufficient_scope).

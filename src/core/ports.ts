@@ -45,10 +45,21 @@ export interface Introspector {
   introspect(token: string): Promise<IntrospectionResponse>;
 }
 
-/** Remembers one-time identifiers (DPoP proof `jti`, client assertion `jti`) until they expire. */
+/**
+ * Why a bounded replay cache did not record a first use: it is full of entries still live
+ * (`'full'`), or the owner's share of it is (`'owner_full'`). Either way the identifier is refused:
+ * forgetting a live entry early would let it be replayed.
+ */
+export type ReplayRefusal = 'full' | 'owner_full';
+
+/** Remembers one-time identifiers (DPoP proof `jti`s) until they expire. */
 export interface ReplayCache {
-  /** Record `key` until `expiresAt` (epoch seconds). Returns true on first use, false on replay. */
-  use(key: string, expiresAt: number): boolean | Promise<boolean>;
+  /**
+   * Record `key` until `expiresAt` (epoch seconds). Returns true on first use, false on replay, or
+   * a {@link ReplayRefusal} when a bounded cache cannot record it. `owner` is who the entry counts
+   * against (the DPoP proof key's thumbprint), for a cache that bounds each owner's share.
+   */
+  use(key: string, expiresAt: number, owner?: string): boolean | ReplayRefusal | Promise<boolean | ReplayRefusal>;
 }
 
 /** A clock in epoch milliseconds; tests pass a fixed or steppable one. */

@@ -14,7 +14,17 @@ import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import pino from 'pino';
 import { createGateway, type Gateway } from '../../src/gateway/gateway.ts';
-import { baseConfig, parse, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN, type Upstream } from './helpers.ts';
+import {
+  baseConfig,
+  parse,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  UPSTREAM_TOKEN,
+  type Upstream,
+} from './helpers.ts';
 
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
@@ -132,6 +142,58 @@ describe('gateway: DPoP-bound tokens', () => {
       /DPoP .*error="invalid_dpop_proof", error_description="The DPoP proof was already used\."/,
     );
     assert.equal(upstream.seen.length, seen, 'the replayed request reached the upstream');
+  });
+});
+
+describe('gateway: one DPoP key filling the in-memory replay cache', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      // A share of 1000 proofs for each key: max(1000, 16000 / 16).
+      dpop: { mode: 'allowed', replay_cache_size: 16_000 },
+      gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }] },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it("attack: a holder of one bound token sending proofs with fresh jtis gets 429 past its key's share; other DPoP callers still pass", async () => {
+    const url = `${gw.url}/items`;
+    const bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
+    const call = async () => (await get(url, { authorization: `DPoP ${bound}`, dpop: await proof('GET', url, bound) })).status;
+    for (let i = 0; i < 1000; i += 20) {
+      const statuses = await Promise.all(Array.from({ length: 20 }, call));
+      assert.deepEqual(new Set(statuses), new Set([200]), `batch at ${i}`);
+    }
+    const seen = upstream.seen.length;
+    const over = await fetch(url, { headers: { authorization: `DPoP ${bound}`, dpop: await proof('GET', url, bound) } });
+    assert.equal(over.status, 429);
+    assert.equal(over.headers.get('retry-after'), '1');
+    assert.deepEqual(await over.json(), {
+      error: 'rate_limited',
+      error_description: 'Too many recent DPoP proofs by this key; retry later.',
+    });
+    assert.equal(upstream.seen.length, seen, 'the refused request reached the upstream');
+    assert.equal((await requestEvents(gw)).at(-1)!.reason, 'dpop_key_rate_limited');
+    // Another client, with a token bound to its own key, is not locked out.
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const otherJwk = other.publicKey.export({ format: 'jwk' }) as JWK;
+    const otherToken = await token({ cnf: { jkt: await calculateJwkThumbprint(otherJwk) } });
+    const otherProof = await new SignJWT({
+      htm: 'GET',
+      htu: url,
+      jti: randomUUID(),
+      ath: createHash('sha256').update(otherToken).digest('base64url'),
+    })
+      .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: otherJwk })
+      .setIssuedAt()
+      .sign(other.privateKey);
+    assert.equal((await fetch(url, { headers: { authorization: `DPoP ${otherToken}`, dpop: otherProof } })).status, 200);
   });
 });
 

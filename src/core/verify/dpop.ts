@@ -9,7 +9,7 @@ import { TesseraError } from '../errors.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
 import { importJwk, type VerificationKey } from '../jose/jwk.ts';
-import type { Clock, ReplayCache } from '../ports.ts';
+import type { Clock, ReplayCache, ReplayRefusal } from '../ports.ts';
 import { BoundedMap } from './bounded-map.ts';
 
 /** Server-issued DPoP nonces (RFC 9449 §9). */
@@ -127,8 +127,9 @@ const fail = (code: ConstructorParameters<typeof TesseraError>[0], claim?: strin
  * @returns the RFC 7638 thumbprint of the proof key (equal to the token's `cnf.jkt`), or the
  *   error: `dpop_proof_invalid` for a malformed or badly signed proof, a specific code for a wrong
  *   `htm`, `htu`, `iat`, `ath`, a replayed `jti`, `dpop_binding_mismatch` for a proof by another
- *   key than the token's, `dpop_nonce_required` with a fresh nonce, or `dpop_replay_unavailable`
- *   when the replay cache cannot record the `jti`.
+ *   key than the token's, `dpop_nonce_required` with a fresh nonce, `dpop_replay_unavailable`
+ *   when the replay cache cannot record the `jti` (unreachable or full), or `dpop_key_rate_limited`
+ *   when the proof key's share of a bounded replay cache is full.
  */
 export async function checkDpopProof(
   proof: string,
@@ -184,12 +185,22 @@ export async function checkDpopProof(
   // until that second is over, else the proof could be replayed within it (RFC 9449 §11.1).
   // A shared cache (the store) that cannot answer refuses the proof: accepted unrecorded, it could
   // be presented again at another instance.
-  let first: boolean;
+  // The entry counts against the proof key, whose share of a bounded cache is bounded: else one
+  // holder of one bound token sending proofs with fresh jtis fills it and locks out every other.
+  let first: boolean | ReplayRefusal;
   try {
-    first = await options.replay.use(`${key.thumbprint}:${jti}`, Math.floor(iat + options.iatWindow + options.clockSkew) + 1);
+    first = await options.replay.use(
+      `${key.thumbprint}:${jti}`,
+      Math.floor(iat + options.iatWindow + options.clockSkew) + 1,
+      key.thumbprint,
+    );
   } catch {
     return new TesseraError('dpop_replay_unavailable', { retryAfter: 5 });
   }
-  if (!first) return fail('dpop_replayed', 'jti');
+  // A full cache cannot check the proof (it is no replay); a key over its share is told to slow
+  // down: entries free as they expire, swept at most once a second.
+  if (first === 'full') return new TesseraError('dpop_replay_unavailable', { retryAfter: 5 });
+  if (first === 'owner_full') return new TesseraError('dpop_key_rate_limited', { retryAfter: 1 });
+  if (first !== true) return fail('dpop_replayed', 'jti');
   return { jkt: key.thumbprint };
 }

@@ -371,6 +371,52 @@ describe('attack: filling the replay cache with proofs by a key the token is not
   });
 });
 
+describe('attack: one proof key filling the replay cache', () => {
+  it("a holder of one bound token sending proofs with fresh jtis is refused past its key's share; other keys are still accepted", async () => {
+    // 16000 entries: a share of 1000 for each key (max(1000, 16000 / 16)).
+    const replay = new MemoryReplayCache({ maxEntries: 16_000, clock });
+    const v = createVerifier({ issuers, dpop: { mode: 'allowed' } }, { clock, replay });
+    const token = await boundToken(holder.jkt);
+    for (let i = 0; i < 1000; i++) await assertAccepted(dpopRequest(token, await proof(token)), v);
+    const over = await v.verify(dpopRequest(token, await proof(token)));
+    assert.ok(!over.ok, 'a proof past the share was accepted');
+    assert.equal(over.error.code, 'dpop_key_rate_limited');
+    const overResponse = denyResponse(over.error, (e) => v.challenges(e));
+    assert.equal(overResponse.status, 429);
+    assert.equal(overResponse.headers['retry-after'], '1');
+    assert.deepEqual(JSON.parse(overResponse.body), {
+      error: 'rate_limited',
+      error_description: 'Too many recent DPoP proofs by this key; retry later.',
+    });
+    assert.equal(replay.size, 1000, 'the refused proof was not recorded');
+    // Another client, its token bound to its own key, is not locked out.
+    const other = await boundToken(stranger.jkt);
+    await assertAccepted(dpopRequest(other, await proof(other, { key: stranger })), v);
+    // The holder's proofs are accepted again once its earlier ones expired (iat_window + clock_skew).
+    clock.advance(92);
+    try {
+      await assertAccepted(dpopRequest(token, await proof(token)), v);
+    } finally {
+      clock.advance(-92);
+    }
+  });
+
+  it('a cache full of live proofs refuses a new one with 503 dpop_replay_unavailable and Retry-After, not as a replay', async () => {
+    const replay = new MemoryReplayCache({ maxEntries: 2, clock });
+    const v = createVerifier({ issuers, dpop: { mode: 'allowed' } }, { clock, replay });
+    const token = await boundToken(holder.jkt);
+    await assertAccepted(dpopRequest(token, await proof(token)), v);
+    const other = await boundToken(stranger.jkt);
+    await assertAccepted(dpopRequest(other, await proof(other, { key: stranger })), v);
+    const full = await v.verify(dpopRequest(token, await proof(token)));
+    assert.ok(!full.ok, 'a proof was accepted unrecorded');
+    assert.equal(full.error.code, 'dpop_replay_unavailable');
+    const response = denyResponse(full.error, (e) => v.challenges(e));
+    assert.equal(response.status, 503);
+    assert.equal(response.headers['retry-after'], '5');
+  });
+});
+
 describe('attack: a proof key cached by one verifier', () => {
   it("does not narrow the algorithms another verifier accepts for that key (a junk proof with the holder's jwk)", async () => {
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
