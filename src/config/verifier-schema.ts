@@ -150,7 +150,9 @@ export const introspectionSchema = z
     client_secret: z.string().min(1).meta({ description: 'Client secret, normally from the environment.' }),
     issuer: z.string().min(1).optional().meta({ description: 'Issuer name for principals when the response has no `iss`.' }),
     audiences: z.array(z.string().min(1)).optional().meta({ description: 'When set, the response `aud` must contain one of these.' }),
-    cache_max_ttl: duration('Longest time an active result is cached (never past the token `exp`).').prefault('60s'),
+    cache_max_ttl: duration(
+      'Longest time an active result is cached (never past the token `exp`); an inactive one is not cached. Concurrent requests with one token not in the cache share one call to the endpoint.',
+    ).prefault('60s'),
     timeout: duration('Request timeout.').prefault('5s'),
     clock_skew: duration(
       'Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused.',

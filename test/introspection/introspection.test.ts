@@ -305,6 +305,38 @@ describe('RFC 7662 introspection', () => {
     assert.equal(endpoint.hits, start + 2);
   });
 
+  it('attack: cache stampede: concurrent requests with one new token make one introspection call, not one each', async () => {
+    let hits = 0;
+    const clock = fakeClock();
+    const slow = await listen(async (req, res) => {
+      hits++;
+      const token = new URLSearchParams(await readBody(req)).get('token');
+      const answer = token === 'stampede-active' ? { active: true, sub: 'u', exp: clock.seconds() + 300 } : { active: false };
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer)), 100);
+    });
+    try {
+      const verifier = createVerifier(
+        {
+          introspection: { endpoint: `${slow.origin}/introspect`, client_id: CLIENT_ID, client_secret: CLIENT_SECRET },
+          dpop: { mode: 'disabled' },
+        },
+        { clock },
+      );
+      const active = await Promise.all(Array.from({ length: 20 }, () => verifier.verify(bearer('stampede-active'))));
+      assert.ok(active.every((r) => r.ok && r.principal.subject === 'u'));
+      assert.equal(hits, 1);
+      // An inactive token too (its answer is not cached, but the calls in flight are shared).
+      const inactive = await Promise.all(Array.from({ length: 20 }, () => verifier.verify(bearer('stampede-inactive'))));
+      for (const r of inactive) assertInvalidToken(r, verifier, 'token_inactive');
+      assert.equal(hits, 2);
+      // Once answered, an inactive token is asked about again (a later answer may differ).
+      assertInvalidToken(await verifier.verify(bearer('stampede-inactive')), verifier, 'token_inactive');
+      assert.equal(hits, 3);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('does not cache inactive results', async () => {
     const verifier = introspectingVerifier(endpoint, fakeClock());
     const start = endpoint.hits;

@@ -405,6 +405,10 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   // Results cached for tokens a withdrawn key signed must not outlive the key (rare: drop them all).
   if (cache) for (const i of options.issuers) i.keys.onKeysRemoved?.(() => cache.clear());
   const stats: VerifierStats = { cacheHits: 0, cacheMisses: 0 };
+  // Introspections under way, by token digest: concurrent requests with one token not yet cached
+  // (a client's burst on a new token, or many clients after an entry expired) share one call to
+  // the endpoint instead of making one each. An entry lives only until its answer arrives.
+  const introspecting = new Map<string, Promise<VerifyResult>>();
   // The token's bytes (whose prefix is the signing input), the decoded payload and the decoded
   // signature are written here rather than into fresh buffers. Everything from the writes to the
   // signature check is synchronous (a key refresh writes them again), so no two verifications
@@ -804,9 +808,13 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     }
     if (introspection) {
       // The token leaves the process here, so its syntax is checked first.
-      return unchecked && !isToken68(token)
-        ? deny('request_malformed_authorization')
-        : verifyIntrospection(token, key, digest, introspection);
+      if (unchecked && !isToken68(token)) return deny('request_malformed_authorization');
+      let pending = introspecting.get(key);
+      if (pending === undefined) {
+        pending = verifyIntrospection(token, key, digest, introspection).finally(() => introspecting.delete(key));
+        introspecting.set(key, pending);
+      }
+      return pending;
     }
     return deny(staticTokens.length > 0 ? 'token_unknown' : 'token_malformed');
   }
