@@ -116,6 +116,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           headers,
           connectTimeout: route.upstream.connectTimeout,
           headersTimeout: route.upstream.headersTimeout,
+          bodyTimeout: route.upstream.bodyTimeout,
           responseHeaders: ['x-request-id', x.requestId],
           ownCredential: route.upstream.ownCredential,
         },

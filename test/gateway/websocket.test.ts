@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
@@ -44,6 +45,7 @@ describe('gateway: WebSocket', () => {
   const revocations = new RevocationList();
   const upgrades: IncomingMessage['headers'][] = [];
   const upstreamCloses: number[] = [];
+  const stalled: Duplex[] = [];
   before(async () => {
     upstream = await startUpstream();
     wss = new WebSocketServer({ noServer: true, handleProtocols: (p) => (p.has('chat') ? 'chat' : false) });
@@ -51,6 +53,14 @@ describe('gateway: WebSocket', () => {
       upgrades.push(req.headers);
       if (req.url === '/ws/refuse') {
         socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 4\r\n\r\nnope');
+        return;
+      }
+      if (req.url === '/ws/refuse-hang') {
+        // A refusal whose body never ends: the head and a first chunk, then silence.
+        socket.write('HTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n4\r\nnope\r\n');
+        // The gateway ending its side (http.Server sockets are half-open: 'end', not yet 'close').
+        socket.once('end', () => upstreamCloses.push(-1));
+        stalled.push(socket);
         return;
       }
       const accept = () =>
@@ -70,7 +80,7 @@ describe('gateway: WebSocket', () => {
             {
               id: 'ws',
               match: { path_prefix: '/ws' },
-              upstream: { url: upstream.url, credential: { type: 'static', token: UPSTREAM_TOKEN } },
+              upstream: { url: upstream.url, credential: { type: 'static', token: UPSTREAM_TOKEN }, timeouts: { idle: '1s' } },
               auth: 'jwt',
               rules: [{ path: '/ws/admin', scopes: ['admin'] }, { scopes: ['api:read'] }],
               identity_headers: ['subject'],
@@ -84,6 +94,7 @@ describe('gateway: WebSocket', () => {
   });
   after(async () => {
     await gw.close();
+    for (const socket of stalled) socket.destroy();
     wss.close();
     await upstream.close();
   });
@@ -168,6 +179,49 @@ describe('gateway: WebSocket', () => {
     const t = await token();
     const c = connectWs(wsUrl('/ws/refuse'), { authorization: `Bearer ${t}` });
     await assert.rejects(c.opened, (e: { status?: number }) => e.status === 403);
+  });
+
+  it('slowloris upstream: a refusal whose body stalls is cut after timeouts.idle, both connections closed (they stayed open forever)', async () => {
+    const t = await token();
+    const closesBefore = upstreamCloses.length;
+    const u = new URL(gw.url);
+    const socket = connect(Number(u.port), u.hostname, () =>
+      socket.write(
+        'GET /ws/refuse-hang HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${t}\r\n\r\n`,
+      ),
+    );
+    let got = '';
+    socket.on('data', (d: Buffer) => {
+      got += d.toString();
+    });
+    const closed = await Promise.race([
+      once(socket, 'close').then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), 4000)),
+    ]);
+    socket.destroy();
+    assert.match(got, /^HTTP\/1\.1 403 /);
+    assert.ok(closed, 'the caller connection is closed');
+    const start = Date.now();
+    while (upstreamCloses.length === closesBefore && Date.now() - start < 2000) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(upstreamCloses.at(-1), -1, 'the upstream connection is closed');
+  });
+
+  it('caller gone during a refusal whose body stalls: the upstream connection is closed too', async () => {
+    const t = await token();
+    const closesBefore = upstreamCloses.length;
+    const u = new URL(gw.url);
+    const socket = connect(Number(u.port), u.hostname, () =>
+      socket.write(
+        'GET /ws/refuse-hang HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${t}\r\n\r\n`,
+      ),
+    );
+    await once(socket, 'data');
+    socket.destroy();
+    const start = Date.now();
+    while (upstreamCloses.length === closesBefore && Date.now() - start < 500) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(upstreamCloses.at(-1), -1, 'the upstream connection is closed with the caller’s, not at the idle timeout');
   });
 
   it('closes the connection with 1008 when the token is revoked, and audits it', async () => {

@@ -27,6 +27,8 @@ export interface UpgradeTarget {
   readonly connectTimeout: number;
   /** ms */
   readonly headersTimeout: number;
+  /** ms: the longest silence in the body of a refusal the upstream sends (`timeouts.idle`). */
+  readonly bodyTimeout: number;
   /** Extra response headers for the caller (flat `[name, value…]`). */
   readonly responseHeaders: readonly string[];
   /**
@@ -132,6 +134,14 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     client.write(`${statusLine(res.statusCode ?? 502)}${headerLines(res.rawHeaders, target, false)}Connection: close\r\n\r\n`);
     res.pipe(client);
     res.on('error', () => client.destroy());
+    // Neither side is an HTTP exchange any more (Node's server timeouts no longer watch the caller's
+    // socket): a body that stalls is cut after the idle timeout, as on the HTTP path, and a caller
+    // that leaves takes the upstream connection with it, or both would stay open.
+    res.socket.setTimeout(target.bodyTimeout, () => {
+      res.destroy();
+      client.destroy();
+    });
+    client.once('close', () => res.destroy());
     callbacks.onRefused(res.statusCode ?? 502);
   });
   up.end();
