@@ -16,9 +16,39 @@ import { STATIC_SUBJECT_PREFIX } from './core/verify/principal.ts';
 import { MemoryReplayCache } from './core/verify/replay.ts';
 import type { RevocationCheck } from './core/verify/revocation.ts';
 import { compileVerifier, type IssuerOptions, type Verifier } from './core/verify/verifier.ts';
-import { createIntrospectionClient } from './introspection/client.ts';
+import { createIntrospectionClient, IntrospectionFailure } from './introspection/client.ts';
 import { loadLocalJwks } from './jwks/local.ts';
 import { RemoteJwks, type RemoteJwksStatus } from './jwks/remote.ts';
+
+/** At most one introspection warning per this many ms; the failures between are counted in the next. */
+const INTROSPECTION_WARNING_INTERVAL_MS = 30_000;
+
+/**
+ * The introspector, saying why it failed through `warn`: the caller only gets 503
+ * `introspection_unavailable`, and the operator must learn whether the endpoint is down, slow or
+ * refuses the gateway's client credentials. Throttled (an endpoint that is down fails every
+ * request); only an {@link IntrospectionFailure}'s message is repeated, which names no secret.
+ */
+function warnOnFailure(introspector: Introspector, origin: string, clock: Clock, warn: ((m: string) => void) | undefined): Introspector {
+  if (warn === undefined) return introspector;
+  let last = Number.NEGATIVE_INFINITY;
+  let suppressed = 0;
+  return {
+    introspect: (token) =>
+      introspector.introspect(token).catch((e: unknown) => {
+        const now = clock();
+        if (now - last < INTROSPECTION_WARNING_INTERVAL_MS) suppressed++;
+        else {
+          const why = e instanceof IntrospectionFailure ? e.message : 'the introspector failed';
+          const more = suppressed > 0 ? ` (${suppressed} more since the last warning)` : '';
+          warn(`introspection at ${origin} failed: ${why}; requests get 503 introspection_unavailable${more}`);
+          last = now;
+          suppressed = 0;
+        }
+        throw e;
+      }),
+  };
+}
 
 /** Dependencies and code-only settings that do not belong in a YAML file. */
 export interface VerifierRuntime {
@@ -188,15 +218,19 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
   const intro = config.introspection;
   const introspection = intro
     ? {
-        introspector:
+        introspector: warnOnFailure(
           runtime.introspector ??
-          createIntrospectionClient({
-            endpoint: intro.endpoint,
-            clientId: intro.client_id,
-            clientSecret: intro.client_secret,
-            timeout: intro.timeout,
-            ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
-          }),
+            createIntrospectionClient({
+              endpoint: intro.endpoint,
+              clientId: intro.client_id,
+              clientSecret: intro.client_secret,
+              timeout: intro.timeout,
+              ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
+            }),
+          new URL(intro.endpoint).origin,
+          clock,
+          runtime.onWarning,
+        ),
         issuer: intro.issuer ?? new URL(intro.endpoint).origin,
         audiences: intro.audiences,
         cacheMaxTtl: intro.cache_max_ttl,

@@ -165,7 +165,7 @@ export const introspectionSchema = z
   })
   .meta({
     description:
-      'Opaque tokens checked by RFC 7662 introspection. A verifier that also has `issuers` introspects every token that is no compact JWS (three base64url segments, a JSON header), dots or not, and never a JWS; a gateway route with `auth: introspection` introspects every token.',
+      'Opaque tokens checked by RFC 7662 introspection. A verifier that also has `issuers` introspects every token that is no compact JWS (three base64url segments, a JSON header), dots or not, and never a JWS; a gateway route with `auth: introspection` introspects every token. When the endpoint gives no answer (down, slow, an HTTP error such as 401 to the client credentials, an answer too large or not JSON), callers get 503 `introspection_unavailable` and a warning (`verifier_warning` at the gateway, at most one per 30 s) says why, never with the token or the secret.',
   });
 
 const scopeRequirement = z.union([

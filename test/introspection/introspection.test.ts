@@ -197,6 +197,37 @@ describe('RFC 7662 introspection', () => {
     });
   }
 
+  it('operator: why introspection is unavailable is said in a warning (refused credentials, an odd answer, down), at most once per 30 s, never with the secret or the token', async () => {
+    const warnings: string[] = [];
+    const clock = fakeClock();
+    const make = (origin: string, secret: string) =>
+      createVerifier(
+        { introspection: { endpoint: `${origin}/introspect`, client_id: CLIENT_ID, client_secret: secret }, dpop: { mode: 'disabled' } },
+        { clock, onWarning: (m) => warnings.push(m) },
+      );
+    const refused = make(endpoint.origin, 'wrong-secret-value');
+    await refused.verify(bearer('opaque-secret-token-1'));
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /introspection.*HTTP 401/);
+    // A second failure within 30 s is counted, not said again.
+    await refused.verify(bearer('opaque-secret-token-2'));
+    assert.equal(warnings.length, 1);
+    clock.advance(31);
+    await refused.verify(bearer('opaque-secret-token-3'));
+    assert.equal(warnings.length, 2);
+    assert.match(warnings[1]!, /HTTP 401.*1 more/);
+    endpoint.responses.set('opaque-not-json', 'not json');
+    await make(endpoint.origin, CLIENT_SECRET).verify(bearer('opaque-not-json'));
+    assert.match(warnings.at(-1)!, /introspection.*not a JSON object/);
+    const down = await introspectionEndpoint();
+    await down.close();
+    await make(down.origin, CLIENT_SECRET).verify(bearer('opaque-active'));
+    assert.match(warnings.at(-1)!, /introspection.*(unreachable|ECONNREFUSED)/);
+    for (const w of warnings) {
+      assert.doesNotMatch(w, /wrong-secret-value|opaque-|s3cr|Basic /);
+    }
+  });
+
   it('answers 503 introspection_unavailable when the endpoint is down', async () => {
     const down = await introspectionEndpoint();
     const verifier = introspectingVerifier(down, fakeClock());
