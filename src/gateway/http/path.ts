@@ -260,20 +260,33 @@ export function hasMethodOverride(rawQuery: string): boolean {
 }
 
 /**
- * The path for the audit trail: the path with query values removed and keys kept
- * (`/items?limit=&q=`), so no token or personal data in a query value is recorded.
+ * Query keys of this many characters or more are recorded as `*`: every secret Tessera deals in is
+ * at least this long (a static token has 32 characters or more, a refresh token 47, a JWT far
+ * more), so a token a client sends as a bare key (`?tgw_…`) is not recorded; parameter names are
+ * shorter.
+ */
+const AUDIT_KEY_MAX = 32;
+/** The longest path recorded: an event stays small however long a path the header limit allows. */
+const AUDIT_PATH_MAX = 2048;
+
+/**
+ * The path for the audit trail: the path (its first {@link AUDIT_PATH_MAX} characters) with query
+ * values removed and keys kept (`/items?limit=&q=`), so no token or personal data in a query value
+ * is recorded; a key as long as a secret is `*`.
  */
 export function auditPath(path: string, query: string): string {
-  if (query === '' || query === '?') return path;
+  const p = path.length > AUDIT_PATH_MAX ? path.slice(0, AUDIT_PATH_MAX) : path;
+  if (query === '' || query === '?') return p;
   const keys = query
     .slice(1)
     .split('&')
-    .filter((p) => p !== '')
-    .map((p) => {
-      const eq = p.indexOf('=');
-      return `${(eq < 0 ? p : p.slice(0, eq)).slice(0, 64)}=`;
+    .filter((q) => q !== '')
+    .map((q) => {
+      const eq = q.indexOf('=');
+      const key = eq < 0 ? q : q.slice(0, eq);
+      return `${key.length >= AUDIT_KEY_MAX ? '*' : key}=`;
     });
-  return keys.length ? `${path}?${keys.join('&')}` : path;
+  return keys.length ? `${p}?${keys.join('&')}` : p;
 }
 
 /**

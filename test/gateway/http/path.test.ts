@@ -165,6 +165,14 @@ describe('audit paths', () => {
     assert.equal(auditPath('/items', '?limit=10&q=secret&flag'), '/items?limit=&q=&flag=');
     assert.equal(auditPath('/items', ''), '/items');
   });
+  it('a token sent as a bare query key (?tgw_…) is not recorded: keys as long as a secret are *', () => {
+    const staticToken = `tgw_${'A'.repeat(43)}`;
+    assert.equal(auditPath('/items', `?${staticToken}&page=2`), '/items?*=&page=');
+    assert.equal(auditPath('/items', `?${'k'.repeat(32)}=1&${'k'.repeat(31)}=1`), `/items?*=&${'k'.repeat(31)}=`);
+  });
+  it('records at most 2048 characters of a path', () => {
+    assert.equal(auditPath(`/${'a'.repeat(5000)}`, '?x=1'), `/${'a'.repeat(2047)}?x=`);
+  });
   it('escapes and truncates a refused raw path, without its query', () => {
     assert.equal(auditRawPath('/a\x01b?access_token=x'), '/a%01b');
     assert.equal(auditRawPath(`/${'a'.repeat(400)}`).length, 256);
