@@ -268,10 +268,10 @@ export const verifierFields = {
   transport: z
     .strictObject({
       form_body: z.boolean().default(false).meta({ description: 'Accept `access_token` in an urlencoded body (RFC 6750 §2.2).' }),
-      query: z
-        .boolean()
-        .default(false)
-        .meta({ description: 'Accept `access_token` in the URI query (RFC 6750 §2.3). Leaks tokens into logs.' }),
+      query: z.boolean().default(false).meta({
+        description:
+          'Accept `access_token` in the URI query (RFC 6750 §2.3). Leaks tokens into logs. The gateway removes it before the upstream; its forward-auth endpoint refuses it (`forward_auth_query_token_refused`), since the proxy would forward it.',
+      }),
     })
     .prefault({})
     .meta({ description: 'Where access tokens are accepted besides the Authorization header (RFC 6750 §2).' }),

@@ -376,6 +376,12 @@ export const ERROR_CODES = {
     error: 'invalid_request',
     description: 'Method and path overrides are not accepted.',
   },
+  // The proxy forwards the request itself: a token in the query would reach the upstream.
+  forward_auth_query_token_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Access tokens in the URI query are not accepted here; use the Authorization header.',
+  },
   // A configuration reload withdrew the credential an exchange in flight was authorized with.
   credential_withdrawn: {
     status: 401,

@@ -146,6 +146,13 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     refuse(new TesseraError('forward_auth_override_refused'), s.challenges);
     return;
   }
+  // Tessera's own proxy removes an access token from the query; here the proxy forwards the URI as
+  // it came, so allowing would hand the token to the upstream (its logs, its own token handling).
+  // Refused whatever transport.query says, in every spelling the gateway strips.
+  if (target.queryToken) {
+    refuse(new TesseraError('forward_auth_query_token_refused'), s.challenges);
+    return;
+  }
   const host = hostOf(original.host);
   if (method === 'GET' || method === 'HEAD') {
     const card = cardRoute(s, host, target.path);

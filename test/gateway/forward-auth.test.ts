@@ -478,6 +478,67 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal((await lastCheck())?.reason, 'forward_auth_override_refused');
   });
 
+  it('query token leak: a check whose original URI carries access_token (any spelling the gateway strips) is refused, with transport.query on or off, since the proxy forwards the URI with the token to the upstream', async () => {
+    const withQuery = await startGateway({ ...config(), transport: { query: true } });
+    try {
+      const spellings = (v: string) => [
+        `/api/items?access_token=${v}`,
+        `/api/items?a=1&access%5Ftoken=${v}`,
+        `/api/items?access.token=${v}`,
+        `/api/items?access[token=${v}`,
+        `/api/items?access_token[]=${v}`,
+        `/api/items?a=1;access_token=${v}`,
+        `/api/items?+access_token=${v}`,
+      ];
+      for (const [name, g] of [
+        ['query on', withQuery],
+        ['query off', gw],
+      ] as const) {
+        // The token in the query alone, and a header token with the query one riding along.
+        for (const uri of spellings(t)) {
+          for (const auth of [{}, { authorization: `Bearer ${t}` }]) {
+            const res = await fetch(`${g.url}/_tessera/auth`, {
+              headers: { 'x-tessera-forward-auth': FA_SECRET, ...original, 'x-original-uri': uri, ...auth },
+            });
+            const body = await res.text();
+            assert.equal(res.status, 401, `${name} ${uri}`);
+            assert.equal(res.headers.get('x-tessera-status'), '400', `${name} ${uri}`);
+            assert.equal(res.headers.get('authorization'), null, `${name} ${uri}`);
+            assert.ok(!body.includes(t), 'no token in the body');
+            await g.served.gateway.audit.flush();
+            const e = g.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1);
+            assert.equal(e?.decision, 'deny', `${name} ${uri}`);
+            assert.equal(e?.reason, 'forward_auth_query_token_refused', `${name} ${uri}`);
+          }
+        }
+      }
+      // Keys that merely contain the words are not tokens.
+      const ok = await fetch(`${withQuery.url}/_tessera/auth`, {
+        headers: {
+          'x-tessera-forward-auth': FA_SECRET,
+          ...original,
+          'x-original-uri': '/api/items?token=1&my_access_token=2',
+          authorization: `Bearer ${t}`,
+        },
+      });
+      assert.equal(ok.status, 200);
+      // Traefik and Envoy keep the real status.
+      const tr = await checkTraefik({
+        'x-forwarded-uri': `/api/items?access.token=${t}`,
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        authorization: `Bearer ${t}`,
+      });
+      assert.equal(tr.status, 400);
+      assert.equal(tr.headers.get('authorization'), null);
+      const env = await envoy(`/_tessera/auth/api/items?access%5Ftoken=${t}`, 'GET', `Bearer ${t}`);
+      assert.equal(env.status, 400);
+      assert.equal(env.headers.authorization, undefined);
+    } finally {
+      await withQuery.close();
+    }
+  });
+
   it('request desync: an nginx check declaring a body it never sends (an auth_request without Content-Length cleared) closes its connection, so the next check is not read as that body', async () => {
     const head = (cl: string) =>
       `GET /_tessera/auth HTTP/1.1\r\nHost: tessera\r\nX-Tessera-Forward-Auth: ${FA_SECRET}\r\nAuthorization: Bearer ${t}\r\n` +
