@@ -209,7 +209,7 @@ export const routeSchema = z
           .min(1)
           .transform((a) => a.map((m) => m.toUpperCase()))
           .optional()
-          .meta({ description: 'Methods; omitted matches any.' }),
+          .meta({ description: 'Methods; omitted matches any. GET also matches HEAD (frameworks run GET handlers for it).' }),
       })
       .prefault({})
       .meta({ description: 'Which requests this route takes. Routes are tried in order; the first match wins.' }),

@@ -184,7 +184,10 @@ export const ruleSchema = z
       .min(1)
       .transform((a) => a.map((m) => m.toUpperCase()))
       .optional()
-      .meta({ description: 'HTTP methods; omitted means any.' }),
+      .meta({
+        description:
+          'HTTP methods; omitted means any. GET also matches HEAD, so a HEAD is decided by the rule its GET would be (frameworks run GET handlers for it).',
+      }),
     path: z
       .string()
       .optional()

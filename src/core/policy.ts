@@ -66,6 +66,18 @@ export interface PolicySubject {
   readonly claims: Readonly<Record<string, unknown>>;
 }
 
+/**
+ * The methods a rule or route listing `methods` takes: those, and HEAD when GET is among them. HEAD
+ * is GET without the body, and frameworks (Express, Fastify, Hono, Go's and Python's routers) run
+ * the GET handler for it: a HEAD skipping a GET-only rule would reach that handler (its side
+ * effects, its headers) under whatever later rule it fell to. A list naming HEAD alone keeps it.
+ */
+export function methodSet(methods: readonly string[]): ReadonlySet<string> {
+  const set = new Set(methods);
+  if (set.has('GET')) set.add('HEAD');
+  return set;
+}
+
 /** A compiled rule. */
 export interface CompiledRule {
   readonly id: string;
@@ -261,7 +273,7 @@ export function compilePolicy(
         any: Object.freeze(any),
         scopeHint: [...all, ...any].join(' '),
       }),
-      methods: spec.methods ? new Set(spec.methods) : undefined,
+      methods: spec.methods ? methodSet(spec.methods) : undefined,
       path: spec.path === undefined ? undefined : compilePath(spec.path, `${here}.path`, issues, caseInsensitive),
       tool: spec.tool === undefined ? undefined : globMatcher(spec.tool),
       rpc: spec.rpc === undefined ? undefined : globMatcher(spec.rpc),

@@ -6,7 +6,7 @@
  */
 
 import type { ConfigIssue } from '../core/errors.ts';
-import { compilePolicy } from '../core/policy.ts';
+import { compilePolicy, methodSet } from '../core/policy.ts';
 import type { ScopeModel } from '../core/scopes.ts';
 
 export interface RouteMatch {
@@ -40,7 +40,8 @@ export function hostMatches(pattern: string, host: string): boolean {
 /** Compile a route's match block. Pattern errors are reported under `at`. */
 export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[], caseInsensitive = false): Matcher {
   const { host, path_prefix: prefix } = match;
-  const methods = match.methods ? new Set(match.methods) : undefined;
+  // HEAD goes where GET does (see methodSet): not past a GET-only route to a laxer one after it.
+  const methods = match.methods ? methodSet(match.methods) : undefined;
   let pattern: ((path: string) => boolean) | undefined;
   if (match.path !== undefined) {
     const compiled = compilePolicy([{ path: match.path }], scopes, `${at}.path`, { caseInsensitivePaths: caseInsensitive });

@@ -230,6 +230,35 @@ for (const [name, start] of Object.entries(adapters)) {
   });
 }
 
+// A GET-only rule before a catch-all for any method: each framework runs the GET handler for HEAD.
+const headVerifier = createVerifier({
+  issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }],
+  scopes: { 'api:read': {}, admin: {} },
+  rules: [
+    { id: 'admin-read', methods: ['GET'], path: '/admin/**', scopes: ['admin'] },
+    { id: 'rest', path: '/**', scopes: ['api:read'] },
+  ],
+  dpop: { mode: 'disabled' },
+  realm: 'api',
+});
+
+for (const [name, start] of Object.entries(adapters)) {
+  it(`${name}: HEAD bypass: HEAD /admin/secret (served by the GET handler) gets the GET-only admin rule's 403, not the catch-all`, async () => {
+    const app = await start(headVerifier);
+    try {
+      const reader = await sign(key, claims({ scope: 'api:read' }));
+      for (const method of ['GET', 'HEAD']) {
+        const answer = await send(app.origin, '/admin/secret', [['authorization', `Bearer ${reader}`]], method);
+        assert.equal(answer.status, 403, method);
+        assert.match(String(answer.headers['www-authenticate']), /scope="admin"/, method);
+      }
+      assert.equal((await send(app.origin, '/items/1', [['authorization', `Bearer ${reader}`]], 'HEAD')).status, 200);
+    } finally {
+      await app.close();
+    }
+  });
+}
+
 describe('path case and authority: the rules see the path the application serves', () => {
   let readToken: string;
   before(async () => {

@@ -104,6 +104,24 @@ describe('policy: path patterns and first match', () => {
     assert.equal(policy.match({ method: 'get', path: '/items/1' }), undefined);
   });
 
+  it('HEAD bypass: HEAD is decided as GET, so a GET-only rule holds for HEAD too (frameworks run GET handlers for HEAD)', () => {
+    const rules = policyOf([
+      { id: 'admin-read', methods: ['GET'], path: '/admin/**', scopes: ['admin'] },
+      { id: 'head-only', methods: ['HEAD'], path: '/probe' },
+      { id: 'rest', path: '/**', scopes: ['api:read'] },
+    ]);
+    // Without it, HEAD skipped the GET rule and fell to the catch-all: the admin GET handler ran for api:read.
+    const d = rules.evaluate({ method: 'HEAD', path: '/admin/export' }, subject(['api:read']));
+    assert.deepEqual(d.allowed ? d : [d.code, d.rule?.id], ['scope_insufficient', 'admin-read']);
+    assert.equal(rules.evaluate({ method: 'HEAD', path: '/admin/export' }, subject(['admin'])).allowed, true);
+    // A rule naming HEAD still takes HEAD, and GET is not widened to HEAD's rules.
+    assert.equal(rules.match({ method: 'HEAD', path: '/probe' })?.rule.id, 'head-only');
+    assert.equal(rules.match({ method: 'GET', path: '/probe' })?.rule.id, 'rest');
+    // Only GET lends its rules: POST is not HEAD.
+    assert.equal(policy.match({ method: 'HEAD', path: '/items/1' })?.rule.id, 'item');
+    assert.equal(policyOf([{ methods: ['POST'], path: '/x' }]).match({ method: 'HEAD', path: '/x' }), undefined);
+  });
+
   it('matches MCP tool names and globs', () => {
     const tools = policyOf([
       { id: 'read', tool: 'files.read', scopes: ['files:read'] },

@@ -101,3 +101,88 @@ describe('gateway: path matching', () => {
     }
   });
 });
+
+describe('gateway: HEAD is decided as GET', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let reader: string;
+  const FA_SECRET = 'forward-auth-secret-0123456789';
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
+        routes: [
+          {
+            id: 'admin',
+            match: { path_prefix: '/admin', methods: ['GET'] },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [{ scopes: ['admin'] }],
+          },
+          {
+            id: 'api',
+            match: { path_prefix: '/api' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [
+              { id: 'admin-read', methods: ['GET'], path: '/api/admin/**', scopes: ['admin'] },
+              { id: 'read', path: '/api/**', scopes: ['api:read'] },
+            ],
+          },
+          { id: 'public', match: { path_prefix: '/' }, upstream: { url: upstream.url }, auth: 'none' },
+        ],
+      },
+    });
+    reader = await token({ scope: 'api:read' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const check = (method: string, uri: string) =>
+    fetch(`${gw.url}/_tessera/auth`, {
+      headers: {
+        'x-tessera-forward-auth': FA_SECRET,
+        'x-original-uri': uri,
+        'x-original-method': method,
+        'x-original-host': 'api.example.com',
+        authorization: `Bearer ${reader}`,
+      },
+    });
+
+  it('HEAD bypass: a HEAD for a GET-only admin rule gets its refusal (403), not the catch-all rule, through the gateway and forward-auth', async () => {
+    const n = upstream.seen.length;
+    for (const method of ['GET', 'HEAD']) {
+      const res = await fetch(`${gw.url}/api/admin/export`, { method, headers: { authorization: `Bearer ${reader}` } });
+      assert.equal(res.status, 403, method);
+      const fa = await check(method, '/api/admin/export');
+      assert.equal(fa.status, 403, method);
+      assert.equal(fa.headers.get('x-tessera-subject'), null, method);
+    }
+    assert.equal(upstream.seen.length, n, 'the upstream saw nothing');
+    assert.equal((await fetch(`${gw.url}/api/items`, { method: 'HEAD', headers: { authorization: `Bearer ${reader}` } })).status, 200);
+  });
+
+  it('HEAD bypass: a HEAD for a GET-only route is that route (401 without a token), not the public route after it', async () => {
+    const n = upstream.seen.length;
+    const res = await fetch(`${gw.url}/admin/export`, { method: 'HEAD' });
+    assert.equal(res.status, 401);
+    const fa = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: {
+        'x-tessera-forward-auth': FA_SECRET,
+        'x-original-uri': '/admin/export',
+        'x-original-method': 'HEAD',
+        'x-original-host': 'a',
+      },
+    });
+    assert.equal(fa.status, 401);
+    assert.equal(upstream.seen.length, n, 'the upstream saw nothing');
+    // Other methods are not GET: a POST still falls to the public route, as configured.
+    assert.equal((await fetch(`${gw.url}/admin/export`, { method: 'POST' })).status, 200);
+  });
+});
