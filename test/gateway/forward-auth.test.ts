@@ -556,6 +556,18 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(kept.split(/(?=HTTP\/1\.1 )/).length, 2, kept);
   });
 
+  it('header flooding: a check with more headers than the parser keeps is refused 431, never decided on the headers it kept (an override past them would reach the upstream unseen)', async () => {
+    const head = (junk: number) =>
+      `GET /_tessera/auth HTTP/1.1\r\nHost: tessera\r\nX-Forwarded-Uri: /api/items\r\nX-Forwarded-Method: GET\r\n` +
+      `X-Forwarded-Host: api.example.com\r\nAuthorization: Bearer ${t}\r\n${'a: 1\r\n'.repeat(junk)}` +
+      `X-Tessera-Forward-Auth: ${FA_SECRET}\r\nX_HTTP_Method_Override: DELETE\r\nConnection: close\r\n\r\n`;
+    // 8 headers of the check's own: 992 more make 1000, which Node reads whole; one more is 431.
+    assert.match(await rawHttp(traefik.url, head(992)), /^HTTP\/1\.1 400 /, 'read whole: the override is seen');
+    const flooded = await rawHttp(traefik.url, head(993));
+    assert.match(flooded, /^HTTP\/1\.1 431 /);
+    assert.doesNotMatch(flooded, /upstream-secret|authorization/i);
+  });
+
   it('audits each check once as gateway.forward_auth', async () => {
     await gw.served.gateway.audit.flush();
     const before = gw.audit.events.length;
