@@ -15,6 +15,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
+import { getPath, getPathNoStrict } from 'hono/utils/url';
 import { localOrigin } from '../core/host.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
@@ -76,7 +77,20 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
     if (formBody && raw.body && (raw.headers.get('content-type') ?? '').startsWith('application/x-www-form-urlencoded')) {
       body = new URLSearchParams(await raw.clone().text());
     }
-    const result = await verifier.verify({ method: raw.method, url: origin + path, headers: raw.headers, ...(body ? { body } : {}) });
+    // Hono routes on c.req.path, which an app's own `getPath` option may derive otherwise (case
+    // folded, a prefix dropped): /ADMIN/secret served by app.get('/admin/secret') would be checked
+    // as /ADMIN/secret and pass a rule written for /admin/**. Hono's own getPath only decodes the
+    // path, and `strict: false` only drops a trailing slash, which rules ignore: then the rules see
+    // the path as sent; otherwise the one the app routes on. A DPoP proof still names the URL.
+    const routed = c.req.path;
+    const own = routed !== getPath(raw) && routed !== getPathNoStrict(raw);
+    const result = await verifier.verify({
+      method: raw.method,
+      url: origin + path,
+      ...(own ? { path: routed } : {}),
+      headers: raw.headers,
+      ...(body ? { body } : {}),
+    });
     if (!result.ok) {
       const d = denyResponse(result.error, verifier.challenges);
       return c.body(d.body, d.status as 400, d.headers);

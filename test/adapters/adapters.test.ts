@@ -13,6 +13,7 @@ import { serve } from '@hono/node-server';
 import express from 'express';
 import Fastify from 'fastify';
 import { Hono } from 'hono';
+import { getPath as honoGetPath } from 'hono/utils/url';
 import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import { expressAuth } from '../../src/adapters/express.ts';
 import { fastifyAuth } from '../../src/adapters/fastify.ts';
@@ -376,6 +377,54 @@ describe('path rewriting: the rules see the path the framework routes, not the o
       assert.equal(reached, false);
     } finally {
       await f.close();
+    }
+  });
+
+  it('hono: with a getPath of its own (case folded, a /legacy prefix dropped), /ADMIN/secret and /legacy/admin/secret (routed to /admin/secret) are checked as /admin/secret', async () => {
+    const h = new Hono<TesseraEnv>({
+      getPath: (req) =>
+        honoGetPath(req)
+          .toLowerCase()
+          .replace(/^\/legacy(?=\/)/, ''),
+    });
+    h.use('*', honoAuth(verifier));
+    let reached = false;
+    h.get('/admin/secret', (c) => {
+      reached = true;
+      return c.json({ route: 'admin' });
+    });
+    h.get('/items/:id', (c) => c.json({ route: 'items' }));
+    const server = await new Promise<Server>((resolve) => {
+      const s = serve({ fetch: h.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server));
+    });
+    try {
+      for (const path of ['/ADMIN/secret', '/legacy/admin/secret', '/Admin/Secret/']) {
+        const answer = await send(origin(server), path, [['authorization', `Bearer ${readToken}`]]);
+        assert.equal(answer.status, 403, `${path}: ${answer.body}`);
+        assert.match(String(answer.headers['www-authenticate']), /scope="admin"/, path);
+      }
+      assert.equal(reached, false);
+      // Paths routed as sent are checked as sent (trailing slash and escapes alike).
+      for (const path of ['/items/1', '/ITEMS/1', '/%69tems/1']) {
+        assert.equal((await send(origin(server), path, [['authorization', `Bearer ${readToken}`]])).status, 200, path);
+      }
+    } finally {
+      await closeServer(server);
+    }
+  });
+
+  it('hono: with strict: false (a trailing slash ignored), /admin/secret/ is checked as the admin path', async () => {
+    const h = new Hono<TesseraEnv>({ strict: false });
+    h.use('*', honoAuth(verifier));
+    h.get('/admin/secret', (c) => c.json({ route: 'admin' }));
+    const server = await new Promise<Server>((resolve) => {
+      const s = serve({ fetch: h.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server));
+    });
+    try {
+      const answer = await send(origin(server), '/admin/secret/', [['authorization', `Bearer ${readToken}`]]);
+      assert.equal(answer.status, 403, answer.body);
+    } finally {
+      await closeServer(server);
     }
   });
 
