@@ -33,9 +33,41 @@ const caseMismatch = new ConfigError([
   {
     path: 'case_insensitive_paths',
     message:
-      "this Express app routes paths ignoring case (its default) but the rules compare case: set `case_insensitive_paths: true`, or `app.enable('case sensitive routing')`",
+      "this Express app routes paths ignoring case (its default, and every express.Router()'s) or mounts another app, but the rules compare case: set `case_insensitive_paths: true`, or `app.enable('case sensitive routing')` before any route or middleware and make each Router with { caseSensitive: true }",
   },
 ]);
+
+/** The parts of an Express router (Express 4's and 5's `router`) read here. */
+interface RouterLike {
+  readonly caseSensitive?: boolean;
+  readonly stack?: readonly { readonly handle?: unknown }[];
+}
+
+/**
+ * True when every router the app routes through compares case, as far as can be seen: the router
+ * the app built (from 'case sensitive routing' as it was when the app first routed, not as it is
+ * now), and each `express.Router()` mounted in it, whose own `caseSensitive` defaults to false
+ * whatever the app says. A mounted sub-app keeps its router out of sight: not provably so.
+ */
+function routesByCase(router: RouterLike | undefined, seen: Set<unknown> = new Set()): boolean {
+  if (router === undefined || router === null || router.caseSensitive !== true) return false;
+  if (seen.has(router)) return true;
+  seen.add(router);
+  for (const layer of router.stack ?? []) {
+    if (typeof layer.handle !== 'function') continue;
+    const h = layer.handle as RouterLike & { readonly name?: string };
+    if (Array.isArray(h.stack) && 'caseSensitive' in h) {
+      if (!routesByCase(h, seen)) return false;
+    } else if (h.name === 'mounted_app') return false;
+  }
+  return true;
+}
+
+/** The app's router: `_router` in Express 4 (whose `router` getter throws), `router` in Express 5. */
+function appRouter(app: Request['app']): RouterLike | undefined {
+  const a = app as unknown as { _router?: RouterLike; router?: RouterLike };
+  return '_router' in a ? a._router : a.router;
+}
 
 export function expressAuth(
   verifier: Verifier,
@@ -44,8 +76,9 @@ export function expressAuth(
   options = adapterOptions(options);
   return function tesseraExpressAuth(req, res, next) {
     // Express routes /ADMIN to app.get('/admin') unless told otherwise; rules that compare case
-    // would then let /ADMIN past the rule written for /admin. Refuse rather than guess.
-    if (verifier.rules?.caseInsensitivePaths === false && !req.app.enabled('case sensitive routing')) {
+    // would then let /ADMIN past the rule written for /admin. Refuse rather than guess. The
+    // setting alone is not enough: a Router folds case unless made with caseSensitive: true.
+    if (verifier.rules?.caseInsensitivePaths === false && !routesByCase(appRouter(req.app))) {
       next(caseMismatch);
       return;
     }

@@ -303,6 +303,83 @@ describe('path case and authority: the rules see the path the application serves
     }
   });
 
+  it("express: case bypass through routing the setting does not reach (an express.Router() with its default caseSensitive: false, the app's router built before 'case sensitive routing' was enabled, a mounted sub-app) is refused, never served", async () => {
+    const builds: [string, () => express.Express][] = [
+      [
+        'a Router',
+        () => {
+          const e = express();
+          e.enable('case sensitive routing');
+          e.use(expressAuth(verifier));
+          const r = express.Router();
+          r.get('/admin/secret', (_req, res) => {
+            res.json({ route: 'admin' });
+          });
+          e.use(r);
+          return e;
+        },
+      ],
+      [
+        'enabled late',
+        () => {
+          const e = express();
+          e.use(expressAuth(verifier));
+          e.get('/admin/secret', (_req, res) => {
+            res.json({ route: 'admin' });
+          });
+          e.enable('case sensitive routing');
+          return e;
+        },
+      ],
+      [
+        'a sub-app',
+        () => {
+          const e = express();
+          e.enable('case sensitive routing');
+          e.use(expressAuth(verifier));
+          const sub = express();
+          sub.get('/secret', (_req, res) => {
+            res.json({ route: 'admin' });
+          });
+          e.use('/admin', sub);
+          return e;
+        },
+      ],
+    ];
+    for (const [what, build] of builds) {
+      const e = build();
+      e.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+        res.status(500).json({ error: error.name, message: error.message });
+      });
+      const app = await listenOn(createServer(e));
+      try {
+        for (const path of ['/ADMIN/secret', '/admin/SECRET']) {
+          const answer = await send(app.origin, path, [['authorization', `Bearer ${readToken}`]]);
+          assert.equal(answer.status, 500, `${what} ${path}: ${answer.body}`);
+          assert.equal(JSON.parse(answer.body).error, 'ConfigError', what);
+          assert.match(JSON.parse(answer.body).message, /case_insensitive_paths/, what);
+        }
+      } finally {
+        await app.close();
+      }
+    }
+    // A Router made with caseSensitive: true under a case-sensitive app passes.
+    const e = express();
+    e.enable('case sensitive routing');
+    e.use(expressAuth(verifier));
+    const r = express.Router({ caseSensitive: true });
+    r.get('/items/:id', (_req, res) => {
+      res.json({ route: 'items' });
+    });
+    e.use(r);
+    const app = await listenOn(createServer(e));
+    try {
+      assert.equal((await send(app.origin, '/items/1', [['authorization', `Bearer ${readToken}`]])).status, 200);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('express: with case_insensitive_paths the rule for /admin/** applies to /ADMIN/secret and /Admin/secret/', async () => {
     const e = express();
     e.use(expressAuth(createVerifier({ ...verifier.config, case_insensitive_paths: true })));
