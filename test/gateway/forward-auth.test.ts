@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { Agent, type IncomingHttpHeaders, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { rawHttp } from '../helpers/net.ts';
-import { AUDIENCE, baseConfig, parse, startGateway, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
+import { AUDIENCE, baseConfig, parse, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
 
 const FA_SECRET = 'forward-auth-secret-0123456789';
 type Flavor = 'nginx' | 'traefik' | 'envoy';
@@ -611,6 +611,58 @@ describe('gateway: forward-auth peers', () => {
       assert.equal(res.headers.get('authorization'), null);
     } finally {
       await gw.close();
+    }
+  });
+});
+
+describe('gateway: CORS preflight (OPTIONS without a token)', () => {
+  it('is refused 401 unless a route takes OPTIONS with auth: none; then it reaches the upstream without a credential, at the gateway and through forward-auth', async () => {
+    const up = await startUpstream();
+    const route = (id: string, extra: object) => ({
+      id,
+      match: { path_prefix: '/api', ...extra },
+      upstream: { url: up.url, credential: { type: 'static' as const, token: UPSTREAM_TOKEN } },
+      auth: 'jwt' as const,
+      audience: AUDIENCE,
+      rules: [{ scopes: ['api:read'] }],
+    });
+    const preflight = { origin: 'https://app.example', 'access-control-request-method': 'DELETE' };
+    const closed = await startGateway({ ...baseConfig(), gateway: { routes: [route('api', {})] } });
+    const open = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        forward_auth: { enabled: true, flavor: 'traefik', shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
+        routes: [
+          { id: 'preflight', match: { path_prefix: '/api', methods: ['OPTIONS'] }, upstream: { url: up.url }, auth: 'none' as const },
+          route('api', {}),
+        ],
+      },
+    });
+    try {
+      const refused = await fetch(`${closed.url}/api/items`, { method: 'OPTIONS', headers: preflight });
+      assert.equal(refused.status, 401);
+      assert.equal(up.seen.length, 0);
+      const passed = await fetch(`${open.url}/api/items`, { method: 'OPTIONS', headers: preflight });
+      assert.equal(passed.status, 200);
+      assert.equal(up.seen.at(-1)?.method, 'OPTIONS');
+      assert.equal(up.seen.at(-1)?.headers.authorization, undefined, 'no credential for an unauthenticated preflight');
+      const check = await fetch(`${open.url}/_tessera/auth`, {
+        headers: {
+          'x-tessera-forward-auth': FA_SECRET,
+          'x-forwarded-method': 'OPTIONS',
+          'x-forwarded-uri': '/api/items',
+          'x-forwarded-host': 'api.example.com',
+          ...preflight,
+        },
+      });
+      assert.equal(check.status, 200);
+      assert.equal(check.headers.get('authorization'), null);
+      // Other methods still need a token.
+      assert.equal((await fetch(`${open.url}/api/items`, { method: 'DELETE', headers: preflight })).status, 401);
+    } finally {
+      await closed.close();
+      await open.close();
+      await up.close();
     }
   });
 });
