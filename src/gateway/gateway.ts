@@ -139,6 +139,24 @@ function callerGone(req: IncomingMessage): boolean {
 }
 
 /**
+ * Count in `x.bytesIn` the bytes of a body with Content-Length as they are read, not the length
+ * it declared: an upload the caller abandons after a few bytes is audited with those bytes. The
+ * counting listener is added only when the reader (undici, which reads with `data` listeners) adds
+ * its own: one added before would start the flow, and the chunks emitted meanwhile would never
+ * reach the upstream. It costs one call per chunk and a counter.
+ */
+function countRead(req: IncomingMessage, x: Exchange): void {
+  const onListener = (event: string | symbol): void => {
+    if (event !== 'data') return;
+    req.off('newListener', onListener);
+    req.on('data', (chunk: Buffer) => {
+      x.bytesIn += chunk.length;
+    });
+  };
+  req.on('newListener', onListener);
+}
+
+/**
  * The epoch second from which the verifier refuses `p`'s token, when the stream registry cuts an
  * exchange for expiry: a JWT's `exp` plus its issuer's clock skew (the verifier accepts while
  * `exp > now - skew`; an issuer no longer configured gets none); an introspected token's `exp`
@@ -814,7 +832,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       });
     } else if (length > 0) {
       body = req;
-      x.bytesIn = length;
+      countRead(req, x);
     }
     const proxied = new ProxiedRequest(
       x,

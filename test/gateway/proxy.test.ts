@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { rawHttp } from '../helpers/net.ts';
+import { rawHttp, until } from '../helpers/net.ts';
 import { ISSUER } from '../helpers/tokens.ts';
 import {
   AUDIENCE,
@@ -186,6 +189,54 @@ describe('gateway: TRACE', () => {
     } finally {
       await gw.close();
       await upstream.close();
+    }
+  });
+});
+
+describe('gateway: bytes_in of an upload', () => {
+  it('aborted upload: a caller declaring Content-Length 500 that sends 3 bytes and leaves is audited with bytes_in 3, not the 500 it declared', async () => {
+    let received = 0;
+    const upstream = createServer((req, res) => {
+      req.on('data', (c: Buffer) => {
+        received += c.length;
+      });
+      req.on('end', () => res.writeHead(200, { 'content-length': '2' }).end('ok'));
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          { id: 'up', upstream: { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }, auth: 'static', rules: [{}] },
+        ],
+      },
+    });
+    try {
+      // A whole upload counts every byte it sent.
+      const whole = await fetch(`${gw.url}/whole`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${STATIC_TOKEN}` },
+        body: 'x'.repeat(500),
+      });
+      assert.equal(await whole.text(), 'ok');
+      await until(async () => (await requestEvents(gw)).some((e) => e.path === '/whole'));
+      assert.equal((await requestEvents(gw)).find((e) => e.path === '/whole')?.bytes_in, 500);
+
+      const { port } = new URL(gw.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      await once(socket, 'connect');
+      socket.write(`PUT /aborted HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${STATIC_TOKEN}\r\nContent-Length: 500\r\n\r\nabc`);
+      await until(() => received >= 503);
+      socket.destroy();
+      await until(async () => (await requestEvents(gw)).some((e) => e.path === '/aborted'));
+      const e = (await requestEvents(gw)).find((x) => x.path === '/aborted');
+      assert.equal(e?.reason, 'client_closed');
+      assert.equal(e?.bytes_in, 3);
+    } finally {
+      await gw.close();
+      upstream.closeAllConnections();
+      await new Promise((r) => upstream.close(r));
     }
   });
 });
