@@ -354,6 +354,14 @@ export const ERROR_CODES = {
     error: 'invalid_request',
     description: 'This route does not accept this protocol upgrade.',
   },
+  // A WebSocket upgrade while the gateway drains: the stream would be closed (1001) as soon as it
+  // opened, so it is refused as unavailable, with Retry-After, for the client to reconnect (to
+  // another instance, or to this one restarted), not as a permanent refusal of the route.
+  gateway_shutting_down: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The gateway is shutting down; retry the request.',
+  },
   forward_auth_peer_refused: {
     status: 404,
     error: 'not_found',

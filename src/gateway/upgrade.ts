@@ -27,6 +27,9 @@ const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   shutdown: 'server shutting down',
 };
 
+/** Seconds a client refused during shutdown waits before reconnecting (to another instance, or to this one restarted). */
+const SHUTDOWN_RETRY_AFTER = 1;
+
 function writeSocketDeny(socket: Duplex, d: DenyRendering): void {
   if (socket.destroyed) return;
   let text = `HTTP/1.1 ${d.status} ${STATUS_CODES[d.status] ?? ''}\r\n`;
@@ -70,15 +73,13 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   // disagree on where the request ends.
   const cl = req.headers['content-length'];
   const body = req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
-  if (
-    ctx.closing ||
-    !route.websocket ||
-    typeof upgrade !== 'string' ||
-    upgrade.toLowerCase() !== 'websocket' ||
-    x.method !== 'GET' ||
-    body
-  ) {
+  if (!route.websocket || typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket' || x.method !== 'GET' || body) {
     denySocket(new TesseraError('request_upgrade_refused'), route.authn.challenges);
+    return;
+  }
+  if (ctx.closing) {
+    // Not a refusal of the route: the WebSocket would be closed (1001) as soon as it opened.
+    denySocket(new TesseraError('gateway_shutting_down', { retryAfter: SHUTDOWN_RETRY_AFTER }), route.authn.challenges);
     return;
   }
   const greq: GatewayRequest = {

@@ -4,11 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { request } from 'node:http';
+import { once } from 'node:events';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
+import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
+import { createGateway } from '../../src/gateway/gateway.ts';
 import { serveGateway } from '../../src/gateway/serve.ts';
-import { until } from '../helpers/net.ts';
+import { rawHttp, until } from '../helpers/net.ts';
 import { baseConfig, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token } from './helpers.ts';
 
 /** The whole body of a GET (a stream's, once the gateway ends it). */
@@ -215,5 +219,49 @@ describe('gateway: a shutdown that fails', () => {
     assert.deepEqual(await exited, [1, null]);
     assert.match(out, /"event":"shutdown_failed"/);
     assert.doesNotMatch(err, /the store will not close|\n\s+at /, 'no unhandled rejection, no stack trace');
+  });
+});
+
+describe('gateway: a WebSocket upgrade during shutdown', () => {
+  it('upgrade during shutdown: a valid upgrade arriving while the gateway drains is answered 503 with Retry-After (retry elsewhere), not 400 request_upgrade_refused, which clients read as permanent', async () => {
+    const wss = new WebSocketServer({ noServer: true });
+    const upstream = await startUpstream((_req, res) => {
+      setTimeout(() => res.end('done'), 600);
+    });
+    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
+    // A gateway mounted in a server of the host's own, whose listener stays open while the gateway drains.
+    const audit = new MemoryAuditSink();
+    const gateway = createGateway(
+      parse({ ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'static', rules: [{}] }] } }),
+      { logger: silent, auditSinks: [audit] },
+    );
+    const server = createServer(gateway.handleRequest).on('upgrade', gateway.handleUpgrade);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const slow = fetch(`${url}/slow`, { headers: { authorization: `Bearer ${STATIC_TOKEN}` } });
+      await until(() => upstream.seen.length === 1 || gateway.inflight === 1);
+      const closing = gateway.close({ drainTimeoutMs: 3000 });
+      const answer = await rawHttp(
+        url,
+        'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${STATIC_TOKEN}\r\n\r\n`,
+      );
+      assert.match(answer, /^HTTP\/1\.1 503 /, answer);
+      assert.match(answer, /\r\nretry-after: \d+\r\n/i, answer);
+      assert.match(answer, /temporarily_unavailable/);
+      assert.doesNotMatch(answer, /request_upgrade_refused|does not accept this protocol upgrade/);
+      assert.equal((await slow).status, 200);
+      await closing;
+      const refused = audit.events.find((e) => e.kind === 'gateway.request' && e.path === '/ws');
+      assert.equal(refused?.reason, 'gateway_shutting_down');
+      assert.equal(wss.clients.size, 0, 'nothing reached the upstream');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      wss.close();
+      await upstream.close();
+    }
   });
 });
