@@ -129,6 +129,8 @@ export interface GatewayState {
   readonly hasMcp: boolean;
   readonly headerPolicy: HeaderPolicy;
   readonly verifiers: readonly ManagedVerifier[];
+  /** The verifier of `auth: introspection` routes: exchanges in flight on its tokens are introspected again through it. */
+  readonly introspectionVerifier: ManagedVerifier | undefined;
   /** Challenges for refusals before a route is known (a bad path). */
   readonly challenges: (e?: TesseraError) => string[];
   readonly forwardAuthPeers: BlockList;
@@ -421,6 +423,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       gateway.strip_cookies,
     ),
     verifiers: Object.values(verifiers) as ManagedVerifier[],
+    introspectionVerifier: verifiers.introspection,
     challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),
     forwardAuthPeers,
     forwardAuthSecret: gateway.forward_auth.shared_secret && {

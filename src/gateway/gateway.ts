@@ -77,6 +77,7 @@ import {
 } from './proxy/forward.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
 import { type AdmittedStream, recheckUnder } from './recheck.ts';
+import { reintrospectionInterval, reintrospectUnder } from './reintrospect.ts';
 import {
   absoluteUrl,
   cardRoute,
@@ -161,7 +162,8 @@ function countRead(req: IncomingMessage, x: Exchange): void {
  * exchange for expiry: a JWT's `exp` plus its issuer's clock skew (the verifier accepts while
  * `exp > now - skew`; an issuer no longer configured gets none); an introspected token's `exp`
  * (compared without skew), or never when the response had none (its `expiresAt` is then only how
- * long the answer may be cached); a static token's `expiresAt` (never).
+ * long the answer may be cached; such a token's exchanges are introspected again instead, see
+ * reintrospect.ts); a static token's `expiresAt` (never).
  */
 function acceptedUntil(config: TesseraConfig, p: Principal): number {
   if (p.kind === 'jwt') return p.expiresAt + (config.issuers.find((i) => i.issuer === p.issuer)?.clock_skew ?? 0);
@@ -365,6 +367,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     acceptedUntil: (p) => acceptedUntil(state.config, p),
     recheck: recheckUnder(state),
   });
+  // Rechecks in a row without an answer from the introspection endpoint, per exchange.
+  const unanswered = new WeakMap<AdmittedStream, number>();
+  streams.revalidateEvery(reintrospectionInterval(state.config), reintrospectUnder(state, unanswered));
   let inflight = 0;
   let closing = false;
   let drained: (() => void) | undefined;
@@ -972,7 +977,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.
-        deny(x, res, new TesseraError(closedBy), route.authn.challenges, !this.req.complete);
+        const details = closedBy === 'introspection_unavailable' ? { retryAfter: 5 } : {};
+        deny(x, res, new TesseraError(closedBy, details), route.authn.challenges, !this.req.complete);
       } else if (error instanceof StreamClosed || res.destroyed || callerGone(this.req)) {
         x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
         if (x.reason === 'shutdown') upstreamError(x, res, route, error);
@@ -1049,6 +1055,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // it no longer allows is cut off now, not only on its next request (revocation's mechanics:
     // 1008, end of stream, 401 or 403 before the response).
     streams.reconfigure(recheckUnder(compiled));
+    // Introspected tokens in flight are asked about through the new verifier, at the new interval.
+    streams.revalidateEvery(reintrospectionInterval(next), reintrospectUnder(compiled, unanswered));
     for (const v of compiled.verifiers) void v.ready();
     pools.retain(compiled.poolKeys);
     // An audit file is reopened on every reload, changed or not: SIGHUP after a rotation

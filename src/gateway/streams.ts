@@ -5,8 +5,9 @@
  *
  * On every revocation the open streams are checked against the revocation list (a few set lookups
  * each); once a second, streams whose token has expired are closed; on every configuration reload,
- * every stream is decided again under the new configuration (by the gateway's `recheck`), and those
- * it no longer allows are closed: a credential withdrawn (a static token rotated out, an issuer no
+ * every stream is decided again under the new configuration (by the gateway's `recheck`); at an
+ * interval, streams whose token a remote authority vouches for are asked about again (the
+ * gateway's `revalidate`: introspection); and those no longer allowed are closed: a credential withdrawn (a static token rotated out, an issuer no
  * longer trusted), a rule, a route or a static token's scopes narrowed. Closing is the stream's own
  * business: a WebSocket gets a close frame (1008), an HTTP response stream ends.
  *
@@ -16,7 +17,14 @@ import type { Clock } from '../core/ports.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { principalRevoked, type Revocation, type RevocationCheck } from '../core/verify/revocation.ts';
 
-export type StreamCloseReason = 'token_revoked' | 'token_expired' | 'credential_withdrawn' | 'config_narrowed' | 'shutdown';
+export type StreamCloseReason =
+  | 'token_revoked'
+  | 'token_expired'
+  | 'token_inactive'
+  | 'introspection_unavailable'
+  | 'credential_withdrawn'
+  | 'config_narrowed'
+  | 'shutdown';
 
 export interface TrackedStream {
   readonly kind: 'websocket' | 'http';
@@ -42,6 +50,14 @@ export interface RevocationFeed extends RevocationCheck {
  */
 export type StreamRecheck<S extends TrackedStream> = (stream: S) => StreamCloseReason | undefined;
 
+/**
+ * Why a stream whose token is vouched for by a remote authority (introspection) must now end, asked
+ * of that authority again: a promise of the reason or `undefined` to keep it; `undefined` at once
+ * for a stream it does not concern. Called for every stream at each interval, all in one pass, so
+ * that calls about one token can be shared.
+ */
+export type StreamRevalidate<S extends TrackedStream> = (stream: S) => Promise<StreamCloseReason | undefined> | undefined;
+
 /** `S`: the streams watched, with whatever the owner's {@link StreamRecheck} reads (what each was admitted for). */
 export class StreamRegistry<S extends TrackedStream = TrackedStream> {
   readonly #streams = new Set<S>();
@@ -51,6 +67,10 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
   readonly #timer: NodeJS.Timeout;
   readonly #acceptedUntil: (p: Principal) => number;
   #recheck: StreamRecheck<S> | undefined;
+  #revalidate: StreamRevalidate<S> | undefined;
+  #revalidateTimer: { readonly everyMs: number; readonly timer: NodeJS.Timeout } | undefined;
+  /** A pass of {@link StreamRegistry.revalidate} is under way (an endpoint slower than the interval). */
+  #revalidating = false;
 
   /**
    * `acceptedUntil`: the epoch second from which the verifier would refuse the principal's token
@@ -127,6 +147,46 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
     }
   }
 
+  /**
+   * Ask `check` about every stream each `everyMs` (a new configuration may change both; `undefined`
+   * stops). A pass still waiting for its answers when the next is due is not doubled.
+   */
+  revalidateEvery(everyMs: number | undefined, check: StreamRevalidate<S> | undefined): void {
+    this.#revalidate = check;
+    if (everyMs !== undefined && check !== undefined && everyMs === this.#revalidateTimer?.everyMs) return;
+    if (this.#revalidateTimer !== undefined) clearInterval(this.#revalidateTimer.timer);
+    this.#revalidateTimer = undefined;
+    if (everyMs === undefined || check === undefined) return;
+    const timer = setInterval(() => void this.revalidate(), everyMs);
+    timer.unref();
+    this.#revalidateTimer = { everyMs, timer };
+  }
+
+  /** One pass of the revalidation: close the streams `check` says must end (those still open). */
+  async revalidate(): Promise<void> {
+    const check = this.#revalidate;
+    if (check === undefined || this.#revalidating) return;
+    this.#revalidating = true;
+    try {
+      const pending: Promise<void>[] = [];
+      for (const s of [...this.#streams]) {
+        const decided = check(s);
+        if (decided === undefined) continue;
+        pending.push(
+          decided.then(
+            (reason) => {
+              if (reason !== undefined && this.#streams.has(s)) this.#close(s, reason);
+            },
+            () => undefined,
+          ),
+        );
+      }
+      await Promise.all(pending);
+    } finally {
+      this.#revalidating = false;
+    }
+  }
+
   /** Close streams whose token is now revoked. */
   checkRevoked(): void {
     if (this.#revocation === undefined) return;
@@ -155,6 +215,7 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
 
   stop(): void {
     clearInterval(this.#timer);
+    this.revalidateEvery(undefined, undefined);
     this.#unsubscribe?.();
   }
 }

@@ -22,10 +22,22 @@ import type { StreamCloseReason } from './streams.ts';
 const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   token_revoked: 'token revoked',
   token_expired: 'token expired',
+  token_inactive: 'token inactive',
+  introspection_unavailable: 'token unverifiable',
   credential_withdrawn: 'credential withdrawn',
   config_narrowed: 'config narrowed',
   shutdown: 'server shutting down',
 };
+
+/**
+ * The WebSocket close code (RFC 6455 §7.4): 1001 going away at shutdown, 1013 try again later when
+ * the token cannot be checked (the introspection endpoint unreachable), 1008 policy violation when
+ * the caller's authority has ended.
+ */
+function closeCode(reason: StreamCloseReason): number {
+  if (reason === 'shutdown') return 1001;
+  return reason === 'introspection_unavailable' ? 1013 : 1008;
+}
 
 /** Seconds a client refused during shutdown waits before reconnecting (to another instance, or to this one restarted). */
 const SHUTDOWN_RETRY_AFTER = 1;
@@ -138,7 +150,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
               req,
               close(reason) {
                 ctx.streamClosedEvent(x, principal, reason);
-                relay.close(reason === 'shutdown' ? 1001 : 1008, CLOSE_TEXT[reason]);
+                relay.close(closeCode(reason), CLOSE_TEXT[reason]);
               },
             });
             relay.onEnd(() => untrack());

@@ -1,0 +1,65 @@
+/**
+ * Exchanges in flight admitted with an introspected token, asked about again: "revoked" must mean
+ * revoked at the authorization server too. An opaque token's `exp` (when its answer has one) is
+ * all the gateway knows of its end; a token the authorization server revokes says so only to the
+ * next introspection. So every `cache_max_ttl` (at least 1 s) the token of each such exchange is
+ * validated again through the route verifier's own cached client: an answer cached for another
+ * request or stream is reused, calls about one token made at once are shared, so streams on one
+ * token cost one call per interval between them, and a token no longer active ends its exchanges
+ * (`token_inactive`; `token_revoked` or `token_expired` when that is why).
+ *
+ * An endpoint that gives no answer is not taken for an inactive token, nor trusted for the length
+ * of the outage: an exchange is kept through one recheck without answer and closed at the second
+ * in a row (`introspection_unavailable`), once the last answer vouching for its token is at least
+ * two intervals old. New requests are refused (503) as soon as their cached answer has expired, so
+ * an open exchange outlives them by one interval at most.
+ *
+ * @module
+ */
+import type { TesseraConfig } from '../config/schema.ts';
+import { TesseraError } from '../core/errors.ts';
+import { extractTokenDeferred } from '../core/verify/extract.ts';
+import type { GatewayState } from './compile.ts';
+import type { AdmittedStream } from './recheck.ts';
+import type { StreamCloseReason, StreamRevalidate, TrackedStream } from './streams.ts';
+
+/** Rechecks in a row without an answer from the endpoint after which an exchange is closed. */
+export const UNANSWERED_RECHECKS_BEFORE_CLOSE = 2;
+
+/** Milliseconds between rechecks under `config` (`cache_max_ttl`, at least 1 s), `undefined` without introspection. */
+export function reintrospectionInterval(config: TesseraConfig): number | undefined {
+  const i = config.introspection;
+  return i === undefined ? undefined : Math.max(1, i.cache_max_ttl) * 1000;
+}
+
+/**
+ * Why the introspection endpoint of `s` now ends a stream admitted with an introspected token.
+ * `unanswered` counts, per stream, the rechecks in a row that got no answer (kept across reloads).
+ */
+export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedStream, number>): StreamRevalidate<AdmittedStream> {
+  const verifier = s.introspectionVerifier;
+  return (stream) => {
+    // Without introspection in force a reload has ended these already (credential_withdrawn).
+    if (stream.principal?.kind !== 'introspection' || verifier === undefined) return undefined;
+    // The token as it was presented, read as it was admitted (a reload that refuses that way of
+    // presenting it ends the stream by itself).
+    const found = extractTokenDeferred(stream.request, { formBody: false, query: stream.admission.config.transport.query });
+    if (found instanceof TesseraError) return undefined;
+    const unanswer = (): StreamCloseReason | undefined => {
+      const n = (unanswered.get(stream) ?? 0) + 1;
+      unanswered.set(stream, n);
+      return n >= UNANSWERED_RECHECKS_BEFORE_CLOSE ? 'introspection_unavailable' : undefined;
+    };
+    return verifier.verifyToken(found.token).then((r): StreamCloseReason | undefined => {
+      if (r.ok) {
+        unanswered.delete(stream);
+        return undefined;
+      }
+      const code = r.error.code;
+      if (code === 'introspection_unavailable') return unanswer();
+      // Anything else the answer is now refused for (not active, an audience or type it no longer
+      // has) is the authorization server no longer vouching for the token.
+      return code === 'token_revoked' || code === 'token_expired' ? code : 'token_inactive';
+    }, unanswer);
+  };
+}

@@ -1,0 +1,176 @@
+/**
+ * Exchanges in flight admitted with an introspected token are introspected again: a token the
+ * authorization server no longer calls active ends its WebSockets and streams (token_inactive),
+ * through the same cached client (streams on one token make one call per interval between them),
+ * and an endpoint that stays unreachable ends them after a bounded grace (introspection_unavailable).
+ * A real RFC 7662 endpoint on loopback authenticates the gateway with client_secret_basic.
+ */
+import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
+import { request } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import WebSocket, { WebSocketServer } from 'ws';
+import { until } from '../helpers/net.ts';
+import { listen, readBody, type TestServer } from '../helpers/verify.ts';
+import { baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.ts';
+
+const CLIENT_ID = 'gateway';
+const CLIENT_SECRET = 'introspection-client-secret';
+
+interface Endpoint extends TestServer {
+  /** token → answer (`{ active: false }` when absent). */
+  readonly answers: Map<string, unknown>;
+  /** Calls per token. */
+  readonly calls: Map<string, number>;
+  /** Anything but 200: the endpoint fails with it. */
+  status: number;
+}
+
+async function introspectionEndpoint(): Promise<Endpoint> {
+  const state = { answers: new Map<string, unknown>(), calls: new Map<string, number>(), status: 200 };
+  const basic = `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`;
+  const server = await listen(async (req, res) => {
+    const token = new URLSearchParams(await readBody(req)).get('token') ?? '';
+    if (req.headers.authorization !== basic) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"invalid_client"}');
+      return;
+    }
+    state.calls.set(token, (state.calls.get(token) ?? 0) + 1);
+    if (state.status !== 200) {
+      res.writeHead(state.status).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(state.answers.get(token) ?? { active: false }));
+  });
+  return Object.assign(state, server);
+}
+
+/** An SSE stream through the gateway: its status and when it ends. */
+function openSse(url: string, token: string): Promise<{ status: number; ended: Promise<void>; close(): void }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' } }, (res) => {
+      const ended = new Promise<void>((done) => {
+        res.on('end', done);
+        res.on('close', done);
+      });
+      res.resume();
+      resolve({ status: res.statusCode ?? 0, ended, close: () => req.destroy() });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function openWs(url: string, token: string): Promise<{ ws: WebSocket; closed: Promise<{ code: number; reason: string }> }> {
+  const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve({ ws, closed }));
+    ws.once('error', reject);
+  });
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(what)), ms))]);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('gateway: exchanges in flight on an introspected token', () => {
+  let endpoint: Endpoint;
+  let upstream: Upstream;
+  let wss: WebSocketServer;
+  let gw: TestGateway;
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+    wss = new WebSocketServer({ noServer: true });
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hello\n\n');
+    });
+    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
+    gw = await startGateway({
+      ...baseConfig(),
+      introspection: {
+        endpoint: `${endpoint.origin}/introspect`,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        cache_max_ttl: '1s',
+        timeout: '1s',
+      },
+      gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'introspection', rules: [{}] }] },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    wss.close();
+    await upstream.close();
+    await endpoint.close();
+  });
+
+  async function closedEvents(subject: string) {
+    await requestEvents(gw);
+    return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
+  }
+
+  it('revoked at the authorization server: an introspected token without exp whose answer turns active:false ends its WebSocket (1008) and SSE streams with token_inactive, each interval making one call for all of them', async () => {
+    const token = 'opaque-revoked-at-the-as';
+    endpoint.answers.set(token, { active: true, sub: 'user-revoked', client_id: 'agent-1', scope: 'api:read' });
+    const wsUrl = `${gw.url.replace('http', 'ws')}/ws`;
+    const { closed: wsClosed } = await openWs(wsUrl, token);
+    const sse1 = await openSse(`${gw.url}/events/1`, token);
+    const sse2 = await openSse(`${gw.url}/events/2`, token);
+    assert.equal(sse1.status, 200);
+    assert.equal(sse2.status, 200);
+
+    // Still active: the streams stay open, and three streams on one token cost about one call per
+    // interval (cache_max_ttl, 1 s), not three.
+    const before = endpoint.calls.get(token) ?? 0;
+    await sleep(3200);
+    const made = (endpoint.calls.get(token) ?? 0) - before;
+    // (At most one per recheck: three of them in 3.2 s, fewer when an answer cached for its whole
+    // second is still fresh; three streams asking apart would make up to nine.)
+    assert.ok(made >= 1 && made <= 4, `${made} calls in 3.2 s for three streams`);
+    assert.equal((await closedEvents('user-revoked')).length, 0);
+
+    endpoint.answers.set(token, { active: false });
+    const closed = await within(wsClosed, 4000, 'the WebSocket outlived the revocation at the authorization server');
+    assert.deepEqual(closed, { code: 1008, reason: 'token inactive' });
+    await within(Promise.all([sse1.ended, sse2.ended]), 4000, 'an SSE stream outlived the revocation at the authorization server');
+    await until(async () => (await closedEvents('user-revoked')).length === 3);
+    assert.deepEqual(
+      (await closedEvents('user-revoked')).map((e) => e.reason),
+      ['token_inactive', 'token_inactive', 'token_inactive'],
+    );
+    // A new request with the token is refused as well.
+    const again = await fetch(`${gw.url}/x`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(again.status, 401);
+  });
+
+  it('introspection endpoint unreachable during a recheck: the stream is kept through one failed recheck, then closed (introspection_unavailable, WebSocket 1013) rather than kept open for the length of the outage', async () => {
+    const token = 'opaque-outage';
+    endpoint.answers.set(token, { active: true, sub: 'user-outage', scope: 'api:read' });
+    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/ws`, token);
+    const sse = await openSse(`${gw.url}/events/outage`, token);
+    assert.equal(sse.status, 200);
+    endpoint.status = 500;
+    try {
+      const started = Date.now();
+      const closed = await within(wsClosed, 5000, 'the WebSocket outlived the outage grace');
+      const took = Date.now() - started;
+      assert.deepEqual(closed, { code: 1013, reason: 'token unverifiable' });
+      // One failed recheck is tolerated: not closed at the first interval after the outage began.
+      assert.ok(took >= 1000, `closed after ${took} ms`);
+      await within(sse.ended, 3000, 'the SSE stream outlived the outage grace');
+      await until(async () => (await closedEvents('user-outage')).length === 2);
+      assert.deepEqual(
+        (await closedEvents('user-outage')).map((e) => e.reason),
+        ['introspection_unavailable', 'introspection_unavailable'],
+      );
+    } finally {
+      endpoint.status = 200;
+    }
+  });
+});
