@@ -279,6 +279,9 @@ export const tokenServiceSchema = z
     grant_retention: duration('How long expired grants are kept (for `tessera grants tree` and audit) before they are pruned.').prefault(
       '30d',
     ),
+    audit_retention: duration(
+      'How long audit events are kept in the store (what `tessera audit` and `tessera trace` read) before they are pruned; `0` keeps them for ever. At least 1h when set.',
+    ).prefault(0),
   })
   .superRefine((v, ctx) => {
     const ok = trusted(ctx.issues);
@@ -294,6 +297,13 @@ export const tokenServiceSchema = z
         code: 'custom',
         path: ['registration', 'enabled'],
         message: 'registered clients use the authorization code grant: set authorization.enabled: true too',
+      });
+    }
+    if (ok('audit_retention') && v.audit_retention !== 0 && v.audit_retention < 3600) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['audit_retention'],
+        message: `${v.audit_retention} seconds would empty the audit trail as it is written; write a unit (90d), at least 1h, or 0 to keep every event`,
       });
     }
     if (ok('access_token_ttl') && ok('max_access_token_ttl') && v.access_token_ttl > v.max_access_token_ttl) {

@@ -63,6 +63,9 @@ export type { OAuthRequest, TokenResponse } from './context.ts';
 export { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE } from './grants/exchange.ts';
 export { type Endpoints, endpointsFor } from './metadata.ts';
 
+/** Audit events deleted per write by {@link TokenService.pruneAudit}. */
+const AUDIT_PRUNE_BATCH = 1000;
+
 export interface TokenServiceOptions {
   readonly config: ResolvedTokenServiceConfig;
   readonly store: Store;
@@ -155,6 +158,8 @@ export class TokenService {
   #timer: NodeJS.Timeout | undefined;
   #lastPrune = 0;
   #syncing: Promise<void> | undefined;
+  #auditPrune: Promise<void> | undefined;
+  #closing = false;
   #unwatch: (() => Promise<void>) | undefined;
   #pushed: Promise<unknown> | undefined;
   readonly #registrations: TokenBucketLimiter;
@@ -307,12 +312,36 @@ export class TokenService {
           this.#lastPrune = now;
           await this.store.prune(now, { grantsExpiredBefore: now - this.config.grant_retention });
           this.revocations.prune(now);
+          // Not awaited: a first prune of millions of events must not hold back the next sync.
+          this.pruneAudit().catch(() => this.#warn('pruning the audit trail failed; the next prune (in a minute) retries'));
         }
       } finally {
         this.#syncing = undefined;
       }
     })();
     return this.#syncing;
+  }
+
+  /**
+   * Delete the audit events older than `audit_retention` (nothing when it is 0), oldest first, in
+   * batches of {@link AUDIT_PRUNE_BATCH}, each its own short write, yielding to the event loop
+   * between them. One run at a time: a call while one runs returns it. The sync starts one every
+   * minute; {@link TokenService.close} stops it after the batch in progress.
+   */
+  pruneAudit(): Promise<void> {
+    const retention = this.config.audit_retention;
+    if (retention === 0) return Promise.resolve();
+    this.#auditPrune ??= (async () => {
+      try {
+        const before = (this.#ctx.now() - retention) * 1000;
+        while (!this.#closing && (await this.store.pruneAudit(before, AUDIT_PRUNE_BATCH)) >= AUDIT_PRUNE_BATCH) {
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      } finally {
+        this.#auditPrune = undefined;
+      }
+    })();
+    return this.#auditPrune;
   }
 
   /** A revocation committed somewhere: apply it unless this process has already (its own, say). */
@@ -337,7 +366,9 @@ export class TokenService {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#stopWatching();
+    this.#closing = true;
     await this.#syncing?.catch(() => {});
+    await this.#auditPrune?.catch(() => {});
     await this.#pushed;
     await this.audit.close();
   }

@@ -312,6 +312,23 @@ export class StoreConflictError extends Error {
 }
 
 /**
+ * Thrown by {@link Store.createClient} when its `limit` is reached: that many clients whose id
+ * starts with the limit's prefix exist already. Nothing was written.
+ */
+export class StoreCapacityError extends Error {
+  override readonly name = 'StoreCapacityError';
+}
+
+/**
+ * A cap on the clients whose id starts with `idPrefix` (dynamically registered ones: `dcr_`), for
+ * {@link Store.createClient}.
+ */
+export interface ClientLimit {
+  readonly idPrefix: string;
+  readonly max: number;
+}
+
+/**
  * Thrown by the store when the backend cannot be reached or is too busy to answer (connection
  * refused or lost, a lock held past the busy timeout): the request may succeed if retried later.
  * The token service answers it with 503 `temporarily_unavailable` (`store_unavailable`).
@@ -329,8 +346,14 @@ export interface Store {
   readonly kind: string;
 
   // Clients.
-  /** @throws {StoreConflictError} when the id exists. */
-  createClient(client: ClientRecord): Promise<void>;
+  /**
+   * Create a client. With `limit`, count the clients whose id starts with `limit.idPrefix` (an
+   * index range, at most `limit.max` rows read) and refuse when there are `limit.max` already,
+   * atomically with the insert: concurrent creations, from this process or others, never exceed it.
+   * @throws {StoreConflictError} when the id exists.
+   * @throws {StoreCapacityError} when `limit` is reached (nothing written).
+   */
+  createClient(client: ClientRecord, options?: { readonly limit?: ClientLimit }): Promise<void>;
   getClient(id: string): Promise<ClientRecord | undefined>;
   listClients(): Promise<ClientRecord[]>;
   /** The id of a client whose id equals `id` ignoring ASCII case (client ids are ASCII), if any. */
@@ -477,6 +500,13 @@ export interface Store {
   appendAudit(events: readonly AuditEvent[]): Promise<void>;
   /** Events matching every given filter, in id (time) order, at most `limit` (default 100). */
   queryAudit(query: AuditQuery): Promise<AuditEvent[]>;
+  /**
+   * Delete at most `limit` of the oldest audit events made before `before` (epoch milliseconds),
+   * by id (UUIDv7: an id's time is never before its event's, so no event at or after `before` is
+   * deleted), in one short transaction; returns how many. A caller pruning many loops until fewer
+   * than `limit` come back, so no single write holds the store's write lock for long.
+   */
+  pruneAudit(before: number, limit: number): Promise<number>;
 
   /** Change counters (one cheap read). */
   versions(): Promise<StoreVersions>;

@@ -4,9 +4,10 @@
  * fast-forwardable clock in epoch seconds, passed to the store explicitly.
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent, AuditQuery } from '../../src/audit/event.ts';
-import { uuidv7 } from '../../src/audit/id.ts';
+import { idFloor, uuidv7 } from '../../src/audit/id.ts';
 import {
   type AuthorizationCodeRecord,
   type ClientRecord,
@@ -17,6 +18,7 @@ import {
   type RefreshTokenRecord,
   type RememberedConsentRecord,
   type Store,
+  StoreCapacityError,
   StoreConflictError,
 } from '../../src/store/contract.ts';
 
@@ -153,6 +155,32 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
           assert.equal(await store.findClientIdIgnoringCase(id), undefined, id);
         assert.equal(await store.deleteClient('Case.Client_1'), true);
         assert.equal(await store.findClientIdIgnoringCase('case.client_1'), undefined);
+      });
+
+      it('refuses a client over a limit on clients of its id prefix (dynamic registration cap), and counts only that prefix', async () => {
+        const prefix = `${uid('cap')}_`;
+        const limit = { idPrefix: prefix, max: 2 };
+        // Ids outside the prefix, including ones sorting right after it and a lookalike in another case, do not count.
+        await store.createClient(clientRecord({ id: `${prefix.slice(0, -1)}\`x` }));
+        await store.createClient(clientRecord({ id: `${prefix.toUpperCase()}x` }));
+        await store.createClient(clientRecord({ id: `${prefix}a` }), { limit });
+        await store.createClient(clientRecord({ id: `${prefix}b` }), { limit });
+        await assert.rejects(store.createClient(clientRecord({ id: `${prefix}c` }), { limit }), StoreCapacityError);
+        assert.equal(await store.getClient(`${prefix}c`), undefined, 'nothing written');
+        // Without a limit (the operator's CLI) the prefix may still grow; a freed place is usable again.
+        assert.equal(await store.deleteClient(`${prefix}a`), true);
+        await store.createClient(clientRecord({ id: `${prefix}c` }), { limit });
+      });
+
+      it('never lets concurrent creations under a limit exceed it', async () => {
+        const prefix = `${uid('race')}_`;
+        const limit = { idPrefix: prefix, max: 3 };
+        const results = await Promise.allSettled(
+          Array.from({ length: 8 }, (_, i) => store.createClient(clientRecord({ id: `${prefix}${i}` }), { limit })),
+        );
+        assert.equal(results.filter((r) => r.status === 'fulfilled').length, 3);
+        for (const r of results) if (r.status === 'rejected') assert.ok(r.reason instanceof StoreCapacityError, String(r.reason));
+        assert.equal((await store.listClients()).filter((c) => c.id.startsWith(prefix)).length, 3);
       });
 
       it('creates, reads, lists, updates and deletes a client', async () => {
@@ -920,6 +948,35 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
           Object.keys(back[1] as AuditEvent),
           ['id', 'time', 'kind', 'decision', 'reason', 'subject'],
           'absent fields stay absent',
+        );
+      });
+
+      it('prunes events older than a cutoff, oldest first, at most limit per call (bounded batches)', async () => {
+        const subject = uid('old');
+        // Long ago, so no other test's event (written at about now) is older than the cutoffs.
+        const base = Date.UTC(2001, 0, 1);
+        // Written by hand: uuidv7() never goes back in time within a process.
+        const idAt = (ms: number) => `${idFloor(ms)}-7000-8000-${randomBytes(6).toString('hex')}`;
+        const events = [0, 1_000, 2_000, 3_000, 4_000].map((dt) => event({ id: idAt(base + dt), subject, time: base + dt }));
+        const recent = event({ subject });
+        await store.appendAudit([...events, recent]);
+        assert.equal(await store.pruneAudit(base + 3_000, 2), 2);
+        assert.deepEqual(
+          (await store.queryAudit({ subject })).map((e) => e.time - base),
+          [2_000, 3_000, 4_000, recent.time - base],
+          'the two oldest',
+        );
+        assert.equal(await store.pruneAudit(base + 3_000, 2), 1);
+        assert.equal(await store.pruneAudit(base + 3_000, 2), 0, 'nothing left before the cutoff');
+        assert.deepEqual(
+          (await store.queryAudit({ subject })).map((e) => e.id),
+          [events[3]?.id, events[4]?.id, recent.id],
+          'an event at the cutoff is kept',
+        );
+        assert.equal(await store.pruneAudit(base + 10_000, 1000), 2);
+        assert.deepEqual(
+          (await store.queryAudit({ subject })).map((e) => e.id),
+          [recent.id],
         );
       });
 

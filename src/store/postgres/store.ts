@@ -27,6 +27,7 @@ import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
   AuthorizationCodeRecord,
+  ClientLimit,
   ClientPatch,
   ClientRecord,
   CodeRedemption,
@@ -43,7 +44,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreCapacityError, StoreConflictError, StoreUnavailableError } from '../contract.ts';
 import {
   auditEventBody,
   auditEventFrom,
@@ -363,9 +364,23 @@ export class PostgresStore implements Store {
 
   // Clients.
 
-  async createClient(x: ClientRecord): Promise<void> {
+  async createClient(x: ClientRecord, options: { readonly limit?: ClientLimit } = {}): Promise<void> {
+    const { limit } = options;
     try {
       await this.#tx(async (c) => {
+        if (limit !== undefined) {
+          // Creations under one limit take turns (held to the commit), so each counts every one
+          // committed before it: READ COMMITTED gives the count its own snapshot, taken after the lock.
+          await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.client_limit:' || $1))", [limit.idPrefix]);
+          // starts_with, not a range on id: ranges follow the database's collation, which need not be bytewise.
+          const r = await c.query('SELECT count(*) AS n FROM (SELECT 1 FROM clients WHERE starts_with(id, $1) LIMIT $2) s', [
+            limit.idPrefix,
+            limit.max,
+          ]);
+          if (num((r.rows[0] as Row).n) >= limit.max) {
+            throw new StoreCapacityError(`${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
+          }
+        }
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
@@ -976,6 +991,19 @@ export class PostgresStore implements Store {
       args,
     );
     return rows.map(auditEventFrom);
+  }
+
+  async pruneAudit(before: number, limit: number): Promise<number> {
+    // The oldest first, through the unique index on id (COLLATE "C": bytewise, as ids sort by time).
+    const r = await this.#pool
+      .query('DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)', [
+        idFloor(before),
+        Math.max(1, Math.floor(limit)),
+      ])
+      .catch((e: unknown) => {
+        throw unavailable(e);
+      });
+    return r.rowCount ?? 0;
   }
 
   async versions(): Promise<StoreVersions> {

@@ -16,6 +16,7 @@ import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
   AuthorizationCodeRecord,
+  ClientLimit,
   ClientPatch,
   ClientRecord,
   CodeRedemption,
@@ -32,7 +33,7 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreCapacityError, StoreConflictError, StoreUnavailableError } from '../contract.ts';
 import {
   auditEventBody,
   auditEventFrom,
@@ -187,9 +188,14 @@ export class SqliteStore implements Store {
 
   // Clients.
 
-  async createClient(c: ClientRecord): Promise<void> {
+  async createClient(c: ClientRecord, options: { readonly limit?: ClientLimit } = {}): Promise<void> {
+    const { limit } = options;
     try {
       this.#tx(() => {
+        // Counted inside the write transaction: no other writer runs until it commits.
+        if (limit !== undefined && this.#countIdPrefix(limit.idPrefix, limit.max) >= limit.max) {
+          throw new StoreCapacityError(`${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
+        }
         this.#stmt(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -216,6 +222,20 @@ export class SqliteStore implements Store {
       if (isConstraintError(e)) throw new StoreConflictError(`a client with id "${c.id}" exists`);
       throw e;
     }
+  }
+
+  /**
+   * Clients whose id starts with `prefix`, counting at most `max`: a range of the primary key
+   * (ids compare as bytes), not a scan of the table.
+   */
+  #countIdPrefix(prefix: string, max: number): number {
+    const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    const row = this.#stmt('SELECT count(*) AS n FROM (SELECT 1 FROM clients WHERE id >= ? AND id < ? LIMIT ?)').get(
+      prefix,
+      end,
+      max,
+    ) as Row;
+    return num(row.n);
   }
 
   async getClient(id: string): Promise<ClientRecord | undefined> {
@@ -755,6 +775,12 @@ export class SqliteStore implements Store {
     const sql = `SELECT * FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
     const rows = this.#db.prepare(sql).all(...args, Math.max(1, Math.min(q.limit ?? 100, 10_000))) as Row[];
     return rows.map(auditEventFrom);
+  }
+
+  async pruneAudit(before: number, limit: number): Promise<number> {
+    // The oldest first, through the unique index on id; each batch its own short transaction.
+    const sql = 'DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < ? ORDER BY id LIMIT ?)';
+    return this.#tx(() => Number(this.#stmt(sql).run(idFloor(before), Math.max(1, Math.floor(limit))).changes));
   }
 
   async versions(): Promise<StoreVersions> {
