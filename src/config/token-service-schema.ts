@@ -199,6 +199,10 @@ const registrationSchema = z
     audiences: z.array(z.string().min(1)).default([]).meta({
       description: 'Resources (RFC 8707) registered clients may request tokens for, e.g. your MCP server URL. Required when enabled.',
     }),
+    max_clients: z.number().int().min(1).default(10_000).meta({
+      description:
+        'Most dynamically registered clients (`dcr_` ids) the store may hold; past it a registration gets 503 `temporarily_unavailable` until one is removed. Clients added with `tessera clients add` do not count.',
+    }),
     rate_limit: z
       .strictObject({
         rate: z.number().positive().default(0.2).meta({ description: 'Registrations per second one address may make, sustained.' }),

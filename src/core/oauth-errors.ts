@@ -260,6 +260,13 @@ export const OAUTH_ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'Too many registrations from this address; try again later.',
   },
+  // Not the client's metadata (RFC 7591 §3.2.2 has no code for it): the server holds as many
+  // registered clients as `registration.max_clients` allows.
+  registration_capacity_reached: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'No more clients can be registered right now; try again later.',
+  },
   registration_redirect_uri_invalid: {
     status: 400,
     error: 'invalid_redirect_uri',

@@ -7,7 +7,7 @@
  */
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { isWildcard, type ScopeModel } from '../core/scopes.ts';
-import type { ClientPatch, ClientRecord, RevokedGrant, Store } from '../store/contract.ts';
+import type { ClientLimit, ClientPatch, ClientRecord, RevokedGrant, Store } from '../store/contract.ts';
 import {
   buildClient,
   type ClientInput,
@@ -29,10 +29,15 @@ export interface ClientAdminContext extends RevokeContext {
   readonly hasher: SecretHasher | undefined;
 }
 
+/**
+ * Register a client. With `limit`, the store refuses it (atomically) when that many clients with
+ * the limit's id prefix exist: {@link StoreCapacityError}.
+ */
 export async function registerClient(
   ctx: ClientAdminContext,
   input: ClientInput,
   detail: Readonly<Record<string, string>> = {},
+  limit?: ClientLimit,
 ): Promise<{ client: CompiledClient; secret: string | undefined }> {
   if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
   if (input.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) && detail.registered !== 'dynamic') {
@@ -48,7 +53,7 @@ export async function registerClient(
     }
   }
   const { record, secret } = buildClient(input, { hasher: ctx.hasher, maxTtl: ctx.config.max_access_token_ttl, now: ctx.now() });
-  await ctx.store.createClient(record);
+  await ctx.store.createClient(record, limit !== undefined ? { limit } : {});
   ctx.emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod, ...detail } });
   return { client: ctx.clients.compile(record), secret };
 }

@@ -13,6 +13,7 @@ import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.
 import { OAuthError } from '../core/oauth-errors.ts';
 import { addressKey } from '../core/ratelimit.ts';
 import { type EffectiveScopes, isWildcard, type ScopeModel } from '../core/scopes.ts';
+import { StoreCapacityError } from '../store/contract.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
 import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN } from './clients.ts';
 import { covers } from './params.ts';
@@ -61,7 +62,8 @@ function stringArray(v: unknown): string[] | undefined {
 /**
  * Register a client from RFC 7591 metadata (already parsed JSON).
  * @throws {OAuthError} `registration_token_invalid` (401), `registration_metadata_invalid` or
- *   `registration_redirect_uri_invalid` (400).
+ *   `registration_redirect_uri_invalid` (400), `registration_capacity_reached` (503: as many
+ *   dynamically registered clients as `registration.max_clients` exist).
  */
 export async function registerDynamicClient(
   ctx: RegistrationContext,
@@ -132,10 +134,12 @@ export async function registerDynamicClient(
         ...(typeof name === 'string' ? { name } : {}),
       },
       { registered: 'dynamic' },
+      { idPrefix: DYNAMIC_CLIENT_ID_PREFIX, max: cfg.max_clients },
     );
   } catch (e) {
     // The input was checked above; what is left (a scope outside the catalogue) is the client's.
     if (e instanceof ClientInputError) throw new OAuthError('registration_metadata_invalid');
+    if (e instanceof StoreCapacityError) throw new OAuthError('registration_capacity_reached', { cause: e });
     throw e;
   }
   const { client, secret } = registered;

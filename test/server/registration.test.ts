@@ -410,6 +410,35 @@ describe('dynamic client registration', () => {
     }
   });
 
+  it('client flooding from many addresses: registration.max_clients caps the dynamically registered clients (503, audited), operator clients not counted', async () => {
+    const open = await startIssuer({
+      config: registrationConfig({ initial_access_token: undefined, open: true, max_clients: 2 }) as never,
+    });
+    try {
+      // Clients the operator registers are not dynamic ones: they neither count nor are refused.
+      await open.service.registerClient({ id: 'operator-app', scopes: ['mcp:read'], audiences: [MCP] });
+      const first = (await (await register(mcpClient, null, open.url)).json()) as { client_id: string };
+      assert.equal((await register(mcpClient, null, open.url)).status, 201);
+      const res = await register(mcpClient, null, open.url);
+      await expectError(res, 503, 'temporarily_unavailable');
+      assert.ok(Number(res.headers.get('retry-after')) >= 1);
+      await open.service.audit.flush();
+      const events = await open.store.queryAudit({ limit: 100 });
+      assert.equal(events.filter((e) => e.kind === 'client.created' && e.detail?.registered === 'dynamic').length, 2);
+      assert.ok(events.some((e) => e.kind === 'client.registration_denied' && e.reason === 'registration_capacity_reached'));
+      assert.equal(
+        (await open.store.listClients()).filter((c) => c.id.startsWith('dcr_')).length,
+        2,
+        'nothing written for the refused one',
+      );
+      // Removing a registered client frees its place.
+      assert.equal(await open.store.deleteClient(first.client_id), true);
+      assert.equal((await register(mcpClient, null, open.url)).status, 201);
+    } finally {
+      await open.close();
+    }
+  });
+
   it('client flooding from one IPv6 network: a new source address of the same /64 for each registration is limited as one address', async () => {
     // A host with IPv6 routinely holds a whole /64 and can send from any address of it; the
     // listener on loopback has one, so the connecting addresses are given as the handler gives them.
