@@ -347,8 +347,9 @@ export interface Store {
 
   // Clients.
   /**
-   * Create a client. With `limit`, count the clients whose id starts with `limit.idPrefix` (an
-   * index range, at most `limit.max` rows read) and refuse when there are `limit.max` already,
+   * Create a client. With `limit`, count the clients whose id starts with `limit.idPrefix` (stopping
+   * at `limit.max`; SQLite reads a primary-key range, PostgreSQL a scan of the clients table, since
+   * a range would follow the database collation) and refuse when there are `limit.max` already,
    * atomically with the insert: concurrent creations, from this process or others, never exceed it.
    * @throws {StoreConflictError} when the id exists.
    * @throws {StoreCapacityError} when `limit` is reached (nothing written).
