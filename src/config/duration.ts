@@ -7,6 +7,9 @@ const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
 export function parseDuration(value: unknown): number | undefined {
   if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value : undefined;
   if (typeof value !== 'string') return undefined;
+  // A quoted zero ("0", as tools that quote every scalar write it) is zero in any unit; other
+  // bare numbers in quotes are refused rather than guessed.
+  if (value.trim() === '0') return 0;
   const m = DURATION.exec(value.trim());
   if (!m) return undefined;
   return Number(m[1]) * (UNIT[m[2] as string] as number);
