@@ -292,9 +292,10 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Read a request body on an A2A route: does it call a JSON-RPC method answered by the extended
- * card? A body that is not UTF-8 JSON is not a JSON-RPC call the gateway can read and passes
- * (`extendedCard: false`) — except one that looks like UTF-16 or UTF-32 JSON (a BOM, or a NUL among
- * its first four bytes, RFC 4627 §3), which Python's `json.loads` reads: refused. A message
+ * card? A body that is not strict UTF-8 JSON is refused: upstream parsers read more than
+ * `JSON.parse` does (Python's `json.loads` takes `NaN` and `Infinity`, and UTF-16 or UTF-32 JSON,
+ * told by a BOM or a NUL among the first four bytes, RFC 4627 §3; Go's `encoding/json` takes
+ * invalid UTF-8 as U+FFFD), so such a body passed unread could still call for the card. A message
  * repeating a key is refused (parsers differ on which one counts), and so is a batch holding an
  * extended-card call (its answer could not be told from the others'). The method is compared
  * without case or surrounding space, under any key spelled `method` in any case (System.Text.Json
@@ -312,7 +313,7 @@ export function readA2aBody(body: Uint8Array): A2aBody {
     text = utf8.decode(body);
     value = JSON.parse(text);
   } catch {
-    return { ok: true, extendedCard: false };
+    return { ok: false };
   }
   if (hasDuplicateKeys(text)) return { ok: false };
   const messages = Array.isArray(value) ? value : [value];

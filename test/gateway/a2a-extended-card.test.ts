@@ -221,6 +221,24 @@ describe('gateway: the A2A authenticated extended card', () => {
     assert.equal(upstream.seen.length, before);
   });
 
+  // Python's json.loads reads NaN and Infinity, Go's encoding/json reads invalid UTF-8 (as U+FFFD):
+  // a body JSON.parse refuses is still a call to such an upstream, so it cannot pass unread.
+  for (const [name, body] of [
+    ['NaN (Python json.loads)', Buffer.from('{"jsonrpc":"2.0","id":NaN,"method":"agent/getAuthenticatedExtendedCard"}')],
+    [
+      'invalid UTF-8 (Go encoding/json)',
+      Buffer.concat([Buffer.from('{"jsonrpc":"2.0","id":1,"method":"GetExtendedAgentCard","x":"'), Buffer.from([0xff]), Buffer.from('"}')]),
+    ],
+  ] as const) {
+    it(`extended card smuggling: a body JSON.parse refuses (${name}) is refused (400), not forwarded unread`, async () => {
+      const before = upstream.seen.length;
+      const res = await fetch(`${gw.url}/agent/`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body });
+      assert.equal(res.status, 400);
+      assert.ok(!(await res.text()).includes('10.0.0.7'));
+      assert.equal(upstream.seen.length, before);
+    });
+  }
+
   it('extended card smuggling: a batch carrying the call is refused (400)', async () => {
     const res = await rpc([
       { jsonrpc: '2.0', id: 1, method: 'message/send' },
