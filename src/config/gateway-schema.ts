@@ -311,6 +311,14 @@ export const routeSchema = z
             'an rpc rule needs an MCP route, whose JSON-RPC bodies the gateway reads; add `mcp: {}` to this route, or remove `rpc` and match by method and path',
         });
     }
+    // The gateway serves a route as MCP or as A2A, not both: an MCP route's requests never reach the
+    // A2A handling, so its extended card would be relayed raw.
+    if (ok('mcp') && ok('a2a') && r.mcp !== undefined && r.a2a !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['a2a'],
+        message: 'a route is an MCP route or an A2A route, not both; give each its own route (and path_prefix)',
+      });
     if (ok('mcp') && ok('match', 'path') && r.mcp !== undefined && r.match.path !== undefined && r.mcp.resource === undefined)
       ctx.addIssue({
         code: 'custom',

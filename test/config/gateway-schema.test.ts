@@ -117,6 +117,27 @@ describe('gateway configuration', () => {
     assert.deepEqual(rest, []);
   });
 
+  it('extended-card leak: refuses a route that is both MCP and A2A (served as MCP, its extended card would pass unrewritten)', () => {
+    assert.deepEqual(
+      issues({
+        routes: [
+          route({
+            mcp: {},
+            audience: MCP,
+            match: { path_prefix: '/mcp' },
+            a2a: { token_url: 'https://tessera.example.com/oauth/token', scopes: { 'api:read': 'Read' } },
+          }),
+        ],
+      }),
+      [
+        {
+          path: 'gateway.routes[0].a2a',
+          message: 'a route is an MCP route or an A2A route, not both; give each its own route (and path_prefix)',
+        },
+      ],
+    );
+  });
+
   it('accepts MCP tool rules on an MCP route', () => {
     assert.deepEqual(
       issues({
