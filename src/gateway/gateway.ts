@@ -823,6 +823,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     if (mcp?.sessionId !== undefined) decision.headers['mcp-session-id'] = mcp.sessionId;
     if (mcp?.lastEventId !== undefined) decision.headers['last-event-id'] = mcp.lastEventId;
     const headers = upstreamHeaders(s, req, route, decision, x);
+    // An MCP event stream's ids are signed as they pass (mcp/events.ts): it must come plain.
+    if (mcp !== undefined) headers['accept-encoding'] = 'identity';
     if (a2a?.card !== undefined) {
       // The extended card is rewritten, so it must come whole and plain: not compressed, not a
       // range of it, not a 304 to a copy the caller kept from before.

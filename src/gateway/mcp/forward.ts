@@ -83,7 +83,10 @@ export class SessionForwardHandler extends ForwardHandler {
       this.abort(new UpstreamSessionInvalid('the upstream sent an invalid Mcp-Session-Id'));
       return false;
     }
-    if (isEventStream(headerOnce(raw, 'content-type'))) {
+    // An upstream compressing anyway (it was asked for identity): its ids cannot be read, so they
+    // pass unsigned (a resume from one is then refused), and its bytes are never rewritten.
+    const encoding = headerOnce(raw, 'content-encoding');
+    if (isEventStream(headerOnce(raw, 'content-type')) && (encoding === undefined || encoding.trim().toLowerCase() === 'identity')) {
       // The stream's events belong to the session the response opens, or else the one the request named.
       const session = headerOnce(raw, 'mcp-session-id') ?? this.#sign.requestSession ?? null;
       const event = this.#sign.event;

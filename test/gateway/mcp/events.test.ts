@@ -4,7 +4,11 @@
  * against a real MCP server whose event store is shared by every session.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { InMemoryEventStore } from '@modelcontextprotocol/sdk/examples/shared/inMemoryEventStore.js';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { EventIdSigner, isEventStream } from '../../../src/gateway/mcp/events.ts';
@@ -170,5 +174,65 @@ describe('gateway: MCP event ids and Last-Event-ID', () => {
     assert.equal(r.status, 400);
     await r.body?.cancel();
     assert.equal(upstreamGets().length, before);
+  });
+});
+
+describe('gateway: MCP event streams from an upstream that compresses', () => {
+  let gw: TestGateway;
+  let seen: (string | undefined)[] = [];
+  let always = false;
+  const upstream = createServer((req, res) => {
+    req.resume();
+    seen.push(req.headers['accept-encoding']);
+    const sse = 'id: s1_1\ndata: {"jsonrpc":"2.0","id":1,"result":{}}\n\n';
+    const head = { 'content-type': 'text/event-stream', 'mcp-session-id': 'sess-1' };
+    // As Express's compression() does: gzip whenever the client accepts it (or always, here).
+    if (always || /gzip/.test(String(req.headers['accept-encoding']))) {
+      res.writeHead(200, { ...head, 'content-encoding': 'gzip' }).end(gzipSync(sse));
+    } else res.writeHead(200, head).end(sse);
+  });
+  before(async () => {
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const url = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'mcp:use': {} },
+      gateway: { routes: [mcpRoute(url, [{ scopes: ['mcp:use'] }])] },
+    });
+  });
+  after(async () => {
+    await gw?.close();
+    upstream.close();
+  });
+  const initialize = async () => {
+    const t = await token({ sub: 'carol', scope: 'mcp:use', client_id: 'carol-agent' });
+    const r = await fetch(`${gw.url}/mcp`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${t}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'accept-encoding': 'gzip',
+      },
+      body: '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}',
+    });
+    assert.equal(r.status, 200);
+    return idsOf(await r.text());
+  };
+
+  it('the upstream is asked for an uncompressed answer, so the ids it sends are signed', async () => {
+    seen = [];
+    always = false;
+    const ids = await initialize();
+    assert.deepEqual(seen, ['identity']);
+    assert.equal(ids.length, 1);
+    assert.match(ids[0] as string, /^s1_1\.[A-Za-z0-9_-]{22}$/);
+  });
+
+  it('an upstream compressing anyway: its bytes pass untouched (the ids unsigned, so not resumable), never rewritten inside the gzip', async () => {
+    always = true;
+    const ids = await initialize();
+    assert.deepEqual(ids, ['s1_1']);
   });
 });
