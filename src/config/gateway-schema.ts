@@ -349,6 +349,27 @@ export const routeSchema = z
   }, always)
   .meta({ description: 'One route: which requests, which upstream, who may call it and with what.' });
 
+/** `gateway.limits`: also the listener of `tessera serve` without a gateway section. */
+export const limitsSchema = z
+  .strictObject({
+    max_header_size: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1024 * 1024)
+      .default(16 * 1024)
+      .meta({ description: 'Largest request head (bytes); larger is 431.' }),
+    max_body_size: byteSize('Largest request body (413 after).').prefault('10mb'),
+    max_connections: z.number().int().min(1).default(10_000).meta({ description: 'Concurrent client connections.' }),
+    headers_timeout: duration('Time a client has to send the request head.', TIMER_MAX).prefault('20s'),
+    request_timeout: duration('Time a client has to send the whole request (0: none).', TIMER_MAX).prefault('5m'),
+    keep_alive_timeout: duration(
+      'Idle time before a client keep-alive connection is closed. A proxy in front (nginx, Caddy, a load balancer) must close its idle connections to the gateway sooner.',
+      TIMER_MAX,
+    ).prefault('5s'),
+  })
+  .prefault({});
+
 const loopbackPeers = ['127.0.0.0/8', '::1'];
 
 export const gatewaySchema = z
@@ -401,25 +422,7 @@ export const gatewaySchema = z
       description:
         'Cookies never forwarded upstream (session cookies of the gateway’s domain). The token service’s login cookies never are, listed or not.',
     }),
-    limits: z
-      .strictObject({
-        max_header_size: z
-          .number()
-          .int()
-          .min(1024)
-          .max(1024 * 1024)
-          .default(16 * 1024)
-          .meta({ description: 'Largest request head (bytes); larger is 431.' }),
-        max_body_size: byteSize('Largest request body (413 after).').prefault('10mb'),
-        max_connections: z.number().int().min(1).default(10_000).meta({ description: 'Concurrent client connections.' }),
-        headers_timeout: duration('Time a client has to send the request head.', TIMER_MAX).prefault('20s'),
-        request_timeout: duration('Time a client has to send the whole request (0: none).', TIMER_MAX).prefault('5m'),
-        keep_alive_timeout: duration(
-          'Idle time before a client keep-alive connection is closed. A proxy in front (nginx, Caddy, a load balancer) must close its idle connections to the gateway sooner.',
-          TIMER_MAX,
-        ).prefault('5s'),
-      })
-      .prefault({}),
+    limits: limitsSchema,
     timeouts: z
       .strictObject({
         connect: duration('Time to open a connection to an upstream (504 after).', TIMER_MAX).prefault('5s'),

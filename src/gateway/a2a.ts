@@ -402,7 +402,6 @@ function isJsonType(value: string | undefined): boolean {
 export class ExtendedCardForwardHandler extends ForwardHandler {
   readonly #form: ExtendedCardForm;
   readonly #config: A2aConfig;
-  readonly #ownCredential: boolean;
   #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
   readonly #chunks: Buffer[] = [];
   #total = 0;
@@ -418,11 +417,11 @@ export class ExtendedCardForwardHandler extends ForwardHandler {
     super(res, cb, extra, ownCredential);
     this.#form = form;
     this.#config = config;
-    this.#ownCredential = ownCredential;
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    if (status < 200 || status >= 300 || (status === 401 && this.#ownCredential)) return super.onHeaders(status, raw, resume);
+    // Only a 2xx carries a card; anything else (a 401 to the gateway's own credential included) goes as on any route.
+    if (status < 200 || status >= 300) return super.onHeaders(status, raw, resume);
     const length = headerValue(raw, 'content-length');
     const encoding = headerValue(raw, 'content-encoding');
     if (

@@ -9,6 +9,7 @@
 import { existsSync, readFileSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname, resolve } from 'node:path';
+import { limitsSchema } from '../config/gateway-schema.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError } from '../core/errors.ts';
@@ -82,13 +83,7 @@ export type ListenerLimits = Pick<
  * without end is cut as it is at the gateway, not after Node's defaults (60 s for the head, checked
  * every 30 s, and no connection limit).
  */
-export const DEFAULT_LISTENER_LIMITS: ListenerLimits = Object.freeze({
-  max_header_size: 16 * 1024,
-  max_connections: 10_000,
-  headers_timeout: 20,
-  request_timeout: 300,
-  keep_alive_timeout: 5,
-});
+export const DEFAULT_LISTENER_LIMITS: ListenerLimits = Object.freeze(limitsSchema.parse({}));
 
 function applyLimits(server: Server, limits: ListenerLimits | undefined): void {
   if (!limits) return;

@@ -542,7 +542,8 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
         });
       });
       assert.match(answer, /^HTTP\/1\.1 408 /);
-      assert.ok(ms >= 19_000 && ms < 23_000, `cut after ${Math.round(ms)} ms`);
+      // Well under the 60 s (checked every 30 s) of Node's defaults; loose above, for a loaded machine.
+      assert.ok(ms >= 19_000 && ms < 29_000, `cut after ${Math.round(ms)} ms`);
     } finally {
       await server.close();
       rmSync(alone, { recursive: true, force: true });

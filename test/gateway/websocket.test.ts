@@ -72,9 +72,12 @@ describe('gateway: WebSocket', () => {
       if (req.url === '/ws/slow') setTimeout(accept, 300);
       else accept();
     });
+    const base = baseConfig();
     gw = await startGateway(
       {
-        ...baseConfig(),
+        ...base,
+        // No clock skew: a stream on an expiring token is closed at its exp, not 30 s later.
+        issuers: base.issuers?.map((i) => ({ ...i, clock_skew: '0s' })),
         gateway: {
           routes: [
             {
@@ -286,12 +289,13 @@ describe('gateway: WebSocket', () => {
 
   it('closes the connection when the token expires', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const t = await token({ iat: now - 10, exp: now + 1 });
+    const t = await token({ iat: now - 10, exp: now + 2 });
     const c = connectWs(wsUrl('/ws/chat'), { authorization: `Bearer ${t}` });
     await c.opened;
     const closed = await c.closed;
     assert.equal(closed.code, 1008);
     assert.equal(closed.reason, 'token expired');
+    assert.ok(Date.now() >= (now + 2) * 1000, 'not before the token expired');
   });
 
   it('audits the upgrade once with status 101', async () => {
