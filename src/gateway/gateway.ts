@@ -951,6 +951,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       // A streamed response (SSE, chunked) may never end by itself: watch for the caller going away.
       // (Revocation, expiry and shutdown watch every exchange from its dispatch.)
       if (streaming) this.res.once('close', () => this.onClientClose());
+      // Shutdown closed the streams open when it began; one starting during the drain would hold
+      // it to drain_timeout. Closed once the head is out (not from inside the forwarder's callback).
+      if (streaming && closing) setImmediate(() => streams.closeAll('shutdown', true));
     }
 
     onEnd(bytesOut: number, error?: unknown): void {

@@ -265,3 +265,46 @@ describe('gateway: a WebSocket upgrade during shutdown', () => {
     }
   });
 });
+
+describe('gateway: a stream that starts while the gateway drains', () => {
+  it('an event stream whose response starts during the drain is ended at once, not held until drain_timeout', async () => {
+    const upstream = await startUpstream((req, res) => {
+      if (req.url === '/slow') {
+        setTimeout(() => res.end('done'), 400);
+        return;
+      }
+      // An SSE stream that never ends by itself, whose head comes after the drain began.
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: first\n\n');
+      }, 150);
+    });
+    const audit = new MemoryAuditSink();
+    const gateway = createGateway(
+      parse({ ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'static', rules: [{}] }] } }),
+      { logger: silent, auditSinks: [audit] },
+    );
+    const server = createServer(gateway.handleRequest);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const slow = fetch(`${url}/slow`, { headers: { authorization: `Bearer ${STATIC_TOKEN}` } });
+      await until(() => gateway.inflight === 1);
+      const started = Date.now();
+      const closing = gateway.close({ drainTimeoutMs: 10_000 });
+      const events = await fetch(`${url}/events`, { headers: { authorization: `Bearer ${STATIC_TOKEN}` } });
+      assert.equal(events.status, 200);
+      await events.text(); // ends: the gateway closed the stream
+      assert.equal((await slow).status, 200);
+      await closing;
+      assert.ok(Date.now() - started < 5000, `drained in ${Date.now() - started} ms, not at drain_timeout`);
+      const closed = audit.events.find((e) => e.kind === 'gateway.stream_closed' || (e.kind === 'gateway.request' && e.path === '/events'));
+      assert.ok(closed, 'the stream is audited');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await upstream.close();
+    }
+  });
+});
