@@ -556,3 +556,25 @@ describe('secrecy', () => {
     }
   });
 });
+
+describe('authorization codes outstanding at a revocation', () => {
+  it('a code approved before `revoke --subject` and redeemed after it: invalid_grant, no new grant for the revoked person', async () => {
+    const subject = 'revoked-before-redeem@example.com';
+    const { code, verifier } = await codeFor({ subject });
+    const revoked = await issuer.service.revokeGrants({ subject }, 'offboarded');
+    assert.deepEqual(revoked, [], 'the person held no grant yet: only the code');
+    await expectError(await redeem({ code, code_verifier: verifier }), 400, 'invalid_grant');
+    const grants = (await issuer.store.queryAudit({ subject, limit: 100 })).filter((e) => e.kind === 'token.issued');
+    assert.deepEqual(grants, [], 'nothing issued to the revoked person');
+  });
+
+  it('a code approved before `revoke --client` and redeemed after it: invalid_grant; a code approved after it redeems', async () => {
+    const subject = 'client-revoked-before-redeem@example.com';
+    const before = await codeFor({ subject, client: 'other-app' });
+    await issuer.service.revokeGrants({ clientId: 'other-app' }, 'compromised');
+    const redeemOther = (form: Record<string, string>) => redeem({ client_id: 'other-app', ...form });
+    await expectError(await redeemOther({ code: before.code, code_verifier: before.verifier }), 400, 'invalid_grant');
+    const after = await codeFor({ subject, client: 'other-app' });
+    assert.equal((await redeemOther({ code: after.code, code_verifier: after.verifier })).status, 200, 'a new approval is new authority');
+  });
+});

@@ -682,6 +682,53 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal((await store.getAuthorizationCode(c.hash))?.consumedAt, null);
       });
 
+      it('revoking a subject (per issuer when given) or a client deletes its codes not yet redeemed: redeemed after, each is invalid and begins no tree', async () => {
+        const now = clock.now();
+        const subject = uid('person');
+        const mine = code({ subject }, now);
+        const elsewhere = code({ subject, issuer: 'https://elsewhere.test' }, now);
+        const redeemed = code({ subject }, now);
+        for (const c of [mine, elsewhere, redeemed]) await store.createAuthorizationCode(c);
+        const g0 = grantFor(now, { subject });
+        assert.equal((await redeem(redeemed.hash, now, g0)).status, 'redeemed');
+        await store.revokeGrants({ subject, issuer: mine.issuer }, { at: now, reason: 'offboarded', entryExpiresAt: now + 600 });
+        const g1 = grantFor(now, { subject });
+        assert.equal((await redeem(mine.hash, now + 1, g1)).status, 'invalid');
+        assert.equal(await store.getGrant(g1.id), undefined);
+        assert.ok(await store.getAuthorizationCode(elsewhere.hash), 'another issuer’s person of the same name keeps theirs');
+        assert.equal((await store.getAuthorizationCode(redeemed.hash))?.grantId, g0.id, 'a redeemed code stays for its replay detection');
+        await store.revokeGrants({ subject }, { at: now, reason: 'offboarded', entryExpiresAt: now + 600 });
+        assert.equal(await store.getAuthorizationCode(elsewhere.hash), undefined);
+
+        const client = clientRecord({}, now);
+        await store.createClient(client);
+        const theirs = code({ clientId: client.id }, now);
+        const others = code({}, now);
+        for (const c of [theirs, others]) await store.createAuthorizationCode(c);
+        await store.revokeGrants({ clientId: client.id }, { at: now, reason: 'compromised', entryExpiresAt: now + 600 });
+        const g2 = grantFor(now, { clientId: client.id });
+        assert.equal((await redeem(theirs.hash, now + 1, g2, client.id)).status, 'invalid');
+        assert.equal(await store.getGrant(g2.id), undefined);
+        assert.ok(await store.getAuthorizationCode(others.hash), 'another client’s code stays');
+      });
+
+      it('a redemption racing a subject revocation: its grant is revoked with the others, or the code is refused', async () => {
+        const now = clock.now();
+        for (let round = 0; round < 5; round++) {
+          const subject = uid('person');
+          const c = code({ subject }, now);
+          await store.createAuthorizationCode(c);
+          const g = grantFor(now, { subject });
+          const [r] = await Promise.all([
+            redeem(c.hash, now, g),
+            store.revokeGrants({ subject }, { at: now, reason: 'offboarded', entryExpiresAt: now + 600 }),
+          ]);
+          const grant = await store.getGrant(g.id);
+          if (r.status === 'redeemed') assert.notEqual(grant?.revokedAt ?? null, null, 'redeemed first: revoked with the subject');
+          else assert.equal(grant, undefined, 'refused: no grant');
+        }
+      });
+
       it('lets exactly one of many concurrent redemptions of one code win', async () => {
         const now = clock.now();
         const c = code({}, now);

@@ -689,6 +689,19 @@ export class PostgresStore implements Store {
       args = [selector.clientId];
     }
     return this.#tx(async (c) => {
+      // Codes approved and not yet redeemed are approvals from before this revocation: redeemed
+      // after it, one would begin a new tree for the revoked subject or client. A redeemed code
+      // stays, for its replay detection. Deleted before the subject or client lock, the order a
+      // redemption takes them in (the code's row, then the client and the subject): a redemption
+      // under way commits first, and its grant is then among those revoked below.
+      if ('subject' in selector) {
+        await c.query(
+          `DELETE FROM authorization_codes WHERE subject = $1${selector.issuer === undefined ? '' : ' AND issuer = $2'} AND consumed_at IS NULL`,
+          selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer],
+        );
+      } else if ('clientId' in selector) {
+        await c.query('DELETE FROM authorization_codes WHERE client_id = $1 AND consumed_at IS NULL', [selector.clientId]);
+      }
       // No new grant of this subject or client can begin until this commits (see the module's notes).
       if ('subject' in selector) {
         await this.#lockSubject(c, selector.subject);

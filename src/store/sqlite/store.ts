@@ -510,10 +510,24 @@ export class SqliteStore implements Store {
       args = [selector.clientId];
     }
     return this.#tx(() => {
+      // Codes approved and not yet redeemed are approvals from before this revocation: redeemed
+      // after it, one would begin a new tree for the revoked subject or client. A redeemed code
+      // stays, for its replay detection.
       if ('subject' in selector) {
-        if (selector.issuer === undefined) this.#stmt('DELETE FROM remembered_consents WHERE subject = ?').run(selector.subject);
-        else this.#stmt('DELETE FROM remembered_consents WHERE subject = ? AND issuer = ?').run(selector.subject, selector.issuer);
-      } else if ('clientId' in selector) this.#stmt('DELETE FROM remembered_consents WHERE client_id = ?').run(selector.clientId);
+        if (selector.issuer === undefined) {
+          this.#stmt('DELETE FROM remembered_consents WHERE subject = ?').run(selector.subject);
+          this.#stmt('DELETE FROM authorization_codes WHERE subject = ? AND consumed_at IS NULL').run(selector.subject);
+        } else {
+          this.#stmt('DELETE FROM remembered_consents WHERE subject = ? AND issuer = ?').run(selector.subject, selector.issuer);
+          this.#stmt('DELETE FROM authorization_codes WHERE subject = ? AND issuer = ? AND consumed_at IS NULL').run(
+            selector.subject,
+            selector.issuer,
+          );
+        }
+      } else if ('clientId' in selector) {
+        this.#stmt('DELETE FROM remembered_consents WHERE client_id = ?').run(selector.clientId);
+        this.#stmt('DELETE FROM authorization_codes WHERE client_id = ? AND consumed_at IS NULL').run(selector.clientId);
+      }
       return this.#revokeTree(seed, args, options.at, options.reason, options.entryExpiresAt);
     });
   }
