@@ -8,6 +8,10 @@
  * import { expressAuth } from 'tessera/adapters/express';
  *
  * const app = express();
+ * // Rules compare path case; Express folds it unless told before its first route or middleware
+ * // (and each express.Router({ caseSensitive: true })). Without this, or `case_insensitive_paths:
+ * // true` in the options, every request is refused with a ConfigError passed to next.
+ * app.enable('case sensitive routing');
  * // publicUrl: the URL clients call, which their DPoP proofs name (see NodeAdapterOptions).
  * app.use(expressAuth(createVerifier(options), { publicUrl: 'https://api.example.com' }));
  * app.get('/items', (req, res) => res.json({ subject: req.principal?.subject }));
