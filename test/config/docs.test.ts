@@ -3,7 +3,7 @@
  * committed file is stale (fastify's test:validator:integrity).
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { renderConfigurationDocs } from '../../scripts/config-docs.ts';
 import { verifierFields } from '../../src/config/verifier-schema.ts';
@@ -41,5 +41,35 @@ describe('docs/configuration.md', () => {
     // A default of a transformed (lower-cased) value was left out: the identity header names were blank.
     assert.ok(rendered.includes('| `gateway.identity_headers.subject` | string | `"x-tessera-subject"` |'));
     assert.ok(rendered.includes('| `gateway.forward_auth.shared_secret.header` | string | `"x-tessera-forward-auth"` |'));
+  });
+  it('every configuration key README.md, docs/ and the example READMEs name under a top-level section exists', () => {
+    // A renamed or removed key left in prose is followed literally by whoever configures from it.
+    const keys = new Set<string>();
+    for (const m of rendered.matchAll(/^\| `([^`]+)` \|/gm)) {
+      const segs = (m[1] as string).replace(/\[\]/g, '').split('.');
+      for (let j = 1; j <= segs.length; j++) keys.add(segs.slice(0, j).join('.'));
+    }
+    const sections = new Set([...keys].filter((k) => !k.includes('.')));
+    // Audit event kinds (`gateway.request`) share the shape; read from the AuditKind union.
+    const eventSource = readFileSync(new URL('../../src/audit/event.ts', import.meta.url), 'utf8');
+    const kinds = new Set([...eventSource.matchAll(/^ {2}\| '([a-z_]+\.[a-z_]+)'/gm)].map((m) => m[1]));
+    const root = new URL('../../', import.meta.url);
+    const files = [
+      'README.md',
+      ...readdirSync(new URL('docs/', root))
+        .filter((f) => f.endsWith('.md') && f !== 'configuration.md')
+        .map((f) => `docs/${f}`),
+      ...readdirSync(new URL('examples/', root)).map((d) => `examples/${d}/README.md`),
+    ];
+    const unknown: string[] = [];
+    for (const file of files) {
+      const text = readFileSync(new URL(file, root), 'utf8');
+      for (const m of text.matchAll(/`([a-z_]+(?:\[\])?(?:\.[a-z0-9_]+(?:\[\])?)+)(?:: [^`]*)?`/g)) {
+        const name = (m[1] as string).replace(/\[\]/g, '');
+        if (sections.has(name.split('.')[0] as string) && !keys.has(name) && !kinds.has(name)) unknown.push(`${file}: ${m[1]}`);
+      }
+    }
+    assert.ok(kinds.has('gateway.stream_closed'));
+    assert.deepEqual(unknown, []);
   });
 });
