@@ -5,10 +5,9 @@
  * upstream address, scheme or signature), and refused whole (502) when it cannot be read whole.
  */
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream, upgradeStatus } from './helpers.ts';
 
 /** What the upstream tells an authenticated client: its own addresses, schemes and signatures. */
 const EXTENDED_03 = {
@@ -286,32 +285,8 @@ describe('gateway: the A2A authenticated extended card', () => {
   });
 
   it('tunnel bypass: a WebSocket upgrade on an A2A route is refused (the extended card inside it could not be rewritten)', async () => {
-    const port = Number(new URL(gw.url).port);
     const seen = upstream.seen.length;
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = request({
-        host: '127.0.0.1',
-        port,
-        path: '/agent/ws',
-        headers: {
-          ...auth,
-          connection: 'Upgrade',
-          upgrade: 'websocket',
-          'sec-websocket-version': '13',
-          'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
-        },
-      });
-      req.on('response', (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      req.on('upgrade', (_res, socket) => {
-        socket.destroy();
-        resolve(101);
-      });
-      req.on('error', reject);
-      req.end();
-    });
+    const status = await upgradeStatus(gw.url, '/agent/ws', auth);
     assert.equal(status, 400);
     assert.equal(upstream.seen.length, seen, 'the upstream never saw it');
   });

@@ -4,7 +4,7 @@
  */
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { parse as parseYaml } from 'yaml';
@@ -160,4 +160,37 @@ export async function startGateway(
 export async function requestEvents(gw: TestGateway) {
   await gw.served.gateway.audit.flush();
   return gw.audit.events.filter((e) => e.kind === 'gateway.request');
+}
+
+/** The RFC 6455 §1.3 sample Sec-WebSocket-Key, for upgrade requests whose answer is never checked. */
+const WS_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+
+/** A raw WebSocket upgrade request for `path` (Host: a) carrying `Authorization: Bearer <bearer>`, for {@link rawHttp}. */
+export function wsUpgradeRequest(path: string, bearer: string): string {
+  return (
+    `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n` +
+    `Sec-WebSocket-Key: ${WS_KEY}\r\nAuthorization: Bearer ${bearer}\r\n\r\n`
+  );
+}
+
+/** The status a WebSocket upgrade of `path` on `url` with `headers` gets: 101 when it is upgraded (the socket is then closed). */
+export function upgradeStatus(url: string, path: string, headers: Record<string, string>): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const req = request({
+      host: '127.0.0.1',
+      port: Number(new URL(url).port),
+      path,
+      headers: { ...headers, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': WS_KEY },
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('upgrade', (_res, socket) => {
+      socket.destroy();
+      resolve(101);
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

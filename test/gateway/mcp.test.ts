@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:http';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -16,7 +15,7 @@ import pino from 'pino';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import { runChecks } from '../../src/cli/commands/check.ts';
 import { type McpUpstream, startMcpUpstream } from '../helpers/mcp-upstream.ts';
-import { baseConfig, ISSUER, mcpRoute, requestEvents, startGateway, type TestGateway, token } from './helpers.ts';
+import { baseConfig, ISSUER, mcpRoute, requestEvents, startGateway, type TestGateway, token, upgradeStatus } from './helpers.ts';
 
 const RULES = [
   { id: 'files-read', tool: 'files.read*', scopes: ['files:read'] },
@@ -405,32 +404,7 @@ describe('gateway: MCP routes', () => {
 
   it('tunnel bypass: a WebSocket upgrade on an MCP route is refused (its tool calls could not be read)', async () => {
     const t = await mint('tunnel', 'mcp:use admin');
-    const port = Number(new URL(gw.url).port);
-    const status = await new Promise<number>((resolve, reject) => {
-      const req = request({
-        host: '127.0.0.1',
-        port,
-        path: '/mcp',
-        headers: {
-          connection: 'Upgrade',
-          upgrade: 'websocket',
-          'sec-websocket-version': '13',
-          'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
-          authorization: `Bearer ${t}`,
-          'x-probe': 'tunnel',
-        },
-      });
-      req.on('response', (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      req.on('upgrade', (_res, socket) => {
-        socket.destroy();
-        resolve(101);
-      });
-      req.on('error', reject);
-      req.end();
-    });
+    const status = await upgradeStatus(gw.url, '/mcp', { authorization: `Bearer ${t}`, 'x-probe': 'tunnel' });
     assert.equal(status, 400);
     assert.equal(upstream.requests.filter((r) => r.headers['x-probe'] === 'tunnel').length, 0);
   });

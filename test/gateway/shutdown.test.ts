@@ -13,7 +13,7 @@ import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { serveGateway } from '../../src/gateway/serve.ts';
 import { rawHttp, until } from '../helpers/net.ts';
-import { baseConfig, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token } from './helpers.ts';
+import { baseConfig, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token, wsUpgradeRequest } from './helpers.ts';
 
 /** The whole body of a GET (a stream's, once the gateway ends it). */
 function bodyOf(url: string, headers: Record<string, string>): Promise<string> {
@@ -243,11 +243,7 @@ describe('gateway: a WebSocket upgrade during shutdown', () => {
       const slow = fetch(`${url}/slow`, { headers: { authorization: `Bearer ${STATIC_TOKEN}` } });
       await until(() => upstream.seen.length === 1 || gateway.inflight === 1);
       const closing = gateway.close({ drainTimeoutMs: 3000 });
-      const answer = await rawHttp(
-        url,
-        'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
-          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${STATIC_TOKEN}\r\n\r\n`,
-      );
+      const answer = await rawHttp(url, wsUpgradeRequest('/ws', STATIC_TOKEN));
       assert.match(answer, /^HTTP\/1\.1 503 /, answer);
       assert.match(answer, /\r\nretry-after: \d+\r\n/i, answer);
       assert.match(answer, /temporarily_unavailable/);

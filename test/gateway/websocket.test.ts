@@ -21,6 +21,7 @@ import {
   token,
   UPSTREAM_TOKEN,
   type Upstream,
+  wsUpgradeRequest,
 } from './helpers.ts';
 
 function connectWs(url: string, headers: Record<string, string> = {}, protocols?: string[]) {
@@ -103,6 +104,17 @@ describe('gateway: WebSocket', () => {
   });
 
   const wsUrl = (path: string) => `${gw.url.replace('http', 'ws')}${path}`;
+  /** A raw connection to the gateway that has asked to upgrade `path` with `t`. */
+  const rawUpgrade = (path: string, t: string) => {
+    const u = new URL(gw.url);
+    const socket = connect(Number(u.port), u.hostname, () => socket.write(wsUpgradeRequest(path, t)));
+    return socket;
+  };
+  /** Wait up to `ms` for the upstream to report a close after the `before` it had reported. */
+  const upstreamClosed = async (before: number, ms: number) => {
+    const start = Date.now();
+    while (upstreamCloses.length === before && Date.now() - start < ms) await new Promise((r) => setTimeout(r, 20));
+  };
 
   it('authenticates at the upgrade and injects the upstream credential', async () => {
     const t = await token();
@@ -187,13 +199,7 @@ describe('gateway: WebSocket', () => {
   it('slowloris upstream: a refusal whose body stalls is cut after timeouts.idle, both connections closed (they stayed open forever)', async () => {
     const t = await token();
     const closesBefore = upstreamCloses.length;
-    const u = new URL(gw.url);
-    const socket = connect(Number(u.port), u.hostname, () =>
-      socket.write(
-        'GET /ws/refuse-hang HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
-          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${t}\r\n\r\n`,
-      ),
-    );
+    const socket = rawUpgrade('/ws/refuse-hang', t);
     let got = '';
     socket.on('data', (d: Buffer) => {
       got += d.toString();
@@ -205,25 +211,17 @@ describe('gateway: WebSocket', () => {
     socket.destroy();
     assert.match(got, /^HTTP\/1\.1 403 /);
     assert.ok(closed, 'the caller connection is closed');
-    const start = Date.now();
-    while (upstreamCloses.length === closesBefore && Date.now() - start < 2000) await new Promise((r) => setTimeout(r, 20));
+    await upstreamClosed(closesBefore, 2000);
     assert.equal(upstreamCloses.at(-1), -1, 'the upstream connection is closed');
   });
 
   it('caller gone during a refusal whose body stalls: the upstream connection is closed too', async () => {
     const t = await token();
     const closesBefore = upstreamCloses.length;
-    const u = new URL(gw.url);
-    const socket = connect(Number(u.port), u.hostname, () =>
-      socket.write(
-        'GET /ws/refuse-hang HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
-          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${t}\r\n\r\n`,
-      ),
-    );
+    const socket = rawUpgrade('/ws/refuse-hang', t);
     await once(socket, 'data');
     socket.destroy();
-    const start = Date.now();
-    while (upstreamCloses.length === closesBefore && Date.now() - start < 500) await new Promise((r) => setTimeout(r, 20));
+    await upstreamClosed(closesBefore, 500);
     assert.equal(upstreamCloses.at(-1), -1, 'the upstream connection is closed with the caller’s, not at the idle timeout');
   });
 
@@ -238,8 +236,7 @@ describe('gateway: WebSocket', () => {
     const closed = await c.closed;
     assert.equal(closed.code, 1008);
     assert.equal(closed.reason, 'token revoked');
-    const start = Date.now();
-    while (upstreamCloses.length === closesBefore && Date.now() - start < 3000) await new Promise((r) => setTimeout(r, 20));
+    await upstreamClosed(closesBefore, 3000);
     assert.equal(upstreamCloses.at(-1), 1008, 'the upstream is told too');
     await gw.served.gateway.audit.flush();
     const e = gw.audit.events.filter((x) => x.kind === 'gateway.stream_closed').at(-1);
@@ -264,17 +261,11 @@ describe('gateway: WebSocket', () => {
   it('caller gone during the upgrade: the upstream connection accepted after it left is closed, not left open', async () => {
     const t = await token();
     const closesBefore = upstreamCloses.length;
-    const u = new URL(gw.url);
-    const socket = connect(Number(u.port), u.hostname, () =>
-      socket.write(
-        'GET /ws/slow HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
-          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${t}\r\n\r\n`,
-      ),
-    );
+    const socket = rawUpgrade('/ws/slow', t);
     await new Promise((r) => setTimeout(r, 100));
     socket.destroy();
     const start = Date.now();
-    while (upstreamCloses.length === closesBefore && Date.now() - start < 3000) await new Promise((r) => setTimeout(r, 20));
+    await upstreamClosed(closesBefore, 3000);
     assert.equal(upstreamCloses.length, closesBefore + 1, 'the upstream connection is closed');
     // The upstream records its close before the gateway's side of that socket has seen it: the
     // stream is unwatched when the gateway's 'close' arrives, a moment later.
