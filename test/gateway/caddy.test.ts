@@ -5,18 +5,17 @@
  * their challenges. Skipped with a message only when Caddy is not installed.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, type Listening, rawHttp, spawnListening } from '../helpers/net.ts';
+import { freePort, type Listening, rawHttp, sendThenBlock, spawnListening } from '../helpers/net.ts';
 import {
+  blockAfterAnswer,
   exampleConfig,
   requestEvents,
   startGateway,
+  startIdleRace,
   startUpstream,
   type TestGateway,
   token,
@@ -29,6 +28,27 @@ const FA_SECRET = 'caddy-forward-auth-secret-0123456789';
 const EXAMPLE = new URL('../../examples/caddy/', import.meta.url);
 
 const skip = existsSync(CADDY) ? false : `${CADDY} is not installed (apt-get install caddy)`;
+
+/** The example's Caddyfile, `edit`ed, then in front of `gw` and `app`, listening on `port`. */
+function caddyfile(gw: TestGateway, app: Upstream, port: number, edit: (conf: string) => string = (conf) => conf): string {
+  return edit(readFileSync(new URL('Caddyfile', EXAMPLE), 'utf8'))
+    .replace('http://127.0.0.1:8000', `http://127.0.0.1:${port}`)
+    .replace('forward_auth 127.0.0.1:8080', `forward_auth ${new URL(gw.url).host}`)
+    .replace('reverse_proxy 127.0.0.1:9000', `reverse_proxy ${new URL(app.url).host}`);
+}
+
+/** Caddy running `conf` from `dir`, once it listens on `port`. */
+function startCaddy(dir: string, conf: string, port: number): Promise<Listening> {
+  writeFileSync(join(dir, 'Caddyfile'), conf);
+  // Caddy keeps state under $HOME / $XDG_*: keep it in the test's directory.
+  return spawnListening(CADDY, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], port, {
+    PATH: process.env.PATH ?? '',
+    HOME: dir,
+    XDG_DATA_HOME: dir,
+    XDG_CONFIG_HOME: dir,
+    FORWARD_AUTH_SECRET: FA_SECRET,
+  });
+}
 
 describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
   let app: Upstream;
@@ -46,19 +66,7 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
 
     dir = mkdtempSync(join(tmpdir(), 'tessera-caddy-'));
     const port = await freePort();
-    const conf = readFileSync(new URL('Caddyfile', EXAMPLE), 'utf8')
-      .replace('http://127.0.0.1:8000', `http://127.0.0.1:${port}`)
-      .replace('forward_auth 127.0.0.1:8080', `forward_auth ${new URL(gw.url).host}`)
-      .replace('reverse_proxy 127.0.0.1:9000', `reverse_proxy ${new URL(app.url).host}`);
-    writeFileSync(join(dir, 'Caddyfile'), conf);
-    // Caddy keeps state under $HOME / $XDG_*: keep it in the test's directory.
-    caddy = await spawnListening(CADDY, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], port, {
-      PATH: process.env.PATH ?? '',
-      HOME: dir,
-      XDG_DATA_HOME: dir,
-      XDG_CONFIG_HOME: dir,
-      FORWARD_AUTH_SECRET: FA_SECRET,
-    });
+    caddy = await startCaddy(dir, caddyfile(gw, app, port), port);
     base = `http://127.0.0.1:${port}`;
   });
   after(async () => {
@@ -213,13 +221,6 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
   });
 });
 
-/** Block this process's event loop (Tessera and the app run in it) until `end` (performance.now()). */
-function blockUntil(end: number): void {
-  while (performance.now() < end) {
-    // Busy: nothing this process serves reads its sockets meanwhile.
-  }
-}
-
 /**
  * Caddy's transport (Go's) reuses an idle connection unless it has seen it closed, for 2 minutes
  * by default. A server that closes an idle connection the moment Caddy writes on it resets that
@@ -238,30 +239,15 @@ describe('Caddy example: idle upstream connections are closed by Caddy first', {
   let dir: string;
   let base: string;
   let port: number;
-  const closesAfter = () => 1000 + (app.server.keepAliveTimeoutBuffer ?? 0);
+  let closesAfter: () => number;
   before(async () => {
-    app = await startUpstream();
-    app.server.keepAliveTimeout = 1000;
-    const example = exampleConfig(EXAMPLE, app.url, (c) => {
-      (c.gateway as Record<string, unknown>).limits = { keep_alive_timeout: '1s' };
-    });
-    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
-    assert.equal(gw.served.server.keepAliveTimeoutBuffer, app.server.keepAliveTimeoutBuffer);
+    ({ app, gw, closesAfter } = await startIdleRace(EXAMPLE, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET }));
     dir = mkdtempSync(join(tmpdir(), 'tessera-caddy-idle-'));
     port = await freePort();
-    const conf = readFileSync(new URL('Caddyfile', EXAMPLE), 'utf8')
-      .replace(/keepalive ([0-9]+)s\b/g, (_, s: string) => `keepalive ${Math.round((Number(s) * 1000) / SCALE)}ms`)
-      .replace('http://127.0.0.1:8000', `http://127.0.0.1:${port}`)
-      .replace('forward_auth 127.0.0.1:8080', `forward_auth ${new URL(gw.url).host}`)
-      .replace('reverse_proxy 127.0.0.1:9000', `reverse_proxy ${new URL(app.url).host}`);
-    writeFileSync(join(dir, 'Caddyfile'), conf);
-    caddy = await spawnListening(CADDY, ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], port, {
-      PATH: process.env.PATH ?? '',
-      HOME: dir,
-      XDG_DATA_HOME: dir,
-      XDG_CONFIG_HOME: dir,
-      FORWARD_AUTH_SECRET: FA_SECRET,
-    });
+    const conf = caddyfile(gw, app, port, (c) =>
+      c.replace(/keepalive ([0-9]+)s\b/g, (_, s: string) => `keepalive ${Math.round((Number(s) * 1000) / SCALE)}ms`),
+    );
+    caddy = await startCaddy(dir, conf, port);
     base = `http://127.0.0.1:${port}`;
   });
   after(async () => {
@@ -287,20 +273,11 @@ describe('Caddy example: idle upstream connections are closed by Caddy first', {
     await first.arrayBuffer();
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, closesAfter() - 150));
-    const sock = connect(port, '127.0.0.1');
-    await once(sock, 'connect');
-    let head = '';
-    sock.on('data', (d: Buffer) => {
-      head += d.toString('latin1');
-    });
-    const ended = once(sock, 'close');
-    // Written and blocked from the check phase: the next loop turn runs the expired timers (the
-    // idle timeout) before it reads the check Caddy wrote meanwhile.
-    setImmediate(() => {
-      sock.write(`POST /items/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
-      blockUntil(t0 + closesAfter() + 250);
-    });
-    await ended;
+    const head = await sendThenBlock(
+      port,
+      `POST /items/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+      t0 + closesAfter() + 250,
+    );
     assert.match(head, /^HTTP\/1\.1 200 /, `${head}\n${caddy?.output()}`);
     assert.doesNotMatch(caddy?.output() ?? '', /connection reset|EOF/);
   });
@@ -313,18 +290,14 @@ describe('Caddy example: idle upstream connections are closed by Caddy first', {
     const t0 = performance.now();
     // Block once Tessera has allowed the request: Caddy then writes the POST to the app, whose
     // idle timeout runs out meanwhile.
-    const onCheck = (req: IncomingMessage, res: ServerResponse) => {
-      if (req.headers['x-forwarded-uri'] !== '/items/app-race') return;
-      res.once('finish', () => setImmediate(() => blockUntil(t0 + closesAfter() + 250)));
-    };
-    gw.served.server.prependListener('request', onCheck);
+    const stop = blockAfterAnswer(gw, (req) => req.headers['x-forwarded-uri'] === '/items/app-race', t0 + closesAfter() + 250);
     try {
       await new Promise((r) => setTimeout(r, closesAfter() - 150));
       const res = await fetch(`${base}/items/app-race`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
       assert.equal(res.status, 200, caddy?.output());
       assert.equal(app.seen.at(-1)?.url, '/items/app-race');
     } finally {
-      gw.served.server.off('request', onCheck);
+      stop();
     }
     assert.doesNotMatch(caddy?.output() ?? '', /connection reset|EOF/);
   });

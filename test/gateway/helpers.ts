@@ -2,6 +2,7 @@
  * Gateway test fixtures: real upstream servers on loopback (port 0) that record what they
  * receive, a gateway on its own server with an in-memory audit sink, and tokens signed by jose.
  */
+import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
@@ -13,6 +14,7 @@ import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema, type TesseraConfig, type TesseraConfigInput } from '../../src/config/schema.ts';
 import type { GatewayDeps } from '../../src/gateway/gateway.ts';
 import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
+import { blockUntil } from '../helpers/net.ts';
 import { AUDIENCE, claims, ISSUER, makeKey, sign, type TestKey } from '../helpers/tokens.ts';
 
 export { AUDIENCE, ISSUER };
@@ -193,4 +195,34 @@ export function upgradeStatus(url: string, path: string, headers: Record<string,
     req.on('error', reject);
     req.end();
   });
+}
+
+/** An app and a gateway (from `example`, with `env`) that both close idle connections after 1 s, for proxies' idle-race tests. */
+export interface IdleRace {
+  readonly app: Upstream;
+  readonly gw: TestGateway;
+  /** When, in ms after its last request, each closes an idle connection (Node adds keepAliveTimeoutBuffer). */
+  closesAfter(): number;
+}
+
+/** Start an {@link IdleRace}: the app's keepAliveTimeout and the gateway's limits.keep_alive_timeout at 1 s. */
+export async function startIdleRace(example: URL, env: Record<string, string>): Promise<IdleRace> {
+  const app = await startUpstream();
+  app.server.keepAliveTimeout = 1000;
+  const config = exampleConfig(example, app.url, (c) => {
+    (c.gateway as Record<string, unknown>).limits = { keep_alive_timeout: '1s' };
+  });
+  const gw = await startGateway(config, {}, env);
+  assert.equal(gw.served.server.keepAliveTimeoutBuffer, app.server.keepAliveTimeoutBuffer);
+  return { app, gw, closesAfter: () => 1000 + (app.server.keepAliveTimeoutBuffer ?? 0) };
+}
+
+/** Until the returned function is called: once `gw` has answered a request `match` accepts, block this process's loop until `end`. */
+export function blockAfterAnswer(gw: TestGateway, match: (req: IncomingMessage) => boolean, end: number): () => void {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    if (!match(req)) return;
+    res.once('finish', () => setImmediate(() => blockUntil(end)));
+  };
+  gw.served.server.prependListener('request', onRequest);
+  return () => gw.served.server.off('request', onRequest);
 }

@@ -4,18 +4,17 @@
  * their challenges. Skipped with a message only when nginx is not installed.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, type Listening, rawHttp, spawnListening } from '../helpers/net.ts';
+import { freePort, type Listening, rawHttp, sendThenBlock, spawnListening } from '../helpers/net.ts';
 import {
+  blockAfterAnswer,
   exampleConfig,
   requestEvents,
   startGateway,
+  startIdleRace,
   startUpstream,
   type TestGateway,
   token,
@@ -29,6 +28,22 @@ const EXAMPLE = new URL('../../examples/nginx/', import.meta.url);
 
 const skip = existsSync(NGINX) ? false : `${NGINX} is not installed (apt-get install nginx)`;
 
+/** The example's nginx.conf, `edit`ed, then with one worker, in front of `gw` and `app`, listening on `port`. */
+function nginxConf(gw: TestGateway, app: Upstream, port: number, edit: (conf: string) => string = (conf) => conf): string {
+  return edit(readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8'))
+    .replace('worker_processes auto;', 'worker_processes 1;')
+    .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
+    .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
+    .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
+    .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
+}
+
+/** nginx running `conf` from `dir` (in the foreground, logging to stderr), once it listens on `port`. */
+function startNginx(dir: string, conf: string, port: number): Promise<Listening> {
+  writeFileSync(join(dir, 'nginx.conf'), conf);
+  return spawnListening(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], port);
+}
+
 describe('nginx auth_request example against a real nginx', { skip }, () => {
   let app: Upstream;
   let gw: TestGateway;
@@ -41,14 +56,7 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
 
     dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-'));
     const port = await freePort();
-    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
-      .replace('worker_processes auto;', 'worker_processes 1;')
-      .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
-      .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
-      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
-      .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
-    writeFileSync(join(dir, 'nginx.conf'), conf);
-    nginx = await spawnListening(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], port);
+    nginx = await startNginx(dir, nginxConf(gw, app, port), port);
     base = `http://127.0.0.1:${port}`;
   });
   after(async () => {
@@ -197,18 +205,15 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
     const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
     const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-cache-'));
     const port = await freePort();
-    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
-      .replace(/^(\s*)#cache /gm, '$1')
-      // As root, nginx workers run as nobody and could not write the cache in a private temp dir.
-      .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`)
-      .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
-      .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
-      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
-      .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
-    writeFileSync(join(dir, 'nginx.conf'), conf);
+    const conf = nginxConf(gw, app, port, (c) =>
+      c
+        .replace(/^(\s*)#cache /gm, '$1')
+        // As root, nginx workers run as nobody and could not write the cache in a private temp dir.
+        .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`),
+    );
     let nginx: Listening | undefined;
     try {
-      nginx = await spawnListening(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], port);
+      nginx = await startNginx(dir, conf, port);
       const base = `http://127.0.0.1:${port}`;
       const checks = async () => {
         await gw.served.gateway.audit.flush();
@@ -234,13 +239,6 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
   });
 });
 
-/** Block this process's event loop (Tessera and the app run in it) until `end` (performance.now()). */
-function blockUntil(end: number): void {
-  while (performance.now() < end) {
-    // Busy: nothing this process serves reads its sockets meanwhile.
-  }
-}
-
 /**
  * nginx reuses an idle upstream connection unless it has seen it closed. A server that closes an
  * idle connection the moment nginx writes a request on it resets that request; nginx retries a GET
@@ -260,26 +258,15 @@ describe('nginx example: idle upstream connections are closed by nginx first', {
   let dir: string;
   let base: string;
   let port: number;
-  const closesAfter = () => 1000 + (app.server.keepAliveTimeoutBuffer ?? 0);
+  let closesAfter: () => number;
   before(async () => {
-    app = await startUpstream();
-    app.server.keepAliveTimeout = 1000;
-    const example = exampleConfig(EXAMPLE, app.url, (c) => {
-      (c.gateway as Record<string, unknown>).limits = { keep_alive_timeout: '1s' };
-    });
-    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
-    assert.equal(gw.served.server.keepAliveTimeoutBuffer, app.server.keepAliveTimeoutBuffer);
+    ({ app, gw, closesAfter } = await startIdleRace(EXAMPLE, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET }));
     dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-idle-'));
     port = await freePort();
-    const conf = readFileSync(new URL('nginx.conf', EXAMPLE), 'utf8')
-      .replace('worker_processes auto;', 'worker_processes 1;')
-      .replace(/keepalive_timeout ([0-9]+)s;/g, (_, s: string) => `keepalive_timeout ${Math.round((Number(s) * 1000) / SCALE)}ms;`)
-      .replace('server 127.0.0.1:8080;', `server ${new URL(gw.url).host};`)
-      .replace('server 127.0.0.1:9000;', `server ${new URL(app.url).host};`)
-      .replace('listen 127.0.0.1:8000;', `listen 127.0.0.1:${port};`)
-      .replace('@FORWARD_AUTH_SECRET@', FA_SECRET);
-    writeFileSync(join(dir, 'nginx.conf'), conf);
-    nginx = await spawnListening(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', 'stderr', '-g', 'daemon off;'], port);
+    const conf = nginxConf(gw, app, port, (c) =>
+      c.replace(/keepalive_timeout ([0-9]+)s;/g, (_, s: string) => `keepalive_timeout ${Math.round((Number(s) * 1000) / SCALE)}ms;`),
+    );
+    nginx = await startNginx(dir, conf, port);
     base = `http://127.0.0.1:${port}`;
   });
   after(async () => {
@@ -305,20 +292,11 @@ describe('nginx example: idle upstream connections are closed by nginx first', {
     await first.arrayBuffer();
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, closesAfter() - 150));
-    const sock = connect(port, '127.0.0.1');
-    await once(sock, 'connect');
-    let head = '';
-    sock.on('data', (d: Buffer) => {
-      head += d.toString('latin1');
-    });
-    const ended = once(sock, 'close');
-    // Written and blocked from the check phase: the next loop turn runs the expired timers (the
-    // idle timeout) before it reads the check nginx wrote meanwhile.
-    setImmediate(() => {
-      sock.write(`POST /items/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
-      blockUntil(t0 + closesAfter() + 250);
-    });
-    await ended;
+    const head = await sendThenBlock(
+      port,
+      `POST /items/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+      t0 + closesAfter() + 250,
+    );
     assert.match(head, /^HTTP\/1\.1 200 /, `${head}\n${nginx?.output()}`);
     assert.doesNotMatch(nginx?.output() ?? '', /prematurely closed|reset by peer/);
   });
@@ -331,18 +309,14 @@ describe('nginx example: idle upstream connections are closed by nginx first', {
     const t0 = performance.now();
     // Block once Tessera has allowed the request: nginx then writes the POST to the app, whose
     // idle timeout runs out meanwhile.
-    const onCheck = (req: IncomingMessage, res: ServerResponse) => {
-      if (req.headers['x-original-uri'] !== '/items/app-race') return;
-      res.once('finish', () => setImmediate(() => blockUntil(t0 + closesAfter() + 250)));
-    };
-    gw.served.server.prependListener('request', onCheck);
+    const stop = blockAfterAnswer(gw, (req) => req.headers['x-original-uri'] === '/items/app-race', t0 + closesAfter() + 250);
     try {
       await new Promise((r) => setTimeout(r, closesAfter() - 150));
       const res = await fetch(`${base}/items/app-race`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
       assert.equal(res.status, 200, nginx?.output());
       assert.equal(app.seen.at(-1)?.url, '/items/app-race');
     } finally {
-      gw.served.server.off('request', onCheck);
+      stop();
     }
     assert.doesNotMatch(nginx?.output() ?? '', /prematurely closed|reset by peer/);
   });

@@ -1,5 +1,6 @@
 /** Loopback ports and real processes (nginx, Caddy) for tests. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 
 /**
@@ -99,6 +100,34 @@ export function rawHttp(url: string, text: string, timeoutMs = 3000, next?: (rec
       resolve(out);
     });
   });
+}
+
+/** Block this process's event loop (servers a test runs in it included) until `end` (performance.now()). */
+export function blockUntil(end: number): void {
+  while (performance.now() < end) {
+    // Busy: nothing this process serves reads its sockets meanwhile.
+  }
+}
+
+/**
+ * Connect to 127.0.0.1:`port`, then send `text` and block this process's loop until `blockEnd`
+ * from the check phase: the next loop turn runs the expired timers (an idle timeout) before it
+ * reads what a proxy wrote meanwhile. Resolves with what was read until the connection closed.
+ */
+export async function sendThenBlock(port: number, text: string, blockEnd: number): Promise<string> {
+  const sock = connect(port, '127.0.0.1');
+  await once(sock, 'connect');
+  let head = '';
+  sock.on('data', (d: Buffer) => {
+    head += d.toString('latin1');
+  });
+  const ended = once(sock, 'close');
+  setImmediate(() => {
+    sock.write(text);
+    blockUntil(blockEnd);
+  });
+  await ended;
+  return head;
 }
 
 /** Poll `cond` (which may be async) every 10 ms until it holds; throws after `ms`. */
