@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream, upgradeStatus } from './helpers.ts';
+import { startA2aGateway, startUpstream, type TestGateway, token, type Upstream, upgradeStatus } from './helpers.ts';
 
 /** What the upstream tells an authenticated client: its own addresses, schemes and signatures. */
 const EXTENDED_03 = {
@@ -121,21 +121,10 @@ describe('gateway: the A2A authenticated extended card', () => {
       if (method === 'GetExtendedAgentCard') return json({ jsonrpc: '2.0', id: message.id, result: EXTENDED_10 });
       return json({ jsonrpc: '2.0', id: message.id, result: { kind: 'task', id: 't1', url: 'http://10.0.0.7:9999/files/1' } });
     });
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: { 'agent:invoke': {} },
-      gateway: {
-        routes: [
-          {
-            id: 'agent',
-            match: { path_prefix: '/agent' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            rules: [{ scopes: ['agent:invoke'] }],
-            a2a: { token_url: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks' }, url: A2A_URL },
-          },
-        ],
-      },
+    gw = await startA2aGateway(upstream.url, {
+      token_url: 'https://tessera.example.com/oauth/token',
+      scopes: { 'agent:invoke': 'Send tasks' },
+      url: A2A_URL,
     });
     auth = { authorization: `Bearer ${await token({ scope: 'agent:invoke' })}` };
   });

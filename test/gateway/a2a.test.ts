@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { withTesseraSecurity } from '../../src/gateway/a2a.ts';
-import { baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { baseConfig, startA2aGateway, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 const CARD = {
   name: 'Research agent',
@@ -49,21 +49,9 @@ describe('gateway: A2A card injection by the upstream', () => {
     upstream = await startUpstream((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(INJECTING_CARD));
     });
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: { 'agent:invoke': {} },
-      gateway: {
-        routes: [
-          {
-            id: 'agent',
-            match: { path_prefix: '/agent' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            rules: [{ scopes: ['agent:invoke'] }],
-            a2a: { token_url: 'https://tessera.example.com/oauth/token', url: 'https://agents.example.com/agent' },
-          },
-        ],
-      },
+    gw = await startA2aGateway(upstream.url, {
+      token_url: 'https://tessera.example.com/oauth/token',
+      url: 'https://agents.example.com/agent',
     });
   });
   after(async () => {
@@ -324,25 +312,10 @@ describe('gateway: an A2A 1.0 agent card', () => {
     upstream = await startUpstream((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(V1_CARD));
     });
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: { 'agent:invoke': {} },
-      gateway: {
-        routes: [
-          {
-            id: 'agent',
-            match: { path_prefix: '/agent' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            rules: [{ scopes: ['agent:invoke'] }],
-            a2a: {
-              token_url: 'https://tessera.example.com/oauth/token',
-              scopes: { 'agent:invoke': 'Send tasks' },
-              url: 'https://agents.example.com/agent',
-            },
-          },
-        ],
-      },
+    gw = await startA2aGateway(upstream.url, {
+      token_url: 'https://tessera.example.com/oauth/token',
+      scopes: { 'agent:invoke': 'Send tasks' },
+      url: 'https://agents.example.com/agent',
     });
   });
   after(async () => {
