@@ -24,7 +24,7 @@ import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
-import { type ContinueExchange, expectContinue, freePort } from '../helpers/net.ts';
+import { type ContinueExchange, expectContinue, freePort, trickleHead } from '../helpers/net.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 
@@ -424,22 +424,30 @@ describe('tessera serve: Expect: 100-continue at the token service, beside the g
 });
 
 describe('tessera serve: the token service alone (no gateway section)', () => {
-  it('drains for a bounded time on close: a request that never finishes is cut, not waited for', async () => {
-    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-drain-'));
+  /** A token request whose body never arrives in full (100 bytes announced, 11 sent). */
+  const STALLED_TOKEN_REQUEST =
+    'POST /oauth2/token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type=';
+  /** A new directory (`tessera-serve-<name>-…`) with an initialized token-service-only tessera.yaml on a free port. */
+  const tokenServiceAlone = async (name: string) => {
+    const dir = mkdtempSync(join(tmpdir(), `tessera-serve-${name}-`));
     const port = await freePort();
-    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
-    await initialize({ config: join(alone, 'tessera.yaml') });
+    const config = join(dir, 'tessera.yaml');
+    writeFileSync(config, `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
+    await initialize({ config });
+    return { dir, port, config };
+  };
+
+  it('drains for a bounded time on close: a request that never finishes is cut, not waited for', async () => {
+    const { dir: alone, port, config } = await tokenServiceAlone('drain');
     const server = await startServer({
-      config: join(alone, 'tessera.yaml'),
+      config,
       logger: pino({ level: 'warn' }, logStream),
       drainTimeout: 300,
     });
     // A token request whose body never arrives in full: the handler waits for it.
     const socket = connect(port, '127.0.0.1');
     await once(socket, 'connect');
-    socket.write(
-      'POST /oauth2/token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type=',
-    );
+    socket.write(STALLED_TOKEN_REQUEST);
     const cut = once(socket, 'close');
     await new Promise((r) => setTimeout(r, 100));
     try {
@@ -463,14 +471,11 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
   });
 
   it('a second signal during the drain (SIGINT, then SIGTERM) ends the process at once, as under the gateway', async () => {
-    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-signals-'));
-    const port = await freePort();
-    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
-    await initialize({ config: join(alone, 'tessera.yaml') });
+    const { dir: alone, port, config } = await tokenServiceAlone('signals');
     const root = new URL('../../', import.meta.url).pathname;
     const script = `
       import { startServer } from '${root}src/cli/commands/serve.ts';
-      await startServer({ config: ${JSON.stringify(join(alone, 'tessera.yaml'))}, signals: true });
+      await startServer({ config: ${JSON.stringify(config)}, signals: true });
       process.stderr.write('ready\\n');
     `;
     const { spawn } = await import('node:child_process');
@@ -490,9 +495,7 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       // A request that never finishes holds the drain open (10 s) after the first signal.
       socket.connect(port, '127.0.0.1');
       await once(socket, 'connect');
-      socket.write(
-        'POST /oauth2/token HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type=',
-      );
+      socket.write(STALLED_TOKEN_REQUEST);
       await new Promise((r) => setTimeout(r, 100));
       child.kill('SIGINT');
       await new Promise((r) => setTimeout(r, 200));
@@ -514,33 +517,15 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
   });
 
   it('slowloris: a client trickling its request head is answered 408 and cut once 20 s pass (the gateway.limits defaults), not after the Node defaults (60 s, checked every 30 s)', async () => {
-    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-slowloris-'));
-    const port = await freePort();
-    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
-    await initialize({ config: join(alone, 'tessera.yaml') });
+    const { dir: alone, port, config } = await tokenServiceAlone('slowloris');
     const server = await startServer({
-      config: join(alone, 'tessera.yaml'),
+      config,
       logger: pino({ level: 'warn' }, logStream),
       drainTimeout: 100,
     });
     try {
-      const started = performance.now();
       // One header line every second: each keeps the socket busy, none ends the head.
-      const { answer, ms } = await new Promise<{ answer: string; ms: number }>((resolve) => {
-        const s = connect(port, '127.0.0.1', () => s.write('POST /oauth2/token HTTP/1.1\r\nHost: x\r\n'));
-        let answer = '';
-        const drip = setInterval(() => s.writable && s.write('X-Drip: 1\r\n'), 1000);
-        const give = setTimeout(() => s.destroy(), 30_000);
-        s.on('data', (d) => {
-          answer += d.toString();
-        });
-        s.on('error', () => undefined);
-        s.on('close', () => {
-          clearInterval(drip);
-          clearTimeout(give);
-          resolve({ answer, ms: performance.now() - started });
-        });
-      });
+      const { answer, ms } = await trickleHead(port, 'POST /oauth2/token HTTP/1.1\r\nHost: x\r\n', 1000, 30_000);
       assert.match(answer, /^HTTP\/1\.1 408 /);
       // Well under the 60 s (checked every 30 s) of Node's defaults; loose above, for a loaded machine.
       assert.ok(ms >= 19_000 && ms < 29_000, `cut after ${Math.round(ms)} ms`);
@@ -551,11 +536,8 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
   });
 
   it('answers /healthz and /readyz (store and signing key) for probes, and 404 for anything else it does not serve', async () => {
-    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-alone-'));
-    const port = await freePort();
-    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
-    await initialize({ config: join(alone, 'tessera.yaml') });
-    const server = await startServer({ config: join(alone, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
+    const { dir: alone, config } = await tokenServiceAlone('alone');
+    const server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
     try {
       const health = await fetch(`${server.url}/healthz`);
       assert.equal(health.status, 200);
@@ -578,11 +560,8 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     }
   });
   it('Expect: 100-continue: a token request over the body limit gets 413 without 100 Continue; one within it gets 100, then its token', async () => {
-    const alone = mkdtempSync(join(tmpdir(), 'tessera-serve-continue-'));
-    const port = await freePort();
-    writeFileSync(join(alone, 'tessera.yaml'), `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n`);
-    await initialize({ config: join(alone, 'tessera.yaml') });
-    const server = await startServer({ config: join(alone, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
+    const { dir: alone, config } = await tokenServiceAlone('continue');
+    const server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
     try {
       const client = await server.service.registerClient({
         id: 'c',

@@ -4,12 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { type ServedGateway, serveGateway } from '../../src/gateway/serve.ts';
+import { trickleHead } from '../helpers/net.ts';
 import { AUDIENCE, ISSUER, key, parse, silent, startUpstream, token } from './helpers.ts';
 
 const yaml = (prefix: string) => `
@@ -167,23 +167,8 @@ describe('gateway: slowloris', () => {
     );
     try {
       const u = new URL(served.url);
-      const started = performance.now();
       // One header line every 200 ms: each keeps the socket busy, none ends the head.
-      const { answer, ms } = await new Promise<{ answer: string; ms: number }>((resolve) => {
-        const s = connect(Number(u.port), u.hostname, () => s.write('GET /a HTTP/1.1\r\nHost: x\r\n'));
-        let answer = '';
-        const drip = setInterval(() => s.writable && s.write('X-Drip: 1\r\n'), 200);
-        const give = setTimeout(() => s.destroy(), 6000);
-        s.on('data', (d) => {
-          answer += d.toString();
-        });
-        s.on('error', () => undefined);
-        s.on('close', () => {
-          clearInterval(drip);
-          clearTimeout(give);
-          resolve({ answer, ms: performance.now() - started });
-        });
-      });
+      const { answer, ms } = await trickleHead(Number(u.port), 'GET /a HTTP/1.1\r\nHost: x\r\n', 200, 6000);
       assert.match(answer, /^HTTP\/1\.1 408 /);
       assert.ok(ms < 4000, `cut after ${Math.round(ms)} ms`);
       assert.equal(upstream.seen.length, 0);

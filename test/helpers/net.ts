@@ -130,6 +130,30 @@ export async function sendThenBlock(port: number, text: string, blockEnd: number
   return head;
 }
 
+/**
+ * Slowloris: connect to 127.0.0.1:`port`, send `head` (a request head left open), then a header
+ * line every `everyMs` (each keeps the socket busy, none ends the head) until the server closes
+ * the connection or `giveUpMs` passes. Resolves with what was read and when (ms after the call).
+ */
+export function trickleHead(port: number, head: string, everyMs: number, giveUpMs: number): Promise<{ answer: string; ms: number }> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1', () => s.write(head));
+    let answer = '';
+    const drip = setInterval(() => s.writable && s.write('X-Drip: 1\r\n'), everyMs);
+    const give = setTimeout(() => s.destroy(), giveUpMs);
+    s.on('data', (d) => {
+      answer += d.toString();
+    });
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      clearInterval(drip);
+      clearTimeout(give);
+      resolve({ answer, ms: performance.now() - started });
+    });
+  });
+}
+
 /** Poll `cond` (which may be async) every 10 ms until it holds; throws after `ms`. */
 export async function until(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
   const end = Date.now() + ms;
