@@ -6,7 +6,7 @@
  * @module
  */
 import { LOGIN_SESSION_TTL_MAX, type ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
-import type { GrantSelector, RevokedGrant, Store } from '../store/contract.ts';
+import type { GrantSelector, RevocationEntry, RevokedGrant, Store } from '../store/contract.ts';
 import type { AccessTokens, OwnToken } from './access-tokens.ts';
 import type { ClientRegistry } from './clients.ts';
 import { type BaseContext, type OAuthRequest, openTokenRequest, SKEW } from './context.ts';
@@ -81,57 +81,55 @@ export async function revokeGrants(
   detail: Readonly<Record<string, string | number>> = {},
 ): Promise<RevokedGrant[]> {
   const now = ctx.now();
-  const revoked = await ctx.store.revokeGrants(selector, {
-    at: now,
-    reason,
-    entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
-  });
-  if ('subject' in selector) {
-    const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
-    if (selector.issuer !== undefined) issuers.add(selector.issuer);
-    // This issuer's own tokens fall with their grants: a subject entry for it would also refuse
-    // tokens issued after the revocation within the same second.
-    const own = issuers.delete(ctx.issuer) || selector.issuer === undefined;
-    await ctx.store.appendRevocations([
-      ...[...issuers].map((issuer) => ({
-        kind: 'subject' as const,
-        value: selector.subject,
-        issuer,
-        at: now,
-        expiresAt: now + ctx.externalMaxLifetime + SKEW,
-      })),
+  // The subject's and client's entries are appended in the transaction that revokes the grants:
+  // another instance that has not read them yet still cannot begin a tree from one of the
+  // subject's older external tokens (the store checks them when creating that root grant).
+  const alsoLog = (revoked: readonly RevokedGrant[]): Omit<RevocationEntry, 'seq'>[] => {
+    const entries: Omit<RevocationEntry, 'seq'>[] = [];
+    if ('subject' in selector) {
+      const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
+      if (selector.issuer !== undefined) issuers.add(selector.issuer);
+      // This issuer's own tokens fall with their grants: a subject entry for it would also refuse
+      // tokens issued after the revocation within the same second.
+      const own = issuers.delete(ctx.issuer) || selector.issuer === undefined;
+      for (const issuer of issuers) {
+        entries.push({ kind: 'subject', value: selector.subject, issuer, at: now, expiresAt: now + ctx.externalMaxLifetime + SKEW });
+      }
       // What the subject holds here outside a grant: a login session at the authorization
       // endpoint, begun before now, and a remembered consent an approval racing this revocation
       // wrote after it forgot them (so kept as long as either can last). Under a scope no token's
       // `iss` can equal, so no token is hit.
-      ...(own
-        ? [
-            {
-              kind: 'subject' as const,
-              value: selector.subject,
-              issuer: loginSessionScope(ctx.issuer),
-              at: now,
-              expiresAt: now + Math.max(LOGIN_SESSION_TTL_MAX, ctx.config.authorization.remember_consent) + SKEW,
-            },
-          ]
-        : []),
-    ]);
-  }
-  // A remembered consent to the client that an approval racing this revocation wrote after it
-  // forgot them: like the subject's above, one from no later than this approves nothing. Under the
-  // login-session scope (no token's `iss`), so no token is hit, and no login session either (those
-  // are checked by subject only).
-  if ('clientId' in selector && ctx.config.authorization.remember_consent > 0) {
-    await ctx.store.appendRevocations([
-      {
-        kind: 'client' as const,
+      if (own) {
+        entries.push({
+          kind: 'subject',
+          value: selector.subject,
+          issuer: loginSessionScope(ctx.issuer),
+          at: now,
+          expiresAt: now + Math.max(LOGIN_SESSION_TTL_MAX, ctx.config.authorization.remember_consent) + SKEW,
+        });
+      }
+    }
+    // A remembered consent to the client that an approval racing this revocation wrote after it
+    // forgot them: like the subject's above, one from no later than this approves nothing. Under the
+    // login-session scope (no token's `iss`), so no token is hit, and no login session either (those
+    // are checked by subject only).
+    if ('clientId' in selector && ctx.config.authorization.remember_consent > 0) {
+      entries.push({
+        kind: 'client',
         value: selector.clientId,
         issuer: loginSessionScope(ctx.issuer),
         at: now,
         expiresAt: now + ctx.config.authorization.remember_consent + SKEW,
-      },
-    ]);
-  }
+      });
+    }
+    return entries;
+  };
+  const revoked = await ctx.store.revokeGrants(selector, {
+    at: now,
+    reason,
+    entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
+    alsoLog,
+  });
   await ctx.feed.catchUp(now);
   ctx.standing.forget(revoked.map((g) => g.id));
   for (const g of revoked) {

@@ -279,10 +279,19 @@ export interface RevokedGrant {
   readonly clientId: string;
 }
 
+/** Options of {@link Store.revokeGrants}. */
+export interface RevokeOptions {
+  readonly at: number;
+  readonly reason: string;
+  readonly entryExpiresAt: number;
+  readonly alsoLog?: (revoked: readonly RevokedGrant[]) => readonly Omit<RevocationEntry, 'seq'>[];
+}
+
 /**
  * One entry of the revocation log that every instance replays into its verifiers' revocation
  * list. Entries for grants are appended by {@link Store.revokeGrants} in the same transaction as
- * the revocation; the others by {@link Store.appendRevocations}.
+ * the revocation, with the subject and client entries of that revocation (its `alsoLog`); the
+ * others by {@link Store.appendRevocations}.
  */
 export interface RevocationEntry {
   /** Increasing sequence number assigned by the store. */
@@ -382,9 +391,19 @@ export interface Store {
    * unknown or disabled, nothing is written and the result is `client_inactive`, so disabling a
    * client and then revoking its grants leaves none that a token request racing it (or another
    * instance that has not seen the change yet) could still add.
+   *
+   * With `subjectIssuedAt` (a root grant from another issuer's token, issued at that second), atomic
+   * with respect to {@link Store.revokeGrants} of the subject as well: when the log holds a
+   * `subject` entry for the grant's issuer and subject with `at >= subjectIssuedAt`, nothing is
+   * written and the result is `subject_revoked`, so a token of a revoked subject is refused here
+   * even by an instance that has not yet read that entry into its revocation list.
    * @throws {StoreConflictError} when the id exists.
    */
-  createGrant(grant: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'>;
+  createGrant(
+    grant: NewGrant,
+    now: number,
+    options?: { readonly subjectIssuedAt?: number },
+  ): Promise<GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked'>;
   getGrant(id: string): Promise<GrantRecord | undefined>;
   /** The grant and all its descendants (parents before children); empty when unknown. */
   grantSubtree(id: string): Promise<GrantRecord[]>;
@@ -402,12 +421,15 @@ export interface Store {
    * for every newly revoked root `authorization_code` grant the consent of its subject and client.
    * The reuse cascades of {@link Store.rotateRefreshToken} and
    * {@link Store.redeemAuthorizationCode} forget the same way.
+   *
+   * `alsoLog`, when given, is called once inside the transaction with the grants newly revoked, and
+   * the entries it returns (a subject's or client's as of `at`) are appended in that same
+   * transaction: no grant creation sees the grants revoked without them (see
+   * {@link Store.createGrant}'s `subjectIssuedAt`). It must not throw or have side effects: a
+   * transaction run again calls it again.
    * @returns the grants newly revoked (already revoked ones are not repeated).
    */
-  revokeGrants(
-    selector: GrantSelector,
-    options: { readonly at: number; readonly reason: string; readonly entryExpiresAt: number },
-  ): Promise<RevokedGrant[]>;
+  revokeGrants(selector: GrantSelector, options: RevokeOptions): Promise<RevokedGrant[]>;
 
   // Refresh tokens.
   /** @throws {StoreConflictError} when the hash exists. */

@@ -321,6 +321,60 @@ describe('revoked grants', () => {
   });
 });
 
+describe('a subject revoked on another instance', () => {
+  it('refuses the subject’s older IdP token at once on an instance that has not synced (no new root grant, no refresh token), and accepts a newer one', async () => {
+    const config = {
+      issuers: [{ issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } }],
+      // This instance reads other processes' revocations only this often: never within the test.
+      token_service: { sync_interval: '60s' },
+    } as never;
+    const a = await startIssuer({ config });
+    let b: RunningIssuer | undefined;
+    try {
+      const broker = await a.addClient({
+        id: 'broker',
+        scopes: ['api:read'],
+        audiences: ['https://agents.test', 'https://api.test'],
+        grantTypes: [EXCHANGE, 'refresh_token'],
+      });
+      const swap = (subject_token: string) =>
+        a.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token_type: AT, subject_token, audience: 'https://api.test' },
+          { authorization: basic(broker.id, broker.secret) },
+        );
+      const issuedAt = Math.floor(Date.now() / 1000) - 5;
+      const old = await sign(idpKey, claims({ iss: IDP, sub: 'mallory', aud: 'https://agents.test', scope: 'api:read' }, issuedAt));
+      await ok(await swap(old));
+      // The other instance (same store) revokes mallory, as `tessera revoke --subject mallory` does.
+      b = await startIssuer({ config, dir: a.dir, master: a.master });
+      const revoked = await b.service.revokeGrants({ subject: 'mallory' }, 'offboarded');
+      assert.equal(revoked.length, 1);
+      assert.equal(a.service.revocations.size.subjects, 0, 'this instance has not read the revocation');
+      const res = await swap(old);
+      const body = (await res.json()) as { error?: string; refresh_token?: string };
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_request');
+      assert.equal(body.refresh_token, undefined);
+      // A token the IdP issued after the revocation is the subject's again.
+      const newer = await sign(
+        idpKey,
+        claims({ iss: IDP, sub: 'mallory', aud: 'https://agents.test', scope: 'api:read' }, Math.floor(Date.now() / 1000) + 1),
+      );
+      const fresh = await ok(await swap(newer));
+      // The refused exchange left no grant behind: revoking mallory again finds only the newer one's.
+      const again = await b.service.revokeGrants({ subject: 'mallory' }, 'offboarded');
+      assert.deepEqual(
+        again.map((g) => g.id),
+        [decodeJwt(fresh.access_token).grant_id],
+      );
+    } finally {
+      await b?.close();
+      await a.close();
+    }
+  });
+});
+
 describe('an external token without iat and a subject revocation', () => {
   it('an IdP token without iat (issuer with required_claims: []) signed before a subject revocation is refused after the revocation entry is pruned, and by a freshly started instance', async () => {
     let now = Math.floor(Date.now() / 1000);

@@ -472,6 +472,113 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
       });
     });
 
+    describe('subject revocation at grant creation', () => {
+      const IDP = 'https://idp.one';
+      const entry = (subject: string, issuer: string, at: number) => ({
+        kind: 'subject' as const,
+        value: subject,
+        issuer,
+        at,
+        expiresAt: at + 86_400,
+      });
+
+      it('an older external token of a subject revoked by another process begins no root grant: refused inside the insert (subject_revoked), with no sync of the revocation list', async () => {
+        const t = clock.now();
+        const subject = uid('mallory');
+        // Another process (the CLI, another instance) revokes the subject at t through the store;
+        // this one has read nothing of it.
+        const held = await created(store, newGrant({ subject, issuer: IDP }, t), t);
+        let seen: readonly string[] = [];
+        const revoked = await store.revokeGrants(
+          { subject },
+          {
+            at: t,
+            reason: 'cli',
+            entryExpiresAt: t + 600,
+            alsoLog: (grants) => {
+              seen = grants.map((g) => g.id);
+              return [entry(subject, IDP, t)];
+            },
+          },
+        );
+        assert.deepEqual(
+          revoked.map((g) => g.id),
+          [held.id],
+        );
+        assert.deepEqual(seen, [held.id], 'alsoLog is given the grants it revoked');
+        const later = t + 5;
+        // Issued at or before t: refused, nothing written.
+        for (const iat of [t - 100, t]) {
+          const g = newGrant({ subject, issuer: IDP, createdAt: later }, later);
+          assert.equal(await store.createGrant(g, later, { subjectIssuedAt: iat }), 'subject_revoked', `iat ${iat - t}`);
+          assert.equal(await store.getGrant(g.id), undefined);
+        }
+        // Issued after t: allowed.
+        await created(store, newGrant({ subject, issuer: IDP, createdAt: later }, later), later);
+        const after = await store.createGrant(newGrant({ subject, issuer: IDP, createdAt: later }, later), later, {
+          subjectIssuedAt: t + 1,
+        });
+        assert.equal(typeof after, 'object', String(after));
+        // The entry is the subject's at that issuer only: another issuer's same-named subject, or
+        // another subject, is not held to it.
+        const other = await store.createGrant(newGrant({ subject, issuer: 'https://idp.two' }, later), later, { subjectIssuedAt: t - 100 });
+        assert.equal(typeof other, 'object', String(other));
+        const someone = await store.createGrant(newGrant({ subject: uid('bob'), issuer: IDP }, later), later, { subjectIssuedAt: t - 100 });
+        assert.equal(typeof someone, 'object', String(someone));
+      });
+
+      it('decides each external root grant of a batch created at once on its own subject revocation', async () => {
+        const t = clock.now();
+        const revokedSubject = uid('mallory');
+        await store.appendRevocations([entry(revokedSubject, IDP, t)]);
+        const results = await Promise.all([
+          store.createGrant(newGrant({ subject: revokedSubject, issuer: IDP }, t), t, { subjectIssuedAt: t }),
+          store.createGrant(newGrant({ subject: uid('bob'), issuer: IDP }, t), t, { subjectIssuedAt: t }),
+          store.createGrant(newGrant({ subject: revokedSubject, issuer: IDP }, t), t, { subjectIssuedAt: t + 1 }),
+        ]);
+        assert.deepEqual(
+          results.map((r) => (typeof r === 'string' ? r : 'created')),
+          ['subject_revoked', 'created', 'created'],
+        );
+      });
+
+      it('a root grant racing a subject revocation: it is revoked with the others, or refused', async () => {
+        const t = clock.now();
+        for (let i = 0; i < 5; i++) {
+          const subject = uid('mallory');
+          await created(store, newGrant({ subject, issuer: IDP }, t), t);
+          const g = newGrant({ subject, issuer: IDP }, t);
+          const [revoked, result] = await Promise.all([
+            store.revokeGrants({ subject }, { at: t, reason: 'r', entryExpiresAt: t + 600, alsoLog: () => [entry(subject, IDP, t)] }),
+            store.createGrant(g, t, { subjectIssuedAt: t }),
+          ]);
+          if (result === 'subject_revoked') assert.equal(await store.getGrant(g.id), undefined);
+          else
+            assert.ok(
+              revoked.some((r) => r.id === g.id) && (await store.getGrant(g.id))?.revokedAt === t,
+              'a grant created first is revoked',
+            );
+        }
+      });
+
+      it('appends the entries alsoLog returns with the revocation, also when it revokes no grant', async () => {
+        const t = clock.now();
+        const subject = uid('nobody');
+        const seq0 = (await store.versions()).revocations;
+        const revoked = await store.revokeGrants(
+          { subject },
+          { at: t, reason: 'r', entryExpiresAt: t + 600, alsoLog: (grants) => (grants.length === 0 ? [entry(subject, IDP, t)] : []) },
+        );
+        assert.deepEqual(revoked, []);
+        const log = await store.revocationsSince(seq0, t);
+        assert.deepEqual(
+          log.map((e) => [e.kind, e.value, e.issuer, e.at]),
+          [['subject', subject, IDP, t]],
+        );
+        assert.equal(await store.createGrant(newGrant({ subject, issuer: IDP }, t), t, { subjectIssuedAt: t }), 'subject_revoked');
+      });
+    });
+
     describe('refresh tokens', () => {
       const opts = (now: number, nextHash: string, clientId = 'agent') => ({
         clientId,

@@ -63,6 +63,12 @@ interface Party {
   readonly ownAudiences: readonly string[] | undefined;
   /** The gateway's caller presented this static token (its subject is then its own). */
   readonly staticTokenId?: string | undefined;
+  /**
+   * Another issuer's token: the whole second it was issued in (0 without `iat`, as the revocation
+   * list reads it), held against the subject's revocations when its root grant is created.
+   * `undefined` for this issuer's own tokens and static ones, which no subject entry concerns.
+   */
+  readonly issuedAt?: number | undefined;
 }
 
 /** A verified principal (external token, or the gateway's caller) as a delegating party. */
@@ -80,6 +86,7 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     clientId: principal.clientId,
     ownAudiences: undefined,
     staticTokenId: principal.kind === 'static' ? principal.staticTokenId : undefined,
+    issuedAt: principal.kind === 'static' ? undefined : Math.floor(principal.issuedAt ?? 0),
   };
 }
 
@@ -275,9 +282,16 @@ async function delegate(
       expiresAt: grantExp,
     },
     now,
+    // Another issuer's token begins a tree here: the store refuses it when the subject was revoked
+    // at or after it was issued, even before this process's revocation list has that entry.
+    subject.grantId === null && subject.issuer !== ctx.issuer && subject.issuedAt !== undefined
+      ? { subjectIssuedAt: subject.issuedAt }
+      : {},
   );
   if (grant === 'parent_inactive') throw new OAuthError('grant_inactive');
   if (grant === 'client_inactive') throw new OAuthError('client_disabled');
+  // As the revocation list refuses it once it has the entry (the token is a revoked subject's).
+  if (grant === 'subject_revoked') throw new OAuthError('subject_token_invalid');
   const { token, jti } = ctx.tokens.sign({
     client,
     subject: subject.subject,

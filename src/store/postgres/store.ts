@@ -40,6 +40,7 @@ import type {
   RemovedSigningKeyRecord,
   RevocationEntry,
   RevokedGrant,
+  RevokeOptions,
   SigningKeyRecord,
   Store,
   StoreVersions,
@@ -193,6 +194,12 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX clients_id_lower ON clients (lower(id));
       ALTER TABLE authorization_codes ADD COLUMN jkt text;
     `,
+  },
+  {
+    // revocations_subject: a root grant from another issuer's token is refused inside its insert
+    // when its subject was revoked after the token was issued, a lookup of the subject entries.
+    version: 11,
+    sql: "CREATE INDEX revocations_subject ON revocations (value, issuer, at) WHERE kind = 'subject';",
   },
 ];
 
@@ -532,7 +539,11 @@ export class PostgresStore implements Store {
     await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", [subject]);
   }
 
-  async createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'> {
+  async createGrant(
+    g: NewGrant,
+    now: number,
+    options: { readonly subjectIssuedAt?: number } = {},
+  ): Promise<GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked'> {
     try {
       return await this.#tx(async (c) => {
         // FOR SHARE holds off a concurrent disable or removal of the client until this commits, so
@@ -556,6 +567,14 @@ export class PostgresStore implements Store {
           rootId = String(parent.root_id);
           depth = num(parent.depth) + 1;
           issuer = String(parent.issuer);
+        } else if (options.subjectIssuedAt !== undefined) {
+          // Read under the subject's lock, which a subject revocation holds until it commits with
+          // its entry: one that finished meanwhile is seen now, one that follows sees this grant.
+          const { rows } = await c.query(
+            "SELECT 1 FROM revocations WHERE kind = 'subject' AND value = $1 AND issuer = $2 AND at >= $3 LIMIT 1",
+            [g.subject, g.issuer, options.subjectIssuedAt],
+          );
+          if (rows.length > 0) return 'subject_revoked' as const;
         }
         await c.query(
           `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
@@ -669,10 +688,7 @@ export class PostgresStore implements Store {
     await c.query('SELECT pg_notify($1, $2)', [this.#channel, String(seq)]);
   }
 
-  async revokeGrants(
-    selector: GrantSelector,
-    options: { readonly at: number; readonly reason: string; readonly entryExpiresAt: number },
-  ): Promise<RevokedGrant[]> {
+  async revokeGrants(selector: GrantSelector, options: RevokeOptions): Promise<RevokedGrant[]> {
     let seed: string;
     let args: unknown[];
     if ('grantId' in selector) {
@@ -713,7 +729,11 @@ export class PostgresStore implements Store {
         await c.query('SELECT 1 FROM clients WHERE id = $1 FOR UPDATE', [selector.clientId]);
         await c.query('DELETE FROM remembered_consents WHERE client_id = $1', [selector.clientId]);
       }
-      return this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt);
+      const revoked = await this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt);
+      // Still under the subject's lock (or the client's row lock), so a grant creation waiting on
+      // it reads these entries once it gets it.
+      await this.#log(c, options.alsoLog?.(revoked) ?? []);
+      return revoked;
     });
   }
 

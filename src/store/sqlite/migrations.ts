@@ -211,4 +211,10 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE authorization_codes ADD COLUMN jkt TEXT;
     `,
   },
+  {
+    version: 11,
+    description:
+      'revocations_subject: a root grant from another issuer’s token is refused inside its insert when its subject was revoked after the token was issued, a lookup of the subject entries by subject and issuer',
+    sql: "CREATE INDEX revocations_subject ON revocations (value, issuer, at) WHERE kind = 'subject';",
+  },
 ];

@@ -29,6 +29,7 @@ import type {
   RemovedSigningKeyRecord,
   RevocationEntry,
   RevokedGrant,
+  RevokeOptions,
   SigningKeyRecord,
   Store,
   StoreVersions,
@@ -51,6 +52,8 @@ import {
 import { MIGRATIONS } from './migrations.ts';
 
 /** What one group commit of grants has read: client id → enabled, parent id → its row. */
+type GrantCreation = GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked';
+
 interface BatchReads {
   readonly clients: Map<string, boolean>;
   readonly parents: Map<string, Row>;
@@ -101,7 +104,8 @@ export class SqliteStore implements Store {
   #grantQueue: {
     g: NewGrant;
     now: number;
-    resolve: (r: GrantRecord | 'parent_inactive' | 'client_inactive') => void;
+    subjectIssuedAt: number | undefined;
+    resolve: (r: GrantCreation) => void;
     reject: (e: unknown) => void;
   }[] = [];
 
@@ -354,9 +358,9 @@ export class SqliteStore implements Store {
    * from 4.3 to 6.5 grants and CPU per token exchange down by about a sixth with 8 concurrent
    * clients (bench/README.md, "Grant commits and audit rows"); a lone exchange waits one more pass of an idle event loop.
    */
-  createGrant(g: NewGrant, now: number): Promise<GrantRecord | 'parent_inactive' | 'client_inactive'> {
+  createGrant(g: NewGrant, now: number, options: { readonly subjectIssuedAt?: number } = {}): Promise<GrantCreation> {
     return new Promise((resolve, reject) => {
-      this.#grantQueue.push({ g, now, resolve, reject });
+      this.#grantQueue.push({ g, now, subjectIssuedAt: options.subjectIssuedAt, resolve, reject });
       if (this.#grantQueue.length === 1) setImmediate(this.#flushGrantsNextTurn);
     });
   }
@@ -369,7 +373,7 @@ export class SqliteStore implements Store {
     const batch = this.#grantQueue;
     this.#grantQueue = [];
     if (batch.length === 0) return;
-    let results: (GrantRecord | 'parent_inactive' | 'client_inactive' | Error)[];
+    let results: (GrantCreation | Error)[];
     // Rows read once per transaction: nothing but this batch writes while it holds the write lock,
     // and its inserts change no client and no existing grant.
     const seen: BatchReads = { clients: new Map(), parents: new Map() };
@@ -377,7 +381,7 @@ export class SqliteStore implements Store {
       results = this.#tx(() =>
         batch.map((item) => {
           try {
-            return this.#insertGrant(item.g, item.now, seen);
+            return this.#insertGrant(item.g, item.now, seen, item.subjectIssuedAt);
           } catch (e) {
             // A failed statement is rolled back alone; the others in the batch stand.
             return isConstraintError(e) ? new StoreConflictError(`a grant with id "${item.g.id}" exists`) : (e as Error);
@@ -391,11 +395,11 @@ export class SqliteStore implements Store {
     for (const [i, item] of batch.entries()) {
       const r = results[i];
       if (r instanceof Error) item.reject(r);
-      else item.resolve(r as GrantRecord | 'parent_inactive' | 'client_inactive');
+      else item.resolve(r as GrantCreation);
     }
   }
 
-  #insertGrant(g: NewGrant, now: number, seen?: BatchReads): GrantRecord | 'parent_inactive' | 'client_inactive' {
+  #insertGrant(g: NewGrant, now: number, seen?: BatchReads, subjectIssuedAt?: number): GrantCreation {
     // Inside the write transaction: a disable or removal of the client commits before or after it.
     let active = seen?.clients.get(g.clientId);
     if (active === undefined) {
@@ -422,6 +426,15 @@ export class SqliteStore implements Store {
       rootId = String(parent.root_id);
       depth = num(parent.depth) + 1;
       issuer = String(parent.issuer);
+    } else if (subjectIssuedAt !== undefined) {
+      // Inside the write transaction too: a subject revocation appends its entry in the one that
+      // revokes the subject's grants, so it committed before this or commits after this grant.
+      const revoked = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'subject' AND value = ? AND issuer = ? AND at >= ? LIMIT 1").get(
+        g.subject,
+        g.issuer,
+        subjectIssuedAt,
+      );
+      if (revoked !== undefined) return 'subject_revoked';
     }
     this.#stmt(
       `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
@@ -490,10 +503,7 @@ export class SqliteStore implements Store {
     return revoked;
   }
 
-  async revokeGrants(
-    selector: GrantSelector,
-    options: { readonly at: number; readonly reason: string; readonly entryExpiresAt: number },
-  ): Promise<RevokedGrant[]> {
+  async revokeGrants(selector: GrantSelector, options: RevokeOptions): Promise<RevokedGrant[]> {
     let seed: string;
     let args: SQLInputValue[];
     if ('grantId' in selector) {
@@ -528,7 +538,9 @@ export class SqliteStore implements Store {
         this.#stmt('DELETE FROM remembered_consents WHERE client_id = ?').run(selector.clientId);
         this.#stmt('DELETE FROM authorization_codes WHERE client_id = ? AND consumed_at IS NULL').run(selector.clientId);
       }
-      return this.#revokeTree(seed, args, options.at, options.reason, options.entryExpiresAt);
+      const revoked = this.#revokeTree(seed, args, options.at, options.reason, options.entryExpiresAt);
+      this.#appendLog(options.alsoLog?.(revoked) ?? []);
+      return revoked;
     });
   }
 
@@ -650,7 +662,7 @@ export class SqliteStore implements Store {
       }
       if (code.expiresAt <= o.now) return { status: 'invalid' };
       const grant = this.#insertGrant({ ...o.grant, parentId: null }, o.now);
-      if (grant === 'client_inactive' || grant === 'parent_inactive') return { status: 'client_inactive' };
+      if (typeof grant === 'string') return { status: 'client_inactive' };
       this.#stmt('UPDATE authorization_codes SET consumed_at = ?, grant_id = ? WHERE hash = ?').run(o.now, grant.id, hash);
       const t = o.refreshToken;
       if (t !== null) {
@@ -701,10 +713,14 @@ export class SqliteStore implements Store {
 
   async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
     if (entries.length === 0) return;
-    this.#tx(() => {
-      const insert = this.#stmt('INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)');
-      for (const e of entries) insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt);
-    });
+    this.#tx(() => this.#appendLog(entries));
+  }
+
+  /** Append to the revocation log, inside a caller's transaction. */
+  #appendLog(entries: readonly Omit<RevocationEntry, 'seq'>[]): void {
+    if (entries.length === 0) return;
+    const insert = this.#stmt('INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)');
+    for (const e of entries) insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt);
   }
 
   async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
