@@ -33,6 +33,8 @@ export interface RevokeContext extends BaseContext {
   readonly standing: Pick<StandingGrants, 'forget'>;
   /** Longest lifetime of an external token, seconds: how long a subject revocation must be kept. */
   readonly externalMaxLifetime: number;
+  /** The trusted external issuers (`issuers` other than this one). */
+  readonly externalIssuers: readonly string[];
 }
 
 /** RFC 7009 (see `TokenService.revoke`). */
@@ -89,6 +91,10 @@ export async function revokeGrants(
     if ('subject' in selector) {
       const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
       if (selector.issuer !== undefined) issuers.add(selector.issuer);
+      // Without an issuer, the subject at every trusted issuer, whether or not it holds a grant
+      // here now: its older tokens from an issuer it has no live grant of would otherwise stay
+      // exchangeable.
+      else for (const issuer of ctx.externalIssuers) issuers.add(issuer);
       // This issuer's own tokens fall with their grants: a subject entry for it would also refuse
       // tokens issued after the revocation within the same second.
       const own = issuers.delete(ctx.issuer) || selector.issuer === undefined;

@@ -77,6 +77,8 @@ export interface TokenServiceOptions {
   readonly externalVerifier?: { verifyToken(token: string): Promise<VerifyResult> } | undefined;
   /** Longest lifetime of an external token (its issuer's `max_lifetime`), for revocation horizons. */
   readonly externalMaxLifetime?: number;
+  /** Those issuers' identifiers: a subject revoked without an issuer is revoked at each of them. */
+  readonly externalIssuers?: readonly string[];
   /** Key source for a client's `jwks_uri`. */
   readonly remoteKeys?: ((uri: string) => KeySource) | undefined;
   /** Share a revocation list with verifiers built elsewhere (default: a new one). */
@@ -243,6 +245,7 @@ export class TokenService {
       hasher: this.#hasher,
       external: options.externalVerifier,
       externalMaxLifetime: options.externalMaxLifetime ?? 86_400,
+      externalIssuers: options.externalIssuers ?? [],
       now,
       emit: (e: AuditDraft) => {
         const time = clock();
@@ -255,8 +258,8 @@ export class TokenService {
    * Replace the verifier of the other issuers' tokens (token exchange), as a configuration reload
    * does: an issuer removed from `issuers` is refused from the next exchange on.
    */
-  useExternalIssuers(verifier: TokenServiceOptions['externalVerifier'], maxLifetime = 86_400): void {
-    this.#ctx = { ...this.#ctx, external: verifier, externalMaxLifetime: maxLifetime };
+  useExternalIssuers(verifier: TokenServiceOptions['externalVerifier'], maxLifetime = 86_400, issuers: readonly string[] = []): void {
+    this.#ctx = { ...this.#ctx, external: verifier, externalMaxLifetime: maxLifetime, externalIssuers: issuers };
   }
 
   // Lifecycle.

@@ -97,14 +97,14 @@ export interface TokenServiceRuntime {
 
 /**
  * The verifier the token service uses for subject and actor tokens of the other issuers in
- * `issuers` (token exchange), and the longest lifetime they allow (how long a revocation of one of
- * their subjects is kept). `undefined` when Tessera is the only issuer.
+ * `issuers` (token exchange), the longest lifetime they allow (how long a revocation of one of
+ * their subjects is kept) and their identifiers. `undefined` when Tessera is the only issuer.
  */
 export function externalIssuers(
   config: TesseraConfig,
   revocations: RevocationList,
   runtime: Pick<TokenServiceRuntime, 'clock' | 'fetch' | 'onWarning'> = {},
-): { verifier: ReturnType<typeof createVerifierFromConfig> | undefined; maxLifetime: number } {
+): { verifier: ReturnType<typeof createVerifierFromConfig> | undefined; maxLifetime: number; issuers: readonly string[] } {
   const ts = resolveTokenService(config);
   const external = config.issuers.filter((i) => i.issuer !== ts.issuer);
   const verifier =
@@ -119,7 +119,7 @@ export function externalIssuers(
             ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
           },
         );
-  return { verifier, maxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)) };
+  return { verifier, maxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)), issuers: external.map((i) => i.issuer) };
 }
 
 /** Build the token service for a validated configuration. Call `start()` on the result. */
@@ -135,6 +135,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
     scopes: config.scopes,
     externalVerifier: external.verifier,
     externalMaxLifetime: external.maxLifetime,
+    externalIssuers: external.issuers,
     // The gateway's verifiers accept these: the token endpoint binds tokens to keys they take proofs of.
     dpopAlgorithms: config.dpop.algorithms,
     remoteKeys: (url) =>

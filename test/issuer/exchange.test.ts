@@ -375,6 +375,40 @@ describe('a subject revoked on another instance', () => {
   });
 });
 
+describe('a subject revoked while it holds no grant here', () => {
+  it('revoke --subject without --issuer covers every trusted issuer: the subject’s older IdP token is refused though no grant of it was revoked', async () => {
+    const config = {
+      issuers: [{ issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } }],
+    } as never;
+    const a = await startIssuer({ config });
+    try {
+      const broker = await a.addClient({
+        id: 'broker',
+        scopes: ['api:read'],
+        audiences: ['https://agents.test', 'https://api.test'],
+        grantTypes: [EXCHANGE],
+      });
+      const swap = (subject_token: string) =>
+        a.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token_type: AT, subject_token, audience: 'https://api.test' },
+          { authorization: basic(broker.id, broker.secret) },
+        );
+      // A stolen IdP token of eve's, never exchanged here before the revocation.
+      const stolen = await sign(
+        idpKey,
+        claims({ iss: IDP, sub: 'eve', aud: 'https://agents.test', scope: 'api:read' }, Math.floor(Date.now() / 1000) - 5),
+      );
+      assert.deepEqual(await a.service.revokeGrants({ subject: 'eve' }, 'compromised'), []);
+      const res = await swap(stolen);
+      assert.equal(res.status, 400, await res.clone().text());
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
+    } finally {
+      await a.close();
+    }
+  });
+});
+
 describe('an external token without iat and a subject revocation', () => {
   it('an IdP token without iat (issuer with required_claims: []) signed before a subject revocation is refused after the revocation entry is pruned, and by a freshly started instance', async () => {
     let now = Math.floor(Date.now() / 1000);

@@ -222,7 +222,7 @@ async function withGateway(
         // Token exchange trusts the same other issuers as the gateway: removing one from
         // `issuers` must stop both.
         const external = externalIssuers(next, service.revocations);
-        service.useExternalIssuers(external.verifier, external.maxLifetime);
+        service.useExternalIssuers(external.verifier, external.maxLifetime, external.issuers);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
           served.gateway.logger.warn(
