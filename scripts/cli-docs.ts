@@ -31,7 +31,9 @@ arguments and options, and the rules they share:
   is a usage error, never a silent "last one wins". List options (\`--scopes\`, \`--audiences\`,
   \`--audience\`, \`--scope\`, \`--grant-types\`, \`--redirect-uris\`) add up when repeated, and each
   value may also hold several items separated by spaces or commas. A value that starts with \`-\`
-  (a token hash) goes after \`--\`.
+  (a token hash) goes after \`--\`. An empty value where a name or id is expected
+  (\`revoke --subject ""\`, \`audit query --client ""\`: an unset \`"$VAR"\` in a script) is refused,
+  never read as "all" or "none".
 - **Tokens** given as \`-\` (\`token decode -\`, \`revoke --token -\`, \`token exchange
   --subject-token -\`, \`trace -\`) are read from stdin, out of shell history and \`ps\`.
 - **Output for people** escapes control characters (\`\\n\`, \`\\x1b\`, \`\\u202e\`) in every value

@@ -101,6 +101,24 @@ describe('audit query --since --until: a closed window', () => {
     );
   });
 
+  it('refuses an empty filter (an unset "$VAR") in one line, exit 1, instead of matching no event', () => {
+    for (const args of [
+      ['--subject', ''],
+      ['--client', ''],
+      ['--jti', ''],
+      ['--request-id', ''],
+    ]) {
+      const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      assert.equal(r.status, 1, args.join(' '));
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, `tessera: ${args[0]} is empty; give a value or leave the filter out\n`);
+    }
+  });
+
   it('is in --help', () => {
     const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', '--help'], { encoding: 'utf8' });
     assert.match(r.stdout, /--until <when>\s+up to this instant/);

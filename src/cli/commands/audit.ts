@@ -56,7 +56,18 @@ function limitArg(v: string): number {
   return n;
 }
 
+const FILTER_FLAGS = [
+  ['subject', '--subject'],
+  ['delegation', '--delegation'],
+  ['client', '--client'],
+  ['requestId', '--request-id'],
+  ['jti', '--jti'],
+  ['tokenHash', '--token-hash'],
+] as const;
+
 function queryOf(f: Filters, since: number | undefined, until?: number): AuditQuery {
+  // An unset "$VAR" in a script: an empty filter matches no event, which reads as "nothing happened".
+  for (const [key, flag] of FILTER_FLAGS) if (f[key] === '') throw new CliError(`${flag} is empty; give a value or leave the filter out`);
   return {
     ...(f.subject !== undefined ? { subject: f.subject } : {}),
     ...(f.delegation !== undefined ? { delegation_id: f.delegation } : {}),
