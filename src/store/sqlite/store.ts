@@ -51,9 +51,9 @@ import {
 } from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
 
-/** What one group commit of grants has read: client id → enabled, parent id → its row. */
 type GrantCreation = GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked';
 
+/** What one group commit of grants has read: client id → enabled, parent id → its row. */
 interface BatchReads {
   readonly clients: Map<string, boolean>;
   readonly parents: Map<string, Row>;
