@@ -156,7 +156,8 @@ function str(jwk: Record<string, unknown>, name: string): string | undefined {
 /**
  * Import one JWK for signature verification.
  *
- * Refuses private keys, unknown key types and curves, RSA moduli under 2048 bits, HMAC secrets
+ * Refuses private keys, unknown key types and curves, RSA moduli under 2048 bits and RSA public
+ * exponents other than an odd one of at least 65537 (e = 1 lets anyone forge), HMAC secrets
  * shorter than their hash, `use` other than `sig`, `key_ops` without `verify`, and keys usable with
  * none of the allowed algorithms.
  *
@@ -208,6 +209,10 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
   if (kty === 'RSA') {
     const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
     if (bits < MIN_RSA_BITS) throw new JwkError(`RSA key is ${bits} bits; at least ${MIN_RSA_BITS} are required`);
+    // e = 1 makes a signature of the padded hash itself (anyone can forge one); small or even
+    // exponents are refused as NIST SP 800-89 §5.3.3 does: odd, at least 65537.
+    const e = key.asymmetricKeyDetails?.publicExponent ?? 0n;
+    if (e < 65537n || e % 2n === 0n) throw new JwkError(`RSA public exponent ${e} is refused; use 65537`);
   }
 
   const allowed = options.algorithms ?? (Object.keys(ALGORITHMS) as JwsAlgorithm[]);
