@@ -13,7 +13,7 @@ import type { a2aSchema } from '../config/gateway-schema.ts';
 import type { Clock } from '../core/ports.ts';
 import type { CompiledUpstream } from './compile.ts';
 import { hasDuplicateKeys } from './mcp/message.ts';
-import { type ForwardCallbacks, ForwardHandler } from './proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, rawHeader } from './proxy/forward.ts';
 
 export const AGENT_CARD_PATHS = ['/.well-known/agent-card.json', '/.well-known/agent.json'] as const;
 
@@ -376,16 +376,6 @@ const REPRESENTATION_HEADERS = new Set([
   'etag',
 ]);
 
-function headerValue(raw: readonly Buffer[], name: string): string | undefined {
-  let found: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as Buffer).toString('latin1').toLowerCase() !== name) continue;
-    if (found !== undefined) return '\u0000'; // repeated: matches nothing below
-    found = (raw[i + 1] as Buffer).toString('latin1');
-  }
-  return found;
-}
-
 /** `application/json`, `application/a2a+json` or another `+json` type. */
 function isJsonType(value: string | undefined): boolean {
   if (value === undefined) return false;
@@ -422,11 +412,14 @@ export class ExtendedCardForwardHandler extends ForwardHandler {
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     // Only a 2xx carries a card; anything else (a 401 to the gateway's own credential included) goes as on any route.
     if (status < 200 || status >= 300) return super.onHeaders(status, raw, resume);
-    const length = headerValue(raw, 'content-length');
-    const encoding = headerValue(raw, 'content-encoding');
+    // A header sent twice (null) is ambiguous: refused like a wrong one.
+    const length = rawHeader(raw, 'content-length');
+    const encoding = rawHeader(raw, 'content-encoding');
     if (
-      !isJsonType(headerValue(raw, 'content-type')) ||
+      !isJsonType(rawHeader(raw, 'content-type') ?? undefined) ||
+      encoding === null ||
       (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity' && encoding.trim() !== '') ||
+      length === null ||
       (length !== undefined && !(Number(length) <= MAX_CARD_BYTES))
     ) {
       this.abort(new ExtendedCardInvalid());

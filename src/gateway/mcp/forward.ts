@@ -8,7 +8,7 @@
  * @module
  */
 import type { ServerResponse } from 'node:http';
-import { type ForwardCallbacks, ForwardHandler } from '../proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, rawHeader } from '../proxy/forward.ts';
 import { EventIdSigner, isEventStream } from './events.ts';
 import { validSessionId } from './sessions.ts';
 
@@ -36,18 +36,6 @@ export function signedHead(raw: readonly Buffer[], sign: (id: string) => string)
   const out = raw.slice();
   out[at + 1] = Buffer.from(sign(id), 'latin1');
   return out;
-}
-
-/** The value of `name` (lower case) in a raw head, when it is there once. */
-function headerOnce(raw: readonly Buffer[], name: string): string | undefined {
-  let value: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i] as Buffer;
-    if (n.length !== name.length || n.toString('latin1').toLowerCase() !== name) continue;
-    if (value !== undefined) return undefined;
-    value = (raw[i + 1] as Buffer).toString('latin1');
-  }
-  return value;
 }
 
 /** How the caller's ids are signed on one exchange of an MCP route. */
@@ -85,10 +73,13 @@ export class SessionForwardHandler extends ForwardHandler {
     }
     // An upstream compressing anyway (it was asked for identity): its ids cannot be read, so they
     // pass unsigned (a resume from one is then refused), and its bytes are never rewritten.
-    const encoding = headerOnce(raw, 'content-encoding');
-    if (isEventStream(headerOnce(raw, 'content-type')) && (encoding === undefined || encoding.trim().toLowerCase() === 'identity')) {
+    const encoding = rawHeader(raw, 'content-encoding');
+    if (
+      isEventStream(rawHeader(raw, 'content-type') ?? undefined) &&
+      (encoding === undefined || encoding?.trim().toLowerCase() === 'identity')
+    ) {
       // The stream's events belong to the session the response opens, or else the one the request named.
-      const session = headerOnce(raw, 'mcp-session-id') ?? this.#sign.requestSession ?? null;
+      const session = rawHeader(raw, 'mcp-session-id') ?? this.#sign.requestSession ?? null;
       const event = this.#sign.event;
       this.#events = new EventIdSigner((id) => event(session, id));
     }

@@ -13,6 +13,21 @@ import type { Dispatcher } from 'undici';
 import type { ErrorCode } from '../../core/errors.ts';
 import { callerResponseHeaders } from '../http/headers.ts';
 
+/**
+ * The value of header `name` (lower case) in an upstream's raw response head: `undefined` when it
+ * is absent, `null` when it is sent more than once (ambiguous: read as neither value).
+ */
+export function rawHeader(raw: readonly Buffer[], name: string): string | null | undefined {
+  let value: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as Buffer;
+    if (n.length !== name.length || n.toString('latin1').toLowerCase() !== name) continue;
+    if (value !== undefined) return null;
+    value = (raw[i + 1] as Buffer).toString('latin1');
+  }
+  return value;
+}
+
 /** Thrown into the upload when the request body passes the route's limit. */
 export class BodyTooLarge extends Error {
   override readonly name = 'BodyTooLarge';
