@@ -180,14 +180,19 @@ describe('gateway: MCP event ids and Last-Event-ID', () => {
 describe('gateway: MCP event streams from an upstream that compresses', () => {
   let gw: TestGateway;
   let seen: (string | undefined)[] = [];
-  let always = false;
+  let always: false | 'gzip' | 'opaque' = false;
   const upstream = createServer((req, res) => {
     req.resume();
     seen.push(req.headers['accept-encoding']);
     const sse = 'id: s1_1\ndata: {"jsonrpc":"2.0","id":1,"result":{}}\n\n';
     const head = { 'content-type': 'text/event-stream', 'mcp-session-id': 'sess-1' };
+    // A coding whose bytes would still read as SSE: the signer must not take them as plain text.
+    if (always === 'opaque') {
+      res.writeHead(200, { ...head, 'content-encoding': 'x-opaque' }).end(sse);
+      return;
+    }
     // As Express's compression() does: gzip whenever the client accepts it (or always, here).
-    if (always || /gzip/.test(String(req.headers['accept-encoding']))) {
+    if (always === 'gzip' || /gzip/.test(String(req.headers['accept-encoding']))) {
       res.writeHead(200, { ...head, 'content-encoding': 'gzip' }).end(gzipSync(sse));
     } else res.writeHead(200, head).end(sse);
   });
@@ -231,7 +236,13 @@ describe('gateway: MCP event streams from an upstream that compresses', () => {
   });
 
   it('an upstream compressing anyway: its bytes pass untouched (the ids unsigned, so not resumable), never rewritten inside the gzip', async () => {
-    always = true;
+    always = 'gzip';
+    const ids = await initialize();
+    assert.deepEqual(ids, ['s1_1']);
+  });
+
+  it('a stream in a coding other than identity is never rewritten, even where its bytes look like id lines', async () => {
+    always = 'opaque';
     const ids = await initialize();
     assert.deepEqual(ids, ['s1_1']);
   });
