@@ -27,6 +27,7 @@ import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
+import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a.ts';
@@ -982,7 +983,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.
-        const details = closedBy === 'introspection_unavailable' ? { retryAfter: 5 } : {};
+        const details = closedBy === 'introspection_unavailable' ? { retryAfter: INTROSPECTION_RETRY_AFTER } : {};
         deny(x, res, new TesseraError(closedBy, details), route.authn.challenges, !this.req.complete);
       } else if (error instanceof StreamClosed || res.destroyed || callerGone(this.req)) {
         x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';

@@ -26,6 +26,9 @@ import { type Actor, deepFreeze, type Principal, VerifiedPrincipal } from './pri
 import { principalRevoked, type RevocationCheck } from './revocation.ts';
 import { TokenDigest } from './token-digest.ts';
 
+/** Seconds a caller is told to wait (`Retry-After`) when the introspection endpoint gives no answer. */
+export const INTROSPECTION_RETRY_AFTER = 5;
+
 /** One trusted JWT issuer, resolved. */
 export interface IssuerOptions {
   /** Exact `iss` value. */
@@ -657,7 +660,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     try {
       response = await config.introspector.introspect(token);
     } catch {
-      return deny('introspection_unavailable', { retryAfter: 5 });
+      return deny('introspection_unavailable', { retryAfter: INTROSPECTION_RETRY_AFTER });
     }
     if (response.active !== true) return deny('token_inactive');
     // The endpoint may describe a token that is no access token (a refresh token, often without
