@@ -308,7 +308,7 @@ describe('gateway: requests in flight when their token is revoked or expires', (
 
   it('expired download: a response with a Content-Length still in flight is cut when its token expires', async () => {
     const now = Math.floor(Date.now() / 1000);
-    const t = await token({ iat: now - 40, exp: now - 29, jti: 'j-dl-exp' });
+    const t = await token({ iat: now - 40, exp: now - 28, jti: 'j-dl-exp' }); // 2 s inside the 30 s skew (see the SSE test above)
     const dl = await openDownload(`${gw.url}/download/expired`, `Bearer ${t}`);
     assert.equal(dl.status, 200);
     const end = await within(dl.ended, 3500, 'the download outlived its token');
