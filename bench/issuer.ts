@@ -1,7 +1,8 @@
 /**
  * `npm run bench:issuer`: the token endpoint over HTTP on loopback, Tessera beside
  * node-oidc-provider (client_credentials, RFC 9068 JWT access tokens, ES256, client_secret_basic),
- * in one run with the same load generator (autocannon, in this process), each server alone in its
+ * in one run with the same load generator (autocannon in this process, or wrk with BENCH_LOADGEN=wrk),
+ * each server alone in its
  * own child process whose CPU time is read from inside (process.cpuUsage). Also measures one raw
  * ES256 signature (`crypto.sign` over the same claims) as the unit of cost.
  *
@@ -12,8 +13,9 @@
  * with BENCH_CONNECTIONS connections (default 8). A last row, the node:http floor, answers a canned
  * response of the same size at Tessera's client_credentials rate: what HTTP alone costs there.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { generateKeyPairSync, randomUUID, sign } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import autocannon from 'autocannon';
 
@@ -21,6 +23,12 @@ const DURATION = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 const WARMUP = 2;
+const LOADGEN = process.env.BENCH_LOADGEN ?? 'autocannon';
+const WRK = '/usr/bin/wrk';
+const LUA = new URL('./issuer-post.lua', import.meta.url).pathname;
+if (LOADGEN !== 'autocannon' && LOADGEN !== 'wrk')
+  throw new Error(`BENCH_LOADGEN: write autocannon or wrk, not ${JSON.stringify(LOADGEN)}`);
+if (LOADGEN === 'wrk' && !existsSync(WRK)) throw new Error(`BENCH_LOADGEN=wrk needs ${WRK} (apt-get install wrk)`);
 
 interface Child {
   readonly process: ChildProcess;
@@ -87,6 +95,7 @@ async function measureOnce(
     body,
     connections: CONNECTIONS,
   };
+  if (LOADGEN === 'wrk') return measureWithWrk(system, grant, child, options.url, headers, body, rate);
   await autocannon({ ...options, duration: WARMUP });
   const cpu0 = await child.cpu();
   const t0 = performance.now();
@@ -101,6 +110,38 @@ async function measureOnce(
     ops: Math.round(ok / seconds),
     cpu_us_per_token: Math.round(((cpu1 - cpu0) / Math.max(1, ok)) * 10) / 10,
     failed: r.non2xx + r.errors,
+  };
+}
+
+/** The same measurement driven by wrk (one thread, a C load generator) instead of autocannon. */
+async function measureWithWrk(
+  system: string,
+  grant: string,
+  child: Child,
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  rate?: number,
+): Promise<Measured> {
+  const env = { ...process.env, WRK_BODY: body, WRK_AUTH: headers.authorization ?? '', WRK_RATE: String(rate ?? 0) };
+  const run = (seconds: number) => execFileSync(WRK, ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '-s', LUA, url], { env }).toString();
+  run(WARMUP);
+  const cpu0 = await child.cpu();
+  const out = run(DURATION);
+  const cpu1 = await child.cpu();
+  const done = /(\d+) requests in ([\d.]+)(ms|s|m)/.exec(out);
+  if (!done) throw new Error(`wrk printed no request count:\n${out}`);
+  const requests = Number(done[1]);
+  const seconds = Number(done[2]) * (done[3] === 'ms' ? 1e-3 : done[3] === 'm' ? 60 : 1);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const ok = requests - non2xx;
+  return {
+    system,
+    grant,
+    ops: Math.round(ok / seconds),
+    cpu_us_per_token: Math.round(((cpu1 - cpu0) / Math.max(1, ok)) * 10) / 10,
+    failed: non2xx + (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0),
   };
 }
 
@@ -134,7 +175,7 @@ function rawSign(): number {
 const basicAuth = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
 
 process.stdout.write(
-  `bench:issuer  node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), ${CONNECTIONS} connections, median of ${REPEAT} × ${DURATION}s\n\n`,
+  `bench:issuer  node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), ${LOADGEN}, ${CONNECTIONS} connections, median of ${REPEAT} × ${DURATION}s\n\n`,
 );
 
 // All servers run side by side (idle ones cost nothing) and every repetition measures each in
