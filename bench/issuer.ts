@@ -2,9 +2,8 @@
  * `npm run bench:issuer`: the token endpoint over HTTP on loopback, Tessera beside
  * node-oidc-provider (client_credentials, RFC 9068 JWT access tokens, ES256, client_secret_basic),
  * in one run with the same load generator (autocannon in this process, or wrk with BENCH_LOADGEN=wrk),
- * each server alone in its
- * own child process whose CPU time is read from inside (process.cpuUsage). Also measures one raw
- * ES256 signature (`crypto.sign` over the same claims) as the unit of cost.
+ * each server alone in its own child process whose CPU time is read from inside (process.cpuUsage).
+ * Also measures one raw ES256 signature (`crypto.sign` over the same claims) as the unit of cost.
  *
  * Prints tokens/s and server CPU µs per token, the ratios against the goals, and as its last line
  * `{"bench":"issuer","results":[{"system","grant","ops","cpu_us_per_token"}],"raw_sign_us":N}`.
