@@ -158,7 +158,7 @@ export const OAUTH_ERROR_CODES = {
   pkce_verifier_malformed: {
     status: 400,
     error: 'invalid_request',
-    description: 'code_verifier must be 43-128 characters of A-Z, a-z, 0-9, "-", ".", "_", "~".',
+    description: "code_verifier must be 43-128 characters of A-Z, a-z, 0-9, '-', '.', '_', '~'.",
   },
   client_public_grant_not_allowed: {
     status: 400,
@@ -201,7 +201,7 @@ export const OAUTH_ERROR_CODES = {
   authorize_dpop_jkt_invalid: {
     status: 400,
     error: 'invalid_request',
-    description: 'dpop_jkt must be the 43-character base64url SHA-256 JWK thumbprint of the DPoP key (RFC 9449 §10).',
+    description: 'dpop_jkt must be the 43-character base64url SHA-256 JWK thumbprint of the DPoP key (RFC 9449 section 10).',
   },
   pkce_challenge_missing: { status: 400, error: 'invalid_request', description: 'code_challenge is required (PKCE, RFC 7636).' },
   pkce_method_unsupported: {

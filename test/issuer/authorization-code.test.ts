@@ -217,6 +217,16 @@ describe('attacks on the code', () => {
     assert.equal((await redeem({ code, code_verifier: verifier })).status, 200);
   });
 
+  it('malformed code_verifier: refused, and the error_description is RFC 6749 §5.2 NQSCHAR (it quoted the allowed characters with %x22)', async () => {
+    const { code } = await codeFor();
+    const res = await redeem({ code, code_verifier: 'short' });
+    const body = (await res.json()) as { error: string; error_description: string };
+    assert.equal(res.status, 400);
+    assert.equal(body.error, 'invalid_request');
+    assert.equal(await lastDenial(), 'pkce_verifier_malformed');
+    assert.match(body.error_description, /^[\x20\x21\x23-\x5b\x5d-\x7e]+$/);
+  });
+
   it('missing code_verifier: refused', async () => {
     const { code } = await codeFor();
     await expectError(await redeem({ code }), 400, 'invalid_request');

@@ -20,6 +20,13 @@ it('documents every code with its status and error, and nothing else', () => {
   }
 });
 
+it('writes every error and error_description in RFC 6749 §5.2 NQSCHAR: no %x22 or %x5C, nothing outside ASCII (the token response, and the redirect of §4.1.2.1)', () => {
+  for (const [code, spec] of Object.entries(OAUTH_ERROR_CODES)) {
+    assert.match(spec.error, /^[\x20\x21\x23-\x5b\x5d-\x7e]+$/, code);
+    assert.match(spec.description, /^[\x20\x21\x23-\x5b\x5d-\x7e]+$/, code);
+  }
+});
+
 it('never reuses a retired code', () => {
   for (const c of RETIRED_OAUTH_CODES) assert.equal(c in OAUTH_ERROR_CODES, false);
 });
