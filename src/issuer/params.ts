@@ -32,11 +32,15 @@ export function checkRepeats(params: URLSearchParams): void {
   }
 }
 
-/** Parse a `scope` parameter; `undefined` when absent. */
+/**
+ * Parse a `scope` parameter; `undefined` when absent. RFC 6749 §3.3: `scope-token *( SP scope-token )`,
+ * one space between tokens and none around them. A doubled, leading or trailing space (or a value
+ * of spaces alone, which dropping empty tokens read as no scope: the client's full scope) is
+ * `scope_malformed`, not guessed at.
+ */
 export function parseScope(value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
-  const list = value.split(' ').filter((s) => s !== '');
-  if (list.length === 0) return undefined;
+  const list = value.split(' ');
   for (const s of list) if (!SCOPE_TOKEN.test(s)) throw new OAuthError('scope_malformed');
   return [...new Set(list)];
 }

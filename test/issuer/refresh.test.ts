@@ -97,6 +97,13 @@ describe('rotation', () => {
     assert.equal((await refresh(again.refresh_token)).status, 200);
   });
 
+  it('scope with a trailing or doubled space (RFC 6749 §3.3): invalid_scope, and the token is not spent', async () => {
+    const f = await family();
+    for (const scope of ['api:read ', 'api:read  api:write', ' '])
+      await expectError(await refresh(f.refresh_token, { scope }), 400, 'invalid_scope');
+    assert.equal((await refresh(f.refresh_token)).status, 200);
+  });
+
   it('refuses another client’s refresh token without touching the family', async () => {
     const f = await family();
     await expectError(await refresh(f.refresh_token, {}, other), 400, 'invalid_grant');

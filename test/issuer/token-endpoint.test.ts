@@ -250,6 +250,21 @@ describe('scope and audience errors', () => {
     await expectError(await cc({ scope: 'api:read "quoted"' }), 400, 'invalid_scope');
   });
 
+  it('scope grammar (RFC 6749 §3.3, scope-token *( SP scope-token )): a double space, a leading or trailing space, or a lone space is invalid_scope, never read as the client’s full scope', async () => {
+    for (const scope of ['api:read  api:write', ' api:read', 'api:read ', ' ', 'api:read\tapi:write']) {
+      const res = await cc({ scope });
+      await expectError(res, 400, 'invalid_scope');
+    }
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'token.denied').at(-1);
+    assert.equal(denied?.reason, 'scope_malformed');
+    // Scope tokens are case-sensitive: API:read is another scope, not the client's api:read.
+    await expectError(await cc({ scope: 'API:read' }), 400, 'invalid_scope');
+    // Sent without a value, it is omitted (RFC 6749 §3.1): the client's scopes.
+    const omitted = (await (await cc({ scope: '' })).json()) as { scope: string };
+    assert.equal(omitted.scope, 'api:read api:write files:*');
+  });
+
   it('answers invalid_target for an audience the client may not request', async () => {
     await expectError(await cc({ audience: 'https://other.test' }), 400, 'invalid_target');
   });
