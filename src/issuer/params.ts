@@ -58,6 +58,15 @@ export function narrowScopes(requested: readonly string[], ceilings: readonly Ef
 }
 
 /**
+ * Whether the request names a target (`audience` or `resource`) with a value. One sent without a
+ * value counts as omitted (RFC 6749 §3.1), as {@link targets} reads it.
+ */
+export function namesTarget(params: URLSearchParams): boolean {
+  for (const [name, value] of params) if (value !== '' && (name === 'audience' || name === 'resource')) return true;
+  return false;
+}
+
+/**
  * The audiences requested through `audience` (RFC 8693) and `resource` (RFC 8707), each within
  * `allowed`; when none is requested, the only allowed one, else `invalid_target`.
  */

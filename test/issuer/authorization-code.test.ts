@@ -167,6 +167,29 @@ describe('authorization code redemption', () => {
   });
 });
 
+describe('parameters sent without a value (RFC 6749 §3.1: as if omitted)', () => {
+  it('resource= and audience= with no value on a code approved for two resources: the token names both, as when omitted, not invalid_target', async () => {
+    const { verifier, challenge } = pkcePair();
+    const params = new URLSearchParams({
+      response_type: 'code',
+      client_id: 'mcp-app',
+      redirect_uri: REDIRECT,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      scope: 'api:read',
+    });
+    params.append('resource', API);
+    params.append('resource', OTHER_API);
+    const outcome = await issuer.service.checkAuthorizationRequest(params);
+    assert.ok(outcome.ok);
+    const code = await issuer.service.approveAuthorization(outcome.request, { subject: 'carol', source: 'test' });
+    const res = await redeem({ code, code_verifier: verifier, resource: '', audience: '' });
+    const body = (await res.json()) as { access_token: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.deepEqual(decodeJwt(body.access_token).aud, [API, OTHER_API]);
+  });
+});
+
 describe('attacks on the code', () => {
   it('code replay: refused, and the grant issued from it is revoked with its refresh token', async () => {
     const verifier_ = inProcessVerifier(issuer);

@@ -104,6 +104,39 @@ describe('rotation', () => {
     assert.equal((await refresh(f.refresh_token)).status, 200);
   });
 
+  it('resource= or audience= sent without a value (RFC 6749 §3.1: as if omitted) on a two-audience family: the grant’s audiences, not invalid_target', async () => {
+    const wide = await issuer.addClient({
+      id: 'two-audiences',
+      scopes: ['api:read'],
+      audiences: ['https://api.test', 'https://b.test'],
+      grantTypes: ['refresh_token', EXCHANGE],
+    });
+    const subject = await issuer.service.mint({
+      clientId: 'two-audiences',
+      subject: 'dave',
+      ttl: 3600,
+      audiences: ['https://api.test', 'https://b.test'],
+    });
+    const res = await issuer.post(
+      '/oauth2/token',
+      {
+        grant_type: EXCHANGE,
+        subject_token: subject.access_token,
+        subject_token_type: AT,
+        audience: ['https://api.test', 'https://b.test'],
+      },
+      { authorization: basic(wide.id, wide.secret) },
+    );
+    let rt = ((await res.json()) as Tokens).refresh_token;
+    for (const empty of [{ resource: '' }, { audience: '' }] as Record<string, string>[]) {
+      const r = await refresh(rt, empty, wide);
+      const body = (await r.json()) as Tokens;
+      assert.equal(r.status, 200, `${JSON.stringify(empty)}: ${JSON.stringify(body)}`);
+      assert.deepEqual(decodeJwt(body.access_token).aud, ['https://api.test', 'https://b.test']);
+      rt = body.refresh_token;
+    }
+  });
+
   it('refuses another client’s refresh token without touching the family', async () => {
     const f = await family();
     await expectError(await refresh(f.refresh_token, {}, other), 400, 'invalid_grant');

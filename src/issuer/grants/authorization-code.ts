@@ -15,7 +15,7 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import type { CompiledClient } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, newGrantId, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { param, required, targets } from '../params.ts';
+import { namesTarget, param, required, targets } from '../params.ts';
 import { isVerifier, verifierMatches } from '../pkce.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
@@ -66,7 +66,7 @@ export async function authorizationCode(
   if (record.consumedAt === null) {
     if (record.expiresAt <= now) throw new OAuthError('authorization_code_invalid');
     // RFC 8707 §2.2: the token request may name a subset of the approved resources.
-    if (req.params.getAll('resource').length + req.params.getAll('audience').length > 0) {
+    if (namesTarget(req.params)) {
       audiences = targets(req.params, new Set(record.audiences));
     }
   }

@@ -12,7 +12,7 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import type { CompiledClient } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import { namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
@@ -52,8 +52,7 @@ export async function refresh(
     const requested = parseScope(param(req.params, 'scope'));
     // RFC 6749 §6: the new access token's scope may narrow, never widen.
     scopes = requested ? narrowScopes(requested, [ctx.scopes.expand(grant.scopes), client.scopes]) : grant.scopes;
-    const wanted = req.params.getAll('audience').length + req.params.getAll('resource').length > 0;
-    audiences = wanted ? targets(req.params, new Set(grant.audiences)) : grant.audiences;
+    audiences = namesTarget(req.params) ? targets(req.params, new Set(grant.audiences)) : grant.audiences;
   }
   const next = randomSecret(REFRESH_TOKEN_PREFIX);
   const rotation = await ctx.store.rotateRefreshToken(hash, {
