@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { Buffer } from 'node:buffer';
+import { Buffer, isUtf8 } from 'node:buffer';
 import { hash, timingSafeEqual } from 'node:crypto';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
@@ -394,9 +394,14 @@ export class ClientRegistry {
   }
 
   #parseBasic(header: string): { id: string; secret: string } | undefined {
-    const m = /^basic +([A-Za-z0-9+/]+=*) *$/i.exec(header);
+    const m = /^basic +([A-Za-z0-9+/]+={0,2}) *$/i.exec(header);
     if (!m) return undefined;
-    const decoded = Buffer.from(m[1] as string, 'base64').toString('utf8');
+    // RFC 7617 §2: the base64 of RFC 4648 §4, padded, in its one spelling. Node decodes anything
+    // (padding missing or extra, stray bits in the last character) and reads bytes that are not
+    // UTF-8 as U+FFFD: refused instead, as form bodies are.
+    const bytes = Buffer.from(m[1] as string, 'base64');
+    if (bytes.toString('base64') !== m[1] || !isUtf8(bytes)) return undefined;
+    const decoded = bytes.toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon < 1) return undefined;
     // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.

@@ -223,6 +223,24 @@ describe('client authentication errors (invalid_client)', () => {
     assert.match(res.headers.get('www-authenticate') ?? '', /^Basic/);
   });
 
+  it('refuses Basic credentials that are not the one RFC 4648 base64 encoding of id:secret (extra or missing padding, stray bits), or not UTF-8 once decoded', async () => {
+    const good = basic(agent.id, agent.secret);
+    assert.equal((await token({ grant_type: 'client_credentials' }, { authorization: good })).status, 200);
+    const b64 = good.slice('Basic '.length);
+    const last = b64.replace(/=+$/, '').at(-1) as string;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+    // The credentials 'agent:tcs_…' are not a multiple of 3 bytes long: the last character has unused bits.
+    assert.match(b64, /=$/);
+    const strayBits = `${b64.replace(/=+$/, '').slice(0, -1)}${alphabet[alphabet.indexOf(last) + 1]}${b64.match(/=+$/)?.[0]}`;
+    for (const value of [`${b64}=`, `${b64}==`, b64.replace(/=+$/, ''), strayBits]) {
+      const res = await token({ grant_type: 'client_credentials' }, { authorization: `Basic ${value}` });
+      await expectError(res, 401, 'invalid_client');
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Basic/);
+    }
+    const latin1 = `Basic ${Buffer.concat([Buffer.from(`${agent.id}:${agent.secret}`), Buffer.from([0xff])]).toString('base64')}`;
+    await expectError(await token({ grant_type: 'client_credentials' }, { authorization: latin1 }), 401, 'invalid_client');
+  });
+
   it('refuses a Basic client id that differs from the body client_id', async () => {
     const res = await token({ grant_type: 'client_credentials', client_id: 'multi' }, { authorization: basic(agent.id, agent.secret) });
     await expectError(res, 401, 'invalid_client');
