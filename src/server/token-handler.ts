@@ -145,18 +145,30 @@ function serialize(result: unknown): string {
  */
 function authorizationFault(req: IncomingMessage): { headerFault: 'request_multiple_authorization' } | undefined {
   if (req.headers.authorization === undefined) return undefined;
+  return sentTwice(req, 'authorization') ? { headerFault: 'request_multiple_authorization' } : undefined;
+}
+
+/** Whether the request carries header `name` (lower case) more than once. */
+function sentTwice(req: IncomingMessage, name: string): boolean {
   // rawHeaders, not headersDistinct: that getter copies every header of the request.
   const raw = req.rawHeaders;
   let seen = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i] as string;
-    if (n.length === 13 && n.toLowerCase() === 'authorization' && ++seen > 1) return { headerFault: 'request_multiple_authorization' };
+    if (n.length === name.length && n.toLowerCase() === name && ++seen > 1) return true;
   }
-  return undefined;
+  return false;
 }
 
+/**
+ * The request's media type, lower case; `''` without a Content-Type, or with more than one: Node
+ * keeps the first and drops the others, so a body labelled twice (a form and a form in another
+ * charset, or JSON) would be read by whichever label came first.
+ */
 function mediaType(req: IncomingMessage): string {
-  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+  const value = req.headers['content-type'];
+  if (value === undefined || sentTwice(req, 'content-type')) return '';
+  return value.split(';')[0]?.trim().toLowerCase() ?? '';
 }
 
 /**

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { rawHttp } from '../helpers/net.ts';
 
 let issuer: RunningIssuer;
 before(async () => {
@@ -83,6 +84,31 @@ describe('parameters in the URL query (RFC 6749 §3.2, §2.3.1)', () => {
     // A bare `?` carries nothing and is no reason to refuse.
     const bare = await post('/oauth2/token?', 'grant_type=client_credentials&scope=api:read', auth);
     assert.equal(bare.status, 200);
+  });
+});
+
+describe('the Content-Type header', () => {
+  it('sent twice (a form label and one with another charset, or JSON): refused as request_content_type, not read by the first label Node keeps', async () => {
+    const c = await issuer.addClient({ id: 'content-type-probe', scopes: ['api:read'] });
+    const body = 'grant_type=client_credentials';
+    for (const [path, second] of [
+      ['/oauth2/token', 'application/x-www-form-urlencoded; charset=iso-8859-1'],
+      ['/oauth2/token', 'application/json'],
+      ['/oauth2/token', 'application/x-www-form-urlencoded'],
+      ['/oauth2/revoke', 'application/x-www-form-urlencoded; charset=iso-8859-1'],
+      ['/oauth2/introspect', 'application/json'],
+    ] as const) {
+      const answer = await rawHttp(
+        issuer.url,
+        `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${basic(c.id, c.secret)}\r\n` +
+          `Content-Type: application/x-www-form-urlencoded\r\nContent-Type: ${second}\r\n` +
+          `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      assert.match(answer, /^HTTP\/1\.1 400 /, `${path}, ${second}: ${answer.split('\r\n')[0]}`);
+      assert.match(answer, /"error":"invalid_request"/);
+      assert.match(answer, /The request body must be application\/x-www-form-urlencoded\./);
+      assert.match(answer, /\r\ncache-control: no-store\r\n/i);
+    }
   });
 });
 
