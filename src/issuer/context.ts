@@ -29,6 +29,19 @@ export interface OAuthRequest {
   /** The `DPoP` header (RFC 9449), when the client asks for a sender-constrained token. */
   readonly dpop?: string | undefined;
   /**
+   * Why the HTTP adapter refused the request before reading its form (a method other than POST, a
+   * URL query, another Content-Type, a body over the limit) or its headers (two DPoP proofs):
+   * `params` is then empty, and the endpoint refuses the request with this code, audited like any
+   * other refusal.
+   */
+  readonly requestFault?:
+    | 'request_method_not_allowed'
+    | 'request_query_not_allowed'
+    | 'request_content_type'
+    | 'request_body_too_large'
+    | 'dpop_proof_invalid'
+    | undefined;
+  /**
    * Why the HTTP body could not be read (`params` is then empty): the endpoint refuses the request
    * with this code, and the token endpoint audits it like any other refusal.
    */
@@ -81,6 +94,7 @@ export async function openTokenRequest(
 ): Promise<{ readonly client: CompiledClient; readonly token: string }> {
   let clientId: string | undefined;
   try {
+    if (req.requestFault !== undefined) throw new OAuthError(req.requestFault);
     if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
     if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
     checkRepeats(req.params);

@@ -386,6 +386,7 @@ export class TokenService {
     let clientId: string | undefined;
     const grantType = req.params.get('grant_type') ?? undefined;
     try {
+      if (req.requestFault !== undefined) throw new OAuthError(req.requestFault);
       if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
       if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
       checkRepeats(req.params);

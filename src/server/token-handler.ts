@@ -254,21 +254,33 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     endpointUrl: string,
     run: (r: OAuthRequest) => Promise<unknown>,
   ): Promise<void> => {
-    if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
+    // A request refused here still goes to the service as a fault, so the endpoint audits it as
+    // every other refusal (token.denied, revocation.denied, introspection.denied).
+    let requestFault: OAuthRequest['requestFault'];
+    let form: URLSearchParams | undefined;
+    const q = (req.url ?? '').indexOf('?');
+    if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
     // The parameters are read from the body only (RFC 6749 §3.2, §2.3.1: credentials never in the
     // URI). A query would be ignored, so `?scope=narrow` would get the client's full scope and a
     // secret sent there would end up in access logs unnoticed: refused rather than ignored.
-    const q = (req.url ?? '').indexOf('?');
-    if (q >= 0 && q < (req.url as string).length - 1) throw new OAuthError('request_query_not_allowed');
-    if (mediaType(req) !== 'application/x-www-form-urlencoded') throw new OAuthError('request_content_type');
-    // A body that is not UTF-8 goes to the service as a fault, so the token endpoint audits it.
-    const form = await readForm(req, limit);
+    else if (q >= 0 && q < (req.url as string).length - 1) requestFault = 'request_query_not_allowed';
+    else if (mediaType(req) !== 'application/x-www-form-urlencoded') requestFault = 'request_content_type';
+    else {
+      try {
+        form = await readForm(req, limit);
+      } catch (err) {
+        if (!(err instanceof BodyTooLarge)) throw err;
+        requestFault = 'request_body_too_large';
+      }
+    }
     const dpop = req.headers.dpop;
     // Node joins repeated headers with ", ", which never occurs in a compact JWS (RFC 9449 §4.3 allows one).
-    if (typeof dpop === 'string' && dpop.includes(',')) throw new OAuthError('dpop_proof_invalid');
+    if (requestFault === undefined && typeof dpop === 'string' && dpop.includes(',')) requestFault = 'dpop_proof_invalid';
     const result = await run({
       params: form ?? new URLSearchParams(),
-      ...(form === undefined ? { bodyFault: 'request_not_utf8' as const } : {}),
+      ...(requestFault !== undefined ? { requestFault } : {}),
+      // A body that is not UTF-8 goes to the service as a fault too.
+      ...(requestFault === undefined && form === undefined ? { bodyFault: 'request_not_utf8' as const } : {}),
       authorization: req.headers.authorization,
       ...authorizationFault(req),
       endpointUrl,

@@ -112,6 +112,68 @@ describe('the Content-Type header', () => {
   });
 });
 
+describe('refusals before the form is read are audited too', () => {
+  it('GET, another Content-Type, a query, a body over the limit and two DPoP headers: token.denied (revocation.denied, introspection.denied) with their reason code', async () => {
+    const c = await issuer.addClient({ id: 'unread-form-probe', scopes: ['api:read'] });
+    const form = { authorization: basic(c.id, c.secret), 'content-type': 'application/x-www-form-urlencoded' };
+    const body = 'grant_type=client_credentials';
+    const cases: [string, string, RequestInit, number, string, string][] = [
+      ['get', '/oauth2/token', { headers: form }, 405, 'token.denied', 'request_method_not_allowed'],
+      [
+        'type',
+        '/oauth2/token',
+        { method: 'POST', headers: { ...form, 'content-type': 'text/plain' }, body },
+        400,
+        'token.denied',
+        'request_content_type',
+      ],
+      ['query', '/oauth2/token?scope=api:read', { method: 'POST', headers: form, body }, 400, 'token.denied', 'request_query_not_allowed'],
+      [
+        'large',
+        '/oauth2/token',
+        { method: 'POST', headers: form, body: `${body}&x=${'a'.repeat(70_000)}` },
+        413,
+        'token.denied',
+        'request_body_too_large',
+      ],
+      [
+        'dpop',
+        '/oauth2/token',
+        { method: 'POST', headers: { ...form, dpop: 'a.b.c, d.e.f' }, body },
+        400,
+        'token.denied',
+        'dpop_proof_invalid',
+      ],
+      ['revoke-get', '/oauth2/revoke', { headers: form }, 405, 'revocation.denied', 'request_method_not_allowed'],
+      [
+        'introspect-type',
+        '/oauth2/introspect',
+        { method: 'POST', headers: { ...form, 'content-type': 'application/json' }, body: '{}' },
+        400,
+        'introspection.denied',
+        'request_content_type',
+      ],
+    ];
+    for (const [name, path, init, status, kind, reason] of cases) {
+      const requestId = `unread-form-${name}`;
+      const res = await fetch(`${issuer.url}${path}`, {
+        ...init,
+        headers: { ...(init.headers as Record<string, string>), 'x-request-id': requestId },
+      });
+      const json = (await res.json()) as { error: string };
+      assert.equal(res.status, status, `${name}: ${JSON.stringify(json)}`);
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      await issuer.service.audit.flush();
+      const events = await issuer.store.queryAudit({ request_id: requestId, limit: 10 });
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.reason, e.decision]),
+        [[kind, reason, 'deny']],
+        name,
+      );
+    }
+  });
+});
+
 describe('request ids', () => {
   it('echoes a well-formed X-Request-Id and replaces a malformed one', async () => {
     const a = await issuer.post('/oauth2/token', {}, { 'x-request-id': 'req-123' });
