@@ -234,6 +234,105 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
   });
 });
 
+describe('refresh tokens across two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
+  const refreshSchema = `${schema}_rt`;
+  let a: RunningIssuer;
+  let b: RunningIssuer;
+  let holder: { id: string; secret: string };
+  let thief: { id: string; secret: string };
+  const AT = 'urn:ietf:params:oauth:token-type:access_token';
+
+  before(async () => {
+    a = await startIssuer({ store: await PostgresStore.open({ connectionString: url, schema: refreshSchema }) });
+    b = await startIssuer({
+      store: await PostgresStore.open({ connectionString: url, schema: refreshSchema }),
+      master: a.master,
+      config: { token_service: { issuer: a.url } },
+    });
+    const grantTypes = ['refresh_token', EXCHANGE];
+    holder = await a.addClient({ id: 'holder', scopes: ['api:read', 'api:write'], grantTypes });
+    thief = await a.addClient({ id: 'thief', scopes: ['api:read', 'api:write'], grantTypes });
+    await b.service.sync();
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    await dropSchema(refreshSchema);
+  });
+
+  /** A delegated token with a refresh token, from instance `on`. */
+  async function family(on: RunningIssuer, user: string): Promise<{ access_token: string; refresh_token: string }> {
+    const subject = await a.service.mint({ clientId: 'holder', subject: user, ttl: 3600 });
+    const res = await on.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+      { authorization: basic(holder.id, holder.secret) },
+    );
+    const body = (await res.json()) as { access_token: string; refresh_token: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    return body;
+  }
+  const refresh = (on: RunningIssuer, rt: string, extra: Record<string, string> = {}, c = holder) =>
+    on.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt, ...extra }, { authorization: basic(c.id, c.secret) });
+
+  it('a refresh race across the two instances: of parallel uses of one refresh token on A and B, exactly one succeeds', async () => {
+    for (let round = 0; round < 3; round++) {
+      const f = await family(a, `racer-${round}`);
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => refresh(i % 2 === 0 ? a : b, f.refresh_token)));
+      const statuses = results.map((r) => r.status);
+      for (const r of results) await r.body?.cancel();
+      assert.equal(statuses.filter((s) => s === 200).length, 1, statuses.join(','));
+      assert.equal(statuses.filter((s) => s === 400).length, 7, statuses.join(','));
+    }
+  });
+
+  it('a rotated token replayed on the other instance revokes the family there and here: the successor is refused on A, its access token by A’s verifier', async () => {
+    const f = await family(a, 'replayed');
+    const next = (await (await refresh(a, f.refresh_token)).json()) as { access_token: string; refresh_token: string };
+    const r = await refresh(b, f.refresh_token);
+    assert.equal(r.status, 400);
+    assert.equal(((await r.json()) as { error: string }).error, 'invalid_grant');
+    assert.equal((await refresh(a, next.refresh_token)).status, 400, 'the legitimate successor is dead too');
+    const verifier = inProcessVerifier(a);
+    await until(async () => !(await verifier.verify(bearer(next.access_token))).ok, 5000);
+  });
+
+  it('a grant revoked on A: its refresh token is refused on B at once, before B syncs, and so is one revoked through RFC 7009 on A', async () => {
+    const f = await family(b, 'revoked-grant');
+    await a.service.revokeGrants({ grantId: decodeJwt(f.access_token).grant_id as string }, 'test');
+    const r = await refresh(b, f.refresh_token);
+    assert.equal(r.status, 400);
+    assert.equal(((await r.json()) as { error: string }).error, 'invalid_grant');
+    const g = await family(b, 'rfc7009');
+    assert.equal(
+      (await a.post('/oauth2/revoke', { token: g.refresh_token }, { authorization: basic(holder.id, holder.secret) })).status,
+      200,
+    );
+    assert.equal((await refresh(b, g.refresh_token)).status, 400);
+  });
+
+  it('another client presenting the refresh token on B is refused without spending it or revoking the family', async () => {
+    const f = await family(a, 'stolen');
+    const r = await refresh(b, f.refresh_token, {}, thief);
+    assert.equal(r.status, 400);
+    assert.equal(((await r.json()) as { error: string }).error, 'invalid_grant');
+    const ok = await refresh(a, f.refresh_token);
+    assert.equal(ok.status, 200, 'the holder still refreshes');
+  });
+
+  it('scope narrowed on B, widened back to the grant’s on A, never beyond it', async () => {
+    const f = await family(a, 'narrowing');
+    const narrow = (await (await refresh(b, f.refresh_token, { scope: 'api:read' })).json()) as { scope: string; refresh_token: string };
+    assert.equal(narrow.scope, 'api:read');
+    const back = (await (await refresh(a, narrow.refresh_token)).json()) as { scope: string; refresh_token: string };
+    assert.equal(back.scope, 'api:read api:write');
+    const wider = await refresh(b, back.refresh_token, { scope: 'api:read admin' });
+    assert.equal(wider.status, 400);
+    assert.equal(((await wider.json()) as { error: string }).error, 'invalid_scope');
+    assert.equal((await refresh(a, back.refresh_token)).status, 200, 'the refused request spent nothing');
+  });
+});
+
 /** A TCP relay to PostgreSQL that the test can cut (every connection dropped, nothing listening) and restore. */
 async function relay(): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void> }> {
   const target = new URL(url);
