@@ -650,9 +650,16 @@ export class TokenService {
       readonly bodyFault?: 'registration_metadata_invalid' | 'registration_metadata_member_repeated';
       /** The request carried more than one Authorization header: refused here, rate-limited and audited. */
       readonly headerFault?: 'request_multiple_authorization' | undefined;
+      /**
+       * The HTTP adapter refused the request before reading its body (a method other than POST,
+       * another Content-Type or charset, a body over the limit): refused here and audited, before
+       * the rate limit (it registers nothing and costs no secret comparison).
+       */
+      readonly requestFault?: 'request_method_not_allowed' | 'request_content_type' | 'request_not_utf8' | 'request_body_too_large';
     } = {},
   ): Promise<RegistrationResponse> {
     try {
+      if (extra.requestFault !== undefined) throw new OAuthError(extra.requestFault);
       // Before the initial access token is checked: a flood is refused whether or not it guesses.
       const wait = this.#registrations.take(registrantKey(extra.remoteAddr));
       if (wait > 0) throw new OAuthError('registration_rate_limited', { retryAfter: wait });

@@ -293,28 +293,36 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
 
   /** RFC 7591 §3: a JSON client description in, 201 with the client (and its secret, once) out. */
   const register = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
-    if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
-    if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
-    requireUtf8Label(req);
+    // A request refused before its body is read goes to the service as a fault too, audited
+    // (client.registration_denied) like every other refused registration.
+    let requestFault: 'request_method_not_allowed' | 'request_content_type' | 'request_not_utf8' | 'request_body_too_large' | undefined;
+    if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
+    else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type';
+    // JSON is UTF-8 (RFC 8259 §8.1): a body labelled with another charset is refused.
+    else if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) requestFault = 'request_not_utf8';
     let metadata: unknown;
     // A body that is no JSON, or names a member twice, is refused by the service, after its rate
     // limit and with its audit event, like any other refused registration.
     let bodyFault: 'registration_metadata_invalid' | 'registration_metadata_member_repeated' | undefined;
-    try {
-      const bytes = await readBody(req, limit);
-      metadata = JSON.parse(bytes.toString('utf8'));
-      // Bytes that are not UTF-8 are no JSON text (RFC 8259 §8.1), refused like any other; nesting
-      // too deep to check is no repeated member: invalid metadata, as JSON that is no object is.
-      const fault = strictJsonFault(bytes, metadata);
-      if (fault !== undefined) bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
-    } catch (err) {
-      if (err instanceof BodyTooLarge) throw err;
-      bodyFault = 'registration_metadata_invalid';
+    if (requestFault === undefined) {
+      try {
+        const bytes = await readBody(req, limit);
+        metadata = JSON.parse(bytes.toString('utf8'));
+        // Bytes that are not UTF-8 are no JSON text (RFC 8259 §8.1), refused like any other; nesting
+        // too deep to check is no repeated member: invalid metadata, as JSON that is no object is.
+        const fault = strictJsonFault(bytes, metadata);
+        if (fault !== undefined)
+          bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
+      } catch (err) {
+        if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
+        else bodyFault = 'registration_metadata_invalid';
+      }
     }
     const result = await service.registerDynamicClient(metadata, req.headers.authorization, {
       requestId,
       remoteAddr: req.socket.remoteAddress,
       ...authorizationFault(req),
+      ...(requestFault !== undefined ? { requestFault } : {}),
       ...(bodyFault !== undefined ? { bodyFault } : {}),
     });
     send(res, 201, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });

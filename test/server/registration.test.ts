@@ -259,6 +259,50 @@ describe('dynamic client registration', () => {
     assert.equal(denied.length, bodies.length);
   });
 
+  it('DCR refused before its body is read (GET, another Content-Type, a charset other than UTF-8, a body over the limit): audited as client.registration_denied with the code, as every other refused registration', async () => {
+    const cases: [string, RequestInit, number, string][] = [
+      ['get', { headers: { authorization: `Bearer ${IAT}` } }, 405, 'request_method_not_allowed'],
+      [
+        'type',
+        { method: 'POST', headers: { authorization: `Bearer ${IAT}`, 'content-type': 'text/plain' }, body: '{}' },
+        400,
+        'request_content_type',
+      ],
+      [
+        'charset',
+        { method: 'POST', headers: { authorization: `Bearer ${IAT}`, 'content-type': 'application/json; charset=iso-8859-1' }, body: '{}' },
+        400,
+        'request_not_utf8',
+      ],
+      [
+        'large',
+        {
+          method: 'POST',
+          headers: { authorization: `Bearer ${IAT}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ client_name: 'x'.repeat(70_000) }),
+        },
+        413,
+        'request_body_too_large',
+      ],
+    ];
+    for (const [name, init, status, reason] of cases) {
+      const requestId = `dcr-unread-${name}`;
+      const res = await fetch(`${issuer.url}/oauth2/register`, {
+        ...init,
+        headers: { ...(init.headers as Record<string, string>), 'x-request-id': requestId },
+      });
+      const body = (await res.json()) as { error: string };
+      assert.equal(res.status, status, `${name}: ${JSON.stringify(body)}`);
+      await issuer.service.audit.flush();
+      const events = await issuer.store.queryAudit({ request_id: requestId, limit: 10 });
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.reason]),
+        [['client.registration_denied', reason]],
+        name,
+      );
+    }
+  });
+
   it('DCR metadata nested 30,000 arrays deep: invalid_client_metadata as invalid metadata, not as a repeated member; nothing registered', async () => {
     const clients = (await issuer.store.listClients()).length;
     const res = await fetch(`${issuer.url}/oauth2/register`, {
