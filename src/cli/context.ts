@@ -185,6 +185,15 @@ export function ttlArg(flag: string, value: string): number {
   return Math.round(seconds);
 }
 
+/**
+ * A lifetime option within the token service's `max_access_token_ttl`: a longer one is refused
+ * naming the flag, never silently shortened to the maximum.
+ */
+export function ttlWithin(flag: string, ttl: number, max: number): number {
+  if (ttl > max) throw new CliError(`${flag} ${ttl}s is longer than token_service.max_access_token_ttl (${max}s); ask for at most ${max}s`);
+  return ttl;
+}
+
 /** Commander parser for a TCP port option. */
 export function portArg(flag: string): (v: string) => number {
   return (v) => {

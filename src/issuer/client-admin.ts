@@ -41,14 +41,17 @@ export async function registerClient(
 ): Promise<{ client: CompiledClient; secret: string | undefined }> {
   if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
   if (input.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) && detail.registered !== 'dynamic') {
-    throw new ClientInputError(`client ids starting with "${DYNAMIC_CLIENT_ID_PREFIX}" are reserved for dynamically registered clients`);
+    throw new ClientInputError(
+      `client ids starting with "${DYNAMIC_CLIENT_ID_PREFIX}" are reserved for dynamically registered clients`,
+      'id',
+    );
   }
   const known = ctx.scopes.known;
   if (known !== undefined) {
     // With a catalogue, a client scope outside it is a typo until proven otherwise.
     for (const s of input.scopes) {
       if (!isWildcard(s) && !known.has(s) && s !== ctx.config.admin.scope) {
-        throw new ClientInputError(`scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`);
+        throw new ClientInputError(`scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes');
       }
     }
   }

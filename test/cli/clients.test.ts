@@ -79,3 +79,63 @@ describe('tessera clients add: a secret shown once', () => {
     });
   }
 });
+
+describe('a bad option value names its flag and what to write instead', () => {
+  // Each was refused before, but by the registry's own words ("ttl must be …", "scope … is not in
+  // the scope catalogue"): which of the command line's flags was wrong was for the operator to guess.
+  const add = ['clients', 'add', 'flagged', '--audiences', 'https://api.test'];
+  for (const [name, args, line] of [
+    [
+      'clients add --ttl longer than max_access_token_ttl',
+      [...add, '--ttl', '2h'],
+      '--ttl 7200s is longer than token_service.max_access_token_ttl (3600s); ask for at most 3600s',
+    ],
+    [
+      'clients add --ttl that is not a duration',
+      [...add, '--ttl', 'abc'],
+      '--ttl "abc" is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s',
+    ],
+    [
+      'clients add --scopes outside the catalogue',
+      [...add, '--scopes', 'demo:read,nope'],
+      '--scopes: scope "nope" is not in the scope catalogue (scopes in tessera.yaml)',
+    ],
+    [
+      'clients add --grant-types unknown',
+      [...add, '--grant-types', 'password'],
+      '--grant-types: grant type "password" is not supported; use client_credentials, authorization_code, refresh_token, token-exchange',
+    ],
+    [
+      'clients add --redirect-uris not a URL',
+      [...add, '--grant-types', 'authorization-code', '--redirect-uris', 'callback'],
+      '--redirect-uris: redirect URI "callback" is not an absolute URL',
+    ],
+    [
+      'clients add --audiences with a control character',
+      ['clients', 'add', 'flagged', '--audiences', 'https://api.test/\x01'],
+      '--audiences: audience "https://api.test/\\x01" must be non-empty without whitespace or control characters',
+    ],
+    [
+      'clients add --name of spaces',
+      [...add, '--name', '   '],
+      '--name: a client name must be 1-100 characters, some of them visible, without control, line separator or bidirectional formatting characters or unpaired surrogates',
+    ],
+    [
+      'token exchange --subject-token-type unknown',
+      ['token', 'exchange', '--client', 'demo-agent', '--subject-token', 'x', '--subject-token-type', 'saml2'],
+      '--subject-token-type "saml2" is not a token type the token service exchanges; write access_token or jwt',
+    ],
+  ] as const) {
+    it(`${name}: exit 1, one line naming the flag`, () => {
+      const r = tessera(...args);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, `tessera: ${line}\n`);
+    });
+  }
+
+  it('registered nothing while refusing', () => {
+    const shown = tessera('clients', 'show', 'flagged');
+    assert.equal(shown.stderr, 'tessera: no client "flagged"\n');
+  });
+});

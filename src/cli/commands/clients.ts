@@ -5,8 +5,9 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../../core/jose/json.ts';
-import type { ClientRecord } from '../../store/contract.ts';
-import { iso, list, ttlArg, withConfig, withService } from '../context.ts';
+import { ClientInputError, type ClientInputField } from '../../issuer/clients.ts';
+import { type ClientRecord, GRANT_TYPES } from '../../store/contract.ts';
+import { iso, list, ttlArg, ttlWithin, withConfig, withService } from '../context.ts';
 import { CliError, deliver, printable, printJson } from '../output.ts';
 
 /** A client as shown to operators: everything except the secret hash. */
@@ -41,6 +42,29 @@ const GRANT_ALIASES: Record<string, string> = {
   'refresh-token': 'refresh_token',
   'client-credentials': 'client_credentials',
 };
+
+/** The `clients add` flag each registration input comes from (the client id is the argument). */
+const CLIENT_FLAGS: Readonly<Partial<Record<ClientInputField, string>>> = {
+  scopes: '--scopes',
+  audiences: '--audiences',
+  grantTypes: '--grant-types',
+  ttl: '--ttl',
+  redirectUris: '--redirect-uris',
+  name: '--name',
+  jwks: '--jwks',
+  jwksUri: '--jwks-uri',
+};
+
+/** A registration refused about one input: the line starts with the flag it came from. */
+function flagged(e: unknown): unknown {
+  if (!(e instanceof ClientInputError) || e.field === undefined) return e;
+  const flag = CLIENT_FLAGS[e.field];
+  if (flag === undefined || e.message.startsWith(flag)) return e;
+  return new CliError(`${flag}: ${e.message}`);
+}
+
+/** The grant types as `--grant-types` takes them (token exchange by its short name). */
+const GRANT_TYPE_NAMES = GRANT_TYPES.map((g) => (g === GRANT_ALIASES['token-exchange'] ? 'token-exchange' : g));
 
 export function registerClients(program: Command): void {
   const clients = program.command('clients').description('Register and manage OAuth clients.');
@@ -98,21 +122,34 @@ export function registerClients(program: Command): void {
           const fault = strictJsonFault(bytes, jwks);
           if (fault !== undefined) throw new CliError(`--jwks: cannot load a JWKS from ${opts.jwks}: ${STRICT_JSON_FAULTS[fault]}`);
         }
-        const grantTypes = opts.grantTypes ? list(opts.grantTypes).map((g) => GRANT_ALIASES[g] ?? g) : undefined;
+        const grantTypes = opts.grantTypes
+          ? list(opts.grantTypes).map((g) => {
+              const type = Object.hasOwn(GRANT_ALIASES, g) ? (GRANT_ALIASES[g] as string) : g;
+              if (!(GRANT_TYPES as readonly string[]).includes(type)) {
+                throw new CliError(`--grant-types: grant type ${JSON.stringify(g)} is not supported; use ${GRANT_TYPE_NAMES.join(', ')}`);
+              }
+              return type;
+            })
+          : undefined;
         await withService(opts.config, true, async ({ service }) => {
-          const result = await service.registerClient({
-            id: name,
-            scopes: list(opts.scopes),
-            audiences: list(opts.audiences),
-            ...(grantTypes ? { grantTypes } : {}),
-            ...(ttl !== undefined ? { ttl } : {}),
-            ...(jwks !== undefined ? { jwks } : {}),
-            ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
-            ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
-            ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
-            ...(opts.public ? { public: true } : {}),
-            ...(opts.name !== undefined ? { name: opts.name } : {}),
-          });
+          if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
+          const result = await service
+            .registerClient({
+              id: name,
+              scopes: list(opts.scopes),
+              audiences: list(opts.audiences),
+              ...(grantTypes ? { grantTypes } : {}),
+              ...(ttl !== undefined ? { ttl } : {}),
+              ...(jwks !== undefined ? { jwks } : {}),
+              ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
+              ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
+              ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
+              ...(opts.public ? { public: true } : {}),
+              ...(opts.name !== undefined ? { name: opts.name } : {}),
+            })
+            .catch((e: unknown) => {
+              throw flagged(e);
+            });
           const described = describeClient(result.client.record);
           const out = [`client ${name} registered (${described.auth_method})`];
           if (result.secret) out.push('client secret (shown once; store it now):', '', `  ${result.secret}`, '');

@@ -12,9 +12,9 @@ import { decodeUnverified } from '../../core/jose/decode.ts';
 import type { JsonObject } from '../../core/jose/json.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
 import { actorLabel } from '../../core/verify/principal.ts';
-import { ACCESS_TOKEN_TYPE } from '../../issuer/service.ts';
+import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE } from '../../issuer/service.ts';
 import { createVerifier } from '../../verifier.ts';
-import { list, readArg, ttlArg, withConfig, withService } from '../context.ts';
+import { list, readArg, ttlArg, ttlWithin, withConfig, withService } from '../context.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 /**
@@ -30,6 +30,9 @@ function clientProblem(id: string): (e: unknown) => never {
     throw e;
   };
 }
+
+/** `--subject-token-type`: the short names, and the URNs they stand for (RFC 8693 §3). */
+const SUBJECT_TOKEN_TYPES: Readonly<Record<string, string>> = { access_token: ACCESS_TOKEN_TYPE, jwt: JWT_TOKEN_TYPE };
 
 function countdown(exp: unknown, now: number): string {
   if (typeof exp !== 'number') return 'no exp claim';
@@ -163,10 +166,7 @@ export function registerToken(program: Command): void {
       }) => {
         const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
         const minted = await withService(opts.config, true, async ({ service }) => {
-          const max = service.config.max_access_token_ttl;
-          if (ttl !== undefined && ttl > max) {
-            throw new CliError(`--ttl ${ttl}s is longer than token_service.max_access_token_ttl (${max}s); ask for at most ${max}s`);
-          }
+          if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
           return service
             .mint({
               clientId: opts.client,
@@ -202,13 +202,21 @@ export function registerToken(program: Command): void {
         audience?: string[];
         json?: boolean;
       }) => {
-        const type = (t: string) => (t.startsWith('urn:') ? t : `urn:ietf:params:oauth:token-type:${t}`);
+        const given = opts.subjectTokenType;
+        const subjectTokenType = Object.hasOwn(SUBJECT_TOKEN_TYPES, given)
+          ? SUBJECT_TOKEN_TYPES[given]
+          : Object.values(SUBJECT_TOKEN_TYPES).find((urn) => urn === given);
+        if (subjectTokenType === undefined) {
+          throw new CliError(
+            `--subject-token-type ${JSON.stringify(given)} is not a token type the token service exchanges; write ${Object.keys(SUBJECT_TOKEN_TYPES).join(' or ')}`,
+          );
+        }
         if (opts.subjectToken === '-' && opts.actorToken === '-') {
           throw new CliError('only one of --subject-token and --actor-token can be read from stdin (-)');
         }
         const params = new URLSearchParams({
           subject_token: await readArg(opts.subjectToken),
-          subject_token_type: type(opts.subjectTokenType),
+          subject_token_type: subjectTokenType,
         });
         if (opts.actorToken !== undefined) {
           params.set('actor_token', await readArg(opts.actorToken));
