@@ -153,11 +153,18 @@ function str(jwk: Record<string, unknown>, name: string): string | undefined {
   return v;
 }
 
+/** Whether base64url `value` decodes to more than one octet, the first of them zero. */
+function hasLeadingZeroOctet(value: string): boolean {
+  const bytes = Buffer.from(value, 'base64url');
+  return bytes.length > 1 && bytes[0] === 0;
+}
+
 /**
  * Import one JWK for signature verification.
  *
  * Refuses private keys, unknown key types and curves, RSA moduli under 2048 bits and RSA public
- * exponents other than an odd one of at least 65537 (e = 1 lets anyone forge), HMAC secrets
+ * exponents other than an odd one of at least 65537 (e = 1 lets anyone forge), RSA `n` or `e`
+ * not in the minimum number of octets (a leading zero octet), HMAC secrets
  * shorter than their hash, `use` other than `sig`, `key_ops` without `verify`, and keys usable with
  * none of the allowed algorithms.
  *
@@ -198,6 +205,14 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
       for (const m of THUMBPRINT_MEMBERS[kty] as readonly string[]) {
         const v = str(jwk, m);
         if (v === undefined) throw new JwkError(`JWK member "${m}" is required for ${kty} keys`);
+        // RSA n and e are Base64urlUInt (RFC 7518 §2): the minimum number of octets. A leading
+        // zero octet is the same integer spelled a second way, with a second RFC 7638 thumbprint
+        // (DPoP's jkt, a kid derived from it) for one key. Read as the key import reads them.
+        if (kty === 'RSA' && hasLeadingZeroOctet(v)) {
+          throw new JwkError(
+            `JWK member "${m}" has a leading zero octet; RFC 7518 §6.3.1.${m === 'n' ? 1 : 2} wants the minimum number of octets`,
+          );
+        }
         material[m] = v;
       }
       key = createPublicKey({ key: material as unknown as import('node:crypto').JsonWebKeyInput['key'], format: 'jwk' });

@@ -407,3 +407,36 @@ describe('remote JWKS honours Cache-Control', () => {
     endpoint.cacheControl = undefined;
   });
 });
+
+describe("attack: a trusted issuer's RSA key whose n is not minimal (a leading zero octet)", () => {
+  const rsa = makeKey('RS256', 'rsa-padded');
+  let endpoint: JwksEndpoint;
+  before(async () => {
+    endpoint = await jwksEndpoint();
+    const n = Buffer.concat([Buffer.alloc(1), Buffer.from(rsa.jwk.n as string, 'base64url')]).toString('base64url');
+    endpoint.keys = [key.jwk, { ...rsa.jwk, n }];
+  });
+  after(() => endpoint.close());
+
+  it('is skipped with a warning naming it (RFC 7518 §6.3.1.1): its tokens are refused, the other key still verifies', async () => {
+    const clock = fakeClock();
+    const warnings: string[] = [];
+    const verifier = createVerifier(
+      {
+        issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256', 'RS256'], jwks_uri: `${endpoint.origin}/jwks` }],
+        dpop: { mode: 'disabled' },
+        cache: { max_entries: 0 },
+      },
+      { clock, onWarning: (w) => warnings.push(w) },
+    );
+    await verifier.ready();
+    assertInvalidToken(await verifier.verify(bearer(await sign(rsa, claims({}, clock.seconds())))), verifier, 'token_kid_unknown');
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+    assert.ok(
+      warnings.some((w) =>
+        w.endsWith('skipped key rsa-padded: JWK member "n" has a leading zero octet; RFC 7518 §6.3.1.1 wants the minimum number of octets'),
+      ),
+      warnings.join('\n'),
+    );
+  });
+});
