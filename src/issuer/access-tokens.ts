@@ -103,6 +103,9 @@ export class AccessTokens {
 
   /** The signer and the serialized claims of a token; throws when no key can sign. */
   #prepare(spec: AccessTokenSpec): { signer: JwsSigner; claims: string; jti: string } {
+    // Every grant names its subject (a client id, a signed-in person, a verified token's sub); an
+    // empty one is a bug upstream of here, never a token for nobody.
+    if (spec.subject === '') throw new Error('an access token needs a non-empty subject');
     const signer = this.#keys.signer(spec.now);
     if (signer === undefined) throw new OAuthError('signing_key_unavailable');
     const jti = uuidv7();

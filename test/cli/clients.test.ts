@@ -121,6 +121,16 @@ describe('a bad option value names its flag and what to write instead', () => {
       '--name: a client name must be 1-100 characters, some of them visible, without control, line separator or bidirectional formatting characters or unpaired surrogates',
     ],
     [
+      'token mint --subject empty (an unset "$VAR"), which would mint a token for nobody',
+      ['token', 'mint', '--client', 'demo-agent', '--subject', ''],
+      '--subject is empty; name the subject to mint for (--subject alice), or leave it out to mint for the client',
+    ],
+    [
+      'clients add with an empty client id, the subject of its client_credentials tokens',
+      ['clients', 'add', '', '--audiences', 'https://api.test'],
+      'client id "" must be 1-128 characters of letters, digits, ".", "_" or "-"',
+    ],
+    [
       'token exchange --subject-token-type unknown',
       ['token', 'exchange', '--client', 'demo-agent', '--subject-token', 'x', '--subject-token-type', 'saml2'],
       '--subject-token-type "saml2" is not a token type the token service exchanges; write access_token or jwt',

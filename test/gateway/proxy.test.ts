@@ -123,6 +123,20 @@ describe('gateway: plain HTTP proxying', () => {
     assert.match(no.headers.get('www-authenticate') ?? '', /invalid_token/);
   });
 
+  it("attack: an issuer's token whose sub is empty (or an actor's) is refused 401 token_claim_invalid, never forwarded with an empty x-tessera-subject", async () => {
+    const seen = upstream.seen.length;
+    for (const claims of [{ sub: '' }, { act: { sub: '' } }]) {
+      const t = await token({ scope: 'api:read', ...claims });
+      const res = await fetch(`${gw.url}/api/items/1`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+      const e = (await requestEvents(gw)).at(-1)!;
+      assert.equal(e.decision, 'deny');
+      assert.equal(e.reason, 'token_claim_invalid');
+    }
+    assert.equal(upstream.seen.length, seen);
+  });
+
   it('serves a public route without credentials', async () => {
     const res = await fetch(`${gw.url}/public/hello`);
     assert.equal(res.status, 200);

@@ -480,6 +480,21 @@ describe('RFC 7662 introspection: what an active answer must also say', () => {
     assert.ok((await answerTo({ nbf: now + 10 }, { clock_skew: '10s' })).result.ok);
   });
 
+  it('attack: an active answer whose sub (or an act.sub) is empty or not a string is refused (401 token_claim_invalid), never a principal named ""', async () => {
+    for (const [answer, claim] of [
+      [{ sub: '' }, 'sub'],
+      [{ sub: 7 }, 'sub'],
+      [{ act: { sub: '' } }, 'act'],
+    ] as const) {
+      const { verifier, result } = await answerTo(answer);
+      const error = assertInvalidToken(result, verifier, 'token_claim_invalid');
+      assert.equal(error.details.claim, claim, JSON.stringify(answer));
+    }
+    // RFC 7662 §2.2: sub is OPTIONAL; an answer without one is a principal without a subject.
+    const { result } = await answerTo({ sub: undefined });
+    assert.ok(result.ok && result.principal.subject === undefined);
+  });
+
   it('attack: scope as a JSON array where the space-delimited scope is configured is refused (401 token_claim_invalid scope)', async () => {
     // RFC 7662 §2.2: scope is a space-separated string; an array is not a list of grants.
     for (const scope of [['admin'], ['api:read', 'admin'], []]) {

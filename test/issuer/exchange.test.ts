@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
 import { buildTrace } from '../../src/audit/trace.ts';
+import { OAuthError } from '../../src/core/oauth-errors.ts';
 import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -278,6 +279,24 @@ describe('invalid subject and actor tokens (invalid_request)', () => {
     ]) {
       await expectError(await exchange('broker', { subject_token: subject, audience: 'https://api.test' }), 400, 'invalid_request');
     }
+  });
+
+  it('attack: refuses an external subject or actor token whose sub (or an act.sub) is empty: no grant for nobody, no actor named nothing', async () => {
+    const forms: Record<string, string>[] = [
+      { subject_token: await userToken({ sub: '' }) },
+      { subject_token: await userToken({ act: { sub: '' } }) },
+      { subject_token: await userToken(), actor_token: await userToken({ sub: '', client_id: 'broker' }), actor_token_type: AT },
+    ];
+    for (const form of forms) {
+      await expectError(await exchange('broker', { ...form, audience: 'https://api.test' }), 400, 'invalid_request');
+    }
+  });
+
+  it('issues no token with an empty sub of its own: mint for subject "" is refused', async () => {
+    await assert.rejects(
+      issuer.service.mint({ clientId: 'broker', subject: '', audiences: ['https://api.test'] }),
+      (e: unknown) => e instanceof OAuthError && e.code === 'request_parameter_invalid',
+    );
   });
 
   it('refuses actor_token without actor_token_type', async () => {

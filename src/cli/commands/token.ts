@@ -165,6 +165,9 @@ export function registerToken(program: Command): void {
         json?: boolean;
       }) => {
         const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
+        if (opts.subject === '') {
+          throw new CliError('--subject is empty; name the subject to mint for (--subject alice), or leave it out to mint for the client');
+        }
         const minted = await withService(opts.config, true, async ({ service }) => {
           if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
           return service

@@ -281,7 +281,7 @@ function parseActors(act: unknown): readonly Actor[] | undefined {
   while (cur !== undefined) {
     if (typeof cur !== 'object' || cur === null || Array.isArray(cur) || actors.length >= MAX_ACT_DEPTH) return undefined;
     const a = cur as JsonObject;
-    if (typeof a.sub !== 'string') return undefined;
+    if (typeof a.sub !== 'string' || a.sub === '') return undefined;
     if (a.iss !== undefined && typeof a.iss !== 'string') return undefined;
     if (a.client_id !== undefined && typeof a.client_id !== 'string') return undefined;
     const actor: { subject: string; issuer?: string; clientId?: string } = { subject: a.sub };
@@ -332,7 +332,9 @@ function principalFrom(
   expiresAt: number,
 ): Principal | string {
   const sub = optionalString(claims.sub);
-  if (sub === false) return 'sub';
+  // RFC 7519 §4.1.2: `sub` identifies the principal. "" names nobody, yet would enter the
+  // delegation chain, the audit trail and the identity headers as a subject.
+  if (sub === false || sub === '') return 'sub';
   const clientId = optionalString(claims.client_id);
   if (clientId === false) return 'client_id';
   const jti = optionalString(claims.jti);

@@ -32,6 +32,8 @@ export interface MintOptions {
 }
 
 export async function mint(ctx: MintContext, options: MintOptions): Promise<TokenResponse & { grant_id: string; jti: string }> {
+  // A token for nobody: no subject is "" (a client id, the default, never is).
+  if (options.subject === '') throw new OAuthError('request_parameter_invalid');
   const client = await ctx.clients.get(options.clientId);
   if (client === undefined) throw new OAuthError('client_unknown');
   if (client.record.disabled) throw new OAuthError('client_disabled');

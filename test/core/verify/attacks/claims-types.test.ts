@@ -57,12 +57,18 @@ const wrongTypes: [string, Record<string, unknown>, string][] = [
   ['scope as an array of strings (attack: scope as a JSON array)', { scope: ['api:read', 'admin'] }, 'scope'],
   ['sub as an object', { sub: { id: 'user-1' } }, 'sub'],
   ['sub as a number', { sub: 1 }, 'sub'],
+  // RFC 7519 §4.1.2: a sub identifies the principal; "" names nobody, yet would be carried into
+  // the delegation chain and the identity headers as if it did.
+  ['sub empty (attack: an empty subject)', { sub: '' }, 'sub'],
+  ['sub null', { sub: null }, 'sub'],
   ['client_id as a number', { client_id: 1 }, 'client_id'],
   ['jti as a number', { jti: 1 }, 'jti'],
   ['grant_id as an array', { grant_id: ['g1'] }, 'grant_id'],
   ['act as a string', { act: 'agent-a' }, 'act'],
   ['act without sub', { act: { client_id: 'agent-a' } }, 'act'],
   ['act with a numeric sub', { act: { sub: 1 } }, 'act'],
+  ['act with an empty sub (attack: an empty actor)', { act: { sub: '' } }, 'act'],
+  ['a nested act with an empty sub', { act: { sub: 'agent-b', act: { sub: '' } } }, 'act'],
   ['act as an array', { act: [{ sub: 'agent-a' }] }, 'act'],
   ['a nested act that is malformed', { act: { sub: 'agent-b', act: { sub: ['agent-a'] } } }, 'act'],
   ['act with a non-string iss', { act: { sub: 'agent-a', iss: 1 } }, 'act'],
