@@ -151,7 +151,7 @@ export const introspectionSchema = z
     issuer: z.string().min(1).optional().meta({ description: 'Issuer name for principals when the response has no `iss`.' }),
     audiences: z.array(z.string().min(1)).optional().meta({ description: 'When set, the response `aud` must contain one of these.' }),
     cache_max_ttl: duration(
-      'Longest time an active result is cached (never past the token `exp`); an inactive one is not cached. Concurrent requests with one token not in the cache share one call to the endpoint. At the gateway, exchanges in flight on an introspected token (WebSockets, streams) are introspected again this often (never more often than once a second), through the cache: one no longer active is closed (`token_inactive`), and one whose endpoint gives no answer at two rechecks in a row is closed (`introspection_unavailable`).',
+      'Longest time an active result is cached (never past the token `exp`); an inactive one is not cached. Concurrent requests with one token not in the cache share one call to the endpoint. At the gateway, exchanges in flight on an introspected token (WebSockets, streams) are introspected again this often (never more often than once a second), through the cache: one no longer active is closed (`token_inactive`), one still active whose scope no longer grants what its route rule requires is closed (`token_scope_narrowed`), and one whose endpoint gives no answer at two rechecks in a row is closed (`introspection_unavailable`).',
     ).prefault('60s'),
     timeout: duration('Request timeout.').prefault('5s'),
     clock_skew: duration(

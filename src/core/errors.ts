@@ -403,6 +403,13 @@ export const ERROR_CODES = {
     error: 'insufficient_scope',
     description: 'This request is no longer allowed.',
   },
+  // The introspection endpoint, asked again about the token of an exchange in flight, still calls
+  // it active but no longer grants the scope the exchange's rule requires.
+  token_scope_narrowed: {
+    status: 403,
+    error: 'insufficient_scope',
+    description: 'The access token no longer grants the scope this request requires.',
+  },
 
   // MCP routes: the JSON-RPC request the gateway reads before deciding, and session binding.
   mcp_content_type_invalid: {

@@ -6,7 +6,9 @@
  * validated again through the route verifier's own cached client: an answer cached for another
  * request or stream is reused, calls about one token made at once are shared, so streams on one
  * token cost one call per interval between them, and a token no longer active ends its exchanges
- * (`token_inactive`; `token_revoked` or `token_expired` when that is why).
+ * (`token_inactive`; `token_revoked` or `token_expired` when that is why). A token still active
+ * whose answer no longer grants the scope the exchange's rule requires ends them too
+ * (`token_scope_narrowed`): an exchange runs on the authority the latest answer gives.
  *
  * An endpoint that gives no answer is not taken for an inactive token, nor trusted for the length
  * of the outage: an exchange is kept through one recheck without answer and closed at the second
@@ -53,7 +55,13 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
     return verifier.verifyToken(found.token).then((r): StreamCloseReason | undefined => {
       if (r.ok) {
         unanswered.delete(stream);
-        return undefined;
+        // Still active, but the answer's scope may have been narrowed: the exchange's rule is
+        // applied again to it, on the route as this state compiled it (a reload that removed the
+        // route or changed its rules decided the stream already).
+        const route = s.routes.find((x) => x.id === stream.route.id);
+        if (route === undefined) return undefined;
+        const decided = route.pipeline.authz.authorize(stream.request, r.principal, stream.rpc);
+        return !decided.ok && decided.error.code === 'scope_insufficient' ? 'token_scope_narrowed' : undefined;
       }
       const code = r.error.code;
       if (code === 'introspection_unavailable') return unanswer();

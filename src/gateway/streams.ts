@@ -21,6 +21,7 @@ export type StreamCloseReason =
   | 'token_revoked'
   | 'token_expired'
   | 'token_inactive'
+  | 'token_scope_narrowed'
   | 'introspection_unavailable'
   | 'credential_withdrawn'
   | 'config_narrowed'

@@ -23,6 +23,7 @@ const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   token_revoked: 'token revoked',
   token_expired: 'token expired',
   token_inactive: 'token inactive',
+  token_scope_narrowed: 'token scope narrowed',
   introspection_unavailable: 'token unverifiable',
   credential_withdrawn: 'credential withdrawn',
   config_narrowed: 'config narrowed',

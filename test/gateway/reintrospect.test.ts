@@ -174,3 +174,78 @@ describe('gateway: exchanges in flight on an introspected token', () => {
     }
   });
 });
+
+describe('gateway: exchanges in flight on an introspected token whose scope the authorization server narrows', () => {
+  let endpoint: Endpoint;
+  let upstream: Upstream;
+  let wss: WebSocketServer;
+  let gw: TestGateway;
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+    wss = new WebSocketServer({ noServer: true });
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hello\n\n');
+    });
+    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
+    gw = await startGateway({
+      ...baseConfig(),
+      introspection: {
+        endpoint: `${endpoint.origin}/introspect`,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        cache_max_ttl: '1s',
+        timeout: '1s',
+      },
+      gateway: {
+        routes: [
+          { id: 'api', upstream: { url: upstream.url }, auth: 'introspection', rules: [{ id: 'read', path: '/**', scopes: ['api:read'] }] },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    wss.close();
+    await upstream.close();
+    await endpoint.close();
+  });
+
+  async function closedEvents(subject: string) {
+    await requestEvents(gw);
+    return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
+  }
+
+  it('attack: still active but no longer granting the scope the route requires ends its WebSocket (1008) and SSE stream with token_scope_narrowed, audited; a narrower answer that still grants it keeps them open', async () => {
+    const token = 'opaque-narrowed-at-the-as';
+    endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'api:read admin' });
+    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/ws`, token);
+    const sse = await openSse(`${gw.url}/events/narrowed`, token);
+    assert.equal(sse.status, 200);
+
+    // Narrowed, but api:read is still granted: nothing closes.
+    endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'api:read' });
+    const before = endpoint.calls.get(token) ?? 0;
+    await until(() => (endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
+    assert.equal((await closedEvents('user-narrowed')).length, 0);
+
+    // Narrowed below what the route requires (admin implies no api:read): the streams end as an
+    // inactive token's would.
+    endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'admin' });
+    const closed = await within(wsClosed, 4000, 'the WebSocket outlived the narrowing of its scope at the authorization server');
+    assert.deepEqual(closed, { code: 1008, reason: 'token scope narrowed' });
+    await within(sse.ended, 4000, 'the SSE stream outlived the narrowing of its scope at the authorization server');
+    await until(async () => (await closedEvents('user-narrowed')).length === 2);
+    const events = await closedEvents('user-narrowed');
+    assert.deepEqual(
+      events.map((e) => [e.reason, e.decision]),
+      [
+        ['token_scope_narrowed', 'deny'],
+        ['token_scope_narrowed', 'deny'],
+      ],
+    );
+    // A new request with the token gets the refusal a new request gets.
+    const again = await fetch(`${gw.url}/x`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(again.status, 403);
+  });
+});
