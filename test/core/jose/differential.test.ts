@@ -48,6 +48,7 @@ type RuleId =
   | 'aud-member-type'
   | 'claim-type'
   | 'act-shape'
+  | 'empty-subject'
   | 'cnf-shape';
 
 interface Deliberate {
@@ -126,6 +127,12 @@ export const DELIBERATE: readonly Deliberate[] = [
     codes: ['token_claim_invalid'],
   },
   {
+    id: 'empty-subject',
+    reason:
+      'RFC 7519 §4.1.2 / RFC 8693 §4.1: sub (and each act.sub) names a principal; an empty one would be forwarded, audited and delegated as a principal named "", so it is refused',
+    codes: ['token_claim_invalid'],
+  },
+  {
     id: 'cnf-shape',
     reason:
       'RFC 7800 §3.1 / RFC 9449 §6.1: cnf is an object holding exactly one confirmation method, jkt, a non-empty string (a binding this verifier cannot check is refused, not ignored)',
@@ -173,6 +180,7 @@ function deliberateRules(token: string): Set<RuleId> {
     // array is refused (only other scope claims, `scp`, may be arrays).
     if (Object.hasOwn(payload, 'scope') && typeof payload.scope !== 'string') rules.add('claim-type');
     if (Object.hasOwn(payload, 'act') && !validActChain(payload.act)) rules.add('act-shape');
+    if (payload.sub === '' || hasEmptyActorSubject(payload.act)) rules.add('empty-subject');
     if (Object.hasOwn(payload, 'cnf')) {
       const cnf = payload.cnf as Record<string, unknown>;
       const isObject = typeof cnf === 'object' && cnf !== null && !Array.isArray(cnf);
@@ -181,6 +189,14 @@ function deliberateRules(token: string): Set<RuleId> {
     }
   }
   return rules;
+}
+
+function hasEmptyActorSubject(act: unknown): boolean {
+  for (let depth = 0; depth < 32 && typeof act === 'object' && act !== null; depth++) {
+    if ((act as Record<string, unknown>).sub === '') return true;
+    act = (act as Record<string, unknown>).act;
+  }
+  return false;
 }
 
 function validActChain(act: unknown): boolean {
