@@ -153,18 +153,38 @@ function str(jwk: Record<string, unknown>, name: string): string | undefined {
   return v;
 }
 
-/** Whether base64url `value` decodes to more than one octet, the first of them zero. */
-function hasLeadingZeroOctet(value: string): boolean {
-  const bytes = Buffer.from(value, 'base64url');
-  return bytes.length > 1 && bytes[0] === 0;
+/** Octets of each coordinate (RFC 7518 §6.2.1.2, RFC 8037 §2): a shorter or longer one is refused. */
+const COORDINATE_OCTETS: Readonly<Record<string, number>> = { 'P-256': 32, 'P-384': 48, 'P-521': 66, Ed25519: 32, Ed448: 57 };
+
+/**
+ * The canonical spelling of key member `m`, or a JwkError. RSA `n` and `e` are Base64urlUInt
+ * (RFC 7518 §2): a leading zero octet spells the same integer a second way, with a second RFC 7638
+ * thumbprint (DPoP's jkt, a kid derived from it) for one key. Some publishers do send one, so it is
+ * read as the integer it spells and the thumbprint is taken over the minimal spelling. Text that is
+ * not canonical base64url (padding, `+`, `/`, stray bits) is refused: it would be another spelling too.
+ */
+function canonicalMember(kty: string, crv: string | undefined, m: string, v: string): string {
+  if (m === 'crv' || m === 'kty') return v;
+  const bytes = decodeBase64url(v);
+  if (bytes === undefined || bytes.length === 0) throw new JwkError(`JWK member "${m}" is not base64url`);
+  if (kty === 'RSA') {
+    let start = 0;
+    while (start < bytes.length - 1 && bytes[start] === 0) start++;
+    return start === 0 ? v : bytes.subarray(start).toString('base64url');
+  }
+  const octets = crv === undefined ? undefined : COORDINATE_OCTETS[crv];
+  if (octets !== undefined && bytes.length !== octets) {
+    throw new JwkError(`JWK member "${m}" is ${bytes.length} octets; ${crv} coordinates are ${octets}`);
+  }
+  return v;
 }
 
 /**
  * Import one JWK for signature verification.
  *
  * Refuses private keys, unknown key types and curves, RSA moduli under 2048 bits and RSA public
- * exponents other than an odd one of at least 65537 (e = 1 lets anyone forge), RSA `n` or `e`
- * not in the minimum number of octets (a leading zero octet), HMAC secrets
+ * exponents other than an odd one of at least 65537 (e = 1 lets anyone forge), key members that are
+ * not canonical base64url, EC and OKP coordinates not of their curve's length, HMAC secrets
  * shorter than their hash, `use` other than `sig`, `key_ops` without `verify`, and keys usable with
  * none of the allowed algorithms.
  *
@@ -194,6 +214,8 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
 
   let key: KeyObject;
   let secretBytes = 0;
+  // The members as read (canonical spellings): what the key is imported, published and thumbprinted from.
+  const material: Record<string, string> = { kty };
   try {
     if (kty === 'oct') {
       const k = decodeBase64url(str(jwk, 'k') ?? '');
@@ -201,19 +223,10 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
       secretBytes = k.length;
       key = createSecretKey(k);
     } else {
-      const material: Record<string, string> = { kty };
       for (const m of THUMBPRINT_MEMBERS[kty] as readonly string[]) {
         const v = str(jwk, m);
         if (v === undefined) throw new JwkError(`JWK member "${m}" is required for ${kty} keys`);
-        // RSA n and e are Base64urlUInt (RFC 7518 §2): the minimum number of octets. A leading
-        // zero octet is the same integer spelled a second way, with a second RFC 7638 thumbprint
-        // (DPoP's jkt, a kid derived from it) for one key. Read as the key import reads them.
-        if (kty === 'RSA' && hasLeadingZeroOctet(v)) {
-          throw new JwkError(
-            `JWK member "${m}" has a leading zero octet; RFC 7518 §6.3.1.${m === 'n' ? 1 : 2} wants the minimum number of octets`,
-          );
-        }
-        material[m] = v;
+        material[m] = canonicalMember(kty, crv, m, v);
       }
       key = createPublicKey({ key: material as unknown as import('node:crypto').JsonWebKeyInput['key'], format: 'jwk' });
     }
@@ -253,7 +266,7 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
 
   const publicJwk: Record<string, string> = {};
   if (kty !== 'oct') {
-    for (const m of THUMBPRINT_MEMBERS[kty] as readonly string[]) publicJwk[m] = jwk[m] as string;
+    for (const m of THUMBPRINT_MEMBERS[kty] as readonly string[]) publicJwk[m] = material[m] as string;
     if (kid !== undefined) publicJwk.kid = kid;
     if (jwkAlg !== undefined) publicJwk.alg = jwkAlg;
   }
@@ -261,7 +274,7 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
     kid,
     kty,
     alg: jwkAlg as JwsAlgorithm | undefined,
-    thumbprint: jwkThumbprint(jwk),
+    thumbprint: jwkThumbprint(kty === 'oct' ? jwk : material),
     checks,
     publicJwk: Object.freeze(publicJwk),
   });

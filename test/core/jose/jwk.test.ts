@@ -40,36 +40,51 @@ describe('importJwk: RSA public exponent', () => {
 /** `value` (base64url) with `zeros` zero octets put in front: the same integer, not its Base64urlUInt. */
 const padded = (value: string, zeros = 1) => Buffer.concat([Buffer.alloc(zeros), Buffer.from(value, 'base64url')]).toString('base64url');
 
-describe('importJwk: RSA n and e are Base64urlUInt, the minimum number of octets (RFC 7518 §2, §6.3.1)', () => {
+describe('importJwk: one key, one thumbprint (RFC 7518 §2 Base64urlUInt, §6.2.1.2 coordinates; RFC 7638)', () => {
   const good = rsa(65537);
+  const canonical = importJwk({ kty: 'RSA', n: good.n, e: good.e });
 
-  it('attack: n with a leading zero octet (257 octets for a 2048-bit key, a second spelling and thumbprint of one key) is refused', () => {
+  it('attack: n with leading zero octets (a second spelling of one key) imports as that key under its one thumbprint', () => {
     for (const zeros of [1, 2]) {
+      const k = importJwk({ kty: 'RSA', n: padded(good.n, zeros), e: good.e });
+      assert.equal(k.thumbprint, canonical.thumbprint);
+      assert.equal(k.publicJwk.n, good.n);
+    }
+  });
+
+  it('attack: e with a leading zero octet (AAEAAQ for 65537) imports under the same thumbprint', () => {
+    assert.equal(padded(good.e), 'AAEAAQ');
+    const k = importJwk({ kty: 'RSA', n: good.n, e: 'AAEAAQ' });
+    assert.equal(k.thumbprint, canonical.thumbprint);
+    assert.equal(k.publicJwk.e, 'AQAB');
+  });
+
+  it('attack: a member spelled in padded or standard base64, or with stray bits, is refused (another spelling of the key)', () => {
+    const std = Buffer.from(good.n, 'base64url').toString('base64');
+    for (const n of [`${good.n}=`, std.includes('+') || std.includes('/') ? std : `${good.n.slice(0, -1)}+`, `${good.n}.`]) {
       assert.throws(
-        () => importJwk({ kty: 'RSA', n: padded(good.n, zeros), e: good.e }),
-        (e) =>
-          e instanceof JwkError &&
-          e.message === 'JWK member "n" has a leading zero octet; RFC 7518 §6.3.1.1 wants the minimum number of octets',
+        () => importJwk({ kty: 'RSA', n, e: good.e }),
+        (e) => e instanceof JwkError && e.message === 'JWK member "n" is not base64url',
       );
     }
   });
 
-  it('attack: e with a leading zero octet (AAEAAQ for 65537) is refused', () => {
-    assert.equal(padded(good.e), 'AAEAAQ');
+  it('attack: an EC coordinate with a leading zero octet (33 octets on P-256) is refused', () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as JsonWebKey & {
+      x: string;
+      y: string;
+    };
+    assert.doesNotThrow(() => importJwk({ kty: 'EC', crv: 'P-256', x: ec.x, y: ec.y }));
     assert.throws(
-      () => importJwk({ kty: 'RSA', n: good.n, e: 'AAEAAQ' }),
-      (e) =>
-        e instanceof JwkError &&
-        e.message === 'JWK member "e" has a leading zero octet; RFC 7518 §6.3.1.2 wants the minimum number of octets',
+      () => importJwk({ kty: 'EC', crv: 'P-256', x: padded(ec.x), y: ec.y }),
+      (e) => e instanceof JwkError && e.message === 'JWK member "x" is 33 octets; P-256 coordinates are 32',
     );
   });
 
-  it('a client JWKS holding such a key is refused at registration, the key named', () => {
+  it('a client JWKS holding a padded RSA key keeps it, published in its minimal spelling', () => {
     const parsed = parseJwks({ keys: [{ kty: 'RSA', n: padded(good.n), e: good.e, kid: 'padded' }] }, { publicOnly: true });
-    assert.equal(parsed.keys.length, 0);
-    assert.deepEqual(parsed.problems, [
-      { index: 0, kid: 'padded', message: 'JWK member "n" has a leading zero octet; RFC 7518 §6.3.1.1 wants the minimum number of octets' },
-    ]);
+    assert.deepEqual(parsed.problems, []);
+    assert.equal(parsed.keys[0]?.thumbprint, canonical.thumbprint);
   });
 
   it('keys Node exports and keys Tessera generates (RS256) are minimal and import: no interop loss for our own JWKS', () => {
