@@ -684,6 +684,33 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(results.filter((r) => r.status === 'rotated').length, 1);
         assert.equal(results.filter((r) => r.status === 'grace').length, 7);
       });
+
+      it('rotation racing a revocation of its grant leaves no unrevoked refresh token (the successor included) under the revoked grant', async () => {
+        // On PostgreSQL each call runs on its own pooled connection, as on two instances: a
+        // cascade whose UPDATE did not see the successor being inserted left it revoked_at NULL.
+        const now = clock.now();
+        for (let round = 0; round < 25; round++) {
+          const grants = await Promise.all(Array.from({ length: 4 }, () => created(store, newGrant({}, now), now)));
+          const tokens = grants.map((g) => refresh(g.id, {}, now));
+          for (const t of tokens) await store.createRefreshToken(t);
+          const successors = tokens.map(() => uid('rt'));
+          await Promise.all(
+            grants.flatMap((g, i) => {
+              const rotate = store.rotateRefreshToken((tokens[i] as RefreshTokenRecord).hash, opts(now, successors[i] as string));
+              const revoke = store.revokeGrants({ grantId: g.id }, { at: now, reason: 'race', entryExpiresAt: now + 600 });
+              return round % 2 ? [revoke, rotate] : [rotate, revoke];
+            }),
+          );
+          for (const [i, g] of grants.entries()) {
+            assert.notEqual((await store.getGrant(g.id))?.revokedAt, null);
+            for (const hash of [(tokens[i] as RefreshTokenRecord).hash, successors[i] as string]) {
+              const t = await store.getRefreshToken(hash);
+              if (t !== undefined)
+                assert.notEqual(t.revokedAt, null, `round ${round}: a refresh token under a revoked grant is not revoked`);
+            }
+          }
+        }
+      });
     });
 
     describe('authorization codes', () => {

@@ -121,7 +121,7 @@ if (!reachable) {
       }
     });
 
-    it('runs a transaction PostgreSQL aborted to break a deadlock again (refresh reuse meeting a revocation of its tree)', async () => {
+    it("refresh reuse takes its tree's lock before the token's row, as a revocation does: a revocation holding the tree updates the row without waiting (no deadlock)", async () => {
       const schema = schemaName();
       const store = await PostgresStore.open({ connectionString: url, schema });
       const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
@@ -143,11 +143,10 @@ if (!reachable) {
           revokedAt: null,
         });
         // Another instance revoking the tree: it holds the tree's lock, and will want the token's row.
-        // Its deadlock check waits longer, so PostgreSQL aborts the store's transaction, not this one.
-        await other.query("SET deadlock_timeout = '10s'");
+        // Waiting for that row past lock_timeout (shorter than the 1 s deadlock check) fails it.
+        await other.query("SET lock_timeout = '500ms'");
         await other.query('BEGIN');
         await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [grantId]);
-        // The reuse locks the token's row, then waits for the tree's lock...
         const reuse = store.rotateRefreshToken(hash, {
           clientId: 'agent',
           nextHash: `${hash}_next`,
@@ -156,13 +155,64 @@ if (!reachable) {
           graceSeconds: 0,
           entryExpiresAt: now + 600,
         });
+        let done = false;
+        void reuse.then(() => {
+          done = true;
+        });
         await new Promise((resolve) => setTimeout(resolve, 200));
-        // ...while the revocation waits for the row: a deadlock, detected after deadlock_timeout (1 s).
-        const revoking = other.query('UPDATE refresh_tokens SET revoked_at = $1 WHERE hash = $2', [now + 10, hash]);
-        await revoking;
+        assert.equal(done, false, 'the reuse waits for the tree being revoked');
+        // The reuse holds nothing the revocation wants: the row is free.
+        await other.query('UPDATE refresh_tokens SET revoked_at = $1 WHERE hash = $2', [now + 10, hash]);
         await other.query('COMMIT');
         const r = await reuse;
-        assert.equal(r.status, 'invalid', 'run again after the abort, it sees the token the other transaction revoked');
+        assert.equal(r.status, 'invalid', 'it sees the token the revocation revoked');
+      } finally {
+        await other.end();
+        await store.close();
+      }
+    });
+
+    it('runs a transaction PostgreSQL aborted to break a deadlock again (authorization code reuse meeting a transaction that holds its tree and wants its row)', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await other.connect();
+      try {
+        const now = 1_800_000_000;
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const hash = `code_${Math.random().toString(36).slice(2)}`;
+        await store.createAuthorizationCode({
+          hash,
+          clientId: 'agent',
+          redirectUri: 'https://app.test/cb',
+          codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+          subject: 'alice@example.com',
+          issuer: 'https://issuer.test',
+          scopes: ['api:read'],
+          audiences: ['https://api.test'],
+          createdAt: now,
+          expiresAt: now + 60,
+          consumedAt: null,
+          grantId: null,
+          jkt: null,
+        });
+        const grant = newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now);
+        const redeem = () =>
+          store.redeemAuthorizationCode(hash, { clientId: 'agent', grant, refreshToken: null, now, entryExpiresAt: now + 600 });
+        assert.equal((await redeem()).status, 'redeemed');
+        // Another transaction holds the tree's lock and will want the code's row. Its deadlock
+        // check waits longer, so PostgreSQL aborts the store's transaction, not this one.
+        await other.query("SET deadlock_timeout = '10s'");
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [grant.id]);
+        // The reuse locks the code's row, then waits for the tree's lock...
+        const reuse = redeem();
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        // ...while the other waits for the row: a deadlock, detected after deadlock_timeout (1 s).
+        await other.query('DELETE FROM authorization_codes WHERE hash = $1', [hash]);
+        await other.query('COMMIT');
+        const r = await reuse;
+        assert.equal(r.status, 'invalid', 'run again after the abort, it sees the code the other transaction deleted');
       } finally {
         await other.end();
         await store.close();

@@ -10,8 +10,11 @@
  *   the `FOR SHARE` of grant creation) off until it commits: else a tree begun between finding
  *   the trees and revoking them would be revoked without its root locked, and a child added to it
  *   meanwhile could outlive its revoked parent;
- * - refresh rotation: the token row is locked (`FOR UPDATE`), so of concurrent rotations exactly
- *   one finds it current;
+ * - refresh rotation: the token's tree is locked first (its root's advisory lock, as a revocation
+ *   takes it before any grant or token row), then the token row (`FOR UPDATE`), so of concurrent
+ *   rotations exactly one finds it current, a revocation of the tree either commits first (the
+ *   token is then revoked) or waits and revokes the successor too, and a reuse cascade meets a
+ *   revocation with the locks in one order;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
@@ -311,10 +314,9 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Run `fn` in a transaction. One that PostgreSQL aborted to break a deadlock (a refresh-token
-   * reuse cascade meeting a revocation of the same tree lock the same rows in opposite orders) or a
-   * serialization failure is run again, up to three times in all: `fn` touches only the database,
-   * and the abort undid everything it did.
+   * Run `fn` in a transaction. One that PostgreSQL aborted to break a deadlock (two transactions
+   * taking the same locks in opposite orders) or a serialization failure is run again, up to three
+   * times in all: `fn` touches only the database, and the abort undid everything it did.
    */
   async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
@@ -768,6 +770,14 @@ export class PostgresStore implements Store {
     },
   ): Promise<RefreshRotation> {
     return this.#tx(async (c): Promise<RefreshRotation> => {
+      // The tree's lock first, in the order a revocation takes its locks (the tree, then grant and
+      // token rows): a revocation under way commits first and the token is then found revoked, or
+      // it waits for this commit and its cascade (a statement with a later snapshot) sees the
+      // successor inserted below. Unlocked, a cascade could miss that row and leave it unrevoked
+      // under the revoked grant. A token's grant and a grant's root never change.
+      const [tree] = (await c.query('SELECT g.root_id FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.hash = $1', [hash]))
+        .rows as Row[];
+      if (tree) await this.#lockRoots(c, [String(tree.root_id)]);
       const [row] = (await c.query('SELECT * FROM refresh_tokens WHERE hash = $1 FOR UPDATE', [hash])).rows as Row[];
       if (!row) return { status: 'invalid' };
       const token = refreshFrom(row);
