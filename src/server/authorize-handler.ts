@@ -21,6 +21,7 @@ import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } fro
 import { newNonce, pageHeaders, renderConsent, renderError, renderSignOut } from './consent-page.ts';
 import { discardBody } from './expect-continue.ts';
 import { LoginError } from './oidc-authenticator.ts';
+import { mediaType } from './request-headers.ts';
 
 export interface AuthorizeHandlerOptions {
   readonly authenticator: Authenticator;
@@ -122,8 +123,11 @@ export function createAuthorizeHandler(
       const q = url.indexOf('?');
       query = q < 0 ? '' : url.slice(q + 1);
     } else {
-      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
-      if (type !== 'application/x-www-form-urlencoded') return page(res, new OAuthError('request_content_type'), requestId);
+      // Labelled twice (Node keeps the first label) is refused too, as at the other form endpoints.
+      if (mediaType(req) !== 'application/x-www-form-urlencoded') {
+        denied('request_content_type');
+        return page(res, new OAuthError('request_content_type'), requestId);
+      }
       // Refused before anything else (the form's anti-CSRF token is checked after).
       if (crossSitePost(req, issuerOrigin)) {
         denied('authorize_consent_invalid');

@@ -23,6 +23,7 @@ import type { Authenticator } from './authenticator.ts';
 import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
 import { discardBody } from './expect-continue.ts';
 import { createOidcAuthenticator } from './oidc-authenticator.ts';
+import { mediaType, sentTwice } from './request-headers.ts';
 import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator.ts';
 
 /** Answers the request when it is for the token service; returns whether it did. */
@@ -146,29 +147,6 @@ function serialize(result: unknown): string {
 function authorizationFault(req: IncomingMessage): { headerFault: 'request_multiple_authorization' } | undefined {
   if (req.headers.authorization === undefined) return undefined;
   return sentTwice(req, 'authorization') ? { headerFault: 'request_multiple_authorization' } : undefined;
-}
-
-/** Whether the request carries header `name` (lower case) more than once. */
-function sentTwice(req: IncomingMessage, name: string): boolean {
-  // rawHeaders, not headersDistinct: that getter copies every header of the request.
-  const raw = req.rawHeaders;
-  let seen = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i] as string;
-    if (n.length === name.length && n.toLowerCase() === name && ++seen > 1) return true;
-  }
-  return false;
-}
-
-/**
- * The request's media type, lower case; `''` without a Content-Type, or with more than one: Node
- * keeps the first and drops the others, so a body labelled twice (a form and a form in another
- * charset, or JSON) would be read by whichever label came first.
- */
-function mediaType(req: IncomingMessage): string {
-  const value = req.headers['content-type'];
-  if (value === undefined || sentTwice(req, 'content-type')) return '';
-  return value.split(';')[0]?.trim().toLowerCase() ?? '';
 }
 
 /**

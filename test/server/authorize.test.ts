@@ -20,6 +20,7 @@ import {
   personHeaders,
 } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { rawHttp } from '../helpers/net.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 
 const REDIRECT = 'http://127.0.0.1:7777/callback';
@@ -395,6 +396,26 @@ describe('CSRF', () => {
       ),
       400,
     );
+  });
+
+  it('consent form labelled twice (a UTF-8 form, then one in ISO-8859-1, of which Node keeps the first): refused as request_content_type with a page, audited, no code', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    const body = new URLSearchParams({ ...fields, decision: 'approve' }).toString();
+    const person = Object.entries(personHeaders())
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    const answer = await rawHttp(
+      issuer.url,
+      `POST /oauth2/authorize HTTP/1.1\r\nHost: 127.0.0.1\r\n${person}` +
+        'Content-Type: application/x-www-form-urlencoded\r\nContent-Type: application/x-www-form-urlencoded; charset=iso-8859-1\r\n' +
+        `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    assert.match(answer, /^HTTP\/1\.1 400 /, answer.split('\r\n')[0]);
+    assert.doesNotMatch(answer, /\r\nlocation:/i, 'never redirected');
+    assert.match(answer, /The request body must be application\/x-www-form-urlencoded\./);
+    assert.equal((await audit('authorization.denied')).at(-1), 'request_content_type');
+    // The CSRF token was not spent: the same answer labelled once still goes through.
+    assert.equal((await answerConsent(endpoint, { ...fields, decision: 'approve' })).status, 303);
   });
 
   it("this server's own pages post with their real Origin (Referrer-Policy: same-origin), which is accepted, as is Origin: null with Sec-Fetch-Site: same-origin", async () => {

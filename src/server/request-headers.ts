@@ -1,0 +1,30 @@
+/**
+ * Reading the request headers every token-service endpoint with a body checks alike (the token,
+ * revocation, introspection and registration endpoints, the admin API and the consent form).
+ *
+ * @module
+ */
+import type { IncomingMessage } from 'node:http';
+
+/** Whether the request carries header `name` (lower case) more than once. */
+export function sentTwice(req: IncomingMessage, name: string): boolean {
+  // rawHeaders, not headersDistinct: that getter copies every header of the request.
+  const raw = req.rawHeaders;
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length === name.length && n.toLowerCase() === name && ++seen > 1) return true;
+  }
+  return false;
+}
+
+/**
+ * The request's media type, lower case; `''` without a Content-Type, or with more than one: Node
+ * keeps the first and drops the others, so a body labelled twice (a form and a form in another
+ * charset, or JSON) would be read by whichever label came first.
+ */
+export function mediaType(req: IncomingMessage): string {
+  const value = req.headers['content-type'];
+  if (value === undefined || sentTwice(req, 'content-type')) return '';
+  return value.split(';')[0]?.trim().toLowerCase() ?? '';
+}
