@@ -56,6 +56,13 @@ export const OAUTH_ERROR_CODES = {
     description: 'The request body must be application/x-www-form-urlencoded.',
   },
   request_body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large.' },
+  // RFC 9110 §15.5.16: no content coding is decoded, so a body labelled with one (gzip, …) is refused,
+  // never read as identity while a proxy or log honouring the label saw another body.
+  request_content_encoding: {
+    status: 415,
+    error: 'invalid_request',
+    description: 'The request body must not be content-coded: send it without a Content-Encoding (identity).',
+  },
   // RFC 6749 Appendix B (forms), RFC 8259 §8.1 (JSON): a charset label other than UTF-8, or bytes
   // that are not UTF-8 (raw or percent-encoded), which decoding would turn into U+FFFD.
   request_not_utf8: { status: 400, error: 'invalid_request', description: 'The request must be UTF-8.' },
@@ -418,6 +425,8 @@ export class OAuthError extends Error {
       return { 'www-authenticate': `Bearer realm="${realm}", error="${this.error}"${scope}` };
     }
     if (this.status === 405) return { allow: this.code === 'request_method_get_only' ? 'GET' : 'POST' };
+    // RFC 9110 §15.5.16: a 415 for a content coding names the codings accepted (§12.5.3).
+    if (this.code === 'request_content_encoding') return { 'accept-encoding': 'identity' };
     if (this.status === 503) return { 'retry-after': '5' };
     if (this.status === 429) return { 'retry-after': String(this.retryAfter ?? 1) };
     return {};

@@ -30,14 +30,15 @@ export interface OAuthRequest {
   readonly dpop?: string | undefined;
   /**
    * Why the HTTP adapter refused the request before reading its form (a method other than POST, a
-   * URL query, another Content-Type, a body over the limit) or its headers (two DPoP proofs):
-   * `params` is then empty, and the endpoint refuses the request with this code, audited like any
-   * other refusal.
+   * URL query, another Content-Type, a Content-Encoding other than identity, a body over the
+   * limit) or its headers (two DPoP proofs): `params` is then empty, and the endpoint refuses the
+   * request with this code, audited like any other refusal.
    */
   readonly requestFault?:
     | 'request_method_not_allowed'
     | 'request_query_not_allowed'
     | 'request_content_type'
+    | 'request_content_encoding'
     | 'request_body_too_large'
     | 'dpop_proof_invalid'
     | undefined;

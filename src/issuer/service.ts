@@ -652,10 +652,16 @@ export class TokenService {
       readonly headerFault?: 'request_multiple_authorization' | undefined;
       /**
        * The HTTP adapter refused the request before reading its body (a method other than POST,
-       * another Content-Type or charset, a body over the limit): refused here and audited, before
-       * the rate limit (it registers nothing and costs no secret comparison).
+       * another Content-Type or charset, a Content-Encoding other than identity, a body over the
+       * limit): refused here and audited, before the rate limit (it registers nothing and costs no
+       * secret comparison).
        */
-      readonly requestFault?: 'request_method_not_allowed' | 'request_content_type' | 'request_not_utf8' | 'request_body_too_large';
+      readonly requestFault?:
+        | 'request_method_not_allowed'
+        | 'request_content_type'
+        | 'request_content_encoding'
+        | 'request_not_utf8'
+        | 'request_body_too_large';
     } = {},
   ): Promise<RegistrationResponse> {
     try {

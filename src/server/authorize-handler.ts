@@ -21,7 +21,7 @@ import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } fro
 import { newNonce, pageHeaders, renderConsent, renderError, renderSignOut } from './consent-page.ts';
 import { discardBody } from './expect-continue.ts';
 import { LoginError } from './oidc-authenticator.ts';
-import { mediaType } from './request-headers.ts';
+import { contentCoded, mediaType } from './request-headers.ts';
 
 export interface AuthorizeHandlerOptions {
   readonly authenticator: Authenticator;
@@ -127,6 +127,10 @@ export function createAuthorizeHandler(
       if (mediaType(req) !== 'application/x-www-form-urlencoded') {
         denied('request_content_type');
         return page(res, new OAuthError('request_content_type'), requestId);
+      }
+      if (contentCoded(req)) {
+        denied('request_content_encoding');
+        return page(res, new OAuthError('request_content_encoding'), requestId);
       }
       // Refused before anything else (the form's anti-CSRF token is checked after).
       if (crossSitePost(req, issuerOrigin)) {

@@ -28,3 +28,22 @@ export function mediaType(req: IncomingMessage): string {
   if (value === undefined || sentTwice(req, 'content-type')) return '';
   return value.split(';')[0]?.trim().toLowerCase() ?? '';
 }
+
+/**
+ * Whether the request body carries a content coding (RFC 9110 §8.4): a `Content-Encoding` naming
+ * anything but `identity`, in any of its headers. Nothing here decodes one, so such a body would be
+ * read as identity while whatever honours the label (a proxy, a log) sees another body.
+ */
+export function contentCoded(req: IncomingMessage): boolean {
+  if (req.headers['content-encoding'] === undefined) return false;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() !== 'content-encoding') continue;
+    // A list (RFC 9110 §5.6.1): empty elements are allowed and name no coding.
+    for (const coding of (raw[i + 1] as string).split(',')) {
+      const c = coding.trim().toLowerCase();
+      if (c !== '' && c !== 'identity') return true;
+    }
+  }
+  return false;
+}

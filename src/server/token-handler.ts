@@ -23,7 +23,7 @@ import type { Authenticator } from './authenticator.ts';
 import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
 import { discardBody } from './expect-continue.ts';
 import { createOidcAuthenticator } from './oidc-authenticator.ts';
-import { mediaType, sentTwice } from './request-headers.ts';
+import { contentCoded, mediaType, sentTwice } from './request-headers.ts';
 import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator.ts';
 
 /** Answers the request when it is for the token service; returns whether it did. */
@@ -243,6 +243,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // secret sent there would end up in access logs unnoticed: refused rather than ignored.
     else if (q >= 0 && q < (req.url as string).length - 1) requestFault = 'request_query_not_allowed';
     else if (mediaType(req) !== 'application/x-www-form-urlencoded') requestFault = 'request_content_type';
+    else if (contentCoded(req)) requestFault = 'request_content_encoding';
     else {
       try {
         form = await readForm(req, limit);
@@ -273,9 +274,16 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const register = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
     // A request refused before its body is read goes to the service as a fault too, audited
     // (client.registration_denied) like every other refused registration.
-    let requestFault: 'request_method_not_allowed' | 'request_content_type' | 'request_not_utf8' | 'request_body_too_large' | undefined;
+    let requestFault:
+      | 'request_method_not_allowed'
+      | 'request_content_type'
+      | 'request_content_encoding'
+      | 'request_not_utf8'
+      | 'request_body_too_large'
+      | undefined;
     if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
     else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type';
+    else if (contentCoded(req)) requestFault = 'request_content_encoding';
     // JSON is UTF-8 (RFC 8259 §8.1): a body labelled with another charset is refused.
     else if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) requestFault = 'request_not_utf8';
     let metadata: unknown;
@@ -315,6 +323,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     if (sub === 'revoke') {
       if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
       if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
+      if (contentCoded(req)) throw new OAuthError('request_content_encoding');
       requireUtf8Label(req);
       let body: Record<string, unknown>;
       let bytes: Buffer;
