@@ -368,7 +368,8 @@ export class ClientRegistry {
   }
 
   /**
-   * Authenticate the client of a request. Exactly one method must be used (RFC 6749 §2.3).
+   * Authenticate the client of a request. Exactly one method must be used (RFC 6749 §2.3); an
+   * Authorization header of another scheme than Basic counts as one, and is refused.
    * @throws {OAuthError} `invalid_client` (401, with a Basic challenge when Basic was tried) or
    *   `invalid_request` when several methods are combined.
    */
@@ -377,7 +378,10 @@ export class ClientRegistry {
     const basic = authorization !== undefined && /^basic(?:\s|$)/i.test(authorization);
     const postSecret = params.get('client_secret');
     const assertion = params.get('client_assertion');
-    const methods = (basic ? 1 : 0) + (postSecret ? 1 : 0) + (assertion ? 1 : 0);
+    // An Authorization header of any scheme is a credential: one not read here (Bearer, DPoP,
+    // Digest, …) is refused, never ignored while the body's method (or none, for a public client)
+    // decides; its sender learns that only Basic is read.
+    const methods = (authorization !== undefined ? 1 : 0) + (postSecret ? 1 : 0) + (assertion ? 1 : 0);
     if (methods > 1) throw new OAuthError('client_auth_multiple_methods', { basic });
     const bodyClientId = params.get('client_id') || undefined;
     if (methods === 0) {
@@ -391,6 +395,7 @@ export class ClientRegistry {
       return client;
     }
 
+    if (authorization !== undefined && !basic) throw new OAuthError('client_auth_malformed');
     if (basic) {
       const parsed = this.#parseBasic(authorization as string);
       if (!parsed) throw new OAuthError('client_auth_malformed', { basic: true });

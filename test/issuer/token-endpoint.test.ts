@@ -217,6 +217,66 @@ describe('client authentication errors (invalid_client)', () => {
     await expectError(res, 400, 'invalid_request');
   });
 
+  it('an Authorization scheme Tessera does not read (Bearer, DPoP, Digest, Negotiate) beside client_secret_post or a client assertion: refused as two methods (400 invalid_request), not ignored, audited', async () => {
+    for (const scheme of ['Bearer x', 'DPoP x', 'Digest username="agent"', 'Negotiate YII=', 'bearer']) {
+      const res = await token(
+        { grant_type: 'client_credentials', client_id: agent.id, client_secret: agent.secret },
+        { authorization: scheme },
+      );
+      await expectError(res, 400, 'invalid_request');
+      await issuer.service.audit.flush();
+      const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'token.denied').at(-1);
+      assert.equal(denied?.reason, 'client_auth_multiple_methods', scheme);
+    }
+    const assertion = await token(
+      {
+        grant_type: 'client_credentials',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: 'e30.e30.sig',
+      },
+      { authorization: 'Bearer x' },
+    );
+    await expectError(assertion, 400, 'invalid_request');
+  });
+
+  it('an Authorization scheme Tessera does not read, alone: 401 invalid_client (client_auth_malformed) with the Basic challenge, so the client learns Basic is read', async () => {
+    const res = await token({ grant_type: 'client_credentials' }, { authorization: 'Bearer x' });
+    await expectError(res, 401, 'invalid_client');
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm="tessera"/);
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'token.denied').at(-1);
+    assert.equal(denied?.reason, 'client_auth_malformed');
+  });
+
+  it('revocation and introspection read Authorization alike: another scheme beside client_secret_post is refused (400), alone it is invalid_client, audited', async () => {
+    for (const [path, kind] of [
+      ['/oauth2/revoke', 'revocation.denied'],
+      ['/oauth2/introspect', 'introspection.denied'],
+    ] as const) {
+      const post = await issuer.post(path, { token: 'x', client_id: agent.id, client_secret: agent.secret }, { authorization: 'Bearer x' });
+      await expectError(post, 400, 'invalid_request');
+      const alone = await issuer.post(path, { token: 'x' }, { authorization: 'Bearer x' });
+      await expectError(alone, 401, 'invalid_client');
+      await issuer.service.audit.flush();
+      const reasons = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === kind).map((e) => e.reason);
+      assert.deepEqual(reasons.slice(-2), ['client_auth_multiple_methods', 'client_auth_malformed'], path);
+    }
+  });
+
+  it('a public client (client_id alone) sending another Authorization scheme at revocation: refused (401 invalid_client), not read as unauthenticated', async () => {
+    await issuer.service.registerClient({
+      id: 'pub-revoker',
+      public: true,
+      scopes: ['api:read'],
+      audiences: ['https://api.test'],
+      grantTypes: ['authorization_code', 'refresh_token'],
+      redirectUris: ['http://127.0.0.1:7777/callback'],
+    });
+    assert.equal((await issuer.post('/oauth2/revoke', { token: 'x', client_id: 'pub-revoker' })).status, 200);
+    const res = await issuer.post('/oauth2/revoke', { token: 'x', client_id: 'pub-revoker' }, { authorization: 'Bearer x' });
+    await expectError(res, 401, 'invalid_client');
+  });
+
   it('refuses a malformed Basic header', async () => {
     const res = await token({ grant_type: 'client_credentials' }, { authorization: 'Basic !!!' });
     await expectError(res, 401, 'invalid_client');
