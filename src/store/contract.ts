@@ -432,7 +432,12 @@ export interface Store {
   revokeGrants(selector: GrantSelector, options: RevokeOptions): Promise<RevokedGrant[]>;
 
   // Refresh tokens.
-  /** @throws {StoreConflictError} when the hash exists. */
+  /**
+   * Store a refresh token. When its grant was revoked meanwhile (token exchange creates the token
+   * after the grant), it is stored revoked as of the grant (a `revokedAt` given wins), in one step
+   * with that read, so no refresh token is ever left unrevoked under a revoked grant.
+   * @throws {StoreConflictError} when the hash exists.
+   */
   createRefreshToken(token: RefreshTokenRecord): Promise<void>;
   getRefreshToken(hash: string): Promise<RefreshTokenRecord | undefined>;
   /**

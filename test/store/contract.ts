@@ -685,6 +685,38 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(results.filter((r) => r.status === 'grace').length, 7);
       });
 
+      it('a refresh token created under a grant already revoked (token exchange issues it after the grant commits) is stored revoked as of the grant', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({}, now), now);
+        await store.revokeGrants({ grantId: g.id }, { at: now + 1, reason: 'r', entryExpiresAt: now + 600 });
+        const t = refresh(g.id, {}, now + 2);
+        await store.createRefreshToken(t);
+        assert.deepEqual(await store.getRefreshToken(t.hash), { ...t, revokedAt: now + 1 });
+        assert.equal((await store.rotateRefreshToken(t.hash, opts(now + 2, uid('rt')))).status, 'invalid');
+      });
+
+      it('creating a refresh token racing a revocation of its grant leaves no unrevoked refresh token under the revoked grant', async () => {
+        const now = clock.now();
+        for (let round = 0; round < 25; round++) {
+          const grants = await Promise.all(Array.from({ length: 4 }, () => created(store, newGrant({}, now), now)));
+          const tokens = grants.map((g) => refresh(g.id, {}, now));
+          await Promise.all(
+            grants.flatMap((g, i) => {
+              const create = store.createRefreshToken(tokens[i] as RefreshTokenRecord);
+              const revoke = store.revokeGrants({ grantId: g.id }, { at: now, reason: 'race', entryExpiresAt: now + 600 });
+              return round % 2 ? [revoke, create] : [create, revoke];
+            }),
+          );
+          for (const t of tokens) {
+            assert.notEqual(
+              (await store.getRefreshToken(t.hash))?.revokedAt,
+              null,
+              `round ${round}: a refresh token under a revoked grant is not revoked`,
+            );
+          }
+        }
+      });
+
       it('rotation racing a revocation of its grant leaves no unrevoked refresh token (the successor included) under the revoked grant', async () => {
         // On PostgreSQL each call runs on its own pooled connection, as on two instances: a
         // cascade whose UPDATE did not see the successor being inserted left it revoked_at NULL.

@@ -14,7 +14,8 @@
  *   takes it before any grant or token row), then the token row (`FOR UPDATE`), so of concurrent
  *   rotations exactly one finds it current, a revocation of the tree either commits first (the
  *   token is then revoked) or waits and revokes the successor too, and a reuse cascade meets a
- *   revocation with the locks in one order;
+ *   revocation with the locks in one order. Creating a refresh token takes the tree's lock too,
+ *   and stores the token revoked under a grant revoked meanwhile;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
@@ -743,10 +744,19 @@ export class PostgresStore implements Store {
 
   async createRefreshToken(t: RefreshTokenRecord): Promise<void> {
     try {
-      await this.#q(
-        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
-        [t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.jkt ?? null],
-      );
+      await this.#tx(async (c) => {
+        // Under a grant revoked since it was created (token exchange issues the token after the
+        // grant commits), the token is stored revoked with it. The tree's lock first, as rotation
+        // takes it: a revocation under way commits first and the insert (a later snapshot) reads
+        // its revoked_at, or it waits for this commit and its cascade sees the new row.
+        const [tree] = (await c.query('SELECT root_id FROM grants WHERE id = $1', [t.grantId])).rows as Row[];
+        if (tree) await this.#lockRoots(c, [String(tree.root_id)]);
+        await c.query(
+          `INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt)
+           VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, (SELECT revoked_at FROM grants WHERE id = $2)), $8)`,
+          [t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.jkt ?? null],
+        );
+      });
     } catch (e) {
       if (isUnique(e)) throw new StoreConflictError('a refresh token with this hash exists');
       throw e;

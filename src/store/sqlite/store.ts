@@ -548,9 +548,12 @@ export class SqliteStore implements Store {
 
   async createRefreshToken(t: RefreshTokenRecord): Promise<void> {
     try {
+      // Under a grant revoked since it was created (token exchange issues the token after the grant
+      // commits), the token is stored revoked with it: the cascade that revoked the grant is over.
       this.#stmt(
-        'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-      ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.jkt ?? null);
+        `INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt)
+         VALUES (?, ?, ?, ?, ?, ?, coalesce(?, (SELECT revoked_at FROM grants WHERE id = ?)), ?)`,
+      ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.grantId, t.jkt ?? null);
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('a refresh token with this hash exists');
       throw e;
