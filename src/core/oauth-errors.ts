@@ -346,6 +346,24 @@ export const OAUTH_ERROR_CODES = {
     description: 'The access token lacks the admin scope.',
   },
   admin_not_found: { status: 404, error: 'invalid_request', description: 'No such resource.' },
+  // A revocation request names exactly what it revokes: a member left out or misread would revoke
+  // more (a subject at every issuer when its issuer is ignored), so nothing is ignored.
+  admin_revoke_selector_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Give exactly one of grant_id, subject, client_id and token.',
+  },
+  admin_revoke_member_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+  },
+  admin_revoke_member_unknown: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+  },
+  admin_revoke_issuer_without_subject: { status: 400, error: 'invalid_request', description: 'issuer is given only with subject.' },
 
   // DPoP at the token endpoint (RFC 9449 §5).
   dpop_proof_invalid: { status: 400, error: 'invalid_dpop_proof', description: 'The DPoP proof is invalid.' },

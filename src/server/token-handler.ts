@@ -159,6 +159,34 @@ async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchP
   return parseUtf8Form(await readBody(req, limit));
 }
 
+const REVOCATION_MEMBERS = new Set(['grant_id', 'subject', 'issuer', 'client_id', 'token', 'reason']);
+
+/**
+ * The admin API's revocation body, read strictly: an ignored member could only widen what is
+ * revoked (`{"subject":"alice","issuer":""}`, an unset `$IDP`, or a misspelt `isuer` would revoke
+ * alice at every issuer), so an unknown member, a value that is no non-empty string, and `issuer`
+ * without `subject` are refused, as `tessera revoke` refuses them.
+ */
+function revocationRequest(body: Record<string, unknown>): { token?: string; selector?: GrantSelector; reason?: string } {
+  for (const [k, v] of Object.entries(body)) {
+    if (!REVOCATION_MEMBERS.has(k)) throw new OAuthError('admin_revoke_member_unknown');
+    if (typeof v !== 'string' || v === '') throw new OAuthError('admin_revoke_member_invalid');
+  }
+  const b = body as Record<string, string | undefined>;
+  const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => b[k] !== undefined);
+  if (given.length !== 1) throw new OAuthError('admin_revoke_selector_invalid');
+  if (b.issuer !== undefined && b.subject === undefined) throw new OAuthError('admin_revoke_issuer_without_subject');
+  const reason = b.reason !== undefined ? { reason: b.reason } : {};
+  if (b.token !== undefined) return { token: b.token, ...reason };
+  const selector: GrantSelector =
+    b.grant_id !== undefined
+      ? { grantId: b.grant_id }
+      : b.subject !== undefined
+        ? { subject: b.subject, ...(b.issuer !== undefined ? { issuer: b.issuer } : {}) }
+        : { clientId: b.client_id as string };
+  return { selector, ...reason };
+}
+
 /** Refuse a JSON body labelled with a charset: JSON is UTF-8 (RFC 8259 §8.1). */
 function requireUtf8Label(req: IncomingMessage): void {
   if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) throw new OAuthError('request_not_utf8');
@@ -343,23 +371,18 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
           fault === 'not_utf8' ? 'request_not_utf8' : fault === 'repeated' ? 'request_body_member_repeated' : 'request_body_malformed',
         );
       }
-      const str = (k: string) => (typeof body[k] === 'string' && body[k] !== '' ? (body[k] as string) : undefined);
-      const reason = str('reason') ?? 'admin_api';
-      const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => str(k) !== undefined);
-      if (given.length !== 1) throw new OAuthError('request_parameter_invalid');
+      const r = revocationRequest(body);
       const by = `admin:${who.subject}`;
       let result: Record<string, unknown>;
-      if (str('token') !== undefined) {
-        const revoked = await service.revokeAccessToken(str('token') as string, by);
+      if (r.token !== undefined) {
+        const revoked = await service.revokeAccessToken(r.token, by);
         result = revoked ? { revoked_token: revoked.jti, grant_id: revoked.grantId } : { revoked_token: null };
       } else {
-        const selector: GrantSelector =
-          str('grant_id') !== undefined
-            ? { grantId: str('grant_id') as string }
-            : str('subject') !== undefined
-              ? { subject: str('subject') as string, ...(str('issuer') ? { issuer: str('issuer') as string } : {}) }
-              : { clientId: str('client_id') as string };
-        const revoked = await service.revokeGrants(selector, reason, by);
+        const selector = r.selector as GrantSelector;
+        // A mistyped grant id must not read as done, as `tessera revoke --grant` refuses it.
+        if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined)
+          throw new OAuthError('admin_not_found');
+        const revoked = await service.revokeGrants(selector, r.reason ?? 'admin_api', by);
         result = { revoked_grants: revoked.map((g) => g.id) };
       }
       return send(res, 200, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });

@@ -341,6 +341,61 @@ describe('admin API', () => {
     assert.equal((await post({ grant_id: 'a', subject: 'b' }, token)).status, 400);
   });
 
+  it('refuses a revocation body whose issuer is empty, not a string, misspelt or given without subject, with a code naming the fault: no one is revoked (an ignored issuer revoked the subject at every issuer)', async () => {
+    const ivan = await issuer.service.mint({ clientId: 'broker', subject: 'ivan', ttl: 3600, audiences: [API] });
+    const token = await adminToken();
+    const cases: [unknown, string, string][] = [
+      // An unset "$IDP" in a script: read as no issuer, it revoked ivan at every issuer, this one too.
+      [
+        { subject: 'ivan', issuer: '' },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+      ],
+      [
+        { subject: 'ivan', issuer: 5 },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+      ],
+      [
+        { subject: 'ivan', issuer: null },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+      ],
+      [
+        { grant_id: ivan.grant_id, reason: 7 },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+      ],
+      // A typo of `issuer`: ignored, it too widened the revocation to every issuer.
+      [
+        { subject: 'ivan', isuer: 'https://idp.example' },
+        'admin_revoke_member_unknown',
+        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+      ],
+      [
+        { grant_id: ivan.grant_id, issuer: 'https://idp.example' },
+        'admin_revoke_issuer_without_subject',
+        'issuer is given only with subject.',
+      ],
+      [{ grant_id: 5 }, 'admin_revoke_member_invalid', 'grant_id, subject, issuer, client_id, token and reason are non-empty strings.'],
+      [{ reason: 'x' }, 'admin_revoke_selector_invalid', 'Give exactly one of grant_id, subject, client_id and token.'],
+    ];
+    for (const [body, code, description] of cases) {
+      const res = await post(body, token);
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: description }, `${JSON.stringify(body)}: ${code}`);
+    }
+    assert.equal(await valid(ivan.access_token), true);
+  });
+
+  it('answers 404 admin_not_found for a revocation of an unknown grant (a typo read as done, as `tessera revoke --grant` refuses it)', async () => {
+    const res = await post({ grant_id: 'g_00000000-0000-7000-8000-000000000000' }, await adminToken());
+    assert.equal(res.status, 404);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'No such resource.' });
+  });
+
   it('refuses a revocation body that names a member twice ({"subject":"frank","subject":"gina"}): no one is revoked', async () => {
     // JSON.parse reads the last subject; a proxy or log that read the body may have read the first.
     const frank = (await issuer.service.mint({ clientId: 'broker', subject: 'frank', ttl: 3600, audiences: [API] })).access_token;
