@@ -55,6 +55,8 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The request body must be application/x-www-form-urlencoded.',
   },
+  // The JSON endpoints (the admin API, dynamic registration): naming the form type there misleads.
+  request_content_type_json: { status: 400, error: 'invalid_request', description: 'The request body must be application/json.' },
   request_body_too_large: { status: 413, error: 'invalid_request', description: 'The request body is too large.' },
   // RFC 9110 §15.5.16: no content coding is decoded, so a body labelled with one (gzip, …) is refused,
   // never read as identity while a proxy or log honouring the label saw another body.

@@ -658,7 +658,7 @@ export class TokenService {
        */
       readonly requestFault?:
         | 'request_method_not_allowed'
-        | 'request_content_type'
+        | 'request_content_type_json'
         | 'request_content_encoding'
         | 'request_not_utf8'
         | 'request_body_too_large';

@@ -304,13 +304,13 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // (client.registration_denied) like every other refused registration.
     let requestFault:
       | 'request_method_not_allowed'
-      | 'request_content_type'
+      | 'request_content_type_json'
       | 'request_content_encoding'
       | 'request_not_utf8'
       | 'request_body_too_large'
       | undefined;
     if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
-    else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type';
+    else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type_json';
     else if (contentCoded(req)) requestFault = 'request_content_encoding';
     // JSON is UTF-8 (RFC 8259 §8.1): a body labelled with another charset is refused.
     else if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) requestFault = 'request_not_utf8';
@@ -350,7 +350,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     });
     if (sub === 'revoke') {
       if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
-      if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type');
+      if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type_json');
       if (contentCoded(req)) throw new OAuthError('request_content_encoding');
       requireUtf8Label(req);
       let body: Record<string, unknown>;

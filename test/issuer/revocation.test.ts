@@ -389,6 +389,16 @@ describe('admin API', () => {
     assert.equal(await valid(ivan.access_token), true);
   });
 
+  it('refuses a revocation body sent as a form with 400 naming application/json, the type it reads (not x-www-form-urlencoded)', async () => {
+    const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${await adminToken()}` },
+      body: 'grant_id=g_x',
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'The request body must be application/json.' });
+  });
+
   it('answers 404 admin_not_found for a revocation of an unknown grant (a typo read as done, as `tessera revoke --grant` refuses it)', async () => {
     const res = await post({ grant_id: 'g_00000000-0000-7000-8000-000000000000' }, await adminToken());
     assert.equal(res.status, 404);

@@ -378,6 +378,16 @@ describe('dynamic client registration', () => {
     });
   });
 
+  it('DCR body sent as a form: 400 naming application/json, the type this endpoint reads (not x-www-form-urlencoded)', async () => {
+    const res = await fetch(`${issuer.url}/oauth2/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Bearer ${IAT}` },
+      body: 'client_name=x',
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'The request body must be application/json.' });
+  });
+
   it('DCR client_name with bidirectional overrides (U+202E reorders what the consent page shows after it): refused', async () => {
     for (const name of ['Trusted App\u202Eevil', 'App\u2066x\u2069', 'App\u200F']) {
       await expectError(await register({ ...mcpClient, client_name: name }), 400, 'invalid_client_metadata');
