@@ -440,6 +440,8 @@ export class OAuthError extends Error {
     if (this.status === 401 && this.error === 'invalid_client') {
       return { 'www-authenticate': `Basic realm="${realm}", charset="UTF-8"` };
     }
+    // RFC 6750 §3.1: a request without any credentials gets the challenge without an error code.
+    if (this.code === 'admin_token_missing') return { 'www-authenticate': `Bearer realm="${realm}"` };
     if (this.error === 'invalid_token' || this.error === 'insufficient_scope') {
       const scope = this.scope ? `, scope="${this.scope}"` : '';
       return { 'www-authenticate': `Bearer realm="${realm}", error="${this.error}"${scope}` };

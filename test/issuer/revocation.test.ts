@@ -255,6 +255,21 @@ describe('admin API', () => {
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_token');
   });
 
+  it('challenges a request without any token with no error code (RFC 6750 §3.1), one with a bad token with error="invalid_token", on both routes', async () => {
+    for (const [path, method] of [
+      ['/oauth2/admin/revoke', 'POST'],
+      ['/oauth2/admin/grants/g_x', 'GET'],
+    ] as const) {
+      const none = await fetch(`${issuer.url}${path}`, { method });
+      assert.equal(none.status, 401);
+      assert.equal(none.headers.get('www-authenticate'), 'Bearer realm="tessera"', path);
+      assert.equal(none.headers.get('cache-control'), 'no-store');
+      const bad = await fetch(`${issuer.url}${path}`, { method, headers: { authorization: 'Bearer not.a.token' } });
+      assert.equal(bad.status, 401);
+      assert.equal(bad.headers.get('www-authenticate'), 'Bearer realm="tessera", error="invalid_token"', path);
+    }
+  });
+
   it('refuses a token without the admin scope with 403 insufficient_scope', async () => {
     const t = await cc('agent');
     const res = await post({ grant_id: 'g_x' }, t);
