@@ -49,7 +49,7 @@ const CODE_INVALID =
 export const OAUTH_ERROR_CODES = {
   // The request itself (RFC 6749 §3.2, §5.2 invalid_request).
   request_method_not_allowed: { status: 405, error: 'invalid_request', description: 'This endpoint accepts POST only.' },
-  request_method_get_only: { status: 405, error: 'invalid_request', description: 'This endpoint accepts GET only.' },
+  request_method_get_only: { status: 405, error: 'invalid_request', description: 'This endpoint accepts GET and HEAD only.' },
   request_content_type: {
     status: 400,
     error: 'invalid_request',
@@ -446,7 +446,7 @@ export class OAuthError extends Error {
       const scope = this.scope ? `, scope="${this.scope}"` : '';
       return { 'www-authenticate': `Bearer realm="${realm}", error="${this.error}"${scope}` };
     }
-    if (this.status === 405) return { allow: this.code === 'request_method_get_only' ? 'GET' : 'POST' };
+    if (this.status === 405) return { allow: this.code === 'request_method_get_only' ? 'GET, HEAD' : 'POST' };
     // RFC 9110 §15.5.16: a 415 for a content coding names the codings accepted (§12.5.3).
     if (this.code === 'request_content_encoding') return { 'accept-encoding': 'identity' };
     if (this.status === 503) return { 'retry-after': '5' };

@@ -388,7 +388,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       return send(res, 200, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
     }
     if (sub.startsWith('grants/')) {
-      if (req.method !== 'GET') throw new OAuthError('request_method_get_only');
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new OAuthError('request_method_get_only');
       let id: string;
       try {
         id = decodeURIComponent(sub.slice(7));

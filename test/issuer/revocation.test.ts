@@ -454,14 +454,34 @@ describe('admin API', () => {
     assert.equal(await valid(hana), true);
   });
 
-  it('answers 405 with Allow: GET for another method on the grant tree', async () => {
-    const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, {
-      method: 'DELETE',
-      headers: { authorization: `Bearer ${await adminToken()}` },
-    });
-    assert.equal(res.status, 405);
-    assert.equal(res.headers.get('allow'), 'GET');
-    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'This endpoint accepts GET only.' });
+  it('answers 405 with Allow: GET, HEAD for another method on the grant tree', async () => {
+    for (const method of ['DELETE', 'POST', 'OPTIONS']) {
+      const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, {
+        method,
+        headers: { authorization: `Bearer ${await adminToken()}` },
+      });
+      assert.equal(res.status, 405, method);
+      assert.equal(res.headers.get('allow'), 'GET, HEAD');
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'This endpoint accepts GET and HEAD only.' });
+    }
+  });
+
+  it('answers HEAD on the grant tree as GET without the body (RFC 9110 §9.3.2), not 405', async () => {
+    const t = await chain('hugo');
+    const token = await adminToken();
+    const url = `${issuer.url}/oauth2/admin/grants/${t.grant(t.broker.access_token)}`;
+    const get = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    const head = await fetch(url, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), get.headers.get('content-length'));
+    assert.equal(head.headers.get('cache-control'), 'no-store');
+    assert.equal(await head.text(), '');
+    assert.equal(
+      (await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } }))
+        .status,
+      404,
+    );
   });
 
   it('answers 404 for an unknown grant', async () => {
