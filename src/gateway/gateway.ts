@@ -59,7 +59,7 @@ import {
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
 import { GatewayMetrics } from './metrics.ts';
-import { type ReadinessCheck, readiness, writeJson, writeMetrics } from './ops.ts';
+import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
@@ -1018,7 +1018,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   async function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const ops = s.gateway.operations;
     try {
-      if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
+      if (path === ops.metrics_path && !peerAllowed(s.metricsPeers, remoteOf(s, req))) {
+        // The client's address, not the socket's: behind a trusted proxy on loopback or a private
+        // network every caller would otherwise share the proxy's address and pass.
+        writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
+      } else if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
+      else if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });
       else if (path === ops.ready_path) {
         const r = await readiness(
           s.verifiers,
@@ -1028,10 +1033,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           ops.jwks_max_stale * 1000,
         );
         writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
-      } else if (!peerAllowed(s.metricsPeers, remoteOf(s, req))) {
-        // The client's address, not the socket's: behind a trusted proxy on loopback or a private
-        // network every caller would otherwise share the proxy's address and pass.
-        writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
       } else await writeMetrics(res, registry);
     } catch {
       if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });

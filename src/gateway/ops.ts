@@ -99,6 +99,16 @@ export function writeJson(res: ServerResponse, status: number, body: unknown, he
   res.end(text);
 }
 
+/** The probes and metrics are read-only: any method but GET and HEAD is 405 (RFC 9110 §15.5.6). */
+export function writeOpsMethodNotAllowed(res: ServerResponse): void {
+  writeJson(
+    res,
+    405,
+    { error: 'method_not_allowed', error_description: 'This endpoint accepts GET and HEAD only.' },
+    { allow: 'GET, HEAD' },
+  );
+}
+
 export async function writeMetrics(res: ServerResponse, registry: Registry): Promise<void> {
   const text = await registry.metrics();
   res.writeHead(200, {

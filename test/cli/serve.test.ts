@@ -535,7 +535,7 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     }
   });
 
-  it('answers /healthz and /readyz (store and signing key) for probes, and 404 for anything else it does not serve', async () => {
+  it('answers /healthz and /readyz (store and signing key) for probes, 405 to another method on them, and 404 for anything else it does not serve', async () => {
     const { dir: alone, config } = await tokenServiceAlone('alone');
     const server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
     try {
@@ -551,7 +551,14 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
           { name: 'signing_key', ok: true },
         ],
       });
-      assert.equal((await fetch(`${server.url}/readyz`, { method: 'POST' })).status, 404);
+      // The probes are read-only, as the gateway's: another method is 405, not a missing path.
+      for (const path of ['/healthz', '/readyz']) {
+        const post = await fetch(`${server.url}${path}`, { method: 'POST' });
+        assert.equal(post.status, 405, path);
+        assert.equal(post.headers.get('allow'), 'GET, HEAD');
+        assert.equal(post.headers.get('cache-control'), 'no-store');
+      }
+      assert.equal((await fetch(`${server.url}/readyz`, { method: 'HEAD' })).status, 200);
       assert.equal((await fetch(`${server.url}/metrics`)).status, 404);
       assert.equal((await fetch(`${server.url}/.well-known/oauth-authorization-server`)).status, 200);
     } finally {

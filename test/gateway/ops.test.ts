@@ -67,6 +67,23 @@ describe('gateway: operations endpoints', () => {
     assert.match(text, /tessera_audit_queue_depth \d+/);
     assert.ok(!text.includes(t));
   });
+
+  it('answers 405 with Allow: GET, HEAD to other methods on /healthz, /readyz and /metrics (POST, PUT, OPTIONS were answered 200, the metrics with them), and HEAD as GET', async () => {
+    for (const path of ['/healthz', '/readyz', '/metrics']) {
+      for (const method of ['POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']) {
+        const res = await fetch(`${gw.url}${path}`, { method });
+        assert.equal(res.status, 405, `${method} ${path}`);
+        assert.equal(res.headers.get('allow'), 'GET, HEAD');
+        assert.equal(res.headers.get('cache-control'), 'no-store');
+        const body = await res.text();
+        assert.doesNotMatch(body, /tessera_/);
+        assert.deepEqual(JSON.parse(body), { error: 'method_not_allowed', error_description: 'This endpoint accepts GET and HEAD only.' });
+      }
+      const head = await fetch(`${gw.url}${path}`, { method: 'HEAD' });
+      assert.equal(head.status, 200, `HEAD ${path}`);
+      assert.equal(await head.text(), '');
+    }
+  });
 });
 
 describe('gateway: /metrics behind a trusted proxy', () => {
@@ -84,6 +101,10 @@ describe('gateway: /metrics behind a trusted proxy', () => {
       assert.equal((await via('203.0.113.9')).status, 404, 'an outside client through the proxy');
       assert.equal((await via('10.1.2.3')).status, 200, 'an allowed client through the proxy');
       assert.equal((await fetch(`${gw.url}/metrics`)).status, 200, 'the proxy host itself');
+      // Another method from outside is not told the path exists.
+      const post = await fetch(`${gw.url}/metrics`, { method: 'POST', headers: { 'x-forwarded-for': '203.0.113.9' } });
+      assert.equal(post.status, 404, 'POST from an outside client');
+      assert.equal(post.headers.get('allow'), null);
     } finally {
       await gw.close();
       await upstream.close();

@@ -19,7 +19,7 @@ import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
-import { type ReadinessCheck, readiness, writeJson } from '../../gateway/ops.ts';
+import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
 import { deriveMacKey } from '../../issuer/secrets.ts';
@@ -105,17 +105,18 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       if (handler(req, res)) return;
       const path = (req.url ?? '/').split('?')[0];
-      if ((req.method === 'GET' || req.method === 'HEAD') && (path === '/healthz' || path === '/readyz')) {
-        if (path === '/healthz') {
+      if (path === '/healthz' || path === '/readyz') {
+        if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
+        else if (path === '/healthz') {
           writeJson(res, 200, { status: 'ok' });
-          return;
+        } else {
+          void readiness([], undefined, checks, closing !== undefined).then((r) =>
+            writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
+          );
         }
-        void readiness([], undefined, checks, closing !== undefined).then((r) =>
-          writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
-        );
         return;
       }
-      res.writeHead(404, { 'content-type': 'application/json' });
+      res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end('{"error":"not_found"}');
     };
     // The gateway's default listener limits (slowloris, connection count); `Expect: 100-continue`:
