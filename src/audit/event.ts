@@ -22,6 +22,7 @@ export type AuditKind =
   | 'token.denied'
   | 'grant.revoked'
   | 'admin.denied'
+  | 'admin.action'
   | 'refresh.reuse_detected'
   | 'login.succeeded'
   | 'login.signed_out'

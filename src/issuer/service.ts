@@ -606,7 +606,7 @@ export class TokenService {
       /** The request carried more than one Authorization header: refused here and audited. */
       readonly headerFault?: 'request_multiple_authorization' | undefined;
     } = {},
-  ): { subject: string; clientId: string } {
+  ): { subject: string; clientId: string; jti: string } {
     let own: OwnToken | undefined;
     const refuse = (
       code: 'admin_token_missing' | 'admin_token_invalid' | 'admin_scope_missing' | 'request_multiple_authorization',
@@ -632,7 +632,33 @@ export class TokenService {
     if (own.jkt !== undefined) return refuse('admin_token_invalid');
     if (!own.audiences.includes(this.config.adminAudience)) return refuse('admin_token_invalid');
     if (!this.#scopes.expand(own.scopes).has(this.config.admin.scope)) return refuse('admin_scope_missing');
-    return { subject: own.subject, clientId: own.clientId };
+    return { subject: own.subject, clientId: own.clientId, jti: own.jti };
+  }
+
+  /**
+   * Audit an admin API request {@link TokenService.authorizeAdmin} let through, as `admin.action`:
+   * who (the admin token's subject, client and `jti`), what (`detail`: the action, what it named,
+   * how many grants or tokens it revoked) and how it ended (`ok` or the refusal's code). A
+   * revocation that matched no grant still wrote the subject's or client's entries: it is on
+   * record like any other.
+   */
+  auditAdminAction(
+    who: { readonly subject: string; readonly clientId: string; readonly jti: string },
+    facts: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined },
+    reason: string,
+    detail: Readonly<Record<string, string | number>>,
+  ): void {
+    this.#ctx.emit({
+      kind: 'admin.action',
+      decision: reason === 'ok' ? 'allow' : 'deny',
+      reason,
+      subject: who.subject,
+      client_id: who.clientId,
+      jti: who.jti,
+      ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
+      ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
+      detail,
+    });
   }
 
   /**

@@ -342,64 +342,94 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     send(res, 201, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
   };
 
+  /**
+   * The admin API. Every request its token lets through is audited as `admin.action`, allowed or
+   * refused, with the admin token's subject, client and `jti` and what it asked for (a refused
+   * token is `admin.denied`, in `authorizeAdmin`).
+   */
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
-    const who = service.authorizeAdmin(req.headers.authorization, {
-      requestId,
-      remoteAddr: req.socket.remoteAddress,
-      ...authorizationFault(req),
-    });
-    if (sub === 'revoke') {
-      if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
-      if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type_json');
-      if (contentCoded(req)) throw new OAuthError('request_content_encoding');
-      requireUtf8Label(req);
-      let body: Record<string, unknown>;
-      let bytes: Buffer;
-      try {
-        bytes = await readBody(req, limit);
-        const parsed = JSON.parse(bytes.toString('utf8')) as unknown;
-        if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error();
-        body = parsed as Record<string, unknown>;
-      } catch (err) {
-        if (err instanceof BodyTooLarge) throw err;
-        throw new OAuthError('request_body_malformed');
-      }
-      // {"subject":"alice","subject":"bob"}: which subject loses its grants must not depend on the reader.
-      const fault = strictJsonFault(bytes, body);
-      if (fault !== undefined) {
-        throw new OAuthError(
-          fault === 'not_utf8' ? 'request_not_utf8' : fault === 'repeated' ? 'request_body_member_repeated' : 'request_body_malformed',
-        );
-      }
-      const r = revocationRequest(body);
-      const by = `admin:${who.subject}`;
-      let result: Record<string, unknown>;
-      if (r.token !== undefined) {
-        const revoked = await service.revokeAccessToken(r.token, by);
-        result = revoked ? { revoked_token: revoked.jti, grant_id: revoked.grantId } : { revoked_token: null };
-      } else {
-        const selector = r.selector as GrantSelector;
-        // A mistyped grant id must not read as done, as `tessera revoke --grant` refuses it.
-        if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined)
-          throw new OAuthError('admin_not_found');
-        const revoked = await service.revokeGrants(selector, r.reason ?? 'admin_api', by);
-        result = { revoked_grants: revoked.map((g) => g.id) };
-      }
-      return send(res, 200, JSON.stringify(result), { ...NO_STORE, 'x-request-id': requestId });
+    const facts = { requestId, remoteAddr: req.socket.remoteAddress };
+    const who = service.authorizeAdmin(req.headers.authorization, { ...facts, ...authorizationFault(req) });
+    const action = sub === 'revoke' ? 'revoke' : sub.startsWith('grants/') ? 'grant_tree' : 'unknown';
+    try {
+      const { body, detail } = sub === 'revoke' ? await adminRevoke(req, who) : await adminGrantTree(req, sub);
+      service.auditAdminAction(who, facts, 'ok', { action, ...detail });
+      send(res, 200, body, { ...NO_STORE, 'x-request-id': requestId });
+    } catch (error) {
+      const reason =
+        error instanceof OAuthError
+          ? error.code
+          : error instanceof BodyTooLarge
+            ? 'request_body_too_large'
+            : error instanceof StoreUnavailableError
+              ? 'store_unavailable'
+              : 'server_error';
+      service.auditAdminAction(who, facts, reason, { action });
+      throw error;
     }
-    if (sub.startsWith('grants/')) {
-      if (req.method !== 'GET' && req.method !== 'HEAD') throw new OAuthError('request_method_get_only');
-      let id: string;
-      try {
-        id = decodeURIComponent(sub.slice(7));
-      } catch {
-        throw new OAuthError('admin_not_found');
-      }
-      const tree = await service.grantTree(id);
-      if (!tree) throw new OAuthError('admin_not_found');
-      return send(res, 200, JSON.stringify(tree), { ...NO_STORE, 'x-request-id': requestId });
+  };
+
+  type AdminAnswer = { body: string; detail: Record<string, string | number> };
+
+  const adminRevoke = async (req: IncomingMessage, who: { subject: string }): Promise<AdminAnswer> => {
+    if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
+    if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type_json');
+    if (contentCoded(req)) throw new OAuthError('request_content_encoding');
+    requireUtf8Label(req);
+    let body: Record<string, unknown>;
+    let bytes: Buffer;
+    try {
+      bytes = await readBody(req, limit);
+      const parsed = JSON.parse(bytes.toString('utf8')) as unknown;
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error();
+      body = parsed as Record<string, unknown>;
+    } catch (err) {
+      if (err instanceof BodyTooLarge) throw err;
+      throw new OAuthError('request_body_malformed');
     }
-    throw new OAuthError('admin_not_found');
+    // {"subject":"alice","subject":"bob"}: which subject loses its grants must not depend on the reader.
+    const fault = strictJsonFault(bytes, body);
+    if (fault !== undefined) {
+      throw new OAuthError(
+        fault === 'not_utf8' ? 'request_not_utf8' : fault === 'repeated' ? 'request_body_member_repeated' : 'request_body_malformed',
+      );
+    }
+    const r = revocationRequest(body);
+    const by = `admin:${who.subject}`;
+    const reason: Record<string, string> = r.reason !== undefined ? { revoke_reason: r.reason } : {};
+    if (r.token !== undefined) {
+      const revoked = await service.revokeAccessToken(r.token, by);
+      // The token itself is never written: its jti names it.
+      return {
+        body: JSON.stringify(revoked ? { revoked_token: revoked.jti, grant_id: revoked.grantId } : { revoked_token: null }),
+        detail: { selector: 'token', ...(revoked ? { target: revoked.jti } : {}), ...reason, revoked: revoked ? 1 : 0 },
+      };
+    }
+    const selector = r.selector as GrantSelector;
+    // A mistyped grant id must not read as done, as `tessera revoke --grant` refuses it.
+    if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined) throw new OAuthError('admin_not_found');
+    const revoked = await service.revokeGrants(selector, r.reason ?? 'admin_api', by);
+    const named: Record<string, string> =
+      'grantId' in selector
+        ? { selector: 'grant_id', target: selector.grantId }
+        : 'subject' in selector
+          ? { selector: 'subject', target: selector.subject, ...(selector.issuer !== undefined ? { issuer: selector.issuer } : {}) }
+          : { selector: 'client_id', target: selector.clientId };
+    return { body: JSON.stringify({ revoked_grants: revoked.map((g) => g.id) }), detail: { ...named, ...reason, revoked: revoked.length } };
+  };
+
+  const adminGrantTree = async (req: IncomingMessage, sub: string): Promise<AdminAnswer> => {
+    if (!sub.startsWith('grants/')) throw new OAuthError('admin_not_found');
+    if (req.method !== 'GET' && req.method !== 'HEAD') throw new OAuthError('request_method_get_only');
+    let id: string;
+    try {
+      id = decodeURIComponent(sub.slice(7));
+    } catch {
+      throw new OAuthError('admin_not_found');
+    }
+    const tree = await service.grantTree(id);
+    if (!tree) throw new OAuthError('admin_not_found');
+    return { body: JSON.stringify(tree), detail: { target: id } };
   };
 
   return (req, res) => {

@@ -305,6 +305,74 @@ describe('admin API', () => {
     assert.doesNotMatch(JSON.stringify(events), new RegExp(foreign.split('.')[2] as string));
   });
 
+  it('audits every admin request its token let through as admin.action, naming who (the admin token’s subject, client and jti, request id, address) and what: also a subject revocation that matched no grant and a refused body, which left no event', async () => {
+    const actions = async () => {
+      await issuer.service.audit.flush();
+      return issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 });
+    };
+    const before = (await actions()).length;
+    const token = await adminToken();
+    const jti = decodeJwt(token).jti as string;
+    const as = (body: unknown, requestId: string) =>
+      fetch(`${issuer.url}/oauth2/admin/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': requestId },
+        body: JSON.stringify(body),
+      });
+    // Subject entries are written (the subject's older tokens of other issuers fall), no grant matched.
+    assert.equal((await as({ subject: 'nobody-here', reason: 'offboarded' }, 'adm-1')).status, 200);
+    const t = await chain('iris');
+    assert.equal((await as({ grant_id: t.grant(t.broker.access_token) }, 'adm-2')).status, 200);
+    const victim = await cc('agent');
+    assert.equal((await as({ token: victim }, 'adm-3')).status, 200);
+    assert.equal((await as({ subject: 'iris', issuer: '' }, 'adm-4')).status, 400);
+    const tree = await fetch(`${issuer.url}/oauth2/admin/grants/${t.grant(t.root)}`, {
+      headers: { authorization: `Bearer ${token}`, 'x-request-id': 'adm-5' },
+    });
+    assert.equal(tree.status, 200);
+    const events = (await actions()).slice(before);
+    assert.deepEqual(
+      events.map((e) => [e.request_id, e.decision, e.reason, e.subject, e.client_id, e.jti, e.remote_addr, e.detail]),
+      [
+        [
+          'adm-1',
+          'allow',
+          'ok',
+          'ops',
+          'ops',
+          jti,
+          '127.0.0.1',
+          { action: 'revoke', selector: 'subject', target: 'nobody-here', revoke_reason: 'offboarded', revoked: 0 },
+        ],
+        [
+          'adm-2',
+          'allow',
+          'ok',
+          'ops',
+          'ops',
+          jti,
+          '127.0.0.1',
+          { action: 'revoke', selector: 'grant_id', target: t.grant(t.broker.access_token), revoked: 3 },
+        ],
+        [
+          'adm-3',
+          'allow',
+          'ok',
+          'ops',
+          'ops',
+          jti,
+          '127.0.0.1',
+          { action: 'revoke', selector: 'token', target: decodeJwt(victim).jti, revoked: 1 },
+        ],
+        ['adm-4', 'deny', 'admin_revoke_member_invalid', 'ops', 'ops', jti, '127.0.0.1', { action: 'revoke' }],
+        ['adm-5', 'allow', 'ok', 'ops', 'ops', jti, '127.0.0.1', { action: 'grant_tree', target: t.grant(t.root) }],
+      ],
+    );
+    // The revoked token is named by its jti, never written.
+    assert.doesNotMatch(JSON.stringify(events), new RegExp(victim.split('.')[2] as string));
+    assert.doesNotMatch(JSON.stringify(events), new RegExp(token.split('.')[2] as string));
+  });
+
   it('refuses a DPoP-bound admin token presented as a bearer token (RFC 9449 §7.1)', async () => {
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const proof = await new SignJWT({
