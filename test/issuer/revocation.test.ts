@@ -270,6 +270,45 @@ describe('admin API', () => {
     }
   });
 
+  it('refuses on every admin route a token for another audience, an expired one and a revoked one (401 invalid_token), and one without the admin scope (403 naming it)', async () => {
+    c['ops-scopeless'] ??= await issuer.addClient({ id: 'ops-scopeless', scopes: ['api:read'], audiences: [issuer.url] });
+    const expired = (await issuer.service.mint({ clientId: 'ops', ttl: 1, audiences: [issuer.url] })).access_token;
+    const revoked = (await issuer.service.mint({ clientId: 'ops', subject: 'ops-revoked', ttl: 600, audiences: [issuer.url] }))
+      .access_token;
+    await issuer.service.revokeAccessToken(revoked);
+    const foreign = await cc('agent');
+    const scopeless = await adminToken('ops-scopeless');
+    await new Promise((r) => setTimeout(r, 1100));
+    const routes = [
+      ['/oauth2/admin/revoke', 'POST'],
+      ['/oauth2/admin/grants/g_x', 'GET'],
+      ['/oauth2/admin/grants/g_x', 'HEAD'],
+      ['/oauth2/admin/elsewhere', 'GET'],
+    ] as const;
+    for (const [path, method] of routes) {
+      const call = (t: string) =>
+        fetch(`${issuer.url}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' },
+          ...(method === 'POST' ? { body: '{"grant_id":"g_x"}' } : {}),
+        });
+      for (const [name, t] of [
+        ['another audience', foreign],
+        ['expired', expired],
+        ['revoked', revoked],
+      ] as const) {
+        const res = await call(t);
+        assert.equal(res.status, 401, `${name}: ${method} ${path}`);
+        assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="tessera", error="invalid_token"');
+        assert.equal(res.headers.get('cache-control'), 'no-store');
+      }
+      const res = await call(scopeless);
+      assert.equal(res.status, 403, `no scope: ${method} ${path}`);
+      assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="tessera", error="insufficient_scope", scope="tessera:admin"');
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+    }
+  });
+
   it('refuses a token without the admin scope with 403 insufficient_scope', async () => {
     const t = await cc('agent');
     const res = await post({ grant_id: 'g_x' }, t);
