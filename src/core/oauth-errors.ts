@@ -358,7 +358,7 @@ export const OAUTH_ERROR_CODES = {
   admin_revoke_member_invalid: {
     status: 400,
     error: 'invalid_request',
-    description: 'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+    description: 'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
   },
   admin_revoke_member_unknown: {
     status: 400,

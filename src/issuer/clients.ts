@@ -337,6 +337,9 @@ export class ClientRegistry {
 
   /** The compiled client, from the cache or the store. */
   async get(id: string): Promise<CompiledClient | undefined> {
+    // No client has another id (registration checks it): a NUL, which PostgreSQL refuses in a
+    // query's text, would otherwise turn an unknown client into a 500, and garbage into a read.
+    if (!CLIENT_ID.test(id)) return undefined;
     const hit = this.#cache.get(id);
     if (hit !== undefined) return hit;
     const generation = this.#generation;

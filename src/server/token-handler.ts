@@ -159,6 +159,17 @@ async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchP
   return parseUtf8Form(await readBody(req, limit));
 }
 
+/** A control character, or a lone surrogate (JSON allows "\ud800"; the store would write U+FFFD). */
+const UNNAMING = /[\p{Cc}\p{Cs}]/u;
+
+/**
+ * Non-empty, no control character, no lone surrogate: what can name a grant, subject or client
+ * (PostgreSQL refuses a NUL in text outright, a 500 instead of a refusal).
+ */
+function plainText(v: string): boolean {
+  return v !== '' && !UNNAMING.test(v);
+}
+
 const REVOCATION_MEMBERS = new Set(['grant_id', 'subject', 'issuer', 'client_id', 'token', 'reason']);
 
 /**
@@ -170,7 +181,7 @@ const REVOCATION_MEMBERS = new Set(['grant_id', 'subject', 'issuer', 'client_id'
 function revocationRequest(body: Record<string, unknown>): { token?: string; selector?: GrantSelector; reason?: string } {
   for (const [k, v] of Object.entries(body)) {
     if (!REVOCATION_MEMBERS.has(k)) throw new OAuthError('admin_revoke_member_unknown');
-    if (typeof v !== 'string' || v === '') throw new OAuthError('admin_revoke_member_invalid');
+    if (typeof v !== 'string' || !plainText(v)) throw new OAuthError('admin_revoke_member_invalid');
   }
   const b = body as Record<string, string | undefined>;
   const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => b[k] !== undefined);
@@ -427,6 +438,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     } catch {
       throw new OAuthError('admin_not_found');
     }
+    if (!plainText(id)) throw new OAuthError('admin_not_found');
     const tree = await service.grantTree(id);
     if (!tree) throw new OAuthError('admin_not_found');
     return { body: JSON.stringify(tree), detail: { target: id } };

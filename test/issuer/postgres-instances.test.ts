@@ -232,6 +232,28 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     assert.equal(res.status, 200, await res.text());
     assert.equal((await post()).status, 400, 'and its replay is refused');
   });
+
+  it('a NUL in a client id at the token endpoint, or in an admin API grant id or member is refused as unknown or invalid, not a 500 from PostgreSQL, which stores no NUL in text', async () => {
+    const nul = await a.post('/oauth2/token', { grant_type: 'client_credentials', client_id: 'agent\u0000', client_secret: secret });
+    assert.equal(nul.status, 401, await nul.clone().text());
+    assert.equal(((await nul.json()) as { error: string }).error, 'invalid_client');
+    const basicNul = await a.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic('a\u0000b', 'x') });
+    assert.equal(basicNul.status, 401);
+    await a.addClient({ id: 'ops', scopes: ['tessera:admin'], audiences: [a.url] }).then(async (ops) => {
+      const admin = (await (
+        await a.post('/oauth2/token', { grant_type: 'client_credentials', audience: a.url }, { authorization: basic('ops', ops.secret) })
+      ).json()) as {
+        access_token: string;
+      };
+      const headers = { authorization: `Bearer ${admin.access_token}`, 'content-type': 'application/json' };
+      const tree = await fetch(`${a.url}/oauth2/admin/grants/g_%00x`, { headers });
+      assert.equal(tree.status, 404);
+      for (const body of ['{"grant_id":"g_\\u0000"}', '{"subject":"a\\u0000b"}', '{"client_id":"agent\\u0000"}']) {
+        const res = await fetch(`${a.url}/oauth2/admin/revoke`, { method: 'POST', headers, body });
+        assert.equal(res.status, 400, body);
+      }
+    });
+  });
 });
 
 describe('refresh tokens across two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {

@@ -471,22 +471,22 @@ describe('admin API', () => {
       [
         { subject: 'ivan', issuer: '' },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
       ],
       [
         { subject: 'ivan', issuer: 5 },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
       ],
       [
         { subject: 'ivan', issuer: null },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
       ],
       [
         { grant_id: ivan.grant_id, reason: 7 },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings.',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
       ],
       // A typo of `issuer`: ignored, it too widened the revocation to every issuer.
       [
@@ -499,7 +499,27 @@ describe('admin API', () => {
         'admin_revoke_issuer_without_subject',
         'issuer is given only with subject.',
       ],
-      [{ grant_id: 5 }, 'admin_revoke_member_invalid', 'grant_id, subject, issuer, client_id, token and reason are non-empty strings.'],
+      // A control character or a lone surrogate names no grant, subject or client (PostgreSQL stores no NUL at all).
+      [
+        { subject: 'ivan\u0000' },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+      ],
+      [
+        { subject: 'iv\nan' },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+      ],
+      [
+        { client_id: '\ud800' },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+      ],
+      [
+        { grant_id: 5 },
+        'admin_revoke_member_invalid',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+      ],
       [{ reason: 'x' }, 'admin_revoke_selector_invalid', 'Give exactly one of grant_id, subject, client_id and token.'],
     ];
     for (const [body, code, description] of cases) {
