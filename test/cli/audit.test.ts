@@ -33,6 +33,19 @@ describe('audit --since', () => {
     assert.equal(parseSince('2024-02-29', now), Date.parse('2024-02-29T00:00:00Z'));
   });
 
+  it('refuses a duration reaching back before any date (99999999999999999999d: PostgreSQL failed on the bigint, "unexpected error")', () => {
+    for (const v of ['99999999999999999999d', '9999999999999999s', '999999999999h']) {
+      assert.throws(
+        () => parseSince(v, now),
+        (e: unknown) =>
+          e instanceof CliError && e.message === `--since ${v} reaches back before the earliest date there is; give a shorter duration`,
+        v,
+      );
+    }
+    assert.throws(() => parseUntil('99999999999999999999d', now), /^CliError: --until 99999999999999999999d reaches back/);
+    assert.equal(parseSince('36500d', now), now - 36500 * 86_400_000);
+  });
+
   it('refuses a day the month does not have instead of rolling over into the next month', () => {
     for (const v of ['2026-02-30', '2026-02-29T10:00:00Z', '2026-04-31', '2026-13-01', '2026-00-10']) {
       assert.throws(

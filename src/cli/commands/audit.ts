@@ -28,10 +28,18 @@ const FOLLOW_WINDOW_MS = 30_000;
 
 const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+/** The earliest time a Date holds (ECMA-262 §21.4.1.1), epoch ms. */
+const EARLIEST = -8.64e15;
+
 /** A time option: a duration back from now (`15m`, `2h`, `7d`) or an ISO 8601 time. Returns epoch ms. */
 function parseTime(flag: string, value: string, now: number): number {
   const rel = /^(\d+)([smhd])$/.exec(value);
-  if (rel) return now - Number(rel[1]) * (UNITS[rel[2] as string] as number);
+  if (rel) {
+    const t = now - Number(rel[1]) * (UNITS[rel[2] as string] as number);
+    // Past the earliest Date (271821 BC) the number means nothing, and PostgreSQL refuses it as a bigint.
+    if (!(t >= EARLIEST)) throw new CliError(`${flag} ${value} reaches back before the earliest date there is; give a shorter duration`);
+    return t;
+  }
   const t = Date.parse(value);
   const ymd = /^(\d{4})-(\d{2})-(\d{2})/.exec(value);
   // Date.parse rolls a day past the month's end over (2026-02-30 is March 2nd): refuse it instead.
