@@ -163,6 +163,13 @@ describe('tessera serve: token service and gateway in one process', () => {
     const shadow = await fetch(`${base}/OAuth2/token/`, { method: 'POST', body: 'client_secret=s3cret' });
     assert.equal(shadow.status, 404);
     assert.equal(upstream.seen.length, seen);
+    // Nor spelt with a percent-encoded letter, which the gateway decodes before matching its routes:
+    // the catch-all route received POST /oauth2/token with the secret.
+    for (const path of ['/%6fauth2/token', '/%4FAuth2/admin/revoke', '/o%61uth2/token/', '/%6Fauth2']) {
+      const encoded = await fetch(`${base}${path}`, { method: 'POST', body: 'client_secret=s3cret' });
+      assert.equal(encoded.status, 404, path);
+      assert.equal(upstream.seen.length, seen, path);
+    }
     const ready = await fetch(`${base}/readyz`);
     assert.equal(ready.status, 200);
     const checks = ((await ready.json()) as { checks: { name: string; ok: boolean }[] }).checks;

@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
+import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
 import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
@@ -240,8 +241,11 @@ async function withGateway(
       // matching `/oauth2/token/` must not carry a client's form body (and secret) upstream.
       before: (req, res) => {
         if (handler(req, res)) return true;
-        const path = (req.url ?? '').toLowerCase();
-        if (!path.startsWith('/oauth2/') && path !== '/oauth2' && !path.startsWith('/oauth2?')) return false;
+        // As written and as the gateway's routes read it (`/%6fauth2/token` is /oauth2/token to them).
+        const raw = (req.url ?? '').toLowerCase();
+        const path = normalizeTarget(req.url ?? '/')?.path.toLowerCase();
+        const ours = (p: string) => p.startsWith('/oauth2/') || p === '/oauth2' || p.startsWith('/oauth2?');
+        if (!ours(raw) && (path === undefined || !ours(path))) return false;
         res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
         res.end('{"error":"not_found"}');
         return true;
