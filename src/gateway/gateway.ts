@@ -85,6 +85,7 @@ import {
   findRoute,
   headerBag,
   hostHeaderValid,
+  knownClientOf,
   metadataRoute,
   remoteOf,
   requestHost,
@@ -1018,9 +1019,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   async function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const ops = s.gateway.operations;
     try {
-      if (path === ops.metrics_path && !peerAllowed(s.metricsPeers, remoteOf(s, req))) {
+      if (path === ops.metrics_path && !peerAllowed(s.metricsPeers, knownClientOf(s, req))) {
         // The client's address, not the socket's: behind a trusted proxy on loopback or a private
-        // network every caller would otherwise share the proxy's address and pass.
+        // network every caller would otherwise share the proxy's address and pass (and so would
+        // one the proxy names in a form that is no address).
         writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
       } else if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
       else if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });

@@ -153,20 +153,35 @@ export function hostHeaderValid(s: GatewayState, req: IncomingMessage): boolean 
  * the walk at the last trusted hop.
  */
 export function remoteOf(s: GatewayState, req: IncomingMessage): string {
+  return walkForwarded(s, req).client;
+}
+
+/**
+ * The client's address as {@link remoteOf} reads it, or `undefined` when a trusted proxy named it
+ * in a form that is no address (`203.0.113.9:4711`, `unknown`): {@link remoteOf} then stops at the
+ * last trusted hop, a proxy's own address, which must not pass an allowlist such as
+ * `metrics_allowed_peers` for a caller it does not know.
+ */
+export function knownClientOf(s: GatewayState, req: IncomingMessage): string | undefined {
+  const w = walkForwarded(s, req);
+  return w.known ? w.client : undefined;
+}
+
+function walkForwarded(s: GatewayState, req: IncomingMessage): { client: string; known: boolean } {
   const p = peerOf(s, req.socket);
   const peer = p.address;
-  if (!p.trustedProxy) return peer;
+  if (!p.trustedProxy) return { client: peer, known: true };
   const xff = req.headers['x-forwarded-for'];
-  if (xff === undefined) return peer;
+  if (xff === undefined) return { client: peer, known: true };
   const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
   let client = peer;
   for (let i = hops.length - 1; i >= 0; i--) {
     const hop = plainAddress((hops[i] as string).trim());
-    if (isIP(hop) === 0) return client;
+    if (isIP(hop) === 0) return { client, known: false };
     client = hop;
-    if (!peerAllowed(s.trustedProxies, hop)) return hop;
+    if (!peerAllowed(s.trustedProxies, hop)) return { client: hop, known: true };
   }
-  return client;
+  return { client, known: true };
 }
 
 export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | undefined {

@@ -101,6 +101,11 @@ describe('gateway: /metrics behind a trusted proxy', () => {
       assert.equal((await via('203.0.113.9')).status, 404, 'an outside client through the proxy');
       assert.equal((await via('10.1.2.3')).status, 200, 'an allowed client through the proxy');
       assert.equal((await fetch(`${gw.url}/metrics`)).status, 200, 'the proxy host itself');
+      // A client the proxy names in a form that is no address (a port appended, as some load
+      // balancers write it; "unknown") is no one known: it was taken for the proxy, and let in.
+      for (const named of ['203.0.113.9:4711', 'unknown', '[2001:db8::1]:443', '203.0.113.9, unknown']) {
+        assert.equal((await via(named)).status, 404, named);
+      }
       // Another method from outside is not told the path exists.
       const post = await fetch(`${gw.url}/metrics`, { method: 'POST', headers: { 'x-forwarded-for': '203.0.113.9' } });
       assert.equal(post.status, 404, 'POST from an outside client');
