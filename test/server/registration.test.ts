@@ -266,7 +266,7 @@ describe('dynamic client registration', () => {
         'type',
         { method: 'POST', headers: { authorization: `Bearer ${IAT}`, 'content-type': 'text/plain' }, body: '{}' },
         400,
-        'request_content_type',
+        'request_content_type_json',
       ],
       [
         'charset',
