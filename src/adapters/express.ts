@@ -21,8 +21,9 @@ import type { NextFunction, Request, Response } from 'express';
 import { ConfigError } from '../core/errors.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
-import { adapterOptions, formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
+import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
+import { adapterOptions, formParams, toVerifyRequest } from './shared.ts';
 
 declare global {
   namespace Express {
@@ -73,11 +74,35 @@ function appRouter(app: Request['app']): RouterLike | undefined {
   return '_router' in a ? a._router : a.router;
 }
 
+/**
+ * Express middleware: verifies each request, sets `req.principal` and calls `next()`, or answers
+ * the refusal (status, `WWW-Authenticate`, JSON error). A form-body token (`transport.form_body`)
+ * is read from `req.body`, so mount a urlencoded body parser before it. Refuses to run rules that
+ * compare path case under an app that routes ignoring it (a `ConfigError` passed to `next`).
+ *
+ * @throws {ConfigError} when `verifier` is not a verifier or `options` are invalid (see
+ * {@link NodeAdapterOptions}; `body` is not taken), listing every problem.
+ *
+ * @example
+ * ```ts
+ * import express from 'express';
+ * import { createVerifier } from 'tessera';
+ * import { expressAuth } from 'tessera/adapters/express';
+ *
+ * const app = express();
+ * app.enable('case sensitive routing'); // before any route or middleware: the rules compare case
+ * app.use(expressAuth(createVerifier(options), { publicUrl: 'https://api.example.com' }));
+ * app.get('/items', (req, res) => res.json({ subject: req.principal?.subject }));
+ * ```
+ */
 export function expressAuth(
   verifier: Verifier,
   options: Omit<NodeAdapterOptions, 'body'> = {},
 ): (req: Request, res: Response, next: NextFunction) => void {
-  options = adapterOptions(options);
+  options = adapterOptions<Omit<NodeAdapterOptions, 'body'>>('expressAuth', verifier, options, {
+    publicUrl: 'origin',
+    trustProxy: 'boolean',
+  });
   return function tesseraExpressAuth(req, res, next) {
     // Express routes /ADMIN to app.get('/admin') unless told otherwise; rules that compare case
     // would then let /ADMIN past the rule written for /admin. Refuse rather than guess. The

@@ -19,8 +19,9 @@ import { ConfigError } from '../core/errors.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
-import { adapterOptions, formParams, type NodeAdapterOptions, toVerifyRequest } from './node.ts';
+import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
+import { adapterOptions, formParams, toVerifyRequest } from './shared.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -29,11 +30,35 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Fastify plugin: an `onRequest` hook (`preValidation` when the verifier accepts form-body tokens,
+ * so that the body is parsed) that sets `request.principal` or answers the refusal (status,
+ * `WWW-Authenticate`, JSON error), for the routes of the scope that registers it. Registering it
+ * in an app created with `caseSensitive: false` under rules that compare case throws a
+ * `ConfigError`.
+ *
+ * @throws {ConfigError} when `verifier` is not a verifier or `options` are invalid (see
+ * {@link NodeAdapterOptions}; `body` is not taken), listing every problem.
+ *
+ * @example
+ * ```ts
+ * import Fastify from 'fastify';
+ * import { createVerifier } from 'tessera';
+ * import { fastifyAuth } from 'tessera/adapters/fastify';
+ *
+ * const app = Fastify();
+ * await app.register(fastifyAuth(createVerifier(options), { publicUrl: 'https://api.example.com' }));
+ * app.get('/items', async (request) => ({ subject: request.principal?.subject }));
+ * ```
+ */
 export function fastifyAuth(
   verifier: Verifier | ManagedVerifier,
   options: Omit<NodeAdapterOptions, 'body'> = {},
 ): (app: FastifyInstance) => Promise<void> {
-  options = adapterOptions(options);
+  options = adapterOptions<Omit<NodeAdapterOptions, 'body'>>('fastifyAuth', verifier, options, {
+    publicUrl: 'origin',
+    trustProxy: 'boolean',
+  });
   const formBody = 'config' in verifier && verifier.config.transport.form_body;
   async function tesseraFastifyAuth(app: FastifyInstance): Promise<void> {
     // With `caseSensitive: false` Fastify routes /ADMIN to /admin; rules that compare case would

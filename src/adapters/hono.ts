@@ -20,14 +20,15 @@ import { localOrigin } from '../core/host.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
-import { publicOrigin } from './node.ts';
 import { denyResponse } from './response.ts';
+import { adapterOptions } from './shared.ts';
 
 /** Hono environment type carrying the principal. */
 export interface TesseraEnv {
   Variables: { principal: Principal };
 }
 
+/** Options of {@link honoAuth}: `publicUrl` alone (Hono gives no forwarded-header trust). */
 export interface HonoAdapterOptions {
   /**
    * The external origin of the protected API, as its clients call it (`https://api.example.com`;
@@ -57,9 +58,27 @@ interface NodeBindings {
   readonly server?: { readonly incoming?: IncomingMessage };
 }
 
+/**
+ * Hono middleware: verifies each request, sets `c.var.principal` and calls `next()`, or answers
+ * the refusal (status, `WWW-Authenticate`, JSON error).
+ *
+ * @throws {ConfigError} when `verifier` is not a verifier or `options` are invalid (an unknown
+ * option, `trustProxy` included, a wrong type, an invalid `publicUrl`), listing every problem.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from 'hono';
+ * import { createVerifier } from 'tessera';
+ * import { honoAuth, type TesseraEnv } from 'tessera/adapters/hono';
+ *
+ * const app = new Hono<TesseraEnv>();
+ * app.use('/api/*', honoAuth(createVerifier(options), { publicUrl: 'https://api.example.com' }));
+ * app.get('/api/items', (c) => c.json({ subject: c.var.principal.subject }));
+ * ```
+ */
 export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdapterOptions = {}): MiddlewareHandler<TesseraEnv> {
+  const { publicUrl } = adapterOptions<HonoAdapterOptions>('honoAuth', verifier, options, { publicUrl: 'origin' });
   const formBody = 'config' in verifier && verifier.config.transport.form_body;
-  const publicUrl = publicOrigin(options.publicUrl);
   return async function tesseraHonoAuth(c: Context<TesseraEnv>, next: Next) {
     const raw = c.req.raw;
     // raw.url is absolute and serialized: its path starts at the first '/' after the scheme's '//'.

@@ -17,14 +17,26 @@
  * ```
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { TLSSocket } from 'node:tls';
-import { ConfigError } from '../core/errors.ts';
-import { localOrigin, validHost } from '../core/host.ts';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
-import { denyResponse } from './response.ts';
+import { adapterOptions, toVerifyRequest, writeDeny } from './shared.ts';
 
+/**
+ * Options of {@link nodeAuth}; `expressAuth` and `fastifyAuth` take the same but `body` (they
+ * read the body their framework parsed). Checked when the middleware is created: an unknown
+ * option, a value of the wrong type or an invalid `publicUrl` throws one `ConfigError` listing
+ * every problem with its option's name as its path.
+ *
+ * @example
+ * ```ts
+ * import { createVerifier } from 'tessera';
+ * import { type NodeAdapterOptions, nodeAuth } from 'tessera/adapters/node';
+ *
+ * const adapterOptions: NodeAdapterOptions = { publicUrl: 'https://api.example.com' };
+ * const auth = nodeAuth(createVerifier(options), adapterOptions);
+ * ```
+ */
 export interface NodeAdapterOptions {
   /**
    * The external origin of the protected API, as its clients call it (`https://api.example.com`;
@@ -57,126 +69,37 @@ export interface NodeAdapterOptions {
   readonly body?: (req: IncomingMessage) => VerifyRequest['body'];
 }
 
-function first(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
-
-/**
- * A parsed request body (Express `req.body`, Fastify `request.body`) as form parameters, for
- * RFC 6750 §2.2. Never throws: arrays become repeated parameters (so two `access_token`s stay
- * two), and any other non-string value becomes an empty one, which the extractor refuses if it
- * is `access_token`. A body that is not a plain object (a JSON array, a Buffer) has no parameters.
- */
-export function formParams(body: unknown): URLSearchParams | undefined {
-  if (typeof body !== 'object' || body === null || Array.isArray(body) || Buffer.isBuffer(body)) return undefined;
-  const params = new URLSearchParams();
-  for (const [name, value] of Object.entries(body)) {
-    if (Array.isArray(value)) for (const v of value) params.append(name, typeof v === 'string' ? v : '');
-    else params.append(name, typeof value === 'string' ? value : '');
-  }
-  return params;
-}
-
-/**
- * `publicUrl` checked and without its trailing slash, for every adapter when it is created: an
- * origin only, since the rules read their path from the same URL.
- */
-export function publicOrigin(publicUrl: string | undefined): string | undefined {
-  if (publicUrl === undefined) return undefined;
-  let url: URL | undefined;
-  try {
-    url = new URL(publicUrl);
-  } catch {
-    url = undefined;
-  }
-  if (
-    url === undefined ||
-    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
-    url.username !== '' ||
-    url.password !== '' ||
-    url.pathname !== '/' ||
-    /[?#]/.test(publicUrl)
-  ) {
-    throw new ConfigError([
-      { path: 'publicUrl', message: 'must be an http(s) origin, without path, query, fragment or credentials (https://api.example.com)' },
-    ]);
-  }
-  return url.origin;
-}
-
-/** The options with `publicUrl` checked (see {@link publicOrigin}). */
-export function adapterOptions<T extends NodeAdapterOptions>(options: T): T {
-  return options.publicUrl === undefined ? options : { ...options, publicUrl: publicOrigin(options.publicUrl) };
-}
-
-/** The path of an origin-form target (before `?` or `#`). */
-function targetPath(target: string): string {
-  const end = target.search(/[?#]/);
-  return end < 0 ? target : target.slice(0, end);
-}
-
-/**
- * Build the verifier's request from a Node request (duplicate headers preserved). `semicolon`:
- * the router ends the path at the first `;` (Fastify's `useSemicolonDelimiter`).
- */
-export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}, semicolon = false): VerifyRequest {
-  const body = options.body?.(req);
-  // originalUrl (Express; Fastify with rewriteUrl) is the target the client sent, which a DPoP
-  // proof names. The rules see the path the framework routes on: Express's req.url below its
-  // mount point (baseUrl) as a middleware may have rewritten it, Fastify's rewritten req.url.
-  const r = req as IncomingMessage & { originalUrl?: string; baseUrl?: string };
-  const sent = r.originalUrl ?? req.url ?? '/';
-  let routed = (r.baseUrl ?? '') + targetPath(req.url ?? '/');
-  if (semicolon && routed.includes(';')) routed = routed.slice(0, routed.indexOf(';'));
-  return {
-    method: req.method ?? 'GET',
-    url: `${originOf(req, options)}${sent}`,
-    ...(routed !== targetPath(sent) ? { path: routed } : {}),
-    headers: req.headersDistinct,
-    ...(body !== undefined ? { body } : {}),
-  };
-}
-
-/**
- * The origin of the request URL (what a DPoP proof's `htu` names, RFC 9449 §4.3): `publicUrl`;
- * else, with `trustProxy`, what the proxy forwards; else the connection's local address and port.
- * Never the Host header of a caller: a proof made for another server would pass with `Host:`
- * naming that server.
- */
-function originOf(req: IncomingMessage, options: NodeAdapterOptions): string {
-  if (options.publicUrl !== undefined) return options.publicUrl.endsWith('/') ? options.publicUrl.slice(0, -1) : options.publicUrl;
-  const encrypted = (req.socket as TLSSocket).encrypted === true;
-  if (!options.trustProxy) return localOrigin(encrypted ? 'https' : 'http', req.socket.localAddress, req.socket.localPort);
-  const forwardedProto = first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase();
-  const proto = forwardedProto === 'https' || forwardedProto === 'http' ? forwardedProto : encrypted ? 'https' : 'http';
-  const named = first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() || req.headers.host || 'localhost';
-  // Node lets any visible characters through in Host: `h/public` would make the rules see
-  // /public/admin for a request the application serves as /admin. A malformed authority becomes a
-  // reserved name (RFC 6761) that no DPoP proof names, and the path stays the one sent.
-  return `${proto}://${validHost(named) ? named : 'host.invalid'}`;
-}
-
-/** Write a refusal to a Node response. */
-export function writeDeny(
-  res: ServerResponse,
-  error: import('../core/errors.ts').TesseraError,
-  verifier: Pick<Verifier, 'challenges'>,
-): void {
-  const d = denyResponse(error, verifier.challenges);
-  res.writeHead(d.status, d.headers).end(d.body);
-}
-
 /**
  * Returns a function that verifies a request and resolves to the principal, or writes the
  * refusal (status, `WWW-Authenticate`, JSON error) and resolves to `undefined`.
+ *
+ * @throws {ConfigError} when `verifier` is not a verifier or `options` are invalid (see
+ * {@link NodeAdapterOptions}), listing every problem.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * import { createVerifier } from 'tessera';
+ * import { nodeAuth } from 'tessera/adapters/node';
+ *
+ * const auth = nodeAuth(createVerifier(options), { publicUrl: 'https://api.example.com' });
+ * createServer(async (req, res) => {
+ *   const principal = await auth(req, res); // undefined: the 400/401/403 is already written
+ *   if (principal) res.end(`hello ${principal.subject}`);
+ * }).listen(8080);
+ * ```
  */
 export function nodeAuth(
   verifier: Verifier,
   options: NodeAdapterOptions = {},
 ): (req: IncomingMessage, res: ServerResponse) => Promise<Principal | undefined> {
-  options = adapterOptions(options);
+  const checked = adapterOptions<NodeAdapterOptions>('nodeAuth', verifier, options, {
+    publicUrl: 'origin',
+    trustProxy: 'boolean',
+    body: 'function',
+  });
   return async function tesseraNodeAuth(req, res) {
-    const result = await verifier.verify(toVerifyRequest(req, options));
+    const result = await verifier.verify(toVerifyRequest(req, checked));
     if (result.ok) return result.principal;
     writeDeny(res, result.error, verifier);
     return undefined;

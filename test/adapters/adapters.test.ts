@@ -19,7 +19,7 @@ import { expressAuth } from '../../src/adapters/express.ts';
 import { fastifyAuth } from '../../src/adapters/fastify.ts';
 import { honoAuth, type TesseraEnv } from '../../src/adapters/hono.ts';
 import { nodeAuth } from '../../src/adapters/node.ts';
-import { ERROR_CODES } from '../../src/core/errors.ts';
+import { ConfigError, ERROR_CODES } from '../../src/core/errors.ts';
 import { createVerifier, type ManagedVerifier } from '../../src/verifier.ts';
 import { AUDIENCE, claims, ISSUER, makeKey, sign } from '../helpers/tokens.ts';
 
@@ -688,4 +688,82 @@ describe('adapters: publicUrl is checked when the middleware is created', () => 
       }
     });
   }
+});
+
+describe('adapters: options are validated once, every problem at once, and read once', () => {
+  const makers = {
+    nodeAuth: (v: unknown, o?: unknown) => nodeAuth(v as ManagedVerifier, o as never),
+    expressAuth: (v: unknown, o?: unknown) => expressAuth(v as ManagedVerifier, o as never),
+    fastifyAuth: (v: unknown, o?: unknown) => fastifyAuth(v as ManagedVerifier, o as never),
+    honoAuth: (v: unknown, o?: unknown) => honoAuth(v as ManagedVerifier, o as never),
+  };
+  const issues = (make: () => unknown): { path: string; message: string }[] => {
+    try {
+      make();
+    } catch (e) {
+      assert.ok(e instanceof ConfigError, String(e));
+      assert.equal(e.code, 'ERR_INVALID_CONFIG');
+      return [...e.issues];
+    }
+    assert.fail('no ConfigError');
+  };
+
+  it("trustProxy: 'false' (a string, truthy) is refused rather than trusting X-Forwarded-Host, with every other problem", () => {
+    for (const make of [makers.nodeAuth, makers.expressAuth, makers.fastifyAuth]) {
+      const found = issues(() => make(verifier, { publicUrl: 42, trustProxy: 'false' }));
+      assert.deepEqual(
+        found.map((i) => i.path),
+        ['publicUrl', 'trustProxy'],
+      );
+      assert.match(found[1]?.message ?? '', /true or false/);
+    }
+    assert.match(issues(() => makers.nodeAuth(verifier, { body: 'urlencoded' }))[0]?.message ?? '', /function/);
+  });
+
+  it('an unknown option (a misspelling, or one another adapter takes) is refused and the known ones named', () => {
+    for (const make of Object.values(makers)) {
+      const [issue, ...more] = issues(() => make(verifier, { publicURL: 'https://api.example' }));
+      assert.deepEqual(more, []);
+      assert.equal(issue?.path, 'publicURL');
+      assert.match(issue?.message ?? '', /unknown option.*publicUrl/);
+    }
+    // Hono takes publicUrl alone: trustProxy was ignored, and DPoP proofs then had to name http://host.invalid.
+    assert.equal(issues(() => makers.honoAuth(verifier, { trustProxy: true }))[0]?.path, 'trustProxy');
+    // Express and Fastify read the parsed body themselves.
+    assert.equal(issues(() => makers.expressAuth(verifier, { body: () => undefined }))[0]?.path, 'body');
+    assert.equal(issues(() => makers.fastifyAuth(verifier, { body: () => undefined }))[0]?.path, 'body');
+  });
+
+  it('options that are not an object, and a verifier that is not one (the options passed in its place), are refused at creation', () => {
+    for (const make of Object.values(makers)) {
+      assert.equal(issues(() => make(verifier, 'https://api.example'))[0]?.path, '(options)');
+      assert.equal(issues(() => make(verifier, null))[0]?.path, '(options)');
+      const [issue] = issues(() => make(verifier.config, {}));
+      assert.equal(issue?.path, '(verifier)');
+      assert.match(issue?.message ?? '', /createVerifier/);
+    }
+  });
+
+  it('options changed after the middleware was made change nothing (trustProxy set later did not pass a proof for the Host header)', async () => {
+    const options: { trustProxy?: boolean } = {};
+    const auth = nodeAuth(createVerifier({ ...verifier.config, dpop: { ...verifier.config.dpop, mode: 'allowed' } }), options);
+    options.trustProxy = true;
+    const app = await listenOn(
+      createServer(async (req, res) => {
+        if (await auth(req, res)) res.end('ok');
+      }),
+    );
+    try {
+      const bound = await sign(key, claims({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(holderJwk) } }));
+      const answer = await send(app.origin, '/items/1', [
+        ['host', 'evil.example'],
+        ['authorization', `DPoP ${bound}`],
+        ['dpop', await proof('GET', 'http://evil.example/items/1', bound)],
+      ]);
+      assert.equal(answer.status, 401, answer.body);
+      assert.match(String(answer.headers['www-authenticate']), OTHER_URI);
+    } finally {
+      await app.close();
+    }
+  });
 });

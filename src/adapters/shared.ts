@@ -1,0 +1,178 @@
+/**
+ * What the adapters share and do not export: their options checked once when the middleware is
+ * created, and the Node request as the verifier reads it.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { ConfigError, type ConfigIssue, type TesseraError } from '../core/errors.ts';
+import { localOrigin, validHost } from '../core/host.ts';
+import type { VerifyRequest } from '../core/verify/extract.ts';
+import type { Verifier } from '../core/verify/verifier.ts';
+import type { NodeAdapterOptions } from './node.ts';
+import { denyResponse } from './response.ts';
+
+/** The kind of value an adapter option takes. */
+type OptionKind = 'origin' | 'boolean' | 'function';
+
+const EXPECTED: Readonly<Record<OptionKind, string>> = {
+  origin: 'a string: an http(s) origin such as https://api.example.com',
+  boolean: 'true or false',
+  function: 'a function (req) => body',
+};
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  const t = typeof value;
+  return t === 'object' ? 'an object' : `a ${t}`;
+}
+
+/**
+ * `publicUrl` as an origin without its trailing slash (the rules read their path from the same
+ * URL), or the problem with it.
+ */
+function publicOrigin(publicUrl: string): string | ConfigIssue {
+  let url: URL | undefined;
+  try {
+    url = new URL(publicUrl);
+  } catch {
+    url = undefined;
+  }
+  if (
+    url === undefined ||
+    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+    url.username !== '' ||
+    url.password !== '' ||
+    url.pathname !== '/' ||
+    /[?#]/.test(publicUrl)
+  ) {
+    return {
+      path: 'publicUrl',
+      message: 'must be an http(s) origin, without path, query, fragment or credentials (https://api.example.com)',
+    };
+  }
+  return url.origin;
+}
+
+/**
+ * An adapter's arguments, checked when the middleware is created: the verifier is one, the options
+ * are an object holding only the options this adapter takes, each of its kind. Every problem is
+ * reported at once in one `ConfigError`; the options are copied and frozen, so that a change to
+ * the caller's object afterwards changes nothing. Values are never quoted (an option may hold a
+ * secret by mistake).
+ */
+export function adapterOptions<T extends { readonly publicUrl?: string }>(
+  adapter: string,
+  verifier: unknown,
+  options: unknown,
+  known: Readonly<Record<keyof T & string, OptionKind>>,
+): Readonly<T> {
+  const issues: ConfigIssue[] = [];
+  const v = verifier as Partial<Verifier> | null | undefined;
+  if (typeof v !== 'object' || v === null || typeof v.verify !== 'function' || typeof v.challenges !== 'function') {
+    issues.push({
+      path: '(verifier)',
+      message: `${adapter} takes a verifier first: the one createVerifier(options) returns, not its options (got ${kindOf(verifier)} without verify())`,
+    });
+  }
+  const names = Object.keys(known).join(', ');
+  const out: Record<string, unknown> = {};
+  if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
+    issues.push({ path: '(options)', message: `expected an object of options (${names}), got ${kindOf(options)}` });
+  } else if (options !== undefined) {
+    for (const [name, value] of Object.entries(options)) {
+      const kind = (known as Readonly<Record<string, OptionKind>>)[name];
+      if (kind === undefined) {
+        issues.push({ path: name, message: `unknown option; ${adapter} takes ${names}` });
+        continue;
+      }
+      if (value === undefined) continue;
+      const fits =
+        kind === 'origin' ? typeof value === 'string' : kind === 'boolean' ? typeof value === 'boolean' : typeof value === 'function';
+      if (!fits) {
+        issues.push({ path: name, message: `expected ${EXPECTED[kind]}, got ${kindOf(value)}` });
+        continue;
+      }
+      if (kind === 'origin') {
+        const origin = publicOrigin(value as string);
+        if (typeof origin === 'string') out[name] = origin;
+        else issues.push(origin);
+      } else out[name] = value;
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return Object.freeze(out) as Readonly<T>;
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * A parsed request body (Express `req.body`, Fastify `request.body`) as form parameters, for
+ * RFC 6750 §2.2. Never throws: arrays become repeated parameters (so two `access_token`s stay
+ * two), and any other non-string value becomes an empty one, which the extractor refuses if it
+ * is `access_token`. A body that is not a plain object (a JSON array, a Buffer) has no parameters.
+ */
+export function formParams(body: unknown): URLSearchParams | undefined {
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || Buffer.isBuffer(body)) return undefined;
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(body)) {
+    if (Array.isArray(value)) for (const v of value) params.append(name, typeof v === 'string' ? v : '');
+    else params.append(name, typeof value === 'string' ? value : '');
+  }
+  return params;
+}
+
+/** The path of an origin-form target (before `?` or `#`). */
+function targetPath(target: string): string {
+  const end = target.search(/[?#]/);
+  return end < 0 ? target : target.slice(0, end);
+}
+
+/**
+ * Build the verifier's request from a Node request (duplicate headers preserved). `semicolon`:
+ * the router ends the path at the first `;` (Fastify's `useSemicolonDelimiter`).
+ */
+export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}, semicolon = false): VerifyRequest {
+  const body = options.body?.(req);
+  // originalUrl (Express; Fastify with rewriteUrl) is the target the client sent, which a DPoP
+  // proof names. The rules see the path the framework routes on: Express's req.url below its
+  // mount point (baseUrl) as a middleware may have rewritten it, Fastify's rewritten req.url.
+  const r = req as IncomingMessage & { originalUrl?: string; baseUrl?: string };
+  const sent = r.originalUrl ?? req.url ?? '/';
+  let routed = (r.baseUrl ?? '') + targetPath(req.url ?? '/');
+  if (semicolon && routed.includes(';')) routed = routed.slice(0, routed.indexOf(';'));
+  return {
+    method: req.method ?? 'GET',
+    url: `${originOf(req, options)}${sent}`,
+    ...(routed !== targetPath(sent) ? { path: routed } : {}),
+    headers: req.headersDistinct,
+    ...(body !== undefined ? { body } : {}),
+  };
+}
+
+/**
+ * The origin of the request URL (what a DPoP proof's `htu` names, RFC 9449 §4.3): `publicUrl`;
+ * else, with `trustProxy`, what the proxy forwards; else the connection's local address and port.
+ * Never the Host header of a caller: a proof made for another server would pass with `Host:`
+ * naming that server.
+ */
+function originOf(req: IncomingMessage, options: NodeAdapterOptions): string {
+  if (options.publicUrl !== undefined) return options.publicUrl.endsWith('/') ? options.publicUrl.slice(0, -1) : options.publicUrl;
+  const encrypted = (req.socket as TLSSocket).encrypted === true;
+  if (!options.trustProxy) return localOrigin(encrypted ? 'https' : 'http', req.socket.localAddress, req.socket.localPort);
+  const forwardedProto = first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase();
+  const proto = forwardedProto === 'https' || forwardedProto === 'http' ? forwardedProto : encrypted ? 'https' : 'http';
+  const named = first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() || req.headers.host || 'localhost';
+  // Node lets any visible characters through in Host: `h/public` would make the rules see
+  // /public/admin for a request the application serves as /admin. A malformed authority becomes a
+  // reserved name (RFC 6761) that no DPoP proof names, and the path stays the one sent.
+  return `${proto}://${validHost(named) ? named : 'host.invalid'}`;
+}
+
+/** Write a refusal to a Node response. */
+export function writeDeny(res: ServerResponse, error: TesseraError, verifier: Pick<Verifier, 'challenges'>): void {
+  const d = denyResponse(error, verifier.challenges);
+  res.writeHead(d.status, d.headers).end(d.body);
+}
