@@ -24,7 +24,7 @@ import { fastifyAuth } from '../src/adapters/fastify.ts';
 import { honoAuth, type TesseraEnv } from '../src/adapters/hono.ts';
 import { nodeAuth } from '../src/adapters/node.ts';
 import { denyResponse } from '../src/adapters/response.ts';
-import type { TesseraError } from '../src/core/errors.ts';
+import { ConfigError, type TesseraError } from '../src/core/errors.ts';
 import type { VerifyRequest } from '../src/core/verify/extract.ts';
 import { createVerifier, type ManagedVerifier } from '../src/verifier.ts';
 import * as gwh from './gateway/helpers.ts';
@@ -183,6 +183,65 @@ describe('secrecy: verifier errors never contain the token', () => {
         const text = `${(e as Error).message} ${JSON.stringify(e)} ${inspect(e, { depth: Number.POSITIVE_INFINITY })}`;
         for (const secret of ['short-secret', STATIC, 'introspection-secret-value']) assert.ok(!text.includes(secret), secret);
       }
+    }
+  });
+
+  it('configuration errors never quote a token or secret given in the wrong option (a JWT as an algorithm, a client secret as a duration)', async () => {
+    const jwt = await sign(key, claims({ scope: 'api:read' }));
+    const secrets = [
+      jwt,
+      'tcs_bq24astychcDn6FhKIsHySr_WPpaJovEBZyjfi7EWxw', // a client secret as `tessera clients add` prints it
+      'q3J/kd8+Zx0Pw9LmT4rVb2Nc7Ye5Ua1Ho6Gi3Sf8Dt0=', // `openssl rand -base64 32`
+      '9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', // a master key in hex
+    ];
+    const issuer = { issuer: ISSUER, audiences: [AUDIENCE], jwks_uri: 'https://idp.example/jwks' };
+    const problems = 9;
+    for (const secret of secrets) {
+      const input = {
+        issuers: [{ ...issuer, algorithms: [secret], clock_skew: secret }],
+        dpop: { algorithms: [secret], iat_window: secret },
+        scopes: { 'api:read': { implies: [secret] } },
+        rules: [{ path: secret, methods: [secret], scopes: [secret] }],
+        [secret]: true,
+      };
+      try {
+        createVerifier(input as never);
+        assert.fail('expected a ConfigError');
+      } catch (e) {
+        assert.ok(e instanceof ConfigError, String(e));
+        assert.ok(e.issues.length >= problems, e.message);
+        const text = `${e.message} ${JSON.stringify(e.issues)} ${inspect(e, { depth: Number.POSITIVE_INFINITY })}`;
+        assertNoSecret(text, secret, `ConfigError for ${secret.slice(0, 6)}…`);
+        for (const part of secret.split(/[./+]/))
+          if (part.length >= 16) assert.ok(!text.includes(part), `a part of ${secret.slice(0, 6)}…`);
+      }
+    }
+    // The gateway's and the token service's sections alike.
+    for (const secret of secrets) {
+      try {
+        gwh.parse({
+          ...gwh.baseConfig(),
+          token_service: { keys: { algorithm: secret }, store: { driver: secret } },
+          gateway: {
+            routes: [{ id: 'r', upstream: { url: 'http://127.0.0.1:9' }, auth: secret, rules: [{}], max_body_size: secret }],
+            identity_headers: { [secret]: 'x-id' },
+          },
+        } as never);
+        assert.fail('expected a ConfigError');
+      } catch (e) {
+        assert.ok(e instanceof ConfigError, String(e));
+        assert.ok(e.issues.length >= 4, e.message);
+        assertNoSecret(`${e.message} ${JSON.stringify(e.issues)}`, secret, `tessera.yaml ConfigError for ${secret.slice(0, 6)}…`);
+      }
+    }
+    // Short values that are no secret's shape are still quoted: they are what the reader must fix.
+    try {
+      createVerifier({ issuers: [{ ...issuer, clock_skew: '30x' }], rules: [{ path: 'items', methods: ['GE T'] }] });
+      assert.fail('expected a ConfigError');
+    } catch (e) {
+      assert.match((e as Error).message, /"30x" is not a duration/);
+      assert.match((e as Error).message, /"GE T" is not an upper-case HTTP method/);
+      assert.match((e as Error).message, /\(got "items"\)/);
     }
   });
 });

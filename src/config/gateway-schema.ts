@@ -10,6 +10,7 @@
  * @module
  */
 import { z } from 'zod';
+import { quoted } from '../core/errors.ts';
 import { always, trusted } from './cross-check.ts';
 import { duration, ruleSchema } from './verifier-schema.ts';
 
@@ -32,7 +33,7 @@ export const byteSize = (description: string) =>
     .transform((v, ctx) => {
       const n = parseSize(v);
       if (n === undefined) {
-        ctx.addIssue({ code: 'custom', message: `"${v}" is not a size; write bytes (65536) or a unit (64kb, 10mb)` });
+        ctx.addIssue({ code: 'custom', message: `${quoted(v)} is not a size; write bytes (65536) or a unit (64kb, 10mb)` });
         return z.NEVER;
       }
       return n;
@@ -56,7 +57,7 @@ const authKind = z.enum(AUTH_KINDS, {
   error: (i) =>
     i.input === undefined
       ? `required; write one of ${AUTH_KINDS.join(', ')} (or a list of them)`
-      : `"${String(i.input)}" is not an authentication method; use one of ${AUTH_KINDS.join(', ')}`,
+      : `${quoted(i.input)} is not an authentication method; use one of ${AUTH_KINDS.join(', ')}`,
 });
 
 /** Names for the identity headers the gateway may send upstream. */
@@ -436,7 +437,7 @@ export const gatewaySchema = z
         enabled: z.boolean().default(false),
         flavor: z
           .enum(['nginx', 'traefik', 'caddy', 'envoy'], {
-            error: (i) => `"${String(i.input)}" is not a forward-auth flavor; write nginx, traefik, caddy or envoy`,
+            error: (i) => `${quoted(i.input)} is not a forward-auth flavor; write nginx, traefik, caddy or envoy`,
           })
           .optional()
           .meta({
@@ -504,7 +505,7 @@ export const gatewaySchema = z
     const seen = new Set<string>();
     for (const [i, r] of routes.entries()) {
       if (ok('routes', i, 'id')) {
-        if (seen.has(r.id)) ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `route id "${r.id}" is used twice` });
+        if (seen.has(r.id)) ctx.addIssue({ code: 'custom', path: ['routes', i, 'id'], message: `route id ${quoted(r.id)} is used twice` });
         seen.add(r.id);
       }
       if (credential(i) === 'passthrough' && ok('allow_passthrough') && !g.allow_passthrough)
@@ -536,7 +537,7 @@ export const gatewaySchema = z
         ctx.addIssue({ code: 'custom', path: ['identity_headers'], message: 'each identity header needs its own name' });
       for (const [i, n] of names.entries()) {
         if (n === 'authorization' || n === 'host' || n === 'cookie')
-          ctx.addIssue({ code: 'custom', path: ['identity_headers', i], message: `"${n}" cannot be an identity header` });
+          ctx.addIssue({ code: 'custom', path: ['identity_headers', i], message: `${quoted(n)} cannot be an identity header` });
       }
     }
   }, always)

@@ -3,7 +3,7 @@
  * its exact path (and a suggestion for misspelled keys), then deep-freeze the result.
  */
 import type { z } from 'zod';
-import { ConfigError, type ConfigIssue } from '../core/errors.ts';
+import { ConfigError, type ConfigIssue, quoted, secretShaped } from '../core/errors.ts';
 import { deepFreeze } from '../core/verify/principal.ts';
 import { addConfigIssues, always, type Trusted, trusted } from './cross-check.ts';
 import { type Substitution, substituteEnv } from './env.ts';
@@ -146,12 +146,14 @@ export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIs
       const known = knownKeys(schema, issue.path);
       for (const key of issue.keys) {
         const close = known.filter((k) => distance(k, key) <= 2).sort((a, b) => distance(a, key) - distance(b, key))[0];
-        const where = at ? `${at}.${key}` : key;
+        // A key can be a secret by mistake (YAML reads `{ type: static, ${TOKEN} }` as a key `${TOKEN}`).
+        const name = secretShaped(key) ? `(a key of ${key.length} characters)` : key;
+        const where = at ? `${at}.${name}` : name;
         out.push({
           path: where,
           message: close
-            ? `unknown key "${key}"; did you mean "${close}"?`
-            : `unknown key "${key}"${known.length ? `; known keys here: ${known.join(', ')}` : ''}`,
+            ? `unknown key ${quoted(key)}; did you mean "${close}"?`
+            : `unknown key ${quoted(key)}${known.length ? `; known keys here: ${known.join(', ')}` : ''}`,
         });
       }
     } else if (issue.code === 'invalid_union' && issue.errors.length > 0) {

@@ -6,7 +6,7 @@
  */
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
-import type { ConfigIssue } from '../core/errors.ts';
+import { type ConfigIssue, quoted } from '../core/errors.ts';
 import { isWildcard } from '../core/scopes.ts';
 import { peerList } from '../gateway/peers.ts';
 import { always, type Trusted, trusted } from './cross-check.ts';
@@ -23,7 +23,7 @@ const keysSchema = z
   .strictObject({
     algorithm: z
       .enum(SIGNING_ALGORITHMS, {
-        error: (i) => `"${String(i.input)}" cannot be generated; use one of ${SIGNING_ALGORITHMS.join(', ')}`,
+        error: (i) => `${quoted(i.input)} cannot be generated; use one of ${SIGNING_ALGORITHMS.join(', ')}`,
       })
       .default('ES256')
       .meta({ description: 'Algorithm of newly generated signing keys: ES256 (default), EdDSA (Ed25519) or RS256 (3072-bit).' }),
@@ -53,7 +53,7 @@ const trustedHeaderSchema = z
       'Header carrying their e-mail address (oauth2-proxy: `X-Forwarded-Email`), shown on the consent page.',
     ).prefault('x-forwarded-email'),
     subject_from: z
-      .enum(['user', 'email'], { error: (i) => `"${String(i.input)}" is not a header to take the subject from; write user or email` })
+      .enum(['user', 'email'], { error: (i) => `${quoted(i.input)} is not a header to take the subject from; write user or email` })
       .default('user')
       .meta({ description: "Which header becomes the grant's subject (`sub` of the tokens): `user` or `email`." }),
     allowed_peers: z
@@ -91,7 +91,7 @@ const oidcSchema = z
       .refine((v) => v.includes('openid'), { message: 'include openid: without it the provider returns no ID token' })
       .meta({ description: 'Scopes requested from the upstream provider (must include `openid`).' }),
     subject_claim: z
-      .enum(['sub', 'email'], { error: (i) => `"${String(i.input)}" is not a claim to take the subject from; write sub or email` })
+      .enum(['sub', 'email'], { error: (i) => `${quoted(i.input)} is not a claim to take the subject from; write sub or email` })
       .default('sub')
       .meta({
         description:
@@ -336,7 +336,7 @@ export const tokenServiceSchema = z
 export const storeSchema = z
   .strictObject({
     driver: z
-      .enum(['sqlite', 'postgres'], { error: (i) => `"${String(i.input)}" is not a store driver; use "sqlite" or "postgres"` })
+      .enum(['sqlite', 'postgres'], { error: (i) => `${quoted(i.input)} is not a store driver; use "sqlite" or "postgres"` })
       .default('sqlite')
       .meta({ description: '`sqlite`: an embedded file under `data_dir` (one instance). `postgres`: shared by several instances.' }),
     sqlite: z
@@ -403,7 +403,7 @@ export function tokenServiceChecks(
     if (!isWildcard(s) && !scopes.known.has(s) && s !== ts.admin.scope) {
       issues.push({
         path: `token_service.registration.scopes[${i}]`,
-        message: `"${s}" is not in the scope catalogue (scopes); add it there or remove it here`,
+        message: `${quoted(s)} is not in the scope catalogue (scopes); add it there or remove it here`,
       });
     }
   }

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from 'zod';
-import type { ConfigIssue } from '../core/errors.ts';
+import { type ConfigIssue, quoted } from '../core/errors.ts';
 import { DEFAULT_DPOP_ALGORITHMS, JWS_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { compilePolicy } from '../core/policy.ts';
 import { compileScopes, type ScopeModel } from '../core/scopes.ts';
@@ -21,7 +21,7 @@ export const duration = (description: string, max?: number) =>
     .transform((v, ctx) => {
       const s = parseDuration(v);
       if (s === undefined) {
-        ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)` });
+        ctx.addIssue({ code: 'custom', message: `${quoted(v)} is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)` });
         return z.NEVER;
       }
       if (max !== undefined && s > max) {
@@ -58,7 +58,7 @@ const stringsIn = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x 
 
 const algorithm = z.enum(JWS_ALGORITHMS, {
   error: (issue) =>
-    `"${String(issue.input)}" is not a supported algorithm; use one of ${JWS_ALGORITHMS.join(', ')} (case-sensitive; "none" is never accepted)`,
+    `${quoted(issue.input)} is not a supported algorithm; use one of ${JWS_ALGORITHMS.join(', ')} (case-sensitive; "none" is never accepted)`,
 });
 
 const jwksSchema = z
@@ -346,7 +346,7 @@ export function verifierChecks(v: VerifierConfig, ok: Trusted): { scopes: ScopeM
   for (const [n, i] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {
     if (!ok('issuers', n, 'issuer')) continue;
     // Tokens are routed to their issuer's settings by `iss`: two entries would be two answers.
-    if (issuers.has(i.issuer)) issues.push({ path: `issuers[${n}].issuer`, message: `issuer "${i.issuer}" is listed twice` });
+    if (issuers.has(i.issuer)) issues.push({ path: `issuers[${n}].issuer`, message: `issuer ${quoted(i.issuer)} is listed twice` });
     issuers.add(i.issuer);
   }
   for (const [n, i] of (Array.isArray(v.issuers) ? v.issuers : []).entries()) {

@@ -555,6 +555,29 @@ export interface ConfigIssue {
 }
 
 /**
+ * A value from the configuration as an error message quotes it: as written (`"30x"`) when it reads
+ * as a setting, a name or a path, by its length alone when it has a token's or a secret's shape (a
+ * JWS, or a run of 32 or more base64 or hex characters mixing digits and letters). A token or
+ * secret put in the wrong option (a JWT as an algorithm, a client secret as a duration) is never
+ * repeated, in a terminal or a log.
+ */
+export function quoted(value: unknown): string {
+  const text = String(value);
+  return secretShaped(text) ? `a value of ${text.length} characters (not shown: it may be a secret)` : `"${text}"`;
+}
+
+/** True when `text` has a token's or a secret's shape (see {@link quoted}). */
+export function secretShaped(text: string): boolean {
+  if (/eyJ[A-Za-z0-9_-]*\./i.test(text) || /[0-9a-f]{32,}/i.test(text)) return true;
+  for (const run of text.match(/[A-Za-z0-9+_=-]{32,}/g) ?? []) if (/[0-9]/.test(run) && /[A-Za-z]/.test(run)) return true;
+  // Standard base64 holds "/": a path may too, but seldom both cases and digits in 32 characters.
+  for (const run of text.match(/[A-Za-z0-9+/_=-]{32,}/g) ?? []) {
+    if (/[0-9]/.test(run) && /[A-Z]/.test(run) && /[a-z]/.test(run)) return true;
+  }
+  return false;
+}
+
+/**
  * Invalid configuration or options. Thrown at construction, never on the request path; it lists
  * every problem found, not only the first.
  */

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { ConfigIssue, ErrorCode } from './errors.ts';
+import { type ConfigIssue, type ErrorCode, quoted } from './errors.ts';
 import type { ScopeModel } from './scopes.ts';
 
 /** Required scopes: a list means all of them; the object form combines all-of and any-of. */
@@ -150,7 +150,7 @@ const SEGMENT_PARAM = /^:[A-Za-z_][A-Za-z0-9_]*$/;
 
 function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseInsensitive: boolean): PathMatcher | undefined {
   if (!pattern.startsWith('/')) {
-    issues.push({ path: at, message: `a path pattern starts with "/" (got "${pattern}")` });
+    issues.push({ path: at, message: `a path pattern starts with "/" (got ${quoted(pattern)})` });
     return undefined;
   }
   const parts = pattern === '/' ? [''] : pattern.slice(1).split('/');
@@ -163,7 +163,7 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
       return undefined;
     }
     if (p.startsWith(':') && !SEGMENT_PARAM.test(p)) {
-      issues.push({ path: at, message: `"${p}" is not a valid parameter; write :name with letters, digits and _` });
+      issues.push({ path: at, message: `${quoted(p)} is not a valid parameter; write :name with letters, digits and _` });
       return undefined;
     }
     if (p === '.' || p === '..') {
@@ -250,7 +250,7 @@ export function compilePolicy(
     const id = spec.id ?? here;
     const taken = ids.get(id);
     if (taken !== undefined)
-      issues.push({ path: `${here}.id`, message: `rule id "${id}" is already used by ${taken}; give each rule its own id` });
+      issues.push({ path: `${here}.id`, message: `rule id ${quoted(id)} is already used by ${taken}; give each rule its own id` });
     else ids.set(id, here);
     const req = spec.scopes;
     const all = req === undefined ? [] : Array.isArray(req) ? [...req] : [...((req as { all?: string[] }).all ?? [])];
@@ -258,12 +258,12 @@ export function compilePolicy(
     const scopePath = Array.isArray(req) ? `${here}.scopes` : `${here}.scopes.all`;
     issues.push(...scopes.checkReferences(all, scopePath), ...scopes.checkReferences(any, `${here}.scopes.any`));
     for (const [j, m] of (spec.methods ?? []).entries()) {
-      if (!/^[A-Z]+$/.test(m)) issues.push({ path: `${here}.methods[${j}]`, message: `"${m}" is not an upper-case HTTP method` });
+      if (!/^[A-Z]+$/.test(m)) issues.push({ path: `${here}.methods[${j}]`, message: `${quoted(m)} is not an upper-case HTTP method` });
     }
     const claims = Object.entries(spec.claims ?? {});
     for (const [name, cond] of claims) {
       if (typeof cond === 'string' && cond.startsWith(':') && spec.path && !spec.path.split('/').includes(cond)) {
-        issues.push({ path: `${here}.claims.${name}`, message: `"${cond}" names no parameter of path "${spec.path}"` });
+        issues.push({ path: `${here}.claims.${name}`, message: `${quoted(cond)} names no parameter of path ${quoted(spec.path)}` });
       }
     }
     entries.push({

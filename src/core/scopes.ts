@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { ConfigIssue } from './errors.ts';
+import { type ConfigIssue, quoted } from './errors.ts';
 
 /** One catalogue entry as written in configuration. */
 export interface ScopeDefinition {
@@ -80,10 +80,10 @@ export function compileScopes(catalog: ScopeCatalog | undefined, path = 'scopes'
       for (const [i, implied] of (catalog[name]?.implies ?? []).entries()) {
         if (isWildcard(implied)) {
           if (![...known].some((k) => wildcardMatches(implied, k))) {
-            issues.push({ path: `${path}.${name}.implies[${i}]`, message: `wildcard "${implied}" matches no defined scope` });
+            issues.push({ path: `${path}.${name}.implies[${i}]`, message: `wildcard ${quoted(implied)} matches no defined scope` });
           }
         } else if (!known.has(implied)) {
-          issues.push({ path: `${path}.${name}.implies[${i}]`, message: `unknown scope "${implied}"; define it under ${path}` });
+          issues.push({ path: `${path}.${name}.implies[${i}]`, message: `unknown scope ${quoted(implied)}; define it under ${path}` });
         }
       }
     }
@@ -153,9 +153,9 @@ export function compileScopes(catalog: ScopeCatalog | undefined, path = 'scopes'
   const checkReferences = (scopes: readonly string[], at: string): ConfigIssue[] => {
     const out: ConfigIssue[] = [];
     for (const [i, s] of scopes.entries()) {
-      if (isWildcard(s)) out.push({ path: `${at}[${i}]`, message: `a required scope cannot be a wildcard ("${s}")` });
-      else if (!SCOPE_TOKEN.test(s)) out.push({ path: `${at}[${i}]`, message: `"${s}" is not a valid scope name` });
-      else if (known && !known.has(s)) out.push({ path: `${at}[${i}]`, message: `unknown scope "${s}"; define it under ${path}` });
+      if (isWildcard(s)) out.push({ path: `${at}[${i}]`, message: `a required scope cannot be a wildcard (${quoted(s)})` });
+      else if (!SCOPE_TOKEN.test(s)) out.push({ path: `${at}[${i}]`, message: `${quoted(s)} is not a valid scope name` });
+      else if (known && !known.has(s)) out.push({ path: `${at}[${i}]`, message: `unknown scope ${quoted(s)}; define it under ${path}` });
     }
     return out;
   };
