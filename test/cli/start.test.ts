@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -220,5 +222,34 @@ describe('tessera start (npm start)', () => {
     child.kill('SIGTERM');
     const code = await new Promise((r) => child.once('exit', r));
     assert.equal(code, 0);
+  });
+});
+
+describe('tessera start on a port that is taken', () => {
+  it('says what start can do about it: it has no --port, which the message told it to use', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const busy = (taken.address() as AddressInfo).port;
+    const home = mkdtempSync(join(tmpdir(), 'tessera-start-busy-'));
+    try {
+      const init = spawnSync(process.execPath, [MAIN, 'init', '--port', String(busy), '--upstream-port', String(await freePort())], {
+        cwd: home,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' },
+      });
+      assert.equal(init.status, 0, init.stderr);
+      const r = spawnSync(process.execPath, [MAIN, 'start'], {
+        cwd: home,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' },
+      });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, new RegExp(`^tessera: 127\\.0\\.0\\.1:${busy} is already in use; .*server\\.port in tessera\\.yaml`));
+      assert.doesNotMatch(r.stderr, /--port\)/);
+      assert.equal(r.stderr.split('\n').length, 2, r.stderr);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });

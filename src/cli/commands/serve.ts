@@ -47,6 +47,8 @@ export interface StartOptions {
   readonly host?: string;
   /** Reload on SIGHUP, drain and exit on SIGTERM/SIGINT. */
   readonly signals?: boolean;
+  /** What to do about a port that is taken or forbidden (default: set server.port, or --port). */
+  readonly portAdvice?: string;
   /** The gateway's logger (default: JSON lines on stdout). */
   readonly logger?: Logger;
   /** Runs after every accepted reload of the gateway's configuration. */
@@ -62,11 +64,10 @@ export interface StartOptions {
 const TOKEN_SERVICE_DRAIN_MS = 10_000;
 
 /** A taken or forbidden port as one clear line. */
-export function listenError(e: unknown, host: string, port: number): unknown {
+export function listenError(e: unknown, host: string, port: number, advice = 'set server.port (or --port)'): unknown {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'EADDRINUSE')
-    return new CliError(`${host}:${port} is already in use; stop what listens there, or set server.port (or --port)`);
-  if (code === 'EACCES') return new CliError(`not allowed to listen on ${host}:${port}; use a port above 1023 (server.port or --port)`);
+  if (code === 'EADDRINUSE') return new CliError(`${host}:${port} is already in use; stop what listens there, or ${advice}`);
+  if (code === 'EACCES') return new CliError(`not allowed to listen on ${host}:${port}; use a port above 1023: ${advice}`);
   if (code === 'EADDRNOTAVAIL') return new CliError(`${host} is not an address of this machine; fix server.host (or --host)`);
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME') {
     return new CliError(`${host} is not a name this machine resolves to one of its addresses; fix server.host (or --host)`);
@@ -95,7 +96,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const port = options.port ?? ctx.config.server.port;
     if (ctx.config.gateway !== undefined) {
       return await withGateway(ctx, handler, { ...options, host, port }).catch((e: unknown) => {
-        throw listenError(e, host, port);
+        throw listenError(e, host, port, options.portAdvice);
       });
     }
 
@@ -127,7 +128,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       server.once('error', reject);
       server.listen(port, host, () => resolve());
     }).catch((e: unknown) => {
-      throw listenError(e, host, port);
+      throw listenError(e, host, port, options.portAdvice);
     });
     const url = listenUrl(server);
     const close = () => {

@@ -32,9 +32,14 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
   const init = await initialize(options.config ? { config: options.config } : {});
   let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
   // Logs go to stderr so that stdout carries the instructions alone.
+  // `tessera start` has no --port, and the port is written in several places of tessera.yaml.
+  const file = relative(process.cwd(), init.config_file);
   const server = await startServer({
     ...(options.config ? { config: options.config } : {}),
     signals: false,
+    portAdvice: init.config_written
+      ? `choose others: delete ${file} and ${relative(process.cwd(), init.data_dir)}/ (just written), run \`tessera init --port <port>\` (the demo API takes the next port), then \`tessera start\``
+      : `change server.port in ${file} and the URLs that name it (issuers, audiences, the demo route)`,
     logger: defaultLogger(undefined, 2),
     // Every accepted reload (SIGHUP or a change of tessera.yaml) hands the demo API the gateway
     // token the gateway now sends, from the configuration the gateway itself loaded.
