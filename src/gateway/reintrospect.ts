@@ -8,7 +8,9 @@
  * token cost one call per interval between them, and a token no longer active ends its exchanges
  * (`token_inactive`; `token_revoked` or `token_expired` when that is why). A token still active
  * whose answer no longer grants the scope the exchange's rule requires ends them too
- * (`token_scope_narrowed`): an exchange runs on the authority the latest answer gives.
+ * (`token_scope_narrowed`), as does one whose answer no longer satisfies a claim condition of that
+ * rule (`policy_condition_failed`) or no longer names the route's audience
+ * (`token_audience_invalid`): an exchange runs on the authority the latest answer gives.
  *
  * An endpoint that gives no answer is not taken for an inactive token, nor trusted for the length
  * of the outage: an exchange is kept through one recheck without answer and closed at the second
@@ -60,13 +62,23 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
         // route or changed its rules decided the stream already).
         const route = s.routes.find((x) => x.id === stream.route.id);
         if (route === undefined) return undefined;
+        // The route's audience, checked as a new request's is: an answer that no longer names it.
+        const settled = route.pipeline.authn.settle({ ok: true, principal: r.principal });
+        if (!settled.ok) return settled.error.code === 'token_audience_invalid' ? 'token_audience_invalid' : 'token_inactive';
         const decided = route.pipeline.authz.authorize(stream.request, r.principal, stream.rpc);
-        return !decided.ok && decided.error.code === 'scope_insufficient' ? 'token_scope_narrowed' : undefined;
+        if (decided.ok) return undefined;
+        // The refusal a new request would get: a scope no longer granted, a claim condition the
+        // answer no longer satisfies (another tenant, say).
+        const refused = decided.error.code;
+        if (refused === 'scope_insufficient') return 'token_scope_narrowed';
+        return refused === 'policy_condition_failed' ? 'policy_condition_failed' : undefined;
       }
       const code = r.error.code;
       if (code === 'introspection_unavailable') return unanswer();
-      // Anything else the answer is now refused for (not active, an audience or type it no longer
-      // has) is the authorization server no longer vouching for the token.
+      // An audience the verifier requires that the answer no longer names: the code a new request gets.
+      if (code === 'token_audience_invalid') return code;
+      // Anything else the answer is now refused for (not active, a type it no longer has) is the
+      // authorization server no longer vouching for the token.
       return code === 'token_revoked' || code === 'token_expired' ? code : 'token_inactive';
     }, unanswer);
   };

@@ -22,6 +22,8 @@ export type StreamCloseReason =
   | 'token_expired'
   | 'token_inactive'
   | 'token_scope_narrowed'
+  | 'policy_condition_failed'
+  | 'token_audience_invalid'
   | 'introspection_unavailable'
   | 'credential_withdrawn'
   | 'config_narrowed'

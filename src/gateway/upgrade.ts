@@ -24,6 +24,8 @@ const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   token_expired: 'token expired',
   token_inactive: 'token inactive',
   token_scope_narrowed: 'token scope narrowed',
+  policy_condition_failed: 'policy condition failed',
+  token_audience_invalid: 'token audience invalid',
   introspection_unavailable: 'token unverifiable',
   credential_withdrawn: 'credential withdrawn',
   config_narrowed: 'config narrowed',

@@ -249,3 +249,187 @@ describe('gateway: exchanges in flight on an introspected token whose scope the 
     assert.equal(again.status, 403);
   });
 });
+
+describe('gateway: exchanges in flight on an introspected token whose claims or audience the authorization server changes', () => {
+  const AUDIENCE = 'https://api.example.test';
+  let endpoint: Endpoint;
+  let upstream: Upstream;
+  let wss: WebSocketServer;
+  let gw: TestGateway;
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+    wss = new WebSocketServer({ noServer: true });
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hello\n\n');
+    });
+    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
+    gw = await startGateway({
+      ...baseConfig(),
+      introspection: {
+        endpoint: `${endpoint.origin}/introspect`,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        cache_max_ttl: '1s',
+        timeout: '1s',
+      },
+      gateway: {
+        routes: [
+          {
+            id: 'api',
+            upstream: { url: upstream.url },
+            auth: 'introspection',
+            audience: AUDIENCE,
+            rules: [{ id: 'tenant', path: '/t/:tenant/**', scopes: ['api:read'], claims: { tenant: ':tenant' } }],
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    wss.close();
+    await upstream.close();
+    await endpoint.close();
+  });
+
+  async function closedEvents(subject: string) {
+    await requestEvents(gw);
+    return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
+  }
+
+  it("attack: still active with the scope but a claim the route's rule requires changed (another tenant) ends its WebSocket (1008) and SSE stream with policy_condition_failed, audited, as a new request is refused", async () => {
+    const token = 'opaque-tenant-moved-at-the-as';
+    const answer = { active: true, sub: 'user-tenant', client_id: 'agent-1', scope: 'api:read', aud: AUDIENCE, tenant: 'acme' };
+    endpoint.answers.set(token, answer);
+    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/t/acme/ws`, token);
+    const sse = await openSse(`${gw.url}/t/acme/events`, token);
+    assert.equal(sse.status, 200);
+
+    // Unchanged for a couple of rechecks: nothing closes.
+    const before = endpoint.calls.get(token) ?? 0;
+    await until(() => (endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
+    assert.equal((await closedEvents('user-tenant')).length, 0);
+
+    endpoint.answers.set(token, { ...answer, tenant: 'other' });
+    const closed = await within(wsClosed, 4000, 'the WebSocket outlived the change of a claim its rule requires');
+    assert.deepEqual(closed, { code: 1008, reason: 'policy condition failed' });
+    await within(sse.ended, 4000, 'the SSE stream outlived the change of a claim its rule requires');
+    await until(async () => (await closedEvents('user-tenant')).length === 2);
+    assert.deepEqual(
+      (await closedEvents('user-tenant')).map((e) => [e.reason, e.decision]),
+      [
+        ['policy_condition_failed', 'deny'],
+        ['policy_condition_failed', 'deny'],
+      ],
+    );
+    const again = await fetch(`${gw.url}/t/acme/x`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(again.status, 403);
+    await requestEvents(gw);
+    const refused = gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.subject === 'user-tenant' && e.decision === 'deny');
+    assert.deepEqual(
+      refused.map((e) => e.reason),
+      ['policy_condition_failed'],
+    );
+  });
+
+  it("attack: still active with the scope but no longer carrying the route's audience ends its WebSocket (1008) and SSE stream with token_audience_invalid, audited, as a new request is refused", async () => {
+    const token = 'opaque-audience-dropped-at-the-as';
+    const answer = {
+      active: true,
+      sub: 'user-aud',
+      client_id: 'agent-1',
+      scope: 'api:read',
+      aud: [AUDIENCE, 'https://other.example.test'],
+      tenant: 'acme',
+    };
+    endpoint.answers.set(token, answer);
+    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/t/acme/ws`, token);
+    const sse = await openSse(`${gw.url}/t/acme/events`, token);
+    assert.equal(sse.status, 200);
+
+    const before = endpoint.calls.get(token) ?? 0;
+    await until(() => (endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
+    assert.equal((await closedEvents('user-aud')).length, 0);
+
+    endpoint.answers.set(token, { ...answer, aud: 'https://other.example.test' });
+    const closed = await within(wsClosed, 4000, 'the WebSocket outlived the removal of its route audience');
+    assert.deepEqual(closed, { code: 1008, reason: 'token audience invalid' });
+    await within(sse.ended, 4000, 'the SSE stream outlived the removal of its route audience');
+    await until(async () => (await closedEvents('user-aud')).length === 2);
+    assert.deepEqual(
+      (await closedEvents('user-aud')).map((e) => [e.reason, e.decision]),
+      [
+        ['token_audience_invalid', 'deny'],
+        ['token_audience_invalid', 'deny'],
+      ],
+    );
+    const again = await fetch(`${gw.url}/t/acme/x`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(again.status, 401);
+    await requestEvents(gw);
+    const refused = gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.subject === 'user-aud' && e.decision === 'deny');
+    assert.deepEqual(
+      refused.map((e) => e.reason),
+      ['token_audience_invalid'],
+    );
+  });
+});
+
+describe('gateway: exchanges in flight on an introspected token whose answer loses the audience introspection.audiences requires', () => {
+  const AUDIENCE = 'https://api.example.test';
+  let endpoint: Endpoint;
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hello\n\n');
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      introspection: {
+        endpoint: `${endpoint.origin}/introspect`,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        audiences: [AUDIENCE],
+        cache_max_ttl: '1s',
+        timeout: '1s',
+      },
+      gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'introspection', rules: [{}] }] },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+    await endpoint.close();
+  });
+
+  it('attack: the SSE stream ends with token_audience_invalid, the code a new request with that answer gets, not token_inactive', async () => {
+    const token = 'opaque-verifier-audience-dropped';
+    const answer = { active: true, sub: 'user-vaud', scope: 'api:read', aud: AUDIENCE };
+    endpoint.answers.set(token, answer);
+    const sse = await openSse(`${gw.url}/events`, token);
+    assert.equal(sse.status, 200);
+    endpoint.answers.set(token, { ...answer, aud: 'https://other.example.test' });
+    await within(sse.ended, 4000, 'the SSE stream outlived the removal of its audience');
+    const closedEvents = async () => {
+      await requestEvents(gw);
+      return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === 'user-vaud');
+    };
+    await until(async () => (await closedEvents()).length === 1);
+    const closed = await closedEvents();
+    assert.deepEqual(
+      closed.map((e) => e.reason),
+      ['token_audience_invalid'],
+    );
+    const again = await fetch(`${gw.url}/x`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(again.status, 401);
+    await requestEvents(gw);
+    const refused = gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.path === '/x' && e.decision === 'deny');
+    assert.deepEqual(
+      refused.map((e) => e.reason),
+      ['token_audience_invalid'],
+    );
+  });
+});
