@@ -24,6 +24,7 @@
  */
 import { createHmac, hash, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
+import { validIdentity } from '../core/identity.ts';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { STRICT_JSON_REFUSALS, type StrictJsonFault, strictJsonFault } from '../core/jose/json.ts';
 import { sha256 } from '../issuer/secrets.ts';
@@ -85,8 +86,6 @@ interface UpstreamMetadata {
   readonly iss_parameter: boolean;
 }
 
-/** A subject or e-mail Tessera will put in tokens: printable, no spaces or controls, bounded. */
-const IDENTITY = /^[\x21-\x7e\u00a0-\uffff]{1,256}$/u;
 /** RFC 6749 §4.1.2.1: the `error` value's characters. */
 const ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 const STATE = /^[A-Za-z0-9_-]{43}$/;
@@ -429,7 +428,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         if (email === undefined || claims.email_verified !== true) return fail('login_email_unverified');
       }
       const subject = options.subject_claim === 'email' ? email : claims.sub;
-      if (subject === undefined || !IDENTITY.test(subject) || (email !== undefined && !IDENTITY.test(email))) {
+      if (subject === undefined || !validIdentity(subject) || (email !== undefined && !validIdentity(email))) {
         return fail('login_identity_invalid');
       }
       if (allowed !== undefined) {

@@ -15,6 +15,7 @@
  */
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { ConfigIssue } from '../core/errors.ts';
+import { validIdentity } from '../core/identity.ts';
 import { peerAllowed, peerList } from '../gateway/peers.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { Authentication, Authenticator, PersonRequest } from './authenticator.ts';
@@ -27,9 +28,6 @@ export interface TrustedHeaderOptions {
   readonly secret_header: string;
   readonly secret: string;
 }
-
-/** A subject or e-mail Tessera will put in tokens: printable, no spaces or controls, bounded. */
-const IDENTITY = /^[\x21-\x7e\u00a0-\uffff]{1,256}$/u;
 
 function header(headers: PersonRequest['headers'], name: string): string | undefined | null {
   const v = headers[name];
@@ -69,7 +67,7 @@ export function createTrustedHeaderAuthenticator(options: TrustedHeaderOptions):
       const subject = options.subject_from === 'email' ? email : user;
       if (subject === undefined || subject === '') return { ok: false, reason: 'identity_missing' };
       // Node decodes header bytes as latin1; an identity with characters outside it arrives mangled.
-      if (!IDENTITY.test(subject) || (email !== undefined && !IDENTITY.test(email))) return { ok: false, reason: 'identity_invalid' };
+      if (!validIdentity(subject) || (email !== undefined && !validIdentity(email))) return { ok: false, reason: 'identity_invalid' };
       return { ok: true, subject, ...(email !== undefined && email !== '' ? { email } : {}) };
     },
   };

@@ -299,6 +299,18 @@ describe('invalid subject and actor tokens (invalid_request)', () => {
     );
   });
 
+  it('attack: mint for a subject the login paths would refuse (a space, a control character, more than 256 characters) is refused; 256 printable characters are not', async () => {
+    for (const subject of ['alice admin', 'alice\nbob', 'alice\u0000', '\u0085alice', 'a'.repeat(257)]) {
+      await assert.rejects(
+        issuer.service.mint({ clientId: 'broker', subject, audiences: ['https://api.test'] }),
+        (e: unknown) => e instanceof OAuthError && e.code === 'request_parameter_invalid',
+        JSON.stringify(subject),
+      );
+    }
+    const minted = await issuer.service.mint({ clientId: 'broker', subject: 'a'.repeat(256), audiences: ['https://api.test'] });
+    assert.ok(minted.access_token);
+  });
+
   it('refuses actor_token without actor_token_type', async () => {
     await expectError(
       await exchange('broker', { subject_token: await userToken(), audience: 'https://api.test', actor_token: await userToken() }),

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
+import { IDENTITY_RULE, validIdentity } from '../../core/identity.ts';
 import { JWS_ALGORITHMS } from '../../core/jose/algorithms.ts';
 import { decodeUnverified } from '../../core/jose/decode.ts';
 import type { JsonObject } from '../../core/jose/json.ts';
@@ -152,7 +153,10 @@ export function registerToken(program: Command): void {
     .option('--scope <scopes...>', 'scopes (default: all of the client’s)')
     .option('--audience <aud...>', 'audience (default: the client’s only audience)')
     .option('--ttl <duration>', 'lifetime (default: the client’s)')
-    .option('--subject <sub>', 'mint for this subject as a new root grant (to try delegation chains without an IdP)')
+    .option(
+      '--subject <sub>',
+      'mint for this subject as a new root grant, to try delegation chains without an IdP (1-256 printable characters, no spaces, as the login paths require)',
+    )
     .option('--json', 'print the token response as JSON (with grant_id and jti)')
     .action(
       async (opts: {
@@ -168,6 +172,7 @@ export function registerToken(program: Command): void {
         if (opts.subject === '') {
           throw new CliError('--subject is empty; name the subject to mint for (--subject alice), or leave it out to mint for the client');
         }
+        if (opts.subject !== undefined && !validIdentity(opts.subject)) throw new CliError(`--subject: ${IDENTITY_RULE}`);
         const minted = await withService(opts.config, true, async ({ service }) => {
           if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
           return service

@@ -6,6 +6,7 @@
  * @module
  */
 import type { ResolvedTokenServiceConfig } from '../../config/token-service-schema.ts';
+import { validIdentity } from '../../core/identity.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
 import type { GrantRecord, Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
@@ -32,8 +33,9 @@ export interface MintOptions {
 }
 
 export async function mint(ctx: MintContext, options: MintOptions): Promise<TokenResponse & { grant_id: string; jti: string }> {
-  // A token for nobody: no subject is "" (a client id, the default, never is).
-  if (options.subject === '') throw new OAuthError('request_parameter_invalid');
+  // A token for nobody: no subject is "" (a client id, the default, never is); nor one the login
+  // paths would refuse (a space, a control character, unbounded).
+  if (options.subject !== undefined && !validIdentity(options.subject)) throw new OAuthError('request_parameter_invalid');
   const client = await ctx.clients.get(options.clientId);
   if (client === undefined) throw new OAuthError('client_unknown');
   if (client.record.disabled) throw new OAuthError('client_disabled');
