@@ -270,12 +270,25 @@ const AUDIT_KEY_MAX = 32;
 const AUDIT_PATH_MAX = 2048;
 
 /**
- * The path for the audit trail: the path (its first {@link AUDIT_PATH_MAX} characters) with query
- * values removed and keys kept (`/items?limit=&q=`), so no token or personal data in a query value
- * is recorded; a key as long as a secret is `*`.
+ * A token in a path (a webhook URL holding one, a client that put it there): a JWS compact
+ * serialization (`eyJ…` and two more dotted base64url segments) or one of Tessera's prefixed
+ * secrets (a refresh token, a client secret, an authorization code, the generated gateway token).
+ */
+const PATH_TOKEN = /(?<![A-Za-z0-9_-])(?:eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+){2,}|t(?:rt|cs|ac|gw)_[A-Za-z0-9_-]{20,})(?![A-Za-z0-9_-])/g;
+
+/** `path` with every token in it (see {@link PATH_TOKEN}) written `*`. */
+function withoutTokens(path: string): string {
+  return path.includes('eyJ') || path.includes('_') ? path.replace(PATH_TOKEN, '*') : path;
+}
+
+/**
+ * The path for the audit trail: the path (its first {@link AUDIT_PATH_MAX} characters, a token in
+ * it written `*`) with query values removed and keys kept (`/items?limit=&q=`), so no token or
+ * personal data in a query value is recorded; a key as long as a secret is `*`.
  */
 export function auditPath(path: string, query: string): string {
-  const p = path.length > AUDIT_PATH_MAX ? path.slice(0, AUDIT_PATH_MAX) : path;
+  const clean = withoutTokens(path);
+  const p = clean.length > AUDIT_PATH_MAX ? clean.slice(0, AUDIT_PATH_MAX) : clean;
   if (query === '' || query === '?') return p;
   const keys = query
     .slice(1)
@@ -290,11 +303,13 @@ export function auditPath(path: string, query: string): string {
 }
 
 /**
- * A refused target for the audit trail: the raw path without its query, truncated, with anything
- * outside printable ASCII escaped.
+ * A refused target for the audit trail: the raw path without its query, the userinfo of an
+ * absolute-form target (`http://SECRET@host/…`) or a token in it, truncated, with anything outside
+ * printable ASCII escaped.
  */
 export function auditRawPath(url: string): string {
   const q = url.indexOf('?');
-  const p = (q < 0 ? url : url.slice(0, q)).slice(0, 256);
+  const target = (q < 0 ? url : url.slice(0, q)).replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/]*@/, '$1');
+  const p = withoutTokens(target).slice(0, 256);
   return p.replace(/[^\x21-\x7e]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0').toUpperCase()}`);
 }

@@ -170,6 +170,23 @@ describe('audit paths', () => {
     assert.equal(auditPath('/items', `?${staticToken}&page=2`), '/items?*=&page=');
     assert.equal(auditPath('/items', `?${'k'.repeat(32)}=1&${'k'.repeat(31)}=1`), `/items?*=&${'k'.repeat(31)}=`);
   });
+  it('attack: a token sent as a path segment (a JWT, a refresh token, a client secret, a tgw_ static token) is not recorded: the segment is *', () => {
+    const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
+    const rt = `trt_${'B'.repeat(43)}`;
+    assert.equal(auditPath(`/items/${jwt}/x`, '?a=1'), '/items/*/x?a=');
+    assert.equal(auditPath(`/hook/${rt}`, ''), '/hook/*');
+    assert.equal(auditPath(`/c/tcs_${'c'.repeat(43)};v=tgw_${'d'.repeat(43)}`, ''), '/c/*;v=*');
+    // Cut at 2048 characters, a JWT's header and payload would be left: redacted before the cut.
+    const long = auditPath(`/${'a'.repeat(2000)}/${jwt}`, '');
+    assert.equal(long, `/${'a'.repeat(2000)}/*`);
+    assert.equal(auditRawPath(`/x/${jwt}/%01?q=1`), '/x/*/%01');
+    // Not a token: kept.
+    assert.equal(auditPath('/eyJ/a.b/treat_me', ''), '/eyJ/a.b/treat_me');
+  });
+  it('attack: the userinfo of an absolute-form target (http://SECRET@host/…) is not recorded', () => {
+    assert.equal(auditRawPath('http://static-secret-value-0123456789@a/api/x?q=1'), 'http://a/api/x');
+    assert.equal(auditRawPath('https://user:pass@a:8443/'), 'https://a:8443/');
+  });
   it('records at most 2048 characters of a path', () => {
     assert.equal(auditPath(`/${'a'.repeat(5000)}`, '?x=1'), `/${'a'.repeat(2047)}?x=`);
   });
