@@ -159,6 +159,13 @@ async function readForm(req: IncomingMessage, limit: number): Promise<URLSearchP
   return parseUtf8Form(await readBody(req, limit));
 }
 
+/** Whether the request URL has a query (a bare trailing `?` is none). */
+function hasQuery(req: IncomingMessage): boolean {
+  const url = req.url ?? '';
+  const q = url.indexOf('?');
+  return q >= 0 && q < url.length - 1;
+}
+
 /** A control character, or a lone surrogate (JSON allows "\ud800"; the store would write U+FFFD). */
 const UNNAMING = /[\p{Cc}\p{Cs}]/u;
 
@@ -275,12 +282,11 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // every other refusal (token.denied, revocation.denied, introspection.denied).
     let requestFault: OAuthRequest['requestFault'];
     let form: URLSearchParams | undefined;
-    const q = (req.url ?? '').indexOf('?');
     if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
     // The parameters are read from the body only (RFC 6749 §3.2, §2.3.1: credentials never in the
     // URI). A query would be ignored, so `?scope=narrow` would get the client's full scope and a
     // secret sent there would end up in access logs unnoticed: refused rather than ignored.
-    else if (q >= 0 && q < (req.url as string).length - 1) requestFault = 'request_query_not_allowed';
+    else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
     else if (mediaType(req) !== 'application/x-www-form-urlencoded') requestFault = 'request_content_type';
     else if (contentCoded(req)) requestFault = 'request_content_encoding';
     else {
@@ -384,6 +390,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
 
   const adminRevoke = async (req: IncomingMessage, who: { subject: string }): Promise<AdminAnswer> => {
     if (req.method !== 'POST') throw new OAuthError('request_method_not_allowed');
+    // The admin API reads no query: one would be ignored (`?issuer=…` beside `{"subject"}` would
+    // revoke the subject at every issuer), so it is refused as at the form endpoints.
+    if (hasQuery(req)) throw new OAuthError('request_query_not_allowed');
     if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type_json');
     if (contentCoded(req)) throw new OAuthError('request_content_encoding');
     requireUtf8Label(req);
@@ -432,6 +441,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const adminGrantTree = async (req: IncomingMessage, sub: string): Promise<AdminAnswer> => {
     if (!sub.startsWith('grants/')) throw new OAuthError('admin_not_found');
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new OAuthError('request_method_get_only');
+    if (hasQuery(req)) throw new OAuthError('request_query_not_allowed');
     let id: string;
     try {
       id = decodeURIComponent(sub.slice(7));

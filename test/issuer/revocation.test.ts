@@ -412,6 +412,45 @@ describe('admin API', () => {
     assert.doesNotMatch(JSON.stringify(events), new RegExp(token.split('.')[2] as string));
   });
 
+  it('refuses a URL query on every admin route (request_query_not_allowed, audited as admin.action deny) instead of ignoring it: ?issuer=… beside {"subject"} revoked the subject at every issuer', async () => {
+    const kate = await issuer.service.mint({ clientId: 'broker', subject: 'kate', ttl: 3600, audiences: [API] });
+    const t = await chain('kyle');
+    const token = await adminToken();
+    const before = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).length;
+    const revoke = await fetch(`${issuer.url}/oauth2/admin/revoke?issuer=https://idp.example`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'adm-q1' },
+      body: JSON.stringify({ subject: 'kate' }),
+    });
+    assert.equal(revoke.status, 400);
+    assert.equal(revoke.headers.get('cache-control'), 'no-store');
+    assert.deepEqual(await revoke.json(), {
+      error: 'invalid_request',
+      error_description: 'Parameters go in the request body; the endpoint URL takes no query.',
+    });
+    assert.equal(await valid(kate.access_token), true);
+    for (const method of ['GET', 'HEAD']) {
+      const tree = await fetch(`${issuer.url}/oauth2/admin/grants/${t.grant(t.root)}?depth=1`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'x-request-id': `adm-q-${method}` },
+      });
+      assert.equal(tree.status, 400, method);
+    }
+    // A bare '?' carries no query, as at the form endpoints.
+    const bare = await fetch(`${issuer.url}/oauth2/admin/grants/${t.grant(t.root)}?`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(bare.status, 200);
+    await issuer.service.audit.flush();
+    const events = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).slice(before);
+    assert.deepEqual(
+      events.filter((e) => e.request_id?.startsWith('adm-q')).map((e) => [e.request_id, e.decision, e.reason, e.detail]),
+      [
+        ['adm-q1', 'deny', 'request_query_not_allowed', { action: 'revoke' }],
+        ['adm-q-GET', 'deny', 'request_query_not_allowed', { action: 'grant_tree' }],
+        ['adm-q-HEAD', 'deny', 'request_query_not_allowed', { action: 'grant_tree' }],
+      ],
+    );
+  });
+
   it('refuses a DPoP-bound admin token presented as a bearer token (RFC 9449 §7.1)', async () => {
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const proof = await new SignJWT({
