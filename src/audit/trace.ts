@@ -355,7 +355,8 @@ export async function buildTrace(
       continue;
     }
     for (const a of await store.grantAncestors(id)) if (!grants.has(a.id)) grants.set(a.id, grantOf(a, false));
-    const subtree = await store.grantSubtree(id);
+    // One more than is shown, so a cut is known; the store reads no further.
+    const subtree = await store.grantSubtree(id, limits.grants + 2);
     if (subtree.length > limits.grants + 1) truncated = true;
     for (const g of subtree.slice(0, limits.grants + 1)) {
       const focus = g.id === id;

@@ -66,6 +66,21 @@ export { type Endpoints, endpointsFor } from './metadata.ts';
 /** Audit events deleted per write by {@link TokenService.pruneAudit}. */
 const AUDIT_PRUNE_BATCH = 1000;
 
+/**
+ * The most grants a grant tree answer (`tessera grants tree`, `GET /oauth2/admin/grants/<id>`)
+ * holds in its subtree, and in its ancestors: a delegation tree can grow without bound, and the
+ * answer is read and serialized whole.
+ */
+export const GRANT_TREE_MAX_NODES = 10_000;
+
+/** A grant's ancestors (root first) and its subtree (the grant first, in tree order). */
+export interface GrantTree {
+  readonly ancestors: GrantRecord[];
+  readonly subtree: GrantRecord[];
+  /** Some ancestors (the farthest) or some of the subtree (the last in tree order) were left out. */
+  readonly truncated: boolean;
+}
+
 export interface TokenServiceOptions {
   readonly config: ResolvedTokenServiceConfig;
   readonly store: Store;
@@ -585,11 +600,19 @@ export class TokenService {
     return revokeLeak(this.#ctx, token, leak, options);
   }
 
-  /** A grant's ancestors and subtree, for `tessera grants tree`. */
-  async grantTree(id: string): Promise<{ ancestors: GrantRecord[]; subtree: GrantRecord[] } | undefined> {
-    const subtree = await this.store.grantSubtree(id);
+  /**
+   * A grant's ancestors and subtree, for `tessera grants tree` and the admin API: at most
+   * {@link GRANT_TREE_MAX_NODES} of each (the first of the subtree in tree order, the nearest
+   * ancestors), with `truncated` when either had more. The store reads no more than that.
+   */
+  async grantTree(id: string): Promise<GrantTree | undefined> {
+    const max = GRANT_TREE_MAX_NODES;
+    const subtree = await this.store.grantSubtree(id, max + 1);
     if (subtree.length === 0) return undefined;
-    return { ancestors: await this.store.grantAncestors(id), subtree };
+    const ancestors = await this.store.grantAncestors(id, max + 1);
+    const truncated = subtree.length > max || ancestors.length > max;
+    // The nearest ancestors are kept: those farthest up (root first) are dropped.
+    return { ancestors: ancestors.slice(-max), subtree: subtree.slice(0, max), truncated };
   }
 
   /**

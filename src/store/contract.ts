@@ -405,10 +405,17 @@ export interface Store {
     options?: { readonly subjectIssuedAt?: number },
   ): Promise<GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked'>;
   getGrant(id: string): Promise<GrantRecord | undefined>;
-  /** The grant and all its descendants (parents before children); empty when unknown. */
-  grantSubtree(id: string): Promise<GrantRecord[]>;
-  /** The grant's ancestors, root first, excluding the grant itself. */
-  grantAncestors(id: string): Promise<GrantRecord[]>;
+  /**
+   * The grant and its descendants in tree order (by depth, then creation time, then id: parents
+   * before children); empty when unknown. With `limit`, the first `limit` of them, read without
+   * reading the rest (a delegation tree can hold any number of grants).
+   */
+  grantSubtree(id: string, limit?: number): Promise<GrantRecord[]>;
+  /**
+   * The grant's ancestors, root first, excluding the grant itself. With `limit`, the nearest
+   * `limit` of them (the root is then missing when the chain is deeper), read without the rest.
+   */
+  grantAncestors(id: string, limit?: number): Promise<GrantRecord[]>;
   /**
    * Revoke every not-yet-revoked grant selected and every descendant, mark their refresh tokens
    * revoked, and append one `grant` revocation entry per newly revoked grant, all in one

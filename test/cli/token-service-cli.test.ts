@@ -10,12 +10,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 let dir: string;
 
 function tessera(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+  const r = spawnSync(process.execPath, [MAIN, ...args], {
+    cwd: dir,
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+    env: { ...process.env, TESSERA_MASTER_KEY: '' },
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 const json = (...args: string[]) => {
@@ -341,6 +347,49 @@ describe('tokens, revocation and grant trees', () => {
     assert.doesNotMatch(r.stdout, /[\x00-\x09\x0b-\x1f\x7f]/);
     assert.match(r.stdout, /alice\\x1b\[2J\\nforged {2}active via demo-agent/);
     assert.match(r.stdout, /\(why\\x1b\[31m\)$/m);
+  });
+
+  it('grants tree shows at most 10,000 grants of a wider tree and says it left the rest out (--json: truncated true), instead of reading and printing it whole', async () => {
+    const minted = json('token', 'mint', '--client', 'demo-agent', '--subject', 'wide');
+    const root = String(minted.grant_id);
+    const store = SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      for (let i = 0; i < 10_001; i++) {
+        const r = await store.createGrant(
+          {
+            id: `g_wide-${String(i).padStart(6, '0')}`,
+            parentId: root,
+            kind: 'token_exchange',
+            issuer: 'https://idp.test',
+            subject: 'wide',
+            clientId: 'demo-agent',
+            act: null,
+            scopes: [],
+            audiences: ['https://api.test'],
+            createdAt: now,
+            expiresAt: now + 300,
+          },
+          now,
+        );
+        assert.equal(typeof r, 'object');
+      }
+    } finally {
+      await store.close();
+    }
+    const tree = json('grants', 'tree', root);
+    assert.equal(tree.truncated, true);
+    assert.equal((tree.subtree as unknown as unknown[]).length, 10_000);
+    const text = tessera('grants', 'tree', root);
+    assert.equal(text.code, 0, text.stderr);
+    const lines = text.stdout.trimEnd().split('\n');
+    assert.equal(lines.length, 10_001);
+    assert.equal(lines.at(-2)?.includes('g_wide-009998'), true);
+    assert.equal(
+      lines.at(-1),
+      '… truncated: at most 10000 grants of the subtree (the first, breadth-first) and 10000 ancestors (the nearest) are shown',
+    );
+    assert.equal(json('grants', 'tree', 'g_wide-000001').truncated, false);
   });
 
   it('exchange reads --actor-token from stdin (out of shell history and ps), but not both tokens at once', () => {

@@ -8,6 +8,7 @@ import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
+import { GRANT_TREE_MAX_NODES } from '../../src/issuer/service.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { bearer } from '../helpers/tokens.ts';
@@ -647,6 +648,48 @@ describe('admin API', () => {
       (await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } }))
         .status,
       404,
+    );
+  });
+
+  it('caps the grant tree it answers at 10,000 grants of the subtree, the first in tree order, marked truncated (a tree of any size was read and serialized whole)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const grant = (id: string, parentId: string | null, createdAt: number) => ({
+      id,
+      parentId,
+      kind: 'token_exchange' as const,
+      issuer: issuer.url,
+      subject: 'wide',
+      clientId: 'agent',
+      act: null,
+      scopes: ['api:read'],
+      audiences: [API],
+      createdAt,
+      expiresAt: now + 3600,
+    });
+    const root = `g_wide-${randomUUID()}`;
+    assert.equal(typeof (await issuer.store.createGrant(grant(root, null, now), now)), 'object');
+    const children: string[] = [];
+    for (let i = 0; i < GRANT_TREE_MAX_NODES + 5; i++) {
+      const id = `g_wide-${String(i).padStart(6, '0')}-${randomUUID()}`;
+      children.push(id);
+      assert.equal(typeof (await issuer.store.createGrant(grant(id, root, now), now)), 'object');
+    }
+    const token = await adminToken();
+    const res = await fetch(`${issuer.url}/oauth2/admin/grants/${root}`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { ancestors: unknown[]; subtree: { id: string }[]; truncated: boolean };
+    assert.equal(GRANT_TREE_MAX_NODES, 10_000);
+    assert.equal(body.truncated, true);
+    assert.deepEqual(
+      body.subtree.map((g) => g.id),
+      [root, ...children.slice(0, GRANT_TREE_MAX_NODES - 1)],
+    );
+    // Under the cap: the whole tree, truncated false.
+    const small = await fetch(`${issuer.url}/oauth2/admin/grants/${children[0]}`, { headers: { authorization: `Bearer ${token}` } });
+    const smallBody = (await small.json()) as { ancestors: { id: string }[]; subtree: { id: string }[]; truncated: boolean };
+    assert.deepEqual(
+      [smallBody.ancestors.map((g) => g.id), smallBody.subtree.map((g) => g.id), smallBody.truncated],
+      [[root], [children[0]], false],
     );
   });
 

@@ -365,6 +365,50 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.deepEqual(await store.grantSubtree('unknown'), []);
       });
 
+      it('reads a grant tree bounded (a tree of a million grants was read whole): grantSubtree(id, limit) is the first limit grants in tree order (depth, creation, id), grantAncestors(id, limit) the nearest limit', async () => {
+        const now = clock.now();
+        const root = await created(store, newGrant({}, now), now);
+        // Children created out of id order: within a level, creation time comes first, then the id.
+        const c = [
+          await created(store, newGrant({ id: `g_c-${randomBytes(6).toString('hex')}`, parentId: root.id, createdAt: now + 2 }, now), now),
+          await created(store, newGrant({ id: `g_b-${randomBytes(6).toString('hex')}`, parentId: root.id, createdAt: now + 1 }, now), now),
+          await created(store, newGrant({ id: `g_a-${randomBytes(6).toString('hex')}`, parentId: root.id, createdAt: now + 2 }, now), now),
+        ];
+        const [c0, c1, c2] = c as [GrantRecord, GrantRecord, GrantRecord];
+        const g0 = await created(store, newGrant({ parentId: c0.id, createdAt: now + 3 }, now), now);
+        const g1 = await created(store, newGrant({ parentId: c1.id, createdAt: now + 4 }, now), now);
+        const leaf = await created(store, newGrant({ parentId: g1.id, createdAt: now + 5 }, now), now);
+        const order = [root.id, c1.id, c2.id, c0.id, g0.id, g1.id, leaf.id];
+        assert.deepEqual(
+          (await store.grantSubtree(root.id)).map((g) => g.id),
+          order,
+        );
+        for (const limit of [1, 2, 4, 5, 6, 7, 8]) {
+          assert.deepEqual(
+            (await store.grantSubtree(root.id, limit)).map((g) => g.id),
+            order.slice(0, limit),
+            `limit ${limit}`,
+          );
+        }
+        assert.deepEqual(
+          (await store.grantSubtree(c1.id, 2)).map((g) => g.id),
+          [c1.id, g1.id],
+        );
+        assert.deepEqual(await store.grantSubtree('unknown', 3), []);
+        assert.deepEqual(
+          (await store.grantAncestors(leaf.id)).map((g) => g.id),
+          [root.id, c1.id, g1.id],
+        );
+        assert.deepEqual(
+          (await store.grantAncestors(leaf.id, 2)).map((g) => g.id),
+          [c1.id, g1.id],
+        );
+        assert.deepEqual(
+          (await store.grantAncestors(leaf.id, 3)).map((g) => g.id),
+          [root.id, c1.id, g1.id],
+        );
+      });
+
       it('keeps act, scopes, audiences and a null expiry', async () => {
         const now = clock.now();
         const act = { sub: 'agent', act: { sub: 'broker', iss: 'https://idp.test' } };

@@ -3,6 +3,7 @@
  */
 import type { Command } from 'commander';
 import { actorLabel } from '../../core/verify/principal.ts';
+import { GRANT_TREE_MAX_NODES } from '../../issuer/service.ts';
 import type { GrantRecord } from '../../store/contract.ts';
 import { iso, withConfig, withService } from '../context.ts';
 import { CliError, printable, printJson } from '../output.ts';
@@ -26,9 +27,11 @@ export function grantLine(g: GrantRecord, now: number): string {
 export function registerGrants(program: Command): void {
   const grants = program.command('grants').description('Inspect delegation grants.');
   withConfig(grants.command('tree'))
-    .description('Show a grant with its ancestors and every grant derived from it.')
+    .description(
+      `Show a grant with its ancestors and every grant derived from it: at most ${GRANT_TREE_MAX_NODES} grants of its subtree (the first, breadth-first) and ${GRANT_TREE_MAX_NODES} ancestors (the nearest), with a last line saying so when there are more.`,
+    )
     .argument('<grant_id>')
-    .option('--json', 'print one JSON object {ancestors, subtree}')
+    .option('--json', 'print one JSON object {ancestors, subtree, truncated}')
     .action(async (id: string, opts: { config?: string; json?: boolean }) => {
       const tree = await withService(opts.config, false, async ({ service }) => service.grantTree(id));
       if (!tree) throw new CliError(`no grant "${id}"`);
@@ -43,6 +46,11 @@ export function registerGrants(program: Command): void {
         for (const c of children.get(g.id) ?? []) walk(c, indent + 1);
       };
       if (tree.subtree[0]) walk(tree.subtree[0], tree.ancestors.length);
+      if (tree.truncated) {
+        out.push(
+          `… truncated: at most ${GRANT_TREE_MAX_NODES} grants of the subtree (the first, breadth-first) and ${GRANT_TREE_MAX_NODES} ancestors (the nearest) are shown`,
+        );
+      }
       // Subjects and actors are whatever an identity provider put in its tokens: control characters escaped.
       process.stdout.write(`${out.map(printable).join('\n')}\n`);
     });

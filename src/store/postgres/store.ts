@@ -83,6 +83,9 @@ export interface PostgresStoreOptions {
 
 type Q = Pick<pg.PoolClient, 'query'>;
 
+/** What grantSubtree and grantAncestors read without a limit (a count no tree reaches). */
+const MAX_TREE_READ = 2 ** 31 - 1;
+
 const MIGRATIONS: readonly { version: number; sql: string }[] = [
   {
     version: 1,
@@ -611,24 +614,31 @@ export class PostgresStore implements Store {
     return r ? grantFrom(r) : undefined;
   }
 
-  async grantSubtree(id: string): Promise<GrantRecord[]> {
-    return (
-      await this.#q(
-        `${SUBTREE('SELECT id FROM grants WHERE id = $1')} SELECT g.* FROM grants g JOIN sub USING (id) ORDER BY g.depth, g.created_at, g.id`,
-        [id],
-      )
-    ).map(grantFrom);
+  async grantSubtree(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
+    // Level by level, each level in order and cut at what is left: the first `limit` grants in tree
+    // order are read, never the rest of the tree.
+    const rows = await this.#q('SELECT * FROM grants WHERE id = $1', [id]);
+    if (limit < 1) return [];
+    let level = rows;
+    while (level.length > 0 && rows.length < limit) {
+      level = await this.#q('SELECT * FROM grants WHERE parent_id = ANY($1::text[]) ORDER BY created_at, id LIMIT $2', [
+        level.map((r) => String(r.id)),
+        limit - rows.length,
+      ]);
+      rows.push(...level);
+    }
+    return rows.map(grantFrom);
   }
 
-  async grantAncestors(id: string): Promise<GrantRecord[]> {
+  async grantAncestors(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
     const sql = `
-      WITH RECURSIVE up(id, parent_id) AS (
-        SELECT id, parent_id FROM grants WHERE id = $1
+      WITH RECURSIVE up(id, parent_id, n) AS (
+        SELECT id, parent_id, 0 FROM grants WHERE id = $1
         UNION ALL
-        SELECT g.id, g.parent_id FROM grants g JOIN up ON g.id = up.parent_id
+        SELECT g.id, g.parent_id, up.n + 1 FROM grants g JOIN up ON g.id = up.parent_id WHERE up.n < $2::integer
       )
       SELECT g.* FROM grants g JOIN up USING (id) WHERE g.id <> $1 ORDER BY g.depth`;
-    return (await this.#q(sql, [id])).map(grantFrom);
+    return (await this.#q(sql, [id, limit])).map(grantFrom);
   }
 
   /** The cascade inside a transaction: lock the trees, revoke the subtrees, log each grant. */

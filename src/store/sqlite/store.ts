@@ -78,6 +78,9 @@ function isConstraintError(e: unknown): boolean {
   return e instanceof Error && /UNIQUE constraint|PRIMARY KEY/.test(e.message);
 }
 
+/** What grantSubtree and grantAncestors read without a limit (a count no tree reaches). */
+const MAX_TREE_READ = 2 ** 31 - 1;
+
 // The subtree of the seed grants, by parent links. UNION (not UNION ALL) removes duplicates when
 // several seeds share a subtree.
 const SUBTREE = (seed: string) => `
@@ -462,20 +465,29 @@ export class SqliteStore implements Store {
     return r ? grantFrom(r) : undefined;
   }
 
-  async grantSubtree(id: string): Promise<GrantRecord[]> {
-    const sql = `${SUBTREE('SELECT id FROM grants WHERE id = ?')} SELECT g.* FROM grants g JOIN sub USING (id) ORDER BY g.depth, g.created_at, g.id`;
-    return (this.#stmt(sql).all(id) as Row[]).map(grantFrom);
+  async grantSubtree(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
+    // Level by level, each level in order and cut at what is left: the first `limit` grants in tree
+    // order are read, never the rest of the tree. One synchronous run, so no write lands between levels.
+    const rows = this.#stmt('SELECT * FROM grants WHERE id = ?').all(id) as Row[];
+    if (limit < 1) return [];
+    const children = this.#stmt('SELECT * FROM grants WHERE parent_id IN (SELECT value FROM json_each(?)) ORDER BY created_at, id LIMIT ?');
+    let level = rows;
+    while (level.length > 0 && rows.length < limit) {
+      level = children.all(JSON.stringify(level.map((r) => String(r.id))), limit - rows.length) as Row[];
+      rows.push(...level);
+    }
+    return rows.map(grantFrom);
   }
 
-  async grantAncestors(id: string): Promise<GrantRecord[]> {
+  async grantAncestors(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
     const sql = `
-      WITH RECURSIVE up(id, parent_id) AS (
-        SELECT id, parent_id FROM grants WHERE id = ?
+      WITH RECURSIVE up(id, parent_id, n) AS (
+        SELECT id, parent_id, 0 FROM grants WHERE id = ?
         UNION ALL
-        SELECT g.id, g.parent_id FROM grants g JOIN up ON g.id = up.parent_id
+        SELECT g.id, g.parent_id, up.n + 1 FROM grants g JOIN up ON g.id = up.parent_id WHERE up.n < ?
       )
       SELECT g.* FROM grants g JOIN up USING (id) WHERE g.id <> ? ORDER BY g.depth`;
-    return (this.#stmt(sql).all(id, id) as Row[]).map(grantFrom);
+    return (this.#stmt(sql).all(id, limit, id) as Row[]).map(grantFrom);
   }
 
   /** The cascade, inside a caller's transaction. */
