@@ -685,6 +685,15 @@ export class TokenService {
   }
 
   /**
+   * Audit an operator's revocation from the command line (`tessera revoke`) as `admin.action` with
+   * `detail.by` `cli` (no admin token: no subject, client or `jti`), what it named and how many
+   * grants (or tokens) it revoked, `ok` or the refusal's code, as the admin API's requests are.
+   */
+  auditCliAction(reason: string, detail: Readonly<Record<string, string | number>>): void {
+    this.#ctx.emit({ kind: 'admin.action', decision: reason === 'ok' ? 'allow' : 'deny', reason, detail: { by: 'cli', ...detail } });
+  }
+
+  /**
    * RFC 7591 dynamic registration (`/oauth2/register`): `metadata` is the parsed JSON body,
    * `authorization` the request's header (the initial access token, unless registration is open).
    * @throws {OAuthError}

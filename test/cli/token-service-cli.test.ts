@@ -427,6 +427,61 @@ describe('tokens, revocation and grant trees', () => {
     assert.ok((json('revoke', '--client', 'agent').revoked_grants as string[]).length >= 1);
   });
 
+  it('audits every tessera revoke as admin.action by cli, naming what it named and revoked: a subject with no grant (its entries still written), a grant, a token by its jti, an unknown grant, which left no event', async () => {
+    const store = SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    const actions = () => store.queryAudit({ kinds: ['admin.action'], limit: 10_000 });
+    try {
+      const before = (await actions()).length;
+      assert.deepEqual(
+        json('revoke', '--subject', 'nobody-cli', '--issuer', 'https://idp.test', '--reason', 'offboarded').revoked_grants,
+        [],
+      );
+      const g = json('token', 'mint', '--client', 'demo-agent', '--subject', 'carol');
+      assert.deepEqual(json('revoke', '--grant', String(g.grant_id)).revoked_grants, [g.grant_id]);
+      const t = json('token', 'mint', '--client', 'demo-agent');
+      assert.equal(json('revoke', '--token', String(t.access_token)).revoked_token, t.jti);
+      assert.deepEqual(json('revoke', '--client', 'no-such-client').revoked_grants, []);
+      assert.equal(tessera('revoke', '--grant', 'g_cli-unknown').code, 1);
+      const events = (await actions()).slice(before);
+      assert.deepEqual(
+        events.map((e) => [e.decision, e.reason, e.subject, e.detail]),
+        [
+          [
+            'allow',
+            'ok',
+            undefined,
+            {
+              action: 'revoke',
+              by: 'cli',
+              selector: 'subject',
+              target: 'nobody-cli',
+              issuer: 'https://idp.test',
+              revoke_reason: 'offboarded',
+              revoked: 0,
+            },
+          ],
+          [
+            'allow',
+            'ok',
+            undefined,
+            { action: 'revoke', by: 'cli', selector: 'grant_id', target: g.grant_id, revoke_reason: 'cli', revoked: 1 },
+          ],
+          ['allow', 'ok', undefined, { action: 'revoke', by: 'cli', selector: 'token', target: t.jti, revoked: 1 }],
+          [
+            'allow',
+            'ok',
+            undefined,
+            { action: 'revoke', by: 'cli', selector: 'client_id', target: 'no-such-client', revoke_reason: 'cli', revoked: 0 },
+          ],
+          ['deny', 'admin_not_found', undefined, { action: 'revoke', by: 'cli', selector: 'grant_id', target: 'g_cli-unknown' }],
+        ],
+      );
+      assert.doesNotMatch(JSON.stringify(events), new RegExp(String(t.access_token).split('.')[2] as string));
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses ambiguous or unknown revocations', () => {
     assert.equal(tessera('revoke').code, 1);
     assert.equal(tessera('revoke', '--grant', 'g', '--client', 'c').code, 1);

@@ -4,7 +4,7 @@
  * `token_service.sync_interval` on SQLite. A grant is revoked with its subtree.
  */
 import type { Command } from 'commander';
-import type { GrantSelector } from '../../store/contract.ts';
+import { type GrantSelector, StoreUnavailableError } from '../../store/contract.ts';
 import { readArg, withConfig, withService } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
@@ -40,22 +40,43 @@ export function registerRevoke(program: Command): void {
         if (given.length !== 1) throw new CliError('give exactly one of --token, --grant, --subject, --client');
         if (opts.issuer !== undefined && opts.subject === undefined) throw new CliError('--issuer goes with --subject');
         const result = await withService(opts.config, false, async ({ service }) => {
-          if (opts.token !== undefined) {
-            const revoked = await service.revokeAccessToken(await readArg(opts.token), 'cli');
-            if (!revoked) throw new CliError('not a valid, unexpired access token of this issuer; nothing to revoke');
-            return { revoked_token: revoked.jti, grant_id: revoked.grantId };
-          }
-          const selector: GrantSelector =
+          // Every revocation is on record as admin.action by cli, whatever it matched: a subject
+          // with no grant here still writes its subject entries, and a refusal is an attempt.
+          const reason: Record<string, string> = opts.token === undefined ? { revoke_reason: opts.reason } : {};
+          const named: Record<string, string> =
             opts.grant !== undefined
-              ? { grantId: opts.grant }
+              ? { selector: 'grant_id', target: opts.grant }
               : opts.subject !== undefined
-                ? { subject: opts.subject, ...(opts.issuer !== undefined ? { issuer: opts.issuer } : {}) }
-                : { clientId: opts.client as string };
-          if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined) {
-            throw new CliError(`no grant "${selector.grantId}"`);
+                ? { selector: 'subject', target: opts.subject, ...(opts.issuer !== undefined ? { issuer: opts.issuer } : {}) }
+                : opts.client !== undefined
+                  ? { selector: 'client_id', target: opts.client }
+                  : { selector: 'token' };
+          try {
+            if (opts.token !== undefined) {
+              const revoked = await service.revokeAccessToken(await readArg(opts.token), 'cli');
+              if (!revoked) throw new CliError('not a valid, unexpired access token of this issuer; nothing to revoke');
+              // The token itself is never written: its jti names it.
+              service.auditCliAction('ok', { action: 'revoke', ...named, target: revoked.jti, revoked: 1 });
+              return { revoked_token: revoked.jti, grant_id: revoked.grantId };
+            }
+            const selector: GrantSelector =
+              opts.grant !== undefined
+                ? { grantId: opts.grant }
+                : opts.subject !== undefined
+                  ? { subject: opts.subject, ...(opts.issuer !== undefined ? { issuer: opts.issuer } : {}) }
+                  : { clientId: opts.client as string };
+            if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined) {
+              throw new CliError(`no grant "${selector.grantId}"`);
+            }
+            const revoked = await service.revokeGrants(selector, opts.reason, 'cli');
+            service.auditCliAction('ok', { action: 'revoke', ...named, ...reason, revoked: revoked.length });
+            return { revoked_grants: revoked.map((g) => g.id) };
+          } catch (error) {
+            const code =
+              error instanceof CliError ? 'admin_not_found' : error instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error';
+            service.auditCliAction(code, { action: 'revoke', ...named });
+            throw error;
           }
-          const revoked = await service.revokeGrants(selector, opts.reason, 'cli');
-          return { revoked_grants: revoked.map((g) => g.id) };
         });
         if (opts.json) return printJson(result);
         if ('revoked_token' in result) {
