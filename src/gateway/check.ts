@@ -8,6 +8,7 @@
 
 import type { Trusted } from '../config/cross-check.ts';
 import type { TesseraConfig } from '../config/schema.ts';
+import { resolveTokenService } from '../config/token-service-schema.ts';
 import { parsedRules } from '../config/verifier-schema.ts';
 import type { ConfigIssue } from '../core/errors.ts';
 import { compilePolicy } from '../core/policy.ts';
@@ -89,6 +90,27 @@ export interface GatewayRun {
    * `gateway.exchange_client`. Not checked when omitted.
    */
   readonly exchange?: 'unavailable' | 'exchange_client';
+  /**
+   * The token service shares the listener (`tessera serve`) and answers first: an operations path
+   * among its paths would never reach the gateway.
+   */
+  readonly tokenService?: boolean;
+}
+
+const OPS_DEFAULTS = { health_path: '/healthz', ready_path: '/readyz', metrics_path: '/metrics' } as const;
+
+/**
+ * Whether `path` is the token service's under `tessera serve`: everything under `/oauth2/` (at the
+ * root, which serve reserves whatever the issuer's path, and under the issuer's path), its JWKS and
+ * its RFC 8414 metadata (and below). Compared without case, as the reservation of `/oauth2/` is.
+ */
+function tokenServicePath(path: string, issuerPath: string): boolean {
+  const p = path.toLowerCase();
+  const under = (base: string) => p === base || p.startsWith(`${base}/`) || p.startsWith(`${base}?`);
+  const ip = issuerPath.toLowerCase();
+  return (
+    under('/oauth2') || under(`${ip}/oauth2`) || p === `${ip}/.well-known/jwks.json` || under('/.well-known/oauth-authorization-server')
+  );
 }
 
 /** The checks that depend on how the gateway is run ({@link GatewayRun}). */
@@ -97,6 +119,19 @@ export function gatewayRunChecks(c: TesseraConfig, ok: Trusted, run: GatewayRun)
   if (g === undefined) return run.required ? [{ path: 'gateway', message: 'the gateway section is missing; add gateway.routes' }] : [];
   if (typeof g !== 'object' || g === null) return [];
   const issues: ConfigIssue[] = [];
+  if (run.tokenService && ok('server') && ok('token_service', 'issuer')) {
+    const issuer = new URL(resolveTokenService(c).issuer);
+    const issuerPath = issuer.pathname.replace(/\/+$/, '');
+    for (const [key, instead] of Object.entries(OPS_DEFAULTS) as [keyof typeof OPS_DEFAULTS, string][]) {
+      if (!ok('gateway', 'operations', key)) continue;
+      const path = g.operations[key];
+      if (tokenServicePath(path, issuerPath))
+        issues.push({
+          path: `gateway.operations.${key}`,
+          message: `${JSON.stringify(path)} is the token service's under tessera serve (it answers /oauth2/, /.well-known/jwks.json and /.well-known/oauth-authorization-server); write a path outside them, such as ${instead}`,
+        });
+    }
+  }
   const noMinter =
     run.exchange === 'unavailable' ||
     (run.exchange === 'exchange_client' && ok('gateway', 'exchange_client') && g.exchange_client === undefined);

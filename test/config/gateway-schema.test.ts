@@ -3,8 +3,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { everything } from '../../src/config/cross-check.ts';
 import { parseSize } from '../../src/config/gateway-schema.ts';
+import { configSchema } from '../../src/config/schema.ts';
 import { ConfigError } from '../../src/core/errors.ts';
+import { gatewayRunChecks } from '../../src/gateway/check.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { baseConfig, key, parse, silent } from '../gateway/helpers.ts';
 
@@ -267,5 +270,56 @@ describe('gateway configuration', () => {
     assert.equal(parseSize('64KB'), 65536);
     assert.equal(parseSize(12), 12);
     assert.equal(parseSize('ten'), undefined);
+  });
+});
+
+describe('tessera serve: operations paths that are the token service’s', () => {
+  const serveIssues = (operations: Record<string, unknown>, extra: Record<string, unknown> = {}) => {
+    const config = configSchema.parse({
+      ...extra,
+      static_tokens: [{ id: 'ci', token: 'static-gateway-token-0123456789-abcdefghij' }],
+      gateway: { operations, routes: [{ id: 'r', upstream: { url: 'http://127.0.0.1:9' }, auth: 'static', rules: [{}] }] },
+    });
+    return gatewayRunChecks(config, everything, { exchange: 'exchange_client', tokenService: true });
+  };
+
+  it('refuses a metrics, health or readiness path under /oauth2/ or on the JWKS or metadata path (the token service answered it and the gateway never saw it), naming the path and what to write', () => {
+    assert.deepEqual(serveIssues({ metrics_path: '/oauth2/token', health_path: '/.well-known/jwks.json', ready_path: '/OAuth2' }), [
+      {
+        path: 'gateway.operations.health_path',
+        message:
+          '"/.well-known/jwks.json" is the token service\'s under tessera serve (it answers /oauth2/, /.well-known/jwks.json and /.well-known/oauth-authorization-server); write a path outside them, such as /healthz',
+      },
+      {
+        path: 'gateway.operations.ready_path',
+        message:
+          '"/OAuth2" is the token service\'s under tessera serve (it answers /oauth2/, /.well-known/jwks.json and /.well-known/oauth-authorization-server); write a path outside them, such as /readyz',
+      },
+      {
+        path: 'gateway.operations.metrics_path',
+        message:
+          '"/oauth2/token" is the token service\'s under tessera serve (it answers /oauth2/, /.well-known/jwks.json and /.well-known/oauth-authorization-server); write a path outside them, such as /metrics',
+      },
+    ]);
+    assert.equal(serveIssues({ health_path: '/.well-known/oauth-authorization-server/x' }).length, 1);
+    // An issuer with a path: its endpoints are below it.
+    const withPath = serveIssues(
+      { metrics_path: '/auth/oauth2/introspect', health_path: '/auth/.well-known/jwks.json' },
+      { token_service: { issuer: 'https://id.example.com/auth' } },
+    );
+    assert.deepEqual(
+      withPath.map((i) => i.path),
+      ['gateway.operations.health_path', 'gateway.operations.metrics_path'],
+    );
+    // Elsewhere, and under tessera gateway (no token service), nothing is refused.
+    assert.deepEqual(serveIssues({ metrics_path: '/ops/metrics', health_path: '/.well-known/health' }), []);
+    const config = configSchema.parse({
+      static_tokens: [{ id: 'ci', token: 'static-gateway-token-0123456789-abcdefghij' }],
+      gateway: {
+        operations: { metrics_path: '/oauth2/token' },
+        routes: [{ id: 'r', upstream: { url: 'http://127.0.0.1:9' }, auth: 'static', rules: [{}] }],
+      },
+    });
+    assert.deepEqual(gatewayRunChecks(config, everything, { required: true, exchange: 'unavailable' }), []);
   });
 });

@@ -78,7 +78,7 @@ export function listenError(e: unknown, host: string, port: number, advice = 'se
 const log = (line: Record<string, unknown>) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`);
 
 /** The token service mints exchange credentials for the gateway as `gateway.exchange_client`. */
-const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { exchange: 'exchange_client' });
+const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { exchange: 'exchange_client', tokenService: true });
 
 /** Start the token service (and the gateway, when configured) from a configuration file. */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
