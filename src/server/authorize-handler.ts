@@ -62,7 +62,14 @@ function loginRedirect(res: ServerResponse, to: LoginRedirect, requestId: string
 function page(res: ServerResponse, error: OAuthError, requestId: string): void {
   const nonce = newNonce();
   const body = renderError(PAGE_TITLES[error.code] ?? 'This request cannot be completed', error.description, nonce);
-  res.writeHead(error.status, { ...pageHeaders(nonce), 'content-length': Buffer.byteLength(body), 'x-request-id': requestId });
+  // RFC 9110 §15.5.16: a 415 for a content coding names the codings accepted, as the JSON endpoints' does.
+  const accept = error.code === 'request_content_encoding' ? { 'accept-encoding': 'identity' } : {};
+  res.writeHead(error.status, {
+    ...pageHeaders(nonce),
+    ...accept,
+    'content-length': Buffer.byteLength(body),
+    'x-request-id': requestId,
+  });
   res.end(body);
 }
 
@@ -106,15 +113,17 @@ export function createAuthorizeHandler(
   const issuerOrigin = new URL(service.issuer).origin;
 
   return async (req, res, requestId) => {
+    const remoteAddr = req.socket.remoteAddress;
+    const denied = (code: OAuthErrorCode | string, facts: { subject?: string; clientId?: string } = {}) =>
+      service.auditAuthorizationDenied(code, { ...facts, requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
     if (req.method !== 'GET' && req.method !== 'POST') {
+      // Audited as the endpoint's other refusals are.
+      denied('request_method_not_allowed');
       res.writeHead(405, { allow: 'GET, POST', 'x-request-id': requestId });
       res.end();
       return;
     }
     if (!service.config.authorization.enabled || consent === undefined) return page(res, new OAuthError('authorize_disabled'), requestId);
-    const remoteAddr = req.socket.remoteAddress;
-    const denied = (code: OAuthErrorCode | string, facts: { subject?: string; clientId?: string } = {}) =>
-      service.auditAuthorizationDenied(code, { ...facts, requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
 
     let query: string;
     let form: URLSearchParams | undefined;

@@ -170,5 +170,23 @@ describe('Content-Encoding at the consent form', () => {
     assert.equal(r.res.headers.get('location'), null, 'never redirected');
     assert.match(r.res.headers.get('content-type') ?? '', /^text\/html/);
     assert.deepEqual(audited(r.events), [['authorization.denied', 'request_content_encoding', 'deny']]);
+    // RFC 9110 §15.5.16: the 415 names the codings accepted, as the JSON endpoints' 415 does.
+    assert.equal(r.res.headers.get('accept-encoding'), 'identity');
+  });
+
+  it('another method at /oauth2/authorize (PUT, DELETE, PATCH): 405 with Allow: GET, POST, audited as authorization.denied like the consent form’s other refusals (it left no event)', async () => {
+    for (const method of ['PUT', 'DELETE', 'PATCH']) {
+      const requestId = `authorize-method-${method}`;
+      const res = await fetch(`${issuer.url}/oauth2/authorize`, {
+        method,
+        headers: { 'content-type': FORM, 'x-request-id': requestId },
+        body: 'a=b',
+      });
+      assert.equal(res.status, 405, method);
+      assert.equal(res.headers.get('allow'), 'GET, POST');
+      await issuer.service.audit.flush();
+      const events = await issuer.store.queryAudit({ request_id: requestId, limit: 10 });
+      assert.deepEqual(audited(events), [['authorization.denied', 'request_method_not_allowed', 'deny']], method);
+    }
   });
 });
