@@ -337,10 +337,34 @@ describe('tokens, revocation and grant trees', () => {
     assert.match(failed.stderr, /^tessera: invalid_request: /);
   });
 
-  it('grants tree escapes control characters in a subject (chosen by an identity provider) and a revocation reason', () => {
-    const minted = json('token', 'mint', '--client', 'demo-agent', '--subject', 'alice\x1b[2J\nforged  active');
-    assert.equal(tessera('revoke', '--grant', String(minted.grant_id), '--reason', 'why\x1b[31m').code, 0);
-    const r = tessera('grants', 'tree', String(minted.grant_id));
+  it('grants tree escapes control characters in a subject (chosen by an identity provider) and a revocation reason', async () => {
+    // An identity provider's subject reaches a grant through token exchange; mint refuses such a
+    // subject, so the grant is written as exchange would write it.
+    const store = SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    const now = Math.floor(Date.now() / 1000);
+    try {
+      const created = await store.createGrant(
+        {
+          id: 'g_idp-subject',
+          parentId: null,
+          kind: 'token_exchange',
+          issuer: 'https://idp.test',
+          subject: 'alice\x1b[2J\nforged  active',
+          clientId: 'demo-agent',
+          act: null,
+          scopes: [],
+          audiences: ['https://api.test'],
+          createdAt: now,
+          expiresAt: now + 300,
+        },
+        now,
+      );
+      assert.equal(typeof created, 'object');
+    } finally {
+      await store.close();
+    }
+    assert.equal(tessera('revoke', '--grant', 'g_idp-subject', '--reason', 'why\x1b[31m').code, 0);
+    const r = tessera('grants', 'tree', 'g_idp-subject');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.split('\n').length, 2, r.stdout);
     // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not be printed
