@@ -14,7 +14,16 @@ export { MemoryAuditSink } from './audit/sinks/memory.ts';
 export { loadConfigFile } from './config/load.ts';
 export type { TesseraConfig } from './config/schema.ts';
 export type { VerifierConfig, VerifierConfigInput } from './config/verifier-schema.ts';
-export { ConfigError, type ConfigIssue, ERROR_CODES, type ErrorCode, isTesseraError, TesseraError } from './core/errors.ts';
+export {
+  ArgumentError,
+  type ArgumentErrorCode,
+  ConfigError,
+  type ConfigIssue,
+  ERROR_CODES,
+  type ErrorCode,
+  isTesseraError,
+  TesseraError,
+} from './core/errors.ts';
 export { isOAuthError, OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode } from './core/oauth-errors.ts';
 export { compilePolicy, type Policy, type PolicyDecision, type RuleSpec } from './core/policy.ts';
 export type { Clock, Introspector, KeySource, ReplayCache, ReplayRefusal, UpstreamTokenIssuer } from './core/ports.ts';

@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { ConfigError, type ConfigIssue, type TesseraError } from '../core/errors.ts';
+import { ArgumentError, ConfigError, type ConfigIssue, kindOf, type TesseraError } from '../core/errors.ts';
 import { localOrigin, validHost } from '../core/host.ts';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
@@ -19,13 +19,6 @@ const EXPECTED: Readonly<Record<OptionKind, string>> = {
   boolean: 'true or false',
   function: 'a function (req) => body',
 };
-
-function kindOf(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  const t = typeof value;
-  return t === 'object' ? 'an object' : `a ${t}`;
-}
 
 /**
  * `publicUrl` as an origin without its trailing slash (the rules read their path from the same
@@ -135,6 +128,12 @@ function targetPath(target: string): string {
  * the router ends the path at the first `;` (Fastify's `useSemicolonDelimiter`).
  */
 export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}, semicolon = false): VerifyRequest {
+  if (typeof req !== 'object' || req === null || typeof req.headers !== 'object' || req.headers === null) {
+    throw new ArgumentError(
+      'req',
+      `req must be the node:http IncomingMessage of the request, got ${kindOf(req)}${typeof req === 'object' && req !== null ? ' without headers' : ''}`,
+    );
+  }
   const body = options.body?.(req);
   // originalUrl (Express; Fastify with rewriteUrl) is the target the client sent, which a DPoP
   // proof names. The rules see the path the framework routes on: Express's req.url below its

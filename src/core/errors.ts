@@ -546,6 +546,50 @@ export function isTesseraError(value: unknown): value is TesseraError {
   return value instanceof TesseraError;
 }
 
+/** The kind of a value, as an error message names it (`a number`, `null`, `an array`): never the value. */
+export function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (Array.isArray(value)) return 'an array';
+  const t = typeof value;
+  return t === 'object' ? 'an object' : `a ${t}`;
+}
+
+/** The codes of {@link ArgumentError}: one, for every malformed argument. */
+export type ArgumentErrorCode = 'ERR_INVALID_ARGUMENT';
+
+/**
+ * A library function was called with an argument of the wrong shape (a request without `headers`,
+ * a `url` that is not a string, an `authorization` header value that is not a string or an array
+ * of strings as `node:http` gives them, a token that is not a string). A programming error of the
+ * caller, not a refused request: it is thrown (a function returning a promise rejects with it)
+ * rather than answered as a deny, so no 400/401 hides the bug. `argument` names what was wrong;
+ * the message says what was expected and the kind of value received, never the value.
+ *
+ * @example
+ * ```ts
+ * import { ArgumentError, createVerifier } from 'tessera';
+ *
+ * const verifier = createVerifier(options);
+ * try {
+ *   await verifier.verify({ method: 'GET', url: '/items/1', headers: req.headersDistinct });
+ * } catch (e) {
+ *   if (e instanceof ArgumentError) console.error(e.code, e.argument); // ERR_INVALID_ARGUMENT request.headers
+ * }
+ * ```
+ */
+export class ArgumentError extends TypeError {
+  override readonly name = 'ArgumentError';
+  readonly code: ArgumentErrorCode = 'ERR_INVALID_ARGUMENT';
+  /** The argument at fault, as a path: `request.headers.authorization`, `token`, `req`. */
+  readonly argument: string;
+
+  constructor(argument: string, message: string) {
+    super(message);
+    this.argument = argument;
+  }
+}
+
 /** One problem found in configuration or options, with the exact path to it. */
 export interface ConfigIssue {
   /** Dotted path into the configuration, e.g. `issuers[0].jwks_uri`. */

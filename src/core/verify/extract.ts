@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { type ErrorCode, TesseraError } from '../errors.ts';
+import { ArgumentError, type ErrorCode, kindOf, TesseraError } from '../errors.ts';
 
 /** Header values as Node gives them (`headersDistinct` arrays, or `headers`), or Web `Headers`. */
 export type HeaderBag = { get(name: string): string | null } | Readonly<Record<string, string | readonly string[] | undefined>>;
@@ -62,12 +62,53 @@ export function readHeader(headers: HeaderBag, name: string): string | readonly 
   return (headers as { get(name: string): string | null }).get(name) ?? undefined;
 }
 
-/** Read a header that must appear at most once. */
+/**
+ * Read a header that must appear at most once.
+ *
+ * @throws {ArgumentError} when its value is neither a string nor an array of strings: `node:http`
+ *   never gives one, so the caller built the request wrongly (`authorization: 5` is not two
+ *   Authorization headers).
+ */
 export function singleHeader(headers: HeaderBag, name: string): string | undefined | typeof MULTIPLE {
   const v = readHeader(headers, name);
   if (v === undefined || typeof v === 'string') return v;
+  if (!Array.isArray(v) || !v.every((e) => typeof e === 'string')) {
+    throw new ArgumentError(
+      `request.headers.${name}`,
+      `request.headers.${name} must be a string or an array of strings (as node:http gives header values), got ${
+        Array.isArray(v) ? 'an array holding a non-string' : kindOf(v)
+      }`,
+    );
+  }
   if (v.length === 0) return undefined;
   return v.length === 1 ? v[0] : MULTIPLE;
+}
+
+function badRequest(fn: string, argument: string, expected: string, value: unknown): ArgumentError {
+  return new ArgumentError(argument, `${fn}(request): ${argument} must be ${expected}, got ${kindOf(value)}`);
+}
+
+/**
+ * Check the shape of a {@link VerifyRequest} given to a public function (`fn` names it in the
+ * message). Header values are checked where they are read ({@link singleHeader}).
+ *
+ * @throws {ArgumentError} naming the first member of the wrong kind; never quoting a value.
+ */
+export function checkRequest(fn: string, request: unknown): asserts request is VerifyRequest {
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) {
+    throw badRequest(fn, 'request', 'an object { method, url, headers }', request);
+  }
+  const r = request as { method?: unknown; url?: unknown; path?: unknown; headers?: unknown; body?: unknown };
+  if (typeof r.method !== 'string') throw badRequest(fn, 'request.method', 'a string (GET, POST…)', r.method);
+  if (typeof r.url !== 'string') throw badRequest(fn, 'request.url', 'a string (an absolute URL or /path?query)', r.url);
+  if (r.path !== undefined && typeof r.path !== 'string') throw badRequest(fn, 'request.path', 'a string when given', r.path);
+  if (typeof r.headers !== 'object' || r.headers === null || Array.isArray(r.headers)) {
+    throw badRequest(fn, 'request.headers', 'an object of header values (req.headersDistinct) or a Web Headers', r.headers);
+  }
+  const b = r.body;
+  if (b !== undefined && typeof b !== 'string' && !(b instanceof Uint8Array) && !(b instanceof URLSearchParams)) {
+    throw badRequest(fn, 'request.body', 'a string, a Uint8Array or a URLSearchParams when given', b);
+  }
 }
 
 /** Marker for a header sent more than once. */

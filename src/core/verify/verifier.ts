@@ -9,7 +9,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { timingSafeEqual } from 'node:crypto';
-import { type ErrorCode, TesseraError } from '../errors.ts';
+import { ArgumentError, type ErrorCode, kindOf, TesseraError } from '../errors.ts';
 import type { JwsAlgorithm } from '../jose/algorithms.ts';
 import { decodeBase64url, decodeBase64urlInto, encodeBinaryBase64url } from '../jose/base64url.ts';
 import { KEY_REFERENCE_HEADERS, splitCompactInto } from '../jose/compact.ts';
@@ -21,7 +21,15 @@ import { type EffectiveScopes, parseScopeClaim, type ScopeModel } from '../scope
 import { BoundedMap } from './bounded-map.ts';
 import { type ChallengeOptions, challenges } from './challenge.ts';
 import { checkDpopProof, type DpopCheckOptions } from './dpop.ts';
-import { extractTokenDeferred, isToken68, MULTIPLE, singleHeader, type TransportOptions, type VerifyRequest } from './extract.ts';
+import {
+  checkRequest,
+  extractTokenDeferred,
+  isToken68,
+  MULTIPLE,
+  singleHeader,
+  type TransportOptions,
+  type VerifyRequest,
+} from './extract.ts';
 import { type Actor, deepFreeze, type Principal, VerifiedPrincipal } from './principal.ts';
 import { principalRevoked, type RevocationCheck } from './revocation.ts';
 import { TokenDigest } from './token-digest.ts';
@@ -133,15 +141,24 @@ export interface VerifierStats {
 export interface Verifier {
   /**
    * Extract the token, validate it, check DPoP binding and revocation, and, when rules are
-   * configured, authorize the request.
+   * configured, authorize the request. Every refusal of the request is a result (`ok: false`,
+   * with a {@link TesseraError} and its stable code), never a rejection.
+   *
+   * @throws {ArgumentError} (the promise rejects, `ERR_INVALID_ARGUMENT`) when `request` is not of
+   *   the {@link VerifyRequest} shape: not an object, `method` or `url` not a string, no `headers`
+   *   object, or a header the verifier reads (`authorization`, `dpop`, `content-type`) whose value
+   *   is neither a string nor an array of strings, which `node:http` never gives. A programming
+   *   error, not a deny.
    */
   verify(request: VerifyRequest): Promise<VerifyResult>;
-  /** Like {@link Verifier.verify} without the rules. */
+  /** Like {@link Verifier.verify} without the rules; rejects with the same {@link ArgumentError}. */
   authenticate(request: VerifyRequest): Promise<VerifyResult>;
   /**
    * Validate a bare token (no transport, no DPoP proof): for token exchange subject tokens and
    * `tessera token decode`. A DPoP-bound token is returned as valid; its binding is the caller's
    * business.
+   *
+   * @throws {ArgumentError} (the promise rejects, `ERR_INVALID_ARGUMENT`) when `token` is not a string.
    */
   verifyToken(token: string): Promise<VerifyResult>;
   /** `WWW-Authenticate` values for an error (or a bare challenge). */
@@ -902,6 +919,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   // Like async functions, they never throw; a failure becomes a rejected promise.
   function verify(request: VerifyRequest): Promise<VerifyResult> {
     try {
+      checkRequest('verify', request);
       const result = authenticateInner(request);
       if (!policy) return settle(result);
       const rules = policy;
@@ -915,6 +933,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
   function authenticate(request: VerifyRequest): Promise<VerifyResult> {
     try {
+      checkRequest('authenticate', request);
       return settle(authenticateInner(request));
     } catch (error) {
       return Promise.reject(error);
@@ -922,6 +941,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   }
 
   async function verifyToken(token: string): Promise<VerifyResult> {
+    if (typeof token !== 'string') throw new ArgumentError('token', `verifyToken(token): token must be a string, got ${kindOf(token)}`);
     if (token === '') return deny('request_empty_token');
     if (token.length > maxTokenSize) return deny('token_too_large');
     return validate(token, new TokenDigest(token), false);
