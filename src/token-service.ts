@@ -36,9 +36,24 @@ export {
   type TokenServiceConfig,
 } from './config/token-service-schema.ts';
 export { isOAuthError, OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode, type OAuthErrorValue } from './core/oauth-errors.ts';
-export { type ClientInput, ClientInputError, type ClientUpdate, type CompiledClient } from './issuer/clients.ts';
+export {
+  CLIENT_INPUT_ERROR_CODES,
+  type ClientInput,
+  ClientInputError,
+  type ClientInputErrorCode,
+  type ClientInputField,
+  type ClientUpdate,
+  type CompiledClient,
+} from './issuer/clients.ts';
 export { KeyManager, type KeyState, type KeyStatus } from './issuer/keys.ts';
-export { generateMasterKey, type MasterKey, MasterKeyError, parseMasterKey } from './issuer/secrets.ts';
+export {
+  generateMasterKey,
+  MASTER_KEY_ERROR_CODES,
+  type MasterKey,
+  MasterKeyError,
+  type MasterKeyErrorCode,
+  parseMasterKey,
+} from './issuer/secrets.ts';
 export {
   ACCESS_TOKEN_TYPE,
   type Endpoints,
@@ -75,7 +90,16 @@ export type {
   Store,
   StoreVersions,
 } from './store/contract.ts';
-export { GRANT_TYPES, StoreConflictError } from './store/contract.ts';
+export {
+  GRANT_TYPES,
+  STORE_CONFLICT_CODES,
+  type StoreCapacityCode,
+  StoreCapacityError,
+  type StoreConflictCode,
+  StoreConflictError,
+  type StoreUnavailableCode,
+  StoreUnavailableError,
+} from './store/contract.ts';
 export { PostgresStore, type PostgresStoreOptions } from './store/postgres/store.ts';
 export { storeReplayCache } from './store/replay.ts';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite/store.ts';

@@ -56,8 +56,11 @@ it('resolves every import shown in the docs through package.json exports to a mo
     const mod = (await import(source)) as Record<string, unknown>;
     const text = readFileSync(source, 'utf8');
     for (const name of names) {
-      // Types leave no runtime export; the entry must still name them.
-      const exported = name in mod || new RegExp(`\\b(type|interface)\\s+${name}\\b`).test(text);
+      // Types leave no runtime export; the entry must still name them (`type X`, or in `export type { … }`).
+      const exported =
+        name in mod ||
+        new RegExp(`\\b(type|interface)\\s+${name}\\b`).test(text) ||
+        new RegExp(`export\\s+type\\s*\\{[^}]*\\b${name}\\b[^}]*\\}`).test(text);
       assert.ok(exported, `${file}: '${specifier}' does not export ${name}`);
     }
   }

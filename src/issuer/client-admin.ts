@@ -42,6 +42,7 @@ export async function registerClient(
   if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
   if (input.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) && detail.registered !== 'dynamic') {
     throw new ClientInputError(
+      'client_id_reserved',
       `client ids starting with "${DYNAMIC_CLIENT_ID_PREFIX}" are reserved for dynamically registered clients`,
       'id',
     );
@@ -51,7 +52,7 @@ export async function registerClient(
     // With a catalogue, a client scope outside it is a typo until proven otherwise.
     for (const s of input.scopes) {
       if (!isWildcard(s) && !known.has(s) && s !== ctx.config.admin.scope) {
-        throw new ClientInputError(`scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes');
+        throw new ClientInputError('scope_unknown', `scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes');
       }
     }
   }

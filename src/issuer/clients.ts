@@ -120,15 +120,41 @@ export interface ClientUpdate {
 /** The part of a {@link ClientInput} a refusal is about. */
 export type ClientInputField = 'id' | 'scopes' | 'audiences' | 'grantTypes' | 'ttl' | 'redirectUris' | 'name' | 'jwks' | 'jwksUri';
 
+/** The codes of {@link ClientInputError}, one per reason a registration is refused. */
+export const CLIENT_INPUT_ERROR_CODES = [
+  'client_id_invalid',
+  'client_id_reserved',
+  'scope_invalid',
+  'scope_unknown',
+  'audience_missing',
+  'audience_invalid',
+  'grant_type_unsupported',
+  'ttl_invalid',
+  'jwks_conflict',
+  'redirect_uri_invalid',
+  'redirect_uri_missing',
+  'public_client_keys',
+  'public_client_grant_type',
+  'client_name_invalid',
+  'jwks_invalid',
+  'jwks_uri_invalid',
+] as const;
+
+/** The closed union of {@link ClientInputError} codes. */
+export type ClientInputErrorCode = (typeof CLIENT_INPUT_ERROR_CODES)[number];
+
 /**
  * A registration refused, with the reason (never a secret) and, when the refusal is about one
  * input, which (the CLI names its flag: `--scopes: …`).
  */
 export class ClientInputError extends Error {
   override readonly name = 'ClientInputError';
+  /** Why, stable: callers switch on this, not on the message. */
+  readonly code: ClientInputErrorCode;
   readonly field: ClientInputField | undefined;
-  constructor(message: string, field?: ClientInputField) {
+  constructor(code: ClientInputErrorCode, message: string, field?: ClientInputField) {
     super(message);
+    this.code = code;
     this.field = field;
   }
 }
@@ -139,45 +165,68 @@ export function buildClient(
   options: { readonly hasher: SecretHasher; readonly maxTtl: number; readonly now: number },
 ): { record: ClientRecord; secret: string | undefined } {
   if (!CLIENT_ID.test(input.id)) {
-    throw new ClientInputError(`client id "${input.id}" must be 1-128 characters of letters, digits, ".", "_" or "-"`, 'id');
+    throw new ClientInputError(
+      'client_id_invalid',
+      `client id "${input.id}" must be 1-128 characters of letters, digits, ".", "_" or "-"`,
+      'id',
+    );
   }
   for (const s of input.scopes) {
-    if (!SCOPE_TOKEN.test(s)) throw new ClientInputError(`"${s}" is not a valid scope (RFC 6749 §3.3)`, 'scopes');
+    if (!SCOPE_TOKEN.test(s)) throw new ClientInputError('scope_invalid', `"${s}" is not a valid scope (RFC 6749 §3.3)`, 'scopes');
   }
-  if (input.audiences.length === 0) throw new ClientInputError('give at least one audience the client may request tokens for', 'audiences');
+  if (input.audiences.length === 0)
+    throw new ClientInputError('audience_missing', 'give at least one audience the client may request tokens for', 'audiences');
   for (const a of input.audiences) {
     if (a === '' || /[\s\p{Cc}]/u.test(a)) {
-      throw new ClientInputError(`audience "${a}" must be non-empty without whitespace or control characters`, 'audiences');
+      throw new ClientInputError(
+        'audience_invalid',
+        `audience "${a}" must be non-empty without whitespace or control characters`,
+        'audiences',
+      );
     }
   }
   const grantTypes = [...new Set(input.grantTypes ?? (input.public === true ? PUBLIC_CLIENT_GRANT_TYPES : ['client_credentials']))];
   for (const g of grantTypes) {
     if (!(GRANT_TYPES as readonly string[]).includes(g)) {
-      throw new ClientInputError(`grant type "${g}" is not supported; use ${GRANT_TYPES.join(', ')}`, 'grantTypes');
+      throw new ClientInputError(
+        'grant_type_unsupported',
+        `grant type "${g}" is not supported; use ${GRANT_TYPES.join(', ')}`,
+        'grantTypes',
+      );
     }
   }
   if (input.ttl !== undefined && (!Number.isInteger(input.ttl) || input.ttl < 1 || input.ttl > options.maxTtl)) {
-    throw new ClientInputError(`ttl must be a whole number of seconds between 1 and ${options.maxTtl} (max_access_token_ttl)`, 'ttl');
+    throw new ClientInputError(
+      'ttl_invalid',
+      `ttl must be a whole number of seconds between 1 and ${options.maxTtl} (max_access_token_ttl)`,
+      'ttl',
+    );
   }
-  if (input.jwks !== undefined && input.jwksUri !== undefined) throw new ClientInputError('give --jwks or --jwks-uri, not both');
+  if (input.jwks !== undefined && input.jwksUri !== undefined)
+    throw new ClientInputError('jwks_conflict', 'give --jwks or --jwks-uri, not both');
   const redirectUris = [...new Set(input.redirectUris ?? [])];
   for (const uri of redirectUris) {
     const problem = redirectUriProblem(uri);
-    if (problem !== undefined) throw new ClientInputError(problem, 'redirectUris');
+    if (problem !== undefined) throw new ClientInputError('redirect_uri_invalid', problem, 'redirectUris');
   }
   if (grantTypes.includes('authorization_code') && redirectUris.length === 0) {
-    throw new ClientInputError('the authorization_code grant needs at least one redirect URI', 'redirectUris');
+    throw new ClientInputError('redirect_uri_missing', 'the authorization_code grant needs at least one redirect URI', 'redirectUris');
   }
   if (input.public === true) {
     if (input.jwks !== undefined || input.jwksUri !== undefined)
-      throw new ClientInputError('a public client has no keys; drop --jwks/--jwks-uri');
+      throw new ClientInputError('public_client_keys', 'a public client has no keys; drop --jwks/--jwks-uri');
     const other = grantTypes.find((g) => !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(g));
     if (other !== undefined) {
-      throw new ClientInputError(`a public client may use only ${PUBLIC_CLIENT_GRANT_TYPES.join(' and ')}, not ${other}`, 'grantTypes');
+      throw new ClientInputError(
+        'public_client_grant_type',
+        `a public client may use only ${PUBLIC_CLIENT_GRANT_TYPES.join(' and ')}, not ${other}`,
+        'grantTypes',
+      );
     }
   }
   if (input.name !== undefined && !isClientName(input.name)) {
     throw new ClientInputError(
+      'client_name_invalid',
       `a client name must be 1-${CLIENT_NAME_MAX} characters, some of them visible, without control, line separator or bidirectional formatting characters or unpaired surrogates`,
       'name',
     );
@@ -188,11 +237,11 @@ export function buildClient(
     try {
       parsed = parseJwks(input.jwks, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true });
     } catch (e) {
-      throw new ClientInputError(`JWKS: ${e instanceof JwkError ? e.message : 'invalid'}`, 'jwks');
+      throw new ClientInputError('jwks_invalid', `JWKS: ${e instanceof JwkError ? e.message : 'invalid'}`, 'jwks');
     }
     const problem = parsed.problems[0];
-    if (problem) throw new ClientInputError(`JWKS key ${problem.index}: ${problem.message}`, 'jwks');
-    if (parsed.keys.length === 0) throw new ClientInputError('the JWKS holds no key', 'jwks');
+    if (problem) throw new ClientInputError('jwks_invalid', `JWKS key ${problem.index}: ${problem.message}`, 'jwks');
+    if (parsed.keys.length === 0) throw new ClientInputError('jwks_invalid', 'the JWKS holds no key', 'jwks');
     jwks = { keys: parsed.keys.map((k) => ({ ...k.publicJwk })) };
   }
   if (input.jwksUri !== undefined) {
@@ -200,7 +249,7 @@ export function buildClient(
       URL.canParse(input.jwksUri) &&
       (new URL(input.jwksUri).protocol === 'https:' ||
         (new URL(input.jwksUri).protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(new URL(input.jwksUri).hostname)));
-    if (!ok) throw new ClientInputError('--jwks-uri must be an https URL (http only on localhost)', 'jwksUri');
+    if (!ok) throw new ClientInputError('jwks_uri_invalid', '--jwks-uri must be an https URL (http only on localhost)', 'jwksUri');
   }
   const keyClient = jwks !== null || input.jwksUri !== undefined;
   const publicClient = input.public === true;

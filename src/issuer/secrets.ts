@@ -27,9 +27,47 @@ export interface MasterKey {
   readonly key: KeyObject;
 }
 
-/** Why a master key was refused. Never contains the key. */
+/**
+ * The codes of {@link MasterKeyError}: `master_key_malformed` (not 32 bytes as 64 hex or 43
+ * base64url characters, from the text, `TESSERA_MASTER_KEY` or `master.key`),
+ * `master_key_file_unsafe` (`master.key` is not a regular file of the user Tessera runs as, or is
+ * readable by others), `master_key_unreadable` (`master.key` cannot be read), `master_key_mismatch`
+ * (a private key sealed under another master key), `sealed_value_malformed` (a stored value that is
+ * not a sealed one).
+ */
+export const MASTER_KEY_ERROR_CODES = [
+  'master_key_malformed',
+  'master_key_file_unsafe',
+  'master_key_unreadable',
+  'master_key_mismatch',
+  'sealed_value_malformed',
+] as const;
+
+/** The closed union of {@link MasterKeyError} codes. */
+export type MasterKeyErrorCode = (typeof MASTER_KEY_ERROR_CODES)[number];
+
+/**
+ * Why a master key was refused, with a stable {@link MasterKeyErrorCode}. Never contains the key.
+ *
+ * @example
+ * ```ts
+ * import { loadMasterKey, MasterKeyError } from 'tessera/token-service';
+ *
+ * try {
+ *   loadMasterKey('.tessera');
+ * } catch (e) {
+ *   if (e instanceof MasterKeyError && e.code === 'master_key_file_unsafe') console.error(e.message); // chmod 600 …
+ * }
+ * ```
+ */
 export class MasterKeyError extends Error {
   override readonly name = 'MasterKeyError';
+  readonly code: MasterKeyErrorCode;
+
+  constructor(code: MasterKeyErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
 }
 
 /**
@@ -42,7 +80,7 @@ export function parseMasterKey(text: string): MasterKey {
   if (/^[0-9a-fA-F]{64}$/.test(t)) bytes = Buffer.from(t, 'hex');
   else if (/^[A-Za-z0-9_-]{43}$/.test(t)) bytes = Buffer.from(t, 'base64url');
   if (bytes?.length !== 32) {
-    throw new MasterKeyError('the master key must be 32 random bytes written as 64 hex or 43 base64url characters');
+    throw new MasterKeyError('master_key_malformed', 'the master key must be 32 random bytes written as 64 hex or 43 base64url characters');
   }
   return { key: createSecretKey(bytes) };
 }
@@ -74,14 +112,15 @@ export function seal(master: MasterKey, plaintext: Uint8Array, aad: string): str
 /** Decrypt what {@link seal} produced. @throws {MasterKeyError} when the key or `aad` is wrong. */
 export function unseal(master: MasterKey, sealed: string, aad: string): Buffer {
   const [version, iv, ct, tag] = sealed.split('.');
-  if (version !== SEAL_VERSION || !iv || ct === undefined || !tag) throw new MasterKeyError('unrecognised sealed value');
+  if (version !== SEAL_VERSION || !iv || ct === undefined || !tag)
+    throw new MasterKeyError('sealed_value_malformed', 'unrecognised sealed value');
   try {
     const decipher = createDecipheriv('aes-256-gcm', derive(master, 'tessera seal v1'), Buffer.from(iv, 'base64url'));
     decipher.setAAD(Buffer.from(aad, 'utf8'));
     decipher.setAuthTag(Buffer.from(tag, 'base64url'));
     return Buffer.concat([decipher.update(Buffer.from(ct, 'base64url')), decipher.final()]);
   } catch {
-    throw new MasterKeyError('cannot decrypt a private key: the master key is not the one it was sealed with');
+    throw new MasterKeyError('master_key_mismatch', 'cannot decrypt a private key: the master key is not the one it was sealed with');
   }
 }
 

@@ -47,7 +47,7 @@ export function loadMasterKey(
     try {
       return { key: parseMasterKey(fromEnv), source: 'env' };
     } catch (e) {
-      throw new MasterKeyError(`${MASTER_KEY_ENV}: ${(e as Error).message}`);
+      throw new MasterKeyError('master_key_malformed', `${MASTER_KEY_ENV}: ${(e as Error).message}`);
     }
   }
   const file = join(dataDir, MASTER_KEY_FILE);
@@ -55,19 +55,22 @@ export function loadMasterKey(
     // As for secrets.env: a regular file of the user Tessera runs as, not a link that another
     // user could point elsewhere, and not readable by others.
     const st = lstatSync(file);
-    if (!st.isFile()) throw new MasterKeyError(`${file} must be a regular file, not a symlink or directory`);
+    if (!st.isFile()) throw new MasterKeyError('master_key_file_unsafe', `${file} must be a regular file, not a symlink or directory`);
     const uid = process.getuid?.();
     if (uid !== undefined && st.uid !== uid) {
-      throw new MasterKeyError(`${file} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); chown it`);
+      throw new MasterKeyError(
+        'master_key_file_unsafe',
+        `${file} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); chown it`,
+      );
     }
     const mode = st.mode & 0o777;
     if ((mode & 0o077) !== 0) {
-      throw new MasterKeyError(`${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}`);
+      throw new MasterKeyError('master_key_file_unsafe', `${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}`);
     }
     try {
       return { key: parseMasterKey(readFileSync(file, 'utf8')), source: 'file' };
     } catch (e) {
-      throw new MasterKeyError(`${file}: ${(e as Error).message}`);
+      throw new MasterKeyError(e instanceof MasterKeyError ? e.code : 'master_key_unreadable', `${file}: ${(e as Error).message}`);
     }
   }
   if (!options.create) return undefined;

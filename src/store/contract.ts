@@ -315,17 +315,66 @@ export interface StoreVersions {
   readonly revocations: number;
 }
 
-/** Thrown by the store for a write that conflicts with existing data (duplicate id). */
+/**
+ * The codes of {@link StoreConflictError}: which record already exists (a client id, a signing key
+ * `kid`, a grant id, a refresh token or authorization code hash).
+ */
+export const STORE_CONFLICT_CODES = [
+  'client_exists',
+  'signing_key_exists',
+  'grant_exists',
+  'refresh_token_exists',
+  'authorization_code_exists',
+] as const;
+
+/** The closed union of {@link StoreConflictError} codes. */
+export type StoreConflictCode = (typeof STORE_CONFLICT_CODES)[number];
+
+/**
+ * Thrown by the store for a write that conflicts with existing data (duplicate id), with the code
+ * naming which. Nothing was written.
+ *
+ * @example
+ * ```ts
+ * import { StoreConflictError, type Store } from 'tessera/token-service';
+ *
+ * async function addKey(store: Store, key: Parameters<Store['addSigningKey']>[0]): Promise<boolean> {
+ *   try {
+ *     await store.addSigningKey(key);
+ *     return true;
+ *   } catch (e) {
+ *     if (e instanceof StoreConflictError && e.code === 'signing_key_exists') return false;
+ *     throw e;
+ *   }
+ * }
+ * ```
+ */
 export class StoreConflictError extends Error {
   override readonly name = 'StoreConflictError';
+  readonly code: StoreConflictCode;
+
+  constructor(code: StoreConflictCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
 }
+
+/** The codes of {@link StoreCapacityError}: `client_limit_reached` (a {@link ClientLimit}). */
+export type StoreCapacityCode = 'client_limit_reached';
 
 /**
  * Thrown by {@link Store.createClient} when its `limit` is reached: that many clients whose id
- * starts with the limit's prefix exist already. Nothing was written.
+ * starts with the limit's prefix exist already. Nothing was written. The token service answers a
+ * dynamic registration refused so with its own error.
  */
 export class StoreCapacityError extends Error {
   override readonly name = 'StoreCapacityError';
+  readonly code: StoreCapacityCode;
+
+  constructor(code: StoreCapacityCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
 }
 
 /**
@@ -338,12 +387,26 @@ export interface ClientLimit {
 }
 
 /**
+ * The codes of {@link StoreUnavailableError}: `store_unreachable` (the backend refused or lost the
+ * connection, or none could be had in time), `store_busy` (a lock held by another process past the
+ * busy timeout).
+ */
+export type StoreUnavailableCode = 'store_unreachable' | 'store_busy';
+
+/**
  * Thrown by the store when the backend cannot be reached or is too busy to answer (connection
  * refused or lost, a lock held past the busy timeout): the request may succeed if retried later.
- * The token service answers it with 503 `temporarily_unavailable` (`store_unavailable`).
+ * The token service answers it with 503 `temporarily_unavailable` (`store_unavailable`). A custom
+ * {@link Store} throws it for the same conditions, so that callers answer 503 rather than 500.
  */
 export class StoreUnavailableError extends Error {
   override readonly name = 'StoreUnavailableError';
+  readonly code: StoreUnavailableCode;
+
+  constructor(code: StoreUnavailableCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
 }
 
 /**

@@ -35,6 +35,9 @@ export function testClock(start = 1_800_000_000): TestClock {
 let counter = 0;
 const uid = (p: string) => `${p}_${process.pid}_${++counter}`;
 
+/** A rejection with StoreConflictError carrying `code`: callers tell a duplicate client from a duplicate key by it. */
+const conflict = (code: string) => (e: unknown) => e instanceof StoreConflictError && e.code === code;
+
 export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_000_000): ClientRecord {
   return {
     id: uid('client'),
@@ -165,7 +168,10 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         await store.createClient(clientRecord({ id: `${prefix.toUpperCase()}x` }));
         await store.createClient(clientRecord({ id: `${prefix}a` }), { limit });
         await store.createClient(clientRecord({ id: `${prefix}b` }), { limit });
-        await assert.rejects(store.createClient(clientRecord({ id: `${prefix}c` }), { limit }), StoreCapacityError);
+        await assert.rejects(
+          store.createClient(clientRecord({ id: `${prefix}c` }), { limit }),
+          (e) => e instanceof StoreCapacityError && e.code === 'client_limit_reached',
+        );
         assert.equal(await store.getClient(`${prefix}c`), undefined, 'nothing written');
         // Without a limit (the operator's CLI) the prefix may still grow; a freed place is usable again.
         assert.equal(await store.deleteClient(`${prefix}a`), true);
@@ -179,7 +185,9 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
           Array.from({ length: 8 }, (_, i) => store.createClient(clientRecord({ id: `${prefix}${i}` }), { limit })),
         );
         assert.equal(results.filter((r) => r.status === 'fulfilled').length, 3);
-        for (const r of results) if (r.status === 'rejected') assert.ok(r.reason instanceof StoreCapacityError, String(r.reason));
+        for (const r of results)
+          if (r.status === 'rejected')
+            assert.ok(r.reason instanceof StoreCapacityError && r.reason.code === 'client_limit_reached', String(r.reason));
         assert.equal((await store.listClients()).filter((c) => c.id.startsWith(prefix)).length, 3);
       });
 
@@ -223,10 +231,10 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(await store.updateClient('nope', { exchangeRetargetAudiences: true }, clock.now()), undefined);
       });
 
-      it('refuses a duplicate client id with StoreConflictError', async () => {
+      it('refuses a duplicate client id with StoreConflictError (code client_exists)', async () => {
         const c = clientRecord();
         await store.createClient(c);
-        await assert.rejects(store.createClient(c), StoreConflictError);
+        await assert.rejects(store.createClient(c), conflict('client_exists'));
       });
 
       it('returns undefined when updating an unknown client', async () => {
@@ -264,7 +272,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const list = (await store.listSigningKeys()).filter((k) => k.kid === k0.kid || k.kid === k1.kid);
         assert.deepEqual(list, [k0, k1]);
         assert.ok((await store.versions()).keys >= v0 + 2);
-        await assert.rejects(store.addSigningKey(k0), StoreConflictError);
+        await assert.rejects(store.addSigningKey(k0), conflict('signing_key_exists'));
         assert.equal(await store.deleteSigningKey(k0.kid), true);
         assert.equal(await store.deleteSigningKey(k0.kid), false);
       });
@@ -432,7 +440,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const now = clock.now();
         const g = newGrant({}, now);
         await created(store, g, now);
-        await assert.rejects(store.createGrant(g, now), StoreConflictError);
+        await assert.rejects(store.createGrant(g, now), conflict('grant_exists'));
       });
 
       it('revokes a grant with its whole subtree three levels deep, and nothing else', async () => {
@@ -806,7 +814,7 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         const c = code({}, now);
         await store.createAuthorizationCode(c);
         assert.deepEqual(await store.getAuthorizationCode(c.hash), c);
-        await assert.rejects(store.createAuthorizationCode(c), StoreConflictError);
+        await assert.rejects(store.createAuthorizationCode(c), conflict('authorization_code_exists'));
         const g = grantFor(now);
         // A public client's refresh token, bound to its DPoP key (RFC 9449 §5).
         const rt = refresh(g.id, { jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }, now);

@@ -241,7 +241,7 @@ function unavailable(e: unknown): unknown {
     (typeof code === 'string' &&
       (NETWORK_ERRORS.has(code) || UNAVAILABLE_SQLSTATE.test(code) || (code === '55000' && NOT_ACCEPTING.test(e.message)))) ||
     UNAVAILABLE_MESSAGE.test(e.message);
-  return down ? new StoreUnavailableError(`PostgreSQL is unreachable: ${e.message}`, { cause: e }) : e;
+  return down ? new StoreUnavailableError('store_unreachable', `PostgreSQL is unreachable: ${e.message}`, { cause: e }) : e;
 }
 
 /**
@@ -391,7 +391,7 @@ export class PostgresStore implements Store {
             limit.max,
           ]);
           if (num((r.rows[0] as Row).n) >= limit.max) {
-            throw new StoreCapacityError(`${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
+            throw new StoreCapacityError('client_limit_reached', `${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
           }
         }
         await c.query(
@@ -418,7 +418,7 @@ export class PostgresStore implements Store {
         await this.#bump(c, 'clients_version');
       });
     } catch (e) {
-      if (isUnique(e)) throw new StoreConflictError(`a client with id "${x.id}" exists`);
+      if (isUnique(e)) throw new StoreConflictError('client_exists', `a client with id "${x.id}" exists`);
       throw e;
     }
   }
@@ -502,7 +502,7 @@ export class PostgresStore implements Store {
         await this.#bump(c, 'keys_version');
       });
     } catch (e) {
-      if (isUnique(e)) throw new StoreConflictError(`a signing key with kid "${k.kid}" exists`);
+      if (isUnique(e)) throw new StoreConflictError('signing_key_exists', `a signing key with kid "${k.kid}" exists`);
       throw e;
     }
   }
@@ -604,7 +604,7 @@ export class PostgresStore implements Store {
         return { ...g, issuer, rootId, depth, revokedAt: null, revokedReason: null };
       });
     } catch (e) {
-      if (isUnique(e)) throw new StoreConflictError(`a grant with id "${g.id}" exists`);
+      if (isUnique(e)) throw new StoreConflictError('grant_exists', `a grant with id "${g.id}" exists`);
       throw e;
     }
   }
@@ -768,7 +768,7 @@ export class PostgresStore implements Store {
         );
       });
     } catch (e) {
-      if (isUnique(e)) throw new StoreConflictError('a refresh token with this hash exists');
+      if (isUnique(e)) throw new StoreConflictError('refresh_token_exists', 'a refresh token with this hash exists');
       throw e;
     }
   }
@@ -855,7 +855,7 @@ export class PostgresStore implements Store {
         ],
       );
     } catch (e) {
-      if (isUnique(e)) throw new StoreConflictError('an authorization code with this hash exists');
+      if (isUnique(e)) throw new StoreConflictError('authorization_code_exists', 'an authorization code with this hash exists');
       throw e;
     }
   }

@@ -171,7 +171,8 @@ export class SqliteStore implements Store {
     } catch (e) {
       // Another process (a CLI command, another server) held the write lock past the busy timeout.
       const code = (e as { errcode?: unknown }).errcode;
-      if (code === 5 || code === 6) throw new StoreUnavailableError('the SQLite store is locked by another process', { cause: e });
+      if (code === 5 || code === 6)
+        throw new StoreUnavailableError('store_busy', 'the SQLite store is locked by another process', { cause: e });
       throw e;
     }
     try {
@@ -201,7 +202,7 @@ export class SqliteStore implements Store {
       this.#tx(() => {
         // Counted inside the write transaction: no other writer runs until it commits.
         if (limit !== undefined && this.#countIdPrefix(limit.idPrefix, limit.max) >= limit.max) {
-          throw new StoreCapacityError(`${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
+          throw new StoreCapacityError('client_limit_reached', `${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
         }
         this.#stmt(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
@@ -226,7 +227,7 @@ export class SqliteStore implements Store {
         this.#bump('clients_version');
       });
     } catch (e) {
-      if (isConstraintError(e)) throw new StoreConflictError(`a client with id "${c.id}" exists`);
+      if (isConstraintError(e)) throw new StoreConflictError('client_exists', `a client with id "${c.id}" exists`);
       throw e;
     }
   }
@@ -320,7 +321,7 @@ export class SqliteStore implements Store {
         this.#bump('keys_version');
       });
     } catch (e) {
-      if (isConstraintError(e)) throw new StoreConflictError(`a signing key with kid "${k.kid}" exists`);
+      if (isConstraintError(e)) throw new StoreConflictError('signing_key_exists', `a signing key with kid "${k.kid}" exists`);
       throw e;
     }
   }
@@ -387,7 +388,7 @@ export class SqliteStore implements Store {
             return this.#insertGrant(item.g, item.now, seen, item.subjectIssuedAt);
           } catch (e) {
             // A failed statement is rolled back alone; the others in the batch stand.
-            return isConstraintError(e) ? new StoreConflictError(`a grant with id "${item.g.id}" exists`) : (e as Error);
+            return isConstraintError(e) ? new StoreConflictError('grant_exists', `a grant with id "${item.g.id}" exists`) : (e as Error);
           }
         }),
       );
@@ -567,7 +568,7 @@ export class SqliteStore implements Store {
          VALUES (?, ?, ?, ?, ?, ?, coalesce(?, (SELECT revoked_at FROM grants WHERE id = ?)), ?)`,
       ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.grantId, t.jkt ?? null);
     } catch (e) {
-      if (isConstraintError(e)) throw new StoreConflictError('a refresh token with this hash exists');
+      if (isConstraintError(e)) throw new StoreConflictError('refresh_token_exists', 'a refresh token with this hash exists');
       throw e;
     }
   }
@@ -645,7 +646,7 @@ export class SqliteStore implements Store {
         c.jkt,
       );
     } catch (e) {
-      if (isConstraintError(e)) throw new StoreConflictError('an authorization code with this hash exists');
+      if (isConstraintError(e)) throw new StoreConflictError('authorization_code_exists', 'an authorization code with this hash exists');
       throw e;
     }
   }
