@@ -34,22 +34,14 @@ export type { Actor, Principal, PrincipalKind } from './core/verify/principal.ts
 export { type Revocation, type RevocationCheck, RevocationList } from './core/verify/revocation.ts';
 export type { Verifier, VerifierStats, VerifyFailure, VerifyResult, VerifySuccess } from './core/verify/verifier.ts';
 export {
-  type CompiledRoute,
-  compileGateway,
   createGateway,
-  defaultLogger,
   type Gateway,
   type GatewayDeps,
-  type GatewayState,
   type ReadinessCheck,
   type ReloadResult,
   type RevocationFeed,
   type ServedGateway,
   type ServeOptions,
-  type StreamCloseReason,
-  StreamRegistry,
   serveGateway,
-  type VerifierFactory,
-  withTesseraSecurity,
 } from './gateway/index.ts';
 export { createVerifier, createVerifierFromConfig, type ManagedVerifier, type VerifierRuntime } from './verifier.ts';

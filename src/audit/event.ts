@@ -35,6 +35,11 @@ export type AuditKind =
   | 'client.removed'
   | 'key.rotated';
 
+/**
+ * One audit event: one decision (a gateway or verifier decision, a token issued or refused, a
+ * revocation, a registration) with who, what and why. Never holds a token or a secret: tokens are
+ * named by `jti` or a short hash.
+ */
 export interface AuditEvent {
   /** Unique, time-ordered id (UUIDv7) assigned by the producer. */
   readonly id: string;

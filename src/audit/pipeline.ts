@@ -8,6 +8,7 @@
  */
 import type { AuditEvent, AuditSink } from './event.ts';
 
+/** Options of {@link createAuditPipeline}. */
 export interface AuditPipelineOptions {
   readonly sinks: readonly AuditSink[];
   /** Events per `write` call. Default 256. */
@@ -29,6 +30,7 @@ export interface AuditPipelineStats {
   readonly failed: number;
 }
 
+/** The queue between the request path and the audit sinks: batched, bounded, never blocking a request. */
 export interface AuditPipeline {
   /** Queue an event. Never throws, never waits. */
   emit(event: AuditEvent): void;

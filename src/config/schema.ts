@@ -59,5 +59,10 @@ export const configSchema = z
   }, always)
   .meta({ description: 'tessera.yaml' });
 
+/** `tessera.yaml` as written (before defaults): what {@link TesseraConfig} is parsed from. */
 export type TesseraConfigInput = z.input<typeof configSchema>;
+/**
+ * `tessera.yaml` validated, with its defaults, deep-frozen: what `loadConfigFile` returns and
+ * `createGateway`, `createVerifierFromConfig` and `createTokenServiceFromConfig` take (docs/configuration.md).
+ */
 export type TesseraConfig = z.output<typeof configSchema>;

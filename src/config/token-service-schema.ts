@@ -17,6 +17,7 @@ export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'RS256'] as const;
 
 /** Longest an upstream-OIDC login session may last (`authorization.oidc.session_ttl`), seconds. */
 export const LOGIN_SESSION_TTL_MAX = 3600;
+/** An algorithm the token service signs with (`token_service.keys.algorithm`). */
 export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
 
 const keysSchema = z
@@ -410,7 +411,9 @@ export function tokenServiceChecks(
   return issues;
 }
 
+/** The `token_service` section of `tessera.yaml`, validated (docs/configuration.md). */
 export type TokenServiceConfig = z.output<typeof tokenServiceSchema>;
+/** The `store` section of `tessera.yaml`, validated. */
 export type StoreConfig = z.output<typeof storeSchema>;
 
 /** The token-service settings with defaults applied and the issuer resolved. */
@@ -438,6 +441,7 @@ export type ResolvedStore =
   | { readonly driver: 'sqlite'; readonly path: string; readonly busyTimeoutMs: number }
   | { readonly driver: 'postgres'; readonly url: string; readonly schema: string; readonly poolSize: number };
 
+/** The store `tessera.yaml` configures (`store`), with its defaults and paths resolved against `data_dir`. */
 export function resolveStore(config: { readonly store?: StoreConfig | undefined; readonly data_dir: string }): ResolvedStore {
   const s = config.store ?? storeSchema.parse({});
   if (s.driver === 'postgres' && s.postgres !== undefined) {

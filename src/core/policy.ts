@@ -87,6 +87,7 @@ export interface CompiledRule {
   readonly scopeHint: string;
 }
 
+/** What a {@link Policy} decides for a request: the rule that allows it, or the reason code it is refused with. */
 export type PolicyDecision =
   | { readonly allowed: true; readonly rule: CompiledRule; readonly params: Readonly<Record<string, string>> }
   | {

@@ -227,6 +227,7 @@ export interface GatewayDeps {
   readonly listenHost?: string;
 }
 
+/** What {@link Gateway.reload} answers: the new configuration applied (with warnings), or refused and the old one kept. */
 export type ReloadResult =
   | { readonly ok: true; readonly warnings: readonly string[] }
   | { readonly ok: false; readonly error: ConfigError };
@@ -259,7 +260,7 @@ export interface Gateway {
    * queue is flushed.
    */
   close(options?: { drainTimeoutMs?: number }): Promise<void>;
-  /** The current compiled state (read-only). */
+  /** The current compiled state (read-only). Internal: its shape is not part of the public API and may change. */
   readonly state: GatewayState;
   readonly audit: AuditPipeline;
   readonly registry: Registry;

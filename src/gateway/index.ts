@@ -1,11 +1,11 @@
 /**
- * Tessera's gateway: an identity-aware reverse proxy and forward-auth endpoint.
+ * Tessera's gateway: an identity-aware reverse proxy and forward-auth endpoint. Its public surface
+ * (re-exported by the main entry) is {@link createGateway} to mount it on a server of one's own and
+ * {@link serveGateway} to run it on its own listener; the rest of `src/gateway/` is internal.
  *
  * @module
  */
-export { type AgentCardSource, withTesseraSecurity } from './a2a.ts';
-export { type CompiledRoute, compileGateway, type GatewayState, type VerifierFactory } from './compile.ts';
-export { createGateway, defaultLogger, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
+export { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
 export type { ReadinessCheck } from './ops.ts';
 export { type ServedGateway, type ServeOptions, serveGateway } from './serve.ts';
-export { type RevocationFeed, type StreamCloseReason, StreamRegistry } from './streams.ts';
+export type { RevocationFeed } from './streams.ts';

@@ -17,6 +17,7 @@ import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
 
+/** Options of {@link serveGateway}: the configuration (or its file) and the listener. */
 export interface ServeOptions {
   /** A loaded configuration; or give `configFile`. */
   readonly config?: TesseraConfig;
@@ -42,6 +43,7 @@ export interface ServeOptions {
   readonly onReload?: (config: TesseraConfig) => void;
 }
 
+/** A gateway serving on its own listener, as {@link serveGateway} started it. */
 export interface ServedGateway {
   readonly gateway: Gateway;
   readonly server: Server;
@@ -149,12 +151,20 @@ function startOnly(started: TesseraConfig, next: TesseraConfig, options: Pick<Se
 }
 
 /**
- * Start a gateway server.
+ * Start a gateway on a `node:http` server of its own, as `tessera gateway` does: the configuration
+ * is loaded from `configFile` (or given as `config`), reloaded on SIGHUP with `signals: true` (and on
+ * change with `gateway.watch_config`), and `close()` drains it. To mount the gateway on a server of
+ * your own, use {@link createGateway}.
+ *
+ * @throws {ConfigError} when neither `config` nor `configFile` is given, or the configuration is invalid.
  *
  * @example
  * ```ts
+ * import { serveGateway } from 'tessera';
+ *
  * const served = await serveGateway({ configFile: 'tessera.yaml', signals: true });
  * console.log(`gateway on ${served.url}`);
+ * process.on('SIGTERM', () => void served.close({ drainTimeoutMs: 10_000 }));
  * ```
  */
 export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}): Promise<ServedGateway> {

@@ -21,6 +21,7 @@ export interface Endpoints {
   readonly registration: string;
 }
 
+/** The token service's endpoint URLs under `issuer` (as RFC 8414 metadata lists them). */
 export function endpointsFor(issuer: string): Endpoints {
   const u = new URL(issuer);
   const path = u.pathname === '/' ? '' : u.pathname.replace(/\/+$/, '');

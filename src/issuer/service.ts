@@ -81,6 +81,7 @@ export interface GrantTree {
   readonly truncated: boolean;
 }
 
+/** What a {@link TokenService} is built from; `createTokenServiceFromConfig` builds it from `tessera.yaml`. */
 export interface TokenServiceOptions {
   readonly config: ResolvedTokenServiceConfig;
   readonly store: Store;

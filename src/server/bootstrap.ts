@@ -21,6 +21,7 @@ import { PostgresStore } from '../store/postgres/store.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
 import { createVerifierFromConfig } from '../verifier.ts';
 
+/** The environment variable holding the master key, which takes precedence over `<data_dir>/master.key`. */
 export const MASTER_KEY_ENV = 'TESSERA_MASTER_KEY';
 export const MASTER_KEY_FILE = 'master.key';
 
@@ -81,7 +82,18 @@ export function loadMasterKey(
   return { key, source: 'generated' };
 }
 
-/** Open the configured store (creating the SQLite file and `data_dir`, or the PostgreSQL schema). */
+/**
+ * Open the configured store (creating the SQLite file and `data_dir`, or the PostgreSQL schema).
+ *
+ * @example
+ * ```ts
+ * import { loadConfigFile, openStore } from 'tessera/token-service';
+ *
+ * const store = await openStore(loadConfigFile('tessera.yaml'));
+ * console.log(store.kind); // sqlite or postgres
+ * await store.close();
+ * ```
+ */
 export async function openStore(config: TesseraConfig): Promise<Store> {
   const s = resolveStore(config);
   if (s.driver === 'postgres') return PostgresStore.open({ connectionString: s.url, schema: s.schema, max: s.poolSize });
@@ -89,6 +101,7 @@ export async function openStore(config: TesseraConfig): Promise<Store> {
   return SqliteStore.open({ path: s.path, busyTimeoutMs: s.busyTimeoutMs });
 }
 
+/** What {@link createTokenServiceFromConfig} needs besides the configuration: the store and the master key. */
 export interface TokenServiceRuntime {
   readonly store: Store;
   readonly master: MasterKey | undefined;
@@ -125,7 +138,21 @@ export function externalIssuers(
   return { verifier, maxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)), issuers: external.map((i) => i.issuer) };
 }
 
-/** Build the token service for a validated configuration. Call `start()` on the result. */
+/**
+ * Build the token service for a validated configuration. Call `start()` on the result, and
+ * `close()` before closing the store.
+ *
+ * @example
+ * ```ts
+ * import { createTokenServiceFromConfig, loadConfigFile, loadMasterKey, openStore } from 'tessera/token-service';
+ *
+ * const config = loadConfigFile('tessera.yaml');
+ * const store = await openStore(config);
+ * const service = createTokenServiceFromConfig(config, { store, master: loadMasterKey(config.data_dir)?.key });
+ * await service.start();
+ * console.log(service.issuer);
+ * ```
+ */
 export function createTokenServiceFromConfig(config: TesseraConfig, runtime: TokenServiceRuntime): TokenService {
   const ts = resolveTokenService(config);
   // One list for the service and the external verifier, so a revoked subject's IdP tokens are refused too.

@@ -29,6 +29,7 @@ import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator
 /** Answers the request when it is for the token service; returns whether it did. */
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
 
+/** Options of {@link createTokenServiceHandler}. */
 export interface TokenServiceHandlerOptions {
   /** Largest accepted request body, bytes (default 64 KiB). */
   readonly maxBodyBytes?: number;
@@ -219,6 +220,21 @@ function requireUtf8Label(req: IncomingMessage): void {
  * and the admin API: `POST <issuer>/oauth2/admin/revoke` with one of
  * `{"grant_id"}`, `{"subject", "issuer"?}`, `{"client_id"}`, `{"token"}`, and
  * `GET <issuer>/oauth2/admin/grants/<id>`.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from 'node:http';
+ * import {
+ *   createTokenServiceFromConfig, createTokenServiceHandler, loadConfigFile, loadMasterKey, openStore,
+ * } from 'tessera/token-service';
+ *
+ * const config = loadConfigFile('tessera.yaml');
+ * const store = await openStore(config);
+ * const service = createTokenServiceFromConfig(config, { store, master: loadMasterKey(config.data_dir)?.key });
+ * await service.start();
+ * const tokens = createTokenServiceHandler(service);
+ * createServer((req, res) => tokens(req, res) || notFound(res)).listen(8080);
+ * ```
  */
 export function createTokenServiceHandler(service: TokenService, options: TokenServiceHandlerOptions = {}): RequestHandler {
   const limit = options.maxBodyBytes ?? 65_536;

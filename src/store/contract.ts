@@ -19,6 +19,7 @@ export const GRANT_TYPES = [
   'refresh_token',
   'urn:ietf:params:oauth:grant-type:token-exchange',
 ] as const;
+/** A grant type a client may be registered for. */
 export type GrantType = (typeof GRANT_TYPES)[number];
 
 /**

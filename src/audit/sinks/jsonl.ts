@@ -9,6 +9,7 @@ import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { AuditEvent, AuditSink } from '../event.ts';
 
+/** An audit sink writing one JSON line per event to a stream or a file; `close()` flushes and closes it. */
 export interface JsonLinesSink extends AuditSink {
   close(): Promise<void>;
 }

@@ -5,6 +5,7 @@
  */
 import type { AuditEvent, AuditSink } from '../event.ts';
 
+/** An audit sink keeping the events in memory (`events`), for tests and embedding. */
 export class MemoryAuditSink implements AuditSink {
   readonly events: AuditEvent[] = [];
   readonly #waiters = new Set<() => void>();

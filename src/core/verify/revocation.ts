@@ -83,6 +83,11 @@ function setAsOf(asOf: Map<string, number>, until: Map<string, number>, k: strin
   else if (!known || until.has(k)) until.set(k, Math.max(until.get(k) ?? 0, expiresAt));
 }
 
+/**
+ * The in-memory list of revoked grants, tokens, subjects and clients that verifiers consult on
+ * every request (the token service fills it from the store's revocation log); `subscribe` lets the
+ * gateway close the streams of a token as it is revoked.
+ */
 export class RevocationList implements RevocationCheck {
   #epoch = 0;
   /** Grant id → when its entry may be dropped (Infinity: never). */

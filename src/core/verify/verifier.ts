@@ -129,6 +129,7 @@ export interface VerifyFailure {
   readonly rule?: CompiledRule;
 }
 
+/** What {@link Verifier.verify} answers: check `ok`. */
 export type VerifyResult = VerifySuccess | VerifyFailure;
 
 /** Counters for metrics. */

@@ -27,7 +27,9 @@ import {
 import { covers, narrowScopes, param, parseScope, required, targets } from '../params.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256 } from '../secrets.ts';
 
+/** The RFC 8693 token exchange grant type. */
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+/** The RFC 8693 token type of an access token (`subject_token_type`, `issued_token_type`). */
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 export const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 const SUBJECT_TOKEN_TYPES = new Set([ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE]);
