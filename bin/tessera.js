@@ -5,6 +5,7 @@
 // when a dist/ is there: `npm pack` leaves one behind, stale as soon as a source changes. On an
 // older Node a checkout needs `npm run build` first.
 import { existsSync } from 'node:fs';
+import { quietSqliteWarning } from './quiet-sqlite-warning.js';
 
 const dist = new URL('../dist/cli/main.js', import.meta.url);
 const src = new URL('../src/cli/main.ts', import.meta.url);
@@ -17,5 +18,7 @@ else if (!existsSync(dist)) {
   );
   process.exit(1);
 }
+// Before the CLI loads node:sqlite (see quiet-sqlite-warning.js): Node 22 warns then, even for --help.
+quietSqliteWarning();
 const { run } = await import(entry.href);
 await run(process.argv.slice(2));

@@ -1,7 +1,8 @@
 /**
  * Tessera's token service as a library (`tessera/token-service`): the core, its HTTP handler, the
  * store contract and the SQLite store. Kept out of the main entry so that verifier-only users do
- * not load `node:sqlite`.
+ * not load `node:sqlite`, which on Node 22 prints `ExperimentalWarning: SQLite is an experimental
+ * feature` once when it loads (the `tessera` command silences it; the library leaves it to you).
  *
  * @example
  * ```ts

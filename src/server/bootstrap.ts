@@ -84,6 +84,8 @@ export function loadMasterKey(
 
 /**
  * Open the configured store (creating the SQLite file and `data_dir`, or the PostgreSQL schema).
+ * On Node 22, loading `tessera/token-service` prints Node's `ExperimentalWarning: SQLite is an
+ * experimental feature` once (README, Node 22); the library leaves that warning to the application.
  *
  * @example
  * ```ts
