@@ -16,6 +16,7 @@ import { uuidv7 } from '../audit/id.ts';
 import { declaredCharsetIsUtf8, parseUtf8Form } from '../core/form.ts';
 import { strictJsonFault } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import { inboundRequestId } from '../core/request-id.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
@@ -47,7 +48,6 @@ export interface TokenServiceHandlerOptions {
 }
 
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 class BodyTooLarge extends Error {}
 
@@ -475,7 +475,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
     const inbound = req.headers['x-request-id'];
-    const requestId = typeof inbound === 'string' && REQUEST_ID.test(inbound) ? inbound : uuidv7();
+    const requestId = inboundRequestId(inbound) ?? uuidv7();
     let work: Promise<void>;
     if (pathname === paths.token) work = oauth(req, res, requestId, e.token, (r) => service.token(r));
     else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));

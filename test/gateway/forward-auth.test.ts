@@ -591,6 +591,26 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(e.route, 'api');
     assert.equal(e.remote_addr, '203.0.113.9');
   });
+
+  it('attack: a token sent as the X-Request-Id of a check is neither answered to the proxy (which forwards it upstream) nor recorded', async () => {
+    const secret = `tgw_${'Q'.repeat(43)}`;
+    await gw.served.gateway.audit.flush();
+    const before = gw.audit.events.length;
+    const res = await check({
+      'x-original-uri': '/api/items',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      'x-request-id': secret,
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+    await gw.served.gateway.audit.flush();
+    const events = gw.audit.events.slice(before);
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.request_id, res.headers.get('x-request-id'));
+    assert.ok(!JSON.stringify(events).includes(secret));
+  });
 });
 
 describe('gateway: forward-auth peers', () => {

@@ -175,6 +175,23 @@ describe('gateway: plain HTTP proxying', () => {
     assert.ok(!text.includes(UPSTREAM_TOKEN));
     assert.ok(!text.includes('value'));
   });
+
+  it('attack: a token sent as X-Request-Id reaches neither the audit trail, the upstream nor the response: a new id replaces it', async () => {
+    const secret = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
+    const t = await token({ scope: 'api:read' });
+    const before = (await requestEvents(gw)).length;
+    const seen = upstream.seen.length;
+    const res = await fetch(`${gw.url}/api/items/1`, { headers: { authorization: `Bearer ${t}`, 'x-request-id': secret } });
+    await res.arrayBuffer();
+    assert.equal(res.status, 200);
+    const id = res.headers.get('x-request-id') ?? '';
+    assert.match(id, /^[0-9a-f-]{36}$/);
+    assert.equal(upstream.seen[seen]?.headers['x-request-id'], id);
+    const events = (await requestEvents(gw)).slice(before);
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.request_id, id);
+    assert.ok(!JSON.stringify(events).includes(secret));
+  });
 });
 
 describe('gateway: TRACE', () => {

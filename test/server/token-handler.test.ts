@@ -181,4 +181,16 @@ describe('request ids', () => {
     const b = await issuer.post('/oauth2/token', {}, { 'x-request-id': 'bad id with spaces' });
     assert.match(b.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
   });
+  it('attack: a refresh token or client secret sent as X-Request-Id is neither echoed nor recorded: a new id replaces it', async () => {
+    for (const secret of [`trt_${'R'.repeat(43)}`, `tcs_${'S'.repeat(43)}`, 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl']) {
+      // A GET is refused (405) and audited as token.denied under the request id.
+      const res = await fetch(`${issuer.url}/oauth2/token`, { headers: { 'x-request-id': secret } });
+      assert.equal(res.status, 405);
+      const id = res.headers.get('x-request-id') ?? '';
+      assert.match(id, /^[0-9a-f-]{36}$/, secret);
+      await issuer.service.audit.flush();
+      assert.deepEqual(await issuer.store.queryAudit({ request_id: secret, limit: 10 }), []);
+      assert.ok((await issuer.store.queryAudit({ request_id: id, limit: 10 })).length > 0, 'the refusal is audited under the new id');
+    }
+  });
 });

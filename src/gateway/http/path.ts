@@ -25,6 +25,7 @@
  *
  * @module
  */
+import { withoutTokens } from '../../core/secret-shape.ts';
 
 /** A normalized request target. */
 export interface RequestTarget {
@@ -270,20 +271,8 @@ const AUDIT_KEY_MAX = 32;
 const AUDIT_PATH_MAX = 2048;
 
 /**
- * A token in a path (a webhook URL holding one, a client that put it there): a JWS compact
- * serialization (`eyJ…` and two more dotted base64url segments) or one of Tessera's prefixed
- * secrets (a refresh token, a client secret, an authorization code, the generated gateway token).
- */
-const PATH_TOKEN = /(?<![A-Za-z0-9_-])(?:eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+){2,}|t(?:rt|cs|ac|gw)_[A-Za-z0-9_-]{20,})(?![A-Za-z0-9_-])/g;
-
-/** `path` with every token in it (see {@link PATH_TOKEN}) written `*`. */
-function withoutTokens(path: string): string {
-  return path.includes('eyJ') || path.includes('_') ? path.replace(PATH_TOKEN, '*') : path;
-}
-
-/**
  * The path for the audit trail: the path (its first {@link AUDIT_PATH_MAX} characters, a token in
- * it written `*`) with query values removed and keys kept (`/items?limit=&q=`), so no token or
+ * it written `*`, see core/secret-shape.ts) with query values removed and keys kept (`/items?limit=&q=`), so no token or
  * personal data in a query value is recorded; a key as long as a secret is `*`.
  */
 export function auditPath(path: string, query: string): string {

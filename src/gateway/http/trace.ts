@@ -1,19 +1,17 @@
 /**
- * Request correlation: `X-Request-Id` (propagated when well-formed, created otherwise) and W3C
+ * Request correlation: `X-Request-Id` (propagated when well-formed and no token, created otherwise) and W3C
  * Trace Context (`traceparent`/`tracestate`): the gateway is a hop, so it keeps the trace id and
  * flags and sends its own parent id.
  *
  * @module
  */
 import { randomUUID } from 'node:crypto';
+import { inboundRequestId } from '../../core/request-id.ts';
 import { randomHex } from './random.ts';
 
-const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
-
-/** The inbound request id when it is safe to propagate, else a new UUID. */
+/** The inbound request id when it is safe to propagate and record (core/request-id.ts), else a new UUID. */
 export function requestId(inbound: string | string[] | undefined): string {
-  if (typeof inbound === 'string' && REQUEST_ID.test(inbound)) return inbound;
-  return randomUUID();
+  return inboundRequestId(inbound) ?? randomUUID();
 }
 
 /** The outbound trace context. */

@@ -9,6 +9,20 @@ describe('request ids', () => {
   it('replaces a malformed, oversized or repeated one', () => {
     for (const bad of ['a b', 'x'.repeat(129), 'a\nb', ['a', 'b'], undefined]) assert.match(requestId(bad as string), /^[0-9a-f-]{36}$/);
   });
+  it('keeps the ids nginx ($request_id), Envoy and Cloudflare send', () => {
+    for (const id of ['0f8e2c1a5d7b4c2e9a613b2d4f5e6a7b', '0f8e2c1a-5d7b-4c2e-9a61-3b2d4f5e6a7b', '8a1b2c3d4e5f6789-AMS', 'svc:1.2_x'])
+      assert.equal(requestId(id), id);
+  });
+  it('attack: a token sent as X-Request-Id (a JWT, a refresh token, a client secret, a tgw_ token) is not propagated or recorded: a new id replaces it', () => {
+    const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
+    for (const secret of [jwt, `trt_${'B'.repeat(43)}`, `tcs_${'c'.repeat(43)}`, `tgw_${'d'.repeat(43)}`, `req:tac_${'e'.repeat(43)}`]) {
+      assert.ok(secret.length <= 128);
+      assert.match(requestId(secret), /^[0-9a-f-]{36}$/, secret);
+    }
+  });
+  it('attack: a base64 secret (+, /, =) sent as X-Request-Id is not propagated: ids are [A-Za-z0-9._:-], as the token service takes them', () => {
+    for (const bad of ['c2VjcmV0K3Rva2VuL3ZhbHVlPT0+/A==', 'user@host', 'a/b']) assert.match(requestId(bad), /^[0-9a-f-]{36}$/, bad);
+  });
 });
 
 describe('trace context', () => {
