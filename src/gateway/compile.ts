@@ -136,6 +136,12 @@ export interface GatewayState {
   readonly forwardAuthPeers: BlockList;
   /** The header the proxy sends with every forward-auth check and the SHA-256 of its value. */
   readonly forwardAuthSecret: { readonly header: string; readonly digest: Buffer } | undefined;
+  /**
+   * The secrets the operator configured (static gateway tokens, static upstream credentials, the
+   * forward-auth shared secret, the introspection client secret): written `*` wherever a caller puts
+   * one in a recorded field (a path, a query key, a tool name), with the credential it presented.
+   */
+  readonly auditSecrets: readonly string[];
   readonly metricsPeers: BlockList;
   /** Proxies in front of the gateway (`gateway.trust_proxy`). */
   readonly trustedProxies: BlockList;
@@ -430,6 +436,14 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       header: gateway.forward_auth.shared_secret.header,
       digest: createHash('sha256').update(gateway.forward_auth.shared_secret.value).digest(),
     },
+    auditSecrets: Object.freeze([
+      ...new Set([
+        ...config.static_tokens.map((t) => t.token),
+        ...gateway.routes.flatMap((r) => (r.upstream.credential.type === 'static' ? [r.upstream.credential.token] : [])),
+        ...(gateway.forward_auth.shared_secret !== undefined ? [gateway.forward_auth.shared_secret.value] : []),
+        ...(config.introspection !== undefined ? [config.introspection.client_secret] : []),
+      ]),
+    ]).filter((v) => v !== ''),
     metricsPeers,
     trustedProxies,
     publicUrl: config.server.public_url,

@@ -17,6 +17,11 @@ export class Exchange {
   method: string;
   remoteAddress: string;
   requestId = '';
+  /**
+   * The credential this request presented (its Authorization header value) and the secrets the
+   * operator configured: written `*` in every field the caller chose (path, query keys, tool, JSON-RPC method).
+   */
+  secrets: readonly string[] = [];
   route: string | undefined = undefined;
   /** Path for the audit trail (query values removed). */
   path = '';

@@ -75,6 +75,7 @@ function declaresBody(req: IncomingMessage): boolean {
 export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: IncomingMessage, res: ServerResponse, x: Exchange): void {
   const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
   fx.requestId = x.requestId;
+  fx.secrets = x.secrets;
   // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes).
   x.done = true;
   const flavor = s.gateway.forward_auth.flavor as ForwardAuthFlavor;
@@ -84,7 +85,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   if (flavor === 'nginx' && declaresBody(req)) res.setHeader('connection', 'close');
   const peer = peerOf(s, req.socket);
   if (!peer.forwardAuth) {
-    fx.path = auditRawPath(req.url ?? '/');
+    fx.path = auditRawPath(req.url ?? '/', fx.secrets);
     ctx.deny(fx, res, new TesseraError('forward_auth_peer_refused'), s.challenges);
     return;
   }
@@ -94,7 +95,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   const secret = s.forwardAuthSecret;
   if (secret !== undefined && !secretMatches(req, secret)) {
     // Not the proxy: the answer would hand the upstream credential to whoever holds a token.
-    fx.path = auditRawPath(req.url ?? '/');
+    fx.path = auditRawPath(req.url ?? '/', fx.secrets);
     const d = ctx.denyRendering(fx, new TesseraError('forward_auth_secret_invalid'), s.challenges);
     const { 'www-authenticate': _, ...headers } = d.headers;
     if (!res.headersSent) res.writeHead(403, headers).end(d.body);
@@ -116,7 +117,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     // The proxy is misconfigured (or the caller is not the proxy): fail closed. nginx turns any
     // status but 2xx/401/403 into a 500 for the client, so it gets a 500; Traefik and Envoy pass
     // the 400 on.
-    fx.path = auditRawPath(req.url ?? '/');
+    fx.path = auditRawPath(req.url ?? '/', fx.secrets);
     const d = ctx.denyRendering(fx, new TesseraError('forward_auth_request_invalid'), s.challenges);
     const status = flavor === 'nginx' ? 500 : d.status;
     if (!res.headersSent) res.writeHead(status, { ...d.headers, 'x-tessera-status': String(d.status) }).end(d.body);
@@ -128,11 +129,11 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   if (original.remoteAddress !== undefined) fx.remoteAddress = original.remoteAddress;
   const target = normalizeTarget(original.uri);
   if (target === undefined) {
-    fx.path = auditRawPath(original.uri);
+    fx.path = auditRawPath(original.uri, fx.secrets);
     refuse(new TesseraError('request_path_invalid'), s.challenges);
     return;
   }
-  fx.path = auditPath(target.path, target.query);
+  fx.path = auditPath(target.path, target.query, fx.secrets);
   if (original.host !== undefined && !validHost(original.host)) {
     refuse(new TesseraError('request_host_invalid'), s.challenges);
     return;

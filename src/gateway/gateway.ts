@@ -90,6 +90,7 @@ import {
   remoteOf,
   requestHost,
   requestOrigin,
+  requestSecrets,
   upstreamHeaders,
   upstreamPath,
 } from './requests.ts';
@@ -712,7 +713,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       return;
     }
     const x = begin('gateway.request', req);
-    x.requestId = requestId(req.headers['x-request-id']);
+    x.secrets = requestSecrets(s, req);
+    x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
     x.remoteAddress = remoteOf(s, req);
     if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
@@ -721,11 +723,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
     const target = normalizeTarget(url);
     if (target === undefined) {
-      x.path = auditRawPath(url);
+      x.path = auditRawPath(url, x.secrets);
       deny(x, res, new TesseraError('request_path_invalid'), s.challenges);
       return;
     }
-    x.path = auditPath(target.path, target.query);
+    x.path = auditPath(target.path, target.query, x.secrets);
     if (!hostHeaderValid(s, req)) {
       deny(x, res, new TesseraError('request_host_invalid'), s.challenges);
       return;

@@ -31,6 +31,23 @@ export function repeatsCredentialHeader(raw: readonly string[]): boolean {
 
 /** The header view the verifier gets: `req.headers`, or `headersDistinct` when a credential header
  * is repeated (Node keeps only the first Authorization in `headers`, which would hide the attack). */
+/**
+ * The secrets a recorded field must not carry: the value of each Authorization header the request
+ * sent (whatever its scheme: a Bearer or DPoP token, a static token, Basic credentials) and
+ * the ones the operator configured ({@link GatewayState.auditSecrets}).
+ */
+export function requestSecrets(s: GatewayState, req: IncomingMessage): readonly string[] {
+  const sent = req.headersDistinct.authorization;
+  if (sent === undefined) return s.auditSecrets;
+  const out: string[] = [];
+  for (const value of sent) {
+    const sp = value.indexOf(' ');
+    const credential = (sp < 0 ? value : value.slice(sp + 1)).trim();
+    if (credential !== '') out.push(credential);
+  }
+  return out.length === 0 ? s.auditSecrets : [...out, ...s.auditSecrets];
+}
+
 export function headerBag(req: IncomingMessage): HeaderBag {
   return repeatsCredentialHeader(req.rawHeaders) ? req.headersDistinct : req.headers;
 }

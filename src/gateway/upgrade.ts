@@ -16,7 +16,17 @@ import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
 import { UpstreamCredentialRejected, upstreamFailure } from './proxy/forward.ts';
 import { forwardUpgrade } from './proxy/websocket.ts';
-import { absoluteUrl, findRoute, headerBag, hostHeaderValid, remoteOf, requestHost, upstreamHeaders, upstreamPath } from './requests.ts';
+import {
+  absoluteUrl,
+  findRoute,
+  headerBag,
+  hostHeaderValid,
+  remoteOf,
+  requestHost,
+  requestSecrets,
+  upstreamHeaders,
+  upstreamPath,
+} from './requests.ts';
 import type { StreamCloseReason } from './streams.ts';
 
 const CLOSE_TEXT: Record<StreamCloseReason, string> = {
@@ -56,7 +66,8 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   const s = ctx.state;
   socket.on('error', () => socket.destroy());
   const x = ctx.begin('gateway.request', req);
-  x.requestId = requestId(req.headers['x-request-id']);
+  x.secrets = requestSecrets(s, req);
+  x.requestId = requestId(req.headers['x-request-id'], x.secrets);
   // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
   x.remoteAddress = remoteOf(s, req);
   const url = req.url ?? '/';
@@ -66,11 +77,11 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   };
   const target = normalizeTarget(url);
   if (target === undefined) {
-    x.path = auditRawPath(url);
+    x.path = auditRawPath(url, x.secrets);
     denySocket(new TesseraError('request_path_invalid'), s.challenges);
     return;
   }
-  x.path = auditPath(target.path, target.query);
+  x.path = auditPath(target.path, target.query, x.secrets);
   if (!hostHeaderValid(s, req)) {
     denySocket(new TesseraError('request_host_invalid'), s.challenges);
     return;

@@ -176,6 +176,42 @@ describe('gateway: plain HTTP proxying', () => {
     assert.ok(!text.includes('value'));
   });
 
+  it('attack: a static token the operator chose (no tgw_ prefix) sent in the path or a query key is not recorded, presented or not', async () => {
+    const before = (await requestEvents(gw)).length;
+    const opaque = 'opaque-credential-0123456789';
+    const sent: [string, Record<string, string>][] = [
+      [`/ci/hook/${STATIC_TOKEN}`, { authorization: `Bearer ${STATIC_TOKEN}` }],
+      [`/ci/hook/${STATIC_TOKEN}`, {}],
+      [`/public/${UPSTREAM_TOKEN}/x`, {}],
+      [`/public/x/${opaque}?${opaque}=1&page=2`, { authorization: `Bearer ${opaque}` }],
+      [`/public/x/%6Fpaque-credential-0123456789`, { authorization: `DPoP ${opaque}` }],
+      [`/public/x/k3y?k3y`, { authorization: 'Bearer k3y' }],
+      [`/nowhere/${opaque}/a%5Cb`, { authorization: `Bearer ${opaque}` }], // refused: the raw path is recorded
+    ];
+    for (const [path, headers] of sent) await (await fetch(`${gw.url}${path}`, { headers })).arrayBuffer();
+    const events = (await requestEvents(gw)).slice(before);
+    assert.deepEqual(
+      events.map((e) => e.path),
+      ['/ci/hook/*', '/ci/hook/*', '/public/*/x', '/public/x/*?*=&page=', '/public/x/*', '/public/x/*?*=', '/nowhere/*/a%5Cb'],
+    );
+    const text = JSON.stringify(events);
+    for (const secret of [STATIC_TOKEN, UPSTREAM_TOKEN, opaque]) assert.ok(!text.includes(secret));
+  });
+
+  it('attack: the presented or a configured static token sent as X-Request-Id (a safe shape, no prefix) is not recorded or propagated', async () => {
+    const before = (await requestEvents(gw)).length;
+    for (const [id, headers] of [
+      [STATIC_TOKEN, { authorization: `Bearer ${STATIC_TOKEN}` }],
+      [UPSTREAM_TOKEN, {}],
+    ] as const) {
+      const res = await fetch(`${gw.url}/ci/x`, { headers: { ...headers, 'x-request-id': id } });
+      await res.arrayBuffer();
+      assert.match(res.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/, id);
+    }
+    const text = JSON.stringify((await requestEvents(gw)).slice(before));
+    for (const secret of [STATIC_TOKEN, UPSTREAM_TOKEN]) assert.ok(!text.includes(secret));
+  });
+
   it('attack: a token sent as X-Request-Id reaches neither the audit trail, the upstream nor the response: a new id replaces it', async () => {
     const secret = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
     const t = await token({ scope: 'api:read' });

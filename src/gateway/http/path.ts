@@ -25,7 +25,7 @@
  *
  * @module
  */
-import { withoutTokens } from '../../core/secret-shape.ts';
+import { holdsSecret, withoutSecrets, withoutTokens } from '../../core/secret-shape.ts';
 
 /** A normalized request target. */
 export interface RequestTarget {
@@ -272,11 +272,13 @@ const AUDIT_PATH_MAX = 2048;
 
 /**
  * The path for the audit trail: the path (its first {@link AUDIT_PATH_MAX} characters, a token in
- * it written `*`, see core/secret-shape.ts) with query values removed and keys kept (`/items?limit=&q=`), so no token or
- * personal data in a query value is recorded; a key as long as a secret is `*`.
+ * it written `*`, see core/secret-shape.ts) with query values removed and keys kept
+ * (`/items?limit=&q=`), so no token or personal data in a query value is recorded; a key as long as
+ * a secret is `*`. `secrets` (the credential the request presented, the secrets the operator
+ * configured) are written `*` too, in the path and as query keys.
  */
-export function auditPath(path: string, query: string): string {
-  const clean = withoutTokens(path);
+export function auditPath(path: string, query: string, secrets: readonly string[] = []): string {
+  const clean = withoutTokens(secrets.length === 0 ? path : withoutSecrets(path, secrets));
   const p = clean.length > AUDIT_PATH_MAX ? clean.slice(0, AUDIT_PATH_MAX) : clean;
   if (query === '' || query === '?') return p;
   const keys = query
@@ -286,19 +288,21 @@ export function auditPath(path: string, query: string): string {
     .map((q) => {
       const eq = q.indexOf('=');
       const key = eq < 0 ? q : q.slice(0, eq);
-      return `${key.length >= AUDIT_KEY_MAX ? '*' : key}=`;
+      if (key.length >= AUDIT_KEY_MAX) return '*=';
+      if (secrets.length === 0) return `${withoutTokens(key)}=`;
+      return holdsSecret(key, secrets) ? '*=' : `${withoutTokens(withoutSecrets(key, secrets))}=`;
     });
   return keys.length ? `${p}?${keys.join('&')}` : p;
 }
 
 /**
  * A refused target for the audit trail: the raw path without its query, the userinfo of an
- * absolute-form target (`http://SECRET@host/…`) or a token in it, truncated, with anything outside
- * printable ASCII escaped.
+ * absolute-form target (`http://SECRET@host/…`), a token or one of `secrets` (as for
+ * {@link auditPath}) in it, truncated, with anything outside printable ASCII escaped.
  */
-export function auditRawPath(url: string): string {
+export function auditRawPath(url: string, secrets: readonly string[] = []): string {
   const q = url.indexOf('?');
   const target = (q < 0 ? url : url.slice(0, q)).replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/]*@/, '$1');
-  const p = withoutTokens(target).slice(0, 256);
+  const p = withoutTokens(secrets.length === 0 ? target : withoutSecrets(target, secrets)).slice(0, 256);
   return p.replace(/[^\x21-\x7e]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0').toUpperCase()}`);
 }

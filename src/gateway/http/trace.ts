@@ -7,11 +7,16 @@
  */
 import { randomUUID } from 'node:crypto';
 import { inboundRequestId } from '../../core/request-id.ts';
+import { holdsSecret } from '../../core/secret-shape.ts';
 import { randomHex } from './random.ts';
 
-/** The inbound request id when it is safe to propagate and record (core/request-id.ts), else a new UUID. */
-export function requestId(inbound: string | string[] | undefined): string {
-  return inboundRequestId(inbound) ?? randomUUID();
+/**
+ * The inbound request id when it is safe to propagate and record (core/request-id.ts) and holds
+ * none of `secrets` (the request's credential, the configured secrets), else a new UUID.
+ */
+export function requestId(inbound: string | string[] | undefined, secrets: readonly string[] = []): string {
+  const id = inboundRequestId(inbound);
+  return id === undefined || (secrets.length > 0 && holdsSecret(id, secrets)) ? randomUUID() : id;
 }
 
 /** The outbound trace context. */

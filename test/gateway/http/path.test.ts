@@ -183,6 +183,19 @@ describe('audit paths', () => {
     // Not a token: kept.
     assert.equal(auditPath('/eyJ/a.b/treat_me', ''), '/eyJ/a.b/treat_me');
   });
+  it('attack: a static token the operator chose (no prefix) sent in the path or as a query key is not recorded: the presented or configured credential is *', () => {
+    // `openssl rand -base64 32`: `/` splits it over two segments, `+` and `=` may arrive percent-encoded.
+    const b64 = 'q7Xk/9vR2mP+Lw0zT4nYc8HsE1uJbA6dFgK3oQiV5xM=';
+    assert.equal(auditPath(`/hook/${b64}/x`, '?a=1', [b64]), '/hook/*/x?a=');
+    assert.equal(auditPath(`/hook/q7Xk/9vR2mP%2BLw0zT4nYc8HsE1uJbA6dFgK3oQiV5xM%3D`, '', [b64]), '/hook/*');
+    assert.equal(auditPath(`/a;k=${b64}.json`, '', [b64]), '/a;k=*.json');
+    // A short credential (an operator's upstream API key) is * as a whole segment or query key only.
+    assert.equal(auditPath('/items/k3y/k3y.txt', '?k3y&page=2', ['k3y']), '/items/*/k3y.txt?*=&page=');
+    assert.equal(auditRawPath(`/x/${b64}/%01?q=1`, [b64]), '/x/*/%01');
+    assert.equal(auditRawPath('/x/k3y/..', ['k3y']), '/x/*/..');
+    // Nothing presented, nothing configured: kept.
+    assert.equal(auditPath('/items/k3y', '?k3y', []), '/items/k3y?k3y=');
+  });
   it('attack: the userinfo of an absolute-form target (http://SECRET@host/…) is not recorded', () => {
     assert.equal(auditRawPath('http://static-secret-value-0123456789@a/api/x?q=1'), 'http://a/api/x');
     assert.equal(auditRawPath('https://user:pass@a:8443/'), 'https://a:8443/');
