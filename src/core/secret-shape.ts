@@ -111,3 +111,11 @@ export function withoutSecrets(value: string, secrets: readonly string[]): strin
   }
   return changed ? parts.join('/') : out;
 }
+
+/**
+ * A name a caller chose (an MCP tool, a JSON-RPC method) as the audit trail may record it: `*` when
+ * it holds a token or one of `secrets` (see {@link holdsSecret}), else as it is.
+ */
+export function recordableName(value: string, secrets: readonly string[]): string {
+  return holdsToken(value) || holdsSecret(value, secrets) ? '*' : value;
+}

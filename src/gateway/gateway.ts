@@ -24,6 +24,7 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError, TesseraError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
+import { recordableName } from '../core/secret-shape.ts';
 import { withResourceMetadata } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
@@ -620,8 +621,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           return;
         }
         rpc = message;
-        if (message.tool !== null) x.tool = message.tool;
-        if (message.method !== null) (x.detail ??= {}).rpc = message.method;
+        // Recorded, not trusted: a token or a configured secret sent as a name is written `*`.
+        if (message.tool !== null) x.tool = recordableName(message.tool, x.secrets);
+        if (message.method !== null) (x.detail ??= {}).rpc = recordableName(message.method, x.secrets);
       }
       const decision = await afterAuthn(route.pipeline, greq, authn, rpc, true);
       proceed(s, req, res, x, route, greq, decision, length, {

@@ -15,7 +15,17 @@ import pino from 'pino';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import { runChecks } from '../../src/cli/commands/check.ts';
 import { type McpUpstream, startMcpUpstream } from '../helpers/mcp-upstream.ts';
-import { baseConfig, ISSUER, mcpRoute, requestEvents, startGateway, type TestGateway, token, upgradeStatus } from './helpers.ts';
+import {
+  baseConfig,
+  ISSUER,
+  mcpRoute,
+  requestEvents,
+  STATIC_TOKEN,
+  startGateway,
+  type TestGateway,
+  token,
+  upgradeStatus,
+} from './helpers.ts';
 
 const RULES = [
   { id: 'files-read', tool: 'files.read*', scopes: ['files:read'] },
@@ -86,6 +96,29 @@ describe('gateway: MCP routes', () => {
     for (const c of clients) await c.close().catch(() => {});
     await gw?.close();
     await upstream?.close();
+  });
+
+  it('attack: a token sent as a tools/call name or a JSON-RPC method (a tgw_/tcs_/trt_ secret, a configured static token) is recorded as *', async () => {
+    const t = await mint('leaky', 'mcp:use files:read');
+    const before = (await events()).length;
+    const secrets = [`tgw_${'T'.repeat(43)}`, `tcs_${'C'.repeat(43)}`, STATIC_TOKEN];
+    for (const name of secrets)
+      await (await post(t, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name } }))).arrayBuffer();
+    for (const method of [`trt_${'R'.repeat(43)}`, STATIC_TOKEN])
+      await (await post(t, JSON.stringify({ jsonrpc: '2.0', id: 2, method, params: {} }))).arrayBuffer();
+    const recorded = (await events()).slice(before);
+    assert.deepEqual(
+      recorded.map((e) => [e.tool, e.detail?.rpc]),
+      [
+        ['*', 'tools/call'],
+        ['*', 'tools/call'],
+        ['*', 'tools/call'],
+        [undefined, '*'],
+        [undefined, '*'],
+      ],
+    );
+    const text = JSON.stringify(recorded);
+    for (const secret of [...secrets, `trt_${'R'.repeat(43)}`]) assert.ok(!text.includes(secret));
   });
 
   it('an allowed tool call reaches the MCP server and its result comes back; the audit event names the tool', async () => {
