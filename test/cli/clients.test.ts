@@ -128,17 +128,17 @@ describe('a bad option value names its flag and what to write instead', () => {
     [
       'token mint --subject with a space, which the login paths never let into a token',
       ['token', 'mint', '--client', 'demo-agent', '--subject', 'alice admin'],
-      '--subject: a subject must be 1-256 printable characters, without spaces or control characters',
+      '--subject: a subject must be 1-256 printable characters, without spaces, control or format characters',
     ],
     [
       'token mint --subject with a control character (a forged audit line)',
       ['token', 'mint', '--client', 'demo-agent', '--subject', 'alice\x1b[2Jroot'],
-      '--subject: a subject must be 1-256 printable characters, without spaces or control characters',
+      '--subject: a subject must be 1-256 printable characters, without spaces, control or format characters',
     ],
     [
       'token mint --subject longer than 256 characters',
       ['token', 'mint', '--client', 'demo-agent', '--subject', 'a'.repeat(257)],
-      '--subject: a subject must be 1-256 printable characters, without spaces or control characters',
+      '--subject: a subject must be 1-256 printable characters, without spaces, control or format characters',
     ],
     [
       'clients add with an empty client id, the subject of its client_credentials tokens',
