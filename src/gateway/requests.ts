@@ -29,18 +29,21 @@ export function repeatsCredentialHeader(raw: readonly string[]): boolean {
   return auth > 1 || dpop > 1;
 }
 
-/** The header view the verifier gets: `req.headers`, or `headersDistinct` when a credential header
- * is repeated (Node keeps only the first Authorization in `headers`, which would hide the attack). */
 /**
  * The secrets a recorded field must not carry: the value of each Authorization header the request
  * sent (whatever its scheme: a Bearer or DPoP token, a static token, Basic credentials) and
  * the ones the operator configured ({@link GatewayState.auditSecrets}).
  */
 export function requestSecrets(s: GatewayState, req: IncomingMessage): readonly string[] {
-  const sent = req.headersDistinct.authorization;
-  if (sent === undefined) return s.auditSecrets;
+  if (req.headers.authorization === undefined) return s.auditSecrets;
+  // rawHeaders, not headersDistinct: that getter copies every header of the request, and a
+  // repeated Authorization (refused, but recorded) must be hidden too.
+  const raw = req.rawHeaders;
   const out: string[] = [];
-  for (const value of sent) {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (n.length !== 13 || n.toLowerCase() !== 'authorization') continue;
+    const value = raw[i + 1] as string;
     const sp = value.indexOf(' ');
     const credential = (sp < 0 ? value : value.slice(sp + 1)).trim();
     if (credential !== '') out.push(credential);
@@ -48,6 +51,8 @@ export function requestSecrets(s: GatewayState, req: IncomingMessage): readonly 
   return out.length === 0 ? s.auditSecrets : [...out, ...s.auditSecrets];
 }
 
+/** The header view the verifier gets: `req.headers`, or `headersDistinct` when a credential header
+ * is repeated (Node keeps only the first Authorization in `headers`, which would hide the attack). */
 export function headerBag(req: IncomingMessage): HeaderBag {
   return repeatsCredentialHeader(req.rawHeaders) ? req.headersDistinct : req.headers;
 }
