@@ -2,7 +2,8 @@
  * In-process profile of the token endpoint's client_credentials path (no HTTP): the token service
  * as `tessera serve` runs it (SQLite in WAL mode, batched audit), called through `service.token()`
  * in a loop. Prints µs per token; run under `node --cpu-prof bench/issuer-profile.ts` to see where
- * the time goes. `PROFILE_GRANT=exchange` profiles token exchange instead. Not part of bench:issuer.
+ * the time goes. `PROFILE_GRANT=exchange` profiles token exchange instead, `PROFILE_CONCURRENCY=8`
+ * keeps 8 requests in flight. Not part of bench:issuer.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,7 +32,14 @@ const request = (): OAuthRequest => ({
 });
 for (let i = 0; i < 5000; i++) await service.token(request());
 const c0 = process.cpuUsage();
-for (let i = 0; i < N; i++) await service.token(request());
+// PROFILE_CONCURRENCY requests in flight (default 1), as connections under load: with more than
+// one, exchange grant writes share a commit as they do over HTTP.
+const CONCURRENCY = Number(process.env.PROFILE_CONCURRENCY ?? 1);
+await Promise.all(
+  Array.from({ length: CONCURRENCY }, async (_, w) => {
+    for (let i = w; i < N; i += CONCURRENCY) await service.token(request());
+  }),
+);
 await service.audit.flush();
 const c1 = process.cpuUsage(c0);
 process.stdout.write(
