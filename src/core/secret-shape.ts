@@ -30,38 +30,71 @@ export function withoutTokens(value: string): string {
  */
 const SECRET_ANYWHERE_MIN = 16;
 
-const HEX2 = /^[0-9A-Fa-f]{2}$/;
-
-/** `value` with every occurrence of `secret` written `*`, also where printable ASCII in it is percent-encoded (`%2B`, `%3D`, `%6F`). */
-function replaceSecret(value: string, secret: string): string {
-  if (value.indexOf('%') < 0) return value.includes(secret) ? value.split(secret).join('*') : value;
-  let decoded = '';
+/**
+ * `value` with printable ASCII in it percent-decoded (`%2B`, `%3D`, `%6F`), and for each character
+ * of that text the index in `value` it was read from (and `value.length` last); `at` is omitted
+ * when `value` holds no `%`, as the text is `value` itself. Each recorded value is decoded once,
+ * whatever the number of secrets it is compared with: this runs for every request's path and
+ * query keys, before the request is authenticated.
+ */
+function asciiDecoded(value: string): { readonly text: string; readonly at?: readonly number[] } {
+  if (value.indexOf('%') < 0) return { text: value };
+  let text = '';
   const at: number[] = [];
   for (let i = 0; i < value.length; ) {
-    if (value.charCodeAt(i) === 0x25 && HEX2.test(value.slice(i + 1, i + 3))) {
-      const byte = Number.parseInt(value.slice(i + 1, i + 3), 16);
-      if (byte > 0x20 && byte < 0x7f) {
-        decoded += String.fromCharCode(byte);
+    if (value.charCodeAt(i) === 0x25 && i + 2 < value.length) {
+      const hi = hexValue(value.charCodeAt(i + 1));
+      const lo = hexValue(value.charCodeAt(i + 2));
+      const byte = hi * 16 + lo;
+      if (hi >= 0 && lo >= 0 && byte > 0x20 && byte < 0x7f) {
+        text += String.fromCharCode(byte);
         at.push(i);
         i += 3;
         continue;
       }
     }
-    decoded += value[i];
+    text += value[i];
     at.push(i);
     i++;
   }
   at.push(value.length);
-  let k = decoded.indexOf(secret);
-  if (k < 0) return value;
-  let out = '';
-  let last = 0;
-  while (k >= 0) {
-    out += `${value.slice(last, at[k])}*`;
-    last = at[k + secret.length] as number;
-    k = decoded.indexOf(secret, k + secret.length);
+  return { text, at };
+}
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const l = c | 0x20;
+  return l >= 0x61 && l <= 0x66 ? l - 0x61 + 10 : -1;
+}
+
+/**
+ * `value` with every occurrence of each of `secrets` of at least {@link SECRET_ANYWHERE_MIN}
+ * characters written `*`, also where printable ASCII in it is percent-encoded; occurrences that
+ * overlap are written as one `*`.
+ */
+function withoutLongSecrets(value: string, secrets: readonly string[]): string {
+  const { text, at } = asciiDecoded(value);
+  let spans: [number, number][] | undefined;
+  for (const secret of secrets) {
+    if (secret.length < SECRET_ANYWHERE_MIN) continue;
+    for (let k = text.indexOf(secret); k >= 0; k = text.indexOf(secret, k + secret.length)) {
+      (spans ??= []).push([k, k + secret.length]);
+    }
   }
-  return out + value.slice(last);
+  if (spans === undefined) return value;
+  spans.sort((a, b) => a[0] - b[0]);
+  const from = (k: number) => (at === undefined ? k : (at[k] as number));
+  let out = '';
+  let end = -1;
+  for (const [s, e] of spans) {
+    if (s < end) {
+      end = Math.max(end, e);
+      continue;
+    }
+    out += `${value.slice(end < 0 ? 0 : from(end), from(s))}*`;
+    end = e;
+  }
+  return out + value.slice(from(end));
 }
 
 /** `value`, percent-decoded when it can be; `value` itself otherwise. */
@@ -79,11 +112,20 @@ function decoded(value: string): string {
  * operator configured), as it is or percent-decoded, or holds one of at least 16 characters.
  */
 export function holdsSecret(value: string, secrets: readonly string[]): boolean {
+  const plain = decoded(value);
+  let text: string | undefined;
   for (const secret of secrets) {
     if (secret === '') continue;
-    if (value === secret || decoded(value) === secret) return true;
-    if (secret.length >= SECRET_ANYWHERE_MIN && replaceSecret(value, secret) !== value) return true;
+    if (value === secret || plain === secret) return true;
+    if (secret.length >= SECRET_ANYWHERE_MIN && (text ??= asciiDecoded(value).text).includes(secret)) return true;
   }
+  return false;
+}
+
+/** Whether `value` is one of `secrets`, as it is or percent-decoded. */
+function isSecret(value: string, secrets: readonly string[]): boolean {
+  const plain = decoded(value);
+  for (const secret of secrets) if (secret !== '' && (value === secret || plain === secret)) return true;
   return false;
 }
 
@@ -93,18 +135,20 @@ export function holdsSecret(value: string, secrets: readonly string[]): boolean 
  * `/`-separated segment for a shorter one.
  */
 export function withoutSecrets(value: string, secrets: readonly string[]): string {
-  let out = value;
+  let long = false;
   let short = false;
   for (const secret of secrets) {
-    if (secret.length >= SECRET_ANYWHERE_MIN) out = replaceSecret(out, secret);
+    if (secret.length >= SECRET_ANYWHERE_MIN) long = true;
     else if (secret !== '') short = true;
   }
+  const out = long ? withoutLongSecrets(value, secrets) : value;
   if (!short) return out;
+  // The long secrets are written `*` already: a segment is left to compare whole.
   const parts = out.split('/');
   let changed = false;
   for (let i = 0; i < parts.length; i++) {
     const part = parts[i] as string;
-    if (part !== '' && part !== '*' && holdsSecret(part, secrets)) {
+    if (part !== '' && part !== '*' && isSecret(part, secrets)) {
       parts[i] = '*';
       changed = true;
     }
