@@ -243,8 +243,10 @@ async function withGateway(
       before: (req, res) => {
         if (handler(req, res)) return true;
         // As written and as the gateway's routes read it (`/%6fauth2/token` is /oauth2/token to them).
+        // Only a percent-encoded path can read otherwise once normalized (dot segments and `//` are
+        // refused there): every other request is spared a second normalization of its target.
         const raw = (req.url ?? '').toLowerCase();
-        const path = normalizeTarget(req.url ?? '/')?.path.toLowerCase();
+        const path = raw.includes('%') ? normalizeTarget(req.url ?? '/')?.path.toLowerCase() : undefined;
         const ours = (p: string) => p.startsWith('/oauth2/') || p === '/oauth2' || p.startsWith('/oauth2?');
         if (!ours(raw) && (path === undefined || !ours(path))) return false;
         res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
