@@ -436,14 +436,16 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       header: gateway.forward_auth.shared_secret.header,
       digest: createHash('sha256').update(gateway.forward_auth.shared_secret.value).digest(),
     },
-    auditSecrets: Object.freeze([
-      ...new Set([
-        ...config.static_tokens.map((t) => t.token),
-        ...gateway.routes.flatMap((r) => (r.upstream.credential.type === 'static' ? [r.upstream.credential.token] : [])),
-        ...(gateway.forward_auth.shared_secret !== undefined ? [gateway.forward_auth.shared_secret.value] : []),
-        ...(config.introspection !== undefined ? [config.introspection.client_secret] : []),
-      ]),
-    ]).filter((v) => v !== ''),
+    auditSecrets: Object.freeze(
+      [
+        ...new Set([
+          ...config.static_tokens.map((t) => t.token),
+          ...gateway.routes.flatMap((r) => (r.upstream.credential.type === 'static' ? [r.upstream.credential.token] : [])),
+          ...(gateway.forward_auth.shared_secret !== undefined ? [gateway.forward_auth.shared_secret.value] : []),
+          ...(config.introspection !== undefined ? [config.introspection.client_secret] : []),
+        ]),
+      ].filter((v) => v !== ''),
+    ),
     metricsPeers,
     trustedProxies,
     publicUrl: config.server.public_url,
