@@ -10,6 +10,7 @@
  *
  * @module
  */
+
 import type { KeyObject } from 'node:crypto';
 import { BatchingAuditSink } from '../audit/batching.ts';
 import { uuidv7 } from '../audit/id.ts';
@@ -19,6 +20,7 @@ import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
+import { recordableName } from '../core/secret-shape.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
 import {
@@ -62,6 +64,16 @@ import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, to
 export type { OAuthRequest, TokenResponse } from './context.ts';
 export { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE } from './grants/exchange.ts';
 export { type Endpoints, endpointsFor } from './metadata.ts';
+
+/**
+ * An admin action's detail as the audit trail may record it: what the operator typed (a subject, a
+ * client id, a reason) is `*` when it holds a token, as a token pasted into the wrong field would.
+ */
+function recordable(detail: Readonly<Record<string, string | number>>): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(detail)) out[k] = typeof v === 'string' ? recordableName(v, []) : v;
+  return out;
+}
 
 /** Audit events deleted per write by {@link TokenService.pruneAudit}. */
 const AUDIT_PRUNE_BATCH = 1000;
@@ -681,7 +693,7 @@ export class TokenService {
       jti: who.jti,
       ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
       ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
-      detail,
+      detail: recordable(detail),
     });
   }
 
@@ -691,7 +703,12 @@ export class TokenService {
    * grants (or tokens) it revoked, `ok` or the refusal's code, as the admin API's requests are.
    */
   auditCliAction(reason: string, detail: Readonly<Record<string, string | number>>): void {
-    this.#ctx.emit({ kind: 'admin.action', decision: reason === 'ok' ? 'allow' : 'deny', reason, detail: { by: 'cli', ...detail } });
+    this.#ctx.emit({
+      kind: 'admin.action',
+      decision: reason === 'ok' ? 'allow' : 'deny',
+      reason,
+      detail: { by: 'cli', ...recordable(detail) },
+    });
   }
 
   /**

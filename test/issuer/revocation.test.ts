@@ -413,6 +413,25 @@ describe('admin API', () => {
     assert.doesNotMatch(JSON.stringify(events), new RegExp(token.split('.')[2] as string));
   });
 
+  it('attack: a token pasted into an admin revocation’s subject or reason is recorded as *, not written into admin.action', async () => {
+    const token = await adminToken();
+    const pasted = (await cc('agent')) as string;
+    const before = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).length;
+    const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'adm-paste' },
+      body: JSON.stringify({ subject: pasted, reason: `oops ${pasted}` }),
+    });
+    assert.equal(res.status, 200);
+    await issuer.service.audit.flush();
+    const events = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).slice(before);
+    assert.deepEqual(
+      events.map((e) => e.detail),
+      [{ action: 'revoke', selector: 'subject', target: '*', revoke_reason: '*', revoked: 0 }],
+    );
+    assert.doesNotMatch(JSON.stringify(events), new RegExp(pasted.split('.')[2] as string));
+  });
+
   it('refuses a URL query on every admin route (request_query_not_allowed, audited as admin.action deny) instead of ignoring it: ?issuer=… beside {"subject"} revoked the subject at every issuer', async () => {
     const kate = await issuer.service.mint({ clientId: 'broker', subject: 'kate', ttl: 3600, audiences: [API] });
     const t = await chain('kyle');
