@@ -69,9 +69,9 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
         if (decided.ok) return undefined;
         // The refusal a new request would get: a scope no longer granted, a claim condition the
         // answer no longer satisfies (another tenant, say).
-        const refused = decided.error.code;
-        if (refused === 'scope_insufficient') return 'token_scope_narrowed';
-        return refused === 'policy_condition_failed' ? 'policy_condition_failed' : undefined;
+        // Any other refusal (none can change for an admitted stream today) closes it too: a
+        // refusal added later must not leave a stream open on a decision a new request would not get.
+        return decided.error.code === 'scope_insufficient' ? 'token_scope_narrowed' : 'policy_condition_failed';
       }
       const code = r.error.code;
       if (code === 'introspection_unavailable') return unanswer();
