@@ -298,43 +298,65 @@ describe('gateway: exchanges in flight on an introspected token whose claims or 
     return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
   }
 
-  it("attack: still active with the scope but a claim the route's rule requires changed (another tenant) ends its WebSocket (1008) and SSE stream with policy_condition_failed, audited, as a new request is refused", async () => {
-    const token = 'opaque-tenant-moved-at-the-as';
-    const answer = { active: true, sub: 'user-tenant', client_id: 'agent-1', scope: 'api:read', aud: AUDIENCE, tenant: 'acme' };
-    endpoint.answers.set(token, answer);
-    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/t/acme/ws`, token);
-    const sse = await openSse(`${gw.url}/t/acme/events`, token);
+  /**
+   * Opens a WebSocket and an SSE stream on `answer`, sees them survive two unchanged rechecks, then
+   * has the authorization server answer `changed`: both must end with `code` (WebSocket 1008
+   * `closeText`), audited, and a new request be refused with `status` and the same code.
+   */
+  async function changeEndsStreams(o: {
+    token: string;
+    answer: Record<string, unknown>;
+    changed: Record<string, unknown>;
+    code: string;
+    closeText: string;
+    status: number;
+  }) {
+    const subject = o.answer.sub as string;
+    endpoint.answers.set(o.token, o.answer);
+    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/t/acme/ws`, o.token);
+    const sse = await openSse(`${gw.url}/t/acme/events`, o.token);
     assert.equal(sse.status, 200);
 
     // Unchanged for a couple of rechecks: nothing closes.
-    const before = endpoint.calls.get(token) ?? 0;
-    await until(() => (endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
-    assert.equal((await closedEvents('user-tenant')).length, 0);
+    const before = endpoint.calls.get(o.token) ?? 0;
+    await until(() => (endpoint.calls.get(o.token) ?? 0) >= before + 2, 6000);
+    assert.equal((await closedEvents(subject)).length, 0);
 
-    endpoint.answers.set(token, { ...answer, tenant: 'other' });
-    const closed = await within(wsClosed, 4000, 'the WebSocket outlived the change of a claim its rule requires');
-    assert.deepEqual(closed, { code: 1008, reason: 'policy condition failed' });
-    await within(sse.ended, 4000, 'the SSE stream outlived the change of a claim its rule requires');
-    await until(async () => (await closedEvents('user-tenant')).length === 2);
+    endpoint.answers.set(o.token, o.changed);
+    const closed = await within(wsClosed, 4000, `the WebSocket outlived the change (${o.code})`);
+    assert.deepEqual(closed, { code: 1008, reason: o.closeText });
+    await within(sse.ended, 4000, `the SSE stream outlived the change (${o.code})`);
+    await until(async () => (await closedEvents(subject)).length === 2);
     assert.deepEqual(
-      (await closedEvents('user-tenant')).map((e) => [e.reason, e.decision]),
+      (await closedEvents(subject)).map((e) => [e.reason, e.decision]),
       [
-        ['policy_condition_failed', 'deny'],
-        ['policy_condition_failed', 'deny'],
+        [o.code, 'deny'],
+        [o.code, 'deny'],
       ],
     );
-    const again = await fetch(`${gw.url}/t/acme/x`, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(again.status, 403);
+    const again = await fetch(`${gw.url}/t/acme/x`, { headers: { authorization: `Bearer ${o.token}` } });
+    assert.equal(again.status, o.status);
     await requestEvents(gw);
-    const refused = gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.subject === 'user-tenant' && e.decision === 'deny');
+    const refused = gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.subject === subject && e.decision === 'deny');
     assert.deepEqual(
       refused.map((e) => e.reason),
-      ['policy_condition_failed'],
+      [o.code],
     );
+  }
+
+  it("attack: still active with the scope but a claim the route's rule requires changed (another tenant) ends its WebSocket (1008) and SSE stream with policy_condition_failed, audited, as a new request is refused", async () => {
+    const answer = { active: true, sub: 'user-tenant', client_id: 'agent-1', scope: 'api:read', aud: AUDIENCE, tenant: 'acme' };
+    await changeEndsStreams({
+      token: 'opaque-tenant-moved-at-the-as',
+      answer,
+      changed: { ...answer, tenant: 'other' },
+      code: 'policy_condition_failed',
+      closeText: 'policy condition failed',
+      status: 403,
+    });
   });
 
   it("attack: still active with the scope but no longer carrying the route's audience ends its WebSocket (1008) and SSE stream with token_audience_invalid, audited, as a new request is refused", async () => {
-    const token = 'opaque-audience-dropped-at-the-as';
     const answer = {
       active: true,
       sub: 'user-aud',
@@ -343,35 +365,14 @@ describe('gateway: exchanges in flight on an introspected token whose claims or 
       aud: [AUDIENCE, 'https://other.example.test'],
       tenant: 'acme',
     };
-    endpoint.answers.set(token, answer);
-    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/t/acme/ws`, token);
-    const sse = await openSse(`${gw.url}/t/acme/events`, token);
-    assert.equal(sse.status, 200);
-
-    const before = endpoint.calls.get(token) ?? 0;
-    await until(() => (endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
-    assert.equal((await closedEvents('user-aud')).length, 0);
-
-    endpoint.answers.set(token, { ...answer, aud: 'https://other.example.test' });
-    const closed = await within(wsClosed, 4000, 'the WebSocket outlived the removal of its route audience');
-    assert.deepEqual(closed, { code: 1008, reason: 'token audience invalid' });
-    await within(sse.ended, 4000, 'the SSE stream outlived the removal of its route audience');
-    await until(async () => (await closedEvents('user-aud')).length === 2);
-    assert.deepEqual(
-      (await closedEvents('user-aud')).map((e) => [e.reason, e.decision]),
-      [
-        ['token_audience_invalid', 'deny'],
-        ['token_audience_invalid', 'deny'],
-      ],
-    );
-    const again = await fetch(`${gw.url}/t/acme/x`, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(again.status, 401);
-    await requestEvents(gw);
-    const refused = gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.subject === 'user-aud' && e.decision === 'deny');
-    assert.deepEqual(
-      refused.map((e) => e.reason),
-      ['token_audience_invalid'],
-    );
+    await changeEndsStreams({
+      token: 'opaque-audience-dropped-at-the-as',
+      answer,
+      changed: { ...answer, aud: 'https://other.example.test' },
+      code: 'token_audience_invalid',
+      closeText: 'token audience invalid',
+      status: 401,
+    });
   });
 });
 
