@@ -734,6 +734,7 @@ export class TokenService {
        */
       readonly requestFault?:
         | 'request_method_not_allowed'
+        | 'request_query_not_allowed'
         | 'request_content_type_json'
         | 'request_content_encoding'
         | 'request_not_utf8'

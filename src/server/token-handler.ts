@@ -337,12 +337,15 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // (client.registration_denied) like every other refused registration.
     let requestFault:
       | 'request_method_not_allowed'
+      | 'request_query_not_allowed'
       | 'request_content_type_json'
       | 'request_content_encoding'
       | 'request_not_utf8'
       | 'request_body_too_large'
       | undefined;
     if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
+    // As at the form endpoints and the admin API: metadata goes in the body, never in the URL.
+    else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
     else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type_json';
     else if (contentCoded(req)) requestFault = 'request_content_encoding';
     // JSON is UTF-8 (RFC 8259 §8.1): a body labelled with another charset is refused.

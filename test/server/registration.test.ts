@@ -259,9 +259,15 @@ describe('dynamic client registration', () => {
     assert.equal(denied.length, bodies.length);
   });
 
-  it('DCR refused before its body is read (GET, another Content-Type, a charset other than UTF-8, a body over the limit): audited as client.registration_denied with the code, as every other refused registration', async () => {
+  it('DCR refused before its body is read (GET, a URL query, another Content-Type, a charset other than UTF-8, a body over the limit): audited as client.registration_denied with the code, as every other refused registration', async () => {
     const cases: [string, RequestInit, number, string][] = [
       ['get', { headers: { authorization: `Bearer ${IAT}` } }, 405, 'request_method_not_allowed'],
+      [
+        'query',
+        { method: 'POST', headers: { authorization: `Bearer ${IAT}`, 'content-type': 'application/json' }, body: '{}' },
+        400,
+        'request_query_not_allowed',
+      ],
       [
         'type',
         { method: 'POST', headers: { authorization: `Bearer ${IAT}`, 'content-type': 'text/plain' }, body: '{}' },
@@ -287,7 +293,8 @@ describe('dynamic client registration', () => {
     ];
     for (const [name, init, status, reason] of cases) {
       const requestId = `dcr-unread-${name}`;
-      const res = await fetch(`${issuer.url}/oauth2/register`, {
+      // The query case names metadata in the URL, where no endpoint reads parameters.
+      const res = await fetch(`${issuer.url}/oauth2/register${name === 'query' ? '?client_name=from-the-url' : ''}`, {
         ...init,
         headers: { ...(init.headers as Record<string, string>), 'x-request-id': requestId },
       });
