@@ -366,6 +366,13 @@ export const OAUTH_ERROR_CODES = {
     description: 'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
   },
   admin_revoke_issuer_without_subject: { status: 400, error: 'invalid_request', description: 'issuer is given only with subject.' },
+  // The reason is stored with each revoked grant (revoked_reason, shown by `tessera grants tree`)
+  // and written into grant.revoked: a token pasted there by mistake would be kept whole.
+  admin_revoke_reason_token: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'reason holds a token, which would be stored with the grants and written into the audit trail.',
+  },
 
   // DPoP at the token endpoint (RFC 9449 §5).
   dpop_proof_invalid: { status: 400, error: 'invalid_dpop_proof', description: 'The DPoP proof is invalid.' },

@@ -6,6 +6,8 @@
  * @module
  */
 import { LOGIN_SESSION_TTL_MAX, type ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { OAuthError } from '../core/oauth-errors.ts';
+import { holdsToken } from '../core/secret-shape.ts';
 import type { GrantSelector, RevocationEntry, RevokedGrant, Store } from '../store/contract.ts';
 import type { AccessTokens, OwnToken } from './access-tokens.ts';
 import type { ClientRegistry } from './clients.ts';
@@ -74,7 +76,11 @@ async function revokeJti(ctx: RevokeContext, own: OwnToken, now: number): Promis
   await ctx.feed.catchUp(now);
 }
 
-/** Revoke grants with their subtrees (see `TokenService.revokeGrants`). */
+/**
+ * Revoke grants with their subtrees (see `TokenService.revokeGrants`). A `reason` holding a token
+ * is refused (`admin_revoke_reason_token`), nothing revoked: it is stored with each grant and
+ * written into grant.revoked.
+ */
 export async function revokeGrants(
   ctx: RevokeContext,
   selector: GrantSelector,
@@ -82,6 +88,7 @@ export async function revokeGrants(
   by?: string,
   detail: Readonly<Record<string, string | number>> = {},
 ): Promise<RevokedGrant[]> {
+  if (holdsToken(reason)) throw new OAuthError('admin_revoke_reason_token');
   const now = ctx.now();
   // The subject's and client's entries are appended in the transaction that revokes the grants:
   // another instance that has not read them yet still cannot begin a tree from one of the

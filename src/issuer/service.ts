@@ -580,7 +580,9 @@ export class TokenService {
   /**
    * Revoke grants (each with its subtree), push the revocations to this process's verifiers before
    * returning, and audit each revoked grant. For a subject, tokens of external issuers issued until
-   * now are refused as subject tokens too, so the subject cannot simply exchange again.
+   * now are refused as subject tokens too, so the subject cannot simply exchange again. `reason` is
+   * stored with each grant and written into grant.revoked: one holding a token is refused with
+   * `OAuthError` `admin_revoke_reason_token`, nothing revoked.
    */
   revokeGrants(selector: GrantSelector, reason: string, by?: string): Promise<RevokedGrant[]> {
     return revokeGrants(this.#ctx, selector, reason, by);

@@ -17,6 +17,7 @@ import { declaredCharsetIsUtf8, parseUtf8Form } from '../core/form.ts';
 import { strictJsonFault } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { inboundRequestId } from '../core/request-id.ts';
+import { holdsToken } from '../core/secret-shape.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
@@ -195,6 +196,8 @@ function revocationRequest(body: Record<string, unknown>): { token?: string; sel
   const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => b[k] !== undefined);
   if (given.length !== 1) throw new OAuthError('admin_revoke_selector_invalid');
   if (b.issuer !== undefined && b.subject === undefined) throw new OAuthError('admin_revoke_issuer_without_subject');
+  // Stored with each revoked grant and written into grant.revoked: a pasted token is refused.
+  if (b.reason !== undefined && holdsToken(b.reason)) throw new OAuthError('admin_revoke_reason_token');
   const reason = b.reason !== undefined ? { reason: b.reason } : {};
   if (b.token !== undefined) return { token: b.token, ...reason };
   const selector: GrantSelector =

@@ -413,23 +413,65 @@ describe('admin API', () => {
     assert.doesNotMatch(JSON.stringify(events), new RegExp(token.split('.')[2] as string));
   });
 
-  it('attack: a token pasted into an admin revocation’s subject or reason is recorded as *, not written into admin.action', async () => {
+  it('attack: a token pasted into an admin revocation’s subject is recorded as *, not written into admin.action', async () => {
     const token = await adminToken();
     const pasted = (await cc('agent')) as string;
     const before = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).length;
     const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'adm-paste' },
-      body: JSON.stringify({ subject: pasted, reason: `oops ${pasted}` }),
+      body: JSON.stringify({ subject: pasted, reason: 'oops' }),
     });
     assert.equal(res.status, 200);
     await issuer.service.audit.flush();
     const events = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).slice(before);
     assert.deepEqual(
       events.map((e) => e.detail),
-      [{ action: 'revoke', selector: 'subject', target: '*', revoke_reason: '*', revoked: 0 }],
+      [{ action: 'revoke', selector: 'subject', target: '*', revoke_reason: 'oops', revoked: 0 }],
     );
     assert.doesNotMatch(JSON.stringify(events), new RegExp(pasted.split('.')[2] as string));
+  });
+
+  it('attack: a token pasted into an admin revocation’s reason is refused (admin_revoke_reason_token), not stored with the grant as revoked_reason nor written into grant.revoked: nothing is revoked', async () => {
+    const token = await adminToken();
+    const pasted = (await cc('agent')) as string;
+    const t = await chain('kurt');
+    const grantId = t.grant(t.broker.access_token);
+    await issuer.service.audit.flush();
+    const before = (await issuer.store.queryAudit({ limit: 10_000 })).length;
+    const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'adm-reason' },
+      body: JSON.stringify({ grant_id: grantId, reason: `oops ${pasted}` }),
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), {
+      error: 'invalid_request',
+      error_description: 'reason holds a token, which would be stored with the grants and written into the audit trail.',
+    });
+    assert.equal(await valid(t.broker.access_token), true);
+    assert.equal((await issuer.store.getGrant(grantId))?.revokedReason, null);
+    await issuer.service.audit.flush();
+    const events = (await issuer.store.queryAudit({ limit: 10_000 })).slice(before);
+    assert.deepEqual(
+      events.filter((e) => e.kind === 'admin.action').map((e) => [e.decision, e.reason, e.detail]),
+      [['deny', 'admin_revoke_reason_token', { action: 'revoke' }]],
+    );
+    assert.equal(events.filter((e) => e.kind === 'grant.revoked').length, 0);
+    assert.doesNotMatch(JSON.stringify(events), new RegExp(pasted.split('.')[2] as string));
+  });
+
+  it('attack: the service refuses a revocation reason holding a token (every caller of revokeGrants), revoking nothing', async () => {
+    const pasted = (await cc('agent')) as string;
+    const t = await chain('lena');
+    const grantId = t.grant(t.root);
+    await assert.rejects(issuer.service.revokeGrants({ grantId }, `pasted ${pasted}`, 'test'), (e: Error) => {
+      assert.equal((e as { code?: string }).code, 'admin_revoke_reason_token');
+      assert.doesNotMatch(e.message, new RegExp(pasted.split('.')[2] as string));
+      return true;
+    });
+    assert.equal(await valid(t.root), true);
+    assert.equal((await issuer.store.getGrant(grantId))?.revokedReason, null);
   });
 
   it('refuses a URL query on every admin route (request_query_not_allowed, audited as admin.action deny) instead of ignoring it: ?issuer=… beside {"subject"} revoked the subject at every issuer', async () => {

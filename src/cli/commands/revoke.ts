@@ -4,6 +4,7 @@
  * `token_service.sync_interval` on SQLite. A grant is revoked with its subtree.
  */
 import type { Command } from 'commander';
+import { holdsToken } from '../../core/secret-shape.ts';
 import { type GrantSelector, StoreUnavailableError } from '../../store/contract.ts';
 import { readArg, withConfig, withService } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
@@ -18,7 +19,11 @@ export function registerRevoke(program: Command): void {
     .option('--subject <sub>', 'every grant of this subject, and every consent it approved that is remembered')
     .option('--issuer <iss>', 'with --subject: only the subject of this issuer')
     .option('--client <id>', 'every grant issued to this client, and every consent to it that is remembered')
-    .option('--reason <text>', 'reason recorded in the audit trail', 'cli')
+    .option(
+      '--reason <text>',
+      'reason stored with the revoked grants and recorded in the audit trail (one holding a token is refused)',
+      'cli',
+    )
     .option('--json', 'print one JSON object')
     .action(
       async (opts: {
@@ -39,6 +44,8 @@ export function registerRevoke(program: Command): void {
         const given = (['token', 'grant', 'subject', 'client'] as const).filter((k) => opts[k] !== undefined);
         if (given.length !== 1) throw new CliError('give exactly one of --token, --grant, --subject, --client');
         if (opts.issuer !== undefined && opts.subject === undefined) throw new CliError('--issuer goes with --subject');
+        // Stored with each revoked grant and written into grant.revoked: a pasted token is refused.
+        if (holdsToken(opts.reason)) throw new CliError('--reason holds a token; nothing was revoked');
         const result = await withService(opts.config, false, async ({ service }) => {
           // Every revocation is on record as admin.action by cli, whatever it matched: a subject
           // with no grant here still writes its subject entries, and a refusal is an attempt.
