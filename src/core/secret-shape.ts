@@ -157,6 +157,94 @@ export function withoutSecrets(value: string, secrets: readonly string[]): strin
 }
 
 /**
+ * Secrets compiled once (per gateway configuration) for whole-value lookup: each secret and its
+ * percent-decoded form in a set, so a recorded value is compared with all of them in O(1), and
+ * those of at least {@link SECRET_ANYWHERE_MIN} characters, still searched for anywhere.
+ */
+export interface SecretIndex {
+  readonly list: readonly string[];
+  readonly whole: ReadonlySet<string>;
+  readonly long: readonly string[];
+  /** Whether one is shorter than {@link SECRET_ANYWHERE_MIN} (compared segment by segment). */
+  readonly short: boolean;
+}
+
+/** `secrets` as a {@link SecretIndex}. */
+export function secretIndex(secrets: readonly string[]): SecretIndex {
+  const whole = new Set<string>();
+  const long: string[] = [];
+  let short = false;
+  for (const secret of secrets) {
+    if (secret === '') continue;
+    whole.add(secret);
+    whole.add(decoded(secret));
+    if (secret.length >= SECRET_ANYWHERE_MIN) long.push(secret);
+    else short = true;
+  }
+  return { list: secrets, whole, long, short };
+}
+
+/**
+ * `index` with `secrets` (a request's presented credentials and the secrets `index` was compiled
+ * from) added: the few `index` lacks are kept in a list, so the compiled set is not copied; `index`
+ * itself when `secrets` is its own list.
+ */
+function withSecrets(index: SecretIndex, secrets: readonly string[]): SecretIndex & { readonly extra: readonly string[] } {
+  if (secrets === index.list || secrets.length === 0) return { ...index, extra: [] };
+  const extra: string[] = [];
+  let long: string[] | undefined;
+  let short = index.short;
+  for (const secret of secrets) {
+    if (secret === '' || index.whole.has(secret)) continue;
+    extra.push(secret);
+    if (secret.length >= SECRET_ANYWHERE_MIN) (long ??= [...index.long]).push(secret);
+    else short = true;
+  }
+  return { list: index.list, whole: index.whole, long: long ?? index.long, short, extra };
+}
+
+/** Whether `value` is one of the secrets, as it is or percent-decoded. */
+function isIndexed(value: string, index: SecretIndex & { readonly extra: readonly string[] }): boolean {
+  if (index.whole.has(value)) return true;
+  const plain = decoded(value);
+  if (plain !== value && index.whole.has(plain)) return true;
+  for (const secret of index.extra) if (value === secret || plain === secret) return true;
+  return false;
+}
+
+/**
+ * Query keys as the audit trail may record them, each as {@link holdsSecret} and
+ * {@link withoutSecrets} would write it (`*` when it is or holds a secret, a short secret as a
+ * whole `/`-separated segment `*`), with each key looked up in `index` (the configured secrets,
+ * compiled once) instead of compared with every secret; `secrets` are the request's.
+ */
+export function keysWithoutSecrets(
+  keys: readonly string[],
+  secrets: readonly string[],
+  index: SecretIndex = secretIndex(secrets),
+): string[] {
+  const ix = withSecrets(index, secrets);
+  return keys.map((key) => {
+    if (isIndexed(key, ix)) return '*';
+    if (ix.long.length > 0) {
+      const text = asciiDecoded(key).text;
+      for (const secret of ix.long) if (text.includes(secret)) return '*';
+    }
+    if (!ix.short || key.indexOf('/') < 0) return key;
+    const parts = key.split('/');
+    let changed = false;
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i] as string;
+      if (part !== '' && part !== '*' && isIndexed(part, ix)) {
+        parts[i] = '*';
+        changed = true;
+      }
+    }
+    return changed ? parts.join('/') : key;
+  });
+}
+
+/**
  * A name a caller chose (an MCP tool, a JSON-RPC method) as the audit trail may record it: `*` when
  * it holds a token or one of `secrets` (see {@link holdsSecret}), else as it is.
  */

@@ -19,6 +19,7 @@ import { compilePolicy } from '../core/policy.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeModel } from '../core/scopes.ts';
+import { type SecretIndex, secretIndex } from '../core/secret-shape.ts';
 import { challenges as renderChallenges } from '../core/verify/challenge.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a.ts';
@@ -142,6 +143,8 @@ export interface GatewayState {
    * one in a recorded field (a path, a query key, a tool name), with the credential it presented.
    */
   readonly auditSecrets: readonly string[];
+  /** {@link auditSecrets} compiled for whole-value lookup, once per configuration. */
+  readonly auditSecretIndex: SecretIndex;
   readonly metricsPeers: BlockList;
   /** Proxies in front of the gateway (`gateway.trust_proxy`). */
   readonly trustedProxies: BlockList;
@@ -411,6 +414,16 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     ...(config.realm !== undefined ? { realm: config.realm } : {}),
     ...(config.resource_metadata !== undefined ? { resourceMetadata: config.resource_metadata } : {}),
   };
+  const auditSecrets: readonly string[] = Object.freeze(
+    [
+      ...new Set([
+        ...config.static_tokens.map((t) => t.token),
+        ...gateway.routes.flatMap((r) => (r.upstream.credential.type === 'static' ? [r.upstream.credential.token] : [])),
+        ...(gateway.forward_auth.shared_secret !== undefined ? [gateway.forward_auth.shared_secret.value] : []),
+        ...(config.introspection !== undefined ? [config.introspection.client_secret] : []),
+      ]),
+    ].filter((v) => v !== ''),
+  );
   return Object.freeze({
     config,
     // Without a JWT verifier no JWT is admitted, and there are no keys to compare.
@@ -436,16 +449,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
       header: gateway.forward_auth.shared_secret.header,
       digest: createHash('sha256').update(gateway.forward_auth.shared_secret.value).digest(),
     },
-    auditSecrets: Object.freeze(
-      [
-        ...new Set([
-          ...config.static_tokens.map((t) => t.token),
-          ...gateway.routes.flatMap((r) => (r.upstream.credential.type === 'static' ? [r.upstream.credential.token] : [])),
-          ...(gateway.forward_auth.shared_secret !== undefined ? [gateway.forward_auth.shared_secret.value] : []),
-          ...(config.introspection !== undefined ? [config.introspection.client_secret] : []),
-        ]),
-      ].filter((v) => v !== ''),
-    ),
+    auditSecrets,
+    auditSecretIndex: secretIndex(auditSecrets),
     metricsPeers,
     trustedProxies,
     publicUrl: config.server.public_url,

@@ -133,7 +133,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     refuse(new TesseraError('request_path_invalid'), s.challenges);
     return;
   }
-  fx.path = auditPath(target.path, target.query, fx.secrets);
+  fx.path = auditPath(target.path, target.query, fx.secrets, s.auditSecretIndex);
   if (original.host !== undefined && !validHost(original.host)) {
     refuse(new TesseraError('request_host_invalid'), s.challenges);
     return;

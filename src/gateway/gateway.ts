@@ -729,7 +729,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       deny(x, res, new TesseraError('request_path_invalid'), s.challenges);
       return;
     }
-    x.path = auditPath(target.path, target.query, x.secrets);
+    x.path = auditPath(target.path, target.query, x.secrets, s.auditSecretIndex);
     if (!hostHeaderValid(s, req)) {
       deny(x, res, new TesseraError('request_host_invalid'), s.challenges);
       return;

@@ -81,7 +81,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
     denySocket(new TesseraError('request_path_invalid'), s.challenges);
     return;
   }
-  x.path = auditPath(target.path, target.query, x.secrets);
+  x.path = auditPath(target.path, target.query, x.secrets, s.auditSecretIndex);
   if (!hostHeaderValid(s, req)) {
     denySocket(new TesseraError('request_host_invalid'), s.challenges);
     return;

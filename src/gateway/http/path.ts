@@ -25,7 +25,7 @@
  *
  * @module
  */
-import { holdsSecret, withoutSecrets, withoutTokens } from '../../core/secret-shape.ts';
+import { keysWithoutSecrets, type SecretIndex, withoutSecrets, withoutTokens } from '../../core/secret-shape.ts';
 
 /** A normalized request target. */
 export interface RequestTarget {
@@ -269,30 +269,40 @@ export function hasMethodOverride(rawQuery: string): boolean {
 const AUDIT_KEY_MAX = 32;
 /** The longest path recorded: an event stays small however long a path the header limit allows. */
 const AUDIT_PATH_MAX = 2048;
+/** The most query keys recorded (then `…`): an event stays small, and each key is checked for secrets. */
+const AUDIT_KEYS_MAX = 64;
 
 /**
  * The path for the audit trail: the path (its first {@link AUDIT_PATH_MAX} characters, a token in
  * it written `*`, see core/secret-shape.ts) with query values removed and keys kept
  * (`/items?limit=&q=`), so no token or personal data in a query value is recorded; a key as long as
  * a secret is `*`. `secrets` (the credential the request presented, the secrets the operator
- * configured) are written `*` too, in the path and as query keys.
+ * configured) are written `*` too, in the path and as query keys, each key looked up in `index`
+ * (the configured secrets, compiled once per gateway configuration) when given. The first
+ * {@link AUDIT_KEYS_MAX} keys are recorded, then `…`.
  */
-export function auditPath(path: string, query: string, secrets: readonly string[] = []): string {
+export function auditPath(path: string, query: string, secrets: readonly string[] = [], index?: SecretIndex): string {
   const clean = withoutTokens(secrets.length === 0 ? path : withoutSecrets(path, secrets));
   const p = clean.length > AUDIT_PATH_MAX ? clean.slice(0, AUDIT_PATH_MAX) : clean;
   if (query === '' || query === '?') return p;
-  const keys = query
-    .slice(1)
-    .split('&')
-    .filter((q) => q !== '')
-    .map((q) => {
-      const eq = q.indexOf('=');
-      const key = eq < 0 ? q : q.slice(0, eq);
-      if (key.length >= AUDIT_KEY_MAX) return '*=';
-      if (secrets.length === 0) return `${withoutTokens(key)}=`;
-      return holdsSecret(key, secrets) ? '*=' : `${withoutTokens(withoutSecrets(key, secrets))}=`;
-    });
-  return keys.length ? `${p}?${keys.join('&')}` : p;
+  const keys: string[] = [];
+  let more = false;
+  for (const q of query.slice(1).split('&')) {
+    if (q === '') continue;
+    if (keys.length === AUDIT_KEYS_MAX) {
+      more = true;
+      break;
+    }
+    const eq = q.indexOf('=');
+    keys.push(eq < 0 ? q : q.slice(0, eq));
+  }
+  const long = keys.map((k) => k.length >= AUDIT_KEY_MAX);
+  const short = keys.filter((_, i) => !long[i]);
+  const checked = secrets.length === 0 ? short : keysWithoutSecrets(short, secrets, index);
+  let j = 0;
+  const recorded = keys.map((_, i) => (long[i] ? '*=' : `${withoutTokens(checked[j++] as string)}=`));
+  if (more) recorded.push('…');
+  return recorded.length ? `${p}?${recorded.join('&')}` : p;
 }
 
 /**

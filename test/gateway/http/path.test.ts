@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { secretIndex } from '../../../src/core/secret-shape.ts';
 import {
   auditPath,
   auditRawPath,
@@ -199,6 +200,28 @@ describe('audit paths', () => {
   it('attack: the userinfo of an absolute-form target (http://SECRET@host/…) is not recorded', () => {
     assert.equal(auditRawPath('http://static-secret-value-0123456789@a/api/x?q=1'), 'http://a/api/x');
     assert.equal(auditRawPath('https://user:pass@a:8443/'), 'https://a:8443/');
+  });
+  it('attack: a query of thousands of keys records the first 64, then …', () => {
+    const q = `?${Array.from({ length: 5000 }, (_, i) => `k${i}=1`).join('&')}`;
+    const keys = Array.from({ length: 64 }, (_, i) => `k${i}=`).join('&');
+    assert.equal(auditPath('/items', q), `/items?${keys}&…`);
+    assert.equal(auditPath('/items', `?${Array.from({ length: 64 }, (_, i) => `k${i}=1`).join('&')}`), `/items?${keys}`);
+  });
+  it('attack: query keys are matched against a compiled set of the configured secrets, not each key against every secret', () => {
+    const configured = Array.from({ length: 1000 }, (_, i) => `key${i}`);
+    const index = secretIndex(configured);
+    let reads = 0;
+    const counted = new Proxy(configured, {
+      get(t, k, r) {
+        if (typeof k === 'string' && /^\d+$/.test(k)) reads++;
+        return Reflect.get(t, k, r);
+      },
+    });
+    const q = `?${Array.from({ length: 64 }, (_, i) => `key${i * 7}`).join('&')}&key%35`;
+    assert.equal(auditPath('/items', q, counted, index), `/items?${Array.from({ length: 64 }, () => '*=').join('&')}&…`);
+    // The path is compared with them once (three passes); each of 64 keys with each secret would be 64,000 reads.
+    assert.ok(reads <= 3 * configured.length, String(reads));
+    assert.equal(auditPath('/items', '?key5&x&cred', ['cred', ...configured], index), '/items?*=&x=&*=');
   });
   it('records at most 2048 characters of a path', () => {
     assert.equal(auditPath(`/${'a'.repeat(5000)}`, '?x=1'), `/${'a'.repeat(2047)}?x=`);
