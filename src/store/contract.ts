@@ -332,6 +332,19 @@ export const STORE_CONFLICT_CODES = [
 export type StoreConflictCode = (typeof STORE_CONFLICT_CODES)[number];
 
 /**
+ * What the store's errors share: a stable `code` from the closed union `C`, and a message that names
+ * no secret. Not exported from the package: catch the subclasses.
+ */
+export abstract class CodedStoreError<C extends string> extends Error {
+  readonly code: C;
+
+  constructor(code: C, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/**
  * Thrown by the store for a write that conflicts with existing data (duplicate id), with the code
  * naming which. Nothing was written.
  *
@@ -350,14 +363,8 @@ export type StoreConflictCode = (typeof STORE_CONFLICT_CODES)[number];
  * }
  * ```
  */
-export class StoreConflictError extends Error {
+export class StoreConflictError extends CodedStoreError<StoreConflictCode> {
   override readonly name = 'StoreConflictError';
-  readonly code: StoreConflictCode;
-
-  constructor(code: StoreConflictCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
 }
 
 /** The codes of {@link StoreCapacityError}: `client_limit_reached` (a {@link ClientLimit}). */
@@ -368,14 +375,8 @@ export type StoreCapacityCode = 'client_limit_reached';
  * starts with the limit's prefix exist already. Nothing was written. The token service answers a
  * dynamic registration refused so with its own error.
  */
-export class StoreCapacityError extends Error {
+export class StoreCapacityError extends CodedStoreError<StoreCapacityCode> {
   override readonly name = 'StoreCapacityError';
-  readonly code: StoreCapacityCode;
-
-  constructor(code: StoreCapacityCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
 }
 
 /**
@@ -400,14 +401,8 @@ export type StoreUnavailableCode = 'store_unreachable' | 'store_busy';
  * The token service answers it with 503 `temporarily_unavailable` (`store_unavailable`). A custom
  * {@link Store} throws it for the same conditions, so that callers answer 503 rather than 500.
  */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends CodedStoreError<StoreUnavailableCode> {
   override readonly name = 'StoreUnavailableError';
-  readonly code: StoreUnavailableCode;
-
-  constructor(code: StoreUnavailableCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
 }
 
 /**
