@@ -175,63 +175,65 @@ describe('gateway: exchanges in flight on an introspected token', () => {
   });
 });
 
-describe('gateway: exchanges in flight on an introspected token whose scope the authorization server narrows', () => {
-  let endpoint: Endpoint;
-  let upstream: Upstream;
-  let wss: WebSocketServer;
-  let gw: TestGateway;
+/**
+ * Inside a describe: a loopback introspection endpoint, an upstream answering SSE and WebSocket
+ * upgrades, and a gateway introspecting (rechecks every second) with `route`; `closedEvents` reads
+ * the gateway.stream_closed events of a subject.
+ */
+function introspectedStreams(route: Record<string, unknown>) {
+  const f = {} as { endpoint: Endpoint; upstream: Upstream; wss: WebSocketServer; gw: TestGateway };
   before(async () => {
-    endpoint = await introspectionEndpoint();
-    wss = new WebSocketServer({ noServer: true });
-    upstream = await startUpstream((_req, res) => {
+    f.endpoint = await introspectionEndpoint();
+    f.wss = new WebSocketServer({ noServer: true });
+    f.upstream = await startUpstream((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('data: hello\n\n');
     });
-    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
-    gw = await startGateway({
+    f.upstream.server.on('upgrade', (req, socket, head) => f.wss.handleUpgrade(req, socket, head, () => undefined));
+    f.gw = await startGateway({
       ...baseConfig(),
       introspection: {
-        endpoint: `${endpoint.origin}/introspect`,
+        endpoint: `${f.endpoint.origin}/introspect`,
         client_id: CLIENT_ID,
         client_secret: CLIENT_SECRET,
         cache_max_ttl: '1s',
         timeout: '1s',
       },
-      gateway: {
-        routes: [
-          { id: 'api', upstream: { url: upstream.url }, auth: 'introspection', rules: [{ id: 'read', path: '/**', scopes: ['api:read'] }] },
-        ],
-      },
+      gateway: { routes: [{ id: 'api', upstream: { url: f.upstream.url }, auth: 'introspection', ...route }] },
     });
   });
   after(async () => {
-    await gw.close();
-    wss.close();
-    await upstream.close();
-    await endpoint.close();
+    await f.gw.close();
+    f.wss.close();
+    await f.upstream.close();
+    await f.endpoint.close();
   });
+  const closedEvents = async (subject: string) => {
+    await requestEvents(f.gw);
+    return f.gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
+  };
+  return { f, closedEvents };
+}
 
-  async function closedEvents(subject: string) {
-    await requestEvents(gw);
-    return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
-  }
+describe('gateway: exchanges in flight on an introspected token whose scope the authorization server narrows', () => {
+  const { f, closedEvents } = introspectedStreams({ rules: [{ id: 'read', path: '/**', scopes: ['api:read'] }] });
 
   it('attack: still active but no longer granting the scope the route requires ends its WebSocket (1008) and SSE stream with token_scope_narrowed, audited; a narrower answer that still grants it keeps them open', async () => {
     const token = 'opaque-narrowed-at-the-as';
-    endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'api:read admin' });
-    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/ws`, token);
-    const sse = await openSse(`${gw.url}/events/narrowed`, token);
+    f.endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'api:read admin' });
+    const { closed: wsClosed } = await openWs(`${f.gw.url.replace('http', 'ws')}/ws`, token);
+    const sse = await openSse(`${f.gw.url}/events/narrowed`, token);
     assert.equal(sse.status, 200);
 
     // Narrowed, but api:read is still granted: nothing closes.
-    endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'api:read' });
-    const before = endpoint.calls.get(token) ?? 0;
-    await until(() => (endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
+    f.endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'api:read' });
+    const before = f.endpoint.calls.get(token) ?? 0;
+    await until(() => (f.endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
     assert.equal((await closedEvents('user-narrowed')).length, 0);
 
     // Narrowed below what the route requires (admin implies no api:read): the streams end as an
     // inactive token's would.
-    endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'admin' });
+    f.endpoint.answers.set(token, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'admin' });
     const closed = await within(wsClosed, 4000, 'the WebSocket outlived the narrowing of its scope at the authorization server');
     assert.deepEqual(closed, { code: 1008, reason: 'token scope narrowed' });
     await within(sse.ended, 4000, 'the SSE stream outlived the narrowing of its scope at the authorization server');
@@ -245,58 +247,17 @@ describe('gateway: exchanges in flight on an introspected token whose scope the 
       ],
     );
     // A new request with the token gets the refusal a new request gets.
-    const again = await fetch(`${gw.url}/x`, { headers: { authorization: `Bearer ${token}` } });
+    const again = await fetch(`${f.gw.url}/x`, { headers: { authorization: `Bearer ${token}` } });
     assert.equal(again.status, 403);
   });
 });
 
 describe('gateway: exchanges in flight on an introspected token whose claims or audience the authorization server changes', () => {
   const AUDIENCE = 'https://api.example.test';
-  let endpoint: Endpoint;
-  let upstream: Upstream;
-  let wss: WebSocketServer;
-  let gw: TestGateway;
-  before(async () => {
-    endpoint = await introspectionEndpoint();
-    wss = new WebSocketServer({ noServer: true });
-    upstream = await startUpstream((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('data: hello\n\n');
-    });
-    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, () => undefined));
-    gw = await startGateway({
-      ...baseConfig(),
-      introspection: {
-        endpoint: `${endpoint.origin}/introspect`,
-        client_id: CLIENT_ID,
-        client_secret: CLIENT_SECRET,
-        cache_max_ttl: '1s',
-        timeout: '1s',
-      },
-      gateway: {
-        routes: [
-          {
-            id: 'api',
-            upstream: { url: upstream.url },
-            auth: 'introspection',
-            audience: AUDIENCE,
-            rules: [{ id: 'tenant', path: '/t/:tenant/**', scopes: ['api:read'], claims: { tenant: ':tenant' } }],
-          },
-        ],
-      },
-    });
+  const { f, closedEvents } = introspectedStreams({
+    audience: AUDIENCE,
+    rules: [{ id: 'tenant', path: '/t/:tenant/**', scopes: ['api:read'], claims: { tenant: ':tenant' } }],
   });
-  after(async () => {
-    await gw.close();
-    wss.close();
-    await upstream.close();
-    await endpoint.close();
-  });
-
-  async function closedEvents(subject: string) {
-    await requestEvents(gw);
-    return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
-  }
 
   /**
    * Opens a WebSocket and an SSE stream on `answer`, sees them survive two unchanged rechecks, then
@@ -312,17 +273,17 @@ describe('gateway: exchanges in flight on an introspected token whose claims or 
     status: number;
   }) {
     const subject = o.answer.sub as string;
-    endpoint.answers.set(o.token, o.answer);
-    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/t/acme/ws`, o.token);
-    const sse = await openSse(`${gw.url}/t/acme/events`, o.token);
+    f.endpoint.answers.set(o.token, o.answer);
+    const { closed: wsClosed } = await openWs(`${f.gw.url.replace('http', 'ws')}/t/acme/ws`, o.token);
+    const sse = await openSse(`${f.gw.url}/t/acme/events`, o.token);
     assert.equal(sse.status, 200);
 
     // Unchanged for a couple of rechecks: nothing closes.
-    const before = endpoint.calls.get(o.token) ?? 0;
-    await until(() => (endpoint.calls.get(o.token) ?? 0) >= before + 2, 6000);
+    const before = f.endpoint.calls.get(o.token) ?? 0;
+    await until(() => (f.endpoint.calls.get(o.token) ?? 0) >= before + 2, 6000);
     assert.equal((await closedEvents(subject)).length, 0);
 
-    endpoint.answers.set(o.token, o.changed);
+    f.endpoint.answers.set(o.token, o.changed);
     const closed = await within(wsClosed, 4000, `the WebSocket outlived the change (${o.code})`);
     assert.deepEqual(closed, { code: 1008, reason: o.closeText });
     await within(sse.ended, 4000, `the SSE stream outlived the change (${o.code})`);
@@ -334,10 +295,10 @@ describe('gateway: exchanges in flight on an introspected token whose claims or 
         [o.code, 'deny'],
       ],
     );
-    const again = await fetch(`${gw.url}/t/acme/x`, { headers: { authorization: `Bearer ${o.token}` } });
+    const again = await fetch(`${f.gw.url}/t/acme/x`, { headers: { authorization: `Bearer ${o.token}` } });
     assert.equal(again.status, o.status);
-    await requestEvents(gw);
-    const refused = gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.subject === subject && e.decision === 'deny');
+    await requestEvents(f.gw);
+    const refused = f.gw.audit.events.filter((e) => e.kind === 'gateway.request' && e.subject === subject && e.decision === 'deny');
     assert.deepEqual(
       refused.map((e) => e.reason),
       [o.code],
