@@ -13,7 +13,8 @@
  * - `envoy` (HTTP `ext_authz`): the original method, the endpoint path as `path_prefix` followed by
  *   the original path, and the original Host.
  *
- * A header the flavor needs that is missing or sent more than once makes the check invalid.
+ * A header the flavor needs that is missing or sent more than once makes the check invalid, as
+ * does a proto other than `http` or `https`.
  *
  * The answer is 200 with the headers to inject upstream (credential, identity, request id) or the
  * refusal the caller must see. nginx only understands 2xx, 401 and 403 from `auth_request`, so its
@@ -78,6 +79,19 @@ function optional(req: IncomingMessage, name: string): string | null | undefined
 
 const METHOD = /^[A-Za-z]+$/;
 
+/**
+ * The scheme header `name` reports, lower case: `http` or `https` (`http` when absent), else
+ * `undefined` (the check is invalid). It starts the URL a DPoP proof must name
+ * (`<proto>://<host><uri>`): any other text (`http://other.example/x#`) would make that URL
+ * another server's, and a proof captured there would pass.
+ */
+function scheme(req: IncomingMessage, name: string): string | undefined {
+  const v = optional(req, name);
+  if (v === null) return 'http';
+  const p = v?.toLowerCase();
+  return p === 'http' || p === 'https' ? p : undefined;
+}
+
 /** The last (rightmost, the proxy's own) hop of an X-Forwarded-For value. */
 function lastHop(v: string): string | undefined {
   const last = v.split(',').at(-1)?.trim();
@@ -97,7 +111,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
     // Envoy ext_authz: <path_prefix><original path>
     if (!(url.length > base.length && url.charCodeAt(base.length) === 0x2f && url.startsWith(base))) return undefined;
     const host = required(req, 'host');
-    const proto = optional(req, 'x-forwarded-proto');
+    const proto = scheme(req, 'x-forwarded-proto');
     const xff = optional(req, 'x-forwarded-for');
     const method = req.method ?? '';
     if (host === undefined || proto === undefined || xff === undefined || !METHOD.test(method)) return undefined;
@@ -106,7 +120,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
       method: method.toUpperCase(),
       uri: url.slice(base.length),
       host,
-      proto: proto ?? 'http',
+      proto,
       remoteAddress: xff === null ? undefined : lastHop(xff),
     };
   }
@@ -119,7 +133,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
   const uri = required(req, names.uri);
   const method = required(req, names.method);
   const host = required(req, names.host);
-  const proto = optional(req, names.proto);
+  const proto = scheme(req, names.proto);
   if (uri === undefined || method === undefined || host === undefined || proto === undefined || !METHOD.test(method)) return undefined;
   let remoteAddress: string | undefined;
   if (flavor === 'nginx') {
@@ -131,5 +145,5 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
     if (xff === undefined) return undefined;
     remoteAddress = xff === null ? undefined : lastHop(xff);
   }
-  return { flavor, method: method.toUpperCase(), uri, host, proto: proto ?? 'http', remoteAddress };
+  return { flavor, method: method.toUpperCase(), uri, host, proto, remoteAddress };
 }

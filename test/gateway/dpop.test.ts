@@ -363,14 +363,14 @@ describe('forward-auth: DPoP htu with server.public_url', () => {
   after(async () => {
     await gw?.close();
   });
-  const check = async (host: string, htu: string) =>
+  const check = async (host: string, htu: string, proto = 'http') =>
     fetch(`${gw.url}/_tessera/auth`, {
       headers: {
         'x-tessera-forward-auth': FA_SECRET,
         'x-original-uri': '/items?page=2',
         'x-original-method': 'GET',
         'x-original-host': host,
-        'x-original-proto': 'http',
+        'x-original-proto': proto,
         authorization: `DPoP ${bound}`,
         dpop: await proof('GET', htu, bound),
       },
@@ -390,5 +390,15 @@ describe('forward-auth: DPoP htu with server.public_url', () => {
   it('a route matched by host takes the name the proxy reports (it is one the route was configured for)', async () => {
     assert.equal((await check('shop.example.com', 'http://shop.example.com/items')).status, 200);
     assert.equal((await check('shop.example.com', 'https://api.example.com/items')).status, 401);
+  });
+
+  it('proto spoofing: a scheme that is not http or https (naming another server, `http://evil.example/items#`) is refused, never read as the proof URI', async () => {
+    // `<proto>://<host><uri>` would read as http://evil.example/items: a proof captured there would pass.
+    const res = await check('shop.example.com', 'http://evil.example/items', 'http://evil.example/items#');
+    assert.equal(res.status, 500);
+    assert.equal(res.headers.get('x-tessera-status'), '400');
+    await gw.served.gateway.audit.flush();
+    assert.equal(gw.audit.events.at(-1)!.reason, 'forward_auth_request_invalid');
+    assert.equal((await check('shop.example.com', 'https://shop.example.com/items', 'HTTPS')).status, 200);
   });
 });
