@@ -137,6 +137,25 @@ describe('gateway: plain HTTP proxying', () => {
     assert.equal(upstream.seen.length, seen);
   });
 
+  it('identity header injection: a claim holding a lone surrogate (no UTF-8 form, so no header value) is refused 401 token_claim_invalid, not a 500, and never forwarded', async () => {
+    const seen = upstream.seen.length;
+    for (const claims of [
+      { sub: 'user-\ud800' },
+      { client_id: '\udc00agent' },
+      { act: { sub: 'agent-\ud83d' } },
+      { scope: 'api:read \ud800' },
+    ]) {
+      const t = await token({ scope: 'api:read', ...claims });
+      const res = await fetch(`${gw.url}/api/items/1`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(res.status, 401, JSON.stringify(claims));
+      assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+      const e = (await requestEvents(gw)).at(-1)!;
+      assert.equal(e.decision, 'deny');
+      assert.equal(e.reason, 'token_claim_invalid');
+    }
+    assert.equal(upstream.seen.length, seen);
+  });
+
   it('serves a public route without credentials', async () => {
     const res = await fetch(`${gw.url}/public/hello`);
     assert.equal(res.status, 200);

@@ -1,11 +1,13 @@
 /**
  * Identity headers: who the verified caller is, in headers named by the configuration. Values are
  * made header-safe (`headerSafe`), and the inbound copies of every configured identity header are
- * always stripped, so an upstream can trust them.
+ * always stripped, so an upstream can trust them. A token whose identity holds a lone surrogate
+ * (JSON allows `"\ud800"`) is refused: it has no UTF-8 form, so no header can carry it.
  *
  * @module
  */
 import type { IdentityField } from '../../../config/gateway-schema.ts';
+import { TesseraError } from '../../../core/errors.ts';
 import { actorLabel, type Principal } from '../../../core/verify/principal.ts';
 import { headerSafe } from '../../http/headers.ts';
 import type { Mutator } from './mutator.ts';
@@ -30,6 +32,30 @@ function value(field: IdentityField, p: Principal): string | undefined {
   }
 }
 
+// \p{Cs} matches only a lone surrogate (as in issuer/clients.ts).
+const LONE_SURROGATE = /\p{Cs}/u;
+const wellFormed = (v: string | undefined) => v === undefined || !LONE_SURROGATE.test(v);
+
+/** Whether every string `field` shows is well-formed UTF-16 (`headerSafe` can encode it). */
+function encodable(field: IdentityField, p: Principal): boolean {
+  switch (field) {
+    case 'subject':
+      return wellFormed(p.subject);
+    case 'client':
+      return wellFormed(p.clientId);
+    case 'issuer':
+      return wellFormed(p.issuer);
+    case 'actors':
+      return p.actors.every((a) => wellFormed(a.subject) && wellFormed(a.issuer));
+    case 'delegation':
+      return wellFormed(p.delegationId);
+    case 'scopes':
+      return p.scopes.every(wellFormed);
+    case 'token_id':
+      return wellFormed(p.tokenId);
+  }
+}
+
 export function identityHeadersMutator(fields: readonly IdentityField[], names: Readonly<Record<IdentityField, string>>): Mutator {
   const pairs = fields.map((f) => [f, names[f]] as const);
   return {
@@ -39,6 +65,7 @@ export function identityHeadersMutator(fields: readonly IdentityField[], names: 
       const p = input.principal;
       if (p === undefined) return undefined;
       for (const [field, name] of pairs) {
+        if (!encodable(field, p)) return new TesseraError('token_claim_invalid');
         const v = value(field, p);
         if (v !== undefined) out[name] = v;
       }
