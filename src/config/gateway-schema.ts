@@ -94,7 +94,15 @@ export const credentialSchema = z
       z.strictObject({ type: z.literal('none').meta({ description: 'Send no credential upstream.' }) }),
       z.strictObject({
         type: z.literal('static'),
-        token: z.string().min(1).meta({ description: 'The upstream token, normally `${GATEWAY_TOKEN}` from the environment.' }),
+        // Sent as a header value: a control character (a secret file's trailing newline) cannot be
+        // one, and Node would refuse it on every request (502), or throw answering a forward-auth check.
+        token: z
+          .string()
+          .regex(
+            /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/,
+            'the token must be printable ASCII, without control characters (a trailing newline?) or spaces at either end',
+          )
+          .meta({ description: 'The upstream token, normally `${GATEWAY_TOKEN}` from the environment.' }),
         header: headerName('Header carrying it.').prefault('authorization'),
         scheme: z
           .string()

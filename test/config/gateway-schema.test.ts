@@ -111,6 +111,24 @@ describe('gateway configuration', () => {
     assert.equal(short?.path, 'gateway.forward_auth.shared_secret.value');
   });
 
+  it('header injection: refuses a static upstream credential no header can carry (a secret file’s trailing newline), without showing it; the gateway would answer 502 for every request and crash on a forward-auth check', () => {
+    for (const token of ['upstream-token\n', 'upstream-token\r\nX-Admin: 1', ' upstream-token', 'up\u0000stream', 'upstream-tökén']) {
+      const cred = route({ upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static', token: '${GATEWAY_TOKEN}' } } });
+      let error: unknown;
+      try {
+        parse({ ...baseConfig(), gateway: { routes: [cred] } } as never, { GATEWAY_TOKEN: token });
+      } catch (e) {
+        error = e;
+      }
+      assert.ok(error instanceof ConfigError, JSON.stringify(token));
+      assert.equal(error.issues[0]?.path, 'gateway.routes[0].upstream.credential.token');
+      assert.match(error.issues[0]?.message ?? '', /printable ASCII/);
+      assert.ok(!error.message.includes('upstream-t'), error.message);
+    }
+    const ok = route({ upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static', token: 'key with=inner spaces~' } } });
+    assert.deepEqual(issues({ routes: [ok] }), []);
+  });
+
   it('tool-rule bypass: refuses MCP tool rules on a route that is not an MCP route (its bodies are never read)', () => {
     const [i, ...rest] = issues({
       routes: [route({ rules: [{ tool: 'files.delete', scopes: ['admin'] }, { scopes: ['api:read'] }] })],
