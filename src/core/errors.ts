@@ -384,6 +384,14 @@ export const ERROR_CODES = {
     error: 'invalid_request',
     description: 'Method and path overrides are not accepted.',
   },
+  // The proxy forwards the request itself, and copies only the dashed names the answer carries: an
+  // identity or credential header spelled with `_` (X_Tessera_Subject) would reach the upstream
+  // beside them, and CGI-style apps read it as the same header.
+  forward_auth_header_spoof_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Headers the gateway sets for the upstream are not accepted from the caller.',
+  },
   // The proxy forwards the request itself: a token in the query would reach the upstream.
   forward_auth_query_token_refused: {
     status: 400,

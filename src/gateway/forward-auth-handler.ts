@@ -44,21 +44,34 @@ function secretMatches(req: IncomingMessage, secret: Secret): boolean {
   return true;
 }
 
-// Caddy's forward_auth copies each header named in copy_headers from the answer, and one the
-// answer lacks arrives upstream as the literal text of its placeholder (Caddy 2.6) or leaves the
-// caller's own copy in place (later versions). So every header a Caddyfile may copy is always
-// answered, empty when it has no value: the credential header of every route and every identity
-// header name.
-const copied = new WeakMap<GatewayState, readonly string[]>();
-function caddyCopied(s: GatewayState): readonly string[] {
-  let names = copied.get(s);
+// The headers an allow answer may set for the upstream, lower case: the credential header of every
+// route and every identity header name.
+const answerable = new WeakMap<GatewayState, ReadonlySet<string>>();
+function answered(s: GatewayState): ReadonlySet<string> {
+  let names = answerable.get(s);
   if (names === undefined) {
     const set = new Set<string>(['authorization', ...Object.values(s.gateway.identity_headers)]);
     for (const r of s.gateway.routes) if (r.upstream.credential.type === 'static') set.add(r.upstream.credential.header);
-    names = [...set];
-    copied.set(s, names);
+    names = set;
+    answerable.set(s, names);
   }
   return names;
+}
+
+/**
+ * True when the check carries one of the {@link answered} headers spelled with `_` for `-`
+ * (`X_Tessera_Subject`): the proxy replaces only the dashed name, so the caller's copy would reach
+ * the upstream beside it, and CGI-style servers read both as `HTTP_X_TESSERA_SUBJECT`.
+ */
+function carriesUnderscoreSpoof(s: GatewayState, rawHeaders: readonly string[]): boolean {
+  let names: ReadonlySet<string> | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.indexOf('_') < 0) continue;
+    names ??= answered(s);
+    if (names.has(name.toLowerCase().replaceAll('_', '-'))) return true;
+  }
+  return false;
 }
 
 /** True when the request's framing announces a body (a non-zero Content-Length or any Transfer-Encoding). */
@@ -147,6 +160,10 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     refuse(new TesseraError('forward_auth_override_refused'), s.challenges);
     return;
   }
+  if (carriesUnderscoreSpoof(s, req.rawHeaders)) {
+    refuse(new TesseraError('forward_auth_header_spoof_refused'), s.challenges);
+    return;
+  }
   // Tessera's own proxy removes an access token from the query; here the proxy forwards the URI as
   // it came, so allowing would hand the token to the upstream (its logs, its own token handling).
   // Refused whatever transport.query says, in every spelling the gateway strips.
@@ -209,7 +226,11 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
       const ttl = Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - ctx.clock() / 1000));
       const headers: Record<string, string> = ttl >= 1 ? { 'x-accel-expires': String(ttl) } : {};
       Object.assign(headers, d.headers);
-      if (flavor === 'caddy') for (const name of caddyCopied(s)) headers[name] ??= '';
+      // Caddy's forward_auth copies each header named in copy_headers from the answer, and one the
+      // answer lacks arrives upstream as the literal text of its placeholder (Caddy 2.6) or leaves
+      // the caller's own copy in place (later versions): every header it may copy is answered,
+      // empty when it has no value.
+      if (flavor === 'caddy') for (const name of answered(s)) headers[name] ??= '';
       headers['x-request-id'] = fx.requestId;
       headers['content-length'] = '0';
       headers['cache-control'] = 'no-store';

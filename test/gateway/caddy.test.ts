@@ -209,6 +209,17 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
     assert.equal(app.seen.length, n);
   });
 
+  it('identity spoofing: an identity header spelled with underscores (X_Tessera_Subject, which CGI-style apps read as X-Tessera-Subject) sent through Caddy is refused 400 and never reaches the app', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-underscore' });
+    const n = app.seen.length;
+    for (const name of ['X_Tessera_Subject', 'x_tessera_actor_chain', 'X-Tessera_Scopes']) {
+      const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, [name]: 'admin' } });
+      assert.equal(res.status, 400, name);
+      assert.equal((await checks()).at(-1)?.reason, 'forward_auth_header_spoof_refused', name);
+    }
+    assert.equal(app.seen.length, n);
+  });
+
   it('refuses encoded traversal through Caddy (Tessera reads the URI as sent)', async () => {
     const t = await token({ scope: 'api:read', sub: 'caddy-traversal' });
     const n = app.seen.length;

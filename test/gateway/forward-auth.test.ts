@@ -478,6 +478,28 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal((await lastCheck())?.reason, 'forward_auth_override_refused');
   });
 
+  it('identity spoofing: a Traefik check carrying an identity header spelled with underscores (X_Tessera_Subject) is refused 400 without the credential; other underscore headers pass', async () => {
+    const traefikCheck = (extra: Record<string, string>) =>
+      checkTraefik({
+        'x-forwarded-uri': '/api/items',
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        authorization: `Bearer ${t}`,
+        ...extra,
+      });
+    for (const name of ['X_Tessera_Subject', 'x-tessera_delegation_id']) {
+      const res = await traefikCheck({ [name]: 'admin' });
+      assert.equal(res.status, 400, name);
+      assert.equal(res.headers.get('authorization'), null, name);
+      await traefik.served.gateway.audit.flush();
+      assert.equal(
+        traefik.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1)?.reason,
+        'forward_auth_header_spoof_refused',
+      );
+    }
+    assert.equal((await traefikCheck({ x_custom_trace: '1' })).status, 200);
+  });
+
   it('query token leak: a check whose original URI carries access_token (any spelling the gateway strips) is refused, with transport.query on or off, since the proxy forwards the URI with the token to the upstream', async () => {
     const withQuery = await startGateway({ ...config(), transport: { query: true } });
     try {
