@@ -58,18 +58,33 @@ export async function startIssuer(
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const input = options.config ?? {};
-  const config = parseConfig(configSchema, {
-    data_dir: dir,
-    ...input,
-    token_service: { issuer: url, sync_interval: '1s', ...(input.token_service ?? {}) },
-  });
-  const store = options.store ?? SqliteStore.open({ path: join(dir, 'tessera.db') });
-  const master = options.master ?? generateMasterKey().key;
-  const service = createTokenServiceFromConfig(config, { store, master, ...(options.clock ? { clock: options.clock } : {}) });
-  await service.keys.reload();
-  if (service.keys.status().length === 0) await service.keys.rotate({ immediate: true });
-  await service.start();
+  let store: Store | undefined;
+  let service: TokenService | undefined;
+  let config: TesseraConfig;
+  let master: MasterKey;
+  try {
+    const input = options.config ?? {};
+    config = parseConfig(configSchema, {
+      data_dir: dir,
+      ...input,
+      token_service: { issuer: url, sync_interval: '1s', ...(input.token_service ?? {}) },
+    });
+    store = options.store ?? SqliteStore.open({ path: join(dir, 'tessera.db') });
+    master = options.master ?? generateMasterKey().key;
+    service = createTokenServiceFromConfig(config, { store, master, ...(options.clock ? { clock: options.clock } : {}) });
+    await service.keys.reload();
+    if (service.keys.status().length === 0) await service.keys.rotate({ immediate: true });
+    await service.start();
+  } catch (err) {
+    // A failed start must not leave the listening server (or the service's timers) behind: the
+    // test file's `after` has no issuer to close, and the process would never exit.
+    await service?.close().catch(() => {});
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (options.store === undefined) await store?.close().catch(() => {});
+    if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   handler = createTokenServiceHandler(service, options.onWarning ? { onWarning: options.onWarning } : {});
   return {
     url,

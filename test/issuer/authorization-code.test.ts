@@ -50,7 +50,7 @@ before(async () => {
     redirectUris: ['https://web.test/cb'],
   });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 interface AuthzOptions {
   client?: string;

@@ -57,7 +57,7 @@ before(async () => {
   });
 });
 after(async () => {
-  await issuer.close();
+  await issuer?.close();
   mcp.closeAllConnections();
   await new Promise<void>((resolve) => mcp.close(() => resolve()));
 });

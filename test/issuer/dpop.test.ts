@@ -30,7 +30,7 @@ before(async () => {
     redirectUris: [REDIRECT],
   });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 async function proof(
   over: Record<string, unknown> = {},

@@ -55,7 +55,7 @@ before(async () => {
     retargetAudiences: true,
   });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 const userToken = (over: Record<string, unknown> = {}) =>
   sign(idpKey, claims({ iss: IDP, sub: 'alice', aud: 'https://agents.test', scope: 'api:read api:write', ...over }));

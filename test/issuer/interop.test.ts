@@ -44,7 +44,7 @@ before(async () => {
   broker = await discover(b.id, oidc.ClientSecretPost(b.secret));
   workload = await discover('workload', oidc.PrivateKeyJwt({ key: pair.privateKey, kid: 'w1' }));
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 describe('openid-client against the running token service', () => {
   it('discovers the server from RFC 8414 metadata', () => {

@@ -20,7 +20,7 @@ before(async () => {
   c.api = await issuer.addClient({ id: 'api', scopes: [], audiences: ['https://api.test'] });
   c.stranger = await issuer.addClient({ id: 'stranger', scopes: [], audiences: ['https://elsewhere.test'] });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 const introspect = async (token: string, as = 'api') => {
   const cl = c[as] as { id: string; secret: string };

@@ -29,7 +29,7 @@ before(async () => {
   issuer = await startIssuer({ clock, config: { token_service: { keys: { publish_ahead: '1h', jwks_max_age: '10m' } } } });
   agent = await issuer.addClient({ id: 'agent', scopes: ['api:read'] });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 async function jwks(): Promise<{ body: JSONWebKeySet; cacheControl: string | null }> {
   const res = await fetch(`${issuer.url}/.well-known/jwks.json`);

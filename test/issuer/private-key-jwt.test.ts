@@ -19,7 +19,7 @@ before(async () => {
   issuer = await startIssuer();
   await issuer.service.registerClient({ id: 'workload', scopes: ['api:read'], audiences: ['https://api.test'], jwks: { keys: [key.jwk] } });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 async function assertion(over: Record<string, unknown> = {}, signWith = key, header: Record<string, unknown> = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);

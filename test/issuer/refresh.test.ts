@@ -25,7 +25,7 @@ before(async () => {
   agent = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write'], grantTypes });
   other = await issuer.addClient({ id: 'other', scopes: ['api:read', 'api:write'], grantTypes });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 interface Tokens {
   access_token: string;

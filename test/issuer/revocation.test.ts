@@ -31,7 +31,7 @@ before(async () => {
   }
   c.ops = await issuer.addClient({ id: 'ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 const auth = (id: string) => ({ authorization: basic(id, (c[id] as { secret: string }).secret) });
 const valid = async (token: string) => (await verifier.verify(bearer(token))).ok;

@@ -19,7 +19,7 @@ before(async () => {
   multi = await issuer.addClient({ id: 'multi', scopes: ['api:read'], audiences: ['https://a.test', 'https://b.test'], ttl: 120 });
   ccOnly = await issuer.addClient({ id: 'cc-only', scopes: ['api:read'] });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 const token = (form: Record<string, string | string[]>, headers: Record<string, string> = {}) =>
   issuer.post('/oauth2/token', form, headers);

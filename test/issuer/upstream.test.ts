@@ -32,7 +32,7 @@ before(async () => {
     grantTypes: ['client_credentials', EXCHANGE],
   });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 async function callerPrincipal(): Promise<{ principal: Principal; token: string }> {
   // alice's token, held by the agent that calls the gateway.

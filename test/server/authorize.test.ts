@@ -64,7 +64,7 @@ before(async () => {
     redirectUris: [REDIRECT],
   });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 function authorizeUrl(overrides: Record<string, string | undefined> = {}, challenge = pkcePair().challenge): string {
   return authorizationRequest(endpoint, { redirect_uri: REDIRECT, code_challenge: challenge, resource: API, ...overrides });

@@ -37,7 +37,7 @@ before(async () => {
   ops = await issuer.addClient({ id: 'coding-ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
   await issuer.service.registerClient({ id: 'coding-app', public: true, scopes: ['api:read'], audiences: [API], redirectUris: [REDIRECT] });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 let n = 0;
 

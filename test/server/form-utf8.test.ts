@@ -33,7 +33,7 @@ before(async () => {
   ops = await issuer.addClient({ id: 'utf8-ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
   await issuer.service.registerClient({ id: 'utf8-app', public: true, scopes: ['api:read'], audiences: [API], redirectUris: [REDIRECT] });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 const auth = () => ({ authorization: basic(client.id, client.secret) });
 

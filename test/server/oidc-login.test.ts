@@ -86,8 +86,8 @@ describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
     upstream.configure(`${issuer.url}/oauth2/login/callback`);
   });
   after(async () => {
-    await issuer.close();
-    await upstream.close();
+    await issuer?.close();
+    await upstream?.close();
   });
 
   it('authorize → upstream login → callback → consent → code → token: sub is the upstream person', async () => {
@@ -223,8 +223,8 @@ describe('attacks on the login callback (scripted upstream)', () => {
     issuer = await startTessera(rogue.url, {}, () => Date.now() + skew);
   });
   after(async () => {
-    await issuer.close();
-    await rogue.close();
+    await issuer?.close();
+    await rogue?.close();
   });
 
   /** Start a login; the upstream authorization request's parameters. */

@@ -54,7 +54,7 @@ before(async () => {
     redirectUris: [REDIRECT, OTHER_REDIRECT, LOOPBACK],
   });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 function authorizeUrl(base: string, overrides: Record<string, string | undefined> = {}, challenge = pkcePair().challenge): string {
   return authorizationRequest(`${base}/oauth2/authorize`, {

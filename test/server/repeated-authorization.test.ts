@@ -31,7 +31,7 @@ before(async () => {
   c.bob = await issuer.addClient({ id: 'bob-app', scopes: ['api:read', 'api:write'], audiences: [API] });
   c.ops = await issuer.addClient({ id: 'ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 const auth = (id: string) => basic((c[id] as { id: string }).id, (c[id] as { secret: string }).secret);
 

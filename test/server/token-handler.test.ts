@@ -14,7 +14,7 @@ let issuer: RunningIssuer;
 before(async () => {
   issuer = await startIssuer({ config: { scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] } } } });
 });
-after(() => issuer.close());
+after(() => issuer?.close());
 
 describe('mounting beside other handlers', () => {
   it('returns false for paths that are not the token service’s, so another handler can answer', async () => {
