@@ -509,7 +509,8 @@ export interface Store {
   /**
    * Rotate a refresh token in one transaction: when `hash` is current (not rotated, not revoked,
    * not expired, issued to `clientId`, its grant active), mark it rotated and insert its successor
-   * `nextHash` (same grant, client and `jkt`, expiring at `min(nextExpiresAt, grant.expiresAt)`).
+   * `nextHash` (same grant, client and `jkt`, expiring at `min(nextExpiresAt, grant.expiresAt)`;
+   * an unbound token's successor is bound to `bindJkt` when given).
    * When `hash` was already rotated (and not less than `graceSeconds` ago), revoke its grant's subtree
    * exactly as {@link Store.revokeGrants} does (reason `refresh_token_reused`). Of several
    * concurrent calls with one hash, exactly one sees `rotated`.
@@ -523,6 +524,8 @@ export interface Store {
       readonly now: number;
       readonly graceSeconds: number;
       readonly entryExpiresAt: number;
+      /** The DPoP key (RFC 7638 thumbprint) to bind an unbound token's successor to. */
+      readonly bindJkt?: string | undefined;
     },
   ): Promise<RefreshRotation>;
 

@@ -263,6 +263,18 @@ describe('a public client’s refresh token (RFC 9449 §5: bound to the proof ke
     assert.equal(next.status, 200);
     assert.equal(((await next.json()) as { token_type: string }).token_type, 'Bearer');
   });
+
+  it('binds the successor of an unbound refresh token refreshed with a proof to that proof’s key (RFC 9449 §5): the rotated token is no bearer credential', async () => {
+    const upgraded = await refresh(await session('carol@example.com', false), await proof());
+    const body = (await upgraded.json()) as { token_type: string; refresh_token: string };
+    assert.equal(upgraded.status, 200, JSON.stringify(body));
+    assert.equal(body.token_type, 'DPoP');
+    const stolen = await refresh(body.refresh_token);
+    assert.equal(stolen.status, 400);
+    assert.equal(((await stolen.json()) as { error: string }).error, 'invalid_grant');
+    assert.equal((await refresh(body.refresh_token, await otherProof())).status, 400);
+    assert.equal((await refresh(body.refresh_token, await proof())).status, 200);
+  });
 });
 
 describe('the proof window', () => {

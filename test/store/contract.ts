@@ -675,6 +675,22 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal('jkt' in ((await store.getRefreshToken(unbound.hash)) ?? {}), false);
       });
 
+      it('binds an unbound token’s successor to bindJkt, and never rebinds a bound token to another key', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({}, now), now);
+        const key = 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs';
+        const unbound = refresh(g.id, {}, now);
+        await store.createRefreshToken(unbound);
+        const next = uid('rt');
+        const r = await store.rotateRefreshToken(unbound.hash, { ...opts(now + 1, next), bindJkt: key });
+        assert.equal(r.status === 'rotated' && r.next.jkt, key);
+        assert.equal((await store.getRefreshToken(next))?.jkt, key);
+        const after = uid('rt');
+        const again = await store.rotateRefreshToken(next, { ...opts(now + 2, after), bindJkt: 'another-key' });
+        assert.equal(again.status === 'rotated' && again.next.jkt, key);
+        assert.equal((await store.getRefreshToken(after))?.jkt, key);
+      });
+
       it('refuses unknown, expired, other-client and revoked-grant tokens without side effects', async () => {
         const now = clock.now();
         assert.equal((await store.rotateRefreshToken('unknown', opts(now, uid('rt')))).status, 'invalid');

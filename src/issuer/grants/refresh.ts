@@ -62,6 +62,9 @@ export async function refresh(
     now,
     graceSeconds: ctx.config.refresh_reuse_grace,
     entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
+    // RFC 9449 §5: a refresh token issued to a public client on a request with a proof is bound to
+    // its key, also when the token it replaces was not (the client began using DPoP meanwhile).
+    ...(jkt !== undefined && client.record.authMethod === 'none' ? { bindJkt: jkt } : {}),
   });
   if (rotation.status === 'reused') {
     await ctx.feed.catchUp(now);

@@ -787,6 +787,7 @@ export class PostgresStore implements Store {
       readonly now: number;
       readonly graceSeconds: number;
       readonly entryExpiresAt: number;
+      readonly bindJkt?: string | undefined;
     },
   ): Promise<RefreshRotation> {
     return this.#tx(async (c): Promise<RefreshRotation> => {
@@ -820,7 +821,7 @@ export class PostgresStore implements Store {
         expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
         rotatedAt: null,
         revokedAt: null,
-        ...(token.jkt !== undefined ? { jkt: token.jkt } : {}),
+        ...(token.jkt !== undefined ? { jkt: token.jkt } : o.bindJkt !== undefined ? { jkt: o.bindJkt } : {}),
       };
       await c.query('UPDATE refresh_tokens SET rotated_at = $1 WHERE hash = $2', [o.now, hash]);
       await c.query(

@@ -587,6 +587,7 @@ export class SqliteStore implements Store {
       readonly now: number;
       readonly graceSeconds: number;
       readonly entryExpiresAt: number;
+      readonly bindJkt?: string | undefined;
     },
   ): Promise<RefreshRotation> {
     return this.#tx((): RefreshRotation => {
@@ -614,7 +615,7 @@ export class SqliteStore implements Store {
         expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
         rotatedAt: null,
         revokedAt: null,
-        ...(token.jkt !== undefined ? { jkt: token.jkt } : {}),
+        ...(token.jkt !== undefined ? { jkt: token.jkt } : o.bindJkt !== undefined ? { jkt: o.bindJkt } : {}),
       };
       this.#stmt(
         'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)',
