@@ -209,8 +209,15 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     headers: headerBag(req),
     remoteAddress: original.remoteAddress ?? peer.address,
   };
-  Promise.resolve(decide(route.pipeline, greq)).then(
-    (d) => {
+  let decided: ReturnType<typeof decide>;
+  try {
+    decided = decide(route.pipeline, greq);
+  } catch (e) {
+    ctx.internalError(fx, res, e);
+    return;
+  }
+  Promise.resolve(decided)
+    .then((d) => {
       if (d.principal) fx.principal = d.principal;
       if (d.rule) fx.rule = d.rule;
       if (!d.ok) {
@@ -231,12 +238,21 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
       // the caller's own copy in place (later versions): every header it may copy is answered,
       // empty when it has no value.
       if (flavor === 'caddy') for (const name of answered(s)) headers[name] ??= '';
+      // Envoy's ext_authz sets the headers an answer carries and keeps the caller's others: the
+      // identity and credential headers this answer does not set, and DPoP, are named for removal
+      // so a caller's own copies never reach the upstream.
+      else if (flavor === 'envoy') {
+        const remove = ['dpop'];
+        for (const name of answered(s)) if (headers[name] === undefined) remove.push(name);
+        headers['x-envoy-auth-headers-to-remove'] = remove.join(', ');
+      }
       headers['x-request-id'] = fx.requestId;
       headers['content-length'] = '0';
       headers['cache-control'] = 'no-store';
       if (!res.headersSent) res.writeHead(200, headers).end();
       ctx.finish(fx);
-    },
-    (e: unknown) => ctx.internalError(fx, res, e),
-  );
+    })
+    // Also what the answer itself throws (a header value Node refuses): a 500, never an
+    // unhandled rejection.
+    .catch((e: unknown) => ctx.internalError(fx, res, e));
 }

@@ -117,8 +117,22 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
     headers: headerBag(req),
     remoteAddress: x.remoteAddress,
   };
-  Promise.resolve(decide(route.pipeline, greq)).then(
-    (d) => {
+  const failed = (e: unknown) => {
+    ctx.logger.error({ event: 'internal_error', request_id: x.requestId, error: (e as Error)?.name ?? 'error' }, 'upgrade failed');
+    x.reason = 'internal_error';
+    x.status = 500;
+    socket.destroy();
+    ctx.finish(x);
+  };
+  let decided: ReturnType<typeof decide>;
+  try {
+    decided = decide(route.pipeline, greq);
+  } catch (e) {
+    failed(e);
+    return;
+  }
+  Promise.resolve(decided)
+    .then((d) => {
       if (d.principal) x.principal = d.principal;
       if (d.rule) x.rule = d.rule;
       if (!d.ok) {
@@ -186,13 +200,8 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           },
         },
       );
-    },
-    (e: unknown) => {
-      ctx.logger.error({ event: 'internal_error', request_id: x.requestId, error: (e as Error)?.name ?? 'error' }, 'upgrade failed');
-      x.reason = 'internal_error';
-      x.status = 500;
-      socket.destroy();
-      ctx.finish(x);
-    },
-  );
+    })
+    // Also what building the upstream request throws: the socket is closed and the failure
+    // audited, never an unhandled rejection.
+    .catch(failed);
 }

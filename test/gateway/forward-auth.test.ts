@@ -151,6 +151,38 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(del.status, 403);
   });
 
+  it('identity header spoofing through Envoy: an allow answer names every identity header it does not set in x-envoy-auth-headers-to-remove', async () => {
+    // Envoy sets the headers an answer carries and leaves the caller's others in place: without
+    // the list, a caller's own X-Tessera-Actor-Chain would reach the upstream beside the real subject.
+    const plain = await token({ sub: 'fa-user' });
+    const ok = await envoy('/_tessera/auth/api/items', 'GET', `Bearer ${plain}`);
+    assert.equal(ok.status, 200);
+    const removed = String(ok.headers['x-envoy-auth-headers-to-remove'] ?? '').split(', ');
+    assert.deepEqual(
+      new Set(removed),
+      new Set([
+        'dpop',
+        'x-tessera-client-id',
+        'x-tessera-issuer',
+        'x-tessera-actor-chain',
+        'x-tessera-delegation-id',
+        'x-tessera-scopes',
+        'x-tessera-token-id',
+      ]),
+    );
+    assert.equal(ok.headers['x-tessera-subject'], 'fa-user');
+    assert.equal(ok.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+    // Only Envoy reads the list; nginx and Traefik answers do not carry it.
+    const nginx = await check({
+      'x-original-uri': '/api/items',
+      'x-original-method': 'GET',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${plain}`,
+    });
+    assert.equal(nginx.status, 200);
+    assert.equal(nginx.headers.get('x-envoy-auth-headers-to-remove'), null);
+  });
+
   it('refuses a check that does not describe the original request (nginx: 500, so nginx fails closed; Traefik: 400)', async () => {
     const res = await check({ authorization: `Bearer ${t}` });
     assert.equal(res.status, 500);
