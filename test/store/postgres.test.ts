@@ -244,6 +244,32 @@ if (!reachable) {
     });
   });
 
+  describe('postgres: a wide grant tree', () => {
+    it('reads a grant tree with a level wider than a spread argument list (150,000 children of one grant) without a stack overflow', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        const now = 1_800_000_000;
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const root = await store.createGrant(newGrant({}, now), now);
+        assert.equal(typeof root, 'object');
+        const rootId = (root as { id: string }).id;
+        await c.query(
+          `INSERT INTO ${schema}.grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+           SELECT 'wide-' || i, g.id, g.root_id, 1, g.kind, g.issuer, g.subject, g.client_id, NULL, g.scopes, g.audiences, g.created_at, g.expires_at
+           FROM generate_series(1, 150000) AS i, ${schema}.grants g WHERE g.id = $1`,
+          [rootId],
+        );
+        assert.equal((await store.grantSubtree(rootId)).length, 150_001);
+      } finally {
+        await c.end();
+        await store.close();
+      }
+    });
+  });
+
   describe('postgres: connection pool exhausted', () => {
     it('fails a call that cannot get a connection within the connect timeout with StoreUnavailableError (a 503), never waits for ever', async () => {
       const schema = schemaName();

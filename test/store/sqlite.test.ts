@@ -8,7 +8,7 @@ import { uuidv7 } from '../../src/audit/id.ts';
 import { StoreUnavailableError } from '../../src/store/contract.ts';
 import { MIGRATIONS } from '../../src/store/sqlite/migrations.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
-import { runStoreContract, testClock } from './contract.ts';
+import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tessera-sqlite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,6 +35,26 @@ runStoreContract('sqlite (file)', async () => SqliteStore.open({ path: join(dir,
 runStoreContract('sqlite (:memory:)', async () => SqliteStore.open({ path: ':memory:' }), testClock());
 
 describe('sqlite store specifics', () => {
+  it('reads a grant tree with a level wider than a spread argument list (150,000 children of one grant) without a stack overflow', async () => {
+    const path = join(dir, 'wide.db');
+    const store = SqliteStore.open({ path });
+    const now = 1_800_000_000;
+    await store.createClient(clientRecord({ id: 'agent' }, now));
+    const root = await store.createGrant(newGrant({}, now), now);
+    assert.equal(typeof root, 'object');
+    const rootId = (root as { id: string }).id;
+    const db = new DatabaseSync(path);
+    db.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150000)
+       INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+       SELECT 'wide-' || i, g.id, g.root_id, 1, g.kind, g.issuer, g.subject, g.client_id, NULL, g.scopes, g.audiences, g.created_at, g.expires_at
+       FROM n, grants g WHERE g.id = ?`,
+    ).run(rootId);
+    db.close();
+    assert.equal((await store.grantSubtree(rootId)).length, 150_001);
+    await store.close();
+  });
+
   it('creates the database file owner-only, in WAL mode, with a busy timeout', async () => {
     const path = join(dir, 'mode.db');
     const store = SqliteStore.open({ path, busyTimeoutMs: 1234 });

@@ -625,7 +625,8 @@ export class PostgresStore implements Store {
         level.map((r) => String(r.id)),
         limit - rows.length,
       ]);
-      rows.push(...level);
+      // Not push(...level): a level can hold more grants than a call takes arguments.
+      for (const r of level) rows.push(r);
     }
     return rows.map(grantFrom);
   }

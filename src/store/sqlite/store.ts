@@ -475,7 +475,8 @@ export class SqliteStore implements Store {
     let level = rows;
     while (level.length > 0 && rows.length < limit) {
       level = children.all(JSON.stringify(level.map((r) => String(r.id))), limit - rows.length) as Row[];
-      rows.push(...level);
+      // Not push(...level): a level can hold more grants than a call takes arguments.
+      for (const r of level) rows.push(r);
     }
     return rows.map(grantFrom);
   }
