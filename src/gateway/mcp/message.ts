@@ -90,6 +90,26 @@ export function hasDuplicateKeys(text: string): boolean {
  */
 const NAME = /^[\x21-\x7e]{1,128}$/;
 
+/** The members of a JSON-RPC message (§4, §5), and the member of `params` the gateway decides on. */
+const MESSAGE_MEMBERS: readonly string[] = ['jsonrpc', 'id', 'method', 'params', 'result', 'error'];
+const PARAMS_MEMBERS: readonly string[] = ['name'];
+
+/**
+ * True when `object` has a key that is not one of `members` but that some upstream parser reads as
+ * one: Go's encoding/json matches keys without case and folds `ſ` (U+017F) to `s` and `K` (U+212A)
+ * to `k`, the last match winning (the Go MCP SDK before 1.3.1, CVE-2026-27896; mcp-go), and
+ * segmentio/encoding matched a key with NULs appended (go-sdk up to 1.4.0, GHSA-q382-vc8q-7jhj).
+ * `{"method":"ping","Method":"tools/call"}` or a lone `"Method"` would otherwise be decided as a
+ * ping or a response and run as a tool call.
+ */
+function hasMemberLookalike(object: Record<string, unknown>, members: readonly string[]): boolean {
+  for (const key of Object.keys(object)) {
+    if (members.includes(key)) continue;
+    if (members.includes(key.replaceAll('\u0000', '').replaceAll('\u017f', 's').toLowerCase())) return true;
+  }
+  return false;
+}
+
 function idOf(message: Record<string, unknown>): string | number | null {
   const id = message.id;
   return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;
@@ -98,7 +118,8 @@ function idOf(message: Record<string, unknown>): string | number | null {
 /**
  * Read an MCP request body.
  *
- * A message repeating a key in any object is refused ({@link hasDuplicateKeys}). A JSON-RPC batch
+ * A message repeating a key in any object is refused ({@link hasDuplicateKeys}), and so is one with a
+ * key an upstream may read as a JSON-RPC member or `params.name` ({@link hasMemberLookalike}). A JSON-RPC batch
  * (an array) is refused: MCP 2025-06-18 removed batching, and authorizing a
  * batch would make one request carry several decisions. A message must be an object with
  * `"jsonrpc": "2.0"`; a `method`, when present, must be a string of 1 to 128 visible ASCII characters
@@ -125,13 +146,17 @@ export function readMessage(body: Uint8Array): McpMessage {
   if (typeof value !== 'object' || value === null) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id: null };
   const message = value as Record<string, unknown>;
   const id = idOf(message);
+  const params = message.params;
+  const paramsObject =
+    typeof params === 'object' && params !== null && !Array.isArray(params) ? (params as Record<string, unknown>) : undefined;
+  if (hasMemberLookalike(message, MESSAGE_MEMBERS) || (paramsObject !== undefined && hasMemberLookalike(paramsObject, PARAMS_MEMBERS)))
+    return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   if (message.jsonrpc !== '2.0') return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   const method = message.method;
   if (method === undefined) return { ok: true, tool: null, method: null }; // a response to a server request
   if (typeof method !== 'string' || !NAME.test(method)) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   if (method !== 'tools/call') return { ok: true, tool: null, method };
-  const params = message.params;
-  const name = typeof params === 'object' && params !== null && !Array.isArray(params) ? (params as { name?: unknown }).name : undefined;
+  const name = paramsObject?.name;
   if (typeof name !== 'string' || !NAME.test(name)) return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
   return { ok: true, tool: name, method };
 }

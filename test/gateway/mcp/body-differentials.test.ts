@@ -102,6 +102,31 @@ describe('gateway: MCP bodies read alike by the gateway and the upstream', () =>
     assert.equal(identity.status, 200);
     await identity.text();
   });
+  it('case-folded member smuggling: a JSON-RPC member spelled another way (Method, Name, paramſ, name\\u0000), which Go MCP servers read as the member (CVE-2026-27896), is refused 400 before the upstream', async () => {
+    const before = upstream.requests.length;
+    const bodies = [
+      // Go's encoding/json matches keys without case, the last one winning: the upstream runs admin.reset.
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"admin.reset"}}',
+      // Read here as a response (no method), where the Go upstream reads a tools/call.
+      '{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"admin.reset"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"ping","METHOD":"tools/call","params":{"name":"admin.reset"}}',
+      // Go also folds \u017f (long s) to s and \u212a (Kelvin sign) to k.
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"param\u017f":{"name":"admin.reset"}}',
+      // segmentio/encoding (go-sdk 1.3.1 to 1.4.0) matched a key with NULs appended as the key (GHSA-q382-vc8q-7jhj).
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name\\u0000":"admin.reset"}}',
+    ];
+    for (const body of bodies) {
+      const res = await post(body);
+      assert.equal(res.status, 400, body);
+      assert.equal(((await res.json()) as { error: { code: number } }).error.code, -32600, body);
+      assert.equal((await lastEvent()).reason, 'mcp_message_invalid', body);
+    }
+    assert.equal(upstream.requests.length, before);
+    // A member spelled exactly, beside keys of other names in any case, still passes.
+    const ok = await post('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x","Text":"y"}}}');
+    assert.equal(ok.status, 200);
+    await ok.text();
+  });
 });
 
 describe('gateway: MCP tool names the gateway decides on', () => {

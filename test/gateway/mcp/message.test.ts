@@ -67,6 +67,27 @@ describe('MCP message reading', () => {
     assert.equal(hasDuplicateKeys('{"a":{"x":1,"y":{"z":1},"x":2}}'), true);
   });
 
+  it('case-folded member smuggling: refuses a key a Go parser reads as a JSON-RPC member or params.name (case, \u017f, \u212a, NUL)', () => {
+    for (const text of [
+      '{"jsonrpc":"2.0","id":1,"Method":"tools/call","params":{"name":"danger"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"ping","METHOD":"tools/call","params":{"name":"danger"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","Params":{"name":"danger"},"params":{"name":"safe"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe"},"param\u017f":{"name":"danger"}}',
+      '{"JSONRPC":"2.0","jsonrpc":"2.0","id":1,"method":"ping"}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","NAME":"danger"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","name\\u0000":"danger"}}',
+      '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"safe","\\u0000name":"danger"}}',
+    ]) {
+      assert.deepEqual(read(text), { ok: false, code: 'mcp_message_invalid', rpc: -32600, id: 1 }, text);
+    }
+    // Other keys, in any case, are not members: they pass.
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"K":1,"k":2}},"Extra":1}'), {
+      ok: true,
+      tool: 'a',
+      method: 'tools/call',
+    });
+  });
+
   it('refuses batches, non-objects, a missing jsonrpc 2.0 and a non-string method', () => {
     const batch = read('[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]');
     assert.deepEqual(batch, { ok: false, code: 'mcp_batch_refused', rpc: -32600, id: null });
