@@ -477,6 +477,11 @@ export const ERROR_CODES = {
     error: 'unsupported_media_type',
     description: 'An A2A request body must not be compressed (no Content-Encoding).',
   },
+  a2a_content_type_invalid: {
+    status: 415,
+    error: 'unsupported_media_type',
+    description: 'An A2A request body must be in UTF-8 (no other charset).',
+  },
   a2a_message_invalid: {
     status: 400,
     error: 'invalid_request',

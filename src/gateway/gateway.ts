@@ -49,6 +49,7 @@ import { requestId } from './http/trace.ts';
 import { readBody, TOO_LARGE } from './mcp/body.ts';
 import { type McpSigning, SessionForwardHandler } from './mcp/forward.ts';
 import {
+  hasUtf8Charset,
   isIdentityEncoding,
   isJsonContentType,
   RPC_INVALID_REQUEST,
@@ -676,6 +677,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         // An upstream that inflates a compressed body (body-parser does) would read a call the gateway never saw.
         if (!isIdentityEncoding(req.headers['content-encoding'])) {
           deny(x, res, new TesseraError('a2a_content_encoding_refused'), route.authn.challenges, true);
+          return;
+        }
+        // Likewise one that decodes another charset (body-parser takes `charset=utf-7`).
+        if (!hasUtf8Charset(req.headers['content-type'])) {
+          denyRpc(x, res, new TesseraError('a2a_content_type_invalid'), RPC_SERVER_ERROR, null, true);
           return;
         }
         const read = await readBody(req, route.maxBodySize);

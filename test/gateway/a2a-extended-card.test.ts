@@ -5,9 +5,14 @@
  * upstream address, scheme or signature), and refused whole (502) when it cannot be read whole.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { startA2aGateway, startUpstream, type TestGateway, token, type Upstream, upgradeStatus } from './helpers.ts';
+import express from 'express';
+import type { AuditEvent } from '../../src/audit/event.ts';
+import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream, upgradeStatus } from './helpers.ts';
 
 /** What the upstream tells an authenticated client: its own addresses, schemes and signatures. */
 const EXTENDED_03 = {
@@ -278,5 +283,60 @@ describe('gateway: the A2A authenticated extended card', () => {
     const status = await upgradeStatus(gw.url, '/agent/ws', auth);
     assert.equal(status, 400);
     assert.equal(upstream.seen.length, seen, 'the upstream never saw it');
+  });
+});
+
+describe('gateway: A2A bodies read alike by the gateway and an express upstream', () => {
+  let http: Server;
+  let gw: TestGateway;
+  let auth: Record<string, string>;
+  const seen: string[] = [];
+  before(async () => {
+    // The A2A JS SDK's deployment: express.json() (body-parser), which decodes any `charset=utf-*`.
+    const app = express();
+    app.use(express.json());
+    app.post('/agent', (req, res) => {
+      const message = req.body as { id?: unknown; method?: unknown };
+      seen.push(String(message.method));
+      if (message.method === 'agent/getAuthenticatedExtendedCard') res.json({ jsonrpc: '2.0', id: message.id, result: EXTENDED_03 });
+      else res.json({ jsonrpc: '2.0', id: message.id, result: { kind: 'task', id: 't1' } });
+    });
+    http = app.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    gw = await startA2aGateway(`http://127.0.0.1:${(http.address() as AddressInfo).port}`, {
+      token_url: 'https://tessera.example.com/oauth/token',
+      scopes: { 'agent:invoke': 'Send tasks' },
+      url: A2A_URL,
+    });
+    auth = { authorization: `Bearer ${await token({ scope: 'agent:invoke' })}` };
+  });
+  after(async () => {
+    await gw.close();
+    http.closeAllConnections();
+    await new Promise<void>((resolve) => http.close(() => resolve()));
+  });
+
+  it('extended card smuggling by charset: a UTF-7 body ("+AGE-gent/getAuthenticatedExtendedCard") is refused 415 before the upstream, whose card it would get unrewritten', async () => {
+    const body = '{"jsonrpc":"2.0","id":1,"method":"+AGE-gent/getAuthenticatedExtendedCard"}';
+    for (const ct of ['application/json; charset=utf-7', 'application/json; charset="UTF-7"', 'application/json;charset=utf-16le']) {
+      const res = await fetch(`${gw.url}/agent`, { method: 'POST', headers: { 'content-type': ct, ...auth }, body });
+      const text = await res.text();
+      assert.ok(!text.includes('10.0.0.7') && !text.includes('X-Internal-Key'), `upstream card relayed: ${text}`);
+      assert.equal(res.status, 415, ct);
+      assert.equal((JSON.parse(text) as { error: { code: number } }).error.code, -32000);
+      assert.equal((((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent).reason, 'a2a_content_type_invalid');
+    }
+    assert.deepEqual(seen, []);
+    // UTF-8, however spelled, is what the gateway reads: the call is seen, and the card rewritten.
+    for (const ct of ['application/json', 'application/json; charset=utf-8', 'Application/JSON; Charset="UTF-8"']) {
+      const res = await fetch(`${gw.url}/agent`, {
+        method: 'POST',
+        headers: { 'content-type': ct, ...auth },
+        body: '{"jsonrpc":"2.0","id":1,"method":"agent/getAuthenticatedExtendedCard"}',
+      });
+      assert.equal(res.status, 200, ct);
+      // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+      assert03(((await res.json()) as any).result);
+    }
   });
 });

@@ -175,8 +175,18 @@ export function rpcErrorBody(code: number, message: string, id: string | number 
  */
 export function isJsonContentType(value: string | undefined): boolean {
   if (value === undefined) return false;
+  if ((value.split(';')[0] as string).trim().toLowerCase() !== 'application/json') return false;
+  return hasUtf8Charset(value);
+}
+
+/**
+ * True when a Content-Type header value (absent included) names no `charset`, or only UTF-8: the
+ * gateway reads a body as UTF-8, and an upstream honouring another charset (body-parser decodes
+ * any `charset=utf-*`, UTF-7 included) would read other text from the same bytes.
+ */
+export function hasUtf8Charset(value: string | undefined): boolean {
+  if (value === undefined) return true;
   const parts = value.split(';');
-  if ((parts[0] as string).trim().toLowerCase() !== 'application/json') return false;
   for (let i = 1; i < parts.length; i++) {
     const part = parts[i] as string;
     const eq = part.indexOf('=');
