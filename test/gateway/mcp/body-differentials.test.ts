@@ -102,6 +102,39 @@ describe('gateway: MCP bodies read alike by the gateway and the upstream', () =>
     assert.equal(identity.status, 200);
     await identity.text();
   });
+  it('other spellings of a forbidden tools/call (a notification without id, a UTF-8 BOM, a chunked body) are refused 403 before the upstream', async () => {
+    const before = upstream.requests.length;
+    const notification = JSON.stringify({ jsonrpc: '2.0', method: 'tools/call', params: { name: 'admin.reset' } });
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(call('admin.reset'))]);
+    const chunked = new ReadableStream<Uint8Array>({
+      start(c) {
+        const bytes = Buffer.from(call('admin.reset'));
+        c.enqueue(bytes.subarray(0, 20));
+        c.enqueue(bytes.subarray(20));
+        c.close();
+      },
+    });
+    for (const [name, body] of [
+      ['notification', notification],
+      ['bom', bom],
+      ['chunked', chunked],
+    ] as const) {
+      const res = await fetch(`${gw.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${user}` },
+        body,
+        ...(name === 'chunked' ? { duplex: 'half' } : {}),
+      } as RequestInit);
+      assert.equal(res.status, 403, name);
+      await res.text();
+      const e = await lastEvent();
+      assert.equal(e.reason, 'scope_insufficient', name);
+      assert.equal(e.tool, 'admin.reset', name);
+    }
+    assert.equal(upstream.requests.length, before);
+    assert.ok(!upstream.toolCalls.includes('admin.reset'));
+  });
+
   it('case-folded member smuggling: a JSON-RPC member spelled another way (Method, Name, paramſ, name\\u0000), which Go MCP servers read as the member (CVE-2026-27896), is refused 400 before the upstream', async () => {
     const before = upstream.requests.length;
     const bodies = [
