@@ -299,7 +299,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * repeating a key is refused (parsers differ on which one counts), and so is a batch holding an
  * extended-card call (its answer could not be told from the others'). The method is compared
  * without case or surrounding space, under any key spelled `method` in any case (System.Text.Json
- * binds properties case-blind).
+ * and Go's encoding/json bind keys case-blind), NULs included (segmentio/encoding before 0.5.4
+ * matched `method\u0000` as `method`, GHSA-q382-vc8q-7jhj).
  */
 export function readA2aBody(body: Uint8Array): A2aBody {
   if (body.length === 0) return { ok: true, extendedCard: false };
@@ -321,7 +322,12 @@ export function readA2aBody(body: Uint8Array): A2aBody {
   for (const m of messages) {
     if (typeof m !== 'object' || m === null || Array.isArray(m)) continue;
     for (const [k, v] of Object.entries(m)) {
-      if (k.toLowerCase() === 'method' && typeof v === 'string' && EXTENDED_CARD_METHODS.has(v.trim().toLowerCase())) extendedCard = true;
+      if (
+        k.replaceAll('\u0000', '').toLowerCase() === 'method' &&
+        typeof v === 'string' &&
+        EXTENDED_CARD_METHODS.has(v.trim().toLowerCase())
+      )
+        extendedCard = true;
     }
   }
   if (extendedCard && Array.isArray(value)) return { ok: false };

@@ -116,7 +116,9 @@ describe('gateway: the A2A authenticated extended card', () => {
       if (req.method !== 'POST') return json({ ok: true });
       // A JSON-RPC server that, like System.Text.Json, binds `method` in any case.
       const message = JSON.parse(body) as Record<string, unknown>;
-      const method = Object.entries(message).find(([k]) => k.toLowerCase() === 'method')?.[1];
+      // The last key read as `method` wins: in any case (System.Text.Json, Go's encoding/json), NULs
+      // appended (segmentio/encoding before 0.5.4, GHSA-q382-vc8q-7jhj).
+      const method = Object.entries(message).findLast(([k]) => k.replaceAll('\u0000', '').toLowerCase() === 'method')?.[1];
       if (req.headers['x-test'] === 'sse') {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
         res.end(`data: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result: EXTENDED_03 })}\n\n`);
@@ -201,6 +203,13 @@ describe('gateway: the A2A authenticated extended card', () => {
 
   it('extended card smuggling: a `Method` key in another case is read as the upstream reads it', async () => {
     const res = await rpc('{"jsonrpc":"2.0","id":2,"Method":"GetExtendedAgentCard"}');
+    assert.equal(res.status, 200);
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
+    assert10(((await res.json()) as any).result);
+  });
+
+  it('extended card smuggling: a `method\\u0000` key (read as `method` by segmentio/encoding) is read as the upstream reads it', async () => {
+    const res = await rpc('{"jsonrpc":"2.0","id":2,"method":"message/send","method\\u0000":"GetExtendedAgentCard"}');
     assert.equal(res.status, 200);
     // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
     assert10(((await res.json()) as any).result);
