@@ -805,3 +805,45 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
     assert.deepEqual((await exchangedEvent(t2.access_token))?.actor_chain, ['agent-a', 'agent-b', `x1 (${IDP})`]);
   });
 });
+
+describe('may_act across trusted issuers (RFC 8693 §4.4, §4.1)', () => {
+  it('attack: an IdP’s may_act without iss is not met by a same-named actor of another trusted issuer (may_act issuer confusion)', async () => {
+    const IDP2 = 'https://idp2.test';
+    const idp2Key = makeKey('ES256', 'idp2-1');
+    const a = await startIssuer({
+      config: {
+        issuers: [
+          { issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } },
+          { issuer: IDP2, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idp2Key.jwk] } },
+        ],
+      } as never,
+    });
+    try {
+      const evil = await a.addClient({ id: 'evil', scopes: ['api:read'], audiences: ['https://api.test'], grantTypes: [EXCHANGE] });
+      const swap = (subject_token: string, actor_token: string) =>
+        a.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token_type: AT, subject_token, actor_token, actor_token_type: AT, audience: 'https://api.test' },
+          { authorization: basic(evil.id, evil.secret) },
+        );
+      // alice lets only the IdP's own bot-7 act for her: may_act without iss is in the IdP's namespace.
+      const subject = await userToken({ may_act: { sub: 'bot-7' }, scope: 'api:read' });
+      // Another trusted issuer's identity that happens to be named bot-7, held by the client evil.
+      const impostor = await sign(idp2Key, claims({ iss: IDP2, sub: 'bot-7', client_id: 'evil', aud: 'https://agents.test' }));
+      const res = await swap(subject, impostor);
+      assert.equal(res.status, 400, await res.clone().text());
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
+      await a.service.audit.flush();
+      const requestId = res.headers.get('x-request-id') as string;
+      const [denied] = await a.store.queryAudit({ request_id: requestId, kinds: ['token.denied'], limit: 10 });
+      assert.equal(denied?.reason, 'actor_not_permitted');
+      // The IdP's own bot-7 (the IdP vouches that evil holds it) is the actor alice named.
+      const bot = await sign(idpKey, claims({ iss: IDP, sub: 'bot-7', client_id: 'evil', aud: 'https://agents.test' }));
+      const ok = await swap(subject, bot);
+      assert.equal(ok.status, 200, await ok.clone().text());
+      assert.deepEqual(decodeJwt(((await ok.json()) as { access_token: string }).access_token).act, { sub: 'bot-7', iss: IDP });
+    } finally {
+      await a.close();
+    }
+  });
+});

@@ -251,10 +251,16 @@ async function delegate(
     if (!ownStatic && (await ctx.clients.couldPassForClient(subject.subject))) throw new OAuthError('subject_token_subject_is_client');
     if (prior !== null) prior = underIssuer(prior, subject.issuer, ctx.issuer);
   }
-  // RFC 8693 §4.4: when the subject token names who may act for it, no one else may.
+  // RFC 8693 §4.4: when the subject token names who may act for it, no one else may. A may_act
+  // without iss names an identity of the subject token's issuer (§4.1), or this service's client
+  // of that id; never a same-named identity of a third trusted issuer.
   if (subject.mayAct !== undefined) {
     const m = subject.mayAct as JsonObject;
-    const ok = typeof m === 'object' && m !== null && m.sub === actor.subject && (m.iss === undefined || m.iss === actor.issuer);
+    const ok =
+      typeof m === 'object' &&
+      m !== null &&
+      m.sub === actor.subject &&
+      (m.iss === undefined ? actor.issuer === subject.issuer || actor.issuer === ctx.issuer : m.iss === actor.issuer);
     if (!ok) throw new OAuthError('actor_not_permitted');
   }
   const act: JsonObject = { sub: actor.subject };
