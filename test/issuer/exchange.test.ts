@@ -795,6 +795,17 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
     await expectError(res, 400, 'invalid_request');
   });
 
+  it('attack: refuses an external subject token whose act has an empty iss (read as absent, it would name this issuer’s client agent-a)', async () => {
+    for (const act of [
+      { sub: 'agent-a', iss: '' },
+      { sub: 'x1', act: { sub: 'agent-a', iss: '' } },
+    ]) {
+      const res = await exchange('agent-b', { subject_token: await userToken({ act }), audience: 'https://api.test' });
+      assert.equal(await deniedFor(res), 'subject_token_act_names_issuer', JSON.stringify(act));
+      await expectError(res, 400, 'invalid_request');
+    }
+  });
+
   it('nests the chain of this service’s own token as it is, issuers included', async () => {
     const subject = await userToken({ act: { sub: 'x1' } });
     const t1 = await ok(await exchange('agent-b', { subject_token: subject, audience: ['agent-a', 'https://api.test'] }));

@@ -101,7 +101,8 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
  * chain's shape (objects, string `sub` and `iss`, at most 32 deep).
  */
 function underIssuer(act: JsonObject, issuer: string, own: string): JsonObject {
-  if (act.iss === own) throw new OAuthError('subject_token_act_names_issuer');
+  // An empty iss is no issuer: a reader taking it for absent would read the actor as this issuer's.
+  if (act.iss === own || act.iss === '') throw new OAuthError('subject_token_act_names_issuer');
   const entry: JsonObject = { sub: act.sub as string, iss: (act.iss as string | undefined) ?? issuer, ...act };
   const next = act.act;
   if (typeof next === 'object' && next !== null && !Array.isArray(next)) entry.act = underIssuer(next as JsonObject, issuer, own);
