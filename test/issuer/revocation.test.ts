@@ -225,6 +225,60 @@ describe('grant revocation cascades', () => {
     assert.equal(await valid(again), false);
   });
 
+  it('attack: revoking a grant while 20 exchanges from it are in flight leaves no child active, refreshable or exchangeable', async () => {
+    // The revocation starts as soon as the first child grant is written, so the others race it.
+    const store = issuer.store as unknown as { createGrant: (...args: unknown[]) => Promise<unknown> };
+    const createGrant = store.createGrant;
+    try {
+      const root = (await issuer.service.mint({ clientId: 'broker', subject: 'erin', ttl: 3600, audiences: [API, 'agent'] })).access_token;
+      let revoking: Promise<unknown> | undefined;
+      store.createGrant = (...args: unknown[]) => {
+        const created = createGrant.apply(issuer.store, args);
+        if (revoking === undefined) {
+          revoking = created.then(() => issuer.service.revokeGrants({ grantId: decodeJwt(root).grant_id as string }, 'incident'));
+        }
+        return created;
+      };
+      const results = await Promise.all(
+        Array.from({ length: 20 }, async () => {
+          const res = await issuer.post(
+            '/oauth2/token',
+            { grant_type: EXCHANGE, subject_token: root, subject_token_type: AT, audience: [API, 'agent'] },
+            auth('broker'),
+          );
+          return { status: res.status, body: (await res.json()) as { access_token: string; refresh_token: string; error?: string } };
+        }),
+      );
+      await revoking;
+      store.createGrant = createGrant;
+      for (const { status, body } of results) {
+        if (status !== 200) {
+          assert.equal(body.error, 'invalid_request');
+          continue;
+        }
+        assert.equal(await valid(body.access_token), false);
+        const introspected = await issuer.post('/oauth2/introspect', { token: body.access_token }, auth('broker'));
+        assert.equal(((await introspected.json()) as { active: boolean }).active, false);
+        const rf = await issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token }, auth('broker'));
+        assert.equal(rf.status, 400);
+        const ex = await issuer.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token: body.access_token, subject_token_type: AT, audience: API },
+          auth('agent'),
+        );
+        assert.equal(ex.status, 400);
+      }
+      const tree = await issuer.store.grantSubtree(decodeJwt(root).grant_id as string);
+      assert.ok(tree.length > 1, 'some exchanges committed before the revocation');
+      assert.deepEqual(
+        tree.filter((g) => g.revokedAt === null).map((g) => g.id),
+        [],
+      );
+    } finally {
+      store.createGrant = createGrant;
+    }
+  });
+
   it('picks up a revocation made by another process (the CLI) at the next sync', async () => {
     const t = await chain('dave');
     const cli = SqliteStore.open({ path: join(issuer.dir, 'tessera.db') });
