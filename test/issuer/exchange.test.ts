@@ -806,6 +806,20 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
     }
   });
 
+  it('attack: an external subject token’s own act chain counts toward max_chain_depth, here and on every later exchange (a chain cannot be reset)', async () => {
+    // max_chain_depth is 3: the IdP's three actors leave no room for agent-b.
+    const deep = await userToken({ act: { sub: 'x1', act: { sub: 'x2', act: { sub: 'x3' } } } });
+    const res = await exchange('agent-b', { subject_token: deep, audience: 'https://api.test' });
+    assert.equal(await deniedFor(res), 'delegation_chain_too_deep');
+    await expectError(res, 400, 'invalid_request');
+    // Two leave room for agent-b, and none after it: agent-a (its token's audience) is refused.
+    const two = await userToken({ act: { sub: 'x1', act: { sub: 'x2' } } });
+    const t = await ok(await exchange('agent-b', { subject_token: two, audience: ['agent-a', 'https://api.test'] }));
+    const again = await exchange('agent-a', { subject_token: t.access_token, audience: 'https://api.test', scope: 'api:read' });
+    assert.equal(await deniedFor(again), 'delegation_chain_too_deep');
+    await expectError(again, 400, 'invalid_request');
+  });
+
   it('nests the chain of this service’s own token as it is, issuers included', async () => {
     const subject = await userToken({ act: { sub: 'x1' } });
     const t1 = await ok(await exchange('agent-b', { subject_token: subject, audience: ['agent-a', 'https://api.test'] }));
