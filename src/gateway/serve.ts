@@ -235,6 +235,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     let result = gateway.reload(c);
     if (result.ok) {
       applyLimits(server, c.gateway?.limits);
+      setWatching(c.gateway?.watch_config ?? false);
       const stale = startOnly(config, c, options);
       if (stale.length > 0) {
         const warning = `${stale.join(', ')} changed: the values read at start stay in force until a restart; the rest of the configuration was reloaded`;
@@ -260,10 +261,11 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   let missing: NodeJS.Timeout | undefined;
   let settling = false;
   let replaced = false;
+  let watching = false;
   // A file saved by renaming another over it (editors, `sed -i`, Kubernetes ConfigMaps) is a new
   // inode; the watch stays on the old one and reports nothing more.
   const rewatchIfReplaced = (path: string): void => {
-    if (!replaced) return;
+    if (!replaced || !watching) return;
     replaced = false;
     watcher?.close();
     watchFile(path);
@@ -315,6 +317,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   const watchFile = (path: string): void => {
     try {
       watcher = watch(path, (event) => {
+        if (!watching) return;
         replaced ||= event === 'rename';
         // Coalesced from the first event, not pushed back by each: a file that never stops
         // changing is still looked at, and reported. While settling, the next read sees the change.
@@ -340,7 +343,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       );
       clearTimeout(missing);
       missing = setTimeout(function retry() {
-        if (closed !== undefined) return;
+        if (closed !== undefined || !watching) return;
         if (!existsSync(path)) {
           missing = setTimeout(retry, 500);
           missing.unref();
@@ -352,7 +355,25 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       missing.unref();
     }
   };
-  if (file && config.gateway?.watch_config) watchFile(file);
+  // `gateway.watch_config` as the configuration in force says: a reload that turns it off stops
+  // the watch, one that turns it on starts it.
+  function setWatching(on: boolean): void {
+    if (file === undefined || on === watching) return;
+    watching = on;
+    if (on) {
+      watchFile(file);
+      return;
+    }
+    watcher?.close();
+    watcher = undefined;
+    replaced = false;
+    clearTimeout(debounce);
+    debounce = undefined;
+    clearTimeout(missing);
+    clearTimeout(settle);
+    settling = false;
+  }
+  setWatching(config.gateway?.watch_config ?? false);
 
   const close = (opts: { drainTimeoutMs?: number } = {}): Promise<void> => {
     closed ??= (async () => {

@@ -2,7 +2,7 @@
  * Watching the configuration file as deployments replace it: a Kubernetes ConfigMap or Secret
  * volume (the file is a symlink `tessera.yaml -> ..data/tessera.yaml`, and `..data` a symlink the
  * kubelet swaps atomically to a new timestamped directory on every update, removing the old one),
- * an editor's write-to-temp-then-rename.
+ * an editor's write-to-temp-then-rename, and `gateway.watch_config` changed by a reload.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { serveGateway } from '../../src/gateway/serve.ts';
-import { silent, startUpstream } from './helpers.ts';
+import { silent, startUpstream, type Upstream } from './helpers.ts';
 
 function yaml(upstream: string, ids: string[], watch = true): string {
   return `
@@ -85,6 +85,53 @@ describe('gateway: a configuration file saved by renaming a temporary file over 
       await served.close({ drainTimeoutMs: 100 });
       await upstream.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gateway: watch_config changed by a reload', () => {
+  let upstream: Upstream;
+  let dir: string;
+  let file: string;
+  const start = async (watch: boolean) => {
+    upstream = await startUpstream();
+    dir = mkdtempSync(join(tmpdir(), 'tessera-watch-config-'));
+    file = join(dir, 'tessera.yaml');
+    writeFileSync(file, yaml(upstream.url, ['v0'], watch));
+    return serveGateway({ configFile: file, env: {}, host: '127.0.0.1', port: 0 }, { logger: silent });
+  };
+  const stop = async (served: Awaited<ReturnType<typeof start>>) => {
+    await served.close({ drainTimeoutMs: 100 });
+    await upstream.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  it('turned off: a later change of the file is not applied (the operator stopped watching), only SIGHUP or reload() applies it', async () => {
+    const served = await start(true);
+    try {
+      writeFileSync(file, yaml(upstream.url, ['v1'], false));
+      assert.equal(await until(served.url, '/v1/x'), 200, 'the change that turns watching off is applied');
+      writeFileSync(file, yaml(upstream.url, ['v2'], false));
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal((await fetch(`${served.url}/v2/x`)).status, 404, 'a change after watch_config: false was applied');
+      assert.equal((await fetch(`${served.url}/v1/x`)).status, 200);
+      assert.equal(served.reload().ok, true);
+      assert.equal((await fetch(`${served.url}/v2/x`)).status, 200);
+    } finally {
+      await stop(served);
+    }
+  });
+
+  it('turned on: a later change of the file is applied, not only after a restart', async () => {
+    const served = await start(false);
+    try {
+      writeFileSync(file, yaml(upstream.url, ['v1'], true));
+      assert.equal(served.reload().ok, true);
+      assert.equal((await fetch(`${served.url}/v1/x`)).status, 200);
+      writeFileSync(file, yaml(upstream.url, ['v2'], true));
+      assert.equal(await until(served.url, '/v2/x'), 200, 'a change after watch_config: true was not applied');
+    } finally {
+      await stop(served);
     }
   });
 });
