@@ -5,6 +5,7 @@
 // when a dist/ is there: `npm pack` leaves one behind, stale as soon as a source changes. On an
 // older Node a checkout needs `npm run build` first.
 import { existsSync } from 'node:fs';
+import { holdEarlySighup } from './early-sighup.js';
 import { quietSqliteWarning } from './quiet-sqlite-warning.js';
 
 const dist = new URL('../dist/cli/main.js', import.meta.url);
@@ -18,6 +19,7 @@ else if (!existsSync(dist)) {
   );
   process.exit(1);
 }
+holdEarlySighup(process.argv.slice(2));
 // Before the CLI loads node:sqlite (see quiet-sqlite-warning.js): Node 22 warns then, even for --help.
 quietSqliteWarning();
 const { run } = await import(entry.href);

@@ -429,6 +429,8 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     process.on('SIGHUP', onHup);
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onTerm);
+    // bin/tessera.js held the SIGHUPs that came while the CLI loaded: handled from here on.
+    (process as NodeJS.EventEmitter).emit('tessera:signals');
   }
   return { gateway, server, url, reload, close };
 }

@@ -149,3 +149,61 @@ describe('tessera gateway: SIGHUP while draining', () => {
     }
   });
 });
+
+const BIN = new URL('../../bin/tessera.js', import.meta.url).pathname;
+
+/** True once `pid` catches SIGHUP (Linux: bit 0 of SigCgt in /proc/PID/status). */
+function catchesSighup(pid: number): boolean {
+  try {
+    const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m !== null && (BigInt(`0x${m[1]}`) & 1n) === 1n;
+  } catch {
+    return false;
+  }
+}
+
+describe('tessera gateway: SIGHUP while starting', () => {
+  it('a reload asked for while the CLI loads (systemctl reload right after a restart) neither kills the process nor is lost: it is applied once the gateway listens', async (t) => {
+    if (process.platform !== 'linux') return t.skip('reads /proc');
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-cli-gw-'));
+    const file = join(dir, 'tessera.yaml');
+    const port = await freePort();
+    const config = (prefix: string) =>
+      `server: { host: 127.0.0.1, port: ${port} }\ngateway:\n  watch_config: false\n  routes:\n    - { id: pub, match: { path_prefix: ${prefix} }, upstream: { url: "${upstream.url}" }, auth: none }\n`;
+    writeFileSync(file, config('/one'));
+    const child = spawn(process.execPath, [BIN, 'gateway', '--config', file], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TESSERA_LOG_LEVEL: 'info' },
+    });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d.toString();
+    });
+    try {
+      const pid = child.pid as number;
+      const start = Date.now();
+      while (!catchesSighup(pid) && child.exitCode === null && Date.now() - start < 10_000) await new Promise((r) => setTimeout(r, 2));
+      assert.ok(catchesSighup(pid), 'the process never handled SIGHUP');
+      // Before the gateway listens: the CLI's modules are still loading.
+      assert.ok(!out.includes('gateway listening'), out);
+      writeFileSync(file, config('/two'));
+      child.kill('SIGHUP');
+      while (!out.includes('configuration reloaded') && child.exitCode === null && Date.now() - start < 10_000) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(child.exitCode, null, 'the process ended');
+      assert.equal(child.signalCode, null);
+      assert.ok(out.includes('gateway listening'), out);
+      assert.ok(out.includes('configuration reloaded'), out);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/two/x`)).status, 200);
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      assert.deepEqual(await exited, [0, null]);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
