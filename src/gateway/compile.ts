@@ -297,6 +297,9 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
     }
 
     const mutators: Mutator[] = [];
+    // Identity headers first: they are pure, and a token they refuse (a claim with no header form)
+    // must be refused before an exchange mints for it (a grant, an audit event, a cached token).
+    if (r.identity_headers.length > 0) mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers));
     const cred = r.upstream.credential;
     if (cred.type === 'static') mutators.push(staticCredentialMutator(cred.header, cred.scheme, cred.token));
     else if (cred.type === 'passthrough') {
@@ -319,7 +322,6 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
         );
       }
     }
-    if (r.identity_headers.length > 0) mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers));
 
     let rateLimit: Pipeline['rateLimit'];
     if (r.rate_limit) {

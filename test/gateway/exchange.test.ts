@@ -377,3 +377,28 @@ describe('gateway: exchange without a token service', () => {
     );
   });
 });
+
+describe('gateway: exchange upstream credential and identity headers', () => {
+  it('attack: a token whose identity claim cannot be sent (a lone surrogate) is refused before any mint (no grant, no token.exchanged event)', async () => {
+    const upstream = await startUpstream();
+    const ti = testIssuer();
+    const gw = await startGateway(
+      {
+        ...baseConfig(),
+        gateway: { routes: [{ ...routes(upstream.url)[0], identity_headers: ['subject' as const] }] },
+      },
+      { upstreamTokenIssuer: ti.issuer },
+    );
+    try {
+      const t = await token({ sub: 'user-\ud800', scope: 'api:read' });
+      const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
+      assert.equal(ti.calls.length, 0, 'the token service was asked for a token');
+      assert.equal(upstream.seen.length, 0);
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
