@@ -80,8 +80,9 @@ function optional(req: IncomingMessage, name: string): string | null | undefined
 const METHOD = /^[A-Za-z]+$/;
 
 /**
- * The scheme header `name` reports, lower case: `http` or `https` (`http` when absent), else
- * `undefined` (the check is invalid). It starts the URL a DPoP proof must name
+ * The scheme header `name` reports, lower case: `http` or `https` (`http` when absent; Traefik's
+ * `ws` and `wss` on a WebSocket upgrade read as `http` and `https`, the URL of the upgrade
+ * request), else `undefined` (the check is invalid). It starts the URL a DPoP proof must name
  * (`<proto>://<host><uri>`): any other text (`http://other.example/x#`) would make that URL
  * another server's, and a proof captured there would pass.
  */
@@ -89,7 +90,8 @@ function scheme(req: IncomingMessage, name: string): string | undefined {
   const v = optional(req, name);
   if (v === null) return 'http';
   const p = v?.toLowerCase();
-  return p === 'http' || p === 'https' ? p : undefined;
+  if (p === 'http' || p === 'https') return p;
+  return p === 'ws' ? 'http' : p === 'wss' ? 'https' : undefined;
 }
 
 /** The last (rightmost, the proxy's own) hop of an X-Forwarded-For value. */

@@ -143,6 +143,27 @@ describe('gateway: forward-auth endpoint', () => {
     assert.match(scope.headers.get('www-authenticate') ?? '', /insufficient_scope.*scope="admin"/);
   });
 
+  it('Traefik: a WebSocket check (X-Forwarded-Proto ws or wss, as Traefik sends on an upgrade) is decided, not refused as malformed', async () => {
+    for (const proto of ['ws', 'wss', 'WSS']) {
+      const res = await checkTraefik({
+        'x-forwarded-uri': '/api/socket',
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        'x-forwarded-proto': proto,
+        authorization: `Bearer ${t}`,
+      });
+      assert.equal(res.status, 200, proto);
+    }
+    const other = await checkTraefik({
+      'x-forwarded-uri': '/api/socket',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      'x-forwarded-proto': 'wsx',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(other.status, 400);
+  });
+
   it('Envoy ext_authz: the original path follows the endpoint path, the method is the original', async () => {
     const ok = await envoy('/_tessera/auth/api/items?q=1', 'GET', `Bearer ${t}`);
     assert.equal(ok.status, 200);
