@@ -21,6 +21,7 @@ export function holdEarlySighup(argv, proc = process) {
   proc.on('SIGHUP', remember);
   proc.once('tessera:signals', () => {
     proc.off('SIGHUP', remember);
-    if (pending) proc.emit('SIGHUP', 'SIGHUP');
+    // On a later turn: the server announces its handler before the code that awaits it resumes.
+    if (pending) setImmediate(() => proc.emit('SIGHUP', 'SIGHUP'));
   });
 }

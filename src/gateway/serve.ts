@@ -151,6 +151,15 @@ function startOnly(started: TesseraConfig, next: TesseraConfig, options: Pick<Se
 }
 
 /**
+ * Say that this process now handles SIGHUP itself: `bin/tessera.js` holds the SIGHUPs that come
+ * while the CLI loads (their default action would end the process) and replays them as reloads
+ * on this event.
+ */
+export function announceSignalHandlers(): void {
+  (process as NodeJS.EventEmitter).emit('tessera:signals');
+}
+
+/**
  * Start a gateway on a `node:http` server of its own, as `tessera gateway` does: the configuration
  * is loaded from `configFile` (or given as `config`), reloaded on SIGHUP with `signals: true` (and on
  * change with `gateway.watch_config`), and `close()` drains it. To mount the gateway on a server of
@@ -429,8 +438,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     process.on('SIGHUP', onHup);
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onTerm);
-    // bin/tessera.js held the SIGHUPs that came while the CLI loaded: handled from here on.
-    (process as NodeJS.EventEmitter).emit('tessera:signals');
+    announceSignalHandlers();
   }
   return { gateway, server, url, reload, close };
 }

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -250,6 +250,64 @@ describe('tessera start on a port that is taken', () => {
     } finally {
       await new Promise((resolve) => taken.close(resolve));
       rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('tessera start: SIGHUP while starting', () => {
+  it('a reload asked for while npm start is still loading neither kills it nor is lost: it is applied once it listens', async (t) => {
+    if (process.platform !== 'linux') return t.skip('reads /proc');
+    const own = mkdtempSync(join(tmpdir(), 'tessera-start-hup-'));
+    const p = await freePort();
+    const e = { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' };
+    try {
+      const init = spawnSync(process.execPath, [MAIN, 'init', '--port', String(p), '--upstream-port', String(await freePort())], {
+        cwd: own,
+        encoding: 'utf8',
+        env: e,
+      });
+      assert.equal(init.status, 0, init.stderr);
+      // No file watch: the one reload must be the SIGHUP's.
+      const file = join(own, 'tessera.yaml');
+      writeFileSync(file, readFileSync(file, 'utf8').replace(/^gateway:\n/m, 'gateway:\n  watch_config: false\n'));
+      const proc = spawn(process.execPath, [BIN, 'start'], { cwd: own, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      proc.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+      });
+      proc.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+      });
+      try {
+        const catches = () => {
+          try {
+            const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
+            return m !== null && (BigInt(`0x${m[1]}`) & 1n) === 1n;
+          } catch {
+            return false;
+          }
+        };
+        const start = Date.now();
+        while (!catches() && proc.exitCode === null && Date.now() - start < 10_000) await new Promise((r) => setTimeout(r, 2));
+        assert.ok(catches(), 'the process never handled SIGHUP');
+        assert.ok(!out.includes('Stop with Ctrl-C'), 'already started: the test proves nothing');
+        proc.kill('SIGHUP');
+        while (!err.includes('configuration reloaded') && proc.exitCode === null && Date.now() - start < 20_000) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.equal(proc.exitCode, null, `the process ended:\n${err}`);
+        assert.equal(proc.signalCode, null);
+        assert.ok(err.includes('configuration reloaded'), err);
+        assert.equal((await fetch(`http://127.0.0.1:${p}/healthz`)).status, 200);
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGTERM');
+        assert.equal(await exited, 0);
+      } finally {
+        if (proc.exitCode === null) proc.kill('SIGKILL');
+      }
+    } finally {
+      rmSync(own, { recursive: true, force: true });
     }
   });
 });

@@ -385,7 +385,7 @@ describe('gateway: exchange upstream credential and identity headers', () => {
     const gw = await startGateway(
       {
         ...baseConfig(),
-        gateway: { routes: [{ ...routes(upstream.url)[0], identity_headers: ['subject' as const] }] },
+        gateway: { routes: [{ ...routes(upstream.url)[0]!, identity_headers: ['subject' as const] }] },
       },
       { upstreamTokenIssuer: ti.issuer },
     );

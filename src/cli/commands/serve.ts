@@ -22,7 +22,7 @@ import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
 import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
-import { createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
+import { announceSignalHandlers, createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
 import { deriveMacKey } from '../../issuer/secrets.ts';
 import type { TokenService } from '../../issuer/service.ts';
 import { externalIssuers } from '../../server/bootstrap.ts';
@@ -164,6 +164,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       // Clients, keys and revocations are re-read from the store every sync_interval; there is no
       // gateway configuration to reload. SIGHUP must not kill the process.
       process.on('SIGHUP', () => log({ level: 'info', msg: 'SIGHUP: no gateway section to reload; the token service follows the store' }));
+      announceSignalHandlers();
     }
     return { url, service: ctx.service, config: ctx.config, gateway: undefined, close };
   } catch (e) {

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { Command } from 'commander';
 import { defaultLogger } from '../../gateway/gateway.ts';
+import { announceSignalHandlers } from '../../gateway/serve.ts';
 import { withConfig } from '../context.ts';
 import { startDemoUpstream } from '../demo-upstream.ts';
 import { CliError } from '../output.ts';
@@ -79,6 +80,7 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
     process.on('SIGHUP', reload);
+    announceSignalHandlers();
   }
   const secretFile = join(init.data_dir, DEMO_SECRET_FILE);
   const shown = relative(process.cwd(), secretFile);
