@@ -242,8 +242,12 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
       // identity and credential headers this answer does not set, and DPoP, are named for removal
       // so a caller's own copies never reach the upstream.
       else if (flavor === 'envoy') {
+        // This route's own headers only: another route's credential header (an X-Api-Key its
+        // upstream takes from callers) passes here as it does through Tessera's own proxy.
         const remove = ['dpop'];
-        for (const name of answered(s)) if (headers[name] === undefined) remove.push(name);
+        const cred = route.config.upstream.credential;
+        const own = ['authorization', ...Object.values(s.gateway.identity_headers), ...(cred.type === 'static' ? [cred.header] : [])];
+        for (const name of new Set(own)) if (headers[name] === undefined) remove.push(name);
         headers['x-envoy-auth-headers-to-remove'] = remove.join(', ');
       }
       headers['x-request-id'] = fx.requestId;

@@ -761,3 +761,56 @@ describe('gateway: CORS preflight (OPTIONS without a token)', () => {
     }
   });
 });
+
+describe('gateway: forward-auth for Envoy, routes with different credential headers', () => {
+  it("an allow answer names for removal only its own route's headers: another route's credential header (an API key its upstream takes from callers) passes as through Tessera's own proxy", async () => {
+    const base = config(undefined, 'envoy');
+    const gw = await startGateway({
+      ...base,
+      gateway: {
+        ...base.gateway,
+        routes: [
+          {
+            id: 'keyed',
+            match: { host: 'api.example.com', path_prefix: '/keyed' },
+            upstream: {
+              url: 'http://127.0.0.1:9',
+              credential: { type: 'static' as const, header: 'x-api-key', scheme: '', token: UPSTREAM_TOKEN },
+            },
+            auth: 'jwt' as const,
+            audience: AUDIENCE,
+            rules: [{ path: '/keyed/**', scopes: ['api:read'] }],
+          },
+          {
+            id: 'open',
+            match: { host: 'api.example.com', path_prefix: '/open' },
+            upstream: { url: 'http://127.0.0.1:9' },
+            auth: 'jwt' as const,
+            audience: AUDIENCE,
+            rules: [{ path: '/open/**', scopes: ['api:read'] }],
+          },
+        ],
+      },
+    });
+    try {
+      const t = await token({ scope: 'api:read' });
+      const ask = (path: string) =>
+        raw(gw.url, path, 'GET', [
+          ['host', 'api.example.com'],
+          ['x-tessera-forward-auth', FA_SECRET],
+          ['authorization', `Bearer ${t}`],
+        ]);
+      const open = await ask('/_tessera/auth/open/x');
+      assert.equal(open.status, 200);
+      const removedOpen = String(open.headers['x-envoy-auth-headers-to-remove']).split(', ');
+      assert.ok(removedOpen.includes('authorization') && removedOpen.includes('x-tessera-subject'), removedOpen.join());
+      assert.ok(!removedOpen.includes('x-api-key'), removedOpen.join());
+      const keyed = await ask('/_tessera/auth/keyed/x');
+      assert.equal(keyed.status, 200);
+      assert.equal(keyed.headers['x-api-key'], UPSTREAM_TOKEN);
+      assert.ok(!String(keyed.headers['x-envoy-auth-headers-to-remove']).split(', ').includes('x-api-key'));
+    } finally {
+      await gw.close();
+    }
+  });
+});
