@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startUpstream } from '../gateway/helpers.ts';
 import { freePort } from '../helpers/net.ts';
+import { catchesSighup } from '../helpers/signals.ts';
 
 const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
@@ -151,16 +152,6 @@ describe('tessera gateway: SIGHUP while draining', () => {
 });
 
 const BIN = new URL('../../bin/tessera.js', import.meta.url).pathname;
-
-/** True once `pid` catches SIGHUP (Linux: bit 0 of SigCgt in /proc/PID/status). */
-function catchesSighup(pid: number): boolean {
-  try {
-    const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m !== null && (BigInt(`0x${m[1]}`) & 1n) === 1n;
-  } catch {
-    return false;
-  }
-}
 
 describe('tessera gateway: SIGHUP while starting', () => {
   it('a reload asked for while the CLI loads (systemctl reload right after a restart) neither kills the process nor is lost: it is applied once the gateway listens', async (t) => {

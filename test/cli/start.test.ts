@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { freePort } from '../helpers/net.ts';
+import { catchesSighup } from '../helpers/signals.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 // The printed commands say `npx tessera`; here `tessera` is the checkout's bin on the PATH.
@@ -280,14 +281,7 @@ describe('tessera start: SIGHUP while starting', () => {
         err += c.toString();
       });
       try {
-        const catches = () => {
-          try {
-            const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
-            return m !== null && (BigInt(`0x${m[1]}`) & 1n) === 1n;
-          } catch {
-            return false;
-          }
-        };
+        const catches = () => catchesSighup(proc.pid);
         const start = Date.now();
         while (!catches() && proc.exitCode === null && Date.now() - start < 10_000) await new Promise((r) => setTimeout(r, 2));
         assert.ok(catches(), 'the process never handled SIGHUP');
