@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TesseraError } from '../core/errors.ts';
 import { discardBody } from '../server/expect-continue.ts';
-import type { GatewayState } from './compile.ts';
+import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
 import { type ForwardAuthFlavor, originalRequest, sentOnce } from './forward-auth.ts';
@@ -54,6 +54,21 @@ function answered(s: GatewayState): ReadonlySet<string> {
     for (const r of s.gateway.routes) if (r.upstream.credential.type === 'static') set.add(r.upstream.credential.header);
     names = set;
     answerable.set(s, names);
+  }
+  return names;
+}
+
+// The headers an allow answer for `route` may set: its own credential header and every identity
+// header. Another route's credential header (an X-Api-Key its upstream takes from callers) is not
+// among them, so behind Envoy it passes as it does through Tessera's own proxy. A reload compiles
+// new routes, so the cache follows the configuration.
+const routeAnswers = new WeakMap<CompiledRoute, readonly string[]>();
+function routeAnswerable(s: GatewayState, route: CompiledRoute): readonly string[] {
+  let names = routeAnswers.get(route);
+  if (names === undefined) {
+    const cred = route.config.upstream.credential;
+    names = [...new Set(['authorization', ...Object.values(s.gateway.identity_headers), ...(cred.type === 'static' ? [cred.header] : [])])];
+    routeAnswers.set(route, names);
   }
   return names;
 }
@@ -242,12 +257,8 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
       // identity and credential headers this answer does not set, and DPoP, are named for removal
       // so a caller's own copies never reach the upstream.
       else if (flavor === 'envoy') {
-        // This route's own headers only: another route's credential header (an X-Api-Key its
-        // upstream takes from callers) passes here as it does through Tessera's own proxy.
         const remove = ['dpop'];
-        const cred = route.config.upstream.credential;
-        const own = ['authorization', ...Object.values(s.gateway.identity_headers), ...(cred.type === 'static' ? [cred.header] : [])];
-        for (const name of new Set(own)) if (headers[name] === undefined) remove.push(name);
+        for (const name of routeAnswerable(s, route)) if (headers[name] === undefined) remove.push(name);
         headers['x-envoy-auth-headers-to-remove'] = remove.join(', ');
       }
       headers['x-request-id'] = fx.requestId;

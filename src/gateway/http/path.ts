@@ -296,11 +296,8 @@ export function auditPath(path: string, query: string, secrets: readonly string[
     const eq = q.indexOf('=');
     keys.push(eq < 0 ? q : q.slice(0, eq));
   }
-  const long = keys.map((k) => k.length >= AUDIT_KEY_MAX);
-  const short = keys.filter((_, i) => !long[i]);
-  const checked = secrets.length === 0 ? short : keysWithoutSecrets(short, secrets, index);
-  let j = 0;
-  const recorded = keys.map((_, i) => (long[i] ? '*=' : `${withoutTokens(checked[j++] as string)}=`));
+  const checked = secrets.length === 0 ? keys : keysWithoutSecrets(keys, secrets, index);
+  const recorded = checked.map((k, i) => ((keys[i] as string).length >= AUDIT_KEY_MAX ? '*=' : `${withoutTokens(k)}=`));
   if (more) recorded.push('…');
   return recorded.length ? `${p}?${recorded.join('&')}` : p;
 }
