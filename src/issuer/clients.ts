@@ -9,6 +9,7 @@
  */
 import { Buffer, isUtf8 } from 'node:buffer';
 import { hash, timingSafeEqual } from 'node:crypto';
+import { quoted } from '../core/errors.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { JwkError } from '../core/jose/jwk.ts';
@@ -167,12 +168,12 @@ export function buildClient(
   if (!CLIENT_ID.test(input.id)) {
     throw new ClientInputError(
       'client_id_invalid',
-      `client id "${input.id}" must be 1-128 characters of letters, digits, ".", "_" or "-"`,
+      `client id ${quoted(input.id)} must be 1-128 characters of letters, digits, ".", "_" or "-"`,
       'id',
     );
   }
   for (const s of input.scopes) {
-    if (!SCOPE_TOKEN.test(s)) throw new ClientInputError('scope_invalid', `"${s}" is not a valid scope (RFC 6749 §3.3)`, 'scopes');
+    if (!SCOPE_TOKEN.test(s)) throw new ClientInputError('scope_invalid', `${quoted(s)} is not a valid scope (RFC 6749 §3.3)`, 'scopes');
   }
   if (input.audiences.length === 0)
     throw new ClientInputError('audience_missing', 'give at least one audience the client may request tokens for', 'audiences');
@@ -180,7 +181,7 @@ export function buildClient(
     if (a === '' || /[\s\p{Cc}]/u.test(a)) {
       throw new ClientInputError(
         'audience_invalid',
-        `audience "${a}" must be non-empty without whitespace or control characters`,
+        `audience ${quoted(a)} must be non-empty without whitespace or control characters`,
         'audiences',
       );
     }
@@ -190,7 +191,7 @@ export function buildClient(
     if (!(GRANT_TYPES as readonly string[]).includes(g)) {
       throw new ClientInputError(
         'grant_type_unsupported',
-        `grant type "${g}" is not supported; use ${GRANT_TYPES.join(', ')}`,
+        `grant type ${quoted(g)} is not supported; use ${GRANT_TYPES.join(', ')}`,
         'grantTypes',
       );
     }

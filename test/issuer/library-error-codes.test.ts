@@ -85,6 +85,24 @@ describe('defect: ClientInputError had no code', () => {
     ['an empty JWKS', { jwks: { keys: [] } }, 'jwks_invalid', 'jwks'],
     ['a jwks_uri over http', { jwksUri: 'http://k.test/jwks' }, 'jwks_uri_invalid', 'jwksUri'],
   ];
+  it('never echoes a pasted secret: a token given as the id, a scope, an audience or a grant type is described, not quoted', () => {
+    const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl x';
+    const inputs: Partial<ClientInput>[] = [
+      { id: token },
+      { scopes: [`${token}"`] },
+      { audiences: [token] },
+      { grantTypes: [token as never] },
+    ];
+    for (const input of inputs) {
+      assert.throws(build(input), (e: unknown) => {
+        assert.ok(e instanceof ClientInputError, String(e));
+        assert.ok(!e.message.includes('eyJhbGciOiJFUzI1NiJ9'), e.message);
+        assert.match(e.message, /not shown: it may be a secret/);
+        return true;
+      });
+    }
+  });
+
   for (const [what, input, code, field] of cases) {
     it(`${code} for ${what}`, () => {
       assert.throws(build(input), (e: unknown) => {
