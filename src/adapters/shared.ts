@@ -158,7 +158,8 @@ export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOption
  * naming that server.
  */
 function originOf(req: IncomingMessage, options: NodeAdapterOptions): string {
-  if (options.publicUrl !== undefined) return options.publicUrl.endsWith('/') ? options.publicUrl.slice(0, -1) : options.publicUrl;
+  // adapterOptions already made it an origin (no trailing slash).
+  if (options.publicUrl !== undefined) return options.publicUrl;
   const encrypted = (req.socket as TLSSocket).encrypted === true;
   if (!options.trustProxy) return localOrigin(encrypted ? 'https' : 'http', req.socket.localAddress, req.socket.localPort);
   const forwardedProto = first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase();

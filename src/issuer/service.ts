@@ -20,7 +20,7 @@ import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
-import { recordableName } from '../core/secret-shape.ts';
+import { holdsToken } from '../core/secret-shape.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
 import {
@@ -71,7 +71,7 @@ export { type Endpoints, endpointsFor } from './metadata.ts';
  */
 function recordable(detail: Readonly<Record<string, string | number>>): Record<string, string | number> {
   const out: Record<string, string | number> = {};
-  for (const [k, v] of Object.entries(detail)) out[k] = typeof v === 'string' ? recordableName(v, []) : v;
+  for (const [k, v] of Object.entries(detail)) out[k] = typeof v === 'string' && holdsToken(v) ? '*' : v;
   return out;
 }
 

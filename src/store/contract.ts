@@ -405,6 +405,9 @@ export class StoreUnavailableError extends CodedStoreError<StoreUnavailableCode>
   override readonly name = 'StoreUnavailableError';
 }
 
+/** The default limit of {@link Store.grantSubtree} and {@link Store.grantAncestors}: every grant. */
+export const MAX_TREE_READ = 2 ** 31 - 1;
+
 /**
  * The store. Every method may reject with {@link StoreUnavailableError} when the backend is
  * unreachable; callers map that to `temporarily_unavailable`.

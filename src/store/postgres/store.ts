@@ -49,7 +49,14 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreCapacityError, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import {
+  CODE_RETENTION,
+  MAX_TREE_READ,
+  REVOCATION_ENTRY_SKEW,
+  StoreCapacityError,
+  StoreConflictError,
+  StoreUnavailableError,
+} from '../contract.ts';
 import {
   auditEventBody,
   auditEventFrom,
@@ -84,7 +91,6 @@ export interface PostgresStoreOptions {
 type Q = Pick<pg.PoolClient, 'query'>;
 
 /** What grantSubtree and grantAncestors read without a limit (a count no tree reaches). */
-const MAX_TREE_READ = 2 ** 31 - 1;
 
 const MIGRATIONS: readonly { version: number; sql: string }[] = [
   {
@@ -617,8 +623,8 @@ export class PostgresStore implements Store {
   async grantSubtree(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
     // Level by level, each level in order and cut at what is left: the first `limit` grants in tree
     // order are read, never the rest of the tree.
-    const rows = await this.#q('SELECT * FROM grants WHERE id = $1', [id]);
     if (limit < 1) return [];
+    const rows = await this.#q('SELECT * FROM grants WHERE id = $1', [id]);
     let level = rows;
     while (level.length > 0 && rows.length < limit) {
       level = await this.#q('SELECT * FROM grants WHERE parent_id = ANY($1::text[]) ORDER BY created_at, id LIMIT $2', [

@@ -34,7 +34,14 @@ import type {
   Store,
   StoreVersions,
 } from '../contract.ts';
-import { CODE_RETENTION, REVOCATION_ENTRY_SKEW, StoreCapacityError, StoreConflictError, StoreUnavailableError } from '../contract.ts';
+import {
+  CODE_RETENTION,
+  MAX_TREE_READ,
+  REVOCATION_ENTRY_SKEW,
+  StoreCapacityError,
+  StoreConflictError,
+  StoreUnavailableError,
+} from '../contract.ts';
 import {
   auditEventBody,
   auditEventFrom,
@@ -79,7 +86,6 @@ function isConstraintError(e: unknown): boolean {
 }
 
 /** What grantSubtree and grantAncestors read without a limit (a count no tree reaches). */
-const MAX_TREE_READ = 2 ** 31 - 1;
 
 // The subtree of the seed grants, by parent links. UNION (not UNION ALL) removes duplicates when
 // several seeds share a subtree.
@@ -469,8 +475,8 @@ export class SqliteStore implements Store {
   async grantSubtree(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
     // Level by level, each level in order and cut at what is left: the first `limit` grants in tree
     // order are read, never the rest of the tree. One synchronous run, so no write lands between levels.
-    const rows = this.#stmt('SELECT * FROM grants WHERE id = ?').all(id) as Row[];
     if (limit < 1) return [];
+    const rows = this.#stmt('SELECT * FROM grants WHERE id = ?').all(id) as Row[];
     const children = this.#stmt('SELECT * FROM grants WHERE parent_id IN (SELECT value FROM json_each(?)) ORDER BY created_at, id LIMIT ?');
     let level = rows;
     while (level.length > 0 && rows.length < limit) {
