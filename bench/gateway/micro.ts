@@ -75,12 +75,16 @@ const greq = {
   headers,
   remoteAddress: '127.0.0.1',
 };
-const metrics = new GatewayMetrics(new Registry(), {
-  verifierCache: () => ({ hits: 0, misses: 0 }),
-  auditStats: () => ({ depth: 0, dropped: 0, failed: 0 }),
-  activeStreams: () => ({ websocket: 0, http: 0 }),
-  inflight: () => 0,
-});
+const metrics = new GatewayMetrics(
+  new Registry(),
+  {
+    verifierCache: () => ({ hits: 0, misses: 0 }),
+    auditStats: () => ({ depth: 0, dropped: 0, failed: 0 }),
+    activeStreams: () => ({ websocket: 0, http: 0 }),
+    inflight: () => 0,
+  },
+  ['api'],
+);
 void pino;
 
 async function time(name: string, n: number, fn: () => unknown): Promise<void> {

@@ -380,20 +380,24 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   let closing = false;
   let drained: (() => void) | undefined;
 
-  const metrics = new GatewayMetrics(registry, {
-    verifierCache: () => {
-      let hits = 0;
-      let misses = 0;
-      for (const v of state.verifiers) {
-        hits += v.stats.cacheHits;
-        misses += v.stats.cacheMisses;
-      }
-      return { hits, misses };
+  const metrics = new GatewayMetrics(
+    registry,
+    {
+      verifierCache: () => {
+        let hits = 0;
+        let misses = 0;
+        for (const v of state.verifiers) {
+          hits += v.stats.cacheHits;
+          misses += v.stats.cacheMisses;
+        }
+        return { hits, misses };
+      },
+      auditStats: () => audit.stats,
+      activeStreams: () => streams.counts,
+      inflight: () => inflight,
     },
-    auditStats: () => audit.stats,
-    activeStreams: () => streams.counts,
-    inflight: () => inflight,
-  });
+    state.routes.map((r) => r.id),
+  );
 
   // ---- completion: exactly one audit event and one metric observation per exchange ----
 
@@ -1070,6 +1074,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const previous = state;
     for (const v of previous.verifiers) metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
     state = compiled;
+    // Before the streams are decided again: an exchange the reload cuts is then no longer recorded
+    // under a route that is gone.
+    metrics.routes(compiled.routes.map((r) => r.id));
     memoryReplay?.resize(next.dpop.replay_cache_size);
     // A static token rotated out, an issuer no longer trusted, a rule or a route narrowed: whoever
     // it no longer allows is cut off now, not only on its next request (revocation's mechanics:

@@ -4,7 +4,8 @@
  * latencies go to a small histogram of our own registered as a custom metric.
  *
  * Label values are route ids, decisions, statuses and reason codes: bounded sets chosen by the
- * configuration and the error catalogue, never request data.
+ * configuration and the error catalogue, never request data. A reload that removes (or renames) a
+ * route drops that route's series; an exchange of it still in flight is not observed when it ends.
  *
  * @module
  */
@@ -63,7 +64,15 @@ class RouteHistogram {
   reset(): void {
     this.#series.clear();
   }
+
+  /** Drop the series of every route `keep` refuses. */
+  retain(keep: (route: string) => boolean): void {
+    for (const route of this.#series.keys()) if (!keep(route)) this.#series.delete(route);
+  }
 }
+
+/** The route label of a request that matched no route: always kept. */
+const NO_ROUTE = '(none)';
 
 export interface MetricsSources {
   /** Cumulative verifier cache hits and misses across the current verifiers. */
@@ -81,8 +90,12 @@ export class GatewayMetrics {
   readonly #latency: RouteHistogram;
   /** Verifier counters of verifiers replaced by a reload, so totals never go down. */
   #retiredCache = { hits: 0, misses: 0 };
+  /** Ids of the routes of the configuration in force: the only route labels observed. */
+  #routes: ReadonlySet<string>;
 
-  constructor(registry: Registry, sources: MetricsSources) {
+  /** `routes`: the ids of the configuration's routes (see {@link GatewayMetrics.routes}). */
+  constructor(registry: Registry, sources: MetricsSources, routes: Iterable<string>) {
+    this.#routes = new Set(routes);
     const requests = this.#requests;
     const denies = this.#denies;
     const upstreamErrors = this.#upstreamErrors;
@@ -210,8 +223,9 @@ export class GatewayMetrics {
     });
   }
 
-  /** One finished request. */
+  /** One finished request; not recorded for a route the configuration no longer has. */
   request(route: string, decision: 'allow' | 'deny', status: number, seconds: number): void {
+    if (!this.#observed(route)) return;
     const key = `${route}\n${decision}\n${status}`;
     const e = this.#requests.get(key);
     if (e !== undefined) e.n++;
@@ -224,10 +238,30 @@ export class GatewayMetrics {
   }
 
   upstreamError(route: string, kind: string): void {
+    if (!this.#observed(route)) return;
     const key = `${route}\n${kind}`;
     const e = this.#upstreamErrors.get(key);
     if (e !== undefined) e.n++;
     else this.#upstreamErrors.set(key, { labels: { route, kind }, n: 1 });
+  }
+
+  /**
+   * The routes of the configuration now in force (after a reload): the series labelled with any
+   * other route are dropped, those of the routes kept stay as they are. An exchange of a removed
+   * route that ends later (a stream the reload cuts, a request in flight) is not recorded, so it
+   * cannot bring the series back.
+   */
+  routes(ids: Iterable<string>): void {
+    const routes = new Set(ids);
+    this.#routes = routes;
+    const keep = (route: string) => route === NO_ROUTE || routes.has(route);
+    for (const [key, e] of this.#requests) if (!keep(e.labels.route as string)) this.#requests.delete(key);
+    for (const [key, e] of this.#upstreamErrors) if (!keep(e.labels.route as string)) this.#upstreamErrors.delete(key);
+    this.#latency.retain(keep);
+  }
+
+  #observed(route: string): boolean {
+    return route === NO_ROUTE || this.#routes.has(route);
   }
 
   reload(ok: boolean): void {

@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { readiness } from '../../src/gateway/ops.ts';
-import { baseConfig, ISSUER, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { baseConfig, ISSUER, parse, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 describe('gateway: operations endpoints', () => {
   let upstream: Upstream;
@@ -82,6 +82,51 @@ describe('gateway: operations endpoints', () => {
       const head = await fetch(`${gw.url}${path}`, { method: 'HEAD' });
       assert.equal(head.status, 200, `HEAD ${path}`);
       assert.equal(await head.text(), '');
+    }
+  });
+});
+
+describe('gateway: /metrics after a reload removes routes', () => {
+  it('drops every series labelled with a removed route (requests, latency, upstream errors) and keeps the counts of the routes kept', async () => {
+    const upstream = await startUpstream();
+    const route = (id: string, url: string) => ({
+      id,
+      match: { path_prefix: `/${id}` },
+      upstream: { url },
+      auth: 'jwt' as const,
+      rules: [{}],
+    });
+    const kept = route('kept', upstream.url);
+    const config = (routes: ReturnType<typeof route>[]) => ({ ...baseConfig(), gateway: { routes } });
+    // `dead` forwards to a closed port: its upstream error is counted under its route.
+    const gw = await startGateway(config([kept, route('gone', upstream.url), route('dead', 'http://127.0.0.1:9')]));
+    try {
+      const t = await token();
+      const get = async (path: string) => (await fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${t}` } })).status;
+      assert.equal(await get('/kept/a'), 200);
+      assert.equal(await get('/kept/b'), 200);
+      assert.equal(await get('/gone/a'), 200);
+      assert.equal(await get('/dead/a'), 502);
+      const scrape = async () => (await fetch(`${gw.url}/metrics`)).text();
+      const series = (text: string, route: string) => text.split('\n').filter((l) => l.includes(`route="${route}"`));
+      const before = await scrape();
+      assert.ok(series(before, 'gone').length > 0 && series(before, 'dead').length > 0, 'the removed routes had series');
+      assert.match(before, /tessera_gateway_upstream_errors_total\{route="dead",kind="connect"\} 1/);
+      const keptBefore = series(before, 'kept');
+      assert.ok(keptBefore.includes('tessera_gateway_requests_total{route="kept",decision="allow",status="200"} 2'));
+
+      const r = gw.served.gateway.reload(parse(config([kept])));
+      assert.equal(r.ok, true);
+      const after = await scrape();
+      assert.deepEqual(series(after, 'gone'), [], 'series of the removed route gone');
+      assert.deepEqual(series(after, 'dead'), [], 'series of the removed route dead');
+      assert.deepEqual(series(after, 'kept'), keptBefore, 'series of the kept route unchanged');
+      // The kept route goes on counting from where it was.
+      assert.equal(await get('/kept/c'), 200);
+      assert.match(await scrape(), /tessera_gateway_requests_total\{route="kept",decision="allow",status="200"\} 3/);
+    } finally {
+      await gw.close();
+      await upstream.close();
     }
   });
 });

@@ -565,6 +565,27 @@ describe('gateway: streams a reload no longer allows', () => {
     await ws.closed;
   });
 
+  it('route removed: the stream the reload ends is not counted again under the removed route (its series stay gone, the open-stream gauge is back at 0)', async () => {
+    const gw = await gateway({});
+    const t = await xToken('j-route-metrics', 'api:read');
+    const s = await openSse(`${gw.url}/events/feed`, `Bearer ${t}`);
+    await until(() => s.events.length >= 2);
+    const registry = gw.served.gateway.registry;
+    assert.match(await registry.getSingleMetricAsString('tessera_gateway_active_streams'), /kind="http"\} 1$/m);
+
+    reload(gw, { withoutEvents: true });
+    await within(s.done, 2000, 'the stream outlived its route');
+    // The stream's exchange ends (and is observed) after the reload dropped the route's series.
+    await until(async () => (await requestEvents(gw)).some((e) => e.jti === 'j-route-metrics'));
+    const text = await registry.metrics();
+    assert.deepEqual(
+      text.split('\n').filter((l) => l.includes('route="events"')),
+      [],
+    );
+    assert.match(text, /tessera_gateway_active_streams\{kind="http"\} 0$/m);
+    assert.equal(await denies(gw, 'config_narrowed'), 1);
+  });
+
   it('auth narrowed: a route that no longer accepts static tokens ends the stream a static token opened on it; a JWT stream on it goes on', async () => {
     const gw = await gateway({});
     const a = await openSse(`${gw.url}/events/a`, `Bearer ${TOKEN_A}`);
