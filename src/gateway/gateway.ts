@@ -680,7 +680,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
         // An upstream that inflates a compressed body (body-parser does) would read a call the gateway never saw.
         if (!isIdentityEncoding(req.headers['content-encoding'])) {
-          deny(x, res, new TesseraError('a2a_content_encoding_refused'), route.authn.challenges, true);
+          denyRpc(x, res, new TesseraError('a2a_content_encoding_refused'), RPC_SERVER_ERROR, null, true);
           return;
         }
         // Likewise one that decodes another charset (body-parser takes `charset=utf-7`).

@@ -250,14 +250,24 @@ describe('gateway: the A2A authenticated extended card', () => {
     await res.text();
   });
 
-  it('extended card smuggling: a compressed request body is refused (415), not forwarded unread', async () => {
+  it('extended card smuggling: a compressed request body is refused (415) with a JSON-RPC error, as the other A2A body refusals, not forwarded unread', async () => {
+    const before = upstream.seen.length;
     const res = await fetch(`${gw.url}/agent/`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', ...auth },
       body: gzipSync('{"jsonrpc":"2.0","id":4,"method":"GetExtendedAgentCard"}'),
     });
     assert.equal(res.status, 415);
-    await res.text();
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    // The body is not read: no id to answer with.
+    assert.deepEqual(await res.json(), {
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32000, message: 'An A2A request body must not be compressed (no Content-Encoding).' },
+    });
+    assert.equal((((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent).reason, 'a2a_content_encoding_refused');
+    assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
   it('extended card as an event stream: refused (502), nothing of it relayed', async () => {
