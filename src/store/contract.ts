@@ -272,6 +272,17 @@ export type GrantSelector =
   | { readonly subject: string; readonly issuer?: string }
   | { readonly clientId: string };
 
+/** Options of {@link Store.createGrant}. */
+export interface CreateGrantOptions {
+  /** A root grant from another issuer's token issued at that second: refused for a subject revoked since. */
+  readonly subjectIssuedAt?: number;
+  /** The grant of the actor token (this issuer's own): refused when it is no longer active. */
+  readonly actorGrantId?: string;
+}
+
+/** What {@link Store.createGrant} answers: the grant created, or why nothing was written. */
+export type GrantCreation = GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked' | 'actor_inactive';
+
 /** A revoked grant as reported by {@link Store.revokeGrants}. */
 export interface RevokedGrant {
   readonly id: string;
@@ -459,13 +470,17 @@ export interface Store {
    * `subject` entry for the grant's issuer and subject with `at >= subjectIssuedAt`, nothing is
    * written and the result is `subject_revoked`, so a token of a revoked subject is refused here
    * even by an instance that has not yet read that entry into its revocation list.
+   *
+   * With `actorGrantId` (the grant of this issuer's own token presented as the actor, as token
+   * exchange's `actor_token`), when that grant is missing, revoked or expired at `now` (as for a
+   * parent: a revoked ancestor revoked it with its subtree), nothing is written and the result is
+   * `actor_inactive`, so an actor token revoked by another process is refused even by an instance
+   * that has not yet read that revocation. The actor grant is no part of the new grant's tree: a
+   * revocation of it that commits while this grant is created does not revoke this grant (the
+   * exchange came first); one that committed before is seen.
    * @throws {StoreConflictError} when the id exists.
    */
-  createGrant(
-    grant: NewGrant,
-    now: number,
-    options?: { readonly subjectIssuedAt?: number },
-  ): Promise<GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked'>;
+  createGrant(grant: NewGrant, now: number, options?: CreateGrantOptions): Promise<GrantCreation>;
   getGrant(id: string): Promise<GrantRecord | undefined>;
   /**
    * The grant and its descendants in tree order (by depth, then creation time, then id: parents

@@ -16,6 +16,13 @@ export const numOrNull = (v: unknown): number | null => (v === null || v === und
 export const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 
 /**
+ * A grant row (with `revoked_at` and `expires_at`) found, not revoked and not expired at `now`: a
+ * grant creation's parent or actor. A revoked ancestor revoked it with its subtree.
+ */
+export const isActiveGrant = (r: Row | undefined, now: number): boolean =>
+  r !== undefined && r.revoked_at === null && (r.expires_at === null || num(r.expires_at) > now);
+
+/**
  * `flag` reads a boolean column: SQLite stores 0/1, PostgreSQL a boolean.
  */
 export function clientFrom(r: Row, flag: (v: unknown) => boolean): ClientRecord {

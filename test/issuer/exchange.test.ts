@@ -406,6 +406,61 @@ describe('a subject revoked on another instance', () => {
   });
 });
 
+describe('an actor token revoked on another instance', () => {
+  it('refuses an actor_token whose grant another instance revoked, on an instance that has not synced (actor_token_invalid, no grant, no refresh token)', async () => {
+    const a = await startIssuer({
+      config: {
+        issuers: [{ issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } }],
+        // This instance reads other processes' revocations only this often: never within the test.
+        token_service: { sync_interval: '60s' },
+      } as never,
+    });
+    try {
+      const broker = await a.addClient({
+        id: 'broker',
+        scopes: ['api:read'],
+        audiences: ['https://agents.test', 'https://api.test'],
+        grantTypes: ['client_credentials', EXCHANGE, 'refresh_token'],
+      });
+      const post = (form: Record<string, string>) => a.post('/oauth2/token', form, { authorization: basic(broker.id, broker.secret) });
+      const actor = (await ok(await post({ grant_type: 'client_credentials', scope: 'api:read', audience: 'https://api.test' })))
+        .access_token;
+      const subject = (
+        await ok(
+          await post({ grant_type: EXCHANGE, subject_token_type: AT, subject_token: await userToken(), audience: 'https://api.test' }),
+        )
+      ).access_token;
+      const subjectGrant = decodeJwt(subject).grant_id as string;
+      const swap = () =>
+        post({
+          grant_type: EXCHANGE,
+          subject_token_type: AT,
+          subject_token: subject,
+          actor_token: actor,
+          actor_token_type: AT,
+          audience: 'https://api.test',
+        });
+      await ok(await swap());
+      assert.equal((await a.store.grantSubtree(subjectGrant)).length, 2);
+      // Another process on the same store (`tessera revoke`, another instance) revokes the actor's grant.
+      const cli = SqliteStore.open({ path: join(a.dir, 'tessera.db') });
+      const now = Math.floor(Date.now() / 1000);
+      await cli.revokeGrants({ grantId: decodeJwt(actor).grant_id as string }, { at: now, reason: 'cli', entryExpiresAt: now + 600 });
+      await cli.close();
+      assert.equal(a.service.revocations.size.grants, 0, 'this instance has not read the revocation');
+      const res = await swap();
+      const body = (await res.json()) as { error?: string; error_description?: string; refresh_token?: string };
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(body.error, 'invalid_request');
+      assert.equal(body.error_description, 'The actor token is invalid.');
+      assert.equal(body.refresh_token, undefined);
+      assert.equal((await a.store.grantSubtree(subjectGrant)).length, 2, 'the refused exchange created no grant');
+    } finally {
+      await a.close();
+    }
+  });
+});
+
 describe('a subject revoked while it holds no grant here', () => {
   it('revoke --subject without --issuer covers every trusted issuer: the subject’s older IdP token is refused though no grant of it was revoked', async () => {
     const config = {

@@ -631,6 +631,83 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
       });
     });
 
+    describe('actor grant at grant creation', () => {
+      // An actor token of this issuer (token exchange's actor_token) stands for its grant: one
+      // revoked by another process (the CLI, another instance) is refused inside the insert, before
+      // this one's revocation list has the entry.
+      const revoke = (id: string, at: number) => store.revokeGrants({ grantId: id }, { at, reason: 'cli', entryExpiresAt: at + 600 });
+
+      it('refuses a grant whose actor grant was revoked (actor_inactive) and writes nothing', async () => {
+        const now = clock.now();
+        const actor = await created(store, newGrant({ subject: 'agent', kind: 'client_credentials' }, now), now);
+        await revoke(actor.id, now);
+        for (const parentId of [null, (await created(store, newGrant({}, now), now)).id]) {
+          const g = newGrant({ parentId }, now);
+          assert.equal(await store.createGrant(g, now, { actorGrantId: actor.id }), 'actor_inactive', `parent ${parentId}`);
+          assert.equal(await store.getGrant(g.id), undefined);
+        }
+      });
+
+      it('refuses a grant whose actor grant’s ancestor was revoked (actor_inactive)', async () => {
+        const now = clock.now();
+        const root = await created(store, newGrant({}, now), now);
+        const mid = await created(store, newGrant({ parentId: root.id }, now), now);
+        const actor = await created(store, newGrant({ parentId: mid.id, subject: 'agent' }, now), now);
+        await revoke(root.id, now);
+        const g = newGrant({}, now);
+        assert.equal(await store.createGrant(g, now, { actorGrantId: actor.id }), 'actor_inactive');
+        assert.equal(await store.getGrant(g.id), undefined);
+      });
+
+      it('refuses a grant naming an unknown actor grant (actor_inactive)', async () => {
+        const now = clock.now();
+        const g = newGrant({}, now);
+        assert.equal(await store.createGrant(g, now, { actorGrantId: uid('missing') }), 'actor_inactive');
+        assert.equal(await store.getGrant(g.id), undefined);
+      });
+
+      it('refuses a grant whose actor grant has expired (actor_inactive)', async () => {
+        const now = clock.now();
+        const actor = await created(store, newGrant({ subject: 'agent', expiresAt: now + 10 }, now), now);
+        const g = newGrant({ createdAt: now + 10 }, now + 10);
+        assert.equal(await store.createGrant(g, now + 10, { actorGrantId: actor.id }), 'actor_inactive');
+        assert.equal(await store.getGrant(g.id), undefined);
+      });
+
+      it('creates a grant whose actor grant is active, as a root or a child (the actor grant is no part of its tree)', async () => {
+        const now = clock.now();
+        const actor = await created(store, newGrant({ subject: 'agent', kind: 'client_credentials' }, now), now);
+        const root = await store.createGrant(newGrant({}, now), now, { actorGrantId: actor.id });
+        assert.equal(typeof root, 'object', String(root));
+        const r = root as GrantRecord;
+        assert.equal(r.rootId, r.id);
+        const child = await store.createGrant(newGrant({ parentId: r.id }, now), now, { actorGrantId: actor.id });
+        assert.equal(typeof child, 'object', String(child));
+        assert.equal((child as GrantRecord).rootId, r.id);
+        // The actor's own token as the subject too: its grant is both parent and actor.
+        const self = await store.createGrant(newGrant({ parentId: actor.id }, now), now, { actorGrantId: actor.id });
+        assert.equal(typeof self, 'object', String(self));
+      });
+
+      it('decides each grant of a batch created at once on its own actor grant', async () => {
+        const now = clock.now();
+        const live = await created(store, newGrant({ subject: 'agent' }, now), now);
+        const dead = await created(store, newGrant({ subject: 'agent' }, now), now);
+        await revoke(dead.id, now);
+        const results = await Promise.all([
+          store.createGrant(newGrant({}, now), now, { actorGrantId: live.id }),
+          store.createGrant(newGrant({}, now), now, { actorGrantId: dead.id }),
+          store.createGrant(newGrant({ parentId: live.id }, now), now, { actorGrantId: live.id }),
+          store.createGrant(newGrant({ parentId: live.id }, now), now, { actorGrantId: dead.id }),
+          store.createGrant(newGrant({}, now), now),
+        ]);
+        assert.deepEqual(
+          results.map((r) => (typeof r === 'string' ? r : 'created')),
+          ['created', 'actor_inactive', 'created', 'actor_inactive', 'created'],
+        );
+      });
+    });
+
     describe('refresh tokens', () => {
       const opts = (now: number, nextHash: string, clientId = 'agent') => ({
         clientId,

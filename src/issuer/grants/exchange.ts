@@ -73,6 +73,14 @@ interface Party {
   readonly issuedAt?: number | undefined;
 }
 
+/** Who the new token's `act` names: the client itself, or the party its actor token stands for. */
+interface Actor {
+  readonly issuer: string;
+  readonly subject: string;
+  /** The actor token's grant, when this service issued it: the store refuses it once revoked. */
+  readonly grantId: string | null;
+}
+
 /** A verified principal (external token, or the gateway's caller) as a delegating party. */
 function partyFromPrincipal(principal: Principal, grantId: string | null, expCap = Number.POSITIVE_INFINITY): Party {
   return {
@@ -163,7 +171,7 @@ export async function exchange(
   const actorType = param(p, 'actor_token_type');
   // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
   if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
-  let actor: { readonly issuer: string; readonly subject: string } = { issuer: ctx.issuer, subject: client.id };
+  let actor: Actor = { issuer: ctx.issuer, subject: client.id, grantId: null };
   if (actorToken !== undefined) {
     const actorParty = await party(ctx, actorToken, actorType as string, 'actor');
     // The actor token must be the authenticated client's own (its client_id; a client-credentials
@@ -223,14 +231,14 @@ export async function exchange(
 /**
  * Delegate a narrowed slice of `subject`'s authority to `client`, with `actor` as the new actor:
  * `may_act` honoured, the prior chain nested, scope ⊆ subject ∩ client, lifetime ≤ the subject's,
- * a child grant (atomically refused when the parent grant is no longer active).
+ * a child grant (atomically refused when the parent grant, or the actor token's, is no longer active).
  */
 async function delegate(
   ctx: ExchangeContext,
   spec: {
     readonly client: CompiledClient;
     readonly subject: Party;
-    readonly actor: { readonly issuer: string; readonly subject: string };
+    readonly actor: Actor;
     readonly requested: readonly string[] | undefined;
     readonly audiences: readonly string[];
     readonly ttl: number;
@@ -291,13 +299,20 @@ async function delegate(
       expiresAt: grantExp,
     },
     now,
-    // Another issuer's token begins a tree here: the store refuses it when the subject was revoked
-    // at or after it was issued, even before this process's revocation list has that entry.
-    subject.grantId === null && subject.issuer !== ctx.issuer && subject.issuedAt !== undefined
-      ? { subjectIssuedAt: subject.issuedAt }
-      : {},
+    {
+      // Another issuer's token begins a tree here: the store refuses it when the subject was revoked
+      // at or after it was issued, even before this process's revocation list has that entry.
+      ...(subject.grantId === null && subject.issuer !== ctx.issuer && subject.issuedAt !== undefined
+        ? { subjectIssuedAt: subject.issuedAt }
+        : {}),
+      // This issuer's actor token: refused when its grant was revoked, as the parent is, even by
+      // another instance whose revocation this process's list does not have yet.
+      ...(actor.grantId !== null ? { actorGrantId: actor.grantId } : {}),
+    },
   );
   if (grant === 'parent_inactive') throw new OAuthError('grant_inactive');
+  // As the revocation list refuses it once it has the entry.
+  if (grant === 'actor_inactive') throw new OAuthError('actor_token_invalid');
   if (grant === 'client_inactive') throw new OAuthError('client_disabled');
   // As the revocation list refuses it once it has the entry (the token is a revoked subject's).
   if (grant === 'subject_revoked') throw new OAuthError('subject_token_invalid');
@@ -368,7 +383,7 @@ export async function issueForUpstream(
   const issued = await delegate(ctx, {
     client,
     subject,
-    actor: { issuer: ctx.issuer, subject: client.id },
+    actor: { issuer: ctx.issuer, subject: client.id, grantId: null },
     requested: [...new Set(scopes)],
     audiences: [audience],
     ttl: Math.min(maxTtl, accessTokenTtl(ctx.config, client)),

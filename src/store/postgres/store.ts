@@ -35,6 +35,8 @@ import type {
   ClientPatch,
   ClientRecord,
   CodeRedemption,
+  CreateGrantOptions,
+  GrantCreation,
   GrantRecord,
   GrantSelector,
   NewGrant,
@@ -64,6 +66,7 @@ import {
   codeFrom,
   consentFrom,
   grantFrom,
+  isActiveGrant,
   json,
   num,
   parse,
@@ -551,17 +554,22 @@ export class PostgresStore implements Store {
     await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", [subject]);
   }
 
-  async createGrant(
-    g: NewGrant,
-    now: number,
-    options: { readonly subjectIssuedAt?: number } = {},
-  ): Promise<GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked'> {
+  async createGrant(g: NewGrant, now: number, options: CreateGrantOptions = {}): Promise<GrantCreation> {
     try {
       return await this.#tx(async (c) => {
         // FOR SHARE holds off a concurrent disable or removal of the client until this commits, so
         // the revocation that follows it sees this grant.
         const [client] = (await c.query('SELECT disabled FROM clients WHERE id = $1 FOR SHARE', [g.clientId])).rows as Row[];
         if (!client || client.disabled === true) return 'client_inactive' as const;
+        // A revocation of the actor's grant (or of an ancestor, which revoked it with its subtree)
+        // that committed before this read is seen. No lock: this grant is no part of the actor's
+        // tree, so one committing meanwhile has nothing of it to revoke. The parent, when it is the
+        // same grant, is read below.
+        const { actorGrantId } = options;
+        if (actorGrantId !== undefined && actorGrantId !== g.parentId) {
+          const [actor] = (await c.query('SELECT expires_at, revoked_at FROM grants WHERE id = $1', [actorGrantId])).rows as Row[];
+          if (!isActiveGrant(actor, now)) return 'actor_inactive' as const;
+        }
         await this.#lockSubject(c, g.subject);
         let rootId = g.id;
         let depth = 0;
@@ -573,9 +581,7 @@ export class PostgresStore implements Store {
           // Read again under the lock: a revocation that finished meanwhile is seen now.
           const [parent] = (await c.query('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = $1', [g.parentId]))
             .rows as Row[];
-          if (!parent || parent.revoked_at !== null || (parent.expires_at !== null && num(parent.expires_at) <= now)) {
-            return 'parent_inactive' as const;
-          }
+          if (!parent || !isActiveGrant(parent, now)) return 'parent_inactive' as const;
           rootId = String(parent.root_id);
           depth = num(parent.depth) + 1;
           issuer = String(parent.issuer);

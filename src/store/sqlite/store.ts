@@ -20,6 +20,8 @@ import type {
   ClientPatch,
   ClientRecord,
   CodeRedemption,
+  CreateGrantOptions,
+  GrantCreation,
   GrantRecord,
   GrantSelector,
   NewGrant,
@@ -49,6 +51,7 @@ import {
   codeFrom,
   consentFrom,
   grantFrom,
+  isActiveGrant,
   json,
   num,
   parse,
@@ -58,9 +61,7 @@ import {
 } from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
 
-type GrantCreation = GrantRecord | 'parent_inactive' | 'client_inactive' | 'subject_revoked';
-
-/** What one group commit of grants has read: client id → enabled, parent id → its row. */
+/** What one group commit of grants has read: client id → enabled, parent (or actor) grant id → its row. */
 interface BatchReads {
   readonly clients: Map<string, boolean>;
   readonly parents: Map<string, Row>;
@@ -113,7 +114,7 @@ export class SqliteStore implements Store {
   #grantQueue: {
     g: NewGrant;
     now: number;
-    subjectIssuedAt: number | undefined;
+    options: CreateGrantOptions;
     resolve: (r: GrantCreation) => void;
     reject: (e: unknown) => void;
   }[] = [];
@@ -368,9 +369,9 @@ export class SqliteStore implements Store {
    * from 4.3 to 6.5 grants and CPU per token exchange down by about a sixth with 8 concurrent
    * clients (bench/README.md, "Grant commits and audit rows"); a lone exchange waits one more pass of an idle event loop.
    */
-  createGrant(g: NewGrant, now: number, options: { readonly subjectIssuedAt?: number } = {}): Promise<GrantCreation> {
+  createGrant(g: NewGrant, now: number, options: CreateGrantOptions = {}): Promise<GrantCreation> {
     return new Promise((resolve, reject) => {
-      this.#grantQueue.push({ g, now, subjectIssuedAt: options.subjectIssuedAt, resolve, reject });
+      this.#grantQueue.push({ g, now, options, resolve, reject });
       if (this.#grantQueue.length === 1) setImmediate(this.#flushGrantsNextTurn);
     });
   }
@@ -391,7 +392,7 @@ export class SqliteStore implements Store {
       results = this.#tx(() =>
         batch.map((item) => {
           try {
-            return this.#insertGrant(item.g, item.now, seen, item.subjectIssuedAt);
+            return this.#insertGrant(item.g, item.now, seen, item.options);
           } catch (e) {
             // A failed statement is rolled back alone; the others in the batch stand.
             return isConstraintError(e) ? new StoreConflictError('grant_exists', `a grant with id "${item.g.id}" exists`) : (e as Error);
@@ -409,7 +410,18 @@ export class SqliteStore implements Store {
     }
   }
 
-  #insertGrant(g: NewGrant, now: number, seen?: BatchReads, subjectIssuedAt?: number): GrantCreation {
+  /** A grant's row as a parent (or actor) reads it, remembered for the rest of the batch once found. */
+  #grantRow(id: string, seen: BatchReads | undefined): Row | undefined {
+    let row = seen?.parents.get(id);
+    if (row === undefined) {
+      row = this.#stmt('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = ?').get(id) as Row | undefined;
+      // Only a found grant is remembered: a later grant of the batch may be the one inserted here.
+      if (row !== undefined) seen?.parents.set(id, row);
+    }
+    return row;
+  }
+
+  #insertGrant(g: NewGrant, now: number, seen?: BatchReads, options: CreateGrantOptions = {}): GrantCreation {
     // Inside the write transaction: a disable or removal of the client commits before or after it.
     let active = seen?.clients.get(g.clientId);
     if (active === undefined) {
@@ -418,31 +430,28 @@ export class SqliteStore implements Store {
       seen?.clients.set(g.clientId, active);
     }
     if (!active) return 'client_inactive';
+    // Inside it too: a revocation of the actor's grant (or of an ancestor, which revoked it with its
+    // subtree) by another process committed before this. The parent, when it is the same grant, is read below.
+    const { actorGrantId } = options;
+    if (actorGrantId !== undefined && actorGrantId !== g.parentId && !isActiveGrant(this.#grantRow(actorGrantId, seen), now)) {
+      return 'actor_inactive';
+    }
     let rootId = g.id;
     let depth = 0;
     let issuer = g.issuer;
     if (g.parentId !== null) {
-      let parent = seen?.parents.get(g.parentId);
-      if (parent === undefined) {
-        parent = this.#stmt('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = ?').get(g.parentId) as
-          | Row
-          | undefined;
-        // Only a found parent is remembered: a later grant of the batch may be the one inserted here.
-        if (parent !== undefined) seen?.parents.set(g.parentId, parent);
-      }
-      if (!parent || parent.revoked_at !== null || (parent.expires_at !== null && num(parent.expires_at) <= now)) {
-        return 'parent_inactive';
-      }
+      const parent = this.#grantRow(g.parentId, seen);
+      if (!parent || !isActiveGrant(parent, now)) return 'parent_inactive';
       rootId = String(parent.root_id);
       depth = num(parent.depth) + 1;
       issuer = String(parent.issuer);
-    } else if (subjectIssuedAt !== undefined) {
+    } else if (options.subjectIssuedAt !== undefined) {
       // Inside the write transaction too: a subject revocation appends its entry in the one that
       // revokes the subject's grants, so it committed before this or commits after this grant.
       const revoked = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'subject' AND value = ? AND issuer = ? AND at >= ? LIMIT 1").get(
         g.subject,
         g.issuer,
-        subjectIssuedAt,
+        options.subjectIssuedAt,
       );
       if (revoked !== undefined) return 'subject_revoked';
     }
