@@ -112,21 +112,39 @@ function decoded(value: string): string {
  * operator configured), as it is or percent-decoded, or holds one of at least 16 characters.
  */
 export function holdsSecret(value: string, secrets: readonly string[]): boolean {
-  const plain = decoded(value);
+  if (isSecret(value, secrets)) return true;
   let text: string | undefined;
   for (const secret of secrets) {
-    if (secret === '') continue;
-    if (value === secret || plain === secret) return true;
     if (secret.length >= SECRET_ANYWHERE_MIN && (text ??= asciiDecoded(value).text).includes(secret)) return true;
   }
   return false;
 }
 
-/** Whether `value` is one of `secrets`, as it is or percent-decoded. */
-function isSecret(value: string, secrets: readonly string[]): boolean {
-  const plain = decoded(value);
+/**
+ * Whether `value` is one of `secrets`, as it is or percent-decoded (`plain`): the one whole-value
+ * comparison, for {@link holdsSecret}, {@link withoutSecrets} and the secrets a compiled
+ * {@link SecretIndex} lacks.
+ */
+function isSecret(value: string, secrets: readonly string[], plain: string = decoded(value)): boolean {
   for (const secret of secrets) if (secret !== '' && (value === secret || plain === secret)) return true;
   return false;
+}
+
+/**
+ * `value` with each `/`-separated segment that `isSecretPart` holds for written `*` (an empty
+ * segment, or one that is `*` already, is not looked at); `value` itself when there is none.
+ */
+function withSecretSegments(value: string, isSecretPart: (part: string) => boolean): string {
+  const parts = value.split('/');
+  let changed = false;
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i] as string;
+    if (part !== '' && part !== '*' && isSecretPart(part)) {
+      parts[i] = '*';
+      changed = true;
+    }
+  }
+  return changed ? parts.join('/') : value;
 }
 
 /**
@@ -142,18 +160,8 @@ export function withoutSecrets(value: string, secrets: readonly string[]): strin
     else if (secret !== '') short = true;
   }
   const out = long ? withoutLongSecrets(value, secrets) : value;
-  if (!short) return out;
   // The long secrets are written `*` already: a segment is left to compare whole.
-  const parts = out.split('/');
-  let changed = false;
-  for (let i = 0; i < parts.length; i++) {
-    const part = parts[i] as string;
-    if (part !== '' && part !== '*' && isSecret(part, secrets)) {
-      parts[i] = '*';
-      changed = true;
-    }
-  }
-  return changed ? parts.join('/') : out;
+  return short ? withSecretSegments(out, (part) => isSecret(part, secrets)) : out;
 }
 
 /**
@@ -207,9 +215,7 @@ function withSecrets(index: SecretIndex, secrets: readonly string[]): SecretInde
 function isIndexed(value: string, index: SecretIndex & { readonly extra: readonly string[] }): boolean {
   if (index.whole.has(value)) return true;
   const plain = decoded(value);
-  if (plain !== value && index.whole.has(plain)) return true;
-  for (const secret of index.extra) if (value === secret || plain === secret) return true;
-  return false;
+  return (plain !== value && index.whole.has(plain)) || isSecret(value, index.extra, plain);
 }
 
 /**
@@ -231,16 +237,7 @@ export function keysWithoutSecrets(
       for (const secret of ix.long) if (text.includes(secret)) return '*';
     }
     if (!ix.short || key.indexOf('/') < 0) return key;
-    const parts = key.split('/');
-    let changed = false;
-    for (let i = 0; i < parts.length; i++) {
-      const part = parts[i] as string;
-      if (part !== '' && part !== '*' && isIndexed(part, ix)) {
-        parts[i] = '*';
-        changed = true;
-      }
-    }
-    return changed ? parts.join('/') : key;
+    return withSecretSegments(key, (part) => isIndexed(part, ix));
   });
 }
 
