@@ -12,7 +12,7 @@ import { type ConfigCheck, parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
 import { configEnv } from '../config/secrets-env.ts';
 import { resolveStore } from '../config/token-service-schema.ts';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, quoted } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { ClientInputError } from '../issuer/clients.ts';
 import { type MasterKey, MasterKeyError } from '../issuer/secrets.ts';
@@ -180,7 +180,7 @@ export function iso(seconds: number | null): string {
 export function ttlArg(flag: string, value: string): number {
   const seconds = parseDuration(/^\d+$/.test(value) ? Number(value) : value);
   if (seconds === undefined || Math.round(seconds) < 1) {
-    throw new CliError(`${flag} "${value}" is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s`);
+    throw new CliError(`${flag} ${quoted(value)} is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s`);
   }
   return Math.round(seconds);
 }
@@ -198,7 +198,7 @@ export function ttlWithin(flag: string, ttl: number, max: number): number {
 export function portArg(flag: string): (v: string) => number {
   return (v) => {
     const n = Number(v);
-    if (!/^\d+$/.test(v) || n > 65535) throw new CliError(`${flag} must be a port number (0-65535), not "${v}"`);
+    if (!/^\d+$/.test(v) || n > 65535) throw new CliError(`${flag} must be a port number (0-65535), not ${quoted(v)}`);
     return n;
   };
 }

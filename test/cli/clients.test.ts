@@ -164,3 +164,26 @@ describe('a bad option value names its flag and what to write instead', () => {
     assert.equal(shown.stderr, 'tessera: no client "flagged"\n');
   });
 });
+
+describe('a token pasted into the wrong argument is never printed back', () => {
+  const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl';
+  const cases: [string, string[]][] = [
+    ['clients add --grant-types', ['clients', 'add', 'pasted-gt', '--audiences', 'https://api.test', '--grant-types', token]],
+    ['clients add --ttl', ['clients', 'add', 'pasted-ttl', '--audiences', 'https://api.test', '--ttl', token]],
+    ['clients show', ['clients', 'show', token]],
+    ['clients disable', ['clients', 'disable', token]],
+    ['grants tree', ['grants', 'tree', token]],
+    ['revoke --grant', ['revoke', '--grant', token]],
+    ['audit query --since', ['audit', 'query', '--since', token]],
+    ['audit query --limit', ['audit', 'query', '--limit', token]],
+    ['token mint --ttl', ['token', 'mint', '--client', 'nobody', '--ttl', token]],
+  ];
+  for (const [what, args] of cases) {
+    it(`${what}: exit 1, one line describing the value by its length`, () => {
+      const r = tessera(...args);
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(!`${r.stdout}${r.stderr}`.includes('eyJhbGciOiJFUzI1NiJ9'), r.stderr);
+      assert.match(r.stderr, /a value of \d+ characters \(not shown: it may be a secret\)/);
+    });
+  }
+});

@@ -3,8 +3,10 @@
  * token-service event is one row; filters select by subject, delegation (grant) id, client, request
  * id and time. Events never hold a token or a header value, so printing them is safe.
  */
+
 import type { Command } from 'commander';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
+import { quoted } from '../../core/errors.ts';
 import type { Store } from '../../store/contract.ts';
 import { withConfig, withStore } from '../context.ts';
 import { CliError, printable, printJson } from '../output.ts';
@@ -45,7 +47,7 @@ function parseTime(flag: string, value: string, now: number): number {
   // Date.parse rolls a day past the month's end over (2026-02-30 is March 2nd): refuse it instead.
   const day = ymd && new Date(Date.UTC(Number(ymd[1]), Number(ymd[2]) - 1, Number(ymd[3])));
   if (day && Number.isFinite(t) && day.getUTCMonth() === Number(ymd[2]) - 1 && day.getUTCDate() === Number(ymd[3])) return t;
-  throw new CliError(`${flag} must be a duration (15m, 2h, 7d) or an ISO time (2026-11-22T10:00:00Z), not "${value}"`);
+  throw new CliError(`${flag} must be a duration (15m, 2h, 7d) or an ISO time (2026-11-22T10:00:00Z), not ${quoted(value)}`);
 }
 
 /** `--since`: where the window starts (inclusive). */
@@ -60,7 +62,7 @@ export function parseUntil(value: string, now = Date.now()): number {
 
 function limitArg(v: string): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || n < 1 || n > 10_000) throw new CliError(`--limit must be an integer from 1 to 10000, not "${v}"`);
+  if (!/^\d+$/.test(v) || n < 1 || n > 10_000) throw new CliError(`--limit must be an integer from 1 to 10000, not ${quoted(v)}`);
   return n;
 }
 

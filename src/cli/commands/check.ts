@@ -16,7 +16,9 @@
  * One pass/fail line each (what the server answered with its control characters escaped); exit 1
  * when any check fails. The token is never printed.
  */
+
 import type { Command } from 'commander';
+import { quoted } from '../../core/errors.ts';
 import { metadataUrlOf } from '../../gateway/mcp/metadata.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
@@ -227,7 +229,7 @@ async function mcpChecks(
 
 function timeoutArg(v: string): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || n < 1 || n > 600_000) throw new CliError(`--timeout must be milliseconds from 1 to 600000, not "${v}"`);
+  if (!/^\d+$/.test(v) || n < 1 || n > 600_000) throw new CliError(`--timeout must be milliseconds from 1 to 600000, not ${quoted(v)}`);
   return n;
 }
 

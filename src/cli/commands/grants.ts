@@ -1,7 +1,9 @@
 /**
  * `tessera grants tree ID`: who delegated what to whom: the grant's ancestors and its subtree.
  */
+
 import type { Command } from 'commander';
+import { quoted } from '../../core/errors.ts';
 import { actorLabel } from '../../core/verify/principal.ts';
 import { GRANT_TREE_MAX_NODES } from '../../issuer/service.ts';
 import type { GrantRecord } from '../../store/contract.ts';
@@ -34,7 +36,7 @@ export function registerGrants(program: Command): void {
     .option('--json', 'print one JSON object {ancestors, subtree, truncated}')
     .action(async (id: string, opts: { config?: string; json?: boolean }) => {
       const tree = await withService(opts.config, false, async ({ service }) => service.grantTree(id));
-      if (!tree) throw new CliError(`no grant "${id}"`);
+      if (!tree) throw new CliError(`no grant ${quoted(id)}`);
       if (opts.json) return printJson(tree);
       const now = Math.floor(Date.now() / 1000);
       const out: string[] = [];

@@ -3,7 +3,9 @@
  * servers apply them within milliseconds on PostgreSQL (the commit notifies them), within
  * `token_service.sync_interval` on SQLite. A grant is revoked with its subtree.
  */
+
 import type { Command } from 'commander';
+import { quoted } from '../../core/errors.ts';
 import { holdsToken } from '../../core/secret-shape.ts';
 import { type GrantSelector, StoreUnavailableError } from '../../store/contract.ts';
 import { readArg, withConfig, withService } from '../context.ts';
@@ -73,7 +75,7 @@ export function registerRevoke(program: Command): void {
                   ? { subject: opts.subject, ...(opts.issuer !== undefined ? { issuer: opts.issuer } : {}) }
                   : { clientId: opts.client as string };
             if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined) {
-              throw new CliError(`no grant "${selector.grantId}"`);
+              throw new CliError(`no grant ${quoted(selector.grantId)}`);
             }
             const revoked = await service.revokeGrants(selector, opts.reason, 'cli');
             service.auditCliAction('ok', { action: 'revoke', ...named, ...reason, revoked: revoked.length });

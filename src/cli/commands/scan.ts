@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { type Command, CommanderError } from 'commander';
-import { ConfigError } from '../../core/errors.ts';
+import { ConfigError, quoted } from '../../core/errors.ts';
 import { BoundedMap } from '../../core/verify/bounded-map.ts';
 import type { LeakedToken, LeakState } from '../../issuer/leaks.ts';
 import type { Candidate } from '../../scan/candidates.ts';
@@ -82,7 +82,7 @@ export function parseSize(value: string): number {
   const m = /^(\d+)\s*([bkmgt]?)(?:i?b)?$/i.exec(value.trim());
   const unit = UNITS[(m?.[2] ?? '').toLowerCase()];
   if (!m || unit === undefined || Number(m[1]) < 1) {
-    throw new CliError(`--max-size must be a size such as 500M, 4G or 1048576 (bytes), not "${value}"`, SCAN_EXIT.failed);
+    throw new CliError(`--max-size must be a size such as 500M, 4G or 1048576 (bytes), not ${quoted(value)}`, SCAN_EXIT.failed);
   }
   return Number(m[1]) * unit;
 }

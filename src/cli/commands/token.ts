@@ -4,9 +4,11 @@
  * `tessera token mint` (development) and `tessera token exchange` (RFC 8693) run the token service
  * in-process against the store, as an operator acting for a registered client.
  */
+
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
+import { quoted } from '../../core/errors.ts';
 import { IDENTITY_RULE, validIdentity } from '../../core/identity.ts';
 import { JWS_ALGORITHMS } from '../../core/jose/algorithms.ts';
 import { decodeUnverified } from '../../core/jose/decode.ts';
@@ -24,7 +26,7 @@ import { CliError, printable, printJson } from '../output.ts';
  */
 function clientProblem(id: string): (e: unknown) => never {
   return (e) => {
-    if (e instanceof OAuthError && e.code === 'client_unknown') throw new CliError(`no client "${id}"`);
+    if (e instanceof OAuthError && e.code === 'client_unknown') throw new CliError(`no client ${quoted(id)}`);
     if (e instanceof OAuthError && e.code === 'client_disabled') {
       throw new CliError(`client "${id}" is disabled; enable it with \`tessera clients enable ${id}\``);
     }
