@@ -222,7 +222,10 @@ function isIndexed(value: string, index: SecretIndex & { readonly extra: readonl
  * Query keys as the audit trail may record them, each as {@link holdsSecret} and
  * {@link withoutSecrets} would write it (`*` when it is or holds a secret, a short secret as a
  * whole `/`-separated segment `*`), with each key looked up in `index` (the configured secrets,
- * compiled once) instead of compared with every secret; `secrets` are the request's.
+ * compiled once) instead of compared with every secret; `secrets` are the request's. The index
+ * also holds each configured secret's percent-decoded form, so a key equal to a decoded secret
+ * (`aAb` for a configured `a%41b`) is `*` here where {@link withoutSecrets} keeps it: this errs
+ * towards hiding.
  */
 export function keysWithoutSecrets(
   keys: readonly string[],
