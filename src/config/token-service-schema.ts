@@ -274,6 +274,15 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({ description: 'The admin API (revocation by grant, subject or client; grant trees).' }),
     keys: keysSchema,
+    dpop: z
+      .strictObject({
+        nonce: z.boolean().default(false).meta({
+          description:
+            "Require authorization-server-provided nonces in DPoP proofs at the token endpoint (RFC 9449 §8): a proof without a valid one is refused with 400 `use_dpop_nonce` and a `DPoP-Nonce` header to retry with. Nonces are MACed with a key derived from the master key, so every instance sharing it accepts them, and expire after 5 to 10 minutes. The gateway's own nonces are the top-level `dpop.nonce`.",
+        }),
+      })
+      .prefault({})
+      .meta({ description: 'DPoP proofs at the token endpoint (algorithms: the top-level `dpop.algorithms`).' }),
     authorization: authorizationSchema,
     registration: registrationSchema,
     sync_interval: duration(

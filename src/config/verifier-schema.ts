@@ -236,7 +236,10 @@ export const dpopSchema = z
     iat_window: duration(
       "How old a proof may be. A proof is accepted while its `iat` is at most `iat_window` plus the largest `clock_skew` of `issuers` in the past (90 s with the defaults: 60 s + 30 s) and at most that clock skew in the future, its `jti` remembered until then; at the gateway a token checked by introspection gets no issuer's clock skew (`iat_window` in the past, none in the future).",
     ).prefault('60s'),
-    nonce: z.boolean().default(false).meta({ description: 'Require server-issued nonces (`use_dpop_nonce`).' }),
+    nonce: z.boolean().default(false).meta({
+      description:
+        'Require server-issued nonces in proofs sent to resource servers (RFC 9449 §9, 401 `use_dpop_nonce`). The token endpoint has its own: `token_service.dpop.nonce`.',
+    }),
     replay_cache_size: z.number().int().positive().default(100_000).meta({
       description:
         'Proof `jti`s remembered in memory, where no store keeps them (`tessera gateway`, the library); `tessera serve` records them in its store. One proof key may hold at most max(1000, this / 16) of them (6250 of the default: about 68 requests a second by one key with the default `iat_window` and `clock_skew`), and is refused with 429 `dpop_key_rate_limited` past that, so one bound token cannot fill the cache for every other caller.',

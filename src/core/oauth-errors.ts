@@ -23,6 +23,8 @@ export type OAuthErrorValue =
   | 'invalid_token'
   | 'insufficient_scope'
   | 'invalid_dpop_proof'
+  // RFC 9449 §8: the DPoP proof must carry the nonce this server hands out.
+  | 'use_dpop_nonce'
   | 'unsupported_response_type'
   // RFC 9101 §10.2 (registered from OpenID Connect Core §3.1.2.6).
   | 'request_not_supported'
@@ -376,6 +378,13 @@ export const OAUTH_ERROR_CODES = {
 
   // DPoP at the token endpoint (RFC 9449 §5).
   dpop_proof_invalid: { status: 400, error: 'invalid_dpop_proof', description: 'The DPoP proof is invalid.' },
+  // RFC 9449 §8 (token_service.dpop.nonce): 400 here, where the resource server's is a 401 (§9);
+  // the nonce to retry with goes in the DPoP-Nonce header.
+  dpop_nonce_required: {
+    status: 400,
+    error: 'use_dpop_nonce',
+    description: 'Authorization server requires nonce in DPoP proof.',
+  },
 
   // The server itself.
   signing_key_unavailable: {
@@ -418,8 +427,13 @@ export class OAuthError extends Error {
   readonly scope: string | undefined;
   /** For a 429: seconds until a request may succeed (`Retry-After`). */
   readonly retryAfter: number | undefined;
+  /** For `use_dpop_nonce`: the nonce to send back in the `DPoP-Nonce` header (RFC 9449 §8). */
+  readonly dpopNonce: string | undefined;
 
-  constructor(code: OAuthErrorCode, options: { basic?: boolean; scope?: string; retryAfter?: number; cause?: unknown } = {}) {
+  constructor(
+    code: OAuthErrorCode,
+    options: { basic?: boolean; scope?: string; retryAfter?: number; dpopNonce?: string; cause?: unknown } = {},
+  ) {
     const spec: OAuthCodeSpec = OAUTH_ERROR_CODES[code];
     super(spec.description, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
@@ -428,6 +442,7 @@ export class OAuthError extends Error {
     this.basicChallenge = options.basic === true;
     this.scope = options.scope;
     this.retryAfter = options.retryAfter;
+    this.dpopNonce = options.dpopNonce;
   }
 
   /** The fixed, caller-safe description. */
@@ -458,6 +473,7 @@ export class OAuthError extends Error {
     if (this.code === 'request_content_encoding') return { 'accept-encoding': 'identity' };
     if (this.status === 503) return { 'retry-after': '5' };
     if (this.status === 429) return { 'retry-after': String(this.retryAfter ?? 1) };
+    if (this.dpopNonce !== undefined) return { 'dpop-nonce': this.dpopNonce };
     return {};
   }
 }

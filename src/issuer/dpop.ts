@@ -1,7 +1,8 @@
 /**
  * DPoP proofs at the token endpoint (RFC 9449 §4.3, §5): a proof sent with a token request binds
  * the issued access token to the proof's key (`cnf.jkt`). Unlike a proof for a resource request it
- * carries no `ath`, since no access token accompanies it.
+ * carries no `ath`, since no access token accompanies it. With `token_service.dpop.nonce` it must
+ * also carry a nonce this server handed out (RFC 9449 §8).
  *
  * @module
  */
@@ -10,7 +11,7 @@ import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../cor
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { importJwk } from '../core/jose/jwk.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
-import { htuOf } from '../core/verify/dpop.ts';
+import { type DpopNonceSource, htuOf } from '../core/verify/dpop.ts';
 
 export interface TokenEndpointProofOptions {
   /** Absolute URL the proof's `htu` must name (scheme, host and path compared). */
@@ -24,14 +25,20 @@ export interface TokenEndpointProofOptions {
   readonly algorithms: ReadonlySet<JwsAlgorithm>;
   /** Record a proof `jti` (per key) until it expires; false on replay. */
   readonly useOnce: (key: string, expiresAt: number) => Promise<boolean>;
+  /** Server-provided nonces the proof must carry one of (RFC 9449 §8); none required when absent. */
+  readonly nonces?: DpopNonceSource | undefined;
 }
 
 const SKEW = 30;
 
+/** HKDF `info` of the key the token endpoint's DPoP nonces are MACed with (derived from the master key). */
+export const DPOP_NONCE_KEY_INFO = 'tessera dpop nonce v1';
+
 /**
  * Check a token-endpoint DPoP proof.
  * @returns the RFC 7638 thumbprint of the proof key, for `cnf.jkt`.
- * @throws {OAuthError} `invalid_dpop_proof`.
+ * @throws {OAuthError} `dpop_proof_invalid`, or `dpop_nonce_required` (`use_dpop_nonce`, with the
+ *   nonce to retry with) for an otherwise valid proof without a valid nonce.
  */
 export async function checkTokenEndpointProof(proof: string, o: TokenEndpointProofOptions): Promise<string> {
   const fail = () => new OAuthError('dpop_proof_invalid');
@@ -59,6 +66,10 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   if (typeof iat !== 'number' || iat > o.now + SKEW || iat <= o.now - o.iatWindow - SKEW) throw fail();
   // No access token travels with a token request, so a proof naming one is for another request.
   if (ath !== undefined) throw fail();
+  // Before the jti is recorded: a proof refused for its nonce is retried with a new one (and jti).
+  if (o.nonces !== undefined && (typeof claims.nonce !== 'string' || !o.nonces.isValid(claims.nonce))) {
+    throw new OAuthError('dpop_nonce_required', { dpopNonce: o.nonces.current() });
+  }
   // The store keeps whole seconds; a NumericDate may be fractional (RFC 7519 §2).
   if (!(await o.useOnce(`dpop:${key.thumbprint}:${jti}`, Math.ceil(iat) + o.iatWindow + SKEW))) throw fail();
   return key.thumbprint;

@@ -21,6 +21,7 @@ import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
 import { holdsToken } from '../core/secret-shape.ts';
+import { createDpopNonces, type DpopNonceSource } from '../core/verify/dpop.ts';
 import { RevocationList } from '../core/verify/revocation.ts';
 import type { VerifyResult } from '../core/verify/verifier.ts';
 import {
@@ -43,7 +44,7 @@ import { type ClientAdminContext, registerClient, removeClient, setClientDisable
 import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { ConsentTokens } from './consent.ts';
 import { type AuditDraft, asOAuthError, type OAuthRequest, type TokenResponse } from './context.ts';
-import { checkTokenEndpointProof } from './dpop.ts';
+import { checkTokenEndpointProof, DPOP_NONCE_KEY_INFO } from './dpop.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
 import { exchange, issueForUpstream, TOKEN_EXCHANGE, type UpstreamContext } from './grants/exchange.ts';
@@ -184,6 +185,7 @@ export class TokenService {
   #ctx: ServiceContext;
   readonly #warn: (message: string) => void;
   readonly #dpopAlgorithms: ReadonlySet<JwsAlgorithm>;
+  readonly #dpopNonces: DpopNonceSource | undefined;
   #versions = { keys: -1, clients: -1, revocations: -1 };
   #timer: NodeJS.Timeout | undefined;
   #lastPrune = 0;
@@ -206,6 +208,12 @@ export class TokenService {
     this.endpoints = endpointsFor(issuer);
     this.#warn = options.onWarning ?? (() => {});
     this.#dpopAlgorithms = new Set(options.dpopAlgorithms ?? DEFAULT_DPOP_ALGORITHMS);
+    // RFC 9449 §8: stateless nonces (a time slot and its HMAC) under a key derived from the master
+    // key, so every instance sharing it accepts the others'. Without the master key nothing is
+    // signed, so no token request succeeds anyway: a random key then.
+    this.#dpopNonces = config.dpop.nonce
+      ? createDpopNonces({ clock, ...(options.master ? { secret: deriveMacKey(options.master, DPOP_NONCE_KEY_INFO) } : {}) })
+      : undefined;
     const { model, issues } = compileScopes(options.scopes, 'scopes');
     if (issues.length > 0) throw new TypeError(`invalid scope catalogue: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`);
     this.#scopes = model;
@@ -458,7 +466,18 @@ export class TokenService {
       iatWindow: 60,
       algorithms: this.#dpopAlgorithms,
       useOnce: (key, expiresAt) => this.store.useOnce(key, expiresAt, now),
+      nonces: this.#dpopNonces,
     });
+  }
+
+  /**
+   * With `token_service.dpop.nonce`, the nonce every token endpoint response carries in its
+   * `DPoP-Nonce` header (RFC 9449 §8.2), successes included, so a client always holds one that is
+   * accepted; `undefined` when nonces are off. A refusal for a missing or stale nonce carries it as
+   * {@link OAuthError.dpopNonce} too.
+   */
+  dpopNonce(): string | undefined {
+    return this.#dpopNonces?.current();
   }
 
   // The authorization endpoint (its HTTP side, the person's login and the consent page are in src/server/).

@@ -91,32 +91,31 @@ function send(res: ServerResponse, status: number, body: string | undefined, hea
 
 /**
  * A 200 from a form endpoint. The headers go to `writeHead` as a flat array: Node then copies them
- * straight to the wire without building and validating a header object per response.
+ * straight to the wire without building and validating a header object per response. `nonce`: the
+ * token endpoint's `DPoP-Nonce` (RFC 9449 §8.2).
  */
-function sendOk(res: ServerResponse, body: string | undefined, requestId: string): void {
+function sendOk(res: ServerResponse, body: string | undefined, requestId: string, nonce?: string): void {
   if (res.headersSent) return;
+  const headers = ['cache-control', 'no-store', 'pragma', 'no-cache', 'x-request-id', requestId];
+  if (nonce !== undefined) headers.push('dpop-nonce', nonce);
   if (body === undefined) {
-    res.writeHead(200, ['cache-control', 'no-store', 'pragma', 'no-cache', 'x-request-id', requestId]);
+    res.writeHead(200, headers);
     res.end();
     return;
   }
-  res.writeHead(200, [
-    'cache-control',
-    'no-store',
-    'pragma',
-    'no-cache',
-    'x-request-id',
-    requestId,
-    'content-type',
-    'application/json',
-    'content-length',
-    String(Buffer.byteLength(body)),
-  ]);
+  headers.push('content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)));
+  res.writeHead(200, headers);
   res.end(body);
 }
 
-function sendError(res: ServerResponse, e: OAuthError, requestId: string): void {
-  send(res, e.status, JSON.stringify(e.toJSON()), { ...NO_STORE, ...e.headers(), 'x-request-id': requestId });
+/** An error response; `nonce` is the token endpoint's current `DPoP-Nonce`, unless the error names its own. */
+function sendError(res: ServerResponse, e: OAuthError, requestId: string, nonce?: string): void {
+  send(res, e.status, JSON.stringify(e.toJSON()), {
+    ...NO_STORE,
+    ...(nonce !== undefined ? { 'dpop-nonce': nonce } : {}),
+    ...e.headers(),
+    'x-request-id': requestId,
+  });
 }
 
 const SAFE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
@@ -278,15 +277,15 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const logoutPath = authenticator?.login === undefined ? undefined : path(authenticator.login.logoutUrl);
   const metadataBody = JSON.stringify(service.metadata());
 
-  const fail = (res: ServerResponse, error: unknown, requestId: string) => {
+  const fail = (res: ServerResponse, error: unknown, requestId: string, nonce?: string) => {
     if (error instanceof OAuthError) {
       // A server-side failure the service wrapped: the caller gets the RFC error, the log the cause.
       if (error.status >= 500 && error.cause !== undefined) options.onError?.(error.cause, requestId);
-      return sendError(res, error, requestId);
+      return sendError(res, error, requestId, nonce);
     }
-    if (error instanceof BodyTooLarge) return sendError(res, new OAuthError('request_body_too_large'), requestId);
+    if (error instanceof BodyTooLarge) return sendError(res, new OAuthError('request_body_too_large'), requestId, nonce);
     options.onError?.(error, requestId);
-    sendError(res, new OAuthError(error instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error'), requestId);
+    sendError(res, new OAuthError(error instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error'), requestId, nonce);
   };
 
   /** The form-encoded POST endpoints. */
@@ -296,6 +295,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     requestId: string,
     endpointUrl: string,
     run: (r: OAuthRequest) => Promise<unknown>,
+    /** The token endpoint's: the current DPoP nonce, sent with the answer (RFC 9449 §8.2). */
+    nonce?: () => string | undefined,
   ): Promise<void> => {
     // A request refused here still goes to the service as a fault, so the endpoint audits it as
     // every other refusal (token.denied, revocation.denied, introspection.denied).
@@ -331,7 +332,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       remoteAddr: req.socket.remoteAddress,
       ...(typeof dpop === 'string' ? { dpop } : {}),
     });
-    sendOk(res, result === undefined ? undefined : serialize(result), requestId);
+    sendOk(res, result === undefined ? undefined : serialize(result), requestId, nonce?.());
   };
 
   /** RFC 7591 §3: a JSON client description in, 201 with the client (and its secret, once) out. */
@@ -483,8 +484,12 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const inbound = req.headers['x-request-id'];
     const requestId = inboundRequestId(inbound) ?? uuidv7();
     let work: Promise<void>;
-    if (pathname === paths.token) work = oauth(req, res, requestId, e.token, (r) => service.token(r));
-    else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
+    // With token_service.dpop.nonce, every answer of the token endpoint (RFC 9449 §8.2) carries the nonce.
+    let nonce: (() => string | undefined) | undefined;
+    if (pathname === paths.token) {
+      nonce = () => service.dpopNonce();
+      work = oauth(req, res, requestId, e.token, (r) => service.token(r), nonce);
+    } else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
     else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
     else if (pathname === loginCallbackPath && loginCallback !== undefined) work = loginCallback(req, res, requestId);
@@ -509,7 +514,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       return true;
     } else if (pathname.startsWith(paths.admin)) work = admin(req, res, requestId, pathname.slice(paths.admin.length));
     else return false;
-    work.catch((error: unknown) => fail(res, error, requestId));
+    work.catch((error: unknown) => fail(res, error, requestId, nonce?.()));
     return true;
   };
 }

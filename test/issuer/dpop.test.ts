@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, decodeJwt, type JWK, SignJWT } from 'jose';
+import { DPOP_NONCE_KEY_INFO } from '../../src/issuer/dpop.ts';
+import { deriveMacKey } from '../../src/issuer/secrets.ts';
 import { createVerifier } from '../../src/verifier.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
@@ -299,5 +301,128 @@ describe('the proof window', () => {
     const p = await proof({ iat: Date.now() / 1000 - 0.5 });
     assert.equal((await cc(p)).status, 200);
     await expectInvalidProof(await cc(p));
+  });
+});
+
+describe('authorization-server nonces (RFC 9449 §8, token_service.dpop.nonce)', () => {
+  const NONCED = { token_service: { dpop: { nonce: true } } };
+
+  async function noncedIssuer(options: Parameters<typeof startIssuer>[0] = {}) {
+    const running = await startIssuer({ ...options, config: NONCED });
+    const client = await running.addClient({ id: 'agent', scopes: ['api:read'] });
+    const post = (dpop: string) =>
+      running.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(client.id, client.secret), dpop });
+    const at = (over: Record<string, unknown> = {}) => proof(over, { url: `${running.url}/oauth2/token` });
+    return { running, client, post, at };
+  }
+
+  /** A 400 use_dpop_nonce, not cacheable, carrying a nonce: the nonce. */
+  async function expectNonceRequired(res: Response): Promise<string> {
+    const body = (await res.json()) as { error: string; error_description: string };
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(body.error, 'use_dpop_nonce');
+    assert.equal(typeof body.error_description, 'string');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const nonce = res.headers.get('dpop-nonce');
+    assert.ok(nonce, 'a DPoP-Nonce header');
+    return nonce;
+  }
+
+  it('refuses a proof without a nonce with 400 use_dpop_nonce and a DPoP-Nonce header, then binds the token on the retry with it', async () => {
+    const { running, post, at } = await noncedIssuer();
+    try {
+      const nonce = await expectNonceRequired(await post(await at()));
+      const res = await post(await at({ nonce }));
+      const body = (await res.json()) as { access_token: string; token_type: string };
+      assert.equal(res.status, 200, JSON.stringify(body));
+      assert.equal(body.token_type, 'DPoP');
+      assert.deepEqual(decodeJwt(body.access_token).cnf, { jkt: await calculateJwkThumbprint(holderJwk) });
+      // The success carries the current nonce too (§8.2), so the client keeps one that works.
+      assert.ok(res.headers.get('dpop-nonce'));
+      assert.equal(res.headers.get('cache-control'), 'no-store');
+      // The refusal is audited with its stable code; neither the nonce, the proof nor the token is written.
+      await running.service.audit.flush();
+      const events = await running.store.queryAudit({ client_id: 'agent', limit: 100 });
+      assert.equal(events.find((e) => e.kind === 'token.denied')?.reason, 'dpop_nonce_required');
+      const written = JSON.stringify(events);
+      assert.ok(!written.includes(nonce), 'no nonce in the audit trail');
+      assert.ok(!written.includes(body.access_token), 'no token in the audit trail');
+      const key = deriveMacKey(running.master, DPOP_NONCE_KEY_INFO).export();
+      for (const form of [key.toString('hex'), key.toString('base64url'), key.toString('base64')]) assert.ok(!written.includes(form));
+    } finally {
+      await running.close();
+    }
+  });
+
+  it('carries the current nonce on a response to a request without DPoP, and on other errors', async () => {
+    const { running, client } = await noncedIssuer();
+    try {
+      const bearer = await running.post(
+        '/oauth2/token',
+        { grant_type: 'client_credentials' },
+        { authorization: basic(client.id, client.secret) },
+      );
+      assert.equal(bearer.status, 200, 'a bearer request needs no nonce');
+      assert.ok(bearer.headers.get('dpop-nonce'));
+      const refused = await running.post(
+        '/oauth2/token',
+        { grant_type: 'client_credentials' },
+        { authorization: basic(client.id, 'wrong') },
+      );
+      assert.equal(refused.status, 401);
+      assert.ok(refused.headers.get('dpop-nonce'));
+    } finally {
+      await running.close();
+    }
+  });
+
+  it('attack: a made-up nonce, or one tampered with, is refused with use_dpop_nonce', async () => {
+    const { running, post, at } = await noncedIssuer();
+    try {
+      const nonce = await expectNonceRequired(await post(await at()));
+      await expectNonceRequired(await post(await at({ nonce: 'made-up-nonce' })));
+      const raw = Buffer.from(nonce, 'base64url');
+      raw[raw.length - 1] = (raw.at(-1) as number) ^ 1;
+      await expectNonceRequired(await post(await at({ nonce: raw.toString('base64url') })));
+      await expectNonceRequired(await post(await at({ nonce: 42 })));
+    } finally {
+      await running.close();
+    }
+  });
+
+  it('attack: an expired nonce (handed out more than two rotation periods ago) is refused', async () => {
+    let now = 1_900_000_000;
+    const { running, post, at } = await noncedIssuer({ clock: () => now * 1000 });
+    try {
+      const nonce = await expectNonceRequired(await post(await at({ iat: now })));
+      now += 601;
+      const fresh = await expectNonceRequired(await post(await at({ iat: now, nonce })));
+      assert.notEqual(fresh, nonce);
+      assert.equal((await post(await at({ iat: now, nonce: fresh }))).status, 200);
+    } finally {
+      await running.close();
+    }
+  });
+
+  it('accepts a nonce handed out by another instance with the same master key, and refuses one of another master key', async () => {
+    const a = await noncedIssuer();
+    const b = await noncedIssuer({ master: a.running.master });
+    const c = await noncedIssuer();
+    try {
+      const nonce = await expectNonceRequired(await a.post(await a.at()));
+      assert.equal((await b.post(await b.at({ nonce }))).status, 200);
+      await expectNonceRequired(await c.post(await c.at({ nonce })));
+    } finally {
+      await a.running.close();
+      await b.running.close();
+      await c.running.close();
+    }
+  });
+
+  it('with token_service.dpop.nonce off (the default), accepts a proof without a nonce and sends no DPoP-Nonce', async () => {
+    const res = await cc(await proof());
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { token_type: string }).token_type, 'DPoP');
+    assert.equal(res.headers.get('dpop-nonce'), null);
   });
 });

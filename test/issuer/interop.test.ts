@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import type { webcrypto } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { calculateJwkThumbprint, createRemoteJWKSet, decodeJwt, type JWK, jwtVerify } from 'jose';
 import * as oidc from 'openid-client';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
@@ -127,5 +127,35 @@ describe('openid-client against the running token service', () => {
       assert.equal(e.error, 'invalid_scope');
       return true;
     });
+  });
+});
+
+describe('openid-client with DPoP against a token service requiring nonces (token_service.dpop.nonce)', () => {
+  it('gets a DPoP-bound client_credentials token: refused once with use_dpop_nonce, retried with the nonce by openid-client, then kept', async () => {
+    const nonced = await startIssuer({ config: { token_service: { dpop: { nonce: true } } } });
+    try {
+      const c = await nonced.addClient({ id: 'agent', scopes: ['api:read'], audiences: ['https://api.test'] });
+      const config = await oidc.discovery(new URL(nonced.url), c.id, undefined, oidc.ClientSecretBasic(c.secret), {
+        execute: [oidc.allowInsecureRequests],
+        algorithm: 'oauth2',
+      });
+      const keyPair = await oidc.randomDPoPKeyPair('ES256');
+      const DPoP = oidc.getDPoPHandle(config, keyPair);
+      const first = await oidc.clientCredentialsGrant(config, { scope: 'api:read' }, { DPoP });
+      assert.equal(first.token_type, 'dpop');
+      const jkt = await calculateJwkThumbprint((await crypto.subtle.exportKey('jwk', keyPair.publicKey)) as JWK);
+      assert.deepEqual(decodeJwt(first.access_token).cnf, { jkt });
+      // The nonce the responses carry is kept: the next request needs no retry.
+      const second = await oidc.clientCredentialsGrant(config, { scope: 'api:read' }, { DPoP });
+      assert.equal(second.token_type, 'dpop');
+      await nonced.service.audit.flush();
+      const events = await nonced.store.queryAudit({ client_id: 'agent', limit: 100 });
+      assert.deepEqual(
+        events.filter((e) => e.kind === 'token.denied').map((e) => e.reason),
+        ['dpop_nonce_required'],
+      );
+    } finally {
+      await nonced.close();
+    }
   });
 });

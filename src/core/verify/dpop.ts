@@ -4,7 +4,7 @@
  * @module
  */
 import { Buffer } from 'node:buffer';
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { TesseraError } from '../errors.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
@@ -22,9 +22,12 @@ export interface DpopNonceSource {
 
 /**
  * Stateless nonces: a time slot and an HMAC over it, valid for the current and previous slot, so
- * several instances sharing the secret accept each other's nonces without shared state.
+ * several instances sharing the secret accept each other's nonces without shared state. `secret`
+ * is the HMAC key (default: random, this process only).
  */
-export function createDpopNonces(options: { secret?: Uint8Array; rotationSeconds?: number; clock?: Clock } = {}): DpopNonceSource {
+export function createDpopNonces(
+  options: { secret?: Uint8Array | KeyObject; rotationSeconds?: number; clock?: Clock } = {},
+): DpopNonceSource {
   const secret = options.secret ?? randomBytes(32);
   const rotation = (options.rotationSeconds ?? 300) * 1000;
   const clock = options.clock ?? Date.now;
