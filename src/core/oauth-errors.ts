@@ -232,6 +232,11 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The consent form has expired or does not belong to this request; start again.',
   },
+  authorize_not_navigation: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The consent page is shown only to a page load of the browser itself, not to a script, a frame or an embedded object.',
+  },
   authorize_login_failed: {
     status: 401,
     error: 'access_denied',

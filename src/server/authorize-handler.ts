@@ -240,6 +240,17 @@ export function createAuthorizeHandler(
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
       }
+      // The page carries the anti-CSRF token, which only the same-origin policy keeps from other
+      // pages; but `tessera serve` with a gateway serves upstream pages on this origin too, and a
+      // script in one could fetch the page, read the token and post the approval (RFC 6749
+      // §10.12). A browser's own page load is Sec-Fetch-Dest: document; a fetch() or XHR is
+      // empty, a frame iframe, an <object> object.
+      // Scripts cannot set Sec-Fetch-* headers; clients that send none are served as before.
+      const dest = req.headers['sec-fetch-dest'];
+      if (dest !== undefined && dest !== 'document') {
+        denied('authorize_not_navigation', { subject: person.subject, clientId });
+        return page(res, new OAuthError('authorize_not_navigation'), requestId);
+      }
       const nonce = newNonce();
       const redirectUrl = new URL(request.redirectUri);
       const body = renderConsent(

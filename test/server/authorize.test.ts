@@ -348,6 +348,22 @@ describe('CSRF', () => {
     await expectPage(await answerConsent(endpoint, { ...fields, decision: 'approve' }, personHeaders('alice')), 400);
   });
 
+  it('CSRF token read by a same-origin script or frame (the gateway serves upstream pages on this origin; Sec-Fetch-Dest other than document): no consent page, no token, audited', async () => {
+    const url = authorizeUrl();
+    for (const dest of ['empty', 'iframe', 'object']) {
+      const res = await fetch(url, {
+        headers: { ...personHeaders(), 'sec-fetch-dest': dest, 'sec-fetch-site': 'same-origin' },
+        redirect: 'manual',
+      });
+      const html = await expectPage(res, 400);
+      assert.doesNotMatch(html, /name="csrf"/, dest);
+    }
+    assert.ok((await audit('authorization.denied')).includes('authorize_not_navigation'));
+    // A browser's own navigation to the page is served as before.
+    const { fields } = await openConsent(url, { ...personHeaders(), 'sec-fetch-dest': 'document', 'sec-fetch-mode': 'navigate' });
+    assert.equal((await answerConsent(endpoint, { ...fields, decision: 'approve' })).status, 303);
+  });
+
   it('CSRF token used twice: the second answer is refused', async () => {
     const { fields } = await openConsent(authorizeUrl());
     assert.equal((await answerConsent(endpoint, { ...fields, decision: 'approve' })).status, 303);
