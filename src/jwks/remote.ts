@@ -207,7 +207,7 @@ export class RemoteJwks implements KeySource {
 }
 
 /** Read a response body as UTF-8, aborting as soon as it exceeds `limit` bytes. */
-async function readLimited(response: Response, limit: number): Promise<string> {
+export async function readLimited(response: Response, limit: number): Promise<string> {
   const declared = Number(response.headers.get('content-length') ?? Number.NaN);
   if (declared > limit) {
     await response.body?.cancel();

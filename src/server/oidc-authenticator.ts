@@ -28,6 +28,7 @@ import { validIdentity } from '../core/identity.ts';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { STRICT_JSON_REFUSALS, type StrictJsonFault, strictJsonFault } from '../core/jose/json.ts';
 import { sha256 } from '../issuer/secrets.ts';
+import { readLimited } from '../jwks/remote.ts';
 import type { Store } from '../store/contract.ts';
 import {
   type Authentication,
@@ -91,7 +92,10 @@ const ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 const STATE = /^[A-Za-z0-9_-]{43}$/;
 /** Longest authorization request carried through the login (browsers keep cookies up to 4096 bytes). */
 const MAX_REQUEST = 2048;
+/** Largest discovery document or token response read, bytes; a larger one is refused once this much has arrived. */
 const MAX_RESPONSE = 262_144;
+/** Largest provider JWKS read, bytes (as for an issuer's `jwks_uri`). */
+const MAX_JWKS = 524_288;
 const METADATA_TTL_MS = 3_600_000;
 
 /** Parse the `Cookie` header; a name sent twice is `null` (ambiguous, never guessed at). */
@@ -161,7 +165,7 @@ function jwtJsonFault(jwt: string): StrictJsonFault | undefined {
 async function strictJwksFetch(url: string, init: RequestInit): Promise<Response> {
   const res = await fetch(url, init);
   if (res.status !== 200) return res;
-  const text = await res.text();
+  const text = await readLimited(res, MAX_JWKS);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -229,8 +233,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     init: RequestInit = {},
   ): Promise<{ status: number; body: unknown; fault: StrictJsonFault | undefined }> => {
     const res = await doFetch(url, { ...init, redirect: 'error', signal: AbortSignal.timeout(timeoutMs) });
-    const text = await res.text();
-    if (text.length > MAX_RESPONSE) throw new Error(`response from ${url} is larger than ${MAX_RESPONSE} bytes`);
+    // Refused as soon as it is too large: read whole first, a provider's endless answer would fill memory.
+    const text = await readLimited(res, MAX_RESPONSE);
     let body: unknown;
     try {
       body = JSON.parse(text);

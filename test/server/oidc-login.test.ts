@@ -76,6 +76,43 @@ async function expectPage(res: Response, status: number): Promise<string> {
 
 const isCallback = (issuer: RunningIssuer) => (u: URL) => u.href.startsWith(`${issuer.url}/oauth2/login/callback`);
 
+/** What a flood server may have sent before its reader gave up: the limit plus socket and stream buffers. */
+const FLOOD_BOUND = 16 * 1024 * 1024;
+
+/**
+ * A server answering every request with 200 and a 64 MiB JSON string, written as fast as the reader
+ * takes it; `sent` counts the bytes written, `closed` resolves once the reader has hung up or all
+ * was sent.
+ */
+async function floodServer(): Promise<{ url: string; sent: number; closed: Promise<void>; close(): Promise<void> }> {
+  const { createServer } = await import('node:http');
+  let done: () => void = () => {};
+  const state = { url: '', sent: 0, closed: new Promise<void>((r) => (done = r)), close: async () => {} };
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const chunk = Buffer.alloc(1 << 20, 0x20);
+    res.write('{"pad":"');
+    let n = 0;
+    res.on('close', done);
+    const pump = () => {
+      while (n < 64 && !res.destroyed) {
+        n++;
+        state.sent += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end('"}');
+    };
+    pump();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  state.url = `http://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`;
+  state.close = async () => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  };
+  return state;
+}
+
 describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
   let upstream: OidcUpstream;
   let issuer: RunningIssuer;
@@ -515,6 +552,48 @@ describe('attacks on the login callback (scripted upstream)', () => {
     } finally {
       rogue.rewrite = undefined;
       await fresh.close();
+    }
+  });
+
+  it('attack: a 64 MiB discovery document is refused after 256 KiB, not read whole first: no login starts (502 page)', async () => {
+    const flood = await floodServer();
+    const warnings: string[] = [];
+    const fresh = await startTessera(flood.url, {}, undefined, undefined, (m) => warnings.push(m));
+    try {
+      const browser = new Browser();
+      await expectPage(await browser.fetch(authorizeUrl(fresh, pkcePair().challenge)), 502);
+      assert.deepEqual(await audit(fresh), ['login_upstream_unavailable']);
+      assert.match(warnings.join('\n'), /discovery of .* failed: response larger than 262144 bytes/);
+      await flood.closed;
+      assert.ok(flood.sent < FLOOD_BOUND, `${flood.sent} bytes were sent before Tessera stopped reading`);
+    } finally {
+      await fresh.close();
+      await flood.close();
+    }
+  });
+
+  it('attack: a 64 MiB provider JWKS is refused after 512 KiB, not read whole: fails closed as unavailable', async () => {
+    const flood = await floodServer();
+    const fresh = await startTessera(rogue.url);
+    rogue.rewrite = (path, text) =>
+      path === '/.well-known/openid-configuration' ? text.replace(`${rogue.url}/jwks`, `${flood.url}/jwks`) : text;
+    try {
+      const browser = new Browser();
+      const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+      const p = new URL(res.headers.get('location') as string).searchParams;
+      rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+      await expectPage(
+        await browser.fetch(`${fresh.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`),
+        502,
+      );
+      assert.ok(!browser.jar.has('tessera-session'));
+      assert.deepEqual(await audit(fresh), ['login_upstream_unavailable']);
+      await flood.closed;
+      assert.ok(flood.sent < FLOOD_BOUND, `${flood.sent} bytes were sent before Tessera stopped reading`);
+    } finally {
+      rogue.rewrite = undefined;
+      await fresh.close();
+      await flood.close();
     }
   });
 
