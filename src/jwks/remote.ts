@@ -172,11 +172,16 @@ export class RemoteJwks implements KeySource {
   }
 
   async #fetchOnce(): Promise<void> {
-    const response = await this.#fetch(this.#o.url, {
-      headers: { accept: 'application/jwk-set+json, application/json' },
-      redirect: 'error',
-      signal: AbortSignal.timeout(this.#o.timeout * 1000),
-    });
+    let response: Response;
+    try {
+      response = await this.#fetch(this.#o.url, {
+        headers: { accept: 'application/jwk-set+json, application/json' },
+        redirect: 'error',
+        signal: AbortSignal.timeout(this.#o.timeout * 1000),
+      });
+    } catch (e) {
+      throw fetchFailure(e);
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const text = await readLimited(response, this.#o.maxBytes ?? 512 * 1024);
     let document: unknown;
@@ -204,6 +209,21 @@ export class RemoteJwks implements KeySource {
     this.#expiresAt = this.#clock() + ttl * 1000;
     this.#goodUntil = this.#expiresAt;
   }
+}
+
+/**
+ * A failure of `fetch` itself in words safe for a log line and /readyz: a timeout, or a connection
+ * error code. Never fetch's own message, which may quote the whole URL (`Request cannot be
+ * constructed from a URL that includes credentials: https://user:password@…?api_key=…`).
+ */
+function fetchFailure(e: unknown): Error {
+  const name = (e as Error | undefined)?.name;
+  if (name === 'TimeoutError' || name === 'AbortError') return new Error('no answer in time');
+  const cause = (e as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause;
+  if (cause?.message === 'unexpected redirect') return new Error('answered with a redirect, which is not followed');
+  const code = cause?.code;
+  if (typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code)) return new Error(`unreachable (${code})`);
+  return new Error(name === 'TypeError' && (e as Error).cause === undefined ? 'the URL cannot be fetched' : 'unreachable');
 }
 
 /** Read a response body as UTF-8, aborting as soon as it exceeds `limit` bytes. */

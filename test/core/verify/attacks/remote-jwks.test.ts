@@ -435,3 +435,39 @@ describe("a trusted issuer's RSA key whose n is not minimal (a leading zero octe
     assert.deepEqual(warnings, []);
   });
 });
+
+describe('attack: a jwks_uri holding credentials (user:password@, a key in the query) leaks none of them when its fetch fails', () => {
+  let endpoint: JwksEndpoint;
+  before(async () => {
+    endpoint = await jwksEndpoint();
+  });
+  after(() => endpoint.close());
+
+  it('the warning and the status say why without the URL fetch put in its message', async () => {
+    // fetch refuses a URL with credentials, naming the whole URL in its message. The verifier's
+    // configuration refuses user:password@, but a client's jwks_uri stored earlier may hold one.
+    const url = new URL(`${endpoint.origin}/jwks?api_key=query-secret-7f3a`);
+    url.username = 'jwks-user';
+    url.password = 'jwks-password-9c1e';
+    const warnings: string[] = [];
+    const r = new RemoteJwks({
+      url: url.href,
+      algorithms: ['ES256'],
+      minTtl: 60,
+      maxTtl: 86400,
+      defaultTtl: 600,
+      missCooldown: 30,
+      timeout: 5,
+      clock: fakeClock(),
+      onWarning: (w) => warnings.push(w),
+    });
+    const hits = endpoint.hits;
+    assert.equal(await r.load(), false);
+    assert.equal(endpoint.hits, hits, 'nothing was sent');
+    assert.equal(warnings.length, 1);
+    for (const text of [...warnings, r.status.lastError ?? '', r.status.url]) {
+      for (const secret of ['jwks-password-9c1e', 'query-secret-7f3a', 'jwks-user']) assert.ok(!text.includes(secret), text);
+    }
+    assert.match(r.status.lastError ?? '', /\S/);
+  });
+});
