@@ -251,6 +251,11 @@ export function buildClient(
       (new URL(input.jwksUri).protocol === 'https:' ||
         (new URL(input.jwksUri).protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(new URL(input.jwksUri).hostname)));
     if (!ok) throw new ClientInputError('jwks_uri_invalid', '--jwks-uri must be an https URL (http only on localhost)', 'jwksUri');
+    // fetch refuses a URL with credentials (every fetch would fail), as an issuer's jwks_uri is refused.
+    const u = new URL(input.jwksUri);
+    if (u.username !== '' || u.password !== '') {
+      throw new ClientInputError('jwks_uri_invalid', '--jwks-uri must not hold a user:password@ part', 'jwksUri');
+    }
   }
   const keyClient = jwks !== null || input.jwksUri !== undefined;
   const publicClient = input.public === true;

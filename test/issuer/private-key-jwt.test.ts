@@ -151,4 +151,23 @@ describe('private_key_jwt', () => {
       server.close();
     }
   });
+  it('attack: a jwks_uri with user:password@ is refused at registration (jwks_uri_invalid), as an issuer jwks_uri is, and its password is not echoed', async () => {
+    // fetch refuses such a URL at every attempt, quoting it whole: the client could never
+    // authenticate, and its password would end in the warning log.
+    await assert.rejects(
+      issuer.service.registerClient({
+        id: 'userinfo-workload',
+        scopes: [],
+        audiences: ['https://api.test'],
+        jwksUri: 'https://keys-user:keys-password-4d2b@keys.test/jwks',
+      }),
+      (e: Error & { code?: string; field?: string }) => {
+        assert.equal(e.code, 'jwks_uri_invalid');
+        assert.equal(e.field, 'jwksUri');
+        assert.ok(!e.message.includes('keys-password-4d2b'), e.message);
+        return true;
+      },
+    );
+    assert.equal(await issuer.store.getClient('userinfo-workload'), undefined);
+  });
 });
