@@ -50,6 +50,9 @@ export interface RemoteJwksStatus {
   readonly lastError: string | undefined;
 }
 
+/** Skipped keys of one fetch named in a warning each; the others are counted in one more. */
+const MAX_SKIPPED_WARNINGS = 10;
+
 function maxAge(cacheControl: string | null): number | undefined {
   if (!cacheControl) return undefined;
   if (/(?:^|,)\s*(?:no-store|no-cache)\b/i.test(cacheControl)) return 0;
@@ -195,7 +198,13 @@ export class RemoteJwks implements KeySource {
     const fault = strictJsonFault(text, document);
     if (fault !== undefined) throw new Error(`response ${STRICT_JSON_REFUSALS[fault]}`);
     const parsed = parseJwks(document, { algorithms: this.#o.algorithms, publicOnly: true });
-    for (const p of parsed.problems) this.#o.onWarning?.(`JWKS ${this.#shown}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);
+    // The first few skipped keys are named; the rest are counted. One line per key would let a key
+    // set of thousands of unusable keys write thousands of log lines at each fetch.
+    for (const p of parsed.problems.slice(0, MAX_SKIPPED_WARNINGS)) {
+      this.#o.onWarning?.(`JWKS ${this.#shown}: skipped key ${p.kid ?? `#${p.index}`}: ${p.message}`);
+    }
+    const unnamed = parsed.problems.length - MAX_SKIPPED_WARNINGS;
+    if (unnamed > 0) this.#o.onWarning?.(`JWKS ${this.#shown}: ${unnamed} more keys skipped`);
     if (parsed.keys.length === 0) throw new Error('no usable keys in the response');
     const ttl = Math.min(this.#o.maxTtl, Math.max(this.#o.minTtl, maxAge(response.headers.get('cache-control')) ?? this.#o.defaultTtl));
     const previous = this.#set;

@@ -471,3 +471,41 @@ describe('attack: a jwks_uri holding credentials (user:password@, a key in the q
     assert.match(r.status.lastError ?? '', /\S/);
   });
 });
+
+describe('attack: a key set of 10,000 unusable keys (use enc, key_ops without verify, an unknown kty)', () => {
+  let endpoint: JwksEndpoint;
+  before(async () => {
+    endpoint = await jwksEndpoint();
+  });
+  after(() => endpoint.close());
+
+  it('costs a bounded number of warnings per fetch, not one log line per key; the usable key still verifies', async () => {
+    endpoint.keys = [
+      { ...key.jwk, kid: 'enc', use: 'enc' },
+      { ...key.jwk, kid: 'ops', key_ops: ['encrypt'] },
+      ...Array.from({ length: 9_998 }, () => ({ kty: 'none' })),
+      key.jwk,
+    ];
+    const clock = fakeClock();
+    const warnings: string[] = [];
+    const verifier = createVerifier(
+      {
+        issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks_uri: `${endpoint.origin}/jwks` }],
+        dpop: { mode: 'disabled' },
+        cache: { max_entries: 0 },
+      },
+      { clock, onWarning: (w) => warnings.push(w) },
+    );
+    try {
+      await verifier.ready();
+      assert.ok(warnings.length <= 11, `${warnings.length} warnings for one fetch`);
+      assert.match(warnings.join('\n'), /skipped key enc: JWK "use" is "enc"/);
+      assert.match(warnings.at(-1) ?? '', /9990 more keys skipped/);
+      assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+      // A token naming a skipped key is refused as an unknown key.
+      assertInvalidToken(await verifier.verify(bearer(await tokenAt(clock, key, 'enc'))), verifier, 'token_kid_unknown');
+    } finally {
+      endpoint.keys = [key.jwk];
+    }
+  });
+});
