@@ -582,3 +582,38 @@ describe('RFC 7662 introspection beside trusted JWT issuers: which tokens go whe
     assertInvalidToken(await verifier.verify(bearer('v2.local.QAxIpVe')), verifier, 'token_malformed');
   });
 });
+
+describe('attack: an introspection endpoint that redirects (307) to another host', () => {
+  it('is not followed: the client credentials and the token reach only the configured endpoint (503 introspection_unavailable)', async () => {
+    const elsewhere: { authorization: string | undefined; body: string }[] = [];
+    const other = await listen(async (req, res) => {
+      elsewhere.push({ authorization: req.headers.authorization, body: await readBody(req) });
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"active":true,"sub":"mallory","scope":"admin"}');
+    });
+    let hits = 0;
+    const redirecting = await listen((_req, res) => {
+      hits++;
+      res.writeHead(307, { location: `${other.origin}/introspect` }).end();
+    });
+    try {
+      const verifier = createVerifier(
+        {
+          introspection: { endpoint: `${redirecting.origin}/introspect`, client_id: CLIENT_ID, client_secret: CLIENT_SECRET },
+          dpop: { mode: 'disabled' },
+        },
+        { clock: fakeClock() },
+      );
+      assertDenied(await verifier.verify(bearer('opaque-redirected')), verifier, {
+        status: 503,
+        code: 'introspection_unavailable',
+        error: 'temporarily_unavailable',
+        challenges: ['Bearer'],
+      });
+      assert.equal(hits, 1);
+      assert.deepEqual(elsewhere, []);
+    } finally {
+      await other.close();
+      await redirecting.close();
+    }
+  });
+});

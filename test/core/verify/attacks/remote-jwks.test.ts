@@ -509,3 +509,31 @@ describe('attack: a key set of 10,000 unusable keys (use enc, key_ops without ve
     }
   });
 });
+
+describe('attack: a JWKS endpoint that redirects to an internal address', () => {
+  it('is not followed: the target is never asked, the fetch fails saying why, and no key is taken from it', async () => {
+    const internal = await jwksEndpoint();
+    const redirecting = await listen((_req, res) => {
+      res.writeHead(302, { location: `${internal.origin}/jwks` }).end();
+    });
+    try {
+      const r = new RemoteJwks({
+        url: `${redirecting.origin}/jwks`,
+        algorithms: ['ES256'],
+        minTtl: 60,
+        maxTtl: 86400,
+        defaultTtl: 600,
+        missCooldown: 30,
+        timeout: 5,
+        clock: fakeClock(),
+      });
+      assert.equal(await r.load(), false);
+      assert.equal(internal.hits, 0);
+      assert.equal(r.status.lastError, 'answered with a redirect, which is not followed');
+      assert.equal(r.lookup('k1', 'ES256'), 'unavailable');
+    } finally {
+      await internal.close();
+      await redirecting.close();
+    }
+  });
+});
