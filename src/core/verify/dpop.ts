@@ -12,6 +12,9 @@ import { importJwk, type VerificationKey } from '../jose/jwk.ts';
 import type { Clock, ReplayCache, ReplayRefusal } from '../ports.ts';
 import { BoundedMap } from './bounded-map.ts';
 
+/** A nonce as {@link createDpopNonces} writes it: 20 bytes (slot and MAC) in unpadded base64url. */
+const NONCE = /^[A-Za-z0-9_-]{27}$/;
+
 /** Server-issued DPoP nonces (RFC 9449 §9). */
 export interface DpopNonceSource {
   /** The nonce to hand out now. */
@@ -40,12 +43,13 @@ export function createDpopNonces(
   return {
     current: () => make(Math.floor(clock() / rotation)),
     isValid(nonce) {
-      const raw = Buffer.from(nonce, 'base64url');
-      if (raw.length !== 20) return false;
-      const slot = raw.readUInt32BE(0);
+      // Only the spelling handed out: Node's base64url decoder also reads padding, standard
+      // base64 and the last character's unused bits, each another string for the same nonce.
+      if (!NONCE.test(nonce)) return false;
+      const slot = Buffer.from(nonce.slice(0, 6), 'base64url').readUInt32BE(0);
       const now = Math.floor(clock() / rotation) >>> 0;
       if (slot !== now && slot !== (now - 1) >>> 0) return false;
-      return timingSafeEqual(Buffer.from(make(slot), 'base64url'), raw);
+      return timingSafeEqual(Buffer.from(make(slot), 'latin1'), Buffer.from(nonce, 'latin1'));
     },
   };
 }

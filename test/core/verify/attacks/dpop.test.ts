@@ -340,6 +340,26 @@ describe('attack: DPoP nonce missing when nonces are on', () => {
       clock.advance(-600);
     }
   });
+
+  it('rejects another spelling of a valid nonce (padding, standard base64, other unused bits of the last character)', () => {
+    const nonce = nonces.current();
+    assert.ok(nonces.isValid(nonce));
+    const last = nonce.at(-1) as string;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    // The last of 27 characters carries 2 bits of the 20 bytes: its low 4 bits are unused.
+    const sibling = alphabet[alphabet.indexOf(last) ^ 1] as string;
+    const spellings = [
+      `${nonce}=`,
+      `${nonce.slice(0, -1)}${sibling}`,
+      Buffer.from(nonce, 'base64url').toString('base64'),
+      ` ${nonce}`,
+      `${nonce}\n`,
+    ];
+    for (const s of spellings) {
+      if (s === nonce) continue;
+      assert.equal(nonces.isValid(s), false, JSON.stringify(s));
+    }
+  });
 });
 
 describe('attack: proof key does not match the token binding', () => {
