@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
-import { isClientName } from '../issuer/clients.ts';
+import { DYNAMIC_CLIENT_ID_PREFIX, isClientName } from '../issuer/clients.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
 import type { TokenService } from '../issuer/service.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
@@ -259,7 +259,9 @@ export function createAuthorizeHandler(
           clientName:
             request.client.record.name !== null && isClientName(request.client.record.name) ? request.client.record.name : clientId,
           clientId,
-          redirectHost: redirectUrl.host,
+          // The URI as registered and requested (matched exactly), not the parser's rewriting of it.
+          redirectUri: request.redirectUri,
+          selfRegistered: clientId.startsWith(DYNAMIC_CLIENT_ID_PREFIX),
           scopes: request.scopes,
           resources: request.audiences,
           person: person.email ?? person.subject,

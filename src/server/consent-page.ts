@@ -17,8 +17,16 @@ export function escapeHtml(value: string): string {
 export interface ConsentView {
   readonly clientName: string;
   readonly clientId: string;
-  /** Host (and port) of the redirect URI: where the person's approval will be sent. */
-  readonly redirectHost: string;
+  /**
+   * The redirect URI, whole (path and query too): where the person's approval and its code will
+   * be sent. Shown escaped; `code` breaks it anywhere, so a long one wraps.
+   */
+  readonly redirectUri: string;
+  /**
+   * The client registered itself (RFC 7591, a `dcr_` id): its name is its own claim, and may be an
+   * operator client's. The page says so (RFC 6749 §10.2; MCP security best practices, confused deputy).
+   */
+  readonly selfRegistered: boolean;
   readonly scopes: readonly string[];
   readonly resources: readonly string[];
   readonly person: string;
@@ -77,7 +85,10 @@ function layout(title: string, nonce: string, body: string, forms = false): stri
 `;
 }
 
-/** The consent page: who asks, for what, where the answer goes; Approve and Deny post the CSRF-bound form. */
+/**
+ * The consent page: who asks (and whether the operator registered it), for what, where the answer
+ * goes; Approve and Deny post the CSRF-bound form.
+ */
 export function renderConsent(view: ConsentView, nonce: string): string {
   const item = (v: string) => `<li><code>${escapeHtml(v)}</code></li>`;
   const scopes = view.scopes.length === 0 ? '<li class="muted">no scopes</li>' : view.scopes.map(item).join('');
@@ -85,11 +96,15 @@ export function renderConsent(view: ConsentView, nonce: string): string {
   return layout(
     'Authorize access',
     nonce,
-    `<h1><strong>${escapeHtml(view.clientName)}</strong>${named} wants to act for you</h1>
+    `<h1><strong>${escapeHtml(view.clientName)}</strong>${named} wants to act for you</h1>${
+      view.selfRegistered
+        ? '\n<p>This client registered itself with this server and has not been reviewed by the operator: its name is what it says about itself.</p>'
+        : ''
+    }
 <p>Signed in as <strong>${escapeHtml(view.person)}</strong>.</p>
 <p>It asks for these scopes:</p><ul>${scopes}</ul>
 <p>on these resources:</p><ul>${view.resources.map(item).join('')}</ul>
-<p>If you approve, you will be sent back to <code>${escapeHtml(view.redirectHost)}</code>.</p>
+<p>If you approve, you will be sent back to <code>${escapeHtml(view.redirectUri)}</code>.</p>
 <form method="post" action="${escapeHtml(view.action)}">
 <input type="hidden" name="request" value="${escapeHtml(view.request)}">
 <input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">

@@ -177,6 +177,79 @@ describe('consent', () => {
   });
 });
 
+describe('consent page: who is asking and where the code goes (confused deputy: RFC 6749 §10.2, RFC 9700 §4.11.2, MCP security best practices)', () => {
+  // A client that registered itself may take an operator client's display name ("MCP App"):
+  // the page must show where the code will be sent, whole, and that nobody reviewed the client.
+  const SELF_REDIRECT = "https://app.example/cb/%3Cscript%3E/done?x=1&y='q'&z=%3Cb%3E";
+  const SELF_REDIRECT_ESCAPED = 'https://app.example/cb/%3Cscript%3E/done?x&#61;1&#38;y&#61;&#39;q&#39;&#38;z&#61;%3Cb%3E';
+  let open: RunningIssuer;
+  let selfRegistered: string;
+
+  before(async () => {
+    open = await startIssuer({
+      config: {
+        token_service: {
+          authorization: authorizationConfig(),
+          registration: { enabled: true, open: true, scopes: ['api:read'], audiences: [API] },
+        },
+      } as never,
+    });
+    const res = await fetch(`${open.url}/oauth2/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        client_name: 'MCP App',
+        redirect_uris: [SELF_REDIRECT],
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+      }),
+    });
+    const body = (await res.json()) as { client_id: string };
+    assert.equal(res.status, 201, JSON.stringify(body));
+    selfRegistered = body.client_id;
+    assert.match(selfRegistered, /^dcr_/);
+    await open.service.registerClient({
+      id: 'mcp-app',
+      public: true,
+      name: 'MCP App',
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: [REDIRECT],
+    });
+  });
+  after(() => open?.close());
+
+  const openUrl = (clientId: string, redirectUri: string) =>
+    authorizationRequest(`${open.url}/oauth2/authorize`, {
+      client_id: clientId,
+      redirect_uri: redirectUri,
+      code_challenge: pkcePair().challenge,
+      resource: API,
+    });
+
+  it('a self-registered (dcr_) client named like an operator client: the page shows the full redirect URI, path and query, escaped, and says the client registered itself', async () => {
+    const { html } = await openConsent(openUrl(selfRegistered, SELF_REDIRECT));
+    assert.ok(html.includes(`<code>${SELF_REDIRECT_ESCAPED}</code>`), html);
+    assert.match(html, /registered itself/);
+    assert.match(html, /not been reviewed by the operator/);
+  });
+
+  it("consent page escaping of a redirect URI holding & and ' (and %3C, never decoded): never raw in the page", async () => {
+    const { html } = await openConsent(openUrl(selfRegistered, SELF_REDIRECT));
+    assert.equal(html.includes(SELF_REDIRECT), false);
+    assert.equal(html.includes("'q'"), false);
+    assert.equal(html.includes('<script'), false);
+    assert.equal(html.includes('<b>'), false);
+  });
+
+  it('an operator client: the full redirect URI, and no self-registered notice', async () => {
+    const { html } = await openConsent(openUrl('mcp-app', REDIRECT));
+    assert.ok(html.includes('<code>http://127.0.0.1:7777/callback</code>'), html);
+    assert.doesNotMatch(html, /registered itself|reviewed/);
+  });
+});
+
 describe('errors before the redirect URI is verified are shown, never redirected', () => {
   it('redirect_uri mismatch: a page, no redirect', async () => {
     await expectPage(
