@@ -226,7 +226,9 @@ export const OAUTH_ERROR_CODES = {
     description: 'code_challenge must be the 43-character base64url SHA-256 of the code_verifier.',
   },
   authorize_access_denied: { status: 403, error: 'access_denied', description: 'The resource owner denied the request.' },
-  authorize_login_required: { status: 401, error: 'login_required', description: 'The user is not authenticated.' },
+  // 403, not 401: a 401 must carry a WWW-Authenticate challenge (RFC 9110 §15.5.2), and no HTTP
+  // authentication scheme signs a person in at this page (an SSO proxy or an OIDC login does).
+  authorize_login_required: { status: 403, error: 'login_required', description: 'The user is not authenticated.' },
   authorize_consent_invalid: {
     status: 400,
     error: 'invalid_request',

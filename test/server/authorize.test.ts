@@ -533,8 +533,8 @@ describe('CSRF', () => {
 describe('header login', () => {
   it('header login without the shared secret, or with a wrong one: not signed in', async () => {
     const { 'x-tessera-proxy-secret': _, ...noSecret } = personHeaders();
-    await expectPage(await fetch(authorizeUrl(), { headers: noSecret, redirect: 'manual' }), 401);
-    await expectPage(await fetch(authorizeUrl(), { headers: personHeaders('alice', 'a@x', `${PROXY_SECRET}x`), redirect: 'manual' }), 401);
+    await expectPage(await fetch(authorizeUrl(), { headers: noSecret, redirect: 'manual' }), 403);
+    await expectPage(await fetch(authorizeUrl(), { headers: personHeaders('alice', 'a@x', `${PROXY_SECRET}x`), redirect: 'manual' }), 403);
     const reasons = await audit('authorization.denied');
     assert.ok(reasons.includes('login_proxy_secret_missing'));
     assert.ok(reasons.includes('login_proxy_secret_mismatch'));
@@ -543,7 +543,7 @@ describe('header login', () => {
   it('header login with the user header repeated (alice, then mallory): not signed in, never guessed at', async () => {
     const headers = new Headers(personHeaders());
     headers.append('x-forwarded-user', 'mallory');
-    await expectPage(await fetch(authorizeUrl(), { headers, redirect: 'manual' }), 401);
+    await expectPage(await fetch(authorizeUrl(), { headers, redirect: 'manual' }), 403);
     assert.ok((await audit('authorization.denied')).includes('login_identity_invalid'));
   });
 
@@ -578,8 +578,17 @@ describe('header login', () => {
     for (const subject of ['alice:static', 'mcp-app2']) await openConsent(authorizeUrl(), personHeaders(subject));
   });
 
+  it('not signed in: a 403 page with no WWW-Authenticate, not a 401 without the challenge RFC 9110 §15.5.2 requires (no HTTP authentication scheme signs a person in here: the SSO proxy does)', async () => {
+    const { 'x-tessera-proxy-secret': _, ...noSecret } = personHeaders();
+    const res = await fetch(authorizeUrl(), { headers: noSecret, redirect: 'manual' });
+    const html = await expectPage(res, 403);
+    assert.equal(res.headers.get('www-authenticate'), null);
+    assert.match(html, /<h1>You are not signed in<\/h1>/);
+    assert.ok((await audit('authorization.denied')).includes('login_proxy_secret_missing'));
+  });
+
   it('header login without a user header: not signed in', async () => {
-    await expectPage(await fetch(authorizeUrl(), { headers: { 'x-tessera-proxy-secret': PROXY_SECRET }, redirect: 'manual' }), 401);
+    await expectPage(await fetch(authorizeUrl(), { headers: { 'x-tessera-proxy-secret': PROXY_SECRET }, redirect: 'manual' }), 403);
   });
 
   it('header login from an untrusted peer: not signed in, whatever the headers say', async () => {
@@ -589,7 +598,7 @@ describe('header login', () => {
     try {
       await far.service.registerClient({ id: 'mcp-app', public: true, scopes: ['api:read'], audiences: [API], redirectUris: [REDIRECT] });
       const url = authorizeUrl().replace(endpoint, `${far.url}/oauth2/authorize`);
-      await expectPage(await fetch(url, { headers: personHeaders(), redirect: 'manual' }), 401);
+      await expectPage(await fetch(url, { headers: personHeaders(), redirect: 'manual' }), 403);
       await far.service.audit.flush();
       const reasons = (await far.store.queryAudit({ limit: 100 })).map((e) => e.reason);
       assert.ok(reasons.includes('login_peer_not_trusted'));

@@ -780,7 +780,8 @@ describe('attacks on the login callback (scripted upstream)', () => {
         decision: 'approve',
       }).toString(),
     });
-    await expectPage(res, 401);
+    await expectPage(res, 403);
+    assert.equal(res.headers.get('www-authenticate'), null);
   });
 
   it('no client secret, code, ID token or cookie value in audit events, pages or Set-Cookie of errors', async () => {
