@@ -690,7 +690,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         const read = await readBody(req, route.maxBodySize);
         if (read === TOO_LARGE) {
-          deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+          denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
           return;
         }
         body = read;
@@ -767,7 +767,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const cl = req.headers['content-length'];
     const length = cl === undefined ? 0 : Number(cl);
     if (length > route.maxBodySize) {
-      deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+      // On an A2A route as its other body refusals are (handleA2a): a JSON-RPC error, the body unread.
+      if (route.a2a !== undefined) denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
+      else deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       return;
     }
     const greq: GatewayRequest = {

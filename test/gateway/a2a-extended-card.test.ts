@@ -12,7 +12,17 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import express from 'express';
 import type { AuditEvent } from '../../src/audit/event.ts';
-import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream, upgradeStatus } from './helpers.ts';
+import {
+  baseConfig,
+  requestEvents,
+  startA2aGateway,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+  upgradeStatus,
+} from './helpers.ts';
 
 /** What the upstream tells an authenticated client: its own addresses, schemes and signatures. */
 const EXTENDED_03 = {
@@ -357,5 +367,87 @@ describe('gateway: A2A bodies read alike by the gateway and an express upstream'
       // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
       assert03(((await res.json()) as any).result);
     }
+  });
+});
+
+describe('gateway: an A2A body over max_body_size', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let auth: Record<string, string>;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'agent:invoke': {} },
+      gateway: {
+        routes: [
+          {
+            id: 'agent',
+            match: { path_prefix: '/agent' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            max_body_size: '1kb',
+            a2a: { token_url: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks' }, url: A2A_URL },
+          },
+        ],
+      },
+    });
+    auth = { authorization: `Bearer ${await token({ scope: 'agent:invoke' })}` };
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  /** The refusal every A2A body refusal is: a JSON-RPC error (-32000, id null: the body is not read), the connection closed. */
+  async function assertRpcTooLarge(res: Response): Promise<void> {
+    assert.equal(res.status, 413);
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.headers.get('connection'), 'close');
+    assert.deepEqual(await res.json(), {
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32000, message: 'The request body exceeds the configured limit.' },
+    });
+    assert.equal((((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent).reason, 'request_too_large');
+  }
+
+  const call = JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'message/send', params: { text: 'x'.repeat(2000) } });
+
+  it('a Content-Length over the limit: 413 with a JSON-RPC error, as the other A2A body refusals, never forwarded', async () => {
+    const before = upstream.seen.length;
+    const res = await fetch(`${gw.url}/agent/`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: call });
+    await assertRpcTooLarge(res);
+    assert.equal(upstream.seen.length, before, 'the upstream never saw it');
+  });
+
+  it('a chunked body passing the limit: 413 with a JSON-RPC error, never forwarded', async () => {
+    const before = upstream.seen.length;
+    const res = await fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...auth },
+      body: new ReadableStream({
+        start(c) {
+          c.enqueue(new TextEncoder().encode(call));
+          c.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    await assertRpcTooLarge(res);
+    assert.equal(upstream.seen.length, before, 'the upstream never saw it');
+  });
+
+  it('a body within the limit still passes', async () => {
+    const res = await fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...auth },
+      body: '{"jsonrpc":"2.0","id":6,"method":"message/send"}',
+    });
+    assert.equal(res.status, 200);
+    await res.text();
+    assert.equal(upstream.seen.at(-1)?.body, '{"jsonrpc":"2.0","id":6,"method":"message/send"}');
   });
 });
