@@ -15,6 +15,8 @@ export class RevocationFeed {
   readonly #list: RevocationList;
   readonly #issuer: string;
   #cursor = 0;
+  /** The entry at the cursor, as applied: found again at its `seq` on the next read, or the log was rolled back. */
+  #last: RevocationEntry | undefined;
   #running: Promise<number> | undefined;
   #again = false;
   readonly #onGrants: ((ids: readonly string[]) => void) | undefined;
@@ -48,12 +50,25 @@ export class RevocationFeed {
         do {
           this.#again = false;
           for (;;) {
-            const entries = await this.#store.revocationsSince(this.#cursor, now, 5000);
+            // The read starts at the last entry applied, which must still be there: a failover to a
+            // standby that had not received the log's last commits hands their sequence numbers out
+            // again, and reading only past the cursor would skip the new entries for good. Then (or
+            // when that entry has expired) every live entry is read again; applying one twice is
+            // harmless.
+            const last = this.#last;
+            const read = await this.#store.revocationsSince(last === undefined ? this.#cursor : last.seq - 1, now, 5000);
+            if (last !== undefined && !sameEntry(read[0], last)) {
+              this.#cursor = 0;
+              this.#last = undefined;
+              continue;
+            }
+            const entries = last === undefined ? read : read.slice(1);
             if (entries.length === 0) break;
             const revocation = toRevocation(entries, this.#issuer);
             this.#list.apply(revocation);
             if (revocation.grants?.length) this.#onGrants?.(revocation.grants.map((g) => g.id));
-            this.#cursor = (entries.at(-1) as RevocationEntry).seq;
+            this.#last = entries.at(-1) as RevocationEntry;
+            this.#cursor = this.#last.seq;
             applied += entries.length;
           }
         } while (this.#again);
@@ -64,6 +79,18 @@ export class RevocationFeed {
     })();
     return this.#running;
   }
+}
+
+function sameEntry(e: RevocationEntry | undefined, last: RevocationEntry): boolean {
+  return (
+    e !== undefined &&
+    e.seq === last.seq &&
+    e.kind === last.kind &&
+    e.value === last.value &&
+    e.issuer === last.issuer &&
+    e.at === last.at &&
+    e.expiresAt === last.expiresAt
+  );
 }
 
 function toRevocation(entries: readonly RevocationEntry[], issuer: string): Revocation {

@@ -339,7 +339,10 @@ export class TokenService {
           this.clients.invalidate();
           this.#standing.clear();
         }
-        if (v.revocations !== this.#versions.revocations) await this.#feed.catchUp(this.#ctx.now());
+        // Read whether or not the log's counter moved: after a failover that lost its last entries,
+        // the counter can come back to the very value it had, over entries this process never read
+        // (the read finds that out and starts again; it is one indexed row when nothing is new).
+        await this.#feed.catchUp(this.#ctx.now());
         this.#versions = v;
         if (this.#hasher !== undefined) {
           const { rotated, removed } = await this.keys.maintain();

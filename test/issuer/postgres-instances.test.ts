@@ -221,6 +221,38 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     }
   });
 
+  it('attack: a failover that lost the revocation log’s last entries hands their sequence numbers out again; both instances read the new entries, never skip them', async () => {
+    const verifierA = inProcessVerifier(a);
+    const verifierB = inProcessVerifier(b);
+    const pgc = new pg.Client({ connectionString: url });
+    await pgc.connect();
+    try {
+      const seq = async () =>
+        Number((await pgc.query(`SELECT value FROM ${schema}.meta WHERE name = 'revocations_seq'`)).rows[0].value as string);
+      const first = await a.service.mint({ clientId: 'agent', subject: 'before-failover', ttl: 600 });
+      const kept = await seq();
+      await a.service.revokeGrants({ grantId: first.grant_id }, 'test');
+      await b.service.sync();
+      // The standby promoted had not received that revocation's commit (asynchronous replication):
+      // its log ends, and its counter stands, where they were before it.
+      await pgc.query(`DELETE FROM ${schema}.revocations WHERE seq > $1`, [kept]);
+      await pgc.query(`UPDATE ${schema}.meta SET value = $1 WHERE name = 'revocations_seq'`, [kept]);
+      await pgc.query(`UPDATE ${schema}.grants SET revoked_at = NULL, revoked_reason = NULL WHERE id = $1`, [first.grant_id]);
+
+      const second = await a.service.mint({ clientId: 'agent', subject: 'after-failover', ttl: 600 });
+      assert.equal((await verifierB.verify(bearer(second.access_token))).ok, true);
+      await a.service.revokeGrants({ grantId: second.grant_id }, 'test');
+      assert.equal(await seq(), kept + 1, 'its entry took the sequence number the lost one had');
+      const onA = await verifierA.verify(bearer(second.access_token));
+      assert.equal(onA.ok ? 'accepted' : onA.error.code, 'token_revoked', 'A, which revoked it, refuses it');
+      await b.service.sync();
+      const onB = await verifierB.verify(bearer(second.access_token));
+      assert.equal(onB.ok ? 'accepted' : onB.error.code, 'token_revoked', 'B refuses it after its next sync');
+    } finally {
+      await pgc.end();
+    }
+  });
+
   it('takes a DPoP proof with a fractional iat (RFC 7519 NumericDate): the replay cache stores whole seconds', async () => {
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const proof = await new SignJWT({ htm: 'POST', htu: `${a.url}/oauth2/token`, iat: Date.now() / 1000 - 0.5, jti: randomUUID() })
