@@ -43,7 +43,7 @@ import {
 import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
 import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { ConsentTokens } from './consent.ts';
-import { type AuditDraft, asOAuthError, type OAuthRequest, type TokenResponse } from './context.ts';
+import { type AuditDraft, asOAuthError, chainOf, type OAuthRequest, type TokenResponse } from './context.ts';
 import { checkTokenEndpointProof, DPOP_NONCE_KEY_INFO } from './dpop.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
@@ -87,6 +87,30 @@ const AUDIT_PRUNE_BATCH = 1000;
 export const GRANT_TREE_MAX_NODES = 10_000;
 
 /** A grant's ancestors (root first) and its subtree (the grant first, in tree order). */
+/**
+ * Who called the admin API: the admin token's subject, client and `jti`, its delegation id and its
+ * actor chain (current actor first; empty when no one acts for the subject).
+ */
+export interface AdminCaller {
+  readonly subject: string;
+  readonly clientId: string;
+  readonly jti: string;
+  readonly actorChain: readonly string[];
+  readonly grantId: string;
+}
+
+/** The audit fields naming an admin token's holder (never the token). */
+function adminActor(own: OwnToken): Pick<AuditDraft, 'subject' | 'client_id' | 'actor_chain' | 'delegation_id' | 'jti'> {
+  const chain = chainOf(own.act);
+  return {
+    subject: own.subject,
+    client_id: own.clientId,
+    ...(chain.length > 0 ? { actor_chain: chain } : {}),
+    delegation_id: own.grantId,
+    jti: own.jti,
+  };
+}
+
 export interface GrantTree {
   readonly ancestors: GrantRecord[];
   readonly subtree: GrantRecord[];
@@ -666,7 +690,7 @@ export class TokenService {
       /** The request carried more than one Authorization header: refused here and audited. */
       readonly headerFault?: 'request_multiple_authorization' | undefined;
     } = {},
-  ): { subject: string; clientId: string; jti: string } {
+  ): AdminCaller {
     let own: OwnToken | undefined;
     const refuse = (
       code: 'admin_token_missing' | 'admin_token_invalid' | 'admin_scope_missing' | 'request_multiple_authorization',
@@ -677,7 +701,7 @@ export class TokenService {
         kind: 'admin.denied',
         decision: 'deny',
         reason: code,
-        ...(own !== undefined ? { subject: own.subject, client_id: own.clientId, jti: own.jti } : {}),
+        ...(own !== undefined ? adminActor(own) : {}),
         ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
         ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
       });
@@ -692,7 +716,7 @@ export class TokenService {
     if (own.jkt !== undefined) return refuse('admin_token_invalid');
     if (!own.audiences.includes(this.config.adminAudience)) return refuse('admin_token_invalid');
     if (!this.#scopes.expand(own.scopes).has(this.config.admin.scope)) return refuse('admin_scope_missing');
-    return { subject: own.subject, clientId: own.clientId, jti: own.jti };
+    return { subject: own.subject, clientId: own.clientId, jti: own.jti, actorChain: chainOf(own.act), grantId: own.grantId };
   }
 
   /**
@@ -703,7 +727,7 @@ export class TokenService {
    * record like any other.
    */
   auditAdminAction(
-    who: { readonly subject: string; readonly clientId: string; readonly jti: string },
+    who: AdminCaller,
     facts: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined },
     reason: string,
     detail: Readonly<Record<string, string | number>>,
@@ -714,6 +738,8 @@ export class TokenService {
       reason,
       subject: who.subject,
       client_id: who.clientId,
+      ...(who.actorChain.length > 0 ? { actor_chain: who.actorChain } : {}),
+      delegation_id: who.grantId,
       jti: who.jti,
       ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
       ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),

@@ -467,6 +467,47 @@ describe('admin API', () => {
     assert.doesNotMatch(JSON.stringify(events), new RegExp(token.split('.')[2] as string));
   });
 
+  it('attack: an agent acting for an admin (an admin token from token exchange) is named in admin.action and admin.denied by its actor chain and delegation id, not recorded as the admin alone', async () => {
+    c['ops-agent'] = await issuer.addClient({
+      id: 'ops-agent',
+      scopes: ['tessera:admin', 'api:read'],
+      audiences: [issuer.url],
+      grantTypes: [EXCHANGE],
+    });
+    const admin = await issuer.service.mint({ clientId: 'ops-agent', subject: 'root-admin', ttl: 600, audiences: [issuer.url] });
+    const acting = async (scope: string) => {
+      const res = await issuer.post(
+        '/oauth2/token',
+        { grant_type: EXCHANGE, subject_token: admin.access_token, subject_token_type: AT, audience: issuer.url, scope },
+        auth('ops-agent'),
+      );
+      assert.equal(res.status, 200);
+      return ((await res.json()) as { access_token: string }).access_token;
+    };
+    const delegated = await acting('tessera:admin');
+    const underScoped = await acting('api:read');
+    const send = (token: string, requestId: string) =>
+      fetch(`${issuer.url}/oauth2/admin/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': requestId },
+        body: JSON.stringify({ subject: 'nobody-at-all' }),
+      });
+    assert.equal((await send(delegated, 'adm-act-1')).status, 200);
+    assert.equal((await send(underScoped, 'adm-act-2')).status, 403);
+    await issuer.service.audit.flush();
+    for (const [requestId, kind, token] of [
+      ['adm-act-1', 'admin.action', delegated],
+      ['adm-act-2', 'admin.denied', underScoped],
+    ] as const) {
+      const [event] = await issuer.store.queryAudit({ request_id: requestId, kinds: [kind] });
+      assert.deepEqual(
+        [event?.subject, event?.client_id, event?.actor_chain, event?.delegation_id, event?.jti],
+        ['root-admin', 'ops-agent', ['ops-agent'], decodeJwt(token).grant_id, decodeJwt(token).jti],
+        kind,
+      );
+    }
+  });
+
   it('attack: a token pasted into an admin revocation’s subject is recorded as *, not written into admin.action', async () => {
     const token = await adminToken();
     const pasted = (await cc('agent')) as string;
