@@ -211,6 +211,8 @@ export class TokenService {
   readonly #dpopAlgorithms: ReadonlySet<JwsAlgorithm>;
   readonly #dpopNonces: DpopNonceSource | undefined;
   #versions = { keys: -1, clients: -1, revocations: -1 };
+  /** When the sync last read the revocation log (epoch seconds). */
+  #lastRead: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #lastPrune = 0;
   #syncing: Promise<void> | undefined;
@@ -366,7 +368,14 @@ export class TokenService {
         // Read whether or not the log's counter moved: after a failover that lost its last entries,
         // the counter can come back to the very value it had, over entries this process never read
         // (the read finds that out and starts again; it is one indexed row when nothing is new).
-        await this.#feed.catchUp(this.#ctx.now());
+        const read = this.#ctx.now();
+        await this.#feed.catchUp(read);
+        // Read nothing for longer than a revoked standing grant's entry surely lives (the store cut
+        // off, the process suspended): a grant revoked meanwhile may have left the log unread, and
+        // its cached id would go on being handed out. Cached standing grants are dropped; the next
+        // token of each gets a fresh grant.
+        if (this.#lastRead !== undefined && read - this.#lastRead >= this.config.max_access_token_ttl) this.#standing.clear();
+        this.#lastRead = read;
         this.#versions = v;
         if (this.#hasher !== undefined) {
           const { rotated, removed } = await this.keys.maintain();

@@ -88,4 +88,18 @@ describe('client-credentials standing grants', () => {
     assert.notEqual(next, first);
     assert.equal((await store.getGrant(next))?.revokedAt, null);
   });
+
+  it('attack: a grant revoked by another process while this one read nothing for longer than the entry lives (cut off from the store) is not handed out once it reads again', async () => {
+    const first = await grantOf(['a', 'c']);
+    const cli = SqliteStore.open({ path: join(dir, 'tessera.db') });
+    const at = Math.floor(now / 1000);
+    await cli.revokeGrants({ grantId: first }, { at, reason: 'cli', entryExpiresAt: at + 3660 });
+    await cli.close();
+    // No sync until the entry has expired: it is never read here.
+    now += 4000 * 1000;
+    await service.sync();
+    const next = await grantOf(['a', 'c']);
+    assert.notEqual(next, first, 'a new grant, not the revoked one');
+    assert.equal((await store.getGrant(next))?.revokedAt, null);
+  });
 });
