@@ -268,7 +268,10 @@ export const tokenServiceSchema = z
     ).prefault('5m'),
     admin: z
       .strictObject({
-        scope: z.string().min(1).default('tessera:admin').meta({ description: 'Scope an access token needs to call the admin API.' }),
+        scope: z.string().min(1).default('tessera:admin').meta({
+          description:
+            'Scope an access token needs to call the admin API, granted by name (a wildcard or an implying scope does not grant it).',
+        }),
         audience: z.string().min(1).optional().meta({ description: 'Audience an admin access token must carry (default: the issuer).' }),
       })
       .prefault({})

@@ -724,7 +724,9 @@ export class TokenService {
     // A DPoP-bound token is worthless without a proof of its key, and this API takes Bearer only (RFC 9449 §7.1).
     if (own.jkt !== undefined) return refuse('admin_token_invalid');
     if (!own.audiences.includes(this.config.adminAudience)) return refuse('admin_token_invalid');
-    if (!this.#scopes.expand(own.scopes).has(this.config.admin.scope)) return refuse('admin_scope_missing');
+    // Granted by name only: a client given `*` (or `tessera:*`) for an API's scopes is not thereby
+    // an administrator of this service, nor one whose scope merely implies it.
+    if (!own.scopes.includes(this.config.admin.scope)) return refuse('admin_scope_missing');
     return { subject: own.subject, clientId: own.clientId, jti: own.jti, actorChain: chainOf(own.act), grantId: own.grantId };
   }
 

@@ -376,6 +376,21 @@ describe('admin API', () => {
     assert.match(res2.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="tessera:admin"/);
   });
 
+  it('attack: a client granted a wildcard (`*`, `tessera:*`) is no admin: the admin scope must be granted by name', async () => {
+    for (const [id, scope] of [
+      ['ops-star', '*'],
+      ['ops-prefix', 'tessera:*'],
+    ] as const) {
+      c[id] = await issuer.addClient({ id, scopes: [scope], audiences: [issuer.url] });
+      const res = await post({ grant_id: 'g_x' }, await adminToken(id));
+      assert.equal(res.status, 403, scope);
+      assert.match(res.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="tessera:admin"/);
+    }
+    // Granted by name, the same request reaches the admin API (an unknown grant: 404).
+    c['ops-named'] = await issuer.addClient({ id: 'ops-named', scopes: ['*', 'tessera:admin'], audiences: [issuer.url] });
+    assert.equal((await post({ grant_id: 'g_x' }, await adminToken('ops-named'))).status, 404);
+  });
+
   it('audits refused admin requests as admin.denied: no token, an authentic token of another audience and one without the admin scope (both naming their client)', async () => {
     const denied = async () => {
       await issuer.service.audit.flush();
