@@ -239,8 +239,10 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The consent page is shown only to a page load of the browser itself, not to a script, a frame or an embedded object.',
   },
+  // 403 for the same reason as authorize_login_required: no HTTP authentication scheme to name in
+  // the WWW-Authenticate challenge a 401 requires (the person signs in at the OIDC provider).
   authorize_login_failed: {
-    status: 401,
+    status: 403,
     error: 'access_denied',
     description: 'Signing in at the identity provider did not complete. Start again from the application.',
   },

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { it } from 'node:test';
-import { OAUTH_ERROR_CODES, OAuthError, RETIRED_OAUTH_CODES } from '../../src/core/oauth-errors.ts';
+import { OAUTH_ERROR_CODES, OAuthError, type OAuthErrorCode, RETIRED_OAUTH_CODES } from '../../src/core/oauth-errors.ts';
 
 const doc = readFileSync(new URL('../../docs/token-service.md', import.meta.url), 'utf8');
 const documented = [...doc.matchAll(/^\| `([a-z0-9_]+)` \| (\d{3}) \| `([a-z_]+)` \|/gm)].map((m) => ({
@@ -29,6 +29,13 @@ it('writes every error and error_description in RFC 6749 §5.2 NQSCHAR: no %x22 
 
 it('never reuses a retired code', () => {
   for (const c of RETIRED_OAUTH_CODES) assert.equal(c in OAUTH_ERROR_CODES, false);
+});
+
+it('every 401 names its challenge (RFC 9110 §15.5.2): a code without an HTTP authentication scheme to name is not a 401', () => {
+  for (const [code, spec] of Object.entries(OAUTH_ERROR_CODES)) {
+    if (spec.status !== 401) continue;
+    assert.ok(new OAuthError(code as OAuthErrorCode).headers()['www-authenticate'], code);
+  }
 });
 
 it('renders only the error and the fixed description, and a Basic challenge on every 401 invalid_client', () => {

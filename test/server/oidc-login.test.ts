@@ -200,7 +200,7 @@ describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
       const start = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
       const { url: callback } = await browser.follow(start.headers.get('location') as string, isCallback(issuer));
       assert.equal(callback.searchParams.get('error'), 'access_denied');
-      const html = await expectPage(await browser.fetch(callback.href), 401);
+      const html = await expectPage(await browser.fetch(callback.href), 403);
       assert.match(html, /Signing in did not complete/);
       assert.ok(!browser.jar.has('tessera-session'));
       assert.ok((await audit(issuer)).includes('login_upstream_error:access_denied'));
@@ -244,8 +244,20 @@ describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
     const start = await attacker.fetch(authorizeUrl(issuer, pkcePair().challenge));
     const { url: callback } = await attacker.follow(start.headers.get('location') as string, isCallback(issuer));
     // The attacker's own code and state, delivered to the victim's browser.
-    await expectPage(await victim.fetch(callback.href), 401);
+    await expectPage(await victim.fetch(callback.href), 403);
     assert.ok(!victim.jar.has('tessera-session'));
+    assert.ok((await audit(issuer)).includes('login_state_missing'));
+  });
+
+  it('signing in did not complete: a 403 page with no WWW-Authenticate, not a 401 without the challenge RFC 9110 §15.5.2 requires (the person signs in at the OIDC provider, not with an HTTP authentication scheme)', async () => {
+    const victim = new Browser();
+    const attacker = new Browser();
+    const start = await attacker.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    const { url: callback } = await attacker.follow(start.headers.get('location') as string, isCallback(issuer));
+    const res = await victim.fetch(callback.href);
+    const html = await expectPage(res, 403);
+    assert.equal(res.headers.get('www-authenticate'), null);
+    assert.match(html, /Signing in did not complete/);
     assert.ok((await audit(issuer)).includes('login_state_missing'));
   });
 });
@@ -306,7 +318,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
     rogue.idToken = () => idToken({ nonce: p.get('nonce') });
     const other = new Browser();
     const q = await begin(other);
-    await expectPage(await callback(browser, q.get('state') as string), 401);
+    await expectPage(await callback(browser, q.get('state') as string), 403);
     assert.ok(!browser.jar.has('tessera-session'));
     assert.ok((await audit(issuer)).includes('login_state_mismatch'));
   });
@@ -319,7 +331,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
     assert.equal((await callback(browser, p.get('state') as string)).status, 303);
     const replay = new Browser();
     replay.jar.set('tessera-login', cookie);
-    await expectPage(await callback(replay, p.get('state') as string), 401);
+    await expectPage(await callback(replay, p.get('state') as string), 403);
     assert.ok((await audit(issuer)).includes('login_state_replayed'));
   });
 
@@ -328,7 +340,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
     const first = await begin(new Browser());
     const p = await begin(browser);
     rogue.idToken = () => idToken({ nonce: first.get('nonce') });
-    await expectPage(await callback(browser, p.get('state') as string), 401);
+    await expectPage(await callback(browser, p.get('state') as string), 403);
     assert.ok(!browser.jar.has('tessera-session'));
     assert.ok((await audit(issuer)).includes('login_nonce_mismatch'));
   });
@@ -344,7 +356,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
         .setIssuedAt()
         .setExpirationTime('5m')
         .sign(rogue.key);
-    await expectPage(await callback(browser, p.get('state') as string), 401);
+    await expectPage(await callback(browser, p.get('state') as string), 403);
     assert.ok((await audit(issuer)).includes('login_id_token_invalid'));
   });
 
@@ -353,7 +365,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
     const p = await begin(browser);
     rogue.idToken = () => idToken({ nonce: p.get('nonce'), azp: 'some-other-client' });
     const before = (await audit(issuer)).length;
-    await expectPage(await callback(browser, p.get('state') as string), 401);
+    await expectPage(await callback(browser, p.get('state') as string), 403);
     assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid']);
   });
 
@@ -365,7 +377,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
       const p = await begin(browser);
       rogue.idToken = () => idToken({ nonce: p.get('nonce') }, stranger, kid);
       const before = (await audit(issuer)).length;
-      await expectPage(await callback(browser, p.get('state') as string), 401);
+      await expectPage(await callback(browser, p.get('state') as string), 403);
       assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid'], kid);
     }
   });
@@ -389,7 +401,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
       const p = await begin(browser);
       rogue.idToken = () => forge(p.get('nonce') as string);
       const before = (await audit(issuer)).length;
-      await expectPage(await callback(browser, p.get('state') as string), 401);
+      await expectPage(await callback(browser, p.get('state') as string), 403);
       assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid']);
       assert.ok(!browser.jar.has('tessera-session'));
     }
@@ -458,7 +470,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
         rogue.idToken = () => token;
         await fresh.service.audit.flush();
         const before = (await audit(fresh)).length;
-        await expectPage(await finish(browser, p), 401);
+        await expectPage(await finish(browser, p), 403);
         assert.ok(!browser.jar.has('tessera-session'), name);
         assert.deepEqual((await audit(fresh)).slice(before), ['login_id_token_invalid'], name);
         assert.match(warnings.at(-1) ?? '', /ID token repeats a member name in one object/, name);
@@ -482,7 +494,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
       rogue.rewrite = (path, text) => (path === '/token' ? `{"id_token":${JSON.stringify(victim)},${text.slice(1)}` : text);
       const html = await expectPage(
         await browser.fetch(`${fresh.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`),
-        401,
+        403,
       );
       assert.match(html, /Signing in did not complete/);
       assert.ok(!browser.jar.has('tessera-session'));
