@@ -561,8 +561,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       // Every body is read, whatever the method: a PUT or a GET carrying a tools/call must not pass
       // as "not a tool call" to an upstream that reads it anyway.
       const hasBody = greq.method === 'POST' || length > 0 || req.headers['transfer-encoding'] !== undefined;
+      // As the other MCP body refusals are: a JSON-RPC error, the body unread (id null).
       if (hasBody && length > m.maxMessageSize) {
-        deny(x, res, new TesseraError('request_too_large'), challenges, true);
+        denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
         return;
       }
       const authn = await authenticate(route.pipeline, greq);
@@ -615,7 +616,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         const read = await readBody(req, m.maxMessageSize);
         if (read === TOO_LARGE) {
-          deny(x, res, new TesseraError('request_too_large'), challenges, true);
+          denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
           return;
         }
         body = read;
@@ -767,8 +768,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const cl = req.headers['content-length'];
     const length = cl === undefined ? 0 : Number(cl);
     if (length > route.maxBodySize) {
-      // On an A2A route as its other body refusals are (handleA2a): a JSON-RPC error, the body unread.
-      if (route.a2a !== undefined) denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
+      // On an MCP or A2A route as their other body refusals are (handleMcp, handleA2a): a JSON-RPC error, the body unread.
+      if (route.mcp !== undefined || route.a2a !== undefined)
+        denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
       else deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       return;
     }

@@ -22,8 +22,10 @@ import {
   requestEvents,
   STATIC_TOKEN,
   startGateway,
+  startUpstream,
   type TestGateway,
   token,
+  type Upstream,
   upgradeStatus,
 } from './helpers.ts';
 
@@ -731,5 +733,99 @@ describe('gateway: MCP discovery behind a proxy that mounts the gateway under a 
     // Still served at the bare prefix, as before the public path counted.
     const bare = await fetch(`${gw.url}/.well-known/oauth-protected-resource/mcp`);
     assert.equal(((await bare.json()) as { resource: string }).resource, `${PUBLIC}/mcp`);
+  });
+});
+
+describe('gateway: an MCP body over the limit (max_message_size, or the route max_body_size)', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let auth: Record<string, string>;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'mcp:use': {} },
+      gateway: {
+        routes: [
+          mcpRoute(upstream.url, [{ id: 'mcp', scopes: ['mcp:use'] }], { mcp: { max_message_size: '1kb' } }),
+          // The route's own limit below the default max_message_size (1mb): the declared length is checked against both.
+          mcpRoute(upstream.url, [{ id: 'mcp', scopes: ['mcp:use'] }], {
+            id: 'narrow',
+            match: { path_prefix: '/narrow' },
+            max_body_size: '1kb',
+          }),
+        ],
+      },
+    });
+    auth = { authorization: `Bearer ${await token({ scope: 'mcp:use' })}` };
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  /** The refusal every MCP body refusal is: a JSON-RPC error (-32000, id null: the body is not read), the connection closed. */
+  async function assertRpcTooLarge(res: Response): Promise<void> {
+    assert.equal(res.status, 413);
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(res.headers.get('connection'), 'close');
+    assert.equal(res.headers.get('www-authenticate'), null);
+    assert.deepEqual(await res.json(), {
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32000, message: 'The request body exceeds the configured limit.' },
+    });
+    const e = ((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent;
+    assert.equal(e.reason, 'request_too_large');
+    assert.equal(e.decision, 'deny');
+  }
+
+  const call = JSON.stringify({
+    jsonrpc: '2.0',
+    id: 5,
+    method: 'tools/call',
+    params: { name: 'echo', arguments: { text: 'x'.repeat(2000) } },
+  });
+  const post = (path: string, body: string | ReadableStream<Uint8Array>) =>
+    fetch(`${gw.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, ...auth },
+      body,
+      ...(body instanceof ReadableStream ? { duplex: 'half' } : {}),
+    } as RequestInit);
+
+  it('a Content-Length over max_message_size: 413 with a JSON-RPC error, as the other MCP body refusals, never forwarded', async () => {
+    const before = upstream.seen.length;
+    await assertRpcTooLarge(await post('/mcp', call));
+    assert.equal(upstream.seen.length, before, 'the upstream never saw it');
+  });
+
+  it('a chunked body passing max_message_size: 413 with a JSON-RPC error, never forwarded', async () => {
+    const before = upstream.seen.length;
+    const chunked = new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(call));
+        c.close();
+      },
+    });
+    await assertRpcTooLarge(await post('/mcp', chunked));
+    assert.equal(upstream.seen.length, before, 'the upstream never saw it');
+  });
+
+  it('a Content-Length over the route max_body_size (under max_message_size): 413 with a JSON-RPC error, never forwarded', async () => {
+    const before = upstream.seen.length;
+    await assertRpcTooLarge(await post('/narrow', call));
+    assert.equal(upstream.seen.length, before, 'the upstream never saw it');
+  });
+
+  it('a body within the limit still passes', async () => {
+    const small = '{"jsonrpc":"2.0","id":6,"method":"tools/list"}';
+    for (const path of ['/mcp', '/narrow']) {
+      const res = await post(path, small);
+      assert.equal(res.status, 200, path);
+      await res.text();
+      assert.equal(upstream.seen.at(-1)?.body, small, path);
+    }
   });
 });
