@@ -614,7 +614,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           denyRpc(x, res, new TesseraError('mcp_content_encoding_refused'), RPC_SERVER_ERROR, null, true);
           return;
         }
-        const read = await readBody(req, m.maxMessageSize);
+        // The route's max_body_size bounds the body too: a chunked one announces no length for the
+        // check made before the request was routed here.
+        const read = await readBody(req, Math.min(m.maxMessageSize, route.maxBodySize));
         if (read === TOO_LARGE) {
           denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
           return;

@@ -819,6 +819,18 @@ describe('gateway: an MCP body over the limit (max_message_size, or the route ma
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
+  it('a chunked body over the route max_body_size (under max_message_size): 413 with a JSON-RPC error, never forwarded', async () => {
+    const before = upstream.seen.length;
+    const chunked = new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(call));
+        c.close();
+      },
+    });
+    await assertRpcTooLarge(await post('/narrow', chunked));
+    assert.equal(upstream.seen.length, before, 'the upstream never saw it');
+  });
+
   it('a body within the limit still passes', async () => {
     const small = '{"jsonrpc":"2.0","id":6,"method":"tools/list"}';
     for (const path of ['/mcp', '/narrow']) {
