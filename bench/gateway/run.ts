@@ -19,7 +19,8 @@
  * Server CPU per request comes from /proc/PID/stat (utime+stime of the server processes, workers
  * included) before and after each measured run. The machine is shared: compare ratios within a
  * run. Environment: BENCH_DURATION (s, default 10), BENCH_REPS (3), BENCH_CONNECTIONS (64),
- * BENCH_ONLY (comma-separated system names).
+ * BENCH_ONLY (comma-separated system names), BENCH_TESSERA_NODE_FLAGS (extra node flags for the
+ * Tessera server only, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`; node refuses those in NODE_OPTIONS).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import {
@@ -115,7 +116,8 @@ function rawVerifyMicros(): number {
 
 // ---- processes ----
 async function startNode(file: string, env: Record<string, string>): Promise<{ port: number; pid: number }> {
-  const child = spawn(process.execPath, [join(HERE, file)], {
+  const flags = file === 'tessera.ts' ? (process.env.BENCH_TESSERA_NODE_FLAGS ?? '').split(' ').filter(Boolean) : [];
+  const child = spawn(process.execPath, [...flags, join(HERE, file)], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
