@@ -13,6 +13,7 @@ import { gzipSync } from 'node:zlib';
 import express from 'express';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import {
+  assertRpcTooLarge,
   baseConfig,
   requestEvents,
   startA2aGateway,
@@ -400,26 +401,12 @@ describe('gateway: an A2A body over max_body_size', () => {
     await upstream.close();
   });
 
-  /** The refusal every A2A body refusal is: a JSON-RPC error (-32000, id null: the body is not read), the connection closed. */
-  async function assertRpcTooLarge(res: Response): Promise<void> {
-    assert.equal(res.status, 413);
-    assert.equal(res.headers.get('content-type'), 'application/json');
-    assert.equal(res.headers.get('cache-control'), 'no-store');
-    assert.equal(res.headers.get('connection'), 'close');
-    assert.deepEqual(await res.json(), {
-      jsonrpc: '2.0',
-      id: null,
-      error: { code: -32000, message: 'The request body exceeds the configured limit.' },
-    });
-    assert.equal((((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent).reason, 'request_too_large');
-  }
-
   const call = JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'message/send', params: { text: 'x'.repeat(2000) } });
 
   it('a Content-Length over the limit: 413 with a JSON-RPC error, as the other A2A body refusals, never forwarded', async () => {
     const before = upstream.seen.length;
     const res = await fetch(`${gw.url}/agent/`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: call });
-    await assertRpcTooLarge(res);
+    await assertRpcTooLarge(gw, res);
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
@@ -436,7 +423,7 @@ describe('gateway: an A2A body over max_body_size', () => {
       }),
       duplex: 'half',
     } as RequestInit);
-    await assertRpcTooLarge(res);
+    await assertRpcTooLarge(gw, res);
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 

@@ -187,6 +187,26 @@ export async function requestEvents(gw: TestGateway) {
   return gw.audit.events.filter((e) => e.kind === 'gateway.request');
 }
 
+/**
+ * The answer every MCP and A2A body refusal over the size limit is: 413, a JSON-RPC error (-32000,
+ * id null: the body is not read), the connection closed, audited as `request_too_large`.
+ */
+export async function assertRpcTooLarge(gw: TestGateway, res: Response): Promise<void> {
+  assert.equal(res.status, 413);
+  assert.equal(res.headers.get('content-type'), 'application/json');
+  assert.equal(res.headers.get('cache-control'), 'no-store');
+  assert.equal(res.headers.get('connection'), 'close');
+  assert.equal(res.headers.get('www-authenticate'), null);
+  assert.deepEqual(await res.json(), {
+    jsonrpc: '2.0',
+    id: null,
+    error: { code: -32000, message: 'The request body exceeds the configured limit.' },
+  });
+  const e = (await requestEvents(gw)).at(-1);
+  assert.equal(e?.reason, 'request_too_large');
+  assert.equal(e?.decision, 'deny');
+}
+
 /** The RFC 6455 §1.3 sample Sec-WebSocket-Key, for upgrade requests whose answer is never checked. */
 const WS_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 

@@ -16,6 +16,7 @@ import type { AuditEvent } from '../../src/audit/event.ts';
 import { runChecks } from '../../src/cli/commands/check.ts';
 import { type McpUpstream, startMcpUpstream } from '../helpers/mcp-upstream.ts';
 import {
+  assertRpcTooLarge,
   baseConfig,
   ISSUER,
   mcpRoute,
@@ -764,23 +765,6 @@ describe('gateway: an MCP body over the limit (max_message_size, or the route ma
     await upstream.close();
   });
 
-  /** The refusal every MCP body refusal is: a JSON-RPC error (-32000, id null: the body is not read), the connection closed. */
-  async function assertRpcTooLarge(res: Response): Promise<void> {
-    assert.equal(res.status, 413);
-    assert.equal(res.headers.get('content-type'), 'application/json');
-    assert.equal(res.headers.get('cache-control'), 'no-store');
-    assert.equal(res.headers.get('connection'), 'close');
-    assert.equal(res.headers.get('www-authenticate'), null);
-    assert.deepEqual(await res.json(), {
-      jsonrpc: '2.0',
-      id: null,
-      error: { code: -32000, message: 'The request body exceeds the configured limit.' },
-    });
-    const e = ((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent;
-    assert.equal(e.reason, 'request_too_large');
-    assert.equal(e.decision, 'deny');
-  }
-
   const call = JSON.stringify({
     jsonrpc: '2.0',
     id: 5,
@@ -797,7 +781,7 @@ describe('gateway: an MCP body over the limit (max_message_size, or the route ma
 
   it('a Content-Length over max_message_size: 413 with a JSON-RPC error, as the other MCP body refusals, never forwarded', async () => {
     const before = upstream.seen.length;
-    await assertRpcTooLarge(await post('/mcp', call));
+    await assertRpcTooLarge(gw, await post('/mcp', call));
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
@@ -809,13 +793,13 @@ describe('gateway: an MCP body over the limit (max_message_size, or the route ma
         c.close();
       },
     });
-    await assertRpcTooLarge(await post('/mcp', chunked));
+    await assertRpcTooLarge(gw, await post('/mcp', chunked));
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
   it('a Content-Length over the route max_body_size (under max_message_size): 413 with a JSON-RPC error, never forwarded', async () => {
     const before = upstream.seen.length;
-    await assertRpcTooLarge(await post('/narrow', call));
+    await assertRpcTooLarge(gw, await post('/narrow', call));
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
@@ -827,7 +811,7 @@ describe('gateway: an MCP body over the limit (max_message_size, or the route ma
         c.close();
       },
     });
-    await assertRpcTooLarge(await post('/narrow', chunked));
+    await assertRpcTooLarge(gw, await post('/narrow', chunked));
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
