@@ -306,6 +306,11 @@ export interface ClientRegistryOptions {
   /** Absent in processes without the master key; secret authentication then always fails. */
   readonly hasher: SecretHasher | undefined;
   readonly scopes: ScopeModel;
+  /**
+   * A scope a client holds only when its record names it (the admin scope): neither a wildcard nor
+   * a scope implying it grants it, so no token carrying it is issued to a client not given it by name.
+   */
+  readonly namedOnly?: string;
   /** Builds a key source for a client's `jwks_uri` (an adapter: it fetches over HTTP). */
   readonly remoteKeys: ((uri: string) => KeySource) | undefined;
   /** The one audience a client assertion may name: the issuer identifier (RFC 7523bis, RFC 9700 §2.8). */
@@ -323,6 +328,16 @@ export interface ClientRegistryOptions {
  * stay compiled for the life of the process; an evicted client costs one store read.
  */
 export const CLIENT_CACHE_SIZE = 10_000;
+
+/** `scopes` without `reserved` unless `named` lists it (see {@link ClientRegistryOptions.namedOnly}). */
+export function withoutUnnamed(scopes: EffectiveScopes, named: readonly string[], reserved: string | undefined): EffectiveScopes {
+  if (reserved === undefined || named.includes(reserved) || !scopes.has(reserved)) return scopes;
+  return Object.freeze({
+    has: (scope: string) => scope !== reserved && scopes.has(scope),
+    list: scopes.list.filter((x) => x !== reserved),
+    wildcards: scopes.wildcards,
+  });
+}
 
 function formDecode(s: string): string | undefined {
   // Generated ids and secrets need no decoding; skip the work for them.
@@ -382,7 +397,7 @@ export class ClientRegistry {
     return Object.freeze({
       record,
       id: record.id,
-      scopes: this.#o.scopes.expand(record.scopes),
+      scopes: withoutUnnamed(this.#o.scopes.expand(record.scopes), record.scopes, this.#o.namedOnly),
       audiences: new Set(record.audiences),
       grantTypes: new Set<string>(record.grantTypes),
       keys,

@@ -15,12 +15,12 @@ import { addressKey } from '../core/ratelimit.ts';
 import { type EffectiveScopes, isWildcard, type ScopeModel } from '../core/scopes.ts';
 import { StoreCapacityError } from '../store/contract.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
-import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN } from './clients.ts';
+import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN, withoutUnnamed } from './clients.ts';
 import { covers } from './params.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
 
 export interface RegistrationContext extends ClientAdminContext {
-  readonly config: ClientAdminContext['config'] & Pick<ResolvedTokenServiceConfig, 'registration'>;
+  readonly config: ClientAdminContext['config'] & Pick<ResolvedTokenServiceConfig, 'registration' | 'admin'>;
   readonly scopes: ScopeModel;
 }
 
@@ -108,7 +108,8 @@ export async function registerDynamicClient(
   // (RFC 7591 §3.2.1: the server may replace requested values, and the answer says what it
   // registered). MCP clients ask for every scope the resource's metadata lists, which may be
   // more than registration allows. Malformed or wildcard scopes, or nothing left, are refused.
-  const ceiling: EffectiveScopes = ctx.scopes.expand(cfg.scopes);
+  // The admin scope only when the configured maximum names it: a wildcard there does not reach it.
+  const ceiling: EffectiveScopes = withoutUnnamed(ctx.scopes.expand(cfg.scopes), cfg.scopes, ctx.config.admin.scope);
   let scopes: string[];
   if (m.scope === undefined) scopes = [...cfg.scopes];
   else {

@@ -279,6 +279,7 @@ export class TokenService {
       store,
       hasher: this.#hasher,
       scopes: model,
+      namedOnly: config.admin.scope,
       remoteKeys: options.remoteKeys,
       assertionAudience: issuer,
       assertionMaxLifetime: config.client_assertion_max_lifetime,

@@ -385,6 +385,14 @@ describe('admin API', () => {
       const res = await post({ grant_id: 'g_x' }, await adminToken(id));
       assert.equal(res.status, 403, scope);
       assert.match(res.headers.get('www-authenticate') ?? '', /error="insufficient_scope", scope="tessera:admin"/);
+      // Asking for the admin scope by name is no way round it: the wildcard does not cover it.
+      const asked = await issuer.post(
+        '/oauth2/token',
+        { grant_type: 'client_credentials', audience: issuer.url, scope: 'tessera:admin' },
+        auth(id),
+      );
+      assert.equal(asked.status, 400, scope);
+      assert.equal(((await asked.json()) as { error: string }).error, 'invalid_scope');
     }
     // Granted by name, the same request reaches the admin API (an unknown grant: 404).
     c['ops-named'] = await issuer.addClient({ id: 'ops-named', scopes: ['*', 'tessera:admin'], audiences: [issuer.url] });

@@ -530,3 +530,17 @@ describe('dynamic client registration', () => {
     }
   });
 });
+
+describe('attack: registering for the admin scope through a wildcard maximum', () => {
+  it('a registration maximum of `*` does not reach the admin scope: asked for by name, it is left out', async () => {
+    const wide = await startIssuer({ config: registrationConfig({ scopes: ['*'] }) as never });
+    try {
+      const res = await register({ ...mcpClient, scope: 'mcp:tools tessera:admin' }, IAT, wide.url);
+      assert.equal(res.status, 201);
+      assert.equal(((await res.json()) as { scope: string }).scope, 'mcp:tools');
+      await expectError(await register({ ...mcpClient, scope: 'tessera:admin' }, IAT, wide.url), 400, 'invalid_client_metadata');
+    } finally {
+      await wide.close();
+    }
+  });
+});
