@@ -6,6 +6,7 @@
  * @module
  */
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
+import { quoted } from '../core/errors.ts';
 import { isWildcard, type ScopeModel } from '../core/scopes.ts';
 import type { ClientLimit, ClientPatch, ClientRecord, RevokedGrant, Store } from '../store/contract.ts';
 import {
@@ -52,7 +53,7 @@ export async function registerClient(
     // With a catalogue, a client scope outside it is a typo until proven otherwise.
     for (const s of input.scopes) {
       if (!isWildcard(s) && !known.has(s) && s !== ctx.config.admin.scope) {
-        throw new ClientInputError('scope_unknown', `scope "${s}" is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes');
+        throw new ClientInputError('scope_unknown', `scope ${quoted(s)} is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes');
       }
     }
   }

@@ -170,6 +170,7 @@ describe('a token pasted into the wrong argument is never printed back', () => {
   const cases: [string, string[]][] = [
     ['clients add --grant-types', ['clients', 'add', 'pasted-gt', '--audiences', 'https://api.test', '--grant-types', token]],
     ['clients add --ttl', ['clients', 'add', 'pasted-ttl', '--audiences', 'https://api.test', '--ttl', token]],
+    ['clients add --scopes', ['clients', 'add', 'pasted-scope', '--audiences', 'https://api.test', '--scopes', token]],
     ['clients show', ['clients', 'show', token]],
     ['clients disable', ['clients', 'disable', token]],
     ['grants tree', ['grants', 'tree', token]],
