@@ -43,7 +43,7 @@ import {
 import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
 import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { ConsentTokens } from './consent.ts';
-import { type AuditDraft, asOAuthError, chainOf, type OAuthRequest, type TokenResponse } from './context.ts';
+import { type AuditDraft, asOAuthError, chainOf, type OAuthRequest, SKEW, type TokenResponse } from './context.ts';
 import { checkTokenEndpointProof, DPOP_NONCE_KEY_INFO } from './dpop.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
@@ -86,7 +86,6 @@ const AUDIT_PRUNE_BATCH = 1000;
  */
 export const GRANT_TREE_MAX_NODES = 10_000;
 
-/** A grant's ancestors (root first) and its subtree (the grant first, in tree order). */
 /**
  * Who called the admin API: the admin token's subject, client and `jti`, its delegation id and its
  * actor chain (current actor first; empty when no one acts for the subject).
@@ -111,6 +110,7 @@ function adminActor(own: OwnToken): Pick<AuditDraft, 'subject' | 'client_id' | '
   };
 }
 
+/** A grant's ancestors (root first) and its subtree (the grant first, in tree order). */
 export interface GrantTree {
   readonly ancestors: GrantRecord[];
   readonly subtree: GrantRecord[];
@@ -368,14 +368,19 @@ export class TokenService {
         }
         // Read whether or not the log's counter moved: after a failover that lost its last entries,
         // the counter can come back to the very value it had, over entries this process never read
-        // (the read finds that out and starts again; it is one indexed row when nothing is new).
+        // (the read finds that out and starts again). When nothing is new it reads one indexed row,
+        // or, once the last entry applied has expired, every live entry again (applying one twice
+        // is harmless).
         const read = this.#ctx.now();
         await this.#feed.catchUp(read);
         // Read nothing for longer than a revoked standing grant's entry surely lives (the store cut
         // off, the process suspended): a grant revoked meanwhile may have left the log unread, and
         // its cached id would go on being handed out. Cached standing grants are dropped; the next
         // token of each gets a fresh grant.
-        if (this.#lastRead !== undefined && read - this.#lastRead >= this.config.max_access_token_ttl) this.#standing.clear();
+        // A grant's entry lives max_access_token_ttl + SKEW from its revocation; half the skew is
+        // left for another instance's clock and a commit that followed the last read. (So a
+        // max_access_token_ttl under sync_interval - SKEW / 2 drops the cache at every read.)
+        if (this.#lastRead !== undefined && read - this.#lastRead >= this.config.max_access_token_ttl + SKEW / 2) this.#standing.clear();
         this.#lastRead = read;
         this.#versions = v;
         if (this.#hasher !== undefined) {

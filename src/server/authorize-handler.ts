@@ -259,7 +259,7 @@ export function createAuthorizeHandler(
           clientName:
             request.client.record.name !== null && isClientName(request.client.record.name) ? request.client.record.name : clientId,
           clientId,
-          // The URI as registered and requested (matched exactly), not the parser's rewriting of it.
+          // The URI as requested (matched to a registered one: exactly, or a loopback one but for its port), not the parser's rewriting of it.
           redirectUri: request.redirectUri,
           selfRegistered: clientId.startsWith(DYNAMIC_CLIENT_ID_PREFIX),
           scopes: request.scopes,
