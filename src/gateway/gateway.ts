@@ -60,7 +60,7 @@ import {
 } from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
-import { GatewayMetrics } from './metrics.ts';
+import { GatewayMetrics, NO_ROUTE } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
@@ -407,7 +407,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     inflight--;
     if (inflight === 0 && drained) drained();
     const latency = performance.now() - x.start;
-    metrics.request(x.route ?? '(none)', x.decision, x.status, latency / 1000);
+    metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
     audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000));
   }

@@ -72,7 +72,7 @@ class RouteHistogram {
 }
 
 /** The route label of a request that matched no route: always kept. */
-const NO_ROUTE = '(none)';
+export const NO_ROUTE = '(none)';
 
 export interface MetricsSources {
   /** Cumulative verifier cache hits and misses across the current verifiers. */
