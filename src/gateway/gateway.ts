@@ -21,7 +21,7 @@ import { type AuditPipeline, createAuditPipeline } from '../audit/pipeline.ts';
 import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
-import { ConfigError, TesseraError } from '../core/errors.ts';
+import { ConfigError, type ErrorCode, TesseraError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { recordableName } from '../core/secret-shape.ts';
@@ -540,6 +540,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   }
 
   /**
+   * A JSON-RPC route's refusal of a request body (its framing, encoding, charset or size): -32000
+   * with id null (the body is not read, or not trusted), the connection closed.
+   */
+  function refuseBody(x: Exchange, res: ServerResponse, code: ErrorCode): void {
+    denyRpc(x, res, new TesseraError(code), RPC_SERVER_ERROR, null, true);
+  }
+
+  /**
    * An MCP route: authenticate, check the session, read and parse the JSON-RPC body (POST), then
    * authorize with the JSON-RPC method and the tool it names and forward the same bytes. The response streams as on any
    * route.
@@ -563,7 +571,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const hasBody = greq.method === 'POST' || length > 0 || req.headers['transfer-encoding'] !== undefined;
       // As the other MCP body refusals are: a JSON-RPC error, the body unread (id null).
       if (hasBody && length > m.maxMessageSize) {
-        denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
+        refuseBody(x, res, 'request_too_large');
         return;
       }
       const authn = await authenticate(route.pipeline, greq);
@@ -607,18 +615,18 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       let body: Buffer | undefined;
       if (hasBody) {
         if (!isJsonContentType(req.headers['content-type'])) {
-          denyRpc(x, res, new TesseraError('mcp_content_type_invalid'), RPC_SERVER_ERROR, null, true);
+          refuseBody(x, res, 'mcp_content_type_invalid');
           return;
         }
         if (!isIdentityEncoding(req.headers['content-encoding'])) {
-          denyRpc(x, res, new TesseraError('mcp_content_encoding_refused'), RPC_SERVER_ERROR, null, true);
+          refuseBody(x, res, 'mcp_content_encoding_refused');
           return;
         }
         // The route's max_body_size bounds the body too: a chunked one announces no length for the
         // check made before the request was routed here.
         const read = await readBody(req, Math.min(m.maxMessageSize, route.maxBodySize));
         if (read === TOO_LARGE) {
-          denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
+          refuseBody(x, res, 'request_too_large');
           return;
         }
         body = read;
@@ -683,17 +691,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
         // An upstream that inflates a compressed body (body-parser does) would read a call the gateway never saw.
         if (!isIdentityEncoding(req.headers['content-encoding'])) {
-          denyRpc(x, res, new TesseraError('a2a_content_encoding_refused'), RPC_SERVER_ERROR, null, true);
+          refuseBody(x, res, 'a2a_content_encoding_refused');
           return;
         }
         // Likewise one that decodes another charset (body-parser takes `charset=utf-7`).
         if (!hasUtf8Charset(req.headers['content-type'])) {
-          denyRpc(x, res, new TesseraError('a2a_content_type_invalid'), RPC_SERVER_ERROR, null, true);
+          refuseBody(x, res, 'a2a_content_type_invalid');
           return;
         }
         const read = await readBody(req, route.maxBodySize);
         if (read === TOO_LARGE) {
-          denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
+          refuseBody(x, res, 'request_too_large');
           return;
         }
         body = read;
@@ -771,8 +779,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const length = cl === undefined ? 0 : Number(cl);
     if (length > route.maxBodySize) {
       // On an MCP or A2A route as their other body refusals are (handleMcp, handleA2a): a JSON-RPC error, the body unread.
-      if (route.mcp !== undefined || route.a2a !== undefined)
-        denyRpc(x, res, new TesseraError('request_too_large'), RPC_SERVER_ERROR, null, true);
+      if (route.mcp !== undefined || route.a2a !== undefined) refuseBody(x, res, 'request_too_large');
       else deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       return;
     }

@@ -252,9 +252,8 @@ export class GatewayMetrics {
    * cannot bring the series back.
    */
   routes(ids: Iterable<string>): void {
-    const routes = new Set(ids);
-    this.#routes = routes;
-    const keep = (route: string) => route === NO_ROUTE || routes.has(route);
+    this.#routes = new Set(ids);
+    const keep = (route: string) => this.#observed(route);
     for (const [key, e] of this.#requests) if (!keep(e.labels.route as string)) this.#requests.delete(key);
     for (const [key, e] of this.#upstreamErrors) if (!keep(e.labels.route as string)) this.#upstreamErrors.delete(key);
     this.#latency.retain(keep);

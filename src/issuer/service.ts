@@ -10,7 +10,6 @@
  *
  * @module
  */
-
 import type { KeyObject } from 'node:crypto';
 import { BatchingAuditSink } from '../audit/batching.ts';
 import { uuidv7 } from '../audit/id.ts';
@@ -98,15 +97,19 @@ export interface AdminCaller {
   readonly grantId: string;
 }
 
+/** An admin token as the caller it names. */
+function callerOf(own: OwnToken): AdminCaller {
+  return { subject: own.subject, clientId: own.clientId, jti: own.jti, actorChain: chainOf(own.act), grantId: own.grantId };
+}
+
 /** The audit fields naming an admin token's holder (never the token). */
-function adminActor(own: OwnToken): Pick<AuditDraft, 'subject' | 'client_id' | 'actor_chain' | 'delegation_id' | 'jti'> {
-  const chain = chainOf(own.act);
+function adminActor(who: AdminCaller): Pick<AuditDraft, 'subject' | 'client_id' | 'actor_chain' | 'delegation_id' | 'jti'> {
   return {
-    subject: own.subject,
-    client_id: own.clientId,
-    ...(chain.length > 0 ? { actor_chain: chain } : {}),
-    delegation_id: own.grantId,
-    jti: own.jti,
+    subject: who.subject,
+    client_id: who.clientId,
+    ...(who.actorChain.length > 0 ? { actor_chain: who.actorChain } : {}),
+    delegation_id: who.grantId,
+    jti: who.jti,
   };
 }
 
@@ -375,11 +378,9 @@ export class TokenService {
         await this.#feed.catchUp(read);
         // Read nothing for longer than a revoked standing grant's entry surely lives (the store cut
         // off, the process suspended): a grant revoked meanwhile may have left the log unread, and
-        // its cached id would go on being handed out. Cached standing grants are dropped; the next
-        // token of each gets a fresh grant.
-        // A grant's entry lives max_access_token_ttl + SKEW from its revocation; half the skew is
-        // left for another instance's clock and a commit that followed the last read. (So a
-        // max_access_token_ttl under sync_interval - SKEW / 2 drops the cache at every read.)
+        // its cached id would go on being handed out, so cached standing grants are dropped. An
+        // entry lives max_access_token_ttl + SKEW from its revocation; half the skew is left for
+        // another instance's clock and a commit that followed the last read.
         if (this.#lastRead !== undefined && read - this.#lastRead >= this.config.max_access_token_ttl + SKEW / 2) this.#standing.clear();
         this.#lastRead = read;
         this.#versions = v;
@@ -716,7 +717,7 @@ export class TokenService {
         kind: 'admin.denied',
         decision: 'deny',
         reason: code,
-        ...(own !== undefined ? adminActor(own) : {}),
+        ...(own !== undefined ? adminActor(callerOf(own)) : {}),
         ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
         ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
       });
@@ -733,7 +734,7 @@ export class TokenService {
     // Granted by name only: a client given `*` (or `tessera:*`) for an API's scopes is not thereby
     // an administrator of this service, nor one whose scope merely implies it.
     if (!own.scopes.includes(this.config.admin.scope)) return refuse('admin_scope_missing');
-    return { subject: own.subject, clientId: own.clientId, jti: own.jti, actorChain: chainOf(own.act), grantId: own.grantId };
+    return callerOf(own);
   }
 
   /**
@@ -753,11 +754,7 @@ export class TokenService {
       kind: 'admin.action',
       decision: reason === 'ok' ? 'allow' : 'deny',
       reason,
-      subject: who.subject,
-      client_id: who.clientId,
-      ...(who.actorChain.length > 0 ? { actor_chain: who.actorChain } : {}),
-      delegation_id: who.grantId,
-      jti: who.jti,
+      ...adminActor(who),
       ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
       ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
       detail: recordable(detail),

@@ -276,6 +276,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const logout = authenticator?.login === undefined ? undefined : createLogoutHandler(service, authenticator, authenticator.login);
   const logoutPath = authenticator?.login === undefined ? undefined : path(authenticator.login.logoutUrl);
   const metadataBody = JSON.stringify(service.metadata());
+  const tokenNonce = () => service.dpopNonce();
 
   const fail = (res: ServerResponse, error: unknown, requestId: string, nonce?: string) => {
     if (error instanceof OAuthError) {
@@ -487,7 +488,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // With token_service.dpop.nonce, every answer of the token endpoint (RFC 9449 §8.2) carries the nonce.
     let nonce: (() => string | undefined) | undefined;
     if (pathname === paths.token) {
-      nonce = () => service.dpopNonce();
+      nonce = tokenNonce;
       work = oauth(req, res, requestId, e.token, (r) => service.token(r), nonce);
     } else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
     else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));

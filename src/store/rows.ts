@@ -19,7 +19,7 @@ export const strOrNull = (v: unknown): string | null => (v === null || v === und
  * A grant row (with `revoked_at` and `expires_at`) found, not revoked and not expired at `now`: a
  * grant creation's parent or actor. A revoked ancestor revoked it with its subtree.
  */
-export const isActiveGrant = (r: Row | undefined, now: number): boolean =>
+export const isActiveGrant = (r: Row | undefined, now: number): r is Row =>
   r !== undefined && r.revoked_at === null && (r.expires_at === null || num(r.expires_at) > now);
 
 /**

@@ -3,7 +3,6 @@
  * servers apply them within milliseconds on PostgreSQL (the commit notifies them), within
  * `token_service.sync_interval` on SQLite. A grant is revoked with its subtree.
  */
-
 import type { Command } from 'commander';
 import { quoted } from '../../core/errors.ts';
 import { holdsToken } from '../../core/secret-shape.ts';

@@ -34,11 +34,17 @@ export function createDpopNonces(
   const secret = options.secret ?? randomBytes(32);
   const rotation = (options.rotationSeconds ?? 300) * 1000;
   const clock = options.clock ?? Date.now;
+  // The nonces of the last two slots asked for are kept: every token response and every proof
+  // check names one of them, and each would otherwise cost an HMAC.
+  let recent: [number, string][] = [];
   const make = (slot: number): string => {
+    for (const [s, n] of recent) if (s === slot) return n;
     const head = Buffer.alloc(4);
     head.writeUInt32BE(slot >>> 0);
     const mac = createHmac('sha256', secret).update(head).digest().subarray(0, 16);
-    return Buffer.concat([head, mac]).toString('base64url');
+    const nonce = Buffer.concat([head, mac]).toString('base64url');
+    recent = [[slot, nonce], ...recent.slice(0, 1)];
+    return nonce;
   };
   return {
     current: () => make(Math.floor(clock() / rotation)),

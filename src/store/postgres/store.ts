@@ -93,8 +93,6 @@ export interface PostgresStoreOptions {
 
 type Q = Pick<pg.PoolClient, 'query'>;
 
-/** What grantSubtree and grantAncestors read without a limit (a count no tree reaches). */
-
 const MIGRATIONS: readonly { version: number; sql: string }[] = [
   {
     version: 1,
@@ -581,7 +579,7 @@ export class PostgresStore implements Store {
           // Read again under the lock: a revocation that finished meanwhile is seen now.
           const [parent] = (await c.query('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = $1', [g.parentId]))
             .rows as Row[];
-          if (!parent || !isActiveGrant(parent, now)) return 'parent_inactive' as const;
+          if (!isActiveGrant(parent, now)) return 'parent_inactive' as const;
           rootId = String(parent.root_id);
           depth = num(parent.depth) + 1;
           issuer = String(parent.issuer);

@@ -86,8 +86,6 @@ function isConstraintError(e: unknown): boolean {
   return e instanceof Error && /UNIQUE constraint|PRIMARY KEY/.test(e.message);
 }
 
-/** What grantSubtree and grantAncestors read without a limit (a count no tree reaches). */
-
 // The subtree of the seed grants, by parent links. UNION (not UNION ALL) removes duplicates when
 // several seeds share a subtree.
 const SUBTREE = (seed: string) => `
@@ -441,7 +439,7 @@ export class SqliteStore implements Store {
     let issuer = g.issuer;
     if (g.parentId !== null) {
       const parent = this.#grantRow(g.parentId, seen);
-      if (!parent || !isActiveGrant(parent, now)) return 'parent_inactive';
+      if (!isActiveGrant(parent, now)) return 'parent_inactive';
       rootId = String(parent.root_id);
       depth = num(parent.depth) + 1;
       issuer = String(parent.issuer);

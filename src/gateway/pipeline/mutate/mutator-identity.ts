@@ -32,30 +32,6 @@ function value(field: IdentityField, p: Principal): string | undefined {
   }
 }
 
-// \p{Cs} matches only a lone surrogate (as in issuer/clients.ts).
-const LONE_SURROGATE = /\p{Cs}/u;
-const wellFormed = (v: string | undefined) => v === undefined || !LONE_SURROGATE.test(v);
-
-/** Whether every string `field` shows is well-formed UTF-16 (`headerSafe` can encode it). */
-function encodable(field: IdentityField, p: Principal): boolean {
-  switch (field) {
-    case 'subject':
-      return wellFormed(p.subject);
-    case 'client':
-      return wellFormed(p.clientId);
-    case 'issuer':
-      return wellFormed(p.issuer);
-    case 'actors':
-      return p.actors.every((a) => wellFormed(a.subject) && wellFormed(a.issuer));
-    case 'delegation':
-      return wellFormed(p.delegationId);
-    case 'scopes':
-      return p.scopes.every(wellFormed);
-    case 'token_id':
-      return wellFormed(p.tokenId);
-  }
-}
-
 export function identityHeadersMutator(fields: readonly IdentityField[], names: Readonly<Record<IdentityField, string>>): Mutator {
   const pairs = fields.map((f) => [f, names[f]] as const);
   return {
@@ -65,8 +41,14 @@ export function identityHeadersMutator(fields: readonly IdentityField[], names: 
       const p = input.principal;
       if (p === undefined) return undefined;
       for (const [field, name] of pairs) {
-        if (!encodable(field, p)) return new TesseraError('token_claim_invalid');
-        const v = value(field, p);
+        let v: string | undefined;
+        try {
+          v = value(field, p);
+        } catch (e) {
+          // encodeURIComponent (headerSafe) throws URIError for a lone surrogate, and only for one.
+          if (e instanceof URIError) return new TesseraError('token_claim_invalid');
+          throw e;
+        }
         if (v !== undefined) out[name] = v;
       }
       return undefined;
