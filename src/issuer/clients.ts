@@ -34,6 +34,8 @@ export const DYNAMIC_CLIENT_ID_PREFIX = 'dcr_';
 export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+/** `typ` values of a client assertion, lower case, without `application/`. */
+const ASSERTION_TYPES: ReadonlySet<string> = new Set(['jwt', 'client-authentication+jwt']);
 
 /** A client registration as the CLI or admin API gives it. */
 export interface ClientInput {
@@ -532,6 +534,15 @@ export class ClientRegistry {
     if (!isJwsAlgorithm(alg) || !ASYMMETRIC_ALGORITHMS.includes(alg)) throw new OAuthError('client_assertion_invalid');
     if (kid !== undefined && typeof kid !== 'string') throw new OAuthError('client_assertion_invalid');
     if (header.crit !== undefined || KEY_REFERENCE_HEADERS.some((h) => header[h] !== undefined)) {
+      throw new OAuthError('client_assertion_invalid');
+    }
+    // A JWT typed as something else (an access token, a DPoP proof, a request object) the client's
+    // key signed is not a client assertion, whatever its claims (RFC 8725 §3.11). Untyped, a plain
+    // JWT, or RFC 7523bis' client-authentication+jwt; a media type, so any case, `application/` optional.
+    if (
+      header.typ !== undefined &&
+      (typeof header.typ !== 'string' || !ASSERTION_TYPES.has(header.typ.toLowerCase().replace(/^application\//, '')))
+    ) {
       throw new OAuthError('client_assertion_invalid');
     }
     // RFC 7523 §3: iss and sub are both the client id.

@@ -90,6 +90,26 @@ describe('private_key_jwt', () => {
     await expectInvalidClient(await request(await assertion({}, key, { jwk: key.jwk })));
   });
 
+  it('attack: a JWT of another explicit type signed by the client key (at+jwt, dpop+jwt, a request object) is no client assertion (RFC 8725 §3.11, RFC 7523bis client-authentication+jwt)', async () => {
+    for (const typ of ['at+jwt', 'dpop+jwt', 'oauth-authz-req+jwt', 'application/secevent+jwt', 'jwt+client-authentication']) {
+      await expectInvalidClient(await request(await assertion({}, key, { typ })));
+    }
+    await issuer.service.audit.flush();
+    const reasons = (await issuer.store.queryAudit({ kinds: ['token.denied'], limit: 10_000 })).slice(-5).map((e) => e.reason);
+    assert.deepEqual(reasons, Array(5).fill('client_assertion_invalid'));
+    // Untyped, typed as a plain JWT, or as a client authentication JWT (any case, with or without application/).
+    for (const typ of [
+      undefined,
+      'JWT',
+      'jwt',
+      'client-authentication+jwt',
+      'application/client-authentication+jwt',
+      'Client-Authentication+JWT',
+    ]) {
+      assert.equal((await request(await assertion({}, key, typ === undefined ? {} : { typ }))).status, 200, String(typ));
+    }
+  });
+
   it('refuses the wrong client_assertion_type', async () => {
     const res = await issuer.post('/oauth2/token', {
       grant_type: 'client_credentials',
