@@ -183,4 +183,61 @@ describe('sqlite store specifics', () => {
     await store.appendRevocations([{ kind: 'token', value: 'j', issuer: null, at: 1, expiresAt: 2_000_000_000 }]);
     await store.close();
   });
+
+  it('reports the lock held past the busy timeout as StoreUnavailableError for single-statement writes too (a replayed-jti check, a refresh token, a code, a consent answered 500 "database is locked")', async () => {
+    const path = join(dir, 'locked-single.db');
+    const store = SqliteStore.open({ path, busyTimeoutMs: 50 });
+    const other = new DatabaseSync(path);
+    other.exec('BEGIN IMMEDIATE');
+    const now = 1_800_000_000;
+    const token = { hash: 'rt', grantId: 'g', clientId: 'agent', createdAt: now, expiresAt: now + 60, rotatedAt: null, revokedAt: null };
+    const code = {
+      hash: 'code',
+      clientId: 'agent',
+      redirectUri: null,
+      codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      subject: 'alice',
+      issuer: 'https://issuer.test',
+      scopes: [],
+      audiences: [],
+      createdAt: now,
+      expiresAt: now + 60,
+      consumedAt: null,
+      grantId: null,
+      jkt: null,
+    };
+    const consent = {
+      subject: 'alice',
+      clientId: 'agent',
+      issuer: 'https://issuer.test',
+      identitySource: 'header',
+      scopes: [],
+      scopesDigest: 'd',
+      audiences: [],
+      redirectUri: 'https://app.test/cb',
+      clientFingerprint: 'f',
+      approvalHash: 'a',
+      createdAt: now,
+      expiresAt: now + 60,
+    };
+    const writes = {
+      useOnce: () => store.useOnce('jti', now + 60, now),
+      createRefreshToken: () => store.createRefreshToken(token),
+      createAuthorizationCode: () => store.createAuthorizationCode(code),
+      rememberConsent: () => store.rememberConsent(consent),
+    };
+    try {
+      for (const [name, write] of Object.entries(writes)) {
+        await assert.rejects(write(), (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy', name);
+      }
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    assert.equal(await writes.useOnce(), true, 'nothing was written while locked');
+    await writes.createRefreshToken();
+    await writes.createAuthorizationCode();
+    await writes.rememberConsent();
+    await store.close();
+  });
 });

@@ -86,6 +86,17 @@ function isConstraintError(e: unknown): boolean {
   return e instanceof Error && /UNIQUE constraint|PRIMARY KEY/.test(e.message);
 }
 
+/**
+ * `e`, or a {@link StoreUnavailableError} caused by it when another process (a CLI command,
+ * another server) held the write lock past the busy timeout (SQLITE_BUSY, SQLITE_LOCKED).
+ */
+function busy(e: unknown): unknown {
+  const code = (e as { errcode?: unknown })?.errcode;
+  return code === 5 || code === 6
+    ? new StoreUnavailableError('store_busy', 'the SQLite store is locked by another process', { cause: e })
+    : e;
+}
+
 // The subtree of the seed grants, by parent links. UNION (not UNION ALL) removes duplicates when
 // several seeds share a subtree.
 const SUBTREE = (seed: string) => `
@@ -174,11 +185,7 @@ export class SqliteStore implements Store {
     try {
       this.#db.exec('BEGIN IMMEDIATE');
     } catch (e) {
-      // Another process (a CLI command, another server) held the write lock past the busy timeout.
-      const code = (e as { errcode?: unknown }).errcode;
-      if (code === 5 || code === 6)
-        throw new StoreUnavailableError('store_busy', 'the SQLite store is locked by another process', { cause: e });
-      throw e;
+      throw busy(e);
     }
     try {
       const result = fn();
@@ -583,7 +590,7 @@ export class SqliteStore implements Store {
       ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.grantId, t.jkt ?? null);
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('refresh_token_exists', 'a refresh token with this hash exists');
-      throw e;
+      throw busy(e);
     }
   }
 
@@ -662,7 +669,7 @@ export class SqliteStore implements Store {
       );
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('authorization_code_exists', 'an authorization code with this hash exists');
-      throw e;
+      throw busy(e);
     }
   }
 
@@ -708,27 +715,31 @@ export class SqliteStore implements Store {
   // Remembered consents.
 
   async rememberConsent(c: RememberedConsentRecord): Promise<void> {
-    this.#stmt(
-      `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (subject, client_id) DO UPDATE SET issuer = excluded.issuer, identity_source = excluded.identity_source,
-         scopes = excluded.scopes, scopes_digest = excluded.scopes_digest, audiences = excluded.audiences,
-         redirect_uri = excluded.redirect_uri, client_fingerprint = excluded.client_fingerprint, approval_hash = excluded.approval_hash,
-         created_at = excluded.created_at, expires_at = excluded.expires_at`,
-    ).run(
-      c.subject,
-      c.clientId,
-      c.issuer,
-      c.identitySource,
-      json(c.scopes),
-      c.scopesDigest,
-      json(c.audiences),
-      c.redirectUri,
-      c.clientFingerprint,
-      c.approvalHash,
-      c.createdAt,
-      c.expiresAt,
-    );
+    try {
+      this.#stmt(
+        `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (subject, client_id) DO UPDATE SET issuer = excluded.issuer, identity_source = excluded.identity_source,
+           scopes = excluded.scopes, scopes_digest = excluded.scopes_digest, audiences = excluded.audiences,
+           redirect_uri = excluded.redirect_uri, client_fingerprint = excluded.client_fingerprint, approval_hash = excluded.approval_hash,
+           created_at = excluded.created_at, expires_at = excluded.expires_at`,
+      ).run(
+        c.subject,
+        c.clientId,
+        c.issuer,
+        c.identitySource,
+        json(c.scopes),
+        c.scopesDigest,
+        json(c.audiences),
+        c.redirectUri,
+        c.clientFingerprint,
+        c.approvalHash,
+        c.createdAt,
+        c.expiresAt,
+      );
+    } catch (e) {
+      throw busy(e);
+    }
   }
 
   async getRememberedConsent(subject: string, clientId: string, now: number): Promise<RememberedConsentRecord | undefined> {
@@ -773,10 +784,15 @@ export class SqliteStore implements Store {
   // Replay cache.
 
   async useOnce(key: string, expiresAt: number, now: number): Promise<boolean> {
-    const result = this.#stmt(
-      `INSERT INTO replay (key, expires_at) VALUES (?, ?)
-       ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay.expires_at <= ?`,
-    ).run(key, expiresAt, now);
+    let result: { changes: number | bigint };
+    try {
+      result = this.#stmt(
+        `INSERT INTO replay (key, expires_at) VALUES (?, ?)
+         ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay.expires_at <= ?`,
+      ).run(key, expiresAt, now);
+    } catch (e) {
+      throw busy(e);
+    }
     return Number(result.changes) === 1;
   }
 
