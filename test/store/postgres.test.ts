@@ -41,6 +41,52 @@ if (!reachable) {
 } else {
   runStoreContract('postgres', () => PostgresStore.open({ connectionString: url, schema: schemaName() }), testClock());
 
+  /**
+   * A TCP forwarder on loopback in front of PostgreSQL. `blackHole()` makes every connection open
+   * at that moment stop carrying bytes, both ways, without closing anything (a silent network
+   * partition: no RST, no FIN); connections made afterwards are forwarded.
+   */
+  async function forwarder(): Promise<{ url: string; blackHole(): void; close(): Promise<void> }> {
+    const target = new URL(url);
+    const pairs: { client: Socket; server: Socket; holed: boolean }[] = [];
+    const server: Server = createServer((client) => {
+      const upstream = connect(Number(target.port || 5432), target.hostname);
+      const pair = { client, server: upstream, holed: false };
+      pairs.push(pair);
+      client.on('data', (d) => {
+        if (!pair.holed) upstream.write(d);
+      });
+      upstream.on('data', (d) => {
+        if (!pair.holed) client.write(d);
+      });
+      const drop = () => {
+        if (pair.holed) return; // a black hole tells neither side anything
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('close', drop);
+      upstream.on('close', drop);
+      client.on('error', () => {});
+      upstream.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const proxied = new URL(url);
+    proxied.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+    return {
+      url: proxied.href,
+      blackHole: () => {
+        for (const p of pairs) p.holed = true;
+      },
+      close: async () => {
+        for (const p of pairs) {
+          p.client.destroy();
+          p.server.destroy();
+        }
+        await new Promise((r) => server.close(r));
+      },
+    };
+  }
+
   describe('postgres: two instances sharing one database', () => {
     it('never lets a child grant escape a concurrent revocation of its parent', async () => {
       const schema = schemaName();
@@ -219,6 +265,43 @@ if (!reachable) {
       }
     });
 
+    it('an instance cut off mid-transaction (silent partition) holds its locks only until idleInTransactionTimeoutMillis: another instance revoking the client is not held for ever', async () => {
+      const schema = schemaName();
+      const fwd = await forwarder();
+      const a = await PostgresStore.open({ connectionString: fwd.url, schema, idleInTransactionTimeoutMillis: 500 });
+      const b = await PostgresStore.open({ connectionString: url, schema });
+      const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await other.connect();
+      try {
+        const now = 1_800_000_000;
+        await b.createClient(clientRecord({ id: 'agent' }, now));
+        // A's grant creation takes the client's row (FOR SHARE), then waits for carol's lock...
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['carol']);
+        const stranded = a.createGrant(newGrant({ subject: 'carol' }, now), now).catch((e: unknown) => e);
+        await new Promise((r) => setTimeout(r, 300));
+        // ...and is cut off: its session, idle in its transaction, keeps both until PostgreSQL hears
+        // of the loss (TCP keepalive: hours).
+        fwd.blackHole();
+        await other.query('COMMIT');
+        const started = Date.now();
+        const revoked = await Promise.race([
+          b.revokeGrants({ clientId: 'agent' }, { at: now, reason: 'client_disabled', entryExpiresAt: now + 600 }),
+          new Promise((_, reject) => setTimeout(() => reject(new Error('revocation still waiting after 5 s')), 5000)),
+        ]);
+        assert.deepEqual(revoked, []);
+        assert.ok(Date.now() - started < 3000);
+        assert.equal(typeof (await b.createGrant(newGrant({ subject: 'carol' }, now), now)), 'object');
+        await fwd.close();
+        assert.ok((await stranded) instanceof StoreUnavailableError);
+      } finally {
+        await other.end();
+        await fwd.close();
+        await a.close();
+        await b.close();
+      }
+    });
+
     it('keeps revocation log sequence numbers in commit order for a reader', async () => {
       const schema = schemaName();
       const a = await PostgresStore.open({ connectionString: url, schema });
@@ -265,6 +348,64 @@ if (!reachable) {
         assert.equal((await store.grantSubtree(rootId)).length, 150_001);
       } finally {
         await c.end();
+        await store.close();
+      }
+    });
+  });
+
+  describe('postgres: a connection lost mid-transaction', () => {
+    const now = 1_800_000_000;
+
+    it('a session PostgreSQL ended for idling inside its transaction (25P03: an instance stalled mid-transaction) is StoreUnavailableError (a 503, not a 500): nothing written, and the next call works', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema, idleInTransactionTimeoutMillis: 200 });
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const g = (await store.createGrant(newGrant({}, now), now)) as { id: string };
+        // The process stalls (a long pause of its event loop) between two statements of the revocation.
+        const stall = () => {
+          const t = Date.now();
+          while (Date.now() - t < 600);
+          return [{ kind: 'subject' as const, value: 'alice', issuer: 'https://issuer.test', at: now, expiresAt: now + 600 }];
+        };
+        const revoking = store.revokeGrants({ grantId: g.id }, { at: now, reason: 'r', entryExpiresAt: now + 600, alsoLog: stall });
+        await assert.rejects(revoking, StoreUnavailableError);
+        assert.equal((await store.getGrant(g.id))?.revokedAt, null, 'rolled back');
+        assert.equal((await store.versions()).revocations, 0);
+        assert.equal((await store.revokeGrants({ grantId: g.id }, { at: now, reason: 'r', entryExpiresAt: now + 600 })).length, 1);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it("a connection terminated while waiting for a tree's lock is StoreUnavailableError: nothing written, and the pool recovers", async () => {
+      const schema = schemaName();
+      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+      const store = await PostgresStore.open({ connectionString: `${url}?application_name=${app}`, schema });
+      const other = new pg.Client({ connectionString: url });
+      await other.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const root = (await store.createGrant(newGrant({}, now), now)) as { id: string };
+        await other.query("SELECT pg_advisory_lock(hashtext('tessera.grant:' || $1))", [root.id]);
+        const child = newGrant({ parentId: root.id }, now);
+        const creating = store.createGrant(child, now);
+        await new Promise((r) => setTimeout(r, 200));
+        // Only this store's sessions (its application_name), never another test's.
+        await other.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'", [app]);
+        await assert.rejects(creating, StoreUnavailableError);
+        await other.query("SELECT pg_advisory_unlock(hashtext('tessera.grant:' || $1))", [root.id]);
+        assert.equal(await store.getGrant(child.id), undefined);
+        // Every pooled connection gone too (once their backends have exited): the next calls connect again.
+        const sessions = async () =>
+          Number((await other.query('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [app])).rows[0].n);
+        await other.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [app]);
+        await until(async () => (await sessions()) === 0);
+        await new Promise((r) => setTimeout(r, 100));
+        assert.equal(typeof (await store.createGrant(newGrant({ parentId: root.id }, now), now)), 'object');
+        assert.equal(await store.useOnce('jti', now + 60, now), true);
+      } finally {
+        await other.end();
         await store.close();
       }
     });
@@ -563,52 +704,6 @@ if (!reachable) {
         await b.close();
       }
     });
-
-    /**
-     * A TCP forwarder on loopback in front of PostgreSQL. `blackHole()` makes every connection open
-     * at that moment stop carrying bytes, both ways, without closing anything (a silent network
-     * partition: no RST, no FIN); connections made afterwards are forwarded.
-     */
-    async function forwarder(): Promise<{ url: string; blackHole(): void; close(): Promise<void> }> {
-      const target = new URL(url);
-      const pairs: { client: Socket; server: Socket; holed: boolean }[] = [];
-      const server: Server = createServer((client) => {
-        const upstream = connect(Number(target.port || 5432), target.hostname);
-        const pair = { client, server: upstream, holed: false };
-        pairs.push(pair);
-        client.on('data', (d) => {
-          if (!pair.holed) upstream.write(d);
-        });
-        upstream.on('data', (d) => {
-          if (!pair.holed) client.write(d);
-        });
-        const drop = () => {
-          if (pair.holed) return; // a black hole tells neither side anything
-          client.destroy();
-          upstream.destroy();
-        };
-        client.on('close', drop);
-        upstream.on('close', drop);
-        client.on('error', () => {});
-        upstream.on('error', () => {});
-      });
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      const proxied = new URL(url);
-      proxied.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
-      return {
-        url: proxied.href,
-        blackHole: () => {
-          for (const p of pairs) p.holed = true;
-        },
-        close: async () => {
-          for (const p of pairs) {
-            p.client.destroy();
-            p.server.destroy();
-          }
-          await new Promise((r) => server.close(r));
-        },
-      };
-    }
 
     it('silent network partition (no RST, no FIN): the LISTEN connection is found dead by its liveness query within the interval, reconnected, the gap reported, and a NOTIFY after recovery delivered', async () => {
       const schema = schemaName();

@@ -89,6 +89,15 @@ export interface PostgresStoreOptions {
    * it fails with {@link StoreUnavailableError}, a 503, instead of waiting for ever. Default 5000.
    */
   readonly connectionTimeoutMillis?: number;
+  /**
+   * PostgreSQL ends a session of this store that sits idle inside a transaction for longer
+   * (`idle_in_transaction_session_timeout`), rolling it back and releasing its locks. A store's
+   * transactions send their statements back to back; one left open is an instance cut off or
+   * stalled mid-transaction, whose locks (a grant tree's, a client's row, the revocation log's)
+   * would otherwise hold every other instance's grants and revocations back until PostgreSQL hears
+   * of the loss, which TCP keepalive takes hours to. Default 30000.
+   */
+  readonly idleInTransactionTimeoutMillis?: number;
 }
 
 type Q = Pick<pg.PoolClient, 'query'>;
@@ -221,8 +230,9 @@ const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
 const clientRow = (r: Row): ClientRecord => clientFrom(r, (v) => v === true);
 
 // Failures that say the server cannot be reached now, not that the request is wrong: socket errors,
-// SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, starting up) and 53300
-// (too many connections); pg's own messages for a lost connection and a pool connect timeout.
+// SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, starting up), 25P03 and
+// 57P05 (the session ended by a timeout) and 53300 (too many connections); pg's own messages for a
+// lost connection and a pool connect timeout.
 const NETWORK_ERRORS = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -233,10 +243,11 @@ const NETWORK_ERRORS = new Set([
   'ENETUNREACH',
   'EAI_AGAIN',
 ]);
-// Connection exceptions, authentication refused (class 28), shutdown and too many connections, and
-// the database gone (3D000) or not accepting connections (55000 with that message, raised at
-// connect time; 55000 otherwise is a statement's own fault).
-const UNAVAILABLE_SQLSTATE = /^(?:08|28|57P0[1-3]$|53300$|3D000$)/;
+// Connection exceptions, authentication refused (class 28), shutdown and too many connections, a
+// session ended for idling inside a transaction (25P03) or idling (57P05), and the database gone
+// (3D000) or not accepting connections (55000 with that message, raised at connect time; 55000
+// otherwise is a statement's own fault).
+const UNAVAILABLE_SQLSTATE = /^(?:08|28|57P0[1-35]$|25P03$|53300$|3D000$)/;
 const NOT_ACCEPTING = /not (?:currently )?accepting connections/;
 const UNAVAILABLE_MESSAGE = /^(?:Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
 
@@ -294,7 +305,7 @@ export class PostgresStore implements Store {
       connectionString: options.connectionString,
       max: options.max ?? 10,
       connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
-      options: `-c search_path=${schema}`,
+      options: `-c search_path=${schema} -c idle_in_transaction_session_timeout=${Math.max(1, Math.floor(options.idleInTransactionTimeoutMillis ?? 30_000))}`,
     });
     // An idle pooled connection that PostgreSQL closes (restart, failover, idle timeout) is reported
     // on the pool; without a listener that event would end the process. The pool drops the client
