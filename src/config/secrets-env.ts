@@ -12,6 +12,7 @@ import { existsSync, lstatSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ConfigError } from '../core/errors.ts';
+import { substituteEnv } from './env.ts';
 import { readConfigFile } from './load.ts';
 
 export const SECRETS_ENV_FILE = 'secrets.env';
@@ -80,7 +81,8 @@ export function writeSecretsEnv(file: string, values: Readonly<Record<string, st
  * itself references the environment is resolved from `env` only).
  */
 export function dataDirOf(configFile: string, env: Env): string {
-  const dir = (rawDataDir(configFile) ?? '.tessera').replace(REF, (_, n: string, d: string | undefined) => env[n] || d || '');
+  // As the loader substitutes it (`${VAR:-default}` included), or secrets.env is looked for elsewhere.
+  const dir = substituteEnv(rawDataDir(configFile) ?? '.tessera', env, []) as string;
   return isAbsolute(dir) ? dir : resolve(dirname(configFile), dir);
 }
 

@@ -7,7 +7,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, syml
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { configEnv, readSecretsEnv, writeSecretsEnv } from '../../src/config/secrets-env.ts';
+import { configEnv, dataDirOf, readSecretsEnv, writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 
 let dir: string;
@@ -41,6 +41,15 @@ describe('secrets.env', () => {
     writeFileSync(config, 'data_dir: ${STATE_DIR:elsewhere}\n');
     assert.equal(configEnv(config, { STATE_DIR: 'state' }).GATEWAY_TOKEN, 'two');
     assert.equal(configEnv(config, {}).GATEWAY_TOKEN, undefined);
+    writeFileSync(config, 'data_dir: state\n');
+  });
+
+  it('is found through a data_dir written ${VAR:-default}, the bash spelling the loader reads as ${VAR:default}', () => {
+    // It was looked for under "-state" (the "-" read as part of the default), where the loaded
+    // configuration's data_dir is "state": the variables it holds went unset.
+    writeFileSync(config, 'data_dir: ${STATE_DIR:-state}\n');
+    assert.equal(dataDirOf(config, {}), join(dir, 'state'));
+    assert.equal(configEnv(config, {}).GATEWAY_TOKEN, 'two');
     writeFileSync(config, 'data_dir: state\n');
   });
 
