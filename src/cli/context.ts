@@ -70,7 +70,7 @@ export function loadConfig(
     ? loadConfigFile(path, configEnv(path, options.env ?? process.env), { check: options.check })
     : parseConfig(configSchema, {});
   const dataDir = isAbsolute(loaded.data_dir) ? loaded.data_dir : resolve(dirname(path), loaded.data_dir);
-  return { config: { ...loaded, data_dir: dataDir }, path, exists };
+  return { config: Object.freeze({ ...loaded, data_dir: dataDir }), path, exists };
 }
 
 export interface ServiceContext {

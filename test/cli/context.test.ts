@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -40,6 +40,29 @@ describe('cli: a --config file that does not exist', () => {
       r.stderr,
       /^tessera: invalid configuration in .*prod-tessera\.yml \(1 problem\):\n {2}\(file\): .*prod-tessera\.yml does not exist;/,
     );
+  });
+});
+
+describe('cli: the loaded configuration is frozen', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-context-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('at every level, the top included: its resolved data_dir was set on a copy that could be written to', () => {
+    const file = join(dir, 'tessera.yaml');
+    writeFileSync(file, 'data_dir: state\nscopes: { a: { implies: [b] }, b: {} }\n');
+    const { config } = loadConfig(file);
+    assert.equal(config.data_dir, join(dir, 'state'));
+    assert.ok(Object.isFrozen(config));
+    assert.throws(() => {
+      (config as { data_dir: string }).data_dir = '/tmp/elsewhere';
+    }, TypeError);
+    const implies = config.scopes?.a?.implies as string[];
+    assert.deepEqual(implies, ['b']);
+    assert.throws(() => implies.push('c'), TypeError);
+    assert.equal(config.data_dir, join(dir, 'state'));
   });
 });
 
