@@ -92,7 +92,7 @@ export async function openService(
   needMaster: boolean,
   runtime: { readonly onWarning?: (message: string) => void; readonly check?: ConfigCheck<TesseraConfig> } = {},
 ): Promise<ServiceContext> {
-  const { config } = loadConfig(option, runtime.check ? { check: runtime.check } : {});
+  const { config, path } = loadConfig(option, runtime.check ? { check: runtime.check } : {});
   if (!existsSync(config.data_dir)) {
     throw new CliError(`no data directory at ${config.data_dir}; run \`tessera init\` first`);
   }
@@ -106,7 +106,13 @@ export async function openService(
     throw new CliError(`no master key: set ${MASTER_KEY_ENV} or run \`tessera init\` to create ${config.data_dir}/master.key`);
   }
   const store = await openStore(config);
-  const service = createTokenServiceFromConfig(config, { store, master, ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}) });
+  // Key files of the issuers token exchange trusts are the configuration file's neighbours, as for the gateway.
+  const service = createTokenServiceFromConfig(config, {
+    store,
+    master,
+    baseDir: dirname(path),
+    ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+  });
   await service.start({ background: false });
   return {
     config,

@@ -111,6 +111,8 @@ export interface TokenServiceRuntime {
   readonly revocations?: RevocationList;
   readonly fetch?: typeof fetch;
   readonly onWarning?: (message: string) => void;
+  /** Directory that relative `issuers[].jwks.file` paths resolve against: the configuration file's (default: the working directory). */
+  readonly baseDir?: string;
 }
 
 /**
@@ -121,7 +123,7 @@ export interface TokenServiceRuntime {
 export function externalIssuers(
   config: TesseraConfig,
   revocations: RevocationList,
-  runtime: Pick<TokenServiceRuntime, 'clock' | 'fetch' | 'onWarning'> = {},
+  runtime: Pick<TokenServiceRuntime, 'clock' | 'fetch' | 'onWarning' | 'baseDir'> = {},
 ): { verifier: ReturnType<typeof createVerifierFromConfig> | undefined; maxLifetime: number; issuers: readonly string[] } {
   const ts = resolveTokenService(config);
   const external = config.issuers.filter((i) => i.issuer !== ts.issuer);
@@ -135,6 +137,7 @@ export function externalIssuers(
             revocation: revocations,
             ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
             ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+            ...(runtime.baseDir !== undefined ? { baseDir: runtime.baseDir } : {}),
           },
         );
   return { verifier, maxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)), issuers: external.map((i) => i.issuer) };

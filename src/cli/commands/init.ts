@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, lstatSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
 import { resolveStore, resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
@@ -309,7 +309,7 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
     if (db.driver !== 'sqlite' || !(e instanceof Error) || e instanceof StoreUnavailableError) throw e;
     throw new CliError(`cannot open the SQLite store ${db.path}: ${e.message}`);
   }
-  const service = createTokenServiceFromConfig(config, { store, master: master.key });
+  const service = createTokenServiceFromConfig(config, { store, master: master.key, baseDir: dirname(path) });
   try {
     await service.start({ background: false });
     let key = service.keys.status().find((k) => k.state === 'active');

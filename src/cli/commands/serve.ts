@@ -225,7 +225,7 @@ async function withGateway(
       onReload: (next) => {
         // Token exchange trusts the same other issuers as the gateway: removing one from
         // `issuers` must stop both.
-        const external = externalIssuers(next, service.revocations);
+        const external = externalIssuers(next, service.revocations, { baseDir: dirname(file) });
         service.useExternalIssuers(external.verifier, external.maxLifetime, external.issuers);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {

@@ -1,0 +1,91 @@
+/**
+ * `tessera serve`: the issuers token exchange trusts besides Tessera (`issuers` other than its own)
+ * are read as the gateway reads them, and a reload applies them with the rest or not at all.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
+import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
+import { basic } from '../helpers/issuer.ts';
+import { freePort } from '../helpers/net.ts';
+
+const UPSTREAM_AUD = 'https://upstream.internal';
+
+let dir: string;
+let base: string;
+let upstream: Upstream;
+let running: RunningServer;
+let secret: string;
+const logStream = new Writable({ write: (_chunk, _encoding, done) => done() });
+const savedMaster = process.env.TESSERA_MASTER_KEY;
+
+const config = (port: number, issuers: string) => `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+issuers:
+${issuers}
+gateway:
+  watch_config: false
+  routes:
+    - id: open
+      match: { path_prefix: / }
+      upstream: { url: ${upstream.url} }
+      auth: none
+`;
+// A key file named relative to tessera.yaml, as docs/configuration.md says it is read.
+const IDP = `  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], algorithms: [ES256], jwks: { file: idp.json } }`;
+
+async function exchange(): Promise<number> {
+  const res = await fetch(`${base}/oauth2/token`, {
+    method: 'POST',
+    headers: { authorization: basic('exchanger', secret), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: await idpToken({ sub: 'idp-user', scope: 'api:read' }),
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      audience: UPSTREAM_AUD,
+    }),
+  });
+  return res.status;
+}
+
+before(async () => {
+  delete process.env.TESSERA_MASTER_KEY;
+  dir = mkdtempSync(join(tmpdir(), 'tessera-serve-external-'));
+  const file = join(dir, 'tessera.yaml');
+  upstream = await startUpstream();
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  writeFileSync(join(dir, 'idp.json'), JSON.stringify({ keys: [key.jwk] }));
+  writeFileSync(file, config(port, IDP));
+  await initialize({ config: file });
+  // The working directory (the repository) is not the configuration's: idp.json is not there.
+  assert.notEqual(process.cwd(), dir);
+  running = await startServer({ config: file, logger: pino({ level: 'warn' }, logStream) });
+  const client = await running.service.registerClient({
+    id: 'exchanger',
+    scopes: ['api:read'],
+    audiences: [UPSTREAM_AUD],
+    grantTypes: [TOKEN_EXCHANGE],
+  });
+  secret = client.secret as string;
+});
+
+after(async () => {
+  await running?.close();
+  await upstream?.close();
+  rmSync(dir, { recursive: true, force: true });
+  if (savedMaster !== undefined) process.env.TESSERA_MASTER_KEY = savedMaster;
+});
+
+describe('tessera serve: the external issuers of token exchange', () => {
+  it("reads a relative jwks.file from the configuration file's directory, as the gateway does, not the working directory", async () => {
+    assert.equal(await exchange(), 200);
+  });
+});
