@@ -3,7 +3,7 @@
  * are read as the gateway reads them, and a reload applies them with the rest or not at all.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -19,6 +19,7 @@ import { freePort } from '../helpers/net.ts';
 const UPSTREAM_AUD = 'https://upstream.internal';
 
 let dir: string;
+let file: string;
 let base: string;
 let upstream: Upstream;
 let running: RunningServer;
@@ -26,13 +27,13 @@ let secret: string;
 const logStream = new Writable({ write: (_chunk, _encoding, done) => done() });
 const savedMaster = process.env.TESSERA_MASTER_KEY;
 
-const config = (port: number, issuers: string) => `data_dir: .tessera
+const config = (port: number, issuers: string, extraRoute = '') => `data_dir: .tessera
 server: { host: 127.0.0.1, port: ${port} }
 issuers:
 ${issuers}
 gateway:
   watch_config: false
-  routes:
+  routes:${extraRoute}
     - id: open
       match: { path_prefix: / }
       upstream: { url: ${upstream.url} }
@@ -58,7 +59,7 @@ async function exchange(): Promise<number> {
 before(async () => {
   delete process.env.TESSERA_MASTER_KEY;
   dir = mkdtempSync(join(tmpdir(), 'tessera-serve-external-'));
-  const file = join(dir, 'tessera.yaml');
+  file = join(dir, 'tessera.yaml');
   upstream = await startUpstream();
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
@@ -87,5 +88,33 @@ after(async () => {
 describe('tessera serve: the external issuers of token exchange', () => {
   it("reads a relative jwks.file from the configuration file's directory, as the gateway does, not the working directory", async () => {
     assert.equal(await exchange(), 200);
+  });
+
+  it('attack: a reload the token service cannot apply (a key file missing) is refused whole, not applied to the gateway alone', async () => {
+    // The IdP is replaced by another whose key file is missing. The gateway (no JWT route) accepted
+    // it, the token service could not build its verifier and went on trusting the removed IdP.
+    const saved = readFileSync(file, 'utf8');
+    const port = Number(new URL(base).port);
+    const other =
+      '  - { issuer: https://other-idp.test, audiences: [https://api.test], algorithms: [ES256], jwks: { file: missing.json } }';
+    const added = `
+    - id: added
+      match: { path_prefix: /added }
+      upstream: { url: ${upstream.url} }
+      auth: none`;
+    try {
+      writeFileSync(file, config(port, other, added));
+      const result = running.gateway?.reload();
+      assert.equal(result?.ok, false);
+      assert.deepEqual(result?.ok === false ? result.error.issues.map((i) => i.path) : [], ['issuers[0].jwks.file']);
+      // Nothing of it applies: not the new route, and the IdP is trusted as before by both.
+      assert.deepEqual(
+        running.gateway?.gateway.state.routes.map((r) => r.id),
+        ['open'],
+      );
+      assert.equal(await exchange(), 200);
+    } finally {
+      writeFileSync(file, saved);
+    }
   });
 });

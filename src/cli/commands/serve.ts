@@ -216,17 +216,25 @@ async function withGateway(
   const { service, store, config } = ctx;
   const file = configPath(options.config);
   const exchangeClient = config.gateway?.exchange_client;
+  // Token exchange trusts the same other issuers as the gateway: removing one from `issuers` must
+  // stop both. Their verifier is built as the file is read, so a reload the token service cannot
+  // apply (a key file missing) is refused whole rather than applied to the gateway alone.
+  const external = (c: TesseraConfig) => externalIssuers(c, service.revocations, { baseDir: dirname(file) });
+  let loaded: { config: TesseraConfig; external: ReturnType<typeof externalIssuers> } | undefined;
   const served = await serveGateway(
     {
       config,
       configFile: file,
       // Reloads read the file (and secrets.env) again and resolve data_dir the way every command does.
-      load: () => loadConfig(options.config, { check: serveChecks }).config,
+      load: () => {
+        const next = loadConfig(options.config, { check: serveChecks }).config;
+        loaded = { config: next, external: external(next) };
+        return next;
+      },
       onReload: (next) => {
-        // Token exchange trusts the same other issuers as the gateway: removing one from
-        // `issuers` must stop both.
-        const external = externalIssuers(next, service.revocations, { baseDir: dirname(file) });
-        service.useExternalIssuers(external.verifier, external.maxLifetime, external.issuers);
+        const issuers = loaded?.config === next ? loaded.external : external(next);
+        loaded = undefined;
+        service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
           served.gateway.logger.warn(
