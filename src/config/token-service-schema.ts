@@ -268,10 +268,18 @@ export const tokenServiceSchema = z
     ).prefault('5m'),
     admin: z
       .strictObject({
-        scope: z.string().min(1).default('tessera:admin').meta({
-          description:
-            'Scope an access token needs to call the admin API, granted by name (a wildcard or an implying scope does not grant it).',
-        }),
+        scope: z
+          .string()
+          .regex(OIDC_SCOPE, 'a scope name: printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)')
+          .refine((v) => !isWildcard(v), {
+            message:
+              'a scope name, not a wildcard: the admin scope is granted only by its name, and a client given "*" or "prefix:*" for the API scopes would be given this one too',
+          })
+          .default('tessera:admin')
+          .meta({
+            description:
+              'Scope an access token needs to call the admin API, granted by name (a wildcard or an implying scope does not grant it).',
+          }),
         audience: z.string().min(1).optional().meta({ description: 'Audience an admin access token must carry (default: the issuer).' }),
       })
       .prefault({})

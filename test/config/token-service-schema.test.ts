@@ -253,4 +253,22 @@ describe('token_service.registration', () => {
     );
     assert.match(found[0]?.message ?? '', /not in the scope catalogue/);
   });
+
+  it('attack: refuses an admin scope that is a wildcard or no scope name, rather than granting the admin API to every client given that wildcard', () => {
+    for (const scope of ['*', 'api:*']) {
+      assert.deepEqual(
+        issues(`token_service: { admin: { scope: "${scope}" } }\n`).map((i) => i.path),
+        ['token_service.admin.scope'],
+        scope,
+      );
+    }
+    // A space: no token could carry it, and the admin API would refuse every caller without a word.
+    assert.deepEqual(issues('token_service: { admin: { scope: "tessera admin" } }\n'), [
+      {
+        path: 'token_service.admin.scope',
+        message: 'a scope name: printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)',
+      },
+    ]);
+    assert.equal(resolveTokenService(parseConfigText('token_service: { admin: { scope: "ops:admin" } }\n')).admin.scope, 'ops:admin');
+  });
 });
