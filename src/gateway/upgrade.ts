@@ -182,6 +182,9 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
               },
             });
             relay.onEnd(() => untrack());
+            // Shutdown closed the streams open when it began; one the upstream accepted during the
+            // drain would be relayed until drain_timeout (or for good, once the drain is over).
+            if (ctx.closing) ctx.streams.closeAll('shutdown', true);
           },
           onRefused(status) {
             x.status = status;

@@ -304,3 +304,42 @@ describe('gateway: a stream that starts while the gateway drains', () => {
     }
   });
 });
+
+describe('gateway: a WebSocket that opens while the gateway drains', () => {
+  it('a WebSocket decided before the shutdown whose upstream accepts it during the drain is closed at once (1001), not relayed until drain_timeout', async () => {
+    const wss = new WebSocketServer({ noServer: true });
+    const upstream = await startUpstream((_req, res) => {
+      setTimeout(() => res.end('done'), 3000);
+    });
+    // Slow to accept: the upgrade was decided before the drain began, its 101 comes during it.
+    upstream.server.on('upgrade', (req, socket, head) => setTimeout(() => wss.handleUpgrade(req, socket, head, () => undefined), 300));
+    const audit = new MemoryAuditSink();
+    const gateway = createGateway(
+      parse({ ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'static', rules: [{}] }] } }),
+      { logger: silent, auditSinks: [audit] },
+    );
+    const server = createServer(gateway.handleRequest).on('upgrade', gateway.handleUpgrade);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const auth = { authorization: `Bearer ${STATIC_TOKEN}` };
+    try {
+      const slow = fetch(`${url}/slow`, { headers: auth });
+      await until(() => gateway.inflight === 1);
+      const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`, { headers: auth });
+      const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+      await until(() => gateway.inflight === 2);
+      const started = Date.now();
+      const closing = gateway.close({ drainTimeoutMs: 10_000 });
+      assert.equal(await closed, 1001);
+      assert.ok(Date.now() - started < 1500, `closed after ${Date.now() - started} ms, while a plain request held the drain`);
+      assert.equal((await slow).status, 200);
+      await closing;
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      wss.close();
+      await upstream.close();
+    }
+  });
+});
