@@ -186,10 +186,29 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
             // drain would be relayed until drain_timeout (or for good, once the drain is over).
             if (ctx.closing) ctx.streams.closeAll('shutdown', true);
           },
-          onRefused(status) {
+          onRefused(status, relay) {
             x.status = status;
             x.upstreamStatus = status;
             ctx.finish(x);
+            // Watched as a response is on the HTTP path: an upstream that ignores the Upgrade
+            // header and answers with an event stream must not outlive the caller's authority.
+            const untrack = ctx.streams.add({
+              kind: 'http',
+              streaming: relay.streaming,
+              principal,
+              admission: s.admission,
+              route,
+              request: greq,
+              rpc: undefined,
+              session: undefined,
+              req,
+              close(reason) {
+                ctx.streamClosedEvent(x, principal, reason);
+                relay.close();
+              },
+            });
+            relay.onEnd(() => untrack());
+            if (relay.streaming && ctx.closing) ctx.streams.closeAll('shutdown', true);
           },
           onFailure(error) {
             const f = upstreamFailure(error);

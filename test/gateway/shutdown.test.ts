@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
@@ -339,6 +340,40 @@ describe('gateway: a WebSocket that opens while the gateway drains', () => {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
       wss.close();
+      await upstream.close();
+    }
+  });
+});
+
+describe('gateway: shutdown of an event stream answered to an upgrade', () => {
+  it('an upstream that answers a WebSocket upgrade with an event stream has it ended at shutdown, not relayed past it', async () => {
+    const sockets: Duplex[] = [];
+    const upstream = await startUpstream();
+    upstream.server.on('upgrade', (_req, socket: Duplex) => {
+      socket.on('error', () => socket.destroy());
+      socket.write('HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: hello\n\n');
+      sockets.push(socket);
+    });
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'static', rules: [{}] }] },
+    });
+    const u = new URL(gw.url);
+    const caller = connect(Number(u.port), u.hostname, () => caller.write(wsUpgradeRequest('/events', STATIC_TOKEN)));
+    let got = '';
+    caller.on('data', (d: Buffer) => {
+      got += d.toString();
+    });
+    const closed = once(caller, 'close');
+    try {
+      await until(() => got.includes('data: hello'));
+      const closing = gw.served.close({ drainTimeoutMs: 3000 });
+      const ended = await Promise.race([closed.then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 2000))]);
+      assert.ok(ended, 'the caller connection is closed');
+      await closing;
+    } finally {
+      caller.destroy();
+      for (const s of sockets) s.destroy();
       await upstream.close();
     }
   });

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
-import { rawHttp } from '../helpers/net.ts';
+import { rawHttp, until } from '../helpers/net.ts';
 import {
   baseConfig,
   requestEvents,
@@ -54,6 +54,19 @@ describe('gateway: WebSocket', () => {
       upgrades.push(req.headers);
       if (req.url === '/ws/refuse') {
         socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 4\r\n\r\nnope');
+        return;
+      }
+      if (req.url === '/ws/sse') {
+        // An upstream that ignores the Upgrade header and answers with an event stream.
+        socket.write('HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n');
+        let n = 0;
+        const timer = setInterval(() => socket.write(`data: ${n++}\n\n`), 50);
+        socket.on('error', () => socket.destroy());
+        socket.once('close', () => {
+          clearInterval(timer);
+          upstreamCloses.push(-2);
+        });
+        stalled.push(socket);
         return;
       }
       if (req.url === '/ws/refuse-hang') {
@@ -242,6 +255,29 @@ describe('gateway: WebSocket', () => {
     const e = gw.audit.events.filter((x) => x.kind === 'gateway.stream_closed').at(-1);
     assert.equal(e?.reason, 'token_revoked');
     assert.equal(e?.jti, 'ws-jti');
+  });
+
+  it('revocation bypass: an event stream the upstream answers an upgrade with ends when the token is revoked, audited once (it was relayed as a refusal nobody watched)', async () => {
+    const t = await token({ jti: 'ws-sse' });
+    const closesBefore = upstreamCloses.length;
+    const socket = rawUpgrade('/ws/sse', t);
+    let got = '';
+    socket.on('data', (d: Buffer) => {
+      got += d.toString();
+    });
+    const closed = once(socket, 'close');
+    await until(() => got.includes('data: 1\n\n'));
+    assert.match(got, /^HTTP\/1\.1 200 /);
+    revocations.apply({ tokenIds: [{ jti: 'ws-sse', expiresAt: Math.floor(Date.now() / 1000) + 300 }] });
+    const ended = await Promise.race([closed.then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 2000))]);
+    socket.destroy();
+    assert.ok(ended, 'the caller connection is closed');
+    await upstreamClosed(closesBefore, 2000);
+    assert.equal(upstreamCloses.at(-1), -2, 'the upstream connection is closed');
+    await gw.served.gateway.audit.flush();
+    const events = gw.audit.events.filter((x) => x.kind === 'gateway.stream_closed' && x.jti === 'ws-sse');
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.reason, 'token_revoked');
   });
 
   it('revocation race: a token revoked after the decision but before the upstream accepts the upgrade gets 1008', async () => {

@@ -42,10 +42,23 @@ export interface UpgradeTarget {
 export interface UpgradeCallbacks {
   /** The upstream accepted; the relay is running. */
   onUpgraded(relay: WebSocketRelay): void;
-  /** The upstream answered without upgrading; its answer was relayed and the socket closed. */
-  onRefused(status: number): void;
+  /**
+   * The upstream answered without upgrading; its answer is being relayed, then the socket is
+   * closed. Its body may not end by itself (an event stream answered to an upgrade).
+   */
+  onRefused(status: number, relay: RefusalRelay): void;
   /** No answer from the upstream (connect error, timeout), or a 401 to the gateway's own credential; the caller has not been answered. */
   onFailure(error: unknown): void;
+}
+
+/** The upstream's answer to an upgrade it refused, relayed to the caller. */
+export interface RefusalRelay {
+  /** Without Content-Length: a body that may never end by itself. */
+  readonly streaming: boolean;
+  /** Stop relaying and close both connections (the caller's once what was relayed is written). */
+  close(): void;
+  /** Called once when the upstream's answer is over (relayed whole, cut, or its caller gone). */
+  onEnd(listener: () => void): void;
 }
 
 class UpgradeTimeout extends Error {
@@ -142,7 +155,21 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
       client.destroy();
     });
     client.once('close', () => res.destroy());
-    callbacks.onRefused(res.statusCode ?? 502);
+    // Over once the upstream's answer is: nothing more is relayed (the caller's socket is ended
+    // with it, or was gone first).
+    let ended: (() => void) | undefined;
+    res.once('close', () => ended?.());
+    callbacks.onRefused(res.statusCode ?? 502, {
+      streaming: res.headers['content-length'] === undefined,
+      close() {
+        res.unpipe(client);
+        res.destroy();
+        if (!client.destroyed) client.end(() => client.destroy());
+      },
+      onEnd(listener) {
+        ended = listener;
+      },
+    });
   });
   up.end();
   return () => fail(new UpgradeTimeout('aborted'));
