@@ -44,6 +44,11 @@ export function redirectUriProblem(uri: string): string | undefined {
   if (authority === undefined || authority.toLowerCase().replace(/:\d*$/, '') !== u.hostname) {
     return `redirect URI "${uri}" must spell its host as it is reached (//host, no percent-encoding, a canonical IP address)`;
   }
+  // Likewise the path: the parser removes dot segments ("/app/../cb", "/app/%2e%2e/cb"), so
+  // "https://shared.test/victim/%2e%2e/attacker/cb" would be matched and shown while codes went to
+  // "/attacker/cb", another tenant's on a host shared by path. No path at all reads as "/".
+  const path = /^[^?#]*/.exec(written.slice(2 + authority.length))?.[0] ?? '';
+  if ((path === '' ? '/' : path) !== u.pathname) return `redirect URI "${uri}" must not have dot segments ("." or "..") in its path`;
   // RFC 6749 §3.1.2: no fragment. Credentials in a redirect URI would be handed to every browser.
   if (uri.includes('#')) return `redirect URI "${uri}" must not have a fragment`;
   if (u.username !== '' || u.password !== '') return `redirect URI "${uri}" must not carry a user name or password`;

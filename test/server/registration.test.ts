@@ -171,6 +171,50 @@ describe('dynamic client registration', () => {
     }
   });
 
+  it('DCR redirect URI with dot segments (path differential: https://shared.test/victim/%2e%2e/attacker/cb is shown, the browser goes to /attacker/cb): refused', async () => {
+    for (const uri of [
+      'https://shared.test/victim/../attacker/cb',
+      'https://shared.test/victim/%2e%2e/attacker/cb',
+      'https://shared.test/victim/%2E%2E/attacker/cb',
+      'https://shared.test/victim/.%2e/attacker/cb',
+      'https://shared.test/./cb',
+      'https://shared.test/cb/..',
+      'http://127.0.0.1:33418/app/../callback',
+    ]) {
+      await expectError(await register({ ...mcpClient, redirect_uris: [uri] }), 400, 'invalid_redirect_uri');
+    }
+    // Dots that are no path segment of their own, and no path at all, are fine.
+    for (const uri of [
+      'https://shared.test/v1.2/..cb',
+      'https://shared.test/a%2eb/cb',
+      'https://shared.test',
+      'https://shared.test/cb?next=../x',
+    ]) {
+      assert.equal((await register({ ...mcpClient, redirect_uris: [uri] })).status, 201, uri);
+    }
+  });
+
+  it('a redirect URI stored before the dot-segment rule (https://legacy.test/app/../cb) receives no code: refused as a page at authorize', async () => {
+    const res = await register({ ...mcpClient, redirect_uris: ['https://legacy.test/cb'] });
+    const clientId = ((await res.json()) as { client_id: string }).client_id;
+    const legacy = 'https://legacy.test/app/%2e%2e/cb';
+    const stored = (await issuer.store.getClient(clientId)) as NonNullable<Awaited<ReturnType<typeof issuer.store.getClient>>>;
+    await issuer.store.deleteClient(clientId);
+    await issuer.store.createClient({ ...stored, redirectUris: [legacy] });
+    issuer.service.clients.invalidate();
+    const q = new URLSearchParams({
+      client_id: clientId,
+      redirect_uri: legacy,
+      response_type: 'code',
+      code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+      code_challenge_method: 'S256',
+      state: 's',
+    });
+    const page = await fetch(`${issuer.url}/oauth2/authorize?${q}`, { redirect: 'manual' });
+    assert.equal(page.status, 400);
+    assert.equal(page.headers.get('location'), null);
+  });
+
   it('a redirect URI stored before the host-spelling rule (https:///evil.test/cb) receives no code: refused as a page at authorize', async () => {
     const res = await register({ ...mcpClient, redirect_uris: ['https://legacy.test/cb'] });
     const clientId = ((await res.json()) as { client_id: string }).client_id;
