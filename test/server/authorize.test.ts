@@ -259,6 +259,51 @@ describe('errors before the redirect URI is verified are shown, never redirected
     assert.ok((await audit('authorization.denied')).includes('authorize_redirect_uri_invalid'));
   });
 
+  it('redirect_uri variants of a registered one (case, percent-encoding, userinfo @, dot segments, port, fragment, prefix, javascript:, data:): a page, no redirect', async () => {
+    await issuer.service.registerClient({
+      id: 'web-variants',
+      public: true,
+      name: 'Web',
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: ['https://app.test/cb', 'http://127.0.0.1:7777/callback'],
+    });
+    for (const uri of [
+      'HTTPS://app.test/cb',
+      'https://APP.test/cb',
+      'https://app.test/CB',
+      'https://app.test/c%62',
+      'https://app.test/cb/',
+      'https://app.test/cb?',
+      'https://app.test/cb#x',
+      'https://app.test:443/cb',
+      'https://app.test:8443/cb',
+      'https://app.test/cb/../cb',
+      'https://app.test/cbx',
+      'https://app.test/cb?next=https://evil.test',
+      'https://app.test@evil.test/cb',
+      'https://evil.test@app.test/cb',
+      'https://app.test.evil.test/cb',
+      'javascript:alert(1)//https://app.test/cb',
+      'data:text/html,<script>alert(1)</script>',
+      // Loopback: only an IP literal's port may differ (RFC 8252 §7.3), not its host, path or scheme.
+      'http://localhost:7777/callback',
+      'http://[::1]:7777/callback',
+      'http://127.0.0.1:7777/callback/../callback',
+      'https://127.0.0.1:7777/callback',
+      'http://127.0.0.1:7777/Callback',
+    ]) {
+      const html = await expectPage(
+        await fetch(authorizeUrl({ client_id: 'web-variants', redirect_uri: uri, scope: 'api:read' }), {
+          headers: personHeaders(),
+          redirect: 'manual',
+        }),
+        400,
+      );
+      assert.doesNotMatch(html, /evil\.test|<script>/, uri);
+    }
+  });
+
   it('unknown client: a page, no redirect', async () => {
     await expectPage(await fetch(authorizeUrl({ client_id: 'nobody', redirect_uri: 'https://evil.test/cb' }), { redirect: 'manual' }), 400);
   });
