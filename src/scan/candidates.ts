@@ -121,11 +121,16 @@ export class CandidateScanner {
     found.push({ value, line: this.#line, column: start - this.#lineStart + 1 });
   }
 
-  /** Count lines up to the absolute offset `to` (never backwards). */
+  /**
+   * Count lines up to the absolute offset `to` (never backwards). Only the text before `to` is
+   * looked at: searching past it for the next newline would go to the end of the buffer for every
+   * candidate of a long line (a minified bundle, a one-line JSON dump), quadratic in the piece.
+   */
   #advance(to: number): void {
     if (to <= this.#counted) return;
     const buf = this.#buf;
-    for (let i = buf.indexOf('\n', this.#counted - this.#base); i !== -1 && this.#base + i < to; i = buf.indexOf('\n', i + 1)) {
+    for (let i = this.#counted - this.#base; i < to - this.#base; i++) {
+      if (buf.charCodeAt(i) !== 10) continue;
       this.#line++;
       this.#lineStart = this.#base + i + 1;
     }
