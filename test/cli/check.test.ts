@@ -142,3 +142,41 @@ describe('tessera check: a hostile server', () => {
     }
   });
 });
+
+describe('tessera check: a server whose answers never end', () => {
+  it('reads at most 64 KiB of each answer and gives its verdict, instead of holding an endless body in memory until the timeout (or out of memory)', async () => {
+    const card = JSON.stringify({ securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } }, security: [{ bearer: [] }] });
+    const filler = Buffer.alloc(64 * 1024, ' ');
+    const server = createServer((req, res) => {
+      // A valid document (or none), then whitespace forever: a body that never ends.
+      const discovery = req.url?.startsWith('/.well-known/');
+      const doc = req.url === '/.well-known/agent-card.json' ? card : '';
+      const status = discovery ? (doc ? 200 : 404) : req.headers.authorization === 'Bearer t' ? 200 : 401;
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        'www-authenticate': 'Bearer',
+      });
+      res.write(doc);
+      const pump = () => {
+        while (!res.destroyed && res.write(filler));
+      };
+      res.on('drain', pump);
+      res.on('close', () => res.off('drain', pump));
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/items`;
+    try {
+      const { stdout } = await run(process.execPath, [CLI, 'check', url, '--token', 't', '--timeout', '5000', '--json']);
+      const report = JSON.parse(stdout) as { ok: boolean; results: { name: string; ok: boolean; detail: string }[] };
+      assert.deepEqual(
+        report.results.filter((r) => !r.ok),
+        [],
+      );
+      assert.equal(report.ok, true, 'every answer read in part, none waited out');
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});

@@ -17,6 +17,7 @@
  * when any check fails. The token is never printed.
  */
 
+import { Buffer } from 'node:buffer';
 import type { Command } from 'commander';
 import { quoted } from '../../core/errors.ts';
 import { metadataUrlOf } from '../../gateway/mcp/metadata.ts';
@@ -34,6 +35,31 @@ interface Answer {
   readonly body: string;
 }
 
+/** Most of an answer's body read: any discovery document fits; the rest is left unread. */
+const MAX_BODY = 64 * 1024;
+
+/**
+ * The first {@link MAX_BODY} bytes of `res`'s body, the rest cancelled: a body that never ends
+ * (or a large one) must neither fill memory nor hold the verdict until the timeout.
+ */
+async function readBody(res: Response): Promise<string> {
+  if (res.body === null) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < MAX_BODY) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return Buffer.concat(chunks).subarray(0, MAX_BODY).toString('utf8');
+}
+
 async function get(
   url: string,
   headers: Record<string, string>,
@@ -42,8 +68,7 @@ async function get(
 ): Promise<Answer | string> {
   try {
     const res = await fetch(url, { ...init, headers, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
-    const body = await res.text();
-    return { status: res.status, headers: res.headers, body: body.slice(0, 64 * 1024) };
+    return { status: res.status, headers: res.headers, body: await readBody(res) };
   } catch (e) {
     return (e as Error).name === 'TimeoutError' ? 'timed out' : 'unreachable';
   }
