@@ -8,8 +8,8 @@
  *
  * @module
  */
-import { createReadStream, type Stats } from 'node:fs';
-import { lstat, readdir, readlink, stat } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { type FileHandle, lstat, open, readdir, readlink, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, parse, resolve, sep } from 'node:path';
 import { type Candidate, CandidateScanner } from './candidates.ts';
 
@@ -220,9 +220,24 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
 
 /** Read one file (`at`, named `path`) through a scanner. @returns the bytes read, or `undefined` when it was skipped. */
 async function scanFile(path: string, at: string, options: ScanOptions): Promise<number | undefined> {
+  let handle: FileHandle;
+  try {
+    // Non-blocking, and looked at again once open: the file may have been replaced since it was
+    // looked at (a FIFO, whose open waits for a writer), or be one that waits for data when read
+    // (/proc/kmsg). A regular file's reads ignore O_NONBLOCK.
+    handle = await open(at, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    options.onNote({ path, reason: 'unreadable', message: `cannot be read (${message(e)})` });
+    return undefined;
+  }
+  if (!(await handle.stat().catch(() => undefined))?.isFile()) {
+    await handle.close();
+    options.onNote({ path, reason: 'not_a_file', message: 'not a regular file (a device, socket or pipe)' });
+    return undefined;
+  }
   const scanner = new CandidateScanner(options.maxLength !== undefined ? { maxLength: options.maxLength } : {});
   const decoder = new TextDecoder('utf-8');
-  const stream = createReadStream(at, { highWaterMark: options.chunkSize ?? DEFAULT_CHUNK });
+  const stream = handle.createReadStream({ highWaterMark: options.chunkSize ?? DEFAULT_CHUNK });
   let bytes = 0;
   const found = async (candidates: readonly Candidate[]) => {
     for (const c of candidates) {
