@@ -112,7 +112,10 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
   for (const name of ['response_type', 'response_mode', 'scope', 'code_challenge', 'code_challenge_method', 'dpop_jkt']) {
     if (single(params, name) === null) return back('request_parameter_repeated');
   }
-  if (param(params, 'response_type') !== 'code') return back('authorize_response_type_unsupported');
+  // RFC 6749 §4.1.2.1: a missing parameter is invalid_request; only a value other than code is unsupported.
+  const responseType = param(params, 'response_type');
+  if (responseType === undefined) return back('request_parameter_missing');
+  if (responseType !== 'code') return back('authorize_response_type_unsupported');
   // A client asking for form_post or fragment keeps the code out of URLs; answering in the query
   // anyway would put it there behind its back (node-oidc-provider refuses an unsupported mode too).
   const mode = param(params, 'response_mode');

@@ -24,6 +24,9 @@ const URI_CHARS = /^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]+$/;
  */
 const HOST = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?|\[[0-9a-f:.]+\])$/;
 
+/** The parameters an authorization response adds to the redirect URI's query. */
+const RESPONSE_PARAMETERS = new Set(['code', 'state', 'iss', 'error', 'error_description', 'error_uri']);
+
 /**
  * Why `uri` cannot be registered as a redirect URI, or `undefined` when it can. The message quotes
  * nothing but the URI, which is not a secret.
@@ -52,6 +55,11 @@ export function redirectUriProblem(uri: string): string | undefined {
   // RFC 6749 §3.1.2: no fragment. Credentials in a redirect URI would be handed to every browser.
   if (uri.includes('#')) return `redirect URI "${uri}" must not have a fragment`;
   if (u.username !== '' || u.password !== '') return `redirect URI "${uri}" must not carry a user name or password`;
+  // The answer appends these (RFC 6749 §4.1.2, RFC 9207): a registered `?iss=…&state=…` would make
+  // every answer carry two of each, and a client reading the first would read the registration's.
+  for (const name of u.searchParams.keys()) {
+    if (RESPONSE_PARAMETERS.has(name)) return `redirect URI "${uri}" must not set the response parameter "${name}" in its query`;
+  }
   if (u.protocol === 'https:') return undefined;
   if (u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname)) return undefined;
   return `redirect URI "${uri}" must be https (http only on 127.0.0.1, [::1] or localhost)`;

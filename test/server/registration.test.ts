@@ -194,6 +194,20 @@ describe('dynamic client registration', () => {
     }
   });
 
+  it("DCR redirect URI presetting the answer's parameters (?iss=https://evil.test&state=…: every answer would carry two of each): refused", async () => {
+    for (const uri of [
+      'https://app.test/cb?iss=https://evil.test',
+      'https://app.test/cb?state=forged',
+      'https://app.test/cb?tenant=a&code=x',
+      'http://127.0.0.1:33418/callback?error=access_denied',
+      'https://app.test/cb?error_description=x',
+      'https://app.test/cb?error_uri=https://evil.test',
+    ]) {
+      await expectError(await register({ ...mcpClient, redirect_uris: [uri] }), 400, 'invalid_redirect_uri');
+    }
+    assert.equal((await register({ ...mcpClient, redirect_uris: ['https://app.test/cb?tenant=a&codes=1'] })).status, 201);
+  });
+
   it('a redirect URI stored before the dot-segment rule (https://legacy.test/app/../cb) receives no code: refused as a page at authorize', async () => {
     const res = await register({ ...mcpClient, redirect_uris: ['https://legacy.test/cb'] });
     const clientId = ((await res.json()) as { client_id: string }).client_id;
@@ -422,6 +436,23 @@ describe('dynamic client registration', () => {
       const res = await authorize('web-app', 'https://app.test/cb');
       assert.equal(res.status, 303);
       assert.equal(new URL(res.headers.get('location') as string).searchParams.get('error'), 'unsupported_response_type');
+    });
+
+    it('a missing response_type is invalid_request, not unsupported_response_type (RFC 6749 §4.1.2.1)', async () => {
+      const loopback = 'http://127.0.0.1:33419/callback';
+      const clientId = await registered(loopback);
+      const q = new URLSearchParams({ client_id: clientId, redirect_uri: loopback, state: 's' });
+      const res = await fetch(`${issuer.url}/oauth2/authorize?${q}`, { redirect: 'manual' });
+      assert.equal(res.status, 303);
+      const to = new URL(res.headers.get('location') as string);
+      assert.equal(to.searchParams.get('error'), 'invalid_request');
+      assert.equal(to.searchParams.get('state'), 's');
+      await issuer.service.audit.flush();
+      const denied = (await issuer.store.queryAudit({ client_id: clientId })).filter((e) => e.kind === 'authorization.denied');
+      assert.deepEqual(
+        denied.map((e) => e.reason),
+        ['request_parameter_missing'],
+      );
     });
 
     it('an operator cannot give a client a dynamically registered id (the dcr_ prefix is reserved)', async () => {
