@@ -358,7 +358,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   let sinks: JsonLinesSink[] = auditOutputs(state.audit);
   const extraSinks = deps.auditSinks ?? [];
   const audit = createAuditPipeline({
-    sinks: [{ write: (events) => Promise.all([...sinks, ...extraSinks].map((s) => s.write(events))).then(() => undefined) }],
+    // A batch is over once every output has answered: Promise.all would end it at the first refusal
+    // (an audit.file on a full disk), while the store still writes it, so the next batches' writes
+    // would pile up beside it and a shutdown would close the store under them.
+    sinks: [
+      {
+        write: (events) =>
+          Promise.allSettled([...sinks, ...extraSinks].map((s) => s.write(events))).then((results) => {
+            for (const r of results) if (r.status === 'rejected') throw r.reason;
+          }),
+      },
+    ],
     batchSize: state.audit?.batch_size ?? 256,
     flushIntervalMs: (state.audit?.flush_interval ?? 1) * 1000,
     maxQueue: state.audit?.max_queue ?? 100_000,
