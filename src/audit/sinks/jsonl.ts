@@ -1,7 +1,9 @@
 /**
  * JSON-lines audit sink: one event per line, to a file (appended, mode 0600) or a stream such as
  * stdout. Events never hold tokens or header values (see {@link AuditEvent}), so they are written
- * as they are.
+ * as they are, with the characters JSON leaves raw but readers take for a line break or a terminal
+ * command (U+2028, U+2029, C1 controls such as NEL, bidirectional overrides) written as `\uXXXX`
+ * escapes: a value a caller chose stays inside its one line and reads back the same.
  *
  * @module
  */
@@ -14,6 +16,12 @@ export interface JsonLinesSink extends AuditSink {
   close(): Promise<void>;
 }
 
+// What JSON.stringify leaves raw (it escapes only U+0000-U+001F) and should not reach a line reader
+// or a terminal: DEL and C1 controls (U+0085 is a line break to Python, U+009B a CSI), the line and
+// paragraph separators, and the bidirectional overrides and isolates.
+const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const escaped = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
 /**
  * @example
  * ```ts
@@ -22,24 +30,44 @@ export interface JsonLinesSink extends AuditSink {
  * ```
  */
 export function createJsonLinesSink(target: { file: string } | { stream: Writable }): JsonLinesSink {
-  const owned = 'file' in target;
-  const stream = owned ? createWriteStream(target.file, { flags: 'a', mode: 0o600 }) : target.stream;
+  const file = 'file' in target ? target.file : undefined;
   let error: Error | undefined;
-  stream.on('error', (e: Error) => {
-    error = e;
-  });
+  const open = (): Writable => {
+    const s = file !== undefined ? createWriteStream(file, { flags: 'a', mode: 0o600 }) : (target as { stream: Writable }).stream;
+    s.on('error', (e: Error) => {
+      if (s === stream) error = e;
+    });
+    return s;
+  };
+  let stream = open();
   return {
     write(events: readonly AuditEvent[]): Promise<void> {
-      if (error) return Promise.reject(error);
+      if (error) {
+        if (file === undefined) return Promise.reject(error);
+        // A file that failed (disk full, an I/O error, its directory gone) is opened again for the
+        // next batch, so writing resumes once the cause is gone rather than at the next reload; the
+        // batches refused meanwhile were reported as failed.
+        stream.destroy();
+        error = undefined;
+        stream = open();
+      }
       let text = '';
       for (const e of events) text += `${JSON.stringify(e)}\n`;
+      UNSAFE.lastIndex = 0;
+      if (UNSAFE.test(text)) text = text.replace(UNSAFE, escaped);
       // The callback fires once the text is handed to the OS, which is the back-pressure we want.
+      // A failed write's callback comes before the stream's 'error' event: note it here too.
+      const s = stream;
       return new Promise((resolve, reject) => {
-        stream.write(text, (e) => (e ? reject(e) : resolve()));
+        s.write(text, (e) => {
+          if (!e) return resolve();
+          if (s === stream) error ??= e;
+          reject(e);
+        });
       });
     },
     close(): Promise<void> {
-      if (!owned) return Promise.resolve();
+      if (file === undefined) return Promise.resolve();
       return new Promise((resolve) => stream.end(resolve));
     },
   };

@@ -1,0 +1,80 @@
+/**
+ * The JSON-lines sink under attack and under failure: a value a caller chose cannot split a line,
+ * and a file that could not be written once (disk full, its directory gone) is written again once
+ * the cause is gone, without waiting for a reload.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import type { AuditEvent } from '../../../src/audit/event.ts';
+import { uuidv7 } from '../../../src/audit/id.ts';
+import { createJsonLinesSink } from '../../../src/audit/sinks/jsonl.ts';
+
+const event = (fields: Partial<AuditEvent> = {}): AuditEvent => ({
+  id: uuidv7(),
+  time: 1,
+  kind: 'gateway.request',
+  decision: 'deny',
+  reason: 'token_invalid',
+  ...fields,
+});
+
+describe('JSON-lines sink: line injection', () => {
+  it('a line separator (U+2028, U+2029, NEL), CR, LF, an ANSI or C1 escape or a bidi override in a field stays inside its one line', async () => {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (c: Buffer) => (text += c.toString('utf8')));
+    const sink = createJsonLinesSink({ stream: out });
+    const forged = 'agent\u2028{"kind":"token.issued"}\u2029\r\n{"decision":"allow"}\u001b[2K\u0085\u009b2J\u202eevil';
+    await sink.write([event({ subject: forged, path: `/x/${forged}`, tool: forged }), event()]);
+    // Every line splitter (JavaScript's, Python's str.splitlines, editors and log shippers) sees two lines.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: line breaks are what this counts
+    assert.equal(text.split(/\r\n|[\n\r\u000b\u000c\u001c-\u001e\u0085\u2028\u2029]/).length, 3);
+    const lines = text.trimEnd().split('\n');
+    assert.equal(lines.length, 2);
+    assert.doesNotMatch(
+      text,
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this looks for
+      /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/,
+      'no raw control, separator or bidi override in the file: `tail -f` in a terminal shows it as it is',
+    );
+    const first = JSON.parse(lines[0] as string) as AuditEvent;
+    assert.equal(first.subject, forged, 'the value reads back as it was');
+  });
+});
+
+describe('JSON-lines sink: a file that could not be written', () => {
+  it('is opened again for the next batch once the cause is gone (no reload needed)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const parent = join(dir, 'logs');
+      writeFileSync(parent, '');
+      const file = join(parent, 'audit.jsonl');
+      const sink = createJsonLinesSink({ file });
+      await assert.rejects(sink.write([event({ time: 1 })]), { code: 'ENOTDIR' });
+      await assert.rejects(sink.write([event({ time: 2 })]), { code: 'ENOTDIR' }, 'still failing: the same cause');
+      // The operator fixes it (frees the disk, creates the directory).
+      rmSync(parent);
+      mkdirSync(parent);
+      await sink.write([event({ time: 3 })]);
+      await sink.close();
+      const times = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as AuditEvent).time);
+      assert.deepEqual(times, [3]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('a disk that is full fails the batch with ENOSPC, and the next batch is tried again', async () => {
+    const sink = createJsonLinesSink({ file: '/dev/full' });
+    await assert.rejects(sink.write([event()]), { code: 'ENOSPC' });
+    // Before: ERR_STREAM_DESTROYED for ever, whatever the disk did meanwhile.
+    await assert.rejects(sink.write([event()]), { code: 'ENOSPC' });
+    await sink.close();
+  });
+});
