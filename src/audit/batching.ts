@@ -32,6 +32,8 @@ export class BatchingAuditSink implements AuditSink {
   #queue: AuditEvent[] = [];
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
+  /** The last write failed: the next attempt waits for the timer, not for the next event. */
+  #failing = false;
   dropped = 0;
 
   constructor(target: AuditSink, options: BatchingSinkOptions) {
@@ -46,7 +48,10 @@ export class BatchingAuditSink implements AuditSink {
       return;
     }
     this.#queue.push(event);
-    if (this.#queue.length >= this.#o.maxBatch) void this.flush();
+    // A full batch is written at once, unless a write is under way (it writes the next one when it
+    // is done) or the store is failing: every request of an outage would otherwise start a write of
+    // its own, and log its failure.
+    if (this.#queue.length >= this.#o.maxBatch && this.#flushing === undefined && !this.#failing) void this.flush();
     else if (this.#timer === undefined) {
       this.#timer = setTimeout(() => void this.flush(), this.#o.flushIntervalMs);
       this.#timer.unref();
@@ -74,8 +79,12 @@ export class BatchingAuditSink implements AuditSink {
     const batch = this.#queue;
     this.#queue = [];
     this.#flushing = this.#target.write(batch).then(
-      () => undefined,
+      () => {
+        this.#failing = false;
+        if (this.#queue.length >= this.#o.maxBatch) void this.flush();
+      },
       (e: unknown) => {
+        this.#failing = true;
         // Keep the events for the next attempt, within the queue bound; what does not fit is dropped
         // and counted like any other overflow.
         const kept = batch.concat(this.#queue);

@@ -30,3 +30,55 @@ describe('batching audit sink: store down', () => {
     assert.equal(sink.depth + sink.dropped, 7, 'every event is either kept or counted');
   });
 });
+
+describe('batching audit sink: store refusing at once', () => {
+  it('retries on its timer, not once per event pushed (no store or log storm during an outage)', async () => {
+    let attempts = 0;
+    let errors = 0;
+    const sink = new BatchingAuditSink(
+      {
+        write: async () => {
+          attempts++;
+          throw new Error('store down');
+        },
+      },
+      { flushIntervalMs: 60_000, maxBatch: 10, maxQueue: 1000, onError: () => errors++ },
+    );
+    for (let i = 0; i < 10; i++) sink.push(event(i));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(attempts, 1, 'a full batch is written at once');
+    // Every request during the outage pushes an event: none of them may start a write of its own.
+    for (let i = 10; i < 500; i++) {
+      sink.push(event(i));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.equal(attempts, 1, 'the next attempt waits for the timer');
+    assert.equal(errors, 1);
+    assert.equal(sink.depth, 500, 'nothing lost while the queue has room');
+    await sink.flush();
+    assert.equal(attempts, 2, 'an explicit flush (shutdown) still tries');
+  });
+});
+
+describe('batching audit sink: busy store', () => {
+  it('a batch that fills while a write is under way is written as soon as that write is done', async () => {
+    const writes: number[] = [];
+    let release!: () => void;
+    const sink = new BatchingAuditSink(
+      {
+        write: (events) => {
+          writes.push(events.length);
+          return writes.length === 1 ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve();
+        },
+      },
+      { flushIntervalMs: 60_000, maxBatch: 10 },
+    );
+    for (let i = 0; i < 10; i++) sink.push(event(i));
+    for (let i = 10; i < 25; i++) sink.push(event(i));
+    assert.deepEqual(writes, [10]);
+    release();
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(writes, [10, 15], 'without waiting for the 60 s timer');
+    assert.equal(sink.depth, 0);
+  });
+});
