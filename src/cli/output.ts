@@ -16,9 +16,11 @@ export class CliError extends Error {
   }
 }
 
-// C0 and C1 controls, DEL, and the bidirectional overrides and isolates (which reorder what follows).
+// C0 and C1 controls, DEL, the line and paragraph separators (a line break to editors and many
+// readers the output is pasted into), and the bidirectional overrides and isolates (which reorder
+// what follows).
 // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this escapes
-const CONTROLS = /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g;
+const CONTROLS = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * One line of human output made safe to print: control characters written as escapes (`\n`,

@@ -35,3 +35,12 @@ describe('cli: the store is down', () => {
     }
   });
 });
+
+describe('cli: printable', () => {
+  it('escapes the line and paragraph separators (U+2028, U+2029) a caller put in an audit value, as it does \\n', async () => {
+    const { printable } = await import('../../src/cli/output.ts');
+    const forged = 'mallory\u20282026-01-01T00:00:00.000Z  token.revoked  allow:ok\u2029';
+    assert.equal(printable(forged), 'mallory\\u20282026-01-01T00:00:00.000Z  token.revoked  allow:ok\\u2029');
+    assert.equal(printable('a\nb\x1b[2K\x85\u202e'), 'a\\nb\\x1b[2K\\x85\\u202e');
+  });
+});
