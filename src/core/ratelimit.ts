@@ -23,6 +23,11 @@ export interface TokenBucketOptions {
   /** Buckets kept; the oldest are evicted (an evicted key starts full again). */
   readonly maxKeys: number;
   readonly clock: Clock;
+  /**
+   * The limiter this one replaces (a reload that changed the limit): its buckets are carried over
+   * as they stand now, at most `burst` each, so a changed limit is no fresh burst for everyone.
+   */
+  readonly from?: TokenBucketLimiter | undefined;
 }
 
 /**
@@ -43,6 +48,14 @@ export class TokenBucketLimiter {
     this.#rate = options.rate;
     this.#burst = options.burst;
     this.#clock = options.clock;
+    const from = options.from;
+    if (from !== undefined) {
+      const now = this.#clock();
+      for (const [key, b] of from.#buckets.entries()) {
+        const tokens = now > b.at ? Math.min(from.#burst, b.tokens + ((now - b.at) / 1000) * from.#rate) : b.tokens;
+        this.#buckets.set(key, { tokens: Math.min(this.#burst, tokens), at: Math.max(now, b.at) });
+      }
+    }
   }
 
   /** Take one token for `key`. Returns 0 when allowed, else the seconds to wait (≥ 1, rounded up). */

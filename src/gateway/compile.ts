@@ -9,6 +9,7 @@
  */
 import { createHash, type KeyObject } from 'node:crypto';
 import { type BlockList, isIP } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import type { Dispatcher } from 'undici';
 import { everything } from '../config/cross-check.ts';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
@@ -232,12 +233,13 @@ function urlHost(host: string): string | undefined {
 }
 
 /**
- * Compile `config` into a gateway state.
+ * Compile `config` into a gateway state; on a reload, `previous` is the state it replaces (whose
+ * routes' rate-limit buckets carry over).
  *
  * @throws {ConfigError} listing every problem (routes needing verifiers that are not configured,
  *   unknown scopes in rules, bad patterns, `exchange` without a token service…).
  */
-export function compileGateway(config: TesseraConfig, deps: CompileDeps): GatewayState {
+export function compileGateway(config: TesseraConfig, deps: CompileDeps, previous?: GatewayState): GatewayState {
   const { model: scopes } = compileScopes(config.scopes, 'scopes');
   // The schema ran gatewayChecks already; they run again for a configuration built without it.
   const issues: ConfigIssue[] = [
@@ -325,14 +327,23 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps): Gatewa
 
     let rateLimit: Pipeline['rateLimit'];
     if (r.rate_limit) {
+      // A reload keeps the route's buckets (matched by route id): unchanged, the same limiter; a
+      // changed limit takes them over as they stand, at most its burst each. A new limiter would
+      // give every caller a full bucket at each SIGHUP. Keyed otherwise, no bucket would match.
+      const before = previous?.routes.find((p) => p.id === r.id);
+      const held = before?.pipeline.rateLimit?.key === r.rate_limit.key ? before.pipeline.rateLimit.limiter : undefined;
       rateLimit = {
         key: r.rate_limit.key,
-        limiter: new TokenBucketLimiter({
-          rate: r.rate_limit.rate,
-          burst: r.rate_limit.burst ?? Math.max(1, Math.ceil(r.rate_limit.rate)),
-          maxKeys: r.rate_limit.max_keys,
-          clock: deps.clock,
-        }),
+        limiter:
+          held !== undefined && isDeepStrictEqual(before?.config.rate_limit, r.rate_limit)
+            ? held
+            : new TokenBucketLimiter({
+                rate: r.rate_limit.rate,
+                burst: r.rate_limit.burst ?? Math.max(1, Math.ceil(r.rate_limit.rate)),
+                maxKeys: r.rate_limit.max_keys,
+                clock: deps.clock,
+                from: held,
+              }),
       };
     }
 

@@ -1084,7 +1084,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   function reload(next: TesseraConfig): ReloadResult {
     let compiled: GatewayState;
     try {
-      compiled = compileGateway(next, compileDeps);
+      compiled = compileGateway(next, compileDeps, state);
     } catch (e) {
       pools.retain(state.poolKeys);
       metrics.reload(false);

@@ -2,7 +2,18 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { TokenBucketLimiter } from '../../src/core/ratelimit.ts';
 import { claims, makeKey, sign } from '../helpers/tokens.ts';
-import { AUDIENCE, baseConfig, ISSUER, key, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import {
+  AUDIENCE,
+  baseConfig,
+  ISSUER,
+  key,
+  parse,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
 
 describe('token bucket', () => {
   it('allows a burst, then refuses with the wait until the next token, then refills', () => {
@@ -96,5 +107,54 @@ describe('gateway: rate_limit.key ip', () => {
     assert.equal(await from('192.0.2.7'), 429);
     assert.equal(await from('::ffff:192.0.2.7'), 429);
     assert.equal(await from('192.0.2.8'), 200);
+  });
+});
+
+describe('gateway: rate limits across a reload', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  const config = (rateLimit: { rate: number; burst: number }, extra: Record<string, unknown> = {}) =>
+    parse({
+      ...baseConfig(),
+      gateway: {
+        routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}], rate_limit: { key: 'subject', ...rateLimit } }],
+        ...extra,
+      },
+    });
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          { id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}], rate_limit: { key: 'subject', rate: 0.01, burst: 2 } },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+  const call = (t: string) => fetch(`${gw.url}/x`, { headers: { authorization: `Bearer ${t}` } }).then((r) => r.status);
+
+  it('burst on reload: a caller who spent its bucket gets no fresh burst when an unrelated setting reloads', async () => {
+    const t = await token({ sub: 'spender' });
+    assert.deepEqual([await call(t), await call(t), await call(t)], [200, 200, 429]);
+    // SIGHUP from logrotate, a watched save of another section: the route's limit is unchanged.
+    assert.equal(gw.served.reload(config({ rate: 0.01, burst: 2 }, { strip_headers: ['x-other'] })).ok, true);
+    assert.equal(await call(t), 429, 'the bucket is as it was');
+  });
+
+  it('a changed limit carries the buckets over (clamped to the new burst): lowering or raising it is no fresh burst', async () => {
+    const spent = await token({ sub: 'spent' });
+    const saver = await token({ sub: 'saver' });
+    assert.deepEqual([await call(spent), await call(spent)], [200, 200]);
+    assert.equal(gw.served.reload(config({ rate: 0.01, burst: 5 })).ok, true);
+    assert.equal(await call(spent), 429, 'a raised burst is a larger bucket, not a refill');
+    assert.equal(await call(saver), 200, 'a new caller gets the new burst');
+    assert.equal(gw.served.reload(config({ rate: 0.01, burst: 2 })).ok, true);
+    assert.equal(await call(spent), 429);
+    assert.deepEqual([await call(saver), await call(saver), await call(saver)], [200, 200, 429], 'four tokens left, clamped to two');
   });
 });
