@@ -39,6 +39,13 @@ export interface ServeOptions {
   readonly before?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Runs after the gateway has drained, before `close()` resolves (closing the token service). */
   readonly onClose?: () => Promise<void>;
+  /**
+   * Runs before a reload applies anything (SIGHUP, file change or `reload(config)`), with the
+   * configuration to apply: builds what `onReload` will apply beside the gateway. A throw refuses
+   * the reload whole (a {@link ConfigError} with its problems), so the gateway and what runs beside
+   * it never go on under two configurations.
+   */
+  readonly prepare?: (config: TesseraConfig) => void;
   /** Runs after every reload the gateway accepted (SIGHUP, file change or `reload()`), with the new configuration. */
   readonly onReload?: (config: TesseraConfig) => void;
 }
@@ -217,11 +224,11 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   let closed: Promise<void> | undefined;
   // Any failure to read the configuration (a file that cannot be read, a bad secrets.env) refuses
   // the reload; it must never take the running process down.
-  const refuse = (e: unknown): ReloadResult => {
+  const refuse = (e: unknown, failed = 'cannot read the configuration'): ReloadResult => {
     const error =
       e instanceof ConfigError
         ? e
-        : new ConfigError([{ path: '(file)', message: `cannot read the configuration: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }]);
+        : new ConfigError([{ path: '(file)', message: `${failed}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }]);
     gateway.logger.error({ event: 'config_reload_refused', problems: error.issues.length }, error.message);
     return { ok: false, error };
   };
@@ -240,6 +247,11 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       } catch (e) {
         return refuse(e);
       }
+    }
+    try {
+      options.prepare?.(c);
+    } catch (e) {
+      return refuse(e, 'cannot prepare the configuration');
     }
     let result = gateway.reload(c);
     if (result.ok) {

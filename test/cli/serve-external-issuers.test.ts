@@ -9,8 +9,11 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import { parse as parseYaml } from 'yaml';
 import { initialize } from '../../src/cli/commands/init.ts';
 import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { parseConfig } from '../../src/config/parse.ts';
+import { configSchema } from '../../src/config/schema.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
@@ -116,5 +119,26 @@ describe('tessera serve: the external issuers of token exchange', () => {
     } finally {
       writeFileSync(file, saved);
     }
+  });
+
+  it('attack: a configuration given to reload() (not read from the file) whose key file is missing is refused whole too', async () => {
+    const port = Number(new URL(base).port);
+    const other =
+      '  - { issuer: https://other-idp.test, audiences: [https://api.test], algorithms: [ES256], jwks: { file: missing.json } }';
+    const added = `
+    - id: added
+      match: { path_prefix: /added }
+      upstream: { url: ${upstream.url} }
+      auth: none`;
+    // Valid as a configuration: only building the token service's verifier reads the key file.
+    const next = parseConfig(configSchema, parseYaml(config(port, other, added)));
+    const result = running.gateway?.reload(next);
+    assert.equal(result?.ok, false);
+    assert.deepEqual(result?.ok === false ? result.error.issues.map((i) => i.path) : [], ['issuers[0].jwks.file']);
+    assert.deepEqual(
+      running.gateway?.gateway.state.routes.map((r) => r.id),
+      ['open'],
+    );
+    assert.equal(await exchange(), 200, 'the IdP the refused configuration removed is still trusted, as the gateway still trusts it');
   });
 });

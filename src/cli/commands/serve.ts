@@ -217,23 +217,24 @@ async function withGateway(
   const file = configPath(options.config);
   const exchangeClient = config.gateway?.exchange_client;
   // Token exchange trusts the same other issuers as the gateway: removing one from `issuers` must
-  // stop both. Their verifier is built as the file is read, so a reload the token service cannot
-  // apply (a key file missing) is refused whole rather than applied to the gateway alone.
+  // stop both. Their verifier is built before anything of a reload applies (read from the file or
+  // given to `reload(config)`), so one the token service cannot use (a key file missing) is refused
+  // whole rather than applied to the gateway alone.
   const external = (c: TesseraConfig) => externalIssuers(c, service.revocations, { baseDir: dirname(file) });
-  let loaded: { config: TesseraConfig; external: ReturnType<typeof externalIssuers> } | undefined;
+  let prepared: { config: TesseraConfig; external: ReturnType<typeof externalIssuers> } | undefined;
   const served = await serveGateway(
     {
       config,
       configFile: file,
       // Reloads read the file (and secrets.env) again and resolve data_dir the way every command does.
-      load: () => {
-        const next = loadConfig(options.config, { check: serveChecks }).config;
-        loaded = { config: next, external: external(next) };
-        return next;
+      load: () => loadConfig(options.config, { check: serveChecks }).config,
+      prepare: (next) => {
+        prepared = { config: next, external: external(next) };
       },
       onReload: (next) => {
-        const issuers = loaded?.config === next ? loaded.external : external(next);
-        loaded = undefined;
+        // prepare ran on this configuration just before (the reload is synchronous).
+        const issuers = prepared?.config === next ? prepared.external : external(next);
+        prepared = undefined;
         service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
