@@ -6,6 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { z } from 'zod';
+import { formatDuration } from '../src/config/duration.ts';
 import { MAX_CONFIG_BYTES, MAX_EXPANDED_BYTES } from '../src/config/load.ts';
 import { configSchema } from '../src/config/schema.ts';
 import { verifierFields } from '../src/config/verifier-schema.ts';
@@ -55,7 +56,7 @@ function discriminated(s: JsonSchema): { value: string; branch: JsonSchema }[] |
 }
 
 function typeOf(s: JsonSchema): string {
-  if (s.format === 'duration') return 'duration';
+  if (s.format === 'duration') return s.maximum !== undefined ? `duration ≤ ${formatDuration(s.maximum)}` : 'duration';
   if (discriminated(s)) return 'object';
   if (s.anyOf) {
     const parts = s.anyOf.filter((b) => b.type !== 'null').map(typeOf);
@@ -154,6 +155,8 @@ shape (${Object.keys(verifierFields)
   \`<data_dir>/secrets.env\` (\`NAME=value\` lines, read by the \`tessera\` commands); one set in neither,
   without a default, is an error. A \`\${VAR:default}\` is written in the file: keep secrets out of defaults.
 - A **duration** is a number of seconds or a string with a unit: \`500ms\`, \`30s\`, \`10m\`, \`24h\`, \`7d\`.
+  Each has a maximum (\`duration ≤ 24d\` below): a longer one is refused with the allowed range, so
+  that no expiry computed from it and no timer it runs can overflow.
 - A value of the wrong type says what to write instead: \`server.port: expected a number (write
   port: 8080, without quotes), got a string\`, \`gateway.routes: expected a list (write each route as
   an item starting with "- "), got a mapping\`.

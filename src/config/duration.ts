@@ -1,5 +1,17 @@
 /** Durations in configuration: a number of seconds, or a string such as `30s`, `10m`, `24h`, `7d`. */
 
+/** A day, in seconds. */
+export const DAY = 86_400;
+/** The longest lifetime of what is issued or remembered (a refresh token, a grant, a consent): 366 days. */
+export const YEAR = 366 * DAY;
+/** The longest retention or key rotation period: ten years (of 366 days). */
+export const DECADE = 10 * YEAR;
+/**
+ * The longest duration that runs a timer: Node fires a timer of more than 2^31-1 ms (24.8 days)
+ * after 1 ms instead, which would turn "drain for a month" into "cut at once".
+ */
+export const TIMER_MAX = 24 * DAY;
+
 const UNIT: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
 

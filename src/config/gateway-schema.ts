@@ -12,6 +12,7 @@
 import { z } from 'zod';
 import { quoted } from '../core/errors.ts';
 import { always, trusted } from './cross-check.ts';
+import { DAY, TIMER_MAX } from './duration.ts';
 import { duration, ruleSchema } from './verifier-schema.ts';
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?$/i;
@@ -75,12 +76,6 @@ const upstreamUrl = z
   })
   .meta({ description: 'Upstream base URL; its path is prefixed to the forwarded path.' });
 
-/**
- * The longest duration that runs a timer: Node fires a timer of more than 2^31-1 ms (24.8 days)
- * after 1 ms instead, which would turn "drain for a month" into "cut at once".
- */
-const TIMER_MAX = 24 * 86_400;
-
 const timeoutsSchema = z.strictObject({
   connect: duration('Time to open a connection to the upstream (504 after).', TIMER_MAX).optional(),
   header: duration('Time from sending the request to the upstream response headers (504 after).', TIMER_MAX).optional(),
@@ -117,8 +112,8 @@ export const credentialSchema = z
           .array(z.string().min(1))
           .optional()
           .meta({ description: "Scopes minted tokens may carry (∩ the caller's); default: the matched rule's scopes." }),
-        max_ttl: duration('Longest lifetime of a minted token (never beyond the caller token).').prefault('5m'),
-        refresh_before: duration('Mint a new token when the cached one has less than this left.').prefault('30s'),
+        max_ttl: duration('Longest lifetime of a minted token (never beyond the caller token).', DAY).prefault('5m'),
+        refresh_before: duration('Mint a new token when the cached one has less than this left.', DAY).prefault('30s'),
         cache_size: z.number().int().min(0).default(10_000).meta({ description: 'Minted tokens cached (per caller token and rule).' }),
       }),
       z.strictObject({
@@ -138,7 +133,7 @@ export const a2aSchema = z
       .optional()
       .meta({ description: 'The agent card; when omitted it is fetched from the upstream at `card_path`.' }),
     card_path: z.string().startsWith('/').default('/.well-known/agent-card.json').meta({ description: 'Upstream path of the agent card.' }),
-    cache_ttl: duration('How long a fetched card is served before it is fetched again.').prefault('60s'),
+    cache_ttl: duration('How long a fetched card is served before it is fetched again.', 30 * DAY).prefault('60s'),
     url: z.string().url().optional().meta({
       description:
         "Public URL of the agent's endpoint, written into the card's `url` and its interfaces at or under the upstream's card URL (interfaces elsewhere are dropped). Unset: the upstream's own.",
@@ -488,6 +483,7 @@ export const gatewaySchema = z
         metrics_path: z.string().startsWith('/').default('/metrics'),
         jwks_max_stale: duration(
           'How long a remote JWKS may stay past its TTL (refreshes failing) before /readyz reports not ready; the last good keys are used meanwhile.',
+          30 * DAY,
         ).prefault('1h'),
         metrics_allowed_peers: z
           .array(z.string().min(1))

@@ -66,6 +66,9 @@ const NOUNS: Readonly<Record<string, string>> = {
   record: 'a mapping',
   map: 'a mapping',
   null: 'nothing',
+  nan: '.nan (not a number)',
+  infinity: '.inf (infinity)',
+  '-infinity': '-.inf (infinity)',
 };
 const noun = (kind: string) => NOUNS[kind] ?? kind;
 
@@ -73,6 +76,8 @@ const noun = (kind: string) => NOUNS[kind] ?? kind;
 function kindOf(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'array';
+  // YAML's .nan and .inf are numbers to JavaScript, but none a setting takes.
+  if (typeof value === 'number' && !Number.isFinite(value)) return Number.isNaN(value) ? 'nan' : value > 0 ? 'infinity' : '-infinity';
   return typeof value;
 }
 
@@ -133,9 +138,15 @@ function typeMismatch(expected: string, received: string, path: readonly Propert
 
 /**
  * Turn zod issues into path-precise configuration issues. `input` is the value that was parsed (to
- * say what was found where a type does not match).
+ * say what was found where a type does not match); `source`, the file it was read from.
  */
-export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIssue[], prefix = '', input?: unknown): ConfigIssue[] {
+export function toConfigIssues(
+  schema: z.ZodType,
+  issues: readonly z.core.$ZodIssue[],
+  prefix = '',
+  input?: unknown,
+  source?: string,
+): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   for (const issue of issues) {
     // Checks across sections report paths written out already (see addConfigIssues).
@@ -160,9 +171,21 @@ export function toConfigIssues(schema: z.ZodType, issues: readonly z.core.$ZodIs
       // Report the branch that got furthest (fewest issues) rather than every alternative.
       const best = [...issue.errors].sort((a, b) => a.length - b.length)[0] as z.core.$ZodIssue[];
       const nested = best.map((e) => ({ ...e, path: [...issue.path, ...e.path] }));
-      out.push(...toConfigIssues(schema, nested, prefix, input));
+      out.push(...toConfigIssues(schema, nested, prefix, input, source));
     } else if (issue.code === 'invalid_type' && issue.message.includes('received undefined')) {
       out.push({ path: at, message: `required; expected ${noun(issue.expected)}` });
+    } else if (issue.code === 'invalid_type' && at === '' && issue.expected === 'object') {
+      // The whole file (or set of options) is no mapping: a list or a scalar at the top level.
+      const keys = `${knownKeys(schema, [])
+        .slice(0, 3)
+        .map((k) => `${k}:`)
+        .join(', ')} …`;
+      const got = noun(kindOf(input));
+      out.push(
+        source !== undefined
+          ? { path: '(file)', message: `the file must be a mapping of settings (${keys}, each at the start of a line), got ${got}` }
+          : { path: '', message: `expected a mapping of settings (${keys}), got ${got}` },
+      );
     } else if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input')) {
       // zod's own wording (a schema's message of its own, which says more, is kept as written).
       const value = valueAt(input, issue.path);
@@ -265,7 +288,9 @@ export function parseConfig<S extends z.ZodType>(
   if (!result.success) {
     // A variable that is not set is reported once: the empty value it left is no second problem.
     const unset = new Set(issues.map((i) => i.path));
-    const schemaIssues = toConfigIssues(schema, result.error.issues, options.prefix, substituted).filter((i) => !unset.has(i.path));
+    const schemaIssues = toConfigIssues(schema, result.error.issues, options.prefix, substituted, options.source).filter(
+      (i) => !unset.has(i.path),
+    );
     issues.push(...hideEnvValues(schemaIssues, substitutions));
   }
   if (issues.length > 0) throw new ConfigError(issues, options.source);

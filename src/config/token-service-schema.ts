@@ -10,6 +10,7 @@ import { type ConfigIssue, quoted } from '../core/errors.ts';
 import { isWildcard } from '../core/scopes.ts';
 import { peerList } from '../gateway/peers.ts';
 import { always, type Trusted, trusted } from './cross-check.ts';
+import { DAY, DECADE, YEAR } from './duration.ts';
 import { duration, secureUrl } from './verifier-schema.ts';
 
 /** Algorithms `tessera init` and `tessera keys rotate` can generate signing keys for. */
@@ -30,10 +31,14 @@ const keysSchema = z
       .meta({ description: 'Algorithm of newly generated signing keys: ES256 (default), EdDSA (Ed25519) or RS256 (3072-bit).' }),
     publish_ahead: duration(
       'How long a new key is published in the JWKS before it signs, so every verifier has fetched it first. At least `jwks_max_age`.',
+      30 * DAY,
     ).prefault('1h'),
-    jwks_max_age: duration('`Cache-Control: max-age` of the JWKS response: how long verifiers may cache the key set.').prefault('10m'),
+    jwks_max_age: duration('`Cache-Control: max-age` of the JWKS response: how long verifiers may cache the key set.', 30 * DAY).prefault(
+      '10m',
+    ),
     rotation_interval: duration(
       'When set, a running server pre-publishes a new key once the active key is this old (otherwise rotate with `tessera keys rotate`).',
+      DECADE,
     ).optional(),
   })
   .prefault({})
@@ -133,10 +138,12 @@ const authorizationSchema = z
     ).prefault('60s'),
     grant_ttl: duration(
       "How long a person's approval lasts: refresh tokens rotate within it and never outlive it; after it the person is asked again.",
+      YEAR,
     ).prefault('30d'),
     consent_ttl: duration('How long a consent page may be answered (its anti-CSRF token expires then).', 3600).prefault('10m'),
     remember_consent: duration(
       "How long a person's approval on the consent page is remembered: until then, a request by the same person for the same client, redirect URI and no more scopes or resources is approved without the page (`prompt=consent` still shows it, a public client on a loopback redirect URI always gets it, RFC 8252 §8.6, and so does a dynamically registered client unless `remember_consent_dynamic_clients`). 0 (the default) remembers nothing: the page every time.",
+      YEAR,
     ).prefault('0s'),
     remember_consent_dynamic_clients: z.boolean().default(false).meta({
       description:
@@ -246,11 +253,14 @@ export const tokenServiceSchema = z
         message: 'an issuer identifier has no query or fragment (RFC 8414 §2)',
       })
       .optional(),
-    access_token_ttl: duration('Default access-token lifetime (clients may have their own, up to `max_access_token_ttl`).').prefault('10m'),
-    max_access_token_ttl: duration('Longest access-token lifetime any client may be given.', 86_400).prefault('1h'),
-    refresh_token_ttl: duration('Refresh-token lifetime, renewed at each rotation; a refresh token never outlives its grant.').prefault(
-      '24h',
+    access_token_ttl: duration('Default access-token lifetime (clients may have their own, up to `max_access_token_ttl`).', DAY).prefault(
+      '10m',
     ),
+    max_access_token_ttl: duration('Longest access-token lifetime any client may be given.', DAY).prefault('1h'),
+    refresh_token_ttl: duration(
+      'Refresh-token lifetime, renewed at each rotation; a refresh token never outlives its grant.',
+      YEAR,
+    ).prefault('24h'),
     refresh_reuse_grace: duration(
       'A rotated refresh token presented again within this time is refused without revoking its family (for clients that retry). 0 treats every reuse as theft.',
       60,
@@ -301,11 +311,13 @@ export const tokenServiceSchema = z
       60,
     ).prefault('1s'),
     audit_flush_interval: duration('Longest time an audit event waits in memory before it is written to the store.', 10).prefault('200ms'),
-    grant_retention: duration('How long expired grants are kept (for `tessera grants tree` and audit) before they are pruned.').prefault(
-      '30d',
-    ),
+    grant_retention: duration(
+      'How long expired grants are kept (for `tessera grants tree` and audit) before they are pruned.',
+      DECADE,
+    ).prefault('30d'),
     audit_retention: duration(
       'How long audit events are kept in the store (what `tessera audit` and `tessera trace` read) before they are pruned; `0` keeps them for ever. At least 1h when set.',
+      DECADE,
     ).prefault(0),
   })
   .superRefine((v, ctx) => {

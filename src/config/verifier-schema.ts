@@ -12,10 +12,13 @@ import { compilePolicy } from '../core/policy.ts';
 import { compileScopes, type ScopeModel } from '../core/scopes.ts';
 import { loadLocalJwks } from '../jwks/local.ts';
 import { addConfigIssues, always, type Trusted, trusted } from './cross-check.ts';
-import { parseDuration } from './duration.ts';
+import { DAY, formatDuration, parseDuration, YEAR } from './duration.ts';
 
-/** A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds. */
-export const duration = (description: string, max?: number) =>
+/**
+ * A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds, at most `max`
+ * (every duration has one: a value past it would overflow the expiry computed from it, or a timer).
+ */
+export const duration = (description: string, max: number) =>
   z
     .union([z.number(), z.string()])
     .transform((v, ctx) => {
@@ -24,13 +27,13 @@ export const duration = (description: string, max?: number) =>
         ctx.addIssue({ code: 'custom', message: `${quoted(v)} is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)` });
         return z.NEVER;
       }
-      if (max !== undefined && s > max) {
-        ctx.addIssue({ code: 'custom', message: `${v} is more than the maximum of ${max} seconds` });
+      if (s > max) {
+        ctx.addIssue({ code: 'custom', message: `${v} is longer than allowed here: write a duration from 0 to ${formatDuration(max)}` });
         return z.NEVER;
       }
       return s;
     })
-    .meta({ description, format: 'duration' });
+    .meta({ description, format: 'duration', maximum: max });
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -89,11 +92,11 @@ export const issuerSchema = z
     jwks_uri: secureUrl('Remote JWKS URL (cached, refreshed per Cache-Control).').optional(),
     jwks_cache: z
       .strictObject({
-        min_ttl: duration('Shortest time a fetched key set is used before a background refresh.').prefault('1m'),
-        max_ttl: duration('Longest time a fetched key set is used before a background refresh.').prefault('24h'),
-        default_ttl: duration('Time used when the response has no Cache-Control max-age.').prefault('10m'),
-        miss_cooldown: duration('After a fetch, unknown `kid`s wait this long before another fetch.').prefault('30s'),
-        timeout: duration('Fetch timeout.').prefault('5s'),
+        min_ttl: duration('Shortest time a fetched key set is used before a background refresh.', 30 * DAY).prefault('1m'),
+        max_ttl: duration('Longest time a fetched key set is used before a background refresh.', 30 * DAY).prefault('24h'),
+        default_ttl: duration('Time used when the response has no Cache-Control max-age.', 30 * DAY).prefault('10m'),
+        miss_cooldown: duration('After a fetch, unknown `kid`s wait this long before another fetch.', DAY).prefault('30s'),
+        timeout: duration('Fetch timeout.', 600).prefault('5s'),
       })
       .prefault({})
       .meta({ description: 'Remote JWKS caching.' }),
@@ -111,7 +114,7 @@ export const issuerSchema = z
         'Claims that must be present in addition to `iss`, `aud` and `exp` (always required). Where revocations apply (`tessera serve`, token exchange at the token service) `iat` is required whatever this says: without it a token signed before a subject revocation cannot be told from one signed after.',
     }),
     clock_skew: duration('Tolerated clock difference for `exp`, `nbf` and `iat` (at most 60s).', 60).prefault('30s'),
-    max_lifetime: duration('Longest accepted token lifetime (`exp` − `iat`).').prefault('24h'),
+    max_lifetime: duration('Longest accepted token lifetime (`exp` − `iat`).', YEAR).prefault('24h'),
     delegation_claim: z.string().min(1).default('grant_id').meta({ description: 'Claim carrying the delegation (grant) id.' }),
   })
   .superRefine((v, ctx) => {
@@ -152,8 +155,9 @@ export const introspectionSchema = z
     audiences: z.array(z.string().min(1)).optional().meta({ description: 'When set, the response `aud` must contain one of these.' }),
     cache_max_ttl: duration(
       'Longest time an active result is cached (never past the token `exp`); an inactive one is not cached. Concurrent requests with one token not in the cache share one call to the endpoint. At the gateway, exchanges in flight on an introspected token (WebSockets, streams) are introspected again this often (never more often than once a second), through the cache: one no longer active is closed (`token_inactive`), one still active whose scope no longer grants what its route rule requires is closed (`token_scope_narrowed`), one whose answer no longer satisfies a claim condition of that rule (`policy_condition_failed`) or no longer names the route audience (`token_audience_invalid`) likewise, and one whose endpoint gives no answer at two rechecks in a row is closed (`introspection_unavailable`).',
+      DAY,
     ).prefault('60s'),
-    timeout: duration('Request timeout.').prefault('5s'),
+    timeout: duration('Request timeout.', 600).prefault('5s'),
     clock_skew: duration(
       'Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused.',
       60,
@@ -235,6 +239,7 @@ export const dpopSchema = z
       }),
     iat_window: duration(
       "How old a proof may be. A proof is accepted while its `iat` is at most `iat_window` plus the largest `clock_skew` of `issuers` in the past (90 s with the defaults: 60 s + 30 s) and at most that clock skew in the future, its `jti` remembered until then; at the gateway a token checked by introspection gets no issuer's clock skew (`iat_window` in the past, none in the future).",
+      3600,
     ).prefault('60s'),
     nonce: z.boolean().default(false).meta({
       description:

@@ -28,7 +28,7 @@ describe('docs/configuration.md', () => {
   });
 
   it('documents defaults and durations from the schema', () => {
-    assert.ok(rendered.includes('| `issuers[].jwks_cache.miss_cooldown` | duration | `"30s"` |'));
+    assert.ok(rendered.includes('| `issuers[].jwks_cache.miss_cooldown` | duration ≤ 1d | `"30s"` |'));
     assert.ok(rendered.includes('| `max_token_size` | integer 256–65536 | `8192` |'));
     assert.ok(rendered.includes('| `issuers[].audiences` | list of string (at least 1), **required** |'));
   });
@@ -37,7 +37,10 @@ describe('docs/configuration.md', () => {
     // credential was one row typed "any": none of static's or exchange's keys were in the reference.
     assert.doesNotMatch(rendered, /\| any \|/);
     assert.ok(rendered.includes('| `gateway.routes[].upstream.credential.type` | one of `none`, `static`, `exchange`, `passthrough`'));
-    assert.match(rendered, /\| `gateway\.routes\[\]\.upstream\.credential\.refresh_before` \| duration \| `"30s"` \| \(`type: exchange`\)/);
+    assert.match(
+      rendered,
+      /\| `gateway\.routes\[\]\.upstream\.credential\.refresh_before` \| duration ≤ 1d \| `"30s"` \| \(`type: exchange`\)/,
+    );
     // A default of a transformed (lower-cased) value was left out: the identity header names were blank.
     assert.ok(rendered.includes('| `gateway.identity_headers.subject` | string | `"x-tessera-subject"` |'));
     assert.ok(rendered.includes('| `gateway.forward_auth.shared_secret.header` | string | `"x-tessera-forward-auth"` |'));

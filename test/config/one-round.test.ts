@@ -97,7 +97,7 @@ describe('config: a schema error and an error across sections in one round', () 
       }),
     );
     assert.deepEqual(issues, [
-      { path: 'issuers[0].clock_skew', message: '2m is more than the maximum of 60 seconds' },
+      { path: 'issuers[0].clock_skew', message: '2m is longer than allowed here: write a duration from 0 to 1m' },
       { path: 'scopes.api:admin.implies[0]', message: 'unknown scope "api:root"; define it under scopes' },
       { path: 'rules[0].scopes[0]', message: 'unknown scope "api:write"; define it under scopes' },
       { path: 'rules[1].path', message: 'a path pattern starts with "/" (got "admin")' },

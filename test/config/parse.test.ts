@@ -41,7 +41,7 @@ describe('config: every problem with its exact path, all at once', () => {
         message: 'list at least one audience; accepting tokens for any audience lets a token for one API be replayed at another',
       },
       { path: 'issuers[0].jwks_uri', message: 'must use https (plain http is accepted only on localhost, 127.0.0.1 and [::1])' },
-      { path: 'issuers[0].clock_skew', message: '2m is more than the maximum of 60 seconds' },
+      { path: 'issuers[0].clock_skew', message: '2m is longer than allowed here: write a duration from 0 to 1m' },
       { path: 'issuers[0].audience', message: 'unknown key "audience"; did you mean "audiences"?' },
       {
         path: 'issuers[1].algorithms[0]',
