@@ -28,7 +28,7 @@ import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
 import { type McpAdvertisement, metadataPathOf } from './mcp/metadata.ts';
 import { sessionKeyFromSecret } from './mcp/sessions.ts';
-import { peerList } from './peers.ts';
+import { catchAllWarnings, peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
 import { type AuthenticationStage, authenticationStage, createAuthenticator, type VerifiersByKind } from './pipeline/authn/registry.ts';
 import { allowAuthorizer } from './pipeline/authz/authorizer-allow.ts';
@@ -400,6 +400,30 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
   const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', found);
   const trustedProxies = peerList(gateway.trust_proxy, 'gateway.trust_proxy', found);
   const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', found);
+  // Accepted (a deliberate choice somewhere), but said at every start and reload: a catch-all is
+  // more often a placeholder than a decision.
+  warnings.push(
+    ...catchAllWarnings(
+      gateway.trust_proxy,
+      'gateway.trust_proxy',
+      "every caller is trusted as a proxy, so anyone's X-Forwarded-For, X-Forwarded-Host/-Proto and Forwarded are believed (the client address that keys rate limits and is checked against metrics_allowed_peers, the public URL DPoP proofs name); list the addresses of the proxies in front instead",
+    ),
+  );
+  if (gateway.forward_auth.enabled)
+    warnings.push(
+      ...catchAllWarnings(
+        gateway.forward_auth.allowed_peers,
+        'gateway.forward_auth.allowed_peers',
+        'anyone may call the forward-auth endpoint, whose answers carry the upstream credential; list the addresses of the proxy that calls it',
+      ),
+    );
+  warnings.push(
+    ...catchAllWarnings(
+      gateway.operations.metrics_allowed_peers,
+      'gateway.operations.metrics_allowed_peers',
+      'anyone may read the metrics (route ids, request and refusal counts); list the addresses of the scrapers',
+    ),
+  );
 
   for (const i of found) if (!issues.some((j) => j.path === i.path && j.message === i.message)) issues.push(i);
   if (issues.length > 0) throw new ConfigError(issues);

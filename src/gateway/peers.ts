@@ -31,6 +31,21 @@ export function peerList(entries: readonly string[], at: string, issues: ConfigI
   return list;
 }
 
+/**
+ * The entries of a peer list that admit every address of their family (`0.0.0.0/0`, `::/0`, any
+ * address with a /0 prefix), each as a warning naming its path and what `means` for the list.
+ */
+export function catchAllWarnings(entries: readonly string[], at: string, means: string): string[] {
+  const out: string[] = [];
+  for (const [i, entry] of entries.entries()) {
+    const [addr = '', bits, extra] = entry.split('/');
+    const family = isIP(addr);
+    if (family === 0 || extra !== undefined || bits === undefined || Number(bits) !== 0 || bits.trim() === '') continue;
+    out.push(`${at}[${i}] "${entry}" is every IPv${family} address: ${means}`);
+  }
+  return out;
+}
+
 /** True when `address` (as Node reports it) is in the allowlist. */
 export function peerAllowed(list: BlockList, address: string | undefined): boolean {
   if (address === undefined) return false;

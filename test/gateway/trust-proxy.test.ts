@@ -164,4 +164,27 @@ describe('gateway: trust_proxy configuration', () => {
     const [i] = issues({ ...baseConfig(), gateway: { trust_proxy: ['10.0.0.0/8', 'proxy.local'], routes } });
     assert.equal(i?.path, 'gateway.trust_proxy[1]');
   });
+
+  const warnings = (gateway: Record<string, unknown>) =>
+    createGateway(parse({ ...baseConfig(), gateway: { routes, ...gateway } } as never), { logger: silent }).state.warnings;
+
+  it('spoofed client address: a catch-all in trust_proxy (0.0.0.0/0, ::/0) is accepted with a warning naming its path', () => {
+    const found = warnings({ trust_proxy: ['10.0.0.0/8', '0.0.0.0/0', '::/0'] });
+    assert.equal(found.length, 2);
+    assert.match(found[0] ?? '', /^gateway\.trust_proxy\[1\] "0\.0\.0\.0\/0" is every IPv4 address: .*X-Forwarded-For/);
+    assert.match(found[1] ?? '', /^gateway\.trust_proxy\[2\] "::\/0" is every IPv6 address: /);
+  });
+
+  it('warns of a catch-all in the other peer lists: forward-auth callers (when enabled) and metrics scrapers', () => {
+    const found = warnings({
+      forward_auth: { enabled: true, flavor: 'nginx', allowed_peers: ['::/0'] },
+      operations: { metrics_allowed_peers: ['0.0.0.0/0'] },
+    });
+    assert.deepEqual(
+      found.map((w) => w.split(' ')[0]),
+      ['gateway.forward_auth.allowed_peers[0]', 'gateway.operations.metrics_allowed_peers[0]'],
+    );
+    assert.deepEqual(warnings({ forward_auth: { allowed_peers: ['0.0.0.0/0'] } }), [], 'forward-auth off: nobody calls it');
+    assert.deepEqual(warnings({ trust_proxy: ['10.0.0.0/8', '::1'] }), [], 'no warning for proxies listed by address');
+  });
 });
