@@ -321,3 +321,59 @@ describe('nginx example: idle upstream connections are closed by nginx first', {
     assert.doesNotMatch(nginx?.output() ?? '', /prematurely closed|reset by peer/);
   });
 });
+
+/**
+ * nginx forwarding its decoded `$uri` (`proxy_pass http://app$uri$is_args$args;`, a common way to
+ * pass a rewritten path) decodes the path once more than the check's `$request_uri` says: the app
+ * decodes what nginx sent, a second decode of what Tessera decided on.
+ */
+describe('nginx forwarding $uri: a double-encoded path is refused, not decided as another path than the app reads', { skip }, () => {
+  let app: Upstream;
+  let gw: TestGateway;
+  let nginx: Listening | undefined;
+  let dir: string;
+  let base: string;
+  before(async () => {
+    app = await startUpstream();
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      c.scopes = { 'api:read': {}, 'api:write': { implies: ['api:read'] }, admin: {} };
+      const route = c.gateway.routes[0] as { rules: unknown[] };
+      route.rules = [{ path: '/admin/**', scopes: ['admin'] }, ...route.rules];
+    });
+    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-uri-'));
+    const port = await freePort();
+    nginx = await startNginx(
+      dir,
+      nginxConf(gw, app, port, (c) => c.replace('proxy_pass http://app;', 'proxy_pass http://app$uri$is_args$args;')),
+      port,
+    );
+    base = `http://127.0.0.1:${port}`;
+  });
+  after(async () => {
+    await nginx?.stop();
+    await gw?.close();
+    await app?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('rule bypass: /%2561dmin/x (nginx sends /%61dmin/x, the app reads /admin/x) is refused, never allowed under the rule for /**', async () => {
+    const t = await token({ scope: 'api:read' });
+    const plain = await fetch(`${base}/admin/x`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(plain.status, 403, 'the admin rule holds for the plain spelling');
+    const n = app.seen.length;
+    for (const target of ['/%2561dmin/x', '/%2541dmin/x']) {
+      const head = await rawHttp(base, `GET ${target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`);
+      assert.match(head, /^HTTP\/1\.1 401/, `${target}: ${head}`);
+    }
+    assert.deepEqual(
+      app.seen.slice(n).map((s) => s.url),
+      [],
+    );
+    await gw.served.gateway.audit.flush();
+    assert.equal(gw.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1)?.reason, 'request_path_invalid');
+    const ok = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(ok.status, 200, nginx?.output());
+    assert.equal(app.seen.at(-1)?.url, '/items/1');
+  });
+});

@@ -15,7 +15,9 @@
  *   (`Washington,_D.C.`, `example.com.`), see docs/gateway.md;
  * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
  * - empty segments (`//`), which some routers merge and others do not;
- * - double-encoded traversal (`%252e`) that a second decode would turn into the above;
+ * - double-encoded traversal (`%252e`) that a second decode would turn into the above, and any
+ *   other double-encoded printable ASCII character (`%2561dmin`, which a second decode, or nginx's
+ *   `proxy_pass http://app$uri`, turns into `admin`, a path the rules never matched);
  * - percent-encoded bytes that are not well-formed UTF-8: overlong forms (`%c0%ae`, `%c0%af`),
  *   which lenient decoders read as `.` and `/`, surrogates, stray or truncated sequences;
  * - malformed percent-encoding, control characters, non-ASCII bytes, fragments.
@@ -163,14 +165,17 @@ export function normalizePath(raw: string): string | undefined {
       i += 2;
     }
     // `%25` followed by an escape of a character refused above would decode into it on a second
-    // pass (`%252e%252e`, `%252f`). Checked on the normalized path, which is what is forwarded:
-    // `%25%32%65` decodes its digits here and becomes `%252e` too.
+    // pass (`%252e%252e`, `%252f`), and one of any other printable ASCII character into a spelling
+    // the rules never matched (`%2561dmin` is `admin` to an upstream that decodes twice, or behind
+    // nginx's `proxy_pass http://app$uri`, which forwards the path decoded once). Checked on the
+    // normalized path, which is what is forwarded: `%25%32%65` decodes its digits here and becomes
+    // `%252e` too. A double-encoded space is refused only at a segment's ends (`edgeSpace`).
     for (let k = buf.indexOf('%25'); k >= 0; k = buf.indexOf('%25', k + 3)) {
       const h2 = hexValue(buf.charCodeAt(k + 3));
       const l2 = hexValue(buf.charCodeAt(k + 4));
       if (h2 >= 0 && l2 >= 0) {
         const b2 = h2 * 16 + l2;
-        if (b2 === 0x2e || b2 === 0x2f || b2 === 0x5c || b2 < 0x20 || b2 === 0x7f || b2 === 0x25 || b2 === 0x3b) return undefined;
+        if (b2 < 0x20 || (b2 > 0x20 && b2 <= 0x7f)) return undefined;
       }
     }
     // Lenient UTF-8 decoders (old IIS, Tomcat, some Java and PHP stacks) read an overlong

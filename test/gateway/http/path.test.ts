@@ -44,6 +44,13 @@ describe('path normalization: refused targets', () => {
     'double-encoded dot, its digits encoded too (normalizes to %252e)': '/api/x/%25%32%65%25%32%65/admin',
     'double-encoded slash, half-encoded digits (normalizes to %252f)': '/api/a%25%32fb',
     'double-encoded backslash, encoded digits (normalizes to %255c)': '/api/a%25%35%63b',
+    // An upstream that decodes twice (or nginx forwarding $uri: proxy_pass http://app$uri) reads
+    // `admin` where the rules matched `%61dmin` (single-decoders, routes and rules alike).
+    'double-encoded letter (a second decode reads admin)': '/api/%2561dmin/x',
+    'double-encoded letter, upper-case escape': '/api/%2541dmin/x',
+    'double-encoded letter, its digits encoded too (normalizes to %2561)': '/api/%25%36%31dmin/x',
+    'double-encoded colon (a rule may name /v1/models:delete)': '/v1/models%253Adelete',
+    'double-encoded at sign': '/users/%2540me',
     'semicolon path parameter': '/admin;jsessionid=x/secret',
     'encoded semicolon': '/admin%3bx/secret',
     'empty segment': '/api//admin',
