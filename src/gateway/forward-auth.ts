@@ -14,7 +14,7 @@
  *   the original path, and the original Host.
  *
  * A header the flavor needs that is missing or sent more than once makes the check invalid, as
- * does a proto other than `http` or `https`.
+ * does a proto other than `http` or `https` or a method not in upper case.
  *
  * The answer is 200 with the headers to inject upstream (credential, identity, request id) or the
  * refusal the caller must see. nginx only understands 2xx, 401 and 403 from `auth_request`, so its
@@ -77,7 +77,12 @@ function optional(req: IncomingMessage, name: string): string | null | undefined
   return v;
 }
 
-const METHOD = /^[A-Za-z]+$/;
+/**
+ * A method as the proxy reports it: upper-case letters. Methods are case-sensitive (RFC 9110
+ * §9.1), and Go's proxies (Traefik, Caddy) pass `get` as sent: decided as GET, it would reach an
+ * upstream that may not read it as one (Go's `GET /x` patterns do not match it).
+ */
+const METHOD = /^[A-Z]+$/;
 
 /**
  * The scheme header `name` reports, lower case: `http` or `https` (`http` when absent; Traefik's
@@ -119,7 +124,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
     if (host === undefined || proto === undefined || xff === undefined || !METHOD.test(method)) return undefined;
     return {
       flavor,
-      method: method.toUpperCase(),
+      method,
       uri: url.slice(base.length),
       host,
       proto,
@@ -147,5 +152,5 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
     if (xff === undefined) return undefined;
     remoteAddress = xff === null ? undefined : lastHop(xff);
   }
-  return { flavor, method: method.toUpperCase(), uri, host, proto, remoteAddress };
+  return { flavor, method, uri, host, proto, remoteAddress };
 }

@@ -143,6 +143,29 @@ describe('gateway: forward-auth endpoint', () => {
     assert.match(scope.headers.get('www-authenticate') ?? '', /insufficient_scope.*scope="admin"/);
   });
 
+  it('method confusion: a method not in upper case (get, Get; Go proxies pass it as sent) is refused 400, never decided as GET, since methods are case-sensitive and the upstream may not read it as GET', async () => {
+    for (const method of ['get', 'Get', 'delete']) {
+      const res = await checkTraefik({
+        'x-forwarded-uri': '/api/a',
+        'x-forwarded-method': method,
+        'x-forwarded-host': 'api.example.com',
+        authorization: `Bearer ${t}`,
+      });
+      assert.equal(res.status, 400, method);
+      assert.equal(res.headers.get('authorization'), null, method);
+    }
+    await traefik.served.gateway.audit.flush();
+    assert.equal(traefik.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1)?.reason, 'forward_auth_request_invalid');
+    const nginx = await check({
+      'x-original-uri': '/api/a',
+      'x-original-method': 'get',
+      'x-original-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    });
+    assert.equal(nginx.status, 500);
+    assert.equal(nginx.headers.get('authorization'), null);
+  });
+
   it('Traefik: a WebSocket check (X-Forwarded-Proto ws or wss, as Traefik sends on an upgrade) is decided, not refused as malformed', async () => {
     for (const proto of ['ws', 'wss', 'WSS']) {
       const res = await checkTraefik({
