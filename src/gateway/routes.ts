@@ -37,6 +37,23 @@ export function hostMatches(pattern: string, host: string): boolean {
   return host === pattern;
 }
 
+/**
+ * A prefix of unreserved characters and `/` has one spelling in a normalized path (an escaped
+ * unreserved character is decoded there). Any other character (`@`, `:`, `é`) may come literally
+ * or percent-encoded (`/%40internal` is `/@internal` to the upstream, which decodes it), so such a
+ * prefix is compared with the decoded path, as rules are.
+ */
+const ONE_SPELLING = /^[A-Za-z0-9._~/-]*$/;
+
+/** `value` percent-decoded, or itself when it cannot be (a literal `%` in a configured prefix). */
+function decoded(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
 /** Compile a route's match block. Pattern errors are reported under `at`. */
 export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[], caseInsensitive = false): Matcher {
   const { host, path_prefix: prefix } = match;
@@ -49,10 +66,14 @@ export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string
     const policy = compiled.policy;
     pattern = (path) => policy.match({ method: 'GET', path, tool: null }) !== undefined;
   }
+  const decodedPrefix = prefix === undefined || ONE_SPELLING.test(prefix) ? undefined : decoded(prefix);
   return (h, path, method) => {
     if (methods !== undefined && !methods.has(method)) return false;
     if (host !== undefined && !hostMatches(host, h)) return false;
-    if (prefix !== undefined && !hasPathPrefix(path, prefix, caseInsensitive)) return false;
+    if (decodedPrefix !== undefined) {
+      // The path is normalized: no encoded `/`, well-formed escapes.
+      if (!hasPathPrefix(decoded(path), decodedPrefix, caseInsensitive)) return false;
+    } else if (prefix !== undefined && !hasPathPrefix(path, prefix, caseInsensitive)) return false;
     if (pattern !== undefined && !pattern(path)) return false;
     return true;
   };

@@ -186,3 +186,69 @@ describe('gateway: HEAD is decided as GET', () => {
     assert.equal((await fetch(`${gw.url}/admin/export`, { method: 'POST' })).status, 200);
   });
 });
+
+describe('gateway: a route prefix with a character that has two spellings (@ and %40)', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let fa: TestGateway;
+  let reader: string;
+  const FA_SECRET = 'forward-auth-secret-0123456789';
+  const routes = (url: string) => [
+    {
+      id: 'internal',
+      match: { path_prefix: '/@internal' },
+      upstream: { url },
+      auth: 'jwt' as const,
+      audience: AUDIENCE,
+      rules: [{ scopes: ['admin'] }],
+    },
+    {
+      id: 'rest',
+      match: { path_prefix: '/' },
+      upstream: { url },
+      auth: 'jwt' as const,
+      audience: AUDIENCE,
+      rules: [{ scopes: ['api:read'] }],
+    },
+  ];
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({ ...baseConfig(), gateway: { routes: routes(upstream.url) } });
+    fa = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        forward_auth: { enabled: true, flavor: 'traefik', shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
+        routes: routes(upstream.url),
+      },
+    });
+    reader = await token({ scope: 'api:read' });
+  });
+  after(async () => {
+    await gw.close();
+    await fa.close();
+    await upstream.close();
+  });
+
+  it('route bypass: /%40internal/x (which the upstream decodes to /@internal/x) takes the /@internal route, not the laxer one after it', async () => {
+    const n = upstream.seen.length;
+    for (const path of ['/@internal/x', '/%40internal/x', '/%40internal']) {
+      const res = await fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${reader}` } });
+      assert.equal(res.status, 403, path);
+      const check = await fetch(`${fa.url}/_tessera/auth`, {
+        headers: {
+          'x-tessera-forward-auth': FA_SECRET,
+          'x-forwarded-uri': path,
+          'x-forwarded-method': 'GET',
+          'x-forwarded-host': 'api.example.com',
+          authorization: `Bearer ${reader}`,
+        },
+      });
+      assert.equal(check.status, 403, `forward-auth ${path}`);
+      assert.equal(check.headers.get('authorization'), null);
+    }
+    assert.equal(upstream.seen.length, n);
+    await fa.served.gateway.audit.flush();
+    assert.equal(fa.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1)?.route, 'internal');
+    assert.equal((await fetch(`${gw.url}/other`, { headers: { authorization: `Bearer ${reader}` } })).status, 200);
+  });
+});
