@@ -3,18 +3,22 @@
  * order), symbolic links followed but each directory and file visited once (so a link loop ends),
  * and each file read as a stream of bounded pieces through a {@link CandidateScanner}. A chain of
  * links longer than the kernel follows (40 on Linux: ELOOP) is resolved here, link by link (up to
- * {@link MAX_LINK_HOPS}), so a long but finite chain has its target scanned. What is skipped (binary, over the size cap, unreadable, not a regular file, a loop, a broken link) is
- * reported as a note.
+ * {@link MAX_LINK_HOPS}), so a long but finite chain has its target scanned. A link whose target
+ * lies outside the paths given is not followed (a link to `/` or `/proc/self` planted in a scanned
+ * directory would have the whole filesystem walked), and /proc, /sys and /dev are never walked
+ * into unless a path in them is given ({@link notFollowed}). What is skipped (binary, over the
+ * size cap, unreadable, not a regular file, a loop, a broken link, a link out, a kernel
+ * filesystem) is reported as a note.
  *
  * @module
  */
-import { constants, type Stats } from 'node:fs';
-import { type FileHandle, lstat, open, readdir, readlink, stat } from 'node:fs/promises';
+import { constants, type Dirent, type Stats } from 'node:fs';
+import { type FileHandle, lstat, open, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, parse, resolve, sep } from 'node:path';
 import { type Candidate, CandidateScanner } from './candidates.ts';
 
 /** Why a path was not scanned. */
-export type SkipReason = 'binary' | 'too_large' | 'unreadable' | 'not_a_file' | 'loop' | 'broken_link';
+export type SkipReason = 'binary' | 'too_large' | 'unreadable' | 'not_a_file' | 'loop' | 'broken_link' | 'outside' | 'system';
 
 /** A path that was not scanned, and why. */
 export interface ScanNote {
@@ -119,17 +123,42 @@ async function statThroughLinks(path: string): Promise<{ stats: Stats; at: strin
   }
 }
 
+/** Kernel filesystems: endless or blocking files, and links back to `/` (/proc/self/root). */
+const SYSTEM_DIRS = ['/proc', '/sys', '/dev'];
+
+/** Whether `path` is `dir` or inside it (both absolute, without links). */
+const within = (path: string, dir: string): boolean => path === dir || path.startsWith(dir.endsWith(sep) ? dir : `${dir}${sep}`);
+
+/**
+ * Why the file or directory at `real` (its path without links), reached while walking `roots`
+ * (the paths given, without links), is not read: `outside` a symbolic link (`link`) whose target
+ * is in none of the paths given (a directory or a file alike, as ripgrep and gitleaks do not leave
+ * the tree they were given); `system` in /proc, /sys or /dev when no path given is in them there.
+ * `undefined`: read it.
+ */
+export function notFollowed(real: string, roots: readonly string[], link: boolean): 'outside' | 'system' | undefined {
+  if (link && !roots.some((r) => within(real, r))) return 'outside';
+  const system = SYSTEM_DIRS.find((d) => within(real, d));
+  if (system !== undefined && !roots.some((r) => within(r, system) && within(real, r))) return 'system';
+  return undefined;
+}
+
+const NOT_FOLLOWED = {
+  outside: 'a symbolic link out of the paths given: not followed (give its target as a path to scan it)',
+  system: 'a kernel filesystem (/proc, /sys, /dev): not walked into unless a path in it is given',
+} as const;
+
 /**
  * Look at every path given before anything is read.
  * @throws {ScanPathError} naming the first path that does not exist or cannot be looked at.
  */
-export async function checkPaths(paths: readonly string[]): Promise<{ path: string; stats: Stats; at: string }[]> {
-  const roots: { path: string; stats: Stats; at: string }[] = [];
+export async function checkPaths(paths: readonly string[]): Promise<{ path: string; stats: Stats; at: string; real: string }[]> {
+  const roots: { path: string; stats: Stats; at: string; real: string }[] = [];
   for (const path of paths) {
     try {
       const found = await statThroughLinks(path);
       if (found === undefined) throw new ScanPathError(`${path}: a symbolic link loop (links pointing at each other): nothing to read`);
-      roots.push({ path, ...found });
+      roots.push({ path, ...found, real: await realpath(found.at) });
     } catch (e) {
       if (e instanceof ScanPathError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
@@ -146,11 +175,12 @@ export async function checkPaths(paths: readonly string[]): Promise<{ path: stri
  */
 export async function scanPaths(paths: readonly string[], options: ScanOptions): Promise<{ files: number; bytes: number }> {
   const roots = await checkPaths(paths);
+  const reals = roots.map((r) => r.real);
   const seen = new Set<string>();
   const totals = { files: 0, bytes: 0 };
   // `path` is what notes and findings name; `at` is what is opened: the same, except past a chain
-  // of links the kernel would not follow (resolved by statThroughLinks).
-  const visit = async (path: string, stats: Stats, at: string): Promise<void> => {
+  // of links the kernel would not follow (resolved by statThroughLinks). `real` is its path without links.
+  const visit = async (path: string, stats: Stats, at: string, real: string): Promise<void> => {
     const id = `${stats.dev}:${stats.ino}`;
     if (stats.isDirectory()) {
       if (seen.has(id)) {
@@ -158,18 +188,22 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
         return;
       }
       seen.add(id);
-      let names: string[];
+      let entries: Dirent[];
       try {
-        names = (await readdir(at)).sort();
+        entries = (await readdir(at, { withFileTypes: true })).sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
       } catch (e) {
         options.onNote({ path, reason: 'unreadable', message: `cannot list the directory (${message(e)})` });
         return;
       }
-      for (const name of names) {
+      for (const entry of entries) {
+        const { name } = entry;
         const child = join(path, name);
+        const link = entry.isSymbolicLink();
         let found: { stats: Stats; at: string } | undefined;
+        let childReal = join(real, name);
         try {
           found = await statThroughLinks(join(at, name));
+          if (found !== undefined && link) childReal = await realpath(found.at);
         } catch (e) {
           // Listed, then gone: a symbolic link to nothing (or a file removed meanwhile) has nothing to read.
           const code = (e as NodeJS.ErrnoException).code;
@@ -189,7 +223,12 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
           });
           continue;
         }
-        await visit(child, found.stats, found.at);
+        const skip = notFollowed(childReal, reals, link);
+        if (skip !== undefined) {
+          options.onNote({ path: child, reason: skip, message: NOT_FOLLOWED[skip] });
+          continue;
+        }
+        await visit(child, found.stats, found.at, childReal);
       }
       return;
     }
@@ -214,7 +253,7 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
       totals.bytes += read;
     }
   };
-  for (const root of roots) await visit(root.path, root.stats, root.at);
+  for (const root of roots) await visit(root.path, root.stats, root.at, root.real);
   return totals;
 }
 

@@ -453,7 +453,8 @@ describe('tessera scan: what it reports', () => {
     symlinkSync('../chainlinks/r0', join(files, 'longchain/ring'));
     // A link into itself: the path grows with every hop and never ends.
     symlinkSync('grow/x', join(files, 'longchain/grow'));
-    const { code, report } = await scanJson('longchain');
+    // The links lead out of longchain: followed because their targets are in a path given too.
+    const { code, report } = await scanJson('longchain', 'chaintarget');
     assert.equal(code, 1);
     assert.deepEqual(
       report.findings.map((f) => [f.path, f.line, f.column]),
@@ -467,6 +468,7 @@ describe('tessera scan: what it reports', () => {
       [
         ['longchain/grow', 'loop'],
         ['longchain/ring', 'loop'],
+        ['chaintarget/dir', 'loop'],
       ],
     );
     assert.equal(report.summary.complete, true);
@@ -480,6 +482,52 @@ describe('tessera scan: what it reports', () => {
     );
     // A ring given as a path has nothing at its end: refused like a path that does not exist (exit 2).
     assert.equal((await scan('chainlinks/r0')).code, 2);
+  });
+
+  it('does not walk the filesystem through a link planted to / or /proc/self: a link out of the paths given is noted and not followed (exit 3); given as a path too, its target is scanned', {
+    timeout: 30_000,
+  }, async () => {
+    const t = await mint();
+    write('planted/app.log', 'nothing here\n');
+    write('elsewhere/leak.log', `${t.access_token}\n`);
+    symlinkSync('/', join(files, 'planted/root'));
+    symlinkSync('/proc/self', join(files, 'planted/self'));
+    symlinkSync('../elsewhere', join(files, 'planted/dir'));
+    symlinkSync('../elsewhere/leak.log', join(files, 'planted/file'));
+    const { code, report } = await scanJson('planted');
+    assert.equal(code, 3);
+    assert.deepEqual(report.findings, []);
+    assert.deepEqual(
+      report.skipped.map((n) => [n.path, n.reason]),
+      [
+        ['planted/dir', 'outside'],
+        ['planted/file', 'outside'],
+        ['planted/root', 'outside'],
+        ['planted/self', 'outside'],
+      ],
+    );
+    assert.equal(report.summary.files_scanned, 1);
+    const text = await scan('planted');
+    assert.equal(text.code, 3);
+    assert.match(
+      text.stderr,
+      /^tessera: skipped planted\/root: a symbolic link out of the paths given: not followed \(give its target as a path to scan it\)$/m,
+    );
+
+    const both = await scanJson('planted', 'elsewhere');
+    assert.equal(both.code, 1);
+    assert.deepEqual(
+      both.report.findings.map((f) => f.path),
+      ['planted/dir/leak.log'],
+    );
+    assert.deepEqual(
+      both.report.skipped.map((n) => [n.path, n.reason]),
+      [
+        ['planted/root', 'outside'],
+        ['planted/self', 'outside'],
+        ['elsewhere', 'loop'],
+      ],
+    );
   });
 
   it('prints a file name chosen by someone else with its control characters escaped: one finding, one line', async () => {

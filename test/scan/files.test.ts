@@ -5,11 +5,22 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  constants,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type ScanNote, scanPaths } from '../../src/scan/files.ts';
+import { notFollowed, type ScanNote, scanPaths } from '../../src/scan/files.ts';
 
 const JWS = 'eyJhbGciOiJFUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz';
 
@@ -48,5 +59,73 @@ describe('scanPaths', () => {
       notes.map((n) => [n.path, n.reason]),
       [[b, 'not_a_file']],
     );
+  });
+
+  it('does not follow a planted link to / or /proc/self out of the paths given (which walked the whole filesystem): each is noted outside, the rest scanned', {
+    timeout: 20_000,
+  }, async () => {
+    const walk = join(dir, 'walk');
+    mkdirSync(join(walk, 'a'), { recursive: true });
+    writeFileSync(join(walk, 'a/in.log'), `token ${JWS}\n`);
+    writeFileSync(join(dir, 'outside.log'), `token ${JWS}\n`);
+    symlinkSync('/', join(walk, 'root'));
+    symlinkSync('/proc/self', join(walk, 'proc'));
+    symlinkSync(join(dir, 'outside.log'), join(walk, 'file'));
+    symlinkSync('a', join(walk, 'b'));
+    const notes: ScanNote[] = [];
+    const found: string[] = [];
+    const totals = await scanPaths([walk], {
+      maxFileSize: 1 << 20,
+      onCandidate: async (path) => {
+        found.push(path);
+      },
+      onNote: (n) => notes.push(n),
+    });
+    assert.deepEqual(found, [join(walk, 'a/in.log')]);
+    assert.equal(totals.files, 1);
+    assert.deepEqual(
+      notes.map((n) => [n.path, n.reason]),
+      [
+        [join(walk, 'b'), 'loop'],
+        [join(walk, 'file'), 'outside'],
+        [join(walk, 'proc'), 'outside'],
+        [join(walk, 'root'), 'outside'],
+      ],
+    );
+
+    // A link into another path given is followed: the file is read once, under the first name reached.
+    const both: string[] = [];
+    const again = await scanPaths([walk, join(dir, 'outside.log')], {
+      maxFileSize: 1 << 20,
+      onCandidate: async (path) => {
+        both.push(path);
+      },
+      onNote: () => {},
+    });
+    assert.deepEqual(both, [join(walk, 'a/in.log'), join(walk, 'file')]);
+    assert.equal(again.files, 2);
+  });
+
+  it('never walks into /proc, /sys or /dev unless a path in them is given; a path given there is read', async () => {
+    assert.equal(notFollowed('/proc', ['/'], false), 'system');
+    assert.equal(notFollowed('/proc/1/root', ['/'], true), 'system');
+    assert.equal(notFollowed('/sys/kernel', ['/'], false), 'system');
+    assert.equal(notFollowed('/dev', ['/'], false), 'system');
+    assert.equal(notFollowed('/devices', ['/'], false), undefined);
+    assert.equal(notFollowed('/var/log', ['/'], false), undefined);
+    assert.equal(notFollowed('/dev/shm/x', ['/dev/shm'], false), undefined);
+    assert.equal(notFollowed('/proc/self/status', ['/proc/self'], false), undefined);
+    assert.equal(notFollowed('/proc/1', ['/proc/self', '/'], true), 'system');
+    assert.equal(notFollowed('/etc/passwd', ['/var/log'], true), 'outside');
+    assert.equal(notFollowed('/var/log/app/x', ['/var/log'], true), undefined);
+    assert.equal(notFollowed('/var/logs', ['/var/log'], true), 'outside');
+    const notes: ScanNote[] = [];
+    const totals = await scanPaths(['/proc/self/status'], {
+      maxFileSize: 1 << 20,
+      onCandidate: async () => {},
+      onNote: (n) => notes.push(n),
+    });
+    assert.deepEqual(notes, []);
+    assert.equal(totals.files, 1);
   });
 });
