@@ -240,11 +240,7 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
     if (seen.has(id)) return;
     seen.add(id);
     if (stats.size > options.maxFileSize) {
-      options.onNote({
-        path,
-        reason: 'too_large',
-        message: `${stats.size} bytes, over the --max-size of ${options.maxFileSize}; raise --max-size to scan it`,
-      });
+      options.onNote({ path, reason: 'too_large', message: tooLarge(stats.size, options.maxFileSize) });
       return;
     }
     const read = await scanFile(path, at, options);
@@ -256,6 +252,8 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
   for (const root of roots) await visit(root.path, root.stats, root.at, root.real);
   return totals;
 }
+
+const tooLarge = (size: number, max: number): string => `${size} bytes, over the --max-size of ${max}; raise --max-size to scan it`;
 
 /** Read one file (`at`, named `path`) through a scanner. @returns the bytes read, or `undefined` when it was skipped. */
 async function scanFile(path: string, at: string, options: ScanOptions): Promise<number | undefined> {
@@ -269,14 +267,23 @@ async function scanFile(path: string, at: string, options: ScanOptions): Promise
     options.onNote({ path, reason: 'unreadable', message: `cannot be read (${message(e)})` });
     return undefined;
   }
-  if (!(await handle.stat().catch(() => undefined))?.isFile()) {
+  const opened = await handle.stat().catch(() => undefined);
+  if (!opened?.isFile()) {
     await handle.close();
     options.onNote({ path, reason: 'not_a_file', message: 'not a regular file (a device, socket or pipe)' });
     return undefined;
   }
+  // The size of what was opened, not of what was looked at (a larger file may have replaced it).
+  if (opened.size > options.maxFileSize) {
+    await handle.close();
+    options.onNote({ path, reason: 'too_large', message: tooLarge(opened.size, options.maxFileSize) });
+    return undefined;
+  }
   const scanner = new CandidateScanner(options.maxLength !== undefined ? { maxLength: options.maxLength } : {});
   const decoder = new TextDecoder('utf-8');
-  const stream = handle.createReadStream({ highWaterMark: options.chunkSize ?? DEFAULT_CHUNK });
+  // One byte past the limit at most (`end` is inclusive): a file that grows while it is read (or
+  // one whose size says 0, as in /proc) is not read past --max-size.
+  const stream = handle.createReadStream({ highWaterMark: options.chunkSize ?? DEFAULT_CHUNK, end: options.maxFileSize });
   let bytes = 0;
   const found = async (candidates: readonly Candidate[]) => {
     for (const c of candidates) {
@@ -294,6 +301,14 @@ async function scanFile(path: string, at: string, options: ScanOptions): Promise
         return undefined;
       }
       bytes += chunk.length;
+      if (bytes > options.maxFileSize) {
+        options.onNote({
+          path,
+          reason: 'too_large',
+          message: `grew over the --max-size of ${options.maxFileSize} while it was read; raise --max-size to scan it`,
+        });
+        return undefined;
+      }
       await found(scanner.push(decoder.decode(chunk, { stream: true })));
     }
   } catch (e) {

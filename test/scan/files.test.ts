@@ -128,4 +128,46 @@ describe('scanPaths', () => {
     assert.deepEqual(notes, []);
     assert.equal(totals.files, 1);
   });
+
+  it('skips a file replaced by a larger one after it was looked at: --max-size holds for what is opened, not what was looked at', async () => {
+    const a = join(dir, 'swap-a.log');
+    const b = join(dir, 'swap-b.log');
+    writeFileSync(a, `token ${JWS}\n`);
+    writeFileSync(b, 'small\n');
+    const notes: ScanNote[] = [];
+    const totals = await scanPaths([a, b], {
+      maxFileSize: 1024,
+      onCandidate: async () => {
+        unlinkSync(b);
+        writeFileSync(b, 'x'.repeat(1 << 20));
+      },
+      onNote: (n) => notes.push(n),
+    });
+    assert.equal(totals.files, 1);
+    assert.equal(totals.bytes, JWS.length + 7);
+    assert.deepEqual(
+      notes.map((n) => [n.path, n.reason, n.message]),
+      [[b, 'too_large', '1048576 bytes, over the --max-size of 1024; raise --max-size to scan it']],
+    );
+  });
+
+  it('stops reading a file that grows past --max-size while it is read, and skips it as too large', async () => {
+    const a = join(dir, 'grow.log');
+    writeFileSync(a, `token ${JWS}\n${'y\n'.repeat(500)}`);
+    const notes: ScanNote[] = [];
+    const totals = await scanPaths([a], {
+      maxFileSize: 4096,
+      chunkSize: 64,
+      onCandidate: async () => {
+        appendFileSync(a, 'x'.repeat(1 << 20));
+      },
+      onNote: (n) => notes.push(n),
+    });
+    assert.equal(totals.files, 0);
+    assert.equal(totals.bytes, 0);
+    assert.deepEqual(
+      notes.map((n) => [n.path, n.reason]),
+      [[a, 'too_large']],
+    );
+  });
 });
