@@ -180,3 +180,35 @@ describe('tessera check: a server whose answers never end', () => {
     }
   });
 });
+
+describe('tessera check: a server that answers and then goes silent', () => {
+  it('gives the verdict from the status and headers, instead of waiting until --timeout for a body no check reads', async () => {
+    const card = JSON.stringify({ securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } }, security: [{ bearer: [] }] });
+    const server = createServer((req, res) => {
+      // The agent card is whole; every other answer sends its headers, then nothing, for good.
+      if (req.url === '/.well-known/agent-card.json') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(card);
+        return;
+      }
+      const discovery = req.url?.startsWith('/.well-known/');
+      const status = discovery ? 404 : req.headers.authorization === 'Bearer t' ? 200 : 401;
+      res.writeHead(status, { 'content-type': 'application/json', 'www-authenticate': 'Bearer' });
+      res.write('{');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/items`;
+    try {
+      const started = Date.now();
+      const { stdout } = await run(process.execPath, [CLI, 'check', url, '--token', 't', '--timeout', '4000', '--json']);
+      const report = JSON.parse(stdout) as { ok: boolean; results: { name: string; ok: boolean; detail: string }[] };
+      assert.deepEqual(
+        report.results.filter((r) => !r.ok),
+        [],
+      );
+      assert.ok(Date.now() - started < 4000, `took ${Date.now() - started} ms: a silent body was waited on`);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});

@@ -60,15 +60,23 @@ async function readBody(res: Response): Promise<string> {
   return Buffer.concat(chunks).subarray(0, MAX_BODY).toString('utf8');
 }
 
+/**
+ * One request. The body is read only when `read` says a check needs it (a 200 discovery
+ * document); otherwise it is cancelled once the status and headers are in, so a server that
+ * answers and then goes silent does not hold the verdict until the timeout.
+ */
 async function get(
   url: string,
   headers: Record<string, string>,
   timeoutMs: number,
   init: { method?: string; body?: string } = {},
+  read: (status: number) => boolean = () => false,
 ): Promise<Answer | string> {
   try {
     const res = await fetch(url, { ...init, headers, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
-    return { status: res.status, headers: res.headers, body: await readBody(res) };
+    if (read(res.status)) return { status: res.status, headers: res.headers, body: await readBody(res) };
+    await res.body?.cancel().catch(() => undefined);
+    return { status: res.status, headers: res.headers, body: '' };
   } catch (e) {
     return (e as Error).name === 'TimeoutError' ? 'timed out' : 'unreachable';
   }
@@ -82,6 +90,9 @@ function json(body: string): Record<string, unknown> | undefined {
     return undefined;
   }
 }
+
+/** Only a 200 answer's document is read. */
+const ok200 = (status: number) => status === 200;
 
 const bearerChallenge = (a: Answer) => /(^|,\s*)Bearer\b/i.test(a.headers.get('www-authenticate') ?? '');
 
@@ -125,7 +136,7 @@ export async function runChecks(
   let cardStatus = 'not found';
   const found: string[] = [];
   for (const path of ['/.well-known/agent-card.json', '/.well-known/agent.json', '/.well-known/oauth-protected-resource']) {
-    const a = await get(`${origin}${path}`, { accept: 'application/json' }, timeout);
+    const a = await get(`${origin}${path}`, { accept: 'application/json' }, timeout, {}, ok200);
     if (typeof a === 'string') {
       cardStatus = a;
       continue;
@@ -229,7 +240,7 @@ async function mcpChecks(
     add('the protected resource metadata names the checked URL as its resource', false, 'no metadata URL to read');
     return;
   }
-  const a = await get(metadataUrl, { accept: 'application/json' }, timeout);
+  const a = await get(metadataUrl, { accept: 'application/json' }, timeout, {}, ok200);
   const doc = typeof a === 'string' || a.status !== 200 ? undefined : json(a.body);
   const servers = doc?.authorization_servers;
   const named = Array.isArray(servers) && servers.length > 0 && servers.every((v) => typeof v === 'string' && URL.canParse(v));
