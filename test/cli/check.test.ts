@@ -212,3 +212,23 @@ describe('tessera check: a server that answers and then goes silent', () => {
     }
   });
 });
+
+describe('tessera check: a URL with credentials', () => {
+  it('never prints the user:password@ of the URL given (--json, text, or the refusal): it is refused, named without them', async () => {
+    for (const args of [['--json'], []]) {
+      for (const url of ['http://alice:s3cret-pw@127.0.0.1:9/items', 'ftp://alice:s3cret-pw@127.0.0.1:9/items']) {
+        await assert.rejects(
+          run(process.execPath, [CLI, 'check', url, '--token', 't', '--timeout', '500', ...args]),
+          (e: { code?: number; stdout?: string; stderr?: string }) => {
+            assert.equal(e.code, 1);
+            const out = `${e.stdout ?? ''}${e.stderr ?? ''}`;
+            assert.ok(!out.includes('s3cret-pw') && !out.includes('alice'), out);
+            assert.equal(e.stdout, '');
+            assert.match(e.stderr ?? '', /^tessera: [a-z]+:\/\/127\.0\.0\.1:9\/items /);
+            return true;
+          },
+        );
+      }
+    }
+  });
+});

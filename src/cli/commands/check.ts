@@ -263,6 +263,15 @@ async function mcpChecks(
   );
 }
 
+/** `url` without its userinfo (`user:password@`), to be printed. */
+export function withoutUserinfo(url: string): string {
+  if (!URL.canParse(url)) return url.replace(/\/\/[^/?#]*@/, '//');
+  const u = new URL(url);
+  u.username = '';
+  u.password = '';
+  return u.href;
+}
+
 function timeoutArg(v: string): number {
   const n = Number(v);
   if (!/^\d+$/.test(v) || n < 1 || n > 600_000) throw new CliError(`--timeout must be milliseconds from 1 to 600000, not ${quoted(v)}`);
@@ -273,7 +282,7 @@ export function registerCheck(program: Command): void {
   program
     .command('check')
     .description('Check a protected URL the way a client would: discovery, 401s, the valid token, the agent card.')
-    .argument('<url>', 'a protected URL (e.g. https://gateway.example.com/api/items)')
+    .argument('<url>', 'a protected URL, without user:password@ (e.g. https://gateway.example.com/api/items)')
     .option('--token <token>', 'a valid access token for the URL (default: $TESSERA_TOKEN)')
     .option('--no-agent-card', 'skip the agent card check (not an A2A agent)')
     .option(
@@ -285,7 +294,14 @@ export function registerCheck(program: Command): void {
     .action(async (url: string, opts: { token?: string; agentCard: boolean; mcp?: boolean; timeout: number; json?: boolean }) => {
       const token = opts.token ?? process.env.TESSERA_TOKEN;
       if (!token) throw new CliError('give --token (or set TESSERA_TOKEN)');
-      if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol)) throw new CliError(`${url} is not an http(s) URL`);
+      // Printed without its userinfo (a password, often), which fetch would refuse to send anyway.
+      if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
+        throw new CliError(`${withoutUserinfo(url)} is not an http(s) URL`);
+      const u = new URL(url);
+      if (u.username !== '' || u.password !== '')
+        throw new CliError(
+          `${withoutUserinfo(url)} was given with credentials (user:password@), which are not sent: give the URL without them`,
+        );
       const results = await runChecks(url, token, { timeoutMs: opts.timeout, agentCard: opts.agentCard, mcp: opts.mcp === true });
       if (opts.json) printJson({ url, ok: results.every((r) => r.ok), results });
       // A detail quotes what the server answered (its challenge, its metadata), and the server is
