@@ -12,8 +12,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AuditEvent } from '../../src/audit/event.ts';
+import { runScan, ScanRevokeError } from '../../src/cli/commands/scan.ts';
+import type { LeakedToken } from '../../src/issuer/leaks.ts';
 import { tokenHash } from '../../src/issuer/secrets.ts';
 import { ACCESS_TOKEN_TYPE } from '../../src/issuer/service.ts';
+import { StoreUnavailableError } from '../../src/store/contract.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { b64json, claims, makeKey, sign } from '../helpers/tokens.ts';
 
@@ -640,5 +643,44 @@ describe('tessera scan --revoke', () => {
     assert.equal(await introspect(grandchild.refresh_token as string), false);
     const grants = (await auditOf('leak_detected')).filter((e) => e.kind === 'grant.revoked').map((e) => e.delegation_id);
     for (const id of [frank.grant_id, child.grant_id, grandchild.grant_id]) assert.ok(grants.includes(id));
+  });
+});
+
+describe('tessera scan --revoke: the store fails part-way', () => {
+  it('says how many tokens and grants were revoked before the failure, by jti and grant id (never a token), instead of only the store error', async () => {
+    const tokens = ['a', 'b', 'c'].map(
+      (x) => `${b64json({ alg: 'ES256', typ: 'at+jwt' })}.${b64json({ jti: `jti-${x}` })}.c2lnbmF0dXJl${x}`,
+    );
+    write('partway/leak.log', tokens.map((t) => `t=${t}\n`).join(''));
+    const leak = (t: string, kind: LeakedToken['kind']): LeakedToken => ({
+      kind,
+      tokenHash: tokenHash(t),
+      jti: kind === 'access_token' ? `jti-${t.slice(-1)}` : null,
+      subject: 'alice',
+      clientId: 'agent',
+      grantId: `g-${t.slice(-1)}`,
+      expiresAt: 2_000_000_000,
+      state: 'live',
+    });
+    let calls = 0;
+    const service = {
+      identifyLeak: async (c: string) => (tokens.includes(c) ? leak(c, c === tokens[1] ? 'refresh_token' : 'access_token') : undefined),
+      revokeLeak: async (_t: string, l: LeakedToken) => {
+        if (++calls === 3) throw new StoreUnavailableError('store_unreachable', 'the store is unreachable (ECONNREFUSED)');
+        return l.kind === 'access_token' ? { token: l.jti, grants: [] } : { token: null, grants: [l.grantId] };
+      },
+    };
+    const failed = await runScan([join(files, 'partway')], { revoke: true, revokeGrant: false, maxFileSize: MiB }, service).then(
+      () => assert.fail('the scan should fail'),
+      (e: unknown) => e,
+    );
+    assert.ok(failed instanceof ScanRevokeError);
+    assert.equal(
+      failed.message,
+      'the store is unreachable (ECONNREFUSED); before it failed, this run revoked 1 token(s): jti-a; 1 grant(s): g-b',
+    );
+    assert.deepEqual(failed.revoked, { tokens: ['jti-a'], grants: ['g-b'] });
+    assert.ok(failed.cause instanceof StoreUnavailableError);
+    for (const t of tokens) assert.equal(failed.message.includes(t.split('.')[2] as string), false);
   });
 });

@@ -13,7 +13,7 @@ import type { LeakedToken, LeakState } from '../../issuer/leaks.ts';
 import type { Candidate } from '../../scan/candidates.ts';
 import { checkPaths, type ScanNote, ScanPathError, scanPaths } from '../../scan/files.ts';
 import { StoreUnavailableError } from '../../store/contract.ts';
-import { iso, withConfig, withService } from '../context.ts';
+import { iso, toCliError, withConfig, withService } from '../context.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 /**
@@ -35,6 +35,31 @@ export const SCAN_EXIT = { clean: 0, live: 1, failed: 2, incomplete: 3 } as cons
  */
 export function leftUnread(note: ScanNote): boolean {
   return note.reason !== 'loop' && note.reason !== 'broken_link';
+}
+
+/**
+ * A revocation failed part-way through `--revoke` (the store went away): the message is the
+ * failure's, then what this run had revoked before it, by jti and grant id (never a token).
+ */
+export class ScanRevokeError extends Error {
+  override readonly name = 'ScanRevokeError';
+  readonly revoked: { readonly tokens: readonly string[]; readonly grants: readonly string[] };
+  constructor(cause: unknown, revoked: { readonly tokens: readonly string[]; readonly grants: readonly string[] }) {
+    // What the command would have said of the failure alone (toCliError: a refused revocation).
+    const known = toCliError(cause);
+    const why =
+      known instanceof CliError || known instanceof StoreUnavailableError
+        ? known.message
+        : `unexpected error: ${cause instanceof Error ? cause.message : String(cause)}`;
+    const { tokens, grants } = revoked;
+    super(
+      `${why}; before it failed, this run revoked ${tokens.length} token(s)${tokens.length ? `: ${tokens.join(' ')}` : ''}; ${grants.length} grant(s)${
+        grants.length ? `: ${grants.join(' ')}` : ''
+      }`,
+      { cause },
+    );
+    this.revoked = { tokens: [...tokens], grants: [...grants] };
+  }
 }
 
 /** One place a token was found (the `--json` shape of a finding). */
@@ -167,7 +192,12 @@ export async function runScan(
       const grant = options.revokeGrant || leak.kind === 'refresh_token';
       if (grant && grantsDone.has(leak.grantId)) continue;
       if (token === undefined) continue; // kept whenever revoking
-      const r = await service.revokeLeak(token, leak, { grant: options.revokeGrant, location });
+      let r: { token: string | null; grants: readonly string[] };
+      try {
+        r = await service.revokeLeak(token, leak, { grant: options.revokeGrant, location });
+      } catch (e) {
+        throw new ScanRevokeError(e, done);
+      }
       if (r.token !== null) done.tokens.push(r.token);
       for (const g of r.grants) {
         grantsDone.add(g);
@@ -294,7 +324,8 @@ export function registerScan(program: Command): void {
         }
         process.exitCode = scanExit(report);
       } catch (e) {
-        if (e instanceof ScanPathError || e instanceof StoreUnavailableError) throw new CliError(e.message, SCAN_EXIT.failed);
+        if (e instanceof ScanPathError || e instanceof StoreUnavailableError || e instanceof ScanRevokeError)
+          throw new CliError(e.message, SCAN_EXIT.failed);
         if (e instanceof CliError) throw new CliError(e.message, SCAN_EXIT.failed);
         if (e instanceof ConfigError) throw e;
         throw new CliError(`unexpected error: ${e instanceof Error ? e.message : String(e)}`, SCAN_EXIT.failed);
