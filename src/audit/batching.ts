@@ -14,8 +14,8 @@ export interface BatchingSinkOptions {
   readonly maxBatch?: number;
   /** Events beyond this are dropped (and counted) while the target is failing. */
   readonly maxQueue?: number;
-  /** Told when a flush fails (no event content in the message). */
-  readonly onError?: (error: unknown) => void;
+  /** Told when a flush fails, with the number of events it held (no event content). Not while closing. */
+  readonly onError?: (error: unknown, events: number) => void;
 }
 
 /**
@@ -23,7 +23,7 @@ export interface BatchingSinkOptions {
  * ```ts
  * const audit = new BatchingAuditSink({ write: (e) => store.appendAudit(e) }, { flushIntervalMs: 200 });
  * audit.push(event);          // never blocks
- * await audit.close();        // flushes what is left
+ * const lost = await audit.close({ timeoutMs: 10_000 }); // retries what is left for up to 10 s
  * ```
  */
 export class BatchingAuditSink implements AuditSink {
@@ -34,6 +34,10 @@ export class BatchingAuditSink implements AuditSink {
   #flushing: Promise<void> | undefined;
   /** The last write failed: the next attempt waits for the timer, not for the next event. */
   #failing = false;
+  /** Events of the write under way. */
+  #writing = 0;
+  /** close() is retrying: failures are its to report, and no timer is set. */
+  #closing = false;
   dropped = 0;
 
   constructor(target: AuditSink, options: BatchingSinkOptions) {
@@ -68,6 +72,11 @@ export class BatchingAuditSink implements AuditSink {
     return this.#queue.length;
   }
 
+  /** The last write failed: the next attempt waits for the timer. */
+  get failing(): boolean {
+    return this.#failing;
+  }
+
   /** Write everything queued now. */
   async flush(): Promise<void> {
     if (this.#timer !== undefined) {
@@ -78,19 +87,23 @@ export class BatchingAuditSink implements AuditSink {
     if (this.#queue.length === 0) return;
     const batch = this.#queue;
     this.#queue = [];
+    this.#writing = batch.length;
     this.#flushing = this.#target.write(batch).then(
       () => {
+        this.#writing = 0;
         this.#failing = false;
         if (this.#queue.length >= this.#o.maxBatch) void this.flush();
       },
       (e: unknown) => {
+        this.#writing = 0;
         this.#failing = true;
         // Keep the events for the next attempt, within the queue bound; what does not fit is dropped
         // and counted like any other overflow.
         const kept = batch.concat(this.#queue);
         this.dropped += Math.max(0, kept.length - this.#o.maxQueue);
         this.#queue = kept.slice(0, this.#o.maxQueue);
-        this.#o.onError?.(e);
+        if (this.#closing) return;
+        this.#o.onError?.(e, batch.length);
         if (this.#timer === undefined) {
           this.#timer = setTimeout(() => void this.flush(), this.#o.flushIntervalMs);
           this.#timer.unref();
@@ -104,8 +117,45 @@ export class BatchingAuditSink implements AuditSink {
     }
   }
 
-  /** Flush and stop. */
-  async close(): Promise<void> {
-    await this.flush();
+  /**
+   * Flush and stop. Without `timeoutMs`, one attempt, however long it takes. With it, a failed
+   * write is tried again every `flushIntervalMs` until `timeoutMs` has passed, and a write that has
+   * not answered by then (a hung store or disk) is given up on. Resolves with the number of events
+   * not written: those still queued and those of a write given up on.
+   */
+  async close(options: { readonly timeoutMs?: number } = {}): Promise<number> {
+    if (options.timeoutMs === undefined) {
+      await this.flush();
+      return this.#queue.length + this.#writing;
+    }
+    this.#closing = true;
+    const deadline = performance.now() + options.timeoutMs;
+    for (;;) {
+      if (!(await within(this.flush(), deadline - performance.now()))) break;
+      const left = deadline - performance.now();
+      if (this.#queue.length === 0 || left <= 0) break;
+      await within(new Promise((resolve) => setTimeout(resolve, Math.min(this.#o.flushIntervalMs, left))), left);
+    }
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    return this.#queue.length + this.#writing;
+  }
+}
+
+/** Whether `p` settled within `ms` (false: it was given up on, and goes on unwatched). */
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), Math.max(0, ms));
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }

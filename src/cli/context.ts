@@ -78,7 +78,8 @@ export interface ServiceContext {
   readonly store: Store;
   readonly service: TokenService;
   readonly master: MasterKey | undefined;
-  close(): Promise<void>;
+  /** `auditTimeoutMs`: how long audit events the store refuses are retried (TokenService.close). */
+  close(options?: { readonly auditTimeoutMs?: number }): Promise<void>;
 }
 
 /**
@@ -119,8 +120,8 @@ export async function openService(
     store,
     service,
     master,
-    async close() {
-      await service.close();
+    async close(options) {
+      await service.close(options);
       await store.close();
     },
   };

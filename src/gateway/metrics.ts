@@ -273,3 +273,19 @@ export class GatewayMetrics {
     this.#retiredCache = { hits: this.#retiredCache.hits + hits, misses: this.#retiredCache.misses + misses };
   }
 }
+
+/**
+ * The token service's audit queue beside the gateway's metrics (`tessera serve`): the events it
+ * dropped because its queue was full while the store failed, which are lost.
+ */
+export function tokenServiceAuditMetrics(registry: Registry, audit: () => { dropped: number }): void {
+  new Counter({
+    name: 'tessera_token_service_audit_events_dropped_total',
+    help: 'Token service audit events dropped because its queue was full (the store failing); they are lost.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(audit().dropped);
+    },
+  });
+}

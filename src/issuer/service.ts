@@ -168,6 +168,9 @@ type ServiceContext = ClientCredentialsContext &
   RegistrationContext &
   RememberedConsentContext;
 
+/** How long close() retries the audit events the store has not taken, by default. */
+const AUDIT_CLOSE_MS = 10_000;
+
 /** The grant types the token endpoint serves. */
 const SUPPORTED_GRANT_TYPES: ReadonlySet<string> = new Set(['client_credentials', 'authorization_code', 'refresh_token', TOKEN_EXCHANGE]);
 
@@ -293,7 +296,13 @@ export class TokenService {
       { write: (events) => store.appendAudit(events) },
       {
         flushIntervalMs: Math.max(1, config.audit_flush_interval * 1000),
-        onError: () => this.#warn('audit events could not be written to the store; retrying'),
+        // The events a full queue dropped are lost: the warning says how many so far.
+        onError: () =>
+          this.#warn(
+            audit.dropped > 0
+              ? `audit events could not be written to the store; retrying (${audit.dropped} dropped so far: the queue was full)`
+              : 'audit events could not be written to the store; retrying',
+          ),
       },
     );
     this.audit = audit;
@@ -442,9 +451,11 @@ export class TokenService {
 
   /**
    * Stop syncing (and listening for pushed revocations) and flush the audit queue. Does not close
-   * the store (its owner does).
+   * the store (its owner does). A store that fails is tried again every `audit_flush_interval` for
+   * up to `auditTimeoutMs` (default 10 s), a write that does not answer is given up on then, and the
+   * events not written are told to `onWarning` in one line.
    */
-  async close(): Promise<void> {
+  async close(options: { readonly auditTimeoutMs?: number } = {}): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#stopWatching();
@@ -452,7 +463,11 @@ export class TokenService {
     await this.#syncing?.catch(() => {});
     await this.#auditPrune?.catch(() => {});
     await this.#pushed;
-    await this.audit.close();
+    const timeoutMs = options.auditTimeoutMs ?? AUDIT_CLOSE_MS;
+    const lost = await this.audit.close({ timeoutMs });
+    if (lost > 0) {
+      this.#warn(`${lost} audit events could not be written to the store within ${timeoutMs / 1000} s of shutdown and are lost`);
+    }
   }
 
   // The token endpoint.

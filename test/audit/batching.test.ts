@@ -82,3 +82,50 @@ describe('batching audit sink: busy store', () => {
     assert.equal(sink.depth, 0);
   });
 });
+
+describe('batching audit sink: close()', () => {
+  it('store down at shutdown: close() tries again every flush interval within its timeout, instead of once', async () => {
+    const written: AuditEvent[] = [];
+    let attempts = 0;
+    const sink = new BatchingAuditSink(
+      {
+        write: async (events) => {
+          if (++attempts <= 3) throw new Error('store down');
+          written.push(...events);
+        },
+      },
+      { flushIntervalMs: 20, maxBatch: 100, onError: () => {} },
+    );
+    for (let i = 0; i < 5; i++) sink.push(event(i));
+    const lost = await sink.close({ timeoutMs: 5000 });
+    assert.equal(written.length, 5, 'written once the store was back');
+    assert.equal(lost, 0);
+    assert.equal(attempts, 4);
+  });
+
+  it('store down for longer than the timeout: close() gives up then and says how many events were not written', async () => {
+    let errors = 0;
+    const sink = new BatchingAuditSink(
+      {
+        write: async () => {
+          throw new Error('store down');
+        },
+      },
+      { flushIntervalMs: 20, maxBatch: 100, onError: () => errors++ },
+    );
+    for (let i = 0; i < 5; i++) sink.push(event(i));
+    const started = performance.now();
+    const lost = await sink.close({ timeoutMs: 200 });
+    assert.ok(performance.now() - started < 1000, `gave up after ${Math.round(performance.now() - started)} ms`);
+    assert.equal(lost, 5);
+    assert.equal(errors, 0, 'the retries at shutdown are not each reported: the caller reports the loss once');
+  });
+
+  it('hung store write (an NFS hang): close() does not wait for it past its timeout, and counts its events as not written', async () => {
+    const sink = new BatchingAuditSink({ write: () => new Promise<void>(() => {}) }, { flushIntervalMs: 20, maxBatch: 3 });
+    for (let i = 0; i < 5; i++) sink.push(event(i)); // 3 in the hung write, 2 queued
+    const closed = sink.close({ timeoutMs: 100 });
+    const outcome = await Promise.race([closed, new Promise((resolve) => setTimeout(() => resolve('hung'), 3000))]);
+    assert.equal(outcome, 5, 'close() resolved with every event not written');
+  });
+});

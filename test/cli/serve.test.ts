@@ -150,6 +150,19 @@ after(async () => {
 });
 
 describe('tessera serve: token service and gateway in one process', () => {
+  it('token service audit events dropped while the store is down are counted in /metrics, beside the gateway audit counters', async () => {
+    const before = running.service.audit.dropped;
+    try {
+      // As a full queue does while the store refuses writes.
+      running.service.audit.dropped += 3;
+      const text = await (await fetch(`${base}/metrics`)).text();
+      assert.match(text, new RegExp(`^tessera_token_service_audit_events_dropped_total ${before + 3}$`, 'm'));
+      assert.match(text, /^tessera_audit_events_dropped_total 0$/m);
+    } finally {
+      running.service.audit.dropped = before;
+    }
+  });
+
   it('leaves the token service paths to the token service and everything else to the gateway', async () => {
     const meta = await fetch(`${base}/.well-known/oauth-authorization-server`);
     assert.equal(meta.status, 200);

@@ -96,3 +96,84 @@ describe('audit retention', () => {
     );
   });
 });
+
+describe('audit queue: the store failing', () => {
+  async function failingStore() {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-service-'));
+    dirs.push(dir);
+    const store = SqliteStore.open({ path: join(dir, 'tessera.db') });
+    const config = resolveTokenService(
+      parseConfig(configSchema, { data_dir: dir, token_service: { issuer: ISSUER, audit_flush_interval: '20ms' } }),
+    );
+    const warnings: string[] = [];
+    const service = new TokenService({ config, store, master: generateMasterKey().key, onWarning: (m) => warnings.push(m) });
+    let down = true;
+    const append = store.appendAudit.bind(store);
+    store.appendAudit = (events) => (down ? Promise.reject(new Error('store down')) : append(events));
+    return { store, service, warnings, up: () => (down = false) };
+  }
+
+  it('events dropped while the store is down: the retrying warning says how many', async () => {
+    const { store, service, warnings } = await failingStore();
+    try {
+      // More than the queue holds (100 000), while the store refuses every write.
+      for (let i = 0; i < 100_007; i++) service.audit.push(eventAt(Date.now(), `s${i}`));
+      await service.audit.flush();
+      const dropped = service.audit.dropped;
+      assert.ok(dropped >= 7, `${dropped} dropped`);
+      assert.equal(
+        warnings.at(-1),
+        `audit events could not be written to the store; retrying (${dropped} dropped so far: the queue was full)`,
+      );
+    } finally {
+      await service.close({ auditTimeoutMs: 0 });
+      await store.close();
+    }
+  });
+
+  it('store down at shutdown: close() retries within auditTimeoutMs, so a short outage loses nothing', async () => {
+    const { store, service, warnings, up } = await failingStore();
+    try {
+      service.audit.push(eventAt(Date.now(), 'alice'));
+      setTimeout(up, 150);
+      await service.close({ auditTimeoutMs: 5000 });
+      assert.equal((await store.queryAudit({ subject: 'alice' })).length, 1, 'written once the store was back');
+      assert.deepEqual(
+        warnings.filter((w) => /lost/.test(w)),
+        [],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('store down for all of auditTimeoutMs at shutdown: one line says how many events are lost', async () => {
+    const { store, service, warnings } = await failingStore();
+    try {
+      for (let i = 0; i < 3; i++) service.audit.push(eventAt(Date.now(), `s${i}`));
+      await service.close({ auditTimeoutMs: 100 });
+      assert.deepEqual(
+        warnings.filter((w) => /lost/.test(w)),
+        ['3 audit events could not be written to the store within 0.1 s of shutdown and are lost'],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('hung store write at shutdown: close() gives up after auditTimeoutMs and says how many events were not written', async () => {
+    const { store, service, warnings } = await failingStore();
+    store.appendAudit = () => new Promise<void>(() => {});
+    try {
+      for (let i = 0; i < 2; i++) service.audit.push(eventAt(Date.now(), `s${i}`));
+      const outcome = await Promise.race([
+        service.close({ auditTimeoutMs: 100 }).then(() => 'closed'),
+        new Promise((resolve) => setTimeout(() => resolve('hung'), 3000)),
+      ]);
+      assert.equal(outcome, 'closed');
+      assert.match(warnings.at(-1) ?? '', /^2 audit events could not be written/);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -20,6 +20,7 @@ import type { TesseraConfig } from '../../config/schema.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
+import { tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { announceSignalHandlers, createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
@@ -142,7 +143,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
           });
           server.closeIdleConnections();
         });
-        await ctx.close();
+        // Audit events the store refuses are retried for as long again, then counted as lost.
+        await ctx.close({ auditTimeoutMs: options.drainTimeout ?? TOKEN_SERVICE_DRAIN_MS });
       })();
       return closing;
     };
@@ -263,7 +265,8 @@ async function withGateway(
         res.end('{"error":"not_found"}');
         return true;
       },
-      onClose: () => ctx.close(),
+      // After the gateway's own audit events: the token service's get drain_timeout again to be written.
+      onClose: () => ctx.close({ auditTimeoutMs: served.gateway.state.gateway.drain_timeout * 1000 }),
     },
     {
       ...(options.logger ? { logger: options.logger } : {}),
@@ -284,6 +287,7 @@ async function withGateway(
       ...(ctx.master !== undefined ? { mcpSessionKey: deriveMacKey(ctx.master, SESSION_KEY_INFO) } : {}),
     },
   );
+  tokenServiceAuditMetrics(served.gateway.registry, () => service.audit);
   return { url: served.url, service, config, gateway: served, close: () => served.close() };
 }
 
