@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { within } from './batching.ts';
 import type { AuditEvent, AuditSink } from './event.ts';
 
 /** Options of {@link createAuditPipeline}. */
@@ -36,8 +37,12 @@ export interface AuditPipeline {
   emit(event: AuditEvent): void;
   /** Write everything queued so far. */
   flush(): Promise<void>;
-  /** Flush, then stop the timer. Events emitted afterwards are written by the next `flush`. */
-  close(): Promise<void>;
+  /**
+   * Flush, then stop the timer. Events emitted afterwards are written by the next `flush`. With
+   * `timeoutMs`, a sink that has not answered by then is given up on. Resolves with the events not
+   * written: still `queued`, and `writing` (the batch a sink had not answered for).
+   */
+  close(options?: { readonly timeoutMs?: number }): Promise<{ queued: number; writing: number }>;
   readonly stats: AuditPipelineStats;
 }
 
@@ -110,9 +115,11 @@ export function createAuditPipeline(options: AuditPipelineOptions): AuditPipelin
       }
     },
     flush,
-    async close() {
+    async close(options = {}) {
       clearInterval(timer);
-      await flush();
+      if (options.timeoutMs === undefined) await flush();
+      else await within(flush(), options.timeoutMs);
+      return { queued: queue.length, writing: inFlight };
     },
     get stats() {
       return { depth: queue.length + inFlight, written, dropped, failed };

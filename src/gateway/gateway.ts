@@ -15,6 +15,7 @@ import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
+import { BatchingAuditSink, within } from '../audit/batching.ts';
 import type { AuditSink } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
 import { type AuditPipeline, createAuditPipeline } from '../audit/pipeline.ts';
@@ -197,7 +198,11 @@ export interface GatewayDeps {
   readonly metrics?: Registry;
   /** Clock in epoch ms (tests). */
   readonly clock?: Clock;
-  /** Further audit sinks (the store). `audit.stdout` / `audit.file` sinks are added from config. */
+  /**
+   * Further audit sinks (the store). `audit.stdout` / `audit.file` sinks are added from config. A
+   * batch one of these refuses is kept (within `audit.max_queue`) and tried again every
+   * `audit.flush_interval`.
+   */
   readonly auditSinks?: readonly AuditSink[];
   /** Revocations: checked by the verifiers, and used to close open streams. */
   readonly revocation?: RevocationFeed;
@@ -356,26 +361,58 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   for (const v of state.verifiers) void v.ready();
 
   let sinks: JsonLinesSink[] = auditOutputs(state.audit);
-  const extraSinks = deps.auditSinks ?? [];
+  const maxQueue = state.audit?.max_queue ?? 100_000;
+  const flushIntervalMs = (state.audit?.flush_interval ?? 1) * 1000;
+  const auditFailed = (error: unknown, events: number) =>
+    logger.error({ event: 'audit_write_failed', events, error: (error as Error)?.name ?? 'error' }, 'audit events could not be written');
+  // The store (the further sinks) keeps what it refused and tries it again every flush_interval,
+  // as the token service's queue does, within max_queue more events (beyond: dropped and counted):
+  // a short outage loses nothing. audit.file and stdout are not retried (a line written twice).
+  let storeFailed = 0;
+  const stores = (deps.auditSinks ?? []).map(
+    (s) =>
+      new BatchingAuditSink(s, {
+        flushIntervalMs,
+        maxBatch: state.audit?.batch_size ?? 256,
+        maxQueue,
+        onError: (error, events) => {
+          storeFailed += events;
+          auditFailed(error, events);
+        },
+      }),
+  );
   const audit = createAuditPipeline({
     // A batch is over once every output has answered: Promise.all would end it at the first refusal
     // (an audit.file on a full disk), while the store still writes it, so the next batches' writes
-    // would pile up beside it and a shutdown would close the store under them.
+    // would pile up beside it and a shutdown would close the store under them. A store that is
+    // failing answers at once: the batch waits in its queue for the next attempt.
     sinks: [
       {
         write: (events) =>
-          Promise.allSettled([...sinks, ...extraSinks].map((s) => s.write(events))).then((results) => {
+          Promise.allSettled([
+            ...sinks.map((s) => s.write(events)),
+            ...stores.map((s) => s.write(events).then(() => (s.failing ? undefined : s.flush()))),
+          ]).then((results) => {
             for (const r of results) if (r.status === 'rejected') throw r.reason;
           }),
       },
     ],
     batchSize: state.audit?.batch_size ?? 256,
-    flushIntervalMs: (state.audit?.flush_interval ?? 1) * 1000,
-    maxQueue: state.audit?.max_queue ?? 100_000,
-    onError: (error, _sink, events) =>
-      logger.error({ event: 'audit_write_failed', events, error: (error as Error)?.name ?? 'error' }, 'audit events could not be written'),
+    flushIntervalMs,
+    maxQueue,
+    onError: (error, _sink, events) => auditFailed(error, events),
   });
-  const maxQueue = state.audit?.max_queue ?? 100_000;
+  const auditStats = () => {
+    const { depth, dropped, failed } = audit.stats;
+    let stored = 0;
+    let storeDropped = 0;
+    for (const s of stores) {
+      stored = Math.max(stored, s.depth);
+      storeDropped += s.dropped;
+    }
+    // The queue is as full as the fuller of the two (the pipeline's, the store's retry queue).
+    return { depth: Math.max(depth, stored), dropped: dropped + storeDropped, failed: failed + storeFailed };
+  };
 
   const streams = new StreamRegistry<AdmittedStream>({
     clock,
@@ -402,7 +439,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         return { hits, misses };
       },
-      auditStats: () => audit.stats,
+      auditStats,
       activeStreams: () => streams.counts,
       inflight: () => inflight,
     },
@@ -1067,7 +1104,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       else if (path === ops.ready_path) {
         const r = await readiness(
           s.verifiers,
-          { depth: audit.stats.depth, max: maxQueue },
+          { depth: auditStats().depth, max: maxQueue },
           deps.readiness ?? [],
           closing,
           ops.jwks_max_stale * 1000,
@@ -1141,8 +1178,22 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     streams.closeAll('shutdown');
     streams.stop();
     await pools.close(inflight > 0);
-    await audit.close();
-    await Promise.all(sinks.map((s) => s.close()));
+    // The audit events still queued get drain_timeout again to be written: a store that refuses
+    // them is retried, an output that does not answer (a hung disk) is given up on then.
+    const deadline = performance.now() + drainMs;
+    const left = () => deadline - performance.now();
+    const queued = await audit.close({ timeoutMs: left() });
+    let stored = 0;
+    for (const s of stores) stored = Math.max(stored, await s.close({ timeoutMs: left() }));
+    await within(Promise.all(sinks.map((s) => s.close())), left());
+    // A batch handed to the store is in both counts when the pipeline gave up waiting for it.
+    const lost = queued.queued + Math.max(queued.writing, stored);
+    if (lost > 0) {
+      logger.error(
+        { event: 'audit_events_lost', events: lost },
+        `${lost} audit events were not written to every output within ${drainMs / 1000} s of shutdown and are lost`,
+      );
+    }
   }
 
   return {

@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import pino from 'pino';
 import type { AuditEvent, AuditSink } from '../../src/audit/event.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { baseConfig, parse, silent } from './helpers.ts';
@@ -46,12 +48,98 @@ describe('gateway audit outputs: a broken audit.file', () => {
         { logger: silent, auditSinks: [sink] },
       );
       for (let i = 0; i < 30; i++) gateway.audit.emit(event(i));
-      await gateway.close({ drainTimeoutMs: 10 });
+      // Nothing in flight: the drain timeout bounds only the audit flush (300 ms of store writes).
+      await gateway.close({ drainTimeoutMs: 5000 });
       assert.equal(store.events.length, 30, 'every queued event reached the store before close() resolved');
       assert.equal(store.most, 1, 'one batch at a time, as with a healthy file');
       assert.equal(gateway.audit.stats.failed, 30, 'the file failures are still counted');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('gateway audit outputs: the store down', () => {
+  const config = (audit: Record<string, unknown>) =>
+    parse({ ...baseConfig(), audit, gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] } });
+  const lines = () => {
+    const out: Record<string, unknown>[] = [];
+    const stream = new Writable({
+      write(chunk, _enc, done) {
+        out.push(JSON.parse(String(chunk)));
+        done();
+      },
+    });
+    return { out, logger: pino({ level: 'info' }, stream) };
+  };
+
+  it('store down for a moment: the gateway batches it refused are written once it is back, none lost', async () => {
+    let down = true;
+    const written: AuditEvent[] = [];
+    const sink: AuditSink = {
+      write: async (events) => {
+        if (down) throw new Error('store down');
+        written.push(...events);
+      },
+    };
+    const gateway = createGateway(config({ flush_interval: '20ms', batch_size: 10 }), { logger: silent, auditSinks: [sink] });
+    try {
+      for (let i = 0; i < 25; i++) gateway.audit.emit(event(i));
+      await gateway.audit.flush();
+      assert.equal(written.length, 0);
+      down = false;
+      const end = Date.now() + 3000;
+      while (written.length < 25 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(
+        written.map((e) => e.id),
+        Array.from({ length: 25 }, (_, i) => `e${i}`),
+      );
+      const text = await gateway.registry.metrics();
+      assert.match(text, /^tessera_audit_events_dropped_total 0$/m);
+      assert.doesNotMatch(text, /^tessera_audit_write_failures_total 0$/m, 'the refused writes are counted');
+    } finally {
+      await gateway.close({ drainTimeoutMs: 100 });
+    }
+  });
+
+  it('store down past max_queue: what the retry queue cannot hold is dropped and counted, not held without bound', async () => {
+    const sink: AuditSink = { write: () => Promise.reject(new Error('store down')) };
+    const gateway = createGateway(config({ flush_interval: '10s', batch_size: 5, max_queue: 5 }), { logger: silent, auditSinks: [sink] });
+    try {
+      for (let i = 0; i < 5; i++) gateway.audit.emit(event(i));
+      await gateway.audit.flush();
+      for (let i = 5; i < 12; i++) gateway.audit.emit(event(i));
+      await gateway.audit.flush();
+      const text = await gateway.registry.metrics();
+      assert.match(text, /^tessera_audit_events_dropped_total 7$/m, text);
+    } finally {
+      await gateway.close({ drainTimeoutMs: 10 });
+    }
+  });
+
+  it('store down at shutdown: close() retries within drain_timeout, then logs once how many events are lost', async () => {
+    const { out, logger } = lines();
+    const sink: AuditSink = { write: () => Promise.reject(new Error('store down')) };
+    const gateway = createGateway(config({ flush_interval: '20ms' }), { logger, auditSinks: [sink] });
+    for (let i = 0; i < 4; i++) gateway.audit.emit(event(i));
+    const started = performance.now();
+    await gateway.close({ drainTimeoutMs: 200 });
+    assert.ok(performance.now() - started < 2000);
+    const lost = out.filter((l) => l.event === 'audit_events_lost');
+    assert.equal(lost.length, 1, JSON.stringify(out));
+    assert.equal(lost[0]?.events, 4);
+  });
+
+  it('hung audit output (an NFS hang): close() gives up after drain_timeout and logs how many events were not written', async () => {
+    const { out, logger } = lines();
+    const hung: AuditSink = { write: () => new Promise<void>(() => {}) };
+    const gateway = createGateway(config({ batch_size: 3 }), { logger, auditSinks: [hung] });
+    for (let i = 0; i < 5; i++) gateway.audit.emit(event(i));
+    const outcome = await Promise.race([
+      gateway.close({ drainTimeoutMs: 100 }).then(() => 'closed'),
+      new Promise((resolve) => setTimeout(() => resolve('hung'), 3000)),
+    ]);
+    assert.equal(outcome, 'closed');
+    assert.equal(out.find((l) => l.event === 'audit_events_lost')?.events, 5, JSON.stringify(out));
   });
 });
