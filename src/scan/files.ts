@@ -131,20 +131,21 @@ const within = (path: string, dir: string): boolean => path === dir || path.star
 
 /**
  * Why the file or directory at `real` (its path without links), reached while walking `roots`
- * (the paths given, without links), is not read: `outside` a symbolic link (`link`) whose target
- * is in none of the paths given (a directory or a file alike, as ripgrep and gitleaks do not leave
- * the tree they were given); `system` in /proc, /sys or /dev when no path given is in them there.
- * `undefined`: read it.
+ * (the paths given, without links), is not read: `outside` a directory whose real path is in none
+ * of the paths given (reached through a link, or swapped for one while scanning: walking on would
+ * leave the tree given, `/` or `/proc/self` the whole filesystem); `system` in /proc, /sys or /dev
+ * when no path given is in them. A file outside is read: a link to one file (Kubernetes'
+ * `/var/log/containers` into `/var/log/pods`) reaches nothing more. `undefined`: read it.
  */
-export function notFollowed(real: string, roots: readonly string[], link: boolean): 'outside' | 'system' | undefined {
-  if (link && !roots.some((r) => within(real, r))) return 'outside';
+export function notFollowed(real: string, roots: readonly string[], directory: boolean): 'outside' | 'system' | undefined {
+  if (directory && !roots.some((r) => within(real, r))) return 'outside';
   const system = SYSTEM_DIRS.find((d) => within(real, d));
   if (system !== undefined && !roots.some((r) => within(r, system) && within(real, r))) return 'system';
   return undefined;
 }
 
 const NOT_FOLLOWED = {
-  outside: 'a symbolic link out of the paths given: not followed (give its target as a path to scan it)',
+  outside: 'a directory out of the paths given (through a symbolic link): not walked into (give its target as a path to scan it)',
   system: 'a kernel filesystem (/proc, /sys, /dev): not walked into unless a path in it is given',
 } as const;
 
@@ -190,7 +191,21 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
       seen.add(id);
       let entries: Dirent[];
       try {
+        // Decided on where `at` leads now, and listed only if it is still the directory looked at:
+        // a directory swapped for a link (to `/`) since would otherwise be listed under a real path
+        // made up from its name. Node has no openat, so this narrows the race; it cannot close it.
+        const now = await realpath(at);
+        const skip = now === real ? undefined : notFollowed(now, reals, true);
+        if (skip !== undefined) {
+          options.onNote({ path, reason: skip, message: NOT_FOLLOWED[skip] });
+          return;
+        }
         entries = (await readdir(at, { withFileTypes: true })).sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+        const after = await stat(at);
+        if (`${after.dev}:${after.ino}` !== id) {
+          options.onNote({ path, reason: 'unreadable', message: 'replaced while it was listed: not read' });
+          return;
+        }
       } catch (e) {
         options.onNote({ path, reason: 'unreadable', message: `cannot list the directory (${message(e)})` });
         return;
@@ -198,12 +213,12 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
       for (const entry of entries) {
         const { name } = entry;
         const child = join(path, name);
-        const link = entry.isSymbolicLink();
         let found: { stats: Stats; at: string } | undefined;
-        let childReal = join(real, name);
+        let childReal = '';
         try {
           found = await statThroughLinks(join(at, name));
-          if (found !== undefined && link) childReal = await realpath(found.at);
+          // Whether it is a link is not taken from the listing: the entry may have been swapped since.
+          if (found !== undefined) childReal = await realpath(found.at);
         } catch (e) {
           // Listed, then gone: a symbolic link to nothing (or a file removed meanwhile) has nothing to read.
           const code = (e as NodeJS.ErrnoException).code;
@@ -223,7 +238,7 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
           });
           continue;
         }
-        const skip = notFollowed(childReal, reals, link);
+        const skip = notFollowed(childReal, reals, found.stats.isDirectory());
         if (skip !== undefined) {
           options.onNote({ path: child, reason: skip, message: NOT_FOLLOWED[skip] });
           continue;

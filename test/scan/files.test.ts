@@ -61,7 +61,7 @@ describe('scanPaths', () => {
     );
   });
 
-  it('does not follow a planted link to / or /proc/self out of the paths given (which walked the whole filesystem): each is noted outside, the rest scanned', {
+  it('does not follow a planted link to / or /proc/self out of the paths given (which walked the whole filesystem): each is noted outside, the rest scanned; a link to one file elsewhere is read', {
     timeout: 20_000,
   }, async () => {
     const walk = join(dir, 'walk');
@@ -81,13 +81,12 @@ describe('scanPaths', () => {
       },
       onNote: (n) => notes.push(n),
     });
-    assert.deepEqual(found, [join(walk, 'a/in.log')]);
-    assert.equal(totals.files, 1);
+    assert.deepEqual(found, [join(walk, 'a/in.log'), join(walk, 'file')]);
+    assert.equal(totals.files, 2);
     assert.deepEqual(
       notes.map((n) => [n.path, n.reason]),
       [
         [join(walk, 'b'), 'loop'],
-        [join(walk, 'file'), 'outside'],
         [join(walk, 'proc'), 'outside'],
         [join(walk, 'root'), 'outside'],
       ],
@@ -116,7 +115,8 @@ describe('scanPaths', () => {
     assert.equal(notFollowed('/dev/shm/x', ['/dev/shm'], false), undefined);
     assert.equal(notFollowed('/proc/self/status', ['/proc/self'], false), undefined);
     assert.equal(notFollowed('/proc/1', ['/proc/self', '/'], true), 'system');
-    assert.equal(notFollowed('/etc/passwd', ['/var/log'], true), 'outside');
+    assert.equal(notFollowed('/etc', ['/var/log'], true), 'outside');
+    assert.equal(notFollowed('/var/log/pods/x/0.log', ['/var/log/containers'], false), undefined);
     assert.equal(notFollowed('/var/log/app/x', ['/var/log'], true), undefined);
     assert.equal(notFollowed('/var/logs', ['/var/log'], true), 'outside');
     const notes: ScanNote[] = [];

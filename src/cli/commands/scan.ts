@@ -277,15 +277,16 @@ States: live (usable now), expired, revoked, rotated (a refresh token already ex
 
 Skipped input (binary, over --max-size, unreadable, not a regular file) is listed on stderr
 (skipped in --json); a directory reached again through a link, a loop of links and a link to
-nothing are noted but leave nothing unread. Symbolic links are followed within the paths given:
-a link (to a directory or a file) whose target is outside all of them is skipped, and /proc,
-/sys and /dev are not walked into unless a path in them is given.
+nothing are noted but leave nothing unread. Symbolic links are followed, but a directory outside
+all the paths given is not walked into (a link to / or /proc/self would walk the whole
+filesystem): give its target as a path too. A link to a file elsewhere is read. /proc, /sys and
+/dev are not walked into unless a path in them is given.
 
 Exit codes:
   0  every path read, no live token found (or, with --revoke, every live one was revoked)
   1  live tokens found and not revoked (fail a CI build that leaks tokens)
   2  the scan could not run (a path that does not exist, a bad option, no data directory)
-  3  no live token found, but some input was skipped (a link out included): the answer is partial
+  3  no live token found, but some input was skipped (a directory out included): the answer is partial
 
 Examples:
   tessera scan /var/log/app                   report what leaked, exit 1 if anything is live
