@@ -377,6 +377,13 @@ export const OAUTH_ERROR_CODES = {
     description: 'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
   },
   admin_revoke_issuer_without_subject: { status: 400, error: 'invalid_request', description: 'issuer is given only with subject.' },
+  // A subject is revoked at an issuer by name: one no token or grant here can have (a typo, a
+  // trailing slash) would revoke nothing and read as done, the subject's tokens still exchangeable.
+  admin_revoke_issuer_unknown: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'issuer is neither this issuer nor a trusted one, and the subject holds no grant of it here.',
+  },
   // The reason is stored with each revoked grant (revoked_reason, shown by `tessera grants tree`)
   // and written into grant.revoked: a token pasted there by mistake would be kept whole.
   admin_revoke_reason_token: {

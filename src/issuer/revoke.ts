@@ -90,11 +90,21 @@ export async function revokeGrants(
 ): Promise<RevokedGrant[]> {
   if (holdsToken(reason)) throw new OAuthError('admin_revoke_reason_token');
   const now = ctx.now();
+  // An issuer named with a subject must be one whose subjects can be here: this one, a trusted one,
+  // or one the subject still holds a grant of (an issuer since removed from `issuers`). Any other
+  // (`https://idp.example/` for `https://idp.example`) would revoke nothing and write entries no
+  // token matches, so it is refused with nothing written.
+  const unknownIssuer =
+    'subject' in selector &&
+    selector.issuer !== undefined &&
+    selector.issuer !== ctx.issuer &&
+    !ctx.externalIssuers.includes(selector.issuer);
   // The subject's and client's entries are appended in the transaction that revokes the grants:
   // another instance that has not read them yet still cannot begin a tree from one of the
   // subject's older external tokens (the store checks them when creating that root grant).
   const alsoLog = (revoked: readonly RevokedGrant[]): Omit<RevocationEntry, 'seq'>[] => {
     const entries: Omit<RevocationEntry, 'seq'>[] = [];
+    if (unknownIssuer && revoked.length === 0) return entries;
     if ('subject' in selector) {
       const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
       if (selector.issuer !== undefined) issuers.add(selector.issuer);
@@ -143,6 +153,7 @@ export async function revokeGrants(
     entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
     alsoLog,
   });
+  if (unknownIssuer && revoked.length === 0) throw new OAuthError('admin_revoke_issuer_unknown');
   await ctx.feed.catchUp(now);
   ctx.standing.forget(revoked.map((g) => g.id));
   for (const g of revoked) {

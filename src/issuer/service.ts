@@ -659,7 +659,8 @@ export class TokenService {
    * returning, and audit each revoked grant. For a subject, tokens of external issuers issued until
    * now are refused as subject tokens too, so the subject cannot simply exchange again. `reason` is
    * stored with each grant and written into grant.revoked: one holding a token is refused with
-   * `OAuthError` `admin_revoke_reason_token`, nothing revoked.
+   * `OAuthError` `admin_revoke_reason_token`, nothing revoked; so is a subject's issuer that is
+   * neither this one nor trusted and holds no grant of the subject here (`admin_revoke_issuer_unknown`).
    */
   revokeGrants(selector: GrantSelector, reason: string, by?: string): Promise<RevokedGrant[]> {
     return revokeGrants(this.#ctx, selector, reason, by);

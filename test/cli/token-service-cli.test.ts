@@ -456,10 +456,12 @@ describe('tokens, revocation and grant trees', () => {
     const actions = () => store.queryAudit({ kinds: ['admin.action'], limit: 10_000 });
     try {
       const before = (await actions()).length;
-      assert.deepEqual(
-        json('revoke', '--subject', 'nobody-cli', '--issuer', 'https://idp.test', '--reason', 'offboarded').revoked_grants,
-        [],
-      );
+      assert.deepEqual(json('revoke', '--subject', 'nobody-cli', '--reason', 'offboarded').revoked_grants, []);
+      // An issuer neither this one nor trusted (none is here), of which the subject holds no grant:
+      // it would revoke nothing and read as done.
+      const unknown = tessera('revoke', '--subject', 'nobody-cli', '--issuer', 'https://idp.test', '--reason', 'offboarded');
+      assert.equal(unknown.code, 1);
+      assert.match(unknown.stderr, /\(admin_revoke_issuer_unknown\)\n$/);
       const g = json('token', 'mint', '--client', 'demo-agent', '--subject', 'carol');
       assert.deepEqual(json('revoke', '--grant', String(g.grant_id)).revoked_grants, [g.grant_id]);
       const t = json('token', 'mint', '--client', 'demo-agent');
@@ -479,10 +481,15 @@ describe('tokens, revocation and grant trees', () => {
               by: 'cli',
               selector: 'subject',
               target: 'nobody-cli',
-              issuer: 'https://idp.test',
               revoke_reason: 'offboarded',
               revoked: 0,
             },
+          ],
+          [
+            'deny',
+            'admin_revoke_issuer_unknown',
+            undefined,
+            { action: 'revoke', by: 'cli', selector: 'subject', target: 'nobody-cli', issuer: 'https://idp.test' },
           ],
           [
             'allow',

@@ -495,6 +495,90 @@ describe('a subject revoked while it holds no grant here', () => {
   });
 });
 
+describe('a subject of one trusted issuer among several (revocation by subject is keyed by issuer and subject)', () => {
+  const IDP_B = 'https://idp-b.test';
+  const idpKeyB = makeKey('ES256', 'idp-b-1');
+  const config = {
+    issuers: [
+      { issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } },
+      { issuer: IDP_B, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKeyB.jwk] } },
+    ],
+  } as never;
+  let a: RunningIssuer;
+  let broker: { id: string; secret: string };
+  let ops: { id: string; secret: string };
+  before(async () => {
+    a = await startIssuer({ config });
+    broker = await a.addClient({
+      id: 'broker',
+      scopes: ['api:read'],
+      audiences: ['https://agents.test', 'https://api.test'],
+      grantTypes: [EXCHANGE],
+    });
+    ops = await a.addClient({ id: 'ops', scopes: ['tessera:admin'], audiences: [a.url] });
+  });
+  after(() => a?.close());
+  const swap = (subject_token: string) =>
+    a.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token_type: AT, subject_token, audience: 'https://api.test' },
+      { authorization: basic(broker.id, broker.secret) },
+    );
+  const idpToken = (key: typeof idpKey, iss: string, sub: string) =>
+    sign(key, claims({ iss, sub, aud: 'https://agents.test', scope: 'api:read' }, Math.floor(Date.now() / 1000) - 5));
+  const adminRevoke = async (body: unknown) => {
+    const t = await a.post(
+      '/oauth2/token',
+      { grant_type: 'client_credentials', audience: a.url },
+      { authorization: basic(ops.id, ops.secret) },
+    );
+    const token = ((await t.json()) as { access_token: string }).access_token;
+    return fetch(`${a.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify(body),
+    });
+  };
+
+  it('revoking one issuer’s alice revokes her grants and older tokens there, and spares the other issuer’s alice', async () => {
+    const fromA = await ok(await swap(await idpToken(idpKey, IDP, 'alice')));
+    const fromB = await ok(await swap(await idpToken(idpKeyB, IDP_B, 'alice')));
+    const res = await adminRevoke({ subject: 'alice', issuer: IDP });
+    assert.equal(res.status, 200, await res.clone().text());
+    const revoked = ((await res.json()) as { revoked_grants: string[] }).revoked_grants;
+    assert.deepEqual(revoked, [decodeJwt(fromA.access_token).grant_id]);
+    assert.notEqual(decodeJwt(fromB.access_token).grant_id, revoked[0]);
+    // IdP A's older alice token is refused; IdP B's alice still exchanges.
+    await expectError(await swap(await idpToken(idpKey, IDP, 'alice')), 400, 'invalid_request');
+    await ok(await swap(await idpToken(idpKeyB, IDP_B, 'alice')));
+  });
+
+  it('attack: a revocation by subject whose issuer names no issuer known here (a trailing-slash typo of a trusted one) is refused (admin_revoke_issuer_unknown), nothing written; it answered "0 grants revoked" and left the subject’s tokens exchangeable', async () => {
+    const stolen = await idpToken(idpKey, IDP, 'mallory');
+    for (const issuerTypo of [`${IDP}/`, 'https://IDP.test', 'idp.test']) {
+      const res = await adminRevoke({ subject: 'mallory', issuer: issuerTypo });
+      assert.equal(res.status, 400, await res.clone().text());
+      assert.deepEqual(await res.json(), {
+        error: 'invalid_request',
+        error_description: 'issuer is neither this issuer nor a trusted one, and the subject holds no grant of it here.',
+      });
+      await assert.rejects(a.service.revokeGrants({ subject: 'mallory', issuer: issuerTypo }, 'typo'), {
+        code: 'admin_revoke_issuer_unknown',
+      });
+    }
+    await a.service.audit.flush();
+    const refused = await a.store.queryAudit({ kinds: ['admin.action'], limit: 100 });
+    assert.ok(refused.some((e) => e.decision === 'deny' && e.reason === 'admin_revoke_issuer_unknown'));
+    // Nothing was revoked or recorded: the stolen token still exchanges until the right issuer is named.
+    await ok(await swap(stolen));
+    const stolen2 = await idpToken(idpKey, IDP, 'mallory');
+    assert.equal((await adminRevoke({ subject: 'mallory', issuer: IDP })).status, 200);
+    await expectError(await swap(stolen2), 400, 'invalid_request');
+    // This issuer itself is a known issuer (its own subjects), whether or not the subject holds a grant.
+    assert.equal((await adminRevoke({ subject: 'nobody', issuer: a.url })).status, 200);
+  });
+});
+
 describe('an external token without iat and a subject revocation', () => {
   it('an IdP token without iat (issuer with required_claims: []) signed before a subject revocation is refused after the revocation entry is pruned, and by a freshly started instance', async () => {
     let now = Math.floor(Date.now() / 1000);

@@ -5,6 +5,7 @@
  */
 import type { Command } from 'commander';
 import { quoted } from '../../core/errors.ts';
+import { OAuthError } from '../../core/oauth-errors.ts';
 import { holdsToken } from '../../core/secret-shape.ts';
 import { type GrantSelector, StoreUnavailableError } from '../../store/contract.ts';
 import { readArg, withConfig, withService } from '../context.ts';
@@ -18,7 +19,10 @@ export function registerRevoke(program: Command): void {
     .option('--token <token>', 'an access token this issuer signed (- reads it from stdin)')
     .option('--grant <id>', 'a grant id (the grant_id claim); its whole subtree is revoked')
     .option('--subject <sub>', 'every grant of this subject, and every consent it approved that is remembered')
-    .option('--issuer <iss>', 'with --subject: only the subject of this issuer')
+    .option(
+      '--issuer <iss>',
+      'with --subject: only the subject of this issuer (this one, one in issuers, or one the subject holds a grant of; any other is refused)',
+    )
     .option('--client <id>', 'every grant issued to this client, and every consent to it that is remembered')
     .option(
       '--reason <text>',
@@ -81,7 +85,13 @@ export function registerRevoke(program: Command): void {
             return { revoked_grants: revoked.map((g) => g.id) };
           } catch (error) {
             const code =
-              error instanceof CliError ? 'admin_not_found' : error instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error';
+              error instanceof CliError
+                ? 'admin_not_found'
+                : error instanceof OAuthError
+                  ? error.code
+                  : error instanceof StoreUnavailableError
+                    ? 'store_unavailable'
+                    : 'server_error';
             service.auditCliAction(code, { action: 'revoke', ...named });
             throw error;
           }
