@@ -16,7 +16,7 @@ import { traceContext } from './http/trace.ts';
 import { METADATA_PATH } from './mcp/metadata.ts';
 import { peerAllowed } from './peers.ts';
 import type { Decision } from './pipeline/run.ts';
-import { hasPathPrefix, hostMatches, hostOf } from './routes.ts';
+import { hostMatches, hostOf, prefixEnd } from './routes.ts';
 
 export function repeatsCredentialHeader(raw: readonly string[]): boolean {
   let auth = 0;
@@ -255,11 +255,10 @@ export function metadataRoute(s: GatewayState, host: string, path: string): Comp
 export function upstreamPath(route: CompiledRoute, path: string, query: string): string {
   const u = route.upstream;
   let rest = path;
-  // Matched as the route and its rules are (without case on a case-insensitive route): the prefix
-  // the gateway decided on is the one removed.
-  if (u.stripPrefix !== undefined && hasPathPrefix(path, u.stripPrefix, route.config.case_insensitive_paths)) {
-    rest = path.slice(u.stripPrefix.length);
-  }
+  // Matched as the route and its rules are (without case on a case-insensitive route, literally or
+  // percent-encoded for `@`): the prefix the gateway decided on is the one removed.
+  const end = u.stripPrefix === undefined ? -1 : prefixEnd(path, u.stripPrefix, route.config.case_insensitive_paths);
+  if (end >= 0) rest = path.slice(end);
   const joined = u.basePath + rest;
   return (joined === '' ? '/' : joined) + query;
 }

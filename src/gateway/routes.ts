@@ -54,6 +54,33 @@ function decoded(value: string): string {
   }
 }
 
+/**
+ * Where the part of the normalized `path` that `prefix` matches ends, or -1 when it does not
+ * match: the prefix is compared as a route's `path_prefix` is (decoded when it has a character of
+ * two spellings, without case with `caseInsensitive`), so `/%40x/y` continues `/@x` after `/%40x`
+ * and `strip_prefix` removes what the route matched, however it was spelled.
+ */
+export function prefixEnd(path: string, prefix: string, caseInsensitive = false): number {
+  return endOf(path, prefix, ONE_SPELLING.test(prefix) ? undefined : decoded(prefix), caseInsensitive);
+}
+
+function endOf(path: string, prefix: string, decodedPrefix: string | undefined, caseInsensitive: boolean): number {
+  if (decodedPrefix === undefined) {
+    if (!hasPathPrefix(path, prefix, caseInsensitive)) return -1;
+    return prefix.endsWith('/') ? prefix.length - 1 : prefix.length;
+  }
+  // The path is normalized: no encoded `/`, well-formed escapes. Decoding keeps its segments, so the
+  // match ends where the segment that ends the prefix ends in the path as sent.
+  if (!hasPathPrefix(decoded(path), decodedPrefix, caseInsensitive)) return -1;
+  const p = decodedPrefix.endsWith('/') ? decodedPrefix.slice(0, -1) : decodedPrefix;
+  if (p === '') return 0;
+  // Both start with `/`: step over as many segments of the path as the prefix has.
+  let end = 0;
+  for (let i = p.indexOf('/', 1); i >= 0 && end >= 0; i = p.indexOf('/', i + 1)) end = path.indexOf('/', end + 1);
+  const next = end < 0 ? -1 : path.indexOf('/', end + 1);
+  return next < 0 ? path.length : next;
+}
+
 /** Compile a route's match block. Pattern errors are reported under `at`. */
 export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[], caseInsensitive = false): Matcher {
   const { host, path_prefix: prefix } = match;
@@ -70,10 +97,7 @@ export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string
   return (h, path, method) => {
     if (methods !== undefined && !methods.has(method)) return false;
     if (host !== undefined && !hostMatches(host, h)) return false;
-    if (decodedPrefix !== undefined) {
-      // The path is normalized: no encoded `/`, well-formed escapes.
-      if (!hasPathPrefix(decoded(path), decodedPrefix, caseInsensitive)) return false;
-    } else if (prefix !== undefined && !hasPathPrefix(path, prefix, caseInsensitive)) return false;
+    if (prefix !== undefined && endOf(path, prefix, decodedPrefix, caseInsensitive) < 0) return false;
     if (pattern !== undefined && !pattern(path)) return false;
     return true;
   };

@@ -252,3 +252,64 @@ describe('gateway: a route prefix with a character that has two spellings (@ and
     assert.equal((await fetch(`${gw.url}/other`, { headers: { authorization: `Bearer ${reader}` } })).status, 200);
   });
 });
+
+describe('gateway: strip_prefix removes the prefix in whichever spelling it matched', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let reader: string;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          {
+            id: 'at',
+            match: { path_prefix: '/@tenant' },
+            upstream: { url: `${upstream.url}/v1`, strip_prefix: '/@tenant' },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [{ scopes: ['api:read'] }],
+          },
+          {
+            id: 'at-insensitive',
+            match: { path_prefix: '/@CI/x' },
+            upstream: { url: `${upstream.url}/v2`, strip_prefix: '/@ci/x/' },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            case_insensitive_paths: true,
+            rules: [{ scopes: ['api:read'] }],
+          },
+          {
+            id: 'accent',
+            match: { path_prefix: '/café' },
+            upstream: { url: `${upstream.url}/v3`, strip_prefix: '/café' },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [{ scopes: ['api:read'] }],
+          },
+        ],
+      },
+    });
+    reader = await token({ scope: 'api:read' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('prefix confusion: /%40tenant/items reaches the upstream as /v1/items, as /@tenant/items does (not /v1/%40tenant/items)', async () => {
+    for (const path of ['/@tenant/items', '/%40tenant/items', '/%40tenant']) {
+      const res = await fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${reader}` } });
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)!.url, path.endsWith('items') ? '/v1/items' : '/v1', path);
+    }
+    for (const path of ['/%40ci/x/items', '/@CI/X/items', '/%40Ci/X/items']) {
+      const res = await fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${reader}` } });
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)!.url, '/v2/items', path);
+    }
+    assert.equal((await fetch(`${gw.url}/caf%C3%A9/items`, { headers: { authorization: `Bearer ${reader}` } })).status, 200);
+    assert.equal(upstream.seen.at(-1)!.url, '/v3/items');
+  });
+});
