@@ -410,7 +410,7 @@ export const gatewaySchema = z
         client: headerName('Client id header.').prefault('x-tessera-client-id'),
         issuer: headerName('Issuer header.').prefault('x-tessera-issuer'),
         actors: headerName(
-          'Actor chain header (current actor first, comma-separated; an actor whose `act` names an issuer other than the token’s as `sub (iss)`).',
+          'Actor chain header (current actor first, comma-separated; an actor whose `act` names an issuer other than the token’s as `sub (iss)`; a space, parenthesis, comma or `%` in a subject or issuer percent-encoded).',
         ).prefault('x-tessera-actor-chain'),
         delegation: headerName('Delegation (grant) id header.').prefault('x-tessera-delegation-id'),
         scopes: headerName('Granted scopes header (space-separated).').prefault('x-tessera-scopes'),

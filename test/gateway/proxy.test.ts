@@ -83,6 +83,20 @@ describe('gateway: plain HTTP proxying', () => {
     assert.deepEqual((await requestEvents(gw)).at(-1)!.actor_chain, ['agent-b', `agent-a (${idp})`, 'x2']);
   });
 
+  it('actor spoofing: an act.sub written like an issuer-qualified actor (`agent-b (https://idp.example)`) is one label upstream, its space and parentheses encoded', async () => {
+    const idp = 'https://idp.test';
+    const t = await token({
+      scope: 'api:read',
+      act: { sub: 'agent-b (https://idp.example)', act: { sub: 'a), (b', iss: idp, act: { sub: 'x (y', iss: 'https://i (1)' } } },
+    });
+    const res = await fetch(`${gw.url}/api/items/1`, { headers: { authorization: `Bearer ${t}` } });
+    assert.equal(res.status, 200);
+    assert.equal(
+      upstream.seen.at(-1)!.headers['x-tessera-actor-chain'],
+      `agent-b%20%28https://idp.example%29, a%29%2C%20%28b (${idp}), x%20%28y (https://i%20%281%29)`,
+    );
+  });
+
   it('streams a POST body upstream', async () => {
     const t = await token({ scope: 'api:write' });
     const res = await fetch(`${gw.url}/api/items`, {

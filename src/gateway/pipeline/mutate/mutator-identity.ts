@@ -12,6 +12,17 @@ import { actorLabel, type Principal } from '../../../core/verify/principal.ts';
 import { headerSafe } from '../../http/headers.ts';
 import type { Mutator } from './mutator.ts';
 
+/**
+ * An actor's subject or issuer for the actor-chain header: header-safe, and with the characters
+ * the chain itself is written with (`, ` between actors, ` (iss)` after one) percent-encoded too,
+ * so an `act.sub` of `agent-b (https://idp.example)` stays one subject and never reads as
+ * `agent-b` of that issuer. `headerSafe` leaves a value with `%` or `,` to encodeURIComponent,
+ * which keeps parentheses, so they are encoded here in either case.
+ */
+function chainSafe(value: string): string {
+  return headerSafe(value).replace(/[ ()]/g, (c) => (c === ' ' ? '%20' : c === '(' ? '%28' : '%29'));
+}
+
 function value(field: IdentityField, p: Principal): string | undefined {
   switch (field) {
     case 'subject':
@@ -22,7 +33,7 @@ function value(field: IdentityField, p: Principal): string | undefined {
       return headerSafe(p.issuer);
     case 'actors':
       // An actor of another issuer than the token's is shown with it: `agent-a (https://idp.example)`.
-      return p.actors.length === 0 ? undefined : p.actors.map((a) => actorLabel(a, p.issuer, headerSafe)).join(', ');
+      return p.actors.length === 0 ? undefined : p.actors.map((a) => actorLabel(a, p.issuer, chainSafe)).join(', ');
     case 'delegation':
       return p.delegationId === undefined ? undefined : headerSafe(p.delegationId);
     case 'scopes':
