@@ -33,17 +33,32 @@ export function peerList(entries: readonly string[], at: string, issues: ConfigI
 
 /**
  * The entries of a peer list that admit every address of their family (`0.0.0.0/0`, `::/0`, any
- * address with a /0 prefix), each as a warning naming its path and what `means` for the list.
+ * address with a /0 prefix) or every IPv4 address through its IPv4-mapped IPv6 form (an IPv6
+ * prefix of /96 or shorter holding `::ffff:0:0/96`: `::ffff:0:0/96`, `::/80`; an IPv4 peer is
+ * checked against IPv6 entries in that form), each as a warning naming its path and what `means`
+ * for the list.
  */
 export function catchAllWarnings(entries: readonly string[], at: string, means: string): string[] {
   const out: string[] = [];
   for (const [i, entry] of entries.entries()) {
     const [addr = '', bits, extra] = entry.split('/');
     const family = isIP(addr);
-    if (family === 0 || extra !== undefined || bits === undefined || Number(bits) !== 0 || bits.trim() === '') continue;
-    out.push(`${at}[${i}] "${entry}" is every IPv${family} address: ${means}`);
+    if (family === 0 || extra !== undefined || bits === undefined || bits.trim() === '') continue;
+    const n = Number(bits);
+    if (n === 0) out.push(`${at}[${i}] "${entry}" is every IPv${family} address: ${means}`);
+    else if (family === 6 && Number.isInteger(n) && n > 0 && n <= 96 && holdsMappedIpv4(addr, n)) {
+      out.push(`${at}[${i}] "${entry}" is every IPv4 address (as IPv4-mapped IPv6): ${means}`);
+    }
   }
   return out;
+}
+
+/** True when the IPv6 prefix `addr/bits` (at most /96) holds `::ffff:0:0/96`, every IPv4-mapped address. */
+function holdsMappedIpv4(addr: string, bits: number): boolean {
+  const one = new BlockList();
+  one.addSubnet(addr, bits, 'ipv6');
+  // A prefix no longer than /96 that holds one address of ::ffff:0:0/96 holds all of it.
+  return one.check('::ffff:0:0', 'ipv6');
 }
 
 /** True when `address` (as Node reports it) is in the allowlist. */

@@ -18,6 +18,7 @@ import { strictJsonFault } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { inboundRequestId } from '../core/request-id.ts';
 import { holdsToken } from '../core/secret-shape.ts';
+import { catchAllWarnings } from '../gateway/peers.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
@@ -42,7 +43,10 @@ export interface TokenServiceHandlerOptions {
    * `token_service.authorization.trusted_header` or `.oidc`). Plug in another identity source here.
    */
   readonly authenticator?: Authenticator;
-  /** Told why the upstream OIDC provider could not be used (no secret, code or token in the message). */
+  /**
+   * Told why the upstream OIDC provider could not be used (no secret, code or token in the
+   * message), and at creation of a catch-all in `trusted_header.allowed_peers`.
+   */
   readonly onWarning?: (message: string) => void;
   /** `fetch` for the upstream OIDC provider (discovery and token requests). */
   readonly fetch?: typeof fetch;
@@ -253,6 +257,15 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     registration: path(e.registration),
   };
   const az = service.config.authorization;
+  if (options.authenticator === undefined && az.enabled && az.trusted_header !== undefined) {
+    // Accepted (a deliberate choice somewhere), but said at start, as the gateway's peer lists are.
+    for (const w of catchAllWarnings(
+      az.trusted_header.allowed_peers,
+      'token_service.authorization.trusted_header.allowed_peers',
+      'anyone who reaches the token service and holds the secret_header value may sign in at /oauth2/authorize as any person they name; list the addresses of the SSO proxy in front',
+    ))
+      options.onWarning?.(w);
+  }
   const authenticator =
     options.authenticator ??
     (!az.enabled

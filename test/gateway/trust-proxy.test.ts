@@ -187,4 +187,35 @@ describe('gateway: trust_proxy configuration', () => {
     assert.deepEqual(warnings({ forward_auth: { allowed_peers: ['0.0.0.0/0'] } }), [], 'forward-auth off: nobody calls it');
     assert.deepEqual(warnings({ trust_proxy: ['10.0.0.0/8', '::1'] }), [], 'no warning for proxies listed by address');
   });
+
+  it('spoofed client address: an IPv6 entry holding every IPv4-mapped address (::ffff:0:0/96, ::/80, ::ffff:0.0.0.0/96) is a catch-all too, in every list', () => {
+    const found = warnings({
+      trust_proxy: [
+        '::ffff:0:0/96',
+        '::/80',
+        '::ffff:0.0.0.0/96',
+        '::ffff:10.0.0.0/104',
+        '::/96',
+        '::ffff:0:0/97',
+        '2001:db8::/32',
+        '::ffff:0:0',
+      ],
+      forward_auth: { enabled: true, flavor: 'nginx', allowed_peers: ['::ffff:0:0/96'] },
+      operations: { metrics_allowed_peers: ['0:0:0:0:0:ffff::/96'] },
+    });
+    assert.deepEqual(
+      found.map((w) => w.split(' ')[0]),
+      [
+        'gateway.trust_proxy[0]',
+        'gateway.trust_proxy[1]',
+        'gateway.trust_proxy[2]',
+        'gateway.forward_auth.allowed_peers[0]',
+        'gateway.operations.metrics_allowed_peers[0]',
+      ],
+    );
+    assert.match(
+      found[0] ?? '',
+      /^gateway\.trust_proxy\[0\] "::ffff:0:0\/96" is every IPv4 address \(as IPv4-mapped IPv6\): .*X-Forwarded-For/,
+    );
+  });
 });

@@ -653,6 +653,33 @@ describe('header login', () => {
   });
 });
 
+describe('header login: a catch-all in allowed_peers', () => {
+  it('spoofed person: 0.0.0.0/0, ::/0 or ::ffff:0:0/96 in trusted_header.allowed_peers is accepted with a warning naming its path at start', async () => {
+    const warnings: string[] = [];
+    const wide = await startIssuer({
+      config: {
+        token_service: { authorization: authorizationConfig({ allowed_peers: ['192.0.2.10', '0.0.0.0/0', '::/0', '::ffff:0:0/96'] }) },
+      } as never,
+      onWarning: (m) => warnings.push(m),
+    });
+    await wide.close();
+    const found = warnings.filter((w) => w.startsWith('token_service.authorization.trusted_header.allowed_peers'));
+    assert.deepEqual(
+      found.map((w) => w.split(' ')[0]),
+      [1, 2, 3].map((i) => `token_service.authorization.trusted_header.allowed_peers[${i}]`),
+    );
+    assert.match(found[0] ?? '', /"0\.0\.0\.0\/0" is every IPv4 address: .*secret_header/);
+    assert.equal(warnings.join('\n').includes(PROXY_SECRET), false);
+    const narrow: string[] = [];
+    const listed = await startIssuer({
+      config: { token_service: { authorization: authorizationConfig() } } as never,
+      onWarning: (m) => narrow.push(m),
+    });
+    await listed.close();
+    assert.deepEqual(narrow, []);
+  });
+});
+
 describe('secrecy', () => {
   it('no code, CSRF token or proxy secret in the audit trail', async () => {
     const url = authorizeUrl();
