@@ -210,6 +210,12 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
             relay.onEnd(() => untrack());
             if (relay.streaming && ctx.closing) ctx.streams.closeAll('shutdown', true);
           },
+          onCallerGone() {
+            // As on the HTTP path: no upstream error, nothing to answer.
+            x.reason = 'client_closed';
+            socket.destroy();
+            ctx.finish(x);
+          },
           onFailure(error) {
             const f = upstreamFailure(error);
             ctx.metrics.upstreamError(route.id, f.kind);

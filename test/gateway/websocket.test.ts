@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -69,6 +69,14 @@ describe('gateway: WebSocket', () => {
         stalled.push(socket);
         return;
       }
+      if (req.url?.startsWith('/ws/hang') === true) {
+        // An upstream that never answers the upgrade: the gateway waits for it, up to the header timeout.
+        // Its side of the connection ending is the gateway giving up (http.Server sockets are half-open).
+        socket.once('end', () => upstreamCloses.push(-3));
+        socket.resume();
+        stalled.push(socket);
+        return;
+      }
       if (req.url === '/ws/refuse-hang') {
         // A refusal whose body never ends: the head and a first chunk, then silence.
         socket.write('HTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n4\r\nnope\r\n');
@@ -83,8 +91,20 @@ describe('gateway: WebSocket', () => {
           ws.on('close', (code) => upstreamCloses.push(code));
         });
       // An upstream slow to accept (the gateway has decided; the upgrade is not done yet).
-      if (req.url === '/ws/slow') setTimeout(accept, 300);
-      else accept();
+      if (req.url === '/ws/slow') {
+        // The gateway may give up first (its caller gone): that ends this side of the connection.
+        const gaveUp = () => {
+          clearTimeout(slow);
+          upstreamCloses.push(-4);
+          socket.destroy();
+        };
+        const slow = setTimeout(() => {
+          socket.off('end', gaveUp);
+          accept();
+        }, 300);
+        socket.once('end', gaveUp);
+        socket.resume();
+      } else accept();
     });
     const base = baseConfig();
     gw = await startGateway(
@@ -312,6 +332,52 @@ describe('gateway: WebSocket', () => {
       metrics = await gauge();
     }
     assert.match(metrics, /kind="websocket"\} 0/);
+  });
+
+  for (const [how, leave] of [
+    ['closes its connection', (socket: Socket) => socket.end()],
+    ['resets its connection', (socket: Socket) => socket.resetAndDestroy()],
+  ] as const) {
+    it(`caller gone before the upstream answers the upgrade (${how}): the upstream request is aborted at once and audited client_closed, not held until the header timeout and counted an upstream error`, async () => {
+      const t = await token({ jti: `ws-gone-${how.split(' ')[0]}` });
+      const closesBefore = upstreamCloses.length;
+      const upgradesBefore = upgrades.length;
+      const upstreamErrors = () => gw.served.gateway.registry.getSingleMetricAsString('tessera_gateway_upstream_errors_total');
+      const errorsBefore = await upstreamErrors();
+      const socket = rawUpgrade(`/ws/hang/${how.split(' ')[0]}`, t);
+      socket.on('error', () => {});
+      await until(() => upgrades.length > upgradesBefore, 2000);
+      leave(socket);
+      await upstreamClosed(closesBefore, 2000);
+      assert.equal(upstreamCloses.at(-1), -3, 'the upstream connection is closed while it has not answered');
+      const start = Date.now();
+      let event: Awaited<ReturnType<typeof requestEvents>>[number] | undefined;
+      while (event === undefined && Date.now() - start < 2000) {
+        event = (await requestEvents(gw)).find((e) => e.jti === `ws-gone-${how.split(' ')[0]}`);
+        if (event === undefined) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(event?.reason, 'client_closed');
+      assert.equal(event?.decision, 'allow');
+      assert.equal(event?.upstream_status, undefined);
+      assert.equal(await upstreamErrors(), errorsBefore, 'no upstream error counted');
+    });
+  }
+
+  it('a frame the caller sends before the upstream accepts the upgrade (read meanwhile to see it leave) reaches the upstream after the 101', async () => {
+    const t = await token();
+    const socket = rawUpgrade('/ws/slow', t);
+    const payload = Buffer.from('early');
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const frame = Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ (mask[i % 4] as number))]);
+    await new Promise((r) => setTimeout(r, 100));
+    socket.write(frame);
+    let received = Buffer.alloc(0);
+    socket.on('data', (c: Buffer) => {
+      received = Buffer.concat([received, c]);
+    });
+    await until(() => received.includes('echo:early'), 3000);
+    assert.match(received.toString('latin1'), /^HTTP\/1\.1 101 /);
+    socket.destroy();
   });
 
   it('closes the connection when the token expires', async () => {

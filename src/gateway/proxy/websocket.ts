@@ -49,6 +49,8 @@ export interface UpgradeCallbacks {
   onRefused(status: number, relay: RefusalRelay): void;
   /** No answer from the upstream (connect error, timeout), or a 401 to the gateway's own credential; the caller has not been answered. */
   onFailure(error: unknown): void;
+  /** The caller closed or reset its connection before the upstream answered; the upstream request was aborted. */
+  onCallerGone(): void;
 }
 
 /** The upstream's answer to an upgrade it refused, relayed to the caller. */
@@ -68,6 +70,13 @@ class UpgradeTimeout extends Error {
     this.code = code;
   }
 }
+
+/**
+ * Bytes a caller may send while the upstream has not answered the upgrade (RFC 6455 §4.1 has it
+ * wait for the answer), kept to be relayed after the 101. Past them its socket is no longer read
+ * until the answer, so its leaving is not seen before then either.
+ */
+const EARLY_LIMIT = 65_536;
 
 /** Node's reason phrase, never the upstream's (which may name internal hosts). */
 function statusLine(status: number): string {
@@ -94,6 +103,29 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
   const secure = target.url.protocol === 'https:';
   const request = secure ? httpsRequest : httpRequest;
   let settled = false;
+  // The caller's socket is not read during the upgrade (Node leaves it so), and a socket not read
+  // reports neither a close nor a reset: a caller gone would leave the upstream request open until
+  // the header timeout. It is read meanwhile, what it sends kept (bounded) for the relay.
+  const early: Buffer[] = head.length > 0 ? [head] : [];
+  let earlyBytes = 0;
+  const onEarly = (chunk: Buffer) => {
+    early.push(chunk);
+    earlyBytes += chunk.length;
+    if (earlyBytes >= EARLY_LIMIT) client.pause();
+  };
+  const onGone = () => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    stopWatching();
+    up.destroy();
+    callbacks.onCallerGone();
+  };
+  const stopWatching = () => {
+    client.off('data', onEarly);
+    client.off('end', onGone);
+    client.off('close', onGone);
+  };
   const up = request({
     host: target.url.hostname.replace(/^\[|\]$/g, ''),
     port: target.url.port || (secure ? 443 : 80),
@@ -106,6 +138,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     if (settled) return;
     settled = true;
     clearTimeout(timer);
+    stopWatching();
     up.destroy();
     callbacks.onFailure(error);
   };
@@ -124,11 +157,14 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     }
     settled = true;
     clearTimeout(timer);
+    stopWatching();
+    // Flowing again from the next tick, by when the relay reads it (and may pause it for backpressure).
+    client.resume();
     client.write(`${statusLine(101)}${headerLines(res.rawHeaders, target, true)}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
     const relay = new WebSocketRelay(client, upstream);
     callbacks.onUpgraded(relay);
     if (upstreamHead.length > 0) relay.fromUpstream(upstreamHead);
-    if (head.length > 0) relay.fromClient(head);
+    if (early.length > 0) relay.fromClient(early.length === 1 ? (early[0] as Buffer) : Buffer.concat(early));
     relay.start();
   });
   up.on('response', (res: IncomingMessage) => {
@@ -143,6 +179,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     }
     settled = true;
     clearTimeout(timer);
+    stopWatching();
     // The upstream refused the upgrade: relay its status and body, then close.
     client.write(`${statusLine(res.statusCode ?? 502)}${headerLines(res.rawHeaders, target, false)}Connection: close\r\n\r\n`);
     res.pipe(client);
@@ -172,6 +209,10 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     });
   });
   up.end();
+  client.on('data', onEarly);
+  client.once('end', onGone);
+  client.once('close', onGone);
+  if (client.destroyed || client.readableEnded) onGone();
   return () => fail(new UpgradeTimeout('aborted'));
 }
 
