@@ -258,6 +258,21 @@ describe('gateway: WebSocket', () => {
     assert.equal(upstreamCloses.at(-1), -1, 'the upstream connection is closed with the caller’s, not at the idle timeout');
   });
 
+  it('caller gone during a refusal whose body stalls (it closes its side, nothing unread to reset with): the upstream connection is closed too', async () => {
+    const t = await token();
+    const closesBefore = upstreamCloses.length;
+    const socket = rawUpgrade('/ws/refuse-hang', t);
+    let received = '';
+    socket.on('data', (c: Buffer) => {
+      received += c.toString('latin1');
+    });
+    await until(() => received.includes('nope'), 2000);
+    socket.end();
+    await upstreamClosed(closesBefore, 500);
+    assert.equal(upstreamCloses.at(-1), -1, 'the upstream connection is closed with the caller’s, not at the idle timeout');
+    socket.destroy();
+  });
+
   it('closes the connection with 1008 when the token is revoked, and audits it', async () => {
     const t = await token({ jti: 'ws-jti', grant_id: 'g-ws' });
     const c = connectWs(wsUrl('/ws/chat'), { authorization: `Bearer ${t}` });
