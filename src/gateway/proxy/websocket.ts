@@ -201,7 +201,11 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
       close() {
         res.unpipe(client);
         res.destroy();
-        if (!client.destroyed) client.end(() => client.destroy());
+        if (!client.destroyed) {
+          client.end(() => client.destroy());
+          // A caller that stops reading never lets the end flush; no server timeout watches it now.
+          setTimeout(() => client.destroy(), 2000).unref();
+        }
       },
       onEnd(listener) {
         ended = listener;
