@@ -40,7 +40,7 @@ import { passthroughMutator } from './pipeline/mutate/mutator-passthrough.ts';
 import { staticCredentialMutator } from './pipeline/mutate/mutator-static.ts';
 import type { Pipeline } from './pipeline/run.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
-import { compileMatcher, type Matcher } from './routes.ts';
+import { compileMatcher, type Matcher, prefixEnd } from './routes.ts';
 
 /** Builds a verifier for one credential kind from the verifier part of the configuration. */
 export type VerifierFactory = (config: VerifierConfig, kind: Exclude<AuthenticatorId, 'none'>) => ManagedVerifier;
@@ -65,7 +65,8 @@ export interface CompiledUpstream {
   readonly url: URL;
   /** Upstream base path without trailing slash (`''` for `/`). */
   readonly basePath: string;
-  readonly stripPrefix: string | undefined;
+  /** Where `strip_prefix` ends in a path (-1: not there), as {@link prefixEnd} matches it. */
+  readonly stripEnd: ((path: string) => number) | undefined;
   /** `host[:port]` for the Host header. */
   readonly hostHeader: string;
   readonly preserveHost: boolean;
@@ -357,7 +358,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       poolKey: UpstreamPools.key(shape),
       url,
       basePath: url.pathname.endsWith('/') ? url.pathname.slice(0, -1) : url.pathname,
-      stripPrefix: r.upstream.strip_prefix?.replace(/\/$/, ''),
+      stripEnd:
+        r.upstream.strip_prefix === undefined ? undefined : prefixEnd(r.upstream.strip_prefix.replace(/\/$/, ''), r.case_insensitive_paths),
       hostHeader: url.host,
       preserveHost: r.upstream.preserve_host,
       connectTimeout: connectTimeout * 1000,

@@ -16,7 +16,7 @@ import { traceContext } from './http/trace.ts';
 import { METADATA_PATH } from './mcp/metadata.ts';
 import { peerAllowed } from './peers.ts';
 import type { Decision } from './pipeline/run.ts';
-import { hostMatches, hostOf, prefixEnd } from './routes.ts';
+import { hostMatches, hostOf } from './routes.ts';
 
 export function repeatsCredentialHeader(raw: readonly string[]): boolean {
   let auth = 0;
@@ -257,7 +257,7 @@ export function upstreamPath(route: CompiledRoute, path: string, query: string):
   let rest = path;
   // Matched as the route and its rules are (without case on a case-insensitive route, literally or
   // percent-encoded for `@`): the prefix the gateway decided on is the one removed.
-  const end = u.stripPrefix === undefined ? -1 : prefixEnd(path, u.stripPrefix, route.config.case_insensitive_paths);
+  const end = u.stripEnd === undefined ? -1 : u.stripEnd(path);
   if (end >= 0) rest = path.slice(end);
   const joined = u.basePath + rest;
   return (joined === '' ? '/' : joined) + query;

@@ -55,13 +55,14 @@ function decoded(value: string): string {
 }
 
 /**
- * Where the part of the normalized `path` that `prefix` matches ends, or -1 when it does not
- * match: the prefix is compared as a route's `path_prefix` is (decoded when it has a character of
- * two spellings, without case with `caseInsensitive`), so `/%40x/y` continues `/@x` after `/%40x`
- * and `strip_prefix` removes what the route matched, however it was spelled.
+ * Where the part of the normalized path that `prefix` matches ends, or -1 when it does not match:
+ * the prefix is compared as a route's `path_prefix` is (decoded when it has a character of two
+ * spellings, without case with `caseInsensitive`), so `/%40x/y` continues `/@x` after `/%40x` and
+ * `strip_prefix` removes what the route matched, however it was spelled. Made once per route.
  */
-export function prefixEnd(path: string, prefix: string, caseInsensitive = false): number {
-  return endOf(path, prefix, ONE_SPELLING.test(prefix) ? undefined : decoded(prefix), caseInsensitive);
+export function prefixEnd(prefix: string, caseInsensitive = false): (path: string) => number {
+  const decodedPrefix = ONE_SPELLING.test(prefix) ? undefined : decoded(prefix);
+  return (path) => endOf(path, prefix, decodedPrefix, caseInsensitive);
 }
 
 function endOf(path: string, prefix: string, decodedPrefix: string | undefined, caseInsensitive: boolean): number {
@@ -93,11 +94,11 @@ export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string
     const policy = compiled.policy;
     pattern = (path) => policy.match({ method: 'GET', path, tool: null }) !== undefined;
   }
-  const decodedPrefix = prefix === undefined || ONE_SPELLING.test(prefix) ? undefined : decoded(prefix);
+  const end = prefix === undefined ? undefined : prefixEnd(prefix, caseInsensitive);
   return (h, path, method) => {
     if (methods !== undefined && !methods.has(method)) return false;
     if (host !== undefined && !hostMatches(host, h)) return false;
-    if (prefix !== undefined && endOf(path, prefix, decodedPrefix, caseInsensitive) < 0) return false;
+    if (end !== undefined && end(path) < 0) return false;
     if (pattern !== undefined && !pattern(path)) return false;
     return true;
   };
