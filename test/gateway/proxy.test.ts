@@ -83,7 +83,7 @@ describe('gateway: plain HTTP proxying', () => {
     assert.deepEqual((await requestEvents(gw)).at(-1)!.actor_chain, ['agent-b', `agent-a (${idp})`, 'x2']);
   });
 
-  it('actor spoofing: an act.sub written like an issuer-qualified actor (`agent-b (https://idp.example)`) is one label upstream, its space and parentheses encoded', async () => {
+  it('actor spoofing: an act.sub written like an issuer-qualified actor (`agent-b (https://idp.example)`) is one label upstream and in the audit trail, its parentheses encoded', async () => {
     const idp = 'https://idp.test';
     const t = await token({
       scope: 'api:read',
@@ -95,6 +95,12 @@ describe('gateway: plain HTTP proxying', () => {
       upstream.seen.at(-1)!.headers['x-tessera-actor-chain'],
       `agent-b%20%28https://idp.example%29, a%29%2C%20%28b (${idp}), x%20%28y (https://i%20%281%29)`,
     );
+    // The audit trail's labels too: parentheses (and %) in a subject or issuer are encoded, spaces kept.
+    assert.deepEqual((await requestEvents(gw)).at(-1)!.actor_chain, [
+      'agent-b %28https://idp.example%29',
+      `a%29, %28b (${idp})`,
+      'x %28y (https://i %281%29)',
+    ]);
   });
 
   it('streams a POST body upstream', async () => {

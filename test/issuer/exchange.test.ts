@@ -927,6 +927,15 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
     assert.deepEqual(trace.grants.find((g) => g.focus)?.actor_chain, shown);
   });
 
+  it('attack: an IdP’s actor named like an issuer-qualified actor (`agent-a (https://corp.example)`) reads as one subject of that IdP in the audit trail and trace', async () => {
+    const subject = await userToken({ act: { sub: 'agent-a (https://corp.example)' } });
+    const t = await ok(await exchange('agent-b', { subject_token: subject, audience: 'https://api.test' }));
+    const shown = ['agent-b', `agent-a %28https://corp.example%29 (${IDP})`];
+    assert.deepEqual((await exchangedEvent(t.access_token))?.actor_chain, shown);
+    const trace = await buildTrace(issuer.store, 'grant', decodeJwt(t.access_token).grant_id as string);
+    assert.deepEqual(trace.grants.find((g) => g.focus)?.actor_chain, shown);
+  });
+
   it('refuses an external subject token whose act names an actor of this issuer', async () => {
     const subject = await userToken({ act: { sub: 'x1', act: { sub: 'agent-a', iss: issuer.service.issuer } } });
     const res = await exchange('agent-b', { subject_token: subject, audience: 'https://api.test' });

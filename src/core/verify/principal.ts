@@ -14,13 +14,22 @@ export interface Actor {
 }
 
 /**
+ * A subject or issuer inside an actor label: `%`, `(` and `)` percent-encoded, so a subject
+ * written like `agent-b (https://idp.example)` stays one subject and never reads as `agent-b` of
+ * that issuer. Spaces are kept (`Alice Smith`); a label's issuer is the last ` (…)`.
+ */
+function labelSafe(value: string): string {
+  return value.replace(/[%()]/g, (c) => (c === '%' ? '%25' : c === '(' ? '%28' : '%29'));
+}
+
+/**
  * An actor as the audit trail, `tessera trace` and the actor-chain identity header show it: its
  * subject, then its issuer in parentheses when the `act` names one other than the token's own
  * (`tokenIssuer`; RFC 8693 §4.1 reads an `act.sub` in the token issuer's namespace unless the act
  * carries `iss`). So an identity provider's "agent-a" never reads as the client agent-a. `show`
- * escapes each value (a header's `headerSafe`).
+ * escapes each value: by default `%` and parentheses are percent-encoded; a header passes its own.
  */
-export function actorLabel(actor: Actor, tokenIssuer?: string, show: (value: string) => string = (v) => v): string {
+export function actorLabel(actor: Actor, tokenIssuer?: string, show: (value: string) => string = labelSafe): string {
   return actor.issuer === undefined || actor.issuer === tokenIssuer
     ? show(actor.subject)
     : `${show(actor.subject)} (${show(actor.issuer)})`;
