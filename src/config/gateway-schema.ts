@@ -469,7 +469,7 @@ export const gatewaySchema = z
               'A secret the proxy sends with every check (compared in constant time); checks without it get 403. Required when a route injects a credential (static or exchange).',
           }),
         cache_ttl: duration(
-          'Let nginx cache an allow decision this long (X-Accel-Expires, never past the token expiry). ' +
+          'Let nginx cache an allow decision this long (X-Accel-Expires, never past the token expiry; never for a DPoP-bound token, whose proof is single-use). ' +
             'A revoked token then keeps passing nginx for up to this long; 0 (default) disables it.',
           60,
         ).prefault(0),

@@ -244,8 +244,13 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
       // nginx may cache the allow decision only when configured, never past the token's expiry;
       // a revoked token then keeps passing nginx for up to cache_ttl. X-Accel-Expires is for
       // nginx alone and must precede Cache-Control (nginx reads them in order); every other
-      // cache sees no-store.
-      const ttl = Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - ctx.clock() / 1000));
+      // cache sees no-store. Never for a DPoP-bound token: the allow rests on a proof that may be
+      // used once (RFC 9449 §11.1), and a cached one would let the same token and proof through
+      // again without its jti (or nonce, or iat) being checked.
+      const ttl =
+        d.principal?.confirmation !== undefined
+          ? 0
+          : Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - ctx.clock() / 1000));
       const headers: Record<string, string> = ttl >= 1 ? { 'x-accel-expires': String(ttl) } : {};
       Object.assign(headers, d.headers);
       // Caddy's forward_auth copies each header named in copy_headers from the answer, and one the

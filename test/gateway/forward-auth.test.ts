@@ -4,8 +4,10 @@
  * the headers to inject, or the refusal with its challenge; each check is audited once.
  */
 import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { Agent, type IncomingHttpHeaders, request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import { rawHttp } from '../helpers/net.ts';
 import { AUDIENCE, baseConfig, parse, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
 
@@ -832,6 +834,55 @@ describe('gateway: forward-auth for Envoy, routes with different credential head
       assert.equal(keyed.status, 200);
       assert.equal(keyed.headers['x-api-key'], UPSTREAM_TOKEN);
       assert.ok(!String(keyed.headers['x-envoy-auth-headers-to-remove']).split(', ').includes('x-api-key'));
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('attack: replaying a DPoP proof through the nginx decision cache (forward_auth.cache_ttl)', () => {
+  it('an allow for a DPoP-bound token is never marked cacheable (no X-Accel-Expires), so each proof is checked, and its replay refused; a bearer allow still is', async () => {
+    const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+    const base = config();
+    const gw = await startGateway({
+      ...base,
+      dpop: { mode: 'allowed' },
+      gateway: { ...base.gateway, forward_auth: { ...base.gateway.forward_auth, cache_ttl: '30s' } },
+    });
+    try {
+      const bound = await token({ sub: 'fa-dpop', cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
+      const proof = await new SignJWT({
+        htm: 'GET',
+        htu: 'http://api.example.com/api/items',
+        jti: randomUUID(),
+        ath: createHash('sha256').update(bound).digest('base64url'),
+      })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+        .setIssuedAt()
+        .sign(holder.privateKey);
+      const ask = (authorization: string, dpop?: string) =>
+        fetch(`${gw.url}/_tessera/auth`, {
+          headers: {
+            'x-tessera-forward-auth': FA_SECRET,
+            'x-original-uri': '/api/items',
+            'x-original-method': 'GET',
+            'x-original-host': 'api.example.com',
+            authorization,
+            ...(dpop ? { dpop } : {}),
+          },
+        });
+      const first = await ask(`DPoP ${bound}`, proof);
+      assert.equal(first.status, 200);
+      // nginx would serve this allow from its cache (keyed by Authorization and DPoP) to whoever
+      // presents the same pair again within cache_ttl, never asking whether the proof was used.
+      assert.equal(first.headers.get('x-accel-expires'), null);
+      const replay = await ask(`DPoP ${bound}`, proof);
+      assert.equal(replay.status, 401);
+      assert.match(replay.headers.get('www-authenticate') ?? '', /error="invalid_dpop_proof"/);
+      const plain = await ask(`Bearer ${await token({ sub: 'fa-bearer' })}`);
+      assert.equal(plain.status, 200);
+      assert.ok(Number(plain.headers.get('x-accel-expires')) >= 1);
     } finally {
       await gw.close();
     }

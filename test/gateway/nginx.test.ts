@@ -4,10 +4,12 @@
  * their challenges. Skipped with a message only when nginx is not installed.
  */
 import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import { freePort, type Listening, rawHttp, sendThenBlock, spawnListening } from '../helpers/net.ts';
 import {
   blockAfterAnswer,
@@ -230,6 +232,53 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
       assert.equal(await checks(), 2, 'another URI is another decision');
       for (let i = 0; i < 2; i++) assert.equal((await fetch(`${base}/items/1`)).status, 401);
       assert.equal(await checks(), 4, 'refusals are never cached');
+    } finally {
+      await nginx?.stop();
+      await gw.close();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('attack: replaying a DPoP-bound token and its proof through the nginx decision cache', { skip }, () => {
+  it('each request is decided by Tessera, so the replayed proof is refused (401 invalid_dpop_proof) and never reaches the app', async () => {
+    const app = await startUpstream();
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      c.gateway.forward_auth.cache_ttl = '30s';
+    });
+    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-dpop-'));
+    const port = await freePort();
+    const conf = nginxConf(gw, app, port, (c) =>
+      c
+        .replace(/^(\s*)#cache /gm, '$1')
+        .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`),
+    );
+    let nginx: Listening | undefined;
+    try {
+      nginx = await startNginx(dir, conf, port);
+      const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const jwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+      const bound = await token({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(jwk) } });
+      // nginx reports $host (no port) and $scheme: the URL the proof names.
+      const proof = await new SignJWT({
+        htm: 'GET',
+        htu: 'http://127.0.0.1/items/1',
+        jti: randomUUID(),
+        ath: createHash('sha256').update(bound).digest('base64url'),
+      })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+        .setIssuedAt()
+        .sign(holder.privateKey);
+      const send = () => fetch(`http://127.0.0.1:${port}/items/1`, { headers: { authorization: `DPoP ${bound}`, dpop: proof } });
+      const first = await send();
+      assert.equal(first.status, 200, nginx.output());
+      const reached = app.seen.length;
+      const replay = await send();
+      assert.equal(replay.status, 401, 'a proof is accepted once (RFC 9449 §11.1), not once per cache_ttl');
+      assert.match(replay.headers.get('www-authenticate') ?? '', /error="invalid_dpop_proof"/);
+      assert.equal(app.seen.length, reached);
     } finally {
       await nginx?.stop();
       await gw.close();
