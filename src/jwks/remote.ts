@@ -210,14 +210,21 @@ export class RemoteJwks implements KeySource {
     const previous = this.#set;
     this.#set = new KeySet(parsed.keys);
     // A key taken out of the set (rotated out, or withdrawn after a compromise) must stop
-    // vouching for tokens at once, cached results included.
+    // vouching for tokens at once, cached results included; so must a key kept with its `alg`
+    // pinned or changed (RFC 7517 §4.4), for the algorithms it lost. Any change of a key's
+    // algorithms clears the cache: one that only gains some costs a cold cache, no more.
     if (previous !== undefined) {
-      const now = new Set(parsed.keys.map((k) => `${k.kid}\n${k.thumbprint}`));
-      if (previous.keys.some((k) => !now.has(`${k.kid}\n${k.thumbprint}`))) for (const l of this.#removed) l();
+      const now = new Set(parsed.keys.map(keyIdentity));
+      if (previous.keys.some((k) => !now.has(keyIdentity(k)))) for (const l of this.#removed) l();
     }
     this.#expiresAt = this.#clock() + ttl * 1000;
     this.#goodUntil = this.#expiresAt;
   }
+}
+
+/** A key and the algorithms it verifies: one that changes is, for cached results, a key removed. */
+function keyIdentity(k: VerificationKey): string {
+  return `${k.kid}\n${k.thumbprint}\n${[...k.checks.keys()].sort().join(' ')}`;
 }
 
 /**

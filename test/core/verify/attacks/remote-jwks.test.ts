@@ -167,6 +167,56 @@ describe('attack: kid-miss flood against a remote JWKS', () => {
   });
 });
 
+describe('attack: a key whose JWKS entry narrows its alg keeps vouching through the result cache', () => {
+  let endpoint: JwksEndpoint;
+  const rsa = makeKey('RS256', 'rsa-1');
+  before(async () => {
+    endpoint = await jwksEndpoint();
+  });
+  after(() => endpoint.close());
+
+  it('a token of an algorithm the key is no longer published for is refused once the key set is refreshed, cached result included', async () => {
+    const clock = fakeClock();
+    // Published without `alg`, the RSA key verifies RS256 and PS256, the issuer's allowlist.
+    endpoint.keys = [rsa.jwk];
+    const verifier = createVerifier(
+      {
+        issuers: [
+          {
+            issuer: ISSUER,
+            audiences: [AUDIENCE],
+            algorithms: ['RS256', 'PS256'],
+            jwks_uri: `${endpoint.origin}/jwks`,
+            jwks_cache: { miss_cooldown: '30s', default_ttl: '60s', min_ttl: '60s' },
+          },
+        ],
+        dpop: { mode: 'disabled' },
+        cache: { max_entries: 100 },
+      },
+      { clock, onWarning: () => {} },
+    );
+    await verifier.ready();
+    const rs256 = await sign(rsa, claims({ exp: clock.seconds() + 6 * 3600 }, clock.seconds()));
+    for (let i = 0; i < 3; i++) assert.equal((await verifier.verify(bearer(rs256))).ok, true);
+    const hits = verifier.stats.cacheHits;
+    assert.ok(hits > 0, 'the result is cached');
+
+    // The issuer pins the key to PS256 (RFC 7517 §4.4): it no longer vouches for RS256 tokens.
+    endpoint.keys = [{ ...rsa.jwk, alg: 'PS256' }];
+    clock.advance(120);
+    const before = endpoint.hits;
+    await verifier.verify(bearer(rs256));
+    for (let i = 0; i < 50 && endpoint.hits === before; i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 50 && verifier.jwksStatus()[0]?.fresh !== true; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(endpoint.hits, before + 1);
+    // A token first seen now is refused...
+    const fresh = await sign(rsa, claims({}, clock.seconds()));
+    assertInvalidToken(await verifier.verify(bearer(fresh)), verifier, 'token_kid_unknown');
+    // ...and so is the one whose result was cached.
+    assertInvalidToken(await verifier.verify(bearer(rs256)), verifier, 'token_kid_unknown');
+  });
+});
+
 describe('remote JWKS failure keeps the last good key set', () => {
   let endpoint: JwksEndpoint;
   before(async () => {
