@@ -16,7 +16,7 @@ import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-
 import type { TesseraConfig } from '../config/schema.ts';
 import type { VerifierConfig } from '../config/verifier-schema.ts';
 import { ConfigError, type ConfigIssue, type TesseraError } from '../core/errors.ts';
-import { compilePolicy } from '../core/policy.ts';
+import { compilePolicy, type Policy } from '../core/policy.ts';
 import type { Clock, UpstreamTokenIssuer } from '../core/ports.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeModel } from '../core/scopes.ts';
@@ -87,6 +87,11 @@ export interface CompiledUpstream {
 export interface CompiledMcp extends McpAdvertisement {
   /** Bytes. */
   readonly maxMessageSize: number;
+  /**
+   * The `scope` of the route's 401 challenges (space-delimited): what the rule deciding an
+   * `initialize` requires, `undefined` when it requires nothing (or no rule takes one).
+   */
+  readonly challengeScope: string | undefined;
 }
 
 export interface CompiledRoute {
@@ -200,7 +205,38 @@ function publicBaseOf(publicUrl: string | undefined): string | undefined {
   return u.origin + u.pathname.replace(/\/$/, '');
 }
 
-function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: string | undefined): CompiledMcp {
+/**
+ * The path an MCP route's endpoint is reached at, as the gateway sees it: its `path_prefix`, else
+ * its `match.path` pattern with a placeholder for each `:param` and `*` segment and the final `**`
+ * dropped (a path the pattern matches).
+ */
+function endpointPath(r: RouteConfig): string {
+  const prefix = r.match.path_prefix?.replace(/\/$/, '');
+  if (prefix !== undefined) return prefix === '' ? '/' : prefix;
+  const pattern = r.match.path ?? '/';
+  const parts = pattern.split('/').filter((p, i, all) => !(p === '**' && i === all.length - 1));
+  return parts.map((p) => (p === '*' || p.startsWith(':') ? '_' : p)).join('/') || '/';
+}
+
+/**
+ * The scopes an MCP route's 401 challenge names (MCP authorization 2025-11-25, "Scope Selection
+ * Strategy": a client requests the challenge's `scope`, else every scope of `scopes_supported`):
+ * those of the rule that decides an `initialize` POST to the endpoint, which every session begins
+ * with. Not the tools' or other methods' scopes: a call needing more is refused 403
+ * `insufficient_scope` naming them, and the client steps up then. A 401 comes before the body is
+ * read, so this is decided once here rather than per request.
+ */
+function initializeScope(policy: Policy | undefined, r: RouteConfig): string | undefined {
+  const found = policy?.match({ method: 'POST', path: endpointPath(r), tool: null, rpc: 'initialize' });
+  return found === undefined || found.rule.scopeHint === '' ? undefined : found.rule.scopeHint;
+}
+
+function compileMcp(
+  config: TesseraConfig,
+  r: RouteConfig,
+  authorizationServer: string | undefined,
+  policy: Policy | undefined,
+): CompiledMcp {
   const m = r.mcp as NonNullable<RouteConfig['mcp']>;
   // The token service of this process when it runs one, else the issuers the gateway trusts.
   const authorizationServers =
@@ -218,6 +254,7 @@ function compileMcp(config: TesseraConfig, r: RouteConfig, authorizationServer: 
     authorizationServers,
     scopesSupported: m.scopes_supported ?? ruleScopes(r),
     maxMessageSize: m.max_message_size,
+    challengeScope: initializeScope(policy, r),
   };
 }
 
@@ -293,10 +330,12 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     const authn = authenticationStage(chain.length ? chain : [createAuthenticator('none', verifiers)!], r.audience);
 
     let authz = allowAuthorizer();
+    let policy: Policy | undefined;
     if (r.rules !== undefined) {
       const compiled = compilePolicy(r.rules, scopes, `${at}.rules`, { caseInsensitivePaths: r.case_insensitive_paths });
       found.push(...compiled.issues);
-      authz = policyAuthorizer(compiled.policy);
+      policy = compiled.policy;
+      authz = policyAuthorizer(policy);
     }
 
     const mutators: Mutator[] = [];
@@ -395,7 +434,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       websocket: r.websocket && r.mcp === undefined && a2a === undefined,
       a2a,
       prefix: r.match.path_prefix?.replace(/\/$/, ''),
-      mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer),
+      mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer, policy),
     });
   }
 

@@ -26,7 +26,7 @@ import { ConfigError, type ErrorCode, TesseraError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { recordableName } from '../core/secret-shape.ts';
-import { withResourceMetadata } from '../core/verify/challenge.ts';
+import { withResourceMetadata, withScope } from '../core/verify/challenge.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
@@ -609,9 +609,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     greq: GatewayRequest,
     length: number,
   ): Promise<void> {
-    // MCP clients find the metadata from the 401 challenge (MCP authorization; RFC 9728 §5.1).
+    // MCP clients find the metadata from the 401 challenge (MCP authorization; RFC 9728 §5.1), and
+    // the scope to request from its `scope` (RFC 6750 §3). A 403 names the scope it needs itself.
     const metadataUrl = metadataUrlOf(resourceOf(m, baseOf(s, req)));
-    const challenges = (e?: TesseraError) => route.authn.challenges(e).map((c) => withResourceMetadata(c, metadataUrl));
+    const scope = m.challengeScope;
+    const challenges = (e?: TesseraError) =>
+      route.authn.challenges(e).map((c) => {
+        const scoped = scope !== undefined && (e === undefined || e.status === 401) ? withScope(c, scope) : c;
+        return withResourceMetadata(scoped, metadataUrl);
+      });
     try {
       // Every body is read, whatever the method: a PUT or a GET carrying a tools/call must not pass
       // as "not a tool call" to an upstream that reads it anyway.

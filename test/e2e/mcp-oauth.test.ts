@@ -6,8 +6,9 @@
  * own: the gateway's 401 names the RFC 9728 metadata, which names the token service; RFC 8414
  * metadata, RFC 7591 registration, the authorization request (PKCE S256, RFC 8707 resource), the
  * person's consent (a browser behind the SSO proxy: trusted headers, the form posted back), the code
- * exchange; then initialize, tools/list and a tool call through the gateway, and a tool the approved
- * scopes do not cover refused before the MCP server sees it. Then the operator's side: `tessera
+ * exchange, asking for the scope the 401 challenge named and no more; then initialize and tools/list
+ * through the gateway, a tool needing more refused 403 naming its scope, the step-up to it, the tool
+ * call, and a tool the approved scopes do not cover refused before the MCP server sees it. Then the operator's side: `tessera
  * trace` shows the person at the root of the chain and the gateway's decisions by tool, `tessera
  * revoke --grant` cuts the client off, and no token, code or secret ever reached the server's log.
  */
@@ -18,7 +19,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
-import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { auth, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
@@ -98,8 +99,8 @@ gateway:
       upstream: { url: ${upstream.url} }
       auth: jwt
       audience: ${mcpUrl}
-      # The metadata lists every scope the rules name (files:write too); registration and the
-      # authorization request narrow what the client asks for to registration.scopes.
+      # The 401 challenge names mcp:use (the scope of the rule deciding initialize), what the SDK
+      # asks for first; the metadata lists every scope the rules name (files:write too).
       mcp: { resource: ${mcpUrl} }
       rules:
         - { id: files-read, tool: files.read, scopes: [files:read] }
@@ -177,27 +178,68 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   const asMeta = index(/^GET \/\.well-known\/oauth-authorization-server 200$/);
   const registered = index(/^POST \/oauth2\/register 201$/);
   assert.ok(challenged < prm && prm < asMeta && asMeta < registered, exchanges.join(', '));
-  const client = provider.client as { client_id: string; client_secret?: string; scope?: string };
-  assert.match(client.client_id, /^dcr_/);
-  assert.equal(client.client_secret, undefined, 'a public client');
+  const registeredFirst = provider.client as { client_id: string; client_secret?: string; scope?: string };
+  assert.match(registeredFirst.client_id, /^dcr_/);
+  assert.equal(registeredFirst.client_secret, undefined, 'a public client');
+  // The SDK registers for the scope it asks for (the challenge's), and is registered for it alone.
+  assert.equal(registeredFirst.scope, 'mcp:use');
 
-  // The authorization request the SDK built from the metadata, and the person's approval.
+  // The authorization request the SDK built from the challenge and the metadata, and the person's approval.
   const authz = provider.authorizationUrl as URL;
   assert.equal(`${authz.origin}${authz.pathname}`, `${base}/oauth2/authorize`);
   assert.equal(authz.searchParams.get('code_challenge_method'), 'S256');
   assert.equal(authz.searchParams.get('resource'), mcpUrl);
-  // The SDK asks for what the resource's metadata lists; what it is granted is narrowed below.
-  assert.deepEqual(authz.searchParams.get('scope')?.split(' ').sort(), ['files:read', 'files:write', 'mcp:use']);
+  // MCP authorization (Scope Selection Strategy): the SDK asks for the 401 challenge's scope,
+  // exactly, not every scope of the metadata's scopes_supported (files:read, files:write).
+  assert.equal(authz.searchParams.get('scope'), 'mcp:use');
   const callback = provider.callback as URL;
   assert.equal(callback.searchParams.get('iss'), base);
-  const code = callback.searchParams.get('code') as string;
-  assert.ok(code);
-  await first.finishAuth(code);
-  const tokens = provider.saved as OAuthTokens;
+  const firstCode = callback.searchParams.get('code') as string;
+  assert.ok(firstCode);
+  await first.finishAuth(firstCode);
+  const basic = provider.saved as OAuthTokens;
+  assert.equal(decodeJwt(basic.access_token).scope, 'mcp:use', 'what the challenge named');
+
+  // That token opens a session and lists the tools; a tool needing more is refused 403 naming it.
+  const basicTransport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recording });
+  const basicClient = new Client({ name: 'e2e', version: '1.0.0' });
+  await basicClient.connect(basicTransport);
+  assert.ok((await basicClient.listTools()).tools.some((t) => t.name === 'files.read'));
+  const needsMore = await fetch(mcpUrl, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${basic.access_token}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-session-id': basicTransport.sessionId as string,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'files.read', arguments: { text: 'x' } } }),
+  });
+  assert.equal(needsMore.status, 403);
+  assert.match(needsMore.headers.get('www-authenticate') ?? '', /error="insufficient_scope".*, scope="files:read", resource_metadata="/);
+  await needsMore.arrayBuffer();
+  await basicClient.close();
+  assert.deepEqual(upstream.toolCalls, []);
+
+  // Step-up (MCP authorization, Step-Up Authorization Flow), through the SDK's own flow: the scope
+  // held and the scope challenged, approved by the person again. The SDK's transport is not left
+  // to do it: it replaces its scope with the challenge's and, holding a refresh token, only
+  // refreshes. The client registers again: a dynamic client is held to the scopes it registered
+  // for (token_service.registration narrows to what was asked), here mcp:use alone.
+  provider.saved = undefined;
+  provider.client = undefined;
+  assert.equal(await auth(provider, { serverUrl: new URL(mcpUrl), scope: 'mcp:use files:read', fetchFn: recording }), 'REDIRECT');
+  assert.equal(provider.authorizationUrl?.searchParams.get('scope'), 'mcp:use files:read');
+  const client = provider.client as unknown as { client_id: string; scope?: string };
+  assert.equal(client.scope, 'mcp:use files:read');
+  const code = provider.callback?.searchParams.get('code') as string;
+  assert.ok(code && code !== firstCode);
+  assert.equal(await auth(provider, { serverUrl: new URL(mcpUrl), authorizationCode: code, fetchFn: recording }), 'AUTHORIZED');
+  const tokens = provider.tokens() as OAuthTokens;
   const claims = decodeJwt(tokens.access_token);
   assert.equal(claims.sub, 'alice');
   assert.equal(claims.aud, mcpUrl);
-  assert.deepEqual(String(claims.scope).split(' ').sort(), ['files:read', 'mcp:use'], 'narrowed to registration.scopes');
+  assert.deepEqual(String(claims.scope).split(' ').sort(), ['files:read', 'mcp:use']);
   assert.equal(claims.client_id, client.client_id);
   const grantId = claims.grant_id as string;
   const jti = claims.jti as string;
@@ -305,7 +347,17 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   serve.kill('SIGTERM');
   await once(serve, 'exit');
   assert.match(log, /listening/);
-  const secrets = [tokens.access_token, tokens.refresh_token as string, code, provider.verifier, provider.csrf, PROXY_SECRET];
+  const secrets = [
+    basic.access_token,
+    basic.refresh_token as string,
+    firstCode,
+    tokens.access_token,
+    tokens.refresh_token as string,
+    code,
+    provider.verifier,
+    provider.csrf,
+    PROXY_SECRET,
+  ];
   for (const secret of secrets) {
     assert.ok(secret && secret.length >= 16, 'a real secret to look for');
     assert.equal(log.includes(secret), false, `a secret (${secret.slice(0, 6)}…) is in the tessera serve log`);

@@ -35,6 +35,7 @@ const RULES = [
   { id: 'files-write', tool: 'files.write', scopes: ['files:write'] },
   { id: 'echo', tool: 'echo', scopes: ['mcp:use'] },
   { id: 'slow', tool: 'slow', scopes: ['mcp:use'] },
+  { id: 'files-export', tool: 'files.export', scopes: ['files:read', 'admin'] },
   { id: 'other-tools', tool: '*', scopes: ['admin'] },
   { id: 'mcp', scopes: ['mcp:use'] },
 ];
@@ -173,7 +174,9 @@ describe('gateway: MCP routes', () => {
     const challenge = res.headers.get('www-authenticate') ?? '';
     assert.match(challenge, /^Bearer /);
     assert.match(challenge, /error="insufficient_scope"/);
+    // The scope this call needs, and only it: one scope attribute, not the route's mcp:use added.
     assert.match(challenge, /scope="files:write"/);
+    assert.equal(challenge.match(/scope=/g)?.length, 1, challenge);
     assert.match(challenge, /resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
     assert.deepEqual(await res.json(), {
       error: 'insufficient_scope',
@@ -185,6 +188,22 @@ describe('gateway: MCP routes', () => {
     assert.equal(e.tool, 'files.write');
     assert.equal(e.detail?.rule, 'files-write');
     assert.equal(toolPosts('files.write').length, 0);
+  });
+
+  it('a tool whose rule needs two scopes, one of them held: the 403 names both (every scope the call needs, granted or not)', async () => {
+    // MCP authorization 2025-11-25 (Runtime Insufficient Scope Errors): the scopes needed to
+    // satisfy the current request, already granted ones included when required; not only the
+    // missing one, which a client replacing its scope with the challenge's would then lose.
+    const t = await mint('exporter', 'mcp:use files:read');
+    const { transport } = await connect(t);
+    const res = await post(t, JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'files.export' } }), {
+      'mcp-session-id': transport.sessionId as string,
+    });
+    assert.equal(res.status, 403);
+    const challenge = res.headers.get('www-authenticate') ?? '';
+    assert.match(challenge, /^Bearer error="insufficient_scope", error_description="[^"]+", scope="files:read admin", resource_metadata="/);
+    assert.equal((await lastEvent()).detail?.rule, 'files-export');
+    assert.equal(toolPosts('files.export').length, 0);
   });
 
   it('a tool no tool rule names falls to the catch-all tool rule, not to the rule without a tool', async () => {
@@ -445,17 +464,26 @@ describe('gateway: MCP routes', () => {
     assert.equal(upstream.requests.filter((r) => r.headers['x-probe'] === 'tunnel').length, 0);
   });
 
-  it('401 without a token, with the MCP challenge pointing at the RFC 9728 metadata', async () => {
+  it('401 without a token, with the MCP challenge pointing at the RFC 9728 metadata and naming the scope the route requires of every caller', async () => {
     const res = await post(undefined, '{"jsonrpc":"2.0","id":1,"method":"initialize"}');
     assert.equal(res.status, 401);
     const port = new URL(gw.url).port;
+    // MCP authorization (Scope Selection Strategy): the scope of the rule that decides initialize,
+    // not every tool's scope (files:read, files:write, admin come by step-up).
     assert.equal(
       res.headers.get('www-authenticate'),
-      `Bearer resource_metadata="http://127.0.0.1:${port}/.well-known/oauth-protected-resource/mcp"`,
+      `Bearer scope="mcp:use", resource_metadata="http://127.0.0.1:${port}/.well-known/oauth-protected-resource/mcp"`,
     );
     const bad = await post('not.a.jwt', '{"jsonrpc":"2.0","id":1,"method":"initialize"}');
     assert.equal(bad.status, 401);
-    assert.match(bad.headers.get('www-authenticate') ?? '', /error="invalid_token".*resource_metadata="/);
+    assert.match(
+      bad.headers.get('www-authenticate') ?? '',
+      /^Bearer error="invalid_token", error_description="[^"]+", scope="mcp:use", resource_metadata="/,
+    );
+    // The same on a request without a body (GET: the SSE stream), which never reads a tool name.
+    const stream = await fetch(endpoint(), { headers: { accept: 'text/event-stream' } });
+    assert.equal(stream.status, 401);
+    assert.match(stream.headers.get('www-authenticate') ?? '', /^Bearer scope="mcp:use", resource_metadata="/);
     // Other routes are untouched.
     const api = await fetch(`${gw.url}/api/x`);
     assert.equal(api.status, 401);
@@ -654,6 +682,97 @@ describe('gateway: MCP rpc (JSON-RPC method) rules', () => {
   });
 });
 
+describe("gateway: the scope of an MCP route's 401 challenge", () => {
+  let upstream: McpUpstream;
+  let gw: TestGateway;
+  const unauthenticated = (path: string) =>
+    fetch(`${gw.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT },
+      body: '{"jsonrpc":"2.0","id":1,"method":"initialize"}',
+    });
+
+  before(async () => {
+    upstream = await startMcpUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      scopes: { 'mcp:use': {}, 'team:x': {}, admin: {} },
+      gateway: {
+        routes: [
+          // Every caller may open a session; only tools need a scope.
+          mcpRoute(upstream.url, [{ id: 'admin-tools', tool: 'admin.*', scopes: ['admin'] }, { id: 'open' }], {
+            id: 'open-mcp',
+            match: { path_prefix: '/open' },
+          }),
+          // initialize falls past the tool rule, the rpc rule and the rule for another path to the
+          // catch-all, whose two scopes the challenge names as written.
+          mcpRoute(
+            upstream.url,
+            [
+              { id: 'tools', tool: '*', scopes: ['admin'] },
+              { id: 'prompts', rpc: 'prompts/*', scopes: ['admin'] },
+              { id: 'elsewhere', path: '/team/other/**', scopes: ['admin'] },
+              { id: 'team', scopes: ['mcp:use', 'team:x'] },
+            ],
+            { id: 'team-mcp', match: { path_prefix: '/team' } },
+          ),
+          // Matched by a pattern: initialize is decided for a path the pattern takes.
+          mcpRoute(
+            upstream.url,
+            [
+              { id: 'tenant', path: '/t/:tenant/mcp', scopes: ['team:x'] },
+              { id: 'rest', scopes: ['admin'] },
+            ],
+            {
+              id: 'tenant-mcp',
+              match: { path: '/t/:tenant/mcp' },
+              audience: 'https://mcp.example.com/t/acme/mcp',
+              mcp: { resource: 'https://mcp.example.com/t/acme/mcp' },
+            },
+          ),
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  it('no scope attribute when the rule deciding initialize requires none', async () => {
+    const res = await unauthenticated('/open');
+    assert.equal(res.status, 401);
+    const port = new URL(gw.url).port;
+    assert.equal(
+      res.headers.get('www-authenticate'),
+      `Bearer resource_metadata="http://127.0.0.1:${port}/.well-known/oauth-protected-resource/open"`,
+    );
+  });
+
+  it("exactly the scopes of the rule deciding initialize: not the tools' or the methods' scopes; all of them in the metadata", async () => {
+    const res = await unauthenticated('/team');
+    assert.equal(res.status, 401);
+    const port = new URL(gw.url).port;
+    assert.equal(
+      res.headers.get('www-authenticate'),
+      `Bearer scope="mcp:use team:x", resource_metadata="http://127.0.0.1:${port}/.well-known/oauth-protected-resource/team"`,
+    );
+    // RFC 9728 metadata: every scope the route's rules name, the challenge's among them.
+    const doc = (await (await fetch(`${gw.url}/.well-known/oauth-protected-resource/team`)).json()) as { scopes_supported: string[] };
+    assert.deepEqual(doc.scopes_supported, ['admin', 'mcp:use', 'team:x']);
+    assert.equal(upstream.requests.length, 0);
+  });
+
+  it('a route matched by a path pattern: the scopes of the rule deciding initialize at a path it takes', async () => {
+    const res = await unauthenticated('/t/acme/mcp');
+    assert.equal(res.status, 401);
+    assert.equal(
+      res.headers.get('www-authenticate'),
+      'Bearer scope="team:x", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/t/acme/mcp"',
+    );
+  });
+});
+
 describe('gateway: MCP routes under a rate limit', () => {
   let gw: TestGateway;
   let upstream: McpUpstream;
@@ -724,7 +843,7 @@ describe('gateway: MCP discovery behind a proxy that mounts the gateway under a 
     // The well-known prefix goes between the host and the resource's whole path, /tessera included.
     assert.equal(
       res.headers.get('www-authenticate'),
-      'Bearer resource_metadata="https://gw.example.com/.well-known/oauth-protected-resource/tessera/mcp"',
+      'Bearer scope="mcp:use", resource_metadata="https://gw.example.com/.well-known/oauth-protected-resource/tessera/mcp"',
     );
     // The proxy forwards that root path as it is; the document names the URL the client called,
     // which MCP clients require the resource to match.

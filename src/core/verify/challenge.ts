@@ -56,12 +56,23 @@ export function challenge(error: TesseraError | undefined, options: ChallengeOpt
   return challenges(error, options).join(', ');
 }
 
+function withAttribute(rendered: string, attr: string): string {
+  return rendered.includes(' ') ? `${rendered}, ${attr}` : `${rendered} ${attr}`;
+}
+
 /**
  * Add `resource_metadata` (RFC 9728 §5.1) to a rendered challenge that lacks it: MCP routes learn
  * their metadata URL from the request, after the verifier rendered the rest.
  */
 export function withResourceMetadata(rendered: string, url: string): string {
   if (rendered.includes('resource_metadata=')) return rendered;
-  const attr = `resource_metadata=${quote(url)}`;
-  return rendered.includes(' ') ? `${rendered}, ${attr}` : `${rendered} ${attr}`;
+  return withAttribute(rendered, `resource_metadata=${quote(url)}`);
+}
+
+/**
+ * Add `scope` (RFC 6750 §3: space-delimited scopes) to a rendered challenge. Only for a challenge
+ * rendered without one: an `insufficient_scope` challenge names its own.
+ */
+export function withScope(rendered: string, scope: string): string {
+  return withAttribute(rendered, `scope=${quote(scope)}`);
 }
