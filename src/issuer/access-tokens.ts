@@ -58,6 +58,12 @@ export interface AccessTokenSpec {
   readonly now: number;
   readonly exp: number;
   readonly jkt?: string | undefined;
+  /**
+   * The issuer of the subject as the grant records it (a child grant inherits its root's). When it
+   * is not this issuer, the token names it in an RFC 9493 `sub_id` (iss_sub format, §3.2.3), built
+   * from it and `subject`: never copied from a presented token.
+   */
+  readonly subjectIssuer?: string | undefined;
 }
 
 export class AccessTokens {
@@ -118,6 +124,11 @@ export class AccessTokens {
       jti,
       client_id: spec.client.id,
     };
+    // RFC 9493 §4.1: `sub` is kept (revocation by subject and the grants are keyed on it), and
+    // `sub_id` identifies the same subject with the issuer it belongs to.
+    if (spec.subjectIssuer !== undefined && spec.subjectIssuer !== this.#issuer) {
+      claims.sub_id = { format: 'iss_sub', iss: spec.subjectIssuer, sub: spec.subject };
+    }
     if (spec.scopes.length > 0) claims.scope = spec.scopes.join(' ');
     if (spec.act !== null) claims.act = spec.act;
     claims.grant_id = spec.grantId;

@@ -45,6 +45,8 @@ async function introspect(ctx: IntrospectContext, token: string, client: Compile
       token_type: 'refresh_token',
       iss: ctx.issuer,
       sub: g.subject,
+      // As the grant's access tokens carry it (RFC 9493 §4.1).
+      ...(g.issuer !== ctx.issuer ? { sub_id: { format: 'iss_sub', iss: g.issuer, sub: g.subject } } : {}),
       client_id: r.clientId,
       ...(g.scopes.length ? { scope: g.scopes.join(' ') } : {}),
       iat: r.createdAt,

@@ -1020,3 +1020,99 @@ describe('may_act across trusted issuers (RFC 8693 §4.4, §4.1)', () => {
     }
   });
 });
+
+describe('the subject’s issuer in re-issued tokens (RFC 9493 sub_id)', () => {
+  const IDP2 = 'https://idp2.test';
+  const idp2Key = makeKey('ES256', 'idp2-1');
+  let a: RunningIssuer;
+  let relay: { id: string; secret: string };
+  let helper: { id: string; secret: string };
+  before(async () => {
+    a = await startIssuer({
+      config: {
+        issuers: [
+          { issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } },
+          { issuer: IDP2, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idp2Key.jwk] } },
+        ],
+      } as never,
+    });
+    const grantTypes = ['client_credentials', 'refresh_token', EXCHANGE];
+    relay = await a.addClient({ id: 'relay', scopes: ['api:read'], audiences: ['https://api.test', 'helper'], grantTypes });
+    helper = await a.addClient({ id: 'helper', scopes: ['api:read'], audiences: ['https://api.test'], grantTypes });
+  });
+  after(() => a?.close());
+
+  const as = (c: { id: string; secret: string }, form: Record<string, string | string[]>) =>
+    a.post('/oauth2/token', form, { authorization: basic(c.id, c.secret) });
+  const swap = async (c: { id: string; secret: string }, subject_token: string, audience = ['https://api.test', 'helper']) =>
+    (await ok(await as(c, { grant_type: EXCHANGE, subject_token_type: AT, subject_token, audience }))) as {
+      access_token: string;
+      refresh_token?: string;
+    };
+  const idpAlice = (key = idpKey, iss = IDP, over: Record<string, unknown> = {}) =>
+    sign(key, claims({ iss, sub: 'alice', aud: 'https://agents.test', scope: 'api:read', ...over }));
+  const introspect = async (token: string, c = relay) =>
+    (await (await a.post('/oauth2/introspect', { token }, { authorization: basic(c.id, c.secret) })).json()) as Record<string, unknown>;
+
+  it('names each trusted issuer of two same-named subjects: the sub is the same, the sub_id is not', async () => {
+    const one = decodeJwt((await swap(relay, await idpAlice())).access_token);
+    const two = decodeJwt((await swap(relay, await idpAlice(idp2Key, IDP2))).access_token);
+    assert.equal(one.iss, a.url);
+    assert.equal(one.sub, 'alice');
+    assert.equal(two.sub, 'alice');
+    assert.deepEqual(one.sub_id, { format: 'iss_sub', iss: IDP, sub: 'alice' });
+    assert.deepEqual(two.sub_id, { format: 'iss_sub', iss: IDP2, sub: 'alice' });
+  });
+
+  it('keeps the original issuer through a chained exchange and a refresh, and introspection shows it', async () => {
+    const first = await swap(relay, await idpAlice(idp2Key, IDP2));
+    const expected = { format: 'iss_sub', iss: IDP2, sub: 'alice' };
+    const child = await swap(helper, first.access_token, ['https://api.test']);
+    assert.equal(decodeJwt(child.access_token).iss, a.url);
+    assert.deepEqual(decodeJwt(child.access_token).sub_id, expected, 'the grandchild still names the IdP');
+    assert.ok(child.refresh_token);
+    const res = await as(helper, { grant_type: 'refresh_token', refresh_token: child.refresh_token as string });
+    const refreshed = (await res.json()) as { access_token: string; refresh_token: string };
+    assert.equal(res.status, 200, JSON.stringify(refreshed));
+    assert.deepEqual(decodeJwt(refreshed.access_token).sub_id, expected);
+    // RFC 7662: the access token's claims, and the refresh token's grant, name the subject's issuer.
+    const at = await introspect(refreshed.access_token, helper);
+    assert.equal(at.active, true);
+    assert.deepEqual(at.sub_id, expected);
+    const rt = await introspect(refreshed.refresh_token, helper);
+    assert.equal(rt.active, true);
+    assert.equal(rt.sub, 'alice');
+    assert.deepEqual(rt.sub_id, expected);
+  });
+
+  it('attack: an external token’s own sub_id claiming another issuer’s subject is not copied; the verified iss and sub are', async () => {
+    // IdP2 tries to pass its user for the corporate IdP's alice.
+    const forged = await idpAlice(idp2Key, IDP2, { sub: 'mallory', sub_id: { format: 'iss_sub', iss: IDP, sub: 'alice' } });
+    const issued = await swap(relay, forged);
+    const c = decodeJwt(issued.access_token);
+    assert.equal(c.sub, 'mallory');
+    assert.deepEqual(c.sub_id, { format: 'iss_sub', iss: IDP2, sub: 'mallory' });
+    // Nor through a chained exchange or a refresh: the grant, not a token, is the source.
+    const child = await swap(helper, issued.access_token, ['https://api.test']);
+    assert.deepEqual(decodeJwt(child.access_token).sub_id, { format: 'iss_sub', iss: IDP2, sub: 'mallory' });
+    // A sub_id in another format (an email) is not copied either.
+    const email = decodeJwt(
+      (await swap(relay, await idpAlice(idpKey, IDP, { sub_id: { format: 'email', email: 'ceo@corp.test' } }))).access_token,
+    );
+    assert.deepEqual(email.sub_id, { format: 'iss_sub', iss: IDP, sub: 'alice' });
+  });
+
+  it('gives no sub_id to this issuer’s own subjects: a client_credentials token, a minted person, their exchanges and refreshes', async () => {
+    const cc = await ok(await as(relay, { grant_type: 'client_credentials', audience: 'helper' }));
+    assert.equal(decodeJwt(cc.access_token).sub_id, undefined);
+    const minted = await a.service.mint({ clientId: 'relay', subject: 'alice', ttl: 600, audiences: ['https://api.test', 'helper'] });
+    assert.equal(decodeJwt(minted.access_token).sub_id, undefined);
+    const child = await swap(helper, minted.access_token, ['https://api.test']);
+    assert.equal(decodeJwt(child.access_token).sub_id, undefined);
+    const res = await as(helper, { grant_type: 'refresh_token', refresh_token: child.refresh_token as string });
+    const refreshed = (await res.json()) as { access_token: string; refresh_token: string };
+    assert.equal(res.status, 200, JSON.stringify(refreshed));
+    assert.equal(decodeJwt(refreshed.access_token).sub_id, undefined);
+    assert.equal((await introspect(refreshed.refresh_token, helper)).sub_id, undefined);
+  });
+});

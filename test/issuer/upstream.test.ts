@@ -59,6 +59,7 @@ describe('issueForUpstream', () => {
     assert.equal(c.scope, 'api:read');
     assert.equal(c.client_id, 'gateway');
     assert.deepEqual(c.act, { sub: 'gateway' });
+    assert.equal(c.sub_id, undefined, 'alice is this issuer’s own subject');
     assert.equal(c.exp, expiresAt);
     assert.ok(expiresAt - (c.iat as number) <= 120);
     const tree = await issuer.service.grantTree(principal.delegationId as string);
@@ -82,6 +83,8 @@ describe('issueForUpstream', () => {
     const c = decodeJwt(token);
     assert.equal(c.sub, 'bob');
     assert.deepEqual(c.act, { sub: 'gateway', act: { sub: 'assistant', iss: IDP } });
+    // RFC 9493 §4.1: the upstream can tell the IdP's bob from another issuer's.
+    assert.deepEqual(c.sub_id, { format: 'iss_sub', iss: IDP, sub: 'bob' });
     const grant = await issuer.store.getGrant(c.grant_id as string);
     assert.equal(grant?.issuer, IDP);
     assert.equal(grant?.parentId, null);
@@ -117,7 +120,10 @@ describe('issueForUpstream', () => {
     // The static token ci itself is static:ci: the minted token stands for it.
     const own = await verifier.verify(bearer('static-token-ci-0123456789abcdef'));
     assert.ok(own.ok);
-    assert.equal(decodeJwt((await upstream(own.principal)).token).sub, 'static:ci');
+    const minted = decodeJwt((await upstream(own.principal)).token);
+    assert.equal(minted.sub, 'static:ci');
+    // The grant records a static token's subject under the issuer "static", as the gateway names it.
+    assert.deepEqual(minted.sub_id, { format: 'iss_sub', iss: 'static', sub: 'static:ci' });
   });
 
   it('re-issues an external caller’s unqualified prior actors under the caller’s issuer', async () => {

@@ -326,6 +326,9 @@ async function delegate(
     now,
     exp,
     jkt: spec.jkt,
+    // The store's: a child grant takes its root's issuer, so a chained exchange still names the
+    // identity provider, whatever the subject token says.
+    subjectIssuer: grant.issuer,
   });
   let refreshToken: string | undefined;
   if (spec.refresh) {

@@ -97,6 +97,7 @@ export async function refresh(
     now,
     exp,
     jkt,
+    subjectIssuer: grant.issuer,
   });
   ctx.emit({
     kind: 'token.refreshed',
