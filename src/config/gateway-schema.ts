@@ -62,7 +62,7 @@ const authKind = z.enum(AUTH_KINDS, {
 });
 
 /** Names for the identity headers the gateway may send upstream. */
-export const IDENTITY_FIELDS = ['subject', 'client', 'issuer', 'actors', 'delegation', 'scopes', 'token_id'] as const;
+export const IDENTITY_FIELDS = ['subject', 'subject_issuer', 'client', 'issuer', 'actors', 'delegation', 'scopes', 'token_id'] as const;
 export type IdentityField = (typeof IDENTITY_FIELDS)[number];
 
 const upstreamUrl = z
@@ -409,6 +409,9 @@ export const gatewaySchema = z
         subject: headerName('Subject header.').prefault('x-tessera-subject'),
         client: headerName('Client id header.').prefault('x-tessera-client-id'),
         issuer: headerName('Issuer header.').prefault('x-tessera-issuer'),
+        subject_issuer: headerName(
+          'Subject issuer header: the issuer the subject belongs to. For a token of the token service of `tessera serve` issued for another issuer’s subject, the issuer its RFC 9493 `sub_id` names; else the token’s issuer.',
+        ).prefault('x-tessera-subject-issuer'),
         actors: headerName(
           'Actor chain header (current actor first, comma-separated; an actor whose `act` names an issuer other than the token’s as `sub (iss)`; a space, parenthesis, comma or `%` in a subject or issuer percent-encoded).',
         ).prefault('x-tessera-actor-chain'),

@@ -341,7 +341,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     const mutators: Mutator[] = [];
     // Identity headers first: they are pure, and a token they refuse (a claim with no header form)
     // must be refused before an exchange mints for it (a grant, an audit event, a cached token).
-    if (r.identity_headers.length > 0) mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers));
+    if (r.identity_headers.length > 0)
+      mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers, deps.authorizationServer));
     const cred = r.upstream.credential;
     if (cred.type === 'static') mutators.push(staticCredentialMutator(cred.header, cred.scheme, cred.token));
     else if (cred.type === 'passthrough') {
@@ -374,6 +375,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       const held = before?.pipeline.rateLimit?.key === r.rate_limit.key ? before.pipeline.rateLimit.limiter : undefined;
       rateLimit = {
         key: r.rate_limit.key,
+        tokenService: deps.authorizationServer,
         limiter:
           held !== undefined && isDeepStrictEqual(before?.config.rate_limit, r.rate_limit)
             ? held

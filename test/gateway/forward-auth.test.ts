@@ -210,6 +210,7 @@ describe('gateway: forward-auth endpoint', () => {
         'dpop',
         'x-tessera-client-id',
         'x-tessera-issuer',
+        'x-tessera-subject-issuer',
         'x-tessera-actor-chain',
         'x-tessera-delegation-id',
         'x-tessera-scopes',

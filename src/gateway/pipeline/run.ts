@@ -8,7 +8,7 @@
 import { TesseraError } from '../../core/errors.ts';
 import type { CompiledRule } from '../../core/policy.ts';
 import { addressKey, type TokenBucketLimiter } from '../../core/ratelimit.ts';
-import type { Principal } from '../../core/verify/principal.ts';
+import { type Principal, subjectIssuer } from '../../core/verify/principal.ts';
 import type { AuthenticationStage, AuthnResult } from './authn/registry.ts';
 import type { Authorizer, RpcFacts } from './authz/authorizer.ts';
 import type { MutationResult, Mutator } from './mutate/mutator.ts';
@@ -27,6 +27,8 @@ export type Decision =
 export interface RateLimitStage {
   readonly limiter: TokenBucketLimiter;
   readonly key: 'subject' | 'client' | 'ip';
+  /** The issuer of the token service in this process: its tokens name their subject's issuer ({@link subjectIssuer}). */
+  readonly tokenService?: string | undefined;
 }
 
 /** A route's compiled pipeline. */
@@ -42,7 +44,9 @@ function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal |
   if (stage.key === 'ip' || p === undefined) return addressKey(request.remoteAddress);
   // Client ids and subjects are each issuer's own: another issuer's `agent-1` is another caller.
   if (stage.key === 'client') return `c:${p.issuer}\n${p.clientId ?? p.subject ?? p.tokenHash}`;
-  return `s:${p.issuer}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
+  // A subject by the issuer it belongs to: two identity providers' alice are two callers, and a
+  // token the token service issued for one of them shares her bucket.
+  return `s:${subjectIssuer(p, stage.tokenService)}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
 }
 
 /** The rate-limit stage alone: takes one token from the caller's bucket; the refusal when it is empty. */

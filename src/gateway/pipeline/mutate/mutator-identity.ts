@@ -8,7 +8,7 @@
  */
 import type { IdentityField } from '../../../config/gateway-schema.ts';
 import { TesseraError } from '../../../core/errors.ts';
-import { actorLabel, type Principal } from '../../../core/verify/principal.ts';
+import { actorLabel, type Principal, subjectIssuer } from '../../../core/verify/principal.ts';
 import { headerSafe } from '../../http/headers.ts';
 import type { Mutator } from './mutator.ts';
 
@@ -23,10 +23,12 @@ function chainSafe(value: string): string {
   return headerSafe(value).replace(/[ ()]/g, (c) => (c === ' ' ? '%20' : c === '(' ? '%28' : '%29'));
 }
 
-function value(field: IdentityField, p: Principal): string | undefined {
+function value(field: IdentityField, p: Principal, tokenService: string | undefined): string | undefined {
   switch (field) {
     case 'subject':
       return p.subject === undefined ? undefined : headerSafe(p.subject);
+    case 'subject_issuer':
+      return p.subject === undefined ? undefined : headerSafe(subjectIssuer(p, tokenService));
     case 'client':
       return p.clientId === undefined ? undefined : headerSafe(p.clientId);
     case 'issuer':
@@ -43,7 +45,15 @@ function value(field: IdentityField, p: Principal): string | undefined {
   }
 }
 
-export function identityHeadersMutator(fields: readonly IdentityField[], names: Readonly<Record<IdentityField, string>>): Mutator {
+/**
+ * The identity headers of a route. `tokenService`: the issuer of the token service in this process,
+ * whose tokens' `sub_id` names the subject's issuer (`subject_issuer`).
+ */
+export function identityHeadersMutator(
+  fields: readonly IdentityField[],
+  names: Readonly<Record<IdentityField, string>>,
+  tokenService: string | undefined,
+): Mutator {
   const pairs = fields.map((f) => [f, names[f]] as const);
   return {
     id: 'identity',
@@ -54,7 +64,7 @@ export function identityHeadersMutator(fields: readonly IdentityField[], names: 
       for (const [field, name] of pairs) {
         let v: string | undefined;
         try {
-          v = value(field, p);
+          v = value(field, p, tokenService);
         } catch (e) {
           // encodeURIComponent (headerSafe) throws URIError for a lone surrogate, and only for one.
           if (e instanceof URIError) return new TesseraError('token_claim_invalid');
