@@ -1,0 +1,45 @@
+/**
+ * subjectIssuer: the issuer a principal's subject belongs to. Only a JWT of the token service in
+ * this process is believed when its RFC 9493 `sub_id` names another issuer, and only a well-formed
+ * `iss_sub` naming the token's own `sub`.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { type Principal, subjectIssuer } from '../../../src/core/verify/principal.ts';
+
+const TESSERA = 'https://tessera.test';
+const IDP = 'https://idp.test';
+
+const principal = (over: Partial<Principal> & { claims?: Record<string, unknown> }): Principal =>
+  ({ kind: 'jwt', issuer: TESSERA, subject: 'alice', claims: {}, ...over }) as Principal;
+
+describe('subjectIssuer', () => {
+  it('reads the iss_sub sub_id of the token service’s own JWT', () => {
+    const p = principal({ claims: { sub: 'alice', sub_id: { format: 'iss_sub', iss: IDP, sub: 'alice' } } });
+    assert.equal(subjectIssuer(p, TESSERA), IDP);
+    // Without a token service in the process (tessera gateway alone), nothing is believed.
+    assert.equal(subjectIssuer(p, undefined), TESSERA);
+  });
+
+  it('attack: another issuer’s sub_id, or one from an introspection answer, is not believed', () => {
+    const sub_id = { format: 'iss_sub', iss: 'https://corp.test', sub: 'alice' };
+    assert.equal(subjectIssuer(principal({ issuer: IDP, claims: { sub_id } }), TESSERA), IDP);
+    assert.equal(subjectIssuer(principal({ kind: 'introspection', claims: { sub_id } }), TESSERA), TESSERA);
+  });
+
+  it('falls back to the token’s issuer for a malformed sub_id or one naming another subject', () => {
+    for (const sub_id of [
+      'https://idp.test',
+      null,
+      [],
+      { format: 'email', email: 'alice@idp.test' },
+      { format: 'iss_sub', iss: '', sub: 'alice' },
+      { format: 'iss_sub', iss: 7, sub: 'alice' },
+      { format: 'iss_sub', iss: IDP },
+      { format: 'iss_sub', iss: IDP, sub: 'bob' },
+    ]) {
+      assert.equal(subjectIssuer(principal({ claims: { sub_id } }), TESSERA), TESSERA, JSON.stringify(sub_id));
+    }
+    assert.equal(subjectIssuer(principal({ kind: 'static', issuer: 'static', subject: 'static:ci' }), TESSERA), 'static');
+  });
+});
