@@ -12,11 +12,10 @@ import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { addressKey } from '../core/ratelimit.ts';
-import { type EffectiveScopes, isWildcard, type ScopeModel } from '../core/scopes.ts';
+import { isWildcard, type ScopeModel } from '../core/scopes.ts';
 import { StoreCapacityError } from '../store/contract.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
-import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN, withoutUnnamed } from './clients.ts';
-import { covers } from './params.ts';
+import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN } from './clients.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
 
 export interface RegistrationContext extends ClientAdminContext {
@@ -104,21 +103,19 @@ export async function registerDynamicClient(
     throw new OAuthError('registration_metadata_invalid');
   }
 
-  // Scopes: none asked for means all of the configured maximum; more than it is narrowed to it
-  // (RFC 7591 §3.2.1: the server may replace requested values, and the answer says what it
-  // registered). MCP clients ask for every scope the resource's metadata lists, which may be
-  // more than registration allows. Malformed or wildcard scopes, or nothing left, are refused.
-  // The admin scope only when the configured maximum names it: a wildcard there does not reach it.
-  const ceiling: EffectiveScopes = withoutUnnamed(ctx.scopes.expand(cfg.scopes), cfg.scopes, ctx.config.admin.scope);
-  let scopes: string[];
-  if (m.scope === undefined) scopes = [...cfg.scopes];
-  else {
+  // Scopes: the client is registered with the whole configured maximum, whatever it asks for
+  // (RFC 7591 §3.2.1: the server may replace requested values; the answer says what it
+  // registered). MCP clients register with the scope of the resource's first challenge and step up
+  // to a tool's scope later (MCP authorization, Scope Selection Strategy): a registration narrowed
+  // to what was asked would leave them unable to, short of registering again, which anyone may do
+  // with the maximum anyway. Each token is still limited to what its request asks for and the
+  // person approves. Malformed or wildcard scopes are refused as metadata errors.
+  if (m.scope !== undefined) {
     if (typeof m.scope !== 'string') throw new OAuthError('registration_metadata_invalid');
-    const asked = [...new Set(m.scope.split(' ').filter((s) => s !== ''))];
+    const asked = m.scope.split(' ').filter((s) => s !== '');
     if (asked.some((s) => !SCOPE_TOKEN.test(s) || isWildcard(s))) throw new OAuthError('registration_metadata_invalid');
-    scopes = asked.filter((s) => covers(ceiling, s));
-    if (scopes.length === 0) throw new OAuthError('registration_metadata_invalid');
   }
+  const scopes = [...cfg.scopes];
 
   const id = `${DYNAMIC_CLIENT_ID_PREFIX}${randomBytes(16).toString('base64url')}`;
   let registered: Awaited<ReturnType<typeof registerClient>>;

@@ -181,8 +181,9 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   const registeredFirst = provider.client as { client_id: string; client_secret?: string; scope?: string };
   assert.match(registeredFirst.client_id, /^dcr_/);
   assert.equal(registeredFirst.client_secret, undefined, 'a public client');
-  // The SDK registers for the scope it asks for (the challenge's), and is registered for it alone.
-  assert.equal(registeredFirst.scope, 'mcp:use');
+  // The SDK registers for the scope it asks for (the challenge's); it is registered for the whole
+  // registration maximum, so it can step up later without registering again.
+  assert.equal(registeredFirst.scope, 'mcp:use files:read');
 
   // The authorization request the SDK built from the challenge and the metadata, and the person's approval.
   const authz = provider.authorizationUrl as URL;
@@ -224,14 +225,14 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   // Step-up (MCP authorization, Step-Up Authorization Flow), through the SDK's own flow: the scope
   // held and the scope challenged, approved by the person again. The SDK's transport is not left
   // to do it: it replaces its scope with the challenge's and, holding a refresh token, only
-  // refreshes. The client registers again: a dynamic client is held to the scopes it registered
-  // for (token_service.registration narrows to what was asked), here mcp:use alone.
+  // refreshes. The same registered client steps up: it was registered for the whole maximum.
   provider.saved = undefined;
-  provider.client = undefined;
+  const registrations = exchanges.filter((e) => e === 'POST /oauth2/register 201').length;
   assert.equal(await auth(provider, { serverUrl: new URL(mcpUrl), scope: 'mcp:use files:read', fetchFn: recording }), 'REDIRECT');
   assert.equal(provider.authorizationUrl?.searchParams.get('scope'), 'mcp:use files:read');
   const client = provider.client as unknown as { client_id: string; scope?: string };
-  assert.equal(client.scope, 'mcp:use files:read');
+  assert.equal(client.client_id, registeredFirst.client_id, 'no second registration');
+  assert.equal(exchanges.filter((e) => e === 'POST /oauth2/register 201').length, registrations);
   const code = provider.callback?.searchParams.get('code') as string;
   assert.ok(code && code !== firstCode);
   assert.equal(await auth(provider, { serverUrl: new URL(mcpUrl), authorizationCode: code, fetchFn: recording }), 'AUTHORIZED');

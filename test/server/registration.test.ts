@@ -99,7 +99,8 @@ describe('dynamic client registration', () => {
     assert.equal(res.status, 201, JSON.stringify(body));
     assert.match(body.client_secret as string, /^tcs_/);
     assert.equal(body.token_endpoint_auth_method, 'client_secret_basic');
-    assert.equal(body.scope, 'mcp:read');
+    // Registered with the whole maximum, whatever it asked for (it may step up later).
+    assert.equal(body.scope, 'mcp:tools mcp:read');
     const stored = await issuer.store.getClient(body.client_id as string);
     assert.equal(stored?.authMethod, 'client_secret');
     assert.notEqual(stored?.secretHash, null);
@@ -272,8 +273,18 @@ describe('dynamic client registration', () => {
     assert.deepEqual((await issuer.store.getClient(body.client_id))?.scopes, ['mcp:tools', 'mcp:read']);
   });
 
-  it('DCR left with no scope after narrowing, a wildcard, or other grants: invalid_client_metadata', async () => {
-    await expectError(await register({ ...mcpClient, scope: 'admin' }), 400, 'invalid_client_metadata');
+  it('DCR asking for less than the configured scopes is registered with all of them, so an MCP client can step up to a tool scope later without registering again', async () => {
+    // The MCP SDK registers with the scope of the first 401 challenge (MCP Scope Selection Strategy).
+    for (const scope of ['mcp:read', 'admin']) {
+      const res = await register({ ...mcpClient, scope });
+      const body = (await res.json()) as { client_id: string; scope: string };
+      assert.equal(res.status, 201, JSON.stringify(body));
+      assert.equal(body.scope, 'mcp:tools mcp:read', scope);
+      assert.deepEqual((await issuer.store.getClient(body.client_id))?.scopes, ['mcp:tools', 'mcp:read']);
+    }
+  });
+
+  it('DCR asking for a wildcard or malformed scope, or other grants: invalid_client_metadata', async () => {
     await expectError(await register({ ...mcpClient, scope: '*' }), 400, 'invalid_client_metadata');
     await expectError(await register({ ...mcpClient, scope: 'mcp:tools bad"scope' }), 400, 'invalid_client_metadata');
     await expectError(await register({ ...mcpClient, grant_types: ['client_credentials'] }), 400, 'invalid_client_metadata');
@@ -607,13 +618,18 @@ describe('dynamic client registration', () => {
 });
 
 describe('attack: registering for the admin scope through a wildcard maximum', () => {
-  it('a registration maximum of `*` does not reach the admin scope: asked for by name, it is left out', async () => {
+  it('a registration maximum of `*` does not reach the admin scope: asked for by name, the client is registered with `*`, which never covers it', async () => {
     const wide = await startIssuer({ config: registrationConfig({ scopes: ['*'] }) as never });
     try {
-      const res = await register({ ...mcpClient, scope: 'mcp:tools tessera:admin' }, IAT, wide.url);
-      assert.equal(res.status, 201);
-      assert.equal(((await res.json()) as { scope: string }).scope, 'mcp:tools');
-      await expectError(await register({ ...mcpClient, scope: 'tessera:admin' }, IAT, wide.url), 400, 'invalid_client_metadata');
+      for (const scope of ['mcp:tools tessera:admin', 'tessera:admin']) {
+        const res = await register({ ...mcpClient, scope }, IAT, wide.url);
+        const body = (await res.json()) as { client_id: string; scope: string };
+        assert.equal(res.status, 201);
+        assert.equal(body.scope, '*');
+        const compiled = await wide.service.clients.get(body.client_id);
+        assert.equal(compiled?.scopes.has('tessera:admin'), false, scope);
+        assert.equal(compiled?.scopes.has('mcp:tools'), true);
+      }
     } finally {
       await wide.close();
     }
