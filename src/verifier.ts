@@ -11,11 +11,11 @@ import { ConfigError, type ConfigIssue } from './core/errors.ts';
 import type { VerificationKey } from './core/jose/jwk.ts';
 import { compilePolicy } from './core/policy.ts';
 import type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
-import { createDpopNonces, type DpopNonceSource } from './core/verify/dpop.ts';
+import { createDpopNonces, type DpopNonceSource, type DpopWindowHistory } from './core/verify/dpop.ts';
 import { STATIC_SUBJECT_PREFIX } from './core/verify/principal.ts';
 import { MemoryReplayCache } from './core/verify/replay.ts';
 import type { RevocationCheck } from './core/verify/revocation.ts';
-import { compileVerifier, type IssuerOptions, type Verifier } from './core/verify/verifier.ts';
+import { compileVerifier, dpopClockSkew, type IssuerOptions, type Verifier } from './core/verify/verifier.ts';
 import { createIntrospectionClient, IntrospectionFailure } from './introspection/client.ts';
 import { loadLocalJwks } from './jwks/local.ts';
 import { RemoteJwks, type RemoteJwksStatus } from './jwks/remote.ts';
@@ -71,6 +71,13 @@ export interface VerifierRuntime {
   readonly replay?: ReplayCache;
   /** Nonce source when `dpop.nonce` is on (default: a per-process secret). */
   readonly dpopNonces?: DpopNonceSource;
+  /**
+   * The DPoP windows of the verifiers this one replaces, sharing its `replay` cache (a gateway's
+   * reloads): a proof is held to the shortest window that may have recorded it, so a longer
+   * `iat_window` or `clock_skew` does not accept again a proof its predecessor forgot. Call
+   * {@link ManagedVerifier.retire} on a verifier once it is replaced.
+   */
+  readonly dpopWindows?: DpopWindowHistory;
   /** Key sources by issuer, replacing `jwks`/`jwks_uri` (the in-process token service). */
   readonly keySources?: Readonly<Record<string, KeySource>>;
   /** Introspector replacing the HTTP client built from `introspection`. */
@@ -96,6 +103,12 @@ export interface ManagedVerifier extends Verifier {
    * Optional for verifiers built otherwise.
    */
   readonly fileKeys?: ReadonlyMap<string, ReadonlySet<string>>;
+  /**
+   * Say that this verifier was replaced (a reload): with {@link VerifierRuntime.dpopWindows}, the
+   * proofs it accepted, and any it still accepts in flight, are held by its successors to its DPoP
+   * window. Optional for verifiers built otherwise.
+   */
+  retire?(): void;
 }
 
 // Key texts are MACs under a key of this process: a file may hold an `oct` key, whose RFC 7638
@@ -242,6 +255,8 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
   if (issues.length > 0) throw new ConfigError(issues);
 
   const dpopAlgorithms = config.dpop.algorithms;
+  const windows = config.dpop.mode === 'disabled' ? undefined : runtime.dpopWindows;
+  const ownWindow = windows?.open(config.dpop.iat_window + dpopClockSkew(issuers));
   const verifier = compileVerifier({
     issuers,
     staticTokens,
@@ -256,6 +271,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
       iatWindow: config.dpop.iat_window,
       replay: runtime.replay ?? new MemoryReplayCache({ maxEntries: config.dpop.replay_cache_size, clock }),
       nonces: config.dpop.nonce ? (runtime.dpopNonces ?? createDpopNonces({ clock })) : undefined,
+      ...(windows && ownWindow ? { history: { windows, own: ownWindow } } : {}),
     },
     cacheSize: config.cache.max_entries,
     revocation: runtime.revocation,
@@ -278,5 +294,8 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
     },
     jwksStatus: () => remotes.map((r) => r.status),
     fileKeys,
+    retire: () => {
+      if (windows && ownWindow) windows.retire(ownWindow);
+    },
   });
 }

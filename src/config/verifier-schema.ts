@@ -18,6 +18,11 @@ import { DAY, formatDuration, parseDuration, YEAR } from './duration.ts';
  * A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds, at most `max`
  * (every duration has one: a value past it would overflow the expiry computed from it, or a timer).
  */
+/** The longest `issuers[].clock_skew`, seconds. */
+export const MAX_CLOCK_SKEW = 60;
+/** The longest `dpop.iat_window`, seconds. */
+export const MAX_DPOP_IAT_WINDOW = 3600;
+
 export const duration = (description: string, max: number) =>
   z
     .union([z.number(), z.string()])
@@ -113,7 +118,7 @@ export const issuerSchema = z
       description:
         'Claims that must be present in addition to `iss`, `aud` and `exp` (always required). Where revocations apply (`tessera serve`, token exchange at the token service) `iat` is required whatever this says: without it a token signed before a subject revocation cannot be told from one signed after.',
     }),
-    clock_skew: duration('Tolerated clock difference for `exp`, `nbf` and `iat` (at most 60s).', 60).prefault('30s'),
+    clock_skew: duration('Tolerated clock difference for `exp`, `nbf` and `iat` (at most 60s).', MAX_CLOCK_SKEW).prefault('30s'),
     max_lifetime: duration('Longest accepted token lifetime (`exp` − `iat`).', YEAR).prefault('24h'),
     delegation_claim: z.string().min(1).default('grant_id').meta({ description: 'Claim carrying the delegation (grant) id.' }),
   })
@@ -238,8 +243,8 @@ export const dpopSchema = z
           'Algorithms accepted for proofs (asymmetric only), by the gateway and at the token endpoint, whose metadata advertises these (`dpop_signing_alg_values_supported`), so that a client picks one every resource server of this configuration accepts.',
       }),
     iat_window: duration(
-      "How old a proof may be. A proof is accepted while its `iat` is at most `iat_window` plus the largest `clock_skew` of `issuers` in the past (90 s with the defaults: 60 s + 30 s) and at most that clock skew in the future, its `jti` remembered until then; at the gateway a token checked by introspection gets no issuer's clock skew (`iat_window` in the past, none in the future).",
-      3600,
+      "How old a proof may be. A proof is accepted while its `iat` is at most `iat_window` plus the largest `clock_skew` of `issuers` in the past (90 s with the defaults: 60 s + 30 s) and at most that clock skew in the future, its `jti` remembered until then; at the gateway a token checked by introspection gets no issuer's clock skew (`iat_window` in the past, none in the future). A reload that lengthens it (or a `clock_skew`) applies to proofs made after the reload; a proof the replaced configuration may have recorded is still refused once that configuration would have refused it (it may have been forgotten).",
+      MAX_DPOP_IAT_WINDOW,
     ).prefault('60s'),
     nonce: z.boolean().default(false).meta({
       description:

@@ -22,11 +22,13 @@ import { type AuditPipeline, createAuditPipeline } from '../audit/pipeline.ts';
 import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
+import { MAX_CLOCK_SKEW, MAX_DPOP_IAT_WINDOW } from '../config/verifier-schema.ts';
 import { ConfigError, type ErrorCode, TesseraError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { recordableName } from '../core/secret-shape.ts';
 import { withResourceMetadata, withScope } from '../core/verify/challenge.ts';
+import { DpopWindowHistory } from '../core/verify/dpop.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
@@ -211,7 +213,8 @@ export interface GatewayDeps {
   /**
    * Runtime for verifiers built from config (key sources of the in-process token service, fetch,
    * the store's replay cache). Without `replay`, one in-memory cache (`dpop.replay_cache_size`) is
-   * shared by every verifier the gateway builds, across reloads.
+   * shared by every verifier the gateway builds, across reloads; so are, without `dpopWindows`, the
+   * DPoP windows of the verifiers a reload replaced.
    */
   readonly verifierRuntime?: VerifierRuntime;
   /** Replace how verifiers are built (default: `createVerifierFromConfig` with `verifierRuntime`). */
@@ -323,12 +326,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const memoryReplay =
     deps.verifierRuntime?.replay === undefined ? new MemoryReplayCache({ maxEntries: config.dpop.replay_cache_size, clock }) : undefined;
   const replay: ReplayCache = memoryReplay ?? (deps.verifierRuntime?.replay as ReplayCache);
+  // Shared as the replay cache is: a reload that lengthens the DPoP window must not accept again a
+  // proof the replaced verifiers accepted and already forgot.
+  const dpopWindows = deps.verifierRuntime?.dpopWindows ?? new DpopWindowHistory({ horizon: MAX_DPOP_IAT_WINDOW + MAX_CLOCK_SKEW });
   const verifierFactory: VerifierFactory =
     deps.createVerifier ??
     ((c) =>
       createVerifierFromConfig(c, {
         ...deps.verifierRuntime,
         replay,
+        dpopWindows,
         clock,
         ...(deps.revocation ? { revocation: deps.revocation } : {}),
         onWarning: deps.verifierRuntime?.onWarning ?? ((m: string) => logger.warn({ event: 'verifier_warning' }, m)),
@@ -1138,7 +1145,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       throw e;
     }
     const previous = state;
-    for (const v of previous.verifiers) metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
+    for (const v of previous.verifiers) {
+      metrics.retireVerifierCache(v.stats.cacheHits, v.stats.cacheMisses);
+      v.retire?.();
+    }
     state = compiled;
     // Before the streams are decided again: an exchange the reload cuts is then no longer recorded
     // under a route that is gone.

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -181,6 +181,38 @@ gateway:
       const other = await proof('GET', `${PUBLIC}/api/items`, token);
       assert.equal((await call(b.url, token, other)).status, 200);
       assertReplayRefused(await call(a.url, token, other));
+    });
+
+    it('attack: a reload lengthening dpop.iat_window does not accept again a proof the store already forgot', async () => {
+      const original = readFileSync(config, 'utf8');
+      const windowed = (iatWindow: string) =>
+        original
+          .replace('token_type: at+jwt }', 'token_type: at+jwt, clock_skew: 0s }')
+          .replace('dpop: { mode: allowed }', `dpop: { mode: allowed, iat_window: ${iatWindow} }`);
+      try {
+        writeFileSync(config, windowed('1s'));
+        const server = await start();
+        const token = await boundToken(server.url);
+        const dpop = await proof('GET', `${PUBLIC}/api/items`, token);
+        assert.equal((await call(server.url, token, dpop)).status, 200);
+        assertReplayRefused(await call(server.url, token, dpop));
+        const seen = upstream.seen.length;
+        writeFileSync(config, windowed('60s'));
+        assert.equal(server.gateway?.reload().ok, true);
+        // The store keeps the jti until iat + 1 s + 0 s + 1 (whole seconds), then forgets it.
+        await new Promise((r) => setTimeout(r, 3100));
+        const res = await call(server.url, token, dpop);
+        assert.equal(res.status, 401);
+        assert.match(
+          res.headers.get('www-authenticate') ?? '',
+          /DPoP .*error="invalid_dpop_proof", error_description="The DPoP proof is too old or from the future\."/,
+        );
+        assert.equal(upstream.seen.length, seen, 'the replayed request reached the upstream');
+        // A proof made now gets the new window.
+        assert.equal((await call(server.url, token, await proof('GET', `${PUBLIC}/api/items`, token))).status, 200);
+      } finally {
+        writeFileSync(config, original);
+      }
     });
   });
 }

@@ -402,3 +402,108 @@ describe('forward-auth: DPoP htu with server.public_url', () => {
     assert.equal((await check('shop.example.com', 'https://shop.example.com/items', 'HTTPS')).status, 200);
   });
 });
+
+/** A DPoP proof by `holder` for `url`, `ath` of `accessToken`, issued at `iat`, naming `nonce` when given. */
+function proofAt(method: string, url: string, accessToken: string, iat: number, nonce?: string): Promise<string> {
+  return new SignJWT({
+    htm: method,
+    htu: url,
+    jti: randomUUID(),
+    ath: createHash('sha256').update(accessToken).digest('base64url'),
+    ...(nonce !== undefined ? { nonce } : {}),
+  })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+    .setIssuedAt(iat)
+    .sign(holder.privateKey);
+}
+
+const TOO_OLD = /DPoP .*error="invalid_dpop_proof", error_description="The DPoP proof is too old or from the future\."/;
+
+describe('gateway: a reload that lengthens the DPoP acceptance window (fake clock)', () => {
+  let upstream: Upstream;
+  const started: TestGateway[] = [];
+  let nowMs = Date.now();
+  const nowS = () => Math.floor(nowMs / 1000);
+  before(async () => {
+    upstream = await startUpstream();
+  });
+  after(async () => {
+    for (const g of started) await g.close();
+    await upstream.close();
+  });
+
+  const input = (dpop: Record<string, unknown>, skew = '30s') => ({
+    ...baseConfig(),
+    issuers: baseConfig().issuers!.map((i) => ({ ...i, clock_skew: skew })),
+    dpop: { mode: 'allowed' as const, ...dpop },
+    gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt' as const, rules: [{}] }] },
+  });
+  const start = async (dpop: Record<string, unknown>, skew = '30s', deps: Parameters<typeof startGateway>[1] = {}) => {
+    nowMs = Date.now();
+    const g = await startGateway(input(dpop, skew), { clock: () => nowMs, ...deps });
+    started.push(g);
+    return g;
+  };
+  const boundToken = async () => token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) }, iat: nowS(), exp: nowS() + 7200 });
+  const call = (g: TestGateway, tok: string, dpop: string) => fetch(`${g.url}/items`, { headers: { authorization: `DPoP ${tok}`, dpop } });
+
+  for (const [what, from, to, wait] of [
+    ['dpop.iat_window raised from 60s to 30m', [{ iat_window: '60s' }, '30s'], [{ iat_window: '30m' }, '30s'], 200],
+    ['issuers[].clock_skew raised from 30s to 60s', [{ iat_window: '60s' }, '30s'], [{ iat_window: '60s' }, '60s'], 100],
+  ] as const) {
+    it(`attack: a proof accepted, then forgotten at the old window's end, is not accepted again after ${what}`, async () => {
+      const g = await start(from[0], from[1]);
+      const tok = await boundToken();
+      const dpop = await proofAt('GET', `${g.url}/items`, tok, nowS());
+      assert.equal((await call(g, tok, dpop)).status, 200);
+      assert.equal((await call(g, tok, dpop)).status, 401);
+      const seen = upstream.seen.length;
+      assert.equal(g.served.reload(parse(input(to[0], to[1]))).ok, true);
+      nowMs += wait * 1000;
+      const res = await call(g, tok, dpop);
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', TOO_OLD);
+      assert.equal((await requestEvents(g)).at(-1)!.reason, 'dpop_iat_invalid');
+      assert.equal(upstream.seen.length, seen, 'the replayed proof reached the upstream');
+    });
+  }
+
+  it('a proof issued after the reload gets the new, longer window; one issued before it keeps the old one', async () => {
+    const g = await start({ iat_window: '60s' });
+    const tok = await boundToken();
+    const earlier = nowS() - 1;
+    assert.equal((await call(g, tok, await proofAt('GET', `${g.url}/items`, tok, nowS()))).status, 200);
+    assert.equal(g.served.reload(parse(input({ iat_window: '30m' }))).ok, true);
+    nowMs += 2000;
+    const minted = nowS();
+    nowMs += 1000 * 1000;
+    assert.equal((await call(g, tok, await proofAt('GET', `${g.url}/items`, tok, minted))).status, 200);
+    // Never seen, but the replaced verifier recorded proofs of its iat and later: it may have seen
+    // this one, and would have forgotten it by now.
+    const old = await call(g, tok, await proofAt('GET', `${g.url}/items`, tok, earlier));
+    assert.equal(old.status, 401);
+    assert.match(old.headers.get('www-authenticate') ?? '', TOO_OLD);
+  });
+
+  it("the store-backed cache (tessera serve's) goes through the same check: the replay after the reload is refused", async () => {
+    // A replay cache as the store's: whole seconds, an entry free once its expiresAt is reached.
+    const table = new Map<string, number>();
+    const replay = {
+      use: async (k: string, expiresAt: number) => {
+        const held = table.get(k);
+        if (held !== undefined && held > nowS()) return false;
+        table.set(k, expiresAt);
+        return true;
+      },
+    };
+    const g = await start({ iat_window: '60s' }, '30s', { verifierRuntime: { replay } });
+    const tok = await boundToken();
+    const dpop = await proofAt('GET', `${g.url}/items`, tok, nowS());
+    assert.equal((await call(g, tok, dpop)).status, 200);
+    assert.equal(g.served.reload(parse(input({ iat_window: '30m' }))).ok, true);
+    nowMs += 200_000;
+    const res = await call(g, tok, dpop);
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', TOO_OLD);
+  });
+});

@@ -60,6 +60,101 @@ export function createDpopNonces(
   };
 }
 
+/**
+ * How long a verifier kept a proof's `jti`: it accepted the proof while its `iat` was at most
+ * `retention` (`iat_window` plus clock skew) seconds old, and remembered it no longer.
+ */
+export interface DpopWindow {
+  /** `iat_window` plus the clock skew the verifier tolerates, seconds. */
+  readonly retention: number;
+  /** The latest `iat` of a proof it recorded (`-Infinity`: none). */
+  readonly lastIat: number;
+}
+
+interface Window {
+  readonly retention: number;
+  lastIat: number;
+  retired: boolean;
+}
+
+/**
+ * The DPoP acceptance windows of the verifiers a gateway replaced (reloads), shared by its
+ * verifiers as the replay cache is. A replaced verifier remembered each proof it accepted only
+ * until `iat` + its retention; a successor with a longer window would accept that proof again once
+ * it was forgotten. So a proof is held to the shortest retention of every verifier that may have
+ * recorded it (one that recorded a proof of that `iat` or later), its own included.
+ */
+export class DpopWindowHistory {
+  /** Replaced windows that recorded proofs, oldest first. */
+  #retired = new Set<Window>();
+  /**
+   * A replaced window whose last proof is older than this matters to no verifier: each refuses such
+   * a proof by its own window. The longest retention any verifier may be given, then, not only the
+   * ones opened so far: a later, longer one would accept what a pruned window had forgotten.
+   */
+  #horizon: number;
+  readonly #maxEntries: number;
+
+  /**
+   * @param options.horizon the longest retention (`iat_window` plus clock skew, seconds) a verifier
+   *   sharing this history may have.
+   * @param options.maxEntries replaced windows kept (default 256); past it the oldest two merge
+   *   into one as strict as both (a verifier of theirs still in flight then lists its own again).
+   */
+  constructor(options: { horizon: number; maxEntries?: number }) {
+    this.#horizon = options.horizon;
+    this.#maxEntries = options.maxEntries ?? 256;
+  }
+
+  /** A window for a verifier built with this retention; it counts for others once {@link retire}d. */
+  open(retention: number): DpopWindow {
+    this.#horizon = Math.max(this.#horizon, retention);
+    const w: Window = { retention, lastIat: Number.NEGATIVE_INFINITY, retired: false };
+    return w;
+  }
+
+  /**
+   * The verifier of `window` recorded (or is about to record) a proof of `iat`. Also after it was
+   * replaced (requests in flight at a reload): the window then counts again if it had been pruned.
+   */
+  record(window: DpopWindow, iat: number): void {
+    const w = window as Window;
+    if (iat <= w.lastIat) return;
+    w.lastIat = iat;
+    if (w.retired && !this.#retired.has(w)) this.#add(w);
+  }
+
+  /** The verifier of `window` was replaced: from now on its window bounds the others. */
+  retire(window: DpopWindow): void {
+    const w = window as Window;
+    if (w.retired) return;
+    w.retired = true;
+    if (w.lastIat > Number.NEGATIVE_INFINITY) this.#add(w);
+  }
+
+  /** The longest a proof of `iat` may be accepted (seconds after `iat`) by a verifier of `retention`. */
+  limit(iat: number, retention: number, nowSeconds: number): number {
+    let limit = retention;
+    const horizon = nowSeconds - this.#horizon;
+    for (const w of this.#retired) {
+      if (w.lastIat < horizon) this.#retired.delete(w);
+      else if (iat <= w.lastIat && w.retention < limit) limit = w.retention;
+    }
+    return limit;
+  }
+
+  #add(w: Window): void {
+    this.#retired.add(w);
+    if (this.#retired.size <= this.#maxEntries) return;
+    // Never dropped while it may matter (fail closed): the two oldest merge into one as strict as both.
+    const [a, b] = [...this.#retired] as [Window, Window];
+    this.#retired.delete(a);
+    this.#retired.delete(b);
+    const merged: Window = { retention: Math.min(a.retention, b.retention), lastIat: Math.max(a.lastIat, b.lastIat), retired: true };
+    this.#retired = new Set([merged, ...this.#retired]);
+  }
+}
+
 /** Options for checking proofs. */
 export interface DpopCheckOptions {
   /** Asymmetric algorithms accepted for proofs. */
@@ -71,6 +166,12 @@ export interface DpopCheckOptions {
   readonly replay: ReplayCache;
   readonly nonces: DpopNonceSource | undefined;
   readonly maxProofSize: number;
+  /**
+   * The windows of verifiers this one replaced, sharing its replay cache (a gateway's reloads), and
+   * this verifier's own: a proof is refused as too old once past the shortest of those that may have
+   * recorded it.
+   */
+  readonly history?: { readonly windows: DpopWindowHistory; readonly own: DpopWindow };
 }
 
 /** The request a proof must be bound to. */
@@ -176,7 +277,12 @@ export async function checkDpopProof(
   if (htm !== context.method) return fail('dpop_htm_mismatch', 'htm');
   const expected = htuOf(context.url);
   if (expected === undefined || htuOf(htu) !== expected) return fail('dpop_htu_mismatch', 'htu');
-  if (iat > nowSeconds + options.clockSkew || iat < nowSeconds - options.iatWindow - options.clockSkew) {
+  const retention = options.iatWindow + options.clockSkew;
+  const history = options.history;
+  if (
+    iat > nowSeconds + options.clockSkew ||
+    iat < nowSeconds - (history ? history.windows.limit(iat, retention, nowSeconds) : retention)
+  ) {
     return fail('dpop_iat_invalid', 'iat');
   }
   if (typeof ath !== 'string' || ath.length !== context.accessTokenHash.length) return fail('dpop_ath_mismatch', 'ath');
@@ -200,13 +306,11 @@ export async function checkDpopProof(
   // be presented again at another instance.
   // The entry counts against the proof key, whose share of a bounded cache is bounded: else one
   // holder of one bound token sending proofs with fresh jtis fills it and locks out every other.
+  // Before it is recorded: were this verifier replaced meanwhile, the proof counts as one it held.
+  history?.windows.record(history.own, iat);
   let first: boolean | ReplayRefusal;
   try {
-    first = await options.replay.use(
-      `${key.thumbprint}:${jti}`,
-      Math.floor(iat + options.iatWindow + options.clockSkew) + 1,
-      key.thumbprint,
-    );
+    first = await options.replay.use(`${key.thumbprint}:${jti}`, Math.floor(iat + retention) + 1, key.thumbprint);
   } catch {
     return new TesseraError('dpop_replay_unavailable', { retryAfter: 5 });
   }

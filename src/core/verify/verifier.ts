@@ -401,6 +401,11 @@ function principalFrom(
   );
 }
 
+/** The clock skew DPoP proofs get: the largest of the issuers' (none for introspected tokens). */
+export function dpopClockSkew(issuers: readonly Pick<IssuerOptions, 'clockSkew'>[]): number {
+  return Math.max(0, ...issuers.map((i) => i.clockSkew));
+}
+
 /**
  * Compile resolved options into a verifier.
  *
@@ -419,7 +424,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   const dpop = options.dpop;
   const dpopCheck: DpopCheckOptions = {
     ...dpop,
-    clockSkew: Math.max(0, ...options.issuers.map((i) => i.clockSkew), 0),
+    clockSkew: dpopClockSkew(options.issuers),
     maxProofSize: maxTokenSize,
   };
   const headerCache = new BoundedMap<string, Header>(256);
