@@ -69,7 +69,11 @@ export interface VerifierRuntime {
    * refuses it with `dpop_key_rate_limited` (429).
    */
   readonly replay?: ReplayCache;
-  /** Nonce source when `dpop.nonce` is on (default: a per-process secret). */
+  /**
+   * Nonce source when `dpop.nonce` is on (default: a random secret for this verifier alone). Give
+   * verifiers one source for them to accept each other's nonces (a gateway shares one across its
+   * verifiers and reloads).
+   */
   readonly dpopNonces?: DpopNonceSource;
   /**
    * The DPoP windows of the verifiers this one replaces, sharing its `replay` cache (a gateway's

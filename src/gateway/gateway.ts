@@ -28,7 +28,7 @@ import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, ReplayCache, UpstreamTokenIssuer } from '../core/ports.ts';
 import { recordableName } from '../core/secret-shape.ts';
 import { withResourceMetadata, withScope } from '../core/verify/challenge.ts';
-import { DpopWindowHistory } from '../core/verify/dpop.ts';
+import { createDpopNonces, DpopWindowHistory } from '../core/verify/dpop.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
@@ -213,8 +213,9 @@ export interface GatewayDeps {
   /**
    * Runtime for verifiers built from config (key sources of the in-process token service, fetch,
    * the store's replay cache). Without `replay`, one in-memory cache (`dpop.replay_cache_size`) is
-   * shared by every verifier the gateway builds, across reloads; so are, without `dpopWindows`, the
-   * DPoP windows of the verifiers a reload replaced.
+   * shared by every verifier the gateway builds, across reloads; so are, without `dpopNonces`, one
+   * nonce source with a random secret, and, without `dpopWindows`, the DPoP windows of the
+   * verifiers a reload replaced.
    */
   readonly verifierRuntime?: VerifierRuntime;
   /** Replace how verifiers are built (default: `createVerifierFromConfig` with `verifierRuntime`). */
@@ -329,6 +330,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   // Shared as the replay cache is: a reload that lengthens the DPoP window must not accept again a
   // proof the replaced verifiers accepted and already forgot.
   const dpopWindows = deps.verifierRuntime?.dpopWindows ?? new DpopWindowHistory({ horizon: MAX_DPOP_IAT_WINDOW + MAX_CLOCK_SKEW });
+  // One nonce secret for every verifier, across reloads: a JWT route's nonce is good at an
+  // introspection route, and a reload does not cost each client a use_dpop_nonce round trip. The
+  // nonces stay valid for the same two time slots (RFC 9449 §9).
+  const dpopNonces = deps.verifierRuntime?.dpopNonces ?? createDpopNonces({ clock });
   const verifierFactory: VerifierFactory =
     deps.createVerifier ??
     ((c) =>
@@ -336,6 +341,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         ...deps.verifierRuntime,
         replay,
         dpopWindows,
+        dpopNonces,
         clock,
         ...(deps.revocation ? { revocation: deps.revocation } : {}),
         onWarning: deps.verifierRuntime?.onWarning ?? ((m: string) => logger.warn({ event: 'verifier_warning' }, m)),

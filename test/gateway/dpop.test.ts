@@ -507,3 +507,89 @@ describe('gateway: a reload that lengthens the DPoP acceptance window (fake cloc
     assert.match(res.headers.get('www-authenticate') ?? '', TOO_OLD);
   });
 });
+
+describe('gateway: dpop.nonce, one secret per gateway', () => {
+  let upstream: Upstream;
+  let introspection: Upstream;
+  let gw: TestGateway;
+  let jkt: string;
+  const OPAQUE = 'opaque-dpop-bound-token';
+  before(async () => {
+    upstream = await startUpstream();
+    jkt = await calculateJwkThumbprint(holderJwk);
+    introspection = await startUpstream((_req, res, body) => {
+      const active = new URLSearchParams(body).get('token') === OPAQUE;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify(
+          active ? { active, sub: 'opaque-user', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 300, cnf: { jkt } } : { active },
+        ),
+      );
+    });
+    gw = await startGateway(input());
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+    await introspection.close();
+  });
+  function input(iatWindow = '60s') {
+    return {
+      ...baseConfig(),
+      introspection: { endpoint: `${introspection.url}/introspect`, client_id: 'gw', client_secret: 'secret' },
+      dpop: { mode: 'allowed' as const, nonce: true, iat_window: iatWindow },
+      gateway: {
+        routes: [
+          { id: 'opaque', match: { path_prefix: '/opaque' }, upstream: { url: upstream.url }, auth: 'introspection' as const, rules: [{}] },
+          { id: 'api', upstream: { url: upstream.url }, auth: 'jwt' as const, rules: [{}] },
+        ],
+      },
+    };
+  }
+  /** The nonce the gateway hands out on a request to `path` with a proof that names none. */
+  const nonceFrom = async (path: string, tok: string): Promise<string> => {
+    const res = await fetch(`${gw.url}${path}`, {
+      headers: { authorization: `DPoP ${tok}`, dpop: await proofAt('GET', `${gw.url}${path}`, tok, Math.floor(Date.now() / 1000)) },
+    });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="use_dpop_nonce"/);
+    const nonce = res.headers.get('dpop-nonce');
+    assert.ok(nonce);
+    return nonce;
+  };
+  const callWith = async (path: string, tok: string, nonce: string) =>
+    (
+      await fetch(`${gw.url}${path}`, {
+        headers: {
+          authorization: `DPoP ${tok}`,
+          dpop: await proofAt('GET', `${gw.url}${path}`, tok, Math.floor(Date.now() / 1000), nonce),
+        },
+      })
+    ).status;
+
+  it('a nonce handed out before a reload is accepted after it (no extra use_dpop_nonce round trip)', async () => {
+    const tok = await token({ cnf: { jkt } });
+    const nonce = await nonceFrom('/items', tok);
+    assert.equal(await callWith('/items', tok, nonce), 200);
+    assert.equal(gw.served.reload(parse(input('2m'))).ok, true);
+    assert.equal(await callWith('/items', tok, nonce), 200);
+  });
+
+  it("a nonce the JWT routes hand out is accepted by the gateway's introspection routes, and the other way round", async () => {
+    const tok = await token({ cnf: { jkt } });
+    assert.equal(await callWith('/opaque/x', OPAQUE, await nonceFrom('/items', tok)), 200);
+    assert.equal(await callWith('/items', tok, await nonceFrom('/opaque/x', OPAQUE)), 200);
+  });
+
+  it('a nonce not handed out by this gateway is still refused', async () => {
+    const tok = await token({ cnf: { jkt } });
+    const res = await fetch(`${gw.url}/items`, {
+      headers: {
+        authorization: `DPoP ${tok}`,
+        dpop: await proofAt('GET', `${gw.url}/items`, tok, Math.floor(Date.now() / 1000), 'A'.repeat(27)),
+      },
+    });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="use_dpop_nonce"/);
+  });
+});
