@@ -97,6 +97,37 @@ function declaresBody(req: IncomingMessage): boolean {
 }
 
 /**
+ * The headers of an allow answer for `route`: `headers` (what the pipeline injects), completed for
+ * the proxy so that a caller's own copy of an identity or credential header never reaches the
+ * upstream beside (or instead of) the answer's.
+ */
+function allowHeaders(
+  s: GatewayState,
+  flavor: ForwardAuthFlavor,
+  route: CompiledRoute,
+  headers: Record<string, string>,
+  requestId: string,
+): Record<string, string> {
+  // Caddy's forward_auth copies each header named in copy_headers from the answer, and one the
+  // answer lacks arrives upstream as the literal text of its placeholder (Caddy 2.6) or leaves
+  // the caller's own copy in place (later versions): every header it may copy is answered,
+  // empty when it has no value.
+  if (flavor === 'caddy') for (const name of answered(s)) headers[name] ??= '';
+  // Envoy's ext_authz sets the headers an answer carries and keeps the caller's others: the
+  // identity and credential headers this answer does not set, and DPoP, are named for removal
+  // so a caller's own copies never reach the upstream.
+  else if (flavor === 'envoy') {
+    const remove = ['dpop'];
+    for (const name of routeAnswerable(s, route)) if (headers[name] === undefined) remove.push(name);
+    headers['x-envoy-auth-headers-to-remove'] = remove.join(', ');
+  }
+  headers['x-request-id'] = requestId;
+  headers['content-length'] = '0';
+  headers['cache-control'] = 'no-store';
+  return headers;
+}
+
+/**
  * Answer a forward-auth check. `x` is the exchange the gateway began for this HTTP request; the
  * check is audited as its own `gateway.forward_auth` exchange instead.
  */
@@ -194,7 +225,9 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
       fx.route = card.id;
       fx.decision = 'allow';
       fx.status = 200;
-      res.writeHead(200, { 'x-request-id': fx.requestId, 'content-length': '0' }).end();
+      // No identity to inject, but the proxy still forwards the caller's headers: answered as
+      // every allow is, so a caller's own X-Tessera-Subject or Authorization does not pass.
+      res.writeHead(200, allowHeaders(s, flavor, card, {}, fx.requestId)).end();
       ctx.finish(fx);
       return;
     }
@@ -253,23 +286,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
           : Math.min(s.gateway.forward_auth.cache_ttl, Math.floor((d.principal?.expiresAt ?? 0) - ctx.clock() / 1000));
       const headers: Record<string, string> = ttl >= 1 ? { 'x-accel-expires': String(ttl) } : {};
       Object.assign(headers, d.headers);
-      // Caddy's forward_auth copies each header named in copy_headers from the answer, and one the
-      // answer lacks arrives upstream as the literal text of its placeholder (Caddy 2.6) or leaves
-      // the caller's own copy in place (later versions): every header it may copy is answered,
-      // empty when it has no value.
-      if (flavor === 'caddy') for (const name of answered(s)) headers[name] ??= '';
-      // Envoy's ext_authz sets the headers an answer carries and keeps the caller's others: the
-      // identity and credential headers this answer does not set, and DPoP, are named for removal
-      // so a caller's own copies never reach the upstream.
-      else if (flavor === 'envoy') {
-        const remove = ['dpop'];
-        for (const name of routeAnswerable(s, route)) if (headers[name] === undefined) remove.push(name);
-        headers['x-envoy-auth-headers-to-remove'] = remove.join(', ');
-      }
-      headers['x-request-id'] = fx.requestId;
-      headers['content-length'] = '0';
-      headers['cache-control'] = 'no-store';
-      if (!res.headersSent) res.writeHead(200, headers).end();
+      if (!res.headersSent) res.writeHead(200, allowHeaders(s, flavor, route, headers, fx.requestId)).end();
       ctx.finish(fx);
     })
     // Also what the answer itself throws (a header value Node refuses): a 500, never an

@@ -889,3 +889,61 @@ describe('attack: replaying a DPoP proof through the nginx decision cache (forwa
     }
   });
 });
+
+describe('gateway: forward-auth, the public A2A agent card', () => {
+  it('identity spoofing through the public card: an allow answer for the card (no token needed) still names for removal (Envoy) or answers empty (Caddy) every identity and credential header, so a caller’s own X-Tessera-Subject and Authorization do not reach the upstream beside it', async () => {
+    const card = { name: 'agent', url: 'https://agent.example/a2a', version: '1.0.0' };
+    const gateway = (flavor: 'envoy' | 'caddy') =>
+      startGateway({
+        ...baseConfig(),
+        scopes: { 'agent:invoke': {} },
+        gateway: {
+          forward_auth: { enabled: true, flavor, shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
+          routes: [
+            {
+              id: 'agent',
+              match: { host: 'api.example.com', path_prefix: '/agent' },
+              upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static' as const, token: UPSTREAM_TOKEN } },
+              auth: 'jwt' as const,
+              audience: AUDIENCE,
+              rules: [{ scopes: ['agent:invoke'] }],
+              identity_headers: ['subject' as const, 'client' as const],
+              a2a: { token_url: 'https://issuer.example/oauth2/token', card },
+            },
+          ],
+        },
+      });
+    const spoof: [string, string][] = [
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['authorization', 'Bearer caller-own-token'],
+      ['x-tessera-subject', 'admin'],
+    ];
+    const envoyGw = await gateway('envoy');
+    const caddyGw = await gateway('caddy');
+    try {
+      const viaEnvoy = await raw(envoyGw.url, '/_tessera/auth/agent/.well-known/agent-card.json', 'GET', [
+        ['host', 'api.example.com'],
+        ...spoof,
+      ]);
+      assert.equal(viaEnvoy.status, 200);
+      const removed = new Set(String(viaEnvoy.headers['x-envoy-auth-headers-to-remove'] ?? '').split(', '));
+      for (const name of ['authorization', 'dpop', 'x-tessera-subject', 'x-tessera-client-id', 'x-tessera-issuer'])
+        assert.ok(removed.has(name), `${name} not removed: ${[...removed].join()}`);
+      assert.equal(viaEnvoy.headers['cache-control'], 'no-store');
+      const viaCaddy = await raw(caddyGw.url, '/_tessera/auth', 'GET', [
+        ['host', new URL(caddyGw.url).host],
+        ['x-forwarded-method', 'GET'],
+        ['x-forwarded-uri', '/agent/.well-known/agent-card.json'],
+        ['x-forwarded-host', 'api.example.com'],
+        ...spoof,
+      ]);
+      assert.equal(viaCaddy.status, 200);
+      assert.equal(viaCaddy.headers.authorization, '');
+      assert.equal(viaCaddy.headers['x-tessera-subject'], '');
+      assert.equal(viaCaddy.headers['x-tessera-client-id'], '');
+    } finally {
+      await envoyGw.close();
+      await caddyGw.close();
+    }
+  });
+});
