@@ -78,6 +78,9 @@ function recordable(detail: Readonly<Record<string, string | number>>): Record<s
 /** Audit events deleted per write by {@link TokenService.pruneAudit}. */
 const AUDIT_PRUNE_BATCH = 1000;
 
+/** An admin API `Authorization` header: `Bearer` and one token68 (RFC 6750 §2.1). */
+const ADMIN_BEARER = /^bearer +([A-Za-z0-9._~+/-]+=*) *$/i;
+
 /**
  * The most grants a grant tree answer (`tessera grants tree`, `GET /oauth2/admin/grants/<id>`)
  * holds in its subtree, and in its ancestors: a delegation tree can grow without bound, and the
@@ -740,7 +743,7 @@ export class TokenService {
       throw code === 'admin_scope_missing' ? new OAuthError(code, { scope: this.config.admin.scope }) : new OAuthError(code);
     };
     if (extra.headerFault !== undefined) return refuse(extra.headerFault);
-    const m = authorization === undefined ? null : /^bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(authorization);
+    const m = authorization === undefined ? null : ADMIN_BEARER.exec(authorization);
     if (!m) return refuse(authorization === undefined ? 'admin_token_missing' : 'admin_token_invalid');
     own = this.#tokens.verify(m[1] as string);
     if (own === undefined || own.exp <= this.#ctx.now() || this.#tokens.isRevoked(own)) return refuse('admin_token_invalid');
@@ -751,6 +754,22 @@ export class TokenService {
     // an administrator of this service, nor one whose scope merely implies it.
     if (!own.scopes.includes(this.config.admin.scope)) return refuse('admin_scope_missing');
     return callerOf(own);
+  }
+
+  /**
+   * {@link TokenService.authorizeAdmin} (what the admin API runs), after reading the keys from the
+   * store again when the token names a key this instance has not loaded (at most once a second):
+   * another instance may have rotated one in at once (`tessera keys rotate --now`) and signed the
+   * admin token with it, which `authorizeAdmin` alone would refuse as invalid until the next sync.
+   * @throws {OAuthError} as `authorizeAdmin` does (the promise is rejected).
+   */
+  async authorizeAdminFresh(
+    authorization: string | undefined,
+    extra: Parameters<TokenService['authorizeAdmin']>[1] = {},
+  ): Promise<AdminCaller> {
+    const m = authorization === undefined || extra.headerFault !== undefined ? null : ADMIN_BEARER.exec(authorization);
+    if (m) await this.#tokens.verifyFresh(m[1] as string);
+    return this.authorizeAdmin(authorization, extra);
   }
 
   /**

@@ -399,11 +399,11 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   /**
    * The admin API. Every request its token lets through is audited as `admin.action`, allowed or
    * refused, with the admin token's subject, client and `jti` and what it asked for (a refused
-   * token is `admin.denied`, in `authorizeAdmin`).
+   * token is `admin.denied`, in `authorizeAdminFresh`).
    */
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
     const facts = { requestId, remoteAddr: req.socket.remoteAddress };
-    const who = service.authorizeAdmin(req.headers.authorization, { ...facts, ...authorizationFault(req) });
+    const who = await service.authorizeAdminFresh(req.headers.authorization, { ...facts, ...authorizationFault(req) });
     const action = sub === 'revoke' ? 'revoke' : sub.startsWith('grants/') ? 'grant_tree' : 'unknown';
     try {
       const { body, detail } = sub === 'revoke' ? await adminRevoke(req, who) : await adminGrantTree(req, sub);

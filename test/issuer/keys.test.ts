@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { createPrivateKey } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,6 +19,7 @@ import { KeyManager } from '../../src/issuer/keys.ts';
 import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
 import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
+import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { createVerifier } from '../../src/verifier.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -268,8 +272,12 @@ describe('token service: a token another instance signed right after rotating at
     const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: issuerUrl, sync_interval: '60s' } });
     const storeA = SqliteStore.open({ path: join(dir, 'tessera.db') });
     const storeB = SqliteStore.open({ path: join(dir, 'tessera.db') });
-    const a = createTokenServiceFromConfig(config, { store: storeA, master });
-    const b = createTokenServiceFromConfig(config, { store: storeB, master });
+    // B's key must activate after A's: keys activated in the same second are ordered by kid, so
+    // B's would be the active one only half the time (and B would sign with A's key otherwise).
+    let time = Date.now();
+    const clock = () => time;
+    const a = createTokenServiceFromConfig(config, { store: storeA, master, clock });
+    const b = createTokenServiceFromConfig(config, { store: storeB, master, clock });
     try {
       await a.keys.rotate({ immediate: true });
       await a.start();
@@ -287,6 +295,7 @@ describe('token service: a token another instance signed right after rotating at
         endpointUrl: `${issuerUrl}/oauth2/token`,
       });
       // B rotates at once (`tessera keys rotate --now` on B's host) and signs with its new key.
+      time += 2000;
       await b.keys.rotate({ immediate: true });
       const user = await b.mint({ clientId: 'rotating-agent', subject: 'alice', ttl: 600, scopes: ['api:read'] });
       const introspected = await a.introspect(request({ token: user.access_token }));
@@ -306,6 +315,71 @@ describe('token service: a token another instance signed right after rotating at
       await b.sync();
       assert.equal((await b.introspect(request({ token: other.access_token }))).active, false, 'revoked in the store, not only in A');
     } finally {
+      await a.close();
+      await b.close();
+      await storeA.close();
+      await storeB.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('admin API: an admin token another instance signed right after rotating at once', () => {
+  it('is let in by this instance before its next sync (a grant tree answered, a revocation done), not refused 401 admin_token_invalid as a forgery', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-rotate-now-admin-'));
+    const master = generateMasterKey().key;
+    const issuerUrl = 'https://issuer.rotate-now-admin.test';
+    // sync_interval 60 s: nothing but the unknown kid can make instance A read the new key.
+    const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: issuerUrl, sync_interval: '60s' } });
+    const storeA = SqliteStore.open({ path: join(dir, 'tessera.db') });
+    const storeB = SqliteStore.open({ path: join(dir, 'tessera.db') });
+    // B's key must activate after A's: keys activated in the same second are ordered by kid, so
+    // B's would be the active one only half the time (and B would sign with A's key otherwise).
+    let time = Date.now();
+    const clock = () => time;
+    const a = createTokenServiceFromConfig(config, { store: storeA, master, clock });
+    const b = createTokenServiceFromConfig(config, { store: storeB, master, clock });
+    const tokens = createTokenServiceHandler(a);
+    const server = createServer((req, res) => {
+      if (!tokens(req, res)) res.writeHead(404).end();
+    });
+    try {
+      await a.keys.rotate({ immediate: true });
+      await a.start();
+      await b.start();
+      await a.registerClient({ id: 'ops', scopes: ['tessera:admin'], audiences: [issuerUrl] });
+      await a.registerClient({ id: 'agent', scopes: ['api:read'], audiences: ['https://api.test'] });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      // B rotates at once (`tessera keys rotate --now` on B's host) and signs with its new key.
+      time += 2000;
+      await b.keys.rotate({ immediate: true });
+      const admin = await b.mint({ clientId: 'ops', subject: 'operator', ttl: 600, scopes: ['tessera:admin'], audiences: [issuerUrl] });
+      const agent = await b.mint({ clientId: 'agent', subject: 'alice', ttl: 600, scopes: ['api:read'], audiences: ['https://api.test'] });
+      const kid = (t: string) => (JSON.parse(Buffer.from(t.split('.')[0] as string, 'base64url').toString()) as { kid: string }).kid;
+      assert.ok(
+        !(JSON.parse(a.keys.jwks().body) as JSONWebKeySet).keys.some((k) => k.kid === kid(admin.access_token)),
+        'A has not loaded B’s key',
+      );
+      const tree = await fetch(`${url}/oauth2/admin/grants/${agent.grant_id}`, {
+        headers: { authorization: `Bearer ${admin.access_token}` },
+      });
+      assert.equal(tree.status, 200, await tree.clone().text());
+      const revoked = await fetch(`${url}/oauth2/admin/revoke`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${admin.access_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ grant_id: agent.grant_id }),
+      });
+      assert.equal(revoked.status, 200);
+      assert.deepEqual(await revoked.json(), { revoked_grants: [agent.grant_id] });
+      // A token no instance signed is still refused.
+      const forged = `${admin.access_token.slice(0, -4)}AAAA`;
+      const refused = await fetch(`${url}/oauth2/admin/grants/${agent.grant_id}`, { headers: { authorization: `Bearer ${forged}` } });
+      assert.equal(refused.status, 401);
+    } finally {
+      server.closeAllConnections();
+      server.close();
       await a.close();
       await b.close();
       await storeA.close();
