@@ -86,11 +86,11 @@ import { type AdmittedStream, recheckUnder } from './recheck.ts';
 import { reintrospectionInterval, reintrospectUnder } from './reintrospect.ts';
 import {
   absoluteUrl,
+  allowlistClientOf,
   cardRoute,
   findRoute,
   headerBag,
   hostHeaderValid,
-  knownClientOf,
   metadataRoute,
   remoteOf,
   requestHost,
@@ -1113,10 +1113,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   async function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const ops = s.gateway.operations;
     try {
-      if (path === ops.metrics_path && !peerAllowed(s.metricsPeers, knownClientOf(s, req))) {
-        // The client's address, not the socket's: behind a trusted proxy on loopback or a private
-        // network every caller would otherwise share the proxy's address and pass (and so would
-        // one the proxy names in a form that is no address).
+      if (path === ops.metrics_path && !peerAllowed(s.metricsPeers, allowlistClientOf(s, req))) {
+        // The client's address, not the socket's: behind a proxy on loopback or a private network
+        // every caller would otherwise share the proxy's address and pass (and so would one a
+        // trusted proxy names in a form that is no address, or any an untrusted one relays).
         writeJson(res, 404, { error: 'not_found', error_description: 'No route matches this request.' });
       } else if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
       else if (path === ops.health_path) writeJson(res, 200, { status: 'ok' });

@@ -189,6 +189,22 @@ export function knownClientOf(s: GatewayState, req: IncomingMessage): string | u
   return w.known ? w.client : undefined;
 }
 
+/**
+ * The client's address for an allowlist such as `metrics_allowed_peers`: {@link knownClientOf}, and
+ * `undefined` for a request a proxy not in `gateway.trust_proxy` relayed (it carries
+ * `X-Forwarded-For`, `Forwarded` or `X-Real-IP`). Its socket address is that proxy's, often on
+ * loopback or a private network, and would let in everyone the proxy relays; a scraper calling
+ * directly sends none of them.
+ */
+export function allowlistClientOf(s: GatewayState, req: IncomingMessage): string | undefined {
+  if (
+    !peerOf(s, req.socket).trustedProxy &&
+    (req.headers['x-forwarded-for'] !== undefined || req.headers.forwarded !== undefined || req.headers['x-real-ip'] !== undefined)
+  )
+    return undefined;
+  return knownClientOf(s, req);
+}
+
 function walkForwarded(s: GatewayState, req: IncomingMessage): { client: string; known: boolean } {
   const p = peerOf(s, req.socket);
   const peer = p.address;

@@ -162,6 +162,36 @@ describe('gateway: /metrics behind a trusted proxy', () => {
   });
 });
 
+describe('gateway: /metrics behind a proxy not in trust_proxy', () => {
+  it('attack: a public client relayed by a proxy on a private address (not listed in trust_proxy) is refused 404, not let in on the proxy’s address; a direct scrape still passes', async () => {
+    const upstream = await startUpstream();
+    // The default metrics_allowed_peers (loopback and private ranges) and no trust_proxy: an ingress
+    // or sidecar on 127.0.0.1 / 10.x relays anyone's GET /metrics with the proxy's own address.
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }] },
+    });
+    try {
+      const relayed: Record<string, string>[] = [
+        { 'x-forwarded-for': '203.0.113.9' },
+        { forwarded: 'for=203.0.113.9;proto=https' },
+        { 'x-real-ip': '203.0.113.9' },
+      ];
+      for (const headers of relayed) {
+        const res = await fetch(`${gw.url}/metrics`, { headers });
+        assert.equal(res.status, 404, JSON.stringify(headers));
+        assert.doesNotMatch(await res.text(), /tessera_/);
+      }
+      assert.equal((await fetch(`${gw.url}/metrics`)).status, 200, 'a scrape from an allowed address, relayed by no one');
+      // /healthz and /readyz answer anyone, as before.
+      assert.equal((await fetch(`${gw.url}/healthz`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status, 200);
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
+
 describe('gateway: readiness waits for remote keys', () => {
   it('is not ready while a jwks_uri has never been fetched', async () => {
     const gw = await startGateway({
