@@ -388,21 +388,38 @@ describe('refresh tokens across two instances on PostgreSQL', { skip: reachable 
 });
 
 /** A TCP relay to PostgreSQL that the test can cut (every connection dropped, nothing listening) and restore. */
-async function relay(): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void> }> {
+/**
+ * A TCP relay to PostgreSQL. `cut` closes it and every connection through it; `blackHole` silently
+ * drops whatever its open connections carry from then on (no RST, no FIN: a partition, a failover
+ * behind a stateful firewall), while new connections pass.
+ */
+async function relay(): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void>; blackHole(): void }> {
   const target = new URL(url);
   const sockets = new Set<Socket>();
+  const holes = new Set<{ holed: boolean }>();
   let server: Server;
   let port = 0;
   const listen = () =>
     new Promise<void>((resolve) => {
       server = createServer((inbound) => {
         const outbound = createConnection(Number(target.port || 5432), target.hostname);
+        const pair = { holed: false };
+        holes.add(pair);
         for (const s of [inbound, outbound]) {
           sockets.add(s);
-          s.on('close', () => sockets.delete(s));
+          s.on('close', () => {
+            sockets.delete(s);
+            holes.delete(pair);
+            if (!pair.holed) (s === inbound ? outbound : inbound).destroy();
+          });
           s.on('error', () => {});
         }
-        inbound.pipe(outbound).pipe(inbound);
+        inbound.on('data', (d) => {
+          if (!pair.holed) outbound.write(d);
+        });
+        outbound.on('data', (d) => {
+          if (!pair.holed) inbound.write(d);
+        });
       });
       server.listen(port, '127.0.0.1', () => {
         port = (server.address() as { port: number }).port;
@@ -419,6 +436,9 @@ async function relay(): Promise<{ port: number; cut(): Promise<void>; restore():
       });
     },
     restore: listen,
+    blackHole: () => {
+      for (const pair of holes) pair.holed = true;
+    },
   };
 }
 
@@ -612,5 +632,51 @@ describe('revocations pushed between instances (LISTEN/NOTIFY)', { skip: reachab
       const r = await verifierB.verify(bearer(user.access_token));
       return !r.ok && r.error.code === 'token_revoked';
     }, 10_000);
+  });
+});
+
+describe('revocations when B’s connections to PostgreSQL silently die', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
+  // B polls every second (the default sync_interval) and gives a read of the store 500 ms; its
+  // LISTEN connection's liveness check (15 s of silence, then 5 s) is far beyond these tests, so
+  // only the poll can tell B of A's revocations here.
+  const holeSchema = `${schema}_hole`;
+  let a: RunningIssuer;
+  let b: RunningIssuer;
+  let net: Awaited<ReturnType<typeof relay>>;
+  let verifierB: ReturnType<typeof inProcessVerifier>;
+
+  before(async () => {
+    net = await relay();
+    a = await startIssuer({ store: await PostgresStore.open({ connectionString: url, schema: holeSchema }) });
+    const via = new URL(url);
+    via.port = String(net.port);
+    b = await startIssuer({
+      store: await PostgresStore.open({ connectionString: via.toString(), schema: holeSchema, readTimeoutMillis: 500 }),
+      master: a.master,
+      config: { token_service: { issuer: a.url } },
+    });
+    await a.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+    verifierB = inProcessVerifier(b);
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    await net?.cut();
+    await dropSchema(holeSchema);
+  });
+
+  it('attack: every open connection of B black-holed (no RST, no FIN) mid-poll: B still refuses a grant revoked on A within sync_interval and the read timeout, not never', async () => {
+    const user = await a.service.mint({ clientId: 'agent', subject: 'alice', ttl: 600 });
+    assert.equal((await verifierB.verify(bearer(user.access_token))).ok, true);
+    net.blackHole();
+    // B's next poll goes out on a pooled connection that will never answer (as does its LISTEN).
+    await new Promise((r) => setTimeout(r, 1500));
+    await a.service.revokeGrants({ grantId: user.grant_id }, 'test');
+    const revoked = Date.now();
+    await until(async () => {
+      const r = await verifierB.verify(bearer(user.access_token));
+      return !r.ok && r.error.code === 'token_revoked';
+    }, 8000).catch(() => assert.fail('B went on accepting the revoked token: its poll hung on a dead connection'));
+    assert.ok(Date.now() - revoked < 5000, `refused ${Date.now() - revoked} ms after the revocation`);
   });
 });

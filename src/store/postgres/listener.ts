@@ -82,7 +82,19 @@ export class Listener {
     clearTimeout(this.#quiet);
     const c = this.#client;
     this.#client = undefined;
-    await c?.end().catch(() => {});
+    if (c === undefined) return;
+    // end() waits for the server to close the connection, which a silently dead one never does.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      c.end().catch(() => {}),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          c.connection.stream.destroy();
+          resolve();
+        }, this.#timeout);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   async #connect(): Promise<void> {

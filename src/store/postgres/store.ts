@@ -98,7 +98,19 @@ export interface PostgresStoreOptions {
    * of the loss, which TCP keepalive takes hours to. Default 30000.
    */
   readonly idleInTransactionTimeoutMillis?: number;
+  /**
+   * How long the reads a running instance polls with ({@link PostgresStore.versions},
+   * {@link PostgresStore.revocationsSince}) wait for an answer. One unanswered by then fails with
+   * {@link StoreUnavailableError} and its connection is destroyed: a pooled connection whose peer
+   * silently vanished (a partition, a failover behind a stateful firewall: no reset, no close)
+   * would otherwise hold the poll, and with it every revocation made elsewhere, until TCP gives
+   * up, minutes later or never. The next poll goes out on another connection. Default 5000.
+   */
+  readonly readTimeoutMillis?: number;
 }
+
+/** Default {@link PostgresStoreOptions.readTimeoutMillis}. */
+export const READ_TIMEOUT_MS = 5000;
 
 type Q = Pick<pg.PoolClient, 'query'>;
 
@@ -291,10 +303,13 @@ export class PostgresStore implements Store {
   readonly #channel: string;
   readonly #listeners = new Set<Listener>();
 
-  private constructor(pool: pg.Pool, connectionString: string, schema: string) {
+  readonly #readTimeout: number;
+
+  private constructor(pool: pg.Pool, connectionString: string, schema: string, readTimeout: number) {
     this.#pool = pool;
     this.#connectionString = connectionString;
     this.#channel = revocationChannel(schema);
+    this.#readTimeout = readTimeout;
   }
 
   /** Connect, create the schema when absent and migrate (one migrator at a time). */
@@ -311,7 +326,12 @@ export class PostgresStore implements Store {
     // on the pool; without a listener that event would end the process. The pool drops the client
     // itself, and the next query reconnects or fails with StoreUnavailableError.
     pool.on('error', () => {});
-    const store = new PostgresStore(pool, options.connectionString, schema);
+    const store = new PostgresStore(
+      pool,
+      options.connectionString,
+      schema,
+      Math.max(1, Math.floor(options.readTimeoutMillis ?? READ_TIMEOUT_MS)),
+    );
     try {
       await store.#tx(async (c) => {
         await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.migrate'))");
@@ -385,6 +405,23 @@ export class PostgresStore implements Store {
     try {
       return (await this.#pool.query(sql, args)).rows;
     } catch (e) {
+      throw unavailable(e);
+    }
+  }
+
+  /**
+   * A read given {@link PostgresStoreOptions.readTimeoutMillis}. Unanswered by then, pg fails it and
+   * the pool, handed the error, destroys the connection rather than reuse it.
+   */
+  async #read(sql: string, args: unknown[] = []): Promise<Row[]> {
+    try {
+      // query_timeout: a pg option its types leave out of QueryConfig.
+      const query: pg.QueryConfig & { query_timeout: number } = { text: sql, values: args, query_timeout: this.#readTimeout };
+      return (await this.#pool.query(query)).rows;
+    } catch (e) {
+      if (e instanceof Error && e.message === 'Query read timeout') {
+        throw new StoreUnavailableError('store_unreachable', `PostgreSQL did not answer within ${this.#readTimeout} ms`, { cause: e });
+      }
       throw unavailable(e);
     }
   }
@@ -989,7 +1026,7 @@ export class PostgresStore implements Store {
   }
 
   async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
-    const rows = await this.#q('SELECT * FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3', [
+    const rows = await this.#read('SELECT * FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3', [
       afterSeq,
       now,
       limit,
@@ -1093,7 +1130,7 @@ export class PostgresStore implements Store {
   }
 
   async versions(): Promise<StoreVersions> {
-    const rows = await this.#q('SELECT name, value FROM meta');
+    const rows = await this.#read('SELECT name, value FROM meta');
     const v = Object.fromEntries(rows.map((r) => [String(r.name), num(r.value)]));
     return { keys: v.keys_version ?? 0, clients: v.clients_version ?? 0, revocations: v.revocations_seq ?? 0 };
   }
