@@ -19,6 +19,7 @@ export class RevocationFeed {
   #last: RevocationEntry | undefined;
   #running: Promise<number> | undefined;
   #again = false;
+  #readAt: number | undefined;
   readonly #onGrants: ((ids: readonly string[]) => void) | undefined;
 
   /** `onGrants` hears the ids of revoked grants as they are applied (e.g. to drop cached grants). */
@@ -32,6 +33,11 @@ export class RevocationFeed {
   /** The last applied sequence number. */
   get cursor(): number {
     return this.#cursor;
+  }
+
+  /** The `now` of the last catch-up that read the log to its end (epoch seconds), if any did. */
+  get readAt(): number | undefined {
+    return this.#readAt;
   }
 
   /**
@@ -72,6 +78,7 @@ export class RevocationFeed {
             applied += entries.length;
           }
         } while (this.#again);
+        this.#readAt = Math.max(this.#readAt ?? now, now);
       } finally {
         this.#running = undefined;
       }

@@ -77,6 +77,11 @@ function recordable(detail: Readonly<Record<string, string | number>>): Record<s
 
 /** Audit events deleted per write by {@link TokenService.pruneAudit}. */
 const AUDIT_PRUNE_BATCH = 1000;
+/**
+ * Seconds without a complete read of the revocation log after which {@link TokenService.revocationStatus}
+ * is not ok: two polls missed, plus 10 s for a read that waits out the store's read timeout.
+ */
+export const REVOCATIONS_STALE_AFTER = (syncInterval: number): number => 2 * syncInterval + 10;
 
 /** An admin API `Authorization` header: `Bearer` and one token68 (RFC 6750 §2.1). */
 const ADMIN_BEARER = /^bearer +([A-Za-z0-9._~+/-]+=*) *$/i;
@@ -436,6 +441,20 @@ export class TokenService {
       }
     })();
     return this.#auditPrune;
+  }
+
+  /**
+   * Whether this process has read the store's revocation log recently enough to enforce other
+   * processes' revocations: not ok once no read has reached the log's end for
+   * {@link REVOCATIONS_STALE_AFTER}(`sync_interval`) seconds (the store unreachable, its reads
+   * failing or held up), so readiness probes take the instance out of service rather than let it
+   * accept tokens revoked elsewhere meanwhile.
+   */
+  revocationStatus(): { ok: boolean; detail?: string } {
+    const bound = REVOCATIONS_STALE_AFTER(this.config.sync_interval);
+    const at = this.#feed.readAt;
+    if (at !== undefined && this.#ctx.now() - at <= bound) return { ok: true };
+    return { ok: false, detail: `revocation log not read for over ${bound} s` };
   }
 
   /** A revocation committed somewhere: apply it unless this process has already (its own, say). */

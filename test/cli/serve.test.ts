@@ -555,7 +555,7 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     }
   });
 
-  it('answers /healthz and /readyz (store and signing key) for probes, 405 to another method on them, and 404 for anything else it does not serve', async () => {
+  it('answers /healthz and /readyz (store, signing key, revocation log read lately) for probes, 405 to another method on them, and 404 for anything else it does not serve', async () => {
     const { dir: alone, config } = await tokenServiceAlone('alone');
     const server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
     try {
@@ -569,6 +569,7 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
         checks: [
           { name: 'store', ok: true },
           { name: 'signing_key', ok: true },
+          { name: 'revocations', ok: true },
         ],
       });
       // The probes are read-only, as the gateway's: another method is 405, not a missing path.

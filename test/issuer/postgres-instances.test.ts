@@ -644,6 +644,8 @@ describe('revocations when B’s connections to PostgreSQL silently die', { skip
   let b: RunningIssuer;
   let net: Awaited<ReturnType<typeof relay>>;
   let verifierB: ReturnType<typeof inProcessVerifier>;
+  /** Added to B's clock. */
+  let skew = 0;
 
   before(async () => {
     net = await relay();
@@ -654,6 +656,7 @@ describe('revocations when B’s connections to PostgreSQL silently die', { skip
       store: await PostgresStore.open({ connectionString: via.toString(), schema: holeSchema, readTimeoutMillis: 500 }),
       master: a.master,
       config: { token_service: { issuer: a.url } },
+      clock: () => Date.now() + skew,
     });
     await a.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
     verifierB = inProcessVerifier(b);
@@ -678,5 +681,30 @@ describe('revocations when B’s connections to PostgreSQL silently die', { skip
       return !r.ok && r.error.code === 'token_revoked';
     }, 8000).catch(() => assert.fail('B went on accepting the revoked token: its poll hung on a dead connection'));
     assert.ok(Date.now() - revoked < 5000, `refused ${Date.now() - revoked} ms after the revocation`);
+  });
+
+  it('attack: B cannot read the revocation log (its reads held up by a lock) for longer than 2 × sync_interval + 10 s: its revocations check fails, so /readyz takes it out of service, and passes again once it reads', async () => {
+    assert.deepEqual(b.service.revocationStatus(), { ok: true });
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      // What an ALTER TABLE of a migration, or VACUUM FULL, holds: B's reads of the log wait on it
+      // (and give up after the read timeout), while the store itself still answers.
+      await admin.query('BEGIN');
+      await admin.query(`LOCK TABLE ${holeSchema}.revocations IN ACCESS EXCLUSIVE MODE`);
+      await b.store.versions();
+      skew = 11_000;
+      assert.deepEqual(b.service.revocationStatus(), { ok: true }, 'within the bound (12 s) of the last read');
+      skew = 13_000;
+      assert.deepEqual(b.service.revocationStatus(), { ok: false, detail: 'revocation log not read for over 12 s' });
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(b.service.revocationStatus().ok, false, 'the polls meanwhile failed');
+      await admin.query('ROLLBACK');
+      await until(() => b.service.revocationStatus().ok, 5000);
+    } finally {
+      await admin.query('ROLLBACK').catch(() => {});
+      await admin.end();
+      skew = 0;
+    }
   });
 });

@@ -175,7 +175,10 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   }
 }
 
-/** Readiness of the token service: its store answers and it has a key to sign with. */
+/**
+ * Readiness of the token service: its store answers, it has a key to sign with, and it has read
+ * the revocation log lately (else it could be accepting tokens revoked by another process).
+ */
 function tokenServiceReadiness(ctx: ServiceContext): ReadinessCheck[] {
   const { store, service } = ctx;
   return [
@@ -188,6 +191,7 @@ function tokenServiceReadiness(ctx: ServiceContext): ReadinessCheck[] {
         ),
     },
     { name: 'signing_key', check: () => (service.keys.ready() ? { ok: true } : { ok: false, detail: 'no active signing key' }) },
+    { name: 'revocations', check: () => service.revocationStatus() },
   ];
 }
 
