@@ -596,6 +596,34 @@ describe('revocations pushed between instances (LISTEN/NOTIFY)', { skip: reachab
     }
   });
 
+  it('attack: forged NOTIFYs on the channel (malformed, JSON asking to un-revoke, 7999 bytes, a huge or a stale seq) un-revoke nothing, crash nothing, and a real revocation after them is still pushed', async () => {
+    const revoked = await a.service.mint({ clientId: 'agent', subject: 'mallory-victim', ttl: 600 });
+    await acceptedThenRevokedOnB(revoked.access_token, () => a.service.revokeGrants({ grantId: revoked.grant_id }, 'test'));
+    const forger = new pg.Client({ connectionString: url });
+    await forger.connect();
+    try {
+      for (const payload of [
+        `{"unrevoke":["${revoked.grant_id}"]}`,
+        '{"seq":',
+        'x'.repeat(7999),
+        '999999999999999',
+        '0',
+        '-1',
+        '1e308',
+        '',
+      ]) {
+        await forger.query('SELECT pg_notify($1, $2)', [revocationChannel(pushSchema), payload]);
+      }
+      // One more notification, genuine, after the forged ones: heard and applied.
+      const later = await a.service.mint({ clientId: 'agent', subject: 'frank', ttl: 600 });
+      await acceptedThenRevokedOnB(later.access_token, () => a.service.revokeGrants({ grantId: later.grant_id }, 'test'));
+      const r = await verifierB.verify(bearer(revoked.access_token));
+      assert.equal(r.ok ? 'accepted' : r.error.code, 'token_revoked', 'still revoked');
+    } finally {
+      await forger.end();
+    }
+  });
+
   it('after the listening connections are killed (pg_terminate_backend), they reconnect and later revocations are still pushed', async () => {
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();

@@ -9,6 +9,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { uuidv7 } from '../../src/audit/id.ts';
+import { RevocationList } from '../../src/core/verify/revocation.ts';
+import { RevocationFeed } from '../../src/issuer/revocation-feed.ts';
 import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
@@ -672,6 +674,59 @@ if (!reachable) {
         await c.end();
         await a.close();
         await b.close();
+      }
+    });
+
+    it('attack: two appends racing to commit out of order (the first to take a seq holds its commit open, the second tries to commit past it): a feed reading only past its cursor, polling throughout, applies both', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      const b = await PostgresStore.open({ connectionString: url, schema });
+      const reader = await PostgresStore.open({ connectionString: url, schema });
+      const c = await admin(schema);
+      // Runs at COMMIT, after the append and its NOTIFY: 'slow' holds its commit open for 500 ms.
+      await c.query(`
+        CREATE FUNCTION commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.value = 'slow' THEN PERFORM pg_sleep(0.5); END IF;
+          RETURN NULL;
+        END $$;
+        CREATE CONSTRAINT TRIGGER commit_gate AFTER INSERT ON revocations
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION commit_gate();`);
+      const list = new RevocationList();
+      const applied: string[] = [];
+      list.subscribe((r) => applied.push(...(r.tokenIds ?? []).map((t) => t.jti)));
+      const feed = new RevocationFeed(reader, list, 'https://issuer.test');
+      let polling = true;
+      const poll = (async () => {
+        while (polling) {
+          await feed.catchUp(now);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      try {
+        const slow = a.appendRevocations(token('slow'));
+        await new Promise((r) => setTimeout(r, 100));
+        // With a seq taken from a sequence at insert, this one (seq 2) would commit first and the
+        // feed's cursor pass seq 1 before it became visible.
+        const fast = b.appendRevocations(token('fast'));
+        await Promise.all([slow, fast]);
+        await until(() => applied.length >= 2);
+        assert.deepEqual(
+          (await reader.revocationsSince(0, now)).map((e) => [e.seq, e.value]),
+          [
+            [1, 'slow'],
+            [2, 'fast'],
+          ],
+          'numbered in commit order',
+        );
+        assert.deepEqual(applied, ['slow', 'fast']);
+      } finally {
+        polling = false;
+        await poll;
+        await c.end();
+        await a.close();
+        await b.close();
+        await reader.close();
       }
     });
 
