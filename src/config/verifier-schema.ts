@@ -14,15 +14,15 @@ import { loadLocalJwks } from '../jwks/local.ts';
 import { addConfigIssues, always, type Trusted, trusted } from './cross-check.ts';
 import { DAY, formatDuration, parseDuration, YEAR } from './duration.ts';
 
-/**
- * A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds, at most `max`
- * (every duration has one: a value past it would overflow the expiry computed from it, or a timer).
- */
 /** The longest `issuers[].clock_skew`, seconds. */
 export const MAX_CLOCK_SKEW = 60;
 /** The longest `dpop.iat_window`, seconds. */
 export const MAX_DPOP_IAT_WINDOW = 3600;
 
+/**
+ * A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds, at most `max`
+ * (every duration has one: a value past it would overflow the expiry computed from it, or a timer).
+ */
 export const duration = (description: string, max: number) =>
   z
     .union([z.number(), z.string()])

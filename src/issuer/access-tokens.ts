@@ -66,6 +66,14 @@ export interface AccessTokenSpec {
   readonly subjectIssuer?: string | undefined;
 }
 
+/**
+ * The RFC 9493 `sub_id` (iss_sub format, §3.2.3) of a subject of another issuer than this one, as
+ * its grant records it; `undefined` for this issuer's own subjects.
+ */
+export function subjectId(grantIssuer: string, subject: string, own: string): JsonObject | undefined {
+  return grantIssuer === own ? undefined : { format: 'iss_sub', iss: grantIssuer, sub: subject };
+}
+
 export class AccessTokens {
   readonly #issuer: string;
   readonly #keys: KeyManager;
@@ -126,9 +134,8 @@ export class AccessTokens {
     };
     // RFC 9493 §4.1: `sub` is kept (revocation by subject and the grants are keyed on it), and
     // `sub_id` identifies the same subject with the issuer it belongs to.
-    if (spec.subjectIssuer !== undefined && spec.subjectIssuer !== this.#issuer) {
-      claims.sub_id = { format: 'iss_sub', iss: spec.subjectIssuer, sub: spec.subject };
-    }
+    const subId = spec.subjectIssuer === undefined ? undefined : subjectId(spec.subjectIssuer, spec.subject, this.#issuer);
+    if (subId !== undefined) claims.sub_id = subId;
     if (spec.scopes.length > 0) claims.scope = spec.scopes.join(' ');
     if (spec.act !== null) claims.act = spec.act;
     claims.grant_id = spec.grantId;

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Store } from '../store/contract.ts';
-import type { AccessTokens } from './access-tokens.ts';
+import { type AccessTokens, subjectId } from './access-tokens.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
 import { type BaseContext, type OAuthRequest, openTokenRequest } from './context.ts';
 import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
@@ -46,7 +46,7 @@ async function introspect(ctx: IntrospectContext, token: string, client: Compile
       iss: ctx.issuer,
       sub: g.subject,
       // As the grant's access tokens carry it (RFC 9493 §4.1).
-      ...(g.issuer !== ctx.issuer ? { sub_id: { format: 'iss_sub', iss: g.issuer, sub: g.subject } } : {}),
+      ...(g.issuer !== ctx.issuer ? { sub_id: subjectId(g.issuer, g.subject, ctx.issuer) } : {}),
       client_id: r.clientId,
       ...(g.scopes.length ? { scope: g.scopes.join(' ') } : {}),
       iat: r.createdAt,

@@ -12,15 +12,14 @@ import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { addressKey } from '../core/ratelimit.ts';
-import { isWildcard, type ScopeModel } from '../core/scopes.ts';
+import { isWildcard } from '../core/scopes.ts';
 import { StoreCapacityError } from '../store/contract.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
 import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN } from './clients.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
 
 export interface RegistrationContext extends ClientAdminContext {
-  readonly config: ClientAdminContext['config'] & Pick<ResolvedTokenServiceConfig, 'registration' | 'admin'>;
-  readonly scopes: ScopeModel;
+  readonly config: ClientAdminContext['config'] & Pick<ResolvedTokenServiceConfig, 'registration'>;
 }
 
 /** The RFC 7591 §3.2.1 response. */

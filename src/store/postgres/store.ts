@@ -401,26 +401,20 @@ export class PostgresStore implements Store {
     }
   }
 
-  async #q(sql: string, args: unknown[] = []): Promise<Row[]> {
-    try {
-      return (await this.#pool.query(sql, args)).rows;
-    } catch (e) {
-      throw unavailable(e);
-    }
-  }
-
   /**
-   * A read given {@link PostgresStoreOptions.readTimeoutMillis}. Unanswered by then, pg fails it and
-   * the pool, handed the error, destroys the connection rather than reuse it.
+   * A query on the pool. With `timeoutMs` (the poll's reads: {@link PostgresStoreOptions.readTimeoutMillis}),
+   * one unanswered by then fails, and the pool, handed the error, destroys its connection rather
+   * than reuse it.
    */
-  async #read(sql: string, args: unknown[] = []): Promise<Row[]> {
+  async #q(sql: string, args: unknown[] = [], timeoutMs?: number): Promise<Row[]> {
     try {
+      if (timeoutMs === undefined) return (await this.#pool.query(sql, args)).rows;
       // query_timeout: a pg option its types leave out of QueryConfig.
-      const query: pg.QueryConfig & { query_timeout: number } = { text: sql, values: args, query_timeout: this.#readTimeout };
+      const query: pg.QueryConfig & { query_timeout: number } = { text: sql, values: args, query_timeout: timeoutMs };
       return (await this.#pool.query(query)).rows;
     } catch (e) {
-      if (e instanceof Error && e.message === 'Query read timeout') {
-        throw new StoreUnavailableError('store_unreachable', `PostgreSQL did not answer within ${this.#readTimeout} ms`, { cause: e });
+      if (timeoutMs !== undefined && e instanceof Error && e.message === 'Query read timeout') {
+        throw new StoreUnavailableError('store_unreachable', `PostgreSQL did not answer within ${timeoutMs} ms`, { cause: e });
       }
       throw unavailable(e);
     }
@@ -1026,11 +1020,11 @@ export class PostgresStore implements Store {
   }
 
   async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
-    const rows = await this.#read('SELECT * FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3', [
-      afterSeq,
-      now,
-      limit,
-    ]);
+    const rows = await this.#q(
+      'SELECT * FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3',
+      [afterSeq, now, limit],
+      this.#readTimeout,
+    );
     return rows.map((r) => ({
       seq: num(r.seq),
       kind: r.kind as RevocationEntry['kind'],
@@ -1130,7 +1124,7 @@ export class PostgresStore implements Store {
   }
 
   async versions(): Promise<StoreVersions> {
-    const rows = await this.#read('SELECT name, value FROM meta');
+    const rows = await this.#q('SELECT name, value FROM meta', [], this.#readTimeout);
     const v = Object.fromEntries(rows.map((r) => [String(r.name), num(r.value)]));
     return { keys: v.keys_version ?? 0, clients: v.clients_version ?? 0, revocations: v.revocations_seq ?? 0 };
   }
