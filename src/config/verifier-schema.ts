@@ -248,7 +248,7 @@ export const dpopSchema = z
     ).prefault('60s'),
     nonce: z.boolean().default(false).meta({
       description:
-        'Require server-issued nonces in proofs sent to resource servers (RFC 9449 §9, 401 `use_dpop_nonce`). The gateway hands out one kind for all its routes, still accepted after a reload (not after a restart, nor by another instance). The token endpoint has its own: `token_service.dpop.nonce`.',
+        'Require server-issued nonces in proofs sent to resource servers (RFC 9449 §9, 401 `use_dpop_nonce`). The gateway hands out one kind for all its routes, still accepted after a reload; under `tessera serve` they are MACed with a key derived from the master key, so every instance sharing it accepts them, also after a restart; under `tessera gateway` with a random key per process (a restart or another instance refuses them, and the client retries with a new one). The token endpoint has its own, under another key: `token_service.dpop.nonce`.',
     }),
     replay_cache_size: z.number().int().positive().default(100_000).meta({
       description:

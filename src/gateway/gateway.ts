@@ -192,6 +192,12 @@ function baseOf(s: GatewayState, req: IncomingMessage): string {
   }
 }
 
+/**
+ * HKDF `info` of the key the gateway's DPoP nonces (`dpop.nonce`, RFC 9449 §9) are MACed with under
+ * `tessera serve`, derived from the master key: not the token endpoint's (`DPOP_NONCE_KEY_INFO`).
+ */
+export const GATEWAY_DPOP_NONCE_KEY_INFO = 'tessera gateway dpop nonce v1';
+
 /** What the gateway needs from its host process. Everything is optional. */
 export interface GatewayDeps {
   /** pino logger (default: JSON to stdout at `info`). Never given secrets. */
@@ -214,8 +220,9 @@ export interface GatewayDeps {
    * Runtime for verifiers built from config (key sources of the in-process token service, fetch,
    * the store's replay cache). Without `replay`, one in-memory cache (`dpop.replay_cache_size`) is
    * shared by every verifier the gateway builds, across reloads; so are, without `dpopNonces`, one
-   * nonce source with a random secret, and, without `dpopWindows`, the DPoP windows of the
-   * verifiers a reload replaced.
+   * nonce source with a random secret (this process only: `tessera serve` gives one keyed from the
+   * master key, {@link GATEWAY_DPOP_NONCE_KEY_INFO}), and, without `dpopWindows`, the DPoP windows
+   * of the verifiers a reload replaced.
    */
   readonly verifierRuntime?: VerifierRuntime;
   /** Replace how verifiers are built (default: `createVerifierFromConfig` with `verifierRuntime`). */

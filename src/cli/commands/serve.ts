@@ -17,7 +17,9 @@ import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
+import { createDpopNonces } from '../../core/verify/dpop.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
+import { GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
 import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
 import { tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
@@ -281,6 +283,12 @@ async function withGateway(
         // DPoP proofs are remembered in the store: refused again after a restart and by every
         // other instance on it, not only by this process (RFC 9449 §11.1).
         replay: storeReplayCache(store),
+        // With dpop.nonce: nonces MACed under a key derived from the master key, so every instance
+        // sharing it accepts the others' (one load balancer's pool), and a restart keeps them
+        // good. Its own key, not the token endpoint's: neither's nonce is good at the other.
+        ...(ctx.master !== undefined
+          ? { dpopNonces: createDpopNonces({ secret: deriveMacKey(ctx.master, GATEWAY_DPOP_NONCE_KEY_INFO) }) }
+          : {}),
       },
       revocation: service.revocations,
       ...(exchangeClient !== undefined ? { upstreamTokenIssuer: service.upstreamIssuer(exchangeClient) } : {}),
