@@ -6,7 +6,13 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { everything, type Trusted } from './config/cross-check.ts';
 import { parseConfig } from './config/parse.ts';
-import { type VerifierConfig, type VerifierConfigInput, verifierChecks, verifierConfigSchema } from './config/verifier-schema.ts';
+import {
+  MAX_CLOCK_SKEW,
+  type VerifierConfig,
+  type VerifierConfigInput,
+  verifierChecks,
+  verifierConfigSchema,
+} from './config/verifier-schema.ts';
 import { ConfigError, type ConfigIssue } from './core/errors.ts';
 import type { VerificationKey } from './core/jose/jwk.ts';
 import { compilePolicy } from './core/policy.ts';
@@ -82,6 +88,12 @@ export interface VerifierRuntime {
    * {@link ManagedVerifier.retire} on a verifier once it is replaced.
    */
   readonly dpopWindows?: DpopWindowHistory;
+  /**
+   * The clock skew DPoP proofs get, seconds (default: the largest `clock_skew` of `issuers` and
+   * `introspection`). A gateway gives every verifier it builds, one per kind of token, the value of
+   * its whole configuration, so a proof gets the same on every route.
+   */
+  readonly dpopClockSkew?: number;
   /** Key sources by issuer, replacing `jwks`/`jwks_uri` (the in-process token service). */
   readonly keySources?: Readonly<Record<string, KeySource>>;
   /** Introspector replacing the HTTP client built from `introspection`. */
@@ -260,7 +272,12 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
 
   const dpopAlgorithms = config.dpop.algorithms;
   const windows = config.dpop.mode === 'disabled' ? undefined : runtime.dpopWindows;
-  const ownWindow = windows?.open(config.dpop.iat_window + dpopClockSkew(issuers));
+  const dpopSkew = runtime.dpopClockSkew ?? dpopClockSkew(issuers, introspection);
+  // Fail closed: NaN would let every iat pass the window check.
+  if (!(Number.isFinite(dpopSkew) && dpopSkew >= 0 && dpopSkew <= MAX_CLOCK_SKEW)) {
+    throw new TypeError(`dpopClockSkew must be a number of seconds from 0 to ${MAX_CLOCK_SKEW}`);
+  }
+  const ownWindow = windows?.open(config.dpop.iat_window + dpopSkew);
   const verifier = compileVerifier({
     issuers,
     staticTokens,
@@ -273,6 +290,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
       mode: config.dpop.mode,
       algorithms: new Set(dpopAlgorithms),
       iatWindow: config.dpop.iat_window,
+      clockSkew: dpopSkew,
       replay: runtime.replay ?? new MemoryReplayCache({ maxEntries: config.dpop.replay_cache_size, clock }),
       nonces: config.dpop.nonce ? (runtime.dpopNonces ?? createDpopNonces({ clock })) : undefined,
       ...(windows && ownWindow ? { history: { windows, own: ownWindow } } : {}),

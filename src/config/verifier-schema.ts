@@ -164,7 +164,7 @@ export const introspectionSchema = z
     ).prefault('60s'),
     timeout: duration('Request timeout.', 600).prefault('5s'),
     clock_skew: duration(
-      'Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused.',
+      "Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused. Counts, as an issuer's does, for the clock skew DPoP proofs get (`dpop.iat_window`).",
       60,
     ).prefault('30s'),
     scope_claim: z
@@ -243,7 +243,7 @@ export const dpopSchema = z
           'Algorithms accepted for proofs (asymmetric only), by the gateway and at the token endpoint, whose metadata advertises these (`dpop_signing_alg_values_supported`), so that a client picks one every resource server of this configuration accepts.',
       }),
     iat_window: duration(
-      "How old a proof may be. A proof is accepted while its `iat` is at most `iat_window` plus the largest `clock_skew` of `issuers` in the past (90 s with the defaults: 60 s + 30 s) and at most that clock skew in the future, its `jti` remembered until then; at the gateway a token checked by introspection gets no issuer's clock skew (`iat_window` in the past, none in the future). A reload that lengthens it (or a `clock_skew`) applies to proofs made after the reload; a proof the replaced configuration may have recorded is still refused once that configuration would have refused it (it may have been forgotten).",
+      'How old a proof may be. A proof is accepted while its `iat` is at most `iat_window` plus the largest `clock_skew` of `issuers` and `introspection` in the past (90 s with the defaults: 60 s + 30 s) and at most that clock skew in the future, its `jti` remembered until then; at the gateway every route gets that one clock skew, whether its tokens are JWTs or introspected. A reload that lengthens it (or a `clock_skew`) applies to proofs made after the reload; a proof the replaced configuration may have recorded is still refused once that configuration would have refused it (it may have been forgotten).',
       MAX_DPOP_IAT_WINDOW,
     ).prefault('60s'),
     nonce: z.boolean().default(false).meta({

@@ -42,8 +42,17 @@ import type { Pipeline } from './pipeline/run.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
 import { compileMatcher, type Matcher, prefixEnd } from './routes.ts';
 
-/** Builds a verifier for one credential kind from the verifier part of the configuration. */
-export type VerifierFactory = (config: VerifierConfig, kind: Exclude<AuthenticatorId, 'none'>) => ManagedVerifier;
+/**
+ * Builds a verifier for one credential kind from the verifier part of the configuration, which
+ * holds only that kind's settings. `shared.dpopClockSkew` is the clock skew DPoP proofs get on
+ * every route (the largest `clock_skew` of the whole configuration), for the verifier's
+ * `VerifierRuntime.dpopClockSkew`.
+ */
+export type VerifierFactory = (
+  config: VerifierConfig,
+  kind: Exclude<AuthenticatorId, 'none'>,
+  shared: { readonly dpopClockSkew: number },
+) => ManagedVerifier;
 
 export interface CompileDeps {
   readonly clock: Clock;
@@ -298,6 +307,11 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
   for (const r of gateway.routes) for (const a of r.auth) if (a !== 'none') kinds.add(a);
   const base = verifierConfigOf(config);
   const verifiers: VerifiersByKind = {};
+  // One clock skew for DPoP proofs on every route: a proof's iat is the client's clock, whichever
+  // way its token is checked (an introspection route's verifier has no issuers to take it from).
+  const shared = {
+    dpopClockSkew: Math.max(0, ...base.issuers.map((i) => i.clock_skew), base.introspection?.clock_skew ?? 0),
+  };
   for (const kind of kinds) {
     const available = kind === 'jwt' ? base.issuers.length > 0 : kind === 'static' ? base.static_tokens.length > 0 : !!base.introspection;
     if (!available) continue;
@@ -308,7 +322,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       introspection: kind === 'introspection' ? base.introspection : undefined,
     } as VerifierConfig;
     try {
-      verifiers[kind] = deps.createVerifier(only, kind);
+      verifiers[kind] = deps.createVerifier(only, kind, shared);
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       found.push(...e.issues);

@@ -343,9 +343,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const dpopNonces = deps.verifierRuntime?.dpopNonces ?? createDpopNonces({ clock });
   const verifierFactory: VerifierFactory =
     deps.createVerifier ??
-    ((c) =>
+    ((c, _kind, shared) =>
       createVerifierFromConfig(c, {
         ...deps.verifierRuntime,
+        dpopClockSkew: shared.dpopClockSkew,
         replay,
         dpopWindows,
         dpopNonces,

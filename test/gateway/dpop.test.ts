@@ -593,3 +593,73 @@ describe('gateway: dpop.nonce, one secret per gateway', () => {
     assert.match(res.headers.get('www-authenticate') ?? '', /error="use_dpop_nonce"/);
   });
 });
+
+describe('gateway: the clock skew a DPoP proof gets on an introspection route', () => {
+  let upstream: Upstream;
+  let introspection: Upstream;
+  let gw: TestGateway;
+  let jkt: string;
+  const OPAQUE = 'opaque-dpop-bound-token-skew';
+  before(async () => {
+    upstream = await startUpstream();
+    jkt = await calculateJwkThumbprint(holderJwk);
+    introspection = await startUpstream((_req, res, body) => {
+      const active = new URLSearchParams(body).get('token') === OPAQUE;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify(
+          active ? { active, sub: 'opaque-user', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 300, cnf: { jkt } } : { active },
+        ),
+      );
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      // The JWT routes' skew (the issuers') is the larger: proofs on every route get it.
+      issuers: baseConfig().issuers!.map((i) => ({ ...i, clock_skew: '45s' })),
+      introspection: { endpoint: `${introspection.url}/introspect`, client_id: 'gw', client_secret: 'secret', clock_skew: '5s' },
+      dpop: { mode: 'allowed', iat_window: '60s' },
+      gateway: {
+        routes: [
+          { id: 'opaque', match: { path_prefix: '/opaque' }, upstream: { url: upstream.url }, auth: 'introspection', rules: [{}] },
+          { id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+    await introspection.close();
+  });
+  /** The status of a DPoP request to `path` with `tok` and a proof issued `offset` seconds from now. */
+  const callAt = async (path: string, tok: string, offset: number) => {
+    const res = await fetch(`${gw.url}${path}`, {
+      headers: {
+        authorization: `DPoP ${tok}`,
+        dpop: await proofAt('GET', `${gw.url}${path}`, tok, Math.floor(Date.now() / 1000) + offset),
+      },
+    });
+    if (res.status === 401) assert.match(res.headers.get('www-authenticate') ?? '', TOO_OLD);
+    return res.status;
+  };
+
+  it("a proof whose iat is a little in the future (within the JWT routes' clock_skew) is accepted on the introspection route as on the JWT route", async () => {
+    const tok = await token({ cnf: { jkt } });
+    assert.equal(await callAt('/items', tok, 30), 200);
+    assert.equal(await callAt('/opaque/x', OPAQUE, 30), 200);
+  });
+
+  it("a proof older than dpop.iat_window but within it plus the JWT routes' clock_skew is accepted on the introspection route as on the JWT route", async () => {
+    const tok = await token({ cnf: { jkt } });
+    assert.equal(await callAt('/items', tok, -95), 200);
+    assert.equal(await callAt('/opaque/x', OPAQUE, -95), 200);
+  });
+
+  it('attack: a proof from further in the future, or older, than that skew allows is refused on both routes', async () => {
+    const tok = await token({ cnf: { jkt } });
+    for (const offset of [55, -115]) {
+      assert.equal(await callAt('/items', tok, offset), 401, `JWT route, iat ${offset} s from now`);
+      assert.equal(await callAt('/opaque/x', OPAQUE, offset), 401, `introspection route, iat ${offset} s from now`);
+    }
+  });
+});

@@ -88,6 +88,12 @@ export interface IntrospectionOptions {
 export interface DpopOptions extends Omit<DpopCheckOptions, 'maxProofSize' | 'clockSkew'> {
   /** `allowed`: DPoP-bound tokens need proofs, bearer tokens pass; `required`: bearer refused. */
   readonly mode: 'disabled' | 'allowed' | 'required';
+  /**
+   * Tolerated clock difference for a proof's `iat`, seconds (default {@link dpopClockSkew} of the
+   * issuers and introspection). A gateway gives every verifier it builds one value, so that all its
+   * routes agree whatever checks their tokens.
+   */
+  readonly clockSkew?: number;
 }
 
 /** Resolved verifier options. */
@@ -401,9 +407,16 @@ function principalFrom(
   );
 }
 
-/** The clock skew DPoP proofs get: the largest of the issuers' (none for introspected tokens). */
-export function dpopClockSkew(issuers: readonly Pick<IssuerOptions, 'clockSkew'>[]): number {
-  return Math.max(0, ...issuers.map((i) => i.clockSkew));
+/**
+ * The clock skew DPoP proofs get: the largest a configuration tolerates, the issuers' and the
+ * introspection endpoint's. A proof's `iat` is the client's clock, not the token's: it gets that
+ * one value whichever way its token is checked.
+ */
+export function dpopClockSkew(
+  issuers: readonly Pick<IssuerOptions, 'clockSkew'>[],
+  introspection?: Pick<IntrospectionOptions, 'clockSkew'> | undefined,
+): number {
+  return Math.max(0, ...issuers.map((i) => i.clockSkew), introspection?.clockSkew ?? 0);
 }
 
 /**
@@ -424,7 +437,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
   const dpop = options.dpop;
   const dpopCheck: DpopCheckOptions = {
     ...dpop,
-    clockSkew: dpopClockSkew(options.issuers),
+    clockSkew: dpop.clockSkew ?? dpopClockSkew(options.issuers, introspection),
     maxProofSize: maxTokenSize,
   };
   const headerCache = new BoundedMap<string, Header>(256);

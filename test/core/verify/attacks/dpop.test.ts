@@ -241,6 +241,28 @@ describe('attack: DPoP proof with a wrong field', () => {
     await assertAccepted(dpopRequest(token, await proof(token, { claims: { iat: now() + 30 } })));
   });
 
+  it("an introspected token's proof gets introspection.clock_skew as an issuer's would (edges of the window)", async () => {
+    const opaque = 'opaque-bound-token';
+    const introspecting = createVerifier(
+      {
+        introspection: { endpoint: 'https://as.test/introspect', client_id: 'rs', client_secret: 'secret', clock_skew: '20s' },
+        dpop: { mode: 'allowed' },
+      },
+      { clock, introspector: { introspect: async () => ({ active: true, sub: 'u', exp: now() + 600, cnf: { jkt: holder.jkt } }) } },
+    );
+    const at = async (iat: number) => dpopRequest(opaque, await proof(opaque, { claims: { iat } }));
+    await assertAccepted(await at(now() + 20), introspecting);
+    await assertAccepted(await at(now() - 80), introspecting);
+    await assertProofError(await at(now() + 21), 'dpop_iat_invalid', introspecting);
+    await assertProofError(await at(now() - 81), 'dpop_iat_invalid', introspecting);
+  });
+
+  it('attack: a dpopClockSkew that is not a number of seconds from 0 to 60 is refused when building (NaN would pass every iat)', () => {
+    for (const dpopClockSkew of [Number.NaN, -1, 61, Number.POSITIVE_INFINITY]) {
+      assert.throws(() => createVerifier({ issuers, dpop: { mode: 'allowed' } }, { clock, dpopClockSkew }), TypeError);
+    }
+  });
+
   it('rejects a missing or non-numeric iat, and a missing jti', async () => {
     const token = await boundToken();
     await assertProofError(dpopRequest(token, await proof(token, { claims: { iat: undefined } })), 'dpop_proof_invalid');
