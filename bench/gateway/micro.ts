@@ -120,13 +120,13 @@ await time('auditEvent+uuid', N, () => {
   x.route = 'api';
   x.path = '/items';
   x.requestId = 'r';
-  return auditEventOf(x, uuidv7(x.time), 1.234);
+  return auditEventOf(x, uuidv7(x.time), 1.234, new Set<string>());
 });
 const ev = (() => {
   const x = new Exchange('gateway.request', 'GET', '127.0.0.1', 0, Date.now());
   x.principal = d.principal;
   x.rule = d.rule;
-  return auditEventOf(x, uuidv7(x.time), 1.234);
+  return auditEventOf(x, uuidv7(x.time), 1.234, new Set<string>());
 })();
 await time('JSON.stringify(event)', N, () => JSON.stringify(ev));
 await time('metrics.request', N, () => metrics.request('api', 'allow', 200, 0.001));

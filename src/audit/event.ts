@@ -57,6 +57,12 @@ export interface AuditEvent {
   readonly tool?: string;
   readonly issuer?: string;
   readonly subject?: string;
+  /**
+   * The issuer the subject belongs to, when it is not `issuer`: at the gateway, the identity
+   * provider an RFC 9493 `sub_id` of a token service's token names (`gateway.trust_sub_id`), so
+   * two providers' `alice` are told apart.
+   */
+  readonly subject_issuer?: string;
   readonly client_id?: string;
   /** Delegation chain, current actor first. */
   readonly actor_chain?: readonly string[];

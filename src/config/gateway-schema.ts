@@ -400,6 +400,10 @@ export const gatewaySchema = z
         description:
           'Proxies in front of the gateway (addresses or CIDRs). X-Forwarded-For is walked from the right past these to find the client; X-Forwarded-Host/-Proto and Forwarded are honoured only from them. Default: none.',
       }),
+    trust_sub_id: z.array(z.string().min(1)).default([]).meta({
+      description:
+        'Issuers (each one of `issuers`) whose tokens’ RFC 9493 `sub_id` (`iss_sub` format, naming the token’s own `sub`) is believed to name the issuer the subject belongs to: identity header `subject_issuer`, `rate_limit.key: subject` and the audit event’s `subject_issuer`. List the token service of a `tessera serve` whose tokens this gateway verifies, never an identity provider: one listed could pass its users off as another issuer’s. The token service in the same process (`tessera serve`) is always believed. Default: none.',
+    }),
     allow_passthrough: z
       .boolean()
       .default(false)
@@ -410,7 +414,7 @@ export const gatewaySchema = z
         client: headerName('Client id header.').prefault('x-tessera-client-id'),
         issuer: headerName('Issuer header.').prefault('x-tessera-issuer'),
         subject_issuer: headerName(
-          'Subject issuer header: the issuer the subject belongs to. For a token of the token service of `tessera serve` issued for another issuer’s subject, the issuer its RFC 9493 `sub_id` names; else the token’s issuer.',
+          'Subject issuer header: the issuer the subject belongs to. For a token of the token service of `tessera serve` (in the same process, or listed in `gateway.trust_sub_id`) issued for another issuer’s subject, the issuer its RFC 9493 `sub_id` names; else the token’s issuer.',
         ).prefault('x-tessera-subject-issuer'),
         actors: headerName(
           'Actor chain header (current actor first, comma-separated; an actor whose `act` names an issuer other than the token’s as `sub (iss)`; a space, parenthesis, comma or `%` in a subject or issuer percent-encoded).',

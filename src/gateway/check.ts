@@ -10,7 +10,7 @@ import type { Trusted } from '../config/cross-check.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { resolveTokenService } from '../config/token-service-schema.ts';
 import { parsedRules } from '../config/verifier-schema.ts';
-import type { ConfigIssue } from '../core/errors.ts';
+import { type ConfigIssue, quoted } from '../core/errors.ts';
 import { compilePolicy } from '../core/policy.ts';
 import type { ScopeModel } from '../core/scopes.ts';
 import { peerList } from './peers.ts';
@@ -64,6 +64,17 @@ export function gatewayChecks(c: TesseraConfig, ok: Trusted, scopes: ScopeModel)
   }
   if (ok('gateway', 'forward_auth', 'allowed_peers')) peerList(g.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', issues);
   if (ok('gateway', 'trust_proxy')) peerList(g.trust_proxy, 'gateway.trust_proxy', issues);
+  // A sub_id is believed from a trusted issuer only: a name not in `issuers` is a typo or a leftover.
+  if (ok('gateway', 'trust_sub_id') && ok('issuers') && Array.isArray(g.trust_sub_id)) {
+    const trustedIssuers = new Set(c.issuers.map((i) => i.issuer));
+    for (const [i, name] of g.trust_sub_id.entries()) {
+      if (!trustedIssuers.has(name))
+        issues.push({
+          path: `gateway.trust_sub_id[${i}]`,
+          message: `${quoted(name)} is not one of issuers[].issuer; list the issuer of a trusted token service exactly as its tokens' iss says`,
+        });
+    }
+  }
   if (ok('gateway', 'operations', 'metrics_allowed_peers'))
     peerList(g.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', issues);
   const ops = g.operations;

@@ -161,6 +161,11 @@ export interface GatewayState {
   readonly auditSecrets: readonly string[];
   /** {@link auditSecrets} compiled for whole-value lookup, once per configuration. */
   readonly auditSecretIndex: SecretIndex;
+  /**
+   * The issuers whose tokens' RFC 9493 `sub_id` names the subject's issuer (`subjectIssuer`): the
+   * token service of this process and `gateway.trust_sub_id`.
+   */
+  readonly vouching: ReadonlySet<string>;
   readonly metricsPeers: BlockList;
   /** Proxies in front of the gateway (`gateway.trust_proxy`). */
   readonly trustedProxies: BlockList;
@@ -329,6 +334,12 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     }
   }
 
+  // Whose `sub_id` names the subject's issuer: the token service in this process, and the token
+  // services the operator listed (a gateway alone in front of `tessera serve`).
+  const vouching: ReadonlySet<string> = new Set([
+    ...(deps.authorizationServer !== undefined ? [deps.authorizationServer] : []),
+    ...gateway.trust_sub_id,
+  ]);
   const poolKeys = new Set<string>();
   const routes: CompiledRoute[] = [];
   for (const [i, r] of gateway.routes.entries()) {
@@ -355,8 +366,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     const mutators: Mutator[] = [];
     // Identity headers first: they are pure, and a token they refuse (a claim with no header form)
     // must be refused before an exchange mints for it (a grant, an audit event, a cached token).
-    if (r.identity_headers.length > 0)
-      mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers, deps.authorizationServer));
+    if (r.identity_headers.length > 0) mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers, vouching));
     const cred = r.upstream.credential;
     if (cred.type === 'static') mutators.push(staticCredentialMutator(cred.header, cred.scheme, cred.token));
     else if (cred.type === 'passthrough') {
@@ -389,7 +399,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       const held = before?.pipeline.rateLimit?.key === r.rate_limit.key ? before.pipeline.rateLimit.limiter : undefined;
       rateLimit = {
         key: r.rate_limit.key,
-        tokenService: deps.authorizationServer,
+        vouching,
         limiter:
           held !== undefined && isDeepStrictEqual(before?.config.rate_limit, r.rate_limit)
             ? held
@@ -545,6 +555,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     },
     auditSecrets,
     auditSecretIndex: secretIndex(auditSecrets),
+    vouching,
     metricsPeers,
     trustedProxies,
     publicUrl: config.server.public_url,

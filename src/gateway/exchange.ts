@@ -6,7 +6,7 @@
  */
 import type { AuditEvent, AuditKind } from '../audit/event.ts';
 import type { CompiledRule } from '../core/policy.ts';
-import { actorLabel, type Principal } from '../core/verify/principal.ts';
+import { actorLabel, type Principal, subjectIssuer } from '../core/verify/principal.ts';
 
 export class Exchange {
   /** `performance.now()` at arrival. */
@@ -52,10 +52,12 @@ export class Exchange {
 /**
  * Build the audit event for a finished exchange. Never reads a token or a header value. One object
  * literal with a fixed shape (absent facts are `undefined` and left out by JSON), which keeps it
- * cheap to build and to serialize.
+ * cheap to build and to serialize. `vouching`: the issuers whose `sub_id` names the subject's
+ * issuer ({@link subjectIssuer}); the event names it when it is not the token's issuer.
  */
-export function auditEventOf(x: Exchange, id: string, latencyMs: number): AuditEvent {
+export function auditEventOf(x: Exchange, id: string, latencyMs: number, vouching: ReadonlySet<string>): AuditEvent {
   const p = x.principal;
+  const ofSubject = p === undefined || p.subject === undefined ? undefined : subjectIssuer(p, vouching);
   const rule = x.rule;
   let detail = x.detail;
   if (rule !== undefined) {
@@ -76,6 +78,7 @@ export function auditEventOf(x: Exchange, id: string, latencyMs: number): AuditE
     tool: x.tool,
     issuer: p?.issuer,
     subject: p?.subject,
+    subject_issuer: ofSubject === p?.issuer ? undefined : ofSubject,
     client_id: p?.clientId,
     actor_chain: p === undefined || p.actors.length === 0 ? undefined : p.actors.map((a) => actorLabel(a, p.issuer)),
     delegation_id: p?.delegationId,

@@ -477,7 +477,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const latency = performance.now() - x.start;
     metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
-    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000));
+    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000, state.vouching));
   }
 
   function streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void {
@@ -492,7 +492,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     e.done = true;
     metrics.deny(reason);
     logger.info({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
-    audit.emit(auditEventOf(e, uuidv7(e.time), 0));
+    audit.emit(auditEventOf(e, uuidv7(e.time), 0, state.vouching));
   }
 
   function begin(kind: Exchange['kind'], req: IncomingMessage): Exchange {

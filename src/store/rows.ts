@@ -134,6 +134,7 @@ const AUDIT_FIELDS = [
   'tool',
   'issuer',
   'subject',
+  'subject_issuer',
   'client_id',
   'actor_chain',
   'delegation_id',

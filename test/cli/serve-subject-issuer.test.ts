@@ -119,6 +119,21 @@ describe('tessera serve: the subject’s issuer at the gateway', () => {
     assert.equal(h['x-tessera-subject-issuer'], ISSUER);
   });
 
+  it('names the IdP as the subject’s issuer in the gateway’s audit event, and only when it is not the token’s issuer', async () => {
+    const h = await whoami(await exchange(await idpToken({ sub: 'dave' })));
+    const own = await whoami(
+      await running.service.mint({ clientId: 'broker', subject: 'erin', ttl: 600, audiences: [`${base}/api`] }).then((m) => m.access_token),
+    );
+    await running.gateway?.gateway.audit.flush();
+    const [dave] = await running.service.store.queryAudit({ request_id: String(h['x-request-id']), kinds: ['gateway.request'] });
+    assert.equal(dave?.subject, 'dave');
+    assert.equal(dave?.issuer, base);
+    assert.equal(dave?.subject_issuer, ISSUER);
+    const [erin] = await running.service.store.queryAudit({ request_id: String(own['x-request-id']), kinds: ['gateway.request'] });
+    assert.equal(erin?.subject, 'erin');
+    assert.equal(erin !== undefined && 'subject_issuer' in erin, false);
+  });
+
   it('sends the token’s own issuer for a token of the token service’s own subject', async () => {
     const minted = await running.service.mint({ clientId: 'broker', subject: 'bob', ttl: 600, audiences: [`${base}/api`] });
     const h = await whoami(minted.access_token);

@@ -36,14 +36,15 @@ export function actorLabel(actor: Actor, tokenIssuer?: string, show: (value: str
 }
 
 /**
- * The issuer the principal's subject belongs to. A JWT of `tokenService` (the token service of
- * this process) names it in an RFC 9493 §4.1 `sub_id` of the `iss_sub` format (§3.2.3) when it was
- * issued for another issuer's subject; that `sub_id` is believed only there, and only when it names
- * the token's own `sub`. Any other token's subject is its issuer's: another issuer's `sub_id` is its
- * own claim, and an identity provider could name another provider's user in it.
+ * The issuer the principal's subject belongs to. A JWT of an issuer in `vouching` (the token
+ * service of this process, and the issuers `gateway.trust_sub_id` lists) names it in an RFC 9493
+ * §4.1 `sub_id` of the `iss_sub` format (§3.2.3) when it was issued for another issuer's subject;
+ * that `sub_id` is believed only there, and only when it names the token's own `sub`. Any other
+ * token's subject is its issuer's: another issuer's `sub_id` is its own claim, and an identity
+ * provider trusted for its own users could name another provider's user in it.
  */
-export function subjectIssuer(p: Principal, tokenService: string | undefined): string {
-  if (p.kind !== 'jwt' || tokenService === undefined || p.issuer !== tokenService) return p.issuer;
+export function subjectIssuer(p: Principal, vouching: ReadonlySet<string>): string {
+  if (p.kind !== 'jwt' || !vouching.has(p.issuer)) return p.issuer;
   const id = p.claims.sub_id as Readonly<Record<string, unknown>> | undefined;
   if (typeof id !== 'object' || id === null || Array.isArray(id) || id.format !== 'iss_sub') return p.issuer;
   return typeof id.iss === 'string' && id.iss !== '' && id.sub === p.subject ? id.iss : p.issuer;

@@ -27,8 +27,8 @@ export type Decision =
 export interface RateLimitStage {
   readonly limiter: TokenBucketLimiter;
   readonly key: 'subject' | 'client' | 'ip';
-  /** The issuer of the token service in this process: its tokens name their subject's issuer ({@link subjectIssuer}). */
-  readonly tokenService?: string | undefined;
+  /** The issuers whose tokens' `sub_id` names their subject's issuer ({@link subjectIssuer}). */
+  readonly vouching?: ReadonlySet<string> | undefined;
 }
 
 /** A route's compiled pipeline. */
@@ -39,6 +39,8 @@ export interface Pipeline {
   readonly mutators: readonly Mutator[];
 }
 
+const NONE: ReadonlySet<string> = new Set();
+
 function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal | undefined): string {
   // An IPv6 caller by its /64, as it may send each request from another address of it.
   if (stage.key === 'ip' || p === undefined) return addressKey(request.remoteAddress);
@@ -46,7 +48,7 @@ function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal |
   if (stage.key === 'client') return `c:${p.issuer}\n${p.clientId ?? p.subject ?? p.tokenHash}`;
   // A subject by the issuer it belongs to: two identity providers' alice are two callers, and a
   // token the token service issued for one of them shares her bucket.
-  return `s:${subjectIssuer(p, stage.tokenService)}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
+  return `s:${subjectIssuer(p, stage.vouching ?? NONE)}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
 }
 
 /** The rate-limit stage alone: takes one token from the caller's bucket; the refusal when it is empty. */

@@ -1,7 +1,8 @@
 /**
- * subjectIssuer: the issuer a principal's subject belongs to. Only a JWT of the token service in
- * this process is believed when its RFC 9493 `sub_id` names another issuer, and only a well-formed
- * `iss_sub` naming the token's own `sub`.
+ * subjectIssuer: the issuer a principal's subject belongs to. Only a JWT of an issuer that vouches
+ * for its subjects' issuers (the token service in this process, `gateway.trust_sub_id`) is believed
+ * when its RFC 9493 `sub_id` names another issuer, and only a well-formed `iss_sub` naming the
+ * token's own `sub`.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -9,6 +10,7 @@ import { type Principal, subjectIssuer } from '../../../src/core/verify/principa
 
 const TESSERA = 'https://tessera.test';
 const IDP = 'https://idp.test';
+const VOUCHING: ReadonlySet<string> = new Set([TESSERA]);
 
 const principal = (over: Partial<Principal> & { claims?: Record<string, unknown> }): Principal =>
   ({ kind: 'jwt', issuer: TESSERA, subject: 'alice', claims: {}, ...over }) as Principal;
@@ -16,15 +18,15 @@ const principal = (over: Partial<Principal> & { claims?: Record<string, unknown>
 describe('subjectIssuer', () => {
   it('reads the iss_sub sub_id of the token service’s own JWT', () => {
     const p = principal({ claims: { sub: 'alice', sub_id: { format: 'iss_sub', iss: IDP, sub: 'alice' } } });
-    assert.equal(subjectIssuer(p, TESSERA), IDP);
-    // Without a token service in the process (tessera gateway alone), nothing is believed.
-    assert.equal(subjectIssuer(p, undefined), TESSERA);
+    assert.equal(subjectIssuer(p, VOUCHING), IDP);
+    // Without a token service in the process and none listed (tessera gateway alone), nothing is believed.
+    assert.equal(subjectIssuer(p, new Set()), TESSERA);
   });
 
   it('attack: another issuer’s sub_id, or one from an introspection answer, is not believed', () => {
     const sub_id = { format: 'iss_sub', iss: 'https://corp.test', sub: 'alice' };
-    assert.equal(subjectIssuer(principal({ issuer: IDP, claims: { sub_id } }), TESSERA), IDP);
-    assert.equal(subjectIssuer(principal({ kind: 'introspection', claims: { sub_id } }), TESSERA), TESSERA);
+    assert.equal(subjectIssuer(principal({ issuer: IDP, claims: { sub_id } }), VOUCHING), IDP);
+    assert.equal(subjectIssuer(principal({ kind: 'introspection', claims: { sub_id } }), VOUCHING), TESSERA);
   });
 
   it('falls back to the token’s issuer for a malformed sub_id or one naming another subject', () => {
@@ -38,8 +40,8 @@ describe('subjectIssuer', () => {
       { format: 'iss_sub', iss: IDP },
       { format: 'iss_sub', iss: IDP, sub: 'bob' },
     ]) {
-      assert.equal(subjectIssuer(principal({ claims: { sub_id } }), TESSERA), TESSERA, JSON.stringify(sub_id));
+      assert.equal(subjectIssuer(principal({ claims: { sub_id } }), VOUCHING), TESSERA, JSON.stringify(sub_id));
     }
-    assert.equal(subjectIssuer(principal({ kind: 'static', issuer: 'static', subject: 'static:ci' }), TESSERA), 'static');
+    assert.equal(subjectIssuer(principal({ kind: 'static', issuer: 'static', subject: 'static:ci' }), VOUCHING), 'static');
   });
 });

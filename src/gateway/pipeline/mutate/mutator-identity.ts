@@ -23,12 +23,12 @@ function chainSafe(value: string): string {
   return headerSafe(value).replace(/[ ()]/g, (c) => (c === ' ' ? '%20' : c === '(' ? '%28' : '%29'));
 }
 
-function value(field: IdentityField, p: Principal, tokenService: string | undefined): string | undefined {
+function value(field: IdentityField, p: Principal, vouching: ReadonlySet<string>): string | undefined {
   switch (field) {
     case 'subject':
       return p.subject === undefined ? undefined : headerSafe(p.subject);
     case 'subject_issuer':
-      return p.subject === undefined ? undefined : headerSafe(subjectIssuer(p, tokenService));
+      return p.subject === undefined ? undefined : headerSafe(subjectIssuer(p, vouching));
     case 'client':
       return p.clientId === undefined ? undefined : headerSafe(p.clientId);
     case 'issuer':
@@ -46,13 +46,13 @@ function value(field: IdentityField, p: Principal, tokenService: string | undefi
 }
 
 /**
- * The identity headers of a route. `tokenService`: the issuer of the token service in this process,
- * whose tokens' `sub_id` names the subject's issuer (`subject_issuer`).
+ * The identity headers of a route. `vouching`: the issuers whose tokens' `sub_id` names the
+ * subject's issuer (`subject_issuer`, see {@link subjectIssuer}).
  */
 export function identityHeadersMutator(
   fields: readonly IdentityField[],
   names: Readonly<Record<IdentityField, string>>,
-  tokenService: string | undefined,
+  vouching: ReadonlySet<string>,
 ): Mutator {
   const pairs = fields.map((f) => [f, names[f]] as const);
   return {
@@ -64,7 +64,7 @@ export function identityHeadersMutator(
       for (const [field, name] of pairs) {
         let v: string | undefined;
         try {
-          v = value(field, p, tokenService);
+          v = value(field, p, vouching);
         } catch (e) {
           // encodeURIComponent (headerSafe) throws URIError for a lone surrogate, and only for one.
           if (e instanceof URIError) return new TesseraError('token_claim_invalid');
