@@ -244,3 +244,43 @@ describe('audit query: what a caller put in the trail cannot rewrite the screen'
     assert.match(r.stdout, /route=r\\x07/);
   });
 });
+
+describe('audit query: two identity providers’ same-named subjects', () => {
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-audit-subject-issuer-'));
+    await initialize({ config: join(dir, 'tessera.yaml') });
+    const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    const now = Date.now();
+    await store.appendAudit([
+      // A Tessera token issued for the corporate IdP's alice, then the partner IdP's alice with its own token.
+      { ...event(now - 2, 'alice'), issuer: 'https://tessera.test', subject_issuer: 'https://corp-idp.test' },
+      { ...event(now - 1, 'alice'), issuer: 'https://partner-idp.test' },
+    ]);
+    await store.close();
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('names each subject’s issuer in the summary lines and keeps subject_issuer in --json', () => {
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [MAIN, 'audit', 'query', '--since', '1h', '--subject', 'alice', ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+    const r = run();
+    assert.equal(r.status, 0, r.stderr);
+    const [corp, partner] = r.stdout.trim().split('\n');
+    assert.match(corp ?? '', /sub=alice {2}sub_iss=https:\/\/corp-idp\.test/);
+    assert.match(partner ?? '', /sub=alice {2}sub_iss=https:\/\/partner-idp\.test/);
+    const json = run('--json');
+    const events = JSON.parse(json.stdout) as AuditEvent[];
+    assert.deepEqual(
+      events.map((e) => [e.issuer, e.subject_issuer]),
+      [
+        ['https://tessera.test', 'https://corp-idp.test'],
+        ['https://partner-idp.test', undefined],
+      ],
+    );
+  });
+});

@@ -102,10 +102,16 @@ export function windowOf(f: Pick<Filters, 'since' | 'until'>, now = Date.now()):
   return { ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) };
 }
 
-/** One human line per event: time, kind, decision/reason, who, what (control characters escaped). */
+/**
+ * One human line per event: time, kind, decision/reason, who, what (control characters escaped).
+ * A subject comes with the issuer it belongs to (`sub_iss`, the event's `subject_issuer`, else
+ * its `issuer`), so two identity providers' `alice` read apart.
+ */
 export function formatEvent(e: AuditEvent): string {
+  const subjectIssuer = e.subject_issuer ?? e.issuer;
   const who = [
     e.subject !== undefined ? `sub=${e.subject}` : '',
+    e.subject !== undefined && subjectIssuer !== undefined ? `sub_iss=${subjectIssuer}` : '',
     e.client_id !== undefined ? `client=${e.client_id}` : '',
     e.actor_chain?.length ? `act=${e.actor_chain.join('>')}` : '',
     e.delegation_id !== undefined ? `grant=${e.delegation_id}` : '',
