@@ -170,10 +170,17 @@ export const mcpSchema = z
       .array(z.string().min(1))
       .optional()
       .meta({ description: "Scopes advertised in the metadata (`scopes_supported`). Default: every scope the route's rules name." }),
+    filter_tools_list: z.boolean().default(true).meta({
+      description:
+        "List in a tools/list answer only the tools the caller's token may call (each decided by the rules as a tools/call of it would be), in a JSON answer and in an SSE stream alike. false: every tool the upstream lists reaches the caller.",
+    }),
+    max_tools_list_size: byteSize(
+      'Largest tools/list result (one JSON answer, or the SSE event carrying it) the gateway reads to filter; a larger one is answered with a JSON-RPC error, never passed unfiltered. Default 4mb.',
+    ).prefault('4mb'),
   })
   .meta({
     description:
-      'An MCP (Streamable HTTP) route: the gateway reads each JSON-RPC request body to authorize tools/call by tool, serves RFC 9728 protected resource metadata and signs session ids for their principal. `mcp: {}` takes the defaults.',
+      'An MCP (Streamable HTTP) route: the gateway reads each JSON-RPC request body to authorize tools/call by tool, lists in tools/list answers only the tools the caller may call, serves RFC 9728 protected resource metadata and signs session ids for their principal. `mcp: {}` takes the defaults.',
   });
 
 export const rateLimitSchema = z

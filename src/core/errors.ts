@@ -465,6 +465,11 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service is unavailable.',
   },
+  mcp_tools_list_invalid: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
   mcp_forward_auth_refused: {
     status: 404,
     error: 'not_found',

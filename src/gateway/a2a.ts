@@ -12,6 +12,7 @@ import type { z } from 'zod';
 import type { a2aSchema } from '../config/gateway-schema.ts';
 import type { Clock } from '../core/ports.ts';
 import type { CompiledUpstream } from './compile.ts';
+import { REPRESENTATION_HEADERS } from './http/headers.ts';
 import { hasDuplicateKeys } from './mcp/message.ts';
 import { type ForwardCallbacks, ForwardHandler, rawHeader } from './proxy/forward.ts';
 
@@ -368,19 +369,6 @@ export function rewriteExtendedCard(text: string, form: ExtendedCardForm, config
   if (result === undefined && typeof object.error === 'object' && object.error !== null) return JSON.stringify(object);
   return undefined;
 }
-
-/** Response headers that describe the upstream's bytes, not the rewritten card. */
-const REPRESENTATION_HEADERS = new Set([
-  'content-length',
-  'transfer-encoding',
-  'content-encoding',
-  'content-range',
-  'content-md5',
-  'digest',
-  'content-digest',
-  'repr-digest',
-  'etag',
-]);
 
 /** `application/json`, `application/a2a+json` or another `+json` type. */
 function isJsonType(value: string | undefined): boolean {

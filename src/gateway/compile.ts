@@ -101,6 +101,10 @@ export interface CompiledMcp extends McpAdvertisement {
    * `initialize` requires, `undefined` when it requires nothing (or no rule takes one).
    */
   readonly challengeScope: string | undefined;
+  /** A tools/list answer lists only the tools the caller may call (`mcp.filter_tools_list`). */
+  readonly filterToolsList: boolean;
+  /** Bytes: the largest tools/list answer (JSON) or response event (SSE) read to filter it. */
+  readonly maxToolsListSize: number;
 }
 
 export interface CompiledRoute {
@@ -269,6 +273,8 @@ function compileMcp(
     scopesSupported: m.scopes_supported ?? ruleScopes(r),
     maxMessageSize: m.max_message_size,
     challengeScope: initializeScope(policy, r),
+    filterToolsList: m.filter_tools_list,
+    maxToolsListSize: m.max_tools_list_size,
   };
 }
 

@@ -50,9 +50,10 @@ import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { requestId } from './http/trace.ts';
 import { readBody, TOO_LARGE } from './mcp/body.ts';
-import { type McpSigning, SessionForwardHandler } from './mcp/forward.ts';
+import { type McpSigning, SessionForwardHandler, type ToolsListForward } from './mcp/forward.ts';
 import {
   hasUtf8Charset,
+  isDecidableName,
   isIdentityEncoding,
   isJsonContentType,
   RPC_INVALID_REQUEST,
@@ -63,6 +64,7 @@ import {
 } from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
+import { ToolsListInvalid, toolsListError } from './mcp/tools-list.ts';
 import { GatewayMetrics, NO_ROUTE } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import { peerAllowed } from './peers.ts';
@@ -126,6 +128,8 @@ interface McpForward {
   readonly sign: McpSigning;
   /** The upstream's own event id of a `Last-Event-ID` the caller presented (signed for it). */
   readonly lastEventId: string | undefined;
+  /** A tools/list whose answer is filtered to the tools the caller may call. */
+  readonly toolsList: ToolsListForward | undefined;
 }
 
 /**
@@ -535,6 +539,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     finish(x);
   }
 
+  /** A tools/list answer the gateway could not filter: recorded, counted and told to the operator. */
+  function toolsListInvalid(x: Exchange, route: CompiledRoute): void {
+    (x.detail ??= {}).tools_list = 'mcp_tools_list_invalid';
+    metrics.upstreamError(route.id, 'tools_list_invalid');
+    logger.warn(
+      { event: 'upstream_error', route: route.id, kind: 'tools_list_invalid', request_id: x.requestId },
+      'the upstream answered a tools/list with a result the gateway cannot read whole and filter; it was not relayed',
+    );
+  }
+
   /**
    * The upstream refused the credential the gateway injects: audited with its 401, an operator
    * told, and the route's mutators forget it (a minted token is not sent again).
@@ -686,6 +700,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
       }
       let rpc: RpcFacts = { tool: null, method: null };
+      let rpcId: string | number | null = null;
       let body: Buffer | undefined;
       if (hasBody) {
         if (!isJsonContentType(req.headers['content-type'])) {
@@ -711,11 +726,29 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           return;
         }
         rpc = message;
+        rpcId = message.id;
         // Recorded, not trusted: a token or a configured secret sent as a name is written `*`.
         if (message.tool !== null) x.tool = recordableName(message.tool, x.secrets);
         if (message.method !== null) (x.detail ??= {}).rpc = recordableName(message.method, x.secrets);
       }
       const decision = await afterAuthn(route.pipeline, greq, authn, rpc, true);
+      // A tool is listed when a tools/call of it would be allowed: the same rules, the same request.
+      const toolsList: ToolsListForward | undefined =
+        m.filterToolsList && rpc.method === 'tools/list'
+          ? {
+              id: rpcId,
+              limit: m.maxToolsListSize,
+              allows: (name) =>
+                isDecidableName(name) && route.pipeline.authz.authorize(greq, principal, { tool: name, method: 'tools/call' }).ok,
+              report: (outcome) => {
+                if (outcome === 'invalid') toolsListInvalid(x, route);
+                else {
+                  const detail = (x.detail ??= {});
+                  detail.tools_hidden = ((detail.tools_hidden as number | undefined) ?? 0) + outcome;
+                }
+              },
+            }
+          : undefined;
       proceed(s, req, res, x, route, greq, decision, length, {
         challenges,
         body,
@@ -728,6 +761,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           requestSession: sessionId,
         },
         lastEventId,
+        toolsList,
       });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
@@ -957,6 +991,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       mcp?.rpc,
       mcp?.presentedSession,
     );
+    proxied.toolsListId = mcp?.toolsList?.id;
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -970,7 +1005,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     };
     if (mcp !== undefined)
       proxied.handler = forwardWith(
-        new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential),
+        new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential, mcp.toolsList),
         options,
       );
     else if (a2a?.card !== undefined) {
@@ -997,6 +1032,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     closedBy: StreamCloseReason | undefined = undefined;
     /** The upstream's response head has arrived. */
     responded = false;
+    /** The id of a tools/list whose answer is filtered (its refusal echoes it); `undefined` otherwise. */
+    toolsListId: string | number | null | undefined = undefined;
     readonly x: Exchange;
     readonly req: IncomingMessage;
     readonly res: ServerResponse;
@@ -1067,6 +1104,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       if (error !== undefined) {
         if (error instanceof StreamClosed) (x.detail ??= {}).closed = error.reason;
         else {
+          // A tools/list stream cut: an event read as a notification turned out to carry a result.
+          if (error instanceof ToolsListInvalid) (x.detail ??= {}).tools_list = 'mcp_tools_list_invalid';
           const f = upstreamFailure(error);
           metrics.upstreamError(this.route.id, f.kind);
           (x.detail ??= {}).upstream_error = f.kind;
@@ -1084,6 +1123,22 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const closedBy = this.closedBy;
       if (error instanceof BodyTooLarge) {
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
+      } else if (error instanceof ToolsListInvalid && !res.destroyed) {
+        // A JSON-RPC error, as the caller's client reads one, echoing the request's id; nothing of the upstream's answer.
+        toolsListInvalid(x, route);
+        const body = toolsListError(this.toolsListId ?? null);
+        x.reason = 'mcp_tools_list_invalid';
+        x.status = 502;
+        if (!res.headersSent)
+          res
+            .writeHead(502, {
+              'content-type': 'application/json',
+              'cache-control': 'no-store',
+              'content-length': String(Buffer.byteLength(body)),
+              'x-request-id': x.requestId,
+            })
+            .end(body);
+        finish(x);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.
         const details = closedBy === 'introspection_unavailable' ? { retryAfter: INTROSPECTION_RETRY_AFTER } : {};

@@ -6,7 +6,7 @@
  * own: the gateway's 401 names the RFC 9728 metadata, which names the token service; RFC 8414
  * metadata, RFC 7591 registration, the authorization request (PKCE S256, RFC 8707 resource), the
  * person's consent (a browser behind the SSO proxy: trusted headers, the form posted back), the code
- * exchange, asking for the scope the 401 challenge named and no more; then initialize and tools/list
+ * exchange, asking for the scope the 401 challenge named and no more; then initialize and tools/list (naming only the tools the token may call)
  * through the gateway, a tool needing more refused 403 naming its scope, the step-up to it, the tool
  * call, and a tool the approved scopes do not cover refused before the MCP server sees it. Then the operator's side: `tessera
  * trace` shows the person at the root of the chain and the gateway's decisions by tool, `tessera
@@ -205,7 +205,8 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   const basicTransport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recording });
   const basicClient = new Client({ name: 'e2e', version: '1.0.0' });
   await basicClient.connect(basicTransport);
-  assert.ok((await basicClient.listTools()).tools.some((t) => t.name === 'files.read'));
+  // Every tool needs more than mcp:use: none is listed (tools/list names only the tools the token may call).
+  assert.deepEqual((await basicClient.listTools()).tools, []);
   const needsMore = await fetch(mcpUrl, {
     method: 'POST',
     headers: {
@@ -251,7 +252,11 @@ it('an MCP SDK client gets a token by itself through the gateway’s discovery, 
   await mcp.connect(transport);
   try {
     const { tools } = await mcp.listTools();
-    assert.ok(tools.some((t) => t.name === 'files.read') && tools.some((t) => t.name === 'files.write'));
+    // Only the tool the approved scopes cover is listed; files.write and the others are not.
+    assert.deepEqual(
+      tools.map((t) => t.name),
+      ['files.read'],
+    );
     const read = await mcp.callTool({ name: 'files.read', arguments: { text: 'notes.txt' } });
     assert.deepEqual(read.content, [{ type: 'text', text: 'files.read:notes.txt' }]);
     assert.deepEqual(upstream.toolCalls, ['files.read']);

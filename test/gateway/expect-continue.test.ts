@@ -130,7 +130,7 @@ describe('gateway: Expect: 100-continue is answered after the decision', () => {
   });
 
   it('an allowed MCP message gets 100 Continue, is read and decided, and reaches the upstream', async () => {
-    const message = '{"jsonrpc":"2.0","id":1,"method":"tools/list"}';
+    const message = '{"jsonrpc":"2.0","id":1,"method":"ping"}';
     const r = await post('/mcp', [`Authorization: Bearer ${reader}`, 'Accept: application/json, text/event-stream'], message);
     assert.equal(r.first, 100, r.text);
     assert.equal(status(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)), 200, r.text);

@@ -29,6 +29,19 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'upgrade',
 ]);
 
+/** Response headers that describe the upstream's bytes, not a body the gateway rewrote (an A2A extended card, an MCP tools/list). */
+export const REPRESENTATION_HEADERS: ReadonlySet<string> = new Set([
+  'content-length',
+  'transfer-encoding',
+  'content-encoding',
+  'content-range',
+  'content-md5',
+  'digest',
+  'content-digest',
+  'repr-digest',
+  'etag',
+]);
+
 /**
  * Headers that tell an upstream to act on another method or path than the request's own. The
  * gateway removes them; a forward-auth check that carries one is refused, since there the proxy,

@@ -8,9 +8,14 @@
  * @module
  */
 import type { ServerResponse } from 'node:http';
+import { REPRESENTATION_HEADERS } from '../http/headers.ts';
 import { type ForwardCallbacks, ForwardHandler, rawHeader } from '../proxy/forward.ts';
 import { EventIdSigner, isEventStream } from './events.ts';
+import { isJsonContentType } from './message.ts';
 import { validSessionId } from './sessions.ts';
+import { filterToolsMessage, ToolsListEvents, type ToolsListFilter, ToolsListInvalid } from './tools-list.ts';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** The upstream answered with a session id the gateway refuses to pass on. */
 export class UpstreamSessionInvalid extends Error {
@@ -48,25 +53,63 @@ export interface McpSigning {
   readonly requestSession: string | undefined;
 }
 
+/** A tools/list request's answer is filtered ({@link ToolsListFilter}), and the outcome reported. */
+export interface ToolsListForward extends ToolsListFilter {
+  /** Once per response: how many tools it no longer lists, or `'invalid'` when it was refused. */
+  readonly report: (outcome: number | 'invalid') => void;
+}
+
+/** Is this Content-Encoding none (absent, empty, `identity`)? A header sent twice (`null`) is not. */
+function plainEncoding(encoding: string | null | undefined): boolean {
+  return encoding === undefined || (encoding !== null && (encoding.trim() === '' || encoding.trim().toLowerCase() === 'identity'));
+}
+
+/** A raw response head without the headers describing the upstream's bytes ({@link REPRESENTATION_HEADERS}). */
+function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as Buffer;
+    if (REPRESENTATION_HEADERS.has(name.toString('latin1').toLowerCase())) continue;
+    out.push(name, raw[i + 1] as Buffer);
+  }
+  return out;
+}
+
 /**
  * Signs the upstream's session id for the caller before the head reaches it, and the event ids
- * of an event stream as they pass (see `events.ts`).
+ * of an event stream as they pass (see `events.ts`). The 2xx answer to a tools/list (`tools`) is
+ * filtered (see `tools-list.ts`): a JSON body read whole (at most `tools.limit` bytes) and sent
+ * rewritten with its new length; an event stream as it passes. A 2xx answer that is neither, is
+ * compressed, or cannot be read whole fails the exchange with {@link ToolsListInvalid} (nothing of
+ * it relayed); an event stream that turns out ambiguous is cut.
  */
 export class SessionForwardHandler extends ForwardHandler {
   readonly #sign: McpSigning;
   readonly #ownCredential: boolean;
+  readonly #tools: ToolsListForward | undefined;
   #events: EventIdSigner | undefined;
+  #toolEvents: ToolsListEvents | undefined;
+  /** A JSON tools/list answer being read whole: its head (signed), then its body. */
+  #held: { status: number; raw: Buffer[]; resume: () => void; chunks: Buffer[]; total: number } | undefined;
 
-  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], sign: McpSigning, ownCredential = false) {
+  constructor(
+    res: ServerResponse,
+    cb: ForwardCallbacks,
+    extra: readonly string[],
+    sign: McpSigning,
+    ownCredential = false,
+    tools?: ToolsListForward,
+  ) {
     super(res, cb, extra, ownCredential);
     this.#sign = sign;
     this.#ownCredential = ownCredential;
+    this.#tools = tools;
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     // A 401 to the gateway's own credential is refused whole (no head reaches the caller).
     if (status < 200 || (status === 401 && this.#ownCredential)) return super.onHeaders(status, raw, resume);
-    const head = signedHead(raw, this.#sign.session);
+    let head = signedHead(raw, this.#sign.session);
     if (head === undefined) {
       this.abort(new UpstreamSessionInvalid('the upstream sent an invalid Mcp-Session-Id'));
       return false;
@@ -74,10 +117,28 @@ export class SessionForwardHandler extends ForwardHandler {
     // An upstream compressing anyway (it was asked for identity): its ids cannot be read, so they
     // pass unsigned (a resume from one is then refused), and its bytes are never rewritten.
     const encoding = rawHeader(raw, 'content-encoding');
-    if (
-      isEventStream(rawHeader(raw, 'content-type') ?? undefined) &&
-      (encoding === undefined || encoding?.trim().toLowerCase() === 'identity')
-    ) {
+    const type = rawHeader(raw, 'content-type');
+    const tools = this.#tools;
+    if (tools !== undefined && status >= 200 && status < 300) {
+      const length = rawHeader(raw, 'content-length');
+      if (status === 204 || length === '0') {
+        // Nothing in it to filter.
+      } else if (!plainEncoding(encoding) || type === null || length === null) {
+        this.abort(new ToolsListInvalid());
+        return false;
+      } else if (isEventStream(type)) {
+        this.#toolEvents = new ToolsListEvents(tools, tools.report);
+        // The stream is rewritten: a length or digest of the upstream's bytes would not hold.
+        head = withoutRepresentation(head);
+      } else if (isJsonContentType(type) && (length === undefined || Number(length) <= tools.limit)) {
+        this.#held = { status, raw: head, resume, chunks: [], total: 0 };
+        return true;
+      } else {
+        this.abort(new ToolsListInvalid());
+        return false;
+      }
+    }
+    if (isEventStream(type ?? undefined) && (encoding === undefined || encoding?.trim().toLowerCase() === 'identity')) {
       // The stream's events belong to the session the response opens, or else the one the request named.
       const session = rawHeader(raw, 'mcp-session-id') ?? this.#sign.requestSession ?? null;
       const event = this.#sign.event;
@@ -87,14 +148,69 @@ export class SessionForwardHandler extends ForwardHandler {
   }
 
   override onData(chunk: Buffer): boolean {
-    if (this.#events === undefined) return super.onData(chunk);
-    const out = this.#events.push(chunk);
-    return out.length === 0 ? true : super.onData(out);
+    const held = this.#held;
+    if (held !== undefined) {
+      held.total += chunk.length;
+      if (held.total > (this.#tools as ToolsListForward).limit) {
+        this.abort(new ToolsListInvalid());
+        return false;
+      }
+      held.chunks.push(chunk);
+      return true;
+    }
+    let out = chunk;
+    const tools = this.#toolEvents;
+    if (tools !== undefined) {
+      out = tools.push(chunk);
+      if (tools.failed) {
+        if (out.length > 0) this.#send(out);
+        this.abort(new ToolsListInvalid());
+        return false;
+      }
+    }
+    return this.#send(out);
+  }
+
+  #send(bytes: Buffer): boolean {
+    if (this.#events !== undefined) bytes = this.#events.push(bytes);
+    return bytes.length === 0 ? true : super.onData(bytes);
   }
 
   override onComplete(): void {
+    const held = this.#held;
+    if (held !== undefined) {
+      this.#held = undefined;
+      this.#completeHeld(held);
+      return;
+    }
+    const toolsRest = this.#toolEvents?.end();
+    if (toolsRest !== undefined && toolsRest.length > 0) this.#send(toolsRest);
     const rest = this.#events?.end();
     if (rest !== undefined && rest.length > 0) super.onData(rest);
+    super.onComplete();
+  }
+
+  /** A JSON tools/list answer, read whole: sent filtered with its new length, or the exchange failed. */
+  #completeHeld(held: { status: number; raw: Buffer[]; resume: () => void; chunks: Buffer[]; total: number }): void {
+    const tools = this.#tools as ToolsListForward;
+    let text: string | undefined;
+    try {
+      text = utf8.decode(Buffer.concat(held.chunks, held.total));
+    } catch {
+      text = undefined;
+    }
+    const filtered = text === undefined ? undefined : filterToolsMessage(text, tools);
+    if (filtered === undefined || !filtered.ok) {
+      // The exchange is over upstream: fail it here (nothing relayed).
+      this.onError(new ToolsListInvalid());
+      return;
+    }
+    tools.report(filtered.hidden);
+    const bytes = Buffer.from(filtered.text, 'utf8');
+    const raw = withoutRepresentation(held.raw);
+    raw.push(Buffer.from('content-length'), Buffer.from(String(bytes.length)));
+    if (!super.onHeaders(held.status, raw, held.resume)) return;
+    super.onData(bytes);
     super.onComplete();
   }
 }

@@ -22,6 +22,8 @@ export type McpMessage =
       readonly tool: string | null;
       /** The JSON-RPC `method` (requests and notifications); `null` for a response (no method). */
       readonly method: string | null;
+      /** The request's `id` (a string or a finite number), `null` without one (a notification) or with another type. */
+      readonly id: string | number | null;
     }
   | {
       readonly ok: false;
@@ -90,8 +92,13 @@ export function hasDuplicateKeys(text: string): boolean {
  */
 const NAME = /^[\x21-\x7e]{1,128}$/;
 
+/** Is `name` a tool name or method the gateway decides on ({@link NAME})? */
+export function isDecidableName(name: string): boolean {
+  return NAME.test(name);
+}
+
 /** The members of a JSON-RPC message (§4, §5), and the member of `params` the gateway decides on. */
-const MESSAGE_MEMBERS: readonly string[] = ['jsonrpc', 'id', 'method', 'params', 'result', 'error'];
+export const MESSAGE_MEMBERS: readonly string[] = ['jsonrpc', 'id', 'method', 'params', 'result', 'error'];
 const PARAMS_MEMBERS: readonly string[] = ['name'];
 
 /**
@@ -102,12 +109,20 @@ const PARAMS_MEMBERS: readonly string[] = ['name'];
  * `{"method":"ping","Method":"tools/call"}` or a lone `"Method"` would otherwise be decided as a
  * ping or a response and run as a tool call.
  */
-function hasMemberLookalike(object: Record<string, unknown>, members: readonly string[]): boolean {
+export function hasMemberLookalike(object: Record<string, unknown>, members: readonly string[]): boolean {
   for (const key of Object.keys(object)) {
     if (members.includes(key)) continue;
-    if (members.includes(key.replaceAll('\u0000', '').replaceAll('\u017f', 's').toLowerCase())) return true;
+    if (members.includes(memberFold(key))) return true;
   }
   return false;
+}
+
+/**
+ * `key` as the laxest upstream parser reads a member name ({@link hasMemberLookalike}): without
+ * NULs, `ſ` as `s`, lower case (which folds `K` to `k`).
+ */
+export function memberFold(key: string): string {
+  return key.replaceAll('\u0000', '').replaceAll('\u017f', 's').toLowerCase();
 }
 
 function idOf(message: Record<string, unknown>): string | number | null {
@@ -129,7 +144,7 @@ function idOf(message: Record<string, unknown>): string | number | null {
  * @example
  * ```ts
  * readMessage(Buffer.from('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}'));
- * // { ok: true, tool: 'search', method: 'tools/call' }
+ * // { ok: true, tool: 'search', method: 'tools/call', id: 1 }
  * ```
  */
 export function readMessage(body: Uint8Array): McpMessage {
@@ -153,12 +168,12 @@ export function readMessage(body: Uint8Array): McpMessage {
     return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   if (message.jsonrpc !== '2.0') return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
   const method = message.method;
-  if (method === undefined) return { ok: true, tool: null, method: null }; // a response to a server request
+  if (method === undefined) return { ok: true, tool: null, method: null, id }; // a response to a server request
   if (typeof method !== 'string' || !NAME.test(method)) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
-  if (method !== 'tools/call') return { ok: true, tool: null, method };
+  if (method !== 'tools/call') return { ok: true, tool: null, method, id };
   const name = paramsObject?.name;
   if (typeof name !== 'string' || !NAME.test(name)) return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
-  return { ok: true, tool: name, method };
+  return { ok: true, tool: name, method, id };
 }
 
 /** A JSON-RPC error response body. `message` is a fixed description, never request data. */

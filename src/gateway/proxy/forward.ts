@@ -72,6 +72,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An MCP upstream's Mcp-Session-Id the gateway cannot sign (mcp/forward.ts).
     case 'mcp_upstream_session_invalid':
       return { code: 'mcp_upstream_session_invalid', kind: 'session_id_invalid' };
+    // An MCP tools/list answer the gateway cannot read whole and filter (mcp/tools-list.ts).
+    case 'mcp_tools_list_invalid':
+      return { code: 'mcp_tools_list_invalid', kind: 'tools_list_invalid' };
     // An A2A extended agent card the gateway cannot read whole and rewrite (a2a.ts).
     case 'a2a_extended_card_invalid':
       return { code: 'a2a_extended_card_invalid', kind: 'extended_card_invalid' };

@@ -14,24 +14,29 @@ describe('MCP message reading', () => {
       ok: true,
       tool: 'files.read',
       method: 'tools/call',
+      id: 1,
     });
-    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/list"}'), { ok: true, tool: null, method: 'tools/list' });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools/list"}'), { ok: true, tool: null, method: 'tools/list', id: 1 });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":"l-1","method":"tools/list"}'), { ok: true, tool: null, method: 'tools/list', id: 'l-1' });
     assert.deepEqual(read('{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///a"}}'), {
       ok: true,
       tool: null,
       method: 'resources/read',
+      id: 2,
     });
     assert.deepEqual(read('{"jsonrpc":"2.0","method":"notifications/initialized"}'), {
       ok: true,
       tool: null,
       method: 'notifications/initialized',
+      id: null,
     });
-    assert.deepEqual(read('{"jsonrpc":"2.0","id":3,"result":{}}'), { ok: true, tool: null, method: null });
+    assert.deepEqual(read('{"jsonrpc":"2.0","id":3,"result":{}}'), { ok: true, tool: null, method: null, id: 3 });
     // Escapes are read as every JSON parser reads them.
     assert.deepEqual(read('{"jsonrpc":"2.0","id":1,"method":"tools\\/call","params":{"\\u006eame":"a\\u002eb"}}'), {
       ok: true,
       tool: 'a.b',
       method: 'tools/call',
+      id: 1,
     });
   });
 
@@ -85,6 +90,7 @@ describe('MCP message reading', () => {
       ok: true,
       tool: 'a',
       method: 'tools/call',
+      id: 1,
     });
   });
 

@@ -1,0 +1,432 @@
+/**
+ * The answer to an MCP `tools/list`, filtered to the tools the caller may call: each listed tool is
+ * kept when the route's rules would allow a `tools/call` of it (the caller decides that, see
+ * {@link ToolsListFilter.allows}), so an agent is not offered tools that would be refused, nor
+ * told their names. Both answer forms of Streamable HTTP are read: a JSON body
+ * ({@link filterToolsMessage} on the whole of it) and an SSE stream ({@link ToolsListEvents}), in
+ * which only the event carrying a JSON-RPC response is held and rewritten; every other event
+ * passes as it arrives.
+ *
+ * Fail closed: a result the gateway cannot read whole (over the limit, not JSON, a repeated or
+ * look-alike key, `tools` not a list, the answer to the request without `tools`) is replaced by a
+ * JSON-RPC error, never passed on unfiltered.
+ *
+ * @module
+ */
+import {
+  hasDuplicateKeys,
+  hasMemberLookalike,
+  isDecidableName,
+  MESSAGE_MEMBERS,
+  memberFold,
+  RPC_SERVER_ERROR,
+  rpcErrorBody,
+} from './message.ts';
+
+/** The tools/list answer could not be read whole and filtered: nothing of it is relayed. */
+export class ToolsListInvalid extends Error {
+  override readonly name = 'ToolsListInvalid';
+  readonly code = 'mcp_tools_list_invalid';
+  constructor() {
+    super('the upstream tools/list result cannot be filtered');
+  }
+}
+
+/** How one tools/list answer is filtered. */
+export interface ToolsListFilter {
+  /** The request's JSON-RPC id: its response must list tools. */
+  readonly id: string | number | null;
+  /** May the caller call the tool `name` (a tools/call of it allowed by the route's rules)? */
+  readonly allows: (name: string) => boolean;
+  /** Largest answer (JSON) or response event (SSE) read, in bytes. */
+  readonly limit: number;
+}
+
+/** A message rewritten, with how many tools it no longer lists; or refused. */
+export type FilteredMessage = { readonly ok: true; readonly text: string; readonly hidden: number } | { readonly ok: false };
+
+const REFUSED: FilteredMessage = Object.freeze({ ok: false });
+
+/** The fixed description of the JSON-RPC error a refused answer becomes (as for any upstream failure). */
+export const TOOLS_LIST_ERROR_MESSAGE = 'The upstream service is unavailable.';
+
+/** The JSON-RPC error that replaces a tools/list answer the gateway refuses. */
+export function toolsListError(id: string | number | null): string {
+  return rpcErrorBody(RPC_SERVER_ERROR, TOOLS_LIST_ERROR_MESSAGE, id);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+const TOOLS_MEMBERS: readonly string[] = ['tools'];
+const TOOL_MEMBERS: readonly string[] = ['name'];
+
+/**
+ * One JSON-RPC message of a tools/list answer, its tools filtered. A result response lists only the
+ * tools `filter.allows` (a tool without a string name of 1 to 128 visible ASCII characters, or with
+ * a key read as `name` another way, is dropped: it could not be called through the gateway), its
+ * other members (`nextCursor`, `_meta`) kept. The response to the request must carry a `tools`
+ * list; one answering another id passes unchanged unless it carries `tools` (a client may match ids
+ * loosely: the MCP SDK's compares them as numbers, `"1"` for `1`), which are filtered. An error
+ * response passes unchanged. Anything else is refused: not JSON, not an object, a repeated key, a key
+ * an upstream parser would read as a member (`Result`), a `method` beside a `result`.
+ */
+export function filterToolsMessage(text: string, filter: ToolsListFilter): FilteredMessage {
+  let message: unknown;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    return REFUSED;
+  }
+  if (!isObject(message) || hasDuplicateKeys(text) || hasMemberLookalike(message, MESSAGE_MEMBERS) || 'method' in message) return REFUSED;
+  const result = message.result;
+  if (result === undefined) return isObject(message.error) ? { ok: true, text, hidden: 0 } : REFUSED;
+  if (!isObject(result) || hasMemberLookalike(result, TOOLS_MEMBERS)) return REFUSED;
+  const tools = result.tools;
+  if (tools === undefined) return message.id === filter.id ? REFUSED : { ok: true, text, hidden: 0 };
+  if (!Array.isArray(tools)) return REFUSED;
+  const kept = tools.filter(
+    (t) =>
+      isObject(t) && typeof t.name === 'string' && !hasMemberLookalike(t, TOOL_MEMBERS) && isDecidableName(t.name) && filter.allows(t.name),
+  );
+  return { ok: true, text: JSON.stringify({ ...message, result: { ...result, tools: kept } }), hidden: tools.length - kept.length };
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const BOM = [0xef, 0xbb, 0xbf];
+const COLON = 0x3a;
+const DATA = Buffer.from('data:');
+const LF_BYTE = Buffer.from([LF]);
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** A top-level key longer than this is not compared; the event is then read whole (fail closed). */
+const MAX_KEY = 256;
+
+/**
+ * What an event's JSON says it is, from its top-level keys as they arrive: `message` (a `method`
+ * first: a request or notification), `response` (a `result` or `error`, or a batch), `other` (not a
+ * JSON object or array), `unknown` (not yet known), `ambiguous` (a `method`, then a `result` or
+ * `error`, or a second value after the first).
+ */
+type Kind = 'unknown' | 'message' | 'response' | 'other' | 'ambiguous';
+
+/**
+ * Reads the top-level keys of one event's data (the `data` fields' values joined with LF, as an SSE
+ * client joins them) byte by byte, without parsing the values.
+ */
+class TopLevelKeys {
+  kind: Kind = 'unknown';
+  #depth = 0;
+  #closed = false;
+  #inString = false;
+  #escape = false;
+  #expectKey = false;
+  #key: number[] | undefined;
+  #keyTooLong = false;
+
+  feed(bytes: Uint8Array): void {
+    for (let i = 0; i < bytes.length; i++) {
+      if (this.kind === 'other' || this.kind === 'ambiguous') return;
+      const b = bytes[i] as number;
+      if (this.#inString) {
+        if (this.#escape) this.#escape = false;
+        else if (b === BACKSLASH) this.#escape = true;
+        else if (b === QUOTE) {
+          this.#inString = false;
+          if (this.#key !== undefined) this.#endKey();
+          continue;
+        }
+        if (this.#key !== undefined) {
+          if (this.#key.length < MAX_KEY) this.#key.push(b);
+          else this.#keyTooLong = true;
+        }
+        continue;
+      }
+      if (b === 0x20 || b === 0x09 || b === LF || b === CR) continue;
+      if (this.#depth === 0) {
+        if (this.#closed) {
+          this.#classify('trailing');
+          continue;
+        }
+        if (b === 0x7b) {
+          this.#depth = 1;
+          this.#expectKey = true;
+        } else if (b === 0x5b) this.#classify('result');
+        else this.kind = this.kind === 'unknown' ? 'other' : this.kind;
+        continue;
+      }
+      if (b === QUOTE) {
+        this.#inString = true;
+        if (this.#depth === 1 && this.#expectKey) {
+          this.#key = [];
+          this.#keyTooLong = false;
+        }
+      } else if (b === 0x7b || b === 0x5b) this.#depth++;
+      else if (b === 0x7d || b === 0x5d) {
+        this.#depth--;
+        if (this.#depth === 0) this.#closed = true;
+        this.#expectKey = false;
+      } else if (b === 0x2c) this.#expectKey = this.#depth === 1;
+      else if (b === 0x3a && this.#depth === 1) this.#expectKey = false;
+    }
+  }
+
+  #endKey(): void {
+    const raw = Buffer.from(this.#key as number[]);
+    this.#key = undefined;
+    this.#expectKey = false;
+    if (this.#keyTooLong) {
+      this.#classify('result');
+      return;
+    }
+    let key: string;
+    try {
+      key = raw.includes(BACKSLASH) ? (JSON.parse(`"${raw.toString('utf8')}"`) as string) : raw.toString('utf8');
+    } catch {
+      return; // an invalid escape: no JSON parser reads the message
+    }
+    const name = memberFold(key);
+    if (name === 'method') this.#classify('method');
+    else if (name === 'result' || name === 'error') this.#classify('result');
+  }
+
+  #classify(seen: 'method' | 'result' | 'trailing'): void {
+    if (seen === 'method') {
+      if (this.kind === 'unknown') this.kind = 'message';
+    } else if (this.kind === 'unknown') this.kind = 'response';
+    else if (this.kind === 'message') this.kind = 'ambiguous';
+  }
+}
+
+/** Where the current event stands. */
+type Mode =
+  /** Not yet known to be a response or not: its bytes are held. */
+  | 'scan'
+  /** Not a response: its bytes pass as they arrive (its keys still read, for a late `result`). */
+  | 'pass'
+  /** A response: held whole, then filtered. */
+  | 'hold'
+  /** Passed the limit while held: dropped, and answered with an error. */
+  | 'overflow';
+
+/**
+ * Filters the SSE stream answering a tools/list (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
+ * a field is `name: value` with one optional space; one U+FEFF may open the stream; an event ends
+ * with an empty line). An event whose data turns out to be a JSON-RPC request or notification (its
+ * first member of note is `method`) passes as it arrives, held only until that is known; an event
+ * carrying a response is held whole (at most `limit` bytes) and sent rewritten
+ * ({@link filterToolsMessage}): its other fields as they were, its data on one line. A response
+ * that cannot be filtered, or passes the limit, is sent as a JSON-RPC error event instead. An event
+ * read as a notification that then shows a `result` or `error` member sets {@link failed} before its
+ * end is sent: the caller must cut the stream, and no client dispatches the event.
+ *
+ * @example
+ * ```ts
+ * const tools = new ToolsListEvents({ id: 1, allows: (name) => name === 'echo', limit: 4 << 20 });
+ * res.write(tools.push(chunk)); // for every chunk (abort when tools.failed), then res.write(tools.end())
+ * ```
+ */
+export class ToolsListEvents {
+  readonly #filter: ToolsListFilter;
+  /** Called once per response filtered, with how many tools it hid, or `'invalid'` when it was refused. */
+  readonly #report: (outcome: number | 'invalid') => void;
+  /** An event read as a notification turned out to carry a response: the stream must be cut now. */
+  failed = false;
+
+  #mode: Mode = 'scan';
+  #keys = new TopLevelKeys();
+  /** The current event's bytes while held (scan, hold). */
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  /** The current event has had a data line (the next one is joined to it with LF). */
+  #hadData = false;
+
+  // The current line.
+  /** How many bytes of `data:` the line's field name matched so far, `undefined` once decided. */
+  #prefix: number | undefined = 0;
+  /** The line is a data field: its value goes to the key reader. */
+  #data = false;
+  /** A data value's one optional leading space is still to be skipped. */
+  #skipSpace = false;
+  /** The line has any byte (BOM aside): an empty line ends the event. */
+  #lineHasBytes = false;
+  /** The last chunk ended with a CR: what its LF, if the next chunk opens with one, belongs to. */
+  #afterCr: 'line' | 'sent' | 'rewritten' | undefined;
+  /** How many bytes of a leading BOM the stream opened with (3: done with it). */
+  #bom = 0;
+
+  constructor(filter: ToolsListFilter, report: (outcome: number | 'invalid') => void) {
+    this.#filter = filter;
+    this.#report = report;
+  }
+
+  /** The bytes to send for `chunk`. After {@link failed} is set, nothing more is returned. */
+  push(chunk: Buffer): Buffer {
+    const out: Buffer[] = [];
+    let from = 0;
+    for (let i = 0; i < chunk.length && !this.failed; i++) {
+      const b = chunk[i] as number;
+      if (this.#bom < 3) {
+        if (b === BOM[this.#bom]) {
+          this.#bom++;
+          continue; // not part of a field name; its bytes go out with the line
+        }
+        this.#bom = 3;
+      }
+      if (b === LF && this.#afterCr !== undefined) {
+        // The LF of a CRLF split across chunks: it belongs to the line the CR ended.
+        const was = this.#afterCr;
+        this.#afterCr = undefined;
+        if (was === 'line') this.#take(chunk.subarray(i, i + 1), out);
+        else if (was === 'sent') out.push(chunk.subarray(i, i + 1));
+        from = i + 1;
+        continue;
+      }
+      this.#afterCr = undefined;
+      if (b === CR || b === LF) {
+        // A CRLF is one line end: taken with its line.
+        const end = b === CR && chunk[i + 1] === LF ? i + 2 : i + 1;
+        this.#take(chunk.subarray(from, end), out);
+        from = end;
+        const cr = b === CR && end === chunk.length;
+        if (this.#lineHasBytes) {
+          this.#endLine();
+          if (cr) this.#afterCr = 'line';
+        } else {
+          const sent = this.#endEvent(out);
+          if (cr) this.#afterCr = sent ? 'sent' : 'rewritten';
+        }
+        i = end - 1;
+        continue;
+      }
+      this.#lineHasBytes = true;
+      if (this.#prefix !== undefined) {
+        const n = this.#prefix + 1;
+        if (b !== DATA[n - 1])
+          this.#prefix = undefined; // another field, a comment
+        else if (n === DATA.length) {
+          this.#prefix = undefined;
+          this.#data = true;
+          this.#skipSpace = true;
+          if (this.#hadData) this.#feed(LF_BYTE, out);
+          this.#hadData = true;
+        } else this.#prefix = n;
+        continue;
+      }
+      if (!this.#data) continue;
+      if (this.#skipSpace) {
+        this.#skipSpace = false;
+        if (b === 0x20) continue;
+      }
+      // The run of value bytes up to the line's end, read at once.
+      let j = i + 1;
+      while (j < chunk.length && chunk[j] !== CR && chunk[j] !== LF) j++;
+      this.#feed(chunk.subarray(i, j), out);
+      i = j - 1;
+    }
+    if (!this.failed && from < chunk.length) this.#take(chunk.subarray(from), out);
+    return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
+  }
+
+  /** What is left when the stream ends: an event without its end is dropped (no client dispatches one). */
+  end(): Buffer {
+    this.#held = [];
+    this.#heldBytes = 0;
+    return Buffer.alloc(0);
+  }
+
+  /** Bytes of a data value: read for their keys, the mode moved on. */
+  #feed(bytes: Buffer, out: Buffer[]): void {
+    if (this.#mode === 'hold' || this.#mode === 'overflow') return;
+    this.#keys.feed(bytes);
+    const kind = this.#keys.kind;
+    if (this.#mode === 'scan') {
+      if (kind === 'message' || kind === 'other') {
+        // Not a response: what was held goes out, and the rest of the event as it comes.
+        this.#mode = 'pass';
+        out.push(...this.#held);
+        this.#held = [];
+        this.#heldBytes = 0;
+      } else if (kind === 'response' || kind === 'ambiguous') this.#mode = 'hold';
+    } else if (kind === 'ambiguous') this.failed = true;
+  }
+
+  /** `bytes` of the event: sent (pass), held (scan, hold) or dropped (overflow, or past the limit). */
+  #take(bytes: Buffer, out: Buffer[]): void {
+    if (bytes.length === 0 || this.failed) return;
+    if (this.#mode === 'pass') {
+      out.push(bytes);
+      return;
+    }
+    if (this.#mode === 'overflow') return;
+    this.#heldBytes += bytes.length;
+    if (this.#heldBytes > this.#filter.limit) {
+      this.#mode = 'overflow';
+      this.#held = [];
+      this.#heldBytes = 0;
+      return;
+    }
+    this.#held.push(bytes);
+  }
+
+  #endLine(): void {
+    this.#prefix = 0;
+    this.#data = false;
+    this.#skipSpace = false;
+    this.#lineHasBytes = false;
+  }
+
+  /**
+   * An empty line: the event is complete (its bytes, the empty line's end included, were taken).
+   * True when the event went out as it came, false when it was rewritten or replaced.
+   */
+  #endEvent(out: Buffer[]): boolean {
+    const mode = this.#mode;
+    if (mode === 'scan') out.push(...this.#held);
+    else if (mode === 'hold') out.push(this.#rewrite(Buffer.concat(this.#held, this.#heldBytes)));
+    else if (mode === 'overflow') {
+      this.#report('invalid');
+      out.push(Buffer.from(`event: message\ndata: ${toolsListError(this.#filter.id)}\n\n`));
+    }
+    this.#mode = 'scan';
+    this.#keys = new TopLevelKeys();
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#hadData = false;
+    this.#endLine();
+    return mode === 'scan' || mode === 'pass';
+  }
+
+  /** A held response event, complete: its other fields as they were, its data filtered (or an error). */
+  #rewrite(event: Buffer): Buffer {
+    const out: Buffer[] = [];
+    const data: Buffer[] = [];
+    let at = 0;
+    if (event[0] === BOM[0] && event[1] === BOM[1] && event[2] === BOM[2]) at = 3;
+    while (at < event.length) {
+      let end = at;
+      while (end < event.length && event[end] !== CR && event[end] !== LF) end++;
+      const line = event.subarray(at, end);
+      at = end + (event[end] === CR && event[end + 1] === LF ? 2 : 1);
+      if (line.length === 0) continue;
+      if (line.length >= 4 && line.subarray(0, 4).equals(DATA.subarray(0, 4)) && (line.length === 4 || line[4] === COLON)) {
+        const value = line.subarray(Math.min(5, line.length));
+        data.push(value[0] === 0x20 ? value.subarray(1) : value);
+      } else out.push(line, LF_BYTE);
+    }
+    let text: string | undefined;
+    try {
+      text = utf8.decode(Buffer.concat(data.flatMap((d, i) => (i === 0 ? [d] : [LF_BYTE, d]))));
+    } catch {
+      text = undefined;
+    }
+    const filtered = text === undefined ? REFUSED : filterToolsMessage(text, this.#filter);
+    this.#report(filtered.ok ? filtered.hidden : 'invalid');
+    // The data goes out on one line: JSON.stringify writes no line break.
+    out.push(Buffer.from(`data: ${filtered.ok ? filtered.text : toolsListError(this.#filter.id)}\n\n`, 'utf8'));
+    return Buffer.concat(out);
+  }
+}
