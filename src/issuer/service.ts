@@ -381,11 +381,13 @@ export class TokenService {
     this.#syncing ??= (async () => {
       try {
         const v = await this.store.versions();
-        if (v.keys !== this.#versions.keys) await this.keys.reload();
         if (v.clients !== this.#versions.clients) {
           this.clients.invalidate();
           this.#standing.clear();
         }
+        // Revocations before the keys: a reload of the keys that fails (held up by a lock, given up
+        // on after the store's timeout) must not keep other processes' revocations from being
+        // applied, round after round.
         // Read whether or not the log's counter moved: after a failover that lost its last entries,
         // the counter can come back to the very value it had, over entries this process never read
         // (the read finds that out and starts again). When nothing is new it reads one indexed row,
@@ -400,6 +402,7 @@ export class TokenService {
         // another instance's clock and a commit that followed the last read.
         if (this.#lastRead !== undefined && read - this.#lastRead >= this.config.max_access_token_ttl + SKEW / 2) this.#standing.clear();
         this.#lastRead = read;
+        if (v.keys !== this.#versions.keys) await this.keys.reload();
         this.#versions = v;
         if (this.#hasher !== undefined) {
           const { rotated, removed } = await this.keys.maintain();

@@ -736,3 +736,103 @@ describe('revocations when B’s connections to PostgreSQL silently die', { skip
     }
   });
 });
+
+describe('revocations while a step of B’s sync is held up', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
+  // B polls every second and gives a read and a housekeeping write of the store 500 ms. It does not
+  // LISTEN, so only its poll (the fallback when LISTEN is down) can tell it of A's revocations.
+  const stuckSchema = `${schema}_stuck`;
+  let a: RunningIssuer;
+  let b: RunningIssuer;
+  let verifierB: ReturnType<typeof inProcessVerifier>;
+  let admin: pg.Client;
+  /** Added to B's clock. */
+  let skew = 0;
+
+  before(async () => {
+    a = await startIssuer({ store: await PostgresStore.open({ connectionString: url, schema: stuckSchema }) });
+    const storeB = await PostgresStore.open({
+      connectionString: url,
+      schema: stuckSchema,
+      readTimeoutMillis: 500,
+      maintenanceTimeoutMillis: 500,
+    });
+    Object.defineProperty(storeB, 'watchRevocations', { value: undefined });
+    b = await startIssuer({
+      store: storeB,
+      master: a.master,
+      config: { token_service: { issuer: a.url } },
+      clock: () => Date.now() + skew,
+    });
+    await a.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+    verifierB = inProcessVerifier(b);
+    admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+  });
+  after(async () => {
+    await admin?.query('ROLLBACK').catch(() => {});
+    await admin?.end();
+    await a?.close();
+    await b?.close();
+    await dropSchema(stuckSchema);
+  });
+
+  /** Until a statement of `stuckSchema` matching `like` waits on a lock. */
+  async function waitingOnLock(like: string): Promise<void> {
+    const probe = new pg.Client({ connectionString: url });
+    await probe.connect();
+    try {
+      await until(async () => {
+        const r = await probe.query("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1", [like]);
+        return (r.rowCount ?? 0) > 0;
+      }, 5000);
+    } finally {
+      await probe.end();
+    }
+  }
+
+  /** With B's sync stuck in what `holdUp` did, a grant revoked on A is soon refused by B all the same. */
+  async function refusedOnBSoonAfter(holdUp: () => Promise<void>, what: string): Promise<void> {
+    const user = await a.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 });
+    assert.equal((await verifierB.verify(bearer(user.access_token))).ok, true);
+    await holdUp();
+    await a.service.revokeGrants({ grantId: user.grant_id }, 'test');
+    const revoked = Date.now();
+    await until(async () => {
+      const r = await verifierB.verify(bearer(user.access_token));
+      return !r.ok && r.error.code === 'token_revoked';
+    }, 8000).catch(() => assert.fail(`B went on accepting the revoked token: its sync stalled on ${what}`));
+    assert.ok(Date.now() - revoked < 5000, `refused ${Date.now() - revoked} ms after the revocation`);
+  }
+
+  it('attack: B’s prune held up for ever (a lock on a table it deletes from): B still refuses a grant revoked on A within seconds', async () => {
+    try {
+      await refusedOnBSoonAfter(async () => {
+        await admin.query('BEGIN');
+        await admin.query(`LOCK TABLE ${stuckSchema}.replay IN ACCESS EXCLUSIVE MODE`);
+        // A minute later on B's clock, its next sync prunes, and waits on the lock.
+        skew = 61_000;
+        await waitingOnLock('DELETE FROM replay%');
+      }, 'a prune');
+    } finally {
+      await admin.query('ROLLBACK');
+      skew = 0;
+    }
+  });
+
+  it('attack: B’s reload of the signing keys held up for ever (a lock on their table): B still refuses a grant revoked on A within seconds', async () => {
+    try {
+      await refusedOnBSoonAfter(async () => {
+        await admin.query('BEGIN');
+        await admin.query(`LOCK TABLE ${stuckSchema}.signing_keys IN ACCESS EXCLUSIVE MODE`);
+        // As a key rotation elsewhere does: every instance reloads its keys on its next sync.
+        const bump = new pg.Client({ connectionString: url });
+        await bump.connect();
+        await bump.query(`UPDATE ${stuckSchema}.meta SET value = value + 1 WHERE name = 'keys_version'`);
+        await bump.end();
+        await waitingOnLock('SELECT * FROM signing_keys%');
+      }, 'a key reload');
+    } finally {
+      await admin.query('ROLLBACK');
+    }
+  });
+});

@@ -107,10 +107,23 @@ export interface PostgresStoreOptions {
    * up, minutes later or never. The next poll goes out on another connection. Default 5000.
    */
   readonly readTimeoutMillis?: number;
+  /**
+   * How long the housekeeping writes a running instance's sync awaits ({@link PostgresStore.prune},
+   * {@link PostgresStore.pruneAudit}'s batches, and the key maintenance's
+   * {@link PostgresStore.addSigningKey} and {@link PostgresStore.deleteSigningKey}) may take, from
+   * their first statement to their commit. One not done by then fails with
+   * {@link StoreUnavailableError}, and its connection is destroyed (PostgreSQL rolls it back): a
+   * write held up by a lock, a stuck statement or a silently dead connection would otherwise hold
+   * the sync, and with it every later poll of the revocation log, for as long as it lasts. The next
+   * sync tries again. Default 10000.
+   */
+  readonly maintenanceTimeoutMillis?: number;
 }
 
 /** Default {@link PostgresStoreOptions.readTimeoutMillis}. */
 export const READ_TIMEOUT_MS = 5000;
+/** Default {@link PostgresStoreOptions.maintenanceTimeoutMillis}. */
+export const MAINTENANCE_TIMEOUT_MS = 10_000;
 
 type Q = Pick<pg.PoolClient, 'query'>;
 
@@ -304,12 +317,14 @@ export class PostgresStore implements Store {
   readonly #listeners = new Set<Listener>();
 
   readonly #readTimeout: number;
+  readonly #maintenanceTimeout: number;
 
-  private constructor(pool: pg.Pool, connectionString: string, schema: string, readTimeout: number) {
+  private constructor(pool: pg.Pool, connectionString: string, schema: string, readTimeout: number, maintenanceTimeout: number) {
     this.#pool = pool;
     this.#connectionString = connectionString;
     this.#channel = revocationChannel(schema);
     this.#readTimeout = readTimeout;
+    this.#maintenanceTimeout = maintenanceTimeout;
   }
 
   /** Connect, create the schema when absent and migrate (one migrator at a time). */
@@ -331,6 +346,7 @@ export class PostgresStore implements Store {
       options.connectionString,
       schema,
       Math.max(1, Math.floor(options.readTimeoutMillis ?? READ_TIMEOUT_MS)),
+      Math.max(1, Math.floor(options.maintenanceTimeoutMillis ?? MAINTENANCE_TIMEOUT_MS)),
     );
     try {
       await store.#tx(async (c) => {
@@ -359,11 +375,15 @@ export class PostgresStore implements Store {
    * Run `fn` in a transaction. One that PostgreSQL aborted to break a deadlock (two transactions
    * taking the same locks in opposite orders) or a serialization failure is run again, up to three
    * times in all: `fn` touches only the database, and the abort undid everything it did.
+   *
+   * With `timeoutMs` (the sync's housekeeping: {@link PostgresStoreOptions.maintenanceTimeoutMillis}),
+   * an attempt not committed by then fails with {@link StoreUnavailableError} and its connection is
+   * destroyed, which rolls it back.
    */
-  async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs?: number): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#attempt(fn);
+        return await this.#attempt(fn, timeoutMs);
       } catch (e) {
         const code = (e as { code?: unknown }).code;
         if (attempt >= 3 || (code !== '40P01' && code !== '40001')) throw e;
@@ -371,7 +391,7 @@ export class PostgresStore implements Store {
     }
   }
 
-  async #attempt<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  async #attempt<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs?: number): Promise<T> {
     let c: pg.PoolClient;
     try {
       c = await this.#pool.connect();
@@ -384,18 +404,35 @@ export class PostgresStore implements Store {
       broken ??= e;
     };
     c.on('error', onError);
+    let timedOut = false;
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            // The statement under way then fails ("Connection terminated"). Not end(): it waits for
+            // an answer from a server that may never give one. PostgreSQL rolls back a session it lost.
+            c.connection.stream.destroy();
+          }, timeoutMs);
     try {
       await c.query('BEGIN');
       const result = await fn(c);
       await c.query('COMMIT');
       return result;
     } catch (e) {
+      if (timedOut) {
+        broken = new StoreUnavailableError('store_unreachable', `PostgreSQL did not finish within ${timeoutMs} ms`, { cause: e });
+        throw broken;
+      }
       await c.query('ROLLBACK').catch(() => {});
       const mapped = unavailable(e);
       // A connection that failed is closed rather than handed to the next caller.
       if (mapped instanceof StoreUnavailableError) broken = mapped;
       throw mapped;
     } finally {
+      clearTimeout(timer);
+      // Destroyed, however the attempt ended: never handed to the next caller.
+      if (timedOut) broken ??= new Error('destroyed after its timeout');
       c.off('error', onError);
       c.release(broken);
     }
@@ -407,11 +444,16 @@ export class PostgresStore implements Store {
    * than reuse it.
    */
   async #q(sql: string, args: unknown[] = [], timeoutMs?: number): Promise<Row[]> {
+    return (await this.#result(sql, args, timeoutMs)).rows;
+  }
+
+  /** {@link PostgresStore.#q}'s whole result (its `rowCount`, say). */
+  async #result(sql: string, args: unknown[], timeoutMs?: number): Promise<pg.QueryResult<Row>> {
     try {
-      if (timeoutMs === undefined) return (await this.#pool.query(sql, args)).rows;
+      if (timeoutMs === undefined) return await this.#pool.query(sql, args);
       // query_timeout: a pg option its types leave out of QueryConfig.
       const query: pg.QueryConfig & { query_timeout: number } = { text: sql, values: args, query_timeout: timeoutMs };
-      return (await this.#pool.query(query)).rows;
+      return await this.#pool.query(query);
     } catch (e) {
       if (timeoutMs !== undefined && e instanceof Error && e.message === 'Query read timeout') {
         throw new StoreUnavailableError('store_unreachable', `PostgreSQL did not answer within ${timeoutMs} ms`, { cause: e });
@@ -531,7 +573,8 @@ export class PostgresStore implements Store {
   // Signing keys.
 
   async listSigningKeys(): Promise<SigningKeyRecord[]> {
-    return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at')).map((r) => ({
+    // With the poll's read timeout: the sync reloads the keys when their version moved.
+    return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at', [], this.#readTimeout)).map((r) => ({
       kid: String(r.kid),
       alg: r.alg as SigningKeyRecord['alg'],
       publicJwk: parse(r.public_jwk),
@@ -549,7 +592,7 @@ export class PostgresStore implements Store {
           [k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt],
         );
         await this.#bump(c, 'keys_version');
-      });
+      }, this.#maintenanceTimeout);
     } catch (e) {
       if (isUnique(e)) throw new StoreConflictError('signing_key_exists', `a signing key with kid "${k.kid}" exists`);
       throw e;
@@ -567,7 +610,7 @@ export class PostgresStore implements Store {
       if (r.rowCount === 0) return false;
       await this.#bump(c, 'keys_version');
       return true;
-    });
+    }, this.#maintenanceTimeout);
   }
 
   async listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]> {
@@ -1112,14 +1155,11 @@ export class PostgresStore implements Store {
 
   async pruneAudit(before: number, limit: number): Promise<number> {
     // The oldest first, through the unique index on id (COLLATE "C": bytewise, as ids sort by time).
-    const r = await this.#pool
-      .query('DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)', [
-        idFloor(before),
-        Math.max(1, Math.floor(limit)),
-      ])
-      .catch((e: unknown) => {
-        throw unavailable(e);
-      });
+    const r = await this.#result(
+      'DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)',
+      [idFloor(before), Math.max(1, Math.floor(limit))],
+      this.#maintenanceTimeout,
+    );
     return r.rowCount ?? 0;
   }
 
@@ -1139,7 +1179,7 @@ export class PostgresStore implements Store {
       if (options.grantsExpiredBefore !== undefined) {
         await c.query('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < $1', [options.grantsExpiredBefore]);
       }
-    });
+    }, this.#maintenanceTimeout);
   }
 
   /**
