@@ -391,11 +391,13 @@ if (!reachable) {
         const root = (await store.createGrant(newGrant({}, now), now)) as { id: string };
         await other.query("SELECT pg_advisory_lock(hashtext('tessera.grant:' || $1))", [root.id]);
         const child = newGrant({ parentId: root.id }, now);
-        const creating = store.createGrant(child, now);
+        // Expected to reject from the start: it can reject before the terminating query below has
+        // answered, and a rejection nothing handles yet fails the test as an unhandled one.
+        const refused = assert.rejects(store.createGrant(child, now), StoreUnavailableError);
         await new Promise((r) => setTimeout(r, 200));
         // Only this store's sessions (its application_name), never another test's.
         await other.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state <> 'idle'", [app]);
-        await assert.rejects(creating, StoreUnavailableError);
+        await refused;
         await other.query("SELECT pg_advisory_unlock(hashtext('tessera.grant:' || $1))", [root.id]);
         assert.equal(await store.getGrant(child.id), undefined);
         // Every pooled connection gone too (once their backends have exited): the next calls connect again.
