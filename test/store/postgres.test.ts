@@ -415,6 +415,39 @@ if (!reachable) {
     });
   });
 
+  describe('postgres: housekeeping held up', () => {
+    it('a prune held up by a lock fails with StoreUnavailableError within maintenanceTimeoutMillis, its connection is dropped (not pooled), and the next prune works', async () => {
+      const schema = schemaName();
+      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+      const store = await PostgresStore.open({
+        connectionString: `${url}?application_name=${app}`,
+        schema,
+        max: 1,
+        maintenanceTimeoutMillis: 300,
+      });
+      const other = new pg.Client({ connectionString: url });
+      await other.connect();
+      try {
+        const now = 1_800_000_000;
+        assert.equal(await store.useOnce('jti', now - 1, now - 60), true);
+        await other.query('BEGIN');
+        await other.query(`LOCK TABLE ${schema}.replay IN ACCESS EXCLUSIVE MODE`);
+        const started = Date.now();
+        await assert.rejects(store.prune(now), StoreUnavailableError);
+        assert.ok(Date.now() - started < 2000, `gave up after ${Date.now() - started} ms`);
+        await other.query('ROLLBACK');
+        // The pool's only connection was the one given up on: a call now gets a new one.
+        assert.equal((await store.versions()).revocations, 0);
+        await store.prune(now);
+        assert.equal(Number((await other.query(`SELECT count(*) AS n FROM ${schema}.replay`)).rows[0].n), 0, 'pruned');
+      } finally {
+        await other.query('ROLLBACK').catch(() => {});
+        await other.end();
+        await store.close();
+      }
+    });
+  });
+
   describe('postgres: connection pool exhausted', () => {
     it('fails a call that cannot get a connection within the connect timeout with StoreUnavailableError (a 503), never waits for ever', async () => {
       const schema = schemaName();
