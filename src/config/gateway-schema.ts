@@ -172,10 +172,10 @@ export const mcpSchema = z
       .meta({ description: "Scopes advertised in the metadata (`scopes_supported`). Default: every scope the route's rules name." }),
     filter_tools_list: z.boolean().default(true).meta({
       description:
-        "List in a tools/list answer only the tools the caller's token may call (each decided by the rules as a tools/call of it would be), in a JSON answer and in an SSE stream alike. false: every tool the upstream lists reaches the caller.",
+        "List in a tools/list answer only the tools the caller's token may call (each decided by the rules as a tools/call of it would be), in a JSON answer and in an SSE stream alike; every SSE stream of the route (a GET resuming one with Last-Event-ID replays stored responses) has any response carrying tools filtered the same way, and one compressed anyway is refused. false: every tool the upstream lists reaches the caller.",
     }),
     max_tools_list_size: byteSize(
-      'Largest tools/list result (one JSON answer, or the SSE event carrying it) the gateway reads to filter; a larger one is answered with a JSON-RPC error, never passed unfiltered. Default 4mb.',
+      'Largest tools/list result (one JSON answer) and largest response event of any SSE stream on the route (each one is read for a tools list) the gateway reads to filter; a larger one is answered with a JSON-RPC error, never passed unfiltered. Default 4mb.',
     ).prefault('4mb'),
   })
   .meta({

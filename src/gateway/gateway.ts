@@ -545,7 +545,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     metrics.upstreamError(route.id, 'tools_list_invalid');
     logger.warn(
       { event: 'upstream_error', route: route.id, kind: 'tools_list_invalid', request_id: x.requestId },
-      'the upstream answered a tools/list with a result the gateway cannot read whole and filter; it was not relayed',
+      'the upstream sent a tools list (a tools/list answer, or a response in an event stream) the gateway cannot read whole and filter; it was not relayed',
     );
   }
 
@@ -733,22 +733,24 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       }
       const decision = await afterAuthn(route.pipeline, greq, authn, rpc, true);
       // A tool is listed when a tools/call of it would be allowed: the same rules, the same request.
-      const toolsList: ToolsListForward | undefined =
-        m.filterToolsList && rpc.method === 'tools/list'
-          ? {
-              id: rpcId,
-              limit: m.maxToolsListSize,
-              allows: (name) =>
-                isDecidableName(name) && route.pipeline.authz.authorize(greq, principal, { tool: name, method: 'tools/call' }).ok,
-              report: (outcome) => {
-                if (outcome === 'invalid') toolsListInvalid(x, route);
-                else {
-                  const detail = (x.detail ??= {});
-                  detail.tools_hidden = ((detail.tools_hidden as number | undefined) ?? 0) + outcome;
-                }
-              },
-            }
-          : undefined;
+      // Every event stream is read for tools lists, not only a tools/list's: a GET resuming one
+      // (Last-Event-ID) replays the upstream's stored events, a tools/list response among them.
+      const toolsList: ToolsListForward | undefined = m.filterToolsList
+        ? {
+            id: rpcId,
+            listing: rpc.method === 'tools/list',
+            limit: m.maxToolsListSize,
+            allows: (name) =>
+              isDecidableName(name) && route.pipeline.authz.authorize(greq, principal, { tool: name, method: 'tools/call' }).ok,
+            report: (outcome) => {
+              if (outcome === 'invalid') toolsListInvalid(x, route);
+              else {
+                const detail = (x.detail ??= {});
+                detail.tools_hidden = ((detail.tools_hidden as number | undefined) ?? 0) + outcome;
+              }
+            },
+          }
+        : undefined;
       proceed(s, req, res, x, route, greq, decision, length, {
         challenges,
         body,

@@ -53,7 +53,10 @@ export interface McpSigning {
   readonly requestSession: string | undefined;
 }
 
-/** A tools/list request's answer is filtered ({@link ToolsListFilter}), and the outcome reported. */
+/**
+ * A tools/list request's answer is filtered ({@link ToolsListFilter}), and the outcome reported; or,
+ * `listing: false`, the event stream answering any other request of an MCP route (a GET's included).
+ */
 export interface ToolsListForward extends ToolsListFilter {
   /** Once per response: how many tools it no longer lists, or `'invalid'` when it was refused. */
   readonly report: (outcome: number | 'invalid') => void;
@@ -81,7 +84,9 @@ function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
  * filtered (see `tools-list.ts`): a JSON body read whole (at most `tools.limit` bytes) and sent
  * rewritten with its new length; an event stream as it passes. A 2xx answer that is neither, is
  * compressed, or cannot be read whole fails the exchange with {@link ToolsListInvalid} (nothing of
- * it relayed); an event stream that turns out ambiguous is cut.
+ * it relayed); an event stream that turns out ambiguous is cut. With `tools.listing` false (any
+ * other request, a GET stream resumed or standalone), every event stream is filtered the same way,
+ * and one that is compressed fails the exchange: it could replay a tools/list response unread.
  */
 export class SessionForwardHandler extends ForwardHandler {
   readonly #sign: McpSigning;
@@ -119,18 +124,23 @@ export class SessionForwardHandler extends ForwardHandler {
     const encoding = rawHeader(raw, 'content-encoding');
     const type = rawHeader(raw, 'content-type');
     const tools = this.#tools;
-    if (tools !== undefined && status >= 200 && status < 300) {
+    if (tools !== undefined) {
       const length = rawHeader(raw, 'content-length');
-      if (status === 204 || length === '0') {
+      // The 2xx answer to a tools/list must list tools; any event stream may (a resumed one replays them).
+      const listing = tools.listing !== false && status < 300;
+      if (listing && (status === 204 || length === '0')) {
         // Nothing in it to filter.
-      } else if (!plainEncoding(encoding) || type === null || length === null) {
+      } else if (type === null || length === null || (isEventStream(type) && !plainEncoding(encoding))) {
+        // A repeated Content-Type or Content-Length, or a stream that cannot be read: it may carry tools.
         this.abort(new ToolsListInvalid());
         return false;
       } else if (isEventStream(type)) {
         this.#toolEvents = new ToolsListEvents(tools, tools.report);
         // The stream is rewritten: a length or digest of the upstream's bytes would not hold.
         head = withoutRepresentation(head);
-      } else if (isJsonContentType(type) && (length === undefined || Number(length) <= tools.limit)) {
+      } else if (!listing) {
+        // Not a tools/list, not a stream: its answer is its own request's, passed as it is.
+      } else if (plainEncoding(encoding) && isJsonContentType(type) && (length === undefined || Number(length) <= tools.limit)) {
         this.#held = { status, raw: head, resume, chunks: [], total: 0 };
         return true;
       } else {

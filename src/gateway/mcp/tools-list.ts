@@ -5,7 +5,9 @@
  * told their names. Both answer forms of Streamable HTTP are read: a JSON body
  * ({@link filterToolsMessage} on the whole of it) and an SSE stream ({@link ToolsListEvents}), in
  * which only the event carrying a JSON-RPC response is held and rewritten; every other event
- * passes as it arrives.
+ * passes as it arrives. Every event stream of an MCP route is read so, not only the one answering a
+ * tools/list: a stream resumed with `Last-Event-ID` replays the upstream's stored events, a
+ * tools/list response among them (`listing: false`).
  *
  * Fail closed: a result the gateway cannot read whole (over the limit, not JSON, a repeated or
  * look-alike key, `tools` not a list, the answer to the request without `tools`) is replaced by a
@@ -32,18 +34,26 @@ export class ToolsListInvalid extends Error {
   }
 }
 
-/** How one tools/list answer is filtered. */
+/** How one tools/list answer, or one event stream of an MCP route, is filtered. */
 export interface ToolsListFilter {
-  /** The request's JSON-RPC id: its response must list tools. */
+  /** The request's JSON-RPC id (`null`: none, a GET): a response refused becomes an error with it. */
   readonly id: string | number | null;
+  /**
+   * The request is a tools/list (the default): its response (the one with {@link id}) must list
+   * tools. `false`: an event stream answering another request, or opened or resumed by a GET, in
+   * which every response carrying `tools` is filtered all the same and none is required to.
+   */
+  readonly listing?: boolean;
   /** May the caller call the tool `name` (a tools/call of it allowed by the route's rules)? */
   readonly allows: (name: string) => boolean;
   /** Largest answer (JSON) or response event (SSE) read, in bytes. */
   readonly limit: number;
 }
 
-/** A message rewritten, with how many tools it no longer lists; or refused. */
-export type FilteredMessage = { readonly ok: true; readonly text: string; readonly hidden: number } | { readonly ok: false };
+/** A message rewritten, with how many tools it no longer lists (`listed`: it had a `tools` list); or refused. */
+export type FilteredMessage =
+  | { readonly ok: true; readonly text: string; readonly hidden: number; readonly listed: boolean }
+  | { readonly ok: false };
 
 const REFUSED: FilteredMessage = Object.freeze({ ok: false });
 
@@ -68,7 +78,11 @@ const TOOL_MEMBERS: readonly string[] = ['name'];
  * a key read as `name` another way, is dropped: it could not be called through the gateway), its
  * other members (`nextCursor`, `_meta`) kept. The response to the request must carry a `tools`
  * list; one answering another id passes unchanged unless it carries `tools` (a client may match ids
- * loosely: the MCP SDK's compares them as numbers, `"1"` for `1`), which are filtered. An error
+ * loosely: the MCP SDK's compares them as numbers, `"1"` for `1`), which are filtered. Outside a
+ * tools/list (`filter.listing` false) every result carrying `tools` is read as a tools list and
+ * filtered: a stream resumed with `Last-Event-ID` replays a tools/list response stored upstream, and
+ * no other MCP result has a `tools` member (one that did would lose the tools the caller may not
+ * call: the fail-closed choice). An error
  * response passes unchanged. Anything else is refused: not JSON, not an object, a repeated key, a key
  * an upstream parser would read as a member (`Result`), a `method` beside a `result`.
  */
@@ -81,16 +95,22 @@ export function filterToolsMessage(text: string, filter: ToolsListFilter): Filte
   }
   if (!isObject(message) || hasDuplicateKeys(text) || hasMemberLookalike(message, MESSAGE_MEMBERS) || 'method' in message) return REFUSED;
   const result = message.result;
-  if (result === undefined) return isObject(message.error) ? { ok: true, text, hidden: 0 } : REFUSED;
+  if (result === undefined) return isObject(message.error) ? { ok: true, text, hidden: 0, listed: false } : REFUSED;
   if (!isObject(result) || hasMemberLookalike(result, TOOLS_MEMBERS)) return REFUSED;
   const tools = result.tools;
-  if (tools === undefined) return message.id === filter.id ? REFUSED : { ok: true, text, hidden: 0 };
+  if (tools === undefined)
+    return filter.listing !== false && message.id === filter.id ? REFUSED : { ok: true, text, hidden: 0, listed: false };
   if (!Array.isArray(tools)) return REFUSED;
   const kept = tools.filter(
     (t) =>
       isObject(t) && typeof t.name === 'string' && !hasMemberLookalike(t, TOOL_MEMBERS) && isDecidableName(t.name) && filter.allows(t.name),
   );
-  return { ok: true, text: JSON.stringify({ ...message, result: { ...result, tools: kept } }), hidden: tools.length - kept.length };
+  return {
+    ok: true,
+    text: JSON.stringify({ ...message, result: { ...result, tools: kept } }),
+    hidden: tools.length - kept.length,
+    listed: true,
+  };
 }
 
 const CR = 0x0d;
@@ -213,7 +233,7 @@ type Mode =
   | 'overflow';
 
 /**
- * Filters the SSE stream answering a tools/list (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
+ * Filters an SSE stream of an MCP route, the one answering a tools/list or any other (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
  * a field is `name: value` with one optional space; one U+FEFF may open the stream; an event ends
  * with an empty line). An event whose data turns out to be a JSON-RPC request or notification (its
  * first member of note is `method`) passes as it arrives, held only until that is known; an event
@@ -424,9 +444,14 @@ export class ToolsListEvents {
       text = undefined;
     }
     const filtered = text === undefined ? REFUSED : filterToolsMessage(text, this.#filter);
-    this.#report(filtered.ok ? filtered.hidden : 'invalid');
-    // The data goes out on one line: JSON.stringify writes no line break.
-    out.push(Buffer.from(`data: ${filtered.ok ? filtered.text : toolsListError(this.#filter.id)}\n\n`, 'utf8'));
+    // Outside a tools/list, only a response that listed tools is reported.
+    if (!filtered.ok) this.#report('invalid');
+    else if (filtered.listed || this.#filter.listing !== false) this.#report(filtered.hidden);
+    // A rewritten message goes out on one data line (JSON.stringify writes no line break); one passed
+    // as it was, on as many as it came on (its line breaks are the LFs the data lines were joined with).
+    const sent = filtered.ok ? filtered.text : toolsListError(this.#filter.id);
+    for (const line of sent.split('\n')) out.push(Buffer.from(`data: ${line}\n`, 'utf8'));
+    out.push(LF_BYTE);
     return Buffer.concat(out);
   }
 }

@@ -203,16 +203,26 @@ describe('gateway: MCP event streams from an upstream that compresses', () => {
     gw = await startGateway({
       ...baseConfig(),
       scopes: { 'mcp:use': {} },
-      gateway: { routes: [mcpRoute(url, [{ scopes: ['mcp:use'] }])] },
+      gateway: {
+        routes: [
+          mcpRoute(url, [{ scopes: ['mcp:use'] }]),
+          // A stream compressed anyway cannot be read for tools lists: passed only where none are filtered.
+          mcpRoute(url, [{ scopes: ['mcp:use'] }], {
+            id: 'unfiltered',
+            match: { path_prefix: '/unfiltered' },
+            mcp: { filter_tools_list: false },
+          }),
+        ],
+      },
     });
   });
   after(async () => {
     await gw?.close();
     upstream.close();
   });
-  const initialize = async () => {
+  const post = async (path: string) => {
     const t = await token({ sub: 'carol', scope: 'mcp:use', client_id: 'carol-agent' });
-    const r = await fetch(`${gw.url}/mcp`, {
+    return fetch(`${gw.url}${path}`, {
       method: 'POST',
       headers: {
         authorization: `Bearer ${t}`,
@@ -222,6 +232,9 @@ describe('gateway: MCP event streams from an upstream that compresses', () => {
       },
       body: '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}',
     });
+  };
+  const initialize = async (path = '/mcp') => {
+    const r = await post(path);
     assert.equal(r.status, 200);
     return idsOf(await r.text());
   };
@@ -235,15 +248,26 @@ describe('gateway: MCP event streams from an upstream that compresses', () => {
     assert.match(ids[0] as string, /^s1_1\.[A-Za-z0-9_-]{22}$/);
   });
 
-  it('an upstream compressing anyway: its bytes pass untouched (the ids unsigned, so not resumable), never rewritten inside the gzip', async () => {
+  it('an upstream compressing anyway (tools lists not filtered): its bytes pass untouched (the ids unsigned, so not resumable), never rewritten inside the gzip', async () => {
     always = 'gzip';
-    const ids = await initialize();
+    const ids = await initialize('/unfiltered');
     assert.deepEqual(ids, ['s1_1']);
   });
 
-  it('a stream in a coding other than identity is never rewritten, even where its bytes look like id lines', async () => {
+  it('a stream in a coding other than identity (tools lists not filtered) is never rewritten, even where its bytes look like id lines', async () => {
     always = 'opaque';
-    const ids = await initialize();
+    const ids = await initialize('/unfiltered');
     assert.deepEqual(ids, ['s1_1']);
+  });
+
+  it('where tools lists are filtered, a stream compressed anyway is refused (502, JSON-RPC error): it cannot be read for them', async () => {
+    for (const coding of ['gzip', 'opaque'] as const) {
+      always = coding;
+      const r = await post('/mcp');
+      assert.equal(r.status, 502, coding);
+      const body = (await r.json()) as { error: { code: number }; id: unknown };
+      assert.equal(body.error.code, -32000);
+      assert.equal(body.id, 1);
+    }
   });
 });
