@@ -143,6 +143,14 @@ export const a2aSchema = z
       .record(z.string().min(1), z.string())
       .default({})
       .meta({ description: 'Scopes advertised in the OAuth 2 flow: name → description.' }),
+    bind_tasks: z.boolean().default(true).meta({
+      description:
+        "Bind tasks and contexts to the principal that created them: a request naming another principal's task (tasks/get, tasks/cancel, tasks/resubscribe, push notification configs, a message continuing it) is refused as an unknown task (-32001), listing tasks and the HTTP+JSON binding's task paths are refused. Kept in each gateway process: with several instances, route each caller to one, or set false and let the upstream check ownership.",
+    }),
+    task_ttl: duration(
+      'How long a task or context stays bound after it was last named; after it, it is unknown to the gateway.',
+      30 * DAY,
+    ).prefault('24h'),
   })
   .meta({ description: 'A2A discovery: the public agent card, served with Tessera security schemes.' });
 

@@ -497,6 +497,38 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service is unavailable.',
   },
+  // A2A tasks bound to the principal that created them (gateway/a2a-tasks.ts): a task another
+  // principal owns and one the gateway never saw answer alike.
+  a2a_task_unknown: {
+    status: 404,
+    error: 'not_found',
+    description: 'Task not found',
+  },
+  a2a_task_foreign: {
+    status: 404,
+    error: 'not_found',
+    description: 'Task not found',
+  },
+  a2a_task_list_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Listing tasks is not supported through this gateway.',
+  },
+  a2a_task_path_refused: {
+    status: 404,
+    error: 'not_found',
+    description: 'Task resources of the HTTP+JSON binding are not served through this gateway; use JSON-RPC.',
+  },
+  a2a_task_registry_full: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The gateway cannot record more tasks now; try again later.',
+  },
+  a2a_upstream_task_foreign: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
 } as const satisfies Record<string, CodeSpec>;
 
 /** The closed union of reason codes. */

@@ -19,6 +19,8 @@ import { type ForwardCallbacks, ForwardHandler, rawHeader } from './proxy/forwar
 export const AGENT_CARD_PATHS = ['/.well-known/agent-card.json', '/.well-known/agent.json'] as const;
 
 export type A2aConfig = z.output<typeof a2aSchema>;
+/** The settings a card is rewritten with. */
+type CardSettings = Pick<A2aConfig, 'url' | 'scopes' | 'token_url'>;
 
 /** The interface lists of a card: `additionalInterfaces` (A2A 0.3) and `supportedInterfaces` (1.0). */
 const INTERFACE_LISTS = ['additionalInterfaces', 'supportedInterfaces'] as const;
@@ -87,7 +89,7 @@ const OAUTH2_DESCRIPTION = "Tokens from Tessera's token service.";
  * is a list of `SecurityRequirement` (`schemes`: map of scheme name to `StringList` `{list}`),
  * any one of which suffices.
  */
-function tesseraSecurity(config: A2aConfig, v1: boolean): Record<string, unknown> {
+function tesseraSecurity(config: CardSettings, v1: boolean): Record<string, unknown> {
   const scopes = config.scopes;
   const tokenUrl = config.token_url;
   if (v1) {
@@ -121,7 +123,7 @@ function tesseraSecurity(config: A2aConfig, v1: boolean): Record<string, unknown
  * gRPC port) are not the gateway's and are dropped, so that no client is sent around it to the
  * upstream's own address. Used for the public card and for the authenticated extended card alike.
  */
-export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, config: A2aConfig): Record<string, unknown> {
+export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, config: CardSettings): Record<string, unknown> {
   const v1 = isA2aV1Card(card);
   const out: Record<string, unknown> = { ...card };
   delete out.signatures;
@@ -287,7 +289,14 @@ export function isExtendedCardPath(path: string): boolean {
   return EXTENDED_CARD_PATHS.some((suffix) => p.endsWith(suffix));
 }
 
-export type A2aBody = { readonly ok: true; readonly extendedCard: boolean } | { readonly ok: false };
+export type A2aBody =
+  | {
+      readonly ok: true;
+      readonly extendedCard: boolean;
+      /** The parsed body (`undefined` when empty). */
+      readonly value?: unknown;
+    }
+  | { readonly ok: false };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -332,7 +341,7 @@ export function readA2aBody(body: Uint8Array): A2aBody {
     }
   }
   if (extendedCard && Array.isArray(value)) return { ok: false };
-  return { ok: true, extendedCard };
+  return { ok: true, extendedCard, value };
 }
 
 /** How an extended card arrives: the whole body (REST) or a JSON-RPC response's `result`. */
@@ -371,7 +380,7 @@ export function rewriteExtendedCard(text: string, form: ExtendedCardForm, config
 }
 
 /** `application/json`, `application/a2a+json` or another `+json` type. */
-function isJsonType(value: string | undefined): boolean {
+export function isJsonType(value: string | undefined): boolean {
   if (value === undefined) return false;
   const type = (value.split(';')[0] as string).trim().toLowerCase();
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));

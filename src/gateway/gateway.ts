@@ -36,6 +36,19 @@ import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a.ts';
 import {
+  isTaskPath,
+  MAX_A2A_ID,
+  type NamedIds,
+  type RecordIds,
+  RPC_TASK_NOT_FOUND,
+  RPC_UNSUPPORTED_OPERATION,
+  requestIds,
+  rpcIdOf,
+  TaskForwardHandler,
+  TaskOwners,
+  taskOwner,
+} from './a2a-tasks.ts';
+import {
   type Admission,
   type CompiledMcp,
   type CompiledRoute,
@@ -111,6 +124,8 @@ interface A2aForward {
   /** The request asks for the authenticated extended card, answered in this form: rewritten. */
   readonly card: ExtendedCardForm | undefined;
   readonly config: A2aConfig;
+  /** Records the tasks and contexts the answer names for the caller (`a2a.bind_tasks`). */
+  readonly record: RecordIds | undefined;
 }
 
 /** What an MCP route's request carries from its decision to the forwarder. */
@@ -439,6 +454,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     return { depth: Math.max(depth, stored), dropped: dropped + storeDropped, failed: failed + storeFailed };
   };
 
+  // Who owns each A2A task and context (a2a-tasks.ts): one registry for every route, kept across reloads.
+  const taskOwners = new TaskOwners();
   const streams = new StreamRegistry<AdmittedStream>({
     clock,
     revocation: deps.revocation,
@@ -774,6 +791,62 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   }
 
   /**
+   * Whether the caller (`owner`) may name what the request names (a2a-tasks.ts): every task its
+   * own, every context (and A2A 0.2 task) its own or new; the new ones are then recorded as its.
+   * The reason to refuse otherwise: a task never recorded and another principal's answer alike.
+   */
+  function checkTasks(
+    route: string,
+    named: NamedIds,
+    owner: string,
+    ttlMs: number,
+  ): 'a2a_task_unknown' | 'a2a_task_foreign' | 'a2a_task_registry_full' | undefined {
+    const now = clock();
+    for (const id of named.tasks) {
+      const o = taskOwners.ownerOf(route, 'task', id, now);
+      if (o === undefined) return 'a2a_task_unknown';
+      if (o !== owner) return 'a2a_task_foreign';
+    }
+    for (const id of named.newTasks) if (!ownerless(route, 'task', id, owner, now)) return 'a2a_task_foreign';
+    for (const id of named.contexts) if (!ownerless(route, 'context', id, owner, now)) return 'a2a_task_foreign';
+    // Checked whole before anything is recorded: a refused request claims nothing.
+    for (const id of named.tasks) taskOwners.claim(route, 'task', id, owner, now, ttlMs);
+    for (const [kind, ids] of [
+      ['task', named.newTasks],
+      ['context', named.contexts],
+    ] as const) {
+      for (const id of ids) if (taskOwners.claim(route, kind, id, owner, now, ttlMs) === 'full') return 'a2a_task_registry_full';
+    }
+    return undefined;
+  }
+
+  function ownerless(route: string, kind: 'task' | 'context', id: string, owner: string, now: number): boolean {
+    const o = taskOwners.ownerOf(route, kind, id, now);
+    return o === undefined || o === owner;
+  }
+
+  /** Record an answer's tasks and contexts as `owner`'s: false when one is another's (the answer is then not relayed). */
+  function recordTasks(
+    route: string,
+    ids: { tasks: readonly string[]; contexts: readonly string[] },
+    owner: string,
+    ttlMs: number,
+  ): boolean {
+    const now = clock();
+    for (const [kind, list] of [
+      ['task', ids.tasks],
+      ['context', ids.contexts],
+    ] as const) {
+      for (const id of list) {
+        // A longer id is not recorded: naming it later is refused.
+        if (id.length > MAX_A2A_ID) continue;
+        if (taskOwners.claim(route, kind, id, owner, now, ttlMs) === 'foreign') return false;
+      }
+    }
+    return true;
+  }
+
+  /**
    * An A2A route (its public card aside): decide as on any route, then read the body (any method:
    * an upstream may read one anyway) to know whether it calls for the authenticated extended card
    * (JSON-RPC), as the path does for REST. Such a call's answer is rewritten like the public card
@@ -795,9 +868,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         proceed(s, req, res, x, route, greq, decision, length);
         return;
       }
+      // The refusals below are audited with who asked.
+      if (decision.principal) x.principal = decision.principal;
+      if (decision.rule) x.rule = decision.rule;
       // A HEAD answer has no card in it to rewrite (nor to leak).
       let card: ExtendedCardForm | undefined = greq.method !== 'HEAD' && isExtendedCardPath(greq.path) ? 'rest' : undefined;
       let body: Buffer | undefined;
+      let value: unknown;
       if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
         // An upstream that inflates a compressed body (body-parser does) would read a call the gateway never saw.
         if (!isIdentityEncoding(req.headers['content-encoding'])) {
@@ -822,8 +899,36 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           return;
         }
         if (message.extendedCard) card = 'rpc';
+        value = message.value;
       }
-      proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config });
+      let record: RecordIds | undefined;
+      if (config.bind_tasks && card === undefined) {
+        // The HTTP+JSON binding names tasks in its paths (`/v1/tasks/{id}:cancel`): not read, so refused.
+        if (isTaskPath(greq.path)) {
+          deny(x, res, new TesseraError('a2a_task_path_refused'), route.authn.challenges);
+          return;
+        }
+        const named = requestIds(value);
+        if (!named.ok) {
+          const rpc = named.reason === 'a2a_task_list_refused' ? RPC_UNSUPPORTED_OPERATION : RPC_INVALID_REQUEST;
+          denyRpc(x, res, new TesseraError(named.reason), rpc, rpcIdOf(value));
+          return;
+        }
+        const owner = taskOwner(decision.principal as Principal);
+        const refused = checkTasks(route.id, named, owner, config.task_ttl * 1000);
+        if (refused !== undefined) {
+          denyRpc(
+            x,
+            res,
+            new TesseraError(refused),
+            refused === 'a2a_task_registry_full' ? RPC_SERVER_ERROR : RPC_TASK_NOT_FOUND,
+            rpcIdOf(value),
+          );
+          return;
+        }
+        record = (ids) => recordTasks(route.id, ids, owner, config.task_ttl * 1000);
+      }
+      proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config, record });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
         x.reason = 'client_closed';
@@ -965,6 +1070,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const headers = upstreamHeaders(s, req, route, decision, x);
     // An MCP event stream's ids are signed as they pass (mcp/events.ts): it must come plain.
     if (mcp !== undefined) headers['accept-encoding'] = 'identity';
+    // An A2A answer is read for the tasks it names (a2a-tasks.ts): it must come plain.
+    if (a2a?.record !== undefined) headers['accept-encoding'] = 'identity';
     if (a2a?.card !== undefined) {
       // The extended card is rewritten, so it must come whole and plain: not compressed, not a
       // range of it, not a 304 to a copy the caller kept from before.
@@ -1012,6 +1119,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       );
     else if (a2a?.card !== undefined) {
       const handler = new ExtendedCardForwardHandler(res, proxied, options.responseHeaders, a2a.card, a2a.config, options.ownCredential);
+      proxied.handler = forwardWith(handler, options);
+    } else if (a2a?.record !== undefined) {
+      const handler = new TaskForwardHandler(res, proxied, options.responseHeaders, a2a.record, options.ownCredential);
       proxied.handler = forwardWith(handler, options);
     } else proxied.handler = forward(res, options, proxied);
     // Every exchange in flight is watched, not only streams: a long upload or a long download with

@@ -78,6 +78,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An A2A extended agent card the gateway cannot read whole and rewrite (a2a.ts).
     case 'a2a_extended_card_invalid':
       return { code: 'a2a_extended_card_invalid', kind: 'extended_card_invalid' };
+    // An A2A answer naming another principal's task (a2a-tasks.ts).
+    case 'a2a_upstream_task_foreign':
+      return { code: 'a2a_upstream_task_foreign', kind: 'task_foreign' };
     case 'upstream_credential_rejected':
       return { code: 'upstream_credential_rejected', kind: 'credential_rejected' };
     case 'ECONNREFUSED':

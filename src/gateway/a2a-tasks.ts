@@ -1,0 +1,463 @@
+/**
+ * A2A tasks and contexts bound to the principal that created them. An A2A upstream names its
+ * tasks (`Task.id`) and contexts (`contextId`) in its answers, and callers name them again in
+ * `tasks/get`, `tasks/cancel`, `tasks/resubscribe`, `tasks/pushNotificationConfig/*` and in a
+ * `message/send` or `message/stream` continuing a task (`message.taskId`, `message.contextId`).
+ * Upstreams often trust the gateway to have checked who may do that; this module is that check.
+ *
+ * Stateful, not signed ids (as MCP sessions are): the gateway records, when an answer names a task
+ * or a context, that it belongs to the caller it was sent to (first one wins), and lets a request
+ * naming a task through only for its owner. The upstream's ids and bytes pass unchanged, so push
+ * notifications (sent by the upstream straight to the client, with the upstream's ids), ids a
+ * client chooses (a new `contextId`, A2A 0.2's task id) and ids quoted in text keep working; and an
+ * id the upstream shows a caller is not thereby that caller's (a signed id would be: anyone shown
+ * it could present it). An id this module fails to record is refused later: it fails closed.
+ *
+ * Reading a request: every `taskId` and `referenceTaskIds` anywhere in it must be the caller's
+ * tasks, every `contextId` (0.2: `sessionId`) the caller's context or a new one (then it becomes
+ * the caller's), and so must the task a JSON-RPC `params.id` names (A2A 0.2's `tasks/send` may
+ * name a new one). Keys are compared without case and NULs, as lenient upstream parsers read them.
+ * Listing tasks (1.0 `ListTasks`) is refused: its answer would list every caller's tasks.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import type { Principal } from '../core/verify/principal.ts';
+import { isJsonType } from './a2a.ts';
+import { isEventStream } from './mcp/events.ts';
+import { ownerOf } from './mcp/sessions.ts';
+import { type ForwardCallbacks, ForwardHandler, rawHeader } from './proxy/forward.ts';
+
+export type IdKind = 'task' | 'context';
+
+/** A2A's JSON-RPC errors: `TaskNotFoundError` (what an agent answers for a task it does not have) and `UnsupportedOperationError`. */
+export const RPC_TASK_NOT_FOUND = -32001;
+export const RPC_UNSUPPORTED_OPERATION = -32004;
+
+/** The `id` of a single JSON-RPC request (echoed in an error answer), else `null`. */
+export function rpcIdOf(value: unknown): string | number | null {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+  const id = (value as { id?: unknown }).id;
+  return typeof id === 'string' || typeof id === 'number' ? id : null;
+}
+
+/** Ids longer than this are never recorded, and refused in a request. */
+export const MAX_A2A_ID = 1024;
+
+/** Who a task belongs to: a digest of {@link ownerOf} (the same principal as MCP sessions). */
+export function taskOwner(p: Principal): string {
+  return createHash('sha256')
+    .update(JSON.stringify(ownerOf(p)), 'utf8')
+    .digest('base64url');
+}
+
+/**
+ * Which principal each task and context of a route belongs to. Kept in this process: several
+ * gateway instances do not share it (a task created through one is unknown to the others).
+ */
+export class TaskOwners {
+  readonly #maxEntries: number;
+  readonly #maxPerOwner: number;
+  /** key → owner and expiry; Map order is insertion order, refreshed on use (oldest first). */
+  readonly #entries = new Map<string, { owner: string; until: number }>();
+  readonly #perOwner = new Map<string, number>();
+
+  constructor(options: { maxEntries?: number; maxPerOwner?: number } = {}) {
+    this.#maxEntries = options.maxEntries ?? 100_000;
+    this.#maxPerOwner = options.maxPerOwner ?? 10_000;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The owner of `id`, if it is recorded and not expired at `now`. */
+  ownerOf(route: string, kind: IdKind, id: string, now: number): string | undefined {
+    const key = keyOf(route, kind, id);
+    const e = this.#entries.get(key);
+    if (e === undefined) return undefined;
+    if (e.until <= now) {
+      this.#delete(key, e.owner);
+      return undefined;
+    }
+    return e.owner;
+  }
+
+  /**
+   * Record `id` as `owner`'s unless it is another's: `'owned'` when it is (now) `owner`'s (for
+   * `ttlMs` from `now`, on each use again), `'foreign'` when another owns it, `'full'` when it cannot be recorded
+   * (the registry or `owner`'s share of it is full: nothing is evicted that is still live, since
+   * an evicted context could then be claimed by anyone).
+   */
+  claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): 'owned' | 'foreign' | 'full' {
+    const key = keyOf(route, kind, id);
+    const current = this.ownerOf(route, kind, id, now);
+    if (current !== undefined && current !== owner) return 'foreign';
+    if (current === undefined) {
+      if (this.#entries.size >= this.#maxEntries) this.#sweep(now);
+      if (this.#entries.size >= this.#maxEntries || (this.#perOwner.get(owner) ?? 0) >= this.#maxPerOwner) return 'full';
+      this.#perOwner.set(owner, (this.#perOwner.get(owner) ?? 0) + 1);
+    } else this.#entries.delete(key);
+    this.#entries.set(key, { owner, until: now + ttlMs });
+    return 'owned';
+  }
+
+  #delete(key: string, owner: string): void {
+    this.#entries.delete(key);
+    const n = (this.#perOwner.get(owner) ?? 1) - 1;
+    if (n <= 0) this.#perOwner.delete(owner);
+    else this.#perOwner.set(owner, n);
+  }
+
+  /** Drop expired entries (oldest first, so it stops at the first live one). */
+  #sweep(now: number): void {
+    for (const [key, e] of this.#entries) {
+      if (e.until > now) break;
+      this.#delete(key, e.owner);
+    }
+  }
+}
+
+function keyOf(route: string, kind: IdKind, id: string): string {
+  return JSON.stringify([route, kind, id]);
+}
+
+/** A key as an upstream's lenient parser may read it: without NULs, any case. */
+function norm(key: string): string {
+  return key.replaceAll('\u0000', '').toLowerCase();
+}
+
+/** What a request names: tasks that must be the caller's, tasks and contexts it may also create. */
+export interface NamedIds {
+  /** Tasks that must exist and be the caller's. */
+  readonly tasks: string[];
+  /** Tasks the caller may name new (A2A 0.2 `tasks/send`): the caller's or unknown. */
+  readonly newTasks: string[];
+  /** Contexts: the caller's or unknown (a client may start one with an id of its choosing). */
+  readonly contexts: string[];
+}
+
+export type RequestIds =
+  | ({ readonly ok: true } & NamedIds)
+  | { readonly ok: false; readonly reason: 'a2a_message_invalid' | 'a2a_task_list_refused' };
+
+/** JSON-RPC methods that list tasks (A2A 1.0 `ListTasks`, and its slash spelling). */
+const LIST_METHODS = new Set(['listtasks', 'tasks/list']);
+/** A2A 0.2: the client names the task it sends to, new or not, in `params.id`. */
+const SEND_02_METHODS = new Set(['tasks/send', 'tasks/sendsubscribe']);
+
+/**
+ * The ids a request body (parsed JSON) names, or a refusal: an id that is not a string (an upstream
+ * may read `123` as `"123"`), longer than {@link MAX_A2A_ID}, or a call listing tasks. A JSON-RPC
+ * message (an object with a `method`, or a batch of them) is read by method; any other body (the
+ * HTTP+JSON binding) for its `taskId`, `contextId` and `referenceTaskIds` alone.
+ */
+export function requestIds(body: unknown): RequestIds {
+  const ids = { tasks: [] as string[], newTasks: [] as string[], contexts: [] as string[] };
+  const messages = Array.isArray(body) ? body : [body];
+  for (const m of messages) {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) continue;
+    let method: string | undefined;
+    let params: unknown;
+    for (const [k, v] of Object.entries(m)) {
+      const n = norm(k);
+      if (n === 'method' && typeof v === 'string') method = v.trim().toLowerCase();
+      else if (n === 'params') params = v;
+    }
+    if (method === undefined) {
+      if (!walk(m, ids)) return { ok: false, reason: 'a2a_message_invalid' };
+      continue;
+    }
+    if (LIST_METHODS.has(method)) return { ok: false, reason: 'a2a_task_list_refused' };
+    if (typeof params !== 'object' || params === null || Array.isArray(params)) continue;
+    if (!walk(params, ids)) return { ok: false, reason: 'a2a_message_invalid' };
+    const top = params as Record<string, unknown>;
+    let hasTaskId = false;
+    for (const k of Object.keys(top)) if (norm(k) === 'taskid') hasTaskId = true;
+    for (const [k, v] of Object.entries(top)) {
+      const n = norm(k);
+      if (n === 'id') {
+        // A push notification config call naming `taskId` names its config by `id` (A2A 1.0).
+        if (hasTaskId && method.includes('pushnotification')) continue;
+        if (v === null || v === undefined) continue;
+        if (!validId(v)) return { ok: false, reason: 'a2a_message_invalid' };
+        (SEND_02_METHODS.has(method) ? ids.newTasks : ids.tasks).push(v);
+      } else if ((n === 'name' || n === 'parent') && typeof v === 'string' && /^tasks\//i.test(v)) {
+        // A resource name of the 1.0 drafts: `tasks/{id}` or `tasks/{id}/pushNotificationConfigs/{cid}`.
+        const id = v.split('/')[1] ?? '';
+        if (!validId(id)) return { ok: false, reason: 'a2a_message_invalid' };
+        ids.tasks.push(id);
+      }
+    }
+  }
+  return { ok: true, ...ids };
+}
+
+function validId(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= MAX_A2A_ID;
+}
+
+/** Collect `taskId`, `referenceTaskIds`, `contextId` and `sessionId` at any depth of `root`; false on a bad one. */
+function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): boolean {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      for (const e of v) stack.push(e);
+      continue;
+    }
+    for (const [k, e] of Object.entries(v)) {
+      const n = norm(k);
+      if (n === 'taskid') {
+        if (e === null) continue;
+        if (!validId(e)) return false;
+        ids.tasks.push(e);
+      } else if (n === 'contextid' || n === 'sessionid') {
+        if (e === null) continue;
+        if (!validId(e)) return false;
+        ids.contexts.push(e);
+      } else if (n === 'referencetaskids') {
+        if (e === null) continue;
+        if (!Array.isArray(e)) return false;
+        for (const r of e) {
+          if (!validId(r)) return false;
+          ids.tasks.push(r);
+        }
+      } else stack.push(e);
+    }
+  }
+  return true;
+}
+
+/**
+ * The tasks and contexts an answer (a JSON-RPC response, an SSE event's data, or an HTTP+JSON
+ * body) creates or names as its subject, read only where A2A puts them: the result itself or its
+ * 1.0 wrapper (`task`, `message`, `statusUpdate`, `artifactUpdate`) being a Task (`id` and
+ * `status`; 0.2's `sessionId` its context), a Message or an update event (`taskId`, `contextId`).
+ * Ids elsewhere (in parts, metadata, `referenceTaskIds`) are not the caller's for being shown.
+ */
+export function answerIds(value: unknown): { tasks: string[]; contexts: string[] } {
+  const out = { tasks: [] as string[], contexts: [] as string[] };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return out;
+  const v = value as Record<string, unknown>;
+  // A JSON-RPC response carries the answer in `result`; an HTTP+JSON body is the answer.
+  const result = 'jsonrpc' in v || 'result' in v || 'error' in v ? v.result : v;
+  if (typeof result !== 'object' || result === null || Array.isArray(result)) return out;
+  const r = result as Record<string, unknown>;
+  for (const c of [r, r.task, r.message, r.statusUpdate, r.artifactUpdate]) {
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) continue;
+    const o = c as Record<string, unknown>;
+    const status = o.status;
+    if (typeof o.id === 'string' && typeof status === 'object' && status !== null) out.tasks.push(o.id);
+    if (typeof o.taskId === 'string') out.tasks.push(o.taskId);
+    if (typeof o.contextId === 'string') out.contexts.push(o.contextId);
+    if (typeof o.sessionId === 'string') out.contexts.push(o.sessionId);
+  }
+  return out;
+}
+
+/** Is this request path one of the HTTP+JSON binding's task resources (`/v1/tasks/…`, `/tasks`)? */
+export function isTaskPath(path: string): boolean {
+  return path.split('/').some((segment) => /^tasks(?:[:.;].*)?$/i.test(decodeSegment(segment)));
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** The largest answer (a JSON body, one SSE event's data) read for its ids; past it, none are recorded. */
+export const MAX_OBSERVED = 1024 * 1024;
+
+/**
+ * The `data` of each event of an SSE stream (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
+ * `data: v` lines joined with LF; an empty line dispatches), fed chunk by chunk. An event whose
+ * data passes {@link MAX_OBSERVED} is skipped (its ids are then not recorded).
+ */
+export class SseDataReader {
+  #line: Buffer[] = [];
+  #lineBytes = 0;
+  #lineTooLong = false;
+  #data: string[] = [];
+  #dataBytes = 0;
+  #skip = false;
+  /** The previous chunk ended with a CR: a LF opening this one ends no second line. */
+  #skipLf = false;
+
+  /** The data of every event completed in `chunk`. */
+  push(chunk: Buffer): string[] {
+    const events: string[] = [];
+    let from = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i] as number;
+      if (b === 0x0a && this.#skipLf) {
+        // The LF of a CRLF whose CR ended the previous chunk.
+        this.#skipLf = false;
+        from = i + 1;
+        continue;
+      }
+      this.#skipLf = false;
+      if (b !== 0x0a && b !== 0x0d) continue;
+      this.#add(chunk.subarray(from, i));
+      const event = this.#endLine();
+      if (event !== undefined) events.push(event);
+      if (b === 0x0d) {
+        if (i + 1 >= chunk.length) this.#skipLf = true;
+        else if (chunk[i + 1] === 0x0a) i++;
+      }
+      from = i + 1;
+    }
+    this.#add(chunk.subarray(from));
+    return events;
+  }
+
+  #add(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.#lineBytes += bytes.length;
+    if (this.#lineBytes > MAX_OBSERVED) {
+      this.#lineTooLong = true;
+      this.#line = [];
+      return;
+    }
+    if (!this.#lineTooLong) this.#line.push(bytes);
+  }
+
+  #endLine(): string | undefined {
+    const tooLong = this.#lineTooLong;
+    const line = Buffer.concat(this.#line)
+      .toString('utf8')
+      .replace(/^\uFEFF/, '');
+    this.#line = [];
+    this.#lineBytes = 0;
+    this.#lineTooLong = false;
+    if (tooLong) {
+      this.#skip = true;
+      return undefined;
+    }
+    if (line === '') {
+      const skip = this.#skip;
+      const data = this.#data;
+      this.#data = [];
+      this.#dataBytes = 0;
+      this.#skip = false;
+      return skip || data.length === 0 ? undefined : data.join('\n');
+    }
+    const colon = line.indexOf(':');
+    const name = colon < 0 ? line : line.slice(0, colon);
+    if (name !== 'data') return undefined;
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    this.#dataBytes += value.length;
+    if (this.#dataBytes > MAX_OBSERVED) this.#skip = true;
+    else this.#data.push(value);
+    return undefined;
+  }
+}
+
+/** The upstream answered a caller with a task or context another principal owns: nothing more of it is relayed. */
+export class UpstreamTaskForeign extends Error {
+  override readonly name = 'UpstreamTaskForeign';
+  readonly code = 'a2a_upstream_task_foreign';
+  constructor() {
+    super('the upstream answered with a task of another principal');
+  }
+}
+
+/** Records an answer's ids for the caller; false when one is another principal's. */
+export type RecordIds = (ids: { tasks: readonly string[]; contexts: readonly string[] }) => boolean;
+
+function parsed(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Forwards an A2A answer, recording the tasks and contexts it names for the caller
+ * ({@link answerIds}) before the caller can read them. An event stream passes chunk by chunk as it
+ * arrives, each event's ids recorded before the chunk completing it is written. A JSON answer (2xx)
+ * is held until complete (at most {@link MAX_OBSERVED}; a larger one is relayed unread, its ids not
+ * recorded), then recorded and relayed. An answer naming another principal's task or context fails
+ * the exchange ({@link UpstreamTaskForeign}): 502 before its head, the stream cut after it.
+ */
+export class TaskForwardHandler extends ForwardHandler {
+  readonly #record: RecordIds;
+  #sse: SseDataReader | undefined;
+  #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
+  #chunks: Buffer[] = [];
+  #total = 0;
+
+  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], record: RecordIds, ownCredential = false) {
+    super(res, cb, extra, ownCredential);
+    this.#record = record;
+  }
+
+  override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    if (status < 200 || status >= 300) return super.onHeaders(status, raw, resume);
+    const encoding = rawHeader(raw, 'content-encoding');
+    // Asked for identity: a compressed answer cannot be read, so its ids are not recorded.
+    if (encoding === null || (encoding !== undefined && encoding.trim() !== '' && encoding.trim().toLowerCase() !== 'identity'))
+      return super.onHeaders(status, raw, resume);
+    const type = rawHeader(raw, 'content-type') ?? undefined;
+    if (isEventStream(type)) {
+      this.#sse = new SseDataReader();
+      return super.onHeaders(status, raw, resume);
+    }
+    if (!isJsonType(type)) return super.onHeaders(status, raw, resume);
+    this.#head = { status, raw, resume };
+    return true;
+  }
+
+  override onData(chunk: Buffer): boolean {
+    if (this.#head !== undefined) {
+      this.#total += chunk.length;
+      this.#chunks.push(chunk);
+      if (this.#total <= MAX_OBSERVED) return true;
+      // Too large to read: relayed as it comes from here on, unread.
+      return this.#release() === 'flowing';
+    }
+    if (this.#sse !== undefined) {
+      for (const data of this.#sse.push(chunk)) {
+        if (!this.#record(answerIds(parsed(data)))) {
+          this.abort(new UpstreamTaskForeign());
+          return false;
+        }
+      }
+    }
+    return super.onData(chunk);
+  }
+
+  override onComplete(): void {
+    const head = this.#head;
+    if (head !== undefined) {
+      const text = Buffer.concat(this.#chunks, this.#total).toString('utf8');
+      if (!this.#record(answerIds(parsed(text)))) {
+        this.#head = undefined;
+        // The exchange is over upstream: fail it here (502 to the caller, nothing relayed).
+        this.onError(new UpstreamTaskForeign());
+        return;
+      }
+      if (this.#release() === 'refused') return;
+    }
+    super.onComplete();
+  }
+
+  /** Send the held head and chunks: `refused` when the head could not go (the caller is gone), `paused` on back-pressure. */
+  #release(): 'flowing' | 'paused' | 'refused' {
+    const head = this.#head as { status: number; raw: Buffer[]; resume: () => void };
+    this.#head = undefined;
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    if (!super.onHeaders(head.status, head.raw, head.resume)) return 'refused';
+    let flowing = true;
+    for (const c of chunks) flowing = super.onData(c) && flowing;
+    return flowing ? 'flowing' : 'paused';
+  }
+}

@@ -1,0 +1,338 @@
+/**
+ * A2A tasks bound to the principal that created them: behind the gateway, an upstream agent that
+ * trusts it to authenticate (and checks no ownership itself) answers each caller about its own
+ * tasks only. Two principals, Alice and Bob, against a real JSON-RPC agent on loopback.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+
+interface AgentTask {
+  kind: 'task';
+  id: string;
+  contextId: string;
+  status: { state: string };
+  artifacts: unknown[];
+  history: unknown[];
+}
+
+/**
+ * An A2A 0.3 agent (JSON-RPC binding) keeping tasks in memory, with no notion of who owns them:
+ * `message/send` creates a task (or continues the one `message.taskId` names), `message/stream`
+ * streams one (task, working, artifact, then the final status once `release()` is called),
+ * `tasks/get`, `tasks/cancel`, `tasks/resubscribe` and `tasks/pushNotificationConfig/set` act on
+ * whatever task id they are given.
+ */
+function agent() {
+  const tasks = new Map<string, AgentTask>();
+  const waiting: (() => void)[] = [];
+  const handler = (_req: unknown, res: ServerResponse, body: string) => {
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON-RPC request under test
+    const rpc: any = JSON.parse(body);
+    const reply = (payload: Record<string, unknown>) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, ...payload }));
+    const notFound = () => reply({ error: { code: -32001, message: 'Task not found' } });
+    const p = rpc.params ?? {};
+    switch (rpc.method) {
+      case 'message/send':
+      case 'message/stream': {
+        const m = p.message ?? {};
+        let task = m.taskId === undefined ? undefined : tasks.get(m.taskId);
+        if (m.taskId !== undefined && task === undefined) return notFound();
+        if (task === undefined) {
+          task = {
+            kind: 'task',
+            id: randomUUID(),
+            contextId: m.contextId ?? randomUUID(),
+            status: { state: 'submitted' },
+            artifacts: [],
+            history: [],
+          };
+          tasks.set(task.id, task);
+        }
+        task.history.push(m);
+        if (rpc.method === 'message/send') {
+          task.status = { state: 'completed' };
+          task.artifacts = [{ artifactId: 'a1', parts: [{ kind: 'text', text: `secret result for ${task.id}` }] }];
+          return reply({ result: task });
+        }
+        const t = task;
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const event = (result: unknown) => res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result })}\n\n`);
+        event(t);
+        event({ kind: 'status-update', taskId: t.id, contextId: t.contextId, status: { state: 'working' }, final: false });
+        event({
+          kind: 'artifact-update',
+          taskId: t.id,
+          contextId: t.contextId,
+          artifact: { artifactId: 'a1', parts: [{ kind: 'text', text: 'partial' }] },
+        });
+        waiting.push(() => {
+          t.status = { state: 'completed' };
+          event({ kind: 'status-update', taskId: t.id, contextId: t.contextId, status: { state: 'completed' }, final: true });
+          res.end();
+        });
+        return;
+      }
+      case 'tasks/get': {
+        const task = tasks.get(p.id);
+        return task === undefined ? notFound() : reply({ result: task });
+      }
+      case 'tasks/cancel': {
+        const task = tasks.get(p.id);
+        if (task === undefined) return notFound();
+        task.status = { state: 'canceled' };
+        return reply({ result: task });
+      }
+      case 'tasks/resubscribe': {
+        const task = tasks.get(p.id);
+        if (task === undefined) return notFound();
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(`data: ${JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result: task })}\n\n`);
+        return;
+      }
+      case 'tasks/pushNotificationConfig/set': {
+        const task = tasks.get(p.taskId);
+        return task === undefined ? notFound() : reply({ result: p });
+      }
+      default:
+        return reply({ error: { code: -32601, message: 'Method not found' } });
+    }
+  };
+  return {
+    tasks,
+    handler,
+    /** End the streams waiting for their final event. */
+    release: () => {
+      for (const w of waiting.splice(0)) w();
+    },
+  };
+}
+
+describe('gateway: A2A tasks bound to their creator', () => {
+  const a = agent();
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let alice: string;
+  let bob: string;
+  before(async () => {
+    upstream = await startUpstream(a.handler);
+    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token' });
+    alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+    bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  let n = 0;
+  const call = (bearer: string, method: string, params: unknown) =>
+    fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: ++n, method, params }),
+    });
+  // biome-ignore lint/suspicious/noExplicitAny: JSON-RPC answers under test
+  const json = async (res: Response): Promise<any> => res.json();
+  const message = (text: string, extra: Record<string, unknown> = {}) => ({
+    message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [{ kind: 'text', text }], ...extra },
+  });
+  /** A task Alice created with message/send. */
+  const alicesTask = async (): Promise<AgentTask> => {
+    const res = await call(alice, 'message/send', message('find papers'));
+    assert.equal(res.status, 200);
+    return (await json(res)).result;
+  };
+  /** The upstream's requests naming `id` since `from`. */
+  const reached = (from: number, id: string) => upstream.seen.slice(from).filter((s) => s.body.includes(id));
+
+  async function assertTaskNotFound(res: Response, id: number): Promise<void> {
+    assert.equal(res.status, 404);
+    assert.deepEqual(await json(res), { jsonrpc: '2.0', id, error: { code: -32001, message: 'Task not found' } });
+  }
+
+  it('the creator gets, cancels and resubscribes to its own task', async () => {
+    const task = await alicesTask();
+    const got = await json(await call(alice, 'tasks/get', { id: task.id }));
+    assert.equal(got.result.id, task.id);
+    assert.match(JSON.stringify(got.result.artifacts), /secret result/);
+    const resub = await call(alice, 'tasks/resubscribe', { id: task.id });
+    assert.equal(resub.status, 200);
+    assert.match(await resub.text(), new RegExp(task.id));
+    const more = await json(await call(alice, 'message/send', message('and more', { taskId: task.id, contextId: task.contextId })));
+    assert.equal(more.result.id, task.id);
+    const canceled = await json(await call(alice, 'tasks/cancel', { id: task.id }));
+    assert.equal(canceled.result.status.state, 'canceled');
+  });
+
+  it("tasks/get of another principal's task: -32001 Task not found, the upstream never asked, audited a2a_task_foreign", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    const res = await call(bob, 'tasks/get', { id: task.id });
+    await assertTaskNotFound(res, n);
+    assert.equal(reached(from, task.id).length, 0);
+    const events = await requestEvents(gw);
+    const last = events.at(-1);
+    assert.equal(last?.reason, 'a2a_task_foreign');
+    assert.equal(last?.decision, 'deny');
+    assert.equal(last?.subject, 'bob');
+  });
+
+  it("tasks/cancel of another principal's task is refused; the task runs on", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    await assertTaskNotFound(await call(bob, 'tasks/cancel', { id: task.id }), n);
+    assert.equal(reached(from, task.id).length, 0);
+    assert.equal(a.tasks.get(task.id)?.status.state, 'completed');
+  });
+
+  it("tasks/resubscribe to another principal's task is refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    await assertTaskNotFound(await call(bob, 'tasks/resubscribe', { id: task.id }), n);
+    assert.equal(reached(from, task.id).length, 0);
+  });
+
+  it("message/send continuing another principal's task (message.taskId) is refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    await assertTaskNotFound(await call(bob, 'message/send', message('give me the result', { taskId: task.id })), n);
+    assert.equal(reached(from, task.id).length, 0);
+  });
+
+  it("message/stream in another principal's context (message.contextId) is refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    await assertTaskNotFound(await call(bob, 'message/stream', message('what did we say?', { contextId: task.contextId })), n);
+    assert.equal(reached(from, task.contextId).length, 0);
+  });
+
+  it("a message referencing another principal's task (referenceTaskIds) is refused", async () => {
+    const task = await alicesTask();
+    await assertTaskNotFound(await call(bob, 'message/send', message('summarize', { referenceTaskIds: [task.id] })), n);
+  });
+
+  it("tasks/pushNotificationConfig/set on another principal's task is refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    const res = await call(bob, 'tasks/pushNotificationConfig/set', {
+      taskId: task.id,
+      pushNotificationConfig: { url: 'https://bob.example/hook' },
+    });
+    await assertTaskNotFound(res, n);
+    assert.equal(reached(from, task.id).length, 0);
+  });
+
+  it('a key spelled in another case or with a NUL (read alike by lenient upstreams) is checked too', async () => {
+    const task = await alicesTask();
+    const body = `{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{"ID":"${task.id}"}}`;
+    const res = await fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bob}`, 'content-type': 'application/json' },
+      body,
+    });
+    await assertTaskNotFound(res, 7);
+    await assertTaskNotFound(await call(bob, 'message/send', message('x', { 'task\u0000Id': task.id })), n);
+  });
+
+  it('a task id the gateway never saw answers exactly as a foreign one (audited a2a_task_unknown)', async () => {
+    const res = await call(bob, 'tasks/get', { id: randomUUID() });
+    await assertTaskNotFound(res, n);
+    const events = await requestEvents(gw);
+    assert.equal(events.at(-1)?.reason, 'a2a_task_unknown');
+  });
+
+  it("a task id that is not a string is refused (an upstream may read 123 as '123')", async () => {
+    const res = await call(bob, 'tasks/get', { id: 123 });
+    assert.equal(res.status, 400);
+    assert.equal((await json(res)).error.code, -32600);
+  });
+
+  it("listing tasks is refused: the answer would list every principal's tasks", async () => {
+    const res = await call(bob, 'ListTasks', {});
+    assert.equal(res.status, 400);
+    assert.equal((await json(res)).error.code, -32004);
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_list_refused');
+  });
+
+  it("the HTTP+JSON binding's task paths (ids in the path) are refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    for (const path of [`/agent/v1/tasks/${task.id}`, `/agent/v1/tasks/${task.id}:cancel`, '/agent/tasks']) {
+      const res = await fetch(`${gw.url}${path}`, {
+        method: path.endsWith(':cancel') ? 'POST' : 'GET',
+        headers: { authorization: `Bearer ${alice}` },
+      });
+      assert.equal(res.status, 404, path);
+      await res.text();
+    }
+    assert.equal(upstream.seen.length, from);
+  });
+
+  it('message/stream: events reach the creator as they come (before the stream ends), then the streamed task is its alone', async () => {
+    const res = await call(alice, 'message/stream', message('stream it'));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'text/event-stream');
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    // The task, working and artifact events arrive while the upstream still holds the stream open.
+    while ((text.match(/\n\n/g) ?? []).length < 3) {
+      const { value, done } = await reader.read();
+      assert.equal(done, false, 'the stream ended before its events arrived');
+      text += decoder.decode(value, { stream: true });
+    }
+    const task = JSON.parse((text.split('\n\n')[0] as string).slice('data: '.length)).result as AgentTask;
+    assert.match(text, /artifact-update/);
+    // Bound while the stream is still open: Bob cannot read it, Alice can.
+    await assertTaskNotFound(await call(bob, 'tasks/get', { id: task.id }), n);
+    assert.equal((await json(await call(alice, 'tasks/get', { id: task.id }))).result.id, task.id);
+    a.release();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    assert.match(text, /"final":true/);
+    await assertTaskNotFound(await call(bob, 'tasks/resubscribe', { id: task.id }), n);
+  });
+
+  it('a caller may start a context with an id of its choosing; it is then its alone', async () => {
+    const contextId = randomUUID();
+    const res = await json(await call(bob, 'message/send', message('hi', { contextId })));
+    assert.equal(res.result.contextId, contextId);
+    await assertTaskNotFound(await call(alice, 'message/send', message('hi', { contextId })), n);
+  });
+});
+
+describe('gateway: A2A tasks with a2a.bind_tasks: false', () => {
+  const a = agent();
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream(a.handler);
+    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token', bind_tasks: false });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('passes every task call to the upstream (which then checks ownership itself)', async () => {
+    const post = async (bearer: string, method: string, params: unknown) =>
+      (
+        await fetch(`${gw.url}/agent/`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+        })
+      ).json() as Promise<{ result: AgentTask }>;
+    const alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+    const bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+    const task = (await post(alice, 'message/send', { message: { role: 'user', messageId: 'm', parts: [] } })).result;
+    assert.equal((await post(bob, 'tasks/get', { id: task.id })).result.id, task.id);
+  });
+});
