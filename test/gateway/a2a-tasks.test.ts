@@ -336,3 +336,61 @@ describe('gateway: A2A tasks with a2a.bind_tasks: false', () => {
     assert.equal((await post(bob, 'tasks/get', { id: task.id })).result.id, task.id);
   });
 });
+
+describe("gateway: an A2A upstream answering with another principal's task", () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let leaked: unknown;
+  before(async () => {
+    upstream = await startUpstream((_req, res, body) => {
+      const rpc = JSON.parse(body) as { id: number; method: string };
+      if (rpc.method === 'message/stream') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(
+          `data: {"jsonrpc":"2.0","id":${rpc.id},"result":{"kind":"status-update","taskId":"t-other","contextId":"c-new","status":{"state":"working"},"final":false}}\r\n\r\n`,
+        );
+        setTimeout(() => res.end(`data: {"jsonrpc":"2.0","id":${rpc.id},"result":${JSON.stringify(leaked)}}\n\n`), 20);
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result: leaked }));
+    });
+    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const send = async (bearer: string, method: string) =>
+    fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { message: { role: 'user', messageId: randomUUID(), parts: [] } } }),
+    });
+
+  it("a JSON answer naming another principal's task is not relayed (502 a2a_upstream_task_foreign)", async () => {
+    const alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+    const bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+    leaked = { kind: 'task', id: 't-alice', contextId: 'c-alice', status: { state: 'completed' }, artifacts: [{ text: 'secret' }] };
+    const first = await send(alice, 'message/send');
+    assert.equal(first.status, 200);
+    assert.equal(((await first.json()) as { result: { id: string } }).result.id, 't-alice');
+    const res = await send(bob, 'message/send');
+    assert.equal(res.status, 502);
+    assert.doesNotMatch(await res.text(), /secret|t-alice/);
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_upstream_task_foreign');
+  });
+
+  it("an event stream naming another principal's task is cut before that event (CRLF-delimited events read too)", async () => {
+    const bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+    const res = await send(bob, 'message/stream');
+    assert.equal(res.status, 200);
+    let text = '';
+    try {
+      text = await res.text();
+    } catch {
+      // Cut: the caller sees an incomplete stream.
+    }
+    assert.doesNotMatch(text, /secret|t-alice/);
+  });
+});
