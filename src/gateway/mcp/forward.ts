@@ -86,7 +86,9 @@ function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
  * compressed, or cannot be read whole fails the exchange with {@link ToolsListInvalid} (nothing of
  * it relayed); an event stream that turns out ambiguous is cut. With `tools.listing` false (any
  * other request, a GET stream resumed or standalone), every event stream is filtered the same way,
- * and one that is compressed fails the exchange: it could replay a tools/list response unread.
+ * and one that is compressed fails the exchange: it could replay a tools/list response unread; a
+ * response event past `tools.limit` streams unless it shows a tools list, and is cut if it shows
+ * one after it began to go out. A JSON answer to any other request is not read at all.
  */
 export class SessionForwardHandler extends ForwardHandler {
   readonly #sign: McpSigning;

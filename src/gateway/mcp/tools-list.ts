@@ -7,7 +7,9 @@
  * which only the event carrying a JSON-RPC response is held and rewritten; every other event
  * passes as it arrives. Every event stream of an MCP route is read so, not only the one answering a
  * tools/list: a stream resumed with `Last-Event-ID` replays the upstream's stored events, a
- * tools/list response among them (`listing: false`).
+ * tools/list response among them (`listing: false`). There, a response larger than the limit whose
+ * result has shown no `tools` member by then (a large tools/call result) is not held to its end:
+ * it streams, still read, and is cut if a `tools` member of its result shows up later.
  *
  * Fail closed: a result the gateway cannot read whole (over the limit, not JSON, a repeated or
  * look-alike key, `tools` not a list, the answer to the request without `tools`) is replaced by a
@@ -46,7 +48,11 @@ export interface ToolsListFilter {
   readonly listing?: boolean;
   /** May the caller call the tool `name` (a tools/call of it allowed by the route's rules)? */
   readonly allows: (name: string) => boolean;
-  /** Largest answer (JSON) or response event (SSE) read, in bytes. */
+  /**
+   * Largest answer (JSON) or response event (SSE) held to be read whole, in bytes. Outside a
+   * tools/list (`listing: false`) a larger response event whose result has shown no `tools` member
+   * by then streams instead (cut if one shows up later).
+   */
   readonly limit: number;
 }
 
@@ -128,28 +134,57 @@ const MAX_KEY = 256;
 /**
  * What an event's JSON says it is, from its top-level keys as they arrive: `message` (a `method`
  * first: a request or notification), `response` (a `result` or `error`, or a batch), `other` (not a
- * JSON object or array), `unknown` (not yet known), `ambiguous` (a `method`, then a `result` or
- * `error`, or a second value after the first).
+ * JSON object or array), `unknown` (not yet known), `ambiguous` (a `method` and a `result` or
+ * `error`, in either order, or a second value after a request or notification).
  */
-type Kind = 'unknown' | 'message' | 'response' | 'other' | 'ambiguous';
+export type MessageKind = 'unknown' | 'message' | 'response' | 'other' | 'ambiguous';
 
 /**
- * Reads the top-level keys of one event's data (the `data` fields' values joined with LF, as an SSE
- * client joins them) byte by byte, without parsing the values.
+ * Reads the keys of one event's data (the `data` fields' values joined with LF, as an SSE client
+ * joins them) byte by byte, without parsing or keeping the values: the top-level keys, for what the
+ * message is ({@link kind}), and the keys of `result`, for whether it is, or may be, a tools list
+ * ({@link mayListTools}). It tracks strings (and their escapes) and nesting depth, so a `tools` key
+ * deeper in the result (`structuredContent.tools`) or inside a string (`"text": "\"tools\":"`) is
+ * not one. Only ASCII bytes decide (`"`, `\`, brackets, `,`, `:`): a UTF-8 decoder, even one
+ * replacing invalid sequences, never swallows an ASCII byte, so the client's JSON parser sees the
+ * same structure. Its memory is bounded (a key is kept up to {@link MAX_KEY} bytes).
+ *
+ * @example
+ * ```ts
+ * const keys = new MessageKeys();
+ * keys.feed(Buffer.from('{"jsonrpc":"2.0","id":1,"result":{"content":[{"tools":1}],'));
+ * keys.kind; // 'response'
+ * keys.mayListTools; // false
+ * keys.feed(Buffer.from('"tools":['));
+ * keys.mayListTools; // true
+ * ```
  */
-class TopLevelKeys {
-  kind: Kind = 'unknown';
+export class MessageKeys {
+  kind: MessageKind = 'unknown';
+  /**
+   * A member of `result` read as `tools` (as {@link memberFold} reads a key: `Tools`, `tool\u0073`
+   * too), or one whose key cannot be read, or a batch, or a second value after the first: the
+   * message may carry a tools list. Once set, it stays set.
+   */
+  mayListTools = false;
   #depth = 0;
   #closed = false;
   #inString = false;
   #escape = false;
+  /** The next string at this depth is a key (only tracked at depth 1, and at depth 2 inside `result`). */
   #expectKey = false;
   #key: number[] | undefined;
   #keyTooLong = false;
+  /** The last top-level key read is `result`, or may be: an object opening as its value is the result. */
+  #resultKey = false;
+  /** Inside the result object (at depth 2 or deeper). */
+  #inResult = false;
+  /** Nothing more to learn (not an object, ambiguous, a batch). */
+  #done = false;
 
   feed(bytes: Uint8Array): void {
+    if (this.#done) return;
     for (let i = 0; i < bytes.length; i++) {
-      if (this.kind === 'other' || this.kind === 'ambiguous') return;
       const b = bytes[i] as number;
       if (this.#inString) {
         if (this.#escape) this.#escape = false;
@@ -157,6 +192,7 @@ class TopLevelKeys {
         else if (b === QUOTE) {
           this.#inString = false;
           if (this.#key !== undefined) this.#endKey();
+          if (this.#done) return;
           continue;
         }
         if (this.#key !== undefined) {
@@ -168,29 +204,46 @@ class TopLevelKeys {
       if (b === 0x20 || b === 0x09 || b === LF || b === CR) continue;
       if (this.#depth === 0) {
         if (this.#closed) {
+          // A second value: no JSON parser reads it; a lax one might, as anything.
+          this.mayListTools = true;
           this.#classify('trailing');
-          continue;
-        }
-        if (b === 0x7b) {
+        } else if (b === 0x7b) {
           this.#depth = 1;
           this.#expectKey = true;
-        } else if (b === 0x5b) this.#classify('result');
-        else this.kind = this.kind === 'unknown' ? 'other' : this.kind;
+        } else if (b === 0x5b) {
+          // A batch (MCP has none since 2025-06-18): never read member by member.
+          this.mayListTools = true;
+          this.#classify('result');
+        } else if (this.kind === 'unknown') this.kind = 'other';
+        if (this.kind === 'other' || this.kind === 'ambiguous' || b === 0x5b) this.#done = true;
+        if (this.#done) return;
         continue;
       }
       if (b === QUOTE) {
         this.#inString = true;
-        if (this.#depth === 1 && this.#expectKey) {
+        if (this.#expectKey) {
           this.#key = [];
           this.#keyTooLong = false;
         }
-      } else if (b === 0x7b || b === 0x5b) this.#depth++;
-      else if (b === 0x7d || b === 0x5d) {
+      } else if (b === 0x7b) {
+        this.#depth++;
+        if (this.#depth === 2) this.#inResult = this.#resultKey;
+        this.#resultKey = false;
+        this.#expectKey = this.#depth === 2 && this.#inResult;
+      } else if (b === 0x5b) {
+        this.#depth++;
+        if (this.#depth === 2) this.#inResult = false;
+        this.#resultKey = false;
+        this.#expectKey = false;
+      } else if (b === 0x7d || b === 0x5d) {
         this.#depth--;
         if (this.#depth === 0) this.#closed = true;
+        if (this.#depth <= 1) this.#inResult = false;
         this.#expectKey = false;
-      } else if (b === 0x2c) this.#expectKey = this.#depth === 1;
-      else if (b === 0x3a && this.#depth === 1) this.#expectKey = false;
+      } else if (b === 0x2c) {
+        if (this.#depth === 1) this.#resultKey = false;
+        this.#expectKey = this.#depth === 1 || (this.#depth === 2 && this.#inResult);
+      } else if (b === COLON) this.#expectKey = false;
     }
   }
 
@@ -198,24 +251,32 @@ class TopLevelKeys {
     const raw = Buffer.from(this.#key as number[]);
     this.#key = undefined;
     this.#expectKey = false;
-    if (this.#keyTooLong) {
-      this.#classify('result');
+    let key: string | undefined;
+    if (!this.#keyTooLong) {
+      try {
+        key = raw.includes(BACKSLASH) ? (JSON.parse(`"${raw.toString('utf8')}"`) as string) : raw.toString('utf8');
+      } catch {
+        key = undefined; // an invalid escape: no JSON parser reads the message
+      }
+    }
+    const name = key === undefined ? undefined : memberFold(key);
+    if (this.#depth === 2) {
+      // A member of the result.
+      if (name === undefined || name === 'tools') this.mayListTools = true;
       return;
     }
-    let key: string;
-    try {
-      key = raw.includes(BACKSLASH) ? (JSON.parse(`"${raw.toString('utf8')}"`) as string) : raw.toString('utf8');
-    } catch {
-      return; // an invalid escape: no JSON parser reads the message
-    }
-    const name = memberFold(key);
-    if (name === 'method') this.#classify('method');
+    // A top-level key: one that cannot be read may be `result` (its members are read as result's).
+    this.#resultKey = name === undefined || name === 'result';
+    if (this.#keyTooLong) this.#classify('result');
+    else if (name === 'method') this.#classify('method');
     else if (name === 'result' || name === 'error') this.#classify('result');
+    if (this.kind === 'ambiguous') this.#done = true;
   }
 
   #classify(seen: 'method' | 'result' | 'trailing'): void {
     if (seen === 'method') {
       if (this.kind === 'unknown') this.kind = 'message';
+      else if (this.kind === 'response') this.kind = 'ambiguous';
     } else if (this.kind === 'unknown') this.kind = 'response';
     else if (this.kind === 'message') this.kind = 'ambiguous';
   }
@@ -230,7 +291,13 @@ type Mode =
   /** A response: held whole, then filtered. */
   | 'hold'
   /** Passed the limit while held: dropped, and answered with an error. */
-  | 'overflow';
+  | 'overflow'
+  /**
+   * Passed the limit while held, outside a tools/list, with no tools list seen in it: what was held
+   * went out, the rest passes as it arrives, its keys still read; a tools list showing up later
+   * cuts the stream ({@link ToolsListEvents.failed}).
+   */
+  | 'stream';
 
 /**
  * Filters an SSE stream of an MCP route, the one answering a tools/list or any other (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
@@ -239,9 +306,25 @@ type Mode =
  * first member of note is `method`) passes as it arrives, held only until that is known; an event
  * carrying a response is held whole (at most `limit` bytes) and sent rewritten
  * ({@link filterToolsMessage}): its other fields as they were, its data on one line. A response
- * that cannot be filtered, or passes the limit, is sent as a JSON-RPC error event instead. An event
- * read as a notification that then shows a `result` or `error` member sets {@link failed} before its
- * end is sent: the caller must cut the stream, and no client dispatches the event.
+ * that cannot be filtered is sent as a JSON-RPC error event instead, and so is one passing the limit
+ * in the stream answering a tools/list, or after its result showed a `tools` member. Outside a
+ * tools/list (`listing: false`), a response passing the limit before its result showed a `tools`
+ * member (a large tools/call result) is not a tools list so far: what was held goes out and the
+ * rest streams as it arrives, its keys still read ({@link MessageKeys}). An event that shows a
+ * `tools` member of its result after that point, or read as a notification that then shows a
+ * `result` or `error` member, sets {@link failed} before its end is sent: the caller must cut the
+ * stream.
+ *
+ * Cutting an event some of whose bytes went out leaks nothing a client acts on. An SSE client
+ * dispatches an event only at the empty line that ends it (WHATWG HTML §9.2.6, "Interpreting an
+ * event stream": "If the file ends in the middle of an event, before the final empty line, the
+ * incomplete event is not dispatched"; the `id` field's value too takes effect only at dispatch,
+ * so a cut event does not move Last-Event-ID). The MCP SDK client's parser (eventsource-parser 3,
+ * behind `EventSourceParserStream`) builds an event's data from its lines and calls `onEvent` only
+ * at an empty line; its stream has no flush that would dispatch a pending event, and a connection
+ * reset errors the stream instead. The gateway cuts where the key ends, before any empty line of
+ * the event, and sends nothing of the chunk holding the key's end: what went out is only what came
+ * before the key (and at most a part of it, split across chunks), never the listed tools themselves.
  *
  * @example
  * ```ts
@@ -253,11 +336,14 @@ export class ToolsListEvents {
   readonly #filter: ToolsListFilter;
   /** Called once per response filtered, with how many tools it hid, or `'invalid'` when it was refused. */
   readonly #report: (outcome: number | 'invalid') => void;
-  /** An event read as a notification turned out to carry a response: the stream must be cut now. */
+  /**
+   * An event read as a notification turned out to carry a response, or a response streamed past the
+   * limit turned out to list tools: the stream must be cut now.
+   */
   failed = false;
 
   #mode: Mode = 'scan';
-  #keys = new TopLevelKeys();
+  #keys = new MessageKeys();
   /** The current event's bytes while held (scan, hold). */
   #held: Buffer[] = [];
   #heldBytes = 0;
@@ -360,36 +446,54 @@ export class ToolsListEvents {
 
   /** Bytes of a data value: read for their keys, the mode moved on. */
   #feed(bytes: Buffer, out: Buffer[]): void {
-    if (this.#mode === 'hold' || this.#mode === 'overflow') return;
+    // A held response is read only where it may be streamed: outside a tools/list.
+    if (this.#mode === 'overflow' || (this.#mode === 'hold' && this.#filter.listing !== false)) return;
     this.#keys.feed(bytes);
     const kind = this.#keys.kind;
-    if (this.#mode === 'scan') {
+    if (this.#mode === 'stream') {
+      if (this.#keys.mayListTools || kind === 'ambiguous') this.failed = true;
+    } else if (this.#mode === 'scan') {
       if (kind === 'message' || kind === 'other') {
         // Not a response: what was held goes out, and the rest of the event as it comes.
         this.#mode = 'pass';
-        out.push(...this.#held);
-        this.#held = [];
-        this.#heldBytes = 0;
+        this.#release(out);
       } else if (kind === 'response' || kind === 'ambiguous') this.#mode = 'hold';
     } else if (kind === 'ambiguous') this.failed = true;
   }
 
-  /** `bytes` of the event: sent (pass), held (scan, hold) or dropped (overflow, or past the limit). */
+  /** `bytes` of the event: sent (pass, stream), held (scan, hold) or dropped (overflow, or past the limit). */
   #take(bytes: Buffer, out: Buffer[]): void {
     if (bytes.length === 0 || this.failed) return;
-    if (this.#mode === 'pass') {
+    if (this.#mode === 'pass' || this.#mode === 'stream') {
       out.push(bytes);
       return;
     }
     if (this.#mode === 'overflow') return;
     this.#heldBytes += bytes.length;
     if (this.#heldBytes > this.#filter.limit) {
+      // Every byte taken was read first (a line's data is read before the line is taken).
+      if (this.#filter.listing === false && !this.#keys.mayListTools && this.#keys.kind !== 'ambiguous') {
+        this.#mode = 'stream';
+        this.#release(out);
+        out.push(bytes);
+        return;
+      }
       this.#mode = 'overflow';
       this.#held = [];
       this.#heldBytes = 0;
       return;
     }
     this.#held.push(bytes);
+  }
+
+  /**
+   * What was held of the event goes out, as one buffer: it may be held in very many small chunks
+   * (an upstream trickling bytes), too many to spread into a call's arguments.
+   */
+  #release(out: Buffer[]): void {
+    if (this.#held.length > 0) out.push(Buffer.concat(this.#held));
+    this.#held = [];
+    this.#heldBytes = 0;
   }
 
   #endLine(): void {
@@ -405,19 +509,19 @@ export class ToolsListEvents {
    */
   #endEvent(out: Buffer[]): boolean {
     const mode = this.#mode;
-    if (mode === 'scan') out.push(...this.#held);
+    if (mode === 'scan') this.#release(out);
     else if (mode === 'hold') out.push(this.#rewrite(Buffer.concat(this.#held, this.#heldBytes)));
     else if (mode === 'overflow') {
       this.#report('invalid');
       out.push(Buffer.from(`event: message\ndata: ${toolsListError(this.#filter.id)}\n\n`));
     }
     this.#mode = 'scan';
-    this.#keys = new TopLevelKeys();
+    this.#keys = new MessageKeys();
     this.#held = [];
     this.#heldBytes = 0;
     this.#hadData = false;
     this.#endLine();
-    return mode === 'scan' || mode === 'pass';
+    return mode === 'scan' || mode === 'pass' || mode === 'stream';
   }
 
   /** A held response event, complete: its other fields as they were, its data filtered (or an error). */
