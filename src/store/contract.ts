@@ -416,6 +416,12 @@ export class StoreUnavailableError extends CodedStoreError<StoreUnavailableCode>
   override readonly name = 'StoreUnavailableError';
 }
 
+/** What an A2A id names (the gateway's `a2a.bind_tasks`): a task or a context. */
+export type A2aIdKind = 'task' | 'context';
+
+/** The longest owner {@link Store.claimA2aTask} records (the gateway's owners are 43-character digests). */
+export const MAX_A2A_OWNER = 256;
+
 /** The default limit of {@link Store.grantSubtree} and {@link Store.grantAncestors}: every grant. */
 export const MAX_TREE_READ = 2 ** 31 - 1;
 
@@ -611,6 +617,21 @@ export interface Store {
   /** Record `key` until `expiresAt`. True on first use (or after the earlier use expired), false on replay. */
   useOnce(key: string, expiresAt: number, now: number): Promise<boolean>;
 
+  // A2A tasks and contexts bound to their creator (the gateway's `a2a.bind_tasks`).
+  /**
+   * Record that the A2A task or context `id` of gateway route `route` belongs to `owner` until
+   * `expiresAt`, unless another owner's record of it is live at `now` (`expiresAt > now`): inserted
+   * when there is none or it has expired, extended (to the later of the two expiries, never
+   * shortened) when it is `owner`'s, left as it is when it is another's. Returns the owner the id
+   * belongs to afterwards: `owner`, or that other one. Atomic: of concurrent claims of an id, from
+   * this process or others, exactly one owner wins. `route`, `kind` and `id` (any length: ids come
+   * from callers and upstreams) are kept as a digest; `owner` is kept as given.
+   * @throws {RangeError} when `owner` is empty or longer than {@link MAX_A2A_OWNER} (nothing written).
+   */
+  claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<string>;
+  /** The owner of the A2A task or context `id` of `route`, unless there is none or its record expired at `now`. */
+  a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<string | undefined>;
+
   // Audit trail.
   appendAudit(events: readonly AuditEvent[]): Promise<void>;
   /** Events matching every given filter, in id (time) order, at most `limit` (default 100). */
@@ -627,7 +648,7 @@ export interface Store {
   versions(): Promise<StoreVersions>;
   /**
    * Drop what can no longer matter at `now`: expired refresh tokens, replay entries and revocation
-   * entries, expired remembered consents, authorization codes an hour past their expiry (kept that
+   * entries, expired remembered consents and A2A task records, authorization codes an hour past their expiry (kept that
    * long so a late replay still revokes the grant issued from the code); and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
    * outlives its parent, so no live grant loses an ancestor).
    */

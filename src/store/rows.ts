@@ -3,8 +3,17 @@
  *
  * @module
  */
+import { createHash } from 'node:crypto';
 import type { AuditEvent } from '../audit/event.ts';
-import type { AuthorizationCodeRecord, ClientRecord, GrantRecord, RefreshTokenRecord, RememberedConsentRecord } from './contract.ts';
+import {
+  type A2aIdKind,
+  type AuthorizationCodeRecord,
+  type ClientRecord,
+  type GrantRecord,
+  MAX_A2A_OWNER,
+  type RefreshTokenRecord,
+  type RememberedConsentRecord,
+} from './contract.ts';
 
 /** A row as the driver returns it. */
 export type Row = Record<string, unknown>;
@@ -14,6 +23,22 @@ export const parse = <T>(v: unknown): T => JSON.parse(v as string) as T;
 export const num = (v: unknown): number => Number(v);
 export const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 export const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
+/**
+ * The key of an A2A task record: a digest (SHA-256, base64url) of the route, kind and id, which are
+ * of any length (an id is chosen by a caller or an upstream), framed so one part cannot shift into
+ * another.
+ */
+export function a2aTaskKey(route: string, kind: A2aIdKind, id: string): string {
+  return createHash('sha256')
+    .update(JSON.stringify([route, kind, id]), 'utf8')
+    .digest('base64url');
+}
+
+/** `owner` checked for `Store.claimA2aTask`: a RangeError, nothing written, when it is empty or too long. */
+export function checkA2aOwner(owner: string): void {
+  if (owner.length === 0 || owner.length > MAX_A2A_OWNER) throw new RangeError(`an A2A task owner is 1 to ${MAX_A2A_OWNER} characters`);
+}
 
 /**
  * A grant row (with `revoked_at` and `expires_at`) found, not revoked and not expired at `now`: a

@@ -530,6 +530,7 @@ if (!reachable) {
       await c.connect();
       try {
         // Back to schema 9, with a code an older Tessera wrote.
+        await c.query('DROP TABLE a2a_tasks');
         await c.query('DROP INDEX revocations_subject');
         await c.query('DROP INDEX clients_id_lower');
         await c.query('ALTER TABLE authorization_codes DROP COLUMN jkt');
@@ -565,6 +566,7 @@ if (!reachable) {
       };
       try {
         // Back to schema 3, as an older Tessera left it, with one event it wrote.
+        await c.query('DROP TABLE a2a_tasks');
         await c.query('DROP INDEX revocations_subject');
         await c.query('DROP INDEX clients_id_lower');
         await c.query('DROP TABLE remembered_consents');

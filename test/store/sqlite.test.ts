@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 12) db.exec('DROP TABLE a2a_tasks');
   if (version < 11) db.exec('DROP INDEX revocations_subject');
   if (version < 10) db.exec('DROP INDEX clients_id_nocase; ALTER TABLE authorization_codes DROP COLUMN jkt');
   if (version < 9) db.exec('DROP TABLE remembered_consents');

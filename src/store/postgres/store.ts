@@ -30,6 +30,7 @@ import pg from 'pg';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
+  A2aIdKind,
   AuthorizationCodeRecord,
   ClientLimit,
   ClientPatch,
@@ -60,8 +61,10 @@ import {
   StoreUnavailableError,
 } from '../contract.ts';
 import {
+  a2aTaskKey,
   auditEventBody,
   auditEventFrom,
+  checkA2aOwner,
   clientFrom,
   codeFrom,
   consentFrom,
@@ -248,6 +251,15 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     // when its subject was revoked after the token was issued, a lookup of the subject entries.
     version: 11,
     sql: "CREATE INDEX revocations_subject ON revocations (value, issuer, at) WHERE kind = 'subject';",
+  },
+  {
+    // a2a_tasks: which principal each A2A task and context of a gateway route belongs to
+    // (`a2a.bind_tasks`), shared by every instance; keyed by a digest of route, kind and id.
+    version: 12,
+    sql: `
+      CREATE TABLE a2a_tasks (key text PRIMARY KEY, owner text NOT NULL, expires_at bigint NOT NULL);
+      CREATE INDEX a2a_tasks_expires ON a2a_tasks (expires_at);
+    `,
   },
 ];
 
@@ -1094,6 +1106,36 @@ export class PostgresStore implements Store {
     return r.rowCount === 1;
   }
 
+  // A2A task owners.
+
+  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<string> {
+    checkA2aOwner(owner);
+    const key = a2aTaskKey(route, kind, id);
+    // The upsert locks a conflicting row and leaves it when it is another owner's live record; the
+    // read after it then finds that owner. Only a prune (of an expired record) can remove it
+    // between the two: claimed again then.
+    for (let attempt = 1; ; attempt++) {
+      const claimed = await this.#q(
+        `INSERT INTO a2a_tasks (key, owner, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (key) DO UPDATE SET
+           owner = EXCLUDED.owner,
+           expires_at = CASE WHEN a2a_tasks.expires_at <= $4 THEN EXCLUDED.expires_at ELSE GREATEST(a2a_tasks.expires_at, EXCLUDED.expires_at) END
+         WHERE a2a_tasks.owner = EXCLUDED.owner OR a2a_tasks.expires_at <= $4
+         RETURNING owner`,
+        [key, owner, expiresAt, now],
+      );
+      if (claimed[0] !== undefined) return String(claimed[0].owner);
+      const current = await this.#q('SELECT owner FROM a2a_tasks WHERE key = $1', [key]);
+      if (current[0] !== undefined) return String(current[0].owner);
+      if (attempt >= 3) throw new StoreUnavailableError('store_busy', 'the A2A task record kept changing under its claim');
+    }
+  }
+
+  async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<string | undefined> {
+    const rows = await this.#q('SELECT owner FROM a2a_tasks WHERE key = $1 AND expires_at > $2', [a2aTaskKey(route, kind, id), now]);
+    return rows[0] === undefined ? undefined : String(rows[0].owner);
+  }
+
   // Audit.
 
   async appendAudit(events: readonly AuditEvent[]): Promise<void> {
@@ -1176,6 +1218,7 @@ export class PostgresStore implements Store {
       await c.query('DELETE FROM revocations WHERE expires_at <= $1', [now]);
       await c.query('DELETE FROM authorization_codes WHERE expires_at <= $1', [now - CODE_RETENTION]);
       await c.query('DELETE FROM remembered_consents WHERE expires_at <= $1', [now]);
+      await c.query('DELETE FROM a2a_tasks WHERE expires_at <= $1', [now]);
       if (options.grantsExpiredBefore !== undefined) {
         await c.query('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < $1', [options.grantsExpiredBefore]);
       }

@@ -217,4 +217,17 @@ export const MIGRATIONS: readonly Migration[] = [
       'revocations_subject: a root grant from another issuer’s token is refused inside its insert when its subject was revoked after the token was issued, a lookup of the subject entries by subject and issuer',
     sql: "CREATE INDEX revocations_subject ON revocations (value, issuer, at) WHERE kind = 'subject';",
   },
+  {
+    version: 12,
+    description:
+      'a2a_tasks: which principal each A2A task and context of a gateway route belongs to (`a2a.bind_tasks`), shared by every instance on the store and kept across restarts; keyed by a digest of route, kind and id',
+    sql: `
+      CREATE TABLE a2a_tasks (
+        key TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX a2a_tasks_expires ON a2a_tasks (expires_at);
+    `,
+  },
 ];

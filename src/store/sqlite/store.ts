@@ -15,6 +15,7 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
+  A2aIdKind,
   AuthorizationCodeRecord,
   ClientLimit,
   ClientPatch,
@@ -45,8 +46,10 @@ import {
   StoreUnavailableError,
 } from '../contract.ts';
 import {
+  a2aTaskKey,
   auditEventBody,
   auditEventFrom,
+  checkA2aOwner,
   clientFrom,
   codeFrom,
   consentFrom,
@@ -796,6 +799,38 @@ export class SqliteStore implements Store {
     return Number(result.changes) === 1;
   }
 
+  // A2A task owners.
+
+  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<string> {
+    checkA2aOwner(owner);
+    const key = a2aTaskKey(route, kind, id);
+    try {
+      return this.#tx(() => {
+        const claimed = this.#stmt(
+          `INSERT INTO a2a_tasks (key, owner, expires_at) VALUES (?, ?, ?)
+           ON CONFLICT (key) DO UPDATE SET
+             owner = excluded.owner,
+             expires_at = CASE WHEN a2a_tasks.expires_at <= ? THEN excluded.expires_at ELSE max(a2a_tasks.expires_at, excluded.expires_at) END
+           WHERE a2a_tasks.owner = excluded.owner OR a2a_tasks.expires_at <= ?
+           RETURNING owner`,
+        ).get(key, owner, expiresAt, now, now) as Row | undefined;
+        if (claimed !== undefined) return String(claimed.owner);
+        // Another owner's live record, left as it is.
+        const current = this.#stmt('SELECT owner FROM a2a_tasks WHERE key = ?').get(key) as Row;
+        return String(current.owner);
+      });
+    } catch (e) {
+      throw busy(e);
+    }
+  }
+
+  async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<string | undefined> {
+    const row = this.#stmt('SELECT owner FROM a2a_tasks WHERE key = ? AND expires_at > ?').get(a2aTaskKey(route, kind, id), now) as
+      | Row
+      | undefined;
+    return row === undefined ? undefined : String(row.owner);
+  }
+
   // Audit.
 
   async appendAudit(events: readonly AuditEvent[]): Promise<void> {
@@ -876,6 +911,7 @@ export class SqliteStore implements Store {
       this.#stmt('DELETE FROM revocations WHERE expires_at <= ?').run(now);
       this.#stmt('DELETE FROM authorization_codes WHERE expires_at <= ?').run(now - CODE_RETENTION);
       this.#stmt('DELETE FROM remembered_consents WHERE expires_at <= ?').run(now);
+      this.#stmt('DELETE FROM a2a_tasks WHERE expires_at <= ?').run(now);
       if (options.grantsExpiredBefore !== undefined) {
         // A child never outlives its parent, so this leaves no live grant without its ancestors.
         this.#stmt('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < ?').run(options.grantsExpiredBefore);
