@@ -419,6 +419,12 @@ export class StoreUnavailableError extends CodedStoreError<StoreUnavailableCode>
 /** What an A2A id names (the gateway's `a2a.bind_tasks`): a task or a context. */
 export type A2aIdKind = 'task' | 'context';
 
+/** Who an A2A task or context belongs to, and until when (epoch seconds). */
+export interface A2aTaskRecord {
+  readonly owner: string;
+  readonly expiresAt: number;
+}
+
 /** The longest owner {@link Store.claimA2aTask} records (the gateway's owners are 43-character digests). */
 export const MAX_A2A_OWNER = 256;
 
@@ -622,15 +628,15 @@ export interface Store {
    * Record that the A2A task or context `id` of gateway route `route` belongs to `owner` until
    * `expiresAt`, unless another owner's record of it is live at `now` (`expiresAt > now`): inserted
    * when there is none or it has expired, extended (to the later of the two expiries, never
-   * shortened) when it is `owner`'s, left as it is when it is another's. Returns the owner the id
-   * belongs to afterwards: `owner`, or that other one. Atomic: of concurrent claims of an id, from
+   * shortened) when it is `owner`'s, left as it is when it is another's. Returns the record of the id
+   * afterwards: `owner`'s, or that other one's, with its expiry. Atomic: of concurrent claims of an id, from
    * this process or others, exactly one owner wins. `route`, `kind` and `id` (any length: ids come
    * from callers and upstreams) are kept as a digest; `owner` is kept as given.
    * @throws {RangeError} when `owner` is empty or longer than {@link MAX_A2A_OWNER} (nothing written).
    */
-  claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<string>;
-  /** The owner of the A2A task or context `id` of `route`, unless there is none or its record expired at `now`. */
-  a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<string | undefined>;
+  claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<A2aTaskRecord>;
+  /** The record of the A2A task or context `id` of `route` (its owner and expiry), unless there is none or it expired at `now`. */
+  a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined>;
 
   // Audit trail.
   appendAudit(events: readonly AuditEvent[]): Promise<void>;

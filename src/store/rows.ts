@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import type { AuditEvent } from '../audit/event.ts';
 import {
   type A2aIdKind,
+  type A2aTaskRecord,
   type AuthorizationCodeRecord,
   type ClientRecord,
   type GrantRecord,
@@ -34,6 +35,8 @@ export function a2aTaskKey(route: string, kind: A2aIdKind, id: string): string {
     .update(JSON.stringify([route, kind, id]), 'utf8')
     .digest('base64url');
 }
+
+export const a2aTaskFrom = (r: Row): A2aTaskRecord => ({ owner: String(r.owner), expiresAt: num(r.expires_at) });
 
 /** `owner` checked for `Store.claimA2aTask`: a RangeError, nothing written, when it is empty or too long. */
 export function checkA2aOwner(owner: string): void {

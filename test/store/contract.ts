@@ -1212,75 +1212,84 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
     });
 
     describe('A2A task owners', () => {
+      const claim = async (...args: Parameters<Store['claimA2aTask']>) => (await store.claimA2aTask(...args)).owner;
+      const ownerAt = async (...args: Parameters<Store['a2aTaskOwner']>) => (await store.a2aTaskOwner(...args))?.owner;
+
+      it('answers the record with its expiry: the claimed one, or the other owner’s', async () => {
+        const now = clock.now();
+        const id = uid('task');
+        assert.deepEqual(await store.claimA2aTask('agent', 'task', id, 'alice', now + 60, now), { owner: 'alice', expiresAt: now + 60 });
+        assert.deepEqual(await store.claimA2aTask('agent', 'task', id, 'bob', now + 90, now), { owner: 'alice', expiresAt: now + 60 });
+        assert.deepEqual(await store.a2aTaskOwner('agent', 'task', id, now), { owner: 'alice', expiresAt: now + 60 });
+      });
+
       it('first claim wins: a second owner gets the first one back, and the record stays the first one’s', async () => {
         const now = clock.now();
         const id = uid('task');
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now), undefined);
-        assert.equal(await store.claimA2aTask('agent', 'task', id, 'alice', now + 60, now), 'alice');
-        assert.equal(await store.claimA2aTask('agent', 'task', id, 'bob', now + 600, now), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now + 59), 'alice');
+        assert.equal(await ownerAt('agent', 'task', id, now), undefined);
+        assert.equal(await claim('agent', 'task', id, 'alice', now + 60, now), 'alice');
+        assert.equal(await claim('agent', 'task', id, 'bob', now + 600, now), 'alice');
+        assert.equal(await ownerAt('agent', 'task', id, now + 59), 'alice');
         // Bob's claim did not lengthen Alice's record.
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now + 60), undefined);
+        assert.equal(await ownerAt('agent', 'task', id, now + 60), undefined);
       });
 
       it('keys by route and kind: the same id on another route, or a context of that id, is another record', async () => {
         const now = clock.now();
         const id = uid('task');
-        assert.equal(await store.claimA2aTask('agent', 'task', id, 'alice', now + 60, now), 'alice');
-        assert.equal(await store.a2aTaskOwner('other', 'task', id, now), undefined);
-        assert.equal(await store.a2aTaskOwner('agent', 'context', id, now), undefined);
-        assert.equal(await store.claimA2aTask('agent', 'context', id, 'bob', now + 60, now), 'bob');
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now), 'alice');
+        assert.equal(await claim('agent', 'task', id, 'alice', now + 60, now), 'alice');
+        assert.equal(await ownerAt('other', 'task', id, now), undefined);
+        assert.equal(await ownerAt('agent', 'context', id, now), undefined);
+        assert.equal(await claim('agent', 'context', id, 'bob', now + 60, now), 'bob');
+        assert.equal(await ownerAt('agent', 'task', id, now), 'alice');
       });
 
       it('expiry: an expired record is unknown, and then anyone’s to claim', async () => {
         const now = clock.now();
         const id = uid('ctx');
-        assert.equal(await store.claimA2aTask('agent', 'context', id, 'alice', now + 10, now), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'context', id, now + 9), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'context', id, now + 10), undefined);
-        assert.equal(await store.claimA2aTask('agent', 'context', id, 'bob', now + 20, now + 10), 'bob');
-        assert.equal(await store.a2aTaskOwner('agent', 'context', id, now + 19), 'bob');
+        assert.equal(await claim('agent', 'context', id, 'alice', now + 10, now), 'alice');
+        assert.equal(await ownerAt('agent', 'context', id, now + 9), 'alice');
+        assert.equal(await ownerAt('agent', 'context', id, now + 10), undefined);
+        assert.equal(await claim('agent', 'context', id, 'bob', now + 20, now + 10), 'bob');
+        assert.equal(await ownerAt('agent', 'context', id, now + 19), 'bob');
       });
 
       it('renewal: the owner claiming again keeps it longer, never shorter', async () => {
         const now = clock.now();
         const id = uid('task');
         await store.claimA2aTask('agent', 'task', id, 'alice', now + 10, now);
-        assert.equal(await store.claimA2aTask('agent', 'task', id, 'alice', now + 100, now + 5), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now + 99), 'alice');
-        assert.equal(await store.claimA2aTask('agent', 'task', id, 'alice', now + 50, now + 20), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now + 99), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now + 100), undefined);
+        assert.equal(await claim('agent', 'task', id, 'alice', now + 100, now + 5), 'alice');
+        assert.equal(await ownerAt('agent', 'task', id, now + 99), 'alice');
+        assert.equal(await claim('agent', 'task', id, 'alice', now + 50, now + 20), 'alice');
+        assert.equal(await ownerAt('agent', 'task', id, now + 99), 'alice');
+        assert.equal(await ownerAt('agent', 'task', id, now + 100), undefined);
       });
 
       it('lets exactly one of many concurrent claimants own a new id', async () => {
         const now = clock.now();
         const id = uid('ctx');
-        const owners = await Promise.all(
-          Array.from({ length: 8 }, (_, i) => store.claimA2aTask('agent', 'context', id, `p${i}`, now + 60, now)),
-        );
+        const owners = await Promise.all(Array.from({ length: 8 }, (_, i) => claim('agent', 'context', id, `p${i}`, now + 60, now)));
         assert.equal(new Set(owners).size, 1);
-        assert.equal(await store.a2aTaskOwner('agent', 'context', id, now), owners[0]);
+        assert.equal(await ownerAt('agent', 'context', id, now), owners[0]);
       });
 
       it('long, user-chosen ids and routes (NULs, any Unicode) are kept apart, each its own record', async () => {
         const now = clock.now();
         const long = `${'x'.repeat(4096)}\u0000é😀`;
-        assert.equal(await store.claimA2aTask('agent', 'context', long, 'alice', now + 60, now), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'context', long, now), 'alice');
-        assert.equal(await store.a2aTaskOwner('agent', 'context', long.slice(0, -1), now), undefined);
-        assert.equal(await store.a2aTaskOwner('agent', 'context', `${'x'.repeat(4096)}`, now), undefined);
+        assert.equal(await claim('agent', 'context', long, 'alice', now + 60, now), 'alice');
+        assert.equal(await ownerAt('agent', 'context', long, now), 'alice');
+        assert.equal(await ownerAt('agent', 'context', long.slice(0, -1), now), undefined);
+        assert.equal(await ownerAt('agent', 'context', `${'x'.repeat(4096)}`, now), undefined);
         // The parts of the key cannot be shifted into one another.
-        assert.equal(await store.claimA2aTask('a', 'task', 'gent', 'alice', now + 60, now), 'alice');
-        assert.equal(await store.a2aTaskOwner('ag', 'task', 'ent', now), undefined);
+        assert.equal(await claim('a', 'task', 'gent', 'alice', now + 60, now), 'alice');
+        assert.equal(await ownerAt('ag', 'task', 'ent', now), undefined);
       });
 
       it('refuses an owner longer than 256 characters (owners are digests), writing nothing', async () => {
         const now = clock.now();
         const id = uid('task');
         await assert.rejects(store.claimA2aTask('agent', 'task', id, 'o'.repeat(257), now + 60, now), RangeError);
-        assert.equal(await store.a2aTaskOwner('agent', 'task', id, now), undefined);
+        assert.equal(await ownerAt('agent', 'task', id, now), undefined);
       });
 
       it('prune drops expired records and keeps live ones', async () => {
@@ -1290,9 +1299,9 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         await store.claimA2aTask('agent', 'task', gone, 'alice', now + 10, now);
         await store.claimA2aTask('agent', 'task', kept, 'alice', now + 100, now);
         await store.prune(now + 10);
-        assert.equal(await store.a2aTaskOwner('agent', 'task', kept, now + 10), 'alice');
+        assert.equal(await ownerAt('agent', 'task', kept, now + 10), 'alice');
         // Pruned, so a claim at a time before its old expiry finds it gone (unpruned, it would still be Alice's).
-        assert.equal(await store.claimA2aTask('agent', 'task', gone, 'bob', now + 20, now), 'bob');
+        assert.equal(await claim('agent', 'task', gone, 'bob', now + 20, now), 'bob');
       });
     });
 

@@ -31,6 +31,7 @@ import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
   A2aIdKind,
+  A2aTaskRecord,
   AuthorizationCodeRecord,
   ClientLimit,
   ClientPatch,
@@ -61,6 +62,7 @@ import {
   StoreUnavailableError,
 } from '../contract.ts';
 import {
+  a2aTaskFrom,
   a2aTaskKey,
   auditEventBody,
   auditEventFrom,
@@ -1108,7 +1110,7 @@ export class PostgresStore implements Store {
 
   // A2A task owners.
 
-  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<string> {
+  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<A2aTaskRecord> {
     checkA2aOwner(owner);
     const key = a2aTaskKey(route, kind, id);
     // The upsert locks a conflicting row and leaves it when it is another owner's live record; the
@@ -1121,19 +1123,22 @@ export class PostgresStore implements Store {
            owner = EXCLUDED.owner,
            expires_at = CASE WHEN a2a_tasks.expires_at <= $4 THEN EXCLUDED.expires_at ELSE GREATEST(a2a_tasks.expires_at, EXCLUDED.expires_at) END
          WHERE a2a_tasks.owner = EXCLUDED.owner OR a2a_tasks.expires_at <= $4
-         RETURNING owner`,
+         RETURNING owner, expires_at`,
         [key, owner, expiresAt, now],
       );
-      if (claimed[0] !== undefined) return String(claimed[0].owner);
-      const current = await this.#q('SELECT owner FROM a2a_tasks WHERE key = $1', [key]);
-      if (current[0] !== undefined) return String(current[0].owner);
+      if (claimed[0] !== undefined) return a2aTaskFrom(claimed[0]);
+      const current = await this.#q('SELECT owner, expires_at FROM a2a_tasks WHERE key = $1', [key]);
+      if (current[0] !== undefined) return a2aTaskFrom(current[0]);
       if (attempt >= 3) throw new StoreUnavailableError('store_busy', 'the A2A task record kept changing under its claim');
     }
   }
 
-  async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<string | undefined> {
-    const rows = await this.#q('SELECT owner FROM a2a_tasks WHERE key = $1 AND expires_at > $2', [a2aTaskKey(route, kind, id), now]);
-    return rows[0] === undefined ? undefined : String(rows[0].owner);
+  async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined> {
+    const rows = await this.#q('SELECT owner, expires_at FROM a2a_tasks WHERE key = $1 AND expires_at > $2', [
+      a2aTaskKey(route, kind, id),
+      now,
+    ]);
+    return rows[0] === undefined ? undefined : a2aTaskFrom(rows[0]);
   }
 
   // Audit.

@@ -16,6 +16,7 @@ import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { idFloor } from '../../audit/id.ts';
 import type {
   A2aIdKind,
+  A2aTaskRecord,
   AuthorizationCodeRecord,
   ClientLimit,
   ClientPatch,
@@ -46,6 +47,7 @@ import {
   StoreUnavailableError,
 } from '../contract.ts';
 import {
+  a2aTaskFrom,
   a2aTaskKey,
   auditEventBody,
   auditEventFrom,
@@ -801,7 +803,7 @@ export class SqliteStore implements Store {
 
   // A2A task owners.
 
-  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<string> {
+  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<A2aTaskRecord> {
     checkA2aOwner(owner);
     const key = a2aTaskKey(route, kind, id);
     try {
@@ -812,23 +814,24 @@ export class SqliteStore implements Store {
              owner = excluded.owner,
              expires_at = CASE WHEN a2a_tasks.expires_at <= ? THEN excluded.expires_at ELSE max(a2a_tasks.expires_at, excluded.expires_at) END
            WHERE a2a_tasks.owner = excluded.owner OR a2a_tasks.expires_at <= ?
-           RETURNING owner`,
+           RETURNING owner, expires_at`,
         ).get(key, owner, expiresAt, now, now) as Row | undefined;
-        if (claimed !== undefined) return String(claimed.owner);
+        if (claimed !== undefined) return a2aTaskFrom(claimed);
         // Another owner's live record, left as it is.
-        const current = this.#stmt('SELECT owner FROM a2a_tasks WHERE key = ?').get(key) as Row;
-        return String(current.owner);
+        const current = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ?').get(key) as Row;
+        return a2aTaskFrom(current);
       });
     } catch (e) {
       throw busy(e);
     }
   }
 
-  async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<string | undefined> {
-    const row = this.#stmt('SELECT owner FROM a2a_tasks WHERE key = ? AND expires_at > ?').get(a2aTaskKey(route, kind, id), now) as
-      | Row
-      | undefined;
-    return row === undefined ? undefined : String(row.owner);
+  async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined> {
+    const row = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ? AND expires_at > ?').get(
+      a2aTaskKey(route, kind, id),
+      now,
+    ) as Row | undefined;
+    return row === undefined ? undefined : a2aTaskFrom(row);
   }
 
   // Audit.
