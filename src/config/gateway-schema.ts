@@ -145,7 +145,7 @@ export const a2aSchema = z
       .meta({ description: 'Scopes advertised in the OAuth 2 flow: name → description.' }),
     bind_tasks: z.boolean().default(true).meta({
       description:
-        "Bind tasks and contexts to the principal that created them: a request naming another principal's task (tasks/get, tasks/cancel, tasks/resubscribe, push notification configs, a message continuing it) is refused as an unknown task (-32001), listing tasks and the HTTP+JSON binding's task paths are refused. Kept in each gateway process: with several instances, route each caller to one, or set false and let the upstream check ownership.",
+        "Bind tasks and contexts to the principal that created them: a request naming another principal's task (tasks/get, tasks/cancel, tasks/resubscribe, push notification configs, a message continuing it) is refused as an unknown task (-32001), listing tasks and the HTTP+JSON binding's task paths are refused. Kept in the store under `tessera serve` (shared by every instance on it, kept across restarts); in the process under `tessera gateway`, where a restart forgets every task and other instances do not know it: route each caller to one, or set false and let the upstream check ownership. Forward-auth checks for the route are refused (the proxy shows neither bodies nor answers).",
     }),
     task_ttl: duration(
       'How long a task or context stays bound after it was last named; after it, it is unknown to the gateway.',

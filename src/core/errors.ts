@@ -529,6 +529,16 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service is unavailable.',
   },
+  a2a_task_registry_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The gateway cannot read or record tasks now; try again later.',
+  },
+  a2a_forward_auth_refused: {
+    status: 404,
+    error: 'not_found',
+    description: 'No route matches this request.',
+  },
 } as const satisfies Record<string, CodeSpec>;
 
 /** The closed union of reason codes. */

@@ -52,9 +52,118 @@ export function taskOwner(p: Principal): string {
     .digest('base64url');
 }
 
+/** What a claim answers: the id is (now) the claimant's, another's, or cannot be recorded. */
+export type Claim = 'owned' | 'foreign' | 'full';
+
 /**
- * Which principal each task and context of a route belongs to. Kept in this process: several
- * gateway instances do not share it (a task created through one is unknown to the others).
+ * Where the gateway keeps who owns each task and context: in this process ({@link memoryTaskRegistry})
+ * or in a store shared by every instance and kept across restarts ({@link StoreTaskOwners}). A
+ * registry that cannot answer rejects, and the gateway refuses (fail closed).
+ */
+export interface TaskRegistry {
+  /** The owner of `id`, if it is recorded and not expired at `now` (epoch ms). */
+  ownerOf(route: string, kind: IdKind, id: string, now: number): Promise<string | undefined>;
+  /** Record `id` as `owner`'s for `ttlMs` from `now` unless it is another's (see {@link TaskOwners.claim}). */
+  claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): Promise<Claim>;
+}
+
+/** {@link TaskOwners} (this process only) as a {@link TaskRegistry}. */
+export function memoryTaskRegistry(owners: TaskOwners = new TaskOwners()): TaskRegistry {
+  return {
+    ownerOf: async (route, kind, id, now) => owners.ownerOf(route, kind, id, now),
+    claim: async (route, kind, id, owner, now, ttlMs) => owners.claim(route, kind, id, owner, now, ttlMs),
+  };
+}
+
+/** What {@link StoreTaskOwners} needs of the store (`Store.claimA2aTask`, `Store.a2aTaskOwner`; times in epoch seconds). */
+export interface TaskStore {
+  claimA2aTask(
+    route: string,
+    kind: IdKind,
+    id: string,
+    owner: string,
+    expiresAt: number,
+    now: number,
+  ): Promise<{ readonly owner: string; readonly expiresAt: number }>;
+  a2aTaskOwner(
+    route: string,
+    kind: IdKind,
+    id: string,
+    now: number,
+  ): Promise<{ readonly owner: string; readonly expiresAt: number } | undefined>;
+}
+
+/**
+ * Task ownership kept in the store, so every gateway instance on it (`tessera serve` on
+ * PostgreSQL behind one load balancer) and a restarted one agree on it; the store's claim is atomic,
+ * so of two instances recording one id for two principals, one wins and the other is told.
+ *
+ * A cache in this process holds the records the store answered, each until the expiry the store
+ * gave it: a record's owner never changes before it expires (a claim by another owner leaves it,
+ * and only the owner's own claims extend it), so a cached owner is never stale. An id the store
+ * does not know is never cached: another instance may record it the next moment. The owner naming
+ * its own id again extends its record in the store only once it would end more than
+ * {@link RENEW_SLACK_MS} (at most a tenth of the ttl) before `now + ttl`: a record stays at
+ * least that close to the sliding ttl, and a stream naming one task in every event costs one write.
+ */
+export class StoreTaskOwners implements TaskRegistry {
+  readonly #store: TaskStore;
+  readonly #maxCached: number;
+  /** key → owner and the record's expiry (epoch ms); Map order is insertion order (oldest first). */
+  readonly #cache = new Map<string, { owner: string; until: number }>();
+
+  constructor(store: TaskStore, options: { maxCached?: number } = {}) {
+    this.#store = store;
+    this.#maxCached = options.maxCached ?? 100_000;
+  }
+
+  async ownerOf(route: string, kind: IdKind, id: string, now: number): Promise<string | undefined> {
+    const key = keyOf(route, kind, id);
+    const cached = this.#cached(key, now);
+    if (cached !== undefined) return cached.owner;
+    const r = await this.#store.a2aTaskOwner(route, kind, id, Math.floor(now / 1000));
+    if (r === undefined) return undefined;
+    this.#remember(key, r.owner, r.expiresAt * 1000);
+    return r.owner;
+  }
+
+  async claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): Promise<Claim> {
+    const key = keyOf(route, kind, id);
+    const cached = this.#cached(key, now);
+    if (cached !== undefined) {
+      if (cached.owner !== owner) return 'foreign';
+      if (cached.until >= now + ttlMs - Math.min(RENEW_SLACK_MS, ttlMs / 10)) return 'owned';
+    }
+    const r = await this.#store.claimA2aTask(route, kind, id, owner, Math.floor((now + ttlMs) / 1000), Math.floor(now / 1000));
+    this.#remember(key, r.owner, r.expiresAt * 1000);
+    return r.owner === owner ? 'owned' : 'foreign';
+  }
+
+  #cached(key: string, now: number): { owner: string; until: number } | undefined {
+    const e = this.#cache.get(key);
+    if (e === undefined) return undefined;
+    if (e.until <= now) {
+      this.#cache.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+
+  #remember(key: string, owner: string, until: number): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, { owner, until });
+    // Forgetting a record costs a store read, nothing more: the oldest go first.
+    while (this.#cache.size > this.#maxCached) this.#cache.delete(this.#cache.keys().next().value as string);
+  }
+}
+
+/** How far before `now + ttl` a record the owner names again may end before the store is told (see {@link StoreTaskOwners}). */
+export const RENEW_SLACK_MS = 60_000;
+
+/**
+ * Which principal each task and context of a route belongs to, kept in this process: several
+ * gateway instances do not share it (a task created through one is unknown to the others), and a
+ * restart forgets it. The gateway's registry when it has no store (`tessera gateway`).
  */
 export class TaskOwners {
   readonly #maxEntries: number;
@@ -359,6 +468,15 @@ export class SseDataReader {
   }
 }
 
+/** The gateway could not record the tasks an answer names (its store did not answer): nothing more of it is relayed. */
+export class TaskRegistryUnavailable extends Error {
+  override readonly name = 'TaskRegistryUnavailable';
+  readonly code = 'a2a_task_registry_unavailable';
+  constructor() {
+    super('the tasks an upstream answer names could not be recorded');
+  }
+}
+
 /** The upstream answered a caller with a task or context another principal owns: nothing more of it is relayed. */
 export class UpstreamTaskForeign extends Error {
   override readonly name = 'UpstreamTaskForeign';
@@ -368,8 +486,19 @@ export class UpstreamTaskForeign extends Error {
   }
 }
 
-/** Records an answer's ids for the caller; false when one is another principal's. */
-export type RecordIds = (ids: { tasks: readonly string[]; contexts: readonly string[] }) => boolean;
+/**
+ * Records an answer's ids for the caller, resolving once they are recorded (in the store, when the
+ * registry is one): `foreign` when one is another principal's, `unavailable` when the registry
+ * could not record them. Never rejects.
+ */
+export type RecordIds = (ids: { tasks: readonly string[]; contexts: readonly string[] }) => Promise<'recorded' | 'foreign' | 'unavailable'>;
+
+function recordError(result: 'foreign' | 'unavailable'): Error {
+  return result === 'foreign' ? new UpstreamTaskForeign() : new TaskRegistryUnavailable();
+}
+
+const nothingNamed = (ids: { tasks: readonly string[]; contexts: readonly string[] }) =>
+  ids.tasks.length === 0 && ids.contexts.length === 0;
 
 function parsed(text: string): unknown {
   try {
@@ -381,11 +510,14 @@ function parsed(text: string): unknown {
 
 /**
  * Forwards an A2A answer, recording the tasks and contexts it names for the caller
- * ({@link answerIds}) before the caller can read them. An event stream passes chunk by chunk as it
- * arrives, each event's ids recorded before the chunk completing it is written. A JSON answer (2xx)
- * is held until complete (at most {@link MAX_OBSERVED}; a larger one is relayed unread, its ids not
- * recorded), then recorded and relayed. An answer naming another principal's task or context fails
- * the exchange ({@link UpstreamTaskForeign}): 502 before its head, the stream cut after it.
+ * ({@link answerIds}) before the caller can read them: a registry in the store has committed them
+ * (so another instance the caller's next request reaches knows them) before a byte naming them is
+ * written. An event stream passes chunk by chunk as it arrives; a chunk completing events that
+ * name ids holds the upstream (back-pressure) until they are recorded, then is written. A JSON
+ * answer (2xx) is held until complete (at most {@link MAX_OBSERVED}; a larger one is relayed unread,
+ * its ids not recorded), then recorded and relayed. An answer naming another principal's task or
+ * context fails the exchange ({@link UpstreamTaskForeign}), and so does one whose ids cannot be
+ * recorded ({@link TaskRegistryUnavailable}): 502 / 503 before its head, the stream cut after it.
  */
 export class TaskForwardHandler extends ForwardHandler {
   readonly #record: RecordIds;
@@ -393,10 +525,31 @@ export class TaskForwardHandler extends ForwardHandler {
   #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
   #chunks: Buffer[] = [];
   #total = 0;
+  /** Resumes the upstream paused while a chunk's ids are recorded. */
+  #resume: (() => void) | undefined;
+  /** A chunk waiting for its ids to be recorded (the upstream is paused meanwhile). */
+  #pending: Promise<void> | undefined;
+  /** The upstream's answer is complete and waits for its ids to be recorded. */
+  #completing = false;
+  /** Failed or aborted: nothing more is written. */
+  #over = false;
 
   constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], record: RecordIds, ownCredential = false) {
     super(res, cb, extra, ownCredential);
     this.#record = record;
+  }
+
+  override abort(reason: Error): void {
+    // The upstream exchange is over while its answer waits to be recorded: undici has nothing left
+    // to abort, so the caller's answer is failed here (a revocation, a shutdown, the caller gone).
+    if (this.#completing) this.onError(reason);
+    else super.abort(reason);
+  }
+
+  override onError(error: Error): void {
+    this.#over = true;
+    this.#completing = false;
+    super.onError(error);
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
@@ -408,6 +561,7 @@ export class TaskForwardHandler extends ForwardHandler {
     const type = rawHeader(raw, 'content-type') ?? undefined;
     if (isEventStream(type)) {
       this.#sse = new SseDataReader();
+      this.#resume = resume;
       return super.onHeaders(status, raw, resume);
     }
     if (!isJsonType(type)) return super.onHeaders(status, raw, resume);
@@ -416,6 +570,7 @@ export class TaskForwardHandler extends ForwardHandler {
   }
 
   override onData(chunk: Buffer): boolean {
+    if (this.#over) return false;
     if (this.#head !== undefined) {
       this.#total += chunk.length;
       this.#chunks.push(chunk);
@@ -424,29 +579,66 @@ export class TaskForwardHandler extends ForwardHandler {
       return this.#release() === 'flowing';
     }
     if (this.#sse !== undefined) {
+      const named = { tasks: [] as string[], contexts: [] as string[] };
       for (const data of this.#sse.push(chunk)) {
-        if (!this.#record(answerIds(parsed(data)))) {
-          this.abort(new UpstreamTaskForeign());
-          return false;
-        }
+        const ids = answerIds(parsed(data));
+        named.tasks.push(...ids.tasks);
+        named.contexts.push(...ids.contexts);
+      }
+      if (!nothingNamed(named)) {
+        // Written once recorded; the upstream waits (undici reads no further until resumed).
+        this.#pending = this.#record(named).then((result) => {
+          this.#pending = undefined;
+          if (this.#over) return;
+          if (result !== 'recorded') {
+            this.abort(recordError(result));
+            return;
+          }
+          if (super.onData(chunk)) this.#resume?.();
+          // Otherwise the caller is slow: resumed when it drains (or aborted when it went away).
+        });
+        return false;
       }
     }
     return super.onData(chunk);
   }
 
   override onComplete(): void {
+    if (this.#over) return;
+    const pending = this.#pending;
+    if (pending !== undefined) {
+      // Not expected (the upstream was paused), but the end never overtakes a chunk still to be written.
+      this.#completing = true;
+      void pending.then(() => {
+        if (this.#completing) {
+          this.#completing = false;
+          super.onComplete();
+        }
+      });
+      return;
+    }
     const head = this.#head;
-    if (head !== undefined) {
-      const text = Buffer.concat(this.#chunks, this.#total).toString('utf8');
-      if (!this.#record(answerIds(parsed(text)))) {
+    if (head === undefined) {
+      super.onComplete();
+      return;
+    }
+    const ids = answerIds(parsed(Buffer.concat(this.#chunks, this.#total).toString('utf8')));
+    if (nothingNamed(ids)) {
+      if (this.#release() !== 'refused') super.onComplete();
+      return;
+    }
+    this.#completing = true;
+    void this.#record(ids).then((result) => {
+      if (!this.#completing) return; // failed meanwhile (aborted)
+      this.#completing = false;
+      if (result !== 'recorded') {
         this.#head = undefined;
-        // The exchange is over upstream: fail it here (502 to the caller, nothing relayed).
-        this.onError(new UpstreamTaskForeign());
+        // The exchange is over upstream: fail it here (nothing relayed).
+        this.onError(recordError(result));
         return;
       }
-      if (this.#release() === 'refused') return;
-    }
-    super.onComplete();
+      if (this.#release() !== 'refused') super.onComplete();
+    });
   }
 
   /** Send the held head and chunks: `refused` when the head could not go (the caller is gone), `paused` on back-pressure. */

@@ -36,16 +36,20 @@ import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a.ts';
 import {
+  type IdKind,
   isTaskPath,
   MAX_A2A_ID,
+  memoryTaskRegistry,
   type NamedIds,
   type RecordIds,
   RPC_TASK_NOT_FOUND,
   RPC_UNSUPPORTED_OPERATION,
   requestIds,
   rpcIdOf,
+  StoreTaskOwners,
   TaskForwardHandler,
-  TaskOwners,
+  type TaskRegistry,
+  type TaskStore,
   taskOwner,
 } from './a2a-tasks.ts';
 import {
@@ -258,6 +262,13 @@ export interface GatewayDeps {
    */
   readonly mcpSessionKey?: KeyObject;
   /**
+   * Where A2A routes (`a2a.bind_tasks`) record who owns each task and context: the store
+   * (`tessera serve` gives its own), shared by every instance on it and kept across restarts.
+   * Without it, in this process only: a task created through one instance is unknown to the
+   * others, and a restart forgets every task (its owner is refused afterwards).
+   */
+  readonly taskStore?: TaskStore;
+  /**
    * The host the listener is bound to, when it is not `server.host` (`serveGateway`'s `host`,
    * `--host`). Without `server.public_url`, DPoP proofs name the gateway's own URL, http://<this
    * host>:<port>, not the caller's Host header.
@@ -454,8 +465,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     return { depth: Math.max(depth, stored), dropped: dropped + storeDropped, failed: failed + storeFailed };
   };
 
-  // Who owns each A2A task and context (a2a-tasks.ts): one registry for every route, kept across reloads.
-  const taskOwners = new TaskOwners();
+  // Who owns each A2A task and context (a2a-tasks.ts): one registry for every route, kept across
+  // reloads; in the store when there is one (every instance on it agrees), else in this process.
+  const taskOwners: TaskRegistry = deps.taskStore !== undefined ? new StoreTaskOwners(deps.taskStore) : memoryTaskRegistry();
   const streams = new StreamRegistry<AdmittedStream>({
     clock,
     revocation: deps.revocation,
@@ -793,57 +805,69 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   /**
    * Whether the caller (`owner`) may name what the request names (a2a-tasks.ts): every task its
    * own, every context (and A2A 0.2 task) its own or new; the new ones are then recorded as its.
-   * The reason to refuse otherwise: a task never recorded and another principal's answer alike.
+   * The reason to refuse otherwise: a task never recorded and another principal's answer alike;
+   * `a2a_task_registry_unavailable` when the registry (the store) cannot answer (fail closed).
    */
-  function checkTasks(
+  async function checkTasks(
     route: string,
     named: NamedIds,
     owner: string,
     ttlMs: number,
-  ): 'a2a_task_unknown' | 'a2a_task_foreign' | 'a2a_task_registry_full' | undefined {
+  ): Promise<'a2a_task_unknown' | 'a2a_task_foreign' | 'a2a_task_registry_full' | 'a2a_task_registry_unavailable' | undefined> {
     const now = clock();
-    for (const id of named.tasks) {
-      const o = taskOwners.ownerOf(route, 'task', id, now);
-      if (o === undefined) return 'a2a_task_unknown';
-      if (o !== owner) return 'a2a_task_foreign';
+    const tasks = [...new Set(named.tasks)];
+    const fresh: [IdKind, string][] = [
+      ...[...new Set(named.newTasks)].map((id): [IdKind, string] => ['task', id]),
+      ...[...new Set(named.contexts)].map((id): [IdKind, string] => ['context', id]),
+    ];
+    try {
+      const owners = await Promise.all(tasks.map((id) => taskOwners.ownerOf(route, 'task', id, now)));
+      if (owners.some((o) => o === undefined)) return 'a2a_task_unknown';
+      if (owners.some((o) => o !== owner)) return 'a2a_task_foreign';
+      const others = await Promise.all(fresh.map(([kind, id]) => taskOwners.ownerOf(route, kind, id, now)));
+      if (others.some((o) => o !== undefined && o !== owner)) return 'a2a_task_foreign';
+      // Checked whole before anything is recorded: a refused request claims nothing. A claim can
+      // still lose to another principal's made meanwhile (through another instance): refused then.
+      const claims = await Promise.all([
+        ...tasks.map((id) => taskOwners.claim(route, 'task', id, owner, now, ttlMs)),
+        ...fresh.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs)),
+      ]);
+      if (claims.includes('foreign')) return 'a2a_task_foreign';
+      if (claims.includes('full')) return 'a2a_task_registry_full';
+      return undefined;
+    } catch (e) {
+      registryUnavailable(route, e);
+      return 'a2a_task_registry_unavailable';
     }
-    for (const id of named.newTasks) if (!ownerless(route, 'task', id, owner, now)) return 'a2a_task_foreign';
-    for (const id of named.contexts) if (!ownerless(route, 'context', id, owner, now)) return 'a2a_task_foreign';
-    // Checked whole before anything is recorded: a refused request claims nothing.
-    for (const id of named.tasks) taskOwners.claim(route, 'task', id, owner, now, ttlMs);
-    for (const [kind, ids] of [
-      ['task', named.newTasks],
-      ['context', named.contexts],
-    ] as const) {
-      for (const id of ids) if (taskOwners.claim(route, kind, id, owner, now, ttlMs) === 'full') return 'a2a_task_registry_full';
-    }
-    return undefined;
   }
 
-  function ownerless(route: string, kind: 'task' | 'context', id: string, owner: string, now: number): boolean {
-    const o = taskOwners.ownerOf(route, kind, id, now);
-    return o === undefined || o === owner;
+  function registryUnavailable(route: string, e: unknown): void {
+    logger.warn(
+      { event: 'a2a_task_registry_unavailable', route, error: (e as { code?: unknown })?.code ?? (e as Error)?.name ?? 'error' },
+      'the A2A task registry (the store) did not answer; the request was refused',
+    );
   }
 
-  /** Record an answer's tasks and contexts as `owner`'s: false when one is another's (the answer is then not relayed). */
-  function recordTasks(
+  /** Record an answer's tasks and contexts as `owner`'s (the answer is relayed only once they are). */
+  async function recordTasks(
     route: string,
     ids: { tasks: readonly string[]; contexts: readonly string[] },
     owner: string,
     ttlMs: number,
-  ): boolean {
+  ): Promise<'recorded' | 'foreign' | 'unavailable'> {
     const now = clock();
-    for (const [kind, list] of [
-      ['task', ids.tasks],
-      ['context', ids.contexts],
-    ] as const) {
-      for (const id of list) {
-        // A longer id is not recorded: naming it later is refused.
-        if (id.length > MAX_A2A_ID) continue;
-        if (taskOwners.claim(route, kind, id, owner, now, ttlMs) === 'foreign') return false;
-      }
+    // A longer id is not recorded: naming it later is refused.
+    const named: [IdKind, string][] = [
+      ...[...new Set(ids.tasks)].map((id): [IdKind, string] => ['task', id]),
+      ...[...new Set(ids.contexts)].map((id): [IdKind, string] => ['context', id]),
+    ].filter(([, id]) => id.length <= MAX_A2A_ID);
+    try {
+      const claims = await Promise.all(named.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs)));
+      return claims.includes('foreign') ? 'foreign' : 'recorded';
+    } catch (e) {
+      registryUnavailable(route, e);
+      return 'unavailable';
     }
-    return true;
   }
 
   /**
@@ -915,13 +939,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           return;
         }
         const owner = taskOwner(decision.principal as Principal);
-        const refused = checkTasks(route.id, named, owner, config.task_ttl * 1000);
+        const refused = await checkTasks(route.id, named, owner, config.task_ttl * 1000);
         if (refused !== undefined) {
           denyRpc(
             x,
             res,
             new TesseraError(refused),
-            refused === 'a2a_task_registry_full' ? RPC_SERVER_ERROR : RPC_TASK_NOT_FOUND,
+            refused === 'a2a_task_registry_full' || refused === 'a2a_task_registry_unavailable' ? RPC_SERVER_ERROR : RPC_TASK_NOT_FOUND,
             rpcIdOf(value),
           );
           return;

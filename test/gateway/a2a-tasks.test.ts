@@ -7,7 +7,17 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import type { TaskStore } from '../../src/gateway/a2a-tasks.ts';
+import {
+  baseConfig,
+  requestEvents,
+  startA2aGateway,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
 
 interface AgentTask {
   kind: 'task';
@@ -392,5 +402,164 @@ describe("gateway: an A2A upstream answering with another principal's task", () 
       // Cut: the caller sees an incomplete stream.
     }
     assert.doesNotMatch(text, /secret|t-alice/);
+  });
+});
+
+/**
+ * A store (its two A2A methods) whose claims can be held, as a slow PostgreSQL would hold them, or
+ * failed, as an unreachable one does: the gateway must not relay a byte naming an id before the
+ * store has recorded it (another instance the caller's next request reaches would not know it yet).
+ */
+function gatedStore() {
+  const records = new Map<string, { owner: string; expiresAt: number }>();
+  const held: (() => void)[] = [];
+  const state = { hold: false, down: false, claims: 0 };
+  const key = (route: string, kind: string, id: string) => JSON.stringify([route, kind, id]);
+  const store: TaskStore = {
+    async claimA2aTask(route, kind, id, owner, expiresAt, now) {
+      state.claims++;
+      if (state.down) throw new Error('store unreachable');
+      if (state.hold) await new Promise<void>((resolve) => held.push(resolve));
+      const k = key(route, kind, id);
+      const r = records.get(k);
+      if (r === undefined || r.expiresAt <= now) records.set(k, { owner, expiresAt });
+      return { ...(records.get(k) as { owner: string; expiresAt: number }) };
+    },
+    async a2aTaskOwner(route, kind, id, now) {
+      if (state.down) throw new Error('store unreachable');
+      const r = records.get(key(route, kind, id));
+      return r === undefined || r.expiresAt <= now ? undefined : { ...r };
+    },
+  };
+  return {
+    store,
+    state,
+    records,
+    release: () => {
+      state.hold = false;
+      for (const h of held.splice(0)) h();
+    },
+  };
+}
+
+describe('gateway: A2A tasks recorded in a store (tessera serve)', () => {
+  const a = agent();
+  const gated = gatedStore();
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let alice: string;
+  before(async () => {
+    upstream = await startUpstream(a.handler);
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        scopes: { 'agent:invoke': {} },
+        gateway: {
+          routes: [
+            {
+              id: 'agent',
+              match: { path_prefix: '/agent' },
+              upstream: { url: upstream.url },
+              auth: 'jwt',
+              rules: [{ scopes: ['agent:invoke'] }],
+              a2a: { token_url: 'https://tessera.example.com/oauth/token' },
+            },
+          ],
+        },
+      },
+      { taskStore: gated.store },
+    );
+    alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+  });
+  after(async () => {
+    gated.release();
+    a.release();
+    await gw.close();
+    await upstream.close();
+  });
+
+  let n = 0;
+  const call = (method: string, params: unknown) =>
+    fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: ++n, method, params }),
+    });
+  const message = () => ({ message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [{ kind: 'text', text: 'hi' }] } });
+  /** Wait until the store holds a claim, then a little longer: whatever the gateway would send early has had time to arrive. */
+  const claimHeld = async (claimsBefore: number) => {
+    while (gated.state.claims === claimsBefore) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 100));
+  };
+
+  it('race (JSON): the answer naming a new task reaches the caller only once the store has recorded it', async () => {
+    gated.state.hold = true;
+    const claims = gated.state.claims;
+    let answered = false;
+    const pending = call('message/send', message()).then((res) => {
+      answered = true;
+      return res;
+    });
+    await claimHeld(claims);
+    assert.equal(answered, false, 'the answer went out before the store recorded its task');
+    gated.release();
+    const res = await pending;
+    assert.equal(res.status, 200);
+    const task = ((await res.json()) as { result: AgentTask }).result;
+    assert.equal(gated.records.get(JSON.stringify(['agent', 'task', task.id]))?.owner !== undefined, true);
+  });
+
+  it('race (event stream): no event naming a task is written before the store has recorded it', async () => {
+    gated.state.hold = true;
+    const claims = gated.state.claims;
+    const res = await call('message/stream', message());
+    assert.equal(res.status, 200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    let received = '';
+    const reading = (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        received += Buffer.from(value).toString();
+        if (received.includes('artifact-update')) return;
+      }
+    })();
+    await claimHeld(claims);
+    assert.equal(received, '', 'an event naming the task went out before the store recorded it');
+    gated.release();
+    await reading;
+    assert.match(received, /"kind":"task"/);
+    a.release();
+    await reader.cancel();
+  });
+
+  it('store unreachable while recording an answer: nothing of it is relayed (503 a2a_task_registry_unavailable)', async () => {
+    gated.state.down = true;
+    try {
+      const res = await call('message/send', message());
+      assert.equal(res.status, 503);
+      assert.doesNotMatch(await res.text(), /secret result/);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_unavailable');
+    } finally {
+      gated.state.down = false;
+    }
+  });
+
+  it('store unreachable while checking a request: refused (503, JSON-RPC -32000), the upstream never asked', async () => {
+    const task = ((await (await call('message/send', message())).json()) as { result: AgentTask }).result;
+    // Not cached by the gateway this time: a new instance's view, through a fresh id, is asked of the store.
+    gated.state.down = true;
+    try {
+      const from = upstream.seen.length;
+      const res = await call('message/send', { message: { ...message().message, contextId: `new-${randomUUID()}` } });
+      assert.equal(res.status, 503);
+      assert.equal(((await res.json()) as { error: { code: number } }).error.code, -32000);
+      assert.equal(upstream.seen.length, from);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_unavailable');
+      // A task the gateway has cached as Alice's is still hers while the store is down.
+      assert.equal((await call('tasks/get', { id: task.id })).status, 200);
+    } finally {
+      gated.state.down = false;
+    }
   });
 });

@@ -293,6 +293,9 @@ async function withGateway(
       revocation: service.revocations,
       ...(exchangeClient !== undefined ? { upstreamTokenIssuer: service.upstreamIssuer(exchangeClient) } : {}),
       auditSinks: [{ write: (events) => store.appendAudit(events) }],
+      // A2A tasks bound to their creator (a2a.bind_tasks) in the store: every instance on it agrees
+      // on who owns a task, and a restart keeps it.
+      taskStore: store,
       readiness: tokenServiceReadiness(ctx),
       authorizationServer: service.issuer,
       // Every instance sharing the master key accepts the others' MCP sessions, across restarts.

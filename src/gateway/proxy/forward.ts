@@ -81,6 +81,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An A2A answer naming another principal's task (a2a-tasks.ts).
     case 'a2a_upstream_task_foreign':
       return { code: 'a2a_upstream_task_foreign', kind: 'task_foreign' };
+    // An A2A answer whose tasks the gateway's registry (its store) could not record (a2a-tasks.ts).
+    case 'a2a_task_registry_unavailable':
+      return { code: 'a2a_task_registry_unavailable', kind: 'task_registry_unavailable' };
     case 'upstream_credential_rejected':
       return { code: 'upstream_credential_rejected', kind: 'credential_rejected' };
     case 'ECONNREFUSED':

@@ -1,0 +1,218 @@
+/**
+ * `tessera serve`: A2A tasks are bound to their creator in the store, not in one gateway process.
+ * A task created through one instance is its creator's at every other instance on the same store
+ * (several instances behind one load balancer) and after a restart, and still no other principal's:
+ * on SQLite (a restart) and on PostgreSQL (two instances, and a restart; 127.0.0.1:5432, database
+ * `test`, or TESSERA_TEST_POSTGRES_URL; skipped when it does not answer).
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import pg from 'pg';
+import pino from 'pino';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { startUpstream, type Upstream } from '../gateway/helpers.ts';
+import { basic } from '../helpers/issuer.ts';
+import { freePort } from '../helpers/net.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
+
+const PUBLIC = 'https://api.test';
+const AUDIENCE = `${PUBLIC}/agent`;
+const pgUrl = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgReachable = await postgresReachable(pgUrl);
+
+/** An A2A 0.3 agent (JSON-RPC) with no notion of owners: `message/send` creates a task, `tasks/get` reads any. */
+function agent() {
+  const tasks = new Map<string, Record<string, unknown>>();
+  return (_req: unknown, res: ServerResponse, body: string) => {
+    // biome-ignore lint/suspicious/noExplicitAny: a JSON-RPC request under test
+    const rpc: any = JSON.parse(body);
+    const reply = (payload: Record<string, unknown>) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, ...payload }));
+    if (rpc.method === 'message/send') {
+      const id = randomUUID();
+      const task = {
+        kind: 'task',
+        id,
+        contextId: rpc.params?.message?.contextId ?? randomUUID(),
+        status: { state: 'completed' },
+        artifacts: [{ artifactId: 'a1', parts: [{ kind: 'text', text: `secret result for ${id}` }] }],
+      };
+      tasks.set(id, task);
+      return reply({ result: task });
+    }
+    if (rpc.method === 'tasks/get') {
+      const task = tasks.get(rpc.params?.id);
+      return reply(task === undefined ? { error: { code: -32001, message: 'Task not found' } } : { result: task });
+    }
+    return reply({ error: { code: -32601, message: 'Method not found' } });
+  };
+}
+
+const drivers = [
+  { name: 'SQLite', store: '', skip: false as const },
+  {
+    name: 'PostgreSQL',
+    store: 'postgres',
+    skip: pgReachable ? (false as const) : `PostgreSQL is not reachable at ${pgUrl.replace(/\/\/[^@]*@/, '//')}`,
+  },
+];
+
+for (const driver of drivers) {
+  describe(`tessera serve on ${driver.name}: A2A tasks bound to their creator in the store`, { skip: driver.skip }, () => {
+    let dir: string;
+    let config: string;
+    let upstream: Upstream;
+    const secrets: Record<string, string> = {};
+    const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+    const running: RunningServer[] = [];
+    const start = async (options: { port?: number } = {}) => {
+      const r = await startServer({ config, logger: pino({ level: 'silent' }), ...options });
+      running.push(r);
+      return r;
+    };
+    const stop = async (r: RunningServer) => {
+      running.splice(running.indexOf(r), 1);
+      await r.close();
+    };
+    const stopAll = async () => {
+      for (const r of [...running]) await stop(r);
+    };
+
+    const tokenOf = async (url: string, client: string): Promise<string> => {
+      const res = await fetch(`${url}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: basic(client, secrets[client] as string), 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'agent:invoke' }),
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      return ((await res.json()) as { access_token: string }).access_token;
+    };
+    let n = 0;
+    const call = (url: string, bearer: string, method: string, params: unknown) =>
+      fetch(`${url}/agent/`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: ++n, method, params }),
+      });
+    // biome-ignore lint/suspicious/noExplicitAny: JSON-RPC answers under test
+    const json = async (res: Response): Promise<any> => res.json();
+    const send = async (url: string, bearer: string, extra: Record<string, unknown> = {}) => {
+      const res = await call(url, bearer, 'message/send', {
+        message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [{ kind: 'text', text: 'hi' }], ...extra },
+      });
+      assert.equal(res.status, 200);
+      const task = (await json(res)).result;
+      assert.equal(typeof task?.id, 'string');
+      return task as { id: string; contextId: string };
+    };
+    const assertOwned = async (res: Response, id: string) => {
+      assert.equal(res.status, 200);
+      assert.equal((await json(res)).result?.id, id);
+    };
+    const assertRefused = async (res: Response) => {
+      assert.equal(res.status, 404);
+      const body = await json(res);
+      assert.equal(body.error?.code, -32001);
+      assert.doesNotMatch(JSON.stringify(body), /secret result/);
+    };
+
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'tessera-serve-a2a-'));
+      mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
+      upstream = await startUpstream(agent());
+      config = join(dir, 'tessera.yaml');
+      writeFileSync(
+        config,
+        `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${await freePort()}, public_url: ${PUBLIC} }
+${driver.store === 'postgres' ? `store: { driver: postgres, postgres: { url: "${pgUrl}", schema: ${schema} } }\n` : ''}issuers:
+  - { issuer: ${PUBLIC}, audiences: [${AUDIENCE}], jwks_uri: ${PUBLIC}/.well-known/jwks.json, token_type: at+jwt }
+scopes:
+  agent:invoke: {}
+gateway:
+  watch_config: false
+  routes:
+    - id: agent
+      match: { path_prefix: /agent }
+      upstream: { url: ${upstream.url} }
+      auth: jwt
+      audience: ${AUDIENCE}
+      rules: [{ scopes: [agent:invoke] }]
+      a2a: { token_url: ${PUBLIC}/oauth2/token }
+`,
+      );
+      await initialize({ config });
+      const first = await start();
+      for (const id of ['alice', 'bob']) {
+        secrets[id] = (
+          await first.service.registerClient({ id, scopes: ['agent:invoke'], audiences: [AUDIENCE], grantTypes: ['client_credentials'] })
+        ).secret as string;
+      }
+      await stop(first);
+    });
+    afterEach(stopAll);
+    after(async () => {
+      await stopAll();
+      await upstream?.close();
+      if (driver.store === 'postgres') {
+        const c = new pg.Client({ connectionString: pgUrl });
+        await c.connect();
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await c.end();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('restart: a task created before a restart is still its creator’s after it, and still not another principal’s', async () => {
+      let server = await start();
+      const alice = await tokenOf(server.url, 'alice');
+      const bob = await tokenOf(server.url, 'bob');
+      const task = await send(server.url, alice);
+      await assertOwned(await call(server.url, alice, 'tasks/get', { id: task.id }), task.id);
+
+      await stop(server);
+      server = await start();
+      await assertOwned(await call(server.url, alice, 'tasks/get', { id: task.id }), task.id);
+      await assertRefused(await call(server.url, bob, 'tasks/get', { id: task.id }));
+      // Nor can Bob take over Alice's context after the restart.
+      const seen = upstream.seen.length;
+      await assertRefused(
+        await call(server.url, bob, 'message/send', {
+          message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [], contextId: task.contextId },
+        }),
+      );
+      assert.equal(upstream.seen.length, seen, 'the refused request reached the upstream');
+    });
+
+    if (driver.store === 'postgres') {
+      it('two instances: a task created through one is readable by its creator through the other, refused there to another principal', async () => {
+        const a = await start();
+        const b = await start({ port: await freePort() });
+        const alice = await tokenOf(a.url, 'alice');
+        const bob = await tokenOf(a.url, 'bob');
+        const task = await send(a.url, alice);
+        await assertOwned(await call(b.url, alice, 'tasks/get', { id: task.id }), task.id);
+        const seen = upstream.seen.length;
+        await assertRefused(await call(b.url, bob, 'tasks/get', { id: task.id }));
+        await assertRefused(await call(a.url, bob, 'tasks/get', { id: task.id }));
+        assert.equal(upstream.seen.length, seen, 'a refused request reached the upstream');
+        // A context Bob starts at B (an id of his choosing) is his at A too: Alice cannot continue it there.
+        const context = `ctx-${randomUUID()}`;
+        const bobs = await send(b.url, bob, { contextId: context });
+        assert.equal(bobs.contextId, context);
+        await assertRefused(
+          await call(a.url, alice, 'message/send', {
+            message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [], contextId: context },
+          }),
+        );
+        await assertOwned(await call(a.url, bob, 'tasks/get', { id: bobs.id }), bobs.id);
+      });
+    }
+  });
+}
