@@ -244,6 +244,13 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     refuse(new TesseraError('mcp_forward_auth_refused'), s.challenges);
     return;
   }
+  // Likewise an A2A route binding tasks to their creator (a2a.bind_tasks): the gateway reads each
+  // request's body for the tasks it names and each answer for the tasks it creates, and the proxy
+  // shows it neither: allowing here would let any caller at another's task (and record none).
+  if (route.a2a?.config.bind_tasks === true) {
+    refuse(new TesseraError('a2a_forward_auth_refused'), s.challenges);
+    return;
+  }
   const greq: GatewayRequest = {
     method,
     host,

@@ -947,3 +947,64 @@ describe('gateway: forward-auth, the public A2A agent card', () => {
     }
   });
 });
+
+describe('gateway: forward-auth, A2A routes binding tasks to their creator', () => {
+  const card = { name: 'agent', url: 'https://agent.example/a2a', version: '1.0.0' };
+  const gateway = (bindTasks: boolean) =>
+    startGateway({
+      ...baseConfig(),
+      scopes: { 'agent:invoke': {} },
+      gateway: {
+        forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
+        routes: [
+          {
+            id: 'agent',
+            match: { host: 'api.example.com', path_prefix: '/agent' },
+            upstream: { url: 'http://127.0.0.1:9' },
+            auth: 'jwt' as const,
+            audience: AUDIENCE,
+            rules: [{ scopes: ['agent:invoke'] }],
+            a2a: { token_url: 'https://issuer.example/oauth2/token', card, bind_tasks: bindTasks },
+          },
+        ],
+      },
+    });
+  const check = async (gw: TestGateway, uri: string, method: string) =>
+    fetch(`${gw.url}/_tessera/auth`, {
+      headers: {
+        'x-tessera-forward-auth': FA_SECRET,
+        'x-original-uri': uri,
+        'x-original-method': method,
+        'x-original-host': 'api.example.com',
+        authorization: `Bearer ${await token({ sub: 'bob', scope: 'agent:invoke' })}`,
+      },
+    });
+
+  it("task binding bypass: a check for an A2A route binding tasks is refused, whatever the token, since the proxy sends neither the body (naming another principal's task) nor the answer (creating one)", async () => {
+    const gw = await gateway(true);
+    try {
+      const res = await check(gw, '/agent/', 'POST');
+      assert.equal(res.status, 403);
+      assert.equal(res.headers.get('x-tessera-status'), '404');
+      assert.equal(res.headers.get('authorization'), null);
+      await gw.served.gateway.audit.flush();
+      const e = gw.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1);
+      assert.equal(e?.route, 'agent');
+      assert.equal(e?.reason, 'a2a_forward_auth_refused');
+      assert.equal(e?.decision, 'deny');
+      // The public card is discovery, no task in it: still allowed.
+      assert.equal((await check(gw, '/agent/.well-known/agent-card.json', 'GET')).status, 200);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('with a2a.bind_tasks: false (the upstream checks ownership), A2A calls are decided through forward-auth as before', async () => {
+    const gw = await gateway(false);
+    try {
+      assert.equal((await check(gw, '/agent/', 'POST')).status, 200);
+    } finally {
+      await gw.close();
+    }
+  });
+});
