@@ -42,6 +42,9 @@ export function rpcIdOf(value: unknown): string | number | null {
   return typeof id === 'string' || typeof id === 'number' ? id : null;
 }
 
+/** The most distinct task and context ids one request may name; more are refused (`a2a_message_invalid`). */
+export const MAX_NAMED_IDS = 100;
+
 /** Ids longer than this are never recorded, and refused in a request. */
 export const MAX_A2A_ID = 1024;
 
@@ -258,7 +261,8 @@ const SEND_02_METHODS = new Set(['tasks/send', 'tasks/sendsubscribe']);
 
 /**
  * The ids a request body (parsed JSON) names, or a refusal: an id that is not a string (an upstream
- * may read `123` as `"123"`), longer than {@link MAX_A2A_ID}, or a call listing tasks. A JSON-RPC
+ * may read `123` as `"123"`), longer than {@link MAX_A2A_ID}, more than {@link MAX_NAMED_IDS} of
+ * them, or a call listing tasks. A JSON-RPC
  * message (an object with a `method`, or a batch of them) is read by method; any other body (the
  * HTTP+JSON binding) for its `taskId`, `contextId` and `referenceTaskIds` alone.
  */
@@ -300,6 +304,9 @@ export function requestIds(body: unknown): RequestIds {
       }
     }
   }
+  // Each id is a registry read and a claim (a store round trip each under `tessera serve`): one
+  // request may not make thousands of them. A2A messages name a task, a context and a few references.
+  if (new Set([...ids.tasks, ...ids.newTasks, ...ids.contexts]).size > MAX_NAMED_IDS) return { ok: false, reason: 'a2a_message_invalid' };
   return { ok: true, ...ids };
 }
 

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import {
   answerIds,
   isTaskPath,
+  MAX_NAMED_IDS,
   RENEW_SLACK_MS,
   requestIds,
   SseDataReader,
@@ -25,6 +26,18 @@ describe('SseDataReader', () => {
 });
 
 describe('requestIds', () => {
+  it('store amplification: a request naming more than MAX_NAMED_IDS distinct ids (each a store round trip) is refused', () => {
+    const refs = (n: number) => ({
+      method: 'message/send',
+      params: { message: { referenceTaskIds: Array.from({ length: n }, (_, i) => `t${i}`), contextId: 'c' } },
+    });
+    assert.equal(requestIds(refs(MAX_NAMED_IDS - 1)).ok, true);
+    assert.deepEqual(requestIds(refs(MAX_NAMED_IDS)), { ok: false, reason: 'a2a_message_invalid' });
+    // The same id many times is one id.
+    const same = { method: 'message/send', params: { message: { referenceTaskIds: Array(5000).fill('t'), contextId: 'c' } } };
+    assert.equal(requestIds(same).ok, true);
+  });
+
   it('finds task and context ids wherever a request names them', () => {
     const r = requestIds({
       jsonrpc: '2.0',
