@@ -657,7 +657,14 @@ export interface Store {
    * entries, expired remembered consents and A2A task records, authorization codes an hour past their expiry (kept that
    * long so a late replay still revokes the grant issued from the code); and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
    * outlives its parent, so no live grant loses an ancestor).
+   *
+   * In bounded batches, each its own short write, so that a prune of millions of rows never holds
+   * a lock (or a connection) for long; a call stops after a time budget, once it has deleted
+   * something, and the next call goes on. Resolves `true` when nothing it prunes was left (rows
+   * another transaction holds locked may be left for a later call), `false` when it stopped at its
+   * budget. Refresh tokens go before grants, and a grant only once no stored grant names it as
+   * parent: a stored grant never lacks its parent, between calls too. Not atomic as a whole.
    */
-  prune(now: number, options?: { readonly grantsExpiredBefore?: number }): Promise<void>;
+  prune(now: number, options?: { readonly grantsExpiredBefore?: number }): Promise<boolean>;
   close(): Promise<void>;
 }

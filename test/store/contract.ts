@@ -21,6 +21,7 @@ import {
   StoreCapacityError,
   StoreConflictError,
 } from '../../src/store/contract.ts';
+import type { PruneTuning } from '../../src/store/prune.ts';
 
 export interface TestClock {
   now(): number;
@@ -136,8 +137,11 @@ async function created(store: Store, g: NewGrant, now: number): Promise<GrantRec
   return r as GrantRecord;
 }
 
-/** Run the whole contract against a backend. */
-export function runStoreContract(name: string, makeStore: () => Promise<Store>, clock: TestClock = testClock()): void {
+/**
+ * Run the whole contract against a backend. `makeStore` opens a fresh, empty store, with `tuning`
+ * when given (the prune tests open one with tiny batches).
+ */
+export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning) => Promise<Store>, clock: TestClock = testClock()): void {
   describe(`store contract: ${name}`, () => {
     let store: Store;
     before(async () => {
@@ -1461,6 +1465,88 @@ export function runStoreContract(name: string, makeStore: () => Promise<Store>, 
         assert.equal(await store.getGrant(g.id), undefined);
         assert.ok(await store.getGrant(keep.id));
         assert.equal(await store.useOnce(key, now + 100, now + 11), true);
+      });
+    });
+
+    describe('prune in bounded batches', () => {
+      // Two rows a batch, and a budget spent at once: each call deletes one batch, then stops.
+      let small: Store;
+      before(async () => {
+        small = await makeStore({ pruneBatchSize: 2, pruneBudgetMillis: 0 });
+        await small.createClient(clientRecord({ id: 'agent' }));
+      });
+      after(async () => {
+        await small.close();
+      });
+
+      /** Call prune until it says it is done; the number of calls it took. */
+      async function pruneAll(s: Store, now: number, grantsExpiredBefore: number): Promise<number> {
+        for (let calls = 1; calls <= 100; calls++) if (await s.prune(now, { grantsExpiredBefore })) return calls;
+        assert.fail('prune never finished');
+      }
+
+      it('deletes more expired rows than one batch across calls, at most a batch a call once its budget is spent, and keeps the live ones', async () => {
+        const now = clock.now();
+        const live = await created(small, newGrant({ expiresAt: now + 3600 }, now), now);
+        const expired: GrantRecord[] = [];
+        for (let i = 0; i < 5; i++) expired.push(await created(small, newGrant({ expiresAt: now + 10 }, now), now));
+        const oldTokens: RefreshTokenRecord[] = [];
+        for (let i = 0; i < 5; i++) {
+          const t = refresh(live.id, { expiresAt: now + 10 }, now);
+          await small.createRefreshToken(t);
+          oldTokens.push(t);
+        }
+        const liveToken = refresh(live.id, { expiresAt: now + 3600 }, now);
+        await small.createRefreshToken(liveToken);
+        const oldKeys = [uid('jti'), uid('jti'), uid('jti')];
+        for (const k of oldKeys) assert.equal(await small.useOnce(k, now + 10, now), true);
+        const liveKey = uid('jti');
+        assert.equal(await small.useOnce(liveKey, now + 3600, now), true);
+
+        const left = async () =>
+          (await Promise.all([...oldTokens.map((t) => small.getRefreshToken(t.hash)), ...expired.map((g) => small.getGrant(g.id))])).filter(
+            (r) => r !== undefined,
+          ).length;
+        assert.equal(await small.prune(now + 11, { grantsExpiredBefore: now + 11 }), false, 'not done after one batch');
+        const afterOne = await left();
+        assert.ok(afterOne >= 10 - 2 && afterOne < 10, `one batch of at most 2 rows, then it stops (${10 - afterOne} deleted)`);
+        const calls = await pruneAll(small, now + 11, now + 11);
+        assert.ok(calls >= 3, `took ${calls} more calls`);
+        assert.equal(await left(), 0, 'every expired row is gone');
+        for (const k of oldKeys) assert.equal(await small.useOnce(k, now + 3600, now + 11), true, 'expired replay entry pruned');
+        assert.equal(await small.useOnce(liveKey, now + 3600, now + 11), false, 'live replay entry kept');
+        assert.ok(await small.getGrant(live.id), 'live grant kept');
+        assert.ok(await small.getRefreshToken(liveToken.hash), 'live refresh token kept');
+        assert.equal(await small.prune(now + 11, { grantsExpiredBefore: now + 11 }), true, 'nothing left: done in one call');
+      });
+
+      it('deletes expired grants children first, so a grant still stored never lacks its parent, across calls', async () => {
+        const now = clock.now();
+        const chains: GrantRecord[][] = [];
+        for (let c = 0; c < 3; c++) {
+          const chain = [await created(small, newGrant({ expiresAt: now + 10 }, now), now)];
+          for (let d = 1; d < 4; d++) {
+            const parent = chain[d - 1] as GrantRecord;
+            chain.push(await created(small, newGrant({ parentId: parent.id, expiresAt: now + 10 }, now), now));
+          }
+          chains.push(chain);
+        }
+        const liveRoot = await created(small, newGrant({ expiresAt: now + 3600 }, now), now);
+        const liveChild = await created(small, newGrant({ parentId: liveRoot.id, expiresAt: now + 3600 }, now), now);
+        let done = false;
+        for (let calls = 0; !done; calls++) {
+          assert.ok(calls < 100, 'prune never finished');
+          done = await small.prune(now + 11, { grantsExpiredBefore: now + 11 });
+          for (const chain of chains) {
+            for (const g of chain) {
+              if (g.parentId === null || (await small.getGrant(g.id)) === undefined) continue;
+              assert.ok(await small.getGrant(g.parentId), `grant ${g.id} is stored without its parent after ${calls + 1} calls`);
+            }
+          }
+        }
+        for (const g of chains.flat()) assert.equal(await small.getGrant(g.id), undefined, 'expired grant pruned');
+        assert.ok(await small.getGrant(liveRoot.id), 'live grant kept');
+        assert.ok(await small.getGrant(liveChild.id), 'live child kept');
       });
     });
   });

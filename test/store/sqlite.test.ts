@@ -32,8 +32,8 @@ function rewind(db: DatabaseSync, version: number): void {
   db.prepare('DELETE FROM schema_migrations WHERE version > ?').run(version);
 }
 
-runStoreContract('sqlite (file)', async () => SqliteStore.open({ path: join(dir, `contract-${++n}.db`) }), testClock());
-runStoreContract('sqlite (:memory:)', async () => SqliteStore.open({ path: ':memory:' }), testClock());
+runStoreContract('sqlite (file)', async (tuning) => SqliteStore.open({ path: join(dir, `contract-${++n}.db`), ...tuning }), testClock());
+runStoreContract('sqlite (:memory:)', async (tuning) => SqliteStore.open({ path: ':memory:', ...tuning }), testClock());
 
 describe('sqlite store specifics', () => {
   it('reads a grant tree with a level wider than a spread argument list (150,000 children of one grant) without a stack overflow', async () => {
@@ -53,6 +53,52 @@ describe('sqlite store specifics', () => {
     ).run(rootId);
     db.close();
     assert.equal((await store.grantSubtree(rootId)).length, 150_001);
+    await store.close();
+  });
+
+  it('a prune of more rows than one batch lets other writers in between its batches: it never holds the write lock for the whole prune', async () => {
+    const path = join(dir, 'prune-batches.db');
+    const store = SqliteStore.open({ path, pruneBatchSize: 100 });
+    const now = 1_800_000_000;
+    const db = new DatabaseSync(path, { timeout: 0 });
+    db.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+       INSERT INTO replay (key, expires_at) SELECT 'old-' || i, ? FROM n`,
+    ).run(now - 1);
+    // Another connection (as another process would) writes, with no busy timeout, at every turn
+    // the event loop gets while the prune runs.
+    const seen: { left: number; wrote: boolean }[] = [];
+    let finished = false;
+    const tick = () => {
+      if (finished) return;
+      const left = Number((db.prepare("SELECT count(*) AS n FROM replay WHERE key LIKE 'old-%'").get() as { n: number }).n);
+      let wrote = true;
+      try {
+        db.prepare('INSERT INTO replay (key, expires_at) VALUES (?, ?)').run(`other-${seen.length}`, now + 3600);
+      } catch {
+        wrote = false;
+      }
+      seen.push({ left, wrote });
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    try {
+      assert.equal(await store.prune(now), true);
+    } finally {
+      finished = true;
+    }
+    assert.ok(
+      seen.some((s) => s.left > 0 && s.left < 1000 && s.wrote),
+      `the other writer got the lock mid-prune (${JSON.stringify(seen.slice(0, 5))})`,
+    );
+    assert.ok(
+      seen.every((s) => s.wrote),
+      'every write got the lock',
+    );
+    const n = Number((db.prepare("SELECT count(*) AS n FROM replay WHERE key LIKE 'old-%'").get() as { n: number }).n);
+    assert.equal(n, 0, 'every expired row pruned');
+    assert.equal(Number((db.prepare('SELECT count(*) AS n FROM replay').get() as { n: number }).n), seen.length, 'the new ones kept');
+    db.close();
     await store.close();
   });
 

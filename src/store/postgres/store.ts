@@ -61,6 +61,7 @@ import {
   StoreConflictError,
   StoreUnavailableError,
 } from '../contract.ts';
+import { type PruneStep, type PruneTuning, pruneInBatches, pruneTuning } from '../prune.ts';
 import {
   a2aTaskFrom,
   a2aTaskKey,
@@ -82,7 +83,7 @@ import {
 import { Listener } from './listener.ts';
 
 /** Options for {@link PostgresStore.open}. */
-export interface PostgresStoreOptions {
+export interface PostgresStoreOptions extends PruneTuning {
   /** `postgres://user:pass@host:port/db`. */
   readonly connectionString: string;
   /** Schema holding Tessera's tables (created when absent). */
@@ -116,11 +117,14 @@ export interface PostgresStoreOptions {
    * How long the housekeeping writes a running instance's sync awaits ({@link PostgresStore.prune},
    * {@link PostgresStore.pruneAudit}'s batches, and the key maintenance's
    * {@link PostgresStore.addSigningKey} and {@link PostgresStore.deleteSigningKey}) may take, from
-   * their first statement to their commit. One not done by then fails with
-   * {@link StoreUnavailableError}, and its connection is destroyed (PostgreSQL rolls it back): a
-   * write held up by a lock, a stuck statement or a silently dead connection would otherwise hold
-   * the sync, and with it every later poll of the revocation log, for as long as it lasts. The next
-   * sync tries again. Default 10000.
+   * their first statement to their commit (for the prune, each of its batches). One not done by
+   * then fails with {@link StoreUnavailableError}, and its connection is destroyed (PostgreSQL rolls
+   * it back): a write held up by a lock, a stuck statement or a silently dead connection would
+   * otherwise hold the sync, and with it every later poll of the revocation log, for as long as it
+   * lasts. The server bounds them too, a little sooner ({@link serverTimeout}: `lock_timeout` and
+   * `statement_timeout`), so a statement the client gave up on does not go on waiting for a lock
+   * on the server, and keep the row locks it took, until that lock is freed (a server does not
+   * notice a lost client while it waits). The next sync tries again. Default 10000.
    */
   readonly maintenanceTimeoutMillis?: number;
 }
@@ -129,6 +133,17 @@ export interface PostgresStoreOptions {
 export const READ_TIMEOUT_MS = 5000;
 /** Default {@link PostgresStoreOptions.maintenanceTimeoutMillis}. */
 export const MAINTENANCE_TIMEOUT_MS = 10_000;
+
+/**
+ * The server-side bound (`lock_timeout`, `statement_timeout`, milliseconds) of a transaction with
+ * a client-side timeout of `clientMs`: a tenth sooner (at most a second), so that the server gives
+ * up first, answers with an error and the connection can be used again; the client's timeout is
+ * left for a server or network that does not answer at all.
+ */
+export const serverTimeout = (clientMs: number): number => Math.max(1, clientMs - Math.min(1000, Math.ceil(clientMs / 10)));
+
+// lock_not_available (lock_timeout) and query_canceled (statement_timeout).
+const SERVER_TIMEOUT_SQLSTATE = new Set(['55P03', '57014']);
 
 type Q = Pick<pg.PoolClient, 'query'>;
 
@@ -332,13 +347,22 @@ export class PostgresStore implements Store {
 
   readonly #readTimeout: number;
   readonly #maintenanceTimeout: number;
+  readonly #prune: { readonly batch: number; readonly budget: number };
 
-  private constructor(pool: pg.Pool, connectionString: string, schema: string, readTimeout: number, maintenanceTimeout: number) {
+  private constructor(
+    pool: pg.Pool,
+    connectionString: string,
+    schema: string,
+    readTimeout: number,
+    maintenanceTimeout: number,
+    prune: PruneTuning,
+  ) {
     this.#pool = pool;
     this.#connectionString = connectionString;
     this.#channel = revocationChannel(schema);
     this.#readTimeout = readTimeout;
     this.#maintenanceTimeout = maintenanceTimeout;
+    this.#prune = pruneTuning(prune);
   }
 
   /** Connect, create the schema when absent and migrate (one migrator at a time). */
@@ -361,6 +385,7 @@ export class PostgresStore implements Store {
       schema,
       Math.max(1, Math.floor(options.readTimeoutMillis ?? READ_TIMEOUT_MS)),
       Math.max(1, Math.floor(options.maintenanceTimeoutMillis ?? MAINTENANCE_TIMEOUT_MS)),
+      options,
     );
     try {
       await store.#tx(async (c) => {
@@ -392,7 +417,9 @@ export class PostgresStore implements Store {
    *
    * With `timeoutMs` (the sync's housekeeping: {@link PostgresStoreOptions.maintenanceTimeoutMillis}),
    * an attempt not committed by then fails with {@link StoreUnavailableError} and its connection is
-   * destroyed, which rolls it back.
+   * destroyed, which rolls it back; and the transaction's statements have a server-side
+   * `lock_timeout` and `statement_timeout` of {@link serverTimeout}(`timeoutMs`), which fail it
+   * (a {@link StoreUnavailableError} too, `store_busy`) on the server first.
    */
   async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs?: number): Promise<T> {
     for (let attempt = 1; ; attempt++) {
@@ -429,7 +456,11 @@ export class PostgresStore implements Store {
             c.connection.stream.destroy();
           }, timeoutMs);
     try {
-      await c.query('BEGIN');
+      if (timeoutMs === undefined) await c.query('BEGIN');
+      else {
+        const server = serverTimeout(timeoutMs);
+        await c.query(`BEGIN; SET LOCAL lock_timeout = ${server}; SET LOCAL statement_timeout = ${server}`);
+      }
       const result = await fn(c);
       await c.query('COMMIT');
       return result;
@@ -439,6 +470,14 @@ export class PostgresStore implements Store {
         throw broken;
       }
       await c.query('ROLLBACK').catch(() => {});
+      const code = (e as { code?: unknown }).code;
+      if (timeoutMs !== undefined && typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
+        // The server gave up on a lock or a statement (see serverTimeout): rolled back, the
+        // connection fine.
+        throw new StoreUnavailableError('store_busy', `PostgreSQL gave up within ${serverTimeout(timeoutMs)} ms: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
       const mapped = unavailable(e);
       // A connection that failed is closed rather than handed to the next caller.
       if (mapped instanceof StoreUnavailableError) broken = mapped;
@@ -1202,12 +1241,14 @@ export class PostgresStore implements Store {
 
   async pruneAudit(before: number, limit: number): Promise<number> {
     // The oldest first, through the unique index on id (COLLATE "C": bytewise, as ids sort by time).
-    const r = await this.#result(
-      'DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)',
-      [idFloor(before), Math.max(1, Math.floor(limit))],
-      this.#maintenanceTimeout,
-    );
-    return r.rowCount ?? 0;
+    // A transaction of its own for the server-side bounds of the maintenance timeout.
+    return this.#tx(async (c) => {
+      const r = await c.query('DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)', [
+        idFloor(before),
+        Math.max(1, Math.floor(limit)),
+      ]);
+      return r.rowCount ?? 0;
+    }, this.#maintenanceTimeout);
   }
 
   async versions(): Promise<StoreVersions> {
@@ -1216,18 +1257,47 @@ export class PostgresStore implements Store {
     return { keys: v.keys_version ?? 0, clients: v.clients_version ?? 0, revocations: v.revocations_seq ?? 0 };
   }
 
-  async prune(now: number, options: { readonly grantsExpiredBefore?: number } = {}): Promise<void> {
-    await this.#tx(async (c) => {
-      await c.query('DELETE FROM refresh_tokens WHERE expires_at <= $1', [now]);
-      await c.query('DELETE FROM replay WHERE expires_at <= $1', [now]);
-      await c.query('DELETE FROM revocations WHERE expires_at <= $1', [now]);
-      await c.query('DELETE FROM authorization_codes WHERE expires_at <= $1', [now - CODE_RETENTION]);
-      await c.query('DELETE FROM remembered_consents WHERE expires_at <= $1', [now]);
-      await c.query('DELETE FROM a2a_tasks WHERE expires_at <= $1', [now]);
-      if (options.grantsExpiredBefore !== undefined) {
-        await c.query('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < $1', [options.grantsExpiredBefore]);
-      }
-    }, this.#maintenanceTimeout);
+  /**
+   * In batches of `pruneBatchSize` rows, each its own transaction bounded by the maintenance
+   * timeout (client and server side), so one never holds row locks or a connection for long, and a
+   * call stops after `pruneBudgetMillis` (the next goes on). A batch skips rows another transaction
+   * holds locked (`SKIP LOCKED`; a later call deletes them) rather than wait for them. Tables are
+   * emptied one after the other: refresh tokens before the grants they belong to; a grant only once
+   * no grant names it as parent.
+   */
+  async prune(now: number, options: { readonly grantsExpiredBefore?: number } = {}): Promise<boolean> {
+    // By ctid, the condition checked again on the row deleted: a row updated since the batch was
+    // chosen (a consent approved again) is deleted only if it still qualifies. Oldest first, through
+    // the expires_at index: a sequential scan (chosen when most rows qualify) would read the dead
+    // rows of every earlier batch again, until vacuum.
+    const step = (table: string, where: string, arg: number, untilEmpty = false): PruneStep => {
+      const sql = `DELETE FROM ${table} t WHERE t.ctid = ANY(ARRAY(SELECT ctid FROM ${table} t WHERE ${where} ORDER BY t.expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)) AND ${where}`;
+      return {
+        batch: (limit) => this.#tx(async (c) => (await c.query(sql, [arg, limit])).rowCount ?? 0, this.#maintenanceTimeout),
+        untilEmpty,
+      };
+    };
+    const steps = [
+      step('refresh_tokens', 't.expires_at <= $1', now),
+      step('replay', 't.expires_at <= $1', now),
+      step('revocations', 't.expires_at <= $1', now),
+      step('authorization_codes', 't.expires_at <= $1', now - CODE_RETENTION),
+      step('remembered_consents', 't.expires_at <= $1', now),
+      step('a2a_tasks', 't.expires_at <= $1', now),
+    ];
+    if (options.grantsExpiredBefore !== undefined) {
+      // Leaves first: a child never outlives its parent, so every expired grant's children are
+      // expired too and go first; a grant still stored never lacks its parent, between batches too.
+      steps.push(
+        step(
+          'grants',
+          't.expires_at IS NOT NULL AND t.expires_at < $1 AND NOT EXISTS (SELECT 1 FROM grants c WHERE c.parent_id = t.id)',
+          options.grantsExpiredBefore,
+          true,
+        ),
+      );
+    }
+    return pruneInBatches(steps, this.#prune);
   }
 
   /**

@@ -46,6 +46,7 @@ import {
   StoreConflictError,
   StoreUnavailableError,
 } from '../contract.ts';
+import { type PruneStep, type PruneTuning, pruneInBatches, pruneTuning } from '../prune.ts';
 import {
   a2aTaskFrom,
   a2aTaskKey,
@@ -73,7 +74,7 @@ interface BatchReads {
 }
 
 /** Options for {@link SqliteStore}. */
-export interface SqliteStoreOptions {
+export interface SqliteStoreOptions extends PruneTuning {
   /** Database file (`:memory:` for a private in-memory database). */
   readonly path: string;
   /** How long a write waits for another process's lock, milliseconds. */
@@ -125,6 +126,7 @@ export class SqliteStore implements Store {
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, StatementSync>();
   readonly #failpoint: string | undefined;
+  readonly #prune: { readonly batch: number; readonly budget: number };
   #grantQueue: {
     g: NewGrant;
     now: number;
@@ -133,9 +135,10 @@ export class SqliteStore implements Store {
     reject: (e: unknown) => void;
   }[] = [];
 
-  private constructor(db: DatabaseSync, failpoint: string | undefined) {
+  private constructor(db: DatabaseSync, failpoint: string | undefined, prune: PruneTuning) {
     this.#db = db;
     this.#failpoint = failpoint;
+    this.#prune = pruneTuning(prune);
   }
 
   /** Open (creating when absent) and migrate the database. */
@@ -147,7 +150,7 @@ export class SqliteStore implements Store {
     db.exec('PRAGMA journal_mode = WAL');
     db.exec('PRAGMA synchronous = NORMAL');
     db.exec('PRAGMA foreign_keys = OFF');
-    const store = new SqliteStore(db, options.failpoint ?? process.env.TESSERA_FAILPOINT);
+    const store = new SqliteStore(db, options.failpoint ?? process.env.TESSERA_FAILPOINT, options);
     store.#migrate();
     return store;
   }
@@ -907,19 +910,41 @@ export class SqliteStore implements Store {
     return { keys: num(row.keys), clients: num(row.clients), revocations: num(row.revocations ?? 0) };
   }
 
-  async prune(now: number, options: { readonly grantsExpiredBefore?: number } = {}): Promise<void> {
-    this.#tx(() => {
-      this.#stmt('DELETE FROM refresh_tokens WHERE expires_at <= ?').run(now);
-      this.#stmt('DELETE FROM replay WHERE expires_at <= ?').run(now);
-      this.#stmt('DELETE FROM revocations WHERE expires_at <= ?').run(now);
-      this.#stmt('DELETE FROM authorization_codes WHERE expires_at <= ?').run(now - CODE_RETENTION);
-      this.#stmt('DELETE FROM remembered_consents WHERE expires_at <= ?').run(now);
-      this.#stmt('DELETE FROM a2a_tasks WHERE expires_at <= ?').run(now);
-      if (options.grantsExpiredBefore !== undefined) {
-        // A child never outlives its parent, so this leaves no live grant without its ancestors.
-        this.#stmt('DELETE FROM grants WHERE expires_at IS NOT NULL AND expires_at < ?').run(options.grantsExpiredBefore);
-      }
-    });
+  /**
+   * In batches of `pruneBatchSize` rows, each its own `BEGIN IMMEDIATE` transaction, with a turn of
+   * the event loop between them: the write lock is held for one batch at a time, so this process's
+   * requests and other processes' writes get in between, and a call stops after `pruneBudgetMillis`
+   * (the next goes on). Tables are emptied one after the other: refresh tokens before the grants
+   * they belong to; a grant only once no grant names it as parent.
+   */
+  async prune(now: number, options: { readonly grantsExpiredBefore?: number } = {}): Promise<boolean> {
+    // By primary key: every table here but revocations is WITHOUT ROWID.
+    const step = (table: string, key: string, where: string, arg: number, untilEmpty = false): PruneStep => {
+      const sql = `DELETE FROM ${table} WHERE (${key}) IN (SELECT ${key} FROM ${table} t WHERE ${where} LIMIT ?)`;
+      return { batch: (limit) => this.#tx(() => Number(this.#stmt(sql).run(arg, limit).changes)), untilEmpty };
+    };
+    const steps = [
+      step('refresh_tokens', 'hash', 't.expires_at <= ?', now),
+      step('replay', 'key', 't.expires_at <= ?', now),
+      step('revocations', 'seq', 't.expires_at <= ?', now),
+      step('authorization_codes', 'hash', 't.expires_at <= ?', now - CODE_RETENTION),
+      step('remembered_consents', 'subject, client_id', 't.expires_at <= ?', now),
+      step('a2a_tasks', 'key', 't.expires_at <= ?', now),
+    ];
+    if (options.grantsExpiredBefore !== undefined) {
+      // Leaves first: a child never outlives its parent, so every expired grant's children are
+      // expired too and go first; a grant still stored never lacks its parent, between batches too.
+      steps.push(
+        step(
+          'grants',
+          'id',
+          't.expires_at IS NOT NULL AND t.expires_at < ? AND NOT EXISTS (SELECT 1 FROM grants c WHERE c.parent_id = t.id)',
+          options.grantsExpiredBefore,
+          true,
+        ),
+      );
+    }
+    return pruneInBatches(steps, this.#prune, () => new Promise((resolve) => setImmediate(resolve)));
   }
 
   async close(): Promise<void> {
