@@ -229,6 +229,8 @@ export class TokenService {
   #lastRead: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #lastPrune = 0;
+  /** The store's last prune stopped at its time budget: the next sync round goes on with it. */
+  #pruneBehind = false;
   #syncing: Promise<void> | undefined;
   #auditPrune: Promise<void> | undefined;
   #closing = false;
@@ -410,12 +412,18 @@ export class TokenService {
           for (const kid of removed) this.#ctx.emit({ kind: 'key.rotated', reason: 'key_expired', detail: { removed: kid } });
         }
         const now = this.#ctx.now();
-        if (now - this.#lastPrune >= 60) {
-          this.#lastPrune = now;
-          await this.store.prune(now, { grantsExpiredBefore: now - this.config.grant_retention });
-          this.revocations.prune(now);
-          // Not awaited: a first prune of millions of events must not hold back the next sync.
-          this.pruneAudit().catch(() => this.#warn('pruning the audit trail failed; the next prune (in a minute) retries'));
+        const due = now - this.#lastPrune >= 60;
+        if (due || this.#pruneBehind) {
+          if (due) this.#lastPrune = now;
+          // A failed prune waits for the next minute; one the store stopped at its time budget (a
+          // backlog of millions of rows, deleted in batches) goes on at the next round.
+          this.#pruneBehind = false;
+          this.#pruneBehind = !(await this.store.prune(now, { grantsExpiredBefore: now - this.config.grant_retention }));
+          if (due) {
+            this.revocations.prune(now);
+            // Not awaited: a first prune of millions of events must not hold back the next sync.
+            this.pruneAudit().catch(() => this.#warn('pruning the audit trail failed; the next prune (in a minute) retries'));
+          }
         }
       } finally {
         this.#syncing = undefined;

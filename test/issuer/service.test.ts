@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import { idFloor } from '../../src/audit/id.ts';
@@ -17,6 +18,7 @@ import { resolveTokenService } from '../../src/config/token-service-schema.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 import { generateMasterKey } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
+import type { PruneTuning } from '../../src/store/prune.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 
 const ISSUER = 'https://issuer.test';
@@ -38,13 +40,13 @@ function eventAt(ms: number, subject: string): AuditEvent {
   };
 }
 
-async function serviceWith(tokenService: Record<string, unknown>, now: number) {
+async function serviceWith(tokenService: Record<string, unknown>, now: number, tuning: PruneTuning = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-service-'));
   dirs.push(dir);
-  const store = SqliteStore.open({ path: join(dir, 'tessera.db') });
+  const store = SqliteStore.open({ path: join(dir, 'tessera.db'), ...tuning });
   const config = resolveTokenService(parseConfig(configSchema, { data_dir: dir, token_service: { issuer: ISSUER, ...tokenService } }));
   const service = new TokenService({ config, store, master: generateMasterKey().key, clock: () => now });
-  return { store, service };
+  return { store, service, dir };
 }
 
 async function waitFor(check: () => Promise<boolean>, ms = 5000): Promise<void> {
@@ -94,6 +96,30 @@ describe('audit retention', () => {
       parseConfig(configSchema, { token_service: { issuer: ISSUER, audit_retention: '90d' } }).token_service?.audit_retention,
       7_776_000,
     );
+  });
+});
+
+describe('store prune', () => {
+  it('a prune the store stopped at its time budget goes on at the next sync round, not a minute later', async () => {
+    const now = 1_800_000_000;
+    // Two rows a batch and no budget: each prune call deletes one batch.
+    const { store, service, dir } = await serviceWith({}, now * 1000, { pruneBatchSize: 2, pruneBudgetMillis: 0 });
+    for (let i = 0; i < 9; i++) assert.equal(await store.useOnce(`jti-${i}`, now - 1, now - 60), true);
+    const replayRows = () => {
+      const db = new DatabaseSync(join(dir, 'tessera.db'));
+      try {
+        return Number((db.prepare('SELECT count(*) AS n FROM replay').get() as { n: number }).n);
+      } finally {
+        db.close();
+      }
+    };
+    // The clock does not move: only the first round comes a minute after the last prune.
+    await service.sync();
+    assert.equal(replayRows(), 7, 'the first round deletes one batch');
+    for (let round = 0; round < 8; round++) await service.sync();
+    assert.equal(replayRows(), 0, 'every expired entry pruned over the rounds');
+    await service.close();
+    await store.close();
   });
 });
 
