@@ -102,5 +102,6 @@ export {
   StoreUnavailableError,
 } from './store/contract.ts';
 export { PostgresStore, type PostgresStoreOptions } from './store/postgres/store.ts';
+export { PRUNE_BATCH_SIZE, PRUNE_BUDGET_MS, type PruneTuning } from './store/prune.ts';
 export { storeReplayCache } from './store/replay.ts';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite/store.ts';
