@@ -16,8 +16,9 @@
  * Reading a request: every `taskId` and `referenceTaskIds` anywhere in it must be the caller's
  * tasks, every `contextId` (0.2: `sessionId`) the caller's context or a new one (then it becomes
  * the caller's), and so must the task a JSON-RPC `params.id` names (A2A 0.2's `tasks/send` may
- * name a new one). Keys are compared without case and NULs, as lenient upstream parsers read them.
- * Listing tasks (1.0 `ListTasks`) is refused: its answer would list every caller's tasks.
+ * name a new one; the `id` beside a push notification config call's `taskId`, a 1.0 config id or a
+ * 0.3 task, must not be another's). Keys are compared without case, NULs and `ſ` for `s`, as lenient
+ * upstream parsers read them; a message spelling `method` or `params` twice is refused. Listing tasks (1.0 `ListTasks`) is refused: its answer would list every caller's tasks.
  *
  * @module
  */
@@ -26,6 +27,7 @@ import type { ServerResponse } from 'node:http';
 import type { Principal } from '../core/verify/principal.ts';
 import { isJsonType } from './a2a.ts';
 import { isEventStream } from './mcp/events.ts';
+import { memberFold } from './mcp/message.ts';
 import { ownerOf } from './mcp/sessions.ts';
 import { type ForwardCallbacks, ForwardHandler, rawHeader } from './proxy/forward.ts';
 
@@ -235,9 +237,13 @@ function keyOf(route: string, kind: IdKind, id: string): string {
   return JSON.stringify([route, kind, id]);
 }
 
-/** A key as an upstream's lenient parser may read it: without NULs, any case. */
+/**
+ * A key as an upstream's lenient parser may read it: without NULs, any case, `ſ` as `s` (Go's
+ * encoding/json folds keys with Unicode simple folding: `taſkId` binds to `taskId`, `paramſ` to
+ * `params`), {@link memberFold}.
+ */
 function norm(key: string): string {
-  return key.replaceAll('\u0000', '').toLowerCase();
+  return memberFold(key);
 }
 
 /** What a request names: tasks that must be the caller's, tasks and contexts it may also create. */
@@ -248,6 +254,12 @@ export interface NamedIds {
   readonly newTasks: string[];
   /** Contexts: the caller's or unknown (a client may start one with an id of its choosing). */
   readonly contexts: string[];
+  /**
+   * Ids that may name a task or not, depending on the upstream's A2A version: the `id` beside a
+   * `taskId` in a push notification config call (a config id in 1.0, the task in 0.3). They must
+   * not be another principal's task; never claimed.
+   */
+  readonly maybeTasks: string[];
 }
 
 export type RequestIds =
@@ -267,17 +279,27 @@ const SEND_02_METHODS = new Set(['tasks/send', 'tasks/sendsubscribe']);
  * HTTP+JSON binding) for its `taskId`, `contextId` and `referenceTaskIds` alone.
  */
 export function requestIds(body: unknown): RequestIds {
-  const ids = { tasks: [] as string[], newTasks: [] as string[], contexts: [] as string[] };
+  const ids = { tasks: [] as string[], newTasks: [] as string[], contexts: [] as string[], maybeTasks: [] as string[] };
   const messages = Array.isArray(body) ? body : [body];
   for (const m of messages) {
     if (typeof m !== 'object' || m === null || Array.isArray(m)) continue;
     let method: string | undefined;
     let params: unknown;
+    let methods = 0;
+    let paramses = 0;
     for (const [k, v] of Object.entries(m)) {
       const n = norm(k);
-      if (n === 'method' && typeof v === 'string') method = v.trim().toLowerCase();
-      else if (n === 'params') params = v;
+      if (n === 'method') {
+        methods++;
+        if (typeof v === 'string') method = v.trim().toLowerCase();
+      } else if (n === 'params') {
+        paramses++;
+        params = v;
+      }
     }
+    // Two spellings of `method` or `params` (`method` and `Method`): a case-sensitive upstream
+    // reads the exact one, a case-blind one the last; the gateway cannot know which it checked.
+    if (methods > 1 || paramses > 1) return { ok: false, reason: 'a2a_message_invalid' };
     if (method === undefined) {
       if (!walk(m, ids)) return { ok: false, reason: 'a2a_message_invalid' };
       continue;
@@ -291,11 +313,12 @@ export function requestIds(body: unknown): RequestIds {
     for (const [k, v] of Object.entries(top)) {
       const n = norm(k);
       if (n === 'id') {
-        // A push notification config call naming `taskId` names its config by `id` (A2A 1.0).
-        if (hasTaskId && method.includes('pushnotification')) continue;
         if (v === null || v === undefined) continue;
         if (!validId(v)) return { ok: false, reason: 'a2a_message_invalid' };
-        (SEND_02_METHODS.has(method) ? ids.newTasks : ids.tasks).push(v);
+        // A push notification config call naming `taskId` names its config by `id` (A2A 1.0); an
+        // A2A 0.3 agent reads `id` as the task (and ignores `taskId`): it must not be another's.
+        if (hasTaskId && method.includes('pushnotification')) ids.maybeTasks.push(v);
+        else (SEND_02_METHODS.has(method) ? ids.newTasks : ids.tasks).push(v);
       } else if ((n === 'name' || n === 'parent') && typeof v === 'string' && /^tasks\//i.test(v)) {
         // A resource name of the 1.0 drafts: `tasks/{id}` or `tasks/{id}/pushNotificationConfigs/{cid}`.
         const id = v.split('/')[1] ?? '';
@@ -306,7 +329,8 @@ export function requestIds(body: unknown): RequestIds {
   }
   // Each id is a registry read and a claim (a store round trip each under `tessera serve`): one
   // request may not make thousands of them. A2A messages name a task, a context and a few references.
-  if (new Set([...ids.tasks, ...ids.newTasks, ...ids.contexts]).size > MAX_NAMED_IDS) return { ok: false, reason: 'a2a_message_invalid' };
+  if (new Set([...ids.tasks, ...ids.newTasks, ...ids.contexts, ...ids.maybeTasks]).size > MAX_NAMED_IDS)
+    return { ok: false, reason: 'a2a_message_invalid' };
   return { ok: true, ...ids };
 }
 

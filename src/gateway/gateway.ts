@@ -824,7 +824,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const owners = await Promise.all(tasks.map((id) => taskOwners.ownerOf(route, 'task', id, now)));
       if (owners.some((o) => o === undefined)) return 'a2a_task_unknown';
       if (owners.some((o) => o !== owner)) return 'a2a_task_foreign';
-      const others = await Promise.all(fresh.map(([kind, id]) => taskOwners.ownerOf(route, kind, id, now)));
+      const maybe: [IdKind, string][] = [...new Set(named.maybeTasks)].map((id): [IdKind, string] => ['task', id]);
+      const others = await Promise.all([...fresh, ...maybe].map(([kind, id]) => taskOwners.ownerOf(route, kind, id, now)));
       if (others.some((o) => o !== undefined && o !== owner)) return 'a2a_task_foreign';
       // Checked whole before anything is recorded: a refused request claims nothing. A claim can
       // still lose to another principal's made meanwhile (through another instance): refused then.

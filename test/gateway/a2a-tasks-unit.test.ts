@@ -51,26 +51,47 @@ describe('requestIds', () => {
     assert.deepEqual(r.contexts, ['c1']);
   });
 
-  it('reads params.id as a task, except a 1.0 push config id beside taskId; 0.2 tasks/send may name a new one', () => {
-    assert.deepEqual(requestIds({ method: 'tasks/get', params: { id: 't' } }), { ok: true, tasks: ['t'], newTasks: [], contexts: [] });
+  it('reads params.id as a task, a push config id beside taskId as maybe one (1.0 config, 0.3 task); 0.2 tasks/send may name a new one', () => {
+    assert.deepEqual(requestIds({ method: 'tasks/get', params: { id: 't' } }), {
+      ok: true,
+      tasks: ['t'],
+      newTasks: [],
+      contexts: [],
+      maybeTasks: [],
+    });
     assert.deepEqual(requestIds({ method: 'GetTaskPushNotificationConfig', params: { taskId: 't', id: 'cfg' } }), {
       ok: true,
       tasks: ['t'],
       newTasks: [],
       contexts: [],
+      maybeTasks: ['cfg'],
     });
     assert.deepEqual(requestIds({ method: 'tasks/send', params: { id: 't', sessionId: 's' } }), {
       ok: true,
       tasks: [],
       newTasks: ['t'],
       contexts: ['s'],
+      maybeTasks: [],
     });
     assert.deepEqual(requestIds({ method: 'GetTask', params: { name: 'tasks/t9' } }), {
       ok: true,
       tasks: ['t9'],
       newTasks: [],
       contexts: [],
+      maybeTasks: [],
     });
+  });
+
+  it('long s: keys with U+017F (Go encoding/json folds ſ to s: `taſkId` is taskId, `paramſ` is params) are read as their ASCII spelling', () => {
+    const viaTaskId = requestIds({ method: 'message/send', params: { message: { 'ta\u017fkId': 't1' } } });
+    assert.ok(viaTaskId.ok);
+    assert.deepEqual(viaTaskId.tasks, ['t1']);
+    const viaParams = requestIds({ method: 'tasks/get', 'param\u017f': { id: 't2' } });
+    assert.ok(viaParams.ok);
+    assert.deepEqual(viaParams.tasks, ['t2']);
+    const viaSession = requestIds({ method: 'tasks/send', params: { id: 't3', '\u017fessionId': 'c1' } });
+    assert.ok(viaSession.ok);
+    assert.deepEqual(viaSession.contexts, ['c1']);
   });
 
   it('refuses ids that are not strings, and listing tasks', () => {

@@ -37,6 +37,7 @@ interface AgentTask {
  */
 function agent() {
   const tasks = new Map<string, AgentTask>();
+  const configs = new Map<string, unknown>();
   const waiting: (() => void)[] = [];
   const handler = (_req: unknown, res: ServerResponse, body: string) => {
     // biome-ignore lint/suspicious/noExplicitAny: a JSON-RPC request under test
@@ -105,7 +106,14 @@ function agent() {
       }
       case 'tasks/pushNotificationConfig/set': {
         const task = tasks.get(p.taskId);
-        return task === undefined ? notFound() : reply({ result: p });
+        if (task === undefined) return notFound();
+        configs.set(p.taskId, p);
+        return reply({ result: p });
+      }
+      case 'tasks/pushNotificationConfig/get': {
+        // A2A 0.3: `params.id` names the task (an extra `taskId` is ignored, as pydantic ignores it).
+        const config = configs.get(p.id);
+        return config === undefined ? notFound() : reply({ result: config });
       }
       default:
         return reply({ error: { code: -32601, message: 'Method not found' } });
@@ -234,6 +242,57 @@ describe('gateway: A2A tasks bound to their creator', () => {
     });
     await assertTaskNotFound(res, n);
     assert.equal(reached(from, task.id).length, 0);
+  });
+
+  it("push config id confusion: a 0.3 tasks/pushNotificationConfig/get naming another principal's task by params.id beside the caller's own taskId is refused", async () => {
+    const task = await alicesTask();
+    const set = await json(
+      await call(alice, 'tasks/pushNotificationConfig/set', {
+        taskId: task.id,
+        pushNotificationConfig: { url: 'https://alice.example/hook', token: 'alice-push-secret' },
+      }),
+    );
+    assert.equal(set.result.taskId, task.id);
+    const bobs = await json(await call(bob, 'message/send', message('mine')));
+    const from = upstream.seen.length;
+    // A 0.3 agent reads params.id as the task; the gateway must not take it for a 1.0 config id.
+    // (Its answer, naming Alice's task, would be cut 502 as foreign; a 0.3 delete answers nothing to cut.)
+    const res = await call(bob, 'tasks/pushNotificationConfig/get', { id: task.id, taskId: bobs.result.id });
+    assert.equal(reached(from, task.id).length, 0, 'the upstream was asked about Alice’s task');
+    await assertTaskNotFound(res, n);
+    // Bob's own task, and a 1.0 config id beside it, still pass.
+    const own = await call(bob, 'tasks/pushNotificationConfig/get', { id: bobs.result.id, taskId: bobs.result.id });
+    assert.equal(own.status, 200);
+    await own.text();
+    const v1 = await call(bob, 'GetTaskPushNotificationConfig', { taskId: bobs.result.id, id: 'cfg-1' });
+    assert.equal(v1.status, 200);
+    await v1.text();
+  });
+
+  it("method/params look-alike keys: a second `Method` or `Params` (a case-sensitive upstream reads the exact one) cannot hide another principal's task", async () => {
+    const task = await alicesTask();
+    const bobs = await json(await call(bob, 'message/send', message('mine')));
+    const from = upstream.seen.length;
+    const send = (body: string) =>
+      fetch(`${gw.url}/agent/`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bob}`, 'content-type': 'application/json' },
+        body,
+      });
+    // The gateway read the last spelling, the upstream the exact `method` / `params`: a cancel of
+    // Alice's task, whatever answer the gateway then cuts.
+    const viaMethod = await send(
+      `{"jsonrpc":"2.0","id":8,"method":"tasks/cancel","Method":"tasks/pushNotificationConfig/get","params":{"taskId":"${bobs.result.id}","id":"${task.id}"}}`,
+    );
+    const viaParams = await send(
+      `{"jsonrpc":"2.0","id":9,"method":"tasks/cancel","params":{"id":"${task.id}"},"Params":{"id":"${bobs.result.id}"}}`,
+    );
+    assert.equal(reached(from, task.id).length, 0, 'the upstream was asked about Alice’s task');
+    assert.equal(a.tasks.get(task.id)?.status.state, 'completed');
+    for (const res of [viaMethod, viaParams]) {
+      assert.equal(res.status, 400);
+      assert.equal((await json(res)).error.code, -32600);
+    }
   });
 
   it('a key spelled in another case or with a NUL (read alike by lenient upstreams) is checked too', async () => {
