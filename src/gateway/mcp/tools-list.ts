@@ -302,7 +302,9 @@ type Mode =
 /**
  * Filters an SSE stream of an MCP route, the one answering a tools/list or any other (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
  * a field is `name: value` with one optional space; one U+FEFF may open the stream; an event ends
- * with an empty line). An event whose data turns out to be a JSON-RPC request or notification (its
+ * with an empty line). A stream opening with a partial BOM, or whose first line opens with a byte
+ * that is not ASCII, is refused ({@link failed}): a client's decoder and SSE parser may read that
+ * line as another field than the filter would. An event whose data turns out to be a JSON-RPC request or notification (its
  * first member of note is `method`) passes as it arrives, held only until that is known; an event
  * carrying a response is held whole (at most `limit` bytes) and sent rewritten
  * ({@link filterToolsMessage}): its other fields as they were, its data on one line. A response
@@ -361,8 +363,10 @@ export class ToolsListEvents {
   #lineHasBytes = false;
   /** The last chunk ended with a CR: what its LF, if the next chunk opens with one, belongs to. */
   #afterCr: 'line' | 'sent' | 'rewritten' | undefined;
-  /** How many bytes of a leading BOM the stream opened with (3: done with it). */
+  /** How many bytes of a leading BOM the stream opened with. */
   #bom = 0;
+  /** The byte after the optional BOM has been read (and was ASCII). */
+  #opened = false;
 
   constructor(filter: ToolsListFilter, report: (outcome: number | 'invalid') => void) {
     this.#filter = filter;
@@ -375,11 +379,19 @@ export class ToolsListEvents {
     let from = 0;
     for (let i = 0; i < chunk.length && !this.failed; i++) {
       const b = chunk[i] as number;
-      if (this.#bom < 3) {
-        if (b === BOM[this.#bom]) {
+      if (!this.#opened) {
+        if (this.#bom < 3 && b === BOM[this.#bom]) {
           this.#bom++;
           continue; // not part of a field name; its bytes go out with the line
         }
+        this.#opened = true;
+        // A partial BOM, or a first line opening with a byte that is not ASCII: a client may read
+        // that line otherwise (a decoder reads a lone EF as U+FFFD, so no `data:` field;
+        // eventsource-parser strips a decoded "ï»¿", C3 AF C2 BB C2 BF, as if it were a BOM, making
+        // the line a data field). No SSE server opens a stream so: refused whole.
+        if (this.#bom > 0 && this.#bom < 3) this.failed = true;
+        else if (b >= 0x80) this.failed = true;
+        if (this.failed) break;
         this.#bom = 3;
       }
       if (b === LF && this.#afterCr !== undefined) {

@@ -441,3 +441,41 @@ describe('ToolsListEvents: the stream filter reads events however the bytes are 
     assert.ok(!tools.push(Buffer.from('\n')).toString().includes('admin.reset'));
   });
 });
+
+/** The events an MCP SDK client reads from `bytes` (its pipeline: TextDecoderStream, then eventsource-parser). */
+async function clientEvents(bytes: Buffer): Promise<string[]> {
+  const { EventSourceParserStream } = await import('eventsource-parser/stream');
+  const stream = new Blob([bytes]).stream().pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+  const events: string[] = [];
+  for await (const e of stream) events.push(e.data);
+  return events;
+}
+
+describe('ToolsListEvents: the stream opening (a client reads its first line otherwise than the filter did)', () => {
+  const filter = { id: 1, allows: (name: string) => name === 'echo', limit: 4096 };
+  const response = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: TOOLS.map((name) => ({ name })) } });
+  const filtered = async (stream: Buffer) => {
+    for (const size of [stream.length, 1]) {
+      const tools = new ToolsListEvents(filter, () => {});
+      const out: Buffer[] = [];
+      for (let i = 0; i < stream.length && !tools.failed; i += size) out.push(tools.push(stream.subarray(i, i + size)));
+      if (!tools.failed) out.push(tools.end());
+      for (const data of await clientEvents(Buffer.concat(out))) assert.ok(!data.includes('admin.reset'), `chunks of ${size}: ${data}`);
+    }
+  };
+
+  it('attack: a partial BOM (EF, EF BB) opening the stream: the filter read a data line the client reads as an unknown field, and passed the next line, a tools list, unread', async () => {
+    const stream = (bom: number[]) =>
+      Buffer.concat([
+        Buffer.from(bom),
+        Buffer.from(`data: {"jsonrpc":"2.0","method":"notifications/message","params":"\ndata: ${response}\n\n`),
+      ]);
+    await filtered(stream([0xef]));
+    await filtered(stream([0xef, 0xbb]));
+  });
+
+  it('attack: "ï»¿" (C3 AF C2 BB C2 BF) opening the stream, which eventsource-parser strips after decoding as if it were a BOM: the client reads a data line the filter did not', async () => {
+    await filtered(Buffer.concat([Buffer.from('ï»¿', 'utf8'), Buffer.from(`data: ${response}\n\n`)]));
+    await filtered(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('ï»¿', 'utf8'), Buffer.from(`data: ${response}\n\n`)]));
+  });
+});
