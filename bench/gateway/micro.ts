@@ -9,6 +9,7 @@ import { Registry } from 'prom-client';
 import { uuidv7 } from '../../src/audit/id.ts';
 import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema } from '../../src/config/schema.ts';
+import { NO_SUB_ID_TRUST } from '../../src/core/verify/principal.ts';
 import { compileGateway } from '../../src/gateway/compile.ts';
 import { auditEventOf, Exchange } from '../../src/gateway/exchange.ts';
 import { upstreamRequestHeaders } from '../../src/gateway/http/headers.ts';
@@ -120,13 +121,13 @@ await time('auditEvent+uuid', N, () => {
   x.route = 'api';
   x.path = '/items';
   x.requestId = 'r';
-  return auditEventOf(x, uuidv7(x.time), 1.234, new Set<string>());
+  return auditEventOf(x, uuidv7(x.time), 1.234, NO_SUB_ID_TRUST);
 });
 const ev = (() => {
   const x = new Exchange('gateway.request', 'GET', '127.0.0.1', 0, Date.now());
   x.principal = d.principal;
   x.rule = d.rule;
-  return auditEventOf(x, uuidv7(x.time), 1.234, new Set<string>());
+  return auditEventOf(x, uuidv7(x.time), 1.234, NO_SUB_ID_TRUST);
 })();
 await time('JSON.stringify(event)', N, () => JSON.stringify(ev));
 await time('metrics.request', N, () => metrics.request('api', 'allow', 200, 0.001));

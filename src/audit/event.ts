@@ -59,8 +59,8 @@ export interface AuditEvent {
   readonly subject?: string;
   /**
    * The issuer the subject belongs to, when it is not `issuer`: at the gateway, the identity
-   * provider an RFC 9493 `sub_id` of a token service's token names (`gateway.trust_sub_id`), so
-   * two providers' `alice` are told apart.
+   * provider an RFC 9493 `sub_id` of a token service's token names (`gateway.trust_sub_id`), or of
+   * an introspection answer (`introspection.trust_sub_id`), so two providers' `alice` are told apart.
    */
   readonly subject_issuer?: string;
   readonly client_id?: string;

@@ -429,7 +429,7 @@ export const gatewaySchema = z
         client: headerName('Client id header.').prefault('x-tessera-client-id'),
         issuer: headerName('Issuer header.').prefault('x-tessera-issuer'),
         subject_issuer: headerName(
-          'Subject issuer header: the issuer the subject belongs to. For a token of the token service of `tessera serve` (in the same process, or listed in `gateway.trust_sub_id`) issued for another issuer’s subject, the issuer its RFC 9493 `sub_id` names; else the token’s issuer.',
+          'Subject issuer header: the issuer the subject belongs to. For a token of the token service of `tessera serve` (in the same process, or listed in `gateway.trust_sub_id`, or introspected with `introspection.trust_sub_id`) issued for another issuer’s subject, the issuer its RFC 9493 `sub_id` names; else the token’s issuer.',
         ).prefault('x-tessera-subject-issuer'),
         actors: headerName(
           'Actor chain header (current actor first, comma-separated; an actor whose `act` names an issuer other than the token’s as `sub (iss)`; a space, parenthesis, comma or `%` in a subject or issuer percent-encoded).',

@@ -171,6 +171,10 @@ export const introspectionSchema = z
       .enum(['scope', 'scopes', 'scp'])
       .default('scope')
       .meta({ description: 'Response member carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
+    trust_sub_id: z.boolean().default(false).meta({
+      description:
+        'Believe an active answer’s RFC 9493 `sub_id` (`iss_sub` format, naming the answer’s own `sub`) as the issuer the subject belongs to: at the gateway, identity header `subject_issuer`, `rate_limit.key: subject` and the audit event’s `subject_issuer`. Turn on when the endpoint is a Tessera token service (its answer names the identity provider of a subject it took from one) or another authorization server that writes `sub_id` only for subjects it verified itself; off, the subject belongs to the answer’s `iss` (or `issuer`). Default: off.',
+    }),
   })
   .meta({
     description:

@@ -22,6 +22,7 @@ import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeModel } from '../core/scopes.ts';
 import { type SecretIndex, secretIndex } from '../core/secret-shape.ts';
 import { challenges as renderChallenges } from '../core/verify/challenge.ts';
+import type { SubIdTrust } from '../core/verify/principal.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a.ts';
 import { gatewayChecks, gatewayRunChecks } from './check.ts';
@@ -166,10 +167,11 @@ export interface GatewayState {
   /** {@link auditSecrets} compiled for whole-value lookup, once per configuration. */
   readonly auditSecretIndex: SecretIndex;
   /**
-   * The issuers whose tokens' RFC 9493 `sub_id` names the subject's issuer (`subjectIssuer`): the
-   * token service of this process and `gateway.trust_sub_id`.
+   * Whose RFC 9493 `sub_id` names the subject's issuer (`subjectIssuer`): the JWTs of the token
+   * service of this process and of `gateway.trust_sub_id`, introspection answers with
+   * `introspection.trust_sub_id`.
    */
-  readonly vouching: ReadonlySet<string>;
+  readonly vouching: SubIdTrust;
   readonly metricsPeers: BlockList;
   /** Proxies in front of the gateway (`gateway.trust_proxy`). */
   readonly trustedProxies: BlockList;
@@ -340,12 +342,13 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     }
   }
 
-  // Whose `sub_id` names the subject's issuer: the token service in this process, and the token
-  // services the operator listed (a gateway alone in front of `tessera serve`).
-  const vouching: ReadonlySet<string> = new Set([
-    ...(deps.authorizationServer !== undefined ? [deps.authorizationServer] : []),
-    ...gateway.trust_sub_id,
-  ]);
+  // Whose `sub_id` names the subject's issuer: the token service in this process, the token
+  // services the operator listed (a gateway alone in front of `tessera serve`), and the
+  // introspection endpoint when the operator says so.
+  const vouching: SubIdTrust = {
+    issuers: new Set([...(deps.authorizationServer !== undefined ? [deps.authorizationServer] : []), ...gateway.trust_sub_id]),
+    introspection: config.introspection?.trust_sub_id === true,
+  };
   const poolKeys = new Set<string>();
   const routes: CompiledRoute[] = [];
   for (const [i, r] of gateway.routes.entries()) {

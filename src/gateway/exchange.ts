@@ -6,7 +6,7 @@
  */
 import type { AuditEvent, AuditKind } from '../audit/event.ts';
 import type { CompiledRule } from '../core/policy.ts';
-import { actorLabel, type Principal, subjectIssuer } from '../core/verify/principal.ts';
+import { actorLabel, type Principal, type SubIdTrust, subjectIssuer } from '../core/verify/principal.ts';
 
 export class Exchange {
   /** `performance.now()` at arrival. */
@@ -52,10 +52,9 @@ export class Exchange {
 /**
  * Build the audit event for a finished exchange. Never reads a token or a header value. One object
  * literal with a fixed shape (absent facts are `undefined` and left out by JSON), which keeps it
- * cheap to build and to serialize. `vouching`: the issuers whose `sub_id` names the subject's
- * issuer ({@link subjectIssuer}); the event names it when it is not the token's issuer.
+ * cheap to build and to serialize. `vouching`: whose `sub_id` names the subject's issuer ({@link subjectIssuer}); the event names it when it is not the token's issuer.
  */
-export function auditEventOf(x: Exchange, id: string, latencyMs: number, vouching: ReadonlySet<string>): AuditEvent {
+export function auditEventOf(x: Exchange, id: string, latencyMs: number, vouching: SubIdTrust): AuditEvent {
   const p = x.principal;
   const ofSubject = p === undefined || p.subject === undefined ? undefined : subjectIssuer(p, vouching);
   const rule = x.rule;

@@ -107,6 +107,9 @@ const INTROSPECTION_WIDENINGS: Widenings<IntrospectionConfig> = {
   client_secret: always,
   timeout: always,
   cache_max_ttl: always,
+  // Whose the subject is (`subject_issuer`), not whether a token is accepted: the identity headers
+  // and the rate limit of an exchange in flight were decided when it began.
+  trust_sub_id: always,
   // Unset: any audience.
   audiences: (before, after) => after === undefined || (before !== undefined && superset(before, after)),
 };

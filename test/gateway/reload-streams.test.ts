@@ -1110,8 +1110,9 @@ describe("gateway: streams whose issuer's, introspection's, DPoP or proxy settin
         max_lifetime: '2h',
         jwks_cache: { timeout: '3s' },
       },
-      // A rotated secret, and how introspection is asked and its answers cached.
-      introspection: { client_secret: 'rotated-secret', timeout: '3s', cache_max_ttl: '30s' },
+      // A rotated secret, how introspection is asked and its answers cached, and whether its
+      // sub_id is believed (which names the subject's issuer, not whether a token is accepted).
+      introspection: { client_secret: 'rotated-secret', timeout: '3s', cache_max_ttl: '30s', trust_sub_id: true },
       // More proof algorithms, an older proof accepted, a larger replay cache.
       dpop: { mode: 'allowed', algorithms: ['ES256', 'EdDSA'], iat_window: '60s', replay_cache_size: 1000 },
       transport: { query: true },

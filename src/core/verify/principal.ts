@@ -36,15 +36,32 @@ export function actorLabel(actor: Actor, tokenIssuer?: string, show: (value: str
 }
 
 /**
- * The issuer the principal's subject belongs to. A JWT of an issuer in `vouching` (the token
- * service of this process, and the issuers `gateway.trust_sub_id` lists) names it in an RFC 9493
- * §4.1 `sub_id` of the `iss_sub` format (§3.2.3) when it was issued for another issuer's subject;
- * that `sub_id` is believed only there, and only when it names the token's own `sub`. Any other
- * token's subject is its issuer's: another issuer's `sub_id` is its own claim, and an identity
- * provider trusted for its own users could name another provider's user in it.
+ * Whose RFC 9493 `sub_id` is believed to name the issuer a principal's subject belongs to
+ * ({@link subjectIssuer}).
  */
-export function subjectIssuer(p: Principal, vouching: ReadonlySet<string>): string {
-  if (p.kind !== 'jwt' || !vouching.has(p.issuer)) return p.issuer;
+export interface SubIdTrust {
+  /** Issuers whose JWTs' `sub_id` is believed: the token service of this process, `gateway.trust_sub_id`. */
+  readonly issuers: ReadonlySet<string>;
+  /** Whether an introspection answer's `sub_id` is believed (`introspection.trust_sub_id`). */
+  readonly introspection: boolean;
+}
+
+/** Nothing believed: every subject is its token's issuer's. */
+export const NO_SUB_ID_TRUST: SubIdTrust = Object.freeze({ issuers: new Set<string>(), introspection: false });
+
+/**
+ * The issuer the principal's subject belongs to. A JWT of an issuer in `trust.issuers` (the token
+ * service of this process, and the issuers `gateway.trust_sub_id` lists), or an introspection
+ * answer when `trust.introspection` (`introspection.trust_sub_id`: the endpoint is one configured
+ * party the verifier authenticates to, which already names the principal's `iss`), names it in an
+ * RFC 9493 §4.1 `sub_id` of the `iss_sub` format (§3.2.3) when it was issued for another issuer's
+ * subject; that `sub_id` is believed only there, and only when it names the token's own `sub`. Any
+ * other token's subject is its issuer's: another issuer's `sub_id` is its own claim, and an
+ * identity provider trusted for its own users could name another provider's user in it.
+ */
+export function subjectIssuer(p: Principal, trust: SubIdTrust): string {
+  const believed = p.kind === 'jwt' ? trust.issuers.has(p.issuer) : p.kind === 'introspection' && trust.introspection;
+  if (!believed) return p.issuer;
   const id = p.claims.sub_id as Readonly<Record<string, unknown>> | undefined;
   if (typeof id !== 'object' || id === null || Array.isArray(id) || id.format !== 'iss_sub') return p.issuer;
   return typeof id.iss === 'string' && id.iss !== '' && id.sub === p.subject ? id.iss : p.issuer;

@@ -8,7 +8,7 @@
 import { TesseraError } from '../../core/errors.ts';
 import type { CompiledRule } from '../../core/policy.ts';
 import { addressKey, type TokenBucketLimiter } from '../../core/ratelimit.ts';
-import { type Principal, subjectIssuer } from '../../core/verify/principal.ts';
+import { NO_SUB_ID_TRUST, type Principal, type SubIdTrust, subjectIssuer } from '../../core/verify/principal.ts';
 import type { AuthenticationStage, AuthnResult } from './authn/registry.ts';
 import type { Authorizer, RpcFacts } from './authz/authorizer.ts';
 import type { MutationResult, Mutator } from './mutate/mutator.ts';
@@ -27,8 +27,8 @@ export type Decision =
 export interface RateLimitStage {
   readonly limiter: TokenBucketLimiter;
   readonly key: 'subject' | 'client' | 'ip';
-  /** The issuers whose tokens' `sub_id` names their subject's issuer ({@link subjectIssuer}). */
-  readonly vouching?: ReadonlySet<string> | undefined;
+  /** Whose `sub_id` names the subject's issuer ({@link subjectIssuer}). */
+  readonly vouching?: SubIdTrust | undefined;
 }
 
 /** A route's compiled pipeline. */
@@ -39,8 +39,6 @@ export interface Pipeline {
   readonly mutators: readonly Mutator[];
 }
 
-const NONE: ReadonlySet<string> = new Set();
-
 function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal | undefined): string {
   // An IPv6 caller by its /64, as it may send each request from another address of it.
   if (stage.key === 'ip' || p === undefined) return addressKey(request.remoteAddress);
@@ -48,7 +46,7 @@ function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal |
   if (stage.key === 'client') return `c:${p.issuer}\n${p.clientId ?? p.subject ?? p.tokenHash}`;
   // A subject by the issuer it belongs to: two identity providers' alice are two callers, and a
   // token the token service issued for one of them shares her bucket.
-  return `s:${subjectIssuer(p, stage.vouching ?? NONE)}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
+  return `s:${subjectIssuer(p, stage.vouching ?? NO_SUB_ID_TRUST)}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
 }
 
 /** The rate-limit stage alone: takes one token from the caller's bucket; the refusal when it is empty. */

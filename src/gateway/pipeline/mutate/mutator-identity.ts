@@ -8,7 +8,7 @@
  */
 import type { IdentityField } from '../../../config/gateway-schema.ts';
 import { TesseraError } from '../../../core/errors.ts';
-import { actorLabel, type Principal, subjectIssuer } from '../../../core/verify/principal.ts';
+import { actorLabel, type Principal, type SubIdTrust, subjectIssuer } from '../../../core/verify/principal.ts';
 import { headerSafe } from '../../http/headers.ts';
 import type { Mutator } from './mutator.ts';
 
@@ -23,7 +23,7 @@ function chainSafe(value: string): string {
   return headerSafe(value).replace(/[ ()]/g, (c) => (c === ' ' ? '%20' : c === '(' ? '%28' : '%29'));
 }
 
-function value(field: IdentityField, p: Principal, vouching: ReadonlySet<string>): string | undefined {
+function value(field: IdentityField, p: Principal, vouching: SubIdTrust): string | undefined {
   switch (field) {
     case 'subject':
       return p.subject === undefined ? undefined : headerSafe(p.subject);
@@ -46,13 +46,12 @@ function value(field: IdentityField, p: Principal, vouching: ReadonlySet<string>
 }
 
 /**
- * The identity headers of a route. `vouching`: the issuers whose tokens' `sub_id` names the
- * subject's issuer (`subject_issuer`, see {@link subjectIssuer}).
+ * The identity headers of a route. `vouching`: whose `sub_id` names the subject's issuer (`subject_issuer`, see {@link subjectIssuer}).
  */
 export function identityHeadersMutator(
   fields: readonly IdentityField[],
   names: Readonly<Record<IdentityField, string>>,
-  vouching: ReadonlySet<string>,
+  vouching: SubIdTrust,
 ): Mutator {
   const pairs = fields.map((f) => [f, names[f]] as const);
   return {
