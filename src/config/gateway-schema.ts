@@ -151,6 +151,9 @@ export const a2aSchema = z
       'How long a task or context stays bound after it was last named; after it, it is unknown to the gateway.',
       30 * DAY,
     ).prefault('24h'),
+    max_answer_size: byteSize(
+      'With bind_tasks: the largest answer the gateway reads for the tasks and contexts it names, a JSON answer (held whole until read) or one event of an event stream. A larger JSON answer is refused (502 a2a_upstream_answer_too_large, nothing relayed) and an event stream is cut before the larger event ends: an answer not read would leave its ids unrecorded. Raise it for agents answering large artifacts inline. Default 4mb.',
+    ).prefault('4mb'),
   })
   .meta({ description: 'A2A discovery: the public agent card, served with Tessera security schemes.' });
 

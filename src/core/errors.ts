@@ -529,6 +529,16 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service is unavailable.',
   },
+  a2a_upstream_answer_compressed: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
+  a2a_upstream_answer_too_large: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
   a2a_task_registry_unavailable: {
     status: 503,
     error: 'temporarily_unavailable',

@@ -11,7 +11,9 @@
  * notifications (sent by the upstream straight to the client, with the upstream's ids), ids a
  * client chooses (a new `contextId`, A2A 0.2's task id) and ids quoted in text keep working; and an
  * id the upstream shows a caller is not thereby that caller's (a signed id would be: anyone shown
- * it could present it). An id this module fails to record is refused later: it fails closed.
+ * it could present it). A task never recorded is refused; a context never recorded is new, and goes
+ * to the first principal naming it: so every 2xx JSON or event-stream answer is read for its ids or
+ * refused ({@link TaskForwardHandler}).
  *
  * Reading a request: every `taskId` and `referenceTaskIds` anywhere in it must be the caller's
  * tasks, every `contextId` (0.2: `sessionId`) the caller's context or a new one (then it becomes
@@ -274,7 +276,7 @@ const SEND_02_METHODS = new Set(['tasks/send', 'tasks/sendsubscribe']);
 /**
  * The ids a request body (parsed JSON) names, or a refusal: an id that is not a string (an upstream
  * may read `123` as `"123"`), longer than {@link MAX_A2A_ID}, more than {@link MAX_NAMED_IDS} of
- * them, or a call listing tasks. A JSON-RPC
+ * them, `params` that are not an object (positional ones, an array), or a call listing tasks. A JSON-RPC
  * message (an object with a `method`, or a batch of them) is read by method; any other body (the
  * HTTP+JSON binding) for its `taskId`, `contextId` and `referenceTaskIds` alone.
  */
@@ -305,7 +307,10 @@ export function requestIds(body: unknown): RequestIds {
       continue;
     }
     if (LIST_METHODS.has(method)) return { ok: false, reason: 'a2a_task_list_refused' };
-    if (typeof params !== 'object' || params === null || Array.isArray(params)) continue;
+    if (params === undefined) continue;
+    // A2A's params are an object. Positional ones (an array) name their task where the gateway
+    // does not look, and an upstream may still read them (a lenient binder, a method taking them).
+    if (typeof params !== 'object' || params === null || Array.isArray(params)) return { ok: false, reason: 'a2a_message_invalid' };
     if (!walk(params, ids)) return { ok: false, reason: 'a2a_message_invalid' };
     const top = params as Record<string, unknown>;
     let hasTaskId = false;
@@ -372,7 +377,7 @@ function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): bool
 }
 
 /**
- * The tasks and contexts an answer (a JSON-RPC response, an SSE event's data, or an HTTP+JSON
+ * The tasks and contexts an answer (a JSON-RPC response or a batch of them, an SSE event's data, or an HTTP+JSON
  * body) creates or names as its subject, read only where A2A puts them: the result itself or its
  * 1.0 wrapper (`task`, `message`, `statusUpdate`, `artifactUpdate`) being a Task (`id` and
  * `status`; 0.2's `sessionId` its context), a Message or an update event (`taskId`, `contextId`).
@@ -380,11 +385,17 @@ function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): bool
  */
 export function answerIds(value: unknown): { tasks: string[]; contexts: string[] } {
   const out = { tasks: [] as string[], contexts: [] as string[] };
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return out;
+  // A batch answer: each response in it (a task it creates is the caller's as much as a single one's).
+  for (const v of Array.isArray(value) ? value : [value]) answerIdsOf(v, out);
+  return out;
+}
+
+function answerIdsOf(value: unknown, out: { tasks: string[]; contexts: string[] }): void {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return;
   const v = value as Record<string, unknown>;
   // A JSON-RPC response carries the answer in `result`; an HTTP+JSON body is the answer.
   const result = 'jsonrpc' in v || 'result' in v || 'error' in v ? v.result : v;
-  if (typeof result !== 'object' || result === null || Array.isArray(result)) return out;
+  if (typeof result !== 'object' || result === null || Array.isArray(result)) return;
   const r = result as Record<string, unknown>;
   for (const c of [r, r.task, r.message, r.statusUpdate, r.artifactUpdate]) {
     if (typeof c !== 'object' || c === null || Array.isArray(c)) continue;
@@ -395,7 +406,6 @@ export function answerIds(value: unknown): { tasks: string[]; contexts: string[]
     if (typeof o.contextId === 'string') out.contexts.push(o.contextId);
     if (typeof o.sessionId === 'string') out.contexts.push(o.sessionId);
   }
-  return out;
 }
 
 /** Is this request path one of the HTTP+JSON binding's task resources (`/v1/tasks/…`, `/tasks`)? */
@@ -411,29 +421,37 @@ function decodeSegment(segment: string): string {
   }
 }
 
-/** The largest answer (a JSON body, one SSE event's data) read for its ids; past it, none are recorded. */
-export const MAX_OBSERVED = 1024 * 1024;
+/** The default of `a2a.max_answer_size`: the largest answer (a JSON body, one SSE event) read for its ids. */
+export const DEFAULT_MAX_ANSWER = 4 * 1024 * 1024;
 
 /**
  * The `data` of each event of an SSE stream (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
- * `data: v` lines joined with LF; an empty line dispatches), fed chunk by chunk. An event whose
- * data passes {@link MAX_OBSERVED} is skipped (its ids are then not recorded).
+ * `data: v` lines joined with LF; an empty line dispatches), fed chunk by chunk. A line or an
+ * event's data passing `limit` bytes sets {@link overflow} in the {@link push} of the chunk that
+ * passes it: its ids cannot be read, so the caller must cut the stream before that chunk (the event
+ * has not ended yet: no client has dispatched it).
  */
 export class SseDataReader {
+  /** A line or an event's data passed the limit: nothing more is read. */
+  overflow = false;
+  readonly #limit: number;
   #line: Buffer[] = [];
   #lineBytes = 0;
-  #lineTooLong = false;
   #data: string[] = [];
   #dataBytes = 0;
-  #skip = false;
   /** The previous chunk ended with a CR: a LF opening this one ends no second line. */
   #skipLf = false;
+
+  constructor(limit: number = DEFAULT_MAX_ANSWER) {
+    this.#limit = limit;
+  }
 
   /** The data of every event completed in `chunk`. */
   push(chunk: Buffer): string[] {
     const events: string[] = [];
+    if (this.overflow) return events;
     let from = 0;
-    for (let i = 0; i < chunk.length; i++) {
+    for (let i = 0; i < chunk.length && !this.overflow; i++) {
       const b = chunk[i] as number;
       if (b === 0x0a && this.#skipLf) {
         // The LF of a CRLF whose CR ended the previous chunk.
@@ -452,48 +470,40 @@ export class SseDataReader {
       }
       from = i + 1;
     }
-    this.#add(chunk.subarray(from));
+    if (!this.overflow) this.#add(chunk.subarray(from));
     return events;
   }
 
   #add(bytes: Buffer): void {
     if (bytes.length === 0) return;
     this.#lineBytes += bytes.length;
-    if (this.#lineBytes > MAX_OBSERVED) {
-      this.#lineTooLong = true;
+    if (this.#lineBytes > this.#limit) {
+      this.overflow = true;
       this.#line = [];
       return;
     }
-    if (!this.#lineTooLong) this.#line.push(bytes);
+    this.#line.push(bytes);
   }
 
   #endLine(): string | undefined {
-    const tooLong = this.#lineTooLong;
     const line = Buffer.concat(this.#line)
       .toString('utf8')
       .replace(/^\uFEFF/, '');
     this.#line = [];
     this.#lineBytes = 0;
-    this.#lineTooLong = false;
-    if (tooLong) {
-      this.#skip = true;
-      return undefined;
-    }
     if (line === '') {
-      const skip = this.#skip;
       const data = this.#data;
       this.#data = [];
       this.#dataBytes = 0;
-      this.#skip = false;
-      return skip || data.length === 0 ? undefined : data.join('\n');
+      return data.length === 0 ? undefined : data.join('\n');
     }
     const colon = line.indexOf(':');
     const name = colon < 0 ? line : line.slice(0, colon);
     if (name !== 'data') return undefined;
     let value = colon < 0 ? '' : line.slice(colon + 1);
     if (value.startsWith(' ')) value = value.slice(1);
-    this.#dataBytes += value.length;
-    if (this.#dataBytes > MAX_OBSERVED) this.#skip = true;
+    this.#dataBytes += Buffer.byteLength(value) + 1;
+    if (this.#dataBytes > this.#limit) this.overflow = true;
     else this.#data.push(value);
     return undefined;
   }
@@ -505,6 +515,27 @@ export class TaskRegistryUnavailable extends Error {
   readonly code = 'a2a_task_registry_unavailable';
   constructor() {
     super('the tasks an upstream answer names could not be recorded');
+  }
+}
+
+/**
+ * The upstream compressed a 2xx answer though asked for identity (`Accept-Encoding: identity`): the
+ * gateway cannot read the tasks it names, so nothing of it is relayed.
+ */
+export class UpstreamAnswerCompressed extends Error {
+  override readonly name = 'UpstreamAnswerCompressed';
+  readonly code = 'a2a_upstream_answer_compressed';
+  constructor() {
+    super('the upstream answer is compressed and cannot be read for its tasks');
+  }
+}
+
+/** A JSON answer or an SSE event larger than `a2a.max_answer_size`: not read for its tasks, so nothing more of it is relayed. */
+export class UpstreamAnswerTooLarge extends Error {
+  override readonly name = 'UpstreamAnswerTooLarge';
+  readonly code = 'a2a_upstream_answer_too_large';
+  constructor() {
+    super('the upstream answer is larger than the gateway reads for its tasks');
   }
 }
 
@@ -545,13 +576,21 @@ function parsed(text: string): unknown {
  * (so another instance the caller's next request reaches knows them) before a byte naming them is
  * written. An event stream passes chunk by chunk as it arrives; a chunk completing events that
  * name ids holds the upstream (back-pressure) until they are recorded, then is written. A JSON
- * answer (2xx) is held until complete (at most {@link MAX_OBSERVED}; a larger one is relayed unread,
- * its ids not recorded), then recorded and relayed. An answer naming another principal's task or
- * context fails the exchange ({@link UpstreamTaskForeign}), and so does one whose ids cannot be
- * recorded ({@link TaskRegistryUnavailable}): 502 / 503 before its head, the stream cut after it.
+ * answer (2xx) is held until complete, then recorded and relayed. An answer naming another
+ * principal's task or context fails the exchange ({@link UpstreamTaskForeign}), and so does one
+ * whose ids cannot be recorded ({@link TaskRegistryUnavailable}): 502 / 503 before its head, the
+ * stream cut after it.
+ *
+ * Fail closed: an id the gateway does not record is new to it (a context then goes to whoever names
+ * it first), so a 2xx answer it cannot read is not relayed. A compressed one (the upstream was asked
+ * for identity) fails the exchange before its head ({@link UpstreamAnswerCompressed}, 502); a JSON
+ * answer past `limit` bytes (`a2a.max_answer_size`) before its head ({@link UpstreamAnswerTooLarge},
+ * 502, nothing relayed); an event stream with a line or an event's data past `limit` is cut before
+ * the chunk passing it is written, so before that event ends (no client has dispatched it).
  */
 export class TaskForwardHandler extends ForwardHandler {
   readonly #record: RecordIds;
+  readonly #limit: number;
   #sse: SseDataReader | undefined;
   #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
   #chunks: Buffer[] = [];
@@ -565,9 +604,17 @@ export class TaskForwardHandler extends ForwardHandler {
   /** Failed or aborted: nothing more is written. */
   #over = false;
 
-  constructor(res: ServerResponse, cb: ForwardCallbacks, extra: readonly string[], record: RecordIds, ownCredential = false) {
+  constructor(
+    res: ServerResponse,
+    cb: ForwardCallbacks,
+    extra: readonly string[],
+    record: RecordIds,
+    ownCredential = false,
+    limit: number = DEFAULT_MAX_ANSWER,
+  ) {
     super(res, cb, extra, ownCredential);
     this.#record = record;
+    this.#limit = limit;
   }
 
   override abort(reason: Error): void {
@@ -586,16 +633,24 @@ export class TaskForwardHandler extends ForwardHandler {
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     if (status < 200 || status >= 300) return super.onHeaders(status, raw, resume);
     const encoding = rawHeader(raw, 'content-encoding');
-    // Asked for identity: a compressed answer cannot be read, so its ids are not recorded.
-    if (encoding === null || (encoding !== undefined && encoding.trim() !== '' && encoding.trim().toLowerCase() !== 'identity'))
-      return super.onHeaders(status, raw, resume);
+    // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
+    // for its ids, and a client inflates it and reads them. Refused whole.
+    if (encoding === null || (encoding !== undefined && encoding.trim() !== '' && encoding.trim().toLowerCase() !== 'identity')) {
+      this.abort(new UpstreamAnswerCompressed());
+      return false;
+    }
     const type = rawHeader(raw, 'content-type') ?? undefined;
     if (isEventStream(type)) {
-      this.#sse = new SseDataReader();
+      this.#sse = new SseDataReader(this.#limit);
       this.#resume = resume;
       return super.onHeaders(status, raw, resume);
     }
     if (!isJsonType(type)) return super.onHeaders(status, raw, resume);
+    const length = rawHeader(raw, 'content-length');
+    if (length !== undefined && length !== null && Number(length) > this.#limit) {
+      this.abort(new UpstreamAnswerTooLarge());
+      return false;
+    }
     this.#head = { status, raw, resume };
     return true;
   }
@@ -604,14 +659,25 @@ export class TaskForwardHandler extends ForwardHandler {
     if (this.#over) return false;
     if (this.#head !== undefined) {
       this.#total += chunk.length;
+      if (this.#total > this.#limit) {
+        // Too large to read for its ids: nothing of it is relayed (502).
+        this.#head = undefined;
+        this.#chunks = [];
+        this.abort(new UpstreamAnswerTooLarge());
+        return false;
+      }
       this.#chunks.push(chunk);
-      if (this.#total <= MAX_OBSERVED) return true;
-      // Too large to read: relayed as it comes from here on, unread.
-      return this.#release() === 'flowing';
+      return true;
     }
     if (this.#sse !== undefined) {
       const named = { tasks: [] as string[], contexts: [] as string[] };
-      for (const data of this.#sse.push(chunk)) {
+      const events = this.#sse.push(chunk);
+      if (this.#sse.overflow) {
+        // An event too large to read: cut before this chunk (the event's end is not in an earlier one).
+        this.abort(new UpstreamAnswerTooLarge());
+        return false;
+      }
+      for (const data of events) {
         const ids = answerIds(parsed(data));
         named.tasks.push(...ids.tasks);
         named.contexts.push(...ids.contexts);
@@ -679,8 +745,8 @@ export class TaskForwardHandler extends ForwardHandler {
     const chunks = this.#chunks;
     this.#chunks = [];
     if (!super.onHeaders(head.status, head.raw, head.resume)) return 'refused';
-    let flowing = true;
-    for (const c of chunks) flowing = super.onData(c) && flowing;
-    return flowing ? 'flowing' : 'paused';
+    if (chunks.length === 0) return 'flowing';
+    // One write: each write the caller cannot take at once would add a listener waiting for it to drain.
+    return super.onData(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)) ? 'flowing' : 'paused';
   }
 }

@@ -1146,7 +1146,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const handler = new ExtendedCardForwardHandler(res, proxied, options.responseHeaders, a2a.card, a2a.config, options.ownCredential);
       proxied.handler = forwardWith(handler, options);
     } else if (a2a?.record !== undefined) {
-      const handler = new TaskForwardHandler(res, proxied, options.responseHeaders, a2a.record, options.ownCredential);
+      const handler = new TaskForwardHandler(
+        res,
+        proxied,
+        options.responseHeaders,
+        a2a.record,
+        options.ownCredential,
+        a2a.config.max_answer_size,
+      );
       proxied.handler = forwardWith(handler, options);
     } else proxied.handler = forward(res, options, proxied);
     // Every exchange in flight is watched, not only streams: a long upload or a long download with

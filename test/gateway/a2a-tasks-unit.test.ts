@@ -23,6 +23,18 @@ describe('SseDataReader', () => {
       assert.deepEqual(events, ['{"a":1}', '{"b":\n2}', '{"c":3}'], `chunks of ${size}`);
     }
   });
+
+  it("overflow: an event's data (its lines joined) or a line past the limit is flagged in the push that passes it, before the event ends", () => {
+    const data = new SseDataReader(16);
+    assert.deepEqual(data.push(Buffer.from('data: 1234567890\n')), []);
+    assert.equal(data.overflow, false);
+    data.push(Buffer.from('data: 123456\n'));
+    assert.equal(data.overflow, true);
+    assert.deepEqual(data.push(Buffer.from('\n')), [], 'nothing more is read');
+    const line = new SseDataReader(16);
+    line.push(Buffer.from(': a comment longer than that'));
+    assert.equal(line.overflow, true);
+  });
 });
 
 describe('requestIds', () => {
@@ -99,6 +111,22 @@ describe('requestIds', () => {
     assert.equal(requestIds({ method: 'message/send', params: { message: { taskId: ['t'] } } }).ok, false);
     assert.deepEqual(requestIds({ method: ' ListTasks ', params: {} }), { ok: false, reason: 'a2a_task_list_refused' });
   });
+
+  it('params that are not an object (positional, null, a string) are refused; absent params are not', () => {
+    for (const params of [[{ id: 't' }], null, 't', 1])
+      assert.deepEqual(requestIds({ method: 'tasks/get', params }), { ok: false, reason: 'a2a_message_invalid' }, JSON.stringify(params));
+    assert.deepEqual(
+      requestIds([
+        { method: 'message/send', params: {} },
+        { method: 'tasks/get', params: ['t'] },
+      ]),
+      {
+        ok: false,
+        reason: 'a2a_message_invalid',
+      },
+    );
+    assert.equal(requestIds({ method: 'message/send' }).ok, true);
+  });
 });
 
 describe('answerIds', () => {
@@ -113,6 +141,14 @@ describe('answerIds', () => {
     });
     assert.deepEqual(answerIds({ statusUpdate: { taskId: 't', contextId: 'c' } }), { tasks: ['t'], contexts: ['c'] });
     assert.deepEqual(answerIds({ jsonrpc: '2.0', id: 1, error: { code: -32001, data: { taskId: 'z' } } }), { tasks: [], contexts: [] });
+  });
+
+  it('reads each response of a batch answer', () => {
+    const task = (id: string, contextId: string) => ({ jsonrpc: '2.0', id: 1, result: { kind: 'task', id, contextId, status: {} } });
+    assert.deepEqual(answerIds([task('t1', 'c1'), { jsonrpc: '2.0', id: 2, error: { code: -32600 } }, task('t2', 'c2')]), {
+      tasks: ['t1', 't2'],
+      contexts: ['c1', 'c2'],
+    });
   });
 });
 

@@ -81,6 +81,11 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An A2A answer naming another principal's task (a2a-tasks.ts).
     case 'a2a_upstream_task_foreign':
       return { code: 'a2a_upstream_task_foreign', kind: 'task_foreign' };
+    // An A2A answer the gateway cannot read for its tasks: compressed, or larger than a2a.max_answer_size (a2a-tasks.ts).
+    case 'a2a_upstream_answer_compressed':
+      return { code: 'a2a_upstream_answer_compressed', kind: 'answer_compressed' };
+    case 'a2a_upstream_answer_too_large':
+      return { code: 'a2a_upstream_answer_too_large', kind: 'answer_too_large' };
     // An A2A answer whose tasks the gateway's registry (its store) could not record (a2a-tasks.ts).
     case 'a2a_task_registry_unavailable':
       return { code: 'a2a_task_registry_unavailable', kind: 'task_registry_unavailable' };

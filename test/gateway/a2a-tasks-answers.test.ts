@@ -1,0 +1,192 @@
+/**
+ * A2A tasks bound to their creator: every answer the caller can read is read for the tasks and
+ * contexts it names, or refused. An id the gateway does not record is "new" to it: a context not
+ * recorded would go to the first principal naming it. Attacks against a real JSON-RPC upstream on
+ * loopback: a batch answer, a compressed answer, answers larger than the gateway reads, a request
+ * with positional params.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+
+type Answer = (rpc: { id: unknown; method: string }, res: ServerResponse, req: IncomingMessage) => void;
+
+const MiB = 1024 * 1024;
+
+/** A Task as an A2A 0.3 agent answers it, its (large) artifact before its ids. */
+function taskOf(id: string, contextId: string, artifactBytes = 10): Record<string, unknown> {
+  return {
+    kind: 'task',
+    artifacts: [{ artifactId: 'a1', parts: [{ kind: 'text', text: 'x'.repeat(artifactBytes) }] }],
+    status: { state: 'completed' },
+    id,
+    contextId,
+  };
+}
+
+describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks)', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let alice: string;
+  let bob: string;
+  /** How the upstream answers the next message/send or message/stream (the default: a small task). */
+  let answer: Answer | undefined;
+  before(async () => {
+    upstream = await startUpstream((req, res, body) => {
+      const rpc = JSON.parse(body);
+      const first = Array.isArray(rpc) ? rpc[0] : rpc;
+      const a = answer;
+      if (a !== undefined) return a(rpc, res, req);
+      const p = first.params ?? {};
+      const m = p.message ?? {};
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(
+          JSON.stringify({ jsonrpc: '2.0', id: first.id, result: taskOf(m.taskId ?? p.id ?? randomUUID(), m.contextId ?? randomUUID()) }),
+        );
+    });
+    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token' });
+    alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+    bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const post = (bearer: string, body: unknown) =>
+    fetch(`${gw.url}/agent/`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  let n = 0;
+  const rpc = (method: string, params: unknown) => ({ jsonrpc: '2.0', id: ++n, method, params });
+  const message = (extra: Record<string, unknown> = {}) => ({
+    message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [{ kind: 'text', text: 'hi' }], ...extra },
+  });
+  /** Bob continues `contextId` (message/send with message.contextId): the answer and whether the upstream was asked. */
+  const bobContinues = async (contextId: string) => {
+    answer = undefined;
+    const from = upstream.seen.length;
+    const res = await post(bob, rpc('message/send', message({ contextId })));
+    return { res, asked: upstream.seen.slice(from).some((s) => s.body.includes(contextId)) };
+  };
+  // biome-ignore lint/suspicious/noExplicitAny: JSON-RPC answers under test
+  const json = async (res: Response): Promise<any> => res.json();
+  const lastReason = async () => (await requestEvents(gw)).at(-1)?.reason;
+
+  it("batch answer: a context created in a JSON-RPC batch answer is the caller's; another principal naming it is refused", async () => {
+    const task = `t-${randomUUID()}`;
+    const context = `c-${randomUUID()}`;
+    answer = (batch, res) => {
+      const id = (batch as unknown as { id: unknown }[])[0]?.id;
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify([{ jsonrpc: '2.0', id, result: taskOf(task, context) }]));
+    };
+    const res = await post(alice, [rpc('message/send', message())]);
+    assert.equal(res.status, 200);
+    assert.equal((await json(res))[0].result.contextId, context);
+    const bobs = await bobContinues(context);
+    assert.equal(bobs.res.status, 404);
+    assert.equal((await json(bobs.res)).error.code, -32001);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+    // And the task is Alice's: she may get it.
+    assert.equal((await post(alice, rpc('tasks/get', { id: task }))).status, 200);
+  });
+
+  it('compressed answer (the upstream compresses though asked for identity): refused 502 a2a_upstream_answer_compressed, nothing relayed', async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
+        .end(gzipSync(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })));
+    const from = upstream.seen.length;
+    const res = await post(alice, rpc('message/send', message()));
+    assert.equal(upstream.seen[from]?.headers['accept-encoding'], 'identity');
+    assert.equal(res.status, 502);
+    assert.doesNotMatch(await res.text(), new RegExp(context));
+    assert.equal(await lastReason(), 'a2a_upstream_answer_compressed');
+  });
+
+  it('compressed event stream: refused 502 a2a_upstream_answer_compressed, nothing relayed', async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' })
+        .end(gzipSync(`data: ${JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })}\n\n`));
+    const res = await post(alice, rpc('message/stream', message()));
+    assert.equal(res.status, 502);
+    assert.equal(res.headers.get('content-encoding'), null);
+    await res.arrayBuffer();
+    assert.equal(await lastReason(), 'a2a_upstream_answer_compressed');
+  });
+
+  it("large JSON answer (2 MiB artifact, past the old 1 MiB read limit): relayed whole and its context is the caller's", async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 2 * MiB) }));
+    const res = await post(alice, rpc('message/send', message()));
+    assert.equal(res.status, 200);
+    assert.equal((await json(res)).result.contextId, context);
+    const bobs = await bobContinues(context);
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+  });
+
+  it('oversized JSON answer (past a2a.max_answer_size): refused 502 a2a_upstream_answer_too_large, nothing relayed', async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 5 * MiB) }));
+    const res = await post(alice, rpc('message/send', message()));
+    assert.equal(res.status, 502);
+    assert.doesNotMatch(await res.text(), new RegExp(context));
+    assert.equal(await lastReason(), 'a2a_upstream_answer_too_large');
+  });
+
+  it("oversized SSE event (past a2a.max_answer_size): the stream is cut before the event's end, its context never reaches the caller", async () => {
+    const context = `c-${randomUUID()}`;
+    const first = `t-${randomUUID()}`;
+    answer = (call, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(first, `c-${randomUUID()}`) })}\n\n`);
+      res.end(`data: ${JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 5 * MiB) })}\n\n`);
+    };
+    const res = await post(alice, rpc('message/stream', message()));
+    assert.equal(res.status, 200);
+    let text = '';
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString();
+      }
+    } catch {
+      // Cut: the caller sees an incomplete stream.
+    }
+    assert.match(text, new RegExp(first));
+    assert.doesNotMatch(text, new RegExp(context));
+    // Cut after its head went out: audited as an upstream error of that kind.
+    assert.equal((await requestEvents(gw)).at(-1)?.detail?.upstream_error, 'answer_too_large');
+  });
+
+  it('positional params: a tasks/get with params as an array is refused (400, -32600, a2a_message_invalid), the upstream never asked', async () => {
+    const task = `t-${randomUUID()}`;
+    const from = upstream.seen.length;
+    const res = await post(bob, rpc('tasks/get', [{ id: task }]));
+    assert.equal(res.status, 400);
+    assert.equal((await json(res)).error.code, -32600);
+    assert.equal(upstream.seen.length, from);
+    assert.equal(await lastReason(), 'a2a_message_invalid');
+  });
+});
