@@ -416,9 +416,12 @@ export class TokenService {
         if (due || this.#pruneBehind) {
           if (due) this.#lastPrune = now;
           // A failed prune waits for the next minute; one the store stopped at its time budget (a
-          // backlog of millions of rows, deleted in batches) goes on at the next round.
+          // backlog of millions of rows, deleted in batches) goes on at the next round. Only an
+          // explicit false says so: a custom store written to the earlier contract (prune resolving
+          // nothing) would otherwise be pruned at every round, every second, for ever.
           this.#pruneBehind = false;
-          this.#pruneBehind = !(await this.store.prune(now, { grantsExpiredBefore: now - this.config.grant_retention }));
+          const finished: boolean | undefined = await this.store.prune(now, { grantsExpiredBefore: now - this.config.grant_retention });
+          this.#pruneBehind = finished === false;
           if (due) {
             this.revocations.prune(now);
             // Not awaited: a first prune of millions of events must not hold back the next sync.

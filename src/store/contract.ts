@@ -662,7 +662,7 @@ export interface Store {
    * a lock (or a connection) for long; a call stops after a time budget, once it has deleted
    * something, and the next call goes on. Resolves `true` when nothing it prunes was left (rows
    * another transaction holds locked may be left for a later call), `false` when it stopped at its
-   * budget. Refresh tokens go before grants, and a grant only once no stored grant names it as
+   * budget (the token service calls again at its next sync round only on `false`). Refresh tokens go before grants, and a grant only once no stored grant names it as
    * parent: a stored grant never lacks its parent, between calls too. Not atomic as a whole.
    */
   prune(now: number, options?: { readonly grantsExpiredBefore?: number }): Promise<boolean>;

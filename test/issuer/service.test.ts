@@ -121,6 +121,26 @@ describe('store prune', () => {
     await service.close();
     await store.close();
   });
+
+  it('a store whose prune resolves nothing (a custom store written to the earlier contract, prune(): Promise<void>) is pruned once a minute, not at every sync round for ever', async () => {
+    const now = 1_800_000_000;
+    const { store, service } = await serviceWith({}, now * 1000);
+    let calls = 0;
+    const prune = store.prune.bind(store);
+    // As a store implementing the contract before prune said whether it finished.
+    Object.defineProperty(store, 'prune', {
+      value: async (...args: Parameters<typeof prune>) => {
+        calls++;
+        await prune(...args);
+        return undefined as unknown as boolean;
+      },
+    });
+    // The clock does not move: only the first round is a minute after the last prune.
+    for (let round = 0; round < 5; round++) await service.sync();
+    assert.equal(calls, 1, `pruned ${calls} times in 5 rounds within one minute`);
+    await service.close();
+    await store.close();
+  });
 });
 
 describe('audit queue: the store failing', () => {
