@@ -386,6 +386,9 @@ export class TokenService {
         if (v.clients !== this.#versions.clients) {
           this.clients.invalidate();
           this.#standing.clear();
+          // Applied: a key re-read below that fails must not have every later round drop the
+          // clients and the standing grants again (one new standing grant per round and client).
+          this.#versions = { ...this.#versions, clients: v.clients };
         }
         // Revocations before the keys: a reload of the keys that fails (held up by a lock, given up
         // on after the store's timeout) must not keep other processes' revocations from being

@@ -20,6 +20,7 @@ import { generateMasterKey } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
 import type { PruneTuning } from '../../src/store/prune.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { basic, startIssuer } from '../helpers/issuer.ts';
 
 const ISSUER = 'https://issuer.test';
 const DAY = 86_400_000;
@@ -140,6 +141,42 @@ describe('store prune', () => {
     assert.equal(calls, 1, `pruned ${calls} times in 5 rounds within one minute`);
     await service.close();
     await store.close();
+  });
+});
+
+describe('sync: a key reload that keeps failing', () => {
+  it('a clients change is applied once, not again at every round while the key reload fails: the standing grant is not dropped and re-created each round', async () => {
+    const issuer = await startIssuer({ config: { scopes: { 'api:read': {} } } });
+    try {
+      const { secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+      const grantOf = async (): Promise<string> => {
+        const r = await issuer.post(
+          '/oauth2/token',
+          { grant_type: 'client_credentials', scope: 'api:read', resource: 'https://api.test' },
+          { authorization: basic('agent', secret) },
+        );
+        assert.equal(r.status, 200);
+        const { access_token } = (await r.json()) as { access_token: string };
+        return JSON.parse(Buffer.from(access_token.split('.')[1] as string, 'base64url').toString()).grant_id as string;
+      };
+      assert.equal(await grantOf(), await grantOf(), 'one standing grant');
+      // Another process rotated the keys (their re-read is held up: it fails, round after round)
+      // and changed a client.
+      Object.defineProperty(issuer.store, 'listSigningKeys', {
+        value: async () => {
+          throw new Error('held up');
+        },
+      });
+      const db = new DatabaseSync(join(issuer.dir, 'tessera.db'));
+      db.exec("UPDATE meta SET value = value + 1 WHERE name IN ('keys_version', 'clients_version')");
+      db.close();
+      await assert.rejects(issuer.service.sync());
+      const afterChange = await grantOf();
+      for (let round = 0; round < 3; round++) await assert.rejects(issuer.service.sync());
+      assert.equal(await grantOf(), afterChange, 'the standing grant was dropped again by a round that read no new clients change');
+    } finally {
+      await issuer.close();
+    }
   });
 });
 
