@@ -5,102 +5,35 @@
  * token service's own tokens are believed: another issuer's `sub_id` is its own claim.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
-import pino from 'pino';
-import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
-import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
-import { AUDIENCE, ISSUER, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
-import { basic } from '../helpers/issuer.ts';
-import { freePort } from '../helpers/net.ts';
-import { claims, makeKey, sign } from '../helpers/tokens.ts';
+import { ISSUER, type Upstream } from '../gateway/helpers.ts';
+import {
+  IDP2,
+  idp2Key,
+  idpToken,
+  limitedStatus,
+  partnerToken,
+  type SubjectIssuerFixture,
+  startSubjectIssuerFixture,
+} from '../gateway/subject-issuer-fixture.ts';
 
-const IDP2 = 'https://partner-idp.test';
-const idp2Key = makeKey('ES256', 'partner-1');
-
-let dir: string;
+let fx: SubjectIssuerFixture;
 let base: string;
 let upstream: Upstream;
-let running: RunningServer;
-let brokerSecret: string;
-const logStream = new Writable({ write: (_chunk, _encoding, done) => done() });
-const savedMaster = process.env.TESSERA_MASTER_KEY;
+let running: SubjectIssuerFixture['running'];
 
 before(async () => {
-  delete process.env.TESSERA_MASTER_KEY;
-  dir = mkdtempSync(join(tmpdir(), 'tessera-serve-subject-issuer-'));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  upstream = await startUpstream();
-  writeFileSync(
-    join(dir, 'tessera.yaml'),
-    `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${port} }
-issuers:
-  - { issuer: ${base}, audiences: [${base}/api], jwks_uri: ${base}/.well-known/jwks.json, token_type: at+jwt }
-  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], jwks: { keys: [${JSON.stringify(key.jwk)}] } }
-  - { issuer: ${IDP2}, audiences: [${AUDIENCE}], jwks: { keys: [${JSON.stringify(idp2Key.jwk)}] } }
-scopes:
-  api:read: {}
-gateway:
-  watch_config: false
-  routes:
-    - id: whoami
-      match: { path_prefix: /whoami }
-      upstream: { url: ${upstream.url} }
-      auth: jwt
-      rules: [{ scopes: [api:read] }]
-      identity_headers: [subject, issuer, subject_issuer]
-    - id: limited
-      match: { path_prefix: /limited }
-      upstream: { url: ${upstream.url} }
-      auth: jwt
-      rules: [{ scopes: [api:read] }]
-      rate_limit: { key: subject, rate: 0.001, burst: 1 }
-`,
-  );
-  await initialize({ config: join(dir, 'tessera.yaml') });
-  running = await startServer({ config: join(dir, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
-  const broker = await running.service.registerClient({
-    id: 'broker',
-    scopes: ['api:read'],
-    audiences: [`${base}/api`],
-    grantTypes: [TOKEN_EXCHANGE],
-  });
-  brokerSecret = broker.secret as string;
+  fx = await startSubjectIssuerFixture('tessera-serve-subject-issuer-', { serveGateway: true });
+  ({ url: base, upstream, running } = fx);
 });
 
 after(async () => {
-  await running?.close();
-  await upstream?.close();
-  rmSync(dir, { recursive: true, force: true });
-  if (savedMaster !== undefined) process.env.TESSERA_MASTER_KEY = savedMaster;
+  await fx?.close();
 });
 
-const idpToken = (over: Record<string, unknown> = {}, k = key) =>
-  sign(k, claims({ iss: ISSUER, sub: 'alice', aud: AUDIENCE, scope: 'api:read', ...over }));
-
 /** The broker exchanges an IdP token for one of this token service, for the gateway's routes. */
-async function exchange(subjectToken: string): Promise<string> {
-  const res = await fetch(`${base}/oauth2/token`, {
-    method: 'POST',
-    headers: { authorization: basic('broker', brokerSecret), 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({
-      grant_type: TOKEN_EXCHANGE,
-      subject_token: subjectToken,
-      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-      audience: `${base}/api`,
-    }),
-  });
-  const body = (await res.json()) as { access_token: string };
-  assert.equal(res.status, 200, JSON.stringify(body));
-  return body.access_token;
-}
+const exchange = (subjectToken: string) => fx.exchange(subjectToken);
 
 async function whoami(token: string): Promise<Record<string, unknown>> {
   const res = await fetch(`${base}/whoami`, { headers: { authorization: `Bearer ${token}` } });
@@ -158,13 +91,9 @@ describe('tessera serve: the subject’s issuer at the gateway', () => {
   });
 
   it('rate-limits two IdPs’ same-named subjects apart, and one subject’s tokens together', async () => {
-    const get = async (token: string) => {
-      const res = await fetch(`${base}/limited`, { headers: { authorization: `Bearer ${token}` } });
-      await res.arrayBuffer();
-      return res.status;
-    };
+    const get = (token: string) => limitedStatus(base, token);
     const corporate = await exchange(await idpToken({ sub: 'carol' }));
-    const partner = await exchange(await sign(idp2Key, claims({ iss: IDP2, sub: 'carol', aud: AUDIENCE, scope: 'api:read' })));
+    const partner = await exchange(await partnerToken('carol'));
     assert.equal(await get(corporate), 200);
     assert.equal(await get(partner), 200, 'the partner IdP’s carol has a bucket of her own');
     // The corporate carol's own IdP token is the same subject as the token issued for her.

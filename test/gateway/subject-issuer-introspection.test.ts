@@ -7,61 +7,28 @@
  * then name the identity provider; without it they name the introspection answer's issuer.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
-import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import type { TesseraConfigInput } from '../../src/config/schema.ts';
-import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
-import { basic } from '../helpers/issuer.ts';
-import { freePort } from '../helpers/net.ts';
-import { claims, makeKey, sign } from '../helpers/tokens.ts';
-import { AUDIENCE, ISSUER, key, parse, requestEvents, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.ts';
+import { AUDIENCE, ISSUER, key, parse, startGateway, type TestGateway } from './helpers.ts';
+import {
+  idpToken,
+  limitedStatus,
+  partnerToken,
+  type SubjectIssuerFixture,
+  startSubjectIssuerFixture,
+  subjectRoutes,
+  whoamiThrough,
+} from './subject-issuer-fixture.ts';
 
-const IDP2 = 'https://partner-idp.test';
-const idp2Key = makeKey('ES256', 'partner-1');
-
-let dir: string;
+let fx: SubjectIssuerFixture;
 let tessera: string;
-let upstream: Upstream;
-let running: RunningServer;
-let brokerSecret: string;
 let rsSecret: string;
-const logStream = new Writable({ write: (_chunk, _encoding, done) => done() });
-const savedMaster = process.env.TESSERA_MASTER_KEY;
 
 before(async () => {
-  delete process.env.TESSERA_MASTER_KEY;
-  dir = mkdtempSync(join(tmpdir(), 'tessera-gateway-subject-issuer-introspection-'));
-  const port = await freePort();
-  tessera = `http://127.0.0.1:${port}`;
-  upstream = await startUpstream();
-  writeFileSync(
-    join(dir, 'tessera.yaml'),
-    `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${port} }
-issuers:
-  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], jwks: { keys: [${JSON.stringify(key.jwk)}] } }
-  - { issuer: ${IDP2}, audiences: [${AUDIENCE}], jwks: { keys: [${JSON.stringify(idp2Key.jwk)}] } }
-scopes:
-  api:read: {}
-`,
-  );
-  await initialize({ config: join(dir, 'tessera.yaml') });
-  running = await startServer({ config: join(dir, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
-  const broker = await running.service.registerClient({
-    id: 'broker',
-    scopes: ['api:read'],
-    audiences: [`${tessera}/api`],
-    grantTypes: [TOKEN_EXCHANGE],
-  });
-  brokerSecret = broker.secret as string;
+  fx = await startSubjectIssuerFixture('tessera-gateway-subject-issuer-introspection-');
+  tessera = fx.url;
   // The gateway's introspection client: the resource server the tokens are addressed to.
-  const rs = await running.service.registerClient({
+  const rs = await fx.running.service.registerClient({
     id: 'gateway-rs',
     scopes: ['api:read'],
     audiences: [`${tessera}/api`],
@@ -71,10 +38,7 @@ scopes:
 });
 
 after(async () => {
-  await running?.close();
-  await upstream?.close();
-  rmSync(dir, { recursive: true, force: true });
-  if (savedMaster !== undefined) process.env.TESSERA_MASTER_KEY = savedMaster;
+  await fx?.close();
 });
 
 /** The standalone gateway: its routes introspect every token at the token service. */
@@ -92,64 +56,17 @@ function gatewayConfig(trustSubId: boolean | undefined): TesseraConfigInput {
     dpop: { mode: 'disabled' },
     gateway: {
       watch_config: false,
-      routes: [
-        {
-          id: 'whoami',
-          match: { path_prefix: '/whoami' },
-          upstream: { url: upstream.url },
-          auth: 'introspection',
-          rules: [{ scopes: ['api:read'] }],
-          identity_headers: ['subject', 'issuer', 'subject_issuer'],
-        },
-        {
-          id: 'limited',
-          match: { path_prefix: '/limited' },
-          upstream: { url: upstream.url },
-          auth: 'introspection',
-          rules: [{ scopes: ['api:read'] }],
-          rate_limit: { key: 'subject', rate: 0.001, burst: 1 },
-        },
-      ],
+      routes: subjectRoutes(fx.upstream.url, 'introspection'),
     },
   } as TesseraConfigInput;
 }
 
-const idpToken = (over: Record<string, unknown> = {}) =>
-  sign(key, claims({ iss: ISSUER, sub: 'alice', aud: AUDIENCE, scope: 'api:read', ...over }));
-
-/** The broker exchanges an identity provider's token for one of the token service. */
-async function exchange(subjectToken: string): Promise<string> {
-  const res = await fetch(`${tessera}/oauth2/token`, {
-    method: 'POST',
-    headers: { authorization: basic('broker', brokerSecret), 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({
-      grant_type: TOKEN_EXCHANGE,
-      subject_token: subjectToken,
-      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-      audience: `${tessera}/api`,
-    }),
-  });
-  const body = (await res.json()) as { access_token: string };
-  assert.equal(res.status, 200, JSON.stringify(body));
-  return body.access_token;
-}
+const exchange = (subjectToken: string) => fx.exchange(subjectToken);
 
 /** Calls /whoami: what the upstream received and the request's audit event. */
-async function whoami(gw: TestGateway, token: string) {
-  const res = await fetch(`${gw.url}/whoami`, {
-    headers: { authorization: `Bearer ${token}`, 'x-tessera-subject-issuer': 'https://evil.test' },
-  });
-  assert.equal(res.status, 200, await res.clone().text());
-  await res.arrayBuffer();
-  const events = await requestEvents(gw);
-  return { headers: upstream.seen.at(-1)?.headers as Record<string, unknown>, event: events.at(-1) as unknown as Record<string, unknown> };
-}
+const whoami = (gw: TestGateway, token: string) => whoamiThrough(gw, fx.upstream, token);
 
-async function status(gw: TestGateway, token: string): Promise<number> {
-  const res = await fetch(`${gw.url}/limited`, { headers: { authorization: `Bearer ${token}` } });
-  await res.arrayBuffer();
-  return res.status;
-}
+const status = (gw: TestGateway, token: string) => limitedStatus(gw.url, token);
 
 describe('tessera gateway alone on auth: introspection: the subject’s issuer of an introspected token', () => {
   it('names the IdP upstream and in the audit event with introspection.trust_sub_id', async () => {
@@ -171,7 +88,7 @@ describe('tessera gateway alone on auth: introspection: the subject’s issuer o
     const gw = await startGateway(gatewayConfig(true));
     try {
       assert.equal(await status(gw, await exchange(await idpToken({ sub: 'carol' }))), 200);
-      const partner = await exchange(await sign(idp2Key, claims({ iss: IDP2, sub: 'carol', aud: AUDIENCE, scope: 'api:read' })));
+      const partner = await exchange(await partnerToken('carol'));
       assert.equal(await status(gw, partner), 200, 'the partner IdP’s carol has a bucket of her own');
       assert.equal(
         await status(gw, await exchange(await idpToken({ sub: 'carol' }))),
@@ -193,7 +110,7 @@ describe('tessera gateway alone on auth: introspection: the subject’s issuer o
         assert.equal(event.subject_issuer, undefined);
         // Both IdPs' dave are the token service's dave: one bucket.
         assert.equal(await status(gw, await exchange(await idpToken({ sub: 'dave' }))), 200);
-        const partner = await exchange(await sign(idp2Key, claims({ iss: IDP2, sub: 'dave', aud: AUDIENCE, scope: 'api:read' })));
+        const partner = await exchange(await partnerToken('dave'));
         assert.equal(await status(gw, partner), 429, String(trust));
       } finally {
         await gw.close();
