@@ -9,28 +9,25 @@
  * SDK does not send.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, type JSONRPCMessage, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { MessageKeys, ToolsListEvents } from '../../../src/gateway/mcp/tools-list.ts';
-import { baseConfig, mcpRoute, requestEvents, startGateway, type TestGateway, token } from '../helpers.ts';
+import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import {
+  connectClient,
+  dataLines,
+  RULES,
+  type StatelessMcpUpstream,
+  startStatelessMcpUpstream,
+  startToolsGateway,
+  TOOL_LIST,
+  TOOLS,
+} from './helpers.ts';
 
-const TOOLS = ['echo', 'files.read', 'files.write', 'admin.reset'];
-const RULES = [
-  { id: 'echo', tool: 'echo', scopes: ['echo:use'] },
-  { id: 'files-write', tool: 'files.write', scopes: ['files:write'] },
-  { id: 'admin-tools', tool: 'admin.*', scopes: ['admin'] },
-  { id: 'protocol', scopes: ['mcp:use'] },
-];
-const SCOPES = { 'mcp:use': {}, 'echo:use': {}, 'files:write': {}, admin: {} };
-const TOOL_LIST = TOOLS.map((name) => ({ name, inputSchema: { type: 'object' } }));
 /** Larger than the default max_tools_list_size (4mb). */
 const BIG = 5 << 20;
 
@@ -41,11 +38,8 @@ const bigText = (): string => {
 };
 
 /** A real MCP server, stateless, answering in SSE (`json`: JSON): its tools are four, each call answers 5 MB. */
-async function startBigUpstream(json: boolean): Promise<{ url: string; close(): Promise<void> }> {
-  const http: HttpServer = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = Buffer.concat(chunks);
+function startBigUpstream(json: boolean): Promise<StatelessMcpUpstream> {
+  return startStatelessMcpUpstream(json, () => {
     const server = new Server({ name: 'big', version: '1.0.0' }, { capabilities: { tools: {} } });
     server.setRequestHandler(ListToolsRequestSchema, async () => ({
       tools: TOOLS.map((name) => ({ name, inputSchema: { type: 'object' as const } })),
@@ -58,34 +52,19 @@ async function startBigUpstream(json: boolean): Promise<{ url: string; close(): 
         structuredContent: { tools: TOOL_LIST, blob: 'y'.repeat(BIG) },
       };
     });
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: json });
-    res.on('close', () => {
-      void transport.close();
-      void server.close();
-    });
-    await server.connect(transport);
-    await transport.handleRequest(req, res, body.length > 0 ? JSON.parse(body.toString()) : undefined);
+    return server;
   });
-  http.listen(0, '127.0.0.1');
-  await once(http, 'listening');
-  return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
-    close: async () => {
-      http.closeAllConnections();
-      await new Promise<void>((resolve) => http.close(() => resolve()));
-    },
-  };
 }
 
 for (const mode of ['sse', 'json'] as const) {
   describe(`gateway: MCP tools/call results larger than max_tools_list_size reach the caller whole (${mode} answers)`, () => {
-    let upstream: { url: string; close(): Promise<void> };
+    let upstream: StatelessMcpUpstream;
     let gw: TestGateway;
     const clients: Client[] = [];
 
     before(async () => {
       upstream = await startBigUpstream(mode === 'json');
-      gw = await startGateway({ ...baseConfig(), scopes: SCOPES, gateway: { routes: [mcpRoute(upstream.url, RULES)] } });
+      gw = await startToolsGateway([mcpRoute(upstream.url, RULES)]);
     });
     after(async () => {
       for (const c of clients) await c.close().catch(() => {});
@@ -95,13 +74,7 @@ for (const mode of ['sse', 'json'] as const) {
 
     async function connect(): Promise<Client> {
       const t = await token({ sub: `big-${mode}`, scope: 'mcp:use echo:use' });
-      const transport = new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${t}` } },
-      });
-      const client = new Client({ name: 'test-agent', version: '1.0.0' });
-      clients.push(client);
-      await client.connect(transport);
-      return client;
+      return connectClient(`${gw.url}/mcp`, t, clients);
     }
 
     it('a 5 MB tools/call result (text naming tools inside a string) arrives intact through the SDK client', async () => {
@@ -135,12 +108,7 @@ function completeEvents(text: string): string[] {
 }
 
 /** An event's data, its data lines joined. */
-const dataOf = (event: string) =>
-  event
-    .split(/\r\n|\n|\r/)
-    .filter((l) => l.startsWith('data:'))
-    .map((l) => l.slice(5).replace(/^ /, ''))
-    .join('\n');
+const dataOf = (event: string) => dataLines(event).join('\n');
 
 /** Reads a response to its end, or to its cut: the text that arrived and whether it was cut. */
 async function readAll(res: Response): Promise<{ text: string; cut: boolean }> {
@@ -159,28 +127,21 @@ async function readAll(res: Response): Promise<{ text: string; cut: boolean }> {
 }
 
 describe('gateway: MCP response events larger than max_tools_list_size from raw upstreams', () => {
+  let upstream: Upstream;
   let gw: TestGateway;
   let answer = '';
-  const http = createServer((req, res) => {
-    req.resume();
-    res.writeHead(200, { 'content-type': 'text/event-stream' }).end(answer);
-  });
   const padding = 'x'.repeat(BIG);
   const note = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
 
   before(async () => {
-    http.listen(0, '127.0.0.1');
-    await once(http, 'listening');
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: SCOPES,
-      gateway: { routes: [mcpRoute(`http://127.0.0.1:${(http.address() as AddressInfo).port}`, RULES)] },
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' }).end(answer);
     });
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)]);
   });
   after(async () => {
     await gw?.close();
-    http.closeAllConnections();
-    http.close();
+    await upstream?.close();
   });
 
   const auth = async (sub: string) => `Bearer ${await token({ sub, scope: 'mcp:use echo:use' })}`;

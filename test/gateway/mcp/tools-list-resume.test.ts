@@ -18,17 +18,9 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditEvent } from '../../../src/audit/event.ts';
-import { baseConfig, mcpRoute, requestEvents, startGateway, type TestGateway, token } from '../helpers.ts';
+import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import { ACCEPT, dataLines, RULES, startToolsGateway, TOOL_LIST, TOOLS } from './helpers.ts';
 
-const TOOLS = ['echo', 'files.read', 'files.write', 'admin.reset'];
-const RULES = [
-  { id: 'echo', tool: 'echo', scopes: ['echo:use'] },
-  { id: 'files-write', tool: 'files.write', scopes: ['files:write'] },
-  { id: 'admin-tools', tool: 'admin.*', scopes: ['admin'] },
-  { id: 'protocol', scopes: ['mcp:use'] },
-];
-const SCOPES = { 'mcp:use': {}, 'echo:use': {}, 'files:write': {}, admin: {} };
-const ACCEPT = 'application/json, text/event-stream';
 /** The version whose clients the SDK server sends a priming event (an id, empty data) to. */
 const VERSION = '2025-11-25';
 
@@ -43,7 +35,7 @@ function parseEvents(text: string): SseEvent[] {
   for (const event of text.split(/\r\n\r\n|\n\n|\r\r/)) {
     const lines = event.split(/\r\n|\n|\r/);
     const id = lines.find((l) => l.startsWith('id:'))?.replace(/^id: ?/, '');
-    const data = lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, ''));
+    const data = dataLines(event);
     if (id !== undefined || data.length > 0) out.push({ id, data: data.join('\n') });
   }
   return out;
@@ -127,16 +119,10 @@ describe('gateway: MCP streams resumed or opened with GET are filtered for tools
 
   before(async () => {
     upstream = await startStoreUpstream();
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: SCOPES,
-      gateway: {
-        routes: [
-          mcpRoute(upstream.url, RULES),
-          mcpRoute(upstream.url, RULES, { id: 'unfiltered', match: { path_prefix: '/unfiltered' }, mcp: { filter_tools_list: false } }),
-        ],
-      },
-    });
+    gw = await startToolsGateway([
+      mcpRoute(upstream.url, RULES),
+      mcpRoute(upstream.url, RULES, { id: 'unfiltered', match: { path_prefix: '/unfiltered' }, mcp: { filter_tools_list: false } }),
+    ]);
   });
   after(async () => {
     await gw?.close();
@@ -255,28 +241,20 @@ describe('gateway: MCP streams resumed or opened with GET are filtered for tools
 });
 
 describe('gateway: MCP GET streams from raw upstreams: responses carrying tools are filtered, unreadable streams refused', () => {
+  let upstream: Upstream;
   let gw: TestGateway;
   let answer: { head: Record<string, string>; body: Buffer | string } = { head: {}, body: '' };
-  const TOOL_LIST = TOOLS.map((name) => ({ name, inputSchema: { type: 'object' } }));
-  const http = createServer((req, res) => {
-    req.resume();
-    res.writeHead(200, answer.head).end(answer.body);
-  });
   const sse = (body: string) => ({ head: { 'content-type': 'text/event-stream' }, body });
 
   before(async () => {
-    http.listen(0, '127.0.0.1');
-    await once(http, 'listening');
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: SCOPES,
-      gateway: { routes: [mcpRoute(`http://127.0.0.1:${(http.address() as AddressInfo).port}`, RULES)] },
+    upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, answer.head).end(answer.body);
     });
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)]);
   });
   after(async () => {
     await gw?.close();
-    http.closeAllConnections();
-    http.close();
+    await upstream?.close();
   });
   const get = async () =>
     fetch(`${gw.url}/mcp`, {

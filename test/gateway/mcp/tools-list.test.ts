@@ -6,58 +6,39 @@
  * the gateway cannot read whole and filter never reaches the caller unfiltered.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { ToolsListEvents } from '../../../src/gateway/mcp/tools-list.ts';
-import { baseConfig, mcpRoute, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
-
-const TOOLS = ['echo', 'files.read', 'files.write', 'admin.reset'];
-
-// echo needs echo:use, files.write files:write, admin.* admin; files.read has no tool rule and
-// falls, like tools/list itself, to the route's catch-all (mcp:use).
-const RULES = [
-  { id: 'echo', tool: 'echo', scopes: ['echo:use'] },
-  { id: 'files-write', tool: 'files.write', scopes: ['files:write'] },
-  { id: 'admin-tools', tool: 'admin.*', scopes: ['admin'] },
-  { id: 'protocol', scopes: ['mcp:use'] },
-];
-
-const SCOPES = { 'mcp:use': {}, 'echo:use': {}, 'files:write': {}, admin: {} };
-
-const ACCEPT = 'application/json, text/event-stream';
+import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import {
+  ACCEPT,
+  connectClient,
+  dataLines,
+  RULES,
+  type StatelessMcpUpstream,
+  startStatelessMcpUpstream,
+  startToolsGateway,
+  TOOL_LIST,
+  TOOLS,
+} from './helpers.ts';
 
 const NOTIFICATION = { method: 'notifications/message', params: { level: 'info', data: 'listing tools' } };
 
 /** A real MCP server, stateless, answering in JSON (`json`) or SSE. Its tools/list sends a log
  * notification first (SSE: on the request's stream), then waits for `hold` when one is set.
  * `params.cursor: "start"` lists the first two tools with `nextCursor: "next"`. */
-interface ToolsUpstream {
-  readonly url: string;
+interface ToolsUpstream extends StatelessMcpUpstream {
   readonly toolCalls: string[];
   hold: Promise<void> | undefined;
-  close(): Promise<void>;
 }
 
 async function startToolsUpstream(json: boolean): Promise<ToolsUpstream> {
   const toolCalls: string[] = [];
-  const upstream: ToolsUpstream = {
-    url: '',
-    toolCalls,
-    hold: undefined,
-    close: async () => {},
-  };
-  const http: HttpServer = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = Buffer.concat(chunks);
+  const upstream: Omit<ToolsUpstream, keyof StatelessMcpUpstream> = { toolCalls, hold: undefined };
+  const served = await startStatelessMcpUpstream(json, () => {
     const server = new Server({ name: 'tools', version: '1.0.0' }, { capabilities: { tools: {}, logging: {} } });
     server.setRequestHandler(ListToolsRequestSchema, async (request, extra) => {
       await extra.sendNotification(NOTIFICATION as never);
@@ -71,23 +52,9 @@ async function startToolsUpstream(json: boolean): Promise<ToolsUpstream> {
       toolCalls.push(request.params.name);
       return { content: [{ type: 'text', text: `${request.params.name}:ok` }] };
     });
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: json });
-    res.on('close', () => {
-      void transport.close();
-      void server.close();
-    });
-    await server.connect(transport);
-    await transport.handleRequest(req, res, body.length > 0 ? JSON.parse(body.toString()) : undefined);
+    return server;
   });
-  http.listen(0, '127.0.0.1');
-  await once(http, 'listening');
-  return Object.assign(upstream, {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
-    close: async () => {
-      http.closeAllConnections();
-      await new Promise<void>((resolve) => http.close(() => resolve()));
-    },
-  });
+  return Object.assign(upstream, served);
 }
 
 /** The JSON-RPC messages of an answer: its JSON body, or the data of each SSE event. */
@@ -96,10 +63,7 @@ async function messages(res: Response): Promise<Record<string, unknown>[]> {
   if ((res.headers.get('content-type') ?? '').startsWith('application/json')) return [JSON.parse(text)];
   const out: Record<string, unknown>[] = [];
   for (const event of text.split(/\r\n\r\n|\n\n|\r\r/)) {
-    const data = event
-      .split(/\r\n|\n|\r/)
-      .filter((l) => l.startsWith('data:'))
-      .map((l) => l.slice(5).replace(/^ /, ''));
+    const data = dataLines(event);
     if (data.length > 0) out.push(JSON.parse(data.join('\n')));
   }
   return out;
@@ -122,28 +86,17 @@ for (const mode of ['json', 'sse'] as const) {
         body: JSON.stringify(body),
       });
     async function listed(t: string, path = '/mcp'): Promise<string[]> {
-      const transport = new StreamableHTTPClientTransport(new URL(`${gw.url}${path}`), {
-        requestInit: { headers: { authorization: `Bearer ${t}` } },
-      });
-      const client = new Client({ name: 'test-agent', version: '1.0.0' });
-      clients.push(client);
-      await client.connect(transport);
+      const client = await connectClient(`${gw.url}${path}`, t, clients);
       return (await client.listTools()).tools.map((x) => x.name);
     }
 
     before(async () => {
       upstream = await startToolsUpstream(mode === 'json');
-      gw = await startGateway({
-        ...baseConfig(),
-        scopes: SCOPES,
-        gateway: {
-          routes: [
-            mcpRoute(upstream.url, RULES),
-            mcpRoute(upstream.url, RULES, { id: 'unfiltered', match: { path_prefix: '/unfiltered' }, mcp: { filter_tools_list: false } }),
-            mcpRoute(upstream.url, RULES, { id: 'small', match: { path_prefix: '/small' }, mcp: { max_tools_list_size: 200 } }),
-          ],
-        },
-      });
+      gw = await startToolsGateway([
+        mcpRoute(upstream.url, RULES),
+        mcpRoute(upstream.url, RULES, { id: 'unfiltered', match: { path_prefix: '/unfiltered' }, mcp: { filter_tools_list: false } }),
+        mcpRoute(upstream.url, RULES, { id: 'small', match: { path_prefix: '/small' }, mcp: { max_tools_list_size: 200 } }),
+      ]);
     });
     after(async () => {
       for (const c of clients) await c.close().catch(() => {});
@@ -283,18 +236,13 @@ describe('gateway: MCP tools/list answers that cannot be filtered are refused, n
   let upstream: Upstream;
   let gw: TestGateway;
   let answer: { type: string; body: string } = { type: 'application/json', body: '' };
-  const TOOL_LIST = TOOLS.map((name) => ({ name, inputSchema: { type: 'object' } }));
 
   before(async () => {
     upstream = await startUpstream((_req, res) => {
       res.writeHead(200, { 'content-type': answer.type, 'content-length': Buffer.byteLength(answer.body) });
       res.end(answer.body);
     });
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: SCOPES,
-      gateway: { routes: [mcpRoute(upstream.url, RULES)] },
-    });
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)]);
   });
   after(async () => {
     await gw?.close();
