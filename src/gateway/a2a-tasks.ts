@@ -509,42 +509,28 @@ export class SseDataReader {
   }
 }
 
-/** The gateway could not record the tasks an answer names (its store did not answer): nothing more of it is relayed. */
-export class TaskRegistryUnavailable extends Error {
-  override readonly name = 'TaskRegistryUnavailable';
-  readonly code = 'a2a_task_registry_unavailable';
-  constructor() {
-    super('the tasks an upstream answer names could not be recorded');
-  }
-}
+/** Why the gateway relays nothing more of an upstream answer, by the reason code it is refused with. */
+const ANSWER_REFUSALS = {
+  /** The gateway could not record the tasks the answer names (its store did not answer). */
+  a2a_task_registry_unavailable: 'the tasks an upstream answer names could not be recorded',
+  /**
+   * The upstream compressed a 2xx answer though asked for identity (`Accept-Encoding: identity`):
+   * the gateway cannot read the tasks it names.
+   */
+  a2a_upstream_answer_compressed: 'the upstream answer is compressed and cannot be read for its tasks',
+  /** A JSON answer or an SSE event larger than `a2a.max_answer_size`: not read for its tasks. */
+  a2a_upstream_answer_too_large: 'the upstream answer is larger than the gateway reads for its tasks',
+  /** The upstream answered a caller with a task or context another principal owns. */
+  a2a_upstream_task_foreign: 'the upstream answered with a task of another principal',
+} as const;
 
-/**
- * The upstream compressed a 2xx answer though asked for identity (`Accept-Encoding: identity`): the
- * gateway cannot read the tasks it names, so nothing of it is relayed.
- */
-export class UpstreamAnswerCompressed extends Error {
-  override readonly name = 'UpstreamAnswerCompressed';
-  readonly code = 'a2a_upstream_answer_compressed';
-  constructor() {
-    super('the upstream answer is compressed and cannot be read for its tasks');
-  }
-}
-
-/** A JSON answer or an SSE event larger than `a2a.max_answer_size`: not read for its tasks, so nothing more of it is relayed. */
-export class UpstreamAnswerTooLarge extends Error {
-  override readonly name = 'UpstreamAnswerTooLarge';
-  readonly code = 'a2a_upstream_answer_too_large';
-  constructor() {
-    super('the upstream answer is larger than the gateway reads for its tasks');
-  }
-}
-
-/** The upstream answered a caller with a task or context another principal owns: nothing more of it is relayed. */
-export class UpstreamTaskForeign extends Error {
-  override readonly name = 'UpstreamTaskForeign';
-  readonly code = 'a2a_upstream_task_foreign';
-  constructor() {
-    super('the upstream answered with a task of another principal');
+/** An upstream answer refused for the reason `code` ({@link ANSWER_REFUSALS}): nothing more of it is relayed. */
+export class AnswerRefused extends Error {
+  override readonly name = 'AnswerRefused';
+  readonly code: keyof typeof ANSWER_REFUSALS;
+  constructor(code: keyof typeof ANSWER_REFUSALS) {
+    super(ANSWER_REFUSALS[code]);
+    this.code = code;
   }
 }
 
@@ -556,7 +542,7 @@ export class UpstreamTaskForeign extends Error {
 export type RecordIds = (ids: { tasks: readonly string[]; contexts: readonly string[] }) => Promise<'recorded' | 'foreign' | 'unavailable'>;
 
 function recordError(result: 'foreign' | 'unavailable'): Error {
-  return result === 'foreign' ? new UpstreamTaskForeign() : new TaskRegistryUnavailable();
+  return new AnswerRefused(result === 'foreign' ? 'a2a_upstream_task_foreign' : 'a2a_task_registry_unavailable');
 }
 
 const nothingNamed = (ids: { tasks: readonly string[]; contexts: readonly string[] }) =>
@@ -577,14 +563,14 @@ function parsed(text: string): unknown {
  * written. An event stream passes chunk by chunk as it arrives; a chunk completing events that
  * name ids holds the upstream (back-pressure) until they are recorded, then is written. A JSON
  * answer (2xx) is held until complete, then recorded and relayed. An answer naming another
- * principal's task or context fails the exchange ({@link UpstreamTaskForeign}), and so does one
- * whose ids cannot be recorded ({@link TaskRegistryUnavailable}): 502 / 503 before its head, the
+ * principal's task or context fails the exchange (`a2a_upstream_task_foreign`), and so does one
+ * whose ids cannot be recorded (`a2a_task_registry_unavailable`): 502 / 503 before its head, the
  * stream cut after it.
  *
  * Fail closed: an id the gateway does not record is new to it (a context then goes to whoever names
  * it first), so a 2xx answer it cannot read is not relayed. A compressed one (the upstream was asked
- * for identity) fails the exchange before its head ({@link UpstreamAnswerCompressed}, 502); a JSON
- * answer past `limit` bytes (`a2a.max_answer_size`) before its head ({@link UpstreamAnswerTooLarge},
+ * for identity) fails the exchange before its head (`a2a_upstream_answer_compressed`, 502); a JSON
+ * answer past `limit` bytes (`a2a.max_answer_size`) before its head (`a2a_upstream_answer_too_large`,
  * 502, nothing relayed); an event stream with a line or an event's data past `limit` is cut before
  * the chunk passing it is written, so before that event ends (no client has dispatched it).
  */
@@ -636,7 +622,7 @@ export class TaskForwardHandler extends ForwardHandler {
     // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
     // for its ids, and a client inflates it and reads them. Refused whole.
     if (encoding === null || (encoding !== undefined && encoding.trim() !== '' && encoding.trim().toLowerCase() !== 'identity')) {
-      this.abort(new UpstreamAnswerCompressed());
+      this.abort(new AnswerRefused('a2a_upstream_answer_compressed'));
       return false;
     }
     const type = rawHeader(raw, 'content-type') ?? undefined;
@@ -648,7 +634,7 @@ export class TaskForwardHandler extends ForwardHandler {
     if (!isJsonType(type)) return super.onHeaders(status, raw, resume);
     const length = rawHeader(raw, 'content-length');
     if (length !== undefined && length !== null && Number(length) > this.#limit) {
-      this.abort(new UpstreamAnswerTooLarge());
+      this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
       return false;
     }
     this.#head = { status, raw, resume };
@@ -663,7 +649,7 @@ export class TaskForwardHandler extends ForwardHandler {
         // Too large to read for its ids: nothing of it is relayed (502).
         this.#head = undefined;
         this.#chunks = [];
-        this.abort(new UpstreamAnswerTooLarge());
+        this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
         return false;
       }
       this.#chunks.push(chunk);
@@ -674,7 +660,7 @@ export class TaskForwardHandler extends ForwardHandler {
       const events = this.#sse.push(chunk);
       if (this.#sse.overflow) {
         // An event too large to read: cut before this chunk (the event's end is not in an earlier one).
-        this.abort(new UpstreamAnswerTooLarge());
+        this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
         return false;
       }
       for (const data of events) {
