@@ -31,7 +31,7 @@ import { isJsonType } from './a2a.ts';
 import { isEventStream } from './mcp/events.ts';
 import { memberFold } from './mcp/message.ts';
 import { ownerOf } from './mcp/sessions.ts';
-import { type ForwardCallbacks, ForwardHandler, rawHeader } from './proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from './proxy/forward.ts';
 
 export type IdKind = 'task' | 'context';
 
@@ -618,10 +618,9 @@ export class TaskForwardHandler extends ForwardHandler {
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     if (status < 200 || status >= 300) return super.onHeaders(status, raw, resume);
-    const encoding = rawHeader(raw, 'content-encoding');
     // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
     // for its ids, and a client inflates it and reads them. Refused whole.
-    if (encoding === null || (encoding !== undefined && encoding.trim() !== '' && encoding.trim().toLowerCase() !== 'identity')) {
+    if (!plainEncoding(rawHeader(raw, 'content-encoding'))) {
       this.abort(new AnswerRefused('a2a_upstream_answer_compressed'));
       return false;
     }

@@ -14,7 +14,7 @@ import type { Clock } from '../core/ports.ts';
 import type { CompiledUpstream } from './compile.ts';
 import { REPRESENTATION_HEADERS } from './http/headers.ts';
 import { hasDuplicateKeys } from './mcp/message.ts';
-import { type ForwardCallbacks, ForwardHandler, rawHeader } from './proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from './proxy/forward.ts';
 
 export const AGENT_CARD_PATHS = ['/.well-known/agent-card.json', '/.well-known/agent.json'] as const;
 
@@ -417,11 +417,9 @@ export class ExtendedCardForwardHandler extends ForwardHandler {
     if (status < 200 || status >= 300) return super.onHeaders(status, raw, resume);
     // A header sent twice (null) is ambiguous: refused like a wrong one.
     const length = rawHeader(raw, 'content-length');
-    const encoding = rawHeader(raw, 'content-encoding');
     if (
       !isJsonType(rawHeader(raw, 'content-type') ?? undefined) ||
-      encoding === null ||
-      (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity' && encoding.trim() !== '') ||
+      !plainEncoding(rawHeader(raw, 'content-encoding')) ||
       length === null ||
       (length !== undefined && !(Number(length) <= MAX_CARD_BYTES))
     ) {

@@ -9,7 +9,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { REPRESENTATION_HEADERS } from '../http/headers.ts';
-import { type ForwardCallbacks, ForwardHandler, rawHeader } from '../proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from '../proxy/forward.ts';
 import { EventIdSigner, isEventStream } from './events.ts';
 import { isJsonContentType } from './message.ts';
 import { validSessionId } from './sessions.ts';
@@ -60,11 +60,6 @@ export interface McpSigning {
 export interface ToolsListForward extends ToolsListFilter {
   /** Once per response: how many tools it no longer lists, or `'invalid'` when it was refused. */
   readonly report: (outcome: number | 'invalid') => void;
-}
-
-/** Is this Content-Encoding none (absent, empty, `identity`)? A header sent twice (`null`) is not. */
-function plainEncoding(encoding: string | null | undefined): boolean {
-  return encoding === undefined || (encoding !== null && (encoding.trim() === '' || encoding.trim().toLowerCase() === 'identity'));
 }
 
 /** A raw response head without the headers describing the upstream's bytes ({@link REPRESENTATION_HEADERS}). */

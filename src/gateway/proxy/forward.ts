@@ -28,6 +28,14 @@ export function rawHeader(raw: readonly Buffer[], name: string): string | null |
   return value;
 }
 
+/**
+ * Is this Content-Encoding (a {@link rawHeader} value) none: absent, empty or `identity`? A header
+ * sent twice (`null`) is not.
+ */
+export function plainEncoding(encoding: string | null | undefined): boolean {
+  return encoding === undefined || (encoding !== null && (encoding.trim() === '' || encoding.trim().toLowerCase() === 'identity'));
+}
+
 /** Thrown into the upload when the request body passes the route's limit. */
 export class BodyTooLarge extends Error {
   override readonly name = 'BodyTooLarge';
