@@ -634,17 +634,22 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     servePublicJson(x, res, JSON.stringify(metadataDocument(route.mcp as CompiledMcp, baseOf(s, req))), 300, vary);
   }
 
-  /** A refusal about the JSON-RPC message or session, answered as a JSON-RPC error (no challenge:
-   * it is not about the token). */
-  function denyRpc(x: Exchange, res: ServerResponse, error: TesseraError, rpc: number, id: string | number | null, close = false): void {
-    const d = denyRendering(x, error, () => []);
-    const body = rpcErrorBody(rpc, error.description, id);
-    const headers: Record<string, string> = {
+  /** The head of a JSON-RPC error answer the gateway writes itself (`body`: its JSON). */
+  function rpcErrorHeaders(x: Exchange, body: string): Record<string, string> {
+    return {
       'content-type': 'application/json',
       'cache-control': 'no-store',
       'content-length': String(Buffer.byteLength(body)),
       'x-request-id': x.requestId,
     };
+  }
+
+  /** A refusal about the JSON-RPC message or session, answered as a JSON-RPC error (no challenge:
+   * it is not about the token). */
+  function denyRpc(x: Exchange, res: ServerResponse, error: TesseraError, rpc: number, id: string | number | null, close = false): void {
+    const d = denyRendering(x, error, () => []);
+    const body = rpcErrorBody(rpc, error.description, id);
+    const headers = rpcErrorHeaders(x, body);
     if (close || closing) headers.connection = 'close';
     if (!res.headersSent && !res.destroyed) res.writeHead(d.status, headers).end(body);
     finish(x);
@@ -1273,15 +1278,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         const body = toolsListError(this.toolsListId ?? null);
         x.reason = 'mcp_tools_list_invalid';
         x.status = 502;
-        if (!res.headersSent)
-          res
-            .writeHead(502, {
-              'content-type': 'application/json',
-              'cache-control': 'no-store',
-              'content-length': String(Buffer.byteLength(body)),
-              'x-request-id': x.requestId,
-            })
-            .end(body);
+        if (!res.headersSent) res.writeHead(502, rpcErrorHeaders(x, body)).end(body);
         finish(x);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.
