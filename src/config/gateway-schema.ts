@@ -152,7 +152,7 @@ export const a2aSchema = z
       30 * DAY,
     ).prefault('24h'),
     max_answer_size: byteSize(
-      'With bind_tasks: the largest answer the gateway reads for the tasks and contexts it names, a JSON answer (held whole until read) or one event of an event stream. A larger JSON answer is refused (502 a2a_upstream_answer_too_large, nothing relayed) and an event stream is cut before the larger event ends: an answer not read would leave its ids unrecorded. Raise it for agents answering large artifacts inline. Default 4mb.',
+      'With bind_tasks: the largest answer the gateway reads for the tasks and contexts it names, a JSON answer or any answer to a request other than GET or HEAD but a 2xx event stream (held whole until read), or one event of an event stream. A larger held answer is refused (502 a2a_upstream_answer_too_large, nothing relayed) and an event stream is cut before the larger event ends: an answer not read would leave its ids unrecorded. Raise it for agents answering large artifacts inline. Default 4mb.',
     ).prefault('4mb'),
   })
   .meta({ description: 'A2A discovery: the public agent card, served with Tessera security schemes.' });

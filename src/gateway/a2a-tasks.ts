@@ -12,8 +12,8 @@
  * client chooses (a new `contextId`, A2A 0.2's task id) and ids quoted in text keep working; and an
  * id the upstream shows a caller is not thereby that caller's (a signed id would be: anyone shown
  * it could present it). A task never recorded is refused; a context never recorded is new, and goes
- * to the first principal naming it: so every 2xx JSON or event-stream answer is read for its ids or
- * refused ({@link TaskForwardHandler}).
+ * to the first principal naming it: so every 2xx JSON or event-stream answer, and every answer to a
+ * call whatever its label or status, is read for its ids or refused ({@link TaskForwardHandler}).
  *
  * Reading a request: every `taskId` and `referenceTaskIds` anywhere in it must be the caller's
  * tasks, every `contextId` (0.2: `sessionId`) the caller's context or a new one (then it becomes
@@ -573,10 +573,18 @@ function parsed(text: string): unknown {
  * answer past `limit` bytes (`a2a.max_answer_size`) before its head (`a2a_upstream_answer_too_large`,
  * 502, nothing relayed); an event stream with a line or an event's data past `limit` is cut before
  * the chunk passing it is written, so before that event ends (no client has dispatched it).
+ *
+ * An answer to a call (`readAll`: any request but GET and HEAD, a JSON-RPC POST above all) is read
+ * as JSON whatever its `Content-Type` and status: A2A client SDKs parse a JSON-RPC answer's body as
+ * JSON whatever its label, and may show a non-2xx one's. So every answer to it but a 2xx event
+ * stream is held and read like a JSON one (compressed or past `limit`: refused alike); one that does
+ * not parse as JSON names nothing a client could read, and is relayed as is.
  */
 export class TaskForwardHandler extends ForwardHandler {
   readonly #record: RecordIds;
   readonly #limit: number;
+  readonly #readAll: boolean;
+  readonly #ownCredential: boolean;
   #sse: SseDataReader | undefined;
   #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
   #chunks: Buffer[] = [];
@@ -597,10 +605,13 @@ export class TaskForwardHandler extends ForwardHandler {
     record: RecordIds,
     ownCredential = false,
     limit: number = DEFAULT_MAX_ANSWER,
+    readAll = false,
   ) {
     super(res, cb, extra, ownCredential);
     this.#record = record;
     this.#limit = limit;
+    this.#readAll = readAll;
+    this.#ownCredential = ownCredential;
   }
 
   override abort(reason: Error): void {
@@ -617,7 +628,9 @@ export class TaskForwardHandler extends ForwardHandler {
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    if (status < 200 || status >= 300) return super.onHeaders(status, raw, resume);
+    const ok = status >= 200 && status < 300;
+    // A 401 to the gateway's own credential reaches no caller (502); 1xx are informational.
+    if (status < 200 || (!ok && (!this.#readAll || (status === 401 && this.#ownCredential)))) return super.onHeaders(status, raw, resume);
     // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
     // for its ids, and a client inflates it and reads them. Refused whole.
     if (!plainEncoding(rawHeader(raw, 'content-encoding'))) {
@@ -625,12 +638,13 @@ export class TaskForwardHandler extends ForwardHandler {
       return false;
     }
     const type = rawHeader(raw, 'content-type') ?? undefined;
-    if (isEventStream(type)) {
+    if (ok && isEventStream(type)) {
       this.#sse = new SseDataReader(this.#limit);
       this.#resume = resume;
       return super.onHeaders(status, raw, resume);
     }
-    if (!isJsonType(type)) return super.onHeaders(status, raw, resume);
+    // Held and read as JSON: a JSON answer, or any answer to a call (clients parse it whatever its label).
+    if (!this.#readAll && !isJsonType(type)) return super.onHeaders(status, raw, resume);
     const length = rawHeader(raw, 'content-length');
     if (length !== undefined && length !== null && Number(length) > this.#limit) {
       this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));

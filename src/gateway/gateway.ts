@@ -1158,6 +1158,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         a2a.record,
         options.ownCredential,
         a2a.config.max_answer_size,
+        // A call's answer is parsed as JSON by clients whatever its label or status: read it so.
+        greq.method !== 'GET' && greq.method !== 'HEAD',
       );
       proxied.handler = forwardWith(handler, options);
     } else proxied.handler = forward(res, options, proxied);

@@ -2,8 +2,9 @@
  * A2A tasks bound to their creator: every answer the caller can read is read for the tasks and
  * contexts it names, or refused. An id the gateway does not record is "new" to it: a context not
  * recorded would go to the first principal naming it. Attacks against a real JSON-RPC upstream on
- * loopback: a batch answer, a compressed answer, answers larger than the gateway reads, a request
- * with positional params.
+ * loopback: a batch answer, a compressed answer, answers larger than the gateway reads, answers
+ * labelled other than JSON or not 2xx (still parsed as JSON by clients), a request with positional
+ * params.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -178,6 +179,81 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.doesNotMatch(text, new RegExp(context));
     // Cut after its head went out: audited as an upstream error of that kind.
     assert.equal((await requestEvents(gw)).at(-1)?.detail?.upstream_error, 'answer_too_large');
+  });
+
+  /** Alice's message/send is answered by `reply`: the status she gets, and whether Bob may then continue `context`. */
+  const aliceThenBob = async (context: string, reply: Answer) => {
+    answer = reply;
+    const res = await post(alice, rpc('message/send', message()));
+    const text = await res.text();
+    const bobs = await bobContinues(context);
+    return { status: res.status, text, bobs };
+  };
+
+  it("text/plain-labelled JSON answer: a context it creates is the caller's (clients parse it as JSON whatever its label); another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'text/plain; charset=utf-8' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })),
+    );
+    assert.equal(status, 200);
+    assert.match(text, new RegExp(context));
+    assert.equal(bobs.res.status, 404);
+    assert.equal((await json(bobs.res)).error.code, -32001);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it("answer without Content-Type: a context it creates is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) => {
+      res.removeHeader('content-type');
+      res.writeHead(200).end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) }));
+    });
+    assert.equal(status, 200);
+    assert.match(text, new RegExp(context));
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it("500 answer with a JSON-RPC body naming a new task: the task and its context are the caller's; another principal naming the context is refused", async () => {
+    const task = `t-${randomUUID()}`;
+    const context = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      res
+        .writeHead(500, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(task, context) })),
+    );
+    assert.equal(status, 500);
+    assert.match(text, new RegExp(context));
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+    answer = undefined;
+    assert.equal((await post(alice, rpc('tasks/get', { id: task }))).status, 200);
+  });
+
+  it('an answer that is not JSON (text/plain, 2xx and 502) names nothing: relayed as is', async () => {
+    for (const status of [200, 502]) {
+      answer = (_call, res) => res.writeHead(status, { 'content-type': 'text/plain' }).end('agent busy {not json');
+      const res = await post(alice, rpc('message/send', message()));
+      assert.equal(res.status, status);
+      assert.equal(await res.text(), 'agent busy {not json');
+    }
+  });
+
+  it('oversized text/plain answer (past a2a.max_answer_size): refused 502 a2a_upstream_answer_too_large, nothing relayed', async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'text/plain' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 5 * MiB) }));
+    const res = await post(alice, rpc('message/send', message()));
+    assert.equal(res.status, 502);
+    assert.doesNotMatch(await res.text(), new RegExp(context));
+    assert.equal(await lastReason(), 'a2a_upstream_answer_too_large');
   });
 
   it('positional params: a tasks/get with params as an array is refused (400, -32600, a2a_message_invalid), the upstream never asked', async () => {
