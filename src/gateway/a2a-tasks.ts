@@ -557,6 +557,44 @@ function parsed(text: string): unknown {
 }
 
 /**
+ * A held answer's text, decoded as lenient clients decode JSON bytes: a UTF-8 BOM skipped (fetch's
+ * `json()`, Python's `json.loads`), UTF-16 and UTF-32 told from a BOM or the NULs of the first bytes
+ * (Python's `json.detect_encoding`, which `httpx`'s `json()` uses). Read as UTF-8 alone, such an
+ * answer would not parse, and the ids a client reads in it would go unrecorded.
+ */
+export function answerText(b: Buffer): string {
+  const [b0, b1, b2, b3] = [b[0], b[1], b[2], b[3]];
+  if ((b0 === 0 && b1 === 0 && b2 === 0xfe && b3 === 0xff) || (b0 === 0xff && b1 === 0xfe && b2 === 0 && b3 === 0))
+    return utf32(b.subarray(4), b0 === 0);
+  if (b0 === 0xfe && b1 === 0xff) return utf16(b.subarray(2), true);
+  if (b0 === 0xff && b1 === 0xfe) return utf16(b.subarray(2), false);
+  if (b0 === 0xef && b1 === 0xbb && b2 === 0xbf) return b.subarray(3).toString('utf8');
+  if (b.length >= 4) {
+    if (b0 === 0) return b1 !== 0 ? utf16(b, true) : utf32(b, true);
+    if (b1 === 0) return b2 !== 0 || b3 !== 0 ? utf16(b, false) : utf32(b, false);
+  } else if (b.length === 2) {
+    if (b0 === 0) return utf16(b, true);
+    if (b1 === 0) return utf16(b, false);
+  }
+  return b.toString('utf8');
+}
+
+function utf16(b: Buffer, bigEndian: boolean): string {
+  const even = b.subarray(0, b.length - (b.length % 2));
+  return (bigEndian ? Buffer.from(even).swap16() : even).toString('utf16le');
+}
+
+function utf32(b: Buffer, bigEndian: boolean): string {
+  let out = '';
+  for (let i = 0; i + 4 <= b.length; i += 4) {
+    const c = bigEndian ? b.readUInt32BE(i) : b.readUInt32LE(i);
+    if (c > 0x10ffff) return ''; // not UTF-32: no client reads it
+    out += String.fromCodePoint(c);
+  }
+  return out;
+}
+
+/**
  * Forwards an A2A answer, recording the tasks and contexts it names for the caller
  * ({@link answerIds}) before the caller can read them: a registry in the store has committed them
  * (so another instance the caller's next request reaches knows them) before a byte naming them is
@@ -718,7 +756,7 @@ export class TaskForwardHandler extends ForwardHandler {
       super.onComplete();
       return;
     }
-    const ids = answerIds(parsed(Buffer.concat(this.#chunks, this.#total).toString('utf8')));
+    const ids = answerIds(parsed(answerText(Buffer.concat(this.#chunks, this.#total))));
     if (nothingNamed(ids)) {
       if (this.#release() !== 'refused') super.onComplete();
       return;

@@ -235,6 +235,37 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal((await post(alice, rpc('tasks/get', { id: task }))).status, 200);
   });
 
+  it("JSON answer opening with a UTF-8 BOM (fetch's json() and Python's json.loads skip it): a context it creates is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, bobs } = await aliceThenBob(context, (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(
+          Buffer.concat([
+            Buffer.from([0xef, 0xbb, 0xbf]),
+            Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })),
+          ]),
+        ),
+    );
+    assert.equal(status, 200);
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it("UTF-16 JSON answer (Python's json.loads reads UTF-16 and UTF-32 bytes): a context it creates is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, bobs } = await aliceThenBob(context, (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) }), 'utf16le')),
+    );
+    assert.equal(status, 200);
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
   it('an answer that is not JSON (text/plain, 2xx and 502) names nothing: relayed as is', async () => {
     for (const status of [200, 502]) {
       answer = (_call, res) => res.writeHead(status, { 'content-type': 'text/plain' }).end('agent busy {not json');

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   answerIds,
+  answerText,
   isTaskPath,
   MAX_NAMED_IDS,
   RENEW_SLACK_MS,
@@ -149,6 +150,32 @@ describe('answerIds', () => {
       tasks: ['t1', 't2'],
       contexts: ['c1', 'c2'],
     });
+  });
+});
+
+describe('answerText', () => {
+  it("decodes an answer's bytes as Python's json.loads and fetch's json() do: UTF-8 (BOM skipped), UTF-16 and UTF-32 (BOM or NULs)", () => {
+    const text = '{"id":"t-é😀"}';
+    const u16le = Buffer.from(text, 'utf16le');
+    const u16be = Buffer.from(u16le).swap16();
+    const u32le = Buffer.alloc([...text].length * 4);
+    for (const [i, c] of [...text].entries()) u32le.writeUInt32LE(c.codePointAt(0) as number, i * 4);
+    const u32be = Buffer.from(u32le).swap32();
+    const cases: [string, Buffer][] = [
+      ['utf-8', Buffer.from(text)],
+      ['utf-8 BOM', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)])],
+      ['utf-16le', u16le],
+      ['utf-16be', u16be],
+      ['utf-16le BOM', Buffer.concat([Buffer.from([0xff, 0xfe]), u16le])],
+      ['utf-16be BOM', Buffer.concat([Buffer.from([0xfe, 0xff]), u16be])],
+      ['utf-32le', u32le],
+      ['utf-32be', u32be],
+      ['utf-32le BOM', Buffer.concat([Buffer.from([0xff, 0xfe, 0, 0]), u32le])],
+      ['utf-32be BOM', Buffer.concat([Buffer.from([0, 0, 0xfe, 0xff]), u32be])],
+    ];
+    for (const [name, bytes] of cases) assert.equal(answerText(bytes), text, name);
+    assert.equal(answerText(Buffer.from('{}', 'utf16le')), '{}');
+    assert.equal(answerText(Buffer.alloc(0)), '');
   });
 });
 
