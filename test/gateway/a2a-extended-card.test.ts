@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
@@ -106,6 +106,8 @@ describe('gateway: the A2A authenticated extended card', () => {
   let upstream: Upstream;
   let gw: TestGateway;
   let auth: Record<string, string>;
+  /** The compressed card answer the upstream has not ended yet. */
+  let heldOpen: ServerResponse | undefined;
   before(async () => {
     upstream = await startUpstream((req, res, body) => {
       // Routes compared case-blind and without a trailing slash, as ASP.NET does.
@@ -121,6 +123,14 @@ describe('gateway: the A2A authenticated extended card', () => {
           return;
         }
         return json(EXTENDED_03);
+      }
+      if (path.endsWith('/gzip-always/v1/card')) {
+        // Compressed whatever the gateway asked for (Accept-Encoding: identity ignored), and not ended
+        // until the test says so: a gateway reading it before refusing it would wait for its end.
+        res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+        res.write(gzipSync(JSON.stringify(EXTENDED_03)));
+        heldOpen = res;
+        return;
       }
       if (path.endsWith('/agent/authenticatedextendedcard') || path.endsWith('/v1/card')) return json(EXTENDED_03);
       if (path.endsWith('/extendedagentcard')) return json(EXTENDED_10);
@@ -298,6 +308,26 @@ describe('gateway: the A2A authenticated extended card', () => {
     const res = await fetch(`${gw.url}/agent/gzip/v1/card`, { headers: { ...auth, 'accept-encoding': 'gzip' } });
     assert.equal(res.status, 200);
     assert03((await res.json()) as Record<string, unknown>);
+  });
+
+  it('extended card compressed though asked for identity: refused on its head (502 a2a_extended_card_invalid), nothing of it relayed', async () => {
+    const from = upstream.seen.length;
+    try {
+      // Refused as its head arrives: the gateway does not wait for a body it cannot read.
+      const res = await fetch(`${gw.url}/agent/gzip-always/v1/card`, {
+        headers: { ...auth, 'accept-encoding': 'gzip' },
+        signal: AbortSignal.timeout(5000),
+      });
+      assert.equal(upstream.seen[from]?.headers['accept-encoding'], 'identity');
+      assert.equal(res.status, 502);
+      assert.equal(res.headers.get('content-encoding'), null);
+      const text = await res.text();
+      assert.ok(!text.includes('10.0.0.7') && !text.includes('X-Internal-Key'), text);
+      assert.equal((((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent).reason, 'a2a_extended_card_invalid');
+    } finally {
+      heldOpen?.end();
+      heldOpen = undefined;
+    }
   });
 
   it('other JSON-RPC calls pass as they came (body and answer unchanged)', async () => {
