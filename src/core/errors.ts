@@ -539,6 +539,11 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service is unavailable.',
   },
+  a2a_upstream_answer_ambiguous: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
   a2a_task_registry_unavailable: {
     status: 503,
     error: 'temporarily_unavailable',

@@ -378,34 +378,82 @@ function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): bool
 
 /**
  * The tasks and contexts an answer (a JSON-RPC response or a batch of them, an SSE event's data, or an HTTP+JSON
- * body) creates or names as its subject, read only where A2A puts them: the result itself or its
- * 1.0 wrapper (`task`, `message`, `statusUpdate`, `artifactUpdate`) being a Task (`id` and
- * `status`; 0.2's `sessionId` its context), a Message or an update event (`taskId`, `contextId`).
- * Ids elsewhere (in parts, metadata, `referenceTaskIds`) are not the caller's for being shown.
+ * body) creates or names as its subject, read only where A2A puts them: the result (or a JSON-RPC
+ * error's `data`) itself or its 1.0 wrapper (`task`, `message`, `statusUpdate`, `artifactUpdate`)
+ * being a Task (`id`, with a `status` object or `kind: "task"`; 0.2's `sessionId` its context), a
+ * Message or an update event (`taskId`, `contextId`). Ids elsewhere (in parts, metadata,
+ * `referenceTaskIds`) are not the caller's for being shown.
+ *
+ * Keys are read as a lenient client reads them ({@link memberFold}: any case, NULs, `ſ` for `s`; a
+ * Go client's encoding/json binds `ContextID`, `taſkId` and `Result`), the envelope's and the
+ * discriminators' too. An answer spelling one of the members read twice in one object (`contextId`
+ * and `ContextId`) is `'ambiguous'`: a case-sensitive client reads the exact one, Go's the last,
+ * and the gateway cannot know which one its caller reads.
  */
-export function answerIds(value: unknown): { tasks: string[]; contexts: string[] } {
+export function answerIds(value: unknown): { tasks: string[]; contexts: string[] } | 'ambiguous' {
   const out = { tasks: [] as string[], contexts: [] as string[] };
   // A batch answer: each response in it (a task it creates is the caller's as much as a single one's).
-  for (const v of Array.isArray(value) ? value : [value]) answerIdsOf(v, out);
+  for (const v of Array.isArray(value) ? value : [value]) if (!answerIdsOf(v, out)) return 'ambiguous';
   return out;
 }
 
-function answerIdsOf(value: unknown, out: { tasks: string[]; contexts: string[] }): void {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return;
-  const v = value as Record<string, unknown>;
-  // A JSON-RPC response carries the answer in `result`; an HTTP+JSON body is the answer.
-  const result = 'jsonrpc' in v || 'result' in v || 'error' in v ? v.result : v;
-  if (typeof result !== 'object' || result === null || Array.isArray(result)) return;
-  const r = result as Record<string, unknown>;
-  for (const c of [r, r.task, r.message, r.statusUpdate, r.artifactUpdate]) {
-    if (typeof c !== 'object' || c === null || Array.isArray(c)) continue;
-    const o = c as Record<string, unknown>;
-    const status = o.status;
-    if (typeof o.id === 'string' && typeof status === 'object' && status !== null) out.tasks.push(o.id);
-    if (typeof o.taskId === 'string') out.tasks.push(o.taskId);
-    if (typeof o.contextId === 'string') out.contexts.push(o.contextId);
-    if (typeof o.sessionId === 'string') out.contexts.push(o.sessionId);
+/** The members of an answer the gateway reads, by their {@link memberFold}ed names. */
+const ENVELOPE_MEMBERS = ['jsonrpc', 'result', 'error'];
+const ERROR_MEMBERS = ['data'];
+const WRAPPER_MEMBERS = ['task', 'message', 'statusupdate', 'artifactupdate'];
+const SUBJECT_MEMBERS = ['id', 'status', 'kind', 'taskid', 'contextid', 'sessionid'];
+
+/**
+ * The members of `o` named in `names` (folded), by folded name; `undefined` when one is spelled
+ * twice (the exact duplicates JSON.parse already collapsed, as clients do: the last one wins).
+ */
+function membersOf(o: Record<string, unknown>, names: readonly string[]): Map<string, unknown> | undefined {
+  const found = new Map<string, unknown>();
+  for (const [k, v] of Object.entries(o)) {
+    const n = memberFold(k);
+    if (!names.includes(n)) continue;
+    if (found.has(n)) return undefined;
+    found.set(n, v);
   }
+  return found;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Adds the ids of one response to `out`; false when it is ambiguous. */
+function answerIdsOf(value: unknown, out: { tasks: string[]; contexts: string[] }): boolean {
+  if (!isRecord(value)) return true;
+  const envelope = membersOf(value, ENVELOPE_MEMBERS);
+  if (envelope === undefined) return false;
+  // A JSON-RPC response carries the answer in `result`, or an error whose `data` a client may show
+  // its user (read alike: fail closed); an HTTP+JSON body is the answer.
+  if (envelope.size === 0) return subjectIds(value, out);
+  if (!subjectIds(envelope.get('result'), out)) return false;
+  const error = envelope.get('error');
+  if (!isRecord(error)) return true;
+  const data = membersOf(error, ERROR_MEMBERS);
+  return data !== undefined && subjectIds(data.get('data'), out);
+}
+
+/** Adds the ids of a result (or an error's data) and of its 1.0 wrappers to `out`; false when ambiguous. */
+function subjectIds(result: unknown, out: { tasks: string[]; contexts: string[] }): boolean {
+  if (!isRecord(result)) return true;
+  const wrappers = membersOf(result, WRAPPER_MEMBERS);
+  if (wrappers === undefined) return false;
+  for (const c of [result, ...wrappers.values()]) {
+    if (!isRecord(c)) continue;
+    const m = membersOf(c, SUBJECT_MEMBERS);
+    if (m === undefined) return false;
+    const id = m.get('id');
+    if (typeof id === 'string' && (isRecord(m.get('status')) || m.get('kind') === 'task')) out.tasks.push(id);
+    const taskId = m.get('taskid');
+    if (typeof taskId === 'string') out.tasks.push(taskId);
+    for (const k of ['contextid', 'sessionid']) {
+      const context = m.get(k);
+      if (typeof context === 'string') out.contexts.push(context);
+    }
+  }
+  return true;
 }
 
 /** Is this request path one of the HTTP+JSON binding's task resources (`/v1/tasks/…`, `/tasks`)? */
@@ -520,6 +568,11 @@ const ANSWER_REFUSALS = {
   a2a_upstream_answer_compressed: 'the upstream answer is compressed and cannot be read for its tasks',
   /** A JSON answer or an SSE event larger than `a2a.max_answer_size`: not read for its tasks. */
   a2a_upstream_answer_too_large: 'the upstream answer is larger than the gateway reads for its tasks',
+  /**
+   * A JSON answer or an SSE event spelling a member the gateway reads twice (`contextId` and
+   * `ContextId`): clients disagree on which one they read ({@link answerIds}).
+   */
+  a2a_upstream_answer_ambiguous: 'the upstream answer names a member twice in different spellings',
   /** The upstream answered a caller with a task or context another principal owns. */
   a2a_upstream_task_foreign: 'the upstream answered with a task of another principal',
 } as const;
@@ -602,8 +655,9 @@ function utf32(b: Buffer, bigEndian: boolean): string {
  * name ids holds the upstream (back-pressure) until they are recorded, then is written. A JSON
  * answer (2xx) is held until complete, then recorded and relayed. An answer naming another
  * principal's task or context fails the exchange (`a2a_upstream_task_foreign`), and so does one
- * whose ids cannot be recorded (`a2a_task_registry_unavailable`): 502 / 503 before its head, the
- * stream cut after it.
+ * whose ids cannot be recorded (`a2a_task_registry_unavailable`), and one spelling a member it is
+ * read for twice (`a2a_upstream_answer_ambiguous`, {@link answerIds}): 502 / 503 before its head,
+ * the stream cut before the chunk completing that event after it.
  *
  * Fail closed: an id the gateway does not record is new to it (a context then goes to whoever names
  * it first), so a 2xx answer it cannot read is not relayed. A compressed one (the upstream was asked
@@ -716,6 +770,11 @@ export class TaskForwardHandler extends ForwardHandler {
       }
       for (const data of events) {
         const ids = answerIds(parsed(data));
+        if (ids === 'ambiguous') {
+          // Clients disagree on the ids it names: cut before this chunk (no client has dispatched the event).
+          this.abort(new AnswerRefused('a2a_upstream_answer_ambiguous'));
+          return false;
+        }
         named.tasks.push(...ids.tasks);
         named.contexts.push(...ids.contexts);
       }
@@ -757,6 +816,13 @@ export class TaskForwardHandler extends ForwardHandler {
       return;
     }
     const ids = answerIds(parsed(answerText(Buffer.concat(this.#chunks, this.#total))));
+    if (ids === 'ambiguous') {
+      this.#head = undefined;
+      this.#chunks = [];
+      // The exchange is over upstream: fail it here (502, nothing relayed).
+      this.onError(new AnswerRefused('a2a_upstream_answer_ambiguous'));
+      return;
+    }
     if (nothingNamed(ids)) {
       if (this.#release() !== 'refused') super.onComplete();
       return;

@@ -287,6 +287,122 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal(await lastReason(), 'a2a_upstream_answer_too_large');
   });
 
+  /** A stream answering Alice's message/stream with `events` (each an SSE event's data): her stream's text, whether it was cut, Bob's try at `context`. */
+  const aliceStreamThenBob = async (context: string, events: (call: { id: unknown }) => unknown[]) => {
+    answer = (call, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(
+        events(call)
+          .map((e) => `data: ${JSON.stringify(e)}\n\n`)
+          .join(''),
+      );
+    };
+    const res = await post(alice, rpc('message/stream', message()));
+    let text = '';
+    let cut = false;
+    try {
+      text = await res.text();
+    } catch {
+      cut = true;
+    }
+    const bobs = await bobContinues(context);
+    return { status: res.status, text, cut, bobs };
+  };
+
+  it("Go-cased answer key (`ContextID`, which Go's encoding/json reads as contextId): the context is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: call.id,
+          result: { kind: 'task', id: `t-${randomUUID()}`, ContextID: context, status: { state: 'completed' } },
+        }),
+      ),
+    );
+    assert.equal(status, 200);
+    assert.match(text, new RegExp(context));
+    assert.equal(bobs.res.status, 404);
+    assert.equal((await json(bobs.res)).error.code, -32001);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it("`Result` envelope key (read as result by a case-blind client): the context in it is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, bobs } = await aliceThenBob(context, (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, Result: taskOf(`t-${randomUUID()}`, context) })),
+    );
+    assert.equal(status, 200);
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it("SSE event with a long-s key (`\u017fessionId`, read as sessionId by Go's encoding/json) in a `StatusUpdate` wrapper: the context is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, bobs } = await aliceStreamThenBob(context, (call) => [
+      {
+        jsonrpc: '2.0',
+        id: call.id,
+        result: { StatusUpdate: { taskId: `t-${randomUUID()}`, '\u017fessionId': context, status: { state: 'working' } } },
+      },
+    ]);
+    assert.equal(status, 200);
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it('JSON answer spelling contextId twice (`contextId` and `ContextId`: clients disagree on which wins): refused 502 a2a_upstream_answer_ambiguous, nothing relayed', async () => {
+    const context = `c-${randomUUID()}`;
+    const decoy = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: { ...taskOf(`t-${randomUUID()}`, decoy), ContextId: context } })),
+    );
+    assert.equal(status, 502);
+    assert.doesNotMatch(text, new RegExp(`${context}|${decoy}`));
+    assert.equal((await requestEvents(gw)).at(-2)?.reason, 'a2a_upstream_answer_ambiguous');
+    // Bob's own new context: nothing of it was Alice's.
+    assert.equal(bobs.res.status, 200);
+  });
+
+  it('SSE event spelling result twice (`result` and `Result`): the stream is cut before that event, audited answer_ambiguous', async () => {
+    const context = `c-${randomUUID()}`;
+    const first = `t-${randomUUID()}`;
+    const { status, text, cut } = await aliceStreamThenBob(context, (call) => [
+      { jsonrpc: '2.0', id: call.id, result: taskOf(first, `c-${randomUUID()}`) },
+      { jsonrpc: '2.0', id: call.id, result: { kind: 'message', messageId: 'm', parts: [] }, Result: taskOf(`t-${randomUUID()}`, context) },
+    ]);
+    assert.equal(status, 200);
+    assert.equal(cut, true);
+    assert.doesNotMatch(text, new RegExp(context));
+    const events = await requestEvents(gw);
+    assert.equal(events.at(-2)?.detail?.upstream_error, 'answer_ambiguous');
+  });
+
+  it("JSON-RPC error whose data is a Task (a client may show it): its context is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: call.id,
+          error: { code: -32603, message: 'Task failed', data: taskOf(`t-${randomUUID()}`, context) },
+        }),
+      ),
+    );
+    assert.equal(status, 200);
+    assert.match(text, new RegExp(context));
+    assert.equal(bobs.res.status, 404);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
   it('positional params: a tasks/get with params as an array is refused (400, -32600, a2a_message_invalid), the upstream never asked', async () => {
     const task = `t-${randomUUID()}`;
     const from = upstream.seen.length;

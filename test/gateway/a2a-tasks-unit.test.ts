@@ -141,7 +141,46 @@ describe('answerIds', () => {
       contexts: ['c'],
     });
     assert.deepEqual(answerIds({ statusUpdate: { taskId: 't', contextId: 'c' } }), { tasks: ['t'], contexts: ['c'] });
-    assert.deepEqual(answerIds({ jsonrpc: '2.0', id: 1, error: { code: -32001, data: { taskId: 'z' } } }), { tasks: [], contexts: [] });
+  });
+
+  it('reads keys as lenient clients do (any case, NULs, long s), discriminators and the envelope included', () => {
+    assert.deepEqual(answerIds({ jsonrpc: '2.0', id: 1, Result: { ID: 't', ContextID: 'c', Status: {} } }), {
+      tasks: ['t'],
+      contexts: ['c'],
+    });
+    assert.deepEqual(answerIds({ result: { 'ta\u017fkId': 't', 'context\u0000Id': 'c' } }), { tasks: ['t'], contexts: ['c'] });
+    assert.deepEqual(answerIds({ RESULT: { StatusUpdate: { TaskId: 't', '\u017fessionId': 'c' } } }), { tasks: ['t'], contexts: ['c'] });
+    // A Task told by its kind (a2a-go decodes a result by `kind`), without a status.
+    assert.deepEqual(answerIds({ result: { Kind: 'task', id: 't', contextId: 'c' } }), { tasks: ['t'], contexts: ['c'] });
+    assert.deepEqual(answerIds({ result: { kind: 'message', id: 'm', contextId: 'c' } }), { tasks: [], contexts: ['c'] });
+  });
+
+  it('refuses an answer spelling a member it reads twice (clients disagree on which one wins)', () => {
+    const task = { kind: 'task', id: 't', contextId: 'c', status: {} };
+    assert.equal(answerIds({ jsonrpc: '2.0', id: 1, result: { ...task, ContextId: 'd' } }), 'ambiguous');
+    assert.equal(answerIds({ jsonrpc: '2.0', id: 1, result: task, Result: { kind: 'message' } }), 'ambiguous');
+    assert.equal(answerIds({ result: { task, Task: task } }), 'ambiguous');
+    assert.equal(answerIds({ result: { ...task, 'kind\u0000': 'message' } }), 'ambiguous');
+    assert.equal(answerIds({ result: { ...task, Status: {} } }), 'ambiguous');
+    assert.equal(answerIds({ error: { code: 1, data: { taskId: 't', taskID: 'u' } } }), 'ambiguous');
+    assert.equal(answerIds([{ result: task }, { result: { taskId: 't', TaskId: 'u' } }]), 'ambiguous');
+    // Members it does not read, and objects it does not read, may repeat.
+    assert.deepEqual(answerIds({ result: { ...task, Artifacts: [], artifacts: [], metadata: { contextId: 'x', ContextId: 'y' } } }), {
+      tasks: ['t'],
+      contexts: ['c'],
+    });
+  });
+
+  it("reads the ids of a JSON-RPC error's data at the same places as a result", () => {
+    assert.deepEqual(answerIds({ jsonrpc: '2.0', id: 1, error: { code: -32001, data: { taskId: 'z' } } }), { tasks: ['z'], contexts: [] });
+    assert.deepEqual(
+      answerIds({ jsonrpc: '2.0', id: 1, Error: { code: -32603, Data: { task: { id: 't', contextId: 'c', status: {} } } } }),
+      {
+        tasks: ['t'],
+        contexts: ['c'],
+      },
+    );
+    assert.deepEqual(answerIds({ jsonrpc: '2.0', id: 1, error: { code: -32603, data: 'task t failed' } }), { tasks: [], contexts: [] });
   });
 
   it('reads each response of a batch answer', () => {

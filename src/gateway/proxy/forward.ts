@@ -94,6 +94,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
       return { code: 'a2a_upstream_answer_compressed', kind: 'answer_compressed' };
     case 'a2a_upstream_answer_too_large':
       return { code: 'a2a_upstream_answer_too_large', kind: 'answer_too_large' };
+    // An A2A answer spelling a member it is read for twice (`contextId` and `ContextId`, a2a-tasks.ts).
+    case 'a2a_upstream_answer_ambiguous':
+      return { code: 'a2a_upstream_answer_ambiguous', kind: 'answer_ambiguous' };
     // An A2A answer whose tasks the gateway's registry (its store) could not record (a2a-tasks.ts).
     case 'a2a_task_registry_unavailable':
       return { code: 'a2a_task_registry_unavailable', kind: 'task_registry_unavailable' };
