@@ -395,6 +395,12 @@ export const storeSchema = z
           .default('tessera')
           .meta({ description: "Schema holding Tessera's tables (created when absent)." }),
         pool_size: z.number().int().min(1).max(100).default(10).meta({ description: 'Connections per instance.' }),
+        request_timeout: duration(
+          'How long a store call of a request (or of a CLI command) may take, retries included, before it fails with 503 `store_unavailable` and its connection is closed; PostgreSQL gives up on each of its statements a little sooner (`lock_timeout`, `statement_timeout`). Not the schema migrations.',
+          60,
+        )
+          .refine((v) => v >= 0.1, { message: 'write at least 0.1s: every call would fail' })
+          .prefault('5s'),
       })
       .optional()
       .meta({ description: 'PostgreSQL settings (required with `driver: postgres`).' }),
@@ -471,13 +477,25 @@ export function resolveTokenService(config: {
 /** The resolved store settings: the SQLite path made absolute under `data_dir`, or PostgreSQL's. */
 export type ResolvedStore =
   | { readonly driver: 'sqlite'; readonly path: string; readonly busyTimeoutMs: number }
-  | { readonly driver: 'postgres'; readonly url: string; readonly schema: string; readonly poolSize: number };
+  | {
+      readonly driver: 'postgres';
+      readonly url: string;
+      readonly schema: string;
+      readonly poolSize: number;
+      readonly requestTimeoutMs: number;
+    };
 
 /** The store `tessera.yaml` configures (`store`), with its defaults and paths resolved against `data_dir`. */
 export function resolveStore(config: { readonly store?: StoreConfig | undefined; readonly data_dir: string }): ResolvedStore {
   const s = config.store ?? storeSchema.parse({});
   if (s.driver === 'postgres' && s.postgres !== undefined) {
-    return { driver: 'postgres', url: s.postgres.url, schema: s.postgres.schema, poolSize: s.postgres.pool_size };
+    return {
+      driver: 'postgres',
+      url: s.postgres.url,
+      schema: s.postgres.schema,
+      poolSize: s.postgres.pool_size,
+      requestTimeoutMs: Math.round(s.postgres.request_timeout * 1000),
+    };
   }
   const path = s.sqlite.path ?? 'tessera.db';
   return {

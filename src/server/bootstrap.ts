@@ -98,7 +98,9 @@ export function loadMasterKey(
  */
 export async function openStore(config: TesseraConfig): Promise<Store> {
   const s = resolveStore(config);
-  if (s.driver === 'postgres') return PostgresStore.open({ connectionString: s.url, schema: s.schema, max: s.poolSize });
+  if (s.driver === 'postgres') {
+    return PostgresStore.open({ connectionString: s.url, schema: s.schema, max: s.poolSize, requestTimeoutMillis: s.requestTimeoutMs });
+  }
   if (s.path !== ':memory:') ensureDataDir(config.data_dir);
   return SqliteStore.open({ path: s.path, busyTimeoutMs: s.busyTimeoutMs });
 }

@@ -86,11 +86,33 @@ store:
     const c = parseConfigText('store:\n  driver: postgres\n  postgres: { url: "${DATABASE_URL}", schema: tess }\n', 'tessera.yaml', {
       DATABASE_URL: 'postgres://u@db.example/tessera',
     });
-    assert.deepEqual(resolveStore(c), { driver: 'postgres', url: 'postgres://u@db.example/tessera', schema: 'tess', poolSize: 10 });
+    assert.deepEqual(resolveStore(c), {
+      driver: 'postgres',
+      url: 'postgres://u@db.example/tessera',
+      schema: 'tess',
+      poolSize: 10,
+      requestTimeoutMs: 5000,
+    });
     assert.deepEqual(
       issues('store: { driver: postgres }').map((i) => i.path),
       ['store.postgres'],
     );
+  });
+
+  it('bounds a PostgreSQL request at store.postgres.request_timeout, and refuses a bound of zero or over a minute', () => {
+    const c = parseConfigText(
+      'store:\n  driver: postgres\n  postgres: { url: "postgres://db/t", request_timeout: 1500ms }\n',
+      'tessera.yaml',
+      {},
+    );
+    assert.equal((resolveStore(c) as { requestTimeoutMs: number }).requestTimeoutMs, 1500);
+    for (const bad of ['0', '2m']) {
+      assert.deepEqual(
+        issues(`store:\n  driver: postgres\n  postgres: { url: "postgres://db/t", request_timeout: ${bad} }\n`).map((i) => i.path),
+        ['store.postgres.request_timeout'],
+        bad,
+      );
+    }
   });
 
   it('suggests a postgres section that is valid YAML when pasted as written', () => {

@@ -836,3 +836,128 @@ describe('revocations while a step of B’s sync is held up', { skip: reachable 
     }
   });
 });
+
+describe('token requests when PostgreSQL holds them up', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
+  // The instance gives a request's store call 1 s (requestTimeoutMillis), has a pool of one
+  // connection (so one leaked or stuck connection would hold every later request) and does not
+  // LISTEN; it reaches PostgreSQL through a relay whose open connections a test can black-hole.
+  const heldSchema = `${schema}_held`;
+  const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const BOUND = 1000;
+  let issuer: RunningIssuer;
+  let net: Awaited<ReturnType<typeof relay>>;
+  let admin: pg.Client;
+  let secret: string;
+  const auth = () => ({ authorization: basic('agent', secret) });
+
+  before(async () => {
+    net = await relay();
+    const via = new URL(url);
+    via.port = String(net.port);
+    via.searchParams.set('application_name', app);
+    const store = await PostgresStore.open({
+      connectionString: via.toString(),
+      schema: heldSchema,
+      max: 1,
+      requestTimeoutMillis: BOUND,
+      readTimeoutMillis: 500,
+      maintenanceTimeoutMillis: 500,
+    });
+    Object.defineProperty(store, 'watchRevocations', { value: undefined });
+    issuer = await startIssuer({ store });
+    secret = (await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] })).secret;
+    admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+  });
+  after(async () => {
+    await admin?.query('ROLLBACK').catch(() => {});
+    await admin?.end();
+    await issuer?.close();
+    await net?.cut();
+    await dropSchema(heldSchema);
+  });
+
+  /** A person's access token, minted before anything holds the store up (minting writes a grant). */
+  const userToken = async () => (await issuer.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 })).access_token;
+  const exchange = (subjectToken: string) =>
+    issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: subjectToken, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+      auth(),
+    );
+  /** `request`, or a failure once it has taken 8 s (the bound it should keep is far shorter). */
+  const bounded = (request: Promise<Response>) =>
+    Promise.race([request, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer after 8 s')), 8000))]);
+
+  it('attack: a token exchange whose grant insert waits on a lock another session holds answers 503 store_unavailable within the bound, and the pool serves the next request once the lock is gone', async () => {
+    assert.equal((await exchange(await userToken())).status, 200);
+    const subjectToken = await userToken();
+    try {
+      // What a stuck session (a migration's ALTER TABLE, a VACUUM FULL, a hung admin transaction) holds.
+      await admin.query('BEGIN');
+      await admin.query(`LOCK TABLE ${heldSchema}.grants IN SHARE MODE`);
+      const started = Date.now();
+      const held = await bounded(exchange(subjectToken));
+      const took = Date.now() - started;
+      assert.equal(held.status, 503);
+      assert.equal(held.headers.get('retry-after'), '5');
+      assert.deepEqual(await held.json(), {
+        error: 'temporarily_unavailable',
+        error_description: 'The store is unavailable; retry later.',
+      });
+      assert.ok(took < BOUND + 1500, `answered after ${took} ms`);
+      // The server gave up on the statement too: nothing of this store is left waiting on the lock.
+      const waiting = await admin.query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        [app],
+      );
+      assert.equal(Number(waiting.rows[0].n), 0, 'a backend still waits on the lock the request gave up on');
+    } finally {
+      await admin.query('ROLLBACK');
+    }
+    assert.equal((await bounded(exchange(subjectToken))).status, 200, 'the pool (one connection) serves the next request');
+  });
+
+  it('attack: a refresh rotation whose connection dies mid-transaction (black-holed: no RST, no FIN) answers 503 within the bound, writes nothing, and the old refresh token then rotates', async () => {
+    const ex = await exchange(await userToken());
+    assert.equal(ex.status, 200);
+    const { refresh_token: refreshToken, access_token: accessToken } = (await ex.json()) as { refresh_token: string; access_token: string };
+    const rootId = decodeJwt(accessToken).grant_id as string;
+    const root = (await issuer.store.getGrant(rootId))?.rootId ?? rootId;
+    const refresh = () => issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: refreshToken }, auth());
+    // The rotation reads the token's tree, then waits for the tree's lock, held here; the
+    // connection is cut off while it waits, and the lock freed: the server goes on with the
+    // transaction (the token row locked) and its answers are lost.
+    await admin.query("SELECT pg_advisory_lock(hashtext('tessera.grant:' || $1))", [root]);
+    let unlocked = false;
+    try {
+      const started = Date.now();
+      const rotating = bounded(refresh());
+      await until(async () => {
+        const r = await admin.query(
+          "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'",
+          [app],
+        );
+        return (r.rowCount ?? 0) > 0;
+      }, 3000);
+      net.blackHole();
+      await admin.query("SELECT pg_advisory_unlock(hashtext('tessera.grant:' || $1))", [root]);
+      unlocked = true;
+      const r = await rotating;
+      const took = Date.now() - started;
+      assert.equal(r.status, 503);
+      assert.equal(((await r.json()) as { error: string }).error, 'temporarily_unavailable');
+      assert.ok(took < BOUND + 1500, `answered after ${took} ms`);
+    } finally {
+      if (!unlocked) await admin.query("SELECT pg_advisory_unlock(hashtext('tessera.grant:' || $1))", [root]);
+    }
+    // Nothing half-written: the token was not spent. Until the server has rolled back the lost
+    // session (it holds the tree's lock), a use of it may get 503, never 400 invalid_grant.
+    let status = 0;
+    await until(async () => {
+      status = (await bounded(refresh())).status;
+      assert.ok(status === 200 || status === 503, `the refresh token was refused (${status}): the lost rotation spent it`);
+      return status === 200;
+    }, 6000).catch((e: unknown) => assert.fail(`the old refresh token never rotated again (last ${status}): ${String(e)}`));
+  });
+});

@@ -449,6 +449,45 @@ if (!reachable) {
     });
   });
 
+  describe('postgres: a request held up', () => {
+    it('attack: a DPoP jti recorded (useOnce, one statement) while another session holds its row locked fails with StoreUnavailableError within requestTimeoutMillis, leaves no backend waiting on the lock, and the pool (max: 1) serves the next call', async () => {
+      const schema = schemaName();
+      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+      const store = await PostgresStore.open({
+        connectionString: `${url}?application_name=${app}`,
+        schema,
+        max: 1,
+        requestTimeoutMillis: 500,
+      });
+      const other = new pg.Client({ connectionString: url });
+      await other.connect();
+      try {
+        const now = 1_800_000_000;
+        assert.equal(await store.useOnce('jti-expired', now - 1, now - 60), true);
+        await other.query('BEGIN');
+        await other.query(`SELECT * FROM ${schema}.replay WHERE key = 'jti-expired' FOR UPDATE`);
+        const started = Date.now();
+        const held = store.useOnce('jti-expired', now + 60, now);
+        await assert.rejects(
+          Promise.race([held, new Promise((_, reject) => setTimeout(() => reject(new Error('still waiting after 5 s')), 5000))]),
+          StoreUnavailableError,
+        );
+        assert.ok(Date.now() - started < 2000, `gave up after ${Date.now() - started} ms`);
+        const waiting = await other.query(
+          "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+          [app],
+        );
+        assert.equal(Number(waiting.rows[0].n), 0, 'a backend of the store still waits on the lock the call gave up on');
+        await other.query('ROLLBACK');
+        assert.equal(await store.useOnce('jti-expired', now + 60, now), true, 'not recorded by the call given up on');
+      } finally {
+        await other.query('ROLLBACK').catch(() => {});
+        await other.end();
+        await store.close();
+      }
+    });
+  });
+
   describe('postgres: prune in batches', () => {
     it('a prune given up on (a lock held past maintenanceTimeoutMillis) leaves no server backend waiting on that lock: the server gives up too', async () => {
       const schema = schemaName();

@@ -127,8 +127,27 @@ export interface PostgresStoreOptions extends PruneTuning {
    * notice a lost client while it waits). The next sync tries again. Default 10000.
    */
   readonly maintenanceTimeoutMillis?: number;
+  /**
+   * How long every other call may take (what a request waits for: a grant written for a token
+   * exchange, a refresh rotation, a code redemption, a DPoP or assertion `jti` recorded, a
+   * revocation, an introspection read, an audit append, an A2A task claim; and the CLI's calls),
+   * from its first statement to its commit, a transaction's retries after a deadlock included. One
+   * not done by then fails with {@link StoreUnavailableError} (a 503) and its connection is
+   * destroyed (PostgreSQL rolls it back): a lock held by a stuck session, a stuck statement or a
+   * silently dead pooled connection would otherwise hold the request, and its pool connection,
+   * until the caller gives up, and the pool, once every connection is so held, every request. The
+   * server bounds each of their statements a little sooner ({@link serverTimeout}: `lock_timeout`
+   * and `statement_timeout`, the pool sessions' defaults), so one held up by a lock fails there
+   * (`store_busy`), rolled back, its connection fine; and a transaction's session idle for the
+   * whole bound (its client gone) is ended, releasing its locks. Waiting for a pool connection
+   * is bounded apart ({@link connectionTimeoutMillis}). Schema migrations are not bounded.
+   * Default 5000.
+   */
+  readonly requestTimeoutMillis?: number;
 }
 
+/** Default {@link PostgresStoreOptions.requestTimeoutMillis}. */
+export const REQUEST_TIMEOUT_MS = 5000;
 /** Default {@link PostgresStoreOptions.readTimeoutMillis}. */
 export const READ_TIMEOUT_MS = 5000;
 /** Default {@link PostgresStoreOptions.maintenanceTimeoutMillis}. */
@@ -347,21 +366,24 @@ export class PostgresStore implements Store {
 
   readonly #readTimeout: number;
   readonly #maintenanceTimeout: number;
+  readonly #requestTimeout: number;
+  readonly #idleInTransactionTimeout: number;
   readonly #prune: { readonly batch: number; readonly budget: number };
 
   private constructor(
     pool: pg.Pool,
     connectionString: string,
     schema: string,
-    readTimeout: number,
-    maintenanceTimeout: number,
+    timeouts: { readonly read: number; readonly maintenance: number; readonly request: number; readonly idleInTransaction: number },
     prune: PruneTuning,
   ) {
     this.#pool = pool;
     this.#connectionString = connectionString;
     this.#channel = revocationChannel(schema);
-    this.#readTimeout = readTimeout;
-    this.#maintenanceTimeout = maintenanceTimeout;
+    this.#readTimeout = timeouts.read;
+    this.#maintenanceTimeout = timeouts.maintenance;
+    this.#requestTimeout = timeouts.request;
+    this.#idleInTransactionTimeout = timeouts.idleInTransaction;
     this.#prune = pruneTuning(prune);
   }
 
@@ -369,11 +391,16 @@ export class PostgresStore implements Store {
   static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
     const schema = options.schema ?? 'tessera';
     if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) throw new TypeError(`invalid schema name "${schema}"`);
+    const request = Math.max(1, Math.floor(options.requestTimeoutMillis ?? REQUEST_TIMEOUT_MS));
+    const idleInTransaction = Math.max(1, Math.floor(options.idleInTransactionTimeoutMillis ?? 30_000));
+    // Every statement of the pool's sessions is bounded on the server (a transaction may set its
+    // own bound: the housekeeping's, or none for a migration).
+    const server = serverTimeout(request);
     const pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.max ?? 10,
       connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
-      options: `-c search_path=${schema} -c idle_in_transaction_session_timeout=${Math.max(1, Math.floor(options.idleInTransactionTimeoutMillis ?? 30_000))}`,
+      options: `-c search_path=${schema} -c idle_in_transaction_session_timeout=${idleInTransaction} -c lock_timeout=${server} -c statement_timeout=${server}`,
     });
     // An idle pooled connection that PostgreSQL closes (restart, failover, idle timeout) is reported
     // on the pool; without a listener that event would end the process. The pool drops the client
@@ -383,11 +410,16 @@ export class PostgresStore implements Store {
       pool,
       options.connectionString,
       schema,
-      Math.max(1, Math.floor(options.readTimeoutMillis ?? READ_TIMEOUT_MS)),
-      Math.max(1, Math.floor(options.maintenanceTimeoutMillis ?? MAINTENANCE_TIMEOUT_MS)),
+      {
+        read: Math.max(1, Math.floor(options.readTimeoutMillis ?? READ_TIMEOUT_MS)),
+        maintenance: Math.max(1, Math.floor(options.maintenanceTimeoutMillis ?? MAINTENANCE_TIMEOUT_MS)),
+        request,
+        idleInTransaction,
+      },
       options,
     );
     try {
+      // Not bounded: a migration may rewrite large tables, and waits for another instance's.
       await store.#tx(async (c) => {
         await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.migrate'))");
         await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
@@ -402,7 +434,7 @@ export class PostgresStore implements Store {
           await c.query(m.sql);
           await c.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [m.version, Math.floor(Date.now() / 1000)]);
         }
-      });
+      }, null);
     } catch (e) {
       await pool.end();
       throw e;
@@ -415,24 +447,39 @@ export class PostgresStore implements Store {
    * taking the same locks in opposite orders) or a serialization failure is run again, up to three
    * times in all: `fn` touches only the database, and the abort undid everything it did.
    *
-   * With `timeoutMs` (the sync's housekeeping: {@link PostgresStoreOptions.maintenanceTimeoutMillis}),
-   * an attempt not committed by then fails with {@link StoreUnavailableError} and its connection is
-   * destroyed, which rolls it back; and the transaction's statements have a server-side
-   * `lock_timeout` and `statement_timeout` of {@link serverTimeout}(`timeoutMs`), which fail it
-   * (a {@link StoreUnavailableError} too, `store_busy`) on the server first.
+   * Bounded by `timeoutMs` (by default {@link PostgresStoreOptions.requestTimeoutMillis}; the sync's
+   * housekeeping passes {@link PostgresStoreOptions.maintenanceTimeoutMillis}), its runs again
+   * included: each attempt gets what is left, and none is made once it is spent (that fails with
+   * {@link StoreUnavailableError} `store_busy`). See {@link PostgresStore.#attempt}. `null`: not
+   * bounded (the migrations).
    */
-  async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs?: number): Promise<T> {
+  async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs: number | null = this.#requestTimeout): Promise<T> {
+    const deadline = timeoutMs === null ? undefined : Date.now() + timeoutMs;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#attempt(fn, timeoutMs);
+        return await this.#attempt(fn, deadline === undefined ? null : Math.max(1, deadline - Date.now()));
       } catch (e) {
         const code = (e as { code?: unknown }).code;
         if (attempt >= 3 || (code !== '40P01' && code !== '40001')) throw e;
+        if (deadline !== undefined && deadline - Date.now() < 1) {
+          throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
+            cause: e,
+          });
+        }
       }
     }
   }
 
-  async #attempt<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs?: number): Promise<T> {
+  /**
+   * One attempt of {@link PostgresStore.#tx}. With `timeoutMs`, one not committed by then fails with
+   * {@link StoreUnavailableError} and its connection is destroyed, which rolls it back; and the
+   * transaction's statements have a server-side `lock_timeout` and `statement_timeout` of
+   * {@link serverTimeout}(`timeoutMs`), which fail it (a {@link StoreUnavailableError} too,
+   * `store_busy`) on the server first, and its session an `idle_in_transaction_session_timeout` of
+   * `timeoutMs` at most: idle that long inside it, its client has given up (a connection lost
+   * without a reset), and the server rolls it back then, releasing its locks.
+   */
+  async #attempt<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs: number | null): Promise<T> {
     let c: pg.PoolClient;
     try {
       c = await this.#pool.connect();
@@ -447,7 +494,7 @@ export class PostgresStore implements Store {
     c.on('error', onError);
     let timedOut = false;
     const timer =
-      timeoutMs === undefined
+      timeoutMs === null
         ? undefined
         : setTimeout(() => {
             timedOut = true;
@@ -456,10 +503,13 @@ export class PostgresStore implements Store {
             c.connection.stream.destroy();
           }, timeoutMs);
     try {
-      if (timeoutMs === undefined) await c.query('BEGIN');
+      if (timeoutMs === null) await c.query('BEGIN; SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0');
       else {
         const server = serverTimeout(timeoutMs);
-        await c.query(`BEGIN; SET LOCAL lock_timeout = ${server}; SET LOCAL statement_timeout = ${server}`);
+        const idle = Math.min(this.#idleInTransactionTimeout, timeoutMs);
+        await c.query(
+          `BEGIN; SET LOCAL lock_timeout = ${server}; SET LOCAL statement_timeout = ${server}; SET LOCAL idle_in_transaction_session_timeout = ${idle}`,
+        );
       }
       const result = await fn(c);
       await c.query('COMMIT');
@@ -471,7 +521,7 @@ export class PostgresStore implements Store {
       }
       await c.query('ROLLBACK').catch(() => {});
       const code = (e as { code?: unknown }).code;
-      if (timeoutMs !== undefined && typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
+      if (timeoutMs !== null && typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
         // The server gave up on a lock or a statement (see serverTimeout): rolled back, the
         // connection fine.
         throw new StoreUnavailableError('store_busy', `PostgreSQL gave up within ${serverTimeout(timeoutMs)} ms: ${(e as Error).message}`, {
@@ -492,24 +542,29 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * A query on the pool. With `timeoutMs` (the poll's reads: {@link PostgresStoreOptions.readTimeoutMillis}),
-   * one unanswered by then fails, and the pool, handed the error, destroys its connection rather
-   * than reuse it.
+   * A query on the pool, bounded by `timeoutMs` (by default {@link PostgresStoreOptions.requestTimeoutMillis};
+   * the poll's reads pass {@link PostgresStoreOptions.readTimeoutMillis}): one unanswered by then
+   * fails with {@link StoreUnavailableError}, and the pool, handed the error, destroys its
+   * connection rather than reuse it. The server gives up on it first when it waits for a lock or
+   * runs long (the session's `lock_timeout` and `statement_timeout`): `store_busy`.
    */
   async #q(sql: string, args: unknown[] = [], timeoutMs?: number): Promise<Row[]> {
     return (await this.#result(sql, args, timeoutMs)).rows;
   }
 
   /** {@link PostgresStore.#q}'s whole result (its `rowCount`, say). */
-  async #result(sql: string, args: unknown[], timeoutMs?: number): Promise<pg.QueryResult<Row>> {
+  async #result(sql: string, args: unknown[], timeoutMs: number = this.#requestTimeout): Promise<pg.QueryResult<Row>> {
     try {
-      if (timeoutMs === undefined) return await this.#pool.query(sql, args);
       // query_timeout: a pg option its types leave out of QueryConfig.
       const query: pg.QueryConfig & { query_timeout: number } = { text: sql, values: args, query_timeout: timeoutMs };
       return await this.#pool.query(query);
     } catch (e) {
-      if (timeoutMs !== undefined && e instanceof Error && e.message === 'Query read timeout') {
+      if (e instanceof Error && e.message === 'Query read timeout') {
         throw new StoreUnavailableError('store_unreachable', `PostgreSQL did not answer within ${timeoutMs} ms`, { cause: e });
+      }
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
+        throw new StoreUnavailableError('store_busy', `PostgreSQL gave up on a statement: ${(e as Error).message}`, { cause: e });
       }
       throw unavailable(e);
     }
@@ -1134,16 +1189,11 @@ export class PostgresStore implements Store {
   // Replay cache.
 
   async useOnce(key: string, expiresAt: number, now: number): Promise<boolean> {
-    let r: pg.QueryResult;
-    try {
-      r = await this.#pool.query(
-        `INSERT INTO replay (key, expires_at) VALUES ($1, $2)
-         ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay.expires_at <= $3`,
-        [key, expiresAt, now],
-      );
-    } catch (e) {
-      throw unavailable(e);
-    }
+    const r = await this.#result(
+      `INSERT INTO replay (key, expires_at) VALUES ($1, $2)
+       ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE replay.expires_at <= $3`,
+      [key, expiresAt, now],
+    );
     return r.rowCount === 1;
   }
 
