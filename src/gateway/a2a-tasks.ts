@@ -19,8 +19,11 @@
  * tasks, every `contextId` (0.2: `sessionId`) the caller's context or a new one (then it becomes
  * the caller's), and so must the task a JSON-RPC `params.id` names (A2A 0.2's `tasks/send` may
  * name a new one; the `id` beside a push notification config call's `taskId`, a 1.0 config id or a
- * 0.3 task, must not be another's). Keys are compared without case, NULs and `ſ` for `s`, as lenient
- * upstream parsers read them; a message spelling `method` or `params` twice is refused. Listing tasks (1.0 `ListTasks`) is refused: its answer would list every caller's tasks.
+ * 0.3 task, must not be another's). Keys are compared without case, NULs, `ſ` for `s` and inner
+ * underscores ({@link a2aFold}), as lenient upstream parsers read them (Go's encoding/json, the
+ * Python SDK's pydantic models, protobuf JSON); a message spelling `method` or `params` twice, or
+ * one of the id members twice in one object (`taskId` and `task_id`), is refused. Listing tasks
+ * (1.0 `ListTasks`) is refused: its answer would list every caller's tasks.
  *
  * @module
  */
@@ -240,13 +243,19 @@ function keyOf(route: string, kind: IdKind, id: string): string {
 }
 
 /**
- * A key as an upstream's lenient parser may read it: without NULs, any case, `ſ` as `s` (Go's
- * encoding/json folds keys with Unicode simple folding: `taſkId` binds to `taskId`, `paramſ` to
- * `params`), {@link memberFold}.
+ * A key as an upstream's (or a client's) lenient parser may read it on an A2A route: without NULs,
+ * any case, `ſ` as `s` ({@link memberFold}: Go's encoding/json folds keys with Unicode simple
+ * folding, `taſkId` binds to `taskId`, `paramſ` to `params`), and without the underscores inside
+ * it: the Python a2a-sdk's models (pydantic, camelCase aliases with `populate_by_name`) bind
+ * `task_id` to `taskId`, and protobuf JSON parsers (A2A 1.0 SDKs: protojson, json_format) accept
+ * a field's proto name (`context_id`, `status_update`) beside its JSON name. A leading or trailing
+ * underscore is kept (`_id` is no spelling of `id` to any of them). MCP routes keep
+ * {@link memberFold}.
  */
-function norm(key: string): string {
-  return memberFold(key);
+export function a2aFold(key: string): string {
+  return memberFold(key).replace(/(?<=[^_])_+(?=[^_])/g, '');
 }
+const norm = a2aFold;
 
 /** What a request names: tasks that must be the caller's, tasks and contexts it may also create. */
 export interface NamedIds {
@@ -343,7 +352,13 @@ function validId(v: unknown): v is string {
   return typeof v === 'string' && v.length > 0 && v.length <= MAX_A2A_ID;
 }
 
-/** Collect `taskId`, `referenceTaskIds`, `contextId` and `sessionId` at any depth of `root`; false on a bad one. */
+/** The members {@link walk} reads, by their {@link a2aFold}ed names. */
+const WALKED_MEMBERS = new Set(['taskid', 'contextid', 'sessionid', 'referencetaskids']);
+
+/**
+ * Collect `taskId`, `referenceTaskIds`, `contextId` and `sessionId` at any depth of `root`; false on
+ * a bad one, or on one of them spelled twice in one object.
+ */
 function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): boolean {
   const stack: unknown[] = [root];
   while (stack.length > 0) {
@@ -353,8 +368,15 @@ function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): bool
       for (const e of v) stack.push(e);
       continue;
     }
+    const seen = new Set<string>();
     for (const [k, e] of Object.entries(v)) {
       const n = norm(k);
+      if (WALKED_MEMBERS.has(n)) {
+        // Two spellings of one member (`taskId` and `task_id` or `TaskId`): upstreams disagree on
+        // which one they read (pydantic the alias, Go's encoding/json the last, protojson neither).
+        if (seen.has(n)) return false;
+        seen.add(n);
+      }
       if (n === 'taskid') {
         if (e === null) continue;
         if (!validId(e)) return false;
@@ -384,11 +406,12 @@ function walk(root: unknown, ids: { tasks: string[]; contexts: string[] }): bool
  * Message or an update event (`taskId`, `contextId`). Ids elsewhere (in parts, metadata,
  * `referenceTaskIds`) are not the caller's for being shown.
  *
- * Keys are read as a lenient client reads them ({@link memberFold}: any case, NULs, `ſ` for `s`; a
- * Go client's encoding/json binds `ContextID`, `taſkId` and `Result`), the envelope's and the
+ * Keys are read as a lenient client reads them ({@link a2aFold}: any case, NULs, `ſ` for `s`,
+ * inner underscores; a Go client's encoding/json binds `ContextID`, `taſkId` and `Result`, a Python
+ * client's pydantic models and protobuf JSON parsers `context_id`), the envelope's and the
  * discriminators' too. An answer spelling one of the members read twice in one object (`contextId`
- * and `ContextId`) is `'ambiguous'`: a case-sensitive client reads the exact one, Go's the last,
- * and the gateway cannot know which one its caller reads.
+ * and `ContextId` or `context_id`) is `'ambiguous'`: a case-sensitive client reads the exact one,
+ * Go's the last, pydantic the alias, and the gateway cannot know which one its caller reads.
  */
 export function answerIds(value: unknown): { tasks: string[]; contexts: string[] } | 'ambiguous' {
   const out = { tasks: [] as string[], contexts: [] as string[] };
@@ -397,7 +420,7 @@ export function answerIds(value: unknown): { tasks: string[]; contexts: string[]
   return out;
 }
 
-/** The members of an answer the gateway reads, by their {@link memberFold}ed names. */
+/** The members of an answer the gateway reads, by their {@link a2aFold}ed names. */
 const ENVELOPE_MEMBERS = ['jsonrpc', 'result', 'error'];
 const ERROR_MEMBERS = ['data'];
 const WRAPPER_MEMBERS = ['task', 'message', 'statusupdate', 'artifactupdate'];
@@ -410,7 +433,7 @@ const SUBJECT_MEMBERS = ['id', 'status', 'kind', 'taskid', 'contextid', 'session
 function membersOf(o: Record<string, unknown>, names: readonly string[]): Map<string, unknown> | undefined {
   const found = new Map<string, unknown>();
   for (const [k, v] of Object.entries(o)) {
-    const n = memberFold(k);
+    const n = a2aFold(k);
     if (!names.includes(n)) continue;
     if (found.has(n)) return undefined;
     found.set(n, v);

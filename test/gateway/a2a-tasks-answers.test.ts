@@ -328,6 +328,39 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal(await lastReason(), 'a2a_task_foreign');
   });
 
+  it("snake_case answer key (`context_id`, which a Python client's pydantic model and protobuf JSON parsers read as contextId): the context is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: call.id,
+          result: { kind: 'task', id: `t-${randomUUID()}`, context_id: context, status: { state: 'completed' } },
+        }),
+      ),
+    );
+    assert.equal(status, 200);
+    assert.match(text, new RegExp(context));
+    assert.equal(bobs.res.status, 404);
+    assert.equal((await json(bobs.res)).error.code, -32001);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it('JSON answer spelling contextId and context_id (a Python client reads one, protobuf JSON refuses both): refused 502 a2a_upstream_answer_ambiguous, nothing relayed', async () => {
+    const context = `c-${randomUUID()}`;
+    const decoy = `c-${randomUUID()}`;
+    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: { ...taskOf(`t-${randomUUID()}`, decoy), context_id: context } })),
+    );
+    assert.equal(status, 502);
+    assert.doesNotMatch(text, new RegExp(`${context}|${decoy}`));
+    assert.equal((await requestEvents(gw)).at(-2)?.reason, 'a2a_upstream_answer_ambiguous');
+    assert.equal(bobs.res.status, 200);
+  });
+
   it("`Result` envelope key (read as result by a case-blind client): the context in it is the caller's; another principal naming it is refused", async () => {
     const context = `c-${randomUUID()}`;
     const { status, bobs } = await aliceThenBob(context, (call, res) =>

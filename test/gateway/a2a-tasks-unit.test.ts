@@ -107,6 +107,29 @@ describe('requestIds', () => {
     assert.deepEqual(viaSession.contexts, ['c1']);
   });
 
+  it('snake_case: keys the Python SDK (pydantic field names) and protobuf JSON (proto names) read as their camelCase member are read alike; two spellings of one member in one object are refused', () => {
+    assert.deepEqual(
+      requestIds({
+        method: 'tasks/pushNotificationConfig/get',
+        params: { id: 'cfg', task_id: 't1', metadata: { x: { Reference_Task_IDs: ['t2'] } }, message: { context_id: 'c1' } },
+      }),
+      { ok: true, tasks: ['t1', 't2'], newTasks: [], contexts: ['c1'], maybeTasks: ['cfg'] },
+    );
+    for (const message of [
+      { taskId: 't1', task_id: 't2' },
+      { contextId: 'c1', context_id: 'c2' },
+      { referenceTaskIds: ['t1'], reference_task_ids: ['t2'] },
+      { taskId: 't1', TaskId: 't2' },
+    ])
+      assert.deepEqual(
+        requestIds({ method: 'message/send', params: { message } }),
+        { ok: false, reason: 'a2a_message_invalid' },
+        JSON.stringify(message),
+      );
+    // One spelling per object: the same id in two objects is no ambiguity.
+    assert.equal(requestIds({ method: 'message/send', params: { message: { taskId: 't1' }, metadata: { task_id: 't1' } } }).ok, true);
+  });
+
   it('refuses ids that are not strings, and listing tasks', () => {
     assert.equal(requestIds({ method: 'tasks/get', params: { id: 5 } }).ok, false);
     assert.equal(requestIds({ method: 'message/send', params: { message: { taskId: ['t'] } } }).ok, false);
@@ -166,6 +189,18 @@ describe('answerIds', () => {
     assert.equal(answerIds([{ result: task }, { result: { taskId: 't', TaskId: 'u' } }]), 'ambiguous');
     // Members it does not read, and objects it does not read, may repeat.
     assert.deepEqual(answerIds({ result: { ...task, Artifacts: [], artifacts: [], metadata: { contextId: 'x', ContextId: 'y' } } }), {
+      tasks: ['t'],
+      contexts: ['c'],
+    });
+  });
+
+  it('reads snake_case keys (pydantic field names, proto names) as their camelCase member; leading underscores are another member', () => {
+    assert.deepEqual(answerIds({ result: { status_update: { task_id: 't', context_id: 'c' } } }), { tasks: ['t'], contexts: ['c'] });
+    assert.deepEqual(answerIds({ result: { artifact_update: { Task_Id: 't', session_id: 'c' } } }), { tasks: ['t'], contexts: ['c'] });
+    assert.equal(answerIds({ result: { kind: 'task', id: 't', contextId: 'c', context_id: 'd', status: {} } }), 'ambiguous');
+    assert.equal(answerIds({ result: { statusUpdate: { taskId: 't' }, status_update: { taskId: 'u' } } }), 'ambiguous');
+    // `_id` (a document store's key left in an answer) is no spelling of `id` to any client.
+    assert.deepEqual(answerIds({ result: { kind: 'task', id: 't', _id: 'x', contextId: 'c', status: {} } }), {
       tasks: ['t'],
       contexts: ['c'],
     });

@@ -29,11 +29,20 @@ interface AgentTask {
 }
 
 /**
+ * A member as a Python agent's a2a-sdk model reads it: pydantic with camelCase aliases and
+ * `populate_by_name=True` binds `taskId` and its field name `task_id` alike (the alias first).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: JSON-RPC params under test
+function py(o: any, camel: string): any {
+  return o?.[camel] ?? o?.[camel.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)];
+}
+
+/**
  * An A2A 0.3 agent (JSON-RPC binding) keeping tasks in memory, with no notion of who owns them:
  * `message/send` creates a task (or continues the one `message.taskId` names), `message/stream`
  * streams one (task, working, artifact, then the final status once `release()` is called),
  * `tasks/get`, `tasks/cancel`, `tasks/resubscribe` and `tasks/pushNotificationConfig/set` act on
- * whatever task id they are given.
+ * whatever task id they are given. Members are read as a Python agent reads them ({@link py}).
  */
 function agent() {
   const tasks = new Map<string, AgentTask>();
@@ -50,13 +59,14 @@ function agent() {
       case 'message/send':
       case 'message/stream': {
         const m = p.message ?? {};
-        let task = m.taskId === undefined ? undefined : tasks.get(m.taskId);
-        if (m.taskId !== undefined && task === undefined) return notFound();
+        const taskId = py(m, 'taskId');
+        let task = taskId === undefined ? undefined : tasks.get(taskId);
+        if (taskId !== undefined && task === undefined) return notFound();
         if (task === undefined) {
           task = {
             kind: 'task',
             id: randomUUID(),
-            contextId: m.contextId ?? randomUUID(),
+            contextId: py(m, 'contextId') ?? randomUUID(),
             status: { state: 'submitted' },
             artifacts: [],
             history: [],
@@ -66,7 +76,9 @@ function agent() {
         task.history.push(m);
         if (rpc.method === 'message/send') {
           task.status = { state: 'completed' };
-          task.artifacts = [{ artifactId: 'a1', parts: [{ kind: 'text', text: `secret result for ${task.id}` }] }];
+          // Referenced tasks' results are the agent's context for this one.
+          const refs = (py(m, 'referenceTaskIds') ?? []).flatMap((r: string) => tasks.get(r)?.artifacts ?? []);
+          task.artifacts = [{ artifactId: 'a1', parts: [{ kind: 'text', text: `secret result for ${task.id}` }] }, ...refs];
           return reply({ result: task });
         }
         const t = task;
@@ -105,9 +117,9 @@ function agent() {
         return;
       }
       case 'tasks/pushNotificationConfig/set': {
-        const task = tasks.get(p.taskId);
+        const task = tasks.get(py(p, 'taskId'));
         if (task === undefined) return notFound();
-        configs.set(p.taskId, p);
+        configs.set(py(p, 'taskId'), p);
         return reply({ result: p });
       }
       case 'tasks/pushNotificationConfig/get': {
@@ -305,6 +317,42 @@ describe('gateway: A2A tasks bound to their creator', () => {
     });
     await assertTaskNotFound(res, 7);
     await assertTaskNotFound(await call(bob, 'message/send', message('x', { 'task\u0000Id': task.id })), n);
+  });
+
+  it("snake_case message.task_id (a Python agent's pydantic model binds it as taskId): continuing another principal's task is refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    await assertTaskNotFound(await call(bob, 'message/send', message('give me the result', { task_id: task.id })), n);
+    assert.equal(reached(from, task.id).length, 0, 'the upstream was asked about Alice’s task');
+  });
+
+  it("snake_case params.task_id on tasks/pushNotificationConfig/set: a push config on another principal's task is refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    const res = await call(bob, 'tasks/pushNotificationConfig/set', {
+      task_id: task.id,
+      push_notification_config: { url: 'https://bob.example/hook' },
+    });
+    await assertTaskNotFound(res, n);
+    assert.equal(reached(from, task.id).length, 0, 'the upstream was asked about Alice’s task');
+  });
+
+  it("snake_case reference_task_ids: a message referencing another principal's task is refused", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    await assertTaskNotFound(await call(bob, 'message/send', message('summarize', { reference_task_ids: [task.id] })), n);
+    assert.equal(reached(from, task.id).length, 0, 'the upstream was asked about Alice’s task');
+  });
+
+  it('taskId and task_id in one message (upstreams disagree on which one they read) is refused: 400, -32600, a2a_message_invalid', async () => {
+    const first = await json(await call(bob, 'message/send', message('one')));
+    const second = await json(await call(bob, 'message/send', message('two')));
+    const from = upstream.seen.length;
+    const res = await call(bob, 'message/send', message('which?', { taskId: first.result.id, task_id: second.result.id }));
+    assert.equal(res.status, 400);
+    assert.equal((await json(res)).error.code, -32600);
+    assert.equal(upstream.seen.length, from);
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_message_invalid');
   });
 
   it('a task id the gateway never saw answers exactly as a foreign one (audited a2a_task_unknown)', async () => {
