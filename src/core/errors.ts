@@ -497,7 +497,7 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service is unavailable.',
   },
-  // A2A tasks bound to the principal that created them (gateway/a2a-tasks.ts): a task another
+  // A2A tasks bound to the principal that created them (gateway/a2a/): a task another
   // principal owns and one the gateway never saw answer alike.
   a2a_task_unknown: {
     status: 404,

@@ -24,7 +24,7 @@ import { type SecretIndex, secretIndex } from '../core/secret-shape.ts';
 import { challenges as renderChallenges } from '../core/verify/challenge.ts';
 import type { SubIdTrust } from '../core/verify/principal.ts';
 import type { ManagedVerifier } from '../verifier.ts';
-import { AgentCardSource } from './a2a.ts';
+import { AgentCardSource } from './a2a/card.ts';
 import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
 import { type McpAdvertisement, metadataPathOf } from './mcp/metadata.ts';

@@ -34,24 +34,18 @@ import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
-import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a.ts';
+import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a/card.ts';
+import { type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
 import {
-  type IdKind,
   isTaskPath,
   MAX_A2A_ID,
-  memoryTaskRegistry,
   type NamedIds,
-  type RecordIds,
   RPC_TASK_NOT_FOUND,
   RPC_UNSUPPORTED_OPERATION,
   requestIds,
   rpcIdOf,
-  StoreTaskOwners,
-  TaskForwardHandler,
-  type TaskRegistry,
-  type TaskStore,
-  taskOwner,
-} from './a2a-tasks.ts';
+} from './a2a/message.ts';
+import { type IdKind, memoryTaskRegistry, StoreTaskOwners, type TaskRegistry, type TaskStore, taskOwner } from './a2a/registry.ts';
 import {
   type Admission,
   type CompiledMcp,
@@ -465,7 +459,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     return { depth: Math.max(depth, stored), dropped: dropped + storeDropped, failed: failed + storeFailed };
   };
 
-  // Who owns each A2A task and context (a2a-tasks.ts): one registry for every route, kept across
+  // Who owns each A2A task and context (a2a/registry.ts): one registry for every route, kept across
   // reloads; in the store when there is one (every instance on it agrees), else in this process.
   const taskOwners: TaskRegistry = deps.taskStore !== undefined ? new StoreTaskOwners(deps.taskStore) : memoryTaskRegistry();
   const streams = new StreamRegistry<AdmittedStream>({
@@ -808,8 +802,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   }
 
   /**
-   * Whether the caller (`owner`) may name what the request names (a2a-tasks.ts): every task its
-   * own, every context (and A2A 0.2 task) its own or new; the new ones are then recorded as its.
+   * Whether the caller (`owner`) may name what the request names (a2a/message.ts), by who owns
+   * each (a2a/registry.ts): every task its own, every context (and A2A 0.2 task) its own or new;
+   * the new ones are then recorded as its.
    * The reason to refuse otherwise: a task never recorded and another principal's answer alike;
    * `a2a_task_registry_unavailable` when the registry (the store) cannot answer (fail closed).
    */
@@ -1100,7 +1095,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const headers = upstreamHeaders(s, req, route, decision, x);
     // An MCP event stream's ids are signed as they pass (mcp/events.ts): it must come plain.
     if (mcp !== undefined) headers['accept-encoding'] = 'identity';
-    // An A2A answer is read for the tasks it names (a2a-tasks.ts): it must come plain.
+    // An A2A answer is read for the tasks it names (a2a/forward.ts): it must come plain.
     if (a2a?.record !== undefined) headers['accept-encoding'] = 'identity';
     if (a2a?.card !== undefined) {
       // The extended card is rewritten, so it must come whole and plain: not compressed, not a

@@ -8,7 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { localOrigin, validHost } from '../core/host.ts';
 import type { HeaderBag } from '../core/verify/extract.ts';
-import { AGENT_CARD_PATHS } from './a2a.ts';
+import { AGENT_CARD_PATHS } from './a2a/card.ts';
 import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { Exchange } from './exchange.ts';
 import { plainAddress, upstreamRequestHeaders } from './http/headers.ts';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import type { TaskStore } from '../../src/gateway/a2a-tasks.ts';
+import type { TaskStore } from '../../src/gateway/a2a/registry.ts';
 import {
   baseConfig,
   requestEvents,

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { withTesseraSecurity } from '../../src/gateway/a2a.ts';
+import { withTesseraSecurity } from '../../src/gateway/a2a/card.ts';
 import { baseConfig, startA2aGateway, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 const CARD = {

@@ -83,21 +83,21 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An MCP tools/list answer the gateway cannot read whole and filter (mcp/tools-list.ts).
     case 'mcp_tools_list_invalid':
       return { code: 'mcp_tools_list_invalid', kind: 'tools_list_invalid' };
-    // An A2A extended agent card the gateway cannot read whole and rewrite (a2a.ts).
+    // An A2A extended agent card the gateway cannot read whole and rewrite (a2a/card.ts).
     case 'a2a_extended_card_invalid':
       return { code: 'a2a_extended_card_invalid', kind: 'extended_card_invalid' };
-    // An A2A answer naming another principal's task (a2a-tasks.ts).
+    // An A2A answer naming another principal's task (a2a/forward.ts).
     case 'a2a_upstream_task_foreign':
       return { code: 'a2a_upstream_task_foreign', kind: 'task_foreign' };
-    // An A2A answer the gateway cannot read for its tasks: compressed, or larger than a2a.max_answer_size (a2a-tasks.ts).
+    // An A2A answer the gateway cannot read for its tasks: compressed, or larger than a2a.max_answer_size (a2a/forward.ts).
     case 'a2a_upstream_answer_compressed':
       return { code: 'a2a_upstream_answer_compressed', kind: 'answer_compressed' };
     case 'a2a_upstream_answer_too_large':
       return { code: 'a2a_upstream_answer_too_large', kind: 'answer_too_large' };
-    // An A2A answer spelling a member it is read for twice (`contextId` and `ContextId`, a2a-tasks.ts).
+    // An A2A answer spelling a member it is read for twice (`contextId` and `ContextId`, a2a/forward.ts).
     case 'a2a_upstream_answer_ambiguous':
       return { code: 'a2a_upstream_answer_ambiguous', kind: 'answer_ambiguous' };
-    // An A2A answer whose tasks the gateway's registry (its store) could not record (a2a-tasks.ts).
+    // An A2A answer whose tasks the gateway's registry (its store) could not record (a2a/forward.ts).
     case 'a2a_task_registry_unavailable':
       return { code: 'a2a_task_registry_unavailable', kind: 'task_registry_unavailable' };
     case 'upstream_credential_rejected':

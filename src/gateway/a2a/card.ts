@@ -9,12 +9,12 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import type { a2aSchema } from '../config/gateway-schema.ts';
-import type { Clock } from '../core/ports.ts';
-import type { CompiledUpstream } from './compile.ts';
-import { REPRESENTATION_HEADERS } from './http/headers.ts';
-import { hasDuplicateKeys } from './mcp/message.ts';
-import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from './proxy/forward.ts';
+import type { a2aSchema } from '../../config/gateway-schema.ts';
+import type { Clock } from '../../core/ports.ts';
+import type { CompiledUpstream } from '../compile.ts';
+import { REPRESENTATION_HEADERS } from '../http/headers.ts';
+import { hasDuplicateKeys } from '../mcp/message.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from '../proxy/forward.ts';
 
 export const AGENT_CARD_PATHS = ['/.well-known/agent-card.json', '/.well-known/agent.json'] as const;
 

@@ -1,0 +1,92 @@
+/**
+ * The `data` of each event of an A2A answer's event stream, read as it arrives for the ids it
+ * names (`answers.ts`).
+ *
+ * @module
+ */
+import { DEFAULT_MAX_ANSWER } from './answers.ts';
+
+/**
+ * The `data` of each event of an SSE stream (WHATWG HTML §9.2.6: lines end with CR, LF or CRLF;
+ * `data: v` lines joined with LF; an empty line dispatches), fed chunk by chunk. A line or an
+ * event's data passing `limit` bytes sets {@link overflow} in the {@link push} of the chunk that
+ * passes it: its ids cannot be read, so the caller must cut the stream before that chunk (the event
+ * has not ended yet: no client has dispatched it).
+ */
+export class SseDataReader {
+  /** A line or an event's data passed the limit: nothing more is read. */
+  overflow = false;
+  readonly #limit: number;
+  #line: Buffer[] = [];
+  #lineBytes = 0;
+  #data: string[] = [];
+  #dataBytes = 0;
+  /** The previous chunk ended with a CR: a LF opening this one ends no second line. */
+  #skipLf = false;
+
+  constructor(limit: number = DEFAULT_MAX_ANSWER) {
+    this.#limit = limit;
+  }
+
+  /** The data of every event completed in `chunk`. */
+  push(chunk: Buffer): string[] {
+    const events: string[] = [];
+    if (this.overflow) return events;
+    let from = 0;
+    for (let i = 0; i < chunk.length && !this.overflow; i++) {
+      const b = chunk[i] as number;
+      if (b === 0x0a && this.#skipLf) {
+        // The LF of a CRLF whose CR ended the previous chunk.
+        this.#skipLf = false;
+        from = i + 1;
+        continue;
+      }
+      this.#skipLf = false;
+      if (b !== 0x0a && b !== 0x0d) continue;
+      this.#add(chunk.subarray(from, i));
+      const event = this.#endLine();
+      if (event !== undefined) events.push(event);
+      if (b === 0x0d) {
+        if (i + 1 >= chunk.length) this.#skipLf = true;
+        else if (chunk[i + 1] === 0x0a) i++;
+      }
+      from = i + 1;
+    }
+    if (!this.overflow) this.#add(chunk.subarray(from));
+    return events;
+  }
+
+  #add(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.#lineBytes += bytes.length;
+    if (this.#lineBytes > this.#limit) {
+      this.overflow = true;
+      this.#line = [];
+      return;
+    }
+    this.#line.push(bytes);
+  }
+
+  #endLine(): string | undefined {
+    const line = Buffer.concat(this.#line)
+      .toString('utf8')
+      .replace(/^\uFEFF/, '');
+    this.#line = [];
+    this.#lineBytes = 0;
+    if (line === '') {
+      const data = this.#data;
+      this.#data = [];
+      this.#dataBytes = 0;
+      return data.length === 0 ? undefined : data.join('\n');
+    }
+    const colon = line.indexOf(':');
+    const name = colon < 0 ? line : line.slice(0, colon);
+    if (name !== 'data') return undefined;
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    this.#dataBytes += Buffer.byteLength(value) + 1;
+    if (this.#dataBytes > this.#limit) this.overflow = true;
+    else this.#data.push(value);
+    return undefined;
+  }
+}

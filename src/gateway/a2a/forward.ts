@@ -1,0 +1,273 @@
+/**
+ * The forwarder of A2A routes binding tasks (`a2a.bind_tasks`): the same streaming forwarder,
+ * recording the tasks and contexts an answer names for the caller (`registry.ts`) before a byte
+ * naming them is relayed, and refusing ({@link AnswerRefused}) an answer it cannot read for them,
+ * one naming another principal's, and one whose ids cannot be recorded.
+ *
+ * @module
+ */
+import type { ServerResponse } from 'node:http';
+import { isEventStream } from '../mcp/events.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from '../proxy/forward.ts';
+import { answerIds, answerText, DEFAULT_MAX_ANSWER } from './answers.ts';
+import { isJsonType } from './card.ts';
+import { SseDataReader } from './events.ts';
+
+/** Why the gateway relays nothing more of an upstream answer, by the reason code it is refused with. */
+const ANSWER_REFUSALS = {
+  /** The gateway could not record the tasks the answer names (its store did not answer). */
+  a2a_task_registry_unavailable: 'the tasks an upstream answer names could not be recorded',
+  /**
+   * The upstream compressed a 2xx answer though asked for identity (`Accept-Encoding: identity`):
+   * the gateway cannot read the tasks it names.
+   */
+  a2a_upstream_answer_compressed: 'the upstream answer is compressed and cannot be read for its tasks',
+  /** A JSON answer or an SSE event larger than `a2a.max_answer_size`: not read for its tasks. */
+  a2a_upstream_answer_too_large: 'the upstream answer is larger than the gateway reads for its tasks',
+  /**
+   * A JSON answer or an SSE event spelling a member the gateway reads twice (`contextId` and
+   * `ContextId`): clients disagree on which one they read ({@link answerIds}).
+   */
+  a2a_upstream_answer_ambiguous: 'the upstream answer names a member twice in different spellings',
+  /** The upstream answered a caller with a task or context another principal owns. */
+  a2a_upstream_task_foreign: 'the upstream answered with a task of another principal',
+} as const;
+
+/** An upstream answer refused for the reason `code` ({@link ANSWER_REFUSALS}): nothing more of it is relayed. */
+export class AnswerRefused extends Error {
+  override readonly name = 'AnswerRefused';
+  readonly code: keyof typeof ANSWER_REFUSALS;
+  constructor(code: keyof typeof ANSWER_REFUSALS) {
+    super(ANSWER_REFUSALS[code]);
+    this.code = code;
+  }
+}
+
+/**
+ * Records an answer's ids for the caller, resolving once they are recorded (in the store, when the
+ * registry is one): `foreign` when one is another principal's, `unavailable` when the registry
+ * could not record them. Never rejects.
+ */
+export type RecordIds = (ids: { tasks: readonly string[]; contexts: readonly string[] }) => Promise<'recorded' | 'foreign' | 'unavailable'>;
+
+function recordError(result: 'foreign' | 'unavailable'): Error {
+  return new AnswerRefused(result === 'foreign' ? 'a2a_upstream_task_foreign' : 'a2a_task_registry_unavailable');
+}
+
+const nothingNamed = (ids: { tasks: readonly string[]; contexts: readonly string[] }) =>
+  ids.tasks.length === 0 && ids.contexts.length === 0;
+
+function parsed(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Forwards an A2A answer, recording the tasks and contexts it names for the caller
+ * ({@link answerIds}) before the caller can read them: a registry in the store has committed them
+ * (so another instance the caller's next request reaches knows them) before a byte naming them is
+ * written. An event stream passes chunk by chunk as it arrives; a chunk completing events that
+ * name ids holds the upstream (back-pressure) until they are recorded, then is written. A JSON
+ * answer (2xx) is held until complete, then recorded and relayed. An answer naming another
+ * principal's task or context fails the exchange (`a2a_upstream_task_foreign`), and so does one
+ * whose ids cannot be recorded (`a2a_task_registry_unavailable`), and one spelling a member it is
+ * read for twice (`a2a_upstream_answer_ambiguous`, {@link answerIds}): 502 / 503 before its head,
+ * the stream cut before the chunk completing that event after it.
+ *
+ * Fail closed: an id the gateway does not record is new to it (a context then goes to whoever names
+ * it first), so a 2xx answer it cannot read is not relayed. A compressed one (the upstream was asked
+ * for identity) fails the exchange before its head (`a2a_upstream_answer_compressed`, 502); a JSON
+ * answer past `limit` bytes (`a2a.max_answer_size`) before its head (`a2a_upstream_answer_too_large`,
+ * 502, nothing relayed); an event stream with a line or an event's data past `limit` is cut before
+ * the chunk passing it is written, so before that event ends (no client has dispatched it).
+ *
+ * An answer to a call (`readAll`: any request but GET and HEAD, a JSON-RPC POST above all) is read
+ * as JSON whatever its `Content-Type` and status: A2A client SDKs parse a JSON-RPC answer's body as
+ * JSON whatever its label, and may show a non-2xx one's. So every answer to it but a 2xx event
+ * stream is held and read like a JSON one (compressed or past `limit`: refused alike); one that does
+ * not parse as JSON names nothing a client could read, and is relayed as is.
+ */
+export class TaskForwardHandler extends ForwardHandler {
+  readonly #record: RecordIds;
+  readonly #limit: number;
+  readonly #readAll: boolean;
+  readonly #ownCredential: boolean;
+  #sse: SseDataReader | undefined;
+  #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
+  #chunks: Buffer[] = [];
+  #total = 0;
+  /** Resumes the upstream paused while a chunk's ids are recorded. */
+  #resume: (() => void) | undefined;
+  /** A chunk waiting for its ids to be recorded (the upstream is paused meanwhile). */
+  #pending: Promise<void> | undefined;
+  /** The upstream's answer is complete and waits for its ids to be recorded. */
+  #completing = false;
+  /** Failed or aborted: nothing more is written. */
+  #over = false;
+
+  constructor(
+    res: ServerResponse,
+    cb: ForwardCallbacks,
+    extra: readonly string[],
+    record: RecordIds,
+    ownCredential = false,
+    limit: number = DEFAULT_MAX_ANSWER,
+    readAll = false,
+  ) {
+    super(res, cb, extra, ownCredential);
+    this.#record = record;
+    this.#limit = limit;
+    this.#readAll = readAll;
+    this.#ownCredential = ownCredential;
+  }
+
+  override abort(reason: Error): void {
+    // The upstream exchange is over while its answer waits to be recorded: undici has nothing left
+    // to abort, so the caller's answer is failed here (a revocation, a shutdown, the caller gone).
+    if (this.#completing) this.onError(reason);
+    else super.abort(reason);
+  }
+
+  override onError(error: Error): void {
+    this.#over = true;
+    this.#completing = false;
+    super.onError(error);
+  }
+
+  override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    const ok = status >= 200 && status < 300;
+    // A 401 to the gateway's own credential reaches no caller (502); 1xx are informational.
+    if (status < 200 || (!ok && (!this.#readAll || (status === 401 && this.#ownCredential)))) return super.onHeaders(status, raw, resume);
+    // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
+    // for its ids, and a client inflates it and reads them. Refused whole.
+    if (!plainEncoding(rawHeader(raw, 'content-encoding'))) {
+      this.abort(new AnswerRefused('a2a_upstream_answer_compressed'));
+      return false;
+    }
+    const type = rawHeader(raw, 'content-type') ?? undefined;
+    if (ok && isEventStream(type)) {
+      this.#sse = new SseDataReader(this.#limit);
+      this.#resume = resume;
+      return super.onHeaders(status, raw, resume);
+    }
+    // Held and read as JSON: a JSON answer, or any answer to a call (clients parse it whatever its label).
+    if (!this.#readAll && !isJsonType(type)) return super.onHeaders(status, raw, resume);
+    const length = rawHeader(raw, 'content-length');
+    if (length !== undefined && length !== null && Number(length) > this.#limit) {
+      this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
+      return false;
+    }
+    this.#head = { status, raw, resume };
+    return true;
+  }
+
+  override onData(chunk: Buffer): boolean {
+    if (this.#over) return false;
+    if (this.#head !== undefined) {
+      this.#total += chunk.length;
+      if (this.#total > this.#limit) {
+        // Too large to read for its ids: nothing of it is relayed (502).
+        this.#head = undefined;
+        this.#chunks = [];
+        this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
+        return false;
+      }
+      this.#chunks.push(chunk);
+      return true;
+    }
+    if (this.#sse !== undefined) {
+      const named = { tasks: [] as string[], contexts: [] as string[] };
+      const events = this.#sse.push(chunk);
+      if (this.#sse.overflow) {
+        // An event too large to read: cut before this chunk (the event's end is not in an earlier one).
+        this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
+        return false;
+      }
+      for (const data of events) {
+        const ids = answerIds(parsed(data));
+        if (ids === 'ambiguous') {
+          // Clients disagree on the ids it names: cut before this chunk (no client has dispatched the event).
+          this.abort(new AnswerRefused('a2a_upstream_answer_ambiguous'));
+          return false;
+        }
+        named.tasks.push(...ids.tasks);
+        named.contexts.push(...ids.contexts);
+      }
+      if (!nothingNamed(named)) {
+        // Written once recorded; the upstream waits (undici reads no further until resumed).
+        this.#pending = this.#record(named).then((result) => {
+          this.#pending = undefined;
+          if (this.#over) return;
+          if (result !== 'recorded') {
+            this.abort(recordError(result));
+            return;
+          }
+          if (super.onData(chunk)) this.#resume?.();
+          // Otherwise the caller is slow: resumed when it drains (or aborted when it went away).
+        });
+        return false;
+      }
+    }
+    return super.onData(chunk);
+  }
+
+  override onComplete(): void {
+    if (this.#over) return;
+    const pending = this.#pending;
+    if (pending !== undefined) {
+      // Not expected (the upstream was paused), but the end never overtakes a chunk still to be written.
+      this.#completing = true;
+      void pending.then(() => {
+        if (this.#completing) {
+          this.#completing = false;
+          super.onComplete();
+        }
+      });
+      return;
+    }
+    const head = this.#head;
+    if (head === undefined) {
+      super.onComplete();
+      return;
+    }
+    const ids = answerIds(parsed(answerText(Buffer.concat(this.#chunks, this.#total))));
+    if (ids === 'ambiguous') {
+      this.#head = undefined;
+      this.#chunks = [];
+      // The exchange is over upstream: fail it here (502, nothing relayed).
+      this.onError(new AnswerRefused('a2a_upstream_answer_ambiguous'));
+      return;
+    }
+    if (nothingNamed(ids)) {
+      if (this.#release() !== 'refused') super.onComplete();
+      return;
+    }
+    this.#completing = true;
+    void this.#record(ids).then((result) => {
+      if (!this.#completing) return; // failed meanwhile (aborted)
+      this.#completing = false;
+      if (result !== 'recorded') {
+        this.#head = undefined;
+        // The exchange is over upstream: fail it here (nothing relayed).
+        this.onError(recordError(result));
+        return;
+      }
+      if (this.#release() !== 'refused') super.onComplete();
+    });
+  }
+
+  /** Send the held head and chunks: `refused` when the head could not go (the caller is gone), `paused` on back-pressure. */
+  #release(): 'flowing' | 'paused' | 'refused' {
+    const head = this.#head as { status: number; raw: Buffer[]; resume: () => void };
+    this.#head = undefined;
+    const chunks = this.#chunks;
+    this.#chunks = [];
+    if (!super.onHeaders(head.status, head.raw, head.resume)) return 'refused';
+    if (chunks.length === 0) return 'flowing';
+    // One write: each write the caller cannot take at once would add a listener waiting for it to drain.
+    return super.onData(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)) ? 'flowing' : 'paused';
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * Who owns each A2A task and context. An A2A upstream names its tasks (`Task.id`) and contexts
+ * (`contextId`) in its answers, and callers name them again in `tasks/get`, `tasks/cancel`,
+ * `tasks/resubscribe`, `tasks/pushNotificationConfig/*` and in a `message/send` or `message/stream`
+ * continuing a task (`message.taskId`, `message.contextId`). Upstreams often trust the gateway to
+ * have checked who may do that; this folder is that check: this registry, the readers of the ids a
+ * request names (`message.ts`) and an answer names (`answers.ts`, `events.ts`), and the forwarder
+ * recording an answer's ids before its caller can read them (`forward.ts`).
+ *
+ * Stateful, not signed ids (as MCP sessions are): the gateway records, when an answer names a task
+ * or a context, that it belongs to the caller it was sent to (first one wins), and lets a request
+ * naming a task through only for its owner. The upstream's ids and bytes pass unchanged, so push
+ * notifications (sent by the upstream straight to the client, with the upstream's ids), ids a
+ * client chooses (a new `contextId`, A2A 0.2's task id) and ids quoted in text keep working; and an
+ * id the upstream shows a caller is not thereby that caller's (a signed id would be: anyone shown
+ * it could present it). A task never recorded is refused; a context never recorded is new, and goes
+ * to the first principal naming it: so every 2xx JSON or event-stream answer, and every answer to a
+ * call whatever its label or status, is read for its ids or refused (`TaskForwardHandler`,
+ * `forward.ts`).
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import type { Principal } from '../../core/verify/principal.ts';
+import { ownerOf } from '../mcp/sessions.ts';
+
+export type IdKind = 'task' | 'context';
+
+/** Who a task belongs to: a digest of {@link ownerOf} (the same principal as MCP sessions). */
+export function taskOwner(p: Principal): string {
+  return createHash('sha256')
+    .update(JSON.stringify(ownerOf(p)), 'utf8')
+    .digest('base64url');
+}
+
+/** What a claim answers: the id is (now) the claimant's, another's, or cannot be recorded. */
+export type Claim = 'owned' | 'foreign' | 'full';
+
+/**
+ * Where the gateway keeps who owns each task and context: in this process ({@link memoryTaskRegistry})
+ * or in a store shared by every instance and kept across restarts ({@link StoreTaskOwners}). A
+ * registry that cannot answer rejects, and the gateway refuses (fail closed).
+ */
+export interface TaskRegistry {
+  /** The owner of `id`, if it is recorded and not expired at `now` (epoch ms). */
+  ownerOf(route: string, kind: IdKind, id: string, now: number): Promise<string | undefined>;
+  /** Record `id` as `owner`'s for `ttlMs` from `now` unless it is another's (see {@link TaskOwners.claim}). */
+  claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): Promise<Claim>;
+}
+
+/** {@link TaskOwners} (this process only) as a {@link TaskRegistry}. */
+export function memoryTaskRegistry(owners: TaskOwners = new TaskOwners()): TaskRegistry {
+  return {
+    ownerOf: async (route, kind, id, now) => owners.ownerOf(route, kind, id, now),
+    claim: async (route, kind, id, owner, now, ttlMs) => owners.claim(route, kind, id, owner, now, ttlMs),
+  };
+}
+
+/** What {@link StoreTaskOwners} needs of the store (`Store.claimA2aTask`, `Store.a2aTaskOwner`; times in epoch seconds). */
+export interface TaskStore {
+  claimA2aTask(
+    route: string,
+    kind: IdKind,
+    id: string,
+    owner: string,
+    expiresAt: number,
+    now: number,
+  ): Promise<{ readonly owner: string; readonly expiresAt: number }>;
+  a2aTaskOwner(
+    route: string,
+    kind: IdKind,
+    id: string,
+    now: number,
+  ): Promise<{ readonly owner: string; readonly expiresAt: number } | undefined>;
+}
+
+/**
+ * Task ownership kept in the store, so every gateway instance on it (`tessera serve` on
+ * PostgreSQL behind one load balancer) and a restarted one agree on it; the store's claim is atomic,
+ * so of two instances recording one id for two principals, one wins and the other is told.
+ *
+ * A cache in this process holds the records the store answered, each until the expiry the store
+ * gave it: a record's owner never changes before it expires (a claim by another owner leaves it,
+ * and only the owner's own claims extend it), so a cached owner is never stale. An id the store
+ * does not know is never cached: another instance may record it the next moment. The owner naming
+ * its own id again extends its record in the store only once it would end more than
+ * {@link RENEW_SLACK_MS} (at most a tenth of the ttl) before `now + ttl`: a record stays at
+ * least that close to the sliding ttl, and a stream naming one task in every event costs one write.
+ */
+export class StoreTaskOwners implements TaskRegistry {
+  readonly #store: TaskStore;
+  readonly #maxCached: number;
+  /** key → owner and the record's expiry (epoch ms); Map order is insertion order (oldest first). */
+  readonly #cache = new Map<string, { owner: string; until: number }>();
+
+  constructor(store: TaskStore, options: { maxCached?: number } = {}) {
+    this.#store = store;
+    this.#maxCached = options.maxCached ?? 100_000;
+  }
+
+  async ownerOf(route: string, kind: IdKind, id: string, now: number): Promise<string | undefined> {
+    const key = keyOf(route, kind, id);
+    const cached = this.#cached(key, now);
+    if (cached !== undefined) return cached.owner;
+    const r = await this.#store.a2aTaskOwner(route, kind, id, Math.floor(now / 1000));
+    if (r === undefined) return undefined;
+    this.#remember(key, r.owner, r.expiresAt * 1000);
+    return r.owner;
+  }
+
+  async claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): Promise<Claim> {
+    const key = keyOf(route, kind, id);
+    const cached = this.#cached(key, now);
+    if (cached !== undefined) {
+      if (cached.owner !== owner) return 'foreign';
+      if (cached.until >= now + ttlMs - Math.min(RENEW_SLACK_MS, ttlMs / 10)) return 'owned';
+    }
+    const r = await this.#store.claimA2aTask(route, kind, id, owner, Math.floor((now + ttlMs) / 1000), Math.floor(now / 1000));
+    this.#remember(key, r.owner, r.expiresAt * 1000);
+    return r.owner === owner ? 'owned' : 'foreign';
+  }
+
+  #cached(key: string, now: number): { owner: string; until: number } | undefined {
+    const e = this.#cache.get(key);
+    if (e === undefined) return undefined;
+    if (e.until <= now) {
+      this.#cache.delete(key);
+      return undefined;
+    }
+    return e;
+  }
+
+  #remember(key: string, owner: string, until: number): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, { owner, until });
+    // Forgetting a record costs a store read, nothing more: the oldest go first.
+    while (this.#cache.size > this.#maxCached) this.#cache.delete(this.#cache.keys().next().value as string);
+  }
+}
+
+/** How far before `now + ttl` a record the owner names again may end before the store is told (see {@link StoreTaskOwners}). */
+export const RENEW_SLACK_MS = 60_000;
+
+/**
+ * Which principal each task and context of a route belongs to, kept in this process: several
+ * gateway instances do not share it (a task created through one is unknown to the others), and a
+ * restart forgets it. The gateway's registry when it has no store (`tessera gateway`).
+ */
+export class TaskOwners {
+  readonly #maxEntries: number;
+  readonly #maxPerOwner: number;
+  /** key → owner and expiry; Map order is insertion order, refreshed on use (oldest first). */
+  readonly #entries = new Map<string, { owner: string; until: number }>();
+  readonly #perOwner = new Map<string, number>();
+
+  constructor(options: { maxEntries?: number; maxPerOwner?: number } = {}) {
+    this.#maxEntries = options.maxEntries ?? 100_000;
+    this.#maxPerOwner = options.maxPerOwner ?? 10_000;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The owner of `id`, if it is recorded and not expired at `now`. */
+  ownerOf(route: string, kind: IdKind, id: string, now: number): string | undefined {
+    const key = keyOf(route, kind, id);
+    const e = this.#entries.get(key);
+    if (e === undefined) return undefined;
+    if (e.until <= now) {
+      this.#delete(key, e.owner);
+      return undefined;
+    }
+    return e.owner;
+  }
+
+  /**
+   * Record `id` as `owner`'s unless it is another's: `'owned'` when it is (now) `owner`'s (for
+   * `ttlMs` from `now`, on each use again), `'foreign'` when another owns it, `'full'` when it cannot be recorded
+   * (the registry or `owner`'s share of it is full: nothing is evicted that is still live, since
+   * an evicted context could then be claimed by anyone).
+   */
+  claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): 'owned' | 'foreign' | 'full' {
+    const key = keyOf(route, kind, id);
+    const current = this.ownerOf(route, kind, id, now);
+    if (current !== undefined && current !== owner) return 'foreign';
+    if (current === undefined) {
+      if (this.#entries.size >= this.#maxEntries) this.#sweep(now);
+      if (this.#entries.size >= this.#maxEntries || (this.#perOwner.get(owner) ?? 0) >= this.#maxPerOwner) return 'full';
+      this.#perOwner.set(owner, (this.#perOwner.get(owner) ?? 0) + 1);
+    } else this.#entries.delete(key);
+    this.#entries.set(key, { owner, until: now + ttlMs });
+    return 'owned';
+  }
+
+  #delete(key: string, owner: string): void {
+    this.#entries.delete(key);
+    const n = (this.#perOwner.get(owner) ?? 1) - 1;
+    if (n <= 0) this.#perOwner.delete(owner);
+    else this.#perOwner.set(owner, n);
+  }
+
+  /** Drop expired entries (oldest first, so it stops at the first live one). */
+  #sweep(now: number): void {
+    for (const [key, e] of this.#entries) {
+      if (e.until > now) break;
+      this.#delete(key, e.owner);
+    }
+  }
+}
+
+function keyOf(route: string, kind: IdKind, id: string): string {
+  return JSON.stringify([route, kind, id]);
+}

@@ -1,0 +1,28 @@
+/** The SSE data reader of A2A answers (src/gateway/a2a/events.ts): event data, whatever the line ends and chunks. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { SseDataReader } from '../../../src/gateway/a2a/events.ts';
+
+describe('SseDataReader', () => {
+  it('reads each event’s data whatever the line ends and however the chunks split them', () => {
+    const stream = 'data: {"a":1}\r\n\r\nevent: x\ndata: {"b":\ndata: 2}\n\n: comment\r\rdata:{"c":3}\r\n\r\n';
+    for (let size = 1; size <= stream.length; size++) {
+      const reader = new SseDataReader();
+      const events: string[] = [];
+      for (let i = 0; i < stream.length; i += size) events.push(...reader.push(Buffer.from(stream.slice(i, i + size))));
+      assert.deepEqual(events, ['{"a":1}', '{"b":\n2}', '{"c":3}'], `chunks of ${size}`);
+    }
+  });
+
+  it("overflow: an event's data (its lines joined) or a line past the limit is flagged in the push that passes it, before the event ends", () => {
+    const data = new SseDataReader(16);
+    assert.deepEqual(data.push(Buffer.from('data: 1234567890\n')), []);
+    assert.equal(data.overflow, false);
+    data.push(Buffer.from('data: 123456\n'));
+    assert.equal(data.overflow, true);
+    assert.deepEqual(data.push(Buffer.from('\n')), [], 'nothing more is read');
+    const line = new SseDataReader(16);
+    line.push(Buffer.from(': a comment longer than that'));
+    assert.equal(line.overflow, true);
+  });
+});
