@@ -355,6 +355,146 @@ if (!reachable) {
     });
   });
 
+  describe('postgres: revoking a large tree within the default request timeout', () => {
+    const now = 1_800_000_000;
+
+    /** A feed on another store instance, as another `tessera serve` replays the log: the grant ids it applies. */
+    async function feedGrants(schema: string): Promise<Set<string>> {
+      const other = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        const seen = new Set<string>();
+        const feed = new RevocationFeed(other, new RevocationList(), 'https://issuer.test', (ids) => {
+          for (const id of ids) seen.add(id);
+        });
+        await feed.catchUp(now);
+        return seen;
+      } finally {
+        await other.close();
+      }
+    }
+
+    it("revoking a subject whose delegation tree holds 50,000 grants (one exchange per agent call) succeeds at the default request_timeout: every grant and refresh token revoked, every grant logged in order, another instance's feed sees them all", async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const root = await store.createGrant(newGrant({ subject: 'alice', kind: 'authorization_code' }, now), now);
+        const rootId = (root as { id: string }).id;
+        // A binary tree under the root: t-1 is its child, t-i the child of t-(i/2).
+        await c.query(
+          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+           SELECT 't-' || i, CASE WHEN i = 1 THEN g.id ELSE 't-' || (i / 2) END, g.id, floor(log(2, i))::int + 1, 'token_exchange',
+                  g.issuer, g.subject, g.client_id, NULL, g.scopes, g.audiences, g.created_at, g.expires_at
+           FROM generate_series(1, 49999) AS i, grants g WHERE g.id = $1`,
+          [rootId],
+        );
+        await c.query(
+          `INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at)
+           SELECT 'rt-' || i, 't-' || i, 'agent', $1::bigint, $1::bigint + 3600, NULL, NULL FROM generate_series(1, 49999, 10) AS i`,
+          [now],
+        );
+        const revoked = await store.revokeGrants(
+          { subject: 'alice' },
+          {
+            at: now,
+            reason: 'subject_revoked',
+            entryExpiresAt: now + 600,
+            alsoLog: () => [{ kind: 'subject', value: 'alice', issuer: 'https://issuer.test', at: now, expiresAt: now + 600 }],
+          },
+        );
+        assert.equal(revoked.length, 50_000);
+        const { rows } = await c.query(
+          `SELECT (SELECT count(*) FROM grants WHERE revoked_at IS NULL)::int AS live,
+                  (SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL)::int AS live_tokens,
+                  (SELECT count(*) FROM revocations)::int AS entries,
+                  (SELECT min(seq) FROM revocations)::int AS first, (SELECT max(seq) FROM revocations)::int AS last`,
+        );
+        assert.deepEqual(rows[0], { live: 0, live_tokens: 0, entries: 50_001, first: 1, last: 50_001 });
+        assert.equal((await store.versions()).revocations, 50_001);
+        const [subject] = await store.revocationsSince(50_000, now);
+        assert.equal(subject?.kind, 'subject', 'the subject entry follows the grants, in the same transaction');
+        const seen = await feedGrants(schema);
+        assert.equal(seen.size, 50_000);
+        for (const g of revoked) assert.ok(seen.has(g.id), g.id);
+      } finally {
+        await c.end();
+        await store.close();
+      }
+    });
+
+    it('revoking a client with 2,000 trees of 25 grants (one per person, each approved with a remembered consent) succeeds at the default request_timeout: every tree revoked and logged, every consent forgotten', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        await c.query(
+          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+           SELECT 'r-' || i, NULL, 'r-' || i, 0, 'authorization_code', 'https://issuer.test', 'user-' || i, 'agent', NULL, '["api:read"]', '["https://api.test"]', $1::bigint, $1::bigint + 3600
+           FROM generate_series(1, 2000) AS i
+           UNION ALL
+           SELECT 'c-' || i || '-' || j, 'r-' || i, 'r-' || i, 1, 'token_exchange', 'https://issuer.test', 'user-' || i, 'agent', NULL, '["api:read"]', '["https://api.test"]', $1::bigint, $1::bigint + 3600
+           FROM generate_series(1, 2000) AS i, generate_series(1, 24) AS j`,
+          [now],
+        );
+        await c.query(
+          `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+           SELECT 'user-' || i, 'agent', 'https://issuer.test', 'oidc', '["api:read"]', 'd', '["https://api.test"]', 'https://app.test/cb', 'f', 'h', $1::bigint, $1::bigint + 86400
+           FROM generate_series(1, 2000) AS i`,
+          [now],
+        );
+        const revoked = await store.revokeGrants({ clientId: 'agent' }, { at: now, reason: 'client_disabled', entryExpiresAt: now + 600 });
+        assert.equal(revoked.length, 50_000);
+        const { rows } = await c.query(
+          `SELECT (SELECT count(*) FROM grants WHERE revoked_at IS NULL)::int AS live,
+                  (SELECT count(*) FROM remembered_consents)::int AS consents,
+                  (SELECT count(*) FROM revocations)::int AS entries`,
+        );
+        assert.deepEqual(rows[0], { live: 0, consents: 0, entries: 50_000 });
+        assert.equal((await feedGrants(schema)).size, 50_000);
+      } finally {
+        await c.end();
+        await store.close();
+      }
+    });
+  });
+
+  describe('postgres: a revocation gets the longer bound', () => {
+    it("a revocation is bounded by maintenanceTimeoutMillis when that is longer than requestTimeoutMillis: one held up past the request bound (the subject's lock held by another session) still revokes, where a grant creation fails within the request bound", async () => {
+      const now = 1_800_000_000;
+      const schema = schemaName();
+      const store = await PostgresStore.open({
+        connectionString: url,
+        schema,
+        requestTimeoutMillis: 400,
+        maintenanceTimeoutMillis: 10_000,
+      });
+      const holder = new pg.Client({ connectionString: url });
+      await holder.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const g = await store.createGrant(newGrant({ subject: 'alice' }, now), now);
+        await holder.query("BEGIN; SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || 'alice'))");
+        const started = Date.now();
+        await assert.rejects(store.createGrant(newGrant({ subject: 'alice' }, now), now), StoreUnavailableError);
+        assert.ok(Date.now() - started < 2000, `a grant creation gave up after ${Date.now() - started} ms`);
+        const revoking = store.revokeGrants({ subject: 'alice' }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        await new Promise((r) => setTimeout(r, 1000));
+        await holder.query('COMMIT');
+        assert.deepEqual(
+          (await revoking).map((r) => r.id),
+          [(g as { id: string }).id],
+        );
+      } finally {
+        await holder.end();
+        await store.close();
+      }
+    });
+  });
+
   describe('postgres: a connection lost mid-transaction', () => {
     const now = 1_800_000_000;
 
