@@ -460,6 +460,81 @@ if (!reachable) {
         await store.close();
       }
     });
+
+    /** `n` separate trees of client `agent`, one per person: a root and one child each. */
+    async function manyTrees(c: pg.Client, n: number): Promise<void> {
+      await c.query(
+        `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+         SELECT 'r-' || i, NULL, 'r-' || i, 0, 'authorization_code', 'https://issuer.test', 'user-' || i, 'agent', NULL, '["api:read"]', '["https://api.test"]', $2::bigint, $2::bigint + 3600
+         FROM generate_series(1, $1::int) AS i
+         UNION ALL
+         SELECT 'c-' || i, 'r-' || i, 'r-' || i, 1, 'token_exchange', 'https://issuer.test', 'user-' || i, 'agent', NULL, '["api:read"]', '["https://api.test"]', $2::bigint, $2::bigint + 3600
+         FROM generate_series(1, $1::int) AS i`,
+        [n, now],
+      );
+    }
+
+    it('revoking a client with 20,000 separate trees (more advisory locks than the shared lock table holds at default settings, max_locks_per_transaction × max_connections and its slack: about 13,000 here) succeeds at default settings: every grant revoked and logged', async () => {
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        await manyTrees(c, 20_000);
+        const revoked = await store.revokeGrants({ clientId: 'agent' }, { at: now, reason: 'client_disabled', entryExpiresAt: now + 600 });
+        assert.equal(revoked.length, 40_000);
+        const { rows } = await c.query(
+          `SELECT (SELECT count(*) FROM grants WHERE revoked_at IS NULL)::int AS live,
+                  (SELECT count(DISTINCT value) FROM revocations WHERE kind = 'grant')::int AS entries`,
+        );
+        assert.deepEqual(rows[0], { live: 0, entries: 40_000 });
+        assert.equal((await feedGrants(schema)).size, 40_000);
+      } finally {
+        await c.end();
+        await store.close();
+      }
+    });
+
+    it('attack: a child grant created (by another client, on another instance) under one of 20,000 trees while a revocation of their client is under way is refused or revoked, never a live grant in a revoked tree', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      const b = await PostgresStore.open({ connectionString: url, schema });
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await a.createClient(clientRecord({ id: 'agent' }, now));
+        await a.createClient(clientRecord({ id: 'helper' }, now));
+        await manyTrees(c, 20_000);
+        // The revocation is held just before it writes its log (another append holds the log's
+        // lock): its grants are updated, not yet committed.
+        await c.query('BEGIN');
+        await c.query('LOCK TABLE revocations IN EXCLUSIVE MODE');
+        const revoking = a.revokeGrants({ clientId: 'agent' }, { at: now, reason: 'client_disabled', entryExpiresAt: now + 600 });
+        // Awaited below; a failure meanwhile must not count as unhandled.
+        revoking.catch(() => {});
+        await until(async () => {
+          const { rows } = await c.query(
+            "SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class r ON r.oid = l.relation WHERE r.relname = 'revocations' AND r.relnamespace = $1::regnamespace AND NOT l.granted",
+            [schema],
+          );
+          return rows[0].n > 0;
+        }, 10_000);
+        const child = newGrant({ parentId: 'r-15000', clientId: 'helper', subject: 'user-15000' }, now);
+        const creating = b.createGrant(child, now);
+        await new Promise((r) => setTimeout(r, 300));
+        await c.query('COMMIT');
+        assert.equal((await revoking).length, 40_000);
+        const created = await creating;
+        const stored = await a.getGrant(child.id);
+        if (created === 'parent_inactive') assert.equal(stored, undefined);
+        else assert.notEqual(stored?.revokedAt, null, 'a child created during the revocation escaped it');
+      } finally {
+        await c.end();
+        await a.close();
+        await b.close();
+      }
+    });
   });
 
   describe('postgres: a revocation gets the longer bound', () => {
@@ -750,6 +825,41 @@ if (!reachable) {
         await store.close().catch(() => undefined);
         await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
         await admin.end();
+      }
+    });
+  });
+
+  describe('postgres: out of resources', () => {
+    it('PostgreSQL out of a resource (53200 out of shared memory: the shared lock table full; class 53) is StoreUnavailableError (a 503, not a 500), nothing written, and the next call works', async () => {
+      const now = 1_800_000_000;
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        // What PostgreSQL raises when a lock does not fit in its shared lock table, raised here by a
+        // trigger so no other session is starved of locks.
+        await c.query(`
+          CREATE FUNCTION ${schema}.no_lock_space() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN RAISE EXCEPTION 'out of shared memory' USING ERRCODE = '53200', HINT = 'You might need to increase max_locks_per_transaction.'; END $$;
+          CREATE TRIGGER no_lock_space BEFORE INSERT ON ${schema}.grants FOR EACH ROW EXECUTE FUNCTION ${schema}.no_lock_space();
+          CREATE TRIGGER no_lock_space BEFORE INSERT ON ${schema}.replay FOR EACH ROW EXECUTE FUNCTION ${schema}.no_lock_space();
+        `);
+        const g = newGrant({}, now);
+        await assert.rejects(store.createGrant(g, now), (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy');
+        // A single statement (a DPoP proof's jti recorded) too.
+        await assert.rejects(
+          store.useOnce('jti', now + 60, now),
+          (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy',
+        );
+        await c.query(`DROP TRIGGER no_lock_space ON ${schema}.grants; DROP TRIGGER no_lock_space ON ${schema}.replay`);
+        assert.equal(await store.getGrant(g.id), undefined);
+        assert.equal(typeof (await store.createGrant(g, now)), 'object');
+        assert.equal(await store.useOnce('jti', now + 60, now), true);
+      } finally {
+        await c.end();
+        await store.close();
       }
     });
   });

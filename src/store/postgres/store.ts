@@ -4,8 +4,10 @@
  *
  * Concurrency, since here several processes really do write at once:
  * - grant trees: creating a child and revoking a subtree both take a transaction-scoped advisory
- *   lock on the tree's root, so a revocation always sees every child committed before it and no
- *   child can be added under a grant being revoked. Revoking by subject or by client also holds
+ *   lock on the tree's root (after the schema's trees key, shared), so a revocation always sees
+ *   every child committed before it and no child can be added under a grant being revoked. A
+ *   revocation meeting more trees than the shared lock table could hold locks takes the trees key
+ *   exclusively instead ({@link PostgresStore.#lockRoots}). Revoking by subject or by client also holds
  *   every new grant of that subject (an advisory lock) or client (its row, `FOR UPDATE` against
  *   the `FOR SHARE` of grant creation) off until it commits: else a tree begun between finding
  *   the trees and revoking them would be revoked without its root locked, and a child added to it
@@ -173,6 +175,20 @@ export const serverTimeout = (clientMs: number): number => Math.max(1, clientMs 
 
 // lock_not_available (lock_timeout) and query_canceled (statement_timeout).
 const SERVER_TIMEOUT_SQLSTATE = new Set(['55P03', '57014']);
+
+// SQLSTATE class 53 (insufficient resources) but 53300 (too many connections, see unavailable):
+// PostgreSQL out of memory (53200, also `out of shared memory`: its shared lock table full, which
+// holds about max_locks_per_transaction × max_connections locks for every session at once) or disk
+// (53100), or a configured limit reached (53400, temp_file_limit). The server's state, not the
+// request's: a 503 (`store_busy`) the caller may retry, never a 500. The connection is fine.
+const EXHAUSTED_SQLSTATE = /^53(?!300$)[0-9A-Z]{3}$/;
+
+/** A {@link StoreUnavailableError} caused by `e` when PostgreSQL ran out of a resource, else undefined. */
+function exhausted(e: unknown): StoreUnavailableError | undefined {
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code !== 'string' || !EXHAUSTED_SQLSTATE.test(code)) return undefined;
+  return new StoreUnavailableError('store_busy', `PostgreSQL ran out of a resource (${code}): ${(e as Error).message}`, { cause: e });
+}
 
 type Q = Pick<pg.PoolClient, 'query'>;
 
@@ -357,6 +373,20 @@ export function revocationChannel(schema: string): string {
 /** Revocation log entries inserted per statement (see {@link PostgresStore.#log}). */
 const LOG_CHUNK = 20_000;
 
+/**
+ * A revocation meeting more trees than this takes the schema's trees key exclusively instead of
+ * one lock per root (see {@link PostgresStore.#lockRoots}). PostgreSQL's shared lock table holds
+ * about `max_locks_per_transaction` × `max_connections` locks (6,400 at the defaults) for every
+ * session at once, so a lock per tree cannot scale to a client 20,000 people consented to; a few
+ * hundred fit comfortably alongside everyone else's.
+ */
+const BULK_REVOCATION_ROOTS = 256;
+
+// The trees key: (hashtext('tessera.grants'), hashtext(schema)) in the two-integer key space, which
+// no single-key advisory lock (the roots', the subjects') can collide with.
+// `param`: the placeholder of the schema's name.
+const treesKey = (param: string) => `hashtext('tessera.grants'), hashtext(${param})`;
+
 const SUBTREE = (seed: string) => `
   WITH RECURSIVE sub(id) AS (
     ${seed}
@@ -375,6 +405,7 @@ export class PostgresStore implements Store {
   readonly #pool: pg.Pool;
   readonly #connectionString: string;
   readonly #channel: string;
+  readonly #schema: string;
   readonly #listeners = new Set<Listener>();
 
   readonly #readTimeout: number;
@@ -393,6 +424,7 @@ export class PostgresStore implements Store {
     this.#pool = pool;
     this.#connectionString = connectionString;
     this.#channel = revocationChannel(schema);
+    this.#schema = schema;
     this.#readTimeout = timeouts.read;
     this.#maintenanceTimeout = timeouts.maintenance;
     this.#requestTimeout = timeouts.request;
@@ -541,6 +573,8 @@ export class PostgresStore implements Store {
           cause: e,
         });
       }
+      const busy = exhausted(e);
+      if (busy) throw busy;
       const mapped = unavailable(e);
       // A connection that failed is closed rather than handed to the next caller.
       if (mapped instanceof StoreUnavailableError) broken = mapped;
@@ -579,7 +613,7 @@ export class PostgresStore implements Store {
       if (typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
         throw new StoreUnavailableError('store_busy', `PostgreSQL gave up on a statement: ${(e as Error).message}`, { cause: e });
       }
-      throw unavailable(e);
+      throw exhausted(e) ?? unavailable(e);
     }
   }
 
@@ -747,15 +781,33 @@ export class PostgresStore implements Store {
   // Grants.
 
   /**
-   * Serialize every change to the trees rooted at `roots` for the rest of the transaction. The
-   * locks are taken in one statement (a revocation by client can meet thousands of trees), one
-   * root after another in the array's order (sorted, as every taker of several sorts them).
+   * Serialize every change to the trees rooted at `roots` for the rest of the transaction.
+   *
+   * Every tree writer takes the schema's trees key shared first, then its root's lock, in one
+   * statement (the select list is evaluated in order); a revocation of at most
+   * {@link BULK_REVOCATION_ROOTS} trees does the same with its roots sorted, one after another in one
+   * statement. A revocation of more trees takes the trees key exclusively and no root lock: it waits
+   * for every tree writer in flight and holds every new one off (each then reads what it committed)
+   * until it commits, in a single lock whatever the number of trees; a lock per root would not fit
+   * in PostgreSQL's shared lock table (`out of shared memory`, and nothing revoked). Tree writers of
+   * other trees wait for it too, for as long as it runs (under 2 s for 20,000 trees).
+   *
+   * Lock order: the trees key, then roots, always after a subject's lock and a client's row (the
+   * order grant creation and revocation take them in), so the exclusive key makes no new cycle.
+   * An instance from before this key takes root locks only: a large revocation holds it off only
+   * once every instance is upgraded (docs/token-service.md).
    */
   async #lockRoots(c: Q, roots: readonly string[]): Promise<void> {
     const sorted = [...new Set(roots)].sort();
-    if (sorted.length === 1) {
-      await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", sorted);
+    if (sorted.length > BULK_REVOCATION_ROOTS) {
+      await c.query(`SELECT pg_advisory_xact_lock(${treesKey('$1')})`, [this.#schema]);
+    } else if (sorted.length === 1) {
+      await c.query(`SELECT pg_advisory_xact_lock_shared(${treesKey('$2')}), pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))`, [
+        sorted[0],
+        this.#schema,
+      ]);
     } else if (sorted.length > 1) {
+      await c.query(`SELECT pg_advisory_xact_lock_shared(${treesKey('$1')})`, [this.#schema]);
       await c.query(
         "SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || r)) FROM (SELECT r FROM unnest($1::text[]) WITH ORDINALITY AS t(r, n) ORDER BY n) s",
         [sorted],
