@@ -864,6 +864,35 @@ if (!reachable) {
     });
   });
 
+  describe('postgres: a transaction aborted again and again', () => {
+    it('a transaction PostgreSQL aborts as a deadlock on every run (40P01 three times) is StoreUnavailableError store_busy (a 503), not the raw error (a 500), and nothing is written', async () => {
+      const now = 1_800_000_000;
+      const schema = schemaName();
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        // What PostgreSQL raises on the victim of a deadlock, here on every run of the transaction.
+        await c.query(`
+          CREATE SEQUENCE ${schema}.runs;
+          CREATE FUNCTION ${schema}.always_deadlocked() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN PERFORM nextval('${schema}.runs'); RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$;
+          CREATE TRIGGER always_deadlocked BEFORE INSERT ON ${schema}.grants FOR EACH ROW EXECUTE FUNCTION ${schema}.always_deadlocked();
+        `);
+        const g = newGrant({}, now);
+        await assert.rejects(store.createGrant(g, now), (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy');
+        const [runs] = (await c.query(`SELECT last_value FROM ${schema}.runs`)).rows;
+        assert.equal(Number(runs.last_value), 3, 'run three times in all');
+        await c.query(`DROP TRIGGER always_deadlocked ON ${schema}.grants`);
+        assert.equal(await store.getGrant(g.id), undefined);
+      } finally {
+        await c.end();
+        await store.close();
+      }
+    });
+  });
+
   describe('postgres: migrations', () => {
     it('finds a client id in any case through an index, not by reading every client (dynamic registration can make many)', async () => {
       const schema = schemaName();

@@ -490,7 +490,8 @@ export class PostgresStore implements Store {
   /**
    * Run `fn` in a transaction. One that PostgreSQL aborted to break a deadlock (two transactions
    * taking the same locks in opposite orders) or a serialization failure is run again, up to three
-   * times in all: `fn` touches only the database, and the abort undid everything it did.
+   * times in all: `fn` touches only the database, and the abort undid everything it did. Aborted
+   * on each run, it fails with {@link StoreUnavailableError} `store_busy` (a 503).
    *
    * Bounded by `timeoutMs` (by default {@link PostgresStoreOptions.requestTimeoutMillis}; the sync's
    * housekeeping passes {@link PostgresStoreOptions.maintenanceTimeoutMillis}), its runs again
@@ -505,7 +506,13 @@ export class PostgresStore implements Store {
         return await this.#attempt(fn, deadline === undefined ? null : Math.max(1, deadline - Date.now()));
       } catch (e) {
         const code = (e as { code?: unknown }).code;
-        if (attempt >= 3 || (code !== '40P01' && code !== '40001')) throw e;
+        if (code !== '40P01' && code !== '40001') throw e;
+        // Aborted on every run: contention on the server, not the request's fault (a 503, not a 500).
+        if (attempt >= 3) {
+          throw new StoreUnavailableError('store_busy', `PostgreSQL aborted the transaction (${code}) on each of ${attempt} runs`, {
+            cause: e,
+          });
+        }
         if (deadline !== undefined && deadline - Date.now() < 1) {
           throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
             cause: e,
