@@ -891,6 +891,58 @@ if (!reachable) {
         await store.close();
       }
     });
+
+    it("a transaction run again after a deadlock does not queue for a pool connection behind other callers: it stays within requestTimeoutMillis, its retry included, while another caller holds the pool's only connection for longer", async () => {
+      const now = 1_800_000_000;
+      const schema = schemaName();
+      const store = await PostgresStore.open({
+        connectionString: url,
+        schema,
+        max: 1,
+        requestTimeoutMillis: 1500,
+        maintenanceTimeoutMillis: 10_000,
+      });
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        // The first run of a grant insert is a deadlock's victim, a little after it began (a
+        // sequence, which a rollback does not undo, counts the runs).
+        await c.query(`
+          CREATE SEQUENCE ${schema}.runs;
+          CREATE FUNCTION ${schema}.deadlocked_once() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN
+            IF nextval('${schema}.runs') = 1 THEN
+              PERFORM pg_sleep(0.3);
+              RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01';
+            END IF;
+            RETURN NEW;
+          END $$;
+          CREATE TRIGGER deadlocked_once BEFORE INSERT ON ${schema}.grants FOR EACH ROW EXECUTE FUNCTION ${schema}.deadlocked_once();
+        `);
+        // Another session holds bob's subject lock: a revocation of bob (bounded by the longer
+        // maintenance timeout) holds the pool's only connection until it is released, 3 s on.
+        await c.query("BEGIN; SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || 'bob'))");
+        const started = Date.now();
+        const creating = store.createGrant(newGrant({ subject: 'alice' }, now), now).then(
+          (v) => ({ ok: true as const, v, ms: Date.now() - started }),
+          (e: unknown) => ({ ok: false as const, e, ms: Date.now() - started }),
+        );
+        // Queued for the connection while the grant insert's first run is under way.
+        await new Promise((r) => setTimeout(r, 100));
+        const revoking = store.revokeGrants({ subject: 'bob' }, { at: now, reason: 'r', entryExpiresAt: now + 600 });
+        const release = setTimeout(() => void c.query('COMMIT').catch(() => {}), 3000);
+        const created = await creating;
+        clearTimeout(release);
+        await c.query('COMMIT');
+        await revoking;
+        assert.ok(created.ms < 1500 + 300, `the grant creation settled after ${created.ms} ms, past its 1500 ms bound`);
+        assert.equal(created.ok, true, 'its run again had time to spare');
+      } finally {
+        await c.end();
+        await store.close();
+      }
+    });
   });
 
   describe('postgres: migrations', () => {

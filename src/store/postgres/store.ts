@@ -500,30 +500,55 @@ export class PostgresStore implements Store {
    * bounded (the migrations).
    */
   async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs: number | null = this.#requestTimeout): Promise<T> {
-    const deadline = timeoutMs === null ? undefined : Date.now() + timeoutMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.#attempt(fn, deadline === undefined ? null : Math.max(1, deadline - Date.now()));
-      } catch (e) {
-        const code = (e as { code?: unknown }).code;
-        if (code !== '40P01' && code !== '40001') throw e;
-        // Aborted on every run: contention on the server, not the request's fault (a 503, not a 500).
-        if (attempt >= 3) {
-          throw new StoreUnavailableError('store_busy', `PostgreSQL aborted the transaction (${code}) on each of ${attempt} runs`, {
-            cause: e,
-          });
-        }
-        if (deadline !== undefined && deadline - Date.now() < 1) {
-          throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
-            cause: e,
-          });
+    let c: pg.PoolClient;
+    try {
+      c = await this.#pool.connect();
+    } catch (e) {
+      throw unavailable(e);
+    }
+    // Set once the connection must not be handed to the next caller (lost, timed out, or left in an
+    // unknown state); it is then destroyed on release.
+    const conn: { broken?: Error } = {};
+    // A connection lost between two queries is reported as an event; unheard, it ends the process.
+    const onError = (e: Error) => {
+      conn.broken ??= e;
+    };
+    c.on('error', onError);
+    try {
+      // Every run on this one connection: a run again never queues for a pool connection behind
+      // other callers, which could hold it past the deadline.
+      const deadline = timeoutMs === null ? undefined : Date.now() + timeoutMs;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.#attempt(c, conn, fn, deadline === undefined ? null : Math.max(1, deadline - Date.now()));
+        } catch (e) {
+          const code = (e as { code?: unknown }).code;
+          if (code !== '40P01' && code !== '40001') throw e;
+          if (conn.broken !== undefined) {
+            throw new StoreUnavailableError('store_unreachable', `PostgreSQL's connection was lost after an abort (${code})`, { cause: e });
+          }
+          // Aborted on every run: contention on the server, not the request's fault (a 503, not a 500).
+          if (attempt >= 3) {
+            throw new StoreUnavailableError('store_busy', `PostgreSQL aborted the transaction (${code}) on each of ${attempt} runs`, {
+              cause: e,
+            });
+          }
+          if (deadline !== undefined && deadline - Date.now() < 1) {
+            throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
+              cause: e,
+            });
+          }
         }
       }
+    } finally {
+      c.off('error', onError);
+      c.release(conn.broken);
     }
   }
 
   /**
-   * One attempt of {@link PostgresStore.#tx}. With `timeoutMs`, one not committed by then fails with
+   * One attempt of {@link PostgresStore.#tx}, on its connection `c` (`conn.broken` set when it must
+   * not be used again). With `timeoutMs`, one not committed by then fails with
    * {@link StoreUnavailableError} and its connection is destroyed, which rolls it back; and the
    * transaction's statements have a server-side `lock_timeout` and `statement_timeout` of
    * {@link serverTimeout}(`timeoutMs`), which fail it (a {@link StoreUnavailableError} too,
@@ -531,19 +556,12 @@ export class PostgresStore implements Store {
    * `timeoutMs` at most: idle that long inside it, its client has given up (a connection lost
    * without a reset), and the server rolls it back then, releasing its locks.
    */
-  async #attempt<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs: number | null): Promise<T> {
-    let c: pg.PoolClient;
-    try {
-      c = await this.#pool.connect();
-    } catch (e) {
-      throw unavailable(e);
-    }
-    let broken: Error | undefined;
-    // A connection lost between two queries is reported as an event; unheard, it ends the process.
-    const onError = (e: Error) => {
-      broken ??= e;
-    };
-    c.on('error', onError);
+  async #attempt<T>(
+    c: pg.PoolClient,
+    conn: { broken?: Error },
+    fn: (c: pg.PoolClient) => Promise<T>,
+    timeoutMs: number | null,
+  ): Promise<T> {
     let timedOut = false;
     const timer =
       timeoutMs === null
@@ -568,10 +586,13 @@ export class PostgresStore implements Store {
       return result;
     } catch (e) {
       if (timedOut) {
-        broken = new StoreUnavailableError('store_unreachable', `PostgreSQL did not finish within ${timeoutMs} ms`, { cause: e });
-        throw broken;
+        conn.broken = new StoreUnavailableError('store_unreachable', `PostgreSQL did not finish within ${timeoutMs} ms`, { cause: e });
+        throw conn.broken;
       }
-      await c.query('ROLLBACK').catch(() => {});
+      // A connection whose rollback failed may still be inside the transaction: never reused.
+      await c.query('ROLLBACK').catch((r: unknown) => {
+        conn.broken ??= r instanceof Error ? r : new Error('ROLLBACK failed');
+      });
       const code = (e as { code?: unknown }).code;
       if (timeoutMs !== null && typeof code === 'string' && SERVER_TIMEOUT_SQLSTATE.has(code)) {
         // The server gave up on a lock or a statement (see serverTimeout): rolled back, the
@@ -584,14 +605,12 @@ export class PostgresStore implements Store {
       if (busy) throw busy;
       const mapped = unavailable(e);
       // A connection that failed is closed rather than handed to the next caller.
-      if (mapped instanceof StoreUnavailableError) broken = mapped;
+      if (mapped instanceof StoreUnavailableError) conn.broken = mapped;
       throw mapped;
     } finally {
       clearTimeout(timer);
       // Destroyed, however the attempt ended: never handed to the next caller.
-      if (timedOut) broken ??= new Error('destroyed after its timeout');
-      c.off('error', onError);
-      c.release(broken);
+      if (timedOut) conn.broken ??= new Error('destroyed after its timeout');
     }
   }
 
