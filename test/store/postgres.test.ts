@@ -862,6 +862,59 @@ if (!reachable) {
         await store.close();
       }
     });
+    it('PostgreSQL out of a resource while starting the session a transaction connects on (class 53 at connect, 53200 out of memory) is StoreUnavailableError store_busy (a 503), not a 500', async () => {
+      const now = 1_800_000_000;
+      const target = new URL(url);
+      // In front of PostgreSQL: forwards, until `refuse`; then every new session is refused at
+      // startup with what a backend short of memory answers.
+      let refuse = false;
+      const sockets: Socket[] = [];
+      const server: Server = createServer((client) => {
+        sockets.push(client);
+        client.on('error', () => {});
+        if (refuse) {
+          client.once('data', () => {
+            const fields = Buffer.from('SFATAL\0VFATAL\0C53200\0Mout of memory\0\0');
+            const head = Buffer.alloc(5);
+            head.write('E', 0);
+            head.writeInt32BE(fields.length + 4, 1);
+            client.end(Buffer.concat([head, fields]));
+          });
+          return;
+        }
+        const upstream = connect(Number(target.port || 5432), target.hostname);
+        sockets.push(upstream);
+        upstream.on('error', () => {});
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.on('close', () => upstream.destroy());
+        upstream.on('close', () => client.destroy());
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const proxied = new URL(url);
+      proxied.host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+      const store = await PostgresStore.open({ connectionString: proxied.href, schema: schemaName(), max: 1 });
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        refuse = true;
+        // The pooled session is gone (a restart, say): the next call starts a new one.
+        for (const s of sockets) s.destroy();
+        await new Promise((r) => setTimeout(r, 100));
+        await assert.rejects(
+          store.createGrant(newGrant({}, now), now),
+          (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy',
+        );
+        // A single statement already was.
+        await assert.rejects(
+          store.useOnce('jti', now + 60, now),
+          (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy',
+        );
+      } finally {
+        await store.close();
+        for (const s of sockets) s.destroy();
+        await new Promise((r) => server.close(r));
+      }
+    });
   });
 
   describe('postgres: a transaction aborted again and again', () => {

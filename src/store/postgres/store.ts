@@ -504,7 +504,8 @@ export class PostgresStore implements Store {
     try {
       c = await this.#pool.connect();
     } catch (e) {
-      throw unavailable(e);
+      // A session refused at startup for want of memory (class 53) as a single statement's is.
+      throw exhausted(e) ?? unavailable(e);
     }
     // Set once the connection must not be handed to the next caller (lost, timed out, or left in an
     // unknown state); it is then destroyed on release.
