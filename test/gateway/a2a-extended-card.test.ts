@@ -14,10 +14,8 @@ import express from 'express';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import {
   assertRpcTooLarge,
-  baseConfig,
   requestEvents,
   startA2aGateway,
-  startGateway,
   startUpstream,
   type TestGateway,
   token,
@@ -407,23 +405,11 @@ describe('gateway: an A2A body over max_body_size', () => {
   let auth: Record<string, string>;
   before(async () => {
     upstream = await startUpstream();
-    gw = await startGateway({
-      ...baseConfig(),
-      scopes: { 'agent:invoke': {} },
-      gateway: {
-        routes: [
-          {
-            id: 'agent',
-            match: { path_prefix: '/agent' },
-            upstream: { url: upstream.url },
-            auth: 'jwt',
-            rules: [{ scopes: ['agent:invoke'] }],
-            max_body_size: '1kb',
-            a2a: { token_url: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks' }, url: A2A_URL },
-          },
-        ],
-      },
-    });
+    gw = await startA2aGateway(
+      upstream.url,
+      { token_url: 'https://tessera.example.com/oauth/token', scopes: { 'agent:invoke': 'Send tasks' }, url: A2A_URL },
+      { route: { max_body_size: '1kb' } },
+    );
     auth = { authorization: `Bearer ${await token({ scope: 'agent:invoke' })}` };
   });
   after(async () => {

@@ -8,16 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { TaskStore } from '../../src/gateway/a2a/registry.ts';
-import {
-  baseConfig,
-  requestEvents,
-  startA2aGateway,
-  startGateway,
-  startUpstream,
-  type TestGateway,
-  token,
-  type Upstream,
-} from './helpers.ts';
+import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 interface AgentTask {
   kind: 'task';
@@ -557,24 +548,10 @@ describe('gateway: A2A tasks recorded in a store (tessera serve)', () => {
   let alice: string;
   before(async () => {
     upstream = await startUpstream(a.handler);
-    gw = await startGateway(
-      {
-        ...baseConfig(),
-        scopes: { 'agent:invoke': {} },
-        gateway: {
-          routes: [
-            {
-              id: 'agent',
-              match: { path_prefix: '/agent' },
-              upstream: { url: upstream.url },
-              auth: 'jwt',
-              rules: [{ scopes: ['agent:invoke'] }],
-              a2a: { token_url: 'https://tessera.example.com/oauth/token' },
-            },
-          ],
-        },
-      },
-      { taskStore: gated.store },
+    gw = await startA2aGateway(
+      upstream.url,
+      { token_url: 'https://tessera.example.com/oauth/token' },
+      { deps: { taskStore: gated.store } },
     );
     alice = await token({ sub: 'alice', scope: 'agent:invoke' });
   });

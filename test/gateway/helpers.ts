@@ -104,24 +104,36 @@ export function mcpRoute(upstream: string, rules: RouteInput['rules'], extra: Pa
 /** Settings of a route's `a2a` section. */
 type A2aInput = NonNullable<RouteInput['a2a']>;
 
-/** A gateway with the `agent:invoke` scope and an A2A route `agent` on `/agent` in front of `upstream`, JWT-authenticated, needing agent:invoke. */
-export function startA2aGateway(upstream: string, a2a: A2aInput): Promise<TestGateway> {
-  return startGateway({
-    ...baseConfig(),
-    scopes: { 'agent:invoke': {} },
-    gateway: {
-      routes: [
-        {
-          id: 'agent',
-          match: { path_prefix: '/agent' },
-          upstream: { url: upstream },
-          auth: 'jwt',
-          rules: [{ scopes: ['agent:invoke'] }],
-          a2a,
-        },
-      ],
+/**
+ * A gateway with the `agent:invoke` scope and an A2A route `agent` on `/agent` in front of `upstream`,
+ * JWT-authenticated, needing agent:invoke; `route` adds or replaces route settings, `deps` is passed
+ * to the gateway (a task store, say).
+ */
+export function startA2aGateway(
+  upstream: string,
+  a2a: A2aInput,
+  { route = {}, deps = {} }: { route?: Partial<RouteInput>; deps?: GatewayDeps } = {},
+): Promise<TestGateway> {
+  return startGateway(
+    {
+      ...baseConfig(),
+      scopes: { 'agent:invoke': {} },
+      gateway: {
+        routes: [
+          {
+            id: 'agent',
+            match: { path_prefix: '/agent' },
+            upstream: { url: upstream },
+            auth: 'jwt',
+            rules: [{ scopes: ['agent:invoke'] }],
+            ...route,
+            a2a,
+          },
+        ],
+      },
     },
-  });
+    deps,
+  );
 }
 
 export function parse(input: TesseraConfigInput, env: Record<string, string> = {}): TesseraConfig {
