@@ -11,7 +11,8 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { json, postAgent, startA2aPrincipals, userMessage } from './a2a/helpers.ts';
+import { requestEvents, type TestGateway, type Upstream } from './helpers.ts';
 
 type Answer = (rpc: { id: unknown; method: string }, res: ServerResponse, req: IncomingMessage) => void;
 
@@ -28,6 +29,9 @@ function taskOf(id: string, contextId: string, artifactBytes = 10): Record<strin
   };
 }
 
+/** A JSON-RPC answer to `call` whose result is `result`. */
+const resultOf = (call: { id: unknown }, result: unknown) => JSON.stringify({ jsonrpc: '2.0', id: call.id, result });
+
 describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks)', () => {
   let upstream: Upstream;
   let gw: TestGateway;
@@ -35,8 +39,9 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
   let bob: string;
   /** How the upstream answers the next message/send or message/stream (the default: a small task). */
   let answer: Answer | undefined;
+  let close: () => Promise<void>;
   before(async () => {
-    upstream = await startUpstream((req, res, body) => {
+    ({ upstream, gw, alice, bob, close } = await startA2aPrincipals((req, res, body) => {
       const rpc = JSON.parse(body);
       const first = Array.isArray(rpc) ? rpc[0] : rpc;
       const a = answer;
@@ -48,27 +53,14 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
         .end(
           JSON.stringify({ jsonrpc: '2.0', id: first.id, result: taskOf(m.taskId ?? p.id ?? randomUUID(), m.contextId ?? randomUUID()) }),
         );
-    });
-    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token' });
-    alice = await token({ sub: 'alice', scope: 'agent:invoke' });
-    bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+    }));
   });
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+  after(() => close());
 
-  const post = (bearer: string, body: unknown) =>
-    fetch(`${gw.url}/agent/`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
+  const post = (bearer: string, body: unknown) => postAgent(gw, bearer, body);
   let n = 0;
   const rpc = (method: string, params: unknown) => ({ jsonrpc: '2.0', id: ++n, method, params });
-  const message = (extra: Record<string, unknown> = {}) => ({
-    message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [{ kind: 'text', text: 'hi' }], ...extra },
-  });
+  const message = (extra: Record<string, unknown> = {}) => userMessage('hi', extra);
   /** Bob continues `contextId` (message/send with message.contextId): the answer and whether the upstream was asked. */
   const bobContinues = async (contextId: string) => {
     answer = undefined;
@@ -76,8 +68,6 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     const res = await post(bob, rpc('message/send', message({ contextId })));
     return { res, asked: upstream.seen.slice(from).some((s) => s.body.includes(contextId)) };
   };
-  // biome-ignore lint/suspicious/noExplicitAny: JSON-RPC answers under test
-  const json = async (res: Response): Promise<any> => res.json();
   const lastReason = async () => (await requestEvents(gw)).at(-1)?.reason;
 
   it("batch answer: a context created in a JSON-RPC batch answer is the caller's; another principal naming it is refused", async () => {
@@ -106,7 +96,7 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     answer = (call, res) =>
       res
         .writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' })
-        .end(gzipSync(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })));
+        .end(gzipSync(resultOf(call, taskOf(`t-${randomUUID()}`, context))));
     const from = upstream.seen.length;
     const res = await post(alice, rpc('message/send', message()));
     assert.equal(upstream.seen[from]?.headers['accept-encoding'], 'identity');
@@ -120,7 +110,7 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     answer = (call, res) =>
       res
         .writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' })
-        .end(gzipSync(`data: ${JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })}\n\n`));
+        .end(gzipSync(`data: ${resultOf(call, taskOf(`t-${randomUUID()}`, context))}\n\n`));
     const res = await post(alice, rpc('message/stream', message()));
     assert.equal(res.status, 502);
     assert.equal(res.headers.get('content-encoding'), null);
@@ -131,9 +121,7 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
   it("large JSON answer (2 MiB artifact, past the old 1 MiB read limit): relayed whole and its context is the caller's", async () => {
     const context = `c-${randomUUID()}`;
     answer = (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 2 * MiB) }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(resultOf(call, taskOf(`t-${randomUUID()}`, context, 2 * MiB)));
     const res = await post(alice, rpc('message/send', message()));
     assert.equal(res.status, 200);
     assert.equal((await json(res)).result.contextId, context);
@@ -142,25 +130,30 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal(bobs.asked, false);
   });
 
-  it('oversized JSON answer (past a2a.max_answer_size): refused 502 a2a_upstream_answer_too_large, nothing relayed', async () => {
-    const context = `c-${randomUUID()}`;
-    answer = (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 5 * MiB) }));
-    const res = await post(alice, rpc('message/send', message()));
-    assert.equal(res.status, 502);
-    assert.doesNotMatch(await res.text(), new RegExp(context));
-    assert.equal(await lastReason(), 'a2a_upstream_answer_too_large');
-  });
+  /** Answers past a2a.max_answer_size, whatever their label: refused 502, nothing of them relayed. */
+  const oversized = [
+    { name: 'oversized JSON answer (past a2a.max_answer_size)', contentType: 'application/json' },
+    { name: 'oversized text/plain answer (past a2a.max_answer_size)', contentType: 'text/plain' },
+  ];
+  for (const { name, contentType } of oversized) {
+    it(`${name}: refused 502 a2a_upstream_answer_too_large, nothing relayed`, async () => {
+      const context = `c-${randomUUID()}`;
+      answer = (call, res) =>
+        res.writeHead(200, { 'content-type': contentType }).end(resultOf(call, taskOf(`t-${randomUUID()}`, context, 5 * MiB)));
+      const res = await post(alice, rpc('message/send', message()));
+      assert.equal(res.status, 502);
+      assert.doesNotMatch(await res.text(), new RegExp(context));
+      assert.equal(await lastReason(), 'a2a_upstream_answer_too_large');
+    });
+  }
 
   it("oversized SSE event (past a2a.max_answer_size): the stream is cut before the event's end, its context never reaches the caller", async () => {
     const context = `c-${randomUUID()}`;
     const first = `t-${randomUUID()}`;
     answer = (call, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(first, `c-${randomUUID()}`) })}\n\n`);
-      res.end(`data: ${JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 5 * MiB) })}\n\n`);
+      res.write(`data: ${resultOf(call, taskOf(first, `c-${randomUUID()}`))}\n\n`);
+      res.end(`data: ${resultOf(call, taskOf(`t-${randomUUID()}`, context, 5 * MiB))}\n\n`);
     };
     const res = await post(alice, rpc('message/stream', message()));
     assert.equal(res.status, 200);
@@ -190,41 +183,119 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     return { status: res.status, text, bobs };
   };
 
-  it("text/plain-labelled JSON answer: a context it creates is the caller's (clients parse it as JSON whatever its label); another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'text/plain; charset=utf-8' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })),
-    );
-    assert.equal(status, 200);
-    assert.match(text, new RegExp(context));
-    assert.equal(bobs.res.status, 404);
-    assert.equal((await json(bobs.res)).error.code, -32001);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
-  });
-
-  it("answer without Content-Type: a context it creates is the caller's; another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, text, bobs } = await aliceThenBob(context, (call, res) => {
-      res.removeHeader('content-type');
-      res.writeHead(200).end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) }));
+  /**
+   * Answers naming a new context in a way some client reads: Alice's answer is a 200, with the
+   * context in its text when `relayed`; Bob naming that context is refused (404, the
+   * JSON-RPC error `code` when given) without the upstream being asked, audited a2a_task_foreign.
+   */
+  const callersContexts: { name: string; relayed?: true; code?: number; reply: (context: string) => Answer }[] = [
+    {
+      name: "text/plain-labelled JSON answer: a context it creates is the caller's (clients parse it as JSON whatever its label); another principal naming it is refused",
+      relayed: true,
+      code: -32001,
+      reply: (context) => (call, res) =>
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end(resultOf(call, taskOf(`t-${randomUUID()}`, context))),
+    },
+    {
+      name: "answer without Content-Type: a context it creates is the caller's; another principal naming it is refused",
+      relayed: true,
+      reply: (context) => (call, res) => {
+        res.removeHeader('content-type');
+        res.writeHead(200).end(resultOf(call, taskOf(`t-${randomUUID()}`, context)));
+      },
+    },
+    {
+      name: "JSON answer opening with a UTF-8 BOM (fetch's json() and Python's json.loads skip it): a context it creates is the caller's; another principal naming it is refused",
+      reply: (context) => (call, res) =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(resultOf(call, taskOf(`t-${randomUUID()}`, context)))])),
+    },
+    {
+      name: "UTF-16 JSON answer (Python's json.loads reads UTF-16 and UTF-32 bytes): a context it creates is the caller's; another principal naming it is refused",
+      reply: (context) => (call, res) =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(Buffer.from(resultOf(call, taskOf(`t-${randomUUID()}`, context)), 'utf16le')),
+    },
+    {
+      name: "Go-cased answer key (`ContextID`, which Go's encoding/json reads as contextId): the context is the caller's; another principal naming it is refused",
+      relayed: true,
+      code: -32001,
+      reply: (context) => (call, res) =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(resultOf(call, { kind: 'task', id: `t-${randomUUID()}`, ContextID: context, status: { state: 'completed' } })),
+    },
+    {
+      name: "snake_case answer key (`context_id`, which a Python client's pydantic model and protobuf JSON parsers read as contextId): the context is the caller's; another principal naming it is refused",
+      relayed: true,
+      code: -32001,
+      reply: (context) => (call, res) =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(resultOf(call, { kind: 'task', id: `t-${randomUUID()}`, context_id: context, status: { state: 'completed' } })),
+    },
+    {
+      name: "`Result` envelope key (read as result by a case-blind client): the context in it is the caller's; another principal naming it is refused",
+      reply: (context) => (call, res) =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, Result: taskOf(`t-${randomUUID()}`, context) })),
+    },
+    {
+      name: "JSON-RPC error whose data is a Task (a client may show it): its context is the caller's; another principal naming it is refused",
+      relayed: true,
+      reply: (context) => (call, res) =>
+        res.writeHead(200, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            jsonrpc: '2.0',
+            id: call.id,
+            error: { code: -32603, message: 'Task failed', data: taskOf(`t-${randomUUID()}`, context) },
+          }),
+        ),
+    },
+  ];
+  for (const t of callersContexts) {
+    it(t.name, async () => {
+      const context = `c-${randomUUID()}`;
+      const { status, text, bobs } = await aliceThenBob(context, t.reply(context));
+      assert.equal(status, 200);
+      if (t.relayed) assert.match(text, new RegExp(context));
+      assert.equal(bobs.res.status, 404);
+      if (t.code !== undefined) assert.equal((await json(bobs.res)).error.code, t.code);
+      assert.equal(bobs.asked, false);
+      assert.equal(await lastReason(), 'a2a_task_foreign');
     });
-    assert.equal(status, 200);
-    assert.match(text, new RegExp(context));
-    assert.equal(bobs.res.status, 404);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
-  });
+  }
+
+  /** Answers spelling contextId twice, as `key` beside `contextId` (clients disagree on which one they read): refused 502, nothing relayed. */
+  const ambiguous = [
+    { name: 'JSON answer spelling contextId and context_id (a Python client reads one, protobuf JSON refuses both)', key: 'context_id' },
+    { name: 'JSON answer spelling contextId twice (`contextId` and `ContextId`: clients disagree on which wins)', key: 'ContextId' },
+  ];
+  for (const { name, key } of ambiguous) {
+    it(`${name}: refused 502 a2a_upstream_answer_ambiguous, nothing relayed`, async () => {
+      const context = `c-${randomUUID()}`;
+      const decoy = `c-${randomUUID()}`;
+      const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(resultOf(call, { ...taskOf(`t-${randomUUID()}`, decoy), [key]: context })),
+      );
+      assert.equal(status, 502);
+      assert.doesNotMatch(text, new RegExp(`${context}|${decoy}`));
+      assert.equal((await requestEvents(gw)).at(-2)?.reason, 'a2a_upstream_answer_ambiguous');
+      // Bob's own new context: nothing of it was Alice's.
+      assert.equal(bobs.res.status, 200);
+    });
+  }
 
   it("500 answer with a JSON-RPC body naming a new task: the task and its context are the caller's; another principal naming the context is refused", async () => {
     const task = `t-${randomUUID()}`;
     const context = `c-${randomUUID()}`;
     const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
-      res
-        .writeHead(500, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(task, context) })),
+      res.writeHead(500, { 'content-type': 'application/json' }).end(resultOf(call, taskOf(task, context))),
     );
     assert.equal(status, 500);
     assert.match(text, new RegExp(context));
@@ -235,37 +306,6 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal((await post(alice, rpc('tasks/get', { id: task }))).status, 200);
   });
 
-  it("JSON answer opening with a UTF-8 BOM (fetch's json() and Python's json.loads skip it): a context it creates is the caller's; another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, bobs } = await aliceThenBob(context, (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(
-          Buffer.concat([
-            Buffer.from([0xef, 0xbb, 0xbf]),
-            Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) })),
-          ]),
-        ),
-    );
-    assert.equal(status, 200);
-    assert.equal(bobs.res.status, 404);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
-  });
-
-  it("UTF-16 JSON answer (Python's json.loads reads UTF-16 and UTF-32 bytes): a context it creates is the caller's; another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, bobs } = await aliceThenBob(context, (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context) }), 'utf16le')),
-    );
-    assert.equal(status, 200);
-    assert.equal(bobs.res.status, 404);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
-  });
-
   it('an answer that is not JSON (text/plain, 2xx and 502) names nothing: relayed as is', async () => {
     for (const status of [200, 502]) {
       answer = (_call, res) => res.writeHead(status, { 'content-type': 'text/plain' }).end('agent busy {not json');
@@ -273,18 +313,6 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
       assert.equal(res.status, status);
       assert.equal(await res.text(), 'agent busy {not json');
     }
-  });
-
-  it('oversized text/plain answer (past a2a.max_answer_size): refused 502 a2a_upstream_answer_too_large, nothing relayed', async () => {
-    const context = `c-${randomUUID()}`;
-    answer = (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'text/plain' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: taskOf(`t-${randomUUID()}`, context, 5 * MiB) }));
-    const res = await post(alice, rpc('message/send', message()));
-    assert.equal(res.status, 502);
-    assert.doesNotMatch(await res.text(), new RegExp(context));
-    assert.equal(await lastReason(), 'a2a_upstream_answer_too_large');
   });
 
   /** A stream answering Alice's message/stream with `events` (each an SSE event's data): her stream's text, whether it was cut, Bob's try at `context`. */
@@ -309,71 +337,6 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     return { status: res.status, text, cut, bobs };
   };
 
-  it("Go-cased answer key (`ContextID`, which Go's encoding/json reads as contextId): the context is the caller's; another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
-      res.writeHead(200, { 'content-type': 'application/json' }).end(
-        JSON.stringify({
-          jsonrpc: '2.0',
-          id: call.id,
-          result: { kind: 'task', id: `t-${randomUUID()}`, ContextID: context, status: { state: 'completed' } },
-        }),
-      ),
-    );
-    assert.equal(status, 200);
-    assert.match(text, new RegExp(context));
-    assert.equal(bobs.res.status, 404);
-    assert.equal((await json(bobs.res)).error.code, -32001);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
-  });
-
-  it("snake_case answer key (`context_id`, which a Python client's pydantic model and protobuf JSON parsers read as contextId): the context is the caller's; another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
-      res.writeHead(200, { 'content-type': 'application/json' }).end(
-        JSON.stringify({
-          jsonrpc: '2.0',
-          id: call.id,
-          result: { kind: 'task', id: `t-${randomUUID()}`, context_id: context, status: { state: 'completed' } },
-        }),
-      ),
-    );
-    assert.equal(status, 200);
-    assert.match(text, new RegExp(context));
-    assert.equal(bobs.res.status, 404);
-    assert.equal((await json(bobs.res)).error.code, -32001);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
-  });
-
-  it('JSON answer spelling contextId and context_id (a Python client reads one, protobuf JSON refuses both): refused 502 a2a_upstream_answer_ambiguous, nothing relayed', async () => {
-    const context = `c-${randomUUID()}`;
-    const decoy = `c-${randomUUID()}`;
-    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: { ...taskOf(`t-${randomUUID()}`, decoy), context_id: context } })),
-    );
-    assert.equal(status, 502);
-    assert.doesNotMatch(text, new RegExp(`${context}|${decoy}`));
-    assert.equal((await requestEvents(gw)).at(-2)?.reason, 'a2a_upstream_answer_ambiguous');
-    assert.equal(bobs.res.status, 200);
-  });
-
-  it("`Result` envelope key (read as result by a case-blind client): the context in it is the caller's; another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, bobs } = await aliceThenBob(context, (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, Result: taskOf(`t-${randomUUID()}`, context) })),
-    );
-    assert.equal(status, 200);
-    assert.equal(bobs.res.status, 404);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
-  });
-
   it("SSE event with a long-s key (`\u017fessionId`, read as sessionId by Go's encoding/json) in a `StatusUpdate` wrapper: the context is the caller's; another principal naming it is refused", async () => {
     const context = `c-${randomUUID()}`;
     const { status, bobs } = await aliceStreamThenBob(context, (call) => [
@@ -389,21 +352,6 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal(await lastReason(), 'a2a_task_foreign');
   });
 
-  it('JSON answer spelling contextId twice (`contextId` and `ContextId`: clients disagree on which wins): refused 502 a2a_upstream_answer_ambiguous, nothing relayed', async () => {
-    const context = `c-${randomUUID()}`;
-    const decoy = `c-${randomUUID()}`;
-    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ jsonrpc: '2.0', id: call.id, result: { ...taskOf(`t-${randomUUID()}`, decoy), ContextId: context } })),
-    );
-    assert.equal(status, 502);
-    assert.doesNotMatch(text, new RegExp(`${context}|${decoy}`));
-    assert.equal((await requestEvents(gw)).at(-2)?.reason, 'a2a_upstream_answer_ambiguous');
-    // Bob's own new context: nothing of it was Alice's.
-    assert.equal(bobs.res.status, 200);
-  });
-
   it('SSE event spelling result twice (`result` and `Result`): the stream is cut before that event, audited answer_ambiguous', async () => {
     const context = `c-${randomUUID()}`;
     const first = `t-${randomUUID()}`;
@@ -416,24 +364,6 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.doesNotMatch(text, new RegExp(context));
     const events = await requestEvents(gw);
     assert.equal(events.at(-2)?.detail?.upstream_error, 'answer_ambiguous');
-  });
-
-  it("JSON-RPC error whose data is a Task (a client may show it): its context is the caller's; another principal naming it is refused", async () => {
-    const context = `c-${randomUUID()}`;
-    const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
-      res.writeHead(200, { 'content-type': 'application/json' }).end(
-        JSON.stringify({
-          jsonrpc: '2.0',
-          id: call.id,
-          error: { code: -32603, message: 'Task failed', data: taskOf(`t-${randomUUID()}`, context) },
-        }),
-      ),
-    );
-    assert.equal(status, 200);
-    assert.match(text, new RegExp(context));
-    assert.equal(bobs.res.status, 404);
-    assert.equal(bobs.asked, false);
-    assert.equal(await lastReason(), 'a2a_task_foreign');
   });
 
   it('positional params: a tasks/get with params as an array is refused (400, -32600, a2a_message_invalid), the upstream never asked', async () => {

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { TaskStore } from '../../src/gateway/a2a/registry.ts';
+import { json, postAgent, startA2aPrincipals, TOKEN_URL, userMessage } from './a2a/helpers.ts';
 import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 interface AgentTask {
@@ -138,29 +139,15 @@ describe('gateway: A2A tasks bound to their creator', () => {
   let gw: TestGateway;
   let alice: string;
   let bob: string;
+  let close: () => Promise<void>;
   before(async () => {
-    upstream = await startUpstream(a.handler);
-    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token' });
-    alice = await token({ sub: 'alice', scope: 'agent:invoke' });
-    bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+    ({ upstream, gw, alice, bob, close } = await startA2aPrincipals(a.handler));
   });
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+  after(() => close());
 
   let n = 0;
-  const call = (bearer: string, method: string, params: unknown) =>
-    fetch(`${gw.url}/agent/`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: ++n, method, params }),
-    });
-  // biome-ignore lint/suspicious/noExplicitAny: JSON-RPC answers under test
-  const json = async (res: Response): Promise<any> => res.json();
-  const message = (text: string, extra: Record<string, unknown> = {}) => ({
-    message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [{ kind: 'text', text }], ...extra },
-  });
+  const call = (bearer: string, method: string, params: unknown) => postAgent(gw, bearer, { jsonrpc: '2.0', id: ++n, method, params });
+  const message = userMessage;
   /** A task Alice created with message/send. */
   const alicesTask = async (): Promise<AgentTask> => {
     const res = await call(alice, 'message/send', message('find papers'));
@@ -276,12 +263,7 @@ describe('gateway: A2A tasks bound to their creator', () => {
     const task = await alicesTask();
     const bobs = await json(await call(bob, 'message/send', message('mine')));
     const from = upstream.seen.length;
-    const send = (body: string) =>
-      fetch(`${gw.url}/agent/`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${bob}`, 'content-type': 'application/json' },
-        body,
-      });
+    const send = (body: string) => postAgent(gw, bob, body);
     // The gateway read the last spelling, the upstream the exact `method` / `params`: a cancel of
     // Alice's task, whatever answer the gateway then cuts.
     const viaMethod = await send(
@@ -301,11 +283,7 @@ describe('gateway: A2A tasks bound to their creator', () => {
   it('a key spelled in another case or with a NUL (read alike by lenient upstreams) is checked too', async () => {
     const task = await alicesTask();
     const body = `{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{"ID":"${task.id}"}}`;
-    const res = await fetch(`${gw.url}/agent/`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${bob}`, 'content-type': 'application/json' },
-      body,
-    });
+    const res = await postAgent(gw, bob, body);
     await assertTaskNotFound(res, 7);
     await assertTaskNotFound(await call(bob, 'message/send', message('x', { 'task\u0000Id': task.id })), n);
   });
@@ -422,7 +400,7 @@ describe('gateway: A2A tasks with a2a.bind_tasks: false', () => {
   let gw: TestGateway;
   before(async () => {
     upstream = await startUpstream(a.handler);
-    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token', bind_tasks: false });
+    gw = await startA2aGateway(upstream.url, { token_url: TOKEN_URL, bind_tasks: false });
   });
   after(async () => {
     await gw.close();
@@ -431,13 +409,7 @@ describe('gateway: A2A tasks with a2a.bind_tasks: false', () => {
 
   it('passes every task call to the upstream (which then checks ownership itself)', async () => {
     const post = async (bearer: string, method: string, params: unknown) =>
-      (
-        await fetch(`${gw.url}/agent/`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-        })
-      ).json() as Promise<{ result: AgentTask }>;
+      (await postAgent(gw, bearer, { jsonrpc: '2.0', id: 1, method, params })).json() as Promise<{ result: AgentTask }>;
     const alice = await token({ sub: 'alice', scope: 'agent:invoke' });
     const bob = await token({ sub: 'bob', scope: 'agent:invoke' });
     const task = (await post(alice, 'message/send', { message: { role: 'user', messageId: 'm', parts: [] } })).result;
@@ -462,7 +434,7 @@ describe("gateway: an A2A upstream answering with another principal's task", () 
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result: leaked }));
     });
-    gw = await startA2aGateway(upstream.url, { token_url: 'https://tessera.example.com/oauth/token' });
+    gw = await startA2aGateway(upstream.url, { token_url: TOKEN_URL });
   });
   after(async () => {
     await gw.close();
@@ -470,11 +442,7 @@ describe("gateway: an A2A upstream answering with another principal's task", () 
   });
 
   const send = async (bearer: string, method: string) =>
-    fetch(`${gw.url}/agent/`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { message: { role: 'user', messageId: randomUUID(), parts: [] } } }),
-    });
+    postAgent(gw, bearer, { jsonrpc: '2.0', id: 1, method, params: { message: { role: 'user', messageId: randomUUID(), parts: [] } } });
 
   it("a JSON answer naming another principal's task is not relayed (502 a2a_upstream_task_foreign)", async () => {
     const alice = await token({ sub: 'alice', scope: 'agent:invoke' });
@@ -548,11 +516,7 @@ describe('gateway: A2A tasks recorded in a store (tessera serve)', () => {
   let alice: string;
   before(async () => {
     upstream = await startUpstream(a.handler);
-    gw = await startA2aGateway(
-      upstream.url,
-      { token_url: 'https://tessera.example.com/oauth/token' },
-      { deps: { taskStore: gated.store } },
-    );
+    gw = await startA2aGateway(upstream.url, { token_url: TOKEN_URL }, { deps: { taskStore: gated.store } });
     alice = await token({ sub: 'alice', scope: 'agent:invoke' });
   });
   after(async () => {
@@ -563,13 +527,8 @@ describe('gateway: A2A tasks recorded in a store (tessera serve)', () => {
   });
 
   let n = 0;
-  const call = (method: string, params: unknown) =>
-    fetch(`${gw.url}/agent/`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: ++n, method, params }),
-    });
-  const message = () => ({ message: { kind: 'message', role: 'user', messageId: randomUUID(), parts: [{ kind: 'text', text: 'hi' }] } });
+  const call = (method: string, params: unknown) => postAgent(gw, alice, { jsonrpc: '2.0', id: ++n, method, params });
+  const message = () => userMessage('hi');
   /** Wait until the store holds a claim, then a little longer: whatever the gateway would send early has had time to arrive. */
   const claimHeld = async (claimsBefore: number) => {
     while (gated.state.claims === claimsBefore) await new Promise((r) => setTimeout(r, 5));
