@@ -7,24 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import pg from 'pg';
-import pino from 'pino';
-import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
-import { postgresReachable } from '../helpers/postgres.ts';
+import { drivers, PUBLIC, type ServeSite, serveInstances, serveSite } from './serve-instances.ts';
 
-const PUBLIC = 'https://api.test';
 const AUDIENCE = `${PUBLIC}/agent`;
-const pgUrl = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const pgReachable = await postgresReachable(pgUrl);
 
 /** An A2A 0.3 agent (JSON-RPC) with no notion of owners: `message/send` creates a task, `tasks/get` reads any. */
 function agent() {
@@ -54,40 +44,18 @@ function agent() {
   };
 }
 
-const drivers = [
-  { name: 'SQLite', store: '', skip: false as const },
-  {
-    name: 'PostgreSQL',
-    store: 'postgres',
-    skip: pgReachable ? (false as const) : `PostgreSQL is not reachable at ${pgUrl.replace(/\/\/[^@]*@/, '//')}`,
-  },
-];
-
 for (const driver of drivers) {
   describe(`tessera serve on ${driver.name}: A2A tasks bound to their creator in the store`, { skip: driver.skip }, () => {
-    let dir: string;
-    let config: string;
+    let site: ServeSite;
     let upstream: Upstream;
-    const secrets: Record<string, string> = {};
-    const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-    const running: RunningServer[] = [];
-    const start = async (options: { port?: number } = {}) => {
-      const r = await startServer({ config, logger: pino({ level: 'silent' }), ...options });
-      running.push(r);
-      return r;
-    };
-    const stop = async (r: RunningServer) => {
-      running.splice(running.indexOf(r), 1);
-      await r.close();
-    };
-    const stopAll = async () => {
-      for (const r of [...running]) await stop(r);
-    };
+    const instances = serveInstances();
+    const { stop, stopAll } = instances;
+    const start = (options: { port?: number } = {}) => instances.start(site.config, options);
 
     const tokenOf = async (url: string, client: string): Promise<string> => {
       const res = await fetch(`${url}/oauth2/token`, {
         method: 'POST',
-        headers: { authorization: basic(client, secrets[client] as string), 'content-type': 'application/x-www-form-urlencoded' },
+        headers: { authorization: basic(client, site.secrets[client] as string), 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'agent:invoke' }),
       });
       assert.equal(res.status, 200, await res.clone().text());
@@ -123,17 +91,14 @@ for (const driver of drivers) {
     };
 
     before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'tessera-serve-a2a-'));
-      mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
       upstream = await startUpstream(agent());
-      config = join(dir, 'tessera.yaml');
-      writeFileSync(
-        config,
-        `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${await freePort()}, public_url: ${PUBLIC} }
-${driver.store === 'postgres' ? `store: { driver: postgres, postgres: { url: "${pgUrl}", schema: ${schema} } }\n` : ''}issuers:
-  - { issuer: ${PUBLIC}, audiences: [${AUDIENCE}], jwks_uri: ${PUBLIC}/.well-known/jwks.json, token_type: at+jwt }
-scopes:
+      site = await serveSite(instances, {
+        prefix: 'tessera-serve-a2a-',
+        audience: AUDIENCE,
+        postgres: driver.postgres,
+        clients: ['alice', 'bob'],
+        scopes: ['agent:invoke'],
+        yaml: `scopes:
   agent:invoke: {}
 gateway:
   watch_config: false
@@ -146,27 +111,13 @@ gateway:
       rules: [{ scopes: [agent:invoke] }]
       a2a: { token_url: ${PUBLIC}/oauth2/token }
 `,
-      );
-      await initialize({ config });
-      const first = await start();
-      for (const id of ['alice', 'bob']) {
-        secrets[id] = (
-          await first.service.registerClient({ id, scopes: ['agent:invoke'], audiences: [AUDIENCE], grantTypes: ['client_credentials'] })
-        ).secret as string;
-      }
-      await stop(first);
+      });
     });
     afterEach(stopAll);
     after(async () => {
       await stopAll();
       await upstream?.close();
-      if (driver.store === 'postgres') {
-        const c = new pg.Client({ connectionString: pgUrl });
-        await c.connect();
-        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await c.end();
-      }
-      rmSync(dir, { recursive: true, force: true });
+      await site?.remove();
     });
 
     it('restart: a task created before a restart is still its creator’s after it, and still not another principal’s', async () => {
@@ -190,7 +141,7 @@ gateway:
       assert.equal(upstream.seen.length, seen, 'the refused request reached the upstream');
     });
 
-    if (driver.store === 'postgres') {
+    if (driver.postgres) {
       it('two instances: a task created through one is readable by its creator through the other, refused there to another principal', async () => {
         const a = await start();
         const b = await start({ port: await freePort() });

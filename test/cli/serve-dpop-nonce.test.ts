@@ -7,19 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type JWK, SignJWT } from 'jose';
-import pino from 'pino';
-import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
+import { PUBLIC, type ServeSite, serveInstances, serveSite } from './serve-instances.ts';
 
-const PUBLIC = 'https://api.test';
 const AUDIENCE = `${PUBLIC}/api`;
 const ITEMS = `${PUBLIC}/api/items`;
 const TOKEN_ENDPOINT = `${PUBLIC}/oauth2/token`;
@@ -41,38 +35,21 @@ function proof(method: string, htu: string, accessToken?: string, nonce?: string
     .sign(holder.privateKey);
 }
 
-/** One data directory: its own store and master key (`tessera init`), and a client `agent`. */
-interface Site {
-  readonly dir: string;
-  readonly config: string;
-  secret: string;
-}
-
 describe('tessera serve: DPoP nonces derived from the master key', () => {
   let upstream: Upstream;
-  const sites: Site[] = [];
-  const running: RunningServer[] = [];
-  const start = async (site: Site) => {
-    const r = await startServer({ config: site.config, port: await freePort(), logger: pino({ level: 'silent' }) });
-    running.push(r);
-    return r;
-  };
-  const stop = async (r: RunningServer) => {
-    running.splice(running.indexOf(r), 1);
-    await r.close();
-  };
+  /** Data directories, each its own store and master key (`tessera init`), and a client `agent`. */
+  const sites: ServeSite[] = [];
+  const instances = serveInstances();
+  const start = async (site: ServeSite) => instances.start(site.config, { port: await freePort() });
+  const { stop } = instances;
 
-  const newSite = async (): Promise<Site> => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-serve-nonce-'));
-    mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
-    const config = join(dir, 'tessera.yaml');
-    writeFileSync(
-      config,
-      `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${await freePort()}, public_url: ${PUBLIC} }
-issuers:
-  - { issuer: ${PUBLIC}, audiences: [${AUDIENCE}], jwks_uri: ${PUBLIC}/.well-known/jwks.json, token_type: at+jwt }
-scopes:
+  const newSite = async (): Promise<ServeSite> => {
+    const site = await serveSite(instances, {
+      prefix: 'tessera-serve-nonce-',
+      audience: AUDIENCE,
+      clients: ['agent'],
+      scopes: ['api:read'],
+      yaml: `scopes:
   api:read: {}
 token_service:
   dpop: { nonce: true }
@@ -87,31 +64,24 @@ gateway:
       audience: ${AUDIENCE}
       rules: [{ scopes: [api:read] }]
 `,
-    );
-    await initialize({ config });
-    const site: Site = { dir, config, secret: '' };
-    const first = await start(site);
-    site.secret = (
-      await first.service.registerClient({ id: 'agent', scopes: ['api:read'], audiences: [AUDIENCE], grantTypes: ['client_credentials'] })
-    ).secret as string;
-    await stop(first);
+    });
     sites.push(site);
     return site;
   };
 
   /** A token request to the instance at `url`, its proof naming `nonce` when given. */
-  const tokenRequest = async (url: string, site: Site, nonce?: string) =>
+  const tokenRequest = async (url: string, site: ServeSite, nonce?: string) =>
     fetch(`${url}/oauth2/token`, {
       method: 'POST',
       headers: {
-        authorization: basic('agent', site.secret),
+        authorization: basic('agent', site.secrets.agent as string),
         'content-type': 'application/x-www-form-urlencoded',
         dpop: await proof('POST', TOKEN_ENDPOINT, undefined, nonce),
       },
       body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'api:read' }),
     });
   /** The token endpoint's nonce, from a request whose proof names none (400 use_dpop_nonce). */
-  const tokenEndpointNonce = async (url: string, site: Site): Promise<string> => {
+  const tokenEndpointNonce = async (url: string, site: ServeSite): Promise<string> => {
     const res = await tokenRequest(url, site);
     assert.equal(res.status, 400);
     assert.equal(((await res.json()) as { error: string }).error, 'use_dpop_nonce');
@@ -120,7 +90,7 @@ gateway:
     return nonce;
   };
   /** A DPoP-bound access token from the instance at `url`. */
-  const boundToken = async (url: string, site: Site): Promise<string> => {
+  const boundToken = async (url: string, site: ServeSite): Promise<string> => {
     const res = await tokenRequest(url, site, await tokenEndpointNonce(url, site));
     assert.equal(res.status, 200, await res.clone().text());
     return ((await res.json()) as { access_token: string }).access_token;
@@ -141,17 +111,17 @@ gateway:
     assert.match(res.headers.get('www-authenticate') ?? '', /DPoP .*error="use_dpop_nonce"/);
   };
 
-  let a: Site;
-  let b: Site;
+  let a: ServeSite;
+  let b: ServeSite;
   before(async () => {
     upstream = await startUpstream();
     a = await newSite();
     b = await newSite();
   });
   after(async () => {
-    for (const r of [...running]) await stop(r);
+    await instances.stopAll();
     await upstream?.close();
-    for (const s of sites) rmSync(s.dir, { recursive: true, force: true });
+    for (const s of sites) await s.remove();
   });
 
   it("gateway: a nonce handed out by one instance is accepted by another sharing the master key (one load balancer's pool)", async () => {

@@ -8,24 +8,15 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
-import pg from 'pg';
-import pino from 'pino';
-import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
-import { postgresReachable } from '../helpers/postgres.ts';
+import { drivers, PUBLIC, type ServeSite, serveInstances, serveSite } from './serve-instances.ts';
 
-const PUBLIC = 'https://api.test';
 const AUDIENCE = `${PUBLIC}/api`;
-const pgUrl = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const pgReachable = await postgresReachable(pgUrl);
 
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
@@ -43,43 +34,21 @@ function proof(method: string, htu: string, accessToken?: string): Promise<strin
     .sign(holder.privateKey);
 }
 
-const drivers = [
-  { name: 'SQLite', store: '', skip: false as const },
-  {
-    name: 'PostgreSQL',
-    store: 'postgres',
-    skip: pgReachable ? (false as const) : `PostgreSQL is not reachable at ${pgUrl.replace(/\/\/[^@]*@/, '//')}`,
-  },
-];
-
 for (const driver of drivers) {
   describe(`tessera serve on ${driver.name}: a DPoP proof is used once per store`, { skip: driver.skip }, () => {
-    let dir: string;
+    let site: ServeSite;
     let config: string;
-    let port: number;
     let upstream: Upstream;
-    let secret: string;
-    const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-    const running: RunningServer[] = [];
-    const start = async (options: { port?: number } = {}) => {
-      const r = await startServer({ config, logger: pino({ level: 'silent' }), ...options });
-      running.push(r);
-      return r;
-    };
-    const stop = async (r: RunningServer) => {
-      running.splice(running.indexOf(r), 1);
-      await r.close();
-    };
-    const stopAll = async () => {
-      for (const r of [...running]) await stop(r);
-    };
+    const instances = serveInstances();
+    const { stop, stopAll } = instances;
+    const start = (options: { port?: number } = {}) => instances.start(config, options);
 
     /** A DPoP-bound access token (`cnf.jkt` of `holder`) from the token service at `url`. */
     const boundToken = async (url: string): Promise<string> => {
       const res = await fetch(`${url}/oauth2/token`, {
         method: 'POST',
         headers: {
-          authorization: basic('agent', secret),
+          authorization: basic('agent', site.secrets.agent as string),
           'content-type': 'application/x-www-form-urlencoded',
           dpop: await proof('POST', `${PUBLIC}/oauth2/token`),
         },
@@ -102,18 +71,14 @@ for (const driver of drivers) {
     };
 
     before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'tessera-serve-dpop-'));
-      mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
-      port = await freePort();
       upstream = await startUpstream();
-      config = join(dir, 'tessera.yaml');
-      writeFileSync(
-        config,
-        `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${port}, public_url: ${PUBLIC} }
-${driver.store === 'postgres' ? `store: { driver: postgres, postgres: { url: "${pgUrl}", schema: ${schema} } }\n` : ''}issuers:
-  - { issuer: ${PUBLIC}, audiences: [${AUDIENCE}], jwks_uri: ${PUBLIC}/.well-known/jwks.json, token_type: at+jwt }
-scopes:
+      site = await serveSite(instances, {
+        prefix: 'tessera-serve-dpop-',
+        audience: AUDIENCE,
+        postgres: driver.postgres,
+        clients: ['agent'],
+        scopes: ['api:read'],
+        yaml: `scopes:
   api:read: {}
 dpop: { mode: allowed }
 gateway:
@@ -126,30 +91,14 @@ gateway:
       audience: ${AUDIENCE}
       rules: [{ scopes: [api:read] }]
 `,
-      );
-      await initialize({ config });
-      const first = await start();
-      secret = (
-        await first.service.registerClient({
-          id: 'agent',
-          scopes: ['api:read'],
-          audiences: [AUDIENCE],
-          grantTypes: ['client_credentials'],
-        })
-      ).secret as string;
-      await stop(first);
+      });
+      config = site.config;
     });
     afterEach(stopAll);
     after(async () => {
       await stopAll();
       await upstream?.close();
-      if (driver.store === 'postgres') {
-        const c = new pg.Client({ connectionString: pgUrl });
-        await c.connect();
-        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await c.end();
-      }
-      rmSync(dir, { recursive: true, force: true });
+      await site?.remove();
     });
 
     it('replay after a restart: the same token and proof, accepted once, are refused by the restarted server', async () => {
