@@ -97,20 +97,10 @@ for (const driver of drivers) {
         audience: AUDIENCE,
         postgres: driver.postgres,
         clients: ['alice', 'bob'],
-        scopes: ['agent:invoke'],
-        yaml: `scopes:
-  agent:invoke: {}
-gateway:
-  watch_config: false
-  routes:
-    - id: agent
-      match: { path_prefix: /agent }
-      upstream: { url: ${upstream.url} }
-      auth: jwt
-      audience: ${AUDIENCE}
-      rules: [{ scopes: [agent:invoke] }]
-      a2a: { token_url: ${PUBLIC}/oauth2/token }
-`,
+        scope: 'agent:invoke',
+        route: 'agent',
+        upstream: upstream.url,
+        routeSettings: `      a2a: { token_url: ${PUBLIC}/oauth2/token }\n`,
       });
     });
     afterEach(stopAll);

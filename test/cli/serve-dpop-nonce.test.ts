@@ -48,22 +48,13 @@ describe('tessera serve: DPoP nonces derived from the master key', () => {
       prefix: 'tessera-serve-nonce-',
       audience: AUDIENCE,
       clients: ['agent'],
-      scopes: ['api:read'],
-      yaml: `scopes:
-  api:read: {}
-token_service:
+      scope: 'api:read',
+      settings: `token_service:
   dpop: { nonce: true }
 dpop: { mode: allowed, nonce: true }
-gateway:
-  watch_config: false
-  routes:
-    - id: api
-      match: { path_prefix: /api }
-      upstream: { url: ${upstream.url} }
-      auth: jwt
-      audience: ${AUDIENCE}
-      rules: [{ scopes: [api:read] }]
 `,
+      route: 'api',
+      upstream: upstream.url,
     });
     sites.push(site);
     return site;

@@ -77,20 +77,10 @@ for (const driver of drivers) {
         audience: AUDIENCE,
         postgres: driver.postgres,
         clients: ['agent'],
-        scopes: ['api:read'],
-        yaml: `scopes:
-  api:read: {}
-dpop: { mode: allowed }
-gateway:
-  watch_config: false
-  routes:
-    - id: api
-      match: { path_prefix: /api }
-      upstream: { url: ${upstream.url} }
-      auth: jwt
-      audience: ${AUDIENCE}
-      rules: [{ scopes: [api:read] }]
-`,
+        scope: 'api:read',
+        settings: 'dpop: { mode: allowed }\n',
+        route: 'api',
+        upstream: upstream.url,
       });
       config = site.config;
     });

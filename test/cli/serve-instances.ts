@@ -68,13 +68,25 @@ export interface ServeSite {
 
 /**
  * A data directory whose tessera.yaml serves `PUBLIC` (on a port of its own), on PostgreSQL (a schema
- * of its own) when `postgres`, trusts the token service at `PUBLIC` as the issuer for `audience`, then
- * says `yaml`; `clients` are registered (client_credentials for `audience`, `scopes`) through an
- * instance started and stopped on it.
+ * of its own) when `postgres`, trusts the token service at `PUBLIC` as the issuer for `audience`, has
+ * one scope `scope`, the top-level `settings` (YAML) and one gateway route `route` on `/<route>` in
+ * front of `upstream`, JWT-authenticated for `audience`, needing `scope`, with `routeSettings` (YAML,
+ * the route's own indentation); `clients` are registered (client_credentials for `audience` and
+ * `scope`) through an instance started and stopped on it.
  */
 export async function serveSite(
   instances: ServeInstances,
-  o: { prefix: string; audience: string; postgres?: boolean; yaml: string; clients: string[]; scopes: string[] },
+  o: {
+    prefix: string;
+    audience: string;
+    postgres?: boolean;
+    scope: string;
+    settings?: string;
+    route: string;
+    upstream: string;
+    routeSettings?: string;
+    clients: string[];
+  },
 ): Promise<ServeSite> {
   const dir = mkdtempSync(join(tmpdir(), o.prefix));
   mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
@@ -86,14 +98,25 @@ export async function serveSite(
 server: { host: 127.0.0.1, port: ${await freePort()}, public_url: ${PUBLIC} }
 ${o.postgres ? `store: { driver: postgres, postgres: { url: "${pgUrl}", schema: ${schema} } }\n` : ''}issuers:
   - { issuer: ${PUBLIC}, audiences: [${o.audience}], jwks_uri: ${PUBLIC}/.well-known/jwks.json, token_type: at+jwt }
-${o.yaml}`,
+scopes:
+  ${o.scope}: {}
+${o.settings ?? ''}gateway:
+  watch_config: false
+  routes:
+    - id: ${o.route}
+      match: { path_prefix: /${o.route} }
+      upstream: { url: ${o.upstream} }
+      auth: jwt
+      audience: ${o.audience}
+      rules: [{ scopes: [${o.scope}] }]
+${o.routeSettings ?? ''}`,
   );
   await initialize({ config });
   const secrets: Record<string, string> = {};
   const first = await instances.start(config);
   for (const id of o.clients) {
     secrets[id] = (
-      await first.service.registerClient({ id, scopes: o.scopes, audiences: [o.audience], grantTypes: ['client_credentials'] })
+      await first.service.registerClient({ id, scopes: [o.scope], audiences: [o.audience], grantTypes: ['client_credentials'] })
     ).secret as string;
   }
   await instances.stop(first);
