@@ -13,7 +13,7 @@ import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { RevocationFeed } from '../../src/issuer/revocation-feed.ts';
 import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/listener.ts';
-import { PostgresStore, revocationChannel } from '../../src/store/postgres/store.ts';
+import { PostgresStore, type PostgresStoreOptions, revocationChannel } from '../../src/store/postgres/store.ts';
 import { until } from '../helpers/net.ts';
 import { postgresReachable } from '../helpers/postgres.ts';
 import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
@@ -42,6 +42,31 @@ if (!reachable) {
   });
 } else {
   runStoreContract('postgres', (tuning) => PostgresStore.open({ connectionString: url, schema: schemaName(), ...tuning }), testClock());
+
+  /**
+   * A store on a fresh schema, its sessions named by an application_name of their own (so a test
+   * can find or end them, never another test's), opened with `options`; and `other`, a plain
+   * session in that schema (another instance, or an operator's psql) to hold locks against it.
+   * `close()` rolls back whatever `other` left open, then ends it and the store.
+   */
+  async function heldStore(options: Omit<PostgresStoreOptions, 'connectionString' | 'schema'> = {}) {
+    const schema = schemaName();
+    const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+    const store = await PostgresStore.open({ connectionString: `${url}?application_name=${app}`, schema, ...options });
+    const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+    await other.connect();
+    return {
+      store,
+      other,
+      schema,
+      app,
+      close: async () => {
+        await other.query('ROLLBACK').catch(() => {});
+        await other.end();
+        await store.close();
+      },
+    };
+  }
 
   /**
    * A TCP forwarder on loopback in front of PostgreSQL. `blackHole()` makes every connection open
@@ -374,10 +399,7 @@ if (!reachable) {
     }
 
     it("revoking a subject whose delegation tree holds 50,000 grants (one exchange per agent call) succeeds at the default request_timeout: every grant and refresh token revoked, every grant logged in order, another instance's feed sees them all", async () => {
-      const schema = schemaName();
-      const store = await PostgresStore.open({ connectionString: url, schema });
-      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await c.connect();
+      const { store, other: c, schema, close } = await heldStore();
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         const root = await store.createGrant(newGrant({ subject: 'alice', kind: 'authorization_code' }, now), now);
@@ -419,16 +441,12 @@ if (!reachable) {
         assert.equal(seen.size, 50_000);
         for (const g of revoked) assert.ok(seen.has(g.id), g.id);
       } finally {
-        await c.end();
-        await store.close();
+        await close();
       }
     });
 
     it('revoking a client with 2,000 trees of 25 grants (one per person, each approved with a remembered consent) succeeds at the default request_timeout: every tree revoked and logged, every consent forgotten', async () => {
-      const schema = schemaName();
-      const store = await PostgresStore.open({ connectionString: url, schema });
-      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await c.connect();
+      const { store, other: c, schema, close } = await heldStore();
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         await c.query(
@@ -456,8 +474,7 @@ if (!reachable) {
         assert.deepEqual(rows[0], { live: 0, consents: 0, entries: 50_000 });
         assert.equal((await feedGrants(schema)).size, 50_000);
       } finally {
-        await c.end();
-        await store.close();
+        await close();
       }
     });
 
@@ -475,10 +492,7 @@ if (!reachable) {
     }
 
     it('revoking a client with 20,000 separate trees (more advisory locks than the shared lock table holds at default settings, max_locks_per_transaction × max_connections and its slack: about 13,000 here) succeeds at default settings: every grant revoked and logged', async () => {
-      const schema = schemaName();
-      const store = await PostgresStore.open({ connectionString: url, schema });
-      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await c.connect();
+      const { store, other: c, schema, close } = await heldStore();
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         await manyTrees(c, 20_000);
@@ -491,8 +505,7 @@ if (!reachable) {
         assert.deepEqual(rows[0], { live: 0, entries: 40_000 });
         assert.equal((await feedGrants(schema)).size, 40_000);
       } finally {
-        await c.end();
-        await store.close();
+        await close();
       }
     });
 
@@ -540,15 +553,7 @@ if (!reachable) {
   describe('postgres: a revocation gets the longer bound', () => {
     it("a revocation is bounded by maintenanceTimeoutMillis when that is longer than requestTimeoutMillis: one held up past the request bound (the subject's lock held by another session) still revokes, where a grant creation fails within the request bound", async () => {
       const now = 1_800_000_000;
-      const schema = schemaName();
-      const store = await PostgresStore.open({
-        connectionString: url,
-        schema,
-        requestTimeoutMillis: 400,
-        maintenanceTimeoutMillis: 10_000,
-      });
-      const holder = new pg.Client({ connectionString: url });
-      await holder.connect();
+      const { store, other: holder, close } = await heldStore({ requestTimeoutMillis: 400, maintenanceTimeoutMillis: 10_000 });
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         const g = await store.createGrant(newGrant({ subject: 'alice' }, now), now);
@@ -564,8 +569,7 @@ if (!reachable) {
           [(g as { id: string }).id],
         );
       } finally {
-        await holder.end();
-        await store.close();
+        await close();
       }
     });
   });
@@ -596,11 +600,7 @@ if (!reachable) {
     });
 
     it("a connection terminated while waiting for a tree's lock is StoreUnavailableError: nothing written, and the pool recovers", async () => {
-      const schema = schemaName();
-      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-      const store = await PostgresStore.open({ connectionString: `${url}?application_name=${app}`, schema });
-      const other = new pg.Client({ connectionString: url });
-      await other.connect();
+      const { store, other, app, close } = await heldStore();
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         const root = (await store.createGrant(newGrant({}, now), now)) as { id: string };
@@ -624,24 +624,14 @@ if (!reachable) {
         assert.equal(typeof (await store.createGrant(newGrant({ parentId: root.id }, now), now)), 'object');
         assert.equal(await store.useOnce('jti', now + 60, now), true);
       } finally {
-        await other.end();
-        await store.close();
+        await close();
       }
     });
   });
 
   describe('postgres: housekeeping held up', () => {
     it('a prune held up by a lock fails with StoreUnavailableError within maintenanceTimeoutMillis, the pool (max: 1) still works, and the next prune works', async () => {
-      const schema = schemaName();
-      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-      const store = await PostgresStore.open({
-        connectionString: `${url}?application_name=${app}`,
-        schema,
-        max: 1,
-        maintenanceTimeoutMillis: 300,
-      });
-      const other = new pg.Client({ connectionString: url });
-      await other.connect();
+      const { store, other, schema, close } = await heldStore({ max: 1, maintenanceTimeoutMillis: 300 });
       try {
         const now = 1_800_000_000;
         assert.equal(await store.useOnce('jti', now - 1, now - 60), true);
@@ -657,25 +647,14 @@ if (!reachable) {
         await store.prune(now);
         assert.equal(Number((await other.query(`SELECT count(*) AS n FROM ${schema}.replay`)).rows[0].n), 0, 'pruned');
       } finally {
-        await other.query('ROLLBACK').catch(() => {});
-        await other.end();
-        await store.close();
+        await close();
       }
     });
   });
 
   describe('postgres: a request held up', () => {
     it('attack: a DPoP jti recorded (useOnce, one statement) while another session holds its row locked fails with StoreUnavailableError within requestTimeoutMillis, leaves no backend waiting on the lock, and the pool (max: 1) serves the next call', async () => {
-      const schema = schemaName();
-      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-      const store = await PostgresStore.open({
-        connectionString: `${url}?application_name=${app}`,
-        schema,
-        max: 1,
-        requestTimeoutMillis: 500,
-      });
-      const other = new pg.Client({ connectionString: url });
-      await other.connect();
+      const { store, other, schema, app, close } = await heldStore({ max: 1, requestTimeoutMillis: 500 });
       try {
         const now = 1_800_000_000;
         assert.equal(await store.useOnce('jti-expired', now - 1, now - 60), true);
@@ -696,20 +675,14 @@ if (!reachable) {
         await other.query('ROLLBACK');
         assert.equal(await store.useOnce('jti-expired', now + 60, now), true, 'not recorded by the call given up on');
       } finally {
-        await other.query('ROLLBACK').catch(() => {});
-        await other.end();
-        await store.close();
+        await close();
       }
     });
   });
 
   describe('postgres: prune in batches', () => {
     it('a prune given up on (a lock held past maintenanceTimeoutMillis) leaves no server backend waiting on that lock: the server gives up too', async () => {
-      const schema = schemaName();
-      const app = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-      const store = await PostgresStore.open({ connectionString: `${url}?application_name=${app}`, schema, maintenanceTimeoutMillis: 500 });
-      const other = new pg.Client({ connectionString: url });
-      await other.connect();
+      const { store, other, schema, app, close } = await heldStore({ maintenanceTimeoutMillis: 500 });
       try {
         const now = 1_800_000_000;
         assert.equal(await store.useOnce('jti', now - 1, now - 60), true);
@@ -731,17 +704,12 @@ if (!reachable) {
         await other.query('ROLLBACK');
         assert.equal(await store.prune(now), true);
       } finally {
-        await other.query('ROLLBACK').catch(() => {});
-        await other.end();
-        await store.close();
+        await close();
       }
     });
 
     it('a prune goes past expired rows another transaction holds locked for longer than maintenanceTimeoutMillis: it deletes the rest, in every table, and does not wait', async () => {
-      const schema = schemaName();
-      const store = await PostgresStore.open({ connectionString: url, schema, maintenanceTimeoutMillis: 500, pruneBatchSize: 3 });
-      const other = new pg.Client({ connectionString: url });
-      await other.connect();
+      const { store, other, schema, close } = await heldStore({ maintenanceTimeoutMillis: 500, pruneBatchSize: 3 });
       try {
         const now = 1_800_000_000;
         await store.createClient(clientRecord({ id: 'agent' }, now - 100));
@@ -763,19 +731,14 @@ if (!reachable) {
         assert.equal(await store.prune(now, { grantsExpiredBefore: now }), true);
         assert.equal(Number((await other.query(`SELECT count(*) AS n FROM ${schema}.replay`)).rows[0].n), 0, 'pruned once unlocked');
       } finally {
-        await other.query('ROLLBACK').catch(() => {});
-        await other.end();
-        await store.close();
+        await close();
       }
     });
   });
 
   describe('postgres: connection pool exhausted', () => {
     it('fails a call that cannot get a connection within the connect timeout with StoreUnavailableError (a 503), never waits for ever', async () => {
-      const schema = schemaName();
-      const store = await PostgresStore.open({ connectionString: url, schema, max: 1, connectionTimeoutMillis: 300 });
-      const blocker = new pg.Client({ connectionString: url });
-      await blocker.connect();
+      const { store, other: blocker, close } = await heldStore({ max: 1, connectionTimeoutMillis: 300 });
       try {
         const now = 1_800_000_000;
         await store.createClient(clientRecord({ id: 'agent' }, now));
@@ -798,8 +761,7 @@ if (!reachable) {
         assert.equal(typeof (await child), 'object');
         assert.equal((await store.getClient('agent'))?.id, 'agent');
       } finally {
-        await blocker.end();
-        await store.close();
+        await close();
       }
     });
   });
@@ -832,10 +794,7 @@ if (!reachable) {
   describe('postgres: out of resources', () => {
     it('PostgreSQL out of a resource (53200 out of shared memory: the shared lock table full; class 53) is StoreUnavailableError (a 503, not a 500), nothing written, and the next call works', async () => {
       const now = 1_800_000_000;
-      const schema = schemaName();
-      const store = await PostgresStore.open({ connectionString: url, schema });
-      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await c.connect();
+      const { store, other: c, schema, close } = await heldStore();
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         // What PostgreSQL raises when a lock does not fit in its shared lock table, raised here by a
@@ -858,8 +817,7 @@ if (!reachable) {
         assert.equal(typeof (await store.createGrant(g, now)), 'object');
         assert.equal(await store.useOnce('jti', now + 60, now), true);
       } finally {
-        await c.end();
-        await store.close();
+        await close();
       }
     });
     it('PostgreSQL out of a resource while starting the session a transaction connects on (class 53 at connect, 53200 out of memory) is StoreUnavailableError store_busy (a 503), not a 500', async () => {
@@ -920,10 +878,7 @@ if (!reachable) {
   describe('postgres: a transaction aborted again and again', () => {
     it('a transaction PostgreSQL aborts as a deadlock on every run (40P01 three times) is StoreUnavailableError store_busy (a 503), not the raw error (a 500), and nothing is written', async () => {
       const now = 1_800_000_000;
-      const schema = schemaName();
-      const store = await PostgresStore.open({ connectionString: url, schema });
-      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await c.connect();
+      const { store, other: c, schema, close } = await heldStore();
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         // What PostgreSQL raises on the victim of a deadlock, here on every run of the transaction.
@@ -940,23 +895,13 @@ if (!reachable) {
         await c.query(`DROP TRIGGER always_deadlocked ON ${schema}.grants`);
         assert.equal(await store.getGrant(g.id), undefined);
       } finally {
-        await c.end();
-        await store.close();
+        await close();
       }
     });
 
     it("a transaction run again after a deadlock does not queue for a pool connection behind other callers: it stays within requestTimeoutMillis, its retry included, while another caller holds the pool's only connection for longer", async () => {
       const now = 1_800_000_000;
-      const schema = schemaName();
-      const store = await PostgresStore.open({
-        connectionString: url,
-        schema,
-        max: 1,
-        requestTimeoutMillis: 1500,
-        maintenanceTimeoutMillis: 10_000,
-      });
-      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await c.connect();
+      const { store, other: c, schema, close } = await heldStore({ max: 1, requestTimeoutMillis: 1500, maintenanceTimeoutMillis: 10_000 });
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
         // The first run of a grant insert is a deadlock's victim, a little after it began (a
@@ -992,8 +937,7 @@ if (!reachable) {
         assert.ok(created.ms < 1500 + 300, `the grant creation settled after ${created.ms} ms, past its 1500 ms bound`);
         assert.equal(created.ok, true, 'its run again had time to spare');
       } finally {
-        await c.end();
-        await store.close();
+        await close();
       }
     });
   });
