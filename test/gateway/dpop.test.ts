@@ -508,6 +508,19 @@ describe('gateway: a reload that lengthens the DPoP acceptance window (fake cloc
   });
 });
 
+/** An introspection endpoint that answers `opaque` active, bound to the DPoP key `jkt`, and anything else inactive. */
+function startDpopIntrospection(opaque: string, jkt: string): Promise<Upstream> {
+  return startUpstream((_req, res, body) => {
+    const active = new URLSearchParams(body).get('token') === opaque;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(
+      JSON.stringify(
+        active ? { active, sub: 'opaque-user', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 300, cnf: { jkt } } : { active },
+      ),
+    );
+  });
+}
+
 describe('gateway: dpop.nonce, one secret per gateway', () => {
   let upstream: Upstream;
   let introspection: Upstream;
@@ -517,15 +530,7 @@ describe('gateway: dpop.nonce, one secret per gateway', () => {
   before(async () => {
     upstream = await startUpstream();
     jkt = await calculateJwkThumbprint(holderJwk);
-    introspection = await startUpstream((_req, res, body) => {
-      const active = new URLSearchParams(body).get('token') === OPAQUE;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify(
-          active ? { active, sub: 'opaque-user', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 300, cnf: { jkt } } : { active },
-        ),
-      );
-    });
+    introspection = await startDpopIntrospection(OPAQUE, jkt);
     gw = await startGateway(input());
   });
   after(async () => {
@@ -603,15 +608,7 @@ describe('gateway: the clock skew a DPoP proof gets on an introspection route', 
   before(async () => {
     upstream = await startUpstream();
     jkt = await calculateJwkThumbprint(holderJwk);
-    introspection = await startUpstream((_req, res, body) => {
-      const active = new URLSearchParams(body).get('token') === OPAQUE;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify(
-          active ? { active, sub: 'opaque-user', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 300, cnf: { jkt } } : { active },
-        ),
-      );
-    });
+    introspection = await startDpopIntrospection(OPAQUE, jkt);
     gw = await startGateway({
       ...baseConfig(),
       // The JWT routes' skew (the issuers') is the larger: proofs on every route get it.

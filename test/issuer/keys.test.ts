@@ -263,21 +263,43 @@ describe('another instance rotating at once (tessera keys rotate --now)', () => 
   });
 });
 
+/**
+ * Two token service instances on one SQLite file and master key (instance A syncing only every
+ * 60 s, so nothing but an unknown kid makes it read a key B adds), on one clock `later` moves.
+ */
+function twoInstances(name: string) {
+  const dir = mkdtempSync(join(tmpdir(), `tessera-${name}-`));
+  const master = generateMasterKey().key;
+  const issuerUrl = `https://issuer.${name}.test`;
+  const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: issuerUrl, sync_interval: '60s' } });
+  const storeA = SqliteStore.open({ path: join(dir, 'tessera.db') });
+  const storeB = SqliteStore.open({ path: join(dir, 'tessera.db') });
+  // B's key must activate after A's (`later`): keys activated in the same second are ordered by
+  // kid, so B's would be the active one only half the time (and B would sign with A's key otherwise).
+  let time = Date.now();
+  const clock = () => time;
+  const a = createTokenServiceFromConfig(config, { store: storeA, master, clock });
+  const b = createTokenServiceFromConfig(config, { store: storeB, master, clock });
+  return {
+    a,
+    b,
+    issuerUrl,
+    later: (ms: number) => {
+      time += ms;
+    },
+    close: async () => {
+      await a.close();
+      await b.close();
+      await storeA.close();
+      await storeB.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('token service: a token another instance signed right after rotating at once', () => {
   it('is exchanged, introspected and revoked by this instance before its next sync, not taken for unknown', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-rotate-now-'));
-    const master = generateMasterKey().key;
-    const issuerUrl = 'https://issuer.rotate-now.test';
-    // sync_interval 60 s: nothing but the unknown kid can make instance A read the new key.
-    const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: issuerUrl, sync_interval: '60s' } });
-    const storeA = SqliteStore.open({ path: join(dir, 'tessera.db') });
-    const storeB = SqliteStore.open({ path: join(dir, 'tessera.db') });
-    // B's key must activate after A's: keys activated in the same second are ordered by kid, so
-    // B's would be the active one only half the time (and B would sign with A's key otherwise).
-    let time = Date.now();
-    const clock = () => time;
-    const a = createTokenServiceFromConfig(config, { store: storeA, master, clock });
-    const b = createTokenServiceFromConfig(config, { store: storeB, master, clock });
+    const { a, b, issuerUrl, later, close } = twoInstances('rotate-now');
     try {
       await a.keys.rotate({ immediate: true });
       await a.start();
@@ -295,7 +317,7 @@ describe('token service: a token another instance signed right after rotating at
         endpointUrl: `${issuerUrl}/oauth2/token`,
       });
       // B rotates at once (`tessera keys rotate --now` on B's host) and signs with its new key.
-      time += 2000;
+      later(2000);
       await b.keys.rotate({ immediate: true });
       const user = await b.mint({ clientId: 'rotating-agent', subject: 'alice', ttl: 600, scopes: ['api:read'] });
       const introspected = await a.introspect(request({ token: user.access_token }));
@@ -315,30 +337,14 @@ describe('token service: a token another instance signed right after rotating at
       await b.sync();
       assert.equal((await b.introspect(request({ token: other.access_token }))).active, false, 'revoked in the store, not only in A');
     } finally {
-      await a.close();
-      await b.close();
-      await storeA.close();
-      await storeB.close();
-      rmSync(dir, { recursive: true, force: true });
+      await close();
     }
   });
 });
 
 describe('admin API: an admin token another instance signed right after rotating at once', () => {
   it('is let in by this instance before its next sync (a grant tree answered, a revocation done), not refused 401 admin_token_invalid as a forgery', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-rotate-now-admin-'));
-    const master = generateMasterKey().key;
-    const issuerUrl = 'https://issuer.rotate-now-admin.test';
-    // sync_interval 60 s: nothing but the unknown kid can make instance A read the new key.
-    const config = parseConfig(configSchema, { data_dir: dir, token_service: { issuer: issuerUrl, sync_interval: '60s' } });
-    const storeA = SqliteStore.open({ path: join(dir, 'tessera.db') });
-    const storeB = SqliteStore.open({ path: join(dir, 'tessera.db') });
-    // B's key must activate after A's: keys activated in the same second are ordered by kid, so
-    // B's would be the active one only half the time (and B would sign with A's key otherwise).
-    let time = Date.now();
-    const clock = () => time;
-    const a = createTokenServiceFromConfig(config, { store: storeA, master, clock });
-    const b = createTokenServiceFromConfig(config, { store: storeB, master, clock });
+    const { a, b, issuerUrl, later, close } = twoInstances('rotate-now-admin');
     const tokens = createTokenServiceHandler(a);
     const server = createServer((req, res) => {
       if (!tokens(req, res)) res.writeHead(404).end();
@@ -353,7 +359,7 @@ describe('admin API: an admin token another instance signed right after rotating
       await once(server, 'listening');
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       // B rotates at once (`tessera keys rotate --now` on B's host) and signs with its new key.
-      time += 2000;
+      later(2000);
       await b.keys.rotate({ immediate: true });
       const admin = await b.mint({ clientId: 'ops', subject: 'operator', ttl: 600, scopes: ['tessera:admin'], audiences: [issuerUrl] });
       const agent = await b.mint({ clientId: 'agent', subject: 'alice', ttl: 600, scopes: ['api:read'], audiences: ['https://api.test'] });
@@ -380,11 +386,7 @@ describe('admin API: an admin token another instance signed right after rotating
     } finally {
       server.closeAllConnections();
       server.close();
-      await a.close();
-      await b.close();
-      await storeA.close();
-      await storeB.close();
-      rmSync(dir, { recursive: true, force: true });
+      await close();
     }
   });
 });
