@@ -130,12 +130,17 @@ function compileCheck(spec: AlgorithmSpec, key: KeyObject): SignatureCheck {
       return der !== undefined && cryptoVerify(hash, input, key, der);
     };
   }
+  if (spec.kty === 'OKP') return (input, signature) => cryptoVerify(hash, input, key, signature);
+  // RFC 8017 §8.1.2, §8.2.2 step 1: a signature is exactly k octets. OpenSSL checks that for
+  // PKCS#1 v1.5 but reads a shorter PSS signature as the same integer, so a PS256 signature that
+  // starts with a zero octet (one in 256) would verify without it too: a second spelling of the token.
+  const octets = Math.ceil((key.asymmetricKeyDetails?.modulusLength as number) / 8);
   if (spec.pssSalt !== undefined) {
     // The options object is built once per key, not per request.
     const pss = { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: spec.pssSalt };
-    return (input, signature) => cryptoVerify(hash, input, pss, signature);
+    return (input, signature) => signature.length === octets && cryptoVerify(hash, input, pss, signature);
   }
-  return (input, signature) => cryptoVerify(hash, input, key, signature);
+  return (input, signature) => signature.length === octets && cryptoVerify(hash, input, key, signature);
 }
 
 /** Options for {@link importJwk}. */

@@ -49,7 +49,8 @@ type RuleId =
   | 'claim-type'
   | 'act-shape'
   | 'empty-subject'
-  | 'cnf-shape';
+  | 'cnf-shape'
+  | 'rsa-signature-length';
 
 interface Deliberate {
   readonly id: RuleId;
@@ -138,6 +139,12 @@ export const DELIBERATE: readonly Deliberate[] = [
       'RFC 7800 §3.1 / RFC 9449 §6.1: cnf is an object holding exactly one confirmation method, jkt, a non-empty string (a binding this verifier cannot check is refused, not ignored)',
     codes: ['token_claim_invalid'],
   },
+  {
+    id: 'rsa-signature-length',
+    reason:
+      'RFC 8017 §8.1.2 / §8.2.2 step 1: an RSA signature is exactly as long as the modulus; jose (node:crypto) verifies a PSS signature with its leading zero octet dropped, a second spelling of the token',
+    codes: ['token_signature_invalid'],
+  },
 ];
 
 const MAX_TOKEN_SIZE = 8192;
@@ -166,6 +173,10 @@ function deliberateRules(token: string): Set<RuleId> {
   }
   const [header, payload] = [looseJson(segments[0] as string, rules), looseJson(segments[1] as string, rules)];
   if (header !== undefined) {
+    // Every RSA key here is 2048 bits: a signature is 256 octets.
+    if ((header.alg === 'RS256' || header.alg === 'PS256') && looseBytes(segments[2] as string)?.length !== 256) {
+      rules.add('rsa-signature-length');
+    }
     if (Object.hasOwn(header, 'crit')) rules.add('crit');
     for (const name of ['jku', 'x5u', 'jwk', 'x5c']) if (Object.hasOwn(header, name)) rules.add('key-reference-header');
   }
@@ -211,15 +222,20 @@ function validActChain(act: unknown): boolean {
   return true;
 }
 
-/** Decode a segment the way jose does (atob: whitespace skipped, padding and loose bits accepted). */
-function looseJson(segment: string, rules: Set<RuleId>): Record<string, unknown> | undefined {
-  let bytes: Buffer;
+/** Decode a segment's bytes the way jose does (atob: whitespace skipped, padding and loose bits accepted). */
+function looseBytes(segment: string): Buffer | undefined {
+  if (segment.includes('+') || segment.includes('/')) return undefined;
   try {
-    if (segment.includes('+') || segment.includes('/')) return undefined;
-    bytes = Buffer.from(atob(segment.replace(/-/g, '+').replace(/_/g, '/')), 'latin1');
+    return Buffer.from(atob(segment.replace(/-/g, '+').replace(/_/g, '/')), 'latin1');
   } catch {
     return undefined;
   }
+}
+
+/** Decode a segment the way jose does and parse it as JSON. */
+function looseJson(segment: string, rules: Set<RuleId>): Record<string, unknown> | undefined {
+  const bytes = looseBytes(segment);
+  if (bytes === undefined) return undefined;
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
@@ -990,8 +1006,16 @@ function wrongKey(rng: Rng, base: Base): string {
       return `${header}.${p}.${rng.chance(0.5) ? '' : base.token.slice(base.token.lastIndexOf('.') + 1)}`;
     }
     default:
-      // PS256 with another salt length (RFC 7518 §3.5: the salt is as long as the hash).
       if (base.alg !== 'PS256') return build(h, p, UNTRUSTED_FOR[base.alg], base.alg);
+      // A genuine PS256 signature with its leading zero octet dropped (RFC 8017 §8.1.2 step 1: a
+      // signature is k octets). PSS is randomized, so signing again finds one (1 in 256 tries).
+      if (rng.chance(0.3)) {
+        for (;;) {
+          const signature = Buffer.from(signInput(base.kid, 'PS256', `${h}.${p}`), 'base64url');
+          if (signature[0] === 0) return `${h}.${p}.${enc(signature.subarray(1))}`;
+        }
+      }
+      // PS256 with another salt length (RFC 7518 §3.5: the salt is as long as the hash).
       return `${h}.${p}.${signInput(base.kid, 'PS256', `${h}.${p}`, rng.pick([0, 20, 64, 222]))}`;
   }
 }

@@ -1,6 +1,6 @@
 /** RSA public keys a JWK may not carry: an exponent anyone can forge under (e = 1) or that NIST refuses (small or even). */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, type JsonWebKey } from 'node:crypto';
+import { constants, generateKeyPairSync, type JsonWebKey, sign } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { importJwk, JwkError } from '../../../src/core/jose/jwk.ts';
 import { parseJwks } from '../../../src/core/jose/keyset.ts';
@@ -96,5 +96,28 @@ describe('importJwk: one key, one thumbprint (RFC 7518 §2 Base64urlUInt, §6.2.
       assert.doesNotThrow(() => importJwk({ ...publicJwk, alg: 'RS256' }, { algorithms: ['RS256'] }));
     }
     assert.doesNotThrow(() => importJwk({ kty: 'RSA', n: good.n, e: good.e }));
+  });
+});
+
+describe('importJwk: RSA signature length (RFC 8017 §8.1.2, §8.2.2 step 1)', () => {
+  // Every user of a key's checks gets this: issuer keys, DPoP proof keys and client keys.
+  it('attack: a genuine PS256 or RS256 signature with its leading zero octet dropped is refused by every check of the key', () => {
+    const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const key = importJwk(pair.publicKey.export({ format: 'jwk' }), { algorithms: ['PS256', 'RS256'] });
+    for (const alg of ['PS256', 'RS256'] as const) {
+      const options =
+        alg === 'PS256' ? { key: pair.privateKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } : pair.privateKey;
+      let input: Buffer;
+      let signature: Buffer;
+      let i = 0;
+      do {
+        input = Buffer.from(`input-${i++}`);
+        signature = sign('sha256', input, options);
+      } while (signature[0] !== 0);
+      const check = key.checks.get(alg);
+      assert.ok(check);
+      assert.equal(check(input, signature), true);
+      assert.equal(check(input, signature.subarray(1)), false);
+    }
   });
 });
