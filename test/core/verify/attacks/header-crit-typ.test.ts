@@ -5,11 +5,12 @@
  * tokens) from being used as access tokens, when configured.
  */
 import assert from 'node:assert/strict';
+import { sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { createVerifier } from '../../../../src/verifier.ts';
 import { signRaw } from '../../../helpers/raw.ts';
 import { AUDIENCE, b64json, bearer, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
-import { assertInvalidToken } from '../../../helpers/verify.ts';
+import { assertInvalidRequest, assertInvalidToken } from '../../../helpers/verify.ts';
 
 const key = makeKey('ES256');
 const issuer = { issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256' as const], jwks: { keys: [key.jwk] } };
@@ -30,6 +31,22 @@ describe('attack: crit header', () => {
       assertInvalidToken(await verifier.verify(bearer(token)), verifier, 'token_crit_unsupported');
     });
   }
+});
+
+describe('attack: b64 false without crit (RFC 7797 §6: the unencoded payload needs crit)', () => {
+  it('rejects a genuine signature over the raw JSON payload as malformed: b64 is not read without crit', async () => {
+    const input = `${b64json({ alg: 'ES256', kid: key.kid, b64: false })}.${JSON.stringify(claims())}`;
+    const signature = cryptoSign('sha256', Buffer.from(input), { key: key.privateKey as KeyObject, dsaEncoding: 'ieee-p1363' });
+    const token = `${input}.${signature.toString('base64url')}`;
+    // In an Authorization header the JSON is no token68 (RFC 6750 §2.1); given as a token, no compact JWS.
+    assertInvalidRequest(await verifier.verify(bearer(token)), verifier, 'request_malformed_authorization');
+    assertInvalidToken(await verifier.verifyToken(token), verifier, 'token_malformed');
+  });
+
+  it('reads a base64url payload under b64 false without crit as any other (the signature covers those bytes)', async () => {
+    const token = signRaw(key, JSON.stringify({ alg: 'ES256', kid: key.kid, b64: false }), JSON.stringify(claims()));
+    assert.equal((await verifier.verify(bearer(token))).ok, true);
+  });
 });
 
 describe('attack: typ check when configured', () => {
