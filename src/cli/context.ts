@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { within } from '../audit/batching.ts';
 import { parseDuration } from '../config/duration.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { type ConfigCheck, parseConfig } from '../config/parse.ts';
@@ -78,7 +79,10 @@ export interface ServiceContext {
   readonly store: Store;
   readonly service: TokenService;
   readonly master: MasterKey | undefined;
-  /** `auditTimeoutMs`: how long audit events the store refuses are retried (TokenService.close). */
+  /**
+   * `auditTimeoutMs`: how long audit events the store refuses are retried (TokenService.close);
+   * closing the store is bounded by it too (a PostgreSQL pool waits for a statement held by a lock).
+   */
   close(options?: { readonly auditTimeoutMs?: number }): Promise<void>;
 }
 
@@ -121,8 +125,15 @@ export async function openService(
     service,
     master,
     async close(options) {
+      if (options?.auditTimeoutMs === undefined) {
+        await service.close();
+        await store.close();
+        return;
+      }
+      const deadline = performance.now() + options.auditTimeoutMs;
       await service.close(options);
-      await store.close();
+      // Given up on, the pool still ends once the server has ended the statement (its lock_timeout).
+      await within(store.close(), deadline - performance.now());
     },
   };
 }

@@ -524,7 +524,10 @@ export const gatewaySchema = z
         description:
           'Key material for signing MCP session ids, normally `${MCP_SESSION_SECRET}` from the environment. Gateways with the same secret accept each other’s sessions, across restarts. Default: under `tessera serve`, a key derived from the master key; under `tessera gateway`, a random key per process (sessions then end with the process and stay on one instance).',
       }),
-    drain_timeout: duration('On shutdown, how long in-flight requests may finish before connections are cut.', TIMER_MAX).prefault('10s'),
+    drain_timeout: duration(
+      'The deadline of a graceful shutdown (SIGTERM), shared by the requests in flight and the audit events: requests may finish until then, then connections are cut; the audit events still queued (the gateway’s and, under `tessera serve`, the token service’s) get what is left of it, and at least 1 s (or `drain_timeout`, when shorter) after the drain, then those not written are counted in one log line and dropped. The process is gone `drain_timeout` + 1 s after SIGTERM at the latest: set Kubernetes’ `terminationGracePeriodSeconds` to at least that.',
+      TIMER_MAX,
+    ).prefault('10s'),
     watch_config: z.boolean().default(true).meta({ description: 'Reload when the configuration file changes (SIGHUP always reloads).' }),
   })
   .superRefine((g, ctx) => {

@@ -33,6 +33,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
+import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a/card.ts';
 import { type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
@@ -275,6 +276,17 @@ export type ReloadResult =
   | { readonly ok: true; readonly warnings: readonly string[] }
   | { readonly ok: false; readonly error: ConfigError };
 
+/** Options of {@link Gateway.close}. */
+export interface GatewayCloseOptions {
+  /** How long requests in flight may finish (default `gateway.drain_timeout`). */
+  readonly drainTimeoutMs?: number;
+  /**
+   * The deadline of a larger shutdown this close is part of (as `serveGateway` shares one with the
+   * handler in front of the gateway and what `onClose` closes); `drainTimeoutMs` is ignored then.
+   */
+  readonly deadline?: ShutdownDeadline;
+}
+
 /** A mounted gateway. */
 export interface Gateway {
   /** `server.on('request', gateway.handleRequest)`. */
@@ -299,10 +311,12 @@ export interface Gateway {
   reload(config: TesseraConfig): ReloadResult;
   /**
    * Stop: readiness turns 503, WebSocket and event streams are closed (1001 / end of stream),
-   * in-flight requests get `drainTimeoutMs` to finish, then everything left is cut; the audit
-   * queue is flushed.
+   * in-flight requests get `drainTimeoutMs` (default `gateway.drain_timeout`) to finish, then
+   * everything left is cut; the audit queue is flushed in what is left of `drainTimeoutMs`, and at
+   * least 1 s (or `drainTimeoutMs`, when shorter) after the drain ended. The events not written
+   * then are counted in one `audit_events_lost` log line, and shutdown goes on.
    */
-  close(options?: { drainTimeoutMs?: number }): Promise<void>;
+  close(options?: GatewayCloseOptions): Promise<void>;
   /** The current compiled state (read-only). Internal: its shape is not part of the public API and may change. */
   readonly state: GatewayState;
   readonly audit: AuditPipeline;
@@ -1382,15 +1396,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     return { ok: true, warnings: compiled.warnings };
   }
 
-  async function close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+  async function close(options: GatewayCloseOptions = {}): Promise<void> {
     if (closing) return;
     closing = true;
-    const drainMs = options.drainTimeoutMs ?? state.gateway.drain_timeout * 1000;
+    const deadline = options.deadline ?? new ShutdownDeadline(options.drainTimeoutMs ?? state.gateway.drain_timeout * 1000);
     // Streams never finish by themselves: close them now, cleanly.
     streams.closeAll('shutdown', true);
     if (inflight > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, drainMs);
+        const timer = setTimeout(resolve, deadline.drainLeft());
         timer.unref();
         drained = () => {
           clearTimeout(timer);
@@ -1398,13 +1412,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         };
       });
     }
+    await deadline.drained();
     streams.closeAll('shutdown');
     streams.stop();
     await pools.close(inflight > 0);
-    // The audit events still queued get drain_timeout again to be written: a store that refuses
-    // them is retried, an output that does not answer (a hung disk) is given up on then.
-    const deadline = performance.now() + drainMs;
-    const left = () => deadline - performance.now();
+    // The audit events still queued get what the drain left of the one deadline (at least the
+    // floor): a store that refuses them is retried, an output that does not answer (a hung disk)
+    // is given up on then. Not drain_timeout again: a stage each would outlast the grace period.
+    const left = () => deadline.auditLeft();
     const queued = await audit.close({ timeoutMs: left() });
     let stored = 0;
     for (const s of stores) stored = Math.max(stored, await s.close({ timeoutMs: left() }));
@@ -1414,7 +1429,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     if (lost > 0) {
       logger.error(
         { event: 'audit_events_lost', events: lost },
-        `${lost} audit events were not written to every output within ${drainMs / 1000} s of shutdown and are lost`,
+        `${lost} audit events were not written to every output by the shutdown deadline and are lost`,
       );
     }
   }

@@ -15,6 +15,7 @@ import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError } from '../core/errors.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
+import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
 
 /** Options of {@link serveGateway}: the configuration (or its file) and the listener. */
@@ -37,8 +38,11 @@ export interface ServeOptions {
    * `tessera serve`): it answers the paths it owns and returns `false` for the rest.
    */
   readonly before?: (req: IncomingMessage, res: ServerResponse) => boolean;
-  /** Runs after the gateway has drained, before `close()` resolves (closing the token service). */
-  readonly onClose?: () => Promise<void>;
+  /**
+   * Runs after the gateway has drained and written its audit events, before `close()` resolves
+   * (closing the token service), with what is left of the shutdown's deadline for its own.
+   */
+  readonly onClose?: (left: { readonly auditTimeoutMs: number }) => Promise<void>;
   /**
    * Runs before a reload applies anything (SIGHUP, file change or `reload(config)`), with the
    * configuration to apply: builds what `onReload` will apply beside the gateway. A throw refuses
@@ -58,6 +62,11 @@ export interface ServedGateway {
   readonly url: string;
   /** Reload from `configFile` (or apply `config`). */
   reload(config?: TesseraConfig): ReloadResult;
+  /**
+   * Stop within one deadline (`drainTimeoutMs`, default `gateway.drain_timeout`, from now):
+   * requests in flight get until then, the audit events what is left of it and at least 1 s (or
+   * `drainTimeoutMs`, when shorter) after the drain ended; see {@link Gateway.close}.
+   */
   close(options?: { drainTimeoutMs?: number }): Promise<void>;
 }
 
@@ -408,27 +417,22 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       process.off('SIGINT', onTerm);
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      // One drain_timeout for everything in flight: the requests of the handler in front get
-      // what is left of it after the gateway's, not a second one of their own.
-      const drainMs = opts.drainTimeoutMs ?? gateway.state.gateway.drain_timeout * 1000;
-      const deadline = performance.now() + drainMs;
-      await gateway.close({ drainTimeoutMs: drainMs });
+      // One deadline for the whole shutdown: the requests of the gateway and of the handler in
+      // front drain together, then the gateway's audit events and onClose's (the token service's)
+      // share what is left of it (at least the floor), not a drain_timeout each.
+      const deadline = new ShutdownDeadline(opts.drainTimeoutMs ?? gateway.state.gateway.drain_timeout * 1000);
       if (beforeInflight > 0) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([
+        deadline.hold(
           new Promise<void>((resolve) => {
             beforeDrained = resolve;
           }),
-          new Promise((resolve) => {
-            timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
-          }),
-        ]);
-        clearTimeout(timer);
+        );
       }
+      await gateway.close({ deadline });
       server.closeAllConnections();
       await stopped;
       try {
-        await options.onClose?.();
+        await options.onClose?.({ auditTimeoutMs: deadline.auditLeft() });
       } finally {
         process.off('SIGHUP', onHup);
       }

@@ -11,7 +11,7 @@
  * @module
  */
 import type { KeyObject } from 'node:crypto';
-import { BatchingAuditSink } from '../audit/batching.ts';
+import { BatchingAuditSink, within } from '../audit/batching.ts';
 import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { DEFAULT_DPOP_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
@@ -490,20 +490,28 @@ export class TokenService {
 
   /**
    * Stop syncing (and listening for pushed revocations) and flush the audit queue. Does not close
-   * the store (its owner does). A store that fails is tried again every `audit_flush_interval` for
-   * up to `auditTimeoutMs` (default 10 s), a write that does not answer is given up on then, and the
-   * events not written are told to `onWarning` in one line.
+   * the store (its owner does). All of it takes at most `auditTimeoutMs` (default 10 s): a store
+   * that fails is tried again every `audit_flush_interval` until then, a write that does not answer
+   * is given up on then, and the events not written are told to `onWarning` in one line.
    */
   async close(options: { readonly auditTimeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.auditTimeoutMs ?? AUDIT_CLOSE_MS;
+    // One bound for all of it: a sync or prune held up by the store takes from the audit's time.
+    const deadline = performance.now() + timeoutMs;
+    const left = () => deadline - performance.now();
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
-    await this.#stopWatching();
     this.#closing = true;
-    await this.#syncing?.catch(() => {});
-    await this.#auditPrune?.catch(() => {});
-    await this.#pushed;
-    const timeoutMs = options.auditTimeoutMs ?? AUDIT_CLOSE_MS;
-    const lost = await this.audit.close({ timeoutMs });
+    await within(
+      (async () => {
+        await this.#stopWatching();
+        await this.#syncing?.catch(() => {});
+        await this.#auditPrune?.catch(() => {});
+        await this.#pushed;
+      })(),
+      left(),
+    );
+    const lost = await this.audit.close({ timeoutMs: Math.max(0, left()) });
     if (lost > 0) {
       this.#warn(`${lost} audit events could not be written to the store within ${timeoutMs / 1000} s of shutdown and are lost`);
     }

@@ -24,7 +24,7 @@ import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
-import { type ContinueExchange, expectContinue, freePort, trickleHead } from '../helpers/net.ts';
+import { type ContinueExchange, expectContinue, freePort, trickleHead, until } from '../helpers/net.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 
@@ -617,6 +617,93 @@ describe('tessera serve: a host that does not resolve', () => {
       const e = listenError(Object.assign(new Error(`getaddrinfo ${code} gw.invalid`), { code }), 'gw.invalid', 8080);
       assert.ok(e instanceof CliError);
       assert.equal(e.message, 'gw.invalid is not a name this machine resolves to one of its addresses; fix server.host (or --host)');
+    }
+  });
+});
+
+describe('tessera serve: SIGTERM with a request in flight and the store locked', () => {
+  it('ends within gateway.drain_timeout and the audit floor (1 s), not a drain_timeout per stage, and logs how many audit events it dropped', async () => {
+    const site = mkdtempSync(join(tmpdir(), 'tessera-serve-deadline-'));
+    // Never answers: the request is in flight until the drain gives up on it.
+    const slow = await startUpstream(() => undefined);
+    const port = await freePort();
+    const config = join(site, 'tessera.yaml');
+    writeFileSync(
+      config,
+      `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+store: { driver: sqlite, sqlite: { busy_timeout: 100ms } }
+gateway:
+  drain_timeout: 2s
+  watch_config: false
+  routes:
+    - { id: api, match: { path_prefix: /api }, upstream: { url: ${slow.url} }, auth: none }
+`,
+    );
+    await initialize({ config });
+    const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [MAIN, 'serve', '-c', config], { cwd: site, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const collect = (d: Buffer) => {
+      out += d.toString();
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const { DatabaseSync } = await import('node:sqlite');
+    // Another process's write transaction on the store: every audit write waits out the busy timeout and fails.
+    const other = new DatabaseSync(join(site, '.tessera', 'tessera.db'));
+    const base = `http://127.0.0.1:${port}`;
+    try {
+      await until(() => out.includes('"msg":"listening"'), 10_000);
+      other.exec('BEGIN IMMEDIATE');
+      // An audit event of the token service (a refused client) and one of the gateway (the request cut).
+      const refused = await fetch(`${base}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: basic('nobody', 'not-the-secret'), 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'grant_type=client_credentials',
+      });
+      assert.equal(refused.status, 401);
+      const inFlight = fetch(`${base}/api/slow`).then(
+        (r) => r.status,
+        () => 'cut',
+      );
+      await until(() => slow.seen.length === 1);
+
+      const started = performance.now();
+      child.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      const code = await Promise.race([
+        exited,
+        new Promise((r) => {
+          timer = setTimeout(() => r('still running 8 s after SIGTERM'), 8000);
+        }),
+      ]);
+      clearTimeout(timer);
+      const took = performance.now() - started;
+      assert.equal(code, 0, out);
+      assert.ok(took >= 1900, `the request in flight had drain_timeout to finish (${Math.round(took)} ms)`);
+      // drain_timeout (2 s) + the audit floor (1 s) + a margin; before, a drain_timeout each for the
+      // requests, the gateway's audit events and the token service's (6 s and more).
+      assert.ok(took < 4300, `shutdown took ${Math.round(took)} ms, past drain_timeout and the audit floor`);
+      assert.equal(await inFlight, 502);
+      const lines = out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      const gatewayLost = lines.find((l) => l.event === 'audit_events_lost');
+      assert.ok(typeof gatewayLost?.events === 'number' && gatewayLost.events >= 1, out);
+      assert.ok(
+        lines.some((l) => l.level === 'warn' && /^\d+ audit events could not be written to the store .* and are lost$/.test(String(l.msg))),
+        out,
+      );
+      assert.ok(!out.includes('not-the-secret'), 'no secret in the output');
+    } finally {
+      child.kill('SIGKILL');
+      other.close();
+      await slow.close();
+      rmSync(site, { recursive: true, force: true });
     }
   });
 });

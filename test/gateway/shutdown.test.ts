@@ -7,8 +7,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { type Duplex, Writable } from 'node:stream';
 import { describe, it } from 'node:test';
+import pino from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
@@ -157,6 +158,53 @@ describe('gateway: shutdown is bounded by drain_timeout', () => {
       // Then both are cut: the gateway answers 502 for the upstream exchange it gave up, the
       // handler's connection is closed.
       assert.deepEqual(await Promise.all([gatewayRequest, handlerRequest]), [502, 'cut']);
+    } finally {
+      await served.close();
+      await upstream.close();
+    }
+  });
+});
+
+describe('gateway: one deadline for the drain and the audit events', () => {
+  it('a request in flight for all of drain_timeout and a hung audit store: close() ends after drain_timeout and the 1 s audit floor, not drain_timeout twice, and logs the events dropped', async () => {
+    const upstream = await startUpstream(() => undefined);
+    const out: Record<string, unknown>[] = [];
+    const logger = pino(
+      { level: 'info' },
+      new Writable({
+        write(chunk, _enc, done) {
+          out.push(JSON.parse(String(chunk)));
+          done();
+        },
+      }),
+    );
+    const served = await serveGateway(
+      {
+        config: parse({
+          ...baseConfig(),
+          gateway: {
+            routes: [{ id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'none' }],
+            drain_timeout: '2s',
+          },
+        }),
+        host: '127.0.0.1',
+        port: 0,
+      },
+      // The store does not answer (a table locked by another session): every write hangs.
+      { logger, auditSinks: [{ write: () => new Promise<void>(() => {}) }] },
+    );
+    try {
+      const inFlight = fetch(`${served.url}/api/slow`).then((r) => r.status);
+      await until(() => served.gateway.inflight === 1 && upstream.seen.length === 1);
+      const start = performance.now();
+      await served.close();
+      const took = performance.now() - start;
+      assert.ok(took >= 2900, `the requests had drain_timeout, the audit events the floor after it (${Math.round(took)} ms)`);
+      assert.ok(took < 3600, `closed within drain_timeout and the audit floor, not drain_timeout twice (${Math.round(took)} ms)`);
+      assert.equal(await inFlight, 502);
+      const lost = out.filter((l) => l.event === 'audit_events_lost');
+      assert.equal(lost.length, 1, JSON.stringify(out));
+      assert.equal(lost[0]?.events, 1);
     } finally {
       await served.close();
       await upstream.close();

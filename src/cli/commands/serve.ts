@@ -30,6 +30,7 @@ import { deriveMacKey } from '../../issuer/secrets.ts';
 import type { TokenService } from '../../issuer/service.ts';
 import { externalIssuers } from '../../server/bootstrap.ts';
 import { listenUrl } from '../../server/listen.ts';
+import { ShutdownDeadline } from '../../server/shutdown.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
 import { storeReplayCache } from '../../store/replay.ts';
 import { configPath, hostArg, loadConfig, openService, portArg, type ServiceContext, withConfig } from '../context.ts';
@@ -57,9 +58,10 @@ export interface StartOptions {
   /** Runs after every accepted reload of the gateway's configuration. */
   readonly onReload?: (config: TesseraConfig) => void;
   /**
-   * Without a gateway section: how long, in milliseconds, in-flight token-service requests may
-   * finish on close before their connections are cut (default 10 s, as `gateway.drain_timeout`).
-   * With one, `gateway.drain_timeout` bounds both.
+   * Without a gateway section: how long, in milliseconds, the whole close may take (default 10 s, as
+   * `gateway.drain_timeout`): in-flight token-service requests until then, then their connections
+   * are cut, and the audit events what is left of it (at least 1 s). With one,
+   * `gateway.drain_timeout` bounds all of it.
    */
   readonly drainTimeout?: number;
 }
@@ -136,17 +138,19 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const url = listenUrl(server);
     const close = () => {
       closing ??= (async () => {
+        // One deadline, as under the gateway: the audit events get what the drain left of it.
+        const deadline = new ShutdownDeadline(options.drainTimeout ?? TOKEN_SERVICE_DRAIN_MS);
         await new Promise<void>((resolve) => {
           // A request whose body never arrives in full would hold close() until requestTimeout.
-          const cut = setTimeout(() => server.closeAllConnections(), options.drainTimeout ?? TOKEN_SERVICE_DRAIN_MS);
+          const cut = setTimeout(() => server.closeAllConnections(), deadline.drainLeft());
           server.close(() => {
             clearTimeout(cut);
             resolve();
           });
           server.closeIdleConnections();
         });
-        // Audit events the store refuses are retried for as long again, then counted as lost.
-        await ctx.close({ auditTimeoutMs: options.drainTimeout ?? TOKEN_SERVICE_DRAIN_MS });
+        // Audit events the store refuses are retried until then, then counted as lost.
+        await ctx.close({ auditTimeoutMs: deadline.auditLeft() });
       })();
       return closing;
     };
@@ -271,8 +275,8 @@ async function withGateway(
         res.end('{"error":"not_found"}');
         return true;
       },
-      // After the gateway's own audit events: the token service's get drain_timeout again to be written.
-      onClose: () => ctx.close({ auditTimeoutMs: served.gateway.state.gateway.drain_timeout * 1000 }),
+      // After the gateway's own audit events: the token service's get what is left of the one deadline.
+      onClose: ({ auditTimeoutMs }) => ctx.close({ auditTimeoutMs }),
     },
     {
       ...(options.logger ? { logger: options.logger } : {}),
