@@ -532,7 +532,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     e.reason = reason;
     e.done = true;
     metrics.deny(reason);
-    logger.info({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
+    // A warning: a caller's stream cut by the gateway's own decision (revoked, expired, narrowed).
+    logger.warn({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
     audit.emit(auditEventOf(e, uuidv7(e.time), 0, state.vouching));
   }
 
@@ -576,13 +577,25 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     finish(x);
   }
 
-  /** A tools/list answer the gateway could not filter: recorded, counted and told to the operator. */
-  function toolsListInvalid(x: Exchange, route: CompiledRoute): void {
+  /**
+   * A tools/list answer the gateway could not filter: recorded, counted and told to the operator;
+   * `cut` when it came in an event stream already relayed in part, which the gateway ended there.
+   */
+  function toolsListInvalid(x: Exchange, route: CompiledRoute, cut = false): void {
     (x.detail ??= {}).tools_list = 'mcp_tools_list_invalid';
     metrics.upstreamError(route.id, 'tools_list_invalid');
     logger.warn(
-      { event: 'upstream_error', route: route.id, kind: 'tools_list_invalid', request_id: x.requestId },
-      'the upstream sent a tools list (a tools/list answer, or a response in an event stream) the gateway cannot read whole and filter; it was not relayed',
+      {
+        event: 'upstream_error',
+        reason_id: 'mcp_tools_list_invalid',
+        route: route.id,
+        kind: 'tools_list_invalid',
+        request_id: x.requestId,
+        ...(cut ? { stream_cut: true } : {}),
+      },
+      cut
+        ? 'the upstream sent a tools list in an event stream the gateway cannot read whole and filter; it was not relayed and the stream was cut'
+        : 'the upstream sent a tools list (a tools/list answer, or a response in an event stream) the gateway cannot read whole and filter; it was not relayed',
     );
   }
 
@@ -1265,9 +1278,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         if (error instanceof StreamClosed) (x.detail ??= {}).closed = error.reason;
         else {
           // A tools/list stream cut: an event read as a notification turned out to carry a result.
-          if (error instanceof ToolsListInvalid) (x.detail ??= {}).tools_list = 'mcp_tools_list_invalid';
           const f = upstreamFailure(error);
-          metrics.upstreamError(this.route.id, f.kind);
+          if (error instanceof ToolsListInvalid) toolsListInvalid(x, this.route, true);
+          else metrics.upstreamError(this.route.id, f.kind);
           (x.detail ??= {}).upstream_error = f.kind;
         }
       }
@@ -1285,7 +1298,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);
       } else if (error instanceof ToolsListInvalid && !res.destroyed) {
         // A JSON-RPC error, as the caller's client reads one, echoing the request's id; nothing of the upstream's answer.
-        toolsListInvalid(x, route);
+        toolsListInvalid(x, route, res.headersSent);
         const body = toolsListError(this.toolsListId ?? null);
         x.reason = 'mcp_tools_list_invalid';
         x.status = 502;

@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { until } from '../helpers/net.ts';
 import { baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
@@ -45,10 +47,34 @@ function openSse(url: string, authorization: string): Promise<Sse> {
   });
 }
 
+/** The gateway's log lines, parsed, and a logger writing them. */
+function capturedLog(): { lines: Record<string, unknown>[]; logger: pino.Logger } {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(JSON.parse(String(chunk)));
+      done();
+    },
+  });
+  return { lines, logger: pino({ level: 'info' }, stream) };
+}
+
+/** The one warn line saying the gateway cut the stream of the audit event `e`: route, reason and request id, never the token. */
+function assertStreamCutLogged(log: Record<string, unknown>[], e: { request_id?: string; reason?: string } | undefined, t: string): void {
+  const cut = log.filter((l) => l.event === 'stream_closed' && l.request_id === e?.request_id);
+  assert.equal(cut.length, 1, JSON.stringify(log));
+  assert.equal(cut[0]?.level, 40, 'a warning');
+  assert.equal(cut[0]?.reason_id, e?.reason);
+  assert.equal(cut[0]?.route, 'sse');
+  const text = JSON.stringify(log);
+  assert.ok(!text.includes(t) && !text.includes(t.split('.')[2] as string), 'no token in the log');
+}
+
 describe('gateway: SSE and streamed responses', () => {
   let upstream: Upstream;
   let gw: TestGateway;
   const revocations = new RevocationList();
+  const log = capturedLog();
   let upstreamClosed = 0;
   before(async () => {
     upstream = await startUpstream((req, res) => {
@@ -92,7 +118,7 @@ describe('gateway: SSE and streamed responses', () => {
           routes: [{ id: 'sse', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ scopes: ['api:read'] }] }],
         },
       },
-      { revocation: revocations },
+      { revocation: revocations, logger: log.logger },
     );
   });
   after(async () => {
@@ -149,6 +175,7 @@ describe('gateway: SSE and streamed responses', () => {
     const closed = gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed');
     assert.equal(closed.at(-1)?.reason, 'token_revoked');
     assert.equal(closed.at(-1)?.jti, 'j-sse');
+    assertStreamCutLogged(log.lines, closed.at(-1), t);
     // The next request with the revoked token is refused.
     const again = await fetch(`${gw.url}/events/finite`, { headers: { authorization: `Bearer ${t}` } });
     assert.equal(again.status, 401);
@@ -188,7 +215,9 @@ describe('gateway: SSE and streamed responses', () => {
     await sse.ended;
     assert.ok(Date.now() - start < 3500);
     await gw.served.gateway.audit.flush();
-    assert.equal(gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed').at(-1)?.reason, 'token_expired');
+    const closed = gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed').at(-1);
+    assert.equal(closed?.reason, 'token_expired');
+    assertStreamCutLogged(log.lines, closed, t);
   });
 });
 

@@ -10,6 +10,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { GatewayDeps } from '../../../src/gateway/gateway.ts';
 import { baseConfig, type mcpRoute, startGateway, type TestGateway } from '../helpers.ts';
 
 export const TOOLS = ['echo', 'files.read', 'files.write', 'admin.reset'];
@@ -31,8 +32,8 @@ export const SCOPES = { 'mcp:use': {}, 'echo:use': {}, 'files:write': {}, admin:
 export const ACCEPT = 'application/json, text/event-stream';
 
 /** A gateway with {@link SCOPES} and `routes`. */
-export function startToolsGateway(routes: ReturnType<typeof mcpRoute>[]): Promise<TestGateway> {
-  return startGateway({ ...baseConfig(), scopes: SCOPES, gateway: { routes } });
+export function startToolsGateway(routes: ReturnType<typeof mcpRoute>[], deps: GatewayDeps = {}): Promise<TestGateway> {
+  return startGateway({ ...baseConfig(), scopes: SCOPES, gateway: { routes } }, deps);
 }
 
 export interface StatelessMcpUpstream {

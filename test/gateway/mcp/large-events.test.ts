@@ -9,11 +9,13 @@
  * SDK does not send.
  */
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { CallToolRequestSchema, type JSONRPCMessage, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import pino from 'pino';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { MessageKeys, ToolsListEvents } from '../../../src/gateway/mcp/tools-list.ts';
 import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
@@ -132,12 +134,22 @@ describe('gateway: MCP response events larger than max_tools_list_size from raw 
   let answer = '';
   const padding = 'x'.repeat(BIG);
   const note = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
+  const log: Record<string, unknown>[] = [];
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk, _enc, done) {
+        log.push(JSON.parse(String(chunk)));
+        done();
+      },
+    }),
+  );
 
   before(async () => {
     upstream = await startUpstream((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' }).end(answer);
     });
-    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)]);
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)], { logger });
   });
   after(async () => {
     await gw?.close();
@@ -172,7 +184,15 @@ describe('gateway: MCP response events larger than max_tools_list_size from raw 
     assert.deepEqual(events.map(dataOf), [note]);
     assert.ok(!text.includes('admin.reset'));
     assert.ok(!text.includes('"tools"'));
-    assert.equal((await lastAudit('late-tools'))?.detail?.tools_list, 'mcp_tools_list_invalid');
+    const e = await lastAudit('late-tools');
+    assert.equal(e?.detail?.tools_list, 'mcp_tools_list_invalid');
+    // The operator is told too: one warning naming the route, the reason and the request, no tool of it.
+    const told = log.filter((l) => l.request_id === e?.request_id && l.level === 40);
+    assert.equal(told.length, 1, JSON.stringify(log));
+    assert.equal(told[0]?.reason_id, 'mcp_tools_list_invalid');
+    assert.equal(told[0]?.route, e?.route);
+    assert.equal(told[0]?.stream_cut, true);
+    assert.ok(!JSON.stringify(told).includes('admin.reset'));
   });
 
   it('attack: result.tools after 5 MB, spelled another way ("Tools", escaped "tool\\u0073") or on a later data line, is cut too', async () => {

@@ -11,12 +11,14 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { InMemoryEventStore } from '@modelcontextprotocol/sdk/examples/shared/inMemoryEventStore.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import pino from 'pino';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
 import { ACCEPT, dataLines, RULES, startToolsGateway, TOOL_LIST, TOOLS } from './helpers.ts';
@@ -245,12 +247,22 @@ describe('gateway: MCP GET streams from raw upstreams: responses carrying tools 
   let gw: TestGateway;
   let answer: { head: Record<string, string>; body: Buffer | string } = { head: {}, body: '' };
   const sse = (body: string) => ({ head: { 'content-type': 'text/event-stream' }, body });
+  const log: Record<string, unknown>[] = [];
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk, _enc, done) {
+        log.push(JSON.parse(String(chunk)));
+        done();
+      },
+    }),
+  );
 
   before(async () => {
     upstream = await startUpstream((_req, res) => {
       res.writeHead(200, answer.head).end(answer.body);
     });
-    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)]);
+    gw = await startToolsGateway([mcpRoute(upstream.url, RULES)], { logger });
   });
   after(async () => {
     await gw?.close();
@@ -306,6 +318,12 @@ describe('gateway: MCP GET streams from raw upstreams: responses carrying tools 
     assert.equal((JSON.parse(parseEvents(text)[0]?.data as string) as { error: { code: number } }).error.code, -32000);
     const e = (await requestEvents(gw)).at(-1) as AuditEvent;
     assert.equal(e.detail?.tools_list, 'mcp_tools_list_invalid');
+    // The operator is told too, in one warning naming the route, the reason and the request.
+    const told = log.filter((l) => l.request_id === e.request_id && l.level === 40);
+    assert.equal(told.length, 1, JSON.stringify(log));
+    assert.equal(told[0]?.reason_id, 'mcp_tools_list_invalid');
+    assert.equal(told[0]?.route, e.route);
+    assert.ok(!JSON.stringify(told).includes('admin.reset'), 'nothing of the upstream answer');
   });
 
   it('attack: a compressed GET event stream (asked for identity) is refused: it cannot be read for tools', async () => {
