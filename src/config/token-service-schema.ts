@@ -485,6 +485,11 @@ export type ResolvedStore =
       readonly requestTimeoutMs: number;
     };
 
+/** How long one store call of a request may take: PostgreSQL's `request_timeout`, SQLite's `busy_timeout`. */
+export function storeRequestTimeoutMs(s: ResolvedStore): number {
+  return s.driver === 'postgres' ? s.requestTimeoutMs : s.busyTimeoutMs;
+}
+
 /** The store `tessera.yaml` configures (`store`), with its defaults and paths resolved against `data_dir`. */
 export function resolveStore(config: { readonly store?: StoreConfig | undefined; readonly data_dir: string }): ResolvedStore {
   const s = config.store ?? storeSchema.parse({});

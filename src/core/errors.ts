@@ -549,6 +549,11 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The gateway cannot read or record tasks now; try again later.',
   },
+  a2a_task_registry_timeout: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The gateway cannot read or record tasks now; try again later.',
+  },
   a2a_forward_auth_refused: {
     status: 404,
     error: 'not_found',

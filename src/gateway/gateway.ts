@@ -216,6 +216,9 @@ function baseOf(s: GatewayState, req: IncomingMessage): string {
  */
 export const GATEWAY_DPOP_NONCE_KEY_INFO = 'tessera gateway dpop nonce v1';
 
+/** Default {@link GatewayDeps.taskStoreTimeoutMs}: the store's default request timeout. */
+export const TASK_STORE_TIMEOUT_MS = 5000;
+
 /** What the gateway needs from its host process. Everything is optional. */
 export interface GatewayDeps {
   /** pino logger (default: JSON to stdout at `info`). Never given secrets. */
@@ -263,6 +266,15 @@ export interface GatewayDeps {
    * others, and a restart forgets every task (its owner is refused afterwards).
    */
   readonly taskStore?: TaskStore;
+  /**
+   * How long the store may take over all the claims and reads of one request's or one answer's
+   * task and context ids together (ms): the store's own request timeout (`tessera serve` gives
+   * `store.postgres.request_timeout`, or SQLite's `busy_timeout`). Each store call is bounded by it
+   * already, but an answer may name many ids, and a store slow on each would otherwise hold the
+   * answer for as many timeouts. Past it the answer is refused (`a2a_task_registry_timeout`).
+   * Default {@link TASK_STORE_TIMEOUT_MS}.
+   */
+  readonly taskStoreTimeoutMs?: number;
   /**
    * The host the listener is bound to, when it is not `server.host` (`serveGateway`'s `host`,
    * `--host`). Without `server.public_url`, DPoP proofs name the gateway's own URL, http://<this
@@ -476,6 +488,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   // Who owns each A2A task and context (a2a/registry.ts): one registry for every route, kept across
   // reloads; in the store when there is one (every instance on it agrees), else in this process.
   const taskOwners: TaskRegistry = deps.taskStore !== undefined ? new StoreTaskOwners(deps.taskStore) : memoryTaskRegistry();
+  const taskStoreTimeoutMs = deps.taskStoreTimeoutMs ?? TASK_STORE_TIMEOUT_MS;
   const streams = new StreamRegistry<AdmittedStream>({
     clock,
     revocation: deps.revocation,
@@ -833,20 +846,42 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
    * each (a2a/registry.ts): every task its own, every context (and A2A 0.2 task) its own or new;
    * the new ones are then recorded as its.
    * The reason to refuse otherwise: a task never recorded and another principal's answer alike;
-   * `a2a_task_registry_unavailable` when the registry (the store) cannot answer (fail closed).
+   * `a2a_task_registry_unavailable` when the registry (the store) cannot answer (fail closed),
+   * `a2a_task_registry_timeout` when it has not answered for them all within `taskStoreTimeoutMs`.
    */
   async function checkTasks(
     route: string,
     named: NamedIds,
     owner: string,
     ttlMs: number,
-  ): Promise<'a2a_task_unknown' | 'a2a_task_foreign' | 'a2a_task_registry_full' | 'a2a_task_registry_unavailable' | undefined> {
+  ): Promise<
+    | 'a2a_task_unknown'
+    | 'a2a_task_foreign'
+    | 'a2a_task_registry_full'
+    | 'a2a_task_registry_unavailable'
+    | 'a2a_task_registry_timeout'
+    | undefined
+  > {
     const now = clock();
     const tasks = [...new Set(named.tasks)];
     const fresh: [IdKind, string][] = [
       ...[...new Set(named.newTasks)].map((id): [IdKind, string] => ['task', id]),
       ...[...new Set(named.contexts)].map((id): [IdKind, string] => ['context', id]),
     ];
+    const checked = await withinDeadline(route, (over) => checkNamed(route, tasks, fresh, named, owner, now, ttlMs, over));
+    return checked === 'timeout' ? 'a2a_task_registry_timeout' : checked;
+  }
+
+  async function checkNamed(
+    route: string,
+    tasks: readonly string[],
+    fresh: readonly [IdKind, string][],
+    named: NamedIds,
+    owner: string,
+    now: number,
+    ttlMs: number,
+    over: AbortSignal,
+  ): Promise<'a2a_task_unknown' | 'a2a_task_foreign' | 'a2a_task_registry_full' | 'a2a_task_registry_unavailable' | undefined> {
     try {
       const owners = await Promise.all(tasks.map((id) => taskOwners.ownerOf(route, 'task', id, now)));
       if (owners.some((o) => o === undefined)) return 'a2a_task_unknown';
@@ -854,6 +889,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const maybe: [IdKind, string][] = [...new Set(named.maybeTasks)].map((id): [IdKind, string] => ['task', id]);
       const others = await Promise.all([...fresh, ...maybe].map(([kind, id]) => taskOwners.ownerOf(route, kind, id, now)));
       if (others.some((o) => o !== undefined && o !== owner)) return 'a2a_task_foreign';
+      // Refused already (past the deadline): nothing more is recorded for it.
+      if (over.aborted) return 'a2a_task_registry_unavailable';
       // Checked whole before anything is recorded: a refused request claims nothing. A claim can
       // still lose to another principal's made meanwhile (through another instance): refused then.
       const claims = await Promise.all([
@@ -876,26 +913,59 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     );
   }
 
+  /**
+   * What `work` (the store calls for one request's or one answer's ids) answers, or `'timeout'`
+   * when it has not settled within `taskStoreTimeoutMs`: one deadline for all of them, however
+   * many ids and however slow the store is on each (`over` is aborted at it). The calls under way
+   * then go on (a store call cannot be taken back); what they record is the caller's own, and the
+   * request or answer naming it is refused.
+   */
+  async function withinDeadline<T>(route: string, work: (over: AbortSignal) => Promise<T>): Promise<T | 'timeout'> {
+    const over = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => {
+        over.abort();
+        resolve('timeout');
+      }, taskStoreTimeoutMs);
+    });
+    try {
+      const r = await Promise.race([work(over.signal), deadline]);
+      if (r === 'timeout') {
+        logger.warn(
+          { event: 'a2a_task_registry_timeout', route, timeout_ms: taskStoreTimeoutMs },
+          'the A2A task registry (the store) did not record the ids of a request or an answer in time; it was refused',
+        );
+      }
+      return r;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Record an answer's tasks and contexts as `owner`'s (the answer is relayed only once they are). */
   async function recordTasks(
     route: string,
     ids: { tasks: readonly string[]; contexts: readonly string[] },
     owner: string,
     ttlMs: number,
-  ): Promise<'recorded' | 'foreign' | 'unavailable'> {
+  ): Promise<'recorded' | 'foreign' | 'unavailable' | 'timeout'> {
     const now = clock();
     // A longer id is not recorded: naming it later is refused.
     const named: [IdKind, string][] = [
       ...[...new Set(ids.tasks)].map((id): [IdKind, string] => ['task', id]),
       ...[...new Set(ids.contexts)].map((id): [IdKind, string] => ['context', id]),
     ].filter(([, id]) => id.length <= MAX_A2A_ID);
-    try {
-      const claims = await Promise.all(named.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs)));
-      return claims.includes('foreign') ? 'foreign' : 'recorded';
-    } catch (e) {
-      registryUnavailable(route, e);
-      return 'unavailable';
-    }
+    const claimed = async (): Promise<'recorded' | 'foreign' | 'unavailable'> => {
+      try {
+        const claims = await Promise.all(named.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs)));
+        return claims.includes('foreign') ? 'foreign' : 'recorded';
+      } catch (e) {
+        registryUnavailable(route, e);
+        return 'unavailable';
+      }
+    };
+    return withinDeadline(route, claimed);
   }
 
   /**
@@ -973,7 +1043,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
             x,
             res,
             new TesseraError(refused),
-            refused === 'a2a_task_registry_full' || refused === 'a2a_task_registry_unavailable' ? RPC_SERVER_ERROR : RPC_TASK_NOT_FOUND,
+            refused === 'a2a_task_unknown' || refused === 'a2a_task_foreign' ? RPC_TASK_NOT_FOUND : RPC_SERVER_ERROR,
             rpcIdOf(value),
           );
           return;

@@ -606,3 +606,97 @@ describe('gateway: A2A tasks recorded in a store (tessera serve)', () => {
     }
   });
 });
+
+describe('gateway: one deadline for the store calls of a request or an answer (taskStoreTimeoutMs)', () => {
+  const TIMEOUT_MS = 400;
+  /** A store taking `delay` ms over each call, one call at a time (one pool connection, a slow server); `hold` parks them. */
+  const slow = { delay: 150, hold: false, claims: 0 };
+  const held: (() => void)[] = [];
+  const records = new Map<string, { owner: string; expiresAt: number }>();
+  let queue = Promise.resolve();
+  const inTurn = <T>(fn: () => T): Promise<T> => {
+    const run = queue.then(async () => {
+      if (slow.hold) await new Promise<void>((resolve) => held.push(resolve));
+      await new Promise((r) => setTimeout(r, slow.delay));
+      return fn();
+    });
+    queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  };
+  const key = (route: string, kind: string, id: string) => JSON.stringify([route, kind, id]);
+  const store: TaskStore = {
+    claimA2aTask: (route, kind, id, owner, expiresAt, now) =>
+      inTurn(() => {
+        slow.claims++;
+        const r = records.get(key(route, kind, id));
+        if (r === undefined || r.expiresAt <= now) records.set(key(route, kind, id), { owner, expiresAt });
+        return { ...(records.get(key(route, kind, id)) as { owner: string; expiresAt: number }) };
+      }),
+    a2aTaskOwner: (route, kind, id, now) =>
+      inTurn(() => {
+        const r = records.get(key(route, kind, id));
+        return r === undefined || r.expiresAt <= now ? undefined : { ...r };
+      }),
+  };
+  // An agent answering every call with 20 new tasks (a batch answer), each in a context of its own: 40 ids.
+  const handler = (_req: unknown, res: ServerResponse, body: string) => {
+    const id = (JSON.parse(body) as { id: unknown }).id;
+    const tasks = Array.from({ length: 20 }, () => ({
+      jsonrpc: '2.0',
+      id,
+      result: { kind: 'task', id: randomUUID(), contextId: randomUUID(), status: { state: 'completed' }, artifacts: ['secret result'] },
+    }));
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(tasks));
+  };
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let alice: string;
+  before(async () => {
+    upstream = await startUpstream(handler);
+    gw = await startA2aGateway(upstream.url, { token_url: TOKEN_URL }, { deps: { taskStore: store, taskStoreTimeoutMs: TIMEOUT_MS } });
+    alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('slow store, answer naming 40 ids: refused at one timeout (503 a2a_task_registry_timeout, nothing relayed), not held 40 × the store call', async () => {
+    const started = performance.now();
+    const res = await postAgent(gw, alice, { jsonrpc: '2.0', id: 1, method: 'message/send', params: userMessage('hi') });
+    const body = await res.text();
+    const elapsed = performance.now() - started;
+    assert.equal(res.status, 503);
+    assert.doesNotMatch(body, /secret result/);
+    // The same answer as when the store is down.
+    assert.deepEqual(JSON.parse(body), {
+      error: 'temporarily_unavailable',
+      error_description: 'The gateway cannot read or record tasks now; try again later.',
+    });
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_timeout');
+    assert.ok(elapsed < TIMEOUT_MS + 1000, `answered after ${Math.round(elapsed)} ms`);
+  });
+
+  it('store holding the calls of a request naming a new context: refused at the timeout (503, JSON-RPC -32000), the upstream never asked', async () => {
+    slow.hold = true;
+    try {
+      const from = upstream.seen.length;
+      const res = await postAgent(gw, alice, {
+        jsonrpc: '2.0',
+        id: 2,
+        method: 'message/send',
+        params: userMessage('hi', { contextId: `ctx-${randomUUID()}` }),
+      });
+      assert.equal(res.status, 503);
+      assert.deepEqual(((await res.json()) as { id: unknown; error: { code: number } }).error.code, -32000);
+      assert.equal(upstream.seen.length, from);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_timeout');
+    } finally {
+      slow.hold = false;
+      for (const h of held.splice(0)) h();
+    }
+  });
+});

@@ -17,6 +17,7 @@ import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
+import { resolveStore, storeRequestTimeoutMs } from '../../config/token-service-schema.ts';
 import { createDpopNonces } from '../../core/verify/dpop.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
@@ -300,6 +301,8 @@ async function withGateway(
       // A2A tasks bound to their creator (a2a.bind_tasks) in the store: every instance on it agrees
       // on who owns a task, and a restart keeps it.
       taskStore: store,
+      // One answer's ids are recorded within the time one store call of a request may take.
+      taskStoreTimeoutMs: storeRequestTimeoutMs(resolveStore(config)),
       readiness: tokenServiceReadiness(ctx),
       authorizationServer: service.issuer,
       // Every instance sharing the master key accepts the others' MCP sessions, across restarts.

@@ -17,6 +17,8 @@ import { SseDataReader } from './events.ts';
 const ANSWER_REFUSALS = {
   /** The gateway could not record the tasks the answer names (its store did not answer). */
   a2a_task_registry_unavailable: 'the tasks an upstream answer names could not be recorded',
+  /** Nor within the store's request timeout, all of the answer's ids together (a slow store, an answer naming many). */
+  a2a_task_registry_timeout: 'the tasks an upstream answer names were not recorded in time',
   /**
    * The upstream compressed a 2xx answer though asked for identity (`Accept-Encoding: identity`):
    * the gateway cannot read the tasks it names.
@@ -46,12 +48,21 @@ export class AnswerRefused extends Error {
 /**
  * Records an answer's ids for the caller, resolving once they are recorded (in the store, when the
  * registry is one): `foreign` when one is another principal's, `unavailable` when the registry
- * could not record them. Never rejects.
+ * could not record them, `timeout` when it had not recorded them all by the deadline. Never rejects.
  */
-export type RecordIds = (ids: { tasks: readonly string[]; contexts: readonly string[] }) => Promise<'recorded' | 'foreign' | 'unavailable'>;
+export type RecordIds = (ids: {
+  tasks: readonly string[];
+  contexts: readonly string[];
+}) => Promise<'recorded' | 'foreign' | 'unavailable' | 'timeout'>;
 
-function recordError(result: 'foreign' | 'unavailable'): Error {
-  return new AnswerRefused(result === 'foreign' ? 'a2a_upstream_task_foreign' : 'a2a_task_registry_unavailable');
+const RECORD_REFUSALS = {
+  foreign: 'a2a_upstream_task_foreign',
+  unavailable: 'a2a_task_registry_unavailable',
+  timeout: 'a2a_task_registry_timeout',
+} as const satisfies Record<string, keyof typeof ANSWER_REFUSALS>;
+
+function recordError(result: keyof typeof RECORD_REFUSALS): Error {
+  return new AnswerRefused(RECORD_REFUSALS[result]);
 }
 
 const nothingNamed = (ids: { tasks: readonly string[]; contexts: readonly string[] }) =>
@@ -73,7 +84,8 @@ function parsed(text: string): unknown {
  * name ids holds the upstream (back-pressure) until they are recorded, then is written. A JSON
  * answer (2xx) is held until complete, then recorded and relayed. An answer naming another
  * principal's task or context fails the exchange (`a2a_upstream_task_foreign`), and so does one
- * whose ids cannot be recorded (`a2a_task_registry_unavailable`), and one spelling a member it is
+ * whose ids cannot be recorded (`a2a_task_registry_unavailable`, or `a2a_task_registry_timeout`
+ * when the store has not recorded them all within its request timeout), and one spelling a member it is
  * read for twice (`a2a_upstream_answer_ambiguous`, {@link answerIds}): 502 / 503 before its head,
  * the stream cut before the chunk completing that event after it.
  *
