@@ -151,6 +151,10 @@ export const a2aSchema = z
       'How long a task or context stays bound after it was last named; after it, it is unknown to the gateway.',
       30 * DAY,
     ).prefault('24h'),
+    max_tasks_per_principal: z.number().int().min(1).max(1_000_000).default(10_000).meta({
+      description:
+        'With bind_tasks: the most live tasks and contexts (together) one principal may own on this route. A request naming a new one past it is refused (503, JSON-RPC -32000, a2a_task_registry_full), and so is an answer naming one (nothing of it relayed; the agent did the work, so agents should not be driven to it): a caller reaches it only by creating tasks faster than task_ttl ends them. Renewing one it owns is never refused. Under `tessera gateway` the process also holds at most 100 000 in all.',
+    }),
     max_answer_size: byteSize(
       'With bind_tasks: the largest answer the gateway reads for the tasks and contexts it names, a JSON answer or any answer to a request other than GET or HEAD but a 2xx event stream (held whole until read), or one event of an event stream. A larger held answer is refused (502 a2a_upstream_answer_too_large, nothing relayed) and an event stream is cut before the larger event ends: an answer not read would leave its ids unrecorded. Raise it for agents answering large artifacts inline. Default 4mb.',
     ).prefault('4mb'),

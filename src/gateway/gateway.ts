@@ -36,7 +36,7 @@ import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a/card.ts';
-import { type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
+import { AnswerRefused, type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
 import {
   isTaskPath,
   MAX_A2A_ID,
@@ -125,6 +125,8 @@ interface A2aForward {
   readonly config: A2aConfig;
   /** Records the tasks and contexts the answer names for the caller (`a2a.bind_tasks`). */
   readonly record: RecordIds | undefined;
+  /** The JSON-RPC id of the call (null when it has none), echoed by a refusal of its answer; `undefined`: no call. */
+  readonly rpcId?: string | number | null;
 }
 
 /** What an MCP route's request carries from its decision to the forwarder. */
@@ -215,6 +217,13 @@ function baseOf(s: GatewayState, req: IncomingMessage): string {
  * `tessera serve`, derived from the master key: not the token endpoint's (`DPOP_NONCE_KEY_INFO`).
  */
 export const GATEWAY_DPOP_NONCE_KEY_INFO = 'tessera gateway dpop nonce v1';
+
+/** Refusals of an A2A answer for its tasks' registry (a2a/forward.ts), answered as JSON-RPC errors. */
+const REGISTRY_REFUSALS: ReadonlySet<string> = new Set([
+  'a2a_task_registry_full',
+  'a2a_task_registry_unavailable',
+  'a2a_task_registry_timeout',
+]);
 
 /** Default {@link GatewayDeps.taskStoreTimeoutMs}: the store's default request timeout. */
 export const TASK_STORE_TIMEOUT_MS = 5000;
@@ -854,6 +863,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     named: NamedIds,
     owner: string,
     ttlMs: number,
+    limit: number,
   ): Promise<
     | 'a2a_task_unknown'
     | 'a2a_task_foreign'
@@ -868,7 +878,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       ...[...new Set(named.newTasks)].map((id): [IdKind, string] => ['task', id]),
       ...[...new Set(named.contexts)].map((id): [IdKind, string] => ['context', id]),
     ];
-    const checked = await withinDeadline(route, (over) => checkNamed(route, tasks, fresh, named, owner, now, ttlMs, over));
+    const checked = await withinDeadline(route, (over) => checkNamed(route, tasks, fresh, named, owner, now, ttlMs, limit, over));
     return checked === 'timeout' ? 'a2a_task_registry_timeout' : checked;
   }
 
@@ -880,6 +890,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     owner: string,
     now: number,
     ttlMs: number,
+    limit: number,
     over: AbortSignal,
   ): Promise<'a2a_task_unknown' | 'a2a_task_foreign' | 'a2a_task_registry_full' | 'a2a_task_registry_unavailable' | undefined> {
     try {
@@ -894,8 +905,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       // Checked whole before anything is recorded: a refused request claims nothing. A claim can
       // still lose to another principal's made meanwhile (through another instance): refused then.
       const claims = await Promise.all([
-        ...tasks.map((id) => taskOwners.claim(route, 'task', id, owner, now, ttlMs)),
-        ...fresh.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs)),
+        ...tasks.map((id) => taskOwners.claim(route, 'task', id, owner, now, ttlMs, limit)),
+        ...fresh.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs, limit)),
       ]);
       if (claims.includes('foreign')) return 'a2a_task_foreign';
       if (claims.includes('full')) return 'a2a_task_registry_full';
@@ -949,17 +960,20 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     ids: { tasks: readonly string[]; contexts: readonly string[] },
     owner: string,
     ttlMs: number,
-  ): Promise<'recorded' | 'foreign' | 'unavailable' | 'timeout'> {
+    limit: number,
+  ): Promise<'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout'> {
     const now = clock();
     // A longer id is not recorded: naming it later is refused.
     const named: [IdKind, string][] = [
       ...[...new Set(ids.tasks)].map((id): [IdKind, string] => ['task', id]),
       ...[...new Set(ids.contexts)].map((id): [IdKind, string] => ['context', id]),
     ].filter(([, id]) => id.length <= MAX_A2A_ID);
-    const claimed = async (): Promise<'recorded' | 'foreign' | 'unavailable'> => {
+    const claimed = async (): Promise<'recorded' | 'foreign' | 'full' | 'unavailable'> => {
       try {
-        const claims = await Promise.all(named.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs)));
-        return claims.includes('foreign') ? 'foreign' : 'recorded';
+        const claims = await Promise.all(named.map(([kind, id]) => taskOwners.claim(route, kind, id, owner, now, ttlMs, limit)));
+        // Not relayed unrecorded: a context shown to its caller but recorded as no one's would go to
+        // the next principal naming it.
+        return claims.includes('foreign') ? 'foreign' : claims.includes('full') ? 'full' : 'recorded';
       } catch (e) {
         registryUnavailable(route, e);
         return 'unavailable';
@@ -1037,7 +1051,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           return;
         }
         const owner = taskOwner(decision.principal as Principal);
-        const refused = await checkTasks(route.id, named, owner, config.task_ttl * 1000);
+        const refused = await checkTasks(route.id, named, owner, config.task_ttl * 1000, config.max_tasks_per_principal);
         if (refused !== undefined) {
           denyRpc(
             x,
@@ -1048,9 +1062,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           );
           return;
         }
-        record = (ids) => recordTasks(route.id, ids, owner, config.task_ttl * 1000);
+        record = (ids) => recordTasks(route.id, ids, owner, config.task_ttl * 1000, config.max_tasks_per_principal);
       }
-      proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config, record });
+      const rpcId = value === undefined ? undefined : rpcIdOf(value);
+      proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config, record, rpcId });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
         x.reason = 'client_closed';
@@ -1223,6 +1238,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       mcp?.presentedSession,
     );
     proxied.toolsListId = mcp?.toolsList?.id;
+    proxied.a2aRpcId = a2a?.rpcId;
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -1277,6 +1293,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     responded = false;
     /** The id of a tools/list whose answer is filtered (its refusal echoes it); `undefined` otherwise. */
     toolsListId: string | number | null | undefined = undefined;
+    /** The id of an A2A call whose answer is read for its tasks (a refusal for them echoes it); `undefined` otherwise. */
+    a2aRpcId: string | number | null | undefined = undefined;
     readonly x: Exchange;
     readonly req: IncomingMessage;
     readonly res: ServerResponse;
@@ -1373,6 +1391,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         x.reason = 'mcp_tools_list_invalid';
         x.status = 502;
         if (!res.headersSent) res.writeHead(502, rpcErrorHeaders(x, body)).end(body);
+        finish(x);
+      } else if (error instanceof AnswerRefused && REGISTRY_REFUSALS.has(error.code) && this.a2aRpcId !== undefined && !res.destroyed) {
+        // The gateway could not record the tasks the answer names: the JSON-RPC error a request
+        // refused for them gets (-32000), echoing the call's id, which an A2A client reads as one.
+        const f = upstreamFailure(error);
+        metrics.upstreamError(route.id, f.kind);
+        const e = new TesseraError(f.code);
+        const body = rpcErrorBody(RPC_SERVER_ERROR, e.description, this.a2aRpcId);
+        x.reason = f.code;
+        x.status = e.status;
+        if (!res.headersSent) res.writeHead(e.status, rpcErrorHeaders(x, body)).end(body);
         finish(x);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.

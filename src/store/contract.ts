@@ -632,9 +632,22 @@ export interface Store {
    * afterwards: `owner`'s, or that other one's, with its expiry. Atomic: of concurrent claims of an id, from
    * this process or others, exactly one owner wins. `route`, `kind` and `id` (any length: ids come
    * from callers and upstreams) are kept as a digest; `owner` is kept as given.
+   *
+   * With `limit`: `'full'`, nothing written, when the record would be a new one of `owner` (there
+   * is none of `id`, or it expired) and `owner` already has `limit` live records on `route` (the
+   * gateway's `a2a.max_tasks_per_principal`); extending `owner`'s live record is never refused. The
+   * count is atomic with the claim: of concurrent claims of new ids by one owner, at most `limit` win.
    * @throws {RangeError} when `owner` is empty or longer than {@link MAX_A2A_OWNER} (nothing written).
    */
-  claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<A2aTaskRecord>;
+  claimA2aTask(
+    route: string,
+    kind: A2aIdKind,
+    id: string,
+    owner: string,
+    expiresAt: number,
+    now: number,
+    limit?: number,
+  ): Promise<A2aTaskRecord | 'full'>;
   /** The record of the A2A task or context `id` of `route` (its owner and expiry), unless there is none or it expired at `now`. */
   a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined>;
 

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { TaskStore } from '../../src/gateway/a2a/registry.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { json, postAgent, startA2aPrincipals, TOKEN_URL, userMessage } from './a2a/helpers.ts';
 import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
@@ -581,7 +582,14 @@ describe('gateway: A2A tasks recorded in a store (tessera serve)', () => {
     try {
       const res = await call('message/send', message());
       assert.equal(res.status, 503);
-      assert.doesNotMatch(await res.text(), /secret result/);
+      const body = await res.text();
+      assert.doesNotMatch(body, /secret result/);
+      // A JSON-RPC error echoing the call's id, as an A2A client reads one.
+      assert.deepEqual(JSON.parse(body), {
+        jsonrpc: '2.0',
+        id: n,
+        error: { code: -32000, message: 'The gateway cannot read or record tasks now; try again later.' },
+      });
       assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_unavailable');
     } finally {
       gated.state.down = false;
@@ -671,10 +679,11 @@ describe('gateway: one deadline for the store calls of a request or an answer (t
     const elapsed = performance.now() - started;
     assert.equal(res.status, 503);
     assert.doesNotMatch(body, /secret result/);
-    // The same answer as when the store is down.
+    // The same answer as when the store is down: the JSON-RPC error of a request refused for its tasks.
     assert.deepEqual(JSON.parse(body), {
-      error: 'temporarily_unavailable',
-      error_description: 'The gateway cannot read or record tasks now; try again later.',
+      jsonrpc: '2.0',
+      id: 1,
+      error: { code: -32000, message: 'The gateway cannot read or record tasks now; try again later.' },
     });
     assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_timeout');
     assert.ok(elapsed < TIMEOUT_MS + 1000, `answered after ${Math.round(elapsed)} ms`);
@@ -700,3 +709,63 @@ describe('gateway: one deadline for the store calls of a request or an answer (t
     }
   });
 });
+
+for (const registry of ['process (tessera gateway)', 'store (tessera serve)'] as const) {
+  describe(`gateway: at most a2a.max_tasks_per_principal live tasks and contexts per principal and route, kept in the ${registry}`, () => {
+    const a = agent();
+    let store: SqliteStore | undefined;
+    let upstream: Upstream;
+    let gw: TestGateway;
+    let alice: string;
+    let bob: string;
+    before(async () => {
+      upstream = await startUpstream(a.handler);
+      store = registry.startsWith('store') ? SqliteStore.open({ path: ':memory:' }) : undefined;
+      gw = await startA2aGateway(
+        upstream.url,
+        { token_url: TOKEN_URL, max_tasks_per_principal: 2 },
+        { deps: store === undefined ? {} : { taskStore: store } },
+      );
+      alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+      bob = await token({ sub: 'bob', scope: 'agent:invoke' });
+    });
+    after(async () => {
+      a.release();
+      await gw.close();
+      await upstream.close();
+      await store?.close();
+    });
+
+    let n = 0;
+    const send = (bearer: string, params: unknown) => postAgent(gw, bearer, { jsonrpc: '2.0', id: ++n, method: 'message/send', params });
+
+    it('flooding new tasks: the answer naming one past the cap is not relayed (503, JSON-RPC -32000 with its id, a2a_task_registry_full)', async () => {
+      // A task and its context: Alice's two.
+      const first = await send(alice, userMessage('hi'));
+      assert.equal(first.status, 200);
+      const task = (await json(first)).result as AgentTask;
+      const res = await send(alice, userMessage('again'));
+      assert.equal(res.status, 503);
+      const body = await json(res);
+      assert.deepEqual(body, {
+        jsonrpc: '2.0',
+        id: n,
+        error: { code: -32000, message: 'The gateway cannot record more tasks now; try again later.' },
+      });
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_full');
+      // Her own go on; Bob has a cap of his own.
+      assert.equal((await postAgent(gw, alice, { jsonrpc: '2.0', id: ++n, method: 'tasks/get', params: { id: task.id } })).status, 200);
+      assert.equal((await send(alice, userMessage('more', { taskId: task.id, contextId: task.contextId }))).status, 200);
+      assert.equal((await send(bob, userMessage('hi'))).status, 200);
+    });
+
+    it('a request naming a new context past the cap is refused before the upstream sees it (503, JSON-RPC -32000)', async () => {
+      const from = upstream.seen.length;
+      const res = await send(alice, userMessage('hi', { contextId: `ctx-${randomUUID()}` }));
+      assert.equal(res.status, 503);
+      assert.equal((await json(res)).error.code, -32000);
+      assert.equal(upstream.seen.length, from);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_task_registry_full');
+    });
+  });
+}

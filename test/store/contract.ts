@@ -1216,7 +1216,10 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
     });
 
     describe('A2A task owners', () => {
-      const claim = async (...args: Parameters<Store['claimA2aTask']>) => (await store.claimA2aTask(...args)).owner;
+      const claim = async (...args: Parameters<Store['claimA2aTask']>) => {
+        const r = await store.claimA2aTask(...args);
+        return r === 'full' ? r : r.owner;
+      };
       const ownerAt = async (...args: Parameters<Store['a2aTaskOwner']>) => (await store.a2aTaskOwner(...args))?.owner;
 
       it('answers the record with its expiry: the claimed one, or the other owner’s', async () => {
@@ -1294,6 +1297,38 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         const id = uid('task');
         await assert.rejects(store.claimA2aTask('agent', 'task', id, 'o'.repeat(257), now + 60, now), RangeError);
         assert.equal(await ownerAt('agent', 'task', id, now), undefined);
+      });
+
+      it('limit: an owner’s new record past `limit` live ones on the route is refused (full), writing nothing; renewing one is not', async () => {
+        const now = clock.now();
+        const route = uid('route');
+        const [a, b, c, d] = [uid('t'), uid('t'), uid('t'), uid('t')];
+        assert.equal(await claim(route, 'task', a, 'alice', now + 10, now, 3), 'alice');
+        assert.equal(await claim(route, 'context', b, 'alice', now + 100, now, 3), 'alice');
+        assert.equal(await claim(route, 'task', c, 'alice', now + 100, now, 3), 'alice');
+        assert.equal(await claim(route, 'task', d, 'alice', now + 100, now, 3), 'full');
+        assert.equal(await ownerAt(route, 'task', d, now), undefined);
+        // Her own live record is extended at the limit.
+        assert.deepEqual(await store.claimA2aTask(route, 'task', c, 'alice', now + 200, now, 3), { owner: 'alice', expiresAt: now + 200 });
+        // Another's live record is answered as it is (the id is not hers to count).
+        const bobs = uid('t');
+        assert.equal(await claim(route, 'task', bobs, 'bob', now + 100, now, 3), 'bob');
+        assert.equal(await claim(route, 'task', bobs, 'alice', now + 100, now, 3), 'bob');
+        // Other owners, other routes and calls without a limit are not held to it.
+        assert.equal(await claim(uid('route'), 'task', d, 'alice', now + 100, now, 3), 'alice');
+        assert.equal(await claim(route, 'task', uid('t'), 'bob', now + 100, now, 3), 'bob');
+        // Expired records do not count: once `a` has expired, one more is hers (and `a` again is a new one).
+        assert.equal(await claim(route, 'task', d, 'alice', now + 100, now + 10, 3), 'alice');
+        assert.equal(await claim(route, 'task', a, 'alice', now + 100, now + 10, 3), 'full');
+        assert.equal(await ownerAt(route, 'task', a, now + 10), undefined);
+      });
+
+      it('limit: of many concurrent claims of new ids by one owner, exactly `limit` win', async () => {
+        const now = clock.now();
+        const route = uid('route');
+        const results = await Promise.all(Array.from({ length: 10 }, () => claim(route, 'context', uid('c'), 'alice', now + 60, now, 4)));
+        assert.equal(results.filter((r) => r === 'alice').length, 4);
+        assert.equal(results.filter((r) => r === 'full').length, 6);
       });
 
       it('prune drops expired records and keeps live ones', async () => {

@@ -945,6 +945,23 @@ if (!reachable) {
   });
 
   describe('postgres: migrations', () => {
+    it('counts one owner’s live A2A records on a route through an index (a2a.max_tasks_per_principal), not by reading every record', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await c.query('SET enable_seqscan = off');
+        const plan = await c.query(
+          'EXPLAIN SELECT count(*) AS n FROM (SELECT 1 FROM a2a_tasks WHERE route = $1 AND owner = $2 AND expires_at > $3 LIMIT $4) t',
+          ['agent', 'alice', 0, 10],
+        );
+        assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /a2a_tasks_owner/);
+      } finally {
+        await c.end();
+      }
+    });
+
     it('finds a client id in any case through an index, not by reading every client (dynamic registration can make many)', async () => {
       const schema = schemaName();
       await (await PostgresStore.open({ connectionString: url, schema })).close();

@@ -17,6 +17,7 @@ let n = 0;
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
   if (version < 12) db.exec('DROP TABLE a2a_tasks');
+  else if (version < 13) db.exec('DROP INDEX a2a_tasks_owner; ALTER TABLE a2a_tasks DROP COLUMN route');
   if (version < 11) db.exec('DROP INDEX revocations_subject');
   if (version < 10) db.exec('DROP INDEX clients_id_nocase; ALTER TABLE authorization_codes DROP COLUMN jkt');
   if (version < 9) db.exec('DROP TABLE remembered_consents');
@@ -189,6 +190,31 @@ describe('sqlite store specifics', () => {
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
     assert.equal((await store.getAuthorizationCode('h-old'))?.jkt, null);
     await store.close();
+  });
+
+  it('keeps A2A records made before migration 13 (no route) their owner’s, and counts a route’s through an index', async () => {
+    const path = join(dir, 'legacy-a2a.db');
+    const before = SqliteStore.open({ path });
+    assert.deepEqual(await before.claimA2aTask('agent', 'task', 't-old', 'alice', 200, 100), { owner: 'alice', expiresAt: 200 });
+    await before.close();
+    const db = new DatabaseSync(path);
+    rewind(db, 12);
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
+    assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
+    // Renewed at the limit: hers still, and counted from then on.
+    assert.deepEqual(await store.claimA2aTask('agent', 'task', 't-old', 'alice', 300, 100, 1), { owner: 'alice', expiresAt: 300 });
+    assert.equal(await store.claimA2aTask('agent', 'task', 't-new', 'alice', 300, 100, 1), 'full');
+    await store.close();
+    const check = new DatabaseSync(path);
+    const plan = check
+      .prepare(
+        'EXPLAIN QUERY PLAN SELECT count(*) AS n FROM (SELECT 1 FROM a2a_tasks WHERE route = ? AND owner = ? AND expires_at > ? LIMIT ?)',
+      )
+      .all('agent', 'alice', 0, 10);
+    check.close();
+    assert.match(JSON.stringify(plan), /COVERING INDEX a2a_tasks_owner/);
   });
 
   it('refuses a database migrated by a newer Tessera', async () => {

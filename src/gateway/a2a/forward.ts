@@ -17,6 +17,8 @@ import { SseDataReader } from './events.ts';
 const ANSWER_REFUSALS = {
   /** The gateway could not record the tasks the answer names (its store did not answer). */
   a2a_task_registry_unavailable: 'the tasks an upstream answer names could not be recorded',
+  /** The caller owns `a2a.max_tasks_per_principal` live tasks and contexts on the route (or the process holds all it can). */
+  a2a_task_registry_full: 'the tasks an upstream answer names are more than the caller may own',
   /** Nor within the store's request timeout, all of the answer's ids together (a slow store, an answer naming many). */
   a2a_task_registry_timeout: 'the tasks an upstream answer names were not recorded in time',
   /**
@@ -48,15 +50,17 @@ export class AnswerRefused extends Error {
 /**
  * Records an answer's ids for the caller, resolving once they are recorded (in the store, when the
  * registry is one): `foreign` when one is another principal's, `unavailable` when the registry
- * could not record them, `timeout` when it had not recorded them all by the deadline. Never rejects.
+ * could not record them, `timeout` when it had not recorded them all by the deadline, `full` when
+ * one is new and the caller owns as many as it may. Never rejects.
  */
 export type RecordIds = (ids: {
   tasks: readonly string[];
   contexts: readonly string[];
-}) => Promise<'recorded' | 'foreign' | 'unavailable' | 'timeout'>;
+}) => Promise<'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout'>;
 
 const RECORD_REFUSALS = {
   foreign: 'a2a_upstream_task_foreign',
+  full: 'a2a_task_registry_full',
   unavailable: 'a2a_task_registry_unavailable',
   timeout: 'a2a_task_registry_timeout',
 } as const satisfies Record<string, keyof typeof ANSWER_REFUSALS>;

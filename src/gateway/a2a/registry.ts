@@ -44,15 +44,18 @@ export type Claim = 'owned' | 'foreign' | 'full';
 export interface TaskRegistry {
   /** The owner of `id`, if it is recorded and not expired at `now` (epoch ms). */
   ownerOf(route: string, kind: IdKind, id: string, now: number): Promise<string | undefined>;
-  /** Record `id` as `owner`'s for `ttlMs` from `now` unless it is another's (see {@link TaskOwners.claim}). */
-  claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): Promise<Claim>;
+  /**
+   * Record `id` as `owner`'s for `ttlMs` from `now` unless it is another's, or `owner` has `limit`
+   * live ones on `route` already and it would be a new one (see {@link TaskOwners.claim}).
+   */
+  claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number, limit?: number): Promise<Claim>;
 }
 
 /** {@link TaskOwners} (this process only) as a {@link TaskRegistry}. */
 export function memoryTaskRegistry(owners: TaskOwners = new TaskOwners()): TaskRegistry {
   return {
     ownerOf: async (route, kind, id, now) => owners.ownerOf(route, kind, id, now),
-    claim: async (route, kind, id, owner, now, ttlMs) => owners.claim(route, kind, id, owner, now, ttlMs),
+    claim: async (route, kind, id, owner, now, ttlMs, limit) => owners.claim(route, kind, id, owner, now, ttlMs, limit),
   };
 }
 
@@ -65,7 +68,8 @@ export interface TaskStore {
     owner: string,
     expiresAt: number,
     now: number,
-  ): Promise<{ readonly owner: string; readonly expiresAt: number }>;
+    limit?: number,
+  ): Promise<{ readonly owner: string; readonly expiresAt: number } | 'full'>;
   a2aTaskOwner(
     route: string,
     kind: IdKind,
@@ -108,14 +112,16 @@ export class StoreTaskOwners implements TaskRegistry {
     return r.owner;
   }
 
-  async claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): Promise<Claim> {
+  async claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number, limit?: number): Promise<Claim> {
     const key = keyOf(route, kind, id);
     const cached = this.#cached(key, now);
     if (cached !== undefined) {
       if (cached.owner !== owner) return 'foreign';
       if (cached.until >= now + ttlMs - Math.min(RENEW_SLACK_MS, ttlMs / 10)) return 'owned';
     }
-    const r = await this.#store.claimA2aTask(route, kind, id, owner, Math.floor((now + ttlMs) / 1000), Math.floor(now / 1000));
+    const r = await this.#store.claimA2aTask(route, kind, id, owner, Math.floor((now + ttlMs) / 1000), Math.floor(now / 1000), limit);
+    // Nothing recorded, so nothing cached: the id is still anyone's.
+    if (r === 'full') return 'full';
     this.#remember(key, r.owner, r.expiresAt * 1000);
     return r.owner === owner ? 'owned' : 'foreign';
   }
@@ -149,8 +155,9 @@ export const RENEW_SLACK_MS = 60_000;
 export class TaskOwners {
   readonly #maxEntries: number;
   readonly #maxPerOwner: number;
-  /** key → owner and expiry; Map order is insertion order, refreshed on use (oldest first). */
-  readonly #entries = new Map<string, { owner: string; until: number }>();
+  /** key → owner, expiry and route; Map order is insertion order, refreshed on use (oldest first). */
+  readonly #entries = new Map<string, { owner: string; until: number; route: string }>();
+  /** JSON [route, owner] → how many entries of `#entries` are the owner's on the route. */
   readonly #perOwner = new Map<string, number>();
 
   constructor(options: { maxEntries?: number; maxPerOwner?: number } = {}) {
@@ -168,7 +175,7 @@ export class TaskOwners {
     const e = this.#entries.get(key);
     if (e === undefined) return undefined;
     if (e.until <= now) {
-      this.#delete(key, e.owner);
+      this.#delete(key, route, e.owner);
       return undefined;
     }
     return e.owner;
@@ -177,34 +184,45 @@ export class TaskOwners {
   /**
    * Record `id` as `owner`'s unless it is another's: `'owned'` when it is (now) `owner`'s (for
    * `ttlMs` from `now`, on each use again), `'foreign'` when another owns it, `'full'` when it cannot be recorded
-   * (the registry or `owner`'s share of it is full: nothing is evicted that is still live, since
-   * an evicted context could then be claimed by anyone).
+   * (the registry is full, or `owner` has `limit` entries on `route` already (default `maxPerOwner`):
+   * nothing is evicted that is still live, since an evicted context could then be claimed by anyone).
    */
-  claim(route: string, kind: IdKind, id: string, owner: string, now: number, ttlMs: number): 'owned' | 'foreign' | 'full' {
+  claim(
+    route: string,
+    kind: IdKind,
+    id: string,
+    owner: string,
+    now: number,
+    ttlMs: number,
+    limit: number = this.#maxPerOwner,
+  ): 'owned' | 'foreign' | 'full' {
     const key = keyOf(route, kind, id);
     const current = this.ownerOf(route, kind, id, now);
     if (current !== undefined && current !== owner) return 'foreign';
     if (current === undefined) {
-      if (this.#entries.size >= this.#maxEntries) this.#sweep(now);
-      if (this.#entries.size >= this.#maxEntries || (this.#perOwner.get(owner) ?? 0) >= this.#maxPerOwner) return 'full';
-      this.#perOwner.set(owner, (this.#perOwner.get(owner) ?? 0) + 1);
+      const share = JSON.stringify([route, owner]);
+      // Expired entries still count until swept: swept first, so only live ones are held against the limits.
+      if (this.#entries.size >= this.#maxEntries || (this.#perOwner.get(share) ?? 0) >= limit) this.#sweep(now);
+      if (this.#entries.size >= this.#maxEntries || (this.#perOwner.get(share) ?? 0) >= limit) return 'full';
+      this.#perOwner.set(share, (this.#perOwner.get(share) ?? 0) + 1);
     } else this.#entries.delete(key);
-    this.#entries.set(key, { owner, until: now + ttlMs });
+    this.#entries.set(key, { owner, until: now + ttlMs, route });
     return 'owned';
   }
 
-  #delete(key: string, owner: string): void {
+  #delete(key: string, route: string, owner: string): void {
     this.#entries.delete(key);
-    const n = (this.#perOwner.get(owner) ?? 1) - 1;
-    if (n <= 0) this.#perOwner.delete(owner);
-    else this.#perOwner.set(owner, n);
+    const share = JSON.stringify([route, owner]);
+    const n = (this.#perOwner.get(share) ?? 1) - 1;
+    if (n <= 0) this.#perOwner.delete(share);
+    else this.#perOwner.set(share, n);
   }
 
   /** Drop expired entries (oldest first, so it stops at the first live one). */
   #sweep(now: number): void {
     for (const [key, e] of this.#entries) {
       if (e.until > now) break;
-      this.#delete(key, e.owner);
+      this.#delete(key, e.route, e.owner);
     }
   }
 }

@@ -100,6 +100,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // An A2A answer whose tasks the gateway's registry (its store) could not record (a2a/forward.ts).
     case 'a2a_task_registry_unavailable':
       return { code: 'a2a_task_registry_unavailable', kind: 'task_registry_unavailable' };
+    // …or recorded as more than the caller may own (a2a.max_tasks_per_principal)…
+    case 'a2a_task_registry_full':
+      return { code: 'a2a_task_registry_full', kind: 'task_registry_full' };
     // …or not within the store's request timeout, all of them together (gateway.ts, recordTasks).
     case 'a2a_task_registry_timeout':
       return { code: 'a2a_task_registry_timeout', kind: 'task_registry_timeout' };

@@ -323,6 +323,16 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX a2a_tasks_expires ON a2a_tasks (expires_at);
     `,
   },
+  {
+    // a2a_tasks.route, indexed with owner and expiry: the live records of one principal on one
+    // route are counted (`a2a.max_tasks_per_principal`) by a range of the index. Records made
+    // before have no route and are not counted until renewed.
+    version: 13,
+    sql: `
+      ALTER TABLE a2a_tasks ADD COLUMN route text NOT NULL DEFAULT '';
+      CREATE INDEX a2a_tasks_owner ON a2a_tasks (route, owner, expires_at);
+    `,
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
@@ -1316,27 +1326,55 @@ export class PostgresStore implements Store {
 
   // A2A task owners.
 
-  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<A2aTaskRecord> {
+  async claimA2aTask(
+    route: string,
+    kind: A2aIdKind,
+    id: string,
+    owner: string,
+    expiresAt: number,
+    now: number,
+    limit?: number,
+  ): Promise<A2aTaskRecord | 'full'> {
     checkA2aOwner(owner);
     const key = a2aTaskKey(route, kind, id);
-    // The upsert locks a conflicting row and leaves it when it is another owner's live record; the
-    // read after it then finds that owner. Only a prune (of an expired record) can remove it
-    // between the two: claimed again then.
-    for (let attempt = 1; ; attempt++) {
-      const claimed = await this.#q(
-        `INSERT INTO a2a_tasks (key, owner, expires_at) VALUES ($1, $2, $3)
-         ON CONFLICT (key) DO UPDATE SET
-           owner = EXCLUDED.owner,
-           expires_at = CASE WHEN a2a_tasks.expires_at <= $4 THEN EXCLUDED.expires_at ELSE GREATEST(a2a_tasks.expires_at, EXCLUDED.expires_at) END
-         WHERE a2a_tasks.owner = EXCLUDED.owner OR a2a_tasks.expires_at <= $4
-         RETURNING owner, expires_at`,
-        [key, owner, expiresAt, now],
-      );
-      if (claimed[0] !== undefined) return a2aTaskFrom(claimed[0]);
-      const current = await this.#q('SELECT owner, expires_at FROM a2a_tasks WHERE key = $1', [key]);
-      if (current[0] !== undefined) return a2aTaskFrom(current[0]);
-      if (attempt >= 3) throw new StoreUnavailableError('store_busy', 'the A2A task record kept changing under its claim');
-    }
+    const claim = async (q: (sql: string, args: unknown[]) => Promise<{ rows: Row[] }>): Promise<A2aTaskRecord> => {
+      // The upsert locks a conflicting row and leaves it when it is another owner's live record; the
+      // read after it then finds that owner. Only a prune (of an expired record) can remove it
+      // between the two: claimed again then.
+      for (let attempt = 1; ; attempt++) {
+        const claimed = await q(
+          `INSERT INTO a2a_tasks (key, route, owner, expires_at) VALUES ($1, $5, $2, $3)
+           ON CONFLICT (key) DO UPDATE SET
+             route = EXCLUDED.route,
+             owner = EXCLUDED.owner,
+             expires_at = CASE WHEN a2a_tasks.expires_at <= $4 THEN EXCLUDED.expires_at ELSE GREATEST(a2a_tasks.expires_at, EXCLUDED.expires_at) END
+           WHERE a2a_tasks.owner = EXCLUDED.owner OR a2a_tasks.expires_at <= $4
+           RETURNING owner, expires_at`,
+          [key, owner, expiresAt, now, route],
+        );
+        if (claimed.rows[0] !== undefined) return a2aTaskFrom(claimed.rows[0]);
+        const current = await q('SELECT owner, expires_at FROM a2a_tasks WHERE key = $1', [key]);
+        if (current.rows[0] !== undefined) return a2aTaskFrom(current.rows[0]);
+        if (attempt >= 3) throw new StoreUnavailableError('store_busy', 'the A2A task record kept changing under its claim');
+      }
+    };
+    if (limit === undefined) return claim((sql, args) => this.#result(sql, args));
+    return this.#tx(async (c) => {
+      const current = await c.query('SELECT owner, expires_at FROM a2a_tasks WHERE key = $1', [key]);
+      const row = current.rows[0] as Row | undefined;
+      if (row === undefined || num(row.expires_at) <= now) {
+        // A new record of `owner`: its new records on the route take turns (held to the commit), so
+        // each counts every one committed before it (READ COMMITTED: the count's snapshot is taken
+        // after the lock). At most `limit` index entries are read.
+        await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.a2a_owner:' || $1))", [JSON.stringify([route, owner])]);
+        const counted = await c.query(
+          'SELECT count(*) AS n FROM (SELECT 1 FROM a2a_tasks WHERE route = $1 AND owner = $2 AND expires_at > $3 LIMIT $4) t',
+          [route, owner, now, limit],
+        );
+        if (Number(counted.rows[0]?.n) >= limit) return 'full';
+      }
+      return claim((sql, args) => c.query(sql, args));
+    });
   }
 
   async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined> {

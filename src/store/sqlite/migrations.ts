@@ -230,4 +230,13 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX a2a_tasks_expires ON a2a_tasks (expires_at);
     `,
   },
+  {
+    version: 13,
+    description:
+      'a2a_tasks.route, indexed with owner and expiry: the live records of one principal on one route are counted (`a2a.max_tasks_per_principal`) by a range of the index; records made before have no route and are not counted until renewed',
+    sql: `
+      ALTER TABLE a2a_tasks ADD COLUMN route TEXT NOT NULL DEFAULT '';
+      CREATE INDEX a2a_tasks_owner ON a2a_tasks (route, owner, expires_at);
+    `,
+  },
 ];

@@ -806,23 +806,42 @@ export class SqliteStore implements Store {
 
   // A2A task owners.
 
-  async claimA2aTask(route: string, kind: A2aIdKind, id: string, owner: string, expiresAt: number, now: number): Promise<A2aTaskRecord> {
+  async claimA2aTask(
+    route: string,
+    kind: A2aIdKind,
+    id: string,
+    owner: string,
+    expiresAt: number,
+    now: number,
+    limit?: number,
+  ): Promise<A2aTaskRecord | 'full'> {
     checkA2aOwner(owner);
     const key = a2aTaskKey(route, kind, id);
     try {
       return this.#tx(() => {
+        const current = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ?');
+        if (limit !== undefined) {
+          const row = current.get(key) as Row | undefined;
+          if (row === undefined || num(row.expires_at) <= now) {
+            // A new record of `owner`: counted by a range of a2a_tasks_owner, at most `limit` entries read.
+            const counted = this.#stmt(
+              'SELECT count(*) AS n FROM (SELECT 1 FROM a2a_tasks WHERE route = ? AND owner = ? AND expires_at > ? LIMIT ?)',
+            ).get(route, owner, now, limit) as Row;
+            if (num(counted.n) >= limit) return 'full';
+          }
+        }
         const claimed = this.#stmt(
-          `INSERT INTO a2a_tasks (key, owner, expires_at) VALUES (?, ?, ?)
+          `INSERT INTO a2a_tasks (key, route, owner, expires_at) VALUES (?, ?, ?, ?)
            ON CONFLICT (key) DO UPDATE SET
+             route = excluded.route,
              owner = excluded.owner,
              expires_at = CASE WHEN a2a_tasks.expires_at <= ? THEN excluded.expires_at ELSE max(a2a_tasks.expires_at, excluded.expires_at) END
            WHERE a2a_tasks.owner = excluded.owner OR a2a_tasks.expires_at <= ?
            RETURNING owner, expires_at`,
-        ).get(key, owner, expiresAt, now, now) as Row | undefined;
+        ).get(key, route, owner, expiresAt, now, now) as Row | undefined;
         if (claimed !== undefined) return a2aTaskFrom(claimed);
         // Another owner's live record, left as it is.
-        const current = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ?').get(key) as Row;
-        return a2aTaskFrom(current);
+        return a2aTaskFrom(current.get(key) as Row);
       });
     } catch (e) {
       throw busy(e);

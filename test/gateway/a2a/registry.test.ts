@@ -16,6 +16,19 @@ describe('TaskOwners', () => {
     assert.equal(owners.ownerOf('r', 'task', 't', 190), undefined);
     assert.equal(owners.claim('r', 'task', 'v', 'carol', 251, 100), 'owned');
   });
+
+  it('holds only live entries against an owner’s limit, per route: expired ones never left unread lock it out', () => {
+    const owners = new TaskOwners({ maxEntries: 100 });
+    assert.equal(owners.claim('r', 'task', 'a', 'alice', 0, 100, 2), 'owned');
+    assert.equal(owners.claim('r', 'context', 'b', 'alice', 0, 100, 2), 'owned');
+    assert.equal(owners.claim('r', 'task', 'c', 'alice', 50, 100, 2), 'full');
+    // Another route is another share.
+    assert.equal(owners.claim('s', 'task', 'c', 'alice', 50, 100, 2), 'owned');
+    // Once hers have expired (the registry far from full, nobody naming them), new ones are hers again.
+    assert.equal(owners.claim('r', 'task', 'c', 'alice', 100, 100, 2), 'owned');
+    assert.equal(owners.claim('r', 'task', 'd', 'alice', 100, 100, 2), 'owned');
+    assert.equal(owners.claim('r', 'task', 'e', 'alice', 100, 100, 2), 'full');
+  });
 });
 
 /** A store's two A2A methods over a Map (as SqliteStore keeps them), counting reads and writes; `records` is the table. */
