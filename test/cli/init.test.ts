@@ -94,6 +94,38 @@ describe('tessera init: ports', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  // The README's way out of a busy 8080 (`npx tessera init --port 9080`), taken after `npm start`
+  // already wrote tessera.yaml for 8080: silently keeping 8080 sent the newcomer back to the same error.
+  it('refuses --port, --upstream-port and --data-dir that an existing tessera.yaml contradicts, in one line, changing nothing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-reshape-'));
+    const env = { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' };
+    const run = (...args: string[]) => spawnSync(process.execPath, [MAIN, 'init', ...args], { cwd: dir, encoding: 'utf8', env });
+    try {
+      assert.equal(run().status, 0);
+      const written = readFileSync(join(dir, 'tessera.yaml'), 'utf8');
+      for (const [args, says] of [
+        [
+          ['--port', '9080'],
+          /^tessera: --port 9080 is not applied: .*tessera\.yaml exists \(server\.port 8080\) .*delete it and .*\.tessera, then run init again\n$/,
+        ],
+        [['--upstream-port', '9081'], /^tessera: --upstream-port 9081 is not applied: .*\(demo upstream http:\/\/127\.0\.0\.1:8081\)/],
+        [['--data-dir', 'elsewhere'], /^tessera: --data-dir elsewhere is not applied: .*\(data_dir .*\.tessera\)/],
+      ] as const) {
+        const r = run(...args);
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, says);
+        assert.equal(r.stdout, '');
+      }
+      assert.equal(readFileSync(join(dir, 'tessera.yaml'), 'utf8'), written);
+      assert.equal(existsSync(join(dir, 'elsewhere')), false);
+      // What the file already says is no contradiction.
+      const same = run('--port', '8080', '--upstream-port', '8081', '--data-dir', '.tessera');
+      assert.equal(same.status, 0, same.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('tessera init: a run that fails part way leaves nothing half-written', () => {

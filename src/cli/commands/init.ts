@@ -9,8 +9,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, lstatSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import type { TesseraConfig } from '../../config/schema.ts';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
 import { resolveStore, resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
@@ -234,6 +235,31 @@ export interface InitOptions {
   upstreamPort?: number;
 }
 
+/**
+ * `--port`, `--upstream-port` and `--data-dir` only shape a new tessera.yaml. Over an existing one
+ * that says otherwise they would be dropped without a word, and the next `tessera start` would
+ * fail on the same busy port the newcomer gave `--port` to get away from: refused, nothing written.
+ */
+function refuseIgnoredShape(path: string, config: TesseraConfig, options: InitOptions): void {
+  const demo = config.gateway?.routes.find((r) => r.id === DEMO_ROUTE)?.upstream.url;
+  const demoPort = demo === undefined ? undefined : Number(new URL(demo).port || (new URL(demo).protocol === 'https:' ? 443 : 80));
+  const differs: [flag: string, given: string | number, held: string][] = [];
+  if (options.port !== undefined && options.port !== config.server.port)
+    differs.push(['--port', options.port, `server.port ${config.server.port}`]);
+  if (options.upstreamPort !== undefined && options.upstreamPort !== demoPort) {
+    differs.push(['--upstream-port', options.upstreamPort, demo === undefined ? `no "${DEMO_ROUTE}" route` : `demo upstream ${demo}`]);
+  }
+  if (options.dataDir !== undefined && resolve(dirname(path), options.dataDir) !== config.data_dir) {
+    differs.push(['--data-dir', options.dataDir, `data_dir ${config.data_dir}`]);
+  }
+  const first = differs[0];
+  if (first === undefined) return;
+  const [flag, given, held] = first;
+  throw new CliError(
+    `${flag} ${given} is not applied: ${path} exists (${held}) and ${flag} only shapes a new one; to start over, delete it and ${config.data_dir}, then run init again`,
+  );
+}
+
 export async function initialize(options: InitOptions): Promise<InitReport> {
   const undo = new Undo();
   try {
@@ -283,6 +309,7 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
   }
   // The gateway token first: the configuration references it, so loading needs it.
   const { config: bare } = loadConfig(path, { env: { ...process.env, [GATEWAY_TOKEN_VAR]: process.env[GATEWAY_TOKEN_VAR] || 'unset' } });
+  if (!written) refuseIgnoredShape(path, bare, options);
   const madeDir = ensureDataDir(bare.data_dir);
   if (madeDir !== undefined) undo.created(madeDir);
   const secretsFile = join(bare.data_dir, SECRETS_ENV_FILE);
@@ -381,18 +408,18 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
 export function registerInit(program: Command): void {
   withConfig(program.command('init'))
     .description('Create tessera.yaml (if absent), the data directory, master key, SQLite store, signing key and a demo client.')
-    .option('--data-dir <dir>', 'data directory written into a new tessera.yaml', '.tessera')
+    .option('--data-dir <dir>', 'data directory written into a new tessera.yaml (default .tessera)')
     .option('--alg <alg>', `signing algorithm (${SIGNING_ALGORITHMS.join(', ')})`)
     .option('--port <port>', 'listener port written into a new tessera.yaml (default 8080)', portArg('--port'))
     .option('--upstream-port <port>', 'demo upstream port written into a new tessera.yaml (default port + 1)', portArg('--upstream-port'))
     .option('--json', 'print one JSON object (includes the demo client secret when it was just created)')
-    .action(async (opts: { config?: string; dataDir: string; alg?: string; port?: number; upstreamPort?: number; json?: boolean }) => {
+    .action(async (opts: { config?: string; dataDir?: string; alg?: string; port?: number; upstreamPort?: number; json?: boolean }) => {
       if (opts.alg !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(opts.alg)) {
         throw new CliError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
       }
       const report = await initialize({
         ...(opts.config ? { config: opts.config } : {}),
-        dataDir: opts.dataDir,
+        ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}),
         ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
         ...(opts.port !== undefined ? { port: opts.port } : {}),
         ...(opts.upstreamPort !== undefined ? { upstreamPort: opts.upstreamPort } : {}),
