@@ -86,6 +86,28 @@ describe('tessera check', () => {
       ['the valid token is accepted'],
     );
   });
+
+  // A newcomer checking with a revoked, expired or read-only token saw "status 401" or "status 403"
+  // and nothing of why, though the server's challenge said it.
+  it('says why the valid token was refused, from the challenge: the error, its description and the scope needed', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await runChecks(`${gw.url}/items`, await token({ iat: now - 600, exp: now - 300 }), { agentCard: false });
+    const refused = (rs: typeof expired) => rs.find((r) => r.name === 'the valid token is accepted');
+    assert.equal(refused(expired)?.ok, false);
+    assert.match(refused(expired)?.detail ?? '', /^status 401 \(invalid_token: The access token expired\.\)$/);
+    const unscoped = await runChecks(`${gw.url}/items`, await token({ scope: 'api:other' }), { agentCard: false });
+    assert.equal(refused(unscoped)?.ok, false);
+    assert.match(refused(unscoped)?.detail ?? '', /^status 403 \(insufficient_scope: .*; needs scope api:read\)$/);
+  });
+
+  it('says why a server is unreachable (nothing listens there) instead of a bare "unreachable"', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    const results = await runChecks(`http://127.0.0.1:${port}/items`, t, { agentCard: false });
+    assert.equal(results.find((r) => r.name === 'the valid token is accepted')?.detail, 'unreachable (ECONNREFUSED)');
+  });
 });
 
 describe('tessera check: bad arguments', () => {

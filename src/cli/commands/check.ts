@@ -78,8 +78,26 @@ async function get(
     await res.body?.cancel().catch(() => undefined);
     return { status: res.status, headers: res.headers, body: '' };
   } catch (e) {
-    return (e as Error).name === 'TimeoutError' ? 'timed out' : 'unreachable';
+    if ((e as Error).name === 'TimeoutError') return 'timed out';
+    // fetch says only "fetch failed"; its cause says why (ECONNREFUSED: nothing listens there, ENOTFOUND: no such host).
+    const code = (e as { cause?: { code?: unknown } }).cause?.code;
+    return typeof code === 'string' ? `unreachable (${code})` : 'unreachable';
   }
+}
+
+/**
+ * Why a server refused the valid token, as its challenge says (RFC 6750 §3: `error`,
+ * `error_description`, and for `insufficient_scope` the `scope` needed), so that a revoked,
+ * expired or under-scoped token reads as such rather than as a bare status.
+ */
+function refusal(a: Answer): string {
+  const challenge = a.headers.get('www-authenticate') ?? '';
+  const param = (name: string) => new RegExp(`(?:^|[\\s,])${name}="([^"]*)"`).exec(challenge)?.[1];
+  const error = param('error');
+  if (error === undefined) return '';
+  const description = param('error_description');
+  const scope = param('scope');
+  return ` (${error}${description ? `: ${description}` : ''}${scope ? `; needs scope ${scope}` : ''})`;
 }
 
 function json(body: string): Record<string, unknown> | undefined {
@@ -178,7 +196,8 @@ export async function runChecks(
     : await get(url, { authorization: bearer }, timeout);
   if (typeof ok === 'string') add('the valid token is accepted', false, ok);
   else {
-    add('the valid token is accepted', ok.status >= 200 && ok.status < 300, `status ${ok.status}${options.mcp ? ' to initialize' : ''}`);
+    const accepted = ok.status >= 200 && ok.status < 300;
+    add('the valid token is accepted', accepted, `status ${ok.status}${options.mcp ? ' to initialize' : ''}${accepted ? '' : refusal(ok)}`);
     // Leave no session behind on the server (Streamable HTTP: DELETE ends it).
     const session = ok.headers.get('mcp-session-id');
     if (options.mcp && session !== null)
