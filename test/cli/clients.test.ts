@@ -141,6 +141,16 @@ describe('a bad option value names its flag and what to write instead', () => {
       '--subject: a subject must be 1-256 printable characters, without spaces, control or format characters',
     ],
     [
+      'token mint --scope beyond the client (the token endpoint names neither the scope nor what is allowed)',
+      ['token', 'mint', '--client', 'demo-agent', '--scope', 'demo:admin'],
+      '--scope "demo:admin": client "demo-agent" may be granted only demo:read demo:write',
+    ],
+    [
+      'token mint --audience beyond the client',
+      ['token', 'mint', '--client', 'demo-agent', '--audience', 'https://other.test'],
+      '--audience "https://other.test": client "demo-agent" may get tokens only for http://127.0.0.1:8080/demo',
+    ],
+    [
       'clients add with an empty client id, the subject of its client_credentials tokens',
       ['clients', 'add', '', '--audiences', 'https://api.test'],
       'client id "" must be 1-128 characters of letters, digits, ".", "_" or "-"',

@@ -16,6 +16,7 @@ import type { JsonObject } from '../../core/jose/json.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
 import { actorLabel } from '../../core/verify/principal.ts';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE } from '../../issuer/service.ts';
+import type { ClientRecord } from '../../store/contract.ts';
 import { createVerifier } from '../../verifier.ts';
 import { list, readArg, ttlArg, ttlWithin, withConfig, withService } from '../context.ts';
 import { CliError, printable, printJson } from '../output.ts';
@@ -29,6 +30,33 @@ function clientProblem(id: string): (e: unknown) => never {
     if (e instanceof OAuthError && e.code === 'client_unknown') throw new CliError(`no client ${quoted(id)}`);
     if (e instanceof OAuthError && e.code === 'client_disabled') {
       throw new CliError(`client "${id}" is disabled; enable it with \`tessera clients enable ${id}\``);
+    }
+    throw e;
+  };
+}
+
+/**
+ * The token endpoint's refusals of a scope or audience name neither what was asked nor what is
+ * allowed (a client learns nothing of its registration); the operator minting is told both, and
+ * which flag to change.
+ */
+function mintProblem(client: ClientRecord | undefined, scopes: readonly string[], audiences: readonly string[]): (e: unknown) => never {
+  return (e) => {
+    if (client !== undefined && e instanceof OAuthError) {
+      const asked = (values: readonly string[]) => values.map((v) => quoted(v)).join(', ');
+      if (e.code === 'scope_not_allowed' && scopes.length > 0) {
+        throw new CliError(
+          `--scope ${asked(scopes)}: client ${quoted(client.id)} may be granted only ${client.scopes.join(' ') || '(no scopes)'}`,
+        );
+      }
+      if (e.code === 'target_not_allowed' && audiences.length > 0) {
+        throw new CliError(
+          `--audience ${asked(audiences)}: client ${quoted(client.id)} may get tokens only for ${client.audiences.join(' ')}`,
+        );
+      }
+      if (e.code === 'target_required') {
+        throw new CliError(`client ${quoted(client.id)} has several audiences; choose one with --audience (${client.audiences.join(' ')})`);
+      }
     }
     throw e;
   };
@@ -175,17 +203,20 @@ export function registerToken(program: Command): void {
           throw new CliError('--subject is empty; name the subject to mint for (--subject alice), or leave it out to mint for the client');
         }
         if (opts.subject !== undefined && !validIdentity(opts.subject)) throw new CliError(`--subject: ${IDENTITY_RULE}`);
-        const minted = await withService(opts.config, true, async ({ service }) => {
+        const scopes = list(opts.scope);
+        const audiences = list(opts.audience);
+        const minted = await withService(opts.config, true, async ({ service, store }) => {
           if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
           return service
             .mint({
               clientId: opts.client,
-              scopes: list(opts.scope),
-              audiences: list(opts.audience),
+              scopes,
+              audiences,
               ...(ttl !== undefined ? { ttl } : {}),
               ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
             })
-            .catch(clientProblem(opts.client));
+            .catch(clientProblem(opts.client))
+            .catch(async (e: unknown) => mintProblem(await store.getClient(opts.client).catch(() => undefined), scopes, audiences)(e));
         });
         if (opts.json) return printJson(minted);
         process.stdout.write(`${minted.access_token}\n`);
