@@ -48,6 +48,19 @@ describe('tessera clients show', () => {
   });
 });
 
+describe('tessera token mint: a client with several audiences', () => {
+  it('is told to choose one with --audience, naming them, instead of a bare invalid_target', () => {
+    assert.equal(tessera('clients', 'add', 'two-audiences', '--audiences', 'https://a.test', 'https://b.test').code, 0);
+    const r = tessera('token', 'mint', '--client', 'two-audiences');
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.equal(
+      r.stderr,
+      'tessera: client "two-audiences" has several audiences; choose one with --audience (https://a.test https://b.test)\n',
+    );
+  });
+});
+
 describe('tessera clients add: a secret shown once', () => {
   for (const json of [false, true]) {
     it(`keeps no client whose secret never reached the reader (stdout closed${json ? ', --json' : ''}): exit 1, one line, nothing registered`, async () => {
