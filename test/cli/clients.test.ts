@@ -48,6 +48,20 @@ describe('tessera clients show', () => {
   });
 });
 
+describe('tessera clients show: the values in one column', () => {
+  it('starts every value at the same column, exchange_retarget_audiences included', () => {
+    const shown = tessera('clients', 'show', 'demo-agent');
+    assert.equal(shown.code, 0, shown.stderr);
+    const columns = new Set(
+      shown.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => /^\S+ +/.exec(l)?.[0].length),
+    );
+    assert.equal(columns.size, 1, shown.stdout);
+  });
+});
+
 describe('tessera token mint: a client with several audiences', () => {
   it('is told to choose one with --audience, naming them, instead of a bare invalid_target', () => {
     assert.equal(tessera('clients', 'add', 'two-audiences', '--audiences', 'https://a.test', 'https://b.test').code, 0);

@@ -201,8 +201,10 @@ export function registerClients(program: Command): void {
       if (opts.json) return printJson(d);
       // A JWKS kid is whatever the key file said (any string), the name whatever the registrant
       // wrote: control characters escaped, so a value cannot forge a line or rewrite the screen.
+      // One column for every value: exchange_retarget_audiences is longer than the rest.
+      const width = Math.max(...Object.keys(d).map((k) => k.length)) + 1;
       for (const [k, v] of Object.entries(d)) {
-        process.stdout.write(`${printable(`${k.padEnd(17)} ${Array.isArray(v) ? v.join(' ') : String(v)}`)}\n`);
+        process.stdout.write(`${printable(`${k.padEnd(width)} ${Array.isArray(v) ? v.join(' ') : String(v)}`)}\n`);
       }
     });
 
