@@ -88,6 +88,7 @@ export type LoginFailure =
   | 'login_state_mismatch'
   | 'login_state_expired'
   | 'login_state_replayed'
+  | 'login_issuer_mismatch'
   | 'login_upstream_error'
   | 'login_upstream_unavailable'
   | 'login_code_rejected'

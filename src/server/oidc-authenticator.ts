@@ -348,10 +348,11 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
 
       const m = await upstream().catch(() => undefined);
       if (m === undefined) return fail('login_upstream_unavailable');
-      // RFC 9207: the answer names the server that gave it (mix-up defence).
+      // RFC 9207: the answer names the server that gave it (mix-up defence). Its own reason: the
+      // state matched, so this is no login CSRF but an answer from, or relayed as from, another server.
       const iss = query.getAll('iss');
       if (iss.length > 1 || (iss.length === 1 && iss[0] !== m.issuer) || (iss.length === 0 && m.iss_parameter)) {
-        return fail('login_state_mismatch');
+        return fail('login_issuer_mismatch');
       }
       const error = query.get('error');
       if (error !== null) return fail('login_upstream_error', ERROR_CODE.test(error) ? error : 'invalid_request');

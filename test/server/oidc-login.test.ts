@@ -507,6 +507,39 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('mix-up (RFC 9207): a callback whose iss names another provider, or none from a provider that sends it, is refused as login_issuer_mismatch, not as login CSRF', async () => {
+    // The provider advertises iss in its answers: a callback without one was not its answer.
+    const fresh = await startTessera(rogue.url);
+    rogue.rewrite = (path, text) =>
+      path === '/.well-known/openid-configuration' ? text.replace('{', '{"authorization_response_iss_parameter_supported":true,') : text;
+    try {
+      for (const iss of ['https://evil.test', `${rogue.url}/`, undefined]) {
+        const browser = new Browser();
+        const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+        assert.equal(res.status, 303);
+        const p = new URL(res.headers.get('location') as string).searchParams;
+        rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+        const requests = rogue.tokenRequests.length;
+        const before = (await audit(fresh)).length;
+        const query = new URLSearchParams({ code: 'upstream-code-1', state: p.get('state') as string, ...(iss ? { iss } : {}) });
+        await expectPage(await browser.fetch(`${fresh.url}/oauth2/login/callback?${query}`), 403);
+        assert.deepEqual((await audit(fresh)).slice(before), ['login_issuer_mismatch'], String(iss));
+        assert.equal(rogue.tokenRequests.length, requests, 'the code is never sent to the token endpoint');
+        assert.ok(!browser.jar.has('tessera-session'));
+      }
+      // Its own iss signs in.
+      const browser = new Browser();
+      const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+      const p = new URL(res.headers.get('location') as string).searchParams;
+      rogue.idToken = () => idToken({ nonce: p.get('nonce') });
+      const query = new URLSearchParams({ code: 'upstream-code-1', state: p.get('state') as string, iss: rogue.url });
+      assert.equal((await browser.fetch(`${fresh.url}/oauth2/login/callback?${query}`)).status, 303);
+    } finally {
+      rogue.rewrite = undefined;
+      await fresh.close();
+    }
+  });
+
   it('a discovery document that names a member twice (two jwks_uri) is refused: no login starts (502 page)', async () => {
     const warnings: string[] = [];
     const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
