@@ -250,6 +250,43 @@ describe('attacks on the code', () => {
     assert.match(body.error_description, /^[\x20\x21\x23-\x5b\x5d-\x7e]+$/);
   });
 
+  it('code redemption race: eight parallel redemptions of one code over HTTP give exactly one token; the others are reuses', async () => {
+    const { code, verifier } = await codeFor();
+    const answers = await Promise.all(Array.from({ length: 8 }, () => redeem({ code, code_verifier: verifier })));
+    const bodies = (await Promise.all(answers.map((r) => r.json()))) as Record<string, string>[];
+    assert.deepEqual(answers.map((r) => r.status).sort(), [200, 400, 400, 400, 400, 400, 400, 400]);
+    assert.equal(bodies.filter((b) => b.access_token !== undefined).length, 1);
+    assert.ok(bodies.every((b) => b.access_token !== undefined || b.error === 'invalid_grant'));
+    await issuer.service.audit.flush();
+    const reuses = (await issuer.store.queryAudit({ limit: 10_000 })).filter(
+      (e) => e.kind === 'authorization_code.reuse_detected' && e.token_hash === tokenHash(code),
+    );
+    assert.equal(reuses.length, 7);
+  });
+
+  it('code_verifier outside RFC 7636 §4.1 (42 or 129 characters; +, =, /, non-ASCII, a trailing newline): refused as malformed, and the code is not spent; 43 and 128 redeem', async () => {
+    const { createHash } = await import('node:crypto');
+    const s256 = (v: string) => createHash('sha256').update(v).digest('base64url');
+    for (const v of [
+      'a'.repeat(42),
+      'a'.repeat(129),
+      `${'a'.repeat(42)}+`,
+      `${'a'.repeat(42)}=`,
+      `${'a'.repeat(42)}/`,
+      `${'a'.repeat(42)}é`,
+      `${'a'.repeat(43)}\n`,
+    ]) {
+      const { code } = await codeFor({ challenge: s256(v) });
+      await expectError(await redeem({ code, code_verifier: v }), 400, 'invalid_request');
+      assert.equal(await lastDenial(), 'pkce_verifier_malformed', JSON.stringify(v));
+      assert.equal((await issuer.store.getAuthorizationCode(sha256(code)))?.consumedAt, null);
+    }
+    for (const v of ['a'.repeat(43), `${'-._~'.repeat(31)}0aZ9`]) {
+      const { code } = await codeFor({ challenge: s256(v) });
+      assert.equal((await redeem({ code, code_verifier: v })).status, 200, `${v.length}`);
+    }
+  });
+
   it('missing code_verifier: refused', async () => {
     const { code } = await codeFor();
     await expectError(await redeem({ code }), 400, 'invalid_request');
