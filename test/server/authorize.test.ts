@@ -137,6 +137,28 @@ describe('consent', () => {
     assert.ok((await audit('authorization.approved')).includes('ok'));
   });
 
+  it('state with form-reserved characters (space, +, &, =, %, /, #, non-ASCII): echoed exactly, one state, no parameter split off it', async () => {
+    const state = 'a b+c&code=forged&iss=https://evil.test%2F#é';
+    const back = await approve(authorizeUrl({ state }));
+    assert.deepEqual(back.searchParams.getAll('state'), [state]);
+    assert.equal(back.searchParams.getAll('code').length, 1);
+    assert.notEqual(back.searchParams.get('code'), 'forged');
+    assert.deepEqual(back.searchParams.getAll('iss'), [issuer.url]);
+    assert.equal(back.hash, '');
+  });
+
+  it('parameter splitting through a registered query (?a=1;state=forged&code=…: a client splitting on ";" would read the registration\'s state): the query goes back form-encoded, ";" escaped', async () => {
+    // RFC 6749 §3.1.2 keeps the registered query; it is re-serialised as the form it is, so a ";"
+    // (a separator to some parsers) never reaches the client as one.
+    const uri = 'https://semi.test/cb?a=1;state=forged;code=forged';
+    await issuer.service.registerClient({ id: 'semi-app', public: true, scopes: ['api:read'], audiences: [API], redirectUris: [uri] });
+    const back = await approve(authorizeUrl({ client_id: 'semi-app', redirect_uri: uri }));
+    assert.doesNotMatch(back.search, /;/);
+    assert.equal(back.searchParams.get('a'), '1;state=forged;code=forged');
+    assert.deepEqual(back.searchParams.getAll('state'), ['xyz-state']);
+    assert.match(back.href, /^https:\/\/semi\.test\/cb\?a=1%3Bstate%3Dforged%3Bcode%3Dforged&code=tac_[\w-]+&state=xyz-state&iss=/);
+  });
+
   it('deny: redirects with error=access_denied, state and iss, and no code', async () => {
     const url = authorizeUrl();
     const { fields } = await openConsent(url);
@@ -302,6 +324,25 @@ describe('errors before the redirect URI is verified are shown, never redirected
       );
       assert.doesNotMatch(html, /evil\.test|<script>/, uri);
     }
+  });
+
+  it('port variation on a registered localhost redirect URI (RFC 8252 §7.3 leeway is for loopback IP literals, §8.3): a page, no redirect', async () => {
+    await issuer.service.registerClient({
+      id: 'localhost-app',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: ['http://localhost:8080/cb'],
+    });
+    for (const uri of ['http://localhost:9999/cb', 'http://localhost/cb', 'http://127.0.0.1:8080/cb']) {
+      await expectPage(
+        await fetch(authorizeUrl({ client_id: 'localhost-app', redirect_uri: uri }), { headers: personHeaders(), redirect: 'manual' }),
+        400,
+      );
+    }
+    // The registered one itself is answered.
+    const back = await approve(authorizeUrl({ client_id: 'localhost-app', redirect_uri: 'http://localhost:8080/cb' }));
+    assert.equal(`${back.origin}${back.pathname}`, 'http://localhost:8080/cb');
   });
 
   it('unknown client: a page, no redirect', async () => {
