@@ -290,7 +290,8 @@ export const OAUTH_ERROR_CODES = {
   registration_redirect_uri_invalid: {
     status: 400,
     error: 'invalid_redirect_uri',
-    description: 'A redirect URI must be https, or http on 127.0.0.1, [::1] or localhost only.',
+    description:
+      'redirect_uris must list 1-10 absolute https URIs (http only on 127.0.0.1, [::1] or localhost), without fragment, credentials, dot segments or response parameters.',
   },
 
   // Token exchange (RFC 8693 §2.2.2: invalid or unacceptable tokens are invalid_request).

@@ -128,6 +128,18 @@ describe('dynamic client registration', () => {
     await expectError(await register({ ...mcpClient, redirect_uris: [] }), 400, 'invalid_redirect_uri');
   });
 
+  it('DCR with many redirect URIs (eleven, one more than the limit): refused with invalid_redirect_uri, nothing registered, and the description names the limit rather than telling the developer their https URIs are not https', async () => {
+    const uris = (n: number) => Array.from({ length: n }, (_, i) => `https://many.test/cb${i}`);
+    const before = (await issuer.store.listClients()).length;
+    const res = await register({ ...mcpClient, redirect_uris: uris(11) });
+    const body = (await res.json()) as { error: string; error_description: string };
+    assert.equal(res.status, 400);
+    assert.equal(body.error, 'invalid_redirect_uri');
+    assert.match(body.error_description, /1-10/);
+    assert.equal((await issuer.store.listClients()).length, before);
+    assert.equal((await register({ ...mcpClient, redirect_uris: uris(10) })).status, 201);
+  });
+
   it('DCR redirect URI that is not an RFC 3986 URI (control characters, whitespace, a second URI in disguise): refused', async () => {
     // WHATWG URL drops or escapes these while the raw string would be stored, matched and printed
     // by `tessera clients show` (a terminal escape, or what reads as two URIs, from a registrant).
