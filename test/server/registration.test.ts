@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { authorizationConfig } from '../helpers/authorize.ts';
+import { authorizationConfig, authorizationRequest, openConsent } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { pkcePair } from '../helpers/pkce.ts';
 
 const IAT = 'initial-access-token-0123456789abcdefghij';
 const MCP = 'https://mcp.test/mcp';
@@ -539,6 +540,35 @@ describe('dynamic client registration', () => {
       await assert.rejects(issuer.addClient({ id: 'surrogate-name', scopes: ['mcp:read'], name }), /unpaired surrogate/);
     }
     assert.equal((await register({ ...mcpClient, client_name: 'Agent \u{1F916}' })).status, 201);
+  });
+
+  it('XSS through a self-registered client_name (<img onerror>, a quote that would end the attribute): registered as text, escaped on the consent page, never markup', async () => {
+    for (const name of ['<img src=x onerror=alert(1)>', '"><svg onload=alert(1)>', "x' autofocus onfocus='alert(1)"]) {
+      const res = await register({ ...mcpClient, client_name: name });
+      const body = (await res.json()) as { client_id: string; client_name: string };
+      assert.equal(res.status, 201, JSON.stringify(body));
+      const { html } = await openConsent(
+        authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+          client_id: body.client_id,
+          redirect_uri: mcpClient.redirect_uris[0],
+          code_challenge: pkcePair().challenge,
+          scope: 'mcp:read',
+          resource: MCP,
+        }),
+      );
+      assert.doesNotMatch(html, /<img|<svg|onerror=|onload=|autofocus onfocus='/, name);
+      const escaped = name.replace(/[&<>"'`=]/g, (c) => `&#${c.charCodeAt(0)};`);
+      assert.ok(html.includes(`<strong>${escaped}</strong>`), name);
+    }
+  });
+
+  it('no registration management (RFC 7592): the answer carries no registration_access_token or registration_client_uri, a standing credential nothing would check', async () => {
+    for (const method of ['none', 'client_secret_basic']) {
+      const body = (await (await register({ ...mcpClient, token_endpoint_auth_method: method })).json()) as Record<string, unknown>;
+      assert.equal(typeof body.client_id, 'string', method);
+      assert.equal('registration_access_token' in body, false, method);
+      assert.equal('registration_client_uri' in body, false, method);
+    }
   });
 
   it('open registration needs no token', async () => {
