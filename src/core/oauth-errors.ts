@@ -237,7 +237,7 @@ export const OAUTH_ERROR_CODES = {
   authorize_not_navigation: {
     status: 400,
     error: 'invalid_request',
-    description: 'The consent page is shown only to a page load of the browser itself, not to a script, a frame or an embedded object.',
+    description: 'The authorization endpoint answers only a page load of the browser itself, not a script, a frame or an embedded object.',
   },
   // 403 for the same reason as authorize_login_required: no HTTP authentication scheme to name in
   // the WWW-Authenticate challenge a 401 requires (the person signs in at the OIDC provider).

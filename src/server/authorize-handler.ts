@@ -232,6 +232,19 @@ export function createAuthorizeHandler(
     }
 
     if (form === undefined) {
+      // The page carries the anti-CSRF token, which only the same-origin policy keeps from other
+      // pages; but `tessera serve` with a gateway serves upstream pages on this origin too, and a
+      // script in one could fetch the page, read the token and post the approval (RFC 6749
+      // §10.12). A browser's own page load is Sec-Fetch-Dest: document; a fetch() or XHR is
+      // empty, a frame iframe, an <object> object.
+      // Scripts cannot set Sec-Fetch-* headers; clients that send none are served as before.
+      // Checked before a remembered approval too, which answers for the page: the script picked the
+      // PKCE challenge, and a redirect URI on this origin would hand it the code.
+      const dest = req.headers['sec-fetch-dest'];
+      if (dest !== undefined && dest !== 'document') {
+        denied('authorize_not_navigation', { subject: person.subject, clientId });
+        return page(res, new OAuthError('authorize_not_navigation'), requestId);
+      }
       // A remembered approval that covers this request answers it without the page.
       const code = await service.approveRemembered(request, { subject: person.subject, source: options.authenticator.source }, params, {
         requestId,
@@ -239,17 +252,6 @@ export function createAuthorizeHandler(
       });
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
-      }
-      // The page carries the anti-CSRF token, which only the same-origin policy keeps from other
-      // pages; but `tessera serve` with a gateway serves upstream pages on this origin too, and a
-      // script in one could fetch the page, read the token and post the approval (RFC 6749
-      // §10.12). A browser's own page load is Sec-Fetch-Dest: document; a fetch() or XHR is
-      // empty, a frame iframe, an <object> object.
-      // Scripts cannot set Sec-Fetch-* headers; clients that send none are served as before.
-      const dest = req.headers['sec-fetch-dest'];
-      if (dest !== undefined && dest !== 'document') {
-        denied('authorize_not_navigation', { subject: person.subject, clientId });
-        return page(res, new OAuthError('authorize_not_navigation'), requestId);
       }
       const nonce = newNonce();
       const redirectUrl = new URL(request.redirectUri);

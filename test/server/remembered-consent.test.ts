@@ -193,6 +193,31 @@ describe('remembered consent', () => {
     assert.equal(body.error, 'invalid_grant');
   });
 
+  it('a remembered approval harvested by a same-origin script (the gateway serves upstream pages on this origin; fetch, iframe or object: Sec-Fetch-Dest other than document): no code, refused as authorize_not_navigation, audited', async () => {
+    // The consent page is refused to such a request (its anti-CSRF token would be read); the
+    // approval it stands for, answered without the page, is refused to it too: the script chose
+    // the PKCE challenge, and a redirect URI on this origin would hand it the code.
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    for (const dest of ['empty', 'iframe', 'object']) {
+      const res = await fetch(authorizeUrl(issuer.url), { headers: { ...personHeaders(who), 'sec-fetch-dest': dest }, redirect: 'manual' });
+      const html = await res.text();
+      assert.equal(res.status, 400, dest);
+      assert.equal(res.headers.get('location'), null, dest);
+      assert.doesNotMatch(html, /tac_|name="csrf"/, dest);
+    }
+    await issuer.service.audit.flush();
+    const events = await issuer.store.queryAudit({ subject: who });
+    assert.deepEqual(
+      events.filter((e) => e.kind === 'authorization.denied').map((e) => e.reason),
+      ['authorize_not_navigation', 'authorize_not_navigation', 'authorize_not_navigation'],
+    );
+    assert.equal(events.filter((e) => e.kind === 'authorization.approved').length, 1, 'the page approval only');
+    // A navigation is answered as before.
+    const nav = await ask(authorizeUrl(issuer.url), { ...personHeaders(who), 'sec-fetch-dest': 'document' });
+    assert.equal(nav.kind, 'redirect');
+  });
+
   it('a wider scope shows the page', async () => {
     const who = person();
     await approve(authorizeUrl(issuer.url, { scope: 'api:read' }), personHeaders(who));
