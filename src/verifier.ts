@@ -17,7 +17,7 @@ import { ConfigError, type ConfigIssue } from './core/errors.ts';
 import type { VerificationKey } from './core/jose/jwk.ts';
 import { compilePolicy } from './core/policy.ts';
 import type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
-import { createDpopNonces, type DpopNonceSource, type DpopWindowHistory } from './core/verify/dpop.ts';
+import { createDpopNonces, type DpopNonceSource, type DpopWindowHistory, dpopNonceKeyFromSecret } from './core/verify/dpop.ts';
 import { STATIC_SUBJECT_PREFIX } from './core/verify/principal.ts';
 import { MemoryReplayCache } from './core/verify/replay.ts';
 import type { RevocationCheck } from './core/verify/revocation.ts';
@@ -76,9 +76,10 @@ export interface VerifierRuntime {
    */
   readonly replay?: ReplayCache;
   /**
-   * Nonce source when `dpop.nonce` is on (default: a random secret for this verifier alone). Give
-   * verifiers one source for them to accept each other's nonces (a gateway shares one across its
-   * verifiers and reloads).
+   * Nonce source when `dpop.nonce` is on and `dpop.nonce_secret` is not set (default: a random
+   * secret for this verifier alone). Give verifiers one source for them to accept each other's
+   * nonces (a gateway shares one across its verifiers and reloads). `dpop.nonce_secret`, when set,
+   * wins: every verifier with the same secret accepts the others' nonces.
    */
   readonly dpopNonces?: DpopNonceSource;
   /**
@@ -179,6 +180,16 @@ function keyFileChecks(v: VerifierConfig, ok: Trusted, runtime: VerifierRuntime)
     loadLocalJwks(i.jwks, i.algorithms, `issuers[${n}].jwks`, issues, runtime.baseDir);
   }
   return issues;
+}
+
+/**
+ * The resource-server nonces (RFC 9449 §9): under `dpop.nonce_secret` when it is set (so instances
+ * sharing it accept each other's, whatever their host gives), else the host's source, else a
+ * random key of this verifier.
+ */
+function dpopNonceSource(secret: string | undefined, host: DpopNonceSource | undefined, clock: Clock): DpopNonceSource {
+  if (secret !== undefined) return createDpopNonces({ secret: dpopNonceKeyFromSecret(secret), clock });
+  return host ?? createDpopNonces({ clock });
 }
 
 /** Like {@link createVerifier} for options that were already validated (by a larger config). */
@@ -292,7 +303,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
       iatWindow: config.dpop.iat_window,
       clockSkew: dpopSkew,
       replay: runtime.replay ?? new MemoryReplayCache({ maxEntries: config.dpop.replay_cache_size, clock }),
-      nonces: config.dpop.nonce ? (runtime.dpopNonces ?? createDpopNonces({ clock })) : undefined,
+      nonces: config.dpop.nonce ? dpopNonceSource(config.dpop.nonce_secret, runtime.dpopNonces, clock) : undefined,
       ...(windows && ownWindow ? { history: { windows, own: ownWindow } } : {}),
     },
     cacheSize: config.cache.max_entries,

@@ -252,8 +252,16 @@ export const dpopSchema = z
     ).prefault('60s'),
     nonce: z.boolean().default(false).meta({
       description:
-        'Require server-issued nonces in proofs sent to resource servers (RFC 9449 §9, 401 `use_dpop_nonce`). The gateway hands out one kind for all its routes, still accepted after a reload; under `tessera serve` they are MACed with a key derived from the master key, so every instance sharing it accepts them, also after a restart; under `tessera gateway` with a random key per process (a restart or another instance refuses them, and the client retries with a new one). The token endpoint has its own, under another key: `token_service.dpop.nonce`.',
+        'Require server-issued nonces in proofs sent to resource servers (RFC 9449 §9, 401 `use_dpop_nonce`). The gateway hands out one kind for all its routes, still accepted after a reload; they are MACed with a key from `dpop.nonce_secret` when it is set, else, under `tessera serve`, one derived from the master key (every instance sharing either accepts them, also after a restart), else one random key per process (`tessera gateway`, the library: a restart or another instance refuses them, and the client retries with a new one). The token endpoint has its own, under another key: `token_service.dpop.nonce`.',
     }),
+    nonce_secret: z
+      .string()
+      .min(32, 'use at least 32 characters, normally `${DPOP_NONCE_SECRET}` from the environment (e.g. `openssl rand -base64 32`)')
+      .optional()
+      .meta({
+        description:
+          'Key material for the nonces of `dpop.nonce`, normally `${DPOP_NONCE_SECRET}` from the environment; the MAC key is derived from it (HKDF), never the secret itself. Gateways and verifiers with the same secret accept each other’s nonces, across restarts: give it to every `tessera gateway` behind one load balancer (each still remembers proofs in its own memory, so a proof used at one may be presented again at another within `iat_window`; `tessera serve` records them in its store). Also under `tessera serve`, where it replaces the key derived from the master key. Changed by a reload, it applies at once: a nonce handed out under the old secret is refused from then on (401 `use_dpop_nonce` with a new one; the client retries). Default: under `tessera serve`, a key derived from the master key; under `tessera gateway` and in the library, a random key per process (nonces then end with the process and stay on one instance).',
+      }),
     replay_cache_size: z.number().int().positive().default(100_000).meta({
       description:
         'Proof `jti`s remembered in memory, where no store keeps them (`tessera gateway`, the library); `tessera serve` records them in its store. One proof key may hold at most max(1000, this / 16) of them (6250 of the default: about 68 requests a second by one key with the default `iat_window` and `clock_skew`), and is refused with 429 `dpop_key_rate_limited` past that, so one bound token cannot fill the cache for every other caller.',

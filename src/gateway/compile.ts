@@ -67,6 +67,8 @@ export interface CompileDeps {
   readonly mcpSessionKey: { readonly key: KeyObject; readonly random: boolean };
   /** The host the listener was bound to, when it is not `server.host` (`--host`). */
   readonly listenHost?: string | undefined;
+  /** Whether the DPoP nonces are MACed with a random key of this process when `dpop.nonce_secret` is not set. */
+  readonly dpopNoncesRandom?: boolean;
 }
 
 export interface CompiledUpstream {
@@ -510,6 +512,16 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
   if (hasMcp && secret === undefined && deps.mcpSessionKey.random)
     warnings.push(
       'MCP session ids are signed with a random key of this process: sessions end when it restarts and are refused by other gateway instances; set gateway.mcp_session_secret (e.g. "${MCP_SESSION_SECRET}") to keep and share them',
+    );
+  if (
+    config.dpop.nonce &&
+    config.dpop.mode !== 'disabled' &&
+    config.dpop.nonce_secret === undefined &&
+    deps.dpopNoncesRandom === true &&
+    (verifiers.jwt ?? verifiers.introspection)
+  )
+    warnings.push(
+      'DPoP nonces (dpop.nonce) are MACed with a random key of this process: another gateway instance, or this one after a restart, refuses them with 401 use_dpop_nonce and the client must retry; set dpop.nonce_secret (e.g. "${DPOP_NONCE_SECRET}") on every instance to share them',
     );
   const bound = deps.listenHost ?? config.server.host;
   const listenHost = urlHost(bound);

@@ -214,7 +214,8 @@ function baseOf(s: GatewayState, req: IncomingMessage): string {
 
 /**
  * HKDF `info` of the key the gateway's DPoP nonces (`dpop.nonce`, RFC 9449 §9) are MACed with under
- * `tessera serve`, derived from the master key: not the token endpoint's (`DPOP_NONCE_KEY_INFO`).
+ * `tessera serve`, derived from the master key (unless `dpop.nonce_secret` is set): not the token
+ * endpoint's (`DPOP_NONCE_KEY_INFO`).
  */
 export const GATEWAY_DPOP_NONCE_KEY_INFO = 'tessera gateway dpop nonce v1';
 
@@ -251,8 +252,8 @@ export interface GatewayDeps {
    * the store's replay cache). Without `replay`, one in-memory cache (`dpop.replay_cache_size`) is
    * shared by every verifier the gateway builds, across reloads; so are, without `dpopNonces`, one
    * nonce source with a random secret (this process only: `tessera serve` gives one keyed from the
-   * master key, {@link GATEWAY_DPOP_NONCE_KEY_INFO}), and, without `dpopWindows`, the DPoP windows
-   * of the verifiers a reload replaced.
+   * master key, {@link GATEWAY_DPOP_NONCE_KEY_INFO}; `dpop.nonce_secret` replaces either), and,
+   * without `dpopWindows`, the DPoP windows of the verifiers a reload replaced.
    */
   readonly verifierRuntime?: VerifierRuntime;
   /** Replace how verifiers are built (default: `createVerifierFromConfig` with `verifierRuntime`). */
@@ -398,7 +399,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const dpopWindows = deps.verifierRuntime?.dpopWindows ?? new DpopWindowHistory({ horizon: MAX_DPOP_IAT_WINDOW + MAX_CLOCK_SKEW });
   // One nonce secret for every verifier, across reloads: a JWT route's nonce is good at an
   // introspection route, and a reload does not cost each client a use_dpop_nonce round trip. The
-  // nonces stay valid for the same two time slots (RFC 9449 §9).
+  // nonces stay valid for the same two time slots (RFC 9449 §9). `dpop.nonce_secret`, when set,
+  // replaces it in each verifier built (createVerifierFromConfig), a reload's included.
   const dpopNonces = deps.verifierRuntime?.dpopNonces ?? createDpopNonces({ clock });
   const verifierFactory: VerifierFactory =
     deps.createVerifier ??
@@ -421,6 +423,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     mcpSessionKey:
       deps.mcpSessionKey !== undefined ? { key: deps.mcpSessionKey, random: false } : { key: randomSessionKey(), random: true },
     listenHost: deps.listenHost,
+    dpopNoncesRandom: deps.verifierRuntime?.dpopNonces === undefined && deps.createVerifier === undefined,
     pools,
     // The token service's refusals carry a fixed code (client_unknown, target_not_allowed...) that
     // says what to fix; no error's message is logged, as it may carry request data.

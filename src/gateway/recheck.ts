@@ -120,8 +120,10 @@ const BOUND_WIDENINGS: Widenings<TesseraConfig['dpop']> = {
   algorithms: superset,
   iat_window: notLess,
   nonce: (before, after) => before || !after,
-  // How many proofs are remembered against replay: an exchange in flight presents none again.
+  // How many proofs are remembered against replay, and which nonces a new proof may name: an
+  // exchange in flight presents none again.
   replay_cache_size: always,
+  nonce_secret: always,
 };
 
 const TRANSPORT_WIDENINGS: Widenings<TesseraConfig['transport']> = {

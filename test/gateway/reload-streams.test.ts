@@ -1078,7 +1078,13 @@ describe("gateway: streams whose issuer's, introspection's, DPoP or proxy settin
         clock_skew: '10s',
         max_lifetime: '1h',
       },
-      dpop: { mode: 'allowed', algorithms: ['ES256'], iat_window: '30s', nonce: false },
+      dpop: {
+        mode: 'allowed',
+        algorithms: ['ES256'],
+        iat_window: '30s',
+        nonce: false,
+        nonce_secret: 'nonce-secret-before-0123456789abcdef',
+      },
       maxTokenSize: 4096,
     };
     const gw = await gateway(narrow);
@@ -1113,8 +1119,15 @@ describe("gateway: streams whose issuer's, introspection's, DPoP or proxy settin
       // A rotated secret, how introspection is asked and its answers cached, and whether its
       // sub_id is believed (which names the subject's issuer, not whether a token is accepted).
       introspection: { client_secret: 'rotated-secret', timeout: '3s', cache_max_ttl: '30s', trust_sub_id: true },
-      // More proof algorithms, an older proof accepted, a larger replay cache.
-      dpop: { mode: 'allowed', algorithms: ['ES256', 'EdDSA'], iat_window: '60s', replay_cache_size: 1000 },
+      // More proof algorithms, an older proof accepted, a larger replay cache, another nonce
+      // secret (which nonces a new proof may name).
+      dpop: {
+        mode: 'allowed',
+        algorithms: ['ES256', 'EdDSA'],
+        iat_window: '60s',
+        replay_cache_size: 1000,
+        nonce_secret: 'nonce-secret-after-0123456789abcdefgh',
+      },
       transport: { query: true },
       maxTokenSize: 8192,
       otherRoute: true,

@@ -291,6 +291,8 @@ async function withGateway(
         // With dpop.nonce: nonces MACed under a key derived from the master key, so every instance
         // sharing it accepts the others' (one load balancer's pool), and a restart keeps them
         // good. Its own key, not the token endpoint's: neither's nonce is good at the other.
+        // dpop.nonce_secret, when set, replaces it (the verifiers derive their key from it), so
+        // `tessera gateway` instances given the same secret share the pool.
         ...(ctx.master !== undefined
           ? { dpopNonces: createDpopNonces({ secret: deriveMacKey(ctx.master, GATEWAY_DPOP_NONCE_KEY_INFO) }) }
           : {}),

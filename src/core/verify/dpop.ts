@@ -4,7 +4,7 @@
  * @module
  */
 import { Buffer } from 'node:buffer';
-import { createHmac, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, hkdfSync, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { TesseraError } from '../errors.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
@@ -21,6 +21,17 @@ export interface DpopNonceSource {
   current(): string;
   /** Whether a nonce presented in a proof is still acceptable. */
   isValid(nonce: string): boolean;
+}
+
+/**
+ * HKDF `info` of the key resource-server nonces are MACed with when `dpop.nonce_secret` is set: its
+ * own, neither the token endpoint's nor the one `tessera serve` derives from the master key.
+ */
+export const DPOP_NONCE_SECRET_KEY_INFO = 'tessera dpop nonce secret v1';
+
+/** The nonce key from `dpop.nonce_secret` (HKDF-SHA-256, so the secret is never the key itself). */
+export function dpopNonceKeyFromSecret(secret: string): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'utf8'), Buffer.alloc(0), DPOP_NONCE_SECRET_KEY_INFO, 32)));
 }
 
 /**

@@ -1,0 +1,257 @@
+/**
+ * `dpop.nonce_secret` (RFC 9449 §9): standalone gateways behind one load balancer, each its own
+ * process, accept each other's DPoP nonces when they share the secret, so a client that got
+ * `use_dpop_nonce` from one instance and retries on another is let through; without the secret,
+ * or with another one, the nonce is refused with 401 `use_dpop_nonce` and a new `DPoP-Nonce`.
+ * The secret replaces the key `tessera serve` derives from the master key, applies at a reload,
+ * and never appears in a log line or a configuration error.
+ */
+import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { inspect } from 'node:util';
+import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
+import pino from 'pino';
+import { ConfigError } from '../../src/core/errors.ts';
+import { createDpopNonces } from '../../src/core/verify/dpop.ts';
+import type { GatewayDeps } from '../../src/gateway/gateway.ts';
+import { createVerifier } from '../../src/verifier.ts';
+import {
+  AUDIENCE,
+  baseConfig,
+  ISSUER,
+  key,
+  parse,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
+
+const SECRET = 'dpop-nonce-secret-shared-0123456789-abcdefghij';
+const OTHER_SECRET = 'dpop-nonce-secret-another-0123456789-klmnopqrst';
+const PUBLIC = 'https://api.example';
+
+const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+
+/** A proof for `${PUBLIC}/items`, bound to `accessToken`, naming `nonce` when given. */
+function proof(accessToken: string, nonce?: string): Promise<string> {
+  return new SignJWT({
+    htm: 'GET',
+    htu: `${PUBLIC}/items`,
+    jti: randomUUID(),
+    ath: createHash('sha256').update(accessToken).digest('base64url'),
+    ...(nonce !== undefined ? { nonce } : {}),
+  })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
+    .setIssuedAt()
+    .sign(holder.privateKey);
+}
+
+/** A log that keeps every line, at trace level. */
+function captured(): { logger: pino.Logger; text: () => string } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(String(chunk));
+      done();
+    },
+  });
+  return { logger: pino({ level: 'trace' }, sink), text: () => lines.join('') };
+}
+
+describe('tessera gateway: dpop.nonce_secret shared by the instances behind one load balancer', () => {
+  let upstream: Upstream;
+  let bound: string;
+  const started: TestGateway[] = [];
+  const logs: (() => string)[] = [];
+  before(async () => {
+    upstream = await startUpstream();
+    bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
+  });
+  after(async () => {
+    for (const g of started) await g.close();
+    await upstream.close();
+  });
+
+  const input = (secret?: string) => ({
+    ...baseConfig(),
+    // Both instances are one service to their clients: the proofs name its public URL.
+    server: { public_url: `${PUBLIC}/` },
+    dpop: { mode: 'required' as const, nonce: true, ...(secret !== undefined ? { nonce_secret: '${DPOP_NONCE_SECRET}' } : {}) },
+    gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt' as const, rules: [{}] }] },
+  });
+  /** A standalone gateway (serveGateway, as `tessera gateway` runs it), `secret` from the environment. */
+  const instance = async (secret?: string, deps: GatewayDeps = {}) => {
+    const log = captured();
+    const g = await startGateway(input(secret), { logger: log.logger, ...deps }, secret !== undefined ? { DPOP_NONCE_SECRET: secret } : {});
+    started.push(g);
+    logs.push(log.text);
+    return Object.assign(g, { log: log.text });
+  };
+  const call = async (g: TestGateway, nonce?: string) =>
+    fetch(`${g.url}/items`, { headers: { authorization: `DPoP ${bound}`, dpop: await proof(bound, nonce) } });
+  /** The nonce `g` hands out to a proof that names none. */
+  const nonceFrom = async (g: TestGateway): Promise<string> => {
+    const res = await call(g);
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /error="use_dpop_nonce"/);
+    const nonce = res.headers.get('dpop-nonce');
+    assert.ok(nonce);
+    return nonce;
+  };
+  /** `g` refuses `nonce` as one it did not hand out, and gives its own to retry with. */
+  const assertRefused = async (g: TestGateway, nonce: string) => {
+    const seen = upstream.seen.length;
+    const res = await call(g, nonce);
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /DPoP .*error="use_dpop_nonce"/);
+    const fresh = res.headers.get('dpop-nonce');
+    assert.ok(fresh, 'a DPoP-Nonce to retry with');
+    assert.notEqual(fresh, nonce);
+    assert.equal(upstream.seen.length, seen, 'the refused request reached the upstream');
+    return fresh;
+  };
+
+  it('a nonce instance A handed out is accepted by instance B with the same secret: one retry is enough', async () => {
+    const a = await instance(SECRET);
+    const b = await instance(SECRET);
+    const nonce = await nonceFrom(a);
+    const seen = upstream.seen.length;
+    const res = await call(b, nonce);
+    assert.equal(res.status, 200);
+    assert.equal(upstream.seen.length, seen + 1);
+    const got = upstream.seen.at(-1)!;
+    assert.equal(got.method, 'GET');
+    assert.equal(got.url, '/items');
+    assert.equal(got.headers.dpop, undefined, 'the proof reached the upstream');
+    assert.ok(!JSON.stringify(got.headers).includes(bound), 'the token reached the upstream');
+    // And the other way round: B's nonce at A.
+    assert.equal((await call(a, await nonceFrom(b))).status, 200);
+  });
+
+  it("attack: a nonce of an instance with another secret is refused (401 use_dpop_nonce, the instance's own DPoP-Nonce)", async () => {
+    const a = await instance(SECRET);
+    const b = await instance(OTHER_SECRET);
+    const fresh = await assertRefused(b, await nonceFrom(a));
+    assert.equal((await call(b, fresh)).status, 200, 'the nonce it gave is good at it');
+  });
+
+  it('attack: without the secret each instance has its own random key, and refuses the other instance’s nonce', async () => {
+    const a = await instance();
+    const b = await instance();
+    await assertRefused(b, await nonceFrom(a));
+    await assertRefused(a, await nonceFrom(b));
+    // A secret on one side only is another key still.
+    await assertRefused(await instance(SECRET), await nonceFrom(a));
+  });
+
+  it('the secret replaces the key a host gives (tessera serve derives one from the master key): its nonces are the secret’s', async () => {
+    // Two hosts with different master keys, as two `tessera serve` data directories would have.
+    const a = await instance(SECRET, { verifierRuntime: { dpopNonces: createDpopNonces() } });
+    const b = await instance(SECRET, { verifierRuntime: { dpopNonces: createDpopNonces() } });
+    const standalone = await instance(SECRET);
+    assert.equal((await call(b, await nonceFrom(a))).status, 200);
+    assert.equal((await call(standalone, await nonceFrom(a))).status, 200);
+  });
+
+  it('a reload that changes the secret applies at once: a nonce under the old one is refused, one under the new one accepted', async () => {
+    const a = await instance(SECRET);
+    const b = await instance(SECRET);
+    const old = await nonceFrom(a);
+    assert.equal(a.served.reload(parse(input(OTHER_SECRET), { DPOP_NONCE_SECRET: OTHER_SECRET })).ok, true);
+    const fresh = await assertRefused(a, old);
+    assert.equal((await call(a, fresh)).status, 200);
+    await assertRefused(b, fresh);
+    // The same secret again: nonces stay good across the reload.
+    const kept = await nonceFrom(a);
+    assert.equal(a.served.reload(parse(input(OTHER_SECRET), { DPOP_NONCE_SECRET: OTHER_SECRET })).ok, true);
+    assert.equal((await call(a, kept)).status, 200);
+  });
+
+  it('without the secret the gateway warns at load that its nonces are this process’s own; with it, not', async () => {
+    const without = await instance();
+    const warning = without
+      .log()
+      .split('\n')
+      .find((l) => /"event":"config_warning"/.test(l) && /dpop\.nonce_secret/.test(l));
+    assert.ok(warning, without.log());
+    assert.match(warning, /random key of this process/);
+    const withSecret = await instance(SECRET);
+    assert.equal(/dpop\.nonce_secret/.test(withSecret.log()), false, withSecret.log());
+  });
+
+  it('the secret appears in no log line of any instance', () => {
+    const text = logs.map((l) => l()).join('\n');
+    assert.ok(text.length > 0);
+    for (const s of [SECRET, OTHER_SECRET]) assert.equal(text.includes(s), false);
+  });
+});
+
+describe('dpop.nonce_secret: configuration errors', () => {
+  const SHORT = 'short-nonce-secret-value-x';
+  const withSecret = (nonce_secret: string) => ({
+    ...baseConfig(),
+    dpop: { mode: 'allowed' as const, nonce: true, nonce_secret },
+    gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt' as const, rules: [{}] }] },
+  });
+
+  for (const [what, value, env] of [
+    ['written in the file', SHORT, {}],
+    ['from the environment', '${DPOP_NONCE_SECRET}', { DPOP_NONCE_SECRET: SHORT }],
+  ] as const) {
+    it(`a secret shorter than 32 characters (${what}) is refused at dpop.nonce_secret without being quoted`, () => {
+      try {
+        parse(withSecret(value), env);
+        assert.fail('expected a ConfigError');
+      } catch (e) {
+        assert.ok(e instanceof ConfigError, String(e));
+        const issue = e.issues.find((i) => i.path === 'dpop.nonce_secret');
+        assert.ok(issue, e.message);
+        assert.match(issue.message, /at least 32 characters/);
+        const text = `${e.message} ${JSON.stringify(e.issues)} ${inspect(e, { depth: Number.POSITIVE_INFINITY })}`;
+        assert.equal(text.includes(SHORT), false, text);
+      }
+    });
+  }
+
+  it('a secret of 32 characters or more is taken', () => {
+    assert.equal(parse(withSecret(SECRET)).dpop.nonce_secret, SECRET);
+  });
+});
+
+describe('dpop.nonce_secret in the library (createVerifier, the adapters)', () => {
+  const verifierWith = (nonce_secret?: string) =>
+    createVerifier({
+      issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256'], jwks: { keys: [key.jwk] } }],
+      dpop: { mode: 'required', nonce: true, ...(nonce_secret !== undefined ? { nonce_secret } : {}) },
+    });
+  const request = async (bound: string, nonce?: string) => ({
+    method: 'GET',
+    url: `${PUBLIC}/items`,
+    headers: { authorization: `DPoP ${bound}`, dpop: await proof(bound, nonce) },
+  });
+  const nonceOf = async (v: ReturnType<typeof verifierWith>, bound: string): Promise<string> => {
+    const r = await v.verify(await request(bound));
+    assert.equal(r.ok, false);
+    assert.ok(!r.ok);
+    assert.equal(r.error.code, 'dpop_nonce_required');
+    assert.ok(r.error.details.dpopNonce);
+    return r.error.details.dpopNonce;
+  };
+
+  it('two verifiers with the same secret accept each other’s nonces; with another secret or none, not', async () => {
+    const bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
+    const a = verifierWith(SECRET);
+    const nonce = await nonceOf(a, bound);
+    assert.equal((await verifierWith(SECRET).verify(await request(bound, nonce))).ok, true);
+    for (const other of [verifierWith(OTHER_SECRET), verifierWith()]) {
+      const r = await other.verify(await request(bound, nonce));
+      assert.ok(!r.ok);
+      assert.equal(r.error.code, 'dpop_nonce_required');
+    }
+  });
+});
