@@ -8,7 +8,7 @@
 export { denyResponse } from './adapters/response.ts';
 export type { AuditEvent, AuditKind, AuditQuery, AuditSink } from './audit/event.ts';
 export { uuidv7 } from './audit/id.ts';
-export { type AuditPipeline, type AuditPipelineOptions, createAuditPipeline } from './audit/pipeline.ts';
+export { type AuditEventsLost, type AuditPipeline, type AuditPipelineOptions, createAuditPipeline } from './audit/pipeline.ts';
 export { createJsonLinesSink, type JsonLinesSink } from './audit/sinks/jsonl.ts';
 export { MemoryAuditSink } from './audit/sinks/memory.ts';
 export { loadConfigFile } from './config/load.ts';

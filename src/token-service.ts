@@ -25,6 +25,7 @@
 
 export { BatchingAuditSink } from './audit/batching.ts';
 export { uuidv7 } from './audit/id.ts';
+export type { AuditEventsLost } from './audit/pipeline.ts';
 export { loadConfigFile } from './config/load.ts';
 export {
   type ResolvedStore,

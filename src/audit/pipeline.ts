@@ -9,6 +9,26 @@
 import { within } from './batching.ts';
 import type { AuditEvent, AuditSink } from './event.ts';
 
+/**
+ * The one log line the gateway and the token service each write at shutdown when audit events were
+ * not written by the deadline: `event` and `events` (the count) as fields, `component` saying whose.
+ */
+export interface AuditEventsLost {
+  readonly event: 'audit_events_lost';
+  readonly component: 'gateway' | 'token_service';
+  /** How many events are lost. */
+  readonly events: number;
+  /** The line's message: the count, whose, where they were not written and that the deadline passed. */
+  readonly message: string;
+}
+
+/** The {@link AuditEventsLost} line of `component` for `events` lost (logged at level `error`). */
+export function auditEventsLost(component: AuditEventsLost['component'], events: number): AuditEventsLost {
+  const [who, where] = component === 'gateway' ? ['gateway', 'every output'] : ['token service', 'the store'];
+  const message = `${events} audit events of the ${who} were not written to ${where} by the shutdown deadline and are lost`;
+  return { event: 'audit_events_lost', component, events, message };
+}
+
 /** Options of {@link createAuditPipeline}. */
 export interface AuditPipelineOptions {
   readonly sinks: readonly AuditSink[];

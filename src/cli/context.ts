@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { within } from '../audit/batching.ts';
+import type { AuditEventsLost } from '../audit/pipeline.ts';
 import { parseDuration } from '../config/duration.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { type ConfigCheck, parseConfig } from '../config/parse.ts';
@@ -89,13 +90,18 @@ export interface ServiceContext {
 /**
  * Open the store and build a token service that has synced once. With `needMaster`, a missing
  * master key is a one-line error naming where it is looked for. `onWarning` hears the service's
- * background failures (store sync, lost revocation push); never a token or secret. `check` is
+ * background failures (store sync, lost revocation push); never a token or secret;
+ * `onAuditEventsLost` the audit events its close could not write by the deadline. `check` is
  * {@link loadConfig}'s.
  */
 export async function openService(
   option: string | undefined,
   needMaster: boolean,
-  runtime: { readonly onWarning?: (message: string) => void; readonly check?: ConfigCheck<TesseraConfig> } = {},
+  runtime: {
+    readonly onWarning?: (message: string) => void;
+    readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
+    readonly check?: ConfigCheck<TesseraConfig>;
+  } = {},
 ): Promise<ServiceContext> {
   const { config, path } = loadConfig(option, runtime.check ? { check: runtime.check } : {});
   if (!existsSync(config.data_dir)) {
@@ -117,6 +123,7 @@ export async function openService(
     master,
     baseDir: dirname(path),
     ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+    ...(runtime.onAuditEventsLost ? { onAuditEventsLost: runtime.onAuditEventsLost } : {}),
   });
   await service.start({ background: false });
   return {

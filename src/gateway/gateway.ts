@@ -18,7 +18,7 @@ import { Registry } from 'prom-client';
 import { BatchingAuditSink, within } from '../audit/batching.ts';
 import type { AuditSink } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
-import { type AuditPipeline, createAuditPipeline } from '../audit/pipeline.ts';
+import { type AuditPipeline, auditEventsLost, createAuditPipeline } from '../audit/pipeline.ts';
 import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
@@ -1542,10 +1542,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // A batch handed to the store is in both counts when the pipeline gave up waiting for it.
     const lost = queued.queued + Math.max(queued.writing, stored);
     if (lost > 0) {
-      logger.error(
-        { event: 'audit_events_lost', events: lost },
-        `${lost} audit events were not written to every output by the shutdown deadline and are lost`,
-      );
+      const { message, ...fields } = auditEventsLost('gateway', lost);
+      logger.error(fields, message);
     }
   }
 

@@ -13,6 +13,7 @@
 import type { KeyObject } from 'node:crypto';
 import { BatchingAuditSink, within } from '../audit/batching.ts';
 import { uuidv7 } from '../audit/id.ts';
+import { type AuditEventsLost, auditEventsLost } from '../audit/pipeline.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { DEFAULT_DPOP_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
@@ -151,6 +152,12 @@ export interface TokenServiceOptions {
   readonly clock?: Clock;
   /** Told about background failures (sync, audit writes). Never a token or secret. */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Told, at {@link TokenService.close}, how many audit events were not written to the store by
+   * its deadline: the fields of the gateway's `audit_events_lost` line, for a host to log at level
+   * `error` (default: its `message` to `onWarning`).
+   */
+  readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
   /** Most client-credentials standing grants remembered (default 4096; oldest evicted first). */
   readonly standingGrantCacheSize?: number;
   /** Most compiled clients remembered (default 10000; oldest evicted first). */
@@ -222,6 +229,7 @@ export class TokenService {
   readonly #standing: StandingGrants;
   #ctx: ServiceContext;
   readonly #warn: (message: string) => void;
+  readonly #auditLost: (lost: AuditEventsLost) => void;
   readonly #dpopAlgorithms: ReadonlySet<JwsAlgorithm>;
   readonly #dpopNonces: DpopNonceSource | undefined;
   #versions = { keys: -1, clients: -1, revocations: -1 };
@@ -249,6 +257,7 @@ export class TokenService {
     this.issuer = issuer;
     this.endpoints = endpointsFor(issuer);
     this.#warn = options.onWarning ?? (() => {});
+    this.#auditLost = options.onAuditEventsLost ?? ((lost) => this.#warn(lost.message));
     this.#dpopAlgorithms = new Set(options.dpopAlgorithms ?? DEFAULT_DPOP_ALGORITHMS);
     // RFC 9449 §8: stateless nonces (a time slot and its HMAC) under a key derived from the master
     // key, so every instance sharing it accepts the others'. Without the master key nothing is
@@ -492,7 +501,8 @@ export class TokenService {
    * Stop syncing (and listening for pushed revocations) and flush the audit queue. Does not close
    * the store (its owner does). All of it takes at most `auditTimeoutMs` (default 10 s): a store
    * that fails is tried again every `audit_flush_interval` until then, a write that does not answer
-   * is given up on then, and the events not written are told to `onWarning` in one line.
+   * is given up on then, and the events not written are told to `onAuditEventsLost` (else
+   * `onWarning`) in one line.
    */
   async close(options: { readonly auditTimeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = options.auditTimeoutMs ?? AUDIT_CLOSE_MS;
@@ -512,9 +522,7 @@ export class TokenService {
       left(),
     );
     const lost = await this.audit.close({ timeoutMs: Math.max(0, left()) });
-    if (lost > 0) {
-      this.#warn(`${lost} audit events could not be written to the store within ${timeoutMs / 1000} s of shutdown and are lost`);
-    }
+    if (lost > 0) this.#auditLost(auditEventsLost('token_service', lost));
   }
 
   // The token endpoint.

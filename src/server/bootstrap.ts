@@ -8,6 +8,7 @@
  */
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { AuditEventsLost } from '../audit/pipeline.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { resolveStore, resolveTokenService } from '../config/token-service-schema.ts';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
@@ -113,6 +114,8 @@ export interface TokenServiceRuntime {
   readonly revocations?: RevocationList;
   readonly fetch?: typeof fetch;
   readonly onWarning?: (message: string) => void;
+  /** `TokenServiceOptions.onAuditEventsLost`: the audit events `close()` could not write by its deadline. */
+  readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
   /** Directory that relative `issuers[].jwks.file` paths resolve against: the configuration file's (default: the working directory). */
   readonly baseDir?: string;
 }
@@ -191,5 +194,6 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
     revocations,
     ...(runtime.clock ? { clock: runtime.clock } : {}),
     ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+    ...(runtime.onAuditEventsLost ? { onAuditEventsLost: runtime.onAuditEventsLost } : {}),
   });
 }

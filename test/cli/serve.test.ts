@@ -692,11 +692,23 @@ gateway:
         .split('\n')
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-      const gatewayLost = lines.find((l) => l.event === 'audit_events_lost');
+      // One line each, of one shape: the event, whose, how many, at level error (pino's 50), and a
+      // message naming the deadline, not the sliver of it the token service was left.
+      const lost = lines.filter((l) => l.event === 'audit_events_lost');
+      const gatewayLost = lost.find((l) => l.component === 'gateway');
+      const serviceLost = lost.find((l) => l.component === 'token_service');
+      assert.equal(lost.length, 2, out);
       assert.ok(typeof gatewayLost?.events === 'number' && gatewayLost.events >= 1, out);
-      assert.ok(
-        lines.some((l) => l.level === 'warn' && /^\d+ audit events could not be written to the store .* and are lost$/.test(String(l.msg))),
-        out,
+      assert.equal(gatewayLost.level, 50);
+      assert.match(
+        String(gatewayLost.msg),
+        /^\d+ audit events of the gateway were not written to every output by the shutdown deadline and are lost$/,
+      );
+      assert.ok(typeof serviceLost?.events === 'number' && serviceLost.events >= 1, out);
+      assert.equal(serviceLost.level, 'error');
+      assert.equal(
+        serviceLost.msg,
+        `${serviceLost.events} audit events of the token service were not written to the store by the shutdown deadline and are lost`,
       );
       assert.ok(!out.includes('not-the-secret'), 'no secret in the output');
     } finally {

@@ -12,6 +12,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import { idFloor } from '../../src/audit/id.ts';
+import type { AuditEventsLost } from '../../src/audit/pipeline.ts';
 import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema } from '../../src/config/schema.ts';
 import { resolveTokenService } from '../../src/config/token-service-schema.ts';
@@ -181,7 +182,8 @@ describe('sync: a key reload that keeps failing', () => {
 });
 
 describe('audit queue: the store failing', () => {
-  async function failingStore() {
+  /** A service whose store refuses every audit write until `up()`; with `structured`, lost events go to `lostLines`. */
+  async function failingStore(structured = false) {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-service-'));
     dirs.push(dir);
     const store = SqliteStore.open({ path: join(dir, 'tessera.db') });
@@ -189,11 +191,18 @@ describe('audit queue: the store failing', () => {
       parseConfig(configSchema, { data_dir: dir, token_service: { issuer: ISSUER, audit_flush_interval: '20ms' } }),
     );
     const warnings: string[] = [];
-    const service = new TokenService({ config, store, master: generateMasterKey().key, onWarning: (m) => warnings.push(m) });
+    const lostLines: AuditEventsLost[] = [];
+    const service = new TokenService({
+      config,
+      store,
+      master: generateMasterKey().key,
+      onWarning: (m) => warnings.push(m),
+      ...(structured ? { onAuditEventsLost: (l: AuditEventsLost) => lostLines.push(l) } : {}),
+    });
     let down = true;
     const append = store.appendAudit.bind(store);
     store.appendAudit = (events) => (down ? Promise.reject(new Error('store down')) : append(events));
-    return { store, service, warnings, up: () => (down = false) };
+    return { store, service, warnings, lostLines, up: () => (down = false) };
   }
 
   it('events dropped while the store is down: the retrying warning says how many', async () => {
@@ -237,7 +246,7 @@ describe('audit queue: the store failing', () => {
       await service.close({ auditTimeoutMs: 100 });
       assert.deepEqual(
         warnings.filter((w) => /lost/.test(w)),
-        ['3 audit events could not be written to the store within 0.1 s of shutdown and are lost'],
+        ['3 audit events of the token service were not written to the store by the shutdown deadline and are lost'],
       );
     } finally {
       await store.close();
@@ -254,7 +263,31 @@ describe('audit queue: the store failing', () => {
         new Promise((resolve) => setTimeout(() => resolve('hung'), 3000)),
       ]);
       assert.equal(outcome, 'closed');
-      assert.match(warnings.at(-1) ?? '', /^2 audit events could not be written/);
+      assert.match(warnings.at(-1) ?? '', /^2 audit events of the token service were not written/);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('onAuditEventsLost: the line has the gateway’s shape (event audit_events_lost, component, count), its message the deadline, not what was left of it', async () => {
+    const { store, service, warnings, lostLines } = await failingStore(true);
+    try {
+      for (let i = 0; i < 3; i++) service.audit.push(eventAt(Date.now(), `s${i}`));
+      // A sliver of the shutdown deadline left for the token service (tessera serve: after the gateway's own).
+      await service.close({ auditTimeoutMs: 3 });
+      assert.deepEqual(lostLines, [
+        {
+          event: 'audit_events_lost',
+          component: 'token_service',
+          events: 3,
+          message: '3 audit events of the token service were not written to the store by the shutdown deadline and are lost',
+        },
+      ]);
+      assert.deepEqual(
+        warnings.filter((w) => /lost/.test(w)),
+        [],
+        'told once, not also as a warning',
+      );
     } finally {
       await store.close();
     }

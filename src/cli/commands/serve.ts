@@ -88,7 +88,12 @@ const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, o
 
 /** Start the token service (and the gateway, when configured) from a configuration file. */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
-  const ctx = await openService(options.config, true, { onWarning: (msg) => log({ level: 'warn', msg }), check: serveChecks });
+  const ctx = await openService(options.config, true, {
+    onWarning: (msg) => log({ level: 'warn', msg }),
+    // The gateway's line, field for field (its pino logger writes it at level error).
+    onAuditEventsLost: ({ message, ...fields }) => log({ level: 'error', ...fields, msg: message }),
+    check: serveChecks,
+  });
   try {
     if (!ctx.service.keys.ready()) throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
     await ctx.service.start();
