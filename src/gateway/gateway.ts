@@ -36,7 +36,7 @@ import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
 import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isExtendedCardPath, readA2aBody } from './a2a/card.ts';
-import { AnswerRefused, type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
+import { type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
 import {
   isTaskPath,
   MAX_A2A_ID,
@@ -45,6 +45,7 @@ import {
   RPC_UNSUPPORTED_OPERATION,
   requestIds,
   rpcIdOf,
+  upstreamRpcCode,
 } from './a2a/message.ts';
 import { type IdKind, memoryTaskRegistry, StoreTaskOwners, type TaskRegistry, type TaskStore, taskOwner } from './a2a/registry.ts';
 import {
@@ -69,6 +70,7 @@ import {
   isIdentityEncoding,
   isJsonContentType,
   RPC_INVALID_REQUEST,
+  RPC_PARSE_ERROR,
   RPC_SERVER_ERROR,
   RPC_SESSION_NOT_FOUND,
   readMessage,
@@ -219,7 +221,7 @@ function baseOf(s: GatewayState, req: IncomingMessage): string {
  */
 export const GATEWAY_DPOP_NONCE_KEY_INFO = 'tessera gateway dpop nonce v1';
 
-/** Refusals of an A2A answer for its tasks' registry (a2a/forward.ts), answered as JSON-RPC errors. */
+/** Refusals of an A2A answer for its tasks' registry (a2a/forward.ts): not logged as upstream errors. */
 const REGISTRY_REFUSALS: ReadonlySet<string> = new Set([
   'a2a_task_registry_full',
   'a2a_task_registry_unavailable',
@@ -587,18 +589,33 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     finish(x);
   }
 
-  /** An upstream failure before any response header: 502/504 with a fixed body, nothing from the upstream. */
-  function upstreamError(x: Exchange, res: ServerResponse, route: CompiledRoute, error: unknown): void {
+  /**
+   * An upstream failure before any response header: 502/503/504 with a fixed body, nothing from the
+   * upstream. A call on an A2A route (`rpcId`: its JSON-RPC id, null when it has none) gets the
+   * JSON-RPC error an A2A client reads ({@link upstreamRpcCode}), echoing its id.
+   */
+  function upstreamError(x: Exchange, res: ServerResponse, route: CompiledRoute, error: unknown, rpcId?: string | number | null): void {
     const f = upstreamFailure(error);
     metrics.upstreamError(route.id, f.kind);
-    // A refused credential was handled where the refusal arrived (ProxiedRequest.onFailure).
-    if (!(error instanceof UpstreamCredentialRejected))
+    // A refused credential was handled where the refusal arrived (ProxiedRequest.onFailure); a
+    // registry that failed told the operator itself (withinDeadline, registryUnavailable), and a
+    // full one is about the caller, not the upstream.
+    if (!(error instanceof UpstreamCredentialRejected) && !REGISTRY_REFUSALS.has(f.code))
       logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
     const e = new TesseraError(f.code);
-    const d = renderDeny(e, state.challenges, x.requestId);
     x.reason = f.code;
     x.status = e.status;
-    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
+    if (!res.headersSent && !res.destroyed) {
+      if (rpcId === undefined) {
+        const d = renderDeny(e, state.challenges, x.requestId);
+        res.writeHead(d.status, d.headers).end(d.body);
+      } else {
+        const body = rpcErrorBody(upstreamRpcCode(f.code), e.description, rpcId);
+        const headers = rpcErrorHeaders(x, body);
+        if (closing) headers.connection = 'close';
+        res.writeHead(e.status, headers).end(body);
+      }
+    }
     finish(x);
   }
 
@@ -1034,7 +1051,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         x.bytesIn = read.length;
         const message = readA2aBody(read);
         if (!message.ok) {
-          denyRpc(x, res, new TesseraError('a2a_message_invalid'), RPC_INVALID_REQUEST, null);
+          denyRpc(x, res, new TesseraError('a2a_message_invalid'), message.parse ? RPC_PARSE_ERROR : RPC_INVALID_REQUEST, null);
           return;
         }
         if (message.extendedCard) card = 'rpc';
@@ -1271,6 +1288,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         a2a.config.max_answer_size,
         // A call's answer is parsed as JSON by clients whatever its label or status: read it so.
         greq.method !== 'GET' && greq.method !== 'HEAD',
+        a2a.rpcId,
       );
       proxied.handler = forwardWith(handler, options);
     } else proxied.handler = forward(res, options, proxied);
@@ -1395,26 +1413,15 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         x.status = 502;
         if (!res.headersSent) res.writeHead(502, rpcErrorHeaders(x, body)).end(body);
         finish(x);
-      } else if (error instanceof AnswerRefused && REGISTRY_REFUSALS.has(error.code) && this.a2aRpcId !== undefined && !res.destroyed) {
-        // The gateway could not record the tasks the answer names: the JSON-RPC error a request
-        // refused for them gets (-32000), echoing the call's id, which an A2A client reads as one.
-        const f = upstreamFailure(error);
-        metrics.upstreamError(route.id, f.kind);
-        const e = new TesseraError(f.code);
-        const body = rpcErrorBody(RPC_SERVER_ERROR, e.description, this.a2aRpcId);
-        x.reason = f.code;
-        x.status = e.status;
-        if (!res.headersSent) res.writeHead(e.status, rpcErrorHeaders(x, body)).end(body);
-        finish(x);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.
         const details = closedBy === 'introspection_unavailable' ? { retryAfter: INTROSPECTION_RETRY_AFTER } : {};
         deny(x, res, new TesseraError(closedBy, details), route.authn.challenges, !this.req.complete);
       } else if (error instanceof StreamClosed || res.destroyed || callerGone(this.req)) {
         x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
-        if (x.reason === 'shutdown') upstreamError(x, res, route, error);
+        if (x.reason === 'shutdown') upstreamError(x, res, route, error, this.a2aRpcId);
         else finish(x);
-      } else upstreamError(x, res, route, error);
+      } else upstreamError(x, res, route, error, this.a2aRpcId);
     }
   }
 

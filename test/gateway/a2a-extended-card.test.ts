@@ -289,11 +289,14 @@ describe('gateway: the A2A authenticated extended card', () => {
     assert.equal(upstream.seen.length, before, 'the upstream never saw it');
   });
 
-  it('extended card as an event stream: refused (502), nothing of it relayed', async () => {
+  it('extended card as an event stream: refused (502) with a JSON-RPC -32006 echoing the id, nothing of it relayed', async () => {
     const res = await rpc({ jsonrpc: '2.0', id: 5, method: 'agent/getAuthenticatedExtendedCard' }, { 'x-test': 'sse' });
     assert.equal(res.status, 502);
+    assert.equal(res.headers.get('content-type'), 'application/json');
     const text = await res.text();
     assert.ok(!text.includes('10.0.0.7'), text);
+    assert.deepEqual(JSON.parse(text), { jsonrpc: '2.0', id: 5, error: { code: -32006, message: 'The upstream service is unavailable.' } });
+    assert.equal((((await requestEvents(gw)) as AuditEvent[]).at(-1) as AuditEvent).reason, 'a2a_extended_card_invalid');
   });
 
   it('extended card over 256 KiB: refused (502)', async () => {

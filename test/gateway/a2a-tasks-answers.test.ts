@@ -11,8 +11,8 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { json, postAgent, startA2aPrincipals, userMessage } from './a2a/helpers.ts';
-import { requestEvents, type TestGateway, type Upstream } from './helpers.ts';
+import { assertRpcError, json, postAgent, startA2aPrincipals, UPSTREAM_UNAVAILABLE, userMessage } from './a2a/helpers.ts';
+import { requestEvents, startA2aGateway, type TestGateway, token, type Upstream } from './helpers.ts';
 
 type Answer = (rpc: { id: unknown; method: string }, res: ServerResponse, req: IncomingMessage) => void;
 
@@ -91,7 +91,7 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal((await post(alice, rpc('tasks/get', { id: task }))).status, 200);
   });
 
-  it('compressed answer (the upstream compresses though asked for identity): refused 502 a2a_upstream_answer_compressed, nothing relayed', async () => {
+  it('compressed answer (the upstream compresses though asked for identity): refused 502 a2a_upstream_answer_compressed with a JSON-RPC -32006 echoing the id, nothing relayed', async () => {
     const context = `c-${randomUUID()}`;
     answer = (call, res) =>
       res
@@ -100,21 +100,20 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     const from = upstream.seen.length;
     const res = await post(alice, rpc('message/send', message()));
     assert.equal(upstream.seen[from]?.headers['accept-encoding'], 'identity');
-    assert.equal(res.status, 502);
-    assert.doesNotMatch(await res.text(), new RegExp(context));
+    assert.equal(res.headers.get('content-encoding'), null);
+    await assertRpcError(res, { status: 502, id: n, code: -32006, message: UPSTREAM_UNAVAILABLE });
     assert.equal(await lastReason(), 'a2a_upstream_answer_compressed');
   });
 
-  it('compressed event stream: refused 502 a2a_upstream_answer_compressed, nothing relayed', async () => {
+  it('compressed event stream (message/stream refused before its head): a plain JSON-RPC -32006 answer echoing the id, 502 a2a_upstream_answer_compressed, nothing relayed', async () => {
     const context = `c-${randomUUID()}`;
     answer = (call, res) =>
       res
         .writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' })
         .end(gzipSync(`data: ${resultOf(call, taskOf(`t-${randomUUID()}`, context))}\n\n`));
     const res = await post(alice, rpc('message/stream', message()));
-    assert.equal(res.status, 502);
     assert.equal(res.headers.get('content-encoding'), null);
-    await res.arrayBuffer();
+    await assertRpcError(res, { status: 502, id: n, code: -32006, message: UPSTREAM_UNAVAILABLE });
     assert.equal(await lastReason(), 'a2a_upstream_answer_compressed');
   });
 
@@ -136,13 +135,12 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     { name: 'oversized text/plain answer (past a2a.max_answer_size)', contentType: 'text/plain' },
   ];
   for (const { name, contentType } of oversized) {
-    it(`${name}: refused 502 a2a_upstream_answer_too_large, nothing relayed`, async () => {
+    it(`${name}: refused 502 a2a_upstream_answer_too_large with a JSON-RPC -32006 echoing the id, nothing relayed`, async () => {
       const context = `c-${randomUUID()}`;
       answer = (call, res) =>
         res.writeHead(200, { 'content-type': contentType }).end(resultOf(call, taskOf(`t-${randomUUID()}`, context, 5 * MiB)));
       const res = await post(alice, rpc('message/send', message()));
-      assert.equal(res.status, 502);
-      assert.doesNotMatch(await res.text(), new RegExp(context));
+      await assertRpcError(res, { status: 502, id: n, code: -32006, message: UPSTREAM_UNAVAILABLE });
       assert.equal(await lastReason(), 'a2a_upstream_answer_too_large');
     });
   }
@@ -180,7 +178,7 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     const res = await post(alice, rpc('message/send', message()));
     const text = await res.text();
     const bobs = await bobContinues(context);
-    return { status: res.status, text, bobs };
+    return { status: res.status, type: res.headers.get('content-type'), text, bobs };
   };
 
   /**
@@ -275,16 +273,18 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     { name: 'JSON answer spelling contextId twice (`contextId` and `ContextId`: clients disagree on which wins)', key: 'ContextId' },
   ];
   for (const { name, key } of ambiguous) {
-    it(`${name}: refused 502 a2a_upstream_answer_ambiguous, nothing relayed`, async () => {
+    it(`${name}: refused 502 a2a_upstream_answer_ambiguous with a JSON-RPC -32006 echoing the id, nothing relayed`, async () => {
       const context = `c-${randomUUID()}`;
       const decoy = `c-${randomUUID()}`;
-      const { status, text, bobs } = await aliceThenBob(context, (call, res) =>
+      const { status, type, text, bobs } = await aliceThenBob(context, (call, res) =>
         res
           .writeHead(200, { 'content-type': 'application/json' })
           .end(resultOf(call, { ...taskOf(`t-${randomUUID()}`, decoy), [key]: context })),
       );
       assert.equal(status, 502);
-      assert.doesNotMatch(text, new RegExp(`${context}|${decoy}`));
+      assert.equal(type, 'application/json');
+      // Alice's call was the one before Bob's.
+      assert.deepEqual(JSON.parse(text), { jsonrpc: '2.0', id: n - 1, error: { code: -32006, message: UPSTREAM_UNAVAILABLE } });
       assert.equal((await requestEvents(gw)).at(-2)?.reason, 'a2a_upstream_answer_ambiguous');
       // Bob's own new context: nothing of it was Alice's.
       assert.equal(bobs.res.status, 200);
@@ -352,7 +352,7 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal(await lastReason(), 'a2a_task_foreign');
   });
 
-  it('SSE event spelling result twice (`result` and `Result`): the stream is cut before that event, audited answer_ambiguous', async () => {
+  it('SSE event spelling result twice (`result` and `Result`): the stream ends before that event with a JSON-RPC -32006 error event echoing the id, audited answer_ambiguous', async () => {
     const context = `c-${randomUUID()}`;
     const first = `t-${randomUUID()}`;
     const { status, text, cut } = await aliceStreamThenBob(context, (call) => [
@@ -360,19 +360,128 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
       { jsonrpc: '2.0', id: call.id, result: { kind: 'message', messageId: 'm', parts: [] }, Result: taskOf(`t-${randomUUID()}`, context) },
     ]);
     assert.equal(status, 200);
-    assert.equal(cut, true);
+    assert.equal(cut, false);
     assert.doesNotMatch(text, new RegExp(context));
+    // Its last event is the call's failure, as an A2A client reads one in a stream (Alice's call was before Bob's).
+    const last = text.trimEnd().split('\n\n').at(-1) as string;
+    assert.ok(text.endsWith('\n\n'));
+    assert.deepEqual(JSON.parse(last.replace(/^data: /, '')), {
+      jsonrpc: '2.0',
+      id: n - 1,
+      error: { code: -32006, message: UPSTREAM_UNAVAILABLE },
+    });
     const events = await requestEvents(gw);
     assert.equal(events.at(-2)?.detail?.upstream_error, 'answer_ambiguous');
+    assert.equal(events.at(-2)?.decision, 'allow');
+  });
+
+  it('SSE event spelling result twice, its first bytes relayed already: the connection is cut (an error event would join the event the client is reading), audited answer_ambiguous', async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // Names nothing yet: relayed as it comes.
+      res.write(`data: {"jsonrpc":"2.0","id":${JSON.stringify(call.id)},`);
+      setTimeout(
+        () => res.end(`"result":{"kind":"message","messageId":"m","parts":[]},"Result":${JSON.stringify(taskOf('t', context))}}\n\n`),
+        50,
+      );
+    };
+    const res = await post(alice, rpc('message/stream', message()));
+    assert.equal(res.status, 200);
+    let text = '';
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    let cut = false;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString();
+      }
+    } catch {
+      cut = true;
+    }
+    assert.equal(cut, true);
+    assert.doesNotMatch(text, new RegExp(`${context}|error`));
+    assert.equal((await requestEvents(gw)).at(-1)?.detail?.upstream_error, 'answer_ambiguous');
   });
 
   it('positional params: a tasks/get with params as an array is refused (400, -32600, a2a_message_invalid), the upstream never asked', async () => {
     const task = `t-${randomUUID()}`;
     const from = upstream.seen.length;
     const res = await post(bob, rpc('tasks/get', [{ id: task }]));
-    assert.equal(res.status, 400);
-    assert.equal((await json(res)).error.code, -32600);
+    await assertRpcError(res, {
+      status: 400,
+      id: n,
+      code: -32600,
+      message: 'The request body is not a JSON-RPC message the gateway can read.',
+    });
     assert.equal(upstream.seen.length, from);
     assert.equal(await lastReason(), 'a2a_message_invalid');
+  });
+
+  it('a body that is not JSON is refused as JSON-RPC says (400, -32700 parse error, id null: none can be read), a2a_message_invalid, the upstream never asked', async () => {
+    const from = upstream.seen.length;
+    for (const body of [
+      '{"jsonrpc":"2.0","id":7,"method":"message/send",',
+      '{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{"id":NaN}}',
+    ]) {
+      const res = await post(bob, body);
+      await assertRpcError(res, {
+        status: 400,
+        id: null,
+        code: -32700,
+        message: 'The request body is not a JSON-RPC message the gateway can read.',
+      });
+      assert.equal(await lastReason(), 'a2a_message_invalid');
+    }
+    assert.equal(upstream.seen.length, from);
+  });
+
+  it('a JSON body repeating a key is an invalid request (400, -32600, id null: which id counts is the ambiguity), a2a_message_invalid', async () => {
+    const res = await post(bob, '{"jsonrpc":"2.0","id":7,"method":"tasks/get","id":8,"params":{"id":"t"}}');
+    await assertRpcError(res, {
+      status: 400,
+      id: null,
+      code: -32600,
+      message: 'The request body is not a JSON-RPC message the gateway can read.',
+    });
+    assert.equal(await lastReason(), 'a2a_message_invalid');
+  });
+
+  it("a batch naming another principal's task is refused whole (404, -32001, id null: one error for the batch)", async () => {
+    answer = undefined;
+    const task = (await json(await post(alice, rpc('message/send', message())))).result.id;
+    const from = upstream.seen.length;
+    const res = await post(bob, [rpc('message/send', message()), rpc('tasks/get', { id: task })]);
+    assert.equal(upstream.seen.length, from);
+    await assertRpcError(res, { status: 404, id: null, code: -32001, message: 'Task not found' });
+  });
+});
+
+describe('gateway: A2A calls whose upstream gives no answer (bind_tasks)', () => {
+  let gw: TestGateway;
+  before(async () => {
+    // Nothing listens on port 1: every call fails to connect.
+    gw = await startA2aGateway('http://127.0.0.1:1', { token_url: 'https://tessera.example.com/oauth/token' });
+  });
+  after(() => gw.close());
+
+  it("upstream unreachable: 502 upstream_unavailable as a JSON-RPC -32603 echoing the call's id, the message/stream call too", async () => {
+    const bearer = await token({ sub: 'alice', scope: 'agent:invoke' });
+    for (const [id, method] of [
+      [41, 'message/send'],
+      ['s-42', 'message/stream'],
+    ] as const) {
+      const res = await postAgent(gw, bearer, { jsonrpc: '2.0', id, method, params: userMessage('hi') });
+      await assertRpcError(res, { status: 502, id, code: -32603, message: UPSTREAM_UNAVAILABLE });
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'upstream_unavailable');
+    }
+  });
+
+  it("a request without a body (GET) keeps the gateway's plain error body: no call to answer", async () => {
+    const bearer = await token({ sub: 'alice', scope: 'agent:invoke' });
+    const res = await fetch(`${gw.url}/agent/`, { headers: { authorization: `Bearer ${bearer}` } });
+    assert.equal(res.status, 502);
+    assert.equal(((await res.json()) as { error: string }).error, 'bad_gateway');
   });
 });

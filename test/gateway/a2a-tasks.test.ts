@@ -9,7 +9,7 @@ import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { TaskStore } from '../../src/gateway/a2a/registry.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
-import { json, postAgent, startA2aPrincipals, TOKEN_URL, userMessage } from './a2a/helpers.ts';
+import { assertRpcError, json, postAgent, startA2aPrincipals, TOKEN_URL, UPSTREAM_UNAVAILABLE, userMessage } from './a2a/helpers.ts';
 import { requestEvents, startA2aGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 interface AgentTask {
@@ -445,7 +445,7 @@ describe("gateway: an A2A upstream answering with another principal's task", () 
   const send = async (bearer: string, method: string) =>
     postAgent(gw, bearer, { jsonrpc: '2.0', id: 1, method, params: { message: { role: 'user', messageId: randomUUID(), parts: [] } } });
 
-  it("a JSON answer naming another principal's task is not relayed (502 a2a_upstream_task_foreign)", async () => {
+  it("a JSON answer naming another principal's task is not relayed (502 a2a_upstream_task_foreign, a JSON-RPC -32006 echoing the id)", async () => {
     const alice = await token({ sub: 'alice', scope: 'agent:invoke' });
     const bob = await token({ sub: 'bob', scope: 'agent:invoke' });
     leaked = { kind: 'task', id: 't-alice', contextId: 'c-alice', status: { state: 'completed' }, artifacts: [{ text: 'secret' }] };
@@ -453,22 +453,25 @@ describe("gateway: an A2A upstream answering with another principal's task", () 
     assert.equal(first.status, 200);
     assert.equal(((await first.json()) as { result: { id: string } }).result.id, 't-alice');
     const res = await send(bob, 'message/send');
-    assert.equal(res.status, 502);
-    assert.doesNotMatch(await res.text(), /secret|t-alice/);
+    await assertRpcError(res, { status: 502, id: 1, code: -32006, message: UPSTREAM_UNAVAILABLE });
     assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_upstream_task_foreign');
   });
 
-  it("an event stream naming another principal's task is cut before that event (CRLF-delimited events read too)", async () => {
+  it("an event stream naming another principal's task ends before that event with a JSON-RPC -32006 error event echoing the id (CRLF-delimited events read too)", async () => {
     const bob = await token({ sub: 'bob', scope: 'agent:invoke' });
     const res = await send(bob, 'message/stream');
     assert.equal(res.status, 200);
-    let text = '';
-    try {
-      text = await res.text();
-    } catch {
-      // Cut: the caller sees an incomplete stream.
-    }
+    const text = await res.text();
     assert.doesNotMatch(text, /secret|t-alice/);
+    const events = text.split(/\r?\n\r?\n/).filter((e) => e !== '');
+    assert.equal(events.length, 2);
+    assert.match(events[0] as string, /"taskId":"t-other"/);
+    assert.deepEqual(JSON.parse((events[1] as string).replace(/^data: /, '')), {
+      jsonrpc: '2.0',
+      id: 1,
+      error: { code: -32006, message: UPSTREAM_UNAVAILABLE },
+    });
+    assert.equal((await requestEvents(gw)).at(-1)?.detail?.upstream_error, 'task_foreign');
   });
 });
 

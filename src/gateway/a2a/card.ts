@@ -296,7 +296,11 @@ export type A2aBody =
       /** The parsed body (`undefined` when empty). */
       readonly value?: unknown;
     }
-  | { readonly ok: false };
+  | {
+      readonly ok: false;
+      /** Not strict UTF-8 JSON (JSON-RPC's parse error), else JSON the gateway will not forward (an invalid request). */
+      readonly parse: boolean;
+    };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -316,17 +320,17 @@ export function readA2aBody(body: Uint8Array): A2aBody {
   if (body.length === 0) return { ok: true, extendedCard: false };
   const b0 = body[0] as number;
   const b1 = body[1];
-  if ((b0 === 0xfe && b1 === 0xff) || (b0 === 0xff && b1 === 0xfe)) return { ok: false };
-  for (let i = 0; i < Math.min(4, body.length); i++) if (body[i] === 0) return { ok: false };
+  if ((b0 === 0xfe && b1 === 0xff) || (b0 === 0xff && b1 === 0xfe)) return { ok: false, parse: true };
+  for (let i = 0; i < Math.min(4, body.length); i++) if (body[i] === 0) return { ok: false, parse: true };
   let text: string;
   let value: unknown;
   try {
     text = utf8.decode(body);
     value = JSON.parse(text);
   } catch {
-    return { ok: false };
+    return { ok: false, parse: true };
   }
-  if (hasDuplicateKeys(text)) return { ok: false };
+  if (hasDuplicateKeys(text)) return { ok: false, parse: false };
   const messages = Array.isArray(value) ? value : [value];
   let extendedCard = false;
   for (const m of messages) {
@@ -340,7 +344,7 @@ export function readA2aBody(body: Uint8Array): A2aBody {
         extendedCard = true;
     }
   }
-  if (extendedCard && Array.isArray(value)) return { ok: false };
+  if (extendedCard && Array.isArray(value)) return { ok: false, parse: false };
   return { ok: true, extendedCard, value };
 }
 

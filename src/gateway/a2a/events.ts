@@ -23,9 +23,20 @@ export class SseDataReader {
   #dataBytes = 0;
   /** The previous chunk ended with a CR: a LF opening this one ends no second line. */
   #skipLf = false;
+  /** A field line (`data`, `event`, `id`, `retry`, any other) since the last empty line. */
+  #fields = false;
 
   constructor(limit: number = DEFAULT_MAX_ANSWER) {
     this.#limit = limit;
+  }
+
+  /**
+   * The chunks pushed so far end between two events: no line begun, no field since the last
+   * empty line (comments aside). An event written now is dispatched by a client as it is, not
+   * merged into one the stream left unfinished.
+   */
+  get betweenEvents(): boolean {
+    return this.#line.length === 0 && !this.#fields;
   }
 
   /** The data of every event completed in `chunk`. */
@@ -74,11 +85,13 @@ export class SseDataReader {
     this.#line = [];
     this.#lineBytes = 0;
     if (line === '') {
+      this.#fields = false;
       const data = this.#data;
       this.#data = [];
       this.#dataBytes = 0;
       return data.length === 0 ? undefined : data.join('\n');
     }
+    if (!line.startsWith(':')) this.#fields = true;
     const colon = line.indexOf(':');
     const name = colon < 0 ? line : line.slice(0, colon);
     if (name !== 'data') return undefined;

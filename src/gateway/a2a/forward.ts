@@ -7,11 +7,14 @@
  * @module
  */
 import type { ServerResponse } from 'node:http';
+import { TesseraError } from '../../core/errors.ts';
 import { isEventStream } from '../mcp/events.ts';
+import { rpcErrorBody } from '../mcp/message.ts';
 import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from '../proxy/forward.ts';
 import { answerIds, answerText, DEFAULT_MAX_ANSWER } from './answers.ts';
 import { isJsonType } from './card.ts';
 import { SseDataReader } from './events.ts';
+import { upstreamRpcCode } from './message.ts';
 
 /** Why the gateway relays nothing more of an upstream answer, by the reason code it is refused with. */
 const ANSWER_REFUSALS = {
@@ -111,7 +114,10 @@ export class TaskForwardHandler extends ForwardHandler {
   readonly #limit: number;
   readonly #readAll: boolean;
   readonly #ownCredential: boolean;
+  readonly #rpcId: string | number | null | undefined;
   #sse: SseDataReader | undefined;
+  /** What the stream relayed so far ends between two events (see {@link lastBytes}). */
+  #betweenEvents = true;
   #head: { status: number; raw: Buffer[]; resume: () => void } | undefined;
   #chunks: Buffer[] = [];
   #total = 0;
@@ -132,12 +138,26 @@ export class TaskForwardHandler extends ForwardHandler {
     ownCredential = false,
     limit: number = DEFAULT_MAX_ANSWER,
     readAll = false,
+    rpcId?: string | number | null,
   ) {
     super(res, cb, extra, ownCredential);
     this.#record = record;
     this.#limit = limit;
     this.#readAll = readAll;
     this.#ownCredential = ownCredential;
+    this.#rpcId = rpcId;
+  }
+
+  /**
+   * A JSON-RPC call's event stream refused mid-way ends with one more event, the JSON-RPC error
+   * the call would have got before the head (echoing its id), when what was relayed ends between
+   * two events: A2A clients read an error response in a stream as the call's failure. Otherwise
+   * (an event begun, not a call) the connection is cut: a client sees the stream fail, and
+   * dispatches nothing of the event it was reading.
+   */
+  override lastBytes(error: Error): string | undefined {
+    if (!(error instanceof AnswerRefused) || this.#sse === undefined || this.#rpcId === undefined || !this.#betweenEvents) return undefined;
+    return `data: ${rpcErrorBody(upstreamRpcCode(error.code), new TesseraError(error.code).description, this.#rpcId)}\n\n`;
   }
 
   override abort(reason: Error): void {
@@ -196,6 +216,8 @@ export class TaskForwardHandler extends ForwardHandler {
     }
     if (this.#sse !== undefined) {
       const named = { tasks: [] as string[], contexts: [] as string[] };
+      // Where the relayed stream ends if this chunk is refused (it is written whole or not at all).
+      this.#betweenEvents = this.#sse.betweenEvents;
       const events = this.#sse.push(chunk);
       if (this.#sse.overflow) {
         // An event too large to read: cut before this chunk (the event's end is not in an earlier one).

@@ -14,11 +14,44 @@
  *
  * @module
  */
-import { memberFold } from '../mcp/message.ts';
+import type { ErrorCode } from '../../core/errors.ts';
+import { memberFold, RPC_SERVER_ERROR } from '../mcp/message.ts';
 
 /** A2A's JSON-RPC errors: `TaskNotFoundError` (what an agent answers for a task it does not have) and `UnsupportedOperationError`. */
 export const RPC_TASK_NOT_FOUND = -32001;
 export const RPC_UNSUPPORTED_OPERATION = -32004;
+/** A2A's `InvalidAgentResponseError`: the agent's answer is not one the gateway relays (spec §5.4). */
+export const RPC_INVALID_AGENT_RESPONSE = -32006;
+/** JSON-RPC 2.0's internal error (§5.1). */
+export const RPC_INTERNAL_ERROR = -32603;
+
+/** Refusals of an upstream answer (a2a/forward.ts, a2a/card.ts): the agent's answer is not relayed. */
+const ANSWER_CODES: ReadonlySet<ErrorCode> = new Set([
+  'a2a_upstream_task_foreign',
+  'a2a_upstream_answer_compressed',
+  'a2a_upstream_answer_too_large',
+  'a2a_upstream_answer_ambiguous',
+  'a2a_extended_card_invalid',
+]);
+/** The gateway cannot record the tasks an answer names (its store, its cap): it may answer later. */
+const REGISTRY_CODES: ReadonlySet<ErrorCode> = new Set([
+  'a2a_task_registry_full',
+  'a2a_task_registry_unavailable',
+  'a2a_task_registry_timeout',
+]);
+
+/**
+ * The JSON-RPC error code a call on an A2A route is answered with when its upstream exchange fails
+ * with reason `code`: `InvalidAgentResponseError` (-32006) for an answer the gateway refuses to
+ * relay, -32000 (a server error, as the gateway's other refusals) when its tasks could not be
+ * recorded, -32603 (internal error) when the upstream gave no usable answer (unreachable, timed
+ * out, refusing the gateway's credential).
+ */
+export function upstreamRpcCode(code: ErrorCode): number {
+  if (ANSWER_CODES.has(code)) return RPC_INVALID_AGENT_RESPONSE;
+  if (REGISTRY_CODES.has(code)) return RPC_SERVER_ERROR;
+  return RPC_INTERNAL_ERROR;
+}
 
 /** The `id` of a single JSON-RPC request (echoed in an error answer), else `null`. */
 export function rpcIdOf(value: unknown): string | number | null {

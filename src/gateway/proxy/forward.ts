@@ -237,6 +237,14 @@ export class ForwardHandler {
     return false;
   }
 
+  /**
+   * What ends a stream (no length) the gateway fails for `error` after its head went out, so the
+   * caller reads why; `undefined` (here, always) cuts the connection instead.
+   */
+  lastBytes(_error: Error): string | undefined {
+    return undefined;
+  }
+
   onComplete(): void {
     if (this.#done) return;
     this.#done = true;
@@ -249,10 +257,15 @@ export class ForwardHandler {
     this.#done = true;
     if (this.#headers) {
       // Mid-stream: a gateway-initiated close ends a stream cleanly (the SSE client sees the end
-      // of the stream); a response with a length (a download cut on revocation) and an upstream
-      // failure cut the connection, so the caller knows the body is incomplete.
-      if (error instanceof StreamClosed && this.#streaming && !this.#res.destroyed) this.#res.end();
-      else this.#res.destroy();
+      // of the stream); so does a refusal a subclass ends with its own last bytes (an SSE event
+      // carrying the error); a response with a length (a download cut on revocation) and an
+      // upstream failure cut the connection, so the caller knows the body is incomplete.
+      const last = !this.#streaming || this.#res.destroyed ? undefined : error instanceof StreamClosed ? '' : this.lastBytes(error);
+      if (last === undefined) this.#res.destroy();
+      else {
+        this.#bytes += Buffer.byteLength(last);
+        this.#res.end(last);
+      }
       this.#cb.onEnd(this.#bytes, error);
     } else {
       this.#cb.onFailure(error, this.#bytes);

@@ -25,4 +25,25 @@ describe('SseDataReader', () => {
     line.push(Buffer.from(': a comment longer than that'));
     assert.equal(line.overflow, true);
   });
+
+  it('betweenEvents: only after an empty line (or nothing), with no line begun and no field since (comments aside)', () => {
+    const r = new SseDataReader();
+    assert.equal(r.betweenEvents, true, 'nothing read');
+    const steps: [string, boolean][] = [
+      ['data: {"a":1}\n', false],
+      ['\n', true],
+      [': keep-alive\n', true],
+      ['event: update\n', false],
+      ['data: x\r\n\r\n', true],
+      ['data: {"b"', false],
+      [':2}\n\n', true],
+      ['id: 7\r', false],
+      ['\n\r\n', true],
+      [':', false],
+    ];
+    for (const [chunk, between] of steps) {
+      r.push(Buffer.from(chunk));
+      assert.equal(r.betweenEvents, between, JSON.stringify(chunk));
+    }
+  });
 });
