@@ -349,6 +349,14 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: "The upstream service refused the gateway's credential.",
   },
+  // The upstream answered a WebSocket upgrade with a 101 that accepts no key the gateway sent
+  // (RFC 6455 §4.2.2): joining the two connections would give the caller a raw line to an
+  // upstream that may still read HTTP on it, past every rule and identity header.
+  upstream_upgrade_invalid: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service answered the protocol upgrade with an invalid handshake.',
+  },
   request_upgrade_refused: {
     status: 400,
     error: 'invalid_request',

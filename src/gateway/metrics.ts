@@ -128,7 +128,7 @@ export class GatewayMetrics {
     });
     new Counter({
       name: 'tessera_gateway_upstream_errors_total',
-      help: 'Upstream failures by route and kind (connect, connect_timeout, header_timeout, idle_timeout, reset, session_id_invalid, credential_rejected, extended_card_invalid).',
+      help: 'Upstream failures by route and kind (connect, connect_timeout, header_timeout, idle_timeout, reset, session_id_invalid, credential_rejected, extended_card_invalid, upgrade_invalid).',
       labelNames: ['route', 'kind'],
       registers: [registry],
       collect() {

@@ -9,13 +9,14 @@ import { type IncomingMessage, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { TesseraError } from '../core/errors.ts';
 import type { GatewayContext } from './context.ts';
+import { sentOnce } from './forward-auth.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { requestId } from './http/trace.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
 import { UpstreamCredentialRejected, upstreamFailure } from './proxy/forward.ts';
-import { forwardUpgrade } from './proxy/websocket.ts';
+import { forwardUpgrade, WEBSOCKET_KEY } from './proxy/websocket.ts';
 import {
   absoluteUrl,
   findRoute,
@@ -99,7 +100,18 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   // disagree on where the request ends.
   const cl = req.headers['content-length'];
   const body = req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0');
-  if (!route.websocket || typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket' || x.method !== 'GET' || body) {
+  // RFC 6455 §4.2.1: a handshake without one well-formed key is answered 400. The upstream is asked
+  // with a key of the gateway's own; the caller's is the one its 101 accepts.
+  const key = sentOnce(req, 'sec-websocket-key');
+  if (
+    !route.websocket ||
+    typeof upgrade !== 'string' ||
+    upgrade.toLowerCase() !== 'websocket' ||
+    x.method !== 'GET' ||
+    body ||
+    key === undefined ||
+    !WEBSOCKET_KEY.test(key)
+  ) {
     denySocket(new TesseraError('request_upgrade_refused'), route.authn.challenges);
     return;
   }
@@ -160,6 +172,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           bodyTimeout: route.upstream.bodyTimeout,
           responseHeaders: ['x-request-id', x.requestId],
           ownCredential: route.upstream.ownCredential,
+          callerKey: key,
         },
         {
           onUpgraded(relay) {

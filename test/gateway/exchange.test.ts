@@ -15,6 +15,7 @@ import { ConfigError } from '../../src/core/errors.ts';
 import { OAuthError } from '../../src/core/oauth-errors.ts';
 import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
+import { acceptOf } from '../../src/gateway/proxy/websocket.ts';
 import { rawHttp, until } from '../helpers/net.ts';
 import {
   baseConfig,
@@ -245,7 +246,7 @@ describe('gateway: exchange credential refused by the upstream', () => {
       socket.end(
         refused.has(auth)
           ? 'HTTP/1.1 401 Unauthorized\r\ncontent-length: 7\r\n\r\nexpired'
-          : 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+          : `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(String(req.headers['sec-websocket-key']))}\r\n\r\n`,
       );
     });
     gw = await startGateway(

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createTcpServer, type Socket } from 'node:net';
 import pino from 'pino';
 import { parse as parseYaml } from 'yaml';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
@@ -280,4 +280,86 @@ export function blockAfterAnswer(gw: TestGateway, match: (req: IncomingMessage) 
   };
   gw.served.server.prependListener('request', onRequest);
   return () => gw.served.server.off('request', onRequest);
+}
+
+/** What a {@link startRawUpstream} answers to one request: the bytes to write, or nothing for its default 200. */
+export type RawAnswer = (head: string, body: string, socket: Socket) => string | undefined;
+
+/** An upstream on raw TCP: every byte each connection sent, as received. */
+export interface RawUpstream {
+  readonly url: string;
+  /** The bytes of each connection (latin1), in the order the connections came. */
+  readonly connections: string[];
+  /** The request lines read, across connections. */
+  readonly requests: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * An upstream that records exactly what it receives (no HTTP parser between the wire and the
+ * test) and answers each request (Content-Length or chunked body read whole) with `answer`, by
+ * default `200` with the body `ok`. For attacks on framing: what the gateway wrote, byte for byte.
+ */
+export async function startRawUpstream(answer: RawAnswer = () => undefined): Promise<RawUpstream> {
+  const connections: string[] = [];
+  const requests: string[] = [];
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    const index = connections.push('') - 1;
+    let buf = '';
+    socket.on('data', (d: Buffer) => {
+      const text = d.toString('latin1');
+      connections[index] += text;
+      buf += text;
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.slice(0, end);
+        let rest = buf.slice(end + 4);
+        let body = '';
+        const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+        if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
+          let at = 0;
+          for (;;) {
+            const eol = rest.indexOf('\r\n', at);
+            if (eol < 0) return;
+            const size = Number.parseInt(rest.slice(at, eol), 16);
+            if (size === 0) {
+              const fin = rest.indexOf('\r\n\r\n', eol - 2);
+              if (fin < 0) return;
+              rest = rest.slice(fin + 4);
+              break;
+            }
+            if (rest.length < eol + 2 + size + 2) return;
+            body += rest.slice(eol + 2, eol + 2 + size);
+            at = eol + 2 + size + 2;
+          }
+        } else if (length) {
+          const n = Number(length[1]);
+          if (rest.length < n) return;
+          body = rest.slice(0, n);
+          rest = rest.slice(n);
+        }
+        buf = rest;
+        requests.push(head.slice(0, head.indexOf('\r\n')));
+        socket.write(answer(head, body, socket) ?? 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    connections,
+    requests,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import { acceptOf } from '../../src/gateway/proxy/websocket.ts';
 import { rawHttp } from '../helpers/net.ts';
 import {
   baseConfig,
@@ -75,7 +76,7 @@ describe('gateway: upstream challenges on routes that inject the upstream creden
         );
       } else if (req.url === '/ws/challenged-ok') {
         socket.end(
-          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nwww-authenticate: ${METADATA_CHALLENGE}\r\n\r\n`,
+          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(String(req.headers['sec-websocket-key']))}\r\nwww-authenticate: ${METADATA_CHALLENGE}\r\n\r\n`,
         );
       } else socket.destroy();
     });

@@ -106,6 +106,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // …or not within the store's request timeout, all of them together (gateway.ts, recordTasks).
     case 'a2a_task_registry_timeout':
       return { code: 'a2a_task_registry_timeout', kind: 'task_registry_timeout' };
+    // A 101 that accepts no key the gateway sent (proxy/websocket.ts).
+    case 'upstream_upgrade_invalid':
+      return { code: 'upstream_upgrade_invalid', kind: 'upgrade_invalid' };
     case 'upstream_credential_rejected':
       return { code: 'upstream_credential_rejected', kind: 'credential_rejected' };
     case 'ECONNREFUSED':

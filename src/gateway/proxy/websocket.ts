@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { createHash, randomBytes } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage, STATUS_CODES } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
@@ -31,6 +32,8 @@ export interface UpgradeTarget {
   readonly bodyTimeout: number;
   /** Extra response headers for the caller (flat `[name, value…]`). */
   readonly responseHeaders: readonly string[];
+  /** The caller's `Sec-WebSocket-Key`: the 101 it gets accepts this one (RFC 6455 §4.2.2). */
+  readonly callerKey: string;
   /**
    * The gateway injected the upstream's credential: a 401 refusal is a failure
    * ({@link UpstreamCredentialRejected}), never relayed, and other answers (refusals and the 101)
@@ -63,6 +66,50 @@ export interface RefusalRelay {
   onEnd(listener: () => void): void;
 }
 
+/**
+ * The upstream's 101 accepts no key the gateway sent: no `Upgrade: websocket`, or not exactly one
+ * `Sec-WebSocket-Accept` of the gateway's own key (RFC 6455 §4.2.2, §4.1 point 5).
+ */
+export class UpgradeInvalid extends Error {
+  override readonly name = 'UpgradeInvalid';
+  readonly code = 'upstream_upgrade_invalid';
+  constructor() {
+    super('the upstream answered the upgrade with an invalid handshake');
+  }
+}
+
+const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+/** The `Sec-WebSocket-Accept` that answers `key` (RFC 6455 §4.2.2, point 5.4). */
+export function acceptOf(key: string): string {
+  return createHash('sha1')
+    .update(key + WEBSOCKET_GUID)
+    .digest('base64');
+}
+
+/** A well-formed `Sec-WebSocket-Key`: 16 bytes, base64 (RFC 6455 §4.1, point 7). */
+export const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{22}==$/;
+
+/**
+ * True when the upstream's 101 switched to WebSocket for the request that carried `key`: one
+ * `Upgrade: websocket` and one `Sec-WebSocket-Accept`, the one of `key`.
+ */
+function accepts(raw: readonly string[], key: string): boolean {
+  let upgrade = 0;
+  let accept = 0;
+  const expected = acceptOf(key);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    const value = (raw[i + 1] as string).trim();
+    if (name === 'upgrade') {
+      if (++upgrade > 1 || value.toLowerCase() !== 'websocket') return false;
+    } else if (name === 'sec-websocket-accept') {
+      if (++accept > 1 || value !== expected) return false;
+    }
+  }
+  return upgrade === 1 && accept === 1;
+}
+
 class UpgradeTimeout extends Error {
   readonly code: string;
   constructor(code: string) {
@@ -91,7 +138,11 @@ function statusLine(status: number): string {
 function headerLines(raw: readonly string[], target: UpgradeTarget, length: boolean): string {
   const headers = callerResponseHeaders(raw, target.responseHeaders, target.ownCredential);
   let text = '';
-  for (let i = 0; i < headers.length; i += 2) if (length || headers[i] !== 'content-length') text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i];
+    // The upstream's accept answers the gateway's key; the caller's is added by the 101 itself.
+    if ((length || name !== 'content-length') && name !== 'sec-websocket-accept') text += `${name}: ${headers[i + 1]}\r\n`;
+  }
   return text;
 }
 
@@ -102,6 +153,11 @@ function headerLines(raw: readonly string[], target: UpgradeTarget, length: bool
 export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarget, callbacks: UpgradeCallbacks): () => void {
   const secure = target.url.protocol === 'https:';
   const request = secure ? httpsRequest : httpRequest;
+  // The upstream is asked with a key of the gateway's own, never the caller's: a 101 carrying the
+  // accept of a key the caller chose could come from anything the caller can make the upstream
+  // answer (a relayed status, a reflected header), and would open a raw line to an upstream still
+  // reading HTTP on it (WebSocket smuggling). Only a real WebSocket server answers this one.
+  const key = randomBytes(16).toString('base64');
   let settled = false;
   // The caller's socket is not read during the upgrade (Node leaves it so), and a socket not read
   // reports neither a close nor a reset: a caller gone would leave the upstream request open until
@@ -131,7 +187,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     port: target.url.port || (secure ? 443 : 80),
     method: 'GET',
     path: target.path,
-    headers: { ...target.headers, connection: 'Upgrade', upgrade: 'websocket' },
+    headers: { ...target.headers, 'sec-websocket-key': key, connection: 'Upgrade', upgrade: 'websocket' },
     agent: false,
   });
   const fail = (error: unknown) => {
@@ -155,12 +211,19 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
       upstream.destroy();
       return;
     }
+    if (!accepts(res.rawHeaders, key)) {
+      upstream.destroy();
+      fail(new UpgradeInvalid());
+      return;
+    }
     settled = true;
     clearTimeout(timer);
     stopWatching();
     // Flowing again from the next tick, by when the relay reads it (and may pause it for backpressure).
     client.resume();
-    client.write(`${statusLine(101)}${headerLines(res.rawHeaders, target, true)}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+    client.write(
+      `${statusLine(101)}${headerLines(res.rawHeaders, target, true)}Sec-WebSocket-Accept: ${acceptOf(target.callerKey)}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+    );
     const relay = new WebSocketRelay(client, upstream);
     callbacks.onUpgraded(relay);
     if (upstreamHead.length > 0) relay.fromUpstream(upstreamHead);
@@ -175,6 +238,13 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     if (res.statusCode === 401 && target.ownCredential) {
       res.destroy();
       fail(new UpstreamCredentialRejected());
+      return;
+    }
+    // A 101 without `Upgrade` (Node reads it as a response): switched to nothing the caller asked
+    // for, and no status to relay as a refusal.
+    if (res.statusCode === 101) {
+      res.destroy();
+      fail(new UpgradeInvalid());
       return;
     }
     settled = true;
