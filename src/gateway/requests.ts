@@ -279,6 +279,26 @@ export function upstreamPath(route: CompiledRoute, path: string, query: string):
   return (joined === '' ? '/' : joined) + query;
 }
 
+/** A token, shorter secrets whole: as long as the shortest token Tessera deals in (see core/secret-shape.ts). */
+const SECRET_INSIDE_MIN = 16;
+
+/**
+ * `Sec-WebSocket-Protocol` without the subprotocols that carry one of `secrets` (the credential the
+ * request presented, the ones configured): browsers cannot set Authorization on a WebSocket, so
+ * clients offer the token as a subprotocol (`bearer, <token>`, also beside Authorization). The
+ * gateway consumed that token; the upstream must not get it. `undefined` when none is left.
+ */
+export function subprotocolsWithoutSecrets(value: string | string[], secrets: readonly string[]): string | undefined {
+  const kept: string[] = [];
+  for (const raw of (Array.isArray(value) ? value.join(',') : value).split(',')) {
+    const p = raw.trim();
+    if (p === '') continue;
+    if (secrets.some((secret) => secret !== '' && (p === secret || (secret.length >= SECRET_INSIDE_MIN && p.includes(secret))))) continue;
+    kept.push(p);
+  }
+  return kept.length === 0 ? undefined : kept.join(', ');
+}
+
 export function upstreamHeaders(
   s: GatewayState,
   req: IncomingMessage,
@@ -293,7 +313,7 @@ export function upstreamHeaders(
   if (trace.tracestate !== undefined) extra.tracestate = trace.tracestate;
   if (route.upstream.preserveHost && req.headers.host !== undefined) extra.host = req.headers.host;
   const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
-  return upstreamRequestHeaders(
+  const headers = upstreamRequestHeaders(
     req.headers,
     s.headerPolicy,
     {
@@ -304,6 +324,13 @@ export function upstreamHeaders(
     },
     extra,
   );
+  const protocols = headers['sec-websocket-protocol'];
+  if (protocols !== undefined && x.secrets.length > 0) {
+    const kept = subprotocolsWithoutSecrets(protocols, x.secrets);
+    if (kept === undefined) delete headers['sec-websocket-protocol'];
+    else headers['sec-websocket-protocol'] = kept;
+  }
+  return headers;
 }
 
 function forwardedProto(v: string | string[] | undefined): string | undefined {

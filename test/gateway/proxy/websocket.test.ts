@@ -107,6 +107,44 @@ describe('gateway: the upstream’s WebSocket handshake', () => {
     assert.notEqual(sent, KEY, 'a key the caller chose could be answered by anyone who computes its accept');
   });
 
+  it('token leak: a token the caller also offers as a subprotocol (Sec-WebSocket-Protocol: bearer, <token>) is consumed from Authorization and never reaches the upstream; the other subprotocols do', async () => {
+    const before = upstream.connections.length;
+    const r = await rawHttp(
+      gw.url,
+      upgrade('/ws/chat', `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: bearer, ${t}, chat\r\n`),
+      500,
+    );
+    assert.equal(status(r), 101, r);
+    const sent = upstream.connections[before] ?? '';
+    assert.match(sent, /\r\nsec-websocket-protocol: bearer, chat\r\n/i);
+    assert.equal(sent.includes(t), false, 'the caller token reached the upstream');
+    assert.equal(sent.includes(t.split('.')[2] as string), false);
+  });
+
+  it('token leak: a subprotocol list that held only the token is not sent at all', async () => {
+    const before = upstream.connections.length;
+    const r = await rawHttp(gw.url, upgrade('/ws/chat', `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: ${t}\r\n`), 500);
+    assert.equal(status(r), 101, r);
+    const sent = upstream.connections[before] ?? '';
+    assert.doesNotMatch(sent, /sec-websocket-protocol/i);
+    assert.equal(sent.includes(t), false);
+  });
+
+  it('a token offered only as a subprotocol is not read as a credential: 401, nothing reaches the upstream, and it is in no audit event', async () => {
+    const before = upstream.connections.length;
+    const r = await rawHttp(
+      gw.url,
+      `GET /ws/chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: bearer, ${t}\r\n\r\n`,
+      1000,
+    );
+    assert.equal(status(r), 401, r);
+    assert.match(r, /www-authenticate: Bearer/i);
+    assert.equal(upstream.connections.length, before);
+    const events = await requestEvents(gw);
+    assert.equal(events.at(-1)!.reason, 'credentials_missing');
+    assert.equal(JSON.stringify(events).includes(t), false);
+  });
+
   for (const [name, extra] of [
     ['missing', ''],
     ['not 16 bytes', 'Sec-WebSocket-Key: c2hvcnQ=\r\n'],
