@@ -9,6 +9,7 @@
 import { existsSync, readFileSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname, resolve } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { limitsSchema } from '../config/gateway-schema.ts';
 import { loadConfigFile } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
@@ -114,8 +115,8 @@ function applyLimits(server: Server, limits: ListenerLimits | undefined): void {
 /**
  * An HTTP server with the listener limits applied: head size, connection count, head and request
  * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
- * answered 400, 431 or 408 and its connection closed; `Expect: 100-continue` is answered when the
- * handler reads the body.
+ * answered 400, 431 or 408 and its connection closed, a CONNECT 501; `Expect: 100-continue` is
+ * answered when the handler reads the body.
  */
 export function createListener(onRequest: (req: IncomingMessage, res: ServerResponse) => void, limits: ListenerLimits | undefined): Server {
   const server = createServer(
@@ -141,6 +142,13 @@ export function createListener(onRequest: (req: IncomingMessage, res: ServerResp
       const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     } else socket.destroy();
+  });
+  // CONNECT asks for a tunnel, which neither the gateway nor the token service opens: without a
+  // listener Node drops the connection with no answer. 501 (RFC 9110 §15.6.2: a method the server
+  // supports for no resource), and the connection closed, so nothing sent behind it is read.
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => socket.destroy());
+    socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
   applyLimits(server, limits);
   return server;
