@@ -352,6 +352,50 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal(await lastReason(), 'a2a_task_foreign');
   });
 
+  it("SSE event split by a line of only a BOM (U+FEFF) mid-stream: one event to a WHATWG client (a field line named U+FEFF, not an empty line), so the context its joined data names is the caller's; another principal naming it is refused", async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) => {
+      const text = resultOf(call, taskOf(`t-${randomUUID()}`, context));
+      // Neither half parses alone: only the data of the one event a client dispatches names the context.
+      const half = text.indexOf('"contextId"');
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(`data: ${text.slice(0, half)}\n\uFEFF\ndata: ${text.slice(half)}\n\n`);
+    };
+    const res = await post(alice, rpc('message/stream', message()));
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    // What the caller got is one event (as a WHATWG parser reads it) naming the context.
+    const data = text
+      .split('\n')
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.slice(6))
+      .join('\n');
+    assert.equal(JSON.parse(data).result.contextId, context);
+    const bobs = await bobContinues(context);
+    assert.equal(bobs.res.status, 404);
+    assert.equal((await json(bobs.res)).error.code, -32001);
+    assert.equal(bobs.asked, false);
+    assert.equal(await lastReason(), 'a2a_task_foreign');
+  });
+
+  it('attack: an event stream opening with part of a BOM (clients read its first line differently): ended before that line with a JSON-RPC -32006 error event, audited answer_ambiguous', async () => {
+    const context = `c-${randomUUID()}`;
+    answer = (call, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(Buffer.concat([Buffer.from([0xef, 0xbb]), Buffer.from(`data: ${resultOf(call, taskOf(`t-${randomUUID()}`, context))}\n\n`)]));
+    };
+    const res = await post(alice, rpc('message/stream', message()));
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.doesNotMatch(text, new RegExp(context));
+    assert.deepEqual(JSON.parse(text.replace(/^data: /, '')), {
+      jsonrpc: '2.0',
+      id: n,
+      error: { code: -32006, message: UPSTREAM_UNAVAILABLE },
+    });
+    assert.equal((await requestEvents(gw)).at(-1)?.detail?.upstream_error, 'answer_ambiguous');
+  });
+
   it('SSE event spelling result twice (`result` and `Result`): the stream ends before that event with a JSON-RPC -32006 error event echoing the id, audited answer_ambiguous', async () => {
     const context = `c-${randomUUID()}`;
     const first = `t-${randomUUID()}`;

@@ -33,7 +33,8 @@ const ANSWER_REFUSALS = {
   a2a_upstream_answer_too_large: 'the upstream answer is larger than the gateway reads for its tasks',
   /**
    * A JSON answer or an SSE event spelling a member the gateway reads twice (`contextId` and
-   * `ContextId`): clients disagree on which one they read ({@link answerIds}).
+   * `ContextId`): clients disagree on which one they read ({@link answerIds}); or an event stream
+   * opening with part of a BOM or a byte that is not ASCII, whose first line clients read differently.
    */
   a2a_upstream_answer_ambiguous: 'the upstream answer names a member twice in different spellings',
   /** The upstream answered a caller with a task or context another principal owns. */
@@ -222,6 +223,11 @@ export class TaskForwardHandler extends ForwardHandler {
       if (this.#sse.overflow) {
         // An event too large to read: cut before this chunk (the event's end is not in an earlier one).
         this.abort(new AnswerRefused('a2a_upstream_answer_too_large'));
+        return false;
+      }
+      if (this.#sse.ambiguous) {
+        // A stream opening clients read differently: cut before its first line ends.
+        this.abort(new AnswerRefused('a2a_upstream_answer_ambiguous'));
         return false;
       }
       for (const data of events) {

@@ -367,6 +367,8 @@ export class ToolsListEvents {
   #bom = 0;
   /** The byte after the optional BOM has been read (and was ASCII). */
   #opened = false;
+  /** The current event is the stream's first: its bytes may open with the stream's BOM. */
+  #firstEvent = true;
 
   constructor(filter: ToolsListFilter, report: (outcome: number | 'invalid') => void) {
     this.#filter = filter;
@@ -532,6 +534,7 @@ export class ToolsListEvents {
     this.#held = [];
     this.#heldBytes = 0;
     this.#hadData = false;
+    this.#firstEvent = false;
     this.#endLine();
     return mode === 'scan' || mode === 'pass' || mode === 'stream';
   }
@@ -541,7 +544,8 @@ export class ToolsListEvents {
     const out: Buffer[] = [];
     const data: Buffer[] = [];
     let at = 0;
-    if (event[0] === BOM[0] && event[1] === BOM[1] && event[2] === BOM[2]) at = 3;
+    // The stream's BOM only: a later line opening with U+FEFF is a field of that name (WHATWG HTML §9.2.6).
+    if (this.#firstEvent && event[0] === BOM[0] && event[1] === BOM[1] && event[2] === BOM[2]) at = 3;
     while (at < event.length) {
       let end = at;
       while (end < event.length && event[end] !== CR && event[end] !== LF) end++;

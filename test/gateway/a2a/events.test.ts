@@ -46,4 +46,43 @@ describe('SseDataReader', () => {
       assert.equal(r.betweenEvents, between, JSON.stringify(chunk));
     }
   });
+
+  /** Every event's data of `stream` fed in chunks of `size` bytes, and whether the reader found it ambiguous. */
+  const read = (stream: Buffer, size: number) => {
+    const reader = new SseDataReader();
+    const events: string[] = [];
+    for (let i = 0; i < stream.length; i += size) events.push(...reader.push(stream.subarray(i, i + size)));
+    return { events, ambiguous: reader.ambiguous };
+  };
+
+  it('BOM: one U+FEFF is skipped at the start of the stream only; a later line of only U+FEFF is a field line (the event goes on), as WHATWG HTML §9.2.6 reads it', () => {
+    const cases: [string, string[]][] = [
+      ['\uFEFFdata: a\n\n', ['a']],
+      // Mid-stream: the line is a field named U+FEFF, ignored, not an empty line.
+      ['data: {"a":\n\uFEFF\ndata: 1}\n\n', ['{"a":\n1}']],
+      ['data: x\r\uFEFF\r\ndata: y\r\r', ['x\ny']],
+      // A field named "\uFEFFdata" is not data.
+      ['data: a\n\n\uFEFFdata: b\n\n', ['a']],
+      ['\uFEFF\n\uFEFF\ndata: c\n\n', ['c']],
+    ];
+    for (const [stream, expected] of cases) {
+      const bytes = Buffer.from(stream);
+      for (let size = 1; size <= bytes.length; size++)
+        assert.deepEqual(read(bytes, size), { events: expected, ambiguous: false }, `${JSON.stringify(stream)} in chunks of ${size}`);
+    }
+  });
+
+  it('attack: a stream opening with a partial BOM or a byte that is not ASCII (clients read that line differently) is ambiguous, nothing of it read', () => {
+    const openings = [
+      Buffer.from([0xef, 0xbb]),
+      Buffer.from([0xef]),
+      Buffer.from('\uFEFF\uFEFF'),
+      Buffer.from('\u00EF\u00BB\u00BF'), // a BOM decoded as Latin-1 and encoded again: eventsource-parser strips it
+    ];
+    for (const opening of openings) {
+      const stream = Buffer.concat([opening, Buffer.from('data: {"contextId":"c"}\n\n')]);
+      for (const size of [1, 2, 3, stream.length])
+        assert.deepEqual(read(stream, size), { events: [], ambiguous: true }, `${opening.toString('hex')} in chunks of ${size}`);
+    }
+  });
 });

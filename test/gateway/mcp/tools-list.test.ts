@@ -343,6 +343,34 @@ describe('gateway: MCP tools/list answers that cannot be filtered are refused, n
     assert.ok(!text.includes('admin.reset'), text);
   });
 
+  it('attack: an SSE tools/list response split by a line of only a BOM (U+FEFF) mid-stream, one event to a client (a field line, not an empty line): filtered, no hidden tool relayed', async () => {
+    const response = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: TOOL_LIST } });
+    const half = response.indexOf('"tools"');
+    for (const end of ['\n', '\r\n', '\r']) {
+      answer = sse(`data: ${response.slice(0, half)}${end}\uFEFF${end}data: ${response.slice(half)}${end}${end}`);
+      const res = await list(1);
+      assert.equal(res.status, 200);
+      const bytes = Buffer.from(await res.arrayBuffer());
+      assert.ok(!bytes.includes('admin.reset'), bytes.toString());
+      // The MCP SDK client's parser reads one event: the response, filtered.
+      const events = await clientEvents(bytes);
+      assert.deepEqual(
+        events.map((e) => names(JSON.parse(e))),
+        [['echo', 'files.read']],
+        JSON.stringify(end),
+      );
+    }
+  });
+
+  it('attack: a notification and a tools/list response in one SSE event, a BOM line between them (two events to a parser stripping a BOM from every line): never relayed whole', async () => {
+    const notification = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: {} });
+    const response = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: TOOL_LIST } });
+    answer = sse(`data: ${notification}\n\uFEFF\ndata: ${response}\n\n`);
+    const res = await list(1);
+    const text = await res.text().catch(() => '');
+    for (const event of text.split('\n\n').slice(0, -1)) assert.ok(!event.includes('admin.reset'), text);
+  });
+
   it('an error response passes as it is', async () => {
     const body = JSON.stringify({ jsonrpc: '2.0', id: 1, error: { code: -32601, message: 'Method not found' } });
     answer = { type: 'application/json', body };
@@ -420,6 +448,24 @@ describe('ToolsListEvents: the stream opening (a client reads its first line oth
       ]);
     await filtered(stream([0xef]));
     await filtered(stream([0xef, 0xbb]));
+  });
+
+  it('attack: a line of only a BOM after the stream start (a field line to a client, not an empty line) between a notification and a tools list: the client reads no tool the filter did not hide', async () => {
+    const notification = '{"jsonrpc":"2.0","method":"notifications/message","params":{}}';
+    const half = response.indexOf('"tools"');
+    await filtered(Buffer.from(`data: ${response.slice(0, half)}\n\uFEFF\ndata: ${response.slice(half)}\n\n`));
+    await filtered(Buffer.from(`data: ${notification}\n\uFEFF\ndata: ${response}\n\n`));
+    await filtered(Buffer.from(`data: ${notification}\n\n\uFEFF\ndata: ${response}\n\n`));
+    await filtered(Buffer.from(`data: ${notification}\n\n\uFEFFdata: x\ndata: ${response}\n\n`));
+  });
+
+  it('a response event after the first opening with a U+FEFF line (a field named U+FEFF "data" to a client, not data): filtered as the client reads it, not refused', async () => {
+    const tools = new ToolsListEvents(filter, () => {});
+    const notification = '{"jsonrpc":"2.0","method":"notifications/message","params":{}}';
+    const out = Buffer.concat([tools.push(Buffer.from(`data: ${notification}\n\n\uFEFFdata: [\ndata: ${response}\n\n`)), tools.end()]);
+    const events = await clientEvents(out);
+    assert.equal(events.length, 2, out.toString());
+    assert.deepEqual(names(JSON.parse(events[1] as string)), ['echo']);
   });
 
   it('attack: "ï»¿" (C3 AF C2 BB C2 BF) opening the stream, which eventsource-parser strips after decoding as if it were a BOM: the client reads a data line the filter did not', async () => {
