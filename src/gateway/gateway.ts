@@ -41,6 +41,7 @@ import {
   isTaskPath,
   MAX_A2A_ID,
   type NamedIds,
+  RPC_INTERNAL_ERROR,
   RPC_TASK_NOT_FOUND,
   RPC_UNSUPPORTED_OPERATION,
   requestIds,
@@ -220,6 +221,9 @@ function baseOf(s: GatewayState, req: IncomingMessage): string {
  * endpoint's (`DPOP_NONCE_KEY_INFO`).
  */
 export const GATEWAY_DPOP_NONCE_KEY_INFO = 'tessera gateway dpop nonce v1';
+
+/** The message of a JSON-RPC call's internal error (-32603): fixed, nothing of the error itself. */
+const INTERNAL_ERROR_MESSAGE = 'The gateway could not handle the request.';
 
 /** Refusals of an A2A answer for its tasks' registry (a2a/forward.ts): not logged as upstream errors. */
 const REGISTRY_REFUSALS: ReadonlySet<string> = new Set([
@@ -1018,6 +1022,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     greq: GatewayRequest,
     length: number,
   ): Promise<void> {
+    /** The call's JSON-RPC id once its body is read (null: none, or a batch). */
+    let rpcId: string | number | null | undefined;
     try {
       const decision = await decide(route.pipeline, greq);
       if (!decision.ok) {
@@ -1056,6 +1062,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         if (message.extendedCard) card = 'rpc';
         value = message.value;
+        rpcId = rpcIdOf(value);
       }
       let record: RecordIds | undefined;
       if (config.bind_tasks && card === undefined) {
@@ -1084,13 +1091,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         record = (ids) => recordTasks(route.id, ids, owner, config.task_ttl * 1000, config.max_tasks_per_principal);
       }
-      const rpcId = value === undefined ? undefined : rpcIdOf(value);
       proceed(s, req, res, x, route, greq, decision, length, undefined, { body, card, config, record, rpcId });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
         x.reason = 'client_closed';
         finish(x);
-      } else internalError(x, res, e);
+      } else internalError(x, res, e, rpcId);
     }
   }
 
@@ -1181,14 +1187,26 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     } else proceed(s, req, res, x, route, greq, decision, length);
   }
 
-  function internalError(x: Exchange, res: ServerResponse, error: unknown): void {
+  /**
+   * A request the gateway failed to handle: 500, nothing of the error in the answer. A JSON-RPC
+   * call whose body was read (`rpcId`: its id, null when it has none) gets the JSON-RPC internal
+   * error (-32603) echoing it, which a JSON-RPC client reads as the call's failure.
+   */
+  function internalError(x: Exchange, res: ServerResponse, error: unknown, rpcId?: string | number | null): void {
     logger.error({ event: 'internal_error', request_id: x.requestId, error: (error as Error)?.name ?? 'error' }, 'request failed');
     x.decision = 'deny';
     x.reason = 'internal_error';
     x.status = 500;
     if (!res.headersSent && !res.destroyed) {
-      res.writeHead(500, { 'content-type': 'application/json', 'x-request-id': x.requestId });
-      res.end('{"error":"server_error"}');
+      if (rpcId === undefined) {
+        res.writeHead(500, { 'content-type': 'application/json', 'x-request-id': x.requestId });
+        res.end('{"error":"server_error"}');
+      } else {
+        const body = rpcErrorBody(RPC_INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, rpcId);
+        const headers = rpcErrorHeaders(x, body);
+        if (closing) headers.connection = 'close';
+        res.writeHead(500, headers).end(body);
+      }
     }
     finish(x);
   }

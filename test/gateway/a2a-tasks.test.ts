@@ -772,3 +772,26 @@ for (const registry of ['process (tessera gateway)', 'store (tessera serve)'] as
     });
   });
 }
+
+describe('gateway: A2A internal errors after the JSON-RPC body is read', () => {
+  it('an internal error while checking a call is a JSON-RPC -32603 error echoing its id (500, a fixed message), audited internal_error, the upstream never asked', async () => {
+    const upstream = await startUpstream((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    // A clock failing only where the call's ids are checked: after its body is read.
+    const clock = () => {
+      if (new Error().stack?.includes('checkTasks')) throw new Error('clock failed');
+      return Date.now();
+    };
+    const gw = await startA2aGateway(upstream.url, { token_url: TOKEN_URL, bind_tasks: true }, { deps: { clock } });
+    try {
+      const alice = await token({ sub: 'alice', scope: 'agent:invoke' });
+      const res = await postAgent(gw, alice, { jsonrpc: '2.0', id: 'call-7', method: 'message/send', params: userMessage('hi') });
+      await assertRpcError(res, { status: 500, id: 'call-7', code: -32603, message: 'The gateway could not handle the request.' });
+      assert.ok(res.headers.get('x-request-id'));
+      assert.equal(upstream.seen.length, 0);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'internal_error');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
