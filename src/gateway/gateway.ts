@@ -137,6 +137,8 @@ interface McpForward {
   readonly challenges: (e?: TesseraError) => string[];
   /** The body, read to decide (POST). */
   readonly body: Buffer | undefined;
+  /** The JSON-RPC id of the call in {@link body} (null when it has none), echoed by a refusal; `undefined`: no body. */
+  readonly rpcId: string | number | null | undefined;
   /** The upstream's session id in the `Mcp-Session-Id` the request presented (its MAC checked). */
   readonly sessionId: string | undefined;
   /** That `Mcp-Session-Id` as presented (`S.<mac>`): a reload checks its MAC again under its key. */
@@ -595,8 +597,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   /**
    * An upstream failure before any response header: 502/503/504 with a fixed body, nothing from the
-   * upstream. A call on an A2A route (`rpcId`: its JSON-RPC id, null when it has none) gets the
-   * JSON-RPC error an A2A client reads ({@link upstreamRpcCode}), echoing its id.
+   * upstream. A JSON-RPC call on an A2A or MCP route (`rpcId`: its id, null when it has none) gets
+   * the JSON-RPC error its client reads ({@link upstreamRpcCode}), echoing its id.
    */
   function upstreamError(x: Exchange, res: ServerResponse, route: CompiledRoute, error: unknown, rpcId?: string | number | null): void {
     const f = upstreamFailure(error);
@@ -754,6 +756,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         const scoped = scope !== undefined && (e === undefined || e.status === 401) ? withScope(c, scope) : c;
         return withResourceMetadata(scoped, metadataUrl);
       });
+    /** The call's JSON-RPC id once its body is read (null: none, or a batch). */
+    let callId: string | number | null | undefined;
     try {
       // Every body is read, whatever the method: a PUT or a GET carrying a tools/call must not pass
       // as "not a tool call" to an upstream that reads it anyway.
@@ -828,6 +832,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         }
         rpc = message;
         rpcId = message.id;
+        callId = message.id;
         // Recorded, not trusted: a token or a configured secret sent as a name is written `*`.
         if (message.tool !== null) x.tool = recordableName(message.tool, x.secrets);
         if (message.method !== null) (x.detail ??= {}).rpc = recordableName(message.method, x.secrets);
@@ -855,6 +860,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       proceed(s, req, res, x, route, greq, decision, length, {
         challenges,
         body,
+        rpcId: callId,
         sessionId,
         presentedSession,
         rpc,
@@ -870,7 +876,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       if (res.destroyed || callerGone(req)) {
         x.reason = 'client_closed';
         finish(x);
-      } else internalError(x, res, e);
+      } else internalError(x, res, e, callId);
     }
   }
 
@@ -1226,7 +1232,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     if (decision.principal) x.principal = decision.principal;
     if (decision.rule) x.rule = decision.rule;
     if (!decision.ok) {
-      deny(x, res, decision.error, mcp === undefined ? route.authn.challenges : mcp.challenges);
+      const e = decision.error;
+      // An MCP call refused after its body was read, for another reason than its token or its
+      // rights (an upstream credential not obtainable): the JSON-RPC error its client reads. A 401
+      // or 403 keeps its challenge, which MCP clients' authorization flow acts on.
+      if (mcp?.rpcId !== undefined && e.status !== 401 && e.status !== 403) denyRpc(x, res, e, upstreamRpcCode(e.code), mcp.rpcId);
+      else deny(x, res, e, mcp === undefined ? route.authn.challenges : mcp.challenges);
       return;
     }
     if (res.destroyed) {
@@ -1276,7 +1287,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       mcp?.presentedSession,
     );
     proxied.toolsListId = mcp?.toolsList?.id;
-    proxied.a2aRpcId = a2a?.rpcId;
+    proxied.rpcId = a2a?.rpcId ?? mcp?.rpcId;
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
@@ -1332,8 +1343,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     responded = false;
     /** The id of a tools/list whose answer is filtered (its refusal echoes it); `undefined` otherwise. */
     toolsListId: string | number | null | undefined = undefined;
-    /** The id of an A2A call whose answer is read for its tasks (a refusal for them echoes it); `undefined` otherwise. */
-    a2aRpcId: string | number | null | undefined = undefined;
+    /**
+     * The id of the JSON-RPC call (an A2A or MCP route's, its body read) a refusal of its upstream
+     * exchange echoes in a JSON-RPC error; `undefined`: no call, the plain error body.
+     */
+    rpcId: string | number | null | undefined = undefined;
     readonly x: Exchange;
     readonly req: IncomingMessage;
     readonly res: ServerResponse;
@@ -1437,9 +1451,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         deny(x, res, new TesseraError(closedBy, details), route.authn.challenges, !this.req.complete);
       } else if (error instanceof StreamClosed || res.destroyed || callerGone(this.req)) {
         x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';
-        if (x.reason === 'shutdown') upstreamError(x, res, route, error, this.a2aRpcId);
+        if (x.reason === 'shutdown') upstreamError(x, res, route, error, this.rpcId);
         else finish(x);
-      } else upstreamError(x, res, route, error, this.a2aRpcId);
+      } else upstreamError(x, res, route, error, this.rpcId);
     }
   }
 

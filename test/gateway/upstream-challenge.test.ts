@@ -217,7 +217,8 @@ describe('gateway: upstream challenges on routes that inject the upstream creden
     });
     assert.equal(res.status, 502);
     assert.equal(res.headers.get('www-authenticate'), null);
-    assert.deepEqual(await res.json(), REJECTED);
+    // A JSON-RPC error echoing the call's id, as an MCP client reads one (docs/errors.md, MCP routes).
+    assert.deepEqual(await res.json(), { jsonrpc: '2.0', id: 1, error: { code: -32603, message: REJECTED.error_description } });
     const e = await lastEvent();
     assert.equal(e.route, 'mcp');
     assert.equal(e.reason, 'upstream_credential_rejected');

@@ -45,7 +45,7 @@ const REGISTRY_CODES: ReadonlySet<ErrorCode> = new Set([
  * with reason `code`: `InvalidAgentResponseError` (-32006) for an answer the gateway refuses to
  * relay, -32000 (a server error, as the gateway's other refusals) when its tasks could not be
  * recorded, -32603 (internal error) when the upstream gave no usable answer (unreachable, timed
- * out, refusing the gateway's credential).
+ * out, refusing the gateway's credential). An MCP route's call gets the same (only -32603 applies).
  */
 export function upstreamRpcCode(code: ErrorCode): number {
   if (ANSWER_CODES.has(code)) return RPC_INVALID_AGENT_RESPONSE;
