@@ -161,6 +161,35 @@ describe('gateway hygiene', () => {
     assert.equal(h['x-rewrite-url'], undefined);
   });
 
+  // The headers a proxy in front of an upstream uses to describe the original request (nginx
+  // auth_request, Traefik, Spring's ForwardedHeaderFilter, PHP apps reading X-Original-URI): an
+  // upstream trusting the caller's copy would act on another request than the one authorized.
+  for (const [attack, name, value] of [
+    ['path confusion: a caller’s X-Original-URI (nginx auth_request setups, PHP apps)', 'X-Original-URI', '/api/admin/secrets'],
+    ['method confusion: a caller’s X-Original-Method (nginx auth_request setups)', 'X-Original-Method', 'DELETE'],
+    ['host confusion: a caller’s X-Original-Host (nginx auth_request setups)', 'X-Original-Host', 'admin.internal'],
+    ['scheme spoofing: a caller’s X-Original-Proto (nginx auth_request setups)', 'X-Original-Proto', 'https'],
+    ['path confusion: a caller’s X-Forwarded-Uri (Traefik forward-auth)', 'X-Forwarded-Uri', '/api/admin/secrets'],
+    ['method confusion: a caller’s X-Forwarded-Method (Traefik forward-auth)', 'X-Forwarded-Method', 'DELETE'],
+    ['prefix confusion: a caller’s X-Forwarded-Prefix (Spring ForwardedHeaderFilter)', 'X-Forwarded-Prefix', '/api/admin'],
+  ] as const) {
+    it(`${attack} never reaches the upstream, also spelled with _`, async () => {
+      const res = await get('/api/x', { [name]: value, [name.replaceAll('-', '_')]: value, 'x-keep': 'yes' });
+      assert.equal(res.status, 200);
+      const seen = upstream.seen.at(-1)!;
+      assert.equal(seen.method, 'GET');
+      assert.equal(seen.url, '/api/x');
+      for (let i = 0; i < seen.rawHeaders.length; i += 2) {
+        const n = seen.rawHeaders[i]!.toLowerCase().replaceAll('_', '-');
+        assert.notEqual(n, name.toLowerCase(), `${seen.rawHeaders[i]} reached the upstream`);
+      }
+      assert.equal(seen.headers['x-keep'], 'yes', 'other headers pass');
+      assert.equal(seen.headers['x-forwarded-proto'], 'http', 'the gateway’s own forwarding headers stay');
+      assert.equal(seen.headers['x-forwarded-host'], new URL(gw.url).host);
+      assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
+    });
+  }
+
   it('httpoxy: a Proxy header never reaches the upstream (CGI exposes it as HTTP_PROXY, the outbound proxy of its HTTP clients)', async () => {
     const res = await get('/api/x', { proxy: 'http://attacker.example:8080', 'x-keep': 'yes' });
     assert.equal(res.status, 200);

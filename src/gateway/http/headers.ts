@@ -92,6 +92,14 @@ const ALWAYS_STRIPPED = [
   // undici refuses it (it does not implement 100-continue); Node already answered the caller.
   'expect',
   ...OVERRIDE_HEADERS,
+  // What a proxy in front of an upstream says the original request was (nginx auth_request setups,
+  // PHP apps); an upstream trusting the caller's copy would act on another request than the one
+  // authorized. Not override headers: forward-auth reads them from nginx. (X-Forwarded-Uri,
+  // -Method and -Prefix go with every X-Forwarded-*.)
+  'x-original-uri',
+  'x-original-method',
+  'x-original-host',
+  'x-original-proto',
   // httpoxy (CVE-2016-5385): CGI-style upstreams expose it as HTTP_PROXY, which HTTP clients read
   // as their outbound proxy, sending the upstream's own requests (and credentials) to the caller.
   'proxy',
