@@ -406,6 +406,14 @@ export const ERROR_CODES = {
     error: 'invalid_request',
     description: 'Access tokens in the URI query are not accepted here; use the Authorization header.',
   },
+  // The proxy forwards the request itself, Sec-WebSocket-Protocol as the client sent it: a
+  // subprotocol carrying the presented token or a configured secret (`bearer, <token>`) would reach
+  // the upstream, where Tessera's own proxy removes it.
+  forward_auth_subprotocol_credential_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Credentials in Sec-WebSocket-Protocol are not accepted here; send the token in the Authorization header only.',
+  },
   // A configuration reload withdrew the credential an exchange in flight was authorized with.
   credential_withdrawn: {
     status: 401,

@@ -19,7 +19,7 @@ import { auditPath, auditRawPath, hasMethodOverride, normalizeTarget } from './h
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
-import { cardRoute, findRoute, headerBag, peerOf, validHost } from './requests.ts';
+import { cardRoute, findRoute, headerBag, peerOf, subprotocolsCarrySecret, validHost } from './requests.ts';
 import { hostOf } from './routes.ts';
 
 type Secret = { readonly header: string; readonly digest: Buffer };
@@ -85,6 +85,16 @@ function carriesUnderscoreSpoof(s: GatewayState, rawHeaders: readonly string[]):
     if (name.indexOf('_') < 0) continue;
     names ??= answered(s);
     if (names.has(name.toLowerCase().replaceAll('_', '-'))) return true;
+  }
+  return false;
+}
+
+/** True when any `Sec-WebSocket-Protocol` header of the check offers a subprotocol carrying one of `secrets`. */
+function offersSecretSubprotocol(rawHeaders: readonly string[], secrets: readonly string[]): boolean {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length !== 22 || name.toLowerCase() !== 'sec-websocket-protocol') continue;
+    if (subprotocolsCarrySecret(rawHeaders[i + 1] as string, secrets)) return true;
   }
   return false;
 }
@@ -215,6 +225,12 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   // Refused whatever transport.query says, in every spelling the gateway strips.
   if (target.queryToken) {
     refuse(new TesseraError('forward_auth_query_token_refused'), s.challenges);
+    return;
+  }
+  // Likewise a subprotocol carrying the token (`bearer, <token>`, as browser WebSocket clients
+  // offer it) or a configured secret: Tessera's own proxy removes it, this proxy would forward it.
+  if (offersSecretSubprotocol(req.rawHeaders, fx.secrets)) {
+    refuse(new TesseraError('forward_auth_subprotocol_credential_refused'), s.challenges);
     return;
   }
   const host = hostOf(original.host);

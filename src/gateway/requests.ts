@@ -293,10 +293,27 @@ export function subprotocolsWithoutSecrets(value: string | string[], secrets: re
   for (const raw of (Array.isArray(value) ? value.join(',') : value).split(',')) {
     const p = raw.trim();
     if (p === '') continue;
-    if (secrets.some((secret) => secret !== '' && (p === secret || (secret.length >= SECRET_INSIDE_MIN && p.includes(secret))))) continue;
+    if (carriesSecret(p, secrets)) continue;
     kept.push(p);
   }
   return kept.length === 0 ? undefined : kept.join(', ');
+}
+
+/**
+ * True when a `Sec-WebSocket-Protocol` value (or several) offers a subprotocol carrying one of
+ * `secrets`: the entries {@link subprotocolsWithoutSecrets} removes. Behind forward-auth the proxy,
+ * not the gateway, forwards the header, so such a check is refused instead.
+ */
+export function subprotocolsCarrySecret(value: string | readonly string[], secrets: readonly string[]): boolean {
+  for (const raw of (typeof value === 'string' ? value : value.join(',')).split(',')) {
+    const p = raw.trim();
+    if (p !== '' && carriesSecret(p, secrets)) return true;
+  }
+  return false;
+}
+
+function carriesSecret(entry: string, secrets: readonly string[]): boolean {
+  return secrets.some((secret) => secret !== '' && (entry === secret || (secret.length >= SECRET_INSIDE_MIN && entry.includes(secret))));
 }
 
 export function upstreamHeaders(

@@ -12,7 +12,7 @@ import { rawHttp } from '../helpers/net.ts';
 import { AUDIENCE, baseConfig, parse, startGateway, startUpstream, type TestGateway, token, UPSTREAM_TOKEN } from './helpers.ts';
 
 const FA_SECRET = 'forward-auth-secret-0123456789';
-type Flavor = 'nginx' | 'traefik' | 'envoy';
+type Flavor = 'nginx' | 'traefik' | 'caddy' | 'envoy';
 
 const config = (peers?: string[], flavor: Flavor = 'nginx') => ({
   ...baseConfig(),
@@ -1006,5 +1006,109 @@ describe('gateway: forward-auth, A2A routes binding tasks to their creator', () 
     } finally {
       await gw.close();
     }
+  });
+});
+
+describe('attack: a token offered as a WebSocket subprotocol beside Authorization, behind forward-auth', () => {
+  // The proxy forwards Sec-WebSocket-Protocol as the client sent it; Tessera's own proxy removes
+  // such entries, here it can only refuse the check.
+  const REASON = 'forward_auth_subprotocol_credential_refused';
+  const gateways = new Map<Flavor, TestGateway>();
+  let t: string;
+  before(async () => {
+    for (const flavor of ['nginx', 'traefik', 'caddy', 'envoy'] as const)
+      gateways.set(flavor, await startGateway(config(undefined, flavor)));
+    t = await token({ sub: 'ws-user' });
+  });
+  after(async () => {
+    for (const g of gateways.values()) await g.close();
+  });
+
+  /** A check as each proxy sends it, with the caller's Authorization and Sec-WebSocket-Protocol. */
+  const check = (flavor: Flavor, protocols: string, authorization = `Bearer ${t}`) => {
+    const g = gateways.get(flavor)!;
+    const described: [string, string][] =
+      flavor === 'envoy'
+        ? [['host', 'api.example.com']]
+        : flavor === 'nginx'
+          ? [
+              ['x-original-uri', '/api/ws'],
+              ['x-original-method', 'GET'],
+              ['x-original-host', 'api.example.com'],
+            ]
+          : [
+              ['x-forwarded-uri', '/api/ws'],
+              ['x-forwarded-method', 'GET'],
+              ['x-forwarded-host', 'api.example.com'],
+            ];
+    const headers: [string, string][] = [
+      ...described,
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['authorization', authorization],
+      ['sec-websocket-version', '13'],
+      ['sec-websocket-protocol', protocols],
+    ];
+    if (flavor !== 'envoy') headers.unshift(['host', new URL(g.url).host]);
+    const path = flavor === 'envoy' ? '/_tessera/auth/api/ws' : '/_tessera/auth';
+    return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      request(`${g.url}${path}`, { headers: headers.flat() }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      })
+        .on('error', reject)
+        .end();
+    });
+  };
+  const lastCheck = async (flavor: Flavor) => {
+    const g = gateways.get(flavor)!;
+    await g.served.gateway.audit.flush();
+    return g.audit.events.filter((e) => e.kind === 'gateway.forward_auth').at(-1);
+  };
+
+  for (const flavor of ['nginx', 'traefik', 'caddy', 'envoy'] as const) {
+    it(`token leak through Sec-WebSocket-Protocol (${flavor}): a check whose subprotocols carry the presented token or a configured secret is refused 400, audited, with no credential and no token in the answer or the audit`, async () => {
+      // nginx turns any 4xx but 401/403 into a 500 for the client: 401 with the real status.
+      const status = flavor === 'nginx' ? 401 : 400;
+      for (const [label, protocols] of [
+        ['bearer, <token>', `bearer, ${t}`],
+        ['chat, access_token.<token>', `chat, access_token.${t}`],
+        ['bearer, <upstream credential>', `bearer, ${UPSTREAM_TOKEN}`],
+      ] as const) {
+        const res = await check(flavor, protocols);
+        assert.equal(res.status, status, label);
+        if (flavor === 'nginx') assert.equal(res.headers['x-tessera-status'], '400');
+        assert.equal(res.headers.authorization, undefined, 'no upstream credential answered');
+        assert.ok(!res.body.includes(t) && !res.body.includes(UPSTREAM_TOKEN), 'no token in the body');
+        assert.match(res.body, /invalid_request/);
+        const e = await lastCheck(flavor);
+        assert.equal(e?.decision, 'deny');
+        assert.equal(e?.reason, REASON);
+        const recorded = JSON.stringify(gateways.get(flavor)!.audit.events);
+        assert.ok(!recorded.includes(t) && !recorded.includes(UPSTREAM_TOKEN), 'no token in the audit trail');
+      }
+      // Other subprotocols pass.
+      const ok = await check(flavor, 'chat, superchat');
+      assert.equal(ok.status, 200);
+      assert.equal(ok.headers.authorization, `Bearer ${UPSTREAM_TOKEN}`);
+    });
+  }
+
+  it('a token offered only as a subprotocol is not read as a credential behind forward-auth (401 credentials_missing, not in the audit)', async () => {
+    const g = gateways.get('traefik')!;
+    const res = await fetch(`${g.url}/_tessera/auth`, {
+      headers: {
+        'x-tessera-forward-auth': FA_SECRET,
+        'x-forwarded-uri': '/api/ws',
+        'x-forwarded-method': 'GET',
+        'x-forwarded-host': 'api.example.com',
+        'sec-websocket-protocol': `bearer, ${t}`,
+      },
+    });
+    assert.equal(res.status, 401);
+    assert.equal(res.headers.get('authorization'), null);
+    const e = await lastCheck('traefik');
+    assert.equal(e?.reason, 'credentials_missing');
+    assert.ok(!JSON.stringify(g.audit.events).includes(t));
   });
 });

@@ -147,6 +147,22 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
     assert.equal(app.seen.length, n);
   });
 
+  it('token leak through Sec-WebSocket-Protocol: a token offered as a subprotocol beside Authorization is refused through nginx and never reaches the app (the example passes the header to the check)', async () => {
+    const t = await token({ scope: 'api:read' });
+    const n = app.seen.length;
+    const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, 'sec-websocket-protocol': `bearer, ${t}` } });
+    assert.equal(res.status, 401);
+    assert.ok(!(await res.text()).includes(t));
+    assert.equal(app.seen.length, n);
+    await gw.served.gateway.audit.flush();
+    const e = gw.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1);
+    assert.equal(e?.reason, 'forward_auth_subprotocol_credential_refused');
+    assert.ok(!JSON.stringify(gw.audit.events).includes(t));
+    const ok = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, 'sec-websocket-protocol': 'chat' } });
+    assert.equal(ok.status, 200);
+    assert.equal(app.seen.at(-1)!.headers['sec-websocket-protocol'], 'chat', 'other subprotocols pass');
+  });
+
   it('method override: _method in the URI (also encoded) is refused through nginx and never reaches the app', async () => {
     const t = await token({ scope: 'api:read' });
     const n = app.seen.length;
