@@ -235,6 +235,27 @@ describe('tessera check: a server that answers and then goes silent', () => {
   });
 });
 
+describe('tessera check: a URL that is not one', () => {
+  it('names the bad URL first, even with no --token given, instead of asking for the token of a check that could not run', async () => {
+    const env = { ...process.env };
+    delete env.TESSERA_TOKEN;
+    for (const args of [['not-a-url'], ['not-a-url', '--token', 't'], ['127.0.0.1:8080/api/hello']]) {
+      await assert.rejects(
+        run(process.execPath, [CLI, 'check', ...args], { env }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => {
+          assert.equal(e.code, 1);
+          assert.equal(e.stdout, '');
+          assert.equal(
+            e.stderr,
+            `tessera: "${args[0]}" is not an http(s) URL; give the protected URL to check, e.g. http://127.0.0.1:8080/api/hello\n`,
+          );
+          return true;
+        },
+      );
+    }
+  });
+});
+
 describe('tessera check: a URL with credentials', () => {
   it('never prints the user:password@ of the URL given (--json, text, or the refusal): it is refused, named without them', async () => {
     for (const args of [['--json'], []]) {
@@ -246,7 +267,7 @@ describe('tessera check: a URL with credentials', () => {
             const out = `${e.stdout ?? ''}${e.stderr ?? ''}`;
             assert.ok(!out.includes('s3cret-pw') && !out.includes('alice'), out);
             assert.equal(e.stdout, '');
-            assert.match(e.stderr ?? '', /^tessera: [a-z]+:\/\/127\.0\.0\.1:9\/items /);
+            assert.match(e.stderr ?? '', /^tessera: "?[a-z]+:\/\/127\.0\.0\.1:9\/items"? /);
             return true;
           },
         );

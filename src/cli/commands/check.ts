@@ -311,16 +311,19 @@ export function registerCheck(program: Command): void {
     .option('--timeout <ms>', 'per-request timeout in milliseconds', timeoutArg, 5000)
     .option('--json', 'print the results as JSON')
     .action(async (url: string, opts: { token?: string; agentCard: boolean; mcp?: boolean; timeout: number; json?: boolean }) => {
-      const token = opts.token ?? process.env.TESSERA_TOKEN;
-      if (!token) throw new CliError('give --token (or set TESSERA_TOKEN)');
+      // The URL first: it is the argument, and a missing --token is the lesser mistake to report.
       // Printed without its userinfo (a password, often), which fetch would refuse to send anyway.
       if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
-        throw new CliError(`${withoutUserinfo(url)} is not an http(s) URL`);
+        throw new CliError(
+          `${quoted(withoutUserinfo(url))} is not an http(s) URL; give the protected URL to check, e.g. http://127.0.0.1:8080/api/hello`,
+        );
       const u = new URL(url);
       if (u.username !== '' || u.password !== '')
         throw new CliError(
           `${withoutUserinfo(url)} was given with credentials (user:password@), which are not sent: give the URL without them`,
         );
+      const token = opts.token ?? process.env.TESSERA_TOKEN;
+      if (!token) throw new CliError('give --token (or set TESSERA_TOKEN)');
       const results = await runChecks(url, token, { timeoutMs: opts.timeout, agentCard: opts.agentCard, mcp: opts.mcp === true });
       if (opts.json) printJson({ url, ok: results.every((r) => r.ok), results });
       // A detail quotes what the server answered (its challenge, its metadata), and the server is
