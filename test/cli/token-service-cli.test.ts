@@ -337,6 +337,25 @@ describe('tokens, revocation and grant trees', () => {
     assert.match(failed.stderr, /^tessera: invalid_request: /);
   });
 
+  it('revoke --grant of a grant revoked before says when and why (--json: already_revoked), instead of a bare "revoked 0 grant(s)"', () => {
+    const user = json('token', 'mint', '--client', 'agent', '--subject', 'bob');
+    const first = json('revoke', '--grant', user.grant_id as string, '--reason', 'leaked in a log');
+    assert.deepEqual(first.revoked_grants, [user.grant_id]);
+    assert.equal(first.already_revoked, undefined);
+    const again = json('revoke', '--grant', user.grant_id as string);
+    assert.deepEqual(again.revoked_grants, []);
+    const already = again.already_revoked as { grant_id: string; revoked_at: string; reason: string };
+    assert.equal(already.grant_id, user.grant_id);
+    assert.match(already.revoked_at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
+    assert.equal(already.reason, 'leaked in a log');
+    const text = tessera('revoke', '--grant', user.grant_id as string);
+    assert.equal(text.code, 0, text.stderr);
+    assert.equal(
+      text.stdout,
+      `grant ${user.grant_id} was already revoked at ${already.revoked_at} (leaked in a log), with every grant derived from it; nothing more to revoke\n`,
+    );
+  });
+
   it('grants tree escapes control characters in a subject (chosen by an identity provider) and a revocation reason', async () => {
     // An identity provider's subject reaches a grant through token exchange; mint refuses such a
     // subject, so the grant is written as exchange would write it.

@@ -8,8 +8,8 @@ import { quoted } from '../../core/errors.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
 import { holdsToken } from '../../core/secret-shape.ts';
 import { type GrantSelector, StoreUnavailableError } from '../../store/contract.ts';
-import { readArg, withConfig, withService } from '../context.ts';
-import { CliError, printJson } from '../output.ts';
+import { iso, readArg, withConfig, withService } from '../context.ts';
+import { CliError, printable, printJson } from '../output.ts';
 
 export function registerRevoke(program: Command): void {
   withConfig(program.command('revoke'))
@@ -29,7 +29,10 @@ export function registerRevoke(program: Command): void {
       'reason stored with the revoked grants and recorded in the audit trail (one holding a token is refused)',
       'cli',
     )
-    .option('--json', 'print one JSON object')
+    .option(
+      '--json',
+      'print one JSON object: {revoked_token, grant_id} for --token, else {revoked_grants}, with already_revoked {grant_id, revoked_at, reason} when the --grant named was revoked before',
+    )
     .action(
       async (opts: {
         config?: string;
@@ -82,7 +85,15 @@ export function registerRevoke(program: Command): void {
             }
             const revoked = await service.revokeGrants(selector, opts.reason, 'cli');
             service.auditCliAction('ok', { action: 'revoke', ...named, ...reason, revoked: revoked.length });
-            return { revoked_grants: revoked.map((g) => g.id) };
+            // A grant named that revoked nothing was revoked before (with its subtree): say when
+            // and why, rather than a bare "revoked 0 grant(s)" that reads as a failure.
+            const before = 'grantId' in selector && revoked.length === 0 ? await service.store.getGrant(selector.grantId) : undefined;
+            return {
+              revoked_grants: revoked.map((g) => g.id),
+              ...(before?.revokedAt != null
+                ? { already_revoked: { grant_id: before.id, revoked_at: iso(before.revokedAt), reason: before.revokedReason } }
+                : {}),
+            };
           } catch (error) {
             const code =
               error instanceof CliError
@@ -100,6 +111,11 @@ export function registerRevoke(program: Command): void {
         if ('revoked_token' in result) {
           process.stdout.write(
             `revoked token ${result.revoked_token}; to revoke its whole delegation run: tessera revoke --grant ${result.grant_id}\n`,
+          );
+        } else if (result.already_revoked) {
+          const a = result.already_revoked;
+          process.stdout.write(
+            `${printable(`grant ${a.grant_id} was already revoked at ${a.revoked_at}${a.reason !== null ? ` (${a.reason})` : ''}, with every grant derived from it; nothing more to revoke`)}\n`,
           );
         } else {
           process.stdout.write(
