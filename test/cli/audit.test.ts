@@ -132,6 +132,17 @@ describe('audit query --since --until: a closed window', () => {
     }
   });
 
+  it('says "no events match" on stderr (exit 0) when none does, instead of printing nothing; --json prints an empty array alone', () => {
+    const r = query('--until', '2026-11-22T13:00:00Z');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, 'tessera: no events match\n');
+    const j = query('--until', '2026-11-22T13:00:00Z', '--json');
+    assert.equal(j.status, 0, j.stderr);
+    assert.deepEqual(JSON.parse(j.stdout), []);
+    assert.equal(j.stderr, '');
+  });
+
   it('is in --help', () => {
     const r = spawnSync(process.execPath, [MAIN, 'audit', 'query', '--help'], { encoding: 'utf8' });
     assert.match(r.stdout, /--until <when>\s+up to this instant/);

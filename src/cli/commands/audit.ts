@@ -159,7 +159,9 @@ export function registerAudit(program: Command): void {
   const audit = program.command('audit').description('Read the audit trail: one event per gateway decision and token-service event.');
 
   filterOptions(audit.command('query'))
-    .description('Print the events that match the filters, oldest first.')
+    .description(
+      'Print the events that match the filters, oldest first. When none does: "no events match" on stderr and exit 0 (with --json, an empty array).',
+    )
     .option('--since <when>', 'from this time: a duration back (15m, 2h, 7d) or an ISO time')
     .option(
       '--until <when>',
@@ -178,6 +180,8 @@ export function registerAudit(program: Command): void {
         );
       }
       if (f.json) return printJson(events);
+      // Nothing printed would read as a command that did nothing: say so, where a pipe does not see it.
+      if (events.length === 0) return void process.stderr.write('tessera: no events match\n');
       process.stdout.write(events.map((e) => `${formatEvent(e)}\n`).join(''));
     });
 
