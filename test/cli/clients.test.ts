@@ -62,6 +62,33 @@ describe('tessera clients show: the values in one column', () => {
   });
 });
 
+describe('tessera clients show: what a person reads', () => {
+  it('names the lifetime a client without --ttl gets (default (10m)), not null, and token exchange as --grant-types names it; --json keeps the stored values', () => {
+    const added = tessera(
+      'clients',
+      'add',
+      'show-exchanger',
+      '--audiences',
+      'https://api.test',
+      '--grant-types',
+      'client_credentials,token-exchange',
+    );
+    assert.equal(added.code, 0, added.stderr);
+    const shown = tessera('clients', 'show', 'show-exchanger');
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /^access_token_ttl +default \(10m\)$/m);
+    assert.match(shown.stdout, /^grant_types +client_credentials token-exchange$/m);
+    assert.doesNotMatch(shown.stdout, /null|urn:/);
+    const json = JSON.parse(tessera('clients', 'show', 'show-exchanger', '--json').stdout) as Record<string, unknown>;
+    assert.equal(json.access_token_ttl, null);
+    assert.deepEqual(json.grant_types, ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange']);
+
+    assert.equal(tessera('clients', 'add', 'show-ttl', '--audiences', 'https://api.test', '--ttl', '5m').code, 0);
+    assert.match(tessera('clients', 'show', 'show-ttl').stdout, /^access_token_ttl +5m$/m);
+    assert.equal((JSON.parse(tessera('clients', 'show', 'show-ttl', '--json').stdout) as Record<string, unknown>).access_token_ttl, 300);
+  });
+});
+
 describe('tessera token mint: a client with several audiences', () => {
   it('is told to choose one with --audience, naming them, instead of a bare invalid_target', () => {
     assert.equal(tessera('clients', 'add', 'two-audiences', '--audiences', 'https://a.test', 'https://b.test').code, 0);

@@ -5,6 +5,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { formatDuration } from '../../config/duration.ts';
 import { quoted } from '../../core/errors.ts';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../../core/jose/json.ts';
 import { ClientInputError, type ClientInputField } from '../../issuer/clients.ts';
@@ -65,8 +66,13 @@ function flagged(e: unknown): unknown {
   return new CliError(`${flag}: ${e.message}`);
 }
 
-/** The grant types as `--grant-types` takes them (token exchange by its short name). */
-const GRANT_TYPE_NAMES = GRANT_TYPES.map((g) => (g === GRANT_ALIASES['token-exchange'] ? 'token-exchange' : g));
+/** A grant type as `--grant-types` takes it (token exchange by its short name). */
+function grantTypeName(type: string): string {
+  return type === GRANT_ALIASES['token-exchange'] ? 'token-exchange' : type;
+}
+
+/** The grant types as `--grant-types` takes them. */
+const GRANT_TYPE_NAMES = GRANT_TYPES.map(grantTypeName);
 
 export function registerClients(program: Command): void {
   const clients = program.command('clients').description('Register and manage OAuth clients.');
@@ -191,14 +197,26 @@ export function registerClients(program: Command): void {
     });
 
   withConfig(clients.command('show'))
-    .description('Show one client (never its secret).')
+    .description(
+      'Show one client (never its secret): its token lifetime, or default (the configured access_token_ttl), and grant types as --grant-types names them. --json gives the stored values: access_token_ttl in seconds or null, grant types as URNs.',
+    )
     .argument('<client_id>')
     .option('--json', 'print one JSON object')
     .action(async (id: string, opts: { config?: string; json?: boolean }) => {
-      const c = await withService(opts.config, false, async ({ store }) => store.getClient(id));
+      const { c, defaultTtl } = await withService(opts.config, false, async ({ store, service }) => ({
+        c: await store.getClient(id),
+        defaultTtl: service.config.access_token_ttl,
+      }));
       if (!c) throw new CliError(`no client ${quoted(id)}`);
-      const d = describeClient(c);
-      if (opts.json) return printJson(d);
+      const described = describeClient(c);
+      if (opts.json) return printJson(described);
+      // For people: the lifetime the client's tokens get (its own, else the configured default) and
+      // the grant types as --grant-types takes them; --json keeps the stored values.
+      const d = {
+        ...described,
+        grant_types: c.grantTypes.map(grantTypeName),
+        access_token_ttl: c.accessTokenTtl !== null ? formatDuration(c.accessTokenTtl) : `default (${formatDuration(defaultTtl)})`,
+      };
       // A JWKS kid is whatever the key file said (any string), the name whatever the registrant
       // wrote: control characters escaped, so a value cannot forge a line or rewrite the screen.
       // One column for every value: exchange_retarget_audiences is longer than the rest.
