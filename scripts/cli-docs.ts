@@ -22,6 +22,10 @@ arguments and options, and the rules they share:
   error (\`... (run with --help for usage)\`) or a refused operation, 2 for an invalid
   configuration (\`tessera: invalid configuration in FILE (N problems):\`, then one problem a line
   with its path). \`tessera scan\` has its own exit codes (see token-service.md).
+- **Help**: \`--help\` after any command, or \`tessera help <command>\`. A command group run
+  without a subcommand (\`tessera\`, \`tessera clients\`, \`keys\`, \`token\`, \`grants\`,
+  \`audit\`) prints its help on stdout and exits 0; a word that names no subcommand is a usage
+  error.
 - **\`--json\`** prints one JSON document on stdout (\`audit tail --json\`: one event per line).
   A command that fails prints nothing on stdout and the same one line on stderr: there is no JSON
   error document, so a script checks the exit code first. The commands whose result is a verdict

@@ -43,6 +43,25 @@ function refuseRepeatedOptions(command: Command): void {
   for (const sub of command.commands) refuseRepeatedOptions(sub);
 }
 
+/**
+ * A command group run without a subcommand (`tessera clients`, `tessera` alone) prints its help on
+ * stdout and exits 0, as `kubectl config` or `gh pr` do: asking what a group holds is not a
+ * mistake. Commander's default is the help on stderr with exit 1. A word that names no
+ * subcommand (`tessera clients lst`) stays an error.
+ */
+function helpWithoutSubcommand(command: Command): void {
+  for (const sub of command.commands) helpWithoutSubcommand(sub);
+  if (command.commands.length === 0) return;
+  // An action would drop the implicit `help [command]` subcommand: kept.
+  command.helpCommand(true);
+  command.allowExcessArguments(true).action((_opts: unknown, self: Command) => {
+    // Commander marks unknownCommand private, but it is the error (with its "Did you mean")
+    // that the group gives without an action.
+    if (self.args.length > 0) return (self as unknown as { unknownCommand(): never }).unknownCommand();
+    self.outputHelp();
+  });
+}
+
 export function buildProgram(): Command {
   const program = new Command('tessera')
     .description('Short-lived, scoped, sender-bound and attributable bearer tokens for AI agents and the APIs they call.')
@@ -72,6 +91,7 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerTrace(program);
   refuseRepeatedOptions(program);
+  helpWithoutSubcommand(program);
   return program;
 }
 

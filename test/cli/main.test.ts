@@ -75,6 +75,28 @@ describe('tessera: usage errors', () => {
   });
 });
 
+describe('tessera: a command group without a subcommand', () => {
+  it('prints the group’s help on stdout and exits 0, as --help does, instead of the help on stderr with exit 1', () => {
+    for (const group of [[], ['clients'], ['keys'], ['token'], ['audit'], ['grants']]) {
+      const r = spawnSync(process.execPath, [MAIN, ...group], { encoding: 'utf8' });
+      assert.equal(r.status, 0, group.join(' '));
+      assert.equal(r.stderr, '', group.join(' '));
+      assert.match(r.stdout, new RegExp(`^Usage: tessera ${group.map((g) => `${g} `).join('')}\\[options\\] \\[command\\]\n`));
+      assert.equal(r.stdout, spawnSync(process.execPath, [MAIN, ...group, '--help'], { encoding: 'utf8' }).stdout);
+    }
+  });
+
+  it('still refuses a word that names no subcommand, suggesting the nearest, and keeps `help <command>`', () => {
+    const r = spawnSync(process.execPath, [MAIN, 'clients', 'lst'], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, "tessera: unknown command 'lst' (Did you mean list?) (run with --help for usage)\n");
+    const help = spawnSync(process.execPath, [MAIN, 'clients', 'help', 'add'], { encoding: 'utf8' });
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /^Usage: tessera clients add /);
+  });
+});
+
 describe('tessera: an option that takes one value, given twice', () => {
   it('is refused in one line naming it, instead of silently keeping the last (revoke --grant A --grant B revoked only B)', () => {
     for (const [args, flags] of [
