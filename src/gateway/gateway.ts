@@ -13,7 +13,7 @@ import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import pino, { type Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { BatchingAuditSink, within } from '../audit/batching.ts';
 import type { AuditSink } from '../audit/event.ts';
@@ -358,11 +358,14 @@ export interface Gateway {
 
 const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.dpop', 'headers.authorization', 'token', 'credential'];
 
-/** The default logger: JSON lines, no secrets (nothing secret is ever passed; redaction is a backstop). */
-export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info', fd: 1 | 2 = 1): Logger {
+/**
+ * The default logger: JSON lines, no secrets (nothing secret is ever passed; redaction is a backstop),
+ * to stdout (1), stderr (2) or a destination of the caller's.
+ */
+export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info', fd: 1 | 2 | DestinationStream = 1): Logger {
   return pino(
     { level, base: { service: 'tessera-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } },
-    fd === 1 ? undefined : pino.destination({ fd, sync: true }),
+    fd === 1 ? undefined : fd === 2 ? pino.destination({ fd, sync: true }) : fd,
   );
 }
 

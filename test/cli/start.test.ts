@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -43,7 +43,11 @@ function sh(script: string): { code: number | null; out: string; err: string } {
 }
 
 function printed(prefix: RegExp): string {
-  const line = stdout.split('\n').find((l) => prefix.test(l.trim()));
+  // A command continued on the next line (`\` at the end) is one command.
+  const line = stdout
+    .replace(/\\\n\s*/g, ' ')
+    .split('\n')
+    .find((l) => prefix.test(l.trim()));
   assert.ok(line, `tessera start printed a line matching ${prefix}:\n${stdout}`);
   return line.trim().replace(/\s+#.*$/, '');
 }
@@ -117,6 +121,18 @@ describe('tessera start (npm start)', () => {
         .join('\n'),
     );
     assert.deepEqual(shown, ran);
+  });
+
+  it('annotates them as README.md does, each comment in one column (the long revocation continued on its own line)', () => {
+    const comments = (text: string) => [...text.matchAll(/ +# (.+)$/gm)].map((m) => m[1]);
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const block = /```sh\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf('## Five minutes')))?.[1] ?? '';
+    const tried = stdout.slice(stdout.indexOf('Then try:\n') + 'Then try:\n'.length).split('\n\n')[0] as string;
+    // README's first two commands are printed above "Then try", without comments.
+    assert.deepEqual(comments(tried), comments(block).slice(1));
+    const lines = tried.split('\n');
+    const columns = new Set(lines.filter((l) => l.includes(' # ')).map((l) => l.indexOf(' # ')));
+    assert.equal(columns.size, 1, tried);
   });
 
   it('the demo API refuses a caller that bypasses the gateway', () => {
@@ -223,6 +239,48 @@ describe('tessera start (npm start)', () => {
     child.kill('SIGTERM');
     const code = await new Promise((r) => child.once('exit', r));
     assert.equal(code, 0);
+  });
+});
+
+describe('tessera start: what a terminal shows, stdout and stderr together', () => {
+  it('shows the banner first and the gateway’s "listening" log line after the commands, not before the banner', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'tessera-start-order-'));
+    const e = { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' };
+    try {
+      const init = spawnSync(
+        process.execPath,
+        [MAIN, 'init', '--port', String(await freePort()), '--upstream-port', String(await freePort())],
+        {
+          cwd: home,
+          encoding: 'utf8',
+          env: e,
+        },
+      );
+      assert.equal(init.status, 0, init.stderr);
+      // No signing key yet: start initializes it, so the first run's "Initialized" banner is printed.
+      rmSync(join(home, '.tessera', 'tessera.db'));
+      const file = join(home, 'terminal.txt');
+      const fd = openSync(file, 'w');
+      const proc = spawn(process.execPath, [MAIN, 'start'], { cwd: home, env: e, stdio: ['ignore', fd, fd] });
+      closeSync(fd);
+      try {
+        const deadline = Date.now() + 20_000;
+        const shown = () => readFileSync(file, 'utf8');
+        while (!(shown().includes('Stop with Ctrl-C') && shown().includes('gateway listening'))) {
+          if (proc.exitCode !== null || Date.now() > deadline) assert.fail(`tessera start did not come up:\n${shown()}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const text = shown();
+        assert.match(text, /^Initialized \S+: .*signing key/);
+        assert.ok(text.indexOf('gateway listening') > text.indexOf('Stop with Ctrl-C'), text);
+      } finally {
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGTERM');
+        await exited;
+      }
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });
 

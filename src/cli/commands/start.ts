@@ -21,6 +21,8 @@ export interface Started {
   readonly demoUrl: string | undefined;
   /** The lines printed for the user (commands to try). */
   readonly instructions: string;
+  /** Write the logs held while starting, and from then on each as it comes: call once {@link instructions} are out. */
+  releaseLogs(): void;
   /** Reload the configuration (SIGHUP): the gateway, and with it the demo API's copy of the gateway token. */
   reload(): void;
   close(): Promise<void>;
@@ -32,7 +34,10 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 export async function start(options: { config?: string; signals?: boolean }): Promise<Started> {
   const init = await initialize(options.config ? { config: options.config } : {});
   let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
-  // Logs go to stderr so that stdout carries the instructions alone.
+  // Logs go to stderr so that stdout carries the instructions alone. Those written while starting
+  // ("gateway listening") are held until the instructions are out (see Started.releaseLogs): on a
+  // terminal they would otherwise come before the banner they are a detail of.
+  const logs = new HeldLines();
   // `tessera start` has no --port, and the port is written in several places of tessera.yaml.
   const file = relative(process.cwd(), init.config_file);
   const server = await startServer({
@@ -41,7 +46,7 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     portAdvice: init.config_written
       ? `choose others: delete ${file} and ${relative(process.cwd(), init.data_dir)}/ (just written), run \`tessera init --port <port>\` (the demo API takes the next port), then \`tessera start\``
       : `change server.port in ${file} and the URLs that name it (issuers, audiences, the demo route)`,
-    logger: defaultLogger(undefined, 2),
+    logger: defaultLogger(undefined, logs),
     // Every accepted reload (SIGHUP or a change of tessera.yaml) hands the demo API the gateway
     // token the gateway now sends, from the configuration the gateway itself loaded.
     onReload: (config) => {
@@ -68,6 +73,7 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     }
   } catch (e) {
     await server.close();
+    logs.release();
     throw e;
   }
   const close = async () => {
@@ -107,13 +113,18 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
       `  curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello`,
       '',
       'Then try:',
-      `  curl -i ${base}/api/hello                                              # 401 and its challenge`,
-      `  curl -i -X POST -H "Authorization: Bearer $TOKEN" ${base}/api/items   # 403 insufficient_scope`,
-      `  curl -N -H "Authorization: Bearer $TOKEN" ${base}/api/events          # a stream through the gateway`,
-      `  npx tessera check ${base}/api/hello --token "$TOKEN"                 # conformance checks`,
-      `  curl -s ${auth} -d "token=$TOKEN" ${base}/oauth2/revoke               # RFC 7009 revocation, then:`,
-      `  curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello           # 401: revoked at the edge at once`,
-      '  npx tessera audit tail                                                # one event per decision',
+      // The comments are README.md's ("Five minutes"), in one column; the long revocation is
+      // continued on a second line there too.
+      ...commented([
+        [`curl -i ${base}/api/hello`, '401 and its challenge'],
+        [`curl -i -X POST -H "Authorization: Bearer $TOKEN" ${base}/api/items`, '403 insufficient_scope'],
+        [`curl -N -H "Authorization: Bearer $TOKEN" ${base}/api/events`, 'SSE through the gateway'],
+        [`npx tessera check ${base}/api/hello --token "$TOKEN"`, 'six conformance checks'],
+        [`curl -s ${auth} -d "token=$TOKEN" \\`],
+        [`  ${base}/oauth2/revoke`, 'RFC 7009 revocation:'],
+        [`curl -i -H "Authorization: Bearer $TOKEN" ${base}/api/hello`, '401 on the very next call'],
+        ['npx tessera audit tail', 'one event per decision'],
+      ]),
       '',
     );
   } else {
@@ -123,7 +134,30 @@ export async function start(options: { config?: string; signals?: boolean }): Pr
     );
   }
   lines.push('Stop with Ctrl-C; reload the configuration with SIGHUP.');
-  return { server, demoUrl: demo?.url, instructions: `${lines.join('\n')}\n`, reload, close };
+  return { server, demoUrl: demo?.url, instructions: `${lines.join('\n')}\n`, releaseLogs: () => logs.release(), reload, close };
+}
+
+/** Commands indented by two, each comment after them in one column (a line without one has none). */
+function commented(entries: readonly (readonly [command: string, comment?: string])[]): string[] {
+  const column = Math.max(...entries.filter(([, c]) => c !== undefined).map(([cmd]) => cmd.length)) + 2;
+  return entries.map(([cmd, comment]) => (comment === undefined ? `  ${cmd}` : `  ${cmd.padEnd(column)}# ${comment}`));
+}
+
+/**
+ * A log destination that holds its lines until {@link release}, then writes them and every later
+ * one to stderr at once.
+ */
+class HeldLines {
+  #held: string[] | undefined = [];
+  write(line: string): void {
+    if (this.#held) this.#held.push(line);
+    else process.stderr.write(line);
+  }
+  release(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const line of held) process.stderr.write(line);
+  }
 }
 
 export function registerStart(program: Command): void {
@@ -132,5 +166,6 @@ export function registerStart(program: Command): void {
     .action(async (opts: { config?: string }) => {
       const started = await start({ ...opts, signals: true });
       process.stdout.write(started.instructions);
+      started.releaseLogs();
     });
 }
