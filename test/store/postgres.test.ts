@@ -14,6 +14,7 @@ import { RevocationFeed } from '../../src/issuer/revocation-feed.ts';
 import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, type PostgresStoreOptions, revocationChannel } from '../../src/store/postgres/store.ts';
+import { a2aTaskKey } from '../../src/store/rows.ts';
 import { until } from '../helpers/net.ts';
 import { postgresReachable } from '../helpers/postgres.ts';
 import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
@@ -957,6 +958,53 @@ if (!reachable) {
           ['agent', 'alice', 0, 10],
         );
         assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /a2a_tasks_owner/);
+      } finally {
+        await c.end();
+      }
+    });
+
+    it('migrates a schema-12 database (A2A records without a route) to 13: the records keep their owner, and an older instance still on it claims as before', async () => {
+      const schema = schemaName();
+      const before = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        assert.deepEqual(await before.claimA2aTask('agent', 'task', 't-old', 'alice', 200, 100), { owner: 'alice', expiresAt: 200 });
+      } finally {
+        await before.close();
+      }
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      // The claim of Tessera 12, word for word: it names no route.
+      const claimOfVersion12 = (key: string, owner: string, expiresAt: number, now: number) =>
+        c.query(
+          `INSERT INTO a2a_tasks (key, owner, expires_at) VALUES ($1, $2, $3)
+           ON CONFLICT (key) DO UPDATE SET
+             owner = EXCLUDED.owner,
+             expires_at = CASE WHEN a2a_tasks.expires_at <= $4 THEN EXCLUDED.expires_at ELSE GREATEST(a2a_tasks.expires_at, EXCLUDED.expires_at) END
+           WHERE a2a_tasks.owner = EXCLUDED.owner OR a2a_tasks.expires_at <= $4
+           RETURNING owner, expires_at`,
+          [key, owner, expiresAt, now],
+        );
+      try {
+        // Back to schema 12, as Tessera 12 left it.
+        await c.query('DROP INDEX a2a_tasks_owner');
+        await c.query('ALTER TABLE a2a_tasks DROP COLUMN route');
+        await c.query('DELETE FROM schema_migrations WHERE version > 12');
+        const store = await PostgresStore.open({ connectionString: url, schema });
+        try {
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 13);
+          assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
+          // An instance of Tessera 12 still running on the database writes records without a route.
+          assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
+          assert.equal((await store.a2aTaskOwner('agent', 'task', 't-12', 100))?.owner, 'alice');
+          // Those records are not counted until renewed; renewed at the limit, hers still, and counted from then on.
+          assert.deepEqual(await store.claimA2aTask('agent', 'task', 't-old', 'alice', 300, 100, 1), { owner: 'alice', expiresAt: 300 });
+          assert.equal(await store.claimA2aTask('agent', 'task', 't-new', 'alice', 300, 100, 1), 'full');
+          // Renewed by Tessera 12, a record keeps the route it was given.
+          assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-old'), 'alice', 400, 100)).rows[0]?.owner, 'alice');
+          assert.equal(await store.claimA2aTask('agent', 'task', 't-new', 'alice', 300, 100, 1), 'full');
+        } finally {
+          await store.close();
+        }
       } finally {
         await c.end();
       }
