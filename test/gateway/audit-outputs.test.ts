@@ -8,12 +8,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import pino from 'pino';
 import type { AuditEvent, AuditSink } from '../../src/audit/event.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
-import { baseConfig, parse, silent } from './helpers.ts';
+import { baseConfig, capturedLog, parse, silent } from './helpers.ts';
 
 /** A store that takes `ms` to write a batch, and records how many writes ran at once. */
 function slowStore(ms: number) {
@@ -62,16 +60,6 @@ describe('gateway audit outputs: a broken audit.file', () => {
 describe('gateway audit outputs: the store down', () => {
   const config = (audit: Record<string, unknown>) =>
     parse({ ...baseConfig(), audit, gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] } });
-  const lines = () => {
-    const out: Record<string, unknown>[] = [];
-    const stream = new Writable({
-      write(chunk, _enc, done) {
-        out.push(JSON.parse(String(chunk)));
-        done();
-      },
-    });
-    return { out, logger: pino({ level: 'info' }, stream) };
-  };
 
   it('store down for a moment: the gateway batches it refused are written once it is back, none lost', async () => {
     let down = true;
@@ -118,7 +106,7 @@ describe('gateway audit outputs: the store down', () => {
   });
 
   it('store down at shutdown: close() retries within drain_timeout, then logs once how many events are lost', async () => {
-    const { out, logger } = lines();
+    const { lines: out, logger } = capturedLog();
     const sink: AuditSink = { write: () => Promise.reject(new Error('store down')) };
     const gateway = createGateway(config({ flush_interval: '20ms' }), { logger, auditSinks: [sink] });
     for (let i = 0; i < 4; i++) gateway.audit.emit(event(i));
@@ -131,7 +119,7 @@ describe('gateway audit outputs: the store down', () => {
   });
 
   it('hung audit output (an NFS hang): close() gives up after drain_timeout and logs how many events were not written', async () => {
-    const { out, logger } = lines();
+    const { lines: out, logger } = capturedLog();
     const hung: AuditSink = { write: () => new Promise<void>(() => {}) };
     const gateway = createGateway(config({ batch_size: 3 }), { logger, auditSinks: [hung] });
     for (let i = 0; i < 5; i++) gateway.audit.emit(event(i));

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, createServer as createTcpServer, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
 import pino from 'pino';
 import { parse as parseYaml } from 'yaml';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
@@ -362,4 +363,16 @@ export async function startRawUpstream(answer: RawAnswer = () => undefined): Pro
         server.close(() => resolve());
       }),
   };
+}
+
+/** The log lines a gateway writes, parsed, and the pino logger (level info) that writes them there. */
+export function capturedLog(): { lines: Record<string, unknown>[]; logger: pino.Logger } {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(JSON.parse(String(chunk)));
+      done();
+    },
+  });
+  return { lines, logger: pino({ level: 'info' }, stream) };
 }

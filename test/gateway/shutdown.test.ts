@@ -7,15 +7,14 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
-import { type Duplex, Writable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { describe, it } from 'node:test';
-import pino from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { serveGateway } from '../../src/gateway/serve.ts';
 import { rawHttp, until } from '../helpers/net.ts';
-import { baseConfig, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token, wsUpgradeRequest } from './helpers.ts';
+import { baseConfig, capturedLog, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token, wsUpgradeRequest } from './helpers.ts';
 
 /** The whole body of a GET (a stream's, once the gateway ends it). */
 function bodyOf(url: string, headers: Record<string, string>): Promise<string> {
@@ -168,16 +167,7 @@ describe('gateway: shutdown is bounded by drain_timeout', () => {
 describe('gateway: one deadline for the drain and the audit events', () => {
   it('a request in flight for all of drain_timeout and a hung audit store: close() ends after drain_timeout and the 1 s audit floor, not drain_timeout twice, and logs the events dropped', async () => {
     const upstream = await startUpstream(() => undefined);
-    const out: Record<string, unknown>[] = [];
-    const logger = pino(
-      { level: 'info' },
-      new Writable({
-        write(chunk, _enc, done) {
-          out.push(JSON.parse(String(chunk)));
-          done();
-        },
-      }),
-    );
+    const { lines: out, logger } = capturedLog();
     const served = await serveGateway(
       {
         config: parse({

@@ -6,12 +6,10 @@
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { until } from '../helpers/net.ts';
-import { baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { baseConfig, capturedLog, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 interface Sse {
   status: number;
@@ -45,18 +43,6 @@ function openSse(url: string, authorization: string): Promise<Sse> {
     req.on('error', reject);
     req.end();
   });
-}
-
-/** The gateway's log lines, parsed, and a logger writing them. */
-function capturedLog(): { lines: Record<string, unknown>[]; logger: pino.Logger } {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, done) {
-      lines.push(JSON.parse(String(chunk)));
-      done();
-    },
-  });
-  return { lines, logger: pino({ level: 'info' }, stream) };
 }
 
 /** The one warn line saying the gateway cut the stream of the audit event `e`: route, reason and request id, never the token. */

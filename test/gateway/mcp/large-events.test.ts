@@ -9,16 +9,14 @@
  * SDK does not send.
  */
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { CallToolRequestSchema, type JSONRPCMessage, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
-import pino from 'pino';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { MessageKeys, ToolsListEvents } from '../../../src/gateway/mcp/tools-list.ts';
-import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import { capturedLog, mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
 import {
   connectClient,
   dataLines,
@@ -134,16 +132,7 @@ describe('gateway: MCP response events larger than max_tools_list_size from raw 
   let answer = '';
   const padding = 'x'.repeat(BIG);
   const note = JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'x' } });
-  const log: Record<string, unknown>[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk, _enc, done) {
-        log.push(JSON.parse(String(chunk)));
-        done();
-      },
-    }),
-  );
+  const { lines: log, logger } = capturedLog();
 
   before(async () => {
     upstream = await startUpstream((_req, res) => {

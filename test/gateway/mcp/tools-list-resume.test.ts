@@ -11,16 +11,14 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { InMemoryEventStore } from '@modelcontextprotocol/sdk/examples/shared/inMemoryEventStore.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
-import pino from 'pino';
 import type { AuditEvent } from '../../../src/audit/event.ts';
-import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import { capturedLog, mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
 import { ACCEPT, dataLines, RULES, startToolsGateway, TOOL_LIST, TOOLS } from './helpers.ts';
 
 /** The version whose clients the SDK server sends a priming event (an id, empty data) to. */
@@ -247,16 +245,7 @@ describe('gateway: MCP GET streams from raw upstreams: responses carrying tools 
   let gw: TestGateway;
   let answer: { head: Record<string, string>; body: Buffer | string } = { head: {}, body: '' };
   const sse = (body: string) => ({ head: { 'content-type': 'text/event-stream' }, body });
-  const log: Record<string, unknown>[] = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk, _enc, done) {
-        log.push(JSON.parse(String(chunk)));
-        done();
-      },
-    }),
-  );
+  const { lines: log, logger } = capturedLog();
 
   before(async () => {
     upstream = await startUpstream((_req, res) => {
