@@ -162,7 +162,8 @@ export interface GatewayState {
   readonly forwardAuthSecret: { readonly header: string; readonly digest: Buffer } | undefined;
   /**
    * The secrets the operator configured (static gateway tokens, static upstream credentials, the
-   * forward-auth shared secret, the introspection client secret): written `*` wherever a caller puts
+   * forward-auth shared secret, the introspection client secret, the MCP session and DPoP nonce
+   * secrets): written `*` wherever a caller puts
    * one in a recorded field (a path, a query key, a tool name), with the credential it presented.
    */
   readonly auditSecrets: readonly string[];
@@ -546,6 +547,9 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
         ...gateway.routes.flatMap((r) => (r.upstream.credential.type === 'static' ? [r.upstream.credential.token] : [])),
         ...(gateway.forward_auth.shared_secret !== undefined ? [gateway.forward_auth.shared_secret.value] : []),
         ...(config.introspection !== undefined ? [config.introspection.client_secret] : []),
+        // MAC keys, never presented by a caller; one written into a path or tool name is still a leak.
+        ...(gateway.mcp_session_secret !== undefined ? [gateway.mcp_session_secret] : []),
+        ...(config.dpop.nonce_secret !== undefined ? [config.dpop.nonce_secret] : []),
       ]),
     ].filter((v) => v !== ''),
   );

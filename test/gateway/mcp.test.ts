@@ -41,6 +41,8 @@ const RULES = [
 ];
 
 const ACCEPT = 'application/json, text/event-stream';
+const SESSION_SECRET = 'mcp-session-secret-of-this-gateway-0123456789';
+const NONCE_SECRET = 'dpop-nonce-secret-of-this-gateway-0123456789';
 
 describe('gateway: MCP routes', () => {
   let upstream: McpUpstream;
@@ -86,7 +88,9 @@ describe('gateway: MCP routes', () => {
       {
         ...baseConfig(),
         scopes: { 'mcp:use': {}, 'files:read': {}, 'files:write': { implies: ['files:read'] }, admin: {} },
+        dpop: { mode: 'disabled', nonce_secret: NONCE_SECRET },
         gateway: {
+          mcp_session_secret: SESSION_SECRET,
           routes: [
             mcpRoute(upstream.url, RULES, { mcp: { max_message_size: '4kb' } }),
             { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
@@ -102,10 +106,10 @@ describe('gateway: MCP routes', () => {
     await upstream?.close();
   });
 
-  it('attack: a token sent as a tools/call name or a JSON-RPC method (a tgw_/tcs_/trt_ secret, a configured static token) is recorded as *', async () => {
+  it('attack: a token sent as a tools/call name or a JSON-RPC method (a tgw_/tcs_/trt_ secret, a configured static token, the MCP session or DPoP nonce secret) is recorded as *', async () => {
     const t = await mint('leaky', 'mcp:use files:read');
     const before = (await events()).length;
-    const secrets = [`tgw_${'T'.repeat(43)}`, `tcs_${'C'.repeat(43)}`, STATIC_TOKEN];
+    const secrets = [`tgw_${'T'.repeat(43)}`, `tcs_${'C'.repeat(43)}`, STATIC_TOKEN, SESSION_SECRET, NONCE_SECRET];
     for (const name of secrets)
       await (await post(t, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name } }))).arrayBuffer();
     for (const method of [`trt_${'R'.repeat(43)}`, STATIC_TOKEN])
@@ -114,6 +118,8 @@ describe('gateway: MCP routes', () => {
     assert.deepEqual(
       recorded.map((e) => [e.tool, e.detail?.rpc]),
       [
+        ['*', 'tools/call'],
+        ['*', 'tools/call'],
         ['*', 'tools/call'],
         ['*', 'tools/call'],
         ['*', 'tools/call'],
