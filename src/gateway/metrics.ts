@@ -4,7 +4,9 @@
  * latencies go to a small histogram of our own registered as a custom metric.
  *
  * Label values are route ids, decisions, statuses and reason codes: bounded sets chosen by the
- * configuration and the error catalogue, never request data. A reload that removes (or renames) a
+ * configuration and the error catalogue, never request data. The status is the one sent to the
+ * caller, which for a relayed response is the upstream's choice (any three digits, 100 to 999):
+ * an unregistered one is counted under its class ({@link statusLabel}). A reload that removes (or renames) a
  * route drops that route's series; an exchange of it still in flight is not observed when it ends.
  *
  * @module
@@ -69,6 +71,28 @@ class RouteHistogram {
   retain(keep: (route: string) => boolean): void {
     for (const route of this.#series.keys()) if (!keep(route)) this.#series.delete(route);
   }
+}
+
+/**
+ * The status codes of the IANA HTTP Status Code Registry (RFC 9110 §15 and its updates), and 0
+ * (no response was sent: the caller went away first). Each is its own `status` label value.
+ */
+const REGISTERED_STATUSES: ReadonlySet<number> = new Set([
+  0, 100, 101, 102, 103, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 307, 308, 400, 401, 402, 403, 404,
+  405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503,
+  504, 505, 506, 507, 508, 510, 511,
+]);
+
+/**
+ * The `status` label of a response status: the code itself when registered, else its class
+ * (`2xx` … `5xx`, which a `status=~"5.."` query still matches), else `other` (600 to 999, which an
+ * upstream may send and Node relays). An upstream that answers with whatever status a caller asks
+ * for (an echo service, `/status/{code}`) would otherwise open up to 900 series per route.
+ */
+export function statusLabel(status: number): string {
+  if (REGISTERED_STATUSES.has(status)) return String(status);
+  if (status >= 100 && status <= 599) return `${Math.floor(status / 100)}xx`;
+  return 'other';
 }
 
 /** The route label of a request that matched no route: always kept. */
@@ -226,10 +250,11 @@ export class GatewayMetrics {
   /** One finished request; not recorded for a route the configuration no longer has. */
   request(route: string, decision: 'allow' | 'deny', status: number, seconds: number): void {
     if (!this.#observed(route)) return;
-    const key = `${route}\n${decision}\n${status}`;
+    const label = statusLabel(status);
+    const key = `${route}\n${decision}\n${label}`;
     const e = this.#requests.get(key);
     if (e !== undefined) e.n++;
-    else this.#requests.set(key, { labels: { route, decision, status: String(status) }, n: 1 });
+    else this.#requests.set(key, { labels: { route, decision, status: label }, n: 1 });
     this.#latency.observe(route, seconds);
   }
 

@@ -1,0 +1,162 @@
+/**
+ * Metric label cardinality: every label value comes from a closed set (route ids from the
+ * configuration, decisions, status codes or classes, reason codes, upstream failure kinds), never
+ * from what a caller or an upstream chooses.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { describe, it } from 'node:test';
+import { statusLabel } from '../../src/gateway/metrics.ts';
+import { rawHttp } from '../helpers/net.ts';
+import { AUDIENCE, baseConfig, mcpRoute, startGateway, startUpstream, token } from './helpers.ts';
+
+/** The series of a scrape: every sample line, value dropped. */
+function seriesOf(text: string): string[] {
+  return text
+    .split('\n')
+    .filter((l) => l !== '' && !l.startsWith('#'))
+    .map((l) => l.slice(0, l.lastIndexOf(' ')))
+    .sort();
+}
+
+describe('gateway metrics: label cardinality', () => {
+  it('attack: an upstream answering whatever status a caller asks for (/status/{code}, 100 to 999) opened one series per code; unregistered codes are counted under their class, 600-999 as other', async () => {
+    // A raw upstream: Node's own server refuses to write a status above 999 but not 600-999.
+    const server = createServer((sock) => {
+      sock.once('data', (d) => {
+        const m = /\/s\/(\d+)/.exec(d.toString());
+        sock.end(`HTTP/1.1 ${m?.[1] ?? 200} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+      });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'api', upstream: { url: `http://127.0.0.1:${port}` }, auth: 'jwt', rules: [{}] }] },
+    });
+    try {
+      const t = await token();
+      const statuses = new Set<number>();
+      for (let s = 200; s <= 999; s += 7) {
+        const res = await fetch(`${gw.url}/s/${s}`, { headers: { authorization: `Bearer ${t}` } });
+        await res.arrayBuffer();
+        statuses.add(res.status);
+      }
+      assert.ok(statuses.size > 100, 'the upstream statuses reached the caller');
+      const text = await (await fetch(`${gw.url}/metrics`)).text();
+      const labels = [...text.matchAll(/^tessera_gateway_requests_total\{route="api",decision="allow",status="([^"]*)"\}/gm)].map(
+        (m) => m[1],
+      );
+      assert.deepEqual(
+        labels.filter((l) => !/^(?:[1-5]\d\d|[2-5]xx|other)$/.test(l as string)),
+        [],
+      );
+      // 200 206 207 226 304 308 … the registered ones hit, plus 2xx..5xx and other.
+      assert.ok(labels.length <= 70, `${labels.length} series for one route`);
+      assert.ok(labels.includes('other') && labels.includes('2xx') && labels.includes('5xx'));
+      assert.match(text, /tessera_gateway_requests_total\{route="api",decision="allow",status="200"\} 1/);
+    } finally {
+      await gw.close();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('statusLabel: registered codes as themselves, others by class, outside 100-599 as other', () => {
+    assert.equal(statusLabel(200), '200');
+    assert.equal(statusLabel(429), '429');
+    assert.equal(statusLabel(0), '0');
+    assert.equal(statusLabel(299), '2xx');
+    assert.equal(statusLabel(499), '4xx');
+    assert.equal(statusLabel(599), '5xx');
+    assert.equal(statusLabel(600), 'other');
+    assert.equal(statusLabel(999), 'other');
+    assert.equal(statusLabel(-1), 'other');
+  });
+
+  it('attack: distinct paths, methods, Host headers, tool names, JSON-RPC and A2A methods, subjects, client ids, request ids and user agents open no series', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/api/ok/**' }] },
+          mcpRoute(upstream.url, [{ id: 'all', tool: '*' }]),
+          {
+            id: 'agent',
+            match: { path_prefix: '/agent' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            rules: [{}],
+            a2a: { token_url: 'https://t.example/token' },
+          },
+          { id: 'open', match: { path_prefix: '/open' }, upstream: { url: upstream.url }, auth: 'none' },
+        ],
+      },
+    });
+    const rpc = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    const round = async (n: string) => {
+      const t = await token({ sub: `user-${n}`, client_id: `client-${n}`, aud: AUDIENCE });
+      const bearer = { authorization: `Bearer ${t}` };
+      const go = async (path: string, init: RequestInit = {}) => {
+        const res = await fetch(`${gw.url}${path}`, init);
+        await res.arrayBuffer();
+      };
+      await go(`/api/ok/${n}`, { headers: { ...bearer, 'x-request-id': `req-${n}`, 'user-agent': `agent-${n}` } });
+      await go(`/api/denied-${n}`, { headers: bearer });
+      await go(`/nowhere-${n}`);
+      await go(`/open/${n}?q=${n}`);
+      await go(`/api/ok/${n}`, { headers: { authorization: `Bearer forged.${n}.x` } });
+      await go(`/api/ok/${n}`, { headers: { authorization: `Scheme-${n} x` } });
+      await go('/mcp', {
+        method: 'POST',
+        headers: { ...bearer, ...rpc },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: `tool-${n}` } }),
+      });
+      await go('/mcp', {
+        method: 'POST',
+        headers: { ...bearer, ...rpc },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: `m-${n}` }),
+      });
+      await go('/agent', {
+        method: 'POST',
+        headers: { ...bearer, ...rpc },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: `a2a-${n}`, params: {} }),
+      });
+      await rawHttp(gw.url, `M${n.toUpperCase()} /api/ok/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n`);
+      await rawHttp(gw.url, `GET /api/ok/x HTTP/1.1\r\nHost: host-${n}.example\r\nConnection: close\r\n\r\n`);
+      await rawHttp(gw.url, `GET /api/%ZZ${n} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n`);
+    };
+    try {
+      await round('a');
+      await round('b');
+      const scrape = async () => seriesOf(await (await fetch(`${gw.url}/metrics`)).text());
+      const first = await scrape();
+      for (const n of ['c', 'd', 'e', 'f']) await round(n);
+      const later = await scrape();
+      assert.deepEqual(later, first, 'new caller-chosen values added series');
+      const text = later.join('\n');
+      for (const n of ['a', 'b', 'c', 'd', 'e', 'f']) {
+        for (const v of [
+          `user-${n}`,
+          `client-${n}`,
+          `tool-${n}`,
+          `m-${n}`,
+          `a2a-${n}`,
+          `host-${n}`,
+          `req-${n}`,
+          `agent-${n}`,
+          `denied-${n}`,
+          `nowhere-${n}`,
+        ]) {
+          assert.ok(!text.includes(v), `${v} is a label value`);
+        }
+      }
+      const routes = new Set([...text.matchAll(/route="([^"]*)"/g)].map((m) => m[1]));
+      assert.deepEqual([...routes].sort(), ['(none)', 'agent', 'api', 'mcp', 'open']);
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
