@@ -516,8 +516,14 @@ export const gatewaySchema = z
         ).prefault('1h'),
         metrics_allowed_peers: z
           .array(z.string().min(1))
-          .default(['127.0.0.0/8', '::1', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', 'fc00::/7'])
-          .meta({ description: 'Addresses or CIDRs allowed to scrape metrics.' }),
+          // Loopback only, as Envoy's admin listener: a private source address proves nothing about
+          // the client once kube-proxy (externalTrafficPolicy: Cluster) or a TCP load balancer has
+          // rewritten it to its own.
+          .default(['127.0.0.0/8', '::1'])
+          .meta({
+            description:
+              'Addresses or CIDRs allowed to scrape metrics. Default: loopback only; to scrape from another host list its address or network, e.g. the Prometheus pods’ CIDR ["127.0.0.0/8", "::1", "10.0.0.0/8"].',
+          }),
       })
       .prefault({}),
     mcp_session_secret: z

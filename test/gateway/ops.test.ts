@@ -7,7 +7,8 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { readiness } from '../../src/gateway/ops.ts';
-import { baseConfig, ISSUER, parse, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { serveGateway } from '../../src/gateway/serve.ts';
+import { baseConfig, ISSUER, parse, silent, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 describe('gateway: operations endpoints', () => {
   let upstream: Upstream;
@@ -138,12 +139,14 @@ describe('gateway: /metrics behind a trusted proxy', () => {
       ...baseConfig(),
       gateway: {
         trust_proxy: ['127.0.0.1/32', '::1'],
+        operations: { metrics_allowed_peers: ['127.0.0.0/8', '::1', '10.0.0.0/8'] },
         routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }],
       },
     });
     try {
       const via = (client: string) => fetch(`${gw.url}/metrics`, { headers: { 'x-forwarded-for': client } });
       assert.equal((await via('203.0.113.9')).status, 404, 'an outside client through the proxy');
+      assert.equal((await via('192.168.1.5')).status, 404, 'a private address not listed');
       assert.equal((await via('10.1.2.3')).status, 200, 'an allowed client through the proxy');
       assert.equal((await fetch(`${gw.url}/metrics`)).status, 200, 'the proxy host itself');
       // A client the proxy names in a form that is no address (a port appended, as some load
@@ -162,11 +165,61 @@ describe('gateway: /metrics behind a trusted proxy', () => {
   });
 });
 
+describe('gateway: /metrics default metrics_allowed_peers', () => {
+  it('attack: a public client whose source address is rewritten to a private one (kube-proxy SNAT under externalTrafficPolicy: Cluster, a Docker bridge, a TCP load balancer; no X-Forwarded-For) read /metrics, since the default list held every private range; the default is loopback only', async () => {
+    const upstream = await startUpstream();
+    // The proxy on loopback stands for the rewriting hop: the address it names is what the gateway
+    // would see as the socket's.
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        trust_proxy: ['127.0.0.1/32'],
+        routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }],
+      },
+    });
+    try {
+      const via = (client: string) => fetch(`${gw.url}/metrics`, { headers: { 'x-forwarded-for': client } });
+      for (const client of ['10.1.2.3', '172.16.0.1', '192.168.1.5', 'fc00::1', 'fd12:3456::1', '::ffff:10.1.2.3', '::ffff:a01:203']) {
+        const res = await via(client);
+        assert.equal(res.status, 404, client);
+        assert.doesNotMatch(await res.text(), /tessera_/);
+      }
+      for (const client of ['127.0.0.1', '127.0.0.5', '::1', '::ffff:127.0.0.1', '::ffff:7f00:1']) {
+        assert.equal((await via(client)).status, 200, client);
+      }
+      assert.equal((await fetch(`${gw.url}/metrics`)).status, 200, 'a scrape on loopback');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+
+  it('admits a loopback scrape arriving on a dual-stack listener as ::ffff:127.0.0.1', async () => {
+    const served = await serveGateway(
+      {
+        config: parse({
+          ...baseConfig(),
+          gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] },
+        }),
+        host: '::',
+        port: 0,
+      },
+      { logger: silent },
+    );
+    try {
+      const port = new URL(served.url).port;
+      assert.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 200);
+    } finally {
+      await served.close({ drainTimeoutMs: 500 });
+    }
+  });
+});
+
 describe('gateway: /metrics behind a proxy not in trust_proxy', () => {
   it('attack: a public client relayed by a proxy on a private address (not listed in trust_proxy) is refused 404, not let in on the proxy’s address; a direct scrape still passes', async () => {
     const upstream = await startUpstream();
-    // The default metrics_allowed_peers (loopback and private ranges) and no trust_proxy: an ingress
-    // or sidecar on 127.0.0.1 / 10.x relays anyone's GET /metrics with the proxy's own address.
+    // The default metrics_allowed_peers (loopback) and no trust_proxy: an ingress or sidecar on
+    // 127.0.0.1 relays anyone's GET /metrics with the proxy's own address.
     const gw = await startGateway({
       ...baseConfig(),
       gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{ path: '/ok', scopes: ['api:read'] }] }] },
