@@ -522,7 +522,7 @@ export const gatewaySchema = z
           .default(['127.0.0.0/8', '::1'])
           .meta({
             description:
-              'Addresses or CIDRs allowed to scrape metrics. Default: loopback only; to scrape from another host list its address or network, e.g. the Prometheus pods’ CIDR ["127.0.0.0/8", "::1", "10.0.0.0/8"].',
+              'Addresses or CIDRs allowed to scrape metrics and to read the checks /readyz names (others get its status alone). Default: loopback only; to scrape from another host list its address or network, e.g. the Prometheus pods’ CIDR ["127.0.0.0/8", "::1", "10.0.0.0/8"].',
           }),
       })
       .prefault({}),

@@ -1485,7 +1485,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   async function serveOps(s: GatewayState, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const ops = s.gateway.operations;
     try {
-      if (path === ops.metrics_path && !peerAllowed(s.metricsPeers, allowlistClientOf(s, req))) {
+      const operator = path !== ops.health_path && peerAllowed(s.metricsPeers, allowlistClientOf(s, req));
+      if (path === ops.metrics_path && !operator) {
         // The client's address, not the socket's: behind a proxy on loopback or a private network
         // every caller would otherwise share the proxy's address and pass (and so would one a
         // trusted proxy names in a form that is no address, or any an untrusted one relays).
@@ -1500,7 +1501,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           closing,
           ops.jwks_max_stale * 1000,
         );
-        writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks });
+        // The checks name remote JWKS URLs (internal hostnames) and the state of the store and
+        // the IdP: for the peers that may read the metrics. A probe needs the status code only.
+        const status = r.ready ? 'ready' : 'not_ready';
+        writeJson(res, r.ready ? 200 : 503, operator ? { status, checks: r.checks } : { status });
       } else await writeMetrics(res, registry);
     } catch {
       if (!res.headersSent) writeJson(res, 500, { error: 'server_error' });

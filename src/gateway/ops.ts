@@ -1,7 +1,7 @@
 /**
  * Operations endpoints: `/healthz` (the process answers), `/readyz` (keys loaded, remote JWKS
- * fetched, audit queue not overflowing, injected checks such as the store, not shutting down) and
- * `/metrics` (Prometheus text, to allowed peers only).
+ * fetched, audit queue not overflowing, injected checks such as the store, not shutting down; the
+ * checks themselves to the metrics peers only) and `/metrics` (Prometheus text, to allowed peers only).
  *
  * @module
  */

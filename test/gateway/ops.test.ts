@@ -245,6 +245,70 @@ describe('gateway: /metrics behind a proxy not in trust_proxy', () => {
   });
 });
 
+describe('gateway: /readyz to a caller outside metrics_allowed_peers', () => {
+  it('attack: an unauthenticated outside caller read the checks on /readyz (remote JWKS URLs with internal hostnames, the audit queue depth, the store’s state); it gets the status alone, 503 when not ready, and HEAD works', async () => {
+    const gw = await startGateway(
+      {
+        ...baseConfig(),
+        issuers: [
+          {
+            issuer: ISSUER,
+            audiences: ['https://api.test'],
+            algorithms: ['ES256'],
+            jwks_uri: 'https://keycloak.internal.test:9/realms/corp/jwks.json',
+            jwks_cache: { timeout: '200ms' },
+          },
+        ],
+        gateway: {
+          trust_proxy: ['127.0.0.1/32'],
+          routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }],
+        },
+      },
+      { readiness: [{ name: 'store', check: () => ({ ok: false, detail: 'postgres://db.internal.test:5432 unreachable' }) }] },
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      for (const client of ['203.0.113.9', '10.1.2.3']) {
+        const res = await fetch(`${gw.url}/readyz`, { headers: { 'x-forwarded-for': client } });
+        assert.equal(res.status, 503, client);
+        assert.equal(res.headers.get('cache-control'), 'no-store');
+        const text = await res.text();
+        assert.deepEqual(JSON.parse(text), { status: 'not_ready' }, client);
+        assert.doesNotMatch(text, /internal|queued|jwks/);
+        const head = await fetch(`${gw.url}/readyz`, { method: 'HEAD', headers: { 'x-forwarded-for': client } });
+        assert.equal(head.status, 503);
+        assert.equal(await head.text(), '');
+      }
+      // The operator, on loopback, sees what fails.
+      const own = (await (await fetch(`${gw.url}/readyz`)).json()) as { status: string; checks: { name: string }[] };
+      assert.equal(own.status, 'not_ready');
+      assert.deepEqual(
+        own.checks.map((c) => c.name),
+        ['jwks https://keycloak.internal.test:9/realms/corp/jwks.json', 'audit queue', 'store'],
+      );
+      // /healthz says no more than it did, to anyone.
+      const health = await fetch(`${gw.url}/healthz`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+      assert.deepEqual(await health.json(), { status: 'ok' });
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('attack: a caller relayed by a proxy not in trust_proxy gets the status alone (the proxy’s loopback address is not the caller’s)', async () => {
+    const gw = await startGateway(
+      { ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] } },
+      { readiness: [{ name: 'store', check: () => ({ ok: true, detail: 'db.internal.test' }) }] },
+    );
+    try {
+      const res = await fetch(`${gw.url}/readyz`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+      assert.equal(res.status, 200);
+      assert.deepEqual(await res.json(), { status: 'ready' });
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
 describe('gateway: readiness waits for remote keys', () => {
   it('is not ready while a jwks_uri has never been fetched', async () => {
     const gw = await startGateway({
