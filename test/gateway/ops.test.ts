@@ -309,6 +309,36 @@ describe('gateway: /readyz to a caller outside metrics_allowed_peers', () => {
   });
 });
 
+describe('gateway: operations paths and a route on /', () => {
+  it('the exact operations paths are the gateway’s, before any route (a refused /metrics is not handed to the route either); every other spelling is an ordinary request the routes decide', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'all', match: { path_prefix: '/' }, upstream: { url: upstream.url }, auth: 'none' }] },
+    });
+    try {
+      for (const path of ['/healthz', '/readyz', '/metrics', '/metrics?name[]=x']) {
+        const res = await fetch(`${gw.url}${path}`);
+        assert.equal(res.status, 200, path);
+        await res.arrayBuffer();
+      }
+      const refused = await fetch(`${gw.url}/metrics`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+      assert.equal(refused.status, 404);
+      assert.deepEqual(await refused.json(), { error: 'not_found', error_description: 'No route matches this request.' });
+      assert.deepEqual(upstream.seen, [], 'the route got an operations request');
+      for (const path of ['/metrics/', '/Metrics', '/%6Detrics', '/healthz/x']) {
+        const res = await fetch(`${gw.url}${path}`);
+        assert.equal(res.status, 200, path);
+        assert.doesNotMatch(await res.text(), /tessera_/, path);
+      }
+      assert.equal(upstream.seen.length, 4, 'the other spellings went to the route');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
+
 describe('gateway: readiness waits for remote keys', () => {
   it('is not ready while a jwks_uri has never been fetched', async () => {
     const gw = await startGateway({
