@@ -8,7 +8,10 @@
  * @module
  */
 
-const SHAPE = '(?<![A-Za-z0-9_-])(?:eyJ[A-Za-z0-9_-]*(?:\\.[A-Za-z0-9_-]+){2,}|t(?:rt|cs|ac|gw)_[A-Za-z0-9_-]{20,})(?![A-Za-z0-9_-])';
+// A token starts after a character that cannot be one of its own, or after a percent-escape
+// (`Bearer%20eyJ…`, `%2Ftgw_…`), whose last hex digit would otherwise pass for one.
+const SHAPE =
+  '(?:(?<![A-Za-z0-9_-])|(?<=%[0-9A-Fa-f]{2}))(?:eyJ[A-Za-z0-9_-]*(?:\\.[A-Za-z0-9_-]+){2,}|t(?:rt|cs|ac|gw)_[A-Za-z0-9_-]{20,})(?![A-Za-z0-9_-])';
 const TOKENS = new RegExp(SHAPE, 'g');
 const TOKEN = new RegExp(SHAPE);
 

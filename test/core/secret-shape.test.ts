@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { secretShaped } from '../../src/core/errors.ts';
-import { holdsSecret, holdsToken, keysWithoutSecrets, secretIndex, withoutSecrets } from '../../src/core/secret-shape.ts';
+import { holdsSecret, holdsToken, keysWithoutSecrets, secretIndex, withoutSecrets, withoutTokens } from '../../src/core/secret-shape.ts';
 
 const LONG = 'static-token-0123456789abcdef';
 const OTHER = 'token-0123456789abcdef-and-more';
@@ -73,6 +73,19 @@ describe('secret-shape: the exact verdicts of the two token detectors', () => {
       assert.equal(secretShaped(input), shaped);
     });
   }
+});
+
+describe('secret-shape: tokens after a percent-encoded separator', () => {
+  it('attack: a token after a percent-encoded space, slash or equals sign (/api/Bearer%20eyJ…, /x%2Feyj…, /k%3Dtgw_…) was recorded as it was: the escape’s last hex digit passed for a token character', () => {
+    for (const sep of ['%20', '%2F', '%2f', '%3D', '%3d', '%7C']) {
+      assert.equal(withoutTokens(`/api/Bearer${sep}${JWS}/x`), `/api/Bearer${sep}*/x`, sep);
+      assert.equal(withoutTokens(`/api/k${sep}tgw_${BODY}`), `/api/k${sep}*`, sep);
+      assert.equal(holdsToken(`x${sep}${JWS}`), true, sep);
+    }
+    // Not after a plain token character, as before: a path such as /xeyJ… is not a token of its own.
+    assert.equal(withoutTokens(`/x${JWS}`), `/x${JWS}`);
+    assert.equal(withoutTokens(`/xtgw_${BODY}`), `/xtgw_${BODY}`);
+  });
 });
 
 describe('secret-shape: the exact verdicts of the whole-value secret match, listed and compiled', () => {

@@ -191,6 +191,15 @@ describe('audit paths', () => {
     // Not a token: kept.
     assert.equal(auditPath('/eyJ/a.b/treat_me', ''), '/eyJ/a.b/treat_me');
   });
+  it('attack: a token after a percent-encoded separator in the path (a client URL-encoding `Bearer <token>` or `/<token>` into it) was recorded whole', () => {
+    const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ';
+    const gw = `tgw_${'A'.repeat(43)}`;
+    assert.equal(auditPath(`/auth/Bearer%20${jwt}`, ''), '/auth/Bearer%20*');
+    assert.equal(auditPath(`/files/a%2F${gw}/b`, '?x=1'), '/files/a%2F*/b?x=');
+    assert.equal(auditPath(`/k%3D${jwt}`, ''), '/k%3D*');
+    // A refused target (an encoded slash is refused by the normalizer) is recorded the same way.
+    assert.equal(auditRawPath(`/x%2f${jwt}?q=1`), '/x%2f*');
+  });
   it('attack: a static token the operator chose (no prefix) sent in the path or as a query key is not recorded: the presented or configured credential is *', () => {
     // `openssl rand -base64 32`: `/` splits it over two segments, `+` and `=` may arrive percent-encoded.
     const b64 = 'q7Xk/9vR2mP+Lw0zT4nYc8HsE1uJbA6dFgK3oQiV5xM=';
