@@ -56,6 +56,12 @@ const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
 
 class BodyTooLarge extends Error {}
 
+/**
+ * The client closed the connection before its body was whole (it hung up, or the listener's
+ * request_timeout cut it): no server failure, and there is no one left to answer.
+ */
+class BodyAborted extends Error {}
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
@@ -78,7 +84,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(chunk);
     });
     req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
-    req.on('error', reject);
+    // Node reports a body cut short as an `aborted` ECONNRESET error on the request.
+    req.on('error', (err) => reject(req.complete ? err : new BodyAborted()));
   });
 }
 
@@ -298,6 +305,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       return sendError(res, error, requestId, nonce);
     }
     if (error instanceof BodyTooLarge) return sendError(res, new OAuthError('request_body_too_large'), requestId, nonce);
+    // Reported, each client that hangs up mid-body would be an error line in the operator's log.
+    if (error instanceof BodyAborted) return;
     options.onError?.(error, requestId);
     sendError(res, new OAuthError(error instanceof StoreUnavailableError ? 'store_unavailable' : 'server_error'), requestId, nonce);
   };
@@ -382,6 +391,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         if (fault !== undefined)
           bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
       } catch (err) {
+        if (err instanceof BodyAborted) throw err;
         if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
         else bodyFault = 'registration_metadata_invalid';
       }
@@ -415,9 +425,11 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
           ? error.code
           : error instanceof BodyTooLarge
             ? 'request_body_too_large'
-            : error instanceof StoreUnavailableError
-              ? 'store_unavailable'
-              : 'server_error';
+            : error instanceof BodyAborted
+              ? 'client_closed'
+              : error instanceof StoreUnavailableError
+                ? 'store_unavailable'
+                : 'server_error';
       service.auditAdminAction(who, facts, reason, { action });
       throw error;
     }
@@ -441,7 +453,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error();
       body = parsed as Record<string, unknown>;
     } catch (err) {
-      if (err instanceof BodyTooLarge) throw err;
+      if (err instanceof BodyTooLarge || err instanceof BodyAborted) throw err;
       throw new OAuthError('request_body_malformed');
     }
     // {"subject":"alice","subject":"bob"}: which subject loses its grants must not depend on the reader.

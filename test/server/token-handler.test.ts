@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -191,6 +191,56 @@ describe('request ids', () => {
       await issuer.service.audit.flush();
       assert.deepEqual(await issuer.store.queryAudit({ request_id: secret, limit: 10 }), []);
       assert.ok((await issuer.store.queryAudit({ request_id: id, limit: 10 })).length > 0, 'the refusal is audited under the new id');
+    }
+  });
+});
+
+describe('a client hanging up while it sends the body', () => {
+  it('attack: half a body, then the connection closed (or cut by request_timeout), at the token endpoint and the admin API: not reported to onError as a server failure (serve logs each one at level error, so any client could flood the error log), admin.action records client_closed, not server_error', async () => {
+    const errors: unknown[] = [];
+    const tokens = createTokenServiceHandler(issuer.service, { onError: (e) => errors.push(e) });
+    const closed: Promise<void>[] = [];
+    const server = createServer((req, res) => {
+      closed.push(new Promise((resolve) => req.on('close', () => setTimeout(resolve, 100))));
+      if (!tokens(req, res)) res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const c = await issuer.addClient({ id: 'hang-up-probe', scopes: ['api:read'] });
+    const ops = await issuer.addClient({ id: 'hang-up-ops', scopes: ['tessera:admin'], audiences: [issuer.url] });
+    const admin = (await (
+      await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(ops.id, ops.secret) })
+    ).json()) as { access_token: string };
+    const hangUp = (path: string, authorization: string, type: string, requestId: string) =>
+      new Promise<void>((resolve, reject) => {
+        const s = connect(port, '127.0.0.1', () => {
+          s.write(
+            `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ${authorization}\r\nContent-Type: ${type}\r\n` +
+              `Content-Length: 100\r\nX-Request-Id: ${requestId}\r\n\r\n{"grant_`,
+          );
+          setTimeout(() => {
+            s.destroy();
+            resolve();
+          }, 100);
+        });
+        s.on('error', reject);
+      });
+    try {
+      await hangUp('/oauth2/token', basic(c.id, c.secret), 'application/x-www-form-urlencoded', 'hang-up-token');
+      await hangUp('/oauth2/revoke', basic(c.id, c.secret), 'application/x-www-form-urlencoded', 'hang-up-revoke');
+      await hangUp('/oauth2/admin/revoke', `Bearer ${admin.access_token}`, 'application/json', 'hang-up-admin');
+      assert.equal(closed.length, 3);
+      await Promise.all(closed);
+      assert.deepEqual(errors, []);
+      await issuer.service.audit.flush();
+      const events = await issuer.store.queryAudit({ request_id: 'hang-up-admin', limit: 10 });
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.reason]),
+        [['admin.action', 'client_closed']],
+      );
+    } finally {
+      server.closeAllConnections();
+      server.close();
     }
   });
 });
