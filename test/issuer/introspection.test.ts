@@ -171,3 +171,25 @@ describe('refusals reach the audit trail', () => {
     assert.equal(e?.client_id, 'api');
   });
 });
+
+describe('token_type_hint (RFC 7662 §2.1: a hint the server may ignore)', () => {
+  it('a wrong hint (refresh_token for an access token, access_token for a refresh token) or an unknown one still finds the token', async () => {
+    const t = await delegated();
+    const api = c.api as { id: string; secret: string };
+    const agent = c.agent as { id: string; secret: string };
+    for (const [token, as, hint] of [
+      [t.access_token, api, 'refresh_token'],
+      [t.access_token, api, 'no_such_type'],
+      [t.refresh_token, agent, 'access_token'],
+      [t.refresh_token, agent, 'no_such_type'],
+    ] as const) {
+      const res = await issuer.post('/oauth2/introspect', { token, token_type_hint: hint }, { authorization: basic(as.id, as.secret) });
+      assert.equal(res.status, 200, hint);
+      assert.equal(
+        ((await res.json()) as { active: boolean }).active,
+        true,
+        `${hint} for ${token === t.access_token ? 'an access' : 'a refresh'} token`,
+      );
+    }
+  });
+});

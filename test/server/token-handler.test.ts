@@ -244,3 +244,68 @@ describe('a client hanging up while it sends the body', () => {
     }
   });
 });
+
+describe('browsers and CORS', () => {
+  it('attack: a page on another origin cannot call the token endpoint: a preflight gets 405 and no Access-Control-Allow-* header, a simple POST carrying an Origin gets no Access-Control-Allow-Origin (none reflected, none with credentials)', async () => {
+    const c = await issuer.addClient({ id: 'cors-probe', scopes: ['api:read'] });
+    for (const path of ['/oauth2/token', '/oauth2/introspect', '/oauth2/revoke', '/oauth2/admin/revoke']) {
+      const preflight = await fetch(`${issuer.url}${path}`, {
+        method: 'OPTIONS',
+        headers: {
+          origin: 'https://evil.test',
+          'access-control-request-method': 'POST',
+          'access-control-request-headers': 'authorization',
+        },
+      });
+      assert.ok(preflight.status >= 400, `${path}: ${preflight.status}`);
+      assert.deepEqual(
+        [...preflight.headers.keys()].filter((h) => h.startsWith('access-control-')),
+        [],
+        path,
+      );
+    }
+    const res = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'client_credentials' },
+      { authorization: basic(c.id, c.secret), origin: 'https://evil.test', cookie: 'session=1' },
+    );
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('access-control-allow-origin'), null);
+    assert.equal(res.headers.get('access-control-allow-credentials'), null);
+  });
+});
+
+describe('Basic credentials and body framing (RFC 6749 §2.3.1, RFC 7617, RFC 9112 §7.1)', () => {
+  it('the Basic scheme in any case (basic, BASIC) is read (RFC 9110 §11.1), and an id form-urlencoded before base64 (%63ors…) is decoded as §2.3.1 says', async () => {
+    const c = await issuer.addClient({ id: 'basic-case-probe', scopes: ['api:read'] });
+    const b64 = (s: string) => Buffer.from(s).toString('base64');
+    for (const authorization of [
+      `basic ${b64(`${c.id}:${c.secret}`)}`,
+      `BASIC ${b64(`${c.id}:${c.secret}`)}`,
+      `Basic ${b64(`%62asic-case-probe:${c.secret}`)}`,
+    ]) {
+      const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization });
+      assert.equal(res.status, 200, authorization.split(' ')[0]);
+    }
+  });
+
+  it('a chunked body (Transfer-Encoding: chunked, no Content-Length) is read whole; one past the limit is 413, not read on', async () => {
+    const c = await issuer.addClient({ id: 'chunked-probe', scopes: ['api:read'] });
+    const chunked = (parts: string[]) =>
+      fetch(`${issuer.url}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: basic(c.id, c.secret), 'content-type': 'application/x-www-form-urlencoded' },
+        body: new ReadableStream({
+          start(ctl) {
+            for (const p of parts) ctl.enqueue(new TextEncoder().encode(p));
+            ctl.close();
+          },
+        }),
+        duplex: 'half',
+      } as RequestInit);
+    assert.equal((await chunked(['grant_type=client_', 'credentials&scope=api%3A', 'read'])).status, 200);
+    const big = await chunked(['grant_type=client_credentials&x=', 'a'.repeat(40_000), 'a'.repeat(40_000)]);
+    assert.equal(big.status, 413);
+    assert.equal(big.headers.get('cache-control'), 'no-store');
+  });
+});
