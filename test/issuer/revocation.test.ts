@@ -531,6 +531,51 @@ describe('admin API', () => {
     }
   });
 
+  it('attack: a person’s `*` token does not widen into the admin scope through token exchange or refresh by a client given the admin scope by name (the subject never held it)', async () => {
+    c['ops-console'] = await issuer.addClient({
+      id: 'ops-console',
+      scopes: ['*', 'tessera:admin'],
+      audiences: [issuer.url],
+      grantTypes: ['client_credentials', 'refresh_token', EXCHANGE],
+    });
+    // What alice approved: `*`, which never covers the admin scope.
+    const alice = await issuer.service.mint({
+      clientId: 'ops-console',
+      subject: 'alice-wild',
+      scopes: ['*'],
+      ttl: 600,
+      audiences: [issuer.url],
+    });
+    const exchangeFor = (scope?: string) =>
+      issuer.post(
+        '/oauth2/token',
+        {
+          grant_type: EXCHANGE,
+          subject_token: alice.access_token,
+          subject_token_type: AT,
+          audience: issuer.url,
+          ...(scope ? { scope } : {}),
+        },
+        auth('ops-console'),
+      );
+    for (const scope of ['tessera:admin', '* tessera:admin']) {
+      const res = await exchangeFor(scope);
+      assert.equal(res.status, 400, scope);
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope', scope);
+    }
+    // Her `*` exchanged as it is, then refreshed asking for the admin scope: still not granted.
+    const wild = (await (await exchangeFor()).json()) as { access_token: string; refresh_token: string; scope: string };
+    assert.equal(wild.scope, '*');
+    const refreshed = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'refresh_token', refresh_token: wild.refresh_token, scope: 'tessera:admin' },
+      auth('ops-console'),
+    );
+    assert.equal(refreshed.status, 400);
+    assert.equal(((await refreshed.json()) as { error: string }).error, 'invalid_scope');
+    assert.equal((await post({ grant_id: 'g_x' }, wild.access_token)).status, 403);
+  });
+
   it('attack: a token pasted into an admin revocation’s subject is recorded as *, not written into admin.action', async () => {
     const token = await adminToken();
     const pasted = (await cc('agent')) as string;

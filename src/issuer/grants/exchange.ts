@@ -14,7 +14,7 @@ import { type Principal, STATIC_SUBJECT_PREFIX } from '../../core/verify/princip
 import type { VerifyResult } from '../../core/verify/verifier.ts';
 import type { GrantKind, Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
-import type { ClientRegistry, CompiledClient } from '../clients.ts';
+import { type ClientRegistry, type CompiledClient, withoutUnnamed } from '../clients.ts';
 import {
   accessTokenTtl,
   type BaseContext,
@@ -36,7 +36,10 @@ const SUBJECT_TOKEN_TYPES = new Set([ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE]);
 
 export interface ExchangeContext extends BaseContext {
   readonly issuer: string;
-  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'max_chain_depth'>;
+  readonly config: Pick<
+    ResolvedTokenServiceConfig,
+    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'max_chain_depth' | 'admin'
+  >;
   readonly store: Pick<Store, 'createGrant' | 'createRefreshToken'>;
   readonly scopes: ScopeModel;
   readonly tokens: Pick<AccessTokens, 'sign' | 'verifyFresh' | 'isRevoked'>;
@@ -277,7 +280,9 @@ async function delegate(
   if (prior !== null) act.act = prior;
   if (chainOf(act).length > ctx.config.max_chain_depth) throw new OAuthError('delegation_chain_too_deep');
 
-  const subjectScopes = ctx.scopes.expand(subject.scopes);
+  // The admin scope only by name, as for clients: a subject holding `*` never held it, so an
+  // admin-capable client acting for that subject gets no admin token in the subject's name.
+  const subjectScopes = withoutUnnamed(ctx.scopes.expand(subject.scopes), subject.scopes, ctx.config.admin.scope);
   const scopes = spec.requested
     ? narrowScopes(spec.requested, [subjectScopes, client.scopes])
     : subject.scopes.filter((s) => covers(client.scopes, s));

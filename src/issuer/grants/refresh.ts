@@ -10,7 +10,7 @@ import { OAuthError } from '../../core/oauth-errors.ts';
 import type { ScopeModel } from '../../core/scopes.ts';
 import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
-import type { CompiledClient } from '../clients.ts';
+import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
 import { namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
@@ -19,7 +19,7 @@ import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secret
 export interface RefreshContext extends BaseContext {
   readonly config: Pick<
     ResolvedTokenServiceConfig,
-    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'refresh_reuse_grace'
+    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'refresh_reuse_grace' | 'admin'
   >;
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'rotateRefreshToken'>;
   readonly scopes: ScopeModel;
@@ -50,8 +50,10 @@ export async function refresh(
     const grant = await ctx.store.getGrant(record.grantId);
     if (grant === undefined) throw new OAuthError('refresh_token_invalid');
     const requested = parseScope(param(req.params, 'scope'));
-    // RFC 6749 §6: the new access token's scope may narrow, never widen.
-    scopes = requested ? narrowScopes(requested, [ctx.scopes.expand(grant.scopes), client.scopes]) : grant.scopes;
+    // RFC 6749 §6: the new access token's scope may narrow, never widen; a grant of `*` never
+    // held the admin scope, which is granted by name only.
+    const held = withoutUnnamed(ctx.scopes.expand(grant.scopes), grant.scopes, ctx.config.admin.scope);
+    scopes = requested ? narrowScopes(requested, [held, client.scopes]) : grant.scopes;
     audiences = namesTarget(req.params) ? targets(req.params, new Set(grant.audiences)) : grant.audiences;
   }
   const next = randomSecret(REFRESH_TOKEN_PREFIX);
