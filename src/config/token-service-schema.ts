@@ -203,7 +203,10 @@ const registrationSchema = z
     scopes: z
       .array(z.string().min(1))
       .default([])
-      .meta({ description: 'Most a registered client may be granted: its requested `scope` must be within these (default: all of them).' }),
+      .meta({
+        description:
+          'Most a registered client may be granted: its requested `scope` must be within these (default: all of them). Never the admin scope (`admin.scope`), which only clients added with `tessera clients add` are given.',
+      }),
     audiences: z.array(z.string().min(1)).default([]).meta({
       description: 'Resources (RFC 8707) registered clients may request tokens for, e.g. your MCP server URL. Required when enabled.',
     }),
@@ -414,9 +417,9 @@ export const storeSchema = z
   .meta({ description: 'Where Tessera keeps clients, keys, grants, revocations and audit events.' });
 
 /**
- * Checks of the token service against other sections, in the same parse: with a scope catalogue,
- * the scopes dynamic registration may grant must be in it (a registration asking for one would
- * otherwise be refused at run time, every time).
+ * Checks of the token service against other sections, in the same parse: dynamic registration may
+ * not grant the admin scope; with a scope catalogue, the scopes it may grant must be in it (a
+ * registration asking for one would otherwise be refused at run time, every time).
  */
 export function tokenServiceChecks(
   ts: TokenServiceConfig | undefined,
@@ -435,6 +438,18 @@ export function tokenServiceChecks(
         path: 'token_service.authorization.oidc',
         message: `the login cookies need https, but the issuer is ${issuer.origin}: set server.public_url (or token_service.issuer) to the https URL people reach Tessera at`,
       });
+    }
+  }
+  if (ok('token_service', 'registration', 'scopes') && ok('token_service', 'admin')) {
+    // A registered client gets the whole maximum, whatever it asks for: the admin scope there would
+    // make every registered client (with open registration, anyone's) an administrator.
+    for (const [i, s] of ts.registration.scopes.entries()) {
+      if (s === ts.admin.scope) {
+        issues.push({
+          path: `token_service.registration.scopes[${i}]`,
+          message: `${quoted(s)} is the admin scope (token_service.admin.scope): it is given only to clients added with tessera clients add --scopes ${s}, never by registration`,
+        });
+      }
     }
   }
   if (scopes.known === undefined || !ok('token_service', 'registration', 'scopes')) return issues;

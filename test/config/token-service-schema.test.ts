@@ -276,6 +276,25 @@ describe('token_service.registration', () => {
     assert.match(found[0]?.message ?? '', /not in the scope catalogue/);
   });
 
+  it('attack: refuses the admin scope in the registration maximum: every dynamically registered client (anyone, with open registration) is registered with the whole maximum and would be an administrator', () => {
+    const registration = (scopes: string, admin = '') =>
+      `${admin}token_service: { authorization: { enabled: true, trusted_header: { secret: "${'s'.repeat(32)}", allowed_peers: ["127.0.0.1"] } }, registration: { enabled: true, open: true, audiences: ["http://127.0.0.1:8080"], scopes: [${scopes}] } }\n`;
+    assert.deepEqual(issues(registration('mcp:tools, "tessera:admin"')), [
+      {
+        path: 'token_service.registration.scopes[1]',
+        message:
+          '"tessera:admin" is the admin scope (token_service.admin.scope): it is given only to clients added with tessera clients add --scopes tessera:admin, never by registration',
+      },
+    ]);
+    // Another admin scope name is held to the same, with a scope catalogue too.
+    assert.deepEqual(
+      issues(
+        `scopes: { mcp:tools: {} }\n${registration('"ops:admin"').replace('token_service: { ', 'token_service: { admin: { scope: ops:admin }, ')}`,
+      ).map((i) => i.path),
+      ['token_service.registration.scopes[0]'],
+    );
+  });
+
   it('attack: refuses an admin scope that is a wildcard or no scope name, rather than granting the admin API to every client given that wildcard', () => {
     for (const scope of ['*', 'api:*']) {
       assert.deepEqual(
