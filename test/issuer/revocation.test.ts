@@ -576,6 +576,158 @@ describe('admin API', () => {
     assert.equal((await post({ grant_id: 'g_x' }, wild.access_token)).status, 403);
   });
 
+  it('attack: CSRF: an admin token in a cookie, in an access_token query or form parameter, or as Basic credentials is no credential: only the Authorization header’s Bearer token is read (401, audited), nothing revoked', async () => {
+    const victim = (await issuer.service.mint({ clientId: 'broker', subject: 'csrf-victim', ttl: 600, audiences: [API] })).access_token;
+    const token = await adminToken();
+    const denied = async () => {
+      await issuer.service.audit.flush();
+      return issuer.store.queryAudit({ kinds: ['admin.denied'], limit: 10_000 });
+    };
+    const before = (await denied()).length;
+    const url = `${issuer.url}/oauth2/admin/revoke`;
+    const body = JSON.stringify({ subject: 'csrf-victim' });
+    const attempts: [string, RequestInit, string][] = [
+      ['cookie', { headers: { 'content-type': 'application/json', cookie: `access_token=${token}; token=${token}` }, body }, url],
+      // A cross-site form can send text/plain or a form, never application/json without a preflight.
+      ['text/plain form', { headers: { 'content-type': 'text/plain', cookie: `token=${token}` }, body }, url],
+      [
+        'form parameter',
+        { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `access_token=${token}&subject=csrf-victim` },
+        url,
+      ],
+      ['query parameter (RFC 6750 §2.3)', { headers: { 'content-type': 'application/json' }, body }, `${url}?access_token=${token}`],
+      [
+        'basic',
+        { headers: { 'content-type': 'application/json', authorization: basic('ops', (c.ops as { secret: string }).secret) }, body },
+        url,
+      ],
+    ];
+    for (const [name, init, target] of attempts) {
+      const res = await fetch(target, { method: 'POST', ...init });
+      assert.equal(res.status, 401, name);
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_token', name);
+      // No CORS grant: a browser page of another origin may not read the answer either.
+      assert.equal(res.headers.get('access-control-allow-origin'), null, name);
+    }
+    assert.deepEqual(
+      (await denied()).slice(before).map((e) => e.reason),
+      ['admin_token_missing', 'admin_token_missing', 'admin_token_missing', 'admin_token_missing', 'admin_token_invalid'],
+    );
+    assert.equal(await valid(victim), true);
+  });
+
+  it('attack: method confusion on the revocation route: GET, HEAD, OPTIONS, PUT and DELETE with a valid admin token are 405 (Allow: POST), audited as admin.action deny, and revoke nothing', async () => {
+    const victim = (await issuer.service.mint({ clientId: 'broker', subject: 'method-victim', ttl: 600, audiences: [API] })).access_token;
+    const token = await adminToken();
+    const actions = async () => {
+      await issuer.service.audit.flush();
+      return issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 });
+    };
+    const before = (await actions()).length;
+    const methods = ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'];
+    for (const method of methods) {
+      const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        ...(method === 'GET' || method === 'HEAD' ? {} : { body: JSON.stringify({ subject: 'method-victim' }) }),
+      });
+      assert.equal(res.status, 405, method);
+      assert.equal(res.headers.get('allow'), 'POST', method);
+      assert.equal(res.headers.get('cache-control'), 'no-store', method);
+      assert.equal(res.headers.get('access-control-allow-origin'), null, method);
+    }
+    assert.deepEqual(
+      (await actions()).slice(before).map((e) => [e.decision, e.reason, e.client_id, e.detail]),
+      methods.map(() => ['deny', 'request_method_not_allowed', 'ops', { action: 'revoke' }]),
+    );
+    assert.equal(await valid(victim), true);
+  });
+
+  it('attack: JSON body oddities: __proto__ and constructor members, a huge array, an object or a number as a value, a body that is no object, each refused with its code, nothing revoked', async () => {
+    const victim = (await issuer.service.mint({ clientId: 'broker', subject: 'json-victim', ttl: 600, audiences: [API] })).access_token;
+    const token = await adminToken();
+    const send = (body: string) =>
+      fetch(`${issuer.url}/oauth2/admin/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body,
+      });
+    const cases: [string, string][] = [
+      [
+        '{"__proto__":{"subject":"json-victim"}}',
+        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+      ],
+      [
+        '{"subject":"json-victim","__proto__":{"issuer":"x"}}',
+        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+      ],
+      [
+        '{"constructor":{"prototype":{"subject":"json-victim"}}}',
+        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+      ],
+      [
+        `{"subject":[${'"json-victim",'.repeat(3000)}"x"]}`,
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+      ],
+      [
+        '{"subject":{"toString":"json-victim"}}',
+        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+      ],
+      ['{"client_id":1e400}', 'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.'],
+      ['["json-victim"]', 'The request body is not a valid JSON object.'],
+      ['"json-victim"', 'The request body is not a valid JSON object.'],
+      ['null', 'The request body is not a valid JSON object.'],
+      ['', 'The request body is not a valid JSON object.'],
+    ];
+    for (const [body, description] of cases) {
+      const res = await send(body);
+      assert.equal(res.status, 400, body.slice(0, 60));
+      assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: description }, body.slice(0, 60));
+    }
+    // Nothing leaked into the prototype of every object.
+    assert.equal(({} as Record<string, unknown>).subject, undefined);
+    assert.equal(await valid(victim), true);
+  });
+
+  it('attack: a revocation body over the limit (declared or streamed) is 413 request_body_too_large, audited as admin.action deny, nothing revoked', async () => {
+    const victim = (await issuer.service.mint({ clientId: 'broker', subject: 'big-victim', ttl: 600, audiences: [API] })).access_token;
+    const token = await adminToken();
+    const actions = async () => {
+      await issuer.service.audit.flush();
+      return issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 });
+    };
+    const before = (await actions()).length;
+    const big = JSON.stringify({ subject: 'big-victim', reason: 'x'.repeat(70_000) });
+    const declared = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: big,
+    });
+    assert.equal(declared.status, 413);
+    assert.equal(((await declared.json()) as { error: string }).error, 'invalid_request');
+    // Without a Content-Length: counted as it arrives.
+    const streamed = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: new ReadableStream({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(big));
+          controller.close();
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(streamed.status, 413);
+    assert.deepEqual(
+      (await actions()).slice(before).map((e) => [e.decision, e.reason, e.client_id]),
+      [
+        ['deny', 'request_body_too_large', 'ops'],
+        ['deny', 'request_body_too_large', 'ops'],
+      ],
+    );
+    assert.equal(await valid(victim), true);
+  });
+
   it('attack: a token pasted into an admin revocation’s subject is recorded as *, not written into admin.action', async () => {
     const token = await adminToken();
     const pasted = (await cc('agent')) as string;
