@@ -3,7 +3,7 @@
  * large trail a page at a time.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,6 +141,51 @@ describe('audit query --since --until: a closed window', () => {
     assert.equal(j.status, 0, j.stderr);
     assert.deepEqual(JSON.parse(j.stdout), []);
     assert.equal(j.stderr, '');
+  });
+
+  it('tail says "no events match" on stderr (exit 0) when none does, instead of printing nothing, --json too', () => {
+    for (const json of [[], ['--json']]) {
+      const r = spawnSync(process.execPath, [MAIN, 'audit', 'tail', '--subject', 'nobody-at-all', ...json], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, 'tessera: no events match\n');
+    }
+  });
+
+  it('tail -f says once that no event matches yet, then waits silently and prints the next one when it is written', async () => {
+    const child = spawn(process.execPath, [MAIN, 'audit', 'tail', '-f', '--subject', 'late-comer', '--json'], {
+      cwd: dir,
+      env: { ...process.env, TESSERA_MASTER_KEY: '' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const until = async (done: () => boolean, what: string) => {
+      for (let i = 0; i < 300 && !done(); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(done(), `${what}; stderr: ${stderr}`);
+    };
+    try {
+      await until(() => stderr !== '', 'the line saying nothing matches yet');
+      assert.equal(stderr, 'tessera: no events match yet; waiting for new ones\n');
+      assert.equal(stdout, '');
+      const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+      await store.appendAudit([event(Date.now(), 'late-comer')]);
+      await store.close();
+      await until(() => stdout.includes('late-comer'), 'the new event');
+      assert.equal((JSON.parse(stdout.trim()) as AuditEvent).subject, 'late-comer');
+      assert.equal(stderr, 'tessera: no events match yet; waiting for new ones\n', 'said once, nothing more while waiting');
+    } finally {
+      child.kill('SIGINT');
+    }
   });
 
   it('is in --help', () => {

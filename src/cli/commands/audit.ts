@@ -186,7 +186,9 @@ export function registerAudit(program: Command): void {
     });
 
   filterOptions(audit.command('tail'))
-    .description('Print recent events (default: the last 15 minutes), then, with --follow, new ones as they are written.')
+    .description(
+      'Print recent events (default: the last 15 minutes), then, with --follow, new ones as they are written. When none matches: "no events match" on stderr and exit 0 (with --follow, "no events match yet; waiting for new ones", then it waits).',
+    )
     .option('--since <when>', 'start here instead of 15 minutes ago', '15m')
     .option('-f, --follow', 'keep printing new events (polls the store every second)')
     .action(async (f: Filters & { follow?: boolean }) => {
@@ -199,10 +201,14 @@ export function registerAudit(program: Command): void {
         // what it has not printed yet, instead of trusting an id cursor. Only that window is
         // remembered: a busy trail's last 15 minutes would not fit in memory.
         const printed = new Map<string, number>();
+        let any = false;
         await all(since, (e) => {
+          any = true;
           print(e);
           if (f.follow && e.time >= Date.now() - FOLLOW_WINDOW_MS) printed.set(e.id, e.time);
         });
+        // As query says it: nothing printed would read as a command that did nothing (or hung, with -f).
+        if (!any) process.stderr.write(f.follow ? 'tessera: no events match yet; waiting for new ones\n' : 'tessera: no events match\n');
         if (!f.follow) return;
         let stopped = false;
         const stop = () => {
