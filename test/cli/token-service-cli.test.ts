@@ -356,6 +356,31 @@ describe('tokens, revocation and grant trees', () => {
     );
   });
 
+  it('revoke --subject or --client matching no grant says nothing matched and why that can be, instead of a bare "revoked 0 grant(s)"; --json is unchanged', () => {
+    const user = json('token', 'mint', '--client', 'agent', '--subject', 'carol-once');
+    json('revoke', '--grant', user.grant_id as string);
+    const cases: [string[], string][] = [
+      [
+        ['--subject', 'carol-once'],
+        'revoked 0 grants: subject "carol-once" has no grant here left to revoke (none was issued for it, or every one was revoked before)\n',
+      ],
+      [
+        ['--subject', 'nobody-here'],
+        'revoked 0 grants: subject "nobody-here" has no grant here left to revoke (none was issued for it, or every one was revoked before)\n',
+      ],
+      [
+        ['--client', 'no-such-client'],
+        'revoked 0 grants: no client "no-such-client" is registered here, and no grant of it is left to revoke\n',
+      ],
+    ];
+    for (const [args, line] of cases) {
+      const text = tessera('revoke', ...args);
+      assert.equal(text.code, 0, text.stderr);
+      assert.equal(text.stdout, line, args.join(' '));
+      assert.deepEqual(json('revoke', ...args), { revoked_grants: [] });
+    }
+  });
+
   it('grants tree escapes control characters in a subject (chosen by an identity provider) and a revocation reason', async () => {
     // An identity provider's subject reaches a grant through token exchange; mint refuses such a
     // subject, so the grant is written as exchange would write it.

@@ -18,12 +18,18 @@ export function registerRevoke(program: Command): void {
     )
     .option('--token <token>', 'an access token this issuer signed (- reads it from stdin)')
     .option('--grant <id>', 'a grant id (the grant_id claim); its whole subtree is revoked')
-    .option('--subject <sub>', 'every grant of this subject, and every consent it approved that is remembered')
+    .option(
+      '--subject <sub>',
+      'every grant of this subject, and every consent it approved that is remembered (when none is left: "revoked 0 grants" and why that can be)',
+    )
     .option(
       '--issuer <iss>',
       'with --subject: only the subject of this issuer (this one, one in issuers, or one the subject holds a grant of; any other is refused)',
     )
-    .option('--client <id>', 'every grant issued to this client, and every consent to it that is remembered')
+    .option(
+      '--client <id>',
+      'every grant issued to this client, and every consent to it that is remembered (when none is left: "revoked 0 grants" and why that can be)',
+    )
     .option(
       '--reason <text>',
       'reason stored with the revoked grants and recorded in the audit trail (one holding a token is refused)',
@@ -54,6 +60,8 @@ export function registerRevoke(program: Command): void {
         if (opts.issuer !== undefined && opts.subject === undefined) throw new CliError('--issuer goes with --subject');
         // Stored with each revoked grant and written into grant.revoked: a pasted token is refused.
         if (holdsToken(opts.reason)) throw new CliError('--reason holds a token; nothing was revoked');
+        // Why a subject or client revocation matched no grant, for the line printed (never in --json).
+        let unmatched: string | undefined;
         const result = await withService(opts.config, false, async ({ service }) => {
           // Every revocation is on record as admin.action by cli, whatever it matched: a subject
           // with no grant here still writes its subject entries, and a refusal is an attempt.
@@ -88,6 +96,15 @@ export function registerRevoke(program: Command): void {
             // A grant named that revoked nothing was revoked before (with its subtree): say when
             // and why, rather than a bare "revoked 0 grant(s)" that reads as a failure.
             const before = 'grantId' in selector && revoked.length === 0 ? await service.store.getGrant(selector.grantId) : undefined;
+            if (revoked.length === 0 && 'subject' in selector) {
+              const of = selector.issuer !== undefined ? ` of ${selector.issuer}` : '';
+              unmatched = `subject ${quoted(selector.subject)}${of} has no grant here left to revoke (none was issued for it, or every one was revoked before)`;
+            } else if (revoked.length === 0 && 'clientId' in selector) {
+              unmatched =
+                (await service.clients.get(selector.clientId)) === undefined
+                  ? `no client ${quoted(selector.clientId)} is registered here, and no grant of it is left to revoke`
+                  : `client ${quoted(selector.clientId)} has no grant here left to revoke (none was issued to it, or every one was revoked before)`;
+            }
             return {
               revoked_grants: revoked.map((g) => g.id),
               ...(before?.revokedAt != null
@@ -117,6 +134,8 @@ export function registerRevoke(program: Command): void {
           process.stdout.write(
             `${printable(`grant ${a.grant_id} was already revoked at ${a.revoked_at}${a.reason !== null ? ` (${a.reason})` : ''}, with every grant derived from it; nothing more to revoke`)}\n`,
           );
+        } else if (unmatched !== undefined) {
+          process.stdout.write(`${printable(`revoked 0 grants: ${unmatched}`)}\n`);
         } else {
           process.stdout.write(
             `revoked ${result.revoked_grants.length} grant(s)${result.revoked_grants.length ? `: ${result.revoked_grants.join(' ')}` : ''}\n`,
