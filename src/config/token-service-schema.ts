@@ -200,13 +200,10 @@ const registrationSchema = z
       .boolean()
       .default(false)
       .meta({ description: 'Anyone may register a client, without an initial access token (MCP clients expect this). Say so explicitly.' }),
-    scopes: z
-      .array(z.string().min(1))
-      .default([])
-      .meta({
-        description:
-          'Most a registered client may be granted: its requested `scope` must be within these (default: all of them). Never the admin scope (`admin.scope`), which only clients added with `tessera clients add` are given.',
-      }),
+    scopes: z.array(z.string().min(1)).default([]).meta({
+      description:
+        'The scopes every registered client is registered with, whatever it asks for (RFC 7591 §3.2.1 lets the server replace them; the answer names them), so an MCP client can step up to a tool’s scope later; each token still carries only what its request asks for and the person approves. Default: none. Never the admin scope (`admin.scope`), which only clients added with `tessera clients add` are given.',
+    }),
     audiences: z.array(z.string().min(1)).default([]).meta({
       description: 'Resources (RFC 8707) registered clients may request tokens for, e.g. your MCP server URL. Required when enabled.',
     }),
