@@ -357,6 +357,13 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The upstream service answered the protocol upgrade with an invalid handshake.',
   },
+  // The upstream answered with a status outside 100–599 (RFC 9110 §15; HTTP/1.1 parsers take any
+  // three digits): a caller or a proxy in front may misread it, so none of the answer is relayed.
+  upstream_status_invalid: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service answered with an invalid status code.',
+  },
   request_upgrade_refused: {
     status: 400,
     error: 'invalid_request',

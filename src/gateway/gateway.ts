@@ -96,6 +96,7 @@ import {
   limitedBody,
   StreamClosed,
   UpstreamCredentialRejected,
+  UpstreamStatusInvalid,
   upstreamFailure,
 } from './proxy/forward.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
@@ -610,7 +611,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // registry that failed told the operator itself (withinDeadline, registryUnavailable), and a
     // full one is about the caller, not the upstream.
     if (!(error instanceof UpstreamCredentialRejected) && !REGISTRY_REFUSALS.has(f.code))
-      logger.warn({ event: 'upstream_error', route: route.id, kind: f.kind, request_id: x.requestId }, 'upstream failed');
+      logger.warn(
+        {
+          event: 'upstream_error',
+          route: route.id,
+          kind: f.kind,
+          request_id: x.requestId,
+          ...(error instanceof UpstreamStatusInvalid ? { upstream_status: error.status } : {}),
+        },
+        'upstream failed',
+      );
     const e = new TesseraError(f.code);
     x.reason = f.code;
     x.status = e.status;
@@ -1437,6 +1447,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       x.bytesOut = bytesOut;
       // Also when the caller went away meanwhile: the next request must not send it again.
       if (error instanceof UpstreamCredentialRejected) credentialRejected(x, route, this.sent);
+      // Audited with what the upstream sent, though none of it was relayed.
+      if (error instanceof UpstreamStatusInvalid) x.upstreamStatus = error.status;
       const closedBy = this.closedBy;
       if (error instanceof BodyTooLarge) {
         deny(x, res, new TesseraError('request_too_large'), route.authn.challenges, true);

@@ -85,8 +85,8 @@ const REGISTERED_STATUSES: ReadonlySet<number> = new Set([
 
 /**
  * The `status` label of a response status: the code itself when registered, else its class
- * (`2xx` … `5xx`, which a `status=~"5.."` query still matches), else `other` (600 to 999, which an
- * upstream may send and Node relays). An upstream that answers with whatever status a caller asks
+ * (`2xx` … `5xx`, which a `status=~"5.."` query still matches), else `other` (600 to 999: an
+ * upstream may send them, and the gateway answers 502 `upstream_status_invalid` instead). An upstream that answers with whatever status a caller asks
  * for (an echo service, `/status/{code}`) would otherwise open up to 900 series per route.
  */
 export function statusLabel(status: number): string {
@@ -152,7 +152,7 @@ export class GatewayMetrics {
     });
     new Counter({
       name: 'tessera_gateway_upstream_errors_total',
-      help: 'Upstream failures by route and kind (connect, connect_timeout, header_timeout, idle_timeout, reset, session_id_invalid, credential_rejected, extended_card_invalid, upgrade_invalid).',
+      help: 'Upstream failures by route and kind (connect, connect_timeout, header_timeout, idle_timeout, reset, session_id_invalid, credential_rejected, extended_card_invalid, upgrade_invalid, status_invalid).',
       labelNames: ['route', 'kind'],
       registers: [registry],
       collect() {

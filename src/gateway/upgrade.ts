@@ -15,7 +15,7 @@ import { requestId } from './http/trace.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { decide } from './pipeline/run.ts';
-import { UpstreamCredentialRejected, upstreamFailure } from './proxy/forward.ts';
+import { UpstreamCredentialRejected, UpstreamStatusInvalid, upstreamFailure } from './proxy/forward.ts';
 import { forwardUpgrade, WEBSOCKET_KEY } from './proxy/websocket.ts';
 import {
   absoluteUrl,
@@ -233,6 +233,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
             const f = upstreamFailure(error);
             ctx.metrics.upstreamError(route.id, f.kind);
             if (error instanceof UpstreamCredentialRejected) ctx.credentialRejected(x, route, d.headers);
+            if (error instanceof UpstreamStatusInvalid) x.upstreamStatus = error.status;
             const e = new TesseraError(f.code);
             x.reason = f.code;
             x.status = e.status;

@@ -91,6 +91,26 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal((await post(alice, rpc('tasks/get', { id: task }))).status, 200);
   });
 
+  for (const sent of [700, 999]) {
+    it(`an answer with status ${sent} (outside 100–599), a task in its JSON body: not relayed, 502 upstream_status_invalid as a JSON-RPC -32603 echoing the id, audited with upstream_status ${sent}`, async () => {
+      const context = `c-${randomUUID()}`;
+      answer = (call, res) =>
+        res.writeHead(sent, { 'content-type': 'application/json' }).end(resultOf(call, taskOf(`t-${randomUUID()}`, context)));
+      const res = await post(alice, rpc('message/send', message()));
+      await assertRpcError(res, {
+        status: 502,
+        id: n,
+        code: -32603,
+        message: 'The upstream service answered with an invalid status code.',
+      });
+      const e = (await requestEvents(gw)).at(-1)!;
+      assert.equal(e.reason, 'upstream_status_invalid');
+      assert.equal(e.upstream_status, sent);
+      // Its context was never recorded as Alice's: Bob naming it is asked upstream, not refused as foreign.
+      assert.equal((await bobContinues(context)).asked, true);
+    });
+  }
+
   it('compressed answer (the upstream compresses though asked for identity): refused 502 a2a_upstream_answer_compressed with a JSON-RPC -32006 echoing the id, nothing relayed', async () => {
     const context = `c-${randomUUID()}`;
     answer = (call, res) =>

@@ -10,7 +10,7 @@ import type { ServerResponse } from 'node:http';
 import { TesseraError } from '../../core/errors.ts';
 import { isEventStream } from '../mcp/events.ts';
 import { rpcErrorBody } from '../mcp/message.ts';
-import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from '../proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
 import { answerIds, answerText, DEFAULT_MAX_ANSWER } from './answers.ts';
 import { isJsonType } from './card.ts';
 import { SseDataReader } from './events.ts';
@@ -176,8 +176,9 @@ export class TaskForwardHandler extends ForwardHandler {
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     const ok = status >= 200 && status < 300;
-    // A 401 to the gateway's own credential reaches no caller (502); 1xx are informational.
-    if (status < 200 || (!ok && (!this.#readAll || (status === 401 && this.#ownCredential)))) return super.onHeaders(status, raw, resume);
+    // A 401 to the gateway's own credential and a status outside 100–599 reach no caller (502); 1xx are informational.
+    if (status < 200 || !validStatus(status) || (!ok && (!this.#readAll || (status === 401 && this.#ownCredential))))
+      return super.onHeaders(status, raw, resume);
     // Asked for identity: a compressed answer (or one whose encoding is said twice) cannot be read
     // for its ids, and a client inflates it and reads them. Refused whole.
     if (!plainEncoding(rawHeader(raw, 'content-encoding'))) {

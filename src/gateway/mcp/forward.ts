@@ -9,7 +9,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { REPRESENTATION_HEADERS } from '../http/headers.ts';
-import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from '../proxy/forward.ts';
+import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
 import { EventIdSigner, isEventStream } from './events.ts';
 import { isJsonContentType } from './message.ts';
 import { validSessionId } from './sessions.ts';
@@ -109,8 +109,8 @@ export class SessionForwardHandler extends ForwardHandler {
   }
 
   override onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    // A 401 to the gateway's own credential is refused whole (no head reaches the caller).
-    if (status < 200 || (status === 401 && this.#ownCredential)) return super.onHeaders(status, raw, resume);
+    // A 401 to the gateway's own credential, or a status outside 100–599, is refused whole (no head reaches the caller).
+    if (status < 200 || !validStatus(status) || (status === 401 && this.#ownCredential)) return super.onHeaders(status, raw, resume);
     let head = signedHead(raw, this.#sign.session);
     if (head === undefined) {
       this.abort(new UpstreamSessionInvalid('the upstream sent an invalid Mcp-Session-Id'));

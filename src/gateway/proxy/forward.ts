@@ -67,6 +67,29 @@ export class UpstreamCredentialRejected extends Error {
   }
 }
 
+/**
+ * RFC 9110 §15 defines status codes 100–599, but HTTP/1.1 parsers (undici's, Node's) take any
+ * three digits: a status outside that range is no answer a caller or a proxy in front can read.
+ */
+export function validStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 100 && status <= 599;
+}
+
+/**
+ * The upstream answered with a status outside 100–599 ({@link validStatus}): nothing of its answer
+ * is relayed (the caller gets 502); `status` is what it sent, for the audit event.
+ */
+export class UpstreamStatusInvalid extends Error {
+  override readonly name = 'UpstreamStatusInvalid';
+  readonly code = 'upstream_status_invalid';
+  /** What the upstream answered. */
+  readonly status: number;
+  constructor(status: number) {
+    super('the upstream answered with a status outside 100-599');
+    this.status = status;
+  }
+}
+
 /** Map an undici or socket failure to a reason code and a metrics kind. Never reads the message. */
 export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string } {
   const code = (error as { code?: unknown } | null)?.code;
@@ -111,6 +134,9 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
       return { code: 'upstream_upgrade_invalid', kind: 'upgrade_invalid' };
     case 'upstream_credential_rejected':
       return { code: 'upstream_credential_rejected', kind: 'credential_rejected' };
+    // A status outside 100–599 (UpstreamStatusInvalid).
+    case 'upstream_status_invalid':
+      return { code: 'upstream_status_invalid', kind: 'status_invalid' };
     case 'ECONNREFUSED':
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
@@ -196,7 +222,14 @@ export class ForwardHandler {
   }
 
   onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    if (status < 200) return true; // 1xx: informational; the final response follows.
+    if (!validStatus(status)) {
+      // Nothing of it reaches the caller; the gateway answers 502 (onFailure).
+      this.abort(new UpstreamStatusInvalid(status));
+      return false;
+    }
+    // 1xx: informational (any of them, RFC 9110 §15.2); the final response follows. undici itself
+    // fails a 100 nobody asked for and a 101 to a request that is no upgrade.
+    if (status < 200) return true;
     const res = this.#res;
     if (res.destroyed) {
       this.#abort?.(new StreamClosed('client_closed'));

@@ -15,7 +15,7 @@ import { request as httpRequest, type IncomingMessage, STATUS_CODES } from 'node
 import { request as httpsRequest } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { callerResponseHeaders } from '../http/headers.ts';
-import { UpstreamCredentialRejected } from './forward.ts';
+import { UpstreamCredentialRejected, UpstreamStatusInvalid, validStatus } from './forward.ts';
 import { closeFrame, FrameBoundaries } from './frames.ts';
 
 export interface UpgradeTarget {
@@ -50,7 +50,10 @@ export interface UpgradeCallbacks {
    * closed. Its body may not end by itself (an event stream answered to an upgrade).
    */
   onRefused(status: number, relay: RefusalRelay): void;
-  /** No answer from the upstream (connect error, timeout), or a 401 to the gateway's own credential; the caller has not been answered. */
+  /**
+   * No answer from the upstream (connect error, timeout), a 401 to the gateway's own credential, or
+   * a status outside 100–599; the caller has not been answered.
+   */
   onFailure(error: unknown): void;
   /** The caller closed or reset its connection before the upstream answered; the upstream request was aborted. */
   onCallerGone(): void;
@@ -235,14 +238,22 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
       res.destroy();
       return;
     }
-    if (res.statusCode === 401 && target.ownCredential) {
+    // Node's parser takes any three digits (099, 700): no status to relay as a refusal. Its 1xx
+    // other than 101 are informational and never reach here.
+    const status = res.statusCode ?? 0;
+    if (!validStatus(status)) {
+      res.destroy();
+      fail(new UpstreamStatusInvalid(status));
+      return;
+    }
+    if (status === 401 && target.ownCredential) {
       res.destroy();
       fail(new UpstreamCredentialRejected());
       return;
     }
     // A 101 without `Upgrade` (Node reads it as a response): switched to nothing the caller asked
     // for, and no status to relay as a refusal.
-    if (res.statusCode === 101) {
+    if (status === 101) {
       res.destroy();
       fail(new UpgradeInvalid());
       return;
@@ -251,7 +262,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     clearTimeout(timer);
     stopWatching();
     // The upstream refused the upgrade: relay its status and body, then close.
-    client.write(`${statusLine(res.statusCode ?? 502)}${headerLines(res.rawHeaders, target, false)}Connection: close\r\n\r\n`);
+    client.write(`${statusLine(status)}${headerLines(res.rawHeaders, target, false)}Connection: close\r\n\r\n`);
     res.pipe(client);
     res.on('error', () => client.destroy());
     // Neither side is an HTTP exchange any more (Node's server timeouts no longer watch the caller's
@@ -266,7 +277,7 @@ export function forwardUpgrade(client: Duplex, head: Buffer, target: UpgradeTarg
     // with it, or was gone first).
     let ended: (() => void) | undefined;
     res.once('close', () => ended?.());
-    callbacks.onRefused(res.statusCode ?? 502, {
+    callbacks.onRefused(status, {
       streaming: res.headers['content-length'] === undefined,
       close() {
         res.unpipe(client);

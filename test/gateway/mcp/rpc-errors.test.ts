@@ -11,7 +11,16 @@ import { after, before, describe, it } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { UpstreamTokenIssuer } from '../../../src/core/ports.ts';
-import { mcpRoute, requestEvents, startUpstream, type TestGateway, token, type Upstream } from '../helpers.ts';
+import {
+  mcpRoute,
+  type RawUpstream,
+  requestEvents,
+  startRawUpstream,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from '../helpers.ts';
 import { ACCEPT, RULES, startToolsGateway } from './helpers.ts';
 
 /** A refusal answered as a JSON-RPC error: `status`, JSON, no challenge, the call's `id` echoed. */
@@ -26,6 +35,7 @@ const UNAVAILABLE = 'The upstream service is unavailable.';
 
 describe('gateway: MCP refusals after the JSON-RPC body is read are JSON-RPC errors', () => {
   let upstream: Upstream;
+  let odd: RawUpstream;
   let gw: TestGateway;
   let deadPort: number;
   let issuerMode: 'fail' | 'throw' = 'fail';
@@ -45,11 +55,17 @@ describe('gateway: MCP refusals after the JSON-RPC body is read are JSON-RPC err
     upstream = await startUpstream(() => {
       // Never answers: the route's header timeout does.
     });
+    // A status outside 100–599, with a JSON-RPC result of its own.
+    odd = await startRawUpstream((head) => {
+      const body = '{"jsonrpc":"2.0","id":5,"result":{"internal":"db-7"}}';
+      return `HTTP/1.1 ${head.includes('/odd/099') ? '099' : '700'} X\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    });
     const at = (id: string, url: string, extra: Record<string, unknown> = {}) =>
       mcpRoute(url, RULES, { id, match: { path_prefix: `/${id}` }, ...extra });
     gw = await startToolsGateway(
       [
         at('down', `http://127.0.0.1:${deadPort}`),
+        at('odd', odd.url),
         at('slow', upstream.url, { upstream: { url: upstream.url, timeouts: { header: '200ms' } } }),
         at('minted', upstream.url, {
           upstream: { url: upstream.url, credential: { type: 'exchange', audience: 'https://upstream.internal', max_ttl: '5m' } },
@@ -61,6 +77,7 @@ describe('gateway: MCP refusals after the JSON-RPC body is read are JSON-RPC err
   after(async () => {
     await gw?.close();
     await upstream?.close();
+    await odd?.close();
   });
 
   const bearer = () => token({ sub: 'alice', scope: 'mcp:use echo:use' });
@@ -95,6 +112,23 @@ describe('gateway: MCP refusals after the JSON-RPC body is read are JSON-RPC err
       message: 'The upstream service did not answer in time.',
     });
     assert.equal(await lastReason(), 'upstream_timeout');
+  });
+
+  it('upstream status outside 100–599 (700, 099): 502 as a JSON-RPC -32603 error echoing the call id, audited upstream_status_invalid with the status sent', async () => {
+    for (const [path, sent] of [
+      ['odd', 700],
+      ['odd/099', 99],
+    ] as const) {
+      await assertRpcError(await post(path, call(5)), {
+        status: 502,
+        id: 5,
+        code: -32603,
+        message: 'The upstream service answered with an invalid status code.',
+      });
+      const e = (await requestEvents(gw)).at(-1)!;
+      assert.equal(e.reason, 'upstream_status_invalid');
+      assert.equal(e.upstream_status, sent);
+    }
   });
 
   it('upstream credential not obtainable (the token service fails): 502 as a JSON-RPC -32603 error echoing the call id, audited upstream_credential_unavailable', async () => {

@@ -1,13 +1,23 @@
 /**
  * The forwarder under a caller that goes away: the upstream exchange is given up at once, so a
  * caller cannot pin pooled upstream connections by abandoning large responses, and the request
- * is audited when it ends, not at shutdown.
+ * is audited when it ends, not at shutdown. And an upstream status outside 100–599 (which
+ * undici's parser accepts) is never relayed.
  */
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { until } from '../../helpers/net.ts';
-import { baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, type Upstream } from '../helpers.ts';
+import { rawHttp, until } from '../../helpers/net.ts';
+import {
+  baseConfig,
+  type RawUpstream,
+  requestEvents,
+  startGateway,
+  startRawUpstream,
+  startUpstream,
+  type TestGateway,
+  type Upstream,
+} from '../helpers.ts';
 
 describe('gateway: forwarding to a caller that goes away', () => {
   let upstream: Upstream;
@@ -66,5 +76,51 @@ describe('gateway: forwarding to a caller that goes away', () => {
     upstream.server.on('request', (_req, res) => res.writeHead(200, { 'content-length': '2' }).end('ok'));
     const res = await fetch(`${gw.url}/next`, { signal: AbortSignal.timeout(2000) });
     assert.equal(await res.text(), 'ok');
+  });
+});
+
+describe('gateway: an upstream status outside 100–599', () => {
+  let upstream: RawUpstream;
+  let gw: TestGateway;
+  /** What the upstream says besides its status, none of which may reach the caller. */
+  const SECRET = 'stack trace at db-7.internal';
+  before(async () => {
+    upstream = await startRawUpstream((head) => {
+      const path = head.split(' ')[1] ?? '';
+      const code = /^\/status\/(\d+)$/.exec(path)?.[1];
+      // An informational answer nobody asked for, then the final one.
+      if (path === '/informational') return 'HTTP/1.1 150 Odd\r\nX-Hint: a\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok';
+      if (code === undefined) return undefined;
+      return `HTTP/1.1 ${code} X\r\nX-Upstream-Internal: db-7.internal\r\nContent-Length: ${SECRET.length}\r\n\r\n${SECRET}`;
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'odd', upstream: { url: upstream.url }, auth: 'none' }] },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  for (const code of ['700', '999', '099']) {
+    it(`an upstream answering "HTTP/1.1 ${code} X" is not relayed: 502 upstream_status_invalid with the fixed body, audited with upstream_status ${Number(code)}`, async () => {
+      const r = await rawHttp(gw.url, `GET /status/${code} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+      assert.match(r, /^HTTP\/1\.1 502 /, r);
+      assert.match(r, /\{"error":"bad_gateway","error_description":"The upstream service answered with an invalid status code\."\}$/);
+      assert.equal(r.includes('db-7.internal'), false, 'nothing of the upstream answer is relayed');
+      const e = (await requestEvents(gw)).at(-1)!;
+      assert.equal(e.reason, 'upstream_status_invalid');
+      assert.equal(e.upstream_status, Number(code));
+      assert.equal(e.decision, 'allow', 'decided and allowed; the upstream failed');
+    });
+  }
+
+  it('an informational 1xx nobody asked for (150) is skipped and the final answer relayed', async () => {
+    const r = await rawHttp(gw.url, 'GET /informational HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.match(r, /^HTTP\/1\.1 200 /, r);
+    assert.doesNotMatch(r, /150|x-hint/i);
+    assert.ok(r.endsWith('\r\n\r\nok'), r);
+    assert.equal((await requestEvents(gw)).at(-1)!.upstream_status, 200);
   });
 });

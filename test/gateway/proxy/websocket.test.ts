@@ -47,6 +47,9 @@ describe('gateway: the upstream’s WebSocket handshake', () => {
       if (path === '/ws/no-upgrade') return 'HTTP/1.1 101 Switching Protocols\r\n\r\n';
       if (path === '/ws/two-accepts')
         return `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(key)}\r\nSec-WebSocket-Accept: ${acceptOf(KEY)}\r\n\r\n`;
+      // A refusal with a status outside 100–599, which Node's parser accepts.
+      const odd = /^\/ws\/status-(\d+)$/.exec(path ?? '')?.[1];
+      if (odd !== undefined) return `HTTP/1.1 ${odd} X\r\nX-Upstream-Internal: db-7.internal\r\nContent-Length: 11\r\n\r\ndb-7.secret`;
       if (path?.startsWith('/ws/') === true)
         return `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptOf(key)}\r\n\r\n`;
       return undefined;
@@ -93,6 +96,18 @@ describe('gateway: the upstream’s WebSocket handshake', () => {
       const e = (await requestEvents(gw)).at(-1)!;
       assert.equal(e.reason, 'upstream_upgrade_invalid');
       assert.equal(e.decision, 'allow', 'decided and allowed; the upstream failed the handshake');
+    });
+  }
+
+  for (const code of ['700', '999', '099']) {
+    it(`an upstream refusing the upgrade with "HTTP/1.1 ${code} X" is not relayed: 502 upstream_status_invalid, audited with upstream_status ${Number(code)}`, async () => {
+      const r = await rawHttp(gw.url, upgrade(`/ws/status-${code}`), 1500);
+      assert.equal(status(r), 502, r);
+      assert.match(r, /\{"error":"bad_gateway","error_description":"The upstream service answered with an invalid status code\."\}/);
+      assert.equal(r.includes('db-7'), false, 'nothing of the upstream answer is relayed');
+      const e = (await requestEvents(gw)).at(-1)!;
+      assert.equal(e.reason, 'upstream_status_invalid');
+      assert.equal(e.upstream_status, Number(code));
     });
   }
 
