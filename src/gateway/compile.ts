@@ -295,6 +295,41 @@ function urlHost(host: string): string | undefined {
   return host;
 }
 
+const OPERATIONS_PATHS = ['health_path', 'ready_path', 'metrics_path'] as const;
+
+/**
+ * A warning for each route whose match takes an operations path (`gateway.operations`): the gateway
+ * answers that exact path itself, before any route, so the route's upstream never gets it there.
+ * Only for the route that would get the path (its host and methods aside: those requests are the
+ * gateway's too); a route after one taking the path for every host and method is not told again.
+ */
+function operationsPathWarnings(gateway: GatewayConfig, scopes: ScopeModel): string[] {
+  const ops = gateway.operations;
+  const taken = new Set<string>();
+  const warnings: string[] = [];
+  for (const r of gateway.routes) {
+    const { path_prefix: prefix, path } = r.match;
+    // Pattern errors are reported by the route's own matcher.
+    const matches = compileMatcher({ path_prefix: prefix, path }, scopes, '', [], r.case_insensitive_paths);
+    const hit = OPERATIONS_PATHS.filter((k) => !taken.has(ops[k]) && matches('', ops[k], 'GET'));
+    const first = hit[0];
+    if (first === undefined) continue;
+    if (r.match.host === undefined && r.match.methods === undefined) for (const k of hit) taken.add(ops[k]);
+    const match =
+      prefix !== undefined
+        ? `path_prefix ${JSON.stringify(prefix)}`
+        : path !== undefined
+          ? `path ${JSON.stringify(path)}`
+          : 'no path_prefix or path: every path';
+    const list = hit.map((k) => `${ops[k]} (gateway.operations.${k})`);
+    const named = list.length === 1 ? list[0] : `${list.slice(0, -1).join(', ')} and ${list.at(-1)}`;
+    warnings.push(
+      `route ${r.id}: its match (${match}) covers ${named}, which the gateway answers itself before any route, so a request for exactly that path never reaches ${new URL(r.upstream.url).origin}; if the upstream must answer it, move the operations path (e.g. gateway.operations.${first}: /_tessera${ops[first]}), else that exact path stays the gateway's`,
+    );
+  }
+  return warnings;
+}
+
 /**
  * Compile `config` into a gateway state; on a reload, `previous` is the state it replaces (whose
  * routes' rate-limit buckets carry over).
@@ -476,6 +511,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     });
   }
 
+  warnings.push(...operationsPathWarnings(gateway, scopes));
   const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', found);
   const trustedProxies = peerList(gateway.trust_proxy, 'gateway.trust_proxy', found);
   const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', found);
