@@ -246,6 +246,55 @@ const registrationSchema = z
   .prefault({})
   .meta({ description: 'RFC 7591 dynamic client registration (off by default).' });
 
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** Why `v` is no origin `token_service.cors.allowed_origins` may list, or `undefined` when it is one. */
+function originFault(v: string): string | undefined {
+  if (v.includes('*')) {
+    return `${quoted(v)} is a pattern: list each origin exactly (https://app.example.com), or write "*" alone for every origin`;
+  }
+  if (!URL.canParse(v)) return `${quoted(v)} is not an origin; write scheme://host[:port], e.g. https://app.example.com`;
+  const u = new URL(v);
+  // Not echoed: the part may hold a password.
+  if (u.username !== '' || u.password !== '') return `remove the user:password@ part: write ${u.origin}`;
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname))) {
+    return `${quoted(v)}: write an https origin (plain http is accepted only on localhost, 127.0.0.1 and [::1])`;
+  }
+  // Browsers send the origin serialized (RFC 6454 §6.2): lower-case host, no default port, no
+  // path; an entry spelled otherwise would never equal the Origin header.
+  if (u.origin !== v) return `${quoted(v)} is not an origin as browsers send it; write ${u.origin} (no path, no trailing slash)`;
+  return undefined;
+}
+
+const corsSchema = z
+  .strictObject({
+    allowed_origins: z
+      .array(z.string())
+      .default([])
+      .superRefine((origins, ctx) => {
+        for (const [i, v] of origins.entries()) {
+          if (v === '*') {
+            if (origins.length > 1) {
+              ctx.addIssue({
+                code: 'custom',
+                path: [i],
+                message: '"*" already allows every origin; write it alone, or list the origins without it',
+              });
+            }
+            continue;
+          }
+          const fault = originFault(v);
+          if (fault !== undefined) ctx.addIssue({ code: 'custom', path: [i], message: fault });
+        }
+      })
+      .meta({
+        description:
+          'Origins (`https://app.example.com`: scheme, host and port, as the browser sends `Origin`) whose pages may call the token, revocation and registration endpoints from a browser: their preflights are answered and their answers carry `Access-Control-Allow-Origin`. `"*"` alone allows every origin (these endpoints take no cookies, so no credentials are ever allowed). Default: none (the metadata and JWKS are open to every origin whatever this says).',
+      }),
+  })
+  .prefault({})
+  .meta({ description: 'CORS for browser-based clients (a public client with PKCE, an MCP client in a web page).' });
+
 export const tokenServiceSchema = z
   .strictObject({
     issuer: secureUrl('Issuer identifier (`iss`) and base URL of the endpoints; defaults to `server.public_url`, then http://host:port.')
@@ -306,6 +355,7 @@ export const tokenServiceSchema = z
       .meta({ description: 'DPoP proofs at the token endpoint (algorithms: the top-level `dpop.algorithms`).' }),
     authorization: authorizationSchema,
     registration: registrationSchema,
+    cors: corsSchema,
     sync_interval: duration(
       'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations are also pushed within milliseconds and this poll is the fallback.',
       60,

@@ -91,6 +91,12 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The request carries more than one Authorization header.',
   },
+  // A CORS preflight (Fetch standard §3.2.2) from an origin not in token_service.cors.allowed_origins.
+  cors_origin_not_allowed: {
+    status: 403,
+    error: 'invalid_request',
+    description: 'Browser requests from this origin are not allowed at this endpoint.',
+  },
 
   // Client authentication (RFC 6749 §2.3, RFC 7523 §3).
   client_auth_missing: { status: 401, error: 'invalid_client', description: 'Client authentication is required.' },

@@ -31,7 +31,7 @@ export interface OAuthRequest {
   /**
    * Why the HTTP adapter refused the request before reading its form (a method other than POST, a
    * URL query, another Content-Type, a Content-Encoding other than identity, a body over the
-   * limit) or its headers (two DPoP proofs): `params` is then empty, and the endpoint refuses the
+   * limit, a CORS preflight from an origin not allowed) or its headers (two DPoP proofs): `params` is then empty, and the endpoint refuses the
    * request with this code, audited like any other refusal.
    */
   readonly requestFault?:
@@ -41,6 +41,7 @@ export interface OAuthRequest {
     | 'request_content_encoding'
     | 'request_body_too_large'
     | 'dpop_proof_invalid'
+    | 'cors_origin_not_allowed'
     | undefined;
   /**
    * Why the HTTP body could not be read (`params` is then empty): the endpoint refuses the request

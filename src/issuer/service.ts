@@ -880,7 +880,7 @@ export class TokenService {
       /**
        * The HTTP adapter refused the request before reading its body (a method other than POST,
        * another Content-Type or charset, a Content-Encoding other than identity, a body over the
-       * limit): refused here and audited, before the rate limit (it registers nothing and costs no
+       * limit, a CORS preflight from an origin not allowed): refused here and audited, before the rate limit (it registers nothing and costs no
        * secret comparison).
        */
       readonly requestFault?:
@@ -889,7 +889,8 @@ export class TokenService {
         | 'request_content_type_json'
         | 'request_content_encoding'
         | 'request_not_utf8'
-        | 'request_body_too_large';
+        | 'request_body_too_large'
+        | 'cors_origin_not_allowed';
     } = {},
   ): Promise<RegistrationResponse> {
     try {

@@ -129,6 +129,23 @@ function sendError(res: ServerResponse, e: OAuthError, requestId: string, nonce?
   });
 }
 
+/** What a browser may send to, and read from, an endpoint that answers CORS (`token_service.cors`). */
+interface CorsEndpoint {
+  /** Request headers the endpoint reads: what a preflight may ask to send. */
+  readonly allowHeaders: string;
+  /** Response headers beyond the CORS-safelisted ones that the endpoint's answers may carry. */
+  readonly exposeHeaders: string;
+}
+
+const CORS = {
+  token: { allowHeaders: 'Authorization, Content-Type, DPoP', exposeHeaders: 'DPoP-Nonce, WWW-Authenticate, X-Request-Id' },
+  revocation: { allowHeaders: 'Authorization, Content-Type', exposeHeaders: 'WWW-Authenticate, X-Request-Id' },
+  registration: { allowHeaders: 'Authorization, Content-Type', exposeHeaders: 'WWW-Authenticate, Retry-After, X-Request-Id' },
+} as const satisfies Record<string, CorsEndpoint>;
+
+/** How long a browser may cache an answered preflight, seconds (Chromium caps it at 7200). */
+const CORS_MAX_AGE = '600';
+
 const SAFE = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
 /**
@@ -298,6 +315,39 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const metadataBody = JSON.stringify(service.metadata());
   const tokenNonce = () => service.dpopNonce();
 
+  const origins = service.config.cors.allowed_origins;
+  const everyOrigin = origins.includes('*');
+  const listed = new Set(origins);
+
+  /**
+   * CORS for the browser-facing endpoints (token, revocation, registration): answers a preflight
+   * (`'answered'`), tells of one from an origin not allowed (`'refused'`: the endpoint refuses and
+   * audits it), or sets the headers the answer to come carries. An origin is named back only when
+   * listed, compared exactly; never with `Access-Control-Allow-Credentials`, as these endpoints
+   * read no cookie. Without `token_service.cors` no header is set at all.
+   */
+  const cors = (req: IncomingMessage, res: ServerResponse, endpoint: CorsEndpoint): 'answered' | 'refused' | undefined => {
+    const origin = req.headers.origin;
+    const preflight = req.method === 'OPTIONS' && origin !== undefined && req.headers['access-control-request-method'] !== undefined;
+    if (origins.length === 0) return preflight ? 'refused' : undefined;
+    // The answer depends on the Origin header unless every origin is allowed (Fetch standard §3.2.5).
+    if (!everyOrigin) res.setHeader('vary', 'Origin');
+    const allow = everyOrigin ? '*' : origin !== undefined && listed.has(origin) ? origin : undefined;
+    if (allow === undefined) return preflight ? 'refused' : undefined;
+    res.setHeader('access-control-allow-origin', allow);
+    if (!preflight) {
+      res.setHeader('access-control-expose-headers', endpoint.exposeHeaders);
+      return undefined;
+    }
+    res.writeHead(204, {
+      'access-control-allow-methods': 'POST',
+      'access-control-allow-headers': endpoint.allowHeaders,
+      'access-control-max-age': CORS_MAX_AGE,
+    });
+    res.end();
+    return 'answered';
+  };
+
   const fail = (res: ServerResponse, error: unknown, requestId: string, nonce?: string) => {
     if (error instanceof OAuthError) {
       // A server-side failure the service wrapped: the caller gets the RFC error, the log the cause.
@@ -320,12 +370,15 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     run: (r: OAuthRequest) => Promise<unknown>,
     /** The token endpoint's: the current DPoP nonce, sent with the answer (RFC 9449 §8.2). */
     nonce?: () => string | undefined,
+    /** A CORS preflight from an origin not allowed. */
+    corsRefused = false,
   ): Promise<void> => {
     // A request refused here still goes to the service as a fault, so the endpoint audits it as
     // every other refusal (token.denied, revocation.denied, introspection.denied).
     let requestFault: OAuthRequest['requestFault'];
     let form: URLSearchParams | undefined;
-    if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
+    if (corsRefused) requestFault = 'cors_origin_not_allowed';
+    else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
     // The parameters are read from the body only (RFC 6749 §3.2, §2.3.1: credentials never in the
     // URI). A query would be ignored, so `?scope=narrow` would get the client's full scope and a
     // secret sent there would end up in access logs unnoticed: refused rather than ignored.
@@ -359,7 +412,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   };
 
   /** RFC 7591 §3: a JSON client description in, 201 with the client (and its secret, once) out. */
-  const register = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
+  const register = async (req: IncomingMessage, res: ServerResponse, requestId: string, corsRefused: boolean): Promise<void> => {
     // A request refused before its body is read goes to the service as a fault too, audited
     // (client.registration_denied) like every other refused registration.
     let requestFault:
@@ -369,8 +422,10 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       | 'request_content_encoding'
       | 'request_not_utf8'
       | 'request_body_too_large'
+      | 'cors_origin_not_allowed'
       | undefined;
-    if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
+    if (corsRefused) requestFault = 'cors_origin_not_allowed';
+    else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
     // As at the form endpoints and the admin API: metadata goes in the body, never in the URL.
     else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
     else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type_json';
@@ -513,15 +568,23 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // With token_service.dpop.nonce, every answer of the token endpoint (RFC 9449 §8.2) carries the nonce.
     let nonce: (() => string | undefined) | undefined;
     if (pathname === paths.token) {
+      const c = cors(req, res, CORS.token);
+      if (c === 'answered') return true;
       nonce = tokenNonce;
-      work = oauth(req, res, requestId, e.token, (r) => service.token(r), nonce);
-    } else if (pathname === paths.revocation) work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r));
-    else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
+      work = oauth(req, res, requestId, e.token, (r) => service.token(r), nonce, c === 'refused');
+    } else if (pathname === paths.revocation) {
+      const c = cors(req, res, CORS.revocation);
+      if (c === 'answered') return true;
+      work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r), undefined, c === 'refused');
+    } else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
     else if (pathname === loginCallbackPath && loginCallback !== undefined) work = loginCallback(req, res, requestId);
     else if (pathname === logoutPath && logout !== undefined) work = logout(req, res, requestId);
-    else if (pathname === paths.registration && service.config.registration.enabled) work = register(req, res, requestId);
-    else if (pathname === paths.metadata || pathname === paths.jwks) {
+    else if (pathname === paths.registration && service.config.registration.enabled) {
+      const c = cors(req, res, CORS.registration);
+      if (c === 'answered') return true;
+      work = register(req, res, requestId, c === 'refused');
+    } else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD' });
         res.end();

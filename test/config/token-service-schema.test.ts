@@ -313,3 +313,60 @@ describe('token_service.registration', () => {
     assert.equal(resolveTokenService(parseConfigText('token_service: { admin: { scope: "ops:admin" } }\n')).admin.scope, 'ops:admin');
   });
 });
+
+describe('token_service.cors', () => {
+  it('is empty by default, and takes exact origins (https, or http on loopback) and "*" alone', () => {
+    assert.deepEqual(resolveTokenService(parseConfigText('data_dir: /tmp/x\n')).cors.allowed_origins, []);
+    const c = parseConfigText(
+      'token_service:\n  cors: { allowed_origins: ["https://app.example.com", "http://localhost:6274", "https://[::1]:8443"] }\n',
+    );
+    assert.deepEqual(resolveTokenService(c).cors.allowed_origins, [
+      'https://app.example.com',
+      'http://localhost:6274',
+      'https://[::1]:8443',
+    ]);
+    assert.deepEqual(resolveTokenService(parseConfigText('token_service: { cors: { allowed_origins: ["*"] } }')).cors.allowed_origins, [
+      '*',
+    ]);
+  });
+
+  it('refuses each entry that is no origin as browsers send it, at its path, saying what to write', () => {
+    const found = issues(`
+token_service:
+  cors:
+    allowed_origins:
+      - https://app.example.com/
+      - https://app.example.com/callback
+      - https://App.Example.com
+      - https://app.example.com:443
+      - https://*.example.com
+      - http://app.example.com
+      - "null"
+      - app.example.com
+      - https://ok.example.com
+      - https://user:hunter2@app.example.com
+`);
+    const byPath = new Map(found.map((i) => [i.path, i.message]));
+    const at = (i: number) => byPath.get(`token_service.cors.allowed_origins[${i}]`) ?? '';
+    assert.match(at(0), /write https:\/\/app\.example\.com \(no path, no trailing slash\)/);
+    assert.match(at(1), /write https:\/\/app\.example\.com /);
+    assert.match(at(2), /write https:\/\/app\.example\.com /);
+    assert.match(at(3), /write https:\/\/app\.example\.com /);
+    assert.match(at(4), /list each origin exactly/);
+    assert.match(at(5), /https origin/);
+    assert.match(at(6), /not an origin; write scheme:\/\/host\[:port\]/);
+    assert.match(at(7), /not an origin|https origin/);
+    assert.equal(byPath.has('token_service.cors.allowed_origins[8]'), false);
+    assert.equal(at(9), 'remove the user:password@ part: write https://app.example.com');
+    assert.equal(found.length, 9);
+  });
+
+  it('refuses "*" beside listed origins (a list suggests a restriction that "*" undoes)', () => {
+    const found = issues('token_service:\n  cors: { allowed_origins: ["https://app.example.com", "*"] }\n');
+    assert.deepEqual(
+      found.map((i) => i.path),
+      ['token_service.cors.allowed_origins[1]'],
+    );
+    assert.match(found[0]?.message ?? '', /write it alone/);
+  });
+});
