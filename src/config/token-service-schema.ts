@@ -339,7 +339,10 @@ export const tokenServiceSchema = z
             description:
               'Scope an access token needs to call the admin API, granted by name (a wildcard or an implying scope does not grant it).',
           }),
-        audience: z.string().min(1).optional().meta({ description: 'Audience an admin access token must carry (default: the issuer).' }),
+        audience: z.string().min(1).optional().meta({
+          description:
+            'The only audience an admin access token may carry (default: the issuer): a token with the admin scope is issued for it alone, and the admin API refuses one also for another audience.',
+        }),
       })
       .prefault({})
       .meta({ description: 'The admin API (revocation by grant, subject or client; grant trees).' }),

@@ -144,6 +144,13 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_target',
     description: 'The client may use several audiences; request one with the audience or resource parameter.',
   },
+  // RFC 8707 §2, RFC 9068 §3: a token carrying the admin scope is for the admin audience alone, or
+  // any resource server it is also for could replay it at the admin API.
+  target_admin_shared: {
+    status: 400,
+    error: 'invalid_target',
+    description: 'A token with the admin scope is for the admin audience alone; request other audiences in another token.',
+  },
 
   // Refresh tokens (RFC 6749 §6, OAuth 2.1 §4.3.1 rotation).
   refresh_token_invalid: {
@@ -360,6 +367,12 @@ export const OAUTH_ERROR_CODES = {
   // The admin API (bearer-protected, RFC 6750 errors).
   admin_token_missing: { status: 401, error: 'invalid_token', description: 'An admin access token is required.' },
   admin_token_invalid: { status: 401, error: 'invalid_token', description: 'The admin access token is invalid.' },
+  // A token also for another audience has been handed to that resource server, which could replay it here.
+  admin_token_audience_shared: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The admin access token is for other audiences too; the admin API takes one for its audience alone.',
+  },
   admin_scope_missing: {
     status: 403,
     error: 'insufficient_scope',

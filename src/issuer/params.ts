@@ -88,3 +88,51 @@ export function targets(params: URLSearchParams, allowed: ReadonlySet<string> | 
   for (const r of requested) if (!set.has(r)) throw new OAuthError('target_not_allowed');
   return [...requested];
 }
+
+/** The admin scope and the one audience a token carrying it may have (`token_service.admin`). */
+export interface AdminTarget {
+  readonly scope: string;
+  readonly audience: string;
+}
+
+/** The admin scope and audience of a resolved configuration. */
+export function adminTarget(config: { readonly admin: { readonly scope: string }; readonly adminAudience: string }): AdminTarget {
+  return { scope: config.admin.scope, audience: config.adminAudience };
+}
+
+/**
+ * {@link targets}, except that a request naming the admin scope (in `requested`) and no target gets
+ * the admin audience alone when `allowed` holds it: the admin scope names its resource, as an
+ * Auth0 Management API scope does, and a client with several audiences is not asked to say so.
+ */
+export function targetsFor(
+  params: URLSearchParams,
+  allowed: ReadonlySet<string> | readonly string[],
+  requested: readonly string[] | undefined,
+  admin: AdminTarget,
+): string[] {
+  if (!namesTarget(params) && requested?.includes(admin.scope)) {
+    const has = allowed instanceof Set ? allowed.has(admin.audience) : (allowed as readonly string[]).includes(admin.audience);
+    if (has) return [admin.audience];
+  }
+  return targets(params, allowed);
+}
+
+/**
+ * The scopes of a new token for `audiences`, so that the admin scope is never issued with another
+ * audience (RFC 8707 §2, RFC 9068 §3): that resource server could replay the token at the admin
+ * API. Asked for by name (`requested` names it) with another audience, it is `invalid_target`
+ * (`target_admin_shared`); left to the default scopes, it is left out of a token for any audience
+ * but the admin audience alone.
+ */
+export function confineAdminScope(
+  scopes: readonly string[],
+  audiences: readonly string[],
+  requested: readonly string[] | undefined,
+  admin: AdminTarget,
+): readonly string[] {
+  if (!scopes.includes(admin.scope)) return scopes;
+  if (audiences.length > 0 && audiences.every((a) => a === admin.audience)) return scopes;
+  if (requested?.includes(admin.scope)) throw new OAuthError('target_admin_shared');
+  return scopes.filter((s) => s !== admin.scope);
+}

@@ -764,8 +764,8 @@ export class TokenService {
   }
 
   /**
-   * Check an admin API bearer token: one of this issuer's valid tokens, for the admin audience, with
-   * the admin scope.
+   * Check an admin API bearer token: one of this issuer's valid tokens, for the admin audience and
+   * no other, with the admin scope.
    * @throws {OAuthError} `invalid_token` (401), `insufficient_scope` (403), or `invalid_request`
    *   (400) with `extra.headerFault`.
    */
@@ -780,7 +780,12 @@ export class TokenService {
   ): AdminCaller {
     let own: OwnToken | undefined;
     const refuse = (
-      code: 'admin_token_missing' | 'admin_token_invalid' | 'admin_scope_missing' | 'request_multiple_authorization',
+      code:
+        | 'admin_token_missing'
+        | 'admin_token_invalid'
+        | 'admin_token_audience_shared'
+        | 'admin_scope_missing'
+        | 'request_multiple_authorization',
     ): never => {
       // Every refusal is audited: probing the admin API with stolen or under-scoped tokens leaves a
       // trail naming the token's subject and client when it is authentic (never the token).
@@ -805,6 +810,10 @@ export class TokenService {
     // Granted by name only: a client given `*` (or `tessera:*`) for an API's scopes is not thereby
     // an administrator of this service, nor one whose scope merely implies it.
     if (!own.scopes.includes(this.config.admin.scope)) return refuse('admin_scope_missing');
+    // For the admin audience alone (RFC 8707 §2, RFC 9068 §3): a token also for an API was handed
+    // to it, and that API (or whoever compromised it) could replay it here. Issuance no longer
+    // mints one; this refuses those issued before, and any other issuer path that would.
+    if (own.audiences.some((a) => a !== this.config.adminAudience)) return refuse('admin_token_audience_shared');
     return callerOf(own);
   }
 

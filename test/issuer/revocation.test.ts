@@ -399,6 +399,54 @@ describe('admin API', () => {
     assert.equal((await post({ grant_id: 'g_x' }, await adminToken('ops-named'))).status, 404);
   });
 
+  it('attack: an admin token whose aud also names an API (one issued before issuance kept the admin scope to the admin audience) replayed at the admin API by that API is refused: 401 admin_token_audience_shared, audited as admin.denied', async () => {
+    // The ops client's real admin token, re-signed by the issuer's active key with a second
+    // audience: what a client holding the admin scope and an API audience could be issued before
+    // issuance confined the admin scope to the admin audience alone.
+    const real = decodeJwt(await adminToken());
+    const signer = issuer.service.keys.signer();
+    assert.ok(signer);
+    const denied = async () => {
+      await issuer.service.audit.flush();
+      return issuer.store.queryAudit({ kinds: ['admin.denied'], limit: 10_000 });
+    };
+    const before = (await denied()).length;
+    for (const aud of [
+      [issuer.url, API],
+      [API, issuer.url],
+    ]) {
+      const shared = signer.sign(JSON.stringify({ ...real, aud, jti: randomUUID() }));
+      // The API it was handed to accepts it, as it should...
+      assert.equal(await valid(shared), true);
+      // ...but the admin API takes no token another resource server has seen.
+      for (const [path, method] of [
+        ['/oauth2/admin/revoke', 'POST'],
+        ['/oauth2/admin/grants/g_x', 'GET'],
+      ] as const) {
+        const res = await fetch(`${issuer.url}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${shared}`, 'content-type': 'application/json' },
+          ...(method === 'POST' ? { body: '{"subject":"anyone"}' } : {}),
+        });
+        assert.equal(res.status, 401, `${aud.join(' ')}: ${method} ${path}`);
+        assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="tessera", error="invalid_token"');
+        assert.equal(res.headers.get('cache-control'), 'no-store');
+        assert.deepEqual(await res.json(), {
+          error: 'invalid_token',
+          error_description: 'The admin access token is for other audiences too; the admin API takes one for its audience alone.',
+        });
+      }
+    }
+    const events = (await denied()).slice(before);
+    assert.deepEqual(
+      events.map((e) => [e.reason, e.decision, e.subject, e.client_id]),
+      Array.from({ length: 4 }, () => ['admin_token_audience_shared', 'deny', 'ops', 'ops']),
+    );
+    // The same token with the admin audience alone is let in (an unknown grant: 404).
+    const alone = signer.sign(JSON.stringify({ ...real, aud: [issuer.url], jti: randomUUID() }));
+    assert.equal((await post({ grant_id: 'g_x' }, alone)).status, 404);
+  });
+
   it('audits refused admin requests as admin.denied: no token, an authentic token of another audience and one without the admin scope (both naming their client)', async () => {
     const denied = async () => {
       await issuer.service.audit.flush();

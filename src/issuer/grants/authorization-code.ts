@@ -15,13 +15,16 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import type { CompiledClient } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, newGrantId, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { namesTarget, param, required, targets } from '../params.ts';
+import { adminTarget, confineAdminScope, namesTarget, param, required, targets } from '../params.ts';
 import { isVerifier, verifierMatches } from '../pkce.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
 export interface AuthorizationCodeContext extends BaseContext {
-  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'authorization'>;
+  readonly config: Pick<
+    ResolvedTokenServiceConfig,
+    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'authorization' | 'admin' | 'adminAudience'
+  >;
   readonly store: Pick<Store, 'getAuthorizationCode' | 'redeemAuthorizationCode'>;
   readonly feed: Pick<RevocationFeed, 'catchUp'>;
   readonly tokens: Pick<AccessTokens, 'signSoon'>;
@@ -69,6 +72,10 @@ export async function authorizationCode(
     if (namesTarget(req.params)) {
       audiences = targets(req.params, new Set(record.audiences));
     }
+    // The authorization endpoint approves the admin scope for the admin audience alone; a code
+    // approved otherwise (by an older version) is refused before it is spent, not redeemed into a
+    // token another resource server could replay at the admin API.
+    confineAdminScope(record.scopes, audiences, record.scopes, adminTarget(ctx.config));
   }
   const grantId = newGrantId();
   const grantExp = now + ctx.config.authorization.grant_ttl;

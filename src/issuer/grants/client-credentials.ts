@@ -8,11 +8,11 @@ import type { ResolvedTokenServiceConfig } from '../../config/token-service-sche
 import type { AccessTokens } from '../access-tokens.ts';
 import type { CompiledClient } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, type OAuthRequest, requireGrantType, type TokenResponse } from '../context.ts';
-import { narrowScopes, param, parseScope, targets } from '../params.ts';
+import { adminTarget, confineAdminScope, narrowScopes, param, parseScope, targetsFor } from '../params.ts';
 import type { StandingGrants } from './standing.ts';
 
 export interface ClientCredentialsContext extends BaseContext {
-  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl'>;
+  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'admin' | 'adminAudience'>;
   readonly tokens: Pick<AccessTokens, 'signSoon'>;
   readonly standing: Pick<StandingGrants, 'get'>;
 }
@@ -25,8 +25,14 @@ export async function clientCredentials(
 ): Promise<TokenResponse> {
   requireGrantType(client, 'client_credentials');
   const requested = parseScope(param(req.params, 'scope'));
-  const scopes = requested ? narrowScopes(requested, [client.scopes]) : client.record.scopes;
-  const audiences = targets(req.params, client.audiences);
+  const admin = adminTarget(ctx.config);
+  const audiences = targetsFor(req.params, client.audiences, requested, admin);
+  const scopes = confineAdminScope(
+    requested ? narrowScopes(requested, [client.scopes]) : client.record.scopes,
+    audiences,
+    requested,
+    admin,
+  );
   const now = ctx.now();
   const ttl = accessTokenTtl(ctx.config, client);
   const grantId = await ctx.standing.get(client, scopes, audiences, now, ttl);

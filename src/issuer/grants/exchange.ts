@@ -24,7 +24,7 @@ import {
   requireGrantType,
   type TokenResponse,
 } from '../context.ts';
-import { covers, narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import { adminTarget, confineAdminScope, covers, narrowScopes, param, parseScope, required, targetsFor } from '../params.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256 } from '../secrets.ts';
 
 /** The RFC 8693 token exchange grant type. */
@@ -38,7 +38,7 @@ export interface ExchangeContext extends BaseContext {
   readonly issuer: string;
   readonly config: Pick<
     ResolvedTokenServiceConfig,
-    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'max_chain_depth' | 'admin'
+    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'max_chain_depth' | 'admin' | 'adminAudience'
   >;
   readonly store: Pick<Store, 'createGrant' | 'createRefreshToken'>;
   readonly scopes: ScopeModel;
@@ -202,7 +202,7 @@ export async function exchange(
     actor = actorParty;
   }
   const requested = parseScope(param(p, 'scope'));
-  const audiences = targets(p, client.audiences);
+  const audiences = targetsFor(p, client.audiences, requested, adminTarget(ctx.config));
   // The audience only narrows, unless the client is registered to re-target (exchange.retarget_audiences).
   if (subject.ownAudiences !== undefined && !client.record.exchangeRetargetAudiences) {
     for (const a of audiences) if (!subject.ownAudiences.includes(a)) throw new OAuthError('target_exceeds_subject');
@@ -283,9 +283,12 @@ async function delegate(
   // The admin scope only by name, as for clients: a subject holding `*` never held it, so an
   // admin-capable client acting for that subject gets no admin token in the subject's name.
   const subjectScopes = withoutUnnamed(ctx.scopes.expand(subject.scopes), subject.scopes, ctx.config.admin.scope);
-  const scopes = spec.requested
-    ? narrowScopes(spec.requested, [subjectScopes, client.scopes])
-    : subject.scopes.filter((s) => covers(client.scopes, s));
+  const scopes = confineAdminScope(
+    spec.requested ? narrowScopes(spec.requested, [subjectScopes, client.scopes]) : subject.scopes.filter((s) => covers(client.scopes, s)),
+    spec.audiences,
+    spec.requested,
+    adminTarget(ctx.config),
+  );
   const grantExp = subject.exp;
   const exp = Math.min(now + spec.ttl, grantExp);
   if (exp <= now) throw new OAuthError('subject_token_invalid');

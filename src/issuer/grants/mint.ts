@@ -12,12 +12,12 @@ import type { GrantRecord, Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import type { ClientRegistry } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, newGrantId, type TokenResponse } from '../context.ts';
-import { narrowScopes, targets } from '../params.ts';
+import { adminTarget, confineAdminScope, narrowScopes, targetsFor } from '../params.ts';
 import type { StandingGrants } from './standing.ts';
 
 export interface MintContext extends BaseContext {
   readonly issuer: string;
-  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl'>;
+  readonly config: Pick<ResolvedTokenServiceConfig, 'access_token_ttl' | 'max_access_token_ttl' | 'admin' | 'adminAudience'>;
   readonly store: Pick<Store, 'createGrant'>;
   readonly clients: Pick<ClientRegistry, 'get'>;
   readonly tokens: Pick<AccessTokens, 'signSoon'>;
@@ -39,10 +39,17 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
   const client = await ctx.clients.get(options.clientId);
   if (client === undefined) throw new OAuthError('client_unknown');
   if (client.record.disabled) throw new OAuthError('client_disabled');
-  const scopes = options.scopes?.length ? narrowScopes(options.scopes, [client.scopes]) : client.record.scopes;
+  const requested = options.scopes?.length ? options.scopes : undefined;
   const params = new URLSearchParams();
   for (const a of options.audiences ?? []) params.append('audience', a);
-  const audiences = targets(params, client.audiences);
+  const admin = adminTarget(ctx.config);
+  const audiences = targetsFor(params, client.audiences, requested, admin);
+  const scopes = confineAdminScope(
+    requested ? narrowScopes(requested, [client.scopes]) : client.record.scopes,
+    audiences,
+    requested,
+    admin,
+  );
   const now = ctx.now();
   const ttl = Math.min(options.ttl ?? accessTokenTtl(ctx.config, client), ctx.config.max_access_token_ttl);
   let grantId: string;

@@ -12,14 +12,14 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import { adminTarget, confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
 export interface RefreshContext extends BaseContext {
   readonly config: Pick<
     ResolvedTokenServiceConfig,
-    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'refresh_reuse_grace' | 'admin'
+    'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'refresh_reuse_grace' | 'admin' | 'adminAudience'
   >;
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'rotateRefreshToken'>;
   readonly scopes: ScopeModel;
@@ -46,6 +46,7 @@ export async function refresh(
   // rotation, which detects the reuse whatever else the request says.
   let scopes: readonly string[] | undefined;
   let audiences: readonly string[] | undefined;
+  const admin = adminTarget(ctx.config);
   if (record.rotatedAt === null && record.revokedAt === null) {
     const grant = await ctx.store.getGrant(record.grantId);
     if (grant === undefined) throw new OAuthError('refresh_token_invalid');
@@ -53,8 +54,13 @@ export async function refresh(
     // RFC 6749 §6: the new access token's scope may narrow, never widen; a grant of `*` never
     // held the admin scope, which is granted by name only.
     const held = withoutUnnamed(ctx.scopes.expand(grant.scopes), grant.scopes, ctx.config.admin.scope);
-    scopes = requested ? narrowScopes(requested, [held, client.scopes]) : grant.scopes;
-    audiences = namesTarget(req.params) ? targets(req.params, new Set(grant.audiences)) : grant.audiences;
+    audiences = namesTarget(req.params)
+      ? targets(req.params, new Set(grant.audiences))
+      : // Named without a target, the admin scope narrows the token to the admin audience alone.
+        requested?.includes(admin.scope) && grant.audiences.includes(admin.audience)
+        ? [admin.audience]
+        : grant.audiences;
+    scopes = confineAdminScope(requested ? narrowScopes(requested, [held, client.scopes]) : grant.scopes, audiences, requested, admin);
   }
   const next = randomSecret(REFRESH_TOKEN_PREFIX);
   const rotation = await ctx.store.rotateRefreshToken(hash, {
@@ -88,7 +94,9 @@ export async function refresh(
   const { grant } = rotation;
   const ttl = accessTokenTtl(ctx.config, client);
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
-  const granted = scopes ?? grant.scopes;
+  // A token rotated within the grace period gets the grant's own scopes and audiences, with the
+  // admin scope only for the admin audience alone, as any default-scoped token.
+  const granted = scopes ?? confineAdminScope(grant.scopes, grant.audiences, undefined, admin);
   const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,
