@@ -125,14 +125,21 @@ async function startNode(file: string, env: Record<string, string>): Promise<{ p
   children.push(child);
   return new Promise((resolve, reject) => {
     let out = '';
+    // The child's first line naming its port; log lines before it (a config warning) are skipped.
     child.stdout?.on('data', (d) => {
       out += d.toString();
-      const line = out.split('\n')[0];
-      if (out.includes('\n') && line) {
+      const lines = out.split('\n');
+      for (const line of lines.slice(0, -1)) {
+        let port: unknown;
         try {
-          resolve({ port: (JSON.parse(line) as { port: number }).port, pid: child.pid as number });
+          port = (JSON.parse(line) as { port?: unknown }).port;
         } catch (e) {
           reject(e);
+          return;
+        }
+        if (typeof port === 'number') {
+          resolve({ port, pid: child.pid as number });
+          return;
         }
       }
     });
