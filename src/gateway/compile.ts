@@ -331,6 +331,54 @@ function operationsPathWarnings(gateway: GatewayConfig, scopes: ScopeModel): str
 }
 
 /**
+ * Whether every path `spec` (a `path_prefix`, or a `path` pattern) lets through is `base` or below it:
+ * its first segments are `base`'s, literally (no `*` or `:name` among them for a pattern).
+ */
+function withinPath(spec: string, base: string, pattern: boolean, caseInsensitive: boolean): boolean {
+  const fold = (v: string) => (caseInsensitive ? v.toLowerCase() : v);
+  const want = base.split('/');
+  const have = spec.split('/').slice(0, want.length);
+  if (have.length < want.length) return false;
+  if (pattern && have.some((seg) => seg.includes('*') || seg.startsWith(':'))) return false;
+  return fold(have.join('/')) === fold(want.join('/'));
+}
+
+/**
+ * A warning for each route whose match takes the forward-auth endpoint (when enabled): the gateway
+ * answers `gateway.forward_auth.path` and every path below it (Envoy's ext_authz sends
+ * `<path>/<original path>`) before any route, as sent, so the route's upstream never gets them.
+ * Named like the operations paths: the route that would get the path, not one after a catch-all.
+ */
+function forwardAuthPathWarnings(gateway: GatewayConfig, scopes: ScopeModel): string[] {
+  const fa = gateway.forward_auth;
+  if (!fa.enabled) return [];
+  const warnings: string[] = [];
+  for (const r of gateway.routes) {
+    const { path_prefix: prefix, path } = r.match;
+    const ci = r.case_insensitive_paths;
+    const matches = compileMatcher({ path_prefix: prefix, path }, scopes, '', [], ci);
+    const below =
+      (prefix !== undefined && withinPath(prefix, fa.path, false, ci)) || (path !== undefined && withinPath(path, fa.path, true, ci));
+    const exact = matches('', fa.path, 'GET');
+    if (!exact && !below) continue;
+    const match =
+      prefix !== undefined
+        ? `path_prefix ${JSON.stringify(prefix)}`
+        : path !== undefined
+          ? `path ${JSON.stringify(path)}`
+          : 'no path_prefix or path: every path';
+    const what = exact ? fa.path : `paths below ${fa.path}`;
+    warnings.push(
+      `route ${r.id}: its match (${match}) covers ${what} (gateway.forward_auth.path), which the gateway answers itself before any route, with every path below it, while forward-auth is enabled, so such a request never reaches ${new URL(r.upstream.url).origin}; if the upstream must answer it, move gateway.forward_auth.path to a path the upstream does not use, else those paths stay the gateway's`,
+    );
+    // A later route gets nothing at or below the path once one for every host, method and path
+    // below it has taken it.
+    if (r.match.host === undefined && r.match.methods === undefined && path === undefined && (prefix === undefined || exact)) break;
+  }
+  return warnings;
+}
+
+/**
  * Compile `config` into a gateway state; on a reload, `previous` is the state it replaces (whose
  * routes' rate-limit buckets carry over).
  *
@@ -511,7 +559,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     });
   }
 
-  warnings.push(...operationsPathWarnings(gateway, scopes));
+  warnings.push(...operationsPathWarnings(gateway, scopes), ...forwardAuthPathWarnings(gateway, scopes));
   const forwardAuthPeers = peerList(gateway.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', found);
   const trustedProxies = peerList(gateway.trust_proxy, 'gateway.trust_proxy', found);
   const metricsPeers = peerList(gateway.operations.metrics_allowed_peers, 'gateway.operations.metrics_allowed_peers', found);
