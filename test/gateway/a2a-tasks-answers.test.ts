@@ -416,6 +416,45 @@ describe('gateway: A2A answers the gateway must read for their tasks (bind_tasks
     assert.equal((await requestEvents(gw)).at(-1)?.detail?.upstream_error, 'answer_ambiguous');
   });
 
+  it('attack: an event stream whose first chunk is part of a BOM (relayed as it came): the connection is cut, no error event written after those bytes (a WHATWG client would read it as an unknown field), audited answer_ambiguous', async () => {
+    const context = `c-${randomUUID()}`;
+    for (const partial of [[0xef], [0xef, 0xbb]]) {
+      answer = (call, res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        // Nothing to decide yet: relayed as it comes.
+        res.write(Buffer.from(partial));
+        setTimeout(() => res.end(`data: ${resultOf(call, taskOf(`t-${randomUUID()}`, context))}\n\n`), 50);
+      };
+      const res = await post(alice, rpc('message/stream', message()));
+      assert.equal(res.status, 200);
+      const received: Buffer[] = [];
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      let cut = false;
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          received.push(Buffer.from(value));
+        }
+      } catch {
+        cut = true;
+      }
+      // What an A2A client's pipeline (TextDecoderStream, then eventsource-parser) reads of it.
+      const { EventSourceParserStream } = await import('eventsource-parser/stream');
+      const parsed = new Blob([Buffer.concat(received)])
+        .stream()
+        .pipeThrough(new TextDecoderStream())
+        .pipeThrough(new EventSourceParserStream());
+      const events: string[] = [];
+      for await (const e of parsed) events.push(e.data);
+      const label = Buffer.from(partial).toString('hex');
+      assert.equal(cut, true, label);
+      assert.deepEqual(events, [], label);
+      assert.doesNotMatch(Buffer.concat(received).toString('latin1'), new RegExp(`${context}|error`), label);
+      assert.equal((await requestEvents(gw)).at(-1)?.detail?.upstream_error, 'answer_ambiguous', label);
+    }
+  });
+
   it('SSE event spelling result twice (`result` and `Result`): the stream ends before that event with a JSON-RPC -32006 error event echoing the id, audited answer_ambiguous', async () => {
     const context = `c-${randomUUID()}`;
     const first = `t-${randomUUID()}`;

@@ -49,10 +49,11 @@ export class SseDataReader {
   /**
    * The chunks pushed so far end between two events: no line begun, no field since the last
    * empty line (comments aside). An event written now is dispatched by a client as it is, not
-   * merged into one the stream left unfinished.
+   * merged into one the stream left unfinished. Not after part of a BOM: a client would read the
+   * event's first line with those bytes before it, as an unknown field.
    */
   get betweenEvents(): boolean {
-    return this.#line.length === 0 && !this.#fields;
+    return this.#line.length === 0 && !this.#fields && (this.#opened || this.#bom === 0 || this.#bom === 3);
   }
 
   /** The data of every event completed in `chunk`. */

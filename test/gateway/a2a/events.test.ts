@@ -47,6 +47,22 @@ describe('SseDataReader', () => {
     }
   });
 
+  it('betweenEvents: not after part of a BOM opening the stream (an event written then would be read after those bytes), again after a whole one', () => {
+    for (const [bytes, between] of [
+      [[0xef], false],
+      [[0xef, 0xbb], false],
+      [[0xef, 0xbb, 0xbf], true],
+    ] as const) {
+      const r = new SseDataReader();
+      r.push(Buffer.from(bytes));
+      assert.equal(r.betweenEvents, between, Buffer.from(bytes).toString('hex'));
+    }
+    const split = new SseDataReader();
+    split.push(Buffer.from([0xef]));
+    split.push(Buffer.from([0xbb, 0xbf]));
+    assert.equal(split.betweenEvents, true, 'the BOM completed');
+  });
+
   /** Every event's data of `stream` fed in chunks of `size` bytes, and whether the reader found it ambiguous. */
   const read = (stream: Buffer, size: number) => {
     const reader = new SseDataReader();
