@@ -79,7 +79,7 @@ import {
 } from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
-import { ToolsListInvalid, toolsListError } from './mcp/tools-list.ts';
+import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
 import { GatewayMetrics, NO_ROUTE } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import { peerAllowed } from './peers.ts';
@@ -624,16 +624,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const e = new TesseraError(f.code);
     x.reason = f.code;
     x.status = e.status;
-    if (!res.headersSent && !res.destroyed) {
-      if (rpcId === undefined) {
-        const d = renderDeny(e, state.challenges, x.requestId);
-        res.writeHead(d.status, d.headers).end(d.body);
-      } else {
-        const body = rpcErrorBody(upstreamRpcCode(f.code), e.description, rpcId);
-        const headers = rpcErrorHeaders(x, body);
-        if (closing) headers.connection = 'close';
-        res.writeHead(e.status, headers).end(body);
-      }
+    if (rpcId !== undefined) writeRpcError(x, res, e.status, upstreamRpcCode(f.code), e.description, rpcId);
+    else if (!res.headersSent && !res.destroyed) {
+      const d = renderDeny(e, state.challenges, x.requestId);
+      res.writeHead(d.status, d.headers).end(d.body);
     }
     finish(x);
   }
@@ -716,24 +710,33 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     servePublicJson(x, res, JSON.stringify(metadataDocument(route.mcp as CompiledMcp, baseOf(s, req))), 300, vary);
   }
 
-  /** The head of a JSON-RPC error answer the gateway writes itself (`body`: its JSON). */
-  function rpcErrorHeaders(x: Exchange, body: string): Record<string, string> {
-    return {
+  /** A JSON-RPC error answer the gateway writes itself: `status`, JSON-RPC `code`, `message`, the call's `id`. */
+  function writeRpcError(
+    x: Exchange,
+    res: ServerResponse,
+    status: number,
+    code: number,
+    message: string,
+    id: string | number | null,
+    close = false,
+  ): void {
+    if (res.headersSent || res.destroyed) return;
+    const body = rpcErrorBody(code, message, id);
+    const headers: Record<string, string> = {
       'content-type': 'application/json',
       'cache-control': 'no-store',
       'content-length': String(Buffer.byteLength(body)),
       'x-request-id': x.requestId,
     };
+    if (close || closing) headers.connection = 'close';
+    res.writeHead(status, headers).end(body);
   }
 
   /** A refusal about the JSON-RPC message or session, answered as a JSON-RPC error (no challenge:
    * it is not about the token). */
   function denyRpc(x: Exchange, res: ServerResponse, error: TesseraError, rpc: number, id: string | number | null, close = false): void {
     const d = denyRendering(x, error, () => []);
-    const body = rpcErrorBody(rpc, error.description, id);
-    const headers = rpcErrorHeaders(x, body);
-    if (close || closing) headers.connection = 'close';
-    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, headers).end(body);
+    writeRpcError(x, res, d.status, rpc, error.description, id, close);
     finish(x);
   }
 
@@ -1216,16 +1219,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     x.decision = 'deny';
     x.reason = 'internal_error';
     x.status = 500;
-    if (!res.headersSent && !res.destroyed) {
-      if (rpcId === undefined) {
-        res.writeHead(500, { 'content-type': 'application/json', 'x-request-id': x.requestId });
-        res.end('{"error":"server_error"}');
-      } else {
-        const body = rpcErrorBody(RPC_INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, rpcId);
-        const headers = rpcErrorHeaders(x, body);
-        if (closing) headers.connection = 'close';
-        res.writeHead(500, headers).end(body);
-      }
+    if (rpcId !== undefined) writeRpcError(x, res, 500, RPC_INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, rpcId);
+    else if (!res.headersSent && !res.destroyed) {
+      res.writeHead(500, { 'content-type': 'application/json', 'x-request-id': x.requestId });
+      res.end('{"error":"server_error"}');
     }
     finish(x);
   }
@@ -1455,10 +1452,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       } else if (error instanceof ToolsListInvalid && !res.destroyed) {
         // A JSON-RPC error, as the caller's client reads one, echoing the request's id; nothing of the upstream's answer.
         toolsListInvalid(x, route, res.headersSent);
-        const body = toolsListError(this.toolsListId ?? null);
         x.reason = 'mcp_tools_list_invalid';
         x.status = 502;
-        if (!res.headersSent) res.writeHead(502, rpcErrorHeaders(x, body)).end(body);
+        writeRpcError(x, res, 502, RPC_SERVER_ERROR, TOOLS_LIST_ERROR_MESSAGE, this.toolsListId ?? null);
         finish(x);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.

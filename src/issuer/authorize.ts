@@ -18,7 +18,7 @@ import { isWildcard } from '../core/scopes.ts';
 import type { Store } from '../store/contract.ts';
 import { type ClientRegistry, type CompiledClient, DYNAMIC_CLIENT_ID_PREFIX } from './clients.ts';
 import type { BaseContext } from './context.ts';
-import { adminTarget, confineAdminScope, covers, param, parseScope, targetsFor } from './params.ts';
+import { confineAdminScope, covers, param, parseScope, targetsFor } from './params.ts';
 import { isS256Challenge } from './pkce.ts';
 import { isLoopbackRedirectUri, matchRedirectUri, redirectUriProblem } from './redirect-uris.ts';
 import { randomSecret, sha256, tokenHash } from './secrets.ts';
@@ -146,7 +146,7 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
       scopes = wanted.filter((s) => covers(client.scopes, s));
       if (scopes.length === 0) throw new OAuthError('scope_not_allowed');
     } else scopes = client.record.scopes.filter((s) => !isWildcard(s));
-    const admin = adminTarget(ctx.config);
+    const admin = ctx.config;
     // What is asked for by name: the request's scopes the client holds.
     const named = wanted ? scopes : undefined;
     audiences = targetsFor(params, client.audiences, named, admin);

@@ -89,15 +89,10 @@ export function targets(params: URLSearchParams, allowed: ReadonlySet<string> | 
   return [...requested];
 }
 
-/** The admin scope and the one audience a token carrying it may have (`token_service.admin`). */
+/** The admin scope and the one audience a token carrying it may have: the resolved configuration's. */
 export interface AdminTarget {
-  readonly scope: string;
-  readonly audience: string;
-}
-
-/** The admin scope and audience of a resolved configuration. */
-export function adminTarget(config: { readonly admin: { readonly scope: string }; readonly adminAudience: string }): AdminTarget {
-  return { scope: config.admin.scope, audience: config.adminAudience };
+  readonly admin: { readonly scope: string };
+  readonly adminAudience: string;
 }
 
 /**
@@ -111,9 +106,9 @@ export function targetsFor(
   requested: readonly string[] | undefined,
   admin: AdminTarget,
 ): string[] {
-  if (!namesTarget(params) && requested?.includes(admin.scope)) {
-    const has = allowed instanceof Set ? allowed.has(admin.audience) : (allowed as readonly string[]).includes(admin.audience);
-    if (has) return [admin.audience];
+  if (!namesTarget(params) && requested?.includes(admin.admin.scope)) {
+    const has = allowed instanceof Set ? allowed.has(admin.adminAudience) : (allowed as readonly string[]).includes(admin.adminAudience);
+    if (has) return [admin.adminAudience];
   }
   return targets(params, allowed);
 }
@@ -131,8 +126,9 @@ export function confineAdminScope(
   requested: readonly string[] | undefined,
   admin: AdminTarget,
 ): readonly string[] {
-  if (!scopes.includes(admin.scope)) return scopes;
-  if (audiences.length > 0 && audiences.every((a) => a === admin.audience)) return scopes;
-  if (requested?.includes(admin.scope)) throw new OAuthError('target_admin_shared');
-  return scopes.filter((s) => s !== admin.scope);
+  const scope = admin.admin.scope;
+  if (!scopes.includes(scope)) return scopes;
+  if (audiences.length > 0 && audiences.every((a) => a === admin.adminAudience)) return scopes;
+  if (requested?.includes(scope)) throw new OAuthError('target_admin_shared');
+  return scopes.filter((s) => s !== scope);
 }

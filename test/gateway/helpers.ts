@@ -376,3 +376,20 @@ export function capturedLog(): { lines: Record<string, unknown>[]; logger: pino.
   });
   return { lines, logger: pino({ level: 'info' }, stream) };
 }
+
+/** The message of every refused upstream answer and upstream failure: nothing of the upstream's own. */
+export const UPSTREAM_UNAVAILABLE = 'The upstream service is unavailable.';
+
+/**
+ * A refusal answered as the JSON-RPC error an A2A or MCP client reads: `status`, `Content-Type:
+ * application/json`, no challenge, and a JSON-RPC 2.0 error response echoing the call's `id`.
+ */
+export async function assertRpcError(
+  res: Response,
+  expected: { status: number; id: string | number | null; code: number; message: string },
+): Promise<void> {
+  assert.equal(res.status, expected.status);
+  assert.equal(res.headers.get('content-type'), 'application/json');
+  assert.equal(res.headers.get('www-authenticate'), null);
+  assert.deepEqual(await res.json(), { jsonrpc: '2.0', id: expected.id, error: { code: expected.code, message: expected.message } });
+}

@@ -15,7 +15,7 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import type { CompiledClient } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, newGrantId, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { adminTarget, confineAdminScope, namesTarget, param, required, targets } from '../params.ts';
+import { confineAdminScope, namesTarget, param, required, targets } from '../params.ts';
 import { isVerifier, verifierMatches } from '../pkce.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
@@ -75,7 +75,7 @@ export async function authorizationCode(
     // The authorization endpoint approves the admin scope for the admin audience alone; a code
     // approved otherwise (by an older version) is refused before it is spent, not redeemed into a
     // token another resource server could replay at the admin API.
-    confineAdminScope(record.scopes, audiences, record.scopes, adminTarget(ctx.config));
+    confineAdminScope(record.scopes, audiences, record.scopes, ctx.config);
   }
   const grantId = newGrantId();
   const grantExp = now + ctx.config.authorization.grant_ttl;

@@ -8,7 +8,7 @@ import type { ResolvedTokenServiceConfig } from '../../config/token-service-sche
 import type { AccessTokens } from '../access-tokens.ts';
 import type { CompiledClient } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, type OAuthRequest, requireGrantType, type TokenResponse } from '../context.ts';
-import { adminTarget, confineAdminScope, narrowScopes, param, parseScope, targetsFor } from '../params.ts';
+import { confineAdminScope, narrowScopes, param, parseScope, targetsFor } from '../params.ts';
 import type { StandingGrants } from './standing.ts';
 
 export interface ClientCredentialsContext extends BaseContext {
@@ -25,7 +25,7 @@ export async function clientCredentials(
 ): Promise<TokenResponse> {
   requireGrantType(client, 'client_credentials');
   const requested = parseScope(param(req.params, 'scope'));
-  const admin = adminTarget(ctx.config);
+  const admin = ctx.config;
   const audiences = targetsFor(req.params, client.audiences, requested, admin);
   const scopes = confineAdminScope(
     requested ? narrowScopes(requested, [client.scopes]) : client.record.scopes,

@@ -24,7 +24,7 @@ import {
   requireGrantType,
   type TokenResponse,
 } from '../context.ts';
-import { adminTarget, confineAdminScope, covers, narrowScopes, param, parseScope, required, targetsFor } from '../params.ts';
+import { confineAdminScope, covers, narrowScopes, param, parseScope, required, targetsFor } from '../params.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256 } from '../secrets.ts';
 
 /** The RFC 8693 token exchange grant type. */
@@ -202,7 +202,7 @@ export async function exchange(
     actor = actorParty;
   }
   const requested = parseScope(param(p, 'scope'));
-  const audiences = targetsFor(p, client.audiences, requested, adminTarget(ctx.config));
+  const audiences = targetsFor(p, client.audiences, requested, ctx.config);
   // The audience only narrows, unless the client is registered to re-target (exchange.retarget_audiences).
   if (subject.ownAudiences !== undefined && !client.record.exchangeRetargetAudiences) {
     for (const a of audiences) if (!subject.ownAudiences.includes(a)) throw new OAuthError('target_exceeds_subject');
@@ -287,7 +287,7 @@ async function delegate(
     spec.requested ? narrowScopes(spec.requested, [subjectScopes, client.scopes]) : subject.scopes.filter((s) => covers(client.scopes, s)),
     spec.audiences,
     spec.requested,
-    adminTarget(ctx.config),
+    ctx.config,
   );
   const grantExp = subject.exp;
   const exp = Math.min(now + spec.ttl, grantExp);

@@ -12,7 +12,7 @@ import type { GrantRecord, Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import type { ClientRegistry } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, newGrantId, type TokenResponse } from '../context.ts';
-import { adminTarget, confineAdminScope, narrowScopes, targetsFor } from '../params.ts';
+import { confineAdminScope, narrowScopes, targetsFor } from '../params.ts';
 import type { StandingGrants } from './standing.ts';
 
 export interface MintContext extends BaseContext {
@@ -42,7 +42,7 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
   const requested = options.scopes?.length ? options.scopes : undefined;
   const params = new URLSearchParams();
   for (const a of options.audiences ?? []) params.append('audience', a);
-  const admin = adminTarget(ctx.config);
+  const admin = ctx.config;
   const audiences = targetsFor(params, client.audiences, requested, admin);
   const scopes = confineAdminScope(
     requested ? narrowScopes(requested, [client.scopes]) : client.record.scopes,

@@ -12,7 +12,7 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { adminTarget, confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
@@ -46,7 +46,6 @@ export async function refresh(
   // rotation, which detects the reuse whatever else the request says.
   let scopes: readonly string[] | undefined;
   let audiences: readonly string[] | undefined;
-  const admin = adminTarget(ctx.config);
   if (record.rotatedAt === null && record.revokedAt === null) {
     const grant = await ctx.store.getGrant(record.grantId);
     if (grant === undefined) throw new OAuthError('refresh_token_invalid');
@@ -54,13 +53,14 @@ export async function refresh(
     // RFC 6749 §6: the new access token's scope may narrow, never widen; a grant of `*` never
     // held the admin scope, which is granted by name only.
     const held = withoutUnnamed(ctx.scopes.expand(grant.scopes), grant.scopes, ctx.config.admin.scope);
+    const { admin, adminAudience } = ctx.config;
     audiences = namesTarget(req.params)
       ? targets(req.params, new Set(grant.audiences))
       : // Named without a target, the admin scope narrows the token to the admin audience alone.
-        requested?.includes(admin.scope) && grant.audiences.includes(admin.audience)
-        ? [admin.audience]
+        requested?.includes(admin.scope) && grant.audiences.includes(adminAudience)
+        ? [adminAudience]
         : grant.audiences;
-    scopes = confineAdminScope(requested ? narrowScopes(requested, [held, client.scopes]) : grant.scopes, audiences, requested, admin);
+    scopes = confineAdminScope(requested ? narrowScopes(requested, [held, client.scopes]) : grant.scopes, audiences, requested, ctx.config);
   }
   const next = randomSecret(REFRESH_TOKEN_PREFIX);
   const rotation = await ctx.store.rotateRefreshToken(hash, {
@@ -96,7 +96,7 @@ export async function refresh(
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   // A token rotated within the grace period gets the grant's own scopes and audiences, with the
   // admin scope only for the admin audience alone, as any default-scoped token.
-  const granted = scopes ?? confineAdminScope(grant.scopes, grant.audiences, undefined, admin);
+  const granted = scopes ?? confineAdminScope(grant.scopes, grant.audiences, undefined, ctx.config);
   const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,

@@ -2,7 +2,6 @@
  * A2A gateway fixtures shared by the task-binding tests: an upstream agent on loopback, a gateway
  * binding tasks in front of it, two principals (Alice and Bob), and their JSON-RPC calls.
  */
-import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { startA2aGateway, startUpstream, type TestGateway, token, type Upstream, type UpstreamHandler } from '../helpers.ts';
 
@@ -51,19 +50,4 @@ export function userMessage(text: string, extra: Record<string, unknown> = {}) {
 // biome-ignore lint/suspicious/noExplicitAny: JSON-RPC answers under test
 export const json = async (res: Response): Promise<any> => res.json();
 
-/** The message of every refused upstream answer and upstream failure: nothing of the upstream's own. */
-export const UPSTREAM_UNAVAILABLE = 'The upstream service is unavailable.';
-
-/**
- * A refusal answered as the JSON-RPC error an A2A client reads: `status`, `Content-Type:
- * application/json`, no challenge, and a JSON-RPC 2.0 error response echoing the call's `id`.
- */
-export async function assertRpcError(
-  res: Response,
-  expected: { status: number; id: string | number | null; code: number; message: string },
-): Promise<void> {
-  assert.equal(res.status, expected.status);
-  assert.equal(res.headers.get('content-type'), 'application/json');
-  assert.equal(res.headers.get('www-authenticate'), null);
-  assert.deepEqual(await res.json(), { jsonrpc: '2.0', id: expected.id, error: { code: expected.code, message: expected.message } });
-}
+export { assertRpcError, UPSTREAM_UNAVAILABLE } from '../helpers.ts';

@@ -12,6 +12,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { UpstreamTokenIssuer } from '../../../src/core/ports.ts';
 import {
+  assertRpcError,
   mcpRoute,
   type RawUpstream,
   requestEvents,
@@ -19,19 +20,10 @@ import {
   startUpstream,
   type TestGateway,
   token,
+  UPSTREAM_UNAVAILABLE,
   type Upstream,
 } from '../helpers.ts';
 import { ACCEPT, RULES, startToolsGateway } from './helpers.ts';
-
-/** A refusal answered as a JSON-RPC error: `status`, JSON, no challenge, the call's `id` echoed. */
-async function assertRpcError(res: Response, expected: { status: number; id: string | number | null; code: number; message: string }) {
-  assert.equal(res.status, expected.status);
-  assert.equal(res.headers.get('content-type'), 'application/json');
-  assert.equal(res.headers.get('www-authenticate'), null);
-  assert.deepEqual(await res.json(), { jsonrpc: '2.0', id: expected.id, error: { code: expected.code, message: expected.message } });
-}
-
-const UNAVAILABLE = 'The upstream service is unavailable.';
 
 describe('gateway: MCP refusals after the JSON-RPC body is read are JSON-RPC errors', () => {
   let upstream: Upstream;
@@ -92,7 +84,7 @@ describe('gateway: MCP refusals after the JSON-RPC body is read are JSON-RPC err
 
   it('upstream down: 502 as a JSON-RPC -32603 error echoing the call id (a string or a number), audited upstream_unavailable', async () => {
     for (const id of [42, 'call-42']) {
-      await assertRpcError(await post('down', call(id)), { status: 502, id, code: -32603, message: UNAVAILABLE });
+      await assertRpcError(await post('down', call(id)), { status: 502, id, code: -32603, message: UPSTREAM_UNAVAILABLE });
       assert.equal(await lastReason(), 'upstream_unavailable');
     }
     // A notification has no id to echo: null.
@@ -100,7 +92,7 @@ describe('gateway: MCP refusals after the JSON-RPC body is read are JSON-RPC err
       status: 502,
       id: null,
       code: -32603,
-      message: UNAVAILABLE,
+      message: UPSTREAM_UNAVAILABLE,
     });
   });
 
