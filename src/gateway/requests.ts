@@ -313,7 +313,26 @@ export function subprotocolsCarrySecret(value: string | readonly string[], secre
 }
 
 function carriesSecret(entry: string, secrets: readonly string[]): boolean {
-  return secrets.some((secret) => secret !== '' && (entry === secret || (secret.length >= SECRET_INSIDE_MIN && entry.includes(secret))));
+  return secrets.some(
+    (secret) =>
+      secret !== '' &&
+      (entry === secret || (secret.length >= SECRET_INSIDE_MIN && (entry.includes(secret) || encodedInside(entry, secret)))),
+  );
+}
+
+/**
+ * A subprotocol can only hold token characters (RFC 6455 §4.1), so clients that put a credential
+ * in one encode it: Kubernetes' `base64url.bearer.authorization.k8s.io.<base64url(token)>` is the
+ * common form. True when a dot-separated segment of `entry`, read as base64 or base64url, holds
+ * `secret` (Buffer's decoder accepts both alphabets and ignores what is not base64).
+ */
+function encodedInside(entry: string, secret: string): boolean {
+  // Shorter segments cannot encode a secret of this length.
+  const min = Math.floor((secret.length * 4) / 3);
+  for (const segment of entry.split('.')) {
+    if (segment.length >= min && Buffer.from(segment, 'base64').toString('latin1').includes(secret)) return true;
+  }
+  return false;
 }
 
 export function upstreamHeaders(

@@ -136,6 +136,25 @@ describe('gateway: the upstream’s WebSocket handshake', () => {
     assert.equal(sent.includes(t.split('.')[2] as string), false);
   });
 
+  for (const [label, encode] of [
+    ['base64url', (v: string) => Buffer.from(v).toString('base64url')],
+    ['base64 without padding', (v: string) => Buffer.from(v).toString('base64').replace(/=+$/, '')],
+  ] as const) {
+    it(`token leak: a token offered ${label}-encoded in a subprotocol (Kubernetes' base64url.bearer.authorization.k8s.io.<token>) never reaches the upstream`, async () => {
+      const before = upstream.connections.length;
+      const encoded = encode(t);
+      const r = await rawHttp(
+        gw.url,
+        upgrade('/ws/chat', `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.${encoded}, chat\r\n`),
+        500,
+      );
+      assert.equal(status(r), 101, r);
+      const sent = upstream.connections[before] ?? '';
+      assert.match(sent, /\r\nsec-websocket-protocol: chat\r\n/i);
+      assert.equal(sent.includes(encoded.slice(0, 40)), false, 'the encoded caller token reached the upstream');
+    });
+  }
+
   it('token leak: a subprotocol list that held only the token is not sent at all', async () => {
     const before = upstream.connections.length;
     const r = await rawHttp(gw.url, upgrade('/ws/chat', `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: ${t}\r\n`), 500);
