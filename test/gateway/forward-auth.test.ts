@@ -1074,7 +1074,10 @@ describe('attack: a token offered as a WebSocket subprotocol beside Authorizatio
         ['bearer, <token>', `bearer, ${t}`],
         ['chat, access_token.<token>', `chat, access_token.${t}`],
         ['bearer, <upstream credential>', `bearer, ${UPSTREAM_TOKEN}`],
-        ['base64url.bearer.authorization.k8s.io.<base64url(token)>', `base64url.bearer.authorization.k8s.io.${Buffer.from(t).toString('base64url')}`],
+        [
+          'base64url.bearer.authorization.k8s.io.<base64url(token)>',
+          `base64url.bearer.authorization.k8s.io.${Buffer.from(t).toString('base64url')}`,
+        ],
       ] as const) {
         const res = await check(flavor, protocols);
         assert.equal(res.status, status, label);

@@ -145,7 +145,10 @@ describe('gateway: the upstream’s WebSocket handshake', () => {
       const encoded = encode(t);
       const r = await rawHttp(
         gw.url,
-        upgrade('/ws/chat', `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.${encoded}, chat\r\n`),
+        upgrade(
+          '/ws/chat',
+          `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Protocol: base64url.bearer.authorization.k8s.io.${encoded}, chat\r\n`,
+        ),
         500,
       );
       assert.equal(status(r), 101, r);
