@@ -163,6 +163,13 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_grant',
     description: 'The refresh token is invalid, expired, revoked or was issued to another client.',
   },
+  // A rotated token presented again within refresh_reuse_grace: refused, its family kept (a client
+  // retrying, or a thief racing it); a code of its own so the audit trail tells it from a bad token.
+  refresh_token_reused_in_grace: {
+    status: 400,
+    error: 'invalid_grant',
+    description: 'The refresh token is invalid, expired, revoked or was issued to another client.',
+  },
   // RFC 9449 §5: a public client's refresh token bound to a DPoP key, presented without a proof of it.
   refresh_token_proof_mismatch: {
     status: 400,

@@ -242,4 +242,36 @@ describe('the refresh race', () => {
       await graceful.close();
     }
   });
+
+  it('a rotated token presented again within the grace period (a retry, or a thief racing the client): audited as such, not as an unknown token', async () => {
+    const graceful = await startIssuer({ config: { token_service: { refresh_reuse_grace: '10s' } } });
+    try {
+      const c = await graceful.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] });
+      const subject = await graceful.service.mint({ clientId: 'agent', subject: 'bob', ttl: 3600 });
+      const ex = (await (
+        await graceful.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+          { authorization: basic(c.id, c.secret) },
+        )
+      ).json()) as Tokens;
+      const use = (rt: string) =>
+        graceful.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt }, { authorization: basic(c.id, c.secret) });
+      assert.equal((await use(ex.refresh_token)).status, 200);
+      const again = await use(ex.refresh_token);
+      const body = (await again.json()) as { error: string; error_description: string };
+      assert.equal(again.status, 400);
+      // The caller reads what any refused refresh token reads.
+      assert.equal(body.error, 'invalid_grant');
+      assert.equal(body.error_description, 'The refresh token is invalid, expired, revoked or was issued to another client.');
+      const unknown = await use(`trt_${'x'.repeat(43)}`);
+      assert.equal(unknown.status, 400);
+      await unknown.body?.cancel();
+      await graceful.service.audit.flush();
+      const denied = (await graceful.store.queryAudit({ limit: 1000 })).filter((e) => e.kind === 'token.denied').map((e) => e.reason);
+      assert.deepEqual(denied, ['refresh_token_reused_in_grace', 'refresh_token_invalid']);
+    } finally {
+      await graceful.close();
+    }
+  });
 });

@@ -90,6 +90,8 @@ export async function refresh(
     }
     throw new OAuthError('refresh_token_reused');
   }
+  // Within refresh_reuse_grace a reuse keeps the family, but is told apart from an unknown token.
+  if (rotation.status === 'grace') throw new OAuthError('refresh_token_reused_in_grace');
   if (rotation.status !== 'rotated') throw new OAuthError('refresh_token_invalid');
   const { grant } = rotation;
   const ttl = accessTokenTtl(ctx.config, client);
