@@ -44,9 +44,24 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
   // RFC 7009 §2.1: a public client may revoke its own tokens.
   const { client, token } = await openTokenRequest(ctx, req, 'revocation.denied', { allowPublic: true });
   const now = ctx.now();
+  // RFC 7009 §2.2: answered 200 all the same, but on record: another client's token in this
+  // client's hands was stolen or leaked, and a stream of unknown ones is someone probing.
+  const notRevoked = (reason: 'token_of_another_client' | 'inactive', delegationId?: string): void => {
+    ctx.emit({
+      kind: 'revocation.denied',
+      decision: 'deny',
+      reason,
+      client_id: client.id,
+      token_hash: tokenHash(token),
+      ...(delegationId !== undefined ? { delegation_id: delegationId } : {}),
+      ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
+      ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
+    });
+  };
   if (token.startsWith(REFRESH_TOKEN_PREFIX)) {
     const record = await ctx.store.getRefreshToken(sha256(token));
-    if (record === undefined || record.clientId !== client.id) return;
+    if (record === undefined) return notRevoked('inactive');
+    if (record.clientId !== client.id) return notRevoked('token_of_another_client', record.grantId);
     const revoked = await revokeGrants(ctx, { grantId: record.grantId }, 'refresh_token_revoked', client.id);
     ctx.emit({
       kind: 'token.revoked',
@@ -59,7 +74,8 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
     return;
   }
   const own = await ctx.tokens.verifyFresh(token);
-  if (own === undefined || own.clientId !== client.id || own.exp <= now) return;
+  if (own === undefined || own.exp <= now) return notRevoked('inactive');
+  if (own.clientId !== client.id) return notRevoked('token_of_another_client', own.grantId);
   await revokeJti(ctx, own, now);
   ctx.emit({
     kind: 'token.revoked',

@@ -145,6 +145,33 @@ describe('RFC 7009 revocation endpoint', () => {
     assert.equal(e?.reason, 'client_secret_mismatch');
     assert.doesNotMatch(JSON.stringify(e), /guessed-secret-value|probe-token-value/);
   });
+
+  it('attack: a client presenting another client’s refresh or access token (stolen) is answered 200 with nothing revoked, and is on record as revocation.denied token_of_another_client', async () => {
+    const { agent } = await chain();
+    const access = await cc('agent');
+    const last = async () => {
+      await issuer.service.audit.flush();
+      return (await issuer.store.queryAudit({ kinds: ['revocation.denied', 'token.revoked'], limit: 10_000 })).at(-1);
+    };
+    for (const token of [agent.refresh_token, access]) {
+      assert.equal((await issuer.post('/oauth2/revoke', { token }, auth('other'))).status, 200);
+      const e = await last();
+      assert.equal(e?.kind, 'revocation.denied');
+      assert.equal(e?.decision, 'deny');
+      assert.equal(e?.reason, 'token_of_another_client');
+      assert.equal(e?.client_id, 'other');
+      assert.ok(e?.token_hash, 'names the token by its hash');
+      assert.doesNotMatch(JSON.stringify(e), new RegExp(token.slice(-20)));
+    }
+    assert.equal(await valid(agent.access_token), true);
+    assert.equal(await valid(access), true);
+    // An unknown token revokes nothing either, and is on record as inactive.
+    assert.equal((await issuer.post('/oauth2/revoke', { token: 'no-such-token' }, auth('other'))).status, 200);
+    const e = await last();
+    assert.equal(e?.kind, 'revocation.denied');
+    assert.equal(e?.reason, 'inactive');
+    assert.equal(e?.client_id, 'other');
+  });
 });
 
 describe('grant revocation cascades', () => {
