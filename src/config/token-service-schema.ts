@@ -432,7 +432,10 @@ export const storeSchema = z
           .min(1)
           .optional()
           .meta({ description: 'Database file (default `<data_dir>/tessera.db`; relative to `data_dir`).' }),
-        busy_timeout: duration('How long a write waits for another process holding the lock.', 60).prefault('5s'),
+        busy_timeout: duration(
+          'How long a write waits for another process holding the lock (retried off the event loop: the server keeps answering meanwhile).',
+          60,
+        ).prefault('5s'),
       })
       .prefault({})
       .meta({ description: 'SQLite settings.' }),

@@ -313,4 +313,41 @@ describe('sqlite store specifics', () => {
     await writes.rememberConsent();
     await store.close();
   });
+
+  it('a write waiting for another process’s lock does not stall the event loop: timers run while it waits, and it goes through once the lock is released (a transaction, a group commit, a single-statement write)', async () => {
+    const path = join(dir, 'locked-wait.db');
+    const store = SqliteStore.open({ path, busyTimeoutMs: 3000 });
+    const client = clientRecord();
+    await store.createClient(client);
+    const now = 1_800_000_000;
+    const writes = {
+      appendRevocations: () => store.appendRevocations([{ kind: 'token', value: 'w', issuer: null, at: 1, expiresAt: 2_000_000_000 }]),
+      createGrant: () => store.createGrant(newGrant({ clientId: client.id }), now),
+      useOnce: () => store.useOnce('jti-wait', now + 60, now),
+    };
+    for (const [name, write] of Object.entries(writes)) {
+      const other = new DatabaseSync(path, { timeout: 0 });
+      other.exec('BEGIN IMMEDIATE');
+      // SQLite's own busy handler sleeps in this thread: no timer fires until the lock is released.
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      setTimeout(() => {
+        other.exec('COMMIT');
+        other.close();
+      }, 250);
+      try {
+        await write();
+      } finally {
+        clearInterval(timer);
+      }
+      assert.ok(ticks >= 5, `${name}: the event loop ran ${ticks} timer turns while the write waited for the lock`);
+    }
+    assert.equal(await writes.useOnce(), false, 'the single-statement write went through');
+    assert.equal(
+      (await store.revocationsSince(0, 1)).some((r) => r.value === 'w'),
+      true,
+      'the transaction committed',
+    );
+    await store.close();
+  });
 });

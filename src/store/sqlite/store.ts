@@ -2,7 +2,7 @@
  * The embedded store: one SQLite file through `node:sqlite`, in WAL mode (readers never block the
  * writer; `synchronous=NORMAL` makes a commit an append to the WAL without an fsync, durable at
  * the next checkpoint and always consistent), with a busy timeout so the CLI and a running server
- * can share the file, versioned migrations, and `BEGIN IMMEDIATE` transactions for every write that
+ * can share the file (waited out with timers, not in SQLite's busy handler), versioned migrations, and `BEGIN IMMEDIATE` transactions for every write that
  * spans rows.
  *
  * `node:sqlite` is synchronous: inside one process each method runs to completion before another
@@ -97,10 +97,13 @@ function isConstraintError(e: unknown): boolean {
  * another server) held the write lock past the busy timeout (SQLITE_BUSY, SQLITE_LOCKED).
  */
 function busy(e: unknown): unknown {
+  return isBusy(e) ? new StoreUnavailableError('store_busy', 'the SQLite store is locked by another process', { cause: e }) : e;
+}
+
+function isBusy(e: unknown): boolean {
+  // The primary result code: extended codes (SQLITE_BUSY_SNAPSHOT, …) carry it in the low byte.
   const code = (e as { errcode?: unknown })?.errcode;
-  return code === 5 || code === 6
-    ? new StoreUnavailableError('store_busy', 'the SQLite store is locked by another process', { cause: e })
-    : e;
+  return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6);
 }
 
 // The subtree of the seed grants, by parent links. UNION (not UNION ALL) removes duplicates when
@@ -127,6 +130,7 @@ export class SqliteStore implements Store {
   readonly #statements = new Map<string, StatementSync>();
   readonly #failpoint: string | undefined;
   readonly #prune: { readonly batch: number; readonly budget: number };
+  readonly #busyTimeoutMs: number;
   #grantQueue: {
     g: NewGrant;
     now: number;
@@ -135,8 +139,9 @@ export class SqliteStore implements Store {
     reject: (e: unknown) => void;
   }[] = [];
 
-  private constructor(db: DatabaseSync, failpoint: string | undefined, prune: PruneTuning) {
+  private constructor(db: DatabaseSync, failpoint: string | undefined, prune: PruneTuning, busyTimeoutMs: number) {
     this.#db = db;
+    this.#busyTimeoutMs = busyTimeoutMs;
     this.#failpoint = failpoint;
     this.#prune = pruneTuning(prune);
   }
@@ -144,14 +149,20 @@ export class SqliteStore implements Store {
   /** Open (creating when absent) and migrate the database. */
   static open(options: SqliteStoreOptions): SqliteStore {
     const fresh = options.path !== ':memory:' && !existsSync(options.path);
-    const db = new DatabaseSync(options.path, { timeout: options.busyTimeoutMs ?? 5000, defensive: true });
+    const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    const db = new DatabaseSync(options.path, { timeout: busyTimeoutMs, defensive: true });
     // The file holds sealed keys and secret hashes: owner-only, like the master key.
     if (fresh) chmodSync(options.path, 0o600);
     db.exec('PRAGMA journal_mode = WAL');
     db.exec('PRAGMA synchronous = NORMAL');
     db.exec('PRAGMA foreign_keys = OFF');
-    const store = new SqliteStore(db, options.failpoint ?? process.env.TESSERA_FAILPOINT, options);
+    const store = new SqliteStore(db, options.failpoint ?? process.env.TESSERA_FAILPOINT, options, busyTimeoutMs);
     store.#migrate();
+    // From here on a write that finds the lock taken waits in #tx, off the event loop: SQLite's own
+    // busy handler sleeps in the calling thread, which would stall every request of this process
+    // (health checks and cached verifications included) while a CLI command or another server
+    // holds the lock. Opening and migrating may block: nothing is served yet.
+    db.exec('PRAGMA busy_timeout = 0');
     return store;
   }
 
@@ -170,7 +181,7 @@ export class SqliteStore implements Store {
     }
     for (const m of MIGRATIONS) {
       if (m.version <= current) continue;
-      this.#tx(() => {
+      this.#txNow(() => {
         // Another process may have migrated while this one waited for the lock.
         const done = this.#db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').get(m.version);
         if (done) return;
@@ -189,12 +200,54 @@ export class SqliteStore implements Store {
     return s;
   }
 
-  #tx<T>(fn: () => T): T {
+  /**
+   * `fn` inside a `BEGIN IMMEDIATE` transaction. While another process holds the write lock, the
+   * attempt is repeated after growing pauses (1 ms doubling to 50 ms, as SQLite's own busy handler
+   * does) for up to the busy timeout, yielding to the event loop in between; then `store_busy`.
+   */
+  async #tx<T>(fn: () => T): Promise<T> {
+    try {
+      // BEGIN and the body in one synchronous step: a turn of the event loop between them would
+      // let another call of this process start its transaction inside this one.
+      return await this.#unlocked(() => {
+        this.#db.exec('BEGIN IMMEDIATE');
+        return this.#inTx(fn);
+      });
+    } catch (e) {
+      throw busy(e);
+    }
+  }
+
+  /**
+   * `attempt` (a `BEGIN IMMEDIATE`, or one write in autocommit, which fails whole) run again after
+   * growing pauses while another process holds the write lock, up to the busy timeout. The error
+   * of the last attempt is thrown as it is.
+   */
+  async #unlocked<T>(attempt: () => T): Promise<T> {
+    const started = Date.now();
+    for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+      try {
+        return attempt();
+      } catch (e) {
+        const waited = Date.now() - started;
+        if (!isBusy(e) || waited >= this.#busyTimeoutMs) throw e;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(pause, this.#busyTimeoutMs - waited)));
+      }
+    }
+  }
+
+  /** {@link #tx} waiting in SQLite's busy handler, for opening: nothing is served yet. */
+  #txNow<T>(fn: () => T): T {
     try {
       this.#db.exec('BEGIN IMMEDIATE');
     } catch (e) {
       throw busy(e);
     }
+    return this.#inTx(fn);
+  }
+
+  /** `fn` inside the transaction just begun: committed, or rolled back when it throws. */
+  #inTx<T>(fn: () => T): T {
     try {
       const result = fn();
       this.#db.exec('COMMIT');
@@ -219,7 +272,7 @@ export class SqliteStore implements Store {
   async createClient(c: ClientRecord, options: { readonly limit?: ClientLimit } = {}): Promise<void> {
     const { limit } = options;
     try {
-      this.#tx(() => {
+      await this.#tx(() => {
         // Counted inside the write transaction: no other writer runs until it commits.
         if (limit !== undefined && this.#countIdPrefix(limit.idPrefix, limit.max) >= limit.max) {
           throw new StoreCapacityError('client_limit_reached', `${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
@@ -334,7 +387,7 @@ export class SqliteStore implements Store {
 
   async addSigningKey(k: SigningKeyRecord): Promise<void> {
     try {
-      this.#tx(() => {
+      await this.#tx(() => {
         this.#stmt(
           'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES (?, ?, ?, ?, ?, ?)',
         ).run(k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt);
@@ -390,10 +443,10 @@ export class SqliteStore implements Store {
   }
 
   readonly #flushGrantsNextTurn = (): void => {
-    setImmediate(() => this.#flushGrants());
+    setImmediate(() => void this.#flushGrants());
   };
 
-  #flushGrants(): void {
+  async #flushGrants(): Promise<void> {
     const batch = this.#grantQueue;
     this.#grantQueue = [];
     if (batch.length === 0) return;
@@ -402,7 +455,7 @@ export class SqliteStore implements Store {
     // and its inserts change no client and no existing grant.
     const seen: BatchReads = { clients: new Map(), parents: new Map() };
     try {
-      results = this.#tx(() =>
+      results = await this.#tx(() =>
         batch.map((item) => {
           try {
             return this.#insertGrant(item.g, item.now, seen, item.options);
@@ -592,10 +645,12 @@ export class SqliteStore implements Store {
     try {
       // Under a grant revoked since it was created (token exchange issues the token after the grant
       // commits), the token is stored revoked with it: the cascade that revoked the grant is over.
-      this.#stmt(
-        `INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt)
-         VALUES (?, ?, ?, ?, ?, ?, coalesce(?, (SELECT revoked_at FROM grants WHERE id = ?)), ?)`,
-      ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.grantId, t.jkt ?? null);
+      await this.#unlocked(() =>
+        this.#stmt(
+          `INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt)
+           VALUES (?, ?, ?, ?, ?, ?, coalesce(?, (SELECT revoked_at FROM grants WHERE id = ?)), ?)`,
+        ).run(t.hash, t.grantId, t.clientId, t.createdAt, t.expiresAt, t.rotatedAt, t.revokedAt, t.grantId, t.jkt ?? null),
+      );
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('refresh_token_exists', 'a refresh token with this hash exists');
       throw busy(e);
@@ -657,23 +712,25 @@ export class SqliteStore implements Store {
 
   async createAuthorizationCode(c: AuthorizationCodeRecord): Promise<void> {
     try {
-      this.#stmt(
-        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt)
+      await this.#unlocked(() =>
+        this.#stmt(
+          `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        c.hash,
-        c.clientId,
-        c.redirectUri,
-        c.codeChallenge,
-        c.subject,
-        c.issuer,
-        json(c.scopes),
-        json(c.audiences),
-        c.createdAt,
-        c.expiresAt,
-        c.consumedAt,
-        c.grantId,
-        c.jkt,
+        ).run(
+          c.hash,
+          c.clientId,
+          c.redirectUri,
+          c.codeChallenge,
+          c.subject,
+          c.issuer,
+          json(c.scopes),
+          json(c.audiences),
+          c.createdAt,
+          c.expiresAt,
+          c.consumedAt,
+          c.grantId,
+          c.jkt,
+        ),
       );
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('authorization_code_exists', 'an authorization code with this hash exists');
@@ -724,26 +781,28 @@ export class SqliteStore implements Store {
 
   async rememberConsent(c: RememberedConsentRecord): Promise<void> {
     try {
-      this.#stmt(
-        `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+      await this.#unlocked(() =>
+        this.#stmt(
+          `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (subject, client_id) DO UPDATE SET issuer = excluded.issuer, identity_source = excluded.identity_source,
            scopes = excluded.scopes, scopes_digest = excluded.scopes_digest, audiences = excluded.audiences,
            redirect_uri = excluded.redirect_uri, client_fingerprint = excluded.client_fingerprint, approval_hash = excluded.approval_hash,
            created_at = excluded.created_at, expires_at = excluded.expires_at`,
-      ).run(
-        c.subject,
-        c.clientId,
-        c.issuer,
-        c.identitySource,
-        json(c.scopes),
-        c.scopesDigest,
-        json(c.audiences),
-        c.redirectUri,
-        c.clientFingerprint,
-        c.approvalHash,
-        c.createdAt,
-        c.expiresAt,
+        ).run(
+          c.subject,
+          c.clientId,
+          c.issuer,
+          c.identitySource,
+          json(c.scopes),
+          c.scopesDigest,
+          json(c.audiences),
+          c.redirectUri,
+          c.clientFingerprint,
+          c.approvalHash,
+          c.createdAt,
+          c.expiresAt,
+        ),
       );
     } catch (e) {
       throw busy(e);
@@ -763,7 +822,7 @@ export class SqliteStore implements Store {
 
   async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
     if (entries.length === 0) return;
-    this.#tx(() => this.#appendLog(entries));
+    await this.#tx(() => this.#appendLog(entries));
   }
 
   /** Append to the revocation log, inside a caller's transaction. */
@@ -794,10 +853,12 @@ export class SqliteStore implements Store {
   async useOnce(key: string, expiresAt: number, now: number): Promise<boolean> {
     let result: { changes: number | bigint };
     try {
-      result = this.#stmt(
-        `INSERT INTO replay (key, expires_at) VALUES (?, ?)
-         ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay.expires_at <= ?`,
-      ).run(key, expiresAt, now);
+      result = await this.#unlocked(() =>
+        this.#stmt(
+          `INSERT INTO replay (key, expires_at) VALUES (?, ?)
+           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay.expires_at <= ?`,
+        ).run(key, expiresAt, now),
+      );
     } catch (e) {
       throw busy(e);
     }
@@ -818,7 +879,7 @@ export class SqliteStore implements Store {
     checkA2aOwner(owner);
     const key = a2aTaskKey(route, kind, id);
     try {
-      return this.#tx(() => {
+      return await this.#tx(() => {
         const current = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ?');
         if (limit !== undefined) {
           const row = current.get(key) as Row | undefined;
@@ -860,7 +921,7 @@ export class SqliteStore implements Store {
 
   async appendAudit(events: readonly AuditEvent[]): Promise<void> {
     if (events.length === 0) return;
-    this.#tx(() => {
+    await this.#tx(() => {
       const insert = this.#stmt(
         `INSERT INTO audit_events (id, time, kind, subject, client_id, delegation_id, request_id, jti, token_hash, event)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
