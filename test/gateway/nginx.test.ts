@@ -304,6 +304,52 @@ describe('attack: replaying a DPoP-bound token and its proof through the nginx d
   });
 });
 
+describe('DPoP nonces (dpop.nonce) through the nginx example', { skip }, () => {
+  it('a proof without a nonce gets 401 use_dpop_nonce with the DPoP-Nonce header to retry with (RFC 9449 §9), and the retry with it reaches the app', async () => {
+    const app = await startUpstream();
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      c.dpop = { mode: 'allowed', nonce: true };
+    });
+    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-nonce-'));
+    const port = await freePort();
+    let nginx: Listening | undefined;
+    try {
+      nginx = await startNginx(dir, nginxConf(gw, app, port), port);
+      const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const jwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+      const bound = await token({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(jwk) } });
+      // nginx reports $host (no port) and $scheme: the URL the proof names.
+      const proof = (nonce?: string) =>
+        new SignJWT({
+          htm: 'GET',
+          htu: 'http://127.0.0.1/items/1',
+          jti: randomUUID(),
+          ath: createHash('sha256').update(bound).digest('base64url'),
+          ...(nonce !== undefined ? { nonce } : {}),
+        })
+          .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+          .setIssuedAt()
+          .sign(holder.privateKey);
+      const send = async (nonce?: string) =>
+        fetch(`http://127.0.0.1:${port}/items/1`, { headers: { authorization: `DPoP ${bound}`, dpop: await proof(nonce) } });
+      const first = await send();
+      assert.equal(first.status, 401, nginx.output());
+      assert.match(first.headers.get('www-authenticate') ?? '', /DPoP .*error="use_dpop_nonce"/);
+      const nonce = first.headers.get('dpop-nonce');
+      assert.ok(nonce, 'without DPoP-Nonce the client has no nonce to retry with, and no DPoP request ever passes');
+      const retry = await send(nonce);
+      assert.equal(retry.status, 200, nginx.output());
+      assert.equal(app.seen.length, 1);
+    } finally {
+      await nginx?.stop();
+      await gw.close();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 /**
  * nginx reuses an idle upstream connection unless it has seen it closed. A server that closes an
  * idle connection the moment nginx writes a request on it resets that request; nginx retries a GET
