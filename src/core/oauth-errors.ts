@@ -421,6 +421,9 @@ export const OAUTH_ERROR_CODES = {
 
   // DPoP at the token endpoint (RFC 9449 §5).
   dpop_proof_invalid: { status: 400, error: 'invalid_dpop_proof', description: 'The DPoP proof is invalid.' },
+  // A proof whose jti this server already recorded (RFC 9449 §11.1): a captured proof replayed, audited
+  // apart from a malformed one.
+  dpop_proof_replayed: { status: 400, error: 'invalid_dpop_proof', description: 'The DPoP proof was already used.' },
   // RFC 9449 §8 (token_service.dpop.nonce): 400 here, where the resource server's is a 401 (§9);
   // the nonce to retry with goes in the DPoP-Nonce header.
   dpop_nonce_required: {

@@ -37,7 +37,7 @@ export const DPOP_NONCE_KEY_INFO = 'tessera dpop nonce v1';
 /**
  * Check a token-endpoint DPoP proof.
  * @returns the RFC 7638 thumbprint of the proof key, for `cnf.jkt`.
- * @throws {OAuthError} `dpop_proof_invalid`, or `dpop_nonce_required` (`use_dpop_nonce`, with the
+ * @throws {OAuthError} `dpop_proof_invalid`, `dpop_proof_replayed` for a `jti` already recorded, or `dpop_nonce_required` (`use_dpop_nonce`, with the
  *   nonce to retry with) for an otherwise valid proof without a valid nonce.
  */
 export async function checkTokenEndpointProof(proof: string, o: TokenEndpointProofOptions): Promise<string> {
@@ -71,6 +71,6 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
     throw new OAuthError('dpop_nonce_required', { dpopNonce: o.nonces.current() });
   }
   // The store keeps whole seconds; a NumericDate may be fractional (RFC 7519 §2).
-  if (!(await o.useOnce(`dpop:${key.thumbprint}:${jti}`, Math.ceil(iat) + o.iatWindow + SKEW))) throw fail();
+  if (!(await o.useOnce(`dpop:${key.thumbprint}:${jti}`, Math.ceil(iat) + o.iatWindow + SKEW))) throw new OAuthError('dpop_proof_replayed');
   return key.thumbprint;
 }

@@ -142,6 +142,21 @@ describe('invalid proofs (invalid_dpop_proof)', () => {
     await expectInvalidProof(await cc(p));
   });
 
+  it('attack: a captured proof replayed at the token endpoint is audited as dpop_proof_replayed, not as any malformed proof', async () => {
+    const p = await proof();
+    assert.equal((await cc(p)).status, 200);
+    const replay = await cc(p);
+    assert.equal(replay.status, 400);
+    assert.equal(((await replay.json()) as { error: string }).error, 'invalid_dpop_proof');
+    await expectInvalidProof(await cc(await proof({ htm: 'GET' })));
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ client_id: 'agent', limit: 1000 })).filter((e) => e.kind === 'token.denied');
+    assert.deepEqual(
+      denied.slice(-2).map((e) => e.reason),
+      ['dpop_proof_replayed', 'dpop_proof_invalid'],
+    );
+  });
+
   it('refuses a proof for another URL or method', async () => {
     await expectInvalidProof(await cc(await proof({}, { url: `${issuer.url}/oauth2/introspect` })));
     await expectInvalidProof(await cc(await proof({ htm: 'GET' })));
