@@ -259,6 +259,7 @@ function compileMcp(
   r: RouteConfig,
   authorizationServer: string | undefined,
   policy: Policy | undefined,
+  challenges: readonly string[],
 ): CompiledMcp {
   const m = r.mcp as NonNullable<RouteConfig['mcp']>;
   // The token service of this process when it runs one, else the issuers the gateway trusts.
@@ -276,6 +277,11 @@ function compileMcp(
     metadataPath: m.resource === undefined ? publicPath + prefix : metadataPathOf(m.resource),
     authorizationServers,
     scopesSupported: m.scopes_supported ?? ruleScopes(r),
+    // What the route's own 401 challenges offer: a DPoP challenge (with the proof algorithms), and
+    // no Bearer one under dpop.mode required.
+    dpop: challenges.some((c) => c.startsWith('DPoP'))
+      ? { algorithms: config.dpop.algorithms, required: !challenges.some((c) => c.startsWith('Bearer')) }
+      : undefined,
     maxMessageSize: m.max_message_size,
     challengeScope: initializeScope(policy, r),
     filterToolsList: m.filter_tools_list,
@@ -555,7 +561,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       websocket: r.websocket && r.mcp === undefined && a2a === undefined,
       a2a,
       prefix: r.match.path_prefix?.replace(/\/$/, ''),
-      mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer, policy),
+      mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer, policy, authn.challenges()),
     });
   }
 

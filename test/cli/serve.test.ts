@@ -198,6 +198,8 @@ describe('tessera serve: token service and gateway in one process', () => {
       authorization_servers: [base],
       scopes_supported: ['api:read', 'api:write'],
       bearer_methods_supported: ['header'],
+      // dpop.mode allowed (the default): the algorithms its token endpoint binds tokens for.
+      dpop_signing_alg_values_supported: ['ES256', 'EdDSA', 'PS256', 'RS256'],
     });
     const t = await token();
     const rpc = (name: string) =>

@@ -24,6 +24,12 @@ export interface McpAdvertisement {
   /** Issuers of the authorization servers (none: the field is left out). */
   readonly authorizationServers: readonly string[];
   readonly scopesSupported: readonly string[];
+  /**
+   * DPoP as the route takes it (RFC 9728 §2): the proof algorithms (`undefined`: no DPoP), and
+   * whether a bearer token is refused (`dpop.mode: required`), which a client must know before it
+   * asks for a token.
+   */
+  readonly dpop?: { readonly algorithms: readonly string[]; readonly required: boolean } | undefined;
 }
 
 /**
@@ -52,5 +58,7 @@ export function metadataDocument(ad: McpAdvertisement, base: string): Record<str
     ...(ad.authorizationServers.length > 0 ? { authorization_servers: ad.authorizationServers } : {}),
     scopes_supported: ad.scopesSupported,
     bearer_methods_supported: ['header'],
+    ...(ad.dpop !== undefined ? { dpop_signing_alg_values_supported: ad.dpop.algorithms } : {}),
+    ...(ad.dpop?.required ? { dpop_bound_access_tokens_required: true } : {}),
   };
 }

@@ -83,3 +83,38 @@ describe('gateway: MCP metadata for a configured resource', () => {
     assert.match(failed[0]?.detail ?? '', /not-here/);
   });
 });
+
+describe('gateway: MCP metadata says how DPoP is taken (RFC 9728 §2)', () => {
+  let upstream: McpUpstream;
+  before(async () => {
+    upstream = await startMcpUpstream();
+  });
+  after(() => upstream.close());
+
+  /** The metadata document of the `pattern` route under `dpop`. */
+  async function documentUnder(dpop: TesseraConfigInput['dpop']): Promise<Record<string, unknown>> {
+    const gw = await startGateway({ ...config(upstream.url, 'http://placeholder.invalid'), dpop });
+    try {
+      const res = await fetch(`${gw.url}/.well-known/oauth-protected-resource/mcp`);
+      assert.equal(res.status, 200);
+      return (await res.json()) as Record<string, unknown>;
+    } finally {
+      await gw.close();
+    }
+  }
+
+  it('dpop.mode required: dpop_bound_access_tokens_required is true, so a client following the metadata gets a DPoP-bound token rather than a bearer token every request is refused with', async () => {
+    const doc = await documentUnder({ mode: 'required', algorithms: ['ES256', 'EdDSA'] });
+    assert.equal(doc.dpop_bound_access_tokens_required, true);
+    assert.deepEqual(doc.dpop_signing_alg_values_supported, ['ES256', 'EdDSA']);
+  });
+
+  it('dpop.mode allowed: the proof algorithms, no requirement; disabled: neither', async () => {
+    const allowed = await documentUnder({ mode: 'allowed', algorithms: ['ES256'] });
+    assert.deepEqual(allowed.dpop_signing_alg_values_supported, ['ES256']);
+    assert.equal(allowed.dpop_bound_access_tokens_required, undefined);
+    const disabled = await documentUnder({ mode: 'disabled' });
+    assert.equal(disabled.dpop_signing_alg_values_supported, undefined);
+    assert.equal(disabled.dpop_bound_access_tokens_required, undefined);
+  });
+});
