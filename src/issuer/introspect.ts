@@ -12,7 +12,7 @@ import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
 
 export interface IntrospectContext extends BaseContext {
   readonly issuer: string;
-  readonly store: Pick<Store, 'getRefreshToken' | 'getGrant'>;
+  readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'tokenRevoked'>;
   readonly clients: Pick<ClientRegistry, 'authenticate'>;
   readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'isRevoked'>;
 }
@@ -58,8 +58,10 @@ async function introspect(ctx: IntrospectContext, token: string, client: Compile
   const own = await ctx.tokens.verifyFresh(token);
   if (own === undefined || own.exp <= now || ctx.tokens.isRevoked(own)) return { active: false };
   if (own.clientId !== client.id && !own.audiences.some((a) => client.audiences.has(a))) return { active: false };
-  // The authoritative answer: another process may have revoked the grant since the last sync.
-  const grant = await ctx.store.getGrant(own.grantId);
-  if (grant && grant.revokedAt !== null) return { active: false };
+  // The authoritative answer: another process (the CLI, another instance) may have revoked the
+  // grant or this token since the last sync. Both are revoked in the store only: a subject or
+  // client revocation reaches this issuer's tokens through their grants.
+  const [grant, revoked] = await Promise.all([ctx.store.getGrant(own.grantId), ctx.store.tokenRevoked(own.jti)]);
+  if (revoked || (grant && grant.revokedAt !== null)) return { active: false };
   return { active: true, token_type: own.jkt === undefined ? 'Bearer' : 'DPoP', ...own.claims };
 }

@@ -594,6 +594,12 @@ export interface Store {
   /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order. */
   revocationsSince(afterSeq: number, now: number, limit?: number): Promise<RevocationEntry[]>;
   /**
+   * Whether the log holds a `token` entry for `jti` (until it is pruned), read by an index:
+   * introspection's answer for a token that another process (the CLI, another instance) revoked
+   * after this one last read the log.
+   */
+  tokenRevoked(jti: string): Promise<boolean>;
+  /**
    * Optional (PostgreSQL has it, SQLite does not): be told soon after any process commits an
    * append to the revocation log, instead of waiting for the next poll of
    * {@link Store.revocationsSince}. Never told of a write that rolled back.

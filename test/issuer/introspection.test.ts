@@ -4,7 +4,10 @@
  * unknown or someone else's.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -120,6 +123,37 @@ describe('inactive: {"active":false} and nothing else', () => {
       },
     );
     await inactive(t.refresh_token, 'agent');
+  });
+});
+
+describe('revoked by another process (the CLI, a second instance on the same store)', () => {
+  it('a token revoked through a second store on the same file (`tessera revoke --token`) is inactive at once, not after the next sync', async () => {
+    // The in-memory revocation list syncs every minute here: only the store can tell.
+    const slow = await startIssuer({ clock: () => now * 1000, config: { token_service: { sync_interval: '60s' } } });
+    try {
+      const agent = await slow.addClient({ id: 'agent', scopes: ['api:read'], audiences: ['https://api.test'] });
+      const api = await slow.addClient({ id: 'api', scopes: [], audiences: ['https://api.test'] });
+      const token = (await slow.service.mint({ clientId: agent.id, subject: 'alice', ttl: 3600 })).access_token;
+      const ask = async () => {
+        const res = await slow.post('/oauth2/introspect', { token }, { authorization: basic(api.id, api.secret) });
+        assert.equal(res.status, 200);
+        return (await res.json()) as Record<string, unknown>;
+      };
+      assert.equal((await ask()).active, true);
+      // The CLI's way: its own store on the same file, its own token service.
+      const store = SqliteStore.open({ path: join(slow.dir, 'tessera.db') });
+      const cli = createTokenServiceFromConfig(slow.config, { store, master: slow.master, clock: () => now * 1000 });
+      try {
+        await cli.start({ background: false });
+        assert.ok(await cli.revokeAccessToken(token, 'cli'));
+      } finally {
+        await cli.close();
+        await store.close();
+      }
+      assert.deepEqual(await ask(), { active: false });
+    } finally {
+      await slow.close();
+    }
   });
 });
 

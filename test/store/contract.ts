@@ -1195,6 +1195,21 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         assert.deepEqual(await store.revocationsSince(entries.at(-1)?.seq ?? 0, now), []);
         assert.equal((await store.revocationsSince(seq0, now, 1)).length, 1);
       });
+
+      it('finds a revoked token by its jti, and no token by a subject or client entry of the same value', async () => {
+        const now = clock.now();
+        const [jti, other, subject, client] = [uid('jti'), uid('jti'), uid('jti'), uid('jti')];
+        assert.equal(await store.tokenRevoked(jti), false);
+        await store.appendRevocations([
+          { kind: 'token', value: jti, issuer: null, at: now, expiresAt: now + 60 },
+          { kind: 'subject', value: subject, issuer: 'https://issuer.test', at: now, expiresAt: now + 600 },
+          { kind: 'client', value: client, issuer: 'https://issuer.test', at: now, expiresAt: now + 600 },
+        ]);
+        assert.equal(await store.tokenRevoked(jti), true);
+        assert.equal(await store.tokenRevoked(other), false);
+        assert.equal(await store.tokenRevoked(subject), false);
+        assert.equal(await store.tokenRevoked(client), false);
+      });
     });
 
     describe('replay cache', () => {

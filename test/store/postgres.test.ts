@@ -963,7 +963,7 @@ if (!reachable) {
       }
     });
 
-    it('migrates a schema-12 database (A2A records without a route) to 13: the records keep their owner, and an older instance still on it claims as before', async () => {
+    it('migrates a schema-12 database (A2A records without a route) through 13: the records keep their owner, and an older instance still on it claims as before', async () => {
       const schema = schemaName();
       const before = await PostgresStore.open({ connectionString: url, schema });
       try {
@@ -986,12 +986,13 @@ if (!reachable) {
         );
       try {
         // Back to schema 12, as Tessera 12 left it.
+        await c.query('DROP INDEX revocations_token');
         await c.query('DROP INDEX a2a_tasks_owner');
         await c.query('ALTER TABLE a2a_tasks DROP COLUMN route');
         await c.query('DELETE FROM schema_migrations WHERE version > 12');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 13);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 14);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1005,6 +1006,36 @@ if (!reachable) {
         } finally {
           await store.close();
         }
+      } finally {
+        await c.end();
+      }
+    });
+
+    it('migrates a schema-13 database to 14: a token revoked before is found by its jti, through the index (introspection reads it on every call)', async () => {
+      const schema = schemaName();
+      const before = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        await before.appendRevocations([{ kind: 'token', value: 'jti-old', issuer: null, at: 100, expiresAt: 200 }]);
+      } finally {
+        await before.close();
+      }
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await c.query('DROP INDEX revocations_token');
+        await c.query('DELETE FROM schema_migrations WHERE version > 13');
+        const store = await PostgresStore.open({ connectionString: url, schema });
+        try {
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 14);
+          assert.equal(await store.tokenRevoked('jti-old'), true);
+          assert.equal(await store.tokenRevoked('jti-new'), false);
+        } finally {
+          await store.close();
+        }
+        // A table this small is read whole whatever the indexes; forbid that to see whether one fits.
+        await c.query('SET enable_seqscan = off');
+        const plan = await c.query("EXPLAIN SELECT 1 FROM revocations WHERE kind = 'token' AND value = $1 LIMIT 1", ['jti-old']);
+        assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /revocations_token/);
       } finally {
         await c.end();
       }
@@ -1032,6 +1063,7 @@ if (!reachable) {
       await c.connect();
       try {
         // Back to schema 9, with a code an older Tessera wrote.
+        await c.query('DROP INDEX revocations_token');
         await c.query('DROP TABLE a2a_tasks');
         await c.query('DROP INDEX revocations_subject');
         await c.query('DROP INDEX clients_id_lower');
@@ -1068,6 +1100,7 @@ if (!reachable) {
       };
       try {
         // Back to schema 3, as an older Tessera left it, with one event it wrote.
+        await c.query('DROP INDEX revocations_token');
         await c.query('DROP TABLE a2a_tasks');
         await c.query('DROP INDEX revocations_subject');
         await c.query('DROP INDEX clients_id_lower');

@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 14) db.exec('DROP INDEX revocations_token');
   if (version < 12) db.exec('DROP TABLE a2a_tasks');
   else if (version < 13) db.exec('DROP INDEX a2a_tasks_owner; ALTER TABLE a2a_tasks DROP COLUMN route');
   if (version < 11) db.exec('DROP INDEX revocations_subject');
@@ -215,6 +216,25 @@ describe('sqlite store specifics', () => {
       .all('agent', 'alice', 0, 10);
     check.close();
     assert.match(JSON.stringify(plan), /COVERING INDEX a2a_tasks_owner/);
+  });
+
+  it('finds a token revoked before migration 14 by its jti, through the index that migration adds (introspection reads it on every call)', async () => {
+    const path = join(dir, 'legacy-revocations.db');
+    const before = SqliteStore.open({ path });
+    await before.appendRevocations([{ kind: 'token', value: 'jti-old', issuer: null, at: 100, expiresAt: 200 }]);
+    await before.close();
+    const db = new DatabaseSync(path);
+    rewind(db, 13);
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
+    assert.equal(await store.tokenRevoked('jti-old'), true);
+    assert.equal(await store.tokenRevoked('jti-new'), false);
+    await store.close();
+    const check = new DatabaseSync(path);
+    const plan = check.prepare("EXPLAIN QUERY PLAN SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").all('jti-old');
+    check.close();
+    assert.match(JSON.stringify(plan), /INDEX revocations_token/);
   });
 
   it('refuses a database migrated by a newer Tessera', async () => {

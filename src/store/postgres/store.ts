@@ -333,6 +333,12 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX a2a_tasks_owner ON a2a_tasks (route, owner, expires_at);
     `,
   },
+  {
+    // revocations_token: introspection looks up a token's `jti` in the revocation log, so a token
+    // revoked by another process (the CLI, another instance) is inactive before this one syncs.
+    version: 14,
+    sql: "CREATE INDEX revocations_token ON revocations (value) WHERE kind = 'token';",
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
@@ -1295,6 +1301,10 @@ export class PostgresStore implements Store {
   async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
     if (entries.length === 0) return;
     await this.#tx((c) => this.#log(c, entries));
+  }
+
+  async tokenRevoked(jti: string): Promise<boolean> {
+    return (await this.#q("SELECT 1 FROM revocations WHERE kind = 'token' AND value = $1 LIMIT 1", [jti])).length > 0;
   }
 
   async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {

@@ -239,4 +239,10 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX a2a_tasks_owner ON a2a_tasks (route, owner, expires_at);
     `,
   },
+  {
+    version: 14,
+    description:
+      'revocations_token: introspection looks up a token’s `jti` in the revocation log, so a token revoked by another process (the CLI, another instance) is inactive before this one syncs',
+    sql: "CREATE INDEX revocations_token ON revocations (value) WHERE kind = 'token';",
+  },
 ];

@@ -832,6 +832,10 @@ export class SqliteStore implements Store {
     for (const e of entries) insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt);
   }
 
+  async tokenRevoked(jti: string): Promise<boolean> {
+    return this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").get(jti) !== undefined;
+  }
+
   async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
     const rows = this.#stmt('SELECT * FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?').all(
       afterSeq,
