@@ -152,7 +152,10 @@ export interface RefreshTokenRecord {
   readonly clientId: string;
   readonly createdAt: number;
   readonly expiresAt: number;
-  /** When it was exchanged for its successor; a rotated token presented again is a reuse. */
+  /**
+   * When it was exchanged for its successor; a rotated token presented again is a reuse. At the
+   * rotation its `expiresAt` becomes how long it is kept for that (its grant's expiry).
+   */
   readonly rotatedAt: number | null;
   readonly revokedAt: number | null;
   /**
@@ -540,7 +543,9 @@ export interface Store {
    * Rotate a refresh token in one transaction: when `hash` is current (not rotated, not revoked,
    * not expired, issued to `clientId`, its grant active), mark it rotated and insert its successor
    * `nextHash` (same grant, client and `jkt`, expiring at `min(nextExpiresAt, grant.expiresAt)`;
-   * an unbound token's successor is bound to `bindJkt` when given).
+   * an unbound token's successor is bound to `bindJkt` when given). The spent token's `expiresAt`
+   * becomes the grant's expiry (RFC 9700 §4.14.2: its reuse is detectable while the family can be
+   * used), or for a grant without expiry the successor's expiry plus `nextExpiresAt - now`.
    * When `hash` was already rotated (and not less than `graceSeconds` ago), revoke its grant's subtree
    * exactly as {@link Store.revokeGrants} does (reason `refresh_token_reused`). Of several
    * concurrent calls with one hash, exactly one sees `rotated`.
@@ -672,7 +677,8 @@ export interface Store {
   /** Change counters (one cheap read). */
   versions(): Promise<StoreVersions>;
   /**
-   * Drop what can no longer matter at `now`: expired refresh tokens, replay entries and revocation
+   * Drop what can no longer matter at `now`: expired refresh tokens (a rotated one only once no
+   * token of its family expires after `now`, so a family's spent tokens go together), replay entries and revocation
    * entries, expired remembered consents and A2A task records, authorization codes an hour past their expiry (kept that
    * long so a late replay still revokes the grant issued from the code); and, when `grantsExpiredBefore` is given, grants that expired before it (a child never
    * outlives its parent, so no live grant loses an ancestor).

@@ -106,6 +106,17 @@ export function refreshFrom(r: Row): RefreshTokenRecord {
   };
 }
 
+/**
+ * The `expiresAt` a token takes when it is rotated (spent): RFC 9700 §4.14.2 reuse detection needs
+ * it as long as its family can be used, not only for its own lifetime. Until the grant expires; for
+ * a grant without expiry, until its successor's expiry plus the refresh lifetime (`nextExpiresAt -
+ * now`). The prune keeps a spent token past this while another token of its family is not yet due,
+ * so the oldest spent token of a family rotated on for months is still known.
+ */
+export function spentKeptUntil(grant: GrantRecord, o: { readonly nextExpiresAt: number; readonly now: number }): number {
+  return grant.expiresAt ?? o.nextExpiresAt + (o.nextExpiresAt - o.now);
+}
+
 export function codeFrom(r: Row): AuthorizationCodeRecord {
   return {
     hash: String(r.hash),

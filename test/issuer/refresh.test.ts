@@ -198,6 +198,70 @@ describe('reuse detection', () => {
   });
 });
 
+describe('reuse detection past the refresh lifetime', () => {
+  it('stolen refresh token kept rotating by the thief: the real client’s spent token, back after refresh_token_ttl and a prune, still revokes the family', async () => {
+    let t = Date.now(); // the service's clock is in milliseconds
+    const timed = await startIssuer({ clock: () => t, config: { token_service: { refresh_token_ttl: '60s' } } });
+    try {
+      const c = await timed.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] });
+      const use = (rt: string) =>
+        timed.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt }, { authorization: basic(c.id, c.secret) });
+      const subject = await timed.service.mint({ clientId: 'agent', subject: 'bob', ttl: 3600 });
+      const stolen = (await (
+        await timed.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+          { authorization: basic(c.id, c.secret) },
+        )
+      ).json()) as Tokens;
+      // The thief uses the stolen token first and keeps rotating before each successor expires.
+      let current = stolen.refresh_token;
+      for (let i = 0; i < 3; i++) {
+        const res = await use(current);
+        const body = (await res.json()) as Tokens;
+        assert.equal(res.status, 200, JSON.stringify(body));
+        current = body.refresh_token;
+        t += 50_000;
+      }
+      // The real client comes back long after its own token's refresh_token_ttl, past a prune.
+      await timed.store.prune(Math.floor(t / 1000));
+      await expectError(await use(stolen.refresh_token), 400, 'invalid_grant');
+      await expectError(await use(current), 400, 'invalid_grant');
+      const grantId = decodeJwt(stolen.access_token).grant_id as string;
+      assert.equal((await timed.store.getGrant(grantId))?.revokedReason, 'refresh_token_reused');
+    } finally {
+      await timed.close();
+    }
+  });
+
+  it('an expired refresh token never rotated: invalid_grant, and the family is not revoked', async () => {
+    let t = Date.now(); // the service's clock is in milliseconds
+    const timed = await startIssuer({ clock: () => t, config: { token_service: { refresh_token_ttl: '60s' } } });
+    try {
+      const c = await timed.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] });
+      const subject = await timed.service.mint({ clientId: 'agent', subject: 'bob', ttl: 3600 });
+      const ex = (await (
+        await timed.post(
+          '/oauth2/token',
+          { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+          { authorization: basic(c.id, c.secret) },
+        )
+      ).json()) as Tokens;
+      t += 61_000;
+      const res = await timed.post(
+        '/oauth2/token',
+        { grant_type: 'refresh_token', refresh_token: ex.refresh_token },
+        { authorization: basic(c.id, c.secret) },
+      );
+      await expectError(res, 400, 'invalid_grant');
+      const grantId = decodeJwt(ex.access_token).grant_id as string;
+      assert.equal((await timed.store.getGrant(grantId))?.revokedAt, null);
+    } finally {
+      await timed.close();
+    }
+  });
+});
+
 describe('the refresh race', () => {
   it('lets exactly one of many parallel uses of one refresh token succeed', async () => {
     const f = await family();

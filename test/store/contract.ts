@@ -1516,6 +1516,70 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         assert.ok(await store.getGrant(keep.id));
         assert.equal(await store.useOnce(key, now + 100, now + 11), true);
       });
+
+      // RFC 9700 §4.14.2: a thief who used a stolen refresh token first keeps rotating it; the real
+      // client's old (spent) token must still be known when it comes back, or the family lives on.
+      const rotation = (now: number, nextHash: string, ttl: number) => ({
+        clientId: 'agent',
+        nextHash,
+        nextExpiresAt: now + ttl,
+        now,
+        graceSeconds: 0,
+        entryExpiresAt: now + 600,
+      });
+
+      it('stolen refresh token rotated on by a thief: the spent token outlives its own expiry until its grant expires, so its reuse still revokes the family', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({ expiresAt: now + 1000 }, now), now);
+        const spent = refresh(g.id, { expiresAt: now + 10 }, now);
+        await store.createRefreshToken(spent);
+        // The thief rotates first, then again before each successor expires.
+        const n1 = uid('rt');
+        assert.equal((await store.rotateRefreshToken(spent.hash, rotation(now + 1, n1, 10))).status, 'rotated');
+        const n2 = uid('rt');
+        assert.equal((await store.rotateRefreshToken(n1, rotation(now + 9, n2, 10))).status, 'rotated');
+        const n3 = uid('rt');
+        assert.equal((await store.rotateRefreshToken(n2, rotation(now + 18, n3, 10))).status, 'rotated');
+        await store.prune(now + 25);
+        assert.ok(await store.getRefreshToken(spent.hash), 'a spent token is kept past its own expiry while its grant lives');
+        assert.ok(await store.getRefreshToken(n1), 'every spent token of the family is kept');
+        const reuse = await store.rotateRefreshToken(spent.hash, rotation(now + 25, uid('rt'), 10));
+        assert.equal(reuse.status, 'reused');
+        assert.equal((await store.getGrant(g.id))?.revokedReason, 'refresh_token_reused');
+        assert.notEqual((await store.getRefreshToken(n3))?.revokedAt, null, 'the thief’s current token is revoked');
+        await store.prune(now + 1000);
+        for (const h of [spent.hash, n1, n2, n3]) assert.equal(await store.getRefreshToken(h), undefined, 'gone once the grant expired');
+      });
+
+      it('an expired never-rotated refresh token is pruned at its own expiry, and refused without revoking the family', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({ expiresAt: now + 1000 }, now), now);
+        const t = refresh(g.id, { expiresAt: now + 10 }, now);
+        await store.createRefreshToken(t);
+        assert.equal((await store.rotateRefreshToken(t.hash, rotation(now + 10, uid('rt'), 10))).status, 'invalid');
+        assert.equal((await store.getGrant(g.id))?.revokedAt, null);
+        await store.prune(now + 10);
+        assert.equal(await store.getRefreshToken(t.hash), undefined);
+      });
+
+      it('a grant without expiry: spent tokens are kept until the family’s last token expired plus the refresh lifetime, then pruned', async () => {
+        const now = clock.now();
+        const g = await created(store, newGrant({ expiresAt: null }, now), now);
+        const spent = refresh(g.id, { expiresAt: now + 10 }, now);
+        await store.createRefreshToken(spent);
+        const n1 = uid('rt');
+        assert.equal((await store.rotateRefreshToken(spent.hash, rotation(now + 1, n1, 10))).status, 'rotated');
+        const n2 = uid('rt');
+        assert.equal((await store.rotateRefreshToken(n1, rotation(now + 8, n2, 10))).status, 'rotated');
+        // The family's last token (n2) expires at now + 18; its spent tokens are kept 10 s (the
+        // refresh lifetime) beyond, the first one too although the thief rotated it long ago.
+        await store.prune(now + 27);
+        assert.ok(await store.getRefreshToken(spent.hash), 'first spent token kept while the family can be used');
+        assert.equal(await store.getRefreshToken(n2), undefined, 'the expired, never-rotated token goes at its own expiry');
+        assert.equal((await store.rotateRefreshToken(spent.hash, rotation(now + 27, uid('rt'), 10))).status, 'reused');
+        await store.prune(now + 28);
+        for (const h of [spent.hash, n1]) assert.equal(await store.getRefreshToken(h), undefined, 'bounded: gone after that');
+      });
     });
 
     describe('prune in bounded batches', () => {

@@ -80,6 +80,7 @@ import {
   parse,
   type Row,
   refreshFrom,
+  spentKeptUntil,
   strOrNull,
 } from '../rows.ts';
 import { Listener } from './listener.ts';
@@ -1160,7 +1161,7 @@ export class PostgresStore implements Store {
         revokedAt: null,
         ...(token.jkt !== undefined ? { jkt: token.jkt } : o.bindJkt !== undefined ? { jkt: o.bindJkt } : {}),
       };
-      await c.query('UPDATE refresh_tokens SET rotated_at = $1 WHERE hash = $2', [o.now, hash]);
+      await c.query('UPDATE refresh_tokens SET rotated_at = $1, expires_at = $2 WHERE hash = $3', [o.now, spentKeptUntil(grant, o), hash]);
       await c.query(
         'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)',
         [next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null],
@@ -1493,7 +1494,12 @@ export class PostgresStore implements Store {
       };
     };
     const steps = [
-      step('refresh_tokens', 't.expires_at <= $1', now),
+      // A spent (rotated) token is kept while its family has a token not yet due: reuse detection.
+      step(
+        'refresh_tokens',
+        't.expires_at <= $1 AND (t.rotated_at IS NULL OR NOT EXISTS (SELECT 1 FROM refresh_tokens f WHERE f.grant_id = t.grant_id AND f.expires_at > $1))',
+        now,
+      ),
       step('replay', 't.expires_at <= $1', now),
       step('revocations', 't.expires_at <= $1', now),
       step('authorization_codes', 't.expires_at <= $1', now - CODE_RETENTION),

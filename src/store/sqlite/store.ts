@@ -63,6 +63,7 @@ import {
   parse,
   type Row,
   refreshFrom,
+  spentKeptUntil,
   strOrNull,
 } from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
@@ -689,7 +690,7 @@ export class SqliteStore implements Store {
       if (!g) return { status: 'invalid' };
       const grant = grantFrom(g);
       if (grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return { status: 'invalid' };
-      this.#stmt('UPDATE refresh_tokens SET rotated_at = ? WHERE hash = ?').run(o.now, hash);
+      this.#stmt('UPDATE refresh_tokens SET rotated_at = ?, expires_at = ? WHERE hash = ?').run(o.now, spentKeptUntil(grant, o), hash);
       this.#fail('refresh.rotate');
       const next: RefreshTokenRecord = {
         hash: o.nextHash,
@@ -1008,7 +1009,13 @@ export class SqliteStore implements Store {
       return { batch: (limit) => this.#tx(() => Number(this.#stmt(sql).run(arg, limit).changes)), untilEmpty };
     };
     const steps = [
-      step('refresh_tokens', 'hash', 't.expires_at <= ?', now),
+      // A spent (rotated) token is kept while its family has a token not yet due: reuse detection.
+      step(
+        'refresh_tokens',
+        'hash',
+        't.expires_at <= ?1 AND (t.rotated_at IS NULL OR NOT EXISTS (SELECT 1 FROM refresh_tokens f WHERE f.grant_id = t.grant_id AND f.expires_at > ?1))',
+        now,
+      ),
       step('replay', 'key', 't.expires_at <= ?', now),
       step('revocations', 'seq', 't.expires_at <= ?', now),
       step('authorization_codes', 'hash', 't.expires_at <= ?', now - CODE_RETENTION),
