@@ -58,6 +58,25 @@ export function narrowScopes(requested: readonly string[], ceilings: readonly Ef
 }
 
 /**
+ * The scopes of `granted` that `ceiling` (a client's current scopes) still covers, in their order:
+ * what a token issued without `scope` from a grant may carry once the client lost some of them. A
+ * wildcard no longer covered as a whole narrows to the ceiling's own scopes and wildcards within it.
+ */
+export function scopesWithin(granted: readonly string[], ceiling: EffectiveScopes): readonly string[] {
+  const out = new Set<string>();
+  for (const s of granted) {
+    if (covers(ceiling, s)) out.add(s);
+    else if (isWildcard(s)) {
+      const prefix = s === '*' ? '' : s.slice(0, -1);
+      const wildcards = ceiling.wildcards.filter((w) => w.startsWith(prefix));
+      for (const w of wildcards) out.add(w);
+      for (const c of ceiling.list) if (c.startsWith(prefix) && !wildcards.some((w) => c.startsWith(w.slice(0, -1)))) out.add(c);
+    }
+  }
+  return [...out];
+}
+
+/**
  * Whether the request names a target (`audience` or `resource`) with a value. One sent without a
  * value counts as omitted (RFC 6749 §3.1), as {@link targets} reads it.
  */

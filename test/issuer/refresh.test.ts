@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
+import { compileScopes } from '../../src/core/scopes.ts';
+import { scopesWithin } from '../../src/issuer/params.ts';
 import { sha256 } from '../../src/issuer/secrets.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { bearer } from '../helpers/tokens.ts';
@@ -95,6 +97,44 @@ describe('rotation', () => {
     await expectError(await refresh(again.refresh_token, { scope: 'api:read admin' }), 400, 'invalid_scope');
     // The refused request did not spend the token.
     assert.equal((await refresh(again.refresh_token)).status, 200);
+  });
+
+  it('scope removed from the client after the grant: a refresh without scope no longer carries it (RFC 6749 §5.1 scope lists what was issued); none left is invalid_scope, the token unspent', async () => {
+    const c = await issuer.addClient({ id: 'shrinking', scopes: ['api:read', 'api:write'], grantTypes: ['refresh_token', EXCHANGE] });
+    const subject = await issuer.service.mint({ clientId: 'shrinking', subject: 'erin', ttl: 3600 });
+    const ex = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+      { authorization: basic(c.id, c.secret) },
+    );
+    const f = (await ex.json()) as Tokens;
+    assert.equal(f.scope, 'api:read api:write');
+    const use = (rt: string, extra: Record<string, string> = {}) => refresh(rt, extra, c);
+    // An administrator takes api:write away from the client.
+    await issuer.store.updateClient(c.id, { scopes: ['api:read'] }, Math.floor(Date.now() / 1000));
+    await issuer.service.sync();
+    await expectError(await use(f.refresh_token, { scope: 'api:write' }), 400, 'invalid_scope');
+    const res = await use(f.refresh_token);
+    const next = (await res.json()) as Tokens;
+    assert.equal(res.status, 200, JSON.stringify(next));
+    assert.equal(next.scope, 'api:read');
+    assert.equal(decodeJwt(next.access_token).scope, 'api:read');
+    // Nothing of the grant's scope left for the client: refused, and the token is not spent.
+    await issuer.store.updateClient(c.id, { scopes: ['other:thing'] }, Math.floor(Date.now() / 1000));
+    await issuer.service.sync();
+    await expectError(await use(next.refresh_token), 400, 'invalid_scope');
+    await issuer.store.updateClient(c.id, { scopes: ['api:read', 'api:write'] }, Math.floor(Date.now() / 1000));
+    await issuer.service.sync();
+    const back = (await (await use(next.refresh_token)).json()) as Tokens;
+    assert.equal(back.scope, 'api:read api:write', 'the grant keeps its scope: given back, the client gets it again');
+  });
+
+  it('a wildcard the client no longer holds whole narrows to what the client holds within it (scopesWithin)', () => {
+    const { model } = compileScopes({ 'api:read': {}, 'api:write': {}, 'other:x': {} });
+    assert.deepEqual(scopesWithin(['*'], model.expand(['api:*', 'other:x'])), ['api:*', 'other:x']);
+    assert.deepEqual(scopesWithin(['api:*'], model.expand(['api:read', 'other:x'])), ['api:read']);
+    assert.deepEqual(scopesWithin(['api:read', 'api:write'], model.expand(['api:*'])), ['api:read', 'api:write']);
+    assert.deepEqual(scopesWithin(['api:write', 'other:x'], model.expand(['api:read'])), []);
   });
 
   it('scope with a trailing or doubled space (RFC 6749 §3.3): invalid_scope, and the token is not spent', async () => {

@@ -12,7 +12,7 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, scopesWithin, targets } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
@@ -25,6 +25,17 @@ export interface RefreshContext extends BaseContext {
   readonly scopes: ScopeModel;
   readonly feed: Pick<RevocationFeed, 'catchUp'>;
   readonly tokens: Pick<AccessTokens, 'signSoon'>;
+}
+
+/**
+ * Without `scope`, the grant's scopes the client still holds: an access token never carries a scope
+ * taken from the client since the grant was made (client_credentials would refuse it too). The grant
+ * keeps its scopes; nothing left is `invalid_scope`, as a requested scope the client lost is.
+ */
+function grantScopesLeft(grantScopes: readonly string[], client: CompiledClient): readonly string[] {
+  const left = scopesWithin(grantScopes, client.scopes);
+  if (grantScopes.length > 0 && left.length === 0) throw new OAuthError('scope_not_allowed');
+  return left;
 }
 
 export async function refresh(
@@ -60,7 +71,12 @@ export async function refresh(
         requested?.includes(admin.scope) && grant.audiences.includes(adminAudience)
         ? [adminAudience]
         : grant.audiences;
-    scopes = confineAdminScope(requested ? narrowScopes(requested, [held, client.scopes]) : grant.scopes, audiences, requested, ctx.config);
+    scopes = confineAdminScope(
+      requested ? narrowScopes(requested, [held, client.scopes]) : grantScopesLeft(grant.scopes, client),
+      audiences,
+      requested,
+      ctx.config,
+    );
   }
   const next = randomSecret(REFRESH_TOKEN_PREFIX);
   const rotation = await ctx.store.rotateRefreshToken(hash, {
@@ -98,7 +114,7 @@ export async function refresh(
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   // A token rotated within the grace period gets the grant's own scopes and audiences, with the
   // admin scope only for the admin audience alone, as any default-scoped token.
-  const granted = scopes ?? confineAdminScope(grant.scopes, grant.audiences, undefined, ctx.config);
+  const granted = scopes ?? confineAdminScope(grantScopesLeft(grant.scopes, client), grant.audiences, undefined, ctx.config);
   const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,
