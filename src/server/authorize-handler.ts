@@ -47,6 +47,9 @@ function loginError(reason: LoginFailure): OAuthError {
   return new OAuthError('authorize_login_failed');
 }
 
+/** What every answer of these endpoints says (their pages and redirects too): never stored by a cache. */
+const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
+
 /** 303 with cookies: to the upstream login, or from its callback back to the authorization endpoint. */
 function loginRedirect(res: ServerResponse, to: LoginRedirect, requestId: string): void {
   res.writeHead(303, {
@@ -119,7 +122,7 @@ export function createAuthorizeHandler(
     if (req.method !== 'GET' && req.method !== 'POST') {
       // Audited as the endpoint's other refusals are.
       denied('request_method_not_allowed');
-      res.writeHead(405, { allow: 'GET, POST', 'x-request-id': requestId });
+      res.writeHead(405, { allow: 'GET, POST', ...NO_STORE, 'x-request-id': requestId });
       res.end();
       return;
     }
@@ -317,7 +320,7 @@ export function createLoginCallbackHandler(
 ): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
   return async (req, res, requestId) => {
     if (req.method !== 'GET') {
-      res.writeHead(405, { allow: 'GET', 'x-request-id': requestId });
+      res.writeHead(405, { allow: 'GET', ...NO_STORE, 'x-request-id': requestId });
       res.end();
       return;
     }
@@ -371,7 +374,7 @@ export function createLogoutHandler(
       return show(res, 200, renderSignOut(login.logoutUrl, nonce), nonce, requestId);
     }
     if (req.method !== 'POST') {
-      res.writeHead(405, { allow: 'GET, HEAD, POST', 'x-request-id': requestId });
+      res.writeHead(405, { allow: 'GET, HEAD, POST', ...NO_STORE, 'x-request-id': requestId });
       res.end();
       return;
     }

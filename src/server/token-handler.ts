@@ -586,7 +586,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       work = register(req, res, requestId, c === 'refused');
     } else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { allow: 'GET, HEAD' });
+        // Public and cacheable is the document alone: a refusal is not (a 405 is heuristically
+        // cacheable, RFC 9110 §15.5.6), as no error of the other endpoints is.
+        res.writeHead(405, { allow: 'GET, HEAD', ...NO_STORE, 'x-request-id': requestId });
         res.end();
         return true;
       }

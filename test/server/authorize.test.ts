@@ -97,6 +97,19 @@ describe('metadata', () => {
   });
 });
 
+describe('405 at the authorization endpoint', () => {
+  it('a method other than GET and POST: 405 with Allow and Cache-Control: no-store, as every other answer of the endpoint', async () => {
+    for (const method of ['PUT', 'DELETE', 'PATCH']) {
+      const res = await fetch(endpoint, { method, headers: personHeaders() });
+      await res.body?.cancel();
+      assert.equal(res.status, 405, method);
+      assert.equal(res.headers.get('allow'), 'GET, POST', method);
+      assert.equal(res.headers.get('cache-control'), 'no-store', method);
+      assert.equal(res.headers.get('pragma'), 'no-cache', method);
+    }
+  });
+});
+
 describe('consent', () => {
   it('shows who asks, for what and where it goes, in a page that cannot be framed or run script', async () => {
     const { res, html } = await openConsent(authorizeUrl({ scope: 'api:read api:write' }));

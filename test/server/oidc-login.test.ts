@@ -727,6 +727,20 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('the login callback and sign-out answer a method they do not take with 405, Allow and Cache-Control: no-store, as their pages', async () => {
+    for (const [path, method, allow] of [
+      ['/oauth2/login/callback', 'POST', 'GET'],
+      ['/oauth2/logout', 'PUT', 'GET, HEAD, POST'],
+    ] as const) {
+      const res = await fetch(`${issuer.url}${path}`, { method });
+      await res.body?.cancel();
+      assert.equal(res.status, 405, path);
+      assert.equal(res.headers.get('allow'), allow, path);
+      assert.equal(res.headers.get('cache-control'), 'no-store', path);
+      assert.equal(res.headers.get('pragma'), 'no-cache', path);
+    }
+  });
+
   it('sign out: GET only shows a button; a POST from this server ends the session, audited; the next authorize sends to login', async () => {
     const browser = await signedIn();
     const consent = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));

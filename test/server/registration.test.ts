@@ -382,6 +382,8 @@ describe('dynamic client registration', () => {
       });
       const body = (await res.json()) as { error: string };
       assert.equal(res.status, status, `${name}: ${JSON.stringify(body)}`);
+      assert.equal(res.headers.get('cache-control'), 'no-store', name);
+      if (status === 405) assert.equal(res.headers.get('allow'), 'POST', name);
       await issuer.service.audit.flush();
       const events = await issuer.store.queryAudit({ request_id: requestId, limit: 10 });
       assert.deepEqual(

@@ -61,6 +61,28 @@ describe('RFC 8414 metadata', () => {
   });
 });
 
+describe('405 answers (wrong method): Allow, and never cacheable', () => {
+  it('every endpoint answers a method it does not take with 405, the methods it does take in Allow, and Cache-Control: no-store, as its other answers that are not public', async () => {
+    const cases: [string, string, string][] = [
+      ['/oauth2/token', 'GET', 'POST'],
+      ['/oauth2/revoke', 'GET', 'POST'],
+      ['/oauth2/introspect', 'GET', 'POST'],
+      ['/.well-known/oauth-authorization-server', 'POST', 'GET, HEAD'],
+      ['/.well-known/jwks.json', 'POST', 'GET, HEAD'],
+      ['/.well-known/jwks.json', 'DELETE', 'GET, HEAD'],
+    ];
+    for (const [path, method, allow] of cases) {
+      const res = await fetch(`${issuer.url}${path}`, { method });
+      await res.body?.cancel();
+      assert.equal(res.status, 405, `${method} ${path}`);
+      assert.equal(res.headers.get('allow'), allow, `${method} ${path}`);
+      assert.equal(res.headers.get('cache-control'), 'no-store', `${method} ${path}`);
+      assert.equal(res.headers.get('pragma'), 'no-cache', `${method} ${path}`);
+      assert.ok(res.headers.get('x-request-id'), `${method} ${path}`);
+    }
+  });
+});
+
 describe('parameters in the URL query (RFC 6749 §3.2, §2.3.1)', () => {
   it('refuses a query on the form endpoints instead of ignoring it: ?scope=… would otherwise get the full scope, ?client_secret=… would authenticate nothing and sit in access logs', async () => {
     const c = await issuer.addClient({ id: 'query-probe', scopes: ['api:read', 'api:write'] });
