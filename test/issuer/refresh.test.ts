@@ -302,6 +302,21 @@ describe('reuse detection past the refresh lifetime', () => {
   });
 });
 
+/** An issuer with a 10 s refresh reuse grace, and a refresh-token family from an exchange for bob. */
+async function gracefulFamily() {
+  const graceful = await startIssuer({ config: { token_service: { refresh_reuse_grace: '10s' } } });
+  const c = await graceful.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] });
+  const subject = await graceful.service.mint({ clientId: 'agent', subject: 'bob', ttl: 3600 });
+  const use = (rt: string) =>
+    graceful.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt }, { authorization: basic(c.id, c.secret) });
+  const res = await graceful.post(
+    '/oauth2/token',
+    { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
+    { authorization: basic(c.id, c.secret) },
+  );
+  return { graceful, ex: (await res.json()) as Tokens, use };
+}
+
 describe('the refresh race', () => {
   it('lets exactly one of many parallel uses of one refresh token succeed', async () => {
     const f = await family();
@@ -313,34 +328,13 @@ describe('the refresh race', () => {
   });
 
   it('with a reuse grace period, the losers are refused without killing the winner’s family', async () => {
-    const graceful = await startIssuer({ config: { token_service: { refresh_reuse_grace: '10s' } } });
+    const { graceful, ex, use } = await gracefulFamily();
     try {
-      const c = await graceful.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] });
-      const subject = await graceful.service.mint({ clientId: 'agent', subject: 'bob', ttl: 3600 });
-      const ex = (await (
-        await graceful.post(
-          '/oauth2/token',
-          { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
-          { authorization: basic(c.id, c.secret) },
-        )
-      ).json()) as Tokens;
-      const results = await Promise.all(
-        Array.from({ length: 5 }, () =>
-          graceful.post(
-            '/oauth2/token',
-            { grant_type: 'refresh_token', refresh_token: ex.refresh_token },
-            { authorization: basic(c.id, c.secret) },
-          ),
-        ),
-      );
+      const results = await Promise.all(Array.from({ length: 5 }, () => use(ex.refresh_token)));
       const winners = results.filter((r) => r.status === 200);
       assert.equal(winners.length, 1);
       const won = (await (winners[0] as Response).json()) as Tokens;
-      const next = await graceful.post(
-        '/oauth2/token',
-        { grant_type: 'refresh_token', refresh_token: won.refresh_token },
-        { authorization: basic(c.id, c.secret) },
-      );
+      const next = await use(won.refresh_token);
       assert.equal(next.status, 200);
     } finally {
       await graceful.close();
@@ -348,19 +342,8 @@ describe('the refresh race', () => {
   });
 
   it('a rotated token presented again within the grace period (a retry, or a thief racing the client): audited as such, not as an unknown token', async () => {
-    const graceful = await startIssuer({ config: { token_service: { refresh_reuse_grace: '10s' } } });
+    const { graceful, ex, use } = await gracefulFamily();
     try {
-      const c = await graceful.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] });
-      const subject = await graceful.service.mint({ clientId: 'agent', subject: 'bob', ttl: 3600 });
-      const ex = (await (
-        await graceful.post(
-          '/oauth2/token',
-          { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT },
-          { authorization: basic(c.id, c.secret) },
-        )
-      ).json()) as Tokens;
-      const use = (rt: string) =>
-        graceful.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt }, { authorization: basic(c.id, c.secret) });
       assert.equal((await use(ex.refresh_token)).status, 200);
       const again = await use(ex.refresh_token);
       const body = (await again.json()) as { error: string; error_description: string };
