@@ -341,6 +341,12 @@ export interface Gateway {
    */
   reload(config: TesseraConfig): ReloadResult;
   /**
+   * A reload refused before it reached {@link Gateway.reload} (the file could not be read, parsed or
+   * validated, a `${VAR}` it names is unset): counted in `tessera_gateway_config_reloads_total{result="refused"}`
+   * and logged (`config_reload_refused`) as one `reload` refuses. The configuration in force stays.
+   */
+  refuseReload(error: ConfigError): ReloadResult;
+  /**
    * Stop: readiness turns 503, WebSocket and event streams are closed (1001 / end of stream),
    * in-flight requests get `drainTimeoutMs` (default `gateway.drain_timeout`) to finish, then
    * everything left is cut; the audit queue is flushed in what is left of `drainTimeoutMs`, and at
@@ -1521,17 +1527,20 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   // ---- lifecycle ----
 
+  function refuseReload(error: ConfigError): ReloadResult {
+    metrics.reload(false);
+    logger.error({ event: 'config_reload_refused', problems: error.issues.length }, error.message);
+    return { ok: false, error };
+  }
+
   function reload(next: TesseraConfig): ReloadResult {
     let compiled: GatewayState;
     try {
       compiled = compileGateway(next, compileDeps, state);
     } catch (e) {
       pools.retain(state.poolKeys);
+      if (e instanceof ConfigError) return refuseReload(e);
       metrics.reload(false);
-      if (e instanceof ConfigError) {
-        logger.error({ event: 'config_reload_refused', problems: e.issues.length }, e.message);
-        return { ok: false, error: e };
-      }
       throw e;
     }
     const previous = state;
@@ -1606,6 +1615,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     handleCheckContinue: continueOnRead(handleRequest),
     handleUpgrade: (req, socket, head) => handleUpgrade(ctx, req, socket, head),
     reload,
+    refuseReload,
     close,
     get state() {
       return state;

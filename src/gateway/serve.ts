@@ -240,15 +240,14 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
 
   let closed: Promise<void> | undefined;
   // Any failure to read the configuration (a file that cannot be read, a bad secrets.env) refuses
-  // the reload; it must never take the running process down.
-  const refuse = (e: unknown, failed = 'cannot read the configuration'): ReloadResult => {
-    const error =
+  // the reload; it must never take the running process down. Counted and logged by the gateway, as
+  // the reloads it refuses itself are.
+  const refuse = (e: unknown, failed = 'cannot read the configuration'): ReloadResult =>
+    gateway.refuseReload(
       e instanceof ConfigError
         ? e
-        : new ConfigError([{ path: '(file)', message: `${failed}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }]);
-    gateway.logger.error({ event: 'config_reload_refused', problems: error.issues.length }, error.message);
-    return { ok: false, error };
-  };
+        : new ConfigError([{ path: '(file)', message: `${failed}: ${(e as NodeJS.ErrnoException).code ?? 'error'}` }]),
+    );
   const reload = (next?: TesseraConfig): ReloadResult => {
     // A reload while draining would swap routes and reopen audit outputs under the requests being
     // drained (and after close, outputs nobody closes): the configuration in force stays.

@@ -182,6 +182,41 @@ describe('gateway: audit file rotation', () => {
   });
 });
 
+describe('gateway: reload metrics', () => {
+  it('a reload refused before compiling (unparsable file, schema error, an unset ${VAR}) is counted in tessera_gateway_config_reloads_total{result="refused"}, as one refused by compiling is', async () => {
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-reload-metrics-'));
+    const file = join(dir, 'tessera.yaml');
+    const env: Record<string, string | undefined> = { GATEWAY_TOKEN: 'token-version-one-0123456789' };
+    writeFileSync(file, yaml(upstream.url, '', false));
+    const served = await serveGateway({ configFile: file, env, host: '127.0.0.1', port: 0 }, { logger: silent });
+    const reloads = async () => {
+      const text = await (await fetch(`${served.url}/metrics`)).text();
+      const n = (result: string) =>
+        Number(new RegExp(`^tessera_gateway_config_reloads_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 'NaN');
+      return { ok: n('ok'), refused: n('refused') };
+    };
+    try {
+      assert.equal(served.reload().ok, true);
+      writeFileSync(file, 'gateway: [unclosed');
+      assert.equal(served.reload().ok, false);
+      writeFileSync(file, yaml(upstream.url, '', false).replace('auth: jwt', 'auth: jwtt'));
+      assert.equal(served.reload().ok, false);
+      writeFileSync(file, yaml(upstream.url, '', false));
+      delete env.GATEWAY_TOKEN;
+      assert.equal(served.reload().ok, false);
+      env.GATEWAY_TOKEN = 'token-version-two-0123456789';
+      writeFileSync(file, yaml(upstream.url, '', false).replace('auth: jwt', 'auth: introspection'));
+      assert.equal(served.reload().ok, false);
+      assert.deepEqual(await reloads(), { ok: 1, refused: 4 });
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('gateway: reload hooks', () => {
   it('a failing onReload hook is logged and does not end the process; the reload stands', async () => {
     const usable = () => ({
