@@ -15,6 +15,8 @@ import {
   type Upstream,
 } from './helpers.ts';
 
+const P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+
 describe('token bucket', () => {
   it('allows a burst, then refuses with the wait until the next token, then refills', () => {
     let now = 1_000_000;
@@ -72,6 +74,19 @@ describe('gateway: rate limit keys', () => {
     assert.equal(await call(attacker), 200);
     assert.equal(await call(attacker), 429);
     assert.equal(await call(await token({ client_id: 'agent-1' })), 200, 'agent-1 of the trusted issuer keeps its own bucket');
+  });
+
+  it('attack: the other-s twin (r, n - s) of an ES256 token naming no sub or client_id is the same caller, not a fresh bucket', async () => {
+    const call = (t: string) => fetch(`${gw.url}/x`, { headers: { authorization: `Bearer ${t}` } }).then((r) => r.status);
+    const valid = await token({ sub: undefined, client_id: undefined });
+    const dot = valid.lastIndexOf('.');
+    const sig = Buffer.from(valid.slice(dot + 1), 'base64url');
+    const s = BigInt(`0x${sig.subarray(32).toString('hex')}`);
+    const otherS = Buffer.from((P256_N - s).toString(16).padStart(64, '0'), 'hex');
+    const twin = `${valid.slice(0, dot)}.${Buffer.concat([sig.subarray(0, 32), otherS]).toString('base64url')}`;
+    assert.equal(await call(valid), 200);
+    assert.equal(await call(valid), 429);
+    assert.equal(await call(twin), 429, 'the twin spends the same bucket');
   });
 });
 

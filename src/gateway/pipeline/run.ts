@@ -39,14 +39,28 @@ export interface Pipeline {
   readonly mutators: readonly Mutator[];
 }
 
+/**
+ * A token naming neither subject nor client, by its issuer's `jti` when it has one: the token's own
+ * spelling is not one caller's (an ES256 signature (r, s) has a twin (r, n - s) that verifies as
+ * well, RFC 7518 §3.4 asking for no low s), so keyed by its hash the twin was a fresh bucket. The
+ * prefix keeps a `jti` or a hash from ever naming a subject's or a client's bucket.
+ */
+function tokenKey(p: Principal): string {
+  return p.tokenId !== undefined ? `jti:${p.tokenId}` : `hash:${p.tokenHash}`;
+}
+
 function limitKey(stage: RateLimitStage, request: GatewayRequest, p: Principal | undefined): string {
   // An IPv6 caller by its /64, as it may send each request from another address of it.
   if (stage.key === 'ip' || p === undefined) return addressKey(request.remoteAddress);
   // Client ids and subjects are each issuer's own: another issuer's `agent-1` is another caller.
-  if (stage.key === 'client') return `c:${p.issuer}\n${p.clientId ?? p.subject ?? p.tokenHash}`;
+  if (stage.key === 'client') {
+    const who = p.clientId ?? p.subject;
+    return who !== undefined ? `c:${p.issuer}\n${who}` : `t:${p.issuer}\n${tokenKey(p)}`;
+  }
   // A subject by the issuer it belongs to: two identity providers' alice are two callers, and a
   // token the token service issued for one of them shares her bucket.
-  return `s:${subjectIssuer(p, stage.vouching ?? NO_SUB_ID_TRUST)}\n${p.subject ?? p.clientId ?? p.tokenHash}`;
+  const who = p.subject ?? p.clientId;
+  return who !== undefined ? `s:${subjectIssuer(p, stage.vouching ?? NO_SUB_ID_TRUST)}\n${who}` : `t:${p.issuer}\n${tokenKey(p)}`;
 }
 
 /** The rate-limit stage alone: takes one token from the caller's bucket; the refusal when it is empty. */
