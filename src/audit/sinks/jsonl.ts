@@ -32,11 +32,13 @@ const escaped = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0
 export function createJsonLinesSink(target: { file: string } | { stream: Writable }): JsonLinesSink {
   const file = 'file' in target ? target.file : undefined;
   let error: Error | undefined;
+  let onError: ((e: Error) => void) | undefined;
   const open = (): Writable => {
     const s = file !== undefined ? createWriteStream(file, { flags: 'a', mode: 0o600 }) : (target as { stream: Writable }).stream;
-    s.on('error', (e: Error) => {
+    onError = (e: Error) => {
       if (s === stream) error = e;
-    });
+    };
+    s.on('error', onError);
     return s;
   };
   let stream = open();
@@ -67,7 +69,12 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
       });
     },
     close(): Promise<void> {
-      if (file === undefined) return Promise.resolve();
+      // A stream it does not own (stdout) stays open, without this sink's listener: a reload
+      // opens a sink on it each time, and would otherwise leave one more listener behind each time.
+      if (file === undefined) {
+        if (onError !== undefined) stream.off('error', onError);
+        return Promise.resolve();
+      }
       return new Promise((resolve) => stream.end(resolve));
     },
   };

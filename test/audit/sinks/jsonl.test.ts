@@ -78,3 +78,18 @@ describe('JSON-lines sink: a file that could not be written', () => {
     await sink.close();
   });
 });
+
+describe('JSON-lines sink: a stream it does not own', () => {
+  it('closed, it leaves no listener on the stream (a reload reopens audit.stdout on process.stdout each time)', async () => {
+    const stream = new PassThrough();
+    stream.resume();
+    const before = stream.listenerCount('error');
+    for (let i = 0; i < 20; i++) {
+      const sink = createJsonLinesSink({ stream });
+      await sink.write([event()]);
+      await sink.close();
+    }
+    assert.equal(stream.listenerCount('error'), before);
+    assert.equal(stream.writableEnded, false, 'the stream itself stays open');
+  });
+});
