@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { existsSync, readFileSync, watch } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -77,6 +77,21 @@ export interface ServedGateway {
  */
 const SETTLE_MS = 250;
 const SETTLE_ROUNDS = 10;
+
+/**
+ * How often the file the configuration path resolves to (its symlinks followed) is looked at: a
+ * symlink swapped to another file that stays (`ln -sfn releases/v2 current`) changes nothing the
+ * watch is on, which is the old file.
+ */
+const FOLLOW_MS = 1000;
+
+function resolved(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+}
 
 function readBytes(path: string): Buffer | undefined {
   try {
@@ -293,6 +308,9 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   };
 
   let watcher: ReturnType<typeof watch> | undefined;
+  /** The file the watch is on (symlinks resolved), while there is one. */
+  let target: string | undefined;
+  let follow: NodeJS.Timeout | undefined;
   let debounce: NodeJS.Timeout | undefined;
   let settle: NodeJS.Timeout | undefined;
   let missing: NodeJS.Timeout | undefined;
@@ -351,22 +369,25 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     settle = setTimeout(round, SETTLE_MS);
     settle.unref();
   };
+  const changed = (path: string, rename: boolean): void => {
+    if (!watching) return;
+    replaced ||= rename;
+    // Coalesced from the first event, not pushed back by each: a file that never stops
+    // changing is still looked at, and reported. While settling, the next read sees the change.
+    if (settling || debounce !== undefined) return;
+    debounce = setTimeout(() => {
+      debounce = undefined;
+      rewatchIfReplaced(path);
+      reloadWhenSettled(path);
+    }, 200);
+    debounce.unref();
+  };
   const watchFile = (path: string): void => {
+    target = undefined;
     try {
-      watcher = watch(path, (event) => {
-        if (!watching) return;
-        replaced ||= event === 'rename';
-        // Coalesced from the first event, not pushed back by each: a file that never stops
-        // changing is still looked at, and reported. While settling, the next read sees the change.
-        if (settling || debounce !== undefined) return;
-        debounce = setTimeout(() => {
-          debounce = undefined;
-          rewatchIfReplaced(path);
-          reloadWhenSettled(path);
-        }, 200);
-        debounce.unref();
-      });
+      watcher = watch(path, (event) => changed(path, event === 'rename'));
       watcher.unref();
+      target = resolved(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
         gateway.logger.warn({ event: 'config_watch_unavailable' }, 'cannot watch the configuration file; reload with SIGHUP');
@@ -399,10 +420,17 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     watching = on;
     if (on) {
       watchFile(file);
+      // A symlink on the path swapped to another file: the new one is watched, and applied.
+      follow = setInterval(() => {
+        if (target !== undefined && resolved(file) !== target) changed(file, true);
+      }, FOLLOW_MS);
+      follow.unref();
       return;
     }
     watcher?.close();
     watcher = undefined;
+    target = undefined;
+    clearInterval(follow);
     replaced = false;
     clearTimeout(debounce);
     debounce = undefined;
@@ -415,6 +443,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   const close = (opts: { drainTimeoutMs?: number } = {}): Promise<void> => {
     closed ??= (async () => {
       watcher?.close();
+      clearInterval(follow);
       clearTimeout(debounce);
       clearTimeout(settle);
       clearTimeout(missing);

@@ -68,6 +68,35 @@ describe('gateway: a configuration file mounted from a Kubernetes ConfigMap', ()
   });
 });
 
+describe('gateway: a configuration file behind a symlink swapped to another file that stays (a release directory, ln -sfn)', () => {
+  it('reloads after each swap (first, second and third), though the file it pointed at before is neither changed nor removed', async () => {
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-symlink-swap-'));
+    const file = join(dir, 'tessera.yaml');
+    /** What `ln -sfn releases/<v> current` does: a new symlink renamed over the old one; the old release stays. */
+    const release = (v: string): void => {
+      mkdirSync(join(dir, 'releases', v), { recursive: true });
+      writeFileSync(join(dir, 'releases', v, 'tessera.yaml'), yaml(upstream.url, [v]));
+      symlinkSync(join('releases', v), join(dir, 'current.tmp'));
+      renameSync(join(dir, 'current.tmp'), join(dir, 'current'));
+    };
+    release('v0');
+    symlinkSync(join('current', 'tessera.yaml'), file);
+    const served = await serveGateway({ configFile: file, env: {}, host: '127.0.0.1', port: 0 }, { logger: silent });
+    try {
+      assert.equal(await until(served.url, '/v0/x'), 200);
+      for (const v of ['v1', 'v2', 'v3']) {
+        release(v);
+        assert.equal(await until(served.url, `/${v}/x`), 200, `${v} applied`);
+      }
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('gateway: a configuration file saved by renaming a temporary file over it (editors, sed -i)', () => {
   it('reloads after each save (first, second and third): the watch follows the new file', async () => {
     const upstream = await startUpstream();
