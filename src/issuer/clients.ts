@@ -21,7 +21,7 @@ import { BoundedMap } from '../core/verify/bounded-map.ts';
 import { STATIC_SUBJECT_PREFIX } from '../core/verify/principal.ts';
 import { type ClientRecord, GRANT_TYPES, type GrantType, PUBLIC_CLIENT_GRANT_TYPES, type Store } from '../store/contract.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
-import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets.ts';
+import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher, sha256 } from './secrets.ts';
 
 /**
  * Prefix of the ids of clients registered through RFC 7591 dynamic registration (reserved: an
@@ -587,7 +587,9 @@ export class ClientRegistry {
     if (only !== this.#o.assertionAudience) throw new OAuthError('client_assertion_audience_invalid');
     if (typeof jti !== 'string' || jti === '' || jti.length > 256) throw new OAuthError('client_assertion_invalid');
     if (client.record.disabled) throw new OAuthError('client_disabled');
-    const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${jti}`, Math.ceil(exp) + skew, now);
+    // Recorded by its SHA-256, as every other key of the replay cache: the jti is any JSON string,
+    // and PostgreSQL refuses a NUL in text (a 500 where SQLite records it).
+    const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${sha256(jti)}`, Math.ceil(exp) + skew, now);
     if (!first) throw new OAuthError('client_assertion_replayed');
     return client;
   }

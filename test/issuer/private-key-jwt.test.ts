@@ -8,7 +8,10 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
+import pg from 'pg';
+import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
 import { makeKey } from '../helpers/tokens.ts';
 
 const TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -190,4 +193,42 @@ describe('private_key_jwt', () => {
     );
     assert.equal(await issuer.store.getClient('userinfo-workload'), undefined);
   });
+});
+
+const pgUrl = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgReachable = await postgresReachable(pgUrl);
+
+describe('private_key_jwt on each store', () => {
+  for (const backend of ['sqlite', 'postgres'] as const) {
+    it(`attack: a jti holding a NUL is recorded like any other on ${backend} (once accepted, then refused as replayed), never a 500`, {
+      skip: backend === 'postgres' && !pgReachable ? 'PostgreSQL is not reachable' : false,
+    }, async () => {
+      const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+      const running = await startIssuer(
+        backend === 'postgres' ? { store: await PostgresStore.open({ connectionString: pgUrl, schema }) } : {},
+      );
+      try {
+        await running.service.registerClient({ id: 'workload', scopes: [], audiences: ['https://api.test'], jwks: { keys: [key.jwk] } });
+        const now = Math.floor(Date.now() / 1000);
+        const a = await new SignJWT({ iss: 'workload', sub: 'workload', aud: running.url, iat: now, exp: now + 60, jti: 'a\u0000b' })
+          .setProtectedHeader({ alg: 'ES256', kid: key.kid })
+          .sign(key.privateKey);
+        const send = () =>
+          running.post('/oauth2/token', { grant_type: 'client_credentials', client_assertion_type: TYPE, client_assertion: a });
+        assert.equal((await send()).status, 200);
+        await expectInvalidClient(await send());
+        await running.service.audit.flush();
+        const last = (await running.store.queryAudit({ kinds: ['token.denied'], limit: 1000 })).at(-1);
+        assert.equal(last?.reason, 'client_assertion_replayed');
+      } finally {
+        await running.close();
+        if (backend === 'postgres') {
+          const c = new pg.Client({ connectionString: pgUrl });
+          await c.connect();
+          await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+          await c.end();
+        }
+      }
+    });
+  }
 });
