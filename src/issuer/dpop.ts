@@ -12,6 +12,7 @@ import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/
 import { importJwk } from '../core/jose/jwk.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { type DpopNonceSource, htuOf } from '../core/verify/dpop.ts';
+import { sha256 } from './secrets.ts';
 
 export interface TokenEndpointProofOptions {
   /** Absolute URL the proof's `htu` must name (scheme, host and path compared). */
@@ -70,7 +71,8 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   if (o.nonces !== undefined && (typeof claims.nonce !== 'string' || !o.nonces.isValid(claims.nonce))) {
     throw new OAuthError('dpop_nonce_required', { dpopNonce: o.nonces.current() });
   }
-  // The store keeps whole seconds; a NumericDate may be fractional (RFC 7519 §2).
-  if (!(await o.useOnce(`dpop:${key.thumbprint}:${jti}`, Math.ceil(iat) + o.iatWindow + SKEW))) throw new OAuthError('dpop_proof_replayed');
+  // The store keeps whole seconds; a NumericDate may be fractional (RFC 7519 §2). The jti (any JSON
+  // string) by its SHA-256: PostgreSQL refuses a NUL in text, a 500 for anyone naming a public client.
+  if (!(await o.useOnce(`dpop:${key.thumbprint}:${sha256(jti)}`, Math.ceil(iat) + o.iatWindow + SKEW))) throw new OAuthError('dpop_proof_replayed');
   return key.thumbprint;
 }

@@ -7,11 +7,14 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, decodeJwt, type JWK, SignJWT } from 'jose';
+import pg from 'pg';
 import { DPOP_NONCE_KEY_INFO } from '../../src/issuer/dpop.ts';
 import { deriveMacKey } from '../../src/issuer/secrets.ts';
+import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { createVerifier } from '../../src/verifier.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const REDIRECT = 'http://127.0.0.1:7777/callback';
@@ -440,4 +443,57 @@ describe('authorization-server nonces (RFC 9449 §8, token_service.dpop.nonce)',
     assert.equal(((await res.json()) as { token_type: string }).token_type, 'DPoP');
     assert.equal(res.headers.get('dpop-nonce'), null);
   });
+});
+
+const pgUrl = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgReachable = await postgresReachable(pgUrl);
+
+describe('DPoP at the token endpoint on each store', () => {
+  for (const backend of ['sqlite', 'postgres'] as const) {
+    it(`attack: a proof whose jti holds a NUL, sent by anyone naming a public client, is recorded like any other on ${backend} (never a 500)`, {
+      skip: backend === 'postgres' && !pgReachable ? 'PostgreSQL is not reachable' : false,
+    }, async () => {
+      const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+      const running = await startIssuer(
+        backend === 'postgres' ? { store: await PostgresStore.open({ connectionString: pgUrl, schema }) } : {},
+      );
+      try {
+        await running.service.registerClient({
+          id: 'pub-app',
+          public: true,
+          scopes: ['api:read'],
+          audiences: ['https://api.test'],
+          grantTypes: ['authorization_code', 'refresh_token'],
+          redirectUris: [REDIRECT],
+        });
+        const p = await proof({ jti: 'a\u0000b' }, { url: `${running.url}/oauth2/token` });
+        const send = () =>
+          running.post(
+            '/oauth2/token',
+            {
+              grant_type: 'authorization_code',
+              client_id: 'pub-app',
+              code: 'no-such-code',
+              redirect_uri: REDIRECT,
+              code_verifier: 'v'.repeat(43),
+            },
+            { dpop: p },
+          );
+        const first = await send();
+        assert.equal(first.status, 400);
+        assert.equal(((await first.json()) as { error: string }).error, 'invalid_grant');
+        const again = await send();
+        assert.equal(again.status, 400);
+        assert.equal(((await again.json()) as { error: string }).error, 'invalid_dpop_proof');
+      } finally {
+        await running.close();
+        if (backend === 'postgres') {
+          const c = new pg.Client({ connectionString: pgUrl });
+          await c.connect();
+          await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+          await c.end();
+        }
+      }
+    });
+  }
 });
