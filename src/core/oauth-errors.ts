@@ -280,6 +280,12 @@ export const OAUTH_ERROR_CODES = {
 
   // Dynamic client registration (RFC 7591 §3.2.2).
   registration_disabled: { status: 404, error: 'invalid_request', description: 'Dynamic client registration is not enabled.' },
+  // RFC 6750 §3.1: no Authorization header at all; its challenge carries no error code.
+  registration_token_missing: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'A valid initial access token is required to register a client.',
+  },
   registration_token_invalid: {
     status: 401,
     error: 'invalid_token',
@@ -509,7 +515,9 @@ export class OAuthError extends Error {
       return { 'www-authenticate': `Basic realm="${realm}", charset="UTF-8"` };
     }
     // RFC 6750 §3.1: a request without any credentials gets the challenge without an error code.
-    if (this.code === 'admin_token_missing') return { 'www-authenticate': `Bearer realm="${realm}"` };
+    if (this.code === 'admin_token_missing' || this.code === 'registration_token_missing') {
+      return { 'www-authenticate': `Bearer realm="${realm}"` };
+    }
     if (this.error === 'invalid_token' || this.error === 'insufficient_scope') {
       const scope = this.scope ? `, scope="${this.scope}"` : '';
       return { 'www-authenticate': `Bearer realm="${realm}", error="${this.error}"${scope}` };

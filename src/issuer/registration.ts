@@ -59,7 +59,7 @@ function stringArray(v: unknown): string[] | undefined {
 
 /**
  * Register a client from RFC 7591 metadata (already parsed JSON).
- * @throws {OAuthError} `registration_token_invalid` (401), `registration_metadata_invalid` or
+ * @throws {OAuthError} `registration_token_missing` or `registration_token_invalid` (401), `registration_metadata_invalid` or
  *   `registration_redirect_uri_invalid` (400), `registration_capacity_reached` (503: as many
  *   dynamically registered clients as `registration.max_clients` exist).
  */
@@ -70,7 +70,7 @@ export async function registerDynamicClient(
 ): Promise<RegistrationResponse> {
   const cfg = ctx.config.registration;
   if (!cfg.open && (cfg.initial_access_token === undefined || !checkInitialToken(authorization, cfg.initial_access_token))) {
-    throw new OAuthError('registration_token_invalid');
+    throw new OAuthError(authorization === undefined ? 'registration_token_missing' : 'registration_token_invalid');
   }
   if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) throw new OAuthError('registration_metadata_invalid');
   const m = metadata as Record<string, unknown>;

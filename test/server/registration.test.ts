@@ -267,13 +267,17 @@ describe('dynamic client registration', () => {
 
   it('DCR without the initial access token, or with a wrong one: 401 invalid_token with a Bearer challenge', async () => {
     const none = await register(mcpClient, null);
-    assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer /);
+    // RFC 6750 §3.1: a request with no credentials at all gets the challenge without an error code.
+    assert.equal(none.headers.get('www-authenticate'), 'Bearer realm="tessera"');
     await expectError(none, 401, 'invalid_token');
-    await expectError(await register(mcpClient, `${IAT}x`), 401, 'invalid_token');
+    const wrong = await register(mcpClient, `${IAT}x`);
+    assert.equal(wrong.headers.get('www-authenticate'), 'Bearer realm="tessera", error="invalid_token"');
+    await expectError(wrong, 401, 'invalid_token');
     await expectError(await register(mcpClient, IAT.slice(0, -1)), 401, 'invalid_token');
     await issuer.service.audit.flush();
     const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'client.registration_denied');
     assert.ok(denied.some((e) => e.reason === 'registration_token_invalid'));
+    assert.ok(denied.some((e) => e.reason === 'registration_token_missing'));
     assert.equal(JSON.stringify(denied).includes(IAT), false);
   });
 
