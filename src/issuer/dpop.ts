@@ -73,6 +73,7 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   }
   // The store keeps whole seconds; a NumericDate may be fractional (RFC 7519 §2). The jti (any JSON
   // string) by its SHA-256: PostgreSQL refuses a NUL in text, a 500 for anyone naming a public client.
-  if (!(await o.useOnce(`dpop:${key.thumbprint}:${sha256(jti)}`, Math.ceil(iat) + o.iatWindow + SKEW))) throw new OAuthError('dpop_proof_replayed');
+  if (!(await o.useOnce(`dpop:${key.thumbprint}:${sha256(jti)}`, Math.ceil(iat) + o.iatWindow + SKEW)))
+    throw new OAuthError('dpop_proof_replayed');
   return key.thumbprint;
 }
