@@ -181,6 +181,9 @@ export const OAUTH_ERROR_CODES = {
   // refusal of a code reads the same, so a response never tells which binding failed.
   authorization_code_invalid: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
   authorization_code_reused: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
+  // Approved in a login session that a revocation of the subject ended, by an instance that had
+  // not read the revocation yet: refused by the store at redemption.
+  authorization_code_subject_revoked: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
   authorization_code_redirect_mismatch: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
   pkce_verifier_mismatch: { status: 400, error: 'invalid_grant', description: CODE_INVALID },
   // RFC 9449 §10: a code bound to a DPoP key (dpop_jkt) presented without a proof of that key.

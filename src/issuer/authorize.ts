@@ -21,6 +21,7 @@ import type { BaseContext } from './context.ts';
 import { confineAdminScope, covers, param, parseScope, targetsFor } from './params.ts';
 import { isS256Challenge } from './pkce.ts';
 import { isLoopbackRedirectUri, matchRedirectUri, redirectUriProblem } from './redirect-uris.ts';
+import type { ApprovingPerson } from './remembered-consent.ts';
 import { randomSecret, sha256, tokenHash } from './secrets.ts';
 
 /** Prefix of authorization codes, so a leaked one is recognisable. */
@@ -182,7 +183,10 @@ function isJwkThumbprint(value: string): boolean {
 
 /**
  * Issue the code for an approved request: 256 random bits, stored only as its SHA-256, valid for
- * `authorization.code_ttl` (at most 60 s), and audited (`authorization.approved`, by its hash,
+ * `authorization.code_ttl` (at most 60 s), dated by what the approval rests on (`approvalSince`:
+ * the person's login session, or the check for this request when the authenticator keeps none, or
+ * the remembered consent when earlier; a subject revocation from then on refuses the redemption,
+ * see `Store.redeemAuthorizationCode`), and audited (`authorization.approved`, by its hash,
  * with how it was approved: `detail.method` is `consent_page`, or `remembered` with
  * `detail.remembered_from`, the hash of the code the consent page approval issued; and
  * `detail.dpop_jkt`, the thumbprint of the DPoP key the code is bound to, when it is).
@@ -190,16 +194,20 @@ function isJwkThumbprint(value: string): boolean {
 export async function issueAuthorizationCode(
   ctx: AuthorizeContext,
   request: AuthorizationRequest,
-  subject: string,
+  person: Pick<ApprovingPerson, 'subject' | 'checkedAt' | 'authenticatedAt'>,
   extra: {
     readonly requestId?: string | undefined;
     readonly remoteAddr?: string | undefined;
-    /** Approved from a remembered consent: the `token_hash` of the code its page approval issued. */
-    readonly rememberedFrom?: string | undefined;
+    /**
+     * Approved from a remembered consent: the `token_hash` of the code its page approval issued,
+     * and when that consent was given.
+     */
+    readonly remembered?: { readonly from: string; readonly since: number } | undefined;
   } = {},
 ): Promise<string> {
   const code = randomSecret(AUTHORIZATION_CODE_PREFIX);
   const now = ctx.now();
+  const subject = person.subject;
   await ctx.store.createAuthorizationCode({
     hash: sha256(code),
     clientId: request.client.id,
@@ -214,6 +222,7 @@ export async function issueAuthorizationCode(
     consumedAt: null,
     grantId: null,
     jkt: request.dpopJkt ?? null,
+    approvalSince: Math.min(person.authenticatedAt ?? person.checkedAt ?? now, extra.remembered?.since ?? now, now),
   });
   ctx.emit({
     kind: 'authorization.approved',
@@ -228,9 +237,7 @@ export async function issueAuthorizationCode(
       aud: [...request.audiences],
       redirect_uri: request.redirectUri,
       ...(request.dpopJkt !== undefined ? { dpop_jkt: request.dpopJkt } : {}),
-      ...(extra.rememberedFrom === undefined
-        ? { method: 'consent_page' }
-        : { method: 'remembered', remembered_from: extra.rememberedFrom }),
+      ...(extra.remembered === undefined ? { method: 'consent_page' } : { method: 'remembered', remembered_from: extra.remembered.from }),
     },
   });
   return code;

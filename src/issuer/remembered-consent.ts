@@ -48,6 +48,12 @@ export interface ApprovingPerson {
    * the write falls in.
    */
   readonly checkedAt?: number;
+  /**
+   * When the person's login session began (the authenticator's `authenticatedAt`), for an
+   * authenticator that keeps one: the code is dated then, so a subject revocation from that second
+   * on refuses its redemption, also when this instance had not read the revocation when it approved.
+   */
+  readonly authenticatedAt?: number;
 }
 
 /**

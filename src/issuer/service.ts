@@ -654,7 +654,7 @@ export class TokenService {
     person: ApprovingPerson,
     extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
   ): Promise<string> {
-    const code = await issueAuthorizationCode(this.#ctx, request, person.subject, extra);
+    const code = await issueAuthorizationCode(this.#ctx, request, person, extra);
     await rememberApproval(this.#ctx, request, person, tokenHash(code));
     return code;
   }
@@ -673,7 +673,10 @@ export class TokenService {
   ): Promise<string | undefined> {
     const remembered = await rememberedApproval(this.#ctx, request, person, params);
     if (remembered === undefined) return undefined;
-    return issueAuthorizationCode(this.#ctx, request, person.subject, { ...extra, rememberedFrom: remembered.approvalHash });
+    return issueAuthorizationCode(this.#ctx, request, person, {
+      ...extra,
+      remembered: { from: remembered.approvalHash, since: remembered.createdAt },
+    });
   }
 
   // Revocation (RFC 7009) and introspection (RFC 7662).

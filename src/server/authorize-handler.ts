@@ -15,6 +15,7 @@ import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
 import { DYNAMIC_CLIENT_ID_PREFIX, isClientName } from '../issuer/clients.ts';
+import type { ApprovingPerson } from '../issuer/remembered-consent.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
 import type { TokenService } from '../issuer/service.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
@@ -234,6 +235,16 @@ export function createAuthorizeHandler(
       return page(res, new OAuthError('authorize_login_not_allowed'), requestId);
     }
 
+    // Who approves, as the code is dated: since the login session's start (a subject revocation
+    // from then on refuses the code at its redemption, in the store: this instance's copy of the
+    // revocation log may not hold one another process just made) or this check, with no session.
+    const approver: ApprovingPerson = {
+      subject: person.subject,
+      source: options.authenticator.source,
+      checkedAt,
+      ...(person.authenticatedAt !== undefined ? { authenticatedAt: person.authenticatedAt } : {}),
+    };
+
     if (form === undefined) {
       // The page carries the anti-CSRF token, which only the same-origin policy keeps from other
       // pages; but `tessera serve` with a gateway serves upstream pages on this origin too, and a
@@ -249,10 +260,7 @@ export function createAuthorizeHandler(
         return page(res, new OAuthError('authorize_not_navigation'), requestId);
       }
       // A remembered approval that covers this request answers it without the page.
-      const code = await service.approveRemembered(request, { subject: person.subject, source: options.authenticator.source }, params, {
-        requestId,
-        remoteAddr,
-      });
+      const code = await service.approveRemembered(request, approver, params, { requestId, remoteAddr });
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
       }
@@ -292,11 +300,7 @@ export function createAuthorizeHandler(
     }
     const decision = form.get('decision');
     if (decision === 'approve') {
-      const code = await service.approveAuthorization(
-        request,
-        { subject: person.subject, source: options.authenticator.source, checkedAt },
-        { requestId, remoteAddr },
-      );
+      const code = await service.approveAuthorization(request, approver, { requestId, remoteAddr });
       return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
     }
     if (decision === 'deny') {

@@ -207,6 +207,15 @@ export interface AuthorizationCodeRecord {
    * redeems only with a proof of that key), or `null` when the authorization request named none.
    */
   readonly jkt: string | null;
+  /**
+   * Since when the person's approval stood (epoch seconds): when their login session began (when
+   * they were checked for this request, for an authenticator that keeps no session), or when the
+   * remembered consent that answered for the consent page was given, whichever is earlier. A
+   * revocation of the subject's login sessions at or after it refuses the redemption (see
+   * {@link Store.redeemAuthorizationCode}). `null` in a code stored before this was kept (schema
+   * 13 and older): its `createdAt` stands for it.
+   */
+  readonly approvalSince: number | null;
 }
 
 /**
@@ -228,6 +237,12 @@ export type CodeRedemption =
   | { readonly status: 'invalid' }
   /** The client is unknown or disabled. Nothing was written. */
   | { readonly status: 'client_inactive' }
+  /**
+   * The subject's login sessions were revoked (a `subject` entry under `loginScope`) at or after
+   * the code's `approvalSince`: the approval came from a session that revocation ended. Nothing was
+   * written.
+   */
+  | { readonly status: 'subject_revoked' }
   /** Presented again after redemption: the grant issued from it and its subtree are now revoked. */
   | { readonly status: 'reused'; readonly grantId: string | null; readonly revokedGrantIds: readonly string[] };
 
@@ -575,11 +590,23 @@ export interface Store {
    * `refreshToken` when given. When the code was already consumed, revoke the grant issued from it
    * and its subtree exactly as {@link Store.revokeGrants} does (reason `authorization_code_reused`,
    * RFC 6749 §4.1.2). Of several concurrent calls with one hash, exactly one sees `redeemed`.
+   *
+   * Atomic with respect to {@link Store.revokeGrants} of the subject, as
+   * {@link Store.createGrant}'s `subjectIssuedAt`: when the log holds a `subject` entry for the
+   * code's subject under `loginScope` with `at >=` the code's `approvalSince` (its `createdAt` when
+   * that is `null`), nothing is written and the result is `subject_revoked`. A revocation deletes
+   * the codes that exist when it commits; this refuses the ones an instance that had not yet read
+   * the revocation approved afterwards, in a login session the revocation ended.
    */
   redeemAuthorizationCode(
     hash: string,
     options: {
       readonly clientId: string;
+      /**
+       * The revocation-log issuer under which a subject revocation ends the login sessions of the
+       * code's issuer (`<issuer>#login-sessions`, see `loginSessionScope`).
+       */
+      readonly loginScope: string;
       readonly grant: NewGrant;
       readonly refreshToken: RefreshTokenRecord | null;
       readonly now: number;

@@ -132,6 +132,7 @@ export function codeFrom(r: Row): AuthorizationCodeRecord {
     consumedAt: numOrNull(r.consumed_at),
     grantId: strOrNull(r.grant_id),
     jkt: strOrNull(r.jkt),
+    approvalSince: numOrNull(r.approval_since),
   };
 }
 

@@ -648,3 +648,83 @@ describe('authorization codes outstanding at a revocation', () => {
     assert.equal((await redeemOther({ code: after.code, code_verifier: after.verifier })).status, 200, 'a new approval is new authority');
   });
 });
+
+describe('a subject revoked on another instance', () => {
+  it('attack: a login session the revocation ended approves a code on an instance that has not read it yet: the redemption is invalid_grant and begins no grant; a session begun after it redeems', async () => {
+    let t = Math.floor(Date.now() / 1000);
+    const clock = () => t * 1000;
+    // This instance reads other processes' revocations only this often: never within the test.
+    const config = { token_service: { sync_interval: '60s' } } as never;
+    const a = await startIssuer({ config, clock });
+    let b: RunningIssuer | undefined;
+    try {
+      await a.service.registerClient({
+        id: 'mcp-app',
+        public: true,
+        scopes: ['api:read'],
+        audiences: [API],
+        grantTypes: ['authorization_code', 'refresh_token'],
+        redirectUris: [REDIRECT],
+      });
+      const subject = 'offboarded@example.com';
+      const approve = async (authenticatedAt: number) => {
+        const { verifier, challenge } = pkcePair();
+        const outcome = await a.service.checkAuthorizationRequest(
+          new URLSearchParams({
+            response_type: 'code',
+            client_id: 'mcp-app',
+            redirect_uri: REDIRECT,
+            code_challenge: challenge,
+            code_challenge_method: 'S256',
+            scope: 'api:read',
+            resource: API,
+          }),
+        );
+        if (!outcome.ok) throw new Error(outcome.error.code);
+        // As the authorize endpoint approves: the person's login session began at authenticatedAt.
+        const code = await a.service.approveAuthorization(outcome.request, { subject, source: 'test', authenticatedAt, checkedAt: t });
+        return { code, verifier };
+      };
+      const redeemAt = (c: { code: string; verifier: string }) =>
+        a.post('/oauth2/token', {
+          grant_type: 'authorization_code',
+          redirect_uri: REDIRECT,
+          client_id: 'mcp-app',
+          code: c.code,
+          code_verifier: c.verifier,
+        });
+      const signedIn = t - 100;
+      // Another process on the same SQLite file (the same issuer) revokes the person, as `tessera
+      // revoke --subject` does.
+      b = await startIssuer({
+        config: { token_service: { sync_interval: '60s', issuer: a.url } } as never,
+        clock,
+        dir: a.dir,
+        master: a.master,
+      });
+      await b.service.revokeGrants({ subject }, 'offboarded', 'cli');
+      assert.equal(a.service.revocations.size.subjects, 0, 'this instance has not read the revocation');
+      // So its authorize endpoint lets the old session approve, and the code is created after the
+      // revocation deleted the person's codes.
+      const stale = await approve(signedIn);
+      t += 1;
+      await expectError(await redeemAt(stale), 400, 'invalid_grant');
+      await a.service.audit.flush();
+      const events = await a.store.queryAudit({ limit: 1000 });
+      assert.equal(events.filter((e) => e.kind === 'token.denied').at(-1)?.reason, 'authorization_code_subject_revoked');
+      assert.deepEqual(
+        events.filter((e) => e.kind === 'token.issued'),
+        [],
+        'nothing issued to the revoked person',
+      );
+      assert.deepEqual(await b.service.revokeGrants({ subject }, 'offboarded', 'cli'), [], 'no grant was created');
+      // Signed in again after the revocation: a new session, whose approval redeems.
+      t += 1;
+      const fresh = await approve(t);
+      assert.equal((await redeemAt(fresh)).status, 200);
+    } finally {
+      await b?.close();
+      await a.close();
+    }
+  });
+});

@@ -5,9 +5,12 @@
  * test per attack on the callback (login CSRF, replayed or foreign ID tokens, forged sessions).
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, SignJWT } from 'jose';
 import { buildTrace } from '../../src/audit/trace.ts';
+import { sha256 } from '../../src/issuer/secrets.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { authorizationRequest, formFields } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import {
@@ -738,6 +741,51 @@ describe('attacks on the login callback (scripted upstream)', () => {
       assert.equal(res.headers.get('allow'), allow, path);
       assert.equal(res.headers.get('cache-control'), 'no-store', path);
       assert.equal(res.headers.get('pragma'), 'no-cache', path);
+    }
+  });
+
+  it('attack: a code approved in a login session the subject’s revocation ended, by an instance that has not read it, is dated by the sign-in and refused at redemption (invalid_grant, no grant)', async () => {
+    const browser = new Browser();
+    const p = await begin(browser);
+    rogue.idToken = () => idToken({ nonce: p.get('nonce'), sub: 'stale-session-user' });
+    assert.equal((await callback(browser, p.get('state') as string)).status, 303);
+    skew = 5000;
+    try {
+      const pkce = pkcePair();
+      const page = await browser.fetch(authorizeUrl(issuer, pkce.challenge));
+      const html = await page.text();
+      assert.equal(page.status, 200, html);
+      const approved = await browser.fetch(`${issuer.url}/oauth2/authorize`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ ...formFields(html), decision: 'approve' }).toString(),
+      });
+      assert.equal(approved.status, 303, await approved.text());
+      const code = new URL(approved.headers.get('location') as string).searchParams.get('code') as string;
+      const record = await issuer.store.getAuthorizationCode(sha256(code));
+      assert.ok(record?.approvalSince != null && record.approvalSince < record.createdAt, 'dated by the sign-in, not the approval');
+      // Another process records the subject's revocation for login sessions (the entry `tessera
+      // revoke --subject` writes), after the sign-in: this server has not read it, and approved.
+      const cli = SqliteStore.open({ path: join(issuer.dir, 'tessera.db') });
+      const at = record.createdAt - 1;
+      await cli.appendRevocations([
+        { kind: 'subject', value: 'stale-session-user', issuer: `${issuer.url}#login-sessions`, at, expiresAt: at + 600 },
+      ]);
+      await cli.close();
+      const token = await issuer.post('/oauth2/token', {
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: REDIRECT,
+        code_verifier: pkce.verifier,
+        client_id: 'mcp-app',
+      });
+      const body = (await token.json()) as { error?: string; access_token?: string };
+      assert.equal(token.status, 400);
+      assert.equal(body.error, 'invalid_grant');
+      assert.equal(body.access_token, undefined);
+      assert.equal((await issuer.store.getAuthorizationCode(sha256(code)))?.grantId, null, 'no grant');
+    } finally {
+      skew = 0;
     }
   });
 

@@ -105,9 +105,13 @@ function code(overrides: Partial<AuthorizationCodeRecord> = {}, now = 1_800_000_
     consumedAt: null,
     grantId: null,
     jkt: null,
+    approvalSince: now,
     ...overrides,
   };
 }
+
+/** The login-session scope of the codes' issuer (`loginSessionScope('https://issuer.test')`). */
+const LOGIN_SCOPE = 'https://issuer.test#login-sessions';
 
 function consent(overrides: Partial<RememberedConsentRecord> = {}, now = 1_800_000_000): RememberedConsentRecord {
   return {
@@ -900,6 +904,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
       const redeem = (hash: string, now: number, g: NewGrant, clientId = 'agent', withRefresh = true) =>
         store.redeemAuthorizationCode(hash, {
           clientId,
+          loginScope: LOGIN_SCOPE,
           grant: g,
           refreshToken: withRefresh ? refresh(g.id, { clientId }, now) : null,
           now,
@@ -917,6 +922,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         const rt = refresh(g.id, { jkt: 'NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs' }, now);
         const r = await store.redeemAuthorizationCode(c.hash, {
           clientId: 'agent',
+          loginScope: LOGIN_SCOPE,
           grant: g,
           refreshToken: rt,
           now: now + 1,
@@ -956,7 +962,14 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         await store.createAuthorizationCode(c);
         const g = grantFor(now);
         const rt = refresh(g.id, {}, now);
-        await store.redeemAuthorizationCode(c.hash, { clientId: 'agent', grant: g, refreshToken: rt, now, entryExpiresAt: now + 600 });
+        await store.redeemAuthorizationCode(c.hash, {
+          clientId: 'agent',
+          loginScope: LOGIN_SCOPE,
+          grant: g,
+          refreshToken: rt,
+          now,
+          entryExpiresAt: now + 600,
+        });
         const child = await created(store, newGrant({ parentId: g.id }, now), now);
         const seq0 = (await store.versions()).revocations;
         const again = await redeem(c.hash, now + 2, grantFor(now));
@@ -1042,6 +1055,72 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
           if (r.status === 'redeemed') assert.notEqual(grant?.revokedAt ?? null, null, 'redeemed first: revoked with the subject');
           else assert.equal(grant, undefined, 'refused: no grant');
         }
+      });
+
+      describe('a subject revocation by another process, not yet read here', () => {
+        const loginEntry = (subject: string, at: number, issuer = LOGIN_SCOPE) => ({
+          kind: 'subject' as const,
+          value: subject,
+          issuer,
+          at,
+          expiresAt: at + 86_400,
+        });
+
+        it('a code approved after it in a login session it ended begins no grant: refused inside the redemption (subject_revoked), writing nothing', async () => {
+          const t = clock.now();
+          const subject = uid('person');
+          // The CLI revokes the subject at t: its codes are deleted, its sessions' entry appended.
+          await store.revokeGrants({ subject }, { at: t, reason: 'cli', entryExpiresAt: t + 600, alsoLog: () => [loginEntry(subject, t)] });
+          // An instance that has not read the entry approves in the person's session afterwards.
+          for (const since of [t - 100, t]) {
+            const c = code({ subject, createdAt: t + 1, approvalSince: since }, t + 1);
+            await store.createAuthorizationCode(c);
+            const g = grantFor(t + 1, { subject });
+            assert.equal((await redeem(c.hash, t + 2, g)).status, 'subject_revoked', `session from ${since - t}`);
+            assert.equal(await store.getGrant(g.id), undefined, 'no grant');
+            assert.equal((await store.getAuthorizationCode(c.hash))?.consumedAt, null, 'nothing written');
+          }
+          // A code stored before approvalSince was kept: dated by its creation.
+          const legacy = code({ subject, createdAt: t, approvalSince: null }, t);
+          await store.createAuthorizationCode(legacy);
+          assert.equal((await redeem(legacy.hash, t + 1, grantFor(t, { subject }))).status, 'subject_revoked');
+          // Signed in again after the revocation: a new session, which it does not cover.
+          const fresh = code({ subject, createdAt: t + 1, approvalSince: t + 1 }, t + 1);
+          await store.createAuthorizationCode(fresh);
+          assert.equal((await redeem(fresh.hash, t + 2, grantFor(t + 1, { subject }))).status, 'redeemed');
+        });
+
+        it('holds only the subject’s login sessions under the scope given: another subject, or the subject’s tokens at an issuer, are not', async () => {
+          const t = clock.now();
+          const subject = uid('person');
+          await store.appendRevocations([
+            loginEntry(subject, t, 'https://issuer.test'),
+            loginEntry(subject, t, 'https://other.test#login-sessions'),
+          ]);
+          const mine = code({ subject, approvalSince: t - 100 }, t);
+          const someone = code({ subject: uid('bob'), approvalSince: t - 100 }, t);
+          for (const c of [mine, someone]) await store.createAuthorizationCode(c);
+          assert.equal((await redeem(mine.hash, t, grantFor(t, { subject }))).status, 'redeemed');
+          await store.appendRevocations([loginEntry(subject, t)]);
+          assert.equal((await redeem(someone.hash, t, grantFor(t, { subject: someone.subject }))).status, 'redeemed');
+        });
+
+        it('a redemption racing it: its grant is revoked with the others, or the code is refused', async () => {
+          const t = clock.now();
+          for (let round = 0; round < 5; round++) {
+            const subject = uid('person');
+            const c = code({ subject, approvalSince: t - 100 }, t);
+            await store.createAuthorizationCode(c);
+            const g = grantFor(t, { subject });
+            const [r] = await Promise.all([
+              redeem(c.hash, t, g),
+              store.revokeGrants({ subject }, { at: t, reason: 'cli', entryExpiresAt: t + 600, alsoLog: () => [loginEntry(subject, t)] }),
+            ]);
+            const grant = await store.getGrant(g.id);
+            if (r.status === 'redeemed') assert.notEqual(grant?.revokedAt ?? null, null, 'redeemed first: revoked with the subject');
+            else assert.equal(grant, undefined, 'refused: no grant');
+          }
+        });
       });
 
       it('lets exactly one of many concurrent redemptions of one code win', async () => {
@@ -1167,7 +1246,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         const k = code({ subject: c.subject }, now);
         await store.createAuthorizationCode(k);
         const g = newGrant({ kind: 'authorization_code', subject: c.subject }, now);
-        const opts = { clientId: 'agent', refreshToken: null, now, entryExpiresAt: now + 600 };
+        const opts = { clientId: 'agent', loginScope: LOGIN_SCOPE, refreshToken: null, now, entryExpiresAt: now + 600 };
         assert.equal((await store.redeemAuthorizationCode(k.hash, { ...opts, grant: g })).status, 'redeemed');
         assert.ok(await store.getRememberedConsent(c.subject, 'agent', now));
         assert.equal((await store.redeemAuthorizationCode(k.hash, { ...opts, grant: newGrant({}, now) })).status, 'reused');

@@ -269,10 +269,18 @@ if (!reachable) {
           consumedAt: null,
           grantId: null,
           jkt: null,
+          approvalSince: now,
         });
         const grant = newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now);
         const redeem = () =>
-          store.redeemAuthorizationCode(hash, { clientId: 'agent', grant, refreshToken: null, now, entryExpiresAt: now + 600 });
+          store.redeemAuthorizationCode(hash, {
+            clientId: 'agent',
+            loginScope: 'https://issuer.test#login-sessions',
+            grant,
+            refreshToken: null,
+            now,
+            entryExpiresAt: now + 600,
+          });
         assert.equal((await redeem()).status, 'redeemed');
         // Another transaction holds the tree's lock and will want the code's row. Its deadlock
         // check waits longer, so PostgreSQL aborts the store's transaction, not this one.
@@ -989,10 +997,12 @@ if (!reachable) {
         await c.query('DROP INDEX revocations_token');
         await c.query('DROP INDEX a2a_tasks_owner');
         await c.query('ALTER TABLE a2a_tasks DROP COLUMN route');
+        await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('DELETE FROM schema_migrations WHERE version > 12');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 14);
+          // Through 13, and every migration after it.
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 15);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1023,10 +1033,11 @@ if (!reachable) {
       await c.connect();
       try {
         await c.query('DROP INDEX revocations_token');
+        await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 14);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 15);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1067,7 +1078,7 @@ if (!reachable) {
         await c.query('DROP TABLE a2a_tasks');
         await c.query('DROP INDEX revocations_subject');
         await c.query('DROP INDEX clients_id_lower');
-        await c.query('ALTER TABLE authorization_codes DROP COLUMN jkt');
+        await c.query('ALTER TABLE authorization_codes DROP COLUMN jkt, DROP COLUMN approval_since');
         await c.query('DELETE FROM schema_migrations WHERE version > 9');
         await c.query(
           `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
@@ -1079,6 +1090,51 @@ if (!reachable) {
       const store = await PostgresStore.open({ connectionString: url, schema });
       try {
         assert.equal((await store.getAuthorizationCode('h-old'))?.jkt, null);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('dates codes written before migration 15 (approval_since NULL) by their creation: a subject revocation from then on refuses them at redemption', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      const now = Math.floor(Date.now() / 1000);
+      try {
+        // Back to schema 14, with codes Tessera 14 wrote.
+        await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
+        await c.query('DELETE FROM schema_migrations WHERE version > 14');
+        for (const [hash, subject] of [
+          ['h-revoked', 'mallory'],
+          ['h-kept', 'alice'],
+        ]) {
+          await c.query(
+            `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
+             VALUES ($1, 'agent', NULL, 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', $2, 'https://issuer.test', '[]', '[]', $3, $4)`,
+            [hash, subject, now, now + 60],
+          );
+        }
+      } finally {
+        await c.end();
+      }
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }));
+        assert.equal((await store.getAuthorizationCode('h-revoked'))?.approvalSince, null);
+        const loginScope = 'https://issuer.test#login-sessions';
+        await store.appendRevocations([{ kind: 'subject', value: 'mallory', issuer: loginScope, at: now, expiresAt: now + 600 }]);
+        const redeem = (hash: string, subject: string) =>
+          store.redeemAuthorizationCode(hash, {
+            clientId: 'agent',
+            loginScope,
+            grant: newGrant({ kind: 'authorization_code', subject, issuer: 'https://issuer.test' }, now),
+            refreshToken: null,
+            now,
+            entryExpiresAt: now + 600,
+          });
+        assert.equal((await redeem('h-revoked', 'mallory')).status, 'subject_revoked');
+        assert.equal((await redeem('h-kept', 'alice')).status, 'redeemed');
       } finally {
         await store.close();
       }

@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 15) db.exec('ALTER TABLE authorization_codes DROP COLUMN approval_since');
   if (version < 14) db.exec('DROP INDEX revocations_token');
   if (version < 12) db.exec('DROP TABLE a2a_tasks');
   else if (version < 13) db.exec('DROP INDEX a2a_tasks_owner; ALTER TABLE a2a_tasks DROP COLUMN route');
@@ -193,6 +194,39 @@ describe('sqlite store specifics', () => {
     await store.close();
   });
 
+  it('dates codes written before migration 15 (approval_since NULL) by their creation: a subject revocation from then on refuses them at redemption', async () => {
+    const path = join(dir, 'legacy-approval.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 14);
+    const now = Math.floor(Date.now() / 1000);
+    const insert = db.prepare(
+      `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
+       VALUES (?, 'agent', NULL, 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', ?, 'https://issuer.test', '[]', '[]', ?, ?)`,
+    );
+    insert.run('h-revoked', 'mallory', now, now + 60);
+    insert.run('h-kept', 'alice', now, now + 60);
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
+    await store.createClient(clientRecord({ id: 'agent' }));
+    assert.equal((await store.getAuthorizationCode('h-revoked'))?.approvalSince, null);
+    const loginScope = 'https://issuer.test#login-sessions';
+    await store.appendRevocations([{ kind: 'subject', value: 'mallory', issuer: loginScope, at: now, expiresAt: now + 600 }]);
+    const redeem = (hash: string, subject: string) =>
+      store.redeemAuthorizationCode(hash, {
+        clientId: 'agent',
+        loginScope,
+        grant: newGrant({ kind: 'authorization_code', subject, issuer: 'https://issuer.test' }, now),
+        refreshToken: null,
+        now,
+        entryExpiresAt: now + 600,
+      });
+    assert.equal((await redeem('h-revoked', 'mallory')).status, 'subject_revoked');
+    assert.equal((await redeem('h-kept', 'alice')).status, 'redeemed');
+    await store.close();
+  });
+
   it('keeps A2A records made before migration 13 (no route) their owner’s, and counts a route’s through an index', async () => {
     const path = join(dir, 'legacy-a2a.db');
     const before = SqliteStore.open({ path });
@@ -298,6 +332,7 @@ describe('sqlite store specifics', () => {
       consumedAt: null,
       grantId: null,
       jkt: null,
+      approvalSince: now,
     };
     const consent = {
       subject: 'alice',

@@ -18,6 +18,7 @@ import { accessTokenTtl, type BaseContext, newGrantId, type OAuthRequest, requir
 import { confineAdminScope, namesTarget, param, required, targets } from '../params.ts';
 import { isVerifier, verifierMatches } from '../pkce.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
+import { loginSessionScope } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
 export interface AuthorizationCodeContext extends BaseContext {
@@ -82,6 +83,10 @@ export async function authorizationCode(
   const refreshToken = client.grantTypes.has('refresh_token') ? randomSecret(REFRESH_TOKEN_PREFIX) : undefined;
   const redemption = await ctx.store.redeemAuthorizationCode(hash, {
     clientId: client.id,
+    // A revocation of the subject ends its login sessions: a code approved in one of them after the
+    // revocation (by an instance that had not read it yet) is refused by the store, which reads the
+    // revocation log itself rather than this instance's copy of it.
+    loginScope: loginSessionScope(record.issuer),
     grant: {
       id: grantId,
       parentId: null,
@@ -131,6 +136,7 @@ export async function authorizationCode(
     throw new OAuthError('authorization_code_reused');
   }
   if (redemption.status === 'client_inactive') throw new OAuthError('client_disabled');
+  if (redemption.status === 'subject_revoked') throw new OAuthError('authorization_code_subject_revoked');
   if (redemption.status !== 'redeemed') throw new OAuthError('authorization_code_invalid');
   const { grant } = redemption;
   const exp = Math.min(now + accessTokenTtl(ctx.config, client), grantExp);

@@ -340,6 +340,13 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     version: 14,
     sql: "CREATE INDEX revocations_token ON revocations (value) WHERE kind = 'token';",
   },
+  {
+    // authorization_codes.approval_since: since when the approval of a code stood (the login
+    // session's start), so a code approved by an instance that had not yet read a revocation of the
+    // subject is refused at its redemption. NULL in codes made before: their created_at stands for it.
+    version: 15,
+    sql: 'ALTER TABLE authorization_codes ADD COLUMN approval_since bigint;',
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
@@ -1175,8 +1182,8 @@ export class PostgresStore implements Store {
   async createAuthorizationCode(x: AuthorizationCodeRecord): Promise<void> {
     try {
       await this.#q(
-        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+        `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt, approval_since)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
         [
           x.hash,
           x.clientId,
@@ -1191,6 +1198,7 @@ export class PostgresStore implements Store {
           x.consumedAt,
           x.grantId,
           x.jkt,
+          x.approvalSince,
         ],
       );
     } catch (e) {
@@ -1208,6 +1216,7 @@ export class PostgresStore implements Store {
     hash: string,
     o: {
       readonly clientId: string;
+      readonly loginScope: string;
       readonly grant: NewGrant;
       readonly refreshToken: RefreshTokenRecord | null;
       readonly now: number;
@@ -1232,6 +1241,14 @@ export class PostgresStore implements Store {
       const [client] = (await c.query('SELECT disabled FROM clients WHERE id = $1 FOR SHARE', [g.clientId])).rows as Row[];
       if (!client || client.disabled === true) return { status: 'client_inactive' };
       await this.#lockSubject(c, g.subject);
+      // Read under the subject's lock, as a root grant from another issuer's token: a subject
+      // revocation that finished meanwhile is seen now (the code was approved after it, by an
+      // instance that had not read it), one that follows sees this grant.
+      const { rows: revoked } = await c.query(
+        "SELECT 1 FROM revocations WHERE kind = 'subject' AND value = $1 AND issuer = $2 AND at >= $3 LIMIT 1",
+        [code.subject, o.loginScope, code.approvalSince ?? code.createdAt],
+      );
+      if (revoked.length > 0) return { status: 'subject_revoked' };
       await c.query(
         `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
          VALUES ($1, NULL, $1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,

@@ -245,4 +245,10 @@ export const MIGRATIONS: readonly Migration[] = [
       'revocations_token: introspection looks up a token’s `jti` in the revocation log, so a token revoked by another process (the CLI, another instance) is inactive before this one syncs',
     sql: "CREATE INDEX revocations_token ON revocations (value) WHERE kind = 'token';",
   },
+  {
+    version: 15,
+    description:
+      'authorization_codes.approval_since: since when the approval of a code stood (the login session’s start), so a code approved by an instance that had not yet read a revocation of the subject is refused at its redemption; NULL in codes made before (their created_at stands for it)',
+    sql: 'ALTER TABLE authorization_codes ADD COLUMN approval_since INTEGER;',
+  },
 ];

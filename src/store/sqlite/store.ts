@@ -715,8 +715,8 @@ export class SqliteStore implements Store {
     try {
       await this.#unlocked(() =>
         this.#stmt(
-          `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt, approval_since)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           c.hash,
           c.clientId,
@@ -731,6 +731,7 @@ export class SqliteStore implements Store {
           c.consumedAt,
           c.grantId,
           c.jkt,
+          c.approvalSince,
         ),
       );
     } catch (e) {
@@ -748,6 +749,7 @@ export class SqliteStore implements Store {
     hash: string,
     o: {
       readonly clientId: string;
+      readonly loginScope: string;
       readonly grant: NewGrant;
       readonly refreshToken: RefreshTokenRecord | null;
       readonly now: number;
@@ -765,6 +767,16 @@ export class SqliteStore implements Store {
         return { status: 'reused', grantId: code.grantId, revokedGrantIds: revoked.map((g) => g.id) };
       }
       if (code.expiresAt <= o.now) return { status: 'invalid' };
+      // Inside the write transaction, as a root grant from another issuer's token: a subject
+      // revocation appends its entry in the one that deletes the subject's codes, so it committed
+      // before this (and the code was approved after it, by an instance that had not read it) or
+      // commits after this grant, which it then revokes.
+      const revoked = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'subject' AND value = ? AND issuer = ? AND at >= ? LIMIT 1").get(
+        code.subject,
+        o.loginScope,
+        code.approvalSince ?? code.createdAt,
+      );
+      if (revoked !== undefined) return { status: 'subject_revoked' };
       const grant = this.#insertGrant({ ...o.grant, parentId: null }, o.now);
       if (typeof grant === 'string') return { status: 'client_inactive' };
       this.#stmt('UPDATE authorization_codes SET consumed_at = ?, grant_id = ? WHERE hash = ?').run(o.now, grant.id, hash);
