@@ -277,10 +277,10 @@ describe('attack: replaying a DPoP-bound token and its proof through the nginx d
       const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const jwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
       const bound = await token({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(jwk) } });
-      // nginx reports $host (no port) and $scheme: the URL the proof names.
+      // The URL the client calls: nginx reports $http_host (port included) and $scheme.
       const proof = await new SignJWT({
         htm: 'GET',
-        htu: 'http://127.0.0.1/items/1',
+        htu: `http://127.0.0.1:${port}/items/1`,
         jti: randomUUID(),
         ath: createHash('sha256').update(bound).digest('base64url'),
       })
@@ -319,11 +319,11 @@ describe('DPoP nonces (dpop.nonce) through the nginx example', { skip }, () => {
       const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const jwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
       const bound = await token({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(jwk) } });
-      // nginx reports $host (no port) and $scheme: the URL the proof names.
+      // The URL the client calls: nginx reports $http_host (port included) and $scheme.
       const proof = (nonce?: string) =>
         new SignJWT({
           htm: 'GET',
-          htu: 'http://127.0.0.1/items/1',
+          htu: `http://127.0.0.1:${port}/items/1`,
           jti: randomUUID(),
           ath: createHash('sha256').update(bound).digest('base64url'),
           ...(nonce !== undefined ? { nonce } : {}),
@@ -341,6 +341,50 @@ describe('DPoP nonces (dpop.nonce) through the nginx example', { skip }, () => {
       const retry = await send(nonce);
       assert.equal(retry.status, 200, nginx.output());
       assert.equal(app.seen.length, 1);
+    } finally {
+      await nginx?.stop();
+      await gw.close();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('DPoP through the nginx example on a non-default port, without server.public_url', { skip }, () => {
+  it('a proof naming the URL the client called (http://127.0.0.1:<nginx port>/…) is accepted, and the app gets that host with its port', async () => {
+    const app = await startUpstream();
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      c.dpop = { mode: 'allowed' };
+    });
+    assert.equal((example.server as { public_url?: string }).public_url, undefined);
+    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-port-'));
+    const port = await freePort();
+    let nginx: Listening | undefined;
+    try {
+      nginx = await startNginx(dir, nginxConf(gw, app, port), port);
+      const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const jwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+      const bound = await token({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(jwk) } });
+      const proof = (htu: string) =>
+        new SignJWT({ htm: 'GET', htu, jti: randomUUID(), ath: createHash('sha256').update(bound).digest('base64url') })
+          .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+          .setIssuedAt()
+          .sign(holder.privateKey);
+      const url = `http://127.0.0.1:${port}/items/1`;
+      const ok = await fetch(url, { headers: { authorization: `DPoP ${bound}`, dpop: await proof(url) } });
+      assert.equal(ok.status, 200, nginx.output());
+      assert.equal(
+        app.seen.at(-1)!.headers['x-forwarded-host'],
+        `127.0.0.1:${port}`,
+        'X-Forwarded-Host is the Host the client sent, port included',
+      );
+      const n = app.seen.length;
+      // The same host on nginx's default port is another origin (RFC 9449 §4.3).
+      const portless = await fetch(url, { headers: { authorization: `DPoP ${bound}`, dpop: await proof('http://127.0.0.1/items/1') } });
+      assert.equal(portless.status, 401);
+      assert.match(portless.headers.get('www-authenticate') ?? '', /error="invalid_dpop_proof"/);
+      assert.equal(app.seen.length, n);
     } finally {
       await nginx?.stop();
       await gw.close();
