@@ -60,9 +60,9 @@ export interface NodeAdapterOptions {
   readonly publicUrl?: string;
   /**
    * Trust `X-Forwarded-Proto` and `X-Forwarded-Host` (else the Host the proxy sends) for the
-   * request URL (DPoP `htu` checks) when `publicUrl` is not set. Only behind a proxy that sets
-   * them and that every request passes through; otherwise a caller could choose the URL it is
-   * checked against.
+   * request URL (DPoP `htu` checks) when `publicUrl` is not set: of several entries, the rightmost,
+   * which the proxy wrote after any the caller sent. Only behind a proxy that sets them and that
+   * every request passes through; otherwise a caller could choose the URL it is checked against.
    */
   readonly trustProxy?: boolean;
   /** Form body for RFC 6750 §2.2 tokens, when `transport.form_body` is enabled. */

@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { ArgumentError, ConfigError, type ConfigIssue, kindOf, type TesseraError } from '../core/errors.ts';
-import { localOrigin, validHost } from '../core/host.ts';
+import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
@@ -97,10 +97,6 @@ export function adapterOptions<T extends { readonly publicUrl?: string }>(
   return Object.freeze(out) as Readonly<T>;
 }
 
-function first(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}
-
 /**
  * A parsed request body (Express `req.body`, Fastify `request.body`) as form parameters, for
  * RFC 6750 §2.2. Never throws: arrays become repeated parameters (so two `access_token`s stay
@@ -162,9 +158,11 @@ function originOf(req: IncomingMessage, options: NodeAdapterOptions): string {
   if (options.publicUrl !== undefined) return options.publicUrl;
   const encrypted = (req.socket as TLSSocket).encrypted === true;
   if (!options.trustProxy) return localOrigin(encrypted ? 'https' : 'http', req.socket.localAddress, req.socket.localPort);
-  const forwardedProto = first(req.headers['x-forwarded-proto'])?.split(',')[0]?.trim().toLowerCase();
+  // The entries the proxy wrote (the rightmost): a proxy appending to the caller's would otherwise
+  // let the caller choose the URL.
+  const forwardedProto = lastForwardedEntry(req.headers['x-forwarded-proto'])?.toLowerCase();
   const proto = forwardedProto === 'https' || forwardedProto === 'http' ? forwardedProto : encrypted ? 'https' : 'http';
-  const named = first(req.headers['x-forwarded-host'])?.split(',')[0]?.trim() || req.headers.host || 'localhost';
+  const named = lastForwardedEntry(req.headers['x-forwarded-host']) || req.headers.host || 'localhost';
   // Node lets any visible characters through in Host: `h/public` would make the rules see
   // /public/admin for a request the application serves as /admin. A malformed authority becomes a
   // reserved name (RFC 6761) that no DPoP proof names, and the path stays the one sent.

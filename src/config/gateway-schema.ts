@@ -420,7 +420,7 @@ export const gatewaySchema = z
       .default([])
       .meta({
         description:
-          'Proxies in front of the gateway (addresses or CIDRs). X-Forwarded-For is walked from the right past these to find the client; X-Forwarded-Host/-Proto and Forwarded are honoured only from them. Default: none.',
+          'Proxies in front of the gateway (addresses or CIDRs). X-Forwarded-For is walked from the right past these to find the client; X-Forwarded-Host/-Proto (their rightmost entry, the one the nearest proxy wrote) are believed, and Forwarded extended, only from them. Default: none.',
       }),
     trust_sub_id: z.array(z.string().min(1)).default([]).meta({
       description:

@@ -24,3 +24,17 @@ export function localOrigin(scheme: string, address: string | undefined, port: n
   const plain = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
   return `${scheme}://${plain.includes(':') ? `[${plain}]` : plain}:${port}`;
 }
+
+/**
+ * The entry of an X-Forwarded-Host or -Proto value that the trusted proxy nearest the server
+ * wrote: the rightmost (Node joins repeated lines with `, `), as for X-Forwarded-For. A proxy that
+ * appends to what the caller sent (Apache httpd's mod_proxy does for X-Forwarded-Host) puts the
+ * caller's claim on the left: the leftmost entry would let the caller choose the host routes are
+ * matched by and the URL a DPoP proof must name. `undefined` when absent or empty.
+ */
+export function lastForwardedEntry(v: string | readonly string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const s = typeof v === 'string' ? v : v.join(',');
+  const comma = s.lastIndexOf(',');
+  return (comma < 0 ? s : s.slice(comma + 1)).trim() || undefined;
+}

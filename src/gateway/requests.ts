@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
-import { localOrigin, validHost } from '../core/host.ts';
+import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
 import type { HeaderBag } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a/card.ts';
 import type { CompiledRoute, GatewayState } from './compile.ts';
@@ -104,10 +104,10 @@ export function fromTrustedProxy(s: GatewayState, req: IncomingMessage): boolean
 /**
  * The request's URL at this gateway: what a DPoP proof's `htu` must name (RFC 9449 §4.3), and
  * where a query token is read. `server.public_url`; else, from a proxy in `gateway.trust_proxy`,
- * the URL it forwards (X-Forwarded-Proto and X-Forwarded-Host, else its Host); else the gateway's
- * own base URL, `http://<server.host>:<port>` as the token service derives its default issuer,
- * with the port the connection came in on and, for a wildcard `server.host`, the address it came
- * to. Never the Host header of a caller: a proof made for another server (a captured one) would
+ * the URL it forwards (X-Forwarded-Proto and X-Forwarded-Host, their rightmost entries, else its
+ * Host; see {@link lastForwardedEntry}); else the gateway's own base URL, `http://<server.host>:<port>`
+ * as the token service derives its default issuer, with the port the connection came in on and,
+ * for a wildcard `server.host`, the address it came to. Never the Host header of a caller: a proof made for another server (a captured one) would
  * pass with `Host:` naming that server.
  */
 export function absoluteUrl(s: GatewayState, req: IncomingMessage): string {
@@ -134,21 +134,21 @@ export function requestOrigin(s: GatewayState, req: IncomingMessage): string {
   return `${proto}://${trusted ? forwardedHost(req) : req.headers.host || 'localhost'}`;
 }
 
-/** The host a trusted proxy forwards: X-Forwarded-Host, else its Host. */
+/** The host a trusted proxy forwards: X-Forwarded-Host (its rightmost entry), else its Host. */
 function forwardedHost(req: IncomingMessage): string {
-  return firstValue(req.headers['x-forwarded-host']) || req.headers.host || 'localhost';
+  return lastForwardedEntry(req.headers['x-forwarded-host']) || req.headers.host || 'localhost';
 }
 
-/** The host routes are matched against: X-Forwarded-Host only from a trusted proxy. */
+/** The host routes are matched against: X-Forwarded-Host (its rightmost entry) only from a trusted proxy. */
 export function requestHost(s: GatewayState, req: IncomingMessage): string {
-  return hostOf((fromTrustedProxy(s, req) && firstValue(req.headers['x-forwarded-host'])) || req.headers.host);
+  return hostOf((fromTrustedProxy(s, req) && lastForwardedEntry(req.headers['x-forwarded-host'])) || req.headers.host);
 }
 
 export { validHost } from '../core/host.ts';
 
 /**
  * True when the request's Host header is absent (HTTP/1.0) or present once and well-formed, and
- * an X-Forwarded-Host a trusted proxy sent is well-formed too. A malformed Host would otherwise
+ * the X-Forwarded-Host entry a trusted proxy wrote (the rightmost, the one read) is well-formed too. A malformed Host would otherwise
  * be routed by its first characters (`a.example.com@b`, `a, b`) while the upstream reads another.
  */
 export function hostHeaderValid(s: GatewayState, req: IncomingMessage): boolean {
@@ -162,7 +162,7 @@ export function hostHeaderValid(s: GatewayState, req: IncomingMessage): boolean 
     }
   }
   if (fromTrustedProxy(s, req)) {
-    const fh = firstValue(req.headers['x-forwarded-host']);
+    const fh = lastForwardedEntry(req.headers['x-forwarded-host']);
     if (fh !== undefined && !validHost(fh)) return false;
   }
   return true;
@@ -370,12 +370,6 @@ export function upstreamHeaders(
 }
 
 function forwardedProto(v: string | string[] | undefined): string | undefined {
-  const p = firstValue(v)?.toLowerCase();
+  const p = lastForwardedEntry(v)?.toLowerCase();
   return p === 'http' || p === 'https' ? p : undefined;
-}
-
-function firstValue(v: string | string[] | undefined): string | undefined {
-  if (v === undefined) return undefined;
-  const s = Array.isArray(v) ? v[0] : v;
-  return s?.split(',')[0]?.trim() || undefined;
 }

@@ -668,6 +668,37 @@ for (const [name, start] of Object.entries(adapters)) {
   });
 }
 
+for (const name of ['node:http', 'express', 'fastify'] as const) {
+  describe(`adapter: ${name} with trustProxy, the URL a DPoP proof names`, () => {
+    it('htu spoofing through an appending proxy: the caller’s X-Forwarded-Host: evil.example (and -Proto) before the proxy’s own entry is not the URL the proof must name', async () => {
+      const start = adapters[name] as (v: ManagedVerifier, options?: { trustProxy: boolean }) => Promise<Running>;
+      const app = await start(createVerifier({ ...verifier.config, dpop: { ...verifier.config.dpop, mode: 'allowed' } }), {
+        trustProxy: true,
+      });
+      try {
+        const bound = await sign(key, claims({ scope: 'api:read', cnf: { jkt: await calculateJwkThumbprint(holderJwk) } }));
+        // The caller's lines, then the ones the proxy appended (Node joins them: `evil.example, api.example`).
+        const call = async (htu: string) =>
+          send(app.origin, '/items/1', [
+            ['x-forwarded-proto', 'http'],
+            ['x-forwarded-host', 'evil.example'],
+            ['x-forwarded-proto', 'https'],
+            ['x-forwarded-host', 'api.example'],
+            ['authorization', `DPoP ${bound}`],
+            ['dpop', await proof('GET', htu, bound)],
+          ]);
+        const spoofed = await call('http://evil.example/items/1');
+        assert.equal(spoofed.status, 401, spoofed.body);
+        assert.match(String(spoofed.headers['www-authenticate']), OTHER_URI);
+        const ok = await call('https://api.example/items/1');
+        assert.equal(ok.status, 200, ok.body);
+      } finally {
+        await app.close();
+      }
+    });
+  });
+}
+
 describe('adapters: publicUrl is checked when the middleware is created', () => {
   for (const publicUrl of [
     'api.example',

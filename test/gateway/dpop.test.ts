@@ -288,6 +288,35 @@ describe('gateway: the URL a DPoP proof names', () => {
     }
   });
 
+  it('htu spoofing through an appending proxy: a caller’s X-Forwarded-Host: evil.example (and -Proto), which the trusted proxy appends to, is not the URL the proof must name', async () => {
+    const gw = await startGateway({
+      ...baseConfig(),
+      dpop: { mode: 'allowed' },
+      gateway: { trust_proxy: ['127.0.0.1/32'], routes: routes() },
+    });
+    // What Apache httpd's mod_proxy (among others) sends on: the caller's value, then its own.
+    const appended = { 'x-forwarded-proto': 'http, https', 'x-forwarded-host': 'evil.example, public.example' };
+    try {
+      const seen = upstream.seen.length;
+      const spoofed = await get(`${gw.url}/items`, {
+        ...appended,
+        authorization: `DPoP ${bound}`,
+        dpop: await proof('GET', 'http://evil.example/items', bound),
+      });
+      assert.equal(spoofed.status, 401);
+      assert.match(String(spoofed.headers['www-authenticate']), OTHER_URI);
+      assert.equal(upstream.seen.length, seen, 'the request reached the upstream');
+      const ok = await get(`${gw.url}/items`, {
+        ...appended,
+        authorization: `DPoP ${bound}`,
+        dpop: await proof('GET', 'https://public.example/items', bound),
+      });
+      assert.equal(ok.status, 200, 'the proof names the URL the nearest proxy forwards: its entry is the rightmost');
+    } finally {
+      await gw.close();
+    }
+  });
+
   describe('server.host a wildcard address (0.0.0.0) without server.public_url', () => {
     let gateway: Gateway;
     let url: string;

@@ -78,6 +78,34 @@ describe('gateway: trust_proxy', () => {
     assert.equal(upstream.seen.at(-1)!.headers['x-forwarded-host'], 'internal.example.com');
   });
 
+  it('host spoofing through an appending proxy: routing and the upstream’s X-Forwarded-Host and -Proto take the entry the trusted proxy wrote (the rightmost), not the caller’s', async () => {
+    // One header, the caller's value first (Apache httpd's mod_proxy appends so), or two lines.
+    assert.equal(
+      await send(trusted.url, '/x', { 'x-forwarded-host': 'internal.example.com, public.example', 'x-forwarded-proto': 'https, http' }),
+      200,
+    );
+    assert.equal((await lastEvent(trusted))?.route, 'public');
+    let h = upstream.seen.at(-1)!.headers;
+    assert.equal(h['x-forwarded-host'], 'public.example');
+    assert.equal(h['x-forwarded-proto'], 'http');
+    const res = await rawHttp(
+      trusted.url,
+      'GET /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: internal.example.com\r\nX-Forwarded-Host: public.example\r\nConnection: close\r\n\r\n',
+    );
+    assert.match(res, /^HTTP\/1\.1 200/, res);
+    assert.equal((await lastEvent(trusted))?.route, 'public');
+    assert.equal(upstream.seen.at(-1)!.headers['x-forwarded-host'], 'public.example');
+    // The proxy's own entry is the one checked: the caller's is never read.
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-host': 'internal.example.com, a.example.com/evil' }), 400);
+    assert.equal((await lastEvent(trusted))?.reason, 'request_host_invalid');
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-host': 'a.example.com/evil, public.example' }), 200);
+    h = upstream.seen.at(-1)!.headers;
+    assert.equal(h['x-forwarded-host'], 'public.example');
+    // The proxy writing the only entry routes as before.
+    assert.equal(await send(trusted.url, '/x', { 'x-forwarded-host': 'public.example, internal.example.com' }), 200);
+    assert.equal((await lastEvent(trusted))?.route, 'internal');
+  });
+
   it('host trick: a trailing dot (internal.example.com.) is the same host, not a way past a host-routed route', async () => {
     for (const host of ['internal.example.com.', 'Internal.Example.com.:8080']) {
       const res = await rawHttp(untrusted.url, `GET /x HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);

@@ -14,6 +14,7 @@
  * @module
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { lastForwardedEntry } from '../../core/host.ts';
 import { LOGIN_COOKIE_NAMES } from '../../server/authenticator.ts';
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus the non-standard ones proxies also drop. */
@@ -246,8 +247,9 @@ export function upstreamRequestHeaders(
   const remote = plainAddress(facts.remoteAddress);
   const priorFor = facts.trustProxy ? joinHeader(inbound['x-forwarded-for']) : undefined;
   out['x-forwarded-for'] = priorFor ? `${priorFor}, ${remote}` : remote;
-  out['x-forwarded-proto'] = (facts.trustProxy && joinHeader(inbound['x-forwarded-proto'])?.split(',')[0]?.trim()) || facts.proto;
-  out['x-forwarded-host'] = (facts.trustProxy && joinHeader(inbound['x-forwarded-host'])?.split(',')[0]?.trim()) || facts.host;
+  // The entry the trusted proxy wrote (the rightmost): the one the gateway decided on.
+  out['x-forwarded-proto'] = (facts.trustProxy && lastForwardedEntry(inbound['x-forwarded-proto'])) || facts.proto;
+  out['x-forwarded-host'] = (facts.trustProxy && lastForwardedEntry(inbound['x-forwarded-host'])) || facts.host;
   const element = `for=${forwardedValue(remote, true)};host=${forwardedValue(facts.host, false)};proto=${facts.proto}`;
   const priorForwarded = facts.trustProxy ? joinHeader(inbound.forwarded) : undefined;
   out.forwarded = priorForwarded ? `${priorForwarded}, ${element}` : element;
