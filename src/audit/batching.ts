@@ -14,7 +14,10 @@ export interface BatchingSinkOptions {
   readonly maxBatch?: number;
   /** Events beyond this are dropped (and counted) while the target is failing. */
   readonly maxQueue?: number;
-  /** Told when a flush fails, with the number of events it held (no event content). Not while closing. */
+  /**
+   * Told when a flush fails, with the number of events it held (no event content): every attempt,
+   * so a batch retried counts again here (see `failed` for each event once). Not while closing.
+   */
   readonly onError?: (error: unknown, events: number) => void;
 }
 
@@ -38,7 +41,15 @@ export class BatchingAuditSink implements AuditSink {
   #writing = 0;
   /** close() is retrying: failures are its to report, and no timer is set. */
   #closing = false;
+  /** Events at the head of the queue already counted in `failed` (a refused batch waiting for its retry). */
+  #counted = 0;
+  /** Events dropped because the queue was full. */
   dropped = 0;
+  /**
+   * Events a write refused, each counted once however many attempts refuse it (not attempts ×
+   * events: a 60 s outage retried every second would count each event 60 times).
+   */
+  failed = 0;
 
   constructor(target: AuditSink, options: BatchingSinkOptions) {
     this.#target = target;
@@ -86,7 +97,9 @@ export class BatchingAuditSink implements AuditSink {
     while (this.#flushing) await this.#flushing;
     if (this.#queue.length === 0) return;
     const batch = this.#queue;
+    const counted = this.#counted;
     this.#queue = [];
+    this.#counted = 0;
     this.#writing = batch.length;
     this.#flushing = this.#target.write(batch).then(
       () => {
@@ -97,11 +110,14 @@ export class BatchingAuditSink implements AuditSink {
       (e: unknown) => {
         this.#writing = 0;
         this.#failing = true;
+        this.failed += batch.length - counted;
         // Keep the events for the next attempt, within the queue bound; what does not fit is dropped
         // and counted like any other overflow.
         const kept = batch.concat(this.#queue);
         this.dropped += Math.max(0, kept.length - this.#o.maxQueue);
         this.#queue = kept.slice(0, this.#o.maxQueue);
+        // The batch is at the head of the queue (it never holds more than maxQueue events).
+        this.#counted = Math.min(batch.length, this.#queue.length);
         if (this.#closing) return;
         this.#o.onError?.(e, batch.length);
         if (this.#timer === undefined) {

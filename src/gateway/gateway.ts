@@ -469,17 +469,13 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   // The store (the further sinks) keeps what it refused and tries it again every flush_interval,
   // as the token service's queue does, within max_queue more events (beyond: dropped and counted):
   // a short outage loses nothing. audit.file and stdout are not retried (a line written twice).
-  let storeFailed = 0;
   const stores = (deps.auditSinks ?? []).map(
     (s) =>
       new BatchingAuditSink(s, {
         flushIntervalMs,
         maxBatch: state.audit?.batch_size ?? 256,
         maxQueue,
-        onError: (error, events) => {
-          storeFailed += events;
-          auditFailed(error, events);
-        },
+        onError: auditFailed,
       }),
   );
   const audit = createAuditPipeline({
@@ -507,9 +503,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const { depth, dropped, failed } = audit.stats;
     let stored = 0;
     let storeDropped = 0;
+    let storeFailed = 0;
     for (const s of stores) {
       stored = Math.max(stored, s.depth);
       storeDropped += s.dropped;
+      // Each event the store refused once, not once per retry (attempts × events).
+      storeFailed += s.failed;
     }
     // The queue is as full as the fuller of the two (the pipeline's, the store's retry queue).
     return { depth: Math.max(depth, stored), dropped: dropped + storeDropped, failed: failed + storeFailed };

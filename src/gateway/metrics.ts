@@ -208,7 +208,7 @@ export class GatewayMetrics {
     });
     new Counter({
       name: 'tessera_audit_write_failures_total',
-      help: 'Audit events a sink failed to write.',
+      help: 'Audit events an output refused to write, each counted once per output however often it is retried.',
       registers: [registry],
       collect() {
         this.reset();

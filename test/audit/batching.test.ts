@@ -60,6 +60,35 @@ describe('batching audit sink: store refusing at once', () => {
   });
 });
 
+describe('batching audit sink: failed events', () => {
+  it('counts each event a write refused once, however many attempts refuse it', async () => {
+    let down = true;
+    const sink = new BatchingAuditSink(
+      {
+        write: async () => {
+          if (down) throw new Error('store down');
+        },
+      },
+      { flushIntervalMs: 60_000, maxBatch: 100, maxQueue: 8, onError: () => {} },
+    );
+    for (let i = 0; i < 4; i++) sink.push(event(i));
+    await sink.flush();
+    await sink.flush();
+    await sink.flush();
+    assert.equal(sink.failed, 4, 'three attempts at the same 4 events');
+    for (let i = 4; i < 10; i++) sink.push(event(i)); // 4 fit, 2 dropped
+    await sink.flush();
+    assert.equal(sink.failed, 8, 'the 4 new ones, once');
+    assert.equal(sink.dropped, 2);
+    down = false;
+    await sink.flush();
+    for (let i = 0; i < 3; i++) sink.push(event(i));
+    await sink.flush();
+    assert.equal(sink.failed, 8);
+    assert.equal(sink.depth, 0);
+  });
+});
+
 describe('batching audit sink: busy store', () => {
   it('a batch that fills while a write is under way is written as soon as that write is done', async () => {
     const writes: number[] = [];

@@ -90,6 +90,51 @@ describe('gateway audit outputs: the store down', () => {
     }
   });
 
+  it('store down for several flushes: tessera_audit_write_failures_total counts each refused event once, not once per retry', async () => {
+    let down = true;
+    let attempts = 0;
+    const written: AuditEvent[] = [];
+    const sink: AuditSink = {
+      write: async (events) => {
+        attempts++;
+        if (down) throw new Error('store down');
+        written.push(...events);
+      },
+    };
+    const failures = async () => {
+      const m = /^tessera_audit_write_failures_total (\d+)$/m.exec(await gateway.registry.metrics());
+      return Number(m?.[1]);
+    };
+    const until = async (done: () => boolean) => {
+      const end = Date.now() + 3000;
+      while (!done() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(done(), `timed out (attempts ${attempts}, written ${written.length})`);
+    };
+    const gateway = createGateway(config({ flush_interval: '20ms', batch_size: 100 }), { logger: silent, auditSinks: [sink] });
+    try {
+      for (let i = 0; i < 10; i++) gateway.audit.emit(event(i));
+      await gateway.audit.flush();
+      await until(() => attempts >= 3);
+      assert.equal(await failures(), 10, 'three refused attempts of the same 10 events count 10');
+      // 5 more events arrive during the outage: they count when first refused, the 10 do not again.
+      for (let i = 10; i < 15; i++) gateway.audit.emit(event(i));
+      await gateway.audit.flush();
+      const before = attempts;
+      await until(() => attempts >= before + 3);
+      assert.equal(await failures(), 15);
+      down = false;
+      await until(() => written.length === 15);
+      assert.equal(await failures(), 15, 'the store is back: the count stays');
+      for (let i = 15; i < 18; i++) gateway.audit.emit(event(i));
+      await gateway.audit.flush();
+      await until(() => written.length === 18);
+      assert.equal(await failures(), 15, 'events written at the first attempt are no failures');
+      assert.match(await gateway.registry.metrics(), /^tessera_audit_events_dropped_total 0$/m);
+    } finally {
+      await gateway.close({ drainTimeoutMs: 100 });
+    }
+  });
+
   it('store down past max_queue: what the retry queue cannot hold is dropped and counted, not held without bound', async () => {
     const sink: AuditSink = { write: () => Promise.reject(new Error('store down')) };
     const gateway = createGateway(config({ flush_interval: '10s', batch_size: 5, max_queue: 5 }), { logger: silent, auditSinks: [sink] });
