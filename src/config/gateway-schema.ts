@@ -204,7 +204,10 @@ export const rateLimitSchema = z
       description:
         'Whose requests share a bucket: `ip` is the client address (an IPv6 address by its /64); `subject` and `client` fall back to it on routes without authentication.',
     }),
-    rate: z.number().positive().meta({ description: 'Sustained requests per second.' }),
+    rate: z
+      .number()
+      .min(0.0000116, 'write at least 0.0000116, about one request a day (a refused client is told to wait at most a day)')
+      .meta({ description: 'Sustained requests per second; at least 0.0000116, about one a day.' }),
     burst: z.number().int().min(1).optional().meta({ description: 'Bucket size (default: rate, at least 1).' }),
     max_keys: z.number().int().min(1).default(100_000).meta({ description: 'Buckets kept (oldest evicted).' }),
   })

@@ -213,7 +213,11 @@ const registrationSchema = z
     }),
     rate_limit: z
       .strictObject({
-        rate: z.number().positive().default(0.2).meta({ description: 'Registrations per second one address may make, sustained.' }),
+        rate: z
+          .number()
+          .min(0.0000116, 'write at least 0.0000116, about one registration a day (a refused client is told to wait at most a day)')
+          .default(0.2)
+          .meta({ description: 'Registrations per second one address may make, sustained; at least 0.0000116, about one a day.' }),
         burst: z.number().int().min(1).default(20).meta({ description: 'Registrations one address may make at once.' }),
       })
       .prefault({})

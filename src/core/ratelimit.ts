@@ -9,6 +9,13 @@ import { isIP } from 'node:net';
 import type { Clock } from './ports.ts';
 import { BoundedMap } from './verify/bounded-map.ts';
 
+/**
+ * The longest wait a refusal names, seconds (a day): the slowest `rate` the configuration allows
+ * (0.0000116) waits a little less, and no rate makes `Retry-After` longer, or a number that is no string of digits
+ * (`1e+21`, `Infinity`, `NaN` are no RFC 9110 delay-seconds).
+ */
+export const MAX_RETRY_AFTER = 86_400;
+
 interface Bucket {
   tokens: number;
   /** Epoch ms of the last refill. */
@@ -58,7 +65,10 @@ export class TokenBucketLimiter {
     }
   }
 
-  /** Take one token for `key`. Returns 0 when allowed, else the seconds to wait (≥ 1, rounded up). */
+  /**
+   * Take one token for `key`. Returns 0 when allowed, else the seconds to wait: an integer, rounded
+   * up, from 1 to {@link MAX_RETRY_AFTER}.
+   */
   take(key: string): number {
     const now = this.#clock();
     let b = this.#buckets.get(key);
@@ -73,7 +83,8 @@ export class TokenBucketLimiter {
       b.tokens -= 1;
       return 0;
     }
-    return Math.max(1, Math.ceil((1 - b.tokens) / this.#rate));
+    const wait = Math.ceil((1 - b.tokens) / this.#rate);
+    return Number.isNaN(wait) ? MAX_RETRY_AFTER : Math.min(MAX_RETRY_AFTER, Math.max(1, wait));
   }
 
   get size(): number {

@@ -34,6 +34,15 @@ function issues(gateway: unknown, extra: Record<string, unknown> = {}): { path: 
 describe('gateway configuration', () => {
   it('accepts a minimal route', () => assert.deepEqual(issues({ routes: [route()] }), []));
 
+  it('refuses a rate_limit.rate below one request a day (its Retry-After would be no integer), saying what to write', () => {
+    const [i, more] = issues({ routes: [route({ rate_limit: { rate: 1e-21 } })] });
+    assert.equal(more, undefined);
+    assert.equal(i?.path, 'gateway.routes[0].rate_limit.rate');
+    assert.match(i?.message ?? '', /write at least 0\.0000116, about one request a day/);
+    assert.match(i?.message ?? '', /0\.0000116/);
+    assert.deepEqual(issues({ routes: [route({ rate_limit: { rate: 0.0000116 } })] }), []);
+  });
+
   it('requires rules on an authenticated route, and says how to allow any caller', () => {
     const [i] = issues({ routes: [route({ rules: undefined })] });
     assert.equal(i?.path, 'gateway.routes[0].rules');

@@ -47,6 +47,13 @@ describe('token_service configuration', () => {
     assert.equal(ts.keys.rotation_interval, 30 * 86400);
   });
 
+  it('refuses a registration rate_limit.rate below one a day (its Retry-After would be no integer), saying what to write', () => {
+    const [i] = issues('token_service:\n  registration: { rate_limit: { rate: 1e-21 } }\n');
+    assert.equal(i?.path, 'token_service.registration.rate_limit.rate');
+    assert.match(i?.message ?? '', /write at least 0\.0000116, about one registration a day/);
+    assert.match(i?.message ?? '', /0\.0000116/);
+  });
+
   it('names the exact path of every problem, with what to write instead', () => {
     const found = issues(`
 token_service:

@@ -36,6 +36,20 @@ describe('token bucket', () => {
     now += 10_000;
     assert.equal(l.take('a'), 0);
   });
+  it('a rate too small for a header (1e-21/s) still answers a Retry-After of digits, at most a day, not 1e+21', () => {
+    const l = new TokenBucketLimiter({ rate: 1e-21, burst: 1, maxKeys: 10, clock: () => 0 });
+    assert.equal(l.take('a'), 0);
+    const wait = l.take('a');
+    assert.match(String(wait), /^\d+$/);
+    assert.equal(wait, 86_400);
+  });
+  it('a rate of 0 or NaN (a library caller) gives a wait of digits too, not Infinity or NaN', () => {
+    for (const rate of [0, Number.NaN]) {
+      const l = new TokenBucketLimiter({ rate, burst: 1, maxKeys: 10, clock: () => 0 });
+      l.take('a');
+      assert.equal(l.take('a'), 86_400, String(rate));
+    }
+  });
   it('keeps at most maxKeys buckets', () => {
     const l = new TokenBucketLimiter({ rate: 1, burst: 1, maxKeys: 2, clock: () => 0 });
     for (const k of ['a', 'b', 'c']) l.take(k);
@@ -122,6 +136,31 @@ describe('gateway: rate_limit.key ip', () => {
     assert.equal(await from('192.0.2.7'), 429);
     assert.equal(await from('::ffff:192.0.2.7'), 429);
     assert.equal(await from('192.0.2.8'), 200);
+  });
+});
+
+describe('gateway: the slowest rate allowed', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [{ id: 'open', upstream: { url: upstream.url }, auth: 'none', rate_limit: { key: 'ip', rate: 0.0000116, burst: 1 } }],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('about one request a day (0.0000116/s): the 429 says Retry-After: 86207, an RFC 9110 delay-seconds', async () => {
+    assert.equal((await fetch(`${gw.url}/x`)).status, 200);
+    const refused = await fetch(`${gw.url}/x`);
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get('retry-after'), '86207');
   });
 });
 
