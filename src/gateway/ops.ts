@@ -25,8 +25,10 @@ export interface ReadinessResult {
  * could not be refreshed keeps the gateway ready for `jwksMaxStaleMs` (the verifier keeps the last
  * good keys, and taking every replica out of service because an IdP is briefly down would turn
  * its outage into ours), reported as `stale`; beyond that the keys may no longer be the issuer's
- * (rotated, a key withdrawn after a compromise) and the gateway reports not ready. An injected
- * check that has not answered within `checkTimeoutMs` is not ready.
+ * (rotated, a key withdrawn after a compromise) and the gateway reports not ready. The injected
+ * checks run at once under one deadline, `checkTimeoutMs` from the call: one that has not answered
+ * by then is not ready, and the answer comes within that one timeout however many checks hang
+ * (one after another, each with its own, two hung checks made a probe wait twice as long).
  */
 export async function readiness(
   verifiers: readonly ManagedVerifier[],
@@ -53,14 +55,7 @@ export async function readiness(
     }
   }
   if (audit !== undefined) checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
-  for (const c of extra) {
-    try {
-      const r = await bounded(c, checkTimeoutMs);
-      checks.push({ name: c.name, ok: r.ok, ...(r.detail !== undefined ? { detail: r.detail } : {}) });
-    } catch {
-      checks.push({ name: c.name, ok: false, detail: 'check failed' });
-    }
-  }
+  if (extra.length > 0) checks.push(...(await withinDeadline(extra, checkTimeoutMs)));
   return { ready: checks.every((c) => c.ok), checks };
 }
 
@@ -68,24 +63,46 @@ type CheckResult = { ok: boolean; detail?: string };
 const pendingChecks = new WeakMap<ReadinessCheck, Promise<CheckResult>>();
 
 /**
- * A check's answer, or not ready after `timeoutMs`. A store that hangs (a partitioned database)
- * must turn /readyz into a 503, not into a request that never ends, and probes arriving meanwhile
- * wait for the same pending check rather than queue one query each.
+ * Every check's answer, in the order given, all started at once: a check that has not answered
+ * `timeoutMs` after the call is not ready. A store that hangs (a partitioned database) must turn
+ * /readyz into a 503, not into a request that never ends, and probes arriving meanwhile wait for
+ * the same pending check rather than queue one query each.
  */
-function bounded(c: ReadinessCheck, timeoutMs: number): Promise<CheckResult> {
-  let pending = pendingChecks.get(c);
-  if (pending === undefined) {
-    pending = Promise.resolve()
-      .then(() => c.check())
-      .finally(() => pendingChecks.delete(c));
-    pendingChecks.set(c, pending);
-  }
+async function withinDeadline(
+  extra: readonly ReadinessCheck[],
+  timeoutMs: number,
+): Promise<{ name: string; ok: boolean; detail?: string }[]> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<CheckResult>((resolve) => {
+  const deadline = new Promise<CheckResult>((resolve) => {
     timer = setTimeout(() => resolve({ ok: false, detail: `no answer within ${timeoutMs}ms` }), timeoutMs);
     timer.unref();
   });
-  return Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
+  try {
+    return await Promise.all(
+      extra.map(async (c) => {
+        const answer = pending(c).then(
+          (r) => r,
+          (): CheckResult => ({ ok: false, detail: 'check failed' }),
+        );
+        const r = await Promise.race([answer, deadline]);
+        return { name: c.name, ok: r.ok, ...(r.detail !== undefined ? { detail: r.detail } : {}) };
+      }),
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The check under way for `c`, or a new one. */
+function pending(c: ReadinessCheck): Promise<CheckResult> {
+  let p = pendingChecks.get(c);
+  if (p === undefined) {
+    p = Promise.resolve()
+      .then(() => c.check())
+      .finally(() => pendingChecks.delete(c));
+    pendingChecks.set(c, p);
+  }
+  return p;
 }
 
 export function writeJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

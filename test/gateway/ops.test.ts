@@ -294,6 +294,33 @@ describe('gateway: /readyz to a caller outside metrics_allowed_peers', () => {
     }
   });
 
+  it('/readyz with two hung checks (a partitioned store and token service) answers 503 within one check timeout, not one per check; the operator sees both named', {
+    timeout: 10_000,
+  }, async () => {
+    const hung = (name: string) => ({ name, check: () => new Promise<{ ok: boolean }>(() => {}) });
+    const gw = await startGateway(
+      { ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] } },
+      { readiness: [hung('store'), hung('revocations')] },
+    );
+    try {
+      const started = performance.now();
+      const res = await fetch(`${gw.url}/readyz`);
+      const took = performance.now() - started;
+      assert.equal(res.status, 503);
+      assert.ok(took < 3000, `answered after ${Math.round(took)} ms; one check timeout is 2 s`);
+      const body = (await res.json()) as { checks: { name: string; ok: boolean; detail?: string }[] };
+      assert.deepEqual(
+        body.checks.filter((c) => !c.ok),
+        [
+          { name: 'store', ok: false, detail: 'no answer within 2000ms' },
+          { name: 'revocations', ok: false, detail: 'no answer within 2000ms' },
+        ],
+      );
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('attack: a caller relayed by a proxy not in trust_proxy gets the status alone (the proxy’s loopback address is not the caller’s)', async () => {
     const gw = await startGateway(
       { ...baseConfig(), gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] } },
@@ -431,6 +458,24 @@ describe('gateway: readiness and a JWKS that stays stale', () => {
 });
 
 describe('gateway: readiness and a store that hangs', () => {
+  it('runs the checks at once under one deadline: two hung checks answer 503 within one timeout, not two, naming both', {
+    timeout: 5000,
+  }, async () => {
+    const hung = (name: string) => ({ name, check: () => new Promise<{ ok: boolean }>(() => {}) });
+    const slowOk = { name: 'slow', check: () => new Promise<{ ok: boolean }>((r) => setTimeout(() => r({ ok: true }), 150)) };
+    const started = performance.now();
+    const r = await readiness([], { depth: 0, max: 10 }, [hung('store'), slowOk, hung('tokens')], false, Number.POSITIVE_INFINITY, 300);
+    const took = performance.now() - started;
+    assert.ok(took < 500, `answered after ${Math.round(took)} ms; one timeout is 300 ms`);
+    assert.equal(r.ready, false);
+    assert.deepEqual(r.checks, [
+      { name: 'audit queue', ok: true, detail: '0 queued' },
+      { name: 'store', ok: false, detail: 'no answer within 300ms' },
+      { name: 'slow', ok: true },
+      { name: 'tokens', ok: false, detail: 'no answer within 300ms' },
+    ]);
+  });
+
   it('reports not ready when a check does not answer in time, and probes share the pending check', { timeout: 5000 }, async () => {
     let calls = 0;
     const hanging = {
