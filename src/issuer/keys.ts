@@ -15,7 +15,7 @@ import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { importJwk, jwkThumbprint, type VerificationKey } from '../core/jose/jwk.ts';
 import type { KeyMiss, KeySource } from '../core/ports.ts';
 import type { SigningKeyRecord, Store } from '../store/contract.ts';
-import { type MasterKey, seal, unseal } from './secrets.ts';
+import { type MasterKey, MasterKeyError, seal, unseal } from './secrets.ts';
 import { createSigner, generateSigningKey, type JwsSigner } from './signer.ts';
 
 /** Where a key is in its life at a given time. */
@@ -160,13 +160,29 @@ export class KeyManager implements KeySource {
   /** The signer of the key active at `now`, or `undefined` when no key is active. */
   signer(now = this.#now()): JwsSigner | undefined {
     const k = this.#active(now);
-    if (k === undefined) return undefined;
+    return k === undefined ? undefined : this.#open(k);
+  }
+
+  #open(k: CompiledKey): JwsSigner {
     if (k.signer === undefined) {
       if (this.#master === undefined) throw new Error('signing needs the master key (TESSERA_MASTER_KEY or <data_dir>/master.key)');
       const der = unseal(this.#master, k.record.sealedPrivateKey, k.record.kid);
       k.signer = createSigner(k.record.alg as SigningAlgorithm, k.record.kid, createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }));
     }
     return k.signer;
+  }
+
+  /**
+   * Check that the master key opens the key signing at `now` (else the newest stored one).
+   * Another master key than the keys were sealed with (a stale `TESSERA_MASTER_KEY`) is then found
+   * before a server serves or a rotation writes, not at the first token request, nor once a key
+   * sealed under it activates and no other instance can sign with it.
+   *
+   * @throws {MasterKeyError} `master_key_mismatch`.
+   */
+  verifyMaster(now = this.#now()): void {
+    const k = this.#active(now) ?? this.#keys.at(-1);
+    if (k !== undefined && this.#master !== undefined) this.#open(k);
   }
 
   /** KeySource: published keys only, by kid. */
@@ -256,6 +272,15 @@ export class KeyManager implements KeySource {
   async rotate(options: { immediate?: boolean; algorithm?: SigningAlgorithm } = {}): Promise<SigningKeyRecord> {
     if (this.#master === undefined) throw new Error('rotating keys needs the master key');
     const now = this.#now();
+    try {
+      this.verifyMaster(now);
+    } catch (e) {
+      if (!(e instanceof MasterKeyError) || e.code !== 'master_key_mismatch') throw e;
+      throw new MasterKeyError(
+        'master_key_mismatch',
+        'the master key does not open the stored signing keys (it is not the one they were sealed with); no key was added',
+      );
+    }
     const record = newKeyRecord(
       this.#master,
       options.algorithm ?? this.#schedule.algorithm,

@@ -21,6 +21,7 @@ import { initialize } from '../../src/cli/commands/init.ts';
 import { listenError, type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { CliError } from '../../src/cli/output.ts';
 import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
+import { generateMasterKey } from '../../src/issuer/secrets.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
@@ -416,6 +417,18 @@ describe('tessera serve: token service and gateway in one process', () => {
     await until(200);
     assert.match((await cli('clients', 'update', 'switcher', '--no-allow-retarget')).stdout, /^client switcher updated/);
     await until(400);
+  });
+
+  it('a second server given another master key than the signing keys were sealed with refuses to start, not ready and failing every token request', async () => {
+    process.env.TESSERA_MASTER_KEY = generateMasterKey().text;
+    try {
+      await assert.rejects(
+        startServer({ config: join(dir, 'tessera.yaml'), logger: pino({ level: 'silent' }) }),
+        (e: unknown) => e instanceof CliError && /master key .*not the one they were sealed with/.test(e.message),
+      );
+    } finally {
+      delete process.env.TESSERA_MASTER_KEY;
+    }
   });
 });
 

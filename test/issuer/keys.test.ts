@@ -165,6 +165,29 @@ describe('private keys at rest', () => {
     assert.throws(() => unseal(generateMasterKey().key, sealed, 'kid-1'), MasterKeyError);
     assert.throws(() => unseal(issuer.master, sealed, 'kid-2'), MasterKeyError);
   });
+
+  it('a rotation under another master key than the stored keys were sealed with is refused (master_key_mismatch) and adds no key', async () => {
+    // `tessera keys rotate` run with a stale TESSERA_MASTER_KEY: the key it added would be one the
+    // server cannot open, and every token request would fail once it activates.
+    const wrong = new KeyManager({
+      store: issuer.store,
+      master: generateMasterKey().key,
+      schedule: { algorithm: 'ES256', publishAhead: 3600, jwksMaxAge: 600, maxTokenTtl: 3600, rotationInterval: undefined },
+      now: () => now,
+    });
+    await wrong.reload();
+    const before = (await issuer.store.listSigningKeys()).map((k) => k.kid);
+    for (const options of [{}, { immediate: true }]) {
+      await assert.rejects(
+        wrong.rotate(options),
+        (e: unknown) => e instanceof MasterKeyError && e.code === 'master_key_mismatch' && /no key was added/.test(e.message),
+      );
+    }
+    assert.deepEqual(
+      (await issuer.store.listSigningKeys()).map((k) => k.kid),
+      before,
+    );
+  });
 });
 
 describe('algorithms', () => {
