@@ -126,6 +126,18 @@ export async function openService(
     ...(runtime.onAuditEventsLost ? { onAuditEventsLost: runtime.onAuditEventsLost } : {}),
   });
   await service.start({ background: false });
+  if (needMaster) {
+    // Another master key than the store's keys were sealed with (a stale TESSERA_MASTER_KEY) would
+    // seal keys and hash secrets that nothing else opens, and a server would sign nothing and check
+    // no client secret behind a ready /readyz: refused before anything is written or served.
+    try {
+      verifyMasterKey(service, config.data_dir);
+    } catch (e) {
+      await service.close();
+      await store.close();
+      throw e;
+    }
+  }
   return {
     config,
     store,
@@ -143,6 +155,21 @@ export async function openService(
       await within(store.close(), deadline - performance.now());
     },
   };
+}
+
+/**
+ * Refuse a master key that does not open the store's signing keys (`KeyManager.verifyMaster`),
+ * in one line naming where it was read from.
+ */
+export function verifyMasterKey(service: TokenService, dataDir: string): void {
+  try {
+    service.keys.verifyMaster();
+  } catch (e) {
+    if (!(e instanceof MasterKeyError)) throw e;
+    throw new CliError(
+      `the master key (${MASTER_KEY_ENV}, else ${dataDir}/master.key) does not open the signing keys in the store: it is not the one they were sealed with`,
+    );
+  }
 }
 
 /** Run `fn` with an opened service, always closing it; expected failures become CLI errors. */

@@ -252,3 +252,17 @@ describe('a token pasted into the wrong argument is never printed back', () => {
     });
   }
 });
+
+describe('tessera clients add under another master key than the store was made with (a stale TESSERA_MASTER_KEY)', () => {
+  it('exit 1 naming the master key, and no client registered whose printed secret would never authenticate', () => {
+    const r = spawnSync(process.execPath, [MAIN, 'clients', 'add', 'stale-master', '--audiences', 'https://api.test'], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, TESSERA_MASTER_KEY: 'A'.repeat(43) },
+    });
+    assert.equal(r.status, 1, r.stdout);
+    assert.match(r.stderr, /master key .*not the one they were sealed with/);
+    assert.doesNotMatch(r.stdout, /tcs_/);
+    assert.equal(tessera('clients', 'show', 'stale-master').code, 1);
+  });
+});

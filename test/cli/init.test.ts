@@ -74,6 +74,22 @@ describe('tessera init: the demo client secret files', () => {
     assert.equal(report.demo_client.created, true);
     assert.equal(readFileSync(join(data, DEMO_SECRET_FILE), 'utf8'), report.demo_client.client_secret);
   });
+
+  it('run again under another master key (a stale TESSERA_MASTER_KEY) refuses, registering no demo client whose secret would never authenticate', async () => {
+    await removeDemo();
+    const secret = readFileSync(join(data, DEMO_SECRET_FILE), 'utf8');
+    process.env.TESSERA_MASTER_KEY = 'A'.repeat(43);
+    try {
+      await assert.rejects(
+        initialize({ config }),
+        (e: unknown) => e instanceof CliError && /master key .*not the one they were sealed with/.test(e.message),
+      );
+    } finally {
+      delete process.env.TESSERA_MASTER_KEY;
+    }
+    assert.equal(await demoExists(), false);
+    assert.equal(readFileSync(join(data, DEMO_SECRET_FILE), 'utf8'), secret);
+  });
 });
 
 describe('tessera init: ports', () => {

@@ -17,7 +17,7 @@ import { resolveStore, resolveTokenService, SIGNING_ALGORITHMS, type SigningAlgo
 import { ConfigError } from '../../core/errors.ts';
 import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, MASTER_KEY_FILE, openStore } from '../../server/bootstrap.ts';
 import { type Store, StoreUnavailableError } from '../../store/contract.ts';
-import { configPath, loadConfig, portArg, toCliError, withConfig } from '../context.ts';
+import { configPath, loadConfig, portArg, toCliError, verifyMasterKey, withConfig } from '../context.ts';
 import { CliError, printJson } from '../output.ts';
 
 export const DEMO_CLIENT = 'demo-agent';
@@ -339,6 +339,9 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
   const service = createTokenServiceFromConfig(config, { store, master: master.key, baseDir: dirname(path) });
   try {
     await service.start({ background: false });
+    // Another master key than an existing store's (a stale TESSERA_MASTER_KEY): a demo client made
+    // under it would be handed a secret that never authenticates.
+    verifyMasterKey(service, config.data_dir);
     let key = service.keys.status().find((k) => k.state === 'active');
     let keyCreated = false;
     if (key === undefined) {

@@ -27,9 +27,9 @@ import { tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import { announceSignalHandlers, createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
-import { deriveMacKey, MasterKeyError } from '../../issuer/secrets.ts';
+import { deriveMacKey } from '../../issuer/secrets.ts';
 import type { TokenService } from '../../issuer/service.ts';
-import { externalIssuers, MASTER_KEY_ENV } from '../../server/bootstrap.ts';
+import { externalIssuers } from '../../server/bootstrap.ts';
 import { listenUrl } from '../../server/listen.ts';
 import { ShutdownDeadline } from '../../server/shutdown.ts';
 import { createTokenServiceHandler } from '../../server/token-handler.ts';
@@ -96,16 +96,6 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   });
   try {
     if (!ctx.service.keys.ready()) throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
-    // Another master key than the keys were sealed with would sign nothing and check no client
-    // secret, behind a ready /readyz: refused here, in one line.
-    try {
-      ctx.service.keys.verifyMaster();
-    } catch (e) {
-      if (!(e instanceof MasterKeyError)) throw e;
-      throw new CliError(
-        `the master key (${MASTER_KEY_ENV}, else ${ctx.config.data_dir}/master.key) does not open the signing keys in the store: it is not the one they were sealed with`,
-      );
-    }
     await ctx.service.start();
     const handler = createTokenServiceHandler(ctx.service, {
       // Only the error's class: messages of unexpected errors are not trusted to be secret-free.
