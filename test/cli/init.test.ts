@@ -92,6 +92,26 @@ describe('tessera init: the demo client secret files', () => {
   });
 });
 
+describe('tessera init under umask 000', () => {
+  it('writes no file another local user may change (tessera.yaml decides which issuers are trusted) and nothing under the data directory they may read', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-umask-'));
+    const previous = process.umask(0);
+    try {
+      await initialize({ config: join(dir, 'tessera.yaml') });
+    } finally {
+      process.umask(previous);
+    }
+    try {
+      assert.equal(statSync(join(dir, 'tessera.yaml')).mode & 0o022, 0, 'tessera.yaml is writable by group or others');
+      const data = join(dir, '.tessera');
+      assert.equal(statSync(data).mode & 0o077, 0);
+      for (const f of readdirSync(data)) assert.equal(statSync(join(data, f)).mode & 0o077, 0, `${f} is open to group or others`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('tessera init: ports', () => {
   it('refuses --port 0 or 65535 without --upstream-port (port + 1 is no port), writing nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-init-port-'));

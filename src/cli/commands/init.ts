@@ -92,6 +92,9 @@ gateway:
 `;
 }
 
+/** Mode of a new tessera.yaml (the umask can only narrow it). */
+const CONFIG_MODE = 0o644;
+
 /**
  * Write a secret file owner-only and whole: through a new file renamed into place, so neither a
  * crash nor an existing file's wider mode leaves the secret half-written or readable by others.
@@ -292,14 +295,16 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
     const tmp = `${path}.${process.pid}.tmp`;
     rmSync(tmp, { force: true });
     try {
-      writeFileSync(tmp, text, { flag: 'wx' });
+      // Never writable by others whatever the umask (000 would make it 0666): the file decides which
+      // issuers' tokens are trusted and where requests go.
+      writeFileSync(tmp, text, { flag: 'wx', mode: CONFIG_MODE });
       try {
         linkSync(tmp, path);
       } catch (e) {
         // A file system without hard links (some network and FUSE mounts): create it in place.
         const code = (e as NodeJS.ErrnoException).code;
         if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
-        writeFileSync(path, text, { flag: 'wx' });
+        writeFileSync(path, text, { flag: 'wx', mode: CONFIG_MODE });
       }
     } finally {
       rmSync(tmp, { force: true });
