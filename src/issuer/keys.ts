@@ -41,6 +41,11 @@ export interface KeySchedule {
   /** Longest access-token lifetime: a retired key stays published this long (plus skew). */
   readonly maxTokenTtl: number;
   readonly rotationInterval: number | undefined;
+  /**
+   * Longest time, seconds, before every instance serves a key another one added (`sync_interval`);
+   * default 0. A new key signs no sooner than `jwks_max_age` after the last instance published it.
+   */
+  readonly propagation?: number;
 }
 
 interface CompiledKey {
@@ -266,7 +271,8 @@ export class KeyManager implements KeySource {
   }
 
   /**
-   * Add a key. By default it activates `publish_ahead` from now (pre-publication); `immediate`
+   * Add a key. By default it activates `publish_ahead` from now (pre-publication; at least
+   * `jwks_max_age` + `propagation` + 1 s after every instance published it); `immediate`
    * activates it at once (after a compromise: verifiers pick it up on their kid-miss refetch).
    */
   async rotate(options: { immediate?: boolean; algorithm?: SigningAlgorithm } = {}): Promise<SigningKeyRecord> {
@@ -281,11 +287,16 @@ export class KeyManager implements KeySource {
         'the master key does not open the stored signing keys (it is not the one they were sealed with); no key was added',
       );
     }
+    // `now` is whole seconds: the key is in the store up to a second later than it says, and in
+    // another instance's JWKS up to `propagation` after that. A verifier that fetched a JWKS just
+    // before keeps it `jwks_max_age`: the key must not sign before that has run out, even when
+    // publish_ahead is no longer than jwks_max_age.
+    const { publishAhead, jwksMaxAge, propagation = 0 } = this.#schedule;
     const record = newKeyRecord(
       this.#master,
       options.algorithm ?? this.#schedule.algorithm,
       now,
-      options.immediate ? now : now + this.#schedule.publishAhead,
+      options.immediate ? now : now + Math.max(publishAhead, jwksMaxAge + propagation + 1),
     );
     await this.#store.addSigningKey(record);
     await this.reload();

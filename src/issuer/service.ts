@@ -289,6 +289,7 @@ export class TokenService {
         jwksMaxAge: config.keys.jwks_max_age,
         maxTokenTtl: config.max_access_token_ttl,
         rotationInterval: config.keys.rotation_interval,
+        propagation: config.sync_interval,
       },
     });
     this.revocations = options.revocations ?? new RevocationList();

@@ -209,6 +209,42 @@ describe('algorithms', () => {
   }
 });
 
+describe('pre-publication with publish_ahead equal to jwks_max_age (the least the configuration allows)', () => {
+  it('a verifier that fetched the JWKS from another instance just before that one synced still finds the new kid while its cache is fresh', async () => {
+    const store = SqliteStore.open({ path: ':memory:' });
+    const master = generateMasterKey().key;
+    const sync = 5;
+    const schedule = {
+      algorithm: 'ES256' as const,
+      publishAhead: 600,
+      jwksMaxAge: 600,
+      maxTokenTtl: 600,
+      rotationInterval: undefined,
+      propagation: sync,
+    };
+    let t = 1_900_000_000;
+    const a = new KeyManager({ store, master, schedule, now: () => t });
+    await a.rotate({ immediate: true });
+    const b = new KeyManager({ store, master, schedule, now: () => t });
+    await b.reload();
+    // A rotates during second t (its clock reads whole seconds); B reads the store `sync` seconds
+    // later. A verifier fetches B's JWKS at the last moment before that and keeps it for max-age.
+    await a.rotate();
+    const fetched = JSON.parse(b.jwks().body) as { keys: { kid: string }[] };
+    const { maxAge } = b.jwks();
+    const fetchedAt = t + 1 + sync;
+    for (let at = t; at < fetchedAt + maxAge; at++) {
+      t = at;
+      const kid = a.signer()?.kid;
+      assert.ok(
+        fetched.keys.some((k) => k.kid === kid),
+        `at +${at - 1_900_000_000}s A signs with ${kid}, which the cached JWKS does not have`,
+      );
+    }
+    await store.close();
+  });
+});
+
 describe('two instances rotating in the same second', () => {
   it('agree on the active key whatever order the store lists equal keys in', async () => {
     const store = SqliteStore.open({ path: ':memory:' });
