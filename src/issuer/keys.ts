@@ -1,7 +1,7 @@
 /**
  * Signing keys over time. Each key is published in the JWKS from its creation, signs from its
  * activation until a later key activates, and stays published until every token it signed has
- * expired (`retired + max_access_token_ttl + skew`). `tessera keys rotate` adds a key that
+ * expired (`retired + sync_interval + max_access_token_ttl + skew`). `tessera keys rotate` adds a key that
  * activates `publish_ahead` later, so every verifier has fetched it before it signs; a running
  * server re-reads the keys when the store's key version changes and switches at the activation
  * time on its own, without a restart.
@@ -125,7 +125,9 @@ export class KeyManager implements KeySource {
       const k = keys[i] as CompiledKey;
       if (successor) {
         k.retiresAt = successor.record.activatesAt;
-        k.publishedUntil = successor.record.activatesAt + this.#schedule.maxTokenTtl + SKEW;
+        // Another instance goes on signing with this key until it reads its successor (up to
+        // `propagation` later: at once after `tessera keys rotate --now`).
+        k.publishedUntil = successor.record.activatesAt + (this.#schedule.propagation ?? 0) + this.#schedule.maxTokenTtl + SKEW;
       }
     }
     this.#keys = keys;

@@ -104,8 +104,8 @@ describe('rotation', () => {
       currentDate: new Date((decodeJwt(oldToken).iat as number) * 1000),
     });
 
-    // max_access_token_ttl (1h) + skew after retirement, the old key leaves the JWKS and the store.
-    now += 3600 + 61;
+    // sync_interval (1s) + max_access_token_ttl (1h) + skew after retirement, the old key leaves the JWKS and the store.
+    now += 1 + 3600 + 61;
     await issuer.service.sync();
     published = (await jwks()).body.keys.map((k) => k.kid);
     assert.deepEqual(published, [next.kid]);
@@ -241,6 +241,40 @@ describe('pre-publication with publish_ahead equal to jwks_max_age (the least th
         `at +${at - 1_900_000_000}s A signs with ${kid}, which the cached JWKS does not have`,
       );
     }
+    await store.close();
+  });
+});
+
+describe('retirement after tessera keys rotate --now at one instance', () => {
+  it('keeps the old key published until the last token another instance signed with it before its sync has expired (clock skew included)', async () => {
+    const store = SqliteStore.open({ path: ':memory:' });
+    const master = generateMasterKey().key;
+    const sync = 60;
+    const schedule = {
+      algorithm: 'ES256' as const,
+      publishAhead: 3600,
+      jwksMaxAge: 600,
+      maxTokenTtl: 600,
+      rotationInterval: undefined,
+      propagation: sync,
+    };
+    let t = 1_900_000_000;
+    const a = new KeyManager({ store, master, schedule, now: () => t });
+    await a.rotate({ immediate: true });
+    const b = new KeyManager({ store, master, schedule, now: () => t });
+    await b.reload();
+    const old = a.signer()?.kid as string;
+    t += 1;
+    await a.rotate({ immediate: true });
+    assert.notEqual(a.signer()?.kid, old);
+    // B signs with the old key until its next sync, `sync` seconds later, for the longest lifetime.
+    const exp = t + sync + schedule.maxTokenTtl;
+    assert.equal(b.signer(t + sync)?.kid, old);
+    // A verifier allows up to 60 s of clock skew past exp.
+    t = exp + 60;
+    assert.notEqual(a.lookup(old, 'ES256'), 'unknown');
+    assert.ok((JSON.parse(a.jwks().body) as { keys: { kid: string }[] }).keys.some((k) => k.kid === old));
+    assert.deepEqual((await a.maintain()).removed, []);
     await store.close();
   });
 });

@@ -50,9 +50,10 @@ describe('identifyLeak', () => {
       state: 'live',
     });
 
-    // Past the retired key's publication window (retired + max_access_token_ttl + skew), before any
-    // housekeeping removed it from the store: no verifier accepts its tokens, scan still names them.
-    now += 3600 + 60 + 1;
+    // Past the retired key's publication window (retired + sync_interval + max_access_token_ttl +
+    // skew), before any housekeeping removed it from the store: no verifier accepts its tokens, scan
+    // still names them.
+    now += 60 + 3600 + 60 + 1;
     const cli = new TokenService({ config: issuer.service.config, store: issuer.store, master: undefined, clock });
     await cli.start({ background: false });
     try {
@@ -70,7 +71,7 @@ describe('identifyLeak', () => {
     const oldKid = decodeProtectedHeader(minted.access_token).kid as string;
     now += 1;
     await issuer.service.keys.rotate({ immediate: true });
-    now += 3600 + 60 + 1;
+    now += 60 + 3600 + 60 + 1;
     await issuer.service.sync();
     assert.equal(
       issuer.service.keys.status().some((k) => k.kid === oldKid),
@@ -96,7 +97,7 @@ describe('identifyLeak', () => {
         subject: 'dana',
         clientId: 'agent',
         grantId: minted.grant_id,
-        expiresAt: now - 3661 - 1 + 600,
+        expiresAt: now - 60 - 3661 - 1 + 600,
         state: 'expired',
       });
       assert.equal(await cli.identifyLeak(forged), undefined, 'the kid alone proves nothing');
