@@ -14,6 +14,9 @@
  * Tessera must reject, with one of the error codes the rule names. Tessera accepting a token jose
  * rejects is always a failure.
  *
+ * Every base token is in Tessera's result cache before the generated tokens are checked, so the
+ * mutations that keep a base's signature are looked up against a live entry for another spelling.
+ *
  * Deterministic: the keys are fixed (test/fixtures/jose/differential-keys.json) and every choice
  * comes from a seeded PRNG. (OpenSSL's ECDSA signatures are randomized, so ES256 signature bytes
  * differ between runs; every mutation and every verdict does not.)
@@ -1102,6 +1105,15 @@ describe('differential: Tessera vs jose', () => {
       const count = alg === 'RS256' || alg === 'PS256' ? 8 : 24;
       for (let i = 0; i < count; i++) bases.push(makeBase(rng, alg, n++));
     }
+    // Every base enters the result cache (a JWT is admitted on its second presentation, served from
+    // it on the third), so each mutation that keeps a base's signature (a header or payload
+    // re-spelled, re-encoded or swapped, a segment added) finds a live entry under its cache key,
+    // the signature's end: it must be refused all the same, never served the base's result.
+    const hitsBefore = tessera.stats.cacheHits;
+    for (const base of bases) {
+      for (let i = 0; i < 3; i++) assert.ok((await tessera.verifyToken(base.token)).ok, 'a base token is valid');
+    }
+    assert.equal(tessera.stats.cacheHits - hitsBefore, bases.length, 'every base token is served from the result cache');
 
     const seen = new Set<string>();
     const tallies = new Map<string, Tally>();
