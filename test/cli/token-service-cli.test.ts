@@ -306,9 +306,18 @@ describe('keys', () => {
     const again = tessera('keys', 'rotate');
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already pending/);
+    // --now adds a key that signs at once; it does not replace the pending one, and says so.
+    assert.match(again.stderr, new RegExp(`with --now \\(${rotated.kid} still takes over from `));
     const now = json('keys', 'rotate', '--now', '--alg', 'EdDSA');
     assert.equal(now.state, 'active');
     assert.equal(now.alg, 'EdDSA');
+    assert.equal(
+      (json('keys', 'list') as unknown as { kid: string; state: string }[]).find((k) => k.kid === rotated.kid)?.state,
+      'pending',
+    );
+    const text = tessera('keys', 'rotate', '--now');
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`signing now; key ${rotated.kid} is still pending and takes over from `));
     const out = tessera('keys', 'list');
     assert.doesNotMatch(out.stdout, /"d"|sealed|PRIVATE/);
   });

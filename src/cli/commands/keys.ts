@@ -50,22 +50,24 @@ export function registerKeys(program: Command): void {
       if (opts.alg !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(opts.alg)) {
         throw new CliError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
       }
-      const status = await withService(opts.config, true, async ({ service }) => {
+      const { status, pending } = await withService(opts.config, true, async ({ service }) => {
         const pending = service.keys.status().find((k) => k.state === 'pending');
+        // --now does not replace a pending key: that one still takes over at its time.
         if (pending && !opts.now) {
           throw new CliError(
-            `key ${pending.kid} is already pending (signs from ${iso(pending.activatesAt)}); use --now to replace it at once`,
+            `key ${pending.kid} is already pending (signs from ${iso(pending.activatesAt)}): wait for it, or add a key that signs at once with --now (${pending.kid} still takes over from ${iso(pending.activatesAt)})`,
           );
         }
         const record = await service.keys.rotate({
           ...(opts.now ? { immediate: true } : {}),
           ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
         });
-        return service.keys.status().find((k) => k.kid === record.kid) as KeyStatus;
+        return { status: service.keys.status().find((k) => k.kid === record.kid) as KeyStatus, pending };
       });
       if (opts.json) return printJson(describeKey(status));
+      const after = pending ? `; key ${pending.kid} is still pending and takes over from ${iso(pending.activatesAt)}` : '';
       process.stdout.write(
-        `new ${status.alg} key ${status.kid}: published now, ${status.state === 'active' ? 'signing now' : `signing from ${iso(status.activatesAt)}`}\n`,
+        `new ${status.alg} key ${status.kid}: published now, ${status.state === 'active' ? 'signing now' : `signing from ${iso(status.activatesAt)}`}${after}\n`,
       );
     });
 }
