@@ -10,6 +10,7 @@ import { Buffer } from 'node:buffer';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { importJwk } from '../core/jose/jwk.ts';
+import { normalizeTyp } from '../core/jose/typ.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { type DpopNonceSource, htuOf } from '../core/verify/dpop.ts';
 import { sha256 } from './secrets.ts';
@@ -48,7 +49,9 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   if (!split) throw fail();
   const header = decodeJsonSegment(proof.slice(0, split.dot1));
   const claims = decodeJsonSegment(proof.slice(split.dot1 + 1, split.dot2));
-  if (!header || !claims || header.typ !== 'dpop+jwt' || header.crit !== undefined) throw fail();
+  if (!header || !claims || typeof header.typ !== 'string' || normalizeTyp(header.typ) !== 'dpop+jwt' || header.crit !== undefined) {
+    throw fail();
+  }
   const alg = header.alg;
   if (!isJwsAlgorithm(alg) || !ASYMMETRIC_ALGORITHMS.includes(alg) || !o.algorithms.has(alg)) throw fail();
   for (const h of KEY_REFERENCE_HEADERS) if (h !== 'jwk' && header[h] !== undefined) throw fail();

@@ -96,6 +96,15 @@ describe('DPoP-bound tokens', () => {
     assert.equal(withProof.ok, true);
   });
 
+  it('takes the proof typ as a media type (RFC 7515 §4.1.9): DPoP+JWT and application/dpop+jwt bind the token, typ JWT is refused', async () => {
+    for (const typ of ['DPoP+JWT', 'application/dpop+jwt']) {
+      const res = await cc(await proof({}, { header: { typ } }));
+      assert.equal(res.status, 200, typ);
+      assert.equal(((await res.json()) as { token_type: string }).token_type, 'DPoP', typ);
+    }
+    await expectInvalidProof(await cc(await proof({}, { header: { typ: 'JWT' } })));
+  });
+
   it('issues plain bearer tokens without a proof', async () => {
     const body = (await (await cc()).json()) as { access_token: string; token_type: string };
     assert.equal(body.token_type, 'Bearer');

@@ -9,6 +9,7 @@ import { TesseraError } from '../errors.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../jose/compact.ts';
 import { importJwk, type VerificationKey } from '../jose/jwk.ts';
+import { normalizeTyp } from '../jose/typ.ts';
 import type { Clock, ReplayCache, ReplayRefusal } from '../ports.ts';
 import { BoundedMap } from './bounded-map.ts';
 
@@ -267,7 +268,7 @@ export async function checkDpopProof(
   if (!split) return fail('dpop_proof_invalid');
   const header = decodeJsonSegment(proof.slice(0, split.dot1));
   if (!header) return fail('dpop_proof_invalid', 'header');
-  if (header.typ !== 'dpop+jwt') return fail('dpop_proof_invalid', 'typ');
+  if (typeof header.typ !== 'string' || normalizeTyp(header.typ) !== 'dpop+jwt') return fail('dpop_proof_invalid', 'typ');
   const alg = header.alg;
   if (!isJwsAlgorithm(alg) || !options.algorithms.has(alg)) return fail('dpop_proof_invalid', 'alg');
   if (header.crit !== undefined) return fail('dpop_proof_invalid', 'crit');

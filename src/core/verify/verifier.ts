@@ -15,6 +15,7 @@ import { decodeBase64url, decodeBase64urlInto, encodeBinaryBase64url } from '../
 import { KEY_REFERENCE_HEADERS, splitCompactInto } from '../jose/compact.ts';
 import { type JsonObject, parseJsonBytes, parseJsonObject } from '../jose/json.ts';
 import type { VerificationKey } from '../jose/jwk.ts';
+import { normalizeTyp } from '../jose/typ.ts';
 import type { CompiledRule, Policy } from '../policy.ts';
 import type { Clock, IntrospectionResponse, Introspector, KeyMiss, KeySource } from '../ports.ts';
 import { type EffectiveScopes, parseScopeClaim, type ScopeModel } from '../scopes.ts';
@@ -274,11 +275,6 @@ const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure
   ok: false,
   error: new TesseraError(code, details),
 });
-
-function normalizeTyp(typ: string): string {
-  const lower = typ.toLowerCase();
-  return lower.startsWith('application/') ? lower.slice(12) : lower;
-}
 
 /**
  * Parse a header segment already known to be canonical base64url; `undefined` when it is no JSON

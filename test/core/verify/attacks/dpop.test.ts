@@ -129,6 +129,15 @@ describe('attack: DPoP proof with a wrong field', () => {
     await assertProofError(dpopRequest(token, await proof(token, { header: { typ: undefined } })), 'dpop_proof_invalid');
   });
 
+  it('takes typ as a media type: DPoP+JWT and application/dpop+jwt are dpop+jwt (RFC 7515 §4.1.9), application/jwt and dpop+jwt+x are not', async () => {
+    const token = await boundToken();
+    await assertAccepted(dpopRequest(token, await proof(token, { header: { typ: 'DPoP+JWT' } })));
+    await assertAccepted(dpopRequest(token, await proof(token, { header: { typ: 'application/dpop+jwt' } })));
+    await assertProofError(dpopRequest(token, await proof(token, { header: { typ: 'application/jwt' } })), 'dpop_proof_invalid');
+    await assertProofError(dpopRequest(token, await proof(token, { header: { typ: 'dpop+jwt+x' } })), 'dpop_proof_invalid');
+    await assertProofError(dpopRequest(token, await proof(token, { header: { typ: 7 } })), 'dpop_proof_invalid');
+  });
+
   it('rejects alg none, signed or not', async () => {
     const token = await boundToken();
     const claimsPart = b64json({ htm: 'GET', htu: URL_, iat: now(), jti: 'n1', ath: ath(token) });
