@@ -185,6 +185,7 @@ declare global {
   const req: IncomingMessage;
   const config: TesseraConfig;
   const newConfig: TesseraConfig;
+  const configError: import('${pkg.name}').ConfigError;
   const revocation: RevocationList;
   const upstreamTokenIssuer: UpstreamTokenIssuer;
   const store: { appendAudit(events: readonly unknown[]): Promise<void> };
