@@ -391,11 +391,23 @@ export const limitsSchema = z
     max_body_size: byteSize('Largest request body (413 after).').prefault('10mb'),
     max_connections: z.number().int().min(1).default(10_000).meta({ description: 'Concurrent client connections.' }),
     headers_timeout: duration('Time a client has to send the request head.', TIMER_MAX).prefault('20s'),
-    request_timeout: duration('Time a client has to send the whole request (0: none).', TIMER_MAX).prefault('5m'),
+    request_timeout: duration('Time a client has to send the whole request (0: none); at least headers_timeout.', TIMER_MAX).prefault('5m'),
     keep_alive_timeout: duration(
       'Idle time before a client keep-alive connection is closed. A proxy in front (nginx, Caddy, a load balancer) must close its idle connections to the gateway sooner.',
       TIMER_MAX,
     ).prefault('5s'),
+  })
+  .superRefine((l, ctx) => {
+    // Node enforces the whole-request limit only once the head's has passed: a shorter one would
+    // read as configured and act as headers_timeout (its constructor refuses the pair outright).
+    const ok = trusted(ctx.issues);
+    if (ok('request_timeout') && ok('headers_timeout') && l.request_timeout > 0 && l.request_timeout < l.headers_timeout) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['request_timeout'],
+        message: `is shorter than headers_timeout (${l.headers_timeout}s): a request cannot arrive whole before its head; write at least ${l.headers_timeout}s, 0 for no limit, or lower headers_timeout`,
+      });
+    }
   })
   .prefault({});
 

@@ -152,7 +152,11 @@ export function createListener(onRequest: (req: IncomingMessage, res: ServerResp
   // its decision, or by the handler in front), never for a request refused first.
   server.on('checkContinue', continueOnRead(onRequest));
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (socket.writable && !socket.destroyed) {
+    // A request timeout can strike while its answer is being sent (a client still sending a body
+    // the upstream already answers): a 408 written then would land inside that answer. Cut, as
+    // Node's own handler does.
+    const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (socket.writable && !socket.destroyed && !answering?.headersSent) {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);

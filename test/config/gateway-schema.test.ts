@@ -43,6 +43,15 @@ describe('gateway configuration', () => {
     assert.deepEqual(issues({ routes: [route({ rate_limit: { rate: 0.0000116 } })] }), []);
   });
 
+  it('refuses a request_timeout shorter than headers_timeout (Node would enforce it only from headers_timeout on), saying what to write; 0 and equal pass', () => {
+    const [i, more] = issues({ routes: [route()], limits: { request_timeout: '1s' } });
+    assert.equal(more, undefined);
+    assert.equal(i?.path, 'gateway.limits.request_timeout');
+    assert.match(i?.message ?? '', /shorter than headers_timeout \(20s\).*write at least 20s, 0 for no limit, or lower headers_timeout/);
+    assert.deepEqual(issues({ routes: [route()], limits: { request_timeout: 0 } }), []);
+    assert.deepEqual(issues({ routes: [route()], limits: { headers_timeout: '1s', request_timeout: '1s' } }), []);
+  });
+
   it('requires rules on an authenticated route, and says how to allow any caller', () => {
     const [i] = issues({ routes: [route({ rules: undefined })] });
     assert.equal(i?.path, 'gateway.routes[0].rules');

@@ -3,7 +3,10 @@
  * by a rename (editors, `sed -i`, Kubernetes ConfigMap updates), again and again.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -175,6 +178,53 @@ describe('gateway: slowloris', () => {
     } finally {
       await served.close({ drainTimeoutMs: 100 });
       await upstream.close();
+    }
+  });
+});
+
+describe('gateway: a request timeout after the answer has begun', () => {
+  it('a client still sending its body when gateway.limits.request_timeout passes, after the upstream’s answer began, is cut: no 408 written into the answer it is reading (a second response inside the first)', async () => {
+    // Answers at once and streams: its head reaches the client while the body is still coming.
+    const upstream = createHttpServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first chunk\n');
+      req.resume();
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const served = await serveGateway(
+      {
+        config: parse({
+          gateway: {
+            limits: { headers_timeout: '1s', request_timeout: '1s' },
+            routes: [{ id: 'api', upstream: { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }, auth: 'none' }],
+          },
+        }),
+        host: '127.0.0.1',
+        port: 0,
+      },
+      { logger: silent },
+    );
+    try {
+      const socket = connect(Number(new URL(served.url).port), '127.0.0.1');
+      let received = '';
+      socket.setEncoding('latin1').on('data', (c: string) => (received += c));
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.on('error', () => {});
+      socket.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n');
+      // A byte every 100 ms for up to 6 s: the request never completes within the 1 s limit.
+      const timer = setInterval(() => socket.writable && socket.write('x'), 100);
+      const cut = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 6000))]);
+      clearInterval(timer);
+      socket.destroy();
+      assert.match(received, /^HTTP\/1\.1 200 /, received);
+      assert.ok(received.includes('first chunk'), received);
+      assert.equal((received.match(/HTTP\/1\.1 /g) ?? []).length, 1, `one response on the wire: ${JSON.stringify(received)}`);
+      assert.equal(cut, true, 'the connection was cut once the request timed out');
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      upstream.closeAllConnections();
+      upstream.close();
     }
   });
 });
