@@ -110,6 +110,8 @@ export const OAUTH_ERROR_CODES = {
   client_disabled: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_secret_mismatch: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_auth_method_not_allowed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  // The right secret, sent the way the client did not register for (RFC 7591 §2 token_endpoint_auth_method).
+  client_auth_method_mismatch: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_signature_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_expired: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },

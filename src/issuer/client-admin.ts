@@ -59,7 +59,16 @@ export async function registerClient(
   }
   const { record, secret } = buildClient(input, { hasher: ctx.hasher, maxTtl: ctx.config.max_access_token_ttl, now: ctx.now() });
   await ctx.store.createClient(record, limit !== undefined ? { limit } : {});
-  ctx.emit({ kind: 'client.created', reason: 'ok', client_id: record.id, detail: { auth_method: record.authMethod, ...detail } });
+  ctx.emit({
+    kind: 'client.created',
+    reason: 'ok',
+    client_id: record.id,
+    detail: {
+      auth_method: record.authMethod,
+      ...(record.secretMethod !== null ? { secret_method: record.secretMethod } : {}),
+      ...detail,
+    },
+  });
   return { client: ctx.clients.compile(record), secret };
 }
 

@@ -2,8 +2,8 @@
  * The client registry: registration input checked once, records compiled for the hot path (scope
  * sets, audience sets, key sources) and cached until the store reports a change, and client
  * authentication at the token, revocation and introspection endpoints:
- * `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1) and `private_key_jwt`
- * (RFC 7523 §2.2, §3).
+ * `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1; only the one a client
+ * registered for, when it did: RFC 7591 §2) and `private_key_jwt` (RFC 7523 §2.2, §3).
  *
  * @module
  */
@@ -19,7 +19,14 @@ import type { KeySource } from '../core/ports.ts';
 import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
 import { BoundedMap } from '../core/verify/bounded-map.ts';
 import { STATIC_SUBJECT_PREFIX } from '../core/verify/principal.ts';
-import { type ClientRecord, GRANT_TYPES, type GrantType, PUBLIC_CLIENT_GRANT_TYPES, type Store } from '../store/contract.ts';
+import {
+  type ClientRecord,
+  type ClientSecretMethod,
+  GRANT_TYPES,
+  type GrantType,
+  PUBLIC_CLIENT_GRANT_TYPES,
+  type Store,
+} from '../store/contract.ts';
 import { redirectUriProblem } from './redirect-uris.ts';
 import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher, sha256 } from './secrets.ts';
 
@@ -60,6 +67,11 @@ export interface ClientInput {
   readonly public?: boolean;
   /** Name shown on the consent page. */
   readonly name?: string;
+  /**
+   * A secret client's one way of sending its secret (RFC 7591 `token_endpoint_auth_method`); absent,
+   * it may use either. Refused for a public or private_key_jwt client.
+   */
+  readonly secretMethod?: ClientSecretMethod;
 }
 
 /** Longest client name accepted (it is shown on the consent page). */
@@ -121,7 +133,17 @@ export interface ClientUpdate {
 }
 
 /** The part of a {@link ClientInput} a refusal is about. */
-export type ClientInputField = 'id' | 'scopes' | 'audiences' | 'grantTypes' | 'ttl' | 'redirectUris' | 'name' | 'jwks' | 'jwksUri';
+export type ClientInputField =
+  | 'id'
+  | 'scopes'
+  | 'audiences'
+  | 'grantTypes'
+  | 'ttl'
+  | 'redirectUris'
+  | 'name'
+  | 'jwks'
+  | 'jwksUri'
+  | 'secretMethod';
 
 /** The codes of {@link ClientInputError}, one per reason a registration is refused. */
 export const CLIENT_INPUT_ERROR_CODES = [
@@ -141,6 +163,7 @@ export const CLIENT_INPUT_ERROR_CODES = [
   'client_name_invalid',
   'jwks_invalid',
   'jwks_uri_invalid',
+  'auth_method_conflict',
 ] as const;
 
 /** The closed union of {@link ClientInputError} codes. */
@@ -261,10 +284,23 @@ export function buildClient(
   }
   const keyClient = jwks !== null || input.jwksUri !== undefined;
   const publicClient = input.public === true;
+  if (input.secretMethod !== undefined) {
+    if (input.secretMethod !== 'client_secret_basic' && input.secretMethod !== 'client_secret_post') {
+      throw new ClientInputError('auth_method_conflict', 'the secret method is client_secret_basic or client_secret_post', 'secretMethod');
+    }
+    if (keyClient || publicClient) {
+      throw new ClientInputError(
+        'auth_method_conflict',
+        'only a secret client has a secret method; drop it, or --public/--jwks/--jwks-uri',
+        'secretMethod',
+      );
+    }
+  }
   const secret = keyClient || publicClient ? undefined : randomSecret(CLIENT_SECRET_PREFIX);
   const record: ClientRecord = {
     id: input.id,
     authMethod: publicClient ? 'none' : keyClient ? 'private_key_jwt' : 'client_secret',
+    secretMethod: input.secretMethod ?? null,
     secretHash: secret === undefined ? null : options.hasher.hash(secret),
     jwks,
     jwksUri: input.jwksUri ?? null,
@@ -519,6 +555,12 @@ export class ClientRegistry {
     if (!client) throw new OAuthError('client_unknown', { basic });
     if (client.record.authMethod !== 'client_secret') throw new OAuthError('client_auth_method_not_allowed', { basic });
     if (!ok) throw new OAuthError('client_secret_mismatch', { basic });
+    // Checked once the secret is known to be right, so the audit tells a client sending its secret
+    // the way it did not register for (RFC 7591 §2) from a guessed secret.
+    const method = client.record.secretMethod;
+    if (method !== null && method !== (basic ? 'client_secret_basic' : 'client_secret_post')) {
+      throw new OAuthError('client_auth_method_mismatch', { basic });
+    }
     if (client.record.disabled) throw new OAuthError('client_disabled', { basic });
     return client;
   }

@@ -128,6 +128,7 @@ export async function registerDynamicClient(
         grantTypes: [...new Set(grantTypes)],
         redirectUris,
         public: method === 'none',
+        ...(method !== 'none' ? { secretMethod: method as 'client_secret_basic' | 'client_secret_post' } : {}),
         ...(typeof name === 'string' ? { name } : {}),
       },
       { registered: 'dynamic' },
@@ -148,7 +149,8 @@ export async function registerDynamicClient(
     redirect_uris: client.record.redirectUris,
     grant_types: client.record.grantTypes,
     response_types: ['code'],
-    token_endpoint_auth_method: method,
+    // What was registered, and is enforced: the method asked for.
+    token_endpoint_auth_method: client.record.secretMethod ?? client.record.authMethod,
     ...(client.record.scopes.length > 0 ? { scope: client.record.scopes.join(' ') } : {}),
   };
 }

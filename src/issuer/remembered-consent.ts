@@ -78,6 +78,8 @@ export function clientFingerprint(r: ClientRecord): string {
       r.redirectUris,
       r.name,
       r.createdAt,
+      // Appended only when set, so clients registered before it existed keep their fingerprint.
+      ...(r.secretMethod !== null ? [r.secretMethod] : []),
     ]),
   );
 }

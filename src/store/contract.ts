@@ -23,11 +23,19 @@ export const GRANT_TYPES = [
 export type GrantType = (typeof GRANT_TYPES)[number];
 
 /**
- * How a client authenticates at the token endpoint. Secret clients may use basic or post; `none`
+ * How a client authenticates at the token endpoint. Secret clients use basic or post (only the one
+ * in {@link ClientRecord.secretMethod} when it is set); `none`
  * is a public client (a native app, a browser app, an MCP client): it holds no credential, sends
  * only its `client_id`, and may use only `authorization_code` (with PKCE) and `refresh_token`.
  */
 export type ClientAuthMethod = 'client_secret' | 'private_key_jwt' | 'none';
+
+/**
+ * The one way a secret client sends its secret, when it was registered with one (RFC 7591 §2
+ * `token_endpoint_auth_method`): in the Authorization header (`client_secret_basic`) or in the form
+ * body (`client_secret_post`).
+ */
+export type ClientSecretMethod = 'client_secret_basic' | 'client_secret_post';
 
 /** The grant types a public client (`authMethod: 'none'`) may be registered for. */
 export const PUBLIC_CLIENT_GRANT_TYPES: readonly GrantType[] = ['authorization_code', 'refresh_token'];
@@ -37,6 +45,13 @@ export interface ClientRecord {
   /** The `client_id`. */
   readonly id: string;
   readonly authMethod: ClientAuthMethod;
+  /**
+   * For a secret client (`authMethod: 'client_secret'`), the one method it registered for, enforced
+   * at the token, revocation and introspection endpoints; `null` accepts either (clients added by
+   * the CLI or admin without `--auth-method`, and every client registered before schema 16).
+   * Always `null` for other clients.
+   */
+  readonly secretMethod: ClientSecretMethod | null;
   /** Keyed hash (HMAC-SHA-256 under the server key, base64url) of the secret; never the secret. */
   readonly secretHash: string | null;
   /** Public keys for `private_key_jwt` (an inline JWKS). */

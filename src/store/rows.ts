@@ -57,6 +57,7 @@ export function clientFrom(r: Row, flag: (v: unknown) => boolean): ClientRecord 
   return {
     id: String(r.id),
     authMethod: r.auth_method as ClientRecord['authMethod'],
+    secretMethod: strOrNull(r.secret_method) as ClientRecord['secretMethod'],
     secretHash: strOrNull(r.secret_hash),
     jwks: r.jwks === null ? null : parse(r.jwks),
     jwksUri: strOrNull(r.jwks_uri),

@@ -170,6 +170,53 @@ describe('clients', () => {
     assert.equal((json('clients', 'show', 'retargeter') as Record<string, unknown>).exchange_retarget_audiences, true, 'left as it was');
   });
 
+  it('registers a secret client for one secret method with --auth-method basic|post, shown as that method; without it, both', () => {
+    for (const [flag, method] of [
+      ['basic', 'client_secret_basic'],
+      ['post', 'client_secret_post'],
+    ] as const) {
+      const c = json('clients', 'add', `only-${flag}`, '--scopes', 'demo:read', '--audiences', 'https://api.test', '--auth-method', flag);
+      assert.equal(c.auth_method, method);
+      assert.match(c.client_secret as string, /^tcs_/);
+      assert.equal((json('clients', 'show', `only-${flag}`) as Record<string, unknown>).auth_method, method);
+    }
+    const either = json('clients', 'add', 'either-way', '--scopes', 'demo:read', '--audiences', 'https://api.test');
+    assert.equal(either.auth_method, 'client_secret_basic, client_secret_post');
+  });
+
+  it('refuses --auth-method for a client without a secret, or a method it does not know: one line, nothing registered', () => {
+    for (const [args, message] of [
+      [
+        ['--public', '--redirect-uris', 'https://app.test/cb', '--auth-method', 'post'],
+        '--auth-method: only a secret client has a secret method; drop it, or --public/--jwks/--jwks-uri',
+      ],
+      [
+        ['--jwks-uri', 'https://keys.test/jwks', '--auth-method', 'basic'],
+        '--auth-method: only a secret client has a secret method; drop it, or --public/--jwks/--jwks-uri',
+      ],
+    ] as const) {
+      const r = tessera('clients', 'add', 'wrong-method', '--scopes', 'demo:read', '--audiences', 'https://api.test', ...args);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.stderr, `tessera: ${message}\n`);
+      assert.equal(r.stdout, '');
+    }
+    const r = tessera(
+      'clients',
+      'add',
+      'wrong-method',
+      '--scopes',
+      'demo:read',
+      '--audiences',
+      'https://api.test',
+      '--auth-method',
+      'client_secret_jwt',
+    );
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--auth-method/);
+    assert.match(r.stderr, /basic, post/);
+    assert.equal(tessera('clients', 'show', 'wrong-method').stderr, 'tessera: no client "wrong-method"\n', 'nothing registered');
+  });
+
   it('registers a private_key_jwt client from a JWKS file, without a secret', () => {
     const jwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
     writeFileSync(join(dir, 'wk.json'), JSON.stringify({ keys: [{ ...jwk, kid: 'wk' }] }));

@@ -84,6 +84,13 @@ describe('defect: ClientInputError had no code', () => {
     ['an invalid name', { name: '\u0000' }, 'client_name_invalid', 'name'],
     ['an empty JWKS', { jwks: { keys: [] } }, 'jwks_invalid', 'jwks'],
     ['a jwks_uri over http', { jwksUri: 'http://k.test/jwks' }, 'jwks_uri_invalid', 'jwksUri'],
+    [
+      'a secret method for a public client',
+      { public: true, redirectUris: ['http://127.0.0.1/cb'], secretMethod: 'client_secret_post' },
+      'auth_method_conflict',
+      'secretMethod',
+    ],
+    ['an unknown secret method', { secretMethod: 'client_secret_jwt' as never }, 'auth_method_conflict', 'secretMethod'],
   ];
   it('never echoes a pasted secret: a token given as the id, a scope, an audience or a grant type is described, not quoted', () => {
     const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl x';

@@ -110,6 +110,54 @@ describe('dynamic client registration', () => {
     assert.equal(JSON.stringify(await issuer.store.queryAudit({ limit: 10_000 })).includes(body.client_secret as string), false);
   });
 
+  it('auth method downgrade: a client registered for client_secret_basic is refused with client_secret_post (and the reverse) at the token, revocation and introspection endpoints, audited as client_auth_method_mismatch', async () => {
+    const post = (path: string, form: Record<string, string>, headers: Record<string, string> = {}) =>
+      fetch(`${issuer.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+        body: new URLSearchParams(form).toString(),
+      });
+    const seen: string[] = [];
+    for (const [registered, other] of [
+      ['client_secret_basic', 'client_secret_post'],
+      ['client_secret_post', 'client_secret_basic'],
+    ] as const) {
+      const res = await register({ redirect_uris: ['https://web.test/cb'], token_endpoint_auth_method: registered });
+      const body = (await res.json()) as Record<string, string>;
+      assert.equal(res.status, 201, JSON.stringify(body));
+      assert.equal(body.token_endpoint_auth_method, registered);
+      const id = body.client_id as string;
+      const secret = body.client_secret as string;
+      const as = (method: string, form: Record<string, string>): [Record<string, string>, Record<string, string>] =>
+        method === 'client_secret_basic'
+          ? [form, { authorization: `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}` }]
+          : [{ ...form, client_id: id, client_secret: secret }, {}];
+      const code = {
+        grant_type: 'authorization_code',
+        code: 'no-such-code',
+        redirect_uri: 'https://web.test/cb',
+        code_verifier: 'v'.repeat(43),
+      };
+      // The registered method authenticates: the code is what is refused, then the token is.
+      await expectError(await post('/oauth2/token', ...as(registered, code)), 400, 'invalid_grant');
+      assert.equal((await post('/oauth2/revoke', ...as(registered, { token: 'no-such-token' }))).status, 200, registered);
+      assert.equal((await post('/oauth2/introspect', ...as(registered, { token: 'no-such-token' }))).status, 200, registered);
+      // The other one, with the right secret, does not.
+      for (const path of ['/oauth2/token', '/oauth2/revoke', '/oauth2/introspect']) {
+        const refused = await post(path, ...as(other, path === '/oauth2/token' ? code : { token: 'no-such-token' }));
+        await expectError(refused, 401, 'invalid_client');
+        if (other === 'client_secret_basic') assert.match(refused.headers.get('www-authenticate') ?? '', /^Basic /, path);
+      }
+      await issuer.service.audit.flush();
+      const mismatches = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.reason === 'client_auth_method_mismatch');
+      assert.deepEqual(mismatches.map((e) => e.kind).sort(), [...seen, 'introspection.denied', 'revocation.denied', 'token.denied'].sort());
+      seen.push('introspection.denied', 'revocation.denied', 'token.denied');
+      assert.equal((await issuer.store.getClient(id))?.secretMethod, registered);
+      const created = (await issuer.store.queryAudit({ client_id: id })).find((e) => e.kind === 'client.created');
+      assert.equal(created?.detail?.secret_method, registered);
+    }
+  });
+
   it('accepts https and loopback http redirect URIs', async () => {
     for (const uri of ['https://app.test/cb', 'http://localhost:8080/cb', 'http://[::1]:9000/cb', 'http://127.0.0.1/cb']) {
       assert.equal((await register({ ...mcpClient, redirect_uris: [uri] })).status, 201, uri);

@@ -43,6 +43,7 @@ export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_
   return {
     id: uid('client'),
     authMethod: 'client_secret',
+    secretMethod: null,
     secretHash: 'hash-of-secret',
     jwks: null,
     jwksUri: null,
@@ -221,6 +222,17 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         const d = clientRecord();
         await store.createClient(d);
         assert.equal((await store.getClient(d.id))?.exchangeRetargetAudiences, false);
+      });
+
+      it('keeps a secret client’s registered secret method, and none (either) when it has none', async () => {
+        for (const method of ['client_secret_basic', 'client_secret_post', null] as const) {
+          const c = clientRecord({ secretMethod: method });
+          await store.createClient(c);
+          assert.deepEqual(await store.getClient(c.id), c);
+          // An update of anything else leaves it as it was.
+          assert.equal((await store.updateClient(c.id, { disabled: true }, clock.now() + 1))?.secretMethod, method);
+          assert.equal((await store.listClients()).find((x) => x.id === c.id)?.secretMethod, method);
+        }
       });
 
       it('updates the token-exchange re-targeting flag both ways, leaving the rest alone, and bumps the clients version', async () => {

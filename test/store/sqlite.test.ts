@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 16) db.exec('ALTER TABLE clients DROP COLUMN secret_method');
   if (version < 15) db.exec('ALTER TABLE authorization_codes DROP COLUMN approval_since');
   if (version < 14) db.exec('DROP INDEX revocations_token');
   if (version < 12) db.exec('DROP TABLE a2a_tasks');
@@ -191,6 +192,24 @@ describe('sqlite store specifics', () => {
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
     assert.equal((await store.getAuthorizationCode('h-old'))?.jkt, null);
+    await store.close();
+  });
+
+  it('reads secret clients registered before migration 16 (secret_method NULL) as accepting either secret method, and keeps the method of one registered after', async () => {
+    const path = join(dir, 'legacy-secret-method.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 15);
+    db.prepare(
+      `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, disabled, created_at, updated_at)
+       VALUES ('old', 'client_secret', 'hash', NULL, NULL, '[]', '["https://api.test"]', '["client_credentials"]', NULL, 0, 1, 1)`,
+    ).run();
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
+    assert.equal((await store.getClient('old'))?.secretMethod, null);
+    await store.createClient(clientRecord({ id: 'new', secretMethod: 'client_secret_post' }));
+    assert.equal((await store.getClient('new'))?.secretMethod, 'client_secret_post');
     await store.close();
   });
 

@@ -9,7 +9,7 @@ import { formatDuration } from '../../config/duration.ts';
 import { quoted } from '../../core/errors.ts';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../../core/jose/json.ts';
 import { ClientInputError, type ClientInputField } from '../../issuer/clients.ts';
-import { type ClientRecord, GRANT_TYPES } from '../../store/contract.ts';
+import { type ClientRecord, type ClientSecretMethod, GRANT_TYPES } from '../../store/contract.ts';
 import { iso, list, ttlArg, ttlWithin, withConfig, withService } from '../context.ts';
 import { CliError, deliver, printable, printJson } from '../output.ts';
 
@@ -19,7 +19,7 @@ export function describeClient(c: ClientRecord): Record<string, unknown> {
     client_id: c.id,
     auth_method:
       c.authMethod === 'client_secret'
-        ? 'client_secret_basic, client_secret_post'
+        ? (c.secretMethod ?? 'client_secret_basic, client_secret_post')
         : c.authMethod === 'none'
           ? 'none (public)'
           : 'private_key_jwt',
@@ -56,7 +56,11 @@ const CLIENT_FLAGS: Readonly<Partial<Record<ClientInputField, string>>> = {
   name: '--name',
   jwks: '--jwks',
   jwksUri: '--jwks-uri',
+  secretMethod: '--auth-method',
 };
+
+/** `--auth-method` values, and the secret method each registers. */
+const SECRET_METHODS: Readonly<Record<string, ClientSecretMethod>> = { basic: 'client_secret_basic', post: 'client_secret_post' };
 
 /** A registration refused about one input: the line starts with the flag it came from. */
 function flagged(e: unknown): unknown {
@@ -91,6 +95,10 @@ export function registerClients(program: Command): void {
       'redirect URIs for authorization_code, matched exactly (https, or http on 127.0.0.1/[::1]/localhost)',
     )
     .option('--public', 'a public client (token_endpoint_auth_method none: no secret; authorization_code with PKCE and refresh_token only)')
+    .option(
+      '--auth-method <method>',
+      'basic or post: the one way the secret client sends its secret (client_secret_basic or client_secret_post; default: either)',
+    )
     .option('--name <name>', 'name shown to people on the consent page (default: the client_id)')
     .option('--ttl <duration>', 'access-token lifetime for this client (e.g. 5m)')
     .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s (default: only narrow)')
@@ -112,9 +120,14 @@ export function registerClients(program: Command): void {
           redirectUris?: string[];
           public?: boolean;
           name?: string;
+          authMethod?: string;
           json?: boolean;
         },
       ) => {
+        const secretMethod = opts.authMethod === undefined ? undefined : SECRET_METHODS[opts.authMethod];
+        if (opts.authMethod !== undefined && (secretMethod === undefined || !Object.hasOwn(SECRET_METHODS, opts.authMethod))) {
+          throw new CliError(`--auth-method: ${quoted(opts.authMethod)} is not a secret method; use basic, post`);
+        }
         const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
         let jwks: unknown;
         if (opts.jwks !== undefined) {
@@ -154,6 +167,7 @@ export function registerClients(program: Command): void {
               ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
               ...(opts.public ? { public: true } : {}),
               ...(opts.name !== undefined ? { name: opts.name } : {}),
+              ...(secretMethod !== undefined ? { secretMethod } : {}),
             })
             .catch((e: unknown) => {
               throw flagged(e);

@@ -347,6 +347,13 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     version: 15,
     sql: 'ALTER TABLE authorization_codes ADD COLUMN approval_since bigint;',
   },
+  {
+    // clients.secret_method: the one method (client_secret_basic or client_secret_post) a secret
+    // client registered for (RFC 7591 token_endpoint_auth_method), enforced at the token,
+    // revocation and introspection endpoints. NULL, in every client registered before, accepts either.
+    version: 16,
+    sql: 'ALTER TABLE clients ADD COLUMN secret_method text;',
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
@@ -692,11 +699,12 @@ export class PostgresStore implements Store {
           }
         }
         await c.query(
-          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
           [
             x.id,
             x.authMethod,
+            x.secretMethod,
             x.secretHash,
             x.jwks === null ? null : json(x.jwks),
             x.jwksUri,

@@ -251,4 +251,10 @@ export const MIGRATIONS: readonly Migration[] = [
       'authorization_codes.approval_since: since when the approval of a code stood (the login session’s start), so a code approved by an instance that had not yet read a revocation of the subject is refused at its redemption; NULL in codes made before (their created_at stands for it)',
     sql: 'ALTER TABLE authorization_codes ADD COLUMN approval_since INTEGER;',
   },
+  {
+    version: 16,
+    description:
+      'clients.secret_method: the one method (client_secret_basic or client_secret_post) a secret client registered for (RFC 7591 token_endpoint_auth_method), enforced at the token, revocation and introspection endpoints; NULL, in every client registered before, accepts either',
+    sql: 'ALTER TABLE clients ADD COLUMN secret_method TEXT;',
+  },
 ];
