@@ -114,6 +114,8 @@ export const OAUTH_ERROR_CODES = {
   client_auth_method_mismatch: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_signature_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  // More than one of the client's keys fits the assertion's kid and alg: which one signed is unknown.
+  client_assertion_key_ambiguous: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_expired: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_audience_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_replayed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },

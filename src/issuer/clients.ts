@@ -12,7 +12,7 @@ import { hash, timingSafeEqual } from 'node:crypto';
 import { quoted } from '../core/errors.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
-import { JwkError } from '../core/jose/jwk.ts';
+import { JwkError, type VerificationKey } from '../core/jose/jwk.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { KeySource } from '../core/ports.ts';
@@ -164,6 +164,7 @@ export const CLIENT_INPUT_ERROR_CODES = [
   'jwks_invalid',
   'jwks_uri_invalid',
   'auth_method_conflict',
+  'jwks_key_ambiguous',
 ] as const;
 
 /** The closed union of {@link ClientInputError} codes. */
@@ -268,6 +269,8 @@ export function buildClient(
     const problem = parsed.problems[0];
     if (problem) throw new ClientInputError('jwks_invalid', `JWKS key ${problem.index}: ${problem.message}`, 'jwks');
     if (parsed.keys.length === 0) throw new ClientInputError('jwks_invalid', 'the JWKS holds no key', 'jwks');
+    const unreachable = unreachableKey(parsed.keys);
+    if (unreachable !== undefined) throw new ClientInputError('jwks_key_ambiguous', unreachable, 'jwks');
     jwks = { keys: parsed.keys.map((k) => ({ ...k.publicJwk })) };
   }
   if (input.jwksUri !== undefined) {
@@ -316,6 +319,34 @@ export function buildClient(
     updatedAt: options.now,
   };
   return { record, secret };
+}
+
+/**
+ * Why a key of a client's JWKS could never verify an assertion, or undefined when each can: a key
+ * is picked by the assertion's `kid` and `alg` (or its `alg` alone, without `kid`) only when no
+ * other key fits as well ({@link KeySet.lookup}), so two keys with one kid for one algorithm, or a
+ * key without kid beside another key of its algorithm, leave it unpicked for every assertion (they
+ * would fail as `client_assertion_key_ambiguous`). The kid is named: it is public.
+ */
+function unreachableKey(keys: readonly VerificationKey[]): string | undefined {
+  const set = new KeySet(keys);
+  for (const [i, key] of keys.entries()) {
+    const algs = [...key.checks.keys()];
+    if (algs.some((alg) => set.lookup(key.kid, alg) === key || set.lookup(undefined, alg) === key)) continue;
+    for (const alg of algs) {
+      const j = keys.findIndex((other, n) => n !== i && other.checks.has(alg) && (key.kid === undefined || other.kid === key.kid));
+      if (j < 0) continue;
+      const [first, second] = [Math.min(i, j), Math.max(i, j)];
+      if (key.kid !== undefined) {
+        return `JWKS keys ${first} and ${second} both have kid ${JSON.stringify(key.kid)} for ${alg}: an assertion naming it could not tell which of them signed it; give each key its own kid`;
+      }
+      const otherKid = (keys[j] as VerificationKey).kid;
+      return otherKid === undefined
+        ? `JWKS keys ${first} and ${second} both have no kid for ${alg}: an assertion could not tell which of them signed it; give each key a kid`
+        : `JWKS key ${i} has no kid and key ${j} also verifies ${alg}: an assertion without kid could not tell which of them signed it; give key ${i} a kid`;
+    }
+  }
+  return undefined;
 }
 
 /** A client compiled for the request path. */
@@ -605,6 +636,9 @@ export class ClientRegistry {
       key = client.keys.lookup(kid as string | undefined, alg as JwsAlgorithm);
     }
     if (key === 'unavailable') throw new OAuthError('client_keys_unavailable');
+    // Several keys fit the assertion's kid and alg (or its alg, without kid): not a bad signature,
+    // but keys the client must tell apart (registration refuses such a JWKS; a jwks_uri may serve one).
+    if (key === 'ambiguous') throw new OAuthError('client_assertion_key_ambiguous');
     if (typeof key === 'string') throw new OAuthError('client_assertion_signature_invalid');
     const check = key.checks.get(alg as JwsAlgorithm);
     const signature = Buffer.from(assertion.slice(split.dot2 + 1), 'base64url');

@@ -246,6 +246,19 @@ describe('clients', () => {
     assert.equal(tessera('clients', 'show', 'twice').stderr, 'tessera: no client "twice"\n', 'nothing registered');
   });
 
+  it('refuses a --jwks file with a kid repeated for one algorithm: one line naming the kid, nothing registered', () => {
+    const key = (kid: string) => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), kid });
+    writeFileSync(join(dir, 'dup.json'), JSON.stringify({ keys: [key('wk'), key('rotated'), key('rotated')] }));
+    const r = tessera('clients', 'add', 'dup-kid', '--scopes', 'demo:read', '--audiences', 'https://api.test', '--jwks', 'dup.json');
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      'tessera: --jwks: JWKS keys 1 and 2 both have kid "rotated" for ES256: an assertion naming it could not tell which of them signed it; give each key its own kid\n',
+    );
+    assert.equal(r.stdout, '');
+    assert.equal(tessera('clients', 'show', 'dup-kid').stderr, 'tessera: no client "dup-kid"\n', 'nothing registered');
+  });
+
   it('registers a public client with redirect URIs and a name: no secret, authorization_code and refresh_token', () => {
     const c = json(
       'clients',

@@ -14,6 +14,7 @@ import { buildClient, type ClientInput, ClientInputError } from '../../src/issue
 import { createSecretHasher, generateMasterKey, MasterKeyError, parseMasterKey, seal, unseal } from '../../src/issuer/secrets.ts';
 import { loadMasterKey } from '../../src/server/bootstrap.ts';
 import * as tokenService from '../../src/token-service.ts';
+import { makeKey } from '../helpers/tokens.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tessera-error-codes-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -89,6 +90,12 @@ describe('defect: ClientInputError had no code', () => {
       { public: true, redirectUris: ['http://127.0.0.1/cb'], secretMethod: 'client_secret_post' },
       'auth_method_conflict',
       'secretMethod',
+    ],
+    [
+      'a kid repeated for one algorithm',
+      { jwks: { keys: [makeKey('ES256', 'dup').jwk, makeKey('ES256', 'dup').jwk] } },
+      'jwks_key_ambiguous',
+      'jwks',
     ],
     ['an unknown secret method', { secretMethod: 'client_secret_jwt' as never }, 'auth_method_conflict', 'secretMethod'],
   ];

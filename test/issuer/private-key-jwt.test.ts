@@ -174,6 +174,85 @@ describe('private_key_jwt', () => {
       server.close();
     }
   });
+  it('a JWKS with a repeated kid for the same algorithm, or two keys without kid for one algorithm, is refused at registration (jwks_key_ambiguous, naming the kid): no assertion could ever pick one of them', async () => {
+    const a = makeKey('ES256', 'dup');
+    const b = makeKey('ES256', 'dup');
+    const { kid: _a, ...bareA } = a.jwk as Record<string, unknown>;
+    const { kid: _b, ...bareB } = b.jwk as Record<string, unknown>;
+    for (const [keys, pattern] of [
+      [[a.jwk, b.jwk], /JWKS keys 0 and 1 both have kid "dup" for ES256/],
+      [[makeKey('ES256', 'other').jwk, a.jwk, b.jwk], /JWKS keys 1 and 2 both have kid "dup" for ES256/],
+      [[bareA, bareB], /JWKS keys 0 and 1 both have no kid for ES256/],
+      // A key without kid is picked only when no other key verifies its algorithm.
+      [[a.jwk, bareB], /JWKS key 1 has no kid and key 0 also verifies ES256/],
+    ] as const) {
+      await assert.rejects(
+        issuer.service.registerClient({ id: 'ambiguous-workload', scopes: [], audiences: ['https://api.test'], jwks: { keys } }),
+        (e: Error & { code?: string; field?: string }) => {
+          assert.equal(e.code, 'jwks_key_ambiguous', e.message);
+          assert.equal(e.field, 'jwks');
+          assert.match(e.message, pattern);
+          return true;
+        },
+      );
+      assert.equal(await issuer.store.getClient('ambiguous-workload'), undefined);
+    }
+  });
+
+  it('a repeated kid for different algorithms (an EC and an RSA key) and a key without kid beside keys of other algorithms are accepted, and each key authenticates', async () => {
+    const ec = makeKey('ES256', 'shared');
+    const rsa = makeKey('RS256', 'shared');
+    const bareKey = makeKey('ES256', 'unnamed');
+    const { kid: _kid, ...bareJwk } = bareKey.jwk;
+    await issuer.service.registerClient({
+      id: 'shared-kid',
+      scopes: [],
+      audiences: ['https://api.test'],
+      jwks: { keys: [ec.jwk, rsa.jwk] },
+    });
+    await issuer.service.registerClient({
+      id: 'bare-kid',
+      scopes: [],
+      audiences: ['https://api.test'],
+      jwks: { keys: [bareJwk, rsa.jwk] },
+    });
+    const claims = { iss: 'shared-kid', sub: 'shared-kid' };
+    assert.equal((await request(await assertion(claims, ec))).status, 200);
+    assert.equal((await request(await assertion(claims, rsa, { alg: 'RS256' }))).status, 200);
+    const bareClaims = { iss: 'bare-kid', sub: 'bare-kid' };
+    assert.equal((await request(await assertion(bareClaims, bareKey, { kid: undefined }))).status, 200);
+    assert.equal((await request(await assertion(bareClaims, rsa, { alg: 'RS256' }))).status, 200);
+  });
+
+  it('a client whose keys hold two that fit the assertion (a JWKS stored before registration refused it, or a jwks_uri) is refused as key ambiguous, not as a bad signature', async () => {
+    const a = makeKey('ES256', 'dup');
+    const b = makeKey('ES256', 'dup');
+    const record = await issuer.store.getClient('workload');
+    assert.ok(record);
+    await issuer.store.createClient({ ...record, id: 'legacy-dup', jwks: { keys: [a.jwk, b.jwk] } });
+    const { kid: _a, ...bareA } = a.jwk as Record<string, unknown>;
+    const { kid: _b, ...bareB } = b.jwk as Record<string, unknown>;
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [bareA, bareB] }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const uri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+      await issuer.service.registerClient({ id: 'remote-bare', scopes: [], audiences: ['https://api.test'], jwksUri: uri });
+      await expectInvalidClient(await request(await assertion({ iss: 'legacy-dup', sub: 'legacy-dup' }, a)));
+      await expectInvalidClient(await request(await assertion({ iss: 'remote-bare', sub: 'remote-bare' }, b, { kid: undefined })));
+      await issuer.service.audit.flush();
+      const reasons = (await issuer.store.queryAudit({ limit: 1000 }))
+        .filter((e) => e.kind === 'token.denied' && e.reason?.startsWith('client_'))
+        .slice(-2)
+        .map((e) => e.reason);
+      assert.deepEqual(reasons, ['client_assertion_key_ambiguous', 'client_assertion_key_ambiguous']);
+    } finally {
+      server.close();
+    }
+  });
+
   it('attack: a jwks_uri with user:password@ is refused at registration (jwks_uri_invalid), as an issuer jwks_uri is, and its password is not echoed', async () => {
     // fetch refuses such a URL at every attempt, quoting it whole: the client could never
     // authenticate, and its password would end in the warning log.
