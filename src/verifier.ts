@@ -220,6 +220,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
         maxTtl: i.jwks_cache.max_ttl,
         defaultTtl: i.jwks_cache.default_ttl,
         missCooldown: i.jwks_cache.miss_cooldown,
+        maxStale: i.jwks_cache.max_stale,
         timeout: i.jwks_cache.timeout,
         clock,
         ...(runtime.fetch ? { fetch: runtime.fetch } : {}),

@@ -101,6 +101,12 @@ export const issuerSchema = z
         max_ttl: duration('Longest time a fetched key set is used before a background refresh.', 30 * DAY).prefault('24h'),
         default_ttl: duration('Time used when the response has no Cache-Control max-age.', 30 * DAY).prefault('10m'),
         miss_cooldown: duration('After a fetch, unknown `kid`s wait this long before another fetch.', DAY).prefault('30s'),
+        max_stale: duration(
+          'How long past its TTL the last good key set is still used while it cannot be refreshed (IdP down, unreachable or blocked). ' +
+            'Beyond that it is dropped and this issuer’s tokens get 503 `keys_stale` until a fetch succeeds; a set that expired longer ago unused is fetched again before use. ' +
+            'Longer rides out a longer IdP outage; shorter bounds how long a key the IdP withdrew (after a compromise) stays trusted when Tessera cannot learn of it. 0: never past the TTL.',
+          30 * DAY,
+        ).prefault('24h'),
         timeout: duration('Fetch timeout.', 600).prefault('5s'),
       })
       .prefault({})

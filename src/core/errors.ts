@@ -237,6 +237,13 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The keys needed to verify the access token are temporarily unavailable.',
   },
+  // A remote key set that could not be refreshed for longer than `jwks_cache.max_stale` past its
+  // expiry was dropped: a key withdrawn meanwhile at an issuer we cannot reach must not stay trusted.
+  keys_stale: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The keys needed to verify the access token could not be refreshed in time.',
+  },
   introspection_unavailable: {
     status: 503,
     error: 'temporarily_unavailable',

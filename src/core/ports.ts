@@ -9,7 +9,11 @@ import type { JwsAlgorithm } from './jose/algorithms.ts';
 import type { VerificationKey } from './jose/jwk.ts';
 
 /** Why a key lookup found no single key. */
-export type KeyMiss = 'unknown' | 'ambiguous' | 'unavailable';
+/**
+ * Why no key: none under that `kid`; several candidates; no key set was ever loaded; or the last
+ * good set was dropped, having expired more than `max_stale` ago without a refresh succeeding.
+ */
+export type KeyMiss = 'unknown' | 'ambiguous' | 'unavailable' | 'stale';
 
 /** The keys of one issuer, looked up by (kid, alg); never by trying every key. */
 export interface KeySource {

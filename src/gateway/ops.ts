@@ -46,11 +46,13 @@ export async function readiness(
       checks.push({
         name: `jwks ${s.url}`,
         ok: s.loaded && !tooStale,
-        detail: !s.loaded
-          ? 'not loaded'
-          : s.fresh
-            ? `${s.keys} keys`
-            : `${s.keys} keys, stale for ${Math.round(s.staleForMs / 1000)}s${tooStale ? ' (over operations.jwks_max_stale)' : ''}`,
+        detail: s.dropped
+          ? `key set dropped: not refreshed within jwks_cache.max_stale past its expiry${s.lastError === undefined ? '' : ` (${s.lastError})`}`
+          : !s.loaded
+            ? 'not loaded'
+            : s.fresh
+              ? `${s.keys} keys`
+              : `${s.keys} keys, stale for ${Math.round(s.staleForMs / 1000)}s${tooStale ? ' (over operations.jwks_max_stale)' : ''}`,
       });
     }
   }

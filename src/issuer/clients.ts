@@ -635,7 +635,7 @@ export class ClientRegistry {
       await client.keys.refreshAfterMiss();
       key = client.keys.lookup(kid as string | undefined, alg as JwsAlgorithm);
     }
-    if (key === 'unavailable') throw new OAuthError('client_keys_unavailable');
+    if (key === 'unavailable' || key === 'stale') throw new OAuthError('client_keys_unavailable');
     // Several keys fit the assertion's kid and alg (or its alg, without kid): not a bad signature,
     // but keys the client must tell apart (registration refuses such a JWKS; a jwks_uri may serve one).
     if (key === 'ambiguous') throw new OAuthError('client_assertion_key_ambiguous');

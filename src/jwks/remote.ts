@@ -5,7 +5,10 @@
  *   max_ttl]; a stale set keeps being used while a background refresh runs.
  * - An unknown `kid` triggers at most one fetch per `miss_cooldown`; concurrent misses share it,
  *   so a flood of random `kid`s costs the issuer one request per cooldown.
- * - A failed fetch keeps the last good key set.
+ * - A failed fetch keeps the last good key set, for at most `max_stale` past its expiry: then the
+ *   set is dropped (its keys may have been withdrawn at an issuer we cannot reach) and lookups
+ *   answer `stale` until a fetch succeeds. A set that expired more than `max_stale` ago unused is
+ *   not used again before a fetch either: the lookup waits for one.
  *
  * @module
  */
@@ -23,6 +26,11 @@ export interface RemoteJwksOptions {
   readonly maxTtl: number;
   readonly defaultTtl: number;
   readonly missCooldown: number;
+  /**
+   * Seconds past its expiry the last good set is still used while it cannot be refreshed; then it
+   * is dropped. Default 86400 (24 h), as `jwks_cache.max_stale`.
+   */
+  readonly maxStale?: number;
   readonly timeout: number;
   readonly clock?: Clock;
   readonly fetch?: typeof fetch;
@@ -45,6 +53,11 @@ export interface RemoteJwksStatus {
    * expired set nobody has needed yet (an idle gateway is not stale).
    */
   readonly staleForMs: number;
+  /**
+   * The last good set was dropped: it expired more than `max_stale` ago and could not be
+   * refreshed since. `loaded` is then false; tokens are refused as `stale` until a fetch succeeds.
+   */
+  readonly dropped: boolean;
   readonly keys: number;
   readonly fetches: number;
   readonly lastError: string | undefined;
@@ -91,6 +104,8 @@ export class RemoteJwks implements KeySource {
   #inflight: Promise<boolean> | undefined;
   #fetches = 0;
   #lastError: string | undefined;
+  /** The last good set was dropped ({@link RemoteJwksStatus.dropped}); cleared by a successful fetch. */
+  #dropped = false;
   /** The URL without its query values, for status and warnings ({@link shownUrl}). */
   readonly #shown: string;
 
@@ -107,19 +122,46 @@ export class RemoteJwks implements KeySource {
   }
 
   lookup(kid: string | undefined, alg: JwsAlgorithm): VerificationKey | KeyMiss {
+    this.#dropIfTooStale();
     const set = this.#set;
     if (set === undefined) {
-      // Never loaded. `unknown` lets the caller wait for a fetch (refreshAfterMiss); after a failed
-      // fetch that is allowed again once the cooldown is over, else the source would stay
-      // unavailable forever when the issuer was down at start-up.
-      return this.#lastError === undefined || this.#clock() >= this.#expiresAt ? 'unknown' : 'unavailable';
+      // Never loaded, or dropped. `unknown` lets the caller wait for a fetch (refreshAfterMiss);
+      // after a failed fetch that is allowed again once the cooldown is over, else the source would
+      // stay unavailable forever when the issuer was down at start-up.
+      if (this.#lastError === undefined || this.#clock() >= this.#expiresAt) return 'unknown';
+      return this.#dropped ? 'stale' : 'unavailable';
     }
     if (this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
     return set.lookup(kid, alg);
   }
 
   refreshIfStale(): void {
+    // A set dropped here clears the results cached for its tokens (onKeysRemoved) before the
+    // caller uses one.
+    this.#dropIfTooStale();
     if (this.#set !== undefined && this.#clock() >= this.#expiresAt && this.#inflight === undefined) void this.#refresh();
+  }
+
+  /** Whether the set expired more than max_stale ago (whether or not a refresh was tried since). */
+  #tooStale(): boolean {
+    return this.#set !== undefined && this.#clock() >= this.#goodUntil + (this.#o.maxStale ?? 86_400) * 1000;
+  }
+
+  /**
+   * Drop a set that expired more than max_stale ago: its keys may have been withdrawn at an issuer
+   * that cannot be reached (a key removed after a compromise would else stay trusted for as long
+   * as the outage, or the block, lasts). Results cached for its tokens go with it.
+   */
+  #dropIfTooStale(): void {
+    if (!this.#tooStale()) return;
+    this.#set = undefined;
+    this.#dropped = true;
+    if (this.#lastError !== undefined) {
+      this.#o.onWarning?.(
+        `JWKS ${this.#shown}: the last good key set expired more than jwks_cache.max_stale ago and cannot be refreshed (${this.#lastError}); dropped it, tokens of this issuer are refused until a fetch succeeds`,
+      );
+    }
+    for (const l of this.#removed) l();
   }
 
   onKeysRemoved(listener: () => void): void {
@@ -133,16 +175,21 @@ export class RemoteJwks implements KeySource {
   }
 
   get status(): RemoteJwksStatus {
+    // A set past max_stale that nobody asked for since is reported dropped once a refresh of it
+    // failed; an idle set that expired unused is not (its readiness must not decay, and the next
+    // lookup waits for a fetch rather than use it).
+    const dropped = this.#dropped || (this.#tooStale() && this.#failingSince !== undefined);
     return {
       url: this.#shown,
-      loaded: this.#set !== undefined,
+      loaded: this.#set !== undefined && !dropped,
       // After a failed fetch the set is kept but no longer fresh, even while the retry waits.
       fresh: this.#set !== undefined && this.#lastError === undefined && this.#clock() < this.#expiresAt,
       staleForMs:
-        this.#set === undefined || this.#failingSince === undefined
+        this.#set === undefined || dropped || this.#failingSince === undefined
           ? 0
           : Math.max(0, this.#clock() - Math.max(this.#goodUntil, this.#failingSince)),
-      keys: this.#set?.keys.length ?? 0,
+      dropped,
+      keys: dropped ? 0 : (this.#set?.keys.length ?? 0),
       fetches: this.#fetches,
       lastError: this.#lastError,
     };
@@ -157,12 +204,15 @@ export class RemoteJwks implements KeySource {
         () => {
           this.#lastError = undefined;
           this.#failingSince = undefined;
+          this.#dropped = false;
           return true;
         },
         (e: unknown) => {
           this.#lastError = e instanceof Error ? e.message : String(e);
           this.#failingSince ??= this.#clock();
-          this.#o.onWarning?.(`JWKS fetch from ${this.#shown} failed: ${this.#lastError}; keeping the last good key set`);
+          this.#o.onWarning?.(
+            `JWKS fetch from ${this.#shown} failed: ${this.#lastError}; ${this.#set === undefined ? 'no key set to use' : 'keeping the last good key set'}`,
+          );
           // Retry a failed fetch no sooner than the miss cooldown.
           this.#expiresAt = this.#clock() + this.#o.missCooldown * 1000;
           return false;

@@ -186,6 +186,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
         maxTtl: 86_400,
         defaultTtl: 600,
         missCooldown: 30,
+        maxStale: 86_400,
         timeout: 5,
         ...(runtime.clock ? { clock: runtime.clock } : {}),
         ...(runtime.fetch ? { fetch: runtime.fetch } : {}),

@@ -613,6 +613,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (key === 'unknown') return deny('token_kid_unknown', { issuer: issuer.issuer, claim: 'kid' });
     if (key === 'ambiguous') return deny('token_key_ambiguous', { issuer: issuer.issuer, claim: 'kid' });
     if (key === 'unavailable') return deny('keys_unavailable', { issuer: issuer.issuer, retryAfter: 5 });
+    if (key === 'stale') return deny('keys_stale', { issuer: issuer.issuer, retryAfter: 5 });
     const check = key.checks.get(header.alg as JwsAlgorithm);
     const input = viewOf(inputViews, inputScratch, dot2);
     const signature = viewOf(signatureViews, signatureScratch, ((token.length - dot2 - 1) * 3) >> 2);
@@ -796,6 +797,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       // The key set that vouched for a JWT is refreshed when stale, as a miss would (a
       // removed key then clears the cache).
       hit.refreshKeys?.();
+      // A key set dropped just now (past jwks_cache.max_stale) cleared the cache: this hit with it.
+      if (hit.refreshKeys !== undefined && cache?.has(key) !== true) return undefined;
       if (revocation === undefined || hit.epoch === revocation.epoch) {
         stats.cacheHits++;
         return hit.result;

@@ -1,12 +1,14 @@
 /**
  * Attacks on and failures of a remote `jwks_uri`, against a real loopback JWKS server and the
  * verifier's runtime clock: a flood of random `kid`s must not turn the verifier into a request
- * amplifier against the issuer, a failing endpoint must not drop keys that were good, and the
- * cache lifetime follows the response's Cache-Control.
+ * amplifier against the issuer, a failing endpoint must not drop keys that were good until
+ * `jwks_cache.max_stale` past their expiry (and must then), and the cache lifetime follows the
+ * response's Cache-Control.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { readiness } from '../../../../src/gateway/ops.ts';
 import { RemoteJwks } from '../../../../src/jwks/remote.ts';
 import { createVerifier } from '../../../../src/verifier.ts';
 import { AUDIENCE, bearer, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
@@ -585,5 +587,119 @@ describe('attack: a JWKS endpoint that redirects to an internal address', () => 
       await internal.close();
       await redirecting.close();
     }
+  });
+});
+
+describe('attack: a key withdrawn while the IdP cannot be reached (jwks_cache.max_stale)', () => {
+  let endpoint: JwksEndpoint;
+  before(async () => {
+    endpoint = await jwksEndpoint();
+  });
+  after(() => endpoint.close());
+
+  const keysStale = { status: 503, code: 'keys_stale', error: 'temporarily_unavailable', challenges: ['Bearer'] } as const;
+
+  /** Wait until the verifier's key source has made `n` more fetches than `from`. */
+  async function fetched(from: number, n = 1): Promise<void> {
+    for (let i = 0; i < 100 && endpoint.hits < from + n; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(endpoint.hits, from + n);
+    // The failure is recorded once the fetch settles.
+    await new Promise((r) => setTimeout(r, 20));
+  }
+
+  it('a set whose refreshes keep failing is dropped max_stale past its TTL: its tokens, cached ones included, get 503 keys_stale and /readyz says why', async () => {
+    const clock = fakeClock();
+    endpoint.status = 200;
+    const verifier = remoteVerifier(endpoint, clock, { default_ttl: '60s', min_ttl: '60s', max_stale: '1h' }, 100);
+    await verifier.ready();
+    // A token an attacker made with a key the IdP is about to withdraw, valid for hours.
+    const signedByWithdrawn = await sign(key, claims({ exp: clock.seconds() + 6 * 3600 }, clock.seconds()), { kid: key.kid });
+    for (let i = 0; i < 3; i++) assert.equal((await verifier.verify(bearer(signedByWithdrawn))).ok, true);
+
+    // The IdP withdraws the key, and Tessera cannot reach it any more.
+    endpoint.keys = [rotated.jwk];
+    endpoint.status = 500;
+    clock.advance(60);
+    const before = endpoint.hits;
+    // Within max_stale of the set's expiry the last good keys are used (an IdP outage is not ours).
+    assert.equal((await verifier.verify(bearer(signedByWithdrawn))).ok, true);
+    await fetched(before);
+    clock.advance(3600 - 1);
+    assert.equal((await verifier.verify(bearer(signedByWithdrawn))).ok, true);
+    assert.equal(verifier.jwksStatus()[0]?.loaded, true);
+
+    // max_stale past the expiry: the set is dropped, the cached result with it.
+    clock.advance(1);
+    assertDenied(await verifier.verify(bearer(signedByWithdrawn)), verifier, keysStale);
+    assertDenied(await verifier.verify(bearer(await tokenAt(clock))), verifier, keysStale);
+    const status = verifier.jwksStatus()[0];
+    assert.equal(status?.loaded, false);
+    assert.equal(status?.dropped, true);
+    const ready = await readiness([verifier], undefined, [], false);
+    assert.equal(ready.ready, false);
+    assert.match(ready.checks[0]?.detail ?? '', /dropped.*jwks_cache\.max_stale/);
+
+    // The IdP is back: the next request after the cooldown fetches the current set, without the withdrawn key.
+    endpoint.status = 200;
+    clock.advance(31);
+    assertInvalidToken(await verifier.verify(bearer(signedByWithdrawn)), verifier, 'token_kid_unknown');
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock, rotated)))).ok, true);
+    assert.equal(verifier.jwksStatus()[0]?.dropped, false);
+    assert.equal((await readiness([verifier], undefined, [], false)).ready, true);
+    endpoint.keys = [key.jwk];
+  });
+
+  it('a connection refused counts as a failed refresh: the default max_stale (24h) drops the set', async () => {
+    const down = await jwksEndpoint();
+    const clock = fakeClock();
+    const verifier = createVerifier(
+      {
+        issuers: [
+          {
+            issuer: ISSUER,
+            audiences: [AUDIENCE],
+            algorithms: ['ES256'],
+            jwks_uri: `${down.origin}/jwks`,
+            jwks_cache: { default_ttl: '60s' },
+          },
+        ],
+        dpop: { mode: 'disabled' },
+        cache: { max_entries: 0 },
+      },
+      { clock, onWarning: () => {} },
+    );
+    await verifier.ready();
+    await down.close();
+    clock.advance(60);
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+    for (let i = 0; i < 100 && verifier.jwksStatus()[0]?.lastError === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.match(verifier.jwksStatus()[0]?.lastError ?? '', /^unreachable \(ECONNREFUSED\)$/);
+    clock.advance(24 * 3600 - 1);
+    assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+    clock.advance(1);
+    assertDenied(await verifier.verify(bearer(await tokenAt(clock))), verifier, keysStale);
+  });
+
+  it('an idle verifier whose set expired more than max_stale ago does not use it while it refetches: the request waits, and fails closed when the fetch does', async () => {
+    const clock = fakeClock();
+    endpoint.status = 200;
+    endpoint.keys = [key.jwk];
+    const verifier = remoteVerifier(endpoint, clock, { default_ttl: '60s', min_ttl: '60s', max_stale: '1h' });
+    await verifier.ready();
+    const token = await sign(key, claims({ exp: clock.seconds() + 6 * 3600 }, clock.seconds()), { kid: key.kid });
+    endpoint.keys = [rotated.jwk];
+    endpoint.status = 500;
+    clock.advance(2 * 3600);
+    // Nobody needed the keys: not stale for readiness, nothing dropped yet.
+    assert.equal(verifier.jwksStatus()[0]?.dropped, false);
+    assert.equal((await readiness([verifier], undefined, [], false)).ready, true);
+    const before = endpoint.hits;
+    assertDenied(await verifier.verify(bearer(token)), verifier, keysStale);
+    assert.equal(endpoint.hits, before + 1, 'the request waited for a fetch');
+    // With the IdP reachable the same request gets the current set: the withdrawn key is gone.
+    endpoint.status = 200;
+    clock.advance(31);
+    assertInvalidToken(await verifier.verify(bearer(token)), verifier, 'token_kid_unknown');
+    endpoint.keys = [key.jwk];
   });
 });
