@@ -236,7 +236,14 @@ export class RemoteJwks implements KeySource {
       throw fetchFailure(e);
     }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const text = await readLimited(response, this.#o.maxBytes ?? 512 * 1024);
+    let text: string;
+    try {
+      text = await readLimited(response, this.#o.maxBytes ?? 512 * 1024);
+    } catch (e) {
+      // The timeout covers the body too: one that stops mid-way is "no answer in time", as a
+      // response whose headers never come, not the runtime's abort message.
+      throw e instanceof ResponseTooLarge ? e : fetchFailure(e);
+    }
     let document: unknown;
     try {
       document = JSON.parse(text);
@@ -292,12 +299,15 @@ function fetchFailure(e: unknown): Error {
   return new Error(name === 'TypeError' && (e as Error).cause === undefined ? 'the URL cannot be fetched' : 'unreachable');
 }
 
+/** {@link readLimited}'s refusal of a body over its limit (every other failure is the stream's). */
+class ResponseTooLarge extends Error {}
+
 /** Read a response body as UTF-8, aborting as soon as it exceeds `limit` bytes. */
 export async function readLimited(response: Response, limit: number): Promise<string> {
   const declared = Number(response.headers.get('content-length') ?? Number.NaN);
   if (declared > limit) {
     await response.body?.cancel();
-    throw new Error(`response larger than ${limit} bytes`);
+    throw new ResponseTooLarge(`response larger than ${limit} bytes`);
   }
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -306,7 +316,7 @@ export async function readLimited(response: Response, limit: number): Promise<st
       size += chunk.byteLength;
       if (size > limit) {
         await response.body.cancel().catch(() => {});
-        throw new Error(`response larger than ${limit} bytes`);
+        throw new ResponseTooLarge(`response larger than ${limit} bytes`);
       }
       chunks.push(chunk);
     }

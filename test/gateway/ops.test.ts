@@ -3,12 +3,25 @@
  * Prometheus metrics.
  */
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { readiness } from '../../src/gateway/ops.ts';
 import { serveGateway } from '../../src/gateway/serve.ts';
-import { baseConfig, ISSUER, parse, silent, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import {
+  baseConfig,
+  capturedLog,
+  ISSUER,
+  parse,
+  silent,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
 
 describe('gateway: operations endpoints', () => {
   let upstream: Upstream;
@@ -493,5 +506,65 @@ describe('gateway: readiness and a store that hangs', () => {
       assert.deepEqual(r.checks.at(-1), { name: 'store', ok: false, detail: 'no answer within 50ms' });
     }
     assert.equal(calls, 1, 'one query to the hanging store, not one per probe');
+  });
+});
+
+describe('gateway: a JWKS endpoint that stops answering', () => {
+  /** A JWKS endpoint that sends its headers and part of a key set, then nothing (`stallBody`), or nothing at all. */
+  async function stalling(stallBody: boolean): Promise<{ url: string; close: () => Promise<void> }> {
+    const sockets = new Set<import('node:net').Socket>();
+    const server = createServer((_req, res) => {
+      if (!stallBody) return;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"keys":[');
+    });
+    server.on('connection', (s) => sockets.add(s));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    return {
+      url: `http://127.0.0.1:${port}/jwks`,
+      close: () =>
+        new Promise((r) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => r());
+        }),
+    };
+  }
+
+  /** The warning lines a gateway logs for `jwks`, its timeout 200 ms, after the start-up fetch timed out. */
+  async function warnings(jwks: string): Promise<Record<string, unknown>[]> {
+    const { lines, logger } = capturedLog();
+    const gw = await startGateway(
+      {
+        ...baseConfig(),
+        issuers: [
+          { issuer: ISSUER, audiences: ['https://api.test'], algorithms: ['ES256'], jwks_uri: jwks, jwks_cache: { timeout: '200ms' } },
+        ],
+        gateway: { routes: [{ id: 'api', upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', rules: [{}] }] },
+      },
+      { logger },
+    );
+    try {
+      for (let i = 0; i < 100 && !lines.some((l) => l.event === 'verifier_warning'); i++) await new Promise((r) => setTimeout(r, 10));
+      return lines.filter((l) => l.event === 'verifier_warning');
+    } finally {
+      await gw.close();
+    }
+  }
+
+  it('a body that stops mid-way is logged as a timeout, in the words and shape of a header timeout (not the runtime abort message)', async () => {
+    const body = await stalling(true);
+    const headers = await stalling(false);
+    try {
+      const [bodyLine] = await warnings(body.url);
+      const [headerLine] = await warnings(headers.url);
+      assert.equal(headerLine?.msg, `JWKS fetch from ${headers.url} failed: no answer in time; no key set to use`);
+      assert.equal(bodyLine?.msg, `JWKS fetch from ${body.url} failed: no answer in time; no key set to use`);
+      assert.equal(bodyLine?.level, headerLine?.level);
+      assert.deepEqual(Object.keys(bodyLine ?? {}).sort(), Object.keys(headerLine ?? {}).sort());
+    } finally {
+      await body.close();
+      await headers.close();
+    }
   });
 });
