@@ -67,7 +67,11 @@ export {
   type TokenServiceOptions,
 } from './issuer/service.ts';
 export {
+  checkDataDir,
   createTokenServiceFromConfig,
+  DATA_DIR_ERROR_CODES,
+  DataDirError,
+  type DataDirErrorCode,
   ensureDataDir,
   loadMasterKey,
   MASTER_KEY_ENV,

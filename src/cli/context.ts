@@ -19,7 +19,7 @@ import { OAuthError } from '../core/oauth-errors.ts';
 import { ClientInputError } from '../issuer/clients.ts';
 import { type MasterKey, MasterKeyError } from '../issuer/secrets.ts';
 import type { TokenService } from '../issuer/service.ts';
-import { createTokenServiceFromConfig, loadMasterKey, MASTER_KEY_ENV, openStore } from '../server/bootstrap.ts';
+import { checkDataDir, createTokenServiceFromConfig, loadMasterKey, MASTER_KEY_ENV, openStore } from '../server/bootstrap.ts';
 import { type Store, StoreConflictError } from '../store/contract.ts';
 import { CliError } from './output.ts';
 
@@ -107,6 +107,8 @@ export async function openService(
   if (!existsSync(config.data_dir)) {
     throw new CliError(`no data directory at ${config.data_dir}; run \`tessera init\` first`);
   }
+  // Whatever the store and wherever the master key: secrets.env is read from it too.
+  checkDataDir(config.data_dir);
   let master: MasterKey | undefined;
   try {
     master = loadMasterKey(config.data_dir)?.key;

@@ -4,6 +4,7 @@
  * exists to hand a secret out once (client secrets at creation).
  */
 import { ConfigError } from '../core/errors.ts';
+import { DataDirError } from '../server/data-dir.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 
 /** An expected failure: printed as one line, exit code 1 (or `exitCode`). */
@@ -73,8 +74,9 @@ export function reportError(error: unknown): void {
   if (error instanceof CliError) {
     process.stderr.write(`tessera: ${printable(error.message)}\n`);
     process.exitCode = error.exitCode;
-  } else if (error instanceof StoreUnavailableError) {
-    // Expected when the database is down: the message names the store and the reason, nothing else.
+  } else if (error instanceof StoreUnavailableError || error instanceof DataDirError) {
+    // Expected when the database is down, or the data directory is open to other users: the
+    // message names the store or the directory and the reason (and the fix), nothing else.
     process.stderr.write(`tessera: ${printable(error.message)}\n`);
     process.exitCode = 1;
   } else if (error instanceof ConfigError) {

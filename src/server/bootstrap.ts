@@ -21,15 +21,26 @@ import type { Store } from '../store/contract.ts';
 import { PostgresStore } from '../store/postgres/store.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
 import { createVerifierFromConfig } from '../verifier.ts';
+import { checkDataDir } from './data-dir.ts';
+
+export { checkDataDir, DATA_DIR_ERROR_CODES, DataDirError, type DataDirErrorCode } from './data-dir.ts';
 
 /** The environment variable holding the master key, which takes precedence over `<data_dir>/master.key`. */
 export const MASTER_KEY_ENV = 'TESSERA_MASTER_KEY';
 export const MASTER_KEY_FILE = 'master.key';
 
-/** Create `data_dir` (owner-only) when it does not exist. */
+/**
+ * Create `data_dir` (owner-only) when it does not exist; refuse an existing one other users could
+ * change ({@link checkDataDir}: not the user's own, or a mode other than 0700 or 0750) with a
+ * {@link DataDirError}.
+ */
 export function ensureDataDir(dataDir: string): string | undefined {
+  if (existsSync(dataDir)) {
+    checkDataDir(dataDir);
+    return undefined;
+  }
   // mkdirSync reports the first directory it made: what a caller undoing its work may remove.
-  return existsSync(dataDir) ? undefined : mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  return mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 }
 
 /**
@@ -54,6 +65,8 @@ export function loadMasterKey(
   }
   const file = join(dataDir, MASTER_KEY_FILE);
   if (existsSync(file)) {
+    // Whoever may write to the directory may replace the key (or what it opens) with their own.
+    checkDataDir(dataDir);
     // As for secrets.env: a regular file of the user Tessera runs as, not a link that another
     // user could point elsewhere, and not readable by others.
     const st = lstatSync(file);

@@ -184,7 +184,7 @@ describe('tessera init: a run that fails part way leaves nothing half-written', 
   it('removes every file it created when the last one cannot be written, keeping what was there', async () => {
     const config = join(dir, 'tessera.yaml');
     const data = join(dir, '.tessera');
-    mkdirSync(join(data, DEMO_SECRET_FILE), { recursive: true });
+    mkdirSync(join(data, DEMO_SECRET_FILE), { recursive: true, mode: 0o700 });
     writeFileSync(join(data, 'notes.txt'), 'mine');
     await assert.rejects(initialize({ config }), (e) => undone(e, /^cannot write the demo client's secret in .* \(EISDIR\)/));
     assert.deepEqual(readdirSync(dir), ['.tessera']);
@@ -215,7 +215,7 @@ describe('tessera init: a run that fails part way leaves nothing half-written', 
     const config = join(dir, 'tessera.yaml');
     const data = join(dir, '.tessera');
     const target = join(dir, 'elsewhere.json');
-    mkdirSync(join(data, DEMO_SECRET_FILE), { recursive: true });
+    mkdirSync(join(data, DEMO_SECRET_FILE), { recursive: true, mode: 0o700 });
     writeFileSync(target, '{}\n');
     symlinkSync(target, join(data, DEMO_CLIENT_FILE));
     await assert.rejects(initialize({ config }), (e) => undone(e, /^cannot write the demo client's secret/));
@@ -263,7 +263,7 @@ describe('tessera init: a run that fails part way leaves nothing half-written', 
   });
 
   it('says so on one line and exits non-zero from the command line', () => {
-    mkdirSync(join(dir, '.tessera', MASTER_KEY_FILE), { recursive: true });
+    mkdirSync(join(dir, '.tessera', MASTER_KEY_FILE), { recursive: true, mode: 0o700 });
     const r = spawnSync(process.execPath, [MAIN, 'init'], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
     assert.equal(r.status, 1);
     assert.equal(r.stdout, '');
