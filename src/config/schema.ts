@@ -41,7 +41,7 @@ export const configSchema = z
   .strictObject({
     data_dir: z.string().min(1).default('.tessera').meta({
       description:
-        'Directory for the SQLite store, keys and generated secrets. Created with mode 0700 when missing; an existing one must belong to the user Tessera runs as and have mode 0700 or 0750 (as PostgreSQL requires of its data directory), else `init`, `serve` and the commands that open the store refuse it, naming the `chmod` to run. On a volume whose mount point you cannot change (e.g. a group-writable Kubernetes `fsGroup` volume), use a subdirectory of it. Not checked on Windows.',
+        'Directory for the SQLite store, keys and generated secrets. Created with mode 0700 when missing; an existing one must belong to the user Tessera runs as (or root) and be writable by its owner alone (no group or other write bit, as OpenSSH requires of ~/.ssh; every file in it is 0600), else `init`, `serve` and the commands that open the store refuse it, naming the `chmod` to run. On a volume whose mount point you cannot change (e.g. a group-writable Kubernetes `fsGroup` volume), use a subdirectory of it. Not checked on Windows.',
     }),
     server: serverSchema.prefault({}),
     ...verifierFields,

@@ -9,7 +9,7 @@ import { statSync } from 'node:fs';
 
 /** The closed union of {@link DataDirError} codes. */
 export const DATA_DIR_ERROR_CODES = ['data_dir_unsafe'] as const;
-/** Why a data directory was refused: `data_dir_unsafe` (another user's, or open to other users). */
+/** Why a data directory was refused: `data_dir_unsafe` (another user's, or writable by other users). */
 export type DataDirErrorCode = (typeof DATA_DIR_ERROR_CODES)[number];
 
 /**
@@ -43,10 +43,11 @@ function shellWord(path: string): string {
 }
 
 /**
- * Refuse an existing data directory other local users could change, by PostgreSQL's rule for its
- * own: it must belong to the user Tessera runs as and have mode 0700 or 0750 (no write for the
- * group, nothing for others). A sticky bit does not make a writable one safe: others could still
- * create the files Tessera has not written yet (`master.key`, `tessera.db-wal`). Container volumes
+ * Refuse an existing data directory other local users could change, by OpenSSH's StrictModes rule
+ * for `~/.ssh`: it must belong to the user Tessera runs as (or to root) and be writable by its owner
+ * alone. Reading it gives nothing away: every file Tessera writes there is 0600. A sticky bit does
+ * not make a writable one safe: others could still create the files Tessera has not written yet
+ * (`master.key`, `tessera.db-wal`). Container volumes
  * whose mount point cannot be changed (a Kubernetes `fsGroup` volume is group-writable) take a
  * subdirectory as `data_dir`, which Tessera creates with 0700, as PostgreSQL's images do with
  * `PGDATA`. Not on Windows, which has no POSIX modes; a path that is not a directory is left to the
@@ -57,18 +58,17 @@ export function checkDataDir(dataDir: string): void {
   const st = statSync(dataDir);
   if (!st.isDirectory()) return;
   const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) {
+  if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
     throw new DataDirError(
       'data_dir_unsafe',
       `data directory ${dataDir} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); run chown ${uid} ${shellWord(dataDir)}`,
     );
   }
   const mode = st.mode & 0o7777;
-  if ((mode & 0o027) !== 0) {
-    const how = (mode & 0o022) !== 0 ? 'writable' : 'readable';
+  if ((mode & 0o022) !== 0) {
     throw new DataDirError(
       'data_dir_unsafe',
-      `data directory ${dataDir} is ${how} by other users (mode ${mode.toString(8).padStart(4, '0')}); run chmod 700 ${shellWord(dataDir)}`,
+      `data directory ${dataDir} is writable by other users (mode ${mode.toString(8).padStart(4, '0')}); run chmod 700 ${shellWord(dataDir)}`,
     );
   }
 }

@@ -54,10 +54,10 @@ describe('attack: a data directory other local users can write to (they could re
     }
   });
 
-  it('tessera init refuses a group-writable one (0770) and one others may read (0755), as PostgreSQL does', () => {
+  it('tessera init refuses a group-writable one (0770, 0730), as OpenSSH StrictModes does', () => {
     for (const [mode, says] of [
       [0o770, 'writable by other users (mode 0770)'],
-      [0o755, 'readable by other users (mode 0755)'],
+      [0o730, 'writable by other users (mode 0730)'],
     ] as const) {
       const { cwd, data } = site(`init-${mode.toString(8)}`, mode);
       const r = tessera(cwd, 'init', '--data-dir', 'data');
@@ -66,8 +66,8 @@ describe('attack: a data directory other local users can write to (they could re
     }
   });
 
-  it('tessera init accepts 0700 and 0750 (group read, PostgreSQL’s other mode), and leaves the mode as it was', () => {
-    for (const mode of [0o700, 0o750]) {
+  it('tessera init accepts 0700, 0750 and 0755 (readable: every file in it is 0600), and leaves the mode as it was', () => {
+    for (const mode of [0o700, 0o750, 0o755]) {
       const { cwd, data } = site(`init-ok-${mode.toString(8)}`, mode);
       const r = tessera(cwd, 'init', '--data-dir', 'data');
       assert.equal(r.status, 0, r.stderr);
