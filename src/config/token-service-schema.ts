@@ -293,7 +293,7 @@ const corsSchema = z
       })
       .meta({
         description:
-          'Origins (`https://app.example.com`: scheme, host and port, as the browser sends `Origin`) whose pages may call the token, revocation and registration endpoints from a browser: their preflights are answered and their answers carry `Access-Control-Allow-Origin`. `"*"` alone allows every origin (these endpoints take no cookies, so no credentials are ever allowed). Default: none (the metadata and JWKS are open to every origin whatever this says).',
+          'Origins (`https://app.example.com`: scheme, host and port, as the browser sends `Origin`) whose pages may call the token, revocation and registration endpoints from a browser: their preflights are answered and their answers carry `Access-Control-Allow-Origin`. `"*"` alone allows every origin (these endpoints take no cookies, so no credentials are ever allowed). Default: none (the metadata and JWKS are open to every origin whatever this says). A client may list origins of its own (`tessera clients add --allowed-origins`): a preflight is then answered for them too, and that client is held to them alone.',
       }),
   })
   .prefault({})

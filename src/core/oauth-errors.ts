@@ -112,6 +112,9 @@ export const OAUTH_ERROR_CODES = {
   client_auth_method_not_allowed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   // The right secret, sent the way the client did not register for (RFC 7591 §2 token_endpoint_auth_method).
   client_auth_method_mismatch: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  // The client is identified, but the browser page calling (its Origin) is not one the client allows
+  // (its allowed_origins, Hydra's allowed_cors_origins): another site may not act as this client.
+  cors_origin_not_allowed_for_client: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_signature_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   // More than one of the client's keys fits the assertion's kid and alg: which one signed is unknown.

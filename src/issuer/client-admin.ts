@@ -16,6 +16,7 @@ import {
   type ClientRegistry,
   type ClientUpdate,
   type CompiledClient,
+  checkAllowedOrigins,
   DYNAMIC_CLIENT_ID_PREFIX,
 } from './clients.ts';
 import { type RevokeContext, revokeGrants } from './revoke.ts';
@@ -59,6 +60,8 @@ export async function registerClient(
   }
   const { record, secret } = buildClient(input, { hasher: ctx.hasher, maxTtl: ctx.config.max_access_token_ttl, now: ctx.now() });
   await ctx.store.createClient(record, limit !== undefined ? { limit } : {});
+  // Nothing cached is about an id new to the store, but the origins every client allows are.
+  ctx.clients.invalidate(record.id);
   ctx.emit({
     kind: 'client.created',
     reason: 'ok',
@@ -66,6 +69,7 @@ export async function registerClient(
     detail: {
       auth_method: record.authMethod,
       ...(record.secretMethod !== null ? { secret_method: record.secretMethod } : {}),
+      ...(record.allowedOrigins.length > 0 ? { allowed_origins: record.allowedOrigins.join(' ') } : {}),
       ...detail,
     },
   });
@@ -90,6 +94,13 @@ export async function updateClient(
   if (update.retargetAudiences !== undefined && update.retargetAudiences !== current.exchangeRetargetAudiences) {
     patch.exchangeRetargetAudiences = update.retargetAudiences;
     detail.exchange_retarget_audiences = update.retargetAudiences;
+  }
+  if (update.allowedOrigins !== undefined) {
+    const origins = checkAllowedOrigins(update.allowedOrigins);
+    if (origins.join(' ') !== current.allowedOrigins.join(' ')) {
+      patch.allowedOrigins = origins;
+      detail.allowed_origins = origins.join(' ');
+    }
   }
   const changed = Object.keys(detail);
   if (changed.length === 0) return { client: current, changed };

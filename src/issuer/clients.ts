@@ -27,7 +27,7 @@ import {
   PUBLIC_CLIENT_GRANT_TYPES,
   type Store,
 } from '../store/contract.ts';
-import { redirectUriProblem } from './redirect-uris.ts';
+import { allowedOriginProblem, redirectUriProblem } from './redirect-uris.ts';
 import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher, sha256 } from './secrets.ts';
 
 /**
@@ -68,11 +68,19 @@ export interface ClientInput {
   /** Name shown on the consent page. */
   readonly name?: string;
   /**
+   * Origins whose pages may call the token, revocation and introspection endpoints as this client
+   * (see {@link ClientRecord.allowedOrigins}); absent or empty, `token_service.cors` alone decides.
+   */
+  readonly allowedOrigins?: readonly string[];
+  /**
    * A secret client's one way of sending its secret (RFC 7591 `token_endpoint_auth_method`); absent,
    * it may use either. Refused for a public or private_key_jwt client.
    */
   readonly secretMethod?: ClientSecretMethod;
 }
+
+/** Most origins one client may list: each is compared at every request of the client that carries `Origin`. */
+export const MAX_ALLOWED_ORIGINS = 20;
 
 /** Longest client name accepted (it is shown on the consent page). */
 export const CLIENT_NAME_MAX = 100;
@@ -130,6 +138,24 @@ function readings(subject: string): Set<string> {
 export interface ClientUpdate {
   /** Token exchange may issue tokens for audiences outside the subject token's (see {@link ClientInput.retargetAudiences}). */
   readonly retargetAudiences?: boolean;
+  /** The client's own allowed origins, replaced whole (see {@link ClientInput.allowedOrigins}); empty removes them. */
+  readonly allowedOrigins?: readonly string[];
+}
+
+/**
+ * A client's allowed origins as registered: each checked, repeats dropped.
+ * @throws {ClientInputError} `allowed_origin_invalid`
+ */
+export function checkAllowedOrigins(origins: readonly string[]): string[] {
+  const unique = [...new Set(origins)];
+  for (const origin of unique) {
+    const problem = allowedOriginProblem(origin);
+    if (problem !== undefined) throw new ClientInputError('allowed_origin_invalid', problem, 'allowedOrigins');
+  }
+  if (unique.length > MAX_ALLOWED_ORIGINS) {
+    throw new ClientInputError('allowed_origin_invalid', `a client lists at most ${MAX_ALLOWED_ORIGINS} origins`, 'allowedOrigins');
+  }
+  return unique;
 }
 
 /** The part of a {@link ClientInput} a refusal is about. */
@@ -143,7 +169,8 @@ export type ClientInputField =
   | 'name'
   | 'jwks'
   | 'jwksUri'
-  | 'secretMethod';
+  | 'secretMethod'
+  | 'allowedOrigins';
 
 /** The codes of {@link ClientInputError}, one per reason a registration is refused. */
 export const CLIENT_INPUT_ERROR_CODES = [
@@ -165,6 +192,7 @@ export const CLIENT_INPUT_ERROR_CODES = [
   'jwks_uri_invalid',
   'auth_method_conflict',
   'jwks_key_ambiguous',
+  'allowed_origin_invalid',
 ] as const;
 
 /** The closed union of {@link ClientInputError} codes. */
@@ -236,6 +264,7 @@ export function buildClient(
     const problem = redirectUriProblem(uri);
     if (problem !== undefined) throw new ClientInputError('redirect_uri_invalid', problem, 'redirectUris');
   }
+  const allowedOrigins = checkAllowedOrigins(input.allowedOrigins ?? []);
   if (grantTypes.includes('authorization_code') && redirectUris.length === 0) {
     throw new ClientInputError('redirect_uri_missing', 'the authorization_code grant needs at least one redirect URI', 'redirectUris');
   }
@@ -313,6 +342,7 @@ export function buildClient(
     accessTokenTtl: input.ttl ?? null,
     exchangeRetargetAudiences: input.retargetAudiences === true,
     redirectUris,
+    allowedOrigins,
     name: input.name?.trim() ?? null,
     disabled: false,
     createdAt: options.now,
@@ -368,6 +398,17 @@ export interface ClientAuthRequest {
   readonly authorization: string | undefined;
   /** Absolute URL of the endpoint called (no longer an accepted assertion `aud`; see {@link ClientRegistryOptions.assertionAudience}). */
   readonly endpointUrl: string;
+  /**
+   * The `Origin` header of a browser's request (not of a preflight): a client with allowed origins
+   * of its own ({@link ClientRecord.allowedOrigins}) is refused, once identified, from any other.
+   * Absent from a server's request, which sends none.
+   */
+  readonly origin?: string | undefined;
+  /**
+   * Told the identified client's own allowed origins before they are checked, so the HTTP adapter
+   * names back (`Access-Control-Allow-Origin`) only an origin the client allows.
+   */
+  readonly onClientOrigins?: ((origins: readonly string[]) => void) | undefined;
 }
 
 export interface ClientRegistryOptions {
@@ -434,6 +475,8 @@ export class ClientRegistry {
    */
   readonly #verified = new WeakMap<CompiledClient, Buffer>();
   readonly #dummyDigest = Buffer.alloc(32);
+  /** {@link ClientRegistry.corsOrigins}, read at a generation. */
+  #origins: { readonly generation: number; readonly value: Promise<ReadonlySet<string>> } | undefined;
 
   constructor(options: ClientRegistryOptions) {
     this.#o = options;
@@ -507,6 +550,44 @@ export class ClientRegistry {
       if (CLIENT_ID.test(name) && (await this.#o.store.findClientIdIgnoringCase(name)) !== undefined) return true;
     }
     return false;
+  }
+
+  /**
+   * After {@link ClientRegistry.authenticate}, whether the page calling may act as `client`.
+   * @throws {OAuthError} `cors_origin_not_allowed_for_client` (401 invalid_client) when the client
+   *   allows origins of its own and the request's `Origin` is none of them.
+   */
+  checkOrigin(client: CompiledClient, req: ClientAuthRequest): void {
+    // Per-client CORS (Hydra's allowed_cors_origins): a page of another origin, even one
+    // token_service.cors lists or another client allows, may not act as this client. Refused rather
+    // than answered without CORS headers: the browser could not read the answer either way, but a
+    // form POST needs no preflight, and answered, it would still redeem a code or revoke a token.
+    const own = client.record.allowedOrigins;
+    req.onClientOrigins?.(own);
+    if (req.origin !== undefined && own.length > 0 && !own.includes(req.origin)) {
+      throw new OAuthError('cors_origin_not_allowed_for_client', {
+        basic: req.authorization !== undefined && /^basic(?:\s|$)/i.test(req.authorization),
+      });
+    }
+  }
+
+  /**
+   * The origins any enabled client allows of its own: what a preflight, which names no client, is
+   * answered for beside `token_service.cors.allowed_origins`. Read once per change of the clients
+   * (this process's, or another's noticed at a sync: {@link ClientRegistry.invalidate}).
+   */
+  corsOrigins(): Promise<ReadonlySet<string>> {
+    const generation = this.#generation;
+    if (this.#origins?.generation === generation) return this.#origins.value;
+    const value = this.#o.store
+      .listClients()
+      .then((clients) => new Set(clients.filter((c) => !c.disabled).flatMap((c) => c.allowedOrigins)) as ReadonlySet<string>);
+    this.#origins = { generation, value };
+    // A failed read (the store down) is not kept: the next preflight reads again.
+    value.catch(() => {
+      if (this.#origins?.value === value) this.#origins = undefined;
+    });
+    return value;
   }
 
   /**

@@ -53,6 +53,10 @@ export interface OAuthRequest {
    * the endpoint refuses it with this code, audited like any other refusal.
    */
   readonly headerFault?: 'request_multiple_authorization' | undefined;
+  /** The `Origin` header of a browser's request (not of a preflight): see `ClientAuthRequest.origin`. */
+  readonly origin?: string | undefined;
+  /** Told the identified client's own allowed origins: see `ClientAuthRequest.onClientOrigins`. */
+  readonly onClientOrigins?: ((origins: readonly string[]) => void) | undefined;
 }
 
 /** A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1). */
@@ -89,7 +93,7 @@ export function asOAuthError(e: unknown): OAuthError {
  * its own: a flood of guessed client secrets must leave a trail at every endpoint.
  */
 export async function openTokenRequest(
-  ctx: BaseContext & { readonly clients: Pick<ClientRegistry, 'authenticate'> },
+  ctx: BaseContext & { readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'> },
   req: OAuthRequest,
   kind: 'revocation.denied' | 'introspection.denied',
   options: { readonly allowPublic?: boolean } = {},
@@ -102,6 +106,7 @@ export async function openTokenRequest(
     checkRepeats(req.params);
     const client = await ctx.clients.authenticate(req, options);
     clientId = client.id;
+    ctx.clients.checkOrigin(client, req);
     return { client, token: required(req.params, 'token') };
   } catch (error) {
     ctx.emit({

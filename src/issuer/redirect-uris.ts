@@ -65,6 +65,33 @@ export function redirectUriProblem(uri: string): string | undefined {
   return `redirect URI "${uri}" must be https (http only on 127.0.0.1, [::1] or localhost)`;
 }
 
+/** Longest origin a client may list (`scheme://host:port`). */
+const MAX_ORIGIN_LENGTH = 300;
+
+/**
+ * Why `origin` cannot be one of a client's allowed origins (CORS, Hydra's `allowed_cors_origins`),
+ * or `undefined` when it can: an origin exactly as a browser sends `Origin` (RFC 6454 §6.2:
+ * `scheme://host[:port]`, lower-case host, no default port, no path, no trailing slash), https, or
+ * http on a loopback host, as redirect URIs are. No wildcard: each origin is listed. The message
+ * quotes nothing but the origin, which is not a secret.
+ */
+export function allowedOriginProblem(origin: string): string | undefined {
+  if (origin.length === 0 || origin.length > MAX_ORIGIN_LENGTH) return `an origin must be 1-${MAX_ORIGIN_LENGTH} characters`;
+  if (!URI_CHARS.test(origin)) return 'an origin must be an RFC 3986 URI (no whitespace, control or non-ASCII characters)';
+  if (origin.includes('*')) return `origin "${origin}" is a pattern: list each origin exactly, e.g. https://app.example.com`;
+  // Not quoted: what does not parse may be anything pasted in the wrong place (a token).
+  if (!URL.canParse(origin)) return 'an origin is scheme://host[:port], e.g. https://app.example.com';
+  const u = new URL(origin);
+  if (u.username !== '' || u.password !== '') return 'an origin must not carry a user name or password';
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname))) {
+    return `origin "${origin}" must be https (http only on 127.0.0.1, [::1] or localhost)`;
+  }
+  if (!HOST.test(u.hostname)) return `origin "${origin}" must name a DNS host or an IP address`;
+  // Compared with the Origin header as a string: an entry spelled otherwise would never match.
+  if (u.origin !== origin) return `origin "${origin}" is not an origin as browsers send it; write ${u.origin} (no path, no trailing slash)`;
+  return undefined;
+}
+
 /**
  * Whether `uri` is a plain-http URI on the loopback interface: the person's own machine, where a
  * redirect cannot carry them off to another site.

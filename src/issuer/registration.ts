@@ -15,8 +15,8 @@ import { addressKey } from '../core/ratelimit.ts';
 import { isWildcard } from '../core/scopes.ts';
 import { StoreCapacityError } from '../store/contract.ts';
 import { type ClientAdminContext, registerClient } from './client-admin.ts';
-import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, SCOPE_TOKEN } from './clients.ts';
-import { redirectUriProblem } from './redirect-uris.ts';
+import { ClientInputError, DYNAMIC_CLIENT_ID_PREFIX, isClientName, MAX_ALLOWED_ORIGINS, SCOPE_TOKEN } from './clients.ts';
+import { allowedOriginProblem, redirectUriProblem } from './redirect-uris.ts';
 
 export interface RegistrationContext extends ClientAdminContext {
   readonly config: ClientAdminContext['config'] & Pick<ResolvedTokenServiceConfig, 'registration'>;
@@ -34,6 +34,8 @@ export interface RegistrationResponse {
   readonly response_types: readonly string[];
   readonly token_endpoint_auth_method: string;
   readonly scope?: string;
+  /** Origins whose pages may call the token and revocation endpoints as the client (Ory Hydra's extension). */
+  readonly allowed_cors_origins?: readonly string[];
 }
 
 const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post']);
@@ -101,6 +103,15 @@ export async function registerDynamicClient(
   if (name !== undefined && (typeof name !== 'string' || !isClientName(name))) {
     throw new OAuthError('registration_metadata_invalid');
   }
+  // Ory Hydra's client metadata extension: the browser origins the client's pages are served from.
+  const allowedOrigins = m.allowed_cors_origins === undefined ? [] : stringArray(m.allowed_cors_origins);
+  if (
+    allowedOrigins === undefined ||
+    allowedOrigins.length > MAX_ALLOWED_ORIGINS ||
+    allowedOrigins.some((o) => allowedOriginProblem(o) !== undefined)
+  ) {
+    throw new OAuthError('registration_metadata_invalid');
+  }
 
   // Scopes: the client is registered with the whole configured maximum, whatever it asks for
   // (RFC 7591 §3.2.1: the server may replace requested values; the answer says what it
@@ -130,6 +141,7 @@ export async function registerDynamicClient(
         public: method === 'none',
         ...(method !== 'none' ? { secretMethod: method as 'client_secret_basic' | 'client_secret_post' } : {}),
         ...(typeof name === 'string' ? { name } : {}),
+        ...(allowedOrigins.length > 0 ? { allowedOrigins } : {}),
       },
       { registered: 'dynamic' },
       { idPrefix: DYNAMIC_CLIENT_ID_PREFIX, max: cfg.max_clients },
@@ -152,5 +164,6 @@ export async function registerDynamicClient(
     // What was registered, and is enforced: the method asked for.
     token_endpoint_auth_method: client.record.secretMethod ?? client.record.authMethod,
     ...(client.record.scopes.length > 0 ? { scope: client.record.scopes.join(' ') } : {}),
+    ...(client.record.allowedOrigins.length > 0 ? { allowed_cors_origins: client.record.allowedOrigins } : {}),
   };
 }

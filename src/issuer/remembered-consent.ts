@@ -80,6 +80,8 @@ export function clientFingerprint(r: ClientRecord): string {
       r.createdAt,
       // Appended only when set, so clients registered before it existed keep their fingerprint.
       ...(r.secretMethod !== null ? [r.secretMethod] : []),
+      // Likewise: the pages the client's app may run from.
+      ...(r.allowedOrigins.length > 0 ? [r.allowedOrigins] : []),
     ]),
   );
 }

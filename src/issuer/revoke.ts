@@ -29,7 +29,7 @@ export interface RevokeContext extends BaseContext {
   readonly issuer: string;
   readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl' | 'authorization'>;
   readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants' | 'appendRevocations'>;
-  readonly clients: Pick<ClientRegistry, 'authenticate'>;
+  readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'>;
   readonly tokens: Pick<AccessTokens, 'verifyFresh'>;
   readonly feed: Pick<RevocationFeed, 'catchUp'>;
   readonly standing: Pick<StandingGrants, 'forget'>;

@@ -544,6 +544,7 @@ export class TokenService {
       if (!SUPPORTED_GRANT_TYPES.has(grantType)) throw new OAuthError('grant_type_unsupported');
       const client = await this.clients.authenticate(req, { allowPublic: true });
       clientId = client.id;
+      this.clients.checkOrigin(client, req);
       // Checked here as well as at registration: a public client proves nothing about who calls.
       if (client.record.authMethod === 'none' && !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(grantType)) {
         throw new OAuthError('client_public_grant_not_allowed');

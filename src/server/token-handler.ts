@@ -135,12 +135,22 @@ interface CorsEndpoint {
   readonly allowHeaders: string;
   /** Response headers beyond the CORS-safelisted ones that the endpoint's answers may carry. */
   readonly exposeHeaders: string;
+  /** Whether clients' own allowed origins open it too (the endpoint identifies a client; registration creates one). */
+  readonly perClient: boolean;
 }
 
 const CORS = {
-  token: { allowHeaders: 'Authorization, Content-Type, DPoP', exposeHeaders: 'DPoP-Nonce, WWW-Authenticate, X-Request-Id' },
-  revocation: { allowHeaders: 'Authorization, Content-Type', exposeHeaders: 'WWW-Authenticate, X-Request-Id' },
-  registration: { allowHeaders: 'Authorization, Content-Type', exposeHeaders: 'WWW-Authenticate, Retry-After, X-Request-Id' },
+  token: {
+    allowHeaders: 'Authorization, Content-Type, DPoP',
+    exposeHeaders: 'DPoP-Nonce, WWW-Authenticate, X-Request-Id',
+    perClient: true,
+  },
+  revocation: { allowHeaders: 'Authorization, Content-Type', exposeHeaders: 'WWW-Authenticate, X-Request-Id', perClient: true },
+  registration: {
+    allowHeaders: 'Authorization, Content-Type',
+    exposeHeaders: 'WWW-Authenticate, Retry-After, X-Request-Id',
+    perClient: false,
+  },
 } as const satisfies Record<string, CorsEndpoint>;
 
 /** How long a browser may cache an answered preflight, seconds (Chromium caps it at 7200). */
@@ -324,15 +334,27 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
    * (`'answered'`), tells of one from an origin not allowed (`'refused'`: the endpoint refuses and
    * audits it), or sets the headers the answer to come carries. An origin is named back only when
    * listed, compared exactly; never with `Access-Control-Allow-Credentials`, as these endpoints
-   * read no cookie. Without `token_service.cors` no header is set at all.
+   * read no cookie. Without `token_service.cors` and clients' own origins no header is set at all.
+   *
+   * A preflight names no client, so at the token and revocation endpoints it is answered for an
+   * origin `token_service.cors` lists or any enabled client allows of its own; the request that
+   * follows is decided by its client ({@link clientOrigins}). An answer's headers are set here by
+   * `token_service.cors` alone, and changed once the client is known.
    */
-  const cors = (req: IncomingMessage, res: ServerResponse, endpoint: CorsEndpoint): 'answered' | 'refused' | undefined => {
+  const cors = async (req: IncomingMessage, res: ServerResponse, endpoint: CorsEndpoint): Promise<'answered' | 'refused' | undefined> => {
     const origin = req.headers.origin;
     const preflight = req.method === 'OPTIONS' && origin !== undefined && req.headers['access-control-request-method'] !== undefined;
-    if (origins.length === 0) return preflight ? 'refused' : undefined;
+    let allow = everyOrigin ? '*' : origin !== undefined && listed.has(origin) ? origin : undefined;
+    let clients: ReadonlySet<string> | undefined;
+    if (preflight && allow === undefined && endpoint.perClient) {
+      clients = await service.clients.corsOrigins();
+      if (clients.has(origin)) allow = origin;
+    }
+    if (origins.length === 0 && (clients === undefined || clients.size === 0) && allow === undefined) {
+      return preflight ? 'refused' : undefined;
+    }
     // The answer depends on the Origin header unless every origin is allowed (Fetch standard §3.2.5).
-    if (!everyOrigin) res.setHeader('vary', 'Origin');
-    const allow = everyOrigin ? '*' : origin !== undefined && listed.has(origin) ? origin : undefined;
+    if (allow !== '*') res.setHeader('vary', 'Origin');
     if (allow === undefined) return preflight ? 'refused' : undefined;
     res.setHeader('access-control-allow-origin', allow);
     if (!preflight) {
@@ -347,6 +369,27 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     res.end();
     return 'answered';
   };
+
+  /**
+   * Once a request's client is identified: when it allows origins of its own, they alone decide
+   * whether its answer is readable (`Access-Control-Allow-Origin` names the request's origin only
+   * when the client allows it; a request from another is refused by client authentication, as
+   * `cors_origin_not_allowed_for_client`). A client without any keeps what `token_service.cors` set.
+   */
+  const clientOrigins =
+    (req: IncomingMessage, res: ServerResponse, endpoint: CorsEndpoint) =>
+    (own: readonly string[]): void => {
+      if (own.length === 0) return;
+      const origin = req.headers.origin;
+      res.setHeader('vary', 'Origin');
+      if (origin !== undefined && own.includes(origin)) {
+        res.setHeader('access-control-allow-origin', origin);
+        res.setHeader('access-control-expose-headers', endpoint.exposeHeaders);
+      } else {
+        res.removeHeader('access-control-allow-origin');
+        res.removeHeader('access-control-expose-headers');
+      }
+    };
 
   const fail = (res: ServerResponse, error: unknown, requestId: string, nonce?: string) => {
     if (error instanceof OAuthError) {
@@ -372,6 +415,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     nonce?: () => string | undefined,
     /** A CORS preflight from an origin not allowed. */
     corsRefused = false,
+    /** The endpoint's CORS, when it answers browsers (introspection does not). */
+    endpoint?: CorsEndpoint,
   ): Promise<void> => {
     // A request refused here still goes to the service as a fault, so the endpoint audits it as
     // every other refusal (token.denied, revocation.denied, introspection.denied).
@@ -407,6 +452,10 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       requestId,
       remoteAddr: req.socket.remoteAddress,
       ...(typeof dpop === 'string' ? { dpop } : {}),
+      // Every endpoint that authenticates a client checks its own origins, introspection too
+      // (which answers no browser, but is not to be made to act by another site's page either).
+      ...(typeof req.headers.origin === 'string' ? { origin: req.headers.origin } : {}),
+      ...(endpoint !== undefined ? { onClientOrigins: clientOrigins(req, res, endpoint) } : {}),
     });
     sendOk(res, result === undefined ? undefined : serialize(result), requestId, nonce?.());
   };
@@ -568,22 +617,23 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // With token_service.dpop.nonce, every answer of the token endpoint (RFC 9449 §8.2) carries the nonce.
     let nonce: (() => string | undefined) | undefined;
     if (pathname === paths.token) {
-      const c = cors(req, res, CORS.token);
-      if (c === 'answered') return true;
       nonce = tokenNonce;
-      work = oauth(req, res, requestId, e.token, (r) => service.token(r), nonce, c === 'refused');
+      const n = nonce;
+      work = cors(req, res, CORS.token).then((c) =>
+        c === 'answered' ? undefined : oauth(req, res, requestId, e.token, (r) => service.token(r), n, c === 'refused', CORS.token),
+      );
     } else if (pathname === paths.revocation) {
-      const c = cors(req, res, CORS.revocation);
-      if (c === 'answered') return true;
-      work = oauth(req, res, requestId, e.revocation, (r) => service.revoke(r), undefined, c === 'refused');
+      work = cors(req, res, CORS.revocation).then((c) =>
+        c === 'answered'
+          ? undefined
+          : oauth(req, res, requestId, e.revocation, (r) => service.revoke(r), undefined, c === 'refused', CORS.revocation),
+      );
     } else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
     else if (pathname === loginCallbackPath && loginCallback !== undefined) work = loginCallback(req, res, requestId);
     else if (pathname === logoutPath && logout !== undefined) work = logout(req, res, requestId);
     else if (pathname === paths.registration && service.config.registration.enabled) {
-      const c = cors(req, res, CORS.registration);
-      if (c === 'answered') return true;
-      work = register(req, res, requestId, c === 'refused');
+      work = cors(req, res, CORS.registration).then((c) => (c === 'answered' ? undefined : register(req, res, requestId, c === 'refused')));
     } else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         // Public and cacheable is the document alone: a refusal is not (a 405 is heuristically

@@ -75,6 +75,13 @@ export interface ClientRecord {
    * §4.1.1); empty for clients that do not use it.
    */
   readonly redirectUris: readonly string[];
+  /**
+   * Origins (`https://app.example`, as a browser sends `Origin`) whose pages may call the token,
+   * revocation and introspection endpoints as this client (Hydra's `allowed_cors_origins`): a
+   * request carrying another `Origin` is refused once the client is identified. Empty (every
+   * client registered before schema 17): `token_service.cors.allowed_origins` alone decides.
+   */
+  readonly allowedOrigins: readonly string[];
   /** Human-readable name shown on the consent page (RFC 7591 `client_name`); `null` shows the id. */
   readonly name: string | null;
   readonly disabled: boolean;
@@ -96,6 +103,7 @@ export type ClientPatch = Partial<
     | 'jwks'
     | 'jwksUri'
     | 'redirectUris'
+    | 'allowedOrigins'
     | 'name'
   >
 >;

@@ -67,6 +67,8 @@ export function clientFrom(r: Row, flag: (v: unknown) => boolean): ClientRecord 
     accessTokenTtl: numOrNull(r.access_token_ttl),
     exchangeRetargetAudiences: flag(r.exchange_retarget_audiences),
     redirectUris: r.redirect_uris === undefined ? [] : parse(r.redirect_uris),
+    // Absent before schema 17.
+    allowedOrigins: r.allowed_origins === undefined || r.allowed_origins === null ? [] : parse(r.allowed_origins),
     name: strOrNull(r.name),
     disabled: flag(r.disabled),
     createdAt: num(r.created_at),

@@ -160,7 +160,14 @@ describe('clients', () => {
         ['clients', 'update', 'retargeter', '--no-allow-retarget', '--allow-retarget'],
         'give --allow-retarget or --no-allow-retarget, not both',
       ],
-      [['clients', 'update', 'retargeter'], 'nothing to update: give --allow-retarget or --no-allow-retarget'],
+      [
+        ['clients', 'update', 'retargeter'],
+        'nothing to update: give --allow-retarget, --no-allow-retarget, --allowed-origins or --clear-allowed-origins',
+      ],
+      [
+        ['clients', 'update', 'retargeter', '--allowed-origins', 'https://a.test', '--clear-allowed-origins'],
+        'give --allowed-origins or --clear-allowed-origins, not both',
+      ],
     ] as const) {
       const r = tessera(...args);
       assert.equal(r.code, 1, args.join(' '));
@@ -168,6 +175,59 @@ describe('clients', () => {
       assert.equal(r.stdout, '');
     }
     assert.equal((json('clients', 'show', 'retargeter') as Record<string, unknown>).exchange_retarget_audiences, true, 'left as it was');
+  });
+
+  it('registers a client’s allowed origins with --allowed-origins, shows them, replaces and clears them with clients update', () => {
+    const c = json(
+      'clients',
+      'add',
+      'spa',
+      '--public',
+      '--redirect-uris',
+      'https://spa.test/cb',
+      '--audiences',
+      'https://api.test',
+      '--allowed-origins',
+      'https://spa.test,http://localhost:5173',
+    );
+    assert.deepEqual(c.allowed_origins, ['https://spa.test', 'http://localhost:5173']);
+    assert.deepEqual((json('clients', 'show', 'spa') as Record<string, unknown>).allowed_origins, [
+      'https://spa.test',
+      'http://localhost:5173',
+    ]);
+    const plain = json('clients', 'add', 'no-origins', '--scopes', 'demo:read', '--audiences', 'https://api.test');
+    assert.deepEqual(plain.allowed_origins, []);
+    const updated = json('clients', 'update', 'spa', '--allowed-origins', 'https://app.spa.test') as Record<string, unknown>;
+    assert.deepEqual(updated.allowed_origins, ['https://app.spa.test']);
+    assert.deepEqual(updated.changed, ['allowed_origins']);
+    const cleared = json('clients', 'update', 'spa', '--clear-allowed-origins') as Record<string, unknown>;
+    assert.deepEqual(cleared.allowed_origins, []);
+    assert.deepEqual((json('clients', 'show', 'spa') as Record<string, unknown>).allowed_origins, []);
+  });
+
+  it('refuses an allowed origin that is no origin as browsers send it (a path, a wildcard, plain http off loopback): one line naming the flag, nothing registered or changed', () => {
+    for (const origin of ['https://spa.test/', 'https://*.spa.test', 'http://spa.test', 'https://user:pw@spa.test']) {
+      const r = tessera(
+        'clients',
+        'add',
+        'bad-origin',
+        '--scopes',
+        'demo:read',
+        '--audiences',
+        'https://api.test',
+        '--allowed-origins',
+        origin,
+      );
+      assert.equal(r.code, 1, origin);
+      assert.match(r.stderr, /^tessera: --allowed-origins: /, origin);
+      assert.equal(r.stderr.includes('pw'), false, 'a password is not echoed');
+      assert.equal(r.stdout, '');
+      const u = tessera('clients', 'update', 'no-origins', '--allowed-origins', origin);
+      assert.equal(u.code, 1, origin);
+      assert.match(u.stderr, /^tessera: --allowed-origins: /, origin);
+    }
+    assert.equal(tessera('clients', 'show', 'bad-origin').code, 1);
+    assert.deepEqual((json('clients', 'show', 'no-origins') as Record<string, unknown>).allowed_origins, []);
   });
 
   it('registers a secret client for one secret method with --auth-method basic|post, shown as that method; without it, both', () => {

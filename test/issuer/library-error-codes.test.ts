@@ -98,6 +98,7 @@ describe('defect: ClientInputError had no code', () => {
       'jwks',
     ],
     ['an unknown secret method', { secretMethod: 'client_secret_jwt' as never }, 'auth_method_conflict', 'secretMethod'],
+    ['an allowed origin with a path', { allowedOrigins: ['https://app.test/'] }, 'allowed_origin_invalid', 'allowedOrigins'],
   ];
   it('never echoes a pasted secret: a token given as the id, a scope, an audience or a grant type is described, not quoted', () => {
     const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl x';

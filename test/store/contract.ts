@@ -44,6 +44,7 @@ export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_
     id: uid('client'),
     authMethod: 'client_secret',
     secretMethod: null,
+    allowedOrigins: [],
     secretHash: 'hash-of-secret',
     jwks: null,
     jwksUri: null,
@@ -233,6 +234,21 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
           assert.equal((await store.updateClient(c.id, { disabled: true }, clock.now() + 1))?.secretMethod, method);
           assert.equal((await store.listClients()).find((x) => x.id === c.id)?.secretMethod, method);
         }
+      });
+
+      it('keeps a client’s allowed origins, updates them alone, and bumps the clients version', async () => {
+        const c = clientRecord({ authMethod: 'none', secretHash: null, allowedOrigins: ['https://app.test', 'http://localhost:5173'] });
+        await store.createClient(c);
+        assert.deepEqual(await store.getClient(c.id), c);
+        const before = (await store.versions()).clients;
+        const updated = await store.updateClient(c.id, { allowedOrigins: ['https://other.test'] }, clock.now() + 1);
+        assert.deepEqual(updated?.allowedOrigins, ['https://other.test']);
+        assert.deepEqual({ ...updated, allowedOrigins: c.allowedOrigins, updatedAt: c.updatedAt }, c);
+        assert.notEqual((await store.versions()).clients, before);
+        // Another change leaves them as they are; an empty list clears them.
+        assert.deepEqual((await store.updateClient(c.id, { disabled: true }, clock.now() + 2))?.allowedOrigins, ['https://other.test']);
+        assert.deepEqual((await store.updateClient(c.id, { allowedOrigins: [] }, clock.now() + 3))?.allowedOrigins, []);
+        assert.deepEqual((await store.listClients()).find((x) => x.id === c.id)?.allowedOrigins, []);
       });
 
       it('updates the token-exchange re-targeting flag both ways, leaving the rest alone, and bumps the clients version', async () => {

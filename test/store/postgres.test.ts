@@ -998,12 +998,12 @@ if (!reachable) {
         await c.query('DROP INDEX a2a_tasks_owner');
         await c.query('ALTER TABLE a2a_tasks DROP COLUMN route');
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
-        await c.query('ALTER TABLE clients DROP COLUMN secret_method');
+        await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DELETE FROM schema_migrations WHERE version > 12');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 16);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 17);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1035,11 +1035,11 @@ if (!reachable) {
       try {
         await c.query('DROP INDEX revocations_token');
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
-        await c.query('ALTER TABLE clients DROP COLUMN secret_method');
+        await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 16);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 17);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1081,7 +1081,7 @@ if (!reachable) {
         await c.query('DROP INDEX revocations_subject');
         await c.query('DROP INDEX clients_id_lower');
         await c.query('ALTER TABLE authorization_codes DROP COLUMN jkt, DROP COLUMN approval_since');
-        await c.query('ALTER TABLE clients DROP COLUMN secret_method');
+        await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DELETE FROM schema_migrations WHERE version > 9');
         await c.query(
           `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
@@ -1105,7 +1105,7 @@ if (!reachable) {
       await c.connect();
       try {
         // Back to schema 15, with a client Tessera 15 registered.
-        await c.query('ALTER TABLE clients DROP COLUMN secret_method');
+        await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DELETE FROM schema_migrations WHERE version > 15');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, created_at, updated_at)
@@ -1117,8 +1117,47 @@ if (!reachable) {
       const store = await PostgresStore.open({ connectionString: url, schema });
       try {
         assert.equal((await store.getClient('old'))?.secretMethod, null);
+        assert.deepEqual((await store.getClient('old'))?.allowedOrigins, []);
         await store.createClient(clientRecord({ id: 'new', secretMethod: 'client_secret_basic' }));
         assert.equal((await store.getClient('new'))?.secretMethod, 'client_secret_basic');
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('reads clients registered before migration 17 as having no origins of their own, and keeps those of one registered after', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        // Back to schema 16, with a public client Tessera 16 registered.
+        await c.query('ALTER TABLE clients DROP COLUMN allowed_origins');
+        await c.query('DELETE FROM schema_migrations WHERE version > 16');
+        await c.query(
+          `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, redirect_uris, created_at, updated_at)
+           VALUES ('old', 'none', NULL, NULL, NULL, '[]', '["https://api.test"]', '["authorization_code"]', NULL, '["https://app.test/cb"]', 1, 1)`,
+        );
+      } finally {
+        await c.end();
+      }
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        assert.deepEqual((await store.getClient('old'))?.allowedOrigins, []);
+        await store.createClient(clientRecord({ id: 'new', allowedOrigins: ['https://app.test'] }));
+        assert.deepEqual((await store.getClient('new'))?.allowedOrigins, ['https://app.test']);
+        // An instance still on 16 registers clients without the column: they read as having none.
+        const v16 = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+        await v16.connect();
+        try {
+          await v16.query(
+            `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, created_at, updated_at)
+             VALUES ('by-16', 'client_secret', NULL, 'hash', NULL, NULL, '[]', '["https://api.test"]', '["client_credentials"]', NULL, 1, 1)`,
+          );
+        } finally {
+          await v16.end();
+        }
+        assert.deepEqual((await store.getClient('by-16'))?.allowedOrigins, []);
       } finally {
         await store.close();
       }
@@ -1133,7 +1172,7 @@ if (!reachable) {
       try {
         // Back to schema 14, with codes Tessera 14 wrote.
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
-        await c.query('ALTER TABLE clients DROP COLUMN secret_method');
+        await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DELETE FROM schema_migrations WHERE version > 14');
         for (const [hash, subject] of [
           ['h-revoked', 'mallory'],
@@ -1194,7 +1233,7 @@ if (!reachable) {
         await c.query('DROP TABLE removed_signing_keys');
         await c.query('ALTER TABLE refresh_tokens DROP COLUMN jkt');
         await c.query(
-          'DROP TABLE authorization_codes; ALTER TABLE clients DROP COLUMN redirect_uris, DROP COLUMN name, DROP COLUMN secret_method',
+          'DROP TABLE authorization_codes; ALTER TABLE clients DROP COLUMN redirect_uris, DROP COLUMN name, DROP COLUMN secret_method, DROP COLUMN allowed_origins',
         );
         await c.query('ALTER TABLE audit_events DROP COLUMN jti, DROP COLUMN token_hash');
         await c.query('DELETE FROM schema_migrations WHERE version > 3');

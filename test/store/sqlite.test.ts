@@ -16,6 +16,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 17) db.exec('ALTER TABLE clients DROP COLUMN allowed_origins');
   if (version < 16) db.exec('ALTER TABLE clients DROP COLUMN secret_method');
   if (version < 15) db.exec('ALTER TABLE authorization_codes DROP COLUMN approval_since');
   if (version < 14) db.exec('DROP INDEX revocations_token');
@@ -192,6 +193,25 @@ describe('sqlite store specifics', () => {
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
     assert.equal((await store.getAuthorizationCode('h-old'))?.jkt, null);
+    await store.close();
+  });
+
+  it('reads clients registered before migration 17 as having no origins of their own, and keeps those of one registered after', async () => {
+    const path = join(dir, 'legacy-allowed-origins.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 16);
+    db.prepare(
+      `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, redirect_uris, disabled, created_at, updated_at)
+       VALUES ('old', 'none', NULL, NULL, NULL, '[]', '["https://api.test"]', '["authorization_code"]', NULL, '["https://app.test/cb"]', 0, 1, 1)`,
+    ).run();
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
+    assert.equal(store.schemaVersion, 17);
+    assert.deepEqual((await store.getClient('old'))?.allowedOrigins, []);
+    await store.createClient(clientRecord({ id: 'new', allowedOrigins: ['https://app.test', 'http://127.0.0.1:5173'] }));
+    assert.deepEqual((await store.getClient('new'))?.allowedOrigins, ['https://app.test', 'http://127.0.0.1:5173']);
     await store.close();
   });
 

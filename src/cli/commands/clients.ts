@@ -30,6 +30,7 @@ export function describeClient(c: ClientRecord): Record<string, unknown> {
     access_token_ttl: c.accessTokenTtl,
     exchange_retarget_audiences: c.exchangeRetargetAudiences,
     redirect_uris: c.redirectUris,
+    allowed_origins: c.allowedOrigins,
     ...(c.jwksUri !== null ? { jwks_uri: c.jwksUri } : {}),
     ...(c.jwks !== null ? { jwks_kids: c.jwks.keys.map((k) => k.kid ?? null) } : {}),
     disabled: c.disabled,
@@ -57,6 +58,7 @@ const CLIENT_FLAGS: Readonly<Partial<Record<ClientInputField, string>>> = {
   jwks: '--jwks',
   jwksUri: '--jwks-uri',
   secretMethod: '--auth-method',
+  allowedOrigins: '--allowed-origins',
 };
 
 /** `--auth-method` values, and the secret method each registers. */
@@ -99,6 +101,10 @@ export function registerClients(program: Command): void {
       '--auth-method <method>',
       'basic or post: the one way the secret client sends its secret (client_secret_basic or client_secret_post; default: either)',
     )
+    .option(
+      '--allowed-origins <origins...>',
+      'origins whose pages may call the token, revocation and introspection endpoints as this client, e.g. https://app.example (CORS; exact scheme://host[:port], https or http on 127.0.0.1/[::1]/localhost; any other Origin is refused for this client)',
+    )
     .option('--name <name>', 'name shown to people on the consent page (default: the client_id)')
     .option('--ttl <duration>', 'access-token lifetime for this client (e.g. 5m)')
     .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s (default: only narrow)')
@@ -118,6 +124,7 @@ export function registerClients(program: Command): void {
           jwksUri?: string;
           allowRetarget?: boolean;
           redirectUris?: string[];
+          allowedOrigins?: string[];
           public?: boolean;
           name?: string;
           authMethod?: string;
@@ -165,6 +172,7 @@ export function registerClients(program: Command): void {
               ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
               ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
               ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
+              ...(opts.allowedOrigins ? { allowedOrigins: list(opts.allowedOrigins) } : {}),
               ...(opts.public ? { public: true } : {}),
               ...(opts.name !== undefined ? { name: opts.name } : {}),
               ...(secretMethod !== undefined ? { secretMethod } : {}),
@@ -245,25 +253,52 @@ export function registerClients(program: Command): void {
   const retargetFlags: string[] = [];
   const update = withConfig(clients.command('update'))
     .description(
-      'Change a registered client’s token-exchange re-targeting; a running server applies it within token_service.sync_interval.',
+      'Change a registered client’s token-exchange re-targeting or allowed origins; a running server applies it within token_service.sync_interval.',
     )
     .argument('<client_id>')
     .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s')
     .option('--no-allow-retarget', 'token exchange only narrows the audience (the default at registration)')
+    .option('--allowed-origins <origins...>', 'replace the origins whose pages may call the endpoints as this client (see clients add)')
+    .option('--clear-allowed-origins', 'remove the client’s own origins: token_service.cors.allowed_origins alone decides again')
     .option('--json', 'print one JSON object')
-    .action(async (id: string, opts: { config?: string; allowRetarget?: boolean; json?: boolean }) => {
-      if (new Set(retargetFlags).size > 1) {
-        throw new CliError('give --allow-retarget or --no-allow-retarget, not both');
-      }
-      if (opts.allowRetarget === undefined) throw new CliError('nothing to update: give --allow-retarget or --no-allow-retarget');
-      const r = await withService(opts.config, false, async ({ service }) =>
-        service.updateClient(id, { retargetAudiences: opts.allowRetarget as boolean }, 'cli'),
-      );
-      if (!r) throw new CliError(`no client ${quoted(id)}`);
-      if (opts.json) return printJson({ ...describeClient(r.client), changed: r.changed });
-      const value = `exchange_retarget_audiences=${String(r.client.exchangeRetargetAudiences)}`;
-      process.stdout.write(r.changed.length > 0 ? `client ${id} updated: ${value}\n` : `client ${id} unchanged: ${value} already\n`);
-    });
+    .action(
+      async (
+        id: string,
+        opts: { config?: string; allowRetarget?: boolean; allowedOrigins?: string[]; clearAllowedOrigins?: boolean; json?: boolean },
+      ) => {
+        if (new Set(retargetFlags).size > 1) {
+          throw new CliError('give --allow-retarget or --no-allow-retarget, not both');
+        }
+        if (opts.allowedOrigins !== undefined && opts.clearAllowedOrigins === true) {
+          throw new CliError('give --allowed-origins or --clear-allowed-origins, not both');
+        }
+        const origins = opts.clearAllowedOrigins === true ? [] : opts.allowedOrigins === undefined ? undefined : list(opts.allowedOrigins);
+        if (opts.allowRetarget === undefined && origins === undefined) {
+          throw new CliError('nothing to update: give --allow-retarget, --no-allow-retarget, --allowed-origins or --clear-allowed-origins');
+        }
+        const r = await withService(opts.config, false, async ({ service }) =>
+          service
+            .updateClient(
+              id,
+              {
+                ...(opts.allowRetarget !== undefined ? { retargetAudiences: opts.allowRetarget } : {}),
+                ...(origins !== undefined ? { allowedOrigins: origins } : {}),
+              },
+              'cli',
+            )
+            .catch((e: unknown) => {
+              throw flagged(e);
+            }),
+        );
+        if (!r) throw new CliError(`no client ${quoted(id)}`);
+        if (opts.json) return printJson({ ...describeClient(r.client), changed: r.changed });
+        const value = [
+          ...(opts.allowRetarget !== undefined ? [`exchange_retarget_audiences=${String(r.client.exchangeRetargetAudiences)}`] : []),
+          ...(origins !== undefined ? [`allowed_origins=${r.client.allowedOrigins.join(',') || '(none)'}`] : []),
+        ].join(' ');
+        process.stdout.write(r.changed.length > 0 ? `client ${id} updated: ${value}\n` : `client ${id} unchanged: ${value} already\n`);
+      },
+    );
   update.on('option:allow-retarget', () => retargetFlags.push('allow'));
   update.on('option:no-allow-retarget', () => retargetFlags.push('no'));
 

@@ -354,6 +354,14 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     version: 16,
     sql: 'ALTER TABLE clients ADD COLUMN secret_method text;',
   },
+  {
+    // clients.allowed_origins: the origins (JSON array) whose pages may call the token, revocation
+    // and introspection endpoints as the client (CORS, Hydra's allowed_cors_origins). Empty, in
+    // every client registered before (and written by an older instance), leaves it to
+    // token_service.cors.allowed_origins.
+    version: 17,
+    sql: "ALTER TABLE clients ADD COLUMN allowed_origins text NOT NULL DEFAULT '[]';",
+  },
 ];
 
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
@@ -699,8 +707,8 @@ export class PostgresStore implements Store {
           }
         }
         await c.query(
-          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
           [
             x.id,
             x.authMethod,
@@ -714,6 +722,7 @@ export class PostgresStore implements Store {
             x.accessTokenTtl,
             x.exchangeRetargetAudiences,
             json(x.redirectUris),
+            json(x.allowedOrigins),
             x.name,
             x.disabled,
             x.createdAt,
@@ -755,6 +764,7 @@ export class PostgresStore implements Store {
       jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
       jwksUri: ['jwks_uri', (v: string | null) => v],
       redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
+      allowedOrigins: ['allowed_origins', (v: readonly string[]) => json(v)],
       name: ['name', (v: string | null) => v],
     };
     const values: unknown[] = [now];

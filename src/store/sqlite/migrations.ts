@@ -257,4 +257,10 @@ export const MIGRATIONS: readonly Migration[] = [
       'clients.secret_method: the one method (client_secret_basic or client_secret_post) a secret client registered for (RFC 7591 token_endpoint_auth_method), enforced at the token, revocation and introspection endpoints; NULL, in every client registered before, accepts either',
     sql: 'ALTER TABLE clients ADD COLUMN secret_method TEXT;',
   },
+  {
+    version: 17,
+    description:
+      'clients.allowed_origins: the origins (JSON array) whose pages may call the token, revocation and introspection endpoints as the client (CORS, Hydra allowed_cors_origins); empty, in every client registered before, leaves it to token_service.cors.allowed_origins',
+    sql: "ALTER TABLE clients ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '[]';",
+  },
 ];

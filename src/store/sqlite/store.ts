@@ -279,8 +279,8 @@ export class SqliteStore implements Store {
           throw new StoreCapacityError('client_limit_reached', `${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
         }
         this.#stmt(
-          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, name, disabled, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           c.id,
           c.authMethod,
@@ -294,6 +294,7 @@ export class SqliteStore implements Store {
           c.accessTokenTtl,
           c.exchangeRetargetAudiences ? 1 : 0,
           json(c.redirectUris),
+          json(c.allowedOrigins),
           c.name,
           c.disabled ? 1 : 0,
           c.createdAt,
@@ -347,6 +348,7 @@ export class SqliteStore implements Store {
       jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
       jwksUri: ['jwks_uri', (v: string | null) => v],
       redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
+      allowedOrigins: ['allowed_origins', (v: readonly string[]) => json(v)],
       name: ['name', (v: string | null) => v],
     };
     const sets: string[] = ['updated_at = ?'];
