@@ -129,6 +129,27 @@ describe('rotation', () => {
     assert.equal(back.scope, 'api:read api:write', 'the grant keeps its scope: given back, the client gets it again');
   });
 
+  it('privilege escalation: a refresh of a `*` grant whose client now holds the admin scope by name does not narrow the wildcard to it (the grant never held it)', async () => {
+    const c = await issuer.addClient({ id: 'wild', scopes: ['*'], audiences: [issuer.url], grantTypes: ['refresh_token', EXCHANGE] });
+    const subject = await issuer.service.mint({ clientId: 'wild', subject: 'erin', ttl: 3600, audiences: [issuer.url] });
+    const ex = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT, scope: '*', audience: issuer.url },
+      { authorization: basic(c.id, c.secret) },
+    );
+    const f = (await ex.json()) as Tokens;
+    assert.equal(ex.status, 200, JSON.stringify(f));
+    assert.ok(!(f.scope ?? '').split(' ').includes('tessera:admin'), f.scope);
+    // An administrator narrows the client to api:read and makes it an administrator by name.
+    await issuer.store.updateClient(c.id, { scopes: ['api:read', 'tessera:admin'] }, Math.floor(Date.now() / 1000));
+    await issuer.service.sync();
+    const res = await refresh(f.refresh_token, {}, c);
+    const next = (await res.json()) as Tokens;
+    assert.equal(res.status, 200, JSON.stringify(next));
+    assert.equal(next.scope, 'api:read');
+    assert.equal(decodeJwt(next.access_token).scope, 'api:read');
+  });
+
   it('a wildcard the client no longer holds whole narrows to what the client holds within it (scopesWithin)', () => {
     const { model } = compileScopes({ 'api:read': {}, 'api:write': {}, 'other:x': {} });
     assert.deepEqual(scopesWithin(['*'], model.expand(['api:*', 'other:x'])), ['api:*', 'other:x']);

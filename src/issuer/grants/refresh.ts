@@ -32,8 +32,10 @@ export interface RefreshContext extends BaseContext {
  * taken from the client since the grant was made (client_credentials would refuse it too). The grant
  * keeps its scopes; nothing left is `invalid_scope`, as a requested scope the client lost is.
  */
-function grantScopesLeft(grantScopes: readonly string[], client: CompiledClient): readonly string[] {
-  const left = scopesWithin(grantScopes, client.scopes);
+function grantScopesLeft(grantScopes: readonly string[], client: CompiledClient, adminScope: string): readonly string[] {
+  // A wildcard of the grant the client no longer holds whole narrows to the client's scopes under
+  // it, never to the admin scope, which only a grant naming it holds.
+  const left = scopesWithin(grantScopes, withoutUnnamed(client.scopes, grantScopes, adminScope));
   if (grantScopes.length > 0 && left.length === 0) throw new OAuthError('scope_not_allowed');
   return left;
 }
@@ -72,7 +74,7 @@ export async function refresh(
         ? [adminAudience]
         : grant.audiences;
     scopes = confineAdminScope(
-      requested ? narrowScopes(requested, [held, client.scopes]) : grantScopesLeft(grant.scopes, client),
+      requested ? narrowScopes(requested, [held, client.scopes]) : grantScopesLeft(grant.scopes, client, ctx.config.admin.scope),
       audiences,
       requested,
       ctx.config,
@@ -114,7 +116,7 @@ export async function refresh(
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   // A token rotated within the grace period gets the grant's own scopes and audiences, with the
   // admin scope only for the admin audience alone, as any default-scoped token.
-  const granted = scopes ?? confineAdminScope(grantScopesLeft(grant.scopes, client), grant.audiences, undefined, ctx.config);
+  const granted = scopes ?? confineAdminScope(grantScopesLeft(grant.scopes, client, ctx.config.admin.scope), grant.audiences, undefined, ctx.config);
   const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,
