@@ -23,6 +23,7 @@
  * @module
  */
 import type { IncomingMessage } from 'node:http';
+import { lastForwardedEntry } from '../core/host.ts';
 
 export const FORWARD_AUTH_FLAVORS = ['nginx', 'traefik', 'caddy', 'envoy'] as const;
 export type ForwardAuthFlavor = (typeof FORWARD_AUTH_FLAVORS)[number];
@@ -99,12 +100,6 @@ function scheme(req: IncomingMessage, name: string): string | undefined {
   return p === 'ws' ? 'http' : p === 'wss' ? 'https' : undefined;
 }
 
-/** The last (rightmost, the proxy's own) hop of an X-Forwarded-For value. */
-function lastHop(v: string): string | undefined {
-  const last = v.split(',').at(-1)?.trim();
-  return last === '' ? undefined : last;
-}
-
 /**
  * Read the original request from a forward-auth call to `base` (the configured endpoint path) by
  * a proxy of `flavor`, or `undefined` when the call does not describe one: a header the flavor
@@ -128,7 +123,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
       uri: url.slice(base.length),
       host,
       proto,
-      remoteAddress: xff === null ? undefined : lastHop(xff),
+      remoteAddress: xff === null ? undefined : lastForwardedEntry(xff),
     };
   }
   // nginx, Traefik and Caddy call the endpoint itself.
@@ -150,7 +145,7 @@ export function originalRequest(req: IncomingMessage, base: string, flavor: Forw
   } else {
     const xff = optional(req, 'x-forwarded-for');
     if (xff === undefined) return undefined;
-    remoteAddress = xff === null ? undefined : lastHop(xff);
+    remoteAddress = xff === null ? undefined : lastForwardedEntry(xff);
   }
   return { flavor, method, uri, host, proto, remoteAddress };
 }

@@ -14,6 +14,7 @@ import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../cor
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { JwkError, type VerificationKey } from '../core/jose/jwk.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
+import { normalizeTyp } from '../core/jose/typ.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { KeySource } from '../core/ports.ts';
 import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
@@ -693,10 +694,7 @@ export class ClientRegistry {
     // A JWT typed as something else (an access token, a DPoP proof, a request object) the client's
     // key signed is not a client assertion, whatever its claims (RFC 8725 §3.11). Untyped, a plain
     // JWT, or RFC 7523bis' client-authentication+jwt; a media type, so any case, `application/` optional.
-    if (
-      header.typ !== undefined &&
-      (typeof header.typ !== 'string' || !ASSERTION_TYPES.has(header.typ.toLowerCase().replace(/^application\//, '')))
-    ) {
+    if (header.typ !== undefined && (typeof header.typ !== 'string' || !ASSERTION_TYPES.has(normalizeTyp(header.typ)))) {
       throw new OAuthError('client_assertion_invalid');
     }
     // RFC 7523 §3: iss and sub are both the client id.

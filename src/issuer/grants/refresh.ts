@@ -116,7 +116,8 @@ export async function refresh(
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   // A token rotated within the grace period gets the grant's own scopes and audiences, with the
   // admin scope only for the admin audience alone, as any default-scoped token.
-  const granted = scopes ?? confineAdminScope(grantScopesLeft(grant.scopes, client, ctx.config.admin.scope), grant.audiences, undefined, ctx.config);
+  const granted =
+    scopes ?? confineAdminScope(grantScopesLeft(grant.scopes, client, ctx.config.admin.scope), grant.audiences, undefined, ctx.config);
   const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,
