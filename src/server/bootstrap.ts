@@ -31,7 +31,7 @@ export const MASTER_KEY_FILE = 'master.key';
 
 /**
  * Create `data_dir` (owner-only) when it does not exist; refuse an existing one other users could
- * change ({@link checkDataDir}: not the user's own, or a mode other than 0700 or 0750) with a
+ * change ({@link checkDataDir}: neither the user's own nor root's, or writable by its group or others) with a
  * {@link DataDirError}.
  */
 export function ensureDataDir(dataDir: string): string | undefined {
