@@ -12,10 +12,9 @@
 import { chainOf } from '../issuer/context.ts';
 import type { GrantRecord, Store } from '../store/contract.ts';
 import type { AuditEvent, AuditKind } from './event.ts';
+import type { TraceKind } from './trace-kinds.ts';
 
-/** What an id is looked up as. */
-export const TRACE_KINDS = ['request', 'jti', 'grant', 'token-hash'] as const;
-export type TraceKind = (typeof TRACE_KINDS)[number];
+export { TRACE_KINDS, type TraceKind } from './trace-kinds.ts';
 
 /** The store methods a trace reads. */
 export type TraceStore = Pick<Store, 'getGrant' | 'grantAncestors' | 'grantSubtree' | 'queryAudit'>;

@@ -5,42 +5,26 @@
  */
 import { existsSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import type { Command } from 'commander';
 import { within } from '../audit/batching.ts';
 import type { AuditEventsLost } from '../audit/pipeline.ts';
-import { parseDuration } from '../config/duration.ts';
 import { loadConfigFile } from '../config/load.ts';
 import { type ConfigCheck, parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
 import { configEnv } from '../config/secrets-env.ts';
 import { resolveStore } from '../config/token-service-schema.ts';
-import { ConfigError, quoted } from '../core/errors.ts';
+import { ConfigError } from '../core/errors.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { ClientInputError } from '../issuer/clients.ts';
 import { type MasterKey, MasterKeyError } from '../issuer/secrets.ts';
 import type { TokenService } from '../issuer/service.ts';
 import { checkDataDir, createTokenServiceFromConfig, loadMasterKey, MASTER_KEY_ENV, openStore } from '../server/bootstrap.ts';
 import { type Store, StoreConflictError } from '../store/contract.ts';
+import { configPath } from './options.ts';
 import { CliError } from './output.ts';
 
-export const DEFAULT_CONFIG = 'tessera.yaml';
-
-/** Add `-c, --config <file>` to a command. */
-export function withConfig(command: Command): Command {
-  return command.option('-c, --config <file>', `configuration file (default $TESSERA_CONFIG or ./${DEFAULT_CONFIG})`);
-}
-
-/**
- * The configuration file's absolute path. An empty `--config` or `TESSERA_CONFIG` (an unset
- * variable in a compose file) is refused: resolved, it would name the working directory.
- */
-export function configPath(option: string | undefined): string {
-  if (option === '') throw new CliError(`--config is empty; name the configuration file (--config ${DEFAULT_CONFIG})`, 2);
-  if (option === undefined && process.env.TESSERA_CONFIG === '') {
-    throw new CliError(`TESSERA_CONFIG is set but empty; name the configuration file in it, or unset it to use ./${DEFAULT_CONFIG}`, 2);
-  }
-  return resolve(option ?? process.env.TESSERA_CONFIG ?? DEFAULT_CONFIG);
-}
+// The light helpers (option parsers, `--config`) live in options.ts, which every command's
+// definition imports without loading the configuration, the store or the token service.
+export { configPath, DEFAULT_CONFIG, hostArg, iso, list, portArg, readArg, ttlArg, ttlWithin, withConfig } from './options.ts';
 
 /**
  * Load the configuration. A missing `./tessera.yaml` gives the defaults (`data_dir: .tessera`, port
@@ -208,67 +192,4 @@ export function toCliError(e: unknown): unknown {
   if (e instanceof OAuthError) return new CliError(`${e.error}: ${e.description} (${e.code})`);
   if (e instanceof ClientInputError || e instanceof StoreConflictError || e instanceof MasterKeyError) return new CliError(e.message);
   return e;
-}
-
-/** Split `a,b c` lists as given to `--scopes` and `--audiences`. */
-export function list(value: string | string[] | undefined): string[] {
-  if (value === undefined) return [];
-  return (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(/[\s,]+/)).filter((v) => v !== '');
-}
-
-/** Read a secret argument, `-` meaning stdin (keeps it out of shell history and `ps`). */
-export async function readArg(value: string): Promise<string> {
-  if (value !== '-') return value;
-  return (await new Response(process.stdin as unknown as ReadableStream).text()).trim();
-}
-
-/** Epoch seconds as an ISO time, for human output. */
-export function iso(seconds: number | null): string {
-  return seconds === null ? '-' : new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
-}
-
-/**
- * A lifetime option (`--ttl`): whole seconds (`300`) or a duration (`5m`, `1h`), rounded to whole
- * seconds and at least one (a token that expires as it is issued is a mistake, not a request).
- */
-export function ttlArg(flag: string, value: string): number {
-  const seconds = parseDuration(/^\d+$/.test(value) ? Number(value) : value);
-  if (seconds === undefined || Math.round(seconds) < 1) {
-    throw new CliError(`${flag} ${quoted(value)} is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s`);
-  }
-  return Math.round(seconds);
-}
-
-/**
- * A lifetime option within the token service's `max_access_token_ttl`: a longer one is refused
- * naming the flag, never silently shortened to the maximum.
- */
-export function ttlWithin(flag: string, ttl: number, max: number): number {
-  if (ttl > max) throw new CliError(`${flag} ${ttl}s is longer than token_service.max_access_token_ttl (${max}s); ask for at most ${max}s`);
-  return ttl;
-}
-
-/** Commander parser for a TCP port option. */
-export function portArg(flag: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v) || n > 65535) throw new CliError(`${flag} must be a port number (0-65535), not ${quoted(v)}`);
-    return n;
-  };
-}
-
-/**
- * Commander parser for a listen address option (`--host`). An empty value (an unset `"$HOST"`)
- * would reach `listen()` as no host at all, which is every interface: refused, as are whitespace
- * and control characters, which no name or address holds. Listening everywhere is written out.
- */
-export function hostArg(flag: string): (v: string) => string {
-  return (v) => {
-    if (!/^[^\s\p{Cc}]+$/u.test(v)) {
-      throw new CliError(
-        `${flag} must be a host name or an address to listen on (127.0.0.1, ::1, or 0.0.0.0 for every interface), not ${JSON.stringify(v)}`,
-      );
-    }
-    return v;
-  };
 }

@@ -11,16 +11,13 @@ import { isWildcard } from '../core/scopes.ts';
 import { peerList } from '../gateway/peers.ts';
 import { always, type Trusted, trusted } from './cross-check.ts';
 import { DAY, DECADE, YEAR } from './duration.ts';
+import { SIGNING_ALGORITHMS } from './signing-algorithms.ts';
 import { duration, secureUrl } from './verifier-schema.ts';
 
-/** Algorithms `tessera init` and `tessera keys rotate` can generate signing keys for. */
-export const SIGNING_ALGORITHMS = ['ES256', 'EdDSA', 'RS256'] as const;
+export { SIGNING_ALGORITHMS, type SigningAlgorithm } from './signing-algorithms.ts';
 
 /** Longest an upstream-OIDC login session may last (`authorization.oidc.session_ttl`), seconds. */
 export const LOGIN_SESSION_TTL_MAX = 3600;
-/** An algorithm the token service signs with (`token_service.keys.algorithm`). */
-export type SigningAlgorithm = (typeof SIGNING_ALGORITHMS)[number];
-
 const keysSchema = z
   .strictObject({
     algorithm: z

@@ -45,6 +45,7 @@ import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClien
 import { ConsentTokens } from './consent.ts';
 import { type AuditDraft, asOAuthError, chainOf, type OAuthRequest, SKEW, type TokenResponse } from './context.ts';
 import { checkTokenEndpointProof, DPOP_NONCE_KEY_INFO } from './dpop.ts';
+import { GRANT_TREE_MAX_NODES } from './grant-tree.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
 import { type ClientCredentialsContext, clientCredentials } from './grants/client-credentials.ts';
 import { exchange, issueForUpstream, TOKEN_EXCHANGE, type UpstreamContext } from './grants/exchange.ts';
@@ -63,6 +64,7 @@ import { type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } fr
 import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, tokenHash } from './secrets.ts';
 
 export type { OAuthRequest, TokenResponse } from './context.ts';
+export { GRANT_TREE_MAX_NODES } from './grant-tree.ts';
 export { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE } from './grants/exchange.ts';
 export { type Endpoints, endpointsFor } from './metadata.ts';
 
@@ -86,13 +88,6 @@ export const REVOCATIONS_STALE_AFTER = (syncInterval: number): number => 2 * syn
 
 /** An admin API `Authorization` header: `Bearer` and one token68 (RFC 6750 §2.1). */
 const ADMIN_BEARER = /^bearer +([A-Za-z0-9._~+/-]+=*) *$/i;
-
-/**
- * The most grants a grant tree answer (`tessera grants tree`, `GET /oauth2/admin/grants/<id>`)
- * holds in its subtree, and in its ancestors: a delegation tree can grow without bound, and the
- * answer is read and serialized whole.
- */
-export const GRANT_TREE_MAX_NODES = 10_000;
 
 /**
  * Who called the admin API: the admin token's subject, client and `jti`, its delegation id and its

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
 import { quoted } from '../../core/errors.ts';
 import type { Store } from '../../store/contract.ts';
-import { withConfig, withStore } from '../context.ts';
+import { withConfig } from '../options.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 interface Filters {
@@ -171,6 +171,7 @@ export function registerAudit(program: Command): void {
     .action(async (f: Filters) => {
       const limit = f.limit ?? 100;
       const { since, until } = windowOf(f);
+      const { withStore } = await import('../context.ts');
       // One more than asked tells whether the limit cut anything off.
       const found = await withStore(f.config, (store) => store.queryAudit({ ...queryOf(f, since, until), limit: limit + 1 }));
       const events = found.slice(0, limit);
@@ -193,6 +194,7 @@ export function registerAudit(program: Command): void {
     .option('-f, --follow', 'keep printing new events (polls the store every second)')
     .action(async (f: Filters & { follow?: boolean }) => {
       const since = parseSince(f.since ?? '15m');
+      const { withStore } = await import('../context.ts');
       await withStore(f.config, async (store) => {
         const print = (e: AuditEvent) => process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
         const all = (from: number, fn: (e: AuditEvent) => void) => forEachEvent(store, queryOf(f, from), fn);

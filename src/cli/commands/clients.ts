@@ -8,9 +8,9 @@ import type { Command } from 'commander';
 import { formatDuration } from '../../config/duration.ts';
 import { quoted } from '../../core/errors.ts';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../../core/jose/json.ts';
-import { ClientInputError, type ClientInputField } from '../../issuer/clients.ts';
+import type { ClientInputField } from '../../issuer/clients.ts';
 import { type ClientRecord, type ClientSecretMethod, GRANT_TYPES } from '../../store/contract.ts';
-import { iso, list, ttlArg, ttlWithin, withConfig, withService } from '../context.ts';
+import { iso, list, ttlArg, ttlWithin, withConfig } from '../options.ts';
 import { CliError, deliver, printable, printJson } from '../output.ts';
 
 /** A client as shown to operators: everything except the secret hash. */
@@ -65,7 +65,8 @@ const CLIENT_FLAGS: Readonly<Partial<Record<ClientInputField, string>>> = {
 const SECRET_METHODS: Readonly<Record<string, ClientSecretMethod>> = { basic: 'client_secret_basic', post: 'client_secret_post' };
 
 /** A registration refused about one input: the line starts with the flag it came from. */
-function flagged(e: unknown): unknown {
+async function flagged(e: unknown): Promise<unknown> {
+  const { ClientInputError } = await import('../../issuer/clients.ts');
   if (!(e instanceof ClientInputError) || e.field === undefined) return e;
   const flag = CLIENT_FLAGS[e.field];
   if (flag === undefined || e.message.startsWith(flag)) return e;
@@ -159,6 +160,7 @@ export function registerClients(program: Command): void {
               return type;
             })
           : undefined;
+        const { withService } = await import('../context.ts');
         await withService(opts.config, true, async ({ service }) => {
           if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
           const result = await service
@@ -177,8 +179,8 @@ export function registerClients(program: Command): void {
               ...(opts.name !== undefined ? { name: opts.name } : {}),
               ...(secretMethod !== undefined ? { secretMethod } : {}),
             })
-            .catch((e: unknown) => {
-              throw flagged(e);
+            .catch(async (e: unknown) => {
+              throw await flagged(e);
             });
           const described = describeClient(result.client.record);
           const out = [`client ${name} registered (${described.auth_method})`];
@@ -206,6 +208,7 @@ export function registerClients(program: Command): void {
     .description('List registered clients.')
     .option('--json', 'print a JSON array')
     .action(async (opts: { config?: string; json?: boolean }) => {
+      const { withService } = await import('../context.ts');
       const all = await withService(opts.config, false, async ({ store }) => store.listClients());
       if (opts.json) return printJson(all.map(describeClient));
       if (all.length === 0) return void process.stdout.write('no clients\n');
@@ -225,6 +228,7 @@ export function registerClients(program: Command): void {
     .argument('<client_id>')
     .option('--json', 'print one JSON object')
     .action(async (id: string, opts: { config?: string; json?: boolean }) => {
+      const { withService } = await import('../context.ts');
       const { c, defaultTtl } = await withService(opts.config, false, async ({ store, service }) => ({
         c: await store.getClient(id),
         defaultTtl: service.config.access_token_ttl,
@@ -276,6 +280,7 @@ export function registerClients(program: Command): void {
         if (opts.allowRetarget === undefined && origins === undefined) {
           throw new CliError('nothing to update: give --allow-retarget, --no-allow-retarget, --allowed-origins or --clear-allowed-origins');
         }
+        const { withService } = await import('../context.ts');
         const r = await withService(opts.config, false, async ({ service }) =>
           service
             .updateClient(
@@ -286,8 +291,8 @@ export function registerClients(program: Command): void {
               },
               'cli',
             )
-            .catch((e: unknown) => {
-              throw flagged(e);
+            .catch(async (e: unknown) => {
+              throw await flagged(e);
             }),
         );
         if (!r) throw new CliError(`no client ${quoted(id)}`);
@@ -311,6 +316,7 @@ export function registerClients(program: Command): void {
       .argument('<client_id>')
       .option('--json', 'print one JSON object')
       .action(async (id: string, opts: { config?: string; json?: boolean }) => {
+        const { withService } = await import('../context.ts');
         const r = await withService(opts.config, false, async ({ service }) => service.setClientDisabled(id, disabled, 'cli'));
         if (!r) throw new CliError(`no client ${quoted(id)}`);
         const revoked = r.revoked.map((g) => g.id);
@@ -326,6 +332,7 @@ export function registerClients(program: Command): void {
     .argument('<client_id>')
     .option('--json', 'print one JSON object')
     .action(async (id: string, opts: { config?: string; json?: boolean }) => {
+      const { withService } = await import('../context.ts');
       const r = await withService(opts.config, false, async ({ service }) => service.removeClient(id, 'cli'));
       if (!r) throw new CliError(`no client ${quoted(id)}`);
       const revoked = r.revoked.map((g) => g.id);

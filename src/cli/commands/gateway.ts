@@ -7,9 +7,7 @@
 import type { Command } from 'commander';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
-import { gatewayRunChecks } from '../../gateway/check.ts';
-import { serveGateway } from '../../gateway/serve.ts';
-import { configPath, hostArg, loadConfig, portArg, withConfig } from '../context.ts';
+import { configPath, hostArg, portArg, withConfig } from '../options.ts';
 import { CliError } from '../output.ts';
 import { listenError } from './serve.ts';
 
@@ -19,6 +17,11 @@ export function registerGateway(program: Command): void {
     .option('--host <host>', 'override server.host', hostArg('--host'))
     .option('--port <port>', 'override server.port', portArg('--port'))
     .action(async (opts: { config?: string; host?: string; port?: number }) => {
+      const [{ gatewayRunChecks }, { serveGateway }, { loadConfig }] = await Promise.all([
+        import('../../gateway/check.ts'),
+        import('../../gateway/serve.ts'),
+        import('../context.ts'),
+      ]);
       // Run alone: the gateway section must be there, and no token service mints exchange credentials.
       const check: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { required: true, exchange: 'unavailable' });
       const load = () => loadConfig(opts.config, { check }).config;

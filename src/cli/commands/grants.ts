@@ -5,9 +5,9 @@
 import type { Command } from 'commander';
 import { quoted } from '../../core/errors.ts';
 import { actorLabel } from '../../core/verify/principal.ts';
-import { GRANT_TREE_MAX_NODES } from '../../issuer/service.ts';
+import { GRANT_TREE_MAX_NODES } from '../../issuer/grant-tree.ts';
 import type { GrantRecord } from '../../store/contract.ts';
-import { iso, withConfig, withService } from '../context.ts';
+import { iso, withConfig } from '../options.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 /** One grant as `tessera grants tree` prints it (before control characters are escaped). */
@@ -35,6 +35,7 @@ export function registerGrants(program: Command): void {
     .argument('<grant_id>')
     .option('--json', 'print one JSON object {ancestors, subtree, truncated}')
     .action(async (id: string, opts: { config?: string; json?: boolean }) => {
+      const { withService } = await import('../context.ts');
       const tree = await withService(opts.config, false, async ({ service }) => service.grantTree(id));
       if (!tree) throw new CliError(`no grant ${quoted(id)}`);
       if (opts.json) return printJson(tree);

@@ -3,9 +3,9 @@
  * and signs after `publish_ahead`; a running server follows without a restart.
  */
 import type { Command } from 'commander';
-import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/token-service-schema.ts';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/signing-algorithms.ts';
 import type { KeyStatus } from '../../issuer/keys.ts';
-import { iso, withConfig, withService } from '../context.ts';
+import { iso, withConfig } from '../options.ts';
 import { CliError, printJson } from '../output.ts';
 
 function describeKey(k: KeyStatus): Record<string, unknown> {
@@ -27,6 +27,7 @@ export function registerKeys(program: Command): void {
     .description('Signing keys with their state: pending, active, retired (still published), expired.')
     .option('--json', 'print a JSON array')
     .action(async (opts: { config?: string; json?: boolean }) => {
+      const { withService } = await import('../context.ts');
       const status = await withService(opts.config, false, async ({ service }) => service.keys.status());
       if (opts.json) return printJson(status.map(describeKey));
       if (status.length === 0) return void process.stdout.write('no signing keys; run `tessera init`\n');
@@ -52,6 +53,7 @@ export function registerKeys(program: Command): void {
       if (opts.alg !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(opts.alg)) {
         throw new CliError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
       }
+      const { withService } = await import('../context.ts');
       const { status, pending } = await withService(opts.config, true, async ({ service }) => {
         const pending = service.keys.status().find((k) => k.state === 'pending');
         // --now does not replace a pending key: that one still takes over at its time.

@@ -8,7 +8,7 @@ import { quoted } from '../../core/errors.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
 import { holdsToken } from '../../core/secret-shape.ts';
 import { type GrantSelector, StoreUnavailableError } from '../../store/contract.ts';
-import { iso, readArg, withConfig, withService } from '../context.ts';
+import { iso, readArg, withConfig } from '../options.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 export function registerRevoke(program: Command): void {
@@ -62,6 +62,7 @@ export function registerRevoke(program: Command): void {
         if (holdsToken(opts.reason)) throw new CliError('--reason holds a token; nothing was revoked');
         // Why a subject or client revocation matched no grant, for the line printed (never in --json).
         let unmatched: string | undefined;
+        const { withService } = await import('../context.ts');
         const result = await withService(opts.config, false, async ({ service }) => {
           // Every revocation is on record as admin.action by cli, whatever it matched: a subject
           // with no grant here still writes its subject entries, and a refusal is an attempt.

@@ -13,7 +13,7 @@ import type { LeakedToken, LeakState } from '../../issuer/leaks.ts';
 import type { Candidate } from '../../scan/candidates.ts';
 import { checkPaths, type ScanNote, ScanPathError, scanPaths } from '../../scan/files.ts';
 import { StoreUnavailableError } from '../../store/contract.ts';
-import { iso, toCliError, withConfig, withService } from '../context.ts';
+import { iso, withConfig } from '../options.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 /**
@@ -40,13 +40,12 @@ export function leftUnread(note: ScanNote): boolean {
 /**
  * A revocation failed part-way through `--revoke` (the store went away): the message is the
  * failure's, then what this run had revoked before it, by jti and grant id (never a token).
+ * `known` is the failure as the command would have reported it alone (`toCliError(cause)`).
  */
 export class ScanRevokeError extends Error {
   override readonly name = 'ScanRevokeError';
   readonly revoked: { readonly tokens: readonly string[]; readonly grants: readonly string[] };
-  constructor(cause: unknown, revoked: { readonly tokens: readonly string[]; readonly grants: readonly string[] }) {
-    // What the command would have said of the failure alone (toCliError: a refused revocation).
-    const known = toCliError(cause);
+  constructor(cause: unknown, revoked: { readonly tokens: readonly string[]; readonly grants: readonly string[] }, known: unknown) {
     const why =
       known instanceof CliError || known instanceof StoreUnavailableError
         ? known.message
@@ -196,7 +195,9 @@ export async function runScan(
       try {
         r = await service.revokeLeak(token, leak, { grant: options.revokeGrant, location });
       } catch (e) {
-        throw new ScanRevokeError(e, done);
+        // What the command would have said of the failure alone (toCliError: a refused revocation).
+        const { toCliError } = await import('../context.ts');
+        throw new ScanRevokeError(e, done, toCliError(e));
       }
       if (r.token !== null) done.tokens.push(r.token);
       for (const g of r.grants) {
@@ -315,6 +316,7 @@ export function registerScan(program: Command): void {
         const maxFileSize = parseSize(opts.maxSize);
         // Every path is checked before the store is opened: a typo fails fast and clearly.
         await checkPaths(paths);
+        const { withService } = await import('../context.ts');
         const report = await withService(opts.config, false, ({ service }) =>
           runScan(paths, { revoke: opts.revoke === true, revokeGrant: opts.revokeGrant === true, maxFileSize }, service),
         );

@@ -8,10 +8,7 @@
 import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { Command } from 'commander';
-import { defaultLogger } from '../../gateway/gateway.ts';
-import { announceSignalHandlers } from '../../gateway/serve.ts';
-import { withConfig } from '../context.ts';
-import { startDemoUpstream } from '../demo-upstream.ts';
+import { withConfig } from '../options.ts';
 import { CliError } from '../output.ts';
 import { DEMO_CLIENT, DEMO_ROUTE, DEMO_SECRET_FILE, initialize } from './init.ts';
 import { type RunningServer, startServer } from './serve.ts';
@@ -32,6 +29,11 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 /** Everything `tessera start` does, without signal handling (tests call this). */
 export async function start(options: { config?: string; signals?: boolean }): Promise<Started> {
+  const [{ defaultLogger }, { announceSignalHandlers }, { startDemoUpstream }] = await Promise.all([
+    import('../../gateway/gateway.ts'),
+    import('../../gateway/serve.ts'),
+    import('../demo-upstream.ts'),
+  ]);
   const init = await initialize(options.config ? { config: options.config } : {});
   let demo: Awaited<ReturnType<typeof startDemoUpstream>> | undefined;
   // Logs go to stderr so that stdout carries the instructions alone. Those written while starting

@@ -15,10 +15,8 @@ import { decodeUnverified } from '../../core/jose/decode.ts';
 import type { JsonObject } from '../../core/jose/json.ts';
 import { OAuthError } from '../../core/oauth-errors.ts';
 import { actorLabel } from '../../core/verify/principal.ts';
-import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE } from '../../issuer/service.ts';
 import type { ClientRecord } from '../../store/contract.ts';
-import { createVerifier } from '../../verifier.ts';
-import { list, readArg, ttlArg, ttlWithin, withConfig, withService } from '../context.ts';
+import { list, readArg, ttlArg, ttlWithin, withConfig } from '../options.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 /**
@@ -61,9 +59,6 @@ function mintProblem(client: ClientRecord | undefined, scopes: readonly string[]
     throw e;
   };
 }
-
-/** `--subject-token-type`: the short names, and the URNs they stand for (RFC 8693 §3). */
-const SUBJECT_TOKEN_TYPES: Readonly<Record<string, string>> = { access_token: ACCESS_TOKEN_TYPE, jwt: JWT_TOKEN_TYPE };
 
 function countdown(exp: unknown, now: number): string {
   if (typeof exp !== 'number') return 'no exp claim';
@@ -122,6 +117,7 @@ export async function decodeToken(token: string, options: { jwks?: string; audie
       options.audience ?? (typeof claims.aud === 'string' ? claims.aud : Array.isArray(claims.aud) ? String(claims.aud[0]) : undefined);
     const isUrl = /^https?:\/\//.test(options.jwks);
     if (!isUrl && !existsSync(options.jwks)) throw new CliError(`--jwks: no such file ${options.jwks}`);
+    const { createVerifier } = await import('../../verifier.ts');
     const verifier = createVerifier({
       issuers: [
         {
@@ -205,6 +201,7 @@ export function registerToken(program: Command): void {
         if (opts.subject !== undefined && !validIdentity(opts.subject)) throw new CliError(`--subject: ${IDENTITY_RULE}`);
         const scopes = list(opts.scope);
         const audiences = list(opts.audience);
+        const { withService } = await import('../context.ts');
         const minted = await withService(opts.config, true, async ({ service, store }) => {
           if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
           return service
@@ -243,6 +240,12 @@ export function registerToken(program: Command): void {
         audience?: string[];
         json?: boolean;
       }) => {
+        const [{ withService }, { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE }] = await Promise.all([
+          import('../context.ts'),
+          import('../../issuer/service.ts'),
+        ]);
+        /** `--subject-token-type`: the short names, and the URNs they stand for (RFC 8693 §3). */
+        const SUBJECT_TOKEN_TYPES: Readonly<Record<string, string>> = { access_token: ACCESS_TOKEN_TYPE, jwt: JWT_TOKEN_TYPE };
         const given = opts.subjectTokenType;
         const subjectTokenType = Object.hasOwn(SUBJECT_TOKEN_TYPES, given)
           ? SUBJECT_TOKEN_TYPES[given]

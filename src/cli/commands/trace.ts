@@ -10,21 +10,11 @@
  */
 import { Buffer } from 'node:buffer';
 import type { Command } from 'commander';
-import {
-  buildTrace,
-  isEmptyTrace,
-  isKnownAs,
-  TRACE_KINDS,
-  type Trace,
-  type TraceApproval,
-  type TraceGrant,
-  type TraceKind,
-  type TraceRequest,
-  type TraceToken,
-} from '../../audit/trace.ts';
+import type { Trace, TraceApproval, TraceGrant, TraceRequest, TraceToken } from '../../audit/trace.ts';
+import { TRACE_KINDS, type TraceKind } from '../../audit/trace-kinds.ts';
 import { CLIENT_SECRET_PREFIX, REFRESH_TOKEN_PREFIX, sha256, tokenHash } from '../../issuer/secrets.ts';
 import type { Store } from '../../store/contract.ts';
-import { readArg, withConfig, withStore } from '../context.ts';
+import { readArg, withConfig } from '../options.ts';
 import { CliError, printable, printJson } from '../output.ts';
 
 const KIND_NAMES: Record<TraceKind, string> = {
@@ -111,6 +101,7 @@ export async function resolveArgument(
   arg: string,
   a: TraceArgument,
 ): Promise<Candidate> {
+  const { isKnownAs } = await import('../../audit/trace.ts');
   const known: Candidate[] = [];
   for (const c of a.ids) if (await isKnownAs(store, c.kind, c.value)) known.push(c);
   if (known.length > 1) {
@@ -280,6 +271,7 @@ Exit status: 0 when something matched, 1 with a one-line reason otherwise.`,
       const fromStdin = id === '-';
       const arg = (await readArg(id)).trim();
       const a = classifyArgument(arg, opts.kind);
+      const [{ withStore }, { buildTrace, isEmptyTrace }] = await Promise.all([import('../context.ts'), import('../../audit/trace.ts')]);
       const { trace, heading } = await withStore(opts.config, async (store) => {
         const c = await resolveArgument(store, arg, a);
         if (c.fromToken && !fromStdin) {

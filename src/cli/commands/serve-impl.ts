@@ -1,0 +1,268 @@
+/**
+ * What `tessera serve` runs (serve.ts defines the command): the token service and, when
+ * `tessera.yaml` has a `gateway` section, the gateway, on one listener. Loaded when a server
+ * starts, so that the CLI's other commands, `--help` and `--version` do not load the token
+ * service, the gateway and their dependencies.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { dirname } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import type { ConfigCheck } from '../../config/parse.ts';
+import type { TesseraConfig } from '../../config/schema.ts';
+import { resolveStore, storeRequestTimeoutMs } from '../../config/token-service-schema.ts';
+import { createDpopNonces } from '../../core/verify/dpop.ts';
+import { gatewayRunChecks } from '../../gateway/check.ts';
+import { GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
+import { normalizeTarget } from '../../gateway/http/path.ts';
+import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
+import { tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
+import { type ReadinessCheck, readiness, writeJson, writeOpsMethodNotAllowed } from '../../gateway/ops.ts';
+import { announceSignalHandlers, createListener, DEFAULT_LISTENER_LIMITS, serveGateway } from '../../gateway/serve.ts';
+import { deriveMacKey } from '../../issuer/secrets.ts';
+import { externalIssuers } from '../../server/bootstrap.ts';
+import { listenUrl } from '../../server/listen.ts';
+import { ShutdownDeadline } from '../../server/shutdown.ts';
+import { createTokenServiceHandler } from '../../server/token-handler.ts';
+import { storeReplayCache } from '../../store/replay.ts';
+import { configPath, loadConfig, openService, type ServiceContext } from '../context.ts';
+import { CliError } from '../output.ts';
+import { listenError, log, type RunningServer, type StartOptions } from './serve.ts';
+
+const TOKEN_SERVICE_DRAIN_MS = 10_000;
+
+/** The token service mints exchange credentials for the gateway as `gateway.exchange_client`. */
+const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { exchange: 'exchange_client', tokenService: true });
+
+/** Start the token service (and the gateway, when configured) from a configuration file. */
+export async function startServer(options: StartOptions): Promise<RunningServer> {
+  const ctx = await openService(options.config, true, {
+    onWarning: (msg) => log({ level: 'warn', msg }),
+    // The gateway's line, field for field (its pino logger writes it at level error).
+    onAuditEventsLost: ({ message, ...fields }) => log({ level: 'error', ...fields, msg: message }),
+    check: serveChecks,
+  });
+  try {
+    if (!ctx.service.keys.ready()) throw new CliError('no active signing key; run `tessera init` (or `tessera keys rotate --now`)');
+    await ctx.service.start();
+    const handler = createTokenServiceHandler(ctx.service, {
+      // Only the error's class: messages of unexpected errors are not trusted to be secret-free.
+      onError: (error, requestId) =>
+        log({ level: 'error', msg: 'request failed', request_id: requestId, error: error instanceof Error ? error.name : typeof error }),
+      onWarning: (msg) => log({ level: 'warn', msg }),
+    });
+    const host = options.host ?? ctx.config.server.host;
+    const port = options.port ?? ctx.config.server.port;
+    if (ctx.config.gateway !== undefined) {
+      return await withGateway(ctx, handler, { ...options, host, port }).catch((e: unknown) => {
+        throw listenError(e, host, port, options.portAdvice);
+      });
+    }
+
+    // Without a gateway section there is no `operations` block: the probes a deployment needs are
+    // served at their default paths (the gateway's answer the same way, metrics aside).
+    const checks = tokenServiceReadiness(ctx);
+    let closing: Promise<void> | undefined;
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+      if (handler(req, res)) return;
+      const path = (req.url ?? '/').split('?')[0];
+      if (path === '/healthz' || path === '/readyz') {
+        if (req.method !== 'GET' && req.method !== 'HEAD') writeOpsMethodNotAllowed(res);
+        else if (path === '/healthz') {
+          writeJson(res, 200, { status: 'ok' });
+        } else {
+          void readiness([], undefined, checks, closing !== undefined).then((r) =>
+            writeJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not_ready', checks: r.checks }),
+          );
+        }
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end('{"error":"not_found"}');
+    };
+    // The gateway's default listener limits (slowloris, connection count); `Expect: 100-continue`:
+    // 100 when the handler reads the body, not for one it refuses first.
+    const server = createListener(onRequest, DEFAULT_LISTENER_LIMITS);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    }).catch((e: unknown) => {
+      throw listenError(e, host, port, options.portAdvice);
+    });
+    const url = listenUrl(server);
+    const close = () => {
+      closing ??= (async () => {
+        // One deadline, as under the gateway: the audit events get what the drain left of it.
+        const deadline = new ShutdownDeadline(options.drainTimeout ?? TOKEN_SERVICE_DRAIN_MS);
+        await new Promise<void>((resolve) => {
+          // A request whose body never arrives in full would hold close() until requestTimeout.
+          const cut = setTimeout(() => server.closeAllConnections(), deadline.drainLeft());
+          server.close(() => {
+            clearTimeout(cut);
+            resolve();
+          });
+          server.closeIdleConnections();
+        });
+        // Audit events the store refuses are retried until then, then counted as lost.
+        await ctx.close({ auditTimeoutMs: deadline.auditLeft() });
+      })();
+      return closing;
+    };
+    if (options.signals) {
+      // As the gateway's: the first SIGTERM or SIGINT drains; a second one (either) ends the process at once.
+      const stop = () => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        void close().then(
+          () => process.exit(0),
+          (error: unknown) => {
+            log({ level: 'error', event: 'shutdown_failed', error: (error as Error)?.name ?? 'error', msg: 'shutdown did not complete' });
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      // Clients, keys and revocations are re-read from the store every sync_interval; there is no
+      // gateway configuration to reload. SIGHUP must not kill the process.
+      process.on('SIGHUP', () => log({ level: 'info', msg: 'SIGHUP: no gateway section to reload; the token service follows the store' }));
+      announceSignalHandlers();
+    }
+    return { url, service: ctx.service, config: ctx.config, gateway: undefined, close };
+  } catch (e) {
+    await ctx.close();
+    throw e;
+  }
+}
+
+/**
+ * Readiness of the token service: its store answers, it has a key to sign with, and it has read
+ * the revocation log lately (else it could be accepting tokens revoked by another process).
+ */
+function tokenServiceReadiness(ctx: ServiceContext): ReadinessCheck[] {
+  const { store, service } = ctx;
+  return [
+    {
+      name: 'store',
+      check: () =>
+        store.versions().then(
+          () => ({ ok: true }),
+          () => ({ ok: false, detail: 'store unreachable' }),
+        ),
+    },
+    { name: 'signing_key', check: () => (service.keys.ready() ? { ok: true } : { ok: false, detail: 'no active signing key' }) },
+    { name: 'revocations', check: () => service.revocationStatus() },
+  ];
+}
+
+/**
+ * What a reload of `tessera serve` cannot apply: the token service, its store, its scope model
+ * (compiled into every client), the DPoP algorithms its token endpoint accepts and advertises, and
+ * the listener are built once at start, and the in-process exchange client with them. The gateway
+ * sections (`dpop` included) and the issuers the token service trusts for token exchange reload;
+ * these are named so a changed value is not silently ignored.
+ */
+const RESTART_ONLY = ['data_dir', 'server', 'store', 'token_service', 'scopes', 'gateway.exchange_client', 'dpop.algorithms'] as const;
+
+function restartOnly(running: TesseraConfig, next: TesseraConfig): string[] {
+  const at = (c: TesseraConfig, path: string): unknown =>
+    path === 'gateway.exchange_client'
+      ? c.gateway?.exchange_client
+      : path === 'dpop.algorithms'
+        ? c.dpop.algorithms
+        : c[path as keyof TesseraConfig];
+  return RESTART_ONLY.filter((path) => !isDeepStrictEqual(at(running, path), at(next, path)));
+}
+
+async function withGateway(
+  ctx: ServiceContext,
+  handler: ReturnType<typeof createTokenServiceHandler>,
+  options: StartOptions & { host: string; port: number },
+): Promise<RunningServer> {
+  const { service, store, config } = ctx;
+  const file = configPath(options.config);
+  const exchangeClient = config.gateway?.exchange_client;
+  // Token exchange trusts the same other issuers as the gateway: removing one from `issuers` must
+  // stop both. Their verifier is built before anything of a reload applies (read from the file or
+  // given to `reload(config)`), so one the token service cannot use (a key file missing) is refused
+  // whole rather than applied to the gateway alone.
+  const external = (c: TesseraConfig) => externalIssuers(c, service.revocations, { baseDir: dirname(file) });
+  let prepared: { config: TesseraConfig; external: ReturnType<typeof externalIssuers> } | undefined;
+  const served = await serveGateway(
+    {
+      config,
+      configFile: file,
+      // Reloads read the file (and secrets.env) again and resolve data_dir the way every command does.
+      load: () => loadConfig(options.config, { check: serveChecks }).config,
+      prepare: (next) => {
+        prepared = { config: next, external: external(next) };
+      },
+      onReload: (next) => {
+        // prepare ran on this configuration just before (the reload is synchronous).
+        const issuers = prepared?.config === next ? prepared.external : external(next);
+        prepared = undefined;
+        service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers);
+        const stale = restartOnly(config, next);
+        if (stale.length > 0) {
+          served.gateway.logger.warn(
+            { event: 'config_restart_required', paths: stale },
+            `${stale.join(', ')} changed: the token service keeps the values it started with until a restart; the rest of the configuration was reloaded`,
+          );
+        }
+        options.onReload?.(next);
+      },
+      host: options.host,
+      port: options.port,
+      signals: options.signals ?? false,
+      // Everything under /oauth2/ is the token service's, also paths it does not know: a route
+      // matching `/oauth2/token/` must not carry a client's form body (and secret) upstream.
+      before: (req, res) => {
+        if (handler(req, res)) return true;
+        // As written and as the gateway's routes read it (`/%6fauth2/token` is /oauth2/token to them).
+        // Only a percent-encoded path can read otherwise once normalized (dot segments and `//` are
+        // refused there): every other request is spared a second normalization of its target.
+        const raw = (req.url ?? '').toLowerCase();
+        const path = raw.includes('%') ? normalizeTarget(req.url ?? '/')?.path.toLowerCase() : undefined;
+        const ours = (p: string) => p.startsWith('/oauth2/') || p === '/oauth2' || p.startsWith('/oauth2?');
+        if (!ours(raw) && (path === undefined || !ours(path))) return false;
+        res.writeHead(404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end('{"error":"not_found"}');
+        return true;
+      },
+      // After the gateway's own audit events: the token service's get what is left of the one deadline.
+      onClose: ({ auditTimeoutMs }) => ctx.close({ auditTimeoutMs }),
+    },
+    {
+      ...(options.logger ? { logger: options.logger } : {}),
+      verifierRuntime: {
+        keySources: { [service.issuer]: service.keys },
+        revocation: service.revocations,
+        baseDir: dirname(file),
+        // DPoP proofs are remembered in the store: refused again after a restart and by every
+        // other instance on it, not only by this process (RFC 9449 §11.1).
+        replay: storeReplayCache(store),
+        // With dpop.nonce: nonces MACed under a key derived from the master key, so every instance
+        // sharing it accepts the others' (one load balancer's pool), and a restart keeps them
+        // good. Its own key, not the token endpoint's: neither's nonce is good at the other.
+        // dpop.nonce_secret, when set, replaces it (the verifiers derive their key from it), so
+        // `tessera gateway` instances given the same secret share the pool.
+        ...(ctx.master !== undefined
+          ? { dpopNonces: createDpopNonces({ secret: deriveMacKey(ctx.master, GATEWAY_DPOP_NONCE_KEY_INFO) }) }
+          : {}),
+      },
+      revocation: service.revocations,
+      ...(exchangeClient !== undefined ? { upstreamTokenIssuer: service.upstreamIssuer(exchangeClient) } : {}),
+      auditSinks: [{ write: (events) => store.appendAudit(events) }],
+      // A2A tasks bound to their creator (a2a.bind_tasks) in the store: every instance on it agrees
+      // on who owns a task, and a restart keeps it.
+      taskStore: store,
+      // One answer's ids are recorded within the time one store call of a request may take.
+      taskStoreTimeoutMs: storeRequestTimeoutMs(resolveStore(config)),
+      readiness: tokenServiceReadiness(ctx),
+      authorizationServer: service.issuer,
+      // Every instance sharing the master key accepts the others' MCP sessions, across restarts.
+      ...(ctx.master !== undefined ? { mcpSessionKey: deriveMacKey(ctx.master, SESSION_KEY_INFO) } : {}),
+    },
+  );
+  tokenServiceAuditMetrics(served.gateway.registry, () => service.audit);
+  return { url: served.url, service, config, gateway: served, close: () => served.close() };
+}
