@@ -139,6 +139,17 @@ interface CorsEndpoint {
   readonly perClient: boolean;
 }
 
+/** What the CORS step did: answered a preflight, refused one, or left the request to its endpoint. */
+type CorsOutcome = 'answered' | 'refused' | undefined;
+
+const DONE: Promise<void> = Promise.resolve();
+
+/** `next` once the CORS step has decided, unless it answered; at once when it decided at once. */
+function afterCors(c: CorsOutcome | Promise<CorsOutcome>, next: (refused: boolean) => Promise<void>): Promise<void> {
+  if (c instanceof Promise) return c.then((d) => (d === 'answered' ? undefined : next(d === 'refused')));
+  return c === 'answered' ? DONE : next(c === 'refused');
+}
+
 const CORS = {
   token: {
     allowHeaders: 'Authorization, Content-Type, DPoP',
@@ -341,18 +352,29 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
    * follows is decided by its client ({@link clientOrigins}). An answer's headers are set here by
    * `token_service.cors` alone, and changed once the client is known.
    */
-  const cors = async (req: IncomingMessage, res: ServerResponse, endpoint: CorsEndpoint): Promise<'answered' | 'refused' | undefined> => {
+  const cors = (req: IncomingMessage, res: ServerResponse, endpoint: CorsEndpoint): CorsOutcome | Promise<CorsOutcome> => {
     const origin = req.headers.origin;
     const preflight = req.method === 'OPTIONS' && origin !== undefined && req.headers['access-control-request-method'] !== undefined;
-    let allow = everyOrigin ? '*' : origin !== undefined && listed.has(origin) ? origin : undefined;
-    let clients: ReadonlySet<string> | undefined;
+    const allow = everyOrigin ? '*' : origin !== undefined && listed.has(origin) ? origin : undefined;
+    // Only a preflight the global list does not decide reads the clients' origins (a store read
+    // after a change): every other request is decided without a turn of the event loop.
     if (preflight && allow === undefined && endpoint.perClient) {
-      clients = await service.clients.corsOrigins();
-      if (clients.has(origin)) allow = origin;
+      return service.clients
+        .corsOrigins()
+        .then((clients) => corsAnswer(res, endpoint, preflight, clients.has(origin) ? origin : undefined, clients.size));
     }
-    if (origins.length === 0 && (clients === undefined || clients.size === 0) && allow === undefined) {
-      return preflight ? 'refused' : undefined;
-    }
+    return corsAnswer(res, endpoint, preflight, allow, 0);
+  };
+
+  /** The CORS headers (or the preflight's 204) for an origin `allow`ed, or none; `clientOriginCount`: origins clients allow. */
+  const corsAnswer = (
+    res: ServerResponse,
+    endpoint: CorsEndpoint,
+    preflight: boolean,
+    allow: string | undefined,
+    clientOriginCount: number,
+  ): CorsOutcome => {
+    if (origins.length === 0 && clientOriginCount === 0 && allow === undefined) return preflight ? 'refused' : undefined;
     // The answer depends on the Origin header unless every origin is allowed (Fetch standard §3.2.5).
     if (allow !== '*') res.setHeader('vary', 'Origin');
     if (allow === undefined) return preflight ? 'refused' : undefined;
@@ -619,21 +641,19 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     if (pathname === paths.token) {
       nonce = tokenNonce;
       const n = nonce;
-      work = cors(req, res, CORS.token).then((c) =>
-        c === 'answered' ? undefined : oauth(req, res, requestId, e.token, (r) => service.token(r), n, c === 'refused', CORS.token),
+      work = afterCors(cors(req, res, CORS.token), (refused) =>
+        oauth(req, res, requestId, e.token, (r) => service.token(r), n, refused, CORS.token),
       );
     } else if (pathname === paths.revocation) {
-      work = cors(req, res, CORS.revocation).then((c) =>
-        c === 'answered'
-          ? undefined
-          : oauth(req, res, requestId, e.revocation, (r) => service.revoke(r), undefined, c === 'refused', CORS.revocation),
+      work = afterCors(cors(req, res, CORS.revocation), (refused) =>
+        oauth(req, res, requestId, e.revocation, (r) => service.revoke(r), undefined, refused, CORS.revocation),
       );
     } else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
     else if (pathname === loginCallbackPath && loginCallback !== undefined) work = loginCallback(req, res, requestId);
     else if (pathname === logoutPath && logout !== undefined) work = logout(req, res, requestId);
     else if (pathname === paths.registration && service.config.registration.enabled) {
-      work = cors(req, res, CORS.registration).then((c) => (c === 'answered' ? undefined : register(req, res, requestId, c === 'refused')));
+      work = afterCors(cors(req, res, CORS.registration), (refused) => register(req, res, requestId, refused));
     } else if (pathname === paths.metadata || pathname === paths.jwks) {
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         // Public and cacheable is the document alone: a refusal is not (a 405 is heuristically

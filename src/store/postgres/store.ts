@@ -364,6 +364,16 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
   },
 ];
 
+/** Whether the log holds a revocation of `subject` at `issuer` dated `since` or later (by the revocations_subject index). */
+async function subjectRevokedSince(c: Q, subject: string, issuer: string, since: number): Promise<boolean> {
+  const { rows } = await c.query("SELECT 1 FROM revocations WHERE kind = 'subject' AND value = $1 AND issuer = $2 AND at >= $3 LIMIT 1", [
+    subject,
+    issuer,
+    since,
+  ]);
+  return rows.length > 0;
+}
+
 const isUnique = (e: unknown) => (e as { code?: string })?.code === '23505';
 const clientRow = (r: Row): ClientRecord => clientFrom(r, (v) => v === true);
 
@@ -923,11 +933,7 @@ export class PostgresStore implements Store {
         } else if (options.subjectIssuedAt !== undefined) {
           // Read under the subject's lock, which a subject revocation holds until it commits with
           // its entry: one that finished meanwhile is seen now, one that follows sees this grant.
-          const { rows } = await c.query(
-            "SELECT 1 FROM revocations WHERE kind = 'subject' AND value = $1 AND issuer = $2 AND at >= $3 LIMIT 1",
-            [g.subject, g.issuer, options.subjectIssuedAt],
-          );
-          if (rows.length > 0) return 'subject_revoked' as const;
+          if (await subjectRevokedSince(c, g.subject, g.issuer, options.subjectIssuedAt)) return 'subject_revoked' as const;
         }
         await c.query(
           `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
@@ -1262,11 +1268,8 @@ export class PostgresStore implements Store {
       // Read under the subject's lock, as a root grant from another issuer's token: a subject
       // revocation that finished meanwhile is seen now (the code was approved after it, by an
       // instance that had not read it), one that follows sees this grant.
-      const { rows: revoked } = await c.query(
-        "SELECT 1 FROM revocations WHERE kind = 'subject' AND value = $1 AND issuer = $2 AND at >= $3 LIMIT 1",
-        [code.subject, o.loginScope, code.approvalSince ?? code.createdAt],
-      );
-      if (revoked.length > 0) return { status: 'subject_revoked' };
+      if (await subjectRevokedSince(c, code.subject, o.loginScope, code.approvalSince ?? code.createdAt))
+        return { status: 'subject_revoked' };
       await c.query(
         `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
          VALUES ($1, NULL, $1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,

@@ -480,6 +480,17 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** Whether the log holds a revocation of `subject` at `issuer` dated `since` or later (by the revocations_subject index). */
+  #subjectRevokedSince(subject: string, issuer: string, since: number): boolean {
+    return (
+      this.#stmt("SELECT 1 FROM revocations WHERE kind = 'subject' AND value = ? AND issuer = ? AND at >= ? LIMIT 1").get(
+        subject,
+        issuer,
+        since,
+      ) !== undefined
+    );
+  }
+
   /** A grant's row as a parent (or actor) reads it, remembered for the rest of the batch once found. */
   #grantRow(id: string, seen: BatchReads | undefined): Row | undefined {
     let row = seen?.parents.get(id);
@@ -518,12 +529,7 @@ export class SqliteStore implements Store {
     } else if (options.subjectIssuedAt !== undefined) {
       // Inside the write transaction too: a subject revocation appends its entry in the one that
       // revokes the subject's grants, so it committed before this or commits after this grant.
-      const revoked = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'subject' AND value = ? AND issuer = ? AND at >= ? LIMIT 1").get(
-        g.subject,
-        g.issuer,
-        options.subjectIssuedAt,
-      );
-      if (revoked !== undefined) return 'subject_revoked';
+      if (this.#subjectRevokedSince(g.subject, g.issuer, options.subjectIssuedAt)) return 'subject_revoked';
     }
     this.#stmt(
       `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
@@ -774,12 +780,7 @@ export class SqliteStore implements Store {
       // revocation appends its entry in the one that deletes the subject's codes, so it committed
       // before this (and the code was approved after it, by an instance that had not read it) or
       // commits after this grant, which it then revokes.
-      const revoked = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'subject' AND value = ? AND issuer = ? AND at >= ? LIMIT 1").get(
-        code.subject,
-        o.loginScope,
-        code.approvalSince ?? code.createdAt,
-      );
-      if (revoked !== undefined) return { status: 'subject_revoked' };
+      if (this.#subjectRevokedSince(code.subject, o.loginScope, code.approvalSince ?? code.createdAt)) return { status: 'subject_revoked' };
       const grant = this.#insertGrant({ ...o.grant, parentId: null }, o.now);
       if (typeof grant === 'string') return { status: 'client_inactive' };
       this.#stmt('UPDATE authorization_codes SET consumed_at = ?, grant_id = ? WHERE hash = ?').run(o.now, grant.id, hash);
