@@ -292,6 +292,13 @@ describe('invalid subject and actor tokens (invalid_request)', () => {
     }
   });
 
+  it('attack: refuses an external subject token whose jti, client_id or grant_id is empty, or whose act names an empty client_id: no root grant keyed by nothing', async () => {
+    for (const over of [{ jti: '' }, { client_id: '' }, { grant_id: '' }, { act: { sub: 'agent-a', client_id: '' } }]) {
+      const res = await exchange('broker', { subject_token: await userToken(over), audience: 'https://api.test' });
+      await expectError(res, 400, 'invalid_request');
+    }
+  });
+
   it('issues no token with an empty sub of its own: mint for subject "" is refused', async () => {
     await assert.rejects(
       issuer.service.mint({ clientId: 'broker', subject: '', audiences: ['https://api.test'] }),
@@ -949,7 +956,9 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
       { sub: 'x1', act: { sub: 'agent-a', iss: '' } },
     ]) {
       const res = await exchange('agent-b', { subject_token: await userToken({ act }), audience: 'https://api.test' });
-      assert.equal(await deniedFor(res), 'subject_token_act_names_issuer', JSON.stringify(act));
+      // The verifier refuses an empty act.iss as a malformed actor (token_claim_invalid, claim act)
+      // before the exchange reads the chain; its own check (subject_token_act_names_issuer) stays behind it.
+      assert.equal(await deniedFor(res), 'subject_token_invalid', JSON.stringify(act));
       await expectError(res, 400, 'invalid_request');
     }
   });

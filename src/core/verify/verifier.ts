@@ -301,9 +301,11 @@ function parseActors(act: unknown): readonly Actor[] | undefined {
   while (cur !== undefined) {
     if (typeof cur !== 'object' || cur === null || Array.isArray(cur) || actors.length >= MAX_ACT_DEPTH) return undefined;
     const a = cur as JsonObject;
+    // Every member names a party: "" names none (and an `iss` of "" read as absent would put the
+    // actor in the token issuer's namespace, RFC 8693 §4.1).
     if (typeof a.sub !== 'string' || a.sub === '') return undefined;
-    if (a.iss !== undefined && typeof a.iss !== 'string') return undefined;
-    if (a.client_id !== undefined && typeof a.client_id !== 'string') return undefined;
+    if (a.iss !== undefined && (typeof a.iss !== 'string' || a.iss === '')) return undefined;
+    if (a.client_id !== undefined && (typeof a.client_id !== 'string' || a.client_id === '')) return undefined;
     const actor: { subject: string; issuer?: string; clientId?: string } = { subject: a.sub };
     if (a.iss !== undefined) actor.issuer = a.iss as string;
     if (a.client_id !== undefined) actor.clientId = a.client_id as string;
@@ -333,8 +335,9 @@ function freezeParsed<T extends object>(value: T): T {
   return value;
 }
 
-function optionalString(v: unknown): string | undefined | false {
-  return v === undefined ? undefined : typeof v === 'string' ? v : false;
+/** An optional identifier claim: absent, a non-empty string, or `false` for anything else ("" included). */
+function optionalId(v: unknown): string | undefined | false {
+  return v === undefined ? undefined : typeof v === 'string' && v !== '' ? v : false;
 }
 
 /**
@@ -351,15 +354,19 @@ function principalFrom(
   digest: TokenDigest,
   expiresAt: number,
 ): Principal | string {
-  const sub = optionalString(claims.sub);
-  // RFC 7519 §4.1.2: `sub` identifies the principal. "" names nobody, yet would enter the
-  // delegation chain, the audit trail and the identity headers as a subject.
-  if (sub === false || sub === '') return 'sub';
-  const clientId = optionalString(claims.client_id);
+  // Identifiers are absent or non-empty strings, and "" is refused rather than read as absent
+  // (fail closed). RFC 7519 §4.1.2: `sub` identifies the principal; "" names nobody, yet would
+  // enter the delegation chain, the audit trail and the identity headers as a subject. An empty
+  // `client_id` makes every such token's client one principal (policy conditions, rate-limit keys,
+  // revocation by client). An empty `jti` (RFC 7519 §4.1.7) or delegation id is no id: revoking ""
+  // would revoke every such token of every issuer, and nothing else can revoke one by id.
+  const sub = optionalId(claims.sub);
+  if (sub === false) return 'sub';
+  const clientId = optionalId(claims.client_id);
   if (clientId === false) return 'client_id';
-  const jti = optionalString(claims.jti);
+  const jti = optionalId(claims.jti);
   if (jti === false) return 'jti';
-  const delegationId = optionalString(claims[delegationClaim]);
+  const delegationId = optionalId(claims[delegationClaim]);
   if (delegationId === false) return delegationClaim;
   // RFC 9068 §2.2.3, RFC 7662 §2.2: `scope` is one space-delimited string. Only the other claims
   // (`scp`, `scopes`) may be arrays.
@@ -730,7 +737,11 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       const list = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
       if (!config.audiences.some((a) => list.includes(a))) return deny('token_audience_invalid', { claim: 'aud' });
     }
-    if (response.iss !== undefined && typeof response.iss !== 'string') return deny('token_claim_invalid', { claim: 'iss' });
+    // An empty `iss` is no issuer: it would name the principal's issuer "" (revocation by subject
+    // or client is keyed by issuer), not stand for the configured one.
+    if (response.iss !== undefined && (typeof response.iss !== 'string' || response.iss === '')) {
+      return deny('token_claim_invalid', { claim: 'iss' });
+    }
     const iss = response.iss ?? config.issuer;
     const cacheUntil = Math.min(typeof exp === 'number' ? exp : Number.POSITIVE_INFINITY, now + config.cacheMaxTtl);
     const claims = { ...response } as JsonObject;

@@ -51,7 +51,7 @@ type RuleId =
   | 'aud-member-type'
   | 'claim-type'
   | 'act-shape'
-  | 'empty-subject'
+  | 'empty-identifier'
   | 'cnf-shape'
   | 'rsa-signature-length';
 
@@ -131,9 +131,9 @@ export const DELIBERATE: readonly Deliberate[] = [
     codes: ['token_claim_invalid'],
   },
   {
-    id: 'empty-subject',
+    id: 'empty-identifier',
     reason:
-      'RFC 7519 §4.1.2 / RFC 8693 §4.1: sub (and each act.sub) names a principal; an empty one would be forwarded, audited and delegated as a principal named "", so it is refused',
+      'RFC 7519 §4.1.2 / §4.1.7, RFC 8693 §4.1: sub, jti, client_id, the delegation claim (and each act.sub, act.iss, act.client_id) name a party or a token; an empty one would be forwarded, audited, delegated and revoked as an id named "" (principals collide, revocation by jti is moot), so it is refused',
     codes: ['token_claim_invalid'],
   },
   {
@@ -194,7 +194,9 @@ function deliberateRules(token: string): Set<RuleId> {
     // array is refused (only other scope claims, `scp`, may be arrays).
     if (Object.hasOwn(payload, 'scope') && typeof payload.scope !== 'string') rules.add('claim-type');
     if (Object.hasOwn(payload, 'act') && !validActChain(payload.act)) rules.add('act-shape');
-    if (payload.sub === '' || hasEmptyActorSubject(payload.act)) rules.add('empty-subject');
+    if (['sub', 'jti', 'client_id', 'grant_id'].some((name) => payload[name] === '') || hasEmptyActorMember(payload.act)) {
+      rules.add('empty-identifier');
+    }
     if (Object.hasOwn(payload, 'cnf')) {
       const cnf = payload.cnf as Record<string, unknown>;
       const isObject = typeof cnf === 'object' && cnf !== null && !Array.isArray(cnf);
@@ -205,9 +207,10 @@ function deliberateRules(token: string): Set<RuleId> {
   return rules;
 }
 
-function hasEmptyActorSubject(act: unknown): boolean {
+function hasEmptyActorMember(act: unknown): boolean {
   for (let depth = 0; depth < 32 && typeof act === 'object' && act !== null; depth++) {
-    if ((act as Record<string, unknown>).sub === '') return true;
+    const a = act as Record<string, unknown>;
+    if (a.sub === '' || a.iss === '' || a.client_id === '') return true;
     act = (act as Record<string, unknown>).act;
   }
   return false;
@@ -565,6 +568,9 @@ const ACTS: readonly unknown[] = [
   null,
   { sub: 'a', iss: 5 },
   { sub: 'a', client_id: [] },
+  { sub: 'a', iss: '' },
+  { sub: 'a', client_id: '' },
+  { sub: 'a', act: { sub: 'b', iss: '' } },
   { sub: 'a', act: 'x' },
   { sub: 'a', act: { sub: 'b', act: null } },
 ];

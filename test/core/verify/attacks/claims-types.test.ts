@@ -62,8 +62,15 @@ const wrongTypes: [string, Record<string, unknown>, string][] = [
   ['sub empty (attack: an empty subject)', { sub: '' }, 'sub'],
   ['sub null', { sub: null }, 'sub'],
   ['client_id as a number', { client_id: 1 }, 'client_id'],
+  // An empty client_id names no client, yet two clients' tokens carrying it would share it: the
+  // principals collide in policy conditions, rate-limit keys, identity headers and revocation by client.
+  ['client_id empty (attack: an empty client id)', { client_id: '' }, 'client_id'],
   ['jti as a number', { jti: 1 }, 'jti'],
+  // An empty jti is no token id: revoking "" would revoke every such token of every issuer, and
+  // not revoking it leaves each of them beyond revocation by id.
+  ['jti empty (attack: an empty token id)', { jti: '' }, 'jti'],
   ['grant_id as an array', { grant_id: ['g1'] }, 'grant_id'],
+  ['grant_id empty (attack: an empty delegation id)', { grant_id: '' }, 'grant_id'],
   ['act as a string', { act: 'agent-a' }, 'act'],
   ['act without sub', { act: { client_id: 'agent-a' } }, 'act'],
   ['act with a numeric sub', { act: { sub: 1 } }, 'act'],
@@ -72,6 +79,11 @@ const wrongTypes: [string, Record<string, unknown>, string][] = [
   ['act as an array', { act: [{ sub: 'agent-a' }] }, 'act'],
   ['a nested act that is malformed', { act: { sub: 'agent-b', act: { sub: ['agent-a'] } } }, 'act'],
   ['act with a non-string iss', { act: { sub: 'agent-a', iss: 1 } }, 'act'],
+  // RFC 8693 §4.1: an actor without iss is read in the token issuer's namespace; an empty one is
+  // neither that nor another issuer, and a reader taking "" for absent names the wrong party.
+  ['act with an empty iss (attack: an empty actor issuer)', { act: { sub: 'agent-a', iss: '' } }, 'act'],
+  ['act with an empty client_id (attack: an empty actor client)', { act: { sub: 'agent-a', client_id: '' } }, 'act'],
+  ['a nested act with an empty iss', { act: { sub: 'agent-b', act: { sub: 'agent-a', iss: '' } } }, 'act'],
   ['cnf as a string', { cnf: 'thumbprint' }, 'cnf'],
   ['cnf.jkt as a number', { cnf: { jkt: 1 } }, 'cnf'],
   ['cnf.jkt as an object', { cnf: { jkt: { x: 'y' } } }, 'cnf'],
@@ -109,5 +121,48 @@ describe('attack: claims of the wrong type', () => {
     const ok = await verify({ scp: ['api:read', 'api:write'], scope: 42 }, scp);
     assert.ok(ok.ok);
     assert.deepEqual(ok.principal.scopes, ['api:read', 'api:write']);
+  });
+});
+
+describe('attack: empty identifiers wherever a principal is built', () => {
+  const empties: [string, Record<string, unknown>, string][] = [
+    ['sub', { sub: '' }, 'sub'],
+    ['client_id', { client_id: '' }, 'client_id'],
+    ['jti', { jti: '' }, 'jti'],
+    ['grant_id', { grant_id: '' }, 'grant_id'],
+    ['act.iss', { act: { sub: 'agent-a', iss: '' } }, 'act'],
+    ['act.client_id', { act: { sub: 'agent-a', client_id: '' } }, 'act'],
+  ];
+
+  // verifyToken validates the external subject and actor tokens of token exchange.
+  for (const [name, overrides, claim] of empties) {
+    it(`refuses an external token with an empty ${name} through verifyToken (token exchange)`, async () => {
+      const result = await verifier.verifyToken(await sign(key, claims(overrides)));
+      assert.equal(result.ok, false);
+      assert.equal(result.ok || result.error.code, 'token_claim_invalid');
+      assert.equal(result.ok || result.error.details.claim, claim);
+      assert.equal(result.ok || result.principal, undefined, 'no principal for a refused shape');
+    });
+  }
+
+  const exp = Math.floor(Date.now() / 1000) + 300;
+  const introspecting = (answer: Record<string, unknown>) =>
+    createVerifier(
+      { introspection: { endpoint: 'https://as.test/introspect', client_id: 'rs', client_secret: 'secret' }, dpop: { mode: 'disabled' } },
+      { introspector: { introspect: async () => ({ active: true, sub: 'alice', client_id: 'agent-1', exp, ...answer }) } },
+    );
+
+  for (const [name, overrides, claim] of [...empties, ['iss', { iss: '' }, 'iss'] as [string, Record<string, unknown>, string]]) {
+    it(`refuses an introspection answer with an empty ${name}`, async () => {
+      const v = introspecting(overrides);
+      const error = assertInvalidToken(await v.verify(bearer('opaque-token-1')), v, 'token_claim_invalid');
+      assert.equal(error.details.claim, claim);
+    });
+  }
+
+  it('still accepts an introspection answer with no client_id, jti or grant_id at all', async () => {
+    const v = introspecting({ client_id: undefined });
+    const result = await v.verify(bearer('opaque-token-1'));
+    assert.equal(result.ok, true);
   });
 });
