@@ -51,6 +51,14 @@ describe('attack: unusable keys in a local key set', () => {
     ['a key published for encryption (use enc)', { ...a.jwk, use: 'enc' }, 'ES256', /"use" is "enc", expected "sig"/],
     ['a key whose key_ops lack verify', { ...a.jwk, key_ops: ['encrypt'] }, 'ES256', /"key_ops" does not include "verify"/],
     ['a key holding its private part', { ...a.jwk, d: 'AAAA' }, 'ES256', /private key material/],
+    // HS256 confusion: a shared secret in the key set would let anyone who reads it sign; with no
+    // HS* algorithm allowed it is no key at all, and a named error beats ignoring it.
+    [
+      'a symmetric oct key when no HS* algorithm is allowed (attack: HS256 confusion)',
+      { kty: 'oct', k: Buffer.alloc(32, 7).toString('base64url'), kid: 'hs' },
+      'ES256',
+      /oct key "hs" fits none of the allowed algorithms \(ES256\)/,
+    ],
   ];
   for (const [name, jwk, alg, message] of cases) {
     it(`refuses ${name} at load, naming the key`, () => {
