@@ -61,7 +61,9 @@ export interface ReplayCache {
   /**
    * Record `key` until `expiresAt` (epoch seconds). Returns true on first use, false on replay, or
    * a {@link ReplayRefusal} when a bounded cache cannot record it. `owner` is who the entry counts
-   * against (the DPoP proof key's thumbprint), for a cache that bounds each owner's share.
+   * against (the DPoP proof key's thumbprint), for a cache that bounds each owner's share. The DPoP
+   * verifier's keys are `<thumbprint>:<SHA-256 of the jti, base64url>`: at most 87 ASCII
+   * characters, never the sender's `jti` itself.
    */
   use(key: string, expiresAt: number, owner?: string): boolean | ReplayRefusal | Promise<boolean | ReplayRefusal>;
 }

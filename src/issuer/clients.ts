@@ -20,6 +20,7 @@ import type { KeySource } from '../core/ports.ts';
 import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
 import { BoundedMap } from '../core/verify/bounded-map.ts';
 import { STATIC_SUBJECT_PREFIX } from '../core/verify/principal.ts';
+import { jtiDigest } from '../core/verify/replay.ts';
 import {
   type ClientRecord,
   type ClientSecretMethod,
@@ -29,7 +30,7 @@ import {
   type Store,
 } from '../store/contract.ts';
 import { allowedOriginProblem, redirectUriProblem } from './redirect-uris.ts';
-import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher, sha256 } from './secrets.ts';
+import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets.ts';
 
 /**
  * Prefix of the ids of clients registered through RFC 7591 dynamic registration (reserved: an
@@ -744,7 +745,7 @@ export class ClientRegistry {
     if (client.record.disabled) throw new OAuthError('client_disabled');
     // Recorded by its SHA-256, as every other key of the replay cache: the jti is any JSON string,
     // and PostgreSQL refuses a NUL in text (a 500 where SQLite records it).
-    const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${sha256(jti)}`, Math.ceil(exp) + skew, now);
+    const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${jtiDigest(jti)}`, Math.ceil(exp) + skew, now);
     if (!first) throw new OAuthError('client_assertion_replayed');
     return client;
   }

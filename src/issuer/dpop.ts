@@ -13,7 +13,7 @@ import { importJwk } from '../core/jose/jwk.ts';
 import { normalizeTyp } from '../core/jose/typ.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { type DpopNonceSource, htuOf } from '../core/verify/dpop.ts';
-import { sha256 } from './secrets.ts';
+import { jtiDigest } from '../core/verify/replay.ts';
 
 export interface TokenEndpointProofOptions {
   /** Absolute URL the proof's `htu` must name (scheme, host and path compared). */
@@ -76,7 +76,7 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   }
   // The store keeps whole seconds; a NumericDate may be fractional (RFC 7519 §2). The jti (any JSON
   // string) by its SHA-256: PostgreSQL refuses a NUL in text, a 500 for anyone naming a public client.
-  if (!(await o.useOnce(`dpop:${key.thumbprint}:${sha256(jti)}`, Math.ceil(iat) + o.iatWindow + SKEW)))
+  if (!(await o.useOnce(`dpop:${key.thumbprint}:${jtiDigest(jti)}`, Math.ceil(iat) + o.iatWindow + SKEW)))
     throw new OAuthError('dpop_proof_replayed');
   return key.thumbprint;
 }

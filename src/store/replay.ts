@@ -10,8 +10,12 @@ import type { Store } from './contract.ts';
 
 /**
  * Namespace of the gateway's (resource requests') proof keys in the replay table. The token
- * endpoint records its proofs as `dpop:<jkt>:<jti>`; a proof names one `htu`, so it is never valid
- * at both, but one table entry must still not stand for the other's.
+ * endpoint records its proofs as `dpop:<jkt>:<SHA-256 of the jti>`; a proof names one `htu`, so it
+ * is never valid at both, but one table entry must still not stand for the other's. The gateway's
+ * keys are `dpop-resource:<jkt>:<SHA-256 of the jti>` (the verifier hashes the jti, see
+ * `jtiDigest`). Gateways from before that recorded the jti as sent: while both run on one store (an
+ * upgrade), or across a restart into the new one, a proof accepted by the old one can be accepted
+ * once more by the new one within its `iat` window (90 s by default), as the two keys differ.
  */
 export const RESOURCE_PROOF_PREFIX = 'dpop-resource:';
 

@@ -7,13 +7,22 @@
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
+import pg from 'pg';
 import pino from 'pino';
 import { createGateway, type Gateway } from '../../src/gateway/gateway.ts';
+import type { Store } from '../../src/store/contract.ts';
+import { PostgresStore } from '../../src/store/postgres/store.ts';
+import { storeReplayCache } from '../../src/store/replay.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
 import {
   baseConfig,
   parse,
@@ -29,8 +38,14 @@ import {
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
 
-function proof(method: string, url: string, accessToken: string, iat = Math.floor(Date.now() / 1000)): Promise<string> {
-  return new SignJWT({ htm: method, htu: url, jti: randomUUID(), ath: createHash('sha256').update(accessToken).digest('base64url') })
+function proof(
+  method: string,
+  url: string,
+  accessToken: string,
+  iat = Math.floor(Date.now() / 1000),
+  jti: string = randomUUID(),
+): Promise<string> {
+  return new SignJWT({ htm: method, htu: url, jti, ath: createHash('sha256').update(accessToken).digest('base64url') })
     .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: holderJwk })
     .setIssuedAt(iat)
     .sign(holder.privateKey);
@@ -231,6 +246,108 @@ describe('gateway: DPoP proofs remembered in a store that cannot answer', () => 
     assert.equal((await fetch(`${gw.url}/items`, { headers: { authorization: `Bearer ${await token()}` } })).status, 200);
   });
 });
+
+const pgUrl = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgReachable = await postgresReachable(pgUrl);
+
+for (const backend of ['sqlite', 'postgres'] as const) {
+  describe(`gateway: DPoP proofs remembered in the ${backend} store (tessera serve's replay cache)`, {
+    skip: backend === 'postgres' && !pgReachable ? 'PostgreSQL is not reachable' : false,
+  }, () => {
+    const schema = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+    let dir: string;
+    let store: Store;
+    let upstream: Upstream;
+    let gw: TestGateway;
+    let bound: string;
+    /** Every key the gateway recorded in the store's replay table. */
+    const keys: string[] = [];
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'tessera-dpop-store-'));
+      store =
+        backend === 'postgres'
+          ? await PostgresStore.open({ connectionString: pgUrl, schema })
+          : SqliteStore.open({ path: join(dir, 'tessera.db') });
+      const recording: Pick<Store, 'useOnce'> = {
+        useOnce: (key, expiresAt, now) => {
+          keys.push(key);
+          return store.useOnce(key, expiresAt, now);
+        },
+      };
+      upstream = await startUpstream();
+      gw = await startGateway(
+        {
+          ...baseConfig(),
+          dpop: { mode: 'allowed' },
+          gateway: { routes: [{ id: 'api', upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }] },
+        },
+        { verifierRuntime: { replay: storeReplayCache(recording) } },
+      );
+      bound = await token({ cnf: { jkt: await calculateJwkThumbprint(holderJwk) } });
+    });
+    after(async () => {
+      await gw.close();
+      await upstream.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+      if (backend === 'postgres') {
+        const c = new pg.Client({ connectionString: pgUrl });
+        await c.connect();
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await c.end();
+      }
+    });
+
+    const send = async (dpop: string) => fetch(`${gw.url}/items`, { headers: { authorization: `DPoP ${bound}`, dpop } });
+    const expectInvalidProof = async (res: Response, reason: string) => {
+      assert.equal(res.status, 401);
+      assert.match(res.headers.get('www-authenticate') ?? '', /(^|, )DPoP .*error="invalid_dpop_proof"/);
+      await res.body?.cancel();
+      assert.equal((await requestEvents(gw)).at(-1)!.reason, reason);
+    };
+
+    it('accepts a proof once and refuses its replay', async () => {
+      const p = await proof('GET', `${gw.url}/items`, bound);
+      assert.equal((await send(p)).status, 200);
+      const seen = upstream.seen.length;
+      await expectInvalidProof(await send(p), 'dpop_replayed');
+      assert.equal(upstream.seen.length, seen, 'the replayed request reached the upstream');
+    });
+
+    it('attack: a proof whose jti holds a NUL is recorded like any other (accepted once, then refused as replayed), never a 503', async () => {
+      const p = await proof('GET', `${gw.url}/items`, bound, undefined, 'a\u0000b');
+      const first = await send(p);
+      assert.equal(first.status, 200);
+      await first.body?.cancel();
+      const seen = upstream.seen.length;
+      await expectInvalidProof(await send(p), 'dpop_replayed');
+      assert.equal(upstream.seen.length, seen, 'the replayed request reached the upstream');
+    });
+
+    it('attack: a proof with a 10 kB jti is refused as invalid (401 invalid_dpop_proof), never a 503, and nothing is recorded', async () => {
+      const before = keys.length;
+      await expectInvalidProof(
+        await send(await proof('GET', `${gw.url}/items`, bound, undefined, 'j'.repeat(10_240))),
+        'dpop_proof_invalid',
+      );
+      assert.equal(keys.length, before);
+    });
+
+    it('a jti of 256 characters outside ASCII (768 bytes of UTF-8) is accepted once, then refused as replayed', async () => {
+      const p = await proof('GET', `${gw.url}/items`, bound, undefined, '\u20ac'.repeat(256));
+      const first = await send(p);
+      assert.equal(first.status, 200);
+      await first.body?.cancel();
+      await expectInvalidProof(await send(p), 'dpop_replayed');
+    });
+
+    it('no jti reaches the store: each key is the proof key thumbprint and the SHA-256 of the jti, of fixed length', async () => {
+      const jkt = await calculateJwkThumbprint(holderJwk);
+      assert.ok(keys.length > 0);
+      for (const key of keys) assert.match(key, new RegExp(`^dpop-resource:${jkt}:[A-Za-z0-9_-]{43}$`));
+    });
+  });
+}
 
 describe('gateway: the URL a DPoP proof names', () => {
   let upstream: Upstream;

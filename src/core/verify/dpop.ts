@@ -12,6 +12,7 @@ import { importJwk, type VerificationKey } from '../jose/jwk.ts';
 import { normalizeTyp } from '../jose/typ.ts';
 import type { Clock, ReplayCache, ReplayRefusal } from '../ports.ts';
 import { BoundedMap } from './bounded-map.ts';
+import { jtiDigest } from './replay.ts';
 
 /** A nonce as {@link createDpopNonces} writes it: 20 bytes (slot and MAC) in unpadded base64url. */
 const NONCE = /^[A-Za-z0-9_-]{27}$/;
@@ -319,10 +320,13 @@ export async function checkDpopProof(
   // The entry counts against the proof key, whose share of a bounded cache is bounded: else one
   // holder of one bound token sending proofs with fresh jtis fills it and locks out every other.
   // Before it is recorded: were this verifier replaced meanwhile, the proof counts as one it held.
+  // The jti by its SHA-256 (jtiDigest): any JSON string, a NUL included, which the store's
+  // PostgreSQL refuses; a gateway from before this recorded it as sent, so a proof it accepted can
+  // be accepted once more by this one while in its window (an upgrade's overlap).
   history?.windows.record(history.own, iat);
   let first: boolean | ReplayRefusal;
   try {
-    first = await options.replay.use(`${key.thumbprint}:${jti}`, Math.floor(iat + retention) + 1, key.thumbprint);
+    first = await options.replay.use(`${key.thumbprint}:${jtiDigest(jti)}`, Math.floor(iat + retention) + 1, key.thumbprint);
   } catch {
     return new TesseraError('dpop_replay_unavailable', { retryAfter: 5 });
   }

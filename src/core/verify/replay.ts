@@ -2,7 +2,20 @@
  * An in-memory, bounded, expiring replay cache for one process (DPoP proof `jti`s at the gateway
  * and in the library). Several instances share one through the store's replay cache instead.
  */
+import { hash } from 'node:crypto';
 import type { Clock, ReplayCache, ReplayRefusal } from '../ports.ts';
+
+/**
+ * How a one-time identifier (a DPoP proof's or client assertion's `jti`) is named in a replay
+ * cache: its SHA-256, base64url (43 characters). A `jti` is any JSON string, of any length, NUL
+ * included, and PostgreSQL refuses a NUL in text: recorded as it came, it would make the store
+ * write fail (a 503 or 500 instead of the proof's own answer) and put the sender's bytes in the
+ * database. The token endpoint (proofs, client assertions) and the gateway's verifier key their
+ * entries by it alike.
+ */
+export function jtiDigest(jti: string): string {
+  return hash('sha256', jti, 'base64url');
+}
 
 /**
  * How many live entries one owner (a DPoP proof key) may hold in a cache of `maxEntries`:
