@@ -434,7 +434,7 @@ export const storeSchema = z
           .optional()
           .meta({ description: 'Database file (default `<data_dir>/tessera.db`; relative to `data_dir`).' }),
         busy_timeout: duration(
-          'How long a write waits for another process holding the lock (retried off the event loop: the server keeps answering meanwhile).',
+          'How long a write, or a read, waits for another process holding a lock it needs (retried off the event loop: the server keeps answering meanwhile).',
           60,
         ).prefault('5s'),
       })

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +37,35 @@ function rewind(db: DatabaseSync, version: number): void {
     db.exec('ALTER TABLE audit_events DROP COLUMN jti; ALTER TABLE audit_events DROP COLUMN token_hash');
   }
   db.prepare('DELETE FROM schema_migrations WHERE version > ?').run(version);
+}
+
+const hasPython = spawnSync('python3', ['-c', 'import fcntl'], { stdio: 'ignore' }).status === 0;
+
+/**
+ * Another process recovering the WAL index of the database at `path`, as SQLite does when a process
+ * died in the middle of a commit: it holds the WAL write and recover locks (POSIX record locks on
+ * bytes 120 and 122 of the `-shm` file, SQLite's unix layout) while the index header's two copies
+ * disagree. Readers meet SQLITE_BUSY_RECOVERY meanwhile: the lock a reader in WAL mode can meet
+ * once the database is open (writers do not block it). Python takes the locks, since Node has no
+ * POSIX record locks and a real recovery is over too quickly to meet on purpose. Resolves once they
+ * are held with the process's exit, which lets them go after `holdMs`; the next reader repairs the
+ * header from the WAL.
+ */
+async function recoveringElsewhere(path: string, holdMs: number): Promise<{ exited: Promise<unknown> }> {
+  const script = `
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1] + '-shm', os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 120, os.SEEK_SET)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 122, os.SEEK_SET)
+b = os.pread(fd, 1, 60)
+os.pwrite(fd, bytes([b[0] ^ 0xff]), 60)
+print('held', flush=True)
+time.sleep(float(sys.argv[2]) / 1000)
+`;
+  const child = spawn('python3', ['-c', script, path, String(holdMs)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = once(child, 'exit');
+  await once(child.stdout, 'data');
+  return { exited };
 }
 
 runStoreContract('sqlite (file)', async (tuning) => SqliteStore.open({ path: join(dir, `contract-${++n}.db`), ...tuning }), testClock());
@@ -443,5 +474,70 @@ describe('sqlite store specifics', () => {
       'the transaction committed',
     );
     await store.close();
+  });
+
+  describe('reads while another process holds a lock readers wait for (it recovers the WAL index)', {
+    skip: hasPython ? false : 'python3 (for POSIX record locks) is not installed',
+  }, () => {
+    /** Every read of the store, on a database holding a little of each. */
+    async function seeded(path: string, busyTimeoutMs: number) {
+      const store = SqliteStore.open({ path, busyTimeoutMs });
+      const client = clientRecord();
+      await store.createClient(client);
+      const now = 1_800_000_000;
+      const grant = newGrant({ clientId: client.id });
+      assert.equal(typeof (await store.createGrant(grant, now)), 'object');
+      await store.appendRevocations([{ kind: 'token', value: 'j', issuer: null, at: 1, expiresAt: 2_000_000_000 }]);
+      const reads: Record<string, () => Promise<unknown>> = {
+        getClient: () => store.getClient(client.id),
+        findClientIdIgnoringCase: () => store.findClientIdIgnoringCase(client.id.toUpperCase()),
+        listClients: () => store.listClients(),
+        listSigningKeys: () => store.listSigningKeys(),
+        listRemovedSigningKeys: () => store.listRemovedSigningKeys(),
+        getGrant: () => store.getGrant(grant.id),
+        grantSubtree: () => store.grantSubtree(grant.id),
+        grantAncestors: () => store.grantAncestors(grant.id),
+        getRefreshToken: () => store.getRefreshToken('rt'),
+        getAuthorizationCode: () => store.getAuthorizationCode('code'),
+        getRememberedConsent: () => store.getRememberedConsent('alice', client.id, now),
+        tokenRevoked: () => store.tokenRevoked('j'),
+        revocationsSince: () => store.revocationsSince(0, 1),
+        a2aTaskOwner: () => store.a2aTaskOwner('r', 'task', 't', now),
+        queryAudit: () => store.queryAudit({}),
+        versions: () => store.versions(),
+      };
+      return { store, reads };
+    }
+
+    it('a read meeting it waits without stalling the event loop (timers run), then answers as before (was a raw SQLITE_BUSY, "database is locked")', async () => {
+      const path = join(dir, 'recovering-wait.db');
+      const { store, reads } = await seeded(path, 3000);
+      const names = Object.keys(reads);
+      const expected = await Promise.all(Object.values(reads).map((read) => read()));
+      const { exited } = await recoveringElsewhere(path, 250);
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 5);
+      try {
+        const answers = await Promise.all(Object.values(reads).map((read) => read()));
+        for (const [i, name] of names.entries()) assert.deepEqual(answers[i], expected[i], name);
+      } finally {
+        clearInterval(timer);
+      }
+      assert.ok(ticks >= 5, `the event loop ran ${ticks} timer turns while the reads waited`);
+      await exited;
+      await store.close();
+    });
+
+    it('a read meeting it past the busy timeout is StoreUnavailableError store_busy (a 503, not a 500)', async () => {
+      const path = join(dir, 'recovering-timeout.db');
+      const { store, reads } = await seeded(path, 50);
+      const { exited } = await recoveringElsewhere(path, 2000);
+      for (const [name, read] of Object.entries(reads)) {
+        await assert.rejects(read(), (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy', name);
+      }
+      await exited;
+      assert.equal(await reads.tokenRevoked!(), true, 'the store reads again once the lock is let go');
+      await store.close();
+    });
   });
 });

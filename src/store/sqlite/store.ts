@@ -2,8 +2,9 @@
  * The embedded store: one SQLite file through `node:sqlite`, in WAL mode (readers never block the
  * writer; `synchronous=NORMAL` makes a commit an append to the WAL without an fsync, durable at
  * the next checkpoint and always consistent), with a busy timeout so the CLI and a running server
- * can share the file (waited out with timers, not in SQLite's busy handler), versioned migrations, and `BEGIN IMMEDIATE` transactions for every write that
- * spans rows.
+ * can share the file (waited out with timers, not in SQLite's busy handler, by writes and by the
+ * reads that meet a lock), versioned migrations, and `BEGIN IMMEDIATE` transactions for every
+ * write that spans rows.
  *
  * `node:sqlite` is synchronous: inside one process each method runs to completion before another
  * starts, and across processes the write lock serializes transactions.
@@ -78,7 +79,7 @@ interface BatchReads {
 export interface SqliteStoreOptions extends PruneTuning {
   /** Database file (`:memory:` for a private in-memory database). */
   readonly path: string;
-  /** How long a write waits for another process's lock, milliseconds. */
+  /** How long a write (or a read) waits for another process's lock, milliseconds. */
   readonly busyTimeoutMs?: number;
   /**
    * Crash-test hook: the name of a failpoint at which the process SIGKILLs itself in the middle of
@@ -237,6 +238,24 @@ export class SqliteStore implements Store {
     }
   }
 
+  /**
+   * `read` (statements in one synchronous run), run at once. Only when it meets a lock that blocks
+   * readers is it run again as {@link #unlocked} runs a write, then `store_busy`. In WAL mode no
+   * writer or checkpoint blocks a reader; what does, once the database is open, is another
+   * connection recovering the WAL index (SQLITE_BUSY_RECOVERY, after a process died in the middle of
+   * a commit), which SQLite's busy handler waited out before `busy_timeout` was set to 0.
+   */
+  #read<T>(read: () => T): T | Promise<T> {
+    try {
+      return read();
+    } catch (e) {
+      if (!isBusy(e)) throw e;
+      return this.#unlocked(read).catch((last: unknown) => {
+        throw busy(last);
+      });
+    }
+  }
+
   /** {@link #tx} waiting in SQLite's busy handler, for opening: nothing is served yet. */
   #txNow<T>(fn: () => T): T {
     try {
@@ -323,17 +342,21 @@ export class SqliteStore implements Store {
   }
 
   async getClient(id: string): Promise<ClientRecord | undefined> {
-    const r = this.#stmt('SELECT * FROM clients WHERE id = ?').get(id) as Row | undefined;
-    return r ? clientRow(r) : undefined;
+    return this.#read(() => {
+      const r = this.#stmt('SELECT * FROM clients WHERE id = ?').get(id) as Row | undefined;
+      return r ? clientRow(r) : undefined;
+    });
   }
 
   async findClientIdIgnoringCase(id: string): Promise<string | undefined> {
-    const r = this.#stmt('SELECT id FROM clients WHERE id = ? COLLATE NOCASE LIMIT 1').get(id) as { id: string } | undefined;
-    return r?.id;
+    return this.#read(() => {
+      const r = this.#stmt('SELECT id FROM clients WHERE id = ? COLLATE NOCASE LIMIT 1').get(id) as { id: string } | undefined;
+      return r?.id;
+    });
   }
 
   async listClients(): Promise<ClientRecord[]> {
-    return (this.#stmt('SELECT * FROM clients ORDER BY id').all() as Row[]).map(clientRow);
+    return this.#read(() => (this.#stmt('SELECT * FROM clients ORDER BY id').all() as Row[]).map(clientRow));
   }
 
   async updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined> {
@@ -379,14 +402,16 @@ export class SqliteStore implements Store {
   // Signing keys.
 
   async listSigningKeys(): Promise<SigningKeyRecord[]> {
-    return (this.#stmt('SELECT * FROM signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
-      kid: String(r.kid),
-      alg: r.alg as SigningKeyRecord['alg'],
-      publicJwk: parse(r.public_jwk),
-      sealedPrivateKey: String(r.sealed_private_key),
-      createdAt: num(r.created_at),
-      activatesAt: num(r.activates_at),
-    }));
+    return this.#read(() =>
+      (this.#stmt('SELECT * FROM signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
+        kid: String(r.kid),
+        alg: r.alg as SigningKeyRecord['alg'],
+        publicJwk: parse(r.public_jwk),
+        sealedPrivateKey: String(r.sealed_private_key),
+        createdAt: num(r.created_at),
+        activatesAt: num(r.activates_at),
+      })),
+    );
   }
 
   async addSigningKey(k: SigningKeyRecord): Promise<void> {
@@ -416,13 +441,15 @@ export class SqliteStore implements Store {
   }
 
   async listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]> {
-    return (this.#stmt('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
-      kid: String(r.kid),
-      alg: r.alg as RemovedSigningKeyRecord['alg'],
-      publicJwk: parse(r.public_jwk),
-      createdAt: num(r.created_at),
-      activatesAt: num(r.activates_at),
-    }));
+    return this.#read(() =>
+      (this.#stmt('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
+        kid: String(r.kid),
+        alg: r.alg as RemovedSigningKeyRecord['alg'],
+        publicJwk: parse(r.public_jwk),
+        createdAt: num(r.created_at),
+        activatesAt: num(r.activates_at),
+      })),
+    );
   }
 
   // Grants.
@@ -553,23 +580,29 @@ export class SqliteStore implements Store {
   }
 
   async getGrant(id: string): Promise<GrantRecord | undefined> {
-    const r = this.#stmt('SELECT * FROM grants WHERE id = ?').get(id) as Row | undefined;
-    return r ? grantFrom(r) : undefined;
+    return this.#read(() => {
+      const r = this.#stmt('SELECT * FROM grants WHERE id = ?').get(id) as Row | undefined;
+      return r ? grantFrom(r) : undefined;
+    });
   }
 
   async grantSubtree(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
-    // Level by level, each level in order and cut at what is left: the first `limit` grants in tree
-    // order are read, never the rest of the tree. One synchronous run, so no write lands between levels.
-    if (limit < 1) return [];
-    const rows = this.#stmt('SELECT * FROM grants WHERE id = ?').all(id) as Row[];
-    const children = this.#stmt('SELECT * FROM grants WHERE parent_id IN (SELECT value FROM json_each(?)) ORDER BY created_at, id LIMIT ?');
-    let level = rows;
-    while (level.length > 0 && rows.length < limit) {
-      level = children.all(JSON.stringify(level.map((r) => String(r.id))), limit - rows.length) as Row[];
-      // Not push(...level): a level can hold more grants than a call takes arguments.
-      for (const r of level) rows.push(r);
-    }
-    return rows.map(grantFrom);
+    return this.#read(() => {
+      // Level by level, each level in order and cut at what is left: the first `limit` grants in tree
+      // order are read, never the rest of the tree. One synchronous run, so no write lands between levels.
+      if (limit < 1) return [];
+      const rows = this.#stmt('SELECT * FROM grants WHERE id = ?').all(id) as Row[];
+      const children = this.#stmt(
+        'SELECT * FROM grants WHERE parent_id IN (SELECT value FROM json_each(?)) ORDER BY created_at, id LIMIT ?',
+      );
+      let level = rows;
+      while (level.length > 0 && rows.length < limit) {
+        level = children.all(JSON.stringify(level.map((r) => String(r.id))), limit - rows.length) as Row[];
+        // Not push(...level): a level can hold more grants than a call takes arguments.
+        for (const r of level) rows.push(r);
+      }
+      return rows.map(grantFrom);
+    });
   }
 
   async grantAncestors(id: string, limit = MAX_TREE_READ): Promise<GrantRecord[]> {
@@ -580,7 +613,7 @@ export class SqliteStore implements Store {
         SELECT g.id, g.parent_id, up.n + 1 FROM grants g JOIN up ON g.id = up.parent_id WHERE up.n < ?
       )
       SELECT g.* FROM grants g JOIN up USING (id) WHERE g.id <> ? ORDER BY g.depth`;
-    return (this.#stmt(sql).all(id, limit, id) as Row[]).map(grantFrom);
+    return this.#read(() => (this.#stmt(sql).all(id, limit, id) as Row[]).map(grantFrom));
   }
 
   /** The cascade, inside a caller's transaction. */
@@ -668,8 +701,10 @@ export class SqliteStore implements Store {
   }
 
   async getRefreshToken(hash: string): Promise<RefreshTokenRecord | undefined> {
-    const r = this.#stmt('SELECT * FROM refresh_tokens WHERE hash = ?').get(hash) as Row | undefined;
-    return r ? refreshFrom(r) : undefined;
+    return this.#read(() => {
+      const r = this.#stmt('SELECT * FROM refresh_tokens WHERE hash = ?').get(hash) as Row | undefined;
+      return r ? refreshFrom(r) : undefined;
+    });
   }
 
   async rotateRefreshToken(
@@ -750,8 +785,10 @@ export class SqliteStore implements Store {
   }
 
   async getAuthorizationCode(hash: string): Promise<AuthorizationCodeRecord | undefined> {
-    const r = this.#stmt('SELECT * FROM authorization_codes WHERE hash = ?').get(hash) as Row | undefined;
-    return r ? codeFrom(r) : undefined;
+    return this.#read(() => {
+      const r = this.#stmt('SELECT * FROM authorization_codes WHERE hash = ?').get(hash) as Row | undefined;
+      return r ? codeFrom(r) : undefined;
+    });
   }
 
   async redeemAuthorizationCode(
@@ -827,12 +864,14 @@ export class SqliteStore implements Store {
   }
 
   async getRememberedConsent(subject: string, clientId: string, now: number): Promise<RememberedConsentRecord | undefined> {
-    const r = this.#stmt('SELECT * FROM remembered_consents WHERE subject = ? AND client_id = ? AND expires_at > ?').get(
-      subject,
-      clientId,
-      now,
-    ) as Row | undefined;
-    return r ? consentFrom(r) : undefined;
+    return this.#read(() => {
+      const r = this.#stmt('SELECT * FROM remembered_consents WHERE subject = ? AND client_id = ? AND expires_at > ?').get(
+        subject,
+        clientId,
+        now,
+      ) as Row | undefined;
+      return r ? consentFrom(r) : undefined;
+    });
   }
 
   // Revocation log.
@@ -850,23 +889,25 @@ export class SqliteStore implements Store {
   }
 
   async tokenRevoked(jti: string): Promise<boolean> {
-    return this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").get(jti) !== undefined;
+    return this.#read(() => this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").get(jti) !== undefined);
   }
 
   async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
-    const rows = this.#stmt('SELECT * FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?').all(
-      afterSeq,
-      now,
-      limit,
-    ) as Row[];
-    return rows.map((r) => ({
-      seq: num(r.seq),
-      kind: r.kind as RevocationEntry['kind'],
-      value: String(r.value),
-      issuer: strOrNull(r.issuer),
-      at: num(r.at),
-      expiresAt: num(r.expires_at),
-    }));
+    return this.#read(() => {
+      const rows = this.#stmt('SELECT * FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?').all(
+        afterSeq,
+        now,
+        limit,
+      ) as Row[];
+      return rows.map((r) => ({
+        seq: num(r.seq),
+        kind: r.kind as RevocationEntry['kind'],
+        value: String(r.value),
+        issuer: strOrNull(r.issuer),
+        at: num(r.at),
+        expiresAt: num(r.expires_at),
+      }));
+    });
   }
 
   // Replay cache.
@@ -931,11 +972,13 @@ export class SqliteStore implements Store {
   }
 
   async a2aTaskOwner(route: string, kind: A2aIdKind, id: string, now: number): Promise<A2aTaskRecord | undefined> {
-    const row = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ? AND expires_at > ?').get(
-      a2aTaskKey(route, kind, id),
-      now,
-    ) as Row | undefined;
-    return row === undefined ? undefined : a2aTaskFrom(row);
+    return this.#read(() => {
+      const row = this.#stmt('SELECT owner, expires_at FROM a2a_tasks WHERE key = ? AND expires_at > ?').get(
+        a2aTaskKey(route, kind, id),
+        now,
+      ) as Row | undefined;
+      return row === undefined ? undefined : a2aTaskFrom(row);
+    });
   }
 
   // Audit.
@@ -992,8 +1035,8 @@ export class SqliteStore implements Store {
     add('time <= ?', q.until);
     add('id > ?', q.after_id);
     const sql = `SELECT * FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
-    const rows = this.#db.prepare(sql).all(...args, Math.max(1, Math.min(q.limit ?? 100, 10_000))) as Row[];
-    return rows.map(auditEventFrom);
+    const limit = Math.max(1, Math.min(q.limit ?? 100, 10_000));
+    return this.#read(() => (this.#db.prepare(sql).all(...args, limit) as Row[]).map(auditEventFrom));
   }
 
   async pruneAudit(before: number, limit: number): Promise<number> {
@@ -1003,11 +1046,14 @@ export class SqliteStore implements Store {
   }
 
   async versions(): Promise<StoreVersions> {
-    const row = this.#stmt(
-      `SELECT (SELECT value FROM meta WHERE name = 'keys_version') AS keys,
+    const row = await this.#read(
+      () =>
+        this.#stmt(
+          `SELECT (SELECT value FROM meta WHERE name = 'keys_version') AS keys,
               (SELECT value FROM meta WHERE name = 'clients_version') AS clients,
               (SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'revocations') AS revocations`,
-    ).get() as Row;
+        ).get() as Row,
+    );
     return { keys: num(row.keys), clients: num(row.clients), revocations: num(row.revocations ?? 0) };
   }
 
