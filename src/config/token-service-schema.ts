@@ -428,11 +428,10 @@ export const storeSchema = z
       .meta({ description: '`sqlite`: an embedded file under `data_dir` (one instance). `postgres`: shared by several instances.' }),
     sqlite: z
       .strictObject({
-        path: z
-          .string()
-          .min(1)
-          .optional()
-          .meta({ description: 'Database file (default `<data_dir>/tessera.db`; relative to `data_dir`).' }),
+        path: z.string().min(1).optional().meta({
+          description:
+            'Database file (default `<data_dir>/tessera.db`; relative to `data_dir`). Its directory must be the user’s own (or root’s) and writable by it alone, as `data_dir` must.',
+        }),
         busy_timeout: duration(
           'How long a write, or a read, waits for another process holding a lock it needs (retried off the event loop: the server keeps answering meanwhile).',
           60,

@@ -7,7 +7,7 @@
  * @module
  */
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { AuditEventsLost } from '../audit/pipeline.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { resolveStore, resolveTokenService } from '../config/token-service-schema.ts';
@@ -21,7 +21,7 @@ import type { Store } from '../store/contract.ts';
 import { PostgresStore } from '../store/postgres/store.ts';
 import { SqliteStore } from '../store/sqlite/store.ts';
 import { createVerifierFromConfig } from '../verifier.ts';
-import { checkDataDir } from './data-dir.ts';
+import { checkDataDir, checkStoreDir } from './data-dir.ts';
 
 export { checkDataDir, DATA_DIR_ERROR_CODES, DataDirError, type DataDirErrorCode } from './data-dir.ts';
 
@@ -98,6 +98,8 @@ export function loadMasterKey(
 
 /**
  * Open the configured store (creating the SQLite file and `data_dir`, or the PostgreSQL schema).
+ * A data directory, or a `store.sqlite.path` directory, that other local users could change is
+ * refused with a {@link DataDirError} ({@link checkDataDir}, {@link checkStoreDir}).
  * On Node 22, loading `tessera/token-service` prints Node's `ExperimentalWarning: SQLite is an
  * experimental feature` once (README, Node 22); the library leaves that warning to the application.
  *
@@ -115,7 +117,12 @@ export async function openStore(config: TesseraConfig): Promise<Store> {
   if (s.driver === 'postgres') {
     return PostgresStore.open({ connectionString: s.url, schema: s.schema, max: s.poolSize, requestTimeoutMillis: s.requestTimeoutMs });
   }
-  if (s.path !== ':memory:') ensureDataDir(config.data_dir);
+  if (s.path !== ':memory:') {
+    ensureDataDir(config.data_dir);
+    // A database elsewhere (store.sqlite.path) gets the data directory's check on its own directory.
+    const dir = dirname(s.path);
+    if (resolve(dir) !== resolve(config.data_dir) && existsSync(dir)) checkStoreDir(s.path);
+  }
   return SqliteStore.open({ path: s.path, busyTimeoutMs: s.busyTimeoutMs });
 }
 

@@ -6,10 +6,14 @@
  * @module
  */
 import { statSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 /** The closed union of {@link DataDirError} codes. */
 export const DATA_DIR_ERROR_CODES = ['data_dir_unsafe'] as const;
-/** Why a data directory was refused: `data_dir_unsafe` (another user's, or writable by other users). */
+/**
+ * Why a data directory (or the directory of `store.sqlite.path`) was refused: `data_dir_unsafe`
+ * (another user's, or writable by other users).
+ */
 export type DataDirErrorCode = (typeof DATA_DIR_ERROR_CODES)[number];
 
 /**
@@ -54,21 +58,44 @@ function shellWord(path: string): string {
  * code that uses it.
  */
 export function checkDataDir(dataDir: string): void {
+  checkDirectory(dataDir, `data directory ${dataDir}`, '');
+}
+
+/**
+ * Refuse a SQLite database (`store.sqlite.path`) in a directory other local users could change, by
+ * the rule of {@link checkDataDir}: whoever may write to the directory may replace the database
+ * (sealed signing keys, clients, grants) or create its `-wal` and `-shm` files first. For a path
+ * outside the data directory, which {@link checkDataDir} does not see; a directory that does not
+ * exist yet is left to the code that opens the database.
+ *
+ * @throws {DataDirError} `data_dir_unsafe`, its message naming `store.sqlite.path`, the path and
+ *   its directory.
+ */
+export function checkStoreDir(databasePath: string): void {
+  const dir = dirname(databasePath);
+  checkDirectory(
+    dir,
+    `store.sqlite.path ${databasePath}: its directory ${dir}`,
+    ', or put the database in a directory only its owner can write to',
+  );
+}
+
+function checkDirectory(dir: string, subject: string, alternative: string): void {
   if (process.platform === 'win32') return;
-  const st = statSync(dataDir);
+  const st = statSync(dir);
   if (!st.isDirectory()) return;
   const uid = process.getuid?.();
   if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
     throw new DataDirError(
       'data_dir_unsafe',
-      `data directory ${dataDir} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); run chown ${uid} ${shellWord(dataDir)}`,
+      `${subject} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); run chown ${uid} ${shellWord(dir)}${alternative}`,
     );
   }
   const mode = st.mode & 0o7777;
   if ((mode & 0o022) !== 0) {
     throw new DataDirError(
       'data_dir_unsafe',
-      `data directory ${dataDir} is writable by other users (mode ${mode.toString(8).padStart(4, '0')}); run chmod 700 ${shellWord(dataDir)}`,
+      `${subject} is writable by other users (mode ${mode.toString(8).padStart(4, '0')}); run chmod 700 ${shellWord(dir)}${alternative}`,
     );
   }
 }
