@@ -211,9 +211,20 @@ export class AccessTokens {
 }
 
 /**
+ * An identifier claim of this service's own tokens: a non-empty string. The service never signs
+ * an empty one; one signed with its key anyway is refused, as the verifier refuses it in another
+ * issuer's token: "" names no subject, client, token or grant (revoking jti "" would match every
+ * such token, and a grant looked up by "" is none, so never revoked).
+ */
+function isId(v: unknown): v is string {
+  return typeof v === 'string' && v !== '';
+}
+
+/**
  * The checks of {@link AccessTokens.verify} without its cache, against the keys `lookup` serves:
  * the published ones for a token presented to the service, every key the store still holds to
- * recognise a leaked token (`tessera scan`). Expiry and revocation are the caller's.
+ * recognise a leaked token (`tessera scan`). Expiry and revocation are the caller's. `sub`,
+ * `client_id`, `jti` and `grant_id` must be non-empty strings.
  */
 export function checkOwnToken(
   token: string,
@@ -237,7 +248,7 @@ export function checkOwnToken(
   const claims = decodeJsonSegment(token.slice(split.dot1 + 1, split.dot2));
   if (!claims || claims.iss !== issuer) return undefined;
   const { sub, client_id, jti, exp, iat, grant_id, scope, aud, act } = claims;
-  if (typeof sub !== 'string' || typeof client_id !== 'string' || typeof jti !== 'string' || typeof grant_id !== 'string') return undefined;
+  if (!isId(sub) || !isId(client_id) || !isId(jti) || !isId(grant_id)) return undefined;
   if (typeof exp !== 'number' || typeof iat !== 'number') return undefined;
   if (scope !== undefined && typeof scope !== 'string') return undefined;
   const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((a) => typeof a === 'string') ? aud : undefined;

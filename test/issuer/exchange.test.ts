@@ -299,6 +299,43 @@ describe('invalid subject and actor tokens (invalid_request)', () => {
     }
   });
 
+  it('attack: refuses a subject or actor token signed with this service’s own key whose sub, client_id, jti or grant_id is empty (subject_token_invalid, actor_token_invalid)', async () => {
+    // Only a holder of the signing key could make one (the service never issues it): the checks
+    // of its own tokens refuse "" as the verifier does, rather than key a grant or an actor on it.
+    const signer = issuer.service.keys.signer();
+    assert.ok(signer);
+    const real = decodeJwt(await ccToken('broker', { audience: 'https://api.test' }));
+    const resigned = (over: Record<string, unknown>) => signer.sign(JSON.stringify({ ...real, ...over }));
+    const reasonOf = async (res: Response) => {
+      await issuer.service.audit.flush();
+      const [event] = await issuer.store.queryAudit({ request_id: res.headers.get('x-request-id') as string, kinds: ['token.denied'] });
+      return event?.reason;
+    };
+    // Re-signed as it was, it is accepted both ways: each refusal below is the empty claim's.
+    await ok(await exchange('broker', { subject_token: resigned({}), audience: 'https://api.test' }));
+    await ok(
+      await exchange('broker', {
+        subject_token: await userToken(),
+        actor_token: resigned({}),
+        actor_token_type: AT,
+        audience: 'https://api.test',
+      }),
+    );
+    for (const claim of ['sub', 'client_id', 'jti', 'grant_id']) {
+      const asSubject = await exchange('broker', { subject_token: resigned({ [claim]: '' }), audience: 'https://api.test' });
+      assert.equal(await reasonOf(asSubject), 'subject_token_invalid', claim);
+      await expectError(asSubject, 400, 'invalid_request');
+      const asActor = await exchange('broker', {
+        subject_token: await userToken(),
+        actor_token: resigned({ [claim]: '' }),
+        actor_token_type: AT,
+        audience: 'https://api.test',
+      });
+      assert.equal(await reasonOf(asActor), 'actor_token_invalid', claim);
+      await expectError(asActor, 400, 'invalid_request');
+    }
+  });
+
   it('issues no token with an empty sub of its own: mint for subject "" is refused', async () => {
     await assert.rejects(
       issuer.service.mint({ clientId: 'broker', subject: '', audiences: ['https://api.test'] }),

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
 import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -123,6 +124,22 @@ describe('inactive: {"active":false} and nothing else', () => {
       },
     );
     await inactive(t.refresh_token, 'agent');
+  });
+});
+
+describe('attack: a token signed with this service’s own key whose identifier claims are empty', () => {
+  it('is {"active":false} for an empty sub, client_id, jti or grant_id: "" names no subject, client, token or grant (nothing could revoke it by id)', async () => {
+    // What only a holder of the signing key could make: the service itself never issues one.
+    const real = decodeJwt((await delegated()).access_token);
+    const signer = issuer.service.keys.signer(now);
+    assert.ok(signer);
+    // The same claims re-signed are active: the refusals below are the empty claim's alone.
+    assert.equal((await introspect(signer.sign(JSON.stringify(real)))).body.active, true);
+    for (const claim of ['sub', 'client_id', 'jti', 'grant_id']) {
+      const { status, body } = await introspect(signer.sign(JSON.stringify({ ...real, [claim]: '' })));
+      assert.equal(status, 200, claim);
+      assert.deepEqual(body, { active: false }, claim);
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
+import type { AuditKind } from '../../src/audit/event.ts';
 import { GRANT_TREE_MAX_NODES } from '../../src/issuer/service.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -1147,5 +1148,57 @@ describe('admin API', () => {
   it('answers 404 for an unknown grant', async () => {
     const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, { headers: { authorization: `Bearer ${await adminToken()}` } });
     assert.equal(res.status, 404);
+  });
+});
+
+describe('attack: tokens signed with this service’s own key whose identifier claims are empty', () => {
+  // Only a holder of the signing key could make one (the service never issues it). Each is
+  // refused as no token of this service: "" names no subject, client, token or grant.
+  const EMPTIED = ['sub', 'client_id', 'jti', 'grant_id'];
+  const resigned = (token: string, over: Record<string, unknown>) => {
+    const signer = issuer.service.keys.signer();
+    assert.ok(signer);
+    return signer.sign(JSON.stringify({ ...decodeJwt(token), ...over }));
+  };
+  const events = async (kind: AuditKind) => {
+    await issuer.service.audit.flush();
+    return issuer.store.queryAudit({ kinds: [kind], limit: 10_000 });
+  };
+
+  it('revoking one (RFC 7009) answers 200, revokes nothing and is audited as revocation.denied inactive', async () => {
+    const real = await cc('agent');
+    const revokedBefore = (await events('token.revoked')).length;
+    const deniedBefore = (await events('revocation.denied')).length;
+    for (const claim of EMPTIED) {
+      const res = await issuer.post('/oauth2/revoke', { token: resigned(real, { [claim]: '' }) }, auth('agent'));
+      assert.equal(res.status, 200, claim);
+    }
+    assert.equal((await events('token.revoked')).length, revokedBefore, 'nothing revoked');
+    const denied = (await events('revocation.denied')).slice(deniedBefore);
+    assert.deepEqual(
+      denied.map((e) => e.reason),
+      EMPTIED.map(() => 'inactive'),
+    );
+    assert.equal(await valid(real), true, 'the real token is untouched');
+  });
+
+  it('the admin API refuses one as an admin token: 401 invalid_token, audited as admin.denied admin_token_invalid', async () => {
+    const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials', audience: issuer.url }, auth('ops'));
+    const real = ((await res.json()) as { access_token: string }).access_token;
+    const deniedBefore = (await events('admin.denied')).length;
+    for (const token of [real, ...EMPTIED.map((claim) => resigned(real, { [claim]: '' }))]) {
+      const res = await fetch(`${issuer.url}/oauth2/admin/grants/g_unknown`, { headers: { authorization: `Bearer ${token}` } });
+      // The real token reaches the API (an unknown grant: 404); each emptied one is refused.
+      if (token === real) assert.equal(res.status, 404);
+      else {
+        assert.equal(res.status, 401);
+        assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="tessera", error="invalid_token"');
+      }
+    }
+    const denied = (await events('admin.denied')).slice(deniedBefore);
+    assert.deepEqual(
+      denied.map((e) => e.reason),
+      EMPTIED.map(() => 'admin_token_invalid'),
+    );
   });
 });
