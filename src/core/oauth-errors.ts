@@ -491,10 +491,22 @@ export class OAuthError extends Error {
   readonly retryAfter: number | undefined;
   /** For `use_dpop_nonce`: the nonce to send back in the `DPoP-Nonce` header (RFC 9449 §8). */
   readonly dpopNonce: string | undefined;
+  /**
+   * Why, more precisely than `code`, for the audit event's `detail` only (never the response):
+   * e.g. the verifier's reason code for an external subject token. Never a secret.
+   */
+  readonly auditDetail: Readonly<Record<string, string>> | undefined;
 
   constructor(
     code: OAuthErrorCode,
-    options: { basic?: boolean; scope?: string; retryAfter?: number; dpopNonce?: string; cause?: unknown } = {},
+    options: {
+      basic?: boolean;
+      scope?: string;
+      retryAfter?: number;
+      dpopNonce?: string;
+      auditDetail?: Readonly<Record<string, string>>;
+      cause?: unknown;
+    } = {},
   ) {
     const spec: OAuthCodeSpec = OAUTH_ERROR_CODES[code];
     super(spec.description, options.cause === undefined ? undefined : { cause: options.cause });
@@ -505,6 +517,7 @@ export class OAuthError extends Error {
     this.scope = options.scope;
     this.retryAfter = options.retryAfter;
     this.dpopNonce = options.dpopNonce;
+    this.auditDetail = options.auditDetail;
   }
 
   /** The fixed, caller-safe description. */

@@ -560,7 +560,10 @@ export class TokenService {
         ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
         // The request's own value only when it is a grant type this service knows: anything else is
         // anonymous input of any size (the body limit), and may be a secret pasted in the wrong field.
-        detail: { grant_type: grantType === undefined ? '' : SUPPORTED_GRANT_TYPES.has(grantType) ? grantType : 'unsupported' },
+        detail: {
+          ...error.auditDetail,
+          grant_type: grantType === undefined ? '' : SUPPORTED_GRANT_TYPES.has(grantType) ? grantType : 'unsupported',
+        },
       });
       throw error;
     }

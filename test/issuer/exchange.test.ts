@@ -281,6 +281,50 @@ describe('invalid subject and actor tokens (invalid_request)', () => {
     }
   });
 
+  it('audits why the verifier refused an external subject or actor token (its reason code and claim, never the token), while the caller gets invalid_request alone', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await userToken({ iat: now - 600, exp: now - 300 });
+    const forged = await sign(makeKey('ES256', 'idp-1'), claims({ iss: IDP, sub: 'alice', aud: 'https://agents.test' }));
+    const expiredActor = await userToken({ sub: 'broker', client_id: 'broker', iat: now - 600, exp: now - 300 });
+    const cases: { form: Record<string, string>; token: string; reason: string; detail: Record<string, string> }[] = [
+      {
+        form: { subject_token: expired },
+        token: expired,
+        reason: 'subject_token_invalid',
+        detail: { verifier_reason: 'token_expired', claim: 'exp' },
+      },
+      {
+        form: { subject_token: forged },
+        token: forged,
+        reason: 'subject_token_invalid',
+        detail: { verifier_reason: 'token_signature_invalid' },
+      },
+      {
+        form: { subject_token: await userToken(), actor_token: expiredActor, actor_token_type: AT },
+        token: expiredActor,
+        reason: 'actor_token_invalid',
+        detail: { verifier_reason: 'token_expired', claim: 'exp' },
+      },
+    ];
+    for (const { form, token, reason, detail } of cases) {
+      const res = await exchange('broker', { ...form, audience: 'https://api.test' });
+      // The caller learns nothing of the verifier's reason (RFC 8693 §2.2.2).
+      assert.deepEqual(await res.json(), {
+        error: 'invalid_request',
+        error_description: reason === 'subject_token_invalid' ? 'The subject token is invalid.' : 'The actor token is invalid.',
+      });
+      assert.equal(res.status, 400);
+      await issuer.service.audit.flush();
+      const [event] = await issuer.store.queryAudit({ request_id: res.headers.get('x-request-id') as string, kinds: ['token.denied'] });
+      assert.ok(event);
+      assert.equal(event.reason, reason);
+      assert.deepEqual(event.detail, { grant_type: EXCHANGE, ...detail });
+      const recorded = JSON.stringify(event);
+      for (const secret of [token, token.slice(token.lastIndexOf('.') + 1), form.subject_token as string])
+        assert.ok(!recorded.includes(secret), 'no token in the event');
+    }
+  });
+
   it('attack: refuses an external subject or actor token whose sub (or an act.sub) is empty: no grant for nobody, no actor named nothing', async () => {
     const forms: Record<string, string>[] = [
       { subject_token: await userToken({ sub: '' }) },

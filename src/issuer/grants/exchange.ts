@@ -143,7 +143,15 @@ async function party(ctx: ExchangeContext, token: string, type: string, role: 's
   }
   if (ctx.external === undefined) throw new OAuthError(invalid);
   const result = await ctx.external.verifyToken(token);
-  if (!result.ok || result.principal.subject === undefined || result.principal.issuer === ctx.issuer) throw new OAuthError(invalid);
+  if (!result.ok) {
+    // The caller gets `invalid` alone (RFC 8693 §2.2.2); the audit event says why the verifier
+    // refused the token, so an operator can tell an expired token from a forged one.
+    const { code, details } = result.error;
+    throw new OAuthError(invalid, {
+      auditDetail: details.claim === undefined ? { verifier_reason: code } : { verifier_reason: code, claim: details.claim },
+    });
+  }
+  if (result.principal.subject === undefined || result.principal.issuer === ctx.issuer) throw new OAuthError(invalid);
   return partyFromPrincipal(result.principal, null);
 }
 
