@@ -330,7 +330,9 @@ export function compilePolicy(
     for (const s of rule.all) if (!has.has(s)) return { allowed: false, code: 'scope_insufficient', rule };
     if (rule.any.length > 0 && !rule.any.some((s) => has.has(s))) return { allowed: false, code: 'scope_insufficient', rule };
     for (const [claim, cond] of entry.claims) {
-      if (!conditionHolds(cond, subject.claims[claim], params)) return { allowed: false, code: 'policy_condition_failed', rule, claim };
+      // The token's own claims only: none it lacks is read from what every object inherits.
+      const value = Object.hasOwn(subject.claims, claim) ? subject.claims[claim] : undefined;
+      if (!conditionHolds(cond, value, params)) return { allowed: false, code: 'policy_condition_failed', rule, claim };
     }
     return { allowed: true, rule, params };
   };

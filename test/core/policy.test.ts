@@ -153,6 +153,14 @@ describe('policy: claim conditions', () => {
     }
   });
 
+  it('attack: never reads a claim the claims object inherits (a polluted prototype is no claim of the token)', () => {
+    const polluted = Object.create({ tenant: 'acme', region: 'eu', verified: true, level: 3 }) as Record<string, unknown>;
+    const d = policy.evaluate({ method: 'GET', path: '/tenants/acme/x' }, subject(['api:read'], polluted));
+    assert.deepEqual(d.allowed ? d : [d.code, d.claim], ['policy_condition_failed', 'tenant']);
+    const e = policy.evaluate({ method: 'GET', path: '/eu/x' }, subject([], polluted));
+    assert.deepEqual(e.allowed ? e : [e.code, e.claim], ['policy_condition_failed', 'region']);
+  });
+
   it('checks scopes before conditions', () => {
     const d = policy.evaluate({ method: 'GET', path: '/tenants/acme/x' }, subject([], { tenant: 'acme' }));
     assert.equal(d.allowed ? '' : d.code, 'scope_insufficient');

@@ -366,11 +366,13 @@ function principalFrom(
   if (clientId === false) return 'client_id';
   const jti = optionalId(claims.jti);
   if (jti === false) return 'jti';
-  const delegationId = optionalId(claims[delegationClaim]);
+  // Configured claim names are read as the payload's own members only: a name such as
+  // `constructor` or `toString` would otherwise read a function every object inherits.
+  const delegationId = optionalId(Object.hasOwn(claims, delegationClaim) ? claims[delegationClaim] : undefined);
   if (delegationId === false) return delegationClaim;
   // RFC 9068 §2.2.3, RFC 7662 §2.2: `scope` is one space-delimited string. Only the other claims
   // (`scp`, `scopes`) may be arrays.
-  const grant = grantOf(claims[scopeClaim], scopeClaim !== 'scope');
+  const grant = grantOf(Object.hasOwn(claims, scopeClaim) ? claims[scopeClaim] : undefined, scopeClaim !== 'scope');
   if (grant === undefined) return scopeClaim;
   const actors = parseActors(claims.act);
   if (actors === undefined) return 'act';

@@ -166,3 +166,43 @@ describe('attack: empty identifiers wherever a principal is built', () => {
     assert.equal(result.ok, true);
   });
 });
+
+describe('attack: a configured claim named like a property every object inherits', () => {
+  // A payload is a plain object: read as `claims[name]`, `constructor` or `toString` is a
+  // function when the token lacks the claim, so every token was refused (and a polluted
+  // Object.prototype could supply a claim no token carries). Only the token's own members count.
+  const NAMES = ['constructor', 'toString', 'hasOwnProperty', 'valueOf', '__proto__'];
+  /** Standard claims plus `extra`, `__proto__` included as an own member (as JSON.parse makes it). */
+  const withOwn = (extra: string) => ({ ...claims(), ...JSON.parse(extra) });
+
+  for (const name of NAMES) {
+    it(`delegation_claim ${name}: absent when the token lacks it, the token's value when it carries it`, async () => {
+      const v = createVerifier({ issuers: [{ ...issuer, delegation_claim: name }], dpop: { mode: 'disabled' } });
+      const without = await v.verify(bearer(await sign(key, claims())));
+      assert.equal(without.ok || without.error.code, true);
+      assert.equal(without.ok && without.principal.delegationId, undefined);
+      const carried = await v.verify(bearer(await sign(key, withOwn(JSON.stringify({ [name]: 'g-1' })))));
+      assert.equal(carried.ok || carried.error.code, true);
+      assert.equal(carried.ok && carried.principal.delegationId, 'g-1');
+      // Still an identifier claim: an empty or non-string value is refused, named.
+      for (const bad of ['""', '1', '{}']) {
+        const error = assertInvalidToken(await v.verify(bearer(await sign(key, withOwn(`{"${name}":${bad}}`)))), v, 'token_claim_invalid');
+        assert.equal(error.details.claim, name);
+      }
+    });
+  }
+
+  it('a claim condition on constructor holds for the token carrying it and fails, named, for one without it', async () => {
+    const v = createVerifier({
+      issuers: [issuer],
+      dpop: { mode: 'disabled' },
+      rules: [{ path: '/**', claims: { constructor: 'acme', toString: [1, 2] } }],
+    });
+    const allowed = await v.verify(bearer(await sign(key, withOwn('{"constructor":"acme","toString":2}'))));
+    assert.equal(allowed.ok || allowed.error.code, true);
+    for (const extra of ['{}', '{"constructor":"other","toString":2}', '{"constructor":"acme"}']) {
+      const result = await v.verify(bearer(await sign(key, withOwn(extra))));
+      assert.equal(result.ok || result.error.code, 'policy_condition_failed', extra);
+    }
+  });
+});
