@@ -111,17 +111,21 @@ export async function identifyLeak(ctx: LeakContext, candidate: string): Promise
 
 /** What {@link revokeLeak} revoked. */
 export interface LeakRevocation {
-  /** The access token's `jti`, when it alone was revoked. */
+  /** The access token's `jti`, when it was revoked by `jti` (not with its grant). */
   readonly token: string | null;
-  /** Grants newly revoked (the family, or the delegation subtree), empty when none. */
+  /**
+   * Grants newly revoked (the family, the delegation subtree, or for an access token revoked by
+   * `jti` the grants exchanged from it with their subtrees), empty when none.
+   */
   readonly grants: readonly string[];
 }
 
 /**
  * Revoke a leaked token through the operator's revocation path, audited with reason
  * `leak_detected` and where it was found (`location`, a path, never the token). An access token is
- * revoked by `jti`, or with `grant` its whole delegation subtree; a refresh token takes its family
- * (its grant, with the subtree) as RFC 7009 revocation does.
+ * revoked by `jti` with every grant exchanged from it (and their subtrees), or with `grant` its
+ * whole delegation subtree; a refresh token takes its family (its grant, with the subtree) as RFC
+ * 7009 revocation does.
  */
 export async function revokeLeak(
   ctx: LeakContext,
@@ -132,7 +136,7 @@ export async function revokeLeak(
   const detail = { found_in: options.location, token_hash: leak.tokenHash };
   if (leak.kind === 'access_token' && !options.grant) {
     const revoked = await revokeAccessToken(ctx, token, 'cli', { reason: 'leak_detected', detail });
-    return { token: revoked?.jti ?? null, grants: [] };
+    return { token: revoked?.jti ?? null, grants: revoked?.revokedGrants ?? [] };
   }
   const grants = await revokeGrants(ctx, { grantId: leak.grantId }, 'leak_detected', 'cli', detail);
   if (leak.kind === 'refresh_token') {

@@ -28,7 +28,7 @@ export function loginSessionScope(issuer: string): string {
 export interface RevokeContext extends BaseContext {
   readonly issuer: string;
   readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl' | 'authorization'>;
-  readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants' | 'appendRevocations'>;
+  readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants'>;
   readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'>;
   readonly tokens: Pick<AccessTokens, 'verifyFresh'>;
   readonly feed: Pick<RevocationFeed, 'catchUp'>;
@@ -76,7 +76,7 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
   const own = await ctx.tokens.verifyFresh(token);
   if (own === undefined || own.exp <= now) return notRevoked('inactive');
   if (own.clientId !== client.id) return notRevoked('token_of_another_client', own.grantId);
-  await revokeJti(ctx, own, now);
+  const revoked = await revokeJti(ctx, own, 'access_token_revoked', client.id);
   ctx.emit({
     kind: 'token.revoked',
     reason: 'access_token_revoked',
@@ -84,12 +84,25 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
     client_id: client.id,
     delegation_id: own.grantId,
     jti: own.jti,
+    detail: { revoked_grants: revoked.map((g) => g.id) },
   });
 }
 
-async function revokeJti(ctx: RevokeContext, own: OwnToken, now: number): Promise<void> {
-  await ctx.store.appendRevocations([{ kind: 'token', value: own.jti, issuer: null, at: now, expiresAt: own.exp + SKEW }]);
-  await ctx.feed.catchUp(now);
+/**
+ * Revoke an access token's `jti` and, in the same store transaction, every grant exchanged from it
+ * (as the subject or actor token) with its subtree: the token's entry is appended by the
+ * revocation that revokes them, so no exchange of the token commits between the two (the store
+ * refuses one that comes after). Audited as grant.revoked for each grant, with the token's `jti`.
+ */
+async function revokeJti(
+  ctx: RevokeContext,
+  own: OwnToken,
+  reason: string,
+  by: string | undefined,
+  detail: Readonly<Record<string, string | number>> = {},
+): Promise<RevokedGrant[]> {
+  const entry = { kind: 'token' as const, value: own.jti, issuer: null, at: ctx.now(), expiresAt: own.exp + SKEW };
+  return revokeGrants(ctx, { exchangedFrom: own.jti }, reason, by, { jti: own.jti, ...detail }, [entry]);
 }
 
 /**
@@ -103,6 +116,7 @@ export async function revokeGrants(
   reason: string,
   by?: string,
   detail: Readonly<Record<string, string | number>> = {},
+  alsoAppend: readonly Omit<RevocationEntry, 'seq'>[] = [],
 ): Promise<RevokedGrant[]> {
   if (holdsToken(reason)) throw new OAuthError('admin_revoke_reason_token');
   const now = ctx.now();
@@ -119,7 +133,7 @@ export async function revokeGrants(
   // another instance that has not read them yet still cannot begin a tree from one of the
   // subject's older external tokens (the store checks them when creating that root grant).
   const alsoLog = (revoked: readonly RevokedGrant[]): Omit<RevocationEntry, 'seq'>[] => {
-    const entries: Omit<RevocationEntry, 'seq'>[] = [];
+    const entries: Omit<RevocationEntry, 'seq'>[] = [...alsoAppend];
     if (unknownIssuer && revoked.length === 0) return entries;
     if ('subject' in selector) {
       const issuers = new Set(revoked.filter((g) => g.subject === selector.subject).map((g) => g.issuer));
@@ -185,26 +199,36 @@ export async function revokeGrants(
   return revoked;
 }
 
+/** What an operator's revocation of an access token revoked (see `TokenService.revokeAccessToken`). */
+export interface AccessTokenRevocation {
+  /** The token's `jti`. */
+  readonly jti: string;
+  /** The token's own grant (not revoked: only the token is). */
+  readonly grantId: string;
+  /** The grants exchanged from the token (as subject or actor token), each with its subtree, newly revoked. */
+  readonly revokedGrants: readonly string[];
+}
+
 /** Operator revocation of an access token's `jti` (see `TokenService.revokeAccessToken`). */
 export async function revokeAccessToken(
   ctx: RevokeContext,
   token: string,
   by?: string,
   audit: { readonly reason?: string; readonly detail?: Readonly<Record<string, string | number>> } = {},
-): Promise<{ jti: string; grantId: string } | undefined> {
+): Promise<AccessTokenRevocation | undefined> {
   const own = await ctx.tokens.verifyFresh(token);
   const now = ctx.now();
   if (own === undefined || own.exp <= now) return undefined;
-  await revokeJti(ctx, own, now);
-  const detail = { ...(by !== undefined ? { by } : {}), ...audit.detail };
+  const reason = audit.reason ?? 'operator';
+  const revoked = (await revokeJti(ctx, own, reason, by, audit.detail)).map((g) => g.id);
   ctx.emit({
     kind: 'token.revoked',
-    reason: audit.reason ?? 'operator',
+    reason,
     subject: own.subject,
     client_id: own.clientId,
     delegation_id: own.grantId,
     jti: own.jti,
-    ...(Object.keys(detail).length > 0 ? { detail } : {}),
+    detail: { ...(by !== undefined ? { by } : {}), ...audit.detail, revoked_grants: revoked },
   });
-  return { jti: own.jti, grantId: own.grantId };
+  return { jti: own.jti, grantId: own.grantId, revokedGrants: revoked };
 }

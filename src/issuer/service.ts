@@ -60,7 +60,7 @@ import { checkRepeats } from './params.ts';
 import { type RegistrationContext, type RegistrationResponse, registerDynamicClient, registrantKey } from './registration.ts';
 import { type ApprovingPerson, type RememberedConsentContext, rememberApproval, rememberedApproval } from './remembered-consent.ts';
 import { RevocationFeed } from './revocation-feed.ts';
-import { type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
+import { type AccessTokenRevocation, type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
 import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, tokenHash } from './secrets.ts';
 
 export type { OAuthRequest, TokenResponse } from './context.ts';
@@ -725,11 +725,14 @@ export class TokenService {
   }
 
   /**
-   * Operator revocation of an access token (no client check): its `jti` is revoked. Returns the
-   * token's grant so the caller can offer to revoke the delegation subtree too, or `undefined`
-   * when the token is not one of this issuer's valid tokens.
+   * Operator revocation of an access token (no client check): its `jti` is revoked, and in the same
+   * store transaction every grant exchanged from it (RFC 8693, as the subject or the actor token)
+   * with its subtree, each audited as grant.revoked. The token's own grant, and grants exchanged
+   * from its other tokens, are not. Returns the `jti`, the token's grant (so the caller can offer to
+   * revoke the whole delegation subtree) and the grants revoked, or `undefined` when the token is
+   * not one of this issuer's valid tokens.
    */
-  revokeAccessToken(token: string, by?: string): Promise<{ jti: string; grantId: string } | undefined> {
+  revokeAccessToken(token: string, by?: string): Promise<AccessTokenRevocation | undefined> {
     return revokeAccessToken(this.#ctx, token, by);
   }
 

@@ -596,8 +596,19 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       const revoked = await service.revokeAccessToken(r.token, by);
       // The token itself is never written: its jti names it.
       return {
-        body: JSON.stringify(revoked ? { revoked_token: revoked.jti, grant_id: revoked.grantId } : { revoked_token: null }),
-        detail: { selector: 'token', ...(revoked ? { target: revoked.jti } : {}), ...reason, revoked: revoked ? 1 : 0 },
+        body: JSON.stringify(
+          revoked
+            ? { revoked_token: revoked.jti, grant_id: revoked.grantId, revoked_grants: revoked.revokedGrants }
+            : { revoked_token: null, revoked_grants: [] },
+        ),
+        detail: {
+          selector: 'token',
+          ...(revoked ? { target: revoked.jti } : {}),
+          ...reason,
+          revoked: revoked ? 1 : 0,
+          // The grants exchanged from the token, revoked with it.
+          ...(revoked !== undefined && revoked.revokedGrants.length > 0 ? { grants_revoked: revoked.revokedGrants.length } : {}),
+        },
       };
     }
     const selector = r.selector as GrantSelector;
@@ -609,7 +620,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         ? { selector: 'grant_id', target: selector.grantId }
         : 'subject' in selector
           ? { selector: 'subject', target: selector.subject, ...(selector.issuer !== undefined ? { issuer: selector.issuer } : {}) }
-          : { selector: 'client_id', target: selector.clientId };
+          : 'clientId' in selector
+            ? { selector: 'client_id', target: selector.clientId }
+            : { selector: 'exchanged_from', target: selector.exchangedFrom };
     return { body: JSON.stringify({ revoked_grants: revoked.map((g) => g.id) }), detail: { ...named, ...reason, revoked: revoked.length } };
   };
 

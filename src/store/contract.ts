@@ -162,10 +162,28 @@ export interface GrantRecord {
   readonly expiresAt: number | null;
   readonly revokedAt: number | null;
   readonly revokedReason: string | null;
+  /**
+   * The `jti` of this issuer's access token that was exchanged for this grant (RFC 8693
+   * `subject_token`, or the caller's token the gateway exchanged): revoking that token revokes this
+   * grant with its subtree ({@link GrantSelector} `exchangedFrom`). `null` for a grant from anything
+   * else (another issuer's token, a code, client credentials), and for every grant created before
+   * schema 18.
+   */
+  readonly subjectJti: string | null;
+  /**
+   * The `jti` of this issuer's access token presented as the actor (RFC 8693 `actor_token`) when
+   * this grant was created: revoking that token revokes this grant with its subtree too. `null`
+   * when there was none (or it was another issuer's), and for every grant created before schema 18.
+   */
+  readonly actorJti: string | null;
 }
 
-/** A grant to create: the store assigns `rootId` and `depth`, and for a child takes `issuer` from the parent. */
-export type NewGrant = Omit<GrantRecord, 'rootId' | 'depth' | 'revokedAt' | 'revokedReason'>;
+/**
+ * A grant to create: the store assigns `rootId` and `depth`, and for a child takes `issuer` from the
+ * parent. `subjectJti` and `actorJti` are `null` when left out.
+ */
+export type NewGrant = Omit<GrantRecord, 'rootId' | 'depth' | 'revokedAt' | 'revokedReason' | 'subjectJti' | 'actorJti'> &
+  Partial<Pick<GrantRecord, 'subjectJti' | 'actorJti'>>;
 
 /** One refresh token, stored by hash. A grant's refresh tokens form its rotation family. */
 export interface RefreshTokenRecord {
@@ -307,11 +325,17 @@ export interface RememberedConsentRecord {
   readonly expiresAt: number;
 }
 
-/** Which grants to revoke. Each selected grant is revoked with its whole subtree. */
+/**
+ * Which grants to revoke. Each selected grant is revoked with its whole subtree. `exchangedFrom`
+ * selects the grants created by exchanging the access token with that `jti`, as the subject token
+ * or as the actor token ({@link GrantRecord.subjectJti}, {@link GrantRecord.actorJti}): never the
+ * token's own grant, nor a sibling exchanged from another token of that grant.
+ */
 export type GrantSelector =
   | { readonly grantId: string }
   | { readonly subject: string; readonly issuer?: string }
-  | { readonly clientId: string };
+  | { readonly clientId: string }
+  | { readonly exchangedFrom: string };
 
 /** Options of {@link Store.createGrant}. */
 export interface CreateGrantOptions {
@@ -531,6 +555,13 @@ export interface Store {
    * that has not yet read that revocation. The actor grant is no part of the new grant's tree: a
    * revocation of it that commits while this grant is created does not revoke this grant (the
    * exchange came first); one that committed before is seen.
+   *
+   * With `subjectJti` or `actorJti` (the access tokens of this issuer exchanged), atomic with
+   * respect to {@link Store.revokeGrants} with the selector `exchangedFrom` of that `jti` whose
+   * `alsoLog` appends the token's `token` entry (as revoking an access token does): when the log
+   * holds a `token` entry for `subjectJti`, nothing is written and the result is `subject_revoked`;
+   * for `actorJti`, `actor_inactive`. A grant created first is among those the revocation revokes;
+   * one created after is refused, also by an instance that has not yet read that entry.
    * @throws {StoreConflictError} when the id exists.
    */
   createGrant(grant: NewGrant, now: number, options?: CreateGrantOptions): Promise<GrantCreation>;
@@ -562,8 +593,9 @@ export interface Store {
    * `alsoLog`, when given, is called once inside the transaction with the grants newly revoked, and
    * the entries it returns (a subject's or client's as of `at`) are appended in that same
    * transaction: no grant creation sees the grants revoked without them (see
-   * {@link Store.createGrant}'s `subjectIssuedAt`). It must not throw or have side effects: a
-   * transaction run again calls it again.
+   * {@link Store.createGrant}'s `subjectIssuedAt`, and for `exchangedFrom` the token's own entry:
+   * its `subjectJti` and `actorJti`). It must not throw or have side effects: a transaction run
+   * again calls it again.
    * @returns the grants newly revoked (already revoked ones are not repeated).
    */
   revokeGrants(selector: GrantSelector, options: RevokeOptions): Promise<RevokedGrant[]>;

@@ -12,6 +12,7 @@ import {
   type ClientRecord,
   type GrantRecord,
   MAX_A2A_OWNER,
+  type NewGrant,
   type RefreshTokenRecord,
   type RememberedConsentRecord,
 } from './contract.ts';
@@ -93,6 +94,22 @@ export function grantFrom(r: Row): GrantRecord {
     expiresAt: numOrNull(r.expires_at),
     revokedAt: numOrNull(r.revoked_at),
     revokedReason: strOrNull(r.revoked_reason),
+    subjectJti: strOrNull(r.subject_jti),
+    actorJti: strOrNull(r.actor_jti),
+  };
+}
+
+/** A grant created from `g` as the stores answer it. */
+export function createdGrant(g: NewGrant, issuer: string, rootId: string, depth: number): GrantRecord {
+  return {
+    ...g,
+    issuer,
+    rootId,
+    depth,
+    revokedAt: null,
+    revokedReason: null,
+    subjectJti: g.subjectJti ?? null,
+    actorJti: g.actorJti ?? null,
   };
 }
 

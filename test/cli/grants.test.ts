@@ -22,6 +22,8 @@ const grant = (act: GrantRecord['act']): GrantRecord => ({
   expiresAt: 4_000_000_000,
   revokedAt: null,
   revokedReason: null,
+  subjectJti: 'jti-1',
+  actorJti: null,
 });
 
 describe('tessera grants tree: a grant line', () => {

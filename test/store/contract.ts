@@ -744,6 +744,141 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
       });
     });
 
+    describe('grants exchanged from an access token', () => {
+      // Revoking an access token of this issuer revokes what was exchanged from it: the caller
+      // selects those grants by the token's jti and appends the token's own entry in the same
+      // transaction (alsoLog), as the token service does.
+      const tokenEntry = (jti: string, at: number) => ({ kind: 'token' as const, value: jti, issuer: null, at, expiresAt: at + 600 });
+      const revokeToken = (jti: string, at: number) =>
+        store.revokeGrants(
+          { exchangedFrom: jti },
+          { at, reason: 'access_token_revoked', entryExpiresAt: at + 600, alsoLog: () => [tokenEntry(jti, at)] },
+        );
+
+      it('keeps the jti of the subject and actor tokens a grant was exchanged from, and null when none is given', async () => {
+        const now = clock.now();
+        const parent = await created(store, newGrant({}, now), now);
+        const child = await created(store, newGrant({ parentId: parent.id, subjectJti: uid('jti'), actorJti: uid('jti') }, now), now);
+        assert.deepEqual(await store.getGrant(child.id), child);
+        assert.equal(typeof child.subjectJti, 'string');
+        assert.equal(typeof child.actorJti, 'string');
+        assert.equal((await store.getGrant(parent.id))?.subjectJti, null);
+        assert.equal((await store.getGrant(parent.id))?.actorJti, null);
+        assert.deepEqual(
+          (await store.grantSubtree(parent.id)).map((g) => [g.id, g.subjectJti, g.actorJti]),
+          [
+            [parent.id, null, null],
+            [child.id, child.subjectJti, child.actorJti],
+          ],
+        );
+      });
+
+      it('revoking a token revokes the grants exchanged from it (as subject or as actor) with their subtrees, their refresh tokens and the token’s entry in one go; not the token’s own grant, nor a sibling exchanged from another token of that grant', async () => {
+        const now = clock.now();
+        const [t1, t2, actorJti] = [uid('jti'), uid('jti'), uid('jti')];
+        const user = await created(store, newGrant({ kind: 'authorization_code' }, now), now);
+        const a = await created(store, newGrant({ parentId: user.id, subjectJti: t1 }, now), now);
+        const b = await created(store, newGrant({ parentId: a.id, subjectJti: uid('jti') }, now), now);
+        const c = await created(store, newGrant({ parentId: b.id, subjectJti: uid('jti') }, now), now);
+        const sibling = await created(store, newGrant({ parentId: user.id, subjectJti: t2 }, now), now);
+        const siblingChild = await created(store, newGrant({ parentId: sibling.id, subjectJti: uid('jti') }, now), now);
+        // Another subject's grant in another tree, exchanged with t1 as the actor token.
+        const other = await created(store, newGrant({ subject: uid('bob') }, now), now);
+        const acted = await created(store, newGrant({ parentId: other.id, subjectJti: uid('jti'), actorJti: t1 }, now), now);
+        const actedByAnother = await created(store, newGrant({ parentId: other.id, subjectJti: uid('jti'), actorJti }, now), now);
+        const tokens = {
+          a: refresh(a.id),
+          c: refresh(c.id),
+          acted: refresh(acted.id),
+          sibling: refresh(sibling.id),
+          user: refresh(user.id),
+        };
+        for (const t of Object.values(tokens)) await store.createRefreshToken(t);
+        const seq0 = (await store.versions()).revocations;
+        const revoked = await revokeToken(t1, now);
+        assert.deepEqual(revoked.map((g) => g.id).sort(), [a.id, b.id, c.id, acted.id].sort());
+        for (const id of [a.id, b.id, c.id, acted.id]) {
+          const g = await store.getGrant(id);
+          assert.equal(g?.revokedAt, now, id);
+          assert.equal(g?.revokedReason, 'access_token_revoked');
+        }
+        for (const id of [user.id, sibling.id, siblingChild.id, other.id, actedByAnother.id]) {
+          assert.equal((await store.getGrant(id))?.revokedAt, null, `${id} is not exchanged from t1`);
+        }
+        for (const k of ['a', 'c', 'acted'] as const) assert.equal((await store.getRefreshToken(tokens[k].hash))?.revokedAt, now, k);
+        for (const k of ['sibling', 'user'] as const) assert.equal((await store.getRefreshToken(tokens[k].hash))?.revokedAt, null, k);
+        assert.deepEqual(
+          (await store.revocationsSince(seq0, now)).map((e) => [e.kind, e.value]).sort(),
+          [...[a.id, b.id, c.id, acted.id].map((id) => ['grant', id]), ['token', t1]].sort(),
+        );
+        assert.equal(await store.tokenRevoked(t1), true);
+        // Again: nothing new is revoked.
+        assert.deepEqual(await store.revokeGrants({ exchangedFrom: t1 }, { at: now, reason: 'again', entryExpiresAt: now + 600 }), []);
+      });
+
+      it('appends the token’s entry also when nothing was exchanged from it', async () => {
+        const now = clock.now();
+        const jti = uid('jti');
+        const seq0 = (await store.versions()).revocations;
+        assert.deepEqual(await revokeToken(jti, now), []);
+        assert.deepEqual(
+          (await store.revocationsSince(seq0, now)).map((e) => [e.kind, e.value]),
+          [['token', jti]],
+        );
+      });
+
+      it('attack: a token revoked by another process is exchanged again before this one read the revocation: refused inside the insert (subject_revoked, actor_inactive), writing nothing', async () => {
+        const now = clock.now();
+        const parent = await created(store, newGrant({}, now), now);
+        const [subjectJti, actorJti] = [uid('jti'), uid('jti')];
+        await revokeToken(subjectJti, now);
+        await revokeToken(actorJti, now);
+        const bySubject = newGrant({ parentId: parent.id, subjectJti }, now);
+        assert.equal(await store.createGrant(bySubject, now), 'subject_revoked');
+        assert.equal(await store.getGrant(bySubject.id), undefined);
+        const byActor = newGrant({ parentId: parent.id, subjectJti: uid('jti'), actorJti }, now);
+        assert.equal(await store.createGrant(byActor, now), 'actor_inactive');
+        assert.equal(await store.getGrant(byActor.id), undefined);
+        // A token entry appended alone (another process revoking the token only) refuses it too.
+        const alone = uid('jti');
+        await store.appendRevocations([tokenEntry(alone, now)]);
+        assert.equal(await store.createGrant(newGrant({ parentId: parent.id, subjectJti: alone }, now), now), 'subject_revoked');
+        // Batched with others: each decided on its own tokens.
+        const results = await Promise.all([
+          store.createGrant(newGrant({ parentId: parent.id, subjectJti }, now), now),
+          store.createGrant(newGrant({ parentId: parent.id, subjectJti: uid('jti') }, now), now),
+          store.createGrant(newGrant({ parentId: parent.id, subjectJti: uid('jti'), actorJti }, now), now),
+          store.createGrant(newGrant({ parentId: parent.id, subjectJti: uid('jti'), actorJti: uid('jti') }, now), now),
+        ]);
+        assert.deepEqual(
+          results.map((r) => (typeof r === 'string' ? r : 'created')),
+          ['subject_revoked', 'created', 'actor_inactive', 'created'],
+        );
+      });
+
+      it('an exchange racing the revocation of its subject or actor token: its grant is revoked with the others, or refused', async () => {
+        const now = clock.now();
+        const parent = await created(store, newGrant({}, now), now);
+        for (let i = 0; i < 6; i++) {
+          const jti = uid('jti');
+          const asActor = i % 2 === 1;
+          await created(store, newGrant({ parentId: parent.id, ...(asActor ? { actorJti: jti } : { subjectJti: jti }) }, now), now);
+          const g = newGrant({ parentId: parent.id, ...(asActor ? { subjectJti: uid('jti'), actorJti: jti } : { subjectJti: jti }) }, now);
+          const [revoked, result] = await Promise.all([revokeToken(jti, now), store.createGrant(g, now)]);
+          if (typeof result === 'string') {
+            assert.equal(result, asActor ? 'actor_inactive' : 'subject_revoked');
+            assert.equal(await store.getGrant(g.id), undefined);
+          } else {
+            assert.ok(
+              revoked.some((r) => r.id === g.id) && (await store.getGrant(g.id))?.revokedAt === now,
+              'a grant created first is revoked',
+            );
+          }
+          assert.equal((await store.getGrant(parent.id))?.revokedAt, null);
+        }
+      });
+    });
+
     describe('refresh tokens', () => {
       const opts = (now: number, nextHash: string, clientId = 'agent') => ({
         clientId,

@@ -999,11 +999,12 @@ if (!reachable) {
         await c.query('ALTER TABLE a2a_tasks DROP COLUMN route');
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('DELETE FROM schema_migrations WHERE version > 12');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 17);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 18);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1036,10 +1037,11 @@ if (!reachable) {
         await c.query('DROP INDEX revocations_token');
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 17);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 18);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1049,6 +1051,60 @@ if (!reachable) {
         await c.query('SET enable_seqscan = off');
         const plan = await c.query("EXPLAIN SELECT 1 FROM revocations WHERE kind = 'token' AND value = $1 LIMIT 1", ['jti-old']);
         assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /revocations_token/);
+      } finally {
+        await c.end();
+      }
+    });
+
+    it('migrates a schema-17 database to 18: grants made before are exchanged from no token (a revocation of a token leaves them), those made after are found through the indexes', async () => {
+      const schema = schemaName();
+      const now = 1_800_000_000;
+      const before = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        await before.createClient(clientRecord({ id: 'agent' }));
+        assert.equal(typeof (await before.createGrant(newGrant({ id: 'g-root' }, now), now)), 'object');
+      } finally {
+        await before.close();
+      }
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('DELETE FROM schema_migrations WHERE version > 17');
+        // A child Tessera 17 wrote: no column for the token it was exchanged from.
+        await c.query(
+          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+           VALUES ('g-old', 'g-root', 'g-root', 1, 'token_exchange', 'https://issuer.test', 'alice', 'agent', NULL, '[]', '[]', $1, $2)`,
+          [now, now + 3600],
+        );
+        const store = await PostgresStore.open({ connectionString: url, schema });
+        try {
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 18);
+          const old = await store.getGrant('g-old');
+          assert.equal(old?.subjectJti, null);
+          assert.equal(old?.actorJti, null);
+          assert.equal(
+            typeof (await store.createGrant(newGrant({ id: 'g-new', parentId: 'g-root', subjectJti: 'jti-1' }, now), now)),
+            'object',
+          );
+          const revoked = await store.revokeGrants(
+            { exchangedFrom: 'jti-1' },
+            { at: now, reason: 'access_token_revoked', entryExpiresAt: now + 600 },
+          );
+          assert.deepEqual(
+            revoked.map((g) => g.id),
+            ['g-new'],
+          );
+          assert.equal((await store.getGrant('g-old'))?.revokedAt, null);
+        } finally {
+          await store.close();
+        }
+        // A table this small is read whole whatever the indexes; forbid that to see whether one fits.
+        await c.query('SET enable_seqscan = off');
+        for (const column of ['subject_jti', 'actor_jti']) {
+          const plan = await c.query(`EXPLAIN SELECT id FROM grants WHERE ${column} = $1 AND revoked_at IS NULL`, ['jti-1']);
+          assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), new RegExp(`grants_${column}`));
+        }
       } finally {
         await c.end();
       }
@@ -1082,6 +1138,7 @@ if (!reachable) {
         await c.query('DROP INDEX clients_id_lower');
         await c.query('ALTER TABLE authorization_codes DROP COLUMN jkt, DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('DELETE FROM schema_migrations WHERE version > 9');
         await c.query(
           `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
@@ -1106,6 +1163,7 @@ if (!reachable) {
       try {
         // Back to schema 15, with a client Tessera 15 registered.
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('DELETE FROM schema_migrations WHERE version > 15');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, created_at, updated_at)
@@ -1133,6 +1191,7 @@ if (!reachable) {
       try {
         // Back to schema 16, with a public client Tessera 16 registered.
         await c.query('ALTER TABLE clients DROP COLUMN allowed_origins');
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('DELETE FROM schema_migrations WHERE version > 16');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, redirect_uris, created_at, updated_at)
@@ -1173,6 +1232,7 @@ if (!reachable) {
         // Back to schema 14, with codes Tessera 14 wrote.
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('DELETE FROM schema_migrations WHERE version > 14');
         for (const [hash, subject] of [
           ['h-revoked', 'mallory'],
@@ -1236,6 +1296,7 @@ if (!reachable) {
           'DROP TABLE authorization_codes; ALTER TABLE clients DROP COLUMN redirect_uris, DROP COLUMN name, DROP COLUMN secret_method, DROP COLUMN allowed_origins',
         );
         await c.query('ALTER TABLE audit_events DROP COLUMN jti, DROP COLUMN token_hash');
+        await c.query('DROP INDEX grants_subject_jti, grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('DELETE FROM schema_migrations WHERE version > 3');
         await c.query('INSERT INTO audit_events (id, time, kind, event) VALUES ($1, $2, $3, $4)', [
           old.id,

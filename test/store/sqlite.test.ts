@@ -18,6 +18,10 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 18) {
+    db.exec('DROP INDEX grants_subject_jti; DROP INDEX grants_actor_jti');
+    db.exec('ALTER TABLE grants DROP COLUMN subject_jti; ALTER TABLE grants DROP COLUMN actor_jti');
+  }
   if (version < 17) db.exec('ALTER TABLE clients DROP COLUMN allowed_origins');
   if (version < 16) db.exec('ALTER TABLE clients DROP COLUMN secret_method');
   if (version < 15) db.exec('ALTER TABLE authorization_codes DROP COLUMN approval_since');
@@ -239,7 +243,6 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
-    assert.equal(store.schemaVersion, 17);
     assert.deepEqual((await store.getClient('old'))?.allowedOrigins, []);
     await store.createClient(clientRecord({ id: 'new', allowedOrigins: ['https://app.test', 'http://127.0.0.1:5173'] }));
     assert.deepEqual((await store.getClient('new'))?.allowedOrigins, ['https://app.test', 'http://127.0.0.1:5173']);
@@ -339,6 +342,48 @@ describe('sqlite store specifics', () => {
     const plan = check.prepare("EXPLAIN QUERY PLAN SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").all('jti-old');
     check.close();
     assert.match(JSON.stringify(plan), /INDEX revocations_token/);
+  });
+
+  it('reads grants made before migration 18 as exchanged from no token (a revocation of a token leaves them), and finds those made after through its indexes', async () => {
+    const path = join(dir, 'legacy-grant-jti.db');
+    const before = SqliteStore.open({ path });
+    await before.createClient(clientRecord({ id: 'agent' }));
+    const now = 1_800_000_000;
+    const root = await before.createGrant(newGrant({ id: 'g-root' }, now), now);
+    assert.equal(typeof root, 'object');
+    await before.close();
+    const db = new DatabaseSync(path);
+    rewind(db, 17);
+    // A child Tessera 17 wrote: no column for the token it was exchanged from.
+    db.prepare(
+      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
+       VALUES ('g-old', 'g-root', 'g-root', 1, 'token_exchange', 'https://issuer.test', 'alice', 'agent', NULL, '[]', '[]', ?, ?)`,
+    ).run(now, now + 3600);
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
+    assert.equal(store.schemaVersion, 18);
+    const old = await store.getGrant('g-old');
+    assert.equal(old?.subjectJti, null);
+    assert.equal(old?.actorJti, null);
+    const fresh = await store.createGrant(newGrant({ id: 'g-new', parentId: 'g-root', subjectJti: 'jti-1' }, now), now);
+    assert.equal(typeof fresh, 'object');
+    const revoked = await store.revokeGrants(
+      { exchangedFrom: 'jti-1' },
+      { at: now, reason: 'access_token_revoked', entryExpiresAt: now + 600 },
+    );
+    assert.deepEqual(
+      revoked.map((g) => g.id),
+      ['g-new'],
+    );
+    assert.equal((await store.getGrant('g-old'))?.revokedAt, null);
+    await store.close();
+    const check = new DatabaseSync(path);
+    const plan = (column: string) =>
+      JSON.stringify(check.prepare(`EXPLAIN QUERY PLAN SELECT id FROM grants WHERE ${column} = ? AND revoked_at IS NULL`).all('jti-1'));
+    assert.match(plan('subject_jti'), /INDEX grants_subject_jti/);
+    assert.match(plan('actor_jti'), /INDEX grants_actor_jti/);
+    check.close();
   });
 
   it('refuses a database migrated by a newer Tessera', async () => {

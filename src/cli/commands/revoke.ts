@@ -16,7 +16,10 @@ export function registerRevoke(program: Command): void {
     .description(
       'Revoke a token, a grant (with every grant derived from it), a subject’s grants or a client’s grants. Running servers apply it within milliseconds on PostgreSQL, within token_service.sync_interval on SQLite.',
     )
-    .option('--token <token>', 'an access token this issuer signed (- reads it from stdin)')
+    .option(
+      '--token <token>',
+      'an access token this issuer signed (- reads it from stdin), with every grant exchanged from it (token exchange, as subject or actor token) and their subtrees; not its own grant',
+    )
     .option('--grant <id>', 'a grant id (the grant_id claim); its whole subtree is revoked')
     .option(
       '--subject <sub>',
@@ -37,7 +40,7 @@ export function registerRevoke(program: Command): void {
     )
     .option(
       '--json',
-      'print one JSON object: {revoked_token, grant_id} for --token, else {revoked_grants}, with already_revoked {grant_id, revoked_at, reason} when the --grant named was revoked before',
+      'print one JSON object: {revoked_token, grant_id, revoked_grants} for --token (revoked_grants: the grants exchanged from the token, revoked with it), else {revoked_grants}, with already_revoked {grant_id, revoked_at, reason} when the --grant named was revoked before',
     )
     .action(
       async (opts: {
@@ -80,8 +83,15 @@ export function registerRevoke(program: Command): void {
               const revoked = await service.revokeAccessToken(await readArg(opts.token), 'cli');
               if (!revoked) throw new CliError('not a valid, unexpired access token of this issuer; nothing to revoke');
               // The token itself is never written: its jti names it.
-              service.auditCliAction('ok', { action: 'revoke', ...named, target: revoked.jti, revoked: 1 });
-              return { revoked_token: revoked.jti, grant_id: revoked.grantId };
+              service.auditCliAction('ok', {
+                action: 'revoke',
+                ...named,
+                target: revoked.jti,
+                revoked: 1,
+                // The grants exchanged from the token, revoked with it.
+                ...(revoked.revokedGrants.length > 0 ? { grants_revoked: revoked.revokedGrants.length } : {}),
+              });
+              return { revoked_token: revoked.jti, grant_id: revoked.grantId, revoked_grants: [...revoked.revokedGrants] };
             }
             const selector: GrantSelector =
               opts.grant !== undefined
@@ -127,8 +137,9 @@ export function registerRevoke(program: Command): void {
         });
         if (opts.json) return printJson(result);
         if ('revoked_token' in result) {
+          const exchanged = result.revoked_grants;
           process.stdout.write(
-            `revoked token ${result.revoked_token}; to revoke its whole delegation run: tessera revoke --grant ${result.grant_id}\n`,
+            `revoked token ${result.revoked_token}${exchanged.length ? ` and ${exchanged.length} grant(s) exchanged from it: ${exchanged.join(' ')}` : ''}; to revoke its whole delegation run: tessera revoke --grant ${result.grant_id}\n`,
           );
         } else if (result.already_revoked) {
           const a = result.already_revoked;

@@ -59,6 +59,8 @@ interface Party {
   readonly act: JsonObject | null;
   /** The grant the token belongs to, when this service issued it. */
   readonly grantId: string | null;
+  /** The token's `jti`, when this service issued it: revoking the token revokes what was exchanged from it. */
+  readonly jti: string | null;
   readonly mayAct: unknown;
   /** The subject token's `cnf.jkt`: the exchange must prove possession of that key. */
   readonly jkt: string | undefined;
@@ -82,10 +84,16 @@ interface Actor {
   readonly subject: string;
   /** The actor token's grant, when this service issued it: the store refuses it once revoked. */
   readonly grantId: string | null;
+  /** The actor token's `jti`, when this service issued it: revoking the token revokes what was exchanged with it. */
+  readonly jti: string | null;
 }
 
 /** A verified principal (external token, or the gateway's caller) as a delegating party. */
-function partyFromPrincipal(principal: Principal, grantId: string | null, expCap = Number.POSITIVE_INFINITY): Party {
+function partyFromPrincipal(
+  principal: Principal,
+  own: { readonly grantId: string; readonly jti: string | null } | null,
+  expCap = Number.POSITIVE_INFINITY,
+): Party {
   return {
     issuer: principal.issuer,
     subject: principal.subject as string,
@@ -93,7 +101,8 @@ function partyFromPrincipal(principal: Principal, grantId: string | null, expCap
     // Whole seconds, rounded down: a NumericDate may be fractional (RFC 7519 §2), the store keeps integers.
     exp: Math.floor(Math.min(principal.expiresAt, expCap)),
     act: (principal.claims.act as JsonObject | undefined) ?? null,
-    grantId,
+    grantId: own?.grantId ?? null,
+    jti: own?.jti ?? null,
     mayAct: principal.claims.may_act,
     jkt: principal.confirmation?.jkt,
     clientId: principal.clientId,
@@ -135,6 +144,7 @@ async function party(ctx: ExchangeContext, token: string, type: string, role: 's
       exp: own.exp,
       act: own.act,
       grantId: own.grantId,
+      jti: own.jti,
       mayAct: own.claims.may_act,
       jkt: own.jkt,
       clientId: own.clientId,
@@ -182,7 +192,7 @@ export async function exchange(
   const actorType = param(p, 'actor_token_type');
   // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
   if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
-  let actor: Actor = { issuer: ctx.issuer, subject: client.id, grantId: null };
+  let actor: Actor = { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null };
   if (actorToken !== undefined) {
     const actorParty = await party(ctx, actorToken, actorType as string, 'actor');
     // The actor token must be the authenticated client's own (its client_id; a client-credentials
@@ -313,6 +323,10 @@ async function delegate(
       audiences: spec.audiences,
       createdAt: now,
       expiresAt: grantExp,
+      // This issuer's tokens exchanged: revoking either revokes this grant with its subtree (and the
+      // store refuses this grant once either is revoked, even by another process).
+      subjectJti: subject.jti,
+      actorJti: actor.jti,
     },
     now,
     {
@@ -398,11 +412,16 @@ export async function issueForUpstream(
   if (principal.subject === undefined) throw new OAuthError('subject_token_invalid');
   if (!client.audiences.has(audience)) throw new OAuthError('target_not_allowed');
   const now = ctx.now();
-  const subject = partyFromPrincipal(principal, principal.issuer === ctx.issuer ? (principal.delegationId ?? null) : null, now + maxTtl);
+  // The caller's token, when this issuer's: the upstream grant is exchanged from it, a child of its grant.
+  const own =
+    principal.issuer === ctx.issuer && principal.delegationId !== undefined
+      ? { grantId: principal.delegationId, jti: principal.tokenId ?? null }
+      : null;
+  const subject = partyFromPrincipal(principal, own, now + maxTtl);
   const issued = await delegate(ctx, {
     client,
     subject,
-    actor: { issuer: ctx.issuer, subject: client.id, grantId: null },
+    actor: { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null },
     requested: [...new Set(scopes)],
     audiences: [audience],
     ttl: Math.min(maxTtl, accessTokenTtl(ctx.config, client)),

@@ -11,7 +11,10 @@
  *   every new grant of that subject (an advisory lock) or client (its row, `FOR UPDATE` against
  *   the `FOR SHARE` of grant creation) off until it commits: else a tree begun between finding
  *   the trees and revoking them would be revoked without its root locked, and a child added to it
- *   meanwhile could outlive its revoked parent;
+ *   meanwhile could outlive its revoked parent. Revoking an access token's exchanged grants
+ *   (`exchangedFrom`) takes that token's advisory lock exclusively first, and the creation of a
+ *   grant exchanged from the token takes it shared before its other locks, so the creation reads
+ *   the token's revocation entry or is revoked by it;
  * - refresh rotation: the token's tree is locked first (its root's advisory lock, as a revocation
  *   takes it before any grant or token row), then the token row (`FOR UPDATE`), so of concurrent
  *   rotations exactly one finds it current, a revocation of the tree either commits first (the
@@ -73,6 +76,7 @@ import {
   clientFrom,
   codeFrom,
   consentFrom,
+  createdGrant,
   grantFrom,
   isActiveGrant,
   json,
@@ -361,6 +365,17 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     // token_service.cors.allowed_origins.
     version: 17,
     sql: "ALTER TABLE clients ADD COLUMN allowed_origins text NOT NULL DEFAULT '[]';",
+  },
+  {
+    // grants.subject_jti and grants.actor_jti, indexed: the access tokens (subject_token,
+    // actor_token) a grant was exchanged from, so revoking one revokes the grants exchanged from it
+    // with their subtrees. NULL in every grant made before (and in those an older instance writes).
+    version: 18,
+    sql: `
+      ALTER TABLE grants ADD COLUMN subject_jti text, ADD COLUMN actor_jti text;
+      CREATE INDEX grants_subject_jti ON grants (subject_jti) WHERE subject_jti IS NOT NULL;
+      CREATE INDEX grants_actor_jti ON grants (actor_jti) WHERE actor_jti IS NOT NULL;
+    `,
   },
 ];
 
@@ -894,6 +909,17 @@ export class PostgresStore implements Store {
     }
   }
 
+  /**
+   * Serialize the revocation of the access token `jti` (exclusive) with the creation of grants
+   * exchanged from it (shared) for the rest of the transaction: a creation reads the token's entry
+   * under the lock, so a revocation that finished meanwhile is seen, and one that follows waits for
+   * the creation to commit and revokes its grant. Taken before any other lock of either.
+   */
+  async #lockToken(c: Q, jtis: readonly string[], mode: 'shared' | 'exclusive'): Promise<void> {
+    const fn = mode === 'shared' ? 'pg_advisory_xact_lock_shared' : 'pg_advisory_xact_lock';
+    for (const jti of [...new Set(jtis)].sort()) await c.query(`SELECT ${fn}(hashtext('tessera.token:' || $1))`, [jti]);
+  }
+
   /** Hold off every other grant creation for `subject`, and its revocation, until this commits. */
   async #lockSubject(c: Q, subject: string): Promise<void> {
     await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", [subject]);
@@ -906,6 +932,17 @@ export class PostgresStore implements Store {
         // the revocation that follows it sees this grant.
         const [client] = (await c.query('SELECT disabled FROM clients WHERE id = $1 FOR SHARE', [g.clientId])).rows as Row[];
         if (!client || client.disabled === true) return 'client_inactive' as const;
+        // The subject and actor tokens' revocations commit their entry with the cascade of the grants
+        // exchanged from them, under the token's lock: read under it, one that finished meanwhile is
+        // seen now, one that follows sees this grant.
+        const jtis = [g.subjectJti, g.actorJti].filter((j): j is string => j != null);
+        if (jtis.length > 0) {
+          await this.#lockToken(c, jtis, 'shared');
+          const { rows } = await c.query("SELECT value FROM revocations WHERE kind = 'token' AND value = ANY($1::text[])", [jtis]);
+          const revoked = new Set(rows.map((r: Row) => String(r.value)));
+          if (g.subjectJti != null && revoked.has(g.subjectJti)) return 'subject_revoked' as const;
+          if (g.actorJti != null && revoked.has(g.actorJti)) return 'actor_inactive' as const;
+        }
         // A revocation of the actor's grant (or of an ancestor, which revoked it with its subtree)
         // that committed before this read is seen. No lock: this grant is no part of the actor's
         // tree, so one committing meanwhile has nothing of it to revoke. The parent, when it is the
@@ -936,8 +973,8 @@ export class PostgresStore implements Store {
           if (await subjectRevokedSince(c, g.subject, g.issuer, options.subjectIssuedAt)) return 'subject_revoked' as const;
         }
         await c.query(
-          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
           [
             g.id,
             g.parentId,
@@ -952,9 +989,11 @@ export class PostgresStore implements Store {
             json(g.audiences),
             g.createdAt,
             g.expiresAt,
+            g.subjectJti ?? null,
+            g.actorJti ?? null,
           ],
         );
-        return { ...g, issuer, rootId, depth, revokedAt: null, revokedReason: null };
+        return createdGrant(g, issuer, rootId, depth);
       });
     } catch (e) {
       if (isUnique(e)) throw new StoreConflictError('grant_exists', `a grant with id "${g.id}" exists`);
@@ -1080,9 +1119,14 @@ export class PostgresStore implements Store {
           ? 'SELECT id FROM grants WHERE subject = $1 AND revoked_at IS NULL'
           : 'SELECT id FROM grants WHERE subject = $1 AND issuer = $2 AND revoked_at IS NULL';
       args = selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer];
-    } else {
+    } else if ('clientId' in selector) {
       seed = 'SELECT id FROM grants WHERE client_id = $1 AND revoked_at IS NULL';
       args = [selector.clientId];
+    } else {
+      // Two index lookups (grants_subject_jti, grants_actor_jti), not one scan for an OR.
+      seed =
+        'SELECT id FROM (SELECT id FROM grants WHERE subject_jti = $1 AND revoked_at IS NULL UNION SELECT id FROM grants WHERE actor_jti = $1 AND revoked_at IS NULL) s';
+      args = [selector.exchangedFrom];
     }
     // Longer than a request's bound when the housekeeping's is (see requestTimeoutMillis).
     const bound = Math.max(this.#requestTimeout, this.#maintenanceTimeout);
@@ -1100,7 +1144,9 @@ export class PostgresStore implements Store {
       } else if ('clientId' in selector) {
         await c.query('DELETE FROM authorization_codes WHERE client_id = $1 AND consumed_at IS NULL', [selector.clientId]);
       }
-      // No new grant of this subject or client can begin until this commits (see the module's notes).
+      // No new grant of this subject or client can begin until this commits (see the module's notes);
+      // nor one exchanged from this token (its creation reads the token's entry appended below).
+      if ('exchangedFrom' in selector) await this.#lockToken(c, [selector.exchangedFrom], 'exclusive');
       if ('subject' in selector) {
         await this.#lockSubject(c, selector.subject);
         await c.query(
@@ -1294,7 +1340,7 @@ export class PostgresStore implements Store {
           [t.hash, g.id, t.clientId, t.createdAt, t.expiresAt, t.jkt ?? null],
         );
       }
-      const grant: GrantRecord = { ...g, parentId: null, rootId: g.id, depth: 0, revokedAt: null, revokedReason: null };
+      const grant = createdGrant({ ...g, parentId: null, subjectJti: null, actorJti: null }, g.issuer, g.id, 0);
       return { status: 'redeemed', grant };
     });
   }

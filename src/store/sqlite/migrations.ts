@@ -263,4 +263,15 @@ export const MIGRATIONS: readonly Migration[] = [
       'clients.allowed_origins: the origins (JSON array) whose pages may call the token, revocation and introspection endpoints as the client (CORS, Hydra allowed_cors_origins); empty, in every client registered before, leaves it to token_service.cors.allowed_origins',
     sql: "ALTER TABLE clients ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '[]';",
   },
+  {
+    version: 18,
+    description:
+      'grants.subject_jti and grants.actor_jti, indexed: the access tokens (subject_token, actor_token) a grant was exchanged from, so revoking one revokes the grants exchanged from it with their subtrees; NULL in every grant made before',
+    sql: `
+      ALTER TABLE grants ADD COLUMN subject_jti TEXT;
+      ALTER TABLE grants ADD COLUMN actor_jti TEXT;
+      CREATE INDEX grants_subject_jti ON grants (subject_jti) WHERE subject_jti IS NOT NULL;
+      CREATE INDEX grants_actor_jti ON grants (actor_jti) WHERE actor_jti IS NOT NULL;
+    `,
+  },
 ];

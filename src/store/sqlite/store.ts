@@ -57,6 +57,7 @@ import {
   clientFrom,
   codeFrom,
   consentFrom,
+  createdGrant,
   grantFrom,
   isActiveGrant,
   json,
@@ -538,6 +539,10 @@ export class SqliteStore implements Store {
       seen?.clients.set(g.clientId, active);
     }
     if (!active) return 'client_inactive';
+    // Inside it too: a revocation of the subject or actor token commits its entry with the cascade
+    // of the grants exchanged from it, so it committed before this or commits after this grant.
+    if (g.subjectJti != null && this.#tokenEntry(g.subjectJti)) return 'subject_revoked';
+    if (g.actorJti != null && this.#tokenEntry(g.actorJti)) return 'actor_inactive';
     // Inside it too: a revocation of the actor's grant (or of an ancestor, which revoked it with its
     // subtree) by another process committed before this. The parent, when it is the same grant, is read below.
     const { actorGrantId } = options;
@@ -559,8 +564,8 @@ export class SqliteStore implements Store {
       if (this.#subjectRevokedSince(g.subject, g.issuer, options.subjectIssuedAt)) return 'subject_revoked';
     }
     this.#stmt(
-      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       g.id,
       g.parentId,
@@ -575,8 +580,10 @@ export class SqliteStore implements Store {
       json(g.audiences),
       g.createdAt,
       g.expiresAt,
+      g.subjectJti ?? null,
+      g.actorJti ?? null,
     );
-    return { ...g, issuer, rootId, depth, revokedAt: null, revokedReason: null };
+    return createdGrant(g, issuer, rootId, depth);
   }
 
   async getGrant(id: string): Promise<GrantRecord | undefined> {
@@ -653,9 +660,14 @@ export class SqliteStore implements Store {
           ? 'SELECT id FROM grants WHERE subject = ? AND revoked_at IS NULL'
           : 'SELECT id FROM grants WHERE subject = ? AND issuer = ? AND revoked_at IS NULL';
       args = selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer];
-    } else {
+    } else if ('clientId' in selector) {
       seed = 'SELECT id FROM grants WHERE client_id = ? AND revoked_at IS NULL';
       args = [selector.clientId];
+    } else {
+      // Two index lookups (grants_subject_jti, grants_actor_jti), not one scan for an OR.
+      seed =
+        'SELECT id FROM (SELECT id FROM grants WHERE subject_jti = ? AND revoked_at IS NULL UNION SELECT id FROM grants WHERE actor_jti = ? AND revoked_at IS NULL)';
+      args = [selector.exchangedFrom, selector.exchangedFrom];
     }
     return this.#tx(() => {
       // Codes approved and not yet redeemed are approvals from before this revocation: redeemed
@@ -889,7 +901,12 @@ export class SqliteStore implements Store {
   }
 
   async tokenRevoked(jti: string): Promise<boolean> {
-    return this.#read(() => this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").get(jti) !== undefined);
+    return this.#read(() => this.#tokenEntry(jti));
+  }
+
+  /** Whether the log holds a `token` entry for `jti` (by the revocations_token index). */
+  #tokenEntry(jti: string): boolean {
+    return this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").get(jti) !== undefined;
   }
 
   async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
