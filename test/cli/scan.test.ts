@@ -611,7 +611,13 @@ describe('tessera scan --revoke', () => {
 
     const events = await auditOf('leak_detected');
     const tokenEvent = events.find((e) => e.kind === 'token.revoked' && e.jti === cc.jti);
-    assert.deepEqual(tokenEvent?.detail, { by: 'cli', found_in: 'revoke/leak.log:1:3', token_hash: tokenHash(cc.access_token) });
+    // Nothing was exchanged from the client-credentials token: it took no grant with it.
+    assert.deepEqual(tokenEvent?.detail, {
+      by: 'cli',
+      found_in: 'revoke/leak.log:1:3',
+      token_hash: tokenHash(cc.access_token),
+      revoked_grants: [],
+    });
     const refreshEvent = events.find((e) => e.kind === 'token.revoked' && e.token_hash === tokenHash(child.refresh_token as string));
     assert.deepEqual(refreshEvent?.detail, { by: 'cli', found_in: 'revoke/leak.log:2:3', revoked_grants: [child.grant_id] });
     assert.equal(refreshEvent?.delegation_id, child.grant_id);

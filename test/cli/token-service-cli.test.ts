@@ -618,6 +618,48 @@ describe('tokens, revocation and grant trees', () => {
     assert.equal(JSON.parse(r.stdout).revoked_token, t.jti);
   });
 
+  it('revokes a token by value with the grants exchanged from it (their subtrees too), not its own grant, and names them', () => {
+    const user = json('token', 'mint', '--client', 'agent', '--subject', 'fay');
+    const exchange = (subjectToken: string) => json('token', 'exchange', '--client', 'agent', '--subject-token', subjectToken);
+    const child = exchange(user.access_token as string);
+    const grandchild = exchange(child.access_token as string);
+    const grantOf = (t: unknown) => decodeJwt(t as string).grant_id as string;
+    const r = spawnSync(process.execPath, [MAIN, 'revoke', '--token', '-', '--json'], {
+      cwd: dir,
+      input: user.access_token as string,
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { revoked_token: string; grant_id: string; revoked_grants: string[] };
+    assert.equal(out.revoked_token, user.jti);
+    assert.equal(out.grant_id, user.grant_id);
+    assert.deepEqual([...out.revoked_grants].sort(), [grantOf(child.access_token), grantOf(grandchild.access_token)].sort());
+    const tree = json('grants', 'tree', user.grant_id as string) as unknown as { subtree: { id: string; revokedAt: number | null }[] };
+    assert.deepEqual(
+      tree.subtree.map((g) => [g.id, g.revokedAt === null]),
+      [
+        [user.grant_id, true],
+        [grantOf(child.access_token), false],
+        [grantOf(grandchild.access_token), false],
+      ],
+    );
+    // In text: the token and what was exchanged from it.
+    const again = json('token', 'mint', '--client', 'agent', '--subject', 'fay');
+    exchange(again.access_token as string);
+    const text = spawnSync(process.execPath, [MAIN, 'revoke', '--token', '-'], {
+      cwd: dir,
+      input: again.access_token as string,
+      encoding: 'utf8',
+    });
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(
+      text.stdout,
+      new RegExp(
+        `^revoked token ${again.jti} and 1 grant\\(s\\) exchanged from it: g_\\S+; to revoke its whole delegation run: tessera revoke --grant ${again.grant_id}\\n$`,
+      ),
+    );
+  });
+
   it('revokes by subject and by client', () => {
     json('token', 'mint', '--client', 'demo-agent', '--subject', 'bob');
     assert.equal((json('revoke', '--subject', 'bob').revoked_grants as string[]).length, 1);

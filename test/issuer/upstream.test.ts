@@ -69,6 +69,27 @@ describe('issueForUpstream', () => {
     assert.equal((await upstreamVerifier.verify(bearer(token))).ok, true);
   });
 
+  it('revoking the caller’s token revokes the upstream grant exchanged from it: the gateway’s upstream token is refused, a grant from the caller’s other token is not', async () => {
+    const { principal, token: callerToken } = await callerPrincipal();
+    const other = await callerPrincipal();
+    const upstream = issuer.service.upstreamIssuer('gateway');
+    const forUpstream = (p: Principal) =>
+      upstream.issueForUpstream({ principal: p, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 120 });
+    const { token } = await forUpstream(principal);
+    const { token: otherToken } = await forUpstream(other.principal);
+    const grant = await issuer.store.getGrant(decodeJwt(token).grant_id as string);
+    assert.equal(grant?.subjectJti, principal.tokenId);
+    const revoked = await issuer.service.revokeAccessToken(callerToken, 'test');
+    assert.deepEqual(revoked?.revokedGrants, [grant?.id]);
+    const upstreamVerifier = inProcessVerifier(issuer, ['https://upstream.test']);
+    const r = await upstreamVerifier.verify(bearer(token));
+    assert.equal(r.ok, false);
+    if (!r.ok) assert.equal(r.error.code, 'token_revoked');
+    assert.equal((await upstreamVerifier.verify(bearer(otherToken))).ok, true);
+    // Nor does the revoked caller's principal (a gateway that has not synced) get another one.
+    await assert.rejects(forUpstream(principal), (e) => e instanceof OAuthError && e.code === 'subject_token_invalid');
+  });
+
   it('nests an external caller’s chain under the gateway and keeps the caller’s issuer on the grant', async () => {
     const idpToken = await sign(
       idpKey,

@@ -302,7 +302,10 @@ export function registerScan(program: Command): void {
       "Find this issuer's tokens in files and logs (verified, so nothing else is reported), say whether each is still live, and with --revoke revoke them.",
     )
     .argument('<paths...>', 'files and directories (walked recursively)')
-    .option('--revoke', 'revoke every live token found: an access token by jti, a refresh token with its family')
+    .option(
+      '--revoke',
+      'revoke every live token found: an access token by jti (with every grant exchanged from it), a refresh token with its family',
+    )
     .option('--revoke-grant', "revoke every live token's delegation (grant) with its whole subtree (implies --revoke)")
     .option('--max-size <size>', 'skip files larger than this, with a note (500M, 4G, bytes)', '4G')
     .option('--json', 'print one JSON object {findings, summary, skipped, revoked}')
