@@ -3,7 +3,7 @@
  * its exact path (and a suggestion for misspelled keys), then deep-freeze the result.
  */
 import type { z } from 'zod';
-import { ConfigError, type ConfigIssue, quoted, secretShaped } from '../core/errors.ts';
+import { ConfigError, type ConfigIssue, editDistance as distance, quoted, secretShaped } from '../core/errors.ts';
 import { deepFreeze } from '../core/verify/principal.ts';
 import { addConfigIssues, always, type Trusted, trusted } from './cross-check.ts';
 import { type Substitution, substituteEnv } from './env.ts';
@@ -13,19 +13,6 @@ export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
   return out;
-}
-
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const row = d[i] as number[];
-      const prev = d[i - 1] as number[];
-      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return (d[a.length] as number[])[b.length] as number;
 }
 
 function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {

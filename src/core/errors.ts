@@ -720,6 +720,20 @@ export function quoted(value: unknown): string {
   return secretShaped(text) ? `a value of ${text.length} characters (not shown: it may be a secret)` : `"${text}"`;
 }
 
+/** The Levenshtein distance between `a` and `b`: for "did you mean" suggestions. */
+export function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i] as number[];
+      const prev = d[i - 1] as number[];
+      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return (d[a.length] as number[])[b.length] as number;
+}
+
 /** True when `text` has a token's or a secret's shape (see {@link quoted}). */
 export function secretShaped(text: string): boolean {
   if (/eyJ[A-Za-z0-9_-]*\./i.test(text) || /[0-9a-f]{32,}/i.test(text)) return true;

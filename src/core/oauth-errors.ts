@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { secretShaped } from './errors.ts';
 
 /** The OAuth error values the token service returns. */
 export type OAuthErrorValue =
@@ -458,6 +459,31 @@ export const OAUTH_ERROR_CODES = {
   server_error: { status: 500, error: 'server_error', description: 'The server encountered an unexpected condition.' },
 } as const satisfies Record<string, OAuthCodeSpec>;
 
+/** One problem in a JSON request body: where (a JSON path such as `$.issuer`) and what to write instead. */
+export interface BodyProblem {
+  /** The stable reason code of this problem (the error's own code is its first problem's). */
+  readonly code: OAuthErrorCode;
+  readonly path: string;
+  readonly message: string;
+}
+
+/** How many of an error's {@link BodyProblem}s its `error_description` lists. */
+const MAX_PROBLEMS_SHOWN = 10;
+
+/** RFC 6749 §5.2 error_description characters, minus `'`, `[` and `]` (they frame a name). */
+const SHOWABLE_NAME = /^[\x20\x21\x23-\x26\x28-\x5A\x5E-\x7E]{1,64}$/;
+
+/**
+ * The JSON path of member `name` of the object at `parent` (`$`, `$.subject`, `$['a b']`), as an
+ * error description may show it: a name that is long, has a token's or secret's shape, or holds a
+ * character an `error_description` may not (RFC 6749 §5.2) is shown by its length alone.
+ */
+export function memberPath(parent: string, name: string): string {
+  if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) && !secretShaped(name) && name.length <= 64) return `${parent}.${name}`;
+  if (SHOWABLE_NAME.test(name) && !secretShaped(name)) return `${parent}['${name}']`;
+  return `${parent}[a member name of ${name.length} characters, not shown]`;
+}
+
 /** The closed union of token-service reason codes. */
 export type OAuthErrorCode = keyof typeof OAUTH_ERROR_CODES;
 
@@ -496,6 +522,11 @@ export class OAuthError extends Error {
    * e.g. the verifier's reason code for an external subject token. Never a secret.
    */
   readonly auditDetail: Readonly<Record<string, string>> | undefined;
+   * For a refused JSON body (the admin API): every problem found, each with its JSON path (`$.issuer`)
+   * and what to write instead; `error_description` lists them all. Built from member names and
+   * fixed text only, never a value sent (see {@link memberPath}).
+   */
+  readonly problems: readonly BodyProblem[];
 
   constructor(
     code: OAuthErrorCode,
@@ -505,6 +536,7 @@ export class OAuthError extends Error {
       retryAfter?: number;
       dpopNonce?: string;
       auditDetail?: Readonly<Record<string, string>>;
+      problems?: readonly BodyProblem[];
       cause?: unknown;
     } = {},
   ) {
@@ -518,6 +550,7 @@ export class OAuthError extends Error {
     this.retryAfter = options.retryAfter;
     this.dpopNonce = options.dpopNonce;
     this.auditDetail = options.auditDetail;
+    this.problems = options.problems ?? [];
   }
 
   /** The fixed, caller-safe description. */
@@ -525,9 +558,21 @@ export class OAuthError extends Error {
     return OAUTH_ERROR_CODES[this.code].description;
   }
 
-  /** The JSON body (RFC 6749 §5.2): the error and its description, nothing else. */
+  /**
+   * The JSON body (RFC 6749 §5.2): the error and its description, nothing else. With
+   * {@link OAuthError.problems}, the description lists each (`$.issuer: …; $.isuer: …`).
+   */
   toJSON(): { error: OAuthErrorValue; error_description: string } {
-    return { error: this.error, error_description: this.description };
+    if (this.problems.length === 0) return { error: this.error, error_description: this.description };
+    const n = this.problems.length;
+    // A body of thousands of unknown members gets a description of bounded length.
+    const shown = this.problems.slice(0, MAX_PROBLEMS_SHOWN).map((p) => `${p.path}: ${p.message}`);
+    if (n > MAX_PROBLEMS_SHOWN) shown.push(`and ${n - MAX_PROBLEMS_SHOWN} more`);
+    const list = shown.join('; ');
+    // RFC 6749 §5.2: error_description is printable ASCII without '"' and '\'; the problems are
+    // built so, and anything else is replaced rather than sent.
+    const text = `The request body has ${n} problem${n === 1 ? '' : 's'}: ${list}.`.replace(/[^\x20\x21\x23-\x5B\x5D-\x7E]/g, '?');
+    return { error: this.error, error_description: text };
   }
 
   /** Response headers this error requires besides the JSON content type. */

@@ -17,11 +17,11 @@ import { declaredCharsetIsUtf8, parseUtf8Form } from '../core/form.ts';
 import { strictJsonFault } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import { inboundRequestId } from '../core/request-id.ts';
-import { holdsToken } from '../core/secret-shape.ts';
 import { catchAllWarnings } from '../gateway/peers.ts';
 import type { OAuthRequest, TokenService } from '../issuer/service.ts';
 import type { GrantSelector } from '../store/contract.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
+import { malformedBody, plainText, revocationRequest, strictBodyFault } from './admin-request.ts';
 import type { Authenticator } from './authenticator.ts';
 import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
 import { discardBody } from './expect-continue.ts';
@@ -214,47 +214,6 @@ function hasQuery(req: IncomingMessage): boolean {
   const url = req.url ?? '';
   const q = url.indexOf('?');
   return q >= 0 && q < url.length - 1;
-}
-
-/** A control character, or a lone surrogate (JSON allows "\ud800"; the store would write U+FFFD). */
-const UNNAMING = /[\p{Cc}\p{Cs}]/u;
-
-/**
- * Non-empty, no control character, no lone surrogate: what can name a grant, subject or client
- * (PostgreSQL refuses a NUL in text outright, a 500 instead of a refusal).
- */
-function plainText(v: string): boolean {
-  return v !== '' && !UNNAMING.test(v);
-}
-
-const REVOCATION_MEMBERS = new Set(['grant_id', 'subject', 'issuer', 'client_id', 'token', 'reason']);
-
-/**
- * The admin API's revocation body, read strictly: an ignored member could only widen what is
- * revoked (`{"subject":"alice","issuer":""}`, an unset `$IDP`, or a misspelt `isuer` would revoke
- * alice at every issuer), so an unknown member, a value that is no non-empty string, and `issuer`
- * without `subject` are refused, as `tessera revoke` refuses them.
- */
-function revocationRequest(body: Record<string, unknown>): { token?: string; selector?: GrantSelector; reason?: string } {
-  for (const [k, v] of Object.entries(body)) {
-    if (!REVOCATION_MEMBERS.has(k)) throw new OAuthError('admin_revoke_member_unknown');
-    if (typeof v !== 'string' || !plainText(v)) throw new OAuthError('admin_revoke_member_invalid');
-  }
-  const b = body as Record<string, string | undefined>;
-  const given = ['grant_id', 'subject', 'client_id', 'token'].filter((k) => b[k] !== undefined);
-  if (given.length !== 1) throw new OAuthError('admin_revoke_selector_invalid');
-  if (b.issuer !== undefined && b.subject === undefined) throw new OAuthError('admin_revoke_issuer_without_subject');
-  // Stored with each revoked grant and written into grant.revoked: a pasted token is refused.
-  if (b.reason !== undefined && holdsToken(b.reason)) throw new OAuthError('admin_revoke_reason_token');
-  const reason = b.reason !== undefined ? { reason: b.reason } : {};
-  if (b.token !== undefined) return { token: b.token, ...reason };
-  const selector: GrantSelector =
-    b.grant_id !== undefined
-      ? { grantId: b.grant_id }
-      : b.subject !== undefined
-        ? { subject: b.subject, ...(b.issuer !== undefined ? { issuer: b.issuer } : {}) }
-        : { clientId: b.client_id as string };
-  return { selector, ...reason };
 }
 
 /** Refuse a JSON body labelled with a charset: JSON is UTF-8 (RFC 8259 §8.1). */
@@ -571,24 +530,19 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     if (mediaType(req) !== 'application/json') throw new OAuthError('request_content_type_json');
     if (contentCoded(req)) throw new OAuthError('request_content_encoding');
     requireUtf8Label(req);
-    let body: Record<string, unknown>;
-    let bytes: Buffer;
+    const bytes = await readBody(req, limit);
+    const text = bytes.toString('utf8');
+    let parsed: unknown;
     try {
-      bytes = await readBody(req, limit);
-      const parsed = JSON.parse(bytes.toString('utf8')) as unknown;
-      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error();
-      body = parsed as Record<string, unknown>;
-    } catch (err) {
-      if (err instanceof BodyTooLarge || err instanceof BodyAborted) throw err;
-      throw new OAuthError('request_body_malformed');
+      parsed = JSON.parse(text);
+    } catch (error) {
+      throw malformedBody(text, { error });
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw malformedBody(text, { value: parsed });
+    const body = parsed as Record<string, unknown>;
     // {"subject":"alice","subject":"bob"}: which subject loses its grants must not depend on the reader.
     const fault = strictJsonFault(bytes, body);
-    if (fault !== undefined) {
-      throw new OAuthError(
-        fault === 'not_utf8' ? 'request_not_utf8' : fault === 'repeated' ? 'request_body_member_repeated' : 'request_body_malformed',
-      );
-    }
+    if (fault !== undefined) throw strictBodyFault(text, fault);
     const r = revocationRequest(body);
     const by = `admin:${who.subject}`;
     const reason: Record<string, string> = r.reason !== undefined ? { revoke_reason: r.reason } : {};

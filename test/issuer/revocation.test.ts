@@ -731,29 +731,29 @@ describe('admin API', () => {
     const cases: [string, string][] = [
       [
         '{"__proto__":{"subject":"json-victim"}}',
-        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+        'The request body has 2 problems: $.__proto__: unknown member, remove it (the members are grant_id, subject, issuer, client_id, token, reason); $: names nothing to revoke, give exactly one of grant_id, subject, client_id and token.',
       ],
       [
         '{"subject":"json-victim","__proto__":{"issuer":"x"}}',
-        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+        'The request body has 1 problem: $.__proto__: unknown member, remove it (the members are grant_id, subject, issuer, client_id, token, reason).',
       ],
       [
         '{"constructor":{"prototype":{"subject":"json-victim"}}}',
-        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+        'The request body has 2 problems: $.constructor: unknown member, remove it (the members are grant_id, subject, issuer, client_id, token, reason); $: names nothing to revoke, give exactly one of grant_id, subject, client_id and token.',
       ],
       [
         `{"subject":[${'"json-victim",'.repeat(3000)}"x"]}`,
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.subject: expected the subject as a non-empty string, got an array.',
       ],
       [
         '{"subject":{"toString":"json-victim"}}',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.subject: expected the subject as a non-empty string, got an object.',
       ],
-      ['{"client_id":1e400}', 'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.'],
-      ['["json-victim"]', 'The request body is not a valid JSON object.'],
-      ['"json-victim"', 'The request body is not a valid JSON object.'],
-      ['null', 'The request body is not a valid JSON object.'],
-      ['', 'The request body is not a valid JSON object.'],
+      ['{"client_id":1e400}', 'The request body has 1 problem: $.client_id: expected the client id as a non-empty string, got a number.'],
+      ['["json-victim"]', 'The request body has 1 problem: $: expected a JSON object, got an array.'],
+      ['"json-victim"', 'The request body has 1 problem: $: expected a JSON object, got a string.'],
+      ['null', 'The request body has 1 problem: $: expected a JSON object, got null.'],
+      ['', 'The request body has 1 problem: $: the body is empty, send one JSON object.'],
     ];
     for (const [body, description] of cases) {
       const res = await send(body);
@@ -838,7 +838,8 @@ describe('admin API', () => {
     assert.equal(res.status, 400);
     assert.deepEqual(await res.json(), {
       error: 'invalid_request',
-      error_description: 'reason holds a token, which would be stored with the grants and written into the audit trail.',
+      error_description:
+        'The request body has 1 problem: $.reason: holds a token, which would be stored with the grants and written into the audit trail, write the reason without it.',
     });
     assert.equal(await valid(t.broker.access_token), true);
     assert.equal((await issuer.store.getGrant(grantId))?.revokedReason, null);
@@ -963,56 +964,60 @@ describe('admin API', () => {
       [
         { subject: 'ivan', issuer: '' },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.issuer: expected the issuer URL as a non-empty string, got an empty string, or leave issuer out to revoke the subject at every issuer.',
       ],
       [
         { subject: 'ivan', issuer: 5 },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.issuer: expected the issuer URL as a non-empty string, got a number, or leave issuer out to revoke the subject at every issuer.',
       ],
       [
         { subject: 'ivan', issuer: null },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.issuer: expected the issuer URL as a non-empty string, got null, or leave issuer out to revoke the subject at every issuer.',
       ],
       [
         { grant_id: ivan.grant_id, reason: 7 },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.reason: expected a short reason as a non-empty string, got a number.',
       ],
       // A typo of `issuer`: ignored, it too widened the revocation to every issuer.
       [
         { subject: 'ivan', isuer: 'https://idp.example' },
         'admin_revoke_member_unknown',
-        'The request body has a member other than grant_id, subject, issuer, client_id, token and reason.',
+        'The request body has 1 problem: $.isuer: unknown member, did you mean issuer?.',
       ],
       [
         { grant_id: ivan.grant_id, issuer: 'https://idp.example' },
         'admin_revoke_issuer_without_subject',
-        'issuer is given only with subject.',
+        'The request body has 1 problem: $.issuer: given without subject, add subject or remove issuer.',
       ],
       // A control character or a lone surrogate names no grant, subject or client (PostgreSQL stores no NUL at all).
       [
         { subject: 'ivan\u0000' },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.subject: holds a control character or a lone surrogate, which names nothing here, remove it.',
       ],
       [
         { subject: 'iv\nan' },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.subject: holds a control character or a lone surrogate, which names nothing here, remove it.',
       ],
       [
         { client_id: '\ud800' },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.client_id: holds a control character or a lone surrogate, which names nothing here, remove it.',
       ],
       [
         { grant_id: 5 },
         'admin_revoke_member_invalid',
-        'grant_id, subject, issuer, client_id, token and reason are non-empty strings without control characters.',
+        'The request body has 1 problem: $.grant_id: expected the grant id as a non-empty string, got a number.',
       ],
-      [{ reason: 'x' }, 'admin_revoke_selector_invalid', 'Give exactly one of grant_id, subject, client_id and token.'],
+      [
+        { reason: 'x' },
+        'admin_revoke_selector_invalid',
+        'The request body has 1 problem: $: names nothing to revoke, give exactly one of grant_id, subject, client_id and token.',
+      ],
     ];
     for (const [body, code, description] of cases) {
       const res = await post(body, token);
@@ -1021,6 +1026,52 @@ describe('admin API', () => {
       assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: description }, `${JSON.stringify(body)}: ${code}`);
     }
     assert.equal(await valid(ivan.access_token), true);
+  });
+
+  it('names every problem of a revocation body at once, each by its JSON path with what to write instead (a wrong type, a misspelt member, an unknown one, no selector), audits one admin.action with the first problem’s code, and repeats no value, nor a member name shaped like a token', async () => {
+    const jane = (await issuer.service.mint({ clientId: 'broker', subject: 'jane', ttl: 3600, audiences: [API] })).access_token;
+    const token = await adminToken();
+    const pasted = await cc('agent');
+    const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'adm-problems' },
+      body: JSON.stringify({ subjet: 'jane', scopes: ['admin'], issuer: 5, [pasted]: 'x', reason: pasted.slice(0, 20) }),
+    });
+    assert.equal(res.status, 400);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const body = (await res.json()) as Record<string, string>;
+    assert.deepEqual(Object.keys(body), ['error', 'error_description']);
+    assert.equal(body.error, 'invalid_request');
+    assert.equal(
+      body.error_description,
+      'The request body has 6 problems: ' +
+        '$.subjet: unknown member, did you mean subject?; ' +
+        '$.scopes: unknown member, remove it (the members are grant_id, subject, issuer, client_id, token, reason); ' +
+        '$.issuer: expected the issuer URL as a non-empty string, got a number, or leave issuer out to revoke the subject at every issuer; ' +
+        `$[a member name of ${pasted.length} characters, not shown]: unknown member, remove it (the members are grant_id, subject, issuer, client_id, token, reason); ` +
+        '$: names nothing to revoke, give exactly one of grant_id, subject, client_id and token; ' +
+        '$.issuer: given without subject, add subject or remove issuer.',
+    );
+    // RFC 6749 §5.2: printable ASCII without '"' and '\'.
+    assert.match(body.error_description as string, /^[\x20\x21\x23-\x5B\x5D-\x7E]+$/);
+    assert.doesNotMatch(body.error_description as string, new RegExp(pasted.split('.')[2] as string));
+    await issuer.service.audit.flush();
+    const events = await issuer.store.queryAudit({ request_id: 'adm-problems', limit: 10 });
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.decision, e.reason]),
+      [['admin.action', 'deny', 'admin_revoke_member_unknown']],
+    );
+    assert.doesNotMatch(JSON.stringify(events), new RegExp(pasted.split('.')[2] as string));
+    assert.equal(await valid(jane), true);
+  });
+
+  it('lists at most ten problems of a body of thousands of unknown members, and how many more', async () => {
+    const members = Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`m${i}`, 'x']));
+    const res = await post({ grant_id: 'g_x', ...members }, await adminToken());
+    assert.equal(res.status, 400);
+    const { error_description: d } = (await res.json()) as { error_description: string };
+    assert.match(d, /^The request body has 3000 problems: \$\.m0: unknown member, .*; \$\.m9: unknown member, [^;]*; and 2990 more\.$/);
+    assert.ok(d.length < 2000, String(d.length));
   });
 
   it('refuses a revocation body sent as a form with 400 naming application/json, the type it reads (not x-www-form-urlencoded)', async () => {
@@ -1045,7 +1096,11 @@ describe('admin API', () => {
     const frank = (await issuer.service.mint({ clientId: 'broker', subject: 'frank', ttl: 3600, audiences: [API] })).access_token;
     const gina = (await issuer.service.mint({ clientId: 'broker', subject: 'gina', ttl: 3600, audiences: [API] })).access_token;
     const token = await adminToken();
-    for (const body of ['{"subject":"frank","subject":"gina"}', '{"subject":"gina","reason":"a","reason":"b"}']) {
+    for (const [body, path] of [
+      ['{"subject":"frank","subject":"gina"}', '$.subject'],
+      ['{"subject":"gina","reason":"a","reason":"b"}', '$.reason'],
+      ['{"subject":"gina","reason":"a","re\\u0061son":"b"}', '$.reason'],
+    ]) {
       const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
@@ -1054,7 +1109,7 @@ describe('admin API', () => {
       assert.equal(res.status, 400, body);
       assert.deepEqual(await res.json(), {
         error: 'invalid_request',
-        error_description: 'The request body names a member more than once in one JSON object.',
+        error_description: `The request body has 1 problem: ${path}: named more than once, write each member once.`,
       });
     }
     assert.equal(await valid(frank), true);
@@ -1069,7 +1124,10 @@ describe('admin API', () => {
       body: `{"subject":"hana","x":${'['.repeat(30_000)}${']'.repeat(30_000)}}`,
     });
     assert.equal(res.status, 400);
-    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'The request body is not a valid JSON object.' });
+    assert.deepEqual(await res.json(), {
+      error: 'invalid_request',
+      error_description: 'The request body has 1 problem: $: objects and arrays are nested too deeply to check for repeated member names.',
+    });
     assert.equal(await valid(hana), true);
   });
 
