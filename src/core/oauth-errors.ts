@@ -522,6 +522,7 @@ export class OAuthError extends Error {
    * e.g. the verifier's reason code for an external subject token. Never a secret.
    */
   readonly auditDetail: Readonly<Record<string, string>> | undefined;
+  /**
    * For a refused JSON body (the admin API): every problem found, each with its JSON path (`$.issuer`)
    * and what to write instead; `error_description` lists them all. Built from member names and
    * fixed text only, never a value sent (see {@link memberPath}).

@@ -106,6 +106,14 @@ function callerOf(own: OwnToken): AdminCaller {
   return { subject: own.subject, clientId: own.clientId, jti: own.jti, actorChain: chainOf(own.act), grantId: own.grantId };
 }
 
+/** Why the admin API refused its Bearer token (audited as `admin.denied`). */
+type AdminRefusal =
+  | 'admin_token_missing'
+  | 'admin_token_invalid'
+  | 'admin_token_audience_shared'
+  | 'admin_scope_missing'
+  | 'request_multiple_authorization';
+
 /** The audit fields naming an admin token's holder (never the token). */
 function adminActor(who: AdminCaller): Pick<AuditDraft, 'subject' | 'client_id' | 'actor_chain' | 'delegation_id' | 'jti'> {
   return {
@@ -785,26 +793,7 @@ export class TokenService {
     } = {},
   ): AdminCaller {
     let own: OwnToken | undefined;
-    const refuse = (
-      code:
-        | 'admin_token_missing'
-        | 'admin_token_invalid'
-        | 'admin_token_audience_shared'
-        | 'admin_scope_missing'
-        | 'request_multiple_authorization',
-    ): never => {
-      // Every refusal is audited: probing the admin API with stolen or under-scoped tokens leaves a
-      // trail naming the token's subject and client when it is authentic (never the token).
-      this.#ctx.emit({
-        kind: 'admin.denied',
-        decision: 'deny',
-        reason: code,
-        ...(own !== undefined ? adminActor(callerOf(own)) : {}),
-        ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
-        ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
-      });
-      throw code === 'admin_scope_missing' ? new OAuthError(code, { scope: this.config.admin.scope }) : new OAuthError(code);
-    };
+    const refuse = (code: AdminRefusal): never => this.#refuseAdmin(code, own !== undefined ? callerOf(own) : undefined, extra);
     if (extra.headerFault !== undefined) return refuse(extra.headerFault);
     const m = authorization === undefined ? null : ADMIN_BEARER.exec(authorization);
     if (!m) return refuse(authorization === undefined ? 'admin_token_missing' : 'admin_token_invalid');
@@ -828,6 +817,9 @@ export class TokenService {
    * store again when the token names a key this instance has not loaded (at most once a second):
    * another instance may have rotated one in at once (`tessera keys rotate --now`) and signed the
    * admin token with it, which `authorizeAdmin` alone would refuse as invalid until the next sync.
+   * Then the store decides whether the token still stands: revoked (by `jti` or through its grant),
+   * or its client disabled or removed, by another process since the last sync, it is refused as
+   * `admin_token_invalid` at once (three indexed reads per admin request).
    * @throws {OAuthError} as `authorizeAdmin` does (the promise is rejected).
    */
   async authorizeAdminFresh(
@@ -836,7 +828,38 @@ export class TokenService {
   ): Promise<AdminCaller> {
     const m = authorization === undefined || extra.headerFault !== undefined ? null : ADMIN_BEARER.exec(authorization);
     if (m) await this.#tokens.verifyFresh(m[1] as string);
-    return this.authorizeAdmin(authorization, extra);
+    const who = this.authorizeAdmin(authorization, extra);
+    // The store's answer, as introspection's: another process (`tessera revoke`, `tessera clients
+    // disable|remove`, another instance) may have revoked this token or its grant, or disabled or
+    // removed its client, since the last sync, and the admin API is no place to wait for it.
+    const now = this.#ctx.now();
+    const [grant, revoked, client] = await Promise.all([
+      this.store.getGrant(who.grantId),
+      this.store.tokenRevoked(who.jti),
+      this.store.getClient(who.clientId),
+    ]);
+    const grantLive = grant !== undefined && grant.revokedAt === null && (grant.expiresAt === null || grant.expiresAt > now);
+    if (!grantLive || revoked || client === undefined || client.disabled) this.#refuseAdmin('admin_token_invalid', who, extra);
+    return who;
+  }
+
+  /** Audit an admin API refusal of its Bearer token as `admin.denied`, and throw it. */
+  #refuseAdmin(
+    code: AdminRefusal,
+    who: AdminCaller | undefined,
+    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined },
+  ): never {
+    // Every refusal is audited: probing the admin API with stolen or under-scoped tokens leaves a
+    // trail naming the token's subject and client when it is authentic (never the token).
+    this.#ctx.emit({
+      kind: 'admin.denied',
+      decision: 'deny',
+      reason: code,
+      ...(who !== undefined ? adminActor(who) : {}),
+      ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
+      ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
+    });
+    throw code === 'admin_scope_missing' ? new OAuthError(code, { scope: this.config.admin.scope }) : new OAuthError(code);
   }
 
   /**

@@ -1260,3 +1260,69 @@ describe('attack: tokens signed with this service’s own key whose identifier c
     );
   });
 });
+
+describe('admin API: the store decides, not the last sync', () => {
+  // A long sync interval: what another process (the CLI, another instance) wrote is not yet read.
+  let slow: RunningIssuer;
+  before(async () => {
+    slow = await startIssuer({ config: { token_service: { sync_interval: '60s' } } as never });
+  });
+  after(() => slow?.close());
+
+  const adminToken = async (id: string) => {
+    const ops = await slow.addClient({ id, scopes: ['tessera:admin'], audiences: [slow.url] });
+    const res = await slow.post(
+      '/oauth2/token',
+      { grant_type: 'client_credentials', audience: slow.url },
+      { authorization: basic(ops.id, ops.secret) },
+    );
+    return ((await res.json()) as { access_token: string }).access_token;
+  };
+  const tree = (token: string, requestId: string) =>
+    fetch(`${slow.url}/oauth2/admin/grants/${decodeJwt(token).grant_id as string}`, {
+      headers: { authorization: `Bearer ${token}`, 'x-request-id': requestId },
+    });
+  const other = async (work: (cli: SqliteStore, now: number) => Promise<unknown>) => {
+    const cli = SqliteStore.open({ path: join(slow.dir, 'tessera.db') });
+    try {
+      await work(cli, Math.floor(Date.now() / 1000));
+    } finally {
+      await cli.close();
+    }
+  };
+
+  for (const [attack, write] of [
+    [
+      'its token revoked by jti (tessera revoke --token)',
+      (cli: SqliteStore, now: number, token: string) =>
+        cli.appendRevocations([{ kind: 'token', value: decodeJwt(token).jti as string, issuer: null, at: now, expiresAt: now + 3600 }]),
+    ],
+    [
+      'its grant revoked (tessera revoke --grant, --subject, --client)',
+      (cli: SqliteStore, now: number, token: string) =>
+        cli.revokeGrants({ grantId: decodeJwt(token).grant_id as string }, { at: now, reason: 'cli', entryExpiresAt: now + 3600 }),
+    ],
+    [
+      'its client disabled (tessera clients disable, before its grants are revoked)',
+      (cli: SqliteStore, now: number, token: string) => cli.updateClient(decodeJwt(token).client_id as string, { disabled: true }, now),
+    ],
+    ['its client removed', (cli: SqliteStore, _now: number, token: string) => cli.deleteClient(decodeJwt(token).client_id as string)],
+  ] as const) {
+    it(`attack: an admin token with ${attack} by another process is refused at once (401 admin_token_invalid, admin.denied), not until this instance's next sync`, async () => {
+      const id = `ops-${randomUUID().slice(0, 8)}`;
+      const token = await adminToken(id);
+      assert.equal((await tree(token, `${id}-before`)).status, 200);
+      await other((cli, now) => write(cli, now, token));
+      const res = await tree(token, `${id}-after`);
+      assert.equal(res.status, 401);
+      assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="tessera", error="invalid_token"');
+      assert.deepEqual(await res.json(), { error: 'invalid_token', error_description: 'The admin access token is invalid.' });
+      await slow.service.audit.flush();
+      const events = await slow.store.queryAudit({ request_id: `${id}-after`, limit: 10 });
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.reason, e.client_id]),
+        [['admin.denied', 'admin_token_invalid', id]],
+      );
+    });
+  }
+});
