@@ -30,6 +30,7 @@ import {
   type GrantSelector,
   PUBLIC_CLIENT_GRANT_TYPES,
   type RevokedGrant,
+  type SigningKeyRecord,
   type Store,
 } from '../store/contract.ts';
 import { AccessTokens, type OwnToken } from './access-tokens.ts';
@@ -760,6 +761,22 @@ export class TokenService {
    */
   revokeLeak(token: string, leak: LeakedToken, options: { grant: boolean; location: string }): Promise<LeakRevocation> {
     return revokeLeak(this.#ctx, token, leak, options);
+  }
+
+  /**
+   * An operator's key rotation (`tessera keys rotate`): {@link KeyManager.rotate}, audited as one
+   * `key.rotated` event, reason `operator`, with the new key's `kid` and `alg`, whether it signs at
+   * once (`immediate`) and `by` (as a rotation by `keys.rotation_interval` is, reason
+   * `rotation_interval`). A rotation refused writes no key and no event.
+   */
+  async rotateSigningKey(options: Parameters<KeyManager['rotate']>[0] = {}, by?: string): Promise<SigningKeyRecord> {
+    const record = await this.keys.rotate(options);
+    this.#ctx.emit({
+      kind: 'key.rotated',
+      reason: 'operator',
+      detail: { ...(by !== undefined ? { by } : {}), kid: record.kid, alg: record.alg, immediate: options.immediate === true },
+    });
+    return record;
   }
 
   /**

@@ -443,6 +443,28 @@ describe('keys', () => {
   });
 });
 
+describe('keys rotate is on record', () => {
+  it('audits every tessera keys rotate as one key.rotated event (reason operator, by cli, the new kid and whether it signs at once); a refused one writes nothing', async () => {
+    const store = SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    const rotations = () => store.queryAudit({ kinds: ['key.rotated'], limit: 10_000 });
+    try {
+      const before = (await rotations()).length;
+      // The key the test above added is still pending: a rotation without --now is refused.
+      const refused = tessera('keys', 'rotate');
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /already pending/);
+      const now = json('keys', 'rotate', '--now');
+      const after = (await rotations()).slice(before);
+      assert.deepEqual(
+        after.map((e) => [e.decision, e.reason, e.detail]),
+        [['allow', 'operator', { by: 'cli', kid: now.kid, alg: now.alg, immediate: true }]],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('tokens, revocation and grant trees', () => {
   it('mints for a subject, exchanges, shows the tree, revokes the subtree', () => {
     // The user's token is issued to the agent (client_id), which may then exchange it.

@@ -62,10 +62,13 @@ export function registerKeys(program: Command): void {
             `key ${pending.kid} is already pending (signs from ${iso(pending.activatesAt)}): wait for it, or add a key that signs at once with --now (${pending.kid} still takes over from ${iso(pending.activatesAt)})`,
           );
         }
-        const record = await service.keys.rotate({
-          ...(opts.now ? { immediate: true } : {}),
-          ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
-        });
+        const record = await service.rotateSigningKey(
+          {
+            ...(opts.now ? { immediate: true } : {}),
+            ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
+          },
+          'cli',
+        );
         return { status: service.keys.status().find((k) => k.kid === record.kid) as KeyStatus, pending };
       });
       if (opts.json) return printJson(describeKey(status));
