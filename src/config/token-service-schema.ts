@@ -361,7 +361,7 @@ export const tokenServiceSchema = z
     registration: registrationSchema,
     cors: corsSchema,
     sync_interval: duration(
-      'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations are also pushed within milliseconds and this poll is the fallback.',
+      'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations and client changes are also pushed within milliseconds and this poll is the fallback.',
       60,
     ).prefault('1s'),
     audit_flush_interval: duration('Longest time an audit event waits in memory before it is written to the store.', 10).prefault('200ms'),

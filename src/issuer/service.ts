@@ -490,10 +490,26 @@ export class TokenService {
 
   /** A revocation committed somewhere: apply it unless this process has already (its own, say). */
   #revocationPushed(seq: number | undefined): void {
+    // No sequence number: a watch re-established after a loss, or a client changed by another
+    // process (disabled, removed): its clients are read again too, not at the next sync_interval.
+    if (seq === undefined) this.#clientsPushed();
     if (seq !== undefined && seq <= this.#feed.cursor) return;
     this.#pushed = this.#feed
       .catchUp(this.#ctx.now())
       .catch(() => this.#warn('reading pushed revocations from the store failed; the next sync_interval retries'));
+  }
+
+  /** Drop the cached clients (and the standing grants made for them) when the store's clients moved. */
+  #clientsPushed(): void {
+    this.store
+      .versions()
+      .then((v) => {
+        if (v.clients === this.#versions.clients) return;
+        this.clients.invalidate();
+        this.#standing.clear();
+        this.#versions = { ...this.#versions, clients: v.clients };
+      })
+      .catch(() => this.#warn('reading pushed client changes from the store failed; the next sync_interval retries'));
   }
 
   async #stopWatching(): Promise<void> {

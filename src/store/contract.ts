@@ -693,8 +693,10 @@ export interface Store {
    *
    * `onChange` carries no entry, only a hint: the highest `seq` that commit appended when the
    * backend knows it, else `undefined` (e.g. after the watch was re-established following a loss,
-   * when appends may have gone unheard). Calls may be late, merged or spurious; the caller reads
-   * {@link Store.revocationsSince} and keeps polling as a fallback. Resolves once the watch is in
+   * when appends may have gone unheard, or after a client was changed or removed: the caller then
+   * also re-reads {@link Store.versions} and drops its cached clients when they moved, so a client
+   * disabled by another process stops authenticating here at once). Calls may be late, merged or
+   * spurious; the caller reads {@link Store.revocationsSince} and keeps polling as a fallback. Resolves once the watch is in
    * place or its first attempt failed (the backend keeps retrying); problems are reported to
    * `onWarning`, never thrown. The returned function ends the watch; {@link Store.close} ends all.
    *

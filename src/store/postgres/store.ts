@@ -27,7 +27,8 @@
  * Every transaction that appends to the revocation log also sends a notification on the schema's
  * channel ({@link revocationChannel}); PostgreSQL delivers it on commit and drops it on rollback, so
  * {@link PostgresStore.watchRevocations} hears exactly the appends that became visible, from this
- * process, the CLI or any other instance.
+ * process, the CLI or any other instance. A change to a client (update, removal) sends one too,
+ * with the payload `clients`, heard as a hint without a sequence number.
  *
  * @module
  */
@@ -805,6 +806,7 @@ export class PostgresStore implements Store {
       const r = await c.query(`UPDATE clients SET ${sets.join(', ')} WHERE id = $${values.length} RETURNING *`, values);
       if (r.rowCount === 0) return undefined;
       await this.#bump(c, 'clients_version');
+      await this.#notifyClients(c);
       return clientRow(r.rows[0] as Row);
     });
   }
@@ -815,8 +817,19 @@ export class PostgresStore implements Store {
       await c.query('DELETE FROM remembered_consents WHERE client_id = $1', [id]);
       if (r.rowCount === 0) return false;
       await this.#bump(c, 'clients_version');
+      await this.#notifyClients(c);
       return true;
     });
+  }
+
+  /**
+   * Tell watchers, on commit, that a client changed (disabled, removed, its settings): a payload
+   * that is no sequence number, which {@link PostgresStore.watchRevocations} reports as `undefined`,
+   * so every instance re-reads its clients within milliseconds rather than at its next poll, and
+   * none goes on authenticating a client disabled or removed elsewhere until then.
+   */
+  async #notifyClients(c: pg.PoolClient): Promise<void> {
+    await c.query('SELECT pg_notify($1, $2)', [this.#channel, 'clients']);
   }
 
   // Signing keys.
