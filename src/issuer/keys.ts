@@ -278,6 +278,20 @@ export class KeyManager implements KeySource {
    * activates it at once (after a compromise: verifiers pick it up on their kid-miss refetch).
    */
   async rotate(options: { immediate?: boolean; algorithm?: SigningAlgorithm } = {}): Promise<SigningKeyRecord> {
+    const record = await this.#add(options);
+    if (record === undefined) throw new Error('no key was added');
+    return record;
+  }
+
+  /**
+   * {@link KeyManager.rotate}; with `unlessPending`, adds nothing (undefined) when the store holds
+   * a key not yet active, which another instance may have added since this one last read its keys.
+   */
+  async #add(options: {
+    immediate?: boolean;
+    algorithm?: SigningAlgorithm;
+    unlessPending?: boolean;
+  }): Promise<SigningKeyRecord | undefined> {
     if (this.#master === undefined) throw new Error('rotating keys needs the master key');
     const now = this.#now();
     try {
@@ -300,9 +314,9 @@ export class KeyManager implements KeySource {
       now,
       options.immediate ? now : now + Math.max(publishAhead, jwksMaxAge + propagation + 1),
     );
-    await this.#store.addSigningKey(record);
+    const added = await this.#store.addSigningKey(record, options.unlessPending ? { unlessPendingAfter: now } : {});
     await this.reload();
-    return record;
+    return added ? record : undefined;
   }
 
   /**
@@ -323,7 +337,8 @@ export class KeyManager implements KeySource {
     const active = this.#active(now);
     const pending = this.#keys.some((k) => k.record.activatesAt > now);
     if (interval !== undefined && this.#master !== undefined && active && !pending) {
-      if (now - active.record.activatesAt >= interval - this.#schedule.publishAhead) rotated = await this.rotate();
+      // Another instance may rotate at the same moment: the store adds one key between them.
+      if (now - active.record.activatesAt >= interval - this.#schedule.publishAhead) rotated = await this.#add({ unlessPending: true });
     }
     if (removed.length > 0 && !rotated) await this.reload();
     return rotated ? { rotated, removed } : { removed };

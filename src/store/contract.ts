@@ -525,8 +525,14 @@ export interface Store {
 
   // Signing keys.
   listSigningKeys(): Promise<SigningKeyRecord[]>;
-  /** @throws {StoreConflictError} when the kid exists. */
-  addSigningKey(key: SigningKeyRecord): Promise<void>;
+  /**
+   * Add a signing key. With `unlessPendingAfter`, only when no stored key activates after that
+   * time (no pre-published key is waiting), checked and inserted atomically against other such
+   * adds from any process: of instances rotating on schedule at the same moment, one adds a key.
+   * @returns false when a pending key made it add nothing.
+   * @throws {StoreConflictError} when the kid exists.
+   */
+  addSigningKey(key: SigningKeyRecord, options?: { readonly unlessPendingAfter?: number }): Promise<boolean>;
   /** Delete a key; its public part stays in {@link Store.listRemovedSigningKeys} (not its private key). */
   deleteSigningKey(kid: string): Promise<boolean>;
   /** Deleted keys' public parts, to recognise the tokens they signed; never to accept one. */

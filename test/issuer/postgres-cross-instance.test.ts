@@ -219,7 +219,7 @@ describe('private_key_jwt assertions across instances', { skip }, () => {
 describe('signing keys across instances', { skip }, () => {
   const keySchema = `${schema}_keys`;
   // Both instances read one clock the test moves (milliseconds), as two hosts with NTP would.
-  const offset = 0;
+  let offset = 0;
   const clock = () => Date.now() + offset;
   const keys = { rotation_interval: '2h', publish_ahead: '1h' };
   let a: RunningIssuer;
@@ -257,6 +257,14 @@ describe('signing keys across instances', { skip }, () => {
     await b.service.sync();
     assert.ok((await kids(b)).includes(next.kid));
     assert.deepEqual(await kids(a), await kids(b), 'both JWKS agree after a sync');
+  });
+  it('attack: two instances whose rotation_interval housekeeping falls due at the same moment add one key between them, not one each', async () => {
+    const before = (await a.store.listSigningKeys()).length;
+    offset += (3600 + 60) * 1000; // the active key is now past rotation_interval − publish_ahead: due at both
+    await Promise.all([a.service.keys.reload(), b.service.keys.reload()]);
+    const results = await Promise.all([a.service.keys.maintain(), b.service.keys.maintain()]);
+    const added = (await a.store.listSigningKeys()).length - before;
+    assert.equal(added, 1, `${added} keys added by concurrent rotations (${results.filter((x) => x.rotated).length} instances rotated)`);
   });
 });
 

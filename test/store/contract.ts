@@ -313,6 +313,27 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         assert.equal(await store.deleteSigningKey(k0.kid), false);
       });
 
+      it('adds a key unlessPendingAfter only when none activates after that time: of concurrent such adds, exactly one', async () => {
+        // Far past every other test's keys, which activate within minutes of the clock.
+        const after = clock.now() + 50_000_000;
+        const key = () => ({
+          kid: uid('kid'),
+          alg: 'ES256' as const,
+          publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+          sealedPrivateKey: 'sealed',
+          createdAt: clock.now(),
+          activatesAt: after + 100,
+        });
+        const keys = Array.from({ length: 5 }, key);
+        const added = await Promise.all(keys.map((k) => store.addSigningKey(k, { unlessPendingAfter: after })));
+        assert.equal(added.filter(Boolean).length, 1, added.join(','));
+        const stored = (await store.listSigningKeys()).filter((k) => keys.some((x) => x.kid === k.kid));
+        assert.equal(stored.length, 1);
+        assert.equal(await store.addSigningKey(key(), { unlessPendingAfter: after + 100 }), true, 'none activates after that later time');
+        assert.equal(await store.addSigningKey(key()), true, 'unconditional');
+        for (const k of await store.listSigningKeys()) if (k.activatesAt > after) await store.deleteSigningKey(k.kid);
+      });
+
       it('keeps a deleted key’s public part, never its private key, so a leaked token it signed is still recognised', async () => {
         const k = {
           kid: uid('kid'),

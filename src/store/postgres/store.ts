@@ -846,14 +846,22 @@ export class PostgresStore implements Store {
     }));
   }
 
-  async addSigningKey(k: SigningKeyRecord): Promise<void> {
+  async addSigningKey(k: SigningKeyRecord, options: { readonly unlessPendingAfter?: number } = {}): Promise<boolean> {
     try {
-      await this.#tx(async (c) => {
+      return await this.#tx(async (c) => {
+        if (options.unlessPendingAfter !== undefined) {
+          // Conflicts with itself (and with every write to the table), not with reads: two
+          // conditional adds take turns, and the second sees the first's key.
+          await c.query('LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE');
+          const pending = await c.query('SELECT 1 FROM signing_keys WHERE activates_at > $1 LIMIT 1', [options.unlessPendingAfter]);
+          if ((pending.rowCount ?? 0) > 0) return false;
+        }
         await c.query(
           'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES ($1, $2, $3, $4, $5, $6)',
           [k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt],
         );
         await this.#bump(c, 'keys_version');
+        return true;
       }, this.#maintenanceTimeout);
     } catch (e) {
       if (isUnique(e)) throw new StoreConflictError('signing_key_exists', `a signing key with kid "${k.kid}" exists`);

@@ -415,13 +415,21 @@ export class SqliteStore implements Store {
     );
   }
 
-  async addSigningKey(k: SigningKeyRecord): Promise<void> {
+  async addSigningKey(k: SigningKeyRecord, options: { readonly unlessPendingAfter?: number } = {}): Promise<boolean> {
     try {
-      await this.#tx(() => {
+      return await this.#tx(() => {
+        // Under BEGIN IMMEDIATE: another process's conditional add waits, then sees this key.
+        if (
+          options.unlessPendingAfter !== undefined &&
+          this.#stmt('SELECT 1 FROM signing_keys WHERE activates_at > ? LIMIT 1').get(options.unlessPendingAfter) !== undefined
+        ) {
+          return false;
+        }
         this.#stmt(
           'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES (?, ?, ?, ?, ?, ?)',
         ).run(k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt);
         this.#bump('keys_version');
+        return true;
       });
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('signing_key_exists', `a signing key with kid "${k.kid}" exists`);
