@@ -376,6 +376,15 @@ export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info', f
   );
 }
 
+/**
+ * An error's `code` when it is a constant's name (`ELOOP`, `ENOSPC`, `EACCES`, `ERR_SQLITE_ERROR`,
+ * a PostgreSQL SQLSTATE): it says why without the message, which may quote the data written.
+ */
+function errorCode(error: unknown): { code?: string } {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code) ? { code } : {};
+}
+
 function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {
   const out: JsonLinesSink[] = [];
   if (audit?.stdout) out.push(createJsonLinesSink({ stream: process.stdout }));
@@ -465,7 +474,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const maxQueue = state.audit?.max_queue ?? 100_000;
   const flushIntervalMs = (state.audit?.flush_interval ?? 1) * 1000;
   const auditFailed = (error: unknown, events: number) =>
-    logger.error({ event: 'audit_write_failed', events, error: (error as Error)?.name ?? 'error' }, 'audit events could not be written');
+    logger.error(
+      { event: 'audit_write_failed', events, error: (error as Error)?.name ?? 'error', ...errorCode(error) },
+      'audit events could not be written',
+    );
   // The store (the further sinks) keeps what it refused and tries it again every flush_interval,
   // as the token service's queue does, within max_queue more events (beyond: dropped and counted):
   // a short outage loses nothing. audit.file and stdout are not retried (a line written twice).

@@ -5,7 +5,7 @@
  * one another while the queue looks empty.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -51,6 +51,37 @@ describe('gateway audit outputs: a broken audit.file', () => {
       assert.equal(store.events.length, 30, 'every queued event reached the store before close() resolved');
       assert.equal(store.most, 1, 'one batch at a time, as with a healthy file');
       assert.equal(gateway.audit.stats.failed, 30, 'the file failures are still counted');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gateway audit outputs: a symlink planted at audit.file', () => {
+  it('attack: the gateway appends nothing to the file the link points at; each refused batch is counted and logged with its errno code (ELOOP), the store still gets every event', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-out-'));
+    try {
+      const target = join(dir, 'tessera.yaml');
+      writeFileSync(target, 'issuer: https://tokens.example\n');
+      symlinkSync(target, join(dir, 'audit.jsonl'));
+      const { store, sink } = slowStore(0);
+      const log = capturedLog();
+      const gateway = createGateway(
+        parse({
+          ...baseConfig(),
+          audit: { file: join(dir, 'audit.jsonl'), batch_size: 10 },
+          gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] },
+        }),
+        { logger: log.logger, auditSinks: [sink] },
+      );
+      for (let i = 0; i < 5; i++) gateway.audit.emit(event(i));
+      await gateway.close({ drainTimeoutMs: 5000 });
+      assert.equal(readFileSync(target, 'utf8'), 'issuer: https://tokens.example\n', 'the link target is untouched');
+      assert.equal(store.events.length, 5);
+      assert.equal(gateway.audit.stats.failed, 5);
+      const failed = log.lines.filter((l) => l.event === 'audit_write_failed');
+      assert.equal(failed.length, 1);
+      assert.equal(failed[0]?.code, 'ELOOP', 'the operator is told why, not only "Error"');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,13 +1,13 @@
 /**
- * JSON-lines audit sink: one event per line, to a file (appended, mode 0600) or a stream such as
- * stdout. Events never hold tokens or header values (see {@link AuditEvent}), so they are written
+ * JSON-lines audit sink: one event per line, to a file (appended, created mode 0600, never through
+ * a symlink at its path) or a stream such as stdout. Events never hold tokens or header values (see {@link AuditEvent}), so they are written
  * as they are, with the characters JSON leaves raw but readers take for a line break or a terminal
  * command (U+2028, U+2029, C1 controls such as NEL, bidirectional overrides) written as `\uXXXX`
  * escapes: a value a caller chose stays inside its one line and reads back the same.
  *
  * @module
  */
-import { createWriteStream } from 'node:fs';
+import { constants, createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { AuditEvent, AuditSink } from '../event.ts';
 
@@ -22,6 +22,12 @@ export interface JsonLinesSink extends AuditSink {
 const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 const escaped = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
+// Appended, created 0600, and never through a symlink at the path itself: one planted there (in a
+// log directory another user can write) would make the gateway append to whatever it points at.
+// The open fails with ELOOP, and each batch is a counted, logged write failure until it is removed.
+// (Node's open takes numeric flags, which no string names; its types list strings only.)
+const APPEND = (constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW) as unknown as string;
+
 /**
  * @example
  * ```ts
@@ -34,7 +40,7 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
   let error: Error | undefined;
   let onError: ((e: Error) => void) | undefined;
   const open = (): Writable => {
-    const s = file !== undefined ? createWriteStream(file, { flags: 'a', mode: 0o600 }) : (target as { stream: Writable }).stream;
+    const s = file !== undefined ? createWriteStream(file, { flags: APPEND, mode: 0o600 }) : (target as { stream: Writable }).stream;
     onError = (e: Error) => {
       if (s === stream) error = e;
     };

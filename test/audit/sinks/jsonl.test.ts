@@ -4,7 +4,7 @@
  * the cause is gone, without waiting for a reload.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -91,5 +91,44 @@ describe('JSON-lines sink: a stream it does not own', () => {
     }
     assert.equal(stream.listenerCount('error'), before);
     assert.equal(stream.writableEnded, false, 'the stream itself stays open');
+  });
+});
+
+describe('JSON-lines sink: the file it opens', () => {
+  it('is created mode 0600 (events name subjects, clients and addresses)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const sink = createJsonLinesSink({ file });
+      await sink.write([event()]);
+      await sink.close();
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('attack: a symlink planted at its path (to a file the gateway may write: a config, authorized_keys) is not followed; the write fails with ELOOP and the target is untouched', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const target = join(dir, 'authorized_keys');
+      writeFileSync(target, 'ssh-ed25519 AAAA owner\n', { mode: 0o600 });
+      const file = join(dir, 'audit.jsonl');
+      symlinkSync(target, file);
+      const sink = createJsonLinesSink({ file });
+      await assert.rejects(sink.write([event({ subject: 'ssh-ed25519 AAAA mallory' })]), { code: 'ELOOP' });
+      await assert.rejects(sink.write([event()]), { code: 'ELOOP' }, 'reopened for the next batch: still refused');
+      await sink.close();
+      assert.equal(readFileSync(target, 'utf8'), 'ssh-ed25519 AAAA owner\n');
+      assert.ok(lstatSync(file).isSymbolicLink(), 'the link is left for the operator to find');
+      // The operator removes the link: the next batch goes to a file of its own.
+      rmSync(file);
+      const again = createJsonLinesSink({ file });
+      await again.write([event({ time: 7 })]);
+      await again.close();
+      assert.equal((JSON.parse(readFileSync(file, 'utf8')) as AuditEvent).time, 7);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
