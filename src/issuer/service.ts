@@ -961,6 +961,7 @@ export class TokenService {
         | 'request_content_encoding'
         | 'request_not_utf8'
         | 'request_body_too_large'
+        | 'client_closed'
         | 'cors_origin_not_allowed';
     } = {},
   ): Promise<RegistrationResponse> {

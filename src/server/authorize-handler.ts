@@ -28,7 +28,8 @@ export interface AuthorizeHandlerOptions {
   readonly authenticator: Authenticator;
   /**
    * Reads the form body (shared with the token endpoint's limits); `undefined` when it is labelled
-   * with another charset or is not UTF-8 (RFC 6749 Appendix B).
+   * with another charset or is not UTF-8 (RFC 6749 Appendix B). Throws an error whose `code`
+   * (`request_body_too_large`, `client_closed`) the refusal is audited with.
    */
   readonly readForm: (req: IncomingMessage) => Promise<URLSearchParams | undefined>;
 }
@@ -150,7 +151,14 @@ export function createAuthorizeHandler(
         denied('authorize_consent_invalid');
         return page(res, new OAuthError('authorize_consent_invalid'), requestId);
       }
-      form = await options.readForm(req);
+      try {
+        form = await options.readForm(req);
+      } catch (e) {
+        // Audited, as every other refusal here (a body too large, a client that hung up).
+        const code = (e as { code?: unknown } | null)?.code;
+        denied(code === 'request_body_too_large' || code === 'client_closed' ? code : 'server_error');
+        throw e;
+      }
       if (form === undefined) {
         denied('request_not_utf8');
         return page(res, new OAuthError('request_not_utf8'), requestId);

@@ -54,13 +54,18 @@ export interface TokenServiceHandlerOptions {
 
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
 
-class BodyTooLarge extends Error {}
+class BodyTooLarge extends Error {
+  /** The reason code a refusal for it is audited with. */
+  readonly code = 'request_body_too_large';
+}
 
 /**
  * The client closed the connection before its body was whole (it hung up, or the listener's
  * request_timeout cut it): no server failure, and there is no one left to answer.
  */
-class BodyAborted extends Error {}
+class BodyAborted extends Error {
+  readonly code = 'client_closed';
+}
 
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -415,8 +420,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       try {
         form = await readForm(req, limit);
       } catch (err) {
-        if (!(err instanceof BodyTooLarge)) throw err;
-        requestFault = 'request_body_too_large';
+        if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
+        else if (err instanceof BodyAborted) requestFault = 'client_closed';
+        else throw err;
       }
     }
     const dpop = req.headers.dpop;
@@ -452,6 +458,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       | 'request_content_encoding'
       | 'request_not_utf8'
       | 'request_body_too_large'
+      | 'client_closed'
       | 'cors_origin_not_allowed'
       | undefined;
     if (corsRefused) requestFault = 'cors_origin_not_allowed';
@@ -476,8 +483,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         if (fault !== undefined)
           bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
       } catch (err) {
-        if (err instanceof BodyAborted) throw err;
-        if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
+        if (err instanceof BodyAborted) requestFault = 'client_closed';
+        else if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
         else bodyFault = 'registration_metadata_invalid';
       }
     }

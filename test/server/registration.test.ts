@@ -5,6 +5,7 @@
  * `registered: dynamic`; the secret returned once and stored hashed.
  */
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { authorizationConfig, authorizationRequest, openConsent } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -728,6 +729,38 @@ describe('attack: registering for the admin scope through a wildcard maximum', (
       }
     } finally {
       await wide.close();
+    }
+  });
+});
+
+describe('a client hanging up while it sends the body, at /oauth2/register and /oauth2/authorize', () => {
+  it('attack: half a body, then the connection closed: one client.registration_denied (authorization.denied) with reason client_closed, not a request with no trail', async () => {
+    const { port } = new URL(issuer.url);
+    const hangUp = (path: string, headers: string, requestId: string) =>
+      new Promise<void>((resolve, reject) => {
+        const s = connect(Number(port), '127.0.0.1', () => {
+          s.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${headers}Content-Length: 100\r\nX-Request-Id: ${requestId}\r\n\r\n{"clie`);
+          setTimeout(() => {
+            s.destroy();
+            resolve();
+          }, 100);
+        });
+        s.on('error', reject);
+      });
+    await hangUp('/oauth2/register', `Authorization: Bearer ${IAT}\r\nContent-Type: application/json\r\n`, 'hang-up-register');
+    await hangUp('/oauth2/authorize', 'Content-Type: application/x-www-form-urlencoded\r\n', 'hang-up-authorize');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await issuer.service.audit.flush();
+    for (const [id, kind] of [
+      ['hang-up-register', 'client.registration_denied'],
+      ['hang-up-authorize', 'authorization.denied'],
+    ] as const) {
+      const trail = await issuer.store.queryAudit({ request_id: id, limit: 10 });
+      assert.deepEqual(
+        trail.map((e) => [e.kind, e.decision, e.reason]),
+        [[kind, 'deny', 'client_closed']],
+        id,
+      );
     }
   });
 });

@@ -260,6 +260,19 @@ describe('a client hanging up while it sends the body', () => {
         events.map((e) => [e.kind, e.reason]),
         [['admin.action', 'client_closed']],
       );
+      // One event per request at the form endpoints too: a client (or a scanner) that sends a
+      // credential and hangs up before the body is whole is on record, not invisible.
+      for (const [id, kind] of [
+        ['hang-up-token', 'token.denied'],
+        ['hang-up-revoke', 'revocation.denied'],
+      ] as const) {
+        const trail = await issuer.store.queryAudit({ request_id: id, limit: 10 });
+        assert.deepEqual(
+          trail.map((e) => [e.kind, e.decision, e.reason]),
+          [[kind, 'deny', 'client_closed']],
+          id,
+        );
+      }
     } finally {
       server.closeAllConnections();
       server.close();
