@@ -3,6 +3,7 @@
  * stderr (`tessera: <reason>`) and exit non-zero. Nothing secret is ever printed unless a command
  * exists to hand a secret out once (client secrets at creation).
  */
+import { terminalSafeJson } from '../audit/sinks/jsonl.ts';
 import { ConfigError } from '../core/errors.ts';
 import { DataDirError } from '../server/data-dir.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
@@ -39,8 +40,12 @@ export function printable(line: string): string {
   });
 }
 
+/**
+ * `--json` output: indented JSON with the characters JSON.stringify leaves raw but a terminal acts
+ * on (C1 controls such as U+009B, a CSI; bidi overrides) escaped, as in the audit JSON lines.
+ */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${terminalSafeJson(JSON.stringify(value, null, 2))}\n`);
 }
 
 let delivering = 0;

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
 import pino from 'pino';
+import type { AuditEvent } from '../../src/audit/event.ts';
 import { uuidv7 } from '../../src/audit/id.ts';
 import type { Trace } from '../../src/audit/trace.ts';
 import { initialize } from '../../src/cli/commands/init.ts';
@@ -414,5 +415,28 @@ describe('tessera trace: what a caller put in the trail cannot rewrite the scree
     assert.match(r.stdout, /tool search\\n {2}revocations\\n {2}2026-01-01T00:00:00Z {2}grant\.revoked ok\\x1b\[2K\\x9b2K\\u202e/);
     const j = JSON.parse(run('--json').stdout) as Trace;
     assert.equal(j.requests[0]?.tool?.startsWith('search\n'), true);
+  });
+
+  it('attack: --json (trace, audit query, audit tail) writes no raw C1 control, DEL, line separator or bidi override either (JSON.stringify leaves them raw; a terminal reads U+009B as CSI), and the value parses back the same', () => {
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [MAIN, ...args], {
+        cwd: own,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_MASTER_KEY: '' },
+      });
+    const unsafe = /[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+    const traced = run('trace', 'escape-req-1', '--json');
+    assert.equal(traced.status, 0, traced.stderr);
+    assert.doesNotMatch(traced.stdout, unsafe, 'trace --json');
+    assert.equal((JSON.parse(traced.stdout) as Trace).requests[0]?.tool?.endsWith('\x1b[2K\x9b2K\u202e'), true);
+    const queried = run('audit', 'query', '--request-id', 'escape-req-1', '--since', '30d', '--json');
+    assert.equal(queried.status, 0, queried.stderr);
+    assert.doesNotMatch(queried.stdout, unsafe, 'audit query --json');
+    assert.equal((JSON.parse(queried.stdout) as AuditEvent[])[0]?.subject, 'mallory\x1b]0;owned\x07');
+    const tailed = run('audit', 'tail', '--since', '30d', '--json');
+    assert.equal(tailed.status, 0, tailed.stderr);
+    assert.doesNotMatch(tailed.stdout, unsafe, 'audit tail --json');
+    const lines = tailed.stdout.trim().split('\n').map((l) => JSON.parse(l) as AuditEvent);
+    assert.equal(lines.find((e) => e.request_id === 'escape-req-1')?.subject, 'mallory\x1b]0;owned\x07');
   });
 });

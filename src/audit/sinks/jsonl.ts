@@ -22,6 +22,16 @@ export interface JsonLinesSink extends AuditSink {
 const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 const escaped = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
+/**
+ * JSON text with the characters JSON leaves raw but a line reader or a terminal acts on (DEL, C1
+ * controls, U+2028, U+2029, bidirectional overrides and isolates) written as `\\uXXXX`: still the
+ * same JSON value, safe to print (`--json` of the CLI) or to append as one line.
+ */
+export function terminalSafeJson(text: string): string {
+  UNSAFE.lastIndex = 0;
+  return UNSAFE.test(text) ? text.replace(UNSAFE, escaped) : text;
+}
+
 // Appended, created 0600, and never through a symlink at the path itself: one planted there (in a
 // log directory another user can write) would make the gateway append to whatever it points at.
 // The open fails with ELOOP, and each batch is a counted, logged write failure until it is removed.
@@ -61,8 +71,7 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
       }
       let text = '';
       for (const e of events) text += `${JSON.stringify(e)}\n`;
-      UNSAFE.lastIndex = 0;
-      if (UNSAFE.test(text)) text = text.replace(UNSAFE, escaped);
+      text = terminalSafeJson(text);
       // The callback fires once the text is handed to the OS, which is the back-pressure we want.
       // A failed write's callback comes before the stream's 'error' event: note it here too.
       const s = stream;

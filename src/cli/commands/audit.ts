@@ -6,6 +6,7 @@
 
 import type { Command } from 'commander';
 import type { AuditEvent, AuditQuery } from '../../audit/event.ts';
+import { terminalSafeJson } from '../../audit/sinks/jsonl.ts';
 import { quoted } from '../../core/errors.ts';
 import type { Store } from '../../store/contract.ts';
 import { withConfig } from '../options.ts';
@@ -196,7 +197,7 @@ export function registerAudit(program: Command): void {
       const since = parseSince(f.since ?? '15m');
       const { withStore } = await import('../context.ts');
       await withStore(f.config, async (store) => {
-        const print = (e: AuditEvent) => process.stdout.write(f.json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
+        const print = (e: AuditEvent) => process.stdout.write(f.json ? `${terminalSafeJson(JSON.stringify(e))}\n` : `${formatEvent(e)}\n`);
         const all = (from: number, fn: (e: AuditEvent) => void) => forEachEvent(store, queryOf(f, from), fn);
         // Producers batch their writes (the gateway flushes every audit.flush_interval), so an event
         // can land after one with a later id: following re-reads a trailing window and prints
