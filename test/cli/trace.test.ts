@@ -436,7 +436,10 @@ describe('tessera trace: what a caller put in the trail cannot rewrite the scree
     const tailed = run('audit', 'tail', '--since', '30d', '--json');
     assert.equal(tailed.status, 0, tailed.stderr);
     assert.doesNotMatch(tailed.stdout, unsafe, 'audit tail --json');
-    const lines = tailed.stdout.trim().split('\n').map((l) => JSON.parse(l) as AuditEvent);
+    const lines = tailed.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as AuditEvent);
     assert.equal(lines.find((e) => e.request_id === 'escape-req-1')?.subject, 'mallory\x1b]0;owned\x07');
   });
 });
