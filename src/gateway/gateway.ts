@@ -80,7 +80,7 @@ import {
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
 import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
-import { GatewayMetrics, NO_ROUTE } from './metrics.ts';
+import { GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
@@ -361,6 +361,12 @@ export interface Gateway {
   readonly logger: Logger;
   /** In-flight requests. */
   readonly inflight: number;
+  /**
+   * Count a request the HTTP server answered before the gateway saw it, in
+   * `tessera_gateway_parser_refusals_total{status}` (it has no audit event): call it from the
+   * server's `clientError` handler, as `serveGateway` does.
+   */
+  readonly refusedByParser: (status: ParserRefusal) => void;
 }
 
 const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.dpop', 'headers.authorization', 'token', 'credential'];
@@ -1637,5 +1643,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     get inflight() {
       return inflight;
     },
+    refusedByParser: (status) => metrics.refusedByParser(status),
   };
 }

@@ -95,6 +95,12 @@ export function statusLabel(status: number): string {
   return 'other';
 }
 
+/**
+ * The status of a request the HTTP layer answers before the gateway sees it: unparseable (400), a
+ * head over `limits.max_header_size` (431), a head or body not whole in time (408), CONNECT (501).
+ */
+export type ParserRefusal = 400 | 408 | 431 | 501;
+
 /** The route label of a request that matched no route: always kept. */
 export const NO_ROUTE = '(none)';
 
@@ -111,6 +117,7 @@ export class GatewayMetrics {
   readonly #denies = new Map<string, number>();
   readonly #upstreamErrors = new Map<string, { labels: Record<string, string>; n: number }>();
   readonly #reloads = { ok: 0, refused: 0 };
+  readonly #refused: Record<ParserRefusal, number> = { 400: 0, 408: 0, 431: 0, 501: 0 };
   readonly #latency: RouteHistogram;
   /** Verifier counters of verifiers replaced by a reload, so totals never go down. */
   #retiredCache = { hits: 0, misses: 0 };
@@ -124,6 +131,7 @@ export class GatewayMetrics {
     const denies = this.#denies;
     const upstreamErrors = this.#upstreamErrors;
     const reloads = this.#reloads;
+    const refused = this.#refused;
     const self = this;
     new Counter({
       name: 'tessera_gateway_requests_total',
@@ -245,6 +253,21 @@ export class GatewayMetrics {
         this.inc({ result: 'refused' }, reloads.refused);
       },
     });
+    new Counter({
+      name: 'tessera_gateway_parser_refusals_total',
+      help: 'Requests answered before the gateway saw them (no audit event): 400 unparseable, 408 head or body too slow, 431 head too large, 501 CONNECT.',
+      labelNames: ['status'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [status, n] of Object.entries(refused)) this.inc({ status }, n);
+      },
+    });
+  }
+
+  /** A request refused before it reached the gateway ({@link ParserRefusal}). */
+  refusedByParser(status: ParserRefusal): void {
+    this.#refused[status]++;
   }
 
   /** One finished request; not recorded for a route the configuration no longer has. */

@@ -18,6 +18,7 @@ import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
+import type { ParserRefusal } from './metrics.ts';
 
 /** Options of {@link serveGateway}: the configuration (or its file) and the listener. */
 export interface ServeOptions {
@@ -131,9 +132,14 @@ function applyLimits(server: Server, limits: ListenerLimits | undefined): void {
  * An HTTP server with the listener limits applied: head size, connection count, head and request
  * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
  * answered 400, 431 or 408 and its connection closed, a CONNECT 501; `Expect: 100-continue` is
- * answered when the handler reads the body.
+ * answered when the handler reads the body. `onRefused` is told the status of each request refused
+ * before any handler saw it (those have no audit event).
  */
-export function createListener(onRequest: (req: IncomingMessage, res: ServerResponse) => void, limits: ListenerLimits | undefined): Server {
+export function createListener(
+  onRequest: (req: IncomingMessage, res: ServerResponse) => void,
+  limits: ListenerLimits | undefined,
+  onRefused?: (status: ParserRefusal) => void,
+): Server {
   const server = createServer(
     {
       maxHeaderSize: limits?.max_header_size ?? 16 * 1024,
@@ -158,6 +164,7 @@ export function createListener(onRequest: (req: IncomingMessage, res: ServerResp
     const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     if (socket.writable && !socket.destroyed && !answering?.headersSent) {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      onRefused?.(status);
       const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     } else socket.destroy();
@@ -167,6 +174,7 @@ export function createListener(onRequest: (req: IncomingMessage, res: ServerResp
   // supports for no resource), and the connection closed, so nothing sent behind it is read.
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => socket.destroy());
+    onRefused?.(501);
     socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
   applyLimits(server, limits);
@@ -245,7 +253,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
         });
       }
     : gateway.handleRequest;
-  const server = createListener(onRequest, limits);
+  const server = createListener(onRequest, limits, gateway.refusedByParser);
   server.on('upgrade', gateway.handleUpgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

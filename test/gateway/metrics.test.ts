@@ -165,4 +165,35 @@ describe('gateway metrics: label cardinality', () => {
       await upstream.close();
     }
   });
+
+  it('requests the HTTP layer refuses before the gateway sees them (no audit event) are counted by status, not left unseen: a malformed head (400), a head over max_header_size (431), CONNECT (501)', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        limits: { max_header_size: 4096 },
+        routes: [{ id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }],
+      },
+    });
+    const count = async (status: number) => {
+      const text = await (await fetch(`${gw.url}/metrics`)).text();
+      const m = text.match(new RegExp(`^tessera_gateway_parser_refusals_total\\{status="${status}"\\} (\\d+)$`, 'm'));
+      return m === null ? undefined : Number(m[1]);
+    };
+    try {
+      assert.deepEqual([await count(400), await count(431), await count(501), await count(408)], [0, 0, 0, 0]);
+      for (let i = 0; i < 3; i++) assert.match(await rawHttp(gw.url, 'GET /api HTTP/1.1\r\nHost h\r\n\r\n'), /^HTTP\/1\.1 400 /);
+      assert.match(await rawHttp(gw.url, `GET /api HTTP/1.1\r\nHost: h\r\nX-Big: ${'a'.repeat(8192)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
+      assert.match(
+        await rawHttp(gw.url, 'CONNECT upstream.example:443 HTTP/1.1\r\nHost: upstream.example:443\r\n\r\n'),
+        /^HTTP\/1\.1 501 /,
+      );
+      assert.deepEqual([await count(400), await count(431), await count(501), await count(408)], [3, 1, 1, 0]);
+      await gw.served.gateway.audit.flush();
+      assert.equal(gw.audit.events.length, 0, 'no audit event for any of them');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
 });
