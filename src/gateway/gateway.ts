@@ -1110,7 +1110,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         rpcId = rpcIdOf(value);
       }
       let record: RecordIds | undefined;
-      if (config.bind_tasks && card === undefined) {
+      // An extended-card call is checked too: the ids its body names are the caller's, whatever
+      // method the upstream reads from it.
+      if (config.bind_tasks) {
         // The HTTP+JSON binding names tasks in its paths (`/v1/tasks/{id}:cancel`): not read, so refused.
         if (isTaskPath(greq.path)) {
           deny(x, res, new TesseraError('a2a_task_path_refused'), route.authn.challenges);

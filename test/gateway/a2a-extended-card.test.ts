@@ -228,10 +228,24 @@ describe('gateway: the A2A authenticated extended card', () => {
   });
 
   it('extended card smuggling: a `method\\u0000` key (read as `method` by segmentio/encoding) is read as the upstream reads it', async () => {
-    const res = await rpc('{"jsonrpc":"2.0","id":2,"method":"message/send","method\\u0000":"GetExtendedAgentCard"}');
+    const res = await rpc('{"jsonrpc":"2.0","id":2,"method\\u0000":"GetExtendedAgentCard"}');
     assert.equal(res.status, 200);
     // biome-ignore lint/suspicious/noExplicitAny: a JSON document under test
     assert10(((await res.json()) as any).result);
+  });
+
+  it('extended card smuggling: `method` spelled twice, one naming the card (`method\\u0000`, `Method`), is refused (400), not forwarded: upstreams differ on which one they read', async () => {
+    const before = upstream.seen.length;
+    for (const body of [
+      '{"jsonrpc":"2.0","id":2,"method":"message/send","method\\u0000":"GetExtendedAgentCard"}',
+      '{"jsonrpc":"2.0","id":2,"method":"tasks/get","Method":"agent/getAuthenticatedExtendedCard"}',
+    ]) {
+      const res = await rpc(body);
+      assert.equal(res.status, 400, body);
+      assert.equal(((await res.json()) as { error: { code: number } }).error.code, -32600);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_message_invalid');
+    }
+    assert.equal(upstream.seen.length, before);
   });
 
   it('extended card smuggling: a message repeating a key is refused (400), not forwarded', async () => {

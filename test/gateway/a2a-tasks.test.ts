@@ -281,6 +281,45 @@ describe('gateway: A2A tasks bound to their creator', () => {
     }
   });
 
+  it("extended-card look-alike: a second `Method` (or `method\\u0000`) naming the extended card, or an extended card path, cannot carry a tasks/get or tasks/cancel of another principal's task past the task check", async () => {
+    const task = await alicesTask();
+    const from = upstream.seen.length;
+    // The gateway took any spelling of `method` naming the extended card for a card call, and a
+    // card call skipped the task check; this upstream reads the exact `method`: Alice's task.
+    const bodies = [
+      `{"jsonrpc":"2.0","id":11,"method":"tasks/get","params":{"id":"${task.id}"},"Method":"agent/getAuthenticatedExtendedCard"}`,
+      `{"jsonrpc":"2.0","id":12,"method":"tasks/cancel","params":{"id":"${task.id}"},"METHOD":"GetExtendedAgentCard"}`,
+      `{"jsonrpc":"2.0","id":13,"method":"tasks/get","params":{"id":"${task.id}"},"method\\u0000":"GetExtendedAgentCard"}`,
+    ];
+    for (const body of bodies) {
+      const res = await postAgent(gw, bob, body);
+      const text = await res.text();
+      assert.ok(!text.includes('secret result'), `Alice's task reached Bob: ${text}`);
+      assert.equal(res.status, 400, text);
+      assert.equal(JSON.parse(text).error.code, -32600);
+      assert.equal((await requestEvents(gw)).at(-1)?.reason, 'a2a_message_invalid');
+    }
+    // One spelling, taken for the card, naming Alice's task; and a JSON-RPC call posted to an
+    // extended card path (this agent, like a catch-all handler, reads JSON-RPC at any path): the
+    // ids of an extended-card call are checked as any call's.
+    await assertTaskNotFound(
+      await postAgent(gw, bob, `{"jsonrpc":"2.0","id":15,"Method":"GetExtendedAgentCard","params":{"id":"${task.id}"}}`),
+      15,
+    );
+    const viaPath = await fetch(`${gw.url}/agent/v1/card`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bob}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 16, method: 'tasks/get', params: { id: task.id } }),
+    });
+    await assertTaskNotFound(viaPath, 16);
+    assert.equal(reached(from, task.id).length, 0, 'the upstream was asked about Alice’s task');
+    assert.equal(a.tasks.get(task.id)?.status.state, 'completed');
+    // A plain extended card call still passes the task check (it names no task).
+    const card = await postAgent(gw, bob, { jsonrpc: '2.0', id: 14, method: 'agent/getAuthenticatedExtendedCard' });
+    assert.notEqual(card.status, 400);
+    await card.text();
+  });
+
   it('a key spelled in another case or with a NUL (read alike by lenient upstreams) is checked too', async () => {
     const task = await alicesTask();
     const body = `{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{"ID":"${task.id}"}}`;

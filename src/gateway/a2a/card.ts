@@ -314,7 +314,10 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * extended-card call (its answer could not be told from the others'). The method is compared
  * without case or surrounding space, under any key spelled `method` in any case (System.Text.Json
  * and Go's encoding/json bind keys case-blind), NULs included (segmentio/encoding before 0.5.4
- * matched `method\u0000` as `method`, GHSA-q382-vc8q-7jhj).
+ * matched `method\u0000` as `method`, GHSA-q382-vc8q-7jhj). A message spelling `method` twice, one
+ * of them naming the card, is refused: a case-sensitive upstream reads the exact `method`
+ * (`tasks/get`), a case-blind one the last, and a call taken for the card would otherwise pass on
+ * as another.
  */
 export function readA2aBody(body: Uint8Array): A2aBody {
   if (body.length === 0) return { ok: true, extendedCard: false };
@@ -335,14 +338,15 @@ export function readA2aBody(body: Uint8Array): A2aBody {
   let extendedCard = false;
   for (const m of messages) {
     if (typeof m !== 'object' || m === null || Array.isArray(m)) continue;
+    let methods = 0;
+    let card = false;
     for (const [k, v] of Object.entries(m)) {
-      if (
-        k.replaceAll('\u0000', '').toLowerCase() === 'method' &&
-        typeof v === 'string' &&
-        EXTENDED_CARD_METHODS.has(v.trim().toLowerCase())
-      )
-        extendedCard = true;
+      if (k.replaceAll('\u0000', '').toLowerCase() !== 'method') continue;
+      methods++;
+      if (typeof v === 'string' && EXTENDED_CARD_METHODS.has(v.trim().toLowerCase())) card = true;
     }
+    if (card && methods > 1) return { ok: false, parse: false };
+    if (card) extendedCard = true;
   }
   if (extendedCard && Array.isArray(value)) return { ok: false, parse: false };
   return { ok: true, extendedCard, value };
