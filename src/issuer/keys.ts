@@ -8,13 +8,13 @@
  *
  * @module
  */
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { SigningAlgorithm } from '../config/token-service-schema.ts';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../config/signing-algorithms.ts';
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { importJwk, jwkThumbprint, type VerificationKey } from '../core/jose/jwk.ts';
 import type { KeyMiss, KeySource } from '../core/ports.ts';
-import type { SigningKeyRecord, Store } from '../store/contract.ts';
+import { type SigningKeyRecord, type Store, StoreConflictError } from '../store/contract.ts';
 import { type MasterKey, MasterKeyError, seal, unseal } from './secrets.ts';
 import { createSigner, generateSigningKey, type JwsSigner } from './signer.ts';
 
@@ -32,6 +32,11 @@ export interface KeyStatus {
   readonly retiresAt: number | null;
   /** When it leaves the JWKS; `null` while no successor is scheduled. */
   readonly publishedUntil: number | null;
+  /**
+   * Why the stored row is refused, when it is: it is then neither published nor used to verify or
+   * sign (see {@link KeyManager.reload}). Names no key material.
+   */
+  readonly invalid?: string;
 }
 
 export interface KeySchedule {
@@ -50,10 +55,32 @@ export interface KeySchedule {
 
 interface CompiledKey {
   readonly record: SigningKeyRecord;
-  readonly verification: VerificationKey;
+  /** Absent when the public key does not import for its alg (then `invalid` says so). */
+  readonly verification?: VerificationKey;
+  /** Why the row is refused; a refused key is not published, verifies nothing and does not sign. */
+  readonly invalid?: string;
   retiresAt: number | null;
   publishedUntil: number | null;
   signer?: JwsSigner;
+}
+
+/** The public members of the keys Tessera generates: all the JWKS publishes of a stored JWK. */
+const PUBLIC_MEMBERS = ['kty', 'crv', 'x', 'y', 'n', 'e'] as const;
+
+function publicPart(jwk: Readonly<Record<string, unknown>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of PUBLIC_MEMBERS) if (typeof jwk[m] === 'string') out[m] = jwk[m];
+  return out;
+}
+
+/** Whether two rows of the same kid hold the same key (the schedule aside). */
+function sameKey(a: SigningKeyRecord, b: SigningKeyRecord): boolean {
+  return (
+    a.alg === b.alg &&
+    a.sealedPrivateKey === b.sealedPrivateKey &&
+    JSON.stringify(publicPart(a.publicJwk)) === JSON.stringify(publicPart(b.publicJwk)) &&
+    Object.keys(a.publicJwk).length === Object.keys(b.publicJwk).length
+  );
 }
 
 const SKEW = 60;
@@ -106,11 +133,20 @@ export class KeyManager implements KeySource {
     this.#applied = read;
     const previous = this.#byKid;
     const keys: CompiledKey[] = records
-      .map((record) => {
+      .map((record): CompiledKey => {
         const old = previous.get(record.kid);
-        const verification =
-          old?.verification ?? importJwk({ ...record.publicJwk, kid: record.kid, alg: record.alg }, { algorithms: [record.alg] });
-        return { record, verification, retiresAt: null, publishedUntil: null, ...(old?.signer ? { signer: old.signer } : {}) };
+        // A row whose key changed under the same kid (written by someone else than Tessera) is checked again.
+        if (old !== undefined && sameKey(old.record, record)) {
+          return {
+            record,
+            retiresAt: null,
+            publishedUntil: null,
+            ...(old.verification ? { verification: old.verification } : {}),
+            ...(old.invalid !== undefined ? { invalid: old.invalid } : {}),
+            ...(old.signer ? { signer: old.signer } : {}),
+          };
+        }
+        return this.#compile(record);
       })
       // kid last: two instances rotating in the same second must agree on which key is active
       // (each would otherwise retire, and in time delete, the key the other signs with).
@@ -134,6 +170,53 @@ export class KeyManager implements KeySource {
     this.#byKid = new Map(keys.map((k) => [k.record.kid, k]));
     this.#removed = undefined;
     this.#jwksCache = undefined;
+  }
+
+  /**
+   * Check a stored row before it is trusted: whoever can write to the database but holds no master
+   * key must not get a key of theirs published or accepted (a row of their own, a public key
+   * replaced), nor a key signing under another kid or alg. The kid must be the RFC 7638 thumbprint
+   * of the public key, the alg one Tessera signs with and fitting the key, and (with the master
+   * key) the sealed private key must open under its kid (the AEAD's associated data) and be the
+   * private half of that public key. A refused row keeps its place in the schedule, so a key it
+   * would have retired does not take over again: when it is the active one, nothing signs
+   * (`signing_key_unavailable`) and the instance is not ready.
+   */
+  #compile(record: SigningKeyRecord): CompiledKey {
+    const base = { record, retiresAt: null, publishedUntil: null };
+    if (!(SIGNING_ALGORITHMS as readonly string[]).includes(record.alg)) {
+      return { ...base, invalid: `its alg "${String(record.alg).slice(0, 16)}" is not one Tessera signs with` };
+    }
+    let thumbprint: string;
+    try {
+      thumbprint = jwkThumbprint(record.publicJwk);
+    } catch {
+      return { ...base, invalid: 'its public key is not a usable JWK' };
+    }
+    if (thumbprint !== record.kid) return { ...base, invalid: 'its kid is not the RFC 7638 thumbprint of its public key' };
+    let verification: VerificationKey;
+    try {
+      verification = importJwk({ ...publicPart(record.publicJwk), kid: record.kid, alg: record.alg }, { algorithms: [record.alg] });
+    } catch {
+      return { ...base, invalid: `its public key does not fit its alg ${record.alg}` };
+    }
+    if (this.#master === undefined) return { ...base, verification };
+    let privateKey: KeyObject;
+    try {
+      privateKey = createPrivateKey({ key: unseal(this.#master, record.sealedPrivateKey, record.kid), format: 'der', type: 'pkcs8' });
+    } catch {
+      return {
+        ...base,
+        verification,
+        invalid:
+          'its sealed private key does not open under the master key and this kid (altered, copied from another row, or sealed under another master key)',
+      };
+    }
+    const derived = publicPart(createPublicKey(privateKey).export({ format: 'jwk' }) as Record<string, unknown>);
+    if (JSON.stringify(derived) !== JSON.stringify(publicPart(record.publicJwk))) {
+      return { ...base, verification, invalid: 'its sealed private key is not the private half of its public key' };
+    }
+    return { ...base, verification, signer: createSigner(record.alg as SigningAlgorithm, record.kid, privateKey) };
   }
 
   #active(now: number): CompiledKey | undefined {
@@ -161,13 +244,14 @@ export class KeyManager implements KeySource {
       activatesAt: k.record.activatesAt,
       retiresAt: k.retiresAt,
       publishedUntil: k.publishedUntil,
+      ...(k.invalid !== undefined ? { invalid: k.invalid } : {}),
     }));
   }
 
   /** The signer of the key active at `now`, or `undefined` when no key is active. */
   signer(now = this.#now()): JwsSigner | undefined {
     const k = this.#active(now);
-    return k === undefined ? undefined : this.#open(k);
+    return k === undefined || k.invalid !== undefined ? undefined : this.#open(k);
   }
 
   #open(k: CompiledKey): JwsSigner {
@@ -196,7 +280,7 @@ export class KeyManager implements KeySource {
   lookup(kid: string | undefined, alg: JwsAlgorithm): VerificationKey | KeyMiss {
     if (kid === undefined) return 'unknown';
     const k = this.#byKid.get(kid);
-    if (k === undefined || !k.verification.checks.has(alg)) return 'unknown';
+    if (k === undefined || k.invalid !== undefined || !k.verification?.checks.has(alg)) return 'unknown';
     if (k.publishedUntil !== null && k.publishedUntil < this.#now()) return 'unknown';
     return k.verification;
   }
@@ -232,7 +316,7 @@ export class KeyManager implements KeySource {
    */
   lookupStored(kid: string, alg: JwsAlgorithm): VerificationKey | KeyMiss {
     const k = this.#byKid.get(kid);
-    return k?.verification.checks.has(alg) ? k.verification : 'unknown';
+    return k?.invalid === undefined && k?.verification?.checks.has(alg) ? k.verification : 'unknown';
   }
 
   /**
@@ -265,8 +349,8 @@ export class KeyManager implements KeySource {
     // A key leaves the document when its window closes; re-render at most once a second.
     if (this.#jwksCache === undefined || this.#jwksCache.at !== now) {
       const keys = this.#keys
-        .filter((k) => k.publishedUntil === null || k.publishedUntil >= now)
-        .map((k) => ({ ...k.record.publicJwk, kid: k.record.kid, alg: k.record.alg, use: 'sig' }));
+        .filter((k) => k.invalid === undefined && (k.publishedUntil === null || k.publishedUntil >= now))
+        .map((k) => ({ ...publicPart(k.record.publicJwk), kid: k.record.kid, alg: k.record.alg, use: 'sig' }));
       this.#jwksCache = { at: now, body: JSON.stringify({ keys }) };
     }
     return { body: this.#jwksCache.body, maxAge: this.#schedule.jwksMaxAge };
@@ -276,10 +360,14 @@ export class KeyManager implements KeySource {
    * Add a key. By default it activates `publish_ahead` from now (pre-publication; at least
    * `jwks_max_age` + `propagation` + 1 s after every instance published it); `immediate`
    * activates it at once (after a compromise: verifiers pick it up on their kid-miss refetch).
+   * A pre-published key is added only while none is pending, checked in the store's write: of two
+   * processes rotating at once, one adds a key.
+   *
+   * @throws {StoreConflictError} `signing_key_pending` (not `immediate`) when a key is pending.
    */
   async rotate(options: { immediate?: boolean; algorithm?: SigningAlgorithm } = {}): Promise<SigningKeyRecord> {
-    const record = await this.#add(options);
-    if (record === undefined) throw new Error('no key was added');
+    const record = await this.#add({ ...options, unlessPending: !options.immediate });
+    if (record === undefined) throw new StoreConflictError('signing_key_pending', 'another signing key is pending; nothing was added');
     return record;
   }
 
@@ -346,6 +434,7 @@ export class KeyManager implements KeySource {
 
   /** True when some key is active at `now` (readiness). */
   ready(now = this.#now()): boolean {
-    return this.#active(now) !== undefined;
+    const k = this.#active(now);
+    return k !== undefined && k.invalid === undefined;
   }
 }

@@ -421,7 +421,12 @@ export class TokenService {
         // another instance's clock and a commit that followed the last read.
         if (this.#lastRead !== undefined && read - this.#lastRead >= this.config.max_access_token_ttl + SKEW / 2) this.#standing.clear();
         this.#lastRead = read;
-        if (v.keys !== this.#versions.keys) await this.keys.reload();
+        if (v.keys !== this.#versions.keys) {
+          await this.keys.reload();
+          for (const k of this.keys.status()) {
+            if (k.invalid !== undefined) this.#warn(`signing key ${k.kid} is refused (not published, not signing): ${k.invalid}`);
+          }
+        }
         this.#versions = v;
         if (this.#hasher !== undefined) {
           const { rotated, removed } = await this.keys.maintain();

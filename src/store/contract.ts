@@ -394,11 +394,14 @@ export interface StoreVersions {
 
 /**
  * The codes of {@link StoreConflictError}: which record already exists (a client id, a signing key
- * `kid`, a grant id, a refresh token or authorization code hash).
+ * `kid`, a grant id, a refresh token or authorization code hash), or `signing_key_pending`: a
+ * rotation (`KeyManager.rotate`) refused because another key is pending (the store's conditional
+ * `addSigningKey` added nothing).
  */
 export const STORE_CONFLICT_CODES = [
   'client_exists',
   'signing_key_exists',
+  'signing_key_pending',
   'grant_exists',
   'refresh_token_exists',
   'authorization_code_exists',

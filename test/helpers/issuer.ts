@@ -46,6 +46,8 @@ export async function startIssuer(
     store?: Store;
     /** Told what the token service warns about (the upstream OIDC provider's failures). */
     onWarning?: (message: string) => void;
+    /** Told what the token service itself warns about (a stored signing key refused). */
+    onServiceWarning?: (message: string) => void;
   } = {},
 ): Promise<RunningIssuer> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tessera-issuer-'));
@@ -71,7 +73,12 @@ export async function startIssuer(
     });
     store = options.store ?? SqliteStore.open({ path: join(dir, 'tessera.db') });
     master = options.master ?? generateMasterKey().key;
-    service = createTokenServiceFromConfig(config, { store, master, ...(options.clock ? { clock: options.clock } : {}) });
+    service = createTokenServiceFromConfig(config, {
+      store,
+      master,
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.onServiceWarning ? { onWarning: options.onServiceWarning } : {}),
+    });
     await service.keys.reload();
     if (service.keys.status().length === 0) await service.keys.rotate({ immediate: true });
     await service.start();

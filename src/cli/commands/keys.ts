@@ -17,6 +17,7 @@ function describeKey(k: KeyStatus): Record<string, unknown> {
     activates_at: iso(k.activatesAt),
     retires_at: iso(k.retiresAt),
     published_until: iso(k.publishedUntil),
+    ...(k.invalid !== undefined ? { invalid: k.invalid } : {}),
   };
 }
 
@@ -38,7 +39,8 @@ export function registerKeys(program: Command): void {
             : k.state === 'retired'
               ? `published until ${iso(k.publishedUntil)}`
               : '';
-        process.stdout.write(`${k.state.padEnd(8)} ${k.alg.padEnd(6)} ${k.kid}  ${when}\n`);
+        const refused = k.invalid === undefined ? '' : `  REFUSED (not published, not signing): ${k.invalid}`;
+        process.stdout.write(`${k.state.padEnd(8)} ${k.alg.padEnd(6)} ${k.kid}  ${when}${refused}\n`);
       }
     });
 
@@ -54,21 +56,32 @@ export function registerKeys(program: Command): void {
         throw new CliError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
       }
       const { withService } = await import('../context.ts');
+      const { StoreConflictError } = await import('../../store/contract.ts');
       const { status, pending } = await withService(opts.config, true, async ({ service }) => {
-        const pending = service.keys.status().find((k) => k.state === 'pending');
-        // --now does not replace a pending key: that one still takes over at its time.
-        if (pending && !opts.now) {
-          throw new CliError(
-            `key ${pending.kid} is already pending (signs from ${iso(pending.activatesAt)}): wait for it, or add a key that signs at once with --now (${pending.kid} still takes over from ${iso(pending.activatesAt)})`,
+        const pendingKey = () => service.keys.status().find((k) => k.state === 'pending');
+        const refuse = (p: KeyStatus) =>
+          new CliError(
+            `key ${p.kid} is already pending (signs from ${iso(p.activatesAt)}): wait for it, or add a key that signs at once with --now (${p.kid} still takes over from ${iso(p.activatesAt)})`,
           );
+        const pending = pendingKey();
+        // --now does not replace a pending key: that one still takes over at its time.
+        if (pending && !opts.now) throw refuse(pending);
+        let record: Awaited<ReturnType<typeof service.rotateSigningKey>>;
+        try {
+          record = await service.rotateSigningKey(
+            {
+              ...(opts.now ? { immediate: true } : {}),
+              ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
+            },
+            'cli',
+          );
+        } catch (e) {
+          // Another process added a pending key since this one read the keys.
+          if (!(e instanceof StoreConflictError && e.code === 'signing_key_pending')) throw e;
+          await service.keys.reload();
+          const other = pendingKey();
+          throw other ? refuse(other) : new CliError('another signing key became pending meanwhile; nothing was added');
         }
-        const record = await service.rotateSigningKey(
-          {
-            ...(opts.now ? { immediate: true } : {}),
-            ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
-          },
-          'cli',
-        );
         return { status: service.keys.status().find((k) => k.kid === record.kid) as KeyStatus, pending };
       });
       if (opts.json) return printJson(describeKey(status));
