@@ -120,7 +120,12 @@ export function unseal(master: MasterKey, sealed: string, aad: string): Buffer {
     decipher.setAuthTag(Buffer.from(tag, 'base64url'));
     return Buffer.concat([decipher.update(Buffer.from(ct, 'base64url')), decipher.final()]);
   } catch {
-    throw new MasterKeyError('master_key_mismatch', 'cannot decrypt a private key: the master key is not the one it was sealed with');
+    // AES-GCM cannot tell which: a wrong key and an altered value (or one moved to another record,
+    // whose `aad` differs) fail the same tag check.
+    throw new MasterKeyError(
+      'master_key_mismatch',
+      'cannot decrypt a private key: the master key is not the one it was sealed with, or the sealed value was altered or moved from another record',
+    );
   }
 }
 

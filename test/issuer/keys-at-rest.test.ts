@@ -6,14 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { jwkThumbprint } from '../../src/core/jose/jwk.ts';
 import { KeyManager, type KeySchedule } from '../../src/issuer/keys.ts';
-import { generateMasterKey, MasterKeyError, unseal } from '../../src/issuer/secrets.ts';
+import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
 import { generateSigningKey } from '../../src/issuer/signer.ts';
 import { loadMasterKey } from '../../src/server/bootstrap.ts';
 import { StoreConflictError } from '../../src/store/contract.ts';
@@ -209,6 +209,51 @@ describe('malformed master keys', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the master key file', () => {
+  it('is refused as master_key_file_unsafe when another user owns it, or its group may read it, never read', {
+    skip: process.getuid?.() !== 0 && 'chown needs root',
+  }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-mkf-'));
+    try {
+      chmodSync(dir, 0o700);
+      const file = join(dir, 'master.key');
+      writeFileSync(file, `${Buffer.alloc(32, 3).toString('base64url')}\n`, { mode: 0o600 });
+      assert.equal(loadMasterKey(dir, { env: {} })?.source, 'file');
+      chownSync(file, 4242, 4242);
+      assert.throws(
+        () => loadMasterKey(dir, { env: {} }),
+        (e: unknown) => e instanceof MasterKeyError && e.code === 'master_key_file_unsafe' && /belongs to uid 4242/.test(e.message),
+      );
+      chownSync(file, 0, 0);
+      chmodSync(file, 0o640);
+      assert.throws(
+        () => loadMasterKey(dir, { env: {} }),
+        (e: unknown) => e instanceof MasterKeyError && e.code === 'master_key_file_unsafe',
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('an altered sealed key is told apart in the message from a wrong master key, with no key material', () => {
+    const master = generateMasterKey().key;
+    const sealed = seal(master, Buffer.from('private key bytes'), 'kid-1');
+    assert.throws(
+      () =>
+        unseal(
+          master,
+          sealed.replace(/\.(.)/, (_, c: string) => `.${c === 'A' ? 'B' : 'A'}`),
+          'kid-1',
+        ),
+      (e: unknown) =>
+        e instanceof MasterKeyError &&
+        e.code === 'master_key_mismatch' &&
+        /altered/.test(e.message) &&
+        !e.message.includes('private key bytes'),
+    );
   });
 });
 
