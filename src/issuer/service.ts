@@ -113,7 +113,10 @@ type AdminRefusal =
   | 'admin_token_invalid'
   | 'admin_token_audience_shared'
   | 'admin_scope_missing'
-  | 'request_multiple_authorization';
+  | 'request_multiple_authorization'
+  // The store could not be read to confirm the token (503), or failed otherwise (500).
+  | 'store_unavailable'
+  | 'server_error';
 
 /** The audit fields naming an admin token's holder (never the token). */
 function adminActor(who: AdminCaller): Pick<AuditDraft, 'subject' | 'client_id' | 'actor_chain' | 'delegation_id' | 'jti'> {
@@ -871,21 +874,35 @@ export class TokenService {
     // disable|remove`, another instance) may have revoked this token or its grant, or disabled or
     // removed its client, since the last sync, and the admin API is no place to wait for it.
     const now = this.#ctx.now();
-    const [grant, revoked, client] = await Promise.all([
-      this.store.getGrant(who.grantId),
-      this.store.tokenRevoked(who.jti),
-      this.store.getClient(who.clientId),
-    ]);
+    let grant: GrantRecord | undefined;
+    let revoked: boolean;
+    let client: ClientRecord | undefined;
+    try {
+      [grant, revoked, client] = await Promise.all([
+        this.store.getGrant(who.grantId),
+        this.store.tokenRevoked(who.jti),
+        this.store.getClient(who.clientId),
+      ]);
+    } catch (e) {
+      // Unconfirmed is refused (503, or 500), and on record as the token endpoint's store failures
+      // are: the event waits in the audit queue, retried until the store takes it again.
+      const code = asOAuthError(e).code === 'store_unavailable' ? 'store_unavailable' : 'server_error';
+      return this.#refuseAdmin(code, who, extra, e);
+    }
     const grantLive = grant !== undefined && grant.revokedAt === null && (grant.expiresAt === null || grant.expiresAt > now);
     if (!grantLive || revoked || client === undefined || client.disabled) this.#refuseAdmin('admin_token_invalid', who, extra);
     return who;
   }
 
-  /** Audit an admin API refusal of its Bearer token as `admin.denied`, and throw it. */
+  /**
+   * Audit an admin API refusal of its Bearer token as `admin.denied`, and throw it (with `cause`,
+   * the store's failure that left the token unconfirmed: the log gets it, the caller the RFC error).
+   */
   #refuseAdmin(
     code: AdminRefusal,
     who: AdminCaller | undefined,
     extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined },
+    cause?: unknown,
   ): never {
     // Every refusal is audited: probing the admin API with stolen or under-scoped tokens leaves a
     // trail naming the token's subject and client when it is authentic (never the token).
@@ -897,6 +914,7 @@ export class TokenService {
       ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
       ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
     });
+    if (cause !== undefined) throw new OAuthError(code, { cause });
     throw code === 'admin_scope_missing' ? new OAuthError(code, { scope: this.config.admin.scope }) : new OAuthError(code);
   }
 

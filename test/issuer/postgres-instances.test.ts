@@ -485,6 +485,36 @@ describe('PostgreSQL out of reach', { skip: reachable ? false : 'PostgreSQL is n
     await net.restore();
     assert.equal((await exchange()).status, 200, 'the pool reconnects once PostgreSQL is back');
   });
+
+  it('an admin request whose token the store cannot confirm while it is down is 503 and audited as admin.denied store_unavailable (written once the store is back)', async () => {
+    const ops = await issuer.addClient({ id: 'ops-outage', scopes: ['tessera:admin'], audiences: [issuer.url] });
+    const res = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'client_credentials', audience: issuer.url },
+      { authorization: basic(ops.id, ops.secret) },
+    );
+    const admin = ((await res.json()) as { access_token: string }).access_token;
+    const tree = (requestId: string) =>
+      fetch(`${issuer.url}/oauth2/admin/grants/${decodeJwt(admin).grant_id as string}`, {
+        headers: { authorization: `Bearer ${admin}`, 'x-request-id': requestId },
+      });
+    assert.equal((await tree('admin-outage-before')).status, 200);
+
+    await net.cut();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const down = await tree('admin-outage-down');
+    assert.equal(down.status, 503);
+    assert.deepEqual(await down.json(), { error: 'temporarily_unavailable', error_description: 'The store is unavailable; retry later.' });
+
+    await net.restore();
+    await issuer.service.audit.flush();
+    const events = await store.queryAudit({ request_id: 'admin-outage-down', limit: 10 });
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.decision, e.reason, e.client_id, e.jti]),
+      [['admin.denied', 'deny', 'store_unavailable', 'ops-outage', decodeJwt(admin).jti]],
+    );
+    assert.doesNotMatch(JSON.stringify(events), new RegExp(admin.split('.')[2] as string));
+  });
 });
 
 describe('revocations pushed between instances (LISTEN/NOTIFY)', { skip: reachable ? false : 'PostgreSQL is not reachable' }, () => {
