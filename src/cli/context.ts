@@ -18,7 +18,7 @@ import { ClientInputError } from '../issuer/clients.ts';
 import { type MasterKey, MasterKeyError } from '../issuer/secrets.ts';
 import type { TokenService } from '../issuer/service.ts';
 import { checkDataDir, createTokenServiceFromConfig, loadMasterKey, MASTER_KEY_ENV, openStore } from '../server/bootstrap.ts';
-import { type Store, StoreConflictError } from '../store/contract.ts';
+import { type Store, StoreConflictError, StoreUnavailableError } from '../store/contract.ts';
 import { configPath } from './options.ts';
 import { CliError } from './output.ts';
 
@@ -168,6 +168,51 @@ export async function withService<T>(option: string | undefined, needMaster: boo
   } finally {
     await ctx.close();
   }
+}
+
+/**
+ * Run an operator's admin write (`revoke`, `clients add|update|disable|enable|remove`, `keys
+ * rotate`) as {@link withService} does, with every refusal on record: one `admin.action` deny with
+ * `by: cli`, `detail` (the `action` and what it named; a value holding a token is written `*`)
+ * and a stable reason code: a {@link CliError}'s `reason`, a {@link ClientInputError}'s or
+ * {@link OAuthError}'s code, `store_unavailable`, else `server_error`. What the write does is
+ * audited by the write itself (`client.created`, `key.rotated`, …, each with `by: cli`).
+ * `refused`, a refusal found before the store was opened (the arguments), is audited the same
+ * way, and reported as itself when no store can be opened to record it in.
+ */
+export async function withAdminWrite<T>(
+  option: string | undefined,
+  needMaster: boolean,
+  detail: Readonly<Record<string, string>>,
+  fn: (ctx: ServiceContext) => Promise<T>,
+  refused?: CliError,
+): Promise<T> {
+  let ctx: ServiceContext;
+  try {
+    ctx = await openService(option, needMaster && refused === undefined);
+  } catch (e) {
+    throw refused ?? e;
+  }
+  try {
+    if (refused !== undefined) throw refused;
+    return await fn(ctx);
+  } catch (e) {
+    const problems: Record<string, string> =
+      e instanceof ClientInputError && e.problems.length > 1 ? { problems: e.problems.map((p) => p.code).join(' ') } : {};
+    ctx.service.auditCliAction(refusalCode(e), { ...detail, ...(e instanceof CliError ? e.detail : {}), ...problems });
+    throw toCliError(e);
+  } finally {
+    await ctx.close();
+  }
+}
+
+/** The stable reason code of an admin write's refusal (see {@link withAdminWrite}). */
+function refusalCode(e: unknown): string {
+  if (e instanceof CliError) return e.reason ?? 'server_error';
+  if (e instanceof ClientInputError || e instanceof OAuthError) return e.code;
+  if (e instanceof StoreUnavailableError) return 'store_unavailable';
+  if (e instanceof StoreConflictError) return e.code;
+  return 'server_error';
 }
 
 /**

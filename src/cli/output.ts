@@ -8,14 +8,37 @@ import { ConfigError } from '../core/errors.ts';
 import { DataDirError } from '../server/data-dir.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 
-/** An expected failure: printed as one line, exit code 1 (or `exitCode`). */
+/**
+ * An expected failure: printed as one line, exit code 1 (or `exitCode`); with `lines`, one line
+ * a problem under it, as a configuration's problems are. A refused admin write names its `reason`,
+ * the stable code its `admin.action` deny records, and `detail`, what that event adds.
+ */
 export class CliError extends Error {
   override readonly name = 'CliError';
   readonly exitCode: number;
-  constructor(message: string, exitCode = 1) {
+  readonly lines: readonly string[];
+  readonly reason: string | undefined;
+  readonly detail: Readonly<Record<string, string>>;
+  constructor(
+    message: string,
+    exitCode = 1,
+    options: { readonly lines?: readonly string[]; readonly reason?: string; readonly detail?: Readonly<Record<string, string>> } = {},
+  ) {
     super(message);
     this.exitCode = exitCode;
+    this.lines = options.lines ?? [];
+    this.reason = options.reason;
+    this.detail = options.detail ?? {};
   }
+}
+
+/** An admin write refused for `reason` (exit code 1): see {@link CliError}. */
+export function refusal(
+  reason: string,
+  message: string,
+  options: { readonly lines?: readonly string[]; readonly detail?: Readonly<Record<string, string>> } = {},
+): CliError {
+  return new CliError(message, 1, { ...options, reason });
 }
 
 // C0 and C1 controls, DEL, the line and paragraph separators (a line break to editors and many
@@ -73,11 +96,11 @@ export async function deliver(text: string): Promise<void> {
  * Report an error the way every command does, and set the exit code. Messages quote what the
  * operator typed (a client id, a grant id) or what the store holds: control characters are
  * escaped ({@link printable}), so a failure stays one line and cannot rewrite the screen. A
- * configuration error keeps its one problem a line.
+ * configuration error, and a {@link CliError} with `lines`, keeps its one problem a line.
  */
 export function reportError(error: unknown): void {
   if (error instanceof CliError) {
-    process.stderr.write(`tessera: ${printable(error.message)}\n`);
+    process.stderr.write(`tessera: ${[error.message, ...error.lines.map((l) => `  ${l}`)].map(printable).join('\n')}\n`);
     process.exitCode = error.exitCode;
   } else if (error instanceof StoreUnavailableError || error instanceof DataDirError) {
     // Expected when the database is down, or the data directory is open to other users: the

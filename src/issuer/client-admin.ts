@@ -32,8 +32,50 @@ export interface ClientAdminContext extends RevokeContext {
 }
 
 /**
+ * Check a registration whole without writing anything: every problem `registerClient` would
+ * refuse it for (an empty list when none).
+ */
+export function clientInputProblems(
+  ctx: ClientAdminContext,
+  input: ClientInput,
+  detail: Readonly<Record<string, string>> = {},
+): ClientInputError[] {
+  if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
+  const problems: ClientInputError[] = [];
+  if (input.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) && detail.registered !== 'dynamic') {
+    problems.push(
+      new ClientInputError(
+        'client_id_reserved',
+        `client ids starting with "${DYNAMIC_CLIENT_ID_PREFIX}" are reserved for dynamically registered clients`,
+        'id',
+      ),
+    );
+  }
+  const known = ctx.scopes.known;
+  if (known !== undefined) {
+    // With a catalogue, a client scope outside it is a typo until proven otherwise.
+    for (const s of input.scopes) {
+      if (!isWildcard(s) && !known.has(s) && s !== ctx.config.admin.scope) {
+        problems.push(
+          new ClientInputError('scope_unknown', `scope ${quoted(s)} is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes'),
+        );
+      }
+    }
+  }
+  try {
+    buildClient(input, { hasher: ctx.hasher, maxTtl: ctx.config.max_access_token_ttl, now: ctx.now() });
+  } catch (e) {
+    if (!(e instanceof ClientInputError)) throw e;
+    problems.push(...e.problems);
+  }
+  return problems;
+}
+
+/**
  * Register a client. With `limit`, the store refuses it (atomically) when that many clients with
- * the limit's id prefix exist: {@link StoreCapacityError}.
+ * the limit's id prefix exist: {@link StoreCapacityError}. `detail` goes into `client.created`
+ * (`by`: who registered it, `cli`).
+ * @throws {ClientInputError} naming every problem of the input (`problems`), nothing written.
  */
 export async function registerClient(
   ctx: ClientAdminContext,
@@ -42,22 +84,8 @@ export async function registerClient(
   limit?: ClientLimit,
 ): Promise<{ client: CompiledClient; secret: string | undefined }> {
   if (ctx.hasher === undefined) throw new Error('registering clients needs the master key');
-  if (input.id.startsWith(DYNAMIC_CLIENT_ID_PREFIX) && detail.registered !== 'dynamic') {
-    throw new ClientInputError(
-      'client_id_reserved',
-      `client ids starting with "${DYNAMIC_CLIENT_ID_PREFIX}" are reserved for dynamically registered clients`,
-      'id',
-    );
-  }
-  const known = ctx.scopes.known;
-  if (known !== undefined) {
-    // With a catalogue, a client scope outside it is a typo until proven otherwise.
-    for (const s of input.scopes) {
-      if (!isWildcard(s) && !known.has(s) && s !== ctx.config.admin.scope) {
-        throw new ClientInputError('scope_unknown', `scope ${quoted(s)} is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes');
-      }
-    }
-  }
+  const problems = clientInputProblems(ctx, input, detail);
+  if (problems.length > 0) throw ClientInputError.all(problems);
   const { record, secret } = buildClient(input, { hasher: ctx.hasher, maxTtl: ctx.config.max_access_token_ttl, now: ctx.now() });
   await ctx.store.createClient(record, limit !== undefined ? { limit } : {});
   // Nothing cached is about an id new to the store, but the origins every client allows are.
@@ -121,7 +149,12 @@ export async function setClientDisabled(
   const updated = await ctx.store.updateClient(id, { disabled }, ctx.now());
   if (updated === undefined) return undefined;
   ctx.clients.invalidate(id);
-  ctx.emit({ kind: 'client.updated', reason: disabled ? 'disabled' : 'enabled', client_id: id });
+  ctx.emit({
+    kind: 'client.updated',
+    reason: disabled ? 'disabled' : 'enabled',
+    client_id: id,
+    ...(by !== undefined ? { detail: { by } } : {}),
+  });
   const revoked = disabled ? await revokeGrants(ctx, { clientId: id }, 'client_disabled', by) : [];
   return { revoked };
 }
@@ -134,6 +167,6 @@ export async function removeClient(ctx: ClientAdminContext, id: string, by?: str
   const revoked = await revokeGrants(ctx, { clientId: id }, 'client_removed', by);
   await ctx.store.deleteClient(id);
   ctx.clients.invalidate(id);
-  ctx.emit({ kind: 'client.removed', reason: 'ok', client_id: id });
+  ctx.emit({ kind: 'client.removed', reason: 'ok', client_id: id, ...(by !== undefined ? { detail: { by } } : {}) });
   return { revoked };
 }

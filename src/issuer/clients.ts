@@ -150,13 +150,17 @@ export interface ClientUpdate {
  */
 export function checkAllowedOrigins(origins: readonly string[]): string[] {
   const unique = [...new Set(origins)];
+  const problems: ClientInputError[] = [];
   for (const origin of unique) {
     const problem = allowedOriginProblem(origin);
-    if (problem !== undefined) throw new ClientInputError('allowed_origin_invalid', problem, 'allowedOrigins');
+    if (problem !== undefined) problems.push(new ClientInputError('allowed_origin_invalid', problem, 'allowedOrigins'));
   }
   if (unique.length > MAX_ALLOWED_ORIGINS) {
-    throw new ClientInputError('allowed_origin_invalid', `a client lists at most ${MAX_ALLOWED_ORIGINS} origins`, 'allowedOrigins');
+    problems.push(
+      new ClientInputError('allowed_origin_invalid', `a client lists at most ${MAX_ALLOWED_ORIGINS} origins`, 'allowedOrigins'),
+    );
   }
+  if (problems.length > 0) throw ClientInputError.all(problems);
   return unique;
 }
 
@@ -209,73 +213,82 @@ export class ClientInputError extends Error {
   /** Why, stable: callers switch on this, not on the message. */
   readonly code: ClientInputErrorCode;
   readonly field: ClientInputField | undefined;
-  constructor(code: ClientInputErrorCode, message: string, field?: ClientInputField) {
+  /**
+   * Every problem found in the input, this one (the first) first: a registration is checked
+   * whole, so that the operator can fix every flag at once.
+   */
+  readonly problems: readonly ClientInputError[];
+  constructor(code: ClientInputErrorCode, message: string, field?: ClientInputField, others: readonly ClientInputError[] = []) {
     super(message);
     this.code = code;
     this.field = field;
+    this.problems = [this, ...others];
+  }
+
+  /** One error for several problems (at least one): the first's code, message and field, and all of them. */
+  static all(problems: readonly ClientInputError[]): ClientInputError {
+    const [first, ...others] = problems.flatMap((p) => p.problems);
+    if (first === undefined) throw new TypeError('ClientInputError.all needs a problem');
+    return others.length === 0 ? first : new ClientInputError(first.code, first.message, first.field, others);
   }
 }
 
-/** Check a registration and build its record. Secret clients get a fresh secret, returned once. */
+/**
+ * Check a registration and build its record. Secret clients get a fresh secret, returned once.
+ * @throws {ClientInputError} naming the first problem, with every problem found in `problems`.
+ */
 export function buildClient(
   input: ClientInput,
   options: { readonly hasher: SecretHasher; readonly maxTtl: number; readonly now: number },
 ): { record: ClientRecord; secret: string | undefined } {
+  const problems: ClientInputError[] = [];
+  const refuse = (...args: ConstructorParameters<typeof ClientInputError>) => void problems.push(new ClientInputError(...args));
   if (!CLIENT_ID.test(input.id)) {
-    throw new ClientInputError(
-      'client_id_invalid',
-      `client id ${quoted(input.id)} must be 1-128 characters of letters, digits, ".", "_" or "-"`,
-      'id',
-    );
+    refuse('client_id_invalid', `client id ${quoted(input.id)} must be 1-128 characters of letters, digits, ".", "_" or "-"`, 'id');
   }
   for (const s of input.scopes) {
-    if (!SCOPE_TOKEN.test(s)) throw new ClientInputError('scope_invalid', `${quoted(s)} is not a valid scope (RFC 6749 §3.3)`, 'scopes');
+    if (!SCOPE_TOKEN.test(s)) refuse('scope_invalid', `${quoted(s)} is not a valid scope (RFC 6749 §3.3)`, 'scopes');
   }
-  if (input.audiences.length === 0)
-    throw new ClientInputError('audience_missing', 'give at least one audience the client may request tokens for', 'audiences');
+  if (input.audiences.length === 0) refuse('audience_missing', 'give at least one audience the client may request tokens for', 'audiences');
   for (const a of input.audiences) {
     if (a === '' || /[\s\p{Cc}]/u.test(a)) {
-      throw new ClientInputError(
-        'audience_invalid',
-        `audience ${quoted(a)} must be non-empty without whitespace or control characters`,
-        'audiences',
-      );
+      refuse('audience_invalid', `audience ${quoted(a)} must be non-empty without whitespace or control characters`, 'audiences');
     }
   }
   const grantTypes = [...new Set(input.grantTypes ?? (input.public === true ? PUBLIC_CLIENT_GRANT_TYPES : ['client_credentials']))];
   for (const g of grantTypes) {
     if (!(GRANT_TYPES as readonly string[]).includes(g)) {
-      throw new ClientInputError(
-        'grant_type_unsupported',
-        `grant type ${quoted(g)} is not supported; use ${GRANT_TYPES.join(', ')}`,
-        'grantTypes',
-      );
+      refuse('grant_type_unsupported', `grant type ${quoted(g)} is not supported; use ${GRANT_TYPES.join(', ')}`, 'grantTypes');
     }
   }
   if (input.ttl !== undefined && (!Number.isInteger(input.ttl) || input.ttl < 1 || input.ttl > options.maxTtl)) {
-    throw new ClientInputError(
-      'ttl_invalid',
-      `ttl must be a whole number of seconds between 1 and ${options.maxTtl} (max_access_token_ttl)`,
-      'ttl',
-    );
+    refuse('ttl_invalid', `ttl must be a whole number of seconds between 1 and ${options.maxTtl} (max_access_token_ttl)`, 'ttl');
   }
-  if (input.jwks !== undefined && input.jwksUri !== undefined)
-    throw new ClientInputError('jwks_conflict', 'give --jwks or --jwks-uri, not both');
+  if (input.jwks !== undefined && input.jwksUri !== undefined) refuse('jwks_conflict', 'give --jwks or --jwks-uri, not both');
   const redirectUris = [...new Set(input.redirectUris ?? [])];
   for (const uri of redirectUris) {
     const problem = redirectUriProblem(uri);
-    if (problem !== undefined) throw new ClientInputError('redirect_uri_invalid', problem, 'redirectUris');
+    if (problem !== undefined) refuse('redirect_uri_invalid', problem, 'redirectUris');
   }
-  const allowedOrigins = checkAllowedOrigins(input.allowedOrigins ?? []);
+  let allowedOrigins: string[] = [];
+  try {
+    allowedOrigins = checkAllowedOrigins(input.allowedOrigins ?? []);
+  } catch (e) {
+    if (!(e instanceof ClientInputError)) throw e;
+    problems.push(...e.problems);
+  }
   if (grantTypes.includes('authorization_code') && redirectUris.length === 0) {
-    throw new ClientInputError('redirect_uri_missing', 'the authorization_code grant needs at least one redirect URI', 'redirectUris');
+    refuse('redirect_uri_missing', 'the authorization_code grant needs at least one redirect URI', 'redirectUris');
   }
   if (input.public === true) {
     if (input.jwks !== undefined || input.jwksUri !== undefined)
-      throw new ClientInputError('public_client_keys', 'a public client has no keys; drop --jwks/--jwks-uri');
-    const other = grantTypes.find((g) => !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(g));
+      refuse('public_client_keys', 'a public client has no keys; drop --jwks/--jwks-uri');
+    // An unsupported grant type is refused as that, above.
+    const other = grantTypes.find(
+      (g) => (GRANT_TYPES as readonly string[]).includes(g) && !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(g),
+    );
     if (other !== undefined) {
-      throw new ClientInputError(
+      refuse(
         'public_client_grant_type',
         `a public client may use only ${PUBLIC_CLIENT_GRANT_TYPES.join(' and ')}, not ${other}`,
         'grantTypes',
@@ -283,7 +296,7 @@ export function buildClient(
     }
   }
   if (input.name !== undefined && !isClientName(input.name)) {
-    throw new ClientInputError(
+    refuse(
       'client_name_invalid',
       `a client name must be 1-${CLIENT_NAME_MAX} characters, some of them visible, without control, line separator or bidirectional formatting characters or unpaired surrogates`,
       'name',
@@ -291,45 +304,41 @@ export function buildClient(
   }
   let jwks: ClientRecord['jwks'] = null;
   if (input.jwks !== undefined) {
-    let parsed: ReturnType<typeof parseJwks>;
+    let parsed: ReturnType<typeof parseJwks> | undefined;
     try {
       parsed = parseJwks(input.jwks, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true });
     } catch (e) {
-      throw new ClientInputError('jwks_invalid', `JWKS: ${e instanceof JwkError ? e.message : 'invalid'}`, 'jwks');
+      refuse('jwks_invalid', `JWKS: ${e instanceof JwkError ? e.message : 'invalid'}`, 'jwks');
     }
-    const problem = parsed.problems[0];
-    if (problem) throw new ClientInputError('jwks_invalid', `JWKS key ${problem.index}: ${problem.message}`, 'jwks');
-    if (parsed.keys.length === 0) throw new ClientInputError('jwks_invalid', 'the JWKS holds no key', 'jwks');
-    const unreachable = unreachableKey(parsed.keys);
-    if (unreachable !== undefined) throw new ClientInputError('jwks_key_ambiguous', unreachable, 'jwks');
-    jwks = { keys: parsed.keys.map((k) => ({ ...k.publicJwk })) };
+    if (parsed !== undefined) {
+      for (const problem of parsed.problems) refuse('jwks_invalid', `JWKS key ${problem.index}: ${problem.message}`, 'jwks');
+      if (parsed.problems.length === 0) {
+        const unreachable = unreachableKey(parsed.keys);
+        if (parsed.keys.length === 0) refuse('jwks_invalid', 'the JWKS holds no key', 'jwks');
+        else if (unreachable !== undefined) refuse('jwks_key_ambiguous', unreachable, 'jwks');
+        else jwks = { keys: parsed.keys.map((k) => ({ ...k.publicJwk })) };
+      }
+    }
   }
   if (input.jwksUri !== undefined) {
+    const u = URL.canParse(input.jwksUri) ? new URL(input.jwksUri) : undefined;
     const ok =
-      URL.canParse(input.jwksUri) &&
-      (new URL(input.jwksUri).protocol === 'https:' ||
-        (new URL(input.jwksUri).protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(new URL(input.jwksUri).hostname)));
-    if (!ok) throw new ClientInputError('jwks_uri_invalid', '--jwks-uri must be an https URL (http only on localhost)', 'jwksUri');
+      u !== undefined && (u.protocol === 'https:' || (u.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname)));
+    if (!ok) refuse('jwks_uri_invalid', '--jwks-uri must be an https URL (http only on localhost)', 'jwksUri');
     // fetch refuses a URL with credentials (every fetch would fail), as an issuer's jwks_uri is refused.
-    const u = new URL(input.jwksUri);
-    if (u.username !== '' || u.password !== '') {
-      throw new ClientInputError('jwks_uri_invalid', '--jwks-uri must not hold a user:password@ part', 'jwksUri');
-    }
+    else if (u.username !== '' || u.password !== '')
+      refuse('jwks_uri_invalid', '--jwks-uri must not hold a user:password@ part', 'jwksUri');
   }
-  const keyClient = jwks !== null || input.jwksUri !== undefined;
+  const keyClient = input.jwks !== undefined || input.jwksUri !== undefined;
   const publicClient = input.public === true;
   if (input.secretMethod !== undefined) {
     if (input.secretMethod !== 'client_secret_basic' && input.secretMethod !== 'client_secret_post') {
-      throw new ClientInputError('auth_method_conflict', 'the secret method is client_secret_basic or client_secret_post', 'secretMethod');
-    }
-    if (keyClient || publicClient) {
-      throw new ClientInputError(
-        'auth_method_conflict',
-        'only a secret client has a secret method; drop it, or --public/--jwks/--jwks-uri',
-        'secretMethod',
-      );
+      refuse('auth_method_conflict', 'the secret method is client_secret_basic or client_secret_post', 'secretMethod');
+    } else if (keyClient || publicClient) {
+      refuse('auth_method_conflict', 'only a secret client has a secret method; drop it, or --public/--jwks/--jwks-uri', 'secretMethod');
     }
   }
+  if (problems.length > 0) throw ClientInputError.all(problems);
   const secret = keyClient || publicClient ? undefined : randomSecret(CLIENT_SECRET_PREFIX);
   const record: ClientRecord = {
     id: input.id,

@@ -41,8 +41,15 @@ import {
   checkAuthorizationRequest,
   issueAuthorizationCode,
 } from './authorize.ts';
-import { type ClientAdminContext, registerClient, removeClient, setClientDisabled, updateClient } from './client-admin.ts';
-import { type ClientInput, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
+import {
+  type ClientAdminContext,
+  clientInputProblems,
+  registerClient,
+  removeClient,
+  setClientDisabled,
+  updateClient,
+} from './client-admin.ts';
+import { type ClientInput, type ClientInputError, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { ConsentTokens } from './consent.ts';
 import { type AuditDraft, asOAuthError, chainOf, type OAuthRequest, SKEW, type TokenResponse } from './context.ts';
 import { checkTokenEndpointProof, DPOP_NONCE_KEY_INFO } from './dpop.ts';
@@ -1009,9 +1016,18 @@ export class TokenService {
     }
   }
 
-  /** Register a client; the secret (for secret clients) is returned once and never stored. */
-  registerClient(input: ClientInput): Promise<{ client: CompiledClient; secret: string | undefined }> {
-    return registerClient(this.#ctx, input);
+  /**
+   * Register a client; the secret (for secret clients) is returned once and never stored. `by`
+   * (`cli`, `init`) is recorded in `client.created`.
+   * @throws {ClientInputError} naming every problem of the input (`problems`), nothing written.
+   */
+  registerClient(input: ClientInput, by?: string): Promise<{ client: CompiledClient; secret: string | undefined }> {
+    return registerClient(this.#ctx, input, by !== undefined ? { by } : {});
+  }
+
+  /** Every problem {@link TokenService.registerClient} would refuse `input` for, writing nothing. */
+  clientInputProblems(input: ClientInput): ClientInputError[] {
+    return clientInputProblems(this.#ctx, input);
   }
 
   /**

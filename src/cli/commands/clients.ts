@@ -8,10 +8,10 @@ import type { Command } from 'commander';
 import { formatDuration } from '../../config/duration.ts';
 import { quoted } from '../../core/errors.ts';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../../core/jose/json.ts';
-import type { ClientInputField } from '../../issuer/clients.ts';
+import type { ClientInputError, ClientInputErrorCode, ClientInputField } from '../../issuer/clients.ts';
 import { type ClientRecord, type ClientSecretMethod, GRANT_TYPES } from '../../store/contract.ts';
 import { iso, list, ttlArg, ttlWithin, withConfig } from '../options.ts';
-import { CliError, deliver, printable, printJson } from '../output.ts';
+import { CliError, deliver, printable, printJson, refusal } from '../output.ts';
 
 /** A client as shown to operators: everything except the secret hash. */
 export function describeClient(c: ClientRecord): Record<string, unknown> {
@@ -64,13 +64,31 @@ const CLIENT_FLAGS: Readonly<Partial<Record<ClientInputField, string>>> = {
 /** `--auth-method` values, and the secret method each registers. */
 const SECRET_METHODS: Readonly<Record<string, ClientSecretMethod>> = { basic: 'client_secret_basic', post: 'client_secret_post' };
 
-/** A registration refused about one input: the line starts with the flag it came from. */
-async function flagged(e: unknown): Promise<unknown> {
+/** A problem of a registration as a line that starts with the flag it came from. */
+function flagLine(p: ClientInputError): string {
+  const flag = p.field === undefined ? undefined : CLIENT_FLAGS[p.field];
+  return flag === undefined || p.message.startsWith(flag) ? p.message : `${flag}: ${p.message}`;
+}
+
+/**
+ * A registration or update refused for its input: one problem is one line naming its flag;
+ * several are one line each under a heading, as a configuration's problems are. The reason on
+ * record is the first problem's code, and `problems` lists every code.
+ */
+function refusedInput(what: string, problems: readonly ClientInputError[]): CliError {
+  const first = problems[0] as ClientInputError;
+  if (problems.length === 1) return refusal(first.code, flagLine(first));
+  return refusal(first.code, `${what} (${problems.length} problems):`, {
+    lines: problems.map(flagLine),
+    detail: { problems: problems.map((p) => p.code).join(' ') },
+  });
+}
+
+/** The problems of a refused input, or `e` itself when it is another failure. */
+async function inputProblems(e: unknown): Promise<readonly ClientInputError[]> {
   const { ClientInputError } = await import('../../issuer/clients.ts');
-  if (!(e instanceof ClientInputError) || e.field === undefined) return e;
-  const flag = CLIENT_FLAGS[e.field];
-  if (flag === undefined || e.message.startsWith(flag)) return e;
-  return new CliError(`${flag}: ${e.message}`);
+  if (e instanceof ClientInputError) return e.problems;
+  throw e;
 }
 
 /** A grant type as `--grant-types` takes it (token exchange by its short name). */
@@ -132,56 +150,88 @@ export function registerClients(program: Command): void {
           json?: boolean;
         },
       ) => {
+        // Every flag is checked, each problem named at once, and nothing written while one is left.
+        const { ClientInputError: InputError } = await import('../../issuer/clients.ts');
+        const problems: ClientInputError[] = [];
+        const problem = (code: ClientInputErrorCode, field: ClientInputField, message: string) =>
+          void problems.push(new InputError(code, message, field));
         const secretMethod = opts.authMethod === undefined ? undefined : SECRET_METHODS[opts.authMethod];
         if (opts.authMethod !== undefined && (secretMethod === undefined || !Object.hasOwn(SECRET_METHODS, opts.authMethod))) {
-          throw new CliError(`--auth-method: ${quoted(opts.authMethod)} is not a secret method; use basic, post`);
+          problem(
+            'auth_method_conflict',
+            'secretMethod',
+            `--auth-method: ${quoted(opts.authMethod)} is not a secret method; use basic, post`,
+          );
         }
-        const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
+        let ttl: number | undefined;
+        try {
+          ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
+        } catch (e) {
+          if (!(e instanceof CliError)) throw e;
+          problem('ttl_invalid', 'ttl', e.message);
+        }
         let jwks: unknown;
         if (opts.jwks !== undefined) {
-          let bytes: Buffer;
+          let bytes: Buffer | undefined;
           try {
             bytes = readFileSync(opts.jwks);
             jwks = JSON.parse(bytes.toString('utf8'));
           } catch {
-            throw new CliError(`--jwks: cannot read a JSON JWKS from ${opts.jwks}`);
+            bytes = undefined;
+            jwks = undefined;
+            problem('jwks_invalid', 'jwks', `--jwks: cannot read a JSON JWKS from ${opts.jwks}`);
           }
           // The strict JSON tokens are read with: a key with two "x" (or two keys arrays) would be
           // stored as JSON.parse read it, the last, where another JOSE library may read the first.
-          const fault = strictJsonFault(bytes, jwks);
-          if (fault !== undefined) throw new CliError(`--jwks: cannot load a JWKS from ${opts.jwks}: ${STRICT_JSON_FAULTS[fault]}`);
+          const fault = bytes === undefined ? undefined : strictJsonFault(bytes, jwks);
+          if (fault !== undefined) {
+            jwks = undefined;
+            problem('jwks_invalid', 'jwks', `--jwks: cannot load a JWKS from ${opts.jwks}: ${STRICT_JSON_FAULTS[fault]}`);
+          }
         }
-        const grantTypes = opts.grantTypes
-          ? list(opts.grantTypes).map((g) => {
-              const type = Object.hasOwn(GRANT_ALIASES, g) ? (GRANT_ALIASES[g] as string) : g;
-              if (!(GRANT_TYPES as readonly string[]).includes(type)) {
-                throw new CliError(`--grant-types: grant type ${quoted(g)} is not supported; use ${GRANT_TYPE_NAMES.join(', ')}`);
-              }
-              return type;
-            })
-          : undefined;
-        const { withService } = await import('../context.ts');
-        await withService(opts.config, true, async ({ service }) => {
-          if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
-          const result = await service
-            .registerClient({
-              id: name,
-              scopes: list(opts.scopes),
-              audiences: list(opts.audiences),
-              ...(grantTypes ? { grantTypes } : {}),
-              ...(ttl !== undefined ? { ttl } : {}),
-              ...(jwks !== undefined ? { jwks } : {}),
-              ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
-              ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
-              ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
-              ...(opts.allowedOrigins ? { allowedOrigins: list(opts.allowedOrigins) } : {}),
-              ...(opts.public ? { public: true } : {}),
-              ...(opts.name !== undefined ? { name: opts.name } : {}),
-              ...(secretMethod !== undefined ? { secretMethod } : {}),
-            })
-            .catch(async (e: unknown) => {
-              throw await flagged(e);
-            });
+        let grantTypes: string[] | undefined;
+        for (const g of opts.grantTypes ? list(opts.grantTypes) : []) {
+          const type = Object.hasOwn(GRANT_ALIASES, g) ? (GRANT_ALIASES[g] as string) : g;
+          if ((GRANT_TYPES as readonly string[]).includes(type)) (grantTypes ??= []).push(type);
+          else
+            problem(
+              'grant_type_unsupported',
+              'grantTypes',
+              `--grant-types: grant type ${quoted(g)} is not supported; use ${GRANT_TYPE_NAMES.join(', ')}`,
+            );
+        }
+        const { withAdminWrite } = await import('../context.ts');
+        await withAdminWrite(opts.config, true, { action: 'client_add', target: name }, async ({ service }) => {
+          try {
+            if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
+          } catch (e) {
+            if (!(e instanceof CliError)) throw e;
+            problem('ttl_invalid', 'ttl', e.message);
+            ttl = undefined;
+          }
+          // What was refused above is left out, so that the rest is checked as given.
+          const input = {
+            id: name,
+            scopes: list(opts.scopes),
+            audiences: list(opts.audiences),
+            ...(grantTypes ? { grantTypes } : {}),
+            ...(ttl !== undefined ? { ttl } : {}),
+            ...(jwks !== undefined ? { jwks } : {}),
+            ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
+            ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
+            ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
+            ...(opts.allowedOrigins ? { allowedOrigins: list(opts.allowedOrigins) } : {}),
+            ...(opts.public ? { public: true } : {}),
+            ...(opts.name !== undefined ? { name: opts.name } : {}),
+            ...(secretMethod !== undefined ? { secretMethod } : {}),
+          };
+          if (problems.length > 0) {
+            problems.push(...service.clientInputProblems(input));
+            throw refusedInput(`client ${quoted(name)} not registered`, problems);
+          }
+          const result = await service.registerClient(input, 'cli').catch(async (e: unknown) => {
+            throw refusedInput(`client ${quoted(name)} not registered`, await inputProblems(e));
+          });
           const described = describeClient(result.client.record);
           const out = [`client ${name} registered (${described.auth_method})`];
           if (result.secret) out.push('client secret (shown once; store it now):', '', `  ${result.secret}`, '');
@@ -196,7 +246,8 @@ export function registerClients(program: Command): void {
             await deliver(text);
           } catch (e) {
             await service.removeClient(name, 'cli');
-            throw new CliError(
+            throw refusal(
+              'client_secret_undelivered',
               `could not print the client secret (${(e as NodeJS.ErrnoException).code ?? 'error'}), so client ${name} was not kept; run clients add again with its output going where it can be read`,
             );
           }
@@ -270,32 +321,41 @@ export function registerClients(program: Command): void {
         id: string,
         opts: { config?: string; allowRetarget?: boolean; allowedOrigins?: string[]; clearAllowedOrigins?: boolean; json?: boolean },
       ) => {
-        if (new Set(retargetFlags).size > 1) {
-          throw new CliError('give --allow-retarget or --no-allow-retarget, not both');
-        }
-        if (opts.allowedOrigins !== undefined && opts.clearAllowedOrigins === true) {
-          throw new CliError('give --allowed-origins or --clear-allowed-origins, not both');
-        }
         const origins = opts.clearAllowedOrigins === true ? [] : opts.allowedOrigins === undefined ? undefined : list(opts.allowedOrigins);
-        if (opts.allowRetarget === undefined && origins === undefined) {
-          throw new CliError('nothing to update: give --allow-retarget, --no-allow-retarget, --allowed-origins or --clear-allowed-origins');
-        }
-        const { withService } = await import('../context.ts');
-        const r = await withService(opts.config, false, async ({ service }) =>
-          service
-            .updateClient(
-              id,
-              {
-                ...(opts.allowRetarget !== undefined ? { retargetAudiences: opts.allowRetarget } : {}),
-                ...(origins !== undefined ? { allowedOrigins: origins } : {}),
-              },
-              'cli',
-            )
-            .catch(async (e: unknown) => {
-              throw await flagged(e);
-            }),
+        const refused =
+          new Set(retargetFlags).size > 1
+            ? refusal('client_update_invalid', 'give --allow-retarget or --no-allow-retarget, not both')
+            : opts.allowedOrigins !== undefined && opts.clearAllowedOrigins === true
+              ? refusal('client_update_invalid', 'give --allowed-origins or --clear-allowed-origins, not both')
+              : opts.allowRetarget === undefined && origins === undefined
+                ? refusal(
+                    'client_update_invalid',
+                    'nothing to update: give --allow-retarget, --no-allow-retarget, --allowed-origins or --clear-allowed-origins',
+                  )
+                : undefined;
+        const { withAdminWrite } = await import('../context.ts');
+        const r = await withAdminWrite(
+          opts.config,
+          false,
+          { action: 'client_update', target: id },
+          async ({ service }) => {
+            const updated = await service
+              .updateClient(
+                id,
+                {
+                  ...(opts.allowRetarget !== undefined ? { retargetAudiences: opts.allowRetarget } : {}),
+                  ...(origins !== undefined ? { allowedOrigins: origins } : {}),
+                },
+                'cli',
+              )
+              .catch(async (e: unknown) => {
+                throw refusedInput(`client ${quoted(id)} not updated`, await inputProblems(e));
+              });
+            if (!updated) throw refusal('admin_not_found', `no client ${quoted(id)}`);
+            return updated;
+          },
+          refused,
         );
-        if (!r) throw new CliError(`no client ${quoted(id)}`);
         if (opts.json) return printJson({ ...describeClient(r.client), changed: r.changed });
         const value = [
           ...(opts.allowRetarget !== undefined ? [`exchange_retarget_audiences=${String(r.client.exchangeRetargetAudiences)}`] : []),
@@ -316,9 +376,12 @@ export function registerClients(program: Command): void {
       .argument('<client_id>')
       .option('--json', 'print one JSON object')
       .action(async (id: string, opts: { config?: string; json?: boolean }) => {
-        const { withService } = await import('../context.ts');
-        const r = await withService(opts.config, false, async ({ service }) => service.setClientDisabled(id, disabled, 'cli'));
-        if (!r) throw new CliError(`no client ${quoted(id)}`);
+        const { withAdminWrite } = await import('../context.ts');
+        const r = await withAdminWrite(opts.config, false, { action: `client_${name}`, target: id }, async ({ service }) => {
+          const done = await service.setClientDisabled(id, disabled, 'cli');
+          if (!done) throw refusal('admin_not_found', `no client ${quoted(id)}`);
+          return done;
+        });
         const revoked = r.revoked.map((g) => g.id);
         if (opts.json) return printJson({ client_id: id, disabled, revoked_grants: revoked });
         process.stdout.write(
@@ -332,9 +395,12 @@ export function registerClients(program: Command): void {
     .argument('<client_id>')
     .option('--json', 'print one JSON object')
     .action(async (id: string, opts: { config?: string; json?: boolean }) => {
-      const { withService } = await import('../context.ts');
-      const r = await withService(opts.config, false, async ({ service }) => service.removeClient(id, 'cli'));
-      if (!r) throw new CliError(`no client ${quoted(id)}`);
+      const { withAdminWrite } = await import('../context.ts');
+      const r = await withAdminWrite(opts.config, false, { action: 'client_remove', target: id }, async ({ service }) => {
+        const done = await service.removeClient(id, 'cli');
+        if (!done) throw refusal('admin_not_found', `no client ${quoted(id)}`);
+        return done;
+      });
       const revoked = r.revoked.map((g) => g.id);
       if (opts.json) return printJson({ client_id: id, removed: true, revoked_grants: revoked });
       process.stdout.write(`client ${id} removed; ${revoked.length} grant(s) revoked\n`);

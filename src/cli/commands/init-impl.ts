@@ -340,12 +340,15 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
     const demoScopes = scopes.every((s) => Object.hasOwn(config.scopes ?? {}, s));
     const exists = (await store.getClient(DEMO_CLIENT)) !== undefined;
     if (!exists && demoScopes) {
-      const created = await service.registerClient({
-        id: DEMO_CLIENT,
-        scopes,
-        audiences: [audience],
-        grantTypes: ['client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange'],
-      });
+      const created = await service.registerClient(
+        {
+          id: DEMO_CLIENT,
+          scopes,
+          audiences: [audience],
+          grantTypes: ['client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+        },
+        'init',
+      );
       // A client whose secret was never kept is of no use, and would stop the next run from
       // creating one.
       undo.added(`client ${DEMO_CLIENT}`, () => service.removeClient(DEMO_CLIENT, 'init'));

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/signing-algorithms.ts';
 import type { KeyStatus } from '../../issuer/keys.ts';
 import { iso, withConfig } from '../options.ts';
-import { CliError, printJson } from '../output.ts';
+import { printJson, refusal } from '../output.ts';
 
 function describeKey(k: KeyStatus): Record<string, unknown> {
   return {
@@ -52,38 +52,46 @@ export function registerKeys(program: Command): void {
     .option('--alg <alg>', `algorithm of the new key (${SIGNING_ALGORITHMS.join(', ')}; default keys.algorithm)`)
     .option('--json', 'print one JSON object')
     .action(async (opts: { config?: string; now?: boolean; alg?: string; json?: boolean }) => {
-      if (opts.alg !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(opts.alg)) {
-        throw new CliError(`--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
-      }
-      const { withService } = await import('../context.ts');
+      const refused =
+        opts.alg !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(opts.alg)
+          ? refusal('key_algorithm_unsupported', `--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`)
+          : undefined;
+      const { withAdminWrite } = await import('../context.ts');
       const { StoreConflictError } = await import('../../store/contract.ts');
-      const { status, pending } = await withService(opts.config, true, async ({ service }) => {
-        const pendingKey = () => service.keys.status().find((k) => k.state === 'pending');
-        const refuse = (p: KeyStatus) =>
-          new CliError(
-            `key ${p.kid} is already pending (signs from ${iso(p.activatesAt)}): wait for it, or add a key that signs at once with --now (${p.kid} still takes over from ${iso(p.activatesAt)})`,
-          );
-        const pending = pendingKey();
-        // --now does not replace a pending key: that one still takes over at its time.
-        if (pending && !opts.now) throw refuse(pending);
-        let record: Awaited<ReturnType<typeof service.rotateSigningKey>>;
-        try {
-          record = await service.rotateSigningKey(
-            {
-              ...(opts.now ? { immediate: true } : {}),
-              ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
-            },
-            'cli',
-          );
-        } catch (e) {
-          // Another process added a pending key since this one read the keys.
-          if (!(e instanceof StoreConflictError && e.code === 'signing_key_pending')) throw e;
-          await service.keys.reload();
-          const other = pendingKey();
-          throw other ? refuse(other) : new CliError('another signing key became pending meanwhile; nothing was added');
-        }
-        return { status: service.keys.status().find((k) => k.kid === record.kid) as KeyStatus, pending };
-      });
+      const { status, pending } = await withAdminWrite(
+        opts.config,
+        true,
+        { action: 'key_rotate' },
+        async ({ service }) => {
+          const pendingKey = () => service.keys.status().find((k) => k.state === 'pending');
+          const refuse = (p: KeyStatus) =>
+            refusal(
+              'key_pending',
+              `key ${p.kid} is already pending (signs from ${iso(p.activatesAt)}): wait for it, or add a key that signs at once with --now (${p.kid} still takes over from ${iso(p.activatesAt)})`,
+            );
+          const pending = pendingKey();
+          // --now does not replace a pending key: that one still takes over at its time.
+          if (pending && !opts.now) throw refuse(pending);
+          let record: Awaited<ReturnType<typeof service.rotateSigningKey>>;
+          try {
+            record = await service.rotateSigningKey(
+              {
+                ...(opts.now ? { immediate: true } : {}),
+                ...(opts.alg ? { algorithm: opts.alg as SigningAlgorithm } : {}),
+              },
+              'cli',
+            );
+          } catch (e) {
+            // Another process added a pending key since this one read the keys.
+            if (!(e instanceof StoreConflictError && e.code === 'signing_key_pending')) throw e;
+            await service.keys.reload();
+            const other = pendingKey();
+            throw other ? refuse(other) : refusal('key_pending', 'another signing key became pending meanwhile; nothing was added');
+          }
+          return { status: service.keys.status().find((k) => k.kid === record.kid) as KeyStatus, pending };
+        },
+        refused,
+      );
       if (opts.json) return printJson(describeKey(status));
       const after = pending ? `; key ${pending.kid} is still pending and takes over from ${iso(pending.activatesAt)}` : '';
       process.stdout.write(

@@ -5,11 +5,10 @@
  */
 import type { Command } from 'commander';
 import { quoted } from '../../core/errors.ts';
-import { OAuthError } from '../../core/oauth-errors.ts';
 import { holdsToken } from '../../core/secret-shape.ts';
-import { type GrantSelector, StoreUnavailableError } from '../../store/contract.ts';
+import type { GrantSelector } from '../../store/contract.ts';
 import { iso, readArg, withConfig } from '../options.ts';
-import { CliError, printable, printJson } from '../output.ts';
+import { printable, printJson, refusal } from '../output.ts';
 
 export function registerRevoke(program: Command): void {
   withConfig(program.command('revoke'))
@@ -53,35 +52,47 @@ export function registerRevoke(program: Command): void {
         reason: string;
         json?: boolean;
       }) => {
-        // An empty value is an unset "$VAR" in a script: it names nothing, and "revoked 0 grant(s)"
-        // with exit 0 would read as done.
-        for (const k of ['token', 'grant', 'subject', 'issuer', 'client'] as const) {
-          if (opts[k] === '') throw new CliError(`--${k} is empty; nothing was revoked`);
-        }
+        // What it names, on record with a refusal too.
         const given = (['token', 'grant', 'subject', 'client'] as const).filter((k) => opts[k] !== undefined);
-        if (given.length !== 1) throw new CliError('give exactly one of --token, --grant, --subject, --client');
-        if (opts.issuer !== undefined && opts.subject === undefined) throw new CliError('--issuer goes with --subject');
-        // Stored with each revoked grant and written into grant.revoked: a pasted token is refused.
-        if (holdsToken(opts.reason)) throw new CliError('--reason holds a token; nothing was revoked');
-        // Why a subject or client revocation matched no grant, for the line printed (never in --json).
-        let unmatched: string | undefined;
-        const { withService } = await import('../context.ts');
-        const result = await withService(opts.config, false, async ({ service }) => {
-          // Every revocation is on record as admin.action by cli, whatever it matched: a subject
-          // with no grant here still writes its subject entries, and a refusal is an attempt.
-          const reason: Record<string, string> = opts.token === undefined ? { revoke_reason: opts.reason } : {};
-          const named: Record<string, string> =
-            opts.grant !== undefined
+        const empty = (['token', 'grant', 'subject', 'issuer', 'client'] as const).find((k) => opts[k] === '');
+        const named: Record<string, string> =
+          empty !== undefined || given.length !== 1
+            ? {}
+            : opts.grant !== undefined
               ? { selector: 'grant_id', target: opts.grant }
               : opts.subject !== undefined
                 ? { selector: 'subject', target: opts.subject, ...(opts.issuer !== undefined ? { issuer: opts.issuer } : {}) }
                 : opts.client !== undefined
                   ? { selector: 'client_id', target: opts.client }
                   : { selector: 'token' };
-          try {
+        // Refused before the store is read, the refusal is still on record (with the admin API's codes).
+        const refused =
+          // An empty value is an unset "$VAR" in a script: it names nothing, and "revoked 0 grant(s)"
+          // with exit 0 would read as done.
+          empty !== undefined
+            ? refusal('admin_revoke_member_invalid', `--${empty} is empty; nothing was revoked`)
+            : given.length !== 1
+              ? refusal('admin_revoke_selector_invalid', 'give exactly one of --token, --grant, --subject, --client')
+              : opts.issuer !== undefined && opts.subject === undefined
+                ? refusal('admin_revoke_issuer_without_subject', '--issuer goes with --subject')
+                : // Stored with each revoked grant and written into grant.revoked: a pasted token is refused.
+                  holdsToken(opts.reason)
+                  ? refusal('admin_revoke_reason_token', '--reason holds a token; nothing was revoked')
+                  : undefined;
+        // Why a subject or client revocation matched no grant, for the line printed (never in --json).
+        let unmatched: string | undefined;
+        const { withAdminWrite } = await import('../context.ts');
+        // Every revocation is on record as admin.action by cli, whatever it matched: a subject with
+        // no grant here still writes its subject entries, and a refusal is an attempt.
+        const result = await withAdminWrite(
+          opts.config,
+          false,
+          { action: 'revoke', ...named },
+          async ({ service }) => {
+            const reason: Record<string, string> = opts.token === undefined ? { revoke_reason: opts.reason } : {};
             if (opts.token !== undefined) {
               const revoked = await service.revokeAccessToken(await readArg(opts.token), 'cli');
-              if (!revoked) throw new CliError('not a valid, unexpired access token of this issuer; nothing to revoke');
+              if (!revoked) throw refusal('admin_not_found', 'not a valid, unexpired access token of this issuer; nothing to revoke');
               // The token itself is never written: its jti names it.
               service.auditCliAction('ok', {
                 action: 'revoke',
@@ -100,7 +111,7 @@ export function registerRevoke(program: Command): void {
                   ? { subject: opts.subject, ...(opts.issuer !== undefined ? { issuer: opts.issuer } : {}) }
                   : { clientId: opts.client as string };
             if ('grantId' in selector && (await service.store.getGrant(selector.grantId)) === undefined) {
-              throw new CliError(`no grant ${quoted(selector.grantId)}`);
+              throw refusal('admin_not_found', `no grant ${quoted(selector.grantId)}`);
             }
             const revoked = await service.revokeGrants(selector, opts.reason, 'cli');
             service.auditCliAction('ok', { action: 'revoke', ...named, ...reason, revoked: revoked.length });
@@ -122,19 +133,9 @@ export function registerRevoke(program: Command): void {
                 ? { already_revoked: { grant_id: before.id, revoked_at: iso(before.revokedAt), reason: before.revokedReason } }
                 : {}),
             };
-          } catch (error) {
-            const code =
-              error instanceof CliError
-                ? 'admin_not_found'
-                : error instanceof OAuthError
-                  ? error.code
-                  : error instanceof StoreUnavailableError
-                    ? 'store_unavailable'
-                    : 'server_error';
-            service.auditCliAction(code, { action: 'revoke', ...named });
-            throw error;
-          }
-        });
+          },
+          refused,
+        );
         if (opts.json) return printJson(result);
         if ('revoked_token' in result) {
           const exchanged = result.revoked_grants;
