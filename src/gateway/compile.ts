@@ -8,6 +8,7 @@
  * @module
  */
 import { createHash, type KeyObject } from 'node:crypto';
+import { lstatSync } from 'node:fs';
 import { type BlockList, isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Dispatcher } from 'undici';
@@ -594,6 +595,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     ),
   );
 
+  const auditFile = auditFileIssue(config.audit?.file);
+  if (auditFile !== undefined) found.push(auditFile);
   for (const i of found) if (!issues.some((j) => j.path === i.path && j.message === i.message)) issues.push(i);
   if (issues.length > 0) throw new ConfigError(issues);
 
@@ -681,4 +684,27 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     mcpSessionKey: secret === undefined ? deps.mcpSessionKey.key : sessionKeyFromSecret(secret),
     warnings,
   });
+}
+
+/**
+ * An existing audit file that users other than its owner may write to is refused: anyone among
+ * them could append events the gateway never wrote, or truncate the trail. A new file is created
+ * mode 0600 (and a symlink in its place is refused when it is opened).
+ */
+function auditFileIssue(file: string | undefined): ConfigIssue | undefined {
+  if (file === undefined) return undefined;
+  let mode: number;
+  try {
+    const st = lstatSync(file);
+    if (!st.isFile()) return undefined;
+    mode = st.mode & 0o777;
+  } catch {
+    return undefined;
+  }
+  if ((mode & 0o022) === 0) return undefined;
+  const octal = mode.toString(8).padStart(4, '0');
+  return {
+    path: 'audit.file',
+    message: `${file} is writable by ${mode & 0o002 ? 'every user' : 'its group'} (mode ${octal}): anyone who can write it can forge or erase audit events; run chmod go-w ${file}`,
+  };
 }

@@ -5,11 +5,12 @@
  * one another while the queue looks empty.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { AuditEvent, AuditSink } from '../../src/audit/event.ts';
+import { ConfigError } from '../../src/core/errors.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { baseConfig, capturedLog, parse, silent } from './helpers.ts';
 
@@ -82,6 +83,49 @@ describe('gateway audit outputs: a symlink planted at audit.file', () => {
       const failed = log.lines.filter((l) => l.event === 'audit_write_failed');
       assert.equal(failed.length, 1);
       assert.equal(failed[0]?.code, 'ELOOP', 'the operator is told why, not only "Error"');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gateway audit outputs: an audit.file others may write', () => {
+  it('attack: an existing audit file writable by its group or by every user (forged or erased events) is refused at start and on reload, naming audit.file and the chmod to run; 0644 is accepted', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-mode-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const config = () =>
+        parse({
+          ...baseConfig(),
+          audit: { file },
+          gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] },
+        });
+      writeFileSync(file, '');
+      for (const mode of [0o666, 0o620]) {
+        chmodSync(file, mode);
+        assert.throws(
+          () => createGateway(config(), { logger: silent, auditSinks: [] }),
+          (e: unknown) =>
+            e instanceof ConfigError &&
+            e.issues.length === 1 &&
+            e.issues[0]?.path === 'audit.file' &&
+            e.issues[0].message.includes(`mode 0${mode.toString(8)}`) &&
+            e.issues[0].message.endsWith(`run chmod go-w ${file}`),
+        );
+      }
+      chmodSync(file, 0o644);
+      const gateway = createGateway(config(), { logger: silent, auditSinks: [] });
+      try {
+        chmodSync(file, 0o646);
+        const refused = gateway.reload(config());
+        assert.equal(refused.ok, false);
+        assert.match(refused.ok ? '' : refused.error.message, /audit\.file: .* is writable by every user \(mode 0646\)/);
+        assert.equal(statSync(file).mode & 0o777, 0o646, 'the file is left as it is, not silently changed');
+        chmodSync(file, 0o600);
+        assert.equal(gateway.reload(config()).ok, true);
+      } finally {
+        await gateway.close({ drainTimeoutMs: 1000 });
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
