@@ -64,7 +64,8 @@ import { plainAddress } from './http/headers.ts';
 import { auditPath, auditRawPath, normalizeTarget } from './http/path.ts';
 import { requestId } from './http/trace.ts';
 import { readBody, TOO_LARGE } from './mcp/body.ts';
-import { type McpSigning, SessionForwardHandler, type ToolsListForward } from './mcp/forward.ts';
+import { type McpSigning, SessionForwardHandler, type ToolsListForward, UpstreamSessionInvalid } from './mcp/forward.ts';
+import { legacySession, signEndpoint } from './mcp/legacy.ts';
 import {
   hasUtf8Charset,
   isDecidableName,
@@ -144,6 +145,8 @@ interface McpForward {
   readonly sessionId: string | undefined;
   /** That `Mcp-Session-Id` as presented (`S.<mac>`): a reload checks its MAC again under its key. */
   readonly presentedSession: string | undefined;
+  /** The query the upstream receives: a legacy HTTP+SSE session in it (`?sessionId=`) unwrapped to the upstream's own id. */
+  readonly query: string;
   /** What was read from the body and decided on (a reload decides the exchange again with it). */
   readonly rpc: RpcFacts;
   /** The ids the caller receives for an upstream's session and event ids: signed for this caller. */
@@ -162,6 +165,25 @@ interface McpForward {
 function hasLookalike(req: IncomingMessage, header: string): boolean {
   for (const name in req.headers) if (name !== header && name.replaceAll('_', '-') === header) return true;
   return false;
+}
+
+/**
+ * `url`, an HTTP+SSE `endpoint` event's URL, resolved as the caller's client resolves it (against
+ * the stream's URL at the gateway): does it name this gateway's origin and a path `route` serves?
+ * Otherwise the session signed in it would be posted elsewhere, where no route checks it.
+ */
+function endpointOnRoute(route: CompiledRoute, greq: GatewayRequest, url: string): boolean {
+  let resolved: URL;
+  let base: URL;
+  try {
+    base = new URL(greq.url);
+    resolved = new URL(url, base);
+  } catch {
+    return false;
+  }
+  if (resolved.origin !== base.origin) return false;
+  const target = normalizeTarget(resolved.pathname + resolved.search);
+  return target !== undefined && route.matches(greq.host, target.path, 'POST');
 }
 
 /**
@@ -833,6 +855,19 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         sessionId = opened.id;
         presentedSession = presented as string;
       }
+      // The legacy HTTP+SSE transport names its session in the query (mcp/legacy.ts): checked the same way.
+      let query = greq.query;
+      const legacy = legacySession(query);
+      if (legacy.kind !== 'none') {
+        const opened: OpenedSession =
+          legacy.kind === 'one' ? openSession(key, route.id, legacy.value, principal) : { ok: false, reason: 'mcp_session_unknown' };
+        if (!opened.ok || legacy.kind !== 'one') {
+          denyRpc(x, res, new TesseraError(opened.ok ? 'mcp_session_unknown' : opened.reason), RPC_SESSION_NOT_FOUND, null);
+          return;
+        }
+        query = legacy.replace(opened.id);
+        presentedSession ??= legacy.value;
+      }
       // Resuming a stream: only from an event id this caller was sent on this session (events.ts).
       const resumeFrom = req.headers['last-event-id'];
       let lastEventId: string | undefined;
@@ -902,11 +937,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         rpcId: callId,
         sessionId,
         presentedSession,
+        query,
         rpc,
         sign: {
           session: (id) => signSession(key, route.id, id, principal),
           event: (session, id) => signEventId(key, route.id, session, id, principal),
           requestSession: sessionId,
+          endpoint: (url) => {
+            const signed = signEndpoint(url, (id) => signSession(key, route.id, id, principal));
+            return signed !== undefined && endpointOnRoute(route, greq, signed) ? signed : undefined;
+          },
         },
         lastEventId,
         toolsList,
@@ -1326,7 +1366,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const options = {
       dispatcher: route.upstream.dispatcher,
       method: greq.method,
-      path: upstreamPath(route, greq.path, greq.query),
+      path: upstreamPath(route, greq.path, mcp?.query ?? greq.query),
       headers,
       body,
       headersTimeout: route.upstream.headersTimeout,
@@ -1457,6 +1497,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           const f = upstreamFailure(error);
           if (error instanceof ToolsListInvalid) toolsListInvalid(x, this.route, true);
           else metrics.upstreamError(this.route.id, f.kind);
+          // A legacy HTTP+SSE endpoint event whose session could not be bound (mcp/legacy.ts).
+          if (error instanceof UpstreamSessionInvalid)
+            logger.warn(
+              { event: 'upstream_error', reason_id: f.code, route: this.route.id, kind: f.kind, request_id: x.requestId, stream_cut: true },
+              'the upstream sent an endpoint event whose session the gateway cannot bind (or naming a path the route does not serve); the stream was cut',
+            );
           (x.detail ??= {}).upstream_error = f.kind;
         }
       }

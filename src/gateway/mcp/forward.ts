@@ -3,7 +3,8 @@
  * `Mcp-Session-Id` in the response head with the id the caller receives (the session signed for
  * the caller, see `sessions.ts`) before the head goes out. An upstream session id that is not
  * visible ASCII, too long or repeated fails the exchange (502): it could not be signed, and
- * passing it on would let the caller see an id the gateway cannot check.
+ * passing it on would let the caller see an id the gateway cannot check. A legacy HTTP+SSE
+ * `endpoint` event's session is signed too, or its stream cut (see `legacy.ts`).
  *
  * @module
  */
@@ -11,6 +12,7 @@ import type { ServerResponse } from 'node:http';
 import { REPRESENTATION_HEADERS } from '../http/headers.ts';
 import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader, validStatus } from '../proxy/forward.ts';
 import { EventIdSigner, isEventStream } from './events.ts';
+import { EndpointSigner } from './legacy.ts';
 import { isJsonContentType } from './message.ts';
 import { validSessionId } from './sessions.ts';
 import { filterToolsMessage, ToolsListEvents, type ToolsListFilter, ToolsListInvalid } from './tools-list.ts';
@@ -51,6 +53,11 @@ export interface McpSigning {
   readonly event: (session: string | null, id: string) => string;
   /** The upstream session the request named, if any. */
   readonly requestSession: string | undefined;
+  /**
+   * The URL the caller receives for a legacy HTTP+SSE `endpoint` event's (see `legacy.ts`): its
+   * session signed; `undefined` when it cannot be bound, which fails the stream.
+   */
+  readonly endpoint: (url: string) => string | undefined;
 }
 
 /**
@@ -90,6 +97,7 @@ export class SessionForwardHandler extends ForwardHandler {
   readonly #ownCredential: boolean;
   readonly #tools: ToolsListForward | undefined;
   #events: EventIdSigner | undefined;
+  #endpoints: EndpointSigner | undefined;
   #toolEvents: ToolsListEvents | undefined;
   /** A JSON tools/list answer being read whole: its head (signed), then its body. */
   #held: { status: number; raw: Buffer[]; resume: () => void; chunks: Buffer[]; total: number } | undefined;
@@ -150,6 +158,7 @@ export class SessionForwardHandler extends ForwardHandler {
       const session = rawHeader(raw, 'mcp-session-id') ?? this.#sign.requestSession ?? null;
       const event = this.#sign.event;
       this.#events = new EventIdSigner((id) => event(session, id));
+      this.#endpoints = new EndpointSigner(this.#sign.endpoint);
     }
     return super.onHeaders(status, head, resume);
   }
@@ -178,7 +187,27 @@ export class SessionForwardHandler extends ForwardHandler {
     return this.#send(out);
   }
 
-  #send(bytes: Buffer): boolean {
+  /**
+   * Sends `bytes` through the endpoint and event id signers. An endpoint event that cannot be
+   * bound fails the exchange (what came before it goes, the event never does): aborted upstream,
+   * or, `over` (the upstream's response has ended), failed here.
+   */
+  #send(bytes: Buffer, over = false): boolean {
+    const endpoints = this.#endpoints;
+    if (endpoints !== undefined) {
+      bytes = endpoints.push(bytes);
+      if (endpoints.failed) {
+        this.#relay(bytes);
+        const error = new UpstreamSessionInvalid('the upstream sent an endpoint event the gateway cannot bind');
+        if (over) this.onError(error);
+        else this.abort(error);
+        return false;
+      }
+    }
+    return this.#relay(bytes);
+  }
+
+  #relay(bytes: Buffer): boolean {
     if (this.#events !== undefined) bytes = this.#events.push(bytes);
     return bytes.length === 0 ? true : super.onData(bytes);
   }
@@ -191,7 +220,9 @@ export class SessionForwardHandler extends ForwardHandler {
       return;
     }
     const toolsRest = this.#toolEvents?.end();
-    if (toolsRest !== undefined && toolsRest.length > 0) this.#send(toolsRest);
+    if (toolsRest !== undefined && toolsRest.length > 0 && !this.#send(toolsRest, true) && this.#endpoints?.failed) return;
+    const endpointsRest = this.#endpoints?.end();
+    if (endpointsRest !== undefined && endpointsRest.length > 0) this.#relay(endpointsRest);
     const rest = this.#events?.end();
     if (rest !== undefined && rest.length > 0) super.onData(rest);
     super.onComplete();
