@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/signing-algorithms.ts';
 import type { KeyStatus } from '../../issuer/keys.ts';
 import { iso, withConfig } from '../options.ts';
-import { printJson, refusal } from '../output.ts';
+import { printable, printJson, refusal } from '../output.ts';
 
 function describeKey(k: KeyStatus): Record<string, unknown> {
   return {
@@ -40,7 +40,9 @@ export function registerKeys(program: Command): void {
               ? `published until ${iso(k.publishedUntil)}`
               : '';
         const refused = k.invalid === undefined ? '' : `  REFUSED (not published, not signing): ${k.invalid}`;
-        process.stdout.write(`${k.state.padEnd(8)} ${k.alg.padEnd(6)} ${k.kid}  ${when}${refused}\n`);
+        // kid and alg are the stored row's: one planted by whoever can write to the database (the
+        // case `refused` reports) could hold terminal escapes.
+        process.stdout.write(`${printable(`${k.state.padEnd(8)} ${k.alg.padEnd(6)} ${k.kid}  ${when}${refused}`)}\n`);
       }
     });
 
@@ -94,8 +96,9 @@ export function registerKeys(program: Command): void {
       );
       if (opts.json) return printJson(describeKey(status));
       const after = pending ? `; key ${pending.kid} is still pending and takes over from ${iso(pending.activatesAt)}` : '';
+      // `pending` is a stored row (its kid as written to the database).
       process.stdout.write(
-        `new ${status.alg} key ${status.kid}: published now, ${status.state === 'active' ? 'signing now' : `signing from ${iso(status.activatesAt)}`}${after}\n`,
+        `${printable(`new ${status.alg} key ${status.kid}: published now, ${status.state === 'active' ? 'signing now' : `signing from ${iso(status.activatesAt)}`}${after}`)}\n`,
       );
     });
 }

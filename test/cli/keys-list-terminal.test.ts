@@ -1,0 +1,47 @@
+/**
+ * `tessera keys list` shows stored rows, refused ones included: a row written by whoever can write
+ * to the database without the master key (the case the key-row checks exist for) chooses its `kid`
+ * and `alg`. Printed raw, an ESC or C1 sequence in them would rewrite the operator's terminal.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { after, before, describe, it } from 'node:test';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+let dir: string;
+
+function tessera(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tessera-keys-list-'));
+  const r = tessera('init');
+  assert.equal(r.code, 0, r.stderr);
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('attack: terminal escapes in a planted signing-key row', () => {
+  it('tessera keys list shows the refused row with its kid and alg escaped, never raw control characters', () => {
+    const db = new DatabaseSync(join(dir, '.tessera', 'tessera.db'));
+    try {
+      // Activated long ago: not the key that signs, so the service still opens.
+      db.prepare(
+        'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES (?, ?, ?, ?, ?, ?)',
+      ).run('evil\u001b]0;owned\u0007\u009b2J\u202ekid', 'ES\u001b[2J', '{}', 'x', 1, 1);
+    } finally {
+      db.close();
+    }
+    const r = tessera('keys', 'list');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /REFUSED/);
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are the point
+    assert.doesNotMatch(r.stdout, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e]/);
+    assert.match(r.stdout, /evil\\x1b\]0;owned\\x07\\x9b2J\\u202ekid/);
+  });
+});
