@@ -402,9 +402,11 @@ export class KeyManager implements KeySource {
       now,
       options.immediate ? now : now + Math.max(publishAhead, jwksMaxAge + propagation + 1),
     );
-    const added = await this.#store.addSigningKey(record, options.unlessPending ? { unlessPendingAfter: now } : {});
+    const added: boolean | undefined = await this.#store.addSigningKey(record, options.unlessPending ? { unlessPendingAfter: now } : {});
     await this.reload();
-    return added ? record : undefined;
+    // Only `false` says nothing was added: a custom Store written before the answer (its
+    // `Promise<void>`) ignores `unlessPendingAfter` and has added the key.
+    return added === false ? undefined : record;
   }
 
   /**

@@ -483,3 +483,38 @@ describe('admin API: an admin token another instance signed right after rotating
     }
   });
 });
+
+describe('a custom Store written before addSigningKey answered whether it added', () => {
+  it('a rotation through one (its addSigningKey resolves undefined, having added the key) returns the key, not signing_key_pending', async () => {
+    // The interface's earlier `Promise<void>`: such a store ignores `unlessPendingAfter` and adds.
+    const store = SqliteStore.open({ path: ':memory:' });
+    const older = new Proxy(store, {
+      get(target, name, receiver) {
+        if (name === 'addSigningKey') {
+          return async (...args: Parameters<typeof store.addSigningKey>) => {
+            await target.addSigningKey(...args);
+          };
+        }
+        const value = Reflect.get(target, name, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    try {
+      const keys = new KeyManager({
+        store: older,
+        master: issuer.master,
+        schedule: { algorithm: 'ES256', publishAhead: 3600, jwksMaxAge: 600, maxTokenTtl: 3600, rotationInterval: undefined },
+        now: () => now,
+      });
+      await keys.reload();
+      const record = await keys.rotate();
+      assert.deepEqual(
+        (await store.listSigningKeys()).map((k) => k.kid),
+        [record.kid],
+      );
+      assert.equal(keys.status().find((k) => k.kid === record.kid)?.state, 'pending');
+    } finally {
+      await store.close();
+    }
+  });
+});
