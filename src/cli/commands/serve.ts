@@ -12,6 +12,7 @@
  */
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
+import { terminalSafeJson } from '../../audit/sinks/jsonl.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import type { TokenService } from '../../issuer/service.ts';
@@ -60,9 +61,13 @@ export function listenError(e: unknown, host: string, port: number, advice = 'se
   return e;
 }
 
-/** One JSON line on stderr, as `tessera serve` logs what the gateway's logger does not. */
+/**
+ * One JSON line on stderr, as `tessera serve` logs what the gateway's logger does not. Escaped as
+ * the audit lines are (terminalSafeJson): a warning may quote a value another party chose, such as
+ * a refused signing-key row's kid.
+ */
 export const log = (line: Record<string, unknown>) =>
-  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...line })}\n`);
+  process.stderr.write(`${terminalSafeJson(JSON.stringify({ time: new Date().toISOString(), ...line }))}\n`);
 
 /**
  * Start the token service (and the gateway, when configured) from a configuration file. What it
