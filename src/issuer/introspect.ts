@@ -60,8 +60,10 @@ async function introspect(ctx: IntrospectContext, token: string, client: Compile
   if (own.clientId !== client.id && !own.audiences.some((a) => client.audiences.has(a))) return { active: false };
   // The authoritative answer: another process (the CLI, another instance) may have revoked the
   // grant or this token since the last sync. Both are revoked in the store only: a subject or
-  // client revocation reaches this issuer's tokens through their grants.
+  // client revocation reaches this issuer's tokens through their grants. A live token whose grant
+  // the store does not hold (deleted by hand, or a token signed with a key of this service outside
+  // it) stands for nothing that can be revoked: inactive, as the admin API refuses it.
   const [grant, revoked] = await Promise.all([ctx.store.getGrant(own.grantId), ctx.store.tokenRevoked(own.jti)]);
-  if (revoked || (grant && grant.revokedAt !== null)) return { active: false };
+  if (revoked || grant === undefined || grant.revokedAt !== null) return { active: false };
   return { active: true, token_type: own.jkt === undefined ? 'Bearer' : 'DPoP', ...own.claims };
 }

@@ -174,6 +174,23 @@ describe('revoked by another process (the CLI, a second instance on the same sto
   });
 });
 
+describe('attack: a live token whose grant the store does not hold', () => {
+  it('is inactive, as the admin API refuses it: a grant deleted from the database (by hand, or a restore from an older backup) leaves nothing that could revoke the token', async () => {
+    const token = (await issuer.service.mint({ clientId: 'agent', subject: 'mallory', ttl: 3600 })).access_token;
+    assert.equal((await introspect(token)).body.active, true);
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(join(issuer.dir, 'tessera.db'));
+    try {
+      db.exec('PRAGMA foreign_keys = OFF');
+      const gone = db.prepare('DELETE FROM grants WHERE id = ?').run(decodeJwt(token).grant_id as string);
+      assert.equal(gone.changes, 1);
+    } finally {
+      db.close();
+    }
+    assert.deepEqual(await introspect(token), { status: 200, body: { active: false } });
+  });
+});
+
 describe('errors', () => {
   it('requires client authentication', async () => {
     const res = await issuer.post('/oauth2/introspect', { token: 'x' });
