@@ -343,7 +343,8 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     // revocations_token: introspection looks up a token's `jti` in the revocation log, so a token
     // revoked by another process (the CLI, another instance) is inactive before this one syncs.
     version: 14,
-    sql: "CREATE INDEX revocations_token ON revocations (value) WHERE kind = 'token';",
+    // IF NOT EXISTS: on a large log, an operator may build it beforehand, CONCURRENTLY.
+    sql: "CREATE INDEX IF NOT EXISTS revocations_token ON revocations (value) WHERE kind = 'token';",
   },
   {
     // authorization_codes.approval_since: since when the approval of a code stood (the login
