@@ -6,6 +6,7 @@
  * the token service's OAuthError, its fixed code, never its message.
  */
 import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +18,7 @@ import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { acceptOf } from '../../src/gateway/proxy/websocket.ts';
 import { rawHttp, until } from '../helpers/net.ts';
+import { listen, readBody, type TestServer } from '../helpers/verify.ts';
 import {
   baseConfig,
   parse,
@@ -397,6 +399,127 @@ describe('gateway: exchange upstream credential and identity headers', () => {
       assert.match(res.headers.get('www-authenticate') ?? '', /error="invalid_token"/);
       assert.equal(ti.calls.length, 0, 'the token service was asked for a token');
       assert.equal(upstream.seen.length, 0);
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
+
+describe('gateway: the exchanged-token cache against an introspected token whose answer changes', () => {
+  const CLIENT_ID = 'gateway';
+  const CLIENT_SECRET = 'introspection-client-secret';
+  let endpoint: TestServer;
+  /** Opaque caller token → the endpoint's answer (`active: false` when absent). */
+  const answers = new Map<string, Record<string, unknown>>();
+  let upstream: Upstream;
+  let gw: TestGateway;
+  const ti = testIssuer();
+  before(async () => {
+    const basic = `Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`;
+    endpoint = await listen(async (req, res) => {
+      const presented = new URLSearchParams(await readBody(req)).get('token') ?? '';
+      const body = (req.headers.authorization === basic && answers.get(presented)) || { active: false };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    upstream = await startUpstream();
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        introspection: {
+          endpoint: `${endpoint.origin}/introspect`,
+          client_id: CLIENT_ID,
+          client_secret: CLIENT_SECRET,
+          cache_max_ttl: '1s',
+          timeout: '1s',
+        },
+        gateway: { routes: [{ ...routes(upstream.url)[0]!, auth: 'introspection' as const }] },
+      },
+      { upstreamTokenIssuer: ti.issuer },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+    await endpoint.close();
+  });
+
+  const models = (t: string) => fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } });
+  /** Past the introspection cache (cache_max_ttl 1 s): the gateway knows the new answer. */
+  const sleep = () => new Promise((r) => setTimeout(r, 1200));
+  const sentPayload = () => decodeJwt(String(upstream.seen.at(-1)!.headers.authorization).replace(/^Bearer /, ''));
+
+  it('attack: a token the authorization server narrowed (admin taken away) is not sent the upstream token minted with admin', async () => {
+    const t = 'opaque-narrowed-0123456789';
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    answers.set(t, { active: true, sub: 'user-narrowed', client_id: 'agent-1', scope: 'api:read admin', exp });
+    assert.equal((await models(t)).status, 200);
+    assert.equal(sentPayload().scope, 'api:read admin');
+    answers.set(t, { ...answers.get(t), scope: 'api:read' });
+    await sleep();
+    assert.equal((await models(t)).status, 200);
+    assert.equal(sentPayload().scope, 'api:read', 'the cached upstream token still carries admin');
+    assert.deepEqual(ti.calls.at(-1)!.scopes, ['api:read']);
+  });
+
+  it('attack: a token whose expiry the authorization server brought forward is not sent an upstream token that outlives it', async () => {
+    const t = 'opaque-shortened-0123456789';
+    const now = Math.floor(Date.now() / 1000);
+    answers.set(t, { active: true, sub: 'user-shortened', client_id: 'agent-1', scope: 'api:read', exp: now + 600 });
+    assert.equal((await models(t)).status, 200);
+    assert.ok((sentPayload().exp as number) > now + 120);
+    answers.set(t, { ...answers.get(t), exp: now + 60 });
+    await sleep();
+    assert.equal((await models(t)).status, 200);
+    assert.ok((sentPayload().exp as number) <= now + 60, 'the cached upstream token outlives the caller token');
+  });
+
+  it('attack: the same token answered for another subject (or client) is not sent the first one’s upstream token', async () => {
+    const t = 'opaque-reassigned-0123456789';
+    answers.set(t, { active: true, sub: 'user-first', client_id: 'agent-1', scope: 'api:read', exp: Math.floor(Date.now() / 1000) + 600 });
+    assert.equal((await models(t)).status, 200);
+    assert.equal(sentPayload().sub, 'user-first');
+    answers.set(t, { ...answers.get(t), sub: 'user-second' });
+    await sleep();
+    assert.equal((await models(t)).status, 200);
+    assert.equal(sentPayload().sub, 'user-second');
+    answers.set(t, { ...answers.get(t), client_id: 'agent-2' });
+    await sleep();
+    assert.equal((await models(t)).status, 200);
+    assert.equal(sentPayload().client_id, 'agent-2');
+  });
+});
+
+describe('gateway: a reload that changes the exchange configuration', () => {
+  it('never serves a token minted under the old configuration (another audience, narrower scopes)', async () => {
+    const upstream = await startUpstream();
+    const ti = testIssuer();
+    const config = (audience: string, scopes?: string[]) => ({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          {
+            ...routes(upstream.url)[0]!,
+            upstream: {
+              url: upstream.url,
+              credential: { type: 'exchange' as const, audience, max_ttl: '5m', ...(scopes ? { scopes } : {}) },
+            },
+          },
+        ],
+      },
+    });
+    const gw = await startGateway(config(UPSTREAM_AUD), { upstreamTokenIssuer: ti.issuer });
+    try {
+      const t = await token({ scope: 'api:read admin' });
+      const get = () => fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } });
+      const sent = () => decodeJwt(String(upstream.seen.at(-1)!.headers.authorization).replace(/^Bearer /, ''));
+      assert.equal((await get()).status, 200);
+      assert.equal(sent().aud, UPSTREAM_AUD);
+      assert.equal(sent().scope, 'api:read admin');
+      assert.equal(gw.served.reload(parse(config('https://other-upstream.internal', ['api:read']))).ok, true);
+      assert.equal((await get()).status, 200);
+      assert.equal(sent().aud, 'https://other-upstream.internal');
+      assert.equal(sent().scope, 'api:read');
     } finally {
       await gw.close();
       await upstream.close();

@@ -3,7 +3,8 @@
  * (`UpstreamTokenIssuer`): the upstream's audience, narrowed to the route's scopes, never
  * outliving the caller's token, carrying the caller's delegation chain in `act`.
  *
- * Minted tokens are cached per caller token and rule until `refresh_before` their expiry, or
+ * Minted tokens are cached per caller token (and what the mint read of it: an introspected token's
+ * answer may change) and rule until `refresh_before` their expiry, or
  * until the upstream answers 401 to one (it is then evicted, and the caller's next request mints
  * anew; a token minted that way is kept through a 401 of its own for 30 s, so an upstream that
  * refuses every token does not get a new one per request); concurrent first requests share one
@@ -59,6 +60,41 @@ export function exchangeScopes(configured: readonly string[] | undefined, input:
   return out;
 }
 
+/** {@link fingerprint}s of the principals seen: a verifier shares one principal between the requests of a token. */
+const fingerprints = new WeakMap<Principal, string>();
+
+/**
+ * The cache key of a caller: its token, and everything about it a mint reads. The token alone is
+ * not enough: an introspected token's answer may change under it (scopes narrowed, its expiry
+ * brought forward, another subject or client), and a token minted for the old answer would go on
+ * being sent (wider than the caller now holds, or outliving the caller's token).
+ */
+function fingerprint(p: Principal): string {
+  let f = fingerprints.get(p);
+  if (f === undefined) {
+    const c = p.claims;
+    f = JSON.stringify([
+      p.tokenHash,
+      p.kind,
+      p.issuer,
+      p.subject,
+      p.clientId,
+      p.scopes,
+      p.expiresAt,
+      p.issuedAt,
+      p.delegationId,
+      p.tokenId,
+      p.confirmation?.jkt,
+      p.staticTokenId,
+      c.act,
+      c.may_act,
+      c.sub_id,
+    ]);
+    fingerprints.set(p, f);
+  }
+  return f;
+}
+
 export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
   const cache = options.cacheSize > 0 ? new BoundedMap<string, Cached>(options.cacheSize) : undefined;
   const pending = new Map<string, Promise<Cached>>();
@@ -88,7 +124,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     return p;
   };
 
-  const keyOf = (principal: Principal, rule: MutationInput['rule']) => `${principal.tokenHash}\n${rule?.id ?? ''}`;
+  const keyOf = (principal: Principal, rule: MutationInput['rule']) => `${fingerprint(principal)}\n${rule?.id ?? ''}`;
 
   return {
     id: 'exchange',
