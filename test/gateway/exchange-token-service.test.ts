@@ -1,0 +1,138 @@
+/**
+ * `credential: exchange` in a real `tessera serve` (SQLite in a temp dir, its gateway minting
+ * through its own token service as the client `gw`) in front of a loopback upstream: what the
+ * upstream receives on behalf of callers that differ in one dimension only, and after the caller's
+ * token is revoked.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import pino from 'pino';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
+import { freePort } from '../helpers/net.ts';
+import { claims, sign } from '../helpers/tokens.ts';
+import { AUDIENCE, ISSUER, key, startUpstream, type Upstream } from './helpers.ts';
+import { IDP2, idp2Key, tokenServiceIssuer } from './subject-issuer-fixture.ts';
+
+const UPSTREAM_AUD = 'https://upstream.internal';
+
+describe('gateway: exchange through a real token service', () => {
+  let dir: string;
+  let url: string;
+  let upstream: Upstream;
+  let running: RunningServer;
+  const savedMaster = process.env.TESSERA_MASTER_KEY;
+
+  before(async () => {
+    delete process.env.TESSERA_MASTER_KEY;
+    dir = mkdtempSync(join(tmpdir(), 'tessera-exchange-e2e-'));
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    upstream = await startUpstream();
+    const issuers = [
+      tokenServiceIssuer(url),
+      { issuer: ISSUER, audiences: [AUDIENCE], jwks: { keys: [key.jwk] } },
+      { issuer: IDP2, audiences: [AUDIENCE], jwks: { keys: [idp2Key.jwk] } },
+    ];
+    const gateway = {
+      watch_config: false,
+      exchange_client: 'gw',
+      routes: [
+        {
+          id: 'api',
+          match: { path_prefix: '/api' },
+          upstream: { url: upstream.url, credential: { type: 'exchange', audience: UPSTREAM_AUD, max_ttl: '5m' } },
+          auth: 'jwt',
+          rules: [{ id: 'read', scopes: ['api:read'] }],
+        },
+      ],
+    };
+    writeFileSync(
+      join(dir, 'tessera.yaml'),
+      `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+issuers: ${JSON.stringify(issuers)}
+scopes:
+  api:read: {}
+gateway: ${JSON.stringify(gateway)}
+`,
+    );
+    await initialize({ config: join(dir, 'tessera.yaml') });
+    const logStream = new Writable({ write: (_chunk, _encoding, done) => done() });
+    running = await startServer({ config: join(dir, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
+    await running.service.registerClient({ id: 'gw', scopes: ['api:read'], audiences: [UPSTREAM_AUD], grantTypes: [TOKEN_EXCHANGE] });
+    await running.service.registerClient({
+      id: 'agent',
+      scopes: ['api:read'],
+      audiences: [`${url}/api`],
+      grantTypes: ['client_credentials'],
+    });
+  });
+  after(async () => {
+    await running?.close();
+    await upstream?.close();
+    rmSync(dir, { recursive: true, force: true });
+    if (savedMaster !== undefined) process.env.TESSERA_MASTER_KEY = savedMaster;
+  });
+
+  const call = async (token: string) => {
+    const res = await fetch(`${url}/api/x`, { headers: { authorization: `Bearer ${token}` } });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  const sent = () => String(upstream.seen.at(-1)!.headers.authorization).replace(/^Bearer /, '');
+  /** The grant a minted upstream token belongs to, as the store has it. */
+  const grantOf = async (token: string) => {
+    const id = decodeJwt(token).grant_id as string;
+    return (await running.service.grantTree(id))?.subtree.find((g) => g.id === id);
+  };
+
+  it('attack: two identity providers’ users with the same sub never receive each other’s upstream token', async () => {
+    const alice1 = await sign(key, claims({ iss: ISSUER, sub: 'alice', aud: AUDIENCE, scope: 'api:read' }));
+    const alice2 = await sign(idp2Key, claims({ iss: IDP2, sub: 'alice', aud: AUDIENCE, scope: 'api:read' }));
+    assert.equal(await call(alice1), 200);
+    const first = sent();
+    assert.equal(await call(alice2), 200);
+    const second = sent();
+    assert.notEqual(first, second);
+    assert.equal(await call(alice1), 200);
+    assert.equal(sent(), first, 'cached for the first caller');
+    const c1 = decodeJwt(first);
+    const c2 = decodeJwt(second);
+    assert.equal(c1.aud, UPSTREAM_AUD);
+    assert.deepEqual(c1.sub_id, { format: 'iss_sub', iss: ISSUER, sub: 'alice' });
+    assert.deepEqual(c2.sub_id, { format: 'iss_sub', iss: IDP2, sub: 'alice' });
+  });
+
+  it('attack: the same subject through another actor chain never receives the first chain’s upstream token', async () => {
+    const direct = await sign(key, claims({ iss: ISSUER, sub: 'bob', aud: AUDIENCE, scope: 'api:read' }));
+    const viaAgent = await sign(key, claims({ iss: ISSUER, sub: 'bob', aud: AUDIENCE, scope: 'api:read', act: { sub: 'agent-x' } }));
+    assert.equal(await call(direct), 200);
+    const first = decodeJwt(sent());
+    assert.equal(await call(viaAgent), 200);
+    const second = decodeJwt(sent());
+    assert.notEqual(first.jti, second.jti);
+    assert.deepEqual(first.act, { sub: 'gw' });
+    assert.deepEqual(second.act, { sub: 'gw', act: { sub: 'agent-x', iss: ISSUER } });
+  });
+
+  it('attack: a revoked caller token is refused at the edge (its cached upstream token is never sent again) and the upstream token minted from it is revoked with it', async () => {
+    const caller = await running.service.mint({ clientId: 'agent', subject: 'carol', ttl: 600, audiences: [`${url}/api`] });
+    assert.equal(await call(caller.access_token), 200);
+    const minted = sent();
+    assert.equal(decodeJwt(minted).sub, 'carol');
+    const seen = upstream.seen.length;
+    await running.service.revokeAccessToken(caller.access_token, 'test');
+    assert.equal(await call(caller.access_token), 401);
+    assert.equal(upstream.seen.length, seen, 'the revoked caller reached the upstream');
+    const grant = await grantOf(minted);
+    assert.equal(grant?.kind, 'upstream');
+    assert.notEqual(grant?.revokedAt, null, 'the upstream token outlived the revocation of the token it was minted from');
+  });
+});
