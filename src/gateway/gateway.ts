@@ -86,6 +86,7 @@ import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethod
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
+import { ExchangeAnswerRefused } from './pipeline/mutate/mutator-exchange.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { afterAuthn, authenticate, type Decision, decide, forgetRejectedCredential, rateLimit } from './pipeline/run.ts';
 import {
@@ -488,7 +489,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           event: 'upstream_credential_failed',
           route,
           error: (error as Error)?.name ?? 'error',
-          ...(error instanceof OAuthError ? { code: error.code } : {}),
+          ...(error instanceof OAuthError ? { code: error.code } : error instanceof ExchangeAnswerRefused ? { code: error.reason } : {}),
         },
         'minting an upstream token failed',
       ),

@@ -526,3 +526,73 @@ describe('gateway: a reload that changes the exchange configuration', () => {
     }
   });
 });
+
+describe('gateway: an exchange answer the gateway must not forward', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  /** What the stand-in token service answers next. */
+  let answer: (maxTtl: number, callerExp: number) => { token: string; expiresAt: number };
+  const calls: number[] = [];
+  const lines: Record<string, unknown>[] = [];
+  before(async () => {
+    upstream = await startUpstream();
+    const issuer: UpstreamTokenIssuer = {
+      async issueForUpstream({ principal, maxTtl }) {
+        calls.push(maxTtl);
+        return answer(maxTtl, principal.expiresAt);
+      },
+    };
+    gw = await startGateway(
+      { ...baseConfig(), gateway: { routes: routes(upstream.url) } },
+      { upstreamTokenIssuer: issuer, logger: pino({ level: 'warn' }, { write: (l: string) => lines.push(JSON.parse(l)) }) },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const now = () => Math.floor(Date.now() / 1000);
+  for (const [name, make, code] of [
+    [
+      'a token with CR LF (header injection)',
+      (ttl: number) => ({ token: 'abc\r\nX-Tessera-Subject: admin', expiresAt: now() + ttl }),
+      'token_malformed',
+    ],
+    [
+      'a token with a space (another scheme, another credential)',
+      (ttl: number) => ({ token: 'abc def', expiresAt: now() + ttl }),
+      'token_malformed',
+    ],
+    ['an empty token', (ttl: number) => ({ token: '', expiresAt: now() + ttl }), 'token_malformed'],
+    ['an expiry that is not a number', () => ({ token: 'abc', expiresAt: Number.NaN }), 'expiry_invalid'],
+    ['an expiry already past', () => ({ token: 'abc', expiresAt: now() - 10 }), 'expiry_invalid'],
+    [
+      'a token outliving the caller token',
+      (_: number, callerExp: number) => ({ token: 'abc', expiresAt: callerExp + 3600 }),
+      'outlives_caller',
+    ],
+  ] as const) {
+    it(`attack: ${name} is refused (502 upstream_credential_unavailable), never forwarded`, async () => {
+      answer = make;
+      const logged = lines.length;
+      const t = await token({ scope: 'api:read', exp: now() + 120 });
+      const n = upstream.seen.length;
+      const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` } });
+      assert.equal(res.status, 502);
+      assert.deepEqual(await res.json(), {
+        error: 'bad_gateway',
+        error_description: 'The credential for the upstream service could not be obtained.',
+      });
+      assert.equal(upstream.seen.length, n, 'the upstream was sent the answer');
+      const events = await requestEvents(gw);
+      assert.equal(events.at(-1)!.reason, 'upstream_credential_unavailable');
+      await until(() => lines.length > logged);
+      assert.deepEqual(
+        lines.slice(logged).map((l) => [l.event, l.error, l.code]),
+        [['upstream_credential_failed', 'ExchangeAnswerRefused', code]],
+      );
+      assert.ok(!JSON.stringify(lines).includes(t), 'the caller token is in the log');
+    });
+  }
+});

@@ -60,6 +60,31 @@ export function exchangeScopes(configured: readonly string[] | undefined, input:
   return out;
 }
 
+/**
+ * A token service's answer the gateway does not send: the upstream would get a credential other
+ * than one token (a CR LF, a space, an empty value) or one outliving the caller's token. `reason`
+ * is logged; never the answer itself.
+ */
+export class ExchangeAnswerRefused extends Error {
+  override readonly name = 'ExchangeAnswerRefused';
+  readonly reason: 'token_malformed' | 'expiry_invalid' | 'outlives_caller';
+  constructor(reason: ExchangeAnswerRefused['reason']) {
+    super(`exchange answer refused: ${reason}`);
+    this.reason = reason;
+  }
+}
+
+/** RFC 6750 §2.1 b64token: what a Bearer credential may be. */
+const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+function refusedAnswer(issued: { readonly token: unknown; readonly expiresAt: unknown }, p: Principal, nowMs: number) {
+  if (typeof issued.token !== 'string' || !B64TOKEN.test(issued.token)) return 'token_malformed' as const;
+  const exp = issued.expiresAt;
+  if (typeof exp !== 'number' || !Number.isFinite(exp) || exp * 1000 <= nowMs) return 'expiry_invalid' as const;
+  if (exp > p.expiresAt) return 'outlives_caller' as const;
+  return undefined;
+}
+
 /** {@link fingerprint}s of the principals seen: a verifier shares one principal between the requests of a token. */
 const fingerprints = new WeakMap<Principal, string>();
 
@@ -109,12 +134,14 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     const p = options.issuer
       .issueForUpstream({ principal, audience: options.audience, scopes: exchangeScopes(options.scopes, input, principal), maxTtl })
       .then((issued) => {
+        const refused = refusedAnswer(issued, principal, clock());
+        if (refused !== undefined) throw new ExchangeAnswerRefused(refused);
         const expMs = issued.expiresAt * 1000;
         const lead = Math.min(options.refreshBefore * 1000, (expMs - clock()) / 2);
-        const refused = refusedAt?.get(key);
-        if (refused !== undefined) refusedAt?.delete(key);
+        const rejectedAt = refusedAt?.get(key);
+        if (rejectedAt !== undefined) refusedAt?.delete(key);
         const now = clock();
-        const keepUntil = refused !== undefined && now - refused < REPLACEMENT_HOLD_MS ? now + REPLACEMENT_HOLD_MS : 0;
+        const keepUntil = rejectedAt !== undefined && now - rejectedAt < REPLACEMENT_HOLD_MS ? now + REPLACEMENT_HOLD_MS : 0;
         const entry = { value: `Bearer ${issued.token}`, refreshAt: expMs - lead, keepUntil };
         if (cache && entry.refreshAt > clock()) cache.set(key, entry);
         return entry;
