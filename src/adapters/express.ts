@@ -23,7 +23,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
-import { adapterOptions, formParams, toVerifyRequest } from './shared.ts';
+import { adapterOptions, formParams, toVerifyRequest, verifyOnce } from './shared.ts';
 
 declare global {
   namespace Express {
@@ -112,12 +112,15 @@ export function expressAuth(
       return;
     }
     const body = formParams(req.body);
-    verifier.verify(toVerifyRequest(req, { ...options, body: () => body })).then((result) => {
+    verifyOnce(verifier, req, toVerifyRequest(req, { ...options, body: () => body })).then((result) => {
       if (result.ok) {
         req.principal = result.principal;
         next();
         return;
       }
+      // Another middleware answered while the verifier waited (a request timeout): writing now
+      // would throw in this callback, an unhandled rejection that ends the process.
+      if (res.headersSent) return;
       const d = denyResponse(result.error, verifier.challenges);
       res.status(d.status).set(d.headers).send(d.body);
     }, next);

@@ -21,7 +21,7 @@ import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
-import { adapterOptions, formParams, toVerifyRequest } from './shared.ts';
+import { adapterOptions, formParams, toVerifyRequest, verifyOnce } from './shared.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -76,10 +76,10 @@ export function fastifyAuth(
     const config = app.initialConfig as { routerOptions?: { useSemicolonDelimiter?: boolean }; useSemicolonDelimiter?: boolean };
     const semicolon =
       config.routerOptions?.useSemicolonDelimiter ?? Object.getOwnPropertyDescriptor(config, 'useSemicolonDelimiter')?.value === true;
-    app.decorateRequest('principal', undefined);
+    if (!app.hasRequestDecorator('principal')) app.decorateRequest('principal', undefined);
     app.addHook(formBody ? 'preValidation' : 'onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
       const body = formParams(request.body);
-      const result = await verifier.verify(toVerifyRequest(request.raw, { ...options, body: () => body }, semicolon));
+      const result = await verifyOnce(verifier, request.raw, toVerifyRequest(request.raw, { ...options, body: () => body }, semicolon));
       if (result.ok) {
         request.principal = result.principal;
         return;

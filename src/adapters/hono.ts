@@ -21,7 +21,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { denyResponse } from './response.ts';
-import { adapterOptions } from './shared.ts';
+import { adapterOptions, verifyOnce } from './shared.ts';
 
 /** Hono environment type carrying the principal. */
 export interface TesseraEnv {
@@ -103,7 +103,7 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
     // the path as sent; otherwise the one the app routes on. A DPoP proof still names the URL.
     const routed = c.req.path;
     const own = routed !== getPath(raw) && routed !== getPathNoStrict(raw);
-    const result = await verifier.verify({
+    const result = await verifyOnce(verifier, raw, {
       method: raw.method,
       url: origin + path,
       ...(own ? { path: routed } : {}),

@@ -20,7 +20,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
-import { adapterOptions, toVerifyRequest, writeDeny } from './shared.ts';
+import { adapterOptions, toVerifyRequest, verifyOnce, writeDeny } from './shared.ts';
 
 /**
  * Options of {@link nodeAuth}; `expressAuth` and `fastifyAuth` take the same but `body` (they
@@ -99,7 +99,7 @@ export function nodeAuth(
     body: 'function',
   });
   return async function tesseraNodeAuth(req, res) {
-    const result = await verifier.verify(toVerifyRequest(req, checked));
+    const result = await verifyOnce(verifier, req, toVerifyRequest(req, checked));
     if (result.ok) return result.principal;
     writeDeny(res, result.error, verifier);
     return undefined;

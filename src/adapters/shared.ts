@@ -7,7 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import { ArgumentError, ConfigError, type ConfigIssue, kindOf, type TesseraError } from '../core/errors.ts';
 import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
 import type { VerifyRequest } from '../core/verify/extract.ts';
-import type { Verifier } from '../core/verify/verifier.ts';
+import type { Verifier, VerifyResult, VerifySuccess } from '../core/verify/verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
 
@@ -169,8 +169,56 @@ function originOf(req: IncomingMessage, options: NodeAdapterOptions): string {
   return `${proto}://${validHost(named) ? named : 'host.invalid'}`;
 }
 
-/** Write a refusal to a Node response. */
+/**
+ * Write a refusal to a Node response, unless another party answered already (a request timeout
+ * that did while the verifier waited): writing then would throw, and nothing awaits the adapter
+ * but the framework, so the throw would be an unhandled rejection ending the process.
+ */
 export function writeDeny(res: ServerResponse, error: TesseraError, verifier: Pick<Verifier, 'challenges'>): void {
+  if (res.headersSent) return;
   const d = denyResponse(error, verifier.challenges);
   res.writeHead(d.status, d.headers).end(d.body);
+}
+
+/** A request a verifier accepted, as it was checked. */
+interface Accepted {
+  readonly verifier: Pick<Verifier, 'verify'>;
+  readonly method: string;
+  readonly url: string;
+  readonly path: string | undefined;
+  readonly body: string | undefined;
+  readonly result: VerifySuccess;
+}
+
+/** The last acceptance of each request (its Node `IncomingMessage`, or its Web `Request`). */
+const accepted = new WeakMap<object, Accepted>();
+
+function bodyText(body: VerifyRequest['body']): string | undefined {
+  if (body === undefined || typeof body === 'string') return body;
+  return body instanceof URLSearchParams ? `?${body}` : `#${Buffer.from(body).toString('base64')}`;
+}
+
+/**
+ * `verifier.verify(request)` for the request `carrier` stands for, once: the same verifier
+ * mounted twice on one request (app-wide, then again on a router, scope or route) answers the
+ * second time with its first acceptance, when the request is still the one it accepted (method,
+ * URL, routed path, form body). Verifying again would refuse a DPoP proof as already used. A
+ * request rewritten in between is verified again, so the second mount's rules see the new path.
+ */
+export async function verifyOnce(verifier: Pick<Verifier, 'verify'>, carrier: object, request: VerifyRequest): Promise<VerifyResult> {
+  const body = bodyText(request.body);
+  const seen = accepted.get(carrier);
+  if (
+    seen !== undefined &&
+    seen.verifier === verifier &&
+    seen.method === request.method &&
+    seen.url === request.url &&
+    seen.path === request.path &&
+    seen.body === body
+  ) {
+    return seen.result;
+  }
+  const result = await verifier.verify(request);
+  if (result.ok) accepted.set(carrier, { verifier, method: request.method, url: request.url, path: request.path, body, result });
+  return result;
 }
