@@ -52,6 +52,42 @@ export interface HonoAdapterOptions {
   readonly publicUrl?: string;
 }
 
+/**
+ * The most of an urlencoded body read for its `access_token` (RFC 6750 §2.2): Fastify's default
+ * body limit. Hono has none, and the body is read before the application's own limit applies.
+ */
+const FORM_BODY_LIMIT = 1024 * 1024;
+
+/**
+ * The request body as text when it is at most {@link FORM_BODY_LIMIT} bytes, else `undefined`
+ * (an `access_token` in it is then not found). Read from a clone: the application reads the body
+ * whole.
+ */
+async function formBodyText(raw: Request): Promise<string | undefined> {
+  if (Number(raw.headers.get('content-length')) > FORM_BODY_LIMIT) return undefined;
+  const reader = raw.clone().body?.getReader();
+  if (reader === undefined) return undefined;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > FORM_BODY_LIMIT) {
+      await reader.cancel();
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
 /** `@hono/node-server`'s bindings: the Node request (under `server` when the app has bindings of its own). */
 interface NodeBindings {
   readonly incoming?: IncomingMessage;
@@ -60,7 +96,8 @@ interface NodeBindings {
 
 /**
  * Hono middleware: verifies each request, sets `c.var.principal` and calls `next()`, or answers
- * the refusal (status, `WWW-Authenticate`, JSON error).
+ * the refusal (status, `WWW-Authenticate`, JSON error). A form-body token (`transport.form_body`)
+ * is looked for in an urlencoded body of at most 1 MiB; a larger body is not read.
  *
  * @throws {ConfigError} when `verifier` is not a verifier or `options` are invalid (an unknown
  * option, `trustProxy` included, a wrong type, an invalid `publicUrl`), listing every problem.
@@ -94,7 +131,8 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
     }
     let body: URLSearchParams | undefined;
     if (formBody && raw.body && (raw.headers.get('content-type') ?? '').startsWith('application/x-www-form-urlencoded')) {
-      body = new URLSearchParams(await raw.clone().text());
+      const text = await formBodyText(raw);
+      if (text !== undefined) body = new URLSearchParams(text);
     }
     // Hono routes on c.req.path, which an app's own `getPath` option may derive otherwise (case
     // folded, a prefix dropped): /ADMIN/secret served by app.get('/admin/secret') would be checked

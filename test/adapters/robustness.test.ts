@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { serve } from '@hono/node-server';
@@ -317,4 +317,57 @@ describe('the DPoP nonce exchange through each adapter (RFC 9449 §9)', () => {
       }
     });
   }
+});
+
+describe('hono with form-body tokens: the body the adapter reads is bounded', () => {
+  // Hono has no body limit of its own (Express's urlencoded parser stops at 100 KiB, Fastify at
+  // 1 MiB): the adapter read every byte of any urlencoded body into memory before verifying.
+  const formVerifier = createVerifier({ ...options, rules: undefined, dpop: { mode: 'disabled' }, transport: { form_body: true } });
+  let app: Running;
+  let token: string;
+  before(async () => {
+    token = await sign(key, claims({ scope: 'api:read' }));
+    const h = new Hono<TesseraEnv>();
+    h.use('*', honoAuth(formVerifier));
+    h.post('/items', async (c) => c.json({ subject: c.var.principal.subject, length: (await c.req.text()).length }));
+    app = await honoServer(h);
+  });
+  after(() => app.close());
+  const form = { 'content-type': 'application/x-www-form-urlencoded' };
+  // One connection per request: a server refusing before it read a body closes the connection.
+  const post = (headers: Record<string, string>, body: string, chunked = false) =>
+    new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${app.origin}/items`, { method: 'POST', headers, agent: false }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          text += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+      });
+      req.on('error', reject);
+      // Written in two parts the body goes chunked, without a Content-Length to refuse it by.
+      if (chunked) req.write(body.slice(0, 1000));
+      req.end(chunked ? body.slice(1000) : body);
+    });
+
+  it('memory exhaustion: a token after 1 MiB of padding is not read (401 credentials_missing), so no body is read whole', async () => {
+    const padding = `pad=${'a'.repeat(1024 * 1024)}`;
+    for (const chunked of [false, true]) {
+      const answer = await post(form, `${padding}&access_token=${token}`, chunked);
+      assert.equal(answer.status, 401, answer.body);
+      assert.equal(answer.headers['www-authenticate'], 'Bearer realm="api"');
+    }
+  });
+
+  it('a small form body still carries the token, and the handler still reads a large body whole', async () => {
+    for (const chunked of [false, true]) {
+      const small = await post(form, `pad=${'a'.repeat(2000)}&access_token=${token}`, chunked);
+      assert.equal(small.status, 200, small.body);
+    }
+    const body = `pad=${'a'.repeat(2 * 1024 * 1024)}`;
+    const large = await post({ ...form, authorization: `Bearer ${token}` }, body);
+    assert.equal(large.status, 200, large.body);
+    assert.deepEqual(JSON.parse(large.body), { subject: 'user-1', length: body.length });
+  });
 });
