@@ -141,7 +141,9 @@ export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOption
   return {
     method: req.method ?? 'GET',
     url: `${originOf(req, options)}${sent}`,
-    ...(routed !== targetPath(sent) ? { path: routed } : {}),
+    // A target that is no path (`*`, the asterisk form Node accepts for any method) would be read
+    // from the URL as `/`: given as it is, the rules refuse it (request_path_invalid).
+    ...(routed !== targetPath(sent) || routed.charCodeAt(0) !== 0x2f ? { path: routed } : {}),
     headers: req.headersDistinct,
     ...(body !== undefined ? { body } : {}),
   };

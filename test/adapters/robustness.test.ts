@@ -371,3 +371,38 @@ describe('hono with form-body tokens: the body the adapter reads is bounded', ()
     assert.deepEqual(JSON.parse(large.body), { subject: 'user-1', length: body.length });
   });
 });
+
+describe('request targets that are no path', () => {
+  it('attack: `GET *` (the asterisk form, which node:http passes to the handler for any method) was checked as `/` and allowed by the catch-all rule; it is refused as request_path_invalid, the handler never runs', async () => {
+    const v = createVerifier(options);
+    await v.ready();
+    const auth = nodeAuth(v);
+    let reached = 0;
+    const running = await listenOn(
+      createServer(async (req, res) => {
+        if (!(await auth(req, res))) return;
+        reached++;
+        res.end('ok');
+      }),
+    );
+    try {
+      const token = await sign(key, claims({ scope: 'api:read' }));
+      const send = (target: string) =>
+        new Promise<number>((resolve, reject) => {
+          const r = httpRequest(`${running.origin}/`, { path: target, headers: { authorization: `Bearer ${token}` } }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          r.on('error', reject);
+          r.end();
+        });
+      assert.equal(await send('/items/1'), 200, 'a path the catch-all allows');
+      assert.equal(reached, 1);
+      const status = await send('*');
+      assert.ok(status === 400 || status === 403, `refused, got ${status}`);
+      assert.equal(reached, 1, 'the handler never ran for *');
+    } finally {
+      await running.close();
+    }
+  });
+});
