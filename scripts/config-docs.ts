@@ -149,7 +149,8 @@ shape (${Object.keys(verifierFields)
 - Any string value may reference the environment: \`\${VAR}\`, or \`\${VAR:default}\` when unset or empty
   (\`\${VAR:-default}\`, the bash and docker-compose spelling, is the same: \`\${PORT:-8080}\` is \`8080\`,
   \`\${VAR:-}\` an empty default); \`$\${\` writes a literal \`\${\`; any other \`\${\` that is not a
-  reference (\`\${VAR\`, \`\${VAR-x}\`) is an error. Substitution applies to values, never to YAML structure.
+  reference (\`\${VAR\`, \`\${VAR-x}\`) is an error. Substitution applies to values, never to YAML structure
+  nor to keys (a key holding \`\${\` is an error).
   A value that is one whole reference is read as a number or a boolean where the setting is one
   (\`port: \${PORT}\`). A variable the environment does not set is taken from
   \`<data_dir>/secrets.env\` (\`NAME=value\` lines, read by the \`tessera\` commands); one set in neither,
@@ -173,8 +174,9 @@ shape (${Object.keys(verifierFields)
   the configuration they expand to is at most ${mib(MAX_EXPANDED_BYTES)}, and aliases may not form a cycle.
 - The file is read as YAML 1.2 (core schema), also under a \`%YAML 1.1\` directive: \`012\` is twelve,
   \`yes\` a string. A tag other than the core ones (\`!!str\`, \`!!int\`, \`!!bool\`, \`!!map\`…), such as
-  \`!!binary\`, \`!!timestamp\` or \`!!js/function\`, an unknown directive, and a key that is a list or a
-  mapping are errors naming the line, never read as some other value.
+  \`!!binary\`, \`!!timestamp\` or \`!!js/function\`, an unknown directive, a key that is a list or a
+  mapping, a merge key (\`<<\`), a key written twice in one mapping (both places named) and a second
+  document (\`---\`) are errors naming the line, never read as some other value.
 `;
   for (const [name, section] of Object.entries(root.properties ?? {})) {
     const rows: Row[] = [];

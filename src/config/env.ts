@@ -5,7 +5,7 @@
  * `${VAR:default}`: the default when VAR is unset or empty, without the `-` (`${VAR:-}` is an empty
  * default, `${VAR:--x}` the default `-x`). `${VAR-x}` (bash's unset-only default) is malformed.
  */
-import type { ConfigIssue } from '../core/errors.ts';
+import { type ConfigIssue, secretShaped } from '../core/errors.ts';
 
 // The last alternative is a `${` that starts no reference (`${VAR`, `${VAR-x}`, `${ VAR }`): an
 // error, never kept as literal text (the typo would otherwise become the value, a credential say).
@@ -74,9 +74,16 @@ export function substituteEnv(
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
       const at = path ? `${path}.${k}` : k;
+      const shown = secretShaped(k) ? `(a key of ${k.length} characters)` : k;
       // YAML makes `__proto__` an own key; assigned here it would become the prototype, and the
       // schema would read its keys as if they had been written (and never report them as unknown).
       if (k === '__proto__') issues.push({ path: at, message: 'unknown key "__proto__"; remove it' });
+      // Kept as written, `${SCOPE}` would name a scope (or a header, a card member) literally.
+      else if (k.includes('${'))
+        issues.push({
+          path: path ? `${path}.${shown}` : shown,
+          message: 'a ${VAR} is not substituted in a key, only in values: write the key out',
+        });
       else out[k] = substituteEnv(v, env, issues, at, substituted);
     }
     return out;

@@ -7,8 +7,8 @@
 import { isUtf8 } from 'node:buffer';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Document, isAlias, isCollection, LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
-import { ConfigError, type ConfigIssue } from '../core/errors.ts';
+import { type Document, isAlias, isCollection, isScalar, LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
+import { ConfigError, type ConfigIssue, secretShaped } from '../core/errors.ts';
 import { type ConfigCheck, parseConfig } from './parse.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
 
@@ -107,6 +107,9 @@ export interface LoadOptions {
  */
 function yamlMessage(e: YAMLError): string {
   const first = (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '');
+  if (e.code === 'MULTIPLE_DOCS') {
+    return 'a configuration file holds one YAML document; this starts a second (after "---" or "..."): merge it into the first';
+  }
   if (e.code === 'BAD_DQ_ESCAPE') return 'invalid escape sequence in a double-quoted string (write \\\\ for a backslash)';
   if (first.startsWith('Block scalar header includes extra characters')) {
     return 'a value starting with | or > is a block scalar header and takes nothing after it on the line; quote the value';
@@ -153,22 +156,57 @@ export function parseConfigText(
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, schema: 'core', resolveKnownTags: false, lineCounter });
   // yaml's warnings are values read otherwise than written: a tag it cannot resolve (`!!js/function`,
   // `!env`) falls back to the plain string, an unknown directive is skipped. Refused like errors.
+  const where = (at: number) => {
+    const { line, col } = lineCounter.linePos(at);
+    return `line ${line}, column ${col}`;
+  };
+  // A duplicate key (a later value silently replacing a reviewed one, were it read): where the
+  // first one is, by the offset of the second.
+  const firstKey = new Map<number, { name: string; at: number }>();
+  visit(doc, {
+    Map(_, map) {
+      const seen = new Map<unknown, number>();
+      for (const pair of map.items) {
+        if (!isScalar(pair.key) || pair.key.range === undefined || pair.key.range === null) continue;
+        const first = seen.get(pair.key.value);
+        if (first === undefined) seen.set(pair.key.value, pair.key.range[0]);
+        else firstKey.set(pair.key.range[0], { name: String(pair.key.value), at: first });
+      }
+    },
+  });
   const problems: { at: number; line: string; message: string }[] = [...doc.errors, ...doc.warnings].map((e) => {
     // `url: ${VAR}` inside `{ … }` or `[ … ]`: the `{` after `$` opens a flow mapping.
     const unquotedVar = text[e.pos[0] - 1] === '$' && text[e.pos[0]] === '{';
+    const duplicate = e.code === 'DUPLICATE_KEY' ? firstKey.get(e.pos[0]) : undefined;
+    // A key can be a secret by mistake (`{ type: static, s3cret }` is a key `s3cret`).
+    const name = duplicate && (secretShaped(duplicate.name) ? `(a key of ${duplicate.name.length} characters)` : duplicate.name);
     return {
       at: e.pos[0],
       line: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(yaml)',
-      message: unquotedVar ? 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"' : yamlMessage(e),
+      message: unquotedVar
+        ? 'a ${VAR} inside { … } or [ … ] must be quoted: write "${VAR}"'
+        : duplicate
+          ? `duplicate key ${name} (first at ${where(duplicate.at)}); keep one of them`
+          : yamlMessage(e),
     };
   });
-  // A key that is a list or a mapping (`? [a, b]`) would be turned into a string.
   visit(doc, {
     Pair(_, pair) {
-      if (!isCollection(pair.key)) return;
-      const at = pair.key.range?.[0] ?? 0;
-      const { line, col } = lineCounter.linePos(at);
-      problems.push({ at, line: `line ${line}, column ${col}`, message: 'a key must be a plain value, not a list or a mapping' });
+      // A key that is a list or a mapping (`? [a, b]`) would be turned into a string.
+      if (isCollection(pair.key)) {
+        const at = pair.key.range?.[0] ?? 0;
+        problems.push({ at, line: where(at), message: 'a key must be a plain value, not a list or a mapping' });
+      }
+      // YAML 1.2 has no merge key: `<<: *defaults` would be a key named `<<` (and a scope of that
+      // name in the catalogue), its settings never merged.
+      if (isScalar(pair.key) && pair.key.type === 'PLAIN' && pair.key.value === '<<') {
+        const at = pair.key.range?.[0] ?? 0;
+        problems.push({
+          at,
+          line: where(at),
+          message: 'YAML merge keys (<<) are not supported: write the keys out (an alias *name may still repeat a whole value)',
+        });
+      }
     },
   });
   if (problems.length > 0) {

@@ -178,11 +178,49 @@ export function toConfigIssues(
       const value = valueAt(input, issue.path);
       const received = input === undefined ? (/received (\w+)/.exec(issue.message)?.[1] ?? 'something else') : kindOf(value);
       out.push({ path: at, message: typeMismatch(issue.expected, received, issue.path, value) });
+    } else if (issue.code === 'invalid_value' && issue.message.startsWith('Invalid option')) {
+      // zod's own wording of an enum (`Invalid option: expected one of "a"|"b"`); a schema's own message is kept.
+      const options = issue.values.map(String);
+      const value = valueAt(input, issue.path);
+      const text = typeof value === 'string' ? value : undefined;
+      const close =
+        text === undefined
+          ? undefined
+          : options.filter((o) => distance(o, text) <= 2).sort((a, b) => distance(a, text) - distance(b, text))[0];
+      out.push({
+        path: at,
+        message:
+          value === undefined
+            ? `required; write one of ${options.join(', ')}`
+            : `${quoted(value)} is not an option here; write one of ${options.join(', ')}${close ? ` (did you mean ${close}?)` : ''}`,
+      });
+    } else if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big): /.test(issue.message)) {
+      out.push({ path: at, message: outOfRange(issue, issue.path) });
     } else {
       out.push({ path: at, message: issue.message.replace(/^Invalid input: /, '') });
     }
   }
   return out;
+}
+
+/** zod's own wording of a bound (`Too small: expected string to have >=1 characters`), in plain words. */
+function outOfRange(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig, path: readonly PropertyKey[]): string {
+  const small = issue.code === 'too_small';
+  const bound = Number(small ? issue.minimum : issue.maximum);
+  const inclusive = issue.inclusive !== false;
+  switch (issue.origin) {
+    case 'string':
+      if (small && bound === 1) return 'must not be empty';
+      return `must be ${small ? 'at least' : 'at most'} ${bound} characters long`;
+    case 'array':
+    case 'set': {
+      const last = path.at(-1);
+      if (small && bound === 1) return `list at least one ${itemName(typeof last === 'string' ? last : undefined)}`;
+      return `list ${small ? 'at least' : 'at most'} ${bound} items`;
+    }
+    default:
+      return inclusive ? `must be ${small ? 'at least' : 'at most'} ${bound}` : `must be ${small ? 'more' : 'less'} than ${bound}`;
+  }
 }
 
 /**

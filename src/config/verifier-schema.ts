@@ -29,7 +29,15 @@ export const duration = (description: string, max: number) =>
     .transform((v, ctx) => {
       const s = parseDuration(v);
       if (s === undefined) {
-        ctx.addIssue({ code: 'custom', message: `${quoted(v)} is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)` });
+        // A number in quotes (as Helm's `quote` and every ${VAR} give it): neither guessed to be
+        // seconds nor repeated (it may have come from the environment) in the advice.
+        const unitless = typeof v === 'string' && /^\d+(?:\.\d+)?$/.test(v.trim());
+        ctx.addIssue({
+          code: 'custom',
+          message: unitless
+            ? `${quoted(v)} has no unit: add one (30s, 10m, 24h, 7d), or write seconds as a number without quotes`
+            : `${quoted(v)} is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)`,
+        });
         return z.NEVER;
       }
       if (s > max) {

@@ -48,11 +48,11 @@ describe('config: every problem with its exact path, all at once', () => {
         message:
           '"none" is not a supported algorithm; use one of ES256, ES384, ES512, EdDSA, Ed25519, RS256, RS384, RS512, PS256, PS384, PS512, HS256, HS384, HS512 (case-sensitive; "none" is never accepted)',
       },
-      { path: 'issuers[2].scope_claim', message: 'Invalid option: expected one of "scope"|"scopes"|"scp"' },
+      { path: 'issuers[2].scope_claim', message: '"scopez" is not an option here; write one of scope, scopes, scp (did you mean scope?)' },
       { path: 'issuers[2].max_lifetime', message: '"forever" is not a duration; write seconds (30) or a unit (30s, 10m, 24h, 7d)' },
       { path: 'transport.query', message: 'expected true or false (write query: true or query: false, without quotes), got a string' },
-      { path: 'dpop.mode', message: 'Invalid option: expected one of "disabled"|"allowed"|"required"' },
-      { path: 'max_token_size', message: 'Too small: expected number to be >=256' },
+      { path: 'dpop.mode', message: '"on" is not an option here; write one of disabled, allowed, required' },
+      { path: 'max_token_size', message: 'must be at least 256' },
       { path: 'isuers', message: 'unknown key "isuers"; did you mean "issuers"?' },
       { path: 'issuers[2].issuer', message: 'issuer "https://issuer.test" is listed twice' },
     ]);
