@@ -4,10 +4,10 @@
  * the store once, and turning the expected failures into one-line CLI errors.
  */
 import { existsSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { within } from '../audit/batching.ts';
 import type { AuditEventsLost } from '../audit/pipeline.ts';
-import { loadConfigFile } from '../config/load.ts';
+import { loadConfigFile, resolveConfigPaths } from '../config/load.ts';
 import { type ConfigCheck, parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
 import { configEnv } from '../config/secrets-env.ts';
@@ -55,8 +55,7 @@ export function loadConfig(
   const loaded = exists
     ? loadConfigFile(path, configEnv(path, options.env ?? process.env), { check: options.check })
     : parseConfig(configSchema, {});
-  const dataDir = isAbsolute(loaded.data_dir) ? loaded.data_dir : resolve(dirname(path), loaded.data_dir);
-  return { config: Object.freeze({ ...loaded, data_dir: dataDir }), path, exists };
+  return { config: resolveConfigPaths(loaded, dirname(path)), path, exists };
 }
 
 export interface ServiceContext {

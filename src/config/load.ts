@@ -5,8 +5,8 @@
  * before it can exhaust memory.
  */
 import { isUtf8 } from 'node:buffer';
-import { closeSync, openSync, readSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
 import { type Document, isAlias, isCollection, isScalar, LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
 import { ConfigError, type ConfigIssue, secretShaped } from '../core/errors.ts';
 import { type ConfigCheck, parseConfig } from './parse.ts';
@@ -34,9 +34,11 @@ const tooLarge = (source: string) =>
 
 /**
  * Read a configuration file whole, but never more than {@link MAX_CONFIG_BYTES}: a larger file
- * (or one that never ends, like a device) is refused after reading one byte past the limit.
+ * (or one that never ends, like a device) is refused after reading one byte past the limit. A file
+ * every user may write is refused unread: it decides who is trusted (a group-writable one is read,
+ * as a shared deploy group or umask 002 leaves it).
  *
- * @throws {ConfigError} when the file cannot be read or is too large.
+ * @throws {ConfigError} when the file cannot be read, is too large, or is writable by every user.
  */
 export function readConfigFile(file: string): Buffer {
   const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
@@ -44,6 +46,20 @@ export function readConfigFile(file: string): Buffer {
   try {
     const fd = openSync(file, 'r');
     try {
+      // Of what was opened (through a symlink, its target): no check-then-open race.
+      const st = fstatSync(fd);
+      if (st.isFile() && (st.mode & 0o002) !== 0 && process.platform !== 'win32') {
+        const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+        throw new ConfigError(
+          [
+            {
+              path: '(file)',
+              message: `${file} is writable by every user (mode ${mode}): anyone on this host could rewrite the routes, issuers and credentials; run chmod o-w ${file}`,
+            },
+          ],
+          file,
+        );
+      }
       while (length < buffer.length) {
         const n = readSync(fd, buffer, length, buffer.length - length, null);
         if (n === 0) break;
@@ -53,6 +69,7 @@ export function readConfigFile(file: string): Buffer {
       closeSync(fd);
     }
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const message =
       code === 'EISDIR'
@@ -270,4 +287,19 @@ export function loadConfigFile(
     throw new ConfigError([{ path: `line ${line}`, message: 'not valid UTF-8; save the file as UTF-8' }], file);
   }
   return parseConfigText(text, file, env, options);
+}
+
+/**
+ * `config` with its relative file paths (`data_dir`, `audit.file`) resolved against `dir`, the
+ * configuration file's directory, as `issuers[].jwks.file` is read (through `baseDir`): not the
+ * working directory, which under a service manager is `/` or the image's. Frozen.
+ */
+export function resolveConfigPaths(config: TesseraConfig, dir: string): TesseraConfig {
+  const at = (path: string) => (isAbsolute(path) ? path : resolve(dir, path));
+  const audit = config.audit;
+  return Object.freeze({
+    ...config,
+    data_dir: at(config.data_dir),
+    ...(audit?.file !== undefined ? { audit: Object.freeze({ ...audit, file: at(audit.file) }) } : {}),
+  });
 }

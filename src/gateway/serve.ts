@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { dirname, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { limitsSchema } from '../config/gateway-schema.ts';
-import { loadConfigFile } from '../config/load.ts';
+import { loadConfigFile, resolveConfigPaths } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { ConfigError } from '../core/errors.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
@@ -230,7 +230,8 @@ export function announceSignalHandlers(): void {
 export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}): Promise<ServedGateway> {
   const file = options.configFile;
   const env = options.env ?? process.env;
-  const load = options.load ?? (file ? () => loadConfigFile(file, env) : undefined);
+  // Relative paths in the file (audit.file) are its neighbours, as for `tessera serve`.
+  const load = options.load ?? (file ? () => resolveConfigPaths(loadConfigFile(file, env), dirname(resolve(file))) : undefined);
   const config = options.config ?? load?.();
   if (!config) throw new ConfigError([{ path: '(options)', message: 'give config or configFile' }]);
   // A relative `jwks.file` is the configuration file's neighbour (as for `tessera serve` and

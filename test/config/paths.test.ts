@@ -1,0 +1,92 @@
+/**
+ * Relative paths in `tessera.yaml` are read from the configuration file's directory, every one of
+ * them: under systemd or Kubernetes the working directory is `/` or the image's, not where the
+ * file is, and a path read from it would write the audit trail somewhere nobody looks.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { loadConfig } from '../../src/cli/context.ts';
+import { loadConfigFile } from '../../src/config/load.ts';
+import { serveGateway } from '../../src/gateway/serve.ts';
+import { silent, startUpstream } from '../gateway/helpers.ts';
+import { issuesOf } from '../helpers/config.ts';
+
+describe("config paths: relative to the configuration file's directory", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-paths-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('the CLI reads a relative audit.file (like data_dir) from the directory of the file, not the working directory', () => {
+    const file = join(dir, 'cli.yaml');
+    writeFileSync(file, 'data_dir: state\naudit:\n  file: logs/audit.jsonl\n');
+    const { config } = loadConfig(file, { env: {} });
+    assert.equal(config.data_dir, join(dir, 'state'));
+    assert.equal(config.audit?.file, join(dir, 'logs/audit.jsonl'));
+    assert.ok(Object.isFrozen(config) && Object.isFrozen(config.audit));
+    writeFileSync(file, 'audit:\n  file: /var/log/tessera/audit.jsonl\n');
+    assert.equal(loadConfig(file, { env: {} }).config.audit?.file, '/var/log/tessera/audit.jsonl');
+  });
+
+  it('serveGateway({ configFile }) writes a relative audit.file beside the file, as it reads a relative jwks.file', async () => {
+    const upstream = await startUpstream();
+    const name = `audit-${process.pid}-${Date.now()}.jsonl`;
+    const file = join(dir, 'gateway.yaml');
+    writeFileSync(
+      file,
+      `dpop: { mode: disabled }\naudit: { file: ${name}, flush_interval: 10ms }\ngateway:\n  watch_config: false\n  routes:\n    - { id: pub, upstream: { url: "${upstream.url}" }, auth: none }\n`,
+    );
+    const served = await serveGateway({ configFile: file, env: {}, host: '127.0.0.1', port: 0 }, { logger: silent });
+    try {
+      assert.equal((await fetch(`${served.url}/a`)).status, 200);
+      await served.gateway.audit.flush();
+      assert.ok(!existsSync(name), 'written to the working directory');
+      assert.match(readFileSync(join(dir, name), 'utf8'), /"path":"\/a"/);
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(name, { force: true });
+    }
+  });
+});
+
+describe('config attacks: a configuration file every user may write', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-mode-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const refusal = (file: string, mode: string) => [
+    {
+      path: '(file)',
+      message: `${file} is writable by every user (mode ${mode}): anyone on this host could rewrite the routes, issuers and credentials; run chmod o-w ${file}`,
+    },
+  ];
+
+  it('is refused, naming the mode and the chmod to run (loadConfigFile, the CLI, and through a symlink to it)', () => {
+    const file = join(dir, 'open.yaml');
+    writeFileSync(file, 'realm: r\n');
+    chmodSync(file, 0o666);
+    assert.deepEqual(
+      issuesOf(() => loadConfigFile(file, {})),
+      refusal(file, '0666'),
+    );
+    assert.deepEqual(
+      issuesOf(() => loadConfig(file, { env: {} })),
+      refusal(file, '0666'),
+    );
+    const link = join(dir, 'link.yaml');
+    symlinkSync(file, link);
+    assert.deepEqual(
+      issuesOf(() => loadConfigFile(link, {})),
+      refusal(link, '0666'),
+    );
+  });
+
+  it('a file its group may write (umask 002, a shared deploy group) or only its owner may write is read', () => {
+    const file = join(dir, 'group.yaml');
+    writeFileSync(file, 'realm: r\n');
+    chmodSync(file, 0o664);
+    assert.equal(loadConfigFile(file, {}).realm, 'r');
+    chmodSync(file, 0o600);
+    assert.equal(loadConfigFile(file, {}).realm, 'r');
+  });
+});
