@@ -10,7 +10,7 @@
  */
 import { existsSync, lstatSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
+import { isAlias, isScalar, parseDocument } from 'yaml';
 import { ConfigError } from '../core/errors.ts';
 import { substituteEnv } from './env.ts';
 import { readConfigFile } from './load.ts';
@@ -90,8 +90,12 @@ const REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g;
 
 function rawDataDir(configFile: string): string | undefined {
   if (!existsSync(configFile)) return undefined;
-  const value = parseDocument(readConfigFile(configFile).toString('utf8')).get('data_dir');
-  return typeof value === 'string' && value !== '' ? value : undefined;
+  const doc = parseDocument(readConfigFile(configFile).toString('utf8'));
+  // `data_dir: *state` names what the loader will read: secrets.env is looked for there too.
+  const node = doc.get('data_dir', true);
+  const value = isAlias(node) ? node.resolve(doc) : node;
+  const text = isScalar(value) ? value.value : undefined;
+  return typeof text === 'string' && text !== '' ? text : undefined;
 }
 
 /**

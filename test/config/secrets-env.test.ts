@@ -53,6 +53,13 @@ describe('secrets.env', () => {
     writeFileSync(config, 'data_dir: state\n');
   });
 
+  it('is found through a data_dir written as an alias, where the loader reads data_dir (not in ./.tessera)', () => {
+    writeFileSync(config, 'paths:\n  state: &state state\ndata_dir: *state\n');
+    assert.equal(dataDirOf(config, {}), join(dir, 'state'));
+    assert.equal(configEnv(config, {}).GATEWAY_TOKEN, 'two');
+    writeFileSync(config, 'data_dir: state\n');
+  });
+
   it('refuses a file readable by others', () => {
     chmodSync(secrets, 0o644);
     assert.throws(
