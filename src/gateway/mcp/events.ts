@@ -7,6 +7,8 @@
  *
  * @module
  */
+
+import { HeldLine } from './held-line.ts';
 import { MAX_SESSION_ID, validSessionId } from './sessions.ts';
 
 const CR = 0x0d;
@@ -44,8 +46,7 @@ export class EventIdSigner {
   readonly #sign: (id: string) => string;
   /** Where the current line stands: still possibly an `id` line (held), or passed through. */
   #line: Line = 'hold';
-  #held: Buffer[] = [];
-  #heldBytes = 0;
+  readonly #held = new HeldLine();
   /** Before the first line ends: a BOM there is not part of the field name. */
   #first = true;
 
@@ -61,7 +62,7 @@ export class EventIdSigner {
       const b = chunk[i] as number;
       if (b === CR || b === LF) {
         if (this.#line === 'hold') {
-          this.#hold(chunk.subarray(from, i));
+          this.#held.hold(chunk.subarray(from, i));
           out.push(this.#finish());
           out.push(chunk.subarray(i, i + 1));
         } else out.push(chunk.subarray(from, i + 1));
@@ -72,18 +73,18 @@ export class EventIdSigner {
       }
       if (this.#line !== 'hold') continue;
       // Decide as early as possible whether this line can be an id line; only those are held.
-      const seen = this.#heldBytes + (i - from) + 1;
+      const seen = this.#held.size + (i - from) + 1;
       if (seen <= 3 + (this.#first ? 3 : 0) || seen > HOLD_MAX + (this.#first ? 3 : 0)) {
-        this.#hold(chunk.subarray(from, i + 1));
+        this.#held.hold(chunk.subarray(from, i + 1));
         from = i + 1;
         if (!this.#maybeId()) {
-          out.push(this.#release());
+          out.push(this.#held.release());
           this.#line = 'pass';
         }
       }
     }
     if (from < chunk.length) {
-      if (this.#line === 'hold') this.#hold(chunk.subarray(from));
+      if (this.#line === 'hold') this.#held.hold(chunk.subarray(from));
       else out.push(chunk.subarray(from));
     }
     return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
@@ -91,20 +92,7 @@ export class EventIdSigner {
 
   /** What is still held when the stream ends (a last line without its end): sent as it is. */
   end(): Buffer {
-    return this.#release();
-  }
-
-  #hold(bytes: Buffer): void {
-    if (bytes.length === 0) return;
-    this.#held.push(bytes);
-    this.#heldBytes += bytes.length;
-  }
-
-  #release(): Buffer {
-    const held = this.#held.length === 1 ? (this.#held[0] as Buffer) : Buffer.concat(this.#held);
-    this.#held = [];
-    this.#heldBytes = 0;
-    return held;
+    return this.#held.release();
   }
 
   /** The held bytes, without a leading BOM on the first line. */
@@ -116,9 +104,8 @@ export class EventIdSigner {
 
   /** Can the line held so far still be an `id` line the gateway signs? */
   #maybeId(): boolean {
-    if (this.#heldBytes > HOLD_MAX + (this.#first ? 3 : 0)) return false;
-    const held = this.#held.length === 1 ? (this.#held[0] as Buffer) : Buffer.concat(this.#held);
-    this.#held = [held];
+    if (this.#held.size > HOLD_MAX + (this.#first ? 3 : 0)) return false;
+    const held = this.#held.peek();
     const at = this.#fieldStart(held);
     if (this.#first && at < 3 && held.length <= 3 && held.equals(BOM.subarray(0, held.length))) return true;
     const field = held.subarray(at);
@@ -127,7 +114,7 @@ export class EventIdSigner {
 
   /** The held line, complete: an `id` line with a signable id comes back signed. */
   #finish(): Buffer {
-    const held = this.#release();
+    const held = this.#held.release();
     const at = this.#fieldStart(held);
     if (held.length - at < 3 || held[at] !== I || held[at + 1] !== D || held[at + 2] !== COLON) return held;
     let value = at + 3;

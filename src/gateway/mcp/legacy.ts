@@ -10,6 +10,8 @@
  *
  * @module
  */
+
+import { HeldLine } from './held-line.ts';
 import { validSessionId } from './sessions.ts';
 
 /** The query parameters the SDKs name the session with: TypeScript's `sessionId`, Python's `session_id`. */
@@ -140,8 +142,7 @@ type Kind = 'unknown' | 'event' | 'data' | 'pass';
 export class EndpointSigner {
   readonly #rewrite: (url: string) => string | undefined;
   #kind: Kind = 'unknown';
-  #held: Buffer[] = [];
-  #heldBytes = 0;
+  readonly #held = new HeldLine();
   /** Before the first line ends: a BOM there is not part of the field name. */
   #first = true;
   /** The last line ended with CR: an LF right after it ends no other line. */
@@ -174,7 +175,7 @@ export class EndpointSigner {
       if (b === CR || b === LF) {
         if (this.#kind === 'pass') out.push(chunk.subarray(from, i + 1));
         else {
-          this.#hold(chunk.subarray(from, i));
+          this.#held.hold(chunk.subarray(from, i));
           const line = this.#finish();
           if (line === undefined) return this.#fail(out);
           out.push(line, chunk.subarray(i, i + 1));
@@ -188,74 +189,55 @@ export class EndpointSigner {
       if (this.#kind === 'pass') continue;
       if (this.#kind === 'unknown') {
         // A few bytes tell the field: held one by one until they do.
-        this.#hold(chunk.subarray(from, i + 1));
+        this.#held.hold(chunk.subarray(from, i + 1));
         from = i + 1;
         this.#kind = this.#classify();
         if (this.#kind === 'data' && !this.#endpoint) {
           this.#data = true;
           this.#kind = 'pass';
         }
-        if (this.#kind === 'pass') out.push(this.#release());
+        if (this.#kind === 'pass') out.push(this.#held.release());
         continue;
       }
-      const seen = this.#heldBytes + (i - from) + 1 - this.#bomBytes();
+      const seen = this.#held.size + (i - from) + 1 - this.#bomBytes();
       if (this.#kind === 'event' && seen > EVENT_LINE_MAX) {
         // Longer than `event: endpoint`: the event is of another type now.
         this.#endpoint = false;
-        this.#hold(chunk.subarray(from, i + 1));
+        this.#held.hold(chunk.subarray(from, i + 1));
         from = i + 1;
-        out.push(this.#release());
+        out.push(this.#held.release());
         this.#kind = 'pass';
       } else if (this.#kind === 'data' && seen > ENDPOINT_LINE_MAX) return this.#fail(out);
     }
     if (from < chunk.length) {
       if (this.#kind === 'pass') out.push(chunk.subarray(from));
-      else this.#hold(chunk.subarray(from));
+      else this.#held.hold(chunk.subarray(from));
     }
     return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
   }
 
   /** What is still held when the stream ends (a last line without its end, never dispatched): sent as it is. */
   end(): Buffer {
-    return this.failed ? Buffer.alloc(0) : this.#release();
+    return this.failed ? Buffer.alloc(0) : this.#held.release();
   }
 
   #fail(out: Buffer[]): Buffer {
     this.failed = true;
-    this.#release();
+    this.#held.release();
     return Buffer.concat(out);
-  }
-
-  #hold(bytes: Buffer): void {
-    if (bytes.length === 0) return;
-    this.#held.push(bytes);
-    this.#heldBytes += bytes.length;
-  }
-
-  #release(): Buffer {
-    const held = this.#held.length === 1 ? (this.#held[0] as Buffer) : Buffer.concat(this.#held);
-    this.#held = [];
-    this.#heldBytes = 0;
-    return held;
-  }
-
-  #line(): Buffer {
-    const held = this.#held.length === 1 ? (this.#held[0] as Buffer) : Buffer.concat(this.#held);
-    this.#held = [held];
-    return held;
   }
 
   /** How many bytes of the held line are a BOM opening the stream. */
   #bomBytes(): number {
     if (!this.#first) return 0;
-    const held = this.#line();
+    const held = this.#held.peek();
     const n = Math.min(held.length, 3);
     return held.subarray(0, n).equals(BOM.subarray(0, n)) ? n : 0;
   }
 
   /** The held start of a line: `event:…`, `data:…`, not yet known, or anything else (`pass`). */
   #classify(): Kind {
-    const held = this.#line();
+    const held = this.#held.peek();
     const at = this.#bomBytes();
     if (this.#first && at === held.length && at < 3) return 'unknown';
     const field = held.subarray(at);
@@ -268,7 +250,7 @@ export class EndpointSigner {
 
   /** The held line, complete: what to send for it, or `undefined` when the stream must fail. */
   #finish(): Buffer | undefined {
-    const held = this.#release();
+    const held = this.#held.release();
     const start = this.#first && held.subarray(0, 3).equals(BOM) ? 3 : 0;
     const field = held.subarray(start).toString('latin1');
     if (field === '') {
