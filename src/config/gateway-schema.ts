@@ -114,7 +114,19 @@ export const credentialSchema = z
           .meta({ description: "Scopes minted tokens may carry (∩ the caller's); default: the matched rule's scopes." }),
         max_ttl: duration('Longest lifetime of a minted token (never beyond the caller token).', DAY).prefault('5m'),
         refresh_before: duration('Mint a new token when the cached one has less than this left.', DAY).prefault('30s'),
-        cache_size: z.number().int().min(0).default(10_000).meta({ description: 'Minted tokens cached (per caller token and rule).' }),
+        mint_timeout: duration(
+          'How long the requests waiting for a token to be minted wait (0.1 s to 1 m); then each gets 502 `upstream_credential_unavailable` (audited with `upstream_error: mint_timeout`) and nothing is sent upstream. ' +
+            'Keep it a few seconds: a mint of the token service is a few store calls, each bounded by the store’s own timeout (`store.postgres.request_timeout`, `store.sqlite.busy_timeout`, 5 s by default), ' +
+            'and while a token issuer hangs, each waiting caller holds its connection (a slot of `gateway.limits.max_connections`) until this passes. ' +
+            'A token minted after it, if still valid, is cached for the caller’s next request.',
+          60,
+        )
+          .refine((v) => v >= 0.1, { message: 'write at least 0.1s: every mint would fail' })
+          .prefault('5s'),
+        cache_size: z.number().int().min(0).default(10_000).meta({
+          description:
+            'Minted tokens cached, per caller and rule: keyed by what the mint read of the caller token (its hash, subject, client, scopes, expiry, chain, grant, key binding), so a token whose introspected answer changes gets a new one. 0: none.',
+        }),
       }),
       z.strictObject({
         type: z

@@ -609,6 +609,11 @@ export interface ErrorDetails {
   readonly issuer?: string;
   /** Seconds after which a retry may succeed (rate limits, unavailable keys). */
   readonly retryAfter?: number;
+  /**
+   * For the audit trail only (`detail.upstream_error`), never sent to the caller: why an upstream
+   * credential could not be obtained, e.g. `mint_timeout`.
+   */
+  readonly upstreamError?: string;
 }
 
 /**

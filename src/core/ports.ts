@@ -75,6 +75,10 @@ export type Clock = () => number;
  * Mints the short-lived token the gateway sends upstream for a verified caller (the `exchange`
  * upstream credential): RFC 8693 token exchange done in-process, narrowed to the route's audience
  * and scopes, carrying the caller's delegation chain in `act` under the gateway as actor.
+ *
+ * The gateway waits for a mint at most the route's `mint_timeout`: past it the callers waiting get
+ * 502 `upstream_credential_unavailable` and `signal` is aborted. An answer that still comes later
+ * is checked as any other and, when valid, cached for the caller's next request.
  */
 export interface UpstreamTokenIssuer {
   issueForUpstream(request: {
@@ -86,5 +90,10 @@ export interface UpstreamTokenIssuer {
     readonly scopes: readonly string[];
     /** Upper bound on lifetime, seconds. */
     readonly maxTtl: number;
+    /**
+     * Aborted when the gateway stops waiting (the mint's deadline passed). An issuer that calls
+     * out (a remote token service) may pass it on; the built-in token service finishes what it began.
+     */
+    readonly signal?: AbortSignal;
   }): Promise<{ readonly token: string; readonly expiresAt: number }>;
 }

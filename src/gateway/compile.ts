@@ -484,6 +484,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
             scopes: cred.scopes,
             maxTtl: cred.max_ttl,
             refreshBefore: cred.refresh_before,
+            mintTimeout: cred.mint_timeout,
             cacheSize: cred.cache_size,
             clock: deps.clock,
             onError: (e) => deps.onExchangeError(r.id, e),

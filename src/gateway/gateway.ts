@@ -86,7 +86,7 @@ import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethod
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
-import { ExchangeAnswerRefused } from './pipeline/mutate/mutator-exchange.ts';
+import { ExchangeAnswerRefused, ExchangeMintTimeout } from './pipeline/mutate/mutator-exchange.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { afterAuthn, authenticate, type Decision, decide, forgetRejectedCredential, rateLimit } from './pipeline/run.ts';
 import {
@@ -489,7 +489,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           event: 'upstream_credential_failed',
           route,
           error: (error as Error)?.name ?? 'error',
-          ...(error instanceof OAuthError ? { code: error.code } : error instanceof ExchangeAnswerRefused ? { code: error.reason } : {}),
+          ...(error instanceof OAuthError
+            ? { code: error.code }
+            : error instanceof ExchangeAnswerRefused || error instanceof ExchangeMintTimeout
+              ? { code: error.reason }
+              : {}),
         },
         'minting an upstream token failed',
       ),
@@ -629,6 +633,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     x.decision = 'deny';
     x.reason = error.code;
     x.status = error.status;
+    if (error.details.upstreamError !== undefined) (x.detail ??= {}).upstream_error = error.details.upstreamError;
     if (error.status < 500 && error.code !== 'route_not_found') {
       logger.info(
         { event: 'denied', reason_id: error.code, route: x.route, request_id: x.requestId, status: error.status },

@@ -64,6 +64,70 @@ describe('gateway configuration', () => {
     assert.deepEqual(issues({ routes: [r], allow_passthrough: true }), []);
   });
 
+  describe('credential.mint_timeout (exchange)', () => {
+    const exchange = (over: Record<string, unknown>) =>
+      route({ upstream: { url: 'http://127.0.0.1:9', credential: { type: 'exchange', audience: 'https://up.test', ...over } } });
+    const parsed = (over: Record<string, unknown>) => parse({ ...baseConfig(), gateway: { routes: [exchange(over)] } } as never);
+    const refusal = (over: Record<string, unknown>) => {
+      try {
+        parsed(over);
+      } catch (e) {
+        if (e instanceof ConfigError) return [...e.issues];
+        throw e;
+      }
+      return [];
+    };
+
+    it('defaults to 5 s; 0.1 s and 60 s are accepted', () => {
+      const credential = (over: Record<string, unknown>) => parsed(over).gateway!.routes[0]!.upstream.credential;
+      assert.deepEqual(
+        [credential({}), credential({ mint_timeout: '100ms' }), credential({ mint_timeout: '1m' })].map((c) =>
+          c.type === 'exchange' ? c.mint_timeout : undefined,
+        ),
+        [5, 0.1, 60],
+      );
+    });
+
+    for (const [value, message] of [
+      ['forever', /"forever" is not a duration/],
+      [-1, /is not a duration/],
+      [0, /write at least 0\.1s: every mint would fail/],
+      ['50ms', /write at least 0\.1s/],
+      ['2m', /2m is longer than allowed here: write a duration from 0 to 1m/],
+    ] as const) {
+      it(`refuses mint_timeout ${JSON.stringify(value)} with its path`, () => {
+        const found = refusal({ mint_timeout: value });
+        assert.deepEqual(
+          found.map((i) => i.path),
+          ['gateway.routes[0].upstream.credential.mint_timeout'],
+        );
+        assert.match(found[0]!.message, message);
+      });
+    }
+
+    it('is an unknown key on a credential that mints nothing', () => {
+      const found = (() => {
+        try {
+          parse({
+            ...baseConfig(),
+            gateway: {
+              routes: [route({ upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static', token: 'x', mint_timeout: '1s' } } })],
+            },
+          } as never);
+        } catch (e) {
+          if (e instanceof ConfigError) return [...e.issues];
+          throw e;
+        }
+        return [];
+      })();
+      assert.deepEqual(
+        found.map((i) => i.path),
+        ['gateway.routes[0].upstream.credential.mint_timeout'],
+      );
+      assert.match(found[0]!.message, /unknown key "mint_timeout"/);
+    });
+  });
+
   it('refuses identity, rules and exchange on a public route', () => {
     const found = issues({ routes: [route({ auth: 'none', identity_headers: ['subject'] })] }).map((i) => i.path);
     assert.deepEqual(found.sort(), ['gateway.routes[0].identity_headers', 'gateway.routes[0].rules']);

@@ -10,6 +10,13 @@
  * refuses every token does not get a new one per request); concurrent first requests share one
  * mint.
  *
+ * A mint is waited for `mint_timeout` from its start, by every request sharing it: then they fail
+ * ({@link ExchangeMintTimeout}, 502 `upstream_credential_unavailable`), the issuer's signal is
+ * aborted and the next request mints anew. An answer that still comes is checked as any other and,
+ * when valid, cached where no other token is: it was minted for the same caller and rule, so it is
+ * as good as one on time, and a slow token service then serves the caller's next request instead
+ * of minting (and writing a grant) for every request in vain.
+ *
  * @module
  */
 import { TesseraError } from '../../../core/errors.ts';
@@ -27,6 +34,8 @@ export interface ExchangeOptions {
   readonly maxTtl: number;
   /** Seconds. */
   readonly refreshBefore: number;
+  /** Seconds a mint is waited for ({@link ExchangeMintTimeout} after). */
+  readonly mintTimeout: number;
   readonly cacheSize: number;
   readonly clock: Clock;
   /** Told about issuer failures (never with token material). */
@@ -71,6 +80,15 @@ export class ExchangeAnswerRefused extends Error {
   constructor(reason: ExchangeAnswerRefused['reason']) {
     super(`exchange answer refused: ${reason}`);
     this.reason = reason;
+  }
+}
+
+/** The issuer did not answer within `mint_timeout`. Logged with its `reason`. */
+export class ExchangeMintTimeout extends Error {
+  override readonly name = 'ExchangeMintTimeout';
+  readonly reason = 'mint_timeout';
+  constructor(ms: number) {
+    super(`no upstream token minted within ${ms} ms`);
   }
 }
 
@@ -127,26 +145,56 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
   const refusedAt = cache ? new BoundedMap<string, number>(options.cacheSize) : undefined;
   const { clock } = options;
 
+  const timeoutMs = Math.round(options.mintTimeout * 1000);
+
   const mint = (key: string, input: MutationInput, principal: Principal): Promise<Cached> => {
     const now = clock();
     const remaining = Math.floor(principal.expiresAt - now / 1000);
     const maxTtl = Math.max(1, Math.min(options.maxTtl, remaining));
-    const p = options.issuer
-      .issueForUpstream({ principal, audience: options.audience, scopes: exchangeScopes(options.scopes, input, principal), maxTtl })
-      .then((issued) => {
-        const refused = refusedAnswer(issued, principal, clock());
-        if (refused !== undefined) throw new ExchangeAnswerRefused(refused);
-        const expMs = issued.expiresAt * 1000;
-        const lead = Math.min(options.refreshBefore * 1000, (expMs - clock()) / 2);
+    const abort = new AbortController();
+    const request = {
+      principal,
+      audience: options.audience,
+      scopes: exchangeScopes(options.scopes, input, principal),
+      maxTtl,
+      signal: abort.signal,
+    };
+    let late = false;
+    const minted = options.issuer.issueForUpstream(request).then((issued) => {
+      const refused = refusedAnswer(issued, principal, clock());
+      if (refused !== undefined) throw new ExchangeAnswerRefused(refused);
+      const expMs = issued.expiresAt * 1000;
+      const lead = Math.min(options.refreshBefore * 1000, (expMs - clock()) / 2);
+      const now = clock();
+      const refreshAt = expMs - lead;
+      // Past the deadline nobody waits for it: it never takes the place of a usable token cached since.
+      const kept = cache !== undefined && refreshAt > now && !(late && (cache.get(key)?.refreshAt ?? 0) > now);
+      let keepUntil = 0;
+      if (kept) {
         const rejectedAt = refusedAt?.get(key);
         if (rejectedAt !== undefined) refusedAt?.delete(key);
-        const now = clock();
-        const keepUntil = rejectedAt !== undefined && now - rejectedAt < REPLACEMENT_HOLD_MS ? now + REPLACEMENT_HOLD_MS : 0;
-        const entry = { value: `Bearer ${issued.token}`, refreshAt: expMs - lead, keepUntil };
-        if (cache && entry.refreshAt > clock()) cache.set(key, entry);
-        return entry;
-      })
-      .finally(() => pending.delete(key));
+        if (rejectedAt !== undefined && now - rejectedAt < REPLACEMENT_HOLD_MS) keepUntil = now + REPLACEMENT_HOLD_MS;
+      }
+      const entry = { value: `Bearer ${issued.token}`, refreshAt, keepUntil };
+      if (kept) cache.set(key, entry);
+      return entry;
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        late = true;
+        const error = new ExchangeMintTimeout(timeoutMs);
+        abort.abort(error);
+        reject(error);
+      }, timeoutMs);
+    });
+    const p: Promise<Cached> = Promise.race([minted, deadline]).finally(() => {
+      clearTimeout(timer);
+      // Only this mint's: a newer one for the same key may be under way since this one's deadline.
+      if (pending.get(key) === p) pending.delete(key);
+    });
+    // A late failure is nobody's to hear: the requests that waited were answered at the deadline.
+    minted.catch(() => {});
     pending.set(key, p);
     return p;
   };
@@ -176,7 +224,9 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
         },
         (error: unknown) => {
           options.onError?.(error);
-          return new TesseraError('upstream_credential_unavailable');
+          return error instanceof ExchangeMintTimeout
+            ? new TesseraError('upstream_credential_unavailable', { upstreamError: error.reason })
+            : new TesseraError('upstream_credential_unavailable');
         },
       );
     },
