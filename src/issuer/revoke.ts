@@ -102,7 +102,7 @@ async function revokeJti(
   detail: Readonly<Record<string, string | number>> = {},
 ): Promise<RevokedGrant[]> {
   const entry = { kind: 'token' as const, value: own.jti, issuer: null, at: ctx.now(), expiresAt: own.exp + SKEW };
-  return revokeGrants(ctx, { exchangedFrom: own.jti }, reason, by, { jti: own.jti, ...detail }, [entry]);
+  return revokeGrants(ctx, { exchangedFrom: own.jti, tokenGrantId: own.grantId }, reason, by, { jti: own.jti, ...detail }, [entry]);
 }
 
 /**

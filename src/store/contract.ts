@@ -329,13 +329,15 @@ export interface RememberedConsentRecord {
  * Which grants to revoke. Each selected grant is revoked with its whole subtree. `exchangedFrom`
  * selects the grants created by exchanging the access token with that `jti`, as the subject token
  * or as the actor token ({@link GrantRecord.subjectJti}, {@link GrantRecord.actorJti}): never the
- * token's own grant, nor a sibling exchanged from another token of that grant.
+ * token's own grant, nor a sibling exchanged from another token of that grant. `tokenGrantId` is
+ * that token's own grant: a grant exchanged from the token as the subject token is always a child
+ * of it, found among its children (no index of `subject_jti` to update on every exchange).
  */
 export type GrantSelector =
   | { readonly grantId: string }
   | { readonly subject: string; readonly issuer?: string }
   | { readonly clientId: string }
-  | { readonly exchangedFrom: string };
+  | { readonly exchangedFrom: string; readonly tokenGrantId: string };
 
 /** Options of {@link Store.createGrant}. */
 export interface CreateGrantOptions {

@@ -770,9 +770,9 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
       // selects those grants by the token's jti and appends the token's own entry in the same
       // transaction (alsoLog), as the token service does.
       const tokenEntry = (jti: string, at: number) => ({ kind: 'token' as const, value: jti, issuer: null, at, expiresAt: at + 600 });
-      const revokeToken = (jti: string, at: number) =>
+      const revokeToken = (jti: string, at: number, tokenGrantId: string) =>
         store.revokeGrants(
-          { exchangedFrom: jti },
+          { exchangedFrom: jti, tokenGrantId },
           { at, reason: 'access_token_revoked', entryExpiresAt: at + 600, alsoLog: () => [tokenEntry(jti, at)] },
         );
 
@@ -816,7 +816,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         };
         for (const t of Object.values(tokens)) await store.createRefreshToken(t);
         const seq0 = (await store.versions()).revocations;
-        const revoked = await revokeToken(t1, now);
+        const revoked = await revokeToken(t1, now, user.id);
         assert.deepEqual(revoked.map((g) => g.id).sort(), [a.id, b.id, c.id, acted.id].sort());
         for (const id of [a.id, b.id, c.id, acted.id]) {
           const g = await store.getGrant(id);
@@ -834,14 +834,17 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         );
         assert.equal(await store.tokenRevoked(t1), true);
         // Again: nothing new is revoked.
-        assert.deepEqual(await store.revokeGrants({ exchangedFrom: t1 }, { at: now, reason: 'again', entryExpiresAt: now + 600 }), []);
+        assert.deepEqual(
+          await store.revokeGrants({ exchangedFrom: t1, tokenGrantId: user.id }, { at: now, reason: 'again', entryExpiresAt: now + 600 }),
+          [],
+        );
       });
 
       it('appends the token’s entry also when nothing was exchanged from it', async () => {
         const now = clock.now();
         const jti = uid('jti');
         const seq0 = (await store.versions()).revocations;
-        assert.deepEqual(await revokeToken(jti, now), []);
+        assert.deepEqual(await revokeToken(jti, now, uid('g')), []);
         assert.deepEqual(
           (await store.revocationsSince(seq0, now)).map((e) => [e.kind, e.value]),
           [['token', jti]],
@@ -852,8 +855,8 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         const now = clock.now();
         const parent = await created(store, newGrant({}, now), now);
         const [subjectJti, actorJti] = [uid('jti'), uid('jti')];
-        await revokeToken(subjectJti, now);
-        await revokeToken(actorJti, now);
+        await revokeToken(subjectJti, now, parent.id);
+        await revokeToken(actorJti, now, parent.id);
         const bySubject = newGrant({ parentId: parent.id, subjectJti }, now);
         assert.equal(await store.createGrant(bySubject, now), 'subject_revoked');
         assert.equal(await store.getGrant(bySubject.id), undefined);
@@ -885,7 +888,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
           const asActor = i % 2 === 1;
           await created(store, newGrant({ parentId: parent.id, ...(asActor ? { actorJti: jti } : { subjectJti: jti }) }, now), now);
           const g = newGrant({ parentId: parent.id, ...(asActor ? { subjectJti: uid('jti'), actorJti: jti } : { subjectJti: jti }) }, now);
-          const [revoked, result] = await Promise.all([revokeToken(jti, now), store.createGrant(g, now)]);
+          const [revoked, result] = await Promise.all([revokeToken(jti, now, parent.id), store.createGrant(g, now)]);
           if (typeof result === 'string') {
             assert.equal(result, asActor ? 'actor_inactive' : 'subject_revoked');
             assert.equal(await store.getGrant(g.id), undefined);

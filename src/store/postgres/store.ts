@@ -369,13 +369,14 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     sql: "ALTER TABLE clients ADD COLUMN allowed_origins text NOT NULL DEFAULT '[]';",
   },
   {
-    // grants.subject_jti and grants.actor_jti, indexed: the access tokens (subject_token,
-    // actor_token) a grant was exchanged from, so revoking one revokes the grants exchanged from it
-    // with their subtrees. NULL in every grant made before (and in those an older instance writes).
+    // grants.subject_jti and grants.actor_jti: the access tokens (subject_token, actor_token) a grant
+    // was exchanged from, so revoking one revokes the grants exchanged from it with their subtrees.
+    // actor_jti is indexed; subject_jti is found among the token's grant's children (grants_parent),
+    // sparing every exchange an index update. NULL in every grant made before (and in those an
+    // older instance writes).
     version: 18,
     sql: `
       ALTER TABLE grants ADD COLUMN subject_jti text, ADD COLUMN actor_jti text;
-      CREATE INDEX grants_subject_jti ON grants (subject_jti) WHERE subject_jti IS NOT NULL;
       CREATE INDEX grants_actor_jti ON grants (actor_jti) WHERE actor_jti IS NOT NULL;
     `,
   },
@@ -1145,10 +1146,11 @@ export class PostgresStore implements Store {
       seed = 'SELECT id FROM grants WHERE client_id = $1 AND revoked_at IS NULL';
       args = [selector.clientId];
     } else {
-      // Two index lookups (grants_subject_jti, grants_actor_jti), not one scan for an OR.
+      // Two index lookups (the token's grant's children by grants_parent; grants_actor_jti), not one
+      // scan for an OR.
       seed =
-        'SELECT id FROM (SELECT id FROM grants WHERE subject_jti = $1 AND revoked_at IS NULL UNION SELECT id FROM grants WHERE actor_jti = $1 AND revoked_at IS NULL) s';
-      args = [selector.exchangedFrom];
+        'SELECT id FROM (SELECT id FROM grants WHERE parent_id = $2 AND subject_jti = $1 AND revoked_at IS NULL UNION SELECT id FROM grants WHERE actor_jti = $1 AND revoked_at IS NULL) s';
+      args = [selector.exchangedFrom, selector.tokenGrantId];
     }
     // Longer than a request's bound when the housekeeping's is (see requestTimeoutMillis).
     const bound = Math.max(this.#requestTimeout, this.#maintenanceTimeout);

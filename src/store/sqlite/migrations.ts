@@ -266,11 +266,10 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 18,
     description:
-      'grants.subject_jti and grants.actor_jti, indexed: the access tokens (subject_token, actor_token) a grant was exchanged from, so revoking one revokes the grants exchanged from it with their subtrees; NULL in every grant made before',
+      'grants.subject_jti and grants.actor_jti: the access tokens (subject_token, actor_token) a grant was exchanged from, so revoking one revokes the grants exchanged from it with their subtrees; actor_jti indexed, subject_jti found among the children of the token’s grant (grants_parent); NULL in every grant made before',
     sql: `
       ALTER TABLE grants ADD COLUMN subject_jti TEXT;
       ALTER TABLE grants ADD COLUMN actor_jti TEXT;
-      CREATE INDEX grants_subject_jti ON grants (subject_jti) WHERE subject_jti IS NOT NULL;
       CREATE INDEX grants_actor_jti ON grants (actor_jti) WHERE actor_jti IS NOT NULL;
     `,
   },

@@ -672,10 +672,11 @@ export class SqliteStore implements Store {
       seed = 'SELECT id FROM grants WHERE client_id = ? AND revoked_at IS NULL';
       args = [selector.clientId];
     } else {
-      // Two index lookups (grants_subject_jti, grants_actor_jti), not one scan for an OR.
+      // Two index lookups (the token's grant's children by grants_parent; grants_actor_jti), not one
+      // scan for an OR.
       seed =
-        'SELECT id FROM (SELECT id FROM grants WHERE subject_jti = ? AND revoked_at IS NULL UNION SELECT id FROM grants WHERE actor_jti = ? AND revoked_at IS NULL)';
-      args = [selector.exchangedFrom, selector.exchangedFrom];
+        'SELECT id FROM (SELECT id FROM grants WHERE parent_id = ? AND subject_jti = ? AND revoked_at IS NULL UNION SELECT id FROM grants WHERE actor_jti = ? AND revoked_at IS NULL)';
+      args = [selector.tokenGrantId, selector.exchangedFrom, selector.exchangedFrom];
     }
     return this.#tx(() => {
       // Codes approved and not yet redeemed are approvals from before this revocation: redeemed
