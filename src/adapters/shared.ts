@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { ArgumentError, ConfigError, type ConfigIssue, kindOf, type TesseraError } from '../core/errors.ts';
 import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
-import type { VerifyRequest } from '../core/verify/extract.ts';
+import { readHeader, type VerifyRequest } from '../core/verify/extract.ts';
 import type { Verifier, VerifyResult, VerifySuccess } from '../core/verify/verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
@@ -189,6 +189,7 @@ interface Accepted {
   readonly url: string;
   readonly path: string | undefined;
   readonly body: string | undefined;
+  readonly headers: string;
   readonly result: VerifySuccess;
 }
 
@@ -201,14 +202,24 @@ function bodyText(body: VerifyRequest['body']): string | undefined {
 }
 
 /**
+ * The headers the verifier reads (the credentials and the body's type), as one string: a Web
+ * `Request`'s headers may be set by a middleware between the mounts (Hono), so a request now
+ * carrying another token is verified again, not answered with the first token's principal.
+ */
+function credentialHeaders(headers: VerifyRequest['headers']): string {
+  return JSON.stringify(['authorization', 'dpop', 'content-type'].map((name) => readHeader(headers, name) ?? null));
+}
+
+/**
  * `verifier.verify(request)` for the request `carrier` stands for, once: the same verifier
  * mounted twice on one request (app-wide, then again on a router, scope or route) answers the
  * second time with its first acceptance, when the request is still the one it accepted (method,
- * URL, routed path, form body). Verifying again would refuse a DPoP proof as already used. A
+ * URL, routed path, form body, Authorization, DPoP and Content-Type headers). Verifying again would refuse a DPoP proof as already used. A
  * request rewritten in between is verified again, so the second mount's rules see the new path.
  */
 export async function verifyOnce(verifier: Pick<Verifier, 'verify'>, carrier: object, request: VerifyRequest): Promise<VerifyResult> {
   const body = bodyText(request.body);
+  const headers = credentialHeaders(request.headers);
   const seen = accepted.get(carrier);
   if (
     seen !== undefined &&
@@ -216,11 +227,12 @@ export async function verifyOnce(verifier: Pick<Verifier, 'verify'>, carrier: ob
     seen.method === request.method &&
     seen.url === request.url &&
     seen.path === request.path &&
-    seen.body === body
+    seen.body === body &&
+    seen.headers === headers
   ) {
     return seen.result;
   }
   const result = await verifier.verify(request);
-  if (result.ok) accepted.set(carrier, { verifier, method: request.method, url: request.url, path: request.path, body, result });
+  if (result.ok) accepted.set(carrier, { verifier, method: request.method, url: request.url, path: request.path, body, headers, result });
   return result;
 }

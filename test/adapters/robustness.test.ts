@@ -190,6 +190,27 @@ describe('adapters mounted twice on a request', () => {
       await app.close();
     }
   });
+  it('hono: attack: a middleware between the mounts swaps the Authorization header for a forged token; the second mount verifies the token the request now carries (401), not reusing the first acceptance of another token', async () => {
+    const app = new Hono<TesseraEnv>();
+    const v = createVerifier({ ...options, dpop: { mode: 'disabled' } });
+    const forged = await sign(makeKey('ES256'), claims({ scope: 'api:read', sub: 'mallory' }));
+    app.use('*', honoAuth(v));
+    app.use('*', async (c, next) => {
+      c.req.raw.headers.set('authorization', `Bearer ${forged}`);
+      await next();
+    });
+    app.use('/items/*', honoAuth(v));
+    app.get('/items/:id', (c) => c.json({ subject: c.var.principal.subject }));
+    const running = await honoServer(app);
+    try {
+      const reader = await sign(key, claims({ scope: 'api:read' }));
+      const answer = await fetch(`${running.origin}/items/1`, { headers: { authorization: `Bearer ${reader}` } });
+      assert.equal(answer.status, 401, await answer.text());
+      assert.match(String(answer.headers.get('www-authenticate')), /error="invalid_token"/);
+    } finally {
+      await running.close();
+    }
+  });
 });
 
 describe('a refusal found after another middleware answered (a request timeout)', () => {
