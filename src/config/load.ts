@@ -6,7 +6,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { type Document, isAlias, isCollection, isScalar, LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
 import { ConfigError, type ConfigIssue, secretShaped } from '../core/errors.ts';
 import { type ConfigCheck, parseConfig } from './parse.ts';
@@ -266,7 +266,8 @@ export function parseConfigText(
 /**
  * Read and parse a configuration file. `env` supplies the `${VAR}` values (default `process.env`);
  * unlike the CLI it does not fill in variables from `<data_dir>/secrets.env`, so an embedder
- * passes those in `env` itself.
+ * passes those in `env` itself. A relative `data_dir` or `audit.file` is read from the file's
+ * directory, as the CLI reads it ({@link resolveConfigPaths}), not the working directory.
  *
  * @example
  * ```ts
@@ -286,7 +287,7 @@ export function loadConfigFile(
     const line = text.slice(0, text.indexOf('\uFFFD')).split('\n').length;
     throw new ConfigError([{ path: `line ${line}`, message: 'not valid UTF-8; save the file as UTF-8' }], file);
   }
-  return parseConfigText(text, file, env, options);
+  return resolveConfigPaths(parseConfigText(text, file, env, options), dirname(resolve(file)));
 }
 
 /**

@@ -29,6 +29,15 @@ describe("config paths: relative to the configuration file's directory", () => {
     assert.equal(loadConfig(file, { env: {} }).config.audit?.file, '/var/log/tessera/audit.jsonl');
   });
 
+  it('loadConfigFile (what an embedder passes to createGateway or openStore) reads a relative audit.file and data_dir from the directory of the file too, as the configuration reference says', () => {
+    const file = join(dir, 'library.yaml');
+    writeFileSync(file, 'data_dir: state\naudit:\n  file: logs/audit.jsonl\n');
+    const config = loadConfigFile(file, {});
+    assert.equal(config.data_dir, join(dir, 'state'));
+    assert.equal(config.audit?.file, join(dir, 'logs/audit.jsonl'));
+    assert.ok(Object.isFrozen(config));
+  });
+
   it('serveGateway({ configFile }) writes a relative audit.file beside the file, as it reads a relative jwks.file', async () => {
     const upstream = await startUpstream();
     const name = `audit-${process.pid}-${Date.now()}.jsonl`;
