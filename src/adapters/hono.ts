@@ -130,7 +130,7 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
         : 'http://host.invalid';
     }
     let body: URLSearchParams | undefined;
-    if (formBody && raw.body && (raw.headers.get('content-type') ?? '').startsWith('application/x-www-form-urlencoded')) {
+    if (formBody && raw.body && (raw.headers.get('content-type') ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded')) {
       const text = await formBodyText(raw);
       if (text !== undefined) body = new URLSearchParams(text);
     }

@@ -386,6 +386,9 @@ describe('hono with form-body tokens: the body the adapter reads is bounded', ()
       const small = await post(form, `pad=${'a'.repeat(2000)}&access_token=${token}`, chunked);
       assert.equal(small.status, 200, small.body);
     }
+    // A media type is case-insensitive (RFC 9110 §8.3.1), as the verifier core reads it.
+    const mixedCase = await post({ 'content-type': 'Application/X-WWW-Form-Urlencoded; charset=UTF-8' }, `access_token=${token}`);
+    assert.equal(mixedCase.status, 200, mixedCase.body);
     const body = `pad=${'a'.repeat(2 * 1024 * 1024)}`;
     const large = await post({ ...form, authorization: `Bearer ${token}` }, body);
     assert.equal(large.status, 200, large.body);
