@@ -105,7 +105,16 @@ function crossSitePost(req: IncomingMessage, issuerOrigin: string): boolean {
 
 function redirect(res: ServerResponse, location: string, requestId: string): void {
   // 303: the browser follows a POST's answer with a GET (OAuth 2.1 §4.1.2 forbids a 307 here).
-  res.writeHead(303, { location, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer', 'x-request-id': requestId });
+  // COOP as the consent page has it, and browsers apply it to redirects too: a remembered approval
+  // answers a same-origin script's window.open() without the page (Sec-Fetch-Dest: document), and
+  // without it the opener would read the code from a redirect URI on this origin.
+  res.writeHead(303, {
+    location,
+    'cache-control': 'no-store',
+    'referrer-policy': 'no-referrer',
+    'cross-origin-opener-policy': 'same-origin',
+    'x-request-id': requestId,
+  });
   res.end();
 }
 

@@ -218,6 +218,19 @@ describe('remembered consent', () => {
     assert.equal(nav.kind, 'redirect');
   });
 
+  it('a remembered approval harvested through a popup by a same-origin script (window.open is a navigation, Sec-Fetch-Dest: document): the redirect carries Cross-Origin-Opener-Policy: same-origin, as the consent page it stands for does, so the opener cannot read the code from a same-origin redirect URI', async () => {
+    const who = person();
+    await approve(authorizeUrl(issuer.url), personHeaders(who));
+    const res = await fetch(authorizeUrl(issuer.url), {
+      headers: { ...personHeaders(who), 'sec-fetch-dest': 'document' },
+      redirect: 'manual',
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 303);
+    assert.match(res.headers.get('location') ?? '', /[?&]code=tac_/);
+    assert.equal(res.headers.get('cross-origin-opener-policy'), 'same-origin');
+  });
+
   it('a wider scope shows the page', async () => {
     const who = person();
     await approve(authorizeUrl(issuer.url, { scope: 'api:read' }), personHeaders(who));
