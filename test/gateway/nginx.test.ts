@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
 import { freePort, type Listening, rawHttp, sendThenBlock, spawnListening } from '../helpers/net.ts';
 import {
+  AUDIENCE,
   blockAfterAnswer,
   exampleConfig,
   requestEvents,
@@ -530,5 +531,84 @@ describe('nginx forwarding $uri: a double-encoded path is refused, not decided a
     const ok = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}` } });
     assert.equal(ok.status, 200, nginx?.output());
     assert.equal(app.seen.at(-1)?.url, '/items/1');
+  });
+});
+
+describe('nginx example with routes by host: the host decided is the one nginx serves', { skip }, () => {
+  let app: Upstream;
+  let admin: Upstream;
+  let gw: TestGateway;
+  let nginx: Listening | undefined;
+  let dir: string;
+  let base: string;
+  before(async () => {
+    app = await startUpstream();
+    admin = await startUpstream();
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      c.scopes = { 'api:read': {}, 'api:write': { implies: ['api:read'] }, admin: {} };
+      const route = c.gateway.routes[0] as { match: Record<string, unknown> };
+      route.match = { host: 'public.example', path_prefix: '/' };
+      c.gateway.routes.unshift({
+        id: 'admin',
+        match: { host: 'admin.example', path_prefix: '/' },
+        upstream: { url: admin.url },
+        auth: 'jwt',
+        audience: AUDIENCE,
+        rules: [{ path: '/**', scopes: ['admin'] }],
+      });
+    });
+    gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-host-'));
+    const port = await freePort();
+    // The example's server block twice: public.example proxies to `app`, admin.example to `admin`.
+    const conf = nginxConf(gw, app, port, (c) => {
+      const start = c.indexOf('  server {\n');
+      const end = c.lastIndexOf('  }\n}');
+      const server = c.slice(start, end + 4);
+      const named = (name: string) => server.replace('  server {\n', `  server {\n    server_name ${name};\n`);
+      return `${c.slice(0, start)}${named('public.example')}\n  upstream admin { server ${new URL(admin.url).host}; }\n${named('admin.example').replace('proxy_pass http://app;', 'proxy_pass http://admin;')}${c.slice(end + 4)}`;
+    });
+    nginx = await startNginx(dir, conf, port);
+    base = `http://127.0.0.1:${port}`;
+  });
+  after(async () => {
+    await nginx?.stop();
+    await gw?.close();
+    await app?.close();
+    await admin?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('host confusion: an absolute-form request line (GET http://admin.example/…) with Host: public.example is decided as admin.example, where nginx sends it, never under the public route', async () => {
+    const t = await token({ scope: 'api:read' });
+    const pub = await rawHttp(
+      base,
+      `GET /items HTTP/1.1\r\nHost: public.example\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(pub, /^HTTP\/1\.1 200/, nginx?.output());
+    const denied = await rawHttp(
+      base,
+      `GET /secret HTTP/1.1\r\nHost: admin.example\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(denied, /^HTTP\/1\.1 403/);
+    const n = admin.seen.length;
+    // RFC 9112 §3.2.2: the request line's host wins over Host, and nginx routes by it ($host).
+    const spoof = await rawHttp(
+      base,
+      `GET http://admin.example/secret HTTP/1.1\r\nHost: public.example\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(spoof, /^HTTP\/1\.1 403/, spoof);
+    assert.equal(admin.seen.length, n, 'the admin app is never reached');
+    await gw.served.gateway.audit.flush();
+    const e = gw.audit.events.filter((x) => x.kind === 'gateway.forward_auth').at(-1);
+    assert.equal(e?.route, 'admin');
+    assert.equal(e?.reason, 'scope_insufficient');
+    // Same host in both (any case, a port, a trailing dot): the Host as sent, port included.
+    const same = await rawHttp(
+      base,
+      `GET http://PUBLIC.example/items HTTP/1.1\r\nHost: Public.Example:80\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(same, /^HTTP\/1\.1 200/, same);
+    assert.equal(app.seen.at(-1)?.headers['x-forwarded-host'], 'Public.Example:80');
   });
 });
