@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { hash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Clock } from './ports.ts';
 import { BoundedMap } from './verify/bounded-map.ts';
@@ -15,6 +16,19 @@ import { BoundedMap } from './verify/bounded-map.ts';
  * (`1e+21`, `Infinity`, `NaN` are no RFC 9110 delay-seconds).
  */
 export const MAX_RETRY_AFTER = 86_400;
+
+/**
+ * Keys longer than this are kept as their SHA-256 digest. A subject, client id or `jti` is as long
+ * as a token may be (a header of up to `limits.max_header_size`), and `maxKeys` buckets of such
+ * keys would hold gigabytes: the bound is on memory, not only on the count. The digest starts with
+ * a line feed, which no short key holds first (a subject's key starts `s:`, an address has none).
+ */
+const MAX_KEY_LENGTH = 128;
+
+/** `key`, or its digest when it is longer than {@link MAX_KEY_LENGTH}. */
+function bucketKey(key: string): string {
+  return key.length <= MAX_KEY_LENGTH ? key : `\n${hash('sha256', key, 'base64url')}`;
+}
 
 interface Bucket {
   tokens: number;
@@ -71,10 +85,11 @@ export class TokenBucketLimiter {
    */
   take(key: string): number {
     const now = this.#clock();
-    let b = this.#buckets.get(key);
+    const k = bucketKey(key);
+    let b = this.#buckets.get(k);
     if (b === undefined) {
       b = { tokens: this.#burst, at: now };
-      this.#buckets.set(key, b);
+      this.#buckets.set(k, b);
     } else if (now > b.at) {
       b.tokens = Math.min(this.#burst, b.tokens + ((now - b.at) / 1000) * this.#rate);
       b.at = now;

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { TokenBucketLimiter } from '../../src/core/ratelimit.ts';
 import { claims, makeKey, sign } from '../helpers/tokens.ts';
 import {
@@ -54,6 +57,28 @@ describe('token bucket', () => {
     const l = new TokenBucketLimiter({ rate: 1, burst: 1, maxKeys: 2, clock: () => 0 });
     for (const k of ['a', 'b', 'c']) l.take(k);
     assert.equal(l.size, 2);
+  });
+  it('memory exhaustion: buckets for many callers with long subjects (as long as a header allows) take no more memory than short ones; maxKeys bounds memory, not only the count', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const l = new TokenBucketLimiter({ rate: 1, burst: 2, maxKeys: 100_000, clock: () => 0 });
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    // Distinct subjects, as separate tokens carry them (not one repeated string V8 could share).
+    const subjects = Array.from({ length: 2000 }, () => randomBytes(6000).toString('hex'));
+    const long = (i: number) => `s:https://issuer.example\n${subjects[i]}`;
+    for (let i = 0; i < 2000; i++) assert.equal(l.take(long(i)), 0);
+    const kept = [long(7), long(8)];
+    subjects.length = 0;
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    assert.equal(l.size, 2000);
+    // 2000 keys of 12 kB each would be 24 MB; a bucket whose key is a digest is about 200 bytes.
+    assert.ok(grown < 4_000_000, `${grown} bytes for 2000 buckets`);
+    // Each long key is still its own bucket, and the same one on every request.
+    assert.equal(l.take(kept[0] as string), 0);
+    assert.equal(l.take(kept[0] as string), 1);
+    assert.equal(l.take(kept[1] as string), 0);
   });
 });
 
