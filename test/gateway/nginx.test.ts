@@ -546,6 +546,7 @@ describe('nginx example with routes by host: the host decided is the one nginx s
     admin = await startUpstream();
     const example = exampleConfig(EXAMPLE, app.url, (c) => {
       c.scopes = { 'api:read': {}, 'api:write': { implies: ['api:read'] }, admin: {} };
+      c.gateway.forward_auth.cache_ttl = '30s';
       const route = c.gateway.routes[0] as { match: Record<string, unknown> };
       route.match = { host: 'public.example', path_prefix: '/' };
       c.gateway.routes.unshift({
@@ -560,8 +561,12 @@ describe('nginx example with routes by host: the host decided is the one nginx s
     gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
     dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-host-'));
     const port = await freePort();
-    // The example's server block twice: public.example proxies to `app`, admin.example to `admin`.
-    const conf = nginxConf(gw, app, port, (c) => {
+    // The example's server block twice: public.example proxies to `app`, admin.example to `admin`;
+    // the decision cache on (as root, nginx workers run as nobody and could not write it here).
+    const conf = nginxConf(gw, app, port, (example) => {
+      const c = example
+        .replace(/^(\s*)#cache /gm, '$1')
+        .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`);
       const start = c.indexOf('  server {\n');
       const end = c.lastIndexOf('  }\n}');
       const server = c.slice(start, end + 4);
@@ -610,5 +615,21 @@ describe('nginx example with routes by host: the host decided is the one nginx s
     );
     assert.match(same, /^HTTP\/1\.1 200/, same);
     assert.equal(app.seen.at(-1)?.headers['x-forwarded-host'], 'Public.Example:80');
+  });
+
+  it('host confusion through the decision cache: an allow cached for public.example is not served to an absolute-form request nginx sends to admin.example', async () => {
+    const t = await token({ scope: 'api:read' });
+    const pub = await rawHttp(
+      base,
+      `GET /cached HTTP/1.1\r\nHost: public.example\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(pub, /^HTTP\/1\.1 200/, nginx?.output());
+    const n = admin.seen.length;
+    const spoof = await rawHttp(
+      base,
+      `GET http://admin.example/cached HTTP/1.1\r\nHost: public.example\r\nAuthorization: Bearer ${t}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.match(spoof, /^HTTP\/1\.1 403/, spoof);
+    assert.equal(admin.seen.length, n, 'the admin app is never reached');
   });
 });
