@@ -366,7 +366,7 @@ export const tokenServiceSchema = z
     ).prefault('1s'),
     audit_flush_interval: duration('Longest time an audit event waits in memory before it is written to the store.', 10).prefault('200ms'),
     grant_retention: duration(
-      'How long expired grants are kept (for `tessera grants tree` and audit) before they are pruned.',
+      'How long expired grants are kept (for `tessera grants tree` and audit) before they are pruned; at least 60s whatever this says, so that a token a verifier may still accept (clock skew) keeps its grant.',
       DECADE,
     ).prefault('30d'),
     audit_retention: duration(

@@ -452,7 +452,13 @@ export class TokenService {
           // explicit false says so: a custom store written to the earlier contract (prune resolving
           // nothing) would otherwise be pruned at every round, every second, for ever.
           this.#pruneBehind = false;
-          const finished: boolean | undefined = await this.store.prune(now, { grantsExpiredBefore: now - this.config.grant_retention });
+          // A grant is kept at least SKEW past its expiry whatever grant_retention says (0 included):
+          // a verifier tolerating clock skew, or on a clock behind this one, still accepts its last
+          // tokens until then without reading the store, and the store's answer (introspection, the
+          // admin API) must not call them inactive for want of the grant meanwhile. Its revocation
+          // entry lives as long.
+          const grantsExpiredBefore = now - Math.max(this.config.grant_retention, SKEW);
+          const finished: boolean | undefined = await this.store.prune(now, { grantsExpiredBefore });
           this.#pruneBehind = finished === false;
           if (due) {
             this.revocations.prune(now);

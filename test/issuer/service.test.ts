@@ -21,6 +21,7 @@ import { generateMasterKey } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
 import type { PruneTuning } from '../../src/store/prune.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { createVerifier } from '../../src/verifier.ts';
 import { basic, startIssuer } from '../helpers/issuer.ts';
 
 const ISSUER = 'https://issuer.test';
@@ -291,5 +292,59 @@ describe('audit queue: the store failing', () => {
     } finally {
       await store.close();
     }
+  });
+});
+
+describe('grant prune: a grant whose tokens a verifier may still accept', () => {
+  it('attack: grant_retention 0 and an instance whose clock runs 40 s ahead: its prune keeps the grant of a token the other instance still holds live, so that instance’s introspection agrees with its in-process verifier (no store read on the verifier’s path)', async () => {
+    const t0 = 1_800_000_000;
+    let now = t0 * 1000;
+    const ahead = 40_000;
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-service-'));
+    dirs.push(dir);
+    const path = join(dir, 'tessera.db');
+    const master = generateMasterKey().key;
+    const config = resolveTokenService(parseConfig(configSchema, { data_dir: dir, token_service: { issuer: ISSUER, grant_retention: 0 } }));
+    const storeB = SqliteStore.open({ path });
+    const storeA = SqliteStore.open({ path });
+    const b = new TokenService({ config, store: storeB, master, clock: () => now });
+    const a = new TokenService({ config, store: storeA, master, clock: () => now + ahead });
+    await b.keys.reload();
+    await b.keys.rotate({ immediate: true });
+    await b.start({ background: false });
+    const api = await b.registerClient({ id: 'api', scopes: ['read'], audiences: ['https://api.test'] });
+    const minted = await b.mint({ clientId: 'api', subject: 'alice', ttl: 60 });
+    const verifier = createVerifier(
+      {
+        issuers: [{ issuer: ISSUER, audiences: ['https://api.test'], jwks_uri: `${ISSUER}/jwks`, token_type: 'at+jwt' }],
+        dpop: { mode: 'disabled' },
+      },
+      { keySources: { [ISSUER]: b.keys }, revocation: b.revocations, clock: () => now },
+    );
+    const introspectB = () =>
+      b.introspect({
+        params: new URLSearchParams({ token: minted.access_token }),
+        authorization: basic('api', api.secret as string),
+        endpointUrl: `${ISSUER}/oauth2/introspect`,
+      });
+    // 10 s before the token's exp here; 30 s past it on A's clock, whose first sync prunes.
+    now = (t0 + 50) * 1000;
+    await a.sync();
+    const verified = await verifier.verify({
+      method: 'GET',
+      url: 'https://api.test/x',
+      headers: { authorization: [`Bearer ${minted.access_token}`] },
+    });
+    assert.equal(verified.ok, true, verified.ok ? '' : verified.error.code);
+    assert.equal((await introspectB()).active, true, 'introspection answers as the verifier does');
+    assert.notEqual(await storeB.getGrant(minted.grant_id), undefined);
+    // Once no verifier can accept the token (its exp plus the largest clock skew), the grant goes.
+    now = (t0 + 60 + 61) * 1000;
+    await a.sync();
+    assert.equal(await storeB.getGrant(minted.grant_id), undefined, 'pruned');
+    await a.close();
+    await b.close();
+    await storeA.close();
+    await storeB.close();
   });
 });
