@@ -193,6 +193,35 @@ describe('narrowing', () => {
     assert.ok((decodeJwt(t.access_token).exp as number) <= now + 90);
   });
 
+  it('attack: never outlives the actor token either (an actor token about to expire does not buy its holder a token, nor a grant, for the subject token’s whole life)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    // Another issuer's actor token, expiring in 90 s; the subject token lives an hour.
+    const external = await sign(
+      idpKey,
+      claims({ iss: IDP, sub: 'workflow-8', client_id: 'broker', aud: 'https://agents.test', exp: now + 90 }),
+    );
+    // This issuer's own actor token, expiring in 60 s.
+    const own = (await issuer.service.mint({ clientId: 'broker', ttl: 60, audiences: ['https://api.test'] })).access_token;
+    const ownExp = decodeJwt(own).exp as number;
+    for (const [actor, exp] of [
+      [external, now + 90],
+      [own, ownExp],
+    ] as const) {
+      const t = await ok(
+        await exchange('broker', {
+          subject_token: await userToken({ exp: now + 3600 }),
+          audience: 'https://api.test',
+          actor_token: actor,
+          actor_token_type: AT,
+        }),
+      );
+      assert.ok((decodeJwt(t.access_token).exp as number) <= exp, `token exp ${decodeJwt(t.access_token).exp} > actor exp ${exp}`);
+      assert.ok(t.expires_in <= exp - now + 1, String(t.expires_in));
+      const grant = await issuer.store.getGrant(decodeJwt(t.access_token).grant_id as string);
+      assert.ok((grant?.expiresAt as number) <= exp, `grant expiresAt ${grant?.expiresAt} > actor exp ${exp}`);
+    }
+  });
+
   it('keeps whole seconds for an IdP token with a fractional exp (RFC 7519 NumericDate), never past it', async () => {
     const exp = Math.floor(Date.now() / 1000) + 90.5;
     const t = await ok(await exchange('broker', { subject_token: await userToken({ exp }), audience: 'https://api.test' }));

@@ -86,6 +86,8 @@ interface Actor {
   readonly grantId: string | null;
   /** The actor token's `jti`, when this service issued it: revoking the token revokes what was exchanged with it. */
   readonly jti: string | null;
+  /** The actor token's `exp` (epoch seconds): no token derived with it outlives this. Infinity for the client itself. */
+  readonly exp: number;
 }
 
 /** A verified principal (external token, or the gateway's caller) as a delegating party. */
@@ -192,7 +194,7 @@ export async function exchange(
   const actorType = param(p, 'actor_token_type');
   // RFC 8693 §2.1: actor_token_type is required with actor_token and must not appear without it.
   if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
-  let actor: Actor = { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null };
+  let actor: Actor = { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null, exp: Number.POSITIVE_INFINITY };
   if (actorToken !== undefined) {
     const actorParty = await party(ctx, actorToken, actorType as string, 'actor');
     // The actor token must be the authenticated client's own (its client_id; a client-credentials
@@ -251,7 +253,8 @@ export async function exchange(
 
 /**
  * Delegate a narrowed slice of `subject`'s authority to `client`, with `actor` as the new actor:
- * `may_act` honoured, the prior chain nested, scope ⊆ subject ∩ client, lifetime ≤ the subject's,
+ * `may_act` honoured, the prior chain nested, scope ⊆ subject ∩ client, lifetime ≤ the subject's
+ * and the actor token's,
  * a child grant (atomically refused when the parent grant, or the actor token's, is no longer active).
  */
 async function delegate(
@@ -307,9 +310,11 @@ async function delegate(
     spec.requested,
     ctx.config,
   );
-  const grantExp = subject.exp;
+  // Neither the token nor its grant (so no refresh) outlives the actor token either: the actor's
+  // authority to act ends with it.
+  const grantExp = Math.min(subject.exp, actor.exp);
   const exp = Math.min(now + spec.ttl, grantExp);
-  if (exp <= now) throw new OAuthError('subject_token_invalid');
+  if (exp <= now) throw new OAuthError(subject.exp <= now ? 'subject_token_invalid' : 'actor_token_invalid');
   const grant = await ctx.store.createGrant(
     {
       id: newGrantId(),
@@ -421,7 +426,7 @@ export async function issueForUpstream(
   const issued = await delegate(ctx, {
     client,
     subject,
-    actor: { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null },
+    actor: { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null, exp: Number.POSITIVE_INFINITY },
     requested: [...new Set(scopes)],
     audiences: [audience],
     ttl: Math.min(maxTtl, accessTokenTtl(ctx.config, client)),
