@@ -101,14 +101,15 @@ function sameEntry(e: RevocationEntry | undefined, last: RevocationEntry): boole
 }
 
 function toRevocation(entries: readonly RevocationEntry[], issuer: string): Revocation {
-  const grants: { id: string; expiresAt: number }[] = [];
-  const tokenIds: { jti: string; expiresAt: number }[] = [];
+  // Grants and token ids are this issuer's: another issuer's token with the same value is untouched.
+  const grants: { id: string; expiresAt: number; issuer: string }[] = [];
+  const tokenIds: { jti: string; expiresAt: number; issuer: string }[] = [];
   const subjects: { issuer: string; subject: string; at: number; expiresAt: number }[] = [];
   const clients: { issuer: string; clientId: string; at: number; expiresAt: number }[] = [];
   // Each entry lives in the store until its `expiresAt` (its tokens' end plus skew), and so here.
   for (const e of entries) {
-    if (e.kind === 'grant') grants.push({ id: e.value, expiresAt: e.expiresAt });
-    else if (e.kind === 'token') tokenIds.push({ jti: e.value, expiresAt: e.expiresAt });
+    if (e.kind === 'grant') grants.push({ id: e.value, expiresAt: e.expiresAt, issuer });
+    else if (e.kind === 'token') tokenIds.push({ jti: e.value, expiresAt: e.expiresAt, issuer });
     else if (e.kind === 'subject') subjects.push({ issuer: e.issuer ?? issuer, subject: e.value, at: e.at, expiresAt: e.expiresAt });
     else clients.push({ issuer: e.issuer ?? issuer, clientId: e.value, at: e.at, expiresAt: e.expiresAt });
   }

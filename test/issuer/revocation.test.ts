@@ -1326,3 +1326,34 @@ describe('admin API: the store decides, not the last sync', () => {
     });
   }
 });
+
+describe('attack: an external issuer’s token carrying the jti or grant_id of one of this service’s revoked tokens', () => {
+  it('revoking this service’s token (by jti, then its grant) refuses only that issuer’s token: the gateway’s verifier still accepts the identity provider’s token with the same jti and grant_id, and refuses this service’s', async () => {
+    const { createVerifier } = await import('../../src/verifier.ts');
+    const { makeKey, sign, claims } = await import('../helpers/tokens.ts');
+    const idp = makeKey('ES256', 'idp-jti');
+    const IDP = 'https://idp.jti.test';
+    const gateway = createVerifier(
+      {
+        issuers: [
+          { issuer: issuer.service.issuer, audiences: [API], jwks_uri: `${issuer.url}/.well-known/jwks.json`, token_type: 'at+jwt' },
+          { issuer: IDP, audiences: [API], algorithms: ['ES256'], jwks: { keys: [idp.jwk] } },
+        ],
+        dpop: { mode: 'disabled' },
+      },
+      { keySources: { [issuer.service.issuer]: issuer.service.keys }, revocation: issuer.service.revocations },
+    );
+    const own = await cc('other');
+    const { jti, grant_id } = decodeJwt(own) as { jti: string; grant_id: string };
+    const external = await sign(idp, claims({ iss: IDP, aud: API, sub: 'bob', jti, grant_id }));
+    assert.equal((await gateway.verify(bearer(external))).ok, true);
+    assert.ok(await issuer.service.revokeAccessToken(own, 'test'));
+    const refused = await gateway.verify(bearer(own));
+    assert.equal(refused.ok ? 'accepted' : refused.error.code, 'token_revoked');
+    const ext = await gateway.verify(bearer(external));
+    assert.equal(ext.ok, true, ext.ok ? '' : `IdP token refused by this service's jti revocation: ${ext.error.code}`);
+    await issuer.service.revokeGrants({ grantId: grant_id }, 'test');
+    const ext2 = await gateway.verify(bearer(external));
+    assert.equal(ext2.ok, true, ext2.ok ? '' : `IdP token refused by this service's grant revocation: ${ext2.error.code}`);
+  });
+});

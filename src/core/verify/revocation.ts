@@ -28,12 +28,20 @@ export interface RevocationCheck {
 
 /** One revocation to apply. Times are epoch seconds. */
 export interface Revocation {
-  /** Revoked grants, kept for the life of the list. */
+  /** Revoked grants, kept for the life of the list (a token of any issuer naming one is refused). */
   readonly grantIds?: readonly string[];
-  /** Revoked grants, each with the time its entry may be dropped (its last token has expired). */
-  readonly grants?: readonly { readonly id: string; readonly expiresAt: number }[];
-  /** `jti` values, each with the token's `exp` so the entry can be dropped once it expires. */
-  readonly tokenIds?: readonly { readonly jti: string; readonly expiresAt: number }[];
+  /**
+   * Revoked grants, each with the time its entry may be dropped (its last token has expired). With
+   * `issuer`, only that issuer's tokens naming the grant are refused: a grant id is one issuer's
+   * namespace, and another issuer's token carrying the same value is not of that grant.
+   */
+  readonly grants?: readonly { readonly id: string; readonly expiresAt: number; readonly issuer?: string }[];
+  /**
+   * `jti` values, each with the token's `exp` so the entry can be dropped once it expires. With
+   * `issuer`, only that issuer's token of that `jti` is refused (RFC 7519 §4.1.7: a `jti` is unique
+   * per issuer only); without, a token of any issuer with it.
+   */
+  readonly tokenIds?: readonly { readonly jti: string; readonly expiresAt: number; readonly issuer?: string }[];
   /** Every token of this subject issued at or before `at`; dropped after `expiresAt` when given. */
   readonly subjects?: readonly { readonly issuer: string; readonly subject: string; readonly at: number; readonly expiresAt?: number }[];
   /** Every token of this client issued at or before `at`; dropped after `expiresAt` when given. */
@@ -90,8 +98,9 @@ function setAsOf(asOf: Map<string, number>, until: Map<string, number>, k: strin
  */
 export class RevocationList implements RevocationCheck {
   #epoch = 0;
-  /** Grant id → when its entry may be dropped (Infinity: never). */
+  /** `issuer\ngrant id` (issuer empty: any issuer's) → when its entry may be dropped (Infinity: never). */
   readonly #grants = new Map<string, number>();
+  /** `issuer\njti` (issuer empty: any issuer's) → when its entry may be dropped. */
   readonly #tokens = new Map<string, number>();
   /** `issuer\nsubject` → revoked as of; and when that entry may be dropped. */
   readonly #subjects = new Map<string, number>();
@@ -105,9 +114,12 @@ export class RevocationList implements RevocationCheck {
   }
 
   apply(r: Revocation): void {
-    for (const g of r.grantIds ?? []) this.#grants.set(g, Number.POSITIVE_INFINITY);
-    for (const g of r.grants ?? []) this.#grants.set(g.id, Math.max(this.#grants.get(g.id) ?? 0, g.expiresAt));
-    for (const t of r.tokenIds ?? []) this.#tokens.set(t.jti, t.expiresAt);
+    for (const g of r.grantIds ?? []) this.#grants.set(`\n${g}`, Number.POSITIVE_INFINITY);
+    for (const g of r.grants ?? []) {
+      const k = `${g.issuer ?? ''}\n${g.id}`;
+      this.#grants.set(k, Math.max(this.#grants.get(k) ?? 0, g.expiresAt));
+    }
+    for (const t of r.tokenIds ?? []) this.#tokens.set(`${t.issuer ?? ''}\n${t.jti}`, t.expiresAt);
     for (const s of r.subjects ?? []) setAsOf(this.#subjects, this.#subjectsUntil, `${s.issuer}\n${s.subject}`, s.at, s.expiresAt);
     for (const c of r.clients ?? []) setAsOf(this.#clients, this.#clientsUntil, `${c.issuer}\n${c.clientId}`, c.at, c.expiresAt);
     this.#epoch++;
@@ -121,8 +133,13 @@ export class RevocationList implements RevocationCheck {
   }
 
   isRevoked(t: RevocationSubject): boolean {
-    if (t.delegationId !== undefined && this.#grants.has(t.delegationId)) return true;
-    if (t.tokenId !== undefined && this.#tokens.has(t.tokenId)) return true;
+    // An issuer is never empty (the verifier refuses an empty `iss`), so `\n…` is an any-issuer entry.
+    if (this.#grants.size > 0 && t.delegationId !== undefined) {
+      if (this.#grants.has(`${t.issuer}\n${t.delegationId}`) || this.#grants.has(`\n${t.delegationId}`)) return true;
+    }
+    if (this.#tokens.size > 0 && t.tokenId !== undefined) {
+      if (this.#tokens.has(`${t.issuer}\n${t.tokenId}`) || this.#tokens.has(`\n${t.tokenId}`)) return true;
+    }
     if (this.#subjects.size > 0 && t.subject !== undefined) {
       const at = this.#subjects.get(`${t.issuer}\n${t.subject}`);
       if (at !== undefined && issuedSecond(t) <= at) return true;
@@ -140,7 +157,7 @@ export class RevocationList implements RevocationCheck {
    * would otherwise keep every revocation it ever saw.
    */
   prune(nowSeconds: number): void {
-    for (const [jti, exp] of this.#tokens) if (exp < nowSeconds) this.#tokens.delete(jti);
+    for (const [k, exp] of this.#tokens) if (exp < nowSeconds) this.#tokens.delete(k);
     for (const [id, until] of this.#grants) if (until < nowSeconds) this.#grants.delete(id);
     for (const [k, until] of this.#subjectsUntil) {
       if (until < nowSeconds) {
