@@ -171,7 +171,7 @@ export async function withService<T>(option: string | undefined, needMaster: boo
 
 /**
  * Run an operator's admin write (`revoke`, `clients add|update|disable|enable|remove`, `keys
- * rotate`) as {@link withService} does, with every refusal on record: one `admin.action` deny with
+ * rotate`, `token mint|exchange`) as {@link withService} does, with every refusal on record: one `admin.action` deny with
  * `by: cli`, `detail` (the `action` and what it named; a value holding a token is written `*`)
  * and a stable reason code: a {@link CliError}'s `reason`, a {@link ClientInputError}'s or
  * {@link OAuthError}'s code, `store_unavailable`, else `server_error`. What the write does is

@@ -229,6 +229,20 @@ describe('a refused CLI admin write is one admin.action deny', () => {
       '--issuer goes with --subject',
     ],
     ['keys rotate --alg unknown', ['keys', 'rotate', '--alg', 'HS256'], 'key_algorithm_unsupported', { action: 'key_rotate' }, undefined],
+    [
+      'token mint for an unknown client',
+      ['token', 'mint', '--client', 'nope'],
+      'client_unknown',
+      { action: 'token_mint', target: 'nope' },
+      'no client "nope"',
+    ],
+    [
+      'attack: token exchange of a pasted token for an unknown client (the token is never recorded)',
+      ['token', 'exchange', '--client', 'nope', '--subject-token', TOKEN],
+      'client_unknown',
+      { action: 'token_exchange', target: 'nope' },
+      'no client "nope"',
+    ],
   ] as const) {
     it(`${what}: exit 1, one line, and one admin.action deny ${reason} by cli`, async () => {
       let r: ReturnType<typeof tessera> | undefined;

@@ -17,7 +17,7 @@ import { OAuthError } from '../../core/oauth-errors.ts';
 import { actorLabel } from '../../core/verify/principal.ts';
 import type { ClientRecord } from '../../store/contract.ts';
 import { list, readArg, ttlArg, ttlWithin, withConfig } from '../options.ts';
-import { CliError, printable, printJson } from '../output.ts';
+import { CliError, printable, printJson, refusal } from '../output.ts';
 
 /**
  * The token endpoint says "Client authentication failed." whatever went wrong with the client; the
@@ -25,9 +25,9 @@ import { CliError, printable, printJson } from '../output.ts';
  */
 function clientProblem(id: string): (e: unknown) => never {
   return (e) => {
-    if (e instanceof OAuthError && e.code === 'client_unknown') throw new CliError(`no client ${quoted(id)}`);
+    if (e instanceof OAuthError && e.code === 'client_unknown') throw refusal(e.code, `no client ${quoted(id)}`);
     if (e instanceof OAuthError && e.code === 'client_disabled') {
-      throw new CliError(`client "${id}" is disabled; enable it with \`tessera clients enable ${id}\``);
+      throw refusal(e.code, `client "${id}" is disabled; enable it with \`tessera clients enable ${id}\``);
     }
     throw e;
   };
@@ -43,17 +43,22 @@ function mintProblem(client: ClientRecord | undefined, scopes: readonly string[]
     if (client !== undefined && e instanceof OAuthError) {
       const asked = (values: readonly string[]) => values.map((v) => quoted(v)).join(', ');
       if (e.code === 'scope_not_allowed' && scopes.length > 0) {
-        throw new CliError(
+        throw refusal(
+          e.code,
           `--scope ${asked(scopes)}: client ${quoted(client.id)} may be granted only ${client.scopes.join(' ') || '(no scopes)'}`,
         );
       }
       if (e.code === 'target_not_allowed' && audiences.length > 0) {
-        throw new CliError(
+        throw refusal(
+          e.code,
           `--audience ${asked(audiences)}: client ${quoted(client.id)} may get tokens only for ${client.audiences.join(' ')}`,
         );
       }
       if (e.code === 'target_required') {
-        throw new CliError(`client ${quoted(client.id)} has several audiences; choose one with --audience (${client.audiences.join(' ')})`);
+        throw refusal(
+          e.code,
+          `client ${quoted(client.id)} has several audiences; choose one with --audience (${client.audiences.join(' ')})`,
+        );
       }
     }
     throw e;
@@ -201,20 +206,26 @@ export function registerToken(program: Command): void {
         if (opts.subject !== undefined && !validIdentity(opts.subject)) throw new CliError(`--subject: ${IDENTITY_RULE}`);
         const scopes = list(opts.scope);
         const audiences = list(opts.audience);
-        const { withService } = await import('../context.ts');
-        const minted = await withService(opts.config, true, async ({ service, store }) => {
-          if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
-          return service
-            .mint({
-              clientId: opts.client,
-              scopes,
-              audiences,
-              ...(ttl !== undefined ? { ttl } : {}),
-              ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
-            })
-            .catch(clientProblem(opts.client))
-            .catch(async (e: unknown) => mintProblem(await store.getClient(opts.client).catch(() => undefined), scopes, audiences)(e));
-        });
+        // An admin write: a refusal is on record as one admin.action deny, as the others are.
+        const { withAdminWrite } = await import('../context.ts');
+        const minted = await withAdminWrite(
+          opts.config,
+          true,
+          { action: 'token_mint', target: opts.client },
+          async ({ service, store }) => {
+            if (ttl !== undefined) ttlWithin('--ttl', ttl, service.config.max_access_token_ttl);
+            return service
+              .mint({
+                clientId: opts.client,
+                scopes,
+                audiences,
+                ...(ttl !== undefined ? { ttl } : {}),
+                ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
+              })
+              .catch(clientProblem(opts.client))
+              .catch(async (e: unknown) => mintProblem(await store.getClient(opts.client).catch(() => undefined), scopes, audiences)(e));
+          },
+        );
         if (opts.json) return printJson(minted);
         process.stdout.write(`${minted.access_token}\n`);
       },
@@ -240,7 +251,7 @@ export function registerToken(program: Command): void {
         audience?: string[];
         json?: boolean;
       }) => {
-        const [{ withService }, { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE }] = await Promise.all([
+        const [{ withAdminWrite }, { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE }] = await Promise.all([
           import('../context.ts'),
           import('../../issuer/service.ts'),
         ]);
@@ -269,7 +280,7 @@ export function registerToken(program: Command): void {
         const scopes = list(opts.scope);
         if (scopes.length) params.set('scope', scopes.join(' '));
         for (const a of list(opts.audience)) params.append('audience', a);
-        const result = await withService(opts.config, true, async ({ service }) =>
+        const result = await withAdminWrite(opts.config, true, { action: 'token_exchange', target: opts.client }, async ({ service }) =>
           service.exchangeAs(opts.client, params).catch(clientProblem(opts.client)),
         );
         if (opts.json) return printJson(result);
