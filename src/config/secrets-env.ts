@@ -8,12 +8,13 @@
  *
  * @module
  */
-import { existsSync, lstatSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { isAlias, isScalar, parseDocument } from 'yaml';
 import { ConfigError } from '../core/errors.ts';
 import { substituteEnv } from './env.ts';
 import { readConfigFile } from './load.ts';
+import { readOwnerOnlyFile } from './owner-only-file.ts';
 
 export const SECRETS_ENV_FILE = 'secrets.env';
 
@@ -31,15 +32,7 @@ const refused = (file: string, message: string) => new ConfigError([{ path: '(se
 export function readSecretsEnv(file: string): Record<string, string> {
   let text: string;
   try {
-    const st = lstatSync(file);
-    if (!st.isFile()) throw refused(file, `${file} must be a regular file, not a symlink or directory`);
-    const uid = process.getuid?.();
-    if (uid !== undefined && st.uid !== uid) {
-      throw refused(file, `${file} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); chown it`);
-    }
-    const mode = st.mode & 0o777;
-    if ((mode & 0o077) !== 0) throw refused(file, `${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}`);
-    text = readFileSync(file, 'utf8');
+    text = readOwnerOnlyFile(file, (message) => refused(file, message));
   } catch (e) {
     if (e instanceof ConfigError) throw e;
     throw refused(file, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);

@@ -6,9 +6,10 @@
  *
  * @module
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { AuditEventsLost } from '../audit/pipeline.ts';
+import { readOwnerOnlyFile } from '../config/owner-only-file.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { resolveStore, resolveTokenService } from '../config/token-service-schema.ts';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
@@ -68,22 +69,16 @@ export function loadMasterKey(
     // Whoever may write to the directory may replace the key (or what it opens) with their own.
     checkDataDir(dataDir);
     // As for secrets.env: a regular file of the user Tessera runs as, not a link that another
-    // user could point elsewhere, and not readable by others.
-    const st = lstatSync(file);
-    if (!st.isFile()) throw new MasterKeyError('master_key_file_unsafe', `${file} must be a regular file, not a symlink or directory`);
-    const uid = process.getuid?.();
-    if (uid !== undefined && st.uid !== uid) {
-      throw new MasterKeyError(
-        'master_key_file_unsafe',
-        `${file} belongs to uid ${st.uid}, not to the user Tessera runs as (${uid}); chown it`,
-      );
-    }
-    const mode = st.mode & 0o777;
-    if ((mode & 0o077) !== 0) {
-      throw new MasterKeyError('master_key_file_unsafe', `${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 ${file}`);
+    // user could point elsewhere, and not readable by others; checked on what is read.
+    let text: string;
+    try {
+      text = readOwnerOnlyFile(file, (message) => new MasterKeyError('master_key_file_unsafe', message));
+    } catch (e) {
+      if (e instanceof MasterKeyError) throw e;
+      throw new MasterKeyError('master_key_unreadable', `${file}: ${(e as Error).message}`);
     }
     try {
-      return { key: parseMasterKey(readFileSync(file, 'utf8')), source: 'file' };
+      return { key: parseMasterKey(text), source: 'file' };
     } catch (e) {
       throw new MasterKeyError(e instanceof MasterKeyError ? e.code : 'master_key_unreadable', `${file}: ${(e as Error).message}`);
     }

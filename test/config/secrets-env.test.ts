@@ -3,7 +3,9 @@
  * refuses a file others can read, and reports a bad line by number without echoing its content.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import fs, { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -85,6 +87,45 @@ describe('secrets.env', () => {
     symlinkSync(real, link);
     assert.throws(
       () => readSecretsEnv(link),
+      (e: ConfigError) => e instanceof ConfigError && /regular file/.test(e.message),
+    );
+  });
+
+  it('swapped for a symlink after its checks and before its read (a race) is refused, the planted values never used', () => {
+    const file = join(dir, 'state', 'race.env');
+    writeFileSync(file, 'GATEWAY_TOKEN=checked\n', { mode: 0o600 });
+    const planted = join(dir, 'planted.env');
+    writeFileSync(planted, 'GATEWAY_TOKEN=planted\n', { mode: 0o600 });
+    const swap = join(dir, 'state', 'swap');
+    symlinkSync(planted, swap);
+    const originals = { lstatSync: fs.lstatSync, statSync: fs.statSync };
+    const swapAfter =
+      <F extends (...a: never[]) => unknown>(f: F) =>
+      (...a: Parameters<F>) => {
+        const r = f(...a);
+        if (String(a[0]) === file && originals.lstatSync(swap, { throwIfNoEntry: false }) !== undefined) renameSync(swap, file);
+        return r;
+      };
+    Object.assign(fs, { lstatSync: swapAfter(originals.lstatSync), statSync: swapAfter(originals.statSync) });
+    syncBuiltinESMExports();
+    let read: Record<string, string> | Error;
+    try {
+      read = readSecretsEnv(file);
+    } catch (e) {
+      read = e as Error;
+    } finally {
+      Object.assign(fs, originals);
+      syncBuiltinESMExports();
+    }
+    if (read instanceof Error) assert.match(read.message, /regular file, not a symlink/);
+    else assert.deepEqual(read, { GATEWAY_TOKEN: 'checked' });
+  });
+
+  it('a FIFO in place of the file is refused without blocking', () => {
+    const fifo = join(dir, 'state', 'fifo.env');
+    execFileSync('mkfifo', ['-m', '600', fifo]);
+    assert.throws(
+      () => readSecretsEnv(fifo),
       (e: ConfigError) => e instanceof ConfigError && /regular file/.test(e.message),
     );
   });

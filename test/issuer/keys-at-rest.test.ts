@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import fs, { chmodSync, chownSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -232,6 +234,79 @@ describe('the master key file', () => {
       assert.throws(
         () => loadMasterKey(dir, { env: {} }),
         (e: unknown) => e instanceof MasterKeyError && e.code === 'master_key_file_unsafe',
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('swapped for a symlink after its checks and before its read (a race in the data directory) is refused, the planted key never used', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-mkf-'));
+    const outside = mkdtempSync(join(tmpdir(), 'tessera-mkf-planted-'));
+    const real = Buffer.alloc(32, 3);
+    const planted = Buffer.alloc(32, 7);
+    const originals = { lstatSync: fs.lstatSync, statSync: fs.statSync };
+    try {
+      chmodSync(dir, 0o700);
+      const file = join(dir, 'master.key');
+      writeFileSync(file, `${real.toString('base64url')}\n`, { mode: 0o600 });
+      writeFileSync(join(outside, 'key'), `${planted.toString('base64url')}\n`, { mode: 0o600 });
+      symlinkSync(join(outside, 'key'), join(dir, 'swap'));
+      // The attacker's rename lands right after the file's type and owner are looked at by name
+      // (deterministic here; a loop of renames wins it sooner or later).
+      const swapAfter =
+        <F extends (...a: never[]) => unknown>(f: F) =>
+        (...a: Parameters<F>) => {
+          const r = f(...a);
+          if (String(a[0]) === file && originals.lstatSync(join(dir, 'swap'), { throwIfNoEntry: false }) !== undefined) {
+            renameSync(join(dir, 'swap'), file);
+          }
+          return r;
+        };
+      Object.assign(fs, { lstatSync: swapAfter(originals.lstatSync), statSync: swapAfter(originals.statSync) });
+      syncBuiltinESMExports();
+      let loaded: ReturnType<typeof loadMasterKey> | Error;
+      try {
+        loaded = loadMasterKey(dir, { env: {} });
+      } catch (e) {
+        loaded = e as Error;
+      }
+      if (loaded instanceof Error) {
+        assert.ok(loaded instanceof MasterKeyError && loaded.code === 'master_key_file_unsafe', String(loaded));
+        assert.match(loaded.message, /regular file, not a symlink/);
+      } else {
+        assert.deepEqual(loaded?.key.key.export(), real, 'the key read is the one that was checked, never the planted one');
+      }
+    } finally {
+      Object.assign(fs, originals);
+      syncBuiltinESMExports();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
+  it('a symlink, a FIFO or a directory in its place is refused as master_key_file_unsafe without blocking', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-mkf-'));
+    try {
+      chmodSync(dir, 0o700);
+      const file = join(dir, 'master.key');
+      writeFileSync(join(dir, 'real'), `${Buffer.alloc(32, 3).toString('base64url')}\n`, { mode: 0o600 });
+      symlinkSync(join(dir, 'real'), file);
+      assert.throws(
+        () => loadMasterKey(dir, { env: {} }),
+        (e: unknown) => e instanceof MasterKeyError && e.code === 'master_key_file_unsafe' && /not a symlink/.test(e.message),
+      );
+      rmSync(file);
+      execFileSync('mkfifo', ['-m', '600', file]);
+      assert.throws(
+        () => loadMasterKey(dir, { env: {} }),
+        (e: unknown) => e instanceof MasterKeyError && e.code === 'master_key_file_unsafe' && /regular file/.test(e.message),
+      );
+      rmSync(file);
+      fs.mkdirSync(file, { mode: 0o700 });
+      assert.throws(
+        () => loadMasterKey(dir, { env: {} }),
+        (e: unknown) => e instanceof MasterKeyError && e.code === 'master_key_file_unsafe' && /regular file/.test(e.message),
       );
     } finally {
       rmSync(dir, { recursive: true, force: true });
