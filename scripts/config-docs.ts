@@ -178,7 +178,9 @@ shape (${Object.keys(verifierFields)
   \`yes\` a string. A tag other than the core ones (\`!!str\`, \`!!int\`, \`!!bool\`, \`!!map\`…), such as
   \`!!binary\`, \`!!timestamp\` or \`!!js/function\`, an unknown directive, a key that is a list or a
   mapping, a merge key (\`<<\`), a key written twice in one mapping (both places named) and a second
-  document (\`---\`) are errors naming the line, never read as some other value.
+  document (\`---\`) are errors naming the line, never read as some other value. A number is
+  written in decimal digits: \`0x1F90\`, \`0o17620\` and \`8.08e3\` (which YAML reads as 8080) are
+  errors naming the setting and the decimal to write (a fraction such as \`1.16e-5\` is read).
 `;
   for (const [name, section] of Object.entries(root.properties ?? {})) {
     const rows: Row[] = [];

@@ -7,9 +7,21 @@
 import { isUtf8 } from 'node:buffer';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { type Document, isAlias, isCollection, isScalar, LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
+import {
+  type Document,
+  isAlias,
+  isCollection,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  type Scalar,
+  visit,
+  type YAMLError,
+} from 'yaml';
 import { ConfigError, type ConfigIssue, secretShaped } from '../core/errors.ts';
-import { type ConfigCheck, parseConfig } from './parse.ts';
+import { type ConfigCheck, formatPath, parseConfig } from './parse.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
 
 /** The largest configuration file (or text) read, in bytes: 1 MiB. A larger one is refused unparsed. */
@@ -158,6 +170,43 @@ function unresolvedAlias(doc: Document, text: string): string | undefined {
   return `line ${before.length}, column ${(before.at(-1)?.length ?? 0) + 1}`;
 }
 
+const SPELLING: Record<string, string> = { HEX: 'a hexadecimal number', OCT: 'an octal number', EXP: 'a number with an exponent' };
+
+/**
+ * A number written otherwise than in decimal digits (`0x1F90`, `0o17620`, `8.08e3`): YAML reads it
+ * as a number (8080), which no one reviewing `port: 0x1F90` reads that way, and which may have been
+ * meant as text. What to write instead, or `undefined` for decimal digits. An exponent is left to
+ * the schema where the value is no safe integer (`1.16e-5`, `1e300`: no integer setting's value,
+ * and refused with its range), as are `.inf` and `.nan`. A value of more than six digits is not
+ * shown: it may be a secret written unquoted.
+ */
+function numberSpelling(node: Scalar, key: string | undefined): string | undefined {
+  if (typeof node.value !== 'number' || node.type !== 'PLAIN' || node.format === undefined) return undefined;
+  const n = node.value;
+  if (node.format === 'EXP' && !Number.isSafeInteger(n)) return undefined;
+  const spelled = SPELLING[node.format];
+  if (spelled === undefined) return undefined;
+  const write =
+    Number.isInteger(n) && Math.abs(n) < 1_000_000 ? `write ${key === undefined ? '- ' : `${key}: `}${n}` : 'write it in decimal digits';
+  return `${spelled}, which YAML reads as a number; ${write}, or put it in quotes if it is text`;
+}
+
+/** The configuration path (`gateway.routes[0].upstream.port`) of a value, from its YAML ancestors. */
+function keyPath(ancestors: readonly unknown[], node: unknown): (string | number)[] | undefined {
+  const out: (string | number)[] = [];
+  for (const [i, a] of ancestors.entries()) {
+    const child = ancestors[i + 1] ?? node;
+    if (isPair(a)) {
+      if (a.value !== child || !isScalar(a.key)) return undefined;
+      const name = String(a.key.value);
+      // A key may be a secret by mistake; then the place is given by line and column instead.
+      if (secretShaped(name)) return undefined;
+      out.push(name);
+    } else if (isSeq(a)) out.push(a.items.indexOf(child as never));
+  }
+  return out;
+}
+
 /** Parse configuration text. `source` names the file in error messages. */
 export function parseConfigText(
   text: string,
@@ -207,7 +256,20 @@ export function parseConfigText(
           : yamlMessage(e),
     };
   });
+  // Numbers not written in decimal digits, by configuration path: reported with the schema's issues.
+  const numbers: ConfigIssue[] = [];
   visit(doc, {
+    Scalar(_, node, ancestors) {
+      const parent = ancestors.at(-1);
+      if (isPair(parent) && parent.key === node) return;
+      const path = keyPath(ancestors, node);
+      const last = path?.at(-1);
+      const message = numberSpelling(node, typeof last === 'string' ? last : undefined);
+      if (message === undefined) return;
+      const at = node.range?.[0] ?? 0;
+      if (path === undefined || path.length === 0) problems.push({ at, line: where(at), message });
+      else numbers.push({ path: formatPath(path), message });
+    },
     Pair(_, pair) {
       // A key that is a list or a mapping (`? [a, b]`) would be turned into a string.
       if (isCollection(pair.key)) {
@@ -260,7 +322,17 @@ export function parseConfigText(
     throw new ConfigError([{ path: '(yaml)', message: 'unreadable YAML' }], source);
   }
   checkExpansion(value, source);
-  return parseConfig(configSchema, value ?? {}, { env, source, check: options.check });
+  const parse = () => parseConfig(configSchema, value ?? {}, { env, source, check: options.check });
+  if (numbers.length === 0) return parse();
+  let others: readonly ConfigIssue[] = [];
+  try {
+    parse();
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    others = e.issues;
+  }
+  const named = new Set(numbers.map((i) => i.path));
+  throw new ConfigError([...numbers, ...others.filter((i) => !named.has(i.path))], source);
 }
 
 /**

@@ -119,6 +119,53 @@ describe('config: YAML tags and directives', () => {
   });
 });
 
+describe('config: numbers spelled other than in decimal digits', () => {
+  it('refuses a port written 0x1F90, 0o17620 or 8.08e3 (YAML reads them as 8080), naming the setting and the decimal to write', () => {
+    for (const [spelled, name] of [
+      ['0x1F90', 'hexadecimal'],
+      ['0o17620', 'octal'],
+      ['8.08e3', 'exponent'],
+      ['808E1', 'exponent'],
+    ] as const) {
+      const issues = issuesOf(() => parseConfigText(`server:\n  port: ${spelled}\n`, 'tessera.yaml', {}));
+      assert.equal(issues.length, 1, spelled);
+      assert.equal(issues[0]?.path, 'server.port', spelled);
+      assert.match(issues[0]?.message ?? '', new RegExp(`${name}.*write port: 8080`), spelled);
+    }
+  });
+
+  it('refuses them in any integer setting, in a list item too, naming the path', () => {
+    const issues = issuesOf(() =>
+      parseConfigText(
+        'audit:\n  batch_size: 1e3\ngateway:\n  routes:\n    - id: a\n      match: { path_prefix: /a }\n      upstream: { url: "http://127.0.0.1:1", connections: 0x10 }\n      auth: none\n      rate_limit: { key: ip, rate: 1.16e-5 }\ntoken_service:\n  registration:\n    max_clients: 0o17\n',
+        'tessera.yaml',
+        {},
+      ),
+    );
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['audit.batch_size', 'gateway.routes[0].upstream.connections', 'token_service.registration.max_clients'],
+    );
+    assert.match(issues[0]?.message ?? '', /write batch_size: 1000/);
+    assert.match(issues[1]?.message ?? '', /write connections: 16/);
+    assert.match(issues[2]?.message ?? '', /^an octal number.*write max_clients: 15/);
+    // Reported with the schema's own problems, in one pass.
+    const both = issuesOf(() => parseConfigText('server:\n  port: 0x1F90\n  nope: 1\n', 'tessera.yaml', {}));
+    assert.deepEqual(
+      both.map((i) => i.path),
+      ['server.port', 'server.nope'],
+    );
+  });
+
+  it('does not echo a large number (a secret written unquoted), and reads decimal digits as before', () => {
+    const issues = issuesOf(() => parseConfigText('server:\n  host: 0xdeadbeefcafe1234\n', 'tessera.yaml', {}));
+    assert.equal(issues[0]?.path, 'server.host');
+    assert.doesNotMatch(issues[0]?.message ?? '', /deadbeef|16045690984503098000|1604569/i);
+    const config = parseConfigText('server:\n  port: 8080\naudit:\n  batch_size: 100\n', 'tessera.yaml', {});
+    assert.equal(config.server.port, 8080);
+  });
+});
+
 describe('config: a path that is no file', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-load-dir-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
