@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { quoted } from '../core/errors.ts';
 import { always, trusted } from './cross-check.ts';
 import { DAY, TIMER_MAX } from './duration.ts';
-import { duration, ruleSchema } from './verifier-schema.ts';
+import { duration, filePath, ruleSchema } from './verifier-schema.ts';
 
 const SIZE = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?$/i;
 const SIZE_UNIT: Record<string, number> = { b: 1, kb: 1024, kib: 1024, mb: 1024 ** 2, mib: 1024 ** 2, gb: 1024 ** 3, gib: 1024 ** 3 };
@@ -615,7 +615,7 @@ export const gatewaySchema = z
 export const auditSchema = z
   .strictObject({
     stdout: z.boolean().default(false).meta({ description: 'Write audit events as JSON lines to stdout.' }),
-    file: z.string().min(1).optional().meta({
+    file: filePath().optional().meta({
       description:
         "Append audit events as JSON lines to this file (a relative path is read from the configuration file's directory): created mode 0600; never opened through a symlink at its path; an existing file its group or every user may write is refused (at start and on reload), since they could forge or erase events.",
     }),

@@ -9,7 +9,7 @@ import { gatewayChecks } from '../gateway/check.ts';
 import { addConfigIssues, always, trusted } from './cross-check.ts';
 import { auditSchema, gatewaySchema } from './gateway-schema.ts';
 import { storeSchema, tokenServiceChecks, tokenServiceSchema } from './token-service-schema.ts';
-import { verifierChecks, verifierFields } from './verifier-schema.ts';
+import { filePath, verifierChecks, verifierFields } from './verifier-schema.ts';
 
 export const serverSchema = z
   .strictObject({
@@ -39,7 +39,7 @@ export const serverSchema = z
 
 export const configSchema = z
   .strictObject({
-    data_dir: z.string().min(1).default('.tessera').meta({
+    data_dir: filePath().default('.tessera').meta({
       description:
         'Directory for the SQLite store, keys and generated secrets. Created with mode 0700 when missing; an existing one must belong to the user Tessera runs as (or root) and be writable by its owner alone (no group or other write bit, as OpenSSH requires of ~/.ssh; every file in it is 0600), else `init`, `serve` and the commands that open the store refuse it, naming the `chmod` to run. On a volume whose mount point you cannot change (e.g. a group-writable Kubernetes `fsGroup` volume), use a subdirectory of it. Not checked on Windows.',
     }),

@@ -12,7 +12,7 @@ import { peerList } from '../gateway/peers.ts';
 import { always, type Trusted, trusted } from './cross-check.ts';
 import { DAY, DECADE, YEAR } from './duration.ts';
 import { SIGNING_ALGORITHMS } from './signing-algorithms.ts';
-import { duration, secureUrl } from './verifier-schema.ts';
+import { duration, filePath, secureUrl } from './verifier-schema.ts';
 
 export { SIGNING_ALGORITHMS, type SigningAlgorithm } from './signing-algorithms.ts';
 
@@ -428,7 +428,7 @@ export const storeSchema = z
       .meta({ description: '`sqlite`: an embedded file under `data_dir` (one instance). `postgres`: shared by several instances.' }),
     sqlite: z
       .strictObject({
-        path: z.string().min(1).optional().meta({
+        path: filePath().optional().meta({
           description:
             'Database file (default `<data_dir>/tessera.db`; relative to `data_dir`). Its directory must be the user’s own (or root’s) and writable by it alone, as `data_dir` must.',
         }),

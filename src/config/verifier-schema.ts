@@ -77,10 +77,20 @@ const algorithm = z.enum(JWS_ALGORITHMS, {
     `${quoted(issue.input)} is not a supported algorithm; use one of ${JWS_ALGORITHMS.join(', ')} (case-sensitive; "none" is never accepted)`,
 });
 
+/**
+ * A file or directory path: a string without a NUL byte, which no file name can hold (Node would
+ * refuse it only where the path is first used, with an error naming neither the setting nor why).
+ */
+export const filePath = () =>
+  z
+    .string()
+    .min(1)
+    .refine((v) => !v.includes('\0'), 'holds a NUL byte (\\0), which no file or directory name can hold; remove it');
+
 const jwksSchema = z
   .union([
     z.strictObject({
-      file: z.string().min(1).meta({
+      file: filePath().meta({
         description:
           "Path to a JWKS JSON file; a relative path is read from the configuration file's directory (`createVerifier` without `baseDir`: the working directory).",
       }),

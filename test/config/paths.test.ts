@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/cli/context.ts';
-import { loadConfigFile } from '../../src/config/load.ts';
+import { loadConfigFile, parseConfigText } from '../../src/config/load.ts';
 import { serveGateway } from '../../src/gateway/serve.ts';
 import { silent, startUpstream } from '../gateway/helpers.ts';
 import { issuesOf } from '../helpers/config.ts';
@@ -97,5 +97,37 @@ describe('config attacks: a configuration file every user may write', () => {
     assert.equal(loadConfigFile(file, {}).realm, 'r');
     chmodSync(file, 0o600);
     assert.equal(loadConfigFile(file, {}).realm, 'r');
+  });
+});
+
+describe('config attacks: a path setting holding a NUL byte', () => {
+  it('is refused at validation, naming the setting, for every file and directory setting (never "ERR_INVALID_ARG_VALUE" when first used)', () => {
+    const issues = issuesOf(() =>
+      parseConfigText(
+        [
+          'data_dir: "state\\0/x"',
+          'audit:',
+          '  file: "audit\\0.jsonl"',
+          'store:',
+          '  sqlite:',
+          '    path: "tessera\\0.db"',
+          'issuers: [{ issuer: https://i.test, audiences: [a], jwks: { file: "keys\\0.json" } }]',
+          '',
+        ].join('\n'),
+        'tessera.yaml',
+        {},
+      ),
+    );
+    assert.deepEqual(issues.map((i) => i.path).sort(), ['audit.file', 'data_dir', 'issuers[0].jwks.file', 'store.sqlite.path']);
+    for (const i of issues) assert.match(i.message, /NUL byte/, i.path);
+  });
+
+  it('from the environment too, without repeating the value', () => {
+    const issues = issuesOf(() => parseConfigText('data_dir: ${STATE}\n', 'tessera.yaml', { STATE: 's3cret\0dir' }));
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['data_dir'],
+    );
+    assert.doesNotMatch(issues[0]?.message ?? '', /s3cret/);
   });
 });
