@@ -171,7 +171,9 @@ shape (${Object.keys(verifierFields)
   loaded; \`tessera gateway\` and \`tessera serve\` report that with the rest.
 - \`[]\` in a key stands for each element of a list, \`<name>\` for each key of a map.
 - The file is UTF-8 and at most ${mib(MAX_CONFIG_BYTES)}; one every user may write (mode \`o+w\`, also through a
-  symlink) is refused, naming the \`chmod\` to run. Relative paths in it (\`data_dir\`, \`audit.file\`,
+  symlink), one in a directory every user may write without the sticky bit (as \`/tmp\` has), and one
+  owned by a user other than the one Tessera runs as and root are refused, naming the \`chmod\` or
+  \`chown\` to run (a group write bit is allowed). Relative paths in it (\`data_dir\`, \`audit.file\`,
   \`issuers[].jwks.file\`) are read from its directory, not the working directory. YAML anchors and aliases may repeat a node, but
   the configuration they expand to is at most ${mib(MAX_EXPANDED_BYTES)}, and aliases may not form a cycle.
 - The file is read as YAML 1.2 (core schema), also under a \`%YAML 1.1\` directive: \`012\` is twelve,

@@ -5,7 +5,7 @@
  * before it can exhaust memory.
  */
 import { isUtf8 } from 'node:buffer';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, realpathSync, type Stats, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
   type Document,
@@ -44,13 +44,55 @@ const tooLarge = (source: string) =>
     source,
   );
 
+const REWRITE = 'anyone on this host could rewrite the routes, issuers and credentials';
+
+/**
+ * Why a configuration file that was opened may not be trusted, or `undefined`: it decides who is
+ * trusted, so neither another user (its owner, not root) nor every user (its mode, or that of its
+ * directory, through which the file can be replaced) may change it. A directory with the sticky
+ * bit (`/tmp`) lets no one else rename or delete a file they do not own. Group write bits are
+ * allowed, as a shared deploy group or umask 002 leaves them.
+ */
+function unsafeConfigFile(file: string, st: Stats): string | undefined {
+  if (!st.isFile()) return undefined;
+  if ((st.mode & 0o002) !== 0) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+    return `${file} is writable by every user (mode ${mode}): ${REWRITE}; run chmod o-w ${file}`;
+  }
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
+    return `${file} belongs to uid ${st.uid}, neither the user Tessera runs as (uid ${uid}) nor root: that user could rewrite the routes, issuers and credentials; run chown ${uid} ${file}`;
+  }
+  // The directory of the path as given, and, through a symlink, of the file it leads to.
+  const dirs = new Set([dirname(resolve(file))]);
+  try {
+    dirs.add(dirname(realpathSync(file)));
+  } catch {
+    // Gone since it was opened: the descriptor is what is read.
+  }
+  for (const dir of dirs) {
+    let mode: number;
+    try {
+      mode = statSync(dir).mode;
+    } catch {
+      continue;
+    }
+    if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0) {
+      const octal = (mode & 0o777).toString(8).padStart(4, '0');
+      return `its directory ${dir} is writable by every user (mode ${octal}): ${REWRITE} by replacing ${file}; run chmod o-w ${dir}`;
+    }
+  }
+  return undefined;
+}
+
 /**
  * Read a configuration file whole, but never more than {@link MAX_CONFIG_BYTES}: a larger file
  * (or one that never ends, like a device) is refused after reading one byte past the limit. A file
- * every user may write is refused unread: it decides who is trusted (a group-writable one is read,
- * as a shared deploy group or umask 002 leaves it).
+ * every user may write, in a directory every user may write (without the sticky bit), or owned by
+ * another user than this process's and root is refused unread: it decides who is trusted (a
+ * group-writable one is read, as a shared deploy group or umask 002 leaves it).
  *
- * @throws {ConfigError} when the file cannot be read, is too large, or is writable by every user.
+ * @throws {ConfigError} when the file cannot be read, is too large, or may be changed by others.
  */
 export function readConfigFile(file: string): Buffer {
   const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
@@ -59,19 +101,8 @@ export function readConfigFile(file: string): Buffer {
     const fd = openSync(file, 'r');
     try {
       // Of what was opened (through a symlink, its target): no check-then-open race.
-      const st = fstatSync(fd);
-      if (st.isFile() && (st.mode & 0o002) !== 0 && process.platform !== 'win32') {
-        const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-        throw new ConfigError(
-          [
-            {
-              path: '(file)',
-              message: `${file} is writable by every user (mode ${mode}): anyone on this host could rewrite the routes, issuers and credentials; run chmod o-w ${file}`,
-            },
-          ],
-          file,
-        );
-      }
+      const problem = process.platform === 'win32' ? undefined : unsafeConfigFile(file, fstatSync(fd));
+      if (problem !== undefined) throw new ConfigError([{ path: '(file)', message: problem }], file);
       while (length < buffer.length) {
         const n = readSync(fd, buffer, length, buffer.length - length, null);
         if (n === 0) break;

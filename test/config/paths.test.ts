@@ -4,7 +4,7 @@
  * file is, and a path read from it would write the audit trail somewhere nobody looks.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -96,6 +96,60 @@ describe('config attacks: a configuration file every user may write', () => {
     chmodSync(file, 0o664);
     assert.equal(loadConfigFile(file, {}).realm, 'r');
     chmodSync(file, 0o600);
+    assert.equal(loadConfigFile(file, {}).realm, 'r');
+  });
+});
+
+describe('config attacks: a configuration file another user may replace or owns', () => {
+  const root = process.getuid?.() === 0;
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-owner-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('in a directory every user may write (no sticky bit) is refused, naming the directory and chmod o-w', () => {
+    const open = join(dir, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const file = join(open, 'tessera.yaml');
+    writeFileSync(file, 'realm: r\n', { mode: 0o600 });
+    const [issue, more] = issuesOf(() => loadConfigFile(file, {}));
+    assert.equal(more, undefined);
+    assert.equal(issue?.path, '(file)');
+    assert.match(
+      issue?.message ?? '',
+      new RegExp(`^its directory ${open} is writable by every user \\(mode 0777\\).*run chmod o-w ${open}$`),
+    );
+    assert.deepEqual(
+      issuesOf(() => loadConfig(file, { env: {} })).map((i) => i.message),
+      [issue?.message],
+    );
+    // Through a symlink from a safe directory to the file in the open one: the same.
+    const link = join(dir, 'link.yaml');
+    symlinkSync(file, link);
+    assert.match(issuesOf(() => loadConfigFile(link, {}))[0]?.message ?? '', /chmod o-w/);
+    // With the sticky bit (as /tmp has), others cannot rename or delete the file: read.
+    chmodSync(open, 0o1777);
+    assert.equal(loadConfigFile(file, {}).realm, 'r');
+    // Group-writable, as a file's own group write bit: read.
+    chmodSync(open, 0o775);
+    assert.equal(loadConfigFile(file, {}).realm, 'r');
+  });
+
+  it("owned by another user than the one Tessera runs as, and not root, is refused naming the chown; root's is read", {
+    skip: !root && 'chown needs root',
+  }, () => {
+    const file = join(dir, 'theirs.yaml');
+    writeFileSync(file, 'realm: r\n', { mode: 0o644 });
+    chownSync(file, 4242, 4242);
+    assert.deepEqual(
+      issuesOf(() => loadConfigFile(file, {})),
+      [
+        {
+          path: '(file)',
+          message: `${file} belongs to uid 4242, neither the user Tessera runs as (uid ${process.getuid?.()}) nor root: that user could rewrite the routes, issuers and credentials; run chown ${process.getuid?.()} ${file}`,
+        },
+      ],
+    );
+    chownSync(file, 0, 0);
     assert.equal(loadConfigFile(file, {}).realm, 'r');
   });
 });
