@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { existsSync, readFileSync, realpathSync, watch } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -97,6 +97,15 @@ function resolved(path: string): string | undefined {
 function readBytes(path: string): Buffer | undefined {
   try {
     return readFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** When the file (its symlinks followed) last changed, content or metadata (ctime: no writer sets it). */
+function changedAt(path: string): number | undefined {
+  try {
+    return statSync(path).ctimeMs;
   } catch {
     return undefined;
   }
@@ -343,6 +352,22 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   // change applies once two reads SETTLE_MS apart find the same bytes, and loading it did not
   // race another write; a file still changing after SETTLE_ROUNDS reads is reported, and applied
   // when it is still.
+  /**
+   * Load the file, which held `bytes`: how to apply what was loaded (or refuse what failed), or
+   * `undefined` when the file no longer holds them (it changed while it was read and parsed).
+   */
+  const loadUnchanged = (path: string, bytes: Buffer | undefined): (() => void) | undefined => {
+    if (!load) return undefined;
+    let next: TesseraConfig | undefined;
+    let failure: unknown;
+    try {
+      next = load();
+    } catch (e) {
+      failure = e ?? new Error('load failed');
+    }
+    if (!sameBytes(bytes, readBytes(path))) return undefined;
+    return next !== undefined ? () => void reload(next) : () => void refuse(failure);
+  };
   const reloadWhenSettled = (path: string): void => {
     if (settling || !load) return;
     settling = true;
@@ -353,17 +378,10 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
       rewatchIfReplaced(path);
       const now = readBytes(path);
       if (sameBytes(seen, now)) {
-        let next: TesseraConfig | undefined;
-        let failure: unknown;
-        try {
-          next = load();
-        } catch (e) {
-          failure = e ?? new Error('load failed');
-        }
-        if (sameBytes(now, readBytes(path))) {
+        const loaded = loadUnchanged(path, now);
+        if (loaded !== undefined) {
           settling = false;
-          if (next !== undefined) reload(next);
-          else refuse(failure);
+          loaded();
           return;
         }
       }
@@ -489,7 +507,22 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     })();
     return closed;
   };
-  const onHup = () => void reload();
+  // A SIGHUP may come while the file is still being written (a script that signals once its first
+  // write returns, an editor saving as the operator signals): a file changed less than SETTLE_MS
+  // ago, or changed while it was loaded, is read as a watched change is, once it is still. One at
+  // rest is applied at once.
+  const onHup = (): void => {
+    if (file === undefined || !load || closed !== undefined) {
+      reload();
+      return;
+    }
+    // A reload of the file is under way: it applies the file as it is once still.
+    if (settling) return;
+    const at = changedAt(file);
+    const loaded = at !== undefined && Date.now() - at >= SETTLE_MS ? loadUnchanged(file, readBytes(file)) : undefined;
+    if (loaded !== undefined) loaded();
+    else reloadWhenSettled(file);
+  };
   // A shutdown that fails (a store that will not close) exits 1 with one log line, not a stack trace.
   const onTerm = () =>
     void close().then(

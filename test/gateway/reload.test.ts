@@ -141,8 +141,13 @@ describe('gateway: configuration reload', () => {
     );
     process.kill(process.pid, 'SIGHUP');
     await once(process, 'SIGHUP');
-    await new Promise((r) => setImmediate(r));
-    assert.equal((await get('/hup/x')).status, 200);
+    // Written just before the signal: applied once the file has been still for a moment.
+    let status = 0;
+    for (let i = 0; i < 40 && status !== 200; i++) {
+      status = (await get('/hup/x')).status;
+      if (status !== 200) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(status, 200);
   });
 });
 
@@ -378,6 +383,81 @@ describe('gateway: a configuration file caught mid-write by the watcher', () => 
     } finally {
       clearInterval(writer);
       await w.close();
+    }
+  });
+});
+
+describe('gateway: SIGHUP while the configuration file is being written', () => {
+  it('attack: SIGHUP between the two writes of a file whose first part is valid YAML applies the whole file, never the half', async () => {
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-hup-midwrite-'));
+    const file = join(dir, 'tessera.yaml');
+    // No watcher: only the signal makes it reload.
+    writeFileSync(file, yaml(upstream.url, '', false));
+    const applied: string[][] = [];
+    const served = await serveGateway(
+      {
+        configFile: file,
+        env: { GATEWAY_TOKEN: 'token-version-one-0123456789' },
+        host: '127.0.0.1',
+        port: 0,
+        signals: true,
+        onReload: (c) => applied.push((c.gateway?.routes ?? []).map((r) => r.id)),
+      },
+      { logger: silent },
+    );
+    const route = (id: string) => `    - { id: ${id}, match: { path_prefix: /${id} }, upstream: { url: ${upstream.url} }, auth: none }\n`;
+    try {
+      const full = yaml(upstream.url, `${route('first')}${route('second')}`, false);
+      const half = full.slice(0, full.indexOf(route('second')));
+      assert.ok(half.endsWith(route('first')));
+      writeFileSync(file, half);
+      // A deploy script that signals as soon as its write call returns, while a second write follows.
+      process.kill(process.pid, 'SIGHUP');
+      await once(process, 'SIGHUP');
+      await new Promise((r) => setTimeout(r, 100));
+      appendFileSync(file, full.slice(half.length));
+      const start = Date.now();
+      while ((await fetch(`${served.url}/second/x`)).status !== 200 && Date.now() - start < 3000) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(
+        applied.filter((ids) => !ids.includes('second')),
+        [],
+        'no configuration cut after `first` was applied',
+      );
+      assert.equal((await fetch(`${served.url}/second/x`)).status, 200, 'the whole file was applied');
+      assert.deepEqual(applied, [['api', 'first', 'second']]);
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a SIGHUP long after the last write reloads at once', async () => {
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-hup-still-'));
+    const file = join(dir, 'tessera.yaml');
+    writeFileSync(file, yaml(upstream.url, '', false));
+    const served = await serveGateway(
+      { configFile: file, env: { GATEWAY_TOKEN: 'token-version-one-0123456789' }, host: '127.0.0.1', port: 0, signals: true },
+      { logger: silent },
+    );
+    try {
+      writeFileSync(
+        file,
+        yaml(upstream.url, `    - { id: later, match: { path_prefix: /later }, upstream: { url: ${upstream.url} }, auth: none }\n`, false),
+      );
+      await new Promise((r) => setTimeout(r, 400));
+      process.kill(process.pid, 'SIGHUP');
+      await once(process, 'SIGHUP');
+      await new Promise((r) => setImmediate(r));
+      assert.equal((await fetch(`${served.url}/later/x`)).status, 200);
+    } finally {
+      await served.close({ drainTimeoutMs: 100 });
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
