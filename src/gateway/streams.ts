@@ -102,8 +102,13 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
     this.#streams.add(stream);
     // A revocation announced between the decision and now (an upstream slow to start its stream or
     // accept the upgrade) found nothing to close: check once now, before any of the stream is
-    // relayed (`close` may run before `add` returns).
-    if (this.#revoked(stream.principal)) this.#close(stream, 'token_revoked');
+    // relayed (`close` may run before `add` returns). Likewise the token's end: the principal was
+    // read when the request was authenticated, which may be long before (an MCP or A2A body read
+    // after it, a credential exchanged for the upstream, an upstream slow to accept an upgrade),
+    // and the sweep would notice only after the request had reached the upstream.
+    const p = stream.principal;
+    if (this.#revoked(p)) this.#close(stream, 'token_revoked');
+    else if (p !== undefined && this.#acceptedUntil(p) <= this.#clock() / 1000) this.#close(stream, 'token_expired');
     else {
       // Likewise a reload while the request was being decided under the configuration before it.
       const reason = this.#recheck?.(stream);
