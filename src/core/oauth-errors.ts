@@ -103,7 +103,9 @@ export const OAUTH_ERROR_CODES = {
   },
 
   // Client authentication (RFC 6749 §2.3, RFC 7523 §3).
-  client_auth_missing: { status: 401, error: 'invalid_client', description: 'Client authentication is required.' },
+  // The description every invalid_client shares: a registered client's id sent alone (no
+  // credential) must read as an unknown one does, or the answer would tell which client ids exist.
+  client_auth_missing: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_auth_multiple_methods: {
     status: 400,
     error: 'invalid_request',

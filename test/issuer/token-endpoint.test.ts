@@ -209,6 +209,22 @@ describe('client authentication errors (invalid_client)', () => {
     assert.deepEqual(await unknown.json(), await wrong.json());
   });
 
+  it('attack: client_id alone (no credential) answers a registered secret or key client exactly like an unknown one, at the token and revocation endpoints, so the answer tells no one which client ids exist; the audit keeps the reason', async () => {
+    for (const path of ['/oauth2/token', '/oauth2/revoke']) {
+      const form: Record<string, string> = path === '/oauth2/token' ? { grant_type: 'authorization_code', code: 'x' } : { token: 'x' };
+      const known = await issuer.post(path, { ...form, client_id: agent.id });
+      const unknown = await issuer.post(path, { ...form, client_id: 'nobody-here' });
+      assert.equal(known.status, 401, path);
+      assert.equal(unknown.status, 401, path);
+      assert.equal(known.headers.get('www-authenticate'), unknown.headers.get('www-authenticate'), path);
+      assert.deepEqual(await known.json(), await unknown.json(), path);
+      await issuer.service.audit.flush();
+      const kind = path === '/oauth2/token' ? 'token.denied' : 'revocation.denied';
+      const reasons = (await issuer.store.queryAudit({ kinds: [kind], limit: 10_000 })).slice(-2).map((e) => e.reason);
+      assert.deepEqual(reasons, ['client_auth_missing', 'client_unknown'], path);
+    }
+  });
+
   it('refuses two authentication methods in one request (RFC 6749 §2.3)', async () => {
     const res = await token(
       { grant_type: 'client_credentials', client_id: agent.id, client_secret: agent.secret },
