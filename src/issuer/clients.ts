@@ -668,7 +668,10 @@ export class ClientRegistry {
     let ok = false;
     if (this.#o.hasher !== undefined && secret.length <= 512) {
       // Every request pays one SHA-256 and comparison; a miss then pays one HMAC and comparison
-      // too, whether or not the client exists, so timing tells nothing about which clients exist.
+      // too, whether or not the client exists, so the secret check's time says nothing about which
+      // clients exist. The read before it does: a cached client costs no store read, an id no
+      // client has costs one each time (a round trip to PostgreSQL). Client ids are no secret
+      // (RFC 6749 §2.2), and the answer is the same either way.
       const digest = hash('sha256', secret, 'buffer');
       const known = client === undefined ? undefined : this.#verified.get(client);
       const same = timingSafeEqual(digest, known ?? this.#dummyDigest) && known !== undefined;
