@@ -113,6 +113,48 @@ describe('private_key_jwt', () => {
     }
   });
 
+  it('refuses an assertion not yet valid (nbf or iat more than 30 s ahead) and claims of the wrong type, audited as client_assertion_invalid', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    for (const over of [{ nbf: now + 120 }, { iat: now + 120 }, { iat: 'now' }, { nbf: 'now' }, { exp: String(now + 60) }]) {
+      await expectInvalidClient(await request(await assertion(over)));
+    }
+    await issuer.service.audit.flush();
+    const reasons = (await issuer.store.queryAudit({ kinds: ['token.denied'], limit: 10_000 })).slice(-5).map((e) => e.reason);
+    assert.deepEqual(reasons, Array(5).fill('client_assertion_invalid'));
+  });
+
+  it('attack: an assertion used once is refused at every endpoint that authenticates clients (token, introspection, revocation), in either order', async () => {
+    const form = (a: string) => ({ client_assertion_type: TYPE, client_assertion: a });
+    const first = await assertion();
+    assert.equal((await request(first)).status, 200);
+    await expectInvalidClient(await issuer.post('/oauth2/introspect', { token: 'x', ...form(first) }));
+    await expectInvalidClient(await issuer.post('/oauth2/revoke', { token: 'x', ...form(first) }));
+    const second = await assertion();
+    assert.equal((await issuer.post('/oauth2/introspect', { token: 'x', ...form(second) })).status, 200);
+    await expectInvalidClient(await issuer.post('/oauth2/revoke', { token: 'x', ...form(second) }));
+    await expectInvalidClient(await request(second));
+    await issuer.service.audit.flush();
+    const replayed = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.reason === 'client_assertion_replayed');
+    assert.deepEqual(
+      replayed.slice(-4).map((e) => e.kind),
+      ['introspection.denied', 'revocation.denied', 'revocation.denied', 'token.denied'],
+    );
+  });
+
+  it('attack: an assertion beside a secret (Basic, or client_secret in the body) is two methods, 400 invalid_request, at the token, introspection and revocation endpoints (RFC 6749 §2.3)', async () => {
+    const secretClient = await issuer.addClient({ id: 'two-methods', scopes: [] });
+    for (const path of ['/oauth2/token', '/oauth2/introspect', '/oauth2/revoke']) {
+      const base: Record<string, string> = path === '/oauth2/token' ? { grant_type: 'client_credentials' } : { token: 'x' };
+      const a = { client_assertion_type: TYPE, client_assertion: await assertion() };
+      const viaBasic = await issuer.post(path, { ...base, ...a }, { authorization: basic(secretClient.id, secretClient.secret) });
+      const viaBody = await issuer.post(path, { ...base, ...a, client_id: 'workload', client_secret: secretClient.secret });
+      for (const res of [viaBasic, viaBody]) {
+        assert.equal(res.status, 400, path);
+        assert.equal(((await res.json()) as { error: string }).error, 'invalid_request', path);
+      }
+    }
+  });
+
   it('refuses the wrong client_assertion_type', async () => {
     const res = await issuer.post('/oauth2/token', {
       grant_type: 'client_credentials',
