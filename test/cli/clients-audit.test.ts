@@ -156,6 +156,22 @@ describe('every CLI client write carries by: cli', () => {
   });
 });
 
+describe('every CLI token write carries by: cli', () => {
+  it('token mint: its token.issued (for the client, and for a --subject) carries by: cli', async () => {
+    const events = await audited(['token.issued'], () => {
+      assert.equal(tessera('token', 'mint', '--client', 'demo-agent').code, 0);
+      assert.equal(tessera('token', 'mint', '--client', 'demo-agent', '--subject', 'alice').code, 0);
+    });
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason, e.subject, (e.detail as { by?: string } | undefined)?.by]),
+      [
+        ['token.issued', 'mint', 'demo-agent', 'cli'],
+        ['token.issued', 'mint', 'alice', 'cli'],
+      ],
+    );
+  });
+});
+
 describe('a refused CLI admin write is one admin.action deny', () => {
   for (const [what, args, reason, detail, line] of [
     [

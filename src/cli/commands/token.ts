@@ -221,6 +221,7 @@ export function registerToken(program: Command): void {
                 audiences,
                 ...(ttl !== undefined ? { ttl } : {}),
                 ...(opts.subject !== undefined ? { subject: opts.subject } : {}),
+                by: 'cli',
               })
               .catch(clientProblem(opts.client))
               .catch(async (e: unknown) => mintProblem(await store.getClient(opts.client).catch(() => undefined), scopes, audiences)(e));

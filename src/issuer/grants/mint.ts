@@ -30,6 +30,8 @@ export interface MintOptions {
   readonly audiences?: readonly string[];
   readonly ttl?: number;
   readonly subject?: string;
+  /** Who minted it (`cli`), recorded as `detail.by` in `token.issued`. */
+  readonly by?: string;
 }
 
 export async function mint(ctx: MintContext, options: MintOptions): Promise<TokenResponse & { grant_id: string; jti: string }> {
@@ -84,7 +86,7 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
     delegation_id: grantId,
     jti,
     scopes_granted: scopes,
-    detail: { grant_type: 'mint', aud: audiences, exp: now + ttl },
+    detail: { grant_type: 'mint', aud: audiences, exp: now + ttl, ...(options.by !== undefined ? { by: options.by } : {}) },
   });
   return {
     access_token: token,
