@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../config/duration.ts';
 import { quoted } from '../core/errors.ts';
-import { CliError } from './output.ts';
+import { CliError, refusal } from './output.ts';
 
 export const DEFAULT_CONFIG = 'tessera.yaml';
 
@@ -49,21 +49,27 @@ export function iso(seconds: number | null): string {
 /**
  * A lifetime option (`--ttl`): whole seconds (`300`) or a duration (`5m`, `1h`), rounded to whole
  * seconds and at least one (a token that expires as it is issued is a mistake, not a request).
+ * Refused as `ttl_invalid`, the code an admin write's refusal records (as a registration's `ttl`).
  */
 export function ttlArg(flag: string, value: string): number {
   const seconds = parseDuration(/^\d+$/.test(value) ? Number(value) : value);
   if (seconds === undefined || Math.round(seconds) < 1) {
-    throw new CliError(`${flag} ${quoted(value)} is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s`);
+    throw refusal(
+      'ttl_invalid',
+      `${flag} ${quoted(value)} is not a lifetime; write seconds (300) or a duration (90s, 5m, 1h), at least 1s`,
+    );
   }
   return Math.round(seconds);
 }
 
 /**
  * A lifetime option within the token service's `max_access_token_ttl`: a longer one is refused
- * naming the flag, never silently shortened to the maximum.
+ * naming the flag (`ttl_invalid`), never silently shortened to the maximum.
  */
 export function ttlWithin(flag: string, ttl: number, max: number): number {
-  if (ttl > max) throw new CliError(`${flag} ${ttl}s is longer than token_service.max_access_token_ttl (${max}s); ask for at most ${max}s`);
+  if (ttl > max) {
+    throw refusal('ttl_invalid', `${flag} ${ttl}s is longer than token_service.max_access_token_ttl (${max}s); ask for at most ${max}s`);
+  }
   return ttl;
 }
 

@@ -199,11 +199,25 @@ export function registerToken(program: Command): void {
         subject?: string;
         json?: boolean;
       }) => {
-        const ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
-        if (opts.subject === '') {
-          throw new CliError('--subject is empty; name the subject to mint for (--subject alice), or leave it out to mint for the client');
+        // Refused before the store is read, the refusal is still on record (with the token
+        // endpoint's codes: a subject it would refuse is request_parameter_invalid).
+        let ttl: number | undefined;
+        let refused: CliError | undefined;
+        try {
+          ttl = opts.ttl === undefined ? undefined : ttlArg('--ttl', opts.ttl);
+        } catch (e) {
+          if (!(e instanceof CliError)) throw e;
+          refused = e;
         }
-        if (opts.subject !== undefined && !validIdentity(opts.subject)) throw new CliError(`--subject: ${IDENTITY_RULE}`);
+        refused ??=
+          opts.subject === ''
+            ? refusal(
+                'request_parameter_invalid',
+                '--subject is empty; name the subject to mint for (--subject alice), or leave it out to mint for the client',
+              )
+            : opts.subject !== undefined && !validIdentity(opts.subject)
+              ? refusal('request_parameter_invalid', `--subject: ${IDENTITY_RULE}`)
+              : undefined;
         const scopes = list(opts.scope);
         const audiences = list(opts.audience);
         // An admin write: a refusal is on record as one admin.action deny, as the others are.
@@ -226,6 +240,7 @@ export function registerToken(program: Command): void {
               .catch(clientProblem(opts.client))
               .catch(async (e: unknown) => mintProblem(await store.getClient(opts.client).catch(() => undefined), scopes, audiences)(e));
           },
+          refused,
         );
         if (opts.json) return printJson(minted);
         process.stdout.write(`${minted.access_token}\n`);
