@@ -140,23 +140,34 @@ export async function updateClient(
   return { client, changed };
 }
 
+/**
+ * Disable (or enable) a client; disabling revokes its live grants. A client already in that state
+ * is not written and no `client.updated` is audited (`changed: false`), as {@link updateClient}
+ * writes only what differs; disabling one already disabled still revokes any live grant it has
+ * (none, unless an earlier disable stopped between its write and its revocation).
+ */
 export async function setClientDisabled(
   ctx: ClientAdminContext,
   id: string,
   disabled: boolean,
   by?: string,
-): Promise<{ revoked: RevokedGrant[] } | undefined> {
-  const updated = await ctx.store.updateClient(id, { disabled }, ctx.now());
-  if (updated === undefined) return undefined;
-  ctx.clients.invalidate(id);
-  ctx.emit({
-    kind: 'client.updated',
-    reason: disabled ? 'disabled' : 'enabled',
-    client_id: id,
-    ...(by !== undefined ? { detail: { by } } : {}),
-  });
+): Promise<{ revoked: RevokedGrant[]; changed: boolean } | undefined> {
+  const current = await ctx.store.getClient(id);
+  if (current === undefined) return undefined;
+  const changed = current.disabled !== disabled;
+  if (changed) {
+    // Removed between the read and the write.
+    if ((await ctx.store.updateClient(id, { disabled }, ctx.now())) === undefined) return undefined;
+    ctx.clients.invalidate(id);
+    ctx.emit({
+      kind: 'client.updated',
+      reason: disabled ? 'disabled' : 'enabled',
+      client_id: id,
+      ...(by !== undefined ? { detail: { by } } : {}),
+    });
+  }
   const revoked = disabled ? await revokeGrants(ctx, { clientId: id }, 'client_disabled', by) : [];
-  return { revoked };
+  return { revoked, changed };
 }
 
 export async function removeClient(ctx: ClientAdminContext, id: string, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {

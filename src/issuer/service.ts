@@ -1054,8 +1054,11 @@ export class TokenService {
     return updateClient(this.#ctx, id, update, by);
   }
 
-  /** Disable (or re-enable) a client; disabling revokes its live grants. */
-  setClientDisabled(id: string, disabled: boolean, by?: string): Promise<{ revoked: RevokedGrant[] } | undefined> {
+  /**
+   * Disable (or re-enable) a client; disabling revokes its live grants. One already so is not
+   * written and audits no `client.updated` (`changed: false`).
+   */
+  setClientDisabled(id: string, disabled: boolean, by?: string): Promise<{ revoked: RevokedGrant[]; changed: boolean } | undefined> {
     return setClientDisabled(this.#ctx, id, disabled, by);
   }
 

@@ -156,6 +156,38 @@ describe('every CLI client write carries by: cli', () => {
   });
 });
 
+describe('a CLI client write that changes nothing writes no event', () => {
+  it('clients disable of a client already disabled (and enable of one enabled): exit 0, says so, no client.updated', async () => {
+    assert.equal(tessera('clients', 'add', 'twice', '--audiences', 'https://api.test').code, 0);
+    assert.equal(tessera('clients', 'disable', 'twice').code, 0);
+    let again: ReturnType<typeof tessera> | undefined;
+    let json: ReturnType<typeof tessera> | undefined;
+    const repeated = await audited(['client.updated', 'admin.action', 'grant.revoked'], () => {
+      again = tessera('clients', 'disable', 'twice');
+      json = tessera('clients', 'disable', 'twice', '--json');
+    });
+    assert.ok(again && json);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, 'client twice already disabled; 0 grant(s) revoked\n');
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout), { client_id: 'twice', disabled: true, changed: false, revoked_grants: [] });
+    assert.deepEqual(repeated, []);
+
+    let enabled: ReturnType<typeof tessera> | undefined;
+    const events = await audited(['client.updated', 'admin.action'], () => {
+      assert.equal(tessera('clients', 'enable', 'twice').code, 0);
+      enabled = tessera('clients', 'enable', 'twice');
+    });
+    assert.ok(enabled);
+    assert.equal(enabled.code, 0, enabled.stderr);
+    assert.equal(enabled.stdout, 'client twice already enabled\n');
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason, e.client_id]),
+      [['client.updated', 'enabled', 'twice']],
+    );
+  });
+});
+
 describe('every CLI token write carries by: cli', () => {
   it('token mint: its token.issued (for the client, and for a --subject) carries by: cli', async () => {
     const events = await audited(['token.issued'], () => {

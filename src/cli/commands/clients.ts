@@ -383,9 +383,9 @@ export function registerClients(program: Command): void {
           return done;
         });
         const revoked = r.revoked.map((g) => g.id);
-        if (opts.json) return printJson({ client_id: id, disabled, revoked_grants: revoked });
+        if (opts.json) return printJson({ client_id: id, disabled, changed: r.changed, revoked_grants: revoked });
         process.stdout.write(
-          `client ${id} ${disabled ? 'disabled' : 'enabled'}${disabled ? `; ${revoked.length} grant(s) revoked` : ''}\n`,
+          `client ${id} ${r.changed ? '' : 'already '}${disabled ? 'disabled' : 'enabled'}${disabled ? `; ${revoked.length} grant(s) revoked` : ''}\n`,
         );
       });
   }
