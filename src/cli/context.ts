@@ -171,7 +171,7 @@ export async function withService<T>(option: string | undefined, needMaster: boo
 
 /**
  * Run an operator's admin write (`revoke`, `clients add|update|disable|enable|remove`, `keys
- * rotate`, `token mint|exchange`) as {@link withService} does, with every refusal on record: one `admin.action` deny with
+ * rotate`, `token mint|exchange`, `scan --revoke|--revoke-grant`) as {@link withService} does, with every refusal on record: one `admin.action` deny with
  * `by: cli`, `detail` (the `action` and what it named; a value holding a token is written `*`)
  * and a stable reason code: a {@link CliError}'s `reason`, a {@link ClientInputError}'s or
  * {@link OAuthError}'s code, `store_unavailable`, else `server_error`. What the write does is
@@ -206,7 +206,7 @@ export async function withAdminWrite<T>(
 }
 
 /** The stable reason code of an admin write's refusal (see {@link withAdminWrite}). */
-function refusalCode(e: unknown): string {
+export function refusalCode(e: unknown): string {
   if (e instanceof CliError) return e.reason ?? 'server_error';
   if (e instanceof ClientInputError || e instanceof OAuthError) return e.code;
   if (e instanceof StoreUnavailableError) return 'store_unavailable';

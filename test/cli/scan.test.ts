@@ -655,6 +655,55 @@ describe('tessera scan --revoke', () => {
   });
 });
 
+describe('tessera scan --revoke: a refusal is one admin.action deny by cli', () => {
+  /** The admin.action events `run` added to the store. */
+  async function denials(run: () => Promise<unknown>): Promise<AuditEvent[]> {
+    const before = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).length;
+    await run();
+    const events = (await issuer.store.queryAudit({ kinds: ['admin.action'], limit: 10_000 })).slice(before);
+    assertNoToken(JSON.stringify(events));
+    return events;
+  }
+
+  for (const [what, args, reason, action, stderr] of [
+    [
+      'a path that does not exist',
+      ['--revoke', 'present.log', 'no-such.log'],
+      'scan_path_invalid',
+      'scan_revoke',
+      'tessera: no-such.log: no such file or directory\n',
+    ],
+    [
+      'a bad --max-size',
+      ['--revoke-grant', '--max-size', 'lots', 'present.log'],
+      'scan_max_size_invalid',
+      'scan_revoke_grant',
+      'tessera: --max-size must be a size such as 500M, 4G or 1048576 (bytes), not "lots"\n',
+    ],
+  ] as const) {
+    it(`${what}: exit 2, one line, nothing revoked, and one admin.action deny ${reason}`, async () => {
+      write('present.log', 'nothing here\n');
+      let r: Awaited<ReturnType<typeof scan>> | undefined;
+      const events = await denials(async () => {
+        r = await scan(...args);
+      });
+      assert.ok(r);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr, stderr);
+      assert.equal(r.stdout, '');
+      assert.deepEqual(
+        events.map((e) => [e.decision, e.reason, e.subject, e.detail]),
+        [['deny', reason, undefined, { by: 'cli', action }]],
+      );
+    });
+  }
+
+  it('without --revoke a scan writes nothing, so its refusal is no admin write and is not recorded', async () => {
+    const events = await denials(() => scan('no-such.log'));
+    assert.deepEqual(events, []);
+  });
+});
+
 describe('tessera scan --revoke: the store fails part-way', () => {
   it('says how many tokens and grants were revoked before the failure, by jti and grant id (never a token), instead of only the store error', async () => {
     const tokens = ['a', 'b', 'c'].map(

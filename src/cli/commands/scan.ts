@@ -14,7 +14,7 @@ import type { Candidate } from '../../scan/candidates.ts';
 import { checkPaths, type ScanNote, ScanPathError, scanPaths } from '../../scan/files.ts';
 import { StoreUnavailableError } from '../../store/contract.ts';
 import { iso, withConfig } from '../options.ts';
-import { CliError, printable, printJson } from '../output.ts';
+import { CliError, printable, printJson, refusal } from '../output.ts';
 
 /**
  * Places listed per distinct token: a token logged on every request of a multi-GB log must not
@@ -106,7 +106,9 @@ export function parseSize(value: string): number {
   const m = /^(\d+)\s*([bkmgt]?)(?:i?b)?$/i.exec(value.trim());
   const unit = UNITS[(m?.[2] ?? '').toLowerCase()];
   if (!m || unit === undefined || Number(m[1]) < 1) {
-    throw new CliError(`--max-size must be a size such as 500M, 4G or 1048576 (bytes), not ${quoted(value)}`, SCAN_EXIT.failed);
+    throw new CliError(`--max-size must be a size such as 500M, 4G or 1048576 (bytes), not ${quoted(value)}`, SCAN_EXIT.failed, {
+      reason: 'scan_max_size_invalid',
+    });
   }
   return Number(m[1]) * unit;
 }
@@ -315,14 +317,34 @@ export function registerScan(program: Command): void {
       throw e.exitCode === 0 ? e : new CommanderError(SCAN_EXIT.failed, e.code, e.message);
     })
     .action(async (paths: string[], opts: Options) => {
+      const revoking = opts.revoke === true || opts.revokeGrant === true;
       try {
-        const maxFileSize = parseSize(opts.maxSize);
-        // Every path is checked before the store is opened: a typo fails fast and clearly.
-        await checkPaths(paths);
-        const { withService } = await import('../context.ts');
-        const report = await withService(opts.config, false, ({ service }) =>
-          runScan(paths, { revoke: opts.revoke === true, revokeGrant: opts.revokeGrant === true, maxFileSize }, service),
-        );
+        // Every path is checked before the store is opened: a typo fails fast and clearly. With
+        // --revoke it is an admin write's refusal, on record as one admin.action deny.
+        let refused: CliError | undefined;
+        let maxFileSize = 0;
+        try {
+          maxFileSize = parseSize(opts.maxSize);
+          await checkPaths(paths);
+        } catch (e) {
+          if (!revoking || !(e instanceof CliError || e instanceof ScanPathError)) throw e;
+          refused = e instanceof CliError ? e : refusal('scan_path_invalid', e.message);
+        }
+        const options = { revoke: opts.revoke === true, revokeGrant: opts.revokeGrant === true, maxFileSize };
+        const { withAdminWrite, withService, refusalCode } = await import('../context.ts');
+        const report = !revoking
+          ? await withService(opts.config, false, ({ service }) => runScan(paths, options, service))
+          : await withAdminWrite(
+              opts.config,
+              false,
+              { action: opts.revokeGrant === true ? 'scan_revoke_grant' : 'scan_revoke' },
+              // A revocation failed part-way: its own code (store_unavailable), with what was revoked before it in the message.
+              ({ service }) =>
+                runScan(paths, options, service).catch((e: unknown) => {
+                  throw e instanceof ScanRevokeError ? refusal(refusalCode(e.cause), e.message) : e;
+                }),
+              refused,
+            );
         if (opts.json) printJson(report);
         else {
           for (const n of report.skipped) process.stderr.write(`${printable(`tessera: skipped ${n.path}: ${n.message}`)}\n`);
