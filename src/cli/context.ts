@@ -144,7 +144,7 @@ export async function openService(
 
 /**
  * Refuse a master key that does not open the store's signing keys (`KeyManager.verifyMaster`),
- * in one line naming where it was read from.
+ * in one line naming where it was read from (reason `master_key_mismatch`).
  */
 export function verifyMasterKey(service: TokenService, dataDir: string): void {
   try {
@@ -153,6 +153,8 @@ export function verifyMasterKey(service: TokenService, dataDir: string): void {
     if (!(e instanceof MasterKeyError)) throw e;
     throw new CliError(
       `the master key (${MASTER_KEY_ENV}, else ${dataDir}/master.key) does not open the signing keys in the store: it is not the one they were sealed with`,
+      1,
+      { reason: 'master_key_mismatch' },
     );
   }
 }

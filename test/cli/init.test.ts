@@ -22,11 +22,13 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import type { AuditEvent } from '../../src/audit/event.ts';
 import { DEMO_CLIENT, DEMO_CLIENT_FILE, DEMO_SECRET_FILE, initialize } from '../../src/cli/commands/init.ts';
 import { withService } from '../../src/cli/context.ts';
 import { CliError } from '../../src/cli/output.ts';
 import { SECRETS_ENV_FILE } from '../../src/config/secrets-env.ts';
 import { MASTER_KEY_FILE } from '../../src/server/bootstrap.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
@@ -270,5 +272,83 @@ describe('tessera init: a run that fails part way leaves nothing half-written', 
     assert.match(r.stderr, /^tessera: .*master\.key must be a regular file.*; init undid its changes\n$/);
     assert.deepEqual(readdirSync(dir), ['.tessera']);
     assert.deepEqual(readdirSync(join(dir, '.tessera')), [MASTER_KEY_FILE]);
+  });
+});
+
+describe('tessera init: a refusal is one admin.action deny where a store already exists', () => {
+  let dir: string;
+  const env = { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' };
+  const run = (args: string[], extra: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [MAIN, 'init', ...args], { cwd: dir, encoding: 'utf8', env: { ...env, ...extra } });
+  /** The admin.action events `fn` added to the store init made. */
+  async function denials(fn: () => void): Promise<AuditEvent[]> {
+    const read = async () => {
+      const store = SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+      try {
+        return await store.queryAudit({ kinds: ['admin.action'], limit: 10_000 });
+      } finally {
+        await store.close();
+      }
+    };
+    const before = (await read()).length;
+    fn();
+    return (await read()).slice(before);
+  }
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-init-audit-'));
+    assert.equal(run([]).status, 0);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const [what, args, extra, reason, says] of [
+    ['--alg it cannot sign with', ['--alg', 'HS256'], {}, 'key_algorithm_unsupported', /^tessera: --alg must be one of /],
+    [
+      '--port an existing tessera.yaml contradicts',
+      ['--port', '9080'],
+      {},
+      'init_option_not_applied',
+      /^tessera: --port 9080 is not applied: /,
+    ],
+    [
+      'another master key than the store’s (a stale TESSERA_MASTER_KEY)',
+      [],
+      { TESSERA_MASTER_KEY: 'A'.repeat(43) },
+      'master_key_mismatch',
+      /^tessera: the master key .*not the one they were sealed with/,
+    ],
+  ] as const) {
+    it(`${what}: exit 1, one line, and one admin.action deny ${reason} by cli`, async () => {
+      let r: ReturnType<typeof run> | undefined;
+      const events = await denials(() => {
+        r = run([...args], extra);
+      });
+      assert.ok(r);
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, says);
+      assert.equal(r.stderr.split('\n').length, 2, r.stderr);
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.decision, e.reason, e.subject, e.detail]),
+        [['admin.action', 'deny', reason, undefined, { by: 'cli', action: 'init' }]],
+      );
+    });
+  }
+
+  it('where no store exists yet the refusal is reported and nothing is created to record it in', () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'tessera-init-audit-fresh-'));
+    try {
+      for (const args of [
+        ['--alg', 'HS256'],
+        ['--port', '0'],
+      ]) {
+        const r = spawnSync(process.execPath, [MAIN, 'init', ...args], { cwd: fresh, encoding: 'utf8', env });
+        assert.equal(r.status, 1, r.stderr);
+        assert.equal(r.stderr.split('\n').length, 2, r.stderr);
+        assert.deepEqual(readdirSync(fresh), [], args.join(' '));
+      }
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
   });
 });

@@ -8,13 +8,13 @@ import { existsSync, linkSync, lstatSync, readFileSync, readlinkSync, renameSync
 import { dirname, join, resolve } from 'node:path';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { readSecretsEnv, SECRETS_ENV_FILE, writeSecretsEnv } from '../../config/secrets-env.ts';
-import type { SigningAlgorithm } from '../../config/signing-algorithms.ts';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../../config/signing-algorithms.ts';
 import { resolveStore, resolveTokenService } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
 import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, MASTER_KEY_FILE, openStore } from '../../server/bootstrap.ts';
 import { type Store, StoreUnavailableError } from '../../store/contract.ts';
-import { configPath, loadConfig, toCliError, verifyMasterKey } from '../context.ts';
-import { CliError } from '../output.ts';
+import { configPath, loadConfig, toCliError, verifyMasterKey, withAdminWrite } from '../context.ts';
+import { CliError, refusal } from '../output.ts';
 import {
   DEMO_CLIENT,
   DEMO_CLIENT_FILE,
@@ -235,7 +235,8 @@ function refuseIgnoredShape(path: string, config: TesseraConfig, options: InitOp
   const first = differs[0];
   if (first === undefined) return;
   const [flag, given, held] = first;
-  throw new CliError(
+  throw refusal(
+    'init_option_not_applied',
     `${flag} ${given} is not applied: ${path} exists (${held}) and ${flag} only shapes a new one; to start over, delete it and ${config.data_dir}, then run init again`,
   );
 }
@@ -246,18 +247,45 @@ export async function initialize(options: InitOptions): Promise<InitReport> {
     return await initializeOnce(options, undo);
   } catch (e) {
     undo.undoFiles();
-    throw initFailure(e, undo);
+    const failure = initFailure(e, undo);
+    if (e instanceof CliError && e.reason !== undefined) await recordRefusal(options.config, e);
+    throw failure;
+  }
+}
+
+/**
+ * A refusal (a {@link CliError} with a reason: a flag it cannot apply, another master key than the
+ * store's) is on record as one `admin.action` deny, `by: cli`, `action: init`, as the other admin
+ * writes' are, in a store that was there before the run: a SQLite database that exists, or the
+ * configured PostgreSQL database when the data directory exists and it opens. None is created to
+ * hold it (a refused run leaves the place as it found it); without one the refusal is reported
+ * only. A run that fails part way (a file it cannot write) is reported, not recorded.
+ */
+async function recordRefusal(option: string | undefined, refused: CliError): Promise<void> {
+  try {
+    const db = resolveStore(loadConfig(option).config);
+    if (db.driver === 'sqlite' && (db.path === ':memory:' || !present(db.path))) return;
+    // Opens the store without the master key, records the refusal and throws it.
+    await withAdminWrite(option, false, { action: 'init' }, async () => undefined, refused);
+  } catch {
+    // The refusal is reported by the caller whether or not it could be recorded.
   }
 }
 
 async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitReport> {
+  if (options.algorithm !== undefined && !(SIGNING_ALGORITHMS as readonly string[]).includes(options.algorithm)) {
+    throw refusal('key_algorithm_unsupported', `--alg must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
+  }
   const path = configPath(options.config);
   let written = false;
   if (!existsSync(path)) {
     const port = options.port ?? 8080;
     // port + 1 is no port for 0 (any free port) or 65535; the demo upstream needs a fixed one.
     if (options.upstreamPort === undefined && (port === 0 || port === 65535)) {
-      throw new CliError(`--port ${port} leaves no default for the demo upstream (port + 1); give --upstream-port too`);
+      throw refusal(
+        'init_upstream_port_required',
+        `--port ${port} leaves no default for the demo upstream (port + 1); give --upstream-port too`,
+      );
     }
     const text = configTemplate({
       dataDir: options.dataDir ?? '.tessera',
