@@ -5,7 +5,7 @@
  * before it can exhaust memory.
  */
 import { isUtf8 } from 'node:buffer';
-import { closeSync, fstatSync, openSync, readSync, realpathSync, type Stats, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, realpathSync, type Stats, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
   type Document,
@@ -47,6 +47,20 @@ const tooLarge = (source: string) =>
 const REWRITE = 'anyone on this host could rewrite the routes, issuers and credentials';
 
 /**
+ * Whether `dir` is on a read-only mount, where no one can add, rename or remove a file whatever
+ * its mode: a Kubernetes ConfigMap volume's directory is 0777 without the sticky bit, and mounted
+ * read-only.
+ */
+function readOnly(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EROFS';
+  }
+}
+
+/**
  * Why a configuration file that was opened may not be trusted, or `undefined`: it decides who is
  * trusted, so neither another user (its owner, not root) nor every user (its mode, or that of its
  * directory, through which the file can be replaced) may change it. A directory with the sticky
@@ -77,7 +91,7 @@ function unsafeConfigFile(file: string, st: Stats): string | undefined {
     } catch {
       continue;
     }
-    if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0) {
+    if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0 && !readOnly(dir)) {
       const octal = (mode & 0o777).toString(8).padStart(4, '0');
       return `its directory ${dir} is writable by every user (mode ${octal}): ${REWRITE} by replacing ${file}; run chmod o-w ${dir}`;
     }

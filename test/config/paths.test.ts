@@ -4,6 +4,7 @@
  * file is, and a path read from it would write the audit trail somewhere nobody looks.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -150,6 +151,42 @@ describe('config attacks: a configuration file another user may replace or owns'
       ],
     );
     chownSync(file, 0, 0);
+    assert.equal(loadConfigFile(file, {}).realm, 'r');
+  });
+});
+
+describe('config file on a read-only mount whose directory has mode 0777 (a Kubernetes ConfigMap volume)', () => {
+  // kubelet makes a ConfigMap volume's directory 0777 without the sticky bit and mounts it
+  // read-only: no one can replace the file through it, whatever its mode says.
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-configmap-'));
+  const volume = join(dir, 'config');
+  mkdirSync(volume);
+  const mount = (...args: string[]): boolean => {
+    try {
+      execFileSync('mount', args, { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const mounted = process.getuid?.() === 0 && mount('-t', 'tmpfs', '-o', 'mode=0777,size=1m', 'tmpfs', volume);
+  after(() => {
+    if (mounted) execFileSync('umount', ['-l', volume]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('is read: the directory cannot be written by anyone, and a writable one with the same layout is still refused', {
+    skip: !mounted && 'mounting a tmpfs needs root',
+  }, () => {
+    // The layout the kubelet writes: tessera.yaml -> ..data/tessera.yaml, ..data -> ..<timestamp>.
+    mkdirSync(join(volume, '..2026_01_01'), { mode: 0o755 });
+    writeFileSync(join(volume, '..2026_01_01', 'tessera.yaml'), 'realm: r\n', { mode: 0o644 });
+    symlinkSync('..2026_01_01', join(volume, '..data'));
+    symlinkSync('..data/tessera.yaml', join(volume, 'tessera.yaml'));
+    const file = join(volume, 'tessera.yaml');
+    // Writable (mode 0777, no sticky bit): anyone could rename another file over it.
+    assert.match(issuesOf(() => loadConfigFile(file, {}))[0]?.message ?? '', /chmod o-w/);
+    assert.ok(mount('-o', 'remount,ro', volume), 'remount read-only');
     assert.equal(loadConfigFile(file, {}).realm, 'r');
   });
 });
