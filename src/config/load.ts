@@ -75,7 +75,7 @@ function unsafeConfigFile(file: string, st: Stats): string | undefined {
   }
   const uid = process.getuid?.();
   if (uid !== undefined && st.uid !== uid && st.uid !== 0) {
-    return `${file} belongs to uid ${st.uid}, neither the user Tessera runs as (uid ${uid}) nor root: that user could rewrite the routes, issuers and credentials; run chown ${uid} ${file}`;
+    return `${file} belongs to uid ${st.uid}, neither the user Tessera runs as (uid ${uid}) nor root: that user could rewrite the routes, issuers and credentials; run chown ${uid} ${file} (on the host, for a container's bind mount), or run Tessera as uid ${st.uid}`;
   }
   // The directory of the path as given, and, through a symlink, of the file it leads to.
   const dirs = new Set([dirname(resolve(file))]);

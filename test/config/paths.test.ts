@@ -146,7 +146,7 @@ describe('config attacks: a configuration file another user may replace or owns'
       [
         {
           path: '(file)',
-          message: `${file} belongs to uid 4242, neither the user Tessera runs as (uid ${process.getuid?.()}) nor root: that user could rewrite the routes, issuers and credentials; run chown ${process.getuid?.()} ${file}`,
+          message: `${file} belongs to uid 4242, neither the user Tessera runs as (uid ${process.getuid?.()}) nor root: that user could rewrite the routes, issuers and credentials; run chown ${process.getuid?.()} ${file} (on the host, for a container's bind mount), or run Tessera as uid 4242`,
         },
       ],
     );
