@@ -149,6 +149,18 @@ export function createListener(
   limits: ListenerLimits | undefined,
   onRefused?: (status: ParserRefusal) => void,
 ): Server {
+  // A pipelined request (RFC 9112 §9.3.2) is handled once the answer ahead of it is written, as
+  // Node sends them: its response is queued without a socket until then. Behind an answer that
+  // closed the connection (a 413 with the body unread, a refused framing, `connection: close`),
+  // Node still hands the request over, on a socket that can carry no answer any more: it is never
+  // handled (§9.6: no request after close is processed), where the gateway would forward it
+  // upstream and write its answer nowhere.
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    const socket = res.socket;
+    if (socket === null) res.once('socket', () => handle(req, res));
+    else if (socket.writableEnded || socket.destroyed) socket.destroy();
+    else onRequest(req, res);
+  };
   const server = createServer(
     {
       maxHeaderSize: limits?.max_header_size ?? 16 * 1024,
@@ -161,11 +173,11 @@ export function createListener(
       // past the configured limit; checked every second, the limits hold to within a second.
       connectionsCheckingInterval: 1000,
     },
-    onRequest,
+    handle,
   );
   // `Expect: 100-continue` (RFC 9110 §10.1.1): 100 once the body is read (by the gateway after
   // its decision, or by the handler in front), never for a request refused first.
-  server.on('checkContinue', continueOnRead(onRequest));
+  server.on('checkContinue', continueOnRead(handle));
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // A request timeout can strike while its answer is being sent (a client still sending a body
     // the upstream already answers): a 408 written then would land inside that answer. Cut, as

@@ -230,4 +230,43 @@ describe('gateway: request smuggling and framing', () => {
     assert.equal(receivedSince(from), '');
     assert.equal((await requestEvents(gw)).at(-1)!.reason, 'request_upgrade_refused');
   });
+  it('pipelining behind a closing answer: a request sent behind one refused 413 (its body sent whole, the connection announced closed) is never forwarded (RFC 9112 §9.6)', async () => {
+    const seen = upstream.requests.length;
+    const body = 'x'.repeat(2000);
+    const r = await rawHttp(
+      gw.url,
+      `POST /public/big HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+        'POST /public/second HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n',
+    );
+    assert.deepEqual(statuses(r), [413], r);
+    assert.match(r, /\r\nconnection: close\r\n/i);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(upstream.requests.slice(seen), []);
+  });
+
+  it('pipelining behind a closing answer: a request sent behind one refused 413 on an authenticated route is never forwarded, with a valid token', async () => {
+    const seen = upstream.requests.length;
+    const body = 'x'.repeat(2000);
+    const r = await rawHttp(
+      gw.url,
+      `POST /api/upload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+        `DELETE /api/items/1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\n\r\n`,
+    );
+    assert.deepEqual(statuses(r), [413], r);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(upstream.requests.slice(seen), []);
+  });
+
+  it('pipelining: requests behind one still being answered are answered in order, each on its own decision', async () => {
+    const seen = upstream.requests.length;
+    const r = await rawHttp(
+      gw.url,
+      `GET /api/one HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\n\r\n` +
+        'GET /api/two HTTP/1.1\r\nHost: a\r\n\r\n' +
+        `GET /api/admin/three HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\n\r\n` +
+        'GET /public/four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
+    );
+    assert.deepEqual(statuses(r), [200, 401, 403, 200], r);
+    assert.deepEqual(upstream.requests.slice(seen), ['GET /api/one HTTP/1.1', 'GET /public/four HTTP/1.1']);
+  });
 });
