@@ -179,10 +179,17 @@ export function createListener(
   // its decision, or by the handler in front), never for a request refused first.
   server.on('checkContinue', continueOnRead(handle));
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    // Bytes after a request that closes the connection (`Connection: close`, HTTP/1.0 without
+    // keep-alive): no request is read from them (RFC 9112 §9.6). The request ahead is answered and
+    // the connection then closed; a 400 written now would take the place of that answer.
+    if (err.code === 'HPE_CLOSED_CONNECTION') {
+      if (answering == null) socket.destroy();
+      return;
+    }
     // A request timeout can strike while its answer is being sent (a client still sending a body
     // the upstream already answers): a 408 written then would land inside that answer. Cut, as
     // Node's own handler does.
-    const answering = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     if (socket.writable && !socket.destroyed && !answering?.headersSent) {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       onRefused?.(status);

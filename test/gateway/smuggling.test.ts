@@ -269,4 +269,17 @@ describe('gateway: request smuggling and framing', () => {
     assert.deepEqual(statuses(r), [200, 401, 403, 200], r);
     assert.deepEqual(upstream.requests.slice(seen), ['GET /api/one HTTP/1.1', 'GET /public/four HTTP/1.1']);
   });
+
+  for (const [name, first] of [
+    ['Connection: close', 'GET /public/first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'],
+    ['HTTP/1.0 without keep-alive', 'GET /public/first HTTP/1.0\r\nHost: a\r\n\r\n'],
+  ] as const) {
+    it(`bytes after a request that closes the connection (${name}) are never read as a request, and do not replace its answer with a 400`, async () => {
+      const seen = upstream.requests.length;
+      const r = await rawHttp(gw.url, `${first}POST /public/second HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n`);
+      assert.deepEqual(statuses(r), [200], r);
+      assert.match(r, /\r\n\r\nok$/);
+      assert.deepEqual(upstream.requests.slice(seen), ['GET /public/first HTTP/1.1']);
+    });
+  }
 });
