@@ -85,6 +85,11 @@ export const ERROR_CODES = {
     error: 'invalid_request',
     description: 'The Host header is malformed or repeated.',
   },
+  request_framing_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request framing (HTTP version or Transfer-Encoding) is not accepted.',
+  },
   request_too_large: {
     status: 413,
     error: 'payload_too_large',

@@ -109,6 +109,7 @@ import {
   allowlistClientOf,
   cardRoute,
   findRoute,
+  framingValid,
   headerBag,
   hostHeaderValid,
   metadataRoute,
@@ -1211,6 +1212,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
     x.remoteAddress = remoteOf(s, req);
+    if (!framingValid(req)) {
+      // Refused before anything reads its body; the connection closed, so nothing behind it is read.
+      x.path = auditRawPath(url, x.secrets);
+      deny(x, res, new TesseraError('request_framing_invalid'), s.challenges, true);
+      return;
+    }
     if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
       handleForwardAuth(ctx, s, req, res, x);
       return;

@@ -147,6 +147,20 @@ export function requestHost(s: GatewayState, req: IncomingMessage): string {
 export { validHost } from '../core/host.ts';
 
 /**
+ * True when the request is framed as the gateway forwards it, meaning unchanged: HTTP/1.1 or
+ * HTTP/1.0 (llhttp also takes `HTTP/2.0` in a request line, which Node then reads as neither), and
+ * a Transfer-Encoding that is `chunked` alone, on HTTP/1.1 only. An HTTP/1.0 message with one has
+ * faulty framing (RFC 9112 §6.1: a peer that reads HTTP/1.0 may read its body as the next
+ * request), and a coding other than `chunked` (`gzip, chunked`) is not decoded: the upstream would
+ * get its coded bytes as the body, the coding dropped.
+ */
+export function framingValid(req: IncomingMessage): boolean {
+  if (req.httpVersionMajor !== 1 || (req.httpVersionMinor !== 0 && req.httpVersionMinor !== 1)) return false;
+  const te = req.headers['transfer-encoding'];
+  return te === undefined || (req.httpVersionMinor === 1 && te.trim().toLowerCase() === 'chunked');
+}
+
+/**
  * True when the request's Host header is absent (HTTP/1.0) or present once and well-formed, and
  * the X-Forwarded-Host entry a trusted proxy wrote (the rightmost, the one read) is well-formed too. A malformed Host would otherwise
  * be routed by its first characters (`a.example.com@b`, `a, b`) while the upstream reads another.

@@ -20,6 +20,7 @@ import { forwardUpgrade, WEBSOCKET_KEY } from './proxy/websocket.ts';
 import {
   absoluteUrl,
   findRoute,
+  framingValid,
   headerBag,
   hostHeaderValid,
   remoteOf,
@@ -76,6 +77,11 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
     writeSocketDeny(socket, ctx.denyRendering(x, error, challenges));
     ctx.finish(x);
   };
+  if (!framingValid(req)) {
+    x.path = auditRawPath(url, x.secrets);
+    denySocket(new TesseraError('request_framing_invalid'), s.challenges);
+    return;
+  }
   const target = normalizeTarget(url);
   if (target === undefined) {
     x.path = auditRawPath(url, x.secrets);

@@ -282,4 +282,33 @@ describe('gateway: request smuggling and framing', () => {
       assert.deepEqual(upstream.requests.slice(seen), ['GET /public/first HTTP/1.1']);
     });
   }
+
+  for (const [name, head, body] of [
+    [
+      'HTTP/1.0 with Transfer-Encoding: chunked and keep-alive',
+      'POST /public/x HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n',
+      `${chunk('abc')}0\r\n\r\n`,
+    ],
+    [
+      'Transfer-Encoding: gzip, chunked (a coding the gateway would drop)',
+      'POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n',
+      `${chunk('abc')}0\r\n\r\n`,
+    ],
+    [
+      'Transfer-Encoding: identity, chunked',
+      'POST /public/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n',
+      `${chunk('abc')}0\r\n\r\n`,
+    ],
+    ['an HTTP/2.0 request line on an HTTP/1 connection', 'GET /public/x HTTP/2.0\r\nHost: a\r\nConnection: keep-alive\r\n', ''],
+  ] as const) {
+    it(`framing: ${name} is refused 400 request_framing_invalid, the connection closed, and nothing (nor a request behind it) reaches the upstream`, async () => {
+      const from = mark();
+      const r = await rawHttp(gw.url, `${head}\r\n${body}GET /public/behind HTTP/1.1\r\nHost: a\r\n\r\n`);
+      assert.deepEqual(statuses(r), [400], r);
+      assert.match(r, /\r\nconnection: close\r\n/i);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(receivedSince(from), '');
+      assert.equal((await requestEvents(gw)).at(-1)!.reason, 'request_framing_invalid');
+    });
+  }
 });
