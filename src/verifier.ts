@@ -56,6 +56,32 @@ function warnOnFailure(introspector: Introspector, origin: string, clock: Clock,
   };
 }
 
+/**
+ * The introspector, with at most `max` calls under way: one more is refused at once (the caller
+ * gets 503 `introspection_unavailable`), never queued, so a flood of distinct tokens costs the
+ * endpoint at most `max` calls at a time and the process no unbounded list of pending ones.
+ */
+function boundInFlight(introspector: Introspector, max: number): Introspector {
+  let inFlight = 0;
+  const release = () => {
+    inFlight--;
+  };
+  return {
+    introspect(token) {
+      if (inFlight >= max) {
+        return Promise.reject(new IntrospectionFailure(`${max} calls were under way already (introspection.max_in_flight)`));
+      }
+      inFlight++;
+      try {
+        return introspector.introspect(token).finally(release);
+      } catch (e) {
+        release();
+        return Promise.reject(e);
+      }
+    },
+  };
+}
+
 /** Dependencies and code-only settings that do not belong in a YAML file. */
 export interface VerifierRuntime {
   /** Clock in epoch milliseconds (tests). */
@@ -260,14 +286,17 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
   const introspection = intro
     ? {
         introspector: warnOnFailure(
-          runtime.introspector ??
-            createIntrospectionClient({
-              endpoint: intro.endpoint,
-              clientId: intro.client_id,
-              clientSecret: intro.client_secret,
-              timeout: intro.timeout,
-              ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
-            }),
+          boundInFlight(
+            runtime.introspector ??
+              createIntrospectionClient({
+                endpoint: intro.endpoint,
+                clientId: intro.client_id,
+                clientSecret: intro.client_secret,
+                timeout: intro.timeout,
+                ...(runtime.fetch ? { fetch: runtime.fetch } : {}),
+              }),
+            intro.max_in_flight,
+          ),
           new URL(intro.endpoint).origin,
           clock,
           runtime.onWarning,
