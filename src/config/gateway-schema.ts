@@ -225,6 +225,28 @@ export const rateLimitSchema = z
   })
   .meta({ description: 'Token-bucket rate limit per route; 429 with Retry-After when empty.' });
 
+export const authFailureLimitSchema = z
+  .strictObject({
+    rate: z
+      .number()
+      .min(0.0000116, 'write at least 0.0000116, about one failure a day (a refused client is told to wait at most a day)')
+      .meta({ description: 'Failed authentications per second an address regains; at least 0.0000116, about one a day.' }),
+    burst: z
+      .number()
+      .int()
+      .min(1)
+      .default(10)
+      .meta({ description: 'Failed authentications an address may make in a row before it is refused (default 10).' }),
+    max_keys: z.number().int().min(1).default(100_000).meta({
+      description:
+        'Addresses kept (oldest evicted; an evicted one starts full again). Only addresses short of failures are kept: one whose bucket refills is dropped.',
+    }),
+  })
+  .meta({
+    description:
+      'A token bucket of failed authentications per client address (as `rate_limit.key: ip` counts it: through `trust_proxy`, an IPv6 address by its /64), shared by every route that needs a token. Only a token refused as `invalid_token` (malformed, expired, revoked, inactive, unknown, for another audience) spends it; a missing token does not. An address whose bucket is empty is refused with 429 `auth_failure_rate_limited` and Retry-After before its token is checked: no verifier work, no call to the introspection endpoint. Default: off (see docs/gateway.md).',
+  });
+
 export const routeSchema = z
   .strictObject({
     id: z
@@ -449,6 +471,7 @@ export const gatewaySchema = z
         description:
           'Proxies in front of the gateway (addresses or CIDRs). X-Forwarded-For is walked from the right past these to find the client; X-Forwarded-Host/-Proto (their rightmost entry, the one the nearest proxy wrote) are believed, and Forwarded extended, only from them. Default: none.',
       }),
+    auth_failure_limit: authFailureLimitSchema.optional(),
     trust_sub_id: z.array(z.string().min(1)).default([]).meta({
       description:
         'Issuers (each one of `issuers`) whose tokens’ RFC 9493 `sub_id` (`iss_sub` format, naming the token’s own `sub`) is believed to name the issuer the subject belongs to: identity header `subject_issuer`, `rate_limit.key: subject` and the audit event’s `subject_issuer`. List the token service of a `tessera serve` whose tokens this gateway verifies, never an identity provider: one listed could pass its users off as another issuer’s. The token service in the same process (`tessera serve`) is always believed. Default: none.',

@@ -339,6 +339,14 @@ export const ERROR_CODES = {
     error: 'rate_limited',
     description: 'Too many requests.',
   },
+  // `gateway.auth_failure_limit`: the client address spent its bucket of failed authentications;
+  // refused before the token is checked, so a flood of junk tokens costs no verifier work and no
+  // call to the introspection endpoint.
+  auth_failure_rate_limited: {
+    status: 429,
+    error: 'rate_limited',
+    description: 'Too many failed authentications from this address; retry later.',
+  },
   upstream_unavailable: {
     status: 502,
     error: 'bad_gateway',

@@ -102,6 +102,33 @@ export class TokenBucketLimiter {
     return Number.isNaN(wait) ? MAX_RETRY_AFTER : Math.min(MAX_RETRY_AFTER, Math.max(1, wait));
   }
 
+  /**
+   * Whether `key` has a bucket: a key without one (never taken from, evicted, or given back to
+   * full) would be allowed. One map lookup, for a caller that only spends on some outcomes.
+   */
+  has(key: string): boolean {
+    return this.#buckets.get(bucketKey(key)) !== undefined;
+  }
+
+  /**
+   * Give back one token taken for `key` (the outcome it was taken for did not spend it). A bucket
+   * full again is dropped, as it holds what a new one would: only keys still short of tokens are
+   * kept.
+   */
+  refund(key: string): void {
+    const now = this.#clock();
+    const k = bucketKey(key);
+    const b = this.#buckets.get(k);
+    if (b === undefined) return;
+    const tokens = (now > b.at ? b.tokens + ((now - b.at) / 1000) * this.#rate : b.tokens) + 1;
+    if (tokens >= this.#burst) {
+      this.#buckets.delete(k);
+      return;
+    }
+    b.tokens = tokens;
+    b.at = Math.max(now, b.at);
+  }
+
   get size(): number {
     return this.#buckets.size;
   }

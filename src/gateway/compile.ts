@@ -156,6 +156,8 @@ export interface GatewayState {
   readonly verifiers: readonly ManagedVerifier[];
   /** The verifier of `auth: introspection` routes: exchanges in flight on its tokens are introspected again through it. */
   readonly introspectionVerifier: ManagedVerifier | undefined;
+  /** `gateway.auth_failure_limit`: failed authentications by client address, for every route that needs a token. */
+  readonly authFailures: TokenBucketLimiter | undefined;
   /** Challenges for refusals before a route is known (a bad path). */
   readonly challenges: (e?: TesseraError) => string[];
   readonly forwardAuthPeers: BlockList;
@@ -442,6 +444,22 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     issuers: new Set([...(deps.authorizationServer !== undefined ? [deps.authorizationServer] : []), ...gateway.trust_sub_id]),
     introspection: config.introspection?.trust_sub_id === true,
   };
+  // One limiter for the whole gateway (an address flooding junk spends one bucket whatever route it
+  // aims at), kept across a reload as a route's rate_limit buckets are.
+  const failureLimit = gateway.auth_failure_limit;
+  const heldFailures = previous?.authFailures;
+  const authFailures =
+    failureLimit === undefined
+      ? undefined
+      : heldFailures !== undefined && isDeepStrictEqual(previous?.gateway.auth_failure_limit, failureLimit)
+        ? heldFailures
+        : new TokenBucketLimiter({
+            rate: failureLimit.rate,
+            burst: failureLimit.burst,
+            maxKeys: failureLimit.max_keys,
+            clock: deps.clock,
+            from: heldFailures,
+          });
   const poolKeys = new Set<string>();
   const routes: CompiledRoute[] = [];
   for (const [i, r] of gateway.routes.entries()) {
@@ -548,7 +566,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
         })
       : undefined;
 
-    const pipeline: Pipeline = { authn, rateLimit, authz, mutators };
+    const pipeline: Pipeline = { authn, authFailures: authn.public ? undefined : authFailures, rateLimit, authz, mutators };
     routes.push({
       id: r.id,
       config: r,
@@ -666,6 +684,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     ),
     verifiers: Object.values(verifiers) as ManagedVerifier[],
     introspectionVerifier: verifiers.introspection,
+    authFailures,
     challenges: anyVerifier ? (e?: TesseraError) => anyVerifier.challenges(e) : (e?: TesseraError) => renderChallenges(e, challengeOptions),
     forwardAuthPeers,
     forwardAuthSecret: gateway.forward_auth.shared_secret && {

@@ -53,6 +53,20 @@ describe('token bucket', () => {
       assert.equal(l.take('a'), 86_400, String(rate));
     }
   });
+  it('refund gives back a token taken for an outcome that did not spend it, and drops a bucket full again', () => {
+    let now = 0;
+    const l = new TokenBucketLimiter({ rate: 1, burst: 3, maxKeys: 10, clock: () => now });
+    assert.equal(l.has('a'), false, 'no bucket until a take');
+    assert.deepEqual([l.take('a'), l.take('a')], [0, 0]);
+    assert.equal(l.has('a'), true);
+    l.refund('a');
+    assert.deepEqual([l.take('a'), l.take('a'), l.take('a')], [0, 0, 1], 'one token back, not a fresh burst');
+    now += 2000;
+    l.refund('a');
+    assert.equal(l.has('a'), false, 'two refilled and one given back: full, so dropped');
+    l.refund('b');
+    assert.equal(l.has('b'), false, 'no bucket is made by a refund');
+  });
   it('keeps at most maxKeys buckets', () => {
     const l = new TokenBucketLimiter({ rate: 1, burst: 1, maxKeys: 2, clock: () => 0 });
     for (const k of ['a', 'b', 'c']) l.take(k);

@@ -1,6 +1,6 @@
 /**
  * The decision pipeline, shared by the proxy, WebSocket upgrades and the forward-auth endpoint:
- * authenticate → rate-limit → authorize → mutate. Each stage may refuse; the first refusal is the
+ * (auth-failure limit →) authenticate → rate-limit → authorize → mutate. Each stage may refuse; the first refusal is the
  * decision and carries what was known so far (the principal, the rule) for the audit trail.
  *
  * @module
@@ -34,6 +34,11 @@ export interface RateLimitStage {
 /** A route's compiled pipeline. */
 export interface Pipeline {
   readonly authn: AuthenticationStage;
+  /**
+   * `gateway.auth_failure_limit`, one limiter for every route that needs a token: failed
+   * authentications by client address ({@link authenticate}). Unset on public routes and when off.
+   */
+  readonly authFailures?: TokenBucketLimiter | undefined;
   readonly rateLimit: RateLimitStage | undefined;
   readonly authz: Authorizer;
   readonly mutators: readonly Mutator[];
@@ -130,12 +135,49 @@ function fail(error: TesseraError, principal: Principal | undefined, rule: Compi
   return d;
 }
 
-/** Only the authentication stage (see {@link afterAuthn}). */
+/**
+ * A refusal that spends the caller's auth-failure bucket: the token itself was refused (RFC 6750
+ * `invalid_token`: malformed, expired, revoked, inactive, unknown, for another audience). Not a
+ * missing token (a client's first request, answered with the challenge), a malformed request, a
+ * DPoP proof refused for a valid token, nor an endpoint that gave no answer (not the caller's doing).
+ */
+function spendsFailure(result: AuthnResult): boolean {
+  return !result.ok && result.error.error === 'invalid_token';
+}
+
+/**
+ * Only the authentication stage (see {@link afterAuthn}), behind the auth-failure limit when the
+ * route has one: an address whose bucket is empty is refused (429 `auth_failure_rate_limited`)
+ * before the verifier sees its token. The bucket is spent only by a failure ({@link spendsFailure}).
+ * An address with a bucket (one that failed lately) takes its token before authenticating and gets
+ * it back unless it fails, so concurrent requests from it cannot all pass the check before the
+ * first failure is counted; any other address costs one map lookup.
+ */
 export function authenticate(pipeline: Pipeline, request: GatewayRequest): AuthnResult | Promise<AuthnResult> {
   const stage = pipeline.authn;
+  const limiter = pipeline.authFailures;
+  if (limiter === undefined) {
+    const outcome = stage.authenticate(request);
+    if (outcome instanceof Promise) return outcome.then((o) => stage.settle(o));
+    return stage.settle(outcome);
+  }
+  // An IPv6 caller by its /64, as `rate_limit.key: ip` counts it.
+  const key = addressKey(request.remoteAddress);
+  let reserved = false;
+  if (limiter.has(key)) {
+    const wait = limiter.take(key);
+    if (wait > 0) return { ok: false, error: new TesseraError('auth_failure_rate_limited', { retryAfter: wait }) };
+    reserved = true;
+  }
+  const account = (result: AuthnResult): AuthnResult => {
+    if (spendsFailure(result)) {
+      if (!reserved) limiter.take(key);
+    } else if (reserved) limiter.refund(key);
+    return result;
+  };
   const outcome = stage.authenticate(request);
-  if (outcome instanceof Promise) return outcome.then((o) => stage.settle(o));
-  return stage.settle(outcome);
+  if (outcome instanceof Promise) return outcome.then((o) => account(stage.settle(o)));
+  return account(stage.settle(outcome));
 }
 
 /**
@@ -148,8 +190,7 @@ export function authenticate(pipeline: Pipeline, request: GatewayRequest): Authn
  * ```
  */
 export function decide(pipeline: Pipeline, request: GatewayRequest): Decision | Promise<Decision> {
-  const stage = pipeline.authn;
-  const outcome = stage.authenticate(request);
-  if (outcome instanceof Promise) return outcome.then((o) => afterAuthn(pipeline, request, stage.settle(o)));
-  return afterAuthn(pipeline, request, stage.settle(outcome));
+  const authn = authenticate(pipeline, request);
+  if (authn instanceof Promise) return authn.then((a) => afterAuthn(pipeline, request, a));
+  return afterAuthn(pipeline, request, authn);
 }
