@@ -74,6 +74,14 @@ export const OAUTH_ERROR_CODES = {
   // RFC 6749 Appendix B (forms), RFC 8259 §8.1 (JSON): a charset label other than UTF-8, or bytes
   // that are not UTF-8 (raw or percent-encoded), which decoding would turn into U+FFFD.
   request_not_utf8: { status: 400, error: 'invalid_request', description: 'The request must be UTF-8.' },
+  // RFC 9112 §6.1: HTTP/1.0 with a Transfer-Encoding, a coding other than `chunked`, or a request
+  // line with another version than HTTP/1.1 or HTTP/1.0. Refused by the listener, for every path;
+  // the gateway's code (its catalogue has it too).
+  request_framing_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'The request framing (HTTP version or Transfer-Encoding) is not accepted.',
+  },
   request_body_malformed: { status: 400, error: 'invalid_request', description: 'The request body is not a valid JSON object.' },
   request_body_member_repeated: {
     status: 400,

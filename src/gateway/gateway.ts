@@ -347,6 +347,14 @@ export interface Gateway {
   /** `server.on('request', gateway.handleRequest)`. */
   readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => void;
   /**
+   * Refuse a request whose framing the server does not accept (`framingValid`: HTTP/1.0 with a
+   * Transfer-Encoding, a coding other than `chunked`, another HTTP version): 400
+   * `request_framing_invalid`, audited, the connection closed, the body never read. `handleRequest`
+   * refuses such a request itself; `createListener` checks every request before any handler and
+   * calls this for one the gateway answers.
+   */
+  readonly refuseFraming: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
    * `server.on('checkContinue', gateway.handleCheckContinue)`: a request sent with `Expect:
    * 100-continue` gets `100 Continue` only once it is allowed and its body is forwarded (or read,
    * on an MCP route); a refused one gets its 401, 403 or 413 alone. Without it Node answers 100
@@ -1194,7 +1202,23 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
   }
 
+  function refuseFraming(req: IncomingMessage, res: ServerResponse): void {
+    const s = state;
+    const x = begin('gateway.request', req);
+    x.secrets = requestSecrets(s, req);
+    x.requestId = requestId(req.headers['x-request-id'], x.secrets);
+    x.remoteAddress = remoteOf(s, req);
+    // Refused before anything reads its body; the connection closed, so nothing behind it is read.
+    x.path = auditRawPath(req.url ?? '/', x.secrets);
+    deny(x, res, new TesseraError('request_framing_invalid'), s.challenges, true);
+  }
+
   function handleRequest(req: IncomingMessage, res: ServerResponse): void {
+    // Before anything else, the operations paths included: every request on the connection.
+    if (!framingValid(req)) {
+      refuseFraming(req, res);
+      return;
+    }
     const s = state;
     if (closing) res.shouldKeepAlive = false;
     const url = req.url ?? '/';
@@ -1212,12 +1236,6 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
     x.remoteAddress = remoteOf(s, req);
-    if (!framingValid(req)) {
-      // Refused before anything reads its body; the connection closed, so nothing behind it is read.
-      x.path = auditRawPath(url, x.secrets);
-      deny(x, res, new TesseraError('request_framing_invalid'), s.challenges, true);
-      return;
-    }
     if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
       handleForwardAuth(ctx, s, req, res, x);
       return;
@@ -1690,6 +1708,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   return {
     handleRequest,
+    refuseFraming,
     handleCheckContinue: continueOnRead(handleRequest),
     handleUpgrade: (req, socket, head) => handleUpgrade(ctx, req, socket, head),
     reload,

@@ -13,12 +13,13 @@ import type { Duplex } from 'node:stream';
 import { limitsSchema } from '../config/gateway-schema.ts';
 import { loadConfigFile, resolveConfigPaths } from '../config/load.ts';
 import type { TesseraConfig } from '../config/schema.ts';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, ERROR_CODES } from '../core/errors.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { listenUrl } from '../server/listen.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createGateway, type Gateway, type GatewayDeps, type ReloadResult } from './gateway.ts';
 import type { ParserRefusal } from './metrics.ts';
+import { framingValid } from './requests.ts';
 
 /** Options of {@link serveGateway}: the configuration (or its file) and the listener. */
 export interface ServeOptions {
@@ -40,6 +41,12 @@ export interface ServeOptions {
    * `tessera serve`): it answers the paths it owns and returns `false` for the rest.
    */
   readonly before?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /**
+   * How the handler in front refuses a request whose framing the listener does not accept (see
+   * {@link createListener}): it answers the paths it owns and returns `false` for the rest, which
+   * the gateway refuses.
+   */
+  readonly refuseFraming?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /**
    * Runs after the gateway has drained and written its audit events, before `close()` resolves
    * (closing the token service), with what is left of the shutdown's deadline for its own.
@@ -138,16 +145,39 @@ function applyLimits(server: Server, limits: ListenerLimits | undefined): void {
 }
 
 /**
+ * The answer to a request whose framing the listener refuses, when no handler answers it in its
+ * own shape: 400 `invalid_request` (RFC 6749 §5.2 shape), the connection closed.
+ */
+function writeFramingRefusal(res: ServerResponse): void {
+  const spec = ERROR_CODES.request_framing_invalid;
+  const body = JSON.stringify({ error: spec.error, error_description: spec.description });
+  res.writeHead(spec.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    connection: 'close',
+  });
+  res.end(body);
+}
+
+/**
  * An HTTP server with the listener limits applied: head size, connection count, head and request
  * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
  * answered 400, 431 or 408 and its connection closed, a CONNECT 501; `Expect: 100-continue` is
  * answered when the handler reads the body. `onRefused` is told the status of each request refused
  * before any handler saw it (those have no audit event).
+ *
+ * Every request's framing is checked here, before any handler, whatever its path
+ * (`framingValid`: HTTP/1.1 or HTTP/1.0, a Transfer-Encoding only on HTTP/1.1 and only `chunked`).
+ * One it refuses is handed to `refuseFraming` instead of `onRequest`, its connection already set
+ * to close (so nothing sent behind it is read as a request): it answers 400 in its handler's shape
+ * and audits it, or returns `false` for the listener's plain 400 `invalid_request`.
  */
 export function createListener(
   onRequest: (req: IncomingMessage, res: ServerResponse) => void,
   limits: ListenerLimits | undefined,
   onRefused?: (status: ParserRefusal) => void,
+  refuseFraming?: (req: IncomingMessage, res: ServerResponse) => boolean,
 ): Server {
   // A pipelined request (RFC 9112 §9.3.2) is handled once the answer ahead of it is written, as
   // Node sends them: its response is queued without a socket until then. Behind an answer that
@@ -159,7 +189,11 @@ export function createListener(
     const socket = res.socket;
     if (socket === null) res.once('socket', () => handle(req, res));
     else if (socket.writableEnded || socket.destroyed) socket.destroy();
-    else onRequest(req, res);
+    else if (framingValid(req)) onRequest(req, res);
+    else {
+      res.shouldKeepAlive = false;
+      if (!refuseFraming?.(req, res)) writeFramingRefusal(res);
+    }
   };
   const server = createServer(
     {
@@ -272,17 +306,26 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
   let beforeInflight = 0;
   let beforeDrained: (() => void) | undefined;
   const limits = config.gateway?.limits;
-  const onRequest = options.before
+  /** Whether the handler in front `answered`; tracked so that shutdown lets it finish too (the gateway drains only its own). */
+  const inFront = (answered: boolean, res: ServerResponse): boolean => {
+    if (!answered) return false;
+    beforeInflight++;
+    res.once('close', () => {
+      if (--beforeInflight === 0) beforeDrained?.();
+    });
+    return true;
+  };
+  const before = options.before;
+  const onRequest = before
     ? (req: IncomingMessage, res: ServerResponse) => {
-        if (!(options.before as NonNullable<ServeOptions['before']>)(req, res)) return gateway.handleRequest(req, res);
-        // Tracked so that shutdown lets them finish too (the gateway drains only its own).
-        beforeInflight++;
-        res.once('close', () => {
-          if (--beforeInflight === 0) beforeDrained?.();
-        });
+        if (!inFront(before(req, res), res)) gateway.handleRequest(req, res);
       }
     : gateway.handleRequest;
-  const server = createListener(onRequest, limits, gateway.refusedByParser);
+  const refuseFraming = (req: IncomingMessage, res: ServerResponse): boolean => {
+    if (!inFront(options.refuseFraming?.(req, res) ?? false, res)) gateway.refuseFraming(req, res);
+    return true;
+  };
+  const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming);
   server.on('upgrade', gateway.handleUpgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -31,7 +31,7 @@ export interface OAuthRequest {
   /**
    * Why the HTTP adapter refused the request before reading its form (a method other than POST, a
    * URL query, another Content-Type, a Content-Encoding other than identity, a body over the
-   * limit or not whole when the client hung up, a CORS preflight from an origin not allowed) or its headers (two DPoP proofs): `params` is then empty, and the endpoint refuses the
+   * limit or not whole when the client hung up, a CORS preflight from an origin not allowed, a framing the listener refuses) or its headers (two DPoP proofs): `params` is then empty, and the endpoint refuses the
    * request with this code, audited like any other refusal.
    */
   readonly requestFault?:
@@ -43,6 +43,7 @@ export interface OAuthRequest {
     | 'client_closed'
     | 'dpop_proof_invalid'
     | 'cors_origin_not_allowed'
+    | 'request_framing_invalid'
     | undefined;
   /**
    * Why the HTTP body could not be read (`params` is then empty): the endpoint refuses the request

@@ -998,7 +998,8 @@ export class TokenService {
         | 'request_not_utf8'
         | 'request_body_too_large'
         | 'client_closed'
-        | 'cors_origin_not_allowed';
+        | 'cors_origin_not_allowed'
+        | 'request_framing_invalid';
     } = {},
   ): Promise<RegistrationResponse> {
     try {

@@ -32,6 +32,17 @@ import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator
 /** Answers the request when it is for the token service; returns whether it did. */
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
 
+/** {@link createTokenServiceHandler}'s handler: a {@link RequestHandler}, and how it refuses a framing. */
+export interface TokenServiceRequestHandler extends RequestHandler {
+  /**
+   * Refuse a request whose framing the listener does not accept (`createListener`: HTTP/1.0 with a
+   * Transfer-Encoding, a coding other than `chunked`, another HTTP version), when its path is the
+   * token service's: 400 `invalid_request` (`request_framing_invalid`), audited as the endpoint
+   * audits its other refusals, the body never read. Returns `false` for any other path.
+   */
+  readonly refuseFraming: RequestHandler;
+}
+
 /** Options of {@link createTokenServiceHandler}. */
 export interface TokenServiceHandlerOptions {
   /** Largest accepted request body, bytes (default 64 KiB). */
@@ -251,7 +262,7 @@ function requireUtf8Label(req: IncomingMessage): void {
  * createServer((req, res) => tokens(req, res) || notFound(res)).listen(8080);
  * ```
  */
-export function createTokenServiceHandler(service: TokenService, options: TokenServiceHandlerOptions = {}): RequestHandler {
+export function createTokenServiceHandler(service: TokenService, options: TokenServiceHandlerOptions = {}): TokenServiceRequestHandler {
   const limit = options.maxBodyBytes ?? 65_536;
   const e = service.endpoints;
   const path = (url: string) => new URL(url).pathname;
@@ -299,6 +310,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
   const logoutPath = authenticator?.login === undefined ? undefined : path(authenticator.login.logoutUrl);
   const metadataBody = JSON.stringify(service.metadata());
   const tokenNonce = () => service.dpopNonce();
+  /** Requests {@link TokenServiceRequestHandler.refuseFraming} was given: refused, their body never read. */
+  const misframed = new WeakSet<IncomingMessage>();
 
   const origins = service.config.cors.allowed_origins;
   const everyOrigin = origins.includes('*');
@@ -408,7 +421,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     // every other refusal (token.denied, revocation.denied, introspection.denied).
     let requestFault: OAuthRequest['requestFault'];
     let form: URLSearchParams | undefined;
-    if (corsRefused) requestFault = 'cors_origin_not_allowed';
+    if (misframed.has(req)) requestFault = 'request_framing_invalid';
+    else if (corsRefused) requestFault = 'cors_origin_not_allowed';
     else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
     // The parameters are read from the body only (RFC 6749 §3.2, §2.3.1: credentials never in the
     // URI). A query would be ignored, so `?scope=narrow` would get the client's full scope and a
@@ -460,8 +474,10 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       | 'request_body_too_large'
       | 'client_closed'
       | 'cors_origin_not_allowed'
+      | 'request_framing_invalid'
       | undefined;
-    if (corsRefused) requestFault = 'cors_origin_not_allowed';
+    if (misframed.has(req)) requestFault = 'request_framing_invalid';
+    else if (corsRefused) requestFault = 'cors_origin_not_allowed';
     else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
     // As at the form endpoints and the admin API: metadata goes in the body, never in the URL.
     else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
@@ -508,6 +524,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const who = await service.authorizeAdminFresh(req.headers.authorization, { ...facts, ...authorizationFault(req) });
     const action = sub === 'revoke' ? 'revoke' : sub.startsWith('grants/') ? 'grant_tree' : 'unknown';
     try {
+      if (misframed.has(req)) throw new OAuthError('request_framing_invalid');
       const { body, detail } = sub === 'revoke' ? await adminRevoke(req, who) : await adminGrantTree(req, sub);
       service.auditAdminAction(who, facts, 'ok', { action, ...detail });
       send(res, 200, body, { ...NO_STORE, 'x-request-id': requestId });
@@ -603,7 +620,14 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     return { body: JSON.stringify(tree), detail: { target: id } };
   };
 
-  return (req, res) => {
+  /** Refused for its framing, by an endpoint that audits nothing of its own (or none it could tell). */
+  const refusedUnaudited = (req: IncomingMessage, res: ServerResponse, requestId: string): boolean => {
+    if (!misframed.has(req)) return false;
+    sendError(res, new OAuthError('request_framing_invalid'), requestId);
+    return true;
+  };
+
+  const route: RequestHandler = (req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
@@ -623,12 +647,23 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
         oauth(req, res, requestId, e.revocation, (r) => service.revoke(r), undefined, refused, CORS.revocation),
       );
     } else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
-    else if (pathname === paths.authorization && authorize !== undefined) work = authorize(req, res, requestId);
-    else if (pathname === loginCallbackPath && loginCallback !== undefined) work = loginCallback(req, res, requestId);
-    else if (pathname === logoutPath && logout !== undefined) work = logout(req, res, requestId);
-    else if (pathname === paths.registration && service.config.registration.enabled) {
+    else if (pathname === paths.authorization && authorize !== undefined) {
+      if (misframed.has(req)) {
+        const remoteAddr = req.socket.remoteAddress;
+        service.auditAuthorizationDenied('request_framing_invalid', { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
+        return refusedUnaudited(req, res, requestId);
+      }
+      work = authorize(req, res, requestId);
+    } else if (pathname === loginCallbackPath && loginCallback !== undefined) {
+      if (refusedUnaudited(req, res, requestId)) return true;
+      work = loginCallback(req, res, requestId);
+    } else if (pathname === logoutPath && logout !== undefined) {
+      if (refusedUnaudited(req, res, requestId)) return true;
+      work = logout(req, res, requestId);
+    } else if (pathname === paths.registration && service.config.registration.enabled) {
       work = afterCors(cors(req, res, CORS.registration), (refused) => register(req, res, requestId, refused));
     } else if (pathname === paths.metadata || pathname === paths.jwks) {
+      if (refusedUnaudited(req, res, requestId)) return true;
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         // Public and cacheable is the document alone: a refusal is not (a 405 is heuristically
         // cacheable, RFC 9110 §15.5.6), as no error of the other endpoints is.
@@ -652,4 +687,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     work.catch((error: unknown) => fail(res, error, requestId, nonce?.()));
     return true;
   };
+  const refuseFraming: RequestHandler = (req, res) => {
+    misframed.add(req);
+    return route(req, res);
+  };
+  return Object.assign(route, { refuseFraming });
 }

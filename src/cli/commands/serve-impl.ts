@@ -81,7 +81,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     };
     // The gateway's default listener limits (slowloris, connection count); `Expect: 100-continue`:
     // 100 when the handler reads the body, not for one it refuses first.
-    const server = createListener(onRequest, DEFAULT_LISTENER_LIMITS);
+    // A framing the listener refuses: the token service's refusal on its paths, the listener's plain 400 elsewhere.
+    const server = createListener(onRequest, DEFAULT_LISTENER_LIMITS, undefined, handler.refuseFraming);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
@@ -228,6 +229,7 @@ async function withGateway(
         res.end('{"error":"not_found"}');
         return true;
       },
+      refuseFraming: handler.refuseFraming,
       // After the gateway's own audit events: the token service's get what is left of the one deadline.
       onClose: ({ auditTimeoutMs }) => ctx.close({ auditTimeoutMs }),
     },

@@ -1,0 +1,115 @@
+/**
+ * `tessera serve`: request framing on the one listener the token service shares with the gateway
+ * (and has alone without a gateway section), sent on raw sockets. A framing the listener refuses is
+ * refused on every path, the token service's included, in the shape of the endpoint's answers.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import { type RawUpstream, startRawUpstream } from '../gateway/helpers.ts';
+import { basic } from '../helpers/issuer.ts';
+import { freePort, rawHttp } from '../helpers/net.ts';
+
+const statuses = (response: string) => [...response.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+const chunk = (text: string) => `${text.length.toString(16)}\r\n${text}\r\n`;
+const FORM = 'Content-Type: application/x-www-form-urlencoded';
+
+/** Framings the listener refuses: [name, request line version, extra head lines, body]. */
+const FRAMINGS = [
+  ['HTTP/1.0 with Transfer-Encoding: chunked and keep-alive', 'HTTP/1.0', 'Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n'],
+  ['Transfer-Encoding: gzip, chunked', 'HTTP/1.1', 'Transfer-Encoding: gzip, chunked\r\n'],
+  ['an HTTP/2.0 request line', 'HTTP/2.0', 'Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n'],
+] as const;
+
+interface Served {
+  dir: string;
+  running: RunningServer;
+  secret: string;
+}
+
+async function serve(name: string, gatewaySection: string): Promise<Served> {
+  const dir = mkdtempSync(join(tmpdir(), `tessera-serve-framing-${name}-`));
+  const port = await freePort();
+  const config = join(dir, 'tessera.yaml');
+  writeFileSync(config, `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\n${gatewaySection}`);
+  await initialize({ config });
+  const running = await startServer({ config, logger: pino({ level: 'silent' }) });
+  const c = await running.service.registerClient({
+    id: 'agent',
+    scopes: [],
+    audiences: ['https://api.test'],
+    grantTypes: ['client_credentials'],
+  });
+  return { dir, running, secret: c.secret as string };
+}
+
+async function events(s: Served, requestId: string): Promise<[string, string | undefined][]> {
+  await s.running.service.audit.flush();
+  const found = await s.running.service.store.queryAudit({ request_id: requestId, limit: 10 });
+  return found.map((e) => [e.kind, e.reason]);
+}
+
+for (const [setup, gatewaySection] of [
+  [
+    'beside the gateway',
+    'gateway:\n  watch_config: false\n  routes:\n    - { id: all, match: { path_prefix: / }, upstream: { url: UPSTREAM }, auth: none }\n',
+  ],
+  ['alone (no gateway section)', ''],
+] as const) {
+  describe(`tessera serve ${setup}: request framing at the token service`, () => {
+    let upstream: RawUpstream;
+    let s: Served;
+    before(async () => {
+      upstream = await startRawUpstream();
+      s = await serve(setup.startsWith('beside') ? 'gw' : 'alone', gatewaySection.replace('UPSTREAM', upstream.url));
+    });
+    after(async () => {
+      await s?.running.close();
+      await upstream?.close();
+      if (s) rmSync(s.dir, { recursive: true, force: true });
+    });
+
+    for (const [name, version, lines] of FRAMINGS) {
+      it(`framing: ${name} at the token endpoint is refused 400 invalid_request (RFC 6749 §5.2), audited token.denied request_framing_invalid, the connection closed and nothing behind it read`, async () => {
+        const requestId = `framing-${setup.slice(0, 5)}-${name.replace(/\W+/g, '-')}`;
+        const r = await rawHttp(
+          s.running.url,
+          `POST /oauth2/token ${version}\r\nHost: a\r\nX-Request-Id: ${requestId}\r\nAuthorization: ${basic('agent', s.secret)}\r\n${FORM}\r\n${lines}\r\n` +
+            `${chunk('grant_type=client_credentials')}0\r\n\r\n` +
+            `POST /oauth2/token HTTP/1.1\r\nHost: a\r\nAuthorization: ${basic('agent', s.secret)}\r\n${FORM}\r\nContent-Length: 29\r\n\r\ngrant_type=client_credentials`,
+        );
+        assert.deepEqual(statuses(r), [400], r);
+        assert.match(r, /\r\nconnection: close\r\n/i);
+        assert.match(r, /\r\ncache-control: no-store\r\n/i);
+        assert.match(r, /\r\n\r\n\{"error":"invalid_request","error_description":"[^"]+"\}$/);
+        assert.doesNotMatch(r, /access_token/);
+        assert.deepEqual(await events(s, requestId), [['token.denied', 'request_framing_invalid']]);
+        assert.deepEqual(upstream.requests, []);
+      });
+    }
+
+    it('framing: an HTTP/2.0 request line for the JWKS (an endpoint that audits nothing) is refused 400 invalid_request, the connection closed', async () => {
+      const r = await rawHttp(
+        s.running.url,
+        'GET /.well-known/jwks.json HTTP/2.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\nGET /.well-known/jwks.json HTTP/1.1\r\nHost: a\r\n\r\n',
+      );
+      assert.deepEqual(statuses(r), [400], r);
+      assert.match(r, /\r\nconnection: close\r\n/i);
+      assert.match(r, /"error":"invalid_request"/);
+    });
+
+    it('framing: HTTP/1.0 with Transfer-Encoding at /healthz is refused 400, the connection closed', async () => {
+      const r = await rawHttp(
+        s.running.url,
+        `POST /healthz HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n${chunk('x')}0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\n\r\n`,
+      );
+      assert.deepEqual(statuses(r), [400], r);
+      assert.match(r, /\r\nconnection: close\r\n/i);
+    });
+  });
+}
