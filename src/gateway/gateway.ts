@@ -32,6 +32,7 @@ import { createDpopNonces, DpopWindowHistory } from '../core/verify/dpop.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
 import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
+import { bodyUnread, closeUnread } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
@@ -652,9 +653,19 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     return renderDeny(error, challenges, x.requestId);
   }
 
+  /**
+   * An answer that closes the connection: `connection: close`, and when it leaves the request body
+   * unread (a refusal on the head: its length, framing, type), half-closed once written and closed
+   * a linger later ({@link closeUnread}), not drained, nor reset before the client reads it.
+   */
+  function closeAfter(res: ServerResponse, headers: Record<string, string>): void {
+    headers.connection = 'close';
+    if (!res.headersSent && res.req !== undefined && bodyUnread(res.req)) closeUnread(res);
+  }
+
   function deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close = false): void {
     const d = denyRendering(x, error, challenges);
-    if (close || closing) d.headers.connection = 'close';
+    if (close || closing) closeAfter(res, d.headers);
     if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
     finish(x);
   }
@@ -788,7 +799,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       'content-length': String(Buffer.byteLength(body)),
       'x-request-id': x.requestId,
     };
-    if (close || closing) headers.connection = 'close';
+    if (close || closing) closeAfter(res, headers);
     res.writeHead(status, headers).end(body);
   }
 

@@ -50,3 +50,8 @@ export function continueOnRead(
 export function discardBody(req: IncomingMessage): void {
   if (!waiting.delete(req)) req.resume();
 }
+
+/** Leave the request's body unread: a client waiting for `100 Continue` is never sent it. */
+export function skipContinue(req: IncomingMessage): void {
+  waiting.delete(req);
+}

@@ -24,7 +24,8 @@ import { StoreUnavailableError } from '../store/contract.ts';
 import { malformedBody, plainText, revocationRequest, strictBodyFault } from './admin-request.ts';
 import type { Authenticator } from './authenticator.ts';
 import { createAuthorizeHandler, createLoginCallbackHandler, createLogoutHandler } from './authorize-handler.ts';
-import { discardBody } from './expect-continue.ts';
+import { bodyUnread, closeUnread } from './close-unread.ts';
+import { skipContinue } from './expect-continue.ts';
 import { createOidcAuthenticator } from './oidc-authenticator.ts';
 import { contentCoded, mediaType, sentTwice } from './request-headers.ts';
 import { createTrustedHeaderAuthenticator } from './trusted-header-authenticator.ts';
@@ -82,8 +83,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) {
-      // A client waiting for 100 Continue is never asked for a body this large.
-      discardBody(req);
+      // Never read (its answer closes the connection), and a client waiting for 100 Continue is
+      // never asked for a body this large.
+      skipContinue(req);
       reject(new BodyTooLarge());
       return;
     }
@@ -92,8 +94,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
+        // The rest is not read: the answer closes the connection.
         req.removeAllListeners('data');
-        req.resume();
+        req.pause();
         reject(new BodyTooLarge());
         return;
       }
@@ -107,6 +110,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 
 function send(res: ServerResponse, status: number, body: string | undefined, headers: Record<string, string>): void {
   if (res.headersSent) return;
+  // A refusal decided before the body was read whole (its length, type, method, credential):
+  // the connection is closed after it rather than the body drained.
+  if (res.req !== undefined && bodyUnread(res.req)) closeUnread(res);
   const h: Record<string, string | number> = { ...headers };
   if (body !== undefined) {
     h['content-type'] ??= 'application/json';

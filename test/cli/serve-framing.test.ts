@@ -13,7 +13,7 @@ import { initialize } from '../../src/cli/commands/init.ts';
 import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
 import { type RawUpstream, startRawUpstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
-import { freePort, rawHttp } from '../helpers/net.ts';
+import { freePort, rawHttp, sendLargeBody } from '../helpers/net.ts';
 
 const statuses = (response: string) => [...response.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 const chunk = (text: string) => `${text.length.toString(16)}\r\n${text}\r\n`;
@@ -111,5 +111,26 @@ for (const [setup, gatewaySection] of [
       assert.deepEqual(statuses(r), [400], r);
       assert.match(r, /\r\nconnection: close\r\n/i);
     });
+
+    for (const [name, lines, status] of [
+      ['a declared Content-Length over the body limit', `${FORM}\r\n`, 413],
+      ['another Content-Type', 'Content-Type: text/plain\r\n', 400],
+      ['a form labelled with another charset', 'Content-Type: application/x-www-form-urlencoded; charset=iso-8859-1\r\n', 400],
+    ] as const) {
+      it(`early refusal at the token endpoint (${name}): answered ${status} with Connection: close, the body never drained: the connection ends within a short linger, not at request_timeout, and the answer is read whole`, async () => {
+        const r = await sendLargeBody(
+          s.running.url,
+          `POST /oauth2/token HTTP/1.1\r\nHost: a\r\nAuthorization: ${basic('agent', s.secret)}\r\n${lines}Content-Length: 100000000\r\n\r\n`,
+        );
+        assert.deepEqual(statuses(r.answer), [status], r.answer);
+        assert.match(r.answer, /\r\nconnection: close\r\n/i);
+        assert.match(r.answer, /\{"error":"invalid_request","error_description":"[^"]+"\}$/);
+        // Half-closed once answered, and closed a linger later (or once the client closes), not
+        // reset at once (which may discard the answer at a client still sending) nor held open.
+        assert.ok(r.finMs < 1000, `the answer came with no FIN (${r.finMs} ms)`);
+        assert.ok(r.ms - r.finMs >= 500, `the connection was closed ${Math.round(r.ms - r.finMs)} ms after the FIN`);
+        assert.ok(r.ms < 4000, `the connection was held ${Math.round(r.ms)} ms`);
+      });
+    }
   });
 }

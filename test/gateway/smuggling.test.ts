@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { rawHttp, until } from '../helpers/net.ts';
+import { rawHttp, sendLargeBody, until } from '../helpers/net.ts';
 import {
   AUDIENCE,
   baseConfig,
@@ -242,6 +242,16 @@ describe('gateway: request smuggling and framing', () => {
     assert.match(r, /\r\nconnection: close\r\n/i);
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.deepEqual(upstream.requests.slice(seen), []);
+  });
+
+  it('413 for a declared Content-Length over max_body_size, the client still sending: answered with Connection: close, half-closed, and closed a linger later, not reset at once (which may discard the answer) nor drained', async () => {
+    const r = await sendLargeBody(gw.url, 'POST /public/big HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n');
+    assert.deepEqual(statuses(r.answer), [413], r.answer);
+    assert.match(r.answer, /\r\nconnection: close\r\n/i);
+    assert.match(r.answer, /"error":"[a-z_]+"/);
+    assert.ok(r.finMs < 1000, `the answer came with no FIN (${r.finMs} ms)`);
+    assert.ok(r.ms - r.finMs >= 500, `the connection was closed ${Math.round(r.ms - r.finMs)} ms after the FIN`);
+    assert.ok(r.ms < 4000, `the connection was held ${Math.round(r.ms)} ms`);
   });
 
   it('pipelining behind a closing answer: a request sent behind one refused 413 on an authenticated route is never forwarded, with a valid token', async () => {

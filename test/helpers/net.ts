@@ -216,3 +216,43 @@ export function expectContinue(url: string, head: string, body: string | Buffer,
     s.setTimeout(5000, () => s.destroy());
   });
 }
+
+/**
+ * Send `head` (announcing a body far over any limit), then body bytes every 20 ms until the server
+ * closes the connection: what was read, when the server half-closed (its FIN, ms) and when the
+ * connection ended, and whether it ended in a reset.
+ */
+export function sendLargeBody(
+  url: string,
+  head: string,
+  giveUpMs = 8000,
+): Promise<{ answer: string; finMs: number; ms: number; reset: boolean }> {
+  const u = new URL(url);
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const s = connect({ port: Number(u.port), host: u.hostname, allowHalfOpen: true }, () => s.write(head));
+    let answer = '';
+    let reset = false;
+    let finMs = Number.NaN;
+    const timer = setInterval(() => {
+      if (s.writable) s.write('x'.repeat(16_384));
+    }, 20);
+    const done = () => {
+      clearInterval(timer);
+      clearTimeout(give);
+      s.destroy();
+      resolve({ answer, finMs, ms: performance.now() - started, reset });
+    };
+    const give = setTimeout(done, giveUpMs);
+    s.on('data', (d) => {
+      answer += d.toString();
+    });
+    s.on('end', () => {
+      finMs = performance.now() - started;
+    });
+    s.on('close', done);
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      reset = e.code === 'ECONNRESET' || e.code === 'EPIPE';
+    });
+  });
+}
