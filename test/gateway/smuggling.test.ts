@@ -254,6 +254,16 @@ describe('gateway: request smuggling and framing', () => {
     assert.ok(r.ms < 4000, `the connection was held ${Math.round(r.ms)} ms`);
   });
 
+  it('HTTP/1.0 without Host (RFC 9112 §3.2 requires it of HTTP/1.1 only) is forwarded without an empty X-Forwarded-Host or host= in Forwarded', async () => {
+    const from = mark();
+    const r = await rawHttp(gw.url, 'GET /public/nohost HTTP/1.0\r\n\r\n');
+    assert.deepEqual(statuses(r), [200], r);
+    const sent = receivedSince(from);
+    assert.match(sent, /^GET \/public\/nohost HTTP\/1\.1\r\n/);
+    assert.doesNotMatch(sent, /\r\nx-forwarded-host:/i);
+    assert.match(sent, /\r\nforwarded: for=[^;\r]+;proto=http\r\n/i);
+  });
+
   it('pipelining behind a closing answer: a request sent behind one refused 413 on an authenticated route is never forwarded, with a valid token', async () => {
     const seen = upstream.requests.length;
     const body = 'x'.repeat(2000);

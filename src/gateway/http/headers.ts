@@ -249,8 +249,12 @@ export function upstreamRequestHeaders(
   out['x-forwarded-for'] = priorFor ? `${priorFor}, ${remote}` : remote;
   // The entry the trusted proxy wrote (the rightmost): the one the gateway decided on.
   out['x-forwarded-proto'] = (facts.trustProxy && lastForwardedEntry(inbound['x-forwarded-proto'])) || facts.proto;
-  out['x-forwarded-host'] = (facts.trustProxy && lastForwardedEntry(inbound['x-forwarded-host'])) || facts.host;
-  const element = `for=${forwardedValue(remote, true)};host=${forwardedValue(facts.host, false)};proto=${facts.proto}`;
+  // An HTTP/1.0 request may come without Host (RFC 9112 §3.2 requires it of HTTP/1.1 only): no
+  // host is then named, rather than an empty one (RFC 7239 §5.3: the parameter is optional).
+  const forwardedHost = (facts.trustProxy && lastForwardedEntry(inbound['x-forwarded-host'])) || facts.host;
+  if (forwardedHost !== '') out['x-forwarded-host'] = forwardedHost;
+  const host = facts.host === '' ? '' : `;host=${forwardedValue(facts.host, false)}`;
+  const element = `for=${forwardedValue(remote, true)}${host};proto=${facts.proto}`;
   const priorForwarded = facts.trustProxy ? joinHeader(inbound.forwarded) : undefined;
   out.forwarded = priorForwarded ? `${priorForwarded}, ${element}` : element;
   for (const name in extra) out[name] = extra[name] as string;
