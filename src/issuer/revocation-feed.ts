@@ -86,6 +86,19 @@ export class RevocationFeed {
     })();
     return this.#running;
   }
+
+  /**
+   * Apply entries this process has just committed to the store's log, without reading them back:
+   * for a revocation whose commit was acknowledged when the read that follows it fails (the store
+   * went out of reach in between), so this process refuses what it revoked all the same. The
+   * cursor does not move: the next catch-up reads them (applying one twice is harmless).
+   */
+  applyCommitted(entries: readonly Omit<RevocationEntry, 'seq'>[]): void {
+    if (entries.length === 0) return;
+    const revocation = toRevocation(entries, this.#issuer);
+    this.#list.apply(revocation);
+    if (revocation.grants?.length) this.#onGrants?.(revocation.grants.map((g) => g.id));
+  }
 }
 
 function sameEntry(e: RevocationEntry | undefined, last: RevocationEntry): boolean {
@@ -100,7 +113,7 @@ function sameEntry(e: RevocationEntry | undefined, last: RevocationEntry): boole
   );
 }
 
-function toRevocation(entries: readonly RevocationEntry[], issuer: string): Revocation {
+function toRevocation(entries: readonly Omit<RevocationEntry, 'seq'>[], issuer: string): Revocation {
   // Grants and token ids are this issuer's: another issuer's token with the same value is untouched.
   const grants: { id: string; expiresAt: number; issuer: string }[] = [];
   const tokenIds: { jti: string; expiresAt: number; issuer: string }[] = [];

@@ -31,7 +31,7 @@ export interface RevokeContext extends BaseContext {
   readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants'>;
   readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'>;
   readonly tokens: Pick<AccessTokens, 'verifyFresh'>;
-  readonly feed: Pick<RevocationFeed, 'catchUp'>;
+  readonly feed: Pick<RevocationFeed, 'catchUp' | 'applyCommitted'>;
   readonly standing: Pick<StandingGrants, 'forget'>;
   /** Longest lifetime of an external token, seconds: how long a subject revocation must be kept. */
   readonly externalMaxLifetime: number;
@@ -177,14 +177,20 @@ export async function revokeGrants(
     }
     return entries;
   };
+  const entryExpiresAt = now + ctx.config.max_access_token_ttl + SKEW;
+  // What the committed transaction appended besides its grants' entries (its last run's).
+  let logged: readonly Omit<RevocationEntry, 'seq'>[] = [];
   const revoked = await ctx.store.revokeGrants(selector, {
     at: now,
     reason,
-    entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
-    alsoLog,
+    entryExpiresAt,
+    alsoLog: (r) => {
+      logged = alsoLog(r);
+      return logged;
+    },
   });
   if (unknownIssuer && revoked.length === 0) throw new OAuthError('admin_revoke_issuer_unknown');
-  await ctx.feed.catchUp(now);
+  await enforceCommitted(ctx, now, [...grantEntries(revoked, now, entryExpiresAt), ...logged]);
   ctx.standing.forget(revoked.map((g) => g.id));
   for (const g of revoked) {
     ctx.emit({
@@ -197,6 +203,34 @@ export async function revokeGrants(
     });
   }
   return revoked;
+}
+
+/** The revocation log entries of `grants`, revoked at `at`. */
+export function grantEntries(
+  grants: readonly (string | { readonly id: string })[],
+  at: number,
+  expiresAt: number,
+): Omit<RevocationEntry, 'seq'>[] {
+  return grants.map((g) => ({ kind: 'grant', value: typeof g === 'string' ? g : g.id, issuer: null, at, expiresAt }));
+}
+
+/**
+ * Make a revocation the store has committed (its log `entries`) take effect in this process: read
+ * the log to its end, or, when that read fails (the store out of reach since the commit), apply
+ * `entries` as committed (the next catch-up reads them). Never throws: the revocation took effect,
+ * and the caller is told so (and audited), not handed a 503 for a write that was not lost, while
+ * this process went on accepting what it had just revoked until its next successful read.
+ */
+export async function enforceCommitted(
+  ctx: { readonly feed: Pick<RevocationFeed, 'catchUp' | 'applyCommitted'> },
+  now: number,
+  entries: readonly Omit<RevocationEntry, 'seq'>[],
+): Promise<void> {
+  try {
+    await ctx.feed.catchUp(now);
+  } catch {
+    ctx.feed.applyCommitted(entries);
+  }
 }
 
 /** What an operator's revocation of an access token revoked (see `TokenService.revokeAccessToken`). */

@@ -18,7 +18,7 @@ import { accessTokenTtl, type BaseContext, newGrantId, type OAuthRequest, requir
 import { confineAdminScope, namesTarget, param, required, targets } from '../params.ts';
 import { isVerifier, verifierMatches } from '../pkce.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
-import { loginSessionScope } from '../revoke.ts';
+import { enforceCommitted, grantEntries, loginSessionScope } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
 export interface AuthorizationCodeContext extends BaseContext {
@@ -27,7 +27,7 @@ export interface AuthorizationCodeContext extends BaseContext {
     'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'authorization' | 'admin' | 'adminAudience'
   >;
   readonly store: Pick<Store, 'getAuthorizationCode' | 'redeemAuthorizationCode'>;
-  readonly feed: Pick<RevocationFeed, 'catchUp'>;
+  readonly feed: Pick<RevocationFeed, 'catchUp' | 'applyCommitted'>;
   readonly tokens: Pick<AccessTokens, 'signSoon'>;
 }
 
@@ -119,7 +119,7 @@ export async function authorizationCode(
     entryExpiresAt: now + ctx.config.max_access_token_ttl + SKEW,
   });
   if (redemption.status === 'reused') {
-    await ctx.feed.catchUp(now);
+    await enforceCommitted(ctx, now, grantEntries(redemption.revokedGrantIds, now, now + ctx.config.max_access_token_ttl + SKEW));
     ctx.emit({
       kind: 'authorization_code.reuse_detected',
       decision: 'deny',

@@ -14,6 +14,7 @@ import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
 import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, scopesWithin, targets } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
+import { enforceCommitted, grantEntries } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
 
 export interface RefreshContext extends BaseContext {
@@ -23,7 +24,7 @@ export interface RefreshContext extends BaseContext {
   >;
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'rotateRefreshToken'>;
   readonly scopes: ScopeModel;
-  readonly feed: Pick<RevocationFeed, 'catchUp'>;
+  readonly feed: Pick<RevocationFeed, 'catchUp' | 'applyCommitted'>;
   readonly tokens: Pick<AccessTokens, 'signSoon'>;
 }
 
@@ -93,7 +94,7 @@ export async function refresh(
     ...(jkt !== undefined && client.record.authMethod === 'none' ? { bindJkt: jkt } : {}),
   });
   if (rotation.status === 'reused') {
-    await ctx.feed.catchUp(now);
+    await enforceCommitted(ctx, now, grantEntries(rotation.revokedGrantIds, now, now + ctx.config.max_access_token_ttl + SKEW));
     ctx.emit({
       kind: 'refresh.reuse_detected',
       decision: 'deny',

@@ -1,0 +1,138 @@
+/**
+ * A TCP proxy on 127.0.0.1 in front of a real server (PostgreSQL), for network-fault tests: its
+ * connections can be reset, black-holed (no RST, no FIN: a partition) and healed, new connections
+ * refused, and a trap set on what the server sends (cut everything once PostgreSQL has answered a
+ * `COMMIT`, say). Never touches the server itself.
+ */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+
+interface Pair {
+  readonly inbound: Socket;
+  readonly outbound: Socket;
+  /** Bytes in either direction are dropped (a partition). */
+  holed: boolean;
+  /** Reset as soon as the client sends anything (see {@link FaultProxy.down}). */
+  doomed: boolean;
+  /** Connection id, in accept order. */
+  readonly id: number;
+}
+
+export interface FaultProxy {
+  /** The local port to connect to instead of the server's. */
+  readonly port: number;
+  /** Open connections through the proxy. */
+  connections(): number;
+  /** Reset (RST) every open connection; with `refuse`, new ones are reset at once until {@link FaultProxy.heal}. */
+  reset(options?: { readonly refuse?: boolean }): void;
+  /**
+   * The server is out of reach from now on: new connections are reset at once, and an open one
+   * as soon as the client sends anything on it (what the server had already sent still arrives),
+   * until {@link FaultProxy.heal}.
+   */
+  down(): void;
+  /**
+   * Black-hole every open connection (nothing passes either way, nothing is closed); with
+   * `newToo`, connections made from now on are accepted and black-holed too (a server that
+   * stopped answering). Until {@link FaultProxy.heal}, or for ever for those already open.
+   */
+  blackHole(options?: { readonly newToo?: boolean }): void;
+  /**
+   * New connections pass again, and open ones not reset meanwhile (those black-holed before stay
+   * so: a partition loses their state).
+   */
+  heal(): void;
+  /**
+   * Once the server has sent a chunk for which `match` holds (after that chunk is passed on to
+   * the client), call `then` (once). For a fault at a precise point of a protocol exchange.
+   */
+  trap(match: (fromServer: Buffer, connection: number) => boolean, then: () => void): void;
+  /** Stop listening and destroy every connection. */
+  close(): Promise<void>;
+}
+
+/** PostgreSQL's CommandComplete message for `tag` (`COMMIT`, `ROLLBACK`). */
+export function commandComplete(tag: string): Buffer {
+  const body = Buffer.from(`${tag}\0`);
+  const head = Buffer.alloc(5);
+  head.write('C', 0);
+  head.writeUInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
+}
+
+export async function faultProxy(target: { readonly host: string; readonly port: number }): Promise<FaultProxy> {
+  const pairs = new Set<Pair>();
+  let mode: 'pass' | 'refuse' | 'hole' = 'pass';
+  let traps: { match: (d: Buffer, id: number) => boolean; then: () => void }[] = [];
+  let next = 0;
+  const server: Server = createServer((inbound) => {
+    inbound.on('error', () => {});
+    if (mode === 'refuse') {
+      inbound.resetAndDestroy();
+      return;
+    }
+    const outbound = createConnection(target.port, target.host);
+    outbound.on('error', () => {});
+    const pair: Pair = { inbound, outbound, holed: mode === 'hole', doomed: false, id: next++ };
+    pairs.add(pair);
+    const drop = (other: Socket) => () => {
+      pairs.delete(pair);
+      // A black-holed connection's peer hears nothing of its end either.
+      if (!pair.holed) other.destroy();
+    };
+    inbound.on('close', drop(outbound));
+    outbound.on('close', drop(inbound));
+    inbound.on('data', (d: Buffer) => {
+      if (pair.doomed) {
+        pairs.delete(pair);
+        inbound.resetAndDestroy();
+        outbound.destroy();
+        return;
+      }
+      if (!pair.holed) outbound.write(d);
+    });
+    outbound.on('data', (d: Buffer) => {
+      if (pair.holed) return;
+      inbound.write(d);
+      const fired = traps.filter((t) => t.match(d, pair.id));
+      if (fired.length === 0) return;
+      traps = traps.filter((t) => !fired.includes(t));
+      for (const t of fired) t.then();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    port,
+    connections: () => pairs.size,
+    reset(options = {}) {
+      if (options.refuse) mode = 'refuse';
+      for (const p of [...pairs]) {
+        p.holed = false;
+        p.inbound.resetAndDestroy();
+        p.outbound.destroy();
+      }
+    },
+    down() {
+      mode = 'refuse';
+      for (const p of pairs) p.doomed = true;
+    },
+    blackHole(options = {}) {
+      for (const p of pairs) p.holed = true;
+      if (options.newToo) mode = 'hole';
+    },
+    heal() {
+      mode = 'pass';
+      for (const p of pairs) p.doomed = false;
+    },
+    trap(match, then) {
+      traps.push({ match, then });
+    },
+    async close() {
+      for (const p of [...pairs]) {
+        p.inbound.destroy();
+        p.outbound.destroy();
+      }
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

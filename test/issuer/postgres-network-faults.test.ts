@@ -1,0 +1,164 @@
+/**
+ * The token service on PostgreSQL through a TCP proxy that resets, black-holes or refuses its
+ * connections at chosen points (test/helpers/tcp-fault-proxy.ts); the shared server itself is
+ * never stopped. Each describe uses a schema of its own.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { decodeJwt } from 'jose';
+import pg from 'pg';
+import { PostgresStore } from '../../src/store/postgres/store.ts';
+import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { until } from '../helpers/net.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
+import { commandComplete, type FaultProxy, faultProxy } from '../helpers/tcp-fault-proxy.ts';
+import { bearer } from '../helpers/tokens.ts';
+
+const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const base = `tessera_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const reachable = await postgresReachable(url);
+const skip = reachable ? false : 'PostgreSQL is not reachable';
+
+async function dropSchema(name: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  await c.query(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
+  await c.end();
+}
+
+async function proxied(): Promise<{ proxy: FaultProxy; via: string }> {
+  const target = new URL(url);
+  const proxy = await faultProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  const via = new URL(url);
+  via.port = String(proxy.port);
+  return { proxy, via: via.toString() };
+}
+
+const COMMIT = commandComplete('COMMIT');
+/** Once PostgreSQL has acknowledged a COMMIT: the network goes down (see FaultProxy.down). */
+const downAfterCommit = (proxy: FaultProxy) =>
+  proxy.trap(
+    (d) => d.includes(COMMIT),
+    () => proxy.down(),
+  );
+
+describe('a revocation whose commit is acknowledged just before the store goes out of reach', { skip }, () => {
+  const schema = `${base}_aftercommit`;
+  let issuer: RunningIssuer;
+  let store: PostgresStore;
+  let proxy: FaultProxy;
+  let secret: string;
+
+  before(async () => {
+    const p = await proxied();
+    proxy = p.proxy;
+    store = await PostgresStore.open({ connectionString: p.via, schema, requestTimeoutMillis: 2000, readTimeoutMillis: 1000 });
+    issuer = await startIssuer({ store, config: { token_service: { sync_interval: '60s' } } });
+    secret = (await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['refresh_token', EXCHANGE] })).secret;
+  });
+  after(async () => {
+    proxy?.heal();
+    await issuer?.close();
+    await proxy?.close();
+    await dropSchema(schema);
+  });
+
+  it('attack: the log read after the commit fails: the grant stays revoked, this instance’s verifier refuses its token at once, and grant.revoked is on record once the store is back', async () => {
+    const user = await issuer.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 });
+    const verifier = inProcessVerifier(issuer);
+    assert.equal((await verifier.verify(bearer(user.access_token))).ok, true);
+    await issuer.service.audit.flush();
+
+    downAfterCommit(proxy);
+    let outcome: unknown;
+    try {
+      outcome = await issuer.service.revokeGrants({ grantId: user.grant_id }, 'incident', 'test');
+    } catch (e) {
+      outcome = e;
+    }
+    // The store is still out of reach here: only what this process holds can refuse the token.
+    const r = await verifier.verify(bearer(user.access_token));
+    proxy.heal();
+    assert.equal(r.ok, false, `this instance accepts a token whose grant it revoked (outcome: ${String(outcome)})`);
+    assert.equal(!r.ok && r.error.code, 'token_revoked');
+    // Committed: the caller is told it took effect, not to retry a write that was not lost.
+    assert.ok(Array.isArray(outcome), `the revocation answered ${String(outcome)}`);
+    assert.deepEqual(
+      (outcome as { id: string }[]).map((g) => g.id),
+      [user.grant_id],
+    );
+    assert.ok((await store.getGrant(user.grant_id))?.revokedAt != null, 'the revocation committed');
+    await issuer.service.audit.flush();
+    const events = await store.queryAudit({ delegation_id: user.grant_id, kinds: ['grant.revoked'], limit: 10 });
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason]),
+      [['grant.revoked', 'incident']],
+      'a revocation that took effect is on the audit trail',
+    );
+  });
+
+  it('attack: RFC 7009 revocation of a refresh token whose log read fails after the commit: the token is refused here at once and token.revoked is on record', async () => {
+    const user = await issuer.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 });
+    const ex = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: user.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+      { authorization: basic('agent', secret) },
+    );
+    assert.equal(ex.status, 200);
+    const { refresh_token: refreshToken, access_token: accessToken } = (await ex.json()) as { refresh_token: string; access_token: string };
+    const verifier = inProcessVerifier(issuer);
+    assert.equal((await verifier.verify(bearer(accessToken))).ok, true);
+    await issuer.service.audit.flush();
+
+    downAfterCommit(proxy);
+    const res = await issuer.post('/oauth2/revoke', { token: refreshToken }, { authorization: basic('agent', secret) });
+    const r = await verifier.verify(bearer(accessToken));
+    proxy.heal();
+    assert.equal(!r.ok && r.error.code, 'token_revoked', `accepted after a revocation answered ${res.status}`);
+    assert.equal(res.status, 200, 'the revocation took effect');
+    await until(
+      async () => (await issuer.post('/oauth2/revoke', { token: 'x' }, { authorization: basic('agent', secret) })).status === 200,
+      5000,
+    );
+    await issuer.service.audit.flush();
+    const kinds = (await store.queryAudit({ client_id: 'agent', kinds: ['token.revoked', 'grant.revoked'], limit: 20 })).map((e) => e.kind);
+    assert.ok(
+      kinds.includes('token.revoked') && kinds.includes('grant.revoked'),
+      `on record: ${kinds.join(', ')} (answered ${res.status})`,
+    );
+  });
+  it('attack: a stolen refresh token replayed (reuse) whose family revocation commits just before the store goes out of reach: invalid_grant, the family’s access token refused here at once, refresh.reuse_detected on record', async () => {
+    const user = await issuer.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 });
+    const ex = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: user.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+      { authorization: basic('agent', secret) },
+    );
+    const first = (await ex.json()) as { refresh_token: string };
+    const refresh = (token: string) =>
+      issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: token }, { authorization: basic('agent', secret) });
+    const rotated = await refresh(first.refresh_token);
+    assert.equal(rotated.status, 200);
+    const { access_token: accessToken } = (await rotated.json()) as { access_token: string };
+    const verifier = inProcessVerifier(issuer);
+    assert.equal((await verifier.verify(bearer(accessToken))).ok, true);
+    await issuer.service.audit.flush();
+
+    downAfterCommit(proxy);
+    const replay = await refresh(first.refresh_token);
+    const r = await verifier.verify(bearer(accessToken));
+    proxy.heal();
+    assert.equal(!r.ok && r.error.code, 'token_revoked', `the family's token accepted after a reuse answered ${replay.status}`);
+    assert.equal(replay.status, 400);
+    assert.equal(((await replay.json()) as { error: string }).error, 'invalid_grant');
+    await issuer.service.audit.flush();
+    const grantId = decodeJwt(accessToken).grant_id as string;
+    const events = await store.queryAudit({ delegation_id: grantId, kinds: ['refresh.reuse_detected'], limit: 10 });
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason]),
+      [['refresh.reuse_detected', 'refresh_token_reused']],
+    );
+  });
+});
