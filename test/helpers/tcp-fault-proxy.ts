@@ -22,8 +22,11 @@ export interface FaultProxy {
   readonly port: number;
   /** Open connections through the proxy. */
   connections(): number;
-  /** Reset (RST) every open connection; with `refuse`, new ones are reset at once until {@link FaultProxy.heal}. */
-  reset(options?: { readonly refuse?: boolean }): void;
+  /**
+   * Reset (RST) every open connection (or only connection `only`); with `refuse`, new ones are
+   * reset at once until {@link FaultProxy.heal}.
+   */
+  reset(options?: { readonly refuse?: boolean; readonly only?: number }): void;
   /**
    * The server is out of reach from now on: new connections are reset at once, and an open one
    * as soon as the client sends anything on it (what the server had already sent still arrives),
@@ -31,11 +34,11 @@ export interface FaultProxy {
    */
   down(): void;
   /**
-   * Black-hole every open connection (nothing passes either way, nothing is closed); with
+   * Black-hole every open connection, or only connection `only` (nothing passes either way, nothing is closed); with
    * `newToo`, connections made from now on are accepted and black-holed too (a server that
    * stopped answering). Until {@link FaultProxy.heal}, or for ever for those already open.
    */
-  blackHole(options?: { readonly newToo?: boolean }): void;
+  blackHole(options?: { readonly newToo?: boolean; readonly only?: number }): void;
   /**
    * New connections pass again, and open ones not reset meanwhile (those black-holed before stay
    * so: a partition loses their state).
@@ -61,6 +64,8 @@ export function commandComplete(tag: string): Buffer {
 
 export async function faultProxy(target: { readonly host: string; readonly port: number }): Promise<FaultProxy> {
   const pairs = new Set<Pair>();
+  /** Every socket not yet closed (a black-holed connection's other end outlives its pair). */
+  const sockets = new Set<Socket>();
   let mode: 'pass' | 'refuse' | 'hole' = 'pass';
   let traps: { match: (d: Buffer, id: number) => boolean; then: () => void }[] = [];
   let next = 0;
@@ -72,6 +77,10 @@ export async function faultProxy(target: { readonly host: string; readonly port:
     }
     const outbound = createConnection(target.port, target.host);
     outbound.on('error', () => {});
+    sockets.add(inbound);
+    sockets.add(outbound);
+    inbound.on('close', () => sockets.delete(inbound));
+    outbound.on('close', () => sockets.delete(outbound));
     const pair: Pair = { inbound, outbound, holed: mode === 'hole', doomed: false, id: next++ };
     pairs.add(pair);
     const drop = (other: Socket) => () => {
@@ -107,6 +116,7 @@ export async function faultProxy(target: { readonly host: string; readonly port:
     reset(options = {}) {
       if (options.refuse) mode = 'refuse';
       for (const p of [...pairs]) {
+        if (options.only !== undefined && p.id !== options.only) continue;
         p.holed = false;
         p.inbound.resetAndDestroy();
         p.outbound.destroy();
@@ -117,7 +127,7 @@ export async function faultProxy(target: { readonly host: string; readonly port:
       for (const p of pairs) p.doomed = true;
     },
     blackHole(options = {}) {
-      for (const p of pairs) p.holed = true;
+      for (const p of pairs) if (options.only === undefined || p.id === options.only) p.holed = true;
       if (options.newToo) mode = 'hole';
     },
     heal() {
@@ -128,10 +138,7 @@ export async function faultProxy(target: { readonly host: string; readonly port:
       traps.push({ match, then });
     },
     async close() {
-      for (const p of [...pairs]) {
-        p.inbound.destroy();
-        p.outbound.destroy();
-      }
+      for (const socket of [...sockets]) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

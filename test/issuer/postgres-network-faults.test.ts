@@ -162,3 +162,86 @@ describe('a revocation whose commit is acknowledged just before the store goes o
     );
   });
 });
+
+describe('revocations made on A while B’s LISTEN connection is lost', { skip }, () => {
+  const schema = `${base}_listen`;
+  let a: RunningIssuer;
+  /** sync_interval 60 s: only the push (and its catch-up on reconnect) tells B in time. */
+  let pushOnly: RunningIssuer;
+  /** sync_interval 1 s: the poll, while the push is down. */
+  let polling: RunningIssuer;
+  const proxies: FaultProxy[] = [];
+  const listening = new Map<RunningIssuer, number>();
+
+  /** B through a proxy of its own, with the proxy's id of its LISTEN connection noted. */
+  async function startB(syncInterval: string): Promise<RunningIssuer> {
+    const { proxy, via } = await proxied();
+    proxies.push(proxy);
+    let listen: number | undefined;
+    proxy.trap(
+      (d, id) => {
+        if (!d.includes(commandComplete('LISTEN'))) return false;
+        listen = id;
+        return true;
+      },
+      () => {},
+    );
+    const b = await startIssuer({
+      store: await PostgresStore.open({ connectionString: via, schema, readTimeoutMillis: 1000 }),
+      master: a.master,
+      config: { token_service: { issuer: a.url, sync_interval: syncInterval } },
+    });
+    assert.notEqual(listen, undefined, 'B listens');
+    listening.set(b, listen as number);
+    return b;
+  }
+  const proxyOf = (b: RunningIssuer) => proxies[b === pushOnly ? 0 : 1] as FaultProxy;
+
+  before(async () => {
+    a = await startIssuer({ store: await PostgresStore.open({ connectionString: url, schema }) });
+    await a.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+    pushOnly = await startB('60s');
+    polling = await startB('1s');
+  });
+  after(async () => {
+    for (const p of proxies) p.heal();
+    await pushOnly?.close();
+    await polling?.close();
+    await a?.close();
+    for (const p of proxies) await p.close();
+    await dropSchema(schema);
+  });
+
+  const refusedBy = async (b: RunningIssuer, token: string) => {
+    const r = await inProcessVerifier(b).verify(bearer(token));
+    return !r.ok && r.error.code === 'token_revoked';
+  };
+
+  it('attack: B’s LISTEN connection reset (RST) and PostgreSQL out of B’s reach while A revokes a grant (sync_interval 60 s): once B reconnects it catches up from its cursor and refuses the token within seconds', async () => {
+    const user = await a.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 });
+    assert.equal((await inProcessVerifier(pushOnly).verify(bearer(user.access_token))).ok, true);
+    const proxy = proxyOf(pushOnly);
+    proxy.reset({ refuse: true });
+    await a.service.revokeGrants({ grantId: user.grant_id }, 'test');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await refusedBy(pushOnly, user.access_token), false, 'B cannot have heard of it yet');
+    proxy.heal();
+    const healed = Date.now();
+    await until(() => refusedBy(pushOnly, user.access_token), 8000).catch(() =>
+      assert.fail('B never applied the revocation made while its LISTEN connection was down'),
+    );
+    assert.ok(Date.now() - healed < 6000, `refused ${Date.now() - healed} ms after the network came back`);
+  });
+
+  it('attack: B’s LISTEN connection silently black-holed (no RST, no FIN; its pool fine) while A revokes a grant: B’s sync tick goes on and refuses the token within sync_interval and a read', async () => {
+    const user = await a.service.mint({ clientId: 'agent', subject: `s-${randomUUID()}`, ttl: 600 });
+    assert.equal((await inProcessVerifier(polling).verify(bearer(user.access_token))).ok, true);
+    proxyOf(polling).blackHole({ only: listening.get(polling) as number });
+    await a.service.revokeGrants({ grantId: user.grant_id }, 'test');
+    const revoked = Date.now();
+    await until(() => refusedBy(polling, user.access_token), 8000).catch(() =>
+      assert.fail('B went on accepting the revoked token while its LISTEN connection was dead'),
+    );
+    assert.ok(Date.now() - revoked < 3000, `refused ${Date.now() - revoked} ms after the revocation`);
+  });
+});
