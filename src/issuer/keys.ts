@@ -8,14 +8,15 @@
  *
  * @module
  */
-import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { Buffer } from 'node:buffer';
+import { createHmac, createPrivateKey, createPublicKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../config/signing-algorithms.ts';
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { importJwk, jwkThumbprint, type VerificationKey } from '../core/jose/jwk.ts';
 import type { KeyMiss, KeySource } from '../core/ports.ts';
-import { type SigningKeyRecord, type Store, StoreConflictError } from '../store/contract.ts';
-import { type MasterKey, MasterKeyError, seal, unseal } from './secrets.ts';
+import { type RemovedSigningKeyRecord, type SigningKeyRecord, type Store, StoreConflictError } from '../store/contract.ts';
+import { deriveMacKey, type MasterKey, MasterKeyError, seal, unseal } from './secrets.ts';
 import { createSigner, generateSigningKey, type JwsSigner } from './signer.ts';
 
 /** Where a key is in its life at a given time. */
@@ -73,11 +74,14 @@ function publicPart(jwk: Readonly<Record<string, unknown>>): Record<string, stri
   return out;
 }
 
-/** Whether two rows of the same kid hold the same key (the schedule aside). */
+/** Whether two rows of the same kid are the same (key, schedule and MAC). */
 function sameKey(a: SigningKeyRecord, b: SigningKeyRecord): boolean {
   return (
     a.alg === b.alg &&
     a.sealedPrivateKey === b.sealedPrivateKey &&
+    a.createdAt === b.createdAt &&
+    a.activatesAt === b.activatesAt &&
+    a.mac === b.mac &&
     JSON.stringify(publicPart(a.publicJwk)) === JSON.stringify(publicPart(b.publicJwk)) &&
     Object.keys(a.publicJwk).length === Object.keys(b.publicJwk).length
   );
@@ -87,12 +91,66 @@ const SKEW = 60;
 /** Least time between two store reads after unknown kids (see KeyManager.refreshAfterMiss). */
 const MISS_READ_COOLDOWN_MS = 1000;
 
-/** Generate a key and its record (private key sealed under the master key). */
+/**
+ * What a row's MAC and its sealed private key's associated data cover: the kid, the alg, the
+ * public key and the schedule. Whoever writes to the database without the master key can then
+ * neither move a key in the schedule (a pending key signing early, a retired one signing again)
+ * nor plant a public part of their own among the removed keys.
+ */
+function authenticated(r: Omit<RemovedSigningKeyRecord, 'mac'>): string {
+  return JSON.stringify(['tessera signing key v2', r.kid, r.alg, publicPart(r.publicJwk), r.createdAt, r.activatesAt]);
+}
+
+const MAC_INFO = 'tessera signing key mac v1';
+
+function macOf(master: MasterKey, r: Omit<RemovedSigningKeyRecord, 'mac'>): string {
+  return createHmac('sha256', deriveMacKey(master, MAC_INFO)).update(authenticated(r)).digest('base64url');
+}
+
+function macMatches(master: MasterKey, r: RemovedSigningKeyRecord): boolean {
+  if (r.mac === undefined) return false;
+  const want = Buffer.from(macOf(master, r));
+  const got = Buffer.from(r.mac);
+  return got.length === want.length && timingSafeEqual(got, want);
+}
+
+/**
+ * The private key (PKCS #8 DER) of a stored row: sealed with its authenticated fields as associated
+ * data, or (a row with no MAC, written before) its kid alone.
+ *
+ * @throws {MasterKeyError} when it does not open.
+ */
+export function unsealSigningKey(master: MasterKey, record: SigningKeyRecord): Buffer {
+  return unseal(master, record.sealedPrivateKey, record.mac === undefined ? record.kid : authenticated(record));
+}
+
+function sealedRecord(master: MasterKey, fields: Omit<SigningKeyRecord, 'sealedPrivateKey' | 'mac'>, pkcs8: Uint8Array): SigningKeyRecord {
+  return { ...fields, sealedPrivateKey: seal(master, pkcs8, authenticated(fields)), mac: macOf(master, fields) };
+}
+
+/** Generate a key and its record (private key sealed under the master key, schedule authenticated). */
 export function newKeyRecord(master: MasterKey, alg: SigningAlgorithm, now: number, activatesAt: number): SigningKeyRecord {
   const { privateKey, publicJwk } = generateSigningKey(alg);
   const kid = jwkThumbprint(publicJwk);
   const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
-  return { kid, alg, publicJwk, sealedPrivateKey: seal(master, pkcs8, kid), createdAt: now, activatesAt };
+  return sealedRecord(master, { kid, alg, publicJwk, createdAt: now, activatesAt }, pkcs8);
+}
+
+/**
+ * Why a row's public part is refused, or undefined: the alg one Tessera signs with, the kid the
+ * RFC 7638 thumbprint of the public key. Needs no master key.
+ */
+function publicCheck(record: RemovedSigningKeyRecord): string | undefined {
+  if (!(SIGNING_ALGORITHMS as readonly string[]).includes(record.alg)) {
+    return `its alg "${String(record.alg).slice(0, 16)}" is not one Tessera signs with`;
+  }
+  let thumbprint: string;
+  try {
+    thumbprint = jwkThumbprint(record.publicJwk);
+  } catch {
+    return 'its public key is not a usable JWK';
+  }
+  return thumbprint === record.kid ? undefined : 'its kid is not the RFC 7638 thumbprint of its public key';
 }
 
 /**
@@ -132,6 +190,9 @@ export class KeyManager implements KeySource {
     if (read < this.#applied) return;
     this.#applied = read;
     const previous = this.#byKid;
+    // Rows without a MAC are those of a store not yet upgraded (see upgrade()); once any row has
+    // one, a row without is refused: a MAC stripped cannot bring back the kid-only sealing.
+    const legacy = records.every((r) => r.mac === undefined);
     const keys: CompiledKey[] = records
       .map((record): CompiledKey => {
         const old = previous.get(record.kid);
@@ -146,7 +207,7 @@ export class KeyManager implements KeySource {
             ...(old.signer ? { signer: old.signer } : {}),
           };
         }
-        return this.#compile(record);
+        return this.#compile(record, legacy);
       })
       // kid last: two instances rotating in the same second must agree on which key is active
       // (each would otherwise retire, and in time delete, the key the other signs with).
@@ -177,23 +238,16 @@ export class KeyManager implements KeySource {
    * key must not get a key of theirs published or accepted (a row of their own, a public key
    * replaced), nor a key signing under another kid or alg. The kid must be the RFC 7638 thumbprint
    * of the public key, the alg one Tessera signs with and fitting the key, and (with the master
-   * key) the sealed private key must open under its kid (the AEAD's associated data) and be the
-   * private half of that public key. A refused row keeps its place in the schedule, so a key it
-   * would have retired does not take over again: when it is the active one, nothing signs
-   * (`signing_key_unavailable`) and the instance is not ready.
+   * key) its MAC must match its kid, alg, public key and schedule, the sealed private key must open
+   * with those as the AEAD's associated data (a row without a MAC: its kid, and only in a store not
+   * yet upgraded, `legacy`) and be the private half of that public key. A refused row keeps its
+   * place in the schedule, so a key it would have retired does not take over again: when it is the
+   * active one, nothing signs (`signing_key_unavailable`) and the instance is not ready.
    */
-  #compile(record: SigningKeyRecord): CompiledKey {
+  #compile(record: SigningKeyRecord, legacy: boolean): CompiledKey {
     const base = { record, retiresAt: null, publishedUntil: null };
-    if (!(SIGNING_ALGORITHMS as readonly string[]).includes(record.alg)) {
-      return { ...base, invalid: `its alg "${String(record.alg).slice(0, 16)}" is not one Tessera signs with` };
-    }
-    let thumbprint: string;
-    try {
-      thumbprint = jwkThumbprint(record.publicJwk);
-    } catch {
-      return { ...base, invalid: 'its public key is not a usable JWK' };
-    }
-    if (thumbprint !== record.kid) return { ...base, invalid: 'its kid is not the RFC 7638 thumbprint of its public key' };
+    const refused = publicCheck(record);
+    if (refused !== undefined) return { ...base, invalid: refused };
     let verification: VerificationKey;
     try {
       verification = importJwk({ ...publicPart(record.publicJwk), kid: record.kid, alg: record.alg }, { algorithms: [record.alg] });
@@ -201,9 +255,24 @@ export class KeyManager implements KeySource {
       return { ...base, invalid: `its public key does not fit its alg ${record.alg}` };
     }
     if (this.#master === undefined) return { ...base, verification };
+    if (record.mac === undefined && !legacy) {
+      return {
+        ...base,
+        verification,
+        invalid:
+          'its schedule is not authenticated: it has no MAC while other keys of the store have one (removed, or sealed again under its kid alone)',
+      };
+    }
+    if (record.mac !== undefined && !macMatches(this.#master, record)) {
+      return {
+        ...base,
+        verification,
+        invalid: 'its MAC does not match its kid, alg, public key and schedule (its schedule altered, or the MAC copied from another row)',
+      };
+    }
     let privateKey: KeyObject;
     try {
-      privateKey = createPrivateKey({ key: unseal(this.#master, record.sealedPrivateKey, record.kid), format: 'der', type: 'pkcs8' });
+      privateKey = createPrivateKey({ key: unsealSigningKey(this.#master, record), format: 'der', type: 'pkcs8' });
     } catch {
       return {
         ...base,
@@ -257,7 +326,7 @@ export class KeyManager implements KeySource {
   #open(k: CompiledKey): JwsSigner {
     if (k.signer === undefined) {
       if (this.#master === undefined) throw new Error('signing needs the master key (TESSERA_MASTER_KEY or <data_dir>/master.key)');
-      const der = unseal(this.#master, k.record.sealedPrivateKey, k.record.kid);
+      const der = unsealSigningKey(this.#master, k.record);
       k.signer = createSigner(k.record.alg as SigningAlgorithm, k.record.kid, createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }));
     }
     return k.signer;
@@ -327,7 +396,13 @@ export class KeyManager implements KeySource {
   async lookupRemoved(kid: string, alg: JwsAlgorithm): Promise<VerificationKey | KeyMiss> {
     this.#removed ??= this.#store.listRemovedSigningKeys().then((records) => {
       const map = new Map<string, VerificationKey>();
+      // As for the stored keys (see reload): rows without a MAC pass only in a store not upgraded.
+      const legacy = this.#keys.every((k) => k.record.mac === undefined) && records.every((r) => r.mac === undefined);
       for (const r of records) {
+        // A public part planted by whoever can write to the database would have scan name the
+        // tokens of their key as this issuer's: checked as a stored key is (thumbprint, MAC).
+        if (publicCheck(r) !== undefined) continue;
+        if (this.#master !== undefined && !(r.mac === undefined ? legacy : macMatches(this.#master, r))) continue;
         try {
           map.set(r.kid, importJwk({ ...r.publicJwk, kid: r.kid, alg: r.alg }, { algorithms: [r.alg] }));
         } catch {
@@ -432,6 +507,37 @@ export class KeyManager implements KeySource {
     }
     if (removed.length > 0 && !rotated) await this.reload();
     return rotated ? { rotated, removed } : { removed };
+  }
+
+  /**
+   * Authenticate the rows a Tessera before the MAC wrote (each private key sealed under its kid
+   * alone, no MAC), once: at the first start with the master key, while no stored key has a MAC.
+   * Each that passes every check is sealed again with its authenticated fields as associated data
+   * and gets its MAC, and each removed key's public part whose kid is its thumbprint gets its MAC,
+   * in one write (of processes starting at once, one writes). From then on a row without a MAC is
+   * refused, so stripping one does not bring the old sealing back. What this cannot tell: a row
+   * altered before the upgrade, or one sealed before it and written back later in place of every
+   * stored key, is authenticated as it then is; the audit event names each key it sealed.
+   *
+   * @returns the kids sealed again, and the removed kids given a MAC.
+   */
+  async upgrade(): Promise<{ keys: string[]; removed: string[] }> {
+    const master = this.#master;
+    const records = master === undefined ? [] : await this.#store.listSigningKeys();
+    if (master === undefined || records.length === 0 || records.some((r) => r.mac !== undefined)) return { keys: [], removed: [] };
+    const keys = records
+      .filter((r) => this.#compile(r, true).invalid === undefined)
+      .map((r) => {
+        const next = sealedRecord(master, r, unseal(master, r.sealedPrivateKey, r.kid));
+        return { kid: r.kid, from: r.sealedPrivateKey, sealedPrivateKey: next.sealedPrivateKey, mac: next.mac as string };
+      });
+    if (keys.length === 0) return { keys: [], removed: [] };
+    const removed = (await this.#store.listRemovedSigningKeys())
+      .filter((r) => r.mac === undefined && publicCheck(r) === undefined)
+      .map((r) => ({ kid: r.kid, mac: macOf(master, r) }));
+    if (!(await this.#store.upgradeSigningKeys({ keys, removed }))) return { keys: [], removed: [] };
+    await this.reload();
+    return { keys: keys.map((k) => k.kid), removed: removed.map((r) => r.kid) };
   }
 
   /** True when some key is active at `now` (readiness). */

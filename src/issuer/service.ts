@@ -387,6 +387,10 @@ export class TokenService {
       });
     }
     try {
+      // Rows written before the key schedule was authenticated are sealed again, once, with the master key.
+      const upgraded = this.#hasher !== undefined ? await this.keys.upgrade() : { keys: [], removed: [] };
+      for (const kid of upgraded.keys) this.#ctx.emit({ kind: 'key.rotated', reason: 'key_resealed', detail: { kid } });
+      for (const kid of upgraded.removed) this.#ctx.emit({ kind: 'key.rotated', reason: 'key_resealed', detail: { removed: kid } });
       await this.sync();
     } catch (e) {
       await this.#stopWatching();

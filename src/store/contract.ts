@@ -123,6 +123,13 @@ export interface SigningKeyRecord {
   readonly sealedPrivateKey: string;
   readonly createdAt: number;
   readonly activatesAt: number;
+  /**
+   * HMAC-SHA-256 (base64url) under a key derived from the master key over `kid`, `alg`, the public
+   * key and the schedule (`createdAt`, `activatesAt`), which the sealed private key's associated
+   * data also covers; opaque to the store, kept with the public part when the key is deleted.
+   * Absent in rows written before Tessera authenticated the schedule (sealed under the kid alone).
+   */
+  readonly mac?: string;
 }
 
 /**
@@ -542,6 +549,16 @@ export interface Store {
   deleteSigningKey(kid: string): Promise<boolean>;
   /** Deleted keys' public parts, to recognise the tokens they signed; never to accept one. */
   listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]>;
+  /**
+   * Authenticate rows written before the `mac` existed, in one write: each key in `keys` gets its
+   * new sealed private key and MAC only where its sealed private key is still `from`, and each
+   * removed key in `removed` its MAC only where it has none. Nothing is written, and the result is
+   * false, when any key's sealed private key is no longer `from` (another process upgraded it).
+   */
+  upgradeSigningKeys(update: {
+    readonly keys: readonly { readonly kid: string; readonly from: string; readonly sealedPrivateKey: string; readonly mac: string }[];
+    readonly removed: readonly { readonly kid: string; readonly mac: string }[];
+  }): Promise<boolean>;
 
   // Grants.
   /**

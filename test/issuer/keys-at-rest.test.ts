@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { jwkThumbprint } from '../../src/core/jose/jwk.ts';
-import { KeyManager, type KeySchedule } from '../../src/issuer/keys.ts';
+import { KeyManager, type KeySchedule, unsealSigningKey } from '../../src/issuer/keys.ts';
 import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
 import { generateSigningKey } from '../../src/issuer/signer.ts';
 import { loadMasterKey } from '../../src/server/bootstrap.ts';
@@ -140,7 +140,7 @@ describe('write access to the database without the master key', () => {
   it('a bit flipped in the active key’s sealed private key fails closed: 503, a warning naming the kid and no key material', async () => {
     const { issuer, db, token, warnings } = await fresh();
     const real = await activeRow(issuer);
-    const der = unseal(issuer.master, real.sealedPrivateKey, real.kid);
+    const der = unsealSigningKey(issuer.master, real);
     const [v, iv, ct, tag] = real.sealedPrivateKey.split('.') as [string, string, string, string];
     const bytes = Buffer.from(ct, 'base64url');
     bytes[10] = (bytes[10] as number) ^ 1;

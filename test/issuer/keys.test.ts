@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
 import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema } from '../../src/config/schema.ts';
-import { KeyManager } from '../../src/issuer/keys.ts';
+import { KeyManager, unsealSigningKey } from '../../src/issuer/keys.ts';
 import { generateMasterKey, MasterKeyError, seal, unseal } from '../../src/issuer/secrets.ts';
 import { TokenService } from '../../src/issuer/service.ts';
 import { createTokenServiceFromConfig } from '../../src/server/bootstrap.ts';
@@ -149,7 +149,7 @@ describe('private keys at rest', () => {
   it('are sealed: the database holds neither the key nor its JWK d', async () => {
     const [record] = await issuer.store.listSigningKeys();
     assert.ok(record);
-    const der = unseal(issuer.master, record.sealedPrivateKey, record.kid);
+    const der = unsealSigningKey(issuer.master, record);
     const d = (createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' }) as { d: string }).d;
     const files = ['tessera.db', 'tessera.db-wal'].map((f) => readFileSync(join(issuer.dir, f)));
     for (const bytes of files) {

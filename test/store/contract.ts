@@ -359,6 +359,55 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
           false,
         );
       });
+
+      it('keeps a key’s MAC, with its public part once deleted; upgrades rows without one in one write, only while unchanged', async () => {
+        const base = {
+          alg: 'ES256' as const,
+          publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+          createdAt: clock.now(),
+          activatesAt: clock.now() - 10_000_000,
+        };
+        const macd = { ...base, kid: uid('kid'), sealedPrivateKey: 'sealed-a', mac: 'mac-a' };
+        const legacy = { ...base, kid: uid('kid'), sealedPrivateKey: 'sealed-b' };
+        const gone = { ...base, kid: uid('kid'), sealedPrivateKey: 'sealed-c' };
+        for (const k of [macd, legacy, gone]) await store.addSigningKey(k);
+        assert.equal(await store.deleteSigningKey(macd.kid), true);
+        assert.equal(await store.deleteSigningKey(gone.kid), true);
+        const { sealedPrivateKey: _, ...macdPublic } = macd;
+        assert.deepEqual(
+          (await store.listRemovedSigningKeys()).find((r) => r.kid === macd.kid),
+          macdPublic,
+        );
+        assert.equal((await store.listSigningKeys()).find((r) => r.kid === legacy.kid)?.mac, undefined);
+
+        const v0 = (await store.versions()).keys;
+        // Raced: the sealed key is no longer `from`; nothing is written, the removed key's MAC neither.
+        assert.equal(
+          await store.upgradeSigningKeys({
+            keys: [{ kid: legacy.kid, from: 'other', sealedPrivateKey: 'sealed-b2', mac: 'mac-b' }],
+            removed: [{ kid: gone.kid, mac: 'mac-c' }],
+          }),
+          false,
+        );
+        assert.equal((await store.listRemovedSigningKeys()).find((r) => r.kid === gone.kid)?.mac, undefined);
+        assert.equal(
+          await store.upgradeSigningKeys({
+            keys: [{ kid: legacy.kid, from: 'sealed-b', sealedPrivateKey: 'sealed-b2', mac: 'mac-b' }],
+            removed: [
+              { kid: gone.kid, mac: 'mac-c' },
+              { kid: macd.kid, mac: 'replaced' },
+            ],
+          }),
+          true,
+        );
+        const upgraded = (await store.listSigningKeys()).find((r) => r.kid === legacy.kid);
+        assert.deepEqual([upgraded?.sealedPrivateKey, upgraded?.mac], ['sealed-b2', 'mac-b']);
+        const removed = await store.listRemovedSigningKeys();
+        assert.equal(removed.find((r) => r.kid === gone.kid)?.mac, 'mac-c');
+        assert.equal(removed.find((r) => r.kid === macd.kid)?.mac, 'mac-a', 'a MAC present is never replaced');
+        assert.ok((await store.versions()).keys > v0);
+        await store.deleteSigningKey(legacy.kid);
+      });
     });
 
     describe('grants', () => {

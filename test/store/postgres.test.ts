@@ -1000,11 +1000,12 @@ if (!reachable) {
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 12');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 18);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 19);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1038,10 +1039,11 @@ if (!reachable) {
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 18);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 19);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1070,6 +1072,7 @@ if (!reachable) {
       await c.connect();
       try {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 17');
         // A child Tessera 17 wrote: no column for the token it was exchanged from.
         await c.query(
@@ -1079,7 +1082,7 @@ if (!reachable) {
         );
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 18);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 19);
           const old = await store.getGrant('g-old');
           assert.equal(old?.subjectJti, null);
           assert.equal(old?.actorJti, null);
@@ -1143,6 +1146,7 @@ if (!reachable) {
         await c.query('ALTER TABLE authorization_codes DROP COLUMN jkt, DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 9');
         await c.query(
           `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
@@ -1168,6 +1172,7 @@ if (!reachable) {
         // Back to schema 15, with a client Tessera 15 registered.
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 15');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, created_at, updated_at)
@@ -1196,6 +1201,7 @@ if (!reachable) {
         // Back to schema 16, with a public client Tessera 16 registered.
         await c.query('ALTER TABLE clients DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 16');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, redirect_uris, created_at, updated_at)
@@ -1237,6 +1243,7 @@ if (!reachable) {
         await c.query('ALTER TABLE authorization_codes DROP COLUMN approval_since');
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 14');
         for (const [hash, subject] of [
           ['h-revoked', 'mallory'],
@@ -1301,6 +1308,7 @@ if (!reachable) {
         );
         await c.query('ALTER TABLE audit_events DROP COLUMN jti, DROP COLUMN token_hash');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN mac');
         await c.query('DELETE FROM schema_migrations WHERE version > 3');
         await c.query('INSERT INTO audit_events (id, time, kind, event) VALUES ($1, $2, $3, $4)', [
           old.id,

@@ -18,6 +18,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 19) db.exec('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
   if (version < 18) {
     db.exec('DROP INDEX grants_actor_jti');
     db.exec('ALTER TABLE grants DROP COLUMN subject_jti; ALTER TABLE grants DROP COLUMN actor_jti');
@@ -362,7 +363,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
-    assert.equal(store.schemaVersion, 18);
+    assert.equal(store.schemaVersion, 19);
     const old = await store.getGrant('g-old');
     assert.equal(old?.subjectJti, null);
     assert.equal(old?.actorJti, null);

@@ -380,6 +380,14 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX grants_actor_jti ON grants (actor_jti) WHERE actor_jti IS NOT NULL;
     `,
   },
+  {
+    // signing_keys.mac and removed_signing_keys.mac: a MAC under the master key over a key's kid,
+    // alg, public key and schedule, so that rows written without the master key are refused (a
+    // schedule moved, a removed key planted). NULL in rows written before, which the first start
+    // with the master key seals again.
+    version: 19,
+    sql: 'ALTER TABLE signing_keys ADD COLUMN mac text; ALTER TABLE removed_signing_keys ADD COLUMN mac text;',
+  },
 ];
 
 /** Whether the log holds a revocation of `subject` at `issuer` dated `since` or later (by the revocations_subject index). */
@@ -845,6 +853,7 @@ export class PostgresStore implements Store {
       sealedPrivateKey: String(r.sealed_private_key),
       createdAt: num(r.created_at),
       activatesAt: num(r.activates_at),
+      ...(r.mac != null ? { mac: String(r.mac) } : {}),
     }));
   }
 
@@ -859,8 +868,8 @@ export class PostgresStore implements Store {
           if ((pending.rowCount ?? 0) > 0) return false;
         }
         await c.query(
-          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES ($1, $2, $3, $4, $5, $6)',
-          [k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt],
+          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+          [k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt, k.mac ?? null],
         );
         await this.#bump(c, 'keys_version');
         return true;
@@ -874,8 +883,8 @@ export class PostgresStore implements Store {
   async deleteSigningKey(kid: string): Promise<boolean> {
     return this.#tx(async (c) => {
       await c.query(
-        `INSERT INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at)
-         SELECT kid, alg, public_jwk, created_at, activates_at FROM signing_keys WHERE kid = $1 ON CONFLICT (kid) DO NOTHING`,
+        `INSERT INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at, mac)
+         SELECT kid, alg, public_jwk, created_at, activates_at, mac FROM signing_keys WHERE kid = $1 ON CONFLICT (kid) DO NOTHING`,
         [kid],
       );
       const r = await c.query('DELETE FROM signing_keys WHERE kid = $1', [kid]);
@@ -892,7 +901,25 @@ export class PostgresStore implements Store {
       publicJwk: parse(r.public_jwk),
       createdAt: num(r.created_at),
       activatesAt: num(r.activates_at),
+      ...(r.mac != null ? { mac: String(r.mac) } : {}),
     }));
+  }
+
+  async upgradeSigningKeys(update: Parameters<Store['upgradeSigningKeys']>[0]): Promise<boolean> {
+    return this.#tx(async (c) => {
+      for (const k of update.keys) {
+        const r = await c.query('SELECT sealed_private_key FROM signing_keys WHERE kid = $1 FOR UPDATE', [k.kid]);
+        if (r.rows[0]?.sealed_private_key !== k.from) return false;
+      }
+      for (const k of update.keys) {
+        await c.query('UPDATE signing_keys SET sealed_private_key = $1, mac = $2 WHERE kid = $3', [k.sealedPrivateKey, k.mac, k.kid]);
+      }
+      for (const r of update.removed) {
+        await c.query('UPDATE removed_signing_keys SET mac = $1 WHERE kid = $2 AND mac IS NULL', [r.mac, r.kid]);
+      }
+      if (update.keys.length > 0) await this.#bump(c, 'keys_version');
+      return true;
+    }, this.#maintenanceTimeout);
   }
 
   // Grants.

@@ -273,4 +273,13 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX grants_actor_jti ON grants (actor_jti) WHERE actor_jti IS NOT NULL;
     `,
   },
+  {
+    version: 19,
+    description:
+      'signing_keys.mac and removed_signing_keys.mac: a MAC under the master key over a key’s kid, alg, public key and schedule, so that rows written without the master key are refused (a schedule moved, a removed key planted); NULL in rows written before, which the first start with the master key seals again',
+    sql: `
+      ALTER TABLE signing_keys ADD COLUMN mac TEXT;
+      ALTER TABLE removed_signing_keys ADD COLUMN mac TEXT;
+    `,
+  },
 ];

@@ -411,6 +411,7 @@ export class SqliteStore implements Store {
         sealedPrivateKey: String(r.sealed_private_key),
         createdAt: num(r.created_at),
         activatesAt: num(r.activates_at),
+        ...(r.mac != null ? { mac: String(r.mac) } : {}),
       })),
     );
   }
@@ -426,8 +427,8 @@ export class SqliteStore implements Store {
           return false;
         }
         this.#stmt(
-          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES (?, ?, ?, ?, ?, ?)',
-        ).run(k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt);
+          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        ).run(k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt, k.mac ?? null);
         this.#bump('keys_version');
         return true;
       });
@@ -440,8 +441,8 @@ export class SqliteStore implements Store {
   async deleteSigningKey(kid: string): Promise<boolean> {
     return this.#tx(() => {
       this.#stmt(
-        `INSERT OR IGNORE INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at)
-         SELECT kid, alg, public_jwk, created_at, activates_at FROM signing_keys WHERE kid = ?`,
+        `INSERT OR IGNORE INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at, mac)
+         SELECT kid, alg, public_jwk, created_at, activates_at, mac FROM signing_keys WHERE kid = ?`,
       ).run(kid);
       const changed = Number(this.#stmt('DELETE FROM signing_keys WHERE kid = ?').run(kid).changes) > 0;
       if (changed) this.#bump('keys_version');
@@ -457,8 +458,22 @@ export class SqliteStore implements Store {
         publicJwk: parse(r.public_jwk),
         createdAt: num(r.created_at),
         activatesAt: num(r.activates_at),
+        ...(r.mac != null ? { mac: String(r.mac) } : {}),
       })),
     );
+  }
+
+  async upgradeSigningKeys(update: Parameters<Store['upgradeSigningKeys']>[0]): Promise<boolean> {
+    return this.#tx(() => {
+      const current = this.#stmt('SELECT sealed_private_key FROM signing_keys WHERE kid = ?');
+      if (update.keys.some((k) => (current.get(k.kid) as Row | undefined)?.sealed_private_key !== k.from)) return false;
+      const reseal = this.#stmt('UPDATE signing_keys SET sealed_private_key = ?, mac = ? WHERE kid = ?');
+      for (const k of update.keys) reseal.run(k.sealedPrivateKey, k.mac, k.kid);
+      const mac = this.#stmt('UPDATE removed_signing_keys SET mac = ? WHERE kid = ? AND mac IS NULL');
+      for (const r of update.removed) mac.run(r.mac, r.kid);
+      if (update.keys.length > 0) this.#bump('keys_version');
+      return true;
+    });
   }
 
   // Grants.

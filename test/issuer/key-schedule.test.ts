@@ -1,0 +1,227 @@
+/**
+ * A signing key's schedule at rest, attacked by someone who can write to the database but holds no
+ * master key: its `created_at` and `activates_at` are authenticated (the sealed private key's
+ * AES-GCM associated data and a MAC under a key derived from the master key), so a pending key is
+ * not made to sign early and a retired one is not moved back into signing; a public-only row of a
+ * removed key is checked the same way before `tessera scan` recognises a token by it. Rows written
+ * before the MAC existed are sealed again once, at start, each on the audit trail.
+ */
+import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { after, describe, it } from 'node:test';
+import { decodeProtectedHeader } from 'jose';
+import { jwkThumbprint } from '../../src/core/jose/jwk.ts';
+import { unsealSigningKey } from '../../src/issuer/keys.ts';
+import { seal } from '../../src/issuer/secrets.ts';
+import { TokenService } from '../../src/issuer/service.ts';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { makeKey, sign } from '../helpers/tokens.ts';
+
+const running: RunningIssuer[] = [];
+after(async () => {
+  for (const i of running) await i.close();
+});
+
+async function fresh(config: Parameters<typeof startIssuer>[0] = {}) {
+  const issuer = await startIssuer(config);
+  running.push(issuer);
+  const c = await issuer.addClient({ id: 'agent', scopes: ['api:read'] });
+  const db = new DatabaseSync(join(issuer.dir, 'tessera.db'), { timeout: 5000 });
+  return {
+    issuer,
+    db,
+    /** Tell the running server the key set changed (as any write through the store does). */
+    bump: () => db.prepare("UPDATE meta SET value = value + 1 WHERE name = 'keys_version'").run(),
+    token: () => issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(c.id, c.secret) }),
+  };
+}
+
+async function jwksKids(issuer: RunningIssuer): Promise<string[]> {
+  const body = (await (await fetch(`${issuer.url}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] };
+  return body.keys.map((k) => k.kid);
+}
+
+describe('the schedule of a stored key, rewritten without the master key', () => {
+  it('attack: a pending key’s activates_at moved to now (signing before its pre-publication reached every verifier) is refused: it does not sign', async () => {
+    let now = 1_900_000_000;
+    const { issuer, db, bump, token } = await fresh({ clock: () => now * 1000 });
+    now += 10;
+    const pending = await issuer.service.keys.rotate();
+    assert.equal((await token()).status, 200);
+    db.prepare('UPDATE signing_keys SET activates_at = ? WHERE kid = ?').run(pending.createdAt, pending.kid);
+    bump();
+    await issuer.service.sync();
+    const t = await token();
+    // Refused, it keeps the place it was moved to: nothing signs rather than the key it would retire.
+    assert.equal(
+      t.status,
+      503,
+      `a token signed by ${t.status === 200 ? decodeProtectedHeader(((await t.json()) as { access_token: string }).access_token).kid : '?'}`,
+    );
+    assert.equal(issuer.service.keys.lookup(pending.kid, 'ES256'), 'unknown');
+    assert.equal((await jwksKids(issuer)).includes(pending.kid), false);
+    assert.match(issuer.service.keys.status().find((k) => k.kid === pending.kid)?.invalid ?? '', /schedule/);
+  });
+
+  it('attack: a retired key’s activates_at moved after its successor’s (back into signing) is refused: it does not sign', async () => {
+    const { issuer, db, bump, token } = await fresh();
+    const old = (await issuer.store.listSigningKeys())[0];
+    assert.ok(old);
+    const current = await issuer.service.keys.rotate({ immediate: true });
+    db.prepare('UPDATE signing_keys SET activates_at = ?, created_at = ? WHERE kid = ?').run(
+      current.activatesAt,
+      current.createdAt + 1,
+      old.kid,
+    );
+    bump();
+    await issuer.service.sync();
+    const t = await token();
+    assert.equal(t.status, 503, 'the retired key does not sign again');
+    assert.equal(issuer.service.keys.lookup(old.kid, 'ES256'), 'unknown');
+    assert.match(issuer.service.keys.status().find((k) => k.kid === old.kid)?.invalid ?? '', /schedule/);
+  });
+
+  it('attack: the MAC of a row copied onto another row (same schedule elsewhere) does not authenticate it', async () => {
+    const { issuer, db, bump } = await fresh();
+    const first = await issuer.service.keys.rotate();
+    const second = await issuer.service.keys.rotate({ immediate: true });
+    const mac = (db.prepare('SELECT mac FROM signing_keys WHERE kid = ?').get(second.kid) as { mac: string | null }).mac;
+    assert.ok(mac, 'a key written now carries a MAC');
+    db.prepare('UPDATE signing_keys SET mac = ? WHERE kid = ?').run(mac, first.kid);
+    bump();
+    await issuer.service.sync();
+    assert.notEqual(issuer.service.keys.status().find((k) => k.kid === first.kid)?.invalid, undefined);
+  });
+});
+
+describe('a removed key’s public part, planted without the master key', () => {
+  it('attack: a row of the attacker’s key among the removed keys makes scan recognise nothing it signed', async () => {
+    const { issuer, db } = await fresh();
+    const minted = await issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 600 });
+    const attacker = makeKey('ES256');
+    const { kid: _, ...publicJwk } = attacker.jwk as Record<string, string>;
+    const kid = jwkThumbprint(publicJwk);
+    const payload = JSON.parse(Buffer.from(minted.access_token.split('.')[1] as string, 'base64url').toString()) as Record<string, unknown>;
+    const forged = await sign({ ...attacker, kid }, { ...payload, jti: 'forged-jti' }, { typ: 'at+jwt' });
+    const insert = db.prepare(
+      'INSERT INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at, mac) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    insert.run(kid, 'ES256', JSON.stringify(publicJwk), 1, 1, 'AAAA');
+    const scan = new TokenService({ config: issuer.service.config, store: issuer.store, master: issuer.master });
+    await scan.start({ background: false });
+    try {
+      assert.equal(await scan.identifyLeak(forged), undefined, 'an unauthenticated removed row names nothing');
+      assert.equal((await scan.identifyLeak(minted.access_token))?.state, 'live', 'the real key still does');
+    } finally {
+      await scan.close();
+    }
+  });
+
+  it('attack: a removed row whose kid is not its key’s thumbprint is refused even without the master key', async () => {
+    const { issuer, db } = await fresh();
+    const minted = await issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 600 });
+    const attacker = makeKey('ES256', 'chosen-kid');
+    const { kid: _, ...publicJwk } = attacker.jwk as Record<string, string>;
+    db.prepare('INSERT INTO removed_signing_keys (kid, alg, public_jwk, created_at, activates_at) VALUES (?, ?, ?, ?, ?)').run(
+      'chosen-kid',
+      'ES256',
+      JSON.stringify(publicJwk),
+      1,
+      1,
+    );
+    const payload = JSON.parse(Buffer.from(minted.access_token.split('.')[1] as string, 'base64url').toString()) as Record<string, unknown>;
+    const forged = await sign(attacker, { ...payload, jti: 'forged-jti' }, { typ: 'at+jwt' });
+    const scan = new TokenService({ config: issuer.service.config, store: issuer.store, master: undefined });
+    await scan.start({ background: false });
+    try {
+      assert.equal(await scan.identifyLeak(forged), undefined);
+    } finally {
+      await scan.close();
+    }
+  });
+
+  it('a key removed by housekeeping is still recognised (its MAC kept with its public part)', async () => {
+    let now = 1_900_000_000;
+    const clock = () => now * 1000;
+    const { issuer } = await fresh({ clock, config: { token_service: { sync_interval: '60s', max_access_token_ttl: '1h' } } });
+    const minted = await issuer.service.mint({ clientId: 'agent', subject: 'dana', ttl: 600 });
+    const oldKid = decodeProtectedHeader(minted.access_token).kid as string;
+    now += 1;
+    await issuer.service.keys.rotate({ immediate: true });
+    now += 60 + 3600 + 60 + 1;
+    await issuer.service.sync();
+    assert.equal(
+      (await issuer.store.listRemovedSigningKeys()).some((k) => k.kid === oldKid),
+      true,
+    );
+    assert.equal((await issuer.service.identifyLeak(minted.access_token))?.state, 'expired');
+  });
+});
+
+describe('rows written before the schedule was authenticated', () => {
+  it('are sealed again at the first start with the master key, one key.rotated key_resealed event each; their tokens still verify and they sign', async () => {
+    const { issuer, db, token } = await fresh();
+    const before = (await (await token()).json()) as { access_token: string };
+    await issuer.service.keys.rotate();
+    const rows = await issuer.store.listSigningKeys();
+    // As a Tessera before the MAC wrote them: sealed under the kid alone, no MAC.
+    for (const r of rows) {
+      db.prepare('UPDATE signing_keys SET sealed_private_key = ?, mac = NULL WHERE kid = ?').run(
+        seal(issuer.master, unsealSigningKey(issuer.master, r), r.kid),
+        r.kid,
+      );
+    }
+    const next = new TokenService({ config: issuer.service.config, store: issuer.store, master: issuer.master });
+    await next.start({ background: false });
+    try {
+      const stored = await issuer.store.listSigningKeys();
+      assert.equal(
+        stored.every((r) => typeof r.mac === 'string'),
+        true,
+      );
+      assert.equal(
+        next.keys.status().every((k) => k.invalid === undefined),
+        true,
+        JSON.stringify(next.keys.status()),
+      );
+      assert.ok(next.keys.signer());
+      assert.notEqual(next.keys.lookup(decodeProtectedHeader(before.access_token).kid, 'ES256'), 'unknown');
+      await next.audit.flush();
+      const events = await issuer.store.queryAudit({ kinds: ['key.rotated'], limit: 100 });
+      const resealed = events.filter((e) => e.reason === 'key_resealed');
+      assert.deepEqual(
+        resealed.map((e) => e.detail?.kid),
+        rows.map((r) => r.kid),
+      );
+    } finally {
+      await next.close();
+    }
+  });
+
+  it('attack: a row stripped of its MAC and sealed with the kid alone, once the store was upgraded, is refused, not sealed again', async () => {
+    let now = 1_900_000_000;
+    const { issuer, db, bump } = await fresh({ clock: () => now * 1000 });
+    now += 10;
+    const pending = await issuer.service.keys.rotate();
+    const der = unsealSigningKey(issuer.master, pending);
+    // A sealed value of the kid alone (as one copied before the upgrade would be), the schedule moved.
+    db.prepare('UPDATE signing_keys SET sealed_private_key = ?, mac = NULL, activates_at = ? WHERE kid = ?').run(
+      seal(issuer.master, der, pending.kid),
+      pending.createdAt,
+      pending.kid,
+    );
+    bump();
+    const next = new TokenService({ config: issuer.service.config, store: issuer.store, master: issuer.master, clock: () => now * 1000 });
+    await next.start({ background: false });
+    try {
+      assert.notEqual(next.keys.status().find((k) => k.kid === pending.kid)?.invalid, undefined);
+      assert.equal(next.keys.signer(), undefined);
+      const row = (await issuer.store.listSigningKeys()).find((k) => k.kid === pending.kid);
+      assert.equal(row?.mac, undefined, 'not sealed again');
+    } finally {
+      await next.close();
+    }
+  });
+});
