@@ -161,6 +161,35 @@ function writeFramingRefusal(res: ServerResponse): void {
 }
 
 /**
+ * `onUpgrade`, for an upgrade request pipelined behind a request still being answered: Node hands
+ * it over at once with the raw socket (its parser detached), while the answer ahead is still being
+ * written. It is handled once that answer is written, and never when that answer ended the
+ * connection (a 413 with the body unread, `connection: close`): as {@link createListener} does
+ * for a request (RFC 9112 §9.6, §9.3.2), where the gateway would forward the upgrade upstream
+ * and write its answer into, or in place of, the one ahead.
+ */
+export function afterAnswerAhead(
+  onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
+): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  const handle = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const ahead = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (ahead != null) {
+      // Node took its error listener off the socket when it handed the upgrade over.
+      const onError = () => socket.destroy();
+      socket.on('error', onError);
+      ahead.once('finish', () => {
+        socket.off('error', onError);
+        handle(req, socket, head);
+      });
+      return;
+    }
+    if (socket.writableEnded || socket.destroyed) socket.destroy();
+    else onUpgrade(req, socket, head);
+  };
+  return handle;
+}
+
+/**
  * An HTTP server with the listener limits applied: head size, connection count, head and request
  * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
  * answered 400, 431 or 408 and its connection closed, a CONNECT 501; `Expect: 100-continue` is
@@ -326,7 +355,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     return true;
   };
   const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming);
-  server.on('upgrade', gateway.handleUpgrade);
+  server.on('upgrade', afterAnswerAhead(gateway.handleUpgrade));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

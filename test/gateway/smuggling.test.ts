@@ -28,7 +28,11 @@ describe('gateway: request smuggling and framing', () => {
   let gw: TestGateway;
   let t: string;
   before(async () => {
-    upstream = await startRawUpstream();
+    upstream = await startRawUpstream((head, _body, socket) => {
+      if (!head.startsWith('GET /public/slow ')) return undefined;
+      setTimeout(() => socket.write('HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow'), 300);
+      return '';
+    });
     gw = await startGateway({
       ...baseConfig(),
       gateway: {
@@ -48,6 +52,7 @@ describe('gateway: request smuggling and framing', () => {
             identity_headers: ['subject', 'scopes'],
           },
           { id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' },
+          { id: 'ws', match: { path_prefix: '/ws' }, websocket: true, upstream: { url: upstream.url }, auth: 'none' },
         ],
       },
     });
@@ -275,6 +280,27 @@ describe('gateway: request smuggling and framing', () => {
     assert.deepEqual(statuses(r), [413], r);
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.deepEqual(upstream.requests.slice(seen), []);
+  });
+
+  const upgradeHead =
+    'GET /ws/chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+
+  it('pipelining behind a closing answer: a WebSocket upgrade sent behind one refused 413 (the connection announced closed) is never forwarded (RFC 9112 §9.6)', async () => {
+    const seen = upstream.requests.length;
+    const body = 'x'.repeat(2000);
+    const r = await rawHttp(gw.url, `POST /public/big HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n${body}${upgradeHead}`);
+    assert.deepEqual(statuses(r), [413], r);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(upstream.requests.slice(seen), []);
+  });
+
+  it('pipelining: a WebSocket upgrade sent behind a request still being answered is handled after that answer, whose bytes it never cuts into', async () => {
+    const seen = upstream.requests.length;
+    const r = await rawHttp(gw.url, `GET /public/slow HTTP/1.1\r\nHost: a\r\n\r\n${upgradeHead}`);
+    // The slow answer whole, then the upgrade's (the raw upstream answers it 200 ok, not 101).
+    assert.match(r, /^HTTP\/1\.1 200 OK\r\n(?:[^\r\n]+\r\n)*\r\nslowHTTP\/1\.1 \d{3} /, r);
+    assert.equal(statuses(r).length, 2, r);
+    assert.deepEqual(upstream.requests.slice(seen), ['GET /public/slow HTTP/1.1', 'GET /ws/chat HTTP/1.1']);
   });
 
   it('pipelining: requests behind one still being answered are answered in order, each on its own decision', async () => {
