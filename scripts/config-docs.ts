@@ -172,7 +172,8 @@ shape (${Object.keys(verifierFields)
 - \`[]\` in a key stands for each element of a list, \`<name>\` for each key of a map.
 - The file is UTF-8 and at most ${mib(MAX_CONFIG_BYTES)}; one every user may write (mode \`o+w\`, also through a
   symlink), one in a directory every user may write without the sticky bit (as \`/tmp\` has; a
-  read-only mount, such as a Kubernetes ConfigMap volume's 0777 directory, is allowed), and one
+  read-only mount, such as a Kubernetes ConfigMap volume's 0777 directory, is allowed: mount only a
+  host directory no other user can write, since read-only here does not stop them there), and one
   owned by a user other than the one Tessera runs as and root are refused, naming the \`chmod\` or
   \`chown\` to run (a group write bit is allowed). Relative paths in it (\`data_dir\`, \`audit.file\`,
   \`issuers[].jwks.file\`) are read from its directory, not the working directory. YAML anchors and aliases may repeat a node, but

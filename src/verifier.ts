@@ -123,7 +123,11 @@ export interface VerifierRuntime {
   readonly dpopClockSkew?: number;
   /** Key sources by issuer, replacing `jwks`/`jwks_uri` (the in-process token service). */
   readonly keySources?: Readonly<Record<string, KeySource>>;
-  /** Introspector replacing the HTTP client built from `introspection`. */
+  /**
+   * Introspector replacing the HTTP client built from `introspection`. It must settle within a
+   * bounded time (a timeout of its own): a call that never settles holds one of the
+   * `introspection.max_in_flight` slots for good.
+   */
   readonly introspector?: Introspector;
   /** Warnings (JWKS fetch failures, skipped keys). Never contains key material or tokens. */
   readonly onWarning?: (message: string) => void;

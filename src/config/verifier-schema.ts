@@ -189,7 +189,7 @@ export const introspectionSchema = z
     timeout: duration('Request timeout.', 600).prefault('5s'),
     max_in_flight: z.number().int().min(1).default(64).meta({
       description:
-        'Calls to the endpoint under way at once (per verifier: a gateway has one for its `auth: introspection` routes). A token that would need one more is refused at once with 503 `introspection_unavailable` and Retry-After, never queued, so a flood of distinct tokens reaches the endpoint with at most this many calls at a time. Requests with a token whose call is under way share it and take no slot. Default 64.',
+        'Calls to the endpoint under way at once (per verifier: a gateway has one for its `auth: introspection` routes). A token that would need one more is refused at once with 503 `introspection_unavailable` and Retry-After, never queued, so a flood of distinct tokens reaches the endpoint with at most this many calls at a time. Requests with a token whose call is under way share it and take no slot. Applies to a library verifier (the adapters) as to the gateway: more concurrent uncached tokens than this get 503. A WebSocket or stream whose recheck finds no free slot twice in a row is closed as `introspection_unavailable`, as when the endpoint gives no answer. Default 64.',
     }),
     clock_skew: duration(
       "Tolerated clock difference for the answer `nbf` and `iat` (at most 60s), as for an issuer; an `exp` already past is refused. Counts, as an issuer's does, for the clock skew DPoP proofs get (`dpop.iat_window`).",

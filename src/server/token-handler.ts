@@ -96,7 +96,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       if (size > limit) {
         // The rest is not read: the answer closes the connection.
         req.removeAllListeners('data');
-        req.pause();
+        // Read and dropped for the linger, so the client's end is seen (no reset once it is done).
+        req.resume();
         reject(new BodyTooLarge());
         return;
       }
