@@ -176,7 +176,16 @@ export function authenticate(pipeline: Pipeline, request: GatewayRequest): Authn
     return result;
   };
   const outcome = stage.authenticate(request);
-  if (outcome instanceof Promise) return outcome.then((o) => account(stage.settle(o)));
+  if (outcome instanceof Promise) {
+    return outcome.then(
+      (o) => account(stage.settle(o)),
+      (e: unknown) => {
+        // A stage that failed is no failed authentication: the reserved token goes back.
+        if (reserved) limiter.refund(key);
+        throw e;
+      },
+    );
+  }
   return account(stage.settle(outcome));
 }
 
