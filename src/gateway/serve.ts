@@ -8,6 +8,7 @@
  */
 import { existsSync, readFileSync, realpathSync, statSync, watch } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { limitsSchema } from '../config/gateway-schema.ts';
@@ -161,35 +162,6 @@ function writeFramingRefusal(res: ServerResponse): void {
 }
 
 /**
- * `onUpgrade`, for an upgrade request pipelined behind a request still being answered: Node hands
- * it over at once with the raw socket (its parser detached), while the answer ahead is still being
- * written. It is handled once that answer is written, and never when that answer ended the
- * connection (a 413 with the body unread, `connection: close`): as {@link createListener} does
- * for a request (RFC 9112 §9.6, §9.3.2), where the gateway would forward the upgrade upstream
- * and write its answer into, or in place of, the one ahead.
- */
-export function afterAnswerAhead(
-  onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
-): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
-  const handle = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const ahead = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
-    if (ahead != null) {
-      // Node took its error listener off the socket when it handed the upgrade over.
-      const onError = () => socket.destroy();
-      socket.on('error', onError);
-      ahead.once('finish', () => {
-        socket.off('error', onError);
-        handle(req, socket, head);
-      });
-      return;
-    }
-    if (socket.writableEnded || socket.destroyed) socket.destroy();
-    else onUpgrade(req, socket, head);
-  };
-  return handle;
-}
-
-/**
  * An HTTP server with the listener limits applied: head size, connection count, head and request
  * timeouts checked every second, keep-alive; a malformed, oversized or timed-out request head is
  * answered 400, 431 or 408 and its connection closed, a CONNECT 501; `Expect: 100-continue` is
@@ -201,12 +173,16 @@ export function afterAnswerAhead(
  * One it refuses is handed to `refuseFraming` instead of `onRequest`, its connection already set
  * to close (so nothing sent behind it is read as a request): it answers 400 in its handler's shape
  * and audits it, or returns `false` for the listener's plain 400 `invalid_request`.
+ *
+ * `onUpgrade` is the server's 'upgrade' handler: an upgrade pipelined behind requests still being
+ * answered is handed to it once their answers are written.
  */
 export function createListener(
   onRequest: (req: IncomingMessage, res: ServerResponse) => void,
   limits: ListenerLimits | undefined,
   onRefused?: (status: ParserRefusal) => void,
   refuseFraming?: (req: IncomingMessage, res: ServerResponse) => boolean,
+  onUpgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void,
 ): Server {
   // A pipelined request (RFC 9112 §9.3.2) is handled once the answer ahead of it is written, as
   // Node sends them: its response is queued without a socket until then. Behind an answer that
@@ -268,6 +244,33 @@ export function createListener(
     onRefused?.(501);
     socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   });
+  // An `Upgrade` pipelined behind requests still being answered: Node hands the socket over at
+  // once, with the answers ahead still to be written on it, where the upgrade's own answer (a 101
+  // and the relayed WebSocket, or a refusal) would go first and theirs would be lost or land inside
+  // the WebSocket. It is handled once every answer ahead is written (each in turn is the socket's
+  // `_httpMessage`, its 'close' emitted after Node hands the socket to the next), the bytes behind
+  // it left unread on the socket meanwhile; never when one of them closed the connection (§9.6, as
+  // for a request above).
+  if (onUpgrade) {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // Node took its own error listener off the socket when it handed it over.
+      socket.on('error', () => socket.destroy());
+      let waited = false;
+      const next = () => {
+        const ahead = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+        if (socket.destroyed || socket.writableEnded) socket.destroy();
+        else if (ahead != null) {
+          waited = true;
+          ahead.once('close', next);
+        } else {
+          // The last answer ahead set the keep-alive timeout; an upgrade on an idle connection has none.
+          if (waited) (socket as Socket).setTimeout(server.timeout);
+          onUpgrade(req, socket, head);
+        }
+      };
+      next();
+    });
+  }
   applyLimits(server, limits);
   return server;
 }
@@ -354,8 +357,7 @@ export async function serveGateway(options: ServeOptions, deps: GatewayDeps = {}
     if (!inFront(options.refuseFraming?.(req, res) ?? false, res)) gateway.refuseFraming(req, res);
     return true;
   };
-  const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming);
-  server.on('upgrade', afterAnswerAhead(gateway.handleUpgrade));
+  const server = createListener(onRequest, limits, gateway.refusedByParser, refuseFraming, gateway.handleUpgrade);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -48,7 +48,13 @@ describe('gateway: WebSocket', () => {
   const upstreamCloses: number[] = [];
   const stalled: Duplex[] = [];
   before(async () => {
-    upstream = await startUpstream();
+    // `/ws/wait` is a plain HTTP request the upstream answers 300 ms late (for pipelining behind it).
+    upstream = await startUpstream((req, res) => {
+      const text = JSON.stringify({ url: req.url });
+      const send = () => res.writeHead(200, { 'content-type': 'application/json', 'content-length': text.length }).end(text);
+      if (req.url === '/ws/wait') setTimeout(send, 300);
+      else send();
+    });
     wss = new WebSocketServer({ noServer: true, handleProtocols: (p) => (p.has('chat') ? 'chat' : false) });
     upstream.server.on('upgrade', (req, socket, head) => {
       upgrades.push(req.headers);
@@ -119,6 +125,7 @@ describe('gateway: WebSocket', () => {
               match: { path_prefix: '/ws' },
               upstream: { url: upstream.url, credential: { type: 'static', token: UPSTREAM_TOKEN }, timeouts: { idle: '1s' } },
               auth: 'jwt',
+              max_body_size: '1kb',
               rules: [{ path: '/ws/admin', scopes: ['admin'] }, { scopes: ['api:read'] }],
               identity_headers: ['subject'],
             },
@@ -393,6 +400,64 @@ describe('gateway: WebSocket', () => {
     await until(() => received.includes('echo:early'), 3000);
     assert.match(received.toString('latin1'), /^HTTP\/1\.1 101 /);
     socket.destroy();
+  });
+
+  it('pipelining: an upgrade sent behind a request still waiting for its upstream is handled after that answer is written, which is not lost (RFC 9112 §9.3.2)', async () => {
+    const t = await token();
+    const n = upgrades.length;
+    const u = new URL(gw.url);
+    const socket = connect(Number(u.port), u.hostname, () =>
+      socket.write(`GET /ws/wait HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\n\r\n${wsUpgradeRequest('/ws/chat', t)}`),
+    );
+    let received = Buffer.alloc(0);
+    socket.on('data', (d: Buffer) => {
+      received = Buffer.concat([received, d]);
+    });
+    socket.on('error', () => {});
+    try {
+      await until(() => /HTTP\/1\.1 101 /.test(received.toString('latin1')) || socket.destroyed, 3000);
+      const text = received.toString('latin1');
+      const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+      assert.deepEqual(statuses, [200, 101], text);
+      assert.match(text, /\{"url":"\/ws\/wait"\}HTTP\/1\.1 101 /);
+      assert.equal(upgrades.length, n + 1);
+      // The WebSocket then carries messages both ways: a masked text frame "hi" comes back echoed.
+      const mask = [1, 2, 3, 4];
+      const payload = Buffer.from('hi').map((b, i) => b ^ mask[i % 4]!);
+      const from = received.length;
+      socket.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, ...mask]), payload]));
+      await until(() => received.subarray(from).includes('echo:hi'), 2000);
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('pipelining: an upgrade sent behind an answer that closes the connection (413, its body sent whole) is never handled (RFC 9112 §9.6)', async () => {
+    const t = await token();
+    const n = upgrades.length;
+    const body = 'x'.repeat(2000);
+    const r = await rawHttp(
+      gw.url,
+      `POST /ws/upload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\nContent-Length: ${body.length}\r\n\r\n${body}${wsUpgradeRequest('/ws/chat', t)}`,
+    );
+    const statuses = [...r.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [413], r);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(upgrades.length, n);
+  });
+
+  it('pipelining: an upgrade without a token sent behind a request still waiting is refused 401 after that answer', async () => {
+    const t = await token();
+    const n = upgrades.length;
+    const r = await rawHttp(
+      gw.url,
+      `GET /ws/wait HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\n\r\n` +
+        'GET /ws/chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    const statuses = [...r.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [200, 401], r);
+    assert.equal(upgrades.length, n);
   });
 
   it('closes the connection when the token expires', async () => {
