@@ -398,6 +398,9 @@ export class TokenService {
     }
     if (options.background === false) return;
     this.#timer = setInterval(() => {
+      // A sync still under way (a store slow to answer, or out of reach until the read's bound) is
+      // not joined: its failure is reported by whoever started it, once, not by every tick since.
+      if (this.#syncing !== undefined) return;
       this.sync().catch(() => this.#warn('store sync failed; keeping the last known keys, clients and revocations'));
     }, this.config.sync_interval * 1000);
     this.#timer.unref();

@@ -245,3 +245,33 @@ describe('revocations made on A while B’s LISTEN connection is lost', { skip }
     assert.ok(Date.now() - revoked < 3000, `refused ${Date.now() - revoked} ms after the revocation`);
   });
 });
+
+describe('the sync tick while PostgreSQL does not answer', { skip }, () => {
+  const schema = `${base}_synctick`;
+  let issuer: RunningIssuer;
+  let store: PostgresStore;
+  let proxy: FaultProxy;
+  const warnings: string[] = [];
+
+  before(async () => {
+    const p = await proxied();
+    proxy = p.proxy;
+    store = await PostgresStore.open({ connectionString: p.via, schema, requestTimeoutMillis: 1000, readTimeoutMillis: 3000 });
+    issuer = await startIssuer({ store, config: { token_service: { sync_interval: '1s' } }, onServiceWarning: (m) => warnings.push(m) });
+  });
+  after(async () => {
+    proxy?.heal();
+    await issuer?.close();
+    await proxy?.close();
+    await dropSchema(schema);
+  });
+
+  it('a sync held up past sync_interval (every connection black-holed, its read bounded at 3 s) is warned about once when it fails, not once per tick that found it under way', async () => {
+    proxy.blackHole({ newToo: true });
+    const failed = () => warnings.filter((w) => w.startsWith('store sync failed')).length;
+    await until(() => failed() > 0, 10_000).catch(() => assert.fail('no sync failure was reported'));
+    // The ticks during that sync (about 3 of them) do not each report its failure.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(failed(), 1, warnings.join('\n'));
+  });
+});
