@@ -452,7 +452,7 @@ export const storeSchema = z
           .meta({ description: "Schema holding Tessera's tables (created when absent)." }),
         pool_size: z.number().int().min(1).max(100).default(10).meta({ description: 'Connections per instance.' }),
         request_timeout: duration(
-          'How long a store call of a request (or of a CLI command) may take, retries included, before it fails with 503 `store_unavailable` and its connection is closed; PostgreSQL gives up on each of its statements a little sooner (`lock_timeout`, `statement_timeout`). Not the schema migrations; a revocation of grants (`tessera revoke`, the admin API) may take 10 s, or this when longer.',
+          'How long a store call of a request (or of a CLI command) may take, retries included, before it fails with 503 `store_unavailable` and its connection is closed (the wait for a pool connection comes before it, bounded by the shorter of this and 5 s); PostgreSQL gives up on each of its statements a little sooner (`lock_timeout`, `statement_timeout`). Not the schema migrations; a revocation of grants (`tessera revoke`, the admin API) may take 10 s, or this when longer.',
           60,
         )
           .refine((v) => v >= 0.1, { message: 'write at least 0.1s: every call would fail' })

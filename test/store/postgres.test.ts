@@ -17,6 +17,7 @@ import { PostgresStore, type PostgresStoreOptions, revocationChannel } from '../
 import { a2aTaskKey } from '../../src/store/rows.ts';
 import { until } from '../helpers/net.ts';
 import { postgresReachable } from '../helpers/postgres.ts';
+import { faultProxy } from '../helpers/tcp-fault-proxy.ts';
 import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -773,6 +774,30 @@ if (!reachable) {
         assert.equal((await store.getClient('agent'))?.id, 'agent');
       } finally {
         await close();
+      }
+    });
+  });
+
+  describe('postgres: the wait for a connection under a short request timeout', () => {
+    it('a server that stopped answering: a call gives up within requestTimeoutMillis (1 s) plus its connect wait, not the 5 s default connect wait on top', async () => {
+      const target = new URL(url);
+      const proxy = await faultProxy({ host: target.hostname, port: Number(target.port || 5432) });
+      const proxied = new URL(url);
+      proxied.host = `127.0.0.1:${proxy.port}`;
+      const store = await PostgresStore.open({ connectionString: proxied.href, schema: schemaName(), max: 1, requestTimeoutMillis: 1000 });
+      try {
+        // Every connection, open or new, carries nothing: the open one's call times out and is
+        // destroyed, and the new one it needs never completes its startup.
+        proxy.blackHole({ newToo: true });
+        const started = Date.now();
+        await assert.rejects(store.getClient('agent'), StoreUnavailableError);
+        await assert.rejects(store.getClient('agent'), StoreUnavailableError);
+        const took = Date.now() - started;
+        assert.ok(took < 4500, `two calls gave up after ${took} ms (request timeout 1 s each, connect wait bounded by it)`);
+      } finally {
+        proxy.heal();
+        await store.close().catch(() => undefined);
+        await proxy.close();
       }
     });
   });

@@ -100,7 +100,8 @@ export interface PostgresStoreOptions extends PruneTuning {
   readonly max?: number;
   /**
    * How long a call waits for a connection (every one in use, or PostgreSQL not answering) before
-   * it fails with {@link StoreUnavailableError}, a 503, instead of waiting for ever. Default 5000.
+   * it fails with {@link StoreUnavailableError}, a 503, instead of waiting for ever. Default 5000, or
+   * {@link requestTimeoutMillis} when that is shorter.
    */
   readonly connectionTimeoutMillis?: number;
   /**
@@ -519,7 +520,8 @@ export class PostgresStore implements Store {
     const pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.max ?? 10,
-      connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
+      // A shorter request bound shortens the wait for a connection too (which it does not cover).
+      connectionTimeoutMillis: options.connectionTimeoutMillis ?? Math.min(5000, request),
       options: `-c search_path=${schema} -c idle_in_transaction_session_timeout=${idleInTransaction} -c lock_timeout=${server} -c statement_timeout=${server}`,
     });
     // An idle pooled connection that PostgreSQL closes (restart, failover, idle timeout) is reported
