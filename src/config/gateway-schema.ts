@@ -123,6 +123,10 @@ export const credentialSchema = z
         )
           .refine((v) => v >= 0.1, { message: 'write at least 0.1s: every mint would fail' })
           .prefault('5s'),
+        max_in_flight: z.number().int().min(1).default(64).meta({
+          description:
+            'Calls to the token service unsettled at once on this route, those past `mint_timeout` included (a hung call counts until it ends); one caller holds at most two (the one given up on and a new try). A mint past it is refused at once with 502 `upstream_credential_unavailable` (audited with `upstream_error: mints_in_flight`), never queued. A reload counts afresh. Default 64.',
+        }),
         cache_size: z.number().int().min(0).default(10_000).meta({
           description:
             'Minted tokens cached, per caller and rule: keyed by what the mint read of the caller token (its hash, subject, client, scopes, expiry, chain, grant, key binding), so a token whose introspected answer changes gets a new one. 0: none.',

@@ -503,6 +503,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
             maxTtl: cred.max_ttl,
             refreshBefore: cred.refresh_before,
             mintTimeout: cred.mint_timeout,
+            maxInFlight: cred.max_in_flight,
             cacheSize: cred.cache_size,
             clock: deps.clock,
             onError: (e) => deps.onExchangeError(r.id, e),

@@ -87,7 +87,7 @@ import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethod
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
-import { ExchangeAnswerRefused, ExchangeMintTimeout } from './pipeline/mutate/mutator-exchange.ts';
+import { ExchangeAnswerRefused, ExchangeMintsBusy, ExchangeMintTimeout } from './pipeline/mutate/mutator-exchange.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { afterAuthn, authenticate, type Decision, decide, forgetRejectedCredential, rateLimit } from './pipeline/run.ts';
 import {
@@ -501,7 +501,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           error: (error as Error)?.name ?? 'error',
           ...(error instanceof OAuthError
             ? { code: error.code }
-            : error instanceof ExchangeAnswerRefused || error instanceof ExchangeMintTimeout
+            : error instanceof ExchangeAnswerRefused || error instanceof ExchangeMintTimeout || error instanceof ExchangeMintsBusy
               ? { code: error.reason }
               : {}),
         },

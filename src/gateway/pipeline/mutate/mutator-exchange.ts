@@ -17,6 +17,12 @@
  * as good as one on time, and a slow token service then serves the caller's next request instead
  * of minting (and writing a grant) for every request in vain.
  *
+ * An issuer call counts as in flight until the issuer settles it, past its deadline too (an issuer
+ * may not heed the signal): at most `maxInFlight` at once per route, and at most
+ * {@link PER_CALLER_IN_FLIGHT} per cache key (the one abandoned and one new try). A mint past either
+ * bound is refused at once ({@link ExchangeMintsBusy}), never queued, so a hung token service costs
+ * a bounded number of pending calls whatever the number of requests.
+ *
  * @module
  */
 import { TesseraError } from '../../../core/errors.ts';
@@ -36,6 +42,8 @@ export interface ExchangeOptions {
   readonly refreshBefore: number;
   /** Seconds a mint is waited for ({@link ExchangeMintTimeout} after). */
   readonly mintTimeout: number;
+  /** Issuer calls unsettled at once, those past their deadline included ({@link ExchangeMintsBusy} past it). */
+  readonly maxInFlight: number;
   readonly cacheSize: number;
   readonly clock: Clock;
   /** Told about issuer failures (never with token material). */
@@ -89,6 +97,22 @@ export class ExchangeMintTimeout extends Error {
   readonly reason = 'mint_timeout';
   constructor(ms: number) {
     super(`no upstream token minted within ${ms} ms`);
+  }
+}
+
+/**
+ * Issuer calls one cache key may have unsettled: the one its requests gave up on at the deadline,
+ * and one new try (a hung call may never settle). Past it the caller's requests are refused at once
+ * until one settles, so one caller cannot take the route's `maxInFlight`.
+ */
+const PER_CALLER_IN_FLIGHT = 2;
+
+/** A mint refused because too many issuer calls are unsettled (`max_in_flight`). Logged with its `reason`. */
+export class ExchangeMintsBusy extends Error {
+  override readonly name = 'ExchangeMintsBusy';
+  readonly reason = 'mints_in_flight';
+  constructor() {
+    super('too many upstream token mints under way');
   }
 }
 
@@ -146,8 +170,19 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
   const { clock } = options;
 
   const timeoutMs = Math.round(options.mintTimeout * 1000);
+  /** Issuer calls not settled yet, per cache key (at most `maxInFlight` keys). */
+  const unsettled = new Map<string, number>();
+  let inFlight = 0;
+  const settled = (key: string) => {
+    inFlight--;
+    const n = (unsettled.get(key) ?? 1) - 1;
+    if (n <= 0) unsettled.delete(key);
+    else unsettled.set(key, n);
+  };
 
   const mint = (key: string, input: MutationInput, principal: Principal): Promise<Cached> => {
+    const ofKey = unsettled.get(key) ?? 0;
+    if (inFlight >= options.maxInFlight || ofKey >= PER_CALLER_IN_FLIGHT) return Promise.reject(new ExchangeMintsBusy());
     const now = clock();
     const remaining = Math.floor(principal.expiresAt - now / 1000);
     const maxTtl = Math.max(1, Math.min(options.maxTtl, remaining));
@@ -160,25 +195,37 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
       signal: abort.signal,
     };
     let late = false;
-    const minted = options.issuer.issueForUpstream(request).then((issued) => {
-      const refused = refusedAnswer(issued, principal, clock());
-      if (refused !== undefined) throw new ExchangeAnswerRefused(refused);
-      const expMs = issued.expiresAt * 1000;
-      const lead = Math.min(options.refreshBefore * 1000, (expMs - clock()) / 2);
-      const now = clock();
-      const refreshAt = expMs - lead;
-      // Past the deadline nobody waits for it: it never takes the place of a usable token cached since.
-      const kept = cache !== undefined && refreshAt > now && !(late && (cache.get(key)?.refreshAt ?? 0) > now);
-      let keepUntil = 0;
-      if (kept) {
-        const rejectedAt = refusedAt?.get(key);
-        if (rejectedAt !== undefined) refusedAt?.delete(key);
-        if (rejectedAt !== undefined && now - rejectedAt < REPLACEMENT_HOLD_MS) keepUntil = now + REPLACEMENT_HOLD_MS;
-      }
-      const entry = { value: `Bearer ${issued.token}`, refreshAt, keepUntil };
-      if (kept) cache.set(key, entry);
-      return entry;
-    });
+    let call: Promise<{ readonly token: string; readonly expiresAt: number }>;
+    try {
+      call = options.issuer.issueForUpstream(request);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    inFlight++;
+    unsettled.set(key, ofKey + 1);
+    // The slot is held until the issuer settles, whoever still waits: a call the gateway gave up on
+    // is still one the issuer is serving.
+    const minted = Promise.resolve(call)
+      .finally(() => settled(key))
+      .then((issued) => {
+        const refused = refusedAnswer(issued, principal, clock());
+        if (refused !== undefined) throw new ExchangeAnswerRefused(refused);
+        const expMs = issued.expiresAt * 1000;
+        const lead = Math.min(options.refreshBefore * 1000, (expMs - clock()) / 2);
+        const now = clock();
+        const refreshAt = expMs - lead;
+        // Past the deadline nobody waits for it: it never takes the place of a usable token cached since.
+        const kept = cache !== undefined && refreshAt > now && !(late && (cache.get(key)?.refreshAt ?? 0) > now);
+        let keepUntil = 0;
+        if (kept) {
+          const rejectedAt = refusedAt?.get(key);
+          if (rejectedAt !== undefined) refusedAt?.delete(key);
+          if (rejectedAt !== undefined && now - rejectedAt < REPLACEMENT_HOLD_MS) keepUntil = now + REPLACEMENT_HOLD_MS;
+        }
+        const entry = { value: `Bearer ${issued.token}`, refreshAt, keepUntil };
+        if (kept) cache.set(key, entry);
+        return entry;
+      });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -224,7 +271,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
         },
         (error: unknown) => {
           options.onError?.(error);
-          return error instanceof ExchangeMintTimeout
+          return error instanceof ExchangeMintTimeout || error instanceof ExchangeMintsBusy
             ? new TesseraError('upstream_credential_unavailable', { upstreamError: error.reason })
             : new TesseraError('upstream_credential_unavailable');
         },
