@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { ArgumentError, ConfigError, type ConfigIssue, kindOf, type TesseraError } from '../core/errors.ts';
 import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
+import { RECORDED_PROOFS, type RecordedProofs } from '../core/verify/dpop.ts';
 import { readHeader, type VerifyRequest } from '../core/verify/extract.ts';
 import type { Verifier, VerifyResult, VerifySuccess } from '../core/verify/verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
@@ -196,6 +197,9 @@ interface Accepted {
 /** The last acceptance of each request (its Node `IncomingMessage`, or its Web `Request`). */
 const accepted = new WeakMap<object, Accepted>();
 
+/** The DPoP proofs each request had recorded, whichever verifier did ({@link RecordedProofs}). */
+const proofsOf = new WeakMap<object, RecordedProofs>();
+
 function bodyText(body: VerifyRequest['body']): string | undefined {
   if (body === undefined || typeof body === 'string') return body;
   return body instanceof URLSearchParams ? `?${body}` : `#${Buffer.from(body).toString('base64')}`;
@@ -216,6 +220,9 @@ function credentialHeaders(headers: VerifyRequest['headers']): string {
  * second time with its first acceptance, when the request is still the one it accepted (method,
  * URL, routed path, form body, Authorization, DPoP and Content-Type headers). Verifying again would refuse a DPoP proof as already used. A
  * request rewritten in between is verified again, so the second mount's rules see the new path.
+ * Another verifier on the same request checks the proof in full but does not record it again in a
+ * replay cache the request recorded it in already ({@link RecordedProofs}): two verifiers sharing
+ * the store's replay cache accept the request.
  */
 export async function verifyOnce(verifier: Pick<Verifier, 'verify'>, carrier: object, request: VerifyRequest): Promise<VerifyResult> {
   const body = bodyText(request.body);
@@ -232,7 +239,14 @@ export async function verifyOnce(verifier: Pick<Verifier, 'verify'>, carrier: ob
   ) {
     return seen.result;
   }
-  const result = await verifier.verify(request);
+  let proofs = proofsOf.get(carrier);
+  if (proofs === undefined) {
+    proofs = new WeakMap();
+    proofsOf.set(carrier, proofs);
+  }
+  // Another verifier sharing this one's replay cache (mounted app-wide, this one on a route) may
+  // have recorded the request's proof: it is the same use of it, not a replay.
+  const result = await verifier.verify({ ...request, [RECORDED_PROOFS]: proofs } as VerifyRequest);
   if (result.ok) accepted.set(carrier, { verifier, method: request.method, url: request.url, path: request.path, body, headers, result });
   return result;
 }

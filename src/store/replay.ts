@@ -24,9 +24,19 @@ export const RESOURCE_PROOF_PREFIX = 'dpop-resource:';
  * reach the store whatever a memory cache in front of it holds (another instance may have seen
  * it), so such a cache would spare only the round trip of a replay. A store that cannot answer
  * rejects, and the verifier refuses the proof (fail closed).
+ *
+ * With the default clock, one object per store: verifiers on one request that share a replay cache
+ * record its proof once (the adapters tell by the cache's identity), so two calls for one store
+ * must give one cache.
  */
 export function storeReplayCache(store: Pick<Store, 'useOnce'>, clock: Clock = Date.now): ReplayCache {
+  const shared = clock === Date.now ? ofStore.get(store) : undefined;
+  if (shared !== undefined) return shared;
   // Whole seconds, as the store keeps them: an entry is free again once its `expiresAt` is reached,
   // the second after the verifier last accepts the proof.
-  return { use: (key, expiresAt) => store.useOnce(RESOURCE_PROOF_PREFIX + key, expiresAt, Math.floor(clock() / 1000)) };
+  const cache: ReplayCache = { use: (key, expiresAt) => store.useOnce(RESOURCE_PROOF_PREFIX + key, expiresAt, Math.floor(clock() / 1000)) };
+  if (clock === Date.now) ofStore.set(store, cache);
+  return cache;
 }
+
+const ofStore = new WeakMap<object, ReplayCache>();

@@ -187,6 +187,24 @@ export interface DpopCheckOptions {
   readonly history?: { readonly windows: DpopWindowHistory; readonly own: DpopWindow };
 }
 
+/**
+ * The proofs one HTTP request had recorded, per replay cache, as `<thumbprint>:<jti digest>`: the
+ * adapters put it on each {@link VerifyRequest} they build for one request, under
+ * {@link RECORDED_PROOFS}. Two verifiers on one request (an app-wide one and a stricter one on
+ * some routes) sharing one replay cache each check the proof in full, but record it once: the
+ * proof's one use (RFC 9449 §11.1) is the request, and the second would refuse it as a replay of
+ * itself. Another request has a map of its own, so a proof used by one is refused at the next.
+ */
+export type RecordedProofs = WeakMap<ReplayCache, Set<string>>;
+
+/** Where a request built by an adapter carries its {@link RecordedProofs} (not part of the public request shape). */
+export const RECORDED_PROOFS: unique symbol = Symbol('tessera.recordedProofs');
+
+/** A request that may carry its {@link RecordedProofs}. */
+export interface WithRecordedProofs {
+  readonly [RECORDED_PROOFS]?: RecordedProofs;
+}
+
 /** The request a proof must be bound to. */
 export interface DpopContext {
   readonly method: string;
@@ -263,6 +281,7 @@ export async function checkDpopProof(
   context: DpopContext,
   options: DpopCheckOptions,
   nowSeconds: number,
+  recorded?: RecordedProofs,
 ): Promise<{ jkt: string } | TesseraError> {
   if (proof.length > options.maxProofSize) return fail('dpop_proof_invalid');
   const split = splitCompact(proof);
@@ -324,9 +343,13 @@ export async function checkDpopProof(
   // PostgreSQL refuses; a gateway from before this recorded it as sent, so a proof it accepted can
   // be accepted once more by this one while in its window (an upgrade's overlap).
   history?.windows.record(history.own, iat);
+  const replayKey = `${key.thumbprint}:${jtiDigest(jti)}`;
+  // This very request recorded it in this cache already (another verifier it passed).
+  const ofRequest = recorded === undefined || !(recorded instanceof WeakMap) ? undefined : recorded.get(options.replay);
+  if (ofRequest?.has(replayKey)) return { jkt: key.thumbprint };
   let first: boolean | ReplayRefusal;
   try {
-    first = await options.replay.use(`${key.thumbprint}:${jtiDigest(jti)}`, Math.floor(iat + retention) + 1, key.thumbprint);
+    first = await options.replay.use(replayKey, Math.floor(iat + retention) + 1, key.thumbprint);
   } catch {
     return new TesseraError('dpop_replay_unavailable', { retryAfter: 5 });
   }
@@ -335,5 +358,9 @@ export async function checkDpopProof(
   if (first === 'full') return new TesseraError('dpop_replay_unavailable', { retryAfter: 5 });
   if (first === 'owner_full') return new TesseraError('dpop_key_rate_limited', { retryAfter: 1 });
   if (first !== true) return fail('dpop_replayed', 'jti');
+  if (recorded instanceof WeakMap) {
+    if (ofRequest === undefined) recorded.set(options.replay, new Set([replayKey]));
+    else ofRequest.add(replayKey);
+  }
   return { jkt: key.thumbprint };
 }

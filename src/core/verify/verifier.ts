@@ -21,7 +21,7 @@ import type { Clock, IntrospectionResponse, Introspector, KeyMiss, KeySource } f
 import { type EffectiveScopes, parseScopeClaim, type ScopeModel } from '../scopes.ts';
 import { BoundedMap } from './bounded-map.ts';
 import { type ChallengeOptions, challenges } from './challenge.ts';
-import { checkDpopProof, type DpopCheckOptions } from './dpop.ts';
+import { checkDpopProof, type DpopCheckOptions, RECORDED_PROOFS, type WithRecordedProofs } from './dpop.ts';
 import {
   checkRequest,
   extractTokenDeferred,
@@ -911,6 +911,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       { method: request.method, url: request.url, accessTokenHash: encodeBinaryBase64url(digest.binary), jkt },
       dpopCheck,
       Math.floor(clock() / 1000),
+      (request as WithRecordedProofs)[RECORDED_PROOFS],
     ).then((checked): VerifyResult => {
       return checked instanceof TesseraError ? { ok: false, error: checked, principal } : result;
     });
