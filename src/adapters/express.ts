@@ -23,7 +23,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
-import { adapterOptions, formParams, toVerifyRequest, verifyOnce } from './shared.ts';
+import { AdapterFailure, adapterOptions, formParams, toVerifyRequest, verifyOnce } from './shared.ts';
 
 declare global {
   namespace Express {
@@ -112,17 +112,22 @@ export function expressAuth(
       return;
     }
     const body = formParams(req.body);
-    verifyOnce(verifier, req, toVerifyRequest(req, { ...options, body: () => body })).then((result) => {
-      if (result.ok) {
-        req.principal = result.principal;
-        next();
-        return;
-      }
-      // Another middleware answered while the verifier waited (a request timeout): writing now
-      // would throw in this callback, an unhandled rejection that ends the process.
-      if (res.headersSent) return;
-      const d = denyResponse(result.error, verifier.challenges);
-      res.status(d.status).set(d.headers).send(d.body);
-    }, next);
+    verifyOnce(verifier, req, toVerifyRequest(req, { ...options, body: () => body })).then(
+      (result) => {
+        if (result.ok) {
+          req.principal = result.principal;
+          next();
+          return;
+        }
+        // Another middleware answered while the verifier waited (a request timeout): writing now
+        // would throw in this callback, an unhandled rejection that ends the process.
+        if (res.headersSent) return;
+        const d = denyResponse(result.error, verifier.challenges);
+        res.status(d.status).set(d.headers).send(d.body);
+      },
+      // A callback of the application threw while verifying: its error may quote the request, and
+      // Express's default handler shows it outside production. 500 through the app's error handling.
+      (error: unknown) => next(new AdapterFailure('expressAuth', error)),
+    );
   };
 }

@@ -21,7 +21,7 @@ import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import type { NodeAdapterOptions } from './node.ts';
 import { denyResponse } from './response.ts';
-import { adapterOptions, formParams, toVerifyRequest, verifyOnce } from './shared.ts';
+import { AdapterFailure, adapterOptions, formParams, toVerifyRequest, verifyOnce } from './shared.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -79,7 +79,14 @@ export function fastifyAuth(
     if (!app.hasRequestDecorator('principal')) app.decorateRequest('principal', undefined);
     app.addHook(formBody ? 'preValidation' : 'onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
       const body = formParams(request.body);
-      const result = await verifyOnce(verifier, request.raw, toVerifyRequest(request.raw, { ...options, body: () => body }, semicolon));
+      let result: Awaited<ReturnType<typeof verifyOnce>>;
+      try {
+        result = await verifyOnce(verifier, request.raw, toVerifyRequest(request.raw, { ...options, body: () => body }, semicolon));
+      } catch (error) {
+        // A callback of the application threw while verifying: Fastify's default handler would
+        // send its message (which may quote the request) in the 500 and log it.
+        throw new AdapterFailure('fastifyAuth', error);
+      }
       if (result.ok) {
         request.principal = result.principal;
         return;

@@ -21,7 +21,7 @@ import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
 import { denyResponse } from './response.ts';
-import { adapterOptions, verifyOnce } from './shared.ts';
+import { AdapterFailure, adapterOptions, verifyOnce } from './shared.ts';
 
 /** Hono environment type carrying the principal. */
 export interface TesseraEnv {
@@ -141,13 +141,20 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
     // the path as sent; otherwise the one the app routes on. A DPoP proof still names the URL.
     const routed = c.req.path;
     const own = routed !== getPath(raw) && routed !== getPathNoStrict(raw);
-    const result = await verifyOnce(verifier, raw, {
-      method: raw.method,
-      url: origin + path,
-      ...(own ? { path: routed } : {}),
-      headers: raw.headers,
-      ...(body ? { body } : {}),
-    });
+    let result: Awaited<ReturnType<typeof verifyOnce>>;
+    try {
+      result = await verifyOnce(verifier, raw, {
+        method: raw.method,
+        url: origin + path,
+        ...(own ? { path: routed } : {}),
+        headers: raw.headers,
+        ...(body ? { body } : {}),
+      });
+    } catch (error) {
+      // A callback of the application threw while verifying: Hono's default handler answers 500
+      // and prints the error, whose message may quote the request.
+      throw new AdapterFailure('honoAuth', error);
+    }
     if (!result.ok) {
       const d = denyResponse(result.error, verifier.challenges);
       return c.body(d.body, d.status as 400, d.headers);

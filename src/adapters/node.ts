@@ -20,7 +20,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { VerifyRequest } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
-import { adapterOptions, toVerifyRequest, verifyOnce, writeDeny } from './shared.ts';
+import { AdapterFailure, adapterOptions, checkNodeRequest, SERVER_ERROR, toVerifyRequest, verifyOnce, writeDeny } from './shared.ts';
 
 /**
  * Options of {@link nodeAuth}; `expressAuth` and `fastifyAuth` take the same but `body` (they
@@ -71,7 +71,11 @@ export interface NodeAdapterOptions {
 
 /**
  * Returns a function that verifies a request and resolves to the principal, or writes the
- * refusal (status, `WWW-Authenticate`, JSON error) and resolves to `undefined`.
+ * refusal (status, `WWW-Authenticate`, JSON error) and resolves to `undefined`. When verifying
+ * fails (the `body` option or the verifier's `revocation` check throws, `verify` rejects) it
+ * writes 500 `{"error":"server_error"}`, emits a process warning (`TESSERA_ADAPTER_FAILED`, naming
+ * the error's class only; the error is the warning's `original`) and resolves to `undefined`. It
+ * rejects only when `req` is not a request (an `ArgumentError`).
  *
  * @throws {ConfigError} when `verifier` is not a verifier or `options` are invalid (see
  * {@link NodeAdapterOptions}), listing every problem.
@@ -99,7 +103,18 @@ export function nodeAuth(
     body: 'function',
   });
   return async function tesseraNodeAuth(req, res) {
-    const result = await verifyOnce(verifier, req, toVerifyRequest(req, checked));
+    checkNodeRequest(req);
+    let result: Awaited<ReturnType<typeof verifyOnce>>;
+    try {
+      result = await verifyOnce(verifier, req, toVerifyRequest(req, checked));
+    } catch (error) {
+      // A callback of the application threw (`body`, the verifier's revocation check): nothing
+      // awaits this promise but the application's handler, whose rejection would end the process
+      // (unhandled) with the request unanswered. Answer 500 and report it by its class alone.
+      process.emitWarning(new AdapterFailure('nodeAuth', error));
+      if (!res.headersSent) res.writeHead(SERVER_ERROR.status, SERVER_ERROR.headers).end(SERVER_ERROR.body);
+      return undefined;
+    }
     if (result.ok) return result.principal;
     writeDeny(res, result.error, verifier);
     return undefined;

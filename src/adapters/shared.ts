@@ -120,17 +120,22 @@ function targetPath(target: string): string {
   return end < 0 ? target : target.slice(0, end);
 }
 
-/**
- * Build the verifier's request from a Node request (duplicate headers preserved). `semicolon`:
- * the router ends the path at the first `;` (Fastify's `useSemicolonDelimiter`).
- */
-export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}, semicolon = false): VerifyRequest {
+/** Throws an {@link ArgumentError} (`req`) when `req` is not a Node request: a programming error, with nothing to answer. */
+export function checkNodeRequest(req: IncomingMessage): void {
   if (typeof req !== 'object' || req === null || typeof req.headers !== 'object' || req.headers === null) {
     throw new ArgumentError(
       'req',
       `req must be the node:http IncomingMessage of the request, got ${kindOf(req)}${typeof req === 'object' && req !== null ? ' without headers' : ''}`,
     );
   }
+}
+
+/**
+ * Build the verifier's request from a Node request (duplicate headers preserved). `semicolon`:
+ * the router ends the path at the first `;` (Fastify's `useSemicolonDelimiter`).
+ */
+export function toVerifyRequest(req: IncomingMessage, options: NodeAdapterOptions = {}, semicolon = false): VerifyRequest {
+  checkNodeRequest(req);
   const body = options.body?.(req);
   // originalUrl (Express; Fastify with rewriteUrl) is the target the client sent, which a DPoP
   // proof names. The rules see the path the framework routes on: Express's req.url below its
@@ -182,6 +187,42 @@ export function writeDeny(res: ServerResponse, error: TesseraError, verifier: Pi
   const d = denyResponse(error, verifier.challenges);
   res.writeHead(d.status, d.headers).end(d.body);
 }
+
+/** An error's name when it is one a log may show (a class name), else `error`. */
+function nameOf(error: unknown): string {
+  const name = (error as { name?: unknown } | null | undefined)?.name;
+  return typeof name === 'string' && /^[A-Za-z_$][\w$.]{0,63}$/.test(name) ? name : 'error';
+}
+
+/**
+ * Verifying a request failed rather than refused it: a callback of the application threw
+ * (`nodeAuth`'s `body`, the verifier's `revocation` check) or `verify` rejected. The adapters answer
+ * 500 with it (nodeAuth itself, the others through their framework's error handling: Express
+ * `next(error)`, Fastify's and Hono's error handlers), never with the error itself: its message may
+ * quote the request (JSON.parse quotes its input, an access token in it). The message names the
+ * adapter and the error's class alone. The error is kept as `original`, not enumerable and not as
+ * `cause`, which loggers (pino, `util.inspect`) print with its message.
+ */
+export class AdapterFailure extends Error {
+  override readonly name = 'TesseraAdapterError';
+  readonly code = 'TESSERA_ADAPTER_FAILED';
+  /** Read by Express's error handling (`status`), Fastify's (`statusCode`) and Koa-style `expose`. */
+  readonly status = 500;
+  readonly statusCode = 500;
+  readonly expose = false;
+  declare readonly original: unknown;
+  constructor(adapter: string, original: unknown) {
+    super(`${adapter} could not verify the request (${nameOf(original)})`);
+    Object.defineProperty(this, 'original', { value: original, enumerable: false });
+  }
+}
+
+/** The answer to a request whose verification failed ({@link AdapterFailure}): 500, the error not in it. */
+export const SERVER_ERROR = Object.freeze({
+  status: 500,
+  headers: Object.freeze({ 'content-type': 'application/json', 'cache-control': 'no-store' }),
+  body: '{"error":"server_error"}',
+});
 
 /** A request a verifier accepted, as it was checked. */
 interface Accepted {
