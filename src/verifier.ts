@@ -56,6 +56,31 @@ function warnOnFailure(introspector: Introspector, origin: string, clock: Clock,
   };
 }
 
+/** At most one revocation-check warning per this many ms; the failures between are counted in the next. */
+const REVOCATION_WARNING_INTERVAL_MS = 30_000;
+
+/**
+ * Why the application's revocation check gave no answer, through `warn`: the caller only gets 503
+ * `revocation_unavailable`. Throttled (a check whose database is down fails every request); `why`
+ * names the thrown error's class, never its message, which may quote the token.
+ */
+function revocationWarning(clock: Clock, warn: ((m: string) => void) | undefined): ((why: string) => void) | undefined {
+  if (warn === undefined) return undefined;
+  let last = Number.NEGATIVE_INFINITY;
+  let suppressed = 0;
+  return (why) => {
+    const now = clock();
+    if (now - last < REVOCATION_WARNING_INTERVAL_MS) {
+      suppressed++;
+      return;
+    }
+    const more = suppressed > 0 ? ` (${suppressed} more since the last warning)` : '';
+    warn(`revocation check (isRevoked) ${why}; requests get 503 revocation_unavailable${more}`);
+    last = now;
+    suppressed = 0;
+  };
+}
+
 /**
  * The introspector, with at most `max` calls under way: one more is refused at once (the caller
  * gets 503 `introspection_unavailable`), never queued, so a flood of distinct tokens costs the
@@ -86,7 +111,11 @@ function boundInFlight(introspector: Introspector, max: number): Introspector {
 export interface VerifierRuntime {
   /** Clock in epoch milliseconds (tests). */
   readonly clock?: Clock;
-  /** Revocation view consulted on every request (the token service provides one). */
+  /**
+   * Revocation view consulted on every request (the token service provides one). A check that
+   * throws refuses the request with 503 `revocation_unavailable` and `Retry-After` (fail closed),
+   * never a rejected `verify`; `onWarning` is told the thrown error's class, never its message.
+   */
   readonly revocation?: RevocationCheck;
   /** `fetch` for remote JWKS and introspection. */
   readonly fetch?: typeof fetch;
@@ -129,7 +158,10 @@ export interface VerifierRuntime {
    * `introspection.max_in_flight` slots for good.
    */
   readonly introspector?: Introspector;
-  /** Warnings (JWKS fetch failures, skipped keys). Never contains key material or tokens. */
+  /**
+   * Warnings (JWKS fetch failures, skipped keys, a revocation check that failed, at most one per
+   * 30 s). Never contains key material or tokens.
+   */
   readonly onWarning?: (message: string) => void;
   /** Environment for `${VAR}` substitution (default `process.env`). */
   readonly env?: Readonly<Record<string, string | undefined>>;
@@ -342,6 +374,7 @@ export function createVerifierFromConfig(config: VerifierConfig, runtime: Verifi
     },
     cacheSize: config.cache.max_entries,
     revocation: runtime.revocation,
+    onRevocationFailure: revocationWarning(clock, runtime.onWarning),
     clock,
     challenge: {
       ...(config.realm !== undefined ? { realm: config.realm } : {}),

@@ -196,7 +196,8 @@ function nameOf(error: unknown): string {
 
 /**
  * Verifying a request failed rather than refused it: a callback of the application threw
- * (`nodeAuth`'s `body`, the verifier's `revocation` check) or `verify` rejected. The adapters answer
+ * (`nodeAuth`'s `body`) or `verify` rejected (a revocation check that throws is a refusal, 503
+ * `revocation_unavailable`, not a failure). The adapters answer
  * 500 with it (nodeAuth itself, the others through their framework's error handling: Express
  * `next(error)`, Fastify's and Hono's error handlers), never with the error itself: its message may
  * quote the request (JSON.parse quotes its input, an access token in it). The message names the

@@ -254,6 +254,13 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The access token cannot be checked right now.',
   },
+  // The application's revocation check (`runtime.revocation`) threw: the token may be revoked, and
+  // accepting it unchecked would let a revoked token through.
+  revocation_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The access token cannot be checked right now.',
+  },
   // The replay cache cannot record the proof's jti (the store cannot answer, or the in-memory cache
   // is full of proofs still live): accepting the proof without it would let it be replayed.
   dpop_replay_unavailable: {

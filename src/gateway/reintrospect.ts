@@ -74,7 +74,8 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
         return decided.error.code === 'scope_insufficient' ? 'token_scope_narrowed' : 'policy_condition_failed';
       }
       const code = r.error.code;
-      if (code === 'introspection_unavailable') return unanswer();
+      // No answer: the endpoint's, or the revocation check's (which threw), as a rejection was before.
+      if (code === 'introspection_unavailable' || code === 'revocation_unavailable') return unanswer();
       // An audience the verifier requires that the answer no longer names: the code a new request gets.
       if (code === 'token_audience_invalid') return code;
       // Anything else the answer is now refused for (not active, a type it no longer has) is the

@@ -1,9 +1,11 @@
 /**
- * A user-supplied callback that throws while a request is verified: nodeAuth's `body` hook, or the
- * verifier's `revocation` check. Each adapter answers 500 (itself, or through its framework's error
- * path) with nothing of the error in the answer, reports it by its name and a fixed code only (its
- * message may quote the request: a JSON.parse error quotes the body, an access token in it), and
- * leaves neither the request hanging nor a rejection unhandled.
+ * A user-supplied callback that throws while a request is verified: nodeAuth's `body` hook, or a
+ * verifier whose `verify` rejects (an application's wrapper around it). Each adapter answers 500
+ * (itself, or through its framework's error path) with nothing of the error in the answer, reports
+ * it by its name and a fixed code only (its message may quote the request: a JSON.parse error
+ * quotes the body, an access token in it), and leaves neither the request hanging nor a rejection
+ * unhandled. The verifier's `revocation` check that throws is no such failure: the verifier refuses
+ * the request (503 `revocation_unavailable`), answered as any refusal.
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -30,6 +32,8 @@ const options = {
 let token: string;
 /** A hook's error quoting the request, as JSON.parse's does. */
 const leaky = () => new SyntaxError(`Unexpected token 'a', "Bearer ${token}" is not valid JSON`);
+/** A verifier whose `verify` rejects with the hook's error (an application's wrapper around it). */
+const failingVerifier = () => ({ ...createVerifier(options), verify: () => Promise.reject(leaky()) });
 /** A revocation check that fails (its database is down). */
 const failingRevocation = () =>
   createVerifier(options, {
@@ -39,6 +43,7 @@ const failingRevocation = () =>
         throw leaky();
       },
     },
+    onWarning: (m) => reported.push(m),
   });
 
 interface Running {
@@ -128,9 +133,9 @@ describe('a user callback that throws during verification', () => {
     }
   });
 
-  it('node:http: a revocation check that throws: 500 server_error, the request not left hanging', async () => {
+  it('node:http: a verify that rejects: 500 server_error, the request not left hanging', async () => {
     reported.length = 0;
-    const app = await nodeApp(nodeAuth(failingRevocation()));
+    const app = await nodeApp(nodeAuth(failingVerifier()));
     try {
       await assertServerError(app, (body) => assert.deepEqual(JSON.parse(body), { error: 'server_error' }));
     } finally {
@@ -138,10 +143,35 @@ describe('a user callback that throws during verification', () => {
     }
   });
 
-  it('express: a revocation check that throws goes to the error handler as a 500 error naming no detail of it', async () => {
+  it('node:http, attack: a revocation check that throws an error quoting the token: refused 503 temporarily_unavailable with Retry-After (fail closed), nothing of the error in the answer or the warning', async () => {
+    reported.length = 0;
+    const app = await nodeApp(nodeAuth(failingRevocation()));
+    try {
+      const answer = await fetch(`${app.origin}/items/1`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(3000),
+      });
+      const body = await answer.text();
+      assert.equal(answer.status, 503, body);
+      assert.equal(answer.headers.get('retry-after'), '5');
+      assert.deepEqual(JSON.parse(body), {
+        error: 'temporarily_unavailable',
+        error_description: 'The access token cannot be checked right now.',
+      });
+      await new Promise((r) => setTimeout(r, 20));
+      const all = reported.join('\n');
+      assert.match(all, /revocation check \(isRevoked\) threw SyntaxError/);
+      assert.ok(!all.includes(token) && !all.includes('not valid JSON'), all);
+      assert.deepEqual(unhandled, [], 'a rejection went unhandled');
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('express: a verify that rejects goes to the error handler as a 500 error naming no detail of it', async () => {
     reported.length = 0;
     const app = express();
-    app.use(expressAuth(failingRevocation()));
+    app.use(expressAuth(failingVerifier()));
     app.get('/items/:id', (_req, res) => {
       res.send('ok');
     });
@@ -163,7 +193,7 @@ describe('a user callback that throws during verification', () => {
   it('express: with its default error handler, nothing of the error is in the answer', async () => {
     reported.length = 0;
     const app = express();
-    app.use(expressAuth(failingRevocation()));
+    app.use(expressAuth(failingVerifier()));
     app.get('/items/:id', (_req, res) => {
       res.send('ok');
     });
@@ -175,10 +205,10 @@ describe('a user callback that throws during verification', () => {
     }
   });
 
-  it('fastify: a revocation check that throws: 500 through its error handler, nothing of the error in the answer or its log', async () => {
+  it('fastify: a verify that rejects: 500 through its error handler, nothing of the error in the answer or its log', async () => {
     reported.length = 0;
     const app = Fastify({ logger: { level: 'info', stream: logStream } });
-    await app.register(fastifyAuth(failingRevocation()));
+    await app.register(fastifyAuth(failingVerifier()));
     app.get('/items/:id', async () => 'ok');
     await app.listen({ port: 0, host: '127.0.0.1' });
     try {
@@ -194,10 +224,10 @@ describe('a user callback that throws during verification', () => {
     }
   });
 
-  it('hono: a revocation check that throws: 500 through its error handler, nothing of the error in the answer or on the console', async () => {
+  it('hono: a verify that rejects: 500 through its error handler, nothing of the error in the answer or on the console', async () => {
     reported.length = 0;
     const app = new Hono<TesseraEnv>();
-    app.use('*', honoAuth(failingRevocation()));
+    app.use('*', honoAuth(failingVerifier()));
     app.get('/items/:id', (c) => c.text('ok'));
     const server = await new Promise<Server>((resolve) => {
       const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s as Server));

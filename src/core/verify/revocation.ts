@@ -23,6 +23,11 @@ export interface RevocationSubject {
 export interface RevocationCheck {
   /** Increments on every change, so cached verification results know when to re-check. */
   readonly epoch: number;
+  /**
+   * Whether the token is revoked. Called on the request path; when it throws, the verifier
+   * refuses the request with 503 `revocation_unavailable` (fail closed), naming nothing of the
+   * error but its class.
+   */
   isRevoked(token: RevocationSubject): boolean;
 }
 

@@ -38,6 +38,9 @@ import { TokenDigest } from './token-digest.ts';
 /** Seconds a caller is told to wait (`Retry-After`) when the introspection endpoint gives no answer. */
 export const INTROSPECTION_RETRY_AFTER = 5;
 
+/** Seconds a caller is told to wait (`Retry-After`) when the revocation check gives no answer. */
+export const REVOCATION_RETRY_AFTER = 5;
+
 /** One trusted JWT issuer, resolved. */
 export interface IssuerOptions {
   /** Exact `iss` value. */
@@ -112,6 +115,11 @@ export interface CoreVerifierOptions {
   /** Verified-result cache size (0 disables it). */
   readonly cacheSize: number;
   readonly revocation: RevocationCheck | undefined;
+  /**
+   * Told why `revocation` gave no answer (`threw TypeError`), in words that name no value: never
+   * the thrown error's message, which may quote the token. Called on every such request.
+   */
+  readonly onRevocationFailure?: ((why: string) => void) | undefined;
   readonly clock: Clock;
   readonly challenge: ChallengeOptions;
 }
@@ -270,6 +278,17 @@ const ACCESS_TOKEN_TYPES: ReadonlySet<string> = new Set([
  * `refresh` otherwise), Ory Hydra `access_token` (`refresh_token`, `id_token`, …).
  */
 const ACCESS_TOKEN_USES: ReadonlySet<string> = new Set(['access', 'access_token']);
+
+/** A thrown value's class as a warning may name it (`SyntaxError`, `a string`), never its message. */
+function classOf(thrown: unknown): string {
+  try {
+    const name = (thrown as { name?: unknown } | null | undefined)?.name;
+    if (typeof name === 'string' && /^[A-Za-z_$][\w$.]{0,63}$/.test(name)) return name;
+  } catch {
+    // a getter that throws: no name
+  }
+  return kindOf(thrown);
+}
 
 const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure => ({
   ok: false,
@@ -493,7 +512,33 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
   };
 
-  const isRevoked = (p: Principal): boolean => revocation !== undefined && principalRevoked(revocation, p);
+  /**
+   * The refusal revocation gives `p`'s token, or `undefined`: `token_revoked`, or, fail closed,
+   * `revocation_unavailable` when the check throws. The refusal carries nothing of what was
+   * thrown (its message may quote the token); `onRevocationFailure` is told its class only.
+   */
+  const told = (why: string): void => {
+    try {
+      options.onRevocationFailure?.(why);
+    } catch {
+      // a warning that fails changes no refusal
+    }
+  };
+  const revocationRefusal = (p: Principal): VerifyFailure | undefined => {
+    if (revocation === undefined) return undefined;
+    let revoked: boolean;
+    try {
+      revoked = principalRevoked(revocation, p);
+    } catch (thrown) {
+      told(`threw ${classOf(thrown)}`);
+      return {
+        ok: false,
+        error: new TesseraError('revocation_unavailable', { issuer: p.issuer, retryAfter: REVOCATION_RETRY_AFTER }),
+        principal: p,
+      };
+    }
+    return revoked ? { ok: false, error: new TesseraError('token_revoked', { issuer: p.issuer }), principal: p } : undefined;
+  };
 
   const remember = (
     key: string,
@@ -666,8 +711,10 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
     const principal = principalFrom('jwt', claims, iss, issuer.scopeClaim, issuer.delegationClaim, grantOf, digest, exp);
     if (typeof principal === 'string') return deny('token_claim_invalid', claimDetails(name, principal));
-    // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
-    if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
+    // Authentic but revoked (or its revocation unknown): the principal goes with the refusal so the
+    // audit trail names who was refused.
+    const refused = revocationRefusal(principal);
+    if (refused !== undefined) return refused;
     if (cache !== undefined && admit(cacheKey)) return remember(cacheKey, token, principal, (exp + skew) * 1000, true, issuer.refreshKeys);
     return { ok: true, principal };
   }
@@ -763,8 +810,10 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (principal.confirmation === undefined && typeof tokenType === 'string' && tokenType.toLowerCase() === 'dpop') {
       return deny('token_claim_missing', { claim: 'cnf' });
     }
-    // Authentic but revoked: the principal goes with the refusal so the audit trail names who was refused.
-    if (isRevoked(principal)) return { ok: false, error: new TesseraError('token_revoked', { issuer: iss }), principal };
+    // Authentic but revoked (or its revocation unknown): the principal goes with the refusal so the
+    // audit trail names who was refused.
+    const refused = revocationRefusal(principal);
+    if (refused !== undefined) return refused;
     if (cacheUntil > now) return remember(key, undefined, principal, cacheUntil * 1000, isToken68(token));
     return { ok: true, principal };
   }
@@ -816,11 +865,14 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
         stats.cacheHits++;
         return hit.result;
       }
-      if (!isRevoked(hit.principal)) {
+      const refused = revocationRefusal(hit.principal);
+      if (refused === undefined) {
         hit.epoch = revocation.epoch;
         stats.cacheHits++;
         return hit.result;
       }
+      // A check that gave no answer refuses this request; the entry stays, to be checked again.
+      if (refused.error.code === 'revocation_unavailable') return refused;
     }
     cache?.delete(key);
     return undefined;
