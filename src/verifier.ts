@@ -112,9 +112,11 @@ export interface VerifierRuntime {
   /** Clock in epoch milliseconds (tests). */
   readonly clock?: Clock;
   /**
-   * Revocation view consulted on every request (the token service provides one). A check that
-   * throws refuses the request with 503 `revocation_unavailable` and `Retry-After` (fail closed),
-   * never a rejected `verify`; `onWarning` is told the thrown error's class, never its message.
+   * Revocation view consulted on every request (the token service provides one). `isRevoked` must
+   * answer `true` or `false` synchronously: one that throws or answers anything else (a promise:
+   * an `async` function is not awaited) refuses the request with 503 `revocation_unavailable` and
+   * `Retry-After` (fail closed), never a rejected `verify`; `onWarning` is told the thrown error's
+   * class, never its message.
    */
   readonly revocation?: RevocationCheck;
   /** `fetch` for remote JWKS and introspection. */

@@ -254,8 +254,9 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The access token cannot be checked right now.',
   },
-  // The application's revocation check (`runtime.revocation`) threw: the token may be revoked, and
-  // accepting it unchecked would let a revoked token through.
+  // The application's revocation check (`runtime.revocation`) threw, or answered no boolean (a
+  // promise: it must be synchronous): the token may be revoked, and accepting it unchecked would
+  // let a revoked token through.
   revocation_unavailable: {
     status: 503,
     error: 'temporarily_unavailable',

@@ -24,9 +24,12 @@ export interface RevocationCheck {
   /** Increments on every change, so cached verification results know when to re-check. */
   readonly epoch: number;
   /**
-   * Whether the token is revoked. Called on the request path; when it throws, the verifier
-   * refuses the request with 503 `revocation_unavailable` (fail closed), naming nothing of the
-   * error but its class.
+   * Whether the token is revoked: `true` or `false`, synchronously. Called on the request path (and
+   * on a cached result once `epoch` has changed), so it must answer from memory, as
+   * {@link RevocationList} does: keep an in-memory view fed from your store. When it throws or
+   * answers anything else (a promise: an `async` function is not awaited), the verifier refuses
+   * the request with 503 `revocation_unavailable` (fail closed), handling a promise's rejection and
+   * naming nothing of an error but its class.
    */
   isRevoked(token: RevocationSubject): boolean;
 }

@@ -512,32 +512,49 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     return granted === undefined ? undefined : { granted: Object.freeze(granted), effective: scopes.expand(granted) };
   };
 
-  /**
-   * The refusal revocation gives `p`'s token, or `undefined`: `token_revoked`, or, fail closed,
-   * `revocation_unavailable` when the check throws. The refusal carries nothing of what was
-   * thrown (its message may quote the token); `onRevocationFailure` is told its class only.
-   */
-  const told = (why: string): void => {
+  /** The refusal of `p`'s token when the revocation check gave no answer; `onRevocationFailure` is told `why`. */
+  const revocationUnavailable = (p: Principal, why: string): VerifyFailure => {
     try {
       options.onRevocationFailure?.(why);
     } catch {
       // a warning that fails changes no refusal
     }
+    return {
+      ok: false,
+      error: new TesseraError('revocation_unavailable', { issuer: p.issuer, retryAfter: REVOCATION_RETRY_AFTER }),
+      principal: p,
+    };
   };
+
+  /**
+   * The refusal revocation gives `p`'s token, or `undefined`: `token_revoked`, or, fail closed,
+   * `revocation_unavailable` when the check gives no answer: it throws, or answers anything but
+   * `true` or `false`. A promise (an `async` check) is no answer: it is not awaited, and its
+   * rejection is handled here (unhandled, it would end the process). The refusal carries nothing
+   * of what was thrown (its message may quote the token); `onRevocationFailure` is told its class.
+   */
   const revocationRefusal = (p: Principal): VerifyFailure | undefined => {
     if (revocation === undefined) return undefined;
-    let revoked: boolean;
+    let answer: unknown;
     try {
-      revoked = principalRevoked(revocation, p);
+      answer = principalRevoked(revocation, p);
     } catch (thrown) {
-      told(`threw ${classOf(thrown)}`);
-      return {
-        ok: false,
-        error: new TesseraError('revocation_unavailable', { issuer: p.issuer, retryAfter: REVOCATION_RETRY_AFTER }),
-        principal: p,
-      };
+      return revocationUnavailable(p, `threw ${classOf(thrown)}`);
     }
-    return revoked ? { ok: false, error: new TesseraError('token_revoked', { issuer: p.issuer }), principal: p } : undefined;
+    if (answer === false) return undefined;
+    if (answer === true) return { ok: false, error: new TesseraError('token_revoked', { issuer: p.issuer }), principal: p };
+    if ((typeof answer === 'object' && answer !== null) || typeof answer === 'function') {
+      try {
+        const then = (answer as { then?: unknown }).then;
+        if (typeof then === 'function') {
+          then.call(answer, undefined, () => {});
+          return revocationUnavailable(p, 'returned a promise; it must answer synchronously (true or false)');
+        }
+      } catch {
+        // a `then` that throws: no answer either
+      }
+    }
+    return revocationUnavailable(p, `returned ${kindOf(answer)}, not a boolean`);
   };
 
   const remember = (

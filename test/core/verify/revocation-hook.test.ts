@@ -120,3 +120,45 @@ describe('attack: a revocation check that throws (its database is down) with an 
     assert.match(warnings[1] as string, /RangeError.*\(2 more since the last warning\)/);
   });
 });
+
+describe('attack: a revocation check written as an async function', () => {
+  it('a promise that rejects: refused with 503 revocation_unavailable, the rejection handled (no unhandled rejection)', async () => {
+    const token = await sign(key, claims());
+    const warnings: string[] = [];
+    const { check } = hook(async () => {
+      throw new Error(`store down while looking up ${token}`);
+    });
+    const verifier = createVerifier(options, { revocation: check, onWarning: (m) => warnings.push(m) });
+    unhandled.length = 0;
+    assertUnavailable(await verifier.verify(bearer(token)), verifier, token);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(unhandled, [], 'the rejection went unhandled');
+    assert.match(warnings[0] as string, /revocation check \(isRevoked\) returned a promise; it must answer synchronously/);
+  });
+
+  it('a promise of false is no answer either: refused with 503 revocation_unavailable (not accepted, not token_revoked)', async () => {
+    const token = await sign(key, claims());
+    const { check } = hook(async () => false);
+    const verifier = createVerifier(options, { revocation: check, onWarning: () => {} });
+    assertUnavailable(await verifier.verify(bearer(token)), verifier, token);
+  });
+
+  it('a check that answers no boolean (undefined: a JavaScript check that forgot to return) is refused, not taken for "not revoked"', async () => {
+    const token = await sign(key, claims());
+    const warnings: string[] = [];
+    const { check } = hook(() => undefined);
+    const verifier = createVerifier(options, { revocation: check, onWarning: (m) => warnings.push(m) });
+    assertUnavailable(await verifier.verify(bearer(token)), verifier, token);
+    assert.match(warnings[0] as string, /revocation check \(isRevoked\) returned undefined, not a boolean/);
+  });
+
+  it('true and false are answers: token_revoked, and accepted', async () => {
+    const token = await sign(key, claims());
+    const { state, check } = hook(() => true);
+    const verifier = createVerifier(options, { revocation: check });
+    const revoked = await verifier.verify(bearer(token));
+    assert.equal(!revoked.ok && revoked.error.code, 'token_revoked');
+    state.answer = () => false;
+    assert.equal((await verifier.verify(bearer(token))).ok, true);
+  });
+});
