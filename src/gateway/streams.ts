@@ -15,10 +15,11 @@
  */
 import type { Clock } from '../core/ports.ts';
 import type { Principal } from '../core/verify/principal.ts';
-import { principalRevoked, type Revocation, type RevocationCheck } from '../core/verify/revocation.ts';
+import { type Revocation, type RevocationCheck, revocationAnswer } from '../core/verify/revocation.ts';
 
 export type StreamCloseReason =
   | 'token_revoked'
+  | 'revocation_unavailable'
   | 'token_expired'
   | 'token_inactive'
   | 'token_scope_narrowed'
@@ -107,7 +108,8 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
     // after it, a credential exchanged for the upstream, an upstream slow to accept an upgrade),
     // and the sweep would notice only after the request had reached the upstream.
     const p = stream.principal;
-    if (this.#revoked(p)) this.#close(stream, 'token_revoked');
+    const revoked = this.#revoked(p);
+    if (revoked !== undefined) this.#close(stream, revoked);
     else if (p !== undefined && this.#acceptedUntil(p) <= this.#clock() / 1000) this.#close(stream, 'token_expired');
     else {
       // Likewise a reload while the request was being decided under the configuration before it.
@@ -138,9 +140,17 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
     }
   }
 
-  #revoked(p: Principal | undefined): boolean {
+  /**
+   * Why `p`'s stream must end by revocation: `token_revoked`, or `revocation_unavailable` when the
+   * feed gives no answer (it throws, or answers anything but a boolean: an application's feed
+   * passed to createGateway may), fail closed as the verifier refuses a request; `undefined` to
+   * keep it. Never throws: `add` runs mid-request, and `checkRevoked` inside the feed's listener loop.
+   */
+  #revoked(p: Principal | undefined): 'token_revoked' | 'revocation_unavailable' | undefined {
     const r = this.#revocation;
-    return r !== undefined && p !== undefined && p.kind !== 'static' && principalRevoked(r, p);
+    if (r === undefined || p === undefined || p.kind === 'static') return undefined;
+    const answer = revocationAnswer(r, p);
+    return answer === false ? undefined : answer === true ? 'token_revoked' : 'revocation_unavailable';
   }
 
   /**
@@ -195,10 +205,13 @@ export class StreamRegistry<S extends TrackedStream = TrackedStream> {
     }
   }
 
-  /** Close streams whose token is now revoked. */
+  /** Close streams whose token is now revoked (or whose revocation the feed cannot answer). */
   checkRevoked(): void {
     if (this.#revocation === undefined) return;
-    for (const s of [...this.#streams]) if (this.#revoked(s.principal)) this.#close(s, 'token_revoked');
+    for (const s of [...this.#streams]) {
+      const revoked = this.#revoked(s.principal);
+      if (revoked !== undefined) this.#close(s, revoked);
+    }
   }
 
   /** Close streams whose token has expired. */

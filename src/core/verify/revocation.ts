@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { kindOf } from '../errors.ts';
 import type { Principal } from './principal.ts';
 
 /** The token facts revocation decides on. */
@@ -77,6 +78,47 @@ export function principalRevoked(check: RevocationCheck, p: Principal): boolean 
     issuedAt: p.issuedAt,
     expiresAt: p.expiresAt,
   });
+}
+
+/** A thrown value's class as a warning may name it (`SyntaxError`, `a string`), never its message. */
+function classOf(thrown: unknown): string {
+  try {
+    const name = (thrown as { name?: unknown } | null | undefined)?.name;
+    if (typeof name === 'string' && /^[A-Za-z_$][\w$.]{0,63}$/.test(name)) return name;
+  } catch {
+    // a getter that throws: no name
+  }
+  return kindOf(thrown);
+}
+
+/**
+ * What `check` answers about the token `p` stands for: `true` (revoked), `false`, or, when it gives
+ * no answer, why (`{ unanswered }`, naming no value: never a thrown error's message, which may quote
+ * the token). No answer is a throw or anything but `true` or `false`: a promise (an `async` check)
+ * is not awaited, and its rejection is handled here (unhandled, it would end the process). Whoever
+ * asks fails closed on no answer (the verifier refuses with `revocation_unavailable`, the gateway
+ * closes a stream with it): an application's check may be any function.
+ */
+export function revocationAnswer(check: RevocationCheck, p: Principal): boolean | { readonly unanswered: string } {
+  let answer: unknown;
+  try {
+    answer = principalRevoked(check, p);
+  } catch (thrown) {
+    return { unanswered: `threw ${classOf(thrown)}` };
+  }
+  if (answer === false || answer === true) return answer;
+  if ((typeof answer === 'object' && answer !== null) || typeof answer === 'function') {
+    try {
+      const then = (answer as { then?: unknown }).then;
+      if (typeof then === 'function') {
+        then.call(answer, undefined, () => {});
+        return { unanswered: 'returned a promise; it must answer synchronously (true or false)' };
+      }
+    } catch {
+      // a `then` that throws: no answer either
+    }
+  }
+  return { unanswered: `returned ${kindOf(answer)}, not a boolean` };
 }
 
 /**

@@ -32,7 +32,7 @@ import {
   type VerifyRequest,
 } from './extract.ts';
 import { type Actor, deepFreeze, type Principal, VerifiedPrincipal } from './principal.ts';
-import { principalRevoked, type RevocationCheck } from './revocation.ts';
+import { type RevocationCheck, revocationAnswer } from './revocation.ts';
 import { TokenDigest } from './token-digest.ts';
 
 /** Seconds a caller is told to wait (`Retry-After`) when the introspection endpoint gives no answer. */
@@ -279,17 +279,6 @@ const ACCESS_TOKEN_TYPES: ReadonlySet<string> = new Set([
  */
 const ACCESS_TOKEN_USES: ReadonlySet<string> = new Set(['access', 'access_token']);
 
-/** A thrown value's class as a warning may name it (`SyntaxError`, `a string`), never its message. */
-function classOf(thrown: unknown): string {
-  try {
-    const name = (thrown as { name?: unknown } | null | undefined)?.name;
-    if (typeof name === 'string' && /^[A-Za-z_$][\w$.]{0,63}$/.test(name)) return name;
-  } catch {
-    // a getter that throws: no name
-  }
-  return kindOf(thrown);
-}
-
 const deny = (code: ErrorCode, details?: TesseraError['details']): VerifyFailure => ({
   ok: false,
   error: new TesseraError(code, details),
@@ -535,26 +524,10 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
    */
   const revocationRefusal = (p: Principal): VerifyFailure | undefined => {
     if (revocation === undefined) return undefined;
-    let answer: unknown;
-    try {
-      answer = principalRevoked(revocation, p);
-    } catch (thrown) {
-      return revocationUnavailable(p, `threw ${classOf(thrown)}`);
-    }
+    const answer = revocationAnswer(revocation, p);
     if (answer === false) return undefined;
     if (answer === true) return { ok: false, error: new TesseraError('token_revoked', { issuer: p.issuer }), principal: p };
-    if ((typeof answer === 'object' && answer !== null) || typeof answer === 'function') {
-      try {
-        const then = (answer as { then?: unknown }).then;
-        if (typeof then === 'function') {
-          then.call(answer, undefined, () => {});
-          return revocationUnavailable(p, 'returned a promise; it must answer synchronously (true or false)');
-        }
-      } catch {
-        // a `then` that throws: no answer either
-      }
-    }
-    return revocationUnavailable(p, `returned ${kindOf(answer)}, not a boolean`);
+    return revocationUnavailable(p, answer.unanswered);
   };
 
   const remember = (
