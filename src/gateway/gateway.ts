@@ -31,7 +31,7 @@ import { withResourceMetadata, withScope } from '../core/verify/challenge.ts';
 import { createDpopNonces, DpopWindowHistory } from '../core/verify/dpop.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import { MemoryReplayCache } from '../core/verify/replay.ts';
-import { INTROSPECTION_RETRY_AFTER } from '../core/verify/verifier.ts';
+import { INTROSPECTION_RETRY_AFTER, REVOCATION_RETRY_AFTER } from '../core/verify/verifier.ts';
 import { bodyUnread, closeUnread } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
@@ -1571,7 +1571,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         finish(x);
       } else if (error instanceof StreamClosed && error.reason !== 'client_closed' && closedBy !== undefined && closedBy !== 'shutdown') {
         // An upload cut halfway: close the connection rather than read the rest of its body.
-        const details = closedBy === 'introspection_unavailable' ? { retryAfter: INTROSPECTION_RETRY_AFTER } : {};
+        const details =
+          closedBy === 'introspection_unavailable'
+            ? { retryAfter: INTROSPECTION_RETRY_AFTER }
+            : closedBy === 'revocation_unavailable'
+              ? { retryAfter: REVOCATION_RETRY_AFTER }
+              : {};
         deny(x, res, new TesseraError(closedBy, details), route.authn.challenges, !this.req.complete);
       } else if (error instanceof StreamClosed || res.destroyed || callerGone(this.req)) {
         x.reason = error instanceof StreamClosed && error.reason === 'shutdown' ? 'shutdown' : 'client_closed';

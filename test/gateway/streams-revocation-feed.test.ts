@@ -7,10 +7,12 @@
  * the registry's, and a promise's rejection is handled.
  */
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
+import { type IncomingMessage, request } from 'node:http';
+import { after, afterEach, before, describe, it } from 'node:test';
 import type { Principal } from '../../src/core/verify/principal.ts';
 import { type Revocation, RevocationList, type RevocationSubject } from '../../src/core/verify/revocation.ts';
 import { type RevocationFeed, type StreamCloseReason, StreamRegistry, type TrackedStream } from '../../src/gateway/streams.ts';
+import { baseConfig, mcpRoute, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 const principal = (subject: string) =>
   ({ kind: 'jwt', issuer: 'https://issuer.test', subject, expiresAt: Number.POSITIVE_INFINITY, issuedAt: 1 }) as unknown as Principal;
@@ -111,5 +113,87 @@ describe('gateway streams: a revocation feed that gives no answer', () => {
     r.add(stream(closed, 'mallory'));
     f.apply({});
     assert.deepEqual(closed, ['token_revoked']);
+  });
+});
+
+describe('gateway: a request in flight whose revocation the feed cannot answer', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let failing = false;
+  /** The application's feed: a RevocationList whose check throws while its store is down. */
+  class Failing extends RevocationList {
+    override isRevoked(t: RevocationSubject): boolean {
+      if (failing) throw new TypeError('store down');
+      return super.isRevoked(t);
+    }
+  }
+  const revocations = new Failing();
+  let heads = 0;
+
+  before(async () => {
+    upstream = await startUpstream((_req, res, body) => {
+      const text = JSON.stringify({ jsonrpc: '2.0', id: 7, result: { seen: body.length } });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+    });
+    upstream.server.on('request', () => {
+      heads++;
+    });
+    gw = await startGateway(
+      { ...baseConfig(), gateway: { routes: [mcpRoute(upstream.url, [{ scopes: ['api:read'] }])] } },
+      { revocation: revocations },
+    );
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  it('attack: a revocation applied while its body trickles in, the feed throwing: 503 revocation_unavailable with Retry-After, nothing upstream', async () => {
+    const call = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'transfer', arguments: {} } });
+    const t = await token({ jti: 'j-feed-down' });
+    const headsBefore = heads;
+    let rest!: () => void;
+    const outcome = new Promise<{ status: number; headers: IncomingMessage['headers']; body: string } | { error: string }>((resolve) => {
+      const req = request(`${gw.url}/mcp`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${t}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'content-length': String(Buffer.byteLength(call)),
+        },
+      });
+      req.on('response', (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => resolve({ error: e.code ?? 'error' }));
+      req.write(call.slice(0, 20));
+      rest = () => req.end(call.slice(20));
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    failing = true;
+    try {
+      assert.doesNotThrow(() => revocations.apply({ grantIds: ['g-other'] }));
+      rest();
+      const got = await outcome;
+      assert.ok(!('error' in got), `the request failed: ${JSON.stringify(got)}`);
+      assert.equal(got.status, 503);
+      assert.equal(got.headers['retry-after'], '5');
+      assert.doesNotMatch(got.body, /store down/);
+    } finally {
+      failing = false;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(heads - headsBefore, 0, 'nothing of the request was sent upstream');
+    const own = (await requestEvents(gw)).filter((e) => e.jti === 'j-feed-down');
+    assert.deepEqual(
+      own.map((e) => [e.decision, e.reason]),
+      [['deny', 'revocation_unavailable']],
+    );
   });
 });
