@@ -908,12 +908,15 @@ export class PostgresStore implements Store {
   }
 
   async upgradeSigningKeys(update: Parameters<Store['upgradeSigningKeys']>[0]): Promise<boolean> {
+    // Rows locked in one order (by kid) whatever order the caller listed them in: two instances
+    // upgrading at once then wait on each other instead of deadlocking on keys of equal times.
+    const keys = [...update.keys].sort((a, b) => (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0));
     return this.#tx(async (c) => {
-      for (const k of update.keys) {
+      for (const k of keys) {
         const r = await c.query('SELECT sealed_private_key FROM signing_keys WHERE kid = $1 FOR UPDATE', [k.kid]);
         if (r.rows[0]?.sealed_private_key !== k.from) return false;
       }
-      for (const k of update.keys) {
+      for (const k of keys) {
         await c.query('UPDATE signing_keys SET sealed_private_key = $1, mac = $2 WHERE kid = $3', [k.sealedPrivateKey, k.mac, k.kid]);
       }
       for (const r of update.removed) {
