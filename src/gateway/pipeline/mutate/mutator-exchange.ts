@@ -195,12 +195,9 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
       signal: abort.signal,
     };
     let late = false;
-    let call: Promise<{ readonly token: string; readonly expiresAt: number }>;
-    try {
-      call = options.issuer.issueForUpstream(request);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    // A port that throws instead of rejecting is a bug, not an unavailable token service: it
+    // propagates (500 internal_error), holding no slot.
+    const call = options.issuer.issueForUpstream(request);
     inFlight++;
     unsettled.set(key, ofKey + 1);
     // The slot is held until the issuer settles, whoever still waits: a call the gateway gave up on
