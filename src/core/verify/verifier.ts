@@ -684,9 +684,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (typeof exp !== 'number') return deny('token_claim_invalid', claimDetails(name, 'exp'));
     if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', claimDetails(name, 'nbf'));
     if (iat !== undefined && typeof iat !== 'number') return deny('token_claim_invalid', claimDetails(name, 'iat'));
-    // Not rounded down: a NumericDate may be fractional (RFC 7519 §2), and a floored clock would
-    // accept `exp` 100.5 until 101.
-    const now = clock() / 1000;
+    const nowMs = clock();
+    const now = Math.floor(nowMs / 1000);
     const skew = issuer.clockSkew;
     if (exp <= now - skew) return deny('token_expired', claimDetails(name, 'exp'));
     if (nbf !== undefined && nbf > now + skew) return deny('token_not_yet_valid', claimDetails(name, 'nbf'));
@@ -756,7 +755,8 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       if (typeof tokenUse !== 'string') return deny('token_claim_invalid', { claim: 'token_use' });
       if (!ACCESS_TOKEN_USES.has(tokenUse.toLowerCase())) return deny('token_typ_invalid', { claim: 'token_use' });
     }
-    const now = clock() / 1000;
+    const nowMs = clock();
+    const now = Math.floor(nowMs / 1000);
     const { exp, nbf, iat, aud } = response;
     if (exp !== undefined && typeof exp !== 'number') return deny('token_claim_invalid', { claim: 'exp' });
     if (nbf !== undefined && typeof nbf !== 'number') return deny('token_claim_invalid', { claim: 'nbf' });
@@ -782,7 +782,7 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
       return deny('token_claim_invalid', { claim: 'iss' });
     }
     const iss = response.iss ?? config.issuer;
-    const cacheUntil = Math.min(typeof exp === 'number' ? exp : Number.POSITIVE_INFINITY, Math.floor(now) + config.cacheMaxTtl);
+    const cacheUntil = Math.min(typeof exp === 'number' ? exp : Number.POSITIVE_INFINITY, now + config.cacheMaxTtl);
     const claims = { ...response } as JsonObject;
     const principal = principalFrom(
       'introspection',
