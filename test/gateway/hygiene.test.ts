@@ -437,4 +437,35 @@ describe('gateway hygiene next to a token service behind an SSO proxy', () => {
       await upstream.close();
     }
   });
+
+  it('login CSRF: an upstream cannot plant (or clear) the token service’s login cookies in the browser (same origin, Path=/)', async () => {
+    // An attacker signs in as themselves and copies their own session (or login state) cookie; an
+    // upstream on this origin that sets it in a victim's browser would have the victim approve
+    // grants as the attacker, or finish the attacker's login at the callback.
+    const planted = [
+      '__Host-tessera-session=attacker.mac; Path=/; Secure; HttpOnly; SameSite=Lax',
+      '__Host-tessera-login=attacker-state.mac; Path=/; Secure; HttpOnly',
+      'tessera-session=attacker.mac; Path=/oauth2',
+      ' tessera-login =attacker-state.mac',
+      '__HOST-tessera-session=attacker.mac; Path=/; Secure',
+      '=__Host-tessera-session=attacker.mac; Path=/; Secure',
+      'theme=dark; Path=/',
+    ];
+    const upstream = await startUpstream((_req, res) => {
+      res.writeHead(200, { 'set-cookie': planted, 'content-length': 2 });
+      res.end('ok');
+    });
+    const gw = await startGateway({
+      ...baseConfig(),
+      gateway: { routes: [{ id: 'public', match: { path_prefix: '/public' }, upstream: { url: upstream.url }, auth: 'none' }] },
+    });
+    try {
+      const res = await fetch(`${gw.url}/public/x`);
+      assert.equal(res.status, 200);
+      assert.deepEqual(res.headers.getSetCookie(), ['theme=dark; Path=/']);
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
 });

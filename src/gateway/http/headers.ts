@@ -261,11 +261,33 @@ export function upstreamRequestHeaders(
   return out;
 }
 
+const LOGIN_COOKIES_LOWER: ReadonlySet<string> = new Set(LOGIN_COOKIE_NAMES.map((n) => n.toLowerCase()));
+
+/**
+ * A `Set-Cookie` value that sets (or clears) one of the token service's login cookies, as a
+ * browser reads its name (RFC 6265bis §5.7): trimmed, any case (prefixes are matched so), and a
+ * nameless cookie whose value is `name=…` (sent back as `name=…`).
+ */
+function setsLoginCookie(value: string): boolean {
+  const pair = value.split(';', 1)[0] as string;
+  const eq = pair.indexOf('=');
+  let name = eq < 0 ? '' : pair.slice(0, eq).trim();
+  if (name === '') {
+    const rest = eq < 0 ? pair : pair.slice(eq + 1);
+    const inner = rest.indexOf('=');
+    name = inner < 0 ? rest.trim() : rest.slice(0, inner).trim();
+  }
+  return LOGIN_COOKIES_LOWER.has(name.toLowerCase());
+}
+
 /**
  * The upstream response headers to send to the caller (hop-by-hop removed). Accepts undici's raw
  * `[name, value, name, value…]` buffers; returns a flat `[name, value…]` list for `writeHead`.
  * With `ownCredential` (the gateway injected the upstream's credential) the upstream's
  * `WWW-Authenticate` is removed too: its challenge is about a credential the caller never holds.
+ * A `Set-Cookie` of the token service's login cookies is removed: the upstream shares the origin,
+ * and one planting a session or login state cookie someone copied from their own browser would
+ * sign the caller in as that someone (login CSRF), or clearing one would sign them out.
  */
 export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: readonly string[], ownCredential = false): string[] {
   const out: string[] = [];
@@ -278,7 +300,9 @@ export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: r
       continue;
     }
     if (ownCredential && lower === 'www-authenticate') continue;
-    out.push(lower, raw[i + 1]!.toString('latin1'));
+    const value = raw[i + 1]!.toString('latin1');
+    if (lower === 'set-cookie' && setsLoginCookie(value)) continue;
+    out.push(lower, value);
   }
   if (named !== undefined) {
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.includes(out[i]!)) out.splice(i, 2);
