@@ -97,6 +97,8 @@ const MAX_RESPONSE = 262_144;
 /** Largest provider JWKS read, bytes (as for an issuer's `jwks_uri`). */
 const MAX_JWKS = 524_288;
 const METADATA_TTL_MS = 3_600_000;
+/** Hosts a plain-http provider and its endpoints may be on (as the config's `secureUrl`). */
+const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 /** Parse the `Cookie` header; a name sent twice is `null` (ambiguous, never guessed at). */
 function cookie(headers: PersonRequest['headers'], name: string): string | undefined | null {
@@ -244,10 +246,15 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     return { status: res.status, body, fault: strictJsonFault(text, body) };
   };
 
+  // Plain http as the provider's issuer is for one on this machine (the config accepts it on
+  // loopback only); its endpoints may be plain http on this machine too, never elsewhere: a key
+  // set or token response read over plain http from another host could be swapped on the way.
   const endpoint = (value: unknown, name: string): string => {
     if (typeof value !== 'string' || !URL.canParse(value)) throw new Error(`metadata has no valid ${name}`);
     const u = new URL(value);
-    if (u.protocol !== 'https:' && !(loopbackHttp && u.protocol === 'http:')) throw new Error(`metadata ${name} is not https`);
+    if (u.protocol !== 'https:' && !(loopbackHttp && u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname))) {
+      throw new Error(`metadata ${name} is not https`);
+    }
     return value;
   };
 

@@ -561,6 +561,32 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('a provider on plain-http loopback whose discovery names a plain-http endpoint off loopback (jwks_uri, token_endpoint, authorization_endpoint) is refused: no login starts (502 page)', async () => {
+    // Plain http is accepted for a provider on this machine; a key set fetched over plain http
+    // from another host could be swapped on the way, and the ID token forged with its key.
+    for (const member of ['jwks_uri', 'token_endpoint', 'authorization_endpoint']) {
+      const warnings: string[] = [];
+      const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+      rogue.rewrite = (path, text) => {
+        if (path !== '/.well-known/openid-configuration') return text;
+        const doc = JSON.parse(text) as Record<string, string>;
+        doc[member] = `http://idp.example.com/${member}`;
+        return JSON.stringify(doc);
+      };
+      try {
+        const browser = new Browser();
+        const html = await expectPage(await browser.fetch(authorizeUrl(fresh, pkcePair().challenge)), 502);
+        assert.match(html, /could not be reached/, member);
+        assert.ok(!browser.jar.has('tessera-login'), member);
+        assert.deepEqual(await audit(fresh), ['login_upstream_unavailable'], member);
+        assert.match(warnings.join('\n'), new RegExp(`metadata ${member} is not https`), member);
+      } finally {
+        rogue.rewrite = undefined;
+        await fresh.close();
+      }
+    }
+  });
+
   it('a discovery document nested 30,000 arrays deep is refused as too deep, not as a repeated member: no login starts', async () => {
     const warnings: string[] = [];
     const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
