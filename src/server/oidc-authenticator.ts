@@ -412,6 +412,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
           algorithms: [...ASYMMETRIC_ALGORITHMS],
           requiredClaims: ['sub', 'exp', 'iat'],
           currentDate: new Date(now * 1000),
+          // iat within the login (its nonce is this login's): not before it began, nor in the
+          // future, each with the leeway (jose checks iat only given a maximum age).
+          maxTokenAge: Math.max(0, now - (sealed.e - options.login_ttl)),
           clockTolerance: 30,
         });
         claims = verified.payload;

@@ -372,6 +372,33 @@ describe('attacks on the login callback (scripted upstream)', () => {
     assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid']);
   });
 
+  it('an ID token issued in the future, or before this login began, is refused (iat checked with 30 s leeway)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const timedIdToken = (nonce: string, iat: number, exp: number) =>
+      new SignJWT({ sub: 'rogue-user', nonce, iat, exp })
+        .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
+        .setIssuer(rogue.url)
+        .setAudience(UPSTREAM_CLIENT)
+        .sign(rogue.key);
+    // The login began just now: an ID token for its nonce cannot have been issued before.
+    for (const iat of [now + 3600, now + 60, now - 3600, now - 60]) {
+      const browser = new Browser();
+      const p = await begin(browser);
+      rogue.idToken = () => timedIdToken(p.get('nonce') as string, iat, now + 7200);
+      const before = (await audit(issuer)).length;
+      await expectPage(await callback(browser, p.get('state') as string), 403);
+      assert.ok(!browser.jar.has('tessera-session'), String(iat - now));
+      assert.deepEqual((await audit(issuer)).slice(before), ['login_id_token_invalid'], String(iat - now));
+    }
+    // Within the leeway, and issued during the login: signed in.
+    for (const iat of [now + 20, now - 20]) {
+      const browser = new Browser();
+      const p = await begin(browser);
+      rogue.idToken = () => timedIdToken(p.get('nonce') as string, iat, now + 7200);
+      assert.equal((await callback(browser, p.get('state') as string)).status, 303, String(iat - now));
+    }
+  });
+
   it('an ID token signed with a key not in the JWKS is refused', async () => {
     const { generateKeyPairSync } = await import('node:crypto');
     const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
