@@ -483,7 +483,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       ) {
         return { ok: false, reason: 'session_invalid' };
       }
-      if (v.e <= runtime.now()) return { ok: false, reason: 'session_expired' };
+      // Ends at its own expiry, or sooner when session_ttl was shortened since it began.
+      const now = runtime.now();
+      if (v.e <= now || v.i + options.session_ttl <= now) return { ok: false, reason: 'session_expired' };
       return { ok: true, subject: v.s, authenticatedAt: v.i, ...(typeof v.m === 'string' ? { email: v.m } : {}) };
     },
   };

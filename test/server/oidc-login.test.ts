@@ -922,6 +922,22 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('session lifetime: a session_ttl shortened since the sign-in (say, after an incident) shortens the sessions already signed in', async () => {
+    // Signed in under session_ttl 10m (its cookie says so); the configuration now says 2m.
+    const browser = await signedIn();
+    const later = (ms: number) => () => Date.now() + ms;
+    const within = await startTessera(rogue.url, { session_ttl: '2m' }, later(60_000), issuer.master);
+    const past = await startTessera(rogue.url, { session_ttl: '2m' }, later(180_000), issuer.master);
+    try {
+      assert.equal((await browser.fetch(authorizeUrl(within, pkcePair().challenge))).status, 200, 'within 2m: still signed in');
+      const res = await browser.fetch(authorizeUrl(past, pkcePair().challenge));
+      assert.equal(res.status, 303, 'past 2m: sent to log in, not shown a consent page');
+      assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+    } finally {
+      await Promise.all([within.close(), past.close()]);
+    }
+  });
+
   it('the login session is not a bearer token: the admin API refuses it', async () => {
     const browser = await signedIn();
     const session = browser.jar.get('tessera-session') as string;
