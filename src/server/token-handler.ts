@@ -94,9 +94,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
-        // The rest is not read: the answer closes the connection.
+        // The answer closes the connection; the rest is read and dropped for the linger, so the
+        // client's end is seen (no reset once it is done).
         req.removeAllListeners('data');
-        // Read and dropped for the linger, so the client's end is seen (no reset once it is done).
         req.resume();
         reject(new BodyTooLarge());
         return;

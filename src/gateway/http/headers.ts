@@ -311,18 +311,6 @@ export function callerResponseHeaders(raw: readonly (Buffer | string)[], add?: r
   return out;
 }
 
-/** Same as {@link callerResponseHeaders} for Node's parsed headers (WebSocket and error paths). */
-export function filterResponseHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
-  const named = connectionNamed(headers.connection);
-  for (const name in headers) {
-    if (HOP_BY_HOP.has(name)) continue;
-    if (named !== undefined && named.includes(name)) continue;
-    out[name] = headers[name];
-  }
-  return out;
-}
-
 const SAFE_VALUE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
 
 /**

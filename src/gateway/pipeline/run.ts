@@ -175,18 +175,18 @@ export function authenticate(pipeline: Pipeline, request: GatewayRequest): Authn
     } else if (reserved) limiter.refund(key);
     return result;
   };
-  const outcome = stage.authenticate(request);
-  if (outcome instanceof Promise) {
-    return outcome.then(
-      (o) => account(stage.settle(o)),
-      (e: unknown) => {
-        // A stage that failed is no failed authentication: the reserved token goes back.
-        if (reserved) limiter.refund(key);
-        throw e;
-      },
-    );
+  // A stage that failed (threw or rejected) is no failed authentication: the reserved token goes back.
+  const failed = (e: unknown): never => {
+    if (reserved) limiter.refund(key);
+    throw e;
+  };
+  try {
+    const outcome = stage.authenticate(request);
+    if (outcome instanceof Promise) return outcome.then((o) => account(stage.settle(o))).catch(failed);
+    return account(stage.settle(outcome));
+  } catch (e) {
+    return failed(e);
   }
-  return account(stage.settle(outcome));
 }
 
 /**
