@@ -197,6 +197,22 @@ export class AccessTokens {
     return (await this.#keys.refreshAfterMiss()) ? this.verify(token) : undefined;
   }
 
+  /**
+   * Whether the token's own `jti` is revoked (not its grant, subject or client): a revocation of
+   * it would append nothing new. Only the token id is given, so only its entries are consulted.
+   */
+  jtiRevoked(t: OwnToken): boolean {
+    return this.#revocations.isRevoked({
+      issuer: this.#issuer,
+      subject: undefined,
+      clientId: undefined,
+      delegationId: undefined,
+      tokenId: t.jti,
+      issuedAt: t.iat,
+      expiresAt: t.exp,
+    });
+  }
+
   isRevoked(t: OwnToken): boolean {
     return this.#revocations.isRevoked({
       issuer: this.#issuer,

@@ -44,7 +44,7 @@ export interface LeakedToken {
 export interface LeakContext extends RevokeContext {
   readonly store: RevokeContext['store'] & Pick<Store, 'getGrant'>;
   readonly keys: Pick<KeyManager, 'lookupStored' | 'lookupRemoved'>;
-  readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'isRevoked'>;
+  readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'isRevoked' | 'jtiRevoked'>;
 }
 
 function grantExpired(g: GrantRecord, now: number): boolean {

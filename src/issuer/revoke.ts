@@ -30,7 +30,7 @@ export interface RevokeContext extends BaseContext {
   readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl' | 'authorization'>;
   readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants'>;
   readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'>;
-  readonly tokens: Pick<AccessTokens, 'verifyFresh'>;
+  readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'jtiRevoked'>;
   readonly feed: Pick<RevocationFeed, 'catchUp' | 'applyCommitted'>;
   readonly standing: Pick<StandingGrants, 'forget'>;
   /** Longest lifetime of an external token, seconds: how long a subject revocation must be kept. */
@@ -76,6 +76,12 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
   const own = await ctx.tokens.verifyFresh(token);
   if (own === undefined || own.exp <= now) return notRevoked('inactive');
   if (own.clientId !== client.id) return notRevoked('token_of_another_client', own.grantId);
+  // Revoked already (its own entry, read from the log): appending another entry per request would
+  // let a client grow the log and every instance's revocation list (each entry kept until the
+  // token expires) by revoking one token over and over. Only the jti's entry counts: a token
+  // revoked through its grant, subject or client may still be the actor token of grants the
+  // revocation of its jti ends.
+  if (ctx.tokens.jtiRevoked(own)) return notRevoked('inactive', own.grantId);
   const revoked = await revokeJti(ctx, own, 'access_token_revoked', client.id);
   ctx.emit({
     kind: 'token.revoked',

@@ -121,6 +121,29 @@ describe('RFC 7009 revocation endpoint', () => {
     assert.equal(await valid(agent.access_token), false);
   });
 
+  it('attack: a client revoking its own access token (or refresh token) again and again appends one revocation log entry, not one per request (each kept until the token expires, read back by every instance)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const logged = async (value: string) =>
+      (await issuer.store.revocationsSince(0, now, 1_000_000)).filter((e) => e.value === value).length;
+    const inactive = async () => {
+      await issuer.service.audit.flush();
+      return (await issuer.store.queryAudit({ kinds: ['revocation.denied'], limit: 10_000 })).filter(
+        (e) => e.reason === 'inactive' && e.client_id === 'agent',
+      ).length;
+    };
+    const before = await inactive();
+    const access = await cc('agent');
+    const jti = decodeJwt(access).jti as string;
+    for (let i = 0; i < 20; i++) assert.equal((await issuer.post('/oauth2/revoke', { token: access }, auth('agent'))).status, 200);
+    assert.equal(await logged(jti), 1);
+    assert.equal(await valid(access), false);
+    assert.equal((await inactive()) - before, 19, 'each repeat is on record as revocation.denied inactive');
+    const { agent, grant } = await chain();
+    for (let i = 0; i < 20; i++)
+      assert.equal((await issuer.post('/oauth2/revoke', { token: agent.refresh_token }, auth('agent'))).status, 200);
+    assert.equal(await logged(grant(agent.access_token)), 1);
+  });
+
   it('requires client authentication', async () => {
     const res = await issuer.post('/oauth2/revoke', { token: 'x' });
     assert.equal(res.status, 401);
