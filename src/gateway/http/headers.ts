@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { lastForwardedEntry } from '../../core/host.ts';
 import { LOGIN_COOKIE_NAMES } from '../../server/authenticator.ts';
 
