@@ -359,6 +359,21 @@ export const tokenServiceSchema = z
       .meta({ description: 'DPoP proofs at the token endpoint (algorithms: the top-level `dpop.algorithms`).' }),
     authorization: authorizationSchema,
     registration: registrationSchema,
+    revocation_rate_limit: z
+      .strictObject({
+        enabled: z.boolean().default(true).meta({ description: 'Limit revocations per client. Default: on; `false` turns the limit off.' }),
+        rate: z
+          .number()
+          .min(0.0000116, 'write at least 0.0000116, about one revocation a day (a refused client is told to wait at most a day)')
+          .default(10)
+          .meta({ description: 'Revocation requests per second one client may make, sustained; at least 0.0000116, about one a day.' }),
+        burst: z.number().int().min(1).default(100).meta({ description: 'Revocation requests one client may make at once.' }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          'Token bucket per authenticated client at the RFC 7009 revocation endpoint, spent after client authentication (a request that fails it spends nothing); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
+      }),
     cors: corsSchema,
     sync_interval: duration(
       'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations and client changes are also pushed within milliseconds and this poll is the fallback.',

@@ -302,6 +302,15 @@ export const OAUTH_ERROR_CODES = {
   },
   authorize_disabled: { status: 404, error: 'invalid_request', description: 'The authorization endpoint is not enabled.' },
 
+  // Revocation (RFC 7009): the client's bucket (`revocation_rate_limit`) is empty. §2.2.1 names 503
+  // for a server that cannot take a revocation now; this is the caller's own rate, so 429 with
+  // Retry-After, as the registration limit answers.
+  revocation_rate_limited: {
+    status: 429,
+    error: 'temporarily_unavailable',
+    description: 'Too many revocation requests from this client; try again later.',
+  },
+
   // Dynamic client registration (RFC 7591 §3.2.2).
   registration_disabled: { status: 404, error: 'invalid_request', description: 'Dynamic client registration is not enabled.' },
   // RFC 6750 §3.1: no Authorization header at all; its challenge carries no error code.

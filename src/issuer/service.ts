@@ -266,6 +266,8 @@ export class TokenService {
     const issuer = config.issuer;
     const now = () => Math.floor(clock() / 1000);
     this.#registrations = new TokenBucketLimiter({ ...config.registration.rate_limit, maxKeys: 10_000, clock });
+    const { enabled: limitRevocations, ...revocationRate } = config.revocation_rate_limit;
+    const revocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
     this.config = config;
     this.store = store;
     this.issuer = issuer;
@@ -355,6 +357,7 @@ export class TokenService {
       external: options.externalVerifier,
       externalMaxLifetime: options.externalMaxLifetime ?? 86_400,
       externalIssuers: options.externalIssuers ?? [],
+      revocationLimiter,
       now,
       emit: (e: AuditDraft) => {
         const time = clock();

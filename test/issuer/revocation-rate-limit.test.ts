@@ -1,0 +1,93 @@
+/**
+ * The RFC 7009 endpoint's per-client token bucket (`token_service.revocation_rate_limit`): each
+ * access token a client revokes appends a revocation-log entry every instance keeps in memory
+ * until the token expires, so a client minting and revoking its own tokens at request rate would
+ * grow every instance's memory at that rate.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+const API = 'https://api.test';
+const BURST = 3;
+
+let issuer: RunningIssuer;
+const c: Record<string, { id: string; secret: string }> = {};
+
+before(async () => {
+  // A slow refill: the bucket does not fill again while the test runs.
+  issuer = await startIssuer({ config: { token_service: { revocation_rate_limit: { rate: 0.001, burst: BURST } } } });
+  for (const id of ['flooder', 'bystander']) {
+    c[id] = await issuer.addClient({ id, scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
+  }
+});
+after(() => issuer?.close());
+
+const auth = (id: string) => ({ authorization: basic(id, (c[id] as { secret: string }).secret) });
+
+async function cc(id: string): Promise<string> {
+  const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials', audience: API }, auth(id));
+  assert.equal(res.status, 200);
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+const logSize = async () => (await issuer.store.revocationsSince(0, Math.floor(Date.now() / 1000), 1_000_000)).length;
+
+describe('revocation endpoint rate limit', () => {
+  it('attack: a client minting and revoking its own tokens past its burst is refused 429 with Retry-After, nothing appended to the revocation log, audited as revocation.denied revocation_rate_limited; a wrong secret spends nothing; another client is unaffected', async () => {
+    // A wrong secret for the flooder, many times over: refused at client authentication, before
+    // the bucket, so an unauthenticated caller cannot lock the client out.
+    for (let i = 0; i < BURST + 2; i++) {
+      const res = await issuer.post('/oauth2/revoke', { token: 'x' }, { authorization: basic('flooder', 'wrong-secret-value-0123456789') });
+      assert.equal(res.status, 401);
+    }
+    const tokens = await Promise.all(Array.from({ length: BURST + 1 }, () => cc('flooder')));
+    for (const token of tokens.slice(0, BURST)) {
+      assert.equal((await issuer.post('/oauth2/revoke', { token }, auth('flooder'))).status, 200);
+    }
+    const before = await logSize();
+    const last = tokens[BURST] as string;
+    const res = await issuer.post('/oauth2/revoke', { token: last }, auth('flooder'));
+    assert.equal(res.status, 429);
+    assert.match(res.headers.get('retry-after') ?? '', /^[1-9][0-9]*$/);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const body = (await res.json()) as { error: string; error_description: string };
+    assert.equal(body.error, 'temporarily_unavailable');
+    assert.deepEqual(Object.keys(body).sort(), ['error', 'error_description']);
+    assert.equal(await logSize(), before, 'nothing appended');
+    // The refused token still stands.
+    const intro = await issuer.post('/oauth2/introspect', { token: last }, auth('flooder'));
+    assert.equal(((await intro.json()) as { active: boolean }).active, true);
+
+    await issuer.service.audit.flush();
+    const e = (await issuer.store.queryAudit({ kinds: ['revocation.denied'], limit: 10_000 })).at(-1);
+    assert.equal(e?.decision, 'deny');
+    assert.equal(e?.reason, 'revocation_rate_limited');
+    assert.equal(e?.client_id, 'flooder');
+    assert.doesNotMatch(JSON.stringify(e), new RegExp(last.slice(-20)));
+
+    // Another client's bucket is its own.
+    const other = await cc('bystander');
+    assert.equal((await issuer.post('/oauth2/revoke', { token: other }, auth('bystander'))).status, 200);
+    assert.equal(await logSize(), before + 1);
+
+    // The operator is not limited: the admin path (the CLI's too) revokes the flooder's token.
+    assert.ok(await issuer.service.revokeAccessToken(last, 'ops'));
+  });
+
+  it('is on by default, and can be turned off', async () => {
+    const on = await startIssuer();
+    const off = await startIssuer({ config: { token_service: { revocation_rate_limit: { enabled: false, burst: 1 } } } });
+    try {
+      assert.deepEqual(on.config.token_service?.revocation_rate_limit, { enabled: true, rate: 10, burst: 100 });
+      const client = await off.addClient({ id: 'c', scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
+      for (let i = 0; i < 3; i++) {
+        const res = await off.post('/oauth2/revoke', { token: 'no-such-token' }, { authorization: basic('c', client.secret) });
+        assert.equal(res.status, 200);
+      }
+    } finally {
+      await on.close();
+      await off.close();
+    }
+  });
+});
