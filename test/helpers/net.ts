@@ -138,9 +138,14 @@ export async function sendThenBlock(port: number, text: string, blockEnd: number
 export function trickleHead(port: number, head: string, everyMs: number, giveUpMs: number): Promise<{ answer: string; ms: number }> {
   const started = performance.now();
   return new Promise((resolve) => {
-    const s = connect(port, '127.0.0.1', () => s.write(head));
+    // Each interval starts once the head is written: a socket still connecting is writable, and a
+    // line queued then (a slow connect under load) would go out before the head.
+    let drip: NodeJS.Timeout | undefined;
+    const s = connect(port, '127.0.0.1', () => {
+      s.write(head);
+      drip = setInterval(() => s.writable && s.write('X-Drip: 1\r\n'), everyMs);
+    });
     let answer = '';
-    const drip = setInterval(() => s.writable && s.write('X-Drip: 1\r\n'), everyMs);
     const give = setTimeout(() => s.destroy(), giveUpMs);
     s.on('data', (d) => {
       answer += d.toString();
@@ -230,13 +235,17 @@ export function sendLargeBody(
   const u = new URL(url);
   const started = performance.now();
   return new Promise((resolve) => {
-    const s = connect({ port: Number(u.port), host: u.hostname, allowHalfOpen: true }, () => s.write(head));
+    let timer: NodeJS.Timeout | undefined;
+    // The body starts once the head is written (see trickleHead).
+    const s = connect({ port: Number(u.port), host: u.hostname, allowHalfOpen: true }, () => {
+      s.write(head);
+      timer = setInterval(() => {
+        if (s.writable) s.write('x'.repeat(16_384));
+      }, 20);
+    });
     let answer = '';
     let reset = false;
     let finMs = Number.NaN;
-    const timer = setInterval(() => {
-      if (s.writable) s.write('x'.repeat(16_384));
-    }, 20);
     const done = () => {
       clearInterval(timer);
       clearTimeout(give);
