@@ -374,6 +374,24 @@ export const tokenServiceSchema = z
         description:
           'Token bucket per authenticated client at the RFC 7009 revocation endpoint, spent after client authentication (a request that fails it spends nothing); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
       }),
+    token_rate_limit: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(false)
+          .meta({ description: 'Limit token requests per client. Default: off (`true` turns the limit on, with `rate` and `burst`).' }),
+        rate: z
+          .number()
+          .min(0.0000116, 'write at least 0.0000116, about one token request a day (a refused client is told to wait at most a day)')
+          .default(100)
+          .meta({ description: 'Token requests per second one client may make, sustained; at least 0.0000116, about one a day.' }),
+        burst: z.number().int().min(1).default(200).meta({ description: 'Token requests one client may make at once.' }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          'Token bucket per authenticated client at the token endpoint (every grant type), spent after client authentication (a request that fails it spends nothing), before a DPoP proof is recorded, a grant looked up or anything signed or written; over it, 429 `token_rate_limited` with Retry-After, no token. Default: off, since one client may rightly ask for thousands of tokens a second (a gateway exchanging tokens per user; the issuer benchmark drives about 12,000 a second from one client): size `rate` to what the busiest client needs. Buckets of the 10000 most recent clients are kept, per process.',
+      }),
     cors: corsSchema,
     sync_interval: duration(
       'How often a running server reads changes made by other processes (revocations, clients, keys). In-process changes apply at once; on PostgreSQL, revocations and client changes are also pushed within milliseconds and this poll is the fallback.',

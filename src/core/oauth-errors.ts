@@ -302,6 +302,15 @@ export const OAUTH_ERROR_CODES = {
   },
   authorize_disabled: { status: 404, error: 'invalid_request', description: 'The authorization endpoint is not enabled.' },
 
+  // The token endpoint: the client's bucket (`token_rate_limit`) is empty. RFC 6749 §5.2 has no
+  // code for it; as the revocation and registration limits, 429 temporarily_unavailable with
+  // Retry-After.
+  token_rate_limited: {
+    status: 429,
+    error: 'temporarily_unavailable',
+    description: 'Too many token requests from this client; try again later.',
+  },
+
   // Revocation (RFC 7009): the client's bucket (`revocation_rate_limit`) is empty. §2.2.1 names 503
   // for a server that cannot take a revocation now; this is the caller's own rate, so 429 with
   // Retry-After, as the registration limit answers.

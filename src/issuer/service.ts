@@ -259,6 +259,8 @@ export class TokenService {
   #unwatch: (() => Promise<void>) | undefined;
   #pushed: Promise<unknown> | undefined;
   readonly #registrations: TokenBucketLimiter;
+  /** Per-client bucket of the token endpoint (`token_rate_limit`); `undefined` when off (the default). */
+  readonly #tokenRequests: TokenBucketLimiter | undefined;
 
   constructor(options: TokenServiceOptions) {
     const { config, store } = options;
@@ -267,6 +269,8 @@ export class TokenService {
     const now = () => Math.floor(clock() / 1000);
     this.#registrations = new TokenBucketLimiter({ ...config.registration.rate_limit, maxKeys: 10_000, clock });
     const { enabled: limitRevocations, ...revocationRate } = config.revocation_rate_limit;
+    const { enabled: limitTokens, ...tokenRate } = config.token_rate_limit;
+    this.#tokenRequests = limitTokens ? new TokenBucketLimiter({ ...tokenRate, maxKeys: 10_000, clock }) : undefined;
     const revocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
     this.config = config;
     this.store = store;
@@ -600,6 +604,11 @@ export class TokenService {
       if (client.record.authMethod === 'none' && !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(grantType)) {
         throw new OAuthError('client_public_grant_not_allowed');
       }
+      // After client authentication (a caller without the client's credentials spends nothing of
+      // its bucket), before the DPoP proof's jti is recorded, any grant is looked up, anything is
+      // signed or written.
+      const wait = this.#tokenRequests?.take(client.id) ?? 0;
+      if (wait > 0) throw new OAuthError('token_rate_limited', { retryAfter: wait });
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
       if (grantType === 'client_credentials') return await clientCredentials(this.#ctx, client, req, jkt);
       if (grantType === 'authorization_code') return await authorizationCode(this.#ctx, client, req, jkt);

@@ -1,0 +1,114 @@
+/**
+ * The token endpoint's per-client token bucket (`token_service.token_rate_limit`): off by default
+ * (one client of a busy deployment, a gateway exchanging tokens, may rightly ask thousands a
+ * second); when on, a client past its burst is refused before anything is signed or written.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { type JWK, SignJWT } from 'jose';
+import type { AuditKind } from '../../src/audit/event.ts';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+const API = 'https://api.test';
+const BURST = 3;
+
+let issuer: RunningIssuer;
+/** The issuer's clock (epoch ms): moved by hand to refill the buckets. */
+let now = Date.now();
+const c: Record<string, { id: string; secret: string }> = {};
+const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+
+before(async () => {
+  // One token every 2 s: the bucket does not refill unless the clock is moved.
+  issuer = await startIssuer({
+    clock: () => now,
+    config: { token_service: { token_rate_limit: { enabled: true, rate: 0.5, burst: BURST } } },
+  });
+  for (const id of ['flooder', 'bystander']) {
+    c[id] = await issuer.addClient({ id, scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
+  }
+});
+after(() => issuer?.close());
+
+const auth = (id: string) => ({ authorization: basic(id, (c[id] as { secret: string }).secret) });
+const cc = (id: string, headers: Record<string, string> = {}) =>
+  issuer.post('/oauth2/token', { grant_type: 'client_credentials', audience: API }, { ...auth(id), ...headers });
+
+function proof(): Promise<string> {
+  return new SignJWT({ htm: 'POST', htu: `${issuer.url}/oauth2/token`, iat: Math.floor(now / 1000), jti: crypto.randomUUID() })
+    .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: holderJwk })
+    .sign(holder.privateKey);
+}
+
+const audit = async (kind: AuditKind) => {
+  await issuer.service.audit.flush();
+  return issuer.store.queryAudit({ kinds: [kind], limit: 10_000 });
+};
+
+describe('token endpoint rate limit', () => {
+  it('attack: a client past its burst is refused 429 temporarily_unavailable with Retry-After and no token, audited as token.denied token_rate_limited; nothing signed or written (its DPoP proof is not spent); a wrong secret spends nothing; another client is unaffected', async () => {
+    // A wrong secret, many times over: refused at client authentication, before the bucket, so
+    // a caller without the client's credentials cannot lock it out.
+    for (let i = 0; i < BURST + 2; i++) {
+      const res = await issuer.post(
+        '/oauth2/token',
+        { grant_type: 'client_credentials', audience: API },
+        { authorization: basic('flooder', 'wrong-secret-value-0123456789') },
+      );
+      assert.equal(res.status, 401);
+    }
+    for (let i = 0; i < BURST; i++) assert.equal((await cc('flooder')).status, 200);
+    const issued = (await audit('token.issued')).length;
+
+    const dpop = await proof();
+    const res = await cc('flooder', { dpop });
+    assert.equal(res.status, 429);
+    assert.equal(res.headers.get('retry-after'), '2');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(body.error, 'temporarily_unavailable');
+    assert.deepEqual(Object.keys(body).sort(), ['error', 'error_description']);
+    assert.equal((await audit('token.issued')).length, issued, 'no token issued');
+
+    const e = (await audit('token.denied')).at(-1);
+    assert.equal(e?.decision, 'deny');
+    assert.equal(e?.reason, 'token_rate_limited');
+    assert.equal(e?.client_id, 'flooder');
+    assert.equal((e?.detail as { grant_type?: string } | undefined)?.grant_type, 'client_credentials');
+    assert.doesNotMatch(JSON.stringify(e), new RegExp((c.flooder as { secret: string }).secret));
+
+    // Another client's bucket is its own.
+    assert.equal((await cc('bystander')).status, 200);
+
+    // Refilled: the same proof is accepted, so the refused request recorded nothing of it.
+    now += 2_000;
+    const again = await cc('flooder', { dpop });
+    assert.equal(again.status, 200);
+    assert.equal(((await again.json()) as { token_type: string }).token_type, 'DPoP');
+    assert.equal((await cc('flooder')).status, 429);
+  });
+
+  it('is off by default (a benchmark drives thousands of tokens a second from one client), and enabled: false turns it off', async () => {
+    const def = await startIssuer();
+    const off = await startIssuer({ config: { token_service: { token_rate_limit: { enabled: false, burst: 1 } } } });
+    try {
+      assert.equal(def.config.token_service?.token_rate_limit.enabled, false);
+      for (const running of [def, off]) {
+        const client = await running.addClient({ id: 'c', scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
+        for (let i = 0; i < 5; i++) {
+          const res = await running.post(
+            '/oauth2/token',
+            { grant_type: 'client_credentials', audience: API },
+            { authorization: basic('c', client.secret) },
+          );
+          assert.equal(res.status, 200);
+        }
+      }
+    } finally {
+      await def.close();
+      await off.close();
+    }
+  });
+});
