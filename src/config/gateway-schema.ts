@@ -125,7 +125,7 @@ export const credentialSchema = z
           .prefault('5s'),
         max_in_flight: z.number().int().min(1).default(64).meta({
           description:
-            'Calls to the token service unsettled at once on this route, those past `mint_timeout` included (a hung call counts until it ends); one caller holds at most two (the one given up on and a new try). A mint past it is refused at once with 502 `upstream_credential_unavailable` (audited with `upstream_error: mints_in_flight`), never queued: a cold start (a restart, a reload) with more distinct callers at once than this refuses the excess at once, so raise it for a route with many callers. A reload counts afresh. Default 64.',
+            'Calls to the token service unsettled at once on this route, those past `mint_timeout` included (a hung call counts until it ends); one caller holds at most two (the one given up on and a new try). A mint past it is refused at once with 503 `upstream_credential_busy` and Retry-After (audited with `upstream_error: mints_in_flight`), never queued: a cold start (a restart, a reload) with more distinct callers at once than this refuses the excess at once, so raise it for a route with many callers. A reload counts afresh. Default 64.',
         }),
         cache_size: z.number().int().min(0).default(10_000).meta({
           description:

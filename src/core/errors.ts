@@ -370,6 +370,14 @@ export const ERROR_CODES = {
     error: 'bad_gateway',
     description: 'The credential for the upstream service could not be obtained.',
   },
+  // A capacity refusal, not a failure (RFC 9110 §15.6.4: 503 with Retry-After): the route's
+  // `credential.max_in_flight` calls to the token service, or two of this caller's, are unsettled,
+  // so the mint is not started. As `introspection_unavailable` answers `introspection.max_in_flight`.
+  upstream_credential_busy: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The credential for the upstream service cannot be obtained right now; try again later.',
+  },
   // The upstream answered 401 to the credential the gateway injected (static or exchange): the
   // caller never holds that credential, so the upstream's challenge is not theirs to answer.
   upstream_credential_rejected: {

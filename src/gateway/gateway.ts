@@ -790,6 +790,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     message: string,
     id: string | number | null,
     close = false,
+    retryAfter?: string,
   ): void {
     if (res.headersSent || res.destroyed) return;
     const body = rpcErrorBody(code, message, id);
@@ -799,6 +800,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       'content-length': String(Buffer.byteLength(body)),
       'x-request-id': x.requestId,
     };
+    if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
     if (close || closing) closeAfter(res, headers);
     res.writeHead(status, headers).end(body);
   }
@@ -807,7 +809,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
    * it is not about the token). */
   function denyRpc(x: Exchange, res: ServerResponse, error: TesseraError, rpc: number, id: string | number | null, close = false): void {
     const d = denyRendering(x, error, () => []);
-    writeRpcError(x, res, d.status, rpc, error.description, id, close);
+    // A capacity refusal's Retry-After (RFC 9110 §10.2.3) holds for a JSON-RPC call too.
+    writeRpcError(x, res, d.status, rpc, error.description, id, close, d.headers['retry-after']);
     finish(x);
   }
 

@@ -3,11 +3,26 @@
  * past `mint_timeout` keeps its calls; the gateway answers the callers at the deadline but counts
  * each call until the issuer settles it, so hung mints cannot pile up without bound. One caller
  * holds at most two of them (the abandoned one and one new try). A late answer still valid is cached.
+ * A mint refused for want of a slot is a capacity refusal (RFC 9110 §15.6.4): 503
+ * `upstream_credential_busy` with Retry-After, as `introspection.max_in_flight` answers, not the 502
+ * of a token service that failed.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
-import { baseConfig, capturedLog, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import {
+  assertRpcError,
+  baseConfig,
+  capturedLog,
+  mcpRoute,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
+import { ACCEPT, RULES, SCOPES } from './mcp/helpers.ts';
 
 interface HeldCall {
   readonly signal: AbortSignal | undefined;
@@ -72,11 +87,12 @@ describe('gateway: exchange mints in flight', () => {
     const started = performance.now();
     const third = await get(t);
     const took = performance.now() - started;
-    assert.equal(third.status, 502);
+    assert.equal(third.status, 503);
+    assert.equal(third.headers.get('retry-after'), '5');
     assert.ok(took < 150, `refused after ${took} ms, not at the deadline`);
     assert.equal(held.calls.length, calls + 2, 'a third hung mint was started for the caller');
     const e = (await requestEvents(gw)).at(-1)!;
-    assert.equal(e.reason, 'upstream_credential_unavailable');
+    assert.equal(e.reason, 'upstream_credential_busy');
     assert.equal(e.detail?.upstream_error, 'mints_in_flight');
 
     // The first hung mint answers late with a valid token: cached, and the caller's next request uses it.
@@ -105,14 +121,19 @@ describe('gateway: exchange mints in flight', () => {
     const started = performance.now();
     const fourth = await get(tokens[3]!);
     const took = performance.now() - started;
-    assert.equal(fourth.status, 502);
+    // A capacity refusal (RFC 9110 §15.6.4): 503 with Retry-After, as introspection.max_in_flight
+    // answers, not the 502 of a token service that failed.
+    assert.equal(fourth.status, 503);
+    assert.equal(fourth.headers.get('retry-after'), '5');
+    assert.equal(fourth.headers.get('cache-control'), 'no-store');
     assert.deepEqual(await fourth.json(), {
-      error: 'bad_gateway',
-      error_description: 'The credential for the upstream service could not be obtained.',
+      error: 'temporarily_unavailable',
+      error_description: 'The credential for the upstream service cannot be obtained right now; try again later.',
     });
     assert.ok(took < 150, `refused after ${took} ms`);
     assert.equal(held.calls.length, calls + 3, 'a fourth mint was started');
     const e = (await requestEvents(gw)).at(-1)!;
+    assert.equal(e.reason, 'upstream_credential_busy');
     assert.equal(e.detail?.upstream_error, 'mints_in_flight');
     const lines = log.lines.slice(logged).filter((l) => l.event === 'upstream_credential_failed');
     assert.ok(lines.some((l) => l.code === 'mints_in_flight'));
@@ -127,5 +148,89 @@ describe('gateway: exchange mints in flight', () => {
     held.calls.at(-1)!.resolve(answer('fourth'));
     assert.equal((await next).status, 200);
     assert.equal(upstream.seen.at(-1)!.headers.authorization, 'Bearer minted-fourth');
+  });
+});
+
+describe('gateway: exchange mints in flight on MCP and A2A routes', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  const held = heldIssuer();
+  const credential = { type: 'exchange' as const, audience: 'https://upstream.internal', mint_timeout: '200ms', max_in_flight: 1 };
+  before(async () => {
+    upstream = await startUpstream();
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        scopes: { ...SCOPES, 'agent:invoke': {} },
+        gateway: {
+          routes: [
+            mcpRoute(upstream.url, RULES, { upstream: { url: upstream.url, credential } }),
+            {
+              id: 'agent',
+              match: { path_prefix: '/agent' },
+              upstream: { url: upstream.url, credential },
+              auth: 'jwt',
+              rules: [{ scopes: ['agent:invoke'] }],
+              a2a: { token_url: 'https://issuer.test/oauth2/token' },
+            },
+          ],
+        },
+      },
+      { upstreamTokenIssuer: held.issuer },
+    );
+  });
+  after(async () => {
+    for (const c of held.calls) c.resolve(answer('end'));
+    await gw?.close();
+    await upstream?.close();
+  });
+
+  const rpc = async (path: string, sub: string, scope: string, id: number, method: string) =>
+    fetch(`${gw.url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: ACCEPT, authorization: `Bearer ${await token({ sub, scope })}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id, method, params: {} }),
+      signal: AbortSignal.timeout(5000),
+    });
+
+  it('attack: an MCP call refused for want of a mint slot is 503 with Retry-After, still a JSON-RPC -32603 error echoing its id', {
+    timeout: 10_000,
+  }, async () => {
+    const mcp = (sub: string, id: number) => rpc('/mcp', sub, 'mcp:use echo:use', id, 'tools/list');
+    // The route's one slot is held by a mint that hangs (answered 502 at mint_timeout).
+    await assertRpcError(await mcp('holder', 1), {
+      status: 502,
+      id: 1,
+      code: -32603,
+      message: 'The credential for the upstream service could not be obtained.',
+    });
+    const res = await mcp('cold', 2);
+    assert.equal(res.headers.get('retry-after'), '5');
+    await assertRpcError(res, {
+      status: 503,
+      id: 2,
+      code: -32603,
+      message: 'The credential for the upstream service cannot be obtained right now; try again later.',
+    });
+    const e = (await requestEvents(gw)).at(-1)!;
+    assert.equal(e.reason, 'upstream_credential_busy');
+    assert.equal(e.detail?.upstream_error, 'mints_in_flight');
+  });
+
+  it("attack: an A2A call refused for want of a mint slot is 503 with Retry-After, in the form of the route's other credential refusals (decided before the body is read: the OAuth JSON, not JSON-RPC)", {
+    timeout: 10_000,
+  }, async () => {
+    const a2a = (sub: string, id: number) => rpc('/agent', sub, 'agent:invoke', id, 'message/send');
+    const first = await a2a('holder', 1);
+    assert.equal(first.status, 502);
+    assert.equal(((await first.json()) as { error: string }).error, 'bad_gateway');
+    const res = await a2a('cold', 2);
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get('retry-after'), '5');
+    assert.deepEqual(await res.json(), {
+      error: 'temporarily_unavailable',
+      error_description: 'The credential for the upstream service cannot be obtained right now; try again later.',
+    });
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'upstream_credential_busy');
   });
 });

@@ -20,8 +20,9 @@
  * An issuer call counts as in flight until the issuer settles it, past its deadline too (an issuer
  * may not heed the signal): at most `maxInFlight` at once per route, and at most
  * {@link PER_CALLER_IN_FLIGHT} per cache key (the one abandoned and one new try). A mint past either
- * bound is refused at once ({@link ExchangeMintsBusy}), never queued, so a hung token service costs
- * a bounded number of pending calls whatever the number of requests.
+ * bound is refused at once ({@link ExchangeMintsBusy}: 503 `upstream_credential_busy` with
+ * Retry-After, a capacity refusal), never queued, so a hung token service costs a bounded number of
+ * pending calls whatever the number of requests.
  *
  * @module
  */
@@ -106,6 +107,13 @@ export class ExchangeMintTimeout extends Error {
  * until one settles, so one caller cannot take the route's `maxInFlight`.
  */
 const PER_CALLER_IN_FLIGHT = 2;
+
+/**
+ * Seconds a caller refused for want of a mint slot is told to wait (`Retry-After`), as
+ * `introspection.max_in_flight` tells (INTROSPECTION_RETRY_AFTER): a slot frees when a call
+ * settles, which a hung token service may take up to `mint_timeout` and longer to do.
+ */
+export const MINTS_BUSY_RETRY_AFTER = 5;
 
 /** A mint refused because too many issuer calls are unsettled (`max_in_flight`). Logged with its `reason`. */
 export class ExchangeMintsBusy extends Error {
@@ -268,7 +276,12 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
         },
         (error: unknown) => {
           options.onError?.(error);
-          return error instanceof ExchangeMintTimeout || error instanceof ExchangeMintsBusy
+          // Capacity, not failure (RFC 9110 §15.6.4): 503 with Retry-After. Audited with the same
+          // detail.upstream_error (mints_in_flight) as before.
+          if (error instanceof ExchangeMintsBusy) {
+            return new TesseraError('upstream_credential_busy', { upstreamError: error.reason, retryAfter: MINTS_BUSY_RETRY_AFTER });
+          }
+          return error instanceof ExchangeMintTimeout
             ? new TesseraError('upstream_credential_unavailable', { upstreamError: error.reason })
             : new TesseraError('upstream_credential_unavailable');
         },
