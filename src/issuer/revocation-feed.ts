@@ -115,6 +115,8 @@ function sameEntry(e: RevocationEntry | undefined, last: RevocationEntry): boole
 
 function toRevocation(entries: readonly Omit<RevocationEntry, 'seq'>[], issuer: string): Revocation {
   // Grants and token ids are this issuer's: another issuer's token with the same value is untouched.
+  // A token entry that names its scope is that scope's (a signed-out login session's id, under the
+  // login-session scope that no token's `iss` equals).
   const grants: { id: string; expiresAt: number; issuer: string }[] = [];
   const tokenIds: { jti: string; expiresAt: number; issuer: string }[] = [];
   const subjects: { issuer: string; subject: string; at: number; expiresAt: number }[] = [];
@@ -122,7 +124,7 @@ function toRevocation(entries: readonly Omit<RevocationEntry, 'seq'>[], issuer: 
   // Each entry lives in the store until its `expiresAt` (its tokens' end plus skew), and so here.
   for (const e of entries) {
     if (e.kind === 'grant') grants.push({ id: e.value, expiresAt: e.expiresAt, issuer });
-    else if (e.kind === 'token') tokenIds.push({ jti: e.value, expiresAt: e.expiresAt, issuer });
+    else if (e.kind === 'token') tokenIds.push({ jti: e.value, expiresAt: e.expiresAt, issuer: e.issuer ?? issuer });
     else if (e.kind === 'subject') subjects.push({ issuer: e.issuer ?? issuer, subject: e.value, at: e.at, expiresAt: e.expiresAt });
     else clients.push({ issuer: e.issuer ?? issuer, clientId: e.value, at: e.at, expiresAt: e.expiresAt });
   }

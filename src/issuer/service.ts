@@ -68,7 +68,14 @@ import { checkRepeats } from './params.ts';
 import { type RegistrationContext, type RegistrationResponse, registerDynamicClient, registrantKey } from './registration.ts';
 import { type ApprovingPerson, type RememberedConsentContext, rememberApproval, rememberedApproval } from './remembered-consent.ts';
 import { RevocationFeed } from './revocation-feed.ts';
-import { type AccessTokenRevocation, type RevokeContext, revokeAccessToken, revokeGrants, revokeRequest } from './revoke.ts';
+import {
+  type AccessTokenRevocation,
+  loginSessionScope,
+  type RevokeContext,
+  revokeAccessToken,
+  revokeGrants,
+  revokeRequest,
+} from './revoke.ts';
 import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, tokenHash } from './secrets.ts';
 
 export type { OAuthRequest, TokenResponse } from './context.ts';
@@ -691,6 +698,47 @@ export class TokenService {
       ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
       ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
     });
+  }
+
+  /**
+   * Record a login session as ended (signed out at `<issuer>/oauth2/logout`), in the store every
+   * instance shares: a `token` entry of the revocation log with the session's id, under the
+   * login-session scope (no token's `iss`), kept until the session would have ended anyway.
+   * Nothing is written for a session already recorded (a copy of its cookie signing out again).
+   */
+  async endLoginSession(sessionId: string, endsAt: number): Promise<void> {
+    if (await this.loginSessionEnded(sessionId)) return;
+    const entry = {
+      kind: 'token' as const,
+      value: sessionId,
+      issuer: loginSessionScope(this.issuer),
+      at: this.#ctx.now(),
+      expiresAt: endsAt + SKEW,
+    };
+    await this.store.appendRevocations([entry]);
+    this.#feed.applyCommitted([entry]);
+  }
+
+  /**
+   * Whether the login session `sessionId` was signed out: read from the store itself (by the
+   * revocation log's token index), so a sign-out at another instance, or one this instance has not
+   * synced yet, counts at once.
+   */
+  async loginSessionEnded(sessionId: string): Promise<boolean> {
+    if (
+      this.revocations.isRevoked({
+        issuer: loginSessionScope(this.issuer),
+        subject: undefined,
+        clientId: undefined,
+        delegationId: undefined,
+        tokenId: sessionId,
+        issuedAt: undefined,
+        expiresAt: Number.POSITIVE_INFINITY,
+      })
+    ) {
+      return true;
+    }
+    return this.store.tokenRevoked(sessionId);
   }
 
   /** Audit a person's refusal (or a consent form refused before it could be answered). */

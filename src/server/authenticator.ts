@@ -37,7 +37,9 @@ export type AuthenticationFailure =
   | 'session_invalid'
   | 'session_expired'
   /** A login session that began before a revocation of its subject (`tessera revoke --subject`). */
-  | 'session_revoked';
+  | 'session_revoked'
+  /** A login session signed out (`/oauth2/logout`): a copy of its cookie presented afterwards. */
+  | 'session_ended';
 
 export type Authentication =
   | {
@@ -51,6 +53,13 @@ export type Authentication =
        * request (a session cookie): a session from before a revocation of the subject is refused.
        */
       readonly authenticatedAt?: number;
+      /**
+       * The login session's id, for an authenticator that keeps sessions: signing out records it as
+       * ended in the store, and a session so recorded signs no one in, wherever its cookie comes from.
+       */
+      readonly sessionId?: string;
+      /** When that session ends at the latest (epoch seconds): how long its end must be remembered. */
+      readonly sessionEndsAt?: number;
     }
   | { readonly ok: false; readonly reason: AuthenticationFailure };
 

@@ -224,6 +224,11 @@ export function createAuthorizeHandler(
       sessionOf = person.subject;
       person = { ok: false, reason: 'session_revoked' };
     }
+    // Signed out (at any instance): a copy of the session's cookie, kept or taken elsewhere, is no session.
+    if (person.ok && person.sessionId !== undefined && (await service.loginSessionEnded(person.sessionId))) {
+      sessionOf = person.subject;
+      person = { ok: false, reason: 'session_ended' };
+    }
     if (!person.ok) {
       const login = options.authenticator.login;
       // No session yet, or an expired one, is the normal way into a login: not worth an audit event.
@@ -370,7 +375,8 @@ export function createLoginCallbackHandler(
 
 /**
  * `<issuer>/oauth2/logout`: GET shows a Sign out button (a link or an image cannot sign anyone
- * out); POST, from this server's own pages, ends the login session (its cookies cleared) and is
+ * out); POST, from this server's own pages, ends the login session (its cookies cleared, and its
+ * id recorded as ended in the store, so a copy of the cookie signs no one in at any instance) and is
  * audited as `login.signed_out` with the subject it belonged to. Grants already approved are
  * untouched: revoking them is `tessera revoke`.
  */
@@ -407,7 +413,13 @@ export function createLogoutHandler(
     }
     const remoteAddr = req.socket.remoteAddress;
     const person = await authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
-    if (person.ok) service.auditSignedOut(person.subject, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
+    if (person.ok) {
+      // Ended in the store, not only in this browser: a copy of the cookie signs no one in afterwards.
+      if (person.sessionId !== undefined && person.sessionEndsAt !== undefined) {
+        await service.endLoginSession(person.sessionId, person.sessionEndsAt);
+      }
+      service.auditSignedOut(person.subject, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
+    }
     show(
       res,
       200,

@@ -11,11 +11,12 @@
  *   `state`, the authorization request to come back to and an expiry. The callback's `state` must
  *   equal the cookie's (a login started in another browser, i.e. login CSRF, fails), and each state
  *   is used once. The PKCE verifier and the nonce are MACs of the state, so nothing else is kept.
- * - the login session cookie (`tessera-session`), set after a verified ID token: the subject, the
- *   e-mail and an expiry (`session_ttl`), MAC'd together with the upstream's issuer, client_id,
+ * - the login session cookie (`tessera-session`), set after a verified ID token: a random session
+ *   id, the subject, the e-mail, when the person signed in and an expiry (`session_ttl`), MAC'd together with the upstream's issuer, client_id,
  *   subject_claim and allowed_domains (a session outlives no change of them). It says who the person
  *   is to the authorization endpoint and nothing else: it is not a JWT, its key serves no other
- *   purpose, and no other endpoint reads it.
+ *   purpose, and no other endpoint reads it. Signing out records its id as ended in the store, so a
+ *   copy of the cookie taken elsewhere signs no one in afterwards (checked by the authorization endpoint).
  *
  * The authorization request is carried in the MAC'd state cookie, never in a `return_to`
  * parameter: the callback can only send the browser back to this issuer's authorization endpoint.
@@ -90,6 +91,8 @@ interface UpstreamMetadata {
 /** RFC 6749 §4.1.2.1: the `error` value's characters. */
 const ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 const STATE = /^[A-Za-z0-9_-]{43}$/;
+/** A login session's id: 128 random bits, base64url (never the shape of a token's `jti`, a UUID). */
+const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
 /** Longest authorization request carried through the login (browsers keep cookies up to 4096 bytes). */
 const MAX_REQUEST = 2048;
 /** Largest discovery document or token response read, bytes; a larger one is refused once this much has arrived. */
@@ -451,6 +454,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         if (!allowed.has(domain)) return fail('login_domain_not_allowed');
       }
       const session = seal(runtime.keys.session, sessionLabel, {
+        d: randomBytes(16).toString('base64url'),
         s: subject,
         ...(email !== undefined ? { m: email } : {}),
         i: now,
@@ -476,6 +480,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       const v = raw === null ? undefined : unseal(runtime.keys.session, sessionLabel, raw);
       if (
         v === undefined ||
+        // No session id: a cookie from before sessions had one, which signing out could not end.
+        typeof v.d !== 'string' ||
+        !SESSION_ID.test(v.d) ||
         typeof v.s !== 'string' ||
         typeof v.i !== 'number' ||
         typeof v.e !== 'number' ||
@@ -485,8 +492,16 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       }
       // Ends at its own expiry, or sooner when session_ttl was shortened since it began.
       const now = runtime.now();
-      if (v.e <= now || v.i + options.session_ttl <= now) return { ok: false, reason: 'session_expired' };
-      return { ok: true, subject: v.s, authenticatedAt: v.i, ...(typeof v.m === 'string' ? { email: v.m } : {}) };
+      const endsAt = Math.min(v.e, v.i + options.session_ttl);
+      if (endsAt <= now) return { ok: false, reason: 'session_expired' };
+      return {
+        ok: true,
+        subject: v.s,
+        authenticatedAt: v.i,
+        sessionId: v.d,
+        sessionEndsAt: endsAt,
+        ...(typeof v.m === 'string' ? { email: v.m } : {}),
+      };
     },
   };
 }

@@ -883,6 +883,52 @@ describe('attacks on the login callback (scripted upstream)', () => {
     assert.ok((next.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
   });
 
+  it('attack: a copy of the session cookie taken before sign-out is no session afterwards, at this instance and at another sharing the store (login_session_ended)', async () => {
+    const browser = await signedIn();
+    assert.equal((await browser.fetch(authorizeUrl(issuer, pkcePair().challenge))).status, 200, 'the consent page, before');
+    // Another instance of the same deployment: same master key, same store.
+    const other = await startIssuer({
+      config: { token_service: { authorization: oidcConfig(rogue.url) } } as never,
+      dir: issuer.dir,
+      master: issuer.master,
+    });
+    try {
+      assert.equal((await browser.fetch(authorizeUrl(other, pkcePair().challenge))).status, 200, 'signed in there too');
+      const copy = browser.jar.get('tessera-session') as string;
+      const thief = new Browser();
+      thief.jar.set('tessera-session', copy);
+      const shown = await thief.fetch(authorizeUrl(issuer, pkcePair().challenge));
+      const form = await shown.text();
+      assert.equal(shown.status, 200, 'the copy works before the sign-out');
+      const out = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { 'sec-fetch-site': 'same-origin' } });
+      assert.equal(out.status, 200);
+      assert.equal(browser.jar.has('tessera-session'), false);
+      // The copy, replayed from elsewhere (the cookie is unchanged and its MAC still verifies).
+      for (const at of [issuer, other]) {
+        const before = (await audit(at)).length;
+        const res = await thief.fetch(authorizeUrl(at, pkcePair().challenge));
+        assert.equal(res.status, 303, 'sent to log in, not shown a consent page');
+        assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+        assert.deepEqual((await audit(at)).slice(before), ['login_session_ended']);
+      }
+      await issuer.service.audit.flush();
+      const refused = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.reason === 'login_session_ended');
+      assert.ok(refused.length >= 1 && refused.every((e) => e.subject === 'rogue-user'), 'names whose session was refused');
+      // Nor does the copy answer a consent page it was shown before the sign-out.
+      const approved = await thief.fetch(`${issuer.url}/oauth2/authorize`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ ...formFields(form), decision: 'approve' }).toString(),
+      });
+      await expectPage(approved, 403);
+      // Signing in again is a new session, which the sign-out does not cover.
+      const again = await signedIn();
+      assert.equal((await again.fetch(authorizeUrl(issuer, pkcePair().challenge))).status, 200);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('a tampered session cookie (another subject, or a forged MAC) signs no one in', async () => {
     const browser = await signedIn();
     const [body, mac] = (browser.jar.get('tessera-session') as string).split('.') as [string, string];
