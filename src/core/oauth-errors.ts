@@ -32,6 +32,8 @@ export type OAuthErrorValue =
   | 'request_uri_not_supported'
   | 'access_denied'
   | 'login_required'
+  // OpenID Connect Core §3.1.2.6: prompt=none and the consent page would be needed.
+  | 'consent_required'
   | 'invalid_client_metadata'
   | 'invalid_redirect_uri'
   | 'server_error'
@@ -269,10 +271,23 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'code_challenge must be the 43-character base64url SHA-256 of the code_verifier.',
   },
+  // OIDC Core §3.1.2.1: `prompt=none` with another value, and a `max_age` that is no number of seconds.
+  authorize_prompt_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'prompt=none cannot be combined with another prompt value.',
+  },
+  authorize_max_age_invalid: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'max_age must be a non-negative whole number of seconds.',
+  },
   authorize_access_denied: { status: 403, error: 'access_denied', description: 'The resource owner denied the request.' },
   // 403, not 401: a 401 must carry a WWW-Authenticate challenge (RFC 9110 §15.5.2), and no HTTP
   // authentication scheme signs a person in at this page (an SSO proxy or an OIDC login does).
   authorize_login_required: { status: 403, error: 'login_required', description: 'The user is not authenticated.' },
+  // OIDC Core §3.1.2.6: prompt=none, and the consent page would be needed.
+  authorize_consent_required: { status: 403, error: 'consent_required', description: 'The user has not approved this request.' },
   authorize_consent_invalid: {
     status: 400,
     error: 'invalid_request',

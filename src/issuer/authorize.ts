@@ -45,6 +45,15 @@ export interface AuthorizationRequest {
    * redeems only with a proof of that key), or `undefined` when the request named none.
    */
   readonly dpopJkt: string | undefined;
+  /** OIDC Core §3.1.2.1 `prompt`: its values (`none` alone, or any of `login`, `consent`, others ignored). */
+  readonly prompt: ReadonlySet<string>;
+  /** OIDC Core §3.1.2.1 `max_age`, seconds: a sign-in older than this must be made afresh. */
+  readonly maxAge: number | undefined;
+  /**
+   * Whether an error found from here on goes back to the redirect URI (`false` for a dynamically
+   * registered client's non-loopback one: shown as a page, RFC 9700 §4.11.2).
+   */
+  readonly errorsToClient: boolean;
 }
 
 /** Where an authorization error goes: to the person (no trusted redirect URI yet) or back to the client. */
@@ -110,7 +119,16 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
     clientId: client.id,
   });
   if (state === null || (state !== undefined && state.length > STATE_MAX)) return back('request_parameter_invalid');
-  for (const name of ['response_type', 'response_mode', 'scope', 'code_challenge', 'code_challenge_method', 'dpop_jkt']) {
+  for (const name of [
+    'response_type',
+    'response_mode',
+    'scope',
+    'code_challenge',
+    'code_challenge_method',
+    'dpop_jkt',
+    'prompt',
+    'max_age',
+  ]) {
     if (single(params, name) === null) return back('request_parameter_repeated');
   }
   // RFC 6749 §4.1.2.1: a missing parameter is invalid_request; only a value other than code is unsupported.
@@ -130,6 +148,11 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
   // than answered with a code nothing can redeem.
   const dpopJkt = param(params, 'dpop_jkt');
   if (dpopJkt !== undefined && !isJwkThumbprint(dpopJkt)) return back('authorize_dpop_jkt_invalid');
+  // OIDC Core §3.1.2.1: `none` must stand alone (it asks for no page, the others ask for one).
+  const prompt = new Set((param(params, 'prompt') ?? '').split(' ').filter((v) => v !== ''));
+  if (prompt.has('none') && prompt.size > 1) return back('authorize_prompt_invalid');
+  const maxAgeText = param(params, 'max_age');
+  if (maxAgeText !== undefined && !/^\d{1,10}$/.test(maxAgeText)) return back('authorize_max_age_invalid');
   const challenge = param(params, 'code_challenge');
   if (challenge === undefined) return back('pkce_challenge_missing');
   // RFC 7636 §4.3: an absent method means plain, which is refused like an explicit one.
@@ -167,6 +190,9 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
       audiences,
       codeChallenge: challenge,
       dpopJkt,
+      prompt,
+      maxAge: maxAgeText === undefined ? undefined : Number(maxAgeText),
+      errorsToClient: trusted,
     },
   };
 }

@@ -42,12 +42,13 @@ export function endpointsFor(issuer: string): Endpoints {
 /**
  * RFC 8414 authorization server metadata: exactly what this server supports. The authorization
  * code grant, its endpoint and public clients are listed only when the authorization endpoint is
- * enabled (`authorize`); the registration endpoint only when dynamic registration is (`register`).
+ * enabled (`authorize`); the registration endpoint only when dynamic registration is (`register`);
+ * `prompt=login` only when the person can be sent to sign in afresh (`freshLogin`: an upstream OIDC login).
  */
 export function metadata(
   endpoints: Endpoints,
   scopes: ScopeModel,
-  enabled: { readonly authorize?: boolean; readonly register?: boolean } = {},
+  enabled: { readonly authorize?: boolean; readonly register?: boolean; readonly freshLogin?: boolean } = {},
   dpopAlgorithms: readonly JwsAlgorithm[] = DEFAULT_DPOP_ALGORITHMS,
 ): Record<string, unknown> {
   const algs = [...ASYMMETRIC_ALGORITHMS];
@@ -72,6 +73,10 @@ export function metadata(
           code_challenge_methods_supported: ['S256'],
           // RFC 9207: the authorization response carries `iss`, against mix-up attacks.
           authorization_response_iss_parameter_supported: true,
+          // OIDC Core §3.1.2.1 values the authorization endpoint acts on (OpenID Connect Prompt
+          // Create §4.2 defines the member, registered for RFC 8414 metadata too). `login` only where
+          // the person can be sent to sign in afresh (`oidc`): behind an SSO proxy it is login_required.
+          prompt_values_supported: enabled.freshLogin ? ['none', 'login', 'consent'] : ['none', 'consent'],
         }
       : {}),
     token_endpoint_auth_methods_supported: auth,

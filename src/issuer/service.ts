@@ -818,7 +818,11 @@ export class TokenService {
     return metadata(
       this.endpoints,
       this.#scopes,
-      { authorize: this.config.authorization.enabled, register: this.config.registration.enabled },
+      {
+        authorize: this.config.authorization.enabled,
+        register: this.config.registration.enabled,
+        freshLogin: this.config.authorization.oidc !== undefined,
+      },
       [...this.#dpopAlgorithms],
     );
   }

@@ -60,6 +60,11 @@ export type Authentication =
       readonly sessionId?: string;
       /** When that session ends at the latest (epoch seconds): how long its end must be remembered. */
       readonly sessionEndsAt?: number;
+      /**
+       * The authorization request (SHA-256 of its query string) whose login began this session: a
+       * sign-in made for that very request, so its `prompt=login` or `max_age` is answered by it.
+       */
+      readonly signedInFor?: string;
     }
   | { readonly ok: false; readonly reason: AuthenticationFailure };
 
@@ -133,8 +138,12 @@ export interface InteractiveLogin {
   readonly logoutUrl: string;
   /** `Set-Cookie` values that end the login session (and a login in progress). */
   readonly logoutCookies: readonly string[];
-  /** Where to send the browser to log in before answering `request` (an authorization request's query string). */
-  start(request: string): Promise<LoginRedirect>;
+  /**
+   * Where to send the browser to log in before answering `request` (an authorization request's
+   * query string). `fresh`: the person must sign in again (`prompt=login`, `max_age`), so the
+   * upstream is asked to re-authenticate them (`prompt=login` there too), not to reuse its own session.
+   */
+  start(request: string, options?: { readonly fresh?: boolean }): Promise<LoginRedirect>;
   /** Take the upstream's answer: the callback's query string and the browser's request. */
   finish(query: URLSearchParams, request: PersonRequest): Promise<LoginCallbackOutcome>;
 }

@@ -17,6 +17,7 @@ import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/a
 import { DYNAMIC_CLIENT_ID_PREFIX, isClientName } from '../issuer/clients.ts';
 import type { ApprovingPerson } from '../issuer/remembered-consent.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
+import { sha256 } from '../issuer/secrets.ts';
 import type { TokenService } from '../issuer/service.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
 import { newNonce, pageHeaders, renderConsent, renderError, renderSignOut } from './consent-page.ts';
@@ -229,17 +230,50 @@ export function createAuthorizeHandler(
       sessionOf = person.subject;
       person = { ok: false, reason: 'session_ended' };
     }
-    if (!person.ok) {
+    // An error for the client: back to its redirect URI, or a page where its errors are shown (a
+    // dynamically registered client's non-loopback redirect URI, as checkAuthorizationRequest's).
+    const toClient = (code: OAuthErrorCode): void => {
+      const error = new OAuthError(code);
+      if (!request.errorsToClient) page(res, error, requestId);
+      else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error }, request.state), requestId);
+    };
+    // OIDC Core §3.1.2.1: `prompt=login`, or a sign-in older than `max_age` seconds, asks for a
+    // fresh one (`max_age=0` is `prompt=login`: a sign-in this second is not older than 0 s). A
+    // session begun by a login made for this very request (its query) is that sign-in:
+    // the request comes back here after it, and its consent form is posted with the same query.
+    const stale =
+      person.ok &&
+      (request.prompt.has('login') ||
+        request.maxAge === 0 ||
+        (request.maxAge !== undefined && (person.authenticatedAt === undefined || checkedAt - person.authenticatedAt > request.maxAge))) &&
+      person.signedInFor !== sha256(query);
+    if (!person.ok || stale) {
       const login = options.authenticator.login;
       // No session yet, or an expired one, is the normal way into a login: not worth an audit event.
-      if (login === undefined || (person.reason !== 'session_missing' && person.reason !== 'session_expired')) {
+      if (!person.ok && (login === undefined || (person.reason !== 'session_missing' && person.reason !== 'session_expired'))) {
         denied(`login_${person.reason}`, { clientId, ...(sessionOf !== undefined ? { subject: sessionOf } : {}) });
       }
-      // Only a GET starts a login: a consent form posted without a session is refused (start again).
-      if (login === undefined || form !== undefined) return page(res, new OAuthError('authorize_login_required'), requestId);
+      const who = person.ok ? { subject: person.subject } : sessionOf !== undefined ? { subject: sessionOf } : {};
+      // prompt=none: no login page, no page at all (OIDC Core §3.1.2.6).
+      if (request.prompt.has('none')) {
+        denied('authorize_login_required', { clientId, ...who });
+        return toClient('authorize_login_required');
+      }
+      // Only a GET starts a login: a consent form posted without a session (or a fresh enough one)
+      // is refused (start again).
+      if (form !== undefined || (login === undefined && !person.ok)) {
+        if (stale) denied('authorize_login_required', { clientId, ...who });
+        return page(res, new OAuthError('authorize_login_required'), requestId);
+      }
+      // The person as an SSO proxy vouches for them on each request: this server cannot have them
+      // sign in afresh, which the client asked for (OIDC Core §3.1.2.1: then login_required).
+      if (login === undefined) {
+        denied('authorize_login_required', { clientId, ...who });
+        return toClient('authorize_login_required');
+      }
       let to: LoginRedirect;
       try {
-        to = await login.start(query);
+        to = await login.start(query, { fresh: stale });
       } catch (e) {
         if (!(e instanceof LoginError)) throw e;
         denied(e.reason, { clientId });
@@ -285,6 +319,11 @@ export function createAuthorizeHandler(
       const code = await service.approveRemembered(request, approver, params, { requestId, remoteAddr });
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
+      }
+      // prompt=none and nothing remembered answers it: the page would be needed (OIDC Core §3.1.2.6).
+      if (request.prompt.has('none')) {
+        denied('authorize_consent_required', { subject: person.subject, clientId });
+        return toClient('authorize_consent_required');
       }
       const nonce = newNonce();
       const redirectUrl = new URL(request.redirectUri);

@@ -318,7 +318,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     logoutUrl: `${runtime.tesseraIssuer}/oauth2/logout`,
     logoutCookies: [clearState, setCookie(sessionCookie, '', 0)],
 
-    async start(request: string): Promise<LoginRedirect> {
+    async start(request: string, startOptions = {}): Promise<LoginRedirect> {
       if (request.length > MAX_REQUEST) throw new LoginError('login_state_invalid');
       const m = await upstream();
       const state = randomBytes(32).toString('base64url');
@@ -332,6 +332,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       url.searchParams.set('nonce', nonceFor(state));
       url.searchParams.set('code_challenge', hash('sha256', verifierFor(state), 'base64url'));
       url.searchParams.set('code_challenge_method', 'S256');
+      // OIDC Core §3.1.2.1: a fresh sign-in here is one at the upstream too, not its session reused.
+      if (startOptions.fresh === true) url.searchParams.set('prompt', 'login');
       return {
         location: url.href,
         cookies: [
@@ -455,6 +457,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       }
       const session = seal(runtime.keys.session, sessionLabel, {
         d: randomBytes(16).toString('base64url'),
+        // The request this sign-in was made for: it answers that request's prompt=login or max_age.
+        f: sha256(sealed.r),
         s: subject,
         ...(email !== undefined ? { m: email } : {}),
         i: now,
@@ -486,7 +490,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         typeof v.s !== 'string' ||
         typeof v.i !== 'number' ||
         typeof v.e !== 'number' ||
-        (v.m !== undefined && typeof v.m !== 'string')
+        (v.m !== undefined && typeof v.m !== 'string') ||
+        (v.f !== undefined && typeof v.f !== 'string')
       ) {
         return { ok: false, reason: 'session_invalid' };
       }
@@ -500,6 +505,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         authenticatedAt: v.i,
         sessionId: v.d,
         sessionEndsAt: endsAt,
+        ...(typeof v.f === 'string' ? { signedInFor: v.f } : {}),
         ...(typeof v.m === 'string' ? { email: v.m } : {}),
       };
     },

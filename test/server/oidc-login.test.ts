@@ -929,6 +929,134 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  /** An authorization request with `extra` parameters (prompt, max_age). */
+  const requestWith = (extra: Record<string, string>) =>
+    authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+      redirect_uri: REDIRECT,
+      code_challenge: pkcePair().challenge,
+      resource: API,
+      state: 'client-state',
+      ...extra,
+    });
+
+  /** Sign in at the upstream for the login `res` (a 303 to it) started; the 303 back to the authorization request. */
+  async function loginThrough(browser: Browser, res: Response): Promise<Response> {
+    const up = new URL(res.headers.get('location') as string);
+    // Issued by the upstream's clock as this server's test clock reads it (skew), not the real one.
+    const at = Math.floor((Date.now() + skew) / 1000);
+    rogue.idToken = () =>
+      new SignJWT({ sub: 'rogue-user', nonce: up.searchParams.get('nonce'), email: 'rogue@example.com' })
+        .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
+        .setIssuer(rogue.url)
+        .setAudience(UPSTREAM_CLIENT)
+        .setIssuedAt(at)
+        .setExpirationTime(at + 300)
+        .sign(rogue.key);
+    const back = await callback(browser, up.searchParams.get('state') as string);
+    assert.equal(back.status, 303, await back.clone().text());
+    return back;
+  }
+
+  it('prompt=login (OIDC Core §3.1.2.1): a valid session signs in afresh, the upstream is asked for prompt=login too, and the request then shows its page (no loop)', async () => {
+    const browser = await signedIn();
+    const url = requestWith({ prompt: 'login' });
+    const res = await browser.fetch(url);
+    assert.equal(res.status, 303, 'sent to sign in, not shown the page');
+    const up = new URL(res.headers.get('location') as string);
+    assert.ok(up.href.startsWith(`${rogue.url}/authorize?`));
+    assert.equal(up.searchParams.get('prompt'), 'login', 'the upstream re-authenticates, not a silent SSO');
+    const back = await loginThrough(browser, res);
+    assert.equal(back.headers.get('location'), url, 'back to the very request');
+    const page = await browser.fetch(url);
+    const html = await page.text();
+    assert.equal(page.status, 200, 'the fresh sign-in answers the prompt: the page, not another login');
+    const approved = await browser.fetch(`${issuer.url}/oauth2/authorize`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ ...formFields(html), decision: 'approve' }).toString(),
+    });
+    assert.equal(approved.status, 303, await approved.text());
+    assert.ok(new URL(approved.headers.get('location') as string).searchParams.get('code'));
+    // Another request with prompt=login asks again; one without it is answered by the session.
+    assert.equal((await browser.fetch(requestWith({ prompt: 'login' }))).status, 303);
+    assert.equal((await browser.fetch(requestWith({}))).status, 200);
+  });
+
+  it('max_age: a session older than max_age seconds signs in afresh; a younger one is used', async () => {
+    const browser = await signedIn();
+    skew = 120_000;
+    try {
+      assert.equal((await browser.fetch(requestWith({ max_age: '300' }))).status, 200, 'a 2-minute-old session within 300 s');
+      const url = requestWith({ max_age: '60' });
+      const res = await browser.fetch(url);
+      assert.equal(res.status, 303, 'older than 60 s: sign in again');
+      assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+      await loginThrough(browser, res);
+      assert.equal((await browser.fetch(url)).status, 200, 'the fresh session answers it');
+      assert.equal((await browser.fetch(requestWith({ max_age: '60' }))).status, 200, 'and the next one within 60 s');
+      assert.equal((await browser.fetch(requestWith({ max_age: '0' }))).status, 303, 'max_age=0 is prompt=login');
+    } finally {
+      skew = 0;
+    }
+  });
+
+  it('prompt=none: never a page; login_required or consent_required back to the client with state and iss (RFC 9207)', async () => {
+    const errorOf = (res: Response) => {
+      assert.equal(res.status, 303);
+      const to = new URL(res.headers.get('location') as string);
+      assert.equal(`${to.origin}${to.pathname}`, REDIRECT);
+      assert.equal(to.searchParams.get('state'), 'client-state');
+      assert.equal(to.searchParams.get('iss'), issuer.url);
+      return to.searchParams.get('error');
+    };
+    const before = (await audit(issuer)).length;
+    const stranger = new Browser();
+    assert.equal(errorOf(await stranger.fetch(requestWith({ prompt: 'none' }))), 'login_required', 'no session: no login page');
+    assert.equal(stranger.jar.has('tessera-login'), false, 'no login started');
+    const browser = await signedIn();
+    // Signed in, but nothing remembered (remember_consent is off): the page would be needed.
+    assert.equal(errorOf(await browser.fetch(requestWith({ prompt: 'none' }))), 'consent_required');
+    skew = 120_000;
+    try {
+      assert.equal(errorOf(await browser.fetch(requestWith({ prompt: 'none', max_age: '60' }))), 'login_required', 'too old for max_age');
+    } finally {
+      skew = 0;
+    }
+    assert.deepEqual((await audit(issuer)).slice(before), [
+      'authorize_login_required',
+      'authorize_consent_required',
+      'authorize_login_required',
+    ]);
+  });
+
+  it('prompt=none with another value, an unknown spelling of max_age, or either repeated: invalid_request back to the client', async () => {
+    const browser = await signedIn();
+    const cases: Record<string, string>[] = [
+      { prompt: 'none login' },
+      { prompt: 'consent none' },
+      { max_age: '-1' },
+      { max_age: '1.5' },
+      { max_age: 'soon' },
+    ];
+    for (const extra of cases) {
+      const res = await browser.fetch(requestWith(extra));
+      assert.equal(res.status, 303, JSON.stringify(extra));
+      const to = new URL(res.headers.get('location') as string);
+      assert.equal(to.searchParams.get('error'), 'invalid_request', JSON.stringify(extra));
+      assert.equal(to.searchParams.get('state'), 'client-state');
+    }
+    for (const repeated of ['prompt=login&prompt=login', 'max_age=5&max_age=5']) {
+      const res = await browser.fetch(`${requestWith({})}&${repeated}`);
+      assert.equal(new URL(res.headers.get('location') as string).searchParams.get('error'), 'invalid_request', repeated);
+    }
+  });
+
+  it('RFC 8414 metadata advertises prompt_values_supported (OpenID Connect Prompt Create §4.2)', async () => {
+    const res = await fetch(`${issuer.url}/.well-known/oauth-authorization-server`);
+    const body = (await res.json()) as { prompt_values_supported?: string[] };
+    assert.deepEqual(body.prompt_values_supported, ['none', 'login', 'consent']);
+  });
+
   it('a tampered session cookie (another subject, or a forged MAC) signs no one in', async () => {
     const browser = await signedIn();
     const [body, mac] = (browser.jar.get('tessera-session') as string).split('.') as [string, string];

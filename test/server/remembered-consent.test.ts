@@ -278,12 +278,18 @@ describe('remembered consent', () => {
     assert.equal((await ask(authorizeUrl(issuer.url), person())).kind, 'page');
   });
 
-  it('prompt=consent shows the page (OIDC Core §3.1.2.1), prompt=none is left as it was', async () => {
+  it('prompt=consent shows the page (OIDC Core §3.1.2.1); prompt=none is answered by the remembered consent', async () => {
     const who = person();
     await approve(authorizeUrl(issuer.url), personHeaders(who));
     assert.equal((await ask(authorizeUrl(issuer.url, { prompt: 'consent' }), who)).kind, 'page');
-    assert.equal((await ask(authorizeUrl(issuer.url, { prompt: 'login consent' }), who)).kind, 'page');
-    assert.equal((await ask(authorizeUrl(issuer.url, { prompt: 'none' }), who)).kind, 'redirect');
+    const none = await ask(authorizeUrl(issuer.url, { prompt: 'none' }), who);
+    assert.ok(none.kind === 'redirect' && none.location.searchParams.get('code'), 'a code, no page');
+    // Behind an SSO proxy no fresh sign-in can be asked for: login_required (OIDC Core §3.1.2.1), not the page.
+    const login = await ask(authorizeUrl(issuer.url, { prompt: 'login consent' }), who);
+    assert.ok(login.kind === 'redirect');
+    assert.equal(login.location.searchParams.get('error'), 'login_required');
+    const meta = (await (await fetch(`${issuer.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    assert.deepEqual(meta.prompt_values_supported, ['none', 'consent'], 'login is not offered behind a proxy');
   });
 
   it('an expired consent shows the page', async () => {
