@@ -36,7 +36,7 @@ import { type AuthenticationStage, authenticationStage, createAuthenticator, typ
 import { allowAuthorizer } from './pipeline/authz/authorizer-allow.ts';
 import { policyAuthorizer } from './pipeline/authz/authorizer-policy.ts';
 import type { Mutator } from './pipeline/mutate/mutator.ts';
-import { exchangeCredentialMutator } from './pipeline/mutate/mutator-exchange.ts';
+import { type ExchangeState, exchangeCredentialMutator } from './pipeline/mutate/mutator-exchange.ts';
 import { identityHeadersMutator } from './pipeline/mutate/mutator-identity.ts';
 import { passthroughMutator } from './pipeline/mutate/mutator-passthrough.ts';
 import { staticCredentialMutator } from './pipeline/mutate/mutator-static.ts';
@@ -125,6 +125,8 @@ export interface CompiledRoute {
   readonly prefix: string | undefined;
   /** Set on MCP routes: bodies are read before deciding. */
   readonly mcp: CompiledMcp | undefined;
+  /** An `exchange` route's minted tokens and mints under way, for a reload to hand over. */
+  readonly exchange: ExchangeState | undefined;
 }
 
 /**
@@ -389,7 +391,8 @@ function forwardAuthPathWarnings(gateway: GatewayConfig, scopes: ScopeModel): st
 
 /**
  * Compile `config` into a gateway state; on a reload, `previous` is the state it replaces (whose
- * routes' rate-limit buckets carry over).
+ * routes' rate-limit buckets carry over, and their minted upstream tokens while the credential
+ * they were minted under is unchanged).
  *
  * @throws {ConfigError} listing every problem (routes needing verifiers that are not configured,
  *   unknown scopes in rules, bad patterns, `exchange` without a token service…).
@@ -465,6 +468,8 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
   for (const [i, r] of gateway.routes.entries()) {
     const at = `gateway.routes[${i}]`;
     const matches = compileMatcher(r.match, scopes, `${at}.match`, found, r.case_insensitive_paths);
+    // The same route before a reload (routes are told apart by id): what it keeps may carry over.
+    const before = previous?.routes.find((p) => p.id === r.id);
 
     const chain = [];
     // A missing verifier is reported: not configured (gatewayChecks), or it failed to build.
@@ -484,6 +489,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     }
 
     const mutators: Mutator[] = [];
+    let exchange: ExchangeState | undefined;
     // Identity headers first: they are pure, and a token they refuse (a claim with no header form)
     // must be refused before an exchange mints for it (a grant, an audit event, a cached token).
     if (r.identity_headers.length > 0) mutators.push(identityHeadersMutator(r.identity_headers, gateway.identity_headers, vouching));
@@ -495,20 +501,25 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
     } else if (cred.type === 'exchange') {
       // Without a token service gatewayRunChecks reported it.
       if (deps.upstreamTokenIssuer !== undefined) {
-        mutators.push(
-          exchangeCredentialMutator({
-            issuer: deps.upstreamTokenIssuer,
-            audience: cred.audience,
-            scopes: cred.scopes,
-            maxTtl: cred.max_ttl,
-            refreshBefore: cred.refresh_before,
-            mintTimeout: cred.mint_timeout,
-            maxInFlight: cred.max_in_flight,
-            cacheSize: cred.cache_size,
-            clock: deps.clock,
-            onError: (e) => deps.onExchangeError(r.id, e),
-          }),
-        );
+        // A reload keeps the route's minted tokens (and counts its mints under way) when the
+        // issuer, audience, scopes, max_ttl and refresh_before are unchanged: any reload, a SIGHUP
+        // from logrotate, would otherwise have every caller mint again at once, past
+        // max_in_flight on a busy route, and write a grant each.
+        const mutator = exchangeCredentialMutator({
+          issuer: deps.upstreamTokenIssuer,
+          audience: cred.audience,
+          scopes: cred.scopes,
+          maxTtl: cred.max_ttl,
+          refreshBefore: cred.refresh_before,
+          mintTimeout: cred.mint_timeout,
+          maxInFlight: cred.max_in_flight,
+          cacheSize: cred.cache_size,
+          clock: deps.clock,
+          onError: (e) => deps.onExchangeError(r.id, e),
+          from: before?.exchange,
+        });
+        exchange = mutator.state;
+        mutators.push(mutator);
       }
     }
 
@@ -517,7 +528,6 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       // A reload keeps the route's buckets (matched by route id): unchanged, the same limiter; a
       // changed limit takes them over as they stand, at most its burst each. A new limiter would
       // give every caller a full bucket at each SIGHUP. Keyed otherwise, no bucket would match.
-      const before = previous?.routes.find((p) => p.id === r.id);
       const held = before?.pipeline.rateLimit?.key === r.rate_limit.key ? before.pipeline.rateLimit.limiter : undefined;
       rateLimit = {
         key: r.rate_limit.key,
@@ -583,6 +593,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       a2a,
       prefix: r.match.path_prefix?.replace(/\/$/, ''),
       mcp: r.mcp === undefined ? undefined : compileMcp(config, r, deps.authorizationServer, policy, authn.challenges()),
+      exchange,
     });
   }
 

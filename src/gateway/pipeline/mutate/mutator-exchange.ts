@@ -24,13 +24,21 @@
  * Retry-After, a capacity refusal), never queued, so a hung token service costs a bounded number of
  * pending calls whatever the number of requests.
  *
+ * A reload hands the cache and the calls under way ({@link ExchangeState}) to the route's new
+ * mutator when nothing a minted token depends on changed: the same issuer, audience, `scopes`,
+ * `max_ttl` and `refresh_before` (see {@link exchangeCredentialMutator}'s `from`). What else a mint
+ * reads (the caller's token as verified, the scopes asked for under the matched rule) is in the
+ * cache key, so a rule or a scope catalogue changed by the reload misses where it changed what a
+ * mint would ask for, and only there.
+ *
  * @module
  */
 import { TesseraError } from '../../../core/errors.ts';
+import type { CompiledRule } from '../../../core/policy.ts';
 import type { Clock, UpstreamTokenIssuer } from '../../../core/ports.ts';
 import { BoundedMap } from '../../../core/verify/bounded-map.ts';
 import type { Principal } from '../../../core/verify/principal.ts';
-import type { MutationInput, Mutator } from './mutator.ts';
+import type { Mutator } from './mutator.ts';
 
 export interface ExchangeOptions {
   readonly issuer: UpstreamTokenIssuer;
@@ -49,6 +57,68 @@ export interface ExchangeOptions {
   readonly clock: Clock;
   /** Told about issuer failures (never with token material). */
   readonly onError?: (error: unknown) => void;
+  /**
+   * The state of the mutator this one replaces (the same route before a reload): taken over when
+   * it was minting with the same issuer and the same settings a minted token depends on, ignored
+   * otherwise.
+   */
+  readonly from?: ExchangeState | undefined;
+}
+
+/**
+ * What an exchange mutator keeps between requests: its minted tokens and its issuer calls under
+ * way, shared with the mutator that takes it over at a reload (requests still running under the
+ * old configuration go on using it). Opaque outside this module.
+ */
+export interface ExchangeState {
+  readonly issuer: UpstreamTokenIssuer;
+  /** The settings a minted token depends on ({@link basisOf}). */
+  readonly basis: string;
+  readonly cacheSize: number;
+  readonly cache: BoundedMap<string, Cached> | undefined;
+  /** When the token cached under a key was last evicted for a 401. */
+  readonly refusedAt: BoundedMap<string, number> | undefined;
+  readonly pending: Map<string, Promise<Cached>>;
+  readonly calls: Calls;
+}
+
+/** Issuer calls not settled yet: in all, and per cache key (at most `maxInFlight` keys). */
+interface Calls {
+  inFlight: number;
+  readonly unsettled: Map<string, number>;
+}
+
+/** The route's settings a minted token depends on (its audience, scopes, lifetime and when it is replaced). */
+function basisOf(options: ExchangeOptions): string {
+  return JSON.stringify([options.audience, options.scopes ?? null, options.maxTtl, options.refreshBefore]);
+}
+
+/** `from` when it may be taken over, its cache moved into one of `cacheSize` when that changed; else a new state. */
+function stateFor(options: ExchangeOptions): ExchangeState {
+  const { from, cacheSize, issuer } = options;
+  const basis = basisOf(options);
+  if (from !== undefined && from.issuer === issuer && from.basis === basis) {
+    if (from.cacheSize === cacheSize) return from;
+    return { ...from, cacheSize, cache: resized(from.cache, cacheSize), refusedAt: resized(from.refusedAt, cacheSize) };
+  }
+  const bounded = <V>() => (cacheSize > 0 ? new BoundedMap<string, V>(cacheSize) : undefined);
+  return {
+    issuer,
+    basis,
+    cacheSize,
+    cache: bounded(),
+    refusedAt: bounded(),
+    pending: new Map(),
+    calls: { inFlight: 0, unsettled: new Map() },
+  };
+}
+
+/** A copy of `map` holding at most `size` entries (the newest), `undefined` for no cache. */
+function resized<V>(map: BoundedMap<string, V> | undefined, size: number): BoundedMap<string, V> | undefined {
+  if (size <= 0) return undefined;
+  const out = new BoundedMap<string, V>(size);
+  if (map !== undefined) for (const [k, v] of map.entries()) out.set(k, v);
+  return out;
 }
 
 interface Cached {
@@ -68,10 +138,9 @@ interface Cached {
 const REPLACEMENT_HOLD_MS = 30_000;
 
 /** The scopes to ask for: configured or the rule's, kept only where the caller holds them. */
-export function exchangeScopes(configured: readonly string[] | undefined, input: MutationInput, principal: Principal): string[] {
+export function exchangeScopes(configured: readonly string[] | undefined, rule: CompiledRule | undefined, principal: Principal): string[] {
   const has = principal.effectiveScopes;
   if (configured !== undefined) return configured.filter((s) => has.has(s));
-  const rule = input.rule;
   if (rule === undefined) return [];
   const out = [...rule.all];
   for (const s of rule.any) if (has.has(s)) out.push(s);
@@ -170,27 +239,35 @@ function fingerprint(p: Principal): string {
   return f;
 }
 
-export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
-  const cache = options.cacheSize > 0 ? new BoundedMap<string, Cached>(options.cacheSize) : undefined;
-  const pending = new Map<string, Promise<Cached>>();
-  /** When the token cached under a key was last evicted for a 401. */
-  const refusedAt = cache ? new BoundedMap<string, number>(options.cacheSize) : undefined;
+/** An exchange mutator, and the state a reload hands to the route's next one (`from`). */
+export interface ExchangeMutator extends Mutator {
+  readonly state: ExchangeState;
+}
+
+/** What a mint asks for a caller under a rule, and the cache key of its answer. */
+interface Ask {
+  readonly rule: CompiledRule | undefined;
+  readonly scopes: readonly string[];
+  readonly key: string;
+}
+
+export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMutator {
+  const state = stateFor(options);
+  const { cache, refusedAt, pending, calls } = state;
+  const { unsettled } = calls;
   const { clock } = options;
 
   const timeoutMs = Math.round(options.mintTimeout * 1000);
-  /** Issuer calls not settled yet, per cache key (at most `maxInFlight` keys). */
-  const unsettled = new Map<string, number>();
-  let inFlight = 0;
   const settled = (key: string) => {
-    inFlight--;
+    calls.inFlight--;
     const n = (unsettled.get(key) ?? 1) - 1;
     if (n <= 0) unsettled.delete(key);
     else unsettled.set(key, n);
   };
 
-  const mint = (key: string, input: MutationInput, principal: Principal): Promise<Cached> => {
+  const mint = (key: string, scopes: readonly string[], principal: Principal): Promise<Cached> => {
     const ofKey = unsettled.get(key) ?? 0;
-    if (inFlight >= options.maxInFlight || ofKey >= PER_CALLER_IN_FLIGHT) return Promise.reject(new ExchangeMintsBusy());
+    if (calls.inFlight >= options.maxInFlight || ofKey >= PER_CALLER_IN_FLIGHT) return Promise.reject(new ExchangeMintsBusy());
     const now = clock();
     const remaining = Math.floor(principal.expiresAt - now / 1000);
     const maxTtl = Math.max(1, Math.min(options.maxTtl, remaining));
@@ -198,7 +275,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     const request = {
       principal,
       audience: options.audience,
-      scopes: exchangeScopes(options.scopes, input, principal),
+      scopes: [...scopes],
       maxTtl,
       signal: abort.signal,
     };
@@ -206,7 +283,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     // A port that throws instead of rejecting is a bug, not an unavailable token service: it
     // propagates (500 internal_error), holding no slot.
     const call = options.issuer.issueForUpstream(request);
-    inFlight++;
+    calls.inFlight++;
     unsettled.set(key, ofKey + 1);
     // The slot is held until the issuer settles, whoever still waits: a call the gateway gave up on
     // is still one the issuer is serving.
@@ -251,15 +328,31 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     return p;
   };
 
-  const keyOf = (principal: Principal, rule: MutationInput['rule']) => `${fingerprint(principal)}\n${rule?.id ?? ''}`;
+  /**
+   * The last {@link Ask} per principal (a verifier shares one between the requests of a token). The
+   * key holds the scopes asked for, not only the rule's id: a reload that hands the cache over may
+   * have changed a rule (ids are positions unless named) or the scope catalogue the caller's
+   * scopes are expanded by, and a token minted for other scopes must not be sent.
+   */
+  const asked = new WeakMap<Principal, Ask>();
+  const ask = (principal: Principal, rule: CompiledRule | undefined): Ask => {
+    let a = asked.get(principal);
+    if (a === undefined || a.rule !== rule) {
+      const scopes = exchangeScopes(options.scopes, rule, principal);
+      a = { rule, scopes, key: `${fingerprint(principal)}\n${rule?.id ?? ''}\n${scopes.join(' ')}` };
+      asked.set(principal, a);
+    }
+    return a;
+  };
 
   return {
     id: 'exchange',
     headers: ['authorization'],
+    state,
     mutate(input, out) {
       const principal = input.principal;
       if (principal === undefined) return new TesseraError('upstream_credential_unavailable');
-      const key = keyOf(principal, input.rule);
+      const { key, scopes } = ask(principal, input.rule);
       const hit = cache?.get(key);
       if (hit !== undefined) {
         if (clock() < hit.refreshAt) {
@@ -268,7 +361,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
         }
         cache?.delete(key);
       }
-      const inFlight = pending.get(key) ?? mint(key, input, principal);
+      const inFlight = pending.get(key) ?? mint(key, scopes, principal);
       return inFlight.then(
         (entry) => {
           out.authorization = entry.value;
@@ -289,7 +382,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): Mutator {
     },
     rejected({ principal, rule }, sent) {
       if (principal === undefined || cache === undefined) return;
-      const key = keyOf(principal, rule);
+      const { key } = ask(principal, rule);
       const hit = cache.get(key);
       // Only the token refused: a late 401 to one already replaced leaves its replacement. A
       // replacement refused too is kept for a while (REPLACEMENT_HOLD_MS).
