@@ -125,11 +125,11 @@ export const credentialSchema = z
           .prefault('5s'),
         max_in_flight: z.number().int().min(1).default(64).meta({
           description:
-            'Calls to the token service unsettled at once on this route, those past `mint_timeout` included (a hung call counts until it ends); one caller holds at most two (the one given up on and a new try). A mint past it is refused at once with 503 `upstream_credential_busy` and Retry-After (audited with `upstream_error: mints_in_flight`), never queued: a cold start (a restart, a reload) with more distinct callers at once than this refuses the excess at once, so raise it for a route with many callers. A reload counts afresh. Default 64.',
+            'Calls to the token service unsettled at once on this route, those past `mint_timeout` included (a hung call counts until it ends); one caller holds at most two (the one given up on and a new try). A mint past it is refused at once with 503 `upstream_credential_busy` and Retry-After (audited with `upstream_error: mints_in_flight`), never queued: a cold start (a restart, a reload that changes the route’s `audience`, `scopes`, `max_ttl` or `refresh_before`) with more distinct callers at once than this refuses the excess at once, so raise it for a route with many callers. A reload that leaves those four unchanged keeps the route’s cached tokens and goes on counting its calls under way against the new value; one that changes them, or a route renamed or added again, counts afresh. Default 64.',
         }),
         cache_size: z.number().int().min(0).default(10_000).meta({
           description:
-            'Minted tokens cached, per caller and rule: keyed by what the mint read of the caller token (its hash, subject, client, scopes, expiry, chain, grant, key binding), so a token whose introspected answer changes gets a new one. 0: none.',
+            'Minted tokens cached, per caller and rule: keyed by what the mint read of the caller token (its hash, subject, client, scopes, expiry, chain, grant, key binding) and the scopes it asked for, so a token whose introspected answer changes gets a new one. Kept across a reload that leaves the route’s `audience`, `scopes`, `max_ttl` and `refresh_before` unchanged (a changed size keeps the newest). 0: none.',
         }),
       }),
       z.strictObject({
