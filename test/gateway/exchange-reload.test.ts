@@ -217,7 +217,8 @@ describe('gateway: exchange mints in flight across a reload', () => {
       assert.equal(held.length, 1);
       assert.equal(gw.served.reload(parse(config(upstream.url, { credential, other: '/a' }))).ok, true);
       const res = await get(b);
-      assert.equal(res.status, 502);
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.get('retry-after'), '5');
       assert.equal((await requestEvents(gw)).at(-1)!.detail?.upstream_error, 'mints_in_flight');
       assert.equal(held.length, 1, 'the reload let a second call start past max_in_flight: 1');
 
