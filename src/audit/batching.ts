@@ -83,6 +83,19 @@ export class BatchingAuditSink implements AuditSink {
     return this.#queue.length;
   }
 
+  /**
+   * Events this sink holds: waiting, and those of the write under way (kept for the next attempt
+   * if it fails). Once it is `maxQueue`, an event pushed now may be dropped.
+   */
+  get held(): number {
+    return this.#queue.length + this.#writing;
+  }
+
+  /** {@link held} has reached `maxQueue`: the next event pushed may not be kept. */
+  get full(): boolean {
+    return this.held >= this.#o.maxQueue;
+  }
+
   /** The last write failed: the next attempt waits for the timer. */
   get failing(): boolean {
     return this.#failing;

@@ -46,6 +46,8 @@ export interface AuditPipelineOptions {
 export interface AuditPipelineStats {
   /** Events waiting or being written. */
   readonly depth: number;
+  /** Events waiting, not yet handed to the sinks (the next `emit` is dropped once it is `maxQueue`). */
+  readonly queued: number;
   readonly written: number;
   readonly dropped: number;
   readonly failed: number;
@@ -142,7 +144,7 @@ export function createAuditPipeline(options: AuditPipelineOptions): AuditPipelin
       return { queued: queue.length, writing: inFlight };
     },
     get stats() {
-      return { depth: queue.length + inFlight, written, dropped, failed };
+      return { depth: queue.length + inFlight, queued: queue.length, written, dropped, failed };
     },
   };
 }

@@ -648,12 +648,14 @@ export const auditSchema = z
     }),
     batch_size: z.number().int().min(1).max(10_000).default(256).meta({ description: 'Events written per batch.' }),
     flush_interval: duration('Longest time an event waits before it is written.', TIMER_MAX).prefault('1s'),
-    max_queue: z
-      .number()
-      .int()
-      .min(1)
-      .default(100_000)
-      .meta({ description: 'Events held while sinks are slow; beyond it events are dropped and counted.' }),
+    max_queue: z.number().int().min(1).max(1_000_000).default(100_000).meta({
+      description:
+        'Events held in memory while an output is slow or failing (the store keeps what it refused for its next attempt), by the gateway and by the token service each; what `on_queue_full` says happens beyond it. At most 1 000 000 (an event is about 1 KB).',
+    }),
+    on_queue_full: z.enum(['drop', 'refuse']).default('drop').meta({
+      description:
+        'While the audit queue holds `max_queue` events: `drop` serves on and drops the events that do not fit (counted in `tessera_audit_events_dropped_total`); `refuse` fails closed: the gateway answers new requests and forward-auth checks with 503 `audit_unavailable` and the token service its token, revocation, introspection and registration requests with 503 `temporarily_unavailable` (`Retry-After: 5`), /readyz reports not ready, until the outputs take the queue again. The operations paths keep answering.',
+    }),
   })
   .meta({ description: 'Audit trail outputs.' });
 

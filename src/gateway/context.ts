@@ -25,6 +25,12 @@ export interface GatewayContext {
   readonly logger: Logger;
   readonly metrics: GatewayMetrics;
   readonly streams: StreamRegistry<AdmittedStream>;
+  /**
+   * With `audit.on_queue_full: refuse`, while the audit queue is full: the 503 `audit_unavailable`
+   * answer for this request (counted, logged at most once every 10 s, never audited: it takes no
+   * slot in the queue); `undefined` when the request may go on. Ask before {@link begin}.
+   */
+  auditRefusal(req: IncomingMessage, forwardAuth?: boolean): DenyRendering | undefined;
   /** Start an exchange (counts it in flight). */
   begin(kind: Exchange['kind'], req: IncomingMessage): Exchange;
   /** End an exchange: one audit event, one metrics observation. Idempotent. */

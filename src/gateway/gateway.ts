@@ -86,7 +86,7 @@ import { GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
-import { type DenyRendering, renderDeny } from './pipeline/errors/error-handler.ts';
+import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
 import { ExchangeAnswerRefused, ExchangeMintsBusy, ExchangeMintTimeout } from './pipeline/mutate/mutator-exchange.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { afterAuthn, authenticate, type Decision, decide, forgetRejectedCredential, rateLimit } from './pipeline/run.ts';
@@ -259,6 +259,11 @@ const REGISTRY_REFUSALS: ReadonlySet<string> = new Set([
   'a2a_task_registry_unavailable',
   'a2a_task_registry_timeout',
 ]);
+
+/** `Retry-After` of a request refused while the audit queue is full (`audit.on_queue_full: refuse`). */
+const AUDIT_RETRY_AFTER = 5;
+/** At most one `audit_queue_full` log line this often, ms. */
+const AUDIT_REFUSAL_LOG_MS = 10_000;
 
 /** Default {@link GatewayDeps.taskStoreTimeoutMs}: the store's default request timeout. */
 export const TASK_STORE_TIMEOUT_MS = 5000;
@@ -554,6 +559,21 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     maxQueue,
     onError: (error, _sink, events) => auditFailed(error, events),
   });
+  // audit.on_queue_full (applied at start, as max_queue): refuse, while the next decision's event
+  // could not be kept.
+  const refuseWhenFull = state.audit?.on_queue_full === 'refuse';
+  /**
+   * The next event could not be kept: the events waiting in the pipeline and those the store holds
+   * (waiting, or in a write that may fail and keep them) fill `max_queue`. Each event waiting in the
+   * pipeline goes to the store next, so the two add up.
+   */
+  const auditFull = (): boolean => {
+    let stored = 0;
+    for (const s of stores) stored = Math.max(stored, s.held);
+    return audit.stats.queued + stored >= maxQueue;
+  };
+  let refusedSinceLog = 0;
+  let refusalLoggedAt = Number.NEGATIVE_INFINITY;
   const auditStats = () => {
     const { depth, dropped, failed } = audit.stats;
     let stored = 0;
@@ -632,6 +652,38 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // A warning: a caller's stream cut by the gateway's own decision (revoked, expired, narrowed).
     logger.warn({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
     audit.emit(auditEventOf(e, uuidv7(e.time), 0, state.vouching));
+  }
+
+  function auditRefusal(req: IncomingMessage, forwardAuth = false): DenyRendering | undefined {
+    if (!refuseWhenFull || !auditFull()) return undefined;
+    const s = state;
+    let d = renderDeny(
+      new TesseraError('audit_unavailable', { retryAfter: AUDIT_RETRY_AFTER }),
+      () => [],
+      requestId(req.headers['x-request-id'], requestSecrets(s, req)),
+    );
+    // For nginx, as its other forward-auth refusals: auth_request turns any other status into a 500.
+    if (forwardAuth && s.gateway.forward_auth.flavor === 'nginx')
+      d = { ...d, status: nginxStatus(d.status), headers: { ...d.headers, 'x-tessera-status': String(d.status) } };
+    metrics.request(NO_ROUTE, 'deny', d.status, 0);
+    metrics.deny('audit_unavailable');
+    refusedSinceLog++;
+    const now = performance.now();
+    if (now - refusalLoggedAt >= AUDIT_REFUSAL_LOG_MS) {
+      logger.error(
+        { event: 'audit_queue_full', refused: refusedSinceLog, max_queue: maxQueue },
+        'the audit queue is full (audit.on_queue_full: refuse): requests are refused with 503 audit_unavailable until the audit outputs take the queue again',
+      );
+      refusalLoggedAt = now;
+      refusedSinceLog = 0;
+    }
+    return d;
+  }
+
+  /** Answer a request {@link auditRefusal} refused: its body is not read, so the connection is closed. */
+  function refuseAuditFull(req: IncomingMessage, res: ServerResponse, d: DenyRendering): void {
+    if (bodyUnread(req)) closeAfter(res, d.headers);
+    if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
   }
 
   function begin(kind: Exchange['kind'], req: IncomingMessage): Exchange {
@@ -1245,12 +1297,18 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       void serveOps(s, req, res, rawPath);
       return;
     }
+    const forwardAuth = g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`));
+    const full = auditRefusal(req, forwardAuth);
+    if (full !== undefined) {
+      refuseAuditFull(req, res, full);
+      return;
+    }
     const x = begin('gateway.request', req);
     x.secrets = requestSecrets(s, req);
     x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
     x.remoteAddress = remoteOf(s, req);
-    if (g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`))) {
+    if (forwardAuth) {
       handleForwardAuth(ctx, s, req, res, x);
       return;
     }
@@ -1600,6 +1658,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     logger,
     metrics,
     streams,
+    auditRefusal,
     begin,
     finish,
     denyRendering,
@@ -1625,7 +1684,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       else if (path === ops.ready_path) {
         const r = await readiness(
           s.verifiers,
-          { depth: auditStats().depth, max: maxQueue },
+          { depth: auditStats().depth, max: maxQueue, ...(refuseWhenFull ? { refusing: auditFull() } : {}) },
           deps.readiness ?? [],
           closing,
           ops.jwks_max_stale * 1000,

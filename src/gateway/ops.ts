@@ -32,7 +32,7 @@ export interface ReadinessResult {
  */
 export async function readiness(
   verifiers: readonly ManagedVerifier[],
-  audit: { depth: number; max: number } | undefined,
+  audit: { depth: number; max: number; refusing?: boolean } | undefined,
   extra: readonly ReadinessCheck[],
   closing: boolean,
   jwksMaxStaleMs = Number.POSITIVE_INFINITY,
@@ -56,7 +56,13 @@ export async function readiness(
       });
     }
   }
-  if (audit !== undefined) checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
+  if (audit?.refusing === true)
+    checks.push({
+      name: 'audit queue',
+      ok: false,
+      detail: `${audit.depth} queued, full: requests are refused (audit.on_queue_full: refuse) until the audit outputs take the queue`,
+    });
+  else if (audit !== undefined) checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
   if (extra.length > 0) checks.push(...(await withinDeadline(extra, checkTimeoutMs)));
   return { ready: checks.every((c) => c.ok), checks };
 }

@@ -277,7 +277,7 @@ export function createListener(
 
 /**
  * Settings fixed when the server starts: the listener (its address, port and header size limit)
- * and the audit queue (its batch size, flush timer and bound). A reload that changes them says so
+ * and the audit queue (its batch size, flush timer, bound and what happens when it is full). A reload that changes them says so
  * rather than accepting values it does not apply.
  */
 function startOnly(started: TesseraConfig, next: TesseraConfig, options: Pick<ServeOptions, 'host' | 'port'>): string[] {
@@ -292,6 +292,7 @@ function startOnly(started: TesseraConfig, next: TesseraConfig, options: Pick<Se
     ...((a?.batch_size ?? 256) !== (b?.batch_size ?? 256) ? ['audit.batch_size'] : []),
     ...((a?.flush_interval ?? 1) !== (b?.flush_interval ?? 1) ? ['audit.flush_interval'] : []),
     ...((a?.max_queue ?? 100_000) !== (b?.max_queue ?? 100_000) ? ['audit.max_queue'] : []),
+    ...((a?.on_queue_full ?? 'drop') !== (b?.on_queue_full ?? 'drop') ? ['audit.on_queue_full'] : []),
   ];
 }
 

@@ -69,6 +69,11 @@ function writeSocketDeny(socket: Duplex, d: DenyRendering): void {
 export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   const s = ctx.state;
   socket.on('error', () => socket.destroy());
+  const full = ctx.auditRefusal(req);
+  if (full !== undefined) {
+    writeSocketDeny(socket, full);
+    return;
+  }
   const x = ctx.begin('gateway.request', req);
   x.secrets = requestSecrets(s, req);
   x.requestId = requestId(req.headers['x-request-id'], x.secrets);

@@ -1,0 +1,144 @@
+/**
+ * `audit.on_queue_full`: what the gateway does while its audit queue is full (the store refusing
+ * every write for longer than `audit.max_queue` events). `drop` (the default) serves on and counts
+ * the events it cannot keep; `refuse` fails closed: no request (and no forward-auth check) is let
+ * through whose event could not be kept, each refused with 503 `audit_unavailable` and
+ * `Retry-After`, counted but needing no audit slot itself, /readyz says why, the operations paths
+ * keep answering, and it serves again by itself once the store takes the queue.
+ *
+ * The store is a real SQLite store, made to fail as a full audit volume would: a trigger that
+ * aborts every insert into its audit table (grants, clients and the rest still work), dropped to
+ * recover.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { after, before, describe, it } from 'node:test';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { until } from '../helpers/net.ts';
+import { baseConfig, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.ts';
+
+/** A SQLite store whose audit writes can be made to fail, and healed. */
+function auditFailingStore() {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-full-'));
+  const path = join(dir, 'tessera.db');
+  const store = SqliteStore.open({ path });
+  const admin = new DatabaseSync(path);
+  return {
+    store,
+    sink: { write: (events: Parameters<typeof store.appendAudit>[0]) => store.appendAudit(events) },
+    fail: () => admin.exec(`CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit volume full'); END`),
+    heal: () => admin.exec('DROP TRIGGER IF EXISTS audit_down'),
+    async close() {
+      admin.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const config = (upstream: string, audit: Record<string, unknown>) => ({
+  ...baseConfig(),
+  audit: { flush_interval: '50ms', max_queue: 3, ...audit },
+  gateway: {
+    forward_auth: { enabled: true, flavor: 'traefik' as const },
+    routes: [{ id: 'pub', match: { path_prefix: '/pub' }, upstream: { url: upstream }, auth: 'none' as const }],
+  },
+});
+
+/** A forward-auth check as Traefik sends it, for GET /pub/x. */
+const check = (url: string) =>
+  fetch(`${url}/_tessera/auth`, {
+    headers: { 'x-forwarded-method': 'GET', 'x-forwarded-uri': '/pub/x', 'x-forwarded-host': 'app.example', 'x-forwarded-proto': 'https' },
+  });
+
+describe('audit.on_queue_full: refuse', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let db: ReturnType<typeof auditFailingStore>;
+  before(async () => {
+    upstream = await startUpstream();
+    db = auditFailingStore();
+    gw = await startGateway(config(upstream.url, { on_queue_full: 'refuse' }), { auditSinks: [db.sink] });
+  });
+  after(async () => {
+    await gw?.close();
+    await upstream?.close();
+    await db?.close();
+  });
+
+  it('attack: an audit store outage past max_queue cannot be used to act unaudited: the next request gets 503 audit_unavailable and nothing reaches the upstream; /readyz says why; it serves again once the store takes the queue', async () => {
+    assert.equal((await fetch(`${gw.url}/pub/before`)).status, 200);
+    assert.equal((await check(gw.url)).status, 200, 'forward-auth passes while the queue has room');
+    await until(async () => (await db.store.queryAudit({ limit: 100 })).length === 2);
+    db.fail();
+    // Three events fit in the queue (max_queue: 3): their requests pass.
+    for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+    const seen = upstream.seen.length;
+
+    const refused = await fetch(`${gw.url}/pub/unaudited`, { headers: { 'x-request-id': 'refused-while-full' } });
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get('retry-after'), '5');
+    assert.equal(refused.headers.get('x-request-id'), 'refused-while-full');
+    const body = (await refused.json()) as { error: string; error_description: string };
+    assert.equal(body.error, 'temporarily_unavailable');
+    assert.equal(body.error_description, 'The audit trail cannot record this request right now; retry later.');
+    assert.equal(upstream.seen.length, seen, 'nothing reached the upstream');
+    assert.equal(upstream.seen.filter((s) => s.url === '/pub/unaudited').length, 0);
+
+    const fa = await check(gw.url);
+    assert.equal(fa.status, 503, 'a forward-auth check is refused too: the proxy would let the request through unaudited');
+    assert.equal(fa.headers.get('retry-after'), '5');
+
+    // The operations paths keep answering; /readyz takes the instance out of service, and says why to loopback.
+    assert.equal((await fetch(`${gw.url}/healthz`)).status, 200);
+    const ready = await fetch(`${gw.url}/readyz`);
+    assert.equal(ready.status, 503);
+    const checks = ((await ready.json()) as { checks: { name: string; ok: boolean; detail?: string }[] }).checks;
+    const audit = checks.find((c) => c.name === 'audit queue');
+    assert.equal(audit?.ok, false, JSON.stringify(checks));
+    assert.match(audit?.detail ?? '', /full: requests are refused/);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    assert.match(metrics, /^tessera_gateway_denies_total\{reason="audit_unavailable"\} 2$/m, 'the refusals are counted');
+    assert.match(metrics, /^tessera_audit_events_dropped_total 0$/m, 'no event was dropped: every decision let through is kept');
+
+    db.heal();
+    await until(async () => (await fetch(`${gw.url}/pub/after`)).status === 200, 5000);
+    assert.equal((await fetch(`${gw.url}/readyz`)).status, 200);
+    assert.equal((await check(gw.url)).status, 200);
+    await gw.served.gateway.audit.flush();
+    await until(async () => (await db.store.queryAudit({ limit: 100 })).some((e) => e.path === '/pub/after'), 5000);
+    const stored = await db.store.queryAudit({ limit: 100 });
+    for (let i = 0; i < 3; i++)
+      assert.ok(
+        stored.some((e) => e.path === `/pub/kept-${i}`),
+        `kept-${i} reached the store`,
+      );
+    assert.ok(!stored.some((e) => e.request_id === 'refused-while-full'), 'the refusal took no audit slot');
+  });
+});
+
+describe('audit.on_queue_full: drop (the default)', () => {
+  it('requests pass while the store is down past max_queue; the events that do not fit are dropped and counted', async () => {
+    const upstream = await startUpstream();
+    const db = auditFailingStore();
+    const gw = await startGateway(config(upstream.url, {}), { auditSinks: [db.sink] });
+    try {
+      db.fail();
+      for (let i = 0; i < 6; i++) assert.equal((await fetch(`${gw.url}/pub/x-${i}`)).status, 200);
+      assert.equal(upstream.seen.length, 6);
+      assert.equal((await check(gw.url)).status, 200);
+      await gw.served.gateway.audit.flush();
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.doesNotMatch(metrics, /reason="audit_unavailable"/);
+      assert.match(metrics, /^tessera_audit_events_dropped_total [1-9]/m);
+    } finally {
+      db.heal();
+      await gw.close();
+      await upstream.close();
+      await db.close();
+    }
+  });
+});
