@@ -502,6 +502,13 @@ export const OAUTH_ERROR_CODES = {
     description: 'No signing key is active; run `tessera keys rotate` or `tessera init`.',
   },
   store_unavailable: { status: 503, error: 'temporarily_unavailable', description: 'The store is unavailable; retry later.' },
+  // `audit.on_queue_full: refuse` while the token service's audit queue holds `audit.max_queue`
+  // events: the request is refused (and not audited) rather than served unaudited.
+  audit_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The audit trail cannot record this request right now; retry later.',
+  },
   server_error: { status: 500, error: 'server_error', description: 'The server encountered an unexpected condition.' },
 } as const satisfies Record<string, OAuthCodeSpec>;
 

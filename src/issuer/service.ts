@@ -179,6 +179,14 @@ export interface TokenServiceOptions {
    * `error` (default: its `message` to `onWarning`).
    */
   readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
+  /** Audit events held while the store refuses them (`audit.max_queue`; default 100 000). */
+  readonly auditMaxQueue?: number;
+  /**
+   * `audit.on_queue_full`: with `refuse`, {@link TokenService.auditRefusing} is true while the
+   * audit queue is full, and the HTTP handler refuses token, revocation, introspection and
+   * registration requests (503 `audit_unavailable`). Default `drop`: events beyond are dropped.
+   */
+  readonly auditOnQueueFull?: 'drop' | 'refuse';
   /** Most client-credentials standing grants remembered (default 4096; oldest evicted first). */
   readonly standingGrantCacheSize?: number;
   /** Most compiled clients remembered (default 10000; oldest evicted first). */
@@ -203,6 +211,9 @@ type ServiceContext = ClientCredentialsContext &
   ClientAdminContext &
   RegistrationContext &
   RememberedConsentContext;
+
+/** At most one warning this often about the requests refused while the audit queue is full, ms. */
+const AUDIT_REFUSAL_WARN_MS = 10_000;
 
 /** How long close() retries the audit events the store has not taken, by default. */
 const AUDIT_CLOSE_MS = 10_000;
@@ -251,6 +262,11 @@ export class TokenService {
   #ctx: ServiceContext;
   readonly #warn: (message: string) => void;
   readonly #auditLost: (lost: AuditEventsLost) => void;
+  /** `audit.on_queue_full: refuse`. */
+  readonly #auditRefuse: boolean;
+  /** Requests refused since the last warning about it, and when it was written (performance.now()). */
+  #auditRefused = 0;
+  #auditRefusedWarnedAt = Number.NEGATIVE_INFINITY;
   readonly #dpopAlgorithms: ReadonlySet<JwsAlgorithm>;
   readonly #dpopNonces: DpopNonceSource | undefined;
   #versions = { keys: -1, clients: -1, revocations: -1 };
@@ -343,6 +359,7 @@ export class TokenService {
       { write: (events) => store.appendAudit(events) },
       {
         flushIntervalMs: Math.max(1, config.audit_flush_interval * 1000),
+        ...(options.auditMaxQueue !== undefined ? { maxQueue: options.auditMaxQueue } : {}),
         // The events a full queue dropped are lost: the warning says how many so far.
         onError: () =>
           this.#warn(
@@ -353,6 +370,7 @@ export class TokenService {
       },
     );
     this.audit = audit;
+    this.#auditRefuse = options.auditOnQueueFull === 'refuse';
     this.#ctx = {
       issuer,
       config,
@@ -528,6 +546,35 @@ export class TokenService {
     const at = this.#feed.readAt;
     if (at !== undefined && this.#ctx.now() - at <= bound) return { ok: true };
     return { ok: false, detail: `revocation log not read for over ${bound} s` };
+  }
+
+  /**
+   * With `audit.on_queue_full: refuse`, whether the audit queue is full (the store has refused
+   * `audit.max_queue` events, waiting or being written): a request asking it now is to be refused
+   * (503 `audit_unavailable`, not audited: the refusal takes no slot). Counted, and told to
+   * `onWarning` at most once every 10 s. Always false with `drop`.
+   */
+  auditRefusing(): boolean {
+    if (!this.#auditRefuse || !this.audit.full) return false;
+    this.#auditRefused++;
+    const now = performance.now();
+    if (now - this.#auditRefusedWarnedAt >= AUDIT_REFUSAL_WARN_MS) {
+      this.#warn(
+        `the audit queue is full (audit.on_queue_full: refuse): ${this.#auditRefused} requests refused with 503 audit_unavailable; serving again once the store takes the queue`,
+      );
+      this.#auditRefusedWarnedAt = now;
+      this.#auditRefused = 0;
+    }
+    return true;
+  }
+
+  /** Readiness: not ok while {@link auditRefusing} would refuse (`audit.on_queue_full: refuse` and the queue full). */
+  auditStatus(): { ok: boolean; detail?: string } {
+    if (!this.#auditRefuse || !this.audit.full) return { ok: true };
+    return {
+      ok: false,
+      detail: `${this.audit.held} queued, full: requests are refused (audit.on_queue_full: refuse) until the store takes the queue`,
+    };
   }
 
   /** A revocation committed somewhere: apply it unless this process has already (its own, say). */

@@ -211,5 +211,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
     ...(runtime.clock ? { clock: runtime.clock } : {}),
     ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
     ...(runtime.onAuditEventsLost ? { onAuditEventsLost: runtime.onAuditEventsLost } : {}),
+    // The top-level audit section bounds the token service's queue too, and says what happens when it is full.
+    ...(config.audit !== undefined ? { auditMaxQueue: config.audit.max_queue, auditOnQueueFull: config.audit.on_queue_full } : {}),
   });
 }

@@ -424,6 +424,8 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     /** The endpoint's CORS, when it answers browsers (introspection does not). */
     endpoint?: CorsEndpoint,
   ): Promise<void> => {
+    // audit.on_queue_full: refuse, the audit queue full: refused before anything, and not audited.
+    if (service.auditRefusing()) throw new OAuthError('audit_unavailable');
     // A request refused here still goes to the service as a fault, so the endpoint audits it as
     // every other refusal (token.denied, revocation.denied, introspection.denied).
     let requestFault: OAuthRequest['requestFault'];
@@ -470,6 +472,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
 
   /** RFC 7591 §3: a JSON client description in, 201 with the client (and its secret, once) out. */
   const register = async (req: IncomingMessage, res: ServerResponse, requestId: string, corsRefused: boolean): Promise<void> => {
+    if (service.auditRefusing()) throw new OAuthError('audit_unavailable');
     // A request refused before its body is read goes to the service as a fault too, audited
     // (client.registration_denied) like every other refused registration.
     let requestFault:

@@ -152,6 +152,8 @@ function tokenServiceReadiness(ctx: ServiceContext): ReadinessCheck[] {
     },
     { name: 'signing_key', check: () => (service.keys.ready() ? { ok: true } : { ok: false, detail: 'no active signing key' }) },
     { name: 'revocations', check: () => service.revocationStatus() },
+    // audit.on_queue_full: refuse: not ready while the token service refuses requests for it.
+    ...(ctx.config.audit?.on_queue_full === 'refuse' ? [{ name: 'token service audit queue', check: () => service.auditStatus() }] : []),
   ];
 }
 
