@@ -15,6 +15,9 @@ import {
   type NewGrant,
   type RefreshTokenRecord,
   type RememberedConsentRecord,
+  type RemovedSigningKeyRecord,
+  type RevocationEntry,
+  type SigningKeyRecord,
 } from './contract.ts';
 
 /** A row as the driver returns it. */
@@ -74,6 +77,33 @@ export function clientFrom(r: Row, flag: (v: unknown) => boolean): ClientRecord 
     disabled: flag(r.disabled),
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
+  };
+}
+
+export const signingKeyFrom = (r: Row): SigningKeyRecord => keyFrom(r, { sealedPrivateKey: String(r.sealed_private_key) });
+export const removedSigningKeyFrom = (r: Row): RemovedSigningKeyRecord => keyFrom(r, {});
+
+/** A signing key row's fields, with `sealed` (the sealed private key of a key not removed) after the public key. */
+function keyFrom<S extends object>(r: Row, sealed: S): RemovedSigningKeyRecord & S {
+  return {
+    kid: String(r.kid),
+    alg: r.alg as SigningKeyRecord['alg'],
+    publicJwk: parse(r.public_jwk),
+    ...sealed,
+    createdAt: num(r.created_at),
+    activatesAt: num(r.activates_at),
+    ...(r.mac != null ? { mac: String(r.mac) } : {}),
+  };
+}
+
+export function revocationEntryFrom(r: Row): RevocationEntry {
+  return {
+    seq: num(r.seq),
+    kind: r.kind as RevocationEntry['kind'],
+    value: String(r.value),
+    issuer: strOrNull(r.issuer),
+    at: num(r.at),
+    expiresAt: num(r.expires_at),
   };
 }
 

@@ -82,11 +82,12 @@ import {
   isActiveGrant,
   json,
   num,
-  parse,
   type Row,
   refreshFrom,
+  removedSigningKeyFrom,
+  revocationEntryFrom,
+  signingKeyFrom,
   spentKeptUntil,
-  strOrNull,
 } from '../rows.ts';
 import { Listener } from './listener.ts';
 
@@ -848,15 +849,7 @@ export class PostgresStore implements Store {
 
   async listSigningKeys(): Promise<SigningKeyRecord[]> {
     // With the poll's read timeout: the sync reloads the keys when their version moved.
-    return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at', [], this.#readTimeout)).map((r) => ({
-      kid: String(r.kid),
-      alg: r.alg as SigningKeyRecord['alg'],
-      publicJwk: parse(r.public_jwk),
-      sealedPrivateKey: String(r.sealed_private_key),
-      createdAt: num(r.created_at),
-      activatesAt: num(r.activates_at),
-      ...(r.mac != null ? { mac: String(r.mac) } : {}),
-    }));
+    return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at', [], this.#readTimeout)).map(signingKeyFrom);
   }
 
   async addSigningKey(k: SigningKeyRecord, options: { readonly unlessPendingAfter?: number } = {}): Promise<boolean> {
@@ -897,14 +890,7 @@ export class PostgresStore implements Store {
   }
 
   async listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]> {
-    return (await this.#q('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at')).map((r) => ({
-      kid: String(r.kid),
-      alg: r.alg as RemovedSigningKeyRecord['alg'],
-      publicJwk: parse(r.public_jwk),
-      createdAt: num(r.created_at),
-      activatesAt: num(r.activates_at),
-      ...(r.mac != null ? { mac: String(r.mac) } : {}),
-    }));
+    return (await this.#q('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at')).map(removedSigningKeyFrom);
   }
 
   async upgradeSigningKeys(update: Parameters<Store['upgradeSigningKeys']>[0]): Promise<boolean> {
@@ -1454,14 +1440,7 @@ export class PostgresStore implements Store {
       [afterSeq, now, limit],
       this.#readTimeout,
     );
-    return rows.map((r) => ({
-      seq: num(r.seq),
-      kind: r.kind as RevocationEntry['kind'],
-      value: String(r.value),
-      issuer: strOrNull(r.issuer),
-      at: num(r.at),
-      expiresAt: num(r.expires_at),
-    }));
+    return rows.map(revocationEntryFrom);
   }
 
   // Replay cache.

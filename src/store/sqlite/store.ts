@@ -62,11 +62,12 @@ import {
   isActiveGrant,
   json,
   num,
-  parse,
   type Row,
   refreshFrom,
+  removedSigningKeyFrom,
+  revocationEntryFrom,
+  signingKeyFrom,
   spentKeptUntil,
-  strOrNull,
 } from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
 
@@ -404,15 +405,7 @@ export class SqliteStore implements Store {
 
   async listSigningKeys(): Promise<SigningKeyRecord[]> {
     return this.#read(() =>
-      (this.#stmt('SELECT * FROM signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
-        kid: String(r.kid),
-        alg: r.alg as SigningKeyRecord['alg'],
-        publicJwk: parse(r.public_jwk),
-        sealedPrivateKey: String(r.sealed_private_key),
-        createdAt: num(r.created_at),
-        activatesAt: num(r.activates_at),
-        ...(r.mac != null ? { mac: String(r.mac) } : {}),
-      })),
+      (this.#stmt('SELECT * FROM signing_keys ORDER BY activates_at, created_at').all() as Row[]).map(signingKeyFrom),
     );
   }
 
@@ -452,14 +445,7 @@ export class SqliteStore implements Store {
 
   async listRemovedSigningKeys(): Promise<RemovedSigningKeyRecord[]> {
     return this.#read(() =>
-      (this.#stmt('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at').all() as Row[]).map((r) => ({
-        kid: String(r.kid),
-        alg: r.alg as RemovedSigningKeyRecord['alg'],
-        publicJwk: parse(r.public_jwk),
-        createdAt: num(r.created_at),
-        activatesAt: num(r.activates_at),
-        ...(r.mac != null ? { mac: String(r.mac) } : {}),
-      })),
+      (this.#stmt('SELECT * FROM removed_signing_keys ORDER BY activates_at, created_at').all() as Row[]).map(removedSigningKeyFrom),
     );
   }
 
@@ -940,14 +926,7 @@ export class SqliteStore implements Store {
         now,
         limit,
       ) as Row[];
-      return rows.map((r) => ({
-        seq: num(r.seq),
-        kind: r.kind as RevocationEntry['kind'],
-        value: String(r.value),
-        issuer: strOrNull(r.issuer),
-        at: num(r.at),
-        expiresAt: num(r.expires_at),
-      }));
+      return rows.map(revocationEntryFrom);
     });
   }
 
