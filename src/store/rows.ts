@@ -1,5 +1,7 @@
 /**
- * Rows to records, the same for every SQL backend: JSON columns are text, times epoch seconds.
+ * Rows to records and records to statement values, the same for every SQL backend: JSON columns
+ * are text, times epoch seconds. A `…Values` function lists the values of its INSERT in the order
+ * of that statement's columns; each backend keeps the statement text, in its own placeholders.
  *
  * @module
  */
@@ -9,6 +11,7 @@ import {
   type A2aIdKind,
   type A2aTaskRecord,
   type AuthorizationCodeRecord,
+  type ClientPatch,
   type ClientRecord,
   type GrantRecord,
   MAX_A2A_OWNER,
@@ -22,6 +25,9 @@ import {
 
 /** A row as the driver returns it. */
 export type Row = Record<string, unknown>;
+
+/** A statement parameter both drivers take as it is (booleans differ: see `flag` below). */
+export type SqlValue = string | number | null;
 
 export const json = (v: unknown): string => JSON.stringify(v);
 export const parse = <T>(v: unknown): T => JSON.parse(v as string) as T;
@@ -107,6 +113,87 @@ export function revocationEntryFrom(r: Row): RevocationEntry {
   };
 }
 
+/**
+ * `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes,
+ * audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris,
+ * allowed_origins, name, disabled, created_at, updated_at)`. `flag` writes a boolean column.
+ */
+export function clientValues<F>(c: ClientRecord, flag: (v: boolean) => F): (SqlValue | F)[] {
+  return [
+    c.id,
+    c.authMethod,
+    c.secretMethod,
+    c.secretHash,
+    c.jwks === null ? null : json(c.jwks),
+    c.jwksUri,
+    json(c.scopes),
+    json(c.audiences),
+    json(c.grantTypes),
+    c.accessTokenTtl,
+    flag(c.exchangeRetargetAudiences),
+    json(c.redirectUris),
+    json(c.allowedOrigins),
+    c.name,
+    flag(c.disabled),
+    c.createdAt,
+    c.updatedAt,
+  ];
+}
+
+/** Each field a {@link ClientPatch} may set: its column and how its value is written. `flag` writes a boolean column. */
+export function clientPatchColumns<F>(flag: (v: boolean) => F): Record<keyof ClientPatch, [string, (v: never) => SqlValue | F]> {
+  return {
+    disabled: ['disabled', flag],
+    secretHash: ['secret_hash', (v: string | null) => v],
+    scopes: ['scopes', (v: readonly string[]) => json(v)],
+    audiences: ['audiences', (v: readonly string[]) => json(v)],
+    grantTypes: ['grant_types', (v: readonly string[]) => json(v)],
+    accessTokenTtl: ['access_token_ttl', (v: number | null) => v],
+    exchangeRetargetAudiences: ['exchange_retarget_audiences', flag],
+    jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
+    jwksUri: ['jwks_uri', (v: string | null) => v],
+    redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
+    allowedOrigins: ['allowed_origins', (v: readonly string[]) => json(v)],
+    name: ['name', (v: string | null) => v],
+  };
+}
+
+/** `INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac)`. */
+export const signingKeyValues = (k: SigningKeyRecord): SqlValue[] => [
+  k.kid,
+  k.alg,
+  json(k.publicJwk),
+  k.sealedPrivateKey,
+  k.createdAt,
+  k.activatesAt,
+  k.mac ?? null,
+];
+
+/**
+ * `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes,
+ * audiences, created_at, expires_at, subject_jti, actor_jti)`: `g` created under `issuer` in the
+ * tree `rootId` at `depth` (see {@link createdGrant}).
+ */
+export function grantValues(g: NewGrant, issuer: string, rootId: string, depth: number): SqlValue[] {
+  return [
+    g.id,
+    g.parentId,
+    rootId,
+    depth,
+    g.kind,
+    issuer,
+    g.subject,
+    g.clientId,
+    g.act === null ? null : json(g.act),
+    json(g.scopes),
+    json(g.audiences),
+    g.createdAt,
+    g.expiresAt,
+    g.subjectJti ?? null,
+    g.actorJti ?? null,
+  ];
+}
+
 export function grantFrom(r: Row): GrantRecord {
   return {
     id: String(r.id),
@@ -184,6 +271,48 @@ export function codeFrom(r: Row): AuthorizationCodeRecord {
     jkt: strOrNull(r.jkt),
     approvalSince: numOrNull(r.approval_since),
   };
+}
+
+/**
+ * `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer,
+ * scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt, approval_since)`.
+ */
+export function codeValues(c: AuthorizationCodeRecord): SqlValue[] {
+  return [
+    c.hash,
+    c.clientId,
+    c.redirectUri,
+    c.codeChallenge,
+    c.subject,
+    c.issuer,
+    json(c.scopes),
+    json(c.audiences),
+    c.createdAt,
+    c.expiresAt,
+    c.consumedAt,
+    c.grantId,
+    c.jkt,
+    c.approvalSince,
+  ];
+}
+
+/**
+ * `INSERT INTO audit_events (id, time, kind, subject, client_id, delegation_id, request_id, jti,
+ * token_hash, event)`.
+ */
+export function auditValues(e: AuditEvent): SqlValue[] {
+  return [
+    e.id,
+    e.time,
+    e.kind,
+    e.subject ?? null,
+    e.client_id ?? null,
+    e.delegation_id ?? null,
+    e.request_id ?? null,
+    e.jti ?? null,
+    e.token_hash ?? null,
+    auditEventBody(e),
+  ];
 }
 
 /**
@@ -268,4 +397,25 @@ export function consentFrom(r: Row): RememberedConsentRecord {
     createdAt: num(r.created_at),
     expiresAt: num(r.expires_at),
   };
+}
+
+/**
+ * `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes,
+ * scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)`.
+ */
+export function consentValues(c: RememberedConsentRecord): SqlValue[] {
+  return [
+    c.subject,
+    c.clientId,
+    c.issuer,
+    c.identitySource,
+    json(c.scopes),
+    c.scopesDigest,
+    json(c.audiences),
+    c.redirectUri,
+    c.clientFingerprint,
+    c.approvalHash,
+    c.createdAt,
+    c.expiresAt,
+  ];
 }

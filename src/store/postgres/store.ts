@@ -71,14 +71,19 @@ import { type PruneStep, type PruneTuning, pruneInBatches, pruneTuning } from '.
 import {
   a2aTaskFrom,
   a2aTaskKey,
-  auditEventBody,
   auditEventFrom,
+  auditValues,
   checkA2aOwner,
   clientFrom,
+  clientPatchColumns,
+  clientValues,
   codeFrom,
+  codeValues,
   consentFrom,
+  consentValues,
   createdGrant,
   grantFrom,
+  grantValues,
   isActiveGrant,
   json,
   num,
@@ -87,6 +92,7 @@ import {
   removedSigningKeyFrom,
   revocationEntryFrom,
   signingKeyFrom,
+  signingKeyValues,
   spentKeptUntil,
 } from '../rows.ts';
 import { Listener } from './listener.ts';
@@ -748,25 +754,7 @@ export class PostgresStore implements Store {
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-          [
-            x.id,
-            x.authMethod,
-            x.secretMethod,
-            x.secretHash,
-            x.jwks === null ? null : json(x.jwks),
-            x.jwksUri,
-            json(x.scopes),
-            json(x.audiences),
-            json(x.grantTypes),
-            x.accessTokenTtl,
-            x.exchangeRetargetAudiences,
-            json(x.redirectUris),
-            json(x.allowedOrigins),
-            x.name,
-            x.disabled,
-            x.createdAt,
-            x.updatedAt,
-          ],
+          clientValues(x, (v) => v),
         );
         await this.#bump(c, 'clients_version');
       });
@@ -792,20 +780,7 @@ export class PostgresStore implements Store {
   }
 
   async updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined> {
-    const columns: Record<keyof ClientPatch, [string, (v: never) => unknown]> = {
-      disabled: ['disabled', (v: boolean) => v],
-      secretHash: ['secret_hash', (v: string | null) => v],
-      scopes: ['scopes', (v: readonly string[]) => json(v)],
-      audiences: ['audiences', (v: readonly string[]) => json(v)],
-      grantTypes: ['grant_types', (v: readonly string[]) => json(v)],
-      accessTokenTtl: ['access_token_ttl', (v: number | null) => v],
-      exchangeRetargetAudiences: ['exchange_retarget_audiences', (v: boolean) => v],
-      jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
-      jwksUri: ['jwks_uri', (v: string | null) => v],
-      redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
-      allowedOrigins: ['allowed_origins', (v: readonly string[]) => json(v)],
-      name: ['name', (v: string | null) => v],
-    };
+    const columns = clientPatchColumns((v) => v);
     const values: unknown[] = [now];
     const sets = ['updated_at = $1'];
     for (const [key, value] of Object.entries(patch) as [keyof ClientPatch, never][]) {
@@ -864,7 +839,7 @@ export class PostgresStore implements Store {
         }
         await c.query(
           'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-          [k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt, k.mac ?? null],
+          signingKeyValues(k),
         );
         await this.#bump(c, 'keys_version');
         return true;
@@ -1016,23 +991,7 @@ export class PostgresStore implements Store {
         await c.query(
           `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-          [
-            g.id,
-            g.parentId,
-            rootId,
-            depth,
-            g.kind,
-            issuer,
-            g.subject,
-            g.clientId,
-            g.act === null ? null : json(g.act),
-            json(g.scopes),
-            json(g.audiences),
-            g.createdAt,
-            g.expiresAt,
-            g.subjectJti ?? null,
-            g.actorJti ?? null,
-          ],
+          grantValues(g, issuer, rootId, depth),
         );
         return createdGrant(g, issuer, rootId, depth);
       });
@@ -1296,22 +1255,7 @@ export class PostgresStore implements Store {
       await this.#q(
         `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt, approval_since)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-        [
-          x.hash,
-          x.clientId,
-          x.redirectUri,
-          x.codeChallenge,
-          x.subject,
-          x.issuer,
-          json(x.scopes),
-          json(x.audiences),
-          x.createdAt,
-          x.expiresAt,
-          x.consumedAt,
-          x.grantId,
-          x.jkt,
-          x.approvalSince,
-        ],
+        codeValues(x),
       );
     } catch (e) {
       if (isUnique(e)) throw new StoreConflictError('authorization_code_exists', 'an authorization code with this hash exists');
@@ -1397,20 +1341,7 @@ export class PostgresStore implements Store {
          scopes = EXCLUDED.scopes, scopes_digest = EXCLUDED.scopes_digest, audiences = EXCLUDED.audiences,
          redirect_uri = EXCLUDED.redirect_uri, client_fingerprint = EXCLUDED.client_fingerprint, approval_hash = EXCLUDED.approval_hash,
          created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at`,
-      [
-        x.subject,
-        x.clientId,
-        x.issuer,
-        x.identitySource,
-        json(x.scopes),
-        x.scopesDigest,
-        json(x.audiences),
-        x.redirectUri,
-        x.clientFingerprint,
-        x.approvalHash,
-        x.createdAt,
-        x.expiresAt,
-      ],
+      consentValues(x),
     );
   }
 
@@ -1524,18 +1455,7 @@ export class PostgresStore implements Store {
     const tuples: string[] = [];
     for (const e of events) {
       const base = values.length;
-      values.push(
-        e.id,
-        e.time,
-        e.kind,
-        e.subject ?? null,
-        e.client_id ?? null,
-        e.delegation_id ?? null,
-        e.request_id ?? null,
-        e.jti ?? null,
-        e.token_hash ?? null,
-        auditEventBody(e),
-      );
+      values.push(...auditValues(e));
       tuples.push(`(${cols.map((_, i) => `$${base + i + 1}`).join(', ')})`);
     }
     await this.#q(`INSERT INTO audit_events (${cols.join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT (id) DO NOTHING`, values);

@@ -51,22 +51,27 @@ import { type PruneStep, type PruneTuning, pruneInBatches, pruneTuning } from '.
 import {
   a2aTaskFrom,
   a2aTaskKey,
-  auditEventBody,
   auditEventFrom,
+  auditValues,
   checkA2aOwner,
   clientFrom,
+  clientPatchColumns,
+  clientValues,
   codeFrom,
+  codeValues,
   consentFrom,
+  consentValues,
   createdGrant,
   grantFrom,
+  grantValues,
   isActiveGrant,
-  json,
   num,
   type Row,
   refreshFrom,
   removedSigningKeyFrom,
   revocationEntryFrom,
   signingKeyFrom,
+  signingKeyValues,
   spentKeptUntil,
 } from '../rows.ts';
 import { MIGRATIONS } from './migrations.ts';
@@ -91,6 +96,8 @@ export interface SqliteStoreOptions extends PruneTuning {
 }
 
 const clientRow = (r: Row): ClientRecord => clientFrom(r, (v) => num(v ?? 0) !== 0);
+/** A boolean column's value: 0 or 1. */
+const sqliteFlag = (v: boolean): number => (v ? 1 : 0);
 
 function isConstraintError(e: unknown): boolean {
   return e instanceof Error && /UNIQUE constraint|PRIMARY KEY/.test(e.message);
@@ -302,25 +309,7 @@ export class SqliteStore implements Store {
         this.#stmt(
           `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ).run(
-          c.id,
-          c.authMethod,
-          c.secretMethod,
-          c.secretHash,
-          c.jwks === null ? null : json(c.jwks),
-          c.jwksUri,
-          json(c.scopes),
-          json(c.audiences),
-          json(c.grantTypes),
-          c.accessTokenTtl,
-          c.exchangeRetargetAudiences ? 1 : 0,
-          json(c.redirectUris),
-          json(c.allowedOrigins),
-          c.name,
-          c.disabled ? 1 : 0,
-          c.createdAt,
-          c.updatedAt,
-        );
+        ).run(...clientValues(c, sqliteFlag));
         this.#bump('clients_version');
       });
     } catch (e) {
@@ -362,20 +351,7 @@ export class SqliteStore implements Store {
   }
 
   async updateClient(id: string, patch: ClientPatch, now: number): Promise<ClientRecord | undefined> {
-    const columns: Record<keyof ClientPatch, [string, (v: never) => SQLInputValue]> = {
-      disabled: ['disabled', (v: boolean) => (v ? 1 : 0)],
-      secretHash: ['secret_hash', (v: string | null) => v],
-      scopes: ['scopes', (v: readonly string[]) => json(v)],
-      audiences: ['audiences', (v: readonly string[]) => json(v)],
-      grantTypes: ['grant_types', (v: readonly string[]) => json(v)],
-      accessTokenTtl: ['access_token_ttl', (v: number | null) => v],
-      exchangeRetargetAudiences: ['exchange_retarget_audiences', (v: boolean) => (v ? 1 : 0)],
-      jwks: ['jwks', (v: unknown) => (v === null ? null : json(v))],
-      jwksUri: ['jwks_uri', (v: string | null) => v],
-      redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
-      allowedOrigins: ['allowed_origins', (v: readonly string[]) => json(v)],
-      name: ['name', (v: string | null) => v],
-    };
+    const columns = clientPatchColumns(sqliteFlag);
     const sets: string[] = ['updated_at = ?'];
     const values: SQLInputValue[] = [now];
     for (const [key, value] of Object.entries(patch) as [keyof ClientPatch, never][]) {
@@ -421,7 +397,7 @@ export class SqliteStore implements Store {
         }
         this.#stmt(
           'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?)',
-        ).run(k.kid, k.alg, json(k.publicJwk), k.sealedPrivateKey, k.createdAt, k.activatesAt, k.mac ?? null);
+        ).run(...signingKeyValues(k));
         this.#bump('keys_version');
         return true;
       });
@@ -575,23 +551,7 @@ export class SqliteStore implements Store {
     this.#stmt(
       `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      g.id,
-      g.parentId,
-      rootId,
-      depth,
-      g.kind,
-      issuer,
-      g.subject,
-      g.clientId,
-      g.act === null ? null : json(g.act),
-      json(g.scopes),
-      json(g.audiences),
-      g.createdAt,
-      g.expiresAt,
-      g.subjectJti ?? null,
-      g.actorJti ?? null,
-    );
+    ).run(...grantValues(g, issuer, rootId, depth));
     return createdGrant(g, issuer, rootId, depth);
   }
 
@@ -783,22 +743,7 @@ export class SqliteStore implements Store {
         this.#stmt(
           `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at, grant_id, jkt, approval_since)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        ).run(
-          c.hash,
-          c.clientId,
-          c.redirectUri,
-          c.codeChallenge,
-          c.subject,
-          c.issuer,
-          json(c.scopes),
-          json(c.audiences),
-          c.createdAt,
-          c.expiresAt,
-          c.consumedAt,
-          c.grantId,
-          c.jkt,
-          c.approvalSince,
-        ),
+        ).run(...codeValues(c)),
       );
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('authorization_code_exists', 'an authorization code with this hash exists');
@@ -865,20 +810,7 @@ export class SqliteStore implements Store {
            scopes = excluded.scopes, scopes_digest = excluded.scopes_digest, audiences = excluded.audiences,
            redirect_uri = excluded.redirect_uri, client_fingerprint = excluded.client_fingerprint, approval_hash = excluded.approval_hash,
            created_at = excluded.created_at, expires_at = excluded.expires_at`,
-        ).run(
-          c.subject,
-          c.clientId,
-          c.issuer,
-          c.identitySource,
-          json(c.scopes),
-          c.scopesDigest,
-          json(c.audiences),
-          c.redirectUri,
-          c.clientFingerprint,
-          c.approvalHash,
-          c.createdAt,
-          c.expiresAt,
-        ),
+        ).run(...consentValues(c)),
       );
     } catch (e) {
       throw busy(e);
@@ -1011,18 +943,7 @@ export class SqliteStore implements Store {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
       );
       for (const e of events) {
-        insert.run(
-          e.id,
-          e.time,
-          e.kind,
-          e.subject ?? null,
-          e.client_id ?? null,
-          e.delegation_id ?? null,
-          e.request_id ?? null,
-          e.jti ?? null,
-          e.token_hash ?? null,
-          auditEventBody(e),
-        );
+        insert.run(...auditValues(e));
       }
     });
   }
