@@ -508,6 +508,15 @@ export const MAX_A2A_OWNER = 256;
 /** The default limit of {@link Store.grantSubtree} and {@link Store.grantAncestors}: every grant. */
 export const MAX_TREE_READ = 2 ** 31 - 1;
 
+/** The default limit of {@link Store.revocationsSince}. */
+export const REVOCATIONS_PAGE = 10_000;
+
+/** The events {@link Store.queryAudit} returns when the query names no `limit`. */
+export const AUDIT_QUERY_DEFAULT = 100;
+
+/** The most events {@link Store.queryAudit} returns, whatever `limit` the query names. */
+export const AUDIT_QUERY_MAX = 10_000;
+
 /**
  * The store. Every method may reject with {@link StoreUnavailableError} when the backend is
  * unreachable; callers map that to `temporarily_unavailable`.
@@ -706,7 +715,7 @@ export interface Store {
   // Revocation log.
   /** Append non-grant revocation entries (token ids, subjects or clients as of a time). */
   appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void>;
-  /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order. */
+  /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order, at most `limit` (default {@link REVOCATIONS_PAGE}). */
   revocationsSince(afterSeq: number, now: number, limit?: number): Promise<RevocationEntry[]>;
   /**
    * Whether the log holds a `token` entry for `jti` (until it is pruned), read by an index:
@@ -776,7 +785,10 @@ export interface Store {
 
   // Audit trail.
   appendAudit(events: readonly AuditEvent[]): Promise<void>;
-  /** Events matching every given filter, in id (time) order, at most `limit` (default 100). */
+  /**
+   * Events matching every given filter, in id (time) order, at most `limit` (default
+   * {@link AUDIT_QUERY_DEFAULT}; taken as 1 to {@link AUDIT_QUERY_MAX}).
+   */
   queryAudit(query: AuditQuery): Promise<AuditEvent[]>;
   /**
    * Delete at most `limit` of the oldest audit events made before `before` (epoch milliseconds),

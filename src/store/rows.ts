@@ -6,10 +6,12 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import type { AuditEvent } from '../audit/event.ts';
+import type { AuditEvent, AuditQuery } from '../audit/event.ts';
 import {
   type A2aIdKind,
   type A2aTaskRecord,
+  AUDIT_QUERY_DEFAULT,
+  AUDIT_QUERY_MAX,
   type AuthorizationCodeRecord,
   type ClientPatch,
   type ClientRecord,
@@ -254,6 +256,28 @@ export function spentKeptUntil(grant: GrantRecord, o: { readonly nextExpiresAt: 
   return grant.expiresAt ?? o.nextExpiresAt + (o.nextExpiresAt - o.now);
 }
 
+/**
+ * The successor of the refresh token `token` of `grant` when it is rotated at `o.now`: same grant,
+ * client and `jkt` (an unbound token's successor bound to `o.bindJkt` when given), expiring at
+ * `o.nextExpiresAt` or the grant's expiry, whichever is first.
+ */
+export function rotatedSuccessor(
+  token: RefreshTokenRecord,
+  grant: GrantRecord,
+  o: { readonly nextHash: string; readonly nextExpiresAt: number; readonly now: number; readonly bindJkt?: string | undefined },
+): RefreshTokenRecord {
+  return {
+    hash: o.nextHash,
+    grantId: token.grantId,
+    clientId: token.clientId,
+    createdAt: o.now,
+    expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
+    rotatedAt: null,
+    revokedAt: null,
+    ...(token.jkt !== undefined ? { jkt: token.jkt } : o.bindJkt !== undefined ? { jkt: o.bindJkt } : {}),
+  };
+}
+
 export function codeFrom(r: Row): AuthorizationCodeRecord {
   return {
     hash: String(r.hash),
@@ -295,6 +319,9 @@ export function codeValues(c: AuthorizationCodeRecord): SqlValue[] {
     c.approvalSince,
   ];
 }
+
+/** The `LIMIT` of `Store.queryAudit`: the query's `limit`, or the default, within 1 to {@link AUDIT_QUERY_MAX}. */
+export const auditQueryLimit = (q: AuditQuery): number => Math.max(1, Math.min(q.limit ?? AUDIT_QUERY_DEFAULT, AUDIT_QUERY_MAX));
 
 /**
  * `INSERT INTO audit_events (id, time, kind, subject, client_id, delegation_id, request_id, jti,

@@ -63,6 +63,7 @@ import {
   CODE_RETENTION,
   MAX_TREE_READ,
   REVOCATION_ENTRY_SKEW,
+  REVOCATIONS_PAGE,
   StoreCapacityError,
   StoreConflictError,
   StoreUnavailableError,
@@ -72,6 +73,7 @@ import {
   a2aTaskFrom,
   a2aTaskKey,
   auditEventFrom,
+  auditQueryLimit,
   auditValues,
   checkA2aOwner,
   clientFrom,
@@ -91,6 +93,7 @@ import {
   refreshFrom,
   removedSigningKeyFrom,
   revocationEntryFrom,
+  rotatedSuccessor,
   signingKeyFrom,
   signingKeyValues,
   spentKeptUntil,
@@ -1229,16 +1232,7 @@ export class PostgresStore implements Store {
       if (!g) return { status: 'invalid' };
       const grant = grantFrom(g);
       if (grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return { status: 'invalid' };
-      const next: RefreshTokenRecord = {
-        hash: o.nextHash,
-        grantId: token.grantId,
-        clientId: token.clientId,
-        createdAt: o.now,
-        expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
-        rotatedAt: null,
-        revokedAt: null,
-        ...(token.jkt !== undefined ? { jkt: token.jkt } : o.bindJkt !== undefined ? { jkt: o.bindJkt } : {}),
-      };
+      const next = rotatedSuccessor(token, grant, o);
       await c.query('UPDATE refresh_tokens SET rotated_at = $1, expires_at = $2 WHERE hash = $3', [o.now, spentKeptUntil(grant, o), hash]);
       await c.query(
         'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)',
@@ -1365,7 +1359,7 @@ export class PostgresStore implements Store {
     return (await this.#q("SELECT 1 FROM revocations WHERE kind = 'token' AND value = $1 LIMIT 1", [jti])).length > 0;
   }
 
-  async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
+  async revocationsSince(afterSeq: number, now: number, limit = REVOCATIONS_PAGE): Promise<RevocationEntry[]> {
     const rows = await this.#q(
       'SELECT * FROM revocations WHERE seq > $1 AND expires_at > $2 ORDER BY seq LIMIT $3',
       [afterSeq, now, limit],
@@ -1486,7 +1480,7 @@ export class PostgresStore implements Store {
     // No id bound for `until`: ids can be later than their event's time (see the SQLite store).
     add('time', '<=', q.until);
     add('id', '>', q.after_id);
-    args.push(Math.max(1, Math.min(q.limit ?? 100, 10_000)));
+    args.push(auditQueryLimit(q));
     const rows = await this.#q(
       `SELECT * FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${args.length}`,
       args,

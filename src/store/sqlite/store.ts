@@ -43,6 +43,7 @@ import {
   CODE_RETENTION,
   MAX_TREE_READ,
   REVOCATION_ENTRY_SKEW,
+  REVOCATIONS_PAGE,
   StoreCapacityError,
   StoreConflictError,
   StoreUnavailableError,
@@ -52,6 +53,7 @@ import {
   a2aTaskFrom,
   a2aTaskKey,
   auditEventFrom,
+  auditQueryLimit,
   auditValues,
   checkA2aOwner,
   clientFrom,
@@ -70,6 +72,7 @@ import {
   refreshFrom,
   removedSigningKeyFrom,
   revocationEntryFrom,
+  rotatedSuccessor,
   signingKeyFrom,
   signingKeyValues,
   spentKeptUntil,
@@ -718,16 +721,7 @@ export class SqliteStore implements Store {
       if (grant.revokedAt !== null || (grant.expiresAt !== null && grant.expiresAt <= o.now)) return { status: 'invalid' };
       this.#stmt('UPDATE refresh_tokens SET rotated_at = ?, expires_at = ? WHERE hash = ?').run(o.now, spentKeptUntil(grant, o), hash);
       this.#fail('refresh.rotate');
-      const next: RefreshTokenRecord = {
-        hash: o.nextHash,
-        grantId: token.grantId,
-        clientId: token.clientId,
-        createdAt: o.now,
-        expiresAt: grant.expiresAt === null ? o.nextExpiresAt : Math.min(o.nextExpiresAt, grant.expiresAt),
-        rotatedAt: null,
-        revokedAt: null,
-        ...(token.jkt !== undefined ? { jkt: token.jkt } : o.bindJkt !== undefined ? { jkt: o.bindJkt } : {}),
-      };
+      const next = rotatedSuccessor(token, grant, o);
       this.#stmt(
         'INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at, revoked_at, jkt) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)',
       ).run(next.hash, next.grantId, next.clientId, next.createdAt, next.expiresAt, next.jkt ?? null);
@@ -851,7 +845,7 @@ export class SqliteStore implements Store {
     return this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? LIMIT 1").get(jti) !== undefined;
   }
 
-  async revocationsSince(afterSeq: number, now: number, limit = 10_000): Promise<RevocationEntry[]> {
+  async revocationsSince(afterSeq: number, now: number, limit = REVOCATIONS_PAGE): Promise<RevocationEntry[]> {
     return this.#read(() => {
       const rows = this.#stmt('SELECT * FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?').all(
         afterSeq,
@@ -976,7 +970,7 @@ export class SqliteStore implements Store {
     add('time <= ?', q.until);
     add('id > ?', q.after_id);
     const sql = `SELECT * FROM audit_events ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
-    const limit = Math.max(1, Math.min(q.limit ?? 100, 10_000));
+    const limit = auditQueryLimit(q);
     return this.#read(() => (this.#db.prepare(sql).all(...args, limit) as Row[]).map(auditEventFrom));
   }
 
