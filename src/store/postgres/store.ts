@@ -98,6 +98,7 @@ import {
   signingKeyValues,
   spentKeptUntil,
 } from '../rows.ts';
+import { SUBTREE } from '../subtree.ts';
 import { Listener } from './listener.ts';
 
 /** Options for {@link PostgresStore.open}. */
@@ -472,13 +473,6 @@ const BULK_REVOCATION_ROOTS = 256;
 // no single-key advisory lock (the roots', the subjects') can collide with.
 // `param`: the placeholder of the schema's name.
 const treesKey = (param: string) => `hashtext('tessera.grants'), hashtext(${param})`;
-
-const SUBTREE = (seed: string) => `
-  WITH RECURSIVE sub(id) AS (
-    ${seed}
-    UNION
-    SELECT g.id FROM grants g JOIN sub ON g.parent_id = sub.id
-  )`;
 
 /**
  * @example

@@ -77,6 +77,7 @@ import {
   signingKeyValues,
   spentKeptUntil,
 } from '../rows.ts';
+import { SUBTREE } from '../subtree.ts';
 import { MIGRATIONS } from './migrations.ts';
 
 /** What one group commit of grants has read: client id → enabled, parent (or actor) grant id → its row. */
@@ -119,15 +120,6 @@ function isBusy(e: unknown): boolean {
   const code = (e as { errcode?: unknown })?.errcode;
   return typeof code === 'number' && ((code & 0xff) === 5 || (code & 0xff) === 6);
 }
-
-// The subtree of the seed grants, by parent links. UNION (not UNION ALL) removes duplicates when
-// several seeds share a subtree.
-const SUBTREE = (seed: string) => `
-  WITH RECURSIVE sub(id) AS (
-    ${seed}
-    UNION
-    SELECT g.id FROM grants g JOIN sub ON g.parent_id = sub.id
-  )`;
 
 /**
  * The SQLite implementation of {@link Store}.
