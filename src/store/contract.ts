@@ -505,6 +505,32 @@ export interface A2aTaskRecord {
 /** The longest owner {@link Store.claimA2aTask} records (the gateway's owners are 43-character digests). */
 export const MAX_A2A_OWNER = 256;
 
+/** The options of {@link Store.rotateRefreshToken}. */
+export interface RefreshRotationOptions {
+  readonly clientId: string;
+  readonly nextHash: string;
+  readonly nextExpiresAt: number;
+  readonly now: number;
+  readonly graceSeconds: number;
+  readonly entryExpiresAt: number;
+  /** The DPoP key (RFC 7638 thumbprint) to bind an unbound token's successor to. */
+  readonly bindJkt?: string | undefined;
+}
+
+/** The options of {@link Store.redeemAuthorizationCode}. */
+export interface CodeRedemptionOptions {
+  readonly clientId: string;
+  /**
+   * The revocation-log issuer under which a subject revocation ends the login sessions of the
+   * code's issuer (`<issuer>#login-sessions`, see `loginSessionScope`).
+   */
+  readonly loginScope: string;
+  readonly grant: NewGrant;
+  readonly refreshToken: RefreshTokenRecord | null;
+  readonly now: number;
+  readonly entryExpiresAt: number;
+}
+
 /** The default limit of {@link Store.grantSubtree} and {@link Store.grantAncestors}: every grant. */
 export const MAX_TREE_READ = 2 ** 31 - 1;
 
@@ -657,19 +683,7 @@ export interface Store {
    * exactly as {@link Store.revokeGrants} does (reason `refresh_token_reused`). Of several
    * concurrent calls with one hash, exactly one sees `rotated`.
    */
-  rotateRefreshToken(
-    hash: string,
-    options: {
-      readonly clientId: string;
-      readonly nextHash: string;
-      readonly nextExpiresAt: number;
-      readonly now: number;
-      readonly graceSeconds: number;
-      readonly entryExpiresAt: number;
-      /** The DPoP key (RFC 7638 thumbprint) to bind an unbound token's successor to. */
-      readonly bindJkt?: string | undefined;
-    },
-  ): Promise<RefreshRotation>;
+  rotateRefreshToken(hash: string, options: RefreshRotationOptions): Promise<RefreshRotation>;
 
   // Authorization codes.
   /** @throws {StoreConflictError} when the hash exists. */
@@ -690,21 +704,7 @@ export interface Store {
    * the codes that exist when it commits; this refuses the ones an instance that had not yet read
    * the revocation approved afterwards, in a login session the revocation ended.
    */
-  redeemAuthorizationCode(
-    hash: string,
-    options: {
-      readonly clientId: string;
-      /**
-       * The revocation-log issuer under which a subject revocation ends the login sessions of the
-       * code's issuer (`<issuer>#login-sessions`, see `loginSessionScope`).
-       */
-      readonly loginScope: string;
-      readonly grant: NewGrant;
-      readonly refreshToken: RefreshTokenRecord | null;
-      readonly now: number;
-      readonly entryExpiresAt: number;
-    },
-  ): Promise<CodeRedemption>;
+  redeemAuthorizationCode(hash: string, options: CodeRedemptionOptions): Promise<CodeRedemption>;
 
   // Remembered consents.
   /** Store `consent`, replacing the one of the same subject and client. */

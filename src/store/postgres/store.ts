@@ -43,12 +43,14 @@ import type {
   ClientPatch,
   ClientRecord,
   CodeRedemption,
+  CodeRedemptionOptions,
   CreateGrantOptions,
   GrantCreation,
   GrantRecord,
   GrantSelector,
   NewGrant,
   RefreshRotation,
+  RefreshRotationOptions,
   RefreshTokenRecord,
   RememberedConsentRecord,
   RemovedSigningKeyRecord,
@@ -1191,18 +1193,7 @@ export class PostgresStore implements Store {
     return r ? refreshFrom(r) : undefined;
   }
 
-  async rotateRefreshToken(
-    hash: string,
-    o: {
-      readonly clientId: string;
-      readonly nextHash: string;
-      readonly nextExpiresAt: number;
-      readonly now: number;
-      readonly graceSeconds: number;
-      readonly entryExpiresAt: number;
-      readonly bindJkt?: string | undefined;
-    },
-  ): Promise<RefreshRotation> {
+  async rotateRefreshToken(hash: string, o: RefreshRotationOptions): Promise<RefreshRotation> {
     return this.#tx(async (c): Promise<RefreshRotation> => {
       // The tree's lock first, in the order a revocation takes its locks (the tree, then grant and
       // token rows): a revocation under way commits first and the token is then found revoked, or
@@ -1256,17 +1247,7 @@ export class PostgresStore implements Store {
     return r ? codeFrom(r) : undefined;
   }
 
-  async redeemAuthorizationCode(
-    hash: string,
-    o: {
-      readonly clientId: string;
-      readonly loginScope: string;
-      readonly grant: NewGrant;
-      readonly refreshToken: RefreshTokenRecord | null;
-      readonly now: number;
-      readonly entryExpiresAt: number;
-    },
-  ): Promise<CodeRedemption> {
+  async redeemAuthorizationCode(hash: string, o: CodeRedemptionOptions): Promise<CodeRedemption> {
     return this.#tx(async (c): Promise<CodeRedemption> => {
       // The row lock makes concurrent redemptions of one code queue: exactly one finds it unconsumed.
       const [row] = (await c.query('SELECT * FROM authorization_codes WHERE hash = $1 FOR UPDATE', [hash])).rows as Row[];

@@ -23,12 +23,14 @@ import type {
   ClientPatch,
   ClientRecord,
   CodeRedemption,
+  CodeRedemptionOptions,
   CreateGrantOptions,
   GrantCreation,
   GrantRecord,
   GrantSelector,
   NewGrant,
   RefreshRotation,
+  RefreshRotationOptions,
   RefreshTokenRecord,
   RememberedConsentRecord,
   RemovedSigningKeyRecord,
@@ -684,18 +686,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  async rotateRefreshToken(
-    hash: string,
-    o: {
-      readonly clientId: string;
-      readonly nextHash: string;
-      readonly nextExpiresAt: number;
-      readonly now: number;
-      readonly graceSeconds: number;
-      readonly entryExpiresAt: number;
-      readonly bindJkt?: string | undefined;
-    },
-  ): Promise<RefreshRotation> {
+  async rotateRefreshToken(hash: string, o: RefreshRotationOptions): Promise<RefreshRotation> {
     return this.#tx((): RefreshRotation => {
       const row = this.#stmt('SELECT * FROM refresh_tokens WHERE hash = ?').get(hash) as Row | undefined;
       if (!row) return { status: 'invalid' };
@@ -744,17 +735,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  async redeemAuthorizationCode(
-    hash: string,
-    o: {
-      readonly clientId: string;
-      readonly loginScope: string;
-      readonly grant: NewGrant;
-      readonly refreshToken: RefreshTokenRecord | null;
-      readonly now: number;
-      readonly entryExpiresAt: number;
-    },
-  ): Promise<CodeRedemption> {
+  async redeemAuthorizationCode(hash: string, o: CodeRedemptionOptions): Promise<CodeRedemption> {
     return this.#tx((): CodeRedemption => {
       const row = this.#stmt('SELECT * FROM authorization_codes WHERE hash = ?').get(hash) as Row | undefined;
       if (!row) return { status: 'invalid' };
