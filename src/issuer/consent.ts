@@ -47,6 +47,16 @@ export class ConsentTokens {
   }
 
   /**
+   * When the page carrying `token` was shown (epoch seconds), read from its expiry: what a form
+   * answers is that page, so what the page needed (a sign-in fresh enough) is judged as of then.
+   * Unchecked here: a token whose time was altered fails {@link consume}. `undefined` for no token.
+   */
+  shownAt(token: string): number | undefined {
+    const m = FORMAT.exec(token);
+    return m ? Number(m[1]) - this.#ttl : undefined;
+  }
+
+  /**
    * True once for a token made for this request and person that has not expired; false for
    * anything else, including the second use of a good token.
    */

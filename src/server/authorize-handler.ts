@@ -50,6 +50,13 @@ function loginError(reason: LoginFailure): OAuthError {
   return new OAuthError('authorize_login_failed');
 }
 
+/**
+ * Seconds after a sign-in during which the authorization request it was made for (coming back
+ * from the callback, which redirects at once) is answered by it: as the clock skew allowed between
+ * instances, since the callback may be served by one and the request by another.
+ */
+const RETURN_WINDOW = 60;
+
 /** What every answer of these endpoints says (their pages and redirects too): never stored by a cache. */
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
 
@@ -238,15 +245,19 @@ export function createAuthorizeHandler(
       else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error }, request.state), requestId);
     };
     // OIDC Core §3.1.2.1: `prompt=login`, or a sign-in older than `max_age` seconds, asks for a
-    // fresh one (`max_age=0` is `prompt=login`: a sign-in this second is not older than 0 s). A
-    // session begun by a login made for this very request (its query) is that sign-in:
-    // the request comes back here after it, and its consent form is posted with the same query.
+    // fresh one (`max_age=0` is `prompt=login`: a sign-in this second is not older than 0 s).
+    // Judged as of the page load, or for a consent form as of when its page was shown (the form
+    // answers that page: minutes later it still approves what a fresh enough sign-in was shown).
+    // A session begun by a login made for this very request (its query) is that sign-in on its
+    // way back from it only (the callback sends the browser here at once): the same query loaded
+    // again later in the session, a replay, asks again.
+    const judgedAt = form === undefined ? checkedAt : Math.min(checkedAt, consent.shownAt(form.get('csrf') as string) ?? checkedAt);
+    const signedInAgo = person.ok && person.authenticatedAt !== undefined ? judgedAt - person.authenticatedAt : undefined;
     const stale =
       person.ok &&
-      (request.prompt.has('login') ||
-        request.maxAge === 0 ||
-        (request.maxAge !== undefined && (person.authenticatedAt === undefined || checkedAt - person.authenticatedAt > request.maxAge))) &&
-      person.signedInFor !== sha256(query);
+      (request.prompt.has('login') || request.maxAge !== undefined) &&
+      !(signedInAgo !== undefined && person.signedInFor === sha256(query) && signedInAgo <= RETURN_WINDOW) &&
+      (request.prompt.has('login') || request.maxAge === 0 || signedInAgo === undefined || signedInAgo > (request.maxAge as number));
     if (!person.ok || stale) {
       const login = options.authenticator.login;
       // No session yet, or an expired one, is the normal way into a login: not worth an audit event.

@@ -1000,6 +1000,66 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('attack: a prompt=login or max_age request replayed later in the session is not answered by the sign-in made for it (its digest holds only on the way back from that sign-in)', async () => {
+    for (const extra of [{ prompt: 'login' }, { max_age: '60' }, { max_age: '0' }] as Record<string, string>[]) {
+      const browser = await signedIn();
+      const url = requestWith(extra);
+      // Two minutes after that sign-in: too old for max_age=60.
+      skew = 120_000;
+      try {
+        const res = await browser.fetch(url);
+        assert.equal(res.status, 303, JSON.stringify(extra));
+        await loginThrough(browser, res);
+        assert.equal((await browser.fetch(url)).status, 200, 'on its way back from the sign-in: the page');
+        // The very same query (its state, its PKCE challenge) 5 minutes on, the session still valid.
+        skew = 420_000;
+        const replay = await browser.fetch(url);
+        assert.equal(replay.status, 303, `${JSON.stringify(extra)}: a 5-minute-old sign-in is not fresh for it any more`);
+        assert.ok((replay.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+      } finally {
+        skew = 0;
+      }
+    }
+  });
+
+  it('prompt=login and max_age are judged when the consent page was shown: its form answered minutes later (within consent_ttl) still approves', async () => {
+    const approve = (browser: Browser, html: string) =>
+      browser.fetch(`${issuer.url}/oauth2/authorize`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ ...formFields(html), decision: 'approve' }).toString(),
+      });
+    const codeOf = async (res: Response) => {
+      assert.equal(res.status, 303, await res.clone().text());
+      return new URL(res.headers.get('location') as string).searchParams.get('code');
+    };
+    // prompt=login: the page right after the fresh sign-in, approved 5 minutes later.
+    const browser = await signedIn();
+    const url = requestWith({ prompt: 'login' });
+    await loginThrough(browser, await browser.fetch(url));
+    const page = await browser.fetch(url);
+    const html = await page.text();
+    assert.equal(page.status, 200);
+    skew = 300_000;
+    try {
+      assert.ok(await codeOf(await approve(browser, html)), 'prompt=login: approved');
+    } finally {
+      skew = 0;
+    }
+    // max_age=300: a 250 s old session is shown the page; approved when it is 310 s old.
+    const other = await signedIn();
+    skew = 250_000;
+    try {
+      const shown = await other.fetch(requestWith({ max_age: '300' }));
+      const form = await shown.text();
+      assert.equal(shown.status, 200, 'within max_age: the page');
+      skew = 310_000;
+      assert.ok(await codeOf(await approve(other, form)), 'max_age: the answer to a page shown within it');
+    } finally {
+      skew = 0;
+    }
+  });
+
   it('prompt=none: never a page; login_required or consent_required back to the client with state and iss (RFC 9207)', async () => {
     const errorOf = (res: Response) => {
       assert.equal(res.status, 303);
