@@ -110,7 +110,12 @@ export type LoginFailure =
   | 'login_nonce_mismatch'
   | 'login_identity_invalid'
   | 'login_email_unverified'
-  | 'login_domain_not_allowed';
+  | 'login_domain_not_allowed'
+  /**
+   * A fresh sign-in was asked of the provider (`prompt=login`, `max_age`) and its ID token says none
+   * was made: no `auth_time`, or one older than the login (less the `max_age` asked for).
+   */
+  | 'login_not_fresh';
 
 export type LoginCallbackOutcome =
   | {
@@ -142,8 +147,10 @@ export interface InteractiveLogin {
    * Where to send the browser to log in before answering `request` (an authorization request's
    * query string). `fresh`: the person must sign in again (`prompt=login`, `max_age`), so the
    * upstream is asked to re-authenticate them (`prompt=login` there too), not to reuse its own session.
+   * `maxAge`: the request's `max_age` (0 for `prompt=login`), sent upstream too; the upstream's ID
+   * token must then show (`auth_time`) a sign-in no older than that when the login began.
    */
-  start(request: string, options?: { readonly fresh?: boolean }): Promise<LoginRedirect>;
+  start(request: string, options?: { readonly fresh?: boolean; readonly maxAge?: number }): Promise<LoginRedirect>;
   /** Take the upstream's answer: the callback's query string and the browser's request. */
   finish(query: URLSearchParams, request: PersonRequest): Promise<LoginCallbackOutcome>;
 }

@@ -284,7 +284,10 @@ export function createAuthorizeHandler(
       }
       let to: LoginRedirect;
       try {
-        to = await login.start(query, { fresh: stale });
+        // The sign-in the request asks for is asked of the upstream too, whether or not there was
+        // a session here: without one, the upstream could answer from its own, hours old.
+        const maxAge = request.prompt.has('login') ? 0 : request.maxAge;
+        to = await login.start(query, { fresh: stale || maxAge === 0, ...(maxAge !== undefined ? { maxAge } : {}) });
       } catch (e) {
         if (!(e instanceof LoginError)) throw e;
         denied(e.reason, { clientId });

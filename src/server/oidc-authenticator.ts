@@ -93,6 +93,8 @@ const ERROR_CODE = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 const STATE = /^[A-Za-z0-9_-]{43}$/;
 /** A login session's id: 128 random bits, base64url (never the shape of a token's `jti`, a UUID). */
 const SESSION_ID = /^[A-Za-z0-9_-]{22}$/;
+/** Seconds the provider's clock may be off from this server's, for the ID token's iat, exp, nbf and auth_time. */
+const CLOCK_LEEWAY = 30;
 /** Longest authorization request carried through the login (browsers keep cookies up to 4096 bytes). */
 const MAX_REQUEST = 2048;
 /** Largest discovery document or token response read, bytes; a larger one is refused once this much has arrived. */
@@ -332,13 +334,16 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       url.searchParams.set('nonce', nonceFor(state));
       url.searchParams.set('code_challenge', hash('sha256', verifierFor(state), 'base64url'));
       url.searchParams.set('code_challenge_method', 'S256');
-      // OIDC Core §3.1.2.1: a fresh sign-in here is one at the upstream too, not its session reused.
+      // OIDC Core §3.1.2.1: a fresh sign-in here is one at the upstream too, not its session reused;
+      // with max_age the upstream's ID token must carry auth_time (§2), checked at the callback.
       if (startOptions.fresh === true) url.searchParams.set('prompt', 'login');
+      const maxAge = startOptions.maxAge;
+      if (maxAge !== undefined) url.searchParams.set('max_age', String(maxAge));
+      // `t`, `a`: when the login began, and the oldest sign-in (seconds before then) it accepts.
+      const sealed = { s: state, e: exp, r: request, ...(maxAge !== undefined ? { t: runtime.now(), a: maxAge } : {}) };
       return {
         location: url.href,
-        cookies: [
-          setCookie(stateCookie, seal(runtime.keys.state, 'tessera oidc state v1', { s: state, e: exp, r: request }), options.login_ttl),
-        ],
+        cookies: [setCookie(stateCookie, seal(runtime.keys.state, 'tessera oidc state v1', sealed), options.login_ttl)],
       };
     },
 
@@ -420,7 +425,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
           // iat within the login (its nonce is this login's): not before it began, nor in the
           // future, each with the leeway (jose checks iat only given a maximum age).
           maxTokenAge: Math.max(0, now - (sealed.e - options.login_ttl)),
-          clockTolerance: 30,
+          clockTolerance: CLOCK_LEEWAY,
         });
         claims = verified.payload;
       } catch (e) {
@@ -441,6 +446,22 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       if (Array.isArray(claims.aud) && claims.aud.length > 1 && claims.azp === undefined) return fail('login_id_token_invalid');
       if (claims.azp !== undefined && claims.azp !== options.client_id) return fail('login_id_token_invalid');
       if (typeof claims.nonce !== 'string' || !sameText(claims.nonce, nonceFor(state))) return fail('login_nonce_mismatch');
+      // A fresh sign-in was asked for (prompt=login, max_age): a provider may ignore that and answer
+      // from its own session. OIDC Core §2, §3.1.2.1: auth_time is then required, and must show a
+      // sign-in no older than the login's start less max_age (and the clock leeway).
+      if (typeof sealed.a === 'number' && typeof sealed.t === 'number') {
+        const oldest = sealed.t - sealed.a - CLOCK_LEEWAY;
+        const authTime = claims.auth_time;
+        if (typeof authTime !== 'number' || !Number.isFinite(authTime) || authTime < oldest) {
+          const seen = typeof authTime === 'number' && Number.isFinite(authTime) ? Math.round(sealed.t - authTime) : undefined;
+          warn(
+            seen === undefined
+              ? 'oidc: a fresh sign-in was asked for (prompt=login or max_age) and the ID token has no auth_time'
+              : `oidc: a fresh sign-in was asked for (max_age ${sealed.a} s) and the ID token's auth_time is ${seen} s before the login began (${CLOCK_LEEWAY} s leeway)`,
+          );
+          return fail('login_not_fresh');
+        }
+      }
 
       const email = typeof claims.email === 'string' ? claims.email : undefined;
       if (options.subject_claim === 'email' || allowed !== undefined) {

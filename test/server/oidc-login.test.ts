@@ -196,6 +196,31 @@ describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
     await again.text();
   });
 
+  it('prompt=login and max_age=0 at a real provider with a session of its own: it re-authenticates (a fresh auth_time) and the request is answered', async () => {
+    const browser = new Browser();
+    const first = await browser.fetch(authorizeUrl(issuer, pkcePair().challenge));
+    const { url: firstBack } = await browser.follow(first.headers.get('location') as string, isCallback(issuer));
+    assert.equal((await browser.fetch(firstBack.href)).status, 303);
+    for (const extra of [{ prompt: 'login' }, { max_age: '0' }] as Record<string, string>[]) {
+      const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+        redirect_uri: REDIRECT,
+        code_challenge: pkcePair().challenge,
+        resource: API,
+        ...extra,
+      });
+      const res = await browser.fetch(url);
+      assert.equal(res.status, 303, JSON.stringify(extra));
+      const up = new URL(res.headers.get('location') as string);
+      assert.equal(up.origin, upstream.url);
+      assert.equal(up.searchParams.get('max_age'), '0');
+      const { url: callback } = await browser.follow(up.href, isCallback(issuer));
+      const back = await browser.fetch(callback.href);
+      assert.equal(back.status, 303, await back.clone().text());
+      assert.equal(back.headers.get('location'), url, 'signed in afresh: back to the very request');
+      assert.equal((await browser.fetch(url)).status, 200, JSON.stringify(extra));
+    }
+  });
+
   it('access_denied from the upstream is a page, never a redirect', async () => {
     upstream.deny = true;
     try {
@@ -945,7 +970,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
     // Issued by the upstream's clock as this server's test clock reads it (skew), not the real one.
     const at = Math.floor((Date.now() + skew) / 1000);
     rogue.idToken = () =>
-      new SignJWT({ sub: 'rogue-user', nonce: up.searchParams.get('nonce'), email: 'rogue@example.com' })
+      new SignJWT({ sub: 'rogue-user', nonce: up.searchParams.get('nonce'), email: 'rogue@example.com', auth_time: at })
         .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
         .setIssuer(rogue.url)
         .setAudience(UPSTREAM_CLIENT)
@@ -1058,6 +1083,65 @@ describe('attacks on the login callback (scripted upstream)', () => {
     } finally {
       skew = 0;
     }
+  });
+
+  it('attack: a provider that ignores prompt=login (or max_age) and answers from its own session (an old auth_time, or none) signs no one in: login_not_fresh, the login-failure page', async () => {
+    /** An ID token for the login `up` asked for, with `auth_time` (none when undefined). */
+    const answered = (up: URLSearchParams, authTime: number | undefined) => () =>
+      idToken({ nonce: up.get('nonce'), email: 'rogue@example.com', ...(authTime !== undefined ? { auth_time: authTime } : {}) });
+    const now = () => Math.floor((Date.now() + skew) / 1000);
+    // A fresh sign-in asked for with a session here (prompt=login), and with none at all (prompt=login, max_age=0).
+    for (const fresh of [true, false]) {
+      for (const authTime of [undefined, now() - 3600, now() - 120]) {
+        const browser = fresh ? await signedIn() : new Browser();
+        const url = requestWith(fresh ? { prompt: 'login' } : { max_age: '0' });
+        const res = await browser.fetch(url);
+        assert.equal(res.status, 303);
+        const up = new URL(res.headers.get('location') as string).searchParams;
+        assert.equal(up.get('prompt'), 'login', 'the upstream is asked to re-authenticate, session here or not');
+        assert.equal(up.get('max_age'), '0', 'and max_age=0, so that its ID token must carry auth_time');
+        const session = browser.jar.get('tessera-session');
+        rogue.idToken = answered(up, authTime);
+        const before = (await audit(issuer)).length;
+        const html = await expectPage(await callback(browser, up.get('state') as string), 403);
+        assert.match(html, /Signing in did not complete/);
+        assert.deepEqual((await audit(issuer)).slice(before), ['login_not_fresh'], String(authTime));
+        assert.equal(browser.jar.get('tessera-session'), session, 'no new session');
+        assert.equal((await browser.fetch(url)).status, 303, 'the request is not answered: sign in again');
+      }
+    }
+    // max_age=600 and no session here: the provider's sign-in may be up to 600 s old (it was sent max_age=600).
+    for (const [age, ok] of [
+      [900, false],
+      [300, true],
+    ] as const) {
+      const browser = new Browser();
+      const res = await browser.fetch(requestWith({ max_age: '600' }));
+      const up = new URL(res.headers.get('location') as string).searchParams;
+      assert.equal(up.get('max_age'), '600');
+      assert.equal(up.get('prompt'), null, 'no session here to be too old: the provider judges its own by max_age');
+      rogue.idToken = answered(up, now() - age);
+      const back = await callback(browser, up.get('state') as string);
+      assert.equal(back.status, ok ? 303 : 403, String(age));
+      await back.body?.cancel();
+    }
+    // A re-authentication this very moment, or a few seconds off by the provider's clock (30 s leeway): signed in.
+    for (const offset of [0, -20, 20]) {
+      const browser = await signedIn();
+      const url = requestWith({ prompt: 'login' });
+      const up = new URL((await browser.fetch(url)).headers.get('location') as string).searchParams;
+      rogue.idToken = answered(up, now() + offset);
+      const back = await callback(browser, up.get('state') as string);
+      assert.equal(back.status, 303, String(offset));
+      assert.equal((await browser.fetch(url)).status, 200, String(offset));
+    }
+    // A login asking for nothing fresh needs no auth_time.
+    const browser = new Browser();
+    const up = new URL((await browser.fetch(requestWith({}))).headers.get('location') as string).searchParams;
+    assert.equal(up.get('prompt'), null);
+    assert.equal(up.get('max_age'), null);
+    rogue.idToken = answered(up, undefined);
+    assert.equal((await callback(browser, up.get('state') as string)).status, 303);
   });
 
   it('prompt=none: never a page; login_required or consent_required back to the client with state and iss (RFC 9207)', async () => {
