@@ -792,6 +792,7 @@ export class TokenService {
   auditAuthorizationDenied(
     reason: string,
     facts: { readonly subject?: string; readonly clientId?: string; readonly requestId?: string; readonly remoteAddr?: string },
+    detail?: Readonly<Record<string, string | number | boolean>>,
   ): void {
     this.#ctx.emit({
       kind: 'authorization.denied',
@@ -801,6 +802,7 @@ export class TokenService {
       ...(facts.clientId !== undefined ? { client_id: facts.clientId } : {}),
       ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
       ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
+      ...(detail !== undefined ? { detail } : {}),
     });
   }
 

@@ -132,6 +132,11 @@ export type LoginCallbackOutcome =
       readonly reason: LoginFailure;
       /** The upstream's `error` code when it sent one (RFC 6749 §4.1.2.1 syntax checked), for the page. */
       readonly upstreamError?: string;
+      /**
+       * What the operator needs to tell a provider's clock skew from an attack (the claim refused,
+       * the seconds it is off), for the audit event's detail: numbers and claim names, never a token.
+       */
+      readonly detail?: Readonly<Record<string, string | number | boolean>>;
       readonly cookies: readonly string[];
     };
 

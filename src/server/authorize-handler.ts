@@ -417,6 +417,7 @@ export function createLoginCallbackHandler(
           requestId,
           ...(remoteAddr !== undefined ? { remoteAddr } : {}),
         },
+        outcome.detail,
       );
       res.setHeader('set-cookie', [...outcome.cookies]);
       return page(res, loginError(outcome.reason), requestId);

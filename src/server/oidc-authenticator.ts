@@ -308,10 +308,15 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
     return jwks.set;
   };
 
-  const fail = (reason: LoginFailure, upstreamError?: string): LoginCallbackOutcome => ({
+  const fail = (
+    reason: LoginFailure,
+    upstreamError?: string,
+    detail?: Readonly<Record<string, string | number | boolean>>,
+  ): LoginCallbackOutcome => ({
     ok: false,
     reason,
     ...(upstreamError !== undefined ? { upstreamError } : {}),
+    ...(detail !== undefined ? { detail } : {}),
     cookies: [clearState],
   });
 
@@ -440,6 +445,23 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
           warn(`oidc: fetching the key set ${m.jwks_uri} failed: ${(e as Error).name}: ${(e as Error).message}`);
           return fail('login_upstream_unavailable');
         }
+        // A time claim out of bounds (the signature verified): the provider's clock may be off
+        // rather than the token forged or replayed. Which claim, and by how much against this
+        // server's clock, goes to the log and the audit detail (numbers only, no token).
+        if (e instanceof joseErrors.JWTClaimValidationFailed || e instanceof joseErrors.JWTExpired) {
+          const claim = e.claim;
+          const value = (e.payload as Record<string, unknown>)[claim];
+          if ((claim === 'iat' || claim === 'exp' || claim === 'nbf') && typeof value === 'number' && Number.isFinite(value)) {
+            const skew = Math.round(value - now);
+            const began = typeof sealed.t === 'number' ? sealed.t : sealed.e - options.login_ttl;
+            warn(
+              `oidc: the ID token's ${claim} is ${Math.abs(skew)} s ${skew >= 0 ? 'ahead of' : 'behind'} this server's clock ` +
+                `(${CLOCK_LEEWAY} s leeway; this login began ${Math.max(0, Math.round(now - began))} s ago): ` +
+                "refused; if it keeps happening, the provider's clock or this server's may be off",
+            );
+            return fail('login_id_token_invalid', undefined, { claim, skew_seconds: skew });
+          }
+        }
         return fail('login_id_token_invalid');
       }
       // OIDC Core §3.1.3.7: several audiences need azp; azp, when present, is this client.
@@ -459,7 +481,10 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
               ? 'oidc: a fresh sign-in was asked for (prompt=login or max_age) and the ID token has no auth_time'
               : `oidc: a fresh sign-in was asked for (max_age ${sealed.a} s) and the ID token's auth_time is ${seen} s before the login began (${CLOCK_LEEWAY} s leeway)`,
           );
-          return fail('login_not_fresh');
+          return fail('login_not_fresh', undefined, {
+            claim: 'auth_time',
+            ...(seen !== undefined ? { before_login_seconds: seen } : { missing: true }),
+          });
         }
       }
 

@@ -424,6 +424,47 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('a provider whose clock is off by more than 30 s: the refusal names the claim (iat) and the skew seen, in the audit detail and the log, never the token', async () => {
+    const warnings: string[] = [];
+    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      for (const [offset, words] of [
+        [45, /\biat\b.*\b45 s ahead of this server's clock/],
+        [-3600, /\biat\b.*\b3600 s behind this server's clock/],
+      ] as const) {
+        const browser = new Browser();
+        const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
+        const p = new URL(res.headers.get('location') as string).searchParams;
+        const token = await new SignJWT({ sub: 'rogue-user', nonce: p.get('nonce'), iat: now + offset, exp: now + 7200 })
+          .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
+          .setIssuer(rogue.url)
+          .setAudience(UPSTREAM_CLIENT)
+          .sign(rogue.key);
+        rogue.idToken = () => token;
+        warnings.length = 0;
+        const back = await browser.fetch(
+          `${fresh.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`,
+        );
+        await expectPage(back, 403);
+        await fresh.service.audit.flush();
+        const refused = (await fresh.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'authorization.denied').at(-1);
+        assert.equal(refused?.reason, 'login_id_token_invalid', 'the reason stays stable');
+        assert.equal(refused?.detail?.claim, 'iat');
+        const seen = refused?.detail?.skew_seconds as number;
+        assert.ok(Math.abs(seen - offset) <= 2, `skew_seconds ${seen} for ${offset}`);
+        assert.ok(
+          warnings.some((w) => words.test(w)),
+          warnings.join('\n'),
+        );
+        for (const part of token.split('.')) assert.ok(!warnings.join('\n').includes(part), 'no part of the token in the log');
+        assert.ok(!JSON.stringify(refused).includes(token.split('.')[2] as string), 'nor in the audit event');
+      }
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it('an ID token signed with a key not in the JWKS is refused', async () => {
     const { generateKeyPairSync } = await import('node:crypto');
     const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
@@ -1106,6 +1147,8 @@ describe('attacks on the login callback (scripted upstream)', () => {
         const html = await expectPage(await callback(browser, up.get('state') as string), 403);
         assert.match(html, /Signing in did not complete/);
         assert.deepEqual((await audit(issuer)).slice(before), ['login_not_fresh'], String(authTime));
+        const refused = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.reason === 'login_not_fresh').at(-1);
+        assert.equal(refused?.detail?.claim, 'auth_time', 'the audit detail names the claim');
         assert.equal(browser.jar.get('tessera-session'), session, 'no new session');
         assert.equal((await browser.fetch(url)).status, 303, 'the request is not answered: sign in again');
       }
