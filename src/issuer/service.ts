@@ -754,6 +754,18 @@ export class TokenService {
    * Nothing is written for a session already recorded (a copy of its cookie signing out again).
    */
   async endLoginSession(sessionId: string, endsAt: number): Promise<void> {
+    // Sign-outs at once with copies of one cookie: one check-and-append, not one each (the store has
+    // no append-if-absent; between instances at most one entry each can race).
+    const pending = this.#endingSessions.get(sessionId);
+    if (pending !== undefined) return pending;
+    const ending = this.#endLoginSession(sessionId, endsAt).finally(() => this.#endingSessions.delete(sessionId));
+    this.#endingSessions.set(sessionId, ending);
+    return ending;
+  }
+
+  readonly #endingSessions = new Map<string, Promise<void>>();
+
+  async #endLoginSession(sessionId: string, endsAt: number): Promise<void> {
     if (await this.loginSessionEnded(sessionId)) return;
     const entry = {
       kind: 'token' as const,

@@ -8,8 +8,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, SignJWT } from 'jose';
+import pg from 'pg';
 import { buildTrace } from '../../src/audit/trace.ts';
 import { sha256 } from '../../src/issuer/secrets.ts';
+import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { authorizationRequest, formFields } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -23,6 +25,7 @@ import {
   UPSTREAM_SECRET,
 } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
 
 const REDIRECT = 'http://127.0.0.1:7777/callback';
 const API = 'https://api.test';
@@ -980,13 +983,15 @@ describe('attacks on the login callback (scripted upstream)', () => {
       await issuer.service.audit.flush();
       const refused = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.reason === 'login_session_ended');
       assert.ok(refused.length >= 1 && refused.every((e) => e.subject === 'rogue-user'), 'names whose session was refused');
-      // Nor does the copy answer a consent page it was shown before the sign-out.
-      const approved = await thief.fetch(`${issuer.url}/oauth2/authorize`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ ...formFields(form), decision: 'approve' }).toString(),
-      });
-      await expectPage(approved, 403);
+      // Nor does the copy answer a consent page it was shown before the sign-out, at either instance.
+      for (const at of [issuer, other]) {
+        const approved = await thief.fetch(`${at.url}/oauth2/authorize`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ ...formFields(form), decision: 'approve' }).toString(),
+        });
+        await expectPage(approved, 403);
+      }
       // Signing in again is a new session, which the sign-out does not cover.
       const again = await signedIn();
       assert.equal((await again.fetch(authorizeUrl(issuer, pkcePair().challenge))).status, 200);
@@ -1185,6 +1190,47 @@ describe('attacks on the login callback (scripted upstream)', () => {
     assert.equal(up.get('max_age'), null);
     rogue.idToken = answered(up, undefined);
     assert.equal((await callback(browser, up.get('state') as string)).status, 303);
+  });
+
+  it('attack: prompt=none never sends its error to an unregistered redirect URI (a page, no Location); a signed-out copy of a session gets login_required at the registered one (state, iss), and no login starts', async () => {
+    const evil = await new Browser().fetch(requestWith({ prompt: 'none', redirect_uri: 'https://evil.test/cb' }));
+    await expectPage(evil, 400);
+    const browser = await signedIn();
+    const thief = new Browser();
+    thief.jar.set('tessera-session', browser.jar.get('tessera-session') as string);
+    const out = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { 'sec-fetch-site': 'same-origin' } });
+    assert.equal(out.status, 200);
+    const res = await thief.fetch(requestWith({ prompt: 'none' }));
+    assert.equal(res.status, 303);
+    const to = new URL(res.headers.get('location') as string);
+    assert.equal(`${to.origin}${to.pathname}`, REDIRECT);
+    assert.equal(to.searchParams.get('error'), 'login_required');
+    assert.equal(to.searchParams.get('state'), 'client-state');
+    assert.equal(to.searchParams.get('iss'), issuer.url);
+    assert.equal(thief.jar.has('tessera-login'), false, 'no login started');
+  });
+
+  it('sign-out records the session once, until the session would have ended, and that record is pruned then; no session id or cookie value in the audit trail or the log', async () => {
+    const browser = await signedIn();
+    const cookie = browser.jar.get('tessera-session') as string;
+    const claims = JSON.parse(Buffer.from(cookie.split('.')[0] as string, 'base64url').toString()) as { d: string; e: number };
+    const headers = { 'sec-fetch-site': 'same-origin', cookie: `tessera-session=${cookie}` };
+    // Signing out again with copies of the cookie, some at once: nothing more is written.
+    for (const n of [1, 5, 1]) {
+      const all = await Promise.all(Array.from({ length: n }, () => fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers })));
+      for (const r of all) assert.equal(r.status, 200, await r.text());
+    }
+    const entries = (await issuer.store.revocationsSince(0, 0, 100_000)).filter((e) => e.value === claims.d);
+    assert.equal(entries.length, 1, 'one entry for one session');
+    assert.equal(entries[0]?.kind, 'token');
+    assert.equal(entries[0]?.issuer, `${issuer.url}#login-sessions`);
+    assert.equal(entries[0]?.expiresAt, claims.e + 60, 'kept until the session would have ended (and the skew)');
+    assert.equal(await issuer.store.tokenRevoked(claims.d), true);
+    await issuer.store.prune(claims.e + 61);
+    assert.equal(await issuer.store.tokenRevoked(claims.d), false, 'pruned once the cookie could no longer be used anyway');
+    await issuer.service.audit.flush();
+    const events = JSON.stringify(await issuer.store.queryAudit({ limit: 10_000 }));
+    for (const secret of [cookie, cookie.split('.')[1] as string, claims.d]) assert.ok(!events.includes(secret), 'audit');
   });
 
   it('prompt=none: never a page; login_required or consent_required back to the client with state and iss (RFC 9207)', async () => {
@@ -1388,6 +1434,91 @@ describe('cookies on an https issuer', () => {
       );
     } finally {
       await rogue.close();
+    }
+  });
+});
+
+const PG_URL = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgSkip = (await postgresReachable(PG_URL)) ? false : 'PostgreSQL is not reachable';
+
+describe('sign-out on PostgreSQL, two instances sharing one schema', { skip: pgSkip }, () => {
+  const schema = `tessera_login_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  let rogue: RogueUpstream;
+  let a: RunningIssuer;
+  let b: RunningIssuer;
+
+  before(async () => {
+    rogue = await startRogueProvider();
+    a = await startIssuer({
+      store: await PostgresStore.open({ connectionString: PG_URL, schema }),
+      config: { token_service: { authorization: oidcConfig(rogue.url) } } as never,
+    });
+    await a.service.registerClient({
+      id: 'mcp-app',
+      public: true,
+      name: 'MCP App',
+      scopes: ['api:read'],
+      audiences: [API],
+      redirectUris: [REDIRECT],
+    });
+    b = await startIssuer({
+      store: await PostgresStore.open({ connectionString: PG_URL, schema }),
+      master: a.master,
+      config: { token_service: { issuer: a.url, authorization: oidcConfig(rogue.url) } } as never,
+    });
+  });
+  after(async () => {
+    await b?.close();
+    await a?.close();
+    await rogue?.close();
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await c.end();
+  });
+
+  it('attack: a session signed out at one instance is no session at the other, for a page or a form shown before; sign-outs at once with copies of one cookie record it once', async () => {
+    const browser = new Browser();
+    const start = await browser.fetch(authorizeUrl(a, pkcePair().challenge));
+    const up = new URL(start.headers.get('location') as string).searchParams;
+    rogue.idToken = () =>
+      new SignJWT({ sub: 'pg-user', nonce: up.get('nonce') })
+        .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
+        .setIssuer(rogue.url)
+        .setAudience(UPSTREAM_CLIENT)
+        .setIssuedAt()
+        .setExpirationTime('5m')
+        .sign(rogue.key);
+    const back = await browser.fetch(
+      `${a.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: up.get('state') as string })}`,
+    );
+    assert.equal(back.status, 303, await back.text());
+    const shown = await browser.fetch(authorizeUrl(a, pkcePair().challenge));
+    const form = await shown.text();
+    assert.equal(shown.status, 200, form);
+    const cookie = browser.jar.get('tessera-session') as string;
+    const id = (JSON.parse(Buffer.from(cookie.split('.')[0] as string, 'base64url').toString()) as { d: string }).d;
+    const headers = { 'sec-fetch-site': 'same-origin', cookie: `tessera-session=${cookie}` };
+    const outs = await Promise.all(Array.from({ length: 40 }, () => fetch(`${b.url}/oauth2/logout`, { method: 'POST', headers })));
+    for (const r of outs) assert.equal(r.status, 200, await r.text());
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    try {
+      const { rows } = await c.query(`SELECT count(*)::int AS n FROM ${schema}.revocations WHERE kind = 'token' AND value = $1`, [id]);
+      assert.equal(rows[0].n, 1, 'one entry for one session, however many sign-outs raced');
+    } finally {
+      await c.end();
+    }
+    for (const at of [a, b]) {
+      const res = await browser.fetch(authorizeUrl(at, pkcePair().challenge));
+      assert.equal(res.status, 303, 'sent to log in');
+      assert.ok((res.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+      const approved = await browser.fetch(`${at.url}/oauth2/authorize`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ ...formFields(form), decision: 'approve' }).toString(),
+      });
+      await expectPage(approved, 403);
     }
   });
 });
