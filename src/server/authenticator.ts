@@ -65,6 +65,12 @@ export type Authentication =
        * sign-in made for that very request, so its `prompt=login` or `max_age` is answered by it.
        */
       readonly signedInFor?: string;
+      /**
+       * When the person last signed in at the upstream provider (its ID token's `auth_time`, epoch
+       * seconds), when it said: what `max_age` is measured from (a provider answering from its own
+       * session signed them in earlier than the session here began, `authenticatedAt`).
+       */
+      readonly upstreamAuthenticatedAt?: number;
     }
   | { readonly ok: false; readonly reason: AuthenticationFailure };
 

@@ -253,11 +253,18 @@ export function createAuthorizeHandler(
     // again later in the session, a replay, asks again.
     const judgedAt = form === undefined ? checkedAt : Math.min(checkedAt, consent.shownAt(form.get('csrf') as string) ?? checkedAt);
     const signedInAgo = person.ok && person.authenticatedAt !== undefined ? judgedAt - person.authenticatedAt : undefined;
+    // max_age counts from the sign-in at the upstream provider when it said when (auth_time): one
+    // answered from its own session signed the person in before the session here began.
+    const authenticatedAgo =
+      person.ok && person.upstreamAuthenticatedAt !== undefined ? judgedAt - person.upstreamAuthenticatedAt : signedInAgo;
     const stale =
       person.ok &&
       (request.prompt.has('login') || request.maxAge !== undefined) &&
       !(signedInAgo !== undefined && person.signedInFor === sha256(query) && signedInAgo <= RETURN_WINDOW) &&
-      (request.prompt.has('login') || request.maxAge === 0 || signedInAgo === undefined || signedInAgo > (request.maxAge as number));
+      (request.prompt.has('login') ||
+        request.maxAge === 0 ||
+        authenticatedAgo === undefined ||
+        authenticatedAgo > (request.maxAge as number));
     if (!person.ok || stale) {
       const login = options.authenticator.login;
       // No session yet, or an expired one, is the normal way into a login: not worth an audit event.

@@ -505,6 +505,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         d: randomBytes(16).toString('base64url'),
         // The request this sign-in was made for: it answers that request's prompt=login or max_age.
         f: sha256(sealed.r),
+        // When the provider last signed the person in (auth_time), for max_age; never after now.
+        ...(typeof claims.auth_time === 'number' && Number.isFinite(claims.auth_time) ? { u: Math.min(claims.auth_time, now) } : {}),
         s: subject,
         ...(email !== undefined ? { m: email } : {}),
         i: now,
@@ -537,7 +539,8 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         typeof v.i !== 'number' ||
         typeof v.e !== 'number' ||
         (v.m !== undefined && typeof v.m !== 'string') ||
-        (v.f !== undefined && typeof v.f !== 'string')
+        (v.f !== undefined && typeof v.f !== 'string') ||
+        (v.u !== undefined && typeof v.u !== 'number')
       ) {
         return { ok: false, reason: 'session_invalid' };
       }
@@ -552,6 +555,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         sessionId: v.d,
         sessionEndsAt: endsAt,
         ...(typeof v.f === 'string' ? { signedInFor: v.f } : {}),
+        ...(typeof v.u === 'number' ? { upstreamAuthenticatedAt: v.u } : {}),
         ...(typeof v.m === 'string' ? { email: v.m } : {}),
       };
     },

@@ -1233,6 +1233,24 @@ describe('attacks on the login callback (scripted upstream)', () => {
     for (const secret of [cookie, cookie.split('.')[1] as string, claims.d]) assert.ok(!events.includes(secret), 'audit');
   });
 
+  it('attack: max_age is measured from the sign-in at the provider (its auth_time), not from when this server took its answer: an SSO session 50 minutes old is not "signed in 0 s ago"', async () => {
+    const now = () => Math.floor((Date.now() + skew) / 1000);
+    const browser = new Browser();
+    const up = new URL((await browser.fetch(requestWith({}))).headers.get('location') as string).searchParams;
+    // A plain login, answered by the provider from its own session, signed in 50 minutes ago.
+    rogue.idToken = () => idToken({ nonce: up.get('nonce'), email: 'rogue@example.com', auth_time: now() - 3000 });
+    assert.equal((await callback(browser, up.get('state') as string)).status, 303);
+    assert.equal((await browser.fetch(requestWith({ max_age: '3600' }))).status, 200, 'within an hour');
+    const url = requestWith({ max_age: '600' });
+    const res = await browser.fetch(url);
+    assert.equal(res.status, 303, 'older than 600 s at the provider: sign in again');
+    const again = new URL(res.headers.get('location') as string).searchParams;
+    assert.equal(again.get('max_age'), '600');
+    rogue.idToken = () => idToken({ nonce: again.get('nonce'), email: 'rogue@example.com', auth_time: now() - 5 });
+    assert.equal((await callback(browser, again.get('state') as string)).status, 303);
+    assert.equal((await browser.fetch(url)).status, 200, 'the fresh sign-in answers it');
+  });
+
   it('prompt=none: never a page; login_required or consent_required back to the client with state and iss (RFC 9207)', async () => {
     const errorOf = (res: Response) => {
       assert.equal(res.status, 303);
