@@ -413,8 +413,8 @@ export const ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The gateway is shutting down; retry the request.',
   },
-  // `audit.on_queue_full: refuse`: the audit queue holds `audit.max_queue` events (the store
-  // failing, or an output hung), so this request's decision could not be recorded; refused rather than
+  // `audit.on_queue_full: refuse`: the audit queue holds `audit.max_queue` events (the store or
+  // an output failing, or an output hung), so this request's decision could not be recorded; refused rather than
   // served unaudited, with Retry-After, until the outputs take the queue again.
   audit_unavailable: {
     status: 503,

@@ -16,7 +16,7 @@ import type { Duplex } from 'node:stream';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { BatchingAuditSink, within } from '../audit/batching.ts';
-import type { AuditSink } from '../audit/event.ts';
+import type { AuditEvent, AuditSink } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
 import { type AuditPipeline, auditEventsLost, createAuditPipeline } from '../audit/pipeline.ts';
 import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
@@ -429,10 +429,16 @@ function errorCode(error: unknown): { code?: string } {
   return typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code) ? { code } : {};
 }
 
-function auditOutputs(audit: AuditConfig | undefined): JsonLinesSink[] {
-  const out: JsonLinesSink[] = [];
-  if (audit?.stdout) out.push(createJsonLinesSink({ stream: process.stdout }));
-  if (audit?.file) out.push(createJsonLinesSink({ file: audit.file }));
+/** An audit output of the configuration: `audit.stdout` or `audit.file`. */
+interface AuditOutput {
+  readonly kind: 'stdout' | 'file';
+  readonly sink: JsonLinesSink;
+}
+
+function auditOutputs(audit: AuditConfig | undefined): AuditOutput[] {
+  const out: AuditOutput[] = [];
+  if (audit?.stdout) out.push({ kind: 'stdout', sink: createJsonLinesSink({ stream: process.stdout }) });
+  if (audit?.file) out.push({ kind: 'file', sink: createJsonLinesSink({ file: audit.file }) });
   return out;
 }
 
@@ -518,7 +524,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   for (const w of state.warnings) logger.warn({ event: 'config_warning' }, w);
   for (const v of state.verifiers) void v.ready();
 
-  let sinks: JsonLinesSink[] = auditOutputs(state.audit);
+  let sinks: AuditOutput[] = auditOutputs(state.audit);
   const maxQueue = state.audit?.max_queue ?? 100_000;
   const flushIntervalMs = (state.audit?.flush_interval ?? 1) * 1000;
   const auditFailed = (error: unknown, events: number) =>
@@ -528,16 +534,32 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     );
   // The store (the further sinks) keeps what it refused and tries it again every flush_interval,
   // as the token service's queue does, within max_queue more events (beyond: dropped and counted):
-  // a short outage loses nothing. audit.file and stdout are not retried (a line written twice).
-  const stores = (deps.auditSinks ?? []).map(
-    (s) =>
-      new BatchingAuditSink(s, {
-        flushIntervalMs,
-        maxBatch: state.audit?.batch_size ?? 256,
-        maxQueue,
-        onError: auditFailed,
-      }),
+  // a short outage loses nothing.
+  const holding = (s: AuditSink) =>
+    new BatchingAuditSink(s, { flushIntervalMs, maxBatch: state.audit?.batch_size ?? 256, maxQueue, onError: auditFailed });
+  const stores = (deps.auditSinks ?? []).map(holding);
+  // audit.on_queue_full (applied at start, as max_queue): refuse, while the next decision's event
+  // could not be kept.
+  const refuseWhenFull = state.audit?.on_queue_full === 'refuse';
+  // With refuse, audit.file and stdout keep what they refused too, and try it again every
+  // flush_interval (to the output of that kind configured then: a reload may have moved the file),
+  // so an output that fails (a full disk, EIO) fills the queue and requests are refused rather
+  // than served with their events lost; the file goes on where the refused write stopped, so no
+  // line is written twice. With drop, a batch an output refused is counted and not kept.
+  const kept = new Map<AuditOutput['kind'], BatchingAuditSink>(
+    refuseWhenFull
+      ? (['stdout', 'file'] as const).map((kind) => [
+          kind,
+          holding({ write: (events) => sinks.find((o) => o.kind === kind)?.sink.write(events) ?? Promise.resolve() }),
+        ])
+      : [],
   );
+  /** Every sink that keeps what it refused: the store's, and with refuse the outputs'. */
+  const holders = [...stores, ...kept.values()];
+  const writeOutput = (o: AuditOutput, events: readonly AuditEvent[]): Promise<void> => {
+    const k = kept.get(o.kind);
+    return k === undefined ? o.sink.write(events) : k.write(events).then(() => (k.failing ? undefined : k.flush()));
+  };
   const audit = createAuditPipeline({
     // A batch is over once every output has answered: Promise.all would end it at the first refusal
     // (an audit.file on a full disk), while the store still writes it, so the next batches' writes
@@ -547,7 +569,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       {
         write: (events) =>
           Promise.allSettled([
-            ...sinks.map((s) => s.write(events)),
+            ...sinks.map((o) => writeOutput(o, events)),
             ...stores.map((s) => s.write(events).then(() => (s.failing ? undefined : s.flush()))),
           ]).then((results) => {
             for (const r of results) if (r.status === 'rejected') throw r.reason;
@@ -559,17 +581,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     maxQueue,
     onError: (error, _sink, events) => auditFailed(error, events),
   });
-  // audit.on_queue_full (applied at start, as max_queue): refuse, while the next decision's event
-  // could not be kept.
-  const refuseWhenFull = state.audit?.on_queue_full === 'refuse';
   /**
-   * The next event could not be kept: the events waiting in the pipeline and those the store holds
-   * (waiting, or in a write that may fail and keep them) fill `max_queue`. Each event waiting in the
-   * pipeline goes to the store next, so the two add up.
+   * The next event could not be kept: the events waiting in the pipeline and those the store (or,
+   * with refuse, an output) holds (waiting, or in a write that may fail and keep them) fill
+   * `max_queue`. Each event waiting in the pipeline goes to each of them next, so the two add up.
    */
   const auditFull = (): boolean => {
     let stored = 0;
-    for (const s of stores) stored = Math.max(stored, s.held);
+    for (const s of holders) stored = Math.max(stored, s.held);
     return audit.stats.queued + stored >= maxQueue;
   };
   let refusedSinceLog = 0;
@@ -579,7 +598,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     let stored = 0;
     let storeDropped = 0;
     let storeFailed = 0;
-    for (const s of stores) {
+    for (const s of holders) {
       stored = Math.max(stored, s.depth);
       storeDropped += s.dropped;
       // Each event the store refused once, not once per retry (attempts × events).
@@ -1740,7 +1759,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     if (compiled.audit?.file !== undefined || JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
       const old = sinks;
       sinks = auditOutputs(compiled.audit);
-      void audit.flush().then(() => Promise.all(old.map((o) => o.close())));
+      void audit.flush().then(() => Promise.all(old.map((o) => o.sink.close())));
     }
     for (const w of compiled.warnings) logger.warn({ event: 'config_warning' }, w);
     metrics.reload(true);
@@ -1774,8 +1793,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const left = () => deadline.auditLeft();
     const queued = await audit.close({ timeoutMs: left() });
     let stored = 0;
-    for (const s of stores) stored = Math.max(stored, await s.close({ timeoutMs: left() }));
-    await within(Promise.all(sinks.map((s) => s.close())), left());
+    for (const s of holders) stored = Math.max(stored, await s.close({ timeoutMs: left() }));
+    await within(Promise.all(sinks.map((o) => o.sink.close())), left());
     // A batch handed to the store is in both counts when the pipeline gave up waiting for it.
     const lost = queued.queued + Math.max(queued.writing, stored);
     if (lost > 0) {

@@ -11,14 +11,14 @@
  * recover.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, it } from 'node:test';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { until } from '../helpers/net.ts';
-import { baseConfig, startGateway, startUpstream, type TestGateway, type Upstream } from './helpers.ts';
+import { baseConfig, STATIC_TOKEN, startGateway, startUpstream, type TestGateway, type Upstream, upgradeStatus } from './helpers.ts';
 
 /** A SQLite store whose audit writes can be made to fail, and healed. */
 function auditFailingStore() {
@@ -139,6 +139,127 @@ describe('audit.on_queue_full: drop (the default)', () => {
       await gw.close();
       await upstream.close();
       await db.close();
+    }
+  });
+});
+
+/**
+ * An `audit.file` that cannot be written: with `refuse`, the batches it refused are kept (within
+ * `max_queue`) and tried again, so a failing output fills the queue and the gateway refuses rather
+ * than serving requests whose events are lost. The file fails for real: it is /dev/full (every
+ * write fails with ENOSPC), or a directory stands at its path (the open fails with EISDIR) and is
+ * removed to recover. The gateway's store (a memory sink) takes every event meanwhile: the file
+ * alone fills the queue.
+ */
+describe('audit.on_queue_full: refuse, with a failing audit.file', () => {
+  it('attack: an audit.file whose writes fail (ENOSPC) cannot be used to act unaudited: past max_queue the next request gets 503 audit_unavailable, nothing reaches the upstream, /readyz says why', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway(config(upstream.url, { file: '/dev/full', on_queue_full: 'refuse' }));
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      // Let the file refuse what it holds (each flush_interval it tries again): still full.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const seen = upstream.seen.length;
+      const refused = await fetch(`${gw.url}/pub/unaudited`);
+      assert.equal(refused.status, 503);
+      assert.equal(refused.headers.get('retry-after'), '5');
+      assert.equal(((await refused.json()) as { error: string }).error, 'temporarily_unavailable');
+      assert.equal(upstream.seen.length, seen, 'nothing reached the upstream');
+      assert.equal((await check(gw.url)).status, 503, 'nor is a forward-auth check let through');
+      const ready = await fetch(`${gw.url}/readyz`);
+      assert.equal(ready.status, 503);
+      const checks = ((await ready.json()) as { checks: { name: string; ok: boolean; detail?: string }[] }).checks;
+      assert.match(checks.find((c) => c.name === 'audit queue')?.detail ?? '', /full: requests are refused/);
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.match(metrics, /^tessera_audit_events_dropped_total 0$/m, 'no event of a request let through was dropped');
+      assert.match(metrics, /^tessera_audit_write_failures_total 3$/m, 'each event the file refused counts once, however many attempts');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+
+  it('it serves again by itself once the file can be written, and the events it held are written to it once each', async () => {
+    const upstream = await startUpstream();
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-full-'));
+    const file = join(dir, 'audit.jsonl');
+    // A directory at the path: every open of audit.file fails (EISDIR) until it is removed.
+    mkdirSync(file);
+    const gw = await startGateway(config(upstream.url, { file, on_queue_full: 'refuse' }));
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal((await fetch(`${gw.url}/pub/unaudited`)).status, 503);
+      rmdirSync(file);
+      await until(async () => (await fetch(`${gw.url}/pub/after`)).status === 200, 5000);
+      assert.equal((await fetch(`${gw.url}/readyz`)).status, 200);
+      await gw.served.gateway.audit.flush();
+      await until(async () => readFileSync(file, 'utf8').includes('/pub/after'), 5000);
+      const paths = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { path?: string }).path);
+      for (let i = 0; i < 3; i++)
+        assert.equal(paths.filter((p) => p === `/pub/kept-${i}`).length, 1, `kept-${i} written once: ${JSON.stringify(paths)}`);
+      assert.ok(!paths.includes('/pub/unaudited'), 'the refusal took no audit slot');
+    } finally {
+      await gw.close();
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('nginx forward-auth gets the refusal as 403 with X-Tessera-Status: 503, and a WebSocket upgrade is refused 503', async () => {
+    const upstream = await startUpstream();
+    const base = config(upstream.url, { file: '/dev/full', on_queue_full: 'refuse' });
+    const gw = await startGateway({
+      ...base,
+      gateway: {
+        ...base.gateway,
+        forward_auth: { enabled: true, flavor: 'nginx' as const },
+        routes: [
+          ...base.gateway.routes,
+          { id: 'ws', match: { path_prefix: '/ws' }, upstream: { url: upstream.url }, auth: 'none' as const },
+        ],
+      },
+    });
+    const nginxCheck = () =>
+      fetch(`${gw.url}/_tessera/auth`, {
+        headers: { 'x-original-method': 'GET', 'x-original-uri': '/pub/x', 'x-original-host': 'app.example' },
+      });
+    try {
+      assert.equal((await nginxCheck()).status, 200, 'the check passes while the queue has room');
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const fa = await nginxCheck();
+      assert.equal(fa.status, 403, 'auth_request turns any status but 401 and 403 into a 500');
+      assert.equal(fa.headers.get('x-tessera-status'), '503');
+      assert.equal(fa.headers.get('retry-after'), '5');
+      const seen = upstream.seen.length;
+      assert.equal(await upgradeStatus(gw.url, '/ws/socket', { authorization: `Bearer ${STATIC_TOKEN}` }), 503);
+      assert.equal(upstream.seen.length, seen, 'the upgrade reached no upstream');
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.match(metrics, /^tessera_gateway_denies_total\{reason="audit_unavailable"\} 2$/m, 'both were refused for the audit queue');
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
+
+describe('audit.on_queue_full: drop (the default), with a failing audit.file', () => {
+  it('requests pass while audit.file refuses every write; its failures are counted', async () => {
+    const upstream = await startUpstream();
+    const gw = await startGateway(config(upstream.url, { file: '/dev/full' }));
+    try {
+      for (let i = 0; i < 6; i++) assert.equal((await fetch(`${gw.url}/pub/x-${i}`)).status, 200);
+      await gw.served.gateway.audit.flush();
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.doesNotMatch(metrics, /reason="audit_unavailable"/);
+      assert.match(metrics, /^tessera_audit_write_failures_total [1-9]/m);
+    } finally {
+      await gw.close();
+      await upstream.close();
     }
   });
 });

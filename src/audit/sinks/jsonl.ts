@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { constants, createWriteStream } from 'node:fs';
+import { constants, createWriteStream, type WriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { AuditEvent, AuditSink } from '../event.ts';
 
@@ -58,6 +58,11 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
     return s;
   };
   let stream = open();
+  // A file write refused part-way (a disk filling up takes the start of the text, then ENOSPC):
+  // the batch's first event and how many bytes of its text reached the file. The same batch
+  // written again (kept by audit.on_queue_full: refuse, with newer events after it) goes on from
+  // there, so no line is written twice and the cut line is completed.
+  let cut: { id: string; bytes: number } | undefined;
   return {
     write(events: readonly AuditEvent[]): Promise<void> {
       if (error) {
@@ -71,14 +76,22 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
       }
       let text = '';
       for (const e of events) text += `${JSON.stringify(e)}\n`;
-      text = terminalSafeJson(text);
+      let data = Buffer.from(terminalSafeJson(text));
+      const first = events[0]?.id;
+      const skip = cut !== undefined && cut.id === first ? Math.min(cut.bytes, data.length) : 0;
+      cut = undefined;
+      if (skip > 0) data = data.subarray(skip);
       // The callback fires once the text is handed to the OS, which is the back-pressure we want.
       // A failed write's callback comes before the stream's 'error' event: note it here too.
       const s = stream;
+      // A file stream counts the bytes each partial write took (a stream such as stdout says nothing).
+      const before = file !== undefined ? (s as WriteStream).bytesWritten : undefined;
       return new Promise((resolve, reject) => {
-        s.write(text, (e) => {
+        s.write(data, (e) => {
           if (!e) return resolve();
           if (s === stream) error ??= e;
+          const took = before !== undefined ? (s as WriteStream).bytesWritten - before : 0;
+          if (first !== undefined && skip + took > 0) cut = { id: first, bytes: skip + took };
           reject(e);
         });
       });

@@ -4,6 +4,7 @@
  * the cause is gone, without waiting for a reload.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,6 +77,45 @@ describe('JSON-lines sink: a file that could not be written', () => {
     // Before: ERR_STREAM_DESTROYED for ever, whatever the disk did meanwhile.
     await assert.rejects(sink.write([event()]), { code: 'ENOSPC' });
     await sink.close();
+  });
+});
+
+describe('JSON-lines sink: a batch written again after a write that took part of it', () => {
+  it('goes on where the refused write stopped: no line is written twice, the cut line is completed', () => {
+    // A real partial write: a process whose file size limit is 1 KiB (ulimit -f; Node ignores
+    // SIGXFSZ) writes 4 events of about 350 bytes: the kernel takes the first 1024 bytes, then
+    // EFBIG. The file is then moved away (a rotation: the limit is per file), and the same batch,
+    // one newer event after it, is written again, as audit.on_queue_full: refuse keeps it.
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    const file = join(dir, 'audit.jsonl');
+    const sink = new URL('../../../src/audit/sinks/jsonl.ts', import.meta.url).href;
+    const script = `
+      import { renameSync } from 'node:fs';
+      import { createJsonLinesSink } from ${JSON.stringify(sink)};
+      const ev = (n) => ({ id: 'e' + n, time: n, kind: 'gateway.request', decision: 'allow', reason: 'ok', path: '/' + String(n).repeat(250) });
+      const out = createJsonLinesSink({ file: ${JSON.stringify(file)} });
+      const batch = [1, 2, 3, 4].map(ev);
+      const first = await out.write(batch).then(() => 'written', (e) => e.code);
+      renameSync(${JSON.stringify(file)}, ${JSON.stringify(`${file}.1`)});
+      const second = await out.write([...batch, ev(5)]).then(() => 'written', (e) => e.code);
+      await out.close();
+      console.log(JSON.stringify({ first, second }));
+    `;
+    try {
+      const result = execFileSync('bash', ['-c', 'ulimit -f 1; exec "$0" --input-type=module -e "$1"', process.execPath, script], {
+        encoding: 'utf8',
+      });
+      assert.deepEqual(JSON.parse(result), { first: 'EFBIG', second: 'written' });
+      const before = readFileSync(`${file}.1`, 'utf8');
+      assert.equal(before.length, 1024, 'the refused write took part of the batch');
+      const lines = (before + readFileSync(file, 'utf8')).trimEnd().split('\n');
+      assert.deepEqual(
+        lines.map((l) => (JSON.parse(l) as { id: string }).id),
+        ['e1', 'e2', 'e3', 'e4', 'e5'],
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
