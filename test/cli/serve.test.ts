@@ -12,6 +12,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { connect, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -598,6 +599,45 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       assert.equal((await fetch(`${server.url}/metrics`)).status, 404);
       assert.equal((await fetch(`${server.url}/.well-known/oauth-authorization-server`)).status, 200);
     } finally {
+      await server.close();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
+  it("audit.on_queue_full: refuse adds /readyz's 'token service audit queue' check (absent with drop, above): ok while the queue has room, 503 naming it while the store refuses audit writes past max_queue, ready again once it takes them", async () => {
+    const { dir: alone, port, config } = await tokenServiceAlone('audit-full');
+    writeFileSync(
+      config,
+      `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\naudit: { max_queue: 1, on_queue_full: refuse }\ntoken_service: { audit_flush_interval: 20ms }\n`,
+    );
+    const server = await startServer({ config, logger: pino({ level: 'silent' }) });
+    const admin = new DatabaseSync(join(alone, '.tessera', 'tessera.db'));
+    const checks = async () => {
+      const res = await fetch(`${server.url}/readyz`);
+      return { status: res.status, checks: ((await res.json()) as { checks: { name: string; ok: boolean; detail?: string }[] }).checks };
+    };
+    try {
+      const ready = await checks();
+      assert.equal(ready.status, 200);
+      assert.deepEqual(
+        ready.checks.find((c) => c.name === 'token service audit queue'),
+        { name: 'token service audit queue', ok: true },
+      );
+      admin.exec(`CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit volume full'); END`);
+      // A refused token request is one audited event (token.denied): max_queue is 1.
+      const denied = await fetch(`${server.url}/oauth2/token`, {
+        method: 'POST',
+        headers: { authorization: basic('nobody', 'wrong'), 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'grant_type=client_credentials',
+      });
+      assert.equal(denied.status, 401);
+      await until(async () => (await checks()).status === 503, 5000);
+      const full = (await checks()).checks.find((c) => c.name === 'token service audit queue');
+      assert.equal(full?.ok, false);
+      assert.match(full?.detail ?? '', /full: requests are refused/);
+      admin.exec('DROP TRIGGER audit_down');
+      await until(async () => (await checks()).status === 200, 5000);
+    } finally {
+      admin.close();
       await server.close();
       rmSync(alone, { recursive: true, force: true });
     }

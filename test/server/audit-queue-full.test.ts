@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
+import { authorizationConfig } from '../helpers/authorize.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { until } from '../helpers/net.ts';
 
@@ -19,16 +20,36 @@ const FAIL = `CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELE
 
 async function issuerWith(audit: Record<string, unknown>) {
   const issuer = await startIssuer({
-    config: { audit: { max_queue: 3, ...audit }, token_service: { audit_flush_interval: '20ms' } } as never,
+    config: {
+      audit: { max_queue: 3, ...audit },
+      token_service: {
+        audit_flush_interval: '20ms',
+        authorization: authorizationConfig(),
+        registration: { enabled: true, open: true, scopes: ['api:read'], audiences: ['https://api.example'] },
+      },
+    } as never,
   });
   const admin = new DatabaseSync(join(issuer.dir, 'tessera.db'));
   const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
   const auth = { authorization: basic(id, secret) };
   const token = () => issuer.post('/oauth2/token', { grant_type: 'client_credentials', scope: 'api:read' }, auth);
+  const register = () =>
+    fetch(`${issuer.url}/oauth2/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        client_name: 'MCP App',
+        redirect_uris: ['http://127.0.0.1:33418/callback'],
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+      }),
+    });
   return {
     issuer,
     auth,
     token,
+    register,
     fail: () => admin.exec(FAIL),
     heal: () => admin.exec('DROP TRIGGER IF EXISTS audit_down'),
     async close(i: RunningIssuer) {
@@ -64,12 +85,18 @@ describe('token service: audit.on_queue_full', () => {
         assert.equal(res.status, 503, path);
         assert.equal(((await res.json()) as { error: string }).error, 'temporarily_unavailable', path);
       }
+      const registration = await t.register();
+      assert.equal(registration.status, 503, 'no client is registered unaudited');
+      assert.equal(registration.headers.get('retry-after'), '5');
+      assert.equal(((await registration.json()) as { error: string }).error, 'temporarily_unavailable');
+      assert.equal((await t.issuer.store.listClients()).filter((c) => c.name === 'MCP App').length, 0);
       assert.equal(t.issuer.service.audit.dropped, 0, 'no event was dropped');
 
       t.heal();
       await until(async () => (await t.token()).status === 200, 5000);
       const back = await t.issuer.post('/oauth2/introspect', { token: issued[0] as string }, t.auth);
       assert.equal(back.status, 200);
+      assert.equal((await t.register()).status, 201, 'registration is served again');
       await t.issuer.service.audit.flush();
       const issuedEvents = await t.issuer.store.queryAudit({ kinds: ['token.issued'], limit: 100 });
       assert.ok(issuedEvents.length >= 4, `${issuedEvents.length} token.issued events`);
