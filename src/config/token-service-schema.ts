@@ -41,6 +41,27 @@ const keysSchema = z
   .prefault({})
   .meta({ description: 'Signing keys: algorithm and rotation schedule.' });
 
+/**
+ * The `rate` and `burst` of a token bucket (registration, revocation, token requests): `one` and
+ * `many` name a request, `per` what a bucket belongs to. The slowest rate refills one token a day,
+ * so a refused caller is never told to wait longer.
+ */
+function bucketFields(o: { one: string; many: string; per: string; rate: number; burst: number }) {
+  return {
+    rate: z
+      .number()
+      .min(0.0000116, `write at least 0.0000116, about one ${o.one} a day (a refused client is told to wait at most a day)`)
+      .default(o.rate)
+      .meta({ description: `${o.many} per second one ${o.per} may make, sustained; at least 0.0000116, about one a day.` }),
+    burst: z
+      .number()
+      .int()
+      .min(1)
+      .default(o.burst)
+      .meta({ description: `${o.many} one ${o.per} may make at once.` }),
+  };
+}
+
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const headerName = (description: string) =>
   z
@@ -210,12 +231,7 @@ const registrationSchema = z
     }),
     rate_limit: z
       .strictObject({
-        rate: z
-          .number()
-          .min(0.0000116, 'write at least 0.0000116, about one registration a day (a refused client is told to wait at most a day)')
-          .default(0.2)
-          .meta({ description: 'Registrations per second one address may make, sustained; at least 0.0000116, about one a day.' }),
-        burst: z.number().int().min(1).default(20).meta({ description: 'Registrations one address may make at once.' }),
+        ...bucketFields({ one: 'registration', many: 'Registrations', per: 'address', rate: 0.2, burst: 20 }),
       })
       .prefault({})
       .meta({
@@ -362,12 +378,7 @@ export const tokenServiceSchema = z
     revocation_rate_limit: z
       .strictObject({
         enabled: z.boolean().default(true).meta({ description: 'Limit revocations per client. Default: on; `false` turns the limit off.' }),
-        rate: z
-          .number()
-          .min(0.0000116, 'write at least 0.0000116, about one revocation a day (a refused client is told to wait at most a day)')
-          .default(10)
-          .meta({ description: 'Revocation requests per second one client may make, sustained; at least 0.0000116, about one a day.' }),
-        burst: z.number().int().min(1).default(100).meta({ description: 'Revocation requests one client may make at once.' }),
+        ...bucketFields({ one: 'revocation', many: 'Revocation requests', per: 'client', rate: 10, burst: 100 }),
       })
       .prefault({})
       .meta({
@@ -380,12 +391,7 @@ export const tokenServiceSchema = z
           .boolean()
           .default(false)
           .meta({ description: 'Limit token requests per client. Default: off (`true` turns the limit on, with `rate` and `burst`).' }),
-        rate: z
-          .number()
-          .min(0.0000116, 'write at least 0.0000116, about one token request a day (a refused client is told to wait at most a day)')
-          .default(100)
-          .meta({ description: 'Token requests per second one client may make, sustained; at least 0.0000116, about one a day.' }),
-        burst: z.number().int().min(1).default(200).meta({ description: 'Token requests one client may make at once.' }),
+        ...bucketFields({ one: 'token request', many: 'Token requests', per: 'client', rate: 100, burst: 200 }),
       })
       .prefault({})
       .meta({
