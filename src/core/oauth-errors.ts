@@ -157,6 +157,13 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_target',
     description: 'The requested audience or resource is not allowed for this client.',
   },
+  // RFC 8707 §2.2: a token request (code redemption, refresh) may name a subset of what was granted
+  // (the resources the person approved), not another audience the client holds.
+  target_not_granted: {
+    status: 400,
+    error: 'invalid_target',
+    description: 'The requested audience or resource is outside what was granted.',
+  },
   target_exceeds_subject: {
     status: 400,
     error: 'invalid_target',

@@ -87,9 +87,17 @@ export function namesTarget(params: URLSearchParams): boolean {
 
 /**
  * The audiences requested through `audience` (RFC 8693) and `resource` (RFC 8707), each within
- * `allowed`; when none is requested, the only allowed one, else `invalid_target`.
+ * `allowed`; when none is requested, the only allowed one, else `invalid_target`. Compared as
+ * strings, exactly: `https://api.example/`, `https://API.example` or `https://api.example:443` is
+ * not `https://api.example` (no normalisation; resource servers compare `aud` exactly too).
+ * `outside` is the reason for one not in `allowed`: `target_not_allowed` against a client's
+ * audiences, `target_not_granted` against a grant's or a code's (RFC 8707 §2.2).
  */
-export function targets(params: URLSearchParams, allowed: ReadonlySet<string> | readonly string[]): string[] {
+export function targets(
+  params: URLSearchParams,
+  allowed: ReadonlySet<string> | readonly string[],
+  outside: 'target_not_allowed' | 'target_not_granted' = 'target_not_allowed',
+): string[] {
   const requested = new Set<string>();
   for (const a of params.getAll('audience')) if (a !== '') requested.add(a);
   for (const r of params.getAll('resource')) {
@@ -104,7 +112,7 @@ export function targets(params: URLSearchParams, allowed: ReadonlySet<string> | 
     throw new OAuthError('target_required');
   }
   const set = allowed instanceof Set ? allowed : new Set(list);
-  for (const r of requested) if (!set.has(r)) throw new OAuthError('target_not_allowed');
+  for (const r of requested) if (!set.has(r)) throw new OAuthError(outside);
   return [...requested];
 }
 

@@ -87,7 +87,7 @@ async function codeFor(o: AuthzOptions = {}): Promise<{ code: string; verifier: 
   };
 }
 
-const redeem = (form: Record<string, string>, headers: Record<string, string> = {}) =>
+const redeem = (form: Record<string, string | string[]>, headers: Record<string, string> = {}) =>
   issuer.post('/oauth2/token', { grant_type: 'authorization_code', redirect_uri: REDIRECT, client_id: 'mcp-app', ...form }, headers);
 
 async function expectError(res: Response, status: number, error: string): Promise<void> {
@@ -164,6 +164,78 @@ describe('authorization code redemption', () => {
     await expectError(await redeem({ code: both.code, code_verifier: both.verifier, resource: OTHER_API }), 400, 'invalid_target');
     const res = await redeem({ code: both.code, code_verifier: both.verifier, resource: API });
     assert.equal(res.status, 200);
+  });
+});
+
+describe('resources (RFC 8707): compared exactly, and only narrowed at the token endpoint', () => {
+  it('attack: a token request naming a resource the client holds but the person did not approve (resource=, audience=, or with an approved one): invalid_target, audited as target_not_granted, the code not spent', async () => {
+    const { code, verifier } = await codeFor({ resource: API });
+    const targets: Record<string, string | string[]>[] = [
+      { resource: OTHER_API },
+      { audience: OTHER_API },
+      { resource: [API, OTHER_API] },
+      { audience: API, resource: OTHER_API },
+    ];
+    for (const target of targets) {
+      const res = await redeem({ code, code_verifier: verifier, ...target });
+      const body = (await res.json()) as { error: string; error_description: string };
+      assert.equal(res.status, 400, JSON.stringify(target));
+      assert.equal(body.error, 'invalid_target');
+      // Not "not allowed for this client": the client may have it, this code does not.
+      assert.match(body.error_description, /granted/);
+      assert.equal(await lastDenial(), 'target_not_granted');
+    }
+    const res = await redeem({ code, code_verifier: verifier });
+    const body = (await res.json()) as { access_token: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(decodeJwt(body.access_token).aud, API);
+  });
+
+  it('attack: a resource spelled otherwise than an allowed one (trailing slash, case, default port, percent-encoding): no normalisation, invalid_target at the authorization request and at redemption', async () => {
+    const variants = ['https://api.test/', 'https://API.test', 'https://api.test:443', 'https://api.tes%74', 'HTTPS://api.test'];
+    for (const resource of variants) {
+      const { challenge } = pkcePair();
+      const outcome = await issuer.service.checkAuthorizationRequest(
+        new URLSearchParams({
+          response_type: 'code',
+          client_id: 'mcp-app',
+          redirect_uri: REDIRECT,
+          code_challenge: challenge,
+          code_challenge_method: 'S256',
+          resource,
+        }),
+      );
+      assert.equal(outcome.ok, false, resource);
+      if (outcome.ok) return;
+      assert.equal(outcome.error.code, 'target_not_allowed', resource);
+      assert.equal(outcome.redirect?.uri, REDIRECT);
+    }
+    const { code, verifier } = await codeFor({ resource: API });
+    for (const resource of variants) {
+      await expectError(await redeem({ code, code_verifier: verifier, resource }), 400, 'invalid_target');
+      assert.equal(await lastDenial(), 'target_not_granted', resource);
+    }
+    assert.equal((await redeem({ code, code_verifier: verifier, resource: API })).status, 200);
+  });
+
+  it('attack: a resource with a fragment, or relative: target_invalid at the authorization request, sent back to the client', async () => {
+    for (const resource of [`${API}#frag`, `${API}#`, '/mcp', 'api.test']) {
+      const { challenge } = pkcePair();
+      const outcome = await issuer.service.checkAuthorizationRequest(
+        new URLSearchParams({
+          response_type: 'code',
+          client_id: 'mcp-app',
+          redirect_uri: REDIRECT,
+          code_challenge: challenge,
+          code_challenge_method: 'S256',
+          resource,
+        }),
+      );
+      assert.equal(outcome.ok, false, resource);
+      if (outcome.ok) return;
+      assert.equal(outcome.error.code, 'target_invalid', resource);
+      assert.equal(outcome.redirect?.uri, REDIRECT);
+    }
   });
 });
 

@@ -198,6 +198,51 @@ describe('rotation', () => {
     }
   });
 
+  it('attack: a refresh naming an audience the client holds but the grant does not (alone, or beside a granted one): invalid_target, audited as target_not_granted, the token not spent; one granted audience narrows, and the next refresh without one has them all again', async () => {
+    const three = await issuer.addClient({
+      id: 'three-audiences',
+      scopes: ['api:read'],
+      audiences: ['https://api.test', 'https://b.test', 'https://c.test'],
+      grantTypes: ['refresh_token', EXCHANGE],
+    });
+    const granted = ['https://api.test', 'https://b.test'];
+    const subject = await issuer.service.mint({ clientId: 'three-audiences', subject: 'erin', ttl: 3600, audiences: granted });
+    const res = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT, audience: granted },
+      { authorization: basic(three.id, three.secret) },
+    );
+    let rt = ((await res.json()) as Tokens).refresh_token;
+    const targets: Record<string, string | string[]>[] = [
+      { resource: 'https://c.test' },
+      { audience: 'https://c.test' },
+      { resource: ['https://api.test', 'https://c.test'] },
+      { resource: 'https://api.test/' },
+    ];
+    for (const target of targets) {
+      const r = await issuer.post(
+        '/oauth2/token',
+        { grant_type: 'refresh_token', refresh_token: rt, ...target },
+        { authorization: basic(three.id, three.secret) },
+      );
+      const body = (await r.json()) as { error: string; error_description: string };
+      assert.equal(r.status, 400, JSON.stringify(target));
+      assert.equal(body.error, 'invalid_target');
+      assert.match(body.error_description, /granted/);
+      await issuer.service.audit.flush();
+      const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'token.denied').at(-1);
+      assert.equal(denied?.reason, 'target_not_granted', JSON.stringify(target));
+    }
+    // RFC 8707 §2.2: downscoped to one resource, then the whole grant again.
+    const narrowed = await refresh(rt, { resource: 'https://b.test' }, three);
+    const n = (await narrowed.json()) as Tokens;
+    assert.equal(narrowed.status, 200, JSON.stringify(n));
+    assert.equal(decodeJwt(n.access_token).aud, 'https://b.test');
+    rt = n.refresh_token;
+    const whole = (await (await refresh(rt, {}, three)).json()) as Tokens;
+    assert.deepEqual(decodeJwt(whole.access_token).aud, granted);
+  });
+
   it('refuses another client’s refresh token without touching the family', async () => {
     const f = await family();
     await expectError(await refresh(f.refresh_token, {}, other), 400, 'invalid_grant');

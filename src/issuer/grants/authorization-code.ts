@@ -69,9 +69,10 @@ export async function authorizationCode(
   // resources; a current one is checked for those before it is spent.
   if (record.consumedAt === null) {
     if (record.expiresAt <= now) throw new OAuthError('authorization_code_invalid');
-    // RFC 8707 §2.2: the token request may name a subset of the approved resources.
+    // RFC 8707 §2.2: the token request may name a subset of the approved resources; another
+    // resource of the client's, which the person never saw on the consent page, is not granted.
     if (namesTarget(req.params)) {
-      audiences = targets(req.params, new Set(record.audiences));
+      audiences = targets(req.params, new Set(record.audiences), 'target_not_granted');
     }
     // The authorization endpoint approves the admin scope for the admin audience alone; a code
     // approved otherwise (by an older version) is refused before it is spent, not redeemed into a

@@ -69,7 +69,7 @@ export async function refresh(
     const held = withoutUnnamed(ctx.scopes.expand(grant.scopes), grant.scopes, ctx.config.admin.scope);
     const { admin, adminAudience } = ctx.config;
     audiences = namesTarget(req.params)
-      ? targets(req.params, new Set(grant.audiences))
+      ? targets(req.params, new Set(grant.audiences), 'target_not_granted')
       : // Named without a target, the admin scope narrows the token to the admin audience alone.
         requested?.includes(admin.scope) && grant.audiences.includes(adminAudience)
         ? [adminAudience]
