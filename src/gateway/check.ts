@@ -13,6 +13,7 @@ import { parsedRules } from '../config/verifier-schema.ts';
 import { type ConfigIssue, quoted } from '../core/errors.ts';
 import { compilePolicy } from '../core/policy.ts';
 import type { ScopeModel } from '../core/scopes.ts';
+import { publicBaseOf, resourceOf } from './mcp/metadata.ts';
 import { peerList } from './peers.ts';
 import { compileMatcher } from './routes.ts';
 
@@ -57,6 +58,34 @@ export function gatewayChecks(c: TesseraConfig, ok: Trusted, scopes: ScopeModel)
     if (Array.isArray(r.rules) && here('auth') && !r.auth.includes('none')) {
       const rules = parsedRules(r.rules, (...p) => here('rules', ...p));
       issues.push(...compilePolicy(rules, scopes, `${at}.rules`, { caseInsensitivePaths: caseInsensitive }).issues);
+    }
+    // MCP authorization: clients request tokens for the resource the route's metadata advertises
+    // (RFC 8707, RFC 9728), sent as it is, and the issuer and the route compare audiences exactly.
+    // Without mcp.resource that is server.public_url in normal form (lower-case host, no default
+    // port) + path_prefix: an audience spelled otherwise (`https://MCP.example.com/mcp`, `:443`, a
+    // trailing slash) would refuse every token MCP clients get. (mcp.resource itself: the schema.)
+    const publicUrl = ok('server', 'public_url') ? c.server.public_url : undefined;
+    if (
+      publicUrl !== undefined &&
+      here('mcp') &&
+      here('audience') &&
+      here('auth') &&
+      here('match', 'path_prefix') &&
+      r.mcp !== undefined &&
+      r.mcp.resource === undefined &&
+      r.audience !== undefined &&
+      r.match.path_prefix !== undefined &&
+      r.auth.some((a) => a === 'jwt' || a === 'introspection')
+    ) {
+      const advertised = resourceOf(
+        { resource: undefined, prefix: r.match.path_prefix.replace(/\/$/, '') },
+        publicBaseOf(publicUrl) as string,
+      );
+      if (r.audience !== advertised)
+        issues.push({
+          path: `${at}.audience`,
+          message: `the route's metadata advertises the resource ${advertised} (server.public_url + path_prefix), which MCP clients request tokens for (RFC 8707) and this audience refuses; set audience: ${advertised} (and register clients with it), or set mcp.resource`,
+        });
     }
     const credential = here('upstream', 'credential') ? r.upstream.credential : undefined;
     if (credential?.type === 'exchange' && credential.scopes !== undefined)

@@ -28,7 +28,7 @@ import type { ManagedVerifier } from '../verifier.ts';
 import { AgentCardSource } from './a2a/card.ts';
 import { gatewayChecks, gatewayRunChecks } from './check.ts';
 import { compileHeaderPolicy, type HeaderPolicy } from './http/headers.ts';
-import { type McpAdvertisement, metadataPathOf } from './mcp/metadata.ts';
+import { type McpAdvertisement, metadataPathOf, publicBaseOf } from './mcp/metadata.ts';
 import { sessionKeyFromSecret } from './mcp/sessions.ts';
 import { catchAllWarnings, peerList } from './peers.ts';
 import type { AuthenticatorId } from './pipeline/authn/authenticator.ts';
@@ -224,13 +224,6 @@ function ruleScopes(r: RouteConfig): string[] {
     for (const x of Array.isArray(s) ? s : [...(s.all ?? []), ...(s.any ?? [])]) out.add(x);
   }
   return [...out].sort();
-}
-
-/** `server.public_url` in normal form (lower-case host, no default port), without trailing slash. */
-function publicBaseOf(publicUrl: string | undefined): string | undefined {
-  if (publicUrl === undefined) return undefined;
-  const u = new URL(publicUrl);
-  return u.origin + u.pathname.replace(/\/$/, '');
 }
 
 /**

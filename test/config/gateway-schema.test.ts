@@ -337,6 +337,30 @@ describe('gateway configuration', () => {
     assert.deepEqual(issues({ routes: [route({ auth: 'static', mcp: {} })] }), []);
   });
 
+  it('token misuse: refuses an MCP route whose audience is not the resource it advertises from server.public_url + path_prefix (the gateway writes it in normal form; the issuer and the route compare exactly)', () => {
+    const at = (public_url: string, audience: string, path_prefix = '/mcp') =>
+      issues({ routes: [route({ match: { path_prefix }, audience, mcp: {} })] }, { server: { public_url } });
+    // Written with an upper-case host and the default port: the metadata says https://mcp.example.com/mcp,
+    // MCP clients ask the issuer for that, and a route (and client) registered otherwise refuses them.
+    const wrongs: [string, string][] = [
+      ['https://MCP.example.com', 'https://MCP.example.com/mcp'],
+      ['https://mcp.example.com:443', 'https://mcp.example.com:443/mcp'],
+      ['https://mcp.example.com', 'https://mcp.example.com/mcp/'],
+      ['https://gw.example.com/tessera/', MCP],
+    ];
+    for (const [publicUrl, audience] of wrongs) {
+      const [wrong, ...rest] = at(publicUrl, audience);
+      assert.equal(wrong?.path, 'gateway.routes[0].audience', `${publicUrl} ${audience}`);
+      assert.match(wrong?.message ?? '', /advertises|advertised/);
+      assert.deepEqual(rest, []);
+    }
+    assert.deepEqual(at('https://MCP.example.com:443/', MCP), []);
+    assert.deepEqual(at('https://gw.example.com/tessera/', 'https://gw.example.com/tessera/mcp'), []);
+    assert.deepEqual(at('https://mcp.example.com', 'https://mcp.example.com/', '/'), []);
+    // Without public_url the resource is the request's origin, not known at load.
+    assert.deepEqual(issues({ routes: [route({ match: { path_prefix: '/mcp' }, audience: 'https://x.example/mcp', mcp: {} })] }), []);
+  });
+
   it('refuses durations that run a timer for longer than Node timers can (they would fire at once)', () => {
     const found = issues(
       {

@@ -831,7 +831,8 @@ describe('gateway: MCP discovery behind a proxy that mounts the gateway under a 
       // Written with an upper-case host and the default port: the resource is the URL's normal form.
       server: { public_url: 'https://GW.example.com:443/tessera/' },
       scopes: { 'mcp:use': {} },
-      gateway: { routes: [mcpRoute(upstream.url, [{ scopes: ['mcp:use'] }])] },
+      // The audience is the resource the metadata names (clients request tokens for it as it is).
+      gateway: { routes: [mcpRoute(upstream.url, [{ scopes: ['mcp:use'] }], { audience: 'https://gw.example.com/tessera/mcp' })] },
     });
   });
   after(async () => {

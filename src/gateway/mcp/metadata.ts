@@ -32,11 +32,18 @@ export interface McpAdvertisement {
   readonly dpop?: { readonly algorithms: readonly string[]; readonly required: boolean } | undefined;
 }
 
+/** `server.public_url` in normal form (lower-case host, no default port), without trailing slash. */
+export function publicBaseOf(publicUrl: string | undefined): string | undefined {
+  if (publicUrl === undefined) return undefined;
+  const u = new URL(publicUrl);
+  return u.origin + u.pathname.replace(/\/$/, '');
+}
+
 /**
  * The resource identifier for a request arriving at `base`: `server.public_url` without its
  * trailing slash (`https://example.com/tessera`), else the request's origin (`https://host[:port]`).
  */
-export function resourceOf(ad: McpAdvertisement, base: string): string {
+export function resourceOf(ad: Pick<McpAdvertisement, 'resource' | 'prefix'>, base: string): string {
   return ad.resource ?? `${base}${ad.prefix === '' ? '/' : ad.prefix}`;
 }
 
