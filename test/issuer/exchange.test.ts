@@ -843,6 +843,30 @@ describe('who may exchange what (RFC 8693 §2.2.2: unacceptable tokens are inval
     await expectError(await exchange('agent', { subject_token: t1.access_token, audience: 'https://api.test' }), 400, 'invalid_target');
   });
 
+  it('attack: an audience-array token re-exchanged into a wider set (by resource= or audience=, or both): invalid_target, target_exceeds_subject; a subset passes', async () => {
+    // Broker → agent: a token for the API and the subagent, addressed to the agent (aud agent).
+    const wide = await ok(
+      await exchange('broker', { subject_token: await userToken(), audience: ['agent', 'https://api.test', 'subagent'] }),
+    );
+    const t = await ok(await exchange('agent', { subject_token: wide.access_token, resource: 'https://api.test', audience: 'subagent' }));
+    assert.deepEqual(decodeJwt(t.access_token).aud, ['subagent', 'https://api.test']);
+    // Narrower again: 'deep' (an audience the agent holds) was never in the subject token.
+    const wider: Record<string, string | string[]>[] = [
+      { audience: ['subagent', 'deep'] },
+      { resource: 'https://api.test', audience: 'deep' },
+      { audience: 'deep' },
+    ];
+    for (const target of wider) {
+      await expectError(await exchange('agent', { subject_token: wide.access_token, ...target }), 400, 'invalid_target');
+      await expectError(await exchange('subagent', { subject_token: t.access_token, ...target }), 400, 'invalid_target');
+    }
+    await issuer.service.audit.flush();
+    const denied = (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'token.denied').at(-1);
+    assert.equal(denied?.reason, 'target_exceeds_subject');
+    const sub = await ok(await exchange('subagent', { subject_token: t.access_token, resource: 'https://api.test' }));
+    assert.equal(decodeJwt(sub.access_token).aud, 'https://api.test');
+  });
+
   it('lets a client registered with retarget_audiences move a token to another of its audiences, and no further', async () => {
     const own = await ccToken('retargeter', { audience: 'https://api.test' });
     const t = await ok(await exchange('retargeter', { subject_token: own, audience: 'https://other.test' }));
