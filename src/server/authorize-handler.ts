@@ -77,9 +77,12 @@ function page(res: ServerResponse, error: OAuthError, requestId: string): void {
   const body = renderError(PAGE_TITLES[error.code] ?? 'This request cannot be completed', error.description, nonce);
   // RFC 9110 §15.5.16: a 415 for a content coding names the codings accepted, as the JSON endpoints' does.
   const accept = error.code === 'request_content_encoding' ? { 'accept-encoding': 'identity' } : {};
+  // RFC 9110 §10.2.3: a 503 (the audit queue full, the store down) says when to try again.
+  const retry = error.status === 503 ? error.headers() : {};
   res.writeHead(error.status, {
     ...pageHeaders(nonce),
     ...accept,
+    ...retry,
     'content-length': Buffer.byteLength(body),
     'x-request-id': requestId,
   });
@@ -146,6 +149,9 @@ export function createAuthorizeHandler(
       return;
     }
     if (!service.config.authorization.enabled || consent === undefined) return page(res, new OAuthError('authorize_disabled'), requestId);
+    // audit.on_queue_full: refuse, the audit queue full: no page, no code and no remembered
+    // approval that could not be audited (authorization.approved); refused before anything, not audited.
+    if (service.auditRefusing()) return page(res, new OAuthError('audit_unavailable'), requestId);
 
     let query: string;
     let form: URLSearchParams | undefined;

@@ -12,9 +12,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
-import { authorizationConfig } from '../helpers/authorize.ts';
+import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { until } from '../helpers/net.ts';
+import { pkcePair } from '../helpers/pkce.ts';
 
 const FAIL = `CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit volume full'); END`;
 
@@ -100,6 +101,42 @@ describe('token service: audit.on_queue_full', () => {
       await t.issuer.service.audit.flush();
       const issuedEvents = await t.issuer.store.queryAudit({ kinds: ['token.issued'], limit: 100 });
       assert.ok(issuedEvents.length >= 4, `${issuedEvents.length} token.issued events`);
+    } finally {
+      t.heal();
+      await t.close(t.issuer);
+    }
+  });
+
+  it('attack: refuse: past max_queue the authorization endpoint issues no code unaudited: a consent page shown before is answered 503 (no code), a new request too; served again once the store takes the queue', async () => {
+    const t = await issuerWith({ on_queue_full: 'refuse' });
+    const redirect = 'http://127.0.0.1:7777/callback';
+    try {
+      await t.issuer.service.registerClient({
+        id: 'mcp-app',
+        public: true,
+        name: 'MCP App',
+        scopes: ['api:read'],
+        audiences: ['https://api.test'],
+        redirectUris: [redirect],
+      });
+      const endpoint = `${t.issuer.url}/oauth2/authorize`;
+      const url = authorizationRequest(endpoint, { redirect_uri: redirect, code_challenge: pkcePair().challenge });
+      const { fields } = await openConsent(url);
+      await t.issuer.service.audit.flush();
+      t.fail();
+      for (let i = 0; i < 3; i++) assert.equal((await t.token()).status, 200);
+      assert.equal(t.issuer.service.audit.held, 3);
+      const answer = await answerConsent(endpoint, { ...fields, decision: 'approve' });
+      assert.equal(answer.status, 503, 'no code issued while its authorization.approved event cannot be kept');
+      assert.equal(answer.headers.get('location'), null);
+      assert.equal(answer.headers.get('retry-after'), '5');
+      const page = await fetch(url, { headers: personHeaders(), redirect: 'manual' });
+      assert.equal(page.status, 503, 'no consent page either');
+      assert.equal(page.headers.get('retry-after'), '5');
+      assert.equal(t.issuer.service.audit.dropped, 0, 'no event was dropped');
+
+      t.heal();
+      await until(async () => (await fetch(url, { headers: personHeaders(), redirect: 'manual' })).status === 200, 5000);
     } finally {
       t.heal();
       await t.close(t.issuer);
