@@ -89,7 +89,6 @@ import {
   grantFrom,
   grantValues,
   isActiveGrant,
-  json,
   num,
   type Row,
   refreshFrom,
@@ -1271,21 +1270,12 @@ export class PostgresStore implements Store {
       // instance that had not read it), one that follows sees this grant.
       if (await subjectRevokedSince(c, code.subject, o.loginScope, code.approvalSince ?? code.createdAt))
         return { status: 'subject_revoked' };
+      // A root grant, its values listed by grantValues as createGrant's and the SQLite store's.
+      const root = { ...g, parentId: null };
       await c.query(
-        `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at)
-         VALUES ($1, NULL, $1, 0, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-        [
-          g.id,
-          g.kind,
-          g.issuer,
-          g.subject,
-          g.clientId,
-          g.act === null ? null : json(g.act),
-          json(g.scopes),
-          json(g.audiences),
-          g.createdAt,
-          g.expiresAt,
-        ],
+        `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+        grantValues(root, g.issuer, g.id, 0),
       );
       await c.query('UPDATE authorization_codes SET consumed_at = $1, grant_id = $2 WHERE hash = $3', [o.now, g.id, hash]);
       const t = o.refreshToken;
@@ -1295,7 +1285,7 @@ export class PostgresStore implements Store {
           [t.hash, g.id, t.clientId, t.createdAt, t.expiresAt, t.jkt ?? null],
         );
       }
-      const grant = createdGrant({ ...g, parentId: null, subjectJti: null, actorJti: null }, g.issuer, g.id, 0);
+      const grant = createdGrant(root, g.issuer, g.id, 0);
       return { status: 'redeemed', grant };
     });
   }
