@@ -396,7 +396,7 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({
         description:
-          'Token bucket per authenticated client at the token endpoint (every grant type), spent after client authentication (a request that fails it spends nothing), before a DPoP proof is recorded, a grant looked up or anything signed or written; over it, 429 `token_rate_limited` with Retry-After, no token. Default: off, since one client may rightly ask for thousands of tokens a second (a gateway exchanging tokens per user; the issuer benchmark drives about 12,000 a second from one client): size `rate` to what the busiest client needs. Buckets of the 10000 most recent clients are kept, per process.',
+          'Token bucket per authenticated client at the token endpoint (every grant type; a public client’s per client and connecting address, since anyone may name it), spent after client authentication (a request that fails it spends nothing), before a DPoP proof is recorded, a grant looked up or anything signed or written; over it, 429 `token_rate_limited` with Retry-After, no token. Default: off, since one client may rightly ask for thousands of tokens a second (a gateway exchanging tokens per user; the issuer benchmark drives about 12,000 a second from one client): size `rate` to what the busiest client needs. Buckets of the 10000 most recent clients are kept, per process.',
       }),
     cors: corsSchema,
     sync_interval: duration(

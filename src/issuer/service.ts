@@ -661,8 +661,10 @@ export class TokenService {
       }
       // After client authentication (a caller without the client's credentials spends nothing of
       // its bucket), before the DPoP proof's jti is recorded, any grant is looked up, anything is
-      // signed or written.
-      const wait = this.#tokenRequests?.take(client.id) ?? 0;
+      // signed or written. A public client proves nothing, so anyone may name it: its buckets are
+      // per client and connecting address (an IPv6 /64), or one sender could lock out all its users.
+      const bucket = client.record.authMethod === 'none' ? `${client.id}\n${registrantKey(req.remoteAddr)}` : client.id;
+      const wait = this.#tokenRequests?.take(bucket) ?? 0;
       if (wait > 0) throw new OAuthError('token_rate_limited', { retryAfter: wait });
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
       if (grantType === 'client_credentials') return await clientCredentials(this.#ctx, client, req, jkt);

@@ -90,6 +90,42 @@ describe('token endpoint rate limit', () => {
     assert.equal((await cc('flooder')).status, 429);
   });
 
+  it('attack: anyone naming a public client (no credentials to prove) spends only the bucket of its own address: the client’s users elsewhere keep theirs', async () => {
+    await issuer.addClient({
+      id: 'spa',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API],
+      grantTypes: ['authorization_code', 'refresh_token'],
+      redirectUris: ['http://127.0.0.1/cb'],
+    });
+    const redeem = (remoteAddr: string) =>
+      issuer.service.token({
+        params: new URLSearchParams({
+          grant_type: 'authorization_code',
+          client_id: 'spa',
+          code: 'tac_bogus',
+          code_verifier: 'v'.repeat(43),
+          redirect_uri: 'http://127.0.0.1/cb',
+        }),
+        authorization: undefined,
+        endpointUrl: `${issuer.url}/oauth2/token`,
+        remoteAddr,
+      });
+    const code = (p: Promise<unknown>) =>
+      p.then(
+        () => 'ok',
+        (e: { code?: string }) => e.code,
+      );
+    // The flooder's bogus codes spend its bucket, then it is refused before any code is looked up.
+    for (let i = 0; i < BURST; i++) assert.notEqual(await code(redeem('203.0.113.9')), 'token_rate_limited');
+    assert.equal(await code(redeem('203.0.113.9')), 'token_rate_limited');
+    // Another address of the flooder's IPv6 /64 is the same sender; another address is not.
+    for (let i = 0; i < BURST; i++) assert.notEqual(await code(redeem('2001:db8:1:2::a')), 'token_rate_limited');
+    assert.equal(await code(redeem('2001:db8:1:2::b')), 'token_rate_limited');
+    assert.notEqual(await code(redeem('198.51.100.4')), 'token_rate_limited');
+  });
+
   it('is off by default (a benchmark drives thousands of tokens a second from one client), and enabled: false turns it off', async () => {
     const def = await startIssuer();
     const off = await startIssuer({ config: { token_service: { token_rate_limit: { enabled: false, burst: 1 } } } });
