@@ -247,7 +247,7 @@ if (!reachable) {
       }
     });
 
-    it('runs a transaction PostgreSQL aborted to break a deadlock again (authorization code reuse meeting a transaction that holds its tree and wants its row)', async () => {
+    it("authorization code reuse takes its tree's lock before the code's row, as refresh reuse and a revocation do: a transaction holding the tree deletes the row without waiting (no deadlock)", async () => {
       const schema = schemaName();
       const store = await PostgresStore.open({ connectionString: url, schema });
       const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
@@ -283,22 +283,60 @@ if (!reachable) {
             entryExpiresAt: now + 600,
           });
         assert.equal((await redeem()).status, 'redeemed');
-        // Another transaction holds the tree's lock and will want the code's row. Its deadlock
-        // check waits longer, so PostgreSQL aborts the store's transaction, not this one.
-        await other.query("SET deadlock_timeout = '10s'");
+        // Another transaction holds the tree's lock and will want the code's row. Waiting for that
+        // row past lock_timeout (shorter than the 1 s deadlock check) fails it.
+        await other.query("SET lock_timeout = '500ms'");
         await other.query('BEGIN');
         await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [grant.id]);
-        // The reuse locks the code's row, then waits for the tree's lock...
         const reuse = redeem();
+        let done = false;
+        void reuse.then(
+          () => {
+            done = true;
+          },
+          () => {
+            done = true;
+          },
+        );
         await new Promise((resolve) => setTimeout(resolve, 200));
-        // ...while the other waits for the row: a deadlock, detected after deadlock_timeout (1 s).
+        assert.equal(done, false, 'the reuse waits for the tree');
+        // The reuse holds nothing the other wants: the row is free.
         await other.query('DELETE FROM authorization_codes WHERE hash = $1', [hash]);
         await other.query('COMMIT');
         const r = await reuse;
-        assert.equal(r.status, 'invalid', 'run again after the abort, it sees the code the other transaction deleted');
+        assert.equal(r.status, 'invalid', 'it sees the code the other transaction deleted');
       } finally {
         await other.end();
         await store.close();
+      }
+    });
+
+    it('runs a transaction PostgreSQL aborted to break a deadlock again (a grant creation, holding the subject lock and wanting the tree, meeting a transaction that holds the tree and wants the subject lock)', async () => {
+      const { store, other, close } = await heldStore();
+      try {
+        const now = 1_800_000_000;
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const parent = await store.createGrant(newGrant({ subject: 'alice' }, now), now);
+        assert.equal(typeof parent, 'object');
+        const parentId = (parent as { id: string }).id;
+        // Another transaction holds the tree's lock and will want alice's lock: the opposite order
+        // of a grant creation's (none of the store's transactions takes them so). Its deadlock
+        // check waits longer, so PostgreSQL aborts the store's transaction, not this one. Both are
+        // advisory locks: the abort hands alice's lock to the other at once, so the run again
+        // waits for it, however late the other's session gets the CPU back.
+        await other.query("SET deadlock_timeout = '10s'");
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [parentId]);
+        // The creation takes alice's lock, then waits for the tree's...
+        const creating = store.createGrant(newGrant({ subject: 'alice', parentId }, now), now);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        // ...while the other waits for alice's: a deadlock, detected after deadlock_timeout (1 s).
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['alice']);
+        await other.query('UPDATE grants SET revoked_at = $1 WHERE id = $2', [now, parentId]);
+        await other.query('COMMIT');
+        assert.equal(await creating, 'parent_inactive', 'run again after the abort, it sees the parent the other transaction revoked');
+      } finally {
+        await close();
       }
     });
 
@@ -912,24 +950,55 @@ if (!reachable) {
   });
 
   describe('postgres: a transaction aborted again and again', () => {
-    it('a transaction PostgreSQL aborts as a deadlock on every run (40P01 three times) is StoreUnavailableError store_busy (a 503), not the raw error (a 500), and nothing is written', async () => {
+    /** A trigger raising what PostgreSQL raises on a deadlock's victim on every grant insert, counting the runs. */
+    async function alwaysDeadlocked(c: pg.Client, schema: string): Promise<() => Promise<number>> {
+      await c.query(`
+        CREATE SEQUENCE ${schema}.runs;
+        CREATE FUNCTION ${schema}.always_deadlocked() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM nextval('${schema}.runs'); RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$;
+        CREATE TRIGGER always_deadlocked BEFORE INSERT ON ${schema}.grants FOR EACH ROW EXECUTE FUNCTION ${schema}.always_deadlocked();
+      `);
+      return async () => {
+        const [runs] = (await c.query(`SELECT last_value, is_called FROM ${schema}.runs`)).rows;
+        return runs.is_called ? Number(runs.last_value) : 0;
+      };
+    }
+
+    it('a transaction PostgreSQL aborts as a deadlock on every run is run five times in all, pausing a growing, randomized time between runs (10-20, 20-40, 40-80, 80-160 ms), then is StoreUnavailableError store_busy (a 503), not the raw error (a 500), and nothing is written', async () => {
       const now = 1_800_000_000;
       const { store, other: c, schema, close } = await heldStore();
       try {
         await store.createClient(clientRecord({ id: 'agent' }, now));
-        // What PostgreSQL raises on the victim of a deadlock, here on every run of the transaction.
-        await c.query(`
-          CREATE SEQUENCE ${schema}.runs;
-          CREATE FUNCTION ${schema}.always_deadlocked() RETURNS trigger LANGUAGE plpgsql AS $$
-          BEGIN PERFORM nextval('${schema}.runs'); RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$;
-          CREATE TRIGGER always_deadlocked BEFORE INSERT ON ${schema}.grants FOR EACH ROW EXECUTE FUNCTION ${schema}.always_deadlocked();
-        `);
+        const runs = await alwaysDeadlocked(c, schema);
         const g = newGrant({}, now);
+        const started = performance.now();
         await assert.rejects(store.createGrant(g, now), (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy');
-        const [runs] = (await c.query(`SELECT last_value FROM ${schema}.runs`)).rows;
-        assert.equal(Number(runs.last_value), 3, 'run three times in all');
+        const took = performance.now() - started;
+        assert.equal(await runs(), 5, 'run five times in all');
+        // Run again at once, a victim takes back the row it lost before the transaction it
+        // deadlocked with (woken, not yet run) does, and the same deadlock follows.
+        assert.ok(took >= 150, `the four pauses add up to at least 150 ms, not ${took} ms`);
+        assert.ok(took < 2000, `and to 300 ms at most, far within a request's bound, not ${took} ms in all`);
         await c.query(`DROP TRIGGER always_deadlocked ON ${schema}.grants`);
         assert.equal(await store.getGrant(g.id), undefined);
+      } finally {
+        await close();
+      }
+    });
+
+    it('the pauses and runs of a transaction aborted again and again stay within requestTimeoutMillis: it fails on time (a 503), before its fifth run', async () => {
+      const now = 1_800_000_000;
+      // Shorter than the four pauses' least sum (150 ms): the bound ends the runs.
+      const { store, other: c, schema, close } = await heldStore({ requestTimeoutMillis: 120 });
+      try {
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const runs = await alwaysDeadlocked(c, schema);
+        const started = performance.now();
+        await assert.rejects(store.createGrant(newGrant({}, now), now), (e: unknown) => e instanceof StoreUnavailableError);
+        const took = performance.now() - started;
+        assert.ok(took < 120 + 100, `settled after ${took} ms, past its 120 ms bound`);
+        const n = await runs();
+        assert.ok(n >= 1 && n < 5, `gave up before the fifth run (${n} runs)`);
       } finally {
         await close();
       }

@@ -20,7 +20,8 @@
  *   rotations exactly one finds it current, a revocation of the tree either commits first (the
  *   token is then revoked) or waits and revokes the successor too, and a reuse cascade meets a
  *   revocation with the locks in one order. Creating a refresh token takes the tree's lock too,
- *   and stores the token revoked under a grant revoked meanwhile;
+ *   and stores the token revoked under a grant revoked meanwhile. The reuse of an authorization
+ *   code takes its grant's tree first too, then the code's row;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
@@ -191,6 +192,27 @@ export const MAINTENANCE_TIMEOUT_MS = 10_000;
  * left for a server or network that does not answer at all.
  */
 export const serverTimeout = (clientMs: number): number => Math.max(1, clientMs - Math.min(1000, Math.ceil(clientMs / 10)));
+
+/**
+ * How many times in all {@link PostgresStore.#tx} runs a transaction PostgreSQL aborted to break a
+ * deadlock or for a serialization failure. A real deadlock costs its victim `deadlock_timeout`
+ * (1 s by default) a run, so the request's bound usually ends the runs first.
+ */
+export const TX_RUNS = 5;
+
+/**
+ * The pause (milliseconds) before the run after run `attempt` of a transaction PostgreSQL aborted:
+ * random within [d/2, d], d = 20 ms doubled with each run (10-20, 20-40, 40-80, 80-160 ms; 300 ms
+ * at most in all). Run again at once, the victim of a deadlock can take back a row it held before
+ * the transaction it deadlocked with does (PostgreSQL wakes that one, but holds no place for it in
+ * the row's queue: the row is free for whoever asks first), and the same deadlock follows, a
+ * second apart, until the runs are spent. The pause lets the survivor finish first; its randomness
+ * keeps two transactions that each failed from running again in step.
+ */
+export const retryPause = (attempt: number): number => {
+  const d = 20 * 2 ** (Math.min(attempt, TX_RUNS) - 1);
+  return d / 2 + Math.random() * (d / 2);
+};
 
 // lock_not_available (lock_timeout) and query_canceled (statement_timeout).
 const SERVER_TIMEOUT_SQLSTATE = new Set(['55P03', '57014']);
@@ -571,15 +593,17 @@ export class PostgresStore implements Store {
 
   /**
    * Run `fn` in a transaction. One that PostgreSQL aborted to break a deadlock (two transactions
-   * taking the same locks in opposite orders) or a serialization failure is run again, up to three
-   * times in all: `fn` touches only the database, and the abort undid everything it did. Aborted
-   * on each run, it fails with {@link StoreUnavailableError} `store_busy` (a 503).
+   * taking the same locks in opposite orders) or a serialization failure is run again, up to
+   * {@link TX_RUNS} times in all, after a pause ({@link retryPause}): `fn` touches only the
+   * database, and the abort undid everything it did. Aborted on each run, it fails with
+   * {@link StoreUnavailableError} `store_busy` (a 503).
    *
    * Bounded by `timeoutMs` (by default {@link PostgresStoreOptions.requestTimeoutMillis}; the sync's
-   * housekeeping passes {@link PostgresStoreOptions.maintenanceTimeoutMillis}), its runs again
-   * included: each attempt gets what is left, and none is made once it is spent (that fails with
-   * {@link StoreUnavailableError} `store_busy`). See {@link PostgresStore.#attempt}. `null`: not
-   * bounded (the migrations).
+   * housekeeping passes {@link PostgresStoreOptions.maintenanceTimeoutMillis}), its pauses and runs
+   * again included: each attempt gets what is left, and a run again is begun only if a tenth of
+   * the bound is left after its pause (else it fails with {@link StoreUnavailableError}
+   * `store_busy`). See {@link PostgresStore.#attempt}.
+   * `null`: not bounded (the migrations).
    */
   async #tx<T>(fn: (c: pg.PoolClient) => Promise<T>, timeoutMs: number | null = this.#requestTimeout): Promise<T> {
     let c: pg.PoolClient;
@@ -611,12 +635,24 @@ export class PostgresStore implements Store {
             throw new StoreUnavailableError('store_unreachable', `PostgreSQL's connection was lost after an abort (${code})`, { cause: e });
           }
           // Aborted on every run: contention on the server, not the request's fault (a 503, not a 500).
-          if (attempt >= 3) {
+          if (attempt >= TX_RUNS) {
             throw new StoreUnavailableError('store_busy', `PostgreSQL aborted the transaction (${code}) on each of ${attempt} runs`, {
               cause: e,
             });
           }
-          if (deadline !== undefined && deadline - Date.now() < 1) {
+          // A run again is begun only with a tenth of the bound left after its pause, checked again
+          // once the pause is over (a timer can fire late): one begun with less would likely be cut
+          // off by the timeout, its connection destroyed, rather than fail as what it is: contention.
+          const pause = retryPause(attempt);
+          const left = () =>
+            deadline === undefined || timeoutMs === null ? Number.POSITIVE_INFINITY : deadline - Date.now() - timeoutMs / 10;
+          if (left() < pause) {
+            throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
+              cause: e,
+            });
+          }
+          await new Promise((resolve) => setTimeout(resolve, pause));
+          if (left() < 0) {
             throw new StoreUnavailableError('store_busy', `PostgreSQL kept aborting the transaction (${code}) for ${timeoutMs} ms`, {
               cause: e,
             });
@@ -1248,6 +1284,14 @@ export class PostgresStore implements Store {
 
   async redeemAuthorizationCode(hash: string, o: CodeRedemptionOptions): Promise<CodeRedemption> {
     return this.#tx(async (c): Promise<CodeRedemption> => {
+      // A code redeemed already names its grant: a reuse locks that tree first, then the code's row,
+      // the order a refresh reuse and a revocation take a tree and its rows in, so it never holds
+      // the row while waiting for a tree whose holder may want it. A code redeemed between this read
+      // and the row lock below (two redemptions at once) has its tree locked after its row.
+      const [tree] = (
+        await c.query('SELECT g.root_id FROM authorization_codes a JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1', [hash])
+      ).rows as Row[];
+      if (tree) await this.#lockRoots(c, [String(tree.root_id)]);
       // The row lock makes concurrent redemptions of one code queue: exactly one finds it unconsumed.
       const [row] = (await c.query('SELECT * FROM authorization_codes WHERE hash = $1 FOR UPDATE', [hash])).rows as Row[];
       if (!row) return { status: 'invalid' };
