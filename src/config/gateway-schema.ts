@@ -654,7 +654,7 @@ export const auditSchema = z
     }),
     on_queue_full: z.enum(['drop', 'refuse']).default('drop').meta({
       description:
-        'While the audit queue holds `max_queue` events: `drop` serves on and drops the events that do not fit (counted in `tessera_audit_events_dropped_total`); `refuse` fails closed: `file` and `stdout` keep the batches they refuse and try them again, as the store does, so a failing output fills the queue too, and while it is full the gateway answers new requests and forward-auth checks with 503 `audit_unavailable` and the token service its token, revocation, introspection, registration and authorization (consent page) requests with 503 `temporarily_unavailable` (`Retry-After: 5`), /readyz reports not ready, until the outputs take the queue again. The operations paths keep answering.',
+        'While the audit queue holds `max_queue` events: `drop` serves on and drops the events that do not fit (counted in `tessera_audit_events_dropped_total`); `refuse` fails closed: `file` and `stdout` keep the batches they refuse and try them again, as the store does, so a failing output fills the queue too, and while it is full the gateway answers new requests and forward-auth checks with 503 `audit_unavailable` and the token service its token, introspection, registration, authorization (consent page), login callback and admin grant-tree requests with 503 `temporarily_unavailable` (`Retry-After: 5`; revocations are always served: they take access away), /readyz reports not ready, until the outputs take the queue again. The operations paths keep answering.',
     }),
   })
   .meta({ description: 'Audit trail outputs.' });

@@ -183,9 +183,9 @@ export interface TokenServiceOptions {
   readonly auditMaxQueue?: number;
   /**
    * `audit.on_queue_full`: with `refuse`, {@link TokenService.auditRefusing} is true while the
-   * audit queue is full, and the HTTP handler refuses token, revocation, introspection,
-   * registration and authorization requests (503 `audit_unavailable`). Default `drop`: events
-   * beyond are dropped.
+   * audit queue is full, and the HTTP handler refuses token, introspection, registration,
+   * authorization, login callback and admin grant-tree requests (503 `audit_unavailable`), never a
+   * revocation. Default `drop`: events beyond are dropped.
    */
   readonly auditOnQueueFull?: 'drop' | 'refuse';
   /** Most client-credentials standing grants remembered (default 4096; oldest evicted first). */

@@ -416,6 +416,9 @@ export function createLoginCallbackHandler(
       res.end();
       return;
     }
+    // audit.on_queue_full: refuse: no session begun whose login.succeeded could not be audited.
+    // Before finish, which spends the login state: the browser can retry the same callback.
+    if (service.auditRefusing()) return page(res, new OAuthError('audit_unavailable'), requestId);
     const url = req.url ?? '';
     const q = url.indexOf('?');
     const remoteAddr = req.socket.remoteAddress;

@@ -425,7 +425,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     endpoint?: CorsEndpoint,
   ): Promise<void> => {
     // audit.on_queue_full: refuse, the audit queue full: refused before anything, and not audited.
-    if (service.auditRefusing()) throw new OAuthError('audit_unavailable');
+    // Never a revocation (RFC 7009): it takes access away, and the revocation log records it even
+    // when its audit event is lost; refusing it would keep a token alive for want of a log line.
+    if (endpointUrl !== e.revocation && service.auditRefusing()) throw new OAuthError('audit_unavailable');
     // A request refused here still goes to the service as a fault, so the endpoint audits it as
     // every other refusal (token.denied, revocation.denied, introspection.denied).
     let requestFault: OAuthRequest['requestFault'];
@@ -531,8 +533,11 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
    */
   const admin = async (req: IncomingMessage, res: ServerResponse, requestId: string, sub: string): Promise<void> => {
     const facts = { requestId, remoteAddr: req.socket.remoteAddress };
-    const who = await service.authorizeAdminFresh(req.headers.authorization, { ...facts, ...authorizationFault(req) });
     const action = sub === 'revoke' ? 'revoke' : sub.startsWith('grants/') ? 'grant_tree' : 'unknown';
+    // audit.on_queue_full: refuse: a grant tree read that could not be audited is refused before
+    // anything, not audited; a revocation never is (as at the RFC 7009 endpoint).
+    if (action !== 'revoke' && service.auditRefusing()) throw new OAuthError('audit_unavailable');
+    const who = await service.authorizeAdminFresh(req.headers.authorization, { ...facts, ...authorizationFault(req) });
     try {
       if (misframed.has(req)) throw new OAuthError('request_framing_invalid');
       const { body, detail } = sub === 'revoke' ? await adminRevoke(req, who) : await adminGrantTree(req, sub);
