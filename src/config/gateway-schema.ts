@@ -297,7 +297,8 @@ export const routeSchema = z
       }),
     audience: z.string().min(1).optional().meta({ description: 'The caller token `aud` must contain this (jwt and introspection).' }),
     rules: z.array(ruleSchema).optional().meta({
-      description: 'Method/path(/tool/rpc) → scopes; first match decides, no match is 403. `[{}]` allows any authenticated caller.',
+      description:
+        'Method/path(/tool/rpc) → scopes; first match decides (a rule an earlier one always matches first is refused at load), no match is 403. `[{}]` allows any authenticated caller.',
     }),
     case_insensitive_paths: z.boolean().default(false).meta({
       description:

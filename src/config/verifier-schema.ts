@@ -369,9 +369,20 @@ export const verifierConfigSchema = z
 /**
  * A rule that failed stands in as `{}`, keeping its id when that parsed (ids are compared across
  * rules): the others keep their paths, and nothing more is said about it than its own errors.
+ * `unchecked` lists their positions, for the policy not to read the stand-in as a catch-all that
+ * leaves every later rule unreached.
  */
-export function parsedRules<R extends { readonly id?: string | undefined }>(rules: readonly R[], ok: Trusted): (R | { id?: string })[] {
-  return rules.map((rule, j) => (ok(j) ? rule : ok(j, 'id') && rule.id !== undefined ? { id: rule.id } : {}));
+export function parsedRules<R extends { readonly id?: string | undefined }>(
+  rules: readonly R[],
+  ok: Trusted,
+): { rules: (R | { id?: string })[]; unchecked: Set<number> } {
+  const unchecked = new Set<number>();
+  const out = rules.map((rule, j) => {
+    if (ok(j)) return rule;
+    unchecked.add(j);
+    return ok(j, 'id') && rule.id !== undefined ? { id: rule.id } : {};
+  });
+  return { rules: out, unchecked };
 }
 
 /**
@@ -385,8 +396,8 @@ export function verifierChecks(v: VerifierConfig, ok: Trusted): { scopes: ScopeM
   const compiled = compileScopes(ok('scopes') ? v.scopes : undefined, 'scopes');
   const issues = [...compiled.issues];
   if (Array.isArray(v.rules)) {
-    const rules = parsedRules(v.rules, (...p) => ok('rules', ...p));
-    const options = { caseInsensitivePaths: ok('case_insensitive_paths') && v.case_insensitive_paths };
+    const { rules, unchecked } = parsedRules(v.rules, (...p) => ok('rules', ...p));
+    const options = { caseInsensitivePaths: ok('case_insensitive_paths') && v.case_insensitive_paths, unchecked };
     issues.push(...compilePolicy(rules, compiled.model, 'rules', options).issues);
   }
   const tokens = new Set<string>();

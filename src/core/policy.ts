@@ -147,9 +147,41 @@ export function pathSegments(path: string): string[] | undefined {
 
 type PathMatcher = (segments: readonly string[], params: Record<string, string>) => boolean;
 
+/** A compiled path pattern: its matcher, and its segments (literals lower-cased when matched without
+ * case) for telling whether one pattern matches every path another does ({@link covers}). */
+interface CompiledPath {
+  readonly match: PathMatcher;
+  /** The segments before a final `**`, or all of them. */
+  readonly fixed: readonly string[];
+  /** Whether the pattern ends in `**`. */
+  readonly rest: boolean;
+}
+
+/** `:param` and `*`: any one non-empty segment. */
+function anySegment(p: string): boolean {
+  return p === '*' || p.charCodeAt(0) === 0x3a;
+}
+
+/**
+ * Whether pattern `a` matches every path pattern `b` matches (`undefined`: any path). Exact for
+ * the pattern language: literals, one-segment wildcards that never match an empty segment, a final
+ * `**` matching any rest including none.
+ */
+function covers(a: CompiledPath | undefined, b: CompiledPath | undefined): boolean {
+  if (a === undefined) return true;
+  if (b === undefined) return a.rest && a.fixed.length === 0;
+  if (a.rest ? b.fixed.length < a.fixed.length : b.rest || b.fixed.length !== a.fixed.length) return false;
+  for (let i = 0; i < a.fixed.length; i++) {
+    const p = a.fixed[i] as string;
+    const q = b.fixed[i] as string;
+    if (anySegment(p) ? q === '' : anySegment(q) || p !== q) return false;
+  }
+  return true;
+}
+
 const SEGMENT_PARAM = /^:[A-Za-z_][A-Za-z0-9_]*$/;
 
-function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseInsensitive: boolean): PathMatcher | undefined {
+function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseInsensitive: boolean): CompiledPath | undefined {
   if (!pattern.startsWith('/')) {
     issues.push({ path: at, message: `a path pattern starts with "/" (got ${quoted(pattern)})` });
     return undefined;
@@ -171,10 +203,16 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
       issues.push({ path: at, message: 'a path pattern cannot contain "." or ".." segments' });
       return undefined;
     }
+    // A repeated name keeps the last segment: `/orgs/:tenant/teams/:tenant` would compare a
+    // `tenant: ":tenant"` condition with the team segment while the upstream acts on the org.
+    if (p.startsWith(':') && parts.indexOf(p) !== i) {
+      issues.push({ path: at, message: `${quoted(p)} appears twice in ${quoted(pattern)}; give each parameter its own name` });
+      return undefined;
+    }
   }
   const rest = parts[parts.length - 1] === '**';
   const fixed = rest ? parts.slice(0, -1) : parts;
-  return (segments, params) => {
+  const match: PathMatcher = (segments, params) => {
     if (rest ? segments.length < fixed.length : segments.length !== fixed.length) return false;
     for (let i = 0; i < fixed.length; i++) {
       const p = fixed[i] as string;
@@ -188,6 +226,7 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
     }
     return true;
   };
+  return { match, fixed, rest };
 }
 
 /**
@@ -218,6 +257,9 @@ export interface PolicyOptions {
   /** Compare literal path segments case-insensitively (`/Admin` is `/admin`); parameters keep
    * the case sent. Default false: paths are case-sensitive. */
   readonly caseInsensitivePaths?: boolean;
+  /** Positions of rules that failed their configuration checks and stand in as `{}` (their own
+   * errors are reported): left out of the check for rules never reached. */
+  readonly unchecked?: ReadonlySet<number>;
 }
 
 /**
@@ -237,7 +279,7 @@ export function compilePolicy(
   interface Entry {
     rule: CompiledRule;
     methods: ReadonlySet<string> | undefined;
-    path: PathMatcher | undefined;
+    path: CompiledPath | undefined;
     tool: ((name: string) => boolean) | undefined;
     rpc: ((method: string) => boolean) | undefined;
     claims: readonly [string, ClaimCondition][];
@@ -263,9 +305,12 @@ export function compilePolicy(
     }
     const claims = Object.entries(spec.claims ?? {});
     for (const [name, cond] of claims) {
-      if (typeof cond === 'string' && cond.startsWith(':') && spec.path && !spec.path.split('/').includes(cond)) {
+      if (typeof cond !== 'string' || !cond.startsWith(':')) continue;
+      // Without a path there is no parameter: the condition could never hold.
+      if (spec.path === undefined)
+        issues.push({ path: `${here}.claims.${name}`, message: `${quoted(cond)} names a path parameter, but this rule has no path` });
+      else if (!spec.path.split('/').includes(cond))
         issues.push({ path: `${here}.claims.${name}`, message: `${quoted(cond)} names no parameter of path ${quoted(spec.path)}` });
-      }
     }
     entries.push({
       rule: Object.freeze({
@@ -281,6 +326,32 @@ export function compilePolicy(
       claims,
     });
   }
+  // First match decides, so a rule after one that matches every request it matches (on method and
+  // path, with no tool or rpc condition that could let a request through to it) is never reached:
+  // a narrower rule written after a broader one (`/api/admin/**` after `/api/**`) would silently
+  // grant the admin paths on the broader rule's scopes.
+  const unchecked = (i: number) => options.unchecked?.has(i) === true || (entries[i]?.path === undefined && specs[i]?.path !== undefined);
+  for (const [j, later] of entries.entries()) {
+    // A rule that failed its checks, or whose pattern did not compile, is reported already, and
+    // covers or is covered by nothing.
+    if (unchecked(j)) continue;
+    const before = entries.findIndex(
+      (e, i) =>
+        i < j &&
+        !unchecked(i) &&
+        e.tool === undefined &&
+        e.rpc === undefined &&
+        (e.methods === undefined || (later.methods !== undefined && [...later.methods].every((m) => e.methods?.has(m)))) &&
+        covers(e.path, later.path),
+    );
+    if (before < 0) continue;
+    const earlier = entries[before] as Entry;
+    const name = specs[before]?.id === undefined ? `${at}[${before}]` : `${at}[${before}] (${quoted(earlier.rule.id)})`;
+    issues.push({
+      path: `${at}[${j}]`,
+      message: `this rule is never reached: ${name} comes first and matches every request it matches, and the first matching rule decides; put the narrower rule first`,
+    });
+  }
 
   const matchEntry = (
     input: PolicyInput,
@@ -290,7 +361,7 @@ export function compilePolicy(
       if (e.methods && !e.methods.has(input.method)) continue;
       const params: Record<string, string> = {};
       if (e.path) {
-        if (!e.path(segments, params)) continue;
+        if (!e.path.match(segments, params)) continue;
       }
       if (e.tool) {
         // Unknown tool: the rule may match; it decides, and it cannot grant (fail closed).

@@ -56,8 +56,8 @@ export function gatewayChecks(c: TesseraConfig, ok: Trusted, scopes: ScopeModel)
     }
     // A public route's rules are refused as a whole by the schema.
     if (Array.isArray(r.rules) && here('auth') && !r.auth.includes('none')) {
-      const rules = parsedRules(r.rules, (...p) => here('rules', ...p));
-      issues.push(...compilePolicy(rules, scopes, `${at}.rules`, { caseInsensitivePaths: caseInsensitive }).issues);
+      const { rules, unchecked } = parsedRules(r.rules, (...p) => here('rules', ...p));
+      issues.push(...compilePolicy(rules, scopes, `${at}.rules`, { caseInsensitivePaths: caseInsensitive, unchecked }).issues);
     }
     // MCP authorization: clients request tokens for the resource the route's metadata advertises
     // (RFC 8707, RFC 9728), sent as it is, and the issuer and the route compare audiences exactly.

@@ -69,7 +69,7 @@ describe('policy: scope requirements', () => {
 describe('policy: path patterns and first match', () => {
   const policy = policyOf([
     { id: 'item', methods: ['GET'], path: '/items/:id', scopes: ['api:read'] },
-    { id: 'deny-write', methods: ['GET'], path: '/items/*', scopes: ['api:write'] },
+    { id: 'deny-write', methods: ['GET', 'PUT'], path: '/items/*', scopes: ['api:write'] },
     { id: 'files', path: '/files/**', scopes: ['files:read'] },
     { id: 'root', methods: ['GET'], path: '/', scopes: [] },
   ]);
@@ -83,7 +83,7 @@ describe('policy: path patterns and first match', () => {
 
   it('first match denies even when a later rule would allow', () => {
     const first = policyOf([
-      { id: 'strict', path: '/x/**', scopes: ['admin'] },
+      { id: 'strict', path: '/x/y', scopes: ['admin'] },
       { id: 'lax', path: '/x/**', scopes: ['api:read'] },
     ]);
     const d = first.evaluate({ method: 'GET', path: '/x/y' }, subject(['api:read']));
@@ -189,7 +189,7 @@ describe('policy: problems reported at load with exact paths', () => {
         { path: 'no-slash' },
         { path: '/a/:1bad' },
         { path: '/a/../b' },
-        { methods: ['get'], path: '/a' },
+        { methods: ['get'], path: '/m' },
         { path: '/t/:tenant', claims: { tenant: ':tennant' } },
         { path: '/x', scopes: { all: ['nope'], any: ['api:*'] } },
       ],
@@ -394,5 +394,68 @@ describe('policy: trailing slash and case', () => {
     assert.deepEqual(issues, []);
     for (const path of ['/ADMIN', '/Admin/', '/admin']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'admin', path);
     assert.deepEqual(policy.match({ method: 'GET', path: '/T/AcMe/docs' })?.params, { tenant: 'AcMe' });
+  });
+});
+
+describe('policy: rules that cannot do what they say are refused at load', () => {
+  const NEVER = 'this rule is never reached: ';
+  const FIRST = ' comes first and matches every request it matches, and the first matching rule decides; put the narrower rule first';
+  it('attack: a path naming one parameter twice is refused (the last segment would silently win the :tenant condition)', () => {
+    // `/orgs/evil/teams/acme` would satisfy `tenant: ":tenant"` for acme while the upstream acts on org evil.
+    const { issues } = compilePolicy([{ path: '/orgs/:tenant/teams/:tenant', claims: { tenant: ':tenant' } }], scopes);
+    assert.deepEqual(issues, [
+      { path: 'rules[0].path', message: '":tenant" appears twice in "/orgs/:tenant/teams/:tenant"; give each parameter its own name' },
+    ]);
+  });
+
+  it('a :param condition on a rule without a path is refused (there is no parameter to compare; it could never hold)', () => {
+    const { issues } = compilePolicy([{ methods: ['GET'], claims: { tenant: ':tenant' } }], scopes);
+    assert.deepEqual(issues, [{ path: 'rules[0].claims.tenant', message: '":tenant" names a path parameter, but this rule has no path' }]);
+  });
+
+  it('attack: a rule an earlier broader rule always decides first (never reached) is refused, not silently dead', () => {
+    const { issues } = compilePolicy(
+      [
+        { id: 'read', methods: ['GET'], path: '/api/**', scopes: ['api:read'] },
+        { id: 'admin', methods: ['GET'], path: '/api/admin/**', scopes: ['admin'] },
+        { id: 'head', methods: ['HEAD'], path: '/api/x' },
+        { id: 'any', path: '/t/:t/items' },
+        { id: 'param', methods: ['DELETE'], path: '/t/*/items', scopes: ['admin'] },
+        { id: 'all' },
+        { id: 'after-all', path: '/x' },
+      ],
+      scopes,
+    );
+    assert.deepEqual(issues, [
+      { path: 'rules[1]', message: `${NEVER}rules[0] ("read")${FIRST}` },
+      { path: 'rules[2]', message: `${NEVER}rules[0] ("read")${FIRST}` },
+      { path: 'rules[4]', message: `${NEVER}rules[3] ("any")${FIRST}` },
+      { path: 'rules[6]', message: `${NEVER}rules[5] ("all")${FIRST}` },
+    ]);
+  });
+
+  it('keeps rules an earlier rule only partly covers, or covers only under a tool or rpc condition', () => {
+    const { issues } = compilePolicy(
+      [
+        { id: 'admin', path: '/api/admin/**', scopes: ['admin'] },
+        { id: 'items', methods: ['GET'], path: '/api/items/:id' },
+        { id: 'items-post', methods: ['POST'], path: '/api/items/:id' },
+        { id: 'read', path: '/api/**', scopes: ['api:read'] },
+        { id: 'root', path: '/' },
+        { id: 'one', path: '/:x' },
+        { id: 'tool', tool: 'files.delete', scopes: ['admin'] },
+        { id: 'rpc', rpc: 'resources/*' },
+        { id: 'x-rest', path: '/x/**' },
+        { id: 'x-y-rest', path: '/x/y/**' },
+        { id: 'x', path: '/x' },
+        { id: 'rest', path: '/**' },
+      ],
+      scopes,
+    );
+    // Only x-y-rest (`/x/y/**`) and x (`/x`) are dead: `/x/**` before them matches all they match.
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['rules[9]', 'rules[10]'],
+    );
   });
 });

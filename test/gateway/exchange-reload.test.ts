@@ -165,8 +165,11 @@ describe('gateway: exchange tokens across a reload', () => {
     reload({ rules: unnamed(RULES) });
     const t = await token({ scope: 'api:read admin', sub: 'rule-moved' });
     const before = await models(t);
-    // rules[1] was models (api:read, admin); it is now a rule on /v1/models giving api:read only.
-    reload({ rules: unnamed([RULES[0]!, { methods: ['GET'], path: '/v1/models', scopes: ['api:read'] }, RULES[1]!]) });
+    // rules[1] was models (api:read, admin); it is now a rule on /v1/models giving api:read only
+    // (models, now rules[2], is left PUT: a rule no request reaches is refused at load).
+    reload({
+      rules: unnamed([RULES[0]!, { methods: ['GET'], path: '/v1/models', scopes: ['api:read'] }, { ...RULES[1]!, methods: ['PUT'] }]),
+    });
     assert.notEqual(await models(t), before);
     assert.deepEqual(ti.calls.at(-1)!.scopes, ['api:read']);
   });
