@@ -285,6 +285,8 @@ export class TokenService {
   readonly #registrations: TokenBucketLimiter;
   /** Per-client bucket of the token endpoint (`token_rate_limit`); `undefined` when off (the default). */
   readonly #tokenRequests: TokenBucketLimiter | undefined;
+  /** The same for public clients, per client and connecting address. */
+  readonly #publicTokenRequests: TokenBucketLimiter | undefined;
 
   constructor(options: TokenServiceOptions) {
     const { config, store } = options;
@@ -295,6 +297,9 @@ export class TokenService {
     const { enabled: limitRevocations, ...revocationRate } = config.revocation_rate_limit;
     const { enabled: limitTokens, ...tokenRate } = config.token_rate_limit;
     this.#tokenRequests = limitTokens ? new TokenBucketLimiter({ ...tokenRate, maxKeys: 10_000, clock }) : undefined;
+    // Public clients' buckets (per client and address) apart: senders with many addresses would
+    // otherwise evict confidential clients' buckets, refilling them.
+    this.#publicTokenRequests = limitTokens ? new TokenBucketLimiter({ ...tokenRate, maxKeys: 10_000, clock }) : undefined;
     const revocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
     this.config = config;
     this.store = store;
@@ -663,8 +668,10 @@ export class TokenService {
       // its bucket), before the DPoP proof's jti is recorded, any grant is looked up, anything is
       // signed or written. A public client proves nothing, so anyone may name it: its buckets are
       // per client and connecting address (an IPv6 /64), or one sender could lock out all its users.
-      const bucket = client.record.authMethod === 'none' ? `${client.id}\n${registrantKey(req.remoteAddr)}` : client.id;
-      const wait = this.#tokenRequests?.take(bucket) ?? 0;
+      const wait =
+        (client.record.authMethod === 'none'
+          ? this.#publicTokenRequests?.take(`${client.id}\n${registrantKey(req.remoteAddr)}`)
+          : this.#tokenRequests?.take(client.id)) ?? 0;
       if (wait > 0) throw new OAuthError('token_rate_limited', { retryAfter: wait });
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
       if (grantType === 'client_credentials') return await clientCredentials(this.#ctx, client, req, jkt);

