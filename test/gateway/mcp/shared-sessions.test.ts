@@ -37,7 +37,7 @@ function config(upstream: string, secret: boolean): TesseraConfigInput {
     scopes: { 'mcp:use': {}, 'api:read': {} },
     gateway: {
       ...(secret ? { mcp_session_secret: '${MCP_SESSION_SECRET}' } : {}),
-      routes: [mcpRoute(upstream, [{ scopes: ['mcp:use'] }, { scopes: ['api:read'] }], { auth: ['jwt', 'static'] })],
+      routes: [mcpRoute(upstream, [{ scopes: { any: ['mcp:use', 'api:read'] } }], { auth: ['jwt', 'static'] })],
     },
   };
 }
