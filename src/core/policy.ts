@@ -335,21 +335,23 @@ export function compilePolicy(
     // A rule that failed its checks, or whose pattern did not compile, is reported already, and
     // covers or is covered by nothing.
     if (unchecked(j)) continue;
+    const methodsCover = (a: Entry, b: Entry) =>
+      a.methods === undefined || (b.methods !== undefined && [...b.methods].every((m) => a.methods?.has(m)));
     const before = entries.findIndex(
       (e, i) =>
-        i < j &&
-        !unchecked(i) &&
-        e.tool === undefined &&
-        e.rpc === undefined &&
-        (e.methods === undefined || (later.methods !== undefined && [...later.methods].every((m) => e.methods?.has(m)))) &&
-        covers(e.path, later.path),
+        i < j && !unchecked(i) && e.tool === undefined && e.rpc === undefined && methodsCover(e, later) && covers(e.path, later.path),
     );
     if (before < 0) continue;
     const earlier = entries[before] as Entry;
     const name = specs[before]?.id === undefined ? `${at}[${before}]` : `${at}[${before}] (${quoted(earlier.rule.id)})`;
+    // Two rules matching the same requests: no order reaches both (a failing scope or claim
+    // condition refuses, it does not fall through), so "put the narrower first" would only move the error.
+    const same = later.tool === undefined && later.rpc === undefined && methodsCover(later, earlier) && covers(later.path, earlier.path);
     issues.push({
       path: `${at}[${j}]`,
-      message: `this rule is never reached: ${name} comes first and matches every request it matches, and the first matching rule decides; put the narrower rule first`,
+      message: same
+        ? `this rule is never reached: ${name} comes first and matches the same requests, and the first matching rule decides (a request its scopes or claim conditions refuse is refused, not passed on); keep one rule for these requests`
+        : `this rule is never reached: ${name} comes first and matches every request it matches, and the first matching rule decides; put the narrower rule first`,
     });
   }
 

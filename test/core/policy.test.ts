@@ -459,3 +459,71 @@ describe('policy: rules that cannot do what they say are refused at load', () =>
     );
   });
 });
+
+describe('policy: a rule with claim conditions decides when it matches, so what it covers is never reached', () => {
+  it('attack: a failing claim condition refuses; it never falls through to a later rule (which the load therefore refuses as never reached)', () => {
+    const rules: RuleSpec[] = [
+      { id: 'member', path: '/orgs/:org/**', claims: { org: ':org' } },
+      { id: 'admin', path: '/orgs/:org/**', scopes: ['admin'] },
+    ];
+    // What makes the load check sound: the later rule would grant an admin of another org nothing.
+    const { policy, issues } = compilePolicy(rules, scopes);
+    const d = policy.evaluate({ method: 'GET', path: '/orgs/acme/x' }, subject(['admin'], { org: 'evil' }));
+    assert.deepEqual(d.allowed ? d : [d.code, d.rule?.id, d.claim], ['policy_condition_failed', 'member', 'org']);
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['rules[1]'],
+    );
+  });
+
+  it('says of two rules matching the same requests that only one can apply (no order reaches both), not to put the narrower first', () => {
+    const { issues } = compilePolicy(
+      [
+        { id: 'member', methods: ['GET'], path: '/orgs/:org/**/', claims: { org: ':org' } },
+        { id: 'admin', methods: ['HEAD', 'GET'], path: '/orgs/*/**', scopes: ['admin'] },
+        { id: 'wide', path: '/x/**' },
+        { id: 'narrow', path: '/x/y' },
+      ],
+      scopes,
+    );
+    assert.deepEqual(issues, [
+      {
+        path: 'rules[1]',
+        message:
+          'this rule is never reached: rules[0] ("member") comes first and matches the same requests, and the first matching rule decides (a request its scopes or claim conditions refuse is refused, not passed on); keep one rule for these requests',
+      },
+      {
+        path: 'rules[3]',
+        message:
+          'this rule is never reached: rules[2] ("wide") comes first and matches every request it matches, and the first matching rule decides; put the narrower rule first',
+      },
+    ]);
+  });
+
+  it('keeps a later rule a claim rule covers only in part (other methods, a wider path), and compares literals without case only when told', () => {
+    const { issues } = compilePolicy(
+      [
+        { id: 'member-read', methods: ['GET'], path: '/orgs/:org/**', claims: { org: ':org' } },
+        { id: 'admin', path: '/orgs/:org/**', scopes: ['admin'] },
+        { id: 'any-org', methods: ['GET'], path: '/**', claims: { role: ['staff'] } },
+        { id: 'upper', methods: ['POST'], path: '/API/x' },
+        { id: 'lower', methods: ['POST'], path: '/api/x' },
+      ],
+      scopes,
+    );
+    assert.deepEqual(issues, []);
+    const ci = compilePolicy(
+      [
+        { id: 'upper', methods: ['POST'], path: '/API/**' },
+        { id: 'lower', methods: ['POST'], path: '/api/x' },
+      ],
+      scopes,
+      'rules',
+      { caseInsensitivePaths: true },
+    );
+    assert.deepEqual(
+      ci.issues.map((i) => i.path),
+      ['rules[1]'],
+    );
+  });
+});
