@@ -253,6 +253,43 @@ function globMatcher(glob: string): (name: string) => boolean {
   };
 }
 
+/**
+ * Whether glob `a` matches every name glob `b` matches (both as written, `*` any run of characters,
+ * the empty one included): `a` matches `b`'s own text, its stars read as characters that only a
+ * star of `a` takes. Then any name `b` matches is matched by `a` too, each of `b`'s stars filled
+ * inside the run a star of `a` takes (`*` covers any glob, `files.*` covers `files.read` and
+ * `files.x.*`). Sound but not complete: a pair it cannot show is reported as not covered, so a
+ * valid order is never refused.
+ */
+function globCovers(a: string, b: string): boolean {
+  return globMatcher(a)(b);
+}
+
+/** The JSON-RPC method of every tool call: a request naming a tool is always this one, and a
+ * `tools/call` that names no valid tool is refused before the rules (`mcp_tool_name_invalid`). */
+const TOOLS_CALL = 'tools/call';
+
+/**
+ * Whether a rule's `tool` and `rpc` conditions (`undefined`: none) hold for every request another
+ * rule's conditions let through, so that, matching on method and path as well, it decides all of
+ * them first. A request whose tool or method the evaluator cannot tell is decided by the first rule
+ * with such a condition, which comes first here, so only requests that name them are considered.
+ */
+function conditionsCover(
+  a: { readonly tool?: string | undefined; readonly rpc?: string | undefined },
+  b: { readonly tool?: string | undefined; readonly rpc?: string | undefined },
+): boolean {
+  // `a.tool` holds only for tool calls: `b` must take only tool calls, of names `a.tool` takes.
+  // Without `tool:`, `b` takes only tool calls when it takes only the method tools/call, and any
+  // name then: `a.tool` must take every name.
+  const tool = a.tool === undefined || (b.tool !== undefined ? globCovers(a.tool, b.tool) : b.rpc === TOOLS_CALL && /^\*+$/.test(a.tool));
+  // `a.rpc` holds only for requests naming a method: `b` must take only methods `a.rpc` takes,
+  // which, with `tool:`, are tools/call alone.
+  const rpc =
+    a.rpc === undefined || (b.rpc !== undefined && globCovers(a.rpc, b.rpc)) || (b.tool !== undefined && globMatcher(a.rpc)(TOOLS_CALL));
+  return tool && rpc;
+}
+
 export interface PolicyOptions {
   /** Compare literal path segments case-insensitively (`/Admin` is `/admin`); parameters keep
    * the case sent. Default false: paths are case-sensitive. */
@@ -326,10 +363,11 @@ export function compilePolicy(
       claims,
     });
   }
-  // First match decides, so a rule after one that matches every request it matches (on method and
-  // path, with no tool or rpc condition that could let a request through to it) is never reached:
-  // a narrower rule written after a broader one (`/api/admin/**` after `/api/**`) would silently
-  // grant the admin paths on the broader rule's scopes.
+  // First match decides, so a rule after one that matches every request it matches (on method,
+  // path, and tool and rpc conditions) is never reached: a narrower rule written after a broader
+  // one (`/api/admin/**` after `/api/**`, `tool: admin.delete` after `tool: "*"`) would silently
+  // grant what it names on the broader rule's scopes. Claim conditions do not let a request through
+  // to a later rule (a failed one refuses), so they do not count.
   const unchecked = (i: number) => options.unchecked?.has(i) === true || (entries[i]?.path === undefined && specs[i]?.path !== undefined);
   for (const [j, later] of entries.entries()) {
     // A rule that failed its checks, or whose pattern did not compile, is reported already, and
@@ -339,7 +377,11 @@ export function compilePolicy(
       a.methods === undefined || (b.methods !== undefined && [...b.methods].every((m) => a.methods?.has(m)));
     const before = entries.findIndex(
       (e, i) =>
-        i < j && !unchecked(i) && e.tool === undefined && e.rpc === undefined && methodsCover(e, later) && covers(e.path, later.path),
+        i < j &&
+        !unchecked(i) &&
+        conditionsCover(specs[i] as RuleSpec, specs[j] as RuleSpec) &&
+        methodsCover(e, later) &&
+        covers(e.path, later.path),
     );
     if (before < 0) continue;
     const earlier = entries[before] as Entry;

@@ -458,6 +458,117 @@ describe('policy: rules that cannot do what they say are refused at load', () =>
       ['rules[9]', 'rules[10]'],
     );
   });
+
+  it('attack: a tool or rpc rule an earlier tool or rpc glob always matches first (never reached) is refused', () => {
+    // `tool: "*"` on mcp:use first: admin.delete would be granted on mcp:use, its [admin] rule dead.
+    const hidden = (rules: RuleSpec[]) => compilePolicy(rules, scopes).issues;
+    const never = (at: number, by: string) => ({ path: `rules[${at}]`, message: `${NEVER}${by}${FIRST}` });
+    assert.deepEqual(
+      hidden([
+        { id: 'use', path: '/mcp', tool: '*', scopes: ['api:read'] },
+        { id: 'delete', path: '/mcp', tool: 'admin.delete', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("use")')],
+    );
+    assert.deepEqual(
+      hidden([
+        { id: 'files', tool: 'files.*', scopes: ['files:read'] },
+        { id: 'read', tool: 'files.read', scopes: ['files:read'] },
+        { id: 'nested', methods: ['POST'], path: '/mcp', tool: 'files.x.*', scopes: ['admin'] },
+        { id: 'same', tool: 'files.*', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("files")'), never(2, 'rules[0] ("files")'), never(3, 'rules[0] ("files")')],
+    );
+    assert.deepEqual(
+      hidden([
+        { id: 'resources', rpc: 'resources/*', scopes: ['api:read'] },
+        { id: 'read', rpc: 'resources/read', scopes: ['admin'] },
+        { id: 'templates', rpc: 'resources/templates/*', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("resources")'), never(2, 'rules[0] ("resources")')],
+    );
+    // Every tool call is the JSON-RPC method tools/call, and every tools/call names a tool (a call
+    // without a valid name is refused before the rules): an rpc glob taking tools/call hides tool
+    // rules, and `tool: "*"` hides an `rpc: tools/call` rule.
+    assert.deepEqual(
+      hidden([
+        { id: 'any-rpc', path: '/mcp', rpc: '*', scopes: ['api:read'] },
+        { id: 'delete', path: '/mcp', tool: 'admin.delete', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("any-rpc")')],
+    );
+    assert.deepEqual(
+      hidden([
+        { id: 'tools', rpc: 'tools/*', scopes: ['api:read'] },
+        { id: 'delete', tool: 'admin.delete', rpc: 'tools/*', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("tools")')],
+    );
+    assert.deepEqual(
+      hidden([
+        { id: 'any-tool', tool: '*', scopes: ['api:read'] },
+        { id: 'calls', rpc: 'tools/call', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("any-tool")')],
+    );
+    assert.deepEqual(
+      hidden([
+        { id: 'calls', tool: '*', rpc: 'tools/call', scopes: ['api:read'] },
+        { id: 'delete', tool: 'admin.delete', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("calls")')],
+    );
+    // A claim condition does not let a request through to a later rule: the rule decides, and a
+    // failed condition refuses. The earlier rule still decides every admin.delete call.
+    assert.deepEqual(
+      hidden([
+        { id: 'tenant', tool: '*', scopes: ['api:read'], claims: { tenant: 'acme' } },
+        { id: 'delete', tool: 'admin.delete', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("tenant")')],
+    );
+    // A rule without `tool:` matches tool calls too (as every request on its method and path).
+    assert.deepEqual(
+      hidden([
+        { id: 'mcp', path: '/mcp', scopes: ['api:read'] },
+        { id: 'delete', path: '/mcp', tool: 'admin.delete', scopes: ['admin'] },
+      ]),
+      [never(1, 'rules[0] ("mcp")')],
+    );
+  });
+
+  it('keeps tool and rpc rules an earlier glob does not provably cover (narrow first, then *)', () => {
+    const { policy, issues } = compilePolicy(
+      [
+        { id: 'delete', path: '/mcp', tool: 'admin.delete', scopes: ['admin'] },
+        { id: 'read', tool: 'files.read*', scopes: ['files:read'] },
+        { id: 'files', tool: 'files.*', scopes: ['files:read'] },
+        { id: 'suffix', tool: '*.read', scopes: ['files:read'] }, // files.* does not take x.read
+        { id: 'posted', methods: ['POST'], path: '/mcp', tool: '*', scopes: ['admin'] },
+        { id: 'other-path', path: '/mcp/a', tool: '*', scopes: ['admin'] },
+        { id: 'any-method', path: '/mcp', tool: 'x', scopes: ['admin'] }, // POST-only `*` leaves other methods
+        { id: 'tools', tool: '*', scopes: ['admin'] },
+        { id: 'tools-rpc', rpc: 'tools/*', scopes: ['admin'] }, // tools/list names no tool
+        { id: 'resource', rpc: 'resources/read', scopes: ['api:read'] },
+        { id: 'resources', rpc: 'resources/*', scopes: ['api:read'] },
+        { id: 'prompts', rpc: 'prompts/*', scopes: ['api:read'] },
+        { id: 'protocol', scopes: ['api:read'] }, // initialize, tools/list, GET stream, DELETE
+      ],
+      scopes,
+    );
+    assert.deepEqual(issues, []);
+    // Each decides what it was written for.
+    const call = (tool: string, method = 'POST') => policy.match({ method, path: '/mcp', tool, rpc: 'tools/call' })?.rule.id;
+    const rpc = (name: string) => policy.match({ method: 'POST', path: '/mcp', tool: null, rpc: name })?.rule.id;
+    assert.deepEqual(
+      [call('admin.delete'), call('files.readme'), call('files.x'), call('x.read'), call('y'), call('x', 'PUT'), call('y', 'PUT')],
+      ['delete', 'read', 'files', 'suffix', 'posted', 'any-method', 'tools'],
+    );
+    assert.deepEqual(
+      [rpc('tools/list'), rpc('resources/read'), rpc('resources/list'), rpc('prompts/get'), rpc('initialize')],
+      ['tools-rpc', 'resource', 'resources', 'prompts', 'protocol'],
+    );
+  });
 });
 
 describe('policy: a rule with claim conditions decides when it matches, so what it covers is never reached', () => {

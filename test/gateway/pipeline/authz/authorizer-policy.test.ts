@@ -126,6 +126,58 @@ describe('gateway: rules that cannot do what they say are refused at load', () =
     );
   });
 
+  it('attack: a tool rule after `tool: "*"` (admin.delete granted on api:read) stops the load; the narrow rule first loads and decides', async () => {
+    const start = (rules: RouteInput['rules'], upstream = 'http://127.0.0.1:9') =>
+      startGateway({ ...baseConfig(), gateway: { routes: [mcpRoute(upstream, rules)] } });
+    const gw = await start([
+      { id: 'tools', tool: '*', scopes: ['api:read'] },
+      { id: 'delete', tool: 'admin.delete', scopes: ['admin'] },
+      { id: 'protocol', scopes: ['api:read'] },
+    ]).catch((e: unknown) => e);
+    if (!(gw instanceof Error)) await (gw as TestGateway).close();
+    assert.match(
+      gw instanceof Error ? gw.message : 'the gateway started',
+      /gateway\.routes\[0\]\.rules\[1\]: this rule is never reached: gateway\.routes\[0\]\.rules\[0\] \("tools"\) comes first .*put the narrower rule first/,
+    );
+    const refusedToo = await start([
+      { id: 'calls', rpc: 'tools/*', scopes: ['api:read'] },
+      { id: 'delete', tool: 'admin.delete', scopes: ['admin'] },
+    ]).catch((e: unknown) => e);
+    if (!(refusedToo instanceof Error)) await (refusedToo as TestGateway).close();
+    assert.match(refusedToo instanceof Error ? refusedToo.message : 'the gateway started', /rules\[1\]: this rule is never reached/);
+
+    const upstream = await startUpstream();
+    const ok = await start(
+      [
+        { id: 'delete', tool: 'admin.delete', scopes: ['admin'] },
+        { id: 'tools', tool: '*', scopes: ['api:read'] },
+        { id: 'protocol', scopes: ['api:read'] },
+      ],
+      upstream.url,
+    );
+    try {
+      const reader = await token({ scope: 'api:read' });
+      const call = async (name: string) => {
+        const res = await fetch(`${ok.url}/mcp`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${reader}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+          body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"${name}"}}`,
+        });
+        await res.body?.cancel();
+        const event = (await requestEvents(ok)).at(-1);
+        return [res.status, event?.reason, event?.detail?.rule];
+      };
+      const n = upstream.seen.length;
+      assert.deepEqual(await call('admin.delete'), [403, 'scope_insufficient', 'delete']);
+      assert.equal(upstream.seen.length, n);
+      assert.deepEqual(await call('files.read'), [200, 'ok', 'tools']);
+      assert.equal(upstream.seen.length, n + 1);
+    } finally {
+      await ok.close();
+      await upstream.close();
+    }
+  });
+
   it('attack: a path naming a parameter twice, and a :param condition on a rule without a path, stop the load', async () => {
     await refused(
       [{ path: '/api/orgs/:tenant/teams/:tenant', claims: { tenant: ':tenant' } }],
