@@ -42,6 +42,21 @@ function proof(): Promise<string> {
     .sign(holder.privateKey);
 }
 
+/** A bogus code redeemed by the public client `spa` from `remoteAddr` (the service called directly, to set the address). */
+const redeemAsPublic = (remoteAddr: string) =>
+  issuer.service.token({
+    params: new URLSearchParams({
+      grant_type: 'authorization_code',
+      client_id: 'spa',
+      code: 'tac_bogus',
+      code_verifier: 'v'.repeat(43),
+      redirect_uri: 'http://127.0.0.1/cb',
+    }),
+    authorization: undefined,
+    endpointUrl: `${issuer.url}/oauth2/token`,
+    remoteAddr,
+  });
+
 const audit = async (kind: AuditKind) => {
   await issuer.service.audit.flush();
   return issuer.store.queryAudit({ kinds: [kind], limit: 10_000 });
@@ -99,51 +114,25 @@ describe('token endpoint rate limit', () => {
       grantTypes: ['authorization_code', 'refresh_token'],
       redirectUris: ['http://127.0.0.1/cb'],
     });
-    const redeem = (remoteAddr: string) =>
-      issuer.service.token({
-        params: new URLSearchParams({
-          grant_type: 'authorization_code',
-          client_id: 'spa',
-          code: 'tac_bogus',
-          code_verifier: 'v'.repeat(43),
-          redirect_uri: 'http://127.0.0.1/cb',
-        }),
-        authorization: undefined,
-        endpointUrl: `${issuer.url}/oauth2/token`,
-        remoteAddr,
-      });
     const code = (p: Promise<unknown>) =>
       p.then(
         () => 'ok',
         (e: { code?: string }) => e.code,
       );
     // The flooder's bogus codes spend its bucket, then it is refused before any code is looked up.
-    for (let i = 0; i < BURST; i++) assert.notEqual(await code(redeem('203.0.113.9')), 'token_rate_limited');
-    assert.equal(await code(redeem('203.0.113.9')), 'token_rate_limited');
+    for (let i = 0; i < BURST; i++) assert.notEqual(await code(redeemAsPublic('203.0.113.9')), 'token_rate_limited');
+    assert.equal(await code(redeemAsPublic('203.0.113.9')), 'token_rate_limited');
     // Another address of the flooder's IPv6 /64 is the same sender; another address is not.
-    for (let i = 0; i < BURST; i++) assert.notEqual(await code(redeem('2001:db8:1:2::a')), 'token_rate_limited');
-    assert.equal(await code(redeem('2001:db8:1:2::b')), 'token_rate_limited');
-    assert.notEqual(await code(redeem('198.51.100.4')), 'token_rate_limited');
+    for (let i = 0; i < BURST; i++) assert.notEqual(await code(redeemAsPublic('2001:db8:1:2::a')), 'token_rate_limited');
+    assert.equal(await code(redeemAsPublic('2001:db8:1:2::b')), 'token_rate_limited');
+    assert.notEqual(await code(redeemAsPublic('198.51.100.4')), 'token_rate_limited');
   });
 
   it('attack: public-client senders from 10,001 addresses do not push a confidential client’s empty bucket out (it would refill at once)', async () => {
     // The bystander's bucket emptied (the clock does not move, so it stays empty).
     while ((await cc('bystander')).status === 200);
     for (let i = 0; i <= 10_000; i++) {
-      await issuer.service
-        .token({
-          params: new URLSearchParams({
-            grant_type: 'authorization_code',
-            client_id: 'spa',
-            code: 'tac_bogus',
-            code_verifier: 'v'.repeat(43),
-            redirect_uri: 'http://127.0.0.1/cb',
-          }),
-          authorization: undefined,
-          endpointUrl: `${issuer.url}/oauth2/token`,
-          remoteAddr: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
-        })
-        .catch(() => undefined);
+      await redeemAsPublic(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`).catch(() => undefined);
     }
     assert.equal((await cc('bystander')).status, 429);
   });
