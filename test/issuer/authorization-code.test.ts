@@ -87,6 +87,20 @@ async function codeFor(o: AuthzOptions = {}): Promise<{ code: string; verifier: 
   };
 }
 
+/** mcp-app's authorization request for `resource`, checked (PKCE, its registered redirect URI). */
+function askForResource(resource: string) {
+  return issuer.service.checkAuthorizationRequest(
+    new URLSearchParams({
+      response_type: 'code',
+      client_id: 'mcp-app',
+      redirect_uri: REDIRECT,
+      code_challenge: pkcePair().challenge,
+      code_challenge_method: 'S256',
+      resource,
+    }),
+  );
+}
+
 const redeem = (form: Record<string, string | string[]>, headers: Record<string, string> = {}) =>
   issuer.post('/oauth2/token', { grant_type: 'authorization_code', redirect_uri: REDIRECT, client_id: 'mcp-app', ...form }, headers);
 
@@ -194,17 +208,7 @@ describe('resources (RFC 8707): compared exactly, and only narrowed at the token
   it('attack: a resource spelled otherwise than an allowed one (trailing slash, case, default port, percent-encoding): no normalisation, invalid_target at the authorization request and at redemption', async () => {
     const variants = ['https://api.test/', 'https://API.test', 'https://api.test:443', 'https://api.tes%74', 'HTTPS://api.test'];
     for (const resource of variants) {
-      const { challenge } = pkcePair();
-      const outcome = await issuer.service.checkAuthorizationRequest(
-        new URLSearchParams({
-          response_type: 'code',
-          client_id: 'mcp-app',
-          redirect_uri: REDIRECT,
-          code_challenge: challenge,
-          code_challenge_method: 'S256',
-          resource,
-        }),
-      );
+      const outcome = await askForResource(resource);
       assert.equal(outcome.ok, false, resource);
       if (outcome.ok) return;
       assert.equal(outcome.error.code, 'target_not_allowed', resource);
@@ -220,17 +224,7 @@ describe('resources (RFC 8707): compared exactly, and only narrowed at the token
 
   it('attack: a resource with a fragment, or relative: target_invalid at the authorization request, sent back to the client', async () => {
     for (const resource of [`${API}#frag`, `${API}#`, '/mcp', 'api.test']) {
-      const { challenge } = pkcePair();
-      const outcome = await issuer.service.checkAuthorizationRequest(
-        new URLSearchParams({
-          response_type: 'code',
-          client_id: 'mcp-app',
-          redirect_uri: REDIRECT,
-          code_challenge: challenge,
-          code_challenge_method: 'S256',
-          resource,
-        }),
-      );
+      const outcome = await askForResource(resource);
       assert.equal(outcome.ok, false, resource);
       if (outcome.ok) return;
       assert.equal(outcome.error.code, 'target_invalid', resource);
