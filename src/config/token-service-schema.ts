@@ -383,7 +383,7 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({
         description:
-          'Token bucket per authenticated client at the RFC 7009 revocation endpoint, spent after client authentication (a request that fails it spends nothing); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
+          'Token bucket per authenticated client at the RFC 7009 revocation endpoint, spent after client authentication (a request that fails it spends nothing) and before a private_key_jwt assertion’s `jti` is recorded (refused, the client may send the same assertion again; a replayed one gives its token back); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
       }),
     token_rate_limit: z
       .strictObject({
@@ -396,7 +396,7 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({
         description:
-          'Token bucket per authenticated client at the token endpoint (every grant type; a public client’s per client and connecting address, since anyone may name it), spent after client authentication (a request that fails it spends nothing), before a DPoP proof is recorded, a grant looked up or anything signed or written; over it, 429 `token_rate_limited` with Retry-After, no token. Default: off, since one client may rightly ask for thousands of tokens a second (a gateway exchanging tokens per user; the issuer benchmark drives about 12,000 a second from one client): size `rate` to what the busiest client needs. Buckets of the 10000 most recent clients are kept, per process.',
+          'Token bucket per authenticated client at the token endpoint (every grant type; a public client’s per client and connecting address, since anyone may name it), spent after client authentication (a request that fails it spends nothing), before a private_key_jwt assertion’s `jti` (refused, the client may send the same assertion again; a replayed one gives its token back) or a DPoP proof is recorded, a grant looked up or anything signed or written; over it, 429 `token_rate_limited` with Retry-After, no token. Default: off, since one client may rightly ask for thousands of tokens a second (a gateway exchanging tokens per user; the issuer benchmark drives about 12,000 a second from one client): size `rate` to what the busiest client needs. Buckets of the 10000 most recent clients are kept, per process.',
       }),
     cors: corsSchema,
     sync_interval: duration(

@@ -403,6 +403,19 @@ export interface CompiledClient {
   readonly secretHash: Buffer | null;
 }
 
+/** A client whose credentials were checked, but for the single use of its assertion (see `ClientRegistry.authenticateUnspent`). */
+export interface ClientAuthentication {
+  readonly client: CompiledClient;
+  /**
+   * Record the private_key_jwt assertion's `jti` as used (atomically, in the store's replay cache;
+   * nothing to do for another method).
+   * @throws {OAuthError} `client_assertion_replayed` when it was used already.
+   */
+  readonly spend: () => Promise<void>;
+}
+
+const SPENT = (): Promise<void> => Promise.resolve();
+
 /** What client authentication reads from a request. */
 export interface ClientAuthRequest {
   readonly params: URLSearchParams;
@@ -608,6 +621,17 @@ export class ClientRegistry {
    *   `invalid_request` when several methods are combined.
    */
   async authenticate(req: ClientAuthRequest, options: { readonly allowPublic?: boolean } = {}): Promise<CompiledClient> {
+    const authenticated = await this.authenticateUnspent(req, options);
+    await authenticated.spend();
+    return authenticated.client;
+  }
+
+  /**
+   * {@link authenticate}, but for the single use of a private_key_jwt assertion's `jti` (RFC 7523
+   * §3), left to {@link ClientAuthentication.spend}: an endpoint refusing the authenticated client
+   * first (its rate limit) leaves the assertion unspent, and the client may send it again.
+   */
+  async authenticateUnspent(req: ClientAuthRequest, options: { readonly allowPublic?: boolean } = {}): Promise<ClientAuthentication> {
     const { params, authorization } = req;
     const basic = authorization !== undefined && /^basic(?:\s|$)/i.test(authorization);
     const postSecret = params.get('client_secret');
@@ -626,7 +650,7 @@ export class ClientRegistry {
       if (client === undefined) throw new OAuthError('client_unknown');
       if (client.record.authMethod !== 'none') throw new OAuthError('client_auth_missing');
       if (client.record.disabled) throw new OAuthError('client_disabled');
-      return client;
+      return { client, spend: SPENT };
     }
 
     if (authorization !== undefined && !basic) throw new OAuthError('client_auth_malformed');
@@ -634,11 +658,11 @@ export class ClientRegistry {
       const parsed = this.#parseBasic(authorization as string);
       if (!parsed) throw new OAuthError('client_auth_malformed', { basic: true });
       if (bodyClientId !== undefined && bodyClientId !== parsed.id) throw new OAuthError('client_auth_malformed', { basic: true });
-      return this.#checkSecret(parsed.id, parsed.secret, true);
+      return { client: await this.#checkSecret(parsed.id, parsed.secret, true), spend: SPENT };
     }
     if (postSecret) {
       if (bodyClientId === undefined) throw new OAuthError('client_auth_malformed');
-      return this.#checkSecret(bodyClientId, postSecret, false);
+      return { client: await this.#checkSecret(bodyClientId, postSecret, false), spend: SPENT };
     }
     if (params.get('client_assertion_type') !== JWT_BEARER) throw new OAuthError('client_auth_malformed');
     return this.#checkAssertion(assertion as string, bodyClientId);
@@ -691,7 +715,7 @@ export class ClientRegistry {
     return client;
   }
 
-  async #checkAssertion(assertion: string, bodyClientId: string | undefined): Promise<CompiledClient> {
+  async #checkAssertion(assertion: string, bodyClientId: string | undefined): Promise<ClientAuthentication> {
     if (assertion.length > 8192) throw new OAuthError('client_assertion_invalid');
     const split = splitCompact(assertion);
     if (!split) throw new OAuthError('client_assertion_invalid');
@@ -757,8 +781,13 @@ export class ClientRegistry {
     if (client.record.disabled) throw new OAuthError('client_disabled');
     // Recorded by its SHA-256, as every other key of the replay cache: the jti is any JSON string,
     // and PostgreSQL refuses a NUL in text (a 500 where SQLite records it).
-    const first = await this.#o.store.useOnce(`client_assertion:${client.id}:${jtiDigest(jti)}`, Math.ceil(exp) + skew, now);
-    if (!first) throw new OAuthError('client_assertion_replayed');
-    return client;
+    const replayKey = `client_assertion:${client.id}:${jtiDigest(jti)}`;
+    const expiresAt = Math.ceil(exp) + skew;
+    return {
+      client,
+      spend: async () => {
+        if (!(await this.#o.store.useOnce(replayKey, expiresAt, now))) throw new OAuthError('client_assertion_replayed');
+      },
+    };
   }
 }

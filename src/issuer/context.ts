@@ -12,6 +12,7 @@ import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import type { JsonObject } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
+import type { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { actorLabel } from '../core/verify/principal.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
@@ -95,10 +96,21 @@ export function asOAuthError(e: unknown): OAuthError {
  * its own: a flood of guessed client secrets must leave a trail at every endpoint.
  */
 export async function openTokenRequest(
-  ctx: BaseContext & { readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'> },
+  ctx: BaseContext & { readonly clients: Pick<ClientRegistry, 'authenticateUnspent' | 'checkOrigin'> },
   req: OAuthRequest,
   kind: 'revocation.denied' | 'introspection.denied',
-  options: { readonly allowPublic?: boolean } = {},
+  options: {
+    readonly allowPublic?: boolean;
+    /**
+     * The endpoint's per-client bucket, spent once the client is authenticated and before its
+     * private_key_jwt assertion is recorded as used: a request refused `code` (429) leaves the
+     * assertion unspent, and a replayed one gives its token back.
+     */
+    readonly rateLimit?: {
+      readonly limiter: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
+      readonly code: 'revocation_rate_limited';
+    };
+  } = {},
 ): Promise<{ readonly client: CompiledClient; readonly token: string }> {
   let clientId: string | undefined;
   try {
@@ -106,10 +118,20 @@ export async function openTokenRequest(
     if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
     if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
     checkRepeats(req.params);
-    const client = await ctx.clients.authenticate(req, options);
+    const { client, spend } = await ctx.clients.authenticateUnspent(req, { allowPublic: options.allowPublic === true });
     clientId = client.id;
     ctx.clients.checkOrigin(client, req);
-    return { client, token: required(req.params, 'token') };
+    const token = required(req.params, 'token');
+    const limiter = options.rateLimit?.limiter;
+    const wait = limiter?.take(client.id) ?? 0;
+    if (wait > 0) throw new OAuthError(options.rateLimit?.code as 'revocation_rate_limited', { retryAfter: wait });
+    try {
+      await spend();
+    } catch (e) {
+      limiter?.refund(client.id);
+      throw e;
+    }
+    return { client, token };
   } catch (error) {
     ctx.emit({
       kind,

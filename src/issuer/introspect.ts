@@ -13,7 +13,7 @@ import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
 export interface IntrospectContext extends BaseContext {
   readonly issuer: string;
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'tokenRevoked'>;
-  readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'>;
+  readonly clients: Pick<ClientRegistry, 'authenticateUnspent' | 'checkOrigin'>;
   readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'isRevoked'>;
 }
 

@@ -30,7 +30,7 @@ export interface RevokeContext extends BaseContext {
   readonly issuer: string;
   readonly config: Pick<ResolvedTokenServiceConfig, 'max_access_token_ttl' | 'authorization'>;
   readonly store: Pick<Store, 'getRefreshToken' | 'revokeGrants'>;
-  readonly clients: Pick<ClientRegistry, 'authenticate' | 'checkOrigin'>;
+  readonly clients: Pick<ClientRegistry, 'authenticateUnspent' | 'checkOrigin'>;
   readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'jtiRevoked'>;
   readonly feed: Pick<RevocationFeed, 'catchUp' | 'applyCommitted'>;
   readonly standing: Pick<StandingGrants, 'forget'>;
@@ -42,29 +42,20 @@ export interface RevokeContext extends BaseContext {
    * Per-client bucket of the RFC 7009 endpoint (`revocation_rate_limit`), keyed by the
    * authenticated client id; `undefined` when turned off. Not the operator's revocations.
    */
-  readonly revocationLimiter?: Pick<TokenBucketLimiter, 'take'> | undefined;
+  readonly revocationLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
 }
 
 /** RFC 7009 (see `TokenService.revoke`). */
 export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Promise<void> {
   // RFC 7009 §2.1: a public client may revoke its own tokens.
-  const { client, token } = await openTokenRequest(ctx, req, 'revocation.denied', { allowPublic: true });
-  // After client authentication (a caller without the client's credentials spends nothing of its
-  // bucket), before any lookup: each access token revoked is a log entry every instance keeps in
-  // memory until the token expires, so a client minting and revoking its own tokens would grow
-  // them at its request rate.
-  const wait = ctx.revocationLimiter?.take(client.id) ?? 0;
-  if (wait > 0) {
-    ctx.emit({
-      kind: 'revocation.denied',
-      decision: 'deny',
-      reason: 'revocation_rate_limited',
-      client_id: client.id,
-      ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
-      ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
-    });
-    throw new OAuthError('revocation_rate_limited', { retryAfter: wait });
-  }
+  // The bucket is spent after client authentication (a caller without the client's credentials
+  // spends nothing of it), before any lookup: each access token revoked is a log entry every
+  // instance keeps in memory until the token expires, so a client minting and revoking its own
+  // tokens would grow them at its request rate.
+  const { client, token } = await openTokenRequest(ctx, req, 'revocation.denied', {
+    allowPublic: true,
+    rateLimit: { limiter: ctx.revocationLimiter, code: 'revocation_rate_limited' },
+  });
   const now = ctx.now();
   // RFC 7009 §2.2: answered 200 all the same, but on record: another client's token in this
   // client's hands was stolen or leaked, and a stream of unknown ones is someone probing.

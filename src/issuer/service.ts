@@ -657,7 +657,7 @@ export class TokenService {
       checkRepeats(req.params);
       if (grantType === undefined || grantType === '') throw new OAuthError('request_parameter_missing');
       if (!SUPPORTED_GRANT_TYPES.has(grantType)) throw new OAuthError('grant_type_unsupported');
-      const client = await this.clients.authenticate(req, { allowPublic: true });
+      const { client, spend } = await this.clients.authenticateUnspent(req, { allowPublic: true });
       clientId = client.id;
       this.clients.checkOrigin(client, req);
       // Checked here as well as at registration: a public client proves nothing about who calls.
@@ -665,14 +665,24 @@ export class TokenService {
         throw new OAuthError('client_public_grant_not_allowed');
       }
       // After client authentication (a caller without the client's credentials spends nothing of
-      // its bucket), before the DPoP proof's jti is recorded, any grant is looked up, anything is
-      // signed or written. A public client proves nothing, so anyone may name it: its buckets are
-      // per client and connecting address (an IPv6 /64), or one sender could lock out all its users.
-      const wait =
-        (client.record.authMethod === 'none'
-          ? this.#publicTokenRequests?.take(`${client.id}\n${registrantKey(req.remoteAddr)}`)
-          : this.#tokenRequests?.take(client.id)) ?? 0;
+      // its bucket), before the private_key_jwt assertion's and the DPoP proof's jti are recorded,
+      // any grant is looked up, anything is signed or written. A public client proves nothing, so
+      // anyone may name it: its buckets are per client and connecting address (an IPv6 /64), or one
+      // sender could lock out all its users.
+      const bucket = client.record.authMethod === 'none' ? this.#publicTokenRequests : this.#tokenRequests;
+      const bucketKey = client.record.authMethod === 'none' ? `${client.id}\n${registrantKey(req.remoteAddr)}` : client.id;
+      const wait = bucket?.take(bucketKey) ?? 0;
+      // Refused 429, the assertion is not spent: the client sends it again after Retry-After (a
+      // replayed one is refused all the same, here or, once refilled, as a replay below).
       if (wait > 0) throw new OAuthError('token_rate_limited', { retryAfter: wait });
+      try {
+        await spend();
+      } catch (e) {
+        // A replayed assertion (or the store down) spends none of the client's bucket: whoever
+        // captured a used assertion cannot drain it.
+        bucket?.refund(bucketKey);
+        throw e;
+      }
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
       if (grantType === 'client_credentials') return await clientCredentials(this.#ctx, client, req, jkt);
       if (grantType === 'authorization_code') return await authorizationCode(this.#ctx, client, req, jkt);

@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { SignJWT } from 'jose';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { makeKey } from '../helpers/tokens.ts';
 
 const API = 'https://api.test';
 const BURST = 3;
@@ -88,6 +90,47 @@ describe('revocation endpoint rate limit', () => {
     } finally {
       await on.close();
       await off.close();
+    }
+  });
+
+  it('attack: a private_key_jwt client refused 429 does not lose its assertion (its jti is not recorded by the refused request), and a replayed assertion spends none of the bucket', async () => {
+    let now = Date.now();
+    const key = makeKey('ES256', 'revoker-1');
+    const limited = await startIssuer({
+      clock: () => now,
+      config: { token_service: { revocation_rate_limit: { rate: 0.5, burst: 1 } } },
+    });
+    try {
+      await limited.service.registerClient({
+        id: 'revoker',
+        scopes: ['api:read'],
+        audiences: [API],
+        grantTypes: ['client_credentials'],
+        jwks: { keys: [key.jwk] },
+      });
+      const assertion = () => {
+        const iat = Math.floor(now / 1000);
+        return new SignJWT({ iss: 'revoker', sub: 'revoker', aud: limited.url, iat, exp: iat + 60, jti: crypto.randomUUID() })
+          .setProtectedHeader({ alg: 'ES256', kid: key.kid })
+          .sign(key.privateKey);
+      };
+      const revoke = (clientAssertion: string) =>
+        limited.post('/oauth2/revoke', {
+          token: 'no-such-token',
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+          client_assertion: clientAssertion,
+        });
+      const first = await assertion();
+      assert.equal((await revoke(first)).status, 200);
+      const kept = await assertion();
+      assert.equal((await revoke(kept)).status, 429);
+      now += 2_000;
+      assert.equal((await revoke(first)).status, 401, 'a replay is refused');
+      assert.equal((await revoke(kept)).status, 200, 'the assertion refused 429 was not burnt, and the replay spent no token');
+      now += 2_000;
+      assert.equal((await revoke(kept)).status, 401, 'single-use from here on');
+    } finally {
+      await limited.close();
     }
   });
 });

@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { type JWK, SignJWT } from 'jose';
 import type { AuditKind } from '../../src/audit/event.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { makeKey } from '../helpers/tokens.ts';
 
 const API = 'https://api.test';
 const BURST = 3;
@@ -19,6 +20,8 @@ let now = Date.now();
 const c: Record<string, { id: string; secret: string }> = {};
 const holder = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const holderJwk = holder.publicKey.export({ format: 'jwk' }) as JWK;
+/** The private_key_jwt client `signer`'s key (RFC 7523 §2.2). */
+const signerKey = makeKey('ES256', 'signer-1');
 
 before(async () => {
   // One token every 2 s: the bucket does not refill unless the clock is moved.
@@ -29,6 +32,13 @@ before(async () => {
   for (const id of ['flooder', 'bystander']) {
     c[id] = await issuer.addClient({ id, scopes: ['api:read'], audiences: [API], grantTypes: ['client_credentials'] });
   }
+  await issuer.service.registerClient({
+    id: 'signer',
+    scopes: ['api:read'],
+    audiences: [API],
+    grantTypes: ['client_credentials'],
+    jwks: { keys: [signerKey.jwk] },
+  });
 });
 after(() => issuer?.close());
 
@@ -41,6 +51,21 @@ function proof(): Promise<string> {
     .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: holderJwk })
     .sign(holder.privateKey);
 }
+
+/** A fresh client assertion of `signer`, dated by the issuer's clock (its own jti). */
+function assertion(): Promise<string> {
+  const iat = Math.floor(now / 1000);
+  return new SignJWT({ iss: 'signer', sub: 'signer', aud: issuer.url, iat, exp: iat + 60, jti: crypto.randomUUID() })
+    .setProtectedHeader({ alg: 'ES256', kid: signerKey.kid })
+    .sign(signerKey.privateKey);
+}
+const asSigner = (clientAssertion: string) =>
+  issuer.post('/oauth2/token', {
+    grant_type: 'client_credentials',
+    audience: API,
+    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+    client_assertion: clientAssertion,
+  });
 
 /** A bogus code redeemed by the public client `spa` from `remoteAddr` (the service called directly, to set the address). */
 const redeemAsPublic = (remoteAddr: string) =>
@@ -103,6 +128,36 @@ describe('token endpoint rate limit', () => {
     assert.equal(again.status, 200);
     assert.equal(((await again.json()) as { token_type: string }).token_type, 'DPoP');
     assert.equal((await cc('flooder')).status, 429);
+  });
+
+  it('attack: a private_key_jwt client refused 429 does not lose its assertion (its jti is not recorded by the refused request, RFC 7523 §3), and a replayed assertion is refused whether or not the bucket is empty, without spending it', async () => {
+    const first = await assertion();
+    assert.equal((await asSigner(first)).status, 200);
+    for (let i = 1; i < BURST; i++) assert.equal((await asSigner(await assertion())).status, 200);
+
+    // The bucket is empty: refused 429, and its jti stays unused.
+    const kept = await assertion();
+    const limited = await asSigner(kept);
+    assert.equal(limited.status, 429);
+    assert.equal(((await limited.json()) as { error: string }).error, 'temporarily_unavailable');
+    // A replayed assertion is refused too while the bucket is empty (no token).
+    assert.notEqual((await asSigner(first)).status, 200, 'a replay is never answered with a token');
+
+    // One token refilled. A replay is refused as such (invalid_client) and spends none of it …
+    now += 2_000;
+    const replayed = await asSigner(first);
+    assert.equal(replayed.status, 401);
+    assert.equal(((await replayed.json()) as { error: string }).error, 'invalid_client');
+    const e = (await audit('token.denied')).at(-1);
+    assert.equal(e?.reason, 'client_assertion_replayed');
+    assert.equal(e?.client_id, 'signer');
+    // … so the assertion refused 429 is accepted now: that refusal had not recorded its jti.
+    assert.equal((await asSigner(kept)).status, 200, 'the assertion refused 429 was not burnt');
+    // And it is single-use from here on.
+    now += 2_000;
+    const again = await asSigner(kept);
+    assert.equal(again.status, 401);
+    assert.equal((await audit('token.denied')).at(-1)?.reason, 'client_assertion_replayed');
   });
 
   it('attack: anyone naming a public client (no credentials to prove) spends only the bucket of its own address: the client’s users elsewhere keep theirs', async () => {
