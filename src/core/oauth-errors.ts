@@ -34,6 +34,8 @@ export type OAuthErrorValue =
   | 'login_required'
   // OpenID Connect Core §3.1.2.6: prompt=none and the consent page would be needed.
   | 'consent_required'
+  // OpenID Connect Core §3.1.2.6: prompt=none and only an interaction could answer (a page load of its own).
+  | 'interaction_required'
   | 'invalid_client_metadata'
   | 'invalid_redirect_uri'
   | 'server_error'
@@ -300,9 +302,11 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The consent form has expired or does not belong to this request; start again.',
   },
+  // Shown as a page (400); its error goes to the client only for prompt=none (OIDC Core §3.1.2.6):
+  // the request needs the browser's own page load, an interaction.
   authorize_not_navigation: {
     status: 400,
-    error: 'invalid_request',
+    error: 'interaction_required',
     description: 'The authorization endpoint answers only a page load of the browser itself, not a script, a frame or an embedded object.',
   },
   // 403 for the same reason as authorize_login_required: no HTTP authentication scheme to name in

@@ -250,6 +250,13 @@ export function createAuthorizeHandler(
       if (!request.errorsToClient) page(res, error, requestId);
       else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error }, request.state), requestId);
     };
+    // OIDC Core §3.1.2.1: prompt=none asks for no page at all, an error page included; from here on
+    // the redirect URI is trusted, so a refusal goes back to the client as its error (§3.1.2.6),
+    // audited with its own reason as before. A page otherwise.
+    const refuse = (code: OAuthErrorCode): void => {
+      if (request.prompt.has('none')) toClient(code);
+      else page(res, new OAuthError(code), requestId);
+    };
     // OIDC Core §3.1.2.1: `prompt=login`, or a sign-in older than `max_age` seconds, asks for a
     // fresh one (`max_age=0` is `prompt=login`: a sign-in this second is not older than 0 s).
     // Judged as of the page load, or for a consent form as of when its page was shown (the form
@@ -315,7 +322,7 @@ export function createAuthorizeHandler(
     // `static:…` would pass for a static token. Whichever authenticator vouched for the person.
     if (await service.clients.couldPassForClient(person.subject)) {
       denied('login_subject_is_client', { subject: person.subject, clientId });
-      return page(res, new OAuthError('authorize_login_not_allowed'), requestId);
+      return refuse('authorize_login_not_allowed');
     }
 
     // Who approves, as the code is dated: since the login session's start (a subject revocation
@@ -336,11 +343,13 @@ export function createAuthorizeHandler(
       // empty, a frame iframe, an <object> object.
       // Scripts cannot set Sec-Fetch-* headers; clients that send none are served as before.
       // Checked before a remembered approval too, which answers for the page: the script picked the
-      // PKCE challenge, and a redirect URI on this origin would hand it the code.
+      // PKCE challenge, and a redirect URI on this origin would hand it the code. With prompt=none
+      // (silent authentication in a hidden iframe) the client gets interaction_required: an error
+      // and the state it sent, nothing a script could not have had from a signed-out browser.
       const dest = req.headers['sec-fetch-dest'];
       if (dest !== undefined && dest !== 'document') {
         denied('authorize_not_navigation', { subject: person.subject, clientId });
-        return page(res, new OAuthError('authorize_not_navigation'), requestId);
+        return refuse('authorize_not_navigation');
       }
       // A remembered approval that covers this request answers it without the page.
       const code = await service.approveRemembered(request, approver, params, { requestId, remoteAddr });
@@ -382,9 +391,11 @@ export function createAuthorizeHandler(
       return;
     }
 
+    // No page is shown for a prompt=none request, so no form token is ever bound to one: refused
+    // here, and back to the client as every prompt=none refusal.
     if (!(await consent.consume(form.get('csrf') as string, person.subject, consentSubject(query, request)))) {
       denied('authorize_consent_invalid', { subject: person.subject, clientId });
-      return page(res, new OAuthError('authorize_consent_invalid'), requestId);
+      return refuse('authorize_consent_invalid');
     }
     const decision = form.get('decision');
     if (decision === 'approve') {
@@ -397,7 +408,7 @@ export function createAuthorizeHandler(
       return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error }, request.state), requestId);
     }
     denied('request_parameter_invalid', { subject: person.subject, clientId });
-    return page(res, new OAuthError('request_parameter_invalid'), requestId);
+    return refuse('request_parameter_invalid');
   };
 }
 

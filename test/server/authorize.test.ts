@@ -83,6 +83,18 @@ async function expectPage(res: Response, status: number): Promise<string> {
   return html;
 }
 
+/** An error sent back to the client's redirect URI (no page, no code), with `state` and `iss` (RFC 9207): its `error`. */
+async function errorToClient(res: Response, redirectUri = REDIRECT, iss = issuer.url): Promise<string | null> {
+  assert.equal(res.status, 303, await res.text());
+  assert.equal(res.headers.get('content-type'), null, 'no page');
+  const to = new URL(res.headers.get('location') as string);
+  assert.equal(`${to.origin}${to.pathname}`, redirectUri);
+  assert.equal(to.searchParams.get('code'), null, 'no code');
+  assert.equal(to.searchParams.get('state'), 'xyz-state');
+  assert.equal(to.searchParams.get('iss'), iss);
+  return to.searchParams.get('error');
+}
+
 describe('metadata', () => {
   it('advertises the authorization endpoint, code + S256 only, iss in responses and public clients', async () => {
     const m = (await (await fetch(`${issuer.url}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
@@ -278,10 +290,53 @@ describe('consent page: who is asking and where the code goes (confused deputy: 
     assert.equal(html.includes('<b>'), false);
   });
 
+  it('attack: prompt=none for a self-registered client on its non-loopback redirect URI (anyone may have registered it, RFC 9700 §4.11.2): a person whose subject is a client id, or a load by a script, is still a page, never a redirect', async () => {
+    const url = `${openUrl(selfRegistered, SELF_REDIRECT)}&prompt=none`;
+    await expectPage(await fetch(url, { headers: personHeaders('mcp-app'), redirect: 'manual' }), 403);
+    await expectPage(await fetch(url, { headers: { ...personHeaders(), 'sec-fetch-dest': 'iframe' }, redirect: 'manual' }), 400);
+  });
+
   it('an operator client: the full redirect URI, and no self-registered notice', async () => {
     const { html } = await openConsent(openUrl('mcp-app', REDIRECT));
     assert.ok(html.includes('<code>http://127.0.0.1:7777/callback</code>'), html);
     assert.doesNotMatch(html, /registered itself|reviewed/);
+  });
+});
+
+describe('prompt=none: never a page once the redirect URI is trusted (OIDC Core §3.1.2.1, §3.1.2.6)', () => {
+  it('prompt=none and a person whose subject is a client id: access_denied back to the client with state and iss, not the page; audited login_subject_is_client', async () => {
+    const before = (await audit('authorization.denied')).filter((r) => r === 'login_subject_is_client').length;
+    const res = await fetch(authorizeUrl({ prompt: 'none' }), { headers: personHeaders('mcp-app'), redirect: 'manual' });
+    assert.equal(await errorToClient(res), 'access_denied');
+    assert.equal((await audit('authorization.denied')).filter((r) => r === 'login_subject_is_client').length, before + 1);
+  });
+
+  it('prompt=none loaded by a script, in a frame or an object (Sec-Fetch-Dest other than document): interaction_required back to the client, no code, not the page; audited authorize_not_navigation', async () => {
+    const before = (await audit('authorization.denied')).filter((r) => r === 'authorize_not_navigation').length;
+    for (const dest of ['empty', 'iframe', 'object']) {
+      const res = await fetch(authorizeUrl({ prompt: 'none' }), {
+        headers: { ...personHeaders(), 'sec-fetch-dest': dest, 'sec-fetch-site': 'cross-site' },
+        redirect: 'manual',
+      });
+      assert.equal(await errorToClient(res), 'interaction_required', dest);
+    }
+    assert.equal((await audit('authorization.denied')).filter((r) => r === 'authorize_not_navigation').length, before + 3);
+  });
+
+  it('prompt=none in a posted consent form (no consent page is ever shown for it, so no form token matches): invalid_request back to the client, not the page, no code; audited authorize_consent_invalid', async () => {
+    const { fields } = await openConsent(authorizeUrl());
+    const query = new URL(authorizeUrl({ prompt: 'none' })).search.slice(1);
+    const before = (await audit('authorization.denied')).filter((r) => r === 'authorize_consent_invalid').length;
+    const res = await answerConsent(endpoint, { request: query, csrf: fields.csrf, decision: 'approve' });
+    assert.equal(await errorToClient(res), 'invalid_request');
+    assert.equal((await audit('authorization.denied')).filter((r) => r === 'authorize_consent_invalid').length, before + 1);
+  });
+
+  it('attack: prompt=none with an unregistered redirect URI or an unknown client, for a person whose subject is a client id: still a page, never a redirect (RFC 6749 §4.1.2.1)', async () => {
+    for (const overrides of [{ redirect_uri: 'https://evil.test/cb' }, { client_id: 'no-such-client' }]) {
+      const res = await fetch(authorizeUrl({ prompt: 'none', ...overrides }), { headers: personHeaders('mcp-app'), redirect: 'manual' });
+      await expectPage(res, 400);
+    }
   });
 });
 
