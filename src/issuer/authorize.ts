@@ -18,6 +18,7 @@ import { isWildcard } from '../core/scopes.ts';
 import type { Store } from '../store/contract.ts';
 import { type ClientRegistry, type CompiledClient, DYNAMIC_CLIENT_ID_PREFIX } from './clients.ts';
 import type { BaseContext } from './context.ts';
+import { TOKEN_EXCHANGE } from './grants/exchange.ts';
 import { confineAdminScope, covers, param, parseScope, targetsFor } from './params.ts';
 import { isS256Challenge } from './pkce.ts';
 import { isLoopbackRedirectUri, matchRedirectUri, redirectUriProblem } from './redirect-uris.ts';
@@ -195,6 +196,18 @@ export async function checkAuthorizationRequest(ctx: AuthorizeContext, params: U
       errorsToClient: trusted,
     },
   };
+}
+
+/**
+ * What a client registered to re-target (`--allow-retarget`, `exchange_retarget_audiences`) may do
+ * with a token approved for `request`: exchange it (RFC 8693) for one to any audience of its own,
+ * not only to those approved. Those other audiences, for the consent page to name (empty when it
+ * has none besides); `undefined` when it cannot re-target (the flag unset, or no token-exchange grant).
+ */
+export function retargetAudiences(request: AuthorizationRequest): readonly string[] | undefined {
+  const client = request.client;
+  if (!client.record.exchangeRetargetAudiences || !client.grantTypes.has(TOKEN_EXCHANGE)) return undefined;
+  return client.record.audiences.filter((a) => !request.audiences.includes(a));
 }
 
 /**

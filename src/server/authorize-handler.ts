@@ -13,7 +13,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
-import { type AuthorizationRequest, authorizationResponseUrl } from '../issuer/authorize.ts';
+import { type AuthorizationRequest, authorizationResponseUrl, retargetAudiences } from '../issuer/authorize.ts';
 import { DYNAMIC_CLIENT_ID_PREFIX, isClientName } from '../issuer/clients.ts';
 import type { ApprovingPerson } from '../issuer/remembered-consent.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
@@ -97,7 +97,16 @@ function page(res: ServerResponse, error: OAuthError, requestId: string): void {
  * (`dpop_jkt`, RFC 9449 §10) of the request the page was shown for, or to none if it named none.
  */
 function consentSubject(query: string, request: AuthorizationRequest): string {
-  return JSON.stringify([query, request.client.id, request.redirectUri, request.scopes, request.audiences, request.dpopJkt ?? null]);
+  return JSON.stringify([
+    query,
+    request.client.id,
+    request.redirectUri,
+    request.scopes,
+    request.audiences,
+    request.dpopJkt ?? null,
+    // What the page said the client may re-target to: a client given the right since cannot use a form shown without it.
+    retargetAudiences(request) ?? null,
+  ]);
 }
 
 /**
@@ -374,6 +383,7 @@ export function createAuthorizeHandler(
           selfRegistered: clientId.startsWith(DYNAMIC_CLIENT_ID_PREFIX),
           scopes: request.scopes,
           resources: request.audiences,
+          retargetTo: retargetAudiences(request),
           person: person.email ?? person.subject,
           request: query,
           csrf: consent.issue(person.subject, consentSubject(query, request)),

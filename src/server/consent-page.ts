@@ -29,6 +29,11 @@ export interface ConsentView {
   readonly selfRegistered: boolean;
   readonly scopes: readonly string[];
   readonly resources: readonly string[];
+  /**
+   * The client may exchange what is approved for tokens to its other audiences (registered with
+   * `--allow-retarget` and token exchange): those audiences; `undefined` when it may not.
+   */
+  readonly retargetTo?: readonly string[] | undefined;
   readonly person: string;
   /** The authorization request's query string, posted back verbatim. */
   readonly request: string;
@@ -103,7 +108,13 @@ export function renderConsent(view: ConsentView, nonce: string): string {
     }
 <p>Signed in as <strong>${escapeHtml(view.person)}</strong>.</p>
 <p>It asks for these scopes:</p><ul>${scopes}</ul>
-<p>on these resources:</p><ul>${view.resources.map(item).join('')}</ul>
+<p>on these resources:</p><ul>${view.resources.map(item).join('')}</ul>${
+      view.retargetTo === undefined
+        ? ''
+        : `\n<p>The operator allows this client to re-target tokens: it may also exchange what you approve for tokens to these other resources:</p><ul>${
+            view.retargetTo.length === 0 ? '<li class="muted">none besides those above</li>' : view.retargetTo.map(item).join('')
+          }</ul>`
+    }
 <p>If you approve, you will be sent back to <code>${escapeHtml(view.redirectUri)}</code>.</p>
 <form method="post" action="${escapeHtml(view.action)}">
 <input type="hidden" name="request" value="${escapeHtml(view.request)}">

@@ -204,6 +204,55 @@ describe('consent', () => {
     assert.match(html, /&#60;script&#62;alert\(1\)&#60;\/script&#62;&#34;&#39; onload&#61;x/);
   });
 
+  it('a client registered with --allow-retarget (and token exchange): the page says it may exchange what is approved for tokens to its other resources, and names them, escaped', async () => {
+    const other = 'https://other.test/<b>"x"';
+    await issuer.service.registerClient({
+      id: 'broker',
+      name: 'Broker',
+      scopes: ['api:read'],
+      audiences: [API, other, 'https://third.test'],
+      grantTypes: ['authorization_code', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+      redirectUris: [REDIRECT],
+      retargetAudiences: true,
+    });
+    const { html } = await openConsent(authorizeUrl({ client_id: 'broker' }));
+    assert.match(html, /may also exchange what you approve for tokens to these other resources/);
+    assert.ok(html.includes('<li><code>https://other.test/&#60;b&#62;&#34;x&#34;</code></li>'), html);
+    assert.ok(html.includes('<li><code>https://third.test</code></li>'), html);
+    assert.equal(html.includes('<b>'), false);
+    // The resource asked for is listed once, among those the request names.
+    assert.equal(html.split('<code>https://api.test</code>').length - 1, 1);
+  });
+
+  it('attack: a client given --allow-retarget after the consent page was shown without it: that page’s approval is refused (a page), no code', async () => {
+    await issuer.service.registerClient({
+      id: 'late-broker',
+      scopes: ['api:read'],
+      audiences: [API, 'https://other.test'],
+      grantTypes: ['authorization_code', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+      redirectUris: [REDIRECT],
+    });
+    const { html, fields } = await openConsent(authorizeUrl({ client_id: 'late-broker' }));
+    assert.doesNotMatch(html, /re-target/);
+    await issuer.service.updateClient('late-broker', { retargetAudiences: true }, 'cli');
+    await expectPage(await answerConsent(endpoint, { ...fields, decision: 'approve' }), 400);
+  });
+
+  it('a client without --allow-retarget, or with it but without token exchange (it could never re-target): no such notice', async () => {
+    await issuer.service.registerClient({
+      id: 'retarget-public',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API, 'https://other.test'],
+      redirectUris: [REDIRECT],
+      retargetAudiences: true,
+    });
+    for (const clientId of ['mcp-app', 'retarget-public']) {
+      const { html } = await openConsent(authorizeUrl({ client_id: clientId }));
+      assert.doesNotMatch(html, /may also exchange|other resources/, clientId);
+    }
+  });
+
   it('a client name stored before the visible-name rule (only U+2800 braille blanks) is not shown: the page names the client by its id', async () => {
     await issuer.service.registerClient({
       id: 'blank-legacy',
