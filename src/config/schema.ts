@@ -22,10 +22,28 @@ export const serverSchema = z
       .default('127.0.0.1')
       .meta({ description: 'Address to listen on.' }),
     port: z.number().int().min(0).max(65535).default(8080).meta({ description: 'Port to listen on (0 picks a free one).' }),
-    public_url: z.string().url().optional().meta({
-      description:
-        "External base URL: the issuer identifier, and the base of the URL a DPoP proof names (`htu`) at the token endpoint and the gateway. Unset: http://host:port; at the gateway, the URL a proxy in `gateway.trust_proxy` forwards, else http://host:port (for a wildcard host, 0.0.0.0 or ::, the address the connection arrives at), never the caller's Host header. A forward-auth check names this origin and the original URI, except on a route matched by `match.host` (the host the proxy reports); unset, the URL the proxy reports, whose host is the caller's Host unless the proxy refuses other names (see docs/gateway.md).",
-    }),
+    public_url: z
+      .string()
+      .url()
+      // The gateway's DPoP URL (htu) is this followed by the request target, and the issuer
+      // defaults to it: a query or fragment (even a bare `?` or `#`) would swallow every path, so
+      // a proof for the origin's root would pass anywhere; userinfo would end up in the issuer.
+      .refine(
+        (v) => {
+          if (!URL.canParse(v)) return true;
+          const u = new URL(v);
+          return (u.protocol === 'https:' || u.protocol === 'http:') && u.username === '' && u.password === '' && !/[?#]/.test(v);
+        },
+        {
+          message:
+            'write the http(s) URL clients reach Tessera at, without a query, fragment or user:password@ part (e.g. https://api.example.com, or https://example.com/prefix behind a proxy that removes /prefix)',
+        },
+      )
+      .optional()
+      .meta({
+        description:
+          "External base URL: the issuer identifier, and the base of the URL a DPoP proof names (`htu`) at the token endpoint and the gateway. Unset: http://host:port; at the gateway, the URL a proxy in `gateway.trust_proxy` forwards, else http://host:port (for a wildcard host, 0.0.0.0 or ::, the address the connection arrives at), never the caller's Host header. A forward-auth check names this origin and the original URI, except on a route matched by `match.host` (the host the proxy reports); unset, the URL the proxy reports, whose host is the caller's Host unless the proxy refuses other names (see docs/gateway.md).",
+      }),
     trust_proxy: z
       .boolean()
       .refine((v) => v === false, {

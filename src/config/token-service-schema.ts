@@ -315,7 +315,8 @@ const corsSchema = z
 export const tokenServiceSchema = z
   .strictObject({
     issuer: secureUrl('Issuer identifier (`iss`) and base URL of the endpoints; defaults to `server.public_url`, then http://host:port.')
-      .refine((v) => !URL.canParse(v) || (!new URL(v).search && !new URL(v).hash), {
+      // On the text: a bare `?` or `#` is an empty query or fragment, which URL's search and hash show as ''.
+      .refine((v) => !URL.canParse(v) || !/[?#]/.test(v), {
         message: 'an issuer identifier has no query or fragment (RFC 8414 §2)',
       })
       .optional(),

@@ -136,6 +136,18 @@ store:
       ['token_service.issuer'],
     );
   });
+
+  it('attack: an empty query or fragment ("?" or "#" alone) is a query or fragment too: refused, not an issuer whose token endpoint URL every proof for the origin names', () => {
+    // `https://a.example.com/?` + `/oauth2/token` is a URL whose path is `/`: the DPoP htu of the
+    // token endpoint would be the origin's root, which a proof made for any other resource there names.
+    for (const issuer of ['https://a.example.com/?', 'https://a.example.com/#', 'https://a.example.com?']) {
+      assert.deepEqual(
+        issues(`token_service: { issuer: "${issuer}" }`).map((i) => i.path),
+        ['token_service.issuer'],
+        issuer,
+      );
+    }
+  });
 });
 
 describe('token_service.authorization', () => {
