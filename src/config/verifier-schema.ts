@@ -133,11 +133,10 @@ export const issuerSchema = z
       .enum(['scope', 'scopes', 'scp'])
       .default('scope')
       .meta({ description: 'Claim carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
-    token_type: z
-      .string()
-      .min(1)
-      .optional()
-      .meta({ description: 'Required `typ` header, e.g. `at+jwt` (RFC 9068); `application/` prefix and case are ignored.' }),
+    token_type: z.string().min(1).optional().meta({
+      description:
+        'Required `typ` header, e.g. `at+jwt` (RFC 9068); `application/` prefix and case are ignored. Unset: any `typ`, or none, except one naming another kind of JWT (`<kind>+jwt` other than `at+jwt`: a logout token’s `logout+jwt`, `secevent+jwt`, `dpop+jwt`), which is refused (`token_typ_invalid`, RFC 8725 §3.11).',
+    }),
     required_claims: z.array(z.string().min(1)).default(['iat']).meta({
       description:
         'Claims that must be present in addition to `iss`, `aud` and `exp` (always required). Where revocations apply (`tessera serve`, token exchange at the token service) `iat` is required whatever this says: without it a token signed before a subject revocation cannot be told from one signed after.',

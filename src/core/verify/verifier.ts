@@ -52,7 +52,10 @@ export interface IssuerOptions {
   readonly keys: KeySource;
   /** Claim holding the granted scopes. */
   readonly scopeClaim: string;
-  /** Required `typ` header (e.g. `at+jwt`), compared as RFC 8725 §3.11 / RFC 9068 §4 say. */
+  /**
+   * Required `typ` header (e.g. `at+jwt`), compared as RFC 8725 §3.11 / RFC 9068 §4 say. When
+   * `undefined`, any `typ` but one naming another kind of JWT (`<kind>+jwt` other than `at+jwt`).
+   */
   readonly typ: string | undefined;
   /**
    * Claims that must be present besides `iss`, `exp` (always required) and `aud`; `iat` is also
@@ -666,7 +669,15 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
 
     // Claims (RFC 7519 §4.1, RFC 9068 §4), now that they are known to come from the issuer.
     const name = issuer.issuer;
-    if (issuer.typ !== undefined && header.typ !== issuer.typ) {
+    // RFC 8725 §3.11: explicit typing keeps one kind of JWT from being taken for another. Without a
+    // configured `typ`, untyped and `JWT` tokens are accepted (most identity providers type their
+    // access tokens so), but not one its issuer typed as another kind (`logout+jwt`, `secevent+jwt`,
+    // `dpop+jwt`): the issuer signed it, for the same audience, and it grants nothing.
+    if (
+      issuer.typ === undefined
+        ? header.typ !== undefined && header.typ.endsWith('+jwt') && header.typ !== 'at+jwt'
+        : header.typ !== issuer.typ
+    ) {
       return deny('token_typ_invalid', claimDetails(name, 'typ'));
     }
     if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', claimDetails(name, 'iss'));

@@ -2,7 +2,8 @@
  * Attack: header parameters a verifier must not ignore. `crit` (RFC 7515 §4.1.11) names
  * extensions the recipient must understand; Tessera understands none, so any `crit` is refused.
  * `typ` (RFC 8725 §3.11, RFC 9068 §4) keeps other JWTs of the same issuer (ID tokens, logout
- * tokens) from being used as access tokens, when configured.
+ * tokens) from being used as access tokens when configured, and one typed as another kind
+ * (`logout+jwt`) when not.
  */
 import assert from 'node:assert/strict';
 import { sign as cryptoSign, type KeyObject } from 'node:crypto';
@@ -74,7 +75,16 @@ describe('attack: typ check when configured', () => {
     assertInvalidToken(await typed.verify(bearer(token)), typed, 'token_header_invalid');
   });
 
-  it('accepts any typ when no token_type is configured', async () => {
-    assert.equal((await verifier.verify(bearer(await sign(key, claims(), { typ: 'JWT' })))).ok, true);
+  it('accepts an untyped, JWT or at+jwt token when no token_type is configured', async () => {
+    for (const header of [{}, { typ: 'JWT' }, { typ: 'jwt' }, { typ: 'application/at+jwt' }, { typ: 'JOSE' }]) {
+      assert.equal((await verifier.verify(bearer(await sign(key, claims(), header)))).ok, true, JSON.stringify(header));
+    }
+  });
+
+  it('attack: without token_type, a JWT its issuer typed as another kind (logout token, security event, DPoP proof) is refused (RFC 8725 §3.11)', async () => {
+    for (const typ of ['logout+jwt', 'application/logout+jwt', 'secevent+jwt', 'DPoP+JWT', 'id_token+jwt', 'token-introspection+jwt']) {
+      const error = assertInvalidToken(await verifier.verify(bearer(await sign(key, claims(), { typ }))), verifier, 'token_typ_invalid');
+      assert.equal(error.details.claim, 'typ');
+    }
   });
 });
