@@ -66,6 +66,8 @@ interface Party {
   readonly jkt: string | undefined;
   /** The client the token was issued to (`client_id`), when it names one. */
   readonly clientId: string | undefined;
+  /** The token's `azp` (OIDC Core §2, the party it was issued to) as it is, when present. */
+  readonly azp?: unknown;
   /** The token's audiences when this service issued it; `undefined` for an external token. */
   readonly ownAudiences: readonly string[] | undefined;
   /** The gateway's caller presented this static token (its subject is then its own). */
@@ -108,6 +110,7 @@ function partyFromPrincipal(
     mayAct: principal.claims.may_act,
     jkt: principal.confirmation?.jkt,
     clientId: principal.clientId,
+    azp: principal.claims.azp,
     ownAudiences: undefined,
     staticTokenId: principal.kind === 'static' ? principal.staticTokenId : undefined,
     issuedAt: principal.kind === 'static' ? undefined : Math.floor(principal.issuedAt ?? 0),
@@ -201,8 +204,12 @@ export async function exchange(
     // token's sub is that same id): a client may not name another party as the actor. Its sub
     // becomes the actor, so a token that stands for someone else is refused too: a delegated one
     // (act: its sub is the delegator, not the client) and one of this issuer for another subject.
+    // An `azp` (OIDC Core §2) names the party the token was issued to as well, and is set by the
+    // identity provider itself where `client_id` may be a claim a client configured (a hard-coded
+    // claim mapper): one naming another party makes the token that party's, whatever client_id says.
     if (
       actorParty.clientId !== client.id ||
+      (actorParty.azp !== undefined && actorParty.azp !== client.id) ||
       actorParty.act !== null ||
       (actorParty.ownAudiences !== undefined && actorParty.subject !== client.id)
     ) {
