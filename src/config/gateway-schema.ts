@@ -129,7 +129,7 @@ export const credentialSchema = z
         }),
         cache_size: z.number().int().min(0).default(10_000).meta({
           description:
-            'Minted tokens cached, per caller and rule: keyed by what the mint read of the caller token (its hash, subject, client, scopes, expiry, chain, grant, key binding) and the scopes it asked for, so a token whose introspected answer changes gets a new one. Kept across a reload that leaves the route’s `audience`, `scopes`, `max_ttl` and `refresh_before` unchanged (a changed size keeps the newest). 0: none.',
+            'Minted tokens cached, per caller and rule: keyed by what the mint read of the caller token (its hash, subject, client, scopes, expiry, chain, grant, key binding) and the scopes it asked for, so a token whose introspected answer changes gets a new one. Kept across a reload that leaves the route’s `audience`, `scopes`, `max_ttl` and `refresh_before` unchanged (a changed size keeps the newest), with the tokens being minted at the reload, which are cached at the new size when they come. 0: none.',
         }),
       }),
       z.strictObject({

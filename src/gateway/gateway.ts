@@ -87,7 +87,7 @@ import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethod
 import { peerAllowed } from './peers.ts';
 import type { RpcFacts } from './pipeline/authz/authorizer.ts';
 import { type DenyRendering, nginxStatus, renderDeny } from './pipeline/errors/error-handler.ts';
-import { ExchangeAnswerRefused, ExchangeMintsBusy, ExchangeMintTimeout } from './pipeline/mutate/mutator-exchange.ts';
+import { ExchangeAnswerRefused, ExchangeMintsBusy, ExchangeMintTimeout, takeOverExchange } from './pipeline/mutate/mutator-exchange.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
 import { afterAuthn, authenticate, type Decision, decide, forgetRejectedCredential, rateLimit } from './pipeline/run.ts';
 import {
@@ -1742,6 +1742,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       v.retire?.();
     }
     state = compiled;
+    // A route's cache taken over at another cache_size is resized now, in the tick of the swap: the
+    // mints under way end in it (not in the one the old configuration had), and a reload refused
+    // above leaves it as it was.
+    for (const r of compiled.routes) if (r.exchange !== undefined) takeOverExchange(r.exchange);
     // Before the streams are decided again: an exchange the reload cuts is then no longer recorded
     // under a route that is gone.
     metrics.routes(compiled.routes.map((r) => r.id));

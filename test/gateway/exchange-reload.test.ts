@@ -7,8 +7,14 @@
  * catalogue expands them), another lifetime, or a route removed and added again mint anew.
  */
 import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { UpstreamTokenIssuer } from '../../src/core/ports.ts';
+import { until } from '../helpers/net.ts';
 import { baseConfig, parse, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 const AUD = 'https://upstream.internal';
@@ -235,5 +241,171 @@ describe('gateway: exchange mints in flight across a reload', () => {
       await gw.close();
       await upstream.close();
     }
+  });
+});
+
+/**
+ * A token endpoint on loopback, and the UpstreamTokenIssuer that mints through it over HTTP. While
+ * `hold` is set it keeps each request waiting until the test releases it (a mint in flight for as
+ * long as the test says); otherwise it answers at once.
+ */
+async function slowTokenEndpoint() {
+  const waiting: (() => void)[] = [];
+  let received = 0;
+  const state = { hold: true };
+  const server = createServer((req, res) => {
+    const body: Buffer[] = [];
+    req.on('data', (c: Buffer) => body.push(c));
+    req.on('end', () => {
+      const n = ++received;
+      const asked = JSON.parse(Buffer.concat(body).toString()) as { max_ttl: number };
+      const answer = () => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ access_token: `slow-${n}`, token_type: 'Bearer', expires_in: asked.max_ttl }));
+      };
+      if (state.hold) waiting.push(answer);
+      else answer();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}/token`;
+  const issuer: UpstreamTokenIssuer = {
+    async issueForUpstream({ scopes, maxTtl, signal }) {
+      const res = await fetch(endpoint, { method: 'POST', body: JSON.stringify({ scopes, max_ttl: maxTtl }), signal: signal ?? null });
+      const answer = (await res.json()) as { access_token: string; expires_in: number };
+      return { token: answer.access_token, expiresAt: Math.floor(Date.now() / 1000) + answer.expires_in };
+    },
+  };
+  return {
+    issuer,
+    state,
+    /** Requests the endpoint received, answered or not. */
+    received: () => received,
+    /** Answer the oldest request held. */
+    release: () => waiting.shift()?.(),
+    close: () => {
+      for (const answer of waiting.splice(0)) answer();
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('gateway: a reload that changes only cache_size while a mint is in flight', () => {
+  let upstream: Upstream;
+  let endpoint: Awaited<ReturnType<typeof slowTokenEndpoint>>;
+  let gw: TestGateway;
+  const credential = { mint_timeout: '10s' };
+  before(async () => {
+    upstream = await startUpstream();
+    endpoint = await slowTokenEndpoint();
+    gw = await startGateway(config(upstream.url, { credential }), { upstreamTokenIssuer: endpoint.issuer });
+  });
+  after(async () => {
+    await gw?.close();
+    await endpoint?.close();
+    await upstream?.close();
+  });
+
+  const get = (t: string) => fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${t}` }, signal: AbortSignal.timeout(5000) });
+  const reload = (cacheSize: number) =>
+    assert.equal(gw.served.reload(parse(config(upstream.url, { credential: { ...credential, cache_size: cacheSize } }))).ok, true);
+  /** One request per token, each held at the token endpoint: the mints are in flight when this returns. */
+  const startMints = async (tokens: string[]) => {
+    endpoint.state.hold = true;
+    const n = endpoint.received();
+    const responses = tokens.map((t) => get(t));
+    await until(() => endpoint.received() === n + tokens.length);
+    return responses;
+  };
+  /** What the upstream was sent for a request answered 200. */
+  const sent = async (res: Promise<Response>) => {
+    const r = await res;
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    return upstream.seen.at(-1)!.headers.authorization;
+  };
+  /** Let the mints held finish, in the order they started; later mints are answered at once. */
+  const finish = async (responses: Promise<Response>[]) => {
+    endpoint.state.hold = false;
+    const out = [];
+    for (const res of responses) {
+      endpoint.release();
+      out.push(await sent(res));
+    }
+    return out;
+  };
+
+  it('the token minted across the reload is cached under the new size: the next request does not mint again', {
+    timeout: 10_000,
+  }, async () => {
+    reload(10_000);
+    const t = await token({ scope: 'api:read', sub: 'slow-grow' });
+    const pending = await startMints([t]);
+    reload(500);
+    const [first] = await finish(pending);
+    const calls = endpoint.received();
+    assert.equal(await sent(get(t)), first, 'a new token was sent after the mint in flight at the reload ended');
+    assert.equal(endpoint.received(), calls, 'the token endpoint was asked again');
+  });
+
+  it('from no cache to a cache: the mint in flight at the reload is kept', { timeout: 10_000 }, async () => {
+    reload(0);
+    const t = await token({ scope: 'api:read', sub: 'slow-from-none' });
+    const pending = await startMints([t]);
+    reload(100);
+    const [first] = await finish(pending);
+    const calls = endpoint.received();
+    assert.equal(await sent(get(t)), first, 'a new token was sent after the mint in flight at the reload ended');
+    assert.equal(endpoint.received(), calls, 'the token endpoint was asked again');
+  });
+
+  it('a reload refused after compiling the route (an audit file others may write) leaves its cache as it was', {
+    timeout: 10_000,
+  }, async () => {
+    reload(10_000);
+    const t = await token({ scope: 'api:read', sub: 'slow-refused' });
+    const pending = await startMints([t]);
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-exchange-refused-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      writeFileSync(file, '');
+      chmodSync(file, 0o666);
+      const refused = gw.served.reload(
+        parse({ ...config(upstream.url, { credential: { ...credential, cache_size: 0 } }), audit: { file } }),
+      );
+      assert.equal(refused.ok, false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const [first] = await finish(pending);
+    const calls = endpoint.received();
+    assert.equal(await sent(get(t)), first, 'the refused reload emptied the cache in force');
+    assert.equal(endpoint.received(), calls);
+  });
+
+  it('the new size holds: a reload to cache_size 0 caches nothing of the mints in flight', { timeout: 10_000 }, async () => {
+    reload(10_000);
+    const t = await token({ scope: 'api:read', sub: 'slow-to-none' });
+    const pending = await startMints([t]);
+    reload(0);
+    const [first] = await finish(pending);
+    const calls = endpoint.received();
+    assert.notEqual(await sent(get(t)), first);
+    assert.equal(endpoint.received(), calls + 1);
+  });
+
+  it('the new size holds: two mints in flight across a reload to cache_size 1 leave the newest cached', { timeout: 10_000 }, async () => {
+    reload(10_000);
+    const a = await token({ scope: 'api:read', sub: 'slow-shrink-a' });
+    const b = await token({ scope: 'api:read', sub: 'slow-shrink-b' });
+    const pending = await startMints([a, b]);
+    reload(1);
+    const [first, second] = await finish(pending);
+    const calls = endpoint.received();
+    assert.equal(await sent(get(b)), second, 'the newest token minted was not kept');
+    assert.equal(endpoint.received(), calls);
+    assert.notEqual(await sent(get(a)), first, 'a cache of size 1 kept two tokens');
+    assert.equal(endpoint.received(), calls + 1);
   });
 });

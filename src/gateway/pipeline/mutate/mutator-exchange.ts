@@ -26,7 +26,10 @@
  *
  * A reload hands the cache and the calls under way ({@link ExchangeState}) to the route's new
  * mutator when nothing a minted token depends on changed: the same issuer, audience, `scopes`,
- * `max_ttl` and `refresh_before` (see {@link exchangeCredentialMutator}'s `from`). What else a mint
+ * `max_ttl` and `refresh_before` (see {@link exchangeCredentialMutator}'s `from`). The old and the
+ * new mutator then share one cache, which a reload changing `cache_size` resizes when the new state
+ * is put in force ({@link takeOverExchange}): a mint under way at the reload (started by either)
+ * lands in it when it ends, and the caller's next request finds it. What else a mint
  * reads (the caller's token as verified, the scopes asked for under the matched rule) is in the
  * cache key, so a rule or a scope catalogue changed by the reload misses where it changed what a
  * mint would ask for, and only there.
@@ -74,12 +77,25 @@ export interface ExchangeState {
   readonly issuer: UpstreamTokenIssuer;
   /** The settings a minted token depends on ({@link basisOf}). */
   readonly basis: string;
+  /** This configuration's `cache_size`, which the shelf takes when this state is put in force ({@link takeOverExchange}). */
   readonly cacheSize: number;
-  readonly cache: BoundedMap<string, Cached> | undefined;
-  /** When the token cached under a key was last evicted for a 401. */
-  readonly refusedAt: BoundedMap<string, number> | undefined;
+  /** The cache, shared by every state handed over from one another. */
+  readonly shelf: Shelf;
   readonly pending: Map<string, Promise<Cached>>;
   readonly calls: Calls;
+}
+
+/**
+ * The minted tokens of a route, shared by its mutators across the reloads that hand them over:
+ * one place for them whichever mutator started a mint and whenever it ends. Replaced as a whole
+ * (resized) only when a state of another `cache_size` is put in force, never by compiling one: a
+ * reload refused after compiling the route leaves it as it was.
+ */
+interface Shelf {
+  size: number;
+  cache: BoundedMap<string, Cached> | undefined;
+  /** When the token cached under a key was last evicted for a 401. */
+  refusedAt: BoundedMap<string, number> | undefined;
 }
 
 /** Issuer calls not settled yet: in all, and per cache key (at most `maxInFlight` keys). */
@@ -93,24 +109,38 @@ function basisOf(options: ExchangeOptions): string {
   return JSON.stringify([options.audience, options.scopes ?? null, options.maxTtl, options.refreshBefore]);
 }
 
-/** `from` when it may be taken over, its cache moved into one of `cacheSize` when that changed; else a new state. */
+/**
+ * `from` when it may be taken over (with this `cacheSize`, its shelf resized by
+ * {@link takeOverExchange}); else a new state.
+ */
 function stateFor(options: ExchangeOptions): ExchangeState {
   const { from, cacheSize, issuer } = options;
   const basis = basisOf(options);
-  if (from !== undefined && from.issuer === issuer && from.basis === basis) {
-    if (from.cacheSize === cacheSize) return from;
-    return { ...from, cacheSize, cache: resized(from.cache, cacheSize), refusedAt: resized(from.refusedAt, cacheSize) };
-  }
+  if (from !== undefined && from.issuer === issuer && from.basis === basis)
+    return from.cacheSize === cacheSize ? from : { ...from, cacheSize };
   const bounded = <V>() => (cacheSize > 0 ? new BoundedMap<string, V>(cacheSize) : undefined);
   return {
     issuer,
     basis,
     cacheSize,
-    cache: bounded(),
-    refusedAt: bounded(),
+    shelf: { size: cacheSize, cache: bounded(), refusedAt: bounded() },
     pending: new Map(),
     calls: { inFlight: 0, unsettled: new Map() },
   };
+}
+
+/**
+ * Put `state` in force (the reload that compiled it swapped it in): the cache it shares with the
+ * state it took over is resized to its `cache_size`, keeping the newest tokens. Mints under way
+ * then end in the resized cache, whichever mutator started them. Not done when compiling: a
+ * reload refused afterwards would have resized the cache of the configuration kept.
+ */
+export function takeOverExchange(state: ExchangeState): void {
+  const shelf = state.shelf;
+  if (shelf.size === state.cacheSize) return;
+  shelf.cache = resized(shelf.cache, state.cacheSize);
+  shelf.refusedAt = resized(shelf.refusedAt, state.cacheSize);
+  shelf.size = state.cacheSize;
 }
 
 /** A copy of `map` holding at most `size` entries (the newest), `undefined` for no cache. */
@@ -253,7 +283,8 @@ interface Ask {
 
 export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMutator {
   const state = stateFor(options);
-  const { cache, refusedAt, pending, calls } = state;
+  // The shelf's maps are read at each use, never kept: a reload may resize them under a mint.
+  const { shelf, pending, calls } = state;
   const { unsettled } = calls;
   const { clock } = options;
 
@@ -292,6 +323,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMut
       .then((issued) => {
         const refused = refusedAnswer(issued, principal, clock());
         if (refused !== undefined) throw new ExchangeAnswerRefused(refused);
+        const { cache, refusedAt } = shelf;
         const expMs = issued.expiresAt * 1000;
         const lead = Math.min(options.refreshBefore * 1000, (expMs - clock()) / 2);
         const now = clock();
@@ -353,6 +385,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMut
       const principal = input.principal;
       if (principal === undefined) return new TesseraError('upstream_credential_unavailable');
       const { key, scopes } = ask(principal, input.rule);
+      const cache = shelf.cache;
       const hit = cache?.get(key);
       if (hit !== undefined) {
         if (clock() < hit.refreshAt) {
@@ -381,6 +414,7 @@ export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMut
       );
     },
     rejected({ principal, rule }, sent) {
+      const { cache, refusedAt } = shelf;
       if (principal === undefined || cache === undefined) return;
       const { key } = ask(principal, rule);
       const hit = cache.get(key);
