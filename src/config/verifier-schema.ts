@@ -228,10 +228,10 @@ export const ruleSchema = z
         description:
           'HTTP methods; omitted means any. GET also matches HEAD, so a HEAD is decided by the rule its GET would be (frameworks run GET handlers for it).',
       }),
-    path: z
-      .string()
-      .optional()
-      .meta({ description: 'Path pattern: literal segments, `:param`, `*` (one segment), final `**` (any rest).' }),
+    path: z.string().optional().meta({
+      description:
+        'Path pattern: literal segments, `:param`, `*` (one segment), final `**` (any rest). A parameter is named with letters, digits and `_`, once per pattern, and not for a member every JavaScript object has (`:__proto__`, `:constructor`).',
+    }),
     tool: z.string().min(1).optional().meta({ description: 'MCP tool name or glob (`files.*`) for `tools/call`.' }),
     rpc: z
       .string()
@@ -318,7 +318,7 @@ export const verifierFields = {
     .meta({ description: 'Authorization rules evaluated by `verify` (the gateway has per-route rules).' }),
   case_insensitive_paths: z.boolean().default(false).meta({
     description:
-      'Match `rules` paths ignoring case (`/Admin` is `/admin`), as Express routes by default; the Express adapter refuses to run case-sensitive rules under case-insensitive routing. A trailing slash never matters.',
+      'Match `rules` paths ignoring case (`/Admin` is `/admin`), as Express routes by default; the Express adapter refuses to run case-sensitive rules under case-insensitive routing. Only literal segments: a `:param` keeps the case sent and claim conditions compare exactly. A trailing slash never matters.',
   }),
   transport: z
     .strictObject({

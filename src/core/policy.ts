@@ -181,6 +181,15 @@ function covers(a: CompiledPath | undefined, b: CompiledPath | undefined): boole
 
 const SEGMENT_PARAM = /^:[A-Za-z_][A-Za-z0-9_]*$/;
 
+/**
+ * Parameter names that are members of every JavaScript object (`__proto__`, `constructor`,
+ * `hasOwnProperty`, …) and `prototype`: refused, so that no reader of the parameters, here or
+ * downstream, can take an inherited member for a captured segment (a `:__proto__` written into a
+ * plain object is never stored at all). The parameters live in an object without a prototype
+ * besides.
+ */
+const INHERITED_NAMES: ReadonlySet<string> = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
+
 function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseInsensitive: boolean): CompiledPath | undefined {
   if (!pattern.startsWith('/')) {
     issues.push({ path: at, message: `a path pattern starts with "/" (got ${quoted(pattern)})` });
@@ -197,6 +206,14 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
     }
     if (p.startsWith(':') && !SEGMENT_PARAM.test(p)) {
       issues.push({ path: at, message: `${quoted(p)} is not a valid parameter; write :name with letters, digits and _` });
+      return undefined;
+    }
+    if (p.startsWith(':') && INHERITED_NAMES.has(p.slice(1))) {
+      const instead = `:${p.slice(1).replace(/^_+|_+$/g, '')}_id`;
+      issues.push({
+        path: at,
+        message: `${quoted(p)} names a member every JavaScript object has; give the parameter a name of its own, such as ${instead}`,
+      });
       return undefined;
     }
     if (p === '.' || p === '..') {
@@ -403,7 +420,8 @@ export function compilePolicy(
   ): { entry: Entry; params: Record<string, string>; unevaluable?: 'tool' | 'rpc' } | undefined => {
     for (const e of entries) {
       if (e.methods && !e.methods.has(input.method)) continue;
-      const params: Record<string, string> = {};
+      // No prototype: a parameter is only ever a segment captured (see INHERITED_NAMES).
+      const params: Record<string, string> = Object.create(null);
       if (e.path) {
         if (!e.path.match(segments, params)) continue;
       }

@@ -78,7 +78,7 @@ describe('policy: path patterns and first match', () => {
     const d = policy.evaluate({ method: 'GET', path: '/items/42' }, subject(['api:read']));
     assert.ok(d.allowed);
     assert.equal(d.rule.id, 'item');
-    assert.deepEqual(d.params, { id: '42' });
+    assert.deepEqual({ ...d.params }, { id: '42' });
   });
 
   it('first match denies even when a later rule would allow', () => {
@@ -245,7 +245,7 @@ describe('policy: the path as routers see it', () => {
   it('compares decoded path parameters with claims', () => {
     const d = policy.evaluate({ method: 'GET', path: '/t/acme%20corp' }, reader);
     assert.ok(d.allowed);
-    assert.deepEqual(d.params, { tenant: 'acme corp' });
+    assert.deepEqual({ ...d.params }, { tenant: 'acme corp' });
   });
 
   for (const path of [
@@ -393,7 +393,22 @@ describe('policy: trailing slash and case', () => {
     const { policy, issues } = compilePolicy(rules, scopes, 'rules', { caseInsensitivePaths: true });
     assert.deepEqual(issues, []);
     for (const path of ['/ADMIN', '/Admin/', '/admin']) assert.equal(policy.match({ method: 'GET', path })?.rule.id, 'admin', path);
-    assert.deepEqual(policy.match({ method: 'GET', path: '/T/AcMe/docs' })?.params, { tenant: 'AcMe' });
+    assert.deepEqual({ ...policy.match({ method: 'GET', path: '/T/AcMe/docs' })?.params }, { tenant: 'AcMe' });
+  });
+
+  it('case confusion: caseInsensitivePaths leaves claim conditions exact (/users/ABC under /Users/:id holds for sub ABC only)', () => {
+    const { policy, issues } = compilePolicy([{ id: 'own', path: '/Users/:id', claims: { sub: ':id', region: 'eu' } }], scopes, 'rules', {
+      caseInsensitivePaths: true,
+    });
+    assert.deepEqual(issues, []);
+    const decide = (path: string, claims: Record<string, unknown>) => {
+      const d = policy.evaluate({ method: 'GET', path }, subject([], claims));
+      return d.allowed ? ['allowed', { ...d.params }] : [d.code, d.claim];
+    };
+    assert.deepEqual(decide('/users/ABC', { sub: 'ABC', region: 'eu' }), ['allowed', { id: 'ABC' }]);
+    assert.deepEqual(decide('/USERS/ABC', { sub: 'abc', region: 'eu' }), ['policy_condition_failed', 'sub']);
+    assert.deepEqual(decide('/users/abc', { sub: 'ABC', region: 'eu' }), ['policy_condition_failed', 'sub']);
+    assert.deepEqual(decide('/users/ABC', { sub: 'ABC', region: 'EU' }), ['policy_condition_failed', 'region']);
   });
 });
 
@@ -636,5 +651,34 @@ describe('policy: a rule with claim conditions decides when it matches, so what 
       ci.issues.map((i) => i.path),
       ['rules[1]'],
     );
+  });
+});
+
+describe('policy: path parameter names', () => {
+  it('attack: a parameter named for a member every object has (:__proto__, :constructor, …) is refused at load, saying what to write', () => {
+    const names = ['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf', 'isPrototypeOf'];
+    for (const name of names) {
+      const { issues } = compilePolicy([{ path: `/users/:${name}`, claims: { sub: `:${name}` } }], scopes, 'gateway.routes[0].rules');
+      const instead = `:${name.replace(/^_+|_+$/g, '')}_id`;
+      assert.deepEqual(
+        issues,
+        [
+          {
+            path: 'gateway.routes[0].rules[0].path',
+            message: `":${name}" names a member every JavaScript object has; give the parameter a name of its own, such as ${instead}`,
+          },
+        ],
+        name,
+      );
+    }
+  });
+
+  it('captured parameters live in an object without a prototype: no member every object has reads as one', () => {
+    const policy = policyOf([{ id: 'u', path: '/users/:id', claims: { sub: ':id' } }]);
+    const found = policy.match({ method: 'GET', path: '/users/alice' });
+    assert.deepEqual({ ...found?.params }, { id: 'alice' });
+    assert.equal(Object.getPrototypeOf(found?.params), null, 'parameters stored where every object member is one');
+    const d = policy.evaluate({ method: 'GET', path: '/users/alice' }, subject([], { sub: 'alice' }));
+    assert.equal(d.allowed && Object.getPrototypeOf(d.params), null);
   });
 });

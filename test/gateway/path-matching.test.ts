@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { AUDIENCE, baseConfig, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
+import { AUDIENCE, baseConfig, requestEvents, startGateway, startUpstream, type TestGateway, token, type Upstream } from './helpers.ts';
 
 describe('gateway: path matching', () => {
   let upstream: Upstream;
@@ -46,6 +46,15 @@ describe('gateway: path matching', () => {
             audience: AUDIENCE,
             case_insensitive_paths: true,
             rules: rules('/cs'),
+          },
+          {
+            id: 'users',
+            match: { path: '/Users/:id/**' },
+            upstream: { url: upstream.url },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            case_insensitive_paths: true,
+            rules: [{ id: 'own', path: '/Users/:id/**', scopes: ['api:read'], claims: { sub: ':id', region: 'eu' } }],
           },
         ],
       },
@@ -92,6 +101,32 @@ describe('gateway: path matching', () => {
     assert.equal(upstream.seen.length, n);
     assert.equal((await call('/CI/Things')).status, 200);
     assert.equal((await call('/CI/ITEMS/', 'DELETE')).status, 403);
+  });
+
+  it('case confusion: with case_insensitive_paths, /users/ABC takes /Users/:id, whose :id is ABC as sent, compared with sub exactly', async () => {
+    const as = async (sub: string, path: string, region = 'eu') => {
+      const bearer = await token({ scope: 'api:read', sub, region });
+      const res = await fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${bearer}` } });
+      await res.arrayBuffer();
+      return [res.status, (await requestEvents(gw)).at(-1)?.reason];
+    };
+    const n = upstream.seen.length;
+    for (const path of ['/users/ABC', '/USERS/ABC/x']) {
+      assert.deepEqual(await as('ABC', path), [200, 'ok'], path);
+      assert.equal(upstream.seen.at(-1)!.url, path, 'the upstream got another path than the one sent');
+    }
+    assert.equal(upstream.seen.length, n + 2);
+    // A subject is case-sensitive: abc is not ABC, whatever case the literal segment came in.
+    for (const [sub, path] of [
+      ['abc', '/users/ABC'],
+      ['ABC', '/users/abc'],
+      ['Abc', '/Users/aBC/x'],
+    ]) {
+      assert.deepEqual(await as(sub as string, path as string), [403, 'policy_condition_failed'], `${sub} ${path}`);
+    }
+    // Nor does a literal condition lose its case.
+    assert.deepEqual(await as('ABC', '/users/ABC', 'EU'), [403, 'policy_condition_failed']);
+    assert.equal(upstream.seen.length, n + 2);
   });
 
   it('case bypass: with case_insensitive_paths, strip_prefix removes /CS as it removes /cs (the upstream acts on the path decided)', async () => {

@@ -6,10 +6,12 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { ConfigError } from '../../../../src/core/errors.ts';
 import {
   AUDIENCE,
   baseConfig,
   mcpRoute,
+  parse,
   requestEvents,
   startGateway,
   startUpstream,
@@ -176,6 +178,61 @@ describe('gateway: rules that cannot do what they say are refused at load', () =
       await ok.close();
       await upstream.close();
     }
+  });
+
+  it('attack: a parameter named for a member every object has (:__proto__, :constructor) stops the load, in a route’s match.path and in its rules', () => {
+    const input = {
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          {
+            ...route([{ path: '/api/users/:__proto__', claims: { sub: ':__proto__' } }]),
+            match: { path: '/api/:constructor/**' },
+          },
+        ],
+      },
+    };
+    assert.throws(
+      () => parse(input),
+      (e: unknown) => {
+        assert.ok(e instanceof ConfigError);
+        assert.deepEqual(
+          e.issues.map((i) => [i.path, i.message]),
+          [
+            [
+              'gateway.routes[0].match.path',
+              '":constructor" names a member every JavaScript object has; give the parameter a name of its own, such as :constructor_id',
+            ],
+            [
+              'gateway.routes[0].rules[0].path',
+              '":__proto__" names a member every JavaScript object has; give the parameter a name of its own, such as :proto_id',
+            ],
+          ],
+        );
+        return true;
+      },
+    );
+  });
+
+  it('a route’s match.path parameters select the route only: naming one twice stops the load, and a rule cannot borrow one for its condition', () => {
+    const load = (match: { path: string }, rules: RouteInput['rules']) => {
+      try {
+        parse({ ...baseConfig(), gateway: { routes: [{ ...route(rules), match }] } });
+        return [];
+      } catch (e) {
+        assert.ok(e instanceof ConfigError);
+        return e.issues.map((i) => [i.path, i.message]);
+      }
+    };
+    // Read as "both segments equal", which no pattern checks.
+    assert.deepEqual(load({ path: '/api/orgs/:org/teams/:org/**' }, [{ scopes: ['api:read'] }]), [
+      ['gateway.routes[0].match.path', '":org" appears twice in "/api/orgs/:org/teams/:org/**"; give each parameter its own name'],
+    ]);
+    assert.deepEqual(load({ path: '/api/:tenant/**' }, [{ claims: { tenant: ':tenant' } }]), [
+      ['gateway.routes[0].rules[0].claims.tenant', '":tenant" names a path parameter, but this rule has no path'],
+    ]);
+    // The rule's own :tenant, wherever the route's is: the whole request path is matched.
+    assert.deepEqual(load({ path: '/api/:tenant/**' }, [{ path: '/api/*/teams/:tenant', claims: { tenant: ':tenant' } }]), []);
   });
 
   it('attack: a path naming a parameter twice, and a :param condition on a rule without a path, stop the load', async () => {
