@@ -4,6 +4,11 @@
  * request: beyond `maxQueue` events are dropped and counted, and sink failures are reported to
  * `onError` (without event contents).
  *
+ * A caller that must not act without its event being kept (`audit.on_queue_full: refuse`) takes a
+ * slot with `reserve()` before it acts, and hands its event over with `emit(event, true)`: a
+ * reserved event is never dropped, because the slot was counted against `maxQueue` from the moment
+ * it was reserved (with the events `heldElsewhere` by sinks that keep what they refused).
+ *
  * @module
  */
 import { within } from './batching.ts';
@@ -38,6 +43,12 @@ export interface AuditPipelineOptions {
   readonly flushIntervalMs?: number;
   /** Events held at most; more are dropped. Default 100 000. */
   readonly maxQueue?: number;
+  /**
+   * Events handed over but still held downstream (the retry queues of sinks that keep what they
+   * refused): they count against `maxQueue` with the queued and reserved ones, for {@link
+   * AuditPipeline.reserve}, {@link AuditPipeline.full} and events emitted without a slot.
+   */
+  readonly heldElsewhere?: () => number;
   /** A sink failed to write a batch. */
   readonly onError?: (error: unknown, sinkIndex: number, events: number) => void;
 }
@@ -48,6 +59,8 @@ export interface AuditPipelineStats {
   readonly depth: number;
   /** Events waiting, not yet handed to the sinks (the next `emit` is dropped once it is `maxQueue`). */
   readonly queued: number;
+  /** Slots reserved for events not emitted yet. */
+  readonly reserved: number;
   readonly written: number;
   readonly dropped: number;
   readonly failed: number;
@@ -55,8 +68,23 @@ export interface AuditPipelineStats {
 
 /** The queue between the request path and the audit sinks: batched, bounded, never blocking a request. */
 export interface AuditPipeline {
-  /** Queue an event. Never throws, never waits. */
-  emit(event: AuditEvent): void;
+  /**
+   * Queue an event. Never throws, never waits. With `reserved`, the event takes the slot a {@link
+   * reserve} returned true for, and is kept whatever the queue holds; without, it is dropped (and
+   * counted) when the queue, the reserved slots and the events {@link
+   * AuditPipelineOptions.heldElsewhere} fill `maxQueue`.
+   */
+  emit(event: AuditEvent, reserved?: boolean): void;
+  /**
+   * Reserve a slot for an event to be emitted later (`emit(event, true)`); false, and nothing
+   * reserved, when there is no room ({@link full}). Every slot reserved is used by one emit or
+   * given back with {@link release}.
+   */
+  reserve(): boolean;
+  /** Give back a slot reserved and not used. */
+  release(): void;
+  /** No room for one more event: the queued, the reserved and those held elsewhere fill `maxQueue`. */
+  readonly full: boolean;
   /** Write everything queued so far. */
   flush(): Promise<void>;
   /**
@@ -85,8 +113,11 @@ export function createAuditPipeline(options: AuditPipelineOptions): AuditPipelin
   let written = 0;
   let dropped = 0;
   let failed = 0;
+  let reserved = 0;
   let running: Promise<void> | undefined;
   let scheduled = false;
+  const heldElsewhere = options.heldElsewhere ?? (() => 0);
+  const full = () => queue.length + reserved + heldElsewhere() >= maxQueue;
 
   async function drain(): Promise<void> {
     while (queue.length > 0) {
@@ -122,8 +153,9 @@ export function createAuditPipeline(options: AuditPipelineOptions): AuditPipelin
   timer.unref();
 
   return {
-    emit(event) {
-      if (queue.length >= maxQueue) {
+    emit(event, slot = false) {
+      if (slot && reserved > 0) reserved--;
+      else if (full()) {
         dropped++;
         return;
       }
@@ -136,6 +168,17 @@ export function createAuditPipeline(options: AuditPipelineOptions): AuditPipelin
         });
       }
     },
+    reserve() {
+      if (full()) return false;
+      reserved++;
+      return true;
+    },
+    release() {
+      if (reserved > 0) reserved--;
+    },
+    get full() {
+      return full();
+    },
     flush,
     async close(options = {}) {
       clearInterval(timer);
@@ -144,7 +187,7 @@ export function createAuditPipeline(options: AuditPipelineOptions): AuditPipelin
       return { queued: queue.length, writing: inFlight };
     },
     get stats() {
-      return { depth: queue.length + inFlight, queued: queue.length, written, dropped, failed };
+      return { depth: queue.length + inFlight, queued: queue.length, reserved, written, dropped, failed };
     },
   };
 }

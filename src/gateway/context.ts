@@ -28,11 +28,15 @@ export interface GatewayContext {
   /**
    * With `audit.on_queue_full: refuse`, while the audit queue is full: the 503 `audit_unavailable`
    * answer for this request (counted, logged at most once every 10 s, never audited: it takes no
-   * slot in the queue); `undefined` when the request may go on. Ask before {@link begin}.
+   * slot in the queue); `undefined` when the request may go on, a slot then reserved for its event.
+   * Ask before {@link begin}, and begin the exchange at once with `admitted` true: it takes the slot.
    */
   auditRefusal(req: IncomingMessage, forwardAuth?: boolean): DenyRendering | undefined;
-  /** Start an exchange (counts it in flight). */
-  begin(kind: Exchange['kind'], req: IncomingMessage): Exchange;
+  /**
+   * Start an exchange (counts it in flight). `admitted`: {@link auditRefusal} let it go on just
+   * now, and its event takes the slot reserved then.
+   */
+  begin(kind: Exchange['kind'], req: IncomingMessage, admitted?: boolean): Exchange;
   /** End an exchange: one audit event, one metrics observation. Idempotent. */
   finish(x: Exchange): void;
   /** Mark the exchange refused, log the reason and render the refusal. */

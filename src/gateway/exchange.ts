@@ -38,6 +38,8 @@ export class Exchange {
   bytesIn = 0;
   bytesOut = 0;
   done = false;
+  /** Its audit event has a slot reserved (`audit.on_queue_full: refuse`): it is kept, whatever the queue holds then. */
+  auditSlot = false;
   detail: Record<string, string | number | boolean> | undefined = undefined;
 
   constructor(kind: AuditKind, method: string, remoteAddress: string, start: number, time: number) {

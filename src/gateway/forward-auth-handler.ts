@@ -145,7 +145,10 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
   fx.requestId = x.requestId;
   fx.secrets = x.secrets;
-  // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes).
+  // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes), and
+  // takes its audit slot (audit.on_queue_full: refuse).
+  fx.auditSlot = x.auditSlot;
+  x.auditSlot = false;
   x.done = true;
   const flavor = s.gateway.forward_auth.flavor as ForwardAuthFlavor;
   // nginx's auth_request sends the original request's Content-Length with the body-less check

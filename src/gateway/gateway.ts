@@ -579,18 +579,23 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     batchSize: state.audit?.batch_size ?? 256,
     flushIntervalMs,
     maxQueue,
+    // With refuse, the next event could not be kept once the events waiting in the pipeline, the
+    // slots reserved for the exchanges in flight and those the store or an output holds (waiting,
+    // or in a write that may fail and keep them) fill max_queue. Each event waiting in the pipeline
+    // goes to each holder next, so they add up.
+    ...(refuseWhenFull ? { heldElsewhere: () => heldByOutputs() } : {}),
     onError: (error, _sink, events) => auditFailed(error, events),
   });
-  /**
-   * The next event could not be kept: the events waiting in the pipeline and those the store (or,
-   * with refuse, an output) holds (waiting, or in a write that may fail and keep them) fill
-   * `max_queue`. Each event waiting in the pipeline goes to each of them next, so the two add up.
-   */
-  const auditFull = (): boolean => {
+  function heldByOutputs(): number {
     let stored = 0;
     for (const s of holders) stored = Math.max(stored, s.held);
-    return audit.stats.queued + stored >= maxQueue;
-  };
+    return stored;
+  }
+  /**
+   * With refuse, no room for one more exchange: a request admitted takes a slot when it is admitted
+   * (not when it ends, when the queue may have filled behind it), so its event is kept.
+   */
+  const auditFull = (): boolean => audit.full;
   let refusedSinceLog = 0;
   let refusalLoggedAt = Number.NEGATIVE_INFINITY;
   const auditStats = () => {
@@ -654,7 +659,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const latency = performance.now() - x.start;
     metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
-    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000, state.vouching));
+    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000, state.vouching), x.auditSlot);
   }
 
   function streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void {
@@ -674,7 +679,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   }
 
   function auditRefusal(req: IncomingMessage, forwardAuth = false): DenyRendering | undefined {
-    if (!refuseWhenFull || !auditFull()) return undefined;
+    // The slot reserved here is the exchange's, taken by begin(…, true) and used by its finish().
+    if (!refuseWhenFull || audit.reserve()) return undefined;
     const s = state;
     let d = renderDeny(
       new TesseraError('audit_unavailable', { retryAfter: AUDIT_RETRY_AFTER }),
@@ -705,9 +711,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     if (!res.headersSent && !res.destroyed) res.writeHead(d.status, d.headers).end(d.body);
   }
 
-  function begin(kind: Exchange['kind'], req: IncomingMessage): Exchange {
+  function begin(kind: Exchange['kind'], req: IncomingMessage, admitted = false): Exchange {
     inflight++;
-    return new Exchange(kind, req.method ?? 'GET', plainAddress(req.socket.remoteAddress ?? ''), performance.now(), clock());
+    const x = new Exchange(kind, req.method ?? 'GET', plainAddress(req.socket.remoteAddress ?? ''), performance.now(), clock());
+    x.auditSlot = admitted && refuseWhenFull;
+    return x;
   }
 
   function denyRendering(x: Exchange, error: TesseraError, challenges: (e?: TesseraError) => string[]): DenyRendering {
@@ -1322,7 +1330,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       refuseAuditFull(req, res, full);
       return;
     }
-    const x = begin('gateway.request', req);
+    const x = begin('gateway.request', req, true);
     x.secrets = requestSecrets(s, req);
     x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.

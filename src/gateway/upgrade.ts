@@ -74,7 +74,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
     writeSocketDeny(socket, full);
     return;
   }
-  const x = ctx.begin('gateway.request', req);
+  const x = ctx.begin('gateway.request', req, true);
   x.secrets = requestSecrets(s, req);
   x.requestId = requestId(req.headers['x-request-id'], x.secrets);
   // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.

@@ -55,6 +55,31 @@ describe('audit pipeline', () => {
     assert.deepEqual(errors, [0, 3]);
     assert.equal(p.stats.failed, 3);
   });
+  it('a reserved slot keeps its event when the queue filled after it was reserved; events without a slot are dropped first', async () => {
+    const sink = new MemoryAuditSink();
+    let held = 0;
+    const p = createAuditPipeline({ sinks: [sink], batchSize: 100, maxQueue: 3, flushIntervalMs: 60_000, heldElsewhere: () => held });
+    assert.equal(p.reserve(), true, 'the slow request is admitted while there is room');
+    p.emit(event(1));
+    held = 1; // a sink holds one event it refused
+    assert.equal(p.full, true, 'one queued, one reserved, one held elsewhere: max_queue');
+    assert.equal(p.reserve(), false, 'no slot for the next request: it is refused');
+    p.emit(event(2));
+    assert.equal(p.stats.dropped, 1, 'an event without a slot does not take the reserved one');
+    p.emit(event(3), true);
+    assert.equal(p.stats.dropped, 1, 'the reserved event is kept');
+    assert.equal(p.stats.reserved, 0);
+    assert.equal(p.reserve(), false);
+    held = 0;
+    assert.equal(p.reserve(), true);
+    p.release();
+    assert.equal(p.stats.reserved, 0, 'a slot given back');
+    await p.close();
+    assert.deepEqual(
+      sink.events.map((e) => e.time),
+      [1, 3],
+    );
+  });
   it('appends JSON lines to a file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-'));
     try {

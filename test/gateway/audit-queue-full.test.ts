@@ -11,6 +11,7 @@
  * recover.
  */
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -117,6 +118,7 @@ describe('audit.on_queue_full: refuse', () => {
         `kept-${i} reached the store`,
       );
     assert.ok(!stored.some((e) => e.request_id === 'refused-while-full'), 'the refusal took no audit slot');
+    assert.equal(gw.served.gateway.audit.stats.reserved, 0, 'every request and check answered gave its audit slot back');
   });
 });
 
@@ -260,6 +262,75 @@ describe('audit.on_queue_full: drop (the default), with a failing audit.file', (
     } finally {
       await gw.close();
       await upstream.close();
+    }
+  });
+});
+
+/**
+ * A request admitted while the queue had room, that completes once other requests have filled it:
+ * its slot was reserved when it was admitted, so its event is kept and the request after the last
+ * free slot is refused instead. The audit.file is a FIFO nobody reads: its open (and so every
+ * write) stalls, as a hung disk or NFS mount would, until the test starts a reader.
+ */
+describe('audit.on_queue_full: refuse, with a request in flight while the queue fills', () => {
+  it('attack: a slow request admitted just before the queue fills cannot complete unaudited: its slot was reserved, the later request is refused instead', async () => {
+    let release: (() => void) | undefined;
+    const upstream = await startUpstream((req, res) => {
+      const answer = () => {
+        if (!res.headersSent) res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+      };
+      if (req.url === '/pub/slow') release = answer;
+      else answer();
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-fifo-'));
+    const fifo = join(dir, 'audit.jsonl');
+    execFileSync('mkfifo', ['-m', '600', fifo]);
+    const gw = await startGateway(config(upstream.url, { file: fifo, on_queue_full: 'refuse' }));
+    let reader: ReturnType<typeof spawn> | undefined;
+    try {
+      const slow = fetch(`${gw.url}/pub/slow`);
+      await until(async () => release !== undefined, 5000);
+      const served = ['/pub/slow'];
+      let refused = 0;
+      for (let i = 0; i < 5 && refused === 0; i++) {
+        const r = await fetch(`${gw.url}/pub/fast-${i}`);
+        await r.arrayBuffer();
+        if (r.status === 200) served.push(`/pub/fast-${i}`);
+        else {
+          assert.equal(r.status, 503);
+          refused++;
+        }
+      }
+      assert.equal(refused, 1, 'once the queue is full, requests are refused');
+      assert.deepEqual(
+        served,
+        ['/pub/slow', '/pub/fast-0', '/pub/fast-1'],
+        'the slow request keeps its slot: two more fit in max_queue: 3',
+      );
+      release?.();
+      const done = await slow;
+      assert.equal(done.status, 200);
+      await done.text();
+      // (No audit.flush() here: it would wait for the stalled write.)
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.match(metrics, /^tessera_audit_events_dropped_total 0$/m, 'the slow request’s event was not dropped');
+      // Read the FIFO: the stalled writes go through, every served request’s event among them.
+      let text = '';
+      reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'ignore'] });
+      reader.stdout?.on('data', (c: Buffer) => {
+        text += c.toString();
+      });
+      await until(async () => served.every((p) => text.includes(`"path":"${p}"`)), 5000).catch(() => {
+        throw new Error(`not every served request reached audit.file: ${text}`);
+      });
+    } finally {
+      release?.();
+      // A FIFO with no reader would hold the gateway's open (and this process) forever.
+      reader ??= spawn('cat', [fifo], { stdio: ['ignore', 'ignore', 'ignore'] });
+      await gw.close();
+      await upstream.close();
+      reader.kill();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
