@@ -19,7 +19,7 @@ import { BatchingAuditSink, within } from '../audit/batching.ts';
 import type { AuditEvent, AuditSink } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
 import { type AuditPipeline, auditEventsLost, createAuditPipeline } from '../audit/pipeline.ts';
-import { createJsonLinesSink, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
+import { createJsonLinesSink, type JsonLinesResume, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { MAX_CLOCK_SKEW, MAX_DPOP_IAT_WINDOW } from '../config/verifier-schema.ts';
@@ -435,10 +435,24 @@ interface AuditOutput {
   readonly sink: JsonLinesSink;
 }
 
-function auditOutputs(audit: AuditConfig | undefined): AuditOutput[] {
+/**
+ * The outputs `audit` configures. `resumes`: where a write refused part-way stopped, per target,
+ * kept across reloads: a reload keeping `audit.file` (SIGHUP after a rotation) opens a new sink on
+ * it, and the batch written again goes on where the refused write stopped, as the old sink would
+ * have (no line written twice, none cut). A target no longer configured loses its entry.
+ */
+function auditOutputs(audit: AuditConfig | undefined, resumes: Map<string, JsonLinesResume>): AuditOutput[] {
   const out: AuditOutput[] = [];
-  if (audit?.stdout) out.push({ kind: 'stdout', sink: createJsonLinesSink({ stream: process.stdout }) });
-  if (audit?.file) out.push({ kind: 'file', sink: createJsonLinesSink({ file: audit.file }) });
+  const targets = new Set<string>();
+  const resume = (key: string): JsonLinesResume => {
+    targets.add(key);
+    let r = resumes.get(key);
+    if (r === undefined) resumes.set(key, (r = {}));
+    return r;
+  };
+  if (audit?.stdout) out.push({ kind: 'stdout', sink: createJsonLinesSink({ stream: process.stdout }, { resume: resume('stdout') }) });
+  if (audit?.file) out.push({ kind: 'file', sink: createJsonLinesSink({ file: audit.file }, { resume: resume(`file:${audit.file}`) }) });
+  for (const key of resumes.keys()) if (!targets.has(key)) resumes.delete(key);
   return out;
 }
 
@@ -524,7 +538,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   for (const w of state.warnings) logger.warn({ event: 'config_warning' }, w);
   for (const v of state.verifiers) void v.ready();
 
-  let sinks: AuditOutput[] = auditOutputs(state.audit);
+  const resumes = new Map<string, JsonLinesResume>();
+  let sinks: AuditOutput[] = auditOutputs(state.audit, resumes);
   const maxQueue = state.audit?.max_queue ?? 100_000;
   const flushIntervalMs = (state.audit?.flush_interval ?? 1) * 1000;
   const auditFailed = (error: unknown, events: number) =>
@@ -1770,7 +1785,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // (logrotate's `postrotate`) then starts a new file instead of writing to the renamed one.
     if (compiled.audit?.file !== undefined || JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
       const old = sinks;
-      sinks = auditOutputs(compiled.audit);
+      sinks = auditOutputs(compiled.audit, resumes);
       void audit.flush().then(() => Promise.all(old.map((o) => o.sink.close())));
     }
     for (const w of compiled.warnings) logger.warn({ event: 'config_warning' }, w);

@@ -39,13 +39,25 @@ export function terminalSafeJson(text: string): string {
 const APPEND = (constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW) as unknown as string;
 
 /**
+ * Where a write refused part-way stopped: the batch's first event and how many bytes of its text
+ * reached the file. Kept by the sink; a sink that replaces another on the same target (a reload)
+ * is given the same object, so the batch written again goes on from there in the new one too.
+ */
+export interface JsonLinesResume {
+  cut?: { readonly id: string; readonly bytes: number } | undefined;
+}
+
+/**
  * @example
  * ```ts
  * const sink = createJsonLinesSink({ file: '/var/log/tessera/audit.jsonl' });
  * const stdout = createJsonLinesSink({ stream: process.stdout });
  * ```
  */
-export function createJsonLinesSink(target: { file: string } | { stream: Writable }): JsonLinesSink {
+export function createJsonLinesSink(
+  target: { file: string } | { stream: Writable },
+  options: { readonly resume?: JsonLinesResume } = {},
+): JsonLinesSink {
   const file = 'file' in target ? target.file : undefined;
   let error: Error | undefined;
   let onError: ((e: Error) => void) | undefined;
@@ -62,7 +74,7 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
   // the batch's first event and how many bytes of its text reached the file. The same batch
   // written again (kept by audit.on_queue_full: refuse, with newer events after it) goes on from
   // there, so no line is written twice and the cut line is completed.
-  let cut: { id: string; bytes: number } | undefined;
+  const resume = options.resume ?? {};
   return {
     write(events: readonly AuditEvent[]): Promise<void> {
       if (error) {
@@ -78,8 +90,9 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
       for (const e of events) text += `${JSON.stringify(e)}\n`;
       let data = Buffer.from(terminalSafeJson(text));
       const first = events[0]?.id;
+      const cut = resume.cut;
       const skip = cut !== undefined && cut.id === first ? Math.min(cut.bytes, data.length) : 0;
-      cut = undefined;
+      resume.cut = undefined;
       if (skip > 0) data = data.subarray(skip);
       // The callback fires once the text is handed to the OS, which is the back-pressure we want.
       // A failed write's callback comes before the stream's 'error' event: note it here too.
@@ -91,7 +104,7 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
           if (!e) return resolve();
           if (s === stream) error ??= e;
           const took = before !== undefined ? (s as WriteStream).bytesWritten - before : 0;
-          if (first !== undefined && skip + took > 0) cut = { id: first, bytes: skip + took };
+          if (first !== undefined && skip + took > 0) resume.cut = { id: first, bytes: skip + took };
           reject(e);
         });
       });
