@@ -12,7 +12,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { BatchingAuditSink, within } from '../audit/batching.ts';
@@ -282,6 +282,8 @@ export interface GatewayDeps {
    * `audit.flush_interval`.
    */
   readonly auditSinks?: readonly AuditSink[];
+  /** The stream `audit.stdout` writes to (default `process.stdout`). */
+  readonly auditStdout?: Writable;
   /** Revocations: checked by the verifiers, and used to close open streams. */
   readonly revocation?: RevocationFeed;
   /** The token service, for `credential: exchange`. */
@@ -441,7 +443,11 @@ interface AuditOutput {
  * it, and the batch written again goes on where the refused write stopped, as the old sink would
  * have (no line written twice, none cut). A target no longer configured loses its entry.
  */
-function auditOutputs(audit: AuditConfig | undefined, resumes: Map<string, JsonLinesResume>): AuditOutput[] {
+function auditOutputs(
+  audit: AuditConfig | undefined,
+  resumes: Map<string, JsonLinesResume>,
+  stdout: Writable = process.stdout,
+): AuditOutput[] {
   const out: AuditOutput[] = [];
   const targets = new Set<string>();
   const resume = (key: string): JsonLinesResume => {
@@ -450,7 +456,7 @@ function auditOutputs(audit: AuditConfig | undefined, resumes: Map<string, JsonL
     if (r === undefined) resumes.set(key, (r = {}));
     return r;
   };
-  if (audit?.stdout) out.push({ kind: 'stdout', sink: createJsonLinesSink({ stream: process.stdout }, { resume: resume('stdout') }) });
+  if (audit?.stdout) out.push({ kind: 'stdout', sink: createJsonLinesSink({ stream: stdout }, { resume: resume('stdout') }) });
   if (audit?.file) out.push({ kind: 'file', sink: createJsonLinesSink({ file: audit.file }, { resume: resume(`file:${audit.file}`) }) });
   for (const key of resumes.keys()) if (!targets.has(key)) resumes.delete(key);
   return out;
@@ -539,7 +545,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   for (const v of state.verifiers) void v.ready();
 
   const resumes = new Map<string, JsonLinesResume>();
-  let sinks: AuditOutput[] = auditOutputs(state.audit, resumes);
+  let sinks: AuditOutput[] = auditOutputs(state.audit, resumes, deps.auditStdout);
   const maxQueue = state.audit?.max_queue ?? 100_000;
   const flushIntervalMs = (state.audit?.flush_interval ?? 1) * 1000;
   const auditFailed = (error: unknown, events: number) =>
@@ -573,7 +579,37 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   const holders = [...stores, ...kept.values()];
   const writeOutput = (o: AuditOutput, events: readonly AuditEvent[]): Promise<void> => {
     const k = kept.get(o.kind);
-    return k === undefined ? o.sink.write(events) : k.write(events).then(() => (k.failing ? undefined : k.flush()));
+    const written = k === undefined ? o.sink.write(events) : k.write(events).then(() => (k.failing ? undefined : k.flush()));
+    if (o.kind === 'stdout') void written.then(stdoutBroken, stdoutBroken);
+    return written;
+  };
+  // audit.stdout whose stream failed (its reader gone: EPIPE) cannot be opened again: one error
+  // line says so (the error's code only), and /readyz names it, not ready with refuse (every
+  // request is refused until a restart), ready with drop (its events are lost to stdout).
+  let stdoutBrokenLogged = false;
+  const brokenStdout = (): Error | undefined => sinks.find((o) => o.kind === 'stdout')?.sink.broken;
+  function stdoutBroken(): void {
+    const e = brokenStdout();
+    if (e === undefined || stdoutBrokenLogged) return;
+    stdoutBrokenLogged = true;
+    logger.error(
+      { event: 'audit_output_failed', output: 'stdout', ...errorCode(e) },
+      refuseWhenFull
+        ? 'audit.stdout cannot be written any more (its reader is gone?): requests are refused (audit.on_queue_full: refuse) until the gateway is restarted with a reader on its stdout'
+        : 'audit.stdout cannot be written any more (its reader is gone?): its events are lost until the gateway is restarted with a reader on its stdout',
+    );
+  }
+  const stdoutCheck: ReadinessCheck = {
+    name: 'audit stdout',
+    check: () => {
+      const e = brokenStdout();
+      if (e === undefined) return { ok: true };
+      const code = errorCode(e).code ?? (e as Error).name ?? 'error';
+      return {
+        ok: !refuseWhenFull,
+        detail: `failed (${code}), not written again until a restart${refuseWhenFull ? ': requests are refused (audit.on_queue_full: refuse)' : ': its events are lost (audit.on_queue_full: drop)'}`,
+      };
+    },
   };
   const audit = createAuditPipeline({
     // A batch is over once every output has answered: Promise.all would end it at the first refusal
@@ -1727,7 +1763,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         const r = await readiness(
           s.verifiers,
           { depth: auditStats().depth, max: maxQueue, ...(refuseWhenFull ? { refusing: auditFull() } : {}) },
-          deps.readiness ?? [],
+          sinks.some((o) => o.kind === 'stdout') ? [stdoutCheck, ...(deps.readiness ?? [])] : (deps.readiness ?? []),
           closing,
           ops.jwks_max_stale * 1000,
         );
@@ -1785,7 +1821,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // (logrotate's `postrotate`) then starts a new file instead of writing to the renamed one.
     if (compiled.audit?.file !== undefined || JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
       const old = sinks;
-      sinks = auditOutputs(compiled.audit, resumes);
+      sinks = auditOutputs(compiled.audit, resumes, deps.auditStdout);
       void audit.flush().then(() => Promise.all(old.map((o) => o.sink.close())));
     }
     for (const w of compiled.warnings) logger.warn({ event: 'config_warning' }, w);

@@ -12,11 +12,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { until } from '../helpers/net.ts';
 import { baseConfig, STATIC_TOKEN, startGateway, startUpstream, type TestGateway, type Upstream, upgradeStatus } from './helpers.ts';
@@ -399,4 +402,64 @@ describe('audit.on_queue_full: refuse, a reload keeping audit.file after a write
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+/**
+ * audit.stdout whose reader is gone (a log shipper that exited): a real pipe to a process that has
+ * ended, so each write fails with EPIPE. The pipe cannot be opened again, so the gateway says so
+ * once (the error's code, nothing of the events) and /readyz names it; with refuse, it is not
+ * ready (every request is refused until a restart), with drop it stays ready and says its events
+ * are lost to stdout.
+ */
+describe('audit.stdout whose reader is gone', () => {
+  for (const mode of ['refuse', 'drop'] as const) {
+    it(`on_queue_full: ${mode}: one audit_output_failed line with its code (EPIPE), and /readyz's 'audit stdout' check says it failed${mode === 'refuse' ? ' (not ready)' : ' (still ready)'}`, async () => {
+      const upstream = await startUpstream();
+      const reader = spawn(process.execPath, ['-e', ''], { stdio: ['pipe', 'ignore', 'ignore'] });
+      reader.stdin?.on('error', () => {});
+      await once(reader, 'exit');
+      const lines: Record<string, unknown>[] = [];
+      const logger = pino(
+        { level: 'info' },
+        new Writable({
+          write(chunk, _enc, cb) {
+            lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+            cb();
+          },
+        }),
+      );
+      const gw = await startGateway(config(upstream.url, { stdout: true, on_queue_full: mode }), {
+        logger,
+        auditStdout: reader.stdin as Writable,
+      });
+      const readyz = async () => {
+        const res = await fetch(`${gw.url}/readyz`);
+        const checks = ((await res.json()) as { checks: { name: string; ok: boolean; detail?: string }[] }).checks;
+        return { status: res.status, check: checks.find((c) => c.name === 'audit stdout') };
+      };
+      try {
+        assert.deepEqual((await readyz()).check, { name: 'audit stdout', ok: true });
+        for (let i = 0; i < 3; i++)
+          await (await fetch(`${gw.url}/pub/x-${i}`, { headers: { authorization: `Bearer ${STATIC_TOKEN}` } })).arrayBuffer();
+        await until(() => lines.some((l) => l.event === 'audit_output_failed'), 5000);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const failed = lines.filter((l) => l.event === 'audit_output_failed');
+        assert.equal(failed.length, 1, 'said once, not at each batch');
+        assert.equal(failed[0]?.output, 'stdout');
+        // EPIPE, or the stream already destroyed when Node saw the pipe close before a write.
+        assert.match(String(failed[0]?.code), /^(EPIPE|ERR_STREAM_DESTROYED)$/);
+        assert.ok(!JSON.stringify(lines).includes(STATIC_TOKEN), 'no credential in the log');
+        const r = await readyz();
+        assert.equal(r.check?.ok, mode === 'drop');
+        assert.match(r.check?.detail ?? '', /^failed \((EPIPE|ERR_STREAM_DESTROYED)\), not written again until a restart/);
+        if (mode === 'refuse') {
+          assert.equal(r.status, 503);
+          assert.equal((await fetch(`${gw.url}/pub/after`)).status, 503, 'refused: fail closed');
+        } else assert.equal(r.status, 200);
+      } finally {
+        await gw.close();
+        await upstream.close();
+      }
+    });
+  }
 });

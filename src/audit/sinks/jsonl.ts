@@ -14,6 +14,12 @@ import type { AuditEvent, AuditSink } from '../event.ts';
 /** An audit sink writing one JSON line per event to a stream or a file; `close()` flushes and closes it. */
 export interface JsonLinesSink extends AuditSink {
   close(): Promise<void>;
+  /**
+   * The error that broke a stream this sink does not own (stdout whose reader is gone: `EPIPE`):
+   * such a stream is not opened again, so every later write fails with it. Always `undefined` for
+   * a file, which is opened again for the next batch.
+   */
+  readonly broken: Error | undefined;
 }
 
 // What JSON.stringify leaves raw (it escapes only U+0000-U+001F) and should not reach a line reader
@@ -108,6 +114,9 @@ export function createJsonLinesSink(
           reject(e);
         });
       });
+    },
+    get broken(): Error | undefined {
+      return file === undefined ? error : undefined;
     },
     close(): Promise<void> {
       // A stream it does not own (stdout) stays open, without this sink's listener: a reload
