@@ -82,6 +82,12 @@ export interface ClientRecord {
    * client registered before schema 17): `token_service.cors.allowed_origins` alone decides.
    */
   readonly allowedOrigins: readonly string[];
+  /**
+   * RFC 9449 §5.2 `dpop_bound_access_tokens`: the client always uses DPoP, so every token request
+   * of it without a valid DPoP proof is refused and each of its access tokens is sender-constrained.
+   * False (every client registered before schema 20) leaves DPoP to each request.
+   */
+  readonly dpopBoundAccessTokens: boolean;
   /** Human-readable name shown on the consent page (RFC 7591 `client_name`); `null` shows the id. */
   readonly name: string | null;
   readonly disabled: boolean;
@@ -104,6 +110,7 @@ export type ClientPatch = Partial<
     | 'jwksUri'
     | 'redirectUris'
     | 'allowedOrigins'
+    | 'dpopBoundAccessTokens'
     | 'name'
   >
 >;

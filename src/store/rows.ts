@@ -81,6 +81,9 @@ export function clientFrom(r: Row, flag: (v: unknown) => boolean): ClientRecord 
     redirectUris: r.redirect_uris === undefined ? [] : parse(r.redirect_uris),
     // Absent before schema 17.
     allowedOrigins: r.allowed_origins === undefined || r.allowed_origins === null ? [] : parse(r.allowed_origins),
+    // Absent before schema 20.
+    dpopBoundAccessTokens:
+      r.dpop_bound_access_tokens === undefined || r.dpop_bound_access_tokens === null ? false : flag(r.dpop_bound_access_tokens),
     name: strOrNull(r.name),
     disabled: flag(r.disabled),
     createdAt: num(r.created_at),
@@ -118,7 +121,8 @@ export function revocationEntryFrom(r: Row): RevocationEntry {
 /**
  * `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes,
  * audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris,
- * allowed_origins, name, disabled, created_at, updated_at)`. `flag` writes a boolean column.
+ * allowed_origins, name, disabled, created_at, updated_at, dpop_bound_access_tokens)`. `flag` writes a
+ * boolean column.
  */
 export function clientValues<F>(c: ClientRecord, flag: (v: boolean) => F): (SqlValue | F)[] {
   return [
@@ -139,6 +143,7 @@ export function clientValues<F>(c: ClientRecord, flag: (v: boolean) => F): (SqlV
     flag(c.disabled),
     c.createdAt,
     c.updatedAt,
+    flag(c.dpopBoundAccessTokens),
   ];
 }
 
@@ -156,6 +161,7 @@ export function clientPatchColumns<F>(flag: (v: boolean) => F): Record<keyof Cli
     jwksUri: ['jwks_uri', (v: string | null) => v],
     redirectUris: ['redirect_uris', (v: readonly string[]) => json(v)],
     allowedOrigins: ['allowed_origins', (v: readonly string[]) => json(v)],
+    dpopBoundAccessTokens: ['dpop_bound_access_tokens', flag],
     name: ['name', (v: string | null) => v],
   };
 }

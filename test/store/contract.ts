@@ -54,6 +54,7 @@ export function clientRecord(overrides: Partial<ClientRecord> = {}, now = 1_800_
     accessTokenTtl: null,
     exchangeRetargetAudiences: false,
     redirectUris: [],
+    dpopBoundAccessTokens: false,
     name: null,
     disabled: false,
     createdAt: now,
@@ -265,6 +266,28 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         assert.equal((await store.getClient(c.id))?.exchangeRetargetAudiences, false);
         assert.ok((await store.versions()).clients > v1);
         assert.equal(await store.updateClient('nope', { exchangeRetargetAudiences: true }, clock.now()), undefined);
+      });
+
+      it('keeps the DPoP-bound flag (RFC 9449 §5.2), off by default, updates it alone both ways, and bumps the clients version', async () => {
+        const c = clientRecord({ dpopBoundAccessTokens: true });
+        await store.createClient(c);
+        assert.deepEqual(await store.getClient(c.id), c);
+        assert.equal((await store.listClients()).find((x) => x.id === c.id)?.dpopBoundAccessTokens, true);
+        const d = clientRecord();
+        await store.createClient(d);
+        assert.equal((await store.getClient(d.id))?.dpopBoundAccessTokens, false);
+        // An update of anything else leaves it as it was.
+        assert.equal((await store.updateClient(c.id, { exchangeRetargetAudiences: true }, clock.now() + 1))?.dpopBoundAccessTokens, true);
+        const v0 = (await store.versions()).clients;
+        const off = await store.updateClient(c.id, { dpopBoundAccessTokens: false }, clock.now() + 2);
+        assert.deepEqual(off, { ...c, exchangeRetargetAudiences: true, dpopBoundAccessTokens: false, updatedAt: clock.now() + 2 });
+        assert.deepEqual(await store.getClient(c.id), off);
+        const v1 = (await store.versions()).clients;
+        assert.ok(v1 > v0);
+        assert.equal((await store.updateClient(c.id, { dpopBoundAccessTokens: true }, clock.now() + 3))?.dpopBoundAccessTokens, true);
+        assert.equal((await store.getClient(c.id))?.dpopBoundAccessTokens, true);
+        assert.ok((await store.versions()).clients > v1);
+        assert.equal(await store.updateClient('nope', { dpopBoundAccessTokens: true }, clock.now()), undefined);
       });
 
       it('refuses a duplicate client id with StoreConflictError (code client_exists)', async () => {

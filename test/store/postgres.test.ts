@@ -1096,11 +1096,12 @@ if (!reachable) {
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 12');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 19);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1135,10 +1136,11 @@ if (!reachable) {
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 19);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1168,6 +1170,7 @@ if (!reachable) {
       try {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 17');
         // A child Tessera 17 wrote: no column for the token it was exchanged from.
         await c.query(
@@ -1177,7 +1180,7 @@ if (!reachable) {
         );
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 19);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
           const old = await store.getGrant('g-old');
           assert.equal(old?.subjectJti, null);
           assert.equal(old?.actorJti, null);
@@ -1242,6 +1245,7 @@ if (!reachable) {
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 9');
         await c.query(
           `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
@@ -1268,6 +1272,7 @@ if (!reachable) {
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 15');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, created_at, updated_at)
@@ -1297,6 +1302,7 @@ if (!reachable) {
         await c.query('ALTER TABLE clients DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 16');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, redirect_uris, created_at, updated_at)
@@ -1327,6 +1333,46 @@ if (!reachable) {
       }
     });
 
+    it('reads clients registered before migration 20 as not DPoP-bound, keeps the flag of one registered after, and reads those an instance still on 19 registers as not bound', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        // Back to schema 19, with a client Tessera 19 registered.
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('DELETE FROM schema_migrations WHERE version > 19');
+        await c.query(
+          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, created_at, updated_at)
+           VALUES ('old', 'client_secret', NULL, 'hash', NULL, NULL, '[]', '["https://api.test"]', '["client_credentials"]', NULL, '[]', 1, 1)`,
+        );
+      } finally {
+        await c.end();
+      }
+      const store = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        const admin = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+        await admin.connect();
+        try {
+          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
+          // An instance still on 19 registers clients without the column: they read as not bound.
+          await admin.query(
+            `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, created_at, updated_at)
+             VALUES ('by-19', 'client_secret', NULL, 'hash', NULL, NULL, '[]', '["https://api.test"]', '["client_credentials"]', NULL, '[]', 1, 1)`,
+          );
+        } finally {
+          await admin.end();
+        }
+        assert.equal((await store.getClient('old'))?.dpopBoundAccessTokens, false);
+        assert.equal((await store.getClient('by-19'))?.dpopBoundAccessTokens, false);
+        await store.createClient(clientRecord({ id: 'new', dpopBoundAccessTokens: true }));
+        assert.equal((await store.getClient('new'))?.dpopBoundAccessTokens, true);
+        assert.equal((await store.updateClient('old', { dpopBoundAccessTokens: true }, 2))?.dpopBoundAccessTokens, true);
+      } finally {
+        await store.close();
+      }
+    });
+
     it('dates codes written before migration 15 (approval_since NULL) by their creation: a subject revocation from then on refuses them at redemption', async () => {
       const schema = schemaName();
       await (await PostgresStore.open({ connectionString: url, schema })).close();
@@ -1339,6 +1385,7 @@ if (!reachable) {
         await c.query('ALTER TABLE clients DROP COLUMN secret_method, DROP COLUMN allowed_origins');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 14');
         for (const [hash, subject] of [
           ['h-revoked', 'mallory'],
@@ -1404,6 +1451,7 @@ if (!reachable) {
         await c.query('ALTER TABLE audit_events DROP COLUMN jti, DROP COLUMN token_hash');
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac');
+        await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
         await c.query('DELETE FROM schema_migrations WHERE version > 3');
         await c.query('INSERT INTO audit_events (id, time, kind, event) VALUES ($1, $2, $3, $4)', [
           old.id,

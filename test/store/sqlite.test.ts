@@ -18,6 +18,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 20) db.exec('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
   if (version < 19) db.exec('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
   if (version < 18) {
     db.exec('DROP INDEX grants_actor_jti');
@@ -250,6 +251,26 @@ describe('sqlite store specifics', () => {
     await store.close();
   });
 
+  it('reads clients registered before migration 20 as not DPoP-bound, and keeps the flag of one registered after', async () => {
+    const path = join(dir, 'legacy-dpop-bound.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 19);
+    db.prepare(
+      `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, disabled, created_at, updated_at)
+       VALUES ('old', 'client_secret', NULL, 'hash', NULL, NULL, '[]', '["https://api.test"]', '["client_credentials"]', NULL, '[]', 0, 1, 1)`,
+    ).run();
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, 20);
+    assert.equal((await store.getClient('old'))?.dpopBoundAccessTokens, false);
+    await store.createClient(clientRecord({ id: 'new', dpopBoundAccessTokens: true }));
+    assert.equal((await store.getClient('new'))?.dpopBoundAccessTokens, true);
+    assert.equal((await store.updateClient('old', { dpopBoundAccessTokens: true }, 2))?.dpopBoundAccessTokens, true);
+    assert.equal((await store.getClient('old'))?.dpopBoundAccessTokens, true);
+    await store.close();
+  });
+
   it('reads secret clients registered before migration 16 (secret_method NULL) as accepting either secret method, and keeps the method of one registered after', async () => {
     const path = join(dir, 'legacy-secret-method.db');
     (await SqliteStore.open({ path })).close();
@@ -363,7 +384,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
-    assert.equal(store.schemaVersion, 19);
+    assert.equal(store.schemaVersion, 20);
     const old = await store.getGrant('g-old');
     assert.equal(old?.subjectJti, null);
     assert.equal(old?.actorJti, null);

@@ -423,6 +423,13 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     version: 19,
     sql: 'ALTER TABLE signing_keys ADD COLUMN mac text; ALTER TABLE removed_signing_keys ADD COLUMN mac text;',
   },
+  {
+    // clients.dpop_bound_access_tokens: the client always uses DPoP (RFC 9449 §5.2), so a token
+    // request of it without a DPoP proof is refused. False, in every client registered before (and
+    // written by an older instance), leaves DPoP to each request.
+    version: 20,
+    sql: 'ALTER TABLE clients ADD COLUMN dpop_bound_access_tokens boolean NOT NULL DEFAULT false;',
+  },
 ];
 
 /** Whether the log holds a revocation of `subject` at `issuer` dated `since` or later (by the revocations_subject index). */
@@ -786,8 +793,8 @@ export class PostgresStore implements Store {
           }
         }
         await c.query(
-          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at, dpop_bound_access_tokens)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
           clientValues(x, (v) => v),
         );
         await this.#bump(c, 'clients_version');

@@ -282,4 +282,10 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE removed_signing_keys ADD COLUMN mac TEXT;
     `,
   },
+  {
+    version: 20,
+    description:
+      'clients.dpop_bound_access_tokens: the client always uses DPoP (RFC 9449 §5.2), so a token request of it without a DPoP proof is refused; 0, in every client registered before, leaves DPoP to each request',
+    sql: 'ALTER TABLE clients ADD COLUMN dpop_bound_access_tokens INTEGER NOT NULL DEFAULT 0;',
+  },
 ];

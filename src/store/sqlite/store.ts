@@ -304,8 +304,8 @@ export class SqliteStore implements Store {
           throw new StoreCapacityError('client_limit_reached', `${limit.max} clients with ids starting "${limit.idPrefix}" exist`);
         }
         this.#stmt(
-          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris, allowed_origins, name, disabled, created_at, updated_at, dpop_bound_access_tokens)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(...clientValues(c, sqliteFlag));
         this.#bump('clients_version');
       });
