@@ -498,6 +498,15 @@ export const OAUTH_ERROR_CODES = {
   // A proof whose jti this server already recorded (RFC 9449 §11.1): a captured proof replayed, audited
   // apart from a malformed one.
   dpop_proof_replayed: { status: 400, error: 'invalid_dpop_proof', description: 'The DPoP proof was already used.' },
+  // RFC 9449 §5.2: a client registered with dpop_bound_access_tokens (`--dpop-bound`) sent a token
+  // request without a DPoP header. The RFC names no error for it; the proof is missing, not invalid
+  // (invalid_dpop_proof), and the grant (a refresh token, a code) is sound, so not invalid_grant,
+  // which a client may read as its session gone: the request lacks what it needs (RFC 6749 §5.2).
+  client_dpop_proof_required: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'This client is registered to use DPoP (dpop_bound_access_tokens): the token request needs a DPoP proof.',
+  },
   // RFC 9449 §8 (token_service.dpop.nonce): 400 here, where the resource server's is a 401 (§9);
   // the nonce to retry with goes in the DPoP-Nonce header.
   dpop_nonce_required: {

@@ -98,6 +98,7 @@ export async function registerClient(
       auth_method: record.authMethod,
       ...(record.secretMethod !== null ? { secret_method: record.secretMethod } : {}),
       ...(record.allowedOrigins.length > 0 ? { allowed_origins: record.allowedOrigins.join(' ') } : {}),
+      ...(record.dpopBoundAccessTokens ? { dpop_bound_access_tokens: true } : {}),
       ...detail,
     },
   });
@@ -122,6 +123,10 @@ export async function updateClient(
   if (update.retargetAudiences !== undefined && update.retargetAudiences !== current.exchangeRetargetAudiences) {
     patch.exchangeRetargetAudiences = update.retargetAudiences;
     detail.exchange_retarget_audiences = update.retargetAudiences;
+  }
+  if (update.dpopBound !== undefined && update.dpopBound !== current.dpopBoundAccessTokens) {
+    patch.dpopBoundAccessTokens = update.dpopBound;
+    detail.dpop_bound_access_tokens = update.dpopBound;
   }
   if (update.allowedOrigins !== undefined) {
     const origins = checkAllowedOrigins(update.allowedOrigins);

@@ -79,6 +79,11 @@ export interface ClientInput {
    * it may use either. Refused for a public or private_key_jwt client.
    */
   readonly secretMethod?: ClientSecretMethod;
+  /**
+   * RFC 9449 §5.2 `dpop_bound_access_tokens`: the client always uses DPoP, so each of its token
+   * requests without a valid DPoP proof is refused (default false).
+   */
+  readonly dpopBound?: boolean;
 }
 
 /** Most origins one client may list: each is compared at every request of the client that carries `Origin`. */
@@ -142,6 +147,8 @@ export interface ClientUpdate {
   readonly retargetAudiences?: boolean;
   /** The client's own allowed origins, replaced whole (see {@link ClientInput.allowedOrigins}); empty removes them. */
   readonly allowedOrigins?: readonly string[];
+  /** Every token request must carry a DPoP proof (see {@link ClientInput.dpopBound}). */
+  readonly dpopBound?: boolean;
 }
 
 /**
@@ -354,6 +361,7 @@ export function buildClient(
     exchangeRetargetAudiences: input.retargetAudiences === true,
     redirectUris,
     allowedOrigins,
+    dpopBoundAccessTokens: input.dpopBound === true,
     name: input.name?.trim() ?? null,
     disabled: false,
     createdAt: options.now,

@@ -664,6 +664,10 @@ export class TokenService {
       if (client.record.authMethod === 'none' && !(PUBLIC_CLIENT_GRANT_TYPES as readonly string[]).includes(grantType)) {
         throw new OAuthError('client_public_grant_not_allowed');
       }
+      // RFC 9449 §5.2: a client registered as always using DPoP gets no token without a proof, so
+      // its secret, code or refresh token alone, stolen without its DPoP key, buys nothing. Refused
+      // before anything is spent or looked up.
+      if (client.record.dpopBoundAccessTokens && req.dpop === undefined) throw new OAuthError('client_dpop_proof_required');
       // After client authentication (a caller without the client's credentials spends nothing of
       // its bucket), before the private_key_jwt assertion's and the DPoP proof's jti are recorded,
       // any grant is looked up, anything is signed or written. A public client proves nothing, so
