@@ -162,7 +162,7 @@ describe('clients', () => {
       ],
       [
         ['clients', 'update', 'retargeter'],
-        'nothing to update: give --allow-retarget, --no-allow-retarget, --allowed-origins or --clear-allowed-origins',
+        'nothing to update: give --allow-retarget, --no-allow-retarget, --dpop-bound, --no-dpop-bound, --allowed-origins or --clear-allowed-origins',
       ],
       [
         ['clients', 'update', 'retargeter', '--allowed-origins', 'https://a.test', '--clear-allowed-origins'],
@@ -175,6 +175,60 @@ describe('clients', () => {
       assert.equal(r.stdout, '');
     }
     assert.equal((json('clients', 'show', 'retargeter') as Record<string, unknown>).exchange_retarget_audiences, true, 'left as it was');
+  });
+
+  it('registers a DPoP-bound client with --dpop-bound (RFC 9449 dpop_bound_access_tokens), shows it in show, list and --json; others are not bound', () => {
+    const c = json('clients', 'add', 'dpop-agent', '--audiences', 'https://api.test', '--dpop-bound');
+    assert.equal(c.dpop_bound_access_tokens, true);
+    assert.equal((json('clients', 'show', 'dpop-agent') as Record<string, unknown>).dpop_bound_access_tokens, true);
+    assert.equal((json('clients', 'show', 'retargeter') as Record<string, unknown>).dpop_bound_access_tokens, false, 'off by default');
+    const listed = json('clients', 'list') as unknown as { client_id: string; dpop_bound_access_tokens: boolean }[];
+    assert.equal(listed.find((x) => x.client_id === 'dpop-agent')?.dpop_bound_access_tokens, true);
+    assert.equal(listed.find((x) => x.client_id === 'retargeter')?.dpop_bound_access_tokens, false);
+    const shown = tessera('clients', 'show', 'dpop-agent');
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /^dpop_bound_access_tokens +true$/m);
+    const list = tessera('clients', 'list');
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^dpop-agent .* dpop_bound_access_tokens=true$/m);
+    assert.doesNotMatch(list.stdout, /^retargeter .*dpop_bound/m);
+    const added = (
+      json('audit', 'query', '--client', 'dpop-agent') as unknown as { kind: string; detail?: Record<string, unknown> }[]
+    ).find((e) => e.kind === 'client.created');
+    assert.equal(added?.detail?.dpop_bound_access_tokens, true);
+  });
+
+  it('changes the DPoP binding after registration with clients update --dpop-bound / --no-dpop-bound, auditing each change, and refuses both at once', () => {
+    const off = json('clients', 'update', 'dpop-agent', '--no-dpop-bound');
+    assert.equal(off.dpop_bound_access_tokens, false);
+    assert.deepEqual(off.changed, ['dpop_bound_access_tokens']);
+    const again = tessera('clients', 'update', 'dpop-agent', '--no-dpop-bound');
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, 'client dpop-agent unchanged: dpop_bound_access_tokens=false already\n');
+    const on = tessera('clients', 'update', 'dpop-agent', '--dpop-bound');
+    assert.equal(on.code, 0, on.stderr);
+    assert.equal(on.stdout, 'client dpop-agent updated: dpop_bound_access_tokens=true\n');
+    assert.equal((json('clients', 'show', 'dpop-agent') as Record<string, unknown>).dpop_bound_access_tokens, true);
+    const updates = (
+      json('audit', 'query', '--client', 'dpop-agent') as unknown as { kind: string; reason: string; detail?: unknown }[]
+    ).filter((e) => e.kind === 'client.updated');
+    assert.deepEqual(
+      updates.map((e) => [e.reason, e.detail]),
+      [
+        ['updated', { dpop_bound_access_tokens: false, by: 'cli' }],
+        ['updated', { dpop_bound_access_tokens: true, by: 'cli' }],
+      ],
+    );
+    for (const args of [
+      ['clients', 'update', 'dpop-agent', '--dpop-bound', '--no-dpop-bound'],
+      ['clients', 'update', 'dpop-agent', '--no-dpop-bound', '--dpop-bound'],
+    ]) {
+      const r = tessera(...args);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.stderr, 'tessera: give --dpop-bound or --no-dpop-bound, not both\n');
+      assert.equal(r.stdout, '');
+    }
+    assert.equal((json('clients', 'show', 'dpop-agent') as Record<string, unknown>).dpop_bound_access_tokens, true, 'left as it was');
   });
 
   it('registers a client’s allowed origins with --allowed-origins, shows them, replaces and clears them with clients update', () => {

@@ -29,6 +29,7 @@ export function describeClient(c: ClientRecord): Record<string, unknown> {
     grant_types: c.grantTypes,
     access_token_ttl: c.accessTokenTtl,
     exchange_retarget_audiences: c.exchangeRetargetAudiences,
+    dpop_bound_access_tokens: c.dpopBoundAccessTokens,
     redirect_uris: c.redirectUris,
     allowed_origins: c.allowedOrigins,
     ...(c.jwksUri !== null ? { jwks_uri: c.jwksUri } : {}),
@@ -127,6 +128,10 @@ export function registerClients(program: Command): void {
     .option('--name <name>', 'name shown to people on the consent page (default: the client_id)')
     .option('--ttl <duration>', 'access-token lifetime for this client (e.g. 5m)')
     .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s (default: only narrow)')
+    .option(
+      '--dpop-bound',
+      'the client always uses DPoP (RFC 9449 dpop_bound_access_tokens): every token request of it without a DPoP proof is refused, so each of its access tokens is bound to its key (default: DPoP optional)',
+    )
     .option('--jwks <file>', 'JWKS file with the client’s public keys (private_key_jwt instead of a secret)')
     .option('--jwks-uri <url>', 'JWKS URL with the client’s public keys (private_key_jwt instead of a secret)')
     .option('--json', 'print one JSON object')
@@ -142,6 +147,7 @@ export function registerClients(program: Command): void {
           jwks?: string;
           jwksUri?: string;
           allowRetarget?: boolean;
+          dpopBound?: boolean;
           redirectUris?: string[];
           allowedOrigins?: string[];
           public?: boolean;
@@ -219,6 +225,7 @@ export function registerClients(program: Command): void {
             ...(jwks !== undefined ? { jwks } : {}),
             ...(opts.jwksUri !== undefined ? { jwksUri: opts.jwksUri } : {}),
             ...(opts.allowRetarget ? { retargetAudiences: true } : {}),
+            ...(opts.dpopBound ? { dpopBound: true } : {}),
             ...(opts.redirectUris ? { redirectUris: list(opts.redirectUris) } : {}),
             ...(opts.allowedOrigins ? { allowedOrigins: list(opts.allowedOrigins) } : {}),
             ...(opts.public ? { public: true } : {}),
@@ -267,7 +274,7 @@ export function registerClients(program: Command): void {
       // when it was written: escaped as every other listing is.
       for (const c of all) {
         process.stdout.write(
-          `${printable(`${c.id.padEnd(24)} ${(c.disabled ? 'disabled' : 'enabled').padEnd(9)} ${c.authMethod.padEnd(15)} scopes=${c.scopes.join(',') || '-'} audiences=${c.audiences.join(',')}`)}\n`,
+          `${printable(`${c.id.padEnd(24)} ${(c.disabled ? 'disabled' : 'enabled').padEnd(9)} ${c.authMethod.padEnd(15)} scopes=${c.scopes.join(',') || '-'} audiences=${c.audiences.join(',')}${c.dpopBoundAccessTokens ? ' dpop_bound_access_tokens=true' : ''}`)}\n`,
         );
       }
     });
@@ -304,35 +311,48 @@ export function registerClients(program: Command): void {
     });
 
   // Commander gives --allow-retarget and --no-allow-retarget one value (the last wins); the flags
-  // seen are counted separately so that giving both is refused rather than silently resolved.
+  // seen are counted separately so that giving both is refused rather than silently resolved. The
+  // same for --dpop-bound and --no-dpop-bound.
   const retargetFlags: string[] = [];
+  const dpopFlags: string[] = [];
   const update = withConfig(clients.command('update'))
     .description(
-      'Change a registered client’s token-exchange re-targeting or allowed origins; a running server applies it within token_service.sync_interval.',
+      'Change a registered client’s token-exchange re-targeting, DPoP binding or allowed origins; a running server applies it within token_service.sync_interval.',
     )
     .argument('<client_id>')
     .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s')
     .option('--no-allow-retarget', 'token exchange only narrows the audience (the default at registration)')
+    .option('--dpop-bound', 'every token request of the client must carry a DPoP proof (RFC 9449 dpop_bound_access_tokens)')
+    .option('--no-dpop-bound', 'the client may ask for bearer tokens again (the default at registration)')
     .option('--allowed-origins <origins...>', 'replace the origins whose pages may call the endpoints as this client (see clients add)')
     .option('--clear-allowed-origins', 'remove the client’s own origins: token_service.cors.allowed_origins alone decides again')
     .option('--json', 'print one JSON object')
     .action(
       async (
         id: string,
-        opts: { config?: string; allowRetarget?: boolean; allowedOrigins?: string[]; clearAllowedOrigins?: boolean; json?: boolean },
+        opts: {
+          config?: string;
+          allowRetarget?: boolean;
+          dpopBound?: boolean;
+          allowedOrigins?: string[];
+          clearAllowedOrigins?: boolean;
+          json?: boolean;
+        },
       ) => {
         const origins = opts.clearAllowedOrigins === true ? [] : opts.allowedOrigins === undefined ? undefined : list(opts.allowedOrigins);
         const refused =
           new Set(retargetFlags).size > 1
             ? refusal('client_update_invalid', 'give --allow-retarget or --no-allow-retarget, not both')
-            : opts.allowedOrigins !== undefined && opts.clearAllowedOrigins === true
-              ? refusal('client_update_invalid', 'give --allowed-origins or --clear-allowed-origins, not both')
-              : opts.allowRetarget === undefined && origins === undefined
-                ? refusal(
-                    'client_update_invalid',
-                    'nothing to update: give --allow-retarget, --no-allow-retarget, --allowed-origins or --clear-allowed-origins',
-                  )
-                : undefined;
+            : new Set(dpopFlags).size > 1
+              ? refusal('client_update_invalid', 'give --dpop-bound or --no-dpop-bound, not both')
+              : opts.allowedOrigins !== undefined && opts.clearAllowedOrigins === true
+                ? refusal('client_update_invalid', 'give --allowed-origins or --clear-allowed-origins, not both')
+                : opts.allowRetarget === undefined && opts.dpopBound === undefined && origins === undefined
+                  ? refusal(
+                      'client_update_invalid',
+                      'nothing to update: give --allow-retarget, --no-allow-retarget, --dpop-bound, --no-dpop-bound, --allowed-origins or --clear-allowed-origins',
+                    )
+                  : undefined;
         const { withAdminWrite } = await import('../context.ts');
         const r = await withAdminWrite(
           opts.config,
@@ -344,6 +364,7 @@ export function registerClients(program: Command): void {
                 id,
                 {
                   ...(opts.allowRetarget !== undefined ? { retargetAudiences: opts.allowRetarget } : {}),
+                  ...(opts.dpopBound !== undefined ? { dpopBound: opts.dpopBound } : {}),
                   ...(origins !== undefined ? { allowedOrigins: origins } : {}),
                 },
                 'cli',
@@ -359,6 +380,7 @@ export function registerClients(program: Command): void {
         if (opts.json) return printJson({ ...describeClient(r.client), changed: r.changed });
         const value = [
           ...(opts.allowRetarget !== undefined ? [`exchange_retarget_audiences=${String(r.client.exchangeRetargetAudiences)}`] : []),
+          ...(opts.dpopBound !== undefined ? [`dpop_bound_access_tokens=${String(r.client.dpopBoundAccessTokens)}`] : []),
           ...(origins !== undefined ? [`allowed_origins=${r.client.allowedOrigins.join(',') || '(none)'}`] : []),
         ].join(' ');
         process.stdout.write(r.changed.length > 0 ? `client ${id} updated: ${value}\n` : `client ${id} unchanged: ${value} already\n`);
@@ -366,6 +388,8 @@ export function registerClients(program: Command): void {
     );
   update.on('option:allow-retarget', () => retargetFlags.push('allow'));
   update.on('option:no-allow-retarget', () => retargetFlags.push('no'));
+  update.on('option:dpop-bound', () => dpopFlags.push('on'));
+  update.on('option:no-dpop-bound', () => dpopFlags.push('off'));
 
   for (const [name, disabled] of [
     ['disable', true],
