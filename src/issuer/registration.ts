@@ -36,6 +36,8 @@ export interface RegistrationResponse {
   readonly scope?: string;
   /** Origins whose pages may call the token and revocation endpoints as the client (Ory Hydra's extension). */
   readonly allowed_cors_origins?: readonly string[];
+  /** RFC 9449 §5.2: every token request of the client must carry a DPoP proof. */
+  readonly dpop_bound_access_tokens: boolean;
 }
 
 const AUTH_METHODS = new Set(['none', 'client_secret_basic', 'client_secret_post']);
@@ -113,6 +115,11 @@ export async function registerDynamicClient(
     throw new OAuthError('registration_metadata_invalid');
   }
 
+  // RFC 9449 §5.2: a JSON boolean, false when absent. A string "true" or a null is refused rather
+  // than read one way or the other: the client would believe itself bound, or not, wrongly.
+  const dpopBound = m.dpop_bound_access_tokens === undefined ? false : m.dpop_bound_access_tokens;
+  if (typeof dpopBound !== 'boolean') throw new OAuthError('registration_metadata_invalid');
+
   // Scopes: the client is registered with the whole configured maximum, whatever it asks for
   // (RFC 7591 §3.2.1: the server may replace requested values; the answer says what it
   // registered). MCP clients register with the scope of the resource's first challenge and step up
@@ -142,6 +149,7 @@ export async function registerDynamicClient(
         ...(method !== 'none' ? { secretMethod: method as 'client_secret_basic' | 'client_secret_post' } : {}),
         ...(typeof name === 'string' ? { name } : {}),
         ...(allowedOrigins.length > 0 ? { allowedOrigins } : {}),
+        ...(dpopBound ? { dpopBound: true } : {}),
       },
       { registered: 'dynamic' },
       { idPrefix: DYNAMIC_CLIENT_ID_PREFIX, max: cfg.max_clients },
@@ -165,5 +173,6 @@ export async function registerDynamicClient(
     token_endpoint_auth_method: client.record.secretMethod ?? client.record.authMethod,
     ...(client.record.scopes.length > 0 ? { scope: client.record.scopes.join(' ') } : {}),
     ...(client.record.allowedOrigins.length > 0 ? { allowed_cors_origins: client.record.allowedOrigins } : {}),
+    dpop_bound_access_tokens: client.record.dpopBoundAccessTokens,
   };
 }

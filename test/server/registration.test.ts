@@ -365,6 +365,32 @@ describe('dynamic client registration', () => {
     await expectError(await register([mcpClient]), 400, 'invalid_client_metadata');
   });
 
+  it('registers a DPoP-bound client (RFC 9449 §5.2 dpop_bound_access_tokens: true) and echoes it; absent, the client is not bound and the answer says false', async () => {
+    const res = await register({ ...mcpClient, dpop_bound_access_tokens: true });
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(res.status, 201, JSON.stringify(body));
+    assert.equal(body.dpop_bound_access_tokens, true);
+    assert.equal((await issuer.store.getClient(body.client_id as string))?.dpopBoundAccessTokens, true);
+    await issuer.service.audit.flush();
+    const created = (await issuer.store.queryAudit({ client_id: body.client_id as string })).find((e) => e.kind === 'client.created');
+    assert.equal(created?.detail?.dpop_bound_access_tokens, true);
+    for (const asked of [false, undefined]) {
+      const plain = await register({ ...mcpClient, dpop_bound_access_tokens: asked });
+      const b = (await plain.json()) as Record<string, unknown>;
+      assert.equal(plain.status, 201, JSON.stringify(b));
+      assert.equal(b.dpop_bound_access_tokens, false);
+      assert.equal((await issuer.store.getClient(b.client_id as string))?.dpopBoundAccessTokens, false);
+    }
+  });
+
+  it('DCR dpop_bound_access_tokens that is not a JSON boolean ("true", 1, null, [true], {}): invalid_client_metadata, nothing registered', async () => {
+    const before = (await issuer.store.listClients()).length;
+    for (const value of ['true', 'false', 1, 0, null, [true], {}]) {
+      await expectError(await register({ ...mcpClient, dpop_bound_access_tokens: value }), 400, 'invalid_client_metadata');
+    }
+    assert.equal((await issuer.store.listClients()).length, before);
+  });
+
   it('DCR metadata that names a member twice (two redirect_uris, two token_endpoint_auth_method): invalid_client_metadata, nothing registered', async () => {
     // JSON.parse reads the last; a proxy or log that checked the body may have read the first.
     const rest = '"client_name":"Twice","grant_types":["authorization_code","refresh_token"],"response_types":["code"]';
