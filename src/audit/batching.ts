@@ -15,6 +15,14 @@ export interface BatchingSinkOptions {
   /** Events beyond this are dropped (and counted) while the target is failing. */
   readonly maxQueue?: number;
   /**
+   * `audit.on_queue_full: refuse`: an event pushed without a slot is dropped once the events held
+   * (waiting and being written) and the slots {@link BatchingAuditSink.reserve}d fill `maxQueue`,
+   * so the queue never holds more than `maxQueue` and a refused write never has to drop events to
+   * stay within it (an event pushed into a reserved slot is never dropped). Without it (`drop`),
+   * only the events waiting count, as before.
+   */
+  readonly failClosed?: boolean;
+  /**
    * Told when a flush fails, with the number of events it held (no event content): every attempt,
    * so a batch retried counts again here (see `failed` for each event once). Not while closing.
    */
@@ -32,6 +40,8 @@ export interface BatchingSinkOptions {
 export class BatchingAuditSink implements AuditSink {
   readonly #target: AuditSink;
   readonly #o: Required<Omit<BatchingSinkOptions, 'onError'>> & Pick<BatchingSinkOptions, 'onError'>;
+  /** Slots reserved for events not pushed yet ({@link reserve}). */
+  #reserved = 0;
   #queue: AuditEvent[] = [];
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
@@ -53,12 +63,19 @@ export class BatchingAuditSink implements AuditSink {
 
   constructor(target: AuditSink, options: BatchingSinkOptions) {
     this.#target = target;
-    this.#o = { maxBatch: 500, maxQueue: 100_000, ...options };
+    this.#o = { maxBatch: 500, maxQueue: 100_000, failClosed: false, ...options };
   }
 
-  /** Queue one event. */
-  push(event: AuditEvent): void {
-    if (this.#queue.length >= this.#o.maxQueue) {
+  /**
+   * Queue one event. `slotted`: it takes one of the slots {@link reserve} returned (through
+   * {@link AuditSlots.push}) and is kept whatever the queue holds; without, it is dropped (and
+   * counted) when the queue is full.
+   */
+  push(event: AuditEvent, slotted = false): void {
+    if (slotted && this.#reserved > 0) this.#reserved--;
+    else if (
+      this.#o.failClosed ? this.#queue.length + this.#writing + this.#reserved >= this.#o.maxQueue : this.#queue.length >= this.#o.maxQueue
+    ) {
       this.dropped++;
       return;
     }
@@ -91,9 +108,34 @@ export class BatchingAuditSink implements AuditSink {
     return this.#queue.length + this.#writing;
   }
 
-  /** {@link held} has reached `maxQueue`: the next event pushed may not be kept. */
+  /** {@link held} and the slots reserved have reached `maxQueue`: the next event pushed may not be kept. */
   get full(): boolean {
-    return this.held >= this.#o.maxQueue;
+    return this.held + this.#reserved >= this.#o.maxQueue;
+  }
+
+  /** Slots reserved ({@link reserve}) for events not pushed yet. */
+  get reserved(): number {
+    return this.#reserved;
+  }
+
+  /**
+   * Reserve `events` slots for the events of one request still to come, counted against
+   * `maxQueue` from now on: `undefined`, and nothing reserved, when the events held and the slots
+   * already reserved leave no room for them. Each slot is used by one {@link AuditSlots.push} or
+   * given back by {@link AuditSlots.release}. Meant with `failClosed`. At most `maxQueue` are
+   * reserved (a queue smaller than a request's events holds what it can of them; the others are
+   * pushed without a slot), so every request fits an empty queue.
+   */
+  reserve(events: number): AuditSlots | undefined {
+    const n = Math.min(events, this.#o.maxQueue);
+    if (this.held + this.#reserved + n > this.#o.maxQueue) return undefined;
+    this.#reserved += n;
+    return new AuditSlots(this, n);
+  }
+
+  /** Give back `events` slots reserved and not used (by {@link AuditSlots.release}). */
+  unreserve(events: number): void {
+    this.#reserved = Math.max(0, this.#reserved - events);
   }
 
   /** The last write failed: the next attempt waits for the timer. */
@@ -168,6 +210,43 @@ export class BatchingAuditSink implements AuditSink {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     return this.#queue.length + this.#writing;
+  }
+}
+
+/**
+ * The slots one request reserved in a {@link BatchingAuditSink} (`audit.on_queue_full: refuse`):
+ * its events go into them, so an event of a request admitted while there was room is kept however
+ * full the queue has become since. Released once the request is answered (in a `finally`), so a
+ * request that failed gives back what it did not use; an event pushed after that, or beyond the
+ * slots, is pushed without one (dropped when the queue is full).
+ */
+export class AuditSlots {
+  readonly #sink: BatchingAuditSink;
+  #left: number;
+
+  constructor(sink: BatchingAuditSink, events: number) {
+    this.#sink = sink;
+    this.#left = events;
+  }
+
+  /** Slots not used yet. */
+  get left(): number {
+    return this.#left;
+  }
+
+  /** Queue one event into a slot of these (without one once they are used up or released). */
+  push(event: AuditEvent): void {
+    if (this.#left > 0) {
+      this.#left--;
+      this.#sink.push(event, true);
+    } else this.#sink.push(event);
+  }
+
+  /** Give back the slots not used. Idempotent. */
+  release(): void {
+    if (this.#left === 0) return;
+    this.#sink.unreserve(this.#left);
+    this.#left = 0;
   }
 }
 

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { AuditSlots } from '../audit/batching.ts';
 import type { AuditEvent } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
@@ -60,6 +61,12 @@ export interface OAuthRequest {
   readonly origin?: string | undefined;
   /** Told the identified client's own allowed origins: see `ClientAuthRequest.onClientOrigins`. */
   readonly onClientOrigins?: ((origins: readonly string[]) => void) | undefined;
+  /**
+   * `audit.on_queue_full: refuse`: the slots `TokenService.admitAudited` reserved for this
+   * request's events when it was admitted; they take its events. The caller releases them once the
+   * request is answered.
+   */
+  readonly auditSlots?: AuditSlots | undefined;
 }
 
 /** A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1). */

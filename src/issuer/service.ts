@@ -11,7 +11,8 @@
  * @module
  */
 import type { KeyObject } from 'node:crypto';
-import { BatchingAuditSink, within } from '../audit/batching.ts';
+import { type AuditSlots, BatchingAuditSink, within } from '../audit/batching.ts';
+import type { AuditEvent } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
 import { type AuditEventsLost, auditEventsLost } from '../audit/pipeline.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
@@ -182,9 +183,10 @@ export interface TokenServiceOptions {
   /** Audit events held while the store refuses them (`audit.max_queue`; default 100 000). */
   readonly auditMaxQueue?: number;
   /**
-   * `audit.on_queue_full`: with `refuse`, {@link TokenService.auditRefusing} is true while the
-   * audit queue is full, and the HTTP handler refuses token, introspection, registration,
-   * authorization, login callback and admin grant-tree requests (503 `audit_unavailable`), never a
+   * `audit.on_queue_full`: with `refuse`, the HTTP handler admits token, introspection,
+   * registration, authorization, login callback and admin grant-tree requests with
+   * {@link TokenService.admitAudited}, which reserves their events' slots in the audit queue when
+   * they arrive, and refuses them (503 `audit_unavailable`) when the queue cannot hold them; never a
    * revocation. Default `drop`: events beyond are dropped.
    */
   readonly auditOnQueueFull?: 'drop' | 'refuse';
@@ -212,6 +214,16 @@ type ServiceContext = ClientCredentialsContext &
   ClientAdminContext &
   RegistrationContext &
   RememberedConsentContext;
+
+/**
+ * Who made a request, for its audit events, and the slots it was admitted with under
+ * `audit.on_queue_full: refuse` ({@link TokenService.admitAudited}), which its events take.
+ */
+export interface AuditFacts {
+  readonly requestId?: string | undefined;
+  readonly remoteAddr?: string | undefined;
+  readonly auditSlots?: AuditSlots | undefined;
+}
 
 /** At most one warning this often about the requests refused while the audit queue is full, ms. */
 const AUDIT_REFUSAL_WARN_MS = 10_000;
@@ -265,6 +277,8 @@ export class TokenService {
   readonly #auditLost: (lost: AuditEventsLost) => void;
   /** `audit.on_queue_full: refuse`. */
   readonly #auditRefuse: boolean;
+  /** An audit draft stamped with its id, time, issuer and (default `allow`) decision. */
+  readonly #stamp: (e: AuditDraft) => AuditEvent;
   /** Requests refused since the last warning about it, and when it was written (performance.now()). */
   #auditRefused = 0;
   #auditRefusedWarnedAt = Number.NEGATIVE_INFINITY;
@@ -366,6 +380,7 @@ export class TokenService {
       {
         flushIntervalMs: Math.max(1, config.audit_flush_interval * 1000),
         ...(options.auditMaxQueue !== undefined ? { maxQueue: options.auditMaxQueue } : {}),
+        failClosed: options.auditOnQueueFull === 'refuse',
         // The events a full queue dropped are lost: the warning says how many so far.
         onError: () =>
           this.#warn(
@@ -377,6 +392,11 @@ export class TokenService {
     );
     this.audit = audit;
     this.#auditRefuse = options.auditOnQueueFull === 'refuse';
+    const stamp = (e: AuditDraft): AuditEvent => {
+      const time = clock();
+      return { id: uuidv7(time), time, decision: 'allow', issuer, ...e };
+    };
+    this.#stamp = stamp;
     this.#ctx = {
       issuer,
       config,
@@ -394,10 +414,24 @@ export class TokenService {
       externalIssuers: options.externalIssuers ?? [],
       revocationLimiter,
       now,
-      emit: (e: AuditDraft) => {
-        const time = clock();
-        audit.push({ id: uuidv7(time), time, decision: 'allow', issuer, ...e });
-      },
+      emit: (e: AuditDraft) => audit.push(stamp(e)),
+    };
+  }
+
+  /**
+   * The context of one request admitted with `slots` ({@link admitAudited}): its events take them.
+   * A `grant.revoked` never does: a revocation (the grants of a reused refresh token's or code's
+   * family, however many) is made whether or not its events fit, as at the revocation endpoint, and
+   * `refresh.reuse_detected` (`authorization_code.reuse_detected`), which has a slot, names every
+   * grant it revoked. Without slots (`drop`, or a request not admitted this way): the shared one.
+   */
+  #ctxFor(slots: AuditSlots | undefined): ServiceContext {
+    if (slots === undefined) return this.#ctx;
+    const stamp = this.#stamp;
+    const audit = this.audit;
+    return {
+      ...this.#ctx,
+      emit: (e: AuditDraft) => (e.kind === 'grant.revoked' ? audit.push(stamp(e)) : slots.push(stamp(e))),
     };
   }
 
@@ -555,13 +589,31 @@ export class TokenService {
   }
 
   /**
-   * With `audit.on_queue_full: refuse`, whether the audit queue is full (the store has refused
-   * `audit.max_queue` events, waiting or being written): a request asking it now is to be refused
-   * (503 `audit_unavailable`, not audited: the refusal takes no slot). Counted, and told to
-   * `onWarning` at most once every 10 s. Always false with `drop`.
+   * Admit one request under `audit.on_queue_full: refuse`: reserve `events` slots in the audit queue
+   * (the most events the request can write, grant.revoked aside: see the HTTP handler), counted
+   * against `audit.max_queue` from now on, so the request's events are kept however full the queue
+   * becomes before it ends. Hand the slots to the request (`OAuthRequest.auditSlots`, the `auditSlots`
+   * of the other methods' facts) and release them once it is answered, in a `finally`.
+   *
+   * @returns the slots; `undefined` with `drop` (nothing is reserved: events beyond max_queue are dropped).
+   * @throws {OAuthError} `audit_unavailable` when the events held (waiting, or refused by the store
+   *   and kept for its next attempt) and the slots of the requests in flight leave no room: the
+   *   request is to be refused (503, not audited: the refusal takes no slot). Counted, and told to
+   *   `onWarning` at most once every 10 s.
+   * @example
+   * ```ts
+   * const slots = service.admitAudited(2);
+   * try {
+   *   return await service.token({ ...request, auditSlots: slots });
+   * } finally {
+   *   slots?.release();
+   * }
+   * ```
    */
-  auditRefusing(): boolean {
-    if (!this.#auditRefuse || !this.audit.full) return false;
+  admitAudited(events: number): AuditSlots | undefined {
+    if (!this.#auditRefuse) return undefined;
+    const slots = this.audit.reserve(events);
+    if (slots !== undefined) return slots;
     this.#auditRefused++;
     const now = performance.now();
     if (now - this.#auditRefusedWarnedAt >= AUDIT_REFUSAL_WARN_MS) {
@@ -571,15 +623,15 @@ export class TokenService {
       this.#auditRefusedWarnedAt = now;
       this.#auditRefused = 0;
     }
-    return true;
+    throw new OAuthError('audit_unavailable');
   }
 
-  /** Readiness: not ok while {@link auditRefusing} would refuse (`audit.on_queue_full: refuse` and the queue full). */
+  /** Readiness: not ok while {@link admitAudited} refuses every request (`audit.on_queue_full: refuse` and the queue full). */
   auditStatus(): { ok: boolean; detail?: string } {
     if (!this.#auditRefuse || !this.audit.full) return { ok: true };
     return {
       ok: false,
-      detail: `${this.audit.held} queued, full: requests are refused (audit.on_queue_full: refuse) until the store takes the queue`,
+      detail: `${this.audit.held} queued${this.audit.reserved > 0 ? `, ${this.audit.reserved} reserved for requests in flight` : ''}, full: requests are refused (audit.on_queue_full: refuse) until the store takes the queue`,
     };
   }
 
@@ -648,6 +700,7 @@ export class TokenService {
    * @throws {OAuthError}
    */
   async token(req: OAuthRequest): Promise<TokenResponse> {
+    const ctx = this.#ctxFor(req.auditSlots);
     let clientId: string | undefined;
     const grantType = req.params.get('grant_type') ?? undefined;
     try {
@@ -688,13 +741,13 @@ export class TokenService {
         throw e;
       }
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
-      if (grantType === 'client_credentials') return await clientCredentials(this.#ctx, client, req, jkt);
-      if (grantType === 'authorization_code') return await authorizationCode(this.#ctx, client, req, jkt);
-      if (grantType === 'refresh_token') return await refresh(this.#ctx, client, req, jkt);
-      return await exchange(this.#ctx, client, req, jkt);
+      if (grantType === 'client_credentials') return await clientCredentials(ctx, client, req, jkt);
+      if (grantType === 'authorization_code') return await authorizationCode(ctx, client, req, jkt);
+      if (grantType === 'refresh_token') return await refresh(ctx, client, req, jkt);
+      return await exchange(ctx, client, req, jkt);
     } catch (e) {
       const error = asOAuthError(e);
-      this.#ctx.emit({
+      ctx.emit({
         kind: 'token.denied',
         decision: 'deny',
         reason: error.code,
@@ -748,8 +801,12 @@ export class TokenService {
   }
 
   /** Audit a person's sign-in at an upstream provider: where the chain from a person starts. */
-  auditLoginSucceeded(subject: string, provider: string, facts: { readonly requestId?: string; readonly remoteAddr?: string }): void {
-    this.#ctx.emit({
+  auditLoginSucceeded(
+    subject: string,
+    provider: string,
+    facts: { readonly requestId?: string; readonly remoteAddr?: string; readonly auditSlots?: AuditSlots | undefined },
+  ): void {
+    this.#ctxFor(facts.auditSlots).emit({
       kind: 'login.succeeded',
       decision: 'allow',
       reason: 'ok',
@@ -827,10 +884,17 @@ export class TokenService {
   /** Audit a person's refusal (or a consent form refused before it could be answered). */
   auditAuthorizationDenied(
     reason: string,
-    facts: { readonly subject?: string; readonly clientId?: string; readonly requestId?: string; readonly remoteAddr?: string },
+    facts: {
+      readonly subject?: string;
+      readonly clientId?: string;
+      readonly requestId?: string;
+      readonly remoteAddr?: string;
+      /** The request's slots ({@link TokenService.admitAudited}). */
+      readonly auditSlots?: AuditSlots | undefined;
+    },
     detail?: Readonly<Record<string, string | number | boolean>>,
   ): void {
-    this.#ctx.emit({
+    this.#ctxFor(facts.auditSlots).emit({
       kind: 'authorization.denied',
       decision: 'deny',
       reason,
@@ -847,12 +911,8 @@ export class TokenService {
    * URI. With `authorization.remember_consent`, the approval is remembered for that long, bound to
    * the person's identity source (the authenticator's `source`).
    */
-  async approveAuthorization(
-    request: AuthorizationRequest,
-    person: ApprovingPerson,
-    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
-  ): Promise<string> {
-    const code = await issueAuthorizationCode(this.#ctx, request, person, extra);
+  async approveAuthorization(request: AuthorizationRequest, person: ApprovingPerson, extra: AuditFacts = {}): Promise<string> {
+    const code = await issueAuthorizationCode(this.#ctxFor(extra.auditSlots), request, person, extra);
     await rememberApproval(this.#ctx, request, person, tokenHash(code));
     return code;
   }
@@ -867,11 +927,11 @@ export class TokenService {
     request: AuthorizationRequest,
     person: ApprovingPerson,
     params: URLSearchParams,
-    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined } = {},
+    extra: AuditFacts = {},
   ): Promise<string | undefined> {
     const remembered = await rememberedApproval(this.#ctx, request, person, params);
     if (remembered === undefined) return undefined;
-    return issueAuthorizationCode(this.#ctx, request, person, {
+    return issueAuthorizationCode(this.#ctxFor(extra.auditSlots), request, person, {
       ...extra,
       remembered: { from: remembered.approvalHash, since: remembered.createdAt },
     });
@@ -893,7 +953,7 @@ export class TokenService {
    * caller's business (a token neither issued to the caller nor addressed to one of its audiences).
    */
   introspect(req: OAuthRequest): Promise<Record<string, unknown>> {
-    return introspectRequest(this.#ctx, req);
+    return introspectRequest(this.#ctxFor(req.auditSlots), req);
   }
 
   // Discovery.
@@ -995,9 +1055,7 @@ export class TokenService {
    */
   authorizeAdmin(
     authorization: string | undefined,
-    extra: {
-      readonly requestId?: string | undefined;
-      readonly remoteAddr?: string | undefined;
+    extra: AuditFacts & {
       /** The request carried more than one Authorization header: refused here and audited. */
       readonly headerFault?: 'request_multiple_authorization' | undefined;
     } = {},
@@ -1067,15 +1125,10 @@ export class TokenService {
    * Audit an admin API refusal of its Bearer token as `admin.denied`, and throw it (with `cause`,
    * the store's failure that left the token unconfirmed: the log gets it, the caller the RFC error).
    */
-  #refuseAdmin(
-    code: AdminRefusal,
-    who: AdminCaller | undefined,
-    extra: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined },
-    cause?: unknown,
-  ): never {
+  #refuseAdmin(code: AdminRefusal, who: AdminCaller | undefined, extra: AuditFacts, cause?: unknown): never {
     // Every refusal is audited: probing the admin API with stolen or under-scoped tokens leaves a
     // trail naming the token's subject and client when it is authentic (never the token).
-    this.#ctx.emit({
+    this.#ctxFor(extra.auditSlots).emit({
       kind: 'admin.denied',
       decision: 'deny',
       reason: code,
@@ -1094,13 +1147,8 @@ export class TokenService {
    * revocation that matched no grant still wrote the subject's or client's entries: it is on
    * record like any other.
    */
-  auditAdminAction(
-    who: AdminCaller,
-    facts: { readonly requestId?: string | undefined; readonly remoteAddr?: string | undefined },
-    reason: string,
-    detail: Readonly<Record<string, string | number>>,
-  ): void {
-    this.#ctx.emit({
+  auditAdminAction(who: AdminCaller, facts: AuditFacts, reason: string, detail: Readonly<Record<string, string | number>>): void {
+    this.#ctxFor(facts.auditSlots).emit({
       kind: 'admin.action',
       decision: reason === 'ok' ? 'allow' : 'deny',
       reason,
@@ -1133,9 +1181,7 @@ export class TokenService {
   async registerDynamicClient(
     metadata: unknown,
     authorization: string | undefined,
-    extra: {
-      readonly requestId?: string | undefined;
-      readonly remoteAddr?: string | undefined;
+    extra: AuditFacts & {
       /** The HTTP body was not JSON, or named a member twice: refused here, rate-limited and audited. */
       readonly bodyFault?: 'registration_metadata_invalid' | 'registration_metadata_member_repeated';
       /** The request carried more than one Authorization header: refused here, rate-limited and audited. */
@@ -1165,10 +1211,10 @@ export class TokenService {
       if (wait > 0) throw new OAuthError('registration_rate_limited', { retryAfter: wait });
       if (extra.headerFault !== undefined) throw new OAuthError(extra.headerFault);
       if (extra.bodyFault !== undefined) throw new OAuthError(extra.bodyFault);
-      return await registerDynamicClient(this.#ctx, metadata, authorization);
+      return await registerDynamicClient(this.#ctxFor(extra.auditSlots), metadata, authorization);
     } catch (e) {
       const error = asOAuthError(e);
-      this.#ctx.emit({
+      this.#ctxFor(extra.auditSlots).emit({
         kind: 'client.registration_denied',
         decision: 'deny',
         reason: error.code,
@@ -1249,6 +1295,23 @@ export class TokenService {
    */
   upstreamIssuer(clientId: string): UpstreamTokenIssuer {
     const ctx = this.#ctx;
-    return { issueForUpstream: (request) => issueForUpstream(ctx, clientId, request) };
+    if (!this.#auditRefuse) return { issueForUpstream: (request) => issueForUpstream(ctx, clientId, request) };
+    // audit.on_queue_full: refuse: a mint is admitted as a token request is, with the slot of its
+    // token.exchanged reserved (its refusals are the gateway's to audit), or refused with
+    // `audit_unavailable` (the gateway answers 502 upstream_credential_unavailable).
+    return {
+      issueForUpstream: async (request) => {
+        const slots = this.admitAudited(1);
+        try {
+          return await issueForUpstream(
+            { ...ctx, emit: (e: AuditDraft) => (slots === undefined ? ctx.emit(e) : slots.push(this.#stamp(e))) },
+            clientId,
+            request,
+          );
+        } finally {
+          slots?.release();
+        }
+      },
+    };
   }
 }

@@ -11,6 +11,7 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuditSlots } from '../audit/batching.ts';
 import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl, retargetAudiences } from '../issuer/authorize.ts';
@@ -19,6 +20,7 @@ import type { ApprovingPerson } from '../issuer/remembered-consent.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import type { TokenService } from '../issuer/service.ts';
+import { AUDIT_EVENTS } from './audit-events.ts';
 import type { Authenticator, InteractiveLogin, LoginFailure, LoginRedirect } from './authenticator.ts';
 import { newNonce, pageHeaders, renderConsent, renderError, renderSignOut } from './consent-page.ts';
 import { discardBody } from './expect-continue.ts';
@@ -146,10 +148,23 @@ export function createAuthorizeHandler(
   const consent = service.consent;
   const issuerOrigin = new URL(service.issuer).origin;
 
+  // audit.on_queue_full: refuse: admitted with its events' slots reserved, or, the audit queue full,
+  // refused before anything, not audited: no page, no code and no remembered approval that could
+  // not be audited (authorization.approved).
   return async (req, res, requestId) => {
+    const slots = admitted(service, AUDIT_EVENTS.authorization);
+    if (slots === false) return page(res, new OAuthError('audit_unavailable'), requestId);
+    try {
+      await answer(req, res, requestId, slots);
+    } finally {
+      slots?.release();
+    }
+  };
+
+  async function answer(req: IncomingMessage, res: ServerResponse, requestId: string, auditSlots: AuditSlots | undefined): Promise<void> {
     const remoteAddr = req.socket.remoteAddress;
     const denied = (code: OAuthErrorCode | string, facts: { subject?: string; clientId?: string } = {}) =>
-      service.auditAuthorizationDenied(code, { ...facts, requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
+      service.auditAuthorizationDenied(code, { ...facts, requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}), auditSlots });
     if (req.method !== 'GET' && req.method !== 'POST') {
       // Audited as the endpoint's other refusals are.
       denied('request_method_not_allowed');
@@ -158,9 +173,6 @@ export function createAuthorizeHandler(
       return;
     }
     if (!service.config.authorization.enabled || consent === undefined) return page(res, new OAuthError('authorize_disabled'), requestId);
-    // audit.on_queue_full: refuse, the audit queue full: no page, no code and no remembered
-    // approval that could not be audited (authorization.approved); refused before anything, not audited.
-    if (service.auditRefusing()) return page(res, new OAuthError('audit_unavailable'), requestId);
 
     let query: string;
     let form: URLSearchParams | undefined;
@@ -361,7 +373,7 @@ export function createAuthorizeHandler(
         return refuse('authorize_not_navigation');
       }
       // A remembered approval that covers this request answers it without the page.
-      const code = await service.approveRemembered(request, approver, params, { requestId, remoteAddr });
+      const code = await service.approveRemembered(request, approver, params, { requestId, remoteAddr, auditSlots });
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
       }
@@ -409,7 +421,7 @@ export function createAuthorizeHandler(
     }
     const decision = form.get('decision');
     if (decision === 'approve') {
-      const code = await service.approveAuthorization(request, approver, { requestId, remoteAddr });
+      const code = await service.approveAuthorization(request, approver, { requestId, remoteAddr, auditSlots });
       return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
     }
     if (decision === 'deny') {
@@ -419,7 +431,20 @@ export function createAuthorizeHandler(
     }
     denied('request_parameter_invalid', { subject: person.subject, clientId });
     return refuse('request_parameter_invalid');
-  };
+  }
+}
+
+/**
+ * `audit.on_queue_full: refuse`: the slots reserved for a request's `events`; `false` when the
+ * audit queue cannot hold them (the request is refused); `undefined` with `drop`.
+ */
+function admitted(service: TokenService, events: number): AuditSlots | undefined | false {
+  try {
+    return service.admitAudited(events);
+  } catch (e) {
+    if (e instanceof OAuthError && e.code === 'audit_unavailable') return false;
+    throw e;
+  }
 }
 
 /**
@@ -439,28 +464,38 @@ export function createLoginCallbackHandler(
     }
     // audit.on_queue_full: refuse: no session begun whose login.succeeded could not be audited.
     // Before finish, which spends the login state: the browser can retry the same callback.
-    if (service.auditRefusing()) return page(res, new OAuthError('audit_unavailable'), requestId);
-    const url = req.url ?? '';
-    const q = url.indexOf('?');
-    const remoteAddr = req.socket.remoteAddress;
-    const outcome = await login.finish(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), {
-      headers: req.headers,
-      remoteAddress: remoteAddr,
-    });
-    if (!outcome.ok) {
-      service.auditAuthorizationDenied(
-        outcome.upstreamError === undefined ? outcome.reason : `${outcome.reason}:${outcome.upstreamError}`,
-        {
-          requestId,
-          ...(remoteAddr !== undefined ? { remoteAddr } : {}),
-        },
-        outcome.detail,
-      );
-      res.setHeader('set-cookie', [...outcome.cookies]);
-      return page(res, loginError(outcome.reason), requestId);
+    const auditSlots = admitted(service, AUDIT_EVENTS.loginCallback);
+    if (auditSlots === false) return page(res, new OAuthError('audit_unavailable'), requestId);
+    try {
+      const url = req.url ?? '';
+      const q = url.indexOf('?');
+      const remoteAddr = req.socket.remoteAddress;
+      const outcome = await login.finish(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), {
+        headers: req.headers,
+        remoteAddress: remoteAddr,
+      });
+      if (!outcome.ok) {
+        service.auditAuthorizationDenied(
+          outcome.upstreamError === undefined ? outcome.reason : `${outcome.reason}:${outcome.upstreamError}`,
+          {
+            requestId,
+            ...(remoteAddr !== undefined ? { remoteAddr } : {}),
+            auditSlots,
+          },
+          outcome.detail,
+        );
+        res.setHeader('set-cookie', [...outcome.cookies]);
+        return page(res, loginError(outcome.reason), requestId);
+      }
+      service.auditLoginSucceeded(outcome.subject, outcome.provider, {
+        requestId,
+        ...(remoteAddr !== undefined ? { remoteAddr } : {}),
+        auditSlots,
+      });
+      return loginRedirect(res, { location: `${service.endpoints.authorization}?${outcome.request}`, cookies: outcome.cookies }, requestId);
+    } finally {
+      auditSlots?.release();
     }
-    service.auditLoginSucceeded(outcome.subject, outcome.provider, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
-    return loginRedirect(res, { location: `${service.endpoints.authorization}?${outcome.request}`, cookies: outcome.cookies }, requestId);
   };
 }
 

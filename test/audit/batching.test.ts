@@ -158,3 +158,34 @@ describe('batching audit sink: close()', () => {
     assert.equal(outcome, 5, 'close() resolved with every event not written');
   });
 });
+
+describe('batching audit sink: failClosed (audit.on_queue_full: refuse)', () => {
+  it('a reserved slot keeps its event however full the queue became after it was reserved; events without one never take it, nor push a refused write past max_queue', async () => {
+    let fail!: (e: Error) => void;
+    const sink = new BatchingAuditSink(
+      { write: () => new Promise<void>((_, reject) => (fail = reject)) },
+      { flushIntervalMs: 60_000, maxBatch: 100, maxQueue: 4, failClosed: true, onError: () => {} },
+    );
+    const slots = sink.reserve(2);
+    assert.ok(slots, 'room for two');
+    sink.push(event(1));
+    const flushing = sink.flush();
+    // One being written, two reserved: one place left for an event without a slot.
+    sink.push(event(2));
+    sink.push(event(3));
+    assert.equal(sink.dropped, 1, 'the events being written count');
+    assert.equal(sink.full, true);
+    assert.equal(sink.reserve(1), undefined, 'no room for another request');
+    slots.push(event(4));
+    assert.equal(sink.dropped, 1, 'the reserved event is kept');
+    slots.release();
+    assert.equal(sink.reserved, 0, 'the slot not used given back');
+    slots.release();
+    assert.equal(sink.reserved, 0, 'release is idempotent');
+    fail(new Error('store down'));
+    await flushing;
+    assert.equal(sink.depth, 3, 'the refused batch is kept with the others, nothing trimmed');
+    assert.equal(sink.dropped, 1);
+    assert.ok(sink.reserve(1), 'the slot given back is free again');
+  });
+});

@@ -10,9 +10,13 @@
  * clients still work), and is dropped to recover.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
+import type { Store } from '../../src/store/contract.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { until } from '../helpers/net.ts';
@@ -46,6 +50,7 @@ async function issuerWith(audit: Record<string, unknown>) {
     return ((await res.json()) as { access_token: string }).access_token;
   };
   const token = () => issuer.post('/oauth2/token', { grant_type: 'client_credentials', scope: 'api:read' }, auth);
+  const fill = () => fillQueue(issuer, auth);
   const register = () =>
     fetch(`${issuer.url}/oauth2/register`, {
       method: 'POST',
@@ -64,6 +69,7 @@ async function issuerWith(audit: Record<string, unknown>) {
     adminToken,
     token,
     register,
+    fill,
     fail: () => admin.exec(FAIL),
     heal: () => admin.exec('DROP TRIGGER IF EXISTS audit_down'),
     async close(i: RunningIssuer) {
@@ -71,6 +77,30 @@ async function issuerWith(audit: Record<string, unknown>) {
       await i.close();
     },
   };
+}
+
+/**
+ * Fill the audit queue (max_queue: 3, the store refusing) to the brim: a token request reserves two
+ * slots when admitted (a reused refresh token writes two events) and writes one, so two are served
+ * and the third refused; an introspection (one slot) takes the last. Returns the tokens issued.
+ */
+async function fillQueue(issuer: RunningIssuer, auth: { authorization: string }): Promise<string[]> {
+  const issued: string[] = [];
+  for (;;) {
+    const res = await issuer.post('/oauth2/token', { grant_type: 'client_credentials', scope: 'api:read' }, auth);
+    if (res.status !== 200) {
+      assert.equal(res.status, 503, await res.text());
+      break;
+    }
+    issued.push(((await res.json()) as { access_token: string }).access_token);
+  }
+  assert.equal(issued.length, 2, 'two token requests fit in max_queue: 3 (two slots each, one used)');
+  const introspected = await issuer.post('/oauth2/introspect', { token: 'not-a-token' }, auth);
+  assert.equal(introspected.status, 200, 'an introspection’s one event fits in the last place');
+  await introspected.arrayBuffer();
+  assert.equal(issuer.service.audit.held, 3);
+  assert.equal(issuer.service.audit.reserved, 0);
+  return issued;
 }
 
 describe('token service: audit.on_queue_full', () => {
@@ -85,14 +115,7 @@ describe('token service: audit.on_queue_full', () => {
       ).grant_id as string;
       await t.issuer.service.audit.flush();
       t.fail();
-      // Each issued token is one event (token.issued): three fit in the queue.
-      const issued: string[] = [];
-      for (let i = 0; i < 3; i++) {
-        const res = await t.token();
-        assert.equal(res.status, 200, await res.clone().text());
-        issued.push(((await res.json()) as { access_token: string }).access_token);
-      }
-      assert.equal(t.issuer.service.audit.held, 3);
+      const issued = await t.fill();
       const refused = await t.token();
       assert.equal(refused.status, 503);
       assert.equal(refused.headers.get('retry-after'), '5');
@@ -155,11 +178,12 @@ describe('token service: audit.on_queue_full', () => {
       });
       const endpoint = `${t.issuer.url}/oauth2/authorize`;
       const url = authorizationRequest(endpoint, { redirect_uri: redirect, code_challenge: pkcePair().challenge });
+      // The clients' events written: the page's request reserves two slots of the three.
+      await t.issuer.service.audit.flush();
       const { fields } = await openConsent(url);
       await t.issuer.service.audit.flush();
       t.fail();
-      for (let i = 0; i < 3; i++) assert.equal((await t.token()).status, 200);
-      assert.equal(t.issuer.service.audit.held, 3);
+      await t.fill();
       const answer = await answerConsent(endpoint, { ...fields, decision: 'approve' });
       assert.equal(answer.status, 503, 'no code issued while its authorization.approved event cannot be kept');
       assert.equal(answer.headers.get('location'), null);
@@ -194,14 +218,7 @@ describe('token service: audit.on_queue_full', () => {
       const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
       await issuer.service.audit.flush();
       admin.exec(FAIL);
-      for (let i = 0; i < 3; i++) {
-        const res = await issuer.post(
-          '/oauth2/token',
-          { grant_type: 'client_credentials', scope: 'api:read' },
-          { authorization: basic(id, secret) },
-        );
-        assert.equal(res.status, 200);
-      }
+      await fillQueue(issuer, { authorization: basic(id, secret) });
       const callback = () => fetch(`${issuer.url}/oauth2/login/callback?code=c&state=${'s'.repeat(43)}`, { redirect: 'manual' });
       const refused = await callback();
       assert.equal(refused.status, 503);
@@ -229,6 +246,214 @@ describe('token service: audit.on_queue_full', () => {
     } finally {
       t.heal();
       await t.close(t.issuer);
+    }
+  });
+});
+
+const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+/**
+ * A real SQLite store whose refresh-token rotation waits at a gate the test opens: a token request
+ * whose store work is slow, still in flight while other requests fill the audit queue behind it.
+ */
+function gatedStore(path: string) {
+  const inner = SqliteStore.open({ path });
+  let gate: Promise<void> | undefined;
+  let open: (() => void) | undefined;
+  let reached: (() => void) | undefined;
+  const store = new Proxy(inner, {
+    get(target, p) {
+      if (p === 'rotateRefreshToken') {
+        return async (...args: Parameters<Store['rotateRefreshToken']>) => {
+          reached?.();
+          await gate;
+          return target.rotateRefreshToken(...args);
+        };
+      }
+      const v = Reflect.get(target, p, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  }) as Store;
+  return {
+    store,
+    /** Hold the next rotations until `release()`; resolves once one is waiting. */
+    hold(): Promise<void> {
+      gate = new Promise((resolve) => {
+        open = resolve;
+      });
+      return new Promise((resolve) => {
+        reached = resolve;
+      });
+    },
+    release() {
+      open?.();
+      gate = undefined;
+    },
+  };
+}
+
+/**
+ * Requests in flight while the queue fills (max_queue: 4, the store refusing audit writes): each
+ * took its slots when it was admitted, so its events are kept when it ends, however full the queue
+ * has become; the request that finds no room is refused instead.
+ */
+describe('token service: audit.on_queue_full: refuse, requests in flight while the queue fills', () => {
+  async function setup() {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-slots-'));
+    const gated = gatedStore(join(dir, 'tessera.db'));
+    const issuer = await startIssuer({
+      dir,
+      store: gated.store,
+      config: {
+        audit: { max_queue: 4, on_queue_full: 'refuse' },
+        token_service: { audit_flush_interval: '20ms' },
+      } as never,
+    });
+    const admin = new DatabaseSync(join(dir, 'tessera.db'));
+    const agent = await issuer.addClient({
+      id: 'agent',
+      scopes: ['api:read'],
+      grantTypes: ['client_credentials', 'refresh_token', EXCHANGE],
+    });
+    const auth = { authorization: basic(agent.id, agent.secret) };
+    // A delegated token with a refresh token (the agent exchanges a user token minted for alice).
+    const family = async () => {
+      const subject = await issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 3600 });
+      const res = await issuer.post(
+        '/oauth2/token',
+        { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+        auth,
+      );
+      assert.equal(res.status, 200, await res.clone().text());
+      return (await res.json()) as { access_token: string; refresh_token: string };
+    };
+    const refresh = (rt: string, requestId: string) =>
+      issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt }, { ...auth, 'x-request-id': requestId });
+    const token = () => issuer.post('/oauth2/token', { grant_type: 'client_credentials', scope: 'api:read' }, auth);
+    const events = async (requestId: string) => (await issuer.store.queryAudit({ limit: 100 })).filter((e) => e.request_id === requestId);
+    return {
+      issuer,
+      gated,
+      auth,
+      family,
+      refresh,
+      token,
+      events,
+      fail: () => admin.exec(FAIL),
+      heal: () => admin.exec('DROP TRIGGER IF EXISTS audit_down'),
+      async close() {
+        gated.release();
+        admin.exec('DROP TRIGGER IF EXISTS audit_down');
+        admin.close();
+        await issuer.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  it('attack: a slow token request admitted just before the queue fills cannot end unaudited: its slots were reserved, the later request is refused instead', async () => {
+    const t = await setup();
+    try {
+      const f = await t.family();
+      await t.issuer.service.audit.flush();
+      t.fail();
+      const waiting = t.gated.hold();
+      const slow = t.refresh(f.refresh_token, 'slow-refresh');
+      slow.catch(() => {}); // awaited below; a failed assertion before must not leave it unhandled
+      await waiting;
+      let served = 0;
+      let refused = 0;
+      for (let i = 0; i < 5 && refused === 0; i++) {
+        const res = await t.token();
+        await res.arrayBuffer();
+        if (res.status === 200) served++;
+        else {
+          assert.equal(res.status, 503);
+          refused++;
+        }
+      }
+      assert.equal(refused, 1, 'once the queue is full, requests are refused');
+      // The slow request holds two slots; the one served after it took two and gave one back
+      // (its one event, token.issued, waits in the queue): no room left for two more.
+      assert.equal(served, 1, 'the slow request keeps its slots: one more token request fits in max_queue: 4');
+      t.gated.release();
+      const done = await slow;
+      assert.equal(done.status, 200, await done.clone().text());
+      await done.arrayBuffer();
+      assert.equal(t.issuer.service.audit.dropped, 0, 'the slow request’s event was not dropped');
+      assert.equal(t.issuer.service.audit.reserved, 0, 'its unused slot given back');
+      assert.equal(t.issuer.service.audit.held, 2);
+      t.heal();
+      await until(async () => (await t.events('slow-refresh')).some((e) => e.kind === 'token.refreshed'), 5000);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('attack: a reused refresh token answered while the queue fills keeps both its events (refresh.reuse_detected, naming the family it revoked, and token.denied)', async () => {
+    const t = await setup();
+    try {
+      const f = await t.family();
+      await t.issuer.service.audit.flush();
+      const rotated = await t.refresh(f.refresh_token, 'first-use');
+      assert.equal(rotated.status, 200);
+      await rotated.arrayBuffer();
+      await t.issuer.service.audit.flush();
+      t.fail();
+      // Two token requests: two events held, two places left, what a token request reserves.
+      for (let i = 0; i < 2; i++) assert.equal((await t.token()).status, 200);
+      assert.equal(t.issuer.service.audit.held, 2);
+      const reused = await t.refresh(f.refresh_token, 'reuse');
+      assert.equal(reused.status, 400);
+      assert.equal(((await reused.json()) as { error: string }).error, 'invalid_grant');
+      // The family's grant.revoked takes no slot: the queue had no room left for it beside them.
+      assert.equal(t.issuer.service.audit.dropped, 1, 'only the grant.revoked, which reuse_detected names, was dropped');
+      assert.equal(t.issuer.service.audit.held, 4);
+      const refused = await t.token();
+      assert.equal(refused.status, 503, 'full now: the next request is refused');
+      t.heal();
+      await until(async () => (await t.events('reuse')).some((e) => e.kind === 'token.denied'), 5000);
+      const denied = (await t.events('reuse')).find((e) => e.kind === 'token.denied');
+      assert.equal(denied?.reason, 'refresh_token_reused');
+      const grantId = JSON.parse(Buffer.from(f.access_token.split('.')[1] as string, 'base64url').toString()).grant_id as string;
+      const detected = (await t.issuer.store.queryAudit({ kinds: ['refresh.reuse_detected'], limit: 10 })).filter(
+        (e) => e.delegation_id === grantId,
+      );
+      assert.equal(detected.length, 1, 'refresh.reuse_detected was kept');
+      assert.deepEqual((detected[0]?.detail as { revoked_grants?: string[] } | undefined)?.revoked_grants, [grantId]);
+      assert.notEqual((await t.issuer.store.getGrant(grantId))?.revokedAt, null, 'the family is revoked');
+      assert.equal(t.issuer.service.audit.reserved, 0);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('no slot is kept by a request that fails: 401 and 400 answers give back the slots they did not use, and the requests after them are admitted', async () => {
+    const t = await setup();
+    try {
+      await t.issuer.service.audit.flush();
+      t.fail();
+      const status = async (res: Promise<Response>) => {
+        const r = await res;
+        await r.arrayBuffer();
+        return r.status;
+      };
+      assert.equal(
+        await status(t.issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic('agent', 'wrong') })),
+        401,
+      );
+      assert.equal(await status(t.issuer.post('/oauth2/token', { grant_type: 'password' }, t.auth)), 400);
+      assert.equal(t.issuer.service.audit.reserved, 0, 'every slot not used was given back');
+      assert.equal(t.issuer.service.audit.held, 2, 'one token.denied each');
+      // Two places left: a token request (two slots) is admitted, then an introspection (one).
+      assert.equal(await status(t.token()), 200);
+      assert.equal(await status(t.issuer.post('/oauth2/introspect', { token: 'x' }, { authorization: basic('agent', 'wrong') })), 401);
+      assert.equal(t.issuer.service.audit.held, 4);
+      assert.equal(t.issuer.service.audit.reserved, 0);
+      assert.equal(await status(fetch(`${t.issuer.url}/oauth2/admin/grants/g_1`, { headers: { authorization: 'Bearer nope' } })), 503);
+      assert.equal(t.issuer.service.audit.dropped, 0);
+    } finally {
+      await t.close();
     }
   });
 });

@@ -1,0 +1,37 @@
+/**
+ * `audit.on_queue_full: refuse` at the token service: how many slots each kind of request reserves
+ * in the audit queue when it is admitted (`TokenService.admitAudited`), the most events it can
+ * write (at most `audit.max_queue`). A request is refused (503 `audit_unavailable`) when the queue
+ * cannot hold that many, and gives back the slots it did not use once it is answered, whatever the
+ * answer.
+ *
+ * A `grant.revoked` takes no slot: the grants a reused refresh token or authorization code revokes
+ * (its family, however many) are revoked whether or not their events fit, as revocations are at
+ * the revocation endpoint and the admin API (never refused), and the `*.reuse_detected` event,
+ * which has its slot, names them all. Revocations (`/oauth2/revoke`, `POST /oauth2/admin/revoke`)
+ * and sign-outs reserve nothing: they take access away and are always served; their events are
+ * kept while the queue has room beside the slots reserved, and dropped (counted) once it has not.
+ *
+ * @module
+ */
+export const AUDIT_EVENTS = {
+  /**
+   * `token.issued`, `token.refreshed` or `token.exchanged`, or `token.denied`; with a reused
+   * refresh token or authorization code also its `refresh.reuse_detected`
+   * (`authorization_code.reuse_detected`) before the `token.denied`.
+   */
+  token: 2,
+  /** `token.introspected` or `introspection.denied`. */
+  introspection: 1,
+  /** `client.created` or `client.registration_denied`. */
+  registration: 1,
+  /** A grant tree read: `admin.action` or `admin.denied`. */
+  admin: 1,
+  /**
+   * `authorization.approved`, or `authorization.denied`; two of those when a login failed and the
+   * request asked for none (`prompt=none`) or its upstream login could not begin.
+   */
+  authorization: 2,
+  /** The login callback: `login.succeeded` or `authorization.denied`. */
+  loginCallback: 1,
+} as const;
