@@ -15,13 +15,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
+import { OAuthError } from '../../src/core/oauth-errors.ts';
 import type { Store } from '../../src/store/contract.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
-import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { until } from '../helpers/net.ts';
 import { startOidcProvider, UPSTREAM_CLIENT, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
+import { bearer } from '../helpers/tokens.ts';
 
 const FAIL = `CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit volume full'); END`;
 
@@ -452,6 +454,28 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
       assert.equal(t.issuer.service.audit.reserved, 0);
       assert.equal(await status(fetch(`${t.issuer.url}/oauth2/admin/grants/g_1`, { headers: { authorization: 'Bearer nope' } })), 503);
       assert.equal(t.issuer.service.audit.dropped, 0);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('attack: the gateway’s exchange mint issues no upstream token unaudited: each reserves its token.exchanged’s slot, refused (audit_unavailable) once the queue is full', async () => {
+    const t = await setup();
+    try {
+      await t.issuer.addClient({ id: 'gateway', scopes: ['api:read'], audiences: ['https://upstream.test'], grantTypes: [EXCHANGE] });
+      const user = await t.issuer.service.mint({ clientId: 'agent', subject: 'alice', ttl: 600 });
+      const verified = await inProcessVerifier(t.issuer).verify(bearer(user.access_token));
+      assert.ok(verified.ok);
+      await t.issuer.service.audit.flush();
+      t.fail();
+      const upstream = t.issuer.service.upstreamIssuer('gateway');
+      const mint = () =>
+        upstream.issueForUpstream({ principal: verified.principal, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 60 });
+      for (let i = 0; i < 4; i++) await mint();
+      assert.equal(t.issuer.service.audit.held, 4);
+      await assert.rejects(mint(), (e: unknown) => e instanceof OAuthError && e.code === 'audit_unavailable');
+      assert.equal(t.issuer.service.audit.dropped, 0, 'no token.exchanged was dropped');
+      assert.equal(t.issuer.service.audit.reserved, 0);
     } finally {
       await t.close();
     }
