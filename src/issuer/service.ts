@@ -718,8 +718,8 @@ export class TokenService {
         throw new OAuthError('client_public_grant_not_allowed');
       }
       // RFC 9449 §5.2: a client registered as always using DPoP gets no token without a proof, so
-      // its secret, code or refresh token alone, stolen without its DPoP key, buys nothing. Refused
-      // before anything is spent or looked up.
+      // none of its access tokens is a bearer token (each is bound to the key its request proved;
+      // no key is registered with the client). Refused before anything is spent or looked up.
       if (client.record.dpopBoundAccessTokens && req.dpop === undefined) throw new OAuthError('client_dpop_proof_required');
       // After client authentication (a caller without the client's credentials spends nothing of
       // its bucket), before the private_key_jwt assertion's and the DPoP proof's jti are recorded,

@@ -1,8 +1,9 @@
 /**
  * A client registered as always using DPoP (RFC 9449 §5.2 `dpop_bound_access_tokens`, `tessera
  * clients add --dpop-bound`): every token request of it without a DPoP proof is refused, whatever
- * the grant, so its secret, a code or a refresh token stolen without its DPoP key buys nothing. With
- * a proof each grant issues a DPoP-bound token as for any client; other clients are unaffected.
+ * the grant, so no bearer token is ever issued to it. With a proof each grant issues a DPoP-bound
+ * token as for any client (bound to the proof's key: no key is registered with the client, so its
+ * stolen secret is not made worthless); other clients are unaffected.
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -145,6 +146,27 @@ describe('a DPoP-bound client (RFC 9449 §5.2 dpop_bound_access_tokens)', () => 
     const refresh = { grant_type: 'refresh_token', refresh_token: first.refresh_token ?? '', client_id: 'dpop-pub' };
     await expectProofRequired(await token(refresh, {}), 'dpop-pub', 'refresh_token');
     await expectBound(await token(refresh, {}, await proof()));
+  });
+
+  it('limit: the flag names no key, so whoever holds a confidential client’s secret (and refresh token) gets tokens with a proof of a key of its own, bound to that key', async () => {
+    // RFC 9449 §5.0: a confidential client’s refresh token is bound to its authentication, not to a
+    // DPoP key, and no key is registered with the client: the flag keeps bearer tokens from being
+    // issued to it, it does not make its secret worthless (docs/token-service.md says so).
+    const thief = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const thiefJwk = thief.publicKey.export({ format: 'jwk' }) as JWK;
+    const thiefProof = () =>
+      new SignJWT({ htm: 'POST', htu: `${issuer.url}/oauth2/token`, iat: Math.floor(Date.now() / 1000), jti: crypto.randomUUID() })
+        .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk: thiefJwk } as never)
+        .sign(thief.privateKey);
+    const auth = { authorization: basic(web.id, web.secret) };
+    const c = await code('dpop-web', 'carol@example.com');
+    const redeem = { grant_type: 'authorization_code', code: c.code, code_verifier: c.verifier, redirect_uri: REDIRECT };
+    const first = await expectBound(await token(redeem, auth, await proof()));
+    const res = await token({ grant_type: 'refresh_token', refresh_token: first.refresh_token ?? '' }, auth, await thiefProof());
+    const body = (await res.json()) as { access_token: string; token_type: string };
+    assert.equal(res.status, 200, JSON.stringify(body));
+    assert.equal(body.token_type, 'DPoP');
+    assert.deepEqual(decodeJwt(body.access_token).cnf, { jkt: await calculateJwkThumbprint(thiefJwk) });
   });
 
   it('an invalid proof is still invalid_dpop_proof (dpop_proof_invalid), not a missing one', async () => {

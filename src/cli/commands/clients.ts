@@ -130,7 +130,7 @@ export function registerClients(program: Command): void {
     .option('--allow-retarget', 'token exchange may issue tokens for audiences outside the subject token’s (default: only narrow)')
     .option(
       '--dpop-bound',
-      'the client always uses DPoP (RFC 9449 dpop_bound_access_tokens): every token request of it without a DPoP proof is refused, so each of its access tokens is bound to its key (default: DPoP optional)',
+      'the client always uses DPoP (RFC 9449 dpop_bound_access_tokens): every token request of it without a DPoP proof is refused, so each of its access tokens is bound to the key its request proved, never a bearer token (default: DPoP optional)',
     )
     .option('--jwks <file>', 'JWKS file with the client’s public keys (private_key_jwt instead of a secret)')
     .option('--jwks-uri <url>', 'JWKS URL with the client’s public keys (private_key_jwt instead of a secret)')
