@@ -832,11 +832,12 @@ export class TokenService {
    * Record a login session as ended (signed out at `<issuer>/oauth2/logout`), in the store every
    * instance shares: a `token` entry of the revocation log with the session's id, under the
    * login-session scope (no token's `iss`), kept until the session would have ended anyway.
-   * Nothing is written for a session already recorded (a copy of its cookie signing out again).
+   * Nothing is written for a session already recorded (a copy of its cookie signing out again),
+   * also by sign-outs racing at several instances: the store appends the entry if absent.
    */
   async endLoginSession(sessionId: string, endsAt: number): Promise<void> {
-    // Sign-outs at once with copies of one cookie: one check-and-append, not one each (the store has
-    // no append-if-absent; between instances at most one entry each can race).
+    // Sign-outs at once with copies of one cookie at this instance: one check-and-append, not one
+    // each (the store would add nothing for the others, but each would cost a write transaction).
     const pending = this.#endingSessions.get(sessionId);
     if (pending !== undefined) return pending;
     const ending = this.#endLoginSession(sessionId, endsAt).finally(() => this.#endingSessions.delete(sessionId));

@@ -720,7 +720,13 @@ export interface Store {
   getRememberedConsent(subject: string, clientId: string, now: number): Promise<RememberedConsentRecord | undefined>;
 
   // Revocation log.
-  /** Append non-grant revocation entries (token ids, subjects or clients as of a time). */
+  /**
+   * Append non-grant revocation entries (token ids, subjects or clients as of a time). A `token`
+   * entry under a scope (`issuer` set: a login session's sign-out) is appended if absent: one for
+   * the same value and issuer already in the log (or earlier in `entries`) is skipped, adds nothing
+   * and numbers nothing, also when several processes append it at once. So does
+   * {@link Store.revokeGrants} with such an entry among its `alsoLog`.
+   */
   appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void>;
   /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order, at most `limit` (default {@link REVOCATIONS_PAGE}). */
   revocationsSince(afterSeq: number, now: number, limit?: number): Promise<RevocationEntry[]>;

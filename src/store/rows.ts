@@ -119,6 +119,35 @@ export function revocationEntryFrom(r: Row): RevocationEntry {
 }
 
 /**
+ * Whether `e` is a `token` entry under a scope (`issuer` set: a login session's sign-out), which
+ * the log holds once (see `Store.appendRevocations`; the unique index `revocations_scoped_token`).
+ */
+export function scopedToken(e: Pick<RevocationEntry, 'kind' | 'issuer'>): e is Pick<RevocationEntry, 'kind'> & { readonly issuer: string } {
+  return e.kind === 'token' && e.issuer !== null;
+}
+
+/**
+ * `entries` but the scoped `token` entries already `logged` (keys from {@link scopedTokenKey}) or
+ * earlier among them.
+ */
+export function unloggedEntries<E extends Pick<RevocationEntry, 'kind' | 'value' | 'issuer'>>(
+  entries: readonly E[],
+  logged: ReadonlySet<string>,
+): E[] {
+  const seen = new Set(logged);
+  return entries.filter((e) => {
+    if (!scopedToken(e)) return true;
+    const key = scopedTokenKey(e.value, e.issuer);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** The key of a scoped `token` entry in {@link unloggedEntries}. */
+export const scopedTokenKey = (value: string, issuer: string): string => JSON.stringify([value, issuer]);
+
+/**
  * `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes,
  * audiences, grant_types, access_token_ttl, exchange_retarget_audiences, redirect_uris,
  * allowed_origins, name, disabled, created_at, updated_at, dpop_bound_access_tokens)`. `flag` writes a

@@ -1548,6 +1548,53 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         assert.equal(await store.tokenRevoked(subject), false);
         assert.equal(await store.tokenRevoked(client), false);
       });
+
+      it('appends a token entry under a scope (a login session’s sign-out) once: appended again, twice in one call or by many at once, it adds nothing, moves no sequence number, and is pruned as any entry', async () => {
+        const now = clock.now();
+        const [session, other] = [uid('session'), uid('session')];
+        const ended = (value: string, expiresAt = now + 600) => ({
+          kind: 'token' as const,
+          value,
+          issuer: LOGIN_SCOPE,
+          at: now,
+          expiresAt,
+        });
+        const seq0 = (await store.versions()).revocations;
+        await store.appendRevocations([ended(session)]);
+        const seq1 = (await store.versions()).revocations;
+        await store.appendRevocations([ended(session)]);
+        await store.appendRevocations([ended(session, now + 900), ended(other), ended(other)]);
+        await Promise.all(Array.from({ length: 10 }, () => store.appendRevocations([ended(session)])));
+        const entries = (await store.revocationsSince(seq0, now)).filter((e) => e.value === session || e.value === other);
+        assert.deepEqual(
+          entries.map((e) => [e.value, e.issuer, e.expiresAt]),
+          [
+            [session, LOGIN_SCOPE, now + 600],
+            [other, LOGIN_SCOPE, now + 600],
+          ],
+          'one entry each, the first appended',
+        );
+        // Nothing appended, nothing numbered: the counter other processes read stays at the log’s last entry.
+        assert.equal(entries[0]?.seq, seq1);
+        assert.equal((await store.versions()).revocations, entries[1]?.seq);
+        await store.appendRevocations([ended(session), ended(other)]);
+        assert.equal((await store.versions()).revocations, entries[1]?.seq, 'an append of nothing new moves nothing');
+        // The same value under another scope, or as an access token’s jti (no scope), is another entry.
+        await store.appendRevocations([
+          { ...ended(session), issuer: 'https://other.test#login-sessions' },
+          { ...ended(session), issuer: null },
+        ]);
+        assert.equal((await store.revocationsSince(seq0, now)).filter((e) => e.value === session).length, 3);
+        // Pruned once expired, as every entry; after that it is appended anew.
+        const brief = uid('session');
+        await store.appendRevocations([ended(brief, now + 1), ended(brief, now + 1)]);
+        assert.equal((await store.revocationsSince(seq0, now)).filter((e) => e.value === brief).length, 1);
+        await store.prune(now + 1);
+        assert.equal((await store.revocationsSince(seq0, now)).filter((e) => e.value === brief).length, 0, 'pruned');
+        assert.equal(await store.tokenRevoked(brief), false);
+        await store.appendRevocations([ended(brief, now + 1200)]);
+        assert.equal((await store.revocationsSince(seq0, now)).filter((e) => e.value === brief).length, 1);
+      });
     });
 
     describe('replay cache', () => {

@@ -1101,7 +1101,7 @@ if (!reachable) {
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1140,7 +1140,7 @@ if (!reachable) {
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1180,7 +1180,7 @@ if (!reachable) {
         );
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
           const old = await store.getGrant('g-old');
           assert.equal(old?.subjectJti, null);
           assert.equal(old?.actorJti, null);
@@ -1209,6 +1209,59 @@ if (!reachable) {
         ] as const) {
           const plan = await c.query(`EXPLAIN SELECT id FROM grants WHERE ${where} AND revoked_at IS NULL`, [...args]);
           assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), new RegExp(index));
+        }
+      } finally {
+        await c.end();
+      }
+    });
+
+    it('migrates a schema-20 database with a login session signed out twice (instances racing before migration 21) to one entry, the one lasting longest; other entries are untouched, and the session is signed out once from then on', async () => {
+      const schema = schemaName();
+      const scope = 'https://issuer.test#login-sessions';
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await c.query('DROP INDEX revocations_scoped_token');
+        await c.query('DELETE FROM schema_migrations WHERE version > 20');
+        // What two instances of Tessera 20 signing one session out at once wrote, with other entries around.
+        const rows: [string, string, string | null, number][] = [
+          ['token', 'session-1', scope, 700],
+          ['token', 'session-1', scope, 900],
+          ['token', 'session-1', scope, 900],
+          ['token', 'session-2', scope, 700],
+          ['token', 'jti-1', null, 200],
+          ['token', 'jti-1', null, 200],
+          ['subject', 'alice', scope, 900],
+          ['subject', 'alice', scope, 900],
+        ];
+        for (const [i, [kind, value, issuer, expiresAt]] of rows.entries()) {
+          await c.query('INSERT INTO revocations (seq, kind, value, issuer, at, expires_at) VALUES ($1, $2, $3, $4, 100, $5)', [
+            i + 1,
+            kind,
+            value,
+            issuer,
+            expiresAt,
+          ]);
+        }
+        await c.query("UPDATE meta SET value = $1 WHERE name = 'revocations_seq'", [rows.length]);
+        const store = await PostgresStore.open({ connectionString: url, schema });
+        try {
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
+          const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
+          assert.deepEqual(left, [
+            [2, 'token', 'session-1', scope, 900],
+            [4, 'token', 'session-2', scope, 700],
+            [5, 'token', 'jti-1', null, 200],
+            [6, 'token', 'jti-1', null, 200],
+            [7, 'subject', 'alice', scope, 900],
+            [8, 'subject', 'alice', scope, 900],
+          ]);
+          await store.appendRevocations([{ kind: 'token', value: 'session-1', issuer: scope, at: 200, expiresAt: 900 }]);
+          assert.equal((await store.revocationsSince(0, 0)).length, 6, 'signed out already: nothing more');
+          assert.equal((await store.versions()).revocations, rows.length, 'nothing numbered');
+        } finally {
+          await store.close();
         }
       } finally {
         await c.end();
@@ -1354,7 +1407,7 @@ if (!reachable) {
         const admin = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
         await admin.connect();
         try {
-          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 20);
+          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
           // An instance still on 19 registers clients without the column: they read as not bound.
           await admin.query(
             `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, created_at, updated_at)

@@ -18,6 +18,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 21) db.exec('DROP INDEX revocations_scoped_token');
   if (version < 20) db.exec('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
   if (version < 19) db.exec('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
   if (version < 18) {
@@ -262,7 +263,7 @@ describe('sqlite store specifics', () => {
     ).run();
     db.close();
     const store = SqliteStore.open({ path });
-    assert.equal(store.schemaVersion, 20);
+    assert.equal(store.schemaVersion, 21);
     assert.equal((await store.getClient('old'))?.dpopBoundAccessTokens, false);
     await store.createClient(clientRecord({ id: 'new', dpopBoundAccessTokens: true }));
     assert.equal((await store.getClient('new'))?.dpopBoundAccessTokens, true);
@@ -384,7 +385,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
-    assert.equal(store.schemaVersion, 20);
+    assert.equal(store.schemaVersion, 21);
     const old = await store.getGrant('g-old');
     assert.equal(old?.subjectJti, null);
     assert.equal(old?.actorJti, null);
@@ -407,6 +408,43 @@ describe('sqlite store specifics', () => {
     assert.match(plan('parent_id = ? AND subject_jti = ?', 'g-root', 'jti-1'), /INDEX grants_parent/);
     assert.match(plan('actor_jti = ?', 'jti-1'), /INDEX grants_actor_jti/);
     check.close();
+  });
+
+  it('migrates a log with a login session signed out twice (instances racing before migration 21) to one entry, the one lasting longest; other entries are untouched, and the session is signed out once from then on', async () => {
+    const path = join(dir, 'legacy-sign-outs.db');
+    const scope = 'https://issuer.test#login-sessions';
+    const before = SqliteStore.open({ path });
+    await before.close();
+    const db = new DatabaseSync(path);
+    rewind(db, 20);
+    // What two instances of Tessera 20 signing one session out at once wrote, with other entries around.
+    const insert = db.prepare('INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)');
+    insert.run('token', 'session-1', scope, 100, 700);
+    insert.run('token', 'session-1', scope, 101, 900);
+    insert.run('token', 'session-1', scope, 102, 900);
+    insert.run('token', 'session-2', scope, 100, 700);
+    insert.run('token', 'jti-1', null, 100, 200);
+    insert.run('token', 'jti-1', null, 100, 200);
+    insert.run('subject', 'alice', scope, 100, 900);
+    insert.run('subject', 'alice', scope, 100, 900);
+    db.close();
+    const store = SqliteStore.open({ path });
+    try {
+      assert.equal(store.schemaVersion, 21);
+      const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
+      assert.deepEqual(left, [
+        [2, 'token', 'session-1', scope, 900],
+        [4, 'token', 'session-2', scope, 700],
+        [5, 'token', 'jti-1', null, 200],
+        [6, 'token', 'jti-1', null, 200],
+        [7, 'subject', 'alice', scope, 900],
+        [8, 'subject', 'alice', scope, 900],
+      ]);
+      await store.appendRevocations([{ kind: 'token', value: 'session-1', issuer: scope, at: 200, expiresAt: 900 }]);
+      assert.equal((await store.revocationsSince(0, 0)).length, 6, 'signed out already: nothing more');
+    } finally {
+      await store.close();
+    }
   });
 
   it('refuses a database migrated by a newer Tessera', async () => {

@@ -96,9 +96,12 @@ import {
   removedSigningKeyFrom,
   revocationEntryFrom,
   rotatedSuccessor,
+  scopedToken,
+  scopedTokenKey,
   signingKeyFrom,
   signingKeyValues,
   spentKeptUntil,
+  unloggedEntries,
 } from '../rows.ts';
 import { SUBTREE } from '../subtree.ts';
 import { Listener } from './listener.ts';
@@ -429,6 +432,22 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     // written by an older instance), leaves DPoP to each request.
     version: 20,
     sql: 'ALTER TABLE clients ADD COLUMN dpop_bound_access_tokens boolean NOT NULL DEFAULT false;',
+  },
+  {
+    // revocations_scoped_token: a login session's sign-out is one entry of the revocation log,
+    // however many instances sign it out at once (appended if absent, INSERT … ON CONFLICT DO
+    // NOTHING). Duplicates written before are removed first, the one that lasts longest kept, under
+    // the lock every append takes (an older instance appending one meanwhile would fail the build).
+    // IF NOT EXISTS: on a large log, an operator may build it beforehand, CONCURRENTLY.
+    version: 21,
+    sql: `
+      LOCK TABLE revocations IN EXCLUSIVE MODE;
+      DELETE FROM revocations r WHERE r.kind = 'token' AND r.issuer IS NOT NULL AND EXISTS (
+        SELECT 1 FROM revocations d
+        WHERE d.kind = 'token' AND d.value = r.value AND d.issuer = r.issuer
+          AND (d.expires_at > r.expires_at OR (d.expires_at = r.expires_at AND d.seq < r.seq)));
+      CREATE UNIQUE INDEX IF NOT EXISTS revocations_scoped_token ON revocations (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL;
+    `,
   },
 ];
 
@@ -1119,10 +1138,26 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ id: String(r.id), issuer: String(r.issuer), subject: String(r.subject), clientId: String(r.client_id) }));
   }
 
-  /** Append to the revocation log with sequence numbers that become visible in commit order. */
-  async #log(c: Q, entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
-    if (entries.length === 0) return;
+  /**
+   * Append to the revocation log with sequence numbers that become visible in commit order. A
+   * scoped `token` entry (a login session's sign-out) already in the log is skipped: looked up
+   * under the table lock every append takes, so a skipped one numbers and announces nothing; the
+   * unique index (migration 21) holds it to one entry whoever writes.
+   */
+  async #log(c: Q, all: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
+    if (all.length === 0) return;
     await c.query('LOCK TABLE revocations IN EXCLUSIVE MODE');
+    let entries = all;
+    const scoped = all.filter(scopedToken);
+    if (scoped.length > 0) {
+      const { rows } = await c.query(
+        `SELECT value, issuer FROM revocations
+         WHERE kind = 'token' AND issuer IS NOT NULL AND (value, issuer) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+        [scoped.map((e) => e.value), scoped.map((e) => e.issuer)],
+      );
+      entries = unloggedEntries(all, new Set((rows as Row[]).map((r) => scopedTokenKey(String(r.value), String(r.issuer)))));
+      if (entries.length === 0) return;
+    }
     const [row] = (await c.query("UPDATE meta SET value = value + $1 WHERE name = 'revocations_seq' RETURNING value", [entries.length]))
       .rows as Row[];
     const last = num(row?.value);
@@ -1133,7 +1168,8 @@ export class PostgresStore implements Store {
       await c.query(
         `INSERT INTO revocations (seq, kind, value, issuer, at, expires_at)
          SELECT $1::bigint + e.n, e.kind, e.value, e.issuer, e.at, e.expires_at
-         FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS e(kind, value, issuer, at, expires_at, n)`,
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS e(kind, value, issuer, at, expires_at, n)
+         ON CONFLICT (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL DO NOTHING`,
         [
           last - entries.length + i,
           chunk.map((e) => e.kind),

@@ -288,4 +288,16 @@ export const MIGRATIONS: readonly Migration[] = [
       'clients.dpop_bound_access_tokens: the client always uses DPoP (RFC 9449 §5.2), so a token request of it without a DPoP proof is refused; 0, in every client registered before, leaves DPoP to each request',
     sql: 'ALTER TABLE clients ADD COLUMN dpop_bound_access_tokens INTEGER NOT NULL DEFAULT 0;',
   },
+  {
+    version: 21,
+    description:
+      'revocations_scoped_token: a login session’s sign-out is one entry of the revocation log, however many instances sign it out at once (appended if absent); duplicates written before are removed first, the one that lasts longest kept',
+    sql: `
+      DELETE FROM revocations WHERE kind = 'token' AND issuer IS NOT NULL AND EXISTS (
+        SELECT 1 FROM revocations d
+        WHERE d.kind = 'token' AND d.value = revocations.value AND d.issuer = revocations.issuer
+          AND (d.expires_at > revocations.expires_at OR (d.expires_at = revocations.expires_at AND d.seq < revocations.seq)));
+      CREATE UNIQUE INDEX revocations_scoped_token ON revocations (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL;
+    `,
+  },
 ];

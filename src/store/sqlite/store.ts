@@ -75,6 +75,7 @@ import {
   removedSigningKeyFrom,
   revocationEntryFrom,
   rotatedSuccessor,
+  scopedToken,
   signingKeyFrom,
   signingKeyValues,
   spentKeptUntil,
@@ -802,11 +803,23 @@ export class SqliteStore implements Store {
     await this.#tx(() => this.#appendLog(entries));
   }
 
-  /** Append to the revocation log, inside a caller's transaction. */
+  /**
+   * Append to the revocation log, inside a caller's transaction. A scoped `token` entry (a login
+   * session's sign-out) already in the log is skipped: looked up first, under the write lock every
+   * process takes, so a skipped one numbers nothing (AUTOINCREMENT would spend a number on it);
+   * the unique index (migration 21) holds it to one entry whoever writes.
+   */
   #appendLog(entries: readonly Omit<RevocationEntry, 'seq'>[]): void {
     if (entries.length === 0) return;
-    const insert = this.#stmt('INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)');
-    for (const e of entries) insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt);
+    const insert = this.#stmt(
+      `INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL DO NOTHING`,
+    );
+    const logged = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? AND issuer = ?");
+    for (const e of entries) {
+      if (scopedToken(e) && logged.get(e.value, e.issuer) !== undefined) continue;
+      insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt);
+    }
   }
 
   async tokenRevoked(jti: string): Promise<boolean> {
