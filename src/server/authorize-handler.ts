@@ -16,6 +16,7 @@ import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl, retargetAudiences } from '../issuer/authorize.ts';
 import { DYNAMIC_CLIENT_ID_PREFIX, isClientName } from '../issuer/clients.ts';
+import { asOAuthError } from '../issuer/context.ts';
 import type { ApprovingPerson } from '../issuer/remembered-consent.ts';
 import { loginSessionScope } from '../issuer/revoke.ts';
 import { sha256 } from '../issuer/secrets.ts';
@@ -35,6 +36,18 @@ export interface AuthorizeHandlerOptions {
    * (`request_body_too_large`, `client_closed`) the refusal is audited with.
    */
   readonly readForm: (req: IncomingMessage) => Promise<URLSearchParams | undefined>;
+  /** Told of a failure a request was answered for (a store down, a bug), with its request id. */
+  readonly onError?: ((error: unknown, requestId: string) => void) | undefined;
+}
+
+/** How far a request got: what an answer to a failure part-way may use. */
+interface Progress {
+  /** The request, once its client and redirect URI are trusted. */
+  request?: AuthorizationRequest;
+  /** The person, once signed in. */
+  subject?: string;
+  /** The form body failed to be read (audited there, answered by the caller). */
+  unread?: boolean;
 }
 
 const PAGE_TITLES: Partial<Record<OAuthErrorCode, string>> = {
@@ -148,20 +161,60 @@ export function createAuthorizeHandler(
   const consent = service.consent;
   const issuerOrigin = new URL(service.issuer).origin;
 
+  /**
+   * A failure part-way (the store down or past its bound, a bug), audited with the reason the other
+   * endpoints give it (`store_unavailable`, `server_error`). RFC 6749 §4.1.2.1: once the redirect
+   * URI is trusted, it goes back to the client as `temporarily_unavailable` or `server_error`, with
+   * `state` and `iss` (prompt=none asks for no page at all); before, it is a page, never a redirect.
+   */
+  const failed = (
+    res: ServerResponse,
+    requestId: string,
+    remoteAddr: string | undefined,
+    progress: Progress,
+    e: unknown,
+    auditSlots: AuditSlots | undefined,
+  ): void => {
+    const error = asOAuthError(e);
+    if (error.status >= 500 && error.cause !== undefined) options.onError?.(error.cause, requestId);
+    else if (!(e instanceof OAuthError)) options.onError?.(e, requestId);
+    const request = progress.request;
+    service.auditAuthorizationDenied(error.code, {
+      requestId,
+      ...(remoteAddr !== undefined ? { remoteAddr } : {}),
+      ...(progress.subject !== undefined ? { subject: progress.subject } : {}),
+      ...(request !== undefined ? { clientId: request.client.id } : {}),
+      auditSlots,
+    });
+    const answer = error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error');
+    if (request === undefined || !request.errorsToClient) page(res, answer, requestId);
+    else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error: answer }, request.state), requestId);
+  };
+
   // audit.on_queue_full: refuse: admitted with its events' slots reserved, or, the audit queue full,
   // refused before anything, not audited: no page, no code and no remembered approval that could
   // not be audited (authorization.approved).
   return async (req, res, requestId) => {
     const slots = admitted(service, AUDIT_EVENTS.authorization);
     if (slots === false) return page(res, new OAuthError('audit_unavailable'), requestId);
+    const progress: Progress = {};
     try {
-      await answer(req, res, requestId, slots);
+      await handle(req, res, requestId, progress, slots);
+    } catch (e) {
+      if (progress.unread || res.headersSent) throw e;
+      failed(res, requestId, req.socket.remoteAddress, progress, e, slots);
     } finally {
       slots?.release();
     }
   };
 
-  async function answer(req: IncomingMessage, res: ServerResponse, requestId: string, auditSlots: AuditSlots | undefined): Promise<void> {
+  async function handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    requestId: string,
+    progress: Progress,
+    auditSlots: AuditSlots | undefined,
+  ): Promise<void> {
     const remoteAddr = req.socket.remoteAddress;
     const denied = (code: OAuthErrorCode | string, facts: { subject?: string; clientId?: string } = {}) =>
       service.auditAuthorizationDenied(code, { ...facts, requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}), auditSlots });
@@ -201,6 +254,7 @@ export function createAuthorizeHandler(
         // Audited, as every other refusal here (a body too large, a client that hung up).
         const code = (e as { code?: unknown } | null)?.code;
         denied(code === 'request_body_too_large' || code === 'client_closed' ? code : 'server_error');
+        progress.unread = true;
         throw e;
       }
       if (form === undefined) {
@@ -234,6 +288,7 @@ export function createAuthorizeHandler(
       );
     }
     const request: AuthorizationRequest = outcome.request;
+    progress.request = request;
     const clientId = request.client.id;
 
     // Before the person is checked: a consent this request remembers is dated then, so a subject
@@ -336,6 +391,8 @@ export function createAuthorizeHandler(
       }
       return loginRedirect(res, to, requestId);
     }
+
+    progress.subject = person.subject;
 
     // RFC 9068 §5: a client_credentials token's `sub` is its client id, so a person whose subject
     // is a client id (a user name chosen at a self-service identity provider, say), also in another

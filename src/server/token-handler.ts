@@ -311,7 +311,9 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
             })
           : undefined);
   const authorize =
-    authenticator === undefined ? undefined : createAuthorizeHandler(service, { authenticator, readForm: (req) => readForm(req, limit) });
+    authenticator === undefined
+      ? undefined
+      : createAuthorizeHandler(service, { authenticator, readForm: (req) => readForm(req, limit), onError: options.onError });
   const loginCallback = authenticator?.login === undefined ? undefined : createLoginCallbackHandler(service, authenticator.login);
   const loginCallbackPath = authenticator?.login === undefined ? undefined : path(authenticator.login.callbackUrl);
   const logout = authenticator?.login === undefined ? undefined : createLogoutHandler(service, authenticator, authenticator.login);

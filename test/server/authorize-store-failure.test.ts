@@ -1,0 +1,168 @@
+/**
+ * `/oauth2/authorize` when the store fails in the middle of a request, with a real store that
+ * fails: PostgreSQL out of reach behind test/helpers/tcp-fault-proxy.ts (connections reset, or
+ * black-holed until the request's bound), and a SQLite store closed under the running server. Once
+ * the client and its redirect URI are trusted, the failure goes back to the client as RFC 6749
+ * §4.1.2.1's `temporarily_unavailable` (the store unavailable or past its bound) or `server_error`
+ * (anything else), with `state` and `iss` (RFC 9207): prompt=none included, which must never show
+ * a page. Before, it is an error page, never a redirect. Audited with the reason codes the other
+ * endpoints use (`store_unavailable`, `server_error`).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { PostgresStore } from '../../src/store/postgres/store.ts';
+import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
+import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { pkcePair } from '../helpers/pkce.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
+import { type FaultProxy, faultProxy } from '../helpers/tcp-fault-proxy.ts';
+
+const REDIRECT = 'http://127.0.0.1:7777/callback';
+const API = 'https://api.test';
+const PG_URL = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgSkip = (await postgresReachable(PG_URL)) ? false : 'PostgreSQL is not reachable';
+
+const client = (id: string) => ({ id, public: true, name: 'MCP App', scopes: ['api:read'], audiences: [API], redirectUris: [REDIRECT] });
+
+function authorizeUrl(issuer: RunningIssuer, overrides: Record<string, string | undefined> = {}): string {
+  return authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+    redirect_uri: REDIRECT,
+    code_challenge: pkcePair().challenge,
+    resource: API,
+    ...overrides,
+  });
+}
+
+/** An error sent back to the client's redirect URI (no page, no code), with `state` and `iss` (RFC 9207): its `error`. */
+async function errorToClient(res: Response, issuer: RunningIssuer): Promise<string | null> {
+  assert.equal(res.status, 303, await res.text());
+  assert.equal(res.headers.get('content-type'), null, 'no page');
+  assert.equal(res.headers.get('cache-control'), 'no-store');
+  const to = new URL(res.headers.get('location') as string);
+  assert.equal(`${to.origin}${to.pathname}`, REDIRECT);
+  assert.equal(to.searchParams.get('code'), null, 'no code');
+  assert.equal(to.searchParams.get('state'), 'xyz-state');
+  assert.equal(to.searchParams.get('iss'), issuer.url);
+  return to.searchParams.get('error');
+}
+
+/** An error page (never a redirect): its status. */
+async function errorPage(res: Response): Promise<number> {
+  const html = await res.text();
+  assert.equal(res.headers.get('location'), null, 'never redirected');
+  assert.match(res.headers.get('content-type') ?? '', /^text\/html/, html);
+  assert.equal(res.headers.get('cache-control'), 'no-store');
+  return res.status;
+}
+
+describe('authorization endpoint, PostgreSQL out of reach mid-request', { skip: pgSkip }, () => {
+  const schema = `tessera_authz_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  let proxy: FaultProxy;
+  let issuer: RunningIssuer;
+
+  before(async () => {
+    const target = new URL(PG_URL);
+    proxy = await faultProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    const via = new URL(PG_URL);
+    via.port = String(proxy.port);
+    const store = await PostgresStore.open({
+      connectionString: via.toString(),
+      schema,
+      requestTimeoutMillis: 1000,
+      readTimeoutMillis: 1000,
+    });
+    issuer = await startIssuer({
+      store,
+      config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: '1h' } } } as never,
+    });
+    for (const id of ['mcp-app', 'cold-app']) await issuer.service.registerClient(client(id));
+  });
+  after(async () => {
+    proxy?.heal();
+    await issuer?.close();
+    await proxy?.close();
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await c.end();
+  });
+
+  /** `fn` with PostgreSQL out of reach (`how`), healed after. */
+  async function outage<T>(how: 'down' | 'black-hole', fn: () => Promise<T>): Promise<T> {
+    if (how === 'down') proxy.down();
+    else proxy.blackHole({ newToo: true });
+    try {
+      return await fn();
+    } finally {
+      // Healed only: a reset (RST) of the connections black-holed spins this process's event loop.
+      proxy.heal();
+    }
+  }
+
+  async function denied(): Promise<{ reason: string; client_id?: string; subject?: string }[]> {
+    await issuer.service.audit.flush();
+    return (await issuer.store.queryAudit({ limit: 10_000 }))
+      .filter((e) => e.kind === 'authorization.denied')
+      .map((e) => ({ reason: e.reason, ...(e.client_id !== undefined ? { client_id: e.client_id } : {}) }));
+  }
+
+  it('the consent form approved while PostgreSQL is down: back to the client with temporarily_unavailable, state and iss, no code (not a JSON error)', async () => {
+    const { fields } = await openConsent(authorizeUrl(issuer));
+    const before = (await denied()).length;
+    const res = await outage('down', () => answerConsent(`${issuer.url}/oauth2/authorize`, { ...fields, decision: 'approve' }));
+    assert.equal(await errorToClient(res, issuer), 'temporarily_unavailable');
+    assert.deepEqual((await denied()).slice(before), [{ reason: 'store_unavailable', client_id: 'mcp-app' }]);
+  });
+
+  it('prompt=none while PostgreSQL is down: back to the client with temporarily_unavailable, never a page', async () => {
+    // The client is known here already (cached): the store is first needed after the redirect URI is trusted.
+    await openConsent(authorizeUrl(issuer));
+    const before = (await denied()).length;
+    const res = await outage('down', () =>
+      fetch(authorizeUrl(issuer, { prompt: 'none' }), { headers: personHeaders(), redirect: 'manual' }),
+    );
+    assert.equal(await errorToClient(res, issuer), 'temporarily_unavailable');
+    assert.deepEqual((await denied()).slice(before), [{ reason: 'store_unavailable', client_id: 'mcp-app' }]);
+  });
+
+  it('attack: a client not yet read when PostgreSQL is down (its redirect URI unverified): an error page, 503 with Retry-After, never a redirect, prompt=none included', async () => {
+    const before = (await denied()).length;
+    for (const prompt of [undefined, 'none']) {
+      const res = await outage('down', () =>
+        fetch(authorizeUrl(issuer, { client_id: 'cold-app', prompt }), { headers: personHeaders(), redirect: 'manual' }),
+      );
+      assert.equal(await errorPage(res), 503);
+      assert.ok(res.headers.get('retry-after'), 'says when to try again');
+    }
+    assert.deepEqual((await denied()).slice(before), [{ reason: 'store_unavailable' }, { reason: 'store_unavailable' }]);
+  });
+
+  // Last: the connections black-holed stay so (the pool's idle ones time out when next used).
+  it('a page load while PostgreSQL does not answer within the request’s bound: back to the client with temporarily_unavailable', async () => {
+    await openConsent(authorizeUrl(issuer));
+    const res = await outage('black-hole', () =>
+      fetch(authorizeUrl(issuer), { headers: personHeaders(), redirect: 'manual', signal: AbortSignal.timeout(20_000) }),
+    );
+    assert.equal(await errorToClient(res, issuer), 'temporarily_unavailable');
+  });
+});
+
+describe('authorization endpoint, SQLite store closed under the running server', () => {
+  let issuer: RunningIssuer;
+
+  before(async () => {
+    issuer = await startIssuer({ config: { token_service: { authorization: authorizationConfig() } } as never });
+    await issuer.service.registerClient(client('mcp-app'));
+  });
+  after(() => issuer?.close());
+
+  it('the consent form approved, the store gone: back to the client with server_error, state and iss, no code; prompt=none too', async () => {
+    const { fields } = await openConsent(authorizeUrl(issuer));
+    await issuer.store.close();
+    const res = await answerConsent(`${issuer.url}/oauth2/authorize`, { ...fields, decision: 'approve' });
+    assert.equal(await errorToClient(res, issuer), 'server_error');
+    const silent = await fetch(authorizeUrl(issuer, { prompt: 'none' }), { headers: personHeaders(), redirect: 'manual' });
+    assert.equal(await errorToClient(silent, issuer), 'server_error');
+  });
+});
