@@ -414,6 +414,21 @@ export const routeSchema = z
     }
     if (ok('match', 'path') && ok('match', 'path_prefix') && r.match.path !== undefined && r.match.path_prefix !== undefined)
       ctx.addIssue({ code: 'custom', path: ['match', 'path'], message: 'give either path (a pattern) or path_prefix, not both' });
+    // As for a pattern's literals (core/policy.ts): matched without case, the prefix is folded as
+    // JavaScript folds it, which an upstream ignoring case need not share outside ASCII.
+    if (ok('match', 'path_prefix') && ok('case_insensitive_paths') && r.case_insensitive_paths && r.match.path_prefix !== undefined) {
+      const prefix = r.match.path_prefix;
+      let decoded = prefix;
+      try {
+        decoded = decodeURIComponent(prefix);
+      } catch {}
+      if (/[\u{80}-\u{10ffff}]/u.test(decoded))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['match', 'path_prefix'],
+          message: `${JSON.stringify(prefix)} has characters outside ASCII, whose case JavaScript folds otherwise than some upstreams do ("ß" is "ss" to Python’s casefold, "Σ" has two lower cases), so a path spelled another way would pass this route by; match it with an ASCII prefix, or a path pattern with * or a :name parameter for that segment, or leave case_insensitive_paths off on this route`,
+        });
+    }
   }, always)
   .meta({ description: 'One route: which requests, which upstream, who may call it and with what.' });
 

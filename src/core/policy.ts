@@ -145,6 +145,44 @@ export function pathSegments(path: string): string[] | undefined {
   return segments;
 }
 
+const ASCII_LETTER = /[A-Za-z]/;
+
+/** Whether `c`, one character outside ASCII, is an ASCII letter under a case mapping (its own or
+ * that of its other case): `ı` uppercases to `I`, `ſ` to `S`, `ﬁ` to `FI`, `ß` to `SS`, `K` (Kelvin)
+ * lowercases to `k`, `İ` to `i` (with a combining dot, which Java and .NET drop). */
+function asciiUnderCase(c: string): boolean {
+  const lower = c.toLowerCase();
+  const upper = c.toUpperCase();
+  return (
+    ASCII_LETTER.test(lower) || ASCII_LETTER.test(upper) || ASCII_LETTER.test(upper.toLowerCase()) || ASCII_LETTER.test(lower.toUpperCase())
+  );
+}
+
+/**
+ * Whether `text` (decoded) holds a character outside ASCII that some implementation's case mapping
+ * makes an ASCII letter (see asciiUnderCase): an upstream that ignores case (.NET
+ * OrdinalIgnoreCase, Java equalsIgnoreCase, Python casefold) reads `/admın` as `/admin`, which
+ * JavaScript's `toLowerCase` does not. Matching without case, such a path is refused rather than
+ * matched (it would pass a rule for `/admin` by). ASCII text costs one pass over its char codes.
+ *
+ * @example
+ * ```ts
+ * foldsIntoAscii('/adm\u0131n'); // true (dotless i)
+ * foldsIntoAscii('/café'); // false
+ * ```
+ */
+export function foldsIntoAscii(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) < 0x80) continue;
+    const cp = text.codePointAt(i) as number;
+    if (asciiUnderCase(String.fromCodePoint(cp))) return true;
+    if (cp > 0xffff) i++;
+  }
+  return false;
+}
+
+const NON_ASCII = /[\u{80}-\u{10ffff}]/u;
+
 type PathMatcher = (segments: readonly string[], params: Record<string, string>) => boolean;
 
 /** A compiled path pattern: its matcher, and its segments (literals lower-cased when matched without
@@ -198,7 +236,6 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
   const parts = pattern === '/' ? [''] : pattern.slice(1).split('/');
   // A trailing slash is not a segment (see pathSegments): `/api/items/` is `/api/items`.
   if (parts.length > 1 && parts[parts.length - 1] === '') parts.pop();
-  if (caseInsensitive) for (const [i, p] of parts.entries()) if (!p.startsWith(':')) parts[i] = p.toLowerCase();
   for (const [i, p] of parts.entries()) {
     if (p === '**' && i !== parts.length - 1) {
       issues.push({ path: at, message: '"**" is allowed only as the last segment, e.g. /api/**' });
@@ -220,6 +257,16 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
       issues.push({ path: at, message: 'a path pattern cannot contain "." or ".." segments' });
       return undefined;
     }
+    // Matched without case, a literal is folded as JavaScript folds it, which an upstream that
+    // ignores case need not share outside ASCII (`ß` is `ss` to Python's casefold, not to
+    // toLowerCase; `Σ` has two lower cases): a request spelled otherwise would pass the rule by.
+    if (caseInsensitive && !anySegment(p) && p !== '**' && NON_ASCII.test(p)) {
+      issues.push({
+        path: at,
+        message: `${quoted(p)} has characters outside ASCII, whose case JavaScript folds otherwise than some upstreams do (${quoted('ß')} is ${quoted('ss')} to Python’s casefold, ${quoted('Σ')} has two lower cases), so a path spelled another way would pass this rule by; write that segment as * or a :name parameter, or match these paths with case_insensitive_paths off`,
+      });
+      return undefined;
+    }
     // A repeated name keeps the last segment: `/orgs/:tenant/teams/:tenant` would compare a
     // `tenant: ":tenant"` condition with the team segment while the upstream acts on the org.
     if (p.startsWith(':') && parts.indexOf(p) !== i) {
@@ -227,6 +274,7 @@ function compilePath(pattern: string, at: string, issues: ConfigIssue[], caseIns
       return undefined;
     }
   }
+  if (caseInsensitive) for (const [i, p] of parts.entries()) if (!p.startsWith(':')) parts[i] = p.toLowerCase();
   const rest = parts[parts.length - 1] === '**';
   const fixed = rest ? parts.slice(0, -1) : parts;
   const match: PathMatcher = (segments, params) => {
@@ -309,7 +357,9 @@ function conditionsCover(
 
 export interface PolicyOptions {
   /** Compare literal path segments case-insensitively (`/Admin` is `/admin`); parameters keep
-   * the case sent. Default false: paths are case-sensitive. */
+   * the case sent. Literals must then be ASCII, and a path with a character outside ASCII that a
+   * case mapping makes an ASCII letter (`ı`, `ſ`, `K`, `ﬁ`: {@link foldsIntoAscii}) is refused
+   * (`request_path_invalid`). Default false: paths are case-sensitive. */
   readonly caseInsensitivePaths?: boolean;
   /** Positions of rules that failed their configuration checks and stand in as `{}` (their own
    * errors are reported): left out of the check for rules never reached. */
@@ -439,8 +489,15 @@ export function compilePolicy(
     }
     return undefined;
   };
+  // Matched without case, a path an upstream may fold into ASCII otherwise than toLowerCase does
+  // is refused as malformed (see foldsIntoAscii): never matched, never let through by a later rule.
+  const segmentsOf = (path: string): string[] | undefined => {
+    const segments = pathSegments(path);
+    if (caseInsensitive && segments !== undefined) for (const s of segments) if (foldsIntoAscii(s)) return undefined;
+    return segments;
+  };
   const match = (input: PolicyInput) => {
-    const segments = pathSegments(input.path);
+    const segments = segmentsOf(input.path);
     const found = segments && matchEntry(input, segments);
     return found && { rule: found.entry.rule, params: found.params };
   };
@@ -452,7 +509,7 @@ export function compilePolicy(
   };
 
   const evaluate = (input: PolicyInput, subject: PolicySubject): PolicyDecision => {
-    const segments = pathSegments(input.path);
+    const segments = segmentsOf(input.path);
     if (!segments) return { allowed: false, code: 'request_path_invalid', rule: undefined };
     const found = matchEntry(input, segments);
     if (!found) return { allowed: false, code: 'policy_no_match', rule: undefined };

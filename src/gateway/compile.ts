@@ -42,7 +42,7 @@ import { passthroughMutator } from './pipeline/mutate/mutator-passthrough.ts';
 import { staticCredentialMutator } from './pipeline/mutate/mutator-static.ts';
 import type { Pipeline } from './pipeline/run.ts';
 import { UpstreamPools } from './proxy/upstreams.ts';
-import { compileMatcher, type Matcher, prefixEnd } from './routes.ts';
+import { compileMatcher, compileReach, type Matcher, prefixEnd } from './routes.ts';
 
 /**
  * Builds a verifier for one credential kind from the verifier part of the configuration, which
@@ -115,6 +115,12 @@ export interface CompiledRoute {
   readonly id: string;
   readonly config: RouteConfig;
   readonly matches: Matcher;
+  /**
+   * On a route matching paths without case (`case_insensitive_paths`), whether a request to this
+   * host with this method is one it may take: such a request whose path `foldRefused` (routes.ts) is
+   * refused here (`request_path_invalid`), neither matched nor passed to a later route.
+   */
+  readonly foldGuard: ((host: string, method: string) => boolean) | undefined;
   readonly pipeline: Pipeline;
   readonly authn: AuthenticationStage;
   readonly upstream: CompiledUpstream;
@@ -575,6 +581,7 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
       id: r.id,
       config: r,
       matches,
+      foldGuard: r.case_insensitive_paths ? compileReach(r.match) : undefined,
       pipeline,
       authn,
       upstream,

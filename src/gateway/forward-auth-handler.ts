@@ -256,6 +256,10 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
     refuse(new TesseraError('route_not_found'), s.challenges);
     return;
   }
+  if (route === 'path_invalid') {
+    refuse(new TesseraError('request_path_invalid'), s.challenges);
+    return;
+  }
   fx.route = route.id;
   // An MCP route is decided on the JSON-RPC body (the tool, the session), which a proxy's check
   // does not carry: allowing it here would let any tools/call through a rule without a tool.

@@ -1420,6 +1420,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       deny(x, res, new TesseraError('route_not_found'), s.challenges);
       return;
     }
+    if (route === 'path_invalid') {
+      deny(x, res, new TesseraError('request_path_invalid'), s.challenges);
+      return;
+    }
     x.route = route.id;
     const cl = req.headers['content-length'];
     const length = cl === undefined ? 0 : Number(cl);

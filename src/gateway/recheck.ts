@@ -263,7 +263,8 @@ export function recheckUnder(s: GatewayState): StreamRecheck<AdmittedStream> {
       }
     }
     const route = findRoute(s, host, request.path, request.method);
-    if (route === undefined || route.id !== stream.route.id || (stream.kind === 'websocket' && !route.websocket)) return 'config_narrowed';
+    if (route === undefined || route === 'path_invalid') return 'config_narrowed';
+    if (route.id !== stream.route.id || (stream.kind === 'websocket' && !route.websocket)) return 'config_narrowed';
     if (route.authn.public) return undefined;
     if (p === undefined || !route.config.auth.includes(p.kind)) return 'config_narrowed';
     const audience = route.config.audience;

@@ -16,7 +16,7 @@ import { traceContext } from './http/trace.ts';
 import { METADATA_PATH } from './mcp/metadata.ts';
 import { peerAllowed } from './peers.ts';
 import type { Decision } from './pipeline/run.ts';
-import { hostMatches, hostOf } from './routes.ts';
+import { foldRefused, hostMatches, hostOf } from './routes.ts';
 
 export function repeatsCredentialHeader(raw: readonly string[]): boolean {
   let auth = 0;
@@ -236,13 +236,22 @@ function walkForwarded(s: GatewayState, req: IncomingMessage): { client: string;
   return { client, known: true };
 }
 
-export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | undefined {
+/**
+ * The first route taking the request, `undefined` when none does (`route_not_found`), or
+ * `'path_invalid'` (`request_path_invalid`) when a route matching paths without case, reached
+ * first, may take its host and method and its path has a character an upstream ignoring case may
+ * read as an ASCII letter (`/adm%C4%B1n`: see foldRefused): neither that route nor a later,
+ * laxer one gets it.
+ */
+export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | 'path_invalid' | undefined {
   // TRACE is never routed: an upstream that echoes it (Apache's default) would send the injected
   // credential back to the caller.
   if (method === 'TRACE') return undefined;
   const routes = s.routes;
+  let folds: boolean | undefined;
   for (let i = 0; i < routes.length; i++) {
     const r = routes[i] as CompiledRoute;
+    if (r.foldGuard?.(host, method) && (folds ??= foldRefused(path))) return 'path_invalid';
     if (r.matches(host, path, method)) return r;
   }
   return undefined;

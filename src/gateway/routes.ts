@@ -6,7 +6,7 @@
  */
 
 import type { ConfigIssue } from '../core/errors.ts';
-import { compilePolicy, methodSet } from '../core/policy.ts';
+import { compilePolicy, foldsIntoAscii, methodSet } from '../core/policy.ts';
 import type { ScopeModel } from '../core/scopes.ts';
 
 export interface RouteMatch {
@@ -82,11 +82,35 @@ function endOf(path: string, prefix: string, decodedPrefix: string | undefined, 
   return next < 0 ? path.length : next;
 }
 
-/** Compile a route's match block. Pattern errors are reported under `at`. */
-export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[], caseInsensitive = false): Matcher {
-  const { host, path_prefix: prefix } = match;
+/**
+ * Whether a route matching paths without case refuses `path` (normalized: a character outside ASCII
+ * comes percent-encoded) rather than match it or pass it to a later route: decoded, it has a
+ * character that a case mapping makes an ASCII letter (`ı`, `ſ`, `K`, `ﬁ`; see foldsIntoAscii), so
+ * an upstream that ignores case may read `/adm%C4%B1n` as the `/admin` this route matches, while
+ * `toLowerCase` does not. A path without an escape costs one search for `%`.
+ */
+export function foldRefused(path: string): boolean {
+  if (!path.includes('%')) return false;
+  try {
+    return foldsIntoAscii(decodeURIComponent(path));
+  } catch {
+    // A normalized path decodes; one that does not is not guessed at.
+    return true;
+  }
+}
+
+/** A route's match block without its path: whether a request to `host` with `method` is one it may take. */
+export function compileReach(match: RouteMatch): (host: string, method: string) => boolean {
+  const { host } = match;
   // HEAD goes where GET does (see methodSet): not past a GET-only route to a laxer one after it.
   const methods = match.methods ? methodSet(match.methods) : undefined;
+  return (h, method) => (methods === undefined || methods.has(method)) && (host === undefined || hostMatches(host, h));
+}
+
+/** Compile a route's match block. Pattern errors are reported under `at`. */
+export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string, issues: ConfigIssue[], caseInsensitive = false): Matcher {
+  const { path_prefix: prefix } = match;
+  const reach = compileReach(match);
   let pattern: ((path: string) => boolean) | undefined;
   if (match.path !== undefined) {
     const compiled = compilePolicy([{ path: match.path }], scopes, `${at}.path`, { caseInsensitivePaths: caseInsensitive });
@@ -96,8 +120,7 @@ export function compileMatcher(match: RouteMatch, scopes: ScopeModel, at: string
   }
   const end = prefix === undefined ? undefined : prefixEnd(prefix, caseInsensitive);
   return (h, path, method) => {
-    if (methods !== undefined && !methods.has(method)) return false;
-    if (host !== undefined && !hostMatches(host, h)) return false;
+    if (!reach(h, method)) return false;
     if (end !== undefined && end(path) < 0) return false;
     if (pattern !== undefined && !pattern(path)) return false;
     return true;

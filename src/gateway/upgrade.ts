@@ -106,6 +106,10 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
     denySocket(new TesseraError('route_not_found'), s.challenges);
     return;
   }
+  if (route === 'path_invalid') {
+    denySocket(new TesseraError('request_path_invalid'), s.challenges);
+    return;
+  }
   x.route = route.id;
   const upgrade = req.headers.upgrade;
   // A WebSocket handshake is a GET without a body (RFC 6455 §4.1). With one, Node hands the body

@@ -410,6 +410,48 @@ describe('policy: trailing slash and case', () => {
     assert.deepEqual(decide('/users/abc', { sub: 'ABC', region: 'eu' }), ['policy_condition_failed', 'sub']);
     assert.deepEqual(decide('/users/ABC', { sub: 'ABC', region: 'EU' }), ['policy_condition_failed', 'region']);
   });
+
+  it('case-folding bypass: caseInsensitivePaths refuses a path with a character another case mapping makes ASCII (/admın is /admin to .NET, Java, Python)', () => {
+    const { policy, issues } = compilePolicy(rules, scopes, 'rules', { caseInsensitivePaths: true });
+    assert.deepEqual(issues, []);
+    const reader = subject(['api:read']);
+    // ı → I, ſ → S, İ → i, Kelvin sign → k, ﬁ → FI, ß → SS: literally, percent-encoded, in any segment.
+    for (const path of ['/admın', '/adm%C4%B1n', '/ADM%c4%b1N/', '/ſ', '/%C4%B0tems', '/t/\u212A/docs', '/ﬁ', '/x/aß', '/t/acme/ẞ']) {
+      const d = policy.evaluate({ method: 'GET', path }, reader);
+      assert.deepEqual(d.allowed ? ['allowed', d.rule.id] : [d.code, d.rule], ['request_path_invalid', undefined], path);
+      assert.equal(policy.match({ method: 'GET', path }), undefined, path);
+    }
+    // Other characters outside ASCII are matched as before.
+    for (const path of ['/café', '/CAFÉ', '/%C5%9Fehir', '/Şehir', '/привет', '/東京', '/t/ÅSA/docs']) {
+      const d = policy.evaluate({ method: 'GET', path }, reader);
+      assert.equal(d.allowed, true, path);
+    }
+    assert.deepEqual({ ...policy.match({ method: 'GET', path: '/T/Ωmega/DOCS' })?.params }, { tenant: 'Ωmega' });
+    // Case-sensitive rules are unchanged: /admın is not /admin, and the catch-all takes it.
+    const sensitive = policyOf(rules);
+    for (const path of ['/admın', '/adm%C4%B1n', '/ſ', '/\u212A'])
+      assert.equal(sensitive.match({ method: 'GET', path })?.rule.id, 'rest', path);
+  });
+
+  it('case-folding bypass: caseInsensitivePaths refuses a literal outside ASCII at load, naming the path and what to write', () => {
+    const { issues } = compilePolicy(
+      [
+        { path: '/straße/**', scopes: ['admin'] },
+        { path: '/api/Σα', scopes: ['admin'] },
+        { path: '/t/:name/ok', scopes: ['admin'] },
+        { path: '/**', scopes: ['api:read'] },
+      ],
+      scopes,
+      'rules',
+      { caseInsensitivePaths: true },
+    );
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      ['rules[0].path', 'rules[1].path'],
+    );
+    for (const i of issues) assert.match(i.message, /outside ASCII.*write that segment as \* or a :name parameter/);
+    assert.deepEqual(compilePolicy([{ path: '/straße/**', scopes: ['admin'] }], scopes).issues, []);
+  });
 });
 
 describe('policy: rules that cannot do what they say are refused at load', () => {

@@ -1,0 +1,268 @@
+/**
+ * Case-folding attacks on `case_insensitive_paths`: characters outside ASCII that another
+ * implementation's case mapping makes ASCII letters (`ı` → `I`, `ſ` → `S`, `İ` → `i`, Kelvin `K` →
+ * `k`, `ﬁ` → `FI`). An upstream that ignores case (.NET OrdinalIgnoreCase, Java equalsIgnoreCase,
+ * Python casefold) reads `/ci/admın/users` as `/ci/admin/users`, which `toLowerCase` does not: the
+ * gateway refuses such a path (400 request_path_invalid) instead of letting a later, laxer rule or
+ * route take it. Other characters outside ASCII pass as before, and case-sensitive routes are
+ * unchanged.
+ */
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import {
+  AUDIENCE,
+  baseConfig,
+  parse,
+  requestEvents,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+} from './helpers.ts';
+
+describe('gateway: case_insensitive_paths and characters a case mapping makes ASCII', () => {
+  let upstream: Upstream;
+  let gw: TestGateway;
+  let reader: string;
+  before(async () => {
+    upstream = await startUpstream();
+    const route = { auth: 'jwt', audience: AUDIENCE } as const;
+    gw = await startGateway({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          {
+            ...route,
+            id: 'sensitive',
+            match: { path_prefix: '/cs' },
+            upstream: { url: upstream.url },
+            rules: [
+              { id: 'cs-admin', path: '/cs/admin/**', scopes: ['admin'] },
+              { id: 'cs-read', path: '/cs/**', scopes: ['api:read'] },
+            ],
+          },
+          {
+            ...route,
+            id: 'internal',
+            match: { path_prefix: '/internal' },
+            upstream: { url: upstream.url },
+            case_insensitive_paths: true,
+            rules: [{ id: 'internal-admin', scopes: ['admin'] }],
+          },
+          {
+            ...route,
+            id: 'folded',
+            match: { path_prefix: '/ci' },
+            upstream: { url: upstream.url },
+            case_insensitive_paths: true,
+            rules: [
+              { id: 'admin', path: '/ci/admin/**', scopes: ['admin'] },
+              { id: 'secret', path: '/ci/secret/**', scopes: ['admin'] },
+              { id: 'kelvin', path: '/ci/kelvin/**', scopes: ['admin'] },
+              { id: 'files', path: '/ci/files/**', scopes: ['admin'] },
+              { id: 'read', path: '/ci/**', scopes: ['api:read'] },
+            ],
+          },
+          // A laxer case-sensitive route after them all: what a case-insensitive route passed on would land here.
+          { ...route, id: 'rest', match: { path_prefix: '/' }, upstream: { url: upstream.url }, rules: [{}] },
+        ],
+      },
+    });
+    reader = await token({ scope: 'api:read' });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  const call = (path: string) => fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${reader}` } });
+
+  /** `path` is refused as a malformed path (400 request_path_invalid, audited so), the upstream gets nothing. */
+  async function refused(path: string): Promise<void> {
+    const n = upstream.seen.length;
+    const res = await call(path);
+    assert.equal(res.status, 400, path);
+    assert.deepEqual(await res.json(), {
+      error: 'invalid_request',
+      error_description: 'The request path is not a normalized absolute path.',
+    });
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'request_path_invalid', path);
+    assert.equal(upstream.seen.length, n, `${path} reached the upstream`);
+  }
+
+  it('dotless-i bypass: /ci/admın/users (fetch sends it percent-encoded) is refused, not taken by the /ci/** rule', async () => {
+    await refused('/ci/admın/users');
+  });
+
+  it('dotless-i bypass: /ci/adm%C4%B1n/users is refused', async () => {
+    await refused('/ci/adm%C4%B1n/users');
+    await refused('/ci/ADM%c4%b1N/users');
+  });
+
+  it('dotless-i bypass: the raw UTF-8 bytes of /ci/admın/users are refused', async () => {
+    const n = upstream.seen.length;
+    const { port } = new URL(gw.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.end(
+      Buffer.concat([
+        Buffer.from('GET /ci/adm'),
+        Buffer.from('ı', 'utf8'),
+        Buffer.from(`n/users HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${reader}\r\nconnection: close\r\n\r\n`),
+      ]),
+    );
+    let answer = '';
+    for await (const chunk of socket) answer += chunk;
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.equal(upstream.seen.length, n);
+  });
+
+  it('long-s bypass: /ci/ſecret (ſ uppercases to S) is refused', async () => {
+    await refused('/ci/ſecret');
+    await refused('/ci/%C5%BFecret/x');
+  });
+
+  it('dotted-capital-I bypass: /İnternal (İ lowercases to i) is refused by the /internal route, not passed to the route after it', async () => {
+    await refused('/İnternal');
+    await refused('/%C4%B0NTERNAL/x');
+  });
+
+  it('Kelvin-sign bypass: /ci/\u212Aelvin (K lowercases to k) is refused', async () => {
+    await refused('/ci/\u212Aelvin');
+    await refused('/ci/%E2%84%AAELVIN/x');
+  });
+
+  it('ligature bypass: /ci/ﬁles (ﬁ uppercases to FI) is refused', async () => {
+    await refused('/ci/ﬁles');
+    await refused('/ci/%EF%AC%81les/x');
+  });
+
+  it('sharp-s bypass: /ci/aß (ß uppercases to SS) is refused', async () => {
+    await refused('/ci/a%C3%9F');
+  });
+
+  it('a folding character anywhere in the path is refused on a case-insensitive route, parameters and ** included', async () => {
+    await refused('/ci/things/ſ');
+  });
+
+  it('case bypass: /CI/ADMIN/users still takes the admin rule (403)', async () => {
+    const n = upstream.seen.length;
+    const res = await call('/CI/ADMIN/users');
+    assert.equal(res.status, 403);
+    assert.equal((await requestEvents(gw)).at(-1)?.reason, 'scope_insufficient');
+    assert.equal((await call('/INTERNAL/x')).status, 403);
+    assert.equal(upstream.seen.length, n);
+  });
+
+  it('other characters outside ASCII pass on a case-insensitive route: /ci/café, /CI/CAFÉ, /ci/şehir, Cyrillic, CJK', async () => {
+    for (const [path, sent] of [
+      ['/ci/café', '/ci/caf%C3%A9'],
+      ['/CI/CAFÉ', '/CI/CAF%C3%89'],
+      ['/ci/şehir', '/ci/%C5%9Fehir'],
+      ['/ci/Şehir', '/ci/%C5%9Eehir'],
+      ['/ci/привет', '/ci/%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82'],
+      ['/ci/東京', '/ci/%E6%9D%B1%E4%BA%AC'],
+    ] as const) {
+      const res = await call(path);
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)?.url, sent, path);
+    }
+  });
+
+  it('a case-sensitive route is unchanged: /cs/admın/users, /cs/ſecret, /cs/café reach the upstream under its /cs/** rule', async () => {
+    for (const [path, sent] of [
+      ['/cs/admın/users', '/cs/adm%C4%B1n/users'],
+      ['/cs/adm%C4%B1n/users', '/cs/adm%C4%B1n/users'],
+      ['/cs/ſecret', '/cs/%C5%BFecret'],
+      ['/cs/\u212Aelvin', '/cs/%E2%84%AAelvin'],
+      ['/cs/ﬁles', '/cs/%EF%AC%81les'],
+      ['/cs/café', '/cs/caf%C3%A9'],
+    ] as const) {
+      const res = await call(path);
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)?.url, sent, path);
+    }
+    assert.equal((await call('/cs/admin/users')).status, 403);
+  });
+});
+
+describe('gateway: a path literal outside ASCII on a case-insensitive route is refused at load', () => {
+  it('config error: a rule path /ci/straße on a case-insensitive route names the path and what to write instead', () => {
+    assert.throws(
+      () =>
+        parse({
+          ...baseConfig(),
+          gateway: {
+            routes: [
+              {
+                id: 'ci',
+                match: { path_prefix: '/ci' },
+                upstream: { url: 'http://127.0.0.1:9' },
+                auth: 'jwt',
+                audience: AUDIENCE,
+                case_insensitive_paths: true,
+                rules: [
+                  { path: '/ci/straße/**', scopes: ['admin'] },
+                  { path: '/ci/**', scopes: ['api:read'] },
+                ],
+              },
+            ],
+          },
+        }),
+      (e: Error) =>
+        /gateway\.routes\[0\]\.rules\[0\]\.path/.test(e.message) && /outside ASCII/.test(e.message) && /:name parameter/.test(e.message),
+    );
+  });
+
+  it('config error: a match path /Σα/** and a path_prefix /café on case-insensitive routes', () => {
+    assert.throws(
+      () =>
+        parse({
+          ...baseConfig(),
+          gateway: {
+            routes: [
+              {
+                id: 'pattern',
+                match: { path: '/Σα/**' },
+                upstream: { url: 'http://127.0.0.1:9' },
+                auth: 'jwt',
+                audience: AUDIENCE,
+                case_insensitive_paths: true,
+              },
+              {
+                id: 'prefix',
+                match: { path_prefix: '/caf%C3%A9' },
+                upstream: { url: 'http://127.0.0.1:9' },
+                auth: 'jwt',
+                audience: AUDIENCE,
+                case_insensitive_paths: true,
+              },
+            ],
+          },
+        }),
+      (e: Error) =>
+        /gateway\.routes\[0\]\.match\.path/.test(e.message) &&
+        /gateway\.routes\[1\]\.match\.path_prefix/.test(e.message) &&
+        /outside ASCII/.test(e.message),
+    );
+  });
+
+  it('the same literals load on case-sensitive routes', () => {
+    parse({
+      ...baseConfig(),
+      gateway: {
+        routes: [
+          {
+            id: 'cs',
+            match: { path_prefix: '/café' },
+            upstream: { url: 'http://127.0.0.1:9' },
+            auth: 'jwt',
+            audience: AUDIENCE,
+            rules: [{ path: '/café/straße/**', scopes: ['admin'] }, { scopes: ['api:read'] }],
+          },
+        ],
+      },
+    });
+  });
+});
