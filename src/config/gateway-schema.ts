@@ -302,7 +302,7 @@ export const routeSchema = z
     }),
     case_insensitive_paths: z.boolean().default(false).meta({
       description:
-        'Match the route and its rules case-insensitively (`/API/Admin` is `/api/admin`), for upstreams that ignore case. Only literal segments: a `:param` keeps the case sent and claim conditions compare exactly (`sub: ":id"` under `/Users/:id` holds on `/users/ABC` for the subject `ABC`, not `abc`). Default: case-sensitive. A trailing slash never matters (`/a/` is `/a`).',
+        'Match the route and its rules case-insensitively (`/API/Admin` is `/api/admin`), for upstreams that ignore case. Only literal segments: a `:param` keeps the case sent and claim conditions compare exactly (`sub: ":id"` under `/Users/:id` holds on `/users/ABC` for the subject `ABC`, not `abc`). ASCII letters only, as upstreams fold the rest their own way: a path with a character that a case mapping makes an ASCII letter (`ı`, `ſ`, `İ`, Kelvin `K`, `ß`, `ﬁ`; `/admın` is `/admin` to .NET, Java and Python) is refused (400 `request_path_invalid`), and a literal segment or path_prefix outside ASCII is refused at load. Default: case-sensitive. A trailing slash never matters (`/a/` is `/a`).',
     }),
     identity_headers: z
       .array(z.enum(IDENTITY_FIELDS))

@@ -398,6 +398,30 @@ describe('path case and authority: the rules see the path the application serves
     }
   });
 
+  it('express: case-folding bypass: with case_insensitive_paths, /adm%C4%B1n/secret (ı is I to .NET, Java, Python) is refused 400, not let through by the catch-all', async () => {
+    const e = express();
+    e.use(expressAuth(createVerifier({ ...verifier.config, case_insensitive_paths: true })));
+    const reached: string[] = [];
+    e.use((req, res) => {
+      reached.push(req.url);
+      res.json({ route: 'any' });
+    });
+    const app = await listenOn(createServer(e));
+    try {
+      for (const path of ['/adm%C4%B1n/secret', '/%C5%BFecret', '/items/%E2%84%AA', '/%EF%AC%81les']) {
+        const answer = await send(app.origin, path, [['authorization', `Bearer ${readToken}`]]);
+        assert.equal(answer.status, 400, `${path}: ${answer.body}`);
+        assert.equal(JSON.parse(answer.body).error, 'invalid_request', path);
+      }
+      assert.deepEqual(reached, []);
+      // Other characters outside ASCII pass as before.
+      assert.equal((await send(app.origin, '/caf%C3%A9', [['authorization', `Bearer ${readToken}`]])).status, 200);
+      assert.deepEqual(reached, ['/caf%C3%A9']);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('fastify: case-sensitive rules under caseSensitive: false are refused at registration', async () => {
     const f = Fastify({ caseSensitive: false });
     await assert.rejects(

@@ -20,7 +20,10 @@ import {
   type TestGateway,
   token,
   type Upstream,
+  upgradeStatus,
 } from './helpers.ts';
+
+const FA_SECRET = 'forward-auth-secret-0123456789';
 
 describe('gateway: case_insensitive_paths and characters a case mapping makes ASCII', () => {
   let upstream: Upstream;
@@ -32,6 +35,7 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
     gw = await startGateway({
       ...baseConfig(),
       gateway: {
+        forward_auth: { enabled: true, flavor: 'nginx', shared_secret: { header: 'X-Tessera-Forward-Auth', value: FA_SECRET } },
         routes: [
           {
             ...route,
@@ -57,6 +61,7 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
             match: { path_prefix: '/ci' },
             upstream: { url: upstream.url },
             case_insensitive_paths: true,
+            websocket: true,
             rules: [
               { id: 'admin', path: '/ci/admin/**', scopes: ['admin'] },
               { id: 'secret', path: '/ci/secret/**', scopes: ['admin'] },
@@ -144,6 +149,31 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
 
   it('a folding character anywhere in the path is refused on a case-insensitive route, parameters and ** included', async () => {
     await refused('/ci/things/ſ');
+  });
+
+  it('dotless-i bypass through forward-auth: a check of /ci/adm%C4%B1n/users is refused as a bad path, not allowed by the /ci/** rule', async () => {
+    const check = (uri: string) =>
+      fetch(`${gw.url}/_tessera/auth`, {
+        headers: {
+          'x-tessera-forward-auth': FA_SECRET,
+          'x-original-uri': uri,
+          'x-original-method': 'GET',
+          'x-original-host': 'api.example.com',
+          authorization: `Bearer ${reader}`,
+        },
+      });
+    const res = await check('/ci/adm%C4%B1n/users');
+    assert.notEqual(res.status, 200);
+    assert.equal(res.headers.get('x-tessera-subject'), null);
+    await gw.served.gateway.audit.flush();
+    assert.equal(gw.audit.events.at(-1)?.reason, 'request_path_invalid');
+    assert.equal((await check('/ci/caf%C3%A9')).status, 200);
+  });
+
+  it('dotless-i bypass through a WebSocket upgrade: /ci/adm%C4%B1n/socket is refused 400, never tunnelled', async () => {
+    const n = upstream.seen.length;
+    assert.equal(await upgradeStatus(gw.url, '/ci/adm%C4%B1n/socket', { authorization: `Bearer ${reader}` }), 400);
+    assert.equal(upstream.seen.length, n);
   });
 
   it('case bypass: /CI/ADMIN/users still takes the admin rule (403)', async () => {
