@@ -27,21 +27,20 @@ describe('config: YAML aliases', () => {
     ]);
   });
 
-  it('refuses, quickly, a file of a few aliases to one large node that would expand a hundredfold', () => {
+  it('refuses, before the schema walks it, a file of a few aliases to one large node that would expand a hundredfold', () => {
     // Each alias is within yaml's alias count (the node holds none), yet 99 copies of 100 KB is
     // 10 MB for the schema to walk (of the largest file, 100 MB).
     const text = `x: &big [${Array(20_000).fill('aaaa').join(',')}]\ny: [${Array(99).fill('*big').join(',')}]\n`;
     assert.ok(Buffer.byteLength(text) < MAX_CONFIG_BYTES);
-    const start = performance.now();
+    // The expansion is refused before the schema walks it: were it walked, the unknown keys x and
+    // y would be reported instead. No time bound: parsing alone takes seconds on a loaded machine.
     const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', {}));
-    const took = performance.now() - start;
     assert.deepEqual(issues, [
       {
         path: '(yaml)',
         message: `the YAML aliases expand the configuration to more than ${MAX_EXPANDED_BYTES / 1024 / 1024} MiB; write the values out or use fewer aliases`,
       },
     ]);
-    assert.ok(took < 2000, `refused in ${Math.round(took)} ms`);
   });
 
   it('reads aliases that repeat a node a few times', () => {
