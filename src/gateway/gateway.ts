@@ -439,9 +439,11 @@ interface AuditOutput {
 
 /**
  * The outputs `audit` configures. `resumes`: where a write refused part-way stopped, per target,
- * kept across reloads: a reload keeping `audit.file` (SIGHUP after a rotation) opens a new sink on
- * it, and the batch written again goes on where the refused write stopped, as the old sink would
- * have (no line written twice, none cut). A target no longer configured loses its entry.
+ * kept across reloads: a reload keeping `audit.file` opens a new sink on it, and the batch written
+ * again goes on where the refused write stopped when the file open is the one the cut line went to
+ * (no line written twice, none cut), as the old sink would have; a new file at the path (SIGHUP
+ * after a rotation) gets the batch whole (see createJsonLinesSink). A target no longer configured
+ * loses its entry.
  */
 function auditOutputs(
   audit: AuditConfig | undefined,
@@ -565,8 +567,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   // With refuse, audit.file and stdout keep what they refused too, and try it again every
   // flush_interval (to the output of that kind configured then: a reload may have moved the file),
   // so an output that fails (a full disk, EIO) fills the queue and requests are refused rather
-  // than served with their events lost; the file goes on where the refused write stopped, so no
-  // line is written twice. With drop, a batch an output refused is counted and not kept.
+  // than served with their events lost; the same file goes on where the refused write stopped, so no
+  // line is written twice, and a new one (a rotation) gets the batch whole. With drop, a batch an output refused is counted and not kept.
   const kept = new Map<AuditOutput['kind'], BatchingAuditSink>(
     refuseWhenFull
       ? (['stdout', 'file'] as const).map((kind) => [

@@ -340,67 +340,98 @@ describe('audit.on_queue_full: refuse, with a request in flight while the queue 
 
 /**
  * A batch the disk took part of, kept by `refuse` and written again after a reload that keeps
- * audit.file (logrotate's postrotate SIGHUP): the new sink on the same file goes on where the
- * refused write stopped. A real partial write: a gateway process whose file size limit is 1 KiB
- * (ulimit -f; Node ignores SIGXFSZ) writes events of about 400 bytes; the kernel takes the first
- * 1024 bytes of the file, then EFBIG. The file is then rotated (renamed; the limit is per file) and
- * the gateway reloaded with the same configuration.
+ * audit.file (logrotate's postrotate SIGHUP). A real partial write: a gateway process whose file
+ * size limit is 1 KiB (`ulimit -S -f 1`; Node ignores SIGXFSZ) writes events of about 400 bytes;
+ * the kernel takes the first 1024 bytes of the file, then EFBIG. `between` runs next: a rotation
+ * (the file renamed; the limit is per file), or the limit raised (prlimit on the gateway process)
+ * with the file kept; then the gateway is reloaded with the same configuration and serves one more
+ * request. Returns the texts of the file and of the rotated one (empty when not rotated), and the
+ * number of requests served.
  */
+function partialWriteThenReload(between: string): { file: string; rotated: string; n: number } {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-resume-'));
+  const file = join(dir, 'audit.jsonl');
+  const src = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
+  const script = `
+    import { execFileSync } from 'node:child_process';
+    import { renameSync, statSync } from 'node:fs';
+    import pino from 'pino';
+    import { serveGateway } from ${src('../../src/gateway/serve.ts')};
+    import { baseConfig, parse } from ${src('./helpers.ts')};
+    const file = ${JSON.stringify(file)};
+    const unlimited = () => execFileSync('prlimit', ['--pid', String(process.pid), '--fsize=unlimited']);
+    const config = parse({
+      ...baseConfig(),
+      audit: { file, flush_interval: '50ms', max_queue: 100, on_queue_full: 'refuse' },
+      gateway: { routes: [{ id: 'pub', match: { path_prefix: '/pub' }, upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' }] },
+    });
+    const served = await serveGateway({ config, host: '127.0.0.1', port: 0 }, { logger: pino({ level: 'silent' }) });
+    const size = () => { try { return statSync(file).size; } catch { return 0; } };
+    let n = 0;
+    const request = async () => {
+      n++;
+      await (await fetch(served.url + '/x/' + String(n).repeat(300))).arrayBuffer();
+      await new Promise((r) => setTimeout(r, 120));
+    };
+    while (size() < 1024 && n < 8) await request();
+    ${between}
+    const reloaded = served.reload(config);
+    await request();
+    await served.gateway.audit.flush();
+    await new Promise((r) => setTimeout(r, 200));
+    await served.close({ drainTimeoutMs: 500 });
+    console.log(JSON.stringify({ reloaded: reloaded.ok, n }));
+  `;
+  try {
+    const result = execFileSync('bash', ['-c', 'ulimit -S -f 1; exec "$0" --input-type=module -e "$1"', process.execPath, script], {
+      encoding: 'utf8',
+      cwd: new URL('../..', import.meta.url).pathname,
+    });
+    const { reloaded, n } = JSON.parse(result) as { reloaded: boolean; n: number };
+    assert.equal(reloaded, true);
+    assert.ok(n >= 3, `requests served: ${n}`);
+    const read = (p: string) => {
+      try {
+        return readFileSync(p, 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    return { file: read(file), rotated: read(`${file}.1`), n };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The paths of a file's events, each line of which must be one whole JSON event. */
+function paths(text: string): string[] {
+  assert.ok(text.endsWith('\n'), 'the file ends with a whole line');
+  return text
+    .trimEnd()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { path: string }).path);
+}
+
+/** /x/1…, /x/2…: the paths of the first `n` requests, in order. */
+const served = (n: number) => Array.from({ length: n }, (_, i) => `/x/${String(i + 1).repeat(300)}`);
+
 describe('audit.on_queue_full: refuse, a reload keeping audit.file after a write refused part-way', () => {
-  it('the reloaded gateway goes on where the refused write stopped: every event once, no line cut or doubled across the rotation', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-resume-'));
-    const file = join(dir, 'audit.jsonl');
-    const src = (p: string) => JSON.stringify(new URL(p, import.meta.url).href);
-    const script = `
-      import { renameSync, statSync } from 'node:fs';
-      import pino from 'pino';
-      import { serveGateway } from ${src('../../src/gateway/serve.ts')};
-      import { baseConfig, parse } from ${src('./helpers.ts')};
-      const file = ${JSON.stringify(file)};
-      const config = parse({
-        ...baseConfig(),
-        audit: { file, flush_interval: '50ms', max_queue: 100, on_queue_full: 'refuse' },
-        gateway: { routes: [{ id: 'pub', match: { path_prefix: '/pub' }, upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' }] },
-      });
-      const served = await serveGateway({ config, host: '127.0.0.1', port: 0 }, { logger: pino({ level: 'silent' }) });
-      const size = () => { try { return statSync(file).size; } catch { return 0; } };
-      const wait = async (cond) => { const end = Date.now() + 5000; while (!cond()) { if (Date.now() > end) throw new Error('timed out'); await new Promise((r) => setTimeout(r, 20)); } };
-      let n = 0;
-      const request = async () => {
-        n++;
-        await (await fetch(served.url + '/x/' + String(n).repeat(300))).arrayBuffer();
-        await new Promise((r) => setTimeout(r, 120));
-      };
-      while (size() < 1024 && n < 8) await request();
-      renameSync(file, file + '.1');
-      const reloaded = served.reload(config);
-      await wait(() => size() > 0);
-      await request();
-      await served.gateway.audit.flush();
-      await new Promise((r) => setTimeout(r, 200));
-      await served.close({ drainTimeoutMs: 500 });
-      console.log(JSON.stringify({ reloaded: reloaded.ok }));
-    `;
-    try {
-      const result = execFileSync('bash', ['-c', 'ulimit -f 1; exec "$0" --input-type=module -e "$1"', process.execPath, script], {
-        encoding: 'utf8',
-        cwd: new URL('../..', import.meta.url).pathname,
-      });
-      assert.deepEqual(JSON.parse(result), { reloaded: true });
-      const before = readFileSync(`${file}.1`, 'utf8');
-      assert.equal(before.length, 1024, 'the refused write took part of a batch');
-      assert.ok(!before.endsWith('\n'), 'a line was cut');
-      const lines = (before + readFileSync(file, 'utf8')).trimEnd().split('\n');
-      const paths = lines.map((l) => (JSON.parse(l) as { path: string }).path);
-      assert.ok(paths.length >= 3, JSON.stringify(paths));
-      assert.deepEqual(
-        paths,
-        paths.map((_, i) => `/x/${String(i + 1).repeat(300)}`),
-        'every event once, in order',
-      );
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+  it('after a rotation (the file renamed, the reload opening a new one): the new file holds every event not whole in the old one, as whole JSON lines; the old one ends with the cut start of a line', () => {
+    // Log shippers (Filebeat, Vector, fluent-bit) read each file on its own: a new file beginning
+    // with the rest of the cut line would leave that event whole in neither.
+    const { file, rotated, n } = partialWriteThenReload(`renameSync(file, file + '.1'); unlimited();`);
+    assert.equal(rotated.length, 1024, 'the refused write took part of a batch');
+    assert.ok(!rotated.endsWith('\n'), 'the old file ends with a cut line, no newline after it');
+    const whole = paths(rotated.slice(0, rotated.lastIndexOf('\n') + 1));
+    const after = paths(file);
+    assert.ok(after.length >= 2, 'the cut event and the one served after the reload');
+    assert.deepEqual([...whole, ...after], served(n), 'every event once, whole, in order');
+  });
+
+  it('without a rotation (the cause gone, the same file reopened): no line written twice, none cut', () => {
+    const { file, rotated, n } = partialWriteThenReload('unlimited();');
+    assert.equal(rotated, '');
+    assert.deepEqual(paths(file), served(n), 'every event once, whole, in order');
   });
 });
 

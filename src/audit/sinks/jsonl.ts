@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { constants, createWriteStream, type WriteStream } from 'node:fs';
+import { constants, createWriteStream, fstatSync, type WriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { AuditEvent, AuditSink } from '../event.ts';
 
@@ -45,12 +45,50 @@ export function terminalSafeJson(text: string): string {
 const APPEND = (constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW) as unknown as string;
 
 /**
- * Where a write refused part-way stopped: the batch's first event and how many bytes of its text
- * reached the file. Kept by the sink; a sink that replaces another on the same target (a reload)
- * is given the same object, so the batch written again goes on from there in the new one too.
+ * Where a write refused part-way stopped: the batch's first event, how many bytes of its text
+ * reached the file, and which file took them (its device and inode) and where they end in it (its
+ * size then). Kept by the sink; a sink that replaces another on the same target (a reload) is given
+ * the same object, so the batch written again goes on from there when it is the same file.
  */
 export interface JsonLinesResume {
-  cut?: { readonly id: string; readonly bytes: number } | undefined;
+  cut?:
+    | {
+        readonly id: string;
+        readonly bytes: number;
+        readonly dev: bigint;
+        readonly ino: bigint;
+        readonly end: bigint;
+      }
+    | undefined;
+}
+
+/** The stream's file once it is open (rejects with the error that kept it from opening). */
+function opened(s: WriteStream): Promise<void> {
+  if (!s.pending) return s.destroyed ? Promise.reject(s.errored ?? new Error('audit file closed')) : Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const ready = () => {
+      s.off('error', failed);
+      resolve();
+    };
+    const failed = (e: Error) => {
+      s.off('ready', ready);
+      reject(e);
+    };
+    s.once('ready', ready);
+    s.once('error', failed);
+  });
+}
+
+/** The open file's device, inode and size, or undefined when it is not open. */
+function where(s: WriteStream): { dev: bigint; ino: bigint; end: bigint } | undefined {
+  const fd = (s as WriteStream & { fd?: number | null }).fd;
+  if (typeof fd !== 'number') return undefined;
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return { dev: st.dev, ino: st.ino, end: st.size };
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -77,10 +115,36 @@ export function createJsonLinesSink(
   };
   let stream = open();
   // A file write refused part-way (a disk filling up takes the start of the text, then ENOSPC):
-  // the batch's first event and how many bytes of its text reached the file. The same batch
-  // written again (kept by audit.on_queue_full: refuse, with newer events after it) goes on from
-  // there, so no line is written twice and the cut line is completed.
+  // the batch's first event, how many bytes of its text reached the file, and which file (device,
+  // inode) and where they end. The same batch written again (kept by audit.on_queue_full: refuse,
+  // with newer events after it) goes on from there when the file open now is that file and ends
+  // there, so no line is written twice and the cut line is completed. Any other file (a rotation:
+  // the file renamed and a new one opened at the path; or one emptied by copytruncate) gets the
+  // batch whole: log shippers read each file on its own, and the rest of a line at the top of a
+  // new file would leave its event whole in neither. The old file then ends with the start of the
+  // cut line and no newline, which line readers do not pass on as an event.
   const resume = options.resume ?? {};
+  const send = (s: Writable, data: Buffer, first: string | undefined, skip: number, cut: JsonLinesResume['cut']): Promise<void> => {
+    // A file stream counts the bytes each partial write took (a stream such as stdout says nothing).
+    const before = file !== undefined ? (s as WriteStream).bytesWritten : undefined;
+    return new Promise((resolve, reject) => {
+      // The callback fires once the text is handed to the OS, which is the back-pressure we want.
+      // A failed write's callback comes before the stream's 'error' event (and its closing the
+      // file): note it here too.
+      s.write(data, (e) => {
+        if (!e) return resolve();
+        if (s === stream) error ??= e;
+        const took = before !== undefined ? (s as WriteStream).bytesWritten - before : 0;
+        // Nothing taken: a cut still stands where it was (the next attempt decides again).
+        if (took === 0) resume.cut = cut;
+        else if (first !== undefined) {
+          const at = where(s as WriteStream);
+          if (at !== undefined) resume.cut = { id: first, bytes: skip + took, ...at };
+        }
+        reject(e);
+      });
+    });
+  };
   return {
     write(events: readonly AuditEvent[]): Promise<void> {
       if (error) {
@@ -94,26 +158,26 @@ export function createJsonLinesSink(
       }
       let text = '';
       for (const e of events) text += `${JSON.stringify(e)}\n`;
-      let data = Buffer.from(terminalSafeJson(text));
+      const data = Buffer.from(terminalSafeJson(text));
       const first = events[0]?.id;
       const cut = resume.cut;
-      const skip = cut !== undefined && cut.id === first ? Math.min(cut.bytes, data.length) : 0;
       resume.cut = undefined;
-      if (skip > 0) data = data.subarray(skip);
-      // The callback fires once the text is handed to the OS, which is the back-pressure we want.
-      // A failed write's callback comes before the stream's 'error' event: note it here too.
       const s = stream;
-      // A file stream counts the bytes each partial write took (a stream such as stdout says nothing).
-      const before = file !== undefined ? (s as WriteStream).bytesWritten : undefined;
-      return new Promise((resolve, reject) => {
-        s.write(data, (e) => {
-          if (!e) return resolve();
-          if (s === stream) error ??= e;
-          const took = before !== undefined ? (s as WriteStream).bytesWritten - before : 0;
-          if (first !== undefined && skip + took > 0) resume.cut = { id: first, bytes: skip + took };
-          reject(e);
-        });
-      });
+      if (cut === undefined || cut.id !== first || file === undefined) return send(s, data, first, 0, undefined);
+      // The batch a refused write cut: which file is open now is known once it is opened.
+      return opened(s as WriteStream).then(
+        () => {
+          const at = where(s as WriteStream);
+          const same = at !== undefined && at.dev === cut.dev && at.ino === cut.ino && at.end === cut.end;
+          const skip = same ? Math.min(cut.bytes, data.length) : 0;
+          return send(s, skip > 0 ? data.subarray(skip) : data, first, skip, cut);
+        },
+        (e: unknown) => {
+          // Not opened (the directory gone): the next attempt decides again.
+          resume.cut = cut;
+          throw e;
+        },
+      );
     },
     get broken(): Error | undefined {
       return file === undefined ? error : undefined;

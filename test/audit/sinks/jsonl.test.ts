@@ -80,39 +80,79 @@ describe('JSON-lines sink: a file that could not be written', () => {
   });
 });
 
+/**
+ * A real partial write: a process whose file size limit is 1 KiB (`ulimit -S -f 1`; Node ignores
+ * SIGXFSZ) writes 4 events of about 350 bytes: the kernel takes the first 1024 bytes, then EFBIG.
+ * `between` runs next (a rotation, or the limit raised: prlimit on the process itself), then the
+ * same batch, one newer event after it, is written again, as audit.on_queue_full: refuse keeps it.
+ */
+function partialWriteThen(file: string, between: string): { first: string; second: string } {
+  const sink = new URL('../../../src/audit/sinks/jsonl.ts', import.meta.url).href;
+  const script = `
+    import { execFileSync } from 'node:child_process';
+    import { renameSync, truncateSync } from 'node:fs';
+    import { createJsonLinesSink } from ${JSON.stringify(sink)};
+    const file = ${JSON.stringify(file)};
+    const unlimited = () => execFileSync('prlimit', ['--pid', String(process.pid), '--fsize=unlimited']);
+    const ev = (n) => ({ id: 'e' + n, time: n, kind: 'gateway.request', decision: 'allow', reason: 'ok', path: '/' + String(n).repeat(250) });
+    const out = createJsonLinesSink({ file });
+    const batch = [1, 2, 3, 4].map(ev);
+    const first = await out.write(batch).then(() => 'written', (e) => e.code);
+    ${between}
+    const second = await out.write([...batch, ev(5)]).then(() => 'written', (e) => e.code);
+    await out.close();
+    console.log(JSON.stringify({ first, second }));
+  `;
+  return JSON.parse(
+    execFileSync('bash', ['-c', 'ulimit -S -f 1; exec "$0" --input-type=module -e "$1"', process.execPath, script], { encoding: 'utf8' }),
+  ) as { first: string; second: string };
+}
+
+/** The ids of a file's lines, each of which must be one whole JSON event. */
+const ids = (text: string): string[] => {
+  assert.ok(text.endsWith('\n'), 'the file ends with a whole line');
+  return text
+    .trimEnd()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { id: string }).id);
+};
+
 describe('JSON-lines sink: a batch written again after a write that took part of it', () => {
-  it('goes on where the refused write stopped: no line is written twice, the cut line is completed', () => {
-    // A real partial write: a process whose file size limit is 1 KiB (ulimit -f; Node ignores
-    // SIGXFSZ) writes 4 events of about 350 bytes: the kernel takes the first 1024 bytes, then
-    // EFBIG. The file is then moved away (a rotation: the limit is per file), and the same batch,
-    // one newer event after it, is written again, as audit.on_queue_full: refuse keeps it.
+  it('to the same file (the cause gone): goes on where the refused write stopped, no line written twice, the cut line completed', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
     const file = join(dir, 'audit.jsonl');
-    const sink = new URL('../../../src/audit/sinks/jsonl.ts', import.meta.url).href;
-    const script = `
-      import { renameSync } from 'node:fs';
-      import { createJsonLinesSink } from ${JSON.stringify(sink)};
-      const ev = (n) => ({ id: 'e' + n, time: n, kind: 'gateway.request', decision: 'allow', reason: 'ok', path: '/' + String(n).repeat(250) });
-      const out = createJsonLinesSink({ file: ${JSON.stringify(file)} });
-      const batch = [1, 2, 3, 4].map(ev);
-      const first = await out.write(batch).then(() => 'written', (e) => e.code);
-      renameSync(${JSON.stringify(file)}, ${JSON.stringify(`${file}.1`)});
-      const second = await out.write([...batch, ev(5)]).then(() => 'written', (e) => e.code);
-      await out.close();
-      console.log(JSON.stringify({ first, second }));
-    `;
     try {
-      const result = execFileSync('bash', ['-c', 'ulimit -f 1; exec "$0" --input-type=module -e "$1"', process.execPath, script], {
-        encoding: 'utf8',
-      });
-      assert.deepEqual(JSON.parse(result), { first: 'EFBIG', second: 'written' });
-      const before = readFileSync(`${file}.1`, 'utf8');
-      assert.equal(before.length, 1024, 'the refused write took part of the batch');
-      const lines = (before + readFileSync(file, 'utf8')).trimEnd().split('\n');
-      assert.deepEqual(
-        lines.map((l) => (JSON.parse(l) as { id: string }).id),
-        ['e1', 'e2', 'e3', 'e4', 'e5'],
-      );
+      assert.deepEqual(partialWriteThen(file, 'unlimited();'), { first: 'EFBIG', second: 'written' });
+      assert.deepEqual(ids(readFileSync(file, 'utf8')), ['e1', 'e2', 'e3', 'e4', 'e5']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('after a rotation (the file renamed, a new one opened): the new file holds every event as whole lines; the old one ends with the cut start of a line', () => {
+    // Log shippers (Filebeat, Vector, fluent-bit) read each file on its own: the rest of a cut
+    // line at the top of the new file would be whole in neither.
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    const file = join(dir, 'audit.jsonl');
+    try {
+      assert.deepEqual(partialWriteThen(file, `renameSync(file, file + '.1'); unlimited();`), { first: 'EFBIG', second: 'written' });
+      const old = readFileSync(`${file}.1`, 'utf8');
+      assert.equal(old.length, 1024, 'the refused write took part of the batch');
+      assert.ok(!old.endsWith('\n'), 'the old file ends with a cut line, no newline after it');
+      const whole = old.slice(0, old.lastIndexOf('\n') + 1);
+      assert.deepEqual(ids(whole), ['e1', 'e2', 'e3'], 'the lines before the cut one are whole');
+      assert.deepEqual(ids(readFileSync(file, 'utf8')), ['e1', 'e2', 'e3', 'e4', 'e5']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('to the same file emptied meanwhile (logrotate copytruncate): the batch is written whole, not from the middle of a line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    const file = join(dir, 'audit.jsonl');
+    try {
+      assert.deepEqual(partialWriteThen(file, 'truncateSync(file, 0); unlimited();'), { first: 'EFBIG', second: 'written' });
+      assert.deepEqual(ids(readFileSync(file, 'utf8')), ['e1', 'e2', 'e3', 'e4', 'e5']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
