@@ -1350,7 +1350,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
   function refuseFraming(req: IncomingMessage, res: ServerResponse): void {
     const s = state;
-    const x = begin('gateway.request', req);
+    // An audited decision like any other (often an attempt at smuggling): with refuse it takes its
+    // slot first, and while the queue is full it is refused 503 audit_unavailable instead of
+    // answered 400 with its event dropped. Its connection is closed either way.
+    const full = auditRefusal(req);
+    if (full !== undefined) {
+      closeAfter(res, full.headers);
+      if (!res.headersSent && !res.destroyed) res.writeHead(full.status, full.headers).end(full.body);
+      return;
+    }
+    const x = begin('gateway.request', req, true);
     x.secrets = requestSecrets(s, req);
     x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     x.remoteAddress = remoteOf(s, req);

@@ -32,6 +32,8 @@ export const AUDIT_EVENTS = {
    * request asked for none (`prompt=none`) or its upstream login could not begin.
    */
   authorization: 2,
+  /** A request to the authorization endpoint refused for its framing: its `authorization.denied`. */
+  authorizationFraming: 1,
   /** The login callback: `login.succeeded` or `authorization.denied`. */
   loginCallback: 1,
 } as const;

@@ -697,11 +697,24 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     } else if (pathname === paths.introspection) work = oauth(req, res, requestId, e.introspection, (r) => service.introspect(r));
     else if (pathname === paths.authorization && authorize !== undefined) {
       if (misframed.has(req)) {
-        const remoteAddr = req.socket.remoteAddress;
-        service.auditAuthorizationDenied('request_framing_invalid', { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
-        return refusedUnaudited(req, res, requestId);
-      }
-      work = authorize(req, res, requestId);
+        // Audited as the endpoint's other refusals, admitted as they are (audit.on_queue_full:
+        // refuse): its one authorization.denied takes a slot, and a full queue refuses it 503
+        // rather than serving its 400 with the event dropped.
+        work = (async () => {
+          const auditSlots = service.admitAudited(AUDIT_EVENTS.authorizationFraming);
+          try {
+            const remoteAddr = req.socket.remoteAddress;
+            service.auditAuthorizationDenied('request_framing_invalid', {
+              requestId,
+              ...(remoteAddr !== undefined ? { remoteAddr } : {}),
+              auditSlots,
+            });
+            refusedUnaudited(req, res, requestId);
+          } finally {
+            auditSlots?.release();
+          }
+        })();
+      } else work = authorize(req, res, requestId);
     } else if (pathname === loginCallbackPath && loginCallback !== undefined) {
       if (refusedUnaudited(req, res, requestId)) return true;
       work = loginCallback(req, res, requestId);

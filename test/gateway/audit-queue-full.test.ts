@@ -21,7 +21,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
-import { until } from '../helpers/net.ts';
+import { rawHttp, until } from '../helpers/net.ts';
 import { baseConfig, STATIC_TOKEN, startGateway, startUpstream, type TestGateway, type Upstream, upgradeStatus } from './helpers.ts';
 
 /** A SQLite store whose audit writes can be made to fail, and healed. */
@@ -122,6 +122,55 @@ describe('audit.on_queue_full: refuse', () => {
       );
     assert.ok(!stored.some((e) => e.request_id === 'refused-while-full'), 'the refusal took no audit slot');
     assert.equal(gw.served.gateway.audit.stats.reserved, 0, 'every request and check answered gave its audit slot back');
+  });
+});
+
+/**
+ * A request refused for its framing (400 request_framing_invalid: a smuggling attempt, say) is an
+ * audited decision like any other: with `refuse` it takes its slot first, so while the queue is
+ * full it is refused 503 audit_unavailable (its connection closed all the same) rather than
+ * answered 400 with its event dropped.
+ */
+describe('audit.on_queue_full: refuse, a request refused for its framing', () => {
+  it('attack: a misframed request (Transfer-Encoding: gzip, chunked, a request behind it) while the queue is full is refused 503 audit_unavailable, not served its 400 with the event dropped; the connection closed, nothing reaches the upstream', async () => {
+    const upstream = await startUpstream();
+    const db = auditFailingStore();
+    const gw = await startGateway(config(upstream.url, { on_queue_full: 'refuse' }), { auditSinks: [db.sink] });
+    const misframed = (id: string) =>
+      rawHttp(
+        gw.url,
+        `POST /pub/x HTTP/1.1\r\nHost: a\r\nX-Request-Id: ${id}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /pub/behind HTTP/1.1\r\nHost: a\r\n\r\n`,
+      );
+    try {
+      db.fail();
+      // With room, the refusal is answered 400 and takes a slot for its event.
+      const kept = await misframed('framing-kept');
+      assert.match(kept, /^HTTP\/1\.1 400 /, kept);
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      const seen = upstream.seen.length;
+      const refused = await misframed('framing-while-full');
+      assert.match(refused, /^HTTP\/1\.1 503 /, refused);
+      assert.equal([...refused.matchAll(/HTTP\/1\.1 \d{3} /g)].length, 1, 'one answer: the request behind it is not read');
+      assert.match(refused, /\r\nconnection: close\r\n/i);
+      assert.match(refused, /\r\nretry-after: 5\r\n/i);
+      assert.match(refused, /"error":"temporarily_unavailable"/);
+      assert.equal(upstream.seen.length, seen, 'nothing reached the upstream');
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.match(metrics, /^tessera_gateway_denies_total\{reason="audit_unavailable"\} 1$/m);
+      assert.match(metrics, /^tessera_audit_events_dropped_total 0$/m, 'no decision served lost its event');
+
+      db.heal();
+      await until(async () => (await db.store.queryAudit({ limit: 100 })).some((e) => e.path === '/pub/kept-1'), 5000);
+      const stored = await db.store.queryAudit({ limit: 100 });
+      assert.equal(stored.find((e) => e.request_id === 'framing-kept')?.reason, 'request_framing_invalid', 'the 400 served has its event');
+      assert.ok(!stored.some((e) => e.request_id === 'framing-while-full'), 'the 503 took no slot');
+      assert.equal(gw.served.gateway.audit.stats.reserved, 0);
+    } finally {
+      db.heal();
+      await gw.close();
+      await upstream.close();
+      await db.close();
+    }
   });
 });
 

@@ -16,11 +16,13 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
 import { OAuthError } from '../../src/core/oauth-errors.ts';
+import { createListener } from '../../src/gateway/serve.ts';
+import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import type { Store } from '../../src/store/contract.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
-import { until } from '../helpers/net.ts';
+import { rawHttp, until } from '../helpers/net.ts';
 import { startOidcProvider, UPSTREAM_CLIENT, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 import { bearer } from '../helpers/tokens.ts';
@@ -235,6 +237,52 @@ describe('token service: audit.on_queue_full', () => {
       admin.close();
       await issuer.close();
       await provider.close();
+    }
+  });
+
+  it('attack: refuse: past max_queue a request to the authorization endpoint refused for its framing (Transfer-Encoding: gzip, chunked) is refused 503, not served its 400 with its authorization.denied dropped', async () => {
+    const t = await issuerWith({ on_queue_full: 'refuse' });
+    // The listener of `tessera serve`: it hands a misframed request to the handler's refuseFraming.
+    const handler = createTokenServiceHandler(t.issuer.service);
+    const listener = createListener(
+      (req, res) => {
+        if (!handler(req, res)) res.writeHead(404).end();
+      },
+      undefined,
+      undefined,
+      handler.refuseFraming,
+    );
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(listener.address() as { port: number }).port}`;
+    const misframed = (id: string) =>
+      rawHttp(url, `GET /oauth2/authorize HTTP/1.1\r\nHost: a\r\nX-Request-Id: ${id}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`);
+    try {
+      await t.issuer.service.audit.flush();
+      t.fail();
+      await t.fill();
+      const refused = await misframed('framing-while-full');
+      assert.match(refused, /^HTTP\/1\.1 503 /, refused);
+      assert.match(refused, /\r\nretry-after: 5\r\n/i);
+      assert.match(refused, /\r\nconnection: close\r\n/i);
+      assert.equal(t.issuer.service.audit.dropped, 0, 'no event was dropped');
+
+      t.heal();
+      await until(async () => (await t.token()).status === 200, 5000);
+      const kept = await misframed('framing-kept');
+      assert.match(kept, /^HTTP\/1\.1 400 /, kept);
+      assert.equal(t.issuer.service.audit.reserved, 0, 'its slot was used or given back');
+      await t.issuer.service.audit.flush();
+      const events = await t.issuer.store.queryAudit({ limit: 100 });
+      assert.deepEqual(
+        events.filter((e) => e.request_id === 'framing-kept').map((e) => [e.kind, e.reason]),
+        [['authorization.denied', 'request_framing_invalid']],
+      );
+      assert.ok(!events.some((e) => e.request_id === 'framing-while-full'), 'the 503 took no slot');
+    } finally {
+      t.heal();
+      listener.closeAllConnections();
+      await new Promise<void>((resolve) => listener.close(() => resolve()));
+      await t.close(t.issuer);
     }
   });
 
