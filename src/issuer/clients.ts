@@ -585,7 +585,7 @@ export class ClientRegistry {
   }
 
   /**
-   * After {@link ClientRegistry.authenticate}, whether the page calling may act as `client`.
+   * After {@link ClientRegistry.authenticateUnspent}, whether the page calling may act as `client`.
    * @throws {OAuthError} `cors_origin_not_allowed_for_client` (401 invalid_client) when the client
    *   allows origins of its own and the request's `Origin` is none of them.
    */
@@ -624,20 +624,14 @@ export class ClientRegistry {
 
   /**
    * Authenticate the client of a request. Exactly one method must be used (RFC 6749 §2.3); an
-   * Authorization header of another scheme than Basic counts as one, and is refused.
+   * Authorization header of another scheme than Basic counts as one, and is refused. The single use
+   * of a private_key_jwt assertion's `jti` (RFC 7523 §3) is left to
+   * {@link ClientAuthentication.spend}, which the caller runs once it has admitted the client (its
+   * rate limit): an endpoint refusing the authenticated client first leaves the assertion unspent,
+   * and the client may send it again. There is no variant spending it here: it would bring back
+   * that order (an assertion burnt by a 429).
    * @throws {OAuthError} `invalid_client` (401, with a Basic challenge when Basic was tried) or
    *   `invalid_request` when several methods are combined.
-   */
-  async authenticate(req: ClientAuthRequest, options: { readonly allowPublic?: boolean } = {}): Promise<CompiledClient> {
-    const authenticated = await this.authenticateUnspent(req, options);
-    await authenticated.spend();
-    return authenticated.client;
-  }
-
-  /**
-   * {@link authenticate}, but for the single use of a private_key_jwt assertion's `jti` (RFC 7523
-   * §3), left to {@link ClientAuthentication.spend}: an endpoint refusing the authenticated client
-   * first (its rate limit) leaves the assertion unspent, and the client may send it again.
    */
   async authenticateUnspent(req: ClientAuthRequest, options: { readonly allowPublic?: boolean } = {}): Promise<ClientAuthentication> {
     const { params, authorization } = req;
