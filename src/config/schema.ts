@@ -42,7 +42,7 @@ export const serverSchema = z
       .optional()
       .meta({
         description:
-          "External base URL: the issuer identifier, and the base of the URL a DPoP proof names (`htu`) at the token endpoint and the gateway. Unset: http://host:port; at the gateway, the URL a proxy in `gateway.trust_proxy` forwards, else http://host:port (for a wildcard host, 0.0.0.0 or ::, the address the connection arrives at), never the caller's Host header. A forward-auth check names this origin and the original URI, except on a route matched by `match.host` (the host the proxy reports); unset, the URL the proxy reports, whose host is the caller's Host unless the proxy refuses other names (see docs/gateway.md).",
+          "External base URL (http or https; a query, fragment or user:password@ part is refused): the issuer identifier, and the base of the URL a DPoP proof names (`htu`) at the token endpoint and the gateway. Unset: http://host:port; at the gateway, the URL a proxy in `gateway.trust_proxy` forwards, else http://host:port (for a wildcard host, 0.0.0.0 or ::, the address the connection arrives at), never the caller's Host header. A forward-auth check names this origin and the original URI, except on a route matched by `match.host` (the host the proxy reports); unset, the URL the proxy reports, whose host is the caller's Host unless the proxy refuses other names (see docs/gateway.md).",
       }),
     trust_proxy: z
       .boolean()
