@@ -185,6 +185,14 @@ describe('clients', () => {
     const listed = json('clients', 'list') as unknown as { client_id: string; dpop_bound_access_tokens: boolean }[];
     assert.equal(listed.find((x) => x.client_id === 'dpop-agent')?.dpop_bound_access_tokens, true);
     assert.equal(listed.find((x) => x.client_id === 'retargeter')?.dpop_bound_access_tokens, false);
+    const plain = tessera('clients', 'add', 'dpop-agent-2', '--audiences', 'https://api.test', '--dpop-bound');
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(
+      plain.stdout,
+      /^client dpop-agent-2 registered \(client_secret_basic, client_secret_post, DPoP-bound: every token request needs a DPoP proof\)$/m,
+    );
+    const ordinary = tessera('clients', 'add', 'not-bound', '--audiences', 'https://api.test');
+    assert.match(ordinary.stdout, /^client not-bound registered \(client_secret_basic, client_secret_post\)$/m);
     const shown = tessera('clients', 'show', 'dpop-agent');
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /^dpop_bound_access_tokens +true$/m);

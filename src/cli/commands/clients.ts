@@ -240,7 +240,9 @@ export function registerClients(program: Command): void {
             throw refusedInput(`client ${quoted(name)} not registered`, await inputProblems(e));
           });
           const described = describeClient(result.client.record);
-          const out = [`client ${name} registered (${described.auth_method})`];
+          const out = [
+            `client ${name} registered (${described.auth_method}${described.dpop_bound_access_tokens ? ', DPoP-bound: every token request needs a DPoP proof' : ''})`,
+          ];
           if (result.secret) out.push('client secret (shown once; store it now):', '', `  ${result.secret}`, '');
           const text = opts.json
             ? `${JSON.stringify({ ...described, ...(result.secret ? { client_secret: result.secret } : {}) }, null, 2)}\n`
