@@ -151,11 +151,21 @@ const ASCII_LETTER = /[A-Za-z]/;
  * that of its other case): `ı` uppercases to `I`, `ſ` to `S`, `ﬁ` to `FI`, `ß` to `SS`, `K` (Kelvin)
  * lowercases to `k`, `İ` to `i` (with a combining dot, which Java and .NET drop). */
 function asciiUnderCase(c: string): boolean {
+  return asciiFold(c) !== undefined;
+}
+
+/**
+ * The ASCII letters a case mapping makes of `c`, one character outside ASCII (see asciiUnderCase),
+ * lower-cased, what else it maps to left out (`ı` → `i`, `ß` → `ss`, `ﬁ` → `fi`, `İ` → `i`): the
+ * most an upstream ignoring case may read it as. `undefined` when no case mapping makes it one.
+ */
+export function asciiFold(c: string): string | undefined {
   const lower = c.toLowerCase();
   const upper = c.toUpperCase();
-  return (
-    ASCII_LETTER.test(lower) || ASCII_LETTER.test(upper) || ASCII_LETTER.test(upper.toLowerCase()) || ASCII_LETTER.test(lower.toUpperCase())
-  );
+  for (const s of [lower, upper, upper.toLowerCase(), lower.toUpperCase()]) {
+    if (ASCII_LETTER.test(s)) return s.toLowerCase().replace(/[^a-z]/g, '');
+  }
+  return undefined;
 }
 
 /**

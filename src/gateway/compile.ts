@@ -117,8 +117,9 @@ export interface CompiledRoute {
   readonly matches: Matcher;
   /**
    * On a route matching paths without case (`case_insensitive_paths`), whether a request to this
-   * host with this method is one it may take: such a request whose path `foldRefused` (routes.ts) is
-   * refused here (`request_path_invalid`), neither matched nor passed to a later route.
+   * host with this method is one it may take: such a request whose path does not decode is refused
+   * here (`request_path_invalid`), neither matched nor passed to a later route. (One whose path,
+   * read as `asciiFoldedPath` reads it, the route `matches` is refused too: findRoute.)
    */
   readonly foldGuard: ((host: string, method: string) => boolean) | undefined;
   readonly pipeline: Pipeline;

@@ -16,7 +16,7 @@ import { traceContext } from './http/trace.ts';
 import { METADATA_PATH } from './mcp/metadata.ts';
 import { peerAllowed } from './peers.ts';
 import type { Decision } from './pipeline/run.ts';
-import { foldRefused, hostMatches, hostOf } from './routes.ts';
+import { asciiFoldedPath, hostMatches, hostOf } from './routes.ts';
 
 export function repeatsCredentialHeader(raw: readonly string[]): boolean {
   let auth = 0;
@@ -239,19 +239,24 @@ function walkForwarded(s: GatewayState, req: IncomingMessage): { client: string;
 /**
  * The first route taking the request, `undefined` when none does (`route_not_found`), or
  * `'path_invalid'` (`request_path_invalid`) when a route matching paths without case, reached
- * first, may take its host and method and its path has a character an upstream ignoring case may
- * read as an ASCII letter (`/adm%C4%B1n`: see foldRefused): neither that route nor a later,
- * laxer one gets it.
+ * first, matches the path as an upstream ignoring case may read it, characters outside ASCII read
+ * as ASCII letters (`/adm%C4%B1n` as `/admin`: see asciiFoldedPath): neither that route nor a
+ * later, laxer one gets it. A path no such route would take, even so read (`/wiki/Stra%C3%9Fe`
+ * beside a case-insensitive `/admin`), goes on to the routes after it.
  */
 export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | 'path_invalid' | undefined {
   // TRACE is never routed: an upstream that echoes it (Apache's default) would send the injected
   // credential back to the caller.
   if (method === 'TRACE') return undefined;
   const routes = s.routes;
-  let folds: boolean | undefined;
+  // null: not computed yet (only once a case-insensitive route is tried).
+  let folded: string | false | undefined | null = null;
   for (let i = 0; i < routes.length; i++) {
     const r = routes[i] as CompiledRoute;
-    if (r.foldGuard?.(host, method) && (folds ??= foldRefused(path))) return 'path_invalid';
+    if (r.foldGuard !== undefined) {
+      if (folded === null) folded = asciiFoldedPath(path);
+      if (folded === false ? r.foldGuard(host, method) : folded !== undefined && r.matches(host, folded, method)) return 'path_invalid';
+    }
     if (r.matches(host, path, method)) return r;
   }
   return undefined;

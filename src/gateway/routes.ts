@@ -6,7 +6,7 @@
  */
 
 import type { ConfigIssue } from '../core/errors.ts';
-import { compilePolicy, foldsIntoAscii, methodSet } from '../core/policy.ts';
+import { asciiFold, compilePolicy, methodSet } from '../core/policy.ts';
 import type { ScopeModel } from '../core/scopes.ts';
 
 export interface RouteMatch {
@@ -83,20 +83,38 @@ function endOf(path: string, prefix: string, decodedPrefix: string | undefined, 
 }
 
 /**
- * Whether a route matching paths without case refuses `path` (normalized: a character outside ASCII
- * comes percent-encoded) rather than match it or pass it to a later route: decoded, it has a
- * character that a case mapping makes an ASCII letter (`ı`, `ſ`, `K`, `ﬁ`; see foldsIntoAscii), so
- * an upstream that ignores case may read `/adm%C4%B1n` as the `/admin` this route matches, while
- * `toLowerCase` does not. A path without an escape costs one search for `%`.
+ * `path` (normalized: a character outside ASCII comes percent-encoded) with each character that a
+ * case mapping makes ASCII letters (`ı`, `ſ`, `K`, `ß`, `ﬁ`; see asciiFold) written as those
+ * letters: `/adm%C4%B1n` is `/admin`, the path an upstream that ignores case may act on, while
+ * `toLowerCase` leaves it alone. A route matching paths without case that matches this path refuses
+ * the request rather than let it pass to a later route (findRoute). `undefined` when the path has
+ * no such character (one without an escape costs one search for `%`); `false` when it does not
+ * decode (a normalized path does; one that does not is not guessed at).
  */
-export function foldRefused(path: string): boolean {
-  if (!path.includes('%')) return false;
-  try {
-    return foldsIntoAscii(decodeURIComponent(path));
-  } catch {
-    // A normalized path decodes; one that does not is not guessed at.
-    return true;
-  }
+export function asciiFoldedPath(path: string): string | false | undefined {
+  if (!path.includes('%')) return undefined;
+  let folded = false;
+  let undecodable = false;
+  const out = path.replace(/(?:%[89A-Fa-f][0-9A-Fa-f])+/g, (run) => {
+    let text: string;
+    try {
+      text = decodeURIComponent(run);
+    } catch {
+      undecodable = true;
+      return run;
+    }
+    let s = '';
+    for (const c of text) {
+      const ascii = asciiFold(c);
+      if (ascii === undefined) s += encodeURIComponent(c);
+      else {
+        s += ascii;
+        folded = true;
+      }
+    }
+    return s;
+  });
+  return undecodable ? false : folded ? out : undefined;
 }
 
 /** A route's match block without its path: whether a request to `host` with `method` is one it may take. */

@@ -215,6 +215,21 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
     }
     assert.equal((await call('/cs/admin/users')).status, 403);
   });
+
+  it('a case-sensitive route after a case-insensitive one still takes what no case-insensitive route would, even folded: /wiki/Straße, /docs/Işık reach the upstream under the / route', async () => {
+    for (const [path, sent] of [
+      ['/wiki/Straße', '/wiki/Stra%C3%9Fe'],
+      ['/docs/Işık', '/docs/I%C5%9F%C4%B1k'],
+      ['/docs/İstanbul/ﬁles', '/docs/%C4%B0stanbul/%EF%AC%81les'],
+    ] as const) {
+      const res = await call(path);
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)?.url, sent, path);
+    }
+    // Folded, these are paths of the case-insensitive routes before it: still refused.
+    await refused('/%C4%B0nternal');
+    await refused('/c%C4%B1/anything');
+  });
 });
 
 describe('gateway: a path literal outside ASCII on a case-insensitive route is refused at load', () => {
