@@ -62,6 +62,21 @@ export function commandComplete(tag: string): Buffer {
   return Buffer.concat([head, body]);
 }
 
+/**
+ * Reset `socket` (RST) and destroy it; one whose FIN is under way is destroyed (FIN) instead. Node
+ * ends a socket's writable side once its peer closed (the server's `allowHalfOpen` is false), and
+ * until that shutdown is done libuv refuses an RST (`uv_tcp_close_reset` answers `UV_EINVAL`);
+ * Node's `TCPWrap::Reset` then marks the handle closing without ever closing it: the socket never
+ * emits `close`, and at exit Node waits for it in `CleanupHandles`, running the event loop with
+ * nothing to wait on (a CPU core spent on reading the clock) for ever. A client closing its
+ * connection in the poll that runs {@link FaultProxy.reset} (a pool timing out a black-holed
+ * query, say) was enough.
+ */
+function rst(socket: Socket): void {
+  if (socket.writableEnded) socket.destroy();
+  else socket.resetAndDestroy();
+}
+
 export async function faultProxy(target: { readonly host: string; readonly port: number }): Promise<FaultProxy> {
   const pairs = new Set<Pair>();
   /** Every socket not yet closed (a black-holed connection's other end outlives its pair). */
@@ -72,7 +87,7 @@ export async function faultProxy(target: { readonly host: string; readonly port:
   const server: Server = createServer((inbound) => {
     inbound.on('error', () => {});
     if (mode === 'refuse') {
-      inbound.resetAndDestroy();
+      rst(inbound);
       return;
     }
     const outbound = createConnection(target.port, target.host);
@@ -93,7 +108,7 @@ export async function faultProxy(target: { readonly host: string; readonly port:
     inbound.on('data', (d: Buffer) => {
       if (pair.doomed) {
         pairs.delete(pair);
-        inbound.resetAndDestroy();
+        rst(inbound);
         outbound.destroy();
         return;
       }
@@ -118,7 +133,7 @@ export async function faultProxy(target: { readonly host: string; readonly port:
       for (const p of [...pairs]) {
         if (options.only !== undefined && p.id !== options.only) continue;
         p.holed = false;
-        p.inbound.resetAndDestroy();
+        rst(p.inbound);
         p.outbound.destroy();
       }
     },

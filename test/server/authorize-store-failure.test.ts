@@ -95,7 +95,8 @@ describe('authorization endpoint, PostgreSQL out of reach mid-request', { skip: 
     try {
       return await fn();
     } finally {
-      // Healed only: a reset (RST) of the connections black-holed spins this process's event loop.
+      // The connections black-holed are reset: healed only, they would stay so.
+      proxy.reset();
       proxy.heal();
     }
   }
@@ -138,7 +139,6 @@ describe('authorization endpoint, PostgreSQL out of reach mid-request', { skip: 
     assert.deepEqual((await denied()).slice(before), [{ reason: 'store_unavailable' }, { reason: 'store_unavailable' }]);
   });
 
-  // Last: the connections black-holed stay so (the pool's idle ones time out when next used).
   it('a page load while PostgreSQL does not answer within the request’s bound: back to the client with temporarily_unavailable', async () => {
     await openConsent(authorizeUrl(issuer));
     const res = await outage('black-hole', () =>
