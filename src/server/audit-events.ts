@@ -3,7 +3,9 @@
  * in the audit queue when it is admitted (`TokenService.admitAudited`), the most events it can
  * write (at most `audit.max_queue`). A request is refused (503 `audit_unavailable`) when the queue
  * cannot hold that many, and gives back the slots it did not use once it is answered, whatever the
- * answer.
+ * answer. A request with a body is admitted once its body is read (or its reading failed), never
+ * while it is still coming: a client trickling a body for the listener's `request_timeout` holds
+ * no slot, so slow connections cannot keep the queue full while the store is healthy.
  *
  * A `grant.revoked` takes no slot: the grants a reused refresh token or authorization code revokes
  * (its family, however many) are revoked whether or not their events fit, as revocations are at
@@ -32,6 +34,12 @@ export const AUDIT_EVENTS = {
    * request asked for none (`prompt=none`) or its upstream login could not begin.
    */
   authorization: 2,
+  /**
+   * A request refused for its head (framing, method, query, media type, coding, CORS) or for a body
+   * that could not be read (too large, cut short): its one denial (`token.denied`,
+   * `introspection.denied`, `authorization.denied`), nothing else.
+   */
+  refused: 1,
   /** A request to the authorization endpoint refused for its framing: its `authorization.denied`. */
   authorizationFraming: 1,
   /** The login callback: `login.succeeded` or `authorization.denied`. */

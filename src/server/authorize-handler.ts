@@ -48,6 +48,13 @@ interface Progress {
   subject?: string;
   /** The form body failed to be read (audited there, answered by the caller). */
   unread?: boolean;
+  /**
+   * Admitted under `audit.on_queue_full: refuse`: whether it was, and the slots reserved for its
+   * events (`undefined` with `drop`). Set once the request is known to need them: a form body is
+   * read first, so a client trickling one in holds no slot meanwhile.
+   */
+  admitted?: boolean;
+  slots?: AuditSlots | undefined;
 }
 
 const PAGE_TITLES: Partial<Record<OAuthErrorCode, string>> = {
@@ -167,14 +174,17 @@ export function createAuthorizeHandler(
    * URI is trusted, it goes back to the client as `temporarily_unavailable` or `server_error`, with
    * `state` and `iss` (prompt=none asks for no page at all); before, it is a page, never a redirect.
    */
-  const failed = (
-    res: ServerResponse,
-    requestId: string,
-    remoteAddr: string | undefined,
-    progress: Progress,
-    e: unknown,
-    auditSlots: AuditSlots | undefined,
-  ): void => {
+  const failed = (res: ServerResponse, requestId: string, remoteAddr: string | undefined, progress: Progress, e: unknown): void => {
+    // Failed before it was admitted: its refusal takes a slot as every other does, or is refused 503.
+    if (!progress.admitted) {
+      const slots = admitted(service, AUDIT_EVENTS.refused);
+      if (slots === false) {
+        page(res, new OAuthError('audit_unavailable'), requestId);
+        return;
+      }
+      progress.admitted = true;
+      progress.slots = slots;
+    }
     const error = asOAuthError(e);
     if (error.status >= 500 && error.cause !== undefined) options.onError?.(error.cause, requestId);
     else if (!(e instanceof OAuthError)) options.onError?.(e, requestId);
@@ -184,41 +194,51 @@ export function createAuthorizeHandler(
       ...(remoteAddr !== undefined ? { remoteAddr } : {}),
       ...(progress.subject !== undefined ? { subject: progress.subject } : {}),
       ...(request !== undefined ? { clientId: request.client.id } : {}),
-      auditSlots,
+      auditSlots: progress.slots,
     });
     const answer = error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error');
     if (request === undefined || !request.errorsToClient) page(res, answer, requestId);
     else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error: answer }, request.state), requestId);
   };
 
-  // audit.on_queue_full: refuse: admitted with its events' slots reserved, or, the audit queue full,
-  // refused before anything, not audited: no page, no code and no remembered approval that could
-  // not be audited (authorization.approved).
   return async (req, res, requestId) => {
-    const slots = admitted(service, AUDIT_EVENTS.authorization);
-    if (slots === false) return page(res, new OAuthError('audit_unavailable'), requestId);
     const progress: Progress = {};
     try {
-      await handle(req, res, requestId, progress, slots);
+      await handle(req, res, requestId, progress);
     } catch (e) {
       if (progress.unread || res.headersSent) throw e;
-      failed(res, requestId, req.socket.remoteAddress, progress, e, slots);
+      failed(res, requestId, req.socket.remoteAddress, progress, e);
     } finally {
-      slots?.release();
+      progress.slots?.release();
     }
   };
 
-  async function handle(
-    req: IncomingMessage,
-    res: ServerResponse,
-    requestId: string,
-    progress: Progress,
-    auditSlots: AuditSlots | undefined,
-  ): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, requestId: string, progress: Progress): Promise<void> {
     const remoteAddr = req.socket.remoteAddress;
+    // audit.on_queue_full: refuse: admitted with its events' slots reserved, or, the audit queue
+    // full, refused (503 page), not audited: no page, no code and no remembered approval that
+    // could not be audited (authorization.approved). A consent form is admitted once its body is
+    // read, not when its head arrives (a body trickled in for minutes holds no slot); a refusal
+    // decided on the head takes the one slot its authorization.denied needs.
+    const admit = (events: number): boolean => {
+      const slots = admitted(service, events);
+      if (slots === false) {
+        page(res, new OAuthError('audit_unavailable'), requestId);
+        return false;
+      }
+      progress.admitted = true;
+      progress.slots = slots;
+      return true;
+    };
     const denied = (code: OAuthErrorCode | string, facts: { subject?: string; clientId?: string } = {}) =>
-      service.auditAuthorizationDenied(code, { ...facts, requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}), auditSlots });
+      service.auditAuthorizationDenied(code, {
+        ...facts,
+        requestId,
+        ...(remoteAddr !== undefined ? { remoteAddr } : {}),
+        auditSlots: progress.slots,
+      });
     if (req.method !== 'GET' && req.method !== 'POST') {
+      if (!admit(AUDIT_EVENTS.refused)) return;
       // Audited as the endpoint's other refusals are.
       denied('request_method_not_allowed');
       res.writeHead(405, { allow: 'GET, POST', ...NO_STORE, 'x-request-id': requestId });
@@ -230,33 +250,44 @@ export function createAuthorizeHandler(
     let query: string;
     let form: URLSearchParams | undefined;
     if (req.method === 'GET') {
+      if (!admit(AUDIT_EVENTS.authorization)) return;
       const url = req.url ?? '';
       const q = url.indexOf('?');
       query = q < 0 ? '' : url.slice(q + 1);
     } else {
       // Labelled twice (Node keeps the first label) is refused too, as at the other form endpoints.
       if (mediaType(req) !== 'application/x-www-form-urlencoded') {
+        if (!admit(AUDIT_EVENTS.refused)) return;
         denied('request_content_type');
         return page(res, new OAuthError('request_content_type'), requestId);
       }
       if (contentCoded(req)) {
+        if (!admit(AUDIT_EVENTS.refused)) return;
         denied('request_content_encoding');
         return page(res, new OAuthError('request_content_encoding'), requestId);
       }
       // Refused before anything else (the form's anti-CSRF token is checked after).
       if (crossSitePost(req, issuerOrigin)) {
+        if (!admit(AUDIT_EVENTS.refused)) return;
         denied('authorize_consent_invalid');
         return page(res, new OAuthError('authorize_consent_invalid'), requestId);
       }
       try {
         form = await options.readForm(req);
       } catch (e) {
-        // Audited, as every other refusal here (a body too large, a client that hung up).
+        // Audited, as every other refusal here (a body too large, a client that hung up), with the
+        // one slot its event needs; the queue full, refused 503 instead (answered by the caller, as
+        // the body's own refusal would be: the connection closed, the body unread).
+        progress.unread = true;
+        const slots = admitted(service, AUDIT_EVENTS.refused);
+        if (slots === false) throw new OAuthError('audit_unavailable');
+        progress.admitted = true;
+        progress.slots = slots;
         const code = (e as { code?: unknown } | null)?.code;
         denied(code === 'request_body_too_large' || code === 'client_closed' ? code : 'server_error');
-        progress.unread = true;
         throw e;
       }
+      if (!admit(AUDIT_EVENTS.authorization)) return;
       if (form === undefined) {
         denied('request_not_utf8');
         return page(res, new OAuthError('request_not_utf8'), requestId);
@@ -430,7 +461,7 @@ export function createAuthorizeHandler(
         return refuse('authorize_not_navigation');
       }
       // A remembered approval that covers this request answers it without the page.
-      const code = await service.approveRemembered(request, approver, params, { requestId, remoteAddr, auditSlots });
+      const code = await service.approveRemembered(request, approver, params, { requestId, remoteAddr, auditSlots: progress.slots });
       if (code !== undefined) {
         return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
       }
@@ -478,7 +509,7 @@ export function createAuthorizeHandler(
     }
     const decision = form.get('decision');
     if (decision === 'approve') {
-      const code = await service.approveAuthorization(request, approver, { requestId, remoteAddr, auditSlots });
+      const code = await service.approveAuthorization(request, approver, { requestId, remoteAddr, auditSlots: progress.slots });
       return redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { code }, request.state), requestId);
     }
     if (decision === 'deny') {

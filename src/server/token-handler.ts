@@ -427,40 +427,45 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     /** The endpoint's CORS, when it answers browsers (introspection does not). */
     endpoint?: CorsEndpoint,
   ): Promise<void> => {
+    // A request refused here still goes to the service as a fault, so the endpoint audits it as
+    // every other refusal (token.denied, revocation.denied, introspection.denied).
+    let requestFault: OAuthRequest['requestFault'];
+    let form: URLSearchParams | undefined;
+    if (misframed.has(req)) requestFault = 'request_framing_invalid';
+    else if (corsRefused) requestFault = 'cors_origin_not_allowed';
+    else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
+    // The parameters are read from the body only (RFC 6749 §3.2, §2.3.1: credentials never in the
+    // URI). A query would be ignored, so `?scope=narrow` would get the client's full scope and a
+    // secret sent there would end up in access logs unnoticed: refused rather than ignored.
+    else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
+    else if (mediaType(req) !== 'application/x-www-form-urlencoded') requestFault = 'request_content_type';
+    else if (contentCoded(req)) requestFault = 'request_content_encoding';
+    else {
+      try {
+        form = await readForm(req, limit);
+      } catch (err) {
+        if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
+        else if (err instanceof BodyAborted) requestFault = 'client_closed';
+        else throw err;
+      }
+    }
+    const dpop = req.headers.dpop;
+    // Node joins repeated headers with ", ", which never occurs in a compact JWS (RFC 9449 §4.3 allows one).
+    if (requestFault === undefined && typeof dpop === 'string' && dpop.includes(',')) requestFault = 'dpop_proof_invalid';
     // audit.on_queue_full: refuse: admitted with its events' slots reserved, or, the audit queue
-    // full, refused before anything and not audited. Never a revocation (RFC 7009): it takes access
-    // away, and the revocation log records it even when its audit event is lost; refusing it would
-    // keep a token alive for want of a log line.
+    // full, refused (503) and not audited. Once the body is read (or its reading failed), not when
+    // the head arrives: a body trickled in for minutes holds no slot (slowloris would otherwise keep
+    // the queue full, every request refused, with the store healthy). A request refused for its
+    // head or its body writes its one denial. Never a revocation (RFC 7009): it takes access away,
+    // and the revocation log records it even when its audit event is lost; refusing it would keep a
+    // token alive for want of a log line.
     const slots =
       endpointUrl === e.revocation
         ? undefined
-        : service.admitAudited(endpointUrl === e.token ? AUDIT_EVENTS.token : AUDIT_EVENTS.introspection);
+        : service.admitAudited(
+            requestFault !== undefined ? AUDIT_EVENTS.refused : endpointUrl === e.token ? AUDIT_EVENTS.token : AUDIT_EVENTS.introspection,
+          );
     try {
-      // A request refused here still goes to the service as a fault, so the endpoint audits it as
-      // every other refusal (token.denied, revocation.denied, introspection.denied).
-      let requestFault: OAuthRequest['requestFault'];
-      let form: URLSearchParams | undefined;
-      if (misframed.has(req)) requestFault = 'request_framing_invalid';
-      else if (corsRefused) requestFault = 'cors_origin_not_allowed';
-      else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
-      // The parameters are read from the body only (RFC 6749 §3.2, §2.3.1: credentials never in the
-      // URI). A query would be ignored, so `?scope=narrow` would get the client's full scope and a
-      // secret sent there would end up in access logs unnoticed: refused rather than ignored.
-      else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
-      else if (mediaType(req) !== 'application/x-www-form-urlencoded') requestFault = 'request_content_type';
-      else if (contentCoded(req)) requestFault = 'request_content_encoding';
-      else {
-        try {
-          form = await readForm(req, limit);
-        } catch (err) {
-          if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
-          else if (err instanceof BodyAborted) requestFault = 'client_closed';
-          else throw err;
-        }
-      }
-      const dpop = req.headers.dpop;
-      // Node joins repeated headers with ", ", which never occurs in a compact JWS (RFC 9449 §4.3 allows one).
-      if (requestFault === undefined && typeof dpop === 'string' && dpop.includes(',')) requestFault = 'dpop_proof_invalid';
       const result = await run({
         params: form ?? new URLSearchParams(),
         ...(requestFault !== undefined ? { requestFault } : {}),
@@ -487,49 +492,51 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
 
   /** RFC 7591 §3: a JSON client description in, 201 with the client (and its secret, once) out. */
   const register = async (req: IncomingMessage, res: ServerResponse, requestId: string, corsRefused: boolean): Promise<void> => {
+    // A request refused before its body is read goes to the service as a fault too, audited
+    // (client.registration_denied) like every other refused registration.
+    let requestFault:
+      | 'request_method_not_allowed'
+      | 'request_query_not_allowed'
+      | 'request_content_type_json'
+      | 'request_content_encoding'
+      | 'request_not_utf8'
+      | 'request_body_too_large'
+      | 'client_closed'
+      | 'cors_origin_not_allowed'
+      | 'request_framing_invalid'
+      | undefined;
+    if (misframed.has(req)) requestFault = 'request_framing_invalid';
+    else if (corsRefused) requestFault = 'cors_origin_not_allowed';
+    else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
+    // As at the form endpoints and the admin API: metadata goes in the body, never in the URL.
+    else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
+    else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type_json';
+    else if (contentCoded(req)) requestFault = 'request_content_encoding';
+    // JSON is UTF-8 (RFC 8259 §8.1): a body labelled with another charset is refused.
+    else if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) requestFault = 'request_not_utf8';
+    let metadata: unknown;
+    // A body that is no JSON, or names a member twice, is refused by the service, after its rate
+    // limit and with its audit event, like any other refused registration.
+    let bodyFault: 'registration_metadata_invalid' | 'registration_metadata_member_repeated' | undefined;
+    if (requestFault === undefined) {
+      try {
+        const bytes = await readBody(req, limit);
+        metadata = JSON.parse(bytes.toString('utf8'));
+        // Bytes that are not UTF-8 are no JSON text (RFC 8259 §8.1), refused like any other; nesting
+        // too deep to check is no repeated member: invalid metadata, as JSON that is no object is.
+        const fault = strictJsonFault(bytes, metadata);
+        if (fault !== undefined)
+          bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
+      } catch (err) {
+        if (err instanceof BodyAborted) requestFault = 'client_closed';
+        else if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
+        else bodyFault = 'registration_metadata_invalid';
+      }
+    }
+    // audit.on_queue_full: refuse: its one event's slot is reserved once the body is read (or its
+    // reading failed), as at the form endpoints: a body trickled in holds none meanwhile.
     const slots = service.admitAudited(AUDIT_EVENTS.registration);
     try {
-      // A request refused before its body is read goes to the service as a fault too, audited
-      // (client.registration_denied) like every other refused registration.
-      let requestFault:
-        | 'request_method_not_allowed'
-        | 'request_query_not_allowed'
-        | 'request_content_type_json'
-        | 'request_content_encoding'
-        | 'request_not_utf8'
-        | 'request_body_too_large'
-        | 'client_closed'
-        | 'cors_origin_not_allowed'
-        | 'request_framing_invalid'
-        | undefined;
-      if (misframed.has(req)) requestFault = 'request_framing_invalid';
-      else if (corsRefused) requestFault = 'cors_origin_not_allowed';
-      else if (req.method !== 'POST') requestFault = 'request_method_not_allowed';
-      // As at the form endpoints and the admin API: metadata goes in the body, never in the URL.
-      else if (hasQuery(req)) requestFault = 'request_query_not_allowed';
-      else if (mediaType(req) !== 'application/json') requestFault = 'request_content_type_json';
-      else if (contentCoded(req)) requestFault = 'request_content_encoding';
-      // JSON is UTF-8 (RFC 8259 §8.1): a body labelled with another charset is refused.
-      else if (!declaredCharsetIsUtf8(req.headers['content-type'] ?? '')) requestFault = 'request_not_utf8';
-      let metadata: unknown;
-      // A body that is no JSON, or names a member twice, is refused by the service, after its rate
-      // limit and with its audit event, like any other refused registration.
-      let bodyFault: 'registration_metadata_invalid' | 'registration_metadata_member_repeated' | undefined;
-      if (requestFault === undefined) {
-        try {
-          const bytes = await readBody(req, limit);
-          metadata = JSON.parse(bytes.toString('utf8'));
-          // Bytes that are not UTF-8 are no JSON text (RFC 8259 §8.1), refused like any other; nesting
-          // too deep to check is no repeated member: invalid metadata, as JSON that is no object is.
-          const fault = strictJsonFault(bytes, metadata);
-          if (fault !== undefined)
-            bodyFault = fault === 'repeated' ? 'registration_metadata_member_repeated' : 'registration_metadata_invalid';
-        } catch (err) {
-          if (err instanceof BodyAborted) requestFault = 'client_closed';
-          else if (err instanceof BodyTooLarge) requestFault = 'request_body_too_large';
-          else bodyFault = 'registration_metadata_invalid';
-        }
-      }
       const result = await service.registerDynamicClient(metadata, req.headers.authorization, {
         requestId,
         remoteAddr: req.socket.remoteAddress,

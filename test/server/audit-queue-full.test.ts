@@ -10,7 +10,9 @@
  * clients still work), and is dropped to recover.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -526,6 +528,155 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
       assert.equal(t.issuer.service.audit.reserved, 0);
     } finally {
       await t.close();
+    }
+  });
+});
+
+/**
+ * Slowloris against `audit.on_queue_full: refuse`: a request's slots are reserved once its body is
+ * read, not when its head arrives, so connections trickling a body (no credential needed; the
+ * listener's request_timeout is minutes) hold none. While they trickle, a whole request is served
+ * and the queue is not full (/readyz's `token service audit queue` check stays ok); once a body
+ * is whole, its request takes its slots and its event is kept.
+ */
+describe('token service: audit.on_queue_full: refuse, slow request bodies', () => {
+  /**
+   * `count` connections each sending `head` (request id `slow-<i>`) and `body` but its last byte,
+   * which `finish` sends.
+   */
+  async function trickling(url: string, count: number, head: string, body: string) {
+    const u = new URL(url);
+    const sockets = await Promise.all(
+      Array.from({ length: count }, async (_, i) => {
+        const s = connect(Number(u.port), u.hostname);
+        await once(s, 'connect');
+        let answer = '';
+        s.on('data', (d: Buffer) => {
+          answer += d.toString('latin1');
+        });
+        s.on('error', () => undefined);
+        s.write(`${head}X-Request-Id: slow-${i}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, -1)}`);
+        return { s, answer: () => answer };
+      }),
+    );
+    return {
+      /** Send each body's last byte, one after the other's answer; the answers' status lines. */
+      async finish(): Promise<string[]> {
+        const lines: string[] = [];
+        for (const { s, answer } of sockets) {
+          s.write(body.slice(-1));
+          await until(() => /\r\n\r\n/.test(answer()), 5000);
+          lines.push(answer().split('\r\n')[0] as string);
+        }
+        return lines;
+      },
+      destroy: () => {
+        for (const { s } of sockets) s.destroy();
+      },
+    };
+  }
+
+  /** Resolves once the server has been handed `n` requests more than now. */
+  function requestsSeen(issuer: RunningIssuer, n: number): Promise<void> {
+    let seen = 0;
+    return new Promise((resolve) => {
+      const on = () => {
+        if (++seen < n) return;
+        issuer.server.off('request', on);
+        resolve();
+      };
+      issuer.server.on('request', on);
+    });
+  }
+
+  const endpoints = [
+    {
+      name: 'token endpoint',
+      head: 'POST /oauth2/token HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n',
+      body: 'grant_type=client_credentials&scope=api%3Aread',
+      answered: 'HTTP/1.1 401 ',
+      event: 'token.denied',
+    },
+    {
+      name: 'authorization endpoint (the consent form)',
+      head: 'POST /oauth2/authorize HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n',
+      body: 'request=x&csrf=y&decision=approve',
+      answered: 'HTTP/1.1 400 ',
+      event: 'authorization.denied',
+    },
+    {
+      name: 'registration endpoint',
+      head: 'POST /oauth2/register HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n',
+      // Refused (no redirect URI): its client.registration_denied names the request.
+      body: '{"client_name":"Slow","redirect_uris":[],"token_endpoint_auth_method":"none"}',
+      answered: 'HTTP/1.1 400 ',
+      event: 'client.registration_denied',
+    },
+  ] as const;
+  for (const ep of endpoints) {
+    it(`attack: slow request bodies at the ${ep.name} hold no audit slot: a whole token request is served meanwhile and the queue is not full (/readyz ready); each body once whole is answered and audited`, async () => {
+      const t = await issuerWith({ on_queue_full: 'refuse', max_queue: 4 });
+      let slow: Awaited<ReturnType<typeof trickling>> | undefined;
+      try {
+        await t.issuer.service.audit.flush();
+        const arrived = requestsSeen(t.issuer, 3);
+        // Three bodies held open: with slots taken at the head, two of them (two slots each) would fill max_queue: 4.
+        slow = await trickling(t.issuer.url, 3, ep.head, ep.body);
+        await arrived;
+        assert.equal(t.issuer.service.audit.reserved, 0, 'a request whose body is still coming holds no slot');
+        assert.deepEqual(t.issuer.service.auditStatus(), { ok: true }, '/readyz’s audit queue check stays ok');
+        const served = await t.token();
+        assert.equal(served.status, 200, await served.clone().text());
+        await served.arrayBuffer();
+        const answers = await slow.finish();
+        for (const a of answers) assert.ok(a.startsWith(ep.answered), a);
+        assert.equal(t.issuer.service.audit.reserved, 0);
+        assert.equal(t.issuer.service.audit.dropped, 0, 'every event kept');
+        await t.issuer.service.audit.flush();
+        const events = (await t.issuer.store.queryAudit({ limit: 100 })).filter((e) => e.request_id?.startsWith('slow-'));
+        assert.deepEqual(
+          events.map((e) => [e.request_id, e.kind]).sort(),
+          [0, 1, 2].map((i) => [`slow-${i}`, ep.event]),
+          `each slow request’s ${ep.event}`,
+        );
+      } finally {
+        slow?.destroy();
+        await t.close(t.issuer);
+      }
+    });
+  }
+});
+
+describe('token service: audit.on_queue_full: refuse, a body that could not be read', () => {
+  it('attack: refuse: past max_queue a token request whose body is too large is refused 503, not served its 413 with its token.denied dropped; with room its 413 is audited', async () => {
+    const t = await issuerWith({ on_queue_full: 'refuse' });
+    const tooLarge = (id: string) =>
+      rawHttp(
+        t.issuer.url,
+        `POST /oauth2/token HTTP/1.1\r\nHost: a\r\nX-Request-Id: ${id}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\ngrant_type=`,
+      );
+    try {
+      await t.issuer.service.audit.flush();
+      t.fail();
+      await t.fill();
+      const refused = await tooLarge('too-large-while-full');
+      assert.match(refused, /^HTTP\/1\.1 503 /, refused);
+      assert.equal(t.issuer.service.audit.dropped, 0, 'no event was dropped');
+      t.heal();
+      await until(async () => (await t.token()).status === 200, 5000);
+      const kept = await tooLarge('too-large-kept');
+      assert.match(kept, /^HTTP\/1\.1 413 /, kept);
+      assert.equal(t.issuer.service.audit.reserved, 0);
+      await t.issuer.service.audit.flush();
+      const events = await t.issuer.store.queryAudit({ limit: 100 });
+      assert.deepEqual(
+        events.filter((e) => e.request_id === 'too-large-kept').map((e) => [e.kind, e.reason]),
+        [['token.denied', 'request_body_too_large']],
+      );
+      assert.ok(!events.some((e) => e.request_id === 'too-large-while-full'), 'the 503 took no slot');
+    } finally {
+      t.heal();
+      await t.close(t.issuer);
     }
   });
 });
