@@ -234,16 +234,36 @@ export async function issueAuthorizationCode(
   ctx: AuthorizeContext,
   request: AuthorizationRequest,
   person: Pick<ApprovingPerson, 'subject' | 'checkedAt' | 'authenticatedAt'>,
-  extra: {
-    readonly requestId?: string | undefined;
-    readonly remoteAddr?: string | undefined;
-    /**
-     * Approved from a remembered consent: the `token_hash` of the code its page approval issued,
-     * and when that consent was given.
-     */
-    readonly remembered?: { readonly from: string; readonly since: number } | undefined;
-  } = {},
+  extra: IssueExtra = {},
 ): Promise<string> {
+  const issued = await storeAuthorizationCode(ctx, request, person, extra);
+  issued.audit();
+  return issued.code;
+}
+
+/** What {@link issueAuthorizationCode} records of the request besides the approval. */
+type IssueExtra = {
+  readonly requestId?: string | undefined;
+  readonly remoteAddr?: string | undefined;
+  /**
+   * Approved from a remembered consent: the `token_hash` of the code its page approval issued,
+   * and when that consent was given.
+   */
+  readonly remembered?: { readonly from: string; readonly since: number } | undefined;
+};
+
+/**
+ * {@link issueAuthorizationCode} in two steps: the code stored, and `audit()`, which emits its
+ * `authorization.approved`. For an approval with more work after the code's write that can fail
+ * (remembering it): the event is emitted once all of it has succeeded, so a failure part-way
+ * leaves the trail with its `authorization.denied` alone, not an approval of a code nobody received.
+ */
+export async function storeAuthorizationCode(
+  ctx: AuthorizeContext,
+  request: AuthorizationRequest,
+  person: Pick<ApprovingPerson, 'subject' | 'checkedAt' | 'authenticatedAt'>,
+  extra: IssueExtra = {},
+): Promise<{ readonly code: string; audit(): void }> {
   const code = randomSecret(AUTHORIZATION_CODE_PREFIX);
   const now = ctx.now();
   const subject = person.subject;
@@ -263,23 +283,24 @@ export async function issueAuthorizationCode(
     jkt: request.dpopJkt ?? null,
     approvalSince: Math.min(person.authenticatedAt ?? person.checkedAt ?? now, extra.remembered?.since ?? now, now),
   });
-  ctx.emit({
-    kind: 'authorization.approved',
-    reason: 'ok',
-    subject,
-    client_id: request.client.id,
-    token_hash: tokenHash(code),
-    scopes_granted: request.scopes,
-    ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
-    ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
-    detail: {
-      aud: [...request.audiences],
-      redirect_uri: request.redirectUri,
-      ...(request.dpopJkt !== undefined ? { dpop_jkt: request.dpopJkt } : {}),
-      ...(extra.remembered === undefined ? { method: 'consent_page' } : { method: 'remembered', remembered_from: extra.remembered.from }),
-    },
-  });
-  return code;
+  const audit = () =>
+    ctx.emit({
+      kind: 'authorization.approved',
+      reason: 'ok',
+      subject,
+      client_id: request.client.id,
+      token_hash: tokenHash(code),
+      scopes_granted: request.scopes,
+      ...(extra.requestId !== undefined ? { request_id: extra.requestId } : {}),
+      ...(extra.remoteAddr !== undefined ? { remote_addr: extra.remoteAddr } : {}),
+      detail: {
+        aud: [...request.audiences],
+        redirect_uri: request.redirectUri,
+        ...(request.dpopJkt !== undefined ? { dpop_jkt: request.dpopJkt } : {}),
+        ...(extra.remembered === undefined ? { method: 'consent_page' } : { method: 'remembered', remembered_from: extra.remembered.from }),
+      },
+    });
+  return { code, audit };
 }
 
 /**

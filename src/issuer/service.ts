@@ -41,6 +41,7 @@ import {
   type AuthorizeOutcome,
   checkAuthorizationRequest,
   issueAuthorizationCode,
+  storeAuthorizationCode,
 } from './authorize.ts';
 import {
   type ClientAdminContext,
@@ -913,9 +914,12 @@ export class TokenService {
    * the person's identity source (the authenticator's `source`).
    */
   async approveAuthorization(request: AuthorizationRequest, person: ApprovingPerson, extra: AuditFacts = {}): Promise<string> {
-    const code = await issueAuthorizationCode(this.#ctxFor(extra.auditSlots), request, person, extra);
-    await rememberApproval(this.#ctx, request, person, tokenHash(code));
-    return code;
+    const issued = await storeAuthorizationCode(this.#ctxFor(extra.auditSlots), request, person, extra);
+    await rememberApproval(this.#ctx, request, person, tokenHash(issued.code));
+    // Audited as approved only now: a failure to remember it is answered (and audited) as a refusal,
+    // and the code, stored, is never delivered; approved and denied both would name a code nobody got.
+    issued.audit();
+    return issued.code;
   }
 
   /**

@@ -9,9 +9,14 @@
  * endpoints use (`store_unavailable`, `server_error`).
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
 import { PostgresStore } from '../../src/store/postgres/store.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
@@ -164,5 +169,71 @@ describe('authorization endpoint, SQLite store closed under the running server',
     assert.equal(await errorToClient(res, issuer), 'server_error');
     const silent = await fetch(authorizeUrl(issuer, { prompt: 'none' }), { headers: personHeaders(), redirect: 'manual' });
     assert.equal(await errorToClient(silent, issuer), 'server_error');
+  });
+});
+
+describe('authorization endpoint, the store failing as the approval is remembered', () => {
+  const HTTPS_REDIRECT = 'https://app.test/callback';
+  let dir: string;
+  let issuer: RunningIssuer;
+  let failing = false;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-authz-remember-'));
+    const inner = SqliteStore.open({ path: join(dir, 'tessera.db') });
+    // A real SQLite store whose rememberConsent fails (as PostgreSQL gone between the code's write and this one) while `failing`.
+    const store = new Proxy(inner, {
+      get(target, p) {
+        if (p === 'rememberConsent' && failing) {
+          return async () => {
+            throw new StoreUnavailableError('store_unreachable', 'the store went away');
+          };
+        }
+        const v = Reflect.get(target, p, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    }) as Store;
+    issuer = await startIssuer({
+      dir,
+      store,
+      config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: '1h' } } } as never,
+    });
+    // An https redirect URI: a public client's approval to it is remembered (to a loopback one it is not).
+    await issuer.service.registerClient({ ...client('mcp-app'), redirectUris: [HTTPS_REDIRECT] });
+  });
+  after(async () => {
+    await issuer?.close();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('attack: an approval whose remembering fails is not audited as approved: back to the client with temporarily_unavailable and no code; the trail holds its authorization.denied alone, no authorization.approved for a code nobody received', async () => {
+    const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+      redirect_uri: HTTPS_REDIRECT,
+      code_challenge: pkcePair().challenge,
+      resource: API,
+    });
+    const { fields } = await openConsent(url);
+    failing = true;
+    let res: Response;
+    try {
+      res = await answerConsent(
+        `${issuer.url}/oauth2/authorize`,
+        { ...fields, decision: 'approve' },
+        { ...personHeaders(), 'x-request-id': 'remember-fails' },
+      );
+    } finally {
+      failing = false;
+    }
+    assert.equal(res.status, 303, await res.text());
+    const to = new URL(res.headers.get('location') as string);
+    assert.equal(`${to.origin}${to.pathname}`, HTTPS_REDIRECT);
+    assert.equal(to.searchParams.get('error'), 'temporarily_unavailable');
+    assert.equal(to.searchParams.get('code'), null, 'no code');
+    await issuer.service.audit.flush();
+    const events = (await issuer.store.queryAudit({ limit: 1000 })).filter((e) => e.request_id === 'remember-fails');
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason]),
+      [['authorization.denied', 'store_unavailable']],
+    );
   });
 });
