@@ -173,6 +173,8 @@ export function createAuthorizeHandler(
    * endpoints give it (`store_unavailable`, `server_error`). RFC 6749 §4.1.2.1: once the redirect
    * URI is trusted, it goes back to the client as `temporarily_unavailable` or `server_error`, with
    * `state` and `iss` (prompt=none asks for no page at all); before, it is a page, never a redirect.
+   * An {@link OAuthError} below 500 thrown part-way is a refusal, not a failure: audited with its
+   * code and answered as itself, by the same rule.
    */
   const failed = (res: ServerResponse, requestId: string, remoteAddr: string | undefined, progress: Progress, e: unknown): void => {
     // Failed before it was admitted: its refusal takes a slot as every other does, or is refused 503.
@@ -196,7 +198,10 @@ export function createAuthorizeHandler(
       ...(request !== undefined ? { clientId: request.client.id } : {}),
       auditSlots: progress.slots,
     });
-    const answer = error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error');
+    // An OAuth error thrown part-way (a 4xx of the endpoint's own: an Authenticator plugged in that
+    // refuses the person, say) is answered as itself; a failure of the server as RFC 6749 §4.1.2.1's
+    // temporarily_unavailable or server_error, never with what it was.
+    const answer = error.status < 500 || error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error');
     if (request === undefined || !request.errorsToClient) page(res, answer, requestId);
     else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error: answer }, request.state), requestId);
   };

@@ -10,10 +10,15 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { OAuthError } from '../../src/core/oauth-errors.ts';
+import type { Authenticator } from '../../src/server/authenticator.ts';
+import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
 import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
@@ -234,6 +239,52 @@ describe('authorization endpoint, the store failing as the approval is remembere
     assert.deepEqual(
       events.map((e) => [e.kind, e.reason]),
       [['authorization.denied', 'store_unavailable']],
+    );
+  });
+});
+
+describe('authorization endpoint, an OAuth error thrown part-way', () => {
+  let issuer: RunningIssuer;
+  let server: Server;
+  let url: string;
+
+  before(async () => {
+    issuer = await startIssuer({ config: { token_service: { authorization: authorizationConfig() } } as never });
+    await issuer.service.registerClient(client('mcp-app'));
+    // An identity source plugged in (TokenServiceHandlerOptions.authenticator) that refuses the
+    // person by throwing the endpoint's own error, after the client and redirect URI are trusted.
+    const authenticator: Authenticator = {
+      kind: 'custom',
+      source: 'custom',
+      authenticate: () => {
+        throw new OAuthError('authorize_login_not_allowed');
+      },
+    };
+    const handler = createTokenServiceHandler(issuer.service, { authenticator });
+    server = createServer((req, res) => {
+      if (!handler(req, res)) res.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server?.closeAllConnections();
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await issuer?.close();
+  });
+
+  it('a 4xx OAuthError thrown once the redirect URI is trusted goes back to the client as itself (access_denied), not as server_error; audited with its code', async () => {
+    // The issuer's own handler is not the one answering: the endpoints' URLs are the issuer's, the listener this one.
+    const res = await fetch(authorizeUrl(issuer).replace(issuer.url, url), {
+      headers: { ...personHeaders(), 'x-request-id': 'thrown-4xx' },
+      redirect: 'manual',
+    });
+    assert.equal(await errorToClient(res, issuer), 'access_denied');
+    await issuer.service.audit.flush();
+    const events = (await issuer.store.queryAudit({ limit: 1000 })).filter((e) => e.request_id === 'thrown-4xx');
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason]),
+      [['authorization.denied', 'authorize_login_not_allowed']],
     );
   });
 });
