@@ -160,6 +160,30 @@ function redirect(res: ServerResponse, location: string, requestId: string): voi
   res.end();
 }
 
+/**
+ * The `error` values of an authorization error response: RFC 6749 §4.1.2.1, OpenID Connect Core
+ * §3.1.2.6, RFC 8707 §2 (invalid_target).
+ */
+const AUTHORIZATION_RESPONSE_ERRORS: ReadonlySet<string> = new Set([
+  'invalid_request',
+  'unauthorized_client',
+  'access_denied',
+  'unsupported_response_type',
+  'invalid_scope',
+  'server_error',
+  'temporarily_unavailable',
+  'interaction_required',
+  'login_required',
+  'account_selection_required',
+  'consent_required',
+  'invalid_request_uri',
+  'invalid_request_object',
+  'request_not_supported',
+  'request_uri_not_supported',
+  'registration_not_supported',
+  'invalid_target',
+]);
+
 /** Build the handler; `service.consent` must exist (the service has the master key). */
 export function createAuthorizeHandler(
   service: TokenService,
@@ -203,7 +227,13 @@ export function createAuthorizeHandler(
     // temporarily_unavailable or server_error, never with what it was.
     const answer = error.status < 500 || error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error');
     if (request === undefined || !request.errorsToClient) page(res, answer, requestId);
-    else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error: answer }, request.state), requestId);
+    else {
+      // The client reads only an authorization response's own error values: an error of another
+      // endpoint's kind (invalid_client, invalid_grant) thrown here, which no refusal of this
+      // endpoint is, goes back as server_error (it is audited with its own code).
+      const toClient = AUTHORIZATION_RESPONSE_ERRORS.has(answer.error) ? answer : new OAuthError('server_error');
+      redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error: toClient }, request.state), requestId);
+    }
   };
 
   return async (req, res, requestId) => {

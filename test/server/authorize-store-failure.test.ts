@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { OAuthError } from '../../src/core/oauth-errors.ts';
+import { OAuthError, type OAuthErrorCode } from '../../src/core/oauth-errors.ts';
 import type { Authenticator } from '../../src/server/authenticator.ts';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
@@ -244,6 +244,7 @@ describe('authorization endpoint, the store failing as the approval is remembere
 });
 
 describe('authorization endpoint, an OAuth error thrown part-way', () => {
+  let thrown: OAuthErrorCode = 'authorize_login_not_allowed';
   let issuer: RunningIssuer;
   let server: Server;
   let url: string;
@@ -257,7 +258,7 @@ describe('authorization endpoint, an OAuth error thrown part-way', () => {
       kind: 'custom',
       source: 'custom',
       authenticate: () => {
-        throw new OAuthError('authorize_login_not_allowed');
+        throw new OAuthError(thrown);
       },
     };
     const handler = createTokenServiceHandler(issuer.service, { authenticator });
@@ -285,6 +286,21 @@ describe('authorization endpoint, an OAuth error thrown part-way', () => {
     assert.deepEqual(
       events.map((e) => [e.kind, e.reason]),
       [['authorization.denied', 'authorize_login_not_allowed']],
+    );
+  });
+
+  it('an OAuth error of another endpoint’s kind (invalid_client) thrown there reaches the client as server_error, which an authorization response may carry (RFC 6749 §4.1.2.1); audited with its own code', async () => {
+    thrown = 'client_unknown';
+    const res = await fetch(authorizeUrl(issuer).replace(issuer.url, url), {
+      headers: { ...personHeaders(), 'x-request-id': 'thrown-invalid-client' },
+      redirect: 'manual',
+    });
+    assert.equal(await errorToClient(res, issuer), 'server_error');
+    await issuer.service.audit.flush();
+    const events = (await issuer.store.queryAudit({ limit: 1000 })).filter((e) => e.request_id === 'thrown-invalid-client');
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason]),
+      [['authorization.denied', 'client_unknown']],
     );
   });
 });
