@@ -233,27 +233,24 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
 });
 
 describe('gateway: a path literal outside ASCII on a case-insensitive route is refused at load', () => {
+  /** A configuration of these routes, each to a closed port with JWT auth. */
+  const withRoutes = (...routes: Record<string, unknown>[]) =>
+    parse({
+      ...baseConfig(),
+      gateway: { routes: routes.map((r) => ({ upstream: { url: 'http://127.0.0.1:9' }, auth: 'jwt', audience: AUDIENCE, ...r })) as never },
+    });
+
   it('config error: a rule path /ci/straße on a case-insensitive route names the path and what to write instead', () => {
     assert.throws(
       () =>
-        parse({
-          ...baseConfig(),
-          gateway: {
-            routes: [
-              {
-                id: 'ci',
-                match: { path_prefix: '/ci' },
-                upstream: { url: 'http://127.0.0.1:9' },
-                auth: 'jwt',
-                audience: AUDIENCE,
-                case_insensitive_paths: true,
-                rules: [
-                  { path: '/ci/straße/**', scopes: ['admin'] },
-                  { path: '/ci/**', scopes: ['api:read'] },
-                ],
-              },
-            ],
-          },
+        withRoutes({
+          id: 'ci',
+          match: { path_prefix: '/ci' },
+          case_insensitive_paths: true,
+          rules: [
+            { path: '/ci/straße/**', scopes: ['admin'] },
+            { path: '/ci/**', scopes: ['api:read'] },
+          ],
         }),
       (e: Error) =>
         /gateway\.routes\[0\]\.rules\[0\]\.path/.test(e.message) && /outside ASCII/.test(e.message) && /:name parameter/.test(e.message),
@@ -263,29 +260,10 @@ describe('gateway: a path literal outside ASCII on a case-insensitive route is r
   it('config error: a match path /Σα/** and a path_prefix /café on case-insensitive routes', () => {
     assert.throws(
       () =>
-        parse({
-          ...baseConfig(),
-          gateway: {
-            routes: [
-              {
-                id: 'pattern',
-                match: { path: '/Σα/**' },
-                upstream: { url: 'http://127.0.0.1:9' },
-                auth: 'jwt',
-                audience: AUDIENCE,
-                case_insensitive_paths: true,
-              },
-              {
-                id: 'prefix',
-                match: { path_prefix: '/caf%C3%A9' },
-                upstream: { url: 'http://127.0.0.1:9' },
-                auth: 'jwt',
-                audience: AUDIENCE,
-                case_insensitive_paths: true,
-              },
-            ],
-          },
-        }),
+        withRoutes(
+          { id: 'pattern', match: { path: '/Σα/**' }, case_insensitive_paths: true },
+          { id: 'prefix', match: { path_prefix: '/caf%C3%A9' }, case_insensitive_paths: true },
+        ),
       (e: Error) =>
         /gateway\.routes\[0\]\.match\.path/.test(e.message) &&
         /gateway\.routes\[1\]\.match\.path_prefix/.test(e.message) &&
@@ -294,20 +272,10 @@ describe('gateway: a path literal outside ASCII on a case-insensitive route is r
   });
 
   it('the same literals load on case-sensitive routes', () => {
-    parse({
-      ...baseConfig(),
-      gateway: {
-        routes: [
-          {
-            id: 'cs',
-            match: { path_prefix: '/café' },
-            upstream: { url: 'http://127.0.0.1:9' },
-            auth: 'jwt',
-            audience: AUDIENCE,
-            rules: [{ path: '/café/straße/**', scopes: ['admin'] }, { scopes: ['api:read'] }],
-          },
-        ],
-      },
+    withRoutes({
+      id: 'cs',
+      match: { path_prefix: '/café' },
+      rules: [{ path: '/café/straße/**', scopes: ['admin'] }, { scopes: ['api:read'] }],
     });
   });
 });
