@@ -60,16 +60,17 @@ async function lastDenial(clientId: string): Promise<{ reason: string; text: str
 }
 
 describe('attack: a DPoP-bound actor token in a token exchange', () => {
+  /** An exchange form: a bearer subject token, and an actor token bound to `proof()`'s key. */
+  const exchangeWithBoundActor = async () => ({
+    grant_type: EXCHANGE,
+    subject_token: await accessToken(),
+    subject_token_type: ACCESS_TOKEN,
+    actor_token: await accessToken(await proof()),
+    actor_token_type: ACCESS_TOKEN,
+  });
+
   it('attack: a bound actor token presented without a proof of its key is refused (actor_token_proof_required)', async () => {
-    const subject = await accessToken();
-    const actor = await accessToken(await proof());
-    const form = {
-      grant_type: EXCHANGE,
-      subject_token: subject,
-      subject_token_type: ACCESS_TOKEN,
-      actor_token: actor,
-      actor_token_type: ACCESS_TOKEN,
-    };
+    const form = await exchangeWithBoundActor();
     const res = await issuer.post('/oauth2/token', form, auth());
     assert.equal(res.status, 400);
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
@@ -77,30 +78,14 @@ describe('attack: a DPoP-bound actor token in a token exchange', () => {
   });
 
   it('attack: a bound actor token presented with a proof of another key is refused', async () => {
-    const subject = await accessToken();
-    const actor = await accessToken(await proof());
-    const form = {
-      grant_type: EXCHANGE,
-      subject_token: subject,
-      subject_token_type: ACCESS_TOKEN,
-      actor_token: actor,
-      actor_token_type: ACCESS_TOKEN,
-    };
+    const form = await exchangeWithBoundActor();
     const res = await issuer.post('/oauth2/token', form, { ...auth(), dpop: await otherProof() });
     assert.equal(res.status, 400);
     assert.equal((await lastDenial(agent.id)).reason, 'actor_token_proof_required');
   });
 
   it('a bound actor token with a proof of its key is exchanged, and the new token is bound to that key', async () => {
-    const subject = await accessToken();
-    const actor = await accessToken(await proof());
-    const form = {
-      grant_type: EXCHANGE,
-      subject_token: subject,
-      subject_token_type: ACCESS_TOKEN,
-      actor_token: actor,
-      actor_token_type: ACCESS_TOKEN,
-    };
+    const form = await exchangeWithBoundActor();
     const res = await issuer.post('/oauth2/token', form, { ...auth(), dpop: await proof() });
     const body = (await res.json()) as { token_type: string };
     assert.equal(res.status, 200, JSON.stringify(body));
