@@ -6,14 +6,15 @@
  * body, proofs joined into one header, and denials that never quote the token or the proof.
  */
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, type KeyObject, randomBytes, sign as rawSign } from 'node:crypto';
+import { createHash, randomBytes, sign as rawSign } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { calculateJwkThumbprint, exportJWK, type JWK, type JWTHeaderParameters, SignJWT } from 'jose';
+import { exportJWK, type JWTHeaderParameters, SignJWT } from 'jose';
 import { denyResponse } from '../../../../src/adapters/response.ts';
 import type { ErrorCode } from '../../../../src/core/errors.ts';
 import type { VerifyRequest } from '../../../../src/core/verify/extract.ts';
 import { MemoryReplayCache } from '../../../../src/core/verify/replay.ts';
 import { createVerifier } from '../../../../src/verifier.ts';
+import { type ProofKey, proofKey } from '../../../helpers/dpop-keys.ts';
 import { AUDIENCE, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
 import { fakeClock } from '../../../helpers/verify.ts';
 
@@ -22,26 +23,8 @@ const clock = fakeClock();
 const now = () => clock.seconds();
 const URL_ = 'https://api.test/items/1';
 
-interface ProofKey {
-  readonly privateKey: KeyObject;
-  readonly jwk: JWK;
-  readonly jkt: string;
-}
-
-async function ecKey(): Promise<ProofKey> {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const jwk = await exportJWK(publicKey);
-  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
-}
-
-async function rsaKey(): Promise<ProofKey> {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const jwk = await exportJWK(publicKey);
-  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
-}
-
-const holder = await ecKey();
-const rsaHolder = await rsaKey();
+const holder = await proofKey();
+const rsaHolder = await proofKey('rsa');
 
 const issuers = [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256' as const], jwks: { keys: [issuerKey.jwk] } }];
 const verifier = createVerifier({ issuers, dpop: { mode: 'allowed' } }, { clock });
@@ -286,7 +269,7 @@ describe('attack: a bound token presented by another transport or scheme spellin
 describe('attack: denials quoting the token or the proof', () => {
   it('no refusal of a DPoP request (body, challenges, error message) contains the token, the proof or its signature', async () => {
     const token = await boundToken();
-    const other = await ecKey();
+    const other = await proofKey();
     const cases: [string, () => Promise<string>][] = [
       ['htm', () => proof(token, { claims: { htm: 'POST' } })],
       ['htu', () => proof(token, { claims: { htu: 'https://evil.test/' } })],

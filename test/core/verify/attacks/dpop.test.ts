@@ -6,13 +6,14 @@
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { calculateJwkThumbprint, exportJWK, type JWK, type JWTHeaderParameters, SignJWT } from 'jose';
+import { calculateJwkThumbprint, exportJWK, type JWTHeaderParameters, SignJWT } from 'jose';
 import { denyResponse } from '../../../../src/adapters/response.ts';
 import { ERROR_CODES, type ErrorCode } from '../../../../src/core/errors.ts';
 import { createDpopNonces } from '../../../../src/core/verify/dpop.ts';
 import type { VerifyRequest } from '../../../../src/core/verify/extract.ts';
 import { MemoryReplayCache } from '../../../../src/core/verify/replay.ts';
 import { createVerifier } from '../../../../src/verifier.ts';
+import { type ProofKey, proofKey } from '../../../helpers/dpop-keys.ts';
 import { AUDIENCE, b64json, claims, ISSUER, makeKey, sign } from '../../../helpers/tokens.ts';
 import { assertDenied, bearerChallenge, fakeClock } from '../../../helpers/verify.ts';
 
@@ -21,18 +22,6 @@ const clock = fakeClock();
 const now = () => clock.seconds();
 const ALGS = 'algs="ES256 EdDSA PS256 RS256"';
 const URL_ = 'https://api.test/items/1';
-
-interface ProofKey {
-  readonly privateKey: KeyObject;
-  readonly jwk: JWK;
-  readonly jkt: string;
-}
-
-async function proofKey(): Promise<ProofKey> {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const jwk = await exportJWK(publicKey);
-  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
-}
 
 const holder = await proofKey();
 const stranger = await proofKey();
