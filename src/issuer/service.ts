@@ -186,9 +186,9 @@ export interface TokenServiceOptions {
   /**
    * `audit.on_queue_full`: with `refuse`, the HTTP handler admits token, introspection,
    * registration, authorization, login callback and admin grant-tree requests with
-   * {@link TokenService.admitAudited}, which reserves their events' slots in the audit queue when
-   * they arrive, and refuses them (503 `audit_unavailable`) when the queue cannot hold them; never a
-   * revocation. Default `drop`: events beyond are dropped.
+   * {@link TokenService.admitAudited}, which reserves their events' slots in the audit queue once
+   * their body is read (a slow body holds none), and refuses them (503 `audit_unavailable`) when the
+   * queue cannot hold them; never a revocation. Default `drop`: events beyond are dropped.
    */
   readonly auditOnQueueFull?: 'drop' | 'refuse';
   /** Most client-credentials standing grants remembered (default 4096; oldest evicted first). */
