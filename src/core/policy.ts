@@ -147,17 +147,12 @@ export function pathSegments(path: string): string[] | undefined {
 
 const ASCII_LETTER = /[A-Za-z]/;
 
-/** Whether `c`, one character outside ASCII, is an ASCII letter under a case mapping (its own or
- * that of its other case): `ı` uppercases to `I`, `ſ` to `S`, `ﬁ` to `FI`, `ß` to `SS`, `K` (Kelvin)
- * lowercases to `k`, `İ` to `i` (with a combining dot, which Java and .NET drop). */
-function asciiUnderCase(c: string): boolean {
-  return asciiFold(c) !== undefined;
-}
-
 /**
- * The ASCII letters a case mapping makes of `c`, one character outside ASCII (see asciiUnderCase),
- * lower-cased, what else it maps to left out (`ı` → `i`, `ß` → `ss`, `ﬁ` → `fi`, `İ` → `i`): the
- * most an upstream ignoring case may read it as. `undefined` when no case mapping makes it one.
+ * The ASCII letters a case mapping (its own or that of its other case) makes of `c`, one character
+ * outside ASCII, lower-cased, what else it maps to left out: `ı` uppercases to `I`, `ſ` to `S`, `ﬁ`
+ * to `FI`, `ß` to `SS`, `K` (Kelvin) lowercases to `k`, `İ` to `i` (with a combining dot, which
+ * Java and .NET drop), so `ı` → `i`, `ß` → `ss`, `ﬁ` → `fi`, `İ` → `i`: the most an upstream
+ * ignoring case may read it as. `undefined` when no case mapping makes it one.
  */
 export function asciiFold(c: string): string | undefined {
   const lower = c.toLowerCase();
@@ -170,7 +165,7 @@ export function asciiFold(c: string): string | undefined {
 
 /**
  * Whether `text` (decoded) holds a character outside ASCII that some implementation's case mapping
- * makes an ASCII letter (see asciiUnderCase): an upstream that ignores case (.NET
+ * makes an ASCII letter (see asciiFold): an upstream that ignores case (.NET
  * OrdinalIgnoreCase, Java equalsIgnoreCase, Python casefold) reads `/admın` as `/admin`, which
  * JavaScript's `toLowerCase` does not. Matching without case, such a path is refused rather than
  * matched (it would pass a rule for `/admin` by). ASCII text costs one pass over its char codes.
@@ -185,7 +180,7 @@ export function foldsIntoAscii(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     if (text.charCodeAt(i) < 0x80) continue;
     const cp = text.codePointAt(i) as number;
-    if (asciiUnderCase(String.fromCodePoint(cp))) return true;
+    if (asciiFold(String.fromCodePoint(cp)) !== undefined) return true;
     if (cp > 0xffff) i++;
   }
   return false;
