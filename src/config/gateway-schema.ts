@@ -302,7 +302,7 @@ export const routeSchema = z
     }),
     case_insensitive_paths: z.boolean().default(false).meta({
       description:
-        'Match the route and its rules case-insensitively (`/API/Admin` is `/api/admin`), for upstreams that ignore case. Only literal segments: a `:param` keeps the case sent and claim conditions compare exactly (`sub: ":id"` under `/Users/:id` holds on `/users/ABC` for the subject `ABC`, not `abc`). ASCII letters only, as upstreams fold the rest their own way: a path with a character that a case mapping makes an ASCII letter (`ı`, `ſ`, `İ`, Kelvin `K`, `ß`, `ﬁ`; `/admın` is `/admin` to .NET, Java and Python) is refused (400 `request_path_invalid`), and a literal segment or path_prefix outside ASCII is refused at load. Default: case-sensitive. A trailing slash never matters (`/a/` is `/a`).',
+        'Match the route and its rules case-insensitively (`/API/Admin` is `/api/admin`), for upstreams that ignore case. Only literal segments: a `:param` keeps the case sent and claim conditions compare exactly (`sub: ":id"` under `/Users/:id` holds on `/users/ABC` for the subject `ABC`, not `abc`). ASCII letters only, as upstreams fold the rest their own way: a path with a character that a case mapping makes an ASCII letter (`ı`, `ſ`, `İ`, Kelvin `K`, `ß`, `ﬁ`; `/admın` is `/admin` to .NET, Java and Python) is refused (400 `request_path_invalid`), as is one NFKC makes ASCII, for upstreams that normalize Unicode (fullwidth `ａ` and `／`, `ĳ`, `𝐚`, `²`; a soft hyphen or zero-width space in an otherwise ASCII segment), and a literal segment, path_prefix or upstream.strip_prefix outside ASCII is refused at load. Default: case-sensitive. A trailing slash never matters (`/a/` is `/a`).',
     }),
     identity_headers: z
       .array(z.enum(IDENTITY_FIELDS))
@@ -427,6 +427,21 @@ export const routeSchema = z
           code: 'custom',
           path: ['match', 'path_prefix'],
           message: `${JSON.stringify(prefix)} has characters outside ASCII, whose case JavaScript folds otherwise than some upstreams do ("ß" is "ss" to Python’s casefold, "Σ" has two lower cases), so a path spelled another way would pass this route by; match it with an ASCII prefix, or a path pattern with * or a :name parameter for that segment, or leave case_insensitive_paths off on this route`,
+        });
+    }
+    // The same for what is stripped: compared without case as the match is (prefixEnd), a prefix
+    // outside ASCII would be missed in a spelling an upstream folding its own way reads as it.
+    if (ok('upstream') && ok('case_insensitive_paths') && r.case_insensitive_paths && r.upstream.strip_prefix !== undefined) {
+      const strip = r.upstream.strip_prefix;
+      let decoded = strip;
+      try {
+        decoded = decodeURIComponent(strip);
+      } catch {}
+      if (/[\u{80}-\u{10ffff}]/u.test(decoded))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['upstream', 'strip_prefix'],
+          message: `${JSON.stringify(strip)} has characters outside ASCII, whose case JavaScript folds otherwise than some upstreams do ("ß" is "ss" to Python’s casefold, "Σ" has two lower cases), so a path spelled another way would keep it (/STRASSE/x is /straße/x to such an upstream, but not stripped by /straße); strip an ASCII prefix (the route’s ASCII path_prefix), or leave case_insensitive_paths off on this route`,
         });
     }
   }, always)

@@ -318,7 +318,7 @@ export const verifierFields = {
     .meta({ description: 'Authorization rules evaluated by `verify` (the gateway has per-route rules).' }),
   case_insensitive_paths: z.boolean().default(false).meta({
     description:
-      'Match `rules` paths ignoring case (`/Admin` is `/admin`), as Express routes by default; the Express adapter refuses to run case-sensitive rules under case-insensitive routing. Only literal segments: a `:param` keeps the case sent and claim conditions compare exactly. ASCII letters only: a path with a character that a case mapping makes an ASCII letter (`ı`, `ſ`, `İ`, Kelvin `K`, `ß`, `ﬁ`) is refused (`request_path_invalid`), and a literal segment outside ASCII is refused at load. A trailing slash never matters.',
+      'Match `rules` paths ignoring case (`/Admin` is `/admin`), as Express routes by default; the Express adapter refuses to run case-sensitive rules under case-insensitive routing. Only literal segments: a `:param` keeps the case sent and claim conditions compare exactly. ASCII letters only: a path with a character that a case mapping makes an ASCII letter (`ı`, `ſ`, `İ`, Kelvin `K`, `ß`, `ﬁ`) is refused (`request_path_invalid`), as is one NFKC makes ASCII (fullwidth `ａ` and `／`, `ĳ`, `𝐚`, `²`; a soft hyphen or zero-width space in an otherwise ASCII segment), and a literal segment outside ASCII is refused at load. A trailing slash never matters.',
   }),
   transport: z
     .strictObject({

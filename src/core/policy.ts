@@ -163,27 +163,84 @@ export function asciiFold(c: string): string | undefined {
   return undefined;
 }
 
+/** Removed by NFKC_Casefold (ICU's nfkc_cf, IDNA mapping): soft hyphen, zero-width space and joiners, variation selectors. */
+const IGNORABLE = /^\p{Default_Ignorable_Code_Point}$/u;
+
 /**
- * Whether `text` (decoded) holds a character outside ASCII that some implementation's case mapping
- * makes an ASCII letter (see asciiFold): an upstream that ignores case (.NET
- * OrdinalIgnoreCase, Java equalsIgnoreCase, Python casefold) reads `/admın` as `/admin`, which
- * JavaScript's `toLowerCase` does not. Matching without case, such a path is refused rather than
- * matched (it would pass a rule for `/admin` by). ASCII text costs one pass over its char codes.
+ * What `c`, one character outside ASCII, may be read as by an upstream that ignores case or
+ * normalizes Unicode (NFKC, NFKC_Casefold: Python’s `unicodedata.normalize`, Java’s `Normalizer`,
+ * IDNA-like handling, some WAFs), when that has an ASCII character: its case mapping (asciiFold),
+ * else its NFKC form, ASCII lower-cased and each other character case-mapped in turn (`ａ` → `a`,
+ * `／` → `/`, `ĳ` → `ij`, `𝐚` → `a`, `²` → `2`, `½` → `1⁄2`, `𝚤` → `ı` → `i`). `''` for a
+ * default-ignorable character (NFKC_Casefold removes it). `undefined` otherwise.
+ */
+export function asciiReading(c: string): string | undefined {
+  const fold = asciiFold(c);
+  if (fold !== undefined) return fold;
+  const nfkc = c.normalize('NFKC');
+  if (nfkc !== c) {
+    let s = '';
+    let ascii = false;
+    for (const d of nfkc) {
+      const f = d.charCodeAt(0) < 0x80 ? d.toLowerCase() : asciiFold(d);
+      if (f === undefined) s += d;
+      else {
+        s += f;
+        ascii = true;
+      }
+    }
+    if (ascii) return s;
+  }
+  return IGNORABLE.test(c) ? '' : undefined;
+}
+
+/**
+ * `segment` (decoded) as an upstream that ignores case or normalizes Unicode may read it (each
+ * character with an asciiReading replaced by it: `ａdmin` → `admin`, `ad\u00ADmin` → `admin`), or
+ * `undefined` when it reads no other ASCII than it shows: no character has a reading, or only
+ * default-ignorable ones do beside another character outside ASCII (`👨‍👩‍👧`, whose zero-width
+ * joiners dropped still leave no ASCII literal). ASCII text costs one pass over its char codes;
+ * `normalize` runs only for a character outside ASCII.
+ */
+export function asciiReadingOf(segment: string): string | undefined {
+  let i = 0;
+  while (i < segment.length && segment.charCodeAt(i) < 0x80) i++;
+  if (i === segment.length) return undefined;
+  let out = segment.slice(0, i);
+  let reads = false;
+  let ignorable = false;
+  let other = false;
+  for (const c of segment.slice(i)) {
+    const r = c.charCodeAt(0) < 0x80 ? c : asciiReading(c);
+    if (r === undefined) {
+      out += c;
+      other = true;
+    } else if (r === '') ignorable = true;
+    else {
+      out += r;
+      if (r !== c) reads = true;
+    }
+  }
+  return reads || (ignorable && !other) ? out : undefined;
+}
+
+/**
+ * Whether `text` (decoded) holds a character outside ASCII that an upstream ignoring case or
+ * normalizing Unicode may read as ASCII (see asciiReadingOf): .NET OrdinalIgnoreCase, Java
+ * equalsIgnoreCase and Python casefold read `/admın` as `/admin`, NFKC reads `/ａdmin` (fullwidth)
+ * and `/𝐚dmin` (mathematical bold) so, which JavaScript's `toLowerCase` does not. Matching without
+ * case, such a path is refused rather than matched (it would pass a rule for `/admin` by). ASCII
+ * text costs one pass over its char codes.
  *
  * @example
  * ```ts
  * foldsIntoAscii('/adm\u0131n'); // true (dotless i)
+ * foldsIntoAscii('/\uff41dmin'); // true (fullwidth a)
  * foldsIntoAscii('/café'); // false
  * ```
  */
 export function foldsIntoAscii(text: string): boolean {
-  for (let i = 0; i < text.length; i++) {
-    if (text.charCodeAt(i) < 0x80) continue;
-    const cp = text.codePointAt(i) as number;
-    if (asciiFold(String.fromCodePoint(cp)) !== undefined) return true;
-    if (cp > 0xffff) i++;
-  }
-  return false;
+  return asciiReadingOf(text) !== undefined;
 }
 
 const NON_ASCII = /[\u{80}-\u{10ffff}]/u;
@@ -363,8 +420,9 @@ function conditionsCover(
 export interface PolicyOptions {
   /** Compare literal path segments case-insensitively (`/Admin` is `/admin`); parameters keep
    * the case sent. Literals must then be ASCII, and a path with a character outside ASCII that a
-   * case mapping makes an ASCII letter (`ı`, `ſ`, `K`, `ﬁ`: {@link foldsIntoAscii}) is refused
-   * (`request_path_invalid`). Default false: paths are case-sensitive. */
+   * case mapping or NFKC makes ASCII (`ı`, `ſ`, `K`, `ﬁ`, fullwidth `ａ` and `／`, `ĳ`, `𝐚`, `²`;
+   * a soft hyphen or zero-width space in an otherwise ASCII segment: {@link foldsIntoAscii}) is
+   * refused (`request_path_invalid`). Default false: paths are case-sensitive. */
   readonly caseInsensitivePaths?: boolean;
   /** Positions of rules that failed their configuration checks and stand in as `{}` (their own
    * errors are reported): left out of the check for rules never reached. */
@@ -494,8 +552,8 @@ export function compilePolicy(
     }
     return undefined;
   };
-  // Matched without case, a path an upstream may fold into ASCII otherwise than toLowerCase does
-  // is refused as malformed (see foldsIntoAscii): never matched, never let through by a later rule.
+  // Matched without case, a path an upstream may fold or normalize into ASCII otherwise than
+  // toLowerCase does is refused as malformed (see foldsIntoAscii): never matched, never let through by a later rule.
   const segmentsOf = (path: string): string[] | undefined => {
     const segments = pathSegments(path);
     if (caseInsensitive && segments !== undefined) for (const s of segments) if (foldsIntoAscii(s)) return undefined;

@@ -117,8 +117,9 @@ export interface CompiledRoute {
   readonly matches: Matcher;
   /**
    * On a route matching paths without case (`case_insensitive_paths`), whether a request to this
-   * host with this method is one it may take: such a request whose path does not decode is refused
-   * here (`request_path_invalid`), neither matched nor passed to a later route. (One whose path,
+   * host with this method is one it may take: such a request whose path does not decode, or has a
+   * character NFKC reads as `/`, `.`, `%`, `;` (fullwidth `／`: asciiFoldedPath), is refused here
+   * (`request_path_invalid`), neither matched nor passed to a later route. (One whose path,
    * read as `asciiFoldedPath` reads it, the route `matches` is refused too: findRoute.)
    */
   readonly foldGuard: ((host: string, method: string) => boolean) | undefined;

@@ -239,9 +239,10 @@ function walkForwarded(s: GatewayState, req: IncomingMessage): { client: string;
 /**
  * The first route taking the request, `undefined` when none does (`route_not_found`), or
  * `'path_invalid'` (`request_path_invalid`) when a route matching paths without case, reached
- * first, matches the path as an upstream ignoring case may read it, characters outside ASCII read
- * as ASCII letters (`/adm%C4%B1n` as `/admin`: see asciiFoldedPath): neither that route nor a
- * later, laxer one gets it. A path no such route would take, even so read (`/wiki/Stra%C3%9Fe`
+ * first, matches the path as an upstream ignoring case or normalizing Unicode may read it,
+ * characters outside ASCII read as ASCII (`/adm%C4%B1n` and `/%EF%BD%81dmin` as `/admin`: see
+ * asciiFoldedPath), or reaches a request whose path so read has another shape (`／`, `．`):
+ * neither that route nor a later, laxer one gets it. A path no such route would take, even so read (`/wiki/Stra%C3%9Fe`
  * beside a case-insensitive `/admin`), goes on to the routes after it.
  */
 export function findRoute(s: GatewayState, host: string, path: string, method: string): CompiledRoute | 'path_invalid' | undefined {

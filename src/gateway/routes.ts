@@ -6,7 +6,7 @@
  */
 
 import type { ConfigIssue } from '../core/errors.ts';
-import { asciiFold, compilePolicy, methodSet } from '../core/policy.ts';
+import { asciiReading, asciiReadingOf, compilePolicy, methodSet } from '../core/policy.ts';
 import type { ScopeModel } from '../core/scopes.ts';
 
 export interface RouteMatch {
@@ -82,39 +82,57 @@ function endOf(path: string, prefix: string, decodedPrefix: string | undefined, 
   return next < 0 ? path.length : next;
 }
 
+/** A percent-encoded byte of a character outside ASCII. */
+const NON_ASCII_ESCAPE = /%[89A-Fa-f][0-9A-Fa-f]/;
+
+/** What a character read as ASCII may not become: it would change the path’s shape (`／` → `/`,
+ * `．` → `.`, `﹪` → `%`, `；` → `;`), which a route’s matcher cannot be asked about (asciiFoldedPath). */
+const RESHAPES = /[/\\.%;?#]/;
+
+/** Whether a character of `text` (decoded) is read as one that RESHAPES the path. */
+function reshapes(text: string): boolean {
+  for (const c of text) {
+    if (c.charCodeAt(0) < 0x80) continue;
+    const r = asciiReading(c);
+    if (r !== undefined && RESHAPES.test(r)) return true;
+  }
+  return false;
+}
+
 /**
- * `path` (normalized: a character outside ASCII comes percent-encoded) with each character that a
- * case mapping makes ASCII letters (`ı`, `ſ`, `K`, `ß`, `ﬁ`; see asciiFold) written as those
- * letters: `/adm%C4%B1n` is `/admin`, the path an upstream that ignores case may act on, while
- * `toLowerCase` leaves it alone. A route matching paths without case that matches this path refuses
- * the request rather than let it pass to a later route (findRoute). `undefined` when the path has
- * no such character (one without an escape costs one search for `%`); `false` when it does not
- * decode (a normalized path does; one that does not is not guessed at).
+ * `path` (normalized: a character outside ASCII comes percent-encoded) as an upstream that ignores
+ * case or normalizes Unicode (NFKC, NFKC_Casefold) may read it: each segment with a character that
+ * a case mapping or NFKC makes ASCII (`ı`, `ſ`, `K`, `ß`, `ﬁ`, fullwidth `ａ`, `ĳ`, `𝐚`, `²`), or a
+ * default-ignorable one in an otherwise ASCII segment (soft hyphen), written as so read (see
+ * asciiReadingOf): `/adm%C4%B1n` and `/%EF%BD%81dmin` are `/admin`, while `toLowerCase` leaves them
+ * alone. A route matching paths without case that matches this path refuses the request rather
+ * than let it pass to a later route (findRoute). `undefined` when the path has no such character
+ * (one without an escape of a byte outside ASCII costs one search for `%` and one scan);
+ * `false` when it does not decode (a normalized path does; one that does not is not guessed at) or
+ * a segment so read changes the path’s shape (`／`, `．`, `；`: `/x%EF%BC%8Fadmin` is `/x/admin`
+ * read so, `/%EF%BC%8E%EF%BC%8E` is `/..`), which no route’s matcher is asked about: every
+ * case-insensitive route the request reaches refuses it.
  */
 export function asciiFoldedPath(path: string): string | false | undefined {
-  if (!path.includes('%')) return undefined;
+  if (!path.includes('%') || !NON_ASCII_ESCAPE.test(path)) return undefined;
+  const segments = path.split('/');
   let folded = false;
-  let undecodable = false;
-  const out = path.replace(/(?:%[89A-Fa-f][0-9A-Fa-f])+/g, (run) => {
+  for (let i = 0; i < segments.length; i++) {
+    const segment = segments[i] as string;
+    if (!NON_ASCII_ESCAPE.test(segment)) continue;
     let text: string;
     try {
-      text = decodeURIComponent(run);
+      text = decodeURIComponent(segment);
     } catch {
-      undecodable = true;
-      return run;
+      return false;
     }
-    let s = '';
-    for (const c of text) {
-      const ascii = asciiFold(c);
-      if (ascii === undefined) s += encodeURIComponent(c);
-      else {
-        s += ascii;
-        folded = true;
-      }
-    }
-    return s;
-  });
-  return undecodable ? false : folded ? out : undefined;
+    const reading = asciiReadingOf(text);
+    if (reading === undefined) continue;
+    if (reading === '' || reshapes(text)) return false;
+    segments[i] = encodeURIComponent(reading);
+    folded = true;
+  }
+  return folded ? segments.join('/') : undefined;
 }
 
 /** A route's match block without its path: whether a request to `host` with `method` is one it may take. */

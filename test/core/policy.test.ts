@@ -433,6 +433,33 @@ describe('policy: trailing slash and case', () => {
       assert.equal(sensitive.match({ method: 'GET', path })?.rule.id, 'rest', path);
   });
 
+  it('NFKC bypass: caseInsensitivePaths refuses a path with a character NFKC makes ASCII (fullwidth ａ and ／, ĳ, 𝐚, ², ⅰ) or NFKC_Casefold drops from ASCII (soft hyphen, zero-width space)', () => {
+    const { policy, issues } = compilePolicy(rules, scopes, 'rules', { caseInsensitivePaths: true });
+    assert.deepEqual(issues, []);
+    const reader = subject(['api:read']);
+    for (const path of [
+      '/\uff41dmin', // fullwidth a
+      '/%EF%BC%A1DMIN', // fullwidth A, percent-encoded
+      '/x%EF%BC%8Fadmin', // fullwidth solidus
+      '/x/%EF%BC%8E%EF%BC%8E/admin', // fullwidth full stops
+      '/b\u0133', // ĳ ligature
+      '/\u{1d41a}dmin', // mathematical bold a
+      '/t/acme/v\u00b2', // superscript two, in a parameter
+      '/adm\u2170n', // small roman numeral one
+      '/ad%C2%ADmin', // soft hyphen
+      '/adm\u200bin', // zero-width space
+      '/t/%E2%80%8B/docs', // a segment of one zero-width space
+    ]) {
+      const d = policy.evaluate({ method: 'GET', path }, reader);
+      assert.deepEqual(d.allowed ? ['allowed', d.rule.id] : [d.code, d.rule], ['request_path_invalid', undefined], path);
+    }
+    // NFKC leaves these outside ASCII: halfwidth katakana, an emoji's joiners, a combining accent.
+    for (const path of ['/\uff76\uff80', '/t/\u{1f468}\u200d\u{1f469}/docs', '/cafe\u0301'])
+      assert.equal(policy.evaluate({ method: 'GET', path }, reader).allowed, true, path);
+    // Case-sensitive rules are unchanged.
+    assert.equal(policyOf(rules).match({ method: 'GET', path: '/\uff41dmin' })?.rule.id, 'rest');
+  });
+
   it('case-folding bypass: caseInsensitivePaths refuses a literal outside ASCII at load, naming the path and what to write', () => {
     const { issues } = compilePolicy(
       [

@@ -4,8 +4,11 @@
  * `k`, `ﬁ` → `FI`). An upstream that ignores case (.NET OrdinalIgnoreCase, Java equalsIgnoreCase,
  * Python casefold) reads `/ci/admın/users` as `/ci/admin/users`, which `toLowerCase` does not: the
  * gateway refuses such a path (400 request_path_invalid) instead of letting a later, laxer rule or
- * route take it. Other characters outside ASCII pass as before, and case-sensitive routes are
- * unchanged.
+ * route take it. So are characters NFKC makes ASCII (fullwidth `ａ` and `／`, `ĳ`, `𝐚`, `²`) and
+ * ones NFKC_Casefold drops from ASCII (soft hyphen, zero-width space), for an upstream normalizing
+ * Unicode (Python `unicodedata.normalize`, Java `Normalizer`, IDNA-like handling) reads
+ * `/ci/ａdmin` as `/ci/admin`. Other characters outside ASCII pass as before, and case-sensitive
+ * routes are unchanged.
  */
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -67,6 +70,8 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
               { id: 'secret', path: '/ci/secret/**', scopes: ['admin'] },
               { id: 'kelvin', path: '/ci/kelvin/**', scopes: ['admin'] },
               { id: 'files', path: '/ci/files/**', scopes: ['admin'] },
+              { id: 'fiji', path: '/ci/fiji/**', scopes: ['admin'] },
+              { id: 'v2', path: '/ci/v2/**', scopes: ['admin'] },
               { id: 'read', path: '/ci/**', scopes: ['api:read'] },
             ],
           },
@@ -151,6 +156,72 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
     await refused('/ci/things/ſ');
   });
 
+  it('fullwidth-letter bypass (NFKC): /ci/ａdmin/users (U+FF41, NFKC a) is refused, not taken by the /ci/** rule', async () => {
+    await refused('/ci/ａdmin/users');
+    await refused('/ci/%EF%BC%A1DMIN/x');
+  });
+
+  it('fullwidth-letter bypass (NFKC) past a case-insensitive route: /ｉnternal is refused by the /internal route, not passed to the / route', async () => {
+    await refused('/ｉnternal');
+    await refused('/%EF%BD%89NTERNAL/x');
+  });
+
+  it('fullwidth-solidus bypass (NFKC): /ci／admin/users and /ci/／admin (U+FF0F, NFKC /) are refused, not passed to the / route or the /ci/** rule', async () => {
+    await refused('/ci%EF%BC%8Fadmin/users');
+    await refused('/ci/%EF%BC%8Fadmin');
+    await refused('/ci/x%EF%BC%8F..%EF%BC%8Fadmin');
+  });
+
+  it('fullwidth-full-stop traversal (NFKC): /zz/．．/ci/admin (U+FF0E, NFKC .) is refused, not passed to the / route', async () => {
+    await refused('/zz/%EF%BC%8E%EF%BC%8E/ci/admin/users');
+    await refused('/ci/x/%EF%BC%8E%EF%BC%8E/admin');
+  });
+
+  it('ligature bypass (NFKC): /ci/fĳi (ĳ U+0133: no case mapping makes it ASCII, NFKC makes it ij) is refused, not taken by the /ci/** rule', async () => {
+    await refused('/ci/fĳi/x');
+    await refused('/ci/F%C4%B2I');
+  });
+
+  it('mathematical-bold-letter bypass (NFKC): /ci/𝐚dmin (U+1D41A, NFKC a) is refused', async () => {
+    await refused('/ci/𝐚dmin/users');
+    await refused('/ci/%F0%9D%90%9Admin');
+  });
+
+  it('roman-numeral bypass (NFKC): /ci/admⅰn (U+2170, NFKC i) is refused', async () => {
+    await refused('/ci/adm%E2%85%B0n/users');
+  });
+
+  it('superscript-digit bypass (NFKC): /ci/v²/x (U+00B2, NFKC 2) is refused, not taken by the /ci/** rule', async () => {
+    await refused('/ci/v²/x');
+    await refused('/ci/v%EF%BC%92/x');
+  });
+
+  it('soft-hyphen and zero-width-space bypass (NFKC_Casefold drops them): /ci/ad­min, /ci/adm​in, /ci/​/admin are refused', async () => {
+    await refused('/ci/ad%C2%ADmin/users');
+    await refused('/ci/adm%E2%80%8Bin');
+    await refused('/ci/%E2%80%8B/admin');
+    await refused('/%E2%80%8Binternal/x');
+  });
+
+  it('fullwidth-letter bypass through forward-auth and a WebSocket upgrade: /ci/ａdmin is refused, never allowed or tunnelled', async () => {
+    const res = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: {
+        'x-tessera-forward-auth': FA_SECRET,
+        'x-original-uri': '/ci/%EF%BD%81dmin/users',
+        'x-original-method': 'GET',
+        'x-original-host': 'api.example.com',
+        authorization: `Bearer ${reader}`,
+      },
+    });
+    assert.notEqual(res.status, 200);
+    assert.equal(res.headers.get('x-tessera-subject'), null);
+    await gw.served.gateway.audit.flush();
+    assert.equal(gw.audit.events.at(-1)?.reason, 'request_path_invalid');
+    const n = upstream.seen.length;
+    assert.equal(await upgradeStatus(gw.url, '/ci/%EF%BD%81dmin/socket', { authorization: `Bearer ${reader}` }), 400);
+    assert.equal(upstream.seen.length, n);
+  });
+
   it('dotless-i bypass through forward-auth: a check of /ci/adm%C4%B1n/users is refused as a bad path, not allowed by the /ci/** rule', async () => {
     const check = (uri: string) =>
       fetch(`${gw.url}/_tessera/auth`, {
@@ -193,6 +264,10 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
       ['/ci/Şehir', '/ci/%C5%9Eehir'],
       ['/ci/привет', '/ci/%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82'],
       ['/ci/東京', '/ci/%E6%9D%B1%E4%BA%AC'],
+      // NFKC leaves no ASCII: halfwidth katakana is katakana, an emoji's zero-width joiners dropped leave emoji.
+      ['/ci/ｶﾀ', '/ci/%EF%BD%B6%EF%BE%80'],
+      ['/ci/👨‍👩‍👧', '/ci/%F0%9F%91%A8%E2%80%8D%F0%9F%91%A9%E2%80%8D%F0%9F%91%A7'],
+      ['/ci/cafe%CC%81', '/ci/cafe%CC%81'],
     ] as const) {
       const res = await call(path);
       assert.equal(res.status, 200, path);
@@ -207,6 +282,8 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
       ['/cs/ſecret', '/cs/%C5%BFecret'],
       ['/cs/\u212Aelvin', '/cs/%E2%84%AAelvin'],
       ['/cs/ﬁles', '/cs/%EF%AC%81les'],
+      ['/cs/ａdmin/users', '/cs/%EF%BD%81dmin/users'],
+      ['/cs/x%EF%BC%8Fadmin', '/cs/x%EF%BC%8Fadmin'],
       ['/cs/café', '/cs/caf%C3%A9'],
     ] as const) {
       const res = await call(path);
@@ -221,6 +298,8 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
       ['/wiki/Straße', '/wiki/Stra%C3%9Fe'],
       ['/docs/Işık', '/docs/I%C5%9F%C4%B1k'],
       ['/docs/İstanbul/ﬁles', '/docs/%C4%B0stanbul/%EF%AC%81les'],
+      ['/wiki/ＡＢＣ', '/wiki/%EF%BC%A1%EF%BC%A2%EF%BC%A3'],
+      ['/docs/v²', '/docs/v%C2%B2'],
     ] as const) {
       const res = await call(path);
       assert.equal(res.status, 200, path);
@@ -229,6 +308,11 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
     // Folded, these are paths of the case-insensitive routes before it: still refused.
     await refused('/%C4%B0nternal');
     await refused('/c%C4%B1/anything');
+    await refused('/%EF%BD%83i/anything');
+    // Read as `/`, `.`, `%` or `;`, the path has another shape, which no route is asked about: every
+    // case-insensitive route the request reaches refuses it.
+    await refused('/wiki/a%EF%BC%8Fb');
+    await refused('/wiki/%E2%80%A6');
   });
 });
 
@@ -271,10 +355,30 @@ describe('gateway: a path literal outside ASCII on a case-insensitive route is r
     );
   });
 
+  it('config error: a strip_prefix /café (or /caf%C3%A9) on a case-insensitive route names upstream.strip_prefix and what to write instead', () => {
+    for (const strip of ['/café', '/caf%C3%A9', '/ａpi']) {
+      assert.throws(
+        () =>
+          withRoutes({
+            id: 'ci',
+            match: { path_prefix: '/api' },
+            case_insensitive_paths: true,
+            upstream: { url: 'http://127.0.0.1:9', strip_prefix: strip },
+          }),
+        (e: Error) =>
+          /gateway\.routes\[0\]\.upstream\.strip_prefix/.test(e.message) &&
+          /outside ASCII/.test(e.message) &&
+          /strip an ASCII prefix/.test(e.message),
+        strip,
+      );
+    }
+  });
+
   it('the same literals load on case-sensitive routes', () => {
     withRoutes({
       id: 'cs',
       match: { path_prefix: '/café' },
+      upstream: { url: 'http://127.0.0.1:9', strip_prefix: '/café' },
       rules: [{ path: '/café/straße/**', scopes: ['admin'] }, { scopes: ['api:read'] }],
     });
   });
