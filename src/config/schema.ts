@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { gatewayChecks } from '../gateway/check.ts';
 import { addConfigIssues, always, trusted } from './cross-check.ts';
 import { auditSchema, gatewaySchema } from './gateway-schema.ts';
-import { storeSchema, tokenServiceChecks, tokenServiceSchema } from './token-service-schema.ts';
+import { exchangeClientsChecks, storeSchema, tokenServiceChecks, tokenServiceSchema } from './token-service-schema.ts';
 import { filePath, verifierChecks, verifierFields } from './verifier-schema.ts';
 
 export const serverSchema = z
@@ -76,6 +76,7 @@ export const configSchema = z
       ...verifier.issues,
       ...gatewayChecks(c, ok, verifier.scopes),
       ...tokenServiceChecks(c.token_service, ok, verifier.scopes, c.server),
+      ...exchangeClientsChecks(c, ok),
     ]);
   }, always)
   .meta({ description: 'tessera.yaml' });

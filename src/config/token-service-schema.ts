@@ -557,6 +557,34 @@ export function tokenServiceChecks(
   return issues;
 }
 
+/**
+ * `issuers[].exchange_clients` on the entry of the token service's own issuer: that entry is the
+ * gateway's, never token exchange's (this issuer's tokens are exchanged only by a client they name:
+ * `client_id`, `aud` or `may_act`), so a list there would read as a restriction nothing enforces.
+ */
+export function exchangeClientsChecks(
+  c: {
+    readonly issuers: readonly { readonly issuer: string; readonly exchange_clients?: readonly string[] | undefined }[];
+    readonly token_service?: TokenServiceConfig | undefined;
+    readonly server: { readonly host: string; readonly port: number; readonly public_url?: string | undefined };
+  },
+  ok: Trusted,
+): ConfigIssue[] {
+  if (!Array.isArray(c.issuers) || !ok('server') || !ok('token_service', 'issuer')) return [];
+  const own = resolveTokenService({ token_service: c.token_service, server: c.server }).issuer;
+  const issues: ConfigIssue[] = [];
+  for (const [n, i] of c.issuers.entries()) {
+    if (!ok('issuers', n, 'issuer') || !ok('issuers', n, 'exchange_clients') || i.exchange_clients === undefined) continue;
+    if (i.issuer === own) {
+      issues.push({
+        path: `issuers[${n}].exchange_clients`,
+        message: `${quoted(i.issuer)} is the token service’s own issuer, whose tokens are exchanged only by a client they name (client_id, aud or may_act); remove exchange_clients here`,
+      });
+    }
+  }
+  return issues;
+}
+
 /** The `token_service` section of `tessera.yaml`, validated (docs/configuration.md). */
 export type TokenServiceConfig = z.output<typeof tokenServiceSchema>;
 /** The `store` section of `tessera.yaml`, validated. */

@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { type ConfigIssue, quoted } from '../core/errors.ts';
+import { CLIENT_ID } from '../core/identity.ts';
 import { DEFAULT_DPOP_ALGORITHMS, JWS_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { compilePolicy } from '../core/policy.ts';
 import { compileScopes, type ScopeModel } from '../core/scopes.ts';
@@ -144,6 +145,18 @@ export const issuerSchema = z
     clock_skew: duration('Tolerated clock difference for `exp`, `nbf` and `iat` (at most 60s).', MAX_CLOCK_SKEW).prefault('30s'),
     max_lifetime: duration('Longest accepted token lifetime (`exp` − `iat`).', YEAR).prefault('24h'),
     delegation_claim: z.string().min(1).default('grant_id').meta({ description: 'Claim carrying the delegation (grant) id.' }),
+    exchange_clients: z
+      .array(
+        z.string().regex(CLIENT_ID, {
+          error: (i) =>
+            `${quoted(i.input)} is not a client id: write the id of a token-service client (1-128 letters, digits, ".", "_" or "-", as tessera clients list shows it)`,
+        }),
+      )
+      .optional()
+      .meta({
+        description:
+          'Token exchange at the token service (`tessera serve`): the clients (by id) that may present this issuer’s tokens as `subject_token` or `actor_token`. Any other client gets 400 `invalid_request`, the answer an invalid token gets (the audit trail says `subject_token_client_not_allowed` or `actor_token_client_not_allowed`). `[]`: no client (the issuer is trusted by the gateway only). Unset: every client registered for token exchange may, as before this setting, and `tessera serve` warns at every start and reload; set it on every issuer other than Tessera, since `audiences` names what the IdP’s tokens are for, not which client may exchange them. Not read by the gateway, `tessera gateway` or `createVerifier`, nor for the gateway’s own exchange (`gateway.exchange_client`, which exchanges the callers it verified); refused on the token service’s own issuer, whose tokens are exchanged only by a client they name.',
+      }),
   })
   .superRefine((v, ctx) => {
     if ((v.jwks === undefined) === (v.jwks_uri === undefined)) {

@@ -33,3 +33,9 @@ export function validIdentity(value: string): boolean {
   for (const _ of value) if (++n > IDENTITY_MAX) return false;
   return true;
 }
+
+/**
+ * A client id: 1-128 letters, digits, `.`, `_` or `-`, starting with a letter or digit. The rule
+ * `tessera clients add` applies, and the one configuration naming clients (`issuers[].exchange_clients`) checks.
+ */
+export const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

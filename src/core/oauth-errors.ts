@@ -401,6 +401,10 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The subject token was not issued to this client, nor addressed to it.',
   },
+  // issuers[].exchange_clients: a trusted issuer's token from a client it does not list. The
+  // caller is told what an invalid token's holder is told: nothing about the token.
+  subject_token_client_not_allowed: { status: 400, error: 'invalid_request', description: 'The subject token is invalid.' },
+  actor_token_client_not_allowed: { status: 400, error: 'invalid_request', description: 'The actor token is invalid.' },
   actor_token_not_client: {
     status: 400,
     error: 'invalid_request',

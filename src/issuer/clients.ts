@@ -10,6 +10,7 @@
 import { Buffer, isUtf8 } from 'node:buffer';
 import { hash, timingSafeEqual } from 'node:crypto';
 import { quoted } from '../core/errors.ts';
+import { CLIENT_ID } from '../core/identity.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
 import { JwkError, type VerificationKey } from '../core/jose/jwk.ts';
@@ -41,7 +42,6 @@ export const DYNAMIC_CLIENT_ID_PREFIX = 'dcr_';
 
 /** RFC 6749 §3.3 scope-token. */
 export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
-const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** `typ` values of a client assertion, lower case, without `application/`. */
 const ASSERTION_TYPES: ReadonlySet<string> = new Set(['jwt', 'client-authentication+jwt']);

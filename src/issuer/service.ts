@@ -167,6 +167,11 @@ export interface TokenServiceOptions {
   readonly externalMaxLifetime?: number;
   /** Those issuers' identifiers: a subject revoked without an issuer is revoked at each of them. */
   readonly externalIssuers?: readonly string[];
+  /**
+   * Per external issuer, the only clients that may present its tokens in a token exchange
+   * (`issuers[].exchange_clients`); an issuer absent from the map: any client registered for it.
+   */
+  readonly externalExchangeClients?: ReadonlyMap<string, ReadonlySet<string>>;
   /** Key source for a client's `jwks_uri`. */
   readonly remoteKeys?: ((uri: string) => KeySource) | undefined;
   /** Share a revocation list with verifiers built elsewhere (default: a new one). */
@@ -413,6 +418,7 @@ export class TokenService {
       external: options.externalVerifier,
       externalMaxLifetime: options.externalMaxLifetime ?? 86_400,
       externalIssuers: options.externalIssuers ?? [],
+      exchangeClients: options.externalExchangeClients ?? new Map(),
       revocationLimiter,
       now,
       emit: (e: AuditDraft) => audit.push(stamp(e)),
@@ -438,10 +444,16 @@ export class TokenService {
 
   /**
    * Replace the verifier of the other issuers' tokens (token exchange), as a configuration reload
-   * does: an issuer removed from `issuers` is refused from the next exchange on.
+   * does: an issuer removed from `issuers` is refused from the next exchange on, and so is a client
+   * removed from its `exchange_clients`.
    */
-  useExternalIssuers(verifier: TokenServiceOptions['externalVerifier'], maxLifetime = 86_400, issuers: readonly string[] = []): void {
-    this.#ctx = { ...this.#ctx, external: verifier, externalMaxLifetime: maxLifetime, externalIssuers: issuers };
+  useExternalIssuers(
+    verifier: TokenServiceOptions['externalVerifier'],
+    maxLifetime = 86_400,
+    issuers: readonly string[] = [],
+    exchangeClients: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
+  ): void {
+    this.#ctx = { ...this.#ctx, external: verifier, externalMaxLifetime: maxLifetime, externalIssuers: issuers, exchangeClients };
   }
 
   // Lifecycle.

@@ -138,13 +138,21 @@ export interface TokenServiceRuntime {
 /**
  * The verifier the token service uses for subject and actor tokens of the other issuers in
  * `issuers` (token exchange), the longest lifetime they allow (how long a revocation of one of
- * their subjects is kept) and their identifiers. `undefined` when Tessera is the only issuer.
+ * their subjects is kept), their identifiers, the clients each lets exchange its tokens
+ * (`exchange_clients`; an issuer without the setting is absent: any exchange client), and a
+ * warning for each issuer without it. `undefined` when Tessera is the only issuer.
  */
 export function externalIssuers(
   config: TesseraConfig,
   revocations: RevocationList,
   runtime: Pick<TokenServiceRuntime, 'clock' | 'fetch' | 'onWarning' | 'baseDir'> = {},
-): { verifier: ReturnType<typeof createVerifierFromConfig> | undefined; maxLifetime: number; issuers: readonly string[] } {
+): {
+  verifier: ReturnType<typeof createVerifierFromConfig> | undefined;
+  maxLifetime: number;
+  issuers: readonly string[];
+  exchangeClients: ReadonlyMap<string, ReadonlySet<string>>;
+  warnings: readonly string[];
+} {
   const ts = resolveTokenService(config);
   const external = config.issuers.filter((i) => i.issuer !== ts.issuer);
   const verifier =
@@ -160,7 +168,24 @@ export function externalIssuers(
             ...(runtime.baseDir !== undefined ? { baseDir: runtime.baseDir } : {}),
           },
         );
-  return { verifier, maxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)), issuers: external.map((i) => i.issuer) };
+  const exchangeClients = new Map<string, ReadonlySet<string>>();
+  const warnings: string[] = [];
+  for (const [n, i] of config.issuers.entries()) {
+    if (i.issuer === ts.issuer) continue;
+    if (i.exchange_clients !== undefined) exchangeClients.set(i.issuer, new Set(i.exchange_clients));
+    else {
+      warnings.push(
+        `issuers[${n}] (${i.issuer}): every client registered for token exchange may exchange this issuer’s tokens; list the clients that may in issuers[${n}].exchange_clients, or write exchange_clients: [] if none should (the gateway alone trusts the issuer)`,
+      );
+    }
+  }
+  return {
+    verifier,
+    maxLifetime: Math.max(86_400, ...external.map((i) => i.max_lifetime)),
+    issuers: external.map((i) => i.issuer),
+    exchangeClients,
+    warnings,
+  };
 }
 
 /**
@@ -183,6 +208,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
   // One list for the service and the external verifier, so a revoked subject's IdP tokens are refused too.
   const revocations = runtime.revocations ?? new RevocationList();
   const external = externalIssuers(config, revocations, runtime);
+  for (const w of external.warnings) runtime.onWarning?.(w);
   return new TokenService({
     config: ts,
     store: runtime.store,
@@ -191,6 +217,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
     externalVerifier: external.verifier,
     externalMaxLifetime: external.maxLifetime,
     externalIssuers: external.issuers,
+    externalExchangeClients: external.exchangeClients,
     // The gateway's verifiers accept these: the token endpoint binds tokens to keys they take proofs of.
     dpopAlgorithms: config.dpop.algorithms,
     remoteKeys: (url) =>

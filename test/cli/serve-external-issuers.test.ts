@@ -27,7 +27,13 @@ let base: string;
 let upstream: Upstream;
 let running: RunningServer;
 let secret: string;
-const logStream = new Writable({ write: (_chunk, _encoding, done) => done() });
+const logLines: string[] = [];
+const logStream = new Writable({
+  write: (chunk, _encoding, done) => {
+    logLines.push(String(chunk));
+    done();
+  },
+});
 const savedMaster = process.env.TESSERA_MASTER_KEY;
 
 const config = (port: number, issuers: string, extraRoute = '') => `data_dir: .tessera
@@ -140,5 +146,33 @@ describe('tessera serve: the external issuers of token exchange', () => {
       ['open'],
     );
     assert.equal(await exchange(), 200, 'the IdP the refused configuration removed is still trusted, as the gateway still trusts it');
+  });
+
+  it('a reload applies issuers[].exchange_clients from the next exchange on, and warns about an issuer without it', async () => {
+    const saved = readFileSync(file, 'utf8');
+    const port = Number(new URL(base).port);
+    const listing = (ids: string) =>
+      `  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], algorithms: [ES256], jwks: { file: idp.json }, exchange_clients: [${ids}] }`;
+    const warned = () =>
+      logLines
+        .map((l) => JSON.parse(l) as { event?: string; msg?: string })
+        .filter((l) => l.event === 'config_warning' && /issuers\[0\]\.exchange_clients/.test(l.msg ?? ''));
+    try {
+      logLines.length = 0;
+      writeFileSync(file, config(port, listing('someone-else')));
+      assert.equal(running.gateway?.reload().ok, true);
+      assert.equal(await exchange(), 400, 'exchanger is not listed');
+      assert.equal(warned().length, 0);
+      writeFileSync(file, config(port, listing('someone-else, exchanger')));
+      assert.equal(running.gateway?.reload().ok, true);
+      assert.equal(await exchange(), 200);
+      writeFileSync(file, saved);
+      assert.equal(running.gateway?.reload().ok, true);
+      assert.equal(await exchange(), 200, 'unset: any exchange client, as before');
+      assert.equal(warned().length, 1, logLines.join(''));
+    } finally {
+      writeFileSync(file, saved);
+      running.gateway?.reload();
+    }
   });
 });

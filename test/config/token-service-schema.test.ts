@@ -389,3 +389,39 @@ token_service:
     assert.match(found[0]?.message ?? '', /write it alone/);
   });
 });
+
+describe('issuers[].exchange_clients (who may exchange an external issuer’s tokens)', () => {
+  const idp = (extra: string) =>
+    `issuers:\n  - issuer: https://idp.example.com\n    audiences: [https://agents.example.com]\n    jwks_uri: https://idp.example.com/jwks\n${extra}`;
+
+  it('is unset by default, and takes a list of client ids (empty included)', () => {
+    assert.equal(parseConfigText(idp('')).issuers[0]?.exchange_clients, undefined);
+    assert.deepEqual(parseConfigText(idp('    exchange_clients: [broker, agent.v2_x-1]\n')).issuers[0]?.exchange_clients, [
+      'broker',
+      'agent.v2_x-1',
+    ]);
+    assert.deepEqual(parseConfigText(idp('    exchange_clients: []\n')).issuers[0]?.exchange_clients, []);
+  });
+
+  it('refuses an entry that is no client id, naming its exact path and what to write', () => {
+    const found = issues(idp('    exchange_clients: [broker, "my broker", 7]\n'));
+    assert.deepEqual(
+      found.map((i) => i.path),
+      ['issuers[0].exchange_clients[1]', 'issuers[0].exchange_clients[2]'],
+    );
+    assert.match(found[0]?.message ?? '', /"my broker" is not a client id: write the id of a token-service client/);
+  });
+
+  it('refuses a list that is no list, at its path', () => {
+    const [i] = issues(idp('    exchange_clients: broker\n'));
+    assert.equal(i?.path, 'issuers[0].exchange_clients');
+  });
+
+  it('refuses it on the token service’s own issuer, whose tokens are exchanged only by a client they name', () => {
+    const [i] = issues(
+      'server: { public_url: "https://auth.example.com" }\nissuers:\n  - issuer: https://auth.example.com\n    audiences: [https://api.example.com]\n    jwks_uri: https://auth.example.com/.well-known/jwks.json\n    exchange_clients: [broker]\n',
+    );
+    assert.equal(i?.path, 'issuers[0].exchange_clients');
+    assert.match(i?.message ?? '', /the token service’s own issuer.*remove exchange_clients here/);
+  });
+});

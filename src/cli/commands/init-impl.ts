@@ -52,7 +52,8 @@ token_service:
     jwks_max_age: 10m
 
 # Issuers whose tokens are trusted: this token service itself (the in-process verifier reads its
-# keys directly), plus any identity provider whose tokens may be exchanged (RFC 8693).
+# keys directly), plus any identity provider whose tokens may be exchanged (RFC 8693), with the
+# clients that may exchange them in its exchange_clients (unset: every token-exchange client).
 issuers:
   - issuer: ${base}
     audiences: [${base}/demo]

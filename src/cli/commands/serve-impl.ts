@@ -203,7 +203,8 @@ async function withGateway(
         // prepare ran on this configuration just before (the reload is synchronous).
         const issuers = prepared?.config === next ? prepared.external : external(next);
         prepared = undefined;
-        service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers);
+        service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers, issuers.exchangeClients);
+        for (const w of issuers.warnings) served.gateway.logger.warn({ event: 'config_warning' }, w);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
           served.gateway.logger.warn(

@@ -47,6 +47,11 @@ export interface ExchangeContext extends BaseContext {
   readonly clients: Pick<ClientRegistry, 'get' | 'couldPassForClient'>;
   /** Validates subject and actor tokens from trusted external issuers. */
   readonly external: { verifyToken(token: string): Promise<VerifyResult> } | undefined;
+  /**
+   * Per external issuer, the only clients that may present its tokens as subject or actor token
+   * (`issuers[].exchange_clients`); an issuer absent from the map lets any exchange client.
+   */
+  readonly exchangeClients: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 /** The facts about a subject (or actor) token that delegation decides on. */
@@ -134,8 +139,11 @@ function underIssuer(act: JsonObject, issuer: string, own: string): JsonObject {
   return entry;
 }
 
-/** Validate a subject or actor token: this issuer's own, or a trusted external issuer's. */
-async function party(ctx: ExchangeContext, token: string, type: string, role: 'subject' | 'actor'): Promise<Party> {
+/**
+ * Validate a subject or actor token: this issuer's own, or a trusted external issuer's that lets
+ * `clientId` exchange its tokens.
+ */
+async function party(ctx: ExchangeContext, token: string, type: string, role: 'subject' | 'actor', clientId: string): Promise<Party> {
   const invalid: OAuthErrorCode = role === 'subject' ? 'subject_token_invalid' : 'actor_token_invalid';
   if (!SUBJECT_TOKEN_TYPES.has(type)) throw new OAuthError('token_type_unsupported');
   const now = ctx.now();
@@ -167,6 +175,15 @@ async function party(ctx: ExchangeContext, token: string, type: string, role: 's
     });
   }
   if (result.principal.subject === undefined || result.principal.issuer === ctx.issuer) throw new OAuthError(invalid);
+  // The issuer's `audiences` say what its tokens are for (shared with the gateway), not who may
+  // exchange them: a client not among its `exchange_clients` may not, however it came by the token.
+  // The caller gets what an invalid token gets, so the refusal tells nothing of the token.
+  const allowed = ctx.exchangeClients.get(result.principal.issuer);
+  if (allowed !== undefined && !allowed.has(clientId)) {
+    throw new OAuthError(role === 'subject' ? 'subject_token_client_not_allowed' : 'actor_token_client_not_allowed', {
+      auditDetail: { token_issuer: result.principal.issuer },
+    });
+  }
   return partyFromPrincipal(result.principal, null);
 }
 
@@ -181,7 +198,7 @@ export async function exchange(
   const p = req.params;
   const requestedType = param(p, 'requested_token_type');
   if (requestedType !== undefined && !SUBJECT_TOKEN_TYPES.has(requestedType)) throw new OAuthError('token_type_unsupported');
-  const subject = await party(ctx, required(p, 'subject_token'), required(p, 'subject_token_type'), 'subject');
+  const subject = await party(ctx, required(p, 'subject_token'), required(p, 'subject_token_type'), 'subject', client.id);
   // A sender-constrained subject token is only usable by the holder of its key (RFC 9449 §1).
   if (subject.jkt !== undefined && subject.jkt !== jkt) throw new OAuthError('subject_token_invalid');
   // One of this service's tokens is only exchanged by a party it was meant for: the client it was
@@ -199,7 +216,7 @@ export async function exchange(
   if ((actorToken === undefined) !== (actorType === undefined)) throw new OAuthError('request_parameter_invalid');
   let actor: Actor = { issuer: ctx.issuer, subject: client.id, grantId: null, jti: null, exp: Number.POSITIVE_INFINITY };
   if (actorToken !== undefined) {
-    const actorParty = await party(ctx, actorToken, actorType as string, 'actor');
+    const actorParty = await party(ctx, actorToken, actorType as string, 'actor', client.id);
     // The actor token must be the authenticated client's own (its client_id; a client-credentials
     // token's sub is that same id): a client may not name another party as the actor. Its sub
     // becomes the actor, so a token that stands for someone else is refused too: a delegated one
