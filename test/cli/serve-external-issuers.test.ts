@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -173,6 +175,41 @@ describe('tessera serve: the external issuers of token exchange', () => {
     } finally {
       writeFileSync(file, saved);
       running.gateway?.reload();
+    }
+  });
+
+  it('after a reload, the external issuers’ warnings (a failed JWKS fetch) are still logged', async () => {
+    const saved = readFileSync(file, 'utf8');
+    const port = Number(new URL(base).port);
+    const jwks = createServer((_req, res) => {
+      res.writeHead(503);
+      res.end();
+    });
+    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+    const jwksUri = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`;
+    const stderr: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      stderr.push(String(chunk));
+      return true;
+    }) as typeof process.stderr.write;
+    try {
+      writeFileSync(file, config(port, `  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], algorithms: [ES256], jwks_uri: ${jwksUri} }`));
+      assert.equal(running.gateway?.reload().ok, true);
+      assert.equal(await exchange(), 400, 'no key set: the subject token is not accepted');
+      const warnings = stderr
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { level?: string; msg?: string })
+        .filter((l) => l.level === 'warn');
+      assert.ok(
+        warnings.some((l) => l.msg?.startsWith(`JWKS fetch from ${jwksUri} failed`)),
+        stderr.join(''),
+      );
+    } finally {
+      process.stderr.write = write;
+      writeFileSync(file, saved);
+      running.gateway?.reload();
+      await new Promise((resolve) => jwks.close(resolve));
     }
   });
 });

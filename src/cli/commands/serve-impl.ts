@@ -188,7 +188,9 @@ async function withGateway(
   // stop both. Their verifier is built before anything of a reload applies (read from the file or
   // given to `reload(config)`), so one the token service cannot use (a key file missing) is refused
   // whole rather than applied to the gateway alone.
-  const external = (c: TesseraConfig) => externalIssuers(c, service.revocations, { baseDir: dirname(file) });
+  // With the start's warning sink: a rebuilt verifier's JWKS failures are logged as the first one's were.
+  const external = (c: TesseraConfig) =>
+    externalIssuers(c, service.revocations, { baseDir: dirname(file), onWarning: (msg) => log({ level: 'warn', msg }) });
   let prepared: { config: TesseraConfig; external: ReturnType<typeof externalIssuers> } | undefined;
   const served = await serveGateway(
     {
