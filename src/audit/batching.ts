@@ -23,6 +23,11 @@ export interface BatchingSinkOptions {
    */
   readonly failClosed?: boolean;
   /**
+   * Told of each event dropped when pushed because the queue was full (its kind only is for the
+   * caller to report: no event content reaches a log line). Not told of `keep`: it drops nothing.
+   */
+  readonly onDropped?: (event: AuditEvent) => void;
+  /**
    * Told when a flush fails, with the number of events it held (no event content): every attempt,
    * so a batch retried counts again here (see `failed` for each event once). Not while closing.
    */
@@ -39,7 +44,7 @@ export interface BatchingSinkOptions {
  */
 export class BatchingAuditSink implements AuditSink {
   readonly #target: AuditSink;
-  readonly #o: Required<Omit<BatchingSinkOptions, 'onError'>> & Pick<BatchingSinkOptions, 'onError'>;
+  readonly #o: Required<Omit<BatchingSinkOptions, 'onError' | 'onDropped'>> & Pick<BatchingSinkOptions, 'onError' | 'onDropped'>;
   /** Slots reserved for events not pushed yet ({@link reserve}). */
   #reserved = 0;
   #queue: AuditEvent[] = [];
@@ -77,8 +82,24 @@ export class BatchingAuditSink implements AuditSink {
       this.#o.failClosed ? this.#queue.length + this.#writing + this.#reserved >= this.#o.maxQueue : this.#queue.length >= this.#o.maxQueue
     ) {
       this.dropped++;
+      this.#o.onDropped?.(event);
       return;
     }
+    this.#enqueue(event);
+  }
+
+  /**
+   * Queue one event whatever the queue holds, past `maxQueue` if need be (`failClosed`): the event
+   * of something already done that could not be refused and must not go unaudited (the grants a
+   * reused refresh token or code revoked, in the transaction that found the reuse, before their
+   * number was known). It counts against `maxQueue` as any event held, so while the queue is past
+   * it no slot is reserved ({@link reserve}) and no request admitted until the target takes it.
+   */
+  keep(event: AuditEvent): void {
+    this.#enqueue(event);
+  }
+
+  #enqueue(event: AuditEvent): void {
     this.#queue.push(event);
     // A full batch is written at once, unless a write is under way (it writes the next one when it
     // is done) or the store is failing: every request of an outage would otherwise start a write of
@@ -167,10 +188,12 @@ export class BatchingAuditSink implements AuditSink {
         this.#failing = true;
         this.failed += batch.length - counted;
         // Keep the events for the next attempt, within the queue bound; what does not fit is dropped
-        // and counted like any other overflow.
+        // and counted like any other overflow. With failClosed every event held was admitted within
+        // the bound or kept past it on purpose ({@link keep}): all are kept.
         const kept = batch.concat(this.#queue);
-        this.dropped += Math.max(0, kept.length - this.#o.maxQueue);
-        this.#queue = kept.slice(0, this.#o.maxQueue);
+        const room = this.#o.failClosed ? kept.length : this.#o.maxQueue;
+        this.dropped += Math.max(0, kept.length - room);
+        this.#queue = kept.length > room ? kept.slice(0, room) : kept;
         // The batch is at the head of the queue (it never holds more than maxQueue events).
         this.#counted = Math.min(batch.length, this.#queue.length);
         if (this.#closing) return;

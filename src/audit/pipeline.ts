@@ -34,6 +34,40 @@ export function auditEventsLost(component: AuditEventsLost['component'], events:
   return { event: 'audit_events_lost', component, events, message };
 }
 
+/**
+ * The log line (level `error`) the token service writes with `audit.on_queue_full: refuse` when
+ * events that no request reserved a slot for (key rotations, sign-outs, revocations, operators'
+ * actions) were dropped because the queue was full: at once for the first, then at most once every
+ * 10 s with how many since the last line, and at shutdown for the last ones. `kinds` counts them
+ * by event kind (no event content: never a token, subject or client).
+ */
+export interface AuditEventsDropped {
+  readonly event: 'audit_events_dropped';
+  readonly component: 'gateway' | 'token_service';
+  /** How many events were dropped since the last line. */
+  readonly events: number;
+  /** Of them, how many of each kind. */
+  readonly kinds: Readonly<Record<string, number>>;
+  /** How many were dropped since start. */
+  readonly total: number;
+  readonly message: string;
+}
+
+/** The {@link AuditEventsDropped} line of `component`. */
+export function auditEventsDropped(
+  component: AuditEventsDropped['component'],
+  kinds: Readonly<Record<string, number>>,
+  total: number,
+): AuditEventsDropped {
+  const events = Object.values(kinds).reduce((a, b) => a + b, 0);
+  const who = component === 'gateway' ? 'gateway' : 'token service';
+  const what = Object.entries(kinds)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  const message = `${events} audit events of the ${who} were dropped and are lost (${what}): the audit queue was full (audit.on_queue_full: refuse; ${total} since start)`;
+  return { event: 'audit_events_dropped', component, events, kinds, total, message };
+}
+
 /** Options of {@link createAuditPipeline}. */
 export interface AuditPipelineOptions {
   readonly sinks: readonly AuditSink[];

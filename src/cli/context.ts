@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { within } from '../audit/batching.ts';
-import type { AuditEventsLost } from '../audit/pipeline.ts';
+import type { AuditEventsDropped, AuditEventsLost } from '../audit/pipeline.ts';
 import { loadConfigFile, resolveConfigPaths } from '../config/load.ts';
 import { type ConfigCheck, parseConfig } from '../config/parse.ts';
 import { configSchema, type TesseraConfig } from '../config/schema.ts';
@@ -74,7 +74,8 @@ export interface ServiceContext {
  * Open the store and build a token service that has synced once. With `needMaster`, a missing
  * master key is a one-line error naming where it is looked for. `onWarning` hears the service's
  * background failures (store sync, lost revocation push); never a token or secret;
- * `onAuditEventsLost` the audit events its close could not write by the deadline. `check` is
+ * `onAuditEventsLost` the audit events its close could not write by the deadline,
+ * `onAuditEventsDropped` those a full queue dropped (`audit.on_queue_full: refuse`). `check` is
  * {@link loadConfig}'s.
  */
 export async function openService(
@@ -83,6 +84,7 @@ export async function openService(
   runtime: {
     readonly onWarning?: (message: string) => void;
     readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
+    readonly onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
     readonly check?: ConfigCheck<TesseraConfig>;
   } = {},
 ): Promise<ServiceContext> {
@@ -109,6 +111,7 @@ export async function openService(
     baseDir: dirname(path),
     ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
     ...(runtime.onAuditEventsLost ? { onAuditEventsLost: runtime.onAuditEventsLost } : {}),
+    ...(runtime.onAuditEventsDropped ? { onAuditEventsDropped: runtime.onAuditEventsDropped } : {}),
   });
   await service.start({ background: false });
   if (needMaster) {

@@ -14,7 +14,7 @@ import type { KeyObject } from 'node:crypto';
 import { type AuditSlots, BatchingAuditSink, within } from '../audit/batching.ts';
 import type { AuditEvent } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
-import { type AuditEventsLost, auditEventsLost } from '../audit/pipeline.ts';
+import { type AuditEventsDropped, type AuditEventsLost, auditEventsDropped, auditEventsLost } from '../audit/pipeline.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import { DEFAULT_DPOP_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
@@ -186,6 +186,14 @@ export interface TokenServiceOptions {
    * `error` (default: its `message` to `onWarning`).
    */
   readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
+  /**
+   * With `audit.on_queue_full: refuse`, told of the events dropped because the queue was full
+   * (those no request reserved a slot for: key rotations, sign-outs, revocations, operators'
+   * actions): at once for the first, then at most once every 10 s with how many since, and at
+   * {@link TokenService.close}; for a host to log at level `error` (default: its `message` to
+   * `onWarning`). With `drop` the count is in `audit.dropped` only, as before.
+   */
+  readonly onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
   /** Audit events held while the store refuses them (`audit.max_queue`; default 100 000). */
   readonly auditMaxQueue?: number;
   /**
@@ -281,6 +289,11 @@ export class TokenService {
   #ctx: ServiceContext;
   readonly #warn: (message: string) => void;
   readonly #auditLost: (lost: AuditEventsLost) => void;
+  readonly #auditDroppedLine: (dropped: AuditEventsDropped) => void;
+  /** Events dropped (refuse) since the last `audit_events_dropped` line, by kind; when it was written (performance.now()). */
+  #auditDropped: Record<string, number> | undefined;
+  #auditDroppedAt = Number.NEGATIVE_INFINITY;
+  #auditDroppedTimer: NodeJS.Timeout | undefined;
   /** `audit.on_queue_full: refuse`. */
   readonly #auditRefuse: boolean;
   /** An audit draft stamped with its id, time, issuer and (default `allow`) decision. */
@@ -327,6 +340,7 @@ export class TokenService {
     this.endpoints = endpointsFor(issuer);
     this.#warn = options.onWarning ?? (() => {});
     this.#auditLost = options.onAuditEventsLost ?? ((lost) => this.#warn(lost.message));
+    this.#auditDroppedLine = options.onAuditEventsDropped ?? ((dropped) => this.#warn(dropped.message));
     this.#dpopAlgorithms = new Set(options.dpopAlgorithms ?? DEFAULT_DPOP_ALGORITHMS);
     // RFC 9449 §8: stateless nonces (a time slot and its HMAC) under a key derived from the master
     // key, so every instance sharing it accepts the others'. Without the master key nothing is
@@ -387,6 +401,8 @@ export class TokenService {
         flushIntervalMs: Math.max(1, config.audit_flush_interval * 1000),
         ...(options.auditMaxQueue !== undefined ? { maxQueue: options.auditMaxQueue } : {}),
         failClosed: options.auditOnQueueFull === 'refuse',
+        // refuse: an event dropped is never silent (drop keeps its counter alone, as before).
+        ...(options.auditOnQueueFull === 'refuse' ? { onDropped: (e: AuditEvent) => this.#droppedEvent(e) } : {}),
         // The events a full queue dropped are lost: the warning says how many so far.
         onError: () =>
           this.#warn(
@@ -427,10 +443,14 @@ export class TokenService {
 
   /**
    * The context of one request admitted with `slots` ({@link admitAudited}): its events take them.
-   * A `grant.revoked` never does: a revocation (the grants of a reused refresh token's or code's
-   * family, however many) is made whether or not its events fit, as at the revocation endpoint, and
-   * `refresh.reuse_detected` (`authorization_code.reuse_detected`), which has a slot, names every
-   * grant it revoked. Without slots (`drop`, or a request not admitted this way): the shared one.
+   * A `grant.revoked` (one per grant a reused refresh token's or code's family had, however many)
+   * takes none of them (they are the fixed events', `token.denied` among them): it is kept within
+   * `audit.max_queue` or past it ({@link BatchingAuditSink.keep}), never dropped: the
+   * store revoked the family in the transaction that found the reuse, before their number was
+   * known, so nothing is left to refuse and the events must not be lost. Each grant is revoked once
+   * (its event written once), and while the queue is past its bound no request is admitted, so it
+   * goes past by the families of the requests already admitted at most. Without slots (`drop`, or a
+   * request not admitted this way): the shared one.
    */
   #ctxFor(slots: AuditSlots | undefined): ServiceContext {
     if (slots === undefined) return this.#ctx;
@@ -438,7 +458,7 @@ export class TokenService {
     const audit = this.audit;
     return {
       ...this.#ctx,
-      emit: (e: AuditDraft) => (e.kind === 'grant.revoked' ? audit.push(stamp(e)) : slots.push(stamp(e))),
+      emit: (e: AuditDraft) => (e.kind === 'grant.revoked' ? audit.keep(stamp(e)) : slots.push(stamp(e))),
     };
   }
 
@@ -639,13 +659,41 @@ export class TokenService {
     throw new OAuthError('audit_unavailable');
   }
 
-  /** Readiness: not ok while {@link admitAudited} refuses every request (`audit.on_queue_full: refuse` and the queue full). */
+  /**
+   * Readiness: not ok while {@link admitAudited} refuses every request (`audit.on_queue_full:
+   * refuse` and the queue full); its detail says how many events were dropped since start.
+   */
   auditStatus(): { ok: boolean; detail?: string } {
     if (!this.#auditRefuse || !this.audit.full) return { ok: true };
+    const dropped = this.audit.dropped;
     return {
       ok: false,
-      detail: `${this.audit.held} queued${this.audit.reserved > 0 ? `, ${this.audit.reserved} reserved for requests in flight` : ''}, full: requests are refused (audit.on_queue_full: refuse) until the store takes the queue`,
+      detail: `${this.audit.held} queued${this.audit.reserved > 0 ? `, ${this.audit.reserved} reserved for requests in flight` : ''}, full: requests are refused (audit.on_queue_full: refuse) until the store takes the queue${dropped > 0 ? `; ${dropped} events no request reserved a slot for dropped since start` : ''}`,
     };
+  }
+
+  /** `refuse`: an event dropped (the queue full) goes into the next `audit_events_dropped` line. */
+  #droppedEvent(e: AuditEvent): void {
+    const kinds = (this.#auditDropped ??= {});
+    kinds[e.kind] = (kinds[e.kind] ?? 0) + 1;
+    if (this.#auditDroppedTimer !== undefined) return;
+    // The first at once (with the others of the same turn), then at most one line every 10 s.
+    this.#auditDroppedTimer = setTimeout(
+      () => this.#reportDropped(),
+      Math.max(0, this.#auditDroppedAt + AUDIT_REFUSAL_WARN_MS - performance.now()),
+    );
+    this.#auditDroppedTimer.unref();
+  }
+
+  /** Write the `audit_events_dropped` line of the events dropped since the last, if any. */
+  #reportDropped(): void {
+    clearTimeout(this.#auditDroppedTimer);
+    this.#auditDroppedTimer = undefined;
+    const kinds = this.#auditDropped;
+    if (kinds === undefined) return;
+    this.#auditDropped = undefined;
+    this.#auditDroppedAt = performance.now();
+    this.#auditDroppedLine(auditEventsDropped('token_service', kinds, this.audit.dropped));
   }
 
   /** A revocation committed somewhere: apply it unless this process has already (its own, say). */
@@ -703,6 +751,7 @@ export class TokenService {
       left(),
     );
     const lost = await this.audit.close({ timeoutMs: Math.max(0, left()) });
+    this.#reportDropped();
     if (lost > 0) this.#auditLost(auditEventsLost('token_service', lost));
   }
 

@@ -7,12 +7,14 @@
  * while it is still coming: a client trickling a body for the listener's `request_timeout` holds
  * no slot, so slow connections cannot keep the queue full while the store is healthy.
  *
- * A `grant.revoked` takes no slot: the grants a reused refresh token or authorization code revokes
- * (its family, however many) are revoked whether or not their events fit, as revocations are at
- * the revocation endpoint and the admin API (never refused), and the `*.reuse_detected` event,
- * which has its slot, names them all. Revocations (`/oauth2/revoke`, `POST /oauth2/admin/revoke`)
- * and sign-outs reserve nothing: they take access away and are always served; their events are
- * kept while the queue has room beside the slots reserved, and dropped (counted) once it has not.
+ * A `grant.revoked` of a reuse takes none of these slots and is never dropped: the grants a reused
+ * refresh token or authorization code revokes (its family, however many) are revoked in the
+ * store's transaction that finds the reuse, before their number is known, so their events are kept
+ * past `audit.max_queue` if need be (`BatchingAuditSink.keep`; each grant once, and no request is
+ * admitted while the queue is past its bound). Revocations (`/oauth2/revoke`, `POST
+ * /oauth2/admin/revoke`) and sign-outs reserve nothing: they take access away and are always
+ * served; their events are kept while the queue has room beside the slots reserved, and dropped
+ * once it has not, counted and told in an `audit_events_dropped` line at level `error`.
  *
  * @module
  */

@@ -8,7 +8,7 @@
  */
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import type { AuditEventsLost } from '../audit/pipeline.ts';
+import type { AuditEventsDropped, AuditEventsLost } from '../audit/pipeline.ts';
 import { readOwnerOnlyFile } from '../config/owner-only-file.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { resolveStore, resolveTokenService } from '../config/token-service-schema.ts';
@@ -131,6 +131,8 @@ export interface TokenServiceRuntime {
   readonly onWarning?: (message: string) => void;
   /** `TokenServiceOptions.onAuditEventsLost`: the audit events `close()` could not write by its deadline. */
   readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
+  /** `TokenServiceOptions.onAuditEventsDropped`: with `audit.on_queue_full: refuse`, the events a full queue dropped. */
+  readonly onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
   /** Directory that relative `issuers[].jwks.file` paths resolve against: the configuration file's (default: the working directory). */
   readonly baseDir?: string;
 }
@@ -238,6 +240,7 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
     ...(runtime.clock ? { clock: runtime.clock } : {}),
     ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
     ...(runtime.onAuditEventsLost ? { onAuditEventsLost: runtime.onAuditEventsLost } : {}),
+    ...(runtime.onAuditEventsDropped ? { onAuditEventsDropped: runtime.onAuditEventsDropped } : {}),
     // The top-level audit section bounds the token service's queue too, and says what happens when it is full.
     ...(config.audit !== undefined ? { auditMaxQueue: config.audit.max_queue, auditOnQueueFull: config.audit.on_queue_full } : {}),
   });

@@ -188,4 +188,25 @@ describe('batching audit sink: failClosed (audit.on_queue_full: refuse)', () => 
     assert.equal(sink.dropped, 1);
     assert.ok(sink.reserve(1), 'the slot given back is free again');
   });
+
+  it('an event kept (a committed revocation’s) goes past max_queue, is never dropped, not even by a refused write, and holds back every reservation until written; an event dropped is told to onDropped', async () => {
+    let fail!: (e: Error) => void;
+    const dropped: string[] = [];
+    const sink = new BatchingAuditSink(
+      { write: () => new Promise<void>((_, reject) => (fail = reject)) },
+      { flushIntervalMs: 60_000, maxBatch: 100, maxQueue: 2, failClosed: true, onError: () => {}, onDropped: (e) => dropped.push(e.kind) },
+    );
+    sink.push(event(1));
+    sink.push(event(2));
+    for (let i = 3; i <= 5; i++) sink.keep({ ...event(i), kind: 'grant.revoked' });
+    assert.equal(sink.held, 5, 'kept past max_queue: 2');
+    assert.equal(sink.reserve(1), undefined, 'no request admitted while past it');
+    sink.push({ ...event(6), kind: 'key.rotated' });
+    assert.deepEqual(dropped, ['key.rotated'], 'an event without a slot is dropped, and told');
+    const flushing = sink.flush();
+    fail(new Error('store down'));
+    await flushing;
+    assert.equal(sink.depth, 5, 'the refused batch is kept whole for the next attempt');
+    assert.equal(sink.dropped, 1);
+  });
 });

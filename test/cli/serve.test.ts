@@ -634,6 +634,31 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       const full = (await checks()).checks.find((c) => c.name === 'token service audit queue');
       assert.equal(full?.ok, false);
       assert.match(full?.detail ?? '', /full: requests are refused/);
+      // A revocation is served all the same; its event (no slot) is dropped, never silently: one
+      // audit_events_dropped line at level error on stderr, with the count by kind.
+      const lines: string[] = [];
+      const write = process.stderr.write.bind(process.stderr);
+      process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+        lines.push(String(chunk));
+        return write(chunk, ...rest);
+      }) as typeof process.stderr.write;
+      try {
+        const revoked = await fetch(`${server.url}/oauth2/revoke`, {
+          method: 'POST',
+          headers: { authorization: basic('nobody', 'wrong'), 'content-type': 'application/x-www-form-urlencoded' },
+          body: 'token=whatever',
+        });
+        assert.equal(revoked.status, 401);
+        await until(async () => lines.some((l) => l.includes('"audit_events_dropped"')), 5000);
+      } finally {
+        process.stderr.write = write;
+      }
+      const line = JSON.parse(lines.find((l) => l.includes('"audit_events_dropped"')) as string);
+      assert.equal(line.level, 'error');
+      assert.equal(line.component, 'token_service');
+      assert.deepEqual(line.kinds, { 'revocation.denied': 1 });
+      assert.equal(line.events, 1);
+      assert.match(line.msg, /^1 audit events of the token service were dropped and are lost/);
       admin.exec('DROP TRIGGER audit_down');
       await until(async () => (await checks()).status === 200, 5000);
     } finally {

@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AuditEventsDropped } from '../../src/audit/pipeline.ts';
 import { parseConfig } from '../../src/config/parse.ts';
 import { configSchema, type TesseraConfig, type TesseraConfigInput } from '../../src/config/schema.ts';
 import type { ClientInput } from '../../src/issuer/clients.ts';
@@ -48,6 +49,8 @@ export async function startIssuer(
     onWarning?: (message: string) => void;
     /** Told what the token service itself warns about (a stored signing key refused). */
     onServiceWarning?: (message: string) => void;
+    /** Told of the audit events a full queue dropped (`audit.on_queue_full: refuse`). */
+    onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
   } = {},
 ): Promise<RunningIssuer> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tessera-issuer-'));
@@ -78,6 +81,7 @@ export async function startIssuer(
       master,
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.onServiceWarning ? { onWarning: options.onServiceWarning } : {}),
+      ...(options.onAuditEventsDropped ? { onAuditEventsDropped: options.onAuditEventsDropped } : {}),
     });
     await service.keys.reload();
     if (service.keys.status().length === 0) await service.keys.rotate({ immediate: true });

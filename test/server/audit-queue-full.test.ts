@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
+import type { AuditEventsDropped } from '../../src/audit/pipeline.ts';
 import { OAuthError } from '../../src/core/oauth-errors.ts';
 import { createListener } from '../../src/gateway/serve.ts';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
@@ -31,8 +32,9 @@ import { bearer } from '../helpers/tokens.ts';
 
 const FAIL = `CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit volume full'); END`;
 
-async function issuerWith(audit: Record<string, unknown>) {
+async function issuerWith(audit: Record<string, unknown>, options: { onAuditEventsDropped?: (d: AuditEventsDropped) => void } = {}) {
   const issuer = await startIssuer({
+    ...options,
     config: {
       audit: { max_queue: 3, ...audit },
       token_service: {
@@ -115,6 +117,8 @@ describe('token service: audit.on_queue_full', () => {
     try {
       await t.issuer.service.audit.flush();
       const admin = await t.adminToken();
+      // Its client.added and token.issued written: the next token request’s two slots fit in three.
+      await t.issuer.service.audit.flush();
       const grant = await t.issuer.post('/oauth2/token', { grant_type: 'client_credentials', scope: 'api:read' }, t.auth);
       const grantId = JSON.parse(
         Buffer.from(((await grant.json()) as { access_token: string }).access_token.split('.')[1] as string, 'base64url').toString(),
@@ -288,6 +292,50 @@ describe('token service: audit.on_queue_full', () => {
     }
   });
 
+  it('attack: refuse: past max_queue the events no request reserved a slot for (a revocation, an operator’s key rotation) are not dropped silently: an audit_events_dropped report at once with their count by kind, later ones gathered (at most one every 10 s, the last at shutdown), and /readyz names them', async () => {
+    const reports: AuditEventsDropped[] = [];
+    const t = await issuerWith({ on_queue_full: 'refuse' }, { onAuditEventsDropped: (d) => reports.push(d) });
+    let closed = false;
+    try {
+      await t.issuer.service.audit.flush();
+      t.fail();
+      const issued = await t.fill();
+      const revoked = await t.issuer.post('/oauth2/revoke', { token: issued[0] as string }, t.auth);
+      assert.equal(revoked.status, 200, 'a revocation is served all the same');
+      await until(async () => reports.length > 0, 2000);
+      const first = reports[0] as AuditEventsDropped;
+      assert.equal(first.event, 'audit_events_dropped');
+      assert.equal(first.component, 'token_service');
+      assert.deepEqual(first.kinds, { 'token.revoked': 1 });
+      assert.equal(first.events, 1);
+      assert.equal(first.total, 1);
+      assert.match(first.message, /^1 audit events of the token service were dropped and are lost \(1 token\.revoked\)/);
+      assert.ok(!first.message.includes(issued[0] as string), 'no token in the line');
+      // Within 10 s of that report: gathered into the next, written at shutdown at the latest.
+      await t.issuer.service.rotateSigningKey({}, 'ops');
+      const again = await t.issuer.post('/oauth2/revoke', { token: issued[1] as string }, t.auth);
+      assert.equal(again.status, 200);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(reports.length, 1, 'at most one report every 10 s');
+      assert.equal(t.issuer.service.audit.dropped, 3);
+      const status = t.issuer.service.auditStatus();
+      assert.equal(status.ok, false);
+      assert.match(status.detail ?? '', /3 events no request reserved a slot for dropped since start/);
+      t.heal();
+      closed = true;
+      await t.close(t.issuer);
+      assert.equal(reports.length, 2, 'the last drops reported at shutdown');
+      assert.deepEqual(reports[1]?.kinds, { 'key.rotated': 1, 'token.revoked': 1 });
+      assert.equal(reports[1]?.events, 2);
+      assert.equal(reports[1]?.total, 3);
+    } finally {
+      if (!closed) {
+        t.heal();
+        await t.close(t.issuer);
+      }
+    }
+  });
+
   it('drop (the default): the token endpoint serves on while the store refuses audit writes', async () => {
     const t = await issuerWith({});
     try {
@@ -303,6 +351,11 @@ describe('token service: audit.on_queue_full', () => {
 });
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+/** The `grant_id` claim of an access token. */
+function grantOf(accessToken: string): string {
+  return JSON.parse(Buffer.from(accessToken.split('.')[1] as string, 'base64url').toString()).grant_id as string;
+}
 
 /**
  * A real SQLite store whose refresh-token rotation waits at a gate the test opens: a token request
@@ -381,6 +434,16 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
     };
     const refresh = (rt: string, requestId: string) =>
       issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: rt }, { ...auth, 'x-request-id': requestId });
+    // A grant exchanged under the one `subject` (an access token) belongs to.
+    const exchangeUnder = async (subject: string) => {
+      const res = await issuer.post(
+        '/oauth2/token',
+        { grant_type: EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token' },
+        auth,
+      );
+      assert.equal(res.status, 200, await res.clone().text());
+      return (await res.json()) as { access_token: string };
+    };
     const token = () => issuer.post('/oauth2/token', { grant_type: 'client_credentials', scope: 'api:read' }, auth);
     const events = async (requestId: string) => (await issuer.store.queryAudit({ limit: 100 })).filter((e) => e.request_id === requestId);
     return {
@@ -388,6 +451,7 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
       gated,
       auth,
       family,
+      exchange: exchangeUnder,
       refresh,
       token,
       events,
@@ -442,10 +506,17 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
     }
   });
 
-  it('attack: a reused refresh token answered while the queue fills keeps both its events (refresh.reuse_detected, naming the family it revoked, and token.denied)', async () => {
+  it('attack: a reused refresh token answered while the queue fills loses none of its events: refresh.reuse_detected, token.denied and a grant.revoked for every grant of the family (kept past max_queue, however many), and the next request is refused', async () => {
     const t = await setup();
     try {
       const f = await t.family();
+      // Two grants exchanged under the family's: the reuse revokes three, more than its slots.
+      const children: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        await t.issuer.service.audit.flush();
+        children.push(grantOf((await t.exchange(f.access_token)).access_token));
+      }
+      const grantId = grantOf(f.access_token);
       await t.issuer.service.audit.flush();
       const rotated = await t.refresh(f.refresh_token, 'first-use');
       assert.equal(rotated.status, 200);
@@ -458,23 +529,33 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
       const reused = await t.refresh(f.refresh_token, 'reuse');
       assert.equal(reused.status, 400);
       assert.equal(((await reused.json()) as { error: string }).error, 'invalid_grant');
-      // The family's grant.revoked takes no slot: the queue had no room left for it beside them.
-      assert.equal(t.issuer.service.audit.dropped, 1, 'only the grant.revoked, which reuse_detected names, was dropped');
-      assert.equal(t.issuer.service.audit.held, 4);
+      assert.equal(t.issuer.service.audit.dropped, 0, 'no event of the reuse was dropped');
+      // Its two slots, and the three grant.revoked kept past max_queue: 4 (the family is revoked
+      // in the store's transaction that found the reuse: there was nothing left to refuse).
+      assert.equal(t.issuer.service.audit.held, 7);
+      assert.equal(t.issuer.service.audit.reserved, 0);
       const refused = await t.token();
-      assert.equal(refused.status, 503, 'full now: the next request is refused');
+      assert.equal(refused.status, 503, 'past max_queue now: the next request is refused');
+      assert.equal(t.issuer.service.auditStatus().ok, false);
+      // A store refusing the batch again keeps every event for the next attempt.
+      await t.issuer.service.audit.flush();
+      assert.equal(t.issuer.service.audit.held, 7);
+      assert.equal(t.issuer.service.audit.dropped, 0);
       t.heal();
-      await until(async () => (await t.events('reuse')).some((e) => e.kind === 'token.denied'), 5000);
+      const family = [grantId, ...children].sort();
+      const revokedEvents = async () =>
+        (await t.issuer.store.queryAudit({ kinds: ['grant.revoked'], limit: 100 })).filter((e) => e.reason === 'refresh_token_reused');
+      await until(async () => (await revokedEvents()).length === family.length, 5000);
+      assert.deepEqual((await revokedEvents()).map((e) => e.delegation_id).sort(), family, 'one grant.revoked per grant of the family');
       const denied = (await t.events('reuse')).find((e) => e.kind === 'token.denied');
       assert.equal(denied?.reason, 'refresh_token_reused');
-      const grantId = JSON.parse(Buffer.from(f.access_token.split('.')[1] as string, 'base64url').toString()).grant_id as string;
       const detected = (await t.issuer.store.queryAudit({ kinds: ['refresh.reuse_detected'], limit: 10 })).filter(
         (e) => e.delegation_id === grantId,
       );
       assert.equal(detected.length, 1, 'refresh.reuse_detected was kept');
-      assert.deepEqual((detected[0]?.detail as { revoked_grants?: string[] } | undefined)?.revoked_grants, [grantId]);
-      assert.notEqual((await t.issuer.store.getGrant(grantId))?.revokedAt, null, 'the family is revoked');
-      assert.equal(t.issuer.service.audit.reserved, 0);
+      assert.deepEqual([...((detected[0]?.detail as { revoked_grants?: string[] } | undefined)?.revoked_grants ?? [])].sort(), family);
+      for (const id of family) assert.notEqual((await t.issuer.store.getGrant(id))?.revokedAt, null, 'the family is revoked');
+      await until(async () => (await t.token()).status === 200, 5000);
     } finally {
       await t.close();
     }

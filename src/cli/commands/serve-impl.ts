@@ -39,6 +39,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     onWarning: (msg) => log({ level: 'warn', msg }),
     // The gateway's line, field for field (its pino logger writes it at level error).
     onAuditEventsLost: ({ message, ...fields }) => log({ level: 'error', ...fields, msg: message }),
+    // audit.on_queue_full: refuse: an event dropped is never silent.
+    onAuditEventsDropped: ({ message, ...fields }) => log({ level: 'error', ...fields, msg: message }),
     check: serveChecks,
   });
   try {
