@@ -311,6 +311,100 @@ if (!reachable) {
       }
     });
 
+    it('concurrent redemptions of one code, some begun before its winner committed and some after, take their locks in one order: none is made a deadlock’s victim (each transaction runs once, no 1 s deadlock check), one wins, the rest are reuses', async () => {
+      const { store, other, schema, app, close } = await heldStore();
+      // Another transaction in a tree, and a session watching the store's (pg_stat_activity, read
+      // outside a transaction: one inside reads a snapshot of it taken once).
+      const trees = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await trees.connect();
+      const watch = new pg.Client({ connectionString: url });
+      await watch.connect();
+      // Every transaction the store begins (a run again after a deadlock's abort is one more).
+      let runs = 0;
+      const query = pg.Client.prototype.query;
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        if (typeof args[0] === 'string' && args[0].startsWith('BEGIN;')) runs++;
+        return (query as (...a: unknown[]) => unknown).apply(this, args);
+      } as typeof query;
+      try {
+        const now = 1_800_000_000;
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const hash = `code_${Math.random().toString(36).slice(2)}`;
+        await store.createAuthorizationCode({
+          hash,
+          clientId: 'agent',
+          redirectUri: 'https://app.test/cb',
+          codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+          subject: 'alice@example.com',
+          issuer: 'https://issuer.test',
+          scopes: ['api:read'],
+          audiences: ['https://api.test'],
+          createdAt: now,
+          expiresAt: now + 60,
+          consumedAt: null,
+          grantId: null,
+          jkt: null,
+          approvalSince: now,
+        });
+        const grants = Array.from({ length: 8 }, () => newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now));
+        const redeem = (grant: (typeof grants)[number]) =>
+          store.redeemAuthorizationCode(hash, {
+            clientId: 'agent',
+            loginScope: 'https://issuer.test#login-sessions',
+            grant,
+            refreshToken: null,
+            now,
+            entryExpiresAt: now + 600,
+          });
+        const waiting = async () =>
+          Number(
+            (
+              await watch.query(
+                "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                [app],
+              )
+            ).rows[0].n,
+          );
+        const before = runs;
+        // The winner is held at alice's lock (taken after the code's row) while three more
+        // redemptions queue behind it: a winner slow to commit.
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['alice@example.com']);
+        const early = grants.slice(0, 4).map(redeem);
+        await until(async () => (await waiting()) === 4);
+        // Whichever tree the winner begins is held too (a rotation or a revocation under way in it).
+        await trees.query('BEGIN');
+        for (const g of grants) await trees.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [g.id]);
+        await other.query('COMMIT');
+        const [won] = await Promise.race(early.map((p) => p.then((r) => [r])));
+        assert.equal(won?.status, 'redeemed');
+        await until(async () => (await waiting()) === 3);
+        // Four more begin after the winner committed: they find the code redeemed, with its tree.
+        const late = grants.slice(4).map(redeem);
+        await until(async () => (await waiting()) === 7);
+        await trees.query('COMMIT');
+        const results = await Promise.all([...early, ...late]);
+        assert.equal(results.filter((r) => r.status === 'redeemed').length, 1);
+        const reuses = results.filter((r) => r.status === 'reused');
+        assert.equal(reuses.length, 7);
+        // The reuse cascade: each names the winner's grant, and the first revoked its tree.
+        const winner = won?.status === 'redeemed' ? won.grant.id : '';
+        assert.deepEqual(new Set(reuses.map((r) => r.grantId)), new Set([winner]));
+        assert.deepEqual(
+          reuses.flatMap((r) => r.revokedGrantIds),
+          [winner],
+        );
+        assert.notEqual((await store.getGrant(winner))?.revokedAt ?? null, null);
+        assert.equal(runs - before, 8, 'a redemption was run again: PostgreSQL aborted it to break a deadlock');
+      } finally {
+        pg.Client.prototype.query = query;
+        await trees.query('ROLLBACK').catch(() => {});
+        await trees.end();
+        await watch.end();
+        await close();
+      }
+    });
+
     it('runs a transaction PostgreSQL aborted to break a deadlock again (a grant creation, holding the subject lock and wanting the tree, meeting a transaction that holds the tree and wants the subject lock)', async () => {
       const { store, other, close } = await heldStore();
       try {

@@ -20,8 +20,9 @@
  *   rotations exactly one finds it current, a revocation of the tree either commits first (the
  *   token is then revoked) or waits and revokes the successor too, and a reuse cascade meets a
  *   revocation with the locks in one order. Creating a refresh token takes the tree's lock too,
- *   and stores the token revoked under a grant revoked meanwhile. The reuse of an authorization
- *   code takes its grant's tree first too, then the code's row;
+ *   and stores the token revoked under a grant revoked meanwhile. Redemptions of one
+ *   authorization code queue on its advisory lock first; a reuse of the code then takes its
+ *   grant's tree too, then the code's row;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
@@ -1327,10 +1328,20 @@ export class PostgresStore implements Store {
 
   async redeemAuthorizationCode(hash: string, o: CodeRedemptionOptions): Promise<CodeRedemption> {
     return this.#tx(async (c): Promise<CodeRedemption> => {
+      // Redemptions of one code queue on its lock, taken first and held to the commit, so each
+      // reads the code (below, a statement after the lock: a later snapshot) once the one before it
+      // committed. Without it, one that read the code unredeemed and then queued on its row, behind
+      // the winner, locked the tree after the row, while one begun after the winner committed
+      // locked the tree, then waited for the row: a deadlock, PostgreSQL's victim aborted only
+      // after deadlock_timeout (1 s) and run again, a second a pair, until many racing
+      // redemptions of one code ran past the request's bound. Its own key space (two integers):
+      // no other lock of the store has that first half.
+      await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.code'), hashtext($1))", [hash]);
       // A code redeemed already names its grant: a reuse locks that tree first, then the code's row,
       // the order a refresh reuse and a revocation take a tree and its rows in, so it never holds
-      // the row while waiting for a tree whose holder may want it. A code redeemed between this read
-      // and the row lock below (two redemptions at once) has its tree locked after its row.
+      // the row while waiting for a tree whose holder may want it. Only a redemption by an instance
+      // from before the code's lock can redeem it between this read and the row lock below; its
+      // tree is then locked after its row.
       const [tree] = (
         await c.query('SELECT g.root_id FROM authorization_codes a JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1', [hash])
       ).rows as Row[];
