@@ -5,7 +5,9 @@
  * `error=access_denied`), `state` and `iss` (RFC 9207).
  *
  * An error found before the client and its redirect URI are verified is shown as a page and never
- * redirected (no open redirector); later ones go back to the client. Every refusal is audited
+ * redirected (no open redirector). Later, an error in the request and a failure of the server go
+ * back to the client; a refusal of the person or their browser (made here or thrown part-way) is a
+ * page they can act on, or goes back to the client with prompt=none. Every refusal is audited
  * with its reason; no code, token or header value is ever logged or shown.
  *
  * @module
@@ -197,8 +199,9 @@ export function createAuthorizeHandler(
    * endpoints give it (`store_unavailable`, `server_error`). RFC 6749 §4.1.2.1: once the redirect
    * URI is trusted, it goes back to the client as `temporarily_unavailable` or `server_error`, with
    * `state` and `iss` (prompt=none asks for no page at all); before, it is a page, never a redirect.
-   * An {@link OAuthError} below 500 thrown part-way is a refusal, not a failure: audited with its
-   * code and answered as itself, by the same rule.
+   * An {@link OAuthError} below 500 of this endpoint's own kind thrown part-way is a refusal, not a
+   * failure: audited with its code and answered as itself, as the handler's own refusals at that
+   * stage are (`refuse`): a page for the person, or back to the client with prompt=none.
    */
   const failed = (res: ServerResponse, requestId: string, remoteAddr: string | undefined, progress: Progress, e: unknown): void => {
     // Failed before it was admitted: its refusal takes a slot as every other does, or is refused 503.
@@ -222,18 +225,24 @@ export function createAuthorizeHandler(
       ...(request !== undefined ? { clientId: request.client.id } : {}),
       auditSlots: progress.slots,
     });
-    // An OAuth error thrown part-way (a 4xx of the endpoint's own: an Authenticator plugged in that
-    // refuses the person, say) is answered as itself; a failure of the server as RFC 6749 §4.1.2.1's
-    // temporarily_unavailable or server_error, never with what it was.
-    const answer = error.status < 500 || error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error');
-    if (request === undefined || !request.errorsToClient) page(res, answer, requestId);
-    else {
-      // The client reads only an authorization response's own error values: an error of another
-      // endpoint's kind (invalid_client, invalid_grant) thrown here, which no refusal of this
-      // endpoint is, goes back as server_error (it is audited with its own code).
-      const toClient = AUTHORIZATION_RESPONSE_ERRORS.has(answer.error) ? answer : new OAuthError('server_error');
-      redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error: toClient }, request.state), requestId);
-    }
+    // An OAuth error thrown part-way of the endpoint's own kind (a 4xx an authorization response
+    // carries: an Authenticator plugged in that refuses the person, say) is a refusal, answered as
+    // itself. Anything else is a failure of the server, answered as RFC 6749 §4.1.2.1's
+    // temporarily_unavailable or server_error, never with what it was: an error of another
+    // endpoint's kind (invalid_client, invalid_grant) thrown here, which no refusal of this
+    // endpoint is, included (it is audited with its own code).
+    const refusal = error.status < 500 && AUTHORIZATION_RESPONSE_ERRORS.has(error.error);
+    const answer = refusal || error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error');
+    // Where it goes, once the redirect URI is trusted. A refusal thrown here comes after the request
+    // was checked: it is about the person or their browser (who signed in, how the page was loaded,
+    // the form they posted), as every refusal `refuse` makes at this stage, and is answered as those
+    // are: a page the person can act on, or, with prompt=none (OIDC Core §3.1.2.6: no page at all),
+    // back to the client. A failure goes back to the client whatever the prompt: the client can
+    // retry, and temporarily_unavailable and server_error exist for a redirect to say what a 503 or
+    // 500 would (RFC 6749 §4.1.2.1).
+    const toClient = request !== undefined && request.errorsToClient && (!refusal || request.prompt.has('none'));
+    if (!toClient) page(res, answer, requestId);
+    else redirect(res, authorizationResponseUrl(request.redirectUri, service.issuer, { error: answer }, request.state), requestId);
   };
 
   return async (req, res, requestId) => {

@@ -6,7 +6,9 @@
  * §4.1.2.1's `temporarily_unavailable` (the store unavailable or past its bound) or `server_error`
  * (anything else), with `state` and `iss` (RFC 9207): prompt=none included, which must never show
  * a page. Before, it is an error page, never a redirect. Audited with the reason codes the other
- * endpoints use (`store_unavailable`, `server_error`).
+ * endpoints use (`store_unavailable`, `server_error`). A 4xx OAuth error thrown part-way is a
+ * refusal, answered as the handler's own refusal of it at that stage: a page, or back to the client
+ * with prompt=none.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -274,19 +276,34 @@ describe('authorization endpoint, an OAuth error thrown part-way', () => {
     await issuer?.close();
   });
 
-  it('a 4xx OAuthError thrown once the redirect URI is trusted goes back to the client as itself (access_denied), not as server_error; audited with its code', async () => {
-    // The issuer's own handler is not the one answering: the endpoints' URLs are the issuer's, the listener this one.
-    const res = await fetch(authorizeUrl(issuer).replace(issuer.url, url), {
-      headers: { ...personHeaders(), 'x-request-id': 'thrown-4xx' },
+  /** The answer of the listener whose authenticator throws `thrown`, for the request with `extra`. */
+  const thrownAnswer = (requestId: string, extra: Record<string, string> = {}) =>
+    fetch(authorizeUrl(issuer, extra).replace(issuer.url, url), {
+      headers: { ...personHeaders(), 'x-request-id': requestId },
       redirect: 'manual',
     });
-    assert.equal(await errorToClient(res, issuer), 'access_denied');
+
+  async function reasons(requestId: string): Promise<string[][]> {
     await issuer.service.audit.flush();
-    const events = (await issuer.store.queryAudit({ limit: 1000 })).filter((e) => e.request_id === 'thrown-4xx');
-    assert.deepEqual(
-      events.map((e) => [e.kind, e.reason]),
-      [['authorization.denied', 'authorize_login_not_allowed']],
-    );
+    const events = (await issuer.store.queryAudit({ limit: 1000 })).filter((e) => e.request_id === requestId);
+    return events.map((e) => [e.kind, e.reason]);
+  }
+
+  it('a 4xx OAuthError thrown once the redirect URI is trusted is answered as the handler’s own refusal of it: a page (its 403, not server_error) for the person; with prompt=none back to the client as itself (access_denied); audited with its code', async () => {
+    const res = await thrownAnswer('thrown-4xx');
+    assert.equal(await errorPage(res), 403);
+    assert.deepEqual(await reasons('thrown-4xx'), [['authorization.denied', 'authorize_login_not_allowed']]);
+    const silent = await thrownAnswer('thrown-4xx-none', { prompt: 'none' });
+    assert.equal(await errorToClient(silent, issuer), 'access_denied');
+    assert.deepEqual(await reasons('thrown-4xx-none'), [['authorization.denied', 'authorize_login_not_allowed']]);
+  });
+
+  it('the same refusal made by the handler itself (a person named like the client, login_subject_is_client → authorize_login_not_allowed) gets the same answers: a 403 page, with prompt=none access_denied at the redirect URI', async () => {
+    // The issuer's own listener: trusted_header, the person the proxy names `MCP-APP`.
+    const own = (extra: Record<string, string> = {}) =>
+      fetch(authorizeUrl(issuer, extra), { headers: personHeaders('MCP-APP', 'app@example.com'), redirect: 'manual' });
+    assert.equal(await errorPage(await own()), 403);
+    assert.equal(await errorToClient(await own({ prompt: 'none' }), issuer), 'access_denied');
   });
 
   it('an OAuth error of another endpoint’s kind (invalid_client) thrown there reaches the client as server_error, which an authorization response may carry (RFC 6749 §4.1.2.1); audited with its own code', async () => {
