@@ -114,6 +114,25 @@ function page(res: ServerResponse, error: OAuthError, requestId: string): void {
 }
 
 /**
+ * A failure of the server (the store down or past its bound, a bug) on a page a person's browser
+ * lands on (the login callback, sign-out): the error page, 503 with `Retry-After` for the store
+ * unavailable, else 500, never what it was (the cause goes to `onError`, the log). The error
+ * answered, for the audit trail's reason (`store_unavailable`, `server_error`).
+ */
+function failurePage(
+  res: ServerResponse,
+  e: unknown,
+  requestId: string,
+  onError: ((error: unknown, requestId: string) => void) | undefined,
+): OAuthError {
+  const error = asOAuthError(e);
+  if (error.status >= 500 && error.cause !== undefined) onError?.(error.cause, requestId);
+  else if (!(e instanceof OAuthError)) onError?.(e, requestId);
+  page(res, error.error === 'temporarily_unavailable' ? error : new OAuthError('server_error'), requestId);
+  return error;
+}
+
+/**
  * What a consent token is bound to: the request as sent and what the page showed for it. The
  * answer re-reads the request against the client as it is then; binding what was shown means a
  * client changed in between (re-registered with more scopes, audiences or redirect URIs) cannot
@@ -587,6 +606,7 @@ function admitted(service: TokenService, events: number): AuditSlots | undefined
 export function createLoginCallbackHandler(
   service: TokenService,
   login: InteractiveLogin,
+  options: Pick<AuthorizeHandlerOptions, 'onError'> = {},
 ): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
   return async (req, res, requestId) => {
     if (req.method !== 'GET') {
@@ -598,10 +618,10 @@ export function createLoginCallbackHandler(
     // Before finish, which spends the login state: the browser can retry the same callback.
     const auditSlots = admitted(service, AUDIT_EVENTS.loginCallback);
     if (auditSlots === false) return page(res, new OAuthError('audit_unavailable'), requestId);
+    const remoteAddr = req.socket.remoteAddress;
     try {
       const url = req.url ?? '';
       const q = url.indexOf('?');
-      const remoteAddr = req.socket.remoteAddress;
       const outcome = await login.finish(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), {
         headers: req.headers,
         remoteAddress: remoteAddr,
@@ -625,6 +645,13 @@ export function createLoginCallbackHandler(
         auditSlots,
       });
       return loginRedirect(res, { location: `${service.endpoints.authorization}?${outcome.request}`, cookies: outcome.cookies }, requestId);
+    } catch (e) {
+      // The store failing (the login state spent once, `useOnce`): a page, as the authorization
+      // endpoint's before its redirect URI is trusted, not the JSON of the API endpoints. The state
+      // cookie is left alone: its login was not spent, and reloading the callback may finish it.
+      if (res.headersSent) throw e;
+      const error = failurePage(res, e, requestId, options.onError);
+      service.auditAuthorizationDenied(error.code, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}), auditSlots });
     } finally {
       auditSlots?.release();
     }
@@ -642,6 +669,7 @@ export function createLogoutHandler(
   service: TokenService,
   authenticator: Authenticator,
   login: InteractiveLogin,
+  options: Pick<AuthorizeHandlerOptions, 'onError'> = {},
 ): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
   const issuerOrigin = new URL(service.issuer).origin;
   const show = (res: ServerResponse, status: number, body: string, nonce: string, requestId: string, cookies: readonly string[] = []) => {
@@ -670,13 +698,23 @@ export function createLogoutHandler(
       return page(res, new OAuthError('authorize_consent_invalid'), requestId);
     }
     const remoteAddr = req.socket.remoteAddress;
-    const person = await authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
-    if (person.ok) {
-      // Ended in the store, not only in this browser: a copy of the cookie signs no one in afterwards.
-      if (person.sessionId !== undefined && person.sessionEndsAt !== undefined) {
-        await service.endLoginSession(person.sessionId, person.sessionEndsAt);
+    try {
+      const person = await authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
+      if (person.ok) {
+        // Ended in the store, not only in this browser: a copy of the cookie signs no one in afterwards.
+        if (person.sessionId !== undefined && person.sessionEndsAt !== undefined) {
+          await service.endLoginSession(person.sessionId, person.sessionEndsAt);
+        }
+        service.auditSignedOut(person.subject, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
       }
-      service.auditSignedOut(person.subject, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
+    } catch (e) {
+      // The store failing as the session is recorded as ended: an error page (503 with Retry-After,
+      // or 500), not the JSON of the API endpoints, and not "You are signed out": the cookies stay,
+      // so signing out again once the store is back ends the session everywhere, where clearing
+      // them here would leave a copy of the cookie signing in. Not audited: only a sign-out is.
+      if (res.headersSent) throw e;
+      failurePage(res, e, requestId, options.onError);
+      return;
     }
     show(
       res,

@@ -314,9 +314,13 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     authenticator === undefined
       ? undefined
       : createAuthorizeHandler(service, { authenticator, readForm: (req) => readForm(req, limit), onError: options.onError });
-  const loginCallback = authenticator?.login === undefined ? undefined : createLoginCallbackHandler(service, authenticator.login);
+  const loginCallback =
+    authenticator?.login === undefined ? undefined : createLoginCallbackHandler(service, authenticator.login, { onError: options.onError });
   const loginCallbackPath = authenticator?.login === undefined ? undefined : path(authenticator.login.callbackUrl);
-  const logout = authenticator?.login === undefined ? undefined : createLogoutHandler(service, authenticator, authenticator.login);
+  const logout =
+    authenticator?.login === undefined
+      ? undefined
+      : createLogoutHandler(service, authenticator, authenticator.login, { onError: options.onError });
   const logoutPath = authenticator?.login === undefined ? undefined : path(authenticator.login.logoutUrl);
   const metadataBody = JSON.stringify(service.metadata());
   const tokenNonce = () => service.dpopNonce();

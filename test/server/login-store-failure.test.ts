@@ -1,0 +1,206 @@
+/**
+ * The login callback and sign-out (`/oauth2/login/callback`, `/oauth2/logout`) when the store fails,
+ * with a real store that fails: PostgreSQL out of reach behind test/helpers/tcp-fault-proxy.ts
+ * (connections reset), and a SQLite store closed under the running server. A person's browser
+ * lands on these: the answer is an error page (503 with `Retry-After` for the store unavailable,
+ * else 500, `Cache-Control: no-store`), as the authorization endpoint's before its redirect URI is
+ * trusted, never the API endpoints' JSON, and it names no store detail nor any secret. The
+ * callback's failure is audited as its refusals are (`authorization.denied`, `store_unavailable`);
+ * a sign-out that failed signs no one out, not even in this browser (its cookies stay, so signing
+ * out again once the store is back ends the session for good).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { SignJWT } from 'jose';
+import pg from 'pg';
+import { PostgresStore } from '../../src/store/postgres/store.ts';
+import { authorizationRequest } from '../helpers/authorize.ts';
+import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { Browser, type RogueUpstream, startRogueProvider, UPSTREAM_CLIENT, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
+import { pkcePair } from '../helpers/pkce.ts';
+import { postgresReachable } from '../helpers/postgres.ts';
+import { type FaultProxy, faultProxy } from '../helpers/tcp-fault-proxy.ts';
+
+const REDIRECT = 'http://127.0.0.1:7777/callback';
+const API = 'https://api.test';
+const PG_URL = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pgSkip = (await postgresReachable(PG_URL)) ? false : 'PostgreSQL is not reachable';
+
+async function startTessera(rogue: RogueUpstream, store?: PostgresStore): Promise<RunningIssuer> {
+  const issuer = await startIssuer({
+    ...(store ? { store } : {}),
+    config: {
+      token_service: {
+        authorization: { enabled: true, oidc: { issuer: rogue.url, client_id: UPSTREAM_CLIENT, client_secret: UPSTREAM_SECRET } },
+      },
+    } as never,
+  });
+  await issuer.service.registerClient({
+    id: 'mcp-app',
+    public: true,
+    name: 'MCP App',
+    scopes: ['api:read'],
+    audiences: [API],
+    redirectUris: [REDIRECT],
+  });
+  return issuer;
+}
+
+/** A login begun at `issuer` in `browser`, the upstream's ID token ready: the callback URL that finishes it. */
+async function begun(issuer: RunningIssuer, rogue: RogueUpstream, browser: Browser): Promise<string> {
+  const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+    redirect_uri: REDIRECT,
+    code_challenge: pkcePair().challenge,
+    resource: API,
+    state: 'client-state',
+  });
+  const res = await browser.fetch(url);
+  assert.equal(res.status, 303, await res.text());
+  const up = new URL(res.headers.get('location') as string).searchParams;
+  rogue.idToken = () =>
+    new SignJWT({ sub: 'rogue-user', nonce: up.get('nonce'), email: 'rogue@example.com' })
+      .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
+      .setIssuer(rogue.url)
+      .setAudience(UPSTREAM_CLIENT)
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .sign(rogue.key);
+  return `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code-1', state: up.get('state') as string })}`;
+}
+
+const signOut = (issuer: RunningIssuer, browser: Browser) =>
+  browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: new URL(issuer.url).origin } });
+
+/** An error page (never a redirect, never JSON) that names nothing of the store nor any secret: its status and text. */
+async function failurePage(res: Response, browser: Browser): Promise<{ status: number; html: string }> {
+  const html = await res.text();
+  assert.equal(res.headers.get('location'), null, 'never redirected');
+  assert.match(res.headers.get('content-type') ?? '', /^text\/html/, html);
+  assert.equal(res.headers.get('cache-control'), 'no-store');
+  assert.doesNotMatch(html, /postgres|sqlite|ECONNRESET|ECONNREFUSED|closed|database|store_unreachable/i);
+  for (const value of browser.jar.values()) assert.ok(!html.includes(value), 'no cookie value on the page');
+  assert.ok(!html.includes(UPSTREAM_SECRET));
+  return { status: res.status, html };
+}
+
+describe('login callback and sign-out, PostgreSQL out of reach', { skip: pgSkip }, () => {
+  const schema = `tessera_login_fail_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  let proxy: FaultProxy;
+  let rogue: RogueUpstream;
+  let issuer: RunningIssuer;
+
+  before(async () => {
+    const target = new URL(PG_URL);
+    proxy = await faultProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    const via = new URL(PG_URL);
+    via.port = String(proxy.port);
+    const store = await PostgresStore.open({
+      connectionString: via.toString(),
+      schema,
+      requestTimeoutMillis: 1000,
+      readTimeoutMillis: 1000,
+    });
+    rogue = await startRogueProvider();
+    issuer = await startTessera(rogue, store);
+  });
+  after(async () => {
+    proxy?.heal();
+    await issuer?.close();
+    await rogue?.close();
+    await proxy?.close();
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await c.end();
+  });
+
+  async function down<T>(fn: () => Promise<T>): Promise<T> {
+    proxy.down();
+    try {
+      return await fn();
+    } finally {
+      proxy.reset();
+      proxy.heal();
+    }
+  }
+
+  it('the callback while PostgreSQL is down: a 503 error page with Retry-After (not JSON), no session begun, audited store_unavailable; the same callback once it is back signs in', async () => {
+    const browser = new Browser();
+    const callback = await begun(issuer, rogue, browser);
+    const res = await down(() => browser.fetch(callback, { headers: { 'x-request-id': 'callback-down' } }));
+    const { status, html } = await failurePage(res, browser);
+    assert.equal(status, 503, html);
+    assert.ok(res.headers.get('retry-after'), 'says when to try again');
+    assert.ok(!browser.jar.has('tessera-session'), 'no session begun');
+    assert.ok(browser.jar.has('tessera-login'), 'the login state is kept: its login was not spent');
+    await issuer.service.audit.flush();
+    const events = (await issuer.store.queryAudit({ limit: 1000 })).filter((e) => e.request_id === 'callback-down');
+    assert.deepEqual(
+      events.map((e) => [e.kind, e.reason]),
+      [['authorization.denied', 'store_unavailable']],
+    );
+    const again = await browser.fetch(callback);
+    assert.equal(again.status, 303, await again.text());
+    assert.ok(browser.jar.has('tessera-session'), 'signed in once the store is back');
+  });
+
+  it('attack: a sign-out while PostgreSQL is down: a 503 error page (not JSON, not "You are signed out"), the session cookie kept and not audited as signed out; signing out again once it is back ends it', async () => {
+    const browser = new Browser();
+    assert.equal((await browser.fetch(await begun(issuer, rogue, browser))).status, 303);
+    const copy = browser.cookieHeader();
+    const res = await down(() => signOut(issuer, browser));
+    const { status, html } = await failurePage(res, browser);
+    assert.equal(status, 503, html);
+    assert.ok(res.headers.get('retry-after'));
+    assert.doesNotMatch(html, /signed out/i);
+    assert.deepEqual(res.headers.getSetCookie(), [], 'the cookies stay: a sign-out the store did not record is none');
+    await issuer.service.audit.flush();
+    const signedOut = () => issuer.store.queryAudit({ limit: 1000 }).then((all) => all.filter((e) => e.kind === 'login.signed_out'));
+    assert.deepEqual(await signedOut(), []);
+    const out = await signOut(issuer, browser);
+    assert.equal(out.status, 200, await out.text());
+    assert.equal(browser.jar.has('tessera-session'), false);
+    await issuer.service.audit.flush();
+    assert.equal((await signedOut()).length, 1);
+    // A copy of the cookie taken before is no session afterwards: the sign-out was recorded.
+    const replay = await fetch(
+      authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+        redirect_uri: REDIRECT,
+        code_challenge: pkcePair().challenge,
+        resource: API,
+      }),
+      { headers: { cookie: copy }, redirect: 'manual' },
+    );
+    assert.equal(replay.status, 303);
+    assert.ok((replay.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`));
+  });
+});
+
+describe('login callback and sign-out, SQLite store closed under the running server', () => {
+  let rogue: RogueUpstream;
+  let issuer: RunningIssuer;
+
+  before(async () => {
+    rogue = await startRogueProvider();
+    issuer = await startTessera(rogue);
+  });
+  after(async () => {
+    await issuer?.close();
+    await rogue?.close();
+  });
+
+  it('the callback and a sign-out, the store gone: 500 error pages (server_error, not JSON), no session begun or ended', async () => {
+    const signedIn = new Browser();
+    assert.equal((await signedIn.fetch(await begun(issuer, rogue, signedIn))).status, 303);
+    const browser = new Browser();
+    const callback = await begun(issuer, rogue, browser);
+    await issuer.store.close();
+    const res = await browser.fetch(callback);
+    assert.equal((await failurePage(res, browser)).status, 500);
+    assert.equal(res.headers.get('retry-after'), null);
+    assert.ok(!browser.jar.has('tessera-session'));
+    const out = await signOut(issuer, signedIn);
+    assert.equal((await failurePage(out, signedIn)).status, 500);
+    assert.deepEqual(out.headers.getSetCookie(), []);
+  });
+});
