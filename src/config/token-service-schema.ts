@@ -18,6 +18,13 @@ export { SIGNING_ALGORITHMS, type SigningAlgorithm } from './signing-algorithms.
 
 /** Longest an upstream-OIDC login session may last (`authorization.oidc.session_ttl`), seconds. */
 export const LOGIN_SESSION_TTL_MAX = 3600;
+/**
+ * `authorization.oidc.return_window`, seconds: how long after a sign-in the authorization request
+ * it was made for is answered by it (its default, also for an authenticator plugged in without
+ * `oidc`, and its maximum).
+ */
+export const LOGIN_RETURN_WINDOW_DEFAULT = 60;
+export const LOGIN_RETURN_WINDOW_MAX = 600;
 const keysSchema = z
   .strictObject({
     algorithm: z
@@ -139,6 +146,14 @@ const oidcSchema = z
       LOGIN_SESSION_TTL_MAX,
     ).prefault('10m'),
     login_ttl: duration('How long the upstream login may take (its state cookie expires then).', 3600).prefault('10m'),
+    return_window: duration(
+      'How long after a sign-in made for an authorization request that asks for a fresh one (`prompt=login`, `max_age`) that request, on its way back from the provider, is answered by it: at least the clock skew between instances (the callback may be served by one and the request by another). The same request loaded again later asks for a sign-in again. Whole seconds, 1 to 600.',
+      LOGIN_RETURN_WINDOW_MAX,
+    )
+      .refine((v) => Number.isInteger(v) && v >= 1, {
+        message: `write whole seconds from 1 to ${LOGIN_RETURN_WINDOW_MAX} (1s to 10m), e.g. ${LOGIN_RETURN_WINDOW_DEFAULT}s`,
+      })
+      .prefault(`${LOGIN_RETURN_WINDOW_DEFAULT}s`),
   })
   .meta({
     description:

@@ -14,6 +14,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuditSlots } from '../audit/batching.ts';
+import { LOGIN_RETURN_WINDOW_DEFAULT } from '../config/token-service-schema.ts';
 import { parseUtf8Form } from '../core/form.ts';
 import { OAuthError, type OAuthErrorCode } from '../core/oauth-errors.ts';
 import { type AuthorizationRequest, authorizationResponseUrl, retargetAudiences } from '../issuer/authorize.ts';
@@ -73,13 +74,6 @@ function loginError(reason: LoginFailure): OAuthError {
   if (reason === 'login_domain_not_allowed' || reason === 'login_email_unverified') return new OAuthError('authorize_login_not_allowed');
   return new OAuthError('authorize_login_failed');
 }
-
-/**
- * Seconds after a sign-in during which the authorization request it was made for (coming back
- * from the callback, which redirects at once) is answered by it: as the clock skew allowed between
- * instances, since the callback may be served by one and the request by another.
- */
-const RETURN_WINDOW = 60;
 
 /** What every answer of these endpoints says (their pages and redirects too): never stored by a cache. */
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' } as const;
@@ -212,6 +206,11 @@ export function createAuthorizeHandler(
 ): (req: IncomingMessage, res: ServerResponse, requestId: string) => Promise<void> {
   const consent = service.consent;
   const issuerOrigin = new URL(service.issuer).origin;
+  // Seconds after a sign-in during which the authorization request it was made for (coming back
+  // from the callback, which redirects at once) is answered by it (`authorization.oidc.return_window`):
+  // at least the clock skew between instances, since the callback may be served by one and the
+  // request by another.
+  const returnWindow = service.config.authorization.oidc?.return_window ?? LOGIN_RETURN_WINDOW_DEFAULT;
 
   /**
    * A failure part-way (the store down or past its bound, a bug), audited with the reason the other
@@ -443,7 +442,7 @@ export function createAuthorizeHandler(
     const stale =
       person.ok &&
       (request.prompt.has('login') || request.maxAge !== undefined) &&
-      !(signedInAgo !== undefined && person.signedInFor === sha256(query) && signedInAgo <= RETURN_WINDOW) &&
+      !(signedInAgo !== undefined && person.signedInFor === sha256(query) && signedInAgo <= returnWindow) &&
       (request.prompt.has('login') ||
         request.maxAge === 0 ||
         authenticatedAgo === undefined ||

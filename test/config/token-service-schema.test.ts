@@ -192,7 +192,41 @@ describe('token_service.authorization', () => {
       allowed_domains: ['example.com'],
       session_ttl: 600,
       login_ttl: 600,
+      return_window: 60,
     });
+  });
+
+  it('oidc.return_window: whole seconds from 1 s to 10 m (60 s by default); anything else is refused at its path, saying what to write', () => {
+    const oidc = (rw: string) =>
+      `token_service: { authorization: { enabled: true, oidc: { issuer: "https://idp.example.com", client_id: tessera, client_secret: s3cret, return_window: ${rw} } } }`;
+    for (const [given, seconds] of [
+      ['2', 2],
+      ['2s', 2],
+      ['90s', 90],
+      ['10m', 600],
+      ['1', 1],
+    ] as const) {
+      assert.equal(resolveTokenService(parseConfigText(oidc(given))).authorization.oidc?.return_window, seconds, given);
+    }
+    for (const [given, message] of [
+      ['0', /whole seconds from 1 to 600/],
+      ['0s', /whole seconds from 1 to 600/],
+      ['1.5', /whole seconds from 1 to 600/],
+      ['500ms', /whole seconds from 1 to 600/],
+      ['601', /longer than allowed here.*10m/],
+      ['11m', /longer than allowed here.*10m/],
+      ['-5', /whole seconds|not a duration/],
+      ['soon', /not a duration/],
+      ['"60"', /has no unit/],
+    ] as const) {
+      const found = issues(oidc(given));
+      assert.deepEqual(
+        found.map((i) => i.path),
+        ['token_service.authorization.oidc.return_window'],
+        given,
+      );
+      assert.match(found[0]?.message ?? '', message, given);
+    }
   });
 
   it('takes exactly one of trusted_header and oidc, and names each oidc mistake at its path', () => {

@@ -1093,6 +1093,59 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
+  it('oidc.return_window: a sign-in answers the request it was made for on its way back within the window only; at 2 s, a return 3 s after it is treated as expired (sent to sign in again), within 1 s it is answered; the 60 s default still answers at 3 s', async () => {
+    const short = await startTessera(rogue.url, { return_window: 2 }, () => Date.now() + skew, issuer.master);
+    /** Sign in at `at` for a prompt=login request there; then `later` ms on, that request's answer. */
+    const returnAfter = async (at: RunningIssuer, later: number): Promise<Response> => {
+      const browser = new Browser();
+      const first = await browser.fetch(authorizeUrl(at, pkcePair().challenge));
+      const p = new URL(first.headers.get('location') as string).searchParams;
+      rogue.idToken = () => idToken({ nonce: p.get('nonce'), email: 'rogue@example.com' });
+      const signIn = await browser.fetch(
+        `${at.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`,
+      );
+      assert.equal(signIn.status, 303, await signIn.text());
+      const url = authorizationRequest(`${at.url}/oauth2/authorize`, {
+        redirect_uri: REDIRECT,
+        code_challenge: pkcePair().challenge,
+        resource: API,
+        state: 'client-state',
+        prompt: 'login',
+      });
+      const res = await browser.fetch(url);
+      assert.equal(res.status, 303, 'prompt=login: sent to sign in afresh');
+      const up = new URL(res.headers.get('location') as string).searchParams;
+      const now = Math.floor((Date.now() + skew) / 1000);
+      rogue.idToken = () =>
+        new SignJWT({ sub: 'rogue-user', nonce: up.get('nonce'), email: 'rogue@example.com', auth_time: now })
+          .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
+          .setIssuer(rogue.url)
+          .setAudience(UPSTREAM_CLIENT)
+          .setIssuedAt(now)
+          .setExpirationTime(now + 300)
+          .sign(rogue.key);
+      const back = await browser.fetch(
+        `${at.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: up.get('state') as string })}`,
+      );
+      assert.equal(back.headers.get('location'), url, 'back to the very request');
+      // The test clock moves on (no real sleep): the sign-in is `later` ms old when the request returns.
+      skew += later;
+      return browser.fetch(url);
+    };
+    try {
+      const expired = await returnAfter(short, 3_000);
+      assert.equal(expired.status, 303, 'past the 2 s window: not answered by that sign-in');
+      assert.ok((expired.headers.get('location') as string).startsWith(`${rogue.url}/authorize?`), 'sent to sign in again');
+      skew = 0;
+      assert.equal((await returnAfter(short, 1_000)).status, 200, 'within the 2 s window: the page');
+      skew = 0;
+      assert.equal((await returnAfter(issuer, 3_000)).status, 200, 'the 60 s default: the page at 3 s');
+    } finally {
+      skew = 0;
+      await short.close();
+    }
+  });
+
   it('prompt=login and max_age are judged when the consent page was shown: its form answered minutes later (within consent_ttl) still approves', async () => {
     const approve = (browser: Browser, html: string) =>
       browser.fetch(`${issuer.url}/oauth2/authorize`, {
