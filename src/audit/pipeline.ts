@@ -35,9 +35,10 @@ export function auditEventsLost(component: AuditEventsLost['component'], events:
 }
 
 /**
- * The log line (level `error`) the token service writes with `audit.on_queue_full: refuse` when
- * events that no request reserved a slot for (key rotations, sign-outs, revocations, operators'
- * actions) were dropped because the queue was full: at once for the first, then at most once every
+ * The log line (level `error`) the token service and the gateway write with `audit.on_queue_full:
+ * refuse` when events that no request reserved a slot for (the token service's key rotations,
+ * sign-outs, revocations, operators' actions; the gateway's `gateway.stream_closed`) were dropped
+ * because the queue was full: at once for the first, then at most once every
  * 10 s with how many since the last line, and at shutdown for the last ones. `kinds` counts them
  * by event kind (no event content: never a token, subject or client).
  */
@@ -85,6 +86,12 @@ export interface AuditPipelineOptions {
   readonly heldElsewhere?: () => number;
   /** A sink failed to write a batch. */
   readonly onError?: (error: unknown, sinkIndex: number, events: number) => void;
+  /**
+   * Told of each event {@link AuditPipeline.emit} dropped because the queue was full (its kind only
+   * is for the caller to report: no event content reaches a log line). Never called on the way of
+   * an event kept.
+   */
+  readonly onDropped?: (event: AuditEvent) => void;
 }
 
 /** Counters for metrics and readiness. */
@@ -191,6 +198,13 @@ export function createAuditPipeline(options: AuditPipelineOptions): AuditPipelin
       if (slot && reserved > 0) reserved--;
       else if (full()) {
         dropped++;
+        if (options.onDropped !== undefined) {
+          try {
+            options.onDropped(event);
+          } catch {
+            // emit never throws
+          }
+        }
         return;
       }
       queue.push(event);

@@ -30,8 +30,9 @@ export interface GatewayContext {
    * answer for this request (counted, logged at most once every 10 s, never audited: it takes no
    * slot in the queue); `undefined` when the request may go on, a slot then reserved for its event.
    * Ask before {@link begin}, and begin the exchange at once with `admitted` true: it takes the slot.
+   * `slots` 2 (a WebSocket upgrade): a second one too, for the close of its stream (`Exchange.closeSlot`).
    */
-  auditRefusal(req: IncomingMessage, forwardAuth?: boolean): DenyRendering | undefined;
+  auditRefusal(req: IncomingMessage, forwardAuth?: boolean, slots?: 1 | 2): DenyRendering | undefined;
   /**
    * Start an exchange (counts it in flight). `admitted`: {@link auditRefusal} let it go on just
    * now, and its event takes the slot reserved then.
@@ -43,8 +44,13 @@ export interface GatewayContext {
   denyRendering(x: Exchange, error: TesseraError, challenges: (e?: TesseraError) => string[]): DenyRendering;
   /** Write a refusal and finish. */
   deny(x: Exchange, res: ServerResponse, error: TesseraError, challenges: (e?: TesseraError) => string[], close?: boolean): void;
-  /** Audit a stream the gateway closed (revocation, expiry, a reload). */
-  streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void;
+  /**
+   * Audit a stream the gateway closed (revocation, expiry, a reload). `slot`: the event takes the
+   * slot reserved for it (`Exchange.closeSlot`), which is given back if there is no event (shutdown).
+   */
+  streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason, slot?: boolean): void;
+  /** Give back a slot reserved and not used (a WebSocket's close slot, its stream ended by itself). */
+  releaseAuditSlot(): void;
   /**
    * The upstream answered 401 to the credential the gateway injects (`sent`, the decision's
    * headers): keep its status for the audit, warn the operator, and have the route's mutators

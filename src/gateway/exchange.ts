@@ -40,6 +40,12 @@ export class Exchange {
   done = false;
   /** Its audit event has a slot reserved (`audit.on_queue_full: refuse`): it is kept, whatever the queue holds then. */
   auditSlot = false;
+  /**
+   * A second slot is reserved for the `gateway.stream_closed` event of its stream (a WebSocket
+   * upgrade, `audit.on_queue_full: refuse`): handed to the stream it opens, or given back when it
+   * finishes without one.
+   */
+  closeSlot = false;
   detail: Record<string, string | number | boolean> | undefined = undefined;
 
   constructor(kind: AuditKind, method: string, remoteAddress: string, start: number, time: number) {

@@ -18,7 +18,7 @@ import { Registry } from 'prom-client';
 import { BatchingAuditSink, within } from '../audit/batching.ts';
 import type { AuditEvent, AuditSink } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
-import { type AuditPipeline, auditEventsLost, createAuditPipeline } from '../audit/pipeline.ts';
+import { type AuditPipeline, auditEventsDropped, auditEventsLost, createAuditPipeline } from '../audit/pipeline.ts';
 import { createJsonLinesSink, type JsonLinesResume, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
@@ -637,8 +637,35 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // or in a write that may fail and keep them) fill max_queue. Each event waiting in the pipeline
     // goes to each holder next, so they add up.
     ...(refuseWhenFull ? { heldElsewhere: () => heldByOutputs() } : {}),
+    // refuse: an event dropped is never silent (drop keeps its counter alone, as before).
+    ...(refuseWhenFull ? { onDropped: droppedEvent } : {}),
     onError: (error, _sink, events) => auditFailed(error, events),
   });
+  // refuse: the events dropped (no slot, the queue full) since the last audit_events_dropped line,
+  // by kind, and when that line was written (performance.now()).
+  let droppedKinds: Record<string, number> | undefined;
+  let droppedLoggedAt = Number.NEGATIVE_INFINITY;
+  let droppedTimer: NodeJS.Timeout | undefined;
+  /** An event dropped goes into the next `audit_events_dropped` line: at once for the first, then at most one every 10 s. */
+  function droppedEvent(e: AuditEvent): void {
+    const kinds = (droppedKinds ??= {});
+    kinds[e.kind] = (kinds[e.kind] ?? 0) + 1;
+    if (droppedTimer !== undefined) return;
+    // With the others of the same turn (a revocation cutting many streams at once).
+    droppedTimer = setTimeout(reportDropped, Math.max(0, droppedLoggedAt + AUDIT_REFUSAL_LOG_MS - performance.now()));
+    droppedTimer.unref();
+  }
+  /** Write the `audit_events_dropped` line (level error) of the events dropped since the last, if any. */
+  function reportDropped(): void {
+    clearTimeout(droppedTimer);
+    droppedTimer = undefined;
+    const kinds = droppedKinds;
+    if (kinds === undefined) return;
+    droppedKinds = undefined;
+    droppedLoggedAt = performance.now();
+    const { message, ...fields } = auditEventsDropped('gateway', kinds, audit.stats.dropped);
+    logger.error(fields, message);
+  }
   function heldByOutputs(): number {
     let stored = 0;
     for (const s of holders) stored = Math.max(stored, s.held);
@@ -713,10 +740,18 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
     audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000, state.vouching), x.auditSlot);
+    // The close slot of a WebSocket upgrade that opened no stream.
+    if (x.closeSlot) {
+      x.closeSlot = false;
+      audit.release();
+    }
   }
 
-  function streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason): void {
-    if (reason === 'shutdown') return;
+  function streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason, slot = false): void {
+    if (reason === 'shutdown') {
+      if (slot) audit.release();
+      return;
+    }
     const e = new Exchange('gateway.stream_closed', x.method, x.remoteAddress, performance.now(), clock());
     e.requestId = x.requestId;
     e.route = x.route;
@@ -728,12 +763,20 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     metrics.deny(reason);
     // A warning: a caller's stream cut by the gateway's own decision (revoked, expired, narrowed).
     logger.warn({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
-    audit.emit(auditEventOf(e, uuidv7(e.time), 0, state.vouching));
+    // A WebSocket's close takes the slot its stream held since it was admitted; an HTTP response's
+    // has none (its own event, in the exchange's slot, records the cut as detail.closed): dropped,
+    // counted and logged (audit_events_dropped) while the queue is full.
+    audit.emit(auditEventOf(e, uuidv7(e.time), 0, state.vouching), slot);
   }
 
-  function auditRefusal(req: IncomingMessage, forwardAuth = false): DenyRendering | undefined {
-    // The slot reserved here is the exchange's, taken by begin(…, true) and used by its finish().
-    if (!refuseWhenFull || audit.reserve()) return undefined;
+  function auditRefusal(req: IncomingMessage, forwardAuth = false, slots: 1 | 2 = 1): DenyRendering | undefined {
+    // The slot reserved here is the exchange's, taken by begin(…, true) and used by its finish();
+    // a WebSocket upgrade's second is its stream's close (Exchange.closeSlot).
+    if (!refuseWhenFull) return undefined;
+    if (audit.reserve()) {
+      if (slots === 1 || audit.reserve()) return undefined;
+      audit.release();
+    }
     const s = state;
     let d = renderDeny(
       new TesseraError('audit_unavailable', { retryAfter: AUDIT_RETRY_AFTER }),
@@ -1757,6 +1800,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     denyRendering,
     deny,
     streamClosedEvent,
+    releaseAuditSlot: () => audit.release(),
     credentialRejected,
     internalError,
   };
@@ -1777,7 +1821,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       else if (path === ops.ready_path) {
         const r = await readiness(
           s.verifiers,
-          { depth: auditStats().depth, max: maxQueue, ...(refuseWhenFull ? { refusing: auditFull() } : {}) },
+          {
+            depth: auditStats().depth,
+            max: maxQueue,
+            ...(refuseWhenFull ? { refusing: auditFull(), dropped: audit.stats.dropped } : {}),
+          },
           sinks.some((o) => o.kind === 'stdout') ? [stdoutCheck, ...(deps.readiness ?? [])] : (deps.readiness ?? []),
           closing,
           ops.jwks_max_stale * 1000,
@@ -1870,6 +1918,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // is given up on then. Not drain_timeout again: a stage each would outlast the grace period.
     const left = () => deadline.auditLeft();
     const queued = await audit.close({ timeoutMs: left() });
+    reportDropped();
     let stored = 0;
     for (const s of holders) stored = Math.max(stored, await s.close({ timeoutMs: left() }));
     await within(Promise.all(sinks.map((o) => o.sink.close())), left());

@@ -32,7 +32,7 @@ export interface ReadinessResult {
  */
 export async function readiness(
   verifiers: readonly ManagedVerifier[],
-  audit: { depth: number; max: number; refusing?: boolean } | undefined,
+  audit: { depth: number; max: number; refusing?: boolean; dropped?: number } | undefined,
   extra: readonly ReadinessCheck[],
   closing: boolean,
   jwksMaxStaleMs = Number.POSITIVE_INFINITY,
@@ -60,7 +60,7 @@ export async function readiness(
     checks.push({
       name: 'audit queue',
       ok: false,
-      detail: `${audit.depth} queued, full: requests are refused (audit.on_queue_full: refuse) until the audit outputs take the queue`,
+      detail: `${audit.depth} queued, full: requests are refused (audit.on_queue_full: refuse) until the audit outputs take the queue${(audit.dropped ?? 0) > 0 ? `; ${audit.dropped} events no request reserved a slot for dropped since start` : ''}`,
     });
   else if (audit !== undefined) checks.push({ name: 'audit queue', ok: audit.depth < audit.max, detail: `${audit.depth} queued` });
   if (extra.length > 0) checks.push(...(await withinDeadline(extra, checkTimeoutMs)));

@@ -69,12 +69,15 @@ function writeSocketDeny(socket: Duplex, d: DenyRendering): void {
 export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   const s = ctx.state;
   socket.on('error', () => socket.destroy());
-  const full = ctx.auditRefusal(req);
+  // With refuse, two slots: the upgrade's event, and the close of the stream it may open (held
+  // while it is open, so a revocation's cut is audited however full the queue has become).
+  const full = ctx.auditRefusal(req, false, 2);
   if (full !== undefined) {
     writeSocketDeny(socket, full);
     return;
   }
   const x = ctx.begin('gateway.request', req, true);
+  x.closeSlot = x.auditSlot;
   x.secrets = requestSecrets(s, req);
   x.requestId = requestId(req.headers['x-request-id'], x.secrets);
   // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
@@ -195,6 +198,9 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           onUpgraded(relay) {
             x.status = 101;
             x.upstreamStatus = 101;
+            // The stream takes the close slot; finish gives back none.
+            let closeSlot = x.closeSlot;
+            x.closeSlot = false;
             ctx.finish(x);
             // Watched also without a principal (a public route): no token ends it, but shutdown must.
             const untrack = ctx.streams.add({
@@ -207,11 +213,16 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
               session: undefined,
               req,
               close(reason) {
-                ctx.streamClosedEvent(x, principal, reason);
+                ctx.streamClosedEvent(x, principal, reason, closeSlot);
+                closeSlot = false;
                 relay.close(closeCode(reason), CLOSE_TEXT[reason]);
               },
             });
-            relay.onEnd(() => untrack());
+            relay.onEnd(() => {
+              untrack();
+              if (closeSlot) ctx.releaseAuditSlot();
+              closeSlot = false;
+            });
             // Shutdown closed the streams open when it began; one the upstream accepted during the
             // drain would be relayed until drain_timeout (or for good, once the drain is over).
             if (ctx.closing) ctx.streams.closeAll('shutdown', true);
@@ -219,6 +230,8 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
           onRefused(status, relay) {
             x.status = status;
             x.upstreamStatus = status;
+            let closeSlot = x.closeSlot;
+            x.closeSlot = false;
             ctx.finish(x);
             // Watched as a response is on the HTTP path: an upstream that ignores the Upgrade
             // header and answers with an event stream must not outlive the caller's authority.
@@ -233,11 +246,16 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
               session: undefined,
               req,
               close(reason) {
-                ctx.streamClosedEvent(x, principal, reason);
+                ctx.streamClosedEvent(x, principal, reason, closeSlot);
+                closeSlot = false;
                 relay.close();
               },
             });
-            relay.onEnd(() => untrack());
+            relay.onEnd(() => {
+              untrack();
+              if (closeSlot) ctx.releaseAuditSlot();
+              closeSlot = false;
+            });
             if (relay.streaming && ctx.closing) ctx.streams.closeAll('shutdown', true);
           },
           onCallerGone() {

@@ -14,15 +14,28 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
+import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { rawHttp, until } from '../helpers/net.ts';
-import { baseConfig, STATIC_TOKEN, startGateway, startUpstream, type TestGateway, type Upstream, upgradeStatus } from './helpers.ts';
+import {
+  baseConfig,
+  capturedLog,
+  STATIC_TOKEN,
+  startGateway,
+  startUpstream,
+  type TestGateway,
+  token,
+  type Upstream,
+  upgradeStatus,
+} from './helpers.ts';
 
 /** A SQLite store whose audit writes can be made to fail, and healed. */
 function auditFailingStore() {
@@ -384,6 +397,159 @@ describe('audit.on_queue_full: refuse, with a request in flight while the queue 
       reader.kill();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/**
+ * A stream the gateway cuts later (revocation, expiry) is a decision of its own, audited as a
+ * `gateway.stream_closed` event. A WebSocket takes a second slot when it is admitted, for that
+ * event, and holds it while it is open: its close is kept however full the queue has become. An
+ * HTTP response cut mid-stream has none (its own event, in the slot it holds until it ends, records
+ * the cut as `detail.closed`): while the queue is full its `gateway.stream_closed` is dropped, and
+ * never silently: an `audit_events_dropped` line at level error, the dropped counter, /readyz.
+ */
+describe('audit.on_queue_full: refuse, a stream the gateway cuts while the queue is full', () => {
+  let upstream: Upstream;
+  let wss: WebSocketServer;
+  let db: ReturnType<typeof auditFailingStore>;
+  let gw: TestGateway;
+  const revocations = new RevocationList();
+  const log = capturedLog();
+  before(async () => {
+    upstream = await startUpstream((req, res) => {
+      if (req.url?.startsWith('/api/events') === true) {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        const timer = setInterval(() => res.write('data: tick\n\n'), 50);
+        res.on('close', () => clearInterval(timer));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    });
+    wss = new WebSocketServer({ noServer: true });
+    upstream.server.on('upgrade', (req, socket, head) =>
+      wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`))),
+    );
+    db = auditFailingStore();
+    gw = await startGateway(
+      {
+        ...baseConfig(),
+        audit: { flush_interval: '50ms', max_queue: 3, on_queue_full: 'refuse' },
+        gateway: {
+          routes: [
+            { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
+            { id: 'pub', match: { path_prefix: '/pub' }, upstream: { url: upstream.url }, auth: 'none' },
+          ],
+        },
+      },
+      { auditSinks: [db.sink], revocation: revocations, logger: log.logger },
+    );
+  });
+  after(async () => {
+    await gw?.close();
+    wss?.close();
+    await upstream?.close();
+    await db?.close();
+  });
+
+  /** Public requests until one is refused 503 (the queue full); how many were served. */
+  const fill = async (tag: string): Promise<number> => {
+    for (let i = 0; i < 5; i++) {
+      const r = await fetch(`${gw.url}/pub/${tag}-${i}`);
+      await r.arrayBuffer();
+      if (r.status === 503) return i;
+      assert.equal(r.status, 200);
+    }
+    throw new Error('the queue never filled');
+  };
+  const metric = async (name: string) => {
+    const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(await (await fetch(`${gw.url}/metrics`)).text());
+    return Number(m?.[1]);
+  };
+  const heal = async (until_: (events: Awaited<ReturnType<typeof db.store.queryAudit>>) => boolean) => {
+    db.heal();
+    await until(async () => (await fetch(`${gw.url}/readyz`)).status === 200, 5000);
+    await until(async () => until_(await db.store.queryAudit({ limit: 100 })), 5000);
+  };
+  const wsOpen = async (t: string) => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/api/ws`, { headers: { authorization: `Bearer ${t}` } });
+    const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    await once(ws, 'open');
+    ws.send('ping');
+    await once(ws, 'message');
+    return { ws, closed };
+  };
+
+  it('a WebSocket holds a slot for its close while it is open: cut on revocation while the queue is full, its gateway.stream_closed is kept; one that ends by itself gives it back', async () => {
+    // A WebSocket that ends by itself gives its close slot back.
+    const quiet = await wsOpen(await token({ jti: 'ws-quiet' }));
+    assert.equal(gw.served.gateway.audit.stats.reserved, 1, 'the open WebSocket holds the slot of its close');
+    quiet.ws.close();
+    await quiet.closed;
+    await until(async () => gw.served.gateway.audit.stats.reserved === 0, 2000);
+    await until(async () => (await db.store.queryAudit({ limit: 100 })).length === 1, 5000);
+
+    db.fail();
+    const t = await token({ jti: 'ws-cut', grant_id: 'g-ws-cut' });
+    const c = await wsOpen(t);
+    assert.equal(await fill('ws'), 1, 'the WebSocket holds two of the three slots: its upgrade’s event and its close’s');
+    revocations.apply({ grantIds: ['g-ws-cut'] });
+    assert.equal(await c.closed, 1008);
+    assert.equal(await metric('tessera_audit_events_dropped_total'), 0, 'the close took the WebSocket’s own slot: nothing dropped');
+    assert.ok(!log.lines.some((l) => l.event === 'audit_events_dropped'));
+    await heal((events) => events.some((e) => e.kind === 'gateway.stream_closed' && e.jti === 'ws-cut'));
+    const closed = (await db.store.queryAudit({ limit: 100 })).find((e) => e.kind === 'gateway.stream_closed' && e.jti === 'ws-cut');
+    assert.equal(closed?.reason, 'token_revoked');
+    assert.equal(closed?.decision, 'deny');
+    assert.equal(gw.served.gateway.audit.stats.reserved, 0, 'every slot given back');
+  });
+
+  it('attack: an SSE stream cut on revocation while the queue is full cannot lose its gateway.stream_closed silently: an audit_events_dropped line at level error (no token), the dropped counter, /readyz say so; the stream’s own event keeps the cut', async () => {
+    await gw.served.gateway.audit.flush();
+    db.fail();
+    const t = await token({ jti: 'sse-cut', grant_id: 'g-sse-cut' });
+    // The stream is open once its first event has come through (before that, a revocation refuses the request).
+    let ended: Promise<unknown> | undefined;
+    await new Promise<void>((resolve, reject) => {
+      request(`${gw.url}/api/events`, { headers: { authorization: `Bearer ${t}`, accept: 'text/event-stream' } }, (res) => {
+        assert.equal(res.statusCode, 200);
+        ended = once(res, 'close');
+        res.once('data', () => resolve());
+        res.resume();
+      })
+        .on('error', reject)
+        .end();
+    });
+    assert.equal(gw.served.gateway.audit.stats.reserved, 1);
+    assert.equal(await fill('sse'), 2, 'the stream holds its one slot');
+    const before = await metric('tessera_audit_events_dropped_total');
+    revocations.apply({ grantIds: ['g-sse-cut'] });
+    await ended;
+    await until(async () => log.lines.some((l) => l.event === 'audit_events_dropped'), 2000);
+    const lines = log.lines.filter((l) => l.event === 'audit_events_dropped');
+    assert.equal(lines.length, 1);
+    const line = lines[0] as Record<string, unknown>;
+    assert.equal(line.level, 50, 'level error');
+    assert.equal(line.component, 'gateway');
+    assert.deepEqual(line.kinds, { 'gateway.stream_closed': 1 });
+    assert.equal(line.events, 1);
+    assert.equal(line.total, 1);
+    assert.match(
+      line.msg as string,
+      /^1 audit events of the gateway were dropped and are lost \(1 gateway\.stream_closed\): the audit queue was full/,
+    );
+    const text = JSON.stringify(line);
+    assert.ok(!text.includes(t) && !text.includes(t.split('.')[2] as string), 'no token in the line');
+    assert.equal(await metric('tessera_audit_events_dropped_total'), before + 1);
+    const checks = ((await (await fetch(`${gw.url}/readyz`)).json()) as { checks: { name: string; detail?: string }[] }).checks;
+    assert.match(
+      checks.find((c) => c.name === 'audit queue')?.detail ?? '',
+      /full: .*; 1 events no request reserved a slot for dropped since start$/,
+    );
+    // The stream's own event, in the slot it held until it ended, is kept and records the cut.
+    await heal((events) => events.some((e) => e.kind === 'gateway.request' && e.jti === 'sse-cut'));
+    const own = (await db.store.queryAudit({ limit: 100 })).find((e) => e.kind === 'gateway.request' && e.jti === 'sse-cut');
+    assert.equal((own?.detail as { closed?: string } | undefined)?.closed, 'token_revoked');
+    assert.equal(gw.served.gateway.audit.stats.reserved, 0);
   });
 });
 
