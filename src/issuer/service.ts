@@ -1350,6 +1350,8 @@ export class TokenService {
     const client = await this.clients.get(clientId);
     if (client === undefined) throw new OAuthError('client_unknown');
     if (client.record.disabled) throw new OAuthError('client_disabled');
+    // As at the token endpoint (RFC 9449 §5.2): no proof here, so no token for a DPoP-bound client.
+    if (client.record.dpopBoundAccessTokens) throw new OAuthError('client_dpop_proof_required');
     checkRepeats(params);
     return exchange(this.#ctx, client, { params, authorization: undefined, endpointUrl: this.endpoints.token }, undefined);
   }

@@ -673,6 +673,67 @@ describe('tokens, revocation and grant trees', () => {
     assert.equal(json('grants', 'tree', 'g_wide-000001').truncated, false);
   });
 
+  it('attack: token mint and token exchange never print a bearer token for a DPoP-bound client (RFC 9449 §5.2): one line naming the setting and what to do, exit 1, audited client_dpop_proof_required', async () => {
+    const added = tessera(
+      'clients',
+      'add',
+      'dpop-minted',
+      '--scopes',
+      'demo:read',
+      '--audiences',
+      'https://api.test',
+      '--grant-types',
+      'client_credentials,token-exchange',
+    );
+    assert.equal(added.code, 0, added.stderr);
+    // A token the client could exchange, minted before it was bound.
+    const user = json('token', 'mint', '--client', 'dpop-minted', '--subject', 'dora');
+    assert.equal(tessera('clients', 'update', 'dpop-minted', '--dpop-bound').code, 0);
+    const line =
+      'tessera: client "dpop-minted" is DPoP-bound (dpop_bound_access_tokens) and gets no bearer token; request its token at the token endpoint with a DPoP proof, or unbind it with `tessera clients update dpop-minted --no-dpop-bound`\n';
+    const store = SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
+    try {
+      const actions = () => store.queryAudit({ kinds: ['admin.action'], limit: 10_000 });
+      const before = (await actions()).length;
+      const attempts = [
+        ['token', 'mint', '--client', 'dpop-minted'],
+        ['token', 'mint', '--client', 'dpop-minted', '--json'],
+        ['token', 'mint', '--client', 'dpop-minted', '--subject', 'dora'],
+        ['token', 'exchange', '--client', 'dpop-minted', '--subject-token', user.access_token as string],
+        ['token', 'exchange', '--client', 'dpop-minted', '--subject-token', user.access_token as string, '--json'],
+      ];
+      for (const args of attempts) {
+        const r = tessera(...args);
+        assert.equal(r.code, 1, `${args.slice(0, 2).join(' ')}: ${r.stdout}`);
+        assert.equal(r.stdout, '', 'no token printed');
+        assert.equal(r.stderr, line);
+      }
+      const events = (await actions()).slice(before);
+      assert.deepEqual(
+        events.map((e) => [e.decision, e.reason, e.detail?.action, e.detail?.target]),
+        [
+          ['deny', 'client_dpop_proof_required', 'token_mint', 'dpop-minted'],
+          ['deny', 'client_dpop_proof_required', 'token_mint', 'dpop-minted'],
+          ['deny', 'client_dpop_proof_required', 'token_mint', 'dpop-minted'],
+          ['deny', 'client_dpop_proof_required', 'token_exchange', 'dpop-minted'],
+          ['deny', 'client_dpop_proof_required', 'token_exchange', 'dpop-minted'],
+        ],
+      );
+      assert.doesNotMatch(JSON.stringify(events), new RegExp(String(user.access_token).split('.')[2] as string));
+      const issued = await store.queryAudit({ kinds: ['token.issued', 'token.exchanged'], limit: 10_000 });
+      assert.deepEqual(
+        issued.filter((e) => e.client_id === 'dpop-minted').map((e) => e.kind),
+        ['token.issued'],
+        'only the token minted before the client was bound',
+      );
+    } finally {
+      await store.close();
+    }
+    // What the line says to do works.
+    assert.equal(tessera('clients', 'update', 'dpop-minted', '--no-dpop-bound').code, 0);
+    assert.equal(decodeJwt(json('token', 'mint', '--client', 'dpop-minted').access_token as string).client_id, 'dpop-minted');
+  });
+
   it('exchange reads --actor-token from stdin (out of shell history and ps), but not both tokens at once', () => {
     const user = json('token', 'mint', '--client', 'agent', '--subject', 'erin');
     const actor = json('token', 'mint', '--client', 'agent');

@@ -29,6 +29,14 @@ function clientProblem(id: string): (e: unknown) => never {
     if (e instanceof OAuthError && e.code === 'client_disabled') {
       throw refusal(e.code, `client "${id}" is disabled; enable it with \`tessera clients enable ${id}\``);
     }
+    // As the token endpoint refuses it a request without a proof: these commands prove no key, and
+    // a token bound to a key the operator names would be bound without proof of possession.
+    if (e instanceof OAuthError && e.code === 'client_dpop_proof_required') {
+      throw refusal(
+        e.code,
+        `client "${id}" is DPoP-bound (dpop_bound_access_tokens) and gets no bearer token; request its token at the token endpoint with a DPoP proof, or unbind it with \`tessera clients update ${id} --no-dpop-bound\``,
+      );
+    }
     throw e;
   };
 }
@@ -179,7 +187,9 @@ export function registerToken(program: Command): void {
     });
 
   withConfig(token.command('mint'))
-    .description('Development: mint an access token for a registered client (as client_credentials would), printed on stdout.')
+    .description(
+      'Development: mint an access token for a registered client (as client_credentials would), printed on stdout; refused for a DPoP-bound client (it gets no bearer token).',
+    )
     .requiredOption('--client <id>', 'the client the token is issued to')
     .option('--scope <scopes...>', 'scopes (default: all of the client’s)')
     .option('--audience <aud...>', 'audience (default: the client’s only audience)')
@@ -248,7 +258,9 @@ export function registerToken(program: Command): void {
     );
 
   withConfig(token.command('exchange'))
-    .description('RFC 8693 token exchange for a registered client: a narrower token delegated to it, printed on stdout.')
+    .description(
+      'RFC 8693 token exchange for a registered client: a narrower token delegated to it, printed on stdout; refused for a DPoP-bound client (it gets no bearer token).',
+    )
     .requiredOption('--client <id>', 'the client receiving the token (the actor unless --actor-token is given)')
     .requiredOption('--subject-token <token>', 'the token whose authority is delegated (- reads it from stdin)')
     .option('--subject-token-type <type>', 'access_token or jwt', 'access_token')

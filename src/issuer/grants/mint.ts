@@ -41,6 +41,9 @@ export async function mint(ctx: MintContext, options: MintOptions): Promise<Toke
   const client = await ctx.clients.get(options.clientId);
   if (client === undefined) throw new OAuthError('client_unknown');
   if (client.record.disabled) throw new OAuthError('client_disabled');
+  // RFC 9449 §5.2: a client registered as always using DPoP gets no bearer token, from the token
+  // endpoint or from here (a mint proves no key to bind the token to).
+  if (client.record.dpopBoundAccessTokens) throw new OAuthError('client_dpop_proof_required');
   const requested = options.scopes?.length ? options.scopes : undefined;
   const params = new URLSearchParams();
   for (const a of options.audiences ?? []) params.append('audience', a);
