@@ -492,7 +492,7 @@ export const gatewaySchema = z
       .meta({
         description:
           'The token-service client the gateway acts as when it mints `exchange` credentials (in `tessera serve`). ' +
-          'Register it with the token-exchange grant and the upstream audiences.',
+          'Register it with the token-exchange grant and the upstream audiences, not DPoP-bound (`clients add --dpop-bound`, RFC 9449 dpop_bound_access_tokens): the gateway proves no DPoP key when it mints and sends the token upstream as a bearer token, so such a client is refused at start, and each mint for one bound later fails (502 `upstream_credential_unavailable`, audited with `upstream_error: client_dpop_proof_required`).',
       }),
     trust_proxy: z
       .array(z.string().min(1), {

@@ -10,6 +10,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { resolveStore, storeRequestTimeoutMs } from '../../config/token-service-schema.ts';
+import { ConfigError } from '../../core/errors.ts';
 import { createDpopNonces } from '../../core/verify/dpop.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
 import { GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
@@ -178,6 +179,27 @@ function restartOnly(running: TesseraConfig, next: TesseraConfig): string[] {
   return RESTART_ONLY.filter((path) => !isDeepStrictEqual(at(running, path), at(next, path)));
 }
 
+/**
+ * `gateway.exchange_client` registered as always using DPoP (RFC 9449 §5.2) is refused at start: the
+ * gateway proves no key when it mints and sends the token upstream as a bearer token, so each of
+ * its mints would be refused (`client_dpop_proof_required`). A client not registered yet, or one
+ * bound later, is refused at each mint instead (502 upstream_credential_unavailable). A store
+ * that does not answer leaves the check to the mints as well.
+ */
+async function refuseDpopBoundExchangeClient(service: ServiceContext['service'], id: string, file: string): Promise<void> {
+  const client = await service.clients.get(id).catch(() => undefined);
+  if (client?.record.dpopBoundAccessTokens !== true) return;
+  throw new ConfigError(
+    [
+      {
+        path: 'gateway.exchange_client',
+        message: `client ${JSON.stringify(id)} is DPoP-bound (dpop_bound_access_tokens) and gets no bearer token, and the gateway proves no DPoP key when it mints upstream tokens; name a client that is not DPoP-bound, or run \`tessera clients update ${id} --no-dpop-bound\``,
+      },
+    ],
+    file,
+  );
+}
+
 async function withGateway(
   ctx: ServiceContext,
   handler: ReturnType<typeof createTokenServiceHandler>,
@@ -186,6 +208,7 @@ async function withGateway(
   const { service, store, config } = ctx;
   const file = configPath(options.config);
   const exchangeClient = config.gateway?.exchange_client;
+  if (exchangeClient !== undefined) await refuseDpopBoundExchangeClient(service, exchangeClient, file);
   // Token exchange trusts the same other issuers as the gateway: removing one from `issuers` must
   // stop both. Their verifier is built before anything of a reload applies (read from the file or
   // given to `reload(config)`), so one the token service cannot use (a key file missing) is refused

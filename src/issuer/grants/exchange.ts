@@ -437,6 +437,10 @@ export async function issueForUpstream(
 ): Promise<{ token: string; expiresAt: number }> {
   const client = await ctx.clients.get(clientId);
   if (client === undefined || client.record.disabled) throw new OAuthError('client_unknown');
+  // RFC 9449 §5.2: the gateway proves no DPoP key when it mints, and sends the token upstream as a
+  // bearer token, which a client registered as always using DPoP never gets (fail closed: the
+  // caller gets 502 upstream_credential_unavailable, nothing goes upstream).
+  if (client.record.dpopBoundAccessTokens) throw new OAuthError('client_dpop_proof_required');
   requireGrantType(client, TOKEN_EXCHANGE);
   if (principal.subject === undefined) throw new OAuthError('subject_token_invalid');
   if (!client.audiences.has(audience)) throw new OAuthError('target_not_allowed');

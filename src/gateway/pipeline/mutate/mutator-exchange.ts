@@ -37,6 +37,7 @@
  * @module
  */
 import { TesseraError } from '../../../core/errors.ts';
+import { OAuthError } from '../../../core/oauth-errors.ts';
 import type { CompiledRule } from '../../../core/policy.ts';
 import type { Clock, UpstreamTokenIssuer } from '../../../core/ports.ts';
 import { BoundedMap } from '../../../core/verify/bounded-map.ts';
@@ -407,9 +408,13 @@ export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMut
           if (error instanceof ExchangeMintsBusy) {
             return new TesseraError('upstream_credential_busy', { upstreamError: error.reason, retryAfter: MINTS_BUSY_RETRY_AFTER });
           }
+          // The token service's refusal is audited with its stable code (client_unknown,
+          // client_dpop_proof_required...), never with a message.
           return error instanceof ExchangeMintTimeout
             ? new TesseraError('upstream_credential_unavailable', { upstreamError: error.reason })
-            : new TesseraError('upstream_credential_unavailable');
+            : error instanceof OAuthError
+              ? new TesseraError('upstream_credential_unavailable', { upstreamError: error.code })
+              : new TesseraError('upstream_credential_unavailable');
         },
       );
     },
