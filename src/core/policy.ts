@@ -157,6 +157,10 @@ const ASCII_LETTER = /[A-Za-z]/;
 export function asciiFold(c: string): string | undefined {
   const lower = c.toLowerCase();
   const upper = c.toUpperCase();
+  // Without case (CJK, Arabic, most symbols) no mapping makes it anything: two calls, no more. A
+  // path of such characters (or of one NFKC spells with 18 of them, U+FDFA) costs no more than
+  // another (see foldsIntoAscii).
+  if (lower === c && upper === c) return undefined;
   for (const s of [lower, upper, upper.toLowerCase(), lower.toUpperCase()]) {
     if (ASCII_LETTER.test(s)) return s.toLowerCase().replace(/[^a-z]/g, '');
   }
@@ -165,6 +169,7 @@ export function asciiFold(c: string): string | undefined {
 
 /** Removed by NFKC_Casefold (ICU's nfkc_cf, IDNA mapping): soft hyphen, zero-width space and joiners, variation selectors. */
 const IGNORABLE = /^\p{Default_Ignorable_Code_Point}$/u;
+const HAS_ASCII = /[\0-\x7f]/;
 
 /**
  * What `c`, one character outside ASCII, may be read as by an upstream that ignores case or
@@ -179,6 +184,12 @@ export function asciiReading(c: string): string | undefined {
   if (fold !== undefined) return fold;
   const nfkc = c.normalize('NFKC');
   if (nfkc !== c) {
+    // Without case as a whole (Arabic, katakana, digits, spaces: U+FDFA is 18 of them), read as it
+    // is: one pair of case mappings, not one per character of it.
+    if (nfkc.toLowerCase() === nfkc && nfkc.toUpperCase() === nfkc) {
+      if (HAS_ASCII.test(nfkc)) return nfkc;
+      return IGNORABLE.test(c) ? '' : undefined;
+    }
     let s = '';
     let ascii = false;
     for (const d of nfkc) {
@@ -240,7 +251,20 @@ export function asciiReadingOf(segment: string): string | undefined {
  * ```
  */
 export function foldsIntoAscii(text: string): boolean {
-  return asciiReadingOf(text) !== undefined;
+  // asciiReadingOf(text) !== undefined, without building the reading: the first character read as
+  // ASCII decides.
+  let ignorable = false;
+  let other = false;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) < 0x80) continue;
+    const cp = text.codePointAt(i) as number;
+    if (cp > 0xffff) i++;
+    const r = asciiReading(String.fromCodePoint(cp));
+    if (r === undefined) other = true;
+    else if (r === '') ignorable = true;
+    else return true;
+  }
+  return ignorable && !other;
 }
 
 const NON_ASCII = /[\u{80}-\u{10ffff}]/u;

@@ -460,6 +460,26 @@ describe('policy: trailing slash and case', () => {
     assert.equal(policyOf(rules).match({ method: 'GET', path: '/\uff41dmin' })?.rule.id, 'rest');
   });
 
+  it('hostile path (CPU): caseInsensitivePaths judges 8 KB of U+FDFA (NFKC spells it with 18 characters) as fast as 8 KB of CJK, not one case mapping per character of each expansion', () => {
+    const { policy } = compilePolicy(rules, scopes, 'rules', { caseInsensitivePaths: true });
+    const reader = subject(['api:read']);
+    const median = (path: string): number => {
+      const times: number[] = [];
+      for (let i = 0; i < 9; i++) {
+        const t = performance.now();
+        policy.evaluate({ method: 'GET', path }, reader);
+        times.push(performance.now() - t);
+      }
+      return times.sort((a, b) => a - b)[4] as number;
+    };
+    const hostile = `/t/${'\ufdfa'.repeat(2730)}`; // 8 KB as UTF-8, read as 49,140 characters
+    const cjk = `/t/${'\u6771'.repeat(2730)}`; // 8 KB, no reading
+    assert.equal(policy.evaluate({ method: 'GET', path: hostile }, reader).allowed, false, 'refused: NFKC puts spaces in it');
+    assert.equal(policy.evaluate({ method: 'GET', path: cjk }, reader).allowed, true);
+    const [h, c] = [median(hostile), median(cjk)];
+    assert.ok(h < 4 * c + 2, `8 KB of U+FDFA took ${h.toFixed(2)} ms, 8 KB of CJK ${c.toFixed(2)} ms`);
+  });
+
   it('case-folding bypass: caseInsensitivePaths refuses a literal outside ASCII at load, naming the path and what to write', () => {
     const { issues } = compilePolicy(
       [

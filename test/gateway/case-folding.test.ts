@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { asciiFoldedPath } from '../../src/gateway/routes.ts';
 import {
   AUDIENCE,
   baseConfig,
@@ -381,5 +382,32 @@ describe('gateway: a path literal outside ASCII on a case-insensitive route is r
       upstream: { url: 'http://127.0.0.1:9', strip_prefix: '/café' },
       rules: [{ path: '/café/straße/**', scopes: ['admin'] }, { scopes: ['api:read'] }],
     });
+  });
+});
+
+describe('gateway: the cost of reading a path as an upstream normalizing Unicode may', () => {
+  const median = (path: string): number => {
+    const times: number[] = [];
+    for (let i = 0; i < 9; i++) {
+      const t = performance.now();
+      asciiFoldedPath(path);
+      times.push(performance.now() - t);
+    }
+    return times.sort((a, b) => a - b)[4] as number;
+  };
+
+  it('hostile path (CPU): 8 KB of U+FDFA (NFKC spells it with 18 characters, spaces among them) costs about what 8 KB of CJK does, each character read once', () => {
+    const hostile = `/ci/${encodeURIComponent('\ufdfa'.repeat(2730))}`;
+    const cjk = `/ci/${encodeURIComponent('\u6771'.repeat(2730))}`;
+    assert.equal(typeof asciiFoldedPath(hostile), 'string', 'read (with spaces), so matched against the case-insensitive routes');
+    assert.equal(asciiFoldedPath(cjk), undefined);
+    const [h, c] = [median(hostile), median(cjk)];
+    assert.ok(h < 4 * c + 2, `8 KB of U+FDFA took ${h.toFixed(2)} ms, 8 KB of CJK ${c.toFixed(2)} ms`);
+  });
+
+  it('a character read as / . % ; ? # still reshapes the path however many others are read (counted, not read twice)', () => {
+    assert.equal(asciiFoldedPath(`/ci/${encodeURIComponent('\ufdfa'.repeat(100))}%EF%BC%8Fadmin`), false);
+    assert.equal(asciiFoldedPath('/ci/a.b%EF%BD%81'), '/ci/a.ba', 'an ASCII dot is no reshaping');
+    assert.equal(asciiFoldedPath('/ci/a.b%E2%80%A4'), false, 'U+2024 ONE DOT LEADER is read as a dot');
   });
 });
