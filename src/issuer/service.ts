@@ -465,13 +465,14 @@ export class TokenService {
   /**
    * Replace the verifier of the other issuers' tokens (token exchange), as a configuration reload
    * does: an issuer removed from `issuers` is refused from the next exchange on, and so is a client
-   * removed from its `exchange_clients`.
+   * removed from its `exchange_clients`. Every argument is required: an issuer left out of
+   * `exchangeClients` lets any exchange client present its tokens, so no default may stand for it.
    */
   useExternalIssuers(
     verifier: TokenServiceOptions['externalVerifier'],
-    maxLifetime = 86_400,
-    issuers: readonly string[] = [],
-    exchangeClients: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
+    maxLifetime: number,
+    issuers: readonly string[],
+    exchangeClients: ReadonlyMap<string, ReadonlySet<string>>,
   ): void {
     this.#ctx = { ...this.#ctx, external: verifier, externalMaxLifetime: maxLifetime, externalIssuers: issuers, exchangeClients };
   }
