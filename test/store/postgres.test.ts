@@ -247,7 +247,7 @@ if (!reachable) {
       }
     });
 
-    it("authorization code reuse takes its tree's lock before the code's row, as refresh reuse and a revocation do: a transaction holding the tree deletes the row without waiting (no deadlock)", async () => {
+    it("authorization code reuse takes the code's row before its tree's lock, as a subject's or client's revocation does (its unredeemed codes' rows, then the trees): a transaction holding the row takes the tree without waiting (no deadlock)", async () => {
       const schema = schemaName();
       const store = await PostgresStore.open({ connectionString: url, schema });
       const other = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
@@ -283,11 +283,12 @@ if (!reachable) {
             entryExpiresAt: now + 600,
           });
         assert.equal((await redeem()).status, 'redeemed');
-        // Another transaction holds the tree's lock and will want the code's row. Waiting for that
-        // row past lock_timeout (shorter than the 1 s deadlock check) fails it.
+        // Another transaction holds the code's row (a revocation's delete of unredeemed codes keeps
+        // the row of one redeemed while it waited locked) and will want the tree's lock. Waiting for
+        // that lock past lock_timeout (shorter than the 1 s deadlock check) fails it.
         await other.query("SET lock_timeout = '500ms'");
         await other.query('BEGIN');
-        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [grant.id]);
+        await other.query('SELECT 1 FROM authorization_codes WHERE hash = $1 FOR UPDATE', [hash]);
         const reuse = redeem();
         let done = false;
         void reuse.then(
@@ -299,8 +300,9 @@ if (!reachable) {
           },
         );
         await new Promise((resolve) => setTimeout(resolve, 200));
-        assert.equal(done, false, 'the reuse waits for the tree');
-        // The reuse holds nothing the other wants: the row is free.
+        assert.equal(done, false, 'the reuse waits for the row');
+        // The reuse holds nothing the other wants: the tree is free.
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [grant.id]);
         await other.query('DELETE FROM authorization_codes WHERE hash = $1', [hash]);
         await other.query('COMMIT');
         const r = await reuse;
@@ -401,6 +403,177 @@ if (!reachable) {
         await trees.query('ROLLBACK').catch(() => {});
         await trees.end();
         await watch.end();
+        await close();
+      }
+    });
+
+    /**
+     * Counts the transactions the store begins (a run again after a deadlock's abort is one more),
+     * and how many of `app`'s sessions wait for a lock, read by a session of its own outside a
+     * transaction (one inside reads a snapshot of pg_stat_activity taken once).
+     */
+    async function lockWatch(app: string) {
+      const watch = new pg.Client({ connectionString: url });
+      await watch.connect();
+      let runs = 0;
+      const query = pg.Client.prototype.query;
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        if (typeof args[0] === 'string' && args[0].startsWith('BEGIN;')) runs++;
+        return (query as (...a: unknown[]) => unknown).apply(this, args);
+      } as typeof query;
+      return {
+        runs: () => runs,
+        waiting: async () =>
+          Number(
+            (
+              await watch.query(
+                "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                [app],
+              )
+            ).rows[0].n,
+          ),
+        end: async () => {
+          pg.Client.prototype.query = query;
+          await watch.end();
+        },
+      };
+    }
+
+    it('a sign-out racing the reuse cascade of a refresh token of the person’s approved tree takes the tree before the remembered consent, as the cascade does: neither is made a deadlock’s victim (each transaction runs once), the tree is revoked and the consent forgotten', async () => {
+      const { store, other, app, close } = await heldStore();
+      const w = await lockWatch(app);
+      try {
+        const now = 1_800_000_000;
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const root = await store.createGrant(newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now), now);
+        assert.equal(typeof root, 'object');
+        const rootId = (root as { id: string }).id;
+        await store.rememberConsent({
+          subject: 'alice@example.com',
+          clientId: 'agent',
+          issuer: 'https://issuer.test',
+          identitySource: 'header',
+          scopes: ['api:read'],
+          scopesDigest: 'digest',
+          audiences: ['https://api.test'],
+          redirectUri: 'https://app.test/cb',
+          clientFingerprint: 'fingerprint',
+          approvalHash: 'approval',
+          createdAt: now,
+          expiresAt: now + 3600,
+        });
+        const hash = `rt_${Math.random().toString(36).slice(2)}`;
+        await store.createRefreshToken({
+          hash,
+          grantId: rootId,
+          clientId: 'agent',
+          createdAt: now,
+          expiresAt: now + 3600,
+          rotatedAt: null,
+          revokedAt: null,
+        });
+        const rotate = () =>
+          store.rotateRefreshToken(hash, {
+            clientId: 'agent',
+            nextHash: `rt_${Math.random().toString(36).slice(2)}`,
+            nextExpiresAt: now + 3600,
+            now,
+            graceSeconds: 0,
+            entryExpiresAt: now + 600,
+          });
+        assert.equal((await rotate()).status, 'rotated');
+        const before = w.runs();
+        // The tree is held (a rotation under way in it): the replayed token queues on it first,
+        // then the sign-out, holding alice's lock.
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [rootId]);
+        const reuse = rotate();
+        await until(async () => (await w.waiting()) === 1);
+        const signOut = store.revokeGrants({ subject: 'alice@example.com' }, { at: now, reason: 'sign_out', entryExpiresAt: now + 600 });
+        await until(async () => (await w.waiting()) === 2);
+        await other.query('COMMIT');
+        const [reused, revoked] = await Promise.all([reuse, signOut]);
+        assert.equal(reused.status, 'reused');
+        assert.deepEqual(reused.status === 'reused' ? reused.revokedGrantIds : [], [rootId]);
+        assert.deepEqual(revoked, []);
+        assert.notEqual((await store.getGrant(rootId))?.revokedAt ?? null, null);
+        assert.equal(await store.getRememberedConsent('alice@example.com', 'agent', now), undefined);
+        assert.equal(w.runs() - before, 2, 'a transaction was run again: PostgreSQL aborted it to break a deadlock');
+      } finally {
+        await w.end();
+        await close();
+      }
+    });
+
+    it('a client’s revocation that waited for a code’s row while the code was redeemed, meeting a replay of that code, takes the row before the new tree, as the replay does: neither is made a deadlock’s victim (each transaction runs once), the tree is revoked', async () => {
+      const { store, other, schema, app, close } = await heldStore();
+      const w = await lockWatch(app);
+      // A session holding the client's row shared (a grant creation for it under way).
+      const creation = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await creation.connect();
+      try {
+        const now = 1_800_000_000;
+        await store.createClient(clientRecord({ id: 'agent' }, now));
+        const hash = `code_${Math.random().toString(36).slice(2)}`;
+        await store.createAuthorizationCode({
+          hash,
+          clientId: 'agent',
+          redirectUri: 'https://app.test/cb',
+          codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+          subject: 'alice@example.com',
+          issuer: 'https://issuer.test',
+          scopes: ['api:read'],
+          audiences: ['https://api.test'],
+          createdAt: now,
+          expiresAt: now + 60,
+          consumedAt: null,
+          grantId: null,
+          jkt: null,
+          approvalSince: now,
+        });
+        const redeem = () =>
+          store.redeemAuthorizationCode(hash, {
+            clientId: 'agent',
+            loginScope: 'https://issuer.test#login-sessions',
+            grant: newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now),
+            refreshToken: null,
+            now,
+            entryExpiresAt: now + 600,
+          });
+        const before = w.runs();
+        // The redemption is held at alice's lock, holding the code's row; the revocation's delete
+        // of the client's unredeemed codes queues on that row.
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['alice@example.com']);
+        await creation.query('BEGIN');
+        await creation.query("SELECT 1 FROM clients WHERE id = 'agent' FOR SHARE");
+        const winner = redeem();
+        await until(async () => (await w.waiting()) === 1);
+        const revocation = store.revokeGrants({ clientId: 'agent' }, { at: now, reason: 'client_disabled', entryExpiresAt: now + 600 });
+        await until(async () => (await w.waiting()) === 2);
+        await other.query('COMMIT');
+        const won = await winner;
+        assert.equal(won.status, 'redeemed');
+        const grantId = won.status === 'redeemed' ? won.grant.id : '';
+        // The revocation, past the code (redeemed, kept locked), waits for the client's row; the
+        // code is replayed meanwhile.
+        await until(async () => (await w.waiting()) === 1);
+        const replay = redeem();
+        await until(async () => (await w.waiting()) === 2);
+        await creation.query('COMMIT');
+        const [revoked, reused] = await Promise.all([revocation, replay]);
+        assert.deepEqual(
+          revoked.map((g) => g.id),
+          [grantId],
+        );
+        assert.equal(reused.status, 'reused');
+        assert.equal(reused.status === 'reused' ? reused.grantId : '', grantId);
+        assert.notEqual((await store.getGrant(grantId))?.revokedAt ?? null, null);
+        assert.equal(w.runs() - before, 3, 'a transaction was run again: PostgreSQL aborted it to break a deadlock');
+      } finally {
+        await creation.query('ROLLBACK').catch(() => {});
+        await creation.end();
+        await w.end();
         await close();
       }
     });

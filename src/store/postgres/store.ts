@@ -21,8 +21,10 @@
  *   token is then revoked) or waits and revokes the successor too, and a reuse cascade meets a
  *   revocation with the locks in one order. Creating a refresh token takes the tree's lock too,
  *   and stores the token revoked under a grant revoked meanwhile. Redemptions of one
- *   authorization code queue on its advisory lock first; a reuse of the code then takes its
- *   grant's tree too, then the code's row;
+ *   authorization code queue on its advisory lock first; a reuse of the code then takes the
+ *   code's row, then its grant's tree, the order a revocation by subject or by client takes its
+ *   unredeemed codes' rows and its trees in. Remembered consents are deleted after the trees'
+ *   locks, by a revocation as by a reuse cascade;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
@@ -1095,8 +1097,20 @@ export class PostgresStore implements Store {
     return (await this.#q(sql, [id, limit])).map(grantFrom);
   }
 
-  /** The cascade inside a transaction: lock the trees, revoke the subtrees, log each grant. */
-  async #revokeTree(c: Q, seed: string, args: unknown[], at: number, reason: string, entryExpiresAt: number): Promise<RevokedGrant[]> {
+  /**
+   * The cascade inside a transaction: lock the trees, revoke the subtrees, forget the consents that
+   * approved them, log each grant. `forget` (a subject's or a client's remembered consents) is
+   * deleted with them, after the trees' locks, whether or not anything was revoked.
+   */
+  async #revokeTree(
+    c: Q,
+    seed: string,
+    args: unknown[],
+    at: number,
+    reason: string,
+    entryExpiresAt: number,
+    forget?: { readonly where: string; readonly args: unknown[] },
+  ): Promise<RevokedGrant[]> {
     // The recursive query's row estimate is wild (millions for a subject's grants), which has the
     // planner JIT-compile it: a fifth of a second, every time, for a plan that runs in milliseconds.
     await c.query('SET LOCAL jit = off');
@@ -1115,6 +1129,10 @@ export class PostgresStore implements Store {
         [...args, at, reason],
       )
     ).rows as Row[];
+    // Consent rows only under the trees' locks, as a reuse cascade deletes its tree's: a sign-out
+    // (or a client's revocation) that deleted them before waiting for a tree held by a cascade
+    // wanting one of them deadlocked with it, a second a pair (deadlock_timeout).
+    if (forget !== undefined) await c.query(`DELETE FROM remembered_consents WHERE ${forget.where}`, forget.args);
     if (rows.length === 0) return [];
     // The consents that approved the revoked trees begun by a person's approval, in one statement.
     const approved = rows.filter((r) => r.parent_id === null && r.kind === 'authorization_code');
@@ -1214,7 +1232,9 @@ export class PostgresStore implements Store {
       // after it, one would begin a new tree for the revoked subject or client. A redeemed code
       // stays, for its replay detection. Deleted before the subject or client lock, the order a
       // redemption takes them in (the code's row, then the client and the subject): a redemption
-      // under way commits first, and its grant is then among those revoked below.
+      // under way commits first, and its grant is then among those revoked below. The row of a code
+      // redeemed while this waited for it stays locked (PostgreSQL's recheck locks it), so the trees
+      // come after the rows here as in a replay of a code (row, then tree).
       if ('subject' in selector) {
         await c.query(
           `DELETE FROM authorization_codes WHERE subject = $1${selector.issuer === undefined ? '' : ' AND issuer = $2'} AND consumed_at IS NULL`,
@@ -1226,17 +1246,20 @@ export class PostgresStore implements Store {
       // No new grant of this subject or client can begin until this commits (see the module's notes);
       // nor one exchanged from this token (its creation reads the token's entry appended below).
       if ('exchangedFrom' in selector) await this.#lockToken(c, [selector.exchangedFrom], 'exclusive');
+      // The subject's or client's remembered consents go with its trees, deleted after their locks
+      // (see #revokeTree).
+      let forget: { where: string; args: unknown[] } | undefined;
       if ('subject' in selector) {
         await this.#lockSubject(c, selector.subject);
-        await c.query(
-          `DELETE FROM remembered_consents WHERE subject = $1${selector.issuer === undefined ? '' : ' AND issuer = $2'}`,
-          selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer],
-        );
+        forget =
+          selector.issuer === undefined
+            ? { where: 'subject = $1', args: [selector.subject] }
+            : { where: 'subject = $1 AND issuer = $2', args: [selector.subject, selector.issuer] };
       } else if ('clientId' in selector) {
         await c.query('SELECT 1 FROM clients WHERE id = $1 FOR UPDATE', [selector.clientId]);
-        await c.query('DELETE FROM remembered_consents WHERE client_id = $1', [selector.clientId]);
+        forget = { where: 'client_id = $1', args: [selector.clientId] };
       }
-      const revoked = await this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt);
+      const revoked = await this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt, forget);
       // Still under the subject's lock (or the client's row lock), so a grant creation waiting on
       // it reads these entries once it gets it.
       await this.#log(c, options.alsoLog?.(revoked) ?? []);
@@ -1337,16 +1360,12 @@ export class PostgresStore implements Store {
       // redemptions of one code ran past the request's bound. Its own key space (two integers):
       // no other lock of the store has that first half.
       await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.code'), hashtext($1))", [hash]);
-      // A code redeemed already names its grant: a reuse locks that tree first, then the code's row,
-      // the order a refresh reuse and a revocation take a tree and its rows in, so it never holds
-      // the row while waiting for a tree whose holder may want it. Only a redemption by an instance
-      // from before the code's lock can redeem it between this read and the row lock below; its
-      // tree is then locked after its row.
-      const [tree] = (
-        await c.query('SELECT g.root_id FROM authorization_codes a JOIN grants g ON g.id = a.grant_id WHERE a.hash = $1', [hash])
-      ).rows as Row[];
-      if (tree) await this.#lockRoots(c, [String(tree.root_id)]);
       // The row lock makes concurrent redemptions of one code queue: exactly one finds it unconsumed.
+      // Taken before any tree's lock: a reuse of the code locks its grant's tree after the row (in
+      // #revokeTree), as the subject's or client's revocation does, which locks the subject's
+      // unredeemed codes' rows first (its DELETE keeps the row of a code redeemed meanwhile locked
+      // too, having waited for it), then the trees. A reuse that locked the tree first, then waited
+      // for a row such a revocation held, while the revocation waited for the tree, deadlocked.
       const [row] = (await c.query('SELECT * FROM authorization_codes WHERE hash = $1 FOR UPDATE', [hash])).rows as Row[];
       if (!row) return { status: 'invalid' };
       const code = codeFrom(row);
