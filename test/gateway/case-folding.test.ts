@@ -8,7 +8,8 @@
  * ones NFKC_Casefold drops from ASCII (soft hyphen, zero-width space), for an upstream normalizing
  * Unicode (Python `unicodedata.normalize`, Java `Normalizer`, IDNA-like handling) reads
  * `/ci/ａdmin` as `/ci/admin`. Other characters outside ASCII pass as before, and case-sensitive
- * routes are unchanged.
+ * routes are unchanged. Double-encoded (`/ci/%25EF%25BD%2581dmin`, `ａdmin` after a second decode),
+ * such characters are refused on every route, as double-encoded ASCII is.
  */
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -48,6 +49,7 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
             upstream: { url: upstream.url },
             rules: [
               { id: 'cs-admin', path: '/cs/admin/**', scopes: ['admin'] },
+              { id: 'cs-strasse', path: '/cs/straße/**', scopes: ['admin'] },
               { id: 'cs-read', path: '/cs/**', scopes: ['api:read'] },
             ],
           },
@@ -202,6 +204,58 @@ describe('gateway: case_insensitive_paths and characters a case mapping makes AS
     await refused('/ci/adm%E2%80%8Bin');
     await refused('/ci/%E2%80%8B/admin');
     await refused('/%E2%80%8Binternal/x');
+  });
+
+  // An upstream that decodes twice (or nginx forwarding its decoded `$uri`) and then folds case or
+  // applies NFKC reads these as `/ci/admin`, which the rules never saw: refused as double-encoded
+  // printable ASCII is, on every route.
+  it('double-encoded fullwidth-letter bypass (NFKC): /ci/%25EF%25BD%2581dmin/users (a second decode reads /ci/ａdmin) is refused, not taken by the /ci/** rule', async () => {
+    await refused('/ci/%25EF%25BD%2581dmin/users');
+    await refused('/ci/%25ef%25bd%2581dmin');
+  });
+
+  it('double-encoded dotless-i bypass: /ci/adm%25C4%25B1n/users (a second decode reads /ci/admın) is refused', async () => {
+    await refused('/ci/adm%25C4%25B1n/users');
+  });
+
+  it('double-encoded dotted-capital-I bypass: /%25C4%25B0nternal/x is refused, not passed to the / route', async () => {
+    await refused('/%25C4%25B0nternal/x');
+  });
+
+  it('double-encoded non-ASCII rule bypass on a case-sensitive route: /cs/stra%25C3%259Fe/x (a second decode reads /cs/straße/x) is refused, not taken by the /cs/** rule', async () => {
+    assert.equal((await call('/cs/stra%C3%9Fe/x')).status, 403, 'the straße rule holds for the plain spelling');
+    await refused('/cs/stra%25C3%259Fe/x');
+  });
+
+  it('double-encoded overlong traversal: /cs/x/%25C0%25AE%25C0%25AE/admin (a lenient second decode reads /cs/x/../admin) is refused', async () => {
+    await refused('/cs/x/%25C0%25AE%25C0%25AE/admin');
+  });
+
+  it('double-encoded fullwidth-letter bypass through forward-auth and a WebSocket upgrade: /ci/%25EF%25BD%2581dmin is refused, never allowed or tunnelled', async () => {
+    const res = await fetch(`${gw.url}/_tessera/auth`, {
+      headers: {
+        'x-tessera-forward-auth': FA_SECRET,
+        'x-original-uri': '/ci/%25EF%25BD%2581dmin/users',
+        'x-original-method': 'GET',
+        'x-original-host': 'api.example.com',
+        authorization: `Bearer ${reader}`,
+      },
+    });
+    assert.notEqual(res.status, 200);
+    assert.equal(res.headers.get('x-tessera-subject'), null);
+    await gw.served.gateway.audit.flush();
+    assert.equal(gw.audit.events.at(-1)?.reason, 'request_path_invalid');
+    const n = upstream.seen.length;
+    assert.equal(await upgradeStatus(gw.url, '/ci/%25EF%25BD%2581dmin/socket', { authorization: `Bearer ${reader}` }), 400);
+    assert.equal(upstream.seen.length, n);
+  });
+
+  it('a literal percent and a double-encoded space still pass: /ci/caf%C3%A9, /ci/100%25, /ci/a%2520b, /cs/50%25off reach the upstream as sent', async () => {
+    for (const path of ['/ci/caf%C3%A9', '/ci/100%25', '/ci/a%2520b', '/ci/%25%C3%A9', '/cs/50%25off', '/cs/caf%C3%A9']) {
+      const res = await call(path);
+      assert.equal(res.status, 200, path);
+      assert.equal(upstream.seen.at(-1)?.url, path, path);
+    }
   });
 
   it('fullwidth-letter bypass through forward-auth and a WebSocket upgrade: /ci/ａdmin is refused, never allowed or tunnelled', async () => {

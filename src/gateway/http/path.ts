@@ -16,8 +16,10 @@
  * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
  * - empty segments (`//`), which some routers merge and others do not;
  * - double-encoded traversal (`%252e`) that a second decode would turn into the above, and any
- *   other double-encoded printable ASCII character (`%2561dmin`, which a second decode, or nginx's
- *   `proxy_pass http://app$uri`, turns into `admin`, a path the rules never matched);
+ *   other double-encoded character but a space (`%2561dmin`, which a second decode, or nginx's
+ *   `proxy_pass http://app$uri`, turns into `admin`, a path the rules never matched; bytes outside
+ *   ASCII too: `stra%25C3%259Fe` is `straße`, and `%25EF%25BD%2581dmin` is `ａdmin`, which NFKC
+ *   reads as `admin`);
  * - percent-encoded bytes that are not well-formed UTF-8: overlong forms (`%c0%ae`, `%c0%af`),
  *   which lenient decoders read as `.` and `/`, surrogates, stray or truncated sequences;
  * - malformed percent-encoding, control characters, non-ASCII bytes, fragments.
@@ -82,7 +84,8 @@ function edgeSpace(out: string, start: number, end: number): boolean {
   if (out.charCodeAt(start) !== 0x25 && !closesOnEscape) return false;
   const once = decodeURIComponent(out.slice(start, last));
   if (EDGE_SPACE.test(once)) return true;
-  // Double-encoded (`admin%2520`, `%25C2%25A0admin`): an upstream that decodes twice reads the space.
+  // Double-encoded (`admin%2520`): an upstream that decodes twice reads the space. (Other
+  // double-encoded characters, `%25C2%25A0`, are refused before this.)
   if (once.indexOf('%') < 0) return false;
   try {
     return EDGE_SPACE.test(decodeURIComponent(once));
@@ -167,16 +170,18 @@ export function normalizePath(raw: string): string | undefined {
     // `%25` followed by an escape of a character refused above would decode into it on a second
     // pass (`%252e%252e`, `%252f`), and one of any other printable ASCII character into a spelling
     // the rules never matched (`%2561dmin` is `admin` to an upstream that decodes twice, or behind
-    // nginx's `proxy_pass http://app$uri`, which forwards the path decoded once). Checked on the
-    // normalized path, which is what is forwarded: `%25%32%65` decodes its digits here and becomes
-    // `%252e` too. A double-encoded space is refused only at a segment's ends (`edgeSpace`).
+    // nginx's `proxy_pass http://app$uri`, which forwards the path decoded once). So does one of a
+    // byte outside ASCII: `stra%25C3%259Fe` is `straße` to such an upstream, which a rule for
+    // `/straße` never saw; `%25EF%25BD%2581dmin` and `adm%25C4%25B1n` are `ａdmin` and `admın`,
+    // which an upstream that also normalizes Unicode or ignores case reads as `admin` (the
+    // `case_insensitive_paths` refusals only see what one decode makes); `%25C0%25AE` is an
+    // overlong `.` to a lenient one. Checked on the normalized path, which is what is forwarded:
+    // `%25%32%65` decodes its digits here and becomes `%252e` too. Only a double-encoded space is
+    // kept, and refused at a segment's ends (`edgeSpace`).
     for (let k = buf.indexOf('%25'); k >= 0; k = buf.indexOf('%25', k + 3)) {
       const h2 = hexValue(buf.charCodeAt(k + 3));
       const l2 = hexValue(buf.charCodeAt(k + 4));
-      if (h2 >= 0 && l2 >= 0) {
-        const b2 = h2 * 16 + l2;
-        if (b2 < 0x20 || (b2 > 0x20 && b2 <= 0x7f)) return undefined;
-      }
+      if (h2 >= 0 && l2 >= 0 && h2 * 16 + l2 !== 0x20) return undefined;
     }
     // Lenient UTF-8 decoders (old IIS, Tomcat, some Java and PHP stacks) read an overlong
     // `%c0%ae` as `.` and `%c0%af` as `/`: the upstream would walk segments the gateway never saw.

@@ -51,6 +51,14 @@ describe('path normalization: refused targets', () => {
     'double-encoded letter, its digits encoded too (normalizes to %2561)': '/api/%25%36%31dmin/x',
     'double-encoded colon (a rule may name /v1/models:delete)': '/v1/models%253Adelete',
     'double-encoded at sign': '/users/%2540me',
+    // A second decode makes these non-ASCII: a rule for `/straße` never saw them, and an upstream
+    // that also folds case or applies NFKC reads `ａdmin` and `admın` as `admin`.
+    'double-encoded non-ASCII letter (a second decode reads straße)': '/wiki/stra%25C3%259Fe',
+    'double-encoded fullwidth letter (a second decode and NFKC read admin)': '/api/%25EF%25BD%2581dmin',
+    'double-encoded dotless i, lower-case escapes': '/api/adm%25c4%25b1n',
+    'half-double-encoded dotless i (a stray lead byte, refused as not UTF-8)': '/api/adm%C4%25B1n',
+    'double-encoded non-ASCII, its digits encoded too (normalizes to %25C4)': '/api/adm%25%43%34%25B1n',
+    'double-encoded overlong dot-dot (a lenient second decode reads ..)': '/api/x/%25C0%25AE%25C0%25AE/admin',
     'semicolon path parameter': '/admin;jsessionid=x/secret',
     'encoded semicolon': '/admin%3bx/secret',
     'empty segment': '/api//admin',
@@ -83,6 +91,8 @@ describe('path normalization: accepted targets', () => {
     assert.equal(normalizePath('/a/b%2520c'), '/a/b%2520c');
     assert.equal(normalizePath('/a/100%25'), '/a/100%25');
     assert.equal(normalizePath('/a/100%25.'), '/a/100%25.');
+    assert.equal(normalizePath('/a/%25%C3%A9'), '/a/%25%C3%A9');
+    assert.equal(normalizePath('/a/50%25off'), '/a/50%25off');
   });
   it('keeps a plain path and query', () => {
     assert.deepEqual(normalizeTarget('/api/items/1?x=1&y=2'), { path: '/api/items/1', query: '?x=1&y=2', queryToken: false });
