@@ -20,8 +20,8 @@ export { SIGNING_ALGORITHMS, type SigningAlgorithm } from './signing-algorithms.
 export const LOGIN_SESSION_TTL_MAX = 3600;
 /**
  * `authorization.oidc.return_window`, seconds: how long after a sign-in the authorization request
- * it was made for is answered by it (its default, also for an authenticator plugged in without
- * `oidc`, and its maximum).
+ * it was made for is answered by it, once (its default, also for an authenticator plugged in
+ * without `oidc`, and its maximum).
  */
 export const LOGIN_RETURN_WINDOW_DEFAULT = 60;
 export const LOGIN_RETURN_WINDOW_MAX = 600;
@@ -147,7 +147,7 @@ const oidcSchema = z
     ).prefault('10m'),
     login_ttl: duration('How long the upstream login may take (its state cookie expires then).', 3600).prefault('10m'),
     return_window: duration(
-      'How long after a sign-in made for an authorization request that asks for a fresh one (`prompt=login`, `max_age`) that request, on its way back from the provider, is answered by it: at least the clock skew between instances (the callback may be served by one and the request by another). The same request loaded again later asks for a sign-in again. Whole seconds, 1 to 600.',
+      'How long after a sign-in made for an authorization request that asks for a fresh one (`prompt=login`, `max_age`) that request, on its way back from the provider, is answered by it: at least the clock skew between instances (the callback may be served by one and the request by another). It answers that request once, the first time it comes back (spent in the store, at every instance): loaded again, a reload or a replayed URL, the request is judged as any other (`prompt=login` and `max_age=0` ask for a new sign-in, `max_age=N` is answered only while the last sign-in is at most N seconds old). Whole seconds, 1 to 600.',
       LOGIN_RETURN_WINDOW_MAX,
     )
       .refine((v) => Number.isInteger(v) && v >= 1, {

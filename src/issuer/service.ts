@@ -78,7 +78,7 @@ import {
   revokeGrants,
   revokeRequest,
 } from './revoke.ts';
-import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, tokenHash } from './secrets.ts';
+import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, sha256, tokenHash } from './secrets.ts';
 
 export type { OAuthRequest, TokenResponse } from './context.ts';
 export { GRANT_TREE_MAX_NODES } from './grant-tree.ts';
@@ -921,6 +921,16 @@ export class TokenService {
     };
     await this.store.appendRevocations([entry]);
     this.#feed.applyCommitted([entry]);
+  }
+
+  /**
+   * Spend the fresh sign-in that began the login session `sessionId` (made for one authorization
+   * request with `prompt=login` or `max_age`): true the first time, false ever after, at any
+   * instance sharing the store (its one-time identifiers, kept until `expiresAt`). One sign-in
+   * answers its request once: a reload of the request, or its URL replayed, asks for another.
+   */
+  async spendFreshSignIn(sessionId: string, expiresAt: number): Promise<boolean> {
+    return this.store.useOnce(`login-fresh:${sha256(sessionId)}`, expiresAt, this.#ctx.now());
   }
 
   /**

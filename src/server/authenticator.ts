@@ -62,7 +62,8 @@ export type Authentication =
       readonly sessionEndsAt?: number;
       /**
        * The authorization request (SHA-256 of its query string) whose login began this session: a
-       * sign-in made for that very request, so its `prompt=login` or `max_age` is answered by it.
+       * sign-in made for that very request, so its `prompt=login` or `max_age` is answered by it,
+       * once (spent under `sessionId`: without one, never) and within `return_window` of `authenticatedAt`.
        */
       readonly signedInFor?: string;
       /**

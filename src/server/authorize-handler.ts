@@ -207,7 +207,7 @@ export function createAuthorizeHandler(
   const consent = service.consent;
   const issuerOrigin = new URL(service.issuer).origin;
   // Seconds after a sign-in during which the authorization request it was made for (coming back
-  // from the callback, which redirects at once) is answered by it (`authorization.oidc.return_window`):
+  // from the callback, which redirects at once) is answered by it, once (`authorization.oidc.return_window`):
   // at least the clock skew between instances, since the callback may be served by one and the
   // request by another.
   const returnWindow = service.config.authorization.oidc?.return_window ?? LOGIN_RETURN_WINDOW_DEFAULT;
@@ -430,19 +430,39 @@ export function createAuthorizeHandler(
     // fresh one (`max_age=0` is `prompt=login`: a sign-in this second is not older than 0 s).
     // Judged as of the page load, or for a consent form as of when its page was shown (the form
     // answers that page: minutes later it still approves what a fresh enough sign-in was shown).
-    // A session begun by a login made for this very request (its query) is that sign-in on its
-    // way back from it only (the callback sends the browser here at once): the same query loaded
-    // again later in the session, a replay, asks again.
     const judgedAt = form === undefined ? checkedAt : Math.min(checkedAt, consent.shownAt(form.get('csrf') as string) ?? checkedAt);
     const signedInAgo = person.ok && person.authenticatedAt !== undefined ? judgedAt - person.authenticatedAt : undefined;
     // max_age counts from the sign-in at the upstream provider when it said when (auth_time): one
     // answered from its own session signed the person in before the session here began.
     const authenticatedAgo =
       person.ok && person.upstreamAuthenticatedAt !== undefined ? judgedAt - person.upstreamAuthenticatedAt : signedInAgo;
-    const stale =
+    const asksFresh = person.ok && (request.prompt.has('login') || request.maxAge !== undefined);
+    // A session begun by a login made for this very request (its query; the upstream was asked for
+    // the same prompt=login or max_age, checked at the callback) answers it on its way back from
+    // that sign-in (the callback sends the browser here at once), once: within `return_window`
+    // (the clock skew between the instance that served the callback and this one), and only the
+    // first time the request comes back, at any instance (spent in the store's one-time
+    // identifiers, whether or not max_age needed it). The same query loaded again, a reload or a
+    // replay, is judged as any other: prompt=login and max_age=0 ask for a new sign-in, max_age=N
+    // is answered only while the last sign-in is at most N s old. A consent form is judged as of
+    // its page, which only a request answered so showed (the form's token is one-time).
+    let signedInForIt = false;
+    if (
+      asksFresh &&
       person.ok &&
-      (request.prompt.has('login') || request.maxAge !== undefined) &&
-      !(signedInAgo !== undefined && person.signedInFor === sha256(query) && signedInAgo <= returnWindow) &&
+      person.sessionId !== undefined &&
+      person.authenticatedAt !== undefined &&
+      signedInAgo !== undefined &&
+      person.signedInFor === sha256(query) &&
+      signedInAgo <= returnWindow
+    ) {
+      signedInForIt =
+        form !== undefined ||
+        (await service.spendFreshSignIn(person.sessionId, (person.sessionEndsAt ?? person.authenticatedAt + returnWindow) + returnWindow));
+    }
+    const stale =
+      asksFresh &&
+      !signedInForIt &&
       (request.prompt.has('login') ||
         request.maxAge === 0 ||
         authenticatedAgo === undefined ||

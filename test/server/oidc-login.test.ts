@@ -1010,8 +1010,8 @@ describe('attacks on the login callback (scripted upstream)', () => {
       ...extra,
     });
 
-  /** Sign in at the upstream for the login `res` (a 303 to it) started; the 303 back to the authorization request. */
-  async function loginThrough(browser: Browser, res: Response): Promise<Response> {
+  /** Sign in at the upstream for the login `res` (a 303 to it) started at `to`; the 303 back to the authorization request. */
+  async function loginThrough(browser: Browser, res: Response, to: RunningIssuer = issuer): Promise<Response> {
     const up = new URL(res.headers.get('location') as string);
     // Issued by the upstream's clock as this server's test clock reads it (skew), not the real one.
     const at = Math.floor((Date.now() + skew) / 1000);
@@ -1023,7 +1023,9 @@ describe('attacks on the login callback (scripted upstream)', () => {
         .setIssuedAt(at)
         .setExpirationTime(at + 300)
         .sign(rogue.key);
-    const back = await callback(browser, up.searchParams.get('state') as string);
+    const back = await browser.fetch(
+      `${to.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code-1', state: up.searchParams.get('state') as string })}`,
+    );
     assert.equal(back.status, 303, await back.clone().text());
     return back;
   }
@@ -1143,6 +1145,105 @@ describe('attacks on the login callback (scripted upstream)', () => {
     } finally {
       skew = 0;
       await short.close();
+    }
+  });
+
+  /** At `at`, from a browser with no session, the request with `extra` (prompt, max_age), signed in for: the browser and the request's URL. */
+  async function signInFor(at: RunningIssuer, extra: Record<string, string>): Promise<{ browser: Browser; url: string }> {
+    const browser = new Browser();
+    const url = authorizationRequest(`${at.url}/oauth2/authorize`, {
+      redirect_uri: REDIRECT,
+      code_challenge: pkcePair().challenge,
+      resource: API,
+      state: 'client-state',
+      ...extra,
+    });
+    const res = await browser.fetch(url);
+    assert.equal(res.status, 303, 'sent to sign in');
+    const back = await loginThrough(browser, res, at);
+    assert.equal(back.headers.get('location'), url, 'back to the very request');
+    return { browser, url };
+  }
+
+  /** `res` sends the browser to sign in at the upstream, asking it for `asked` (its prompt, max_age). */
+  function sentToSignIn(res: Response, asked: Record<string, string>, message: string): void {
+    assert.equal(res.status, 303, message);
+    const up = new URL(res.headers.get('location') as string);
+    assert.ok(up.href.startsWith(`${rogue.url}/authorize?`), message);
+    for (const [name, value] of Object.entries(asked)) assert.equal(up.searchParams.get(name), value, `${message}: ${name}`);
+  }
+
+  it('attack: a max_age=30 request reloaded 45 s after the sign-in made for it (return_window 600) is not answered by that sign-in: the person signs in again', async () => {
+    const long = await startTessera(rogue.url, { return_window: 600 }, () => Date.now() + skew, issuer.master);
+    try {
+      const { browser, url } = await signInFor(long, { max_age: '30' });
+      assert.equal((await browser.fetch(url)).status, 200, 'on its way back from the sign-in: the page');
+      // The test clock moves on (no real sleep): the sign-in is 45 s old, older than max_age.
+      skew = 45_000;
+      sentToSignIn(await browser.fetch(url), { prompt: 'login', max_age: '30' }, 'the same request 45 s on: signed in again');
+      // Still within max_age, a reload is answered by the session as any request is (OIDC Core §3.1.2.1).
+      skew = 0;
+      const again = await signInFor(long, { max_age: '30' });
+      assert.equal((await again.browser.fetch(again.url)).status, 200);
+      skew = 20_000;
+      assert.equal((await again.browser.fetch(again.url)).status, 200, 'reloaded 20 s on, within max_age=30: the page');
+    } finally {
+      skew = 0;
+      await long.close();
+    }
+  });
+
+  it('attack: a max_age=0 request reloaded after its single round trip is not answered by the sign-in made for it; the round trip itself completes, also at another instance sharing the store whose clock is 90 s ahead (return_window 120)', async () => {
+    const config = { token_service: { authorization: oidcConfig(rogue.url, { return_window: 120 }) } } as never;
+    const a = await startTessera(rogue.url, { return_window: 120 }, () => Date.now() + skew, issuer.master);
+    const b = await startIssuer({ config, dir: a.dir, master: a.master, clock: () => Date.now() + skew + 90_000 });
+    try {
+      // The round trip at one instance: the page; the same request loaded again at once, at either: a new sign-in.
+      const here = await signInFor(a, { max_age: '0' });
+      assert.equal((await here.browser.fetch(here.url)).status, 200, 'max_age=0: its round trip completes');
+      for (const at of [a, b]) {
+        sentToSignIn(
+          await here.browser.fetch(here.url.replace(a.url, at.url)),
+          { prompt: 'login', max_age: '0' },
+          `reloaded at once (${at === a ? 'same' : 'other'} instance): signed in again`,
+        );
+      }
+      // The callback at one instance, the way back at the other (90 s ahead): answered there, once.
+      const there = await signInFor(a, { max_age: '0' });
+      assert.equal((await there.browser.fetch(there.url.replace(a.url, b.url))).status, 200, 'answered at the instance 90 s ahead');
+      sentToSignIn(await there.browser.fetch(there.url), { prompt: 'login', max_age: '0' }, 'then reloaded at the first: signed in again');
+    } finally {
+      skew = 0;
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it('attack: a prompt=login request reloaded after the page its fresh sign-in answered (return_window 600) asks for a new sign-in: one sign-in answers one authorization response, also for two loads at once; the page’s form still approves', async () => {
+    const long = await startTessera(rogue.url, { return_window: 600 }, () => Date.now() + skew, issuer.master);
+    try {
+      const { browser, url } = await signInFor(long, { prompt: 'login' });
+      const page = await browser.fetch(url);
+      const html = await page.text();
+      assert.equal(page.status, 200, 'on its way back from the sign-in: the page');
+      skew = 5_000;
+      sentToSignIn(await browser.fetch(url), { prompt: 'login' }, 'the same request reloaded 5 s on: signed in again');
+      // The form of the page that sign-in answered still approves (judged as of that page).
+      const approved = await browser.fetch(`${long.url}/oauth2/authorize`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ ...formFields(html), decision: 'approve' }).toString(),
+      });
+      assert.equal(approved.status, 303, await approved.clone().text());
+      assert.ok(new URL(approved.headers.get('location') as string).searchParams.get('code'));
+      // Two loads of the request at once on its way back: one answered, the other sent to sign in.
+      skew = 0;
+      const twice = await signInFor(long, { prompt: 'login' });
+      const both = await Promise.all([twice.browser.fetch(twice.url), twice.browser.fetch(twice.url)]);
+      assert.deepEqual(both.map((r) => r.status).sort(), [200, 303]);
+    } finally {
+      skew = 0;
+      await long.close();
     }
   });
 
