@@ -3,8 +3,8 @@
  * activation until a later key activates, and stays published until every token it signed has
  * expired (`retired + sync_interval + max_access_token_ttl + skew`). `tessera keys rotate` adds a key that
  * activates `publish_ahead` later, so every verifier has fetched it before it signs; a running
- * server re-reads the keys when the store's key version changes and switches at the activation
- * time on its own, without a restart.
+ * server re-reads the keys at every sync and switches at the activation time on its own, without
+ * a restart. A key whose row is deleted while still in its window stops signing (KeyManager.#vanished).
  *
  * @module
  */
@@ -88,6 +88,9 @@ function sameKey(a: SigningKeyRecord, b: SigningKeyRecord): boolean {
 }
 
 const SKEW = 60;
+/** Why a key whose row was deleted while still in use is refused (see KeyManager.#vanished). */
+const DELETED =
+  'its row was deleted from the store while it was still in use or published (not by housekeeping): it no longer signs, and the key before it does not sign again; run `tessera keys rotate --now`';
 /** Least time between two store reads after unknown kids (see KeyManager.refreshAfterMiss). */
 const MISS_READ_COOLDOWN_MS = 1000;
 
@@ -209,6 +212,7 @@ export class KeyManager implements KeySource {
         }
         return this.#compile(record, legacy);
       })
+      .concat(this.#vanished(records))
       // kid last: two instances rotating in the same second must agree on which key is active
       // (each would otherwise retire, and in time delete, the key the other signs with).
       .sort(
@@ -231,6 +235,25 @@ export class KeyManager implements KeySource {
     this.#byKid = new Map(keys.map((k) => [k.record.kid, k]));
     this.#removed = undefined;
     this.#jwksCache = undefined;
+  }
+
+  /**
+   * The keys this instance held that the store no longer lists although their publication window
+   * is open (pending, active, or retired with tokens still live): deleted by someone other than
+   * housekeeping, which removes a key only once its window has closed (on a clock up to
+   * {@link SKEW} ahead of this one). Such a key is kept in its place in the schedule, refused: it no
+   * longer signs (every other instance, and any started now, no longer publishes it, so its tokens
+   * would be refused there), and the key before it does not sign again (it may be one rotated out
+   * after a compromise). Signing resumes with the next key that activates (`tessera keys rotate
+   * --now`); the refused entry is dropped once its own window closes. An instance started after
+   * the deletion cannot tell: it never saw the key.
+   */
+  #vanished(records: readonly SigningKeyRecord[]): CompiledKey[] {
+    const listed = new Set(records.map((r) => r.kid));
+    const now = this.#now();
+    return this.#keys
+      .filter((k) => !listed.has(k.record.kid) && (k.publishedUntil === null || k.publishedUntil >= now + SKEW))
+      .map((k) => ({ record: k.record, retiresAt: null, publishedUntil: null, invalid: DELETED }));
   }
 
   /**
@@ -469,13 +492,14 @@ export class KeyManager implements KeySource {
     // `now` is whole seconds: the key is in the store up to a second later than it says, and in
     // another instance's JWKS up to `propagation` after that. A verifier that fetched a JWKS just
     // before keeps it `jwks_max_age`: the key must not sign before that has run out, even when
-    // publish_ahead is no longer than jwks_max_age.
+    // publish_ahead is no longer than jwks_max_age. And the instance that signs may run up to SKEW
+    // ahead of the clock that wrote the schedule (as a verifier's may behind at retirement).
     const { publishAhead, jwksMaxAge, propagation = 0 } = this.#schedule;
     const record = newKeyRecord(
       this.#master,
       options.algorithm ?? this.#schedule.algorithm,
       now,
-      options.immediate ? now : now + Math.max(publishAhead, jwksMaxAge + propagation + 1),
+      options.immediate ? now : now + Math.max(publishAhead, jwksMaxAge + propagation + SKEW + 1),
     );
     const added: boolean | undefined = await this.#store.addSigningKey(record, options.unlessPending ? { unlessPendingAfter: now } : {});
     await this.reload();

@@ -304,6 +304,8 @@ export class TokenService {
   readonly #dpopAlgorithms: ReadonlySet<JwsAlgorithm>;
   readonly #dpopNonces: DpopNonceSource | undefined;
   #versions = { keys: -1, clients: -1, revocations: -1 };
+  /** The refused signing keys (kid, why) last warned about, serialized. */
+  #refusedTold = '[]';
   /** When the sync last read the revocation log (epoch seconds). */
   #lastRead: number | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -513,7 +515,7 @@ export class TokenService {
   }
 
   /**
-   * Read what other processes changed: keys (re-read on a version change, and switched on at their
+   * Read what other processes changed: keys (re-read at every round, and switched on at their
    * activation time), clients (cache dropped on a version change), revocations (replayed).
    */
   sync(): Promise<void> {
@@ -544,12 +546,17 @@ export class TokenService {
         // another instance's clock and a commit that followed the last read.
         if (this.#lastRead !== undefined && read - this.#lastRead >= this.config.max_access_token_ttl + SKEW / 2) this.#standing.clear();
         this.#lastRead = read;
-        if (v.keys !== this.#versions.keys) {
-          await this.keys.reload();
-          for (const k of this.keys.status()) {
-            if (k.invalid !== undefined) this.#warn(`signing key ${k.kid} is refused (not published, not signing): ${k.invalid}`);
-          }
+        // Read at every round, not only when the key version moved: a row deleted by someone other
+        // than Tessera moves nothing, and this process would go on signing with a key no other one
+        // publishes (a few rows, one indexed read). Refused keys are told once per version, and
+        // again when which are refused, or why, changes.
+        await this.keys.reload();
+        const refused = this.keys.status().filter((k) => k.invalid !== undefined);
+        const told = JSON.stringify(refused.map((k) => [k.kid, k.invalid]));
+        if (v.keys !== this.#versions.keys || told !== this.#refusedTold) {
+          for (const k of refused) this.#warn(`signing key ${k.kid} is refused (not published, not signing): ${k.invalid}`);
         }
+        this.#refusedTold = told;
         this.#versions = v;
         if (this.#hasher !== undefined) {
           const { rotated, removed } = await this.keys.maintain();

@@ -1,0 +1,196 @@
+/**
+ * Signing-key lifecycle, red-team round: a key row deleted behind a running server, instances on
+ * one store whose clocks disagree, and what verifiers fetching the JWKS over HTTP see across
+ * rotations. Against a SQLite file, real HTTP and `jose` verifying through the JWKS endpoint.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { after, describe, it } from 'node:test';
+import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
+import { KeyManager, type KeySchedule } from '../../src/issuer/keys.ts';
+import { generateMasterKey } from '../../src/issuer/secrets.ts';
+import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+
+const running: RunningIssuer[] = [];
+after(async () => {
+  for (const i of running) await i.close();
+});
+
+const T0 = 1_900_000_000;
+
+/** A running issuer on a clock of its own, one client, its warnings collected, and its database file opened beside it. */
+async function fresh(config: NonNullable<Parameters<typeof startIssuer>[0]>['config'] = {}) {
+  const clock = { now: T0 };
+  const warnings: string[] = [];
+  const issuer = await startIssuer({ clock: () => clock.now * 1000, config, onServiceWarning: (m) => warnings.push(m) });
+  running.push(issuer);
+  const c = await issuer.addClient({ id: 'agent', scopes: ['api:read'] });
+  const db = new DatabaseSync(join(issuer.dir, 'tessera.db'), { timeout: 5000 });
+  const token = () => issuer.post('/oauth2/token', { grant_type: 'client_credentials' }, { authorization: basic(c.id, c.secret) });
+  const jwks = async () => (await (await fetch(`${issuer.url}/.well-known/jwks.json`)).json()) as JSONWebKeySet;
+  return { issuer, clock, warnings, db, token, jwks };
+}
+
+async function accessToken(res: Response): Promise<string> {
+  assert.equal(res.status, 200, await res.clone().text());
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+const kidOf = (jwt: string) => decodeProtectedHeader(jwt).kid as string;
+
+describe('a signing key row deleted behind a running server', () => {
+  it('attack: the active key’s row deleted (no key version bump): at its next sync the server stops signing with it (503 signing_key_unavailable, not ready, a warning naming the kid), never falls back to the retired key, and `keys rotate --now` recovers', async () => {
+    const { issuer, clock, warnings, db, token, jwks } = await fresh();
+    const retired = issuer.service.keys.signer()?.kid as string;
+    clock.now += 1;
+    // After a compromise of `retired`: a key that signs at once.
+    const active = (await issuer.service.rotateSigningKey({ immediate: true }, 'cli')).kid;
+    assert.equal(kidOf(await accessToken(await token())), active);
+
+    // Whoever can write to the database deletes the active key's row, and nothing else.
+    db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(active);
+    await issuer.service.sync();
+
+    // Every other instance (and any started now) no longer publishes `active`: this one must not
+    // go on signing tokens with it that they refuse, nor sign with the compromised `retired` again.
+    const res = await token();
+    assert.equal(res.status, 503);
+    assert.equal(((await res.json()) as { error_code?: string; error: string }).error, 'temporarily_unavailable');
+    assert.equal(issuer.service.keys.ready(), false);
+    const published = (await jwks()).keys.map((k) => k.kid);
+    assert.equal(published.includes(active), false, 'the deleted key is not published (no other instance publishes it)');
+    const warning = warnings.find((w) => w.includes(active));
+    assert.ok(warning, `a warning names ${active}: ${JSON.stringify(warnings)}`);
+    assert.match(warning, /deleted/);
+    const status = issuer.service.keys.status().find((k) => k.kid === active);
+    assert.equal(status?.state, 'active');
+    assert.match(status?.invalid ?? '', /deleted/);
+
+    // One warning, not one per sync.
+    const before = warnings.length;
+    await issuer.service.sync();
+    await issuer.service.sync();
+    assert.equal(warnings.length, before);
+
+    // The key version bumped later (any change) or a token with an unknown kid (a kid-miss read):
+    // the retired key still does not take over again.
+    db.prepare("UPDATE meta SET value = value + 1 WHERE name = 'keys_version'").run();
+    await issuer.service.sync();
+    assert.equal((await token()).status, 503);
+    await issuer.service.keys.refreshAfterMiss();
+    assert.equal(issuer.service.keys.signer(), undefined);
+
+    // Recovery: a key that signs at once.
+    clock.now += 1;
+    const next = (await issuer.service.rotateSigningKey({ immediate: true }, 'cli')).kid;
+    const t = await accessToken(await token());
+    assert.equal(kidOf(t), next);
+    assert.equal(issuer.service.keys.ready(), true);
+    await jwtVerify(t, createLocalJWKSet(await jwks()), { issuer: issuer.url });
+    assert.equal(
+      (await jwks()).keys.some((k) => k.kid === retired),
+      true,
+      'the retired key stays published for its tokens',
+    );
+  });
+
+  it('attack: a pending key’s row deleted: when its time comes the server does not sign with the key before it (the rotation was cancelled behind its back), and says so', async () => {
+    const { issuer, clock, warnings, db, token } = await fresh({ token_service: { keys: { publish_ahead: '1h', jwks_max_age: '10m' } } });
+    const first = issuer.service.keys.signer()?.kid as string;
+    const pending = (await issuer.service.rotateSigningKey({}, 'cli')).kid;
+    db.prepare('DELETE FROM signing_keys WHERE kid = ?').run(pending);
+    await issuer.service.sync();
+    assert.ok(
+      warnings.some((w) => w.includes(pending) && /deleted/.test(w)),
+      JSON.stringify(warnings),
+    );
+    // Until then the key before it signs, as every instance agrees.
+    assert.equal(kidOf(await accessToken(await token())), first);
+    clock.now += 3600;
+    await issuer.service.sync();
+    assert.equal((await token()).status, 503);
+  });
+
+  it('a key housekeeping removed once its tokens expired is not taken for a deleted one: no warning, the active key signs', async () => {
+    const { issuer, clock, warnings, token } = await fresh({ token_service: { max_access_token_ttl: '5m', access_token_ttl: '5m' } });
+    const old = issuer.service.keys.signer()?.kid as string;
+    clock.now += 1;
+    const active = (await issuer.service.rotateSigningKey({ immediate: true }, 'cli')).kid;
+    const until = issuer.service.keys.status().find((k) => k.kid === old)?.publishedUntil as number;
+    clock.now = until + 1;
+    await issuer.service.sync();
+    assert.equal(
+      (await issuer.store.listSigningKeys()).some((k) => k.kid === old),
+      false,
+      'housekeeping removed it',
+    );
+    await issuer.service.sync();
+    assert.equal(kidOf(await accessToken(await token())), active);
+    assert.deepEqual(
+      warnings.filter((w) => w.includes(old)),
+      [],
+    );
+  });
+});
+
+describe('two instances on one store whose clocks disagree', () => {
+  const schedule: KeySchedule = {
+    algorithm: 'ES256',
+    publishAhead: 600,
+    jwksMaxAge: 600,
+    maxTokenTtl: 600,
+    rotationInterval: undefined,
+    propagation: 5,
+  };
+
+  it('a key removed by an instance whose clock is up to 60 s ahead is not taken for a deleted one by the other', async () => {
+    const store = SqliteStore.open({ path: ':memory:' });
+    const master = generateMasterKey().key;
+    let t = T0;
+    const a = new KeyManager({ store, master, schedule, now: () => t + 59 });
+    const b = new KeyManager({ store, master, schedule, now: () => t });
+    await a.rotate({ immediate: true });
+    t += 1;
+    await a.rotate({ immediate: true });
+    await b.reload();
+    const old = b.status()[0] as { kid: string; publishedUntil: number };
+    t = old.publishedUntil - 58;
+    assert.deepEqual((await a.maintain()).removed, [old.kid]);
+    await b.reload();
+    assert.deepEqual(
+      b.status().map((k) => k.kid),
+      b
+        .status()
+        .map((k) => k.kid)
+        .filter((k) => k !== old.kid),
+    );
+    assert.ok(b.signer() !== undefined && b.status().every((k) => k.invalid === undefined));
+    await store.close();
+  });
+
+  it('attack: a rotation written on a clock 60 s behind the signing instance’s: the new key still never signs before a JWKS fetched just before every instance published it has run out', async () => {
+    const store = SqliteStore.open({ path: ':memory:' });
+    const master = generateMasterKey().key;
+    const t = T0;
+    // The CLI (or instance) that rotates runs 60 s behind the instance that signs.
+    const writer = new KeyManager({ store, master, schedule, now: () => t - 60 });
+    const signer = new KeyManager({ store, master, schedule, now: () => t });
+    await writer.rotate({ immediate: true });
+    await signer.reload();
+    await writer.rotate();
+    // A verifier fetches the signer's JWKS at the last moment before it syncs, and keeps it max-age.
+    const fetched = JSON.parse(signer.jwks().body) as { keys: { kid: string }[] };
+    const fetchedAt = t + 1 + (schedule.propagation ?? 0);
+    await signer.reload();
+    for (let at = t; at < fetchedAt + schedule.jwksMaxAge; at++) {
+      const kid = signer.signer(at)?.kid;
+      assert.ok(
+        fetched.keys.some((k) => k.kid === kid),
+        `at +${at - T0}s the signer signs with ${kid}, which the cached JWKS does not have`,
+      );
+    }
+    await store.close();
+  });
+});
