@@ -149,6 +149,7 @@ const oidcSchema = z
     return_window: duration(
       'How long after a sign-in made for an authorization request that asks for a fresh one (`prompt=login`, `max_age`) that request, on its way back from the provider, is answered by it: at least the clock skew between instances (the callback may be served by one and the request by another). It answers that request once, the first time it comes back (spent in the store, at every instance): loaded again, a reload or a replayed URL, the request is judged as any other (`prompt=login` and `max_age=0` ask for a new sign-in, `max_age=N` is answered only while the last sign-in is at most N seconds old). Whole seconds, 1 to 600.',
       LOGIN_RETURN_WINDOW_MAX,
+      1,
     )
       .refine((v) => Number.isInteger(v) && v >= 1, {
         message: `write whole seconds from 1 to ${LOGIN_RETURN_WINDOW_MAX} (1s to 10m), e.g. ${LOGIN_RETURN_WINDOW_DEFAULT}s`,
@@ -509,6 +510,7 @@ export const storeSchema = z
         request_timeout: duration(
           'How long a store call of a request (or of a CLI command) may take, retries included, before it fails with 503 `store_unavailable` and its connection is closed (the wait for a pool connection comes before it, bounded by the shorter of this and 5 s); PostgreSQL gives up on each of its statements a little sooner (`lock_timeout`, `statement_timeout`). Not the schema migrations; a revocation of grants (`tessera revoke`, the admin API) may take 10 s, or this when longer.',
           60,
+          0.1,
         )
           .refine((v) => v >= 0.1, { message: 'write at least 0.1s: every call would fail' })
           .prefault('5s'),

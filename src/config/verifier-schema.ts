@@ -23,8 +23,10 @@ export const MAX_DPOP_IAT_WINDOW = 3600;
 /**
  * A duration: seconds as a number, or `30s`, `10m`, `24h`, `7d`. Parsed to seconds, at most `max`
  * (every duration has one: a value past it would overflow the expiry computed from it, or a timer).
+ * `min` only words the advice for a value over `max`: a schema with a minimum refuses a value below
+ * it itself, with its own message.
  */
-export const duration = (description: string, max: number) =>
+export const duration = (description: string, max: number, min = 0) =>
   z
     .union([z.number(), z.string()])
     .transform((v, ctx) => {
@@ -42,7 +44,10 @@ export const duration = (description: string, max: number) =>
         return z.NEVER;
       }
       if (s > max) {
-        ctx.addIssue({ code: 'custom', message: `${v} is longer than allowed here: write a duration from 0 to ${formatDuration(max)}` });
+        ctx.addIssue({
+          code: 'custom',
+          message: `${v} is longer than allowed here: write a duration from ${min === 0 ? '0' : formatDuration(min)} to ${formatDuration(max)}`,
+        });
         return z.NEVER;
       }
       return s;

@@ -120,6 +120,11 @@ store:
         bad,
       );
     }
+    // Too long: the advice names the real range (0 is refused, so not "from 0 to 1m").
+    assert.deepEqual(
+      issues('store:\n  driver: postgres\n  postgres: { url: "postgres://db/t", request_timeout: 2m }\n').map((i) => i.message),
+      ['2m is longer than allowed here: write a duration from 0.1s to 1m'],
+    );
   });
 
   it('suggests a postgres section that is valid YAML when pasted as written', () => {
@@ -213,8 +218,9 @@ describe('token_service.authorization', () => {
       ['0s', /whole seconds from 1 to 600/],
       ['1.5', /whole seconds from 1 to 600/],
       ['500ms', /whole seconds from 1 to 600/],
-      ['601', /longer than allowed here.*10m/],
-      ['11m', /longer than allowed here.*10m/],
+      // The advice names the window's real range: 0 is refused, so not "from 0 to 10m".
+      ['601', /601 is longer than allowed here: write a duration from 1s to 10m$/],
+      ['11m', /11m is longer than allowed here: write a duration from 1s to 10m$/],
       ['-5', /whole seconds|not a duration/],
       ['soon', /not a duration/],
       ['"60"', /has no unit/],
