@@ -93,7 +93,7 @@ function refresh(grantId: string, overrides: Partial<RefreshTokenRecord> = {}, n
   };
 }
 
-function code(overrides: Partial<AuthorizationCodeRecord> = {}, now = 1_800_000_000): AuthorizationCodeRecord {
+export function code(overrides: Partial<AuthorizationCodeRecord> = {}, now = 1_800_000_000): AuthorizationCodeRecord {
   return {
     hash: uid('code'),
     clientId: 'agent',

@@ -11,14 +11,14 @@ import pg from 'pg';
 import { uuidv7 } from '../../src/audit/id.ts';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { RevocationFeed } from '../../src/issuer/revocation-feed.ts';
-import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
+import { type NewGrant, type Store, StoreUnavailableError } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, type PostgresStoreOptions, revocationChannel } from '../../src/store/postgres/store.ts';
 import { a2aTaskKey } from '../../src/store/rows.ts';
 import { until } from '../helpers/net.ts';
 import { postgresReachable } from '../helpers/postgres.ts';
 import { faultProxy } from '../helpers/tcp-fault-proxy.ts';
-import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
+import { clientRecord, code, newGrant, runStoreContract, testClock } from './contract.ts';
 
 const url = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schemas: string[] = [];
@@ -254,42 +254,16 @@ if (!reachable) {
       await other.connect();
       try {
         const now = 1_800_000_000;
-        await store.createClient(clientRecord({ id: 'agent' }, now));
-        const hash = `code_${Math.random().toString(36).slice(2)}`;
-        await store.createAuthorizationCode({
-          hash,
-          clientId: 'agent',
-          redirectUri: 'https://app.test/cb',
-          codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-          subject: 'alice@example.com',
-          issuer: 'https://issuer.test',
-          scopes: ['api:read'],
-          audiences: ['https://api.test'],
-          createdAt: now,
-          expiresAt: now + 60,
-          consumedAt: null,
-          grantId: null,
-          jkt: null,
-          approvalSince: now,
-        });
+        const { hash, redeem } = await pendingCode(store, now);
         const grant = newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now);
-        const redeem = () =>
-          store.redeemAuthorizationCode(hash, {
-            clientId: 'agent',
-            loginScope: 'https://issuer.test#login-sessions',
-            grant,
-            refreshToken: null,
-            now,
-            entryExpiresAt: now + 600,
-          });
-        assert.equal((await redeem()).status, 'redeemed');
+        assert.equal((await redeem(grant)).status, 'redeemed');
         // Another transaction holds the code's row (a revocation's delete of unredeemed codes keeps
         // the row of one redeemed while it waited locked) and will want the tree's lock. Waiting for
         // that lock past lock_timeout (shorter than the 1 s deadlock check) fails it.
         await other.query("SET lock_timeout = '500ms'");
         await other.query('BEGIN');
         await other.query('SELECT 1 FROM authorization_codes WHERE hash = $1 FOR UPDATE', [hash]);
-        const reuse = redeem();
+        const reuse = redeem(grant);
         let done = false;
         void reuse.then(
           () => {
@@ -310,100 +284,6 @@ if (!reachable) {
       } finally {
         await other.end();
         await store.close();
-      }
-    });
-
-    it('concurrent redemptions of one code, some begun before its winner committed and some after, take their locks in one order: none is made a deadlock’s victim (each transaction runs once, no 1 s deadlock check), one wins, the rest are reuses', async () => {
-      const { store, other, schema, app, close } = await heldStore();
-      // Another transaction in a tree, and a session watching the store's (pg_stat_activity, read
-      // outside a transaction: one inside reads a snapshot of it taken once).
-      const trees = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
-      await trees.connect();
-      const watch = new pg.Client({ connectionString: url });
-      await watch.connect();
-      // Every transaction the store begins (a run again after a deadlock's abort is one more).
-      let runs = 0;
-      const query = pg.Client.prototype.query;
-      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-        if (typeof args[0] === 'string' && args[0].startsWith('BEGIN;')) runs++;
-        return (query as (...a: unknown[]) => unknown).apply(this, args);
-      } as typeof query;
-      try {
-        const now = 1_800_000_000;
-        await store.createClient(clientRecord({ id: 'agent' }, now));
-        const hash = `code_${Math.random().toString(36).slice(2)}`;
-        await store.createAuthorizationCode({
-          hash,
-          clientId: 'agent',
-          redirectUri: 'https://app.test/cb',
-          codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-          subject: 'alice@example.com',
-          issuer: 'https://issuer.test',
-          scopes: ['api:read'],
-          audiences: ['https://api.test'],
-          createdAt: now,
-          expiresAt: now + 60,
-          consumedAt: null,
-          grantId: null,
-          jkt: null,
-          approvalSince: now,
-        });
-        const grants = Array.from({ length: 8 }, () => newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now));
-        const redeem = (grant: (typeof grants)[number]) =>
-          store.redeemAuthorizationCode(hash, {
-            clientId: 'agent',
-            loginScope: 'https://issuer.test#login-sessions',
-            grant,
-            refreshToken: null,
-            now,
-            entryExpiresAt: now + 600,
-          });
-        const waiting = async () =>
-          Number(
-            (
-              await watch.query(
-                "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                [app],
-              )
-            ).rows[0].n,
-          );
-        const before = runs;
-        // The winner is held at alice's lock (taken after the code's row) while three more
-        // redemptions queue behind it: a winner slow to commit.
-        await other.query('BEGIN');
-        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['alice@example.com']);
-        const early = grants.slice(0, 4).map(redeem);
-        await until(async () => (await waiting()) === 4);
-        // Whichever tree the winner begins is held too (a rotation or a revocation under way in it).
-        await trees.query('BEGIN');
-        for (const g of grants) await trees.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [g.id]);
-        await other.query('COMMIT');
-        const [won] = await Promise.race(early.map((p) => p.then((r) => [r])));
-        assert.equal(won?.status, 'redeemed');
-        await until(async () => (await waiting()) === 3);
-        // Four more begin after the winner committed: they find the code redeemed, with its tree.
-        const late = grants.slice(4).map(redeem);
-        await until(async () => (await waiting()) === 7);
-        await trees.query('COMMIT');
-        const results = await Promise.all([...early, ...late]);
-        assert.equal(results.filter((r) => r.status === 'redeemed').length, 1);
-        const reuses = results.filter((r) => r.status === 'reused');
-        assert.equal(reuses.length, 7);
-        // The reuse cascade: each names the winner's grant, and the first revoked its tree.
-        const winner = won?.status === 'redeemed' ? won.grant.id : '';
-        assert.deepEqual(new Set(reuses.map((r) => r.grantId)), new Set([winner]));
-        assert.deepEqual(
-          reuses.flatMap((r) => r.revokedGrantIds),
-          [winner],
-        );
-        assert.notEqual((await store.getGrant(winner))?.revokedAt ?? null, null);
-        assert.equal(runs - before, 8, 'a redemption was run again: PostgreSQL aborted it to break a deadlock');
-      } finally {
-        pg.Client.prototype.query = query;
-        await trees.query('ROLLBACK').catch(() => {});
-        await trees.end();
-        await watch.end();
-        await close();
       }
     });
 
@@ -438,6 +318,76 @@ if (!reachable) {
         },
       };
     }
+
+    /**
+     * Client `agent` and an unredeemed code of alice's for it, stored; `redeem(grant)` redeems the
+     * code, beginning `grant` (a new grant of alice's where none is given).
+     */
+    async function pendingCode(store: PostgresStore, now: number) {
+      await store.createClient(clientRecord({ id: 'agent' }, now));
+      const record = code({}, now);
+      await store.createAuthorizationCode(record);
+      const { hash } = record;
+      const redeem = (grant: NewGrant = newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now)) =>
+        store.redeemAuthorizationCode(hash, {
+          clientId: 'agent',
+          loginScope: 'https://issuer.test#login-sessions',
+          grant,
+          refreshToken: null,
+          now,
+          entryExpiresAt: now + 600,
+        });
+      return { hash, redeem };
+    }
+
+    it('concurrent redemptions of one code, some begun before its winner committed and some after, take their locks in one order: none is made a deadlock’s victim (each transaction runs once, no 1 s deadlock check), one wins, the rest are reuses', async () => {
+      const { store, other, schema, app, close } = await heldStore();
+      const w = await lockWatch(app);
+      // Another transaction in a tree.
+      const trees = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await trees.connect();
+      try {
+        const now = 1_800_000_000;
+        const { redeem } = await pendingCode(store, now);
+        const grants = Array.from({ length: 8 }, () => newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now));
+        const before = w.runs();
+        // The winner is held at alice's lock (taken after the code's row) while three more
+        // redemptions queue behind it: a winner slow to commit.
+        await other.query('BEGIN');
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('tessera.subject:' || $1))", ['alice@example.com']);
+        const early = grants.slice(0, 4).map(redeem);
+        await until(async () => (await w.waiting()) === 4);
+        // Whichever tree the winner begins is held too (a rotation or a revocation under way in it).
+        await trees.query('BEGIN');
+        for (const g of grants) await trees.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [g.id]);
+        await other.query('COMMIT');
+        const [won] = await Promise.race(early.map((p) => p.then((r) => [r])));
+        assert.equal(won?.status, 'redeemed');
+        await until(async () => (await w.waiting()) === 3);
+        // Four more begin after the winner committed: they find the code redeemed, with its tree.
+        const late = grants.slice(4).map(redeem);
+        await until(async () => (await w.waiting()) === 7);
+        await trees.query('COMMIT');
+        const results = await Promise.all([...early, ...late]);
+        assert.equal(results.filter((r) => r.status === 'redeemed').length, 1);
+        const reuses = results.filter((r) => r.status === 'reused');
+        assert.equal(reuses.length, 7);
+        // The reuse cascade: each names the winner's grant, and the first revoked its tree.
+        const winner = won?.status === 'redeemed' ? won.grant.id : '';
+        assert.deepEqual(new Set(reuses.map((r) => r.grantId)), new Set([winner]));
+        assert.deepEqual(
+          reuses.flatMap((r) => r.revokedGrantIds),
+          [winner],
+        );
+        assert.notEqual((await store.getGrant(winner))?.revokedAt ?? null, null);
+        assert.equal(w.runs() - before, 8, 'a redemption was run again: PostgreSQL aborted it to break a deadlock');
+      } finally {
+        await trees.query('ROLLBACK').catch(() => {});
+        await trees.end();
+        await w.end();
+        await close();
+      }
+    });
 
     it('a sign-out racing the reuse cascade of a refresh token of the person’s approved tree takes the tree before the remembered consent, as the cascade does: neither is made a deadlock’s victim (each transaction runs once), the tree is revoked and the consent forgotten', async () => {
       const { store, other, app, close } = await heldStore();
@@ -513,33 +463,7 @@ if (!reachable) {
       await creation.connect();
       try {
         const now = 1_800_000_000;
-        await store.createClient(clientRecord({ id: 'agent' }, now));
-        const hash = `code_${Math.random().toString(36).slice(2)}`;
-        await store.createAuthorizationCode({
-          hash,
-          clientId: 'agent',
-          redirectUri: 'https://app.test/cb',
-          codeChallenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
-          subject: 'alice@example.com',
-          issuer: 'https://issuer.test',
-          scopes: ['api:read'],
-          audiences: ['https://api.test'],
-          createdAt: now,
-          expiresAt: now + 60,
-          consumedAt: null,
-          grantId: null,
-          jkt: null,
-          approvalSince: now,
-        });
-        const redeem = () =>
-          store.redeemAuthorizationCode(hash, {
-            clientId: 'agent',
-            loginScope: 'https://issuer.test#login-sessions',
-            grant: newGrant({ kind: 'authorization_code', subject: 'alice@example.com' }, now),
-            refreshToken: null,
-            now,
-            entryExpiresAt: now + 600,
-          });
+        const { redeem } = await pendingCode(store, now);
         const before = w.runs();
         // The redemption is held at alice's lock, holding the code's row; the revocation's delete
         // of the client's unredeemed codes queues on that row.
