@@ -17,18 +17,16 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { OAuthError, type OAuthErrorCode } from '../../src/core/oauth-errors.ts';
 import type { Authenticator } from '../../src/server/authenticator.ts';
 import { createTokenServiceHandler } from '../../src/server/token-handler.ts';
 import { type Store, StoreUnavailableError } from '../../src/store/contract.ts';
-import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { pkcePair } from '../helpers/pkce.ts';
-import { postgresReachable } from '../helpers/postgres.ts';
-import { type FaultProxy, faultProxy } from '../helpers/tcp-fault-proxy.ts';
+import { dropSchema, postgresReachable, storeBehindFaultProxy } from '../helpers/postgres.ts';
+import type { FaultProxy } from '../helpers/tcp-fault-proxy.ts';
 
 const REDIRECT = 'http://127.0.0.1:7777/callback';
 const API = 'https://api.test';
@@ -74,18 +72,10 @@ describe('authorization endpoint, PostgreSQL out of reach mid-request', { skip: 
   let issuer: RunningIssuer;
 
   before(async () => {
-    const target = new URL(PG_URL);
-    proxy = await faultProxy({ host: target.hostname, port: Number(target.port || 5432) });
-    const via = new URL(PG_URL);
-    via.port = String(proxy.port);
-    const store = await PostgresStore.open({
-      connectionString: via.toString(),
-      schema,
-      requestTimeoutMillis: 1000,
-      readTimeoutMillis: 1000,
-    });
+    const behind = await storeBehindFaultProxy(PG_URL, schema);
+    proxy = behind.proxy;
     issuer = await startIssuer({
-      store,
+      store: behind.store,
       config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: '1h' } } } as never,
     });
     for (const id of ['mcp-app', 'cold-app']) await issuer.service.registerClient(client(id));
@@ -94,10 +84,7 @@ describe('authorization endpoint, PostgreSQL out of reach mid-request', { skip: 
     proxy?.heal();
     await issuer?.close();
     await proxy?.close();
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await c.end();
+    await dropSchema(PG_URL, schema);
   });
 
   /** `fn` with PostgreSQL out of reach (`how`), healed after. */

@@ -12,39 +12,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
-import pg from 'pg';
-import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { authorizationRequest } from '../helpers/authorize.ts';
-import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import type { RunningIssuer } from '../helpers/issuer.ts';
+import { API, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
 import { Browser, type RogueUpstream, startRogueProvider, UPSTREAM_CLIENT, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
-import { postgresReachable } from '../helpers/postgres.ts';
-import { type FaultProxy, faultProxy } from '../helpers/tcp-fault-proxy.ts';
+import { dropSchema, postgresReachable, storeBehindFaultProxy } from '../helpers/postgres.ts';
+import type { FaultProxy } from '../helpers/tcp-fault-proxy.ts';
 
-const REDIRECT = 'http://127.0.0.1:7777/callback';
-const API = 'https://api.test';
 const PG_URL = process.env.TESSERA_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const pgSkip = (await postgresReachable(PG_URL)) ? false : 'PostgreSQL is not reachable';
-
-async function startTessera(rogue: RogueUpstream, store?: PostgresStore): Promise<RunningIssuer> {
-  const issuer = await startIssuer({
-    ...(store ? { store } : {}),
-    config: {
-      token_service: {
-        authorization: { enabled: true, oidc: { issuer: rogue.url, client_id: UPSTREAM_CLIENT, client_secret: UPSTREAM_SECRET } },
-      },
-    } as never,
-  });
-  await issuer.service.registerClient({
-    id: 'mcp-app',
-    public: true,
-    name: 'MCP App',
-    scopes: ['api:read'],
-    audiences: [API],
-    redirectUris: [REDIRECT],
-  });
-  return issuer;
-}
 
 /** A login begun at `issuer` in `browser`, the upstream's ID token ready: the callback URL that finishes it. */
 async function begun(issuer: RunningIssuer, rogue: RogueUpstream, browser: Browser): Promise<string> {
@@ -90,28 +67,17 @@ describe('login callback and sign-out, PostgreSQL out of reach', { skip: pgSkip 
   let issuer: RunningIssuer;
 
   before(async () => {
-    const target = new URL(PG_URL);
-    proxy = await faultProxy({ host: target.hostname, port: Number(target.port || 5432) });
-    const via = new URL(PG_URL);
-    via.port = String(proxy.port);
-    const store = await PostgresStore.open({
-      connectionString: via.toString(),
-      schema,
-      requestTimeoutMillis: 1000,
-      readTimeoutMillis: 1000,
-    });
+    const behind = await storeBehindFaultProxy(PG_URL, schema);
+    proxy = behind.proxy;
     rogue = await startRogueProvider();
-    issuer = await startTessera(rogue, store);
+    issuer = await startLoginIssuer(rogue.url, { store: behind.store });
   });
   after(async () => {
     proxy?.heal();
     await issuer?.close();
     await rogue?.close();
     await proxy?.close();
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await c.end();
+    await dropSchema(PG_URL, schema);
   });
 
   async function down<T>(fn: () => Promise<T>): Promise<T> {
@@ -182,7 +148,7 @@ describe('login callback and sign-out, SQLite store closed under the running ser
 
   before(async () => {
     rogue = await startRogueProvider();
-    issuer = await startTessera(rogue);
+    issuer = await startLoginIssuer(rogue.url);
   });
   after(async () => {
     await issuer?.close();

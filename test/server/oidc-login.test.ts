@@ -15,6 +15,7 @@ import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { authorizationRequest, formFields } from '../helpers/authorize.ts';
 import { type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
+import { API, oidcConfig, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
 import {
   Browser,
   type OidcUpstream,
@@ -25,38 +26,7 @@ import {
   UPSTREAM_SECRET,
 } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
-import { postgresReachable } from '../helpers/postgres.ts';
-
-const REDIRECT = 'http://127.0.0.1:7777/callback';
-const API = 'https://api.test';
-
-function oidcConfig(upstream: string, extra: Record<string, unknown> = {}) {
-  return { enabled: true, oidc: { issuer: upstream, client_id: UPSTREAM_CLIENT, client_secret: UPSTREAM_SECRET, ...extra } };
-}
-
-async function startTessera(
-  upstream: string,
-  extra: Record<string, unknown> = {},
-  clock?: () => number,
-  master?: RunningIssuer['master'],
-  onWarning?: (message: string) => void,
-): Promise<RunningIssuer> {
-  const issuer = await startIssuer({
-    config: { token_service: { authorization: oidcConfig(upstream, extra) } } as never,
-    ...(clock ? { clock } : {}),
-    ...(master ? { master } : {}),
-    ...(onWarning ? { onWarning } : {}),
-  });
-  await issuer.service.registerClient({
-    id: 'mcp-app',
-    public: true,
-    name: 'MCP App',
-    scopes: ['api:read'],
-    audiences: [API],
-    redirectUris: [REDIRECT],
-  });
-  return issuer;
-}
+import { dropSchema, postgresReachable } from '../helpers/postgres.ts';
 
 function authorizeUrl(issuer: RunningIssuer, challenge: string): string {
   return authorizationRequest(`${issuer.url}/oauth2/authorize`, {
@@ -125,7 +95,7 @@ describe('login at a real OpenID Connect provider (node-oidc-provider)', () => {
 
   before(async () => {
     upstream = await startOidcProvider();
-    issuer = await startTessera(upstream.url, { allowed_domains: ['example.com'] });
+    issuer = await startLoginIssuer(upstream.url, { oidc: { allowed_domains: ['example.com'] } });
     upstream.configure(`${issuer.url}/oauth2/login/callback`);
   });
   after(async () => {
@@ -300,7 +270,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   before(async () => {
     rogue = await startRogueProvider();
-    issuer = await startTessera(rogue.url, {}, () => Date.now() + skew);
+    issuer = await startLoginIssuer(rogue.url, { clock: () => Date.now() + skew });
   });
   after(async () => {
     await issuer?.close();
@@ -429,7 +399,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('a provider whose clock is off by more than 30 s: the refusal names the claim (iat) and the skew seen, in the audit detail and the log, never the token', async () => {
     const warnings: string[] = [];
-    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    const fresh = await startLoginIssuer(rogue.url, { onWarning: (m) => warnings.push(m) });
     try {
       const now = Math.floor(Date.now() / 1000);
       for (const [offset, words] of [
@@ -508,7 +478,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('the provider’s JWKS down at the callback: fails closed as unavailable (502 page), not as a forged ID token', async () => {
     // A fresh Tessera: its key set for the provider is not cached yet.
-    const fresh = await startTessera(rogue.url);
+    const fresh = await startLoginIssuer(rogue.url);
     rogue.jwksDown = true;
     try {
       const browser = new Browser();
@@ -540,7 +510,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('an ID token that names a member twice (two sub, two kid, a nested claim twice) is refused, not read as the last', async () => {
     const warnings: string[] = [];
-    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    const fresh = await startLoginIssuer(rogue.url, { onWarning: (m) => warnings.push(m) });
     try {
       const now = Math.floor(Date.now() / 1000);
       const rest = (nonce: string) =>
@@ -582,7 +552,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('a token response that names id_token twice is refused (login_code_rejected), not read as the last', async () => {
     const warnings: string[] = [];
-    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    const fresh = await startLoginIssuer(rogue.url, { onWarning: (m) => warnings.push(m) });
     try {
       const browser = new Browser();
       const res = await browser.fetch(authorizeUrl(fresh, pkcePair().challenge));
@@ -608,7 +578,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('mix-up (RFC 9207): a callback whose iss names another provider, or none from a provider that sends it, is refused as login_issuer_mismatch, not as login CSRF', async () => {
     // The provider advertises iss in its answers: a callback without one was not its answer.
-    const fresh = await startTessera(rogue.url);
+    const fresh = await startLoginIssuer(rogue.url);
     rogue.rewrite = (path, text) =>
       path === '/.well-known/openid-configuration' ? text.replace('{', '{"authorization_response_iss_parameter_supported":true,') : text;
     try {
@@ -641,7 +611,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('a discovery document that names a member twice (two jwks_uri) is refused: no login starts (502 page)', async () => {
     const warnings: string[] = [];
-    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    const fresh = await startLoginIssuer(rogue.url, { onWarning: (m) => warnings.push(m) });
     rogue.rewrite = (path, text) =>
       path === '/.well-known/openid-configuration' ? text.replace('"jwks_uri":', '"jwks_uri":"https://evil.test/jwks","jwks_uri":') : text;
     try {
@@ -662,7 +632,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
     // from another host could be swapped on the way, and the ID token forged with its key.
     for (const member of ['jwks_uri', 'token_endpoint', 'authorization_endpoint']) {
       const warnings: string[] = [];
-      const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+      const fresh = await startLoginIssuer(rogue.url, { onWarning: (m) => warnings.push(m) });
       rogue.rewrite = (path, text) => {
         if (path !== '/.well-known/openid-configuration') return text;
         const doc = JSON.parse(text) as Record<string, string>;
@@ -685,7 +655,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('a discovery document nested 30,000 arrays deep is refused as too deep, not as a repeated member: no login starts', async () => {
     const warnings: string[] = [];
-    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    const fresh = await startLoginIssuer(rogue.url, { onWarning: (m) => warnings.push(m) });
     rogue.rewrite = (path, text) =>
       path === '/.well-known/openid-configuration' ? `{"x":${'['.repeat(30_000)}${']'.repeat(30_000)},${text.slice(1)}` : text;
     try {
@@ -702,7 +672,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('a provider JWKS that names a member twice (two x in the key) fails closed as unavailable, not read as the last', async () => {
     const warnings: string[] = [];
-    const fresh = await startTessera(rogue.url, {}, undefined, undefined, (m) => warnings.push(m));
+    const fresh = await startLoginIssuer(rogue.url, { onWarning: (m) => warnings.push(m) });
     try {
       const { generateKeyPairSync } = await import('node:crypto');
       const strangerX = (generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as { x: string }).x;
@@ -728,7 +698,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
   it('attack: a 64 MiB discovery document is refused after 256 KiB, not read whole first: no login starts (502 page)', async () => {
     const flood = await floodServer();
     const warnings: string[] = [];
-    const fresh = await startTessera(flood.url, {}, undefined, undefined, (m) => warnings.push(m));
+    const fresh = await startLoginIssuer(flood.url, { onWarning: (m) => warnings.push(m) });
     try {
       const browser = new Browser();
       await expectPage(await browser.fetch(authorizeUrl(fresh, pkcePair().challenge)), 502);
@@ -744,7 +714,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('attack: a 64 MiB provider JWKS is refused after 512 KiB, not read whole: fails closed as unavailable', async () => {
     const flood = await floodServer();
-    const fresh = await startTessera(rogue.url);
+    const fresh = await startLoginIssuer(rogue.url);
     rogue.rewrite = (path, text) =>
       path === '/.well-known/openid-configuration' ? text.replace(`${rogue.url}/jwks`, `${flood.url}/jwks`) : text;
     try {
@@ -1096,7 +1066,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
   });
 
   it('oidc.return_window: a sign-in answers the request it was made for on its way back within the window only; at 2 s, a return 3 s after it is treated as expired (sent to sign in again), within 1 s it is answered; the 60 s default still answers at 3 s', async () => {
-    const short = await startTessera(rogue.url, { return_window: 2 }, () => Date.now() + skew, issuer.master);
+    const short = await startLoginIssuer(rogue.url, { oidc: { return_window: 2 }, clock: () => Date.now() + skew, master: issuer.master });
     /** Sign in at `at` for a prompt=login request there; then `later` ms on, that request's answer. */
     const returnAfter = async (at: RunningIssuer, later: number): Promise<Response> => {
       const browser = new Browser();
@@ -1482,9 +1452,9 @@ describe('attacks on the login callback (scripted upstream)', () => {
     // someone else at the new one. Narrowing allowed_domains likewise ends the sessions it excludes.
     const browser = await signedIn();
     const other = await startRogueProvider();
-    const moved = await startTessera(other.url, {}, undefined, issuer.master);
-    const narrowed = await startTessera(rogue.url, { allowed_domains: ['corp.example'] }, undefined, issuer.master);
-    const same = await startTessera(rogue.url, {}, undefined, issuer.master);
+    const moved = await startLoginIssuer(other.url, { master: issuer.master });
+    const narrowed = await startLoginIssuer(rogue.url, { oidc: { allowed_domains: ['corp.example'] }, master: issuer.master });
+    const same = await startLoginIssuer(rogue.url, { master: issuer.master });
     try {
       assert.equal((await browser.fetch(authorizeUrl(same, pkcePair().challenge))).status, 200, 'same upstream: still signed in');
       for (const [next, upstream] of [
@@ -1505,8 +1475,8 @@ describe('attacks on the login callback (scripted upstream)', () => {
     // Signed in under session_ttl 10m (its cookie says so); the configuration now says 2m.
     const browser = await signedIn();
     const later = (ms: number) => () => Date.now() + ms;
-    const within = await startTessera(rogue.url, { session_ttl: '2m' }, later(60_000), issuer.master);
-    const past = await startTessera(rogue.url, { session_ttl: '2m' }, later(180_000), issuer.master);
+    const within = await startLoginIssuer(rogue.url, { oidc: { session_ttl: '2m' }, clock: later(60_000), master: issuer.master });
+    const past = await startLoginIssuer(rogue.url, { oidc: { session_ttl: '2m' }, clock: later(180_000), master: issuer.master });
     try {
       assert.equal((await browser.fetch(authorizeUrl(within, pkcePair().challenge))).status, 200, 'within 2m: still signed in');
       const res = await browser.fetch(authorizeUrl(past, pkcePair().challenge));
@@ -1621,18 +1591,7 @@ describe('sign-out on PostgreSQL, two instances sharing one schema', { skip: pgS
 
   before(async () => {
     rogue = await startRogueProvider();
-    a = await startIssuer({
-      store: await PostgresStore.open({ connectionString: PG_URL, schema }),
-      config: { token_service: { authorization: oidcConfig(rogue.url) } } as never,
-    });
-    await a.service.registerClient({
-      id: 'mcp-app',
-      public: true,
-      name: 'MCP App',
-      scopes: ['api:read'],
-      audiences: [API],
-      redirectUris: [REDIRECT],
-    });
+    a = await startLoginIssuer(rogue.url, { store: await PostgresStore.open({ connectionString: PG_URL, schema }) });
     b = await startIssuer({
       store: await PostgresStore.open({ connectionString: PG_URL, schema }),
       master: a.master,
@@ -1643,10 +1602,7 @@ describe('sign-out on PostgreSQL, two instances sharing one schema', { skip: pgS
     await b?.close();
     await a?.close();
     await rogue?.close();
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await c.end();
+    await dropSchema(PG_URL, schema);
   });
 
   it('attack: a session signed out at one instance is no session at the other, for a page or a form shown before; sign-outs at once with copies of one cookie record it once', async () => {

@@ -1,0 +1,46 @@
+/**
+ * A token service that signs people in at an upstream OpenID Connect provider
+ * (`token_service.authorization.oidc`), for the login tests: {@link startLoginIssuer}, with the
+ * public client `mcp-app` registered (api:read at {@link API}, redirect URI {@link REDIRECT}).
+ */
+import type { MasterKey } from '../../src/issuer/secrets.ts';
+import type { Store } from '../../src/store/contract.ts';
+import { type RunningIssuer, startIssuer } from './issuer.ts';
+import { UPSTREAM_CLIENT, UPSTREAM_SECRET } from './oidc-upstream.ts';
+
+/** The redirect URI of the registered client `mcp-app`. */
+export const REDIRECT = 'http://127.0.0.1:7777/callback';
+/** The audience `mcp-app` may ask for. */
+export const API = 'https://api.test';
+
+/** `token_service.authorization` signing in at `upstream` as {@link UPSTREAM_CLIENT}, with `extra` in its `oidc`. */
+export function oidcConfig(upstream: string, extra: Record<string, unknown> = {}) {
+  return { enabled: true, oidc: { issuer: upstream, client_id: UPSTREAM_CLIENT, client_secret: UPSTREAM_SECRET, ...extra } };
+}
+
+/**
+ * A running issuer signing people in at `upstream` (`oidc` added to its `oidc` settings; `clock`,
+ * `master`, `store` and `onWarning` as {@link startIssuer} takes them), `mcp-app` registered.
+ */
+export async function startLoginIssuer(
+  upstream: string,
+  options: {
+    readonly oidc?: Record<string, unknown>;
+    readonly clock?: () => number;
+    readonly master?: MasterKey;
+    readonly store?: Store;
+    readonly onWarning?: (message: string) => void;
+  } = {},
+): Promise<RunningIssuer> {
+  const { oidc, ...rest } = options;
+  const issuer = await startIssuer({ ...rest, config: { token_service: { authorization: oidcConfig(upstream, oidc) } } as never });
+  await issuer.service.registerClient({
+    id: 'mcp-app',
+    public: true,
+    name: 'MCP App',
+    scopes: ['api:read'],
+    audiences: [API],
+    redirectUris: [REDIRECT],
+  });
+  return issuer;
+}
