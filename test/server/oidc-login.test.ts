@@ -293,8 +293,8 @@ describe('attacks on the login callback (scripted upstream)', () => {
       .setExpirationTime('5m')
       .sign(key);
 
-  async function callback(browser: Browser, state: string, code = 'upstream-code-1'): Promise<Response> {
-    return browser.fetch(`${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code, state })}`);
+  async function callback(browser: Browser, state: string, code = 'upstream-code-1', on: RunningIssuer = issuer): Promise<Response> {
+    return browser.fetch(`${on.url}/oauth2/login/callback?${new URLSearchParams({ code, state })}`);
   }
 
   it('a correct ID token signs in; the token request carried the PKCE verifier and client_secret_basic', async () => {
@@ -970,9 +970,9 @@ describe('attacks on the login callback (scripted upstream)', () => {
     }
   });
 
-  /** An authorization request with `extra` parameters (prompt, max_age). */
-  const requestWith = (extra: Record<string, string>) =>
-    authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+  /** An authorization request to `on` with `extra` parameters (prompt, max_age). */
+  const requestWith = (extra: Record<string, string>, on: RunningIssuer = issuer) =>
+    authorizationRequest(`${on.url}/oauth2/authorize`, {
       redirect_uri: REDIRECT,
       code_challenge: pkcePair().challenge,
       resource: API,
@@ -993,9 +993,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
         .setIssuedAt(at)
         .setExpirationTime(at + 300)
         .sign(rogue.key);
-    const back = await browser.fetch(
-      `${to.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code-1', state: up.searchParams.get('state') as string })}`,
-    );
+    const back = await callback(browser, up.searchParams.get('state') as string, undefined, to);
     assert.equal(back.status, 303, await back.clone().text());
     return back;
   }
@@ -1073,32 +1071,12 @@ describe('attacks on the login callback (scripted upstream)', () => {
       const first = await browser.fetch(authorizeUrl(at, pkcePair().challenge));
       const p = new URL(first.headers.get('location') as string).searchParams;
       rogue.idToken = () => idToken({ nonce: p.get('nonce'), email: 'rogue@example.com' });
-      const signIn = await browser.fetch(
-        `${at.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`,
-      );
+      const signIn = await callback(browser, p.get('state') as string, 'c', at);
       assert.equal(signIn.status, 303, await signIn.text());
-      const url = authorizationRequest(`${at.url}/oauth2/authorize`, {
-        redirect_uri: REDIRECT,
-        code_challenge: pkcePair().challenge,
-        resource: API,
-        state: 'client-state',
-        prompt: 'login',
-      });
+      const url = requestWith({ prompt: 'login' }, at);
       const res = await browser.fetch(url);
       assert.equal(res.status, 303, 'prompt=login: sent to sign in afresh');
-      const up = new URL(res.headers.get('location') as string).searchParams;
-      const now = Math.floor((Date.now() + skew) / 1000);
-      rogue.idToken = () =>
-        new SignJWT({ sub: 'rogue-user', nonce: up.get('nonce'), email: 'rogue@example.com', auth_time: now })
-          .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
-          .setIssuer(rogue.url)
-          .setAudience(UPSTREAM_CLIENT)
-          .setIssuedAt(now)
-          .setExpirationTime(now + 300)
-          .sign(rogue.key);
-      const back = await browser.fetch(
-        `${at.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: up.get('state') as string })}`,
-      );
+      const back = await loginThrough(browser, res, at);
       assert.equal(back.headers.get('location'), url, 'back to the very request');
       // The test clock moves on (no real sleep): the sign-in is `later` ms old when the request returns.
       skew += later;
