@@ -6,64 +6,27 @@
  * a start with such a client already registered is refused, naming gateway.exchange_client.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
-import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import type { RunningServer } from '../../src/cli/commands/serve.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
-import { freePort } from '../helpers/net.ts';
 import { claims, sign } from '../helpers/tokens.ts';
-import { AUDIENCE, ISSUER, key, startUpstream, type Upstream } from './helpers.ts';
-import { tokenServiceIssuer } from './subject-issuer-fixture.ts';
-
-const UPSTREAM_AUD = 'https://upstream.internal';
+import { type ExchangeServe, exchangeServe, UPSTREAM_AUD } from './exchange-serve-fixture.ts';
+import { AUDIENCE, ISSUER, key, type Upstream } from './helpers.ts';
 
 describe('gateway: exchange as a DPoP-bound exchange_client', () => {
-  let dir: string;
+  let serve: ExchangeServe;
   let url: string;
   let upstream: Upstream;
   let running: RunningServer | undefined;
-  const savedMaster = process.env.TESSERA_MASTER_KEY;
-  const quiet = () => pino({ level: 'warn' }, new Writable({ write: (_chunk, _encoding, done) => done() }));
-  const config = () => join(dir, 'tessera.yaml');
 
   before(async () => {
-    delete process.env.TESSERA_MASTER_KEY;
-    dir = mkdtempSync(join(tmpdir(), 'tessera-exchange-dpop-'));
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    upstream = await startUpstream();
-    const gateway = {
-      watch_config: false,
-      exchange_client: 'gw-dpop',
-      routes: [
-        {
-          id: 'api',
-          match: { path_prefix: '/api' },
-          upstream: { url: upstream.url, credential: { type: 'exchange', audience: UPSTREAM_AUD, max_ttl: '5m' } },
-          auth: 'jwt',
-          rules: [{ id: 'read', scopes: ['api:read'] }],
-        },
-      ],
-    };
-    writeFileSync(
-      config(),
-      `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${port} }
-issuers: ${JSON.stringify([tokenServiceIssuer(url), { issuer: ISSUER, audiences: [AUDIENCE], jwks: { keys: [key.jwk] }, exchange_clients: [] }])}
-scopes:
-  api:read: {}
-gateway: ${JSON.stringify(gateway)}
-`,
-    );
-    await initialize({ config: config() });
+    serve = await exchangeServe('tessera-exchange-dpop-', 'gw-dpop', [
+      { issuer: ISSUER, audiences: [AUDIENCE], jwks: { keys: [key.jwk] }, exchange_clients: [] },
+    ]);
+    ({ url, upstream } = serve);
     // Not registered yet at start: the start cannot know, each mint refuses.
-    running = await startServer({ config: config(), logger: quiet() });
+    running = await serve.start();
     await running.service.registerClient({
       id: 'gw-dpop',
       scopes: ['api:read'],
@@ -74,9 +37,7 @@ gateway: ${JSON.stringify(gateway)}
   });
   after(async () => {
     await running?.close();
-    await upstream?.close();
-    rmSync(dir, { recursive: true, force: true });
-    if (savedMaster !== undefined) process.env.TESSERA_MASTER_KEY = savedMaster;
+    await serve?.close();
   });
 
   it('attack: a DPoP-bound exchange_client never gets a bearer token to send upstream: 502 upstream_credential_unavailable, nothing upstream, audited upstream_error client_dpop_proof_required', async () => {
@@ -112,7 +73,7 @@ gateway: ${JSON.stringify(gateway)}
   it('refuses to start when gateway.exchange_client is already registered as DPoP-bound, naming the path and what to do', async () => {
     await running?.close();
     running = undefined;
-    const outcome = await startServer({ config: config(), logger: quiet() }).then(
+    const outcome = await serve.start().then(
       async (started) => {
         await started.close();
         return 'started';

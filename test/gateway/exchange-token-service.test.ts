@@ -5,67 +5,28 @@
  * token is revoked.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt } from 'jose';
-import pino from 'pino';
-import { initialize } from '../../src/cli/commands/init.ts';
-import { type RunningServer, startServer } from '../../src/cli/commands/serve.ts';
+import type { RunningServer } from '../../src/cli/commands/serve.ts';
 import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
-import { freePort } from '../helpers/net.ts';
 import { claims, sign } from '../helpers/tokens.ts';
-import { AUDIENCE, ISSUER, key, startUpstream, type Upstream } from './helpers.ts';
-import { IDP2, idp2Key, tokenServiceIssuer } from './subject-issuer-fixture.ts';
-
-const UPSTREAM_AUD = 'https://upstream.internal';
+import { type ExchangeServe, exchangeServe, UPSTREAM_AUD } from './exchange-serve-fixture.ts';
+import { AUDIENCE, ISSUER, key, type Upstream } from './helpers.ts';
+import { IDP2, idp2Key } from './subject-issuer-fixture.ts';
 
 describe('gateway: exchange through a real token service', () => {
-  let dir: string;
+  let serve: ExchangeServe;
   let url: string;
   let upstream: Upstream;
   let running: RunningServer;
-  const savedMaster = process.env.TESSERA_MASTER_KEY;
 
   before(async () => {
-    delete process.env.TESSERA_MASTER_KEY;
-    dir = mkdtempSync(join(tmpdir(), 'tessera-exchange-e2e-'));
-    const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    upstream = await startUpstream();
-    const issuers = [
-      tokenServiceIssuer(url),
+    serve = await exchangeServe('tessera-exchange-e2e-', 'gw', [
       { issuer: ISSUER, audiences: [AUDIENCE], jwks: { keys: [key.jwk] } },
       { issuer: IDP2, audiences: [AUDIENCE], jwks: { keys: [idp2Key.jwk] } },
-    ];
-    const gateway = {
-      watch_config: false,
-      exchange_client: 'gw',
-      routes: [
-        {
-          id: 'api',
-          match: { path_prefix: '/api' },
-          upstream: { url: upstream.url, credential: { type: 'exchange', audience: UPSTREAM_AUD, max_ttl: '5m' } },
-          auth: 'jwt',
-          rules: [{ id: 'read', scopes: ['api:read'] }],
-        },
-      ],
-    };
-    writeFileSync(
-      join(dir, 'tessera.yaml'),
-      `data_dir: .tessera
-server: { host: 127.0.0.1, port: ${port} }
-issuers: ${JSON.stringify(issuers)}
-scopes:
-  api:read: {}
-gateway: ${JSON.stringify(gateway)}
-`,
-    );
-    await initialize({ config: join(dir, 'tessera.yaml') });
-    const logStream = new Writable({ write: (_chunk, _encoding, done) => done() });
-    running = await startServer({ config: join(dir, 'tessera.yaml'), logger: pino({ level: 'warn' }, logStream) });
+    ]);
+    ({ url, upstream } = serve);
+    running = await serve.start();
     await running.service.registerClient({ id: 'gw', scopes: ['api:read'], audiences: [UPSTREAM_AUD], grantTypes: [TOKEN_EXCHANGE] });
     await running.service.registerClient({
       id: 'agent',
@@ -76,9 +37,7 @@ gateway: ${JSON.stringify(gateway)}
   });
   after(async () => {
     await running?.close();
-    await upstream?.close();
-    rmSync(dir, { recursive: true, force: true });
-    if (savedMaster !== undefined) process.env.TESSERA_MASTER_KEY = savedMaster;
+    await serve?.close();
   });
 
   const call = async (token: string) => {
