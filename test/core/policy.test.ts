@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { compilePolicy, type PolicyDecision, type RuleSpec } from '../../src/core/policy.ts';
 import { compileScopes } from '../../src/core/scopes.ts';
+import { caseMappings } from '../helpers/case-mappings.ts';
 
 const { model: scopes } = compileScopes({
   'api:read': {},
@@ -368,26 +369,6 @@ describe('attack: a tool name holding a line terminator', () => {
     assert.equal(glob('x*y*z', `x${'y'.repeat(20_000)}`), false);
   });
 });
-
-/** What `f` returns, and how many `toLowerCase`/`toUpperCase` calls it made. */
-function caseMappings<T>(f: () => T): [T, number] {
-  const { toLowerCase, toUpperCase } = String.prototype;
-  let calls = 0;
-  String.prototype.toLowerCase = function (this: string) {
-    calls++;
-    return toLowerCase.call(this);
-  };
-  String.prototype.toUpperCase = function (this: string) {
-    calls++;
-    return toUpperCase.call(this);
-  };
-  try {
-    return [f(), calls];
-  } finally {
-    String.prototype.toLowerCase = toLowerCase;
-    String.prototype.toUpperCase = toUpperCase;
-  }
-}
 
 describe('policy: trailing slash and case', () => {
   const rules: RuleSpec[] = [
