@@ -11,6 +11,7 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { SignJWT } from 'jose';
 import Provider from 'oidc-provider';
 
 export const UPSTREAM_CLIENT = 'tessera';
@@ -176,6 +177,20 @@ export async function startRogueProvider(): Promise<RogueUpstream> {
   });
   url = await listen(server);
   return rogue;
+}
+
+/**
+ * An ID token `rogue` issues for {@link UPSTREAM_CLIENT} with `claims` (sub `rogue-user` unless
+ * they name one), valid 5 minutes from now; signed with its own key unless `key` and `kid` are given.
+ */
+export function rogueIdToken(rogue: RogueUpstream, claims: Record<string, unknown>, key = rogue.key, kid = rogue.kid): Promise<string> {
+  return new SignJWT({ sub: 'rogue-user', ...claims })
+    .setProtectedHeader({ alg: 'ES256', kid })
+    .setIssuer(rogue.url)
+    .setAudience(UPSTREAM_CLIENT)
+    .setIssuedAt()
+    .setExpirationTime('5m')
+    .sign(key);
 }
 
 /** A browser: a cookie jar over every host (as cookies ignore ports), redirects followed by hand. */

@@ -11,11 +11,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { SignJWT } from 'jose';
 import { authorizationRequest } from '../helpers/authorize.ts';
 import type { RunningIssuer } from '../helpers/issuer.ts';
 import { API, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
-import { Browser, type RogueUpstream, startRogueProvider, UPSTREAM_CLIENT, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
+import { Browser, type RogueUpstream, rogueIdToken, startRogueProvider, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 import { dropSchema, postgresReachable, storeBehindFaultProxy } from '../helpers/postgres.ts';
 import type { FaultProxy } from '../helpers/tcp-fault-proxy.ts';
@@ -34,14 +33,7 @@ async function begun(issuer: RunningIssuer, rogue: RogueUpstream, browser: Brows
   const res = await browser.fetch(url);
   assert.equal(res.status, 303, await res.text());
   const up = new URL(res.headers.get('location') as string).searchParams;
-  rogue.idToken = () =>
-    new SignJWT({ sub: 'rogue-user', nonce: up.get('nonce'), email: 'rogue@example.com' })
-      .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
-      .setIssuer(rogue.url)
-      .setAudience(UPSTREAM_CLIENT)
-      .setIssuedAt()
-      .setExpirationTime('5m')
-      .sign(rogue.key);
+  rogue.idToken = () => rogueIdToken(rogue, { nonce: up.get('nonce'), email: 'rogue@example.com' });
   return `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code-1', state: up.get('state') as string })}`;
 }
 

@@ -20,6 +20,7 @@ import {
   Browser,
   type OidcUpstream,
   type RogueUpstream,
+  rogueIdToken,
   startOidcProvider,
   startRogueProvider,
   UPSTREAM_CLIENT,
@@ -284,14 +285,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
     return new URL(res.headers.get('location') as string).searchParams;
   }
 
-  const idToken = (claims: Record<string, unknown>, key = rogue.key, kid = rogue.kid) =>
-    new SignJWT({ sub: 'rogue-user', ...claims })
-      .setProtectedHeader({ alg: 'ES256', kid })
-      .setIssuer(rogue.url)
-      .setAudience(UPSTREAM_CLIENT)
-      .setIssuedAt()
-      .setExpirationTime('5m')
-      .sign(key);
+  const idToken = (claims: Record<string, unknown>, key = rogue.key, kid = rogue.kid) => rogueIdToken(rogue, claims, key, kid);
 
   async function callback(browser: Browser, state: string, code = 'upstream-code-1', on: RunningIssuer = issuer): Promise<Response> {
     return browser.fetch(`${on.url}/oauth2/login/callback?${new URLSearchParams({ code, state })}`);
@@ -1587,14 +1581,7 @@ describe('sign-out on PostgreSQL, two instances sharing one schema', { skip: pgS
     const browser = new Browser();
     const start = await browser.fetch(authorizeUrl(a, pkcePair().challenge));
     const up = new URL(start.headers.get('location') as string).searchParams;
-    rogue.idToken = () =>
-      new SignJWT({ sub: 'pg-user', nonce: up.get('nonce') })
-        .setProtectedHeader({ alg: 'ES256', kid: rogue.kid })
-        .setIssuer(rogue.url)
-        .setAudience(UPSTREAM_CLIENT)
-        .setIssuedAt()
-        .setExpirationTime('5m')
-        .sign(rogue.key);
+    rogue.idToken = () => rogueIdToken(rogue, { sub: 'pg-user', nonce: up.get('nonce') });
     const back = await browser.fetch(
       `${a.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: up.get('state') as string })}`,
     );
