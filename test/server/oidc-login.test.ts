@@ -1116,7 +1116,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
   }
 
   it('attack: a max_age=30 request reloaded 45 s after the sign-in made for it (return_window 600) is not answered by that sign-in: the person signs in again', async () => {
-    const long = await startTessera(rogue.url, { return_window: 600 }, () => Date.now() + skew, issuer.master);
+    const long = await startLoginIssuer(rogue.url, { oidc: { return_window: 600 }, clock: () => Date.now() + skew, master: issuer.master });
     try {
       const { browser, url } = await signInFor(long, { max_age: '30' });
       assert.equal((await browser.fetch(url)).status, 200, 'on its way back from the sign-in: the page');
@@ -1137,7 +1137,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
 
   it('attack: a max_age=0 request reloaded after its single round trip is not answered by the sign-in made for it; the round trip itself completes, also at another instance sharing the store whose clock is 90 s ahead (return_window 120)', async () => {
     const config = { token_service: { authorization: oidcConfig(rogue.url, { return_window: 120 }) } } as never;
-    const a = await startTessera(rogue.url, { return_window: 120 }, () => Date.now() + skew, issuer.master);
+    const a = await startLoginIssuer(rogue.url, { oidc: { return_window: 120 }, clock: () => Date.now() + skew, master: issuer.master });
     const b = await startIssuer({ config, dir: a.dir, master: a.master, clock: () => Date.now() + skew + 90_000 });
     try {
       // The round trip at one instance: the page; the same request loaded again at once, at either: a new sign-in.
@@ -1162,7 +1162,7 @@ describe('attacks on the login callback (scripted upstream)', () => {
   });
 
   it('attack: a prompt=login request reloaded after the page its fresh sign-in answered (return_window 600) asks for a new sign-in: one sign-in answers one authorization response, also for two loads at once; the page’s form still approves', async () => {
-    const long = await startTessera(rogue.url, { return_window: 600 }, () => Date.now() + skew, issuer.master);
+    const long = await startLoginIssuer(rogue.url, { oidc: { return_window: 600 }, clock: () => Date.now() + skew, master: issuer.master });
     try {
       const { browser, url } = await signInFor(long, { prompt: 'login' });
       const page = await browser.fetch(url);
