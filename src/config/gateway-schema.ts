@@ -120,6 +120,7 @@ export const credentialSchema = z
             'and while a token issuer hangs, each waiting caller holds its connection (a slot of `gateway.limits.max_connections`) until this passes. ' +
             'A token minted after it, if still valid, is cached for the caller’s next request.',
           60,
+          0.1,
         )
           .refine((v) => v >= 0.1, { message: 'write at least 0.1s: every mint would fail' })
           .prefault('5s'),

@@ -93,7 +93,8 @@ describe('gateway configuration', () => {
       [-1, /is not a duration/],
       [0, /write at least 0\.1s: every mint would fail/],
       ['50ms', /write at least 0\.1s/],
-      ['2m', /2m is longer than allowed here: write a duration from 0 to 1m/],
+      // The advice names the real range: 0 is refused, so not "from 0 to 1m".
+      ['2m', /2m is longer than allowed here: write a duration from 0\.1s to 1m$/],
     ] as const) {
       it(`refuses mint_timeout ${JSON.stringify(value)} with its path`, () => {
         const found = refusal({ mint_timeout: value });
