@@ -184,7 +184,7 @@ export class KeyManager implements KeySource {
     this.#now = options.now;
   }
 
-  /** Read the key set from the store (at start-up and whenever its version changes). */
+  /** Read the key set from the store (at start-up, at every sync, and after an unknown kid). */
   async reload(): Promise<void> {
     const read = ++this.#reads;
     const records = await this.#store.listSigningKeys();
