@@ -48,7 +48,7 @@ export function registerKeys(program: Command): void {
 
   withConfig(keys.command('rotate'))
     .description(
-      'Add a new signing key: published now, signing after keys.publish_ahead, and never before jwks_max_age + sync_interval (or at once with --now).',
+      'Add a new signing key: published now, signing after keys.publish_ahead, and never before jwks_max_age + sync_interval + 61 s, the clock skew allowed between instances (or at once with --now).',
     )
     .option('--now', 'activate at once (after a key compromise; verifiers find it on their kid-miss refetch)')
     .option('--alg <alg>', `algorithm of the new key (${SIGNING_ALGORITHMS.join(', ')}; default keys.algorithm)`)
