@@ -23,8 +23,9 @@ export interface BatchingSinkOptions {
    */
   readonly failClosed?: boolean;
   /**
-   * Told of each event dropped when pushed because the queue was full (its kind only is for the
-   * caller to report: no event content reaches a log line). Not told of `keep`: it drops nothing.
+   * Told of each event dropped when pushed because the queue was full, and of each event
+   * {@link BatchingAuditSink.keep} dropped past its ceiling (its kind only is for the caller to
+   * report: no event content reaches a log line).
    */
   readonly onDropped?: (event: AuditEvent) => void;
   /**
@@ -33,6 +34,13 @@ export interface BatchingSinkOptions {
    */
   readonly onError?: (error: unknown, events: number) => void;
 }
+
+/**
+ * How far past `maxQueue` {@link BatchingAuditSink.keep} may fill the queue: the events held and
+ * the slots reserved stay under this many times `maxQueue` (twice `audit.max_queue`), whatever the
+ * number of grants one revocation ends.
+ */
+export const KEEP_CEILING = 2;
 
 /**
  * @example
@@ -89,13 +97,22 @@ export class BatchingAuditSink implements AuditSink {
   }
 
   /**
-   * Queue one event whatever the queue holds, past `maxQueue` if need be (`failClosed`): the event
-   * of something already done that could not be refused and must not go unaudited (the grants a
-   * reused refresh token or code revoked, in the transaction that found the reuse, before their
-   * number was known). It counts against `maxQueue` as any event held, so while the queue is past
-   * it no slot is reserved ({@link reserve}) and no request admitted until the target takes it.
+   * Queue one event past `maxQueue` if need be (`failClosed`), up to {@link KEEP_CEILING} ×
+   * `maxQueue`: the event of something already done that could not be refused and must not go
+   * unaudited (a revocation, committed before its events are: the grants a reused refresh token or
+   * code revoked, in the transaction that found the reuse, before their number was known; an
+   * operator's or a client's revocation; a sign-out). It counts against `maxQueue` as any event
+   * held, so while the queue is past it no slot is reserved ({@link reserve}) and no request
+   * admitted until the target takes it. Once the events held and the slots reserved reach the
+   * ceiling (a revocation of more grants than that while the target is failing), it is dropped,
+   * counted and told to `onDropped` as a push is: memory stays bounded, never silently.
    */
   keep(event: AuditEvent): void {
+    if (this.held + this.#reserved >= this.#o.maxQueue * KEEP_CEILING) {
+      this.dropped++;
+      this.#o.onDropped?.(event);
+      return;
+    }
     this.#enqueue(event);
   }
 
@@ -189,7 +206,7 @@ export class BatchingAuditSink implements AuditSink {
         this.failed += batch.length - counted;
         // Keep the events for the next attempt, within the queue bound; what does not fit is dropped
         // and counted like any other overflow. With failClosed every event held was admitted within
-        // the bound or kept past it on purpose ({@link keep}): all are kept.
+        // the bound or kept past it on purpose ({@link keep}, under its ceiling): all are kept.
         const kept = batch.concat(this.#queue);
         const room = this.#o.failClosed ? kept.length : this.#o.maxQueue;
         this.dropped += Math.max(0, kept.length - room);

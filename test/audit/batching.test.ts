@@ -194,12 +194,12 @@ describe('batching audit sink: failClosed (audit.on_queue_full: refuse)', () => 
     const dropped: string[] = [];
     const sink = new BatchingAuditSink(
       { write: () => new Promise<void>((_, reject) => (fail = reject)) },
-      { flushIntervalMs: 60_000, maxBatch: 100, maxQueue: 2, failClosed: true, onError: () => {}, onDropped: (e) => dropped.push(e.kind) },
+      { flushIntervalMs: 60_000, maxBatch: 100, maxQueue: 3, failClosed: true, onError: () => {}, onDropped: (e) => dropped.push(e.kind) },
     );
     sink.push(event(1));
     sink.push(event(2));
     for (let i = 3; i <= 5; i++) sink.keep({ ...event(i), kind: 'grant.revoked' });
-    assert.equal(sink.held, 5, 'kept past max_queue: 2');
+    assert.equal(sink.held, 5, 'kept past max_queue: 3 (under its ceiling, 6)');
     assert.equal(sink.reserve(1), undefined, 'no request admitted while past it');
     sink.push({ ...event(6), kind: 'key.rotated' });
     assert.deepEqual(dropped, ['key.rotated'], 'an event without a slot is dropped, and told');
@@ -208,5 +208,38 @@ describe('batching audit sink: failClosed (audit.on_queue_full: refuse)', () => 
     await flushing;
     assert.equal(sink.depth, 5, 'the refused batch is kept whole for the next attempt');
     assert.equal(sink.dropped, 1);
+  });
+
+  it('attack: keep() is bounded: a revocation cascade past twice max_queue (events held and slots reserved) is dropped, counted and told to onDropped, never held without end; room again once the store takes the queue', async () => {
+    let fail!: (e: Error) => void;
+    let succeed = false;
+    const dropped: string[] = [];
+    const sink = new BatchingAuditSink(
+      {
+        write: () => (succeed ? Promise.resolve() : new Promise<void>((_, reject) => (fail = reject))),
+      },
+      { flushIntervalMs: 60_000, maxBatch: 1000, maxQueue: 3, failClosed: true, onError: () => {}, onDropped: (e) => dropped.push(e.kind) },
+    );
+    const slots = sink.reserve(1);
+    assert.ok(slots);
+    sink.push(event(1));
+    // A hostile cascade: far more grants revoked than the queue can hold.
+    for (let i = 0; i < 100; i++) sink.keep({ ...event(100 + i), kind: 'grant.revoked' });
+    assert.equal(sink.held, 5, 'kept up to twice max_queue: 6, the slot reserved counted');
+    assert.equal(sink.dropped, 96);
+    assert.equal(dropped.length, 96, 'each drop told (the audit_events_dropped line)');
+    assert.ok(dropped.every((k) => k === 'grant.revoked'));
+    slots.push(event(2));
+    assert.equal(sink.held, 6, 'the reserved slot still takes its event');
+    const flushing = sink.flush();
+    fail(new Error('store down'));
+    await flushing;
+    assert.equal(sink.depth, 6, 'a refused write keeps what was kept, and adds nothing');
+    assert.equal(sink.dropped, 96);
+    succeed = true;
+    await sink.flush();
+    sink.keep({ ...event(300), kind: 'grant.revoked' });
+    assert.equal(sink.held, 1, 'kept again once the store took the queue');
+    assert.equal(sink.dropped, 96);
   });
 });
