@@ -682,11 +682,11 @@ export const auditSchema = z
     flush_interval: duration('Longest time an event waits before it is written.', TIMER_MAX).prefault('1s'),
     max_queue: z.number().int().min(1).max(1_000_000).default(100_000).meta({
       description:
-        'Events held in memory while an output is slow or failing (the store keeps what it refused for its next attempt), by the gateway and by the token service each; what `on_queue_full` says happens beyond it. At most 1 000 000 (an event is about 1 KB).',
+        'Events held in memory while an output is slow or failing (the store keeps what it refused for its next attempt), by the gateway and by the token service each; what `on_queue_full` says happens beyond it. With `refuse`, the token service keeps the records of revocations already made (`grant.revoked`, `token.revoked`, `login.signed_out`) past it, up to twice it (a fixed ceiling; beyond, they are dropped and logged as `audit_events_dropped`). At most 1 000 000 (an event is about 1 KB).',
     }),
     on_queue_full: z.enum(['drop', 'refuse']).default('drop').meta({
       description:
-        'While the audit queue holds `max_queue` events: `drop` serves on and drops the events that do not fit (counted in `tessera_audit_events_dropped_total`); `refuse` fails closed: `file` and `stdout` keep the batches they refuse and try them again, as the store does, so a failing output fills the queue too, and while it is full the gateway answers new requests and forward-auth checks with 503 `audit_unavailable` and the token service its token, introspection, registration, authorization (consent page), login callback and admin grant-tree requests with 503 `temporarily_unavailable` (`Retry-After: 5`; revocations are always served: they take access away), /readyz reports not ready, until the outputs take the queue again. The operations paths keep answering.',
+        'While the audit queue holds `max_queue` events: `drop` serves on and drops the events that do not fit (counted in `tessera_audit_events_dropped_total`); `refuse` fails closed: `file` and `stdout` keep the batches they refuse and try them again, as the store does, so a failing output fills the queue too, and while it is full the gateway answers new requests and forward-auth checks with 503 `audit_unavailable` and the token service its token, introspection, registration, authorization (consent page), login callback and admin grant-tree requests with 503 `temporarily_unavailable` (`Retry-After: 5`; revocations and sign-outs are always served: they take access away), /readyz reports not ready, until the outputs take the queue again. The operations paths keep answering.',
     }),
   })
   .meta({ description: 'Audit trail outputs.' });

@@ -188,10 +188,11 @@ export interface TokenServiceOptions {
   readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
   /**
    * With `audit.on_queue_full: refuse`, told of the events dropped because the queue was full
-   * (those no request reserved a slot for: key rotations, sign-outs, revocations, operators'
-   * actions): at once for the first, then at most once every 10 s with how many since, and at
-   * {@link TokenService.close}; for a host to log at level `error` (default: its `message` to
-   * `onWarning`). With `drop` the count is in `audit.dropped` only, as before.
+   * (those no request reserved a slot for: key rotations, revocations that revoked nothing,
+   * operators' actions; and revocations' records past twice `audit.max_queue`): at once for the
+   * first, then at most once every 10 s with how many since, and at {@link TokenService.close}; for
+   * a host to log at level `error` (default: its `message` to `onWarning`). With `drop` the count
+   * is in `audit.dropped` only, as before.
    */
   readonly onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
   /** Audit events held while the store refuses them (`audit.max_queue`; default 100 000). */
@@ -241,6 +242,20 @@ export interface AuditFacts {
 
 /** At most one warning this often about the requests refused while the audit queue is full, ms. */
 const AUDIT_REFUSAL_WARN_MS = 10_000;
+
+/**
+ * `audit.on_queue_full: refuse`: the record of a revocation already made, kept past
+ * `audit.max_queue` ({@link BatchingAuditSink.keep}, up to its ceiling) instead of dropped when the
+ * queue is full. A revocation takes access away, so it is never refused for want of a slot, and it
+ * is committed (the store's revocation log) before its events are written: nothing is left to
+ * refuse, and its record must not be lost. These are each grant revoked (`grant.revoked`: a reused
+ * refresh token's or code's family, the admin API, RFC 7009, `tessera revoke`, a client disabled or
+ * removed, a leak revoked), each token revoked (`token.revoked`) and each sign-out
+ * (`login.signed_out`); not a refusal (`decision: deny`), which revoked nothing.
+ */
+function revocationRecord(e: AuditDraft): boolean {
+  return e.decision !== 'deny' && (e.kind === 'grant.revoked' || e.kind === 'token.revoked' || e.kind === 'login.signed_out');
+}
 
 /** How long close() retries the audit events the store has not taken, by default. */
 const AUDIT_CLOSE_MS = 10_000;
@@ -439,7 +454,10 @@ export class TokenService {
       exchangeClients: options.externalExchangeClients ?? new Map(),
       revocationLimiter,
       now,
-      emit: (e: AuditDraft) => audit.push(stamp(e)),
+      // refuse: a revocation's record is kept past max_queue (under its ceiling), never dropped.
+      emit: this.#auditRefuse
+        ? (e: AuditDraft) => (revocationRecord(e) ? audit.keep(stamp(e)) : audit.push(stamp(e)))
+        : (e: AuditDraft) => audit.push(stamp(e)),
     };
   }
 
@@ -447,12 +465,12 @@ export class TokenService {
    * The context of one request admitted with `slots` ({@link admitAudited}): its events take them.
    * A `grant.revoked` (one per grant a reused refresh token's or code's family had, however many)
    * takes none of them (they are the fixed events', `token.denied` among them): it is kept within
-   * `audit.max_queue` or past it ({@link BatchingAuditSink.keep}), never dropped: the
-   * store revoked the family in the transaction that found the reuse, before their number was
-   * known, so nothing is left to refuse and the events must not be lost. Each grant is revoked once
-   * (its event written once), and while the queue is past its bound no request is admitted, so it
-   * goes past by the families of the requests already admitted at most. Without slots (`drop`, or a
-   * request not admitted this way): the shared one.
+   * `audit.max_queue` or past it ({@link BatchingAuditSink.keep}, up to twice it), as every
+   * revocation's record is ({@link revocationRecord}): the store revoked the family in the
+   * transaction that found the reuse, before their number was known, so nothing is left to refuse
+   * and the events must not be lost. Each grant is revoked once (its event written once), and
+   * while the queue is past its bound no request is admitted. Without slots (`drop`, or a request
+   * not admitted this way): the shared one.
    */
   #ctxFor(slots: AuditSlots | undefined): ServiceContext {
     if (slots === undefined) return this.#ctx;
@@ -460,7 +478,7 @@ export class TokenService {
     const audit = this.audit;
     return {
       ...this.#ctx,
-      emit: (e: AuditDraft) => (e.kind === 'grant.revoked' ? audit.keep(stamp(e)) : slots.push(stamp(e))),
+      emit: (e: AuditDraft) => (revocationRecord(e) ? audit.keep(stamp(e)) : slots.push(stamp(e))),
     };
   }
 

@@ -634,8 +634,9 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       const full = (await checks()).checks.find((c) => c.name === 'token service audit queue');
       assert.equal(full?.ok, false);
       assert.match(full?.detail ?? '', /full: requests are refused/);
-      // A revocation is served all the same; its event (no slot) is dropped, never silently: one
-      // audit_events_dropped line at level error on stderr, with the count by kind.
+      // A revocation request is served all the same; its refusal's event (no slot, and no revocation
+      // record to keep) is dropped, never silently: one audit_events_dropped line at level error on
+      // stderr, with the count by kind.
       const lines: string[] = [];
       const write = process.stderr.write.bind(process.stderr);
       process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {

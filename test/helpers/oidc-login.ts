@@ -3,6 +3,7 @@
  * (`token_service.authorization.oidc`), for the login tests: {@link startLoginIssuer}, with the
  * public client `mcp-app` registered (api:read at {@link API}, redirect URI {@link REDIRECT}).
  */
+import type { AuditEventsDropped } from '../../src/audit/pipeline.ts';
 import type { MasterKey } from '../../src/issuer/secrets.ts';
 import type { Store } from '../../src/store/contract.ts';
 import { type RunningIssuer, startIssuer } from './issuer.ts';
@@ -19,21 +20,32 @@ export function oidcConfig(upstream: string, extra: Record<string, unknown> = {}
 }
 
 /**
- * A running issuer signing people in at `upstream` (`oidc` added to its `oidc` settings; `clock`,
- * `master`, `store` and `onWarning` as {@link startIssuer} takes them), `mcp-app` registered.
+ * A running issuer signing people in at `upstream` (`oidc` added to its `oidc` settings; `audit`
+ * as the configuration's `audit`, `tokenService` added to its `token_service`; `clock`, `master`,
+ * `store`, `onWarning` and `onAuditEventsDropped` as {@link startIssuer} takes them), `mcp-app`
+ * registered.
  */
 export async function startLoginIssuer(
   upstream: string,
   options: {
     readonly oidc?: Record<string, unknown>;
+    readonly audit?: Record<string, unknown>;
+    readonly tokenService?: Record<string, unknown>;
     readonly clock?: () => number;
     readonly master?: MasterKey;
     readonly store?: Store;
     readonly onWarning?: (message: string) => void;
+    readonly onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
   } = {},
 ): Promise<RunningIssuer> {
-  const { oidc, ...rest } = options;
-  const issuer = await startIssuer({ ...rest, config: { token_service: { authorization: oidcConfig(upstream, oidc) } } as never });
+  const { oidc, audit, tokenService, ...rest } = options;
+  const issuer = await startIssuer({
+    ...rest,
+    config: {
+      ...(audit !== undefined ? { audit } : {}),
+      token_service: { ...tokenService, authorization: oidcConfig(upstream, oidc) },
+    } as never,
+  });
   await issuer.service.registerClient({
     id: 'mcp-app',
     public: true,

@@ -26,7 +26,15 @@ import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { rawHttp, until } from '../helpers/net.ts';
-import { startOidcProvider, UPSTREAM_CLIENT, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
+import { API as LOGIN_API, REDIRECT as LOGIN_REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
+import {
+  Browser,
+  rogueIdToken,
+  startOidcProvider,
+  startRogueProvider,
+  UPSTREAM_CLIENT,
+  UPSTREAM_SECRET,
+} from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 import { bearer } from '../helpers/tokens.ts';
 
@@ -156,8 +164,11 @@ describe('token service: audit.on_queue_full', () => {
       assert.equal(registration.headers.get('retry-after'), '5');
       assert.equal(((await registration.json()) as { error: string }).error, 'temporarily_unavailable');
       assert.equal((await t.issuer.store.listClients()).filter((c) => c.name === 'MCP App').length, 0);
-      // The revocations' own events did not fit: dropped and counted (the revocation log has them).
-      assert.ok(t.issuer.service.audit.dropped > 0);
+      // The revocations' own records (token.revoked, grant.revoked) are kept past max_queue: the
+      // revocation is done, and its record must not be lost. Only the admin API's admin.action,
+      // which no request reserved a slot for, is dropped (counted and logged).
+      assert.equal(t.issuer.service.audit.dropped, 1, 'only the admin.action was dropped');
+      assert.equal(t.issuer.service.audit.held, 5, 'token.revoked and grant.revoked kept past max_queue: 3');
 
       t.heal();
       await until(async () => (await t.token()).status === 200, 5000);
@@ -168,6 +179,19 @@ describe('token service: audit.on_queue_full', () => {
       await t.issuer.service.audit.flush();
       const issuedEvents = await t.issuer.store.queryAudit({ kinds: ['token.issued'], limit: 100 });
       assert.ok(issuedEvents.length >= 4, `${issuedEvents.length} token.issued events`);
+      const revokedJti = JSON.parse(Buffer.from((issued[0] as string).split('.')[1] as string, 'base64url').toString()).jti as string;
+      const tokenRevoked = await t.issuer.store.queryAudit({ kinds: ['token.revoked'], limit: 100 });
+      assert.deepEqual(
+        tokenRevoked.map((e) => [e.reason, e.jti]),
+        [['access_token_revoked', revokedJti]],
+        'the RFC 7009 revocation is on record',
+      );
+      const grantRevoked = await t.issuer.store.queryAudit({ kinds: ['grant.revoked'], limit: 100 });
+      assert.deepEqual(
+        grantRevoked.map((e) => [e.reason, e.delegation_id]),
+        [['admin_api', grantId]],
+        'the admin API’s revocation is on record',
+      );
     } finally {
       t.heal();
       await t.close(t.issuer);
@@ -292,7 +316,7 @@ describe('token service: audit.on_queue_full', () => {
     }
   });
 
-  it('attack: refuse: past max_queue the events no request reserved a slot for (a revocation, an operator’s key rotation) are not dropped silently: an audit_events_dropped report at once with their count by kind, later ones gathered (at most one every 10 s, the last at shutdown), and /readyz names them', async () => {
+  it('attack: refuse: past max_queue the events no request reserved a slot for (a revocation that revoked nothing, an operator’s key rotation) are not dropped silently: an audit_events_dropped report at once with their count by kind, later ones gathered (at most one every 10 s, the last at shutdown), and /readyz names them', async () => {
     const reports: AuditEventsDropped[] = [];
     const t = await issuerWith({ on_queue_full: 'refuse' }, { onAuditEventsDropped: (d) => reports.push(d) });
     let closed = false;
@@ -300,20 +324,22 @@ describe('token service: audit.on_queue_full', () => {
       await t.issuer.service.audit.flush();
       t.fail();
       const issued = await t.fill();
-      const revoked = await t.issuer.post('/oauth2/revoke', { token: issued[0] as string }, t.auth);
+      // A token this server never issued: revoked nothing, its revocation.denied has no slot.
+      const unknown = `${issued[0] as string}x`;
+      const revoked = await t.issuer.post('/oauth2/revoke', { token: unknown }, t.auth);
       assert.equal(revoked.status, 200, 'a revocation is served all the same');
       await until(async () => reports.length > 0, 2000);
       const first = reports[0] as AuditEventsDropped;
       assert.equal(first.event, 'audit_events_dropped');
       assert.equal(first.component, 'token_service');
-      assert.deepEqual(first.kinds, { 'token.revoked': 1 });
+      assert.deepEqual(first.kinds, { 'revocation.denied': 1 });
       assert.equal(first.events, 1);
       assert.equal(first.total, 1);
-      assert.match(first.message, /^1 audit events of the token service were dropped and are lost \(1 token\.revoked\)/);
+      assert.match(first.message, /^1 audit events of the token service were dropped and are lost \(1 revocation\.denied\)/);
       assert.ok(!first.message.includes(issued[0] as string), 'no token in the line');
       // Within 10 s of that report: gathered into the next, written at shutdown at the latest.
       await t.issuer.service.rotateSigningKey({}, 'ops');
-      const again = await t.issuer.post('/oauth2/revoke', { token: issued[1] as string }, t.auth);
+      const again = await t.issuer.post('/oauth2/revoke', { token: unknown }, t.auth);
       assert.equal(again.status, 200);
       await new Promise((resolve) => setTimeout(resolve, 50));
       assert.equal(reports.length, 1, 'at most one report every 10 s');
@@ -325,7 +351,7 @@ describe('token service: audit.on_queue_full', () => {
       closed = true;
       await t.close(t.issuer);
       assert.equal(reports.length, 2, 'the last drops reported at shutdown');
-      assert.deepEqual(reports[1]?.kinds, { 'key.rotated': 1, 'token.revoked': 1 });
+      assert.deepEqual(reports[1]?.kinds, { 'key.rotated': 1, 'revocation.denied': 1 });
       assert.equal(reports[1]?.events, 2);
       assert.equal(reports[1]?.total, 3);
     } finally {
@@ -333,6 +359,125 @@ describe('token service: audit.on_queue_full', () => {
         t.heal();
         await t.close(t.issuer);
       }
+    }
+  });
+
+  it('attack: refuse: past max_queue a client disabled or removed (tessera clients disable|remove) loses none of its grant.revoked: each is kept past max_queue and written once the store takes the queue; its client.updated or client.removed, which no request reserved a slot for, is dropped, counted and told', async () => {
+    const reports: AuditEventsDropped[] = [];
+    const t = await issuerWith({ on_queue_full: 'refuse' }, { onAuditEventsDropped: (d) => reports.push(d) });
+    try {
+      const other = await t.issuer.addClient({ id: 'other', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+      await t.issuer.service.audit.flush();
+      const otherToken = await t.issuer.post(
+        '/oauth2/token',
+        { grant_type: 'client_credentials', scope: 'api:read' },
+        { authorization: basic(other.id, other.secret) },
+      );
+      assert.equal(otherToken.status, 200);
+      const otherGrant = grantOf(((await otherToken.json()) as { access_token: string }).access_token);
+      await t.issuer.service.audit.flush();
+      t.fail();
+      const issued = await t.fill();
+      const agentGrants = [...new Set(issued.map(grantOf))].sort();
+      const disabled = await t.issuer.service.setClientDisabled('agent', true, 'cli');
+      assert.deepEqual(disabled?.revoked.map((g) => g.id).sort(), agentGrants);
+      const removed = await t.issuer.service.removeClient('other', 'cli');
+      assert.deepEqual(
+        removed?.revoked.map((g) => g.id),
+        [otherGrant],
+      );
+      assert.equal(t.issuer.service.audit.held, 3 + agentGrants.length + 1, 'every grant.revoked kept past max_queue: 3');
+      assert.equal(t.issuer.service.audit.dropped, 2, 'the client.updated and client.removed alone dropped');
+      await until(async () => reports.length > 0, 2000);
+      t.heal();
+      const revoked = async () =>
+        (await t.issuer.store.queryAudit({ kinds: ['grant.revoked'], limit: 100 })).map((e) => [e.reason, e.delegation_id]);
+      await until(async () => (await revoked()).length === agentGrants.length + 1, 5000);
+      assert.deepEqual(
+        (await revoked()).sort(),
+        [...agentGrants.map((g) => ['client_disabled', g]), ['client_removed', otherGrant]].sort(),
+      );
+      const kinds = Object.assign({}, ...reports.map((r) => r.kinds));
+      assert.equal(kinds['grant.revoked'], undefined, 'no grant.revoked was dropped');
+    } finally {
+      t.heal();
+      await t.close(t.issuer);
+    }
+  });
+
+  it('attack: refuse: a revocation of more grants than twice max_queue while the store refuses (a hostile cascade) keeps the queue bounded: the grant.revoked past the ceiling are dropped, counted and told in an audit_events_dropped line; every grant is revoked all the same', async () => {
+    const reports: AuditEventsDropped[] = [];
+    const t = await issuerWith({ on_queue_full: 'refuse' }, { onAuditEventsDropped: (d) => reports.push(d) });
+    try {
+      const grants: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        grants.push((await t.issuer.service.mint({ clientId: 'agent', subject: 'mallory' })).grant_id);
+        await t.issuer.service.audit.flush();
+      }
+      await t.issuer.service.audit.flush();
+      t.fail();
+      await t.fill();
+      const revoked = await t.issuer.service.revokeGrants({ subject: 'mallory' }, 'incident', 'cli');
+      assert.deepEqual(revoked.map((g) => g.id).sort(), [...grants].sort(), 'all eight revoked');
+      // max_queue: 3, so the ceiling is 6: three kept past it, five dropped.
+      assert.equal(t.issuer.service.audit.held, 6);
+      assert.equal(t.issuer.service.audit.dropped, 5);
+      await until(async () => reports.length > 0, 2000);
+      assert.deepEqual(reports[0]?.kinds, { 'grant.revoked': 5 });
+      for (const id of grants) assert.notEqual((await t.issuer.store.getGrant(id))?.revokedAt, null);
+    } finally {
+      t.heal();
+      await t.close(t.issuer);
+    }
+  });
+
+  it('attack: refuse: past max_queue a sign-out (/oauth2/logout) is served and its login.signed_out kept past max_queue, never dropped; written once the store takes the queue', async () => {
+    const rogue = await startRogueProvider();
+    const reports: AuditEventsDropped[] = [];
+    const issuer = await startLoginIssuer(rogue.url, {
+      audit: { max_queue: 3, on_queue_full: 'refuse' },
+      tokenService: { audit_flush_interval: '20ms' },
+      onAuditEventsDropped: (d) => reports.push(d),
+    });
+    const admin = new DatabaseSync(join(issuer.dir, 'tessera.db'));
+    try {
+      const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+      await issuer.service.audit.flush();
+      const browser = new Browser();
+      const started = await browser.fetch(
+        authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+          redirect_uri: LOGIN_REDIRECT,
+          code_challenge: pkcePair().challenge,
+          resource: LOGIN_API,
+        }),
+      );
+      assert.equal(started.status, 303, await started.text());
+      const up = new URL(started.headers.get('location') as string).searchParams;
+      rogue.idToken = () => rogueIdToken(rogue, { nonce: up.get('nonce'), sub: 'alice' });
+      const callback = await browser.fetch(
+        `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code', state: up.get('state') as string })}`,
+      );
+      assert.equal(callback.status, 303, await callback.text());
+      assert.ok(browser.jar.has('tessera-session'));
+      await issuer.service.audit.flush();
+      admin.exec(FAIL);
+      await fillQueue(issuer, { authorization: basic(id, secret) });
+      const out = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: new URL(issuer.url).origin } });
+      assert.equal(out.status, 200, await out.text());
+      assert.equal(browser.jar.has('tessera-session'), false, 'signed out');
+      assert.equal(issuer.service.audit.dropped, 0, 'the sign-out’s event was not dropped');
+      assert.equal(issuer.service.audit.held, 4, 'kept past max_queue: 3');
+      assert.deepEqual(reports, []);
+      admin.exec('DROP TRIGGER IF EXISTS audit_down');
+      const signedOut = async () =>
+        (await issuer.store.queryAudit({ kinds: ['login.signed_out'], limit: 10 })).map((e) => [e.decision, e.reason, e.subject]);
+      await until(async () => (await signedOut()).length > 0, 5000);
+      assert.deepEqual(await signedOut(), [['allow', 'ok', 'alice']]);
+    } finally {
+      admin.exec('DROP TRIGGER IF EXISTS audit_down');
+      admin.close();
+      await issuer.close();
+      await rogue.close();
     }
   });
 
