@@ -188,11 +188,11 @@ export interface TokenServiceOptions {
   readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
   /**
    * With `audit.on_queue_full: refuse`, told of the events dropped because the queue was full
-   * (those no request reserved a slot for: key rotations, revocations that revoked nothing,
-   * operators' actions; and revocations' records past twice `audit.max_queue`): at once for the
-   * first, then at most once every 10 s with how many since, and at {@link TokenService.close}; for
-   * a host to log at level `error` (default: its `message` to `onWarning`). With `drop` the count
-   * is in `audit.dropped` only, as before.
+   * (those no request reserved a slot for: key rotations, revocations that revoked nothing, failed
+   * sign-outs, operators' actions; and revocations' records past twice `audit.max_queue`): at once
+   * for the first, then at most once every 10 s with how many since, and at {@link
+   * TokenService.close}; for a host to log at level `error` (default: its `message` to
+   * `onWarning`). With `drop` the count is in `audit.dropped` only, as before.
    */
   readonly onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
   /** Audit events held while the store refuses them (`audit.max_queue`; default 100 000). */
@@ -911,6 +911,27 @@ export class TokenService {
       kind: 'login.signed_out',
       reason: 'ok',
       subject,
+      ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
+      ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
+    });
+  }
+
+  /**
+   * Audit a sign-out that failed (`<issuer>/oauth2/logout`, the store failing as the session was
+   * recorded as ended): `login.signed_out` with `decision: deny` and `reason` the error's code
+   * (`store_unavailable`, `server_error`), with the subject when the session cookie named one.
+   * Nothing was revoked: with `audit.on_queue_full: refuse` it is kept while the queue has room and
+   * dropped (counted and told) once it has not, as the other events no request reserved a slot for.
+   */
+  auditSignOutFailed(
+    reason: string,
+    facts: { readonly subject?: string; readonly requestId?: string; readonly remoteAddr?: string },
+  ): void {
+    this.#ctx.emit({
+      kind: 'login.signed_out',
+      decision: 'deny',
+      reason,
+      ...(facts.subject !== undefined ? { subject: facts.subject } : {}),
       ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
       ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
     });

@@ -16,7 +16,7 @@
  * `audit.max_queue` if need be (`BatchingAuditSink.keep`; no request is admitted while the queue
  * is past its bound), up to twice it, beyond which they are dropped, counted and told in an
  * `audit_events_dropped` line at level `error`. The other events such requests write (an
- * `admin.action`, a `revocation.denied`) are kept while the queue has room
+ * `admin.action`, a `revocation.denied`, a sign-out that failed) are kept while the queue has room
  * beside the slots reserved, and dropped (and told) once it has not.
  *
  * @module

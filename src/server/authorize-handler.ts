@@ -681,7 +681,8 @@ export function createLoginCallbackHandler(
  * `<issuer>/oauth2/logout`: GET shows a Sign out button (a link or an image cannot sign anyone
  * out); POST, from this server's own pages, ends the login session (its cookies cleared, and its
  * id recorded as ended in the store, so a copy of the cookie signs no one in at any instance) and is
- * audited as `login.signed_out` with the subject it belonged to. Grants already approved are
+ * audited as `login.signed_out` with the subject it belonged to; one that failed (the store) as
+ * `login.signed_out` with `decision: deny` and the error's code. Grants already approved are
  * untouched: revoking them is `tessera revoke`.
  */
 export function createLogoutHandler(
@@ -717,22 +718,27 @@ export function createLogoutHandler(
       return page(res, new OAuthError('authorize_consent_invalid'), requestId);
     }
     const remoteAddr = req.socket.remoteAddress;
+    const facts = { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) };
+    let subject: string | undefined;
     try {
       const person = await authenticator.authenticate({ headers: req.headers, remoteAddress: remoteAddr });
       if (person.ok) {
+        subject = person.subject;
         // Ended in the store, not only in this browser: a copy of the cookie signs no one in afterwards.
         if (person.sessionId !== undefined && person.sessionEndsAt !== undefined) {
           await service.endLoginSession(person.sessionId, person.sessionEndsAt);
         }
-        service.auditSignedOut(person.subject, { requestId, ...(remoteAddr !== undefined ? { remoteAddr } : {}) });
+        service.auditSignedOut(person.subject, facts);
       }
     } catch (e) {
       // The store failing as the session is recorded as ended: an error page (503 with Retry-After,
       // or 500), not the JSON of the API endpoints, and not "You are signed out": the cookies stay,
       // so signing out again once the store is back ends the session everywhere, where clearing
-      // them here would leave a copy of the cookie signing in. Not audited: only a sign-out is.
+      // them here would leave a copy of the cookie signing in. Audited as a failed sign-out
+      // (`store_unavailable`, `server_error`), with the subject when the cookie named one.
       if (res.headersSent) throw e;
-      failurePage(res, e, requestId, options.onError);
+      const error = failurePage(res, e, requestId, options.onError);
+      service.auditSignOutFailed(error.code, { ...facts, ...(subject !== undefined ? { subject } : {}) });
       return;
     }
     show(

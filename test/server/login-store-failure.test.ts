@@ -7,12 +7,14 @@
  * trusted, never the API endpoints' JSON, and it names no store detail nor any secret. The
  * callback's failure is audited as its refusals are (`authorization.denied`, `store_unavailable`);
  * a sign-out that failed signs no one out, not even in this browser (its cookies stay, so signing
- * out again once the store is back ends the session for good).
+ * out again once the store is back ends the session for good), and is audited as a failed
+ * sign-out (`login.signed_out` with `decision: deny` and the error's code).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { authorizationRequest } from '../helpers/authorize.ts';
 import type { RunningIssuer } from '../helpers/issuer.ts';
+import { until } from '../helpers/net.ts';
 import { API, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
 import { Browser, type RogueUpstream, rogueIdToken, startRogueProvider, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
@@ -37,8 +39,11 @@ async function begun(issuer: RunningIssuer, rogue: RogueUpstream, browser: Brows
   return `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code-1', state: up.get('state') as string })}`;
 }
 
-const signOut = (issuer: RunningIssuer, browser: Browser) =>
-  browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: new URL(issuer.url).origin } });
+const signOut = (issuer: RunningIssuer, browser: Browser, requestId?: string) =>
+  browser.fetch(`${issuer.url}/oauth2/logout`, {
+    method: 'POST',
+    headers: { origin: new URL(issuer.url).origin, ...(requestId !== undefined ? { 'x-request-id': requestId } : {}) },
+  });
 
 /** An error page (never a redirect, never JSON) that names nothing of the store nor any secret: its status and text. */
 async function failurePage(res: Response, browser: Browser): Promise<{ status: number; html: string }> {
@@ -102,24 +107,31 @@ describe('login callback and sign-out, PostgreSQL out of reach', { skip: pgSkip 
     assert.ok(browser.jar.has('tessera-session'), 'signed in once the store is back');
   });
 
-  it('attack: a sign-out while PostgreSQL is down: a 503 error page (not JSON, not "You are signed out"), the session cookie kept and not audited as signed out; signing out again once it is back ends it', async () => {
+  it('attack: a sign-out while PostgreSQL is down: a 503 error page (not JSON, not "You are signed out"), the session cookie kept, audited as a failed sign-out (login.signed_out, deny, store_unavailable, with the subject), not as signed out; signing out again once it is back ends it', async () => {
     const browser = new Browser();
     assert.equal((await browser.fetch(await begun(issuer, rogue, browser))).status, 303);
     const copy = browser.cookieHeader();
-    const res = await down(() => signOut(issuer, browser));
+    const res = await down(() => signOut(issuer, browser, 'sign-out-down'));
     const { status, html } = await failurePage(res, browser);
     assert.equal(status, 503, html);
     assert.ok(res.headers.get('retry-after'));
     assert.doesNotMatch(html, /signed out/i);
     assert.deepEqual(res.headers.getSetCookie(), [], 'the cookies stay: a sign-out the store did not record is none');
-    await issuer.service.audit.flush();
-    const signedOut = () => issuer.store.queryAudit({ limit: 1000 }).then((all) => all.filter((e) => e.kind === 'login.signed_out'));
-    assert.deepEqual(await signedOut(), []);
-    const out = await signOut(issuer, browser);
+    const signedOut = () =>
+      issuer.store
+        .queryAudit({ limit: 1000 })
+        .then((all) => all.filter((e) => e.kind === 'login.signed_out').map((e) => [e.request_id, e.decision, e.reason, e.subject]));
+    // The first write (or read) after the outage may still meet a connection it broke: tried again.
+    await until(async () => {
+      await issuer.service.audit.flush();
+      return (await signedOut().catch(() => [])).length > 0;
+    }, 5000);
+    assert.deepEqual(await signedOut(), [['sign-out-down', 'deny', 'store_unavailable', 'rogue-user']], 'the failure is on record');
+    const out = await signOut(issuer, browser, 'sign-out-back');
     assert.equal(out.status, 200, await out.text());
     assert.equal(browser.jar.has('tessera-session'), false);
     await issuer.service.audit.flush();
-    assert.equal((await signedOut()).length, 1);
+    assert.deepEqual((await signedOut()).slice(1), [['sign-out-back', 'allow', 'ok', 'rogue-user']]);
     // A copy of the cookie taken before is no session afterwards: the sign-out was recorded.
     const replay = await fetch(
       authorizationRequest(`${issuer.url}/oauth2/authorize`, {
