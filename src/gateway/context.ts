@@ -30,7 +30,8 @@ export interface GatewayContext {
    * answer for this request (counted, logged at most once every 10 s, never audited: it takes no
    * slot in the queue); `undefined` when the request may go on, a slot then reserved for its event.
    * Ask before {@link begin}, and begin the exchange at once with `admitted` true: it takes the slot.
-   * `slots` 2 (a WebSocket upgrade): a second one too, for the close of its stream (`Exchange.closeSlot`).
+   * `slots` 2 (a request that may be proxied, a WebSocket upgrade): a second one too, for the
+   * close of its stream (`Exchange.closeSlot`).
    */
   auditRefusal(req: IncomingMessage, forwardAuth?: boolean, slots?: 1 | 2): DenyRendering | undefined;
   /**
@@ -49,7 +50,7 @@ export interface GatewayContext {
    * slot reserved for it (`Exchange.closeSlot`), which is given back if there is no event (shutdown).
    */
   streamClosedEvent(x: Exchange, principal: Principal | undefined, reason: StreamCloseReason, slot?: boolean): void;
-  /** Give back a slot reserved and not used (a WebSocket's close slot, its stream ended by itself). */
+  /** Give back a slot reserved and not used (a close slot, its stream ended by itself). */
   releaseAuditSlot(): void;
   /**
    * The upstream answered 401 to the credential the gateway injects (`sent`, the decision's

@@ -41,9 +41,9 @@ export class Exchange {
   /** Its audit event has a slot reserved (`audit.on_queue_full: refuse`): it is kept, whatever the queue holds then. */
   auditSlot = false;
   /**
-   * A second slot is reserved for the `gateway.stream_closed` event of its stream (a WebSocket
-   * upgrade, `audit.on_queue_full: refuse`): handed to the stream it opens, or given back when it
-   * finishes without one.
+   * A second slot is reserved for the `gateway.stream_closed` event of its stream (a request that
+   * may be proxied, an event stream or a download the gateway may cut; a WebSocket upgrade;
+   * `audit.on_queue_full: refuse`): taken by that event, or given back when it finishes without one.
    */
   closeSlot = false;
   detail: Record<string, string | number | boolean> | undefined = undefined;

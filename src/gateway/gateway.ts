@@ -740,7 +740,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
     audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000, state.vouching), x.auditSlot);
-    // The close slot of a WebSocket upgrade that opened no stream.
+    // The close slot of a request or upgrade whose stream the gateway did not cut (it ended by
+    // itself, or never opened).
     if (x.closeSlot) {
       x.closeSlot = false;
       audit.release();
@@ -763,15 +764,16 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     metrics.deny(reason);
     // A warning: a caller's stream cut by the gateway's own decision (revoked, expired, narrowed).
     logger.warn({ event: 'stream_closed', reason_id: reason, route: x.route, request_id: x.requestId }, 'stream closed');
-    // A WebSocket's close takes the slot its stream held since it was admitted; an HTTP response's
-    // has none (its own event, in the exchange's slot, records the cut as detail.closed): dropped,
-    // counted and logged (audit_events_dropped) while the queue is full.
+    // With refuse, the close takes the slot its request or upgrade reserved when it was admitted
+    // (Exchange.closeSlot), so it is kept however full the queue has become. Without one (drop),
+    // it is dropped and counted while the queue is full.
     audit.emit(auditEventOf(e, uuidv7(e.time), 0, state.vouching), slot);
   }
 
   function auditRefusal(req: IncomingMessage, forwardAuth = false, slots: 1 | 2 = 1): DenyRendering | undefined {
     // The slot reserved here is the exchange's, taken by begin(…, true) and used by its finish();
-    // a WebSocket upgrade's second is its stream's close (Exchange.closeSlot).
+    // the second (a request that may be proxied, a WebSocket upgrade) is its stream's close
+    // (Exchange.closeSlot).
     if (!refuseWhenFull) return undefined;
     if (audit.reserve()) {
       if (slots === 1 || audit.reserve()) return undefined;
@@ -1430,12 +1432,17 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       return;
     }
     const forwardAuth = g.forward_auth.enabled && (rawPath === g.forward_auth.path || rawPath.startsWith(`${g.forward_auth.path}/`));
-    const full = auditRefusal(req, forwardAuth);
+    // With refuse, a request that may be proxied takes two slots, as a WebSocket upgrade does: its
+    // own event's, and its close's: whether its response will be an event stream (or a long
+    // download) the gateway cuts later is the upstream's to say, after admission. A forward-auth
+    // check opens no stream: one.
+    const full = auditRefusal(req, forwardAuth, forwardAuth ? 1 : 2);
     if (full !== undefined) {
       refuseAuditFull(req, res, full);
       return;
     }
     const x = begin('gateway.request', req, true);
+    x.closeSlot = x.auditSlot && !forwardAuth;
     x.secrets = requestSecrets(s, req);
     x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
@@ -1706,9 +1713,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
 
     close(reason: StreamCloseReason): void {
       this.closedBy = reason;
-      // Before the response, the request's own event becomes the refusal (onFailure); after it,
-      // the request was allowed and answered, and the close is a decision of its own.
-      if (this.responded) streamClosedEvent(this.x, this.principal, reason);
+      // Before the response, the request's own event becomes the refusal (onFailure; finish gives
+      // the close slot back); after it, the request was allowed and answered, and the close is a
+      // decision of its own, in the slot reserved for it at admission.
+      if (this.responded) {
+        const slot = this.x.closeSlot;
+        this.x.closeSlot = false;
+        streamClosedEvent(this.x, this.principal, reason, slot);
+      }
       this.handler?.abort(new StreamClosed(reason));
     }
 

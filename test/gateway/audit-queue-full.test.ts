@@ -46,7 +46,10 @@ function auditFailingStore() {
   return {
     store,
     sink: { write: (events: Parameters<typeof store.appendAudit>[0]) => store.appendAudit(events) },
-    fail: () => admin.exec(`CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit volume full'); END`),
+    fail: () =>
+      admin.exec(
+        `CREATE TRIGGER IF NOT EXISTS audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit volume full'); END`,
+      ),
     heal: () => admin.exec('DROP TRIGGER IF EXISTS audit_down'),
     async close() {
       admin.close();
@@ -91,8 +94,11 @@ describe('audit.on_queue_full: refuse', () => {
     assert.equal((await check(gw.url)).status, 200, 'forward-auth passes while the queue has room');
     await until(async () => (await db.store.queryAudit({ limit: 100 })).length === 2);
     db.fail();
-    // Three events fit in the queue (max_queue: 3): their requests pass.
-    for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+    // Three events fit in the queue (max_queue: 3). A request takes two slots when it is admitted
+    // (its own event's, and the close's of the stream its response may be), a check one: two
+    // requests pass, and the check after them takes the last slot.
+    for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+    assert.equal((await check(gw.url)).status, 200, 'the last slot is a check’s');
     const seen = upstream.seen.length;
 
     const refused = await fetch(`${gw.url}/pub/unaudited`, { headers: { 'x-request-id': 'refused-while-full' } });
@@ -128,7 +134,7 @@ describe('audit.on_queue_full: refuse', () => {
     await gw.served.gateway.audit.flush();
     await until(async () => (await db.store.queryAudit({ limit: 100 })).some((e) => e.path === '/pub/after'), 5000);
     const stored = await db.store.queryAudit({ limit: 100 });
-    for (let i = 0; i < 3; i++)
+    for (let i = 0; i < 2; i++)
       assert.ok(
         stored.some((e) => e.path === `/pub/kept-${i}`),
         `kept-${i} reached the store`,
@@ -156,10 +162,11 @@ describe('audit.on_queue_full: refuse, a request refused for its framing', () =>
       );
     try {
       db.fail();
-      // With room, the refusal is answered 400 and takes a slot for its event.
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      // With room, the refusal is answered 400 and takes a slot for its event (one: it opens no
+      // stream), the last one here.
       const kept = await misframed('framing-kept');
       assert.match(kept, /^HTTP\/1\.1 400 /, kept);
-      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
       const seen = upstream.seen.length;
       const refused = await misframed('framing-while-full');
       assert.match(refused, /^HTTP\/1\.1 503 /, refused);
@@ -223,7 +230,9 @@ describe('audit.on_queue_full: refuse, with a failing audit.file', () => {
     const upstream = await startUpstream();
     const gw = await startGateway(config(upstream.url, { file: '/dev/full', on_queue_full: 'refuse' }));
     try {
-      for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      // Two requests (each takes two slots while open) and a check fill max_queue: 3.
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      assert.equal((await check(gw.url)).status, 200);
       // Let the file refuse what it holds (each flush_interval it tries again): still full.
       await new Promise((resolve) => setTimeout(resolve, 200));
       const seen = upstream.seen.length;
@@ -254,7 +263,8 @@ describe('audit.on_queue_full: refuse, with a failing audit.file', () => {
     mkdirSync(file);
     const gw = await startGateway(config(upstream.url, { file, on_queue_full: 'refuse' }));
     try {
-      for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      // The slot left after two is not enough for a request, which takes two while open.
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
       await new Promise((resolve) => setTimeout(resolve, 200));
       assert.equal((await fetch(`${gw.url}/pub/unaudited`)).status, 503);
       rmdirSync(file);
@@ -266,7 +276,7 @@ describe('audit.on_queue_full: refuse, with a failing audit.file', () => {
         .trim()
         .split('\n')
         .map((l) => (JSON.parse(l) as { path?: string }).path);
-      for (let i = 0; i < 3; i++)
+      for (let i = 0; i < 2; i++)
         assert.equal(paths.filter((p) => p === `/pub/kept-${i}`).length, 1, `kept-${i} written once: ${JSON.stringify(paths)}`);
       assert.ok(!paths.includes('/pub/unaudited'), 'the refusal took no audit slot');
     } finally {
@@ -295,8 +305,8 @@ describe('audit.on_queue_full: refuse, with a failing audit.file', () => {
         headers: { 'x-original-method': 'GET', 'x-original-uri': '/pub/x', 'x-original-host': 'app.example' },
       });
     try {
-      assert.equal((await nginxCheck()).status, 200, 'the check passes while the queue has room');
       for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/pub/kept-${i}`)).status, 200);
+      assert.equal((await nginxCheck()).status, 200, 'the check passes while the queue has room');
       await new Promise((resolve) => setTimeout(resolve, 200));
       const fa = await nginxCheck();
       assert.equal(fa.status, 403, 'auth_request turns any status but 401 and 403 into a 500');
@@ -350,7 +360,7 @@ describe('audit.on_queue_full: refuse, with a request in flight while the queue 
     const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-fifo-'));
     const fifo = join(dir, 'audit.jsonl');
     execFileSync('mkfifo', ['-m', '600', fifo]);
-    const gw = await startGateway(config(upstream.url, { file: fifo, on_queue_full: 'refuse' }));
+    const gw = await startGateway(config(upstream.url, { file: fifo, on_queue_full: 'refuse', max_queue: 5 }));
     let reader: ReturnType<typeof spawn> | undefined;
     try {
       const slow = fetch(`${gw.url}/pub/slow`);
@@ -370,7 +380,7 @@ describe('audit.on_queue_full: refuse, with a request in flight while the queue 
       assert.deepEqual(
         served,
         ['/pub/slow', '/pub/fast-0', '/pub/fast-1'],
-        'the slow request keeps its slot: two more fit in max_queue: 3',
+        'the slow request keeps its two slots (its event’s and its close’s): two more fit in max_queue: 5',
       );
       release?.();
       const done = await slow;
@@ -413,12 +423,19 @@ describe('audit.on_queue_full: refuse, a stream the gateway cuts while the queue
   let wss: WebSocketServer;
   let db: ReturnType<typeof auditFailingStore>;
   let gw: TestGateway;
+  let upgrades = 0;
   const revocations = new RevocationList();
   const log = capturedLog();
   before(async () => {
     upstream = await startUpstream((req, res) => {
       if (req.url?.startsWith('/api/events') === true) {
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        // ?end=1: one event, then the upstream ends the stream itself.
+        if (req.url.endsWith('?end=1')) {
+          res.write('data: once\n\n');
+          setTimeout(() => res.end(), 50);
+          return;
+        }
         const timer = setInterval(() => res.write('data: tick\n\n'), 50);
         res.on('close', () => clearInterval(timer));
         return;
@@ -426,9 +443,10 @@ describe('audit.on_queue_full: refuse, a stream the gateway cuts while the queue
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
     });
     wss = new WebSocketServer({ noServer: true });
-    upstream.server.on('upgrade', (req, socket, head) =>
-      wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`))),
-    );
+    upstream.server.on('upgrade', (req, socket, head) => {
+      upgrades++;
+      wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`)));
+    });
     db = auditFailingStore();
     gw = await startGateway(
       {
@@ -491,7 +509,11 @@ describe('audit.on_queue_full: refuse, a stream the gateway cuts while the queue
     db.fail();
     const t = await token({ jti: 'ws-cut', grant_id: 'g-ws-cut' });
     const c = await wsOpen(t);
-    assert.equal(await fill('ws'), 1, 'the WebSocket holds two of the three slots: its upgrade’s event and its close’s');
+    assert.equal(
+      await fill('ws'),
+      0,
+      'the WebSocket holds two of the three slots, its upgrade’s event and its close’s: a request, which takes two, does not fit',
+    );
     revocations.apply({ grantIds: ['g-ws-cut'] });
     assert.equal(await c.closed, 1008);
     assert.equal(await metric('tessera_audit_events_dropped_total'), 0, 'the close took the WebSocket’s own slot: nothing dropped');
@@ -503,53 +525,72 @@ describe('audit.on_queue_full: refuse, a stream the gateway cuts while the queue
     assert.equal(gw.served.gateway.audit.stats.reserved, 0, 'every slot given back');
   });
 
-  it('attack: an SSE stream cut on revocation while the queue is full cannot lose its gateway.stream_closed silently: an audit_events_dropped line at level error (no token), the dropped counter, /readyz say so; the stream’s own event keeps the cut', async () => {
-    await gw.served.gateway.audit.flush();
-    db.fail();
-    const t = await token({ jti: 'sse-cut', grant_id: 'g-sse-cut' });
-    // The stream is open once its first event has come through (before that, a revocation refuses the request).
-    let ended: Promise<unknown> | undefined;
-    await new Promise<void>((resolve, reject) => {
-      request(`${gw.url}/api/events`, { headers: { authorization: `Bearer ${t}`, accept: 'text/event-stream' } }, (res) => {
+  /** An SSE request through /api; resolves once its first event has come through (the stream open). */
+  const sseOpen = (t: string, path = '/api/events') =>
+    new Promise<{ ended: Promise<unknown> }>((resolve, reject) => {
+      request(`${gw.url}${path}`, { headers: { authorization: `Bearer ${t}`, accept: 'text/event-stream' } }, (res) => {
         assert.equal(res.statusCode, 200);
-        ended = once(res, 'close');
-        res.once('data', () => resolve());
+        assert.equal(res.headers['content-type'], 'text/event-stream');
+        const ended = once(res, 'close');
+        res.once('data', () => resolve({ ended }));
         res.resume();
       })
         .on('error', reject)
         .end();
     });
-    assert.equal(gw.served.gateway.audit.stats.reserved, 1);
-    assert.equal(await fill('sse'), 2, 'the stream holds its one slot');
+
+  it('attack: an SSE stream holds a slot for its close while it is open: cut on revocation while the queue is full, its gateway.stream_closed is kept, nothing dropped; one that ends by itself gives it back', async () => {
+    await gw.served.gateway.audit.flush();
+    // An event stream the upstream ends by itself gives its close slot back.
+    const quiet = await sseOpen(await token({ jti: 'sse-quiet' }), '/api/events?end=1');
+    await quiet.ended;
+    await until(async () => gw.served.gateway.audit.stats.reserved === 0, 2000);
+
+    db.fail();
+    const t = await token({ jti: 'sse-cut', grant_id: 'g-sse-cut' });
+    // The stream is open once its first event has come through (before that, a revocation refuses the request).
+    const s = await sseOpen(t);
+    assert.equal(gw.served.gateway.audit.stats.reserved, 2, 'the open stream holds two slots: its own event’s and its close’s');
+    assert.equal(await fill('sse'), 0, 'the stream holds two of the three slots: a request, which takes two, does not fit');
     const before = await metric('tessera_audit_events_dropped_total');
     revocations.apply({ grantIds: ['g-sse-cut'] });
-    await ended;
-    await until(async () => log.lines.some((l) => l.event === 'audit_events_dropped'), 2000);
-    const lines = log.lines.filter((l) => l.event === 'audit_events_dropped');
-    assert.equal(lines.length, 1);
-    const line = lines[0] as Record<string, unknown>;
-    assert.equal(line.level, 50, 'level error');
-    assert.equal(line.component, 'gateway');
-    assert.deepEqual(line.kinds, { 'gateway.stream_closed': 1 });
-    assert.equal(line.events, 1);
-    assert.equal(line.total, 1);
-    assert.match(
-      line.msg as string,
-      /^1 audit events of the gateway were dropped and are lost \(1 gateway\.stream_closed\): the audit queue was full/,
-    );
-    const text = JSON.stringify(line);
-    assert.ok(!text.includes(t) && !text.includes(t.split('.')[2] as string), 'no token in the line');
-    assert.equal(await metric('tessera_audit_events_dropped_total'), before + 1);
-    const checks = ((await (await fetch(`${gw.url}/readyz`)).json()) as { checks: { name: string; detail?: string }[] }).checks;
-    assert.match(
-      checks.find((c) => c.name === 'audit queue')?.detail ?? '',
-      /full: .*; 1 events no request reserved a slot for dropped since start$/,
-    );
-    // The stream's own event, in the slot it held until it ended, is kept and records the cut.
+    await s.ended;
+    assert.equal(await metric('tessera_audit_events_dropped_total'), before, 'the close took the stream’s own slot: nothing dropped');
+    assert.ok(!log.lines.some((l) => l.event === 'audit_events_dropped'));
     await heal((events) => events.some((e) => e.kind === 'gateway.request' && e.jti === 'sse-cut'));
-    const own = (await db.store.queryAudit({ limit: 100 })).find((e) => e.kind === 'gateway.request' && e.jti === 'sse-cut');
+    const stored = await db.store.queryAudit({ limit: 100 });
+    const closed = stored.find((e) => e.kind === 'gateway.stream_closed' && e.jti === 'sse-cut');
+    assert.equal(closed?.reason, 'token_revoked', 'the gateway.stream_closed of the cut is kept');
+    assert.equal(closed?.decision, 'deny');
+    // The stream's own event, in the slot it held until it ended, records the cut too.
+    const own = stored.find((e) => e.kind === 'gateway.request' && e.jti === 'sse-cut');
     assert.equal((own?.detail as { closed?: string } | undefined)?.closed, 'token_revoked');
-    assert.equal(gw.served.gateway.audit.stats.reserved, 0);
+    assert.equal(gw.served.gateway.audit.stats.reserved, 0, 'every slot given back');
+  });
+
+  it('attack: an SSE request admitted while the queue has room for its own event but not for its close is refused 503 audit_unavailable, as a WebSocket upgrade is; nothing reaches the upstream', async () => {
+    await gw.served.gateway.audit.flush();
+    db.fail();
+    // max_queue 3: two events held by the failing store leave one slot.
+    for (let i = 0; i < 2; i++) {
+      const r = await fetch(`${gw.url}/pub/one-left-${i}`);
+      await r.arrayBuffer();
+      assert.equal(r.status, 200);
+    }
+    await until(async () => gw.served.gateway.audit.stats.reserved === 0, 2000);
+    const seen = upstream.seen.length;
+    const upgraded = upgrades;
+    const t = await token({ jti: 'sse-refused' });
+    const refused = await fetch(`${gw.url}/api/events`, { headers: { authorization: `Bearer ${t}`, accept: 'text/event-stream' } });
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get('retry-after'), '5');
+    assert.equal(((await refused.json()) as { error: string }).error, 'temporarily_unavailable');
+    assert.equal(await upgradeStatus(gw.url, '/api/ws', { authorization: `Bearer ${t}` }), 503, 'a WebSocket upgrade alike');
+    assert.equal(upstream.seen.length, seen, 'nothing reached the upstream');
+    assert.equal(upgrades, upgraded);
+    assert.equal(gw.served.gateway.audit.stats.reserved, 0, 'the refusals hold no slot');
+    await heal((events) => events.some((e) => e.path === '/pub/one-left-1'));
+    assert.ok(!(await db.store.queryAudit({ limit: 100 })).some((e) => e.jti === 'sse-refused'), 'the refusal took no audit slot');
   });
 });
 
