@@ -73,7 +73,8 @@ export interface ServiceContext {
 /**
  * Open the store and build a token service that has synced once. With `needMaster`, a missing
  * master key is a one-line error naming where it is looked for. `onWarning` hears the service's
- * background failures (store sync, lost revocation push); never a token or secret;
+ * background failures (store sync, lost revocation push); never a token or secret; `onConfigWarning`
+ * its warnings about the configuration (default: `onWarning`);
  * `onAuditEventsLost` the audit events its close could not write by the deadline,
  * `onAuditEventsDropped` those a full queue dropped (`audit.on_queue_full: refuse`). `check` is
  * {@link loadConfig}'s.
@@ -83,6 +84,7 @@ export async function openService(
   needMaster: boolean,
   runtime: {
     readonly onWarning?: (message: string) => void;
+    readonly onConfigWarning?: (message: string) => void;
     readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
     readonly onAuditEventsDropped?: (dropped: AuditEventsDropped) => void;
     readonly check?: ConfigCheck<TesseraConfig>;
@@ -110,6 +112,7 @@ export async function openService(
     master,
     baseDir: dirname(path),
     ...(runtime.onWarning ? { onWarning: runtime.onWarning } : {}),
+    ...(runtime.onConfigWarning ? { onConfigWarning: runtime.onConfigWarning } : {}),
     ...(runtime.onAuditEventsLost ? { onAuditEventsLost: runtime.onAuditEventsLost } : {}),
     ...(runtime.onAuditEventsDropped ? { onAuditEventsDropped: runtime.onAuditEventsDropped } : {}),
   });

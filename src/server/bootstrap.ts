@@ -129,6 +129,12 @@ export interface TokenServiceRuntime {
   readonly revocations?: RevocationList;
   readonly fetch?: typeof fetch;
   readonly onWarning?: (message: string) => void;
+  /**
+   * Told of each warning about the configuration itself (an issuer of `issuers` without
+   * `exchange_clients`), apart from the service's own failures; default: {@link onWarning}.
+   * `tessera serve` logs these as it logs those of a reload, `event: config_warning`.
+   */
+  readonly onConfigWarning?: (message: string) => void;
   /** `TokenServiceOptions.onAuditEventsLost`: the audit events `close()` could not write by its deadline. */
   readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
   /** `TokenServiceOptions.onAuditEventsDropped`: with `audit.on_queue_full: refuse`, the events a full queue dropped. */
@@ -210,7 +216,8 @@ export function createTokenServiceFromConfig(config: TesseraConfig, runtime: Tok
   // One list for the service and the external verifier, so a revoked subject's IdP tokens are refused too.
   const revocations = runtime.revocations ?? new RevocationList();
   const external = externalIssuers(config, revocations, runtime);
-  for (const w of external.warnings) runtime.onWarning?.(w);
+  const configWarning = runtime.onConfigWarning ?? runtime.onWarning;
+  for (const w of external.warnings) configWarning?.(w);
   return new TokenService({
     config: ts,
     store: runtime.store,

@@ -58,9 +58,14 @@ export interface TokenServiceHandlerOptions {
   readonly authenticator?: Authenticator;
   /**
    * Told why the upstream OIDC provider could not be used (no secret, code or token in the
-   * message), and at creation of a catch-all in `trusted_header.allowed_peers`.
+   * message).
    */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Told, at creation, of each warning about the configuration (a catch-all in
+   * `trusted_header.allowed_peers`); default: {@link onWarning}.
+   */
+  readonly onConfigWarning?: (message: string) => void;
   /** `fetch` for the upstream OIDC provider (discovery and token requests). */
   readonly fetch?: typeof fetch;
 }
@@ -292,7 +297,7 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
       'token_service.authorization.trusted_header.allowed_peers',
       'anyone who reaches the token service and holds the secret_header value may sign in at /oauth2/authorize as any person they name; list the addresses of the SSO proxy in front',
     ))
-      options.onWarning?.(w);
+      (options.onConfigWarning ?? options.onWarning)?.(w);
   }
   const authenticator =
     options.authenticator ??

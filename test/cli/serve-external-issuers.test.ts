@@ -37,6 +37,32 @@ const logStream = new Writable({
   },
 });
 const savedMaster = process.env.TESSERA_MASTER_KEY;
+/** The JSON lines `tessera serve` wrote on stderr while it started. */
+let startLines: Record<string, unknown>[] = [];
+
+/** Run `fn` with what it writes on stderr kept (not shown); the JSON lines of it. */
+async function stderrLines(fn: () => unknown): Promise<Record<string, unknown>[]> {
+  const chunks: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    chunks.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    await fn();
+  } finally {
+    process.stderr.write = write;
+  }
+  return chunks
+    .join('')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** The warnings about issuers[n] without exchange_clients among `lines`. */
+const exchangeClientsWarnings = (lines: Record<string, unknown>[], n = 0) =>
+  lines.filter((l) => new RegExp(`issuers\\[${n}\\]\\.exchange_clients`).test(String(l.msg ?? '')));
 
 const config = (port: number, issuers: string, extraRoute = '') => `data_dir: .tessera
 server: { host: 127.0.0.1, port: ${port} }
@@ -79,7 +105,9 @@ before(async () => {
   await initialize({ config: file });
   // The working directory (the repository) is not the configuration's: idp.json is not there.
   assert.notEqual(process.cwd(), dir);
-  running = await startServer({ config: file, logger: pino({ level: 'warn' }, logStream) });
+  startLines = await stderrLines(async () => {
+    running = await startServer({ config: file, logger: pino({ level: 'warn' }, logStream) });
+  });
   const client = await running.service.registerClient({
     id: 'exchanger',
     scopes: ['api:read'],
@@ -150,28 +178,48 @@ describe('tessera serve: the external issuers of token exchange', () => {
     assert.equal(await exchange(), 200, 'the IdP the refused configuration removed is still trusted, as the gateway still trusts it');
   });
 
+  it('warns at start about an issuer without issuers[].exchange_clients in a config_warning line, the line a reload writes', async () => {
+    const atStart = exchangeClientsWarnings(startLines);
+    assert.equal(atStart.length, 1, JSON.stringify(startLines));
+    const line = atStart[0] as Record<string, unknown>;
+    assert.equal(line.event, 'config_warning');
+    assert.equal(line.level, 'warn');
+    const atReload = exchangeClientsWarnings(await stderrLines(() => assert.equal(running.gateway?.reload().ok, true)));
+    assert.equal(atReload.length, 1);
+    const { time: _t1, ...start } = line;
+    const { time: _t2, ...reload } = atReload[0] as Record<string, unknown>;
+    assert.deepEqual(reload, start, 'the same line at start and at a reload');
+  });
+
   it('a reload applies issuers[].exchange_clients from the next exchange on, and warns about an issuer without it', async () => {
     const saved = readFileSync(file, 'utf8');
     const port = Number(new URL(base).port);
     const listing = (ids: string) =>
       `  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], algorithms: [ES256], jwks: { file: idp.json }, exchange_clients: [${ids}] }`;
-    const warned = () =>
-      logLines
-        .map((l) => JSON.parse(l) as { event?: string; msg?: string })
-        .filter((l) => l.event === 'config_warning' && /issuers\[0\]\.exchange_clients/.test(l.msg ?? ''));
+    const reload = async () => {
+      let ok: boolean | undefined;
+      const warned = exchangeClientsWarnings(
+        await stderrLines(() => {
+          ok = running.gateway?.reload().ok;
+        }),
+      );
+      assert.equal(ok, true);
+      assert.ok(
+        warned.every((l) => l.event === 'config_warning'),
+        JSON.stringify(warned),
+      );
+      return warned.length;
+    };
     try {
-      logLines.length = 0;
       writeFileSync(file, config(port, listing('someone-else')));
-      assert.equal(running.gateway?.reload().ok, true);
+      assert.equal(await reload(), 0);
       assert.equal(await exchange(), 400, 'exchanger is not listed');
-      assert.equal(warned().length, 0);
       writeFileSync(file, config(port, listing('someone-else, exchanger')));
-      assert.equal(running.gateway?.reload().ok, true);
+      assert.equal(await reload(), 0);
       assert.equal(await exchange(), 200);
       writeFileSync(file, saved);
-      assert.equal(running.gateway?.reload().ok, true);
+      assert.equal(await reload(), 1);
       assert.equal(await exchange(), 200, 'unset: any exchange client, as before');
-      assert.equal(warned().length, 1, logLines.join(''));
     } finally {
       writeFileSync(file, saved);
       running.gateway?.reload();

@@ -506,6 +506,36 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     }
   });
 
+  it('a catch-all in token_service.authorization.trusted_header.allowed_peers is warned about at start in a config_warning line, as the gateway’s own configuration warnings are', async () => {
+    const { dir: alone, port, config } = await tokenServiceAlone('config-warning');
+    writeFileSync(
+      config,
+      `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\ntoken_service:\n  authorization: { enabled: true, trusted_header: { secret: "${'s'.repeat(32)}", allowed_peers: ["0.0.0.0/0"] } }\n`,
+    );
+    const chunks: string[] = [];
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      chunks.push(String(chunk));
+      return true;
+    }) as typeof process.stderr.write;
+    let server: RunningServer | undefined;
+    try {
+      server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
+    } finally {
+      process.stderr.write = write;
+      await server?.close();
+      rmSync(alone, { recursive: true, force: true });
+    }
+    const warned = chunks
+      .join('')
+      .split('\n')
+      .filter((l) => l.includes('trusted_header.allowed_peers[0]'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(warned.length, 1, chunks.join(''));
+    assert.equal(warned[0]?.event, 'config_warning');
+    assert.equal(warned[0]?.level, 'warn');
+  });
+
   it('a second signal during the drain (SIGINT, then SIGTERM) ends the process at once, as under the gateway', async () => {
     const { dir: alone, port, config } = await tokenServiceAlone('signals');
     const root = new URL('../../', import.meta.url).pathname;

@@ -34,10 +34,20 @@ const TOKEN_SERVICE_DRAIN_MS = 10_000;
 /** The token service mints exchange credentials for the gateway as `gateway.exchange_client`. */
 const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { exchange: 'exchange_client', tokenService: true });
 
+/**
+ * A warning about the configuration of the token service: one line of one shape, `event:
+ * config_warning`, whether it is said at start or at a reload (the gateway's own say the same
+ * through its logger).
+ */
+const configWarning = (msg: string): void => {
+  log({ level: 'warn', event: 'config_warning', msg });
+};
+
 /** Start the token service (and the gateway, when configured) from a configuration file. */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
   const ctx = await openService(options.config, true, {
     onWarning: (msg) => log({ level: 'warn', msg }),
+    onConfigWarning: configWarning,
     // The gateway's line, field for field (its pino logger writes it at level error).
     onAuditEventsLost: ({ message, ...fields }) => log({ level: 'error', ...fields, msg: message }),
     // audit.on_queue_full: refuse: an event dropped is never silent.
@@ -52,6 +62,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       onError: (error, requestId) =>
         log({ level: 'error', msg: 'request failed', request_id: requestId, error: error instanceof Error ? error.name : typeof error }),
       onWarning: (msg) => log({ level: 'warn', msg }),
+      onConfigWarning: configWarning,
     });
     const host = options.host ?? ctx.config.server.host;
     const port = options.port ?? ctx.config.server.port;
@@ -231,7 +242,7 @@ async function withGateway(
         const issuers = prepared?.config === next ? prepared.external : external(next);
         prepared = undefined;
         service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers, issuers.exchangeClients);
-        for (const w of issuers.warnings) served.gateway.logger.warn({ event: 'config_warning' }, w);
+        for (const w of issuers.warnings) configWarning(w);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
           served.gateway.logger.warn(
