@@ -449,6 +449,7 @@ function auditOutputs(
   audit: AuditConfig | undefined,
   resumes: Map<string, JsonLinesResume>,
   stdout: Writable = process.stdout,
+  onReopened?: () => void,
 ): AuditOutput[] {
   const out: AuditOutput[] = [];
   const targets = new Set<string>();
@@ -459,7 +460,10 @@ function auditOutputs(
     return r;
   };
   if (audit?.stdout) out.push({ kind: 'stdout', sink: createJsonLinesSink({ stream: stdout }, { resume: resume('stdout') }) });
-  if (audit?.file) out.push({ kind: 'file', sink: createJsonLinesSink({ file: audit.file }, { resume: resume(`file:${audit.file}`) }) });
+  if (audit?.file) {
+    const sink = createJsonLinesSink({ file: audit.file }, { resume: resume(`file:${audit.file}`), ...(onReopened ? { onReopened } : {}) });
+    out.push({ kind: 'file', sink });
+  }
   for (const key of resumes.keys()) if (!targets.has(key)) resumes.delete(key);
   return out;
 }
@@ -547,7 +551,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   for (const v of state.verifiers) void v.ready();
 
   const resumes = new Map<string, JsonLinesResume>();
-  let sinks: AuditOutput[] = auditOutputs(state.audit, resumes, deps.auditStdout);
+  // audit.file deleted, or renamed away without a SIGHUP: the sink opens the path again for the
+  // next batch; one line says so (nothing of any event).
+  const auditFileReopened = () =>
+    logger.warn({ event: 'audit_file_reopened', output: 'file' }, 'audit file was deleted or moved; reopened');
+  let sinks: AuditOutput[] = auditOutputs(state.audit, resumes, deps.auditStdout, auditFileReopened);
   const maxQueue = state.audit?.max_queue ?? 100_000;
   const flushIntervalMs = (state.audit?.flush_interval ?? 1) * 1000;
   const auditFailed = (error: unknown, events: number) =>
@@ -1896,7 +1904,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // (logrotate's `postrotate`) then starts a new file instead of writing to the renamed one.
     if (compiled.audit?.file !== undefined || JSON.stringify(previous.audit ?? null) !== JSON.stringify(compiled.audit ?? null)) {
       const old = sinks;
-      sinks = auditOutputs(compiled.audit, resumes, deps.auditStdout);
+      sinks = auditOutputs(compiled.audit, resumes, deps.auditStdout, auditFileReopened);
       void audit.flush().then(() => Promise.all(old.map((o) => o.sink.close())));
     }
     for (const w of compiled.warnings) logger.warn({ event: 'config_warning' }, w);

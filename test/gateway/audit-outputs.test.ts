@@ -5,13 +5,14 @@
  * one another while the queue looks empty.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { AuditEvent, AuditSink } from '../../src/audit/event.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
+import { until } from '../helpers/net.ts';
 import { baseConfig, capturedLog, parse, silent } from './helpers.ts';
 
 /** A store that takes `ms` to write a batch, and records how many writes ran at once. */
@@ -83,6 +84,100 @@ describe('gateway audit outputs: a symlink planted at audit.file', () => {
       const failed = log.lines.filter((l) => l.event === 'audit_write_failed');
       assert.equal(failed.length, 1);
       assert.equal(failed[0]?.code, 'ELOOP', 'the operator is told why, not only "Error"');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * `audit.file` deleted, or its directory removed, while the gateway runs, with no SIGHUP after: the
+ * next batch goes to a new file at the path (before, every later event went on into the deleted
+ * file, lost, with nothing said). One warning line says so, without any event's content.
+ */
+describe('gateway audit outputs: audit.file deleted while the gateway runs', () => {
+  const ids = (file: string): string[] => {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      return [];
+    }
+    return text
+      .trimEnd()
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => (JSON.parse(l) as AuditEvent).id);
+  };
+  const config = (file: string, audit: Record<string, unknown> = {}) =>
+    parse({
+      ...baseConfig(),
+      audit: { file, batch_size: 10, flush_interval: '50ms', ...audit },
+      gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] },
+    });
+
+  it('the events after the deletion are in a new file at audit.file, once each; one audit_file_reopened warning, no event content in it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-out-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const log = capturedLog();
+      const { store, sink } = slowStore(0);
+      const gateway = createGateway(config(file), { logger: log.logger, auditSinks: [sink] });
+      try {
+        for (let i = 0; i < 3; i++) gateway.audit.emit(event(i));
+        await gateway.audit.flush();
+        assert.deepEqual(ids(file), ['e0', 'e1', 'e2']);
+        rmSync(file);
+        for (let i = 3; i < 6; i++) gateway.audit.emit(event(i));
+        await gateway.audit.flush();
+        await until(() => ids(file).length >= 3, 5000);
+        assert.deepEqual(ids(file), ['e3', 'e4', 'e5']);
+        assert.equal(statSync(file).mode & 0o777, 0o600);
+        assert.equal(store.events.length, 6, 'the store got every event too');
+      } finally {
+        await gateway.close({ drainTimeoutMs: 1000 });
+      }
+      const reopened = log.lines.filter((l) => l.event === 'audit_file_reopened');
+      assert.equal(reopened.length, 1);
+      assert.equal(reopened[0]?.level, 40, 'a warning');
+      assert.equal(reopened[0]?.output, 'file');
+      assert.equal(reopened[0]?.msg, 'audit file was deleted or moved; reopened');
+      assert.doesNotMatch(JSON.stringify(reopened[0]), /"e\d"|gateway\.request/, 'no event content in the line');
+      assert.equal(log.lines.filter((l) => l.event === 'audit_write_failed').length, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('on_queue_full: refuse, its directory removed too: the reopen fails, the batch is kept and written to the new file once the directory is back, none lost or written twice', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-out-'));
+    try {
+      const logs = join(dir, 'logs');
+      mkdirSync(logs);
+      const file = join(logs, 'audit.jsonl');
+      const log = capturedLog();
+      const gateway = createGateway(config(file, { on_queue_full: 'refuse' }), { logger: log.logger, auditSinks: [] });
+      try {
+        for (let i = 0; i < 3; i++) gateway.audit.emit(event(i));
+        await gateway.audit.flush();
+        assert.deepEqual(ids(file), ['e0', 'e1', 'e2']);
+        rmSync(logs, { recursive: true });
+        for (let i = 3; i < 6; i++) gateway.audit.emit(event(i));
+        await gateway.audit.flush();
+        // Before: written into the deleted file and taken as written.
+        await until(() => log.lines.some((l) => l.event === 'audit_write_failed'), 5000);
+        assert.equal(log.lines.find((l) => l.event === 'audit_write_failed')?.code, 'ENOENT');
+        mkdirSync(logs);
+        // Kept, and tried again every flush_interval: written once the directory is back.
+        await until(() => ids(file).length >= 3, 5000);
+        for (let i = 6; i < 8; i++) gateway.audit.emit(event(i));
+        await gateway.audit.flush();
+        await until(() => ids(file).length >= 5, 5000);
+        assert.deepEqual(ids(file), ['e3', 'e4', 'e5', 'e6', 'e7']);
+      } finally {
+        await gateway.close({ drainTimeoutMs: 1000 });
+      }
+      assert.equal(log.lines.filter((l) => l.event === 'audit_file_reopened').length, 1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

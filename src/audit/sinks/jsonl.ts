@@ -1,13 +1,13 @@
 /**
  * JSON-lines audit sink: one event per line, to a file (appended, created mode 0600, never through
- * a symlink at its path) or a stream such as stdout. Events never hold tokens or header values (see {@link AuditEvent}), so they are written
+ * a symlink at its path, opened again at its path when it was deleted or moved) or a stream such as stdout. Events never hold tokens or header values (see {@link AuditEvent}), so they are written
  * as they are, with the characters JSON leaves raw but readers take for a line break or a terminal
  * command (U+2028, U+2029, C1 controls such as NEL, bidirectional overrides) written as `\uXXXX`
  * escapes: a value a caller chose stays inside its one line and reads back the same.
  *
  * @module
  */
-import { constants, createWriteStream, fstatSync, type WriteStream } from 'node:fs';
+import { constants, createWriteStream, fstat, fstatSync, lstat, type WriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { AuditEvent, AuditSink } from '../event.ts';
 
@@ -92,16 +92,51 @@ function where(s: WriteStream): { dev: bigint; ino: bigint; end: bigint } | unde
 }
 
 /**
+ * Whether the file a stream has open is no longer the one at `file`: deleted (no name left for it,
+ * or nothing at the path), or renamed away with another in its place (another device or inode at
+ * the path, a symlink included). False when it cannot tell (not open yet, a stat failing otherwise,
+ * a directory on the path that cannot be searched): the open file is kept, as before.
+ */
+function moved(s: WriteStream, file: string): Promise<boolean> {
+  const fd = (s as WriteStream & { fd?: number | null }).fd;
+  if (s.pending || typeof fd !== 'number') return Promise.resolve(false);
+  return new Promise((resolve) => {
+    fstat(fd, { bigint: true }, (e, open) => {
+      if (e) return resolve(false);
+      if (open.nlink === 0n) return resolve(true);
+      lstat(file, { bigint: true }, (e, at) => {
+        if (e) return resolve(e.code === 'ENOENT' || e.code === 'ENOTDIR');
+        resolve(at.dev !== open.dev || at.ino !== open.ino);
+      });
+    });
+  });
+}
+
+/** Options of {@link createJsonLinesSink}. */
+export interface JsonLinesSinkOptions {
+  readonly resume?: JsonLinesResume;
+  /**
+   * Called when the file was found deleted or moved before a batch, and opened again at its path
+   * for it (once per time; the gateway logs `audit_file_reopened`). An open that fails then fails
+   * the batch, as any write failure.
+   */
+  readonly onReopened?: () => void;
+}
+
+/**
+ * A file is written through the descriptor it opened, and before each batch the file open is
+ * compared with the one at its path (fstat and lstat: two system calls a batch, in the thread
+ * pool): when it was deleted, or renamed away without a reload, the path is opened again (created
+ * 0600 as the first time) and the batch written there, as nginx, pino and Envoy reopen their logs.
+ * The batches of one file sink are written one after the other, in the order given.
+ *
  * @example
  * ```ts
  * const sink = createJsonLinesSink({ file: '/var/log/tessera/audit.jsonl' });
  * const stdout = createJsonLinesSink({ stream: process.stdout });
  * ```
  */
-export function createJsonLinesSink(
-  target: { file: string } | { stream: Writable },
-  options: { readonly resume?: JsonLinesResume } = {},
-): JsonLinesSink {
+export function createJsonLinesSink(target: { file: string } | { stream: Writable }, options: JsonLinesSinkOptions = {}): JsonLinesSink {
   const file = 'file' in target ? target.file : undefined;
   let error: Error | undefined;
   let onError: ((e: Error) => void) | undefined;
@@ -145,39 +180,58 @@ export function createJsonLinesSink(
       });
     });
   };
+  const writeNow = (events: readonly AuditEvent[]): Promise<void> => {
+    if (error) {
+      if (file === undefined) return Promise.reject(error);
+      // A file that failed (disk full, an I/O error, its directory gone) is opened again for the
+      // next batch, so writing resumes once the cause is gone rather than at the next reload; the
+      // batches refused meanwhile were reported as failed.
+      stream.destroy();
+      error = undefined;
+      stream = open();
+    }
+    let text = '';
+    for (const e of events) text += `${JSON.stringify(e)}\n`;
+    const data = Buffer.from(terminalSafeJson(text));
+    const first = events[0]?.id;
+    const cut = resume.cut;
+    resume.cut = undefined;
+    const s = stream;
+    if (cut === undefined || cut.id !== first || file === undefined) return send(s, data, first, 0, undefined);
+    // The batch a refused write cut: which file is open now is known once it is opened.
+    return opened(s as WriteStream).then(
+      () => {
+        const at = where(s as WriteStream);
+        const same = at !== undefined && at.dev === cut.dev && at.ino === cut.ino && at.end === cut.end;
+        const skip = same ? Math.min(cut.bytes, data.length) : 0;
+        return send(s, skip > 0 ? data.subarray(skip) : data, first, skip, cut);
+      },
+      (e: unknown) => {
+        // Not opened (the directory gone): the next attempt decides again.
+        resume.cut = cut;
+        throw e;
+      },
+    );
+  };
+  // Each file batch waits for the one before: the check before it, and a reopen, must not let a
+  // later batch pass it.
+  let tail: Promise<unknown> = Promise.resolve();
+  const writeFile = async (f: string, events: readonly AuditEvent[]): Promise<void> => {
+    if (!error && (await moved(stream as WriteStream, f))) {
+      // Deleted, or renamed away without a reload: what is still buffered goes to the old file,
+      // the batch to a new one at the path.
+      stream.end();
+      stream = open();
+      options.onReopened?.();
+    }
+    return writeNow(events);
+  };
   return {
     write(events: readonly AuditEvent[]): Promise<void> {
-      if (error) {
-        if (file === undefined) return Promise.reject(error);
-        // A file that failed (disk full, an I/O error, its directory gone) is opened again for the
-        // next batch, so writing resumes once the cause is gone rather than at the next reload; the
-        // batches refused meanwhile were reported as failed.
-        stream.destroy();
-        error = undefined;
-        stream = open();
-      }
-      let text = '';
-      for (const e of events) text += `${JSON.stringify(e)}\n`;
-      const data = Buffer.from(terminalSafeJson(text));
-      const first = events[0]?.id;
-      const cut = resume.cut;
-      resume.cut = undefined;
-      const s = stream;
-      if (cut === undefined || cut.id !== first || file === undefined) return send(s, data, first, 0, undefined);
-      // The batch a refused write cut: which file is open now is known once it is opened.
-      return opened(s as WriteStream).then(
-        () => {
-          const at = where(s as WriteStream);
-          const same = at !== undefined && at.dev === cut.dev && at.ino === cut.ino && at.end === cut.end;
-          const skip = same ? Math.min(cut.bytes, data.length) : 0;
-          return send(s, skip > 0 ? data.subarray(skip) : data, first, skip, cut);
-        },
-        (e: unknown) => {
-          // Not opened (the directory gone): the next attempt decides again.
-          resume.cut = cut;
-          throw e;
-        },
-      );
+      if (file === undefined) return writeNow(events);
+      const written = tail.then(() => writeFile(file, events));
+      tail = written.catch(() => undefined);
+      return written;
     },
     get broken(): Error | undefined {
       return file === undefined ? error : undefined;
@@ -189,7 +243,7 @@ export function createJsonLinesSink(
         if (onError !== undefined) stream.off('error', onError);
         return Promise.resolve();
       }
-      return new Promise((resolve) => stream.end(resolve));
+      return tail.then(() => new Promise((resolve) => stream.end(resolve)));
     },
   };
 }

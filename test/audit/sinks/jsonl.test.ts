@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -207,6 +207,111 @@ describe('JSON-lines sink: the file it opens', () => {
       await again.write([event({ time: 7 })]);
       await again.close();
       assert.equal((JSON.parse(readFileSync(file, 'utf8')) as AuditEvent).time, 7);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * A file deleted, or renamed away without a SIGHUP, while the sink has it open: the open descriptor
+ * still writes, into a file no name reaches (deleted: lost once closed) or into the renamed one.
+ * As nginx, pino and Envoy reopen their logs, the sink compares the file open with the one at its
+ * path before each batch and opens the path again when they differ: the batch goes to the new file.
+ */
+describe('JSON-lines sink: its file deleted or moved while open', () => {
+  const times = (text: string): number[] =>
+    text
+      .trimEnd()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as AuditEvent).time);
+
+  it('deleted: the next batch is written to a new file at the path (mode 0600), said once, and the batches after it follow it there', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      let reopened = 0;
+      const sink = createJsonLinesSink({ file }, { onReopened: () => reopened++ });
+      await sink.write([event({ time: 1 }), event({ time: 2 })]);
+      rmSync(file);
+      await sink.write([event({ time: 3 })]);
+      await sink.write([event({ time: 4 }), event({ time: 5 })]);
+      await sink.close();
+      assert.deepEqual(times(readFileSync(file, 'utf8')), [3, 4, 5], 'every event after the deletion, once each, in order');
+      assert.equal(statSync(file).mode & 0o777, 0o600, 'created as the first one was');
+      assert.equal(reopened, 1, 'said once, not once per batch');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('renamed away (no SIGHUP): the renamed file keeps the events written before, a new file at the path gets the later ones; none lost or written twice', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      let reopened = 0;
+      const sink = createJsonLinesSink({ file }, { onReopened: () => reopened++ });
+      await sink.write([event({ time: 1 }), event({ time: 2 })]);
+      renameSync(file, `${file}.1`);
+      await sink.write([event({ time: 3 })]);
+      await sink.write([event({ time: 4 })]);
+      await sink.close();
+      assert.deepEqual(times(readFileSync(`${file}.1`, 'utf8')), [1, 2]);
+      assert.deepEqual(times(readFileSync(file, 'utf8')), [3, 4]);
+      assert.equal(reopened, 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('renamed away and another file created at the path (logrotate’s `create`): the later events go to that file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const sink = createJsonLinesSink({ file });
+      await sink.write([event({ time: 1 })]);
+      renameSync(file, `${file}.1`);
+      writeFileSync(file, '', { mode: 0o600 });
+      await sink.write([event({ time: 2 })]);
+      await sink.close();
+      assert.deepEqual(times(readFileSync(`${file}.1`, 'utf8')), [1]);
+      assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('left in place: no reopen, every batch appended to the same file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      let reopened = 0;
+      const sink = createJsonLinesSink({ file }, { onReopened: () => reopened++ });
+      for (let t = 1; t <= 5; t++) await sink.write([event({ time: t })]);
+      await sink.close();
+      assert.deepEqual(times(readFileSync(file, 'utf8')), [1, 2, 3, 4, 5]);
+      assert.equal(reopened, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('its directory removed too: the reopen fails and so does the batch (ENOENT), and the batch written again once the directory is back is in the new file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const logs = join(dir, 'logs');
+      mkdirSync(logs);
+      const file = join(logs, 'audit.jsonl');
+      const sink = createJsonLinesSink({ file });
+      await sink.write([event({ time: 1 })]);
+      rmSync(logs, { recursive: true });
+      const batch = [event({ time: 2 })];
+      // Before: written into the deleted file, reported as written.
+      await assert.rejects(sink.write(batch), { code: 'ENOENT' });
+      mkdirSync(logs);
+      await sink.write(batch);
+      await sink.close();
+      assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
