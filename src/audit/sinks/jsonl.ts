@@ -216,6 +216,8 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
   // Each file batch waits for the one before: the check before it, and a reopen, must not let a
   // later batch pass it.
   let tail: Promise<unknown> = Promise.resolve();
+  // The stream whose file was found writable by its owner only (none yet).
+  let checked: Writable | undefined;
   const writeFile = async (f: string, events: readonly AuditEvent[]): Promise<void> => {
     if (!error && (await moved(stream as WriteStream, f))) {
       // Deleted, or renamed away without a reload: what is still buffered goes to the old file,
@@ -223,6 +225,32 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
       stream.end();
       stream = open();
       options.onReopened?.();
+    }
+    if (error) {
+      stream.destroy();
+      error = undefined;
+      stream = open();
+    }
+    if (stream !== checked) {
+      // A file found at the path when it is opened again (one planted in the log directory after a
+      // deletion) is held to the check a load makes (gateway/compile.ts): writable by its owner only. Otherwise each
+      // batch fails (counted, logged) until it is fixed, as a symlink at the path does.
+      const s = stream as WriteStream;
+      await opened(s);
+      const st = fstatSync((s as WriteStream & { fd: number }).fd);
+      const mode = st.mode & 0o777;
+      // A regular file only, as at load (a device such as /dev/full is not a trail anyone forges).
+      if (st.isFile() && (mode & 0o022) !== 0) {
+        const e = Object.assign(
+          new Error(
+            `audit file ${f} is writable by ${mode & 0o002 ? 'every user' : 'its group'} (mode ${mode.toString(8).padStart(4, '0')}); run chmod go-w ${f}`,
+          ),
+          { code: 'AUDIT_FILE_WRITABLE' },
+        );
+        if (s === stream) error = e;
+        throw e;
+      }
+      checked = s;
     }
     return writeNow(events);
   };

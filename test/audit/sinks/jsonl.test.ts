@@ -5,7 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -275,6 +286,30 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       await sink.write([event({ time: 2 })]);
       await sink.close();
       assert.deepEqual(times(readFileSync(`${file}.1`, 'utf8')), [1]);
+      assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('attack: deleted and a world-writable file planted at the path: no event is written to it (AUDIT_FILE_WRITABLE, each batch failing) until it is chmod go-w, then the batch kept is', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const sink = createJsonLinesSink({ file });
+      await sink.write([event({ time: 1 })]);
+      rmSync(file);
+      writeFileSync(file, '');
+      chmodSync(file, 0o666);
+      await assert.rejects(sink.write([event({ time: 2 })]), {
+        code: 'AUDIT_FILE_WRITABLE',
+        message: /writable by every user \(mode 0666\); run chmod go-w/,
+      });
+      await assert.rejects(sink.write([event({ time: 2 })]), { code: 'AUDIT_FILE_WRITABLE' }, 'still refused: the same file');
+      assert.equal(readFileSync(file, 'utf8'), '', 'nothing written to a file others can forge or erase');
+      chmodSync(file, 0o644);
+      await sink.write([event({ time: 2 })]);
+      await sink.close();
       assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
