@@ -137,6 +137,13 @@ export interface SigningKeyRecord {
    * Absent in rows written before Tessera authenticated the schedule (sealed under the kid alone).
    */
   readonly mac?: string;
+  /**
+   * Set by the store when the key is added (ignored in what {@link Store.addSigningKey} is given):
+   * greater than that of every key added before, never reused. Of keys with the same schedule (two
+   * `tessera keys rotate --now` in the same second) the later one signs. Not covered by the MAC.
+   * Absent from a store that does not number keys (then the kid decides, as every instance agrees).
+   */
+  readonly seq?: number;
 }
 
 /**
@@ -583,6 +590,7 @@ export interface Store {
    * Add a signing key. With `unlessPendingAfter`, only when no stored key activates after that
    * time (no pre-published key is waiting), checked and inserted atomically against other such
    * adds from any process: of instances rotating on schedule at the same moment, one adds a key.
+   * The store numbers the key ({@link SigningKeyRecord.seq}).
    * @returns false when a pending key made it add nothing.
    * @throws {StoreConflictError} when the kid exists.
    */

@@ -104,6 +104,7 @@ function keyFrom<S extends object>(r: Row, sealed: S): RemovedSigningKeyRecord &
     createdAt: num(r.created_at),
     activatesAt: num(r.activates_at),
     ...(r.mac != null ? { mac: String(r.mac) } : {}),
+    ...(r.seq != null ? { seq: num(r.seq) } : {}),
   };
 }
 

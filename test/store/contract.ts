@@ -329,11 +329,42 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         await store.addSigningKey(k1);
         await store.addSigningKey(k0);
         const list = (await store.listSigningKeys()).filter((k) => k.kid === k0.kid || k.kid === k1.kid);
-        assert.deepEqual(list, [k0, k1]);
+        assert.deepEqual(
+          list.map(({ seq: _, ...k }) => k),
+          [k0, k1],
+        );
         assert.ok((await store.versions()).keys >= v0 + 2);
         await assert.rejects(store.addSigningKey(k0), conflict('signing_key_exists'));
         assert.equal(await store.deleteSigningKey(k0.kid), true);
         assert.equal(await store.deleteSigningKey(k0.kid), false);
+      });
+
+      it('numbers each key added (seq) in the order it was added, whatever its kid or schedule, never reusing a number (migration 22)', async () => {
+        const key = (kid: string) => ({
+          kid,
+          alg: 'ES256' as const,
+          publicJwk: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y' },
+          sealedPrivateKey: 'sealed',
+          createdAt: clock.now(),
+          activatesAt: clock.now(),
+        });
+        // Kids against the order of adding: the store's seq, not the kid, tells which came later.
+        const prefix = uid('kid');
+        const added = [key(`${prefix}-z`), key(`${prefix}-m`), key(`${prefix}-a`)];
+        for (const k of added) await store.addSigningKey(k);
+        const seqs = async () => {
+          const listed = await store.listSigningKeys();
+          return added.map((k) => listed.find((r) => r.kid === k.kid)?.seq);
+        };
+        const [a, b, c] = (await seqs()) as number[];
+        assert.ok(Number.isSafeInteger(a) && (b as number) > (a as number) && (c as number) > (b as number), JSON.stringify([a, b, c]));
+        // The newest key deleted: the next one still gets a number past it.
+        assert.equal(await store.deleteSigningKey(`${prefix}-a`), true);
+        const next = key(`${prefix}-0`);
+        await store.addSigningKey(next);
+        const seq = (await store.listSigningKeys()).find((r) => r.kid === next.kid)?.seq;
+        assert.ok((seq as number) > (c as number), `${seq} after ${c}`);
+        for (const k of [...added, next]) await store.deleteSigningKey(k.kid);
       });
 
       it('adds a key unlessPendingAfter only when none activates after that time: of concurrent such adds, exactly one', async () => {

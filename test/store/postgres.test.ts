@@ -1288,11 +1288,12 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 12');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1328,10 +1329,11 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1362,6 +1364,7 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 17');
         // A child Tessera 17 wrote: no column for the token it was exchanged from.
         await c.query(
@@ -1371,7 +1374,7 @@ if (!reachable) {
         );
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
           const old = await store.getGrant('g-old');
           assert.equal(old?.subjectJti, null);
           assert.equal(old?.actorJti, null);
@@ -1406,6 +1409,59 @@ if (!reachable) {
       }
     });
 
+    it('migrates a schema-21 database to 22: the signing keys stored before are numbered in the order they were used (activation, creation, kid in byte order), so the active key stays the same; a key added after, by this Tessera or an instance still on 21, comes after them whatever its kid', async () => {
+      const schema = schemaName();
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      const insert = (kid: string, at: number) =>
+        c.query(
+          "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES ($1, 'ES256', '{}', 'sealed', $2, $2)",
+          [kid, at],
+        );
+      try {
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
+        await c.query('DELETE FROM schema_migrations WHERE version > 21');
+        // Kids a linguistic collation orders otherwise than bytes ('_' and '-' ignored, case folded).
+        for (const [kid, at] of [
+          ['k_b', 100],
+          ['K-a', 100],
+          ['k-old', 50],
+          ['k-c', 100],
+        ] as const)
+          await insert(kid, at);
+        const store = await PostgresStore.open({ connectionString: url, schema });
+        try {
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
+          await store.addSigningKey({
+            kid: 'k-0',
+            alg: 'ES256',
+            publicJwk: {},
+            sealedPrivateKey: 'sealed',
+            createdAt: 100,
+            activatesAt: 100,
+          });
+          // An instance still on 21 inserts without the column.
+          await insert('a-21', 100);
+          assert.deepEqual(
+            (await store.listSigningKeys()).map((k) => [k.kid, k.seq]),
+            [
+              ['k-old', 1],
+              ['K-a', 2],
+              ['k-c', 3],
+              ['k_b', 4],
+              ['k-0', 5],
+              ['a-21', 6],
+            ],
+          );
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await c.end();
+      }
+    });
+
     it('migrates a schema-20 database with a login session signed out twice (instances racing before migration 21) to one entry, the one lasting longest; other entries are untouched, and the session is signed out once from then on', async () => {
       const schema = schemaName();
       const scope = 'https://issuer.test#login-sessions';
@@ -1414,6 +1470,7 @@ if (!reachable) {
       await c.connect();
       try {
         await c.query('DROP INDEX revocations_scoped_token');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 20');
         // What two instances of Tessera 20 signing one session out at once wrote, with other entries around.
         const rows: [string, string, string | null, number][] = [
@@ -1438,7 +1495,7 @@ if (!reachable) {
         await c.query("UPDATE meta SET value = $1 WHERE name = 'revocations_seq'", [rows.length]);
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
           const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
           assert.deepEqual(left, [
             [2, 'token', 'session-1', scope, 900],
@@ -1490,6 +1547,7 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 9');
         await c.query(
           `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at)
@@ -1517,6 +1575,7 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 15');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, created_at, updated_at)
@@ -1547,6 +1606,7 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 16');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, redirect_uris, created_at, updated_at)
@@ -1585,6 +1645,7 @@ if (!reachable) {
       try {
         // Back to schema 19, with a client Tessera 19 registered.
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 19');
         await c.query(
           `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, created_at, updated_at)
@@ -1598,7 +1659,7 @@ if (!reachable) {
         const admin = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
         await admin.connect();
         try {
-          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 21);
+          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
           // An instance still on 19 registers clients without the column: they read as not bound.
           await admin.query(
             `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, created_at, updated_at)
@@ -1630,6 +1691,7 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 14');
         for (const [hash, subject] of [
           ['h-revoked', 'mallory'],
@@ -1696,6 +1758,7 @@ if (!reachable) {
         await c.query('DROP INDEX grants_actor_jti; ALTER TABLE grants DROP COLUMN subject_jti, DROP COLUMN actor_jti');
         await c.query('ALTER TABLE signing_keys DROP COLUMN mac');
         await c.query('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
         await c.query('DELETE FROM schema_migrations WHERE version > 3');
         await c.query('INSERT INTO audit_events (id, time, kind, event) VALUES ($1, $2, $3, $4)', [
           old.id,

@@ -18,6 +18,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 22) db.exec("ALTER TABLE signing_keys DROP COLUMN seq; DELETE FROM meta WHERE name = 'signing_keys_seq'");
   if (version < 21) db.exec('DROP INDEX revocations_scoped_token');
   if (version < 20) db.exec('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
   if (version < 19) db.exec('ALTER TABLE signing_keys DROP COLUMN mac; ALTER TABLE removed_signing_keys DROP COLUMN mac');
@@ -263,7 +264,7 @@ describe('sqlite store specifics', () => {
     ).run();
     db.close();
     const store = SqliteStore.open({ path });
-    assert.equal(store.schemaVersion, 21);
+    assert.equal(store.schemaVersion, 22);
     assert.equal((await store.getClient('old'))?.dpopBoundAccessTokens, false);
     await store.createClient(clientRecord({ id: 'new', dpopBoundAccessTokens: true }));
     assert.equal((await store.getClient('new'))?.dpopBoundAccessTokens, true);
@@ -385,7 +386,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
-    assert.equal(store.schemaVersion, 21);
+    assert.equal(store.schemaVersion, 22);
     const old = await store.getGrant('g-old');
     assert.equal(old?.subjectJti, null);
     assert.equal(old?.actorJti, null);
@@ -430,7 +431,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     try {
-      assert.equal(store.schemaVersion, 21);
+      assert.equal(store.schemaVersion, 22);
       const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
       assert.deepEqual(left, [
         [2, 'token', 'session-1', scope, 900],
@@ -442,6 +443,39 @@ describe('sqlite store specifics', () => {
       ]);
       await store.appendRevocations([{ kind: 'token', value: 'session-1', issuer: scope, at: 200, expiresAt: 900 }]);
       assert.equal((await store.revocationsSince(0, 0)).length, 6, 'signed out already: nothing more');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('numbers the signing keys stored before migration 22 in the order they were used (activation, creation, kid), so the active key stays the same; a key added after comes after them, whatever its kid', async () => {
+    const path = join(dir, 'legacy-key-seq.db');
+    (await SqliteStore.open({ path })).close();
+    const db = new DatabaseSync(path);
+    rewind(db, 21);
+    const insert = db.prepare(
+      "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at) VALUES (?, 'ES256', '{}', 'sealed', ?, ?)",
+    );
+    insert.run('k-b', 100, 100);
+    insert.run('k-a', 100, 100);
+    insert.run('k-old', 50, 50);
+    insert.run('k-c', 100, 100);
+    db.close();
+    const store = SqliteStore.open({ path });
+    try {
+      assert.equal(store.schemaVersion, 22);
+      const key = { kid: 'k-0', alg: 'ES256' as const, publicJwk: {}, sealedPrivateKey: 'sealed', createdAt: 100, activatesAt: 100 };
+      await store.addSigningKey(key);
+      assert.deepEqual(
+        (await store.listSigningKeys()).map((k) => [k.kid, k.seq]),
+        [
+          ['k-old', 1],
+          ['k-a', 2],
+          ['k-b', 3],
+          ['k-c', 4],
+          ['k-0', 5],
+        ],
+      );
     } finally {
       await store.close();
     }

@@ -452,6 +452,24 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE UNIQUE INDEX IF NOT EXISTS revocations_scoped_token ON revocations (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL;
     `,
   },
+  {
+    // signing_keys.seq: each key numbered in the order it was added (a sequence, never reused), so
+    // that of two keys with the same schedule (two `tessera keys rotate --now` in the same second)
+    // the later one signs, not the one whose kid sorts last. The keys stored before are numbered in
+    // the order they were used (activation, creation, kid in byte order, as Tessera compared them),
+    // so the active key stays the same. A default, so a key an older instance adds is numbered too.
+    version: 22,
+    sql: `
+      CREATE SEQUENCE signing_keys_seq;
+      ALTER TABLE signing_keys ADD COLUMN seq bigint;
+      UPDATE signing_keys k SET seq = o.n
+        FROM (SELECT kid, row_number() OVER (ORDER BY activates_at, created_at, kid COLLATE "C") AS n FROM signing_keys) o
+        WHERE k.kid = o.kid;
+      SELECT setval('signing_keys_seq', (SELECT count(*) FROM signing_keys) + 1, false);
+      ALTER TABLE signing_keys ALTER COLUMN seq SET DEFAULT nextval('signing_keys_seq'), ALTER COLUMN seq SET NOT NULL;
+      ALTER SEQUENCE signing_keys_seq OWNED BY signing_keys.seq;
+    `,
+  },
 ];
 
 /** Whether the log holds a revocation of `subject` at `issuer` dated `since` or later (by the revocations_subject index). */
@@ -887,7 +905,7 @@ export class PostgresStore implements Store {
 
   async listSigningKeys(): Promise<SigningKeyRecord[]> {
     // With the poll's read timeout: the sync reloads the keys when their version moved.
-    return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at', [], this.#readTimeout)).map(signingKeyFrom);
+    return (await this.#q('SELECT * FROM signing_keys ORDER BY activates_at, created_at, seq', [], this.#readTimeout)).map(signingKeyFrom);
   }
 
   async addSigningKey(k: SigningKeyRecord, options: { readonly unlessPendingAfter?: number } = {}): Promise<boolean> {

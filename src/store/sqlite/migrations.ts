@@ -300,4 +300,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX revocations_scoped_token ON revocations (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL;
     `,
   },
+  {
+    version: 22,
+    description:
+      'signing_keys.seq: each key numbered in the order it was added (from meta signing_keys_seq, never reused), so that of two keys with the same schedule (two `tessera keys rotate --now` in the same second) the later one signs, not the one whose kid sorts last; the keys stored before are numbered in the order they were used (activation, creation, kid), so the active key stays the same',
+    sql: `
+      ALTER TABLE signing_keys ADD COLUMN seq INTEGER;
+      UPDATE signing_keys SET seq = o.n
+        FROM (SELECT kid, row_number() OVER (ORDER BY activates_at, created_at, kid) AS n FROM signing_keys) AS o
+        WHERE signing_keys.kid = o.kid;
+      INSERT INTO meta (name, value) VALUES ('signing_keys_seq', (SELECT COUNT(*) FROM signing_keys));
+    `,
+  },
 ];

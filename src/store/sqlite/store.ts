@@ -379,7 +379,7 @@ export class SqliteStore implements Store {
 
   async listSigningKeys(): Promise<SigningKeyRecord[]> {
     return this.#read(() =>
-      (this.#stmt('SELECT * FROM signing_keys ORDER BY activates_at, created_at').all() as Row[]).map(signingKeyFrom),
+      (this.#stmt('SELECT * FROM signing_keys ORDER BY activates_at, created_at, seq').all() as Row[]).map(signingKeyFrom),
     );
   }
 
@@ -393,8 +393,11 @@ export class SqliteStore implements Store {
         ) {
           return false;
         }
+        // Numbered from a counter, not MAX(seq) + 1: the newest key deleted, its number is not reused.
+        this.#stmt("UPDATE meta SET value = value + 1 WHERE name = 'signing_keys_seq'").run();
         this.#stmt(
-          'INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac) VALUES (?, ?, ?, ?, ?, ?, ?)',
+          `INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, activates_at, mac, seq)
+           VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT value FROM meta WHERE name = 'signing_keys_seq'))`,
         ).run(...signingKeyValues(k));
         this.#bump('keys_version');
         return true;
