@@ -4,7 +4,8 @@
  * expired (`retired + sync_interval + max_access_token_ttl + skew`). `tessera keys rotate` adds a key that
  * activates `publish_ahead` later, so every verifier has fetched it before it signs; a running
  * server re-reads the keys at every sync and switches at the activation time on its own, without
- * a restart. A key whose row is deleted while still in its window stops signing (KeyManager.#vanished).
+ * a restart. A key whose row is deleted while still in its window stops signing (KeyManager.#vanished)
+ * until that very row is written back.
  *
  * @module
  */
@@ -60,6 +61,8 @@ interface CompiledKey {
   readonly verification?: VerificationKey;
   /** Why the row is refused; a refused key is not published, verifies nothing and does not sign. */
   readonly invalid?: string;
+  /** The store no longer lists the row (see KeyManager.#vanished): `record` is the row as last read. */
+  readonly vanished?: true;
   retiresAt: number | null;
   publishedUntil: number | null;
   signer?: JwsSigner;
@@ -74,7 +77,7 @@ function publicPart(jwk: Readonly<Record<string, unknown>>): Record<string, stri
   return out;
 }
 
-/** Whether two rows of the same kid are the same (key, schedule and MAC). */
+/** Whether two rows of the same kid are the same (key, schedule and MAC; not the store's `seq`). */
 function sameKey(a: SigningKeyRecord, b: SigningKeyRecord): boolean {
   return (
     a.alg === b.alg &&
@@ -90,7 +93,32 @@ function sameKey(a: SigningKeyRecord, b: SigningKeyRecord): boolean {
 const SKEW = 60;
 /** Why a key whose row was deleted while still in use is refused (see KeyManager.#vanished). */
 const DELETED =
-  'its row was deleted from the store while it was still in use or published (not by housekeeping): it no longer signs, and the key before it does not sign again; run `tessera keys rotate --now`';
+  'its row was deleted from the store while it was still in use or published (not by housekeeping): it no longer signs, and the key before it does not sign again';
+/** What recovers from a refused key that is, or is to be, the active one. */
+export const RECOVER = 'run `tessera keys rotate --now`';
+/** Why a deleted key is still refused once a row of other contents was written under its kid. */
+const REWRITTEN = `${DELETED}; a row written back under its kid since is not the one deleted`;
+
+/**
+ * The order of the keys (the active one is the last activated): by activation, then creation, then
+ * the store's `seq` (of two `tessera keys rotate --now` in the same second, the later one signs),
+ * and last the kid (rows without `seq`), so that every instance agrees on which key is active (each
+ * would otherwise retire, and in time delete, the key the other signs with).
+ */
+function scheduleOrder(a: SigningKeyRecord, b: SigningKeyRecord): number {
+  return (
+    a.activatesAt - b.activatesAt ||
+    a.createdAt - b.createdAt ||
+    (a.seq !== undefined && b.seq !== undefined ? a.seq - b.seq : 0) ||
+    (a.kid < b.kid ? -1 : a.kid > b.kid ? 1 : 0)
+  );
+}
+
+/** Whether `later` was added after `earlier` (by creation time, then the store's `seq`). */
+function addedAfter(later: SigningKeyRecord, earlier: SigningKeyRecord): boolean {
+  if (later.createdAt !== earlier.createdAt) return later.createdAt > earlier.createdAt;
+  return later.seq !== undefined && earlier.seq !== undefined && later.seq > earlier.seq;
+}
 /** Least time between two store reads after unknown kids (see KeyManager.refreshAfterMiss). */
 const MISS_READ_COOLDOWN_MS = 1000;
 
@@ -199,6 +227,14 @@ export class KeyManager implements KeySource {
     const keys: CompiledKey[] = records
       .map((record): CompiledKey => {
         const old = previous.get(record.kid);
+        if (old?.vanished) {
+          // A row deleted behind this instance, listed again: the very row deleted (restored from a
+          // backup, say) is checked again as any row; one of other contents under its kid (the key
+          // sealed again, another schedule) stays refused, as the row deleted was.
+          return sameKey(old.record, record)
+            ? this.#compile(record, legacy)
+            : { record: old.record, retiresAt: null, publishedUntil: null, invalid: REWRITTEN, vanished: true };
+        }
         // A row whose key changed under the same kid (written by someone else than Tessera) is checked again.
         if (old !== undefined && sameKey(old.record, record)) {
           return {
@@ -213,14 +249,7 @@ export class KeyManager implements KeySource {
         return this.#compile(record, legacy);
       })
       .concat(this.#vanished(records))
-      // kid last: two instances rotating in the same second must agree on which key is active
-      // (each would otherwise retire, and in time delete, the key the other signs with).
-      .sort(
-        (a, b) =>
-          a.record.activatesAt - b.record.activatesAt ||
-          a.record.createdAt - b.record.createdAt ||
-          (a.record.kid < b.record.kid ? -1 : a.record.kid > b.record.kid ? 1 : 0),
-      );
+      .sort((a, b) => scheduleOrder(a.record, b.record));
     for (let i = 0; i < keys.length; i++) {
       const successor = keys[i + 1];
       const k = keys[i] as CompiledKey;
@@ -245,15 +274,20 @@ export class KeyManager implements KeySource {
    * longer signs (every other instance, and any started now, no longer publishes it, so its tokens
    * would be refused there), and the key before it does not sign again (it may be one rotated out
    * after a compromise). Signing resumes with the next key that activates (`tessera keys rotate
-   * --now`); the refused entry is dropped once its own window closes. An instance started after
-   * the deletion cannot tell: it never saw the key.
+   * --now`); the refused entry is dropped once its own window closes. A key deleted while pending
+   * is dropped as soon as a key added after it is listed (a rotation, `rotation_interval`'s
+   * included, which does not wait for it): the rotation it stood for was replaced, and it neither
+   * takes over at its time nor holds the next rotation back. The very row written back is accepted
+   * again at the next read (see {@link KeyManager.reload}). An instance started after the deletion
+   * cannot tell: it never saw the key.
    */
   #vanished(records: readonly SigningKeyRecord[]): CompiledKey[] {
     const listed = new Set(records.map((r) => r.kid));
     const now = this.#now();
     return this.#keys
       .filter((k) => !listed.has(k.record.kid) && (k.publishedUntil === null || k.publishedUntil >= now + SKEW))
-      .map((k) => ({ record: k.record, retiresAt: null, publishedUntil: null, invalid: DELETED }));
+      .filter((k) => !(k.record.activatesAt > now && records.some((r) => addedAfter(r, k.record))))
+      .map((k) => ({ record: k.record, retiresAt: null, publishedUntil: null, invalid: DELETED, vanished: true }));
   }
 
   /**
@@ -524,7 +558,9 @@ export class KeyManager implements KeySource {
     let rotated: SigningKeyRecord | undefined;
     const interval = this.#schedule.rotationInterval;
     const active = this.#active(now);
-    const pending = this.#keys.some((k) => k.record.activatesAt > now);
+    // A pending key whose row was deleted does not count: the store no longer holds it, and the
+    // key added now replaces it (see #vanished).
+    const pending = this.#keys.some((k) => k.record.activatesAt > now && !k.vanished);
     if (interval !== undefined && this.#master !== undefined && active && !pending) {
       // Another instance may rotate at the same moment: the store adds one key between them.
       if (now - active.record.activatesAt >= interval - this.#schedule.publishAhead) rotated = await this.#add({ unlessPending: true });
@@ -568,5 +604,17 @@ export class KeyManager implements KeySource {
   ready(now = this.#now()): boolean {
     const k = this.#active(now);
     return k !== undefined && k.invalid === undefined;
+  }
+
+  /**
+   * Readiness with its reason: none when no key was ever active, else the active key's kid and why
+   * its row is refused (deleted behind this instance, altered), and what recovers. Names no key
+   * material (the kid is the public key's thumbprint, published while it was).
+   */
+  readiness(now = this.#now()): { readonly ok: true } | { readonly ok: false; readonly detail: string } {
+    const k = this.#active(now);
+    if (k === undefined) return { ok: false, detail: 'no active signing key' };
+    if (k.invalid === undefined) return { ok: true };
+    return { ok: false, detail: `signing key ${k.record.kid.slice(0, 64)} refused: ${k.invalid}; ${RECOVER}` };
   }
 }

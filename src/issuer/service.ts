@@ -63,7 +63,7 @@ import { type MintContext, type MintOptions, mint } from './grants/mint.ts';
 import { type RefreshContext, refresh } from './grants/refresh.ts';
 import { STANDING_CACHE_SIZE, StandingGrants } from './grants/standing.ts';
 import { type IntrospectContext, introspectRequest } from './introspect.ts';
-import { KeyManager } from './keys.ts';
+import { KeyManager, RECOVER } from './keys.ts';
 import { identifyLeak, type LeakContext, type LeakedToken, type LeakRevocation, revokeLeak } from './leaks.ts';
 import { type Endpoints, endpointsFor, metadata } from './metadata.ts';
 import { checkRepeats } from './params.ts';
@@ -572,7 +572,11 @@ export class TokenService {
         const refused = this.keys.status().filter((k) => k.invalid !== undefined);
         const told = JSON.stringify(refused.map((k) => [k.kid, k.invalid]));
         if (v.keys !== this.#versions.keys || told !== this.#refusedTold) {
-          for (const k of refused) this.#warn(`signing key ${k.kid} is refused (not published, not signing): ${k.invalid}`);
+          for (const k of refused) {
+            // The active key, or one that is to be: nothing signs then until a key that signs at once.
+            const advice = k.state === 'active' || k.state === 'pending' ? `; ${RECOVER}` : '';
+            this.#warn(`signing key ${k.kid} is refused (not published, not signing): ${k.invalid}${advice}`);
+          }
         }
         this.#refusedTold = told;
         this.#versions = v;

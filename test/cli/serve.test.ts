@@ -698,6 +698,46 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       rmSync(alone, { recursive: true, force: true });
     }
   });
+  it("/readyz's signing_key check names the active key whose row was deleted behind the server, why it is refused and what recovers (no key material), and is ok again after `tessera keys rotate --now`", async () => {
+    const { dir: alone, config } = await tokenServiceAlone('key-deleted');
+    const server = await startServer({ config, logger: pino({ level: 'silent' }) });
+    const admin = new DatabaseSync(join(alone, '.tessera', 'tessera.db'));
+    const signingKey = async () => {
+      const res = await fetch(`${server.url}/readyz`);
+      const body = await res.text();
+      const check = (JSON.parse(body) as { checks: { name: string; ok: boolean; detail?: string }[] }).checks.find(
+        (c) => c.name === 'signing_key',
+      );
+      return { status: res.status, body, check };
+    };
+    try {
+      assert.deepEqual((await signingKey()).check, { name: 'signing_key', ok: true });
+      const row = admin.prepare('SELECT kid, sealed_private_key, public_jwk, mac FROM signing_keys').get() as Record<string, string>;
+      admin.prepare('DELETE FROM signing_keys WHERE kid = ?').run(row.kid as string);
+      await until(async () => (await signingKey()).status === 503, 5000);
+      const { body, check } = await signingKey();
+      assert.equal(check?.ok, false);
+      assert.match(
+        check?.detail ?? '',
+        new RegExp(`^signing key ${row.kid} refused: its row was deleted from the store .*; run \`tessera keys rotate --now\`$`),
+      );
+      assert.ok(!body.includes(row.sealed_private_key as string) && !body.includes(row.mac as string));
+      for (const v of Object.values(JSON.parse(row.public_jwk as string) as Record<string, string>)) assert.ok(!body.includes(v));
+      await promisify(execFile)(
+        process.execPath,
+        [new URL('../../src/cli/main.ts', import.meta.url).pathname, 'keys', 'rotate', '--now', '--config', config],
+        {
+          cwd: alone,
+        },
+      );
+      await until(async () => (await signingKey()).status === 200, 5000);
+    } finally {
+      admin.close();
+      await server.close();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
+
   it('Expect: 100-continue: a token request over the body limit gets 413 without 100 Continue; one within it gets 100, then its token', async () => {
     const { dir: alone, config } = await tokenServiceAlone('continue');
     const server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });

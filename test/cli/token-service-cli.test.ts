@@ -500,6 +500,11 @@ describe('keys', () => {
     const text = tessera('keys', 'rotate', '--now');
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`signing now; key ${rotated.kid} is still pending and takes over from `));
+    // Two rotations --now, most likely in the same second: the later one signs, whatever the kids
+    // (once by kid order, and this test failed when the later kid sorted first).
+    const later = /key (\S+): published now, signing now/.exec(text.stdout)?.[1];
+    const listed = json('keys', 'list') as unknown as { kid: string; state: string }[];
+    assert.deepEqual([listed.find((k) => k.kid === now.kid)?.state, listed.find((k) => k.kid === later)?.state], ['retired', 'active']);
     const out = tessera('keys', 'list');
     assert.doesNotMatch(out.stdout, /"d"|sealed|PRIVATE/);
   });

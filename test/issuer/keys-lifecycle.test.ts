@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
+import { jwkThumbprint } from '../../src/core/jose/jwk.ts';
 import { KeyManager, type KeySchedule } from '../../src/issuer/keys.ts';
-import { generateMasterKey } from '../../src/issuer/secrets.ts';
+import { generateMasterKey, seal } from '../../src/issuer/secrets.ts';
+import { generateSigningKey } from '../../src/issuer/signer.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 
@@ -190,6 +192,128 @@ describe('two instances on one store whose clocks disagree', () => {
         fetched.keys.some((k) => k.kid === kid),
         `at +${at - T0}s the signer signs with ${kid}, which the cached JWKS does not have`,
       );
+    }
+    await store.close();
+  });
+});
+
+describe('known gaps of a deleted key row, and rotations in the same second', () => {
+  const schedule: KeySchedule = {
+    algorithm: 'ES256',
+    publishAhead: 3600,
+    jwksMaxAge: 600,
+    maxTokenTtl: 600,
+    rotationInterval: 86_400,
+    propagation: 1,
+  };
+  const setup = async () => {
+    const store = SqliteStore.open({ path: ':memory:' });
+    const master = generateMasterKey().key;
+    const clock = { t: T0 };
+    const keys = new KeyManager({ store, master, schedule, now: () => clock.t });
+    return { store, master, clock, keys };
+  };
+
+  it('readiness names the refused active key and why, and what recovers (no key material); with no key at all, says there is none', async () => {
+    const { store, keys } = await setup();
+    assert.deepEqual(keys.readiness(), { ok: false, detail: 'no active signing key' });
+    const row = await keys.rotate({ immediate: true });
+    assert.deepEqual(keys.readiness(), { ok: true });
+    await store.deleteSigningKey(row.kid);
+    await keys.reload();
+    const r = keys.readiness();
+    assert.equal(r.ok, false);
+    assert.match(r.detail ?? '', new RegExp(`^signing key ${row.kid} refused: its row was deleted .*; run \`tessera keys rotate --now\`$`));
+    assert.equal((r.detail ?? '').match(/tessera keys rotate --now/g)?.length, 1, 'the advice once');
+    assert.ok(!(r.detail ?? '').includes(row.sealedPrivateKey) && !(r.detail ?? '').includes(row.mac as string));
+    for (const v of Object.values(row.publicJwk)) assert.ok(!(r.detail ?? '').includes(v));
+    await store.close();
+  });
+
+  it('a deleted row restored as it was is accepted again at the next reload (signing, published), without a restart', async () => {
+    const { store, keys } = await setup();
+    const row = await keys.rotate({ immediate: true });
+    await store.deleteSigningKey(row.kid);
+    await keys.reload();
+    assert.equal(keys.signer(), undefined);
+    await store.addSigningKey(row);
+    await keys.reload();
+    assert.equal(keys.signer()?.kid, row.kid);
+    assert.equal(keys.ready(), true);
+    assert.deepEqual(
+      keys.status().map((k) => [k.kid, k.invalid]),
+      [[row.kid, undefined]],
+    );
+    assert.ok((JSON.parse(keys.jwks().body) as { keys: { kid: string }[] }).keys.some((k) => k.kid === row.kid));
+    await store.close();
+  });
+
+  it('attack: a deleted row written back with other contents under its kid stays refused, even contents that would pass on their own', async () => {
+    const { store, master, keys } = await setup();
+    // A store of rows written before the MAC (sealed under the kid alone): there a row sealed again
+    // under its kid passes every check by itself.
+    const { privateKey, publicJwk } = generateSigningKey('ES256');
+    const kid = jwkThumbprint(publicJwk);
+    const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+    const row = { kid, alg: 'ES256' as const, publicJwk, createdAt: T0, activatesAt: T0, sealedPrivateKey: seal(master, der, kid) };
+    await store.addSigningKey(row);
+    await keys.reload();
+    assert.equal(keys.signer()?.kid, kid);
+    await store.deleteSigningKey(kid);
+    await keys.reload();
+    assert.equal(keys.signer(), undefined);
+    await store.addSigningKey({ ...row, sealedPrivateKey: seal(master, der, kid) });
+    await keys.reload();
+    assert.equal(keys.signer(), undefined);
+    assert.match(keys.status().find((k) => k.kid === kid)?.invalid ?? '', /deleted/);
+    assert.equal(keys.ready(), false);
+    await store.close();
+  });
+
+  it('a deleted pending key does not hold back the automatic rotation: a new key is pre-published as if it were absent, and the active key signs until that one does', async () => {
+    const { store, clock, keys } = await setup();
+    const first = await keys.rotate({ immediate: true });
+    clock.t += schedule.rotationInterval! - schedule.publishAhead;
+    const { rotated: pending } = await keys.maintain();
+    assert.ok(pending, 'rotation_interval pre-publishes the next key');
+    await store.deleteSigningKey(pending.kid);
+    await keys.reload();
+    clock.t += 10;
+    const { rotated } = await keys.maintain();
+    assert.ok(rotated, 'a new key is pre-published');
+    assert.notEqual(rotated.kid, pending.kid);
+    // Through the deleted key's time, the key before it signs; then the new one.
+    for (const at of [pending.activatesAt - 1, pending.activatesAt, rotated.activatesAt - 1]) {
+      assert.equal(keys.signer(at)?.kid, first.kid, `at ${at - T0}`);
+    }
+    assert.equal(keys.signer(rotated.activatesAt)?.kid, rotated.kid);
+    await store.close();
+  });
+
+  it('a deleted pending key does not take over after `keys rotate --now` recovered', async () => {
+    const { store, clock, keys } = await setup();
+    await keys.rotate({ immediate: true });
+    clock.t += 1;
+    const pending = await keys.rotate();
+    await store.deleteSigningKey(pending.kid);
+    await keys.reload();
+    clock.t += 1;
+    const now = await keys.rotate({ immediate: true });
+    assert.equal(keys.signer(pending.activatesAt + 1)?.kid, now.kid);
+    assert.equal(keys.ready(pending.activatesAt + 1), true);
+    await store.close();
+  });
+
+  it('of keys rotated at once in the same second, the later rotation signs, whatever their kids, and every instance agrees', async () => {
+    const { store, master, keys } = await setup();
+    const other = new KeyManager({ store, master, schedule, now: () => T0 });
+    await keys.rotate({ immediate: true });
+    // Enough rotations that some later kid sorts before an earlier one.
+    for (let i = 0; i < 12; i++) {
+      const latest = await keys.rotate({ immediate: true });
+      await other.reload();
+      assert.equal(keys.signer()?.kid, latest.kid, `rotation ${i + 2}`);
+      assert.equal(other.signer()?.kid, latest.kid, `rotation ${i + 2}, another instance`);
     }
     await store.close();
   });

@@ -50,7 +50,10 @@ export function registerKeys(program: Command): void {
     .description(
       'Add a new signing key: published now, signing after keys.publish_ahead, and never before jwks_max_age + sync_interval + 61 s, the clock skew allowed between instances (or at once with --now).',
     )
-    .option('--now', 'activate at once (after a key compromise; verifiers find it on their kid-miss refetch)')
+    .option(
+      '--now',
+      'activate at once (after a key compromise, or when /readyz names a refused signing key; verifiers find it on their kid-miss refetch); of two in the same second, the later one signs',
+    )
     .option('--alg <alg>', `algorithm of the new key (${SIGNING_ALGORITHMS.join(', ')}; default keys.algorithm)`)
     .option('--json', 'print one JSON object')
     .action(async (opts: { config?: string; now?: boolean; alg?: string; json?: boolean }) => {

@@ -164,7 +164,8 @@ function tokenServiceReadiness(ctx: ServiceContext): ReadinessCheck[] {
           () => ({ ok: false, detail: 'store unreachable' }),
         ),
     },
-    { name: 'signing_key', check: () => (service.keys.ready() ? { ok: true } : { ok: false, detail: 'no active signing key' }) },
+    // Names the active key when its row is refused (deleted behind this instance, altered), and why.
+    { name: 'signing_key', check: () => service.keys.readiness() },
     { name: 'revocations', check: () => service.revocationStatus() },
     // audit.on_queue_full: refuse: not ready while the token service refuses requests for it.
     ...(ctx.config.audit?.on_queue_full === 'refuse' ? [{ name: 'token service audit queue', check: () => service.auditStatus() }] : []),
