@@ -150,7 +150,9 @@ export async function openService(
 
 /**
  * Refuse a master key that does not open the store's signing keys (`KeyManager.verifyMaster`),
- * in one line naming where it was read from (reason `master_key_mismatch`).
+ * in one line naming where it was read from (reason `master_key_mismatch`). With a single key, a
+ * row altered behind the server (its schedule, the associated data of its seal) cannot be told
+ * from another master key: both are named.
  */
 export function verifyMasterKey(service: TokenService, dataDir: string): void {
   try {
@@ -158,7 +160,7 @@ export function verifyMasterKey(service: TokenService, dataDir: string): void {
   } catch (e) {
     if (!(e instanceof MasterKeyError)) throw e;
     throw new CliError(
-      `the master key (${MASTER_KEY_ENV}, else ${dataDir}/master.key) does not open the signing keys in the store: it is not the one they were sealed with`,
+      `the master key (${MASTER_KEY_ENV}, else ${dataDir}/master.key) does not open the signing keys in the store: it is not the one they were sealed with, or the row of the key signing now was altered in the store (\`tessera keys list\` names it and why)`,
       1,
       { reason: 'master_key_mismatch' },
     );

@@ -698,6 +698,30 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       rmSync(alone, { recursive: true, force: true });
     }
   });
+  it('a start whose only key row was altered (its schedule rewritten) refuses to serve with one line that names that cause beside a stale master key, and no key material', async () => {
+    const { dir: alone, config } = await tokenServiceAlone('key-altered');
+    const admin = new DatabaseSync(join(alone, '.tessera', 'tessera.db'));
+    try {
+      const row = admin.prepare('SELECT kid, sealed_private_key, mac FROM signing_keys').get() as Record<string, string>;
+      admin.prepare('UPDATE signing_keys SET activates_at = activates_at - 1 WHERE kid = ?').run(row.kid as string);
+      const refused = await startServer({ config, logger: pino({ level: 'silent' }) }).then(
+        async (s) => {
+          await s.close();
+          return undefined;
+        },
+        (e: unknown) => e as Error,
+      );
+      assert.ok(refused, 'the server did not start');
+      assert.match(
+        refused.message,
+        /^the master key .* does not open the signing keys in the store: it is not the one they were sealed with, or the row of the key signing now was altered in the store \(`tessera keys list` names it and why\)$/,
+      );
+      assert.ok(!refused.message.includes(row.sealed_private_key as string) && !refused.message.includes(row.mac as string));
+    } finally {
+      admin.close();
+      rmSync(alone, { recursive: true, force: true });
+    }
+  });
   it("/readyz's signing_key check names the active key whose row was deleted behind the server, why it is refused and what recovers (no key material), and is ok again after `tessera keys rotate --now`", async () => {
     const { dir: alone, config } = await tokenServiceAlone('key-deleted');
     const server = await startServer({ config, logger: pino({ level: 'silent' }) });
