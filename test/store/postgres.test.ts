@@ -593,6 +593,154 @@ if (!reachable) {
     });
   });
 
+  describe('postgres: overlapping revocations racing', () => {
+    /**
+     * Counts the statements PostgreSQL aborted to break a deadlock (SQLSTATE 40P01), on every
+     * session of this process: the store runs such a transaction again, so the callers never see them.
+     */
+    function deadlockCount() {
+      let n = 0;
+      const query = pg.Client.prototype.query;
+      pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+        const r = (query as (...a: unknown[]) => unknown).apply(this, args);
+        if (r instanceof Promise) {
+          r.then(undefined, (e: { code?: unknown }) => {
+            if (e?.code === '40P01') n++;
+          });
+        }
+        return r;
+      } as typeof query;
+      return {
+        count: () => n,
+        end: () => {
+          pg.Client.prototype.query = query;
+        },
+      };
+    }
+
+    it('40 pairs of overlapping revocations at once (by subject, by subject and issuer, by client, of a tree and of a subtree inside it, a refresh token’s reuse cascade), with many unredeemed codes of each subject and client and a codes table PostgreSQL scans in step (synchronized sequential scans, each starting where another is): no deadlock (SQLSTATE 40P01), every grant and refresh token revoked, every unredeemed code and remembered consent deleted', async (t) => {
+      const PAIRS = 40;
+      const ROUNDS = 2;
+      const now = 1_800_000_000;
+      const issuer = 'https://issuer.test';
+      const schema = schemaName();
+      const sql = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await sql.connect();
+      // Every call of the round at once, on two instances: the pools and their waits must hold them all.
+      const open = () =>
+        PostgresStore.open({ connectionString: url, schema, max: 15, requestTimeoutMillis: 60_000, connectionTimeoutMillis: 120_000 });
+      const one = await open();
+      const two = await open();
+      const deadlocks = deadlockCount();
+      try {
+        // PostgreSQL synchronizes the sequential scans of a table larger than a quarter of
+        // shared_buffers: a scan begins where one under way is, wraps around, and so meets the rows
+        // in another order than a scan begun elsewhere. The codes table (no index on subject or
+        // client: every DELETE of a subject's or client's codes scans it) is made that large, with
+        // redeemed codes of nobody's concern, stored uncompressed, the codes of the pairs spread
+        // among them.
+        const buffers = Number((await sql.query("SELECT setting::bigint AS n FROM pg_settings WHERE name = 'shared_buffers'")).rows[0].n);
+        if (buffers > 65_536) {
+          t.skip(`shared_buffers is ${buffers} pages: the table scanned in step would be too large for a test`);
+          return;
+        }
+        await sql.query('ALTER TABLE authorization_codes ALTER COLUMN redirect_uri SET STORAGE PLAIN');
+        // About three rows of 2,000 bytes a page, a quarter more than a quarter of the buffers.
+        const filler = Math.ceil((buffers / 4) * 1.25 * 3);
+        for (let round = 0; round < ROUNDS; round++) {
+          const subject = (i: number) => `person${round}_${i}`;
+          const client = (i: number) => `agent${round}_${i % PAIRS}`;
+          for (let i = 0; i < PAIRS; i++) await one.createClient(clientRecord({ id: client(i) }, now));
+          // Each pair's person has 30 unredeemed codes for the pair's client and 30 for the next
+          // pair's (so one client's revocation overlaps two people's), spread through the table.
+          await sql.query(
+            `INSERT INTO authorization_codes (hash, client_id, redirect_uri, code_challenge, subject, issuer, scopes, audiences, created_at, expires_at, consumed_at)
+             SELECT hash, client_id, redirect_uri, 'x', subject, $1, '[]', '[]', $2::bigint, $2::bigint + 60, consumed_at FROM (
+               SELECT 'filler${round}_' || k AS hash, 'filler' AS client_id, repeat('x', 2000) AS redirect_uri, 'filler' AS subject, $2::bigint AS consumed_at
+               FROM generate_series(1, $3::int) k
+               UNION ALL
+               SELECT 'code${round}_' || p || '_' || k, 'agent${round}_' || ((p + k % 2) % $4::int), 'https://app.test/cb', 'person${round}_' || p, NULL
+               FROM generate_series(0, $4::int - 1) p, generate_series(0, 59) k
+             ) s ORDER BY random()`,
+            [issuer, now, round === 0 ? filler : 0, PAIRS],
+          );
+          // Four approved trees a person (with the pair's client and the next pair's), each of a
+          // root, 25 children and 25 grandchildren under the first child; a refresh token per
+          // grant, the roots' rotated (replayed, a reuse cascade); a remembered consent a client.
+          await sql.query(
+            `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, scopes, audiences, created_at, expires_at)
+             SELECT 'g${round}_' || p || '_' || t, NULL, 'g${round}_' || p || '_' || t, 0, 'authorization_code', $1,
+                    'person${round}_' || p, 'agent${round}_' || ((p + t % 2) % $3::int), '[]', '[]', $2::bigint, $2::bigint + 3600
+             FROM generate_series(0, $3::int - 1) p, generate_series(0, 3) t`,
+            [issuer, now, PAIRS],
+          );
+          for (const [parent, suffix, depth] of [
+            ['r.id', "'_' || k", 1],
+            ["r.id || '_0'", "'_0_' || k", 2],
+          ] as const) {
+            await sql.query(
+              `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, scopes, audiences, created_at, expires_at)
+               SELECT r.id || ${suffix}, ${parent}, r.id, ${depth}, 'token_exchange', r.issuer, r.subject, r.client_id, '[]', '[]', r.created_at, r.expires_at
+               FROM grants r, generate_series(0, 24) k WHERE r.parent_id IS NULL AND r.id LIKE 'g${round}\\_%' ORDER BY random()`,
+            );
+          }
+          await sql.query(
+            `INSERT INTO refresh_tokens (hash, grant_id, client_id, created_at, expires_at, rotated_at)
+             SELECT 'rt_' || id, id, client_id, $1::bigint, $1::bigint + 3600, CASE WHEN parent_id IS NULL THEN $1::bigint END
+             FROM grants WHERE id LIKE 'g${round}\\_%' ORDER BY random()`,
+            [now],
+          );
+          await sql.query(
+            `INSERT INTO remembered_consents (subject, client_id, issuer, identity_source, scopes, scopes_digest, audiences, redirect_uri, client_fingerprint, approval_hash, created_at, expires_at)
+             SELECT 'person${round}_' || p, 'agent${round}_' || ((p + d) % $3::int), $1, 'header', '[]', 'd', '[]', 'https://app.test/cb', 'f', 'a', $2::bigint, $2::bigint + 3600
+             FROM generate_series(0, $3::int - 1) p, generate_series(0, 1) d ORDER BY random()`,
+            [issuer, now, PAIRS],
+          );
+          await sql.query('ANALYZE');
+          const options = (reason: string) => ({ at: now, reason, entryExpiresAt: now + 600 });
+          const calls: Promise<unknown>[] = [];
+          for (let i = 0; i < PAIRS; i++) {
+            const [a, b] = i % 2 === 0 ? [one, two] : [two, one];
+            calls.push(
+              a.revokeGrants({ subject: subject(i) }, options('sign_out')),
+              b.revokeGrants({ clientId: client(i) }, options('client_disabled')),
+              b.revokeGrants({ subject: subject(i), issuer }, options('sign_out')),
+              a.revokeGrants({ grantId: `g${round}_${i}_0` }, options('admin')),
+              b.revokeGrants({ grantId: `g${round}_${i}_0_0` }, options('admin')),
+              a.rotateRefreshToken(`rt_g${round}_${i}_1`, {
+                clientId: client(i + 1),
+                nextHash: `next${round}_${i}`,
+                nextExpiresAt: now + 3600,
+                now,
+                graceSeconds: 0,
+                entryExpiresAt: now + 600,
+              }),
+            );
+          }
+          const settled = await Promise.allSettled(calls);
+          assert.equal(deadlocks.count(), 0, `PostgreSQL aborted transactions to break deadlocks (round ${round})`);
+          assert.deepEqual(
+            settled.filter((s) => s.status === 'rejected').map((s) => String((s as PromiseRejectedResult).reason)),
+            [],
+          );
+          const left = async (q: string) => Number((await sql.query(q)).rows[0].n);
+          assert.equal(await left(`SELECT count(*) AS n FROM grants WHERE id LIKE 'g${round}\\_%' AND revoked_at IS NULL`), 0);
+          assert.equal(
+            await left(`SELECT count(*) AS n FROM refresh_tokens WHERE hash LIKE 'rt\\_g${round}\\_%' AND revoked_at IS NULL`),
+            0,
+          );
+          assert.equal(await left(`SELECT count(*) AS n FROM authorization_codes WHERE hash LIKE 'code${round}\\_%'`), 0);
+          assert.equal(await left(`SELECT count(*) AS n FROM remembered_consents WHERE subject LIKE 'person${round}\\_%'`), 0);
+        }
+      } finally {
+        deadlocks.end();
+        await sql.end();
+        await one.close();
+        await two.close();
+      }
+    });
+  });
+
   describe('postgres: a wide grant tree', () => {
     it('reads a grant tree with a level wider than a spread argument list (150,000 children of one grant) without a stack overflow', async () => {
       const schema = schemaName();

@@ -25,6 +25,16 @@
  *   code's row, then its grant's tree, the order a revocation by subject or by client takes its
  *   unredeemed codes' rows and its trees in. Remembered consents are deleted after the trees'
  *   locks, by a revocation as by a reuse cascade;
+ * - rows: a grant's or refresh token's row is written only under its tree's lock (a revocation, a
+ *   rotation or a reuse cascade; a prune skips locked rows and never waits), so two writers of one
+ *   such row never run at once and the order of a multi-row UPDATE's row locks does not matter.
+ *   The rows no tree's lock covers that a transaction deletes several of at once (a subject's or
+ *   client's unredeemed codes, its remembered consents, a client's on its removal) are locked
+ *   first in their key's order ({@link PostgresStore.#deleteInKeyOrder}), so deletes overlapping by
+ *   any number of rows queue on the first one they share: a DELETE locks in its scan's order, and
+ *   PostgreSQL synchronizes sequential scans of a table larger than a quarter of shared_buffers
+ *   (each starting where one under way is), so a subject's and a client's revocation met their
+ *   shared codes in opposite orders and deadlocked;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
@@ -883,7 +893,7 @@ export class PostgresStore implements Store {
   async deleteClient(id: string): Promise<boolean> {
     return this.#tx(async (c) => {
       const r = await c.query('DELETE FROM clients WHERE id = $1', [id]);
-      await c.query('DELETE FROM remembered_consents WHERE client_id = $1', [id]);
+      await this.#deleteInKeyOrder(c, 'remembered_consents', 'client_id = $1', [id]);
       if (r.rowCount === 0) return false;
       await this.#bump(c, 'clients_version');
       await this.#notifyClients(c);
@@ -1150,12 +1160,12 @@ export class PostgresStore implements Store {
     // Consent rows only under the trees' locks, as a reuse cascade deletes its tree's: a sign-out
     // (or a client's revocation) that deleted them before waiting for a tree held by a cascade
     // wanting one of them deadlocked with it, a second a pair (deadlock_timeout).
-    if (forget !== undefined) await c.query(`DELETE FROM remembered_consents WHERE ${forget.where}`, forget.args);
+    if (forget !== undefined) await this.#deleteInKeyOrder(c, 'remembered_consents', forget.where, forget.args);
     if (rows.length === 0) return [];
     // The consents that approved the revoked trees begun by a person's approval, in one statement.
     const approved = rows.filter((r) => r.parent_id === null && r.kind === 'authorization_code');
     if (approved.length > 0) {
-      await c.query('DELETE FROM remembered_consents WHERE (subject, client_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))', [
+      await this.#deleteInKeyOrder(c, 'remembered_consents', '(subject, client_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))', [
         approved.map((r) => String(r.subject)),
         approved.map((r) => String(r.client_id)),
       ]);
@@ -1173,6 +1183,26 @@ export class PostgresStore implements Store {
       })),
     );
     return rows.map((r) => ({ id: String(r.id), issuer: String(r.issuer), subject: String(r.subject), clientId: String(r.client_id) }));
+  }
+
+  /**
+   * Delete the rows of `table` matching `where` (in `args`' placeholders), having locked them in
+   * the order of the table's key first (`SELECT … ORDER BY key FOR UPDATE`), so that two such
+   * deletes overlapping by any number of rows queue on the first row they share instead of
+   * deadlocking. A plain DELETE locks rows in its plan's order, and even two sequential scans
+   * differ: PostgreSQL synchronizes those of a table larger than a quarter of shared_buffers, one
+   * begun while another runs starting where that one is and wrapping around. A row it waited for
+   * that no longer matches then (a code redeemed meanwhile) is not deleted but stays locked, as a
+   * plain DELETE's recheck left it. For the rows no tree's lock covers: a subject's or client's
+   * unredeemed codes and remembered consents.
+   */
+  async #deleteInKeyOrder(c: Q, table: 'authorization_codes' | 'remembered_consents', where: string, args: unknown[]): Promise<void> {
+    const key = table === 'authorization_codes' ? ['hash'] : ['subject', 'client_id'];
+    await c.query(
+      `WITH doomed AS MATERIALIZED (SELECT ${key.join(', ')} FROM ${table} WHERE ${where} ORDER BY ${key.join(', ')} FOR UPDATE)
+       DELETE FROM ${table} t USING doomed d WHERE ${key.map((k) => `t.${k} = d.${k}`).join(' AND ')}`,
+      args,
+    );
   }
 
   /**
@@ -1253,13 +1283,18 @@ export class PostgresStore implements Store {
       // under way commits first, and its grant is then among those revoked below. The row of a code
       // redeemed while this waited for it stays locked (PostgreSQL's recheck locks it), so the trees
       // come after the rows here as in a replay of a code (row, then tree).
+      // In the codes' key order (see #deleteInKeyOrder): a subject's revocation and a client's
+      // overlapping by many codes, each scanning the table from where the other's scan was, locked
+      // them in opposite orders, a deadlock.
       if ('subject' in selector) {
-        await c.query(
-          `DELETE FROM authorization_codes WHERE subject = $1${selector.issuer === undefined ? '' : ' AND issuer = $2'} AND consumed_at IS NULL`,
+        await this.#deleteInKeyOrder(
+          c,
+          'authorization_codes',
+          `subject = $1${selector.issuer === undefined ? '' : ' AND issuer = $2'} AND consumed_at IS NULL`,
           selector.issuer === undefined ? [selector.subject] : [selector.subject, selector.issuer],
         );
       } else if ('clientId' in selector) {
-        await c.query('DELETE FROM authorization_codes WHERE client_id = $1 AND consumed_at IS NULL', [selector.clientId]);
+        await this.#deleteInKeyOrder(c, 'authorization_codes', 'client_id = $1 AND consumed_at IS NULL', [selector.clientId]);
       }
       // No new grant of this subject or client can begin until this commits (see the module's notes);
       // nor one exchanged from this token (its creation reads the token's entry appended below).
