@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
-import { uuidv7 } from '../../src/audit/id.ts';
+import { idFloor, uuidv7 } from '../../src/audit/id.ts';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { RevocationFeed } from '../../src/issuer/revocation-feed.ts';
 import { type NewGrant, type Store, StoreUnavailableError } from '../../src/store/contract.ts';
@@ -1033,6 +1033,34 @@ if (!reachable) {
         assert.equal((await store.versions()).revocations, 0);
         await store.prune(now);
         assert.equal(Number((await other.query(`SELECT count(*) AS n FROM ${schema}.replay`)).rows[0].n), 0, 'pruned');
+      } finally {
+        await close();
+      }
+    });
+  });
+
+  describe('postgres: audit pruning beside another instance', () => {
+    it('an audit prune skips the events another transaction holds locked (another instance’s prune batch under way) rather than wait for them, deletes the rest, and a later prune deletes those', async () => {
+      const { store, other, schema, close } = await heldStore({ maintenanceTimeoutMillis: 1000 });
+      try {
+        const base = Date.UTC(2001, 0, 1);
+        // Written by hand: uuidv7() never goes back in time within a process.
+        const idAt = (ms: number) => `${idFloor(ms)}-7000-8000-${String(ms).slice(-12).padStart(12, '0')}`;
+        const events = [0, 1_000, 2_000].map((dt) => ({
+          id: idAt(base + dt),
+          time: base + dt,
+          kind: 'token.issued' as const,
+          decision: 'allow' as const,
+          reason: 'ok',
+        }));
+        await store.appendAudit(events);
+        // The oldest held, as another instance's DELETE of its batch holds it until it commits.
+        await other.query('BEGIN');
+        await other.query(`SELECT 1 FROM ${schema}.audit_events WHERE id = $1 FOR UPDATE`, [events[0]?.id]);
+        assert.equal(await store.pruneAudit(base + 10_000, 1000), 2);
+        await other.query('ROLLBACK');
+        assert.equal(await store.pruneAudit(base + 10_000, 1000), 1);
+        assert.equal(Number((await other.query(`SELECT count(*) AS n FROM ${schema}.audit_events`)).rows[0].n), 0);
       } finally {
         await close();
       }

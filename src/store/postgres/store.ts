@@ -34,7 +34,8 @@
  *   any number of rows queue on the first one they share: a DELETE locks in its scan's order, and
  *   PostgreSQL synchronizes sequential scans of a table larger than a quarter of shared_buffers
  *   (each starting where one under way is), so a subject's and a client's revocation met their
- *   shared codes in opposite orders and deadlocked;
+ *   shared codes in opposite orders and deadlocked. An audit prune locks its batch in id order,
+ *   skipping rows another holds;
  * - the revocation log: appends hold an exclusive lock on the log table until commit, so sequence
  *   numbers become visible in order and a reader's cursor never skips an entry committed late.
  *
@@ -1624,13 +1625,16 @@ export class PostgresStore implements Store {
   }
 
   async pruneAudit(before: number, limit: number): Promise<number> {
-    // The oldest first, through the unique index on id (COLLATE "C": bytewise, as ids sort by time).
-    // A transaction of its own for the server-side bounds of the maintenance timeout.
+    // The oldest first, through the unique index on id (COLLATE "C": bytewise, as ids sort by time),
+    // locked in that order, skipping those another transaction holds (another instance's batch under
+    // way, which deletes them): two instances' prunes never wait on each other, so never deadlock on
+    // the rows they share, which the DELETE alone locked in its plan's order. A transaction of its
+    // own for the server-side bounds of the maintenance timeout.
     return this.#tx(async (c) => {
-      const r = await c.query('DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)', [
-        idFloor(before),
-        Math.max(1, Math.floor(limit)),
-      ]);
+      const r = await c.query(
+        'DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)',
+        [idFloor(before), Math.max(1, Math.floor(limit))],
+      );
       return r.rowCount ?? 0;
     }, this.#maintenanceTimeout);
   }
