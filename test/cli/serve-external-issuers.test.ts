@@ -20,6 +20,7 @@ import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
+import { captureStderr } from '../helpers/stderr.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 
@@ -42,22 +43,13 @@ let startLines: Record<string, unknown>[] = [];
 
 /** Run `fn` with what it writes on stderr kept (not shown); the JSON lines of it. */
 async function stderrLines(fn: () => unknown): Promise<Record<string, unknown>[]> {
-  const chunks: string[] = [];
-  const write = process.stderr.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    chunks.push(String(chunk));
-    return true;
-  }) as typeof process.stderr.write;
+  const stderr = captureStderr();
   try {
     await fn();
   } finally {
-    process.stderr.write = write;
+    stderr.restore();
   }
-  return chunks
-    .join('')
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return stderr.jsonLines();
 }
 
 /** The warnings about issuers[n] without exchange_clients among `lines`. */
@@ -235,26 +227,18 @@ describe('tessera serve: the external issuers of token exchange', () => {
     });
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
     const jwksUri = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`;
-    const stderr: string[] = [];
-    const write = process.stderr.write;
-    process.stderr.write = ((chunk: string | Uint8Array) => {
-      stderr.push(String(chunk));
-      return true;
-    }) as typeof process.stderr.write;
+    const stderr = captureStderr();
     try {
       writeFileSync(file, config(port, `  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], algorithms: [ES256], jwks_uri: ${jwksUri} }`));
       assert.equal(running.gateway?.reload().ok, true);
       assert.equal(await exchange(), 400, 'no key set: the subject token is not accepted');
-      const warnings = stderr
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as { level?: string; msg?: string })
-        .filter((l) => l.level === 'warn');
+      const warnings = (stderr.jsonLines() as { level?: string; msg?: string }[]).filter((l) => l.level === 'warn');
       assert.ok(
         warnings.some((l) => l.msg?.startsWith(`JWKS fetch from ${jwksUri} failed`)),
-        stderr.join(''),
+        stderr.text(),
       );
     } finally {
-      process.stderr.write = write;
+      stderr.restore();
       writeFileSync(file, saved);
       running.gateway?.reload();
       await new Promise((resolve) => jwks.close(resolve));

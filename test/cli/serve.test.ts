@@ -27,6 +27,7 @@ import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { type ContinueExchange, expectContinue, freePort, trickleHead, until } from '../helpers/net.ts';
+import { captureStderr } from '../helpers/stderr.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 
@@ -512,26 +513,17 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       config,
       `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\ntoken_service:\n  authorization: { enabled: true, trusted_header: { secret: "${'s'.repeat(32)}", allowed_peers: ["0.0.0.0/0"] } }\n`,
     );
-    const chunks: string[] = [];
-    const write = process.stderr.write;
-    process.stderr.write = ((chunk: string | Uint8Array) => {
-      chunks.push(String(chunk));
-      return true;
-    }) as typeof process.stderr.write;
+    const stderr = captureStderr();
     let server: RunningServer | undefined;
     try {
       server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
     } finally {
-      process.stderr.write = write;
+      stderr.restore();
       await server?.close();
       rmSync(alone, { recursive: true, force: true });
     }
-    const warned = chunks
-      .join('')
-      .split('\n')
-      .filter((l) => l.includes('trusted_header.allowed_peers[0]'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-    assert.equal(warned.length, 1, chunks.join(''));
+    const warned = stderr.jsonLines().filter((l) => JSON.stringify(l).includes('trusted_header.allowed_peers[0]'));
+    assert.equal(warned.length, 1, stderr.text());
     assert.equal(warned[0]?.event, 'config_warning');
     assert.equal(warned[0]?.level, 'warn');
   });
@@ -667,12 +659,8 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       // A revocation request is served all the same; its refusal's event (no slot, and no revocation
       // record to keep) is dropped, never silently: one audit_events_dropped line at level error on
       // stderr, with the count by kind.
-      const lines: string[] = [];
-      const write = process.stderr.write.bind(process.stderr);
-      process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
-        lines.push(String(chunk));
-        return write(chunk, ...rest);
-      }) as typeof process.stderr.write;
+      const stderr = captureStderr({ passThrough: true });
+      const lines = stderr.chunks;
       try {
         const revoked = await fetch(`${server.url}/oauth2/revoke`, {
           method: 'POST',
@@ -682,7 +670,7 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
         assert.equal(revoked.status, 401);
         await until(async () => lines.some((l) => l.includes('"audit_events_dropped"')), 5000);
       } finally {
-        process.stderr.write = write;
+        stderr.restore();
       }
       const line = JSON.parse(lines.find((l) => l.includes('"audit_events_dropped"')) as string);
       assert.equal(line.level, 'error');

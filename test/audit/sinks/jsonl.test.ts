@@ -34,6 +34,16 @@ const event = (fields: Partial<AuditEvent> = {}): AuditEvent => ({
   ...fields,
 });
 
+/** Run `fn` with a fresh temporary directory, removed afterwards whatever the outcome. */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
+  try {
+    await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('JSON-lines sink: line injection', () => {
   it('a line separator (U+2028, U+2029, NEL), CR, LF, an ANSI or C1 escape or a bidi override in a field stays inside its one line', async () => {
     const out = new PassThrough();
@@ -59,9 +69,8 @@ describe('JSON-lines sink: line injection', () => {
 });
 
 describe('JSON-lines sink: a file that could not be written', () => {
-  it('is opened again for the next batch once the cause is gone (no reload needed)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('is opened again for the next batch once the cause is gone (no reload needed)', () =>
+    inTempDir(async (dir) => {
       const parent = join(dir, 'logs');
       writeFileSync(parent, '');
       const file = join(parent, 'audit.jsonl');
@@ -78,10 +87,7 @@ describe('JSON-lines sink: a file that could not be written', () => {
         .split('\n')
         .map((l) => (JSON.parse(l) as AuditEvent).time);
       assert.deepEqual(times, [3]);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
   it('a disk that is full fails the batch with ENOSPC, and the next batch is tried again', async () => {
     const sink = createJsonLinesSink({ file: '/dev/full' });
     await assert.rejects(sink.write([event()]), { code: 'ENOSPC' });
@@ -186,22 +192,17 @@ describe('JSON-lines sink: a stream it does not own', () => {
 });
 
 describe('JSON-lines sink: the file it opens', () => {
-  it('is created mode 0600 (events name subjects, clients and addresses)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('is created mode 0600 (events name subjects, clients and addresses)', () =>
+    inTempDir(async (dir) => {
       const file = join(dir, 'audit.jsonl');
       const sink = createJsonLinesSink({ file });
       await sink.write([event()]);
       await sink.close();
       assert.equal(statSync(file).mode & 0o777, 0o600);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('attack: a symlink planted at its path (to a file the gateway may write: a config, authorized_keys) is not followed; the write fails with ELOOP and the target is untouched', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('attack: a symlink planted at its path (to a file the gateway may write: a config, authorized_keys) is not followed; the write fails with ELOOP and the target is untouched', () =>
+    inTempDir(async (dir) => {
       const target = join(dir, 'authorized_keys');
       writeFileSync(target, 'ssh-ed25519 AAAA owner\n', { mode: 0o600 });
       const file = join(dir, 'audit.jsonl');
@@ -218,10 +219,7 @@ describe('JSON-lines sink: the file it opens', () => {
       await again.write([event({ time: 7 })]);
       await again.close();
       assert.equal((JSON.parse(readFileSync(file, 'utf8')) as AuditEvent).time, 7);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 });
 
 /**
@@ -237,9 +235,8 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       .split('\n')
       .map((l) => (JSON.parse(l) as AuditEvent).time);
 
-  it('deleted: the next batch is written to a new file at the path (mode 0600), said once, and the batches after it follow it there', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('deleted: the next batch is written to a new file at the path (mode 0600), said once, and the batches after it follow it there', () =>
+    inTempDir(async (dir) => {
       const file = join(dir, 'audit.jsonl');
       let reopened = 0;
       const sink = createJsonLinesSink({ file }, { onReopened: () => reopened++ });
@@ -251,14 +248,10 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       assert.deepEqual(times(readFileSync(file, 'utf8')), [3, 4, 5], 'every event after the deletion, once each, in order');
       assert.equal(statSync(file).mode & 0o777, 0o600, 'created as the first one was');
       assert.equal(reopened, 1, 'said once, not once per batch');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('renamed away (no SIGHUP): the renamed file keeps the events written before, a new file at the path gets the later ones; none lost or written twice', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('renamed away (no SIGHUP): the renamed file keeps the events written before, a new file at the path gets the later ones; none lost or written twice', () =>
+    inTempDir(async (dir) => {
       const file = join(dir, 'audit.jsonl');
       let reopened = 0;
       const sink = createJsonLinesSink({ file }, { onReopened: () => reopened++ });
@@ -270,14 +263,10 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       assert.deepEqual(times(readFileSync(`${file}.1`, 'utf8')), [1, 2]);
       assert.deepEqual(times(readFileSync(file, 'utf8')), [3, 4]);
       assert.equal(reopened, 1);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('renamed away and another file created at the path (logrotate’s `create`): the later events go to that file', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('renamed away and another file created at the path (logrotate’s `create`): the later events go to that file', () =>
+    inTempDir(async (dir) => {
       const file = join(dir, 'audit.jsonl');
       const sink = createJsonLinesSink({ file });
       await sink.write([event({ time: 1 })]);
@@ -287,14 +276,10 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       await sink.close();
       assert.deepEqual(times(readFileSync(`${file}.1`, 'utf8')), [1]);
       assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('attack: deleted and a world-writable file planted at the path: no event is written to it (AUDIT_FILE_WRITABLE, each batch failing) until it is chmod go-w, then the batch kept is', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('attack: deleted and a world-writable file planted at the path: no event is written to it (AUDIT_FILE_WRITABLE, each batch failing) until it is chmod go-w, then the batch kept is', () =>
+    inTempDir(async (dir) => {
       const file = join(dir, 'audit.jsonl');
       const sink = createJsonLinesSink({ file });
       await sink.write([event({ time: 1 })]);
@@ -311,14 +296,10 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       await sink.write([event({ time: 2 })]);
       await sink.close();
       assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('left in place: no reopen, every batch appended to the same file', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('left in place: no reopen, every batch appended to the same file', () =>
+    inTempDir(async (dir) => {
       const file = join(dir, 'audit.jsonl');
       let reopened = 0;
       const sink = createJsonLinesSink({ file }, { onReopened: () => reopened++ });
@@ -326,14 +307,10 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       await sink.close();
       assert.deepEqual(times(readFileSync(file, 'utf8')), [1, 2, 3, 4, 5]);
       assert.equal(reopened, 0);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('its directory removed too: the reopen fails and so does the batch (ENOENT), and the batch written again once the directory is back is in the new file', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tessera-jsonl-'));
-    try {
+  it('its directory removed too: the reopen fails and so does the batch (ENOENT), and the batch written again once the directory is back is in the new file', () =>
+    inTempDir(async (dir) => {
       const logs = join(dir, 'logs');
       mkdirSync(logs);
       const file = join(logs, 'audit.jsonl');
@@ -347,8 +324,5 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       await sink.write(batch);
       await sink.close();
       assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    }));
 });
