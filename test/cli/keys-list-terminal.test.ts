@@ -4,30 +4,16 @@
  * and `alg`. Printed raw, an ESC or C1 sequence in them would rewrite the operator's terminal.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
+import { cliDirs, runTessera } from '../helpers/cli.ts';
 
-const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
-let dir: string;
-
-function tessera(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'tessera-keys-list-'));
-  const r = tessera('init');
-  assert.equal(r.code, 0, r.stderr);
-});
-after(() => rmSync(dir, { recursive: true, force: true }));
+const dirs = cliDirs('tessera-keys-list-');
 
 describe('attack: terminal escapes in a planted signing-key row', () => {
   it('tessera keys list shows the refused row with its kid and alg escaped, never raw control characters', () => {
+    const dir = dirs.fresh();
     const db = new DatabaseSync(join(dir, '.tessera', 'tessera.db'));
     try {
       // Activated long ago: not the key that signs, so the service still opens.
@@ -37,7 +23,7 @@ describe('attack: terminal escapes in a planted signing-key row', () => {
     } finally {
       db.close();
     }
-    const r = tessera('keys', 'list');
+    const r = runTessera(dir, ['keys', 'list']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /REFUSED/);
     // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are the point
