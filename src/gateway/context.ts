@@ -31,9 +31,14 @@ export interface GatewayContext {
    * slot in the queue); `undefined` when the request may go on, a slot then reserved for its event.
    * Ask before {@link begin}, and begin the exchange at once with `admitted` true: it takes the slot.
    * `slots` 2 (a request that may be proxied, a WebSocket upgrade): a second one too, for the
-   * close of its stream (`Exchange.closeSlot`).
+   * close of its stream (`Exchange.closeSlot`), when {@link closeSlots}.
    */
   auditRefusal(req: IncomingMessage, forwardAuth?: boolean, slots?: 1 | 2): DenyRendering | undefined;
+  /**
+   * With `refuse`, {@link auditRefusal} reserves the close slot asked for (`slots` 2): false with
+   * `max_queue: 1`, so that every request fits an empty queue (its close, if any, then has no slot).
+   */
+  readonly closeSlots: boolean;
   /**
    * Start an exchange (counts it in flight). `admitted`: {@link auditRefusal} let it go on just
    * now, and its event takes the slot reserved then.

@@ -572,6 +572,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   // audit.on_queue_full (applied at start, as max_queue): refuse, while the next decision's event
   // could not be kept.
   const refuseWhenFull = state.audit?.on_queue_full === 'refuse';
+  // With refuse, a request that may be proxied (and a WebSocket upgrade) also reserves a slot for
+  // the close of its stream, but only when max_queue leaves room for both: every request must fit
+  // an empty queue. With max_queue 1 its close, if the gateway makes one, is emitted without a
+  // slot, and dropped (loudly: audit_events_dropped) while the queue is full.
+  const closeSlots = refuseWhenFull && maxQueue >= 2;
   // With refuse, audit.file and stdout keep what they refused too, and try it again every
   // flush_interval (to the output of that kind configured then: a reload may have moved the file),
   // so an output that fails (a full disk, EIO) fills the queue and requests are refused rather
@@ -781,10 +786,10 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
   function auditRefusal(req: IncomingMessage, forwardAuth = false, slots: 1 | 2 = 1): DenyRendering | undefined {
     // The slot reserved here is the exchange's, taken by begin(…, true) and used by its finish();
     // the second (a request that may be proxied, a WebSocket upgrade) is its stream's close
-    // (Exchange.closeSlot).
+    // (Exchange.closeSlot), when max_queue leaves room for two (closeSlots).
     if (!refuseWhenFull) return undefined;
     if (audit.reserve()) {
-      if (slots === 1 || audit.reserve()) return undefined;
+      if (slots === 1 || !closeSlots || audit.reserve()) return undefined;
       audit.release();
     }
     const s = state;
@@ -1443,14 +1448,14 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // With refuse, a request that may be proxied takes two slots, as a WebSocket upgrade does: its
     // own event's, and its close's: whether its response will be an event stream (or a long
     // download) the gateway cuts later is the upstream's to say, after admission. A forward-auth
-    // check opens no stream: one.
+    // check opens no stream: one. With max_queue 1, one (closeSlots), so it fits an empty queue.
     const full = auditRefusal(req, forwardAuth, forwardAuth ? 1 : 2);
     if (full !== undefined) {
       refuseAuditFull(req, res, full);
       return;
     }
     const x = begin('gateway.request', req, true);
-    x.closeSlot = x.auditSlot && !forwardAuth;
+    x.closeSlot = x.auditSlot && closeSlots && !forwardAuth;
     x.secrets = requestSecrets(s, req);
     x.requestId = requestId(req.headers['x-request-id'], x.secrets);
     // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.
@@ -1815,6 +1820,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     metrics,
     streams,
     auditRefusal,
+    closeSlots,
     begin,
     finish,
     denyRendering,

@@ -70,14 +70,15 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   const s = ctx.state;
   socket.on('error', () => socket.destroy());
   // With refuse, two slots: the upgrade's event, and the close of the stream it may open (held
-  // while it is open, so a revocation's cut is audited however full the queue has become).
+  // while it is open, so a revocation's cut is audited however full the queue has become); one
+  // with max_queue 1 (ctx.closeSlots).
   const full = ctx.auditRefusal(req, false, 2);
   if (full !== undefined) {
     writeSocketDeny(socket, full);
     return;
   }
   const x = ctx.begin('gateway.request', req, true);
-  x.closeSlot = x.auditSlot;
+  x.closeSlot = x.auditSlot && ctx.closeSlots;
   x.secrets = requestSecrets(s, req);
   x.requestId = requestId(req.headers['x-request-id'], x.secrets);
   // The client address (walked back through gateway.trust_proxy), for audit, rate limits and policy.

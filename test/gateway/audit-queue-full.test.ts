@@ -594,6 +594,54 @@ describe('audit.on_queue_full: refuse, a stream the gateway cuts while the queue
   });
 });
 
+describe('audit.on_queue_full: refuse, max_queue: 1', () => {
+  it('a request, and a WebSocket upgrade, fit an empty queue: served, not refused 503 audit_unavailable while /readyz says ready; its event is kept', async () => {
+    const upstream = await startUpstream();
+    const wss = new WebSocketServer({ noServer: true });
+    upstream.server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => ws.close()));
+    const db = auditFailingStore();
+    const gw = await startGateway(
+      {
+        ...baseConfig(),
+        audit: { flush_interval: '50ms', max_queue: 1, on_queue_full: 'refuse' },
+        gateway: {
+          routes: [
+            { id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] },
+            { id: 'pub', match: { path_prefix: '/pub' }, upstream: { url: upstream.url }, auth: 'none' },
+          ],
+        },
+      },
+      { auditSinks: [db.sink] },
+    );
+    try {
+      assert.equal((await fetch(`${gw.url}/readyz`)).status, 200);
+      const pub = await fetch(`${gw.url}/pub/one`);
+      await pub.arrayBuffer();
+      assert.equal(pub.status, 200, 'a public request with the queue empty');
+      await until(async () => (await db.store.queryAudit({ limit: 100 })).some((e) => e.path === '/pub/one'), 5000);
+      const t = await token({ jti: 'one-slot' });
+      const api = await fetch(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${t}` } });
+      await api.arrayBuffer();
+      assert.equal(api.status, 200, 'an authenticated request with the queue empty');
+      await until(async () => (await db.store.queryAudit({ limit: 100 })).some((e) => e.jti === 'one-slot'), 5000);
+      assert.equal(
+        await upgradeStatus(gw.url, '/api/ws', { authorization: `Bearer ${t}` }),
+        101,
+        'a WebSocket upgrade with the queue empty',
+      );
+      await until(async () => gw.served.gateway.audit.stats.reserved === 0, 2000);
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.doesNotMatch(metrics, /reason="audit_unavailable"/, 'nothing refused');
+      assert.equal(upstream.seen.filter((s) => s.url === '/pub/one' || s.url === '/api/x').length, 2);
+    } finally {
+      await gw.close();
+      wss.close();
+      await upstream.close();
+      await db.close();
+    }
+  });
+});
+
 /**
  * A batch the disk took part of, kept by `refuse` and written again after a reload that keeps
  * audit.file (logrotate's postrotate SIGHUP). A real partial write: a gateway process whose file
