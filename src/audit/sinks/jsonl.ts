@@ -116,9 +116,11 @@ function moved(s: WriteStream, file: string): Promise<boolean> {
 export interface JsonLinesSinkOptions {
   readonly resume?: JsonLinesResume;
   /**
-   * Called when the file was found deleted or moved before a batch, and opened again at its path
-   * for it (once per time; the gateway logs `audit_file_reopened`). An open that fails then fails
-   * the batch, as any write failure.
+   * Called when the file was found deleted or moved before a batch and a new one is open at its
+   * path (the gateway logs `audit_file_reopened`): once the new file has opened, not before, and
+   * once per reopen. An open that fails (its directory gone) fails the batch, as any write failure,
+   * and is not said here; each later batch opens the path again, and the first that opens it calls
+   * this, once.
    */
   readonly onReopened?: () => void;
 }
@@ -218,13 +220,16 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
   let tail: Promise<unknown> = Promise.resolve();
   // The stream whose file was found writable by its owner only (none yet).
   let checked: Writable | undefined;
+  // The file was found deleted or moved and no new one has opened at the path yet: onReopened is
+  // due once one does (the first open may fail, the directory gone, and a later batch's succeed).
+  let reopening = false;
   const writeFile = async (f: string, events: readonly AuditEvent[]): Promise<void> => {
     if (!error && (await moved(stream as WriteStream, f))) {
       // Deleted, or renamed away without a reload: what is still buffered goes to the old file,
       // the batch to a new one at the path.
       stream.end();
       stream = open();
-      options.onReopened?.();
+      reopening = true;
     }
     if (error) {
       stream.destroy();
@@ -237,6 +242,11 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
       // batch fails (counted, logged) until it is fixed, as a symlink at the path does.
       const s = stream as WriteStream;
       await opened(s);
+      // A new file is open at the path (a file planted there is refused below, but it was opened).
+      if (reopening) {
+        reopening = false;
+        options.onReopened?.();
+      }
       const st = fstatSync((s as WriteStream & { fd: number }).fd);
       const mode = st.mode & 0o777;
       // A regular file only, as at load (a device such as /dev/full is not a trail anyone forges).

@@ -309,20 +309,27 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       assert.equal(reopened, 0);
     }));
 
-  it('its directory removed too: the reopen fails and so does the batch (ENOENT), and the batch written again once the directory is back is in the new file', () =>
+  it('its directory removed too: the reopen fails and so does the batch (ENOENT), not said reopened; the batch written again once the directory is back is in the new file, and the reopen said once then', () =>
     inTempDir(async (dir) => {
       const logs = join(dir, 'logs');
       mkdirSync(logs);
       const file = join(logs, 'audit.jsonl');
-      const sink = createJsonLinesSink({ file });
+      let reopened = 0;
+      const sink = createJsonLinesSink({ file }, { onReopened: () => reopened++ });
       await sink.write([event({ time: 1 })]);
       rmSync(logs, { recursive: true });
       const batch = [event({ time: 2 })];
       // Before: written into the deleted file, reported as written.
       await assert.rejects(sink.write(batch), { code: 'ENOENT' });
+      assert.equal(reopened, 0, 'the new file could not be opened: not said reopened (the write failure says why)');
+      await assert.rejects(sink.write(batch), { code: 'ENOENT' }, 'tried again: still no directory');
+      assert.equal(reopened, 0);
       mkdirSync(logs);
       await sink.write(batch);
+      assert.equal(reopened, 1, 'said once the new file is open');
+      await sink.write([event({ time: 3 })]);
       await sink.close();
-      assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
+      assert.deepEqual(times(readFileSync(file, 'utf8')), [2, 3]);
+      assert.equal(reopened, 1, 'once per reopen, not once per attempt or batch');
     }));
 });
