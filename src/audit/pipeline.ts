@@ -37,9 +37,10 @@ export function auditEventsLost(component: AuditEventsLost['component'], events:
 /**
  * The log line (level `error`) the token service and the gateway write with `audit.on_queue_full:
  * refuse` when events that no request reserved a slot for (the token service's key rotations,
- * revocations that revoked nothing, failed sign-outs, operators' actions, and revocations' records
- * past twice `max_queue`; none of the gateway's, which reserves one for each, its streams' closes
- * included, but with `max_queue` 1, where a close has none) were dropped because the queue was full: at once for the first, then at most once every
+ * revocations and sign-outs that revoked or ended nothing, failed sign-outs, operators' actions,
+ * and revocations' records past twice `max_queue`; none of the gateway's, which reserves one for
+ * each, its streams' closes included, but with `max_queue` 1, where a close has none) were dropped
+ * because the queue was full: at once for the first, then at most once every
  * 10 s with how many since the last line, and at shutdown for the last ones. `kinds` counts them
  * by event kind (no event content: never a token, subject or client).
  */

@@ -682,7 +682,7 @@ export const auditSchema = z
     flush_interval: duration('Longest time an event waits before it is written.', TIMER_MAX).prefault('1s'),
     max_queue: z.number().int().min(1).max(1_000_000).default(100_000).meta({
       description:
-        'Events held in memory while an output is slow or failing (the store keeps what it refused for its next attempt), by the gateway and by the token service each; what `on_queue_full` says happens beyond it. With `refuse`, the token service keeps the records of revocations already made (`grant.revoked`, `token.revoked`, `login.signed_out`) past it, up to twice it (a fixed ceiling; beyond, they are dropped and logged as `audit_events_dropped`). At most 1 000 000 (an event is about 1 KB).',
+        'Events held in memory while an output is slow or failing (the store keeps what it refused for its next attempt), by the gateway and by the token service each; what `on_queue_full` says happens beyond it. With `refuse`, the token service keeps the records of revocations already made (`grant.revoked`, `token.revoked`, `login.signed_out`; not one that revoked or ended nothing) past it, up to twice it (a fixed ceiling; beyond, they are dropped and logged as `audit_events_dropped`). At most 1 000 000 (an event is about 1 KB).',
     }),
     on_queue_full: z.enum(['drop', 'refuse']).default('drop').meta({
       description:

@@ -83,11 +83,25 @@ export interface TokenResponse {
 /** An audit event before the service stamps its id, time, issuer and (default `allow`) decision. */
 export type AuditDraft = Omit<AuditEvent, 'id' | 'time' | 'decision'> & { decision?: AuditEvent['decision'] };
 
+/** What an emit site tells the audit trail about its event besides the event itself. */
+export interface EmitOptions {
+  /**
+   * The event records access this request took away and the store committed: a grant revoked, a
+   * token's entry appended to the revocation log, a login session recorded as ended. With
+   * `audit.on_queue_full: refuse` only such a record (`grant.revoked`, `token.revoked`,
+   * `login.signed_out`) is kept past `audit.max_queue`; one of those kinds that took nothing away
+   * (a refresh token whose grant was revoked before, a sign-out with no session to end) is kept
+   * while the queue has room and dropped (counted and told) once it has not, so repeating it
+   * cannot grow the queue.
+   */
+  readonly revoked?: boolean;
+}
+
 /** The clock and the audit trail: what every module of the service is given. */
 export interface BaseContext {
   /** Epoch seconds. */
   now(): number;
-  emit(event: AuditDraft): void;
+  emit(event: AuditDraft, options?: EmitOptions): void;
 }
 
 /** What a failed request answers: its own OAuth error, 503 for a store that is down, else a 500. */

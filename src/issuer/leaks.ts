@@ -140,15 +140,19 @@ export async function revokeLeak(
   }
   const grants = await revokeGrants(ctx, { grantId: leak.grantId }, 'leak_detected', 'cli', detail);
   if (leak.kind === 'refresh_token') {
-    ctx.emit({
-      kind: 'token.revoked',
-      reason: 'leak_detected',
-      client_id: leak.clientId,
-      delegation_id: leak.grantId,
-      token_hash: leak.tokenHash,
-      ...(leak.subject !== null ? { subject: leak.subject } : {}),
-      detail: { by: 'cli', found_in: options.location, revoked_grants: grants.map((g) => g.id) },
-    });
+    // Its family revoked before: nothing taken away, not kept past audit.max_queue.
+    ctx.emit(
+      {
+        kind: 'token.revoked',
+        reason: 'leak_detected',
+        client_id: leak.clientId,
+        delegation_id: leak.grantId,
+        token_hash: leak.tokenHash,
+        ...(leak.subject !== null ? { subject: leak.subject } : {}),
+        detail: { by: 'cli', found_in: options.location, revoked_grants: grants.map((g) => g.id) },
+      },
+      { revoked: grants.length > 0 },
+    );
   }
   return { token: null, grants: grants.map((g) => g.id) };
 }

@@ -76,14 +76,20 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
     if (record === undefined) return notRevoked('inactive');
     if (record.clientId !== client.id) return notRevoked('token_of_another_client', record.grantId);
     const revoked = await revokeGrants(ctx, { grantId: record.grantId }, 'refresh_token_revoked', client.id);
-    ctx.emit({
-      kind: 'token.revoked',
-      reason: 'refresh_token_revoked',
-      client_id: client.id,
-      delegation_id: record.grantId,
-      token_hash: tokenHash(token),
-      detail: { revoked_grants: revoked.map((g) => g.id) },
-    });
+    // A refresh token whose grant was revoked before (by this request's twin, or any revocation)
+    // revokes nothing: still on record as token.revoked, but not as a revocation's record kept past
+    // audit.max_queue (the client could repeat it to fill the queue while the store fails).
+    ctx.emit(
+      {
+        kind: 'token.revoked',
+        reason: 'refresh_token_revoked',
+        client_id: client.id,
+        delegation_id: record.grantId,
+        token_hash: tokenHash(token),
+        detail: { revoked_grants: revoked.map((g) => g.id) },
+      },
+      { revoked: revoked.length > 0 },
+    );
     return;
   }
   const own = await ctx.tokens.verifyFresh(token);
@@ -96,15 +102,19 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
   // revocation of its jti ends.
   if (ctx.tokens.jtiRevoked(own)) return notRevoked('inactive', own.grantId);
   const revoked = await revokeJti(ctx, own, 'access_token_revoked', client.id);
-  ctx.emit({
-    kind: 'token.revoked',
-    reason: 'access_token_revoked',
-    subject: own.subject,
-    client_id: client.id,
-    delegation_id: own.grantId,
-    jti: own.jti,
-    detail: { revoked_grants: revoked.map((g) => g.id) },
-  });
+  // The jti's entry was appended: a revocation's record.
+  ctx.emit(
+    {
+      kind: 'token.revoked',
+      reason: 'access_token_revoked',
+      subject: own.subject,
+      client_id: client.id,
+      delegation_id: own.grantId,
+      jti: own.jti,
+      detail: { revoked_grants: revoked.map((g) => g.id) },
+    },
+    { revoked: true },
+  );
 }
 
 /**
@@ -212,14 +222,17 @@ export async function revokeGrants(
   await enforceCommitted(ctx, now, [...grantEntries(revoked, now, entryExpiresAt), ...logged]);
   ctx.standing.forget(revoked.map((g) => g.id));
   for (const g of revoked) {
-    ctx.emit({
-      kind: 'grant.revoked',
-      reason,
-      subject: g.subject,
-      client_id: g.clientId,
-      delegation_id: g.id,
-      detail: { selector: Object.keys(selector)[0] ?? '', ...(by !== undefined ? { by } : {}), ...detail },
-    });
+    ctx.emit(
+      {
+        kind: 'grant.revoked',
+        reason,
+        subject: g.subject,
+        client_id: g.clientId,
+        delegation_id: g.id,
+        detail: { selector: Object.keys(selector)[0] ?? '', ...(by !== undefined ? { by } : {}), ...detail },
+      },
+      { revoked: true },
+    );
   }
   return revoked;
 }
@@ -274,14 +287,18 @@ export async function revokeAccessToken(
   if (own === undefined || own.exp <= now) return undefined;
   const reason = audit.reason ?? 'operator';
   const revoked = (await revokeJti(ctx, own, reason, by, audit.detail)).map((g) => g.id);
-  ctx.emit({
-    kind: 'token.revoked',
-    reason,
-    subject: own.subject,
-    client_id: own.clientId,
-    delegation_id: own.grantId,
-    jti: own.jti,
-    detail: { ...(by !== undefined ? { by } : {}), ...audit.detail, revoked_grants: revoked },
-  });
+  // The jti's entry was appended (the operator's revocation appends it whether or not it was there).
+  ctx.emit(
+    {
+      kind: 'token.revoked',
+      reason,
+      subject: own.subject,
+      client_id: own.clientId,
+      delegation_id: own.grantId,
+      jti: own.jti,
+      detail: { ...(by !== undefined ? { by } : {}), ...audit.detail, revoked_grants: revoked },
+    },
+    { revoked: true },
+  );
   return { jti: own.jti, grantId: own.grantId, revokedGrants: revoked };
 }

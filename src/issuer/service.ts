@@ -53,7 +53,7 @@ import {
 } from './client-admin.ts';
 import { type ClientInput, type ClientInputError, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { ConsentTokens } from './consent.ts';
-import { type AuditDraft, asOAuthError, chainOf, type OAuthRequest, SKEW, type TokenResponse } from './context.ts';
+import { type AuditDraft, asOAuthError, chainOf, type EmitOptions, type OAuthRequest, SKEW, type TokenResponse } from './context.ts';
 import { checkTokenEndpointProof, DPOP_NONCE_KEY_INFO } from './dpop.ts';
 import { GRANT_TREE_MAX_NODES } from './grant-tree.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
@@ -188,8 +188,8 @@ export interface TokenServiceOptions {
   readonly onAuditEventsLost?: (lost: AuditEventsLost) => void;
   /**
    * With `audit.on_queue_full: refuse`, told of the events dropped because the queue was full
-   * (those no request reserved a slot for: key rotations, revocations that revoked nothing, failed
-   * sign-outs, operators' actions; and revocations' records past twice `audit.max_queue`): at once
+   * (those no request reserved a slot for: key rotations, revocations and sign-outs that revoked or
+   * ended nothing, failed sign-outs, operators' actions; and revocations' records past twice `audit.max_queue`): at once
    * for the first, then at most once every 10 s with how many since, and at {@link
    * TokenService.close}; for a host to log at level `error` (default: its `message` to
    * `onWarning`). With `drop` the count is in `audit.dropped` only, as before.
@@ -250,11 +250,19 @@ const AUDIT_REFUSAL_WARN_MS = 10_000;
  * is committed (the store's revocation log) before its events are written: nothing is left to
  * refuse, and its record must not be lost. These are each grant revoked (`grant.revoked`: a reused
  * refresh token's or code's family, the admin API, RFC 7009, `tessera revoke`, a client disabled or
- * removed, a leak revoked), each token revoked (`token.revoked`) and each sign-out
- * (`login.signed_out`); not a refusal (`decision: deny`), which revoked nothing.
+ * removed, a leak revoked), each token revoked (`token.revoked`) and each sign-out that ended a
+ * login session (`login.signed_out`), as their emit site says ({@link EmitOptions.revoked}); not a
+ * refusal (`decision: deny`), nor one of those kinds that took nothing away (a refresh token whose
+ * grant was revoked before, a sign-out of a session already ended or of none): a client could
+ * repeat those at will, and keeping them would let it fill the queue to its ceiling while the
+ * store fails.
  */
-function revocationRecord(e: AuditDraft): boolean {
-  return e.decision !== 'deny' && (e.kind === 'grant.revoked' || e.kind === 'token.revoked' || e.kind === 'login.signed_out');
+function revocationRecord(e: AuditDraft, options: EmitOptions | undefined): boolean {
+  return (
+    options?.revoked === true &&
+    e.decision !== 'deny' &&
+    (e.kind === 'grant.revoked' || e.kind === 'token.revoked' || e.kind === 'login.signed_out')
+  );
 }
 
 /** How long close() retries the audit events the store has not taken, by default. */
@@ -456,7 +464,7 @@ export class TokenService {
       now,
       // refuse: a revocation's record is kept past max_queue (under its ceiling), never dropped.
       emit: this.#auditRefuse
-        ? (e: AuditDraft) => (revocationRecord(e) ? audit.keep(stamp(e)) : audit.push(stamp(e)))
+        ? (e: AuditDraft, o?: EmitOptions) => (revocationRecord(e, o) ? audit.keep(stamp(e)) : audit.push(stamp(e)))
         : (e: AuditDraft) => audit.push(stamp(e)),
     };
   }
@@ -478,7 +486,7 @@ export class TokenService {
     const audit = this.audit;
     return {
       ...this.#ctx,
-      emit: (e: AuditDraft) => (revocationRecord(e) ? audit.keep(stamp(e)) : slots.push(stamp(e))),
+      emit: (e: AuditDraft, o?: EmitOptions) => (revocationRecord(e, o) ? audit.keep(stamp(e)) : slots.push(stamp(e))),
     };
   }
 
@@ -909,15 +917,24 @@ export class TokenService {
     });
   }
 
-  /** Audit a person's sign-out (`<issuer>/oauth2/logout`): their login session ends here. */
-  auditSignedOut(subject: string, facts: { readonly requestId?: string; readonly remoteAddr?: string }): void {
-    this.#ctx.emit({
-      kind: 'login.signed_out',
-      reason: 'ok',
-      subject,
-      ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
-      ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
-    });
+  /**
+   * Audit a person's sign-out (`<issuer>/oauth2/logout`): their login session ends here. `ended`:
+   * this sign-out recorded the session as ended in the store ({@link endLoginSession}); with
+   * `audit.on_queue_full: refuse` only then is its record kept past `audit.max_queue`. A sign-out
+   * that ended nothing (a copy of a cookie already signed out, an authenticator keeping no
+   * session) is kept while the queue has room and dropped (counted and told) once it has not.
+   */
+  auditSignedOut(subject: string, facts: { readonly requestId?: string; readonly remoteAddr?: string }, ended: boolean): void {
+    this.#ctx.emit(
+      {
+        kind: 'login.signed_out',
+        reason: 'ok',
+        subject,
+        ...(facts.requestId !== undefined ? { request_id: facts.requestId } : {}),
+        ...(facts.remoteAddr !== undefined ? { remote_addr: facts.remoteAddr } : {}),
+      },
+      { revoked: ended },
+    );
   }
 
   /**
@@ -947,21 +964,25 @@ export class TokenService {
    * login-session scope (no token's `iss`), kept until the session would have ended anyway.
    * Nothing is written for a session already recorded (a copy of its cookie signing out again),
    * also by sign-outs racing at several instances: the store appends the entry if absent.
+   *
+   * @returns whether this call ended the session: false when it was recorded as ended already, or
+   *   by another sign-out of it at this instance in flight at the same time (the one that ends it
+   *   says true). Sign-outs racing at several instances may each say true (at most one each).
    */
-  async endLoginSession(sessionId: string, endsAt: number): Promise<void> {
+  async endLoginSession(sessionId: string, endsAt: number): Promise<boolean> {
     // Sign-outs at once with copies of one cookie at this instance: one check-and-append, not one
     // each (the store would add nothing for the others, but each would cost a write transaction).
     const pending = this.#endingSessions.get(sessionId);
-    if (pending !== undefined) return pending;
+    if (pending !== undefined) return pending.then(() => false);
     const ending = this.#endLoginSession(sessionId, endsAt).finally(() => this.#endingSessions.delete(sessionId));
     this.#endingSessions.set(sessionId, ending);
     return ending;
   }
 
-  readonly #endingSessions = new Map<string, Promise<void>>();
+  readonly #endingSessions = new Map<string, Promise<boolean>>();
 
-  async #endLoginSession(sessionId: string, endsAt: number): Promise<void> {
-    if (await this.loginSessionEnded(sessionId)) return;
+  async #endLoginSession(sessionId: string, endsAt: number): Promise<boolean> {
+    if (await this.loginSessionEnded(sessionId)) return false;
     const entry = {
       kind: 'token' as const,
       value: sessionId,
@@ -971,6 +992,7 @@ export class TokenService {
     };
     await this.store.appendRevocations([entry]);
     this.#feed.applyCommitted([entry]);
+    return true;
   }
 
   /**
@@ -1433,7 +1455,7 @@ export class TokenService {
         const slots = this.admitAudited(1);
         try {
           return await issueForUpstream(
-            { ...ctx, emit: (e: AuditDraft) => (slots === undefined ? ctx.emit(e) : slots.push(this.#stamp(e))) },
+            { ...ctx, emit: (e: AuditDraft, o?: EmitOptions) => (slots === undefined ? ctx.emit(e, o) : slots.push(this.#stamp(e))) },
             clientId,
             request,
           );

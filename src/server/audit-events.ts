@@ -7,8 +7,8 @@
  * while it is still coming: a client trickling a body for the listener's `request_timeout` holds
  * no slot, so slow connections cannot keep the queue full while the store is healthy.
  *
- * A revocation's record (`grant.revoked`, `token.revoked`, `login.signed_out`) takes none of these
- * slots and is not dropped for want of one: the grants a reused refresh token or authorization
+ * A revocation's record (`grant.revoked`, `token.revoked`, `login.signed_out` of something revoked or
+ * ended) takes none of these slots and is not dropped for want of one: the grants a reused refresh token or authorization
  * code revokes (its family, however many) are revoked in the store's transaction that finds the
  * reuse, before their number is known, and revocations (`/oauth2/revoke`, `POST
  * /oauth2/admin/revoke`) and sign-outs reserve nothing: they take access away and are always
@@ -16,7 +16,8 @@
  * `audit.max_queue` if need be (`BatchingAuditSink.keep`; no request is admitted while the queue
  * is past its bound), up to twice it, beyond which they are dropped, counted and told in an
  * `audit_events_dropped` line at level `error`. The other events such requests write (an
- * `admin.action`, a `revocation.denied`, a sign-out that failed) are kept while the queue has room
+ * `admin.action`, a `revocation.denied`, a `token.revoked` of a refresh token whose grant was
+ * revoked before, a sign-out that failed or ended no session) are kept while the queue has room
  * beside the slots reserved, and dropped (and told) once it has not.
  *
  * @module

@@ -725,10 +725,12 @@ export function createLogoutHandler(
       if (person.ok) {
         subject = person.subject;
         // Ended in the store, not only in this browser: a copy of the cookie signs no one in afterwards.
-        if (person.sessionId !== undefined && person.sessionEndsAt !== undefined) {
-          await service.endLoginSession(person.sessionId, person.sessionEndsAt);
-        }
-        service.auditSignedOut(person.subject, facts);
+        // Audited either way; kept past a full audit queue only when this sign-out ended it.
+        const ended =
+          person.sessionId !== undefined && person.sessionEndsAt !== undefined
+            ? await service.endLoginSession(person.sessionId, person.sessionEndsAt)
+            : false;
+        service.auditSignedOut(person.subject, facts, ended);
       }
     } catch (e) {
       // The store failing as the session is recorded as ended: an error page (503 with Retry-After,

@@ -443,22 +443,7 @@ describe('token service: audit.on_queue_full', () => {
     try {
       const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
       await issuer.service.audit.flush();
-      const browser = new Browser();
-      const started = await browser.fetch(
-        authorizationRequest(`${issuer.url}/oauth2/authorize`, {
-          redirect_uri: LOGIN_REDIRECT,
-          code_challenge: pkcePair().challenge,
-          resource: LOGIN_API,
-        }),
-      );
-      assert.equal(started.status, 303, await started.text());
-      const up = new URL(started.headers.get('location') as string).searchParams;
-      rogue.idToken = () => rogueIdToken(rogue, { nonce: up.get('nonce'), sub: 'alice' });
-      const callback = await browser.fetch(
-        `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code', state: up.get('state') as string })}`,
-      );
-      assert.equal(callback.status, 303, await callback.text());
-      assert.ok(browser.jar.has('tessera-session'));
+      const browser = await signedIn(issuer, rogue, 'alice');
       await issuer.service.audit.flush();
       admin.exec(FAIL);
       await fillQueue(issuer, { authorization: basic(id, secret) });
@@ -481,6 +466,46 @@ describe('token service: audit.on_queue_full', () => {
     }
   });
 
+  it('attack: refuse: past max_queue a copy of a signed-out session cookie signing out again and again cannot grow the queue: each login.signed_out that ended nothing is dropped, counted and told, not kept past max_queue', async () => {
+    const rogue = await startRogueProvider();
+    const reports: AuditEventsDropped[] = [];
+    const issuer = await startLoginIssuer(rogue.url, {
+      audit: { max_queue: 3, on_queue_full: 'refuse' },
+      tokenService: { audit_flush_interval: '20ms' },
+      onAuditEventsDropped: (d) => reports.push(d),
+    });
+    const admin = new DatabaseSync(join(issuer.dir, 'tessera.db'));
+    try {
+      const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+      await issuer.service.audit.flush();
+      const browser = await signedIn(issuer, rogue, 'mallory');
+      await issuer.service.audit.flush();
+      const copy = browser.cookieHeader();
+      const signOut = async (cookie: string) => {
+        const out = await fetch(`${issuer.url}/oauth2/logout`, {
+          method: 'POST',
+          headers: { cookie, origin: new URL(issuer.url).origin },
+          redirect: 'manual',
+        });
+        assert.equal(out.status, 200, await out.text());
+      };
+      await signOut(copy); // the session recorded as ended in the store
+      await issuer.service.audit.flush();
+      admin.exec(FAIL);
+      await fillQueue(issuer, { authorization: basic(id, secret) });
+      for (let i = 0; i < 4; i++) await signOut(copy);
+      assert.equal(issuer.service.audit.held, 3, 'nothing kept past max_queue: no session was ended');
+      assert.equal(issuer.service.audit.dropped, 4);
+      await until(async () => reports.length > 0, 2000);
+      assert.deepEqual(reports[0]?.kinds, { 'login.signed_out': 1 });
+    } finally {
+      admin.exec('DROP TRIGGER IF EXISTS audit_down');
+      admin.close();
+      await issuer.close();
+      await rogue.close();
+    }
+  });
+
   it('drop (the default): the token endpoint serves on while the store refuses audit writes', async () => {
     const t = await issuerWith({});
     try {
@@ -494,6 +519,27 @@ describe('token service: audit.on_queue_full', () => {
     }
   });
 });
+
+/** A browser signed in as `sub` at `issuer` (its login at the rogue provider): it holds a session cookie. */
+async function signedIn(issuer: RunningIssuer, rogue: Awaited<ReturnType<typeof startRogueProvider>>, sub: string): Promise<Browser> {
+  const browser = new Browser();
+  const started = await browser.fetch(
+    authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+      redirect_uri: LOGIN_REDIRECT,
+      code_challenge: pkcePair().challenge,
+      resource: LOGIN_API,
+    }),
+  );
+  assert.equal(started.status, 303, await started.text());
+  const up = new URL(started.headers.get('location') as string).searchParams;
+  rogue.idToken = () => rogueIdToken(rogue, { nonce: up.get('nonce'), sub });
+  const callback = await browser.fetch(
+    `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code', state: up.get('state') as string })}`,
+  );
+  assert.equal(callback.status, 303, await callback.text());
+  assert.ok(browser.jar.has('tessera-session'));
+  return browser;
+}
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
@@ -551,9 +597,11 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
   async function setup() {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-slots-'));
     const gated = gatedStore(join(dir, 'tessera.db'));
+    const reports: AuditEventsDropped[] = [];
     const issuer = await startIssuer({
       dir,
       store: gated.store,
+      onAuditEventsDropped: (d) => reports.push(d),
       config: {
         audit: { max_queue: 4, on_queue_full: 'refuse' },
         token_service: { audit_flush_interval: '20ms' },
@@ -594,6 +642,7 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
     return {
       issuer,
       gated,
+      reports,
       auth,
       family,
       exchange: exchangeUnder,
@@ -701,6 +750,37 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
       assert.deepEqual([...((detected[0]?.detail as { revoked_grants?: string[] } | undefined)?.revoked_grants ?? [])].sort(), family);
       for (const id of family) assert.notEqual((await t.issuer.store.getGrant(id))?.revokedAt, null, 'the family is revoked');
       await until(async () => (await t.token()).status === 200, 5000);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('attack: a public client repeating the RFC 7009 revocation of a refresh token whose grant is already revoked cannot grow the queue past max_queue while the store fails: each token.revoked that revoked nothing is dropped, counted and told, not kept', async () => {
+    const t = await setup();
+    try {
+      const f = await t.family();
+      const grantId = grantOf(f.access_token);
+      const revoke = async () => {
+        const res = await t.issuer.post('/oauth2/revoke', { token: f.refresh_token, token_type_hint: 'refresh_token' }, t.auth);
+        await res.arrayBuffer();
+        return res.status;
+      };
+      assert.equal(await revoke(), 200);
+      assert.notEqual((await t.issuer.store.getGrant(grantId))?.revokedAt, null, 'the family is revoked');
+      await t.issuer.service.audit.flush();
+      t.fail();
+      // max_queue: 4 to the brim: three token requests (two slots each, one used), an introspection.
+      for (let i = 0; i < 3; i++) assert.equal((await t.token()).status, 200);
+      const introspected = await t.issuer.post('/oauth2/introspect', { token: 'not-a-token' }, t.auth);
+      assert.equal(introspected.status, 200);
+      await introspected.arrayBuffer();
+      assert.equal(t.issuer.service.audit.held, 4);
+      for (let i = 0; i < 5; i++) assert.equal(await revoke(), 200, 'a revocation is served all the same');
+      assert.equal(t.issuer.service.audit.held, 4, 'nothing kept past max_queue: nothing was revoked');
+      assert.equal(t.issuer.service.audit.dropped, 5);
+      await until(async () => t.reports.length > 0, 2000);
+      assert.deepEqual(t.reports[0]?.kinds, { 'token.revoked': 1 }, 'told at once, by kind');
+      assert.equal(t.issuer.service.audit.reserved, 0);
     } finally {
       await t.close();
     }

@@ -132,7 +132,7 @@ export async function authorizationCode(
       detail: { revoked_grants: [...redemption.revokedGrantIds] },
     });
     for (const id of redemption.revokedGrantIds) {
-      ctx.emit({ kind: 'grant.revoked', reason: 'authorization_code_reused', client_id: client.id, delegation_id: id });
+      ctx.emit({ kind: 'grant.revoked', reason: 'authorization_code_reused', client_id: client.id, delegation_id: id }, { revoked: true });
     }
     throw new OAuthError('authorization_code_reused');
   }

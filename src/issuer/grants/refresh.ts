@@ -105,7 +105,7 @@ export async function refresh(
       detail: { family: rotation.grantId, revoked_grants: [...rotation.revokedGrantIds] },
     });
     for (const id of rotation.revokedGrantIds) {
-      ctx.emit({ kind: 'grant.revoked', reason: 'refresh_token_reused', client_id: client.id, delegation_id: id });
+      ctx.emit({ kind: 'grant.revoked', reason: 'refresh_token_reused', client_id: client.id, delegation_id: id }, { revoked: true });
     }
     throw new OAuthError('refresh_token_reused');
   }
