@@ -224,32 +224,30 @@ export class KeyManager implements KeySource {
     // Rows without a MAC are those of a store not yet upgraded (see upgrade()); once any row has
     // one, a row without is refused: a MAC stripped cannot bring back the kid-only sealing.
     const legacy = records.every((r) => r.mac === undefined);
-    const keys: CompiledKey[] = records
-      .map((record): CompiledKey => {
-        const old = previous.get(record.kid);
-        if (old?.vanished) {
-          // A row deleted behind this instance, listed again: the very row deleted (restored from a
-          // backup, say) is checked again as any row; one of other contents under its kid (the key
-          // sealed again, another schedule) stays refused, as the row deleted was.
-          return sameKey(old.record, record)
-            ? this.#compile(record, legacy)
-            : { record: old.record, retiresAt: null, publishedUntil: null, invalid: REWRITTEN, vanished: true };
-        }
-        // A row whose key changed under the same kid (written by someone else than Tessera) is checked again.
-        if (old !== undefined && sameKey(old.record, record)) {
-          return {
-            record,
-            retiresAt: null,
-            publishedUntil: null,
-            ...(old.verification ? { verification: old.verification } : {}),
-            ...(old.invalid !== undefined ? { invalid: old.invalid } : {}),
-            ...(old.signer ? { signer: old.signer } : {}),
-          };
-        }
-        return this.#compile(record, legacy);
-      })
-      .concat(this.#vanished(records))
-      .sort((a, b) => scheduleOrder(a.record, b.record));
+    const listed: CompiledKey[] = records.map((record): CompiledKey => {
+      const old = previous.get(record.kid);
+      if (old?.vanished) {
+        // A row deleted behind this instance, listed again: the very row deleted (restored from a
+        // backup, say) is checked again as any row; one of other contents under its kid (the key
+        // sealed again, another schedule) stays refused, as the row deleted was.
+        return sameKey(old.record, record)
+          ? this.#compile(record, legacy)
+          : { record: old.record, retiresAt: null, publishedUntil: null, invalid: REWRITTEN, vanished: true };
+      }
+      // A row whose key changed under the same kid (written by someone else than Tessera) is checked again.
+      if (old !== undefined && sameKey(old.record, record)) {
+        return {
+          record,
+          retiresAt: null,
+          publishedUntil: null,
+          ...(old.verification ? { verification: old.verification } : {}),
+          ...(old.invalid !== undefined ? { invalid: old.invalid } : {}),
+          ...(old.signer ? { signer: old.signer } : {}),
+        };
+      }
+      return this.#compile(record, legacy);
+    });
+    const keys = listed.concat(this.#vanished(listed)).sort((a, b) => scheduleOrder(a.record, b.record));
     for (let i = 0; i < keys.length; i++) {
       const successor = keys[i + 1];
       const k = keys[i] as CompiledKey;
@@ -277,16 +275,20 @@ export class KeyManager implements KeySource {
    * --now`); the refused entry is dropped once its own window closes. A key deleted while pending
    * is dropped as soon as a key added after it is listed (a rotation, `rotation_interval`'s
    * included, which does not wait for it): the rotation it stood for was replaced, and it neither
-   * takes over at its time nor holds the next rotation back. The very row written back is accepted
-   * again at the next read (see {@link KeyManager.reload}). An instance started after the deletion
-   * cannot tell: it never saw the key.
+   * takes over at its time nor holds the next rotation back. Only a key that passed every check
+   * counts (`listed` as compiled, none `invalid`): a row refused (its MAC wrong, not sealed under
+   * the master key, a kid not its thumbprint) is not a rotation, and one written by whoever can
+   * write to the database without the master key must not drop the deleted key and so keep the key
+   * before it signing past its end. The very row written back is accepted again at the next read
+   * (see {@link KeyManager.reload}). An instance started after the deletion cannot tell: it never
+   * saw the key.
    */
-  #vanished(records: readonly SigningKeyRecord[]): CompiledKey[] {
-    const listed = new Set(records.map((r) => r.kid));
+  #vanished(listed: readonly CompiledKey[]): CompiledKey[] {
+    const kids = new Set(listed.map((k) => k.record.kid));
     const now = this.#now();
     return this.#keys
-      .filter((k) => !listed.has(k.record.kid) && (k.publishedUntil === null || k.publishedUntil >= now + SKEW))
-      .filter((k) => !(k.record.activatesAt > now && records.some((r) => addedAfter(r, k.record))))
+      .filter((k) => !kids.has(k.record.kid) && (k.publishedUntil === null || k.publishedUntil >= now + SKEW))
+      .filter((k) => !(k.record.activatesAt > now && listed.some((l) => l.invalid === undefined && addedAfter(l.record, k.record))))
       .map((k) => ({ record: k.record, retiresAt: null, publishedUntil: null, invalid: DELETED, vanished: true }));
   }
 

@@ -304,6 +304,42 @@ describe('known gaps of a deleted key row, and rotations in the same second', ()
     await store.close();
   });
 
+  it('attack: a deleted pending key is not dropped for a refused row added after it: whoever writes to the database without the master key cannot delete the pending key, insert a junk row and keep the current key signing past its end', async () => {
+    const { store, clock, keys } = await setup();
+    const first = await keys.rotate({ immediate: true });
+    clock.t += 1;
+    const pending = await keys.rotate();
+    await store.deleteSigningKey(pending.kid);
+    await keys.reload();
+    // A row of the attacker's own, added after the pending key: a key pair they generated, sealed
+    // under a master key of theirs, with a MAC they cannot make right (one copied from a real row).
+    const { privateKey, publicJwk } = generateSigningKey('ES256');
+    const kid = jwkThumbprint(publicJwk);
+    const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+    const junk = {
+      kid,
+      alg: 'ES256' as const,
+      publicJwk,
+      createdAt: clock.t + 1,
+      activatesAt: pending.activatesAt + 30 * 86_400,
+      sealedPrivateKey: seal(generateMasterKey().key, der, kid),
+      mac: first.mac as string,
+    };
+    clock.t += 1;
+    await store.addSigningKey(junk);
+    await keys.reload();
+    assert.match(keys.status().find((k) => k.kid === kid)?.invalid ?? '', /MAC/, 'the junk row is refused');
+    assert.match(
+      keys.status().find((k) => k.kid === pending.kid)?.invalid ?? '',
+      /deleted/,
+      'the deleted pending key still holds its place',
+    );
+    assert.equal(keys.signer(pending.activatesAt - 1)?.kid, first.kid);
+    assert.equal(keys.signer(pending.activatesAt), undefined, 'the key before it does not sign past the deleted key’s time');
+    assert.equal(keys.ready(pending.activatesAt), false);
+    await store.close();
+  });
+
   it('of keys rotated at once in the same second, the later rotation signs, whatever their kids, and every instance agrees', async () => {
     const { store, master, keys } = await setup();
     const other = new KeyManager({ store, master, schedule, now: () => T0 });
