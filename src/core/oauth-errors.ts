@@ -523,7 +523,7 @@ export const OAUTH_ERROR_CODES = {
   signing_key_unavailable: {
     status: 503,
     error: 'temporarily_unavailable',
-    description: 'No signing key is active; run `tessera keys rotate` or `tessera init`.',
+    description: 'No signing key is active, or the active key is refused; run `tessera keys rotate --now`.',
   },
   store_unavailable: { status: 503, error: 'temporarily_unavailable', description: 'The store is unavailable; retry later.' },
   // `audit.on_queue_full: refuse` while the token service's audit queue holds `audit.max_queue`
