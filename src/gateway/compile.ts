@@ -8,10 +8,11 @@
  * @module
  */
 import { createHash, type KeyObject } from 'node:crypto';
-import { lstatSync } from 'node:fs';
+import { lstatSync, type Stats } from 'node:fs';
 import { type BlockList, isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Dispatcher } from 'undici';
+import { auditFileWritableBy, modeOctal } from '../audit/sinks/jsonl.ts';
 import { everything } from '../config/cross-check.ts';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
@@ -727,18 +728,16 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
  */
 function auditFileIssue(file: string | undefined): ConfigIssue | undefined {
   if (file === undefined) return undefined;
-  let mode: number;
+  let st: Stats;
   try {
-    const st = lstatSync(file);
-    if (!st.isFile()) return undefined;
-    mode = st.mode & 0o777;
+    st = lstatSync(file);
   } catch {
     return undefined;
   }
-  if ((mode & 0o022) === 0) return undefined;
-  const octal = mode.toString(8).padStart(4, '0');
+  const by = auditFileWritableBy(st);
+  if (by === undefined) return undefined;
   return {
     path: 'audit.file',
-    message: `${file} is writable by ${mode & 0o002 ? 'every user' : 'its group'} (mode ${octal}): anyone who can write it can forge or erase audit events; run chmod go-w ${file}`,
+    message: `${file} is writable by ${by} (mode ${modeOctal(st.mode)}): anyone who can write it can forge or erase audit events; run chmod go-w ${file}`,
   };
 }

@@ -604,8 +604,7 @@ export class KeyManager implements KeySource {
 
   /** True when some key is active at `now` (readiness). */
   ready(now = this.#now()): boolean {
-    const k = this.#active(now);
-    return k !== undefined && k.invalid === undefined;
+    return this.readiness(now).ok;
   }
 
   /**

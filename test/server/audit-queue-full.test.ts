@@ -432,19 +432,8 @@ describe('token service: audit.on_queue_full', () => {
   });
 
   it('attack: refuse: past max_queue a sign-out (/oauth2/logout) is served and its login.signed_out kept past max_queue, never dropped; written once the store takes the queue', async () => {
-    const rogue = await startRogueProvider();
-    const reports: AuditEventsDropped[] = [];
-    const issuer = await startLoginIssuer(rogue.url, {
-      audit: { max_queue: 3, on_queue_full: 'refuse' },
-      tokenService: { audit_flush_interval: '20ms' },
-      onAuditEventsDropped: (d) => reports.push(d),
-    });
-    const admin = new DatabaseSync(join(issuer.dir, 'tessera.db'));
+    const { issuer, admin, reports, id, secret, browser, close } = await signedInUnderRefuse('alice');
     try {
-      const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
-      await issuer.service.audit.flush();
-      const browser = await signedIn(issuer, rogue, 'alice');
-      await issuer.service.audit.flush();
       admin.exec(FAIL);
       await fillQueue(issuer, { authorization: basic(id, secret) });
       const out = await browser.fetch(`${issuer.url}/oauth2/logout`, { method: 'POST', headers: { origin: new URL(issuer.url).origin } });
@@ -459,27 +448,13 @@ describe('token service: audit.on_queue_full', () => {
       await until(async () => (await signedOut()).length > 0, 5000);
       assert.deepEqual(await signedOut(), [['allow', 'ok', 'alice']]);
     } finally {
-      admin.exec('DROP TRIGGER IF EXISTS audit_down');
-      admin.close();
-      await issuer.close();
-      await rogue.close();
+      await close();
     }
   });
 
   it('attack: refuse: past max_queue a copy of a signed-out session cookie signing out again and again cannot grow the queue: each login.signed_out that ended nothing is dropped, counted and told, not kept past max_queue', async () => {
-    const rogue = await startRogueProvider();
-    const reports: AuditEventsDropped[] = [];
-    const issuer = await startLoginIssuer(rogue.url, {
-      audit: { max_queue: 3, on_queue_full: 'refuse' },
-      tokenService: { audit_flush_interval: '20ms' },
-      onAuditEventsDropped: (d) => reports.push(d),
-    });
-    const admin = new DatabaseSync(join(issuer.dir, 'tessera.db'));
+    const { issuer, admin, reports, id, secret, browser, close } = await signedInUnderRefuse('mallory');
     try {
-      const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
-      await issuer.service.audit.flush();
-      const browser = await signedIn(issuer, rogue, 'mallory');
-      await issuer.service.audit.flush();
       const copy = browser.cookieHeader();
       const signOut = async (cookie: string) => {
         const out = await fetch(`${issuer.url}/oauth2/logout`, {
@@ -499,10 +474,7 @@ describe('token service: audit.on_queue_full', () => {
       await until(async () => reports.length > 0, 2000);
       assert.deepEqual(reports[0]?.kinds, { 'login.signed_out': 1 });
     } finally {
-      admin.exec('DROP TRIGGER IF EXISTS audit_down');
-      admin.close();
-      await issuer.close();
-      await rogue.close();
+      await close();
     }
   });
 
@@ -519,6 +491,38 @@ describe('token service: audit.on_queue_full', () => {
     }
   });
 });
+
+/**
+ * A login issuer with `audit.on_queue_full: refuse` and `max_queue: 3` (drops reported to
+ * `reports`), a client registered, and a browser signed in as `sub` through a rogue upstream; the
+ * store's audit table is left writable (FAIL breaks it, `close` heals it and ends everything).
+ */
+async function signedInUnderRefuse(sub: string) {
+  const rogue = await startRogueProvider();
+  const reports: AuditEventsDropped[] = [];
+  const issuer = await startLoginIssuer(rogue.url, {
+    audit: { max_queue: 3, on_queue_full: 'refuse' },
+    tokenService: { audit_flush_interval: '20ms' },
+    onAuditEventsDropped: (d) => reports.push(d),
+  });
+  const admin = new DatabaseSync(join(issuer.dir, 'tessera.db'));
+  const close = async () => {
+    admin.exec('DROP TRIGGER IF EXISTS audit_down');
+    admin.close();
+    await issuer.close();
+    await rogue.close();
+  };
+  try {
+    const { id, secret } = await issuer.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+    await issuer.service.audit.flush();
+    const browser = await signedIn(issuer, rogue, sub);
+    await issuer.service.audit.flush();
+    return { issuer, admin, reports, id, secret, browser, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
 
 /** A browser signed in as `sub` at `issuer` (its login at the rogue provider): it holds a session cookie. */
 async function signedIn(issuer: RunningIssuer, rogue: Awaited<ReturnType<typeof startRogueProvider>>, sub: string): Promise<Browser> {

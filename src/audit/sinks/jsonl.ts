@@ -112,6 +112,21 @@ function moved(s: WriteStream, file: string): Promise<boolean> {
   });
 }
 
+/**
+ * Who besides its owner may write an audit file of this mode (`st_mode`), when it is a regular
+ * file: `'every user'`, `'its group'`, or `undefined` when none may (or it is no regular file: a
+ * device such as /dev/full is not a trail anyone forges). Anyone who can write it could append
+ * events Tessera never wrote, or truncate the trail; the load (gateway/compile.ts) and a reopen
+ * here refuse such a file alike.
+ */
+export function auditFileWritableBy(st: { isFile(): boolean; readonly mode: number }): 'every user' | 'its group' | undefined {
+  if (!st.isFile() || (st.mode & 0o022) === 0) return undefined;
+  return st.mode & 0o002 ? 'every user' : 'its group';
+}
+
+/** `st_mode`'s permission bits as `chmod` writes them (`0666`). */
+export const modeOctal = (mode: number): string => (mode & 0o777).toString(8).padStart(4, '0');
+
 /** Options of {@link createJsonLinesSink}. */
 export interface JsonLinesSinkOptions {
   readonly resume?: JsonLinesResume;
@@ -183,15 +198,8 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
     });
   };
   const writeNow = (events: readonly AuditEvent[]): Promise<void> => {
-    if (error) {
-      if (file === undefined) return Promise.reject(error);
-      // A file that failed (disk full, an I/O error, its directory gone) is opened again for the
-      // next batch, so writing resumes once the cause is gone rather than at the next reload; the
-      // batches refused meanwhile were reported as failed.
-      stream.destroy();
-      error = undefined;
-      stream = open();
-    }
+    // A stream it does not own is not opened again (a file is, by writeFile, before this).
+    if (error) return Promise.reject(error);
     let text = '';
     for (const e of events) text += `${JSON.stringify(e)}\n`;
     const data = Buffer.from(terminalSafeJson(text));
@@ -232,6 +240,9 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
       reopening = true;
     }
     if (error) {
+      // A file that failed (disk full, an I/O error, its directory gone, a mode refused) is opened
+      // again for the next batch, so writing resumes once the cause is gone rather than at the next
+      // reload; the batches refused meanwhile were reported as failed.
       stream.destroy();
       error = undefined;
       stream = open();
@@ -248,15 +259,11 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
         options.onReopened?.();
       }
       const st = fstatSync((s as WriteStream & { fd: number }).fd);
-      const mode = st.mode & 0o777;
-      // A regular file only, as at load (a device such as /dev/full is not a trail anyone forges).
-      if (st.isFile() && (mode & 0o022) !== 0) {
-        const e = Object.assign(
-          new Error(
-            `audit file ${f} is writable by ${mode & 0o002 ? 'every user' : 'its group'} (mode ${mode.toString(8).padStart(4, '0')}); run chmod go-w ${f}`,
-          ),
-          { code: 'AUDIT_FILE_WRITABLE' },
-        );
+      const by = auditFileWritableBy(st);
+      if (by !== undefined) {
+        const e = Object.assign(new Error(`audit file ${f} is writable by ${by} (mode ${modeOctal(st.mode)}); run chmod go-w ${f}`), {
+          code: 'AUDIT_FILE_WRITABLE',
+        });
         if (s === stream) error = e;
         throw e;
       }
