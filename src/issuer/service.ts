@@ -966,8 +966,8 @@ export class TokenService {
    * also by sign-outs racing at several instances: the store appends the entry if absent.
    *
    * @returns whether this call ended the session: false when it was recorded as ended already, or
-   *   by another sign-out of it at this instance in flight at the same time (the one that ends it
-   *   says true). Sign-outs racing at several instances may each say true (at most one each).
+   *   by another sign-out of it in flight at the same time, at this instance or another sharing
+   *   the store (of those, only the one whose entry the store appended says true).
    */
   async endLoginSession(sessionId: string, endsAt: number): Promise<boolean> {
     // Sign-outs at once with copies of one cookie at this instance: one check-and-append, not one
@@ -990,9 +990,11 @@ export class TokenService {
       at: this.#ctx.now(),
       expiresAt: endsAt + SKEW,
     };
-    await this.store.appendRevocations([entry]);
+    // Another instance's sign-out of it may have appended the entry since the check above: the
+    // store says which of them did (the first to commit), and only that one ended the session.
+    const appended = await this.store.appendRevocations([entry]);
     this.#feed.applyCommitted([entry]);
-    return true;
+    return appended > 0;
   }
 
   /**

@@ -674,7 +674,9 @@ export interface Store {
    * {@link Store.createGrant}'s `subjectIssuedAt`, and for `exchangedFrom` the token's own entry:
    * its `subjectJti` and `actorJti`). It must not throw or have side effects: a transaction run
    * again calls it again.
-   * @returns the grants newly revoked (already revoked ones are not repeated).
+   * @returns the grants newly revoked (already revoked ones are not repeated). Of several concurrent
+   *   calls (in one process or at several instances sharing the store) whose selectors share a
+   *   grant, exactly one reports it: the revocation that revoked it.
    */
   revokeGrants(selector: GrantSelector, options: RevokeOptions): Promise<RevokedGrant[]>;
 
@@ -734,8 +736,12 @@ export interface Store {
    * the same value and issuer already in the log (or earlier in `entries`) is skipped, adds nothing
    * and numbers nothing, also when several processes append it at once. So does
    * {@link Store.revokeGrants} with such an entry among its `alsoLog`.
+   * @returns how many of `entries` this call appended: a scoped `token` entry skipped is not
+   *   counted. Of several concurrent calls appending one (sign-outs of one login session racing,
+   *   in one process or at several instances sharing the store), exactly one counts it, the first
+   *   to commit: the sign-out that ended the session.
    */
-  appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void>;
+  appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<number>;
   /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order, at most `limit` (default {@link REVOCATIONS_PAGE}). */
   revocationsSince(afterSeq: number, now: number, limit?: number): Promise<RevocationEntry[]>;
   /**

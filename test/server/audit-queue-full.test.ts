@@ -26,7 +26,7 @@ import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { answerConsent, authorizationConfig, authorizationRequest, openConsent, personHeaders } from '../helpers/authorize.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { rawHttp, until } from '../helpers/net.ts';
-import { API as LOGIN_API, REDIRECT as LOGIN_REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
+import { API as LOGIN_API, REDIRECT as LOGIN_REDIRECT, oidcConfig, startLoginIssuer } from '../helpers/oidc-login.ts';
 import {
   Browser,
   rogueIdToken,
@@ -478,6 +478,66 @@ describe('token service: audit.on_queue_full', () => {
     }
   });
 
+  it('attack: refuse: past max_queue two sign-outs of one session racing at two instances sharing the store (both find it live, then both record it as ended) keep one login.signed_out past max_queue, not one each: the other ended nothing, and is dropped, counted and told', async () => {
+    const { a, b, admin, reports, id, secret, browser, close } = await twoInstancesSignedIn('alice', 2);
+    try {
+      admin.exec(FAIL);
+      for (const at of [a, b]) await fillQueue(at, { authorization: basic(id, secret) });
+      const signOut = async (at: RunningIssuer) => {
+        const out = await fetch(`${at.url}/oauth2/logout`, {
+          method: 'POST',
+          headers: { cookie: browser.cookieHeader(), 'sec-fetch-site': 'same-origin' },
+          redirect: 'manual',
+        });
+        assert.equal(out.status, 200, await out.text());
+      };
+      await Promise.all([signOut(a), signOut(b)]);
+      assert.equal(a.service.audit.held + b.service.audit.held, 7, 'one kept past max_queue: 3, at one instance');
+      assert.equal(a.service.audit.dropped + b.service.audit.dropped, 1);
+      await until(async () => reports.length > 0, 2000);
+      assert.deepEqual(
+        reports.map((r) => r.kinds),
+        [{ 'login.signed_out': 1 }],
+      );
+      admin.exec('DROP TRIGGER IF EXISTS audit_down');
+      await until(async () => a.service.audit.held + b.service.audit.held === 0, 5000);
+      const signedOut = (await a.store.queryAudit({ kinds: ['login.signed_out'], limit: 10 })).map((e) => [
+        e.decision,
+        e.reason,
+        e.subject,
+      ]);
+      assert.deepEqual(signedOut, [['allow', 'ok', 'alice']]);
+    } finally {
+      await close();
+    }
+  });
+
+  it('attack: refuse: past max_queue two sign-outs of one session at once at one instance keep one login.signed_out past max_queue, not one each: the other ended nothing, and is dropped, counted and told', async () => {
+    const { a, admin, reports, id, secret, browser, close } = await twoInstancesSignedIn('alice', 2);
+    try {
+      admin.exec(FAIL);
+      await fillQueue(a, { authorization: basic(id, secret) });
+      const signOut = async () => {
+        const out = await fetch(`${a.url}/oauth2/logout`, {
+          method: 'POST',
+          headers: { cookie: browser.cookieHeader(), 'sec-fetch-site': 'same-origin' },
+          redirect: 'manual',
+        });
+        assert.equal(out.status, 200, await out.text());
+      };
+      await Promise.all([signOut(), signOut()]);
+      assert.equal(a.service.audit.held, 4, 'one kept past max_queue: 3');
+      assert.equal(a.service.audit.dropped, 1);
+      await until(async () => reports.length > 0, 2000);
+      assert.deepEqual(
+        reports.map((r) => r.kinds),
+        [{ 'login.signed_out': 1 }],
+      );
+    } finally {
+      await close();
+    }
+  });
+
   it('drop (the default): the token endpoint serves on while the store refuses audit writes', async () => {
     const t = await issuerWith({});
     try {
@@ -518,6 +578,77 @@ async function signedInUnderRefuse(sub: string) {
     const browser = await signedIn(issuer, rogue, sub);
     await issuer.service.audit.flush();
     return { issuer, admin, reports, id, secret, browser, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/**
+ * Two login issuers (`a`, `b`: instances sharing one SQLite store, one issuer URL and master key)
+ * with `audit.on_queue_full: refuse` and `max_queue: 3` (drops of both reported to `reports`), a
+ * client registered, and a browser signed in as `sub` at `a`. Each instance's store holds a
+ * sign-out's append (a scoped `token` entry) until `racers` of them are waiting, or 500 ms have
+ * passed: sign-outs of one session racing each find it live before either records it as ended.
+ */
+async function twoInstancesSignedIn(sub: string, racers: number) {
+  const rogue = await startRogueProvider();
+  const reports: AuditEventsDropped[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-two-'));
+  const path = join(dir, 'tessera.db');
+  let waiting: (() => void)[] = [];
+  const barrier = (): Promise<void> =>
+    new Promise((resolve) => {
+      waiting.push(resolve);
+      const go = () => {
+        for (const w of waiting) w();
+        waiting = [];
+      };
+      if (waiting.length >= racers) go();
+      else setTimeout(go, 500).unref();
+    });
+  const held = (inner: Store): Store =>
+    new Proxy(inner, {
+      get(target, p) {
+        if (p === 'appendRevocations') {
+          return async (entries: Parameters<Store['appendRevocations']>[0]) => {
+            if (entries.some((e) => e.kind === 'token' && e.issuer !== null)) await barrier();
+            return target.appendRevocations(entries);
+          };
+        }
+        const v = Reflect.get(target, p, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    }) as Store;
+  const audit = { max_queue: 3, on_queue_full: 'refuse' };
+  const a = await startLoginIssuer(rogue.url, {
+    audit,
+    tokenService: { audit_flush_interval: '20ms' },
+    store: held(SqliteStore.open({ path })),
+    onAuditEventsDropped: (d) => reports.push(d),
+  });
+  const b = await startIssuer({
+    store: held(SqliteStore.open({ path })),
+    master: a.master,
+    config: { audit, token_service: { issuer: a.url, audit_flush_interval: '20ms', authorization: oidcConfig(rogue.url) } } as never,
+    onAuditEventsDropped: (d) => reports.push(d),
+  });
+  const admin = new DatabaseSync(path);
+  const close = async () => {
+    admin.exec('DROP TRIGGER IF EXISTS audit_down');
+    admin.close();
+    await b.close();
+    await a.close();
+    await rogue.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const { id, secret } = await a.addClient({ id: 'agent', scopes: ['api:read'], grantTypes: ['client_credentials'] });
+    await a.service.audit.flush();
+    const browser = await signedIn(a, rogue, sub);
+    await a.service.audit.flush();
+    await b.service.audit.flush();
+    return { a, b, admin, reports, id, secret, browser, close };
   } catch (e) {
     await close();
     throw e;

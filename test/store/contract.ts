@@ -1626,6 +1626,45 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         await store.appendRevocations([ended(brief, now + 1200)]);
         assert.equal((await store.revocationsSince(seq0, now)).filter((e) => e.value === brief).length, 1);
       });
+
+      it('attack: of sign-outs of one login session racing (many calls at once, as instances sharing the store make), exactly one is told it appended the entry; every other, and any later one, is told it appended nothing, so exactly one records the session as ended (its record alone kept past a full audit queue)', async () => {
+        const now = clock.now();
+        const session = uid('session');
+        const ended = { kind: 'token' as const, value: session, issuer: LOGIN_SCOPE, at: now, expiresAt: now + 600 };
+        const appended = await Promise.all(Array.from({ length: 12 }, () => store.appendRevocations([ended])));
+        assert.deepEqual(
+          appended.toSorted((x, y) => y - x),
+          [1, ...Array.from({ length: 11 }, () => 0)],
+          'one winner',
+        );
+        assert.equal(await store.appendRevocations([ended]), 0, 'signed out again: nothing appended');
+        // Counted per entry: a duplicate within one call, or one already logged, is not counted; an
+        // unscoped entry always is.
+        const other = uid('session');
+        assert.equal(
+          await store.appendRevocations([ended, { ...ended, value: other }, { ...ended, value: other }, { ...ended, issuer: null }]),
+          2,
+        );
+        assert.equal(await store.appendRevocations([]), 0);
+      });
+
+      it('attack: of revocations of one grant racing (many calls at once, by its id and by its subject and client, as instances sharing the store make), each grant of the tree is reported newly revoked by exactly one call, so exactly one grant.revoked is kept for it past a full audit queue', async () => {
+        const now = clock.now();
+        const client = clientRecord({ id: uid('racing') });
+        await store.createClient(client);
+        const who = { subject: uid('person'), clientId: client.id };
+        const root = await created(store, newGrant(who, now), now);
+        const child = await created(store, newGrant({ ...who, parentId: root.id }, now), now);
+        const opts = { at: now, reason: 'race', entryExpiresAt: now + 600 };
+        const calls = await Promise.all([
+          ...Array.from({ length: 6 }, () => store.revokeGrants({ grantId: root.id }, opts)),
+          store.revokeGrants({ subject: root.subject }, opts),
+          store.revokeGrants({ clientId: root.clientId }, opts),
+        ]);
+        const reported = calls.flatMap((r) => r.map((g) => g.id)).filter((id) => id === root.id || id === child.id);
+        assert.deepEqual(reported.toSorted(), [root.id, child.id].toSorted(), 'each grant reported once in all');
+        assert.deepEqual(await store.revokeGrants({ grantId: root.id }, opts), [], 'revoked again: nothing reported');
+      });
     });
 
     describe('replay cache', () => {

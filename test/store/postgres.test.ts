@@ -146,6 +146,37 @@ if (!reachable) {
       }
     });
 
+    it('attack: two instances signing out one login session, or revoking one grant, at once, 20 rounds: exactly one of them is told it appended the session’s entry, and each grant is reported newly revoked by exactly one (so one record of each is kept past a full audit queue, not one per instance)', async () => {
+      const schema = schemaName();
+      const a = await PostgresStore.open({ connectionString: url, schema });
+      const b = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        const now = 1_800_000_000;
+        await a.createClient(clientRecord({ id: 'agent' }, now));
+        const opts = { at: now, reason: 'race', entryExpiresAt: now + 600 };
+        for (let round = 0; round < 20; round++) {
+          const ended = {
+            kind: 'token' as const,
+            value: `session-${round}`,
+            issuer: 'https://issuer.test#login-sessions',
+            at: now,
+            expiresAt: now + 600,
+          };
+          const appended = await Promise.all([a, b, a, b].map((s) => s.appendRevocations([ended])));
+          assert.equal(appended.filter((n) => n === 1).length, 1, `round ${round}: ${appended}`);
+          assert.equal(appended.filter((n) => n === 0).length, 3);
+          const root = await a.createGrant(newGrant({}, now), now);
+          assert.equal(typeof root, 'object');
+          const rootId = (root as { id: string }).id;
+          const calls = await Promise.all([a, b, a, b].map((s) => s.revokeGrants({ grantId: rootId }, opts)));
+          assert.deepEqual(calls.map((r) => r.length).toSorted(), [0, 0, 0, 1], `round ${round}`);
+        }
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
     it('revocation by subject or client meets no tree begun midway: a new grant of that subject or client waits for it, and it waits for one in flight', async () => {
       const schema = schemaName();
       const a = await PostgresStore.open({ connectionString: url, schema });

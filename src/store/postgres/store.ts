@@ -1211,9 +1211,12 @@ export class PostgresStore implements Store {
    * scoped `token` entry (a login session's sign-out) already in the log is skipped: looked up
    * under the table lock every append takes, so a skipped one numbers and announces nothing; the
    * unique index (migration 21) holds it to one entry whoever writes.
+   * @returns how many entries were appended (the rows the inserts added): of sign-outs of one
+   *   session racing, at any instance, only the one that took the lock first appends it, the
+   *   others find it logged once they get the lock.
    */
-  async #log(c: Q, all: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
-    if (all.length === 0) return;
+  async #log(c: Q, all: readonly Omit<RevocationEntry, 'seq'>[]): Promise<number> {
+    if (all.length === 0) return 0;
     await c.query('LOCK TABLE revocations IN EXCLUSIVE MODE');
     let entries = all;
     const scoped = all.filter(scopedToken);
@@ -1224,16 +1227,17 @@ export class PostgresStore implements Store {
         [scoped.map((e) => e.value), scoped.map((e) => e.issuer)],
       );
       entries = unloggedEntries(all, new Set((rows as Row[]).map((r) => scopedTokenKey(String(r.value), String(r.issuer)))));
-      if (entries.length === 0) return;
+      if (entries.length === 0) return 0;
     }
     const [row] = (await c.query("UPDATE meta SET value = value + $1 WHERE name = 'revocations_seq' RETURNING value", [entries.length]))
       .rows as Row[];
     const last = num(row?.value);
     // Numbered in the entries' order, first + 1 to last; in chunks, each one statement (a tree of
     // 100,000 grants is a few round trips, not 100,000: it has to fit in the request's bound).
+    let appended = 0;
     for (let i = 0; i < entries.length; i += LOG_CHUNK) {
       const chunk = entries.slice(i, i + LOG_CHUNK);
-      await c.query(
+      const inserted = await c.query(
         `INSERT INTO revocations (seq, kind, value, issuer, at, expires_at)
          SELECT $1::bigint + e.n, e.kind, e.value, e.issuer, e.at, e.expires_at
          FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS e(kind, value, issuer, at, expires_at, n)
@@ -1247,9 +1251,11 @@ export class PostgresStore implements Store {
           chunk.map((e) => e.expiresAt),
         ],
       );
+      appended += inserted.rowCount ?? 0;
     }
     // Delivered when (and only if) this transaction commits. The payload is the last seq, nothing else.
     await c.query('SELECT pg_notify($1, $2)', [this.#channel, String(last)]);
+    return appended;
   }
 
   async revokeGrants(selector: GrantSelector, options: RevokeOptions): Promise<RevokedGrant[]> {
@@ -1486,9 +1492,9 @@ export class PostgresStore implements Store {
 
   // Revocation log.
 
-  async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
-    if (entries.length === 0) return;
-    await this.#tx((c) => this.#log(c, entries));
+  async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<number> {
+    if (entries.length === 0) return 0;
+    return this.#tx((c) => this.#log(c, entries));
   }
 
   async tokenRevoked(jti: string): Promise<boolean> {

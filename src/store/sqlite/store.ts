@@ -801,9 +801,9 @@ export class SqliteStore implements Store {
 
   // Revocation log.
 
-  async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<void> {
-    if (entries.length === 0) return;
-    await this.#tx(() => this.#appendLog(entries));
+  async appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<number> {
+    if (entries.length === 0) return 0;
+    return this.#tx(() => this.#appendLog(entries));
   }
 
   /**
@@ -811,18 +811,22 @@ export class SqliteStore implements Store {
    * session's sign-out) already in the log is skipped: looked up first, under the write lock every
    * process takes, so a skipped one numbers nothing (AUTOINCREMENT would spend a number on it);
    * the unique index (migration 21) holds it to one entry whoever writes.
+   * @returns how many entries were appended (the rows the inserts changed): of sign-outs of one
+   *   session racing, in any process, only the one whose transaction commits first appends it.
    */
-  #appendLog(entries: readonly Omit<RevocationEntry, 'seq'>[]): void {
-    if (entries.length === 0) return;
+  #appendLog(entries: readonly Omit<RevocationEntry, 'seq'>[]): number {
+    if (entries.length === 0) return 0;
     const insert = this.#stmt(
       `INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL DO NOTHING`,
     );
     const logged = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? AND issuer = ?");
+    let appended = 0;
     for (const e of entries) {
       if (scopedToken(e) && logged.get(e.value, e.issuer) !== undefined) continue;
-      insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt);
+      appended += Number(insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt).changes);
     }
+    return appended;
   }
 
   async tokenRevoked(jti: string): Promise<boolean> {
