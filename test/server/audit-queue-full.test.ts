@@ -472,7 +472,9 @@ describe('token service: audit.on_queue_full', () => {
       assert.equal(issuer.service.audit.held, 3, 'nothing kept past max_queue: no session was ended');
       assert.equal(issuer.service.audit.dropped, 4);
       await until(async () => reports.length > 0, 2000);
-      assert.deepEqual(reports[0]?.kinds, { 'login.signed_out': 1 });
+      // The first line at once, with the drops of the same turn: the next sign-out, quick on
+      // loopback, may be dropped before its timer fires, so it may say 2 (the rest 10 s later).
+      assert.deepEqual(Object.keys(reports[0]?.kinds ?? {}), ['login.signed_out']);
     } finally {
       await close();
     }
@@ -914,7 +916,9 @@ describe('token service: audit.on_queue_full: refuse, requests in flight while t
       assert.equal(t.issuer.service.audit.held, 4, 'nothing kept past max_queue: nothing was revoked');
       assert.equal(t.issuer.service.audit.dropped, 5);
       await until(async () => t.reports.length > 0, 2000);
-      assert.deepEqual(t.reports[0]?.kinds, { 'token.revoked': 1 }, 'told at once, by kind');
+      // The first line at once, with the drops of the same turn (the next revocation, quick on
+      // loopback, may be dropped before its timer fires, so it may say 2; the rest 10 s later).
+      assert.deepEqual(Object.keys(t.reports[0]?.kinds ?? {}), ['token.revoked'], 'told at once, by kind');
       assert.equal(t.issuer.service.audit.reserved, 0);
     } finally {
       await t.close();
