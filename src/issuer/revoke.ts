@@ -101,7 +101,9 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
   // revoked through its grant, subject or client may still be the actor token of grants the
   // revocation of its jti ends.
   if (ctx.tokens.jtiRevoked(own)) return notRevoked('inactive', own.grantId);
-  const revoked = await revokeJti(ctx, own, 'access_token_revoked', client.id);
+  const { revoked, appended } = await revokeJti(ctx, own, 'access_token_revoked', client.id);
+  // Another request revoking it committed first (both found it live above): as a repeat.
+  if (!appended && revoked.length === 0) return notRevoked('inactive', own.grantId);
   // The jti's entry was appended: a revocation's record.
   ctx.emit(
     {
@@ -129,9 +131,23 @@ async function revokeJti(
   reason: string,
   by: string | undefined,
   detail: Readonly<Record<string, string | number>> = {},
-): Promise<RevokedGrant[]> {
+): Promise<{ revoked: RevokedGrant[]; appended: boolean }> {
   const entry = { kind: 'token' as const, value: own.jti, issuer: null, at: ctx.now(), expiresAt: own.exp + SKEW };
-  return revokeGrants(ctx, { exchangedFrom: own.jti, tokenGrantId: own.grantId }, reason, by, { jti: own.jti, ...detail }, [entry]);
+  let appended = 0;
+  const revoked = await revokeGrants(
+    ctx,
+    { exchangedFrom: own.jti, tokenGrantId: own.grantId },
+    reason,
+    by,
+    { jti: own.jti, ...detail },
+    [entry],
+    (n) => {
+      appended = n;
+    },
+  );
+  // The log holds a token's entry once: a revocation of it racing this one (at this instance or
+  // another) that committed first appended it, and this one revoked nothing the token had not lost.
+  return { revoked, appended: appended > 0 };
 }
 
 /**
@@ -146,6 +162,7 @@ export async function revokeGrants(
   by?: string,
   detail: Readonly<Record<string, string | number>> = {},
   alsoAppend: readonly Omit<RevocationEntry, 'seq'>[] = [],
+  appended?: (count: number) => void,
 ): Promise<RevokedGrant[]> {
   if (holdsToken(reason)) throw new OAuthError('admin_revoke_reason_token');
   const now = ctx.now();
@@ -217,6 +234,7 @@ export async function revokeGrants(
       logged = alsoLog(r);
       return logged;
     },
+    ...(appended !== undefined ? { alsoLogged: appended } : {}),
   });
   if (unknownIssuer && revoked.length === 0) throw new OAuthError('admin_revoke_issuer_unknown');
   await enforceCommitted(ctx, now, [...grantEntries(revoked, now, entryExpiresAt), ...logged]);
@@ -286,8 +304,10 @@ export async function revokeAccessToken(
   const now = ctx.now();
   if (own === undefined || own.exp <= now) return undefined;
   const reason = audit.reason ?? 'operator';
-  const revoked = (await revokeJti(ctx, own, reason, by, audit.detail)).map((g) => g.id);
-  // The jti's entry was appended (the operator's revocation appends it whether or not it was there).
+  const { revoked: grants, appended } = await revokeJti(ctx, own, reason, by, audit.detail);
+  const revoked = grants.map((g) => g.id);
+  // On record whether or not the token was revoked before, but kept past audit.max_queue only when
+  // this revocation revoked something (an operator repeating it could otherwise fill the queue).
   ctx.emit(
     {
       kind: 'token.revoked',
@@ -298,7 +318,7 @@ export async function revokeAccessToken(
       jti: own.jti,
       detail: { ...(by !== undefined ? { by } : {}), ...audit.detail, revoked_grants: revoked },
     },
-    { revoked: true },
+    { revoked: appended || revoked.length > 0 },
   );
   return { jti: own.jti, grantId: own.grantId, revokedGrants: revoked };
 }

@@ -385,6 +385,13 @@ export interface RevokeOptions {
   readonly reason: string;
   readonly entryExpiresAt: number;
   readonly alsoLog?: (revoked: readonly RevokedGrant[]) => readonly Omit<RevocationEntry, 'seq'>[];
+  /**
+   * Told, inside the transaction, how many of `alsoLog`'s entries were appended: a `token` entry
+   * already in the log is skipped (see {@link Store.appendRevocations}). Of concurrent revocations
+   * of one access token, only the one that appends its entry is told 1 for it. A transaction run
+   * again tells it again: the last call is what committed.
+   */
+  readonly alsoLogged?: (appended: number) => void;
 }
 
 /**
@@ -732,14 +739,14 @@ export interface Store {
   // Revocation log.
   /**
    * Append non-grant revocation entries (token ids, subjects or clients as of a time). A `token`
-   * entry under a scope (`issuer` set: a login session's sign-out) is appended if absent: one for
-   * the same value and issuer already in the log (or earlier in `entries`) is skipped, adds nothing
-   * and numbers nothing, also when several processes append it at once. So does
-   * {@link Store.revokeGrants} with such an entry among its `alsoLog`.
-   * @returns how many of `entries` this call appended: a scoped `token` entry skipped is not
-   *   counted. Of several concurrent calls appending one (sign-outs of one login session racing,
-   *   in one process or at several instances sharing the store), exactly one counts it, the first
-   *   to commit: the sign-out that ended the session.
+   * entry (an access token's `jti`, or under a scope, `issuer` set, a login session's sign-out) is
+   * appended if absent: one for the same value and issuer already in the log (or earlier in
+   * `entries`) is skipped, adds nothing and numbers nothing, also when several processes append it
+   * at once. So does {@link Store.revokeGrants} with such an entry among its `alsoLog`.
+   * @returns how many of `entries` this call appended: a `token` entry skipped is not counted. Of
+   *   several concurrent calls appending one (revocations of one access token, sign-outs of one
+   *   login session, racing in one process or at several instances sharing the store), exactly one
+   *   counts it, the first to commit: the revocation that revoked it.
    */
   appendRevocations(entries: readonly Omit<RevocationEntry, 'seq'>[]): Promise<number>;
   /** Entries with `seq > afterSeq` that have not expired at `now`, in `seq` order, at most `limit` (default {@link REVOCATIONS_PAGE}). */

@@ -120,16 +120,17 @@ export function revocationEntryFrom(r: Row): RevocationEntry {
 }
 
 /**
- * Whether `e` is a `token` entry under a scope (`issuer` set: a login session's sign-out), which
- * the log holds once (see `Store.appendRevocations`; the unique index `revocations_scoped_token`).
+ * Whether `e` is a `token` entry under a scope (`issuer` set: a login session's sign-out): the
+ * unique index `revocations_scoped_token` holds these (migration 21).
  */
 export function scopedToken(e: Pick<RevocationEntry, 'kind' | 'issuer'>): e is Pick<RevocationEntry, 'kind'> & { readonly issuer: string } {
   return e.kind === 'token' && e.issuer !== null;
 }
 
 /**
- * `entries` but the scoped `token` entries already `logged` (keys from {@link scopedTokenKey}) or
- * earlier among them.
+ * `entries` but the `token` entries (an access token's `jti`, a login session's sign-out) already
+ * `logged` (keys from {@link tokenEntryKey}) or earlier among them: the log holds each once (see
+ * `Store.appendRevocations`).
  */
 export function unloggedEntries<E extends Pick<RevocationEntry, 'kind' | 'value' | 'issuer'>>(
   entries: readonly E[],
@@ -137,16 +138,16 @@ export function unloggedEntries<E extends Pick<RevocationEntry, 'kind' | 'value'
 ): E[] {
   const seen = new Set(logged);
   return entries.filter((e) => {
-    if (!scopedToken(e)) return true;
-    const key = scopedTokenKey(e.value, e.issuer);
+    if (e.kind !== 'token') return true;
+    const key = tokenEntryKey(e.value, e.issuer);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;
   });
 }
 
-/** The key of a scoped `token` entry in {@link unloggedEntries}. */
-export const scopedTokenKey = (value: string, issuer: string): string => JSON.stringify([value, issuer]);
+/** The key of a `token` entry in {@link unloggedEntries}. */
+export const tokenEntryKey = (value: string, issuer: string | null): string => JSON.stringify([value, issuer]);
 
 /**
  * `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes,

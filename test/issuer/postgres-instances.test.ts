@@ -86,6 +86,28 @@ describe('two instances on PostgreSQL', { skip: reachable ? false : 'PostgreSQL 
     assert.equal((await verifierB.verify(bearer(fresh.access_token))).ok, false, 'B rejects after its next sync');
   });
 
+  it('attack: a client revoking its own access token in 20 concurrent RFC 7009 requests at two instances appends one revocation log entry and one token.revoked, not one per request that found it not yet revoked', async () => {
+    const auth = { authorization: basic('agent', secret) };
+    const now = Math.floor(Date.now() / 1000);
+    const access = ((await (await a.post('/oauth2/token', { grant_type: 'client_credentials' }, auth)).json()) as { access_token: string })
+      .access_token;
+    const jti = decodeJwt(access).jti as string;
+    const statuses = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).post('/oauth2/revoke', { token: access }, auth).then((r) => r.status)),
+    );
+    assert.deepEqual(new Set(statuses), new Set([200]));
+    const logged = (await a.store.revocationsSince(0, now, 1_000_000)).filter((e) => e.value === jti);
+    assert.equal(logged.length, 1, 'one log entry for one token');
+    await a.service.audit.flush();
+    await b.service.audit.flush();
+    const revoked = (await a.store.queryAudit({ kinds: ['token.revoked'], limit: 10_000 })).filter((e) => e.jti === jti);
+    assert.equal(revoked.length, 1, 'one token.revoked: the revocation that revoked it');
+    const inactive = (await a.store.queryAudit({ kinds: ['revocation.denied'], limit: 10_000 })).filter(
+      (e) => e.reason === 'inactive' && e.delegation_id === decodeJwt(access).grant_id,
+    );
+    assert.equal(inactive.length, 19, 'the 19 others on record as revocation.denied inactive');
+  });
+
   it('a client disabled on A: B, before its next sync, writes no new grant for it, and what it issues on an old one dies with that grant', async () => {
     const s = (await a.addClient({ id: 'stale-window', scopes: ['api:read', 'api:write'], grantTypes: ['client_credentials'] })).secret;
     await b.service.sync();

@@ -1638,14 +1638,45 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
           'one winner',
         );
         assert.equal(await store.appendRevocations([ended]), 0, 'signed out again: nothing appended');
-        // Counted per entry: a duplicate within one call, or one already logged, is not counted; an
-        // unscoped entry always is.
+        // Counted per entry: a duplicate within one call, or one already logged, is not counted; the
+        // same value as an access token's jti (no scope) is another entry.
         const other = uid('session');
         assert.equal(
           await store.appendRevocations([ended, { ...ended, value: other }, { ...ended, value: other }, { ...ended, issuer: null }]),
           2,
         );
         assert.equal(await store.appendRevocations([]), 0);
+      });
+
+      it('attack: of revocations of one access token racing (its jti entry appended by many calls at once, directly and by revokeGrants with exchangedFrom, as instances sharing the store make), exactly one is told it appended the entry, and the log holds it once (each entry is kept in every instance’s memory until the token expires)', async () => {
+        const now = clock.now();
+        const seq0 = (await store.versions()).revocations;
+        const jti = uid('jti');
+        const entry = { kind: 'token' as const, value: jti, issuer: null, at: now, expiresAt: now + 600 };
+        const told: number[] = [];
+        const opts = {
+          at: now,
+          reason: 'race',
+          entryExpiresAt: now + 600,
+          alsoLog: () => [entry],
+          alsoLogged: (n: number) => {
+            told.push(n);
+          },
+        };
+        const direct = await Promise.all([
+          ...Array.from({ length: 6 }, () => store.revokeGrants({ exchangedFrom: jti, tokenGrantId: uid('g') }, opts).then(() => -1)),
+          ...Array.from({ length: 6 }, () => store.appendRevocations([entry])),
+        ]);
+        const appended = [...told, ...direct.filter((n) => n >= 0)];
+        assert.equal(appended.length, 12, 'every revokeGrants call was told once');
+        assert.deepEqual(
+          appended.toSorted((x, y) => y - x),
+          [1, ...Array.from({ length: 11 }, () => 0)],
+          'one winner',
+        );
+        assert.equal((await store.revocationsSince(seq0, now)).filter((e) => e.value === jti).length, 1, 'one entry');
+        assert.equal(await store.tokenRevoked(jti), true);
+        assert.equal(await store.appendRevocations([entry, entry]), 0, 'revoked again: nothing appended');
       });
 
       it('attack: of revocations of one grant racing (many calls at once, by its id and by its subject and client, as instances sharing the store make), each grant of the tree is reported newly revoked by exactly one call, so exactly one grant.revoked is kept for it past a full audit queue', async () => {

@@ -110,11 +110,11 @@ import {
   removedSigningKeyFrom,
   revocationEntryFrom,
   rotatedSuccessor,
-  scopedToken,
-  scopedTokenKey,
   signingKeyFrom,
   signingKeyValues,
   spentKeptUntil,
+  strOrNull,
+  tokenEntryKey,
   unloggedEntries,
 } from '../rows.ts';
 import { SUBTREE } from '../subtree.ts';
@@ -1208,25 +1208,27 @@ export class PostgresStore implements Store {
 
   /**
    * Append to the revocation log with sequence numbers that become visible in commit order. A
-   * scoped `token` entry (a login session's sign-out) already in the log is skipped: looked up
-   * under the table lock every append takes, so a skipped one numbers and announces nothing; the
-   * unique index (migration 21) holds it to one entry whoever writes.
-   * @returns how many entries were appended (the rows the inserts added): of sign-outs of one
-   *   session racing, at any instance, only the one that took the lock first appends it, the
-   *   others find it logged once they get the lock.
+   * `token` entry (an access token's `jti`, a login session's sign-out) already in the log is
+   * skipped: looked up under the table lock every append takes, so a skipped one numbers and
+   * announces nothing; for a sign-out the unique index (migration 21) holds it to one entry
+   * whoever writes.
+   * @returns how many entries were appended (the rows the inserts added): of revocations of one
+   *   token or sign-outs of one session racing, at any instance, only the one that took the lock
+   *   first appends it, the others find it logged once they get the lock.
    */
   async #log(c: Q, all: readonly Omit<RevocationEntry, 'seq'>[]): Promise<number> {
     if (all.length === 0) return 0;
     await c.query('LOCK TABLE revocations IN EXCLUSIVE MODE');
     let entries = all;
-    const scoped = all.filter(scopedToken);
-    if (scoped.length > 0) {
+    const tokens = all.filter((e) => e.kind === 'token');
+    if (tokens.length > 0) {
       const { rows } = await c.query(
-        `SELECT value, issuer FROM revocations
-         WHERE kind = 'token' AND issuer IS NOT NULL AND (value, issuer) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-        [scoped.map((e) => e.value), scoped.map((e) => e.issuer)],
+        `SELECT r.value, r.issuer FROM revocations r
+         JOIN unnest($1::text[], $2::text[]) AS e(value, issuer) ON r.value = e.value AND r.issuer IS NOT DISTINCT FROM e.issuer
+         WHERE r.kind = 'token'`,
+        [tokens.map((e) => e.value), tokens.map((e) => e.issuer)],
       );
-      entries = unloggedEntries(all, new Set((rows as Row[]).map((r) => scopedTokenKey(String(r.value), String(r.issuer)))));
+      entries = unloggedEntries(all, new Set((rows as Row[]).map((r) => tokenEntryKey(String(r.value), strOrNull(r.issuer)))));
       if (entries.length === 0) return 0;
     }
     const [row] = (await c.query("UPDATE meta SET value = value + $1 WHERE name = 'revocations_seq' RETURNING value", [entries.length]))
@@ -1322,7 +1324,9 @@ export class PostgresStore implements Store {
       const revoked = await this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt, forget);
       // Still under the subject's lock (or the client's row lock), so a grant creation waiting on
       // it reads these entries once it gets it.
-      await this.#log(c, options.alsoLog?.(revoked) ?? []);
+      // Not inside `alsoLogged?.(…)`: an optional call evaluates no argument when there is no callee.
+      const appended = await this.#log(c, options.alsoLog?.(revoked) ?? []);
+      options.alsoLogged?.(appended);
       return revoked;
     }, bound);
   }

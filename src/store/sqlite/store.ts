@@ -75,7 +75,6 @@ import {
   removedSigningKeyFrom,
   revocationEntryFrom,
   rotatedSuccessor,
-  scopedToken,
   signingKeyFrom,
   signingKeyValues,
   spentKeptUntil,
@@ -660,7 +659,9 @@ export class SqliteStore implements Store {
         this.#stmt('DELETE FROM authorization_codes WHERE client_id = ? AND consumed_at IS NULL').run(selector.clientId);
       }
       const revoked = this.#revokeTree(seed, args, options.at, options.reason, options.entryExpiresAt);
-      this.#appendLog(options.alsoLog?.(revoked) ?? []);
+      // Not inside `alsoLogged?.(…)`: an optional call evaluates no argument when there is no callee.
+      const appended = this.#appendLog(options.alsoLog?.(revoked) ?? []);
+      options.alsoLogged?.(appended);
       return revoked;
     });
   }
@@ -807,12 +808,14 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Append to the revocation log, inside a caller's transaction. A scoped `token` entry (a login
-   * session's sign-out) already in the log is skipped: looked up first, under the write lock every
-   * process takes, so a skipped one numbers nothing (AUTOINCREMENT would spend a number on it);
-   * the unique index (migration 21) holds it to one entry whoever writes.
-   * @returns how many entries were appended (the rows the inserts changed): of sign-outs of one
-   *   session racing, in any process, only the one whose transaction commits first appends it.
+   * Append to the revocation log, inside a caller's transaction. A `token` entry (an access
+   * token's `jti`, a login session's sign-out) already in the log is skipped: looked up first,
+   * under the write lock every process takes, so a skipped one numbers nothing (AUTOINCREMENT
+   * would spend a number on it); for a sign-out the unique index (migration 21) holds it to one
+   * entry whoever writes.
+   * @returns how many entries were appended (the rows the inserts changed): of revocations of one
+   *   token or sign-outs of one session racing, in any process, only the one whose transaction
+   *   commits first appends it.
    */
   #appendLog(entries: readonly Omit<RevocationEntry, 'seq'>[]): number {
     if (entries.length === 0) return 0;
@@ -820,10 +823,11 @@ export class SqliteStore implements Store {
       `INSERT INTO revocations (kind, value, issuer, at, expires_at) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (value, issuer) WHERE kind = 'token' AND issuer IS NOT NULL DO NOTHING`,
     );
-    const logged = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? AND issuer = ?");
+    // `IS`: an access token's entry has no issuer (NULL), and `= NULL` is never true.
+    const logged = this.#stmt("SELECT 1 FROM revocations WHERE kind = 'token' AND value = ? AND issuer IS ?");
     let appended = 0;
     for (const e of entries) {
-      if (scopedToken(e) && logged.get(e.value, e.issuer) !== undefined) continue;
+      if (e.kind === 'token' && logged.get(e.value, e.issuer) !== undefined) continue;
       appended += Number(insert.run(e.kind, e.value, e.issuer, e.at, e.expiresAt).changes);
     }
     return appended;
