@@ -19,7 +19,7 @@ import { BatchingAuditSink, within } from '../audit/batching.ts';
 import type { AuditEvent, AuditSink } from '../audit/event.ts';
 import { uuidv7 } from '../audit/id.ts';
 import { type AuditPipeline, auditEventsDropped, auditEventsLost, createAuditPipeline } from '../audit/pipeline.ts';
-import { createJsonLinesSink, type JsonLinesResume, type JsonLinesSink } from '../audit/sinks/jsonl.ts';
+import { createJsonLinesSink, type JsonLinesResume, type JsonLinesSink, terminalSafeJson } from '../audit/sinks/jsonl.ts';
 import type { AuditConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
 import { MAX_CLOCK_SKEW, MAX_DPOP_IAT_WINDOW } from '../config/verifier-schema.ts';
@@ -413,11 +413,19 @@ const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.
 
 /**
  * The default logger: JSON lines, no secrets (nothing secret is ever passed; redaction is a backstop),
- * to stdout (1), stderr (2) or a destination of the caller's.
+ * to stdout (1), stderr (2) or a destination of the caller's. Each line is written as the audit
+ * lines are (terminalSafeJson): a line may quote a value another party chose (a refused signing
+ * key row's kid, a route id, an upstream's answer), and the characters JSON leaves raw but a line
+ * reader or a terminal acts on (C1 controls, U+2028, U+2029, bidirectional overrides) are escaped.
  */
 export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info', fd: 1 | 2 | DestinationStream = 1): Logger {
   return pino(
-    { level, base: { service: 'tessera-gateway' }, redact: { paths: REDACT, censor: '[redacted]' } },
+    {
+      level,
+      base: { service: 'tessera-gateway' },
+      redact: { paths: REDACT, censor: '[redacted]' },
+      hooks: { streamWrite: terminalSafeJson },
+    },
     fd === 1 ? undefined : fd === 2 ? pino.destination({ fd, sync: true }) : fd,
   );
 }

@@ -20,7 +20,6 @@ import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { freePort } from '../helpers/net.ts';
-import { captureStderr } from '../helpers/stderr.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 
@@ -38,18 +37,14 @@ const logStream = new Writable({
   },
 });
 const savedMaster = process.env.TESSERA_MASTER_KEY;
-/** The JSON lines `tessera serve` wrote on stderr while it started. */
+/** The JSON lines `tessera serve` logged while it started. */
 let startLines: Record<string, unknown>[] = [];
 
-/** Run `fn` with what it writes on stderr kept (not shown); the JSON lines of it. */
-async function stderrLines(fn: () => unknown): Promise<Record<string, unknown>[]> {
-  const stderr = captureStderr();
-  try {
-    await fn();
-  } finally {
-    stderr.restore();
-  }
-  return stderr.jsonLines();
+/** The JSON lines `tessera serve` logged while `fn` ran (the token service's and the gateway's). */
+async function loggedLines(fn: () => unknown): Promise<Record<string, unknown>[]> {
+  const from = logLines.length;
+  await fn();
+  return logLines.slice(from).map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 /** The warnings about issuers[n] without exchange_clients among `lines`. */
@@ -97,7 +92,7 @@ before(async () => {
   await initialize({ config: file });
   // The working directory (the repository) is not the configuration's: idp.json is not there.
   assert.notEqual(process.cwd(), dir);
-  startLines = await stderrLines(async () => {
+  startLines = await loggedLines(async () => {
     running = await startServer({ config: file, logger: pino({ level: 'warn' }, logStream) });
   });
   const client = await running.service.registerClient({
@@ -175,8 +170,9 @@ describe('tessera serve: the external issuers of token exchange', () => {
     assert.equal(atStart.length, 1, JSON.stringify(startLines));
     const line = atStart[0] as Record<string, unknown>;
     assert.equal(line.event, 'config_warning');
-    assert.equal(line.level, 'warn');
-    const atReload = exchangeClientsWarnings(await stderrLines(() => assert.equal(running.gateway?.reload().ok, true)));
+    assert.equal(line.level, 40);
+    assert.equal(line.component, 'token_service');
+    const atReload = exchangeClientsWarnings(await loggedLines(() => assert.equal(running.gateway?.reload().ok, true)));
     assert.equal(atReload.length, 1);
     const { time: _t1, ...start } = line;
     const { time: _t2, ...reload } = atReload[0] as Record<string, unknown>;
@@ -191,7 +187,7 @@ describe('tessera serve: the external issuers of token exchange', () => {
     const reload = async () => {
       let ok: boolean | undefined;
       const warned = exchangeClientsWarnings(
-        await stderrLines(() => {
+        await loggedLines(() => {
           ok = running.gateway?.reload().ok;
         }),
       );
@@ -227,18 +223,20 @@ describe('tessera serve: the external issuers of token exchange', () => {
     });
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
     const jwksUri = `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`;
-    const stderr = captureStderr();
+    const from = logLines.length;
     try {
       writeFileSync(file, config(port, `  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], algorithms: [ES256], jwks_uri: ${jwksUri} }`));
       assert.equal(running.gateway?.reload().ok, true);
       assert.equal(await exchange(), 400, 'no key set: the subject token is not accepted');
-      const warnings = (stderr.jsonLines() as { level?: string; msg?: string }[]).filter((l) => l.level === 'warn');
+      const warnings = logLines
+        .slice(from)
+        .map((l) => JSON.parse(l) as { level?: number; msg?: string; component?: string })
+        .filter((l) => l.level === 40 && l.component === 'token_service');
       assert.ok(
         warnings.some((l) => l.msg?.startsWith(`JWKS fetch from ${jwksUri} failed`)),
-        stderr.text(),
+        logLines.slice(from).join(''),
       );
     } finally {
-      stderr.restore();
       writeFileSync(file, saved);
       running.gateway?.reload();
       await new Promise((resolve) => jwks.close(resolve));

@@ -1,31 +1,113 @@
 /**
- * `tessera serve`'s own log lines (`log`): one JSON line each, whatever a warning quotes. A warning
- * can quote a value another party chose (a refused signing-key row's kid, written by whoever can
- * write to the database): JSON.stringify leaves U+2028, U+2029, C1 controls and bidi overrides raw,
- * which line readers take for a break and terminals for commands.
+ * `tessera serve`'s operational log: one pino logger for the token service and the gateway, so a
+ * log shipper reads one shape (`level` as pino's number, `time`, `msg`, `event`) on one stream
+ * (stdout), and one reload's warnings, the token service's and the gateway's, are together.
+ * Whatever a line quotes stays one line of printable JSON: a warning can quote a value another
+ * party chose (a refused signing-key row's kid, written by whoever can write to the database), and
+ * JSON.stringify leaves U+2028, U+2029, C1 controls and bidi overrides raw, which line readers take
+ * for a break and terminals for commands.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { log } from '../../src/cli/commands/serve.ts';
+import { initialize } from '../../src/cli/commands/init.ts';
+import { defaultLogger } from '../../src/gateway/gateway.ts';
+import { AUDIENCE, ISSUER, key } from '../gateway/helpers.ts';
+import { freePort, until } from '../helpers/net.ts';
+
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+
+const jsonLines = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 describe('tessera serve log lines', () => {
   it('attack: a warning quoting a planted kid stays one line of printable JSON, and reads back the same', () => {
     const msg = 'signing key evil\u2028{"level":"info"}\u009b2J\u202ekid is refused';
     const written: string[] = [];
-    const write = process.stderr.write;
-    process.stderr.write = ((chunk: string) => {
-      written.push(chunk);
-      return true;
-    }) as typeof process.stderr.write;
-    try {
-      log({ level: 'warn', msg });
-    } finally {
-      process.stderr.write = write;
-    }
+    const logger = defaultLogger('info', { write: (line: string) => void written.push(line) });
+    logger.warn({ event: 'service_warning', kid: 'evil\u2029\u0085\u2066' }, msg);
     assert.equal(written.length, 1);
     const line = written[0] as string;
     assert.doesNotMatch(line, /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/);
     assert.equal(line.indexOf('\n'), line.length - 1);
-    assert.equal((JSON.parse(line) as { msg: string }).msg, msg);
+    const parsed = JSON.parse(line) as { msg: string; kid: string; level: number };
+    assert.equal(parsed.msg, msg);
+    assert.equal(parsed.kid, 'evil\u2029\u0085\u2066');
+    assert.equal(parsed.level, 40);
+  });
+
+  it('the token service’s and the gateway’s config warnings, at start and at a reload, are on one stream (stdout) in one shape; stderr has none', async () => {
+    const site = mkdtempSync(join(tmpdir(), 'tessera-serve-log-'));
+    const port = await freePort();
+    const config = join(site, 'tessera.yaml');
+    writeFileSync(join(site, 'idp.json'), JSON.stringify({ keys: [key.jwk] }));
+    // The token service warns about an issuer without exchange_clients (at start and at every
+    // reload); the gateway about a catch-all trust_proxy (the same).
+    writeFileSync(
+      config,
+      `data_dir: .tessera
+server: { host: 127.0.0.1, port: ${port} }
+issuers:
+  - { issuer: ${ISSUER}, audiences: [${AUDIENCE}], algorithms: [ES256], jwks: { file: idp.json } }
+gateway:
+  watch_config: false
+  trust_proxy: ["0.0.0.0/0"]
+  routes:
+    - { id: api, match: { path_prefix: /api }, upstream: { url: "http://127.0.0.1:9" }, auth: none }
+`,
+    );
+    await initialize({ config });
+    const child = spawn(process.execPath, [MAIN, 'serve', '-c', config], { cwd: site, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const tokenServiceWarnings = (lines: Record<string, unknown>[]) =>
+      lines.filter((l) => l.event === 'config_warning' && /issuers\[0\]\.exchange_clients/.test(String(l.msg)));
+    const gatewayWarnings = (lines: Record<string, unknown>[]) =>
+      lines.filter((l) => l.event === 'config_warning' && /gateway\.trust_proxy/.test(String(l.msg)));
+    try {
+      // Either stream: what is on which is asserted below.
+      await until(() => (out + err).includes('"msg":"listening"'), 10_000);
+      const atStart = jsonLines(out);
+      assert.equal(tokenServiceWarnings(atStart).length, 1, out);
+      assert.equal(gatewayWarnings(atStart).length, 1, out);
+      for (const line of atStart) {
+        assert.equal(typeof line.level, 'number', JSON.stringify(line));
+        assert.equal(typeof line.time, 'number', JSON.stringify(line));
+        assert.equal(typeof line.msg, 'string', JSON.stringify(line));
+      }
+      assert.equal(tokenServiceWarnings(atStart)[0]?.level, 40);
+      assert.equal(tokenServiceWarnings(atStart)[0]?.component, 'token_service');
+      assert.equal(gatewayWarnings(atStart)[0]?.level, 40);
+      const listening = atStart.find((l) => l.msg === 'listening');
+      assert.equal(listening?.event, 'listening');
+      assert.equal(listening?.level, 30);
+
+      child.kill('SIGHUP');
+      await until(() => jsonLines(out).some((l) => l.event === 'config_reloaded'), 10_000);
+      const all = jsonLines(out);
+      assert.equal(tokenServiceWarnings(all).length, 2, out);
+      assert.equal(gatewayWarnings(all).length, 2, out);
+      assert.equal(tokenServiceWarnings(all)[1]?.level, 40);
+      assert.equal(jsonLines(err).length, 0, `no log line on stderr: ${err}`);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, out + err);
+      assert.equal(jsonLines(err).length, 0, `no log line on stderr: ${err}`);
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(site, { recursive: true, force: true });
+    }
   });
 });

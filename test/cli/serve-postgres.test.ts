@@ -110,7 +110,7 @@ store: { driver: postgres, postgres: { url: "\${DATABASE_URL}", schema: ${schema
     const warnings = server
       .output()
       .split('\n')
-      .filter((l) => l.includes('"level":"warn"'));
+      .filter((l) => l.includes('"level":40'));
     assert.equal(warnings.length, 1, server.output());
     assert.match(
       warnings[0] ?? '',

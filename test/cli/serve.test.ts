@@ -27,7 +27,6 @@ import { TOKEN_EXCHANGE } from '../../src/issuer/service.ts';
 import { AUDIENCE, ISSUER, token as idpToken, key, startUpstream, type Upstream } from '../gateway/helpers.ts';
 import { basic } from '../helpers/issuer.ts';
 import { type ContinueExchange, expectContinue, freePort, trickleHead, until } from '../helpers/net.ts';
-import { captureStderr } from '../helpers/stderr.ts';
 
 const UPSTREAM_AUD = 'https://upstream.internal';
 
@@ -507,25 +506,25 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
     }
   });
 
-  it('a catch-all in token_service.authorization.trusted_header.allowed_peers is warned about at start in a config_warning line, as the gateway’s own configuration warnings are', async () => {
+  it('a catch-all in token_service.authorization.trusted_header.allowed_peers is warned about at start in a config_warning line of the logger, as the gateway’s own configuration warnings are', async () => {
     const { dir: alone, port, config } = await tokenServiceAlone('config-warning');
     writeFileSync(
       config,
       `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\ntoken_service:\n  authorization: { enabled: true, trusted_header: { secret: "${'s'.repeat(32)}", allowed_peers: ["0.0.0.0/0"] } }\n`,
     );
-    const stderr = captureStderr();
+    const lines: Record<string, unknown>[] = [];
     let server: RunningServer | undefined;
     try {
-      server = await startServer({ config, logger: pino({ level: 'warn' }, logStream) });
+      server = await startServer({ config, logger: pino({ level: 'warn' }, { write: (l: string) => void lines.push(JSON.parse(l)) }) });
     } finally {
-      stderr.restore();
       await server?.close();
       rmSync(alone, { recursive: true, force: true });
     }
-    const warned = stderr.jsonLines().filter((l) => JSON.stringify(l).includes('trusted_header.allowed_peers[0]'));
-    assert.equal(warned.length, 1, stderr.text());
+    const warned = lines.filter((l) => JSON.stringify(l).includes('trusted_header.allowed_peers[0]'));
+    assert.equal(warned.length, 1, JSON.stringify(lines));
     assert.equal(warned[0]?.event, 'config_warning');
-    assert.equal(warned[0]?.level, 'warn');
+    assert.equal(warned[0]?.component, 'token_service');
+    assert.equal(warned[0]?.level, 40);
   });
 
   it('a second signal during the drain (SIGINT, then SIGTERM) ends the process at once, as under the gateway', async () => {
@@ -631,7 +630,8 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       config,
       `data_dir: .tessera\nserver: { host: 127.0.0.1, port: ${port} }\naudit: { max_queue: 1, on_queue_full: refuse }\ntoken_service: { audit_flush_interval: 20ms }\n`,
     );
-    const server = await startServer({ config, logger: pino({ level: 'silent' }) });
+    const lines: string[] = [];
+    const server = await startServer({ config, logger: pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) }) });
     const admin = new DatabaseSync(join(alone, '.tessera', 'tessera.db'));
     const checks = async () => {
       const res = await fetch(`${server.url}/readyz`);
@@ -657,23 +657,17 @@ describe('tessera serve: the token service alone (no gateway section)', () => {
       assert.equal(full?.ok, false);
       assert.match(full?.detail ?? '', /full: requests are refused/);
       // A revocation request is served all the same; its refusal's event (no slot, and no revocation
-      // record to keep) is dropped, never silently: one audit_events_dropped line at level error on
-      // stderr, with the count by kind.
-      const stderr = captureStderr({ passThrough: true });
-      const lines = stderr.chunks;
-      try {
-        const revoked = await fetch(`${server.url}/oauth2/revoke`, {
-          method: 'POST',
-          headers: { authorization: basic('nobody', 'wrong'), 'content-type': 'application/x-www-form-urlencoded' },
-          body: 'token=whatever',
-        });
-        assert.equal(revoked.status, 401);
-        await until(async () => lines.some((l) => l.includes('"audit_events_dropped"')), 5000);
-      } finally {
-        stderr.restore();
-      }
+      // record to keep) is dropped, never silently: one audit_events_dropped line at level error
+      // (pino's 50) in the log, with the count by kind.
+      const revoked = await fetch(`${server.url}/oauth2/revoke`, {
+        method: 'POST',
+        headers: { authorization: basic('nobody', 'wrong'), 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'token=whatever',
+      });
+      assert.equal(revoked.status, 401);
+      await until(async () => lines.some((l) => l.includes('"audit_events_dropped"')), 5000);
       const line = JSON.parse(lines.find((l) => l.includes('"audit_events_dropped"')) as string);
-      assert.equal(line.level, 'error');
+      assert.equal(line.level, 50);
       assert.equal(line.component, 'token_service');
       assert.deepEqual(line.kinds, { 'revocation.denied': 1 });
       assert.equal(line.events, 1);
@@ -868,7 +862,7 @@ gateway:
         /^\d+ audit events of the gateway were not written to every output by the shutdown deadline and are lost$/,
       );
       assert.ok(typeof serviceLost?.events === 'number' && serviceLost.events >= 1, out);
-      assert.equal(serviceLost.level, 'error');
+      assert.equal(serviceLost.level, 50);
       assert.equal(
         serviceLost.msg,
         `${serviceLost.events} audit events of the token service were not written to the store by the shutdown deadline and are lost`,

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -273,6 +274,70 @@ describe('tessera start: what a terminal shows, stdout and stderr together', () 
         const text = shown();
         assert.match(text, /^Initialized \S+: .*signing key/);
         assert.ok(text.indexOf('gateway listening') > text.indexOf('Stop with Ctrl-C'), text);
+      } finally {
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGTERM');
+        await exited;
+      }
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('tessera start: the token service logs through start’s logger', () => {
+  it('a token-service config warning is a pino line on stderr with the gateway’s, after the banner; stdout has the instructions alone', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'tessera-start-logs-'));
+    const e = { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' };
+    try {
+      const p = await freePort();
+      const init = spawnSync(process.execPath, [MAIN, 'init', '--port', String(p), '--upstream-port', String(await freePort())], {
+        cwd: home,
+        encoding: 'utf8',
+        env: e,
+      });
+      assert.equal(init.status, 0, init.stderr);
+      // Another issuer without exchange_clients: the token service warns about it at start.
+      writeFileSync(
+        join(home, 'idp.json'),
+        JSON.stringify({ keys: [generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' })] }),
+      );
+      const file = join(home, 'tessera.yaml');
+      writeFileSync(
+        file,
+        readFileSync(file, 'utf8').replace(
+          /^issuers:\n/m,
+          `issuers:\n  - { issuer: https://idp.test, audiences: [http://127.0.0.1:${p}/demo], algorithms: [ES256], jwks: { file: idp.json } }\n`,
+        ),
+      );
+      const proc = spawn(process.execPath, [MAIN, 'start'], { cwd: home, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      proc.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+      });
+      proc.stderr.on('data', (c: Buffer) => {
+        err += c.toString();
+      });
+      try {
+        const deadline = Date.now() + 20_000;
+        while (!(out.includes('Stop with Ctrl-C') && err.includes('gateway listening'))) {
+          if (proc.exitCode !== null || Date.now() > deadline) assert.fail(`tessera start did not come up:\n${out}\n${err}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const lines = err
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        const warned = lines.filter((l) => l.event === 'config_warning' && /issuers\[0\]\.exchange_clients/.test(String(l.msg)));
+        assert.equal(warned.length, 1, err);
+        assert.equal(warned[0]?.level, 40);
+        assert.equal(warned[0]?.component, 'token_service');
+        assert.ok(
+          lines.every((l) => typeof l.level === 'number'),
+          err,
+        );
+        assert.ok(!out.split('\n').some((l) => l.startsWith('{')), out);
       } finally {
         const exited = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGTERM');

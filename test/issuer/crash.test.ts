@@ -58,15 +58,18 @@ async function family(): Promise<{ refresh: string; grantId: string; access: str
 async function serve(failpoint?: string): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [MAIN, 'serve', '--config', config, '--port', '0'], {
     env: { ...process.env, ...(failpoint ? { TESSERA_FAILPOINT: failpoint } : {}) },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   const url = await new Promise<string>((resolve, reject) => {
     let buf = '';
-    child.stderr?.on('data', (d: Buffer) => {
+    // The "listening" log line (stdout) names the URL; a failure to start is on stderr.
+    const read = (d: Buffer) => {
       buf += d.toString();
       const m = /"url":"([^"]+)"/.exec(buf);
       if (m) resolve(m[1] as string);
-    });
+    };
+    child.stdout?.on('data', read);
+    child.stderr?.on('data', read);
     child.once('exit', (code) => reject(new Error(`serve exited early (${code}): ${buf}`)));
   });
   return { child, url };

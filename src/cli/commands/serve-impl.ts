@@ -7,13 +7,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import type { Logger } from 'pino';
 import type { ConfigCheck } from '../../config/parse.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import { resolveStore, storeRequestTimeoutMs } from '../../config/token-service-schema.ts';
 import { ConfigError } from '../../core/errors.ts';
 import { createDpopNonces } from '../../core/verify/dpop.ts';
 import { gatewayRunChecks } from '../../gateway/check.ts';
-import { GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
+import { defaultLogger, GATEWAY_DPOP_NONCE_KEY_INFO } from '../../gateway/gateway.ts';
 import { normalizeTarget } from '../../gateway/http/path.ts';
 import { SESSION_KEY_INFO } from '../../gateway/mcp/sessions.ts';
 import { tokenServiceAuditMetrics } from '../../gateway/metrics.ts';
@@ -27,31 +28,45 @@ import { createTokenServiceHandler } from '../../server/token-handler.ts';
 import { storeReplayCache } from '../../store/replay.ts';
 import { configPath, loadConfig, openService, type ServiceContext } from '../context.ts';
 import { CliError } from '../output.ts';
-import { listenError, log, type RunningServer, type StartOptions } from './serve.ts';
+import { listenError, type RunningServer, type StartOptions } from './serve.ts';
 
 const TOKEN_SERVICE_DRAIN_MS = 10_000;
 
 /** The token service mints exchange credentials for the gateway as `gateway.exchange_client`. */
 const serveChecks: ConfigCheck<TesseraConfig> = (c, ok) => gatewayRunChecks(c, ok, { exchange: 'exchange_client', tokenService: true });
 
+/** The token service's own fields on its lines: which part of `tessera serve` says it. */
+const TOKEN_SERVICE = { component: 'token_service' } as const;
+
 /**
- * A warning about the configuration of the token service: one line of one shape, `event:
- * config_warning`, whether it is said at start or at a reload (the gateway's own say the same
- * through its logger).
+ * The token service's lines, through the logger the gateway is given: one shape (pino's) on one
+ * stream for all of `tessera serve`, with `component: token_service` (as its audit lines say).
  */
-const configWarning = (msg: string): void => {
-  log({ level: 'warn', event: 'config_warning', msg });
-};
+function tokenServiceLog(logger: Logger) {
+  return {
+    /**
+     * A warning about its configuration: one line of one shape, `event: config_warning`, whether
+     * it is said at start or at a reload (the gateway's own say the same).
+     */
+    configWarning: (msg: string): void => logger.warn({ event: 'config_warning', ...TOKEN_SERVICE }, msg),
+    /** Its background failures (store sync, a lost revocation push, a refused key row). */
+    warning: (msg: string): void => logger.warn({ event: 'warning', ...TOKEN_SERVICE }, msg),
+    /** The verifier of other issuers' tokens (token exchange): a failed JWKS fetch. */
+    verifierWarning: (msg: string): void => logger.warn({ event: 'verifier_warning', ...TOKEN_SERVICE }, msg),
+  };
+}
 
 /** Start the token service (and the gateway, when configured) from a configuration file. */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
+  const logger = options.logger ?? defaultLogger();
+  const say = tokenServiceLog(logger);
   const ctx = await openService(options.config, true, {
-    onWarning: (msg) => log({ level: 'warn', msg }),
-    onConfigWarning: configWarning,
-    // The gateway's line, field for field (its pino logger writes it at level error).
-    onAuditEventsLost: ({ message, ...fields }) => log({ level: 'error', ...fields, msg: message }),
+    onWarning: say.warning,
+    onConfigWarning: say.configWarning,
+    // The gateway's line, field for field (`event` and `component` included), at level error.
+    onAuditEventsLost: ({ message, ...fields }) => logger.error(fields, message),
     // audit.on_queue_full: refuse: an event dropped is never silent.
-    onAuditEventsDropped: ({ message, ...fields }) => log({ level: 'error', ...fields, msg: message }),
+    onAuditEventsDropped: ({ message, ...fields }) => logger.error(fields, message),
     check: serveChecks,
   });
   try {
@@ -60,14 +75,17 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     const handler = createTokenServiceHandler(ctx.service, {
       // Only the error's class: messages of unexpected errors are not trusted to be secret-free.
       onError: (error, requestId) =>
-        log({ level: 'error', msg: 'request failed', request_id: requestId, error: error instanceof Error ? error.name : typeof error }),
-      onWarning: (msg) => log({ level: 'warn', msg }),
-      onConfigWarning: configWarning,
+        logger.error(
+          { event: 'internal_error', ...TOKEN_SERVICE, request_id: requestId, error: error instanceof Error ? error.name : typeof error },
+          'request failed',
+        ),
+      onWarning: say.warning,
+      onConfigWarning: say.configWarning,
     });
     const host = options.host ?? ctx.config.server.host;
     const port = options.port ?? ctx.config.server.port;
     if (ctx.config.gateway !== undefined) {
-      return await withGateway(ctx, handler, { ...options, host, port }).catch((e: unknown) => {
+      return await withGateway(ctx, handler, { ...options, logger, host, port }).catch((e: unknown) => {
         throw listenError(e, host, port, options.portAdvice);
       });
     }
@@ -130,7 +148,10 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
         void close().then(
           () => process.exit(0),
           (error: unknown) => {
-            log({ level: 'error', event: 'shutdown_failed', error: (error as Error)?.name ?? 'error', msg: 'shutdown did not complete' });
+            logger.error(
+              { event: 'shutdown_failed', ...TOKEN_SERVICE, error: (error as Error)?.name ?? 'error' },
+              'shutdown did not complete',
+            );
             process.exit(1);
           },
         );
@@ -139,10 +160,15 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       process.on('SIGTERM', stop);
       // Clients, keys and revocations are re-read from the store every sync_interval; there is no
       // gateway configuration to reload. SIGHUP must not kill the process.
-      process.on('SIGHUP', () => log({ level: 'info', msg: 'SIGHUP: no gateway section to reload; the token service follows the store' }));
+      process.on('SIGHUP', () =>
+        logger.info(
+          { event: 'config_reload_ignored', ...TOKEN_SERVICE },
+          'SIGHUP: no gateway section to reload; the token service follows the store',
+        ),
+      );
       announceSignalHandlers();
     }
-    return { url, service: ctx.service, config: ctx.config, gateway: undefined, close };
+    return { url, service: ctx.service, config: ctx.config, gateway: undefined, logger, close };
   } catch (e) {
     await ctx.close();
     throw e;
@@ -215,9 +241,10 @@ async function refuseDpopBoundExchangeClient(service: ServiceContext['service'],
 async function withGateway(
   ctx: ServiceContext,
   handler: ReturnType<typeof createTokenServiceHandler>,
-  options: StartOptions & { host: string; port: number },
+  options: StartOptions & { logger: Logger; host: string; port: number },
 ): Promise<RunningServer> {
   const { service, store, config } = ctx;
+  const say = tokenServiceLog(options.logger);
   const file = configPath(options.config);
   const exchangeClient = config.gateway?.exchange_client;
   if (exchangeClient !== undefined) await refuseDpopBoundExchangeClient(service, exchangeClient, file);
@@ -227,7 +254,7 @@ async function withGateway(
   // whole rather than applied to the gateway alone.
   // With the start's warning sink: a rebuilt verifier's JWKS failures are logged as the first one's were.
   const external = (c: TesseraConfig) =>
-    externalIssuers(c, service.revocations, { baseDir: dirname(file), onWarning: (msg) => log({ level: 'warn', msg }) });
+    externalIssuers(c, service.revocations, { baseDir: dirname(file), onWarning: say.verifierWarning });
   let prepared: { config: TesseraConfig; external: ReturnType<typeof externalIssuers> } | undefined;
   const served = await serveGateway(
     {
@@ -243,7 +270,7 @@ async function withGateway(
         const issuers = prepared?.config === next ? prepared.external : external(next);
         prepared = undefined;
         service.useExternalIssuers(issuers.verifier, issuers.maxLifetime, issuers.issuers, issuers.exchangeClients);
-        for (const w of issuers.warnings) configWarning(w);
+        for (const w of issuers.warnings) say.configWarning(w);
         const stale = restartOnly(config, next);
         if (stale.length > 0) {
           served.gateway.logger.warn(
@@ -276,7 +303,7 @@ async function withGateway(
       onClose: ({ auditTimeoutMs }) => ctx.close({ auditTimeoutMs }),
     },
     {
-      ...(options.logger ? { logger: options.logger } : {}),
+      logger: options.logger,
       verifierRuntime: {
         keySources: { [service.issuer]: service.keys },
         revocation: service.revocations,
@@ -308,5 +335,5 @@ async function withGateway(
     },
   );
   tokenServiceAuditMetrics(served.gateway.registry, () => service.audit);
-  return { url: served.url, service, config, gateway: served, close: () => served.close() };
+  return { url: served.url, service, config, gateway: served, logger: options.logger, close: () => served.close() };
 }

@@ -12,7 +12,6 @@
  */
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
-import { terminalSafeJson } from '../../audit/sinks/jsonl.ts';
 import type { TesseraConfig } from '../../config/schema.ts';
 import type { ServedGateway } from '../../gateway/serve.ts';
 import type { TokenService } from '../../issuer/service.ts';
@@ -25,6 +24,8 @@ export interface RunningServer {
   readonly config: TesseraConfig;
   /** The gateway, when the configuration has one. */
   readonly gateway: ServedGateway | undefined;
+  /** The logger of every operational line, the token service's and the gateway's ({@link StartOptions.logger}). */
+  readonly logger: Logger;
   close(): Promise<void>;
 }
 
@@ -36,7 +37,11 @@ export interface StartOptions {
   readonly signals?: boolean;
   /** What to do about a port that is taken or forbidden (default: set server.port, or --port). */
   readonly portAdvice?: string;
-  /** The gateway's logger (default: JSON lines on stdout). */
+  /**
+   * The logger of every operational line, the token service's (`component: token_service`) and the
+   * gateway's, one shape on one stream (default: the gateway's `defaultLogger()`, JSON lines on
+   * stdout).
+   */
   readonly logger?: Logger;
   /** Runs after every accepted reload of the gateway's configuration. */
   readonly onReload?: (config: TesseraConfig) => void;
@@ -62,14 +67,6 @@ export function listenError(e: unknown, host: string, port: number, advice = 'se
 }
 
 /**
- * One JSON line on stderr, as `tessera serve` logs what the gateway's logger does not. Escaped as
- * the audit lines are (terminalSafeJson): a warning may quote a value another party chose, such as
- * a refused signing-key row's kid.
- */
-export const log = (line: Record<string, unknown>) =>
-  process.stderr.write(`${terminalSafeJson(JSON.stringify({ time: new Date().toISOString(), ...line }))}\n`);
-
-/**
  * Start the token service (and the gateway, when configured) from a configuration file. What it
  * runs loads here, not with the command's definition (serve-impl.ts).
  */
@@ -87,12 +84,14 @@ export function registerServe(program: Command): void {
     .option('--host <host>', 'override server.host', hostArg('--host'))
     .action(async (opts: { config?: string; port?: number; host?: string }) => {
       const running = await startServer({ ...opts, signals: true });
-      log({
-        level: 'info',
-        msg: 'listening',
-        url: running.url,
-        issuer: running.service.issuer,
-        gateway_routes: running.gateway?.gateway.state.routes.length ?? 0,
-      });
+      running.logger.info(
+        {
+          event: 'listening',
+          url: running.url,
+          issuer: running.service.issuer,
+          gateway_routes: running.gateway?.gateway.state.routes.length ?? 0,
+        },
+        'listening',
+      );
     });
 }
