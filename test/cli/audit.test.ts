@@ -3,7 +3,7 @@
  * large trail a page at a time.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { forEachEvent, parseSince, parseUntil } from '../../src/cli/commands/aud
 import { initialize } from '../../src/cli/commands/init.ts';
 import { CliError } from '../../src/cli/output.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
+import { spawnCollecting } from '../helpers/spawned.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const event = (time: number, subject: string): AuditEvent => ({
@@ -157,32 +158,25 @@ describe('audit query --since --until: a closed window', () => {
   });
 
   it('tail -f says once that no event matches yet, then waits silently and prints the next one when it is written', async () => {
-    const child = spawn(process.execPath, [MAIN, 'audit', 'tail', '-f', '--subject', 'late-comer', '--json'], {
+    const run = spawnCollecting(process.execPath, [MAIN, 'audit', 'tail', '-f', '--subject', 'late-comer', '--json'], {
       cwd: dir,
       env: { ...process.env, TESSERA_MASTER_KEY: '' },
     });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
+    const { child } = run;
     const until = async (done: () => boolean, what: string) => {
       for (let i = 0; i < 300 && !done(); i++) await new Promise((r) => setTimeout(r, 100));
-      assert.ok(done(), `${what}; stderr: ${stderr}`);
+      assert.ok(done(), `${what}; stderr: ${run.err}`);
     };
     try {
-      await until(() => stderr !== '', 'the line saying nothing matches yet');
-      assert.equal(stderr, 'tessera: no events match yet; waiting for new ones\n');
-      assert.equal(stdout, '');
+      await until(() => run.err !== '', 'the line saying nothing matches yet');
+      assert.equal(run.err, 'tessera: no events match yet; waiting for new ones\n');
+      assert.equal(run.out, '');
       const store = await SqliteStore.open({ path: join(dir, '.tessera', 'tessera.db') });
       await store.appendAudit([event(Date.now(), 'late-comer')]);
       await store.close();
-      await until(() => stdout.includes('late-comer'), 'the new event');
-      assert.equal((JSON.parse(stdout.trim()) as AuditEvent).subject, 'late-comer');
-      assert.equal(stderr, 'tessera: no events match yet; waiting for new ones\n', 'said once, nothing more while waiting');
+      await until(() => run.out.includes('late-comer'), 'the new event');
+      assert.equal((JSON.parse(run.out.trim()) as AuditEvent).subject, 'late-comer');
+      assert.equal(run.err, 'tessera: no events match yet; waiting for new ones\n', 'said once, nothing more while waiting');
     } finally {
       child.kill('SIGINT');
     }

@@ -8,7 +8,6 @@
  * for a break and terminals for commands.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +16,7 @@ import { initialize } from '../../src/cli/commands/init.ts';
 import { defaultLogger } from '../../src/gateway/gateway.ts';
 import { AUDIENCE, ISSUER, key } from '../gateway/helpers.ts';
 import { freePort, until } from '../helpers/net.ts';
+import { spawnCollecting } from '../helpers/spawned.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
@@ -63,26 +63,18 @@ gateway:
 `,
     );
     await initialize({ config });
-    const child = spawn(process.execPath, [MAIN, 'serve', '-c', config], { cwd: site, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const run = spawnCollecting(process.execPath, [MAIN, 'serve', '-c', config], { cwd: site });
+    const { child } = run;
     const tokenServiceWarnings = (lines: Record<string, unknown>[]) =>
       lines.filter((l) => l.event === 'config_warning' && /issuers\[0\]\.exchange_clients/.test(String(l.msg)));
     const gatewayWarnings = (lines: Record<string, unknown>[]) =>
       lines.filter((l) => l.event === 'config_warning' && /gateway\.trust_proxy/.test(String(l.msg)));
     try {
       // Either stream: what is on which is asserted below.
-      await until(() => (out + err).includes('"msg":"listening"'), 10_000);
-      const atStart = jsonLines(out);
-      assert.equal(tokenServiceWarnings(atStart).length, 1, out);
-      assert.equal(gatewayWarnings(atStart).length, 1, out);
+      await until(() => (run.out + run.err).includes('"msg":"listening"'), 10_000);
+      const atStart = jsonLines(run.out);
+      assert.equal(tokenServiceWarnings(atStart).length, 1, run.out);
+      assert.equal(gatewayWarnings(atStart).length, 1, run.out);
       for (const line of atStart) {
         assert.equal(typeof line.level, 'number', JSON.stringify(line));
         assert.equal(typeof line.time, 'number', JSON.stringify(line));
@@ -96,15 +88,15 @@ gateway:
       assert.equal(listening?.level, 30);
 
       child.kill('SIGHUP');
-      await until(() => jsonLines(out).some((l) => l.event === 'config_reloaded'), 10_000);
-      const all = jsonLines(out);
-      assert.equal(tokenServiceWarnings(all).length, 2, out);
-      assert.equal(gatewayWarnings(all).length, 2, out);
+      await until(() => jsonLines(run.out).some((l) => l.event === 'config_reloaded'), 10_000);
+      const all = jsonLines(run.out);
+      assert.equal(tokenServiceWarnings(all).length, 2, run.out);
+      assert.equal(gatewayWarnings(all).length, 2, run.out);
       assert.equal(tokenServiceWarnings(all)[1]?.level, 40);
-      assert.equal(jsonLines(err).length, 0, `no log line on stderr: ${err}`);
+      assert.equal(jsonLines(run.err).length, 0, `no log line on stderr: ${run.err}`);
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, out + err);
-      assert.equal(jsonLines(err).length, 0, `no log line on stderr: ${err}`);
+      assert.deepEqual(await run.exited, [0, null], run.out + run.err);
+      assert.equal(jsonLines(run.err).length, 0, `no log line on stderr: ${run.err}`);
     } finally {
       child.kill('SIGKILL');
       rmSync(site, { recursive: true, force: true });

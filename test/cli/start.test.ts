@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { writeSecretsEnv } from '../../src/config/secrets-env.ts';
 import { freePort } from '../helpers/net.ts';
 import { catchesSighup } from '../helpers/signals.ts';
+import { spawnCollecting } from '../helpers/spawned.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 // The printed commands say `npx tessera`; here `tessera` is the checkout's bin on the PATH.
@@ -310,38 +311,30 @@ describe('tessera start: the token service logs through start’s logger', () =>
           `issuers:\n  - { issuer: https://idp.test, audiences: [http://127.0.0.1:${p}/demo], algorithms: [ES256], jwks: { file: idp.json } }\n`,
         ),
       );
-      const proc = spawn(process.execPath, [MAIN, 'start'], { cwd: home, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      proc.stdout.on('data', (c: Buffer) => {
-        out += c.toString();
-      });
-      proc.stderr.on('data', (c: Buffer) => {
-        err += c.toString();
-      });
+      const run = spawnCollecting(process.execPath, [MAIN, 'start'], { cwd: home, env: e });
+      const proc = run.child;
       try {
         const deadline = Date.now() + 20_000;
-        while (!(out.includes('Stop with Ctrl-C') && err.includes('gateway listening'))) {
-          if (proc.exitCode !== null || Date.now() > deadline) assert.fail(`tessera start did not come up:\n${out}\n${err}`);
+        while (!(run.out.includes('Stop with Ctrl-C') && run.err.includes('gateway listening'))) {
+          if (proc.exitCode !== null || Date.now() > deadline) assert.fail(`tessera start did not come up:\n${run.out}\n${run.err}`);
           await new Promise((r) => setTimeout(r, 50));
         }
-        const lines = err
+        const lines = run.err
           .split('\n')
           .filter((l) => l.startsWith('{'))
           .map((l) => JSON.parse(l) as Record<string, unknown>);
         const warned = lines.filter((l) => l.event === 'config_warning' && /issuers\[0\]\.exchange_clients/.test(String(l.msg)));
-        assert.equal(warned.length, 1, err);
+        assert.equal(warned.length, 1, run.err);
         assert.equal(warned[0]?.level, 40);
         assert.equal(warned[0]?.component, 'token_service');
         assert.ok(
           lines.every((l) => typeof l.level === 'number'),
-          err,
+          run.err,
         );
-        assert.ok(!out.split('\n').some((l) => l.startsWith('{')), out);
+        assert.ok(!run.out.split('\n').some((l) => l.startsWith('{')), run.out);
       } finally {
-        const exited = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGTERM');
-        await exited;
+        await run.exited;
       }
     } finally {
       rmSync(home, { recursive: true, force: true });
@@ -394,32 +387,24 @@ describe('tessera start: SIGHUP while starting', () => {
       // No file watch: the one reload must be the SIGHUP's.
       const file = join(own, 'tessera.yaml');
       writeFileSync(file, readFileSync(file, 'utf8').replace(/^gateway:\n/m, 'gateway:\n  watch_config: false\n'));
-      const proc = spawn(process.execPath, [BIN, 'start'], { cwd: own, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      proc.stdout.on('data', (c: Buffer) => {
-        out += c.toString();
-      });
-      proc.stderr.on('data', (c: Buffer) => {
-        err += c.toString();
-      });
+      const run = spawnCollecting(process.execPath, [BIN, 'start'], { cwd: own, env: e });
+      const proc = run.child;
       try {
         const catches = () => catchesSighup(proc.pid);
         const start = Date.now();
         while (!catches() && proc.exitCode === null && Date.now() - start < 10_000) await new Promise((r) => setTimeout(r, 2));
         assert.ok(catches(), 'the process never handled SIGHUP');
-        assert.ok(!out.includes('Stop with Ctrl-C'), 'already started: the test proves nothing');
+        assert.ok(!run.out.includes('Stop with Ctrl-C'), 'already started: the test proves nothing');
         proc.kill('SIGHUP');
-        while (!err.includes('configuration reloaded') && proc.exitCode === null && Date.now() - start < 20_000) {
+        while (!run.err.includes('configuration reloaded') && proc.exitCode === null && Date.now() - start < 20_000) {
           await new Promise((r) => setTimeout(r, 50));
         }
-        assert.equal(proc.exitCode, null, `the process ended:\n${err}`);
+        assert.equal(proc.exitCode, null, `the process ended:\n${run.err}`);
         assert.equal(proc.signalCode, null);
-        assert.ok(err.includes('configuration reloaded'), err);
+        assert.ok(run.err.includes('configuration reloaded'), run.err);
         assert.equal((await fetch(`http://127.0.0.1:${p}/healthz`)).status, 200);
-        const exited = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGTERM');
-        assert.equal(await exited, 0);
+        assert.deepEqual(await run.exited, [0, null]);
       } finally {
         if (proc.exitCode === null) proc.kill('SIGKILL');
       }

@@ -3,7 +3,6 @@
  * gets 1001), the audit queue is flushed, and the whole of it takes no longer than drain_timeout.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, request } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
@@ -14,6 +13,7 @@ import { MemoryAuditSink } from '../../src/audit/sinks/memory.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
 import { serveGateway } from '../../src/gateway/serve.ts';
 import { rawHttp, until } from '../helpers/net.ts';
+import { spawnCollecting } from '../helpers/spawned.ts';
 import { baseConfig, capturedLog, parse, STATIC_TOKEN, silent, startGateway, startUpstream, token, wsUpgradeRequest } from './helpers.ts';
 
 /** The whole body of a GET (a stream's, once the gateway ends it). */
@@ -241,23 +241,12 @@ describe('gateway: a shutdown that fails', () => {
       await serveGateway({ config, host: '127.0.0.1', port: 0, signals: true, onClose: async () => { throw new Error('the store will not close'); } });
       process.stderr.write('ready\\n');
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
-      child.once('exit', (code, signal) => resolve([code, signal])),
-    );
-    await until(() => err.includes('ready'), 10_000);
-    child.kill('SIGTERM');
-    assert.deepEqual(await exited, [1, null]);
-    assert.match(out, /"event":"shutdown_failed"/);
-    assert.doesNotMatch(err, /the store will not close|\n\s+at /, 'no unhandled rejection, no stack trace');
+    const run = spawnCollecting(process.execPath, ['--input-type=module', '-e', script]);
+    await until(() => run.err.includes('ready'), 10_000);
+    run.child.kill('SIGTERM');
+    assert.deepEqual(await run.exited, [1, null]);
+    assert.match(run.out, /"event":"shutdown_failed"/);
+    assert.doesNotMatch(run.err, /the store will not close|\n\s+at /, 'no unhandled rejection, no stack trace');
   });
 });
 
