@@ -676,7 +676,7 @@ export const auditSchema = z
     stdout: z.boolean().default(false).meta({ description: 'Write audit events as JSON lines to stdout.' }),
     file: filePath().optional().meta({
       description:
-        "Append audit events as JSON lines to this file (a relative path is read from the configuration file's directory): created mode 0600; never opened through a symlink at its path; an existing file its group or every user may write is refused (at start and on reload), since they could forge or erase events. Rotate it by renaming it, then SIGHUP; one deleted or renamed away without a SIGHUP is noticed before the next batch and opened again at its path (an `audit_file_reopened` warning; a file found there that its group or every user may write gets no event until `chmod go-w`).",
+        "Append audit events as JSON lines to this file (a relative path is read from the configuration file's directory): created mode 0600; never opened through a symlink at its path; an existing file that another user owns (`chown` it to the user Tessera runs as, or remove it) or that its group or every user may write (`chmod go-w` it) is refused (at start and on reload), since they could forge or erase events. Rotate it by renaming it, then SIGHUP; one deleted or renamed away without a SIGHUP is noticed before the next batch and opened again at its path (an `audit_file_reopened` warning; a file found there that another user owns or that its group or every user may write gets no event until it is fixed).",
     }),
     batch_size: z.number().int().min(1).max(10_000).default(256).meta({ description: 'Events written per batch.' }),
     flush_interval: duration('Longest time an event waits before it is written.', TIMER_MAX).prefault('1s'),

@@ -12,7 +12,7 @@ import { lstatSync, type Stats } from 'node:fs';
 import { type BlockList, isIP } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import type { Dispatcher } from 'undici';
-import { auditFileWritableBy, modeOctal } from '../audit/sinks/jsonl.ts';
+import { auditFileIssueOf } from '../audit/sinks/jsonl.ts';
 import { everything } from '../config/cross-check.ts';
 import type { AuditConfig, GatewayConfig, RouteConfig } from '../config/gateway-schema.ts';
 import type { TesseraConfig } from '../config/schema.ts';
@@ -722,9 +722,10 @@ export function compileGateway(config: TesseraConfig, deps: CompileDeps, previou
 }
 
 /**
- * An existing audit file that users other than its owner may write to is refused: anyone among
- * them could append events the gateway never wrote, or truncate the trail. A new file is created
- * mode 0600 (and a symlink in its place is refused when it is opened).
+ * An existing audit file that another user owns, or that users other than its owner may write to,
+ * is refused: its owner, or anyone among them, could append events the gateway never wrote, or
+ * truncate the trail. A new file is created mode 0600 (and a symlink in its place is refused when
+ * it is opened).
  */
 function auditFileIssue(file: string | undefined): ConfigIssue | undefined {
   if (file === undefined) return undefined;
@@ -734,10 +735,7 @@ function auditFileIssue(file: string | undefined): ConfigIssue | undefined {
   } catch {
     return undefined;
   }
-  const by = auditFileWritableBy(st);
-  if (by === undefined) return undefined;
-  return {
-    path: 'audit.file',
-    message: `${file} is writable by ${by} (mode ${modeOctal(st.mode)}): anyone who can write it can forge or erase audit events; run chmod go-w ${file}`,
-  };
+  const issue = auditFileIssueOf(st, process.geteuid?.(), file);
+  if (issue === undefined) return undefined;
+  return { path: 'audit.file', message: `${file} ${issue.what}: ${issue.why}; run ${issue.fix}` };
 }

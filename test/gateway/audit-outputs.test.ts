@@ -5,7 +5,7 @@
  * one another while the queue looks empty.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -217,6 +217,52 @@ describe('gateway audit outputs: an audit.file others may write', () => {
         assert.match(refused.ok ? '' : refused.error.message, /audit\.file: .* is writable by every user \(mode 0646\)/);
         assert.equal(statSync(file).mode & 0o777, 0o646, 'the file is left as it is, not silently changed');
         chmodSync(file, 0o600);
+        assert.equal(gateway.reload(config()).ok, true);
+      } finally {
+        await gateway.close({ drainTimeoutMs: 1000 });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gateway audit outputs: an audit.file another user owns', () => {
+  it('attack: an existing audit file owned by another user (mode 0600 or 0644: its owner can rewrite or truncate the trail) is refused at start and on reload, naming audit.file, the owner and the chown to run', {
+    skip: process.geteuid?.() !== 0 && 'needs root: only root can give a file to another user (chown)',
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-owner-'));
+    try {
+      const file = join(dir, 'audit.jsonl');
+      const config = () =>
+        parse({
+          ...baseConfig(),
+          audit: { file },
+          gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] },
+        });
+      writeFileSync(file, '');
+      chownSync(file, 65534, 65534);
+      for (const mode of [0o600, 0o644]) {
+        chmodSync(file, mode);
+        assert.throws(
+          () => createGateway(config(), { logger: silent, auditSinks: [] }),
+          (e: unknown) =>
+            e instanceof ConfigError &&
+            e.issues.length === 1 &&
+            e.issues[0]?.path === 'audit.file' &&
+            e.issues[0].message.startsWith(`${file} belongs to uid 65534, not to the user Tessera runs as (uid 0)`) &&
+            e.issues[0].message.includes(`run chown 0 ${file}, or remove it`),
+        );
+      }
+      chownSync(file, 0, 0);
+      const gateway = createGateway(config(), { logger: silent, auditSinks: [] });
+      try {
+        chownSync(file, 65534, 65534);
+        const refused = gateway.reload(config());
+        assert.equal(refused.ok, false);
+        assert.match(refused.ok ? '' : refused.error.message, /audit\.file: .* belongs to uid 65534/);
+        assert.equal(statSync(file).uid, 65534, 'the file is left as it is, not silently changed');
+        chownSync(file, 0, 0);
         assert.equal(gateway.reload(config()).ok, true);
       } finally {
         await gateway.close({ drainTimeoutMs: 1000 });

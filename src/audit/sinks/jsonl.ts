@@ -112,20 +112,49 @@ function moved(s: WriteStream, file: string): Promise<boolean> {
   });
 }
 
-/**
- * Who besides its owner may write an audit file of this mode (`st_mode`), when it is a regular
- * file: `'every user'`, `'its group'`, or `undefined` when none may (or it is no regular file: a
- * device such as /dev/full is not a trail anyone forges). Anyone who can write it could append
- * events Tessera never wrote, or truncate the trail; the load (gateway/compile.ts) and a reopen
- * here refuse such a file alike.
- */
-export function auditFileWritableBy(st: { isFile(): boolean; readonly mode: number }): 'every user' | 'its group' | undefined {
-  if (!st.isFile() || (st.mode & 0o022) === 0) return undefined;
-  return st.mode & 0o002 ? 'every user' : 'its group';
+/** What is wrong with an existing audit file (see {@link auditFileIssueOf}). */
+export interface AuditFileIssue {
+  /** `AUDIT_FILE_FOREIGN_OWNER` (another user owns it) or `AUDIT_FILE_WRITABLE` (its group or every user may write it). */
+  readonly code: 'AUDIT_FILE_FOREIGN_OWNER' | 'AUDIT_FILE_WRITABLE';
+  /** Said after the file's path: `belongs to uid 65534, not to the user Tessera runs as (uid 0)`. */
+  readonly what: string;
+  /** Who could then forge or erase events, for the load's message. */
+  readonly why: string;
+  /** What to run, for the file `file`: `chown 0 <file>, or remove it …` or `chmod go-w <file>`. */
+  readonly fix: string;
 }
 
-/** `st_mode`'s permission bits as `chmod` writes them (`0666`). */
-export const modeOctal = (mode: number): string => (mode & 0o777).toString(8).padStart(4, '0');
+/**
+ * What is wrong with an existing audit file `file` of this `stat` (`st_uid`, `st_mode`), when it
+ * is a regular file, for a process of effective uid `euid`: another user owns it (its owner may
+ * rewrite or truncate it, whatever its mode: a process running as root opens another user's 0600
+ * file all the same), or its group or every user may write it (they could append events Tessera
+ * never wrote, or truncate the trail). `undefined` when neither, when it is no regular file (a
+ * device such as /dev/full is not a trail anyone forges), and for the owner when `euid` is
+ * `undefined` (`process.geteuid` is missing on Windows). An owner is checked first: removing the
+ * file fixes both. The load (gateway/compile.ts) and a reopen here refuse such a file alike.
+ */
+export function auditFileIssueOf(
+  st: { isFile(): boolean; readonly mode: number; readonly uid: number },
+  euid: number | undefined,
+  file: string,
+): AuditFileIssue | undefined {
+  if (!st.isFile()) return undefined;
+  if (euid !== undefined && st.uid !== euid)
+    return {
+      code: 'AUDIT_FILE_FOREIGN_OWNER',
+      what: `belongs to uid ${st.uid}, not to the user Tessera runs as (uid ${euid})`,
+      why: 'its owner can rewrite or truncate the audit trail',
+      fix: `chown ${euid} ${file}, or remove it so Tessera creates it mode 0600`,
+    };
+  if ((st.mode & 0o022) === 0) return undefined;
+  return {
+    code: 'AUDIT_FILE_WRITABLE',
+    what: `is writable by ${st.mode & 0o002 ? 'every user' : 'its group'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')})`,
+    why: 'anyone who can write it can forge or erase audit events',
+    fix: `chmod go-w ${file}`,
+  };
+}
 
 /** Options of {@link createJsonLinesSink}. */
 export interface JsonLinesSinkOptions {
@@ -226,7 +255,7 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
   // Each file batch waits for the one before: the check before it, and a reopen, must not let a
   // later batch pass it.
   let tail: Promise<unknown> = Promise.resolve();
-  // The stream whose file was found writable by its owner only (none yet).
+  // The stream whose file was found ours and writable by its owner only (none yet).
   let checked: Writable | undefined;
   // The file was found deleted or moved and no new one has opened at the path yet: onReopened is
   // due once one does (the first open may fail, the directory gone, and a later batch's succeed).
@@ -249,8 +278,9 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
     }
     if (stream !== checked) {
       // A file found at the path when it is opened again (one planted in the log directory after a
-      // deletion) is held to the check a load makes (gateway/compile.ts): writable by its owner only. Otherwise each
-      // batch fails (counted, logged) until it is fixed, as a symlink at the path does.
+      // deletion) is held to the check a load makes (gateway/compile.ts): owned by the user Tessera
+      // runs as, and writable by its owner only. Otherwise each batch fails (counted, logged) until
+      // it is fixed, as a symlink at the path does.
       const s = stream as WriteStream;
       await opened(s);
       // A new file is open at the path (a file planted there is refused below, but it was opened).
@@ -258,12 +288,9 @@ export function createJsonLinesSink(target: { file: string } | { stream: Writabl
         reopening = false;
         options.onReopened?.();
       }
-      const st = fstatSync((s as WriteStream & { fd: number }).fd);
-      const by = auditFileWritableBy(st);
-      if (by !== undefined) {
-        const e = Object.assign(new Error(`audit file ${f} is writable by ${by} (mode ${modeOctal(st.mode)}); run chmod go-w ${f}`), {
-          code: 'AUDIT_FILE_WRITABLE',
-        });
+      const issue = auditFileIssueOf(fstatSync((s as WriteStream & { fd: number }).fd), process.geteuid?.(), f);
+      if (issue !== undefined) {
+        const e = Object.assign(new Error(`audit file ${f} ${issue.what}; run ${issue.fix}`), { code: issue.code });
         if (s === stream) error = e;
         throw e;
       }

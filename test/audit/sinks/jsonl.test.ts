@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
+  chownSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
@@ -297,6 +298,33 @@ describe('JSON-lines sink: its file deleted or moved while open', () => {
       await sink.close();
       assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
     }));
+
+  it(
+    'attack: deleted and a file owned by another user planted at the path (mode 0600): no event is written to it (AUDIT_FILE_FOREIGN_OWNER, each batch failing) until it is chown’d to the user Tessera runs as, then the batch kept is',
+    {
+      skip: process.geteuid?.() !== 0 && 'needs root: only root can give a file to another user (chown) and still open it',
+    },
+    () =>
+      inTempDir(async (dir) => {
+        const file = join(dir, 'audit.jsonl');
+        const sink = createJsonLinesSink({ file });
+        await sink.write([event({ time: 1 })]);
+        rmSync(file);
+        // Another user's file: root opens it all the same, and its owner could rewrite or truncate it.
+        writeFileSync(file, '', { mode: 0o600 });
+        chownSync(file, 65534, 65534);
+        await assert.rejects(sink.write([event({ time: 2 })]), {
+          code: 'AUDIT_FILE_FOREIGN_OWNER',
+          message: new RegExp(`^audit file ${file} belongs to uid 65534, not to the user Tessera runs as \\(uid 0\\); run chown 0 ${file}`),
+        });
+        await assert.rejects(sink.write([event({ time: 2 })]), { code: 'AUDIT_FILE_FOREIGN_OWNER' }, 'still refused: the same file');
+        assert.equal(readFileSync(file, 'utf8'), '', 'nothing written to a file another user can rewrite or truncate');
+        chownSync(file, 0, 0);
+        await sink.write([event({ time: 2 })]);
+        await sink.close();
+        assert.deepEqual(times(readFileSync(file, 'utf8')), [2]);
+      }),
+  );
 
   it('left in place: no reopen, every batch appended to the same file', () =>
     inTempDir(async (dir) => {
