@@ -642,6 +642,80 @@ describe('audit.on_queue_full: refuse, max_queue: 1', () => {
   });
 });
 
+describe('audit.on_queue_full: refuse, max_queue: 1, an SSE stream the gateway cuts', () => {
+  it('its gateway.stream_closed has no slot (the stream’s own event holds the only one) and is dropped loudly: counted in tessera_audit_events_dropped_total, said in one audit_events_dropped line (level error, component gateway, kinds); the stream’s own event is kept and records the cut', async () => {
+    const upstream = await startUpstream((req, res) => {
+      if (req.url?.startsWith('/api/events') === true) {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        const timer = setInterval(() => res.write('data: tick\n\n'), 50);
+        res.on('close', () => clearInterval(timer));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
+    });
+    const revocations = new RevocationList();
+    const log = capturedLog();
+    // A healthy store: the close is dropped for want of a slot, not because any output failed.
+    const db = auditFailingStore();
+    const gw = await startGateway(
+      {
+        ...baseConfig(),
+        audit: { flush_interval: '50ms', max_queue: 1, on_queue_full: 'refuse' },
+        gateway: { routes: [{ id: 'api', match: { path_prefix: '/api' }, upstream: { url: upstream.url }, auth: 'jwt', rules: [{}] }] },
+      },
+      { auditSinks: [db.sink], revocation: revocations, logger: log.logger },
+    );
+    const metric = async (name: string) =>
+      Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+    try {
+      const t = await token({ jti: 'sse-one-slot', grant_id: 'g-sse-one-slot' });
+      const { ended } = await new Promise<{ ended: Promise<unknown> }>((resolve, reject) => {
+        request(`${gw.url}/api/events`, { headers: { authorization: `Bearer ${t}`, accept: 'text/event-stream' } }, (res) => {
+          assert.equal(res.statusCode, 200, 'served with the queue empty');
+          const closed = once(res, 'close');
+          res.once('data', () => resolve({ ended: closed }));
+          res.resume();
+        })
+          .on('error', reject)
+          .end();
+      });
+      assert.equal(gw.served.gateway.audit.stats.reserved, 1, 'the open stream holds one slot, its own event’s; none for its close');
+      assert.equal(await metric('tessera_audit_events_dropped_total'), 0);
+
+      revocations.apply({ grantIds: ['g-sse-one-slot'] });
+      await ended;
+      await until(async () => log.lines.some((l) => l.event === 'audit_events_dropped'), 2000);
+      assert.equal(await metric('tessera_audit_events_dropped_total'), 1, 'the close is counted as dropped');
+      const dropped = log.lines.filter((l) => l.event === 'audit_events_dropped');
+      assert.equal(dropped.length, 1);
+      assert.equal(dropped[0]?.level, 50, 'level error');
+      assert.equal(dropped[0]?.component, 'gateway');
+      assert.deepEqual(dropped[0]?.kinds, { 'gateway.stream_closed': 1 });
+      assert.equal(dropped[0]?.events, 1);
+      assert.equal(dropped[0]?.total, 1);
+      assert.doesNotMatch(JSON.stringify(dropped[0]), /sse-one-slot|g-sse-one-slot|Bearer|eyJ/, 'no event content, no token');
+
+      await until(
+        async () => (await db.store.queryAudit({ limit: 100 })).some((e) => e.kind === 'gateway.request' && e.jti === 'sse-one-slot'),
+        5000,
+      );
+      const stored = await db.store.queryAudit({ limit: 100 });
+      const own = stored.find((e) => e.kind === 'gateway.request' && e.jti === 'sse-one-slot');
+      assert.equal(
+        (own?.detail as { closed?: string } | undefined)?.closed,
+        'token_revoked',
+        'the cut is still recorded, in the stream’s own event',
+      );
+      assert.ok(!stored.some((e) => e.kind === 'gateway.stream_closed'), 'the close itself is not in the store: dropped');
+      await until(async () => gw.served.gateway.audit.stats.reserved === 0, 2000);
+    } finally {
+      await gw.close();
+      await upstream.close();
+      await db.close();
+    }
+  });
+});
+
 /**
  * A batch the disk took part of, kept by `refuse` and written again after a reload that keeps
  * audit.file (logrotate's postrotate SIGHUP). A real partial write: a gateway process whose file
