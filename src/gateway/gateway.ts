@@ -422,7 +422,7 @@ export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info', f
   return pino(
     {
       level,
-      base: { service: 'tessera-gateway' },
+      base: { service: 'tessera' },
       redact: { paths: REDACT, censor: '[redacted]' },
       hooks: { streamWrite: terminalSafeJson },
     },

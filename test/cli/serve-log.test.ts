@@ -79,6 +79,8 @@ gateway:
         assert.equal(typeof line.level, 'number', JSON.stringify(line));
         assert.equal(typeof line.time, 'number', JSON.stringify(line));
         assert.equal(typeof line.msg, 'string', JSON.stringify(line));
+        // Not `tessera-gateway`: a token service without a gateway section logs the same way.
+        assert.equal(line.service, 'tessera', JSON.stringify(line));
       }
       assert.equal(tokenServiceWarnings(atStart)[0]?.level, 40);
       assert.equal(tokenServiceWarnings(atStart)[0]?.component, 'token_service');
