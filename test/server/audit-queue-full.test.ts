@@ -540,6 +540,34 @@ describe('token service: audit.on_queue_full', () => {
     }
   });
 
+  it('attack: refuse: past max_queue an operator repeating the revocation of one access token (tessera revoke --token, the admin API) cannot grow the queue or the log: the first token.revoked is kept past max_queue, each repeat is on record but dropped, counted and told, and the log holds the token’s entry once', async () => {
+    const reports: AuditEventsDropped[] = [];
+    const t = await issuerWith({ on_queue_full: 'refuse' }, { onAuditEventsDropped: (d) => reports.push(d) });
+    try {
+      const minted = await t.issuer.service.mint({ clientId: 'agent', subject: 'mallory' });
+      const { jti } = minted;
+      await t.issuer.service.audit.flush();
+      t.fail();
+      await t.fill();
+      const first = await t.issuer.service.revokeAccessToken(minted.access_token, 'cli');
+      assert.equal(first?.jti, jti);
+      assert.equal(t.issuer.service.audit.held, 4, 'the revocation’s record kept past max_queue: 3');
+      assert.equal(t.issuer.service.audit.dropped, 0);
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await t.issuer.service.revokeAccessToken(minted.access_token, 'cli'))?.jti, jti, 'answered as before');
+      }
+      assert.equal(t.issuer.service.audit.held, 4, 'no repeat kept past max_queue: it revoked nothing');
+      assert.equal(t.issuer.service.audit.dropped, 3);
+      await until(async () => reports.length > 0, 2000);
+      assert.deepEqual(Object.keys(reports[0]?.kinds ?? {}), ['token.revoked']);
+      const now = Math.floor(Date.now() / 1000);
+      assert.equal((await t.issuer.store.revocationsSince(0, now, 1_000_000)).filter((e) => e.value === jti).length, 1, 'one log entry');
+    } finally {
+      t.heal();
+      await t.close(t.issuer);
+    }
+  });
+
   it('drop (the default): the token endpoint serves on while the store refuses audit writes', async () => {
     const t = await issuerWith({});
     try {
