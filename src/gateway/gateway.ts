@@ -409,6 +409,9 @@ export interface Gateway {
   readonly refusedByParser: (status: ParserRefusal) => void;
 }
 
+/** pino's levels, as `TESSERA_LOG_LEVEL` may name them. */
+const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
 const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.dpop', 'headers.authorization', 'token', 'credential'];
 
 /**
@@ -418,10 +421,19 @@ const REDACT = ['req.headers.authorization', 'req.headers.cookie', 'req.headers.
  * key row's kid, a route id, an upstream's answer), and the characters JSON leaves raw but a line
  * reader or a terminal acts on (C1 controls, U+2028, U+2029, bidirectional overrides) are escaped.
  */
-export function defaultLogger(level = process.env.TESSERA_LOG_LEVEL ?? 'info', fd: 1 | 2 | DestinationStream = 1): Logger {
+export function defaultLogger(level?: string, fd: 1 | 2 | DestinationStream = 1): Logger {
+  const fromEnv = process.env.TESSERA_LOG_LEVEL;
+  // pino's own refusal ("default level:x must be included in custom levels") names neither the
+  // variable nor the choices; `tessera serve` would print it as an unexpected error.
+  if (level === undefined && fromEnv !== undefined && !LOG_LEVELS.includes(fromEnv)) {
+    throw new ConfigError(
+      [{ path: 'TESSERA_LOG_LEVEL', message: `${JSON.stringify(fromEnv)} is not a log level: write one of ${LOG_LEVELS.join(', ')}` }],
+      'the environment',
+    );
+  }
   return pino(
     {
-      level,
+      level: level ?? fromEnv ?? 'info',
       base: { service: 'tessera' },
       redact: { paths: REDACT, censor: '[redacted]' },
       hooks: { streamWrite: terminalSafeJson },

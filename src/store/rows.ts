@@ -120,14 +120,6 @@ export function revocationEntryFrom(r: Row): RevocationEntry {
 }
 
 /**
- * Whether `e` is a `token` entry under a scope (`issuer` set: a login session's sign-out): the
- * unique index `revocations_scoped_token` holds these (migration 21).
- */
-export function scopedToken(e: Pick<RevocationEntry, 'kind' | 'issuer'>): e is Pick<RevocationEntry, 'kind'> & { readonly issuer: string } {
-  return e.kind === 'token' && e.issuer !== null;
-}
-
-/**
  * `entries` but the `token` entries (an access token's `jti`, a login session's sign-out) already
  * `logged` (keys from {@link tokenEntryKey}) or earlier among them: the log holds each once (see
  * `Store.appendRevocations`).

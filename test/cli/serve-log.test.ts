@@ -8,6 +8,7 @@
  * for a break and terminals for commands.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,6 +41,29 @@ describe('tessera serve log lines', () => {
     assert.equal(parsed.msg, msg);
     assert.equal(parsed.kid, 'evil\u2029\u0085\u2066');
     assert.equal(parsed.level, 40);
+  });
+
+  it('a TESSERA_LOG_LEVEL that is no level: tessera serve refuses to start with one error naming the variable and the levels, exit 2, not pino’s “unexpected error”', async () => {
+    const site = mkdtempSync(join(tmpdir(), 'tessera-serve-loglevel-'));
+    try {
+      const config = join(site, 'tessera.yaml');
+      await initialize({ config, port: await freePort() });
+      const r = spawnSync(process.execPath, [MAIN, 'serve', '-c', config], {
+        cwd: site,
+        encoding: 'utf8',
+        env: { ...process.env, TESSERA_LOG_LEVEL: 'verbose' },
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(
+        r.stderr,
+        /TESSERA_LOG_LEVEL: "verbose" is not a log level: write one of trace, debug, info, warn, error, fatal, silent/,
+      );
+      assert.doesNotMatch(r.stderr, /unexpected error/);
+      assert.equal(r.stdout, '');
+    } finally {
+      rmSync(site, { recursive: true, force: true });
+    }
   });
 
   it('the token service’s and the gateway’s config warnings, at start and at a reload, are on one stream (stdout) in one shape; stderr has none', async () => {

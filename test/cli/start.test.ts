@@ -287,7 +287,7 @@ describe('tessera start: what a terminal shows, stdout and stderr together', () 
 });
 
 describe('tessera start: the token service logs through start’s logger', () => {
-  it('a token-service config warning is a pino line on stderr with the gateway’s, after the banner; stdout has the instructions alone', async () => {
+  it('a token-service config warning is a pino line on stderr with the gateway’s; stdout has the instructions alone', async () => {
     const home = mkdtempSync(join(tmpdir(), 'tessera-start-logs-'));
     const e = { ...process.env, TESSERA_MASTER_KEY: '', GATEWAY_TOKEN: '' };
     try {
