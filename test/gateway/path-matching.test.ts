@@ -220,6 +220,24 @@ describe('gateway: HEAD is decided as GET', () => {
     // Other methods are not GET: a POST still falls to the public route, as configured.
     assert.equal((await fetch(`${gw.url}/admin/export`, { method: 'POST' })).status, 200);
   });
+
+  it('attack: an encoded ? or # in the path (/api/admin%3F, /api/admin%23x) is refused 400 through the gateway and forward-auth, never decided as another path than the one an upstream decoding it once acts on', async () => {
+    // nginx forwarding `proxy_pass http://app$uri` (after an auth_request, or as the upstream)
+    // sends the path decoded once: /api/admin?x, which the app reads as /api/admin. Decided as the
+    // segment `admin?x`, it passed the catch-all rule instead of the admin one.
+    const n = upstream.seen.length;
+    for (const path of ['/api/admin%3F', '/api/admin%3fx=1', '/api/admin%23', '/api/admin%23x/export']) {
+      const res = await fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${reader}` } });
+      assert.equal(res.status, 400, path);
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_request', path);
+      const fa = await check('GET', path);
+      assert.equal(fa.status, 401, path);
+      assert.equal(fa.headers.get('x-tessera-status'), '400', path);
+    }
+    assert.equal(upstream.seen.length, n, 'the upstream saw nothing');
+    await gw.served.gateway.audit.flush();
+    assert.ok(gw.audit.events.some((e) => e.kind === 'gateway.forward_auth' && e.reason === 'request_path_invalid'));
+  });
 });
 
 describe('gateway: a route prefix with a character that has two spellings (@ and %40)', () => {

@@ -13,7 +13,9 @@
  *   trailing dots: `admin%20.`, also double-encoded: `admin%2520`): Windows and IIS drop a trailing
  *   space, and frameworks that trim segments read `admin`. A trailing dot (`admin.`) is kept: it is part of real names
  *   (`Washington,_D.C.`, `example.com.`), see docs/gateway.md;
- * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`);
+ * - `;` (Tomcat/Jetty strip `;params` from segments, so `/admin;x/secret` would reach `/admin/secret`),
+ *   also encoded, and an encoded `?` or `#` (`/admin%3Fx` is `/admin?x` to an upstream that decodes
+ *   once and parses again, as behind nginx's `proxy_pass http://app$uri`: the path `/admin`);
  * - empty segments (`//`), which some routers merge and others do not;
  * - double-encoded traversal (`%252e`) that a second decode would turn into the above, and any
  *   other double-encoded character but a space (`%2561dmin`, which a second decode, or nginx's
@@ -162,7 +164,11 @@ export function normalizePath(raw: string): string | undefined {
       const l = hexValue(raw.charCodeAt(i + 2));
       if (h < 0 || l < 0) return undefined;
       const byte = h * 16 + l;
-      if (byte === 0x2f || byte === 0x5c || byte < 0x20 || byte === 0x7f || byte === 0x3b) return undefined;
+      // `%3F` and `%23` too: an upstream that decodes the path once and parses it again (nginx
+      // `proxy_pass http://app$uri`) reads `/admin%3Fx` as `/admin` with a query, `/admin%23x`
+      // as `/admin` with a fragment: a path the rules never matched.
+      if (byte === 0x2f || byte === 0x5c || byte < 0x20 || byte === 0x7f || byte === 0x3b || byte === 0x3f || byte === 0x23)
+        return undefined;
       if (byte >= 0x80) high = true;
       buf += isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX[h]}${HEX[l]}`;
       i += 2;

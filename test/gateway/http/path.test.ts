@@ -61,6 +61,12 @@ describe('path normalization: refused targets', () => {
     'double-encoded overlong dot-dot (a lenient second decode reads ..)': '/api/x/%25C0%25AE%25C0%25AE/admin',
     'semicolon path parameter': '/admin;jsessionid=x/secret',
     'encoded semicolon': '/admin%3bx/secret',
+    // An upstream that decodes the path once and parses it again (nginx `proxy_pass http://app$uri`)
+    // reads `/admin?x/secret` as `/admin` with a query, `/admin#x` as `/admin`.
+    'encoded question mark': '/admin%3Fx/secret',
+    'encoded question mark ending the path (lower)': '/admin%3f',
+    'encoded hash': '/admin%23x/secret',
+    'encoded hash ending the path': '/admin%23',
     'empty segment': '/api//admin',
     'malformed escape': '/api/%zz',
     'truncated escape': '/api/%2',
