@@ -243,6 +243,41 @@ describe('rotation', () => {
     assert.deepEqual(decodeJwt(whole.access_token).aud, granted);
   });
 
+  it('attack: an audience taken from the client after the grant: a refresh without a target no longer carries it, one naming it is invalid_target (target_not_allowed), none left is invalid_target, the token unspent; given back, the client gets it again', async () => {
+    const c = await issuer.addClient({
+      id: 'losing-audience',
+      scopes: ['api:read'],
+      audiences: ['https://api.test', 'https://b.test'],
+      grantTypes: ['refresh_token', EXCHANGE],
+    });
+    const granted = ['https://api.test', 'https://b.test'];
+    const subject = await issuer.service.mint({ clientId: c.id, subject: 'erin', ttl: 3600, audiences: granted });
+    const ex = await issuer.post(
+      '/oauth2/token',
+      { grant_type: EXCHANGE, subject_token: subject.access_token, subject_token_type: AT, audience: granted },
+      { authorization: basic(c.id, c.secret) },
+    );
+    let rt = ((await ex.json()) as Tokens).refresh_token;
+    const now = () => Math.floor(Date.now() / 1000);
+    // An administrator takes https://b.test away from the client.
+    await issuer.store.updateClient(c.id, { audiences: ['https://api.test'] }, now());
+    await issuer.service.sync();
+    await expectError(await refresh(rt, { resource: 'https://b.test' }, c), 400, 'invalid_target');
+    const res = await refresh(rt, {}, c);
+    const next = (await res.json()) as Tokens;
+    assert.equal(res.status, 200, JSON.stringify(next));
+    assert.equal(decodeJwt(next.access_token).aud, 'https://api.test');
+    rt = next.refresh_token;
+    // Nothing of the grant's audiences left for the client: refused, and the token is not spent.
+    await issuer.store.updateClient(c.id, { audiences: ['https://c.test'] }, now());
+    await issuer.service.sync();
+    await expectError(await refresh(rt, {}, c), 400, 'invalid_target');
+    await issuer.store.updateClient(c.id, { audiences: granted }, now());
+    await issuer.service.sync();
+    const back = (await (await refresh(rt, {}, c)).json()) as Tokens;
+    assert.deepEqual(decodeJwt(back.access_token).aud, granted, 'the grant keeps its audiences: given back, the client gets them again');
+  });
+
   it('refuses another client’s refresh token without touching the family', async () => {
     const f = await family();
     await expectError(await refresh(f.refresh_token, {}, other), 400, 'invalid_grant');

@@ -41,6 +41,17 @@ function grantScopesLeft(grantScopes: readonly string[], client: CompiledClient,
   return left;
 }
 
+/**
+ * The grant's audiences the client still holds: an access token is never for an audience taken
+ * from the client since the grant was made (client_credentials would refuse it too), as for scopes
+ * ({@link grantScopesLeft}). The grant keeps its audiences; nothing left is `invalid_target`.
+ */
+function grantAudiencesLeft(grantAudiences: readonly string[], client: CompiledClient): readonly string[] {
+  const left = grantAudiences.filter((a) => client.audiences.has(a));
+  if (grantAudiences.length > 0 && left.length === 0) throw new OAuthError('target_not_allowed');
+  return left;
+}
+
 export async function refresh(
   ctx: RefreshContext,
   client: CompiledClient,
@@ -68,12 +79,14 @@ export async function refresh(
     // held the admin scope, which is granted by name only.
     const held = withoutUnnamed(ctx.scopes.expand(grant.scopes), grant.scopes, ctx.config.admin.scope);
     const { admin, adminAudience } = ctx.config;
-    audiences = namesTarget(req.params)
-      ? targets(req.params, new Set(grant.audiences), 'target_not_granted')
-      : // Named without a target, the admin scope narrows the token to the admin audience alone.
-        requested?.includes(admin.scope) && grant.audiences.includes(adminAudience)
-        ? [adminAudience]
-        : grant.audiences;
+    const left = grantAudiencesLeft(grant.audiences, client);
+    if (namesTarget(req.params)) {
+      audiences = targets(req.params, new Set(grant.audiences), 'target_not_granted');
+      for (const a of audiences) if (!client.audiences.has(a)) throw new OAuthError('target_not_allowed');
+    } else {
+      // Named without a target, the admin scope narrows the token to the admin audience alone.
+      audiences = requested?.includes(admin.scope) && left.includes(adminAudience) ? [adminAudience] : left;
+    }
     scopes = confineAdminScope(
       requested ? narrowScopes(requested, [held, client.scopes]) : grantScopesLeft(grant.scopes, client, ctx.config.admin.scope),
       audiences,
@@ -117,12 +130,13 @@ export async function refresh(
   const exp = Math.min(now + ttl, grant.expiresAt ?? Number.POSITIVE_INFINITY);
   // A token rotated within the grace period gets the grant's own scopes and audiences, with the
   // admin scope only for the admin audience alone, as any default-scoped token.
+  audiences ??= grantAudiencesLeft(grant.audiences, client);
   const granted =
-    scopes ?? confineAdminScope(grantScopesLeft(grant.scopes, client, ctx.config.admin.scope), grant.audiences, undefined, ctx.config);
+    scopes ?? confineAdminScope(grantScopesLeft(grant.scopes, client, ctx.config.admin.scope), audiences, undefined, ctx.config);
   const { token, jti } = await ctx.tokens.signSoon({
     client,
     subject: grant.subject,
-    audiences: audiences ?? grant.audiences,
+    audiences,
     scopes: granted,
     act: grant.act as JsonObject | null,
     grantId: grant.id,
@@ -141,7 +155,7 @@ export async function refresh(
     jti,
     scopes_granted: granted,
     ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
-    detail: { aud: [...(audiences ?? grant.audiences)], exp },
+    detail: { aud: [...audiences], exp },
   });
   return {
     access_token: token,
