@@ -181,6 +181,67 @@ describe('authorization code redemption', () => {
   });
 });
 
+describe('a client narrowed between approval and redemption', () => {
+  it('attack: scopes and a resource taken from the client after the person approved its code: the token carries only what the client still holds (as a refresh would), naming a taken resource is invalid_target, nothing left is invalid_scope / invalid_target, and the code is not spent by a refusal', async () => {
+    const id = 'narrowed-app';
+    await issuer.service.registerClient({
+      id,
+      public: true,
+      scopes: ['api:read', 'api:write'],
+      audiences: [API, OTHER_API],
+      grantTypes: ['authorization_code', 'refresh_token'],
+      redirectUris: [REDIRECT],
+    });
+    const approve = async () => {
+      const { verifier, challenge } = pkcePair();
+      const params = new URLSearchParams({
+        response_type: 'code',
+        client_id: id,
+        redirect_uri: REDIRECT,
+        code_challenge: challenge,
+        code_challenge_method: 'S256',
+        scope: 'api:read api:write',
+      });
+      params.append('resource', API);
+      params.append('resource', OTHER_API);
+      const outcome = await issuer.service.checkAuthorizationRequest(params);
+      assert.equal(outcome.ok, true, outcome.ok ? '' : outcome.error.code);
+      if (!outcome.ok) throw new Error('unreachable');
+      const code = await issuer.service.approveAuthorization(outcome.request, { subject: 'frank@example.com', source: 'test' });
+      return { code, verifier };
+    };
+    const redeemAs = (form: Record<string, string>) => redeem({ client_id: id, ...form });
+    const narrowed = await approve();
+    const untouched = await approve();
+    // An administrator takes api:write and https://other.test away from the client, after the approvals.
+    await issuer.store.updateClient(id, { scopes: ['api:read'], audiences: [API] }, now);
+    await issuer.service.sync();
+    await expectError(await redeemAs({ code: narrowed.code, code_verifier: narrowed.verifier, resource: OTHER_API }), 400, 'invalid_target');
+    const res = await redeemAs({ code: narrowed.code, code_verifier: narrowed.verifier });
+    const body = (await res.json()) as { access_token: string; scope?: string };
+    assert.equal(res.status, 200, `the refusal above did not spend the code: ${JSON.stringify(body)}`);
+    assert.equal(body.scope, 'api:read');
+    const claims = decodeJwt(body.access_token);
+    assert.equal(claims.scope, 'api:read');
+    assert.equal(claims.aud, API);
+    await issuer.service.audit.flush();
+    const issued = (await issuer.store.queryAudit({ jti: claims.jti as string })).find((e) => e.kind === 'token.issued');
+    assert.deepEqual(issued?.scopes_granted, ['api:read']);
+    // Nothing of the approval left for the client: refused, the code not spent.
+    await issuer.store.updateClient(id, { scopes: ['api:admin-only'] }, now);
+    await issuer.service.sync();
+    await expectError(await redeemAs({ code: untouched.code, code_verifier: untouched.verifier }), 400, 'invalid_scope');
+    await issuer.store.updateClient(id, { scopes: ['api:read', 'api:write'], audiences: ['https://third.test'] }, now);
+    await issuer.service.sync();
+    await expectError(await redeemAs({ code: untouched.code, code_verifier: untouched.verifier }), 400, 'invalid_target');
+    await issuer.store.updateClient(id, { scopes: ['api:read', 'api:write'], audiences: [API, OTHER_API] }, now);
+    await issuer.service.sync();
+    const back = await redeemAs({ code: untouched.code, code_verifier: untouched.verifier });
+    assert.equal(back.status, 200, await back.clone().text());
+    assert.equal(((await back.json()) as { scope?: string }).scope, 'api:read api:write');
+  });
+});
+
 describe('resources (RFC 8707): compared exactly, and only narrowed at the token endpoint', () => {
   it('attack: a token request naming a resource the client holds but the person did not approve (resource=, audience=, or with an approved one): invalid_target, audited as target_not_granted, the code not spent', async () => {
     const { code, verifier } = await codeFor({ resource: API });

@@ -20,6 +20,7 @@ import { isVerifier, verifierMatches } from '../pkce.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { enforceCommitted, grantEntries, loginSessionScope } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
+import { grantAudiencesLeft, grantScopesLeft } from './still-held.ts';
 
 export interface AuthorizationCodeContext extends BaseContext {
   readonly config: Pick<
@@ -65,6 +66,7 @@ export async function authorizationCode(
   // key, neither redeems the code nor, replaying a redeemed one, revokes the person's grant.
   if (record.jkt !== null && record.jkt !== jkt) throw new OAuthError('code_dpop_key_mismatch');
   let audiences = record.audiences;
+  let scopes = record.scopes;
   // A redeemed code goes straight to the redemption, which detects the replay whatever its age or
   // resources; a current one is checked for those before it is spent.
   if (record.consumedAt === null) {
@@ -73,11 +75,17 @@ export async function authorizationCode(
     // resource of the client's, which the person never saw on the consent page, is not granted.
     if (namesTarget(req.params)) {
       audiences = targets(req.params, new Set(record.audiences), 'target_not_granted');
+      for (const a of audiences) if (!client.audiences.has(a)) throw new OAuthError('target_not_allowed');
+    } else {
+      audiences = grantAudiencesLeft(record.audiences, client);
     }
+    // What an administrator took from the client since the person approved (within code_ttl) is
+    // not in the token, as it would not be in a refresh's; the grant keeps what was approved.
+    scopes = grantScopesLeft(record.scopes, client, ctx.config.admin.scope);
     // The authorization endpoint approves the admin scope for the admin audience alone; a code
     // approved otherwise (by an older version) is refused before it is spent, not redeemed into a
     // token another resource server could replay at the admin API.
-    confineAdminScope(record.scopes, audiences, record.scopes, ctx.config);
+    confineAdminScope(scopes, audiences, scopes, ctx.config);
   }
   const grantId = newGrantId();
   const grantExp = now + ctx.config.authorization.grant_ttl;
@@ -145,7 +153,7 @@ export async function authorizationCode(
     client,
     subject: grant.subject,
     audiences,
-    scopes: grant.scopes,
+    scopes,
     act: null,
     grantId: grant.id,
     now,
@@ -159,7 +167,7 @@ export async function authorizationCode(
     client_id: client.id,
     delegation_id: grant.id,
     jti,
-    scopes_granted: grant.scopes,
+    scopes_granted: scopes,
     ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
     // The code's short hash links the grant to its `authorization.approved` event (tessera trace).
     detail: { grant_type: 'authorization_code', aud: [...audiences], exp, code_hash: tokenHash(code) },
@@ -168,7 +176,7 @@ export async function authorizationCode(
     access_token: token,
     token_type: jkt === undefined ? 'Bearer' : 'DPoP',
     expires_in: exp - now,
-    ...(grant.scopes.length ? { scope: grant.scopes.join(' ') } : {}),
+    ...(scopes.length ? { scope: scopes.join(' ') } : {}),
     ...(refreshToken !== undefined ? { refresh_token: refreshToken } : {}),
   };
 }

@@ -16,6 +16,7 @@ import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, requir
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { enforceCommitted, grantEntries } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
+import { grantAudiencesLeft, grantScopesLeft } from './still-held.ts';
 
 export interface RefreshContext extends BaseContext {
   readonly config: Pick<
@@ -26,30 +27,6 @@ export interface RefreshContext extends BaseContext {
   readonly scopes: ScopeModel;
   readonly feed: Pick<RevocationFeed, 'catchUp' | 'applyCommitted'>;
   readonly tokens: Pick<AccessTokens, 'signSoon'>;
-}
-
-/**
- * Without `scope`, the grant's scopes the client still holds: an access token never carries a scope
- * taken from the client since the grant was made (client_credentials would refuse it too). The grant
- * keeps its scopes; nothing left is `invalid_scope`, as a requested scope the client lost is.
- */
-function grantScopesLeft(grantScopes: readonly string[], client: CompiledClient, adminScope: string): readonly string[] {
-  // A wildcard of the grant the client no longer holds whole narrows to the client's scopes under
-  // it, never to the admin scope, which only a grant naming it holds.
-  const left = scopesWithin(grantScopes, withoutUnnamed(client.scopes, grantScopes, adminScope));
-  if (grantScopes.length > 0 && left.length === 0) throw new OAuthError('scope_not_allowed');
-  return left;
-}
-
-/**
- * The grant's audiences the client still holds: an access token is never for an audience taken
- * from the client since the grant was made (client_credentials would refuse it too), as for scopes
- * ({@link grantScopesLeft}). The grant keeps its audiences; nothing left is `invalid_target`.
- */
-function grantAudiencesLeft(grantAudiences: readonly string[], client: CompiledClient): readonly string[] {
-  const left = grantAudiences.filter((a) => client.audiences.has(a));
-  if (grantAudiences.length > 0 && left.length === 0) throw new OAuthError('target_not_allowed');
-  return left;
 }
 
 export async function refresh(
