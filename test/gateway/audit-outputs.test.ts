@@ -184,17 +184,20 @@ describe('gateway audit outputs: audit.file deleted while the gateway runs', () 
   });
 });
 
+/** A gateway with one public route whose audit goes to `file` as well. */
+const publicRouteWithAuditFile = (file: string) =>
+  parse({
+    ...baseConfig(),
+    audit: { file },
+    gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] },
+  });
+
 describe('gateway audit outputs: an audit.file others may write', () => {
   it('attack: an existing audit file writable by its group or by every user (forged or erased events) is refused at start and on reload, naming audit.file and the chmod to run; 0644 is accepted', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-mode-'));
     try {
       const file = join(dir, 'audit.jsonl');
-      const config = () =>
-        parse({
-          ...baseConfig(),
-          audit: { file },
-          gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] },
-        });
+      const config = () => publicRouteWithAuditFile(file);
       writeFileSync(file, '');
       for (const mode of [0o666, 0o620]) {
         chmodSync(file, mode);
@@ -234,12 +237,7 @@ describe('gateway audit outputs: an audit.file another user owns', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-audit-owner-'));
     try {
       const file = join(dir, 'audit.jsonl');
-      const config = () =>
-        parse({
-          ...baseConfig(),
-          audit: { file },
-          gateway: { routes: [{ id: 'pub', upstream: { url: 'http://127.0.0.1:9' }, auth: 'none' as const }] },
-        });
+      const config = () => publicRouteWithAuditFile(file);
       writeFileSync(file, '');
       chownSync(file, 65534, 65534);
       for (const mode of [0o600, 0o644]) {

@@ -56,7 +56,8 @@ interface AuthzOptions {
   client?: string;
   redirect?: string;
   scope?: string;
-  resource?: string;
+  /** One resource, or several (each its own `resource` parameter, RFC 8707 §2). */
+  resource?: string | readonly string[];
   challenge?: string;
   method?: string | undefined;
   subject?: string;
@@ -74,9 +75,9 @@ async function codeFor(o: AuthzOptions = {}): Promise<{ code: string; verifier: 
     code_challenge: o.challenge ?? challenge,
     code_challenge_method: 'S256',
     scope: o.scope ?? 'api:read',
-    resource: o.resource ?? API,
     state: 'st-1',
   });
+  for (const r of typeof o.resource === 'string' ? [o.resource] : (o.resource ?? [API])) params.append('resource', r);
   if (o.dpopJkt !== undefined) params.set('dpop_jkt', o.dpopJkt);
   const outcome = await issuer.service.checkAuthorizationRequest(params);
   assert.equal(outcome.ok, true, outcome.ok ? '' : outcome.error.code);
@@ -192,31 +193,18 @@ describe('a client narrowed between approval and redemption', () => {
       grantTypes: ['authorization_code', 'refresh_token'],
       redirectUris: [REDIRECT],
     });
-    const approve = async () => {
-      const { verifier, challenge } = pkcePair();
-      const params = new URLSearchParams({
-        response_type: 'code',
-        client_id: id,
-        redirect_uri: REDIRECT,
-        code_challenge: challenge,
-        code_challenge_method: 'S256',
-        scope: 'api:read api:write',
-      });
-      params.append('resource', API);
-      params.append('resource', OTHER_API);
-      const outcome = await issuer.service.checkAuthorizationRequest(params);
-      assert.equal(outcome.ok, true, outcome.ok ? '' : outcome.error.code);
-      if (!outcome.ok) throw new Error('unreachable');
-      const code = await issuer.service.approveAuthorization(outcome.request, { subject: 'frank@example.com', source: 'test' });
-      return { code, verifier };
-    };
+    const approve = () => codeFor({ client: id, scope: 'api:read api:write', resource: [API, OTHER_API], subject: 'frank@example.com' });
     const redeemAs = (form: Record<string, string>) => redeem({ client_id: id, ...form });
     const narrowed = await approve();
     const untouched = await approve();
     // An administrator takes api:write and https://other.test away from the client, after the approvals.
     await issuer.store.updateClient(id, { scopes: ['api:read'], audiences: [API] }, now);
     await issuer.service.sync();
-    await expectError(await redeemAs({ code: narrowed.code, code_verifier: narrowed.verifier, resource: OTHER_API }), 400, 'invalid_target');
+    await expectError(
+      await redeemAs({ code: narrowed.code, code_verifier: narrowed.verifier, resource: OTHER_API }),
+      400,
+      'invalid_target',
+    );
     const res = await redeemAs({ code: narrowed.code, code_verifier: narrowed.verifier });
     const body = (await res.json()) as { access_token: string; scope?: string };
     assert.equal(res.status, 200, `the refusal above did not spend the code: ${JSON.stringify(body)}`);

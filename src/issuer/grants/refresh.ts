@@ -12,7 +12,7 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, scopesWithin, targets } from '../params.ts';
+import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { enforceCommitted, grantEntries } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
