@@ -155,7 +155,7 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
     assert.match(retryAfter ?? '', /^[1-9][0-9]*$/);
   });
 
-  it('flavor confusion: original-request headers a client adds through Caddy do not change the decision', async () => {
+  it('flavor confusion: original-request headers a client adds through Caddy do not change the decision: refused 400, the app never asked', async () => {
     const t = await token({ scope: 'api:read', sub: 'caddy-flavor' });
     const n = app.seen.length;
     const res = await fetch(`${base}/items`, {
@@ -169,9 +169,10 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
       },
       body: '{}',
     });
-    assert.equal(res.status, 403);
+    assert.equal(res.status, 400);
     assert.equal(app.seen.length, n);
     assert.equal((await checks()).at(-1)?.method, 'POST');
+    assert.equal((await checks()).at(-1)?.reason, 'forward_auth_override_refused');
   });
 
   it('XFF spoofing: the audited client address is the one Caddy saw, not the X-Forwarded-For the client sent', async () => {
@@ -199,6 +200,9 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
       ['x-http-method', 'DELETE'],
       ['x-original-url', '/admin'],
       ['x-rewrite-url', '/admin'],
+      // nginx's original-request headers: Caddy passes the caller's own to the app.
+      ['x-original-uri', '/admin'],
+      ['x-original-method', 'DELETE'],
     ]) {
       const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, [name as string]: value as string } });
       assert.equal(res.status, 400, name);

@@ -240,7 +240,7 @@ describe('gateway: forward-auth endpoint', () => {
     assert.equal(((await tr.json()) as { error: string }).error, 'invalid_request');
   });
 
-  it('flavor confusion: behind Traefik, an added X-Original-URI does not change the path decided', async () => {
+  it('flavor confusion: behind Traefik, an added X-Original-URI does not change the path decided: the check is refused, never allowed', async () => {
     // Traefik forwards DELETE /api/items; the client adds nginx's header naming a path it may call.
     const res = await checkTraefik({
       'x-forwarded-uri': '/api/items',
@@ -251,9 +251,40 @@ describe('gateway: forward-auth endpoint', () => {
       'x-original-host': 'api.example.com',
       authorization: `Bearer ${t}`,
     });
-    assert.equal(res.status, 403);
-    assert.match(res.headers.get('www-authenticate') ?? '', /insufficient_scope.*scope="admin"/);
+    assert.equal(res.status, 400);
     assert.equal(res.headers.get('authorization'), null);
+  });
+
+  it('attack: behind Traefik or Envoy, a caller’s X-Original-URI / -Method / -Host / -Proto (also spelled with _) on a request it may make is refused 400 forward_auth_override_refused: the proxy forwards it to the upstream, and nginx-style setups and PHP apps act on it as the request (the gateway’s own proxy strips it)', async () => {
+    const allowed = {
+      'x-forwarded-uri': '/api/a',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-host': 'api.example.com',
+      authorization: `Bearer ${t}`,
+    };
+    assert.equal((await checkTraefik(allowed)).status, 200, 'allowed without them');
+    for (const [name, value] of [
+      ['x-original-uri', '/api/admin'],
+      ['X-Original-Method', 'DELETE'],
+      ['x-original-host', 'admin.example.com'],
+      ['x-original-proto', 'http'],
+      ['x_original_uri', '/api/admin'],
+    ] as const) {
+      const res = await checkTraefik({ ...allowed, [name]: value });
+      assert.equal(res.status, 400, name);
+      assert.equal(res.headers.get('authorization'), null, name);
+      await traefik.served.gateway.audit.flush();
+      const e = traefik.audit.events.filter((ev) => ev.kind === 'gateway.forward_auth').at(-1);
+      assert.equal(e?.reason, 'forward_auth_override_refused', name);
+      assert.equal(e?.decision, 'deny', name);
+    }
+    const viaEnvoy = await raw(envoyGw.url, '/_tessera/auth/api/a', 'GET', [
+      ['host', 'api.example.com'],
+      ['x-tessera-forward-auth', FA_SECRET],
+      ['authorization', `Bearer ${t}`],
+      ['x-original-uri', '/api/admin'],
+    ]);
+    assert.equal(viaEnvoy.status, 400);
   });
 
   it('flavor confusion: behind nginx, Traefik headers alone are not read', async () => {

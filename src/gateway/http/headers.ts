@@ -75,6 +75,30 @@ export function carriesOverrideHeader(rawHeaders: readonly string[]): boolean {
   return false;
 }
 
+/**
+ * What a proxy in front of an upstream says the original request was (nginx auth_request setups,
+ * PHP apps); an upstream trusting the caller's copy would act on another request than the one
+ * authorized. Not override headers: forward-auth reads them from nginx; behind any other proxy they
+ * are the caller's, and refused ({@link carriesOriginalRequestHeader}). (X-Forwarded-Uri, -Method
+ * and -Prefix go with every X-Forwarded-*.)
+ */
+export const ORIGINAL_REQUEST_HEADERS: readonly string[] = ['x-original-uri', 'x-original-method', 'x-original-host', 'x-original-proto'];
+const ORIGINALS: ReadonlySet<string> = new Set(ORIGINAL_REQUEST_HEADERS);
+
+/**
+ * True when raw headers (`[name, value, …]`) carry one of {@link ORIGINAL_REQUEST_HEADERS}, also
+ * spelled with `_` for `-`.
+ */
+export function carriesOriginalRequestHeader(rawHeaders: readonly string[]): boolean {
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    // Every one is 14 to 17 characters long and starts with `x-`.
+    if (name.length < 14 || name.length > 17 || (name.charCodeAt(0) | 0x20) !== 0x78) continue;
+    if (ORIGINALS.has(name.toLowerCase().replaceAll('_', '-'))) return true;
+  }
+  return false;
+}
+
 /** Inbound headers the gateway always removes or replaces. */
 const ALWAYS_STRIPPED = [
   'host',
@@ -93,14 +117,7 @@ const ALWAYS_STRIPPED = [
   // undici refuses it (it does not implement 100-continue); Node already answered the caller.
   'expect',
   ...OVERRIDE_HEADERS,
-  // What a proxy in front of an upstream says the original request was (nginx auth_request setups,
-  // PHP apps); an upstream trusting the caller's copy would act on another request than the one
-  // authorized. Not override headers: forward-auth reads them from nginx. (X-Forwarded-Uri,
-  // -Method and -Prefix go with every X-Forwarded-*.)
-  'x-original-uri',
-  'x-original-method',
-  'x-original-host',
-  'x-original-proto',
+  ...ORIGINAL_REQUEST_HEADERS,
   // httpoxy (CVE-2016-5385): CGI-style upstreams expose it as HTTP_PROXY, which HTTP clients read
   // as their outbound proxy, sending the upstream's own requests (and credentials) to the caller.
   'proxy',
