@@ -84,6 +84,52 @@ describe('gateway: A2A card injection by the upstream', () => {
     assert.deepEqual(card.security, [{ BearerAuth: [] }, { OAuth2: [] }]);
   });
 
+  it("attack: the upstream's card under another spelling of its path (trailing / or ., another case), asked for with a token, is rewritten like the public one", async () => {
+    const bearer = await token({ sub: 'alice', scope: 'agent:invoke' });
+    // Express (non-strict routing), ASP.NET (case-blind) and others serve their card at these paths too.
+    for (const path of [
+      '/agent/.well-known/agent-card.json/',
+      '/agent/.well-known/agent-card.json.',
+      '/agent/.well-known/Agent-Card.json',
+      '/agent/.well-known/agent.json/',
+    ]) {
+      const res = await fetch(`${gw.url}${path}`, { headers: { authorization: `Bearer ${bearer}` } });
+      const text = await res.text();
+      assert.equal(res.status, 200, path);
+      assert.ok(!text.includes('10.0.0.7') && !text.includes('apiKey') && !text.includes('signature'), `${path}: ${text}`);
+      assert.equal(JSON.parse(text).url, 'https://agents.example.com/agent', path);
+    }
+  });
+
+  it('attack: the card members spelled as lenient clients read them (proto names, another case) are rewritten or dropped too', async () => {
+    const spelled = {
+      name: 'Spelling agent',
+      URL: 'http://10.0.0.7:9999/a2a',
+      additional_interfaces: [
+        { url: 'http://10.0.0.7:9999/a2a/rest', transport: 'HTTP+JSON' },
+        { url: '10.0.0.7:50051', transport: 'GRPC' },
+      ],
+      SupportedInterfaces: [{ url: 'http://internal.example:8080/', protocolBinding: 'JSONRPC' }],
+      security_schemes: { apiKey: { type: 'apiKey', in: 'header', name: 'X-Internal-Key' } },
+      Security: [{ apiKey: [] }],
+      security_requirements: [{ schemes: { apiKey: { list: [] } } }],
+      Skills: [{ id: 'search', name: 'Search', Security: [{ apiKey: [] }] }],
+      skills: [{ id: 'admin', name: 'Admin', security_requirements: [{ schemes: { apiKey: { list: [] } } }] }],
+      Signatures: [{ protected: 'eyJhbGciOiJFUzI1NiJ9', signature: 'c2lnbmVkLWJ5LXRoZS11cHN0cmVhbQ' }],
+    };
+    const card = withTesseraSecurity(spelled, {
+      token_url: 'https://tessera.example.com/oauth/token',
+      scopes: {},
+      url: 'https://agents.example.com/agent',
+    });
+    const text = JSON.stringify(card);
+    assert.ok(!text.includes('10.0.0.7') && !text.includes('internal.example'), `the upstream's own address is published: ${text}`);
+    assert.ok(!text.includes('apiKey') && !text.includes('c2lnbmVk'), `the upstream's own security is published: ${text}`);
+    // The interface under the upstream's URL is moved to a2a.url, in the spelling the upstream used.
+    assert.deepEqual(card.additional_interfaces, [{ url: 'https://agents.example.com/agent/rest', transport: 'HTTP+JSON' }]);
+    assert.equal(card.URL, 'https://agents.example.com/agent');
+  });
+
   it('a configured card whose interfaces already name a2a.url keeps them', () => {
     const config = {
       card_path: '/x',

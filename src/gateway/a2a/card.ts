@@ -15,6 +15,7 @@ import type { CompiledUpstream } from '../compile.ts';
 import { REPRESENTATION_HEADERS } from '../http/headers.ts';
 import { hasDuplicateKeys } from '../mcp/message.ts';
 import { type ForwardCallbacks, ForwardHandler, plainEncoding, rawHeader } from '../proxy/forward.ts';
+import { a2aFold } from './message.ts';
 
 export const AGENT_CARD_PATHS = ['/.well-known/agent-card.json', '/.well-known/agent.json'] as const;
 
@@ -41,11 +42,20 @@ function movedUrl(url: unknown, from: string, to: string): string | undefined {
   return `${own}${url.slice(base.length)}`;
 }
 
-/** `value` without its `security` and `securityRequirements` members (the upstream's own schemes). */
+/**
+ * The card members a lenient client reads whatever their spelling ({@link a2aFold}: Go's
+ * encoding/json binds `URL` and `Signatures` case-blind, protobuf JSON parsers of A2A 1.0 SDKs
+ * accept the proto names `supported_interfaces` and `security_schemes`, pydantic `security_requirements`):
+ * every spelling is rewritten or dropped as the exact one is.
+ */
+const DROPPED_MEMBERS: ReadonlySet<string> = new Set(['signatures', 'security', 'securityrequirements', 'securityschemes']);
+const SKILL_DROPPED_MEMBERS: ReadonlySet<string> = new Set(['security', 'securityrequirements']);
+const INTERFACE_MEMBERS: ReadonlySet<string> = new Set(['additionalinterfaces', 'supportedinterfaces']);
+
+/** `value` without its `security` and `securityRequirements` members in any spelling (the upstream's own schemes). */
 function withoutSecurity(value: unknown): unknown {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return value;
-  const { security: _s, securityRequirements: _r, ...rest } = value as Record<string, unknown>;
-  return rest;
+  return Object.fromEntries(Object.entries(value).filter(([k]) => !SKILL_DROPPED_MEMBERS.has(a2aFold(k))));
 }
 
 /**
@@ -121,39 +131,49 @@ function tesseraSecurity(config: CardSettings, v1: boolean): Record<string, unkn
  * that URL (0.3 only: 1.0 has no `url`) and so are its interfaces (`additionalInterfaces`,
  * `supportedInterfaces`) at or under the upstream's card URL; interfaces elsewhere (another host, a
  * gRPC port) are not the gateway's and are dropped, so that no client is sent around it to the
- * upstream's own address. Used for the public card and for the authenticated extended card alike.
+ * upstream's own address. Each of these members is read in every spelling a lenient client reads
+ * it in ({@link DROPPED_MEMBERS}): `Signatures`, `security_schemes` and `supported_interfaces` are
+ * dropped or rewritten like the exact ones. Used for the public card and for the authenticated
+ * extended card alike.
  */
 export function withTesseraSecurity(card: Readonly<Record<string, unknown>>, config: CardSettings): Record<string, unknown> {
   const v1 = isA2aV1Card(card);
   const out: Record<string, unknown> = { ...card };
-  delete out.signatures;
-  delete out.security;
-  delete out.securityRequirements;
-  if (Array.isArray(out.skills)) out.skills = out.skills.map(withoutSecurity);
+  const interfaces: string[] = [];
+  const urls: string[] = [];
+  for (const [k, v] of Object.entries(out)) {
+    const n = a2aFold(k);
+    if (DROPPED_MEMBERS.has(n)) delete out[k];
+    else if (n === 'skills' && Array.isArray(v)) out[k] = v.map(withoutSecurity);
+    else if (INTERFACE_MEMBERS.has(n)) interfaces.push(k);
+    else if (n === 'url') urls.push(k);
+  }
   if (config.url !== undefined) {
     const to = config.url;
-    const lists = INTERFACE_LISTS.map((k) => out[k]);
     // The upstream's endpoint: its card's `url`, else (A2A 1.0 has none) its first interface's.
-    let from = typeof card.url === 'string' ? card.url : undefined;
-    for (const list of lists) {
+    let from = [card.url, ...urls.map((k) => card[k])].find((u): u is string => typeof u === 'string');
+    for (const k of [...INTERFACE_LISTS, ...interfaces]) {
+      const list = out[k];
       if (from === undefined && Array.isArray(list)) {
         const first = (list[0] as { url?: unknown } | undefined)?.url;
         if (typeof first === 'string') from = first;
       }
     }
-    for (const [i, k] of INTERFACE_LISTS.entries()) {
-      const list = lists[i];
-      if (list === undefined) continue;
+    for (const k of interfaces) {
+      const list = out[k];
       const kept: unknown[] = [];
       if (Array.isArray(list) && from !== undefined) {
         for (const entry of list) {
           if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) continue;
           const url = movedUrl((entry as { url?: unknown }).url, from, to);
-          if (url !== undefined) kept.push({ ...entry, url });
+          // Another spelling of `url` beside it (`URL`) would be the address a Go client reads.
+          const rest = Object.fromEntries(Object.entries(entry).filter(([e]) => a2aFold(e) !== 'url'));
+          if (url !== undefined) kept.push({ ...rest, url });
         }
       }
       out[k] = kept;
     }
+    for (const k of urls) out[k] = to;
   }
   Object.assign(out, tesseraSecurity(config, v1));
   if (config.url !== undefined && (!v1 || typeof card.url === 'string')) out.url = config.url;
@@ -283,10 +303,29 @@ const EXTENDED_CARD_METHODS = new Set(['agent/getauthenticatedextendedcard', 'ge
  * trailing `/` or `.`: ASP.NET routes ignore case, and several servers ignore a trailing slash or dot.
  */
 export function isExtendedCardPath(path: string): boolean {
+  const p = cardPathKey(path);
+  return EXTENDED_CARD_PATHS.some((suffix) => p.endsWith(suffix));
+}
+
+/** `path` in lower case without its trailing `/` and `.`, as {@link isExtendedCardPath} compares paths. */
+function cardPathKey(path: string): string {
   let end = path.length;
   while (end > 0 && (path.charCodeAt(end - 1) === 0x2f || path.charCodeAt(end - 1) === 0x2e)) end--;
-  const p = path.slice(0, end).toLowerCase();
-  return EXTENDED_CARD_PATHS.some((suffix) => p.endsWith(suffix));
+  return path.slice(0, end).toLowerCase();
+}
+
+/**
+ * Whether `path` (normalized), reaching the upstream on an authenticated request, may ask for the
+ * upstream's own public card: it ends with a well-known card path or the route's `card_path`,
+ * compared as {@link isExtendedCardPath} compares (without case, trailing `/` or `.`). The exact
+ * well-known paths are served by the gateway itself; these spellings (`agent-card.json/`, which
+ * Express's non-strict routing serves, `Agent-Card.json` to a case-blind router) and `card_path`
+ * under the route's prefix reach the upstream, whose card is then rewritten as the public one.
+ */
+export function isPublicCardPath(path: string, cardPath: string): boolean {
+  const p = cardPathKey(path);
+  const own = cardPathKey(cardPath);
+  return AGENT_CARD_PATHS.some((suffix) => p.endsWith(suffix)) || (own !== '' && p.endsWith(own));
 }
 
 export type A2aBody =
