@@ -158,6 +158,9 @@ function str(jwk: Record<string, unknown>, name: string): string | undefined {
   return v;
 }
 
+/** The largest RSA public exponent accepted: 2^32 - 1. */
+const MAX_RSA_EXPONENT = 0xffffffffn;
+
 /** Octets of each coordinate (RFC 7518 §6.2.1.2, RFC 8037 §2): a shorter or longer one is refused. */
 const COORDINATE_OCTETS: Readonly<Record<string, number>> = { 'P-256': 32, 'P-384': 48, 'P-521': 66, Ed25519: 32, Ed448: 57 };
 
@@ -188,7 +191,8 @@ function canonicalMember(kty: string, crv: string | undefined, m: string, v: str
  * Import one JWK for signature verification.
  *
  * Refuses private keys, unknown key types and curves, RSA moduli under 2048 bits and RSA public
- * exponents other than an odd one of at least 65537 (e = 1 lets anyone forge), key members that are
+ * exponents other than an odd one of at least 65537 and at most 32 bits (e = 1 lets anyone forge,
+ * a long one makes each check cost a private-key operation), key members that are
  * not canonical base64url, EC and OKP coordinates not of their curve's length, HMAC secrets
  * shorter than their hash, `use` other than `sig`, `key_ops` without `verify`, and keys usable with
  * none of the allowed algorithms.
@@ -243,8 +247,12 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
     const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
     if (bits < MIN_RSA_BITS) throw new JwkError(`RSA key is ${bits} bits; at least ${MIN_RSA_BITS} are required`);
     // e = 1 makes a signature of the padded hash itself (anyone can forge one); small or even
-    // exponents are refused as NIST SP 800-89 §5.3.3 does: odd, at least 65537.
+    // exponents are refused as NIST SP 800-89 §5.3.3 does: odd, at least 65537. A long one makes
+    // every check as costly as a private-key operation (a 3000-bit e under a 3072-bit modulus:
+    // milliseconds, where 65537 takes tens of microseconds), and a DPoP proof names its own key:
+    // at most 32 bits, as every key in use (65537 is 17).
     const e = key.asymmetricKeyDetails?.publicExponent ?? 0n;
+    if (e > MAX_RSA_EXPONENT) throw new JwkError(`RSA public exponent of ${e.toString(2).length} bits is refused; use 65537`);
     if (e < 65537n || e % 2n === 0n) throw new JwkError(`RSA public exponent ${e} is refused; use 65537`);
   }
 

@@ -35,6 +35,26 @@ describe('importJwk: RSA public exponent', () => {
       /public exponent 65538 is refused/,
     );
   });
+
+  // The cost of a verification grows with the exponent's length: one of 3000 bits under a
+  // 3072-bit modulus (OpenSSL bounds it to 64 bits only above 3072) costs 6 to 15 ms, a private-key
+  // operation, where 65537 costs 0.06 ms. A DPoP proof names its own jwk, which is checked before
+  // its key is compared with the token's (and at the token endpoint, for a public client, before any).
+  it('attack: an exponent thousands of bits long (each check as costly as a private-key operation) is refused', () => {
+    const big = Buffer.alloc(375, 0xff).toString('base64url');
+    const n3072 = (generateKeyPairSync('rsa', { modulusLength: 3072 }).publicKey.export({ format: 'jwk' }) as { n: string }).n;
+    assert.throws(
+      () => importJwk({ kty: 'RSA', n: n3072, e: big }),
+      (e) => e instanceof JwkError && /public exponent of 3000 bits is refused/.test(e.message),
+    );
+  });
+
+  it('accepts an exponent of up to 32 bits, refuses one of 33', () => {
+    const odd32 = Buffer.from([0xff, 0xff, 0xff, 0xff]).toString('base64url');
+    assert.doesNotThrow(() => importJwk({ kty: 'RSA', n: good.n, e: odd32 }));
+    const odd33 = Buffer.from([1, 0, 0, 0, 1]).toString('base64url');
+    assert.throws(() => importJwk({ kty: 'RSA', n: good.n, e: odd33 }), /public exponent of 33 bits is refused/);
+  });
 });
 
 /** `value` (base64url) with `zeros` zero octets put in front: the same integer, not its Base64urlUInt. */

@@ -191,6 +191,18 @@ describe('attack: algorithm and key-type confusion', () => {
     await refusedWith(request(token, await proof(token, { key: rsaHolder, header: { alg: 'RS256', jwk: crt } })), 'dpop_proof_invalid');
   });
 
+  it('attack: an RSA jwk with a public exponent of 2000 bits is refused before its signature is checked (each check would cost milliseconds)', async () => {
+    const token = await boundToken();
+    const n = (rsaHolder.jwk as { n: string }).n;
+    const e = Buffer.alloc(250, 0xff).toString('base64url');
+    const header = JSON.stringify({ typ: 'dpop+jwt', alg: 'RS256', jwk: { kty: 'RSA', n, e } });
+    const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(JSON.stringify(payloadFor(token))).toString('base64url')}`;
+    const result = await verifier.verify(request(token, `${input}.${randomBytes(256).toString('base64url')}`));
+    assert.ok(!result.ok);
+    assert.equal(result.error.code, 'dpop_proof_invalid');
+    assert.equal(result.error.details.claim, 'jwk');
+  });
+
   it('attack: a jwk of the holder’s key with use "enc" is refused', async () => {
     const token = await boundToken();
     await refusedWith(request(token, await proof(token, { header: { jwk: { ...holder.jwk, use: 'enc' } } })), 'dpop_proof_invalid');
