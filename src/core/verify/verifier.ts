@@ -195,6 +195,19 @@ interface Header {
   readonly kid: string | undefined;
   /** `typ` lower-cased without an `application/` prefix (RFC 7515 §4.1.9), computed once per header. */
   readonly typ: string | undefined;
+  /**
+   * `typ` names a kind of JWT other than an access token (`<kind>+jwt` but `at+jwt`), read as a
+   * media type: without its parameters (`; charset=utf-8`) and the spaces around them.
+   */
+  readonly otherKind: boolean;
+}
+
+/** {@link Header.otherKind} of a normalized `typ`. */
+function namesOtherKind(typ: string | undefined): boolean {
+  if (typ === undefined) return false;
+  const semicolon = typ.indexOf(';');
+  const type = (semicolon < 0 ? typ : typ.slice(0, semicolon)).trim();
+  return type.endsWith('+jwt') && type !== 'at+jwt';
 }
 
 interface CacheEntry {
@@ -300,7 +313,8 @@ function parseHeader(bytes: Buffer): Header | ErrorCode | undefined {
   for (const name of KEY_REFERENCE_HEADERS) if (h[name] !== undefined) return 'token_key_reference_untrusted';
   if (kid !== undefined && typeof kid !== 'string') return 'token_header_invalid';
   if (typ !== undefined && typeof typ !== 'string') return 'token_header_invalid';
-  return { alg, kid, typ: typ === undefined ? undefined : normalizeTyp(typ) };
+  const normalized = typ === undefined ? undefined : normalizeTyp(typ);
+  return { alg, kid, typ: normalized, otherKind: namesOtherKind(normalized) };
 }
 
 const MAX_ACT_DEPTH = 32;
@@ -672,12 +686,9 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     // RFC 8725 §3.11: explicit typing keeps one kind of JWT from being taken for another. Without a
     // configured `typ`, untyped and `JWT` tokens are accepted (most identity providers type their
     // access tokens so), but not one its issuer typed as another kind (`logout+jwt`, `secevent+jwt`,
-    // `dpop+jwt`): the issuer signed it, for the same audience, and it grants nothing.
-    if (
-      issuer.typ === undefined
-        ? header.typ !== undefined && header.typ.endsWith('+jwt') && header.typ !== 'at+jwt'
-        : header.typ !== issuer.typ
-    ) {
+    // `dpop+jwt`, also with media type parameters): the issuer signed it, for the same audience,
+    // and it grants nothing.
+    if (issuer.typ === undefined ? header.otherKind : header.typ !== issuer.typ) {
       return deny('token_typ_invalid', claimDetails(name, 'typ'));
     }
     if (typeof iss !== 'string') return deny(iss === undefined ? 'token_claim_missing' : 'token_claim_invalid', claimDetails(name, 'iss'));

@@ -87,4 +87,14 @@ describe('attack: typ check when configured', () => {
       assert.equal(error.details.claim, 'typ');
     }
   });
+
+  it('attack: without token_type, another kind of JWT with media type parameters or trailing space (logout+jwt; charset=utf-8) is refused as well', async () => {
+    for (const typ of ['application/logout+jwt; charset=utf-8', 'logout+jwt;x=1', 'secevent+jwt ', 'DPoP+JWT\t;a=b']) {
+      const error = assertInvalidToken(await verifier.verify(bearer(await sign(key, claims(), { typ }))), verifier, 'token_typ_invalid');
+      assert.equal(error.details.claim, 'typ', typ);
+    }
+    for (const typ of ['at+jwt; charset=utf-8', 'JWT ; x=y']) {
+      assert.equal((await verifier.verify(bearer(await sign(key, claims(), { typ })))).ok, true, typ);
+    }
+  });
 });
