@@ -296,6 +296,12 @@ export async function checkDpopProof(
   const key = proofKey(header.jwk);
   const check = key?.checks.get(alg);
   if (!key || !check) return fail('dpop_proof_invalid', 'jwk');
+  // Before the signature is checked: a key that is not the token's cannot make the proof valid,
+  // and whoever holds a stolen bound token (not its key) would else have this verifier check
+  // signatures under keys of its choosing (a 16384-bit RSA key costs milliseconds a check), and
+  // before the jti is recorded (else its proofs could fill the replay cache, and a full cache
+  // refuses every proof). The thumbprint is in the token: saying so tells its holder nothing new.
+  if (key.thumbprint !== context.jkt) return new TesseraError('dpop_binding_mismatch', { claim: 'cnf' });
   const signature = Buffer.from(proof.slice(split.dot2 + 1), 'base64url');
   if (!check(Buffer.from(proof.slice(0, split.dot2), 'latin1'), signature)) return fail('dpop_proof_invalid', 'signature');
 
@@ -328,9 +334,6 @@ export async function checkDpopProof(
       return new TesseraError('dpop_nonce_required', { claim: 'nonce', dpopNonce: options.nonces.current() });
     }
   }
-  // Before the jti is recorded: else whoever holds a stolen bound token (not its key) could fill
-  // the replay cache with proofs by a key of its own, and a full cache refuses every proof.
-  if (key.thumbprint !== context.jkt) return new TesseraError('dpop_binding_mismatch', { claim: 'cnf' });
   // Only a proof that passed every other check is remembered, so junk cannot fill the cache. Its
   // iat passes while the whole second nowSeconds <= iat + window + skew lasts, so the jti is kept
   // until that second is over, else the proof could be replayed within it (RFC 9449 §11.1).

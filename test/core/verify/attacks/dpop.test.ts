@@ -393,6 +393,21 @@ describe('attack: proof key does not match the token binding', () => {
       challenges: tokenChallenges('dpop_binding_mismatch'),
     });
   });
+
+  it('attack: a thief with a bound token sending proofs by keys of its choosing has no signature checked under them (a 16384-bit RSA key costs milliseconds a check)', async () => {
+    const token = await boundToken(holder.jkt);
+    const valid = await proof(token, { key: stranger });
+    // The stranger's proof with a signature that would not verify: refused for its key, the
+    // signature never looked at.
+    const junk = `${valid.slice(0, valid.lastIndexOf('.'))}.${Buffer.alloc(64, 7).toString('base64url')}`;
+    const result = await verifier.verify(dpopRequest(token, junk));
+    assertDenied(result, verifier, {
+      status: 401,
+      code: 'dpop_binding_mismatch',
+      error: 'invalid_token',
+      challenges: tokenChallenges('dpop_binding_mismatch'),
+    });
+  });
 });
 
 describe('attack: filling the replay cache with proofs by a key the token is not bound to', () => {
