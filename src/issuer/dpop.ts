@@ -12,7 +12,7 @@ import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/
 import { importJwk } from '../core/jose/jwk.ts';
 import { normalizeTyp } from '../core/jose/typ.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
-import { type DpopNonceSource, htuOf } from '../core/verify/dpop.ts';
+import { DPOP_MAX_RSA_BITS, type DpopNonceSource, htuOf } from '../core/verify/dpop.ts';
 import { jtiDigest } from '../core/verify/replay.ts';
 
 export interface TokenEndpointProofOptions {
@@ -57,7 +57,7 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   for (const h of KEY_REFERENCE_HEADERS) if (h !== 'jwk' && header[h] !== undefined) throw fail();
   let key: ReturnType<typeof importJwk>;
   try {
-    key = importJwk(header.jwk, { algorithms: [alg as JwsAlgorithm], publicOnly: true });
+    key = importJwk(header.jwk, { algorithms: [alg as JwsAlgorithm], publicOnly: true, maxRsaBits: DPOP_MAX_RSA_BITS });
   } catch {
     throw fail();
   }

@@ -123,6 +123,17 @@ describe('DPoP-bound tokens', () => {
     await expectInvalidProof(await cc(await proof({}, { key: p384.privateKey, jwk, header: { alg: 'ES384' } })));
   });
 
+  it('attack: a proof key of an RSA modulus over 4096 bits (each check costs up to 40 ES256 ones: a 16384-bit key, 2.6 ms) is refused invalid_dpop_proof before its signature is checked, however well signed; 4096 bits bind', async () => {
+    const rsaProof = (bits: number) => {
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: bits });
+      return proof({}, { key: privateKey, jwk: publicKey.export({ format: 'jwk' }) as JWK, header: { alg: 'RS256' } });
+    };
+    await expectInvalidProof(await cc(await rsaProof(4608)));
+    const ok = await cc(await rsaProof(4096));
+    assert.equal(ok.status, 200, await ok.clone().text());
+    assert.equal(((await ok.json()) as { token_type: string }).token_type, 'DPoP');
+  });
+
   it('with dpop.algorithms widened (ES384 added), advertises and accepts it', async () => {
     const wide = await startIssuer({ config: { dpop: { algorithms: ['ES256', 'ES384'] } } });
     try {

@@ -149,6 +149,12 @@ export interface ImportJwkOptions {
   readonly algorithms?: readonly JwsAlgorithm[];
   /** Refuse `oct` keys (true for anything that arrives over the network or in a DPoP proof). */
   readonly publicOnly?: boolean;
+  /**
+   * Refuse RSA moduli over this many bits. For keys a caller chooses (a DPoP proof's `jwk`): a
+   * check's cost grows with the modulus (16384 bits: ~2.6 ms, 40 ES256 checks), and the proof's
+   * signature is checked before anything else vouches for its sender.
+   */
+  readonly maxRsaBits?: number;
 }
 
 function str(jwk: Record<string, unknown>, name: string): string | undefined {
@@ -246,6 +252,9 @@ export function importJwk(input: unknown, options: ImportJwkOptions = {}): Verif
   if (kty === 'RSA') {
     const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
     if (bits < MIN_RSA_BITS) throw new JwkError(`RSA key is ${bits} bits; at least ${MIN_RSA_BITS} are required`);
+    if (options.maxRsaBits !== undefined && bits > options.maxRsaBits) {
+      throw new JwkError(`RSA key is ${bits} bits; at most ${options.maxRsaBits} are accepted here`);
+    }
     // e = 1 makes a signature of the padded hash itself (anyone can forge one); small or even
     // exponents are refused as NIST SP 800-89 §5.3.3 does: odd, at least 65537. A long one makes
     // every check as costly as a private-key operation (a 3000-bit e under a 3072-bit modulus:

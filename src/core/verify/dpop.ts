@@ -250,13 +250,20 @@ export function htuOf(url: string): string | undefined {
 // else a proof sent to one verifier would narrow what another accepts for the same key.
 const keyCache = new BoundedMap<string, VerificationKey>(1024);
 
+/**
+ * The largest RSA modulus a DPoP proof key may have: the proof names its own key, and at the token
+ * endpoint its signature is checked before anything else vouches for the caller (a public client
+ * has no other credential). 4096 bits is what any client uses at most.
+ */
+export const DPOP_MAX_RSA_BITS = 4096;
+
 function proofKey(jwk: unknown): VerificationKey | undefined {
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return undefined;
   const cacheKey = JSON.stringify(jwk);
   const cached = keyCache.get(cacheKey);
   if (cached) return cached;
   try {
-    const key = importJwk(jwk, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true });
+    const key = importJwk(jwk, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true, maxRsaBits: DPOP_MAX_RSA_BITS });
     keyCache.set(cacheKey, key);
     return key;
   } catch {

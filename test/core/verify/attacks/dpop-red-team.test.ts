@@ -6,9 +6,9 @@
  * body, proofs joined into one header, and denials that never quote the token or the proof.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes, sign as rawSign } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, sign as rawSign } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { exportJWK, type JWTHeaderParameters, SignJWT } from 'jose';
+import { calculateJwkThumbprint, exportJWK, type JWTHeaderParameters, SignJWT } from 'jose';
 import { denyResponse } from '../../../../src/adapters/response.ts';
 import type { ErrorCode } from '../../../../src/core/errors.ts';
 import type { VerifyRequest } from '../../../../src/core/verify/extract.ts';
@@ -198,6 +198,17 @@ describe('attack: algorithm and key-type confusion', () => {
     const header = JSON.stringify({ typ: 'dpop+jwt', alg: 'RS256', jwk: { kty: 'RSA', n, e } });
     const input = `${Buffer.from(header).toString('base64url')}.${Buffer.from(JSON.stringify(payloadFor(token))).toString('base64url')}`;
     const result = await verifier.verify(request(token, `${input}.${randomBytes(256).toString('base64url')}`));
+    assert.ok(!result.ok);
+    assert.equal(result.error.code, 'dpop_proof_invalid');
+    assert.equal(result.error.details.claim, 'jwk');
+  });
+
+  it('attack: a token bound to an RSA key over 4096 bits (its client chose it to make each check cost milliseconds) takes no proof of it: refused as jwk, before its signature is checked', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 4608 });
+    const jwk = await exportJWK(publicKey);
+    const big: ProofKey = { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk) };
+    const token = await boundToken(big.jkt);
+    const result = await verifier.verify(request(token, await proof(token, { key: big, header: { alg: 'RS256', jwk } })));
     assert.ok(!result.ok);
     assert.equal(result.error.code, 'dpop_proof_invalid');
     assert.equal(result.error.details.claim, 'jwk');
