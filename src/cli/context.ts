@@ -3,7 +3,7 @@
  * there is none), opening the store and the master key, building a token service that has read
  * the store once, and turning the expected failures into one-line CLI errors.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { within } from '../audit/batching.ts';
 import type { AuditEventsDropped, AuditEventsLost } from '../audit/pipeline.ts';
@@ -27,6 +27,26 @@ import { CliError } from './output.ts';
 export { configPath, DEFAULT_CONFIG, hostArg, iso, list, portArg, readArg, ttlArg, ttlWithin, withConfig } from './options.ts';
 
 /**
+ * Whether the configuration file `path` exists. A symbolic link that leads to no file (its target
+ * moved, a volume not mounted yet, a loop of links) is refused naming it: taken for a missing
+ * `./tessera.yaml`, it would mean the defaults, and with them whatever store ./.tessera holds; for
+ * `tessera init`, a file written through it somewhere else.
+ */
+export function configFileExists(path: string): boolean {
+  if (existsSync(path)) return true;
+  if (lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() !== true) return false;
+  throw new ConfigError(
+    [
+      {
+        path: '(file)',
+        message: `${path} is a symbolic link to ${readlinkSync(path)}, which leads to no file (its target is missing, or the links loop); point it at the configuration file, or remove it`,
+      },
+    ],
+    path,
+  );
+}
+
+/**
  * Load the configuration. A missing `./tessera.yaml` gives the defaults (`data_dir: .tessera`, port
  * 8080), so `tessera init` and the first commands work before any file exists; a file named by
  * `--config` or `TESSERA_CONFIG` must exist. A relative `data_dir` is resolved against the file's
@@ -38,7 +58,7 @@ export function loadConfig(
   options: { readonly env?: Readonly<Record<string, string | undefined>>; readonly check?: ConfigCheck<TesseraConfig> } = {},
 ): { config: TesseraConfig; path: string; exists: boolean } {
   const path = configPath(option);
-  const exists = existsSync(path);
+  const exists = configFileExists(path);
   // A mistyped --config must not quietly mean the defaults, and with them whatever store
   // ./.tessera holds.
   if (!exists && (option ?? process.env.TESSERA_CONFIG) !== undefined) {

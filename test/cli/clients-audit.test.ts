@@ -117,7 +117,7 @@ describe('tessera clients add: every bad flag at once', () => {
       r.stderr,
       [
         'tessera: client "two-wrongs" not registered (2 problems):',
-        `  --jwks: cannot read a JSON JWKS from ${join(dir, 'missing.jwks')}`,
+        `  --jwks: cannot load a JWKS from ${join(dir, 'missing.jwks')}: no such file`,
         '  --ttl 7200s is longer than token_service.max_access_token_ttl (3600s); ask for at most 3600s',
         '',
       ].join('\n'),

@@ -3,7 +3,7 @@
  * never lost between the store and the operator (the rest runs in token-service-cli.test.ts).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
@@ -215,6 +215,54 @@ describe('a bad option value names its flag and what to write instead', () => {
       assert.equal(r.stderr, `tessera: ${line}\n`);
       // A refused registration registered nothing.
       if (args[2] === 'flagged') assert.equal(tessera('clients', 'show', 'flagged').stderr, 'tessera: no client "flagged"\n');
+    });
+  }
+});
+
+describe('tessera clients add --jwks: a file that is no key set', () => {
+  const add = (file: string) =>
+    spawnSync(process.execPath, [MAIN, 'clients', 'add', 'keyed', '--audiences', 'https://api.test', '--jwks', file], {
+      cwd: dir,
+      encoding: 'utf8',
+      // An endless file read whole ran the process out of memory (a V8 fatal error) or for ever.
+      timeout: 30_000,
+      env: { ...process.env, TESSERA_MASTER_KEY: '' },
+    });
+  for (const [name, make, why] of [
+    [
+      'an endless device (/dev/zero), read whole until memory ran out',
+      () => '/dev/zero',
+      'larger than 512 KiB, the most a JWKS file may hold',
+    ],
+    [
+      'a file larger than a JWKS',
+      () => {
+        const file = join(dir, 'huge.jwks');
+        writeFileSync(file, `{"keys":[],"pad":"${'a'.repeat(600 * 1024)}"}`);
+        return file;
+      },
+      'larger than 512 KiB, the most a JWKS file may hold',
+    ],
+    ['a file that is missing', () => join(dir, 'missing.jwks'), 'no such file'],
+    ['a directory', () => dir, 'a directory, not a file'],
+    [
+      'a file that is not JSON',
+      () => {
+        const file = join(dir, 'keys.pem');
+        writeFileSync(file, '-----BEGIN PUBLIC KEY-----\n');
+        return file;
+      },
+      'not valid JSON',
+    ],
+  ] as const) {
+    it(`${name}: exit 1, one line naming the file and why, nothing registered`, () => {
+      const file = make();
+      const r = add(file);
+      assert.equal(r.signal, null, r.stderr.slice(0, 500));
+      assert.equal(r.status, 1, r.stderr.slice(0, 500));
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, `tessera: --jwks: cannot load a JWKS from ${file}: ${why}\n`);
+      assert.equal(tessera('clients', 'show', 'keyed').stderr, 'tessera: no client "keyed"\n');
     });
   }
 });

@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +12,46 @@ import { CliError } from '../../src/cli/output.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+
+describe('cli: ./tessera.yaml a symbolic link to nothing (an unmounted volume, a moved file, a loop)', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tessera-context-link-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const run = (cwd: string, ...args: string[]) =>
+    spawnSync(process.execPath, [MAIN, ...args], { cwd, encoding: 'utf8', env: { ...process.env, TESSERA_MASTER_KEY: '' } });
+
+  for (const [name, link] of [
+    ['a dangling link', (d: string) => symlinkSync(join(d, 'mounted', 'tessera.yaml'), join(d, 'tessera.yaml'))],
+    [
+      'a loop of links',
+      (d: string) => {
+        symlinkSync('other.yaml', join(d, 'tessera.yaml'));
+        symlinkSync('tessera.yaml', join(d, 'other.yaml'));
+      },
+    ],
+  ] as const) {
+    it(`${name}: every command refuses it naming the link (exit 2), never the defaults; init writes nothing`, () => {
+      const cwd = mkdtempSync(join(dir, 'case-'));
+      // The defaults' store is there: a command falling back to them would operate on it.
+      assert.equal(run(cwd, 'init', '--json').status, 0);
+      rmSync(join(cwd, 'tessera.yaml'));
+      link(cwd);
+      const before = readdirSync(cwd).sort();
+      for (const args of [['clients', 'list', '--json'], ['init']]) {
+        const r = run(cwd, ...args);
+        assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+        assert.equal(r.stdout, '');
+        assert.match(
+          r.stderr,
+          /^tessera: invalid configuration in .*tessera\.yaml \(1 problem\):\n {2}\(file\): .*tessera\.yaml is a symbolic link to .*, which leads to no file \(its target is missing, or the links loop\); point it at the configuration file, or remove it\n$/,
+        );
+      }
+      assert.deepEqual(readdirSync(cwd).sort(), before);
+    });
+  }
+});
 
 describe('cli: a --config file that does not exist', () => {
   let dir: string;

@@ -176,7 +176,14 @@ describe('tessera token decode', { concurrency: true }, () => {
   it('exits non-zero for a missing JWKS file', async () => {
     const run = await tessera(['token', 'decode', token, '--jwks', join(dir, 'missing.json')]);
     assert.equal(run.code, 1);
-    assert.equal(run.stderr, `tessera: --jwks: no such file ${join(dir, 'missing.json')}\n`);
+    assert.equal(run.stderr, `tessera: --jwks: cannot load a JWKS from ${join(dir, 'missing.json')}: no such file\n`);
+  });
+
+  it('refuses an endless --jwks file (/dev/zero) with one line instead of reading it until memory runs out', async () => {
+    const run = await tessera(['token', 'decode', token, '--jwks', '/dev/zero']);
+    assert.equal(run.code, 1, run.stderr.slice(0, 500));
+    assert.equal(run.stdout, '');
+    assert.equal(run.stderr, 'tessera: --jwks: cannot load a JWKS from /dev/zero: larger than 512 KiB, the most a JWKS file may hold\n');
   });
 
   it('reports token_claim_missing for a token without iss', async () => {

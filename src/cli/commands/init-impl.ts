@@ -13,7 +13,7 @@ import { resolveStore, resolveTokenService } from '../../config/token-service-sc
 import { ConfigError } from '../../core/errors.ts';
 import { createTokenServiceFromConfig, ensureDataDir, loadMasterKey, MASTER_KEY_FILE, openStore } from '../../server/bootstrap.ts';
 import { type Store, StoreUnavailableError } from '../../store/contract.ts';
-import { configPath, loadConfig, toCliError, verifyMasterKey, withAdminWrite } from '../context.ts';
+import { configFileExists, configPath, loadConfig, toCliError, verifyMasterKey, withAdminWrite } from '../context.ts';
 import { CliError, refusal } from '../output.ts';
 import {
   DEMO_CLIENT,
@@ -279,7 +279,7 @@ async function initializeOnce(options: InitOptions, undo: Undo): Promise<InitRep
   }
   const path = configPath(options.config);
   let written = false;
-  if (!existsSync(path)) {
+  if (!configFileExists(path)) {
     const port = options.port ?? 8080;
     // port + 1 is no port for 0 (any free port) or 65535; the demo upstream needs a fixed one.
     if (options.upstreamPort === undefined && (port === 0 || port === 65535)) {

@@ -6,7 +6,6 @@
  */
 
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { quoted } from '../../core/errors.ts';
 import { IDENTITY_RULE, validIdentity } from '../../core/identity.ts';
@@ -129,7 +128,13 @@ export async function decodeToken(token: string, options: { jwks?: string; audie
     const aud =
       options.audience ?? (typeof claims.aud === 'string' ? claims.aud : Array.isArray(claims.aud) ? String(claims.aud[0]) : undefined);
     const isUrl = /^https?:\/\//.test(options.jwks);
-    if (!isUrl && !existsSync(options.jwks)) throw new CliError(`--jwks: no such file ${options.jwks}`);
+    if (!isUrl) {
+      // Read here (at most 512 KiB) to say what is wrong with the file as --jwks, not as the
+      // issuers[0].jwks.file of a configuration the operator never wrote.
+      const { readJwksFile } = await import('../../jwks/local.ts');
+      const read = readJwksFile(options.jwks);
+      if ('problem' in read) throw new CliError(`--jwks: cannot load a JWKS from ${options.jwks}: ${read.problem}`);
+    }
     const { createVerifier } = await import('../../verifier.ts');
     const verifier = createVerifier({
       issuers: [
