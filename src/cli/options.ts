@@ -35,10 +35,30 @@ export function list(value: string | string[] | undefined): string[] {
   return (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(/[\s,]+/)).filter((v) => v !== '');
 }
 
-/** Read a secret argument, `-` meaning stdin (keeps it out of shell history and `ps`). */
-export async function readArg(value: string): Promise<string> {
+/** The most stdin may hold for an argument given as `-`: 1 MiB, far more than any token. */
+export const MAX_STDIN_BYTES = 1024 * 1024;
+
+/**
+ * Read a secret argument, `-` meaning stdin (keeps it out of shell history and `ps`). At most
+ * {@link MAX_STDIN_BYTES} are read: more (a log file piped by mistake, `< /dev/zero`) is refused
+ * naming `name`, the argument, instead of read until memory runs out.
+ */
+export async function readArg(value: string, name: string): Promise<string> {
   if (value !== '-') return value;
-  return (await new Response(process.stdin as unknown as ReadableStream).text()).trim();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_STDIN_BYTES) {
+      process.stdin.destroy();
+      throw refusal(
+        'stdin_too_large',
+        `${name} -: stdin holds more than ${MAX_STDIN_BYTES / 1024 / 1024} MiB, more than any token; pipe the token alone`,
+      );
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8').trim();
 }
 
 /** Epoch seconds as an ISO time, for human output. */

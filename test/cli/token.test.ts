@@ -3,9 +3,9 @@
  * and the verdict with its reason code against a JWKS file and a JWKS URL (loopback server).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -184,6 +184,23 @@ describe('tessera token decode', { concurrency: true }, () => {
     assert.equal(run.code, 1, run.stderr.slice(0, 500));
     assert.equal(run.stdout, '');
     assert.equal(run.stderr, 'tessera: --jwks: cannot load a JWKS from /dev/zero: larger than 512 KiB, the most a JWKS file may hold\n');
+  });
+
+  it('refuses a stdin that never ends (token decode - < /dev/zero) with one line instead of reading it until memory runs out', () => {
+    const stdin = openSync('/dev/zero', 'r');
+    try {
+      const r = spawnSync(process.execPath, [MAIN, 'token', 'decode', '-'], {
+        stdio: [stdin, 'pipe', 'pipe'],
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      assert.equal(r.signal, null, r.stderr.slice(0, 500));
+      assert.equal(r.status, 1, r.stderr.slice(0, 500));
+      assert.equal(r.stdout, '');
+      assert.equal(r.stderr, 'tessera: <token> -: stdin holds more than 1 MiB, more than any token; pipe the token alone\n');
+    } finally {
+      closeSync(stdin);
+    }
   });
 
   it('reports token_claim_missing for a token without iss', async () => {

@@ -91,7 +91,7 @@ export function registerRevoke(program: Command): void {
           async ({ service }) => {
             const reason: Record<string, string> = opts.token === undefined ? { revoke_reason: opts.reason } : {};
             if (opts.token !== undefined) {
-              const revoked = await service.revokeAccessToken(await readArg(opts.token), 'cli');
+              const revoked = await service.revokeAccessToken(await readArg(opts.token, '--token'), 'cli');
               if (!revoked) throw refusal('admin_not_found', 'not a valid, unexpired access token of this issuer; nothing to revoke');
               // The token itself is never written: its jti names it.
               service.auditCliAction('ok', {

@@ -168,7 +168,7 @@ export function registerToken(program: Command): void {
     .option('--audience <aud>', 'audience the token must carry (default: its own first aud)')
     .option('--json', 'print one JSON object')
     .action(async (input: string, opts: { jwks?: string; audience?: string; json?: boolean }) => {
-      const raw = input === '-' ? (await new Response(process.stdin as unknown as ReadableStream).text()).trim() : input;
+      const raw = await readArg(input, '<token>');
       const report = await decodeToken(raw, opts);
       // An invalid verdict is a failure whatever the output format.
       if (report.verification.code) process.exitCode = 1;
@@ -303,11 +303,11 @@ export function registerToken(program: Command): void {
           throw new CliError('only one of --subject-token and --actor-token can be read from stdin (-)');
         }
         const params = new URLSearchParams({
-          subject_token: await readArg(opts.subjectToken),
+          subject_token: await readArg(opts.subjectToken, '--subject-token'),
           subject_token_type: subjectTokenType,
         });
         if (opts.actorToken !== undefined) {
-          params.set('actor_token', await readArg(opts.actorToken));
+          params.set('actor_token', await readArg(opts.actorToken, '--actor-token'));
           params.set('actor_token_type', ACCESS_TOKEN_TYPE);
         }
         const scopes = list(opts.scope);

@@ -269,7 +269,7 @@ Exit status: 0 when something matched, 1 with a one-line reason otherwise.`,
     )
     .action(async (id: string, opts: { config?: string; kind?: TraceKind; json?: boolean }) => {
       const fromStdin = id === '-';
-      const arg = (await readArg(id)).trim();
+      const arg = (await readArg(id, '<id>')).trim();
       const a = classifyArgument(arg, opts.kind);
       const [{ withStore }, { buildTrace, isEmptyTrace }] = await Promise.all([import('../context.ts'), import('../../audit/trace.ts')]);
       const { trace, heading } = await withStore(opts.config, async (store) => {
