@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { quoted } from '../core/errors.ts';
 
 /** Hosts where a plain-http redirect URI is acceptable: the loopback interface of the user's own machine. */
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
@@ -29,14 +30,18 @@ const RESPONSE_PARAMETERS = new Set(['code', 'state', 'iss', 'error', 'error_des
 
 /**
  * Why `uri` cannot be registered as a redirect URI, or `undefined` when it can. The message quotes
- * nothing but the URI, which is not a secret.
+ * nothing but the URI, and that as {@link quoted} does (a token pasted into the wrong option is
+ * described by its length), never one that carries a password.
  */
 export function redirectUriProblem(uri: string): string | undefined {
   if (uri.length === 0 || uri.length > MAX_LENGTH) return `a redirect URI must be 1-${MAX_LENGTH} characters`;
   if (!URI_CHARS.test(uri)) return 'a redirect URI must be an RFC 3986 URI (no whitespace, control or non-ASCII characters)';
-  if (!URL.canParse(uri)) return `redirect URI "${uri}" is not an absolute URL`;
+  const shown = quoted(uri);
+  if (!URL.canParse(uri)) return `redirect URI ${shown} is not an absolute URL`;
   const u = new URL(uri);
-  if (!HOST.test(u.hostname)) return `redirect URI "${uri}" must name a DNS host or an IP address`;
+  // Credentials in a redirect URI would be handed to every browser; never quoted back.
+  if (u.username !== '' || u.password !== '') return 'a redirect URI must not carry a user name or password';
+  if (!HOST.test(u.hostname)) return `redirect URI ${shown} must name a DNS host or an IP address`;
   // The host the browser goes to must be the one written, after "//": the URL parser also reads a
   // host into "https:///evil.test/cb" or "https:/evil.test/cb" (no authority in RFC 3986, a path
   // to whoever reads the registration) and decodes "evil%2etest" or "127.1"; what is stored, shown
@@ -45,24 +50,23 @@ export function redirectUriProblem(uri: string): string | undefined {
   const authority = written.startsWith('//') ? /^[^/?#]*/.exec(written.slice(2))?.[0] : undefined;
   // The whole host as written (`127.0.0.1.` is not `127.0.0.1`), an explicit port aside.
   if (authority === undefined || authority.toLowerCase().replace(/:\d*$/, '') !== u.hostname) {
-    return `redirect URI "${uri}" must spell its host as it is reached (//host, no percent-encoding, a canonical IP address)`;
+    return `redirect URI ${shown} must spell its host as it is reached (//host, no percent-encoding, a canonical IP address)`;
   }
   // Likewise the path: the parser removes dot segments ("/app/../cb", "/app/%2e%2e/cb"), so
   // "https://shared.test/victim/%2e%2e/attacker/cb" would be matched and shown while codes went to
   // "/attacker/cb", another tenant's on a host shared by path. No path at all reads as "/".
   const path = /^[^?#]*/.exec(written.slice(2 + authority.length))?.[0] ?? '';
-  if ((path === '' ? '/' : path) !== u.pathname) return `redirect URI "${uri}" must not have dot segments ("." or "..") in its path`;
-  // RFC 6749 §3.1.2: no fragment. Credentials in a redirect URI would be handed to every browser.
-  if (uri.includes('#')) return `redirect URI "${uri}" must not have a fragment`;
-  if (u.username !== '' || u.password !== '') return `redirect URI "${uri}" must not carry a user name or password`;
+  if ((path === '' ? '/' : path) !== u.pathname) return `redirect URI ${shown} must not have dot segments ("." or "..") in its path`;
+  // RFC 6749 §3.1.2: no fragment.
+  if (uri.includes('#')) return `redirect URI ${shown} must not have a fragment`;
   // The answer appends these (RFC 6749 §4.1.2, RFC 9207): a registered `?iss=…&state=…` would make
   // every answer carry two of each, and a client reading the first would read the registration's.
   for (const name of u.searchParams.keys()) {
-    if (RESPONSE_PARAMETERS.has(name)) return `redirect URI "${uri}" must not set the response parameter "${name}" in its query`;
+    if (RESPONSE_PARAMETERS.has(name)) return `redirect URI ${shown} must not set the response parameter "${name}" in its query`;
   }
   if (u.protocol === 'https:') return undefined;
   if (u.protocol === 'http:' && LOOPBACK_HOSTS.has(u.hostname)) return undefined;
-  return `redirect URI "${uri}" must be https (http only on 127.0.0.1, [::1] or localhost)`;
+  return `redirect URI ${shown} must be https (http only on 127.0.0.1, [::1] or localhost)`;
 }
 
 /** Longest origin a client may list (`scheme://host:port`). */

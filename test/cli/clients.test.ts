@@ -280,6 +280,10 @@ describe('a token pasted into the wrong argument is never printed back', () => {
     ['audit query --since', ['audit', 'query', '--since', token]],
     ['audit query --limit', ['audit', 'query', '--limit', token]],
     ['token mint --ttl', ['token', 'mint', '--client', 'nobody', '--ttl', token]],
+    [
+      'clients add --redirect-uris',
+      ['clients', 'add', 'pasted-uri', '--audiences', 'https://api.test', '--grant-types', 'authorization-code', '--redirect-uris', token],
+    ],
   ];
   for (const [what, args] of cases) {
     it(`${what}: exit 1, one line describing the value by its length`, () => {
@@ -289,6 +293,24 @@ describe('a token pasted into the wrong argument is never printed back', () => {
       assert.match(r.stderr, /a value of \d+ characters \(not shown: it may be a secret\)/);
     });
   }
+});
+
+describe('tessera clients add --redirect-uris with a password in it', () => {
+  it('refuses it without printing the password back', () => {
+    const r = tessera(
+      'clients',
+      'add',
+      'userinfo',
+      '--audiences',
+      'https://api.test',
+      '--grant-types',
+      'authorization-code',
+      '--redirect-uris',
+      'https://app:hunter2-pw@app.test/cb',
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stderr, 'tessera: --redirect-uris: a redirect URI must not carry a user name or password\n');
+  });
 });
 
 describe('tessera clients add under another master key than the store was made with (a stale TESSERA_MASTER_KEY)', () => {
