@@ -19,6 +19,7 @@ import { normalizeTyp } from '../core/jose/typ.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { KeySource } from '../core/ports.ts';
 import type { EffectiveScopes, ScopeModel } from '../core/scopes.ts';
+import { holdsToken } from '../core/secret-shape.ts';
 import { BoundedMap } from '../core/verify/bounded-map.ts';
 import { STATIC_SUBJECT_PREFIX } from '../core/verify/principal.ts';
 import { jtiDigest } from '../core/verify/replay.ts';
@@ -250,7 +251,15 @@ export function buildClient(
 ): { record: ClientRecord; secret: string | undefined } {
   const problems: ClientInputError[] = [];
   const refuse = (...args: ConstructorParameters<typeof ClientInputError>) => void problems.push(new ClientInputError(...args));
-  if (!CLIENT_ID.test(input.id)) {
+  if (holdsToken(input.id)) {
+    // The id is public (clients list, every audit event of the client): a secret pasted there
+    // (tcs_… of another client, a refresh token, a JWT: each fits the id pattern) is not kept, nor quoted.
+    refuse(
+      'client_id_invalid',
+      `client id ${quoted(input.id)} looks like a token or a secret; a client id is public (clients list, the audit trail): choose a name`,
+      'id',
+    );
+  } else if (!CLIENT_ID.test(input.id)) {
     refuse('client_id_invalid', `client id ${quoted(input.id)} must be 1-128 characters of letters, digits, ".", "_" or "-"`, 'id');
   }
   for (const s of input.scopes) {

@@ -100,6 +100,28 @@ describe('defect: ClientInputError had no code', () => {
     ['an unknown secret method', { secretMethod: 'client_secret_jwt' as never }, 'auth_method_conflict', 'secretMethod'],
     ['an allowed origin with a path', { allowedOrigins: ['https://app.test/'] }, 'allowed_origin_invalid', 'allowedOrigins'],
   ];
+  it('attack: a secret or token pasted as the client id (tcs_…, trt_…, tgw_…, a JWT: each fits the id pattern) is refused client_id_invalid without quoting it, not stored as a public id that clients list and every audit event of the client print', () => {
+    const pasted = [
+      `tcs_${'A'.repeat(43)}`,
+      `trt_${'b'.repeat(43)}`,
+      `tgw_${'c'.repeat(43)}`,
+      `tac_${'d'.repeat(43)}`,
+      'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl',
+    ];
+    for (const id of pasted) {
+      assert.throws(build({ id }), (e: unknown) => {
+        assert.ok(e instanceof ClientInputError, String(e));
+        assert.equal(e.code, 'client_id_invalid', id);
+        assert.equal(e.field, 'id');
+        assert.ok(!e.message.includes(id.slice(4, 24)), e.message);
+        return true;
+      });
+    }
+    // An id that only contains `_` or starts like one is still an id.
+    assert.doesNotThrow(build({ id: 'tcs_agent' }));
+    assert.doesNotThrow(build({ id: 'my_agent-2' }));
+  });
+
   it('never echoes a pasted secret: a token given as the id, a scope, an audience or a grant type is described, not quoted', () => {
     const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl x';
     const inputs: Partial<ClientInput>[] = [
