@@ -5,7 +5,7 @@
  * before it can exhaust memory.
  */
 import { isUtf8 } from 'node:buffer';
-import { accessSync, closeSync, constants, fstatSync, openSync, readSync, realpathSync, type Stats, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, realpathSync, type Stats, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
   type Document,
@@ -22,6 +22,7 @@ import {
 } from 'yaml';
 import { ConfigError, type ConfigIssue, secretShaped } from '../core/errors.ts';
 import { type ConfigCheck, formatPath, parseConfig } from './parse.ts';
+import { readBounded } from './read-bounded.ts';
 import { configSchema, type TesseraConfig } from './schema.ts';
 
 /** The largest configuration file (or text) read, in bytes: 1 MiB. A larger one is refused unparsed. */
@@ -109,19 +110,14 @@ function unsafeConfigFile(file: string, st: Stats): string | undefined {
  * @throws {ConfigError} when the file cannot be read, is too large, or may be changed by others.
  */
 export function readConfigFile(file: string): Buffer {
-  const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
-  let length = 0;
+  let bytes: Buffer;
   try {
     const fd = openSync(file, 'r');
     try {
       // Of what was opened (through a symlink, its target): no check-then-open race.
       const problem = process.platform === 'win32' ? undefined : unsafeConfigFile(file, fstatSync(fd));
       if (problem !== undefined) throw new ConfigError([{ path: '(file)', message: problem }], file);
-      while (length < buffer.length) {
-        const n = readSync(fd, buffer, length, buffer.length - length, null);
-        if (n === 0) break;
-        length += n;
-      }
+      bytes = readBounded(fd, MAX_CONFIG_BYTES);
     } finally {
       closeSync(fd);
     }
@@ -134,8 +130,8 @@ export function readConfigFile(file: string): Buffer {
         : `cannot read ${file}: ${code ?? 'error'}`;
     throw new ConfigError([{ path: '(file)', message }], file);
   }
-  if (length > MAX_CONFIG_BYTES) throw tooLarge(file);
-  return buffer.subarray(0, length);
+  if (bytes.length > MAX_CONFIG_BYTES) throw tooLarge(file);
+  return bytes;
 }
 
 /**

@@ -1,8 +1,9 @@
 /**
  * Local JWKS: inline keys or a JSON file, loaded once at construction.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { readBounded } from '../config/read-bounded.ts';
 import type { ConfigIssue } from '../core/errors.ts';
 import type { JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { STRICT_JSON_FAULTS, strictJsonFault } from '../core/jose/json.ts';
@@ -19,16 +20,11 @@ export const MAX_JWKS_FILE_BYTES = 512 * 1024;
  * gives no document: no such file, a directory, too large, not valid JSON.
  */
 export function readJwksFile(file: string): { readonly document: unknown } | { readonly problem: string } {
-  const buffer = Buffer.alloc(MAX_JWKS_FILE_BYTES + 1);
-  let length = 0;
+  let bytes: Buffer;
   try {
     const fd = openSync(file, 'r');
     try {
-      while (length < buffer.length) {
-        const n = readSync(fd, buffer, length, buffer.length - length, null);
-        if (n === 0) break;
-        length += n;
-      }
+      bytes = readBounded(fd, MAX_JWKS_FILE_BYTES);
     } finally {
       closeSync(fd);
     }
@@ -38,8 +34,8 @@ export function readJwksFile(file: string): { readonly document: unknown } | { r
     if (code === 'EISDIR') return { problem: 'a directory, not a file' };
     return { problem: `unreadable (${code ?? 'error'})` };
   }
-  if (length > MAX_JWKS_FILE_BYTES) return { problem: `larger than ${MAX_JWKS_FILE_BYTES / 1024} KiB, the most a JWKS file may hold` };
-  const bytes = buffer.subarray(0, length);
+  if (bytes.length > MAX_JWKS_FILE_BYTES)
+    return { problem: `larger than ${MAX_JWKS_FILE_BYTES / 1024} KiB, the most a JWKS file may hold` };
   let document: unknown;
   try {
     document = JSON.parse(bytes.toString('utf8'));
