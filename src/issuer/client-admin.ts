@@ -54,7 +54,8 @@ export function clientInputProblems(
   const known = ctx.scopes.known;
   if (known !== undefined) {
     // With a catalogue, a client scope outside it is a typo until proven otherwise.
-    for (const s of input.scopes) {
+    // Each scope once: `--scopes 'a a'` names one unknown scope, not two.
+    for (const s of new Set(input.scopes)) {
       if (!isWildcard(s) && !known.has(s) && s !== ctx.config.admin.scope) {
         problems.push(
           new ClientInputError('scope_unknown', `scope ${quoted(s)} is not in the scope catalogue (scopes in tessera.yaml)`, 'scopes'),

@@ -148,6 +148,11 @@ describe('a bad option value names its flag and what to write instead', () => {
       '--scopes: scope "nope" is not in the scope catalogue (scopes in tessera.yaml)',
     ],
     [
+      'clients add --scopes naming an unknown scope twice (said once)',
+      [...add, '--scopes', 'nope,nope'],
+      '--scopes: scope "nope" is not in the scope catalogue (scopes in tessera.yaml)',
+    ],
+    [
       'clients add --grant-types unknown',
       [...add, '--grant-types', 'password'],
       '--grant-types: grant type "password" is not supported; use client_credentials, authorization_code, refresh_token, token-exchange',

@@ -568,6 +568,8 @@ describe('sqlite store specifics', () => {
       for (const [name, write] of Object.entries(writes)) {
         await assert.rejects(write(), (e: unknown) => e instanceof StoreUnavailableError && e.code === 'store_busy', name);
       }
+      // What an operator reads (`tessera: <message>`): which database, as several data directories may be in use.
+      await assert.rejects(writes.useOnce(), (e: unknown) => e instanceof Error && e.message.includes(`SQLite store ${path} is locked`));
     } finally {
       other.exec('ROLLBACK');
       other.close();

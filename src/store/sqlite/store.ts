@@ -113,8 +113,16 @@ function isConstraintError(e: unknown): boolean {
  * `e`, or a {@link StoreUnavailableError} caused by it when another process (a CLI command,
  * another server) held the write lock past the busy timeout (SQLITE_BUSY, SQLITE_LOCKED).
  */
-function busy(e: unknown): unknown {
-  return isBusy(e) ? new StoreUnavailableError('store_busy', 'the SQLite store is locked by another process', { cause: e }) : e;
+function busy(e: unknown, path: string): unknown {
+  return isBusy(e)
+    ? new StoreUnavailableError(
+        'store_busy',
+        `the SQLite store ${path} is locked by another process (a CLI command or another server); retry once it is done`,
+        {
+          cause: e,
+        },
+      )
+    : e;
 }
 
 function isBusy(e: unknown): boolean {
@@ -135,6 +143,8 @@ function isBusy(e: unknown): boolean {
 export class SqliteStore implements Store {
   readonly kind = 'sqlite';
   readonly #db: DatabaseSync;
+  /** The database file, named in errors an operator acts on. */
+  readonly #path: string;
   readonly #statements = new Map<string, StatementSync>();
   readonly #failpoint: string | undefined;
   readonly #prune: { readonly batch: number; readonly budget: number };
@@ -147,8 +157,9 @@ export class SqliteStore implements Store {
     reject: (e: unknown) => void;
   }[] = [];
 
-  private constructor(db: DatabaseSync, failpoint: string | undefined, prune: PruneTuning, busyTimeoutMs: number) {
+  private constructor(db: DatabaseSync, path: string, failpoint: string | undefined, prune: PruneTuning, busyTimeoutMs: number) {
     this.#db = db;
+    this.#path = path;
     this.#busyTimeoutMs = busyTimeoutMs;
     this.#failpoint = failpoint;
     this.#prune = pruneTuning(prune);
@@ -164,7 +175,7 @@ export class SqliteStore implements Store {
     db.exec('PRAGMA journal_mode = WAL');
     db.exec('PRAGMA synchronous = NORMAL');
     db.exec('PRAGMA foreign_keys = OFF');
-    const store = new SqliteStore(db, options.failpoint ?? process.env.TESSERA_FAILPOINT, options, busyTimeoutMs);
+    const store = new SqliteStore(db, options.path, options.failpoint ?? process.env.TESSERA_FAILPOINT, options, busyTimeoutMs);
     store.#migrate();
     // From here on a write that finds the lock taken waits in #tx, off the event loop: SQLite's own
     // busy handler sleeps in the calling thread, which would stall every request of this process
@@ -222,7 +233,7 @@ export class SqliteStore implements Store {
         return this.#inTx(fn);
       });
     } catch (e) {
-      throw busy(e);
+      throw busy(e, this.#path);
     }
   }
 
@@ -257,7 +268,7 @@ export class SqliteStore implements Store {
     } catch (e) {
       if (!isBusy(e)) throw e;
       return this.#unlocked(read).catch((last: unknown) => {
-        throw busy(last);
+        throw busy(last, this.#path);
       });
     }
   }
@@ -267,7 +278,7 @@ export class SqliteStore implements Store {
     try {
       this.#db.exec('BEGIN IMMEDIATE');
     } catch (e) {
-      throw busy(e);
+      throw busy(e, this.#path);
     }
     return this.#inTx(fn);
   }
@@ -680,7 +691,7 @@ export class SqliteStore implements Store {
       );
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('refresh_token_exists', 'a refresh token with this hash exists');
-      throw busy(e);
+      throw busy(e, this.#path);
     }
   }
 
@@ -729,7 +740,7 @@ export class SqliteStore implements Store {
       );
     } catch (e) {
       if (isConstraintError(e)) throw new StoreConflictError('authorization_code_exists', 'an authorization code with this hash exists');
-      throw busy(e);
+      throw busy(e, this.#path);
     }
   }
 
@@ -785,7 +796,7 @@ export class SqliteStore implements Store {
         ).run(...consentValues(c)),
       );
     } catch (e) {
-      throw busy(e);
+      throw busy(e, this.#path);
     }
   }
 
@@ -865,7 +876,7 @@ export class SqliteStore implements Store {
         ).run(key, expiresAt, now),
       );
     } catch (e) {
-      throw busy(e);
+      throw busy(e, this.#path);
     }
     return Number(result.changes) === 1;
   }
@@ -910,7 +921,7 @@ export class SqliteStore implements Store {
         return a2aTaskFrom(current.get(key) as Row);
       });
     } catch (e) {
-      throw busy(e);
+      throw busy(e, this.#path);
     }
   }
 
