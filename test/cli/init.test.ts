@@ -94,6 +94,28 @@ describe('tessera init: the demo client secret files', () => {
   });
 });
 
+describe('tessera init with master.key lost', () => {
+  it('says master.key is missing and the store needs the original (not that some key does not match), and leaves no new master.key behind', async () => {
+    delete process.env.TESSERA_MASTER_KEY;
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-init-lost-'));
+    try {
+      const config = join(dir, 'tessera.yaml');
+      const keyFile = join(dir, '.tessera', MASTER_KEY_FILE);
+      await initialize({ config });
+      rmSync(keyFile);
+      await assert.rejects(initialize({ config }), (e: unknown) => {
+        assert.ok(e instanceof CliError, String(e));
+        assert.match(e.message, /master\.key is missing/);
+        assert.match(e.message, /restore it/);
+        return true;
+      });
+      assert.equal(existsSync(keyFile), false, 'no new master key that would seal anything under another key');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('tessera init under umask 000', () => {
   it('writes no file another local user may change (tessera.yaml decides which issuers are trusted) and nothing under the data directory they may read', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tessera-init-umask-'));
