@@ -14,7 +14,7 @@ import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { GatewayContext } from './context.ts';
 import { Exchange } from './exchange.ts';
 import { type ForwardAuthFlavor, originalRequest, sentOnce } from './forward-auth.ts';
-import { carriesOriginalRequestHeader, carriesOverrideHeader } from './http/headers.ts';
+import { carriesOverrideHeader } from './http/headers.ts';
 import { auditPath, auditRawPath, hasMethodOverride, normalizeTarget } from './http/path.ts';
 import { type DenyRendering, nginxStatus } from './pipeline/errors/error-handler.ts';
 import type { GatewayRequest } from './pipeline/request.ts';
@@ -217,11 +217,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   const q = original.uri.indexOf('?');
   // Behind Traefik, Caddy or Envoy, X-Original-URI and the like are the caller's (nginx sets its
   // own), and the proxy forwards them: an upstream reading them as the request is overridden too.
-  if (
-    carriesOverrideHeader(req.rawHeaders) ||
-    (q >= 0 && hasMethodOverride(original.uri.slice(q + 1))) ||
-    (flavor !== 'nginx' && carriesOriginalRequestHeader(req.rawHeaders))
-  ) {
+  if (carriesOverrideHeader(req.rawHeaders, flavor !== 'nginx') || (q >= 0 && hasMethodOverride(original.uri.slice(q + 1)))) {
     refuse(new TesseraError('forward_auth_override_refused'), s.challenges);
     return;
   }

@@ -36,14 +36,7 @@ import { bodyUnread, closeUnread } from '../server/close-unread.ts';
 import { continueOnRead } from '../server/expect-continue.ts';
 import { ShutdownDeadline } from '../server/shutdown.ts';
 import { createVerifierFromConfig, type VerifierRuntime } from '../verifier.ts';
-import {
-  type A2aConfig,
-  type ExtendedCardForm,
-  ExtendedCardForwardHandler,
-  isExtendedCardPath,
-  isPublicCardPath,
-  readA2aBody,
-} from './a2a/card.ts';
+import { type A2aConfig, type ExtendedCardForm, ExtendedCardForwardHandler, isUpstreamCardPath, readA2aBody } from './a2a/card.ts';
 import { type RecordIds, TaskForwardHandler } from './a2a/forward.ts';
 import {
   isTaskPath,
@@ -1365,9 +1358,9 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       if (decision.principal) x.principal = decision.principal;
       if (decision.rule) x.rule = decision.rule;
       // A HEAD answer has no card in it to rewrite (nor to leak).
-      // The upstream's public card asked for in another spelling of its path is the upstream's card too.
+      // The upstream's extended card, or its public card asked for in another spelling of its path.
       let card: ExtendedCardForm | undefined =
-        greq.method !== 'HEAD' && (isExtendedCardPath(greq.path) || isPublicCardPath(greq.path, config.card_path)) ? 'rest' : undefined;
+        greq.method !== 'HEAD' && isUpstreamCardPath(greq.path, config.card_path) ? 'rest' : undefined;
       let body: Buffer | undefined;
       let value: unknown;
       if (length > 0 || req.headers['transfer-encoding'] !== undefined) {

@@ -298,16 +298,7 @@ const EXTENDED_CARD_PATHS = [
 /** JSON-RPC methods answering with the extended card (0.3, 1.0), lower case. */
 const EXTENDED_CARD_METHODS = new Set(['agent/getauthenticatedextendedcard', 'getextendedagentcard']);
 
-/**
- * Whether `path` (normalized) asks for the extended card. Compared without case and without
- * trailing `/` or `.`: ASP.NET routes ignore case, and several servers ignore a trailing slash or dot.
- */
-export function isExtendedCardPath(path: string): boolean {
-  const p = cardPathKey(path);
-  return EXTENDED_CARD_PATHS.some((suffix) => p.endsWith(suffix));
-}
-
-/** `path` in lower case without its trailing `/` and `.`, as {@link isExtendedCardPath} compares paths. */
+/** `path` in lower case without its trailing `/` and `.`, as {@link isUpstreamCardPath} compares paths. */
 function cardPathKey(path: string): string {
   let end = path.length;
   while (end > 0 && (path.charCodeAt(end - 1) === 0x2f || path.charCodeAt(end - 1) === 0x2e)) end--;
@@ -315,17 +306,19 @@ function cardPathKey(path: string): string {
 }
 
 /**
- * Whether `path` (normalized), reaching the upstream on an authenticated request, may ask for the
- * upstream's own public card: it ends with a well-known card path or the route's `card_path`,
- * compared as {@link isExtendedCardPath} compares (without case, trailing `/` or `.`). The exact
- * well-known paths are served by the gateway itself; these spellings (`agent-card.json/`, which
- * Express's non-strict routing serves, `Agent-Card.json` to a case-blind router) and `card_path`
- * under the route's prefix reach the upstream, whose card is then rewritten as the public one.
+ * Whether `path` (normalized), reaching the upstream on an authenticated request, asks for one of
+ * the upstream's own cards, whose answer the gateway rewrites: the extended card, or the public
+ * card under a well-known card path or the route's `card_path`. Compared without case and without
+ * trailing `/` or `.`: ASP.NET routes ignore case, and several servers ignore a trailing slash or
+ * dot. The exact well-known paths are served by the gateway itself; these spellings
+ * (`agent-card.json/`, which Express's non-strict routing serves, `Agent-Card.json` to a case-blind
+ * router) and `card_path` under the route's prefix reach the upstream.
  */
-export function isPublicCardPath(path: string, cardPath: string): boolean {
+export function isUpstreamCardPath(path: string, cardPath: string): boolean {
   const p = cardPathKey(path);
+  if (EXTENDED_CARD_PATHS.some((suffix) => p.endsWith(suffix)) || AGENT_CARD_PATHS.some((suffix) => p.endsWith(suffix))) return true;
   const own = cardPathKey(cardPath);
-  return AGENT_CARD_PATHS.some((suffix) => p.endsWith(suffix)) || (own !== '' && p.endsWith(own));
+  return own !== '' && p.endsWith(own);
 }
 
 export type A2aBody =

@@ -59,42 +59,43 @@ export const OVERRIDE_HEADERS: readonly string[] = [
   'x-original-url',
   'x-rewrite-url',
 ];
-const OVERRIDES: ReadonlySet<string> = new Set(OVERRIDE_HEADERS);
-
-/**
- * True when raw headers (`[name, value, …]`) carry one of {@link OVERRIDE_HEADERS}, also spelled
- * with `_` for `-` (CGI-style servers read `X_HTTP_Method_Override` as the dashed name).
- */
-export function carriesOverrideHeader(rawHeaders: readonly string[]): boolean {
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] as string;
-    // Every override header starts with `x-` and is 13 to 22 characters long.
-    if (name.length < 13 || name.length > 22 || (name.charCodeAt(0) | 0x20) !== 0x78) continue;
-    if (OVERRIDES.has(name.toLowerCase().replaceAll('_', '-'))) return true;
-  }
-  return false;
-}
 
 /**
  * What a proxy in front of an upstream says the original request was (nginx auth_request setups,
  * PHP apps); an upstream trusting the caller's copy would act on another request than the one
  * authorized. Not override headers: forward-auth reads them from nginx; behind any other proxy they
- * are the caller's, and refused ({@link carriesOriginalRequestHeader}). (X-Forwarded-Uri, -Method
- * and -Prefix go with every X-Forwarded-*.)
+ * are the caller's, and a check carrying one is refused too ({@link carriesOverrideHeader}).
+ * (X-Forwarded-Uri, -Method and -Prefix go with every X-Forwarded-*.)
  */
 export const ORIGINAL_REQUEST_HEADERS: readonly string[] = ['x-original-uri', 'x-original-method', 'x-original-host', 'x-original-proto'];
-const ORIGINALS: ReadonlySet<string> = new Set(ORIGINAL_REQUEST_HEADERS);
+
+/** Header names looked for by {@link carriesOverrideHeader}, with the length bounds every one is within. */
+interface NameSet {
+  readonly names: ReadonlySet<string>;
+  readonly min: number;
+  readonly max: number;
+}
+
+function nameSet(names: readonly string[]): NameSet {
+  const lengths = names.map((n) => n.length);
+  return { names: new Set(names), min: Math.min(...lengths), max: Math.max(...lengths) };
+}
+
+const OVERRIDES = nameSet(OVERRIDE_HEADERS);
+const OVERRIDES_AND_ORIGINALS = nameSet([...OVERRIDE_HEADERS, ...ORIGINAL_REQUEST_HEADERS]);
 
 /**
- * True when raw headers (`[name, value, …]`) carry one of {@link ORIGINAL_REQUEST_HEADERS}, also
- * spelled with `_` for `-`.
+ * True when raw headers (`[name, value, …]`) carry one of {@link OVERRIDE_HEADERS}, or with
+ * `originals` one of {@link ORIGINAL_REQUEST_HEADERS} too, also spelled with `_` for `-`
+ * (CGI-style servers read `X_HTTP_Method_Override` as the dashed name). One pass over the headers.
  */
-export function carriesOriginalRequestHeader(rawHeaders: readonly string[]): boolean {
+export function carriesOverrideHeader(rawHeaders: readonly string[], originals = false): boolean {
+  const { names, min, max } = originals ? OVERRIDES_AND_ORIGINALS : OVERRIDES;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
-    // Every one is 14 to 17 characters long and starts with `x-`.
-    if (name.length < 14 || name.length > 17 || (name.charCodeAt(0) | 0x20) !== 0x78) continue;
-    if (ORIGINALS.has(name.toLowerCase().replaceAll('_', '-'))) return true;
+    // Every name looked for starts with `x-`: most headers are passed over without a lower-casing.
+    if (name.length < min || name.length > max || (name.charCodeAt(0) | 0x20) !== 0x78) continue;
+    if (names.has(name.toLowerCase().replaceAll('_', '-'))) return true;
   }
   return false;
 }

@@ -15,12 +15,12 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import type { CompiledClient } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, newGrantId, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { confineAdminScope, namesTarget, param, required, targets } from '../params.ts';
+import { confineAdminScope, param, required } from '../params.ts';
 import { isVerifier, verifierMatches } from '../pkce.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { enforceCommitted, grantEntries, loginSessionScope } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
-import { grantAudiencesLeft, grantScopesLeft } from './still-held.ts';
+import { audiencesStillHeld, grantScopesLeft } from './still-held.ts';
 
 export interface AuthorizationCodeContext extends BaseContext {
   readonly config: Pick<
@@ -73,14 +73,9 @@ export async function authorizationCode(
     if (record.expiresAt <= now) throw new OAuthError('authorization_code_invalid');
     // RFC 8707 §2.2: the token request may name a subset of the approved resources; another
     // resource of the client's, which the person never saw on the consent page, is not granted.
-    if (namesTarget(req.params)) {
-      audiences = targets(req.params, new Set(record.audiences), 'target_not_granted');
-      for (const a of audiences) if (!client.audiences.has(a)) throw new OAuthError('target_not_allowed');
-    } else {
-      audiences = grantAudiencesLeft(record.audiences, client);
-    }
     // What an administrator took from the client since the person approved (within code_ttl) is
     // not in the token, as it would not be in a refresh's; the grant keeps what was approved.
+    audiences = audiencesStillHeld(req.params, record.audiences, client);
     scopes = grantScopesLeft(record.scopes, client, ctx.config.admin.scope);
     // The authorization endpoint approves the admin scope for the admin audience alone; a code
     // approved otherwise (by an older version) is refused before it is spent, not redeemed into a

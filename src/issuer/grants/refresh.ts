@@ -12,11 +12,11 @@ import type { Store } from '../../store/contract.ts';
 import type { AccessTokens } from '../access-tokens.ts';
 import { type CompiledClient, withoutUnnamed } from '../clients.ts';
 import { accessTokenTtl, type BaseContext, chainOf, type OAuthRequest, requireGrantType, SKEW, type TokenResponse } from '../context.ts';
-import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required, targets } from '../params.ts';
+import { confineAdminScope, namesTarget, narrowScopes, param, parseScope, required } from '../params.ts';
 import type { RevocationFeed } from '../revocation-feed.ts';
 import { enforceCommitted, grantEntries } from '../revoke.ts';
 import { REFRESH_TOKEN_PREFIX, randomSecret, sha256, tokenHash } from '../secrets.ts';
-import { grantAudiencesLeft, grantScopesLeft } from './still-held.ts';
+import { audiencesStillHeld, grantAudiencesLeft, grantScopesLeft } from './still-held.ts';
 
 export interface RefreshContext extends BaseContext {
   readonly config: Pick<
@@ -56,14 +56,9 @@ export async function refresh(
     // held the admin scope, which is granted by name only.
     const held = withoutUnnamed(ctx.scopes.expand(grant.scopes), grant.scopes, ctx.config.admin.scope);
     const { admin, adminAudience } = ctx.config;
-    const left = grantAudiencesLeft(grant.audiences, client);
-    if (namesTarget(req.params)) {
-      audiences = targets(req.params, new Set(grant.audiences), 'target_not_granted');
-      for (const a of audiences) if (!client.audiences.has(a)) throw new OAuthError('target_not_allowed');
-    } else {
-      // Named without a target, the admin scope narrows the token to the admin audience alone.
-      audiences = requested?.includes(admin.scope) && left.includes(adminAudience) ? [adminAudience] : left;
-    }
+    audiences = audiencesStillHeld(req.params, grant.audiences, client);
+    // Named without a target, the admin scope narrows the token to the admin audience alone.
+    if (!namesTarget(req.params) && requested?.includes(admin.scope) && audiences.includes(adminAudience)) audiences = [adminAudience];
     scopes = confineAdminScope(
       requested ? narrowScopes(requested, [held, client.scopes]) : grantScopesLeft(grant.scopes, client, ctx.config.admin.scope),
       audiences,

@@ -8,7 +8,7 @@
  */
 import { OAuthError } from '../../core/oauth-errors.ts';
 import { type CompiledClient, withoutUnnamed } from '../clients.ts';
-import { scopesWithin } from '../params.ts';
+import { namesTarget, scopesWithin, targets } from '../params.ts';
 
 /**
  * Without `scope`, the grant's scopes the client still holds: an access token never carries a scope
@@ -32,4 +32,16 @@ export function grantAudiencesLeft(grantAudiences: readonly string[], client: Co
   const left = grantAudiences.filter((a) => client.audiences.has(a));
   if (grantAudiences.length > 0 && left.length === 0) throw new OAuthError('target_not_allowed');
   return left;
+}
+
+/**
+ * The audiences of a token issued on a grant: those the request names (RFC 8707 §2.2: a subset of
+ * the grant's, `target_not_granted` otherwise), each one the client still holds
+ * (`target_not_allowed` otherwise); without a target, {@link grantAudiencesLeft}.
+ */
+export function audiencesStillHeld(params: URLSearchParams, grantAudiences: readonly string[], client: CompiledClient): readonly string[] {
+  if (!namesTarget(params)) return grantAudiencesLeft(grantAudiences, client);
+  const named = targets(params, new Set(grantAudiences), 'target_not_granted');
+  for (const a of named) if (!client.audiences.has(a)) throw new OAuthError('target_not_allowed');
+  return named;
 }
