@@ -118,7 +118,9 @@ export const issuerSchema = z
       .default(['ES256', 'EdDSA', 'RS256', 'PS256'])
       .meta({ description: 'Algorithm allowlist. HMAC (HS*) is accepted only with an inline `oct` key of at least the hash size.' }),
     jwks: jwksSchema.optional(),
-    jwks_uri: secureUrl('Remote JWKS URL (cached, refreshed per Cache-Control).').optional(),
+    jwks_uri: secureUrl(
+      'Remote JWKS URL (cached, refreshed per Cache-Control). A response over 512 KiB or holding more than 100 keys is refused and the last good set kept.',
+    ).optional(),
     jwks_cache: z
       .strictObject({
         min_ttl: duration('Shortest time a fetched key set is used before a background refresh.', 30 * DAY).prefault('1m'),

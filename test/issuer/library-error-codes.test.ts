@@ -84,6 +84,12 @@ describe('defect: ClientInputError had no code', () => {
     ],
     ['an invalid name', { name: '\u0000' }, 'client_name_invalid', 'name'],
     ['an empty JWKS', { jwks: { keys: [] } }, 'jwks_invalid', 'jwks'],
+    [
+      'a JWKS of 101 keys',
+      { jwks: { keys: Array.from({ length: 101 }, (_, i) => ({ ...makeKey('ES256', 'k').jwk, kid: `k${i}` })) } },
+      'jwks_invalid',
+      'jwks',
+    ],
     ['a jwks_uri over http', { jwksUri: 'http://k.test/jwks' }, 'jwks_uri_invalid', 'jwksUri'],
     [
       'a secret method for a public client',

@@ -55,14 +55,24 @@ export interface ParsedJwks {
 }
 
 /**
+ * The most keys a JWKS may hold. Issuers publish a handful (the current key, the next, the
+ * retired); importing one costs ~0.1 ms of the event loop, so a 512 KiB set of ~2800 keys held
+ * every request of the process for ~0.4 s at each fetch (a client's `jwks_uri`, which anyone who
+ * may register a client controls, or a compromised issuer's).
+ */
+export const MAX_JWKS_KEYS = 100;
+
+/**
  * Parse a JWKS document (RFC 7517 §5). Keys that cannot be used (wrong `use`, unsupported type,
  * no allowed algorithm) are reported in `problems` and skipped; a document that is not a JWKS at
- * all throws.
+ * all, or holds more than {@link MAX_JWKS_KEYS} keys, throws.
  */
 export function parseJwks(document: unknown, options: ImportJwkOptions = {}): ParsedJwks {
   if (typeof document !== 'object' || document === null || !Array.isArray((document as { keys?: unknown }).keys)) {
     throw new JwkError('a JWKS is a JSON object with a "keys" array');
   }
+  const count = (document as { keys: unknown[] }).keys.length;
+  if (count > MAX_JWKS_KEYS) throw new JwkError(`a JWKS holds at most ${MAX_JWKS_KEYS} keys; this one holds ${count}`);
   const keys: VerificationKey[] = [];
   const problems: ParsedJwks['problems'][number][] = [];
   for (const [index, jwk] of (document as { keys: unknown[] }).keys.entries()) {
