@@ -8,7 +8,13 @@ import { z } from 'zod';
 import { gatewayChecks } from '../gateway/check.ts';
 import { addConfigIssues, always, trusted } from './cross-check.ts';
 import { auditSchema, gatewaySchema } from './gateway-schema.ts';
-import { exchangeClientsChecks, storeSchema, tokenServiceChecks, tokenServiceSchema } from './token-service-schema.ts';
+import {
+  exchangeClientsChecks,
+  ownIssuerAlgorithmChecks,
+  storeSchema,
+  tokenServiceChecks,
+  tokenServiceSchema,
+} from './token-service-schema.ts';
 import { filePath, verifierChecks, verifierFields } from './verifier-schema.ts';
 
 export const serverSchema = z
@@ -77,6 +83,7 @@ export const configSchema = z
       ...gatewayChecks(c, ok, verifier.scopes),
       ...tokenServiceChecks(c.token_service, ok, verifier.scopes, c.server),
       ...exchangeClientsChecks(c, ok),
+      ...ownIssuerAlgorithmChecks(c, ok),
     ]);
   }, always)
   .meta({ description: 'tessera.yaml' });

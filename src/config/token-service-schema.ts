@@ -602,6 +602,34 @@ export function exchangeClientsChecks(
   return issues;
 }
 
+/**
+ * The token service's own issuer trusted in `issuers` with an algorithm allowlist that leaves out
+ * `token_service.keys.algorithm`: the keys it generates sign tokens this configuration's own gateway
+ * and verifier refuse, from the next rotation on (or at once on a new store).
+ */
+export function ownIssuerAlgorithmChecks(
+  c: {
+    readonly issuers: readonly { readonly issuer: string; readonly algorithms: readonly string[] }[];
+    readonly token_service?: TokenServiceConfig | undefined;
+    readonly server: { readonly host: string; readonly port: number; readonly public_url?: string | undefined };
+  },
+  ok: Trusted,
+): ConfigIssue[] {
+  if (!Array.isArray(c.issuers) || !ok('server') || !ok('token_service', 'issuer') || !ok('token_service', 'keys')) return [];
+  const resolved = resolveTokenService({ token_service: c.token_service, server: c.server });
+  const alg = resolved.keys.algorithm;
+  const issues: ConfigIssue[] = [];
+  for (const [n, i] of c.issuers.entries()) {
+    if (!ok('issuers', n, 'issuer') || !ok('issuers', n, 'algorithms') || i.issuer !== resolved.issuer) continue;
+    if (i.algorithms.includes(alg)) continue;
+    issues.push({
+      path: `issuers[${n}].algorithms`,
+      message: `${quoted(i.issuer)} is the token service’s own issuer and token_service.keys.algorithm is ${alg}: its tokens would be refused; add ${alg} here (or remove algorithms)`,
+    });
+  }
+  return issues;
+}
+
 /** The `token_service` section of `tessera.yaml`, validated (docs/configuration.md). */
 export type TokenServiceConfig = z.output<typeof tokenServiceSchema>;
 /** The `store` section of `tessera.yaml`, validated. */

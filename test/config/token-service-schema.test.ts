@@ -465,3 +465,25 @@ describe('issuers[].exchange_clients (who may exchange an external issuer’s to
     assert.match(i?.message ?? '', /the token service’s own issuer.*remove exchange_clients here/);
   });
 });
+
+describe('issuers[].algorithms of the token service’s own issuer', () => {
+  const own = (keys: string, algorithms: string) =>
+    `server: { public_url: "https://auth.example.com" }\n${keys}issuers:\n  - issuer: https://auth.example.com\n    audiences: [https://api.example.com]\n    jwks_uri: https://auth.example.com/.well-known/jwks.json\n${algorithms}`;
+
+  it('attack: refuses an allowlist without the algorithm its new keys are generated with (token_service.keys.algorithm): every token signed after the next rotation would be refused by this configuration’s own gateway', () => {
+    const [i, ...rest] = issues(own('token_service: { keys: { algorithm: RS256 } }\n', '    algorithms: [ES256]\n'));
+    assert.equal(rest.length, 0);
+    assert.equal(i?.path, 'issuers[0].algorithms');
+    assert.match(i?.message ?? '', /token_service\.keys\.algorithm is RS256.*add RS256/);
+    // The default algorithm (ES256) too, when the token_service section leaves it out.
+    assert.equal(issues(own('', '    algorithms: [EdDSA]\n'))[0]?.path, 'issuers[0].algorithms');
+  });
+
+  it('takes an allowlist that lists it, the default one, and another issuer’s without it', () => {
+    parseConfigText(own('token_service: { keys: { algorithm: RS256 } }\n', '    algorithms: [ES256, RS256]\n'));
+    parseConfigText(own('token_service: { keys: { algorithm: EdDSA } }\n', ''));
+    parseConfigText(
+      'token_service: { keys: { algorithm: RS256 } }\nissuers:\n  - issuer: https://idp.example.com\n    audiences: [https://api.example.com]\n    jwks_uri: https://idp.example.com/jwks\n    algorithms: [ES256]\n',
+    );
+  });
+});
