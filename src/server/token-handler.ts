@@ -636,20 +636,20 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const reason: Record<string, string> = r.reason !== undefined ? { revoke_reason: r.reason } : {};
     if (r.token !== undefined) {
       const revoked = await service.revokeAccessToken(r.token, by);
+      // Not a valid, unexpired access token of this issuer (a refresh token, a mistyped or expired
+      // one): nothing revoked, which a 200 would read as done while a leaked token lives on, as
+      // `tessera revoke --token` refuses it.
+      if (revoked === undefined) throw new OAuthError('admin_not_found');
       // The token itself is never written: its jti names it.
       return {
-        body: JSON.stringify(
-          revoked
-            ? { revoked_token: revoked.jti, grant_id: revoked.grantId, revoked_grants: revoked.revokedGrants }
-            : { revoked_token: null, revoked_grants: [] },
-        ),
+        body: JSON.stringify({ revoked_token: revoked.jti, grant_id: revoked.grantId, revoked_grants: revoked.revokedGrants }),
         detail: {
           selector: 'token',
-          ...(revoked ? { target: revoked.jti } : {}),
+          target: revoked.jti,
           ...reason,
-          revoked: revoked ? 1 : 0,
+          revoked: 1,
           // The grants exchanged from the token, revoked with it.
-          ...(revoked !== undefined && revoked.revokedGrants.length > 0 ? { grants_revoked: revoked.revokedGrants.length } : {}),
+          ...(revoked.revokedGrants.length > 0 ? { grants_revoked: revoked.revokedGrants.length } : {}),
         },
       };
     }

@@ -1114,6 +1114,44 @@ describe('admin API', () => {
     assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'No such resource.' });
   });
 
+  it('attack: {"token"} naming no access token it can revoke (a leaked refresh token, a mistyped or expired access token) is 404 admin_not_found, audited, not 200 read as done while the token lives on (as `tessera revoke --token` refuses it)', async () => {
+    const root = (await issuer.service.mint({ clientId: 'broker', subject: 'henry', ttl: 3600, audiences: [API, 'agent'] })).access_token;
+    const leaked = await exchange('broker', root, [API]);
+    const token = await adminToken();
+    const expired = (await issuer.service.mint({ clientId: 'broker', subject: 'henry', ttl: 1, audiences: [API] })).access_token;
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    for (const [i, [what, value]] of (
+      [
+        ['a refresh token', leaked.refresh_token],
+        ['a mistyped access token', `${leaked.access_token.slice(0, -2)}xx`],
+        ['an expired access token', expired],
+      ] as const
+    ).entries()) {
+      const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': `adm-token-${i}` },
+        body: JSON.stringify({ token: value }),
+      });
+      assert.equal(res.status, 404, what);
+      assert.equal(res.headers.get('cache-control'), 'no-store', what);
+      assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'No such resource.' }, what);
+      await issuer.service.audit.flush();
+      const events = await issuer.store.queryAudit({ request_id: `adm-token-${i}`, limit: 10 });
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.decision, e.reason]),
+        [['admin.action', 'deny', 'admin_not_found']],
+        what,
+      );
+    }
+    // Nothing was revoked: the refresh token still refreshes.
+    const refreshed = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'refresh_token', refresh_token: leaked.refresh_token },
+      auth('broker'),
+    );
+    assert.equal(refreshed.status, 200);
+  });
+
   it('refuses a revocation body that names a member twice ({"subject":"frank","subject":"gina"}): no one is revoked', async () => {
     // JSON.parse reads the last subject; a proxy or log that read the body may have read the first.
     const frank = (await issuer.service.mint({ clientId: 'broker', subject: 'frank', ttl: 3600, audiences: [API] })).access_token;
