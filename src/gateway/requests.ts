@@ -31,15 +31,18 @@ export function repeatsCredentialHeader(raw: readonly string[]): boolean {
 
 /**
  * The secrets a recorded field must not carry: the value of each Authorization header the request
- * sent (whatever its scheme: a Bearer or DPoP token, a static token, Basic credentials) and
- * the ones the operator configured ({@link GatewayState.auditSecrets}).
+ * sent (whatever its scheme: a Bearer or DPoP token, a static token, Basic credentials), each
+ * `access_token` of its query (RFC 6750 §2.3, how browser WebSocket clients present a token: the
+ * same client may offer it as a subprotocol too) and the ones the operator configured
+ * ({@link GatewayState.auditSecrets}).
  */
 export function requestSecrets(s: GatewayState, req: IncomingMessage): readonly string[] {
-  if (req.headers.authorization === undefined) return s.auditSecrets;
+  const inQuery = queryTokens(req.url ?? '');
+  if (req.headers.authorization === undefined) return inQuery === undefined ? s.auditSecrets : [...inQuery, ...s.auditSecrets];
   // rawHeaders, not headersDistinct: that getter copies every header of the request, and a
   // repeated Authorization (refused, but recorded) must be hidden too.
   const raw = req.rawHeaders;
-  const out: string[] = [];
+  const out: string[] = inQuery === undefined ? [] : [...inQuery];
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i] as string;
     if (n.length !== 13 || n.toLowerCase() !== 'authorization') continue;
@@ -49,6 +52,16 @@ export function requestSecrets(s: GatewayState, req: IncomingMessage): readonly 
     if (credential !== '') out.push(credential);
   }
   return out.length === 0 ? s.auditSecrets : [...out, ...s.auditSecrets];
+}
+
+/** The non-empty `access_token` values of `url`'s query, as the verifier reads them; `undefined` when none. */
+function queryTokens(url: string): string[] | undefined {
+  const q = url.indexOf('?');
+  // As the verifier's fast path: a parser decodes `access%5Ftoken` to `access_token` too.
+  if (q < 0 || (url.indexOf('access_token', q) < 0 && url.indexOf('%', q) < 0)) return undefined;
+  const hash = url.indexOf('#', q);
+  const found = new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash)).getAll('access_token').filter((t) => t !== '');
+  return found.length === 0 ? undefined : found;
 }
 
 /** The header view the verifier gets: `req.headers`, or `headersDistinct` when a credential header

@@ -11,17 +11,30 @@ import type { GatewayRequest } from '../request.ts';
 import type { AuthnOutcome } from './authenticator.ts';
 
 /**
- * The token in a single `Authorization: Bearer|DPoP` header, or `undefined` when there is none or
- * the header is unusual (the verifier then reports the precise transport error).
+ * The token in a single `Authorization: Bearer|DPoP` header, else the one `access_token` of the
+ * query (RFC 6750 §2.3, where `transport.query` lets the verifier read it: browser WebSocket
+ * clients), or `undefined` when there is none or the header is unusual (the verifier then reports
+ * the precise transport error).
  */
 export function peekToken(request: GatewayRequest): string | undefined {
   const v = readHeader(request.headers, 'authorization');
+  if (v === undefined) return queryToken(request.url);
   if (typeof v !== 'string') return undefined;
   const sp = v.indexOf(' ');
   if (sp !== 6 && sp !== 4) return undefined;
   const scheme = v.slice(0, sp).toLowerCase();
   if (scheme !== 'bearer' && scheme !== 'dpop') return undefined;
   return v.slice(sp + 1).trim();
+}
+
+/** The one `access_token` of `url`'s query, as the verifier reads it; `undefined` when there is none or several. */
+function queryToken(url: string): string | undefined {
+  const q = url.indexOf('?');
+  // A parser decodes `access%5Ftoken` to `access_token` too.
+  if (q < 0 || (url.indexOf('access_token', q) < 0 && url.indexOf('%', q) < 0)) return undefined;
+  const hash = url.indexOf('#', q);
+  const all = new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash)).getAll('access_token');
+  return all.length === 1 ? all[0] : undefined;
 }
 
 /**
