@@ -14,9 +14,11 @@ import {
   STATIC_TOKEN,
   startGateway,
   startRawUpstream,
+  startUpstream,
   type TestGateway,
   token,
   UPSTREAM_TOKEN,
+  type Upstream,
 } from './helpers.ts';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -102,5 +104,52 @@ describe('gateway: a token presented in the query of a WebSocket upgrade (browse
     const f = await rawHttp(gw.url, `GET /ws/plain?access_token=${forged} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`, 500);
     assert.equal(status(f), 401, f);
     assert.equal((await requestEvents(gw)).at(-1)?.reason, 'token_signature_invalid');
+  });
+});
+
+describe('gateway: [jwt, introspection] with a token in the query (transport.query)', () => {
+  let upstream: Upstream;
+  let introspection: Upstream;
+  let gw: TestGateway;
+  const introspected: string[] = [];
+  before(async () => {
+    upstream = await startUpstream();
+    introspection = await startUpstream((_req, res, body) => {
+      const t = new URLSearchParams(body).get('token') ?? '';
+      introspected.push(t);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(t === 'opaque-good-token' ? { active: true, sub: 'opaque-user', scope: 'api:read' } : { active: false }));
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      transport: { query: true },
+      introspection: { endpoint: `${introspection.url}/introspect`, client_id: 'gw', client_secret: 'secret' },
+      gateway: {
+        routes: [
+          {
+            id: 'either',
+            match: { path_prefix: '/either' },
+            upstream: { url: upstream.url },
+            auth: ['jwt', 'introspection'],
+            rules: [{ scopes: ['api:read'] }],
+            identity_headers: ['subject'],
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+    await introspection.close();
+  });
+
+  it('an opaque token in the query is introspected (it was refused 401 as a malformed JWT without reaching the endpoint), and not forwarded', async () => {
+    const res = await fetch(`${gw.url}/either/x?access_token=opaque-good-token&y=2`);
+    assert.equal(res.status, 200);
+    const seen = upstream.seen.at(-1);
+    assert.equal(seen?.url, '/either/x?y=2');
+    assert.equal(seen?.headers['x-tessera-subject'], 'opaque-user');
+    assert.deepEqual(introspected, ['opaque-good-token']);
   });
 });
