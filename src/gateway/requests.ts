@@ -7,7 +7,7 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import { lastForwardedEntry, localOrigin, validHost } from '../core/host.ts';
-import type { HeaderBag } from '../core/verify/extract.ts';
+import { type HeaderBag, queryAccessTokens } from '../core/verify/extract.ts';
 import { AGENT_CARD_PATHS } from './a2a/card.ts';
 import type { CompiledRoute, GatewayState } from './compile.ts';
 import type { Exchange } from './exchange.ts';
@@ -54,13 +54,9 @@ export function requestSecrets(s: GatewayState, req: IncomingMessage): readonly 
   return out.length === 0 ? s.auditSecrets : [...out, ...s.auditSecrets];
 }
 
-/** The non-empty `access_token` values of `url`'s query, as the verifier reads them; `undefined` when none. */
+/** The non-empty `access_token` values of `url`'s query; `undefined` when none. */
 function queryTokens(url: string): string[] | undefined {
-  const q = url.indexOf('?');
-  // As the verifier's fast path: a parser decodes `access%5Ftoken` to `access_token` too.
-  if (q < 0 || (url.indexOf('access_token', q) < 0 && url.indexOf('%', q) < 0)) return undefined;
-  const hash = url.indexOf('#', q);
-  const found = new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash)).getAll('access_token').filter((t) => t !== '');
+  const found = queryAccessTokens(url).filter((t) => t !== '');
   return found.length === 0 ? undefined : found;
 }
 

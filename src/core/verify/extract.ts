@@ -120,14 +120,21 @@ function isScheme(value: string, end: number, scheme: string): boolean {
   return true;
 }
 
-function queryToken(url: string): string | undefined | typeof MULTIPLE {
+/**
+ * Every `access_token` of `url`'s query (RFC 6750 §2.3), as the verifier reads them: the gateway
+ * also hides them from the upstream and the audit trail.
+ */
+export function queryAccessTokens(url: string): string[] {
   const q = url.indexOf('?');
   // The fast path skips parsing only when no spelling of the name can be present: a parser
   // decodes `access%5Ftoken` to `access_token` too.
-  if (q < 0 || (url.indexOf('access_token', q) < 0 && url.indexOf('%', q) < 0)) return undefined;
+  if (q < 0 || (url.indexOf('access_token', q) < 0 && url.indexOf('%', q) < 0)) return [];
   const hash = url.indexOf('#', q);
-  const params = new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash));
-  const all = params.getAll('access_token');
+  return new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash)).getAll('access_token');
+}
+
+function queryToken(url: string): string | undefined | typeof MULTIPLE {
+  const all = queryAccessTokens(url);
   return all.length === 0 ? undefined : all.length > 1 ? MULTIPLE : all[0];
 }
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { readHeader } from '../../../core/verify/extract.ts';
+import { queryAccessTokens, readHeader } from '../../../core/verify/extract.ts';
 import type { VerifyResult } from '../../../core/verify/verifier.ts';
 import type { GatewayRequest } from '../request.ts';
 import type { AuthnOutcome } from './authenticator.ts';
@@ -29,11 +29,7 @@ export function peekToken(request: GatewayRequest): string | undefined {
 
 /** The one `access_token` of `url`'s query, as the verifier reads it; `undefined` when there is none or several. */
 function queryToken(url: string): string | undefined {
-  const q = url.indexOf('?');
-  // A parser decodes `access%5Ftoken` to `access_token` too.
-  if (q < 0 || (url.indexOf('access_token', q) < 0 && url.indexOf('%', q) < 0)) return undefined;
-  const hash = url.indexOf('#', q);
-  const all = new URLSearchParams(url.slice(q + 1, hash < 0 ? undefined : hash)).getAll('access_token');
+  const all = queryAccessTokens(url);
   return all.length === 1 ? all[0] : undefined;
 }
 
