@@ -12,7 +12,7 @@ import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/
 import { importJwk } from '../core/jose/jwk.ts';
 import { normalizeTyp } from '../core/jose/typ.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
-import { DPOP_MAX_RSA_BITS, type DpopNonceSource, htuOf } from '../core/verify/dpop.ts';
+import { DPOP_MAX_RSA_BITS, type DpopNonceSource, htuClaimOf, htuOf } from '../core/verify/dpop.ts';
 import { jtiDigest } from '../core/verify/replay.ts';
 
 export interface TokenEndpointProofOptions {
@@ -65,7 +65,7 @@ export async function checkTokenEndpointProof(proof: string, o: TokenEndpointPro
   if (!check?.(Buffer.from(proof.slice(0, split.dot2), 'latin1'), Buffer.from(proof.slice(split.dot2 + 1), 'base64url'))) throw fail();
   const { jti, htm, htu, iat, ath } = claims;
   if (typeof jti !== 'string' || jti === '' || jti.length > 256) throw fail();
-  if (htm !== o.method || typeof htu !== 'string' || htuOf(htu) === undefined || htuOf(htu) !== htuOf(o.url)) throw fail();
+  if (htm !== o.method || typeof htu !== 'string' || htuClaimOf(htu) === undefined || htuClaimOf(htu) !== htuOf(o.url)) throw fail();
   // Accepted while now < iat + window + skew, the very time its replay entry lapses.
   if (typeof iat !== 'number' || iat > o.now + SKEW || iat <= o.now - o.iatWindow - SKEW) throw fail();
   // No access token travels with a token request, so a proof naming one is for another request.

@@ -124,6 +124,26 @@ describe('gateway: DPoP red team', () => {
     assert.equal(own.status, 200);
   });
 
+  it('attack: an htu that RFC 3986 parsers read as another host (a backslash before "@") is refused, though URL parsing reads it as this gateway', async () => {
+    // A client whose URL library follows RFC 3986 sends `http://<gateway>\@evil.example/items` to
+    // evil.example (userinfo `<gateway>\`), with a proof naming that URL; WHATWG URL parsing turns
+    // the backslash into a slash: host the gateway, path /@evil.example/items. evil.example must
+    // not be able to spend the proof (and the token sent with it) here.
+    const seen = upstream.seen.length;
+    const host = new URL(gw.url).host;
+    for (const htu of [`http://${host}\\@evil.example/items`, `http://${host}/@evil.example\\items`]) {
+      const res = await get(`${gw.url}/@evil.example/items`, { authorization: `DPoP ${bound}`, dpop: await proof('GET', htu, bound) });
+      assert.equal(res.status, 401, htu);
+      assert.match(String(res.headers['www-authenticate']), /DPoP .*error="invalid_dpop_proof"/);
+    }
+    // Tabs, newlines and spaces are not in any URI (RFC 3986 §2); URL parsing drops or trims them.
+    for (const htu of [`http://${host}/it\tems`, `http://${host}/it\nems`, ` http://${host}/items`]) {
+      const res = await get(`${gw.url}/items`, { authorization: `DPoP ${bound}`, dpop: await proof('GET', htu, bound) });
+      assert.equal(res.status, 401, JSON.stringify(htu));
+    }
+    assert.equal(upstream.seen.length, seen);
+  });
+
   it('attack: no audit event of a refused proof carries the token or the proof', async () => {
     const url = `${gw.url}/items`;
     const proofs = [

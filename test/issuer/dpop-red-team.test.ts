@@ -128,6 +128,23 @@ describe('attack: DPoP headers the token endpoint must not read as no proof', ()
     assert.equal(res.status, 400);
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_dpop_proof');
   });
+
+  it('attack: an htu that is no RFC 3986 URI but that URL parsing reads as the token endpoint (backslashes, a tab, a leading space) is refused', async () => {
+    // `http://<issuer>\@evil.example/…` names evil.example to an RFC 3986 parser (userinfo
+    // `<issuer>\`), but the issuer to WHATWG URL parsing, which reads `\` as `/`.
+    const { host } = new URL(issuer.url);
+    for (const htu of [
+      `http://${host}\\oauth2\\token`,
+      `http://${host}/oauth2\\token`,
+      `http://${host}/oauth2/to\tken`,
+      ` ${issuer.url}/oauth2/token`,
+    ]) {
+      const res = await cc({ dpop: await proof({ htu }) });
+      const body = (await res.json()) as { error?: string; token_type?: string };
+      assert.equal(res.status, 400, `${JSON.stringify(htu)}: ${body.error ?? body.token_type}`);
+      assert.equal(body.error, 'invalid_dpop_proof');
+    }
+  });
 });
 
 describe('RFC 9449 §6.2: introspection of a DPoP-bound token', () => {

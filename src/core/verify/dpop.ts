@@ -245,6 +245,25 @@ export function htuOf(url: string): string | undefined {
   return `${u.protocol}//${u.host}${path}`;
 }
 
+/**
+ * Before the query or fragment: a backslash, whitespace or a control character, or anything not
+ * ASCII. None is allowed in a URI (RFC 3986 §2), and URL parsing rewrites each instead of refusing
+ * it: `\` becomes `/`, tabs and newlines are dropped, leading and trailing spaces trimmed, a
+ * non-ASCII host mapped (IDNA) to another name. No URL serializer writes one there.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this finds
+const NOT_URI = /^[^?#]*[\\\x00-\x20\x7f-\uffff]/;
+
+/**
+ * The URI a proof's `htu` claim names, as {@link htuOf}, or `undefined` when it is no URI that an
+ * RFC 3986 parser reads as URL parsing does: `http://api.example\@evil.example/` is evil.example
+ * to the one (userinfo `api.example\`), api.example (path `/@evil.example/`) to the other, so a
+ * proof a client sent to evil.example would pass at api.example.
+ */
+export function htuClaimOf(htu: string): string | undefined {
+  return NOT_URI.test(htu) ? undefined : htuOf(htu);
+}
+
 // Shared by every verifier in the process, so a key is imported for every asymmetric algorithm,
 // not one verifier's allowlist (the proof's alg is checked against that before the key is used):
 // else a proof sent to one verifier would narrow what another accepts for the same key.
@@ -321,7 +340,7 @@ export async function checkDpopProof(
   if (typeof iat !== 'number') return fail('dpop_proof_invalid', 'iat');
   if (htm !== context.method) return fail('dpop_htm_mismatch', 'htm');
   const expected = htuOf(context.url);
-  if (expected === undefined || htuOf(htu) !== expected) return fail('dpop_htu_mismatch', 'htu');
+  if (expected === undefined || htuClaimOf(htu) !== expected) return fail('dpop_htu_mismatch', 'htu');
   const retention = options.iatWindow + options.clockSkew;
   const history = options.history;
   if (

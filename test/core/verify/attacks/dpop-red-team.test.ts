@@ -115,6 +115,13 @@ describe('attack: htu spellings of another resource', () => {
     ['a percent-encoded dot segment naming the parent', 'https://api.test/items/1/%2e%2e'],
     ['another case in the path', 'https://api.test/Items/1'],
     ['a non-http scheme', 'wss://api.test/items/1'],
+    [
+      'backslashes for slashes (no URI: URL parsing reads them as /, RFC 3986 parsers as part of the authority)',
+      'https://api.test\\items\\1',
+    ],
+    ['a tab in the path (no URI: URL parsing drops it)', 'https://api.test/items/\t1'],
+    ['a leading space (no URI: URL parsing trims it)', ' https://api.test/items/1'],
+    ['a fullwidth host (no URI: URL parsing maps it to api.test)', 'https://\uff41pi.test/items/1'],
   ] as const) {
     it(`attack: a proof whose htu has ${name} is refused`, async () => {
       const token = await boundToken();
