@@ -400,7 +400,7 @@ export const tokenServiceSchema = z
       .prefault({})
       .meta({
         description:
-          'Token bucket per authenticated client at the RFC 7009 revocation endpoint, spent after client authentication (a request that fails it spends nothing) and before a private_key_jwt assertion’s `jti` is recorded (refused, the client may send the same assertion again; a replayed one gives its token back); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
+          'Token bucket per authenticated client at the RFC 7009 revocation endpoint (a public client’s per client and connecting address, an IPv6 /64: anyone may name it), spent after client authentication (a request that fails it spends nothing) and before a private_key_jwt assertion’s `jti` is recorded (refused, the client may send the same assertion again; a replayed one gives its token back); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
       }),
     token_rate_limit: z
       .strictObject({

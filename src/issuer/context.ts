@@ -13,7 +13,7 @@ import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import type { JsonObject } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
-import type { TokenBucketLimiter } from '../core/ratelimit.ts';
+import { addressKey, type TokenBucketLimiter } from '../core/ratelimit.ts';
 import { actorLabel } from '../core/verify/principal.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
@@ -129,6 +129,8 @@ export async function openTokenRequest(
      */
     readonly rateLimit?: {
       readonly limiter: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
+      /** Public clients' buckets, keyed by client and connecting address. */
+      readonly publicLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
       readonly code: 'revocation_rate_limited';
     };
   } = {},
@@ -143,13 +145,18 @@ export async function openTokenRequest(
     clientId = client.id;
     ctx.clients.checkOrigin(client, req);
     const token = required(req.params, 'token');
-    const limiter = options.rateLimit?.limiter;
-    const wait = limiter?.take(client.id) ?? 0;
+    // A public client proves nothing, so anyone may name it: its bucket is per client and
+    // connecting address (an IPv6 /64), as at the token endpoint, or one sender could keep every
+    // user of the app from revoking (signing out, dropping a leaked refresh token).
+    const publicClient = client.record.authMethod === 'none';
+    const limiter = publicClient ? options.rateLimit?.publicLimiter : options.rateLimit?.limiter;
+    const bucketKey = publicClient ? `${client.id}\n${addressKey(req.remoteAddr)}` : client.id;
+    const wait = limiter?.take(bucketKey) ?? 0;
     if (wait > 0) throw new OAuthError(options.rateLimit?.code as 'revocation_rate_limited', { retryAfter: wait });
     try {
       await spend();
     } catch (e) {
-      limiter?.refund(client.id);
+      limiter?.refund(bucketKey);
       throw e;
     }
     return { client, token };

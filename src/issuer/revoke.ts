@@ -43,6 +43,11 @@ export interface RevokeContext extends BaseContext {
    * authenticated client id; `undefined` when turned off. Not the operator's revocations.
    */
   readonly revocationLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
+  /**
+   * The same for public clients, keyed by client and connecting address (anyone may name a public
+   * client): apart, so senders of many addresses do not evict confidential clients' buckets.
+   */
+  readonly publicRevocationLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
 }
 
 /** RFC 7009 (see `TokenService.revoke`). */
@@ -54,7 +59,7 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
   // tokens would grow them at its request rate.
   const { client, token } = await openTokenRequest(ctx, req, 'revocation.denied', {
     allowPublic: true,
-    rateLimit: { limiter: ctx.revocationLimiter, code: 'revocation_rate_limited' },
+    rateLimit: { limiter: ctx.revocationLimiter, publicLimiter: ctx.publicRevocationLimiter, code: 'revocation_rate_limited' },
   });
   const now = ctx.now();
   // RFC 7009 §2.2: answered 200 all the same, but on record: another client's token in this

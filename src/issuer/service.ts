@@ -359,6 +359,8 @@ export class TokenService {
     // otherwise evict confidential clients' buckets, refilling them.
     this.#publicTokenRequests = limitTokens ? new TokenBucketLimiter({ ...tokenRate, maxKeys: 10_000, clock }) : undefined;
     const revocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
+    // As for token requests: public clients' buckets (per client and address) kept apart.
+    const publicRevocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
     this.config = config;
     this.store = store;
     this.issuer = issuer;
@@ -461,6 +463,7 @@ export class TokenService {
       externalIssuers: options.externalIssuers ?? [],
       exchangeClients: options.externalExchangeClients ?? new Map(),
       revocationLimiter,
+      publicRevocationLimiter,
       now,
       // refuse: a revocation's record is kept past max_queue (under its ceiling), never dropped.
       emit: this.#auditRefuse

@@ -77,6 +77,35 @@ describe('revocation endpoint rate limit', () => {
     assert.ok(await issuer.service.revokeAccessToken(last, 'ops'));
   });
 
+  it('attack: anyone naming a public client (no credential to authenticate it) cannot drain its bucket for all its users: a flood from one address is refused 429, a user at another address still revokes', async () => {
+    await issuer.service.registerClient({
+      id: 'spa',
+      public: true,
+      scopes: ['api:read'],
+      audiences: [API],
+      grantTypes: ['authorization_code', 'refresh_token'],
+      redirectUris: ['http://127.0.0.1/cb'],
+    });
+    // The flood: client_id=spa is all it takes, from anywhere.
+    for (let i = 0; i < BURST; i++) {
+      assert.equal((await issuer.post('/oauth2/revoke', { token: 'junk', client_id: 'spa' })).status, 200);
+    }
+    const flooded = await issuer.post('/oauth2/revoke', { token: 'junk', client_id: 'spa' });
+    assert.equal(flooded.status, 429, 'the flooding address is limited');
+    // A user of the app signing out, from another address: its token is revoked.
+    const { access_token } = await issuer.service.mint({ clientId: 'spa', subject: 'alice', ttl: 600 });
+    const signOut = () =>
+      issuer.service.revoke({
+        params: new URLSearchParams({ token: access_token, client_id: 'spa' }),
+        authorization: undefined,
+        endpointUrl: `${issuer.url}/oauth2/revoke`,
+        remoteAddr: '203.0.113.7',
+      });
+    await assert.doesNotReject(signOut());
+    const intro = await issuer.post('/oauth2/introspect', { token: access_token }, auth('bystander'));
+    assert.deepEqual(await intro.json(), { active: false });
+  });
+
   it('is on by default, and can be turned off', async () => {
     const on = await startIssuer();
     const off = await startIssuer({ config: { token_service: { revocation_rate_limit: { enabled: false, burst: 1 } } } });
