@@ -97,7 +97,10 @@ export const credentialSchema = z
             /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/,
             'the token must be printable ASCII, without control characters (a trailing newline?) or spaces at either end',
           )
-          .meta({ description: 'The upstream token, normally `${GATEWAY_TOKEN}` from the environment.' }),
+          .meta({
+            description:
+              'The upstream token, normally `${GATEWAY_TOKEN}` from the environment. One of `static_tokens` is refused at load: the upstream could present it to the gateway with that token’s scopes.',
+          }),
         header: headerName('Header carrying it.').prefault('authorization'),
         scheme: z
           .string()

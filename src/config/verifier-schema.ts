@@ -188,7 +188,10 @@ export const staticTokenSchema = z
         32,
         'a static token must be at least 32 characters of random data; generate one with `tessera init` or `openssl rand -base64 32`',
       )
-      .meta({ description: 'The token value, normally `${GATEWAY_TOKEN}` from the environment.' }),
+      .meta({
+        description:
+          'The token value, normally `${STATIC_TOKEN}` from the environment. Never the value of a route’s `upstream.credential.token` (refused at load: the upstream could present it to the gateway).',
+      }),
     subject: z.string().min(1).optional().meta({ description: 'Subject principals from this token carry (default `static:<id>`).' }),
     scopes: z.array(z.string().min(1)).default([]).meta({ description: 'Scopes this token grants.' }),
   })

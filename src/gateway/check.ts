@@ -20,7 +20,7 @@ import { compileMatcher } from './routes.ts';
 /**
  * Each route's match pattern and rules (their scope names against `scopes`), the verifier its
  * `auth` needs (`issuers`, `static_tokens`, `introspection`), the scopes an `exchange` credential
- * names, the peer lists, the operations paths. A part that failed is not read: a section that
+ * names, a `static` credential that is a static gateway token's value, the peer lists, the operations paths. A part that failed is not read: a section that
  * failed counts as configured, and rules are not compared with a catalogue that failed (`scopes`
  * is the catalogue names were checked against, or none).
  */
@@ -33,6 +33,13 @@ export function gatewayChecks(c: TesseraConfig, ok: Trusted, scopes: ScopeModel)
     static: !ok('static_tokens') || c.static_tokens.length > 0,
     introspection: !ok('introspection') || c.introspection !== undefined,
   };
+  // The static tokens' values (as resolved: `${VAR}` is substituted before the parse), to compare
+  // the upstream credentials with: the first entry of a value, as the verifier reads it.
+  const staticTokens = new Map<string, { n: number; id: string | undefined }>();
+  for (const [n, t] of (Array.isArray(c.static_tokens) ? c.static_tokens : []).entries()) {
+    if (!ok('static_tokens', n, 'token') || typeof t?.token !== 'string' || staticTokens.has(t.token)) continue;
+    staticTokens.set(t.token, { n, id: ok('static_tokens', n, 'id') && typeof t.id === 'string' ? t.id : undefined });
+  }
   for (const [i, r] of (Array.isArray(g.routes) ? g.routes : []).entries()) {
     const at = `gateway.routes[${i}]`;
     const here: Trusted = (...p) => ok('gateway', 'routes', i, ...p);
@@ -90,6 +97,14 @@ export function gatewayChecks(c: TesseraConfig, ok: Trusted, scopes: ScopeModel)
     const credential = here('upstream', 'credential') ? r.upstream.credential : undefined;
     if (credential?.type === 'exchange' && credential.scopes !== undefined)
       issues.push(...scopes.checkReferences(credential.scopes, `${at}.upstream.credential.scopes`));
+    // The upstream receives this credential with every request: were it a static gateway token, the
+    // upstream (or anyone reading its logs) could present it to the gateway with that token's scopes.
+    const same = credential?.type === 'static' ? staticTokens.get(credential.token) : undefined;
+    if (same !== undefined)
+      issues.push({
+        path: `${at}.upstream.credential.token`,
+        message: `this is the value of static_tokens[${same.n}]${same.id === undefined ? '' : ` (${quoted(same.id)})`}, so the upstream could present it to the gateway with that token's scopes; give the upstream a credential of its own (e.g. \`openssl rand -base64 32\`, set on the upstream too), never a static gateway token`,
+      });
   }
   if (ok('gateway', 'forward_auth', 'allowed_peers')) peerList(g.forward_auth.allowed_peers, 'gateway.forward_auth.allowed_peers', issues);
   if (ok('gateway', 'trust_proxy')) peerList(g.trust_proxy, 'gateway.trust_proxy', issues);

@@ -2,10 +2,15 @@
  * Gateway configuration: every problem is reported with its path and what to write instead.
  */
 import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { everything } from '../../src/config/cross-check.ts';
 import { parseSize } from '../../src/config/gateway-schema.ts';
+import { loadConfigFile } from '../../src/config/load.ts';
 import { configSchema } from '../../src/config/schema.ts';
+import { configEnv } from '../../src/config/secrets-env.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 import { gatewayRunChecks } from '../../src/gateway/check.ts';
 import { createGateway } from '../../src/gateway/gateway.ts';
@@ -446,5 +451,85 @@ describe('tessera serve: operations paths that are the token service’s', () =>
       },
     });
     assert.deepEqual(gatewayRunChecks(config, everything, { required: true, exchange: 'unavailable' }), []);
+  });
+});
+
+describe('gateway configuration: an upstream credential that is a static gateway token', () => {
+  // The upstream is handed the credential with every request: were it a static gateway token's
+  // value, the upstream (or whoever reads its logs) could present it to the gateway with that
+  // token's scopes.
+  const SHARED = 'shared-secret-value-0123456789-abcdefghijkl';
+  const config = (credentialToken: string, staticToken: string) => ({
+    ...baseConfig(),
+    static_tokens: [
+      { id: 'ci', token: 'static-gateway-token-0123456789-abcdefghij', scopes: ['api:read'] },
+      { id: 'deploy', token: staticToken, scopes: ['admin'] },
+    ],
+    gateway: {
+      routes: [
+        route({ id: 'plain' }),
+        route({ id: 'billing', upstream: { url: 'http://127.0.0.1:9', credential: { type: 'static', token: credentialToken } } }),
+      ],
+    },
+  });
+  const refusal = (f: () => unknown): ConfigError => {
+    try {
+      f();
+    } catch (e) {
+      if (e instanceof ConfigError) return e;
+      throw e;
+    }
+    assert.fail('the configuration loaded');
+  };
+  const assertRefused = (e: ConfigError) => {
+    assert.deepEqual(
+      e.issues.map((i) => i.path),
+      ['gateway.routes[1].upstream.credential.token'],
+    );
+    const [i] = e.issues;
+    assert.match(i?.message ?? '', /static_tokens\[1\] \("deploy"\)/);
+    assert.match(i?.message ?? '', /openssl rand -base64 32/);
+    // Neither value is printed: not in the issues, not in the error's message.
+    const shown = `${JSON.stringify(e.issues)} ${e.message} ${String(e.stack)}`;
+    for (let n = 0; n + 8 <= SHARED.length; n++) assert.ok(!shown.includes(SHARED.slice(n, n + 8)), `${shown} quotes the secret`);
+  };
+
+  it('attack: a route whose static upstream credential has the value of a static token is refused at load (and at compile when built without the schema), naming the credential and the static token, never the value', () => {
+    assertRefused(refusal(() => parse(config(SHARED, SHARED) as never)));
+    // Built without the schema (createGateway of a configuration object): refused at compile too.
+    const built = structuredClone(configSchema.parse(config('upstream-own-secret-0123456789-abcdefghij', SHARED)));
+    const credential = built.gateway?.routes[1]?.upstream.credential;
+    assert.equal(credential?.type, 'static');
+    if (credential?.type === 'static') credential.token = SHARED;
+    assertRefused(refusal(() => createGateway(built, { logger: silent })));
+  });
+
+  it('attack: the same value reached through ${VAR} from the environment is compared as resolved', () => {
+    const e = refusal(() =>
+      parse(config('${UPSTREAM_TOKEN}', '${DEPLOY_TOKEN}') as never, { UPSTREAM_TOKEN: SHARED, DEPLOY_TOKEN: SHARED }),
+    );
+    assertRefused(e);
+  });
+
+  it('attack: the same value, one written in the file and the other from <data_dir>/secrets.env, is refused as the CLI loads it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-cred-'));
+    try {
+      mkdirSync(join(dir, 'state'), { mode: 0o700 });
+      writeFileSync(join(dir, 'state', 'secrets.env'), `GATEWAY_TOKEN=${SHARED}\n`, { mode: 0o600 });
+      const file = join(dir, 'tessera.yaml');
+      const c = config('${GATEWAY_TOKEN}', SHARED);
+      writeFileSync(file, JSON.stringify({ data_dir: 'state', ...c }));
+      assertRefused(refusal(() => loadConfigFile(file, configEnv(file, {}))));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a credential with a value of its own loads', () => {
+    const loaded = parse(config('upstream-own-secret-0123456789-abcdefghij', SHARED) as never);
+    const gw = createGateway(loaded, { logger: silent });
+    assert.ok(gw);
+    const env = { UPSTREAM_TOKEN: 'upstream-own-secret-0123456789-abcdefghij', DEPLOY_TOKEN: SHARED };
+    assert.ok(parse(config('${UPSTREAM_TOKEN}', '${DEPLOY_TOKEN}') as never, env));
   });
 });
