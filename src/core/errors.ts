@@ -485,6 +485,13 @@ export const ERROR_CODES = {
     error: 'insufficient_scope',
     description: 'The access token no longer grants the scope this request requires.',
   },
+  // The introspection endpoint, asked again about the token of an exchange in flight, names another
+  // subject or client than when it was admitted: the upstream was told the caller is someone else.
+  token_identity_changed: {
+    status: 401,
+    error: 'invalid_token',
+    description: 'The access token no longer names the caller this request was admitted for.',
+  },
 
   // MCP routes: the JSON-RPC request the gateway reads before deciding, and session binding.
   mcp_content_type_invalid: {

@@ -10,7 +10,9 @@
  * whose answer no longer grants the scope the exchange's rule requires ends them too
  * (`token_scope_narrowed`), as does one whose answer no longer satisfies a claim condition of that
  * rule (`policy_condition_failed`) or no longer names the route's audience
- * (`token_audience_invalid`): an exchange runs on the authority the latest answer gives.
+ * (`token_audience_invalid`): an exchange runs on the authority the latest answer gives. An answer
+ * naming another `sub`, `client_id` or `iss` than the one the exchange was admitted with ends it
+ * (`token_identity_changed`): the upstream was told, once, that the caller was the first.
  *
  * An endpoint that gives no answer is not taken for an inactive token, nor trusted for the length
  * of the outage: an exchange is kept through one recheck without answer and closed at the second
@@ -44,7 +46,8 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
   const verifier = s.introspectionVerifier;
   return (stream) => {
     // Without introspection in force a reload has ended these already (credential_withdrawn).
-    if (stream.principal?.kind !== 'introspection' || verifier === undefined) return undefined;
+    const was = stream.principal;
+    if (was?.kind !== 'introspection' || verifier === undefined) return undefined;
     // The token as it was presented, read as it was admitted (a reload that refuses that way of
     // presenting it ends the stream by itself).
     const found = extractTokenDeferred(stream.request, { formBody: false, query: stream.admission.config.transport.query });
@@ -57,6 +60,11 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
     return verifier.verifyToken(found.token).then((r): StreamCloseReason | undefined => {
       if (r.ok) {
         unanswered.delete(stream);
+        // The identity the upstream was given when the exchange began (its identity headers, its
+        // rate-limit key, its MCP session's owner): an answer naming another subject or client (a
+        // token id reused, a grant moved) is not the caller it was admitted for.
+        const now = r.principal;
+        if (was.subject !== now.subject || was.clientId !== now.clientId || was.issuer !== now.issuer) return 'token_identity_changed';
         // Still active, but the answer's scope may have been narrowed: the exchange's rule is
         // applied again to it, on the route as this state compiled it (a reload that removed the
         // route or changed its rules decided the stream already).

@@ -23,6 +23,7 @@ export type StreamCloseReason =
   | 'token_expired'
   | 'token_inactive'
   | 'token_scope_narrowed'
+  | 'token_identity_changed'
   | 'policy_condition_failed'
   | 'token_audience_invalid'
   | 'introspection_unavailable'

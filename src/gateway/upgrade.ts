@@ -37,6 +37,7 @@ const CLOSE_TEXT: Record<StreamCloseReason, string> = {
   token_expired: 'token expired',
   token_inactive: 'token inactive',
   token_scope_narrowed: 'token scope narrowed',
+  token_identity_changed: 'token identity changed',
   policy_condition_failed: 'policy condition failed',
   token_audience_invalid: 'token audience invalid',
   introspection_unavailable: 'token unverifiable',

@@ -395,3 +395,111 @@ describe('gateway: exchanges in flight on an introspected token whose answer los
     );
   });
 });
+
+describe('gateway: exchanges in flight on an introspected token whose answer names another subject or client', () => {
+  // The upstream got the identity headers of the answer the exchange was admitted with; an answer
+  // now naming someone else must not leave it running as the first.
+  let endpoint: Endpoint;
+  let upstream: Upstream;
+  let wss: WebSocketServer;
+  let gw: TestGateway;
+  const seen: { subject: string | undefined; client: string | undefined }[] = [];
+  before(async () => {
+    endpoint = await introspectionEndpoint();
+    wss = new WebSocketServer({ noServer: true });
+    const identity = (req: import('node:http').IncomingMessage) => {
+      seen.push({ subject: req.headers['x-tessera-subject'] as string, client: req.headers['x-tessera-client-id'] as string });
+    };
+    upstream = await startUpstream((req, res) => {
+      identity(req);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hello\n\n');
+    });
+    upstream.server.on('upgrade', (req, socket, head) => {
+      identity(req);
+      wss.handleUpgrade(req, socket, head, () => undefined);
+    });
+    gw = await startGateway({
+      ...baseConfig(),
+      introspection: {
+        endpoint: `${endpoint.origin}/introspect`,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        cache_max_ttl: '1s',
+        timeout: '1s',
+      },
+      gateway: {
+        routes: [
+          {
+            id: 'api',
+            upstream: { url: upstream.url },
+            auth: 'introspection',
+            rules: [{}],
+            websocket: true,
+            identity_headers: ['subject', 'client'],
+          },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await gw.close();
+    wss.close();
+    await upstream.close();
+    await endpoint.close();
+  });
+
+  async function identityChangeEndsStreams(token: string, answer: Record<string, unknown>, changed: Record<string, unknown>) {
+    const subject = answer.sub as string;
+    endpoint.answers.set(token, answer);
+    seen.length = 0;
+    const { closed: wsClosed } = await openWs(`${gw.url.replace('http', 'ws')}/ws`, token);
+    const sse = await openSse(`${gw.url}/events`, token);
+    assert.equal(sse.status, 200);
+    // The upstream was told who the caller is, once per exchange.
+    assert.deepEqual(seen, [
+      { subject, client: answer.client_id },
+      { subject, client: answer.client_id },
+    ]);
+
+    // The same identity (another scope, an added claim) for a couple of rechecks: nothing closes.
+    endpoint.answers.set(token, { ...answer, scope: 'api:read admin', extra: 'x' });
+    const before = endpoint.calls.get(token) ?? 0;
+    await until(() => (endpoint.calls.get(token) ?? 0) >= before + 2, 6000);
+    const closedEvents = async () => {
+      await requestEvents(gw);
+      return gw.audit.events.filter((e) => e.kind === 'gateway.stream_closed' && e.subject === subject);
+    };
+    assert.equal((await closedEvents()).length, 0);
+
+    endpoint.answers.set(token, changed);
+    const closed = await within(wsClosed, 4000, 'the WebSocket outlived the change of its identity');
+    assert.deepEqual(closed, { code: 1008, reason: 'token identity changed' });
+    await within(sse.ended, 4000, 'the SSE stream outlived the change of its identity');
+    await until(async () => (await closedEvents()).length === 2);
+    assert.deepEqual(
+      (await closedEvents()).map((e) => [e.reason, e.decision, e.client_id]),
+      [
+        ['token_identity_changed', 'deny', answer.client_id],
+        ['token_identity_changed', 'deny', answer.client_id],
+      ],
+    );
+    // The upstream saw no second exchange under the first identity.
+    assert.equal(seen.length, 2);
+  }
+
+  it('attack: an answer now naming another sub ends its WebSocket (1008) and SSE stream with token_identity_changed, audited under the identity they were opened with', async () => {
+    const answer = { active: true, sub: 'user-alice', client_id: 'agent-1', scope: 'api:read' };
+    await identityChangeEndsStreams('opaque-sub-reassigned', answer, { ...answer, sub: 'user-mallory' });
+  });
+
+  it('attack: an answer now naming another client_id ends its WebSocket (1008) and SSE stream with token_identity_changed, audited', async () => {
+    const answer = { active: true, sub: 'user-bob', client_id: 'agent-1', scope: 'api:read' };
+    await identityChangeEndsStreams('opaque-client-reassigned', answer, { ...answer, client_id: 'agent-2' });
+  });
+
+  it('attack: an answer that drops its sub ends them too', async () => {
+    const answer = { active: true, sub: 'user-carol', client_id: 'agent-1', scope: 'api:read' };
+    await identityChangeEndsStreams('opaque-sub-dropped', answer, { active: true, client_id: 'agent-1', scope: 'api:read' });
+  });
+});
