@@ -48,7 +48,7 @@ export {
   type CompiledClient,
 } from './issuer/clients.ts';
 export { KeyManager, type KeyState, type KeyStatus } from './issuer/keys.ts';
-export type { AccessTokenRevocation } from './issuer/revoke.ts';
+export type { AccessTokenRevocation, RefreshTokenRevocation } from './issuer/revoke.ts';
 export {
   generateMasterKey,
   MASTER_KEY_ERROR_CODES,

@@ -327,3 +327,46 @@ export async function revokeAccessToken(
   );
   return { jti: own.jti, grantId: own.grantId, revokedGrants: revoked };
 }
+
+/** What an operator's revocation of a refresh token revoked (see `TokenService.revokeRefreshToken`). */
+export interface RefreshTokenRevocation {
+  /** The token's grant: its rotation family. */
+  readonly grantId: string;
+  /** The grant with its subtree, newly revoked; empty when it was revoked before. */
+  readonly revokedGrants: readonly string[];
+}
+
+/**
+ * Operator revocation of a refresh token (no client check): what RFC 7009 §2.1 revokes for its
+ * client, its grant (the rotation family, so the access tokens of the grant too) with its subtree.
+ * A token rotated since counts: its successor is of the same family. `undefined` when it is no
+ * refresh token of this issuer, or expired (its own expiry or its grant's): nothing to revoke.
+ */
+export async function revokeRefreshToken(
+  ctx: RevokeContext & { readonly store: Pick<Store, 'getGrant'> },
+  token: string,
+  reason: string,
+  by?: string,
+): Promise<RefreshTokenRevocation | undefined> {
+  if (!token.startsWith(REFRESH_TOKEN_PREFIX)) return undefined;
+  const record = await ctx.store.getRefreshToken(sha256(token));
+  const now = ctx.now();
+  if (record === undefined || record.expiresAt <= now) return undefined;
+  const grant = await ctx.store.getGrant(record.grantId);
+  if (grant === undefined || (grant.expiresAt !== null && grant.expiresAt <= now)) return undefined;
+  const revoked = (await revokeGrants(ctx, { grantId: record.grantId }, reason, by)).map((g) => g.id);
+  // As RFC 7009's: named by its hash; kept past audit.max_queue only when it revoked something.
+  ctx.emit(
+    {
+      kind: 'token.revoked',
+      reason,
+      subject: grant.subject,
+      client_id: record.clientId,
+      delegation_id: record.grantId,
+      token_hash: tokenHash(token),
+      detail: { ...(by !== undefined ? { by } : {}), revoked_grants: revoked },
+    },
+    { revoked: revoked.length > 0 },
+  );
+  return { grantId: record.grantId, revokedGrants: revoked };
+}

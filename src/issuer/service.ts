@@ -73,9 +73,11 @@ import { RevocationFeed } from './revocation-feed.ts';
 import {
   type AccessTokenRevocation,
   loginSessionScope,
+  type RefreshTokenRevocation,
   type RevokeContext,
   revokeAccessToken,
   revokeGrants,
+  revokeRefreshToken,
   revokeRequest,
 } from './revoke.ts';
 import { createSecretHasher, deriveMacKey, type MasterKey, type SecretHasher, sha256, tokenHash } from './secrets.ts';
@@ -1150,6 +1152,17 @@ export class TokenService {
    */
   revokeAccessToken(token: string, by?: string): Promise<AccessTokenRevocation | undefined> {
     return revokeAccessToken(this.#ctx, token, by);
+  }
+
+  /**
+   * Operator revocation of a refresh token (no client check), as RFC 7009 §2.1 revokes it for its
+   * client: its grant (the rotation family, and so every access token of it) with its subtree, each
+   * audited as grant.revoked with `reason`, and the token as token.revoked by its hash. Returns the
+   * grant and the grants newly revoked (none when it was revoked before), or `undefined` when the
+   * token is no refresh token of this issuer or is expired.
+   */
+  revokeRefreshToken(token: string, reason: string, by?: string): Promise<RefreshTokenRevocation | undefined> {
+    return revokeRefreshToken(this.#ctx, token, reason, by);
   }
 
   /**

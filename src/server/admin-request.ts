@@ -29,7 +29,7 @@ const REVOCATION_MEMBERS: Readonly<Record<string, string>> = {
   subject: 'the subject',
   issuer: 'the issuer URL',
   client_id: 'the client id',
-  token: 'the access token',
+  token: 'the access or refresh token',
   reason: 'a short reason',
 };
 const MEMBER_NAMES = Object.keys(REVOCATION_MEMBERS);

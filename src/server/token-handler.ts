@@ -635,9 +635,25 @@ export function createTokenServiceHandler(service: TokenService, options: TokenS
     const by = `admin:${who.subject}`;
     const reason: Record<string, string> = r.reason !== undefined ? { revoke_reason: r.reason } : {};
     if (r.token !== undefined) {
+      // A refresh token: what RFC 7009 revokes for its client (without the client check), its
+      // grant (the rotation family) with its subtree, answered as {"grant_id"} is; the grant, not
+      // the token, names it in the audit trail.
+      const family = await service.revokeRefreshToken(r.token, r.reason ?? 'admin_api', by);
+      if (family !== undefined) {
+        return {
+          body: JSON.stringify({ revoked_grants: family.revokedGrants }),
+          detail: {
+            selector: 'token',
+            token_type: 'refresh_token',
+            target: family.grantId,
+            ...reason,
+            revoked: family.revokedGrants.length,
+          },
+        };
+      }
       const revoked = await service.revokeAccessToken(r.token, by);
-      // Not a valid, unexpired access token of this issuer (a refresh token, a mistyped or expired
-      // one): nothing revoked, which a 200 would read as done while a leaked token lives on, as
+      // Not a valid, unexpired access or refresh token of this issuer (a mistyped or expired one):
+      // nothing revoked, which a 200 would read as done while a leaked token lives on, as
       // `tessera revoke --token` refuses it.
       if (revoked === undefined) throw new OAuthError('admin_not_found');
       // The token itself is never written: its jti names it.

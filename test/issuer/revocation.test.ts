@@ -4,11 +4,12 @@
  * process rejects affected tokens on the very next request.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { decodeJwt, type JWK, SignJWT } from 'jose';
 import type { AuditKind } from '../../src/audit/event.ts';
+import { sha256 } from '../../src/issuer/secrets.ts';
 import { GRANT_TREE_MAX_NODES } from '../../src/issuer/service.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { basic, inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -1114,15 +1115,28 @@ describe('admin API', () => {
     assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'No such resource.' });
   });
 
-  it('attack: {"token"} naming no access token it can revoke (a leaked refresh token, a mistyped or expired access token) is 404 admin_not_found, audited, not 200 read as done while the token lives on (as `tessera revoke --token` refuses it)', async () => {
+  it('attack: {"token"} naming no token it can revoke (a mistyped or expired access or refresh token) is 404 admin_not_found, audited, not 200 read as done while the token lives on (as `tessera revoke --token` refuses it)', async () => {
     const root = (await issuer.service.mint({ clientId: 'broker', subject: 'henry', ttl: 3600, audiences: [API, 'agent'] })).access_token;
     const leaked = await exchange('broker', root, [API]);
     const token = await adminToken();
     const expired = (await issuer.service.mint({ clientId: 'broker', subject: 'henry', ttl: 1, audiences: [API] })).access_token;
+    // A refresh token of the live grant, expired (as one past refresh_token_ttl is).
+    const expiredRefresh = `trt_${randomBytes(32).toString('base64url')}`;
+    const now = Math.floor(Date.now() / 1000);
+    await issuer.store.createRefreshToken({
+      hash: sha256(expiredRefresh),
+      grantId: decodeJwt(leaked.access_token).grant_id as string,
+      clientId: 'broker',
+      createdAt: now - 100,
+      expiresAt: now - 1,
+      rotatedAt: null,
+      revokedAt: null,
+    });
     await new Promise((resolve) => setTimeout(resolve, 2100));
     for (const [i, [what, value]] of (
       [
-        ['a refresh token', leaked.refresh_token],
+        ['a mistyped refresh token', `${leaked.refresh_token.slice(0, -2)}xx`],
+        ['an expired refresh token', expiredRefresh],
         ['a mistyped access token', `${leaked.access_token.slice(0, -2)}xx`],
         ['an expired access token', expired],
       ] as const
@@ -1150,6 +1164,81 @@ describe('admin API', () => {
       auth('broker'),
     );
     assert.equal(refreshed.status, 200);
+  });
+
+  it('attack: a leaked refresh token sent as {"token"} revokes its grant (the rotation family) with its subtree, as RFC 7009 would for its client: 200 {"revoked_grants"}, then invalid_grant at /oauth2/token and its access tokens refused by the verifier; audited as admin.action naming the grant, never the token', async () => {
+    const { broker, agent, sub, grant } = await chain('ivan');
+    const family = grant(agent.access_token);
+    const token = await adminToken();
+    const res = await fetch(`${issuer.url}/oauth2/admin/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': 'adm-refresh-1' },
+      body: JSON.stringify({ token: agent.refresh_token, reason: 'leaked in a ticket' }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const body = (await res.json()) as { revoked_grants: string[] };
+    assert.deepEqual(Object.keys(body), ['revoked_grants']);
+    assert.deepEqual([...body.revoked_grants].sort(), [family, grant(sub.access_token)].sort());
+    const refreshed = await issuer.post(
+      '/oauth2/token',
+      { grant_type: 'refresh_token', refresh_token: agent.refresh_token },
+      auth('agent'),
+    );
+    assert.equal(refreshed.status, 400);
+    assert.equal(((await refreshed.json()) as { error: string }).error, 'invalid_grant');
+    for (const t of [agent.access_token, sub.access_token]) {
+      const r = await verifier.verify(bearer(t));
+      assert.equal(r.ok, false);
+      if (!r.ok) assert.equal(r.error.code, 'token_revoked');
+    }
+    // The grant it was exchanged from is not its family: untouched.
+    assert.equal(await valid(broker.access_token), true);
+    await issuer.service.audit.flush();
+    const events = await issuer.store.queryAudit({ request_id: 'adm-refresh-1', limit: 10 });
+    const action = events.find((e) => e.kind === 'admin.action');
+    assert.equal(action?.decision, 'allow');
+    assert.equal(action?.reason, 'ok');
+    assert.deepEqual(action?.detail, {
+      action: 'revoke',
+      selector: 'token',
+      token_type: 'refresh_token',
+      target: family,
+      revoke_reason: 'leaked in a ticket',
+      revoked: 2,
+    });
+    const all = await issuer.store.queryAudit({ limit: 10_000 });
+    const revokedFamily = all.find((e) => e.kind === 'grant.revoked' && e.delegation_id === family);
+    assert.equal(revokedFamily?.reason, 'leaked in a ticket');
+    assert.deepEqual(
+      all.filter((e) => e.kind === 'token.revoked' && e.delegation_id === family).map((e) => [e.reason, e.client_id, e.detail]),
+      [['leaked in a ticket', 'agent', { by: 'admin:ops', revoked_grants: body.revoked_grants }]],
+    );
+    const text = JSON.stringify(all);
+    assert.equal(text.includes(agent.refresh_token), false, 'the refresh token is in the audit trail');
+    assert.equal(text.includes(agent.refresh_token.slice(4)), false, 'the refresh token is in the audit trail');
+
+    // Again: its grant was revoked before, answered as {"grant_id"} of a revoked grant is.
+    const again = await post({ token: agent.refresh_token }, token);
+    assert.equal(again.status, 200);
+    assert.deepEqual(await again.json(), { revoked_grants: [] });
+  });
+
+  it('attack: a refresh token rotated since it leaked, sent as {"token"}, revokes the family its successor holds', async () => {
+    const { agent, sub, grant } = await chain('judy');
+    const rotated = await issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: agent.refresh_token }, auth('agent'));
+    assert.equal(rotated.status, 200);
+    const next = (await rotated.json()) as { access_token: string; refresh_token: string };
+    const res = await post({ token: agent.refresh_token }, await adminToken());
+    assert.equal(res.status, 200);
+    assert.deepEqual(
+      [...((await res.json()) as { revoked_grants: string[] }).revoked_grants].sort(),
+      [grant(agent.access_token), grant(sub.access_token)].sort(),
+    );
+    const refreshed = await issuer.post('/oauth2/token', { grant_type: 'refresh_token', refresh_token: next.refresh_token }, auth('agent'));
+    assert.equal(refreshed.status, 400);
+    assert.equal(((await refreshed.json()) as { error: string }).error, 'invalid_grant');
+    assert.equal(await valid(next.access_token), false);
   });
 
   it('refuses a revocation body that names a member twice ({"subject":"frank","subject":"gina"}): no one is revoked', async () => {

@@ -17,7 +17,7 @@ export function registerRevoke(program: Command): void {
     )
     .option(
       '--token <token>',
-      'an access token this issuer signed (- reads it from stdin), with every grant exchanged from it (token exchange, as subject or actor token) and their subtrees; not its own grant',
+      'an access token this issuer signed (- reads it from stdin), with every grant exchanged from it (token exchange, as subject or actor token) and their subtrees, not its own grant; or a refresh token of this issuer, with its grant (the rotation family and its access tokens) and the grant’s subtree, as RFC 7009 revokes it',
     )
     .option('--grant <id>', 'a grant id (the grant_id claim); its whole subtree is revoked')
     .option(
@@ -39,7 +39,7 @@ export function registerRevoke(program: Command): void {
     )
     .option(
       '--json',
-      'print one JSON object: {revoked_token, grant_id, revoked_grants} for --token (revoked_grants: the grants exchanged from the token, revoked with it), else {revoked_grants}, with already_revoked {grant_id, revoked_at, reason} when the --grant named was revoked before',
+      'print one JSON object: {revoked_token, grant_id, revoked_grants} for --token of an access token (revoked_grants: the grants exchanged from the token, revoked with it), else {revoked_grants}, with already_revoked {grant_id, revoked_at, reason} when the --grant named (or the refresh token’s grant) was revoked before',
     )
     .action(
       async (opts: {
@@ -90,9 +90,34 @@ export function registerRevoke(program: Command): void {
           { action: 'revoke', ...named },
           async ({ service }) => {
             const reason: Record<string, string> = opts.token === undefined ? { revoke_reason: opts.reason } : {};
+            // A grant named that revoked nothing was revoked before (with its subtree): say when
+            // and why, rather than a bare "revoked 0 grant(s)" that reads as a failure.
+            const alreadyRevoked = async (grantId: string, revoked: readonly unknown[]) => {
+              const before = revoked.length === 0 ? await service.store.getGrant(grantId) : undefined;
+              return before?.revokedAt != null
+                ? { already_revoked: { grant_id: before.id, revoked_at: iso(before.revokedAt), reason: before.revokedReason } }
+                : {};
+            };
             if (opts.token !== undefined) {
-              const revoked = await service.revokeAccessToken(await readArg(opts.token, '--token'), 'cli');
-              if (!revoked) throw refusal('admin_not_found', 'not a valid, unexpired access token of this issuer; nothing to revoke');
+              const token = await readArg(opts.token, '--token');
+              // A refresh token: its grant (the rotation family) with its subtree, as RFC 7009
+              // revokes it for its client, answered as --grant is; the grant names it on record.
+              const family = await service.revokeRefreshToken(token, opts.reason, 'cli');
+              if (family !== undefined) {
+                service.auditCliAction('ok', {
+                  action: 'revoke',
+                  ...named,
+                  token_type: 'refresh_token',
+                  target: family.grantId,
+                  revoke_reason: opts.reason,
+                  revoked: family.revokedGrants.length,
+                });
+                return { revoked_grants: [...family.revokedGrants], ...(await alreadyRevoked(family.grantId, family.revokedGrants)) };
+              }
+              const revoked = await service.revokeAccessToken(token, 'cli');
+              if (!revoked) {
+                throw refusal('admin_not_found', 'not a valid, unexpired access or refresh token of this issuer; nothing to revoke');
+              }
               // The token itself is never written: its jti names it.
               service.auditCliAction('ok', {
                 action: 'revoke',
@@ -115,9 +140,6 @@ export function registerRevoke(program: Command): void {
             }
             const revoked = await service.revokeGrants(selector, opts.reason, 'cli');
             service.auditCliAction('ok', { action: 'revoke', ...named, ...reason, revoked: revoked.length });
-            // A grant named that revoked nothing was revoked before (with its subtree): say when
-            // and why, rather than a bare "revoked 0 grant(s)" that reads as a failure.
-            const before = 'grantId' in selector && revoked.length === 0 ? await service.store.getGrant(selector.grantId) : undefined;
             if (revoked.length === 0 && 'subject' in selector) {
               const of = selector.issuer !== undefined ? ` of ${selector.issuer}` : '';
               unmatched = `subject ${quoted(selector.subject)}${of} has no grant here left to revoke (none was issued for it, or every one was revoked before)`;
@@ -129,9 +151,7 @@ export function registerRevoke(program: Command): void {
             }
             return {
               revoked_grants: revoked.map((g) => g.id),
-              ...(before?.revokedAt != null
-                ? { already_revoked: { grant_id: before.id, revoked_at: iso(before.revokedAt), reason: before.revokedReason } }
-                : {}),
+              ...('grantId' in selector ? await alreadyRevoked(selector.grantId, revoked) : {}),
             };
           },
           refused,
