@@ -78,6 +78,9 @@ export async function registerDynamicClient(
   }
   if (typeof metadata !== 'object' || metadata === null || Array.isArray(metadata)) throw new OAuthError('registration_metadata_invalid');
   const m = metadata as Record<string, unknown>;
+  // RFC 7591 §2: `jwks` and `jwks_uri` MUST NOT both be present. Tessera registers neither (no
+  // private_key_jwt here), but a request carrying both is malformed, not one to ignore.
+  if (Object.hasOwn(m, 'jwks') && Object.hasOwn(m, 'jwks_uri')) throw new OAuthError('registration_metadata_invalid');
 
   const redirectUris = stringArray(m.redirect_uris);
   if (redirectUris === undefined || redirectUris.length === 0 || redirectUris.length > 10) {

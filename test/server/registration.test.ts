@@ -391,6 +391,36 @@ describe('dynamic client registration', () => {
     assert.equal((await issuer.store.listClients()).length, before);
   });
 
+  it('attack: DCR carrying both jwks and jwks_uri (RFC 7591 §2: they MUST NOT both be present): invalid_client_metadata, nothing registered, audited', async () => {
+    const jwks = {
+      keys: [
+        { kty: 'EC', crv: 'P-256', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0' },
+      ],
+    };
+    const clients = (await issuer.store.listClients()).length;
+    for (const [i, method] of (['none', 'client_secret_basic'] as const).entries()) {
+      const res = await fetch(`${issuer.url}/oauth2/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${IAT}`, 'x-request-id': `dcr-jwks-both-${i}` },
+        body: JSON.stringify({ ...mcpClient, token_endpoint_auth_method: method, jwks, jwks_uri: 'https://mcp.test/jwks.json' }),
+      });
+      assert.equal(res.status, 400, method);
+      assert.deepEqual(
+        await res.json(),
+        { error: 'invalid_client_metadata', error_description: 'The client metadata is invalid.' },
+        method,
+      );
+      await issuer.service.audit.flush();
+      const events = await issuer.store.queryAudit({ request_id: `dcr-jwks-both-${i}`, limit: 10 });
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.reason]),
+        [['client.registration_denied', 'registration_metadata_invalid']],
+        method,
+      );
+    }
+    assert.equal((await issuer.store.listClients()).length, clients, 'nothing registered');
+  });
+
   it('DCR metadata that names a member twice (two redirect_uris, two token_endpoint_auth_method): invalid_client_metadata, nothing registered', async () => {
     // JSON.parse reads the last; a proxy or log that checked the body may have read the first.
     const rest = '"client_name":"Twice","grant_types":["authorization_code","refresh_token"],"response_types":["code"]';
