@@ -11,6 +11,7 @@ import type { Principal } from '../../src/core/verify/principal.ts';
 import { createVerifier } from '../../src/verifier.ts';
 import { inProcessVerifier, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
 import { bearer, claims, makeKey, sign } from '../helpers/tokens.ts';
+import { listen, type TestServer } from '../helpers/verify.ts';
 
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const IDP = 'https://idp.test';
@@ -222,5 +223,104 @@ describe('issueForUpstream', () => {
       issuer.service.upstreamIssuer('nobody').issueForUpstream({ principal, audience: 'https://upstream.test', scopes: [], maxTtl: 60 }),
       OAuthError,
     );
+  });
+});
+
+describe('a caller whose principal names this issuer without being one of its tokens', () => {
+  // Another authorization server's RFC 7662 endpoint, as a gateway route with `auth: introspection`
+  // uses it: its answer's `iss` is its own word, not a signature of this token service.
+  let endpoint: TestServer;
+  let answer: Record<string, unknown> = {};
+  before(async () => {
+    endpoint = await listen((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+    });
+  });
+  after(() => endpoint?.close());
+
+  async function introspected(over: Record<string, unknown>): Promise<Principal> {
+    const now = Math.floor(Date.now() / 1000);
+    answer = { active: true, iss: issuer.url, scope: 'api:read', exp: now + 300, iat: now, ...over };
+    const verifier = createVerifier({
+      introspection: {
+        endpoint: `${endpoint.origin}/introspect`,
+        client_id: 'rs',
+        client_secret: 'rs-secret',
+        issuer: 'https://other-as.test',
+      },
+      dpop: { mode: 'disabled' },
+    } as never);
+    const result = await verifier.verify(bearer(`opaque-${now}-${Math.random().toString(36).slice(2)}`));
+    assert.ok(result.ok, JSON.stringify(result));
+    assert.equal(result.principal.issuer, issuer.url);
+    return result.principal;
+  }
+  const forUpstream = (principal: Principal, scopes = ['api:read']) =>
+    issuer.service.upstreamIssuer('gateway').issueForUpstream({ principal, audience: 'https://upstream.test', scopes, maxTtl: 60 });
+  const invalid = (e: unknown) => e instanceof OAuthError && e.code === 'subject_token_invalid';
+
+  it('attack: an introspection answer claiming this issuer for a client id (no grant_id) gets no upstream token in that client’s name, nor a prior actor of this issuer', async () => {
+    await issuer.service.audit.flush();
+    const before = (await issuer.store.queryAudit({ kinds: ['token.exchanged'], limit: 10_000 })).length;
+    await assert.rejects(forUpstream(await introspected({ sub: 'agent', client_id: 'agent', act: { sub: 'admin' } })), invalid);
+    await issuer.service.audit.flush();
+    assert.equal((await issuer.store.queryAudit({ kinds: ['token.exchanged'], limit: 10_000 })).length, before, 'no token minted');
+  });
+
+  it('attack: an introspection answer claiming this issuer names a real grant of another subject or client: refused', async () => {
+    const { principal: alice } = await callerPrincipal();
+    const grantId = alice.delegationId as string;
+    await assert.rejects(forUpstream(await introspected({ sub: 'agent', client_id: 'agent', grant_id: grantId })), invalid);
+    await assert.rejects(forUpstream(await introspected({ sub: 'alice', client_id: 'gateway', grant_id: grantId })), invalid);
+  });
+
+  it('attack: an introspection answer claiming this issuer for a real grant gets no more than that grant holds (its scopes, its actor chain, its lifetime)', async () => {
+    const carol = await issuer.service.mint({
+      clientId: 'agent',
+      subject: 'carol',
+      ttl: 120,
+      scopes: ['api:read'],
+      audiences: ['https://gateway.test'],
+    });
+    const grantId = decodeJwt(carol.access_token).grant_id as string;
+    const wide = await introspected({
+      sub: 'carol',
+      client_id: 'agent',
+      grant_id: grantId,
+      scope: 'api:read api:write',
+      act: { sub: 'admin' },
+      exp: Math.floor(Date.now() / 1000) + 3600,
+    });
+    await assert.rejects(forUpstream(wide, ['api:write']), (e: unknown) => e instanceof OAuthError && e.error === 'invalid_scope');
+    const { token, expiresAt } = await issuer.service
+      .upstreamIssuer('gateway')
+      .issueForUpstream({ principal: wide, audience: 'https://upstream.test', scopes: ['api:read'], maxTtl: 3600 });
+    const c = decodeJwt(token);
+    assert.equal(c.sub, 'carol');
+    assert.deepEqual(c.act, { sub: 'gateway' }, 'the grant’s chain, not the answer’s');
+    assert.ok(expiresAt <= (decodeJwt(carol.access_token).exp as number) + 0, 'no longer than the caller’s grant');
+  });
+
+  it('this token service’s own introspection answer (a route introspecting Tessera) still mints, as a child of the caller’s grant', async () => {
+    // The gateway introspects as a client holding the caller tokens' audience (RFC 7662 §4: the
+    // endpoint answers a client its tokens are meant for).
+    const gwClient = await issuer.addClient({
+      id: 'gw-introspect',
+      scopes: ['api:read'],
+      audiences: ['https://upstream.test', 'https://gateway.test'],
+      grantTypes: [EXCHANGE],
+    });
+    const user = await issuer.service.mint({ clientId: 'agent', subject: 'dave', ttl: 600, audiences: ['https://gateway.test'] });
+    const verifier = createVerifier({
+      introspection: { endpoint: `${issuer.url}/oauth2/introspect`, client_id: gwClient.id, client_secret: gwClient.secret },
+      dpop: { mode: 'disabled' },
+    } as never);
+    const result = await verifier.verify(bearer(user.access_token));
+    assert.ok(result.ok, JSON.stringify(result));
+    assert.equal(result.principal.kind, 'introspection');
+    const { token } = await forUpstream(result.principal);
+    const grant = await issuer.store.getGrant(decodeJwt(token).grant_id as string);
+    assert.equal(grant?.parentId, user.grant_id);
+    assert.equal(grant?.subject, 'dave');
   });
 });

@@ -40,7 +40,7 @@ export interface ExchangeContext extends BaseContext {
     ResolvedTokenServiceConfig,
     'access_token_ttl' | 'max_access_token_ttl' | 'refresh_token_ttl' | 'max_chain_depth' | 'admin' | 'adminAudience'
   >;
-  readonly store: Pick<Store, 'createGrant' | 'createRefreshToken'>;
+  readonly store: Pick<Store, 'createGrant' | 'createRefreshToken' | 'getGrant'>;
   readonly scopes: ScopeModel;
   readonly tokens: Pick<AccessTokens, 'sign' | 'verifyFresh' | 'isRevoked'>;
   /** A subject or actor of another issuer may not pass for a client (or a static token). */
@@ -445,12 +445,32 @@ export async function issueForUpstream(
   if (principal.subject === undefined) throw new OAuthError('subject_token_invalid');
   if (!client.audiences.has(audience)) throw new OAuthError('target_not_allowed');
   const now = ctx.now();
-  // The caller's token, when this issuer's: the upstream grant is exchanged from it, a child of its grant.
-  const own =
-    principal.issuer === ctx.issuer && principal.delegationId !== undefined
-      ? { grantId: principal.delegationId, jti: principal.tokenId ?? null }
-      : null;
-  const subject = partyFromPrincipal(principal, own, now + maxTtl);
+  let subject: Party;
+  if (principal.issuer === ctx.issuer) {
+    // The caller's token, when this issuer's: the upstream grant is exchanged from it, a child of its
+    // grant. A principal's `iss` is not this issuer's signature: an introspection answer's is the
+    // endpoint's word (another authorization server's, for a route with `auth: introspection`), and
+    // it would pass for this issuer's subjects (a client id, checked for no other issuer) and name
+    // this issuer's clients as prior actors. So only the grant it names vouches for it: one of this
+    // subject and client (every token of this issuer names its grant), whose chain it carries and
+    // whose scopes and lifetime it does not exceed.
+    const grant = principal.delegationId === undefined ? undefined : await ctx.store.getGrant(principal.delegationId);
+    if (grant === undefined || grant.subject !== principal.subject || grant.clientId !== principal.clientId) {
+      throw new OAuthError('subject_token_invalid');
+    }
+    const held = withoutUnnamed(ctx.scopes.expand(grant.scopes), grant.scopes, ctx.config.admin.scope);
+    subject = {
+      ...partyFromPrincipal(
+        principal,
+        { grantId: grant.id, jti: principal.tokenId ?? null },
+        Math.min(now + maxTtl, grant.expiresAt ?? Number.POSITIVE_INFINITY),
+      ),
+      scopes: principal.scopes.filter((s) => covers(held, s)),
+      act: (grant.act as JsonObject | null) ?? null,
+    };
+  } else {
+    subject = partyFromPrincipal(principal, null, now + maxTtl);
+  }
   const issued = await delegate(ctx, {
     client,
     subject,
