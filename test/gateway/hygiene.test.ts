@@ -138,6 +138,33 @@ describe('gateway hygiene', () => {
     assert.equal(h['x-real-ip'], undefined);
   });
 
+  it('attack: client-IP spoofing: the caller’s own X-Client-IP, True-Client-IP, CF-Connecting-IP, Fastly-Client-IP, X-Cluster-Client-IP and the like never reach the upstream (frameworks read them as the client address before X-Forwarded-For)', async () => {
+    const spoofed = [
+      'x-client-ip',
+      'true-client-ip',
+      'cf-connecting-ip',
+      'cf-connecting-ipv6',
+      'cf-pseudo-ipv4',
+      'fastly-client-ip',
+      'x-cluster-client-ip',
+      'x-appengine-user-ip',
+      'client-ip',
+      'x-forwarded',
+      'forwarded-for',
+      'x-original-forwarded-for',
+      'x-envoy-external-address',
+    ];
+    const res = await get('/api/x', {
+      ...Object.fromEntries(spoofed.map((n) => [n, '6.6.6.6'])),
+      x_client_ip: '6.6.6.6',
+      True_Client_IP: '6.6.6.6',
+    });
+    assert.equal(res.status, 200);
+    const h = upstream.seen.at(-1)!.headers;
+    for (const name of [...spoofed, 'x_client_ip', 'true_client_ip']) assert.equal(h[name], undefined, name);
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+  });
+
   it('forwarding spoofing: no X-Forwarded-* of the caller’s own (Ssl, Scheme, Uri, Method, Server) reaches the upstream', async () => {
     const res = await get('/api/x', {
       'x-forwarded-ssl': 'on',

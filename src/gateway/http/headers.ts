@@ -100,6 +100,31 @@ export function carriesOverrideHeader(rawHeaders: readonly string[], originals =
   return false;
 }
 
+/**
+ * Headers that name the client's address besides `X-Forwarded-For`, `Forwarded` and `X-Real-IP`
+ * (CDNs', load balancers' and ingresses' own): frameworks and libraries (request-ip, Rails'
+ * RemoteIp, Spring, rate limiters, allow-lists) read them, often before X-Forwarded-For. Passed on,
+ * a caller's copy would let it choose the address the upstream sees, as Envoy's untrusted
+ * `x-envoy-*` headers would; the gateway's own X-Forwarded-For and Forwarded carry the address
+ * instead. Removed even from a trusted proxy, which appends to X-Forwarded-For but may relay these
+ * as its client sent them.
+ */
+export const CLIENT_IP_HEADERS: readonly string[] = [
+  'x-client-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'cf-connecting-ipv6',
+  'cf-pseudo-ipv4',
+  'fastly-client-ip',
+  'x-cluster-client-ip',
+  'x-appengine-user-ip',
+  'client-ip',
+  'x-forwarded',
+  'forwarded-for',
+  'x-original-forwarded-for',
+  'x-envoy-external-address',
+];
+
 /** Inbound headers the gateway always removes or replaces. */
 const ALWAYS_STRIPPED = [
   'host',
@@ -112,6 +137,7 @@ const ALWAYS_STRIPPED = [
   'x-forwarded-port',
   'x-forwarded-prefix',
   'x-real-ip',
+  ...CLIENT_IP_HEADERS,
   'x-request-id',
   'traceparent',
   'tracestate',
