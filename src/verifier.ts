@@ -17,6 +17,7 @@ import { ConfigError, type ConfigIssue } from './core/errors.ts';
 import type { VerificationKey } from './core/jose/jwk.ts';
 import { compilePolicy } from './core/policy.ts';
 import type { Clock, Introspector, KeySource, ReplayCache } from './core/ports.ts';
+import { printable } from './core/printable.ts';
 import { createDpopNonces, type DpopNonceSource, type DpopWindowHistory, dpopNonceKeyFromSecret } from './core/verify/dpop.ts';
 import { STATIC_SUBJECT_PREFIX } from './core/verify/principal.ts';
 import { MemoryReplayCache } from './core/verify/replay.ts';
@@ -258,6 +259,10 @@ function dpopNonceSource(secret: string | undefined, host: DpopNonceSource | und
 
 /** Like {@link createVerifier} for options that were already validated (by a larger config). */
 export function createVerifierFromConfig(config: VerifierConfig, runtime: VerifierRuntime = {}, prefix = ''): ManagedVerifier {
+  // Warnings quote what others chose (a key set's kid, an introspection endpoint's answer): escaped
+  // once here for every source, so a caller's own logger or callback gets one safe line.
+  const warn = runtime.onWarning;
+  if (warn) runtime = { ...runtime, onWarning: (m: string) => warn(printable(m)) };
   const at = (p: string) => (prefix ? `${prefix}.${p}` : p);
   const clock = runtime.clock ?? Date.now;
 

@@ -5,6 +5,7 @@
  */
 import { terminalSafeJson } from '../audit/sinks/jsonl.ts';
 import { ConfigError } from '../core/errors.ts';
+import { printable } from '../core/printable.ts';
 import { DataDirError } from '../server/data-dir.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 
@@ -41,27 +42,12 @@ export function refusal(
   return new CliError(message, 1, { ...options, reason });
 }
 
-// C0 and C1 controls, DEL, the line and paragraph separators (a line break to editors and many
-// readers the output is pasted into), and the bidirectional overrides and isolates (which reorder
-// what follows).
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this escapes
-const CONTROLS = /[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
-
 /**
  * One line of human output made safe to print: control characters written as escapes (`\n`,
  * `\x1b`, `\u202e`). Values from the audit trail, file names and the like are chosen by others (an
- * MCP tool name by any caller): printed raw, a newline would forge a line and an ANSI or OSC
- * sequence rewrite the operator's screen. `--json` needs none of it (JSON escapes controls itself).
+ * MCP tool name by any caller). `--json` needs none of it (JSON escapes controls itself).
  */
-export function printable(line: string): string {
-  return line.replace(CONTROLS, (c) => {
-    if (c === '\n') return '\\n';
-    if (c === '\r') return '\\r';
-    if (c === '\t') return '\\t';
-    const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
-  });
-}
+export { printable };
 
 /**
  * `--json` output: indented JSON with the characters JSON.stringify leaves raw but a terminal acts

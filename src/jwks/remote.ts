@@ -17,6 +17,7 @@ import { STRICT_JSON_REFUSALS, strictJsonFault } from '../core/jose/json.ts';
 import type { VerificationKey } from '../core/jose/jwk.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import type { Clock, KeyMiss, KeySource } from '../core/ports.ts';
+import { printable } from '../core/printable.ts';
 
 export interface RemoteJwksOptions {
   readonly url: string;
@@ -110,7 +111,10 @@ export class RemoteJwks implements KeySource {
   readonly #shown: string;
 
   constructor(options: RemoteJwksOptions) {
-    this.#o = options;
+    // A warning quotes what the key set's publisher chose (a kid; with private_key_jwt, a client's
+    // own jwks_uri): escaped here, so it reaches any logger or callback as one safe line.
+    const warn = options.onWarning;
+    this.#o = warn ? { ...options, onWarning: (m: string) => warn(printable(m)) } : options;
     this.#shown = shownUrl(options.url);
     this.#clock = options.clock ?? Date.now;
     this.#fetch = options.fetch ?? fetch;
