@@ -361,15 +361,36 @@ export function auditValues(e: AuditEvent): SqlValue[] {
     e.id,
     e.time,
     e.kind,
-    e.subject ?? null,
-    e.client_id ?? null,
-    e.delegation_id ?? null,
-    e.request_id ?? null,
-    e.jti ?? null,
-    e.token_hash ?? null,
+    auditColumnValue(e.subject),
+    auditColumnValue(e.client_id),
+    auditColumnValue(e.delegation_id),
+    auditColumnValue(e.request_id),
+    auditColumnValue(e.jti),
+    auditColumnValue(e.token_hash),
     auditEventBody(e),
   ];
 }
+
+// A NUL (which PostgreSQL text refuses, failing the whole batch the event is in: an issuer's or
+// an identity provider's `sub` with one would stop the audit trail) and a lone UTF-16 surrogate
+// (which the drivers write as U+FFFD, so the value read back differs).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: a NUL is what this looks for
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * What an indexed id column of `audit_events` holds for `value`: the value, with a NUL or a lone
+ * surrogate written U+FFFD (the exact value is then kept in the `event` column too, see
+ * {@link auditEventBody}). `Store.queryAudit` looks its arguments up the same way.
+ */
+export function auditColumnValue(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  UNSTORABLE.lastIndex = 0;
+  return UNSTORABLE.test(value) ? value.replace(UNSTORABLE, '\ufffd') : value;
+}
+
+/** A `Store.queryAudit` argument for an id column, looked up as {@link auditColumnValue} stores it. */
+export const auditLookup = (value: string | undefined): string | undefined =>
+  value === undefined ? undefined : (auditColumnValue(value) as string);
 
 /**
  * The `event` column of an audit row: the event without the fields that have columns of their own
@@ -379,7 +400,11 @@ export function auditValues(e: AuditEvent): SqlValue[] {
  */
 export function auditEventBody(e: AuditEvent): string {
   const { id, time, kind, subject, client_id, delegation_id, request_id, jti, token_hash, ...rest } = e;
-  return JSON.stringify(rest);
+  // A value its column cannot hold as it is (auditColumnValue) is kept here exactly, and read back from here.
+  const exact: Record<string, string> = {};
+  for (const [field, v] of Object.entries({ subject, client_id, delegation_id, request_id, jti, token_hash }))
+    if (v !== undefined && auditColumnValue(v) !== v) exact[field] = v;
+  return JSON.stringify({ ...rest, ...exact });
 }
 
 const AUDIT_COLUMNS: ReadonlySet<string> = new Set([
@@ -430,7 +455,9 @@ export function auditEventFrom(r: Row): AuditEvent {
   const body = parse<Record<string, unknown>>(r.event);
   const event: Record<string, unknown> = {};
   for (const field of AUDIT_FIELDS) {
-    const v = AUDIT_COLUMNS.has(field) ? r[field] : body[field];
+    // A column's value is read from the body when the body has it: a row of schema 7 or older (the
+    // same value), or a value its column could not hold as it is (auditEventBody).
+    const v = AUDIT_COLUMNS.has(field) ? (body[field] ?? r[field]) : body[field];
     if (v !== null && v !== undefined) event[field] = field === 'time' ? num(v) : v;
   }
   // Fields a later version added, kept rather than dropped.

@@ -1846,6 +1846,23 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
     });
 
     describe('audit events', () => {
+      it('attack: a NUL or a lone surrogate in a caller-chosen field (client_id of a refused request, subject) neither refuses the batch (PostgreSQL text holds no NUL: the other events of the batch would be lost with it) nor escapes a query for it', async () => {
+        const base = Date.now();
+        const subject = `${uid('nul')}\u0000x\ud800`;
+        const events = [
+          event({ id: uuidv7(base), subject: uid('before'), client_id: 'c1', time: base }),
+          event({ id: uuidv7(base + 1), subject, client_id: 'evil\u0000\udfff', request_id: 'r\u0000', time: base + 1 }),
+        ].sort((a, b) => (a.id < b.id ? -1 : 1));
+        await store.appendAudit(events);
+        const stored = await store.queryAudit({ since: base, until: base + 1 });
+        assert.deepEqual(
+          stored.filter((e) => events.some((x) => x.id === e.id)),
+          events,
+        );
+        // Looked up by what the event holds, it is found.
+        assert.deepEqual(await store.queryAudit({ subject }), [events.find((e) => e.subject === subject)]);
+      });
+
       it('appends and queries by subject, delegation, client, request, time and cursor, in id order', async () => {
         const subject = uid('dave');
         const base = Date.now();

@@ -90,6 +90,7 @@ import {
   a2aTaskFrom,
   a2aTaskKey,
   auditEventFrom,
+  auditLookup,
   auditQueryLimit,
   auditValues,
   checkA2aOwner,
@@ -1609,12 +1610,12 @@ export class PostgresStore implements Store {
       args.push(value);
       where.push(`${column} ${op} $${args.length}`);
     };
-    add('subject', '=', q.subject);
-    add('delegation_id', '=', q.delegation_id);
-    add('client_id', '=', q.client_id);
-    add('request_id', '=', q.request_id);
-    add('jti', '=', q.jti);
-    add('token_hash', '=', q.token_hash);
+    add('subject', '=', auditLookup(q.subject));
+    add('delegation_id', '=', auditLookup(q.delegation_id));
+    add('client_id', '=', auditLookup(q.client_id));
+    add('request_id', '=', auditLookup(q.request_id));
+    add('jti', '=', auditLookup(q.jti));
+    add('token_hash', '=', auditLookup(q.token_hash));
     if (q.kinds !== undefined) {
       args.push([...q.kinds]);
       where.push(`kind = ANY($${args.length}::text[])`);

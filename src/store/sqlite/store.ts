@@ -55,6 +55,7 @@ import {
   a2aTaskFrom,
   a2aTaskKey,
   auditEventFrom,
+  auditLookup,
   auditQueryLimit,
   auditValues,
   checkA2aOwner,
@@ -958,12 +959,12 @@ export class SqliteStore implements Store {
       where.push(clause);
       args.push(value);
     };
-    add('subject = ?', q.subject);
-    add('delegation_id = ?', q.delegation_id);
-    add('client_id = ?', q.client_id);
-    add('request_id = ?', q.request_id);
-    add('jti = ?', q.jti);
-    add('token_hash = ?', q.token_hash);
+    add('subject = ?', auditLookup(q.subject));
+    add('delegation_id = ?', auditLookup(q.delegation_id));
+    add('client_id = ?', auditLookup(q.client_id));
+    add('request_id = ?', auditLookup(q.request_id));
+    add('jti = ?', auditLookup(q.jti));
+    add('token_hash = ?', auditLookup(q.token_hash));
     if (q.kinds !== undefined) {
       where.push(q.kinds.length === 0 ? 'false' : `kind IN (${q.kinds.map(() => '?').join(', ')})`);
       args.push(...q.kinds);
