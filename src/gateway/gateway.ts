@@ -270,7 +270,12 @@ export const TASK_STORE_TIMEOUT_MS = 5000;
 
 /** What the gateway needs from its host process. Everything is optional. */
 export interface GatewayDeps {
-  /** pino logger (default: JSON to stdout at `info`). Never given secrets. */
+  /**
+   * pino logger (default: JSON to stdout at `info`). Never given secrets. Its lines carry no request
+   * path or header value; text another party chose (a fetched key set's `kid`, in `verifier_warning`)
+   * is given with control characters already escaped, so a logger without the default one's
+   * escaping of what JSON leaves raw (C1 controls, U+2028, bidi overrides) prints it safely too.
+   */
   readonly logger?: Logger;
   /** prom-client registry the gateway registers its metrics in (default: a new one). */
   readonly metrics?: Registry;
