@@ -376,6 +376,9 @@ export function auditValues(e: AuditEvent): SqlValue[] {
 // (which the drivers write as U+FFFD, so the value read back differs).
 // biome-ignore lint/suspicious/noControlCharactersInRegex: a NUL is what this looks for
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+/** Cheap first look (every audit row, on the token endpoint's path): a NUL or any surrogate. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: a NUL is what this looks for
+const MAYBE_UNSTORABLE = /[\u0000\ud800-\udfff]/;
 
 /**
  * What an indexed id column of `audit_events` holds for `value`: the value, with a NUL or a lone
@@ -384,6 +387,7 @@ const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff
  */
 export function auditColumnValue(value: string | undefined): string | null {
   if (value === undefined) return null;
+  if (!MAYBE_UNSTORABLE.test(value)) return value;
   UNSTORABLE.lastIndex = 0;
   return UNSTORABLE.test(value) ? value.replace(UNSTORABLE, '\ufffd') : value;
 }
@@ -401,10 +405,13 @@ export const auditLookup = (value: string | undefined): string | undefined =>
 export function auditEventBody(e: AuditEvent): string {
   const { id, time, kind, subject, client_id, delegation_id, request_id, jti, token_hash, ...rest } = e;
   // A value its column cannot hold as it is (auditColumnValue) is kept here exactly, and read back from here.
-  const exact: Record<string, string> = {};
-  for (const [field, v] of Object.entries({ subject, client_id, delegation_id, request_id, jti, token_hash }))
-    if (v !== undefined && auditColumnValue(v) !== v) exact[field] = v;
-  return JSON.stringify({ ...rest, ...exact });
+  const ids = { subject, client_id, delegation_id, request_id, jti, token_hash };
+  let exact: Record<string, string> | undefined;
+  for (const field in ids) {
+    const v = ids[field as keyof typeof ids];
+    if (v !== undefined && auditColumnValue(v) !== v) (exact ??= {})[field] = v;
+  }
+  return JSON.stringify(exact === undefined ? rest : { ...rest, ...exact });
 }
 
 const AUDIT_COLUMNS: ReadonlySet<string> = new Set([
