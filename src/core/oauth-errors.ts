@@ -137,6 +137,9 @@ export const OAUTH_ERROR_CODES = {
   client_assertion_signature_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   // More than one of the client's keys fits the assertion's kid and alg: which one signed is unknown.
   client_assertion_key_ambiguous: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
+  // The key the assertion names is an RSA key over CLIENT_KEY_MAX_RSA_BITS (served by a jwks_uri, or
+  // stored before registration refused it): refused before its costly check.
+  client_assertion_key_too_large: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_expired: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_audience_invalid: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },
   client_assertion_replayed: { status: 401, error: 'invalid_client', description: CLIENT_AUTH_FAILED },

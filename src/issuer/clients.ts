@@ -13,7 +13,7 @@ import { quoted } from '../core/errors.ts';
 import { CLIENT_ID } from '../core/identity.ts';
 import { ASYMMETRIC_ALGORITHMS, isJwsAlgorithm, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { decodeJsonSegment, KEY_REFERENCE_HEADERS, splitCompact } from '../core/jose/compact.ts';
-import { JwkError, type VerificationKey } from '../core/jose/jwk.ts';
+import { JwkError, rsaModulusBits, type VerificationKey } from '../core/jose/jwk.ts';
 import { KeySet, parseJwks } from '../core/jose/keyset.ts';
 import { normalizeTyp } from '../core/jose/typ.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
@@ -40,6 +40,14 @@ import { CLIENT_SECRET_PREFIX, randomSecret, type SecretHasher } from './secrets
  * operator's, which is what the authorization endpoint needs to know (`src/issuer/authorize.ts`).
  */
 export const DYNAMIC_CLIENT_ID_PREFIX = 'dcr_';
+
+/**
+ * The largest RSA modulus a client's private_key_jwt key may have, as a DPoP proof key
+ * (`DPOP_MAX_RSA_BITS`): an assertion's signature is checked before anything else vouches for its
+ * sender, and a check's cost grows with the modulus (16384 bits: ~2.6 ms, 40 ES256 checks).
+ * Refused at registration, and at the token endpoint for a key a jwks_uri serves.
+ */
+export const CLIENT_KEY_MAX_RSA_BITS = 4096;
 
 /** RFC 6749 §3.3 scope-token. */
 export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
@@ -322,12 +330,15 @@ export function buildClient(
   if (input.jwks !== undefined) {
     let parsed: ReturnType<typeof parseJwks> | undefined;
     try {
-      parsed = parseJwks(input.jwks, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true });
+      parsed = parseJwks(input.jwks, { algorithms: ASYMMETRIC_ALGORITHMS, publicOnly: true, maxRsaBits: CLIENT_KEY_MAX_RSA_BITS });
     } catch (e) {
       refuse('jwks_invalid', `JWKS: ${e instanceof JwkError ? e.message : 'invalid'}`, 'jwks');
     }
     if (parsed !== undefined) {
-      for (const problem of parsed.problems) refuse('jwks_invalid', `JWKS key ${problem.index}: ${problem.message}`, 'jwks');
+      for (const problem of parsed.problems) {
+        const named = problem.kid === undefined ? '' : ` (${JSON.stringify(problem.kid)})`;
+        refuse('jwks_invalid', `JWKS key ${problem.index}${named}: ${problem.message}`, 'jwks');
+      }
       if (parsed.problems.length === 0) {
         const unreachable = unreachableKey(parsed.keys);
         if (parsed.keys.length === 0) refuse('jwks_invalid', 'the JWKS holds no key', 'jwks');
@@ -767,6 +778,8 @@ export class ClientRegistry {
     // but keys the client must tell apart (registration refuses such a JWKS; a jwks_uri may serve one).
     if (key === 'ambiguous') throw new OAuthError('client_assertion_key_ambiguous');
     if (typeof key === 'string') throw new OAuthError('client_assertion_signature_invalid');
+    // Registration refuses such a key; a jwks_uri may serve one (or a record may predate the cap).
+    if ((rsaModulusBits(key) ?? 0) > CLIENT_KEY_MAX_RSA_BITS) throw new OAuthError('client_assertion_key_too_large');
     const check = key.checks.get(alg as JwsAlgorithm);
     const signature = Buffer.from(assertion.slice(split.dot2 + 1), 'base64url');
     if (!check?.(Buffer.from(assertion.slice(0, split.dot2), 'latin1'), signature)) {

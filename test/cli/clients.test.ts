@@ -272,6 +272,24 @@ describe('tessera clients add --jwks: a file that is no key set', () => {
   }
 });
 
+describe('tessera clients add --jwks: an RSA key of a size refused', () => {
+  for (const [bits, why] of [
+    [4608, 'RSA key is 4608 bits; at most 4096 are accepted here'],
+    [1024, 'RSA key is 1024 bits; at least 2048 are required'],
+  ] as const) {
+    it(`attack: a ${bits}-bit RSA key: exit 1, the key named by its index and kid, nothing registered`, () => {
+      const file = join(dir, 'rsa.jwks');
+      const jwk = generateKeyPairSync('rsa', { modulusLength: bits }).publicKey.export({ format: 'jwk' });
+      writeFileSync(file, JSON.stringify({ keys: [{ ...jwk, kid: 'rsa-key', alg: 'RS256' }] }));
+      const r = tessera('clients', 'add', 'keyed', '--audiences', 'https://api.test', '--jwks', file);
+      assert.equal(r.code, 1, r.stdout);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, new RegExp(`JWKS key 0 \\("rsa-key"\\): ${why}`));
+      assert.equal(tessera('clients', 'show', 'keyed').stderr, 'tessera: no client "keyed"\n');
+    });
+  }
+});
+
 describe('a token pasted into the wrong argument is never printed back', () => {
   const token = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl';
   const cases: [string, string[]][] = [

@@ -4,10 +4,12 @@
  * signed by jose.
  */
 import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
+import { generateKeyPairSync, type KeyObject, sign } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { SignJWT } from 'jose';
+import { type JWK, SignJWT } from 'jose';
 import pg from 'pg';
 import { PostgresStore } from '../../src/store/postgres/store.ts';
 import { basic, type RunningIssuer, startIssuer } from '../helpers/issuer.ts';
@@ -290,6 +292,77 @@ describe('private_key_jwt', () => {
         .slice(-2)
         .map((e) => e.reason);
       assert.deepEqual(reasons, ['client_assertion_key_ambiguous', 'client_assertion_key_ambiguous']);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('attack: a client JWKS holding an RSA key over 4096 bits (each check costs up to 40 ES256 ones, before anything vouches for the caller) is refused at registration (jwks_invalid, naming the key), and one under 2048 bits too; 4096 bits register', async () => {
+    for (const [bits, pattern] of [
+      [4608, /JWKS key 1 \("big"\): RSA key is 4608 bits; at most 4096 are accepted here/],
+      [1024, /JWKS key 1 \("big"\): RSA key is 1024 bits; at least 2048 are required/],
+    ] as const) {
+      const big = { ...(generateKeyPairSync('rsa', { modulusLength: bits }).publicKey.export({ format: 'jwk' }) as JWK), kid: 'big' };
+      await assert.rejects(
+        issuer.service.registerClient({ id: 'big-key', scopes: [], audiences: ['https://api.test'], jwks: { keys: [key.jwk, big] } }),
+        (e: Error & { code?: string; field?: string }) => {
+          assert.equal(e.code, 'jwks_invalid', e.message);
+          assert.equal(e.field, 'jwks');
+          assert.match(e.message, pattern);
+          return true;
+        },
+      );
+      assert.equal(await issuer.store.getClient('big-key'), undefined);
+    }
+    const pair = generateKeyPairSync('rsa', { modulusLength: 4096 });
+    const rsa = {
+      ...key,
+      kid: 'rsa-4096',
+      privateKey: pair.privateKey,
+      jwk: { ...(pair.publicKey.export({ format: 'jwk' }) as JWK), kid: 'rsa-4096' },
+    };
+    await issuer.service.registerClient({ id: 'rsa-4096', scopes: [], audiences: ['https://api.test'], jwks: { keys: [rsa.jwk] } });
+    const ok = await request(await assertion({ iss: 'rsa-4096', sub: 'rsa-4096' }, rsa, { alg: 'RS256' }));
+    assert.equal(ok.status, 200, await ok.text());
+  });
+
+  it('attack: an RSA key over 4096 bits served by a client jwks_uri (or stored before registration refused it) is refused client_assertion_key_too_large, however well signed; one under 2048 bits never verifies', async () => {
+    const big = generateKeyPairSync('rsa', { modulusLength: 4608 });
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    const bigJwk = { ...(big.publicKey.export({ format: 'jwk' }) as JWK), kid: 'big' };
+    const smallJwk = { ...(small.publicKey.export({ format: 'jwk' }) as JWK), kid: 'small' };
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [bigJwk, smallJwk] }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    // jose refuses to sign with an RSA key under 2048 bits: the assertion is made by hand.
+    const rs256 = (claims: Record<string, unknown>, kid: string, privateKey: KeyObject) => {
+      const now = Math.floor(Date.now() / 1000);
+      const input = [
+        { alg: 'RS256', kid },
+        { aud: issuer.url, iat: now, exp: now + 60, jti: crypto.randomUUID(), ...claims },
+      ]
+        .map((part) => Buffer.from(JSON.stringify(part)).toString('base64url'))
+        .join('.');
+      return `${input}.${sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`;
+    };
+    try {
+      const uri = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`;
+      await issuer.service.registerClient({ id: 'remote-big', scopes: [], audiences: ['https://api.test'], jwksUri: uri });
+      const record = await issuer.store.getClient('workload');
+      assert.ok(record);
+      await issuer.store.createClient({ ...record, id: 'legacy-big', jwks: { keys: [bigJwk] } });
+      const remote = { iss: 'remote-big', sub: 'remote-big' };
+      await expectInvalidClient(await request(rs256(remote, 'big', big.privateKey)));
+      await expectInvalidClient(await request(rs256({ iss: 'legacy-big', sub: 'legacy-big' }, 'big', big.privateKey)));
+      await expectInvalidClient(await request(rs256(remote, 'small', small.privateKey)));
+      await issuer.service.audit.flush();
+      const reasons = (await issuer.store.queryAudit({ limit: 1000 }))
+        .filter((e) => e.kind === 'token.denied' && e.reason?.startsWith('client_'))
+        .slice(-3)
+        .map((e) => e.reason);
+      assert.deepEqual(reasons, ['client_assertion_key_too_large', 'client_assertion_key_too_large', 'client_assertion_signature_invalid']);
     } finally {
       server.close();
     }

@@ -34,6 +34,15 @@ export interface VerificationKey {
   readonly publicJwk: Readonly<Record<string, string>>;
 }
 
+/** The modulus length of an RSA key, in bits; undefined for another key type. */
+export function rsaModulusBits(key: VerificationKey): number | undefined {
+  const n = key.kty === 'RSA' ? key.publicJwk.n : undefined;
+  if (n === undefined) return undefined;
+  // Imported keys hold the minimal spelling of n (canonicalMember): its first octet is not zero.
+  const bytes = Buffer.from(n, 'base64url');
+  return (bytes.length - 1) * 8 + (bytes[0] ?? 0).toString(2).length;
+}
+
 /** Why a JWK was refused. The message names the problem, never key material. */
 export class JwkError extends Error {
   override readonly name = 'JwkError';
