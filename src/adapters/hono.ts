@@ -17,6 +17,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import { getPath, getPathNoStrict } from 'hono/utils/url';
 import { localOrigin } from '../core/host.ts';
+import type { HeaderBag } from '../core/verify/extract.ts';
 import type { Principal } from '../core/verify/principal.ts';
 import type { Verifier } from '../core/verify/verifier.ts';
 import type { ManagedVerifier } from '../verifier.ts';
@@ -88,6 +89,31 @@ async function formBodyText(raw: Request): Promise<string | undefined> {
   return new TextDecoder().decode(bytes);
 }
 
+/** One `scheme token68` credential (RFC 9110 §11.4), which holds neither a comma nor a space after its scheme's. */
+const CREDENTIAL = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ +[A-Za-z0-9\-._~+/]+=*$/;
+
+/**
+ * The request's Authorization field lines when it carried more than one, else undefined. A Web
+ * `Request` holds them joined by ", " (RFC 9110 §5.3), which the verifier would read as one
+ * malformed header: the node:http, Express and Fastify adapters see them apart, and answer
+ * `request_multiple_authorization`. Under `@hono/node-server` the Node request tells, unless a
+ * middleware rewrote the header since; elsewhere (or then), a value made only of `scheme token68`
+ * credentials joined by ", " was several (one header holding that is two credentials too).
+ */
+function authorizationLines(raw: Request, incoming: IncomingMessage | undefined): string[] | undefined {
+  const value = raw.headers.get('authorization');
+  if (value === null || !value.includes(', ')) return undefined;
+  const lines = incoming?.headersDistinct.authorization;
+  if (lines !== undefined && lines.join(', ') === value) return lines.length > 1 ? lines : undefined;
+  const parts = value.split(', ');
+  return parts.every((p) => CREDENTIAL.test(p)) ? parts : undefined;
+}
+
+/** The headers as the verifier reads them: with several Authorization lines, those apart (as node:http gives them). */
+function authorizationHeaders(headers: Headers, lines: string[] | undefined): HeaderBag {
+  return lines === undefined ? headers : { authorization: lines, get: (name: string) => headers.get(name) };
+}
+
 /** `@hono/node-server`'s bindings: the Node request (under `server` when the app has bindings of its own). */
 interface NodeBindings {
   readonly incoming?: IncomingMessage;
@@ -121,10 +147,11 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
     // raw.url is absolute and serialized: its path starts at the first '/' after the scheme's '//'.
     const pathStart = raw.url.indexOf('/', raw.url.indexOf('//') + 2);
     const path = pathStart < 0 ? '/' : raw.url.slice(pathStart);
+    const env = c.env as NodeBindings | undefined;
+    const incoming = env?.incoming ?? env?.server?.incoming;
     let origin = publicUrl;
     if (origin === undefined) {
-      const env = c.env as NodeBindings | undefined;
-      const socket = (env?.incoming ?? env?.server?.incoming)?.socket;
+      const socket = incoming?.socket;
       origin = socket
         ? localOrigin((socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', socket.localAddress, socket.localPort)
         : 'http://host.invalid';
@@ -147,7 +174,7 @@ export function honoAuth(verifier: Verifier | ManagedVerifier, options: HonoAdap
         method: raw.method,
         url: origin + path,
         ...(own ? { path: routed } : {}),
-        headers: raw.headers,
+        headers: authorizationHeaders(raw.headers, authorizationLines(raw, incoming)),
         ...(body ? { body } : {}),
       });
     } catch (error) {
