@@ -79,6 +79,14 @@ describe('authorization endpoint, PostgreSQL out of reach mid-request', { skip: 
       config: { token_service: { authorization: { ...authorizationConfig(), remember_consent: '1h' } } } as never,
     });
     for (const id of ['mcp-app', 'cold-app']) await issuer.service.registerClient(client(id));
+    // The registrations moved the store's client version past the one the issuer read at start: the
+    // first sync round to see it (the 1 s timer's, or the revocation watch re-established after an
+    // outage) drops every cached client, so a client a test had just loaded would be read again
+    // from the store out of reach, before its redirect URI is trusted (a 503 page, not the redirect
+    // the tests expect). Applied here, once: twice, since a round already under way (which the
+    // first call joins) may have read the version before the registrations.
+    await issuer.service.sync();
+    await issuer.service.sync();
   });
   after(async () => {
     proxy?.heal();
@@ -87,16 +95,26 @@ describe('authorization endpoint, PostgreSQL out of reach mid-request', { skip: 
     await dropSchema(PG_URL, schema);
   });
 
-  /** `fn` with PostgreSQL out of reach (`how`), healed after. */
+  /**
+   * `fn` with PostgreSQL out of reach (`how`), healed after. A sync round runs first, as the timer's
+   * may at any moment (on a loaded machine, between a test's page load and its outage): it must
+   * leave a client already read in the cache.
+   */
   async function outage<T>(how: 'down' | 'black-hole', fn: () => Promise<T>): Promise<T> {
+    await issuer.service.sync();
     if (how === 'down') proxy.down();
     else proxy.blackHole({ newToo: true });
     try {
       return await fn();
     } finally {
-      // The connections black-holed are reset: healed only, they would stay so.
+      // The connections black-holed are reset: healed only, they would stay so. Every pooled
+      // connection is reset with them: the pool drops each when it reads the RST, which the kernel
+      // holds at once (loopback). Until then, a query the test sends next (the audit flush, the
+      // audit read) may be written on one and fail (write ECONNRESET): the next poll phase reads
+      // them all, and two turns of the event loop's check phase are sure to have run one between.
       proxy.reset();
       proxy.heal();
+      for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
