@@ -95,5 +95,16 @@ export interface UpstreamTokenIssuer {
      * out (a remote token service) may pass it on; the built-in token service finishes what it began.
      */
     readonly signal?: AbortSignal;
-  }): Promise<{ readonly token: string; readonly expiresAt: number }>;
+  }): Promise<{
+    readonly token: string;
+    readonly expiresAt: number;
+    /**
+     * Whether the token has been revoked since (its grant, its `jti`, its subject or client), asked
+     * before each use of it from the gateway's cache: `true` (or a throw) and the gateway mints
+     * anew. A cheap in-memory check (the built-in token service consults its revocation list),
+     * never a store read or a network call: it runs on every proxied request. Without it, a cached
+     * token is sent until it is due for refresh.
+     */
+    readonly revoked?: () => boolean;
+  }>;
 }

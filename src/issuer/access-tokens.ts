@@ -213,7 +213,7 @@ export class AccessTokens {
     });
   }
 
-  isRevoked(t: OwnToken): boolean {
+  isRevoked(t: Pick<OwnToken, 'subject' | 'clientId' | 'grantId' | 'jti' | 'iat' | 'exp'>): boolean {
     return this.#revocations.isRevoked({
       issuer: this.#issuer,
       subject: t.subject,

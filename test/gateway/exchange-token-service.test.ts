@@ -94,4 +94,30 @@ describe('gateway: exchange through a real token service', () => {
     assert.equal(grant?.kind, 'upstream');
     assert.notEqual(grant?.revokedAt, null, 'the upstream token outlived the revocation of the token it was minted from');
   });
+
+  it('attack: an upstream token whose own grant an operator revoked is not sent again from the cache: the next request mints a new one', async () => {
+    const caller = await running.service.mint({ clientId: 'agent', subject: 'dave', ttl: 600, audiences: [`${url}/api`] });
+    assert.equal(await call(caller.access_token), 200);
+    const minted = sent();
+    assert.equal(await call(caller.access_token), 200);
+    assert.equal(sent(), minted, 'cached');
+    const grantId = decodeJwt(minted).grant_id as string;
+    assert.equal((await grantOf(minted))?.kind, 'upstream');
+    // As `tessera revoke --grant <id>` (the admin API, this process): the upstream grant only; the caller's stays.
+    const revoked = await running.service.revokeGrants({ grantId }, 'test');
+    assert.deepEqual(
+      revoked.map((g) => g.id),
+      [grantId],
+    );
+    const seen = upstream.seen.length;
+    for (let i = 0; i < 3; i++) assert.equal(await call(caller.access_token), 200);
+    const after = upstream.seen.slice(seen).map((s) => String(s.headers.authorization).replace(/^Bearer /, ''));
+    assert.equal(after.length, 3);
+    assert.ok(!after.includes(minted), 'the revoked upstream token was sent again');
+    const fresh = decodeJwt(after[0] as string);
+    assert.notEqual(fresh.jti, decodeJwt(minted).jti);
+    assert.notEqual(fresh.grant_id, grantId);
+    assert.equal(fresh.sub, 'dave');
+    assert.deepEqual(new Set(after), new Set([after[0]]), 'the new one is cached in its turn');
+  });
 });

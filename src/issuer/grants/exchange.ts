@@ -295,7 +295,7 @@ async function delegate(
     readonly jkt?: string | undefined;
     readonly requestId?: string;
   },
-): Promise<{ token: string; exp: number; now: number; scopes: readonly string[]; grantId: string; refreshToken?: string }> {
+): Promise<{ token: string; jti: string; exp: number; now: number; scopes: readonly string[]; grantId: string; refreshToken?: string }> {
   const { client, subject, actor } = spec;
   const now = ctx.now();
   let prior = subject.act;
@@ -420,7 +420,7 @@ async function delegate(
       exp,
     },
   });
-  return { token, exp, now, scopes, grantId: grant.id, ...(refreshToken !== undefined ? { refreshToken } : {}) };
+  return { token, jti, exp, now, scopes, grantId: grant.id, ...(refreshToken !== undefined ? { refreshToken } : {}) };
 }
 
 export type UpstreamContext = ExchangeContext;
@@ -434,7 +434,7 @@ export async function issueForUpstream(
   ctx: UpstreamContext,
   clientId: string,
   { principal, audience, scopes, maxTtl }: Parameters<UpstreamTokenIssuer['issueForUpstream']>[0],
-): Promise<{ token: string; expiresAt: number }> {
+): Promise<{ token: string; expiresAt: number; revoked: () => boolean }> {
   const client = await ctx.clients.get(clientId);
   if (client === undefined || client.record.disabled) throw new OAuthError('client_unknown');
   // RFC 9449 §5.2: the gateway proves no DPoP key when it mints, and sends the token upstream as a
@@ -481,5 +481,9 @@ export async function issueForUpstream(
     kind: 'upstream',
     refresh: false,
   });
-  return { token: issued.token, expiresAt: issued.exp };
+  // The gateway caches the token: asked before each use, so that one whose grant an operator
+  // revoked since (`tessera revoke --grant`), or its subject or the gateway's client, is minted
+  // anew rather than sent until it expires. The in-memory revocation list only: it runs per request.
+  const own = { subject: subject.subject, clientId: client.id, grantId: issued.grantId, jti: issued.jti, iat: issued.now, exp: issued.exp };
+  return { token: issued.token, expiresAt: issued.exp, revoked: () => ctx.tokens.isRevoked(own) };
 }

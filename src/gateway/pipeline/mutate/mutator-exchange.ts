@@ -8,7 +8,8 @@
  * until the upstream answers 401 to one (it is then evicted, and the caller's next request mints
  * anew; a token minted that way is kept through a 401 of its own for 30 s, so an upstream that
  * refuses every token does not get a new one per request); concurrent first requests share one
- * mint.
+ * mint. A cached token the issuer says was revoked since (its `revoked` check: the token
+ * service's in-memory revocation list, asked before each use) is minted anew, not sent.
  *
  * A mint is waited for `mint_timeout` from its start, by every request sharing it: then they fail
  * ({@link ExchangeMintTimeout}, 502 `upstream_credential_unavailable`), the issuer's signal is
@@ -158,6 +159,22 @@ interface Cached {
   readonly refreshAt: number;
   /** Epoch ms until which an upstream 401 does not evict it (it replaces a token refused moments ago). */
   readonly keepUntil: number;
+  /** The issuer's check that it has not been revoked since (its grant, say), when it gave one. */
+  readonly revoked: (() => boolean) | undefined;
+}
+
+/**
+ * Whether a cached token may not be sent: revoked since it was minted (an operator revoked its
+ * grant), or the issuer's check gave no answer (it threw or answered anything but a boolean: fail
+ * closed, mint anew).
+ */
+function revokedSince(entry: Cached): boolean {
+  if (entry.revoked === undefined) return false;
+  try {
+    return entry.revoked() !== false;
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -330,14 +347,17 @@ export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMut
         const now = clock();
         const refreshAt = expMs - lead;
         // Past the deadline nobody waits for it: it never takes the place of a usable token cached since.
-        const kept = cache !== undefined && refreshAt > now && !(late && (cache.get(key)?.refreshAt ?? 0) > now);
+        const current = late ? cache?.get(key) : undefined;
+        const kept =
+          cache !== undefined && refreshAt > now && !(current !== undefined && current.refreshAt > now && !revokedSince(current));
         let keepUntil = 0;
         if (kept) {
           const rejectedAt = refusedAt?.get(key);
           if (rejectedAt !== undefined) refusedAt?.delete(key);
           if (rejectedAt !== undefined && now - rejectedAt < REPLACEMENT_HOLD_MS) keepUntil = now + REPLACEMENT_HOLD_MS;
         }
-        const entry = { value: `Bearer ${issued.token}`, refreshAt, keepUntil };
+        const revoked = typeof issued.revoked === 'function' ? issued.revoked.bind(issued) : undefined;
+        const entry: Cached = { value: `Bearer ${issued.token}`, refreshAt, keepUntil, revoked };
         if (kept) cache.set(key, entry);
         return entry;
       });
@@ -389,7 +409,9 @@ export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMut
       const cache = shelf.cache;
       const hit = cache?.get(key);
       if (hit !== undefined) {
-        if (clock() < hit.refreshAt) {
+        // A cached token whose grant was revoked since (`tessera revoke --grant`) is minted anew
+        // rather than sent until it is due for refresh.
+        if (clock() < hit.refreshAt && !revokedSince(hit)) {
           out.authorization = hit.value;
           return undefined;
         }
