@@ -202,7 +202,10 @@ export const introspectionSchema = z
     endpoint: secureUrl('RFC 7662 introspection endpoint.'),
     client_id: z.string().min(1).meta({ description: 'Client id for client_secret_basic authentication.' }),
     client_secret: z.string().min(1).meta({ description: 'Client secret, normally from the environment.' }),
-    issuer: z.string().min(1).optional().meta({ description: 'Issuer name for principals when the response has no `iss`.' }),
+    issuer: z.string().min(1).optional().meta({
+      description:
+        'The issuer principals from this endpoint carry (identity headers, audit, `rate_limit.key: subject`, revocation by subject or client). An active answer whose `iss` is another string (compared exactly: a trailing slash differs) is refused 401 `token_issuer_unknown`; one without `iss` names this issuer. Default: the endpoint’s origin (`https://as.example.com` for `https://as.example.com/oauth2/introspect`); set it when the authorization server’s issuer has a path or a trailing slash.',
+    }),
     audiences: z.array(z.string().min(1)).optional().meta({ description: 'When set, the response `aud` must contain one of these.' }),
     cache_max_ttl: duration(
       'Longest time an active result is cached (never past the token `exp`); an inactive one is not cached. Concurrent requests with one token not in the cache share one call to the endpoint. At the gateway, exchanges in flight on an introspected token (WebSockets, streams) are introspected again this often (never more often than once a second), through the cache: one no longer active is closed (`token_inactive`), one still active whose scope no longer grants what its route rule requires is closed (`token_scope_narrowed`), one whose answer no longer satisfies a claim condition of that rule (`policy_condition_failed`) or no longer names the route audience (`token_audience_invalid`) likewise, one whose answer names another `sub`, `client_id` or `iss` than when it began (`token_identity_changed`: its upstream was given that identity) likewise, and one whose endpoint gives no answer at two rechecks in a row is closed (`introspection_unavailable`).',
@@ -223,7 +226,7 @@ export const introspectionSchema = z
       .meta({ description: 'Response member carrying granted scopes: `scope` (space-delimited), `scopes` or `scp` (array or string).' }),
     trust_sub_id: z.boolean().default(false).meta({
       description:
-        'Believe an active answer’s RFC 9493 `sub_id` (`iss_sub` format, naming the answer’s own `sub`) as the issuer the subject belongs to: at the gateway, identity header `subject_issuer`, `rate_limit.key: subject` and the audit event’s `subject_issuer`. Turn on when the endpoint is a Tessera token service (its answer names the identity provider of a subject it took from one) or another authorization server that writes `sub_id` only for subjects it verified itself; off, the subject belongs to the answer’s `iss` (or `issuer`). Default: off.',
+        'Believe an active answer’s RFC 9493 `sub_id` (`iss_sub` format, naming the answer’s own `sub`) as the issuer the subject belongs to: at the gateway, identity header `subject_issuer`, `rate_limit.key: subject` and the audit event’s `subject_issuer`. Turn on when the endpoint is a Tessera token service (its answer names the identity provider of a subject it took from one) or another authorization server that writes `sub_id` only for subjects it verified itself; off, the subject belongs to `issuer`. Default: off.',
     }),
   })
   .meta({

@@ -95,7 +95,7 @@ describe('RFC 7662 introspection', () => {
       iss: 'https://as.test',
       act: { sub: 'agent-x' },
     });
-    const verifier = introspectingVerifier(endpoint, clock);
+    const verifier = introspectingVerifier(endpoint, clock, { issuer: 'https://as.test' });
     const result = await verifier.verify(bearer('opaque-active'));
     assert.ok(result.ok, result.ok ? '' : result.error.code);
     assert.equal(result.principal.kind, 'introspection');
@@ -114,6 +114,21 @@ describe('RFC 7662 introspection', () => {
     const clock = fakeClock();
     endpoint.responses.set('opaque-no-iss', { active: true, sub: 'u', exp: clock.seconds() + 100 });
     const result = await introspectingVerifier(endpoint, clock).verify(bearer('opaque-no-iss'));
+    assert.ok(result.ok);
+    assert.equal(result.principal.issuer, endpoint.origin);
+  });
+
+  it('attack: an answer whose iss is not the configured issuer (nor, unconfigured, the endpoint origin) is refused 401 token_issuer_unknown', async () => {
+    const clock = fakeClock();
+    for (const [i, iss] of [ISSUER, 'https://as.test/', 'https://AS.test'].entries()) {
+      endpoint.responses.set(`opaque-iss-${i}`, { active: true, sub: 'u', exp: clock.seconds() + 100, iss });
+      const verifier = introspectingVerifier(endpoint, clock, { issuer: 'https://as.test' });
+      assertInvalidToken(await verifier.verify(bearer(`opaque-iss-${i}`)), verifier, 'token_issuer_unknown');
+      const unconfigured = introspectingVerifier(endpoint, clock);
+      assertInvalidToken(await unconfigured.verify(bearer(`opaque-iss-${i}`)), unconfigured, 'token_issuer_unknown');
+    }
+    endpoint.responses.set('opaque-iss-origin', { active: true, sub: 'u', exp: clock.seconds() + 100, iss: endpoint.origin });
+    const result = await introspectingVerifier(endpoint, clock).verify(bearer('opaque-iss-origin'));
     assert.ok(result.ok);
     assert.equal(result.principal.issuer, endpoint.origin);
   });

@@ -81,7 +81,10 @@ export interface StaticTokenOptions {
 
 export interface IntrospectionOptions {
   readonly introspector: Introspector;
-  /** The issuer name principals from this endpoint carry when the response has no `iss`. */
+  /**
+   * The issuer principals from this endpoint carry: an answer with another `iss` is refused
+   * (`token_issuer_unknown`), one without names this one.
+   */
   readonly issuer: string;
   /** When set, the response `aud` must contain one of these. */
   readonly audiences: readonly string[] | undefined;
@@ -803,7 +806,13 @@ export function compileVerifier(options: CoreVerifierOptions): Verifier {
     if (response.iss !== undefined && (typeof response.iss !== 'string' || response.iss === '')) {
       return deny('token_claim_invalid', { claim: 'iss' });
     }
-    const iss = response.iss ?? config.issuer;
+    // The answer's `iss` is the endpoint's word, not a signature: the endpoint of one authorization
+    // server would otherwise claim another's identity space (a trusted JWT issuer's, this
+    // process's token service's), which revocation by subject or client, rate-limit keys, identity
+    // headers and the audit trail key on. Only the configured issuer is believed (as Ory
+    // Oathkeeper's `trusted_issuers`), compared exactly as a JWT's `iss` is.
+    if (response.iss !== undefined && response.iss !== config.issuer) return deny('token_issuer_unknown', { claim: 'iss' });
+    const iss = config.issuer;
     const cacheUntil = Math.min(typeof exp === 'number' ? exp : Number.POSITIVE_INFINITY, now + config.cacheMaxTtl);
     const claims = { ...response } as JsonObject;
     const principal = principalFrom(

@@ -94,7 +94,7 @@ describe('attack: a revocation check that throws (its database is down) with an 
       });
       const verifier = createVerifier(
         {
-          introspection: { endpoint: `${endpoint.origin}/introspect`, client_id: 'rs', client_secret: 'secret' },
+          introspection: { endpoint: `${endpoint.origin}/introspect`, client_id: 'rs', client_secret: 'secret', issuer: ISSUER },
           dpop: { mode: 'disabled' },
         },
         { revocation: check, onWarning: () => {} },
