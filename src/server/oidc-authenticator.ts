@@ -464,6 +464,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         }
         return fail('login_id_token_invalid');
       }
+      // OIDC Core §2: sub is a string (jose checks its presence only). `["alice"]` would pass the
+      // identity check as the text it joins to, and a number would throw there.
+      if (typeof claims.sub !== 'string') return fail('login_id_token_invalid');
       // OIDC Core §3.1.3.7: several audiences need azp; azp, when present, is this client.
       if (Array.isArray(claims.aud) && claims.aud.length > 1 && claims.azp === undefined) return fail('login_id_token_invalid');
       if (claims.azp !== undefined && claims.azp !== options.client_id) return fail('login_id_token_invalid');
