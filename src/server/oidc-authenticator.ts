@@ -105,16 +105,24 @@ const METADATA_TTL_MS = 3_600_000;
 /** Hosts a plain-http provider and its endpoints may be on (as the config's `secureUrl`). */
 const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['localhost', '127.0.0.1', '[::1]']);
 
-/** Parse the `Cookie` header; a name sent twice is `null` (ambiguous, never guessed at). */
+/** RFC 6265 §5.2: the whitespace trimmed around a cookie's name and value, SP and HTAB only. */
+const trimWsp = (v: string) => v.replace(/^[ \t]+|[ \t]+$/g, '');
+
+/**
+ * Parse the `Cookie` header; a name sent twice is `null` (ambiguous, never guessed at). Names are
+ * compared as the browser stored them: `String.prototype.trim` would also strip U+00A0 (a 0xA0
+ * byte as Node reads headers), VT and FF, so `\xA0__Host-tessera-session`, a cookie any sibling
+ * subdomain may set (no prefix rule applies to its name), would be read as the `__Host-` one.
+ */
 function cookie(headers: PersonRequest['headers'], name: string): string | undefined | null {
   const raw = headers.cookie;
   if (raw === undefined) return undefined;
   let found: string | undefined;
   for (const part of raw.split(';')) {
     const eq = part.indexOf('=');
-    if (eq < 0 || part.slice(0, eq).trim() !== name) continue;
+    if (eq < 0 || trimWsp(part.slice(0, eq)) !== name) continue;
     if (found !== undefined) return null;
-    found = part.slice(eq + 1).trim();
+    found = trimWsp(part.slice(eq + 1));
   }
   return found;
 }
