@@ -3,32 +3,26 @@
  * tokens presented in the query (browser WebSocket clients), static gateway tokens, introspection.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { rawHttp } from '../helpers/net.ts';
 import {
   AUDIENCE,
+  wsAcceptOf as acceptOf,
   baseConfig,
+  WS_KEY as KEY,
+  wsKeyOf as keyOf,
   type RawUpstream,
   requestEvents,
   STATIC_TOKEN,
   startGateway,
   startRawUpstream,
   startUpstream,
+  rawStatus as status,
   type TestGateway,
   token,
   UPSTREAM_TOKEN,
   type Upstream,
 } from './helpers.ts';
-
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-const acceptOf = (key: string) =>
-  createHash('sha1')
-    .update(key + GUID)
-    .digest('base64');
-const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
-const status = (response: string) => Number(response.split(' ')[1]);
-const keyOf = (head: string) => /\r\nsec-websocket-key: *([^\r]*)/i.exec(head)?.[1];
 
 describe('gateway: a token presented in the query of a WebSocket upgrade (browser clients, transport.query)', () => {
   let upstream: RawUpstream;

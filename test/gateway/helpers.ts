@@ -3,6 +3,7 @@
  * receive, a gateway on its own server with an in-memory audit sink, and tokens signed by jose.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
@@ -220,8 +221,14 @@ export async function assertRpcTooLarge(gw: TestGateway, res: Response): Promise
   assert.equal(e?.decision, 'deny');
 }
 
-/** The RFC 6455 §1.3 sample Sec-WebSocket-Key, for upgrade requests whose answer is never checked. */
-const WS_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+/** RFC 6455 §1.3: the Sec-WebSocket-Accept an upstream computes from a key. */
+export const wsAcceptOf = (key: string): string => createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+/** The RFC 6455 §1.3 sample Sec-WebSocket-Key. */
+export const WS_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+/** The status code of a raw HTTP response. */
+export const rawStatus = (response: string): number => Number(response.split(' ')[1]);
+/** The Sec-WebSocket-Key of a raw request head. */
+export const wsKeyOf = (head: string): string | undefined => /\r\nsec-websocket-key: *([^\r]*)/i.exec(head)?.[1];
 
 /** A raw WebSocket upgrade request for `path` (Host: a) carrying `Authorization: Bearer <bearer>`, for {@link rawHttp}. */
 export function wsUpgradeRequest(path: string, bearer: string): string {

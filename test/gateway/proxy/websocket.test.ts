@@ -5,30 +5,23 @@
  * reaches the upstream.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { rawHttp } from '../../helpers/net.ts';
 import {
   AUDIENCE,
+  wsAcceptOf as acceptOf,
   baseConfig,
+  WS_KEY as KEY,
+  wsKeyOf as keyOf,
   type RawUpstream,
   requestEvents,
   startGateway,
   startRawUpstream,
+  rawStatus as status,
   type TestGateway,
   token,
   UPSTREAM_TOKEN,
 } from '../helpers.ts';
-
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-const acceptOf = (key: string) =>
-  createHash('sha1')
-    .update(key + GUID)
-    .digest('base64');
-/** The RFC 6455 §1.3 sample key, and the accept an upstream (or an attacker) computes from it. */
-const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
-const status = (response: string) => Number(response.split(' ')[1]);
-const keyOf = (head: string) => /\r\nsec-websocket-key: *([^\r]*)/i.exec(head)?.[1];
 
 describe('gateway: the upstream’s WebSocket handshake', () => {
   let upstream: RawUpstream;
