@@ -12,7 +12,7 @@
  *   equal the cookie's (a login started in another browser, i.e. login CSRF, fails), and each state
  *   is used once. The PKCE verifier and the nonce are MACs of the state, so nothing else is kept.
  * - the login session cookie (`tessera-session`), set after a verified ID token: a random session
- *   id, the subject, the e-mail, when the person signed in and an expiry (`session_ttl`), MAC'd together with the upstream's issuer, client_id,
+ *   id, the subject, the e-mail (only one the provider verified), when the person signed in and an expiry (`session_ttl`), MAC'd together with the upstream's issuer, client_id,
  *   subject_claim and allowed_domains (a session outlives no change of them). It says who the person
  *   is to the authorization endpoint and nothing else: it is not a JWT, its key serves no other
  *   purpose, and no other endpoint reads it. Signing out records its id as ended in the store, so a
@@ -499,10 +499,11 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         }
       }
 
-      const email = typeof claims.email === 'string' ? claims.email : undefined;
+      // An address the provider has not verified is just text its user typed: it is no subject, no
+      // domain to allow, and not shown as who signed in (the consent page shows the subject then).
+      const email = typeof claims.email === 'string' && claims.email_verified === true ? claims.email : undefined;
       if (options.subject_claim === 'email' || allowed !== undefined) {
-        // An address the provider has not verified is just text its user typed.
-        if (email === undefined || claims.email_verified !== true) return fail('login_email_unverified');
+        if (email === undefined) return fail('login_email_unverified');
       }
       const subject = options.subject_claim === 'email' ? email : claims.sub;
       if (subject === undefined || !validIdentity(subject) || (email !== undefined && !validIdentity(email))) {
@@ -519,7 +520,9 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         // When the provider last signed the person in (auth_time), for max_age; never after now.
         ...(typeof claims.auth_time === 'number' && Number.isFinite(claims.auth_time) ? { u: Math.min(claims.auth_time, now) } : {}),
         s: subject,
-        ...(email !== undefined ? { m: email } : {}),
+        // `v`, the verified e-mail. A session from before held any e-mail as `m`, verified or not:
+        // that one is no longer read (its consent page shows the subject).
+        ...(email !== undefined ? { v: email } : {}),
         i: now,
         e: now + options.session_ttl,
       });
@@ -549,7 +552,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         typeof v.s !== 'string' ||
         typeof v.i !== 'number' ||
         typeof v.e !== 'number' ||
-        (v.m !== undefined && typeof v.m !== 'string') ||
+        (v.v !== undefined && typeof v.v !== 'string') ||
         (v.f !== undefined && typeof v.f !== 'string') ||
         (v.u !== undefined && typeof v.u !== 'number')
       ) {
@@ -567,7 +570,7 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
         sessionEndsAt: endsAt,
         ...(typeof v.f === 'string' ? { signedInFor: v.f } : {}),
         ...(typeof v.u === 'number' ? { upstreamAuthenticatedAt: v.u } : {}),
-        ...(typeof v.m === 'string' ? { email: v.m } : {}),
+        ...(typeof v.v === 'string' ? { email: v.v } : {}),
       };
     },
   };

@@ -61,3 +61,61 @@ describe('ID token claims of the wrong type at the login callback', () => {
     });
   }
 });
+
+describe('the e-mail the consent page shows (subject_claim: sub, no allowed_domains)', () => {
+  let rogue: RogueUpstream;
+  let issuer: RunningIssuer;
+
+  before(async () => {
+    rogue = await startRogueProvider();
+    issuer = await startLoginIssuer(rogue.url);
+  });
+  after(async () => {
+    await issuer?.close();
+    await rogue?.close();
+  });
+
+  /** Sign in with an ID token holding `claims`; the consent page's HTML. */
+  async function consentPage(claims: Record<string, unknown>): Promise<string> {
+    const browser = new Browser();
+    const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+      redirect_uri: REDIRECT,
+      code_challenge: pkcePair().challenge,
+      resource: API,
+      state: 'client-state',
+    });
+    const start = await browser.fetch(url);
+    assert.equal(start.status, 303);
+    const p = new URL(start.headers.get('location') as string).searchParams;
+    rogue.idToken = () => rogueIdToken(rogue, { ...claims, nonce: p.get('nonce') });
+    const back = await browser.fetch(
+      `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`,
+    );
+    assert.equal(back.status, 303, await back.clone().text());
+    const consent = await browser.fetch(back.headers.get('location') as string);
+    const html = await consent.text();
+    assert.equal(consent.status, 200, html);
+    return html;
+  }
+
+  for (const [name, verified] of [
+    ['absent', undefined],
+    ['false', false],
+    ['the string "true"', 'true'],
+  ] as const) {
+    it(`attack: an e-mail whose email_verified is ${name} is not shown as who is signed in: the subject is`, async () => {
+      const html = await consentPage({
+        sub: 'mallory-<1>',
+        email: 'ceo@victim.example',
+        ...(verified !== undefined ? { email_verified: verified } : {}),
+      });
+      assert.doesNotMatch(html, /ceo@victim\.example/);
+      assert.match(html, /Signed in as <strong>mallory-&#60;1&#62;<\/strong>/);
+    });
+  }
+
+  it('an e-mail the provider verified is shown', async () => {
+    const html = await consentPage({ sub: 'alice-1', email: 'alice@example.com', email_verified: true });
+    assert.match(html, /Signed in as <strong>alice@example\.com<\/strong>/);
+  });
+});
