@@ -155,6 +155,10 @@ const oidcSchema = z
         message: `write whole seconds from 1 to ${LOGIN_RETURN_WINDOW_MAX} (1s to 10m), e.g. ${LOGIN_RETURN_WINDOW_DEFAULT}s`,
       })
       .prefault(`${LOGIN_RETURN_WINDOW_DEFAULT}s`),
+    max_token_requests_in_flight: z.number().int().min(1).default(32).meta({
+      description:
+        "Most token requests to the provider (the login callback's, each with the client secret, each waiting up to 5 s) in flight at once, per process. Anyone may begin a login and call the callback with any code; a callback past this is refused at once with the login-failure page, 503 with Retry-After, audited `login_upstream_busy`, its login state kept so that reloading it finishes the login once there is room.",
+    }),
   })
   .meta({
     description:

@@ -329,6 +329,12 @@ export const OAUTH_ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'The identity provider could not be reached. Try again later.',
   },
+  // The login callback: `oidc.max_token_requests_in_flight` token requests to the provider are in flight.
+  authorize_login_busy: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'Too many sign-ins are in progress. Try again shortly.',
+  },
   authorize_disabled: { status: 404, error: 'invalid_request', description: 'The authorization endpoint is not enabled.' },
 
   // The token endpoint: the client's bucket (`token_rate_limit`) is empty. RFC 6749 §5.2 has no

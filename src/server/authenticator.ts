@@ -112,6 +112,8 @@ export type LoginFailure =
   | 'login_issuer_mismatch'
   | 'login_upstream_error'
   | 'login_upstream_unavailable'
+  /** As many token requests to the provider as `max_token_requests_in_flight` allows are in flight: retry shortly. */
+  | 'login_upstream_busy'
   | 'login_code_rejected'
   | 'login_id_token_invalid'
   | 'login_nonce_mismatch'

@@ -66,11 +66,13 @@ const PAGE_TITLES: Partial<Record<OAuthErrorCode, string>> = {
   authorize_login_failed: 'Signing in did not complete',
   authorize_login_not_allowed: 'This account may not sign in here',
   authorize_login_unavailable: 'The identity provider could not be reached',
+  authorize_login_busy: 'Signing in is busy',
 };
 
 /** The page shown for a failed login (the reason itself goes to the audit trail only). */
 function loginError(reason: LoginFailure): OAuthError {
   if (reason === 'login_upstream_unavailable') return new OAuthError('authorize_login_unavailable');
+  if (reason === 'login_upstream_busy') return new OAuthError('authorize_login_busy');
   if (reason === 'login_domain_not_allowed' || reason === 'login_email_unverified') return new OAuthError('authorize_login_not_allowed');
   return new OAuthError('authorize_login_failed');
 }

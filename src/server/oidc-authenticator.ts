@@ -53,6 +53,8 @@ export interface OidcOptions {
   readonly session_ttl: number;
   /** Seconds. */
   readonly login_ttl: number;
+  /** Most token requests to the provider in flight at once (default 32). */
+  readonly max_token_requests_in_flight?: number | undefined;
 }
 
 export interface OidcRuntime {
@@ -239,6 +241,11 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   const verifierFor = (state: string) => mac(runtime.keys.state, 'tessera oidc pkce v1', state).toString('base64url');
   const nonceFor = (state: string) => mac(runtime.keys.state, 'tessera oidc nonce v1', state).toString('base64url');
 
+  // Anyone may begin a login and call the callback with any code: each call is one token request
+  // with the client secret, waiting up to `timeoutMs`. Bounded, so they cannot pile up without end.
+  const maxTokenRequests = options.max_token_requests_in_flight ?? 32;
+  let tokenRequests = 0;
+
   let metadata: { value: Promise<UpstreamMetadata>; at: number } | undefined;
   let jwks: { uri: string; set: ReturnType<typeof createRemoteJWKSet> } | undefined;
 
@@ -374,36 +381,45 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       if (given.length !== 1 || !STATE.test(given[0] as string) || !sameText(given[0] as string, state))
         return fail('login_state_mismatch');
       if (sealed.e <= now) return fail('login_state_expired');
-      if (!(await runtime.store.useOnce(`oidc-state:${sha256(state)}`, sealed.e, now))) return fail('login_state_replayed');
-
-      const m = await upstream().catch(() => undefined);
-      if (m === undefined) return fail('login_upstream_unavailable');
-      // RFC 9207: the answer names the server that gave it (mix-up defence). Its own reason: the
-      // state matched, so this is no login CSRF but an answer from, or relayed as from, another server.
-      const iss = query.getAll('iss');
-      if (iss.length > 1 || (iss.length === 1 && iss[0] !== m.issuer) || (iss.length === 0 && m.iss_parameter)) {
-        return fail('login_issuer_mismatch');
-      }
-      const error = query.get('error');
-      if (error !== null) return fail('login_upstream_error', ERROR_CODE.test(error) ? error : 'invalid_request');
-      const codes = query.getAll('code');
-      if (codes.length !== 1 || codes[0] === '') return fail('login_code_rejected');
-
+      // Before the state is spent: refused, the same callback reloaded finishes the login later.
+      // The state cookie is kept for that.
+      if (tokenRequests >= maxTokenRequests) return { ok: false, reason: 'login_upstream_busy', cookies: [] };
+      tokenRequests++;
       let tokenResponse: { status: number; body: unknown; fault: StrictJsonFault | undefined };
+      let m: UpstreamMetadata;
       try {
-        tokenResponse = await upstreamJson(m.token_endpoint, {
-          method: 'POST',
-          headers: { authorization: credentials, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-          body: new URLSearchParams({
-            grant_type: 'authorization_code',
-            code: codes[0] as string,
-            redirect_uri: callbackUrl,
-            code_verifier: verifierFor(state),
-          }).toString(),
-        });
-      } catch (e) {
-        warn(`oidc: token request to ${m.token_endpoint} failed: ${(e as Error).name}`);
-        return fail('login_upstream_unavailable');
+        if (!(await runtime.store.useOnce(`oidc-state:${sha256(state)}`, sealed.e, now))) return fail('login_state_replayed');
+        const found = await upstream().catch(() => undefined);
+        if (found === undefined) return fail('login_upstream_unavailable');
+        m = found;
+        // RFC 9207: the answer names the server that gave it (mix-up defence). Its own reason: the
+        // state matched, so this is no login CSRF but an answer from, or relayed as from, another server.
+        const iss = query.getAll('iss');
+        if (iss.length > 1 || (iss.length === 1 && iss[0] !== m.issuer) || (iss.length === 0 && m.iss_parameter)) {
+          return fail('login_issuer_mismatch');
+        }
+        const error = query.get('error');
+        if (error !== null) return fail('login_upstream_error', ERROR_CODE.test(error) ? error : 'invalid_request');
+        const codes = query.getAll('code');
+        if (codes.length !== 1 || codes[0] === '') return fail('login_code_rejected');
+
+        try {
+          tokenResponse = await upstreamJson(m.token_endpoint, {
+            method: 'POST',
+            headers: { authorization: credentials, 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+            body: new URLSearchParams({
+              grant_type: 'authorization_code',
+              code: codes[0] as string,
+              redirect_uri: callbackUrl,
+              code_verifier: verifierFor(state),
+            }).toString(),
+          });
+        } catch (e) {
+          warn(`oidc: token request to ${m.token_endpoint} failed: ${(e as Error).name}`);
+          return fail('login_upstream_unavailable');
+        }
+      } finally {
+        tokenRequests--;
       }
       if (tokenResponse.fault !== undefined) {
         // Two id_token (or error) members: which one the provider meant is not ours to guess.

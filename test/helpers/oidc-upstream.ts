@@ -118,6 +118,8 @@ export interface RogueUpstream {
   readonly tokenRequests: { form: URLSearchParams; authorization: string | undefined }[];
   /** When set, the JWKS answers 503 (a provider partly down). */
   jwksDown: boolean;
+  /** When set, the token endpoint answers only once this resolves (a slow provider). */
+  tokenHold: Promise<void> | undefined;
   /** When set, each JSON answer (discovery, JWKS, token) is sent as this returns it: its path and its text as it would be. */
   rewrite: ((path: string, json: string) => string) | undefined;
   close(): Promise<void>;
@@ -138,6 +140,7 @@ export async function startRogueProvider(): Promise<RogueUpstream> {
     idToken: () => '',
     tokenRequests,
     jwksDown: false,
+    tokenHold: undefined,
     rewrite: undefined,
     close: () => close(server),
   };
@@ -168,6 +171,7 @@ export async function startRogueProvider(): Promise<RogueUpstream> {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', async () => {
         tokenRequests.push({ form: new URLSearchParams(Buffer.concat(chunks).toString()), authorization: req.headers.authorization });
+        await rogue.tokenHold;
         json({ access_token: 'upstream-at', token_type: 'Bearer', id_token: await rogue.idToken() });
       });
       return;
