@@ -19,6 +19,7 @@ import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.
 import { DEFAULT_DPOP_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorithms.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
+import { printable } from '../core/printable.ts';
 import { TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
 import { holdsToken } from '../core/secret-shape.ts';
@@ -367,7 +368,10 @@ export class TokenService {
     this.store = store;
     this.issuer = issuer;
     this.endpoints = endpointsFor(issuer);
-    this.#warn = options.onWarning ?? (() => {});
+    // A warning may quote what a peer wrote (a kid in the shared store, a provider's text): the
+    // library user's logger gets it escaped, as the gateway's and the verifier's do.
+    const onWarning = options.onWarning;
+    this.#warn = onWarning === undefined ? () => {} : (m) => onWarning(printable(m));
     this.#auditLost = options.onAuditEventsLost ?? ((lost) => this.#warn(lost.message));
     this.#auditDroppedLine = options.onAuditEventsDropped ?? ((dropped) => this.#warn(dropped.message));
     this.#dpopAlgorithms = new Set(options.dpopAlgorithms ?? DEFAULT_DPOP_ALGORITHMS);

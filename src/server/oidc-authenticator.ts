@@ -28,6 +28,7 @@ import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors,
 import { validIdentity } from '../core/identity.ts';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { STRICT_JSON_REFUSALS, type StrictJsonFault, strictJsonFault } from '../core/jose/json.ts';
+import { printable } from '../core/printable.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import { readLimited } from '../jwks/remote.ts';
 import type { Store } from '../store/contract.ts';
@@ -202,7 +203,9 @@ function sameText(a: string, b: string): boolean {
 export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRuntime): Authenticator & { readonly login: InteractiveLogin } {
   const doFetch = runtime.fetch ?? fetch;
   const timeoutMs = runtime.timeoutMs ?? 5000;
-  const warn = runtime.onWarning ?? (() => {});
+  // What the provider said (its metadata's URLs, an error) is quoted: the library user's logger gets it escaped.
+  const onWarning = runtime.onWarning;
+  const warn = onWarning === undefined ? () => {} : (m: string) => onWarning(printable(m));
   const self = new URL(runtime.tesseraIssuer);
   const secure = self.protocol === 'https:';
   // The config check says this first; a cookie that can be neither Secure nor __Host- is readable
