@@ -198,6 +198,7 @@ describe('token_service.authorization', () => {
       session_ttl: 600,
       login_ttl: 600,
       return_window: 60,
+      max_token_requests_in_flight: 32,
     });
   });
 
