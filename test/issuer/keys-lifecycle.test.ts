@@ -226,7 +226,11 @@ describe('known gaps of a deleted key row, and rotations in the same second', ()
     assert.match(r.detail ?? '', new RegExp(`^signing key ${row.kid} refused: its row was deleted .*; run \`tessera keys rotate --now\`$`));
     assert.equal((r.detail ?? '').match(/tessera keys rotate --now/g)?.length, 1, 'the advice once');
     assert.ok(!(r.detail ?? '').includes(row.sealedPrivateKey) && !(r.detail ?? '').includes(row.mac as string));
-    for (const v of Object.values(row.publicJwk)) assert.ok(!(r.detail ?? '').includes(v));
+    // The key material only: `kty` (EC) and `crv` are short enough to occur in the kid by chance.
+    for (const m of ['x', 'y']) {
+      const v = row.publicJwk[m];
+      assert.ok(typeof v === 'string' && !(r.detail ?? '').includes(v), m);
+    }
     await store.close();
   });
 
