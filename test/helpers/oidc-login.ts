@@ -3,11 +3,14 @@
  * (`token_service.authorization.oidc`), for the login tests: {@link startLoginIssuer}, with the
  * public client `mcp-app` registered (api:read at {@link API}, redirect URI {@link REDIRECT}).
  */
+import assert from 'node:assert/strict';
 import type { AuditEventsDropped } from '../../src/audit/pipeline.ts';
 import type { MasterKey } from '../../src/issuer/secrets.ts';
 import type { Store } from '../../src/store/contract.ts';
+import { authorizationRequest } from './authorize.ts';
 import { type RunningIssuer, startIssuer } from './issuer.ts';
-import { UPSTREAM_CLIENT, UPSTREAM_SECRET } from './oidc-upstream.ts';
+import { type Browser, UPSTREAM_CLIENT, UPSTREAM_SECRET } from './oidc-upstream.ts';
+import { pkcePair } from './pkce.ts';
 
 /** The redirect URI of the registered client `mcp-app`. */
 export const REDIRECT = 'http://127.0.0.1:7777/callback';
@@ -55,4 +58,25 @@ export async function startLoginIssuer(
     redirectUris: [REDIRECT],
   });
   return issuer;
+}
+
+/**
+ * A login of `mcp-app` begun at `issuer` in `browser` (the authorization request redirected to
+ * the upstream, its state cookie set): the upstream authorization request's parameters.
+ */
+export async function beginLogin(issuer: RunningIssuer, browser: Browser): Promise<URLSearchParams> {
+  const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
+    redirect_uri: REDIRECT,
+    code_challenge: pkcePair().challenge,
+    resource: API,
+    state: 'client-state',
+  });
+  const res = await browser.fetch(url);
+  assert.equal(res.status, 303, await res.clone().text());
+  return new URL(res.headers.get('location') as string).searchParams;
+}
+
+/** The login callback at `issuer` answering the login of `state` with the upstream's `code`. */
+export function loginCallbackUrl(issuer: RunningIssuer, state: string, code = 'upstream-code-1'): string {
+  return `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code, state })}`;
 }

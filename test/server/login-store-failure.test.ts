@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { authorizationRequest } from '../helpers/authorize.ts';
 import type { RunningIssuer } from '../helpers/issuer.ts';
 import { until } from '../helpers/net.ts';
-import { API, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
+import { API, beginLogin, loginCallbackUrl, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
 import { Browser, type RogueUpstream, rogueIdToken, startRogueProvider, UPSTREAM_SECRET } from '../helpers/oidc-upstream.ts';
 import { pkcePair } from '../helpers/pkce.ts';
 import { dropSchema, postgresReachable, storeBehindFaultProxy } from '../helpers/postgres.ts';
@@ -26,17 +26,9 @@ const pgSkip = (await postgresReachable(PG_URL)) ? false : 'PostgreSQL is not re
 
 /** A login begun at `issuer` in `browser`, the upstream's ID token ready: the callback URL that finishes it. */
 async function begun(issuer: RunningIssuer, rogue: RogueUpstream, browser: Browser): Promise<string> {
-  const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
-    redirect_uri: REDIRECT,
-    code_challenge: pkcePair().challenge,
-    resource: API,
-    state: 'client-state',
-  });
-  const res = await browser.fetch(url);
-  assert.equal(res.status, 303, await res.text());
-  const up = new URL(res.headers.get('location') as string).searchParams;
+  const up = await beginLogin(issuer, browser);
   rogue.idToken = () => rogueIdToken(rogue, { nonce: up.get('nonce'), email: 'rogue@example.com' });
-  return `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'upstream-code-1', state: up.get('state') as string })}`;
+  return loginCallbackUrl(issuer, up.get('state') as string);
 }
 
 const signOut = (issuer: RunningIssuer, browser: Browser, requestId?: string) =>

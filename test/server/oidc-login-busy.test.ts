@@ -8,11 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { authorizationRequest } from '../helpers/authorize.ts';
 import type { RunningIssuer } from '../helpers/issuer.ts';
-import { API, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
+import { beginLogin, loginCallbackUrl, startLoginIssuer } from '../helpers/oidc-login.ts';
 import { Browser, type RogueUpstream, startRogueProvider } from '../helpers/oidc-upstream.ts';
-import { pkcePair } from '../helpers/pkce.ts';
 
 const LIMIT = 3;
 
@@ -32,19 +30,8 @@ describe('token requests to the upstream provider in flight at once', () => {
   /** A browser whose login has begun; the callback URL that finishes it. */
   async function begun(): Promise<{ browser: Browser; callback: string }> {
     const browser = new Browser();
-    const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
-      redirect_uri: REDIRECT,
-      code_challenge: pkcePair().challenge,
-      resource: API,
-      state: 'client-state',
-    });
-    const res = await browser.fetch(url);
-    assert.equal(res.status, 303);
-    const p = new URL(res.headers.get('location') as string).searchParams;
-    return {
-      browser,
-      callback: `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'any-code', state: p.get('state') as string })}`,
-    };
+    const p = await beginLogin(issuer, browser);
+    return { browser, callback: loginCallbackUrl(issuer, p.get('state') as string, 'any-code') };
   }
 
   it(`attack: ${LIMIT + 1} callbacks at once at a slow provider: the provider sees ${LIMIT}, the extra one is refused 503 with Retry-After at once, audited login_upstream_busy`, async () => {

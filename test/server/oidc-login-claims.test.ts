@@ -5,11 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { authorizationRequest } from '../helpers/authorize.ts';
 import type { RunningIssuer } from '../helpers/issuer.ts';
-import { API, REDIRECT, startLoginIssuer } from '../helpers/oidc-login.ts';
+import { beginLogin, loginCallbackUrl, startLoginIssuer } from '../helpers/oidc-login.ts';
 import { Browser, type RogueUpstream, rogueIdToken, startRogueProvider } from '../helpers/oidc-upstream.ts';
-import { pkcePair } from '../helpers/pkce.ts';
 
 describe('ID token claims of the wrong type at the login callback', () => {
   let rogue: RogueUpstream;
@@ -24,18 +22,6 @@ describe('ID token claims of the wrong type at the login callback', () => {
     await rogue?.close();
   });
 
-  async function begin(browser: Browser): Promise<URLSearchParams> {
-    const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
-      redirect_uri: REDIRECT,
-      code_challenge: pkcePair().challenge,
-      resource: API,
-      state: 'client-state',
-    });
-    const res = await browser.fetch(url);
-    assert.equal(res.status, 303);
-    return new URL(res.headers.get('location') as string).searchParams;
-  }
-
   async function denials(): Promise<string[]> {
     await issuer.service.audit.flush();
     return (await issuer.store.queryAudit({ limit: 10_000 })).filter((e) => e.kind === 'authorization.denied').map((e) => e.reason);
@@ -48,11 +34,9 @@ describe('ID token claims of the wrong type at the login callback', () => {
   ] as const) {
     it(`attack: an ID token whose sub is ${name} signs no one in: a 403 page, login_id_token_invalid, no session`, async () => {
       const browser = new Browser();
-      const p = await begin(browser);
+      const p = await beginLogin(issuer, browser);
       rogue.idToken = () => rogueIdToken(rogue, { sub, nonce: p.get('nonce') });
-      const res = await browser.fetch(
-        `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`,
-      );
+      const res = await browser.fetch(loginCallbackUrl(issuer, p.get('state') as string, 'c'));
       const html = await res.text();
       assert.equal(res.status, 403, html);
       assert.equal(res.headers.get('location'), null);
@@ -78,19 +62,9 @@ describe('the e-mail the consent page shows (subject_claim: sub, no allowed_doma
   /** Sign in with an ID token holding `claims`; the consent page's HTML. */
   async function consentPage(claims: Record<string, unknown>): Promise<string> {
     const browser = new Browser();
-    const url = authorizationRequest(`${issuer.url}/oauth2/authorize`, {
-      redirect_uri: REDIRECT,
-      code_challenge: pkcePair().challenge,
-      resource: API,
-      state: 'client-state',
-    });
-    const start = await browser.fetch(url);
-    assert.equal(start.status, 303);
-    const p = new URL(start.headers.get('location') as string).searchParams;
+    const p = await beginLogin(issuer, browser);
     rogue.idToken = () => rogueIdToken(rogue, { ...claims, nonce: p.get('nonce') });
-    const back = await browser.fetch(
-      `${issuer.url}/oauth2/login/callback?${new URLSearchParams({ code: 'c', state: p.get('state') as string })}`,
-    );
+    const back = await browser.fetch(loginCallbackUrl(issuer, p.get('state') as string, 'c'));
     assert.equal(back.status, 303, await back.clone().text());
     const consent = await browser.fetch(back.headers.get('location') as string);
     const html = await consent.text();
