@@ -119,7 +119,7 @@ export const issuerSchema = z
       .meta({ description: 'Algorithm allowlist. HMAC (HS*) is accepted only with an inline `oct` key of at least the hash size.' }),
     jwks: jwksSchema.optional(),
     jwks_uri: secureUrl(
-      'Remote JWKS URL (cached, refreshed per Cache-Control). A response over 512 KiB or holding more than 100 keys is refused and the last good set kept.',
+      'Remote JWKS URL (cached, refreshed per Cache-Control). A response over 512 KiB or holding more than 100 keys is refused and the last good set kept; an RSA key over 8192 bits is skipped with a warning.',
     ).optional(),
     jwks_cache: z
       .strictObject({

@@ -732,3 +732,35 @@ describe('attack: a key withdrawn while the IdP cannot be reached (jwks_cache.ma
     endpoint.keys = [key.jwk];
   });
 });
+
+describe('attack: a trusted issuer’s key set holding an RSA key of 16384 bits (each check under it costs ~2.6 ms, and any caller picks the key by kid)', () => {
+  it('skips that key with a warning naming its size; the other keys verify, and a token naming it is refused token_kid_unknown without a check', async () => {
+    const endpoint = await jwksEndpoint();
+    // A modulus need not be a product of primes to be imported: an odd 16384-bit number will do.
+    const modulus = randomBytes(2048);
+    modulus.writeUInt8(modulus.readUInt8(0) | 0x80, 0);
+    modulus.writeUInt8(modulus.readUInt8(2047) | 1, 2047);
+    const big = { kty: 'RSA', kid: 'big', alg: 'RS256', n: modulus.toString('base64url'), e: 'AQAB' };
+    const rsa = makeKey('RS256', 'rsa');
+    endpoint.keys = [big, rsa.jwk, key.jwk];
+    const clock = fakeClock();
+    const warnings: string[] = [];
+    const verifier = createVerifier(
+      {
+        issuers: [{ issuer: ISSUER, audiences: [AUDIENCE], algorithms: ['ES256', 'RS256'], jwks_uri: `${endpoint.origin}/jwks` }],
+        dpop: { mode: 'disabled' },
+        cache: { max_entries: 0 },
+      },
+      { clock, onWarning: (w) => warnings.push(w) },
+    );
+    try {
+      await verifier.ready();
+      assert.match(warnings.join('\n'), /skipped key big: RSA key is 16384 bits; at most 8192 are accepted here/);
+      assert.equal((await verifier.verify(bearer(await tokenAt(clock)))).ok, true);
+      assert.equal((await verifier.verify(bearer(await tokenAt(clock, rsa)))).ok, true);
+      assertInvalidToken(await verifier.verify(bearer(await tokenAt(clock, rsa, 'big'))), verifier, 'token_kid_unknown');
+    } finally {
+      await endpoint.close();
+    }
+  });
+});
