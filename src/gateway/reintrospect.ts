@@ -11,7 +11,8 @@
  * (`token_scope_narrowed`), as does one whose answer no longer satisfies a claim condition of that
  * rule (`policy_condition_failed`) or no longer names the route's audience
  * (`token_audience_invalid`): an exchange runs on the authority the latest answer gives. An answer
- * naming another `sub`, `client_id` or `iss` than the one the exchange was admitted with ends it
+ * naming another `sub`, `client_id` or `iss` (or, with `introspection.trust_sub_id`, another subject
+ * issuer in its `sub_id`) than the one the exchange was admitted with ends it
  * (`token_identity_changed`): the upstream was told, once, that the caller was the first.
  *
  * An endpoint that gives no answer is not taken for an inactive token, nor trusted for the length
@@ -25,6 +26,7 @@
 import type { TesseraConfig } from '../config/schema.ts';
 import { TesseraError } from '../core/errors.ts';
 import { extractTokenDeferred } from '../core/verify/extract.ts';
+import { subjectIssuer } from '../core/verify/principal.ts';
 import type { GatewayState } from './compile.ts';
 import type { AdmittedStream } from './recheck.ts';
 import type { StreamCloseReason, StreamRevalidate, TrackedStream } from './streams.ts';
@@ -65,6 +67,9 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
         // token id reused, a grant moved) is not the caller it was admitted for.
         const now = r.principal;
         if (was.subject !== now.subject || was.clientId !== now.clientId || was.issuer !== now.issuer) return 'token_identity_changed';
+        // The subject's issuer as a believed `sub_id` names it (identity header `subject_issuer`,
+        // the rate-limit key): the same `sub` of another identity provider is another person.
+        if (subjectIssuer(was, s.vouching) !== subjectIssuer(now, s.vouching)) return 'token_identity_changed';
         // Still active, but the answer's scope may have been narrowed: the exchange's rule is
         // applied again to it, on the route as this state compiled it (a reload that removed the
         // route or changed its rules decided the stream already).

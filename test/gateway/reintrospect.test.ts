@@ -427,6 +427,7 @@ describe('gateway: exchanges in flight on an introspected token whose answer nam
         client_secret: CLIENT_SECRET,
         cache_max_ttl: '1s',
         timeout: '1s',
+        trust_sub_id: true,
       },
       gateway: {
         routes: [
@@ -496,6 +497,11 @@ describe('gateway: exchanges in flight on an introspected token whose answer nam
   it('attack: an answer now naming another client_id ends its WebSocket (1008) and SSE stream with token_identity_changed, audited', async () => {
     const answer = { active: true, sub: 'user-bob', client_id: 'agent-1', scope: 'api:read' };
     await identityChangeEndsStreams('opaque-client-reassigned', answer, { ...answer, client_id: 'agent-2' });
+  });
+
+  it('attack: an answer now naming the same sub of another identity provider (its believed sub_id) ends them too', async () => {
+    const answer = { active: true, sub: 'user-dave', client_id: 'agent-1', scope: 'api:read', sub_id: { format: 'iss_sub', iss: 'https://idp-a.example', sub: 'user-dave' } };
+    await identityChangeEndsStreams('opaque-subject-issuer-changed', answer, { ...answer, sub_id: { format: 'iss_sub', iss: 'https://idp-b.example', sub: 'user-dave' } });
   });
 
   it('attack: an answer that drops its sub ends them too', async () => {
