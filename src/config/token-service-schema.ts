@@ -159,6 +159,19 @@ const oidcSchema = z
       description:
         "Most token requests to the provider (the login callback's, each with the client secret, each waiting up to 5 s) in flight at once, per process. Anyone may begin a login and call the callback with any code; a callback past this is refused at once with the login-failure page, 503 with Retry-After, audited `login_upstream_busy`, its login state kept so that reloading it finishes the login once there is room.",
     }),
+    callback_rate_limit: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .meta({ description: 'Limit login callbacks per connecting address. Default: on; `false` turns the limit off.' }),
+        ...bucketFields({ one: 'login callback', many: 'Login callbacks', per: 'address', rate: 0.2, burst: 20 }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          'Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s, as the registration, token and revocation buckets count it) at the login callback, spent by each callback whose login state verifies, before that state is spent in the store and its token request sent to the provider (a callback with no state cookie, a forged or another login’s state, spends nothing, and costs no more than a MAC). Over it, the login-failure page, 429 with Retry-After, audited `login_rate_limited`, nothing stored or sent upstream, its login state kept so that reloading it after Retry-After finishes the login. A person’s login is one callback: the default, 20 at once and one every 5 s after that (12 a minute), lets an office sign in together behind one NAT address, keeps one address from holding all `max_token_requests_in_flight` (32) slots, and bounds the token requests it can make the server send the provider. Behind a reverse proxy every person shares its address: raise `rate` and `burst` for that, or rate-limit at the proxy and set `enabled: false`. Beginning a login keeps nothing at the server (its state is the sealed cookie) and is not limited. Buckets of the 10000 most recent addresses are kept, per process.',
+      }),
   })
   .meta({
     description:

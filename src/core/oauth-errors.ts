@@ -335,6 +335,13 @@ export const OAUTH_ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'Too many sign-ins are in progress. Try again shortly.',
   },
+  // The login callback: this connecting address's bucket (`oidc.callback_rate_limit`) is empty. As
+  // the token, revocation and registration limits: 429 with Retry-After.
+  authorize_login_rate_limited: {
+    status: 429,
+    error: 'temporarily_unavailable',
+    description: 'Too many sign-ins from this network address. Try again later.',
+  },
   authorize_disabled: { status: 404, error: 'invalid_request', description: 'The authorization endpoint is not enabled.' },
 
   // The token endpoint: the client's bucket (`token_rate_limit`) is empty. RFC 6749 §5.2 has no

@@ -114,6 +114,8 @@ export type LoginFailure =
   | 'login_upstream_unavailable'
   /** As many token requests to the provider as `max_token_requests_in_flight` allows are in flight: retry shortly. */
   | 'login_upstream_busy'
+  /** This connecting address has made more callbacks than `callback_rate_limit` allows: retry after `retryAfter`. */
+  | 'login_rate_limited'
   | 'login_code_rejected'
   | 'login_id_token_invalid'
   | 'login_nonce_mismatch'
@@ -146,6 +148,8 @@ export type LoginCallbackOutcome =
        * the seconds it is off), for the audit event's detail: numbers and claim names, never a token.
        */
       readonly detail?: Readonly<Record<string, string | number | boolean>>;
+      /** Seconds until the callback may be tried again (`login_rate_limited`): `Retry-After`. */
+      readonly retryAfter?: number;
       readonly cookies: readonly string[];
     };
 

@@ -67,12 +67,16 @@ const PAGE_TITLES: Partial<Record<OAuthErrorCode, string>> = {
   authorize_login_not_allowed: 'This account may not sign in here',
   authorize_login_unavailable: 'The identity provider could not be reached',
   authorize_login_busy: 'Signing in is busy',
+  authorize_login_rate_limited: 'Too many sign-ins',
 };
 
 /** The page shown for a failed login (the reason itself goes to the audit trail only). */
-function loginError(reason: LoginFailure): OAuthError {
+function loginError(reason: LoginFailure, retryAfter?: number): OAuthError {
   if (reason === 'login_upstream_unavailable') return new OAuthError('authorize_login_unavailable');
   if (reason === 'login_upstream_busy') return new OAuthError('authorize_login_busy');
+  if (reason === 'login_rate_limited') {
+    return new OAuthError('authorize_login_rate_limited', retryAfter !== undefined ? { retryAfter } : {});
+  }
   if (reason === 'login_domain_not_allowed' || reason === 'login_email_unverified') return new OAuthError('authorize_login_not_allowed');
   return new OAuthError('authorize_login_failed');
 }
@@ -97,8 +101,9 @@ function page(res: ServerResponse, error: OAuthError, requestId: string): void {
   const body = renderError(PAGE_TITLES[error.code] ?? 'This request cannot be completed', error.description, nonce);
   // RFC 9110 §15.5.16: a 415 for a content coding names the codings accepted, as the JSON endpoints' does.
   const accept = error.code === 'request_content_encoding' ? { 'accept-encoding': 'identity' } : {};
-  // RFC 9110 §10.2.3: a 503 (the audit queue full, the store down) says when to try again.
-  const retry = error.status === 503 ? error.headers() : {};
+  // RFC 9110 §10.2.3: a 503 (the audit queue full, the store down) says when to try again, and so
+  // does a 429 (RFC 6585 §4: the login callback's per-address limit).
+  const retry = error.status === 503 || error.status === 429 ? error.headers() : {};
   res.writeHead(error.status, {
     ...pageHeaders(nonce),
     ...accept,
@@ -658,7 +663,7 @@ export function createLoginCallbackHandler(
           outcome.detail,
         );
         res.setHeader('set-cookie', [...outcome.cookies]);
-        return page(res, loginError(outcome.reason), requestId);
+        return page(res, loginError(outcome.reason, outcome.retryAfter), requestId);
       }
       service.auditLoginSucceeded(outcome.subject, outcome.provider, {
         requestId,

@@ -29,6 +29,7 @@ import { validIdentity } from '../core/identity.ts';
 import { ASYMMETRIC_ALGORITHMS } from '../core/jose/algorithms.ts';
 import { STRICT_JSON_REFUSALS, type StrictJsonFault, strictJsonFault } from '../core/jose/json.ts';
 import { printable } from '../core/printable.ts';
+import { addressKey, TokenBucketLimiter } from '../core/ratelimit.ts';
 import { sha256 } from '../issuer/secrets.ts';
 import { readLimited } from '../jwks/remote.ts';
 import type { Store } from '../store/contract.ts';
@@ -56,6 +57,11 @@ export interface OidcOptions {
   readonly login_ttl: number;
   /** Most token requests to the provider in flight at once (default 32). */
   readonly max_token_requests_in_flight?: number | undefined;
+  /**
+   * Token bucket per connecting address (an IPv6 address by its /64) at the callback, spent by each
+   * callback whose login state verifies (default on, 0.2 a second, 20 at once).
+   */
+  readonly callback_rate_limit?: { readonly enabled: boolean; readonly rate: number; readonly burst: number } | undefined;
 }
 
 export interface OidcRuntime {
@@ -248,6 +254,13 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
   // with the client secret, waiting up to `timeoutMs`. Bounded, so they cannot pile up without end.
   const maxTokenRequests = options.max_token_requests_in_flight ?? 32;
   let tokenRequests = 0;
+  // The cap is shared: one address could hold every slot (each other person's login refused busy)
+  // and have the provider sent token requests without end. Each connecting address has a bucket,
+  // keyed as the token service's other per-address buckets are (registration, a public client's).
+  const callbackLimit = options.callback_rate_limit ?? { enabled: true, rate: 0.2, burst: 20 };
+  const callbacks = callbackLimit.enabled
+    ? new TokenBucketLimiter({ rate: callbackLimit.rate, burst: callbackLimit.burst, maxKeys: 10_000, clock: () => runtime.now() * 1000 })
+    : undefined;
 
   let metadata: { value: Promise<UpstreamMetadata>; at: number } | undefined;
   let jwks: { uri: string; set: ReturnType<typeof createRemoteJWKSet> } | undefined;
@@ -387,6 +400,10 @@ export function createOidcAuthenticator(options: OidcOptions, runtime: OidcRunti
       // Before the state is spent: refused, the same callback reloaded finishes the login later.
       // The state cookie is kept for that.
       if (tokenRequests >= maxTokenRequests) return { ok: false, reason: 'login_upstream_busy', cookies: [] };
+      // Before the state is spent too, and kept: reloaded after Retry-After, the callback finishes.
+      // A state that does not verify (above) spends nothing: it stores nothing and sends nothing.
+      const wait = callbacks?.take(addressKey(request.remoteAddress)) ?? 0;
+      if (wait > 0) return { ok: false, reason: 'login_rate_limited', retryAfter: wait, cookies: [] };
       tokenRequests++;
       let tokenResponse: { status: number; body: unknown; fault: StrictJsonFault | undefined };
       let m: UpstreamMetadata;
