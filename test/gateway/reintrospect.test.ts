@@ -500,8 +500,17 @@ describe('gateway: exchanges in flight on an introspected token whose answer nam
   });
 
   it('attack: an answer now naming the same sub of another identity provider (its believed sub_id) ends them too', async () => {
-    const answer = { active: true, sub: 'user-dave', client_id: 'agent-1', scope: 'api:read', sub_id: { format: 'iss_sub', iss: 'https://idp-a.example', sub: 'user-dave' } };
-    await identityChangeEndsStreams('opaque-subject-issuer-changed', answer, { ...answer, sub_id: { format: 'iss_sub', iss: 'https://idp-b.example', sub: 'user-dave' } });
+    const answer = {
+      active: true,
+      sub: 'user-dave',
+      client_id: 'agent-1',
+      scope: 'api:read',
+      sub_id: { format: 'iss_sub', iss: 'https://idp-a.example', sub: 'user-dave' },
+    };
+    await identityChangeEndsStreams('opaque-subject-issuer-changed', answer, {
+      ...answer,
+      sub_id: { format: 'iss_sub', iss: 'https://idp-b.example', sub: 'user-dave' },
+    });
   });
 
   it('attack: an answer that drops its sub ends them too', async () => {
