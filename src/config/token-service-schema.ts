@@ -419,6 +419,31 @@ export const tokenServiceSchema = z
         description:
           'Token bucket per authenticated client at the RFC 7009 revocation endpoint (a public client’s per client and connecting address, an IPv6 /64: anyone may name it), spent after client authentication (a request that fails it spends nothing) and before a private_key_jwt assertion’s `jti` is recorded (refused, the client may send the same assertion again; a replayed one gives its token back); over it, 429 `revocation_rate_limited` with Retry-After, nothing revoked. Each access token revoked there is a revocation-log entry every instance keeps in memory until the token expires. The admin API and `tessera revoke` are not limited. Buckets of the 10000 most recent clients are kept.',
       }),
+    introspection_rate_limit: z
+      .strictObject({
+        enabled: z.boolean().default(true).meta({
+          description: 'Limit introspection requests per client. Default: on; `false` turns this bucket off (not `auth_failures`).',
+        }),
+        ...bucketFields({ one: 'introspection request', many: 'Introspection requests', per: 'client', rate: 100, burst: 1000 }),
+        auth_failures: z
+          .strictObject({
+            enabled: z
+              .boolean()
+              .default(true)
+              .meta({ description: 'Limit failed client authentications per address. Default: on; `false` turns this bucket off.' }),
+            ...bucketFields({ one: 'failed authentication', many: 'Failed authentications', per: 'address', rate: 1, burst: 20 }),
+          })
+          .prefault({})
+          .meta({
+            description:
+              'Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s) of the introspection requests refused before a client authenticated: a failed client authentication (wrong or unknown secret, bad assertion, no credentials) or a malformed request. An address whose bucket is empty is refused 429 `client_auth_failure_rate_limited` with Retry-After before its credentials are checked, the right ones too (a guess that happens to be right is not told apart), until a failure is regained; a request that authenticates gives back the token it held, so an address that does not fail spends nothing. Buckets of the 10000 most recent addresses are kept, per process.',
+          }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          'Token bucket per authenticated client at the RFC 7662 introspection endpoint (public clients may not introspect), spent after client authentication (a request that fails it spends nothing of it, but spends its address’s `auth_failures`) and before a private_key_jwt assertion’s `jti` is recorded; over it, 429 `introspection_rate_limited` with Retry-After, nothing looked up. Each introspection reads the store and writes a `token.introspected` audit event. A refusal of either bucket is audited (`introspection.denied`) once per throttled window of its key, the window being the Retry-After it was told; the next one audited says how many were not (`refusals_not_audited`). A gateway introspects each distinct token once per `cache_max_ttl` and every inactive one each time: size `rate` to the busiest resource server. Buckets of the 10000 most recent clients are kept, per process.',
+      }),
     token_rate_limit: z
       .strictObject({
         enabled: z

@@ -362,6 +362,21 @@ export const OAUTH_ERROR_CODES = {
     description: 'Too many revocation requests from this client; try again later.',
   },
 
+  // Introspection (RFC 7662): the client's bucket (`introspection_rate_limit`) is empty. RFC 7662
+  // names no code for it; as the revocation limit, 429 temporarily_unavailable with Retry-After.
+  introspection_rate_limited: {
+    status: 429,
+    error: 'temporarily_unavailable',
+    description: 'Too many introspection requests from this client; try again later.',
+  },
+  // Introspection: the address's bucket of failed client authentications
+  // (`introspection_rate_limit.auth_failures`) is empty, refused before its credentials are checked.
+  client_auth_failure_rate_limited: {
+    status: 429,
+    error: 'temporarily_unavailable',
+    description: 'Too many failed client authentications from this address; try again later.',
+  },
+
   // Dynamic client registration (RFC 7591 §3.2.2).
   registration_disabled: { status: 404, error: 'invalid_request', description: 'Dynamic client registration is not enabled.' },
   // RFC 6750 §3.1: no Authorization header at all; its challenge carries no error code.

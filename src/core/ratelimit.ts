@@ -135,6 +135,50 @@ export class TokenBucketLimiter {
 }
 
 /**
+ * Which refusals of a limiter to audit: the first of each throttled window of a key, the window
+ * lasting the wait that refusal was told (its `Retry-After`). A caller that keeps sending while
+ * refused writes one event per window instead of one per request; the next event audited for the
+ * key tells how many refusals in between were not.
+ *
+ * @example
+ * ```ts
+ * const windows = new ThrottleWindows({ maxKeys: 10_000, clock: Date.now });
+ * const skipped = windows.refused('client-1', wait); // undefined: within the window, not audited
+ * ```
+ */
+export class ThrottleWindows {
+  readonly #windows: BoundedMap<string, { until: number; unaudited: number }>;
+  readonly #clock: Clock;
+
+  constructor(options: { readonly maxKeys: number; readonly clock: Clock }) {
+    this.#windows = new BoundedMap(options.maxKeys);
+    this.#clock = options.clock;
+  }
+
+  /**
+   * A refusal of `key` told to wait `wait` seconds. Returns `undefined` when it falls within the
+   * key's current window (counted, not to be audited); else it opens a window and returns the
+   * refusals of the key not audited since the last one that was (0 for the first). An evicted key
+   * starts again: its next refusal is audited.
+   */
+  refused(key: string, wait: number): number | undefined {
+    const now = this.#clock();
+    const k = bucketKey(key);
+    const w = this.#windows.get(k);
+    if (w !== undefined && now < w.until) {
+      w.unaudited += 1;
+      return undefined;
+    }
+    this.#windows.set(k, { until: now + wait * 1000, unaudited: 0 });
+    return w?.unaudited ?? 0;
+  }
+
+  get size(): number {
+    return this.#windows.size;
+  }
+}
+
+/**
  * Whose requests share a bucket when they are limited by address: an IPv4 address (also as a
  * dual-stack listener reports it, `::ffff:192.0.2.7`), or the /64 of an IPv6 address. A host with
  * IPv6 routinely holds a whole /64 (RFC 4291 §2.5.4 interface identifiers, SLAAC privacy

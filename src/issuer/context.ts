@@ -13,7 +13,7 @@ import { uuidv7 } from '../audit/id.ts';
 import type { ResolvedTokenServiceConfig } from '../config/token-service-schema.ts';
 import type { JsonObject } from '../core/jose/json.ts';
 import { OAuthError } from '../core/oauth-errors.ts';
-import { addressKey, type TokenBucketLimiter } from '../core/ratelimit.ts';
+import { addressKey, type ThrottleWindows, type TokenBucketLimiter } from '../core/ratelimit.ts';
 import { actorLabel } from '../core/verify/principal.ts';
 import { StoreUnavailableError } from '../store/contract.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
@@ -131,12 +131,40 @@ export async function openTokenRequest(
       readonly limiter: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
       /** Public clients' buckets, keyed by client and connecting address. */
       readonly publicLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
-      readonly code: 'revocation_rate_limited';
+      readonly code: 'revocation_rate_limited' | 'introspection_rate_limited';
     };
+    /**
+     * Failed client authentications by connecting address (an IPv6 /64): each request refused
+     * before its client authenticated (or whose assertion was replayed) spends one; an address
+     * whose bucket is empty is refused `client_auth_failure_rate_limited` (429) before its
+     * credentials are checked. An address with a bucket (one that failed lately) takes its token
+     * before authenticating and gets it back unless it fails, so concurrent requests from it cannot
+     * all pass the check before the first failure is counted; any other address costs one lookup.
+     */
+    readonly authFailures?: Pick<TokenBucketLimiter, 'take' | 'refund' | 'has'> | undefined;
+    /**
+     * Refusals of the buckets above audited once per throttled window of their key, not once per
+     * request; without it, each is audited.
+     */
+    readonly throttleWindows?: Pick<ThrottleWindows, 'refused'> | undefined;
   } = {},
 ): Promise<{ readonly client: CompiledClient; readonly token: string }> {
   let clientId: string | undefined;
+  const failures = options.authFailures;
+  const address = failures === undefined ? '' : addressKey(req.remoteAddr);
+  /** The address's failure token, taken before authenticating: given back unless it fails. */
+  let reserved = false;
+  /** The key of the bucket that refused the request (429), for its throttle window. */
+  let throttledKey: string | undefined;
   try {
+    if (failures?.has(address)) {
+      const wait = failures.take(address);
+      if (wait > 0) {
+        throttledKey = `a\n${address}`;
+        throw new OAuthError('client_auth_failure_rate_limited', { retryAfter: wait });
+      }
+      reserved = true;
+    }
     if (req.requestFault !== undefined) throw new OAuthError(req.requestFault);
     if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
     if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
@@ -152,22 +180,44 @@ export async function openTokenRequest(
     const limiter = publicClient ? options.rateLimit?.publicLimiter : options.rateLimit?.limiter;
     const bucketKey = publicClient ? `${client.id}\n${addressKey(req.remoteAddr)}` : client.id;
     const wait = limiter?.take(bucketKey) ?? 0;
-    if (wait > 0) throw new OAuthError(options.rateLimit?.code as 'revocation_rate_limited', { retryAfter: wait });
+    if (wait > 0) {
+      throttledKey = `c\n${bucketKey}`;
+      throw new OAuthError(options.rateLimit?.code ?? 'revocation_rate_limited', { retryAfter: wait });
+    }
     try {
       await spend();
     } catch (e) {
       limiter?.refund(bucketKey);
       throw e;
     }
+    if (reserved) failures?.refund(address);
     return { client, token };
   } catch (error) {
+    const e = asOAuthError(error);
+    // The address's own refusal took nothing; any other outcome settles its reserved token.
+    if (failures !== undefined && e.code !== 'client_auth_failure_rate_limited') {
+      // Refused before the client authenticated (a failed authentication, a malformed request),
+      // or invalid_client after it (a replayed assertion, an origin not allowed for it): one
+      // failure of the address. Not the service's own failures (5xx), nor another refusal of an
+      // authenticated client (a missing token, its own bucket empty).
+      const failed = e.status < 500 && (clientId === undefined || e.error === 'invalid_client');
+      if (failed && !reserved) failures.take(address);
+      else if (!failed && reserved) failures.refund(address);
+    }
+    const skipped =
+      throttledKey !== undefined && options.throttleWindows !== undefined
+        ? options.throttleWindows.refused(throttledKey, e.retryAfter ?? 1)
+        : 0;
+    // Within a throttled window already on record: answered, not audited again.
+    if (skipped === undefined) throw error;
     ctx.emit({
       kind,
       decision: 'deny',
-      reason: asOAuthError(error).code,
+      reason: e.code,
       ...(clientId !== undefined ? { client_id: clientId } : {}),
       ...(req.requestId !== undefined ? { request_id: req.requestId } : {}),
       ...(req.remoteAddr !== undefined ? { remote_addr: req.remoteAddr } : {}),
+      ...(skipped > 0 ? { detail: { refusals_not_audited: skipped } } : {}),
     });
     throw error;
   }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { ThrottleWindows, TokenBucketLimiter } from '../core/ratelimit.ts';
 import type { Store } from '../store/contract.ts';
 import { type AccessTokens, subjectId } from './access-tokens.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
@@ -15,11 +16,32 @@ export interface IntrospectContext extends BaseContext {
   readonly store: Pick<Store, 'getRefreshToken' | 'getGrant' | 'tokenRevoked'>;
   readonly clients: Pick<ClientRegistry, 'authenticateUnspent' | 'checkOrigin'>;
   readonly tokens: Pick<AccessTokens, 'verifyFresh' | 'isRevoked'>;
+  /**
+   * Per-client bucket of the RFC 7662 endpoint (`introspection_rate_limit`), keyed by the
+   * authenticated client id; `undefined` when turned off.
+   */
+  readonly introspectionLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
+  /**
+   * Failed client authentications at the endpoint by connecting address
+   * (`introspection_rate_limit.auth_failures`); `undefined` when turned off.
+   */
+  readonly introspectionAuthFailures?: Pick<TokenBucketLimiter, 'take' | 'refund' | 'has'> | undefined;
+  /** The throttled windows of both: a refusal is audited once per window of its key. */
+  readonly introspectionThrottled?: Pick<ThrottleWindows, 'refused'> | undefined;
 }
 
 /** RFC 7662 (see `TokenService.introspect`). */
 export async function introspectRequest(ctx: IntrospectContext, req: OAuthRequest): Promise<Record<string, unknown>> {
-  const { client, token } = await openTokenRequest(ctx, req, 'introspection.denied');
+  // Each introspection reads the store and writes an audit event: the client's bucket is spent
+  // after its authentication (a caller without its credentials spends nothing of it), and an
+  // address failing to authenticate spends its own, so neither a client nor a guesser of client
+  // secrets can grow the audit trail at its request rate. Their refusals are audited once per
+  // throttled window, or a flood of refused requests would write one event each.
+  const { client, token } = await openTokenRequest(ctx, req, 'introspection.denied', {
+    rateLimit: { limiter: ctx.introspectionLimiter, code: 'introspection_rate_limited' },
+    authFailures: ctx.introspectionAuthFailures,
+    throttleWindows: ctx.introspectionThrottled,
+  });
   const now = ctx.now();
   const inactive = { active: false };
   const result = await introspect(ctx, token, client, now);

@@ -20,7 +20,7 @@ import { DEFAULT_DPOP_ALGORITHMS, type JwsAlgorithm } from '../core/jose/algorit
 import { OAuthError } from '../core/oauth-errors.ts';
 import type { Clock, KeySource, UpstreamTokenIssuer } from '../core/ports.ts';
 import { printable } from '../core/printable.ts';
-import { TokenBucketLimiter } from '../core/ratelimit.ts';
+import { ThrottleWindows, TokenBucketLimiter } from '../core/ratelimit.ts';
 import { compileScopes, type ScopeCatalog, type ScopeModel } from '../core/scopes.ts';
 import { holdsToken } from '../core/secret-shape.ts';
 import { createDpopNonces, type DpopNonceSource } from '../core/verify/dpop.ts';
@@ -364,6 +364,14 @@ export class TokenService {
     const revocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
     // As for token requests: public clients' buckets (per client and address) kept apart.
     const publicRevocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
+    const { enabled: limitIntrospections, auth_failures: introspectionFailures, ...introspectionRate } = config.introspection_rate_limit;
+    const introspectionLimiter = limitIntrospections ? new TokenBucketLimiter({ ...introspectionRate, maxKeys: 10_000, clock }) : undefined;
+    const { enabled: limitIntrospectionFailures, ...introspectionFailureRate } = introspectionFailures;
+    const introspectionAuthFailures = limitIntrospectionFailures
+      ? new TokenBucketLimiter({ ...introspectionFailureRate, maxKeys: 10_000, clock })
+      : undefined;
+    // Keys of both (a client's, an address's), each open window one entry.
+    const introspectionThrottled = new ThrottleWindows({ maxKeys: 20_000, clock });
     this.config = config;
     this.store = store;
     this.issuer = issuer;
@@ -470,6 +478,9 @@ export class TokenService {
       exchangeClients: options.externalExchangeClients ?? new Map(),
       revocationLimiter,
       publicRevocationLimiter,
+      introspectionLimiter,
+      introspectionAuthFailures,
+      introspectionThrottled,
       now,
       // refuse: a revocation's record is kept past max_queue (under its ceiling), never dropped.
       emit: this.#auditRefuse
