@@ -210,7 +210,7 @@ export const mcpSchema = z
         "List in a tools/list answer only the tools the caller's token may call (each decided by the rules as a tools/call of it would be), in a JSON answer and in an SSE stream alike; every SSE stream of the route (a GET resuming one with Last-Event-ID replays stored responses) has any response carrying tools filtered the same way, and one compressed anyway is refused. false: every tool the upstream lists reaches the caller.",
     }),
     max_tools_list_size: byteSize(
-      'Largest tools/list result (one JSON answer, or the SSE response event answering a tools/list) the gateway reads whole to filter; a larger one is answered with a JSON-RPC error, never passed unfiltered. On the other SSE streams of the route, a response event is held up to this size; a larger one whose result has shown no tools member by then (a large tools/call result) streams on, and is cut before its end if one shows up later. Default 4mb.',
+      'Largest tools/list result (one JSON answer, or the SSE response event answering a tools/list) the gateway reads whole to filter; a larger one is answered with a JSON-RPC error, never passed unfiltered. On the other SSE streams of the route, a response event, and any other JSON answer (the MCP SDK in JSON mode may answer a request with a pending tools/list’s result of the same id), is held up to this size; a larger one whose result has shown no tools member by then (a large tools/call result) streams on, and is cut before its end if one shows up later. Default 4mb.',
     ).prefault('4mb'),
   })
   .meta({

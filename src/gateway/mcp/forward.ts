@@ -15,7 +15,7 @@ import { EventIdSigner, isEventStream } from './events.ts';
 import { EndpointSigner } from './legacy.ts';
 import { isJsonContentType } from './message.ts';
 import { validSessionId } from './sessions.ts';
-import { filterToolsMessage, ToolsListEvents, type ToolsListFilter, ToolsListInvalid } from './tools-list.ts';
+import { filterToolsMessage, MessageKeys, ToolsListEvents, type ToolsListFilter, ToolsListInvalid } from './tools-list.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -69,6 +69,28 @@ export interface ToolsListForward extends ToolsListFilter {
   readonly report: (outcome: number | 'invalid') => void;
 }
 
+/** The UTF-8 byte-order mark, which a client's JSON decoding (fetch's `json()`) skips. */
+const BOM = [0xef, 0xbb, 0xbf];
+
+/**
+ * Another answer than a tools/list's, not an event stream, read for a tools list: its head and
+ * bytes held up to the limit, then (`streaming`) passed as they come, its keys still read.
+ */
+interface ReadAnswer {
+  readonly status: number;
+  readonly raw: Buffer[];
+  readonly resume: () => void;
+  chunks: Buffer[];
+  total: number;
+  readonly keys: MessageKeys;
+  /** How many bytes of a leading BOM were skipped (3 once past the start). */
+  bom: number;
+  streaming: boolean;
+}
+
+/** May a message read so far by `keys` carry a tools list (or be read as one by a lax parser)? */
+const mayList = (keys: MessageKeys): boolean => keys.mayListTools || keys.kind === 'ambiguous';
+
 /** A raw response head without the headers describing the upstream's bytes ({@link REPRESENTATION_HEADERS}). */
 function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
   const out: Buffer[] = [];
@@ -90,7 +112,9 @@ function withoutRepresentation(raw: readonly Buffer[]): Buffer[] {
  * other request, a GET stream resumed or standalone), every event stream is filtered the same way,
  * and one that is compressed fails the exchange: it could replay a tools/list response unread; a
  * response event past `tools.limit` streams unless it shows a tools list, and is cut if it shows
- * one after it began to go out. A JSON answer to any other request is not read at all.
+ * one after it began to go out. A JSON (or any other) answer to any other request is read the same
+ * way ({@link ReadAnswer}): held up to `tools.limit` and filtered if its result lists tools, else
+ * streamed once past the limit, cut if a tools list shows up; compressed and naming JSON, refused.
  */
 export class SessionForwardHandler extends ForwardHandler {
   readonly #sign: McpSigning;
@@ -101,6 +125,8 @@ export class SessionForwardHandler extends ForwardHandler {
   #toolEvents: ToolsListEvents | undefined;
   /** A JSON tools/list answer being read whole: its head (signed), then its body. */
   #held: { status: number; raw: Buffer[]; resume: () => void; chunks: Buffer[]; total: number } | undefined;
+  /** Any other answer that is not an event stream, read for a tools list ({@link ReadAnswer}). */
+  #answer: ReadAnswer | undefined;
 
   constructor(
     res: ServerResponse,
@@ -144,7 +170,22 @@ export class SessionForwardHandler extends ForwardHandler {
         // The stream is rewritten: a length or digest of the upstream's bytes would not hold.
         head = withoutRepresentation(head);
       } else if (!listing) {
-        // Not a tools/list, not a stream: its answer is its own request's, passed as it is.
+        // Not a tools/list, not a stream: its answer is read for a tools list all the same. The MCP
+        // SDK's server in JSON response mode routes a response by its JSON-RPC id alone, so a second
+        // request of a pending tools/list's id on the session receives the tools/list result.
+        // Held up to the limit (filtered if it lists tools), then streamed, cut if one shows up.
+        if (status !== 204 && length !== '0') {
+          if (!plainEncoding(encoding)) {
+            // Compressed anyway: unreadable. Refused when a client may read it as JSON.
+            if (type === undefined || /json/i.test(type)) {
+              this.abort(new ToolsListInvalid());
+              return false;
+            }
+          } else {
+            this.#answer = { status, raw: head, resume, chunks: [], total: 0, keys: new MessageKeys(), bom: 0, streaming: false };
+            return true;
+          }
+        }
       } else if (plainEncoding(encoding) && isJsonContentType(type) && (length === undefined || Number(length) <= tools.limit)) {
         this.#held = { status, raw: head, resume, chunks: [], total: 0 };
         return true;
@@ -164,6 +205,8 @@ export class SessionForwardHandler extends ForwardHandler {
   }
 
   override onData(chunk: Buffer): boolean {
+    const answer = this.#answer;
+    if (answer !== undefined) return this.#readAnswer(answer, chunk);
     const held = this.#held;
     if (held !== undefined) {
       held.total += chunk.length;
@@ -212,7 +255,76 @@ export class SessionForwardHandler extends ForwardHandler {
     return bytes.length === 0 ? true : super.onData(bytes);
   }
 
+  /**
+   * A chunk of an answer read for a tools list: held, or (past the limit, no tools list seen) sent.
+   * A chunk showing one after the answer began to go out is not sent: the answer is cut.
+   */
+  #readAnswer(answer: ReadAnswer, chunk: Buffer): boolean {
+    let bytes = chunk;
+    while (answer.bom < 3 && bytes.length > 0 && bytes[0] === BOM[answer.bom]) {
+      answer.bom++;
+      bytes = bytes.subarray(1);
+    }
+    if (bytes.length > 0) answer.bom = 3;
+    answer.keys.feed(bytes);
+    if (answer.streaming) {
+      if (mayList(answer.keys)) {
+        this.abort(new ToolsListInvalid());
+        return false;
+      }
+      return super.onData(chunk);
+    }
+    answer.chunks.push(chunk);
+    answer.total += chunk.length;
+    if (answer.total <= (this.#tools as ToolsListForward).limit) return true;
+    if (mayList(answer.keys)) {
+      this.abort(new ToolsListInvalid());
+      return false;
+    }
+    answer.streaming = true;
+    const held = Buffer.concat(answer.chunks, answer.total);
+    answer.chunks = [];
+    if (!super.onHeaders(answer.status, answer.raw, answer.resume)) return false;
+    return super.onData(held);
+  }
+
+  /** An answer read whole: passed as it came, or, carrying a tools list, filtered (or the exchange failed). */
+  #completeAnswer(answer: ReadAnswer): void {
+    const body = Buffer.concat(answer.chunks, answer.total);
+    if (!mayList(answer.keys)) {
+      if (!super.onHeaders(answer.status, answer.raw, answer.resume)) return;
+      if (body.length > 0) super.onData(body);
+      super.onComplete();
+      return;
+    }
+    const tools = this.#tools as ToolsListForward;
+    let text: string | undefined;
+    try {
+      text = utf8.decode(body);
+    } catch {
+      text = undefined;
+    }
+    const filtered = text === undefined ? undefined : filterToolsMessage(text, { ...tools, listing: false });
+    if (filtered === undefined || !filtered.ok) {
+      this.onError(new ToolsListInvalid());
+      return;
+    }
+    if (filtered.listed) tools.report(filtered.hidden);
+    const bytes = Buffer.from(filtered.text, 'utf8');
+    const raw = withoutRepresentation(answer.raw);
+    raw.push(Buffer.from('content-length'), Buffer.from(String(bytes.length)));
+    if (!super.onHeaders(answer.status, raw, answer.resume)) return;
+    super.onData(bytes);
+    super.onComplete();
+  }
+
   override onComplete(): void {
+    const answer = this.#answer;
+    if (answer !== undefined && !answer.streaming) {
+      this.#answer = undefined;
+      this.#completeAnswer(answer);
+      return;
+    }
     const held = this.#held;
     if (held !== undefined) {
       this.#held = undefined;
