@@ -258,6 +258,48 @@ describe('nginx example with the decision cache enabled', { skip }, () => {
   });
 });
 
+describe('attack: a decision cache key collision through the nginx example (caller’s fields joined by |)', { skip }, () => {
+  it('an allow cached for /items is never served to /admin/secret, whose key the caller built to read the same', async () => {
+    const app = await startUpstream();
+    const example = exampleConfig(EXAMPLE, app.url, (c) => {
+      c.gateway.forward_auth.cache_ttl = '30s';
+      c.scopes = { 'api:read': {}, 'api:write': { implies: ['api:read'] }, admin: {} };
+      const route = c.gateway.routes[0] as { rules: unknown[] };
+      route.rules = [{ path: '/admin/**', scopes: ['admin'] }, ...route.rules];
+    });
+    const gw = await startGateway(example, {}, { GATEWAY_TOKEN: UPSTREAM_TOKEN, FORWARD_AUTH_SECRET: FA_SECRET });
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-nginx-cache-key-'));
+    const port = await freePort();
+    const conf = nginxConf(gw, app, port, (c) =>
+      c
+        .replace(/^(\s*)#cache /gm, '$1')
+        .replace('worker_processes auto;', `worker_processes 1;${process.getuid?.() === 0 ? '\nuser root;' : ''}`),
+    );
+    let nginx: Listening | undefined;
+    try {
+      nginx = await startNginx(dir, conf, port);
+      const base = `http://127.0.0.1:${port}`;
+      const t = await token({ scope: 'api:read' });
+      const get = (target: string, extra = '') =>
+        rawHttp(base, `GET ${target} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ${t}\r\n${extra}Connection: close\r\n\r\n`);
+      assert.match(await get('/admin/secret'), /^HTTP\/1\.1 403/, 'the admin rule holds');
+      // Key: Authorization|DPoP|Sec-WebSocket-Protocol|method|host|URI. This check for /items
+      // (allowed, cached) has the key `Bearer <t>|||GET|a|/admin/secret?|GET|a|/items` ...
+      assert.match(await get('/items', 'Sec-WebSocket-Protocol: |GET|a|/admin/secret?\r\n'), /^HTTP\/1\.1 200/, nginx.output());
+      // ... and so has this request for /admin/secret: it must be decided, not served that allow.
+      const n = app.seen.length;
+      const spoof = await get('/admin/secret?|GET|a|/items');
+      assert.match(spoof, /^HTTP\/1\.1 403/, spoof);
+      assert.equal(app.seen.length, n, 'the app never gets /admin/secret');
+    } finally {
+      await nginx?.stop();
+      await gw.close();
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('attack: replaying a DPoP-bound token and its proof through the nginx decision cache', { skip }, () => {
   it('each request is decided by Tessera, so the replayed proof is refused (401 invalid_dpop_proof) and never reaches the app', async () => {
     const app = await startUpstream();
