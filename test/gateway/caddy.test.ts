@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { CLIENT_IP_HEADERS } from '../../src/gateway/http/headers.ts';
 import { freePort, type Listening, rawHttp, sendThenBlock, spawnListening } from '../helpers/net.ts';
 import {
   blockAfterAnswer,
@@ -222,6 +223,32 @@ describe('Caddy forward_auth example against a real Caddy', { skip }, () => {
       assert.equal((await checks()).at(-1)?.reason, 'forward_auth_header_spoof_refused', name);
     }
     assert.equal(app.seen.length, n);
+  });
+
+  it('attack: X-Forwarded-Uri, -Method, -Prefix and client-address headers a caller sends through Caddy never reach the app (Caddy replaces them on the check only)', async () => {
+    const t = await token({ scope: 'api:read', sub: 'caddy-forwarded' });
+    const sent: Record<string, string> = {
+      // What an app behind Traefik or Caddy forward_auth reads as the request: the caller's copy
+      // would name another path or method than the one decided (GET /items/1).
+      'x-forwarded-uri': '/admin',
+      'x-forwarded-method': 'DELETE',
+      'x-forwarded-prefix': '/admin',
+      'x-forwarded-port': '443',
+      'x-forwarded-server': 'admin.example',
+      // What frameworks read as the client's address (the gateway's own proxy removes them all).
+      forwarded: 'for=203.0.113.9;host=admin.example;proto=https',
+      'x-real-ip': '203.0.113.9',
+      ...Object.fromEntries(CLIENT_IP_HEADERS.map((h) => [h, '203.0.113.9'])),
+    };
+    const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, ...sent } });
+    assert.equal(res.status, 200, caddy?.output());
+    const check = (await checks()).at(-1);
+    assert.equal(check?.path, '/items/1');
+    assert.equal(check?.method, 'GET');
+    const seen = app.seen.at(-1)!;
+    assert.equal(seen.url, '/items/1');
+    for (const h of Object.keys(sent)) assert.equal(seen.headers[h], undefined, h);
+    assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1', 'Caddy’s own X-Forwarded-For replaces the caller’s');
   });
 
   it('refuses encoded traversal through Caddy (Tessera reads the URI as sent)', async () => {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { calculateJwkThumbprint, type JWK, SignJWT } from 'jose';
+import { CLIENT_IP_HEADERS } from '../../src/gateway/http/headers.ts';
 import { freePort, type Listening, rawHttp, sendThenBlock, spawnListening } from '../helpers/net.ts';
 import {
   AUDIENCE,
@@ -192,6 +193,33 @@ describe('nginx auth_request example against a real nginx', { skip }, () => {
     );
     assert.match(under, /^HTTP\/1\.1 200/);
     assert.equal(app.seen.at(-1)!.headers.x_http_method_override, undefined);
+  });
+
+  it('attack: original-request and client-address headers a caller sends through nginx never reach the app (it would act on another request, or address, than Tessera decided)', async () => {
+    const t = await token({ scope: 'api:read' });
+    const sent: Record<string, string> = {
+      // What an app behind nginx auth_request (or Traefik) reads as the request: the caller's copy
+      // would name another path or method than the one decided (GET /items/1).
+      'x-original-uri': '/admin',
+      'x-original-method': 'DELETE',
+      'x-original-host': 'admin.example',
+      'x-original-proto': 'https',
+      'x-forwarded-uri': '/admin',
+      'x-forwarded-method': 'DELETE',
+      'x-forwarded-prefix': '/admin',
+      'x-forwarded-port': '443',
+      'x-forwarded-server': 'admin.example',
+      // What frameworks read as the client's address (the gateway's own proxy removes them all).
+      forwarded: 'for=203.0.113.9;host=admin.example;proto=https',
+      'x-real-ip': '203.0.113.9',
+      ...Object.fromEntries(CLIENT_IP_HEADERS.map((h) => [h, '203.0.113.9'])),
+    };
+    const res = await fetch(`${base}/items/1`, { headers: { authorization: `Bearer ${t}`, ...sent } });
+    assert.equal(res.status, 200, nginx?.output());
+    const seen = app.seen.at(-1)!;
+    assert.equal(seen.url, '/items/1');
+    for (const h of Object.keys(sent)) assert.equal(seen.headers[h], undefined, h);
+    assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1', 'nginx’s own X-Forwarded-For replaces the caller’s');
   });
 
   it('request desync: a POST’s Content-Length does not go with its body-less check, so the next check on the connection is not eaten as its body', async () => {
