@@ -104,6 +104,8 @@ export {
   StoreCapacityError,
   type StoreConflictCode,
   StoreConflictError,
+  type StoreOpenCode,
+  StoreOpenError,
   type StoreUnavailableCode,
   StoreUnavailableError,
 } from './store/contract.ts';

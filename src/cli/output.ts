@@ -7,7 +7,7 @@ import { terminalSafeJson } from '../audit/sinks/jsonl.ts';
 import { ConfigError } from '../core/errors.ts';
 import { printable } from '../core/printable.ts';
 import { DataDirError } from '../server/data-dir.ts';
-import { StoreUnavailableError } from '../store/contract.ts';
+import { StoreOpenError, StoreUnavailableError } from '../store/contract.ts';
 
 /**
  * An expected failure: printed as one line, exit code 1 (or `exitCode`); with `lines`, one line
@@ -88,9 +88,10 @@ export function reportError(error: unknown): void {
   if (error instanceof CliError) {
     process.stderr.write(`tessera: ${[error.message, ...error.lines.map((l) => `  ${l}`)].map(printable).join('\n')}\n`);
     process.exitCode = error.exitCode;
-  } else if (error instanceof StoreUnavailableError || error instanceof DataDirError) {
-    // Expected when the database is down, or the data directory is open to other users: the
-    // message names the store or the directory and the reason (and the fix), nothing else.
+  } else if (error instanceof StoreUnavailableError || error instanceof StoreOpenError || error instanceof DataDirError) {
+    // Expected when the database is down or unusable as it is (a corrupt file, a newer schema, a
+    // failed migration), or the data directory is open to other users: the message names the
+    // store or the directory and the reason (and the fix), nothing else.
     process.stderr.write(`tessera: ${printable(error.message)}\n`);
     process.exitCode = 1;
   } else if (error instanceof ConfigError) {

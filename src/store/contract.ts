@@ -514,6 +514,24 @@ export class StoreUnavailableError extends CodedStoreError<StoreUnavailableCode>
   override readonly name = 'StoreUnavailableError';
 }
 
+/**
+ * The codes of {@link StoreOpenError}: `store_unusable` (the SQLite file is not a database, is
+ * corrupt or cannot be opened), `schema_newer` (a newer Tessera migrated the database),
+ * `migration_failed` (a migration of this Tessera failed; none of it was applied).
+ */
+export type StoreOpenCode = 'store_unusable' | 'schema_newer' | 'migration_failed';
+
+/**
+ * Thrown when a store is opened on a database it cannot use as it is: a SQLite file that is not a
+ * database, is corrupt or cannot be opened; a database migrated by a newer Tessera; a migration
+ * that failed (rolled back: the database stays at the version before it). Not transient, unlike
+ * {@link StoreUnavailableError}: the message names the store (its file, or its PostgreSQL schema),
+ * what is wrong and, where it can, what to do. The CLI prints it as it is, not as an unexpected error.
+ */
+export class StoreOpenError extends CodedStoreError<StoreOpenCode> {
+  override readonly name = 'StoreOpenError';
+}
+
 /** What an A2A id names (the gateway's `a2a.bind_tasks`): a task or a context. */
 export type A2aIdKind = 'task' | 'context';
 

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +30,25 @@ describe('cli: the store is down', () => {
       assert.equal(r.status, 1);
       assert.equal(r.stdout, '');
       assert.equal(r.stderr, `tessera: PostgreSQL is unreachable: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('cli: the store cannot be used', () => {
+  it('attack: says which SQLite store file is not a database, in one line, not "unexpected error: file is not a database"', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tessera-output-'));
+    try {
+      writeFileSync(join(dir, 'tessera.yaml'), 'store: { driver: sqlite }\n');
+      mkdirSync(join(dir, '.tessera'), { mode: 0o700 });
+      writeFileSync(join(dir, '.tessera', 'tessera.db'), 'not a database '.repeat(400));
+      const r = spawnSync(process.execPath, [MAIN, 'audit', 'query'], { cwd: dir, encoding: 'utf8' });
+      assert.equal(r.status, 1);
+      assert.equal(r.stdout, '');
+      assert.doesNotMatch(r.stderr, /unexpected error/);
+      assert.match(r.stderr, /^tessera: the SQLite store \S*tessera\.db is not a SQLite database/);
+      assert.equal(r.stderr.split('\n').length, 2, r.stderr);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

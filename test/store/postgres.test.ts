@@ -11,7 +11,7 @@ import pg from 'pg';
 import { idFloor, uuidv7 } from '../../src/audit/id.ts';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { RevocationFeed } from '../../src/issuer/revocation-feed.ts';
-import { type NewGrant, type Store, StoreUnavailableError } from '../../src/store/contract.ts';
+import { type NewGrant, type Store, StoreOpenError, StoreUnavailableError } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, type PostgresStoreOptions, revocationChannel } from '../../src/store/postgres/store.ts';
 import { a2aTaskKey } from '../../src/store/rows.ts';
@@ -1447,6 +1447,57 @@ if (!reachable) {
   });
 
   describe('postgres: migrations', () => {
+    it('attack: a migration that fails (an object it creates exists already) is refused with StoreOpenError naming the schema, the migration and the version the database stays at, with nothing of it applied; eight instances opening an empty schema at once all succeed, each migration applied once', async () => {
+      const schema = schemaName();
+      const opened = await Promise.all(Array.from({ length: 8 }, () => PostgresStore.open({ connectionString: url, schema, max: 1 })));
+      await Promise.all(opened.map((s) => s.close()));
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        const versions = (await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows.map((r) => r.version);
+        assert.deepEqual(
+          versions,
+          Array.from({ length: versions.length }, (_, i) => i + 1),
+        );
+        const latest = Number(versions.at(-1));
+        // The database back at the version before the last, and an object the last one creates there already.
+        await c.query('DELETE FROM schema_migrations WHERE version = $1', [latest]);
+        await c.query('ALTER TABLE signing_keys DROP COLUMN seq');
+        await c.query('CREATE SEQUENCE signing_keys_seq');
+        await assert.rejects(PostgresStore.open({ connectionString: url, schema }), (e: unknown) => {
+          assert.ok(e instanceof StoreOpenError, String(e));
+          assert.equal(e.code, 'migration_failed');
+          assert.match(
+            e.message,
+            new RegExp(`^schema ${schema}: migration ${latest} failed \\(the database stays at version ${latest - 1}\\): `),
+          );
+          assert.match(e.message, /signing_keys_seq/);
+          return true;
+        });
+        assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0].v), latest - 1);
+        assert.equal(
+          (
+            await c.query(
+              "SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'signing_keys' AND column_name = 'seq'",
+              [schema],
+            )
+          ).rowCount,
+          0,
+        );
+        await c.query('DROP SEQUENCE signing_keys_seq');
+        await (await PostgresStore.open({ connectionString: url, schema })).close();
+        assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0].v), latest);
+        // A newer database is refused the same way.
+        await c.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)', [latest + 1]);
+        await assert.rejects(
+          PostgresStore.open({ connectionString: url, schema }),
+          (e: unknown) => e instanceof StoreOpenError && e.code === 'schema_newer' && /newer than this Tessera knows/.test(e.message),
+        );
+      } finally {
+        await c.end();
+      }
+    });
+
     it('counts one owner’s live A2A records on a route through an index (a2a.max_tasks_per_principal), not by reading every record', async () => {
       const schema = schemaName();
       await (await PostgresStore.open({ connectionString: url, schema })).close();

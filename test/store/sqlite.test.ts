@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { uuidv7 } from '../../src/audit/id.ts';
-import { StoreUnavailableError } from '../../src/store/contract.ts';
+import { StoreOpenError, StoreUnavailableError } from '../../src/store/contract.ts';
 import { MIGRATIONS } from '../../src/store/sqlite/migrations.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
@@ -487,7 +487,36 @@ describe('sqlite store specifics', () => {
     const db = new DatabaseSync(path);
     db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)').run(999);
     db.close();
-    assert.throws(() => SqliteStore.open({ path }), /newer than this Tessera knows/);
+    assert.throws(
+      () => SqliteStore.open({ path }),
+      (e: unknown) => e instanceof StoreOpenError && /newer than this Tessera knows/.test(e.message),
+    );
+  });
+
+  it('attack: a store file that is not a SQLite database, or is corrupt, or cannot be opened is refused at open with StoreOpenError naming the file and what to do (was a bare "file is not a database", printed as an unexpected error)', async () => {
+    const garbage = join(dir, 'garbage.db');
+    writeFileSync(garbage, 'not a database '.repeat(400));
+    const corrupt = join(dir, 'corrupt.db');
+    (await SqliteStore.open({ path: corrupt })).close();
+    const bytes = readFileSync(corrupt);
+    for (let i = 4096; i < bytes.length; i += 7) bytes[i] = 0xff;
+    writeFileSync(corrupt, bytes);
+    for (const [path, reason] of [
+      [garbage, /is not a SQLite database/],
+      [corrupt, /is corrupt/],
+      [join(dir, 'no-such-dir', 'x.db'), /cannot be opened/],
+    ] as const) {
+      assert.throws(
+        () => SqliteStore.open({ path }),
+        (e: unknown) => {
+          assert.ok(e instanceof StoreOpenError, String(e));
+          assert.equal(e.code, 'store_unusable');
+          assert.ok(e.message.startsWith(`the SQLite store ${path} `), e.message);
+          assert.match(e.message, reason);
+          return true;
+        },
+      );
+    }
   });
 
   it('shares one file between two connections (CLI and server): writes of one are seen by the other', async () => {

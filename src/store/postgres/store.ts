@@ -83,6 +83,7 @@ import {
   REVOCATIONS_PAGE,
   StoreCapacityError,
   StoreConflictError,
+  StoreOpenError,
   StoreUnavailableError,
 } from '../contract.ts';
 import { type PruneStep, type PruneTuning, pruneInBatches, pruneTuning } from '../prune.ts';
@@ -635,11 +636,26 @@ export class PostgresStore implements Store {
         const current = num((await c.query('SELECT coalesce(max(version), 0) AS v FROM schema_migrations')).rows[0]?.v);
         const latest = MIGRATIONS.at(-1)?.version ?? 0;
         if (current > latest) {
-          throw new Error(`the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`);
+          throw new StoreOpenError(
+            'schema_newer',
+            `schema ${schema}: the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`,
+          );
         }
         for (const m of MIGRATIONS) {
           if (m.version <= current) continue;
-          await c.query(m.sql);
+          try {
+            await c.query(m.sql);
+          } catch (e) {
+            // The server out of reach or of a resource, or a deadlock (run again), stays what it is.
+            const code = (e as { code?: unknown }).code;
+            if (!(e instanceof Error) || code === '40P01' || code === '40001' || exhausted(e) || unavailable(e) !== e) throw e;
+            // Every migration of this start runs in this one transaction, rolled back whole.
+            throw new StoreOpenError(
+              'migration_failed',
+              `schema ${schema}: migration ${m.version} failed (the database stays at version ${current}): ${e.message}`,
+              { cause: e },
+            );
+          }
           await c.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [m.version, Math.floor(Date.now() / 1000)]);
         }
       }, null);

@@ -48,6 +48,7 @@ import {
   REVOCATIONS_PAGE,
   StoreCapacityError,
   StoreConflictError,
+  StoreOpenError,
   StoreUnavailableError,
 } from '../contract.ts';
 import { type PruneStep, type PruneTuning, pruneInBatches, pruneTuning } from '../prune.ts';
@@ -126,6 +127,29 @@ function busy(e: unknown, path: string): unknown {
     : e;
 }
 
+/**
+ * `e` from opening the store at `path`: a {@link StoreOpenError} naming the file when SQLite
+ * found it unusable (not a database, corrupt, cannot be opened, read-only), a lock held past the
+ * busy timeout as {@link busy} reports it, else `e`.
+ */
+function unusable(e: unknown, path: string): unknown {
+  if (!(e instanceof Error) || e instanceof StoreOpenError) return e;
+  if (isBusy(e)) return busy(e, path);
+  const code = (e as { errcode?: unknown }).errcode;
+  const why: Record<number, string> = {
+    // SQLITE_NOTADB, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_PERM, SQLITE_IOERR, SQLITE_FULL.
+    26: 'is not a SQLite database; check store.sqlite.path, or restore the file from a backup',
+    11: `is corrupt (${e.message}); restore it from a backup`,
+    14: `cannot be opened (${e.message}): check that its directory exists and that this user may write it`,
+    8: `cannot be written (${e.message}): check that this user may write the file, its directory and its -wal and -shm files`,
+    3: `cannot be written (${e.message}): check that this user may write the file, its directory and its -wal and -shm files`,
+    10: `cannot be read or written (${e.message}): check the disk`,
+    13: `cannot be written (${e.message}): the disk is full`,
+  };
+  const reason = typeof code === 'number' ? why[code & 0xff] : undefined;
+  return reason === undefined ? e : new StoreOpenError('store_unusable', `the SQLite store ${path} ${reason}`, { cause: e });
+}
+
 function isBusy(e: unknown): boolean {
   // The primary result code: extended codes (SQLITE_BUSY_SNAPSHOT, …) carry it in the low byte.
   const code = (e as { errcode?: unknown })?.errcode;
@@ -170,20 +194,27 @@ export class SqliteStore implements Store {
   static open(options: SqliteStoreOptions): SqliteStore {
     const fresh = options.path !== ':memory:' && !existsSync(options.path);
     const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
-    const db = new DatabaseSync(options.path, { timeout: busyTimeoutMs, defensive: true });
-    // The file holds sealed keys and secret hashes: owner-only, like the master key.
-    if (fresh) chmodSync(options.path, 0o600);
-    db.exec('PRAGMA journal_mode = WAL');
-    db.exec('PRAGMA synchronous = NORMAL');
-    db.exec('PRAGMA foreign_keys = OFF');
-    const store = new SqliteStore(db, options.path, options.failpoint ?? process.env.TESSERA_FAILPOINT, options, busyTimeoutMs);
-    store.#migrate();
-    // From here on a write that finds the lock taken waits in #tx, off the event loop: SQLite's own
-    // busy handler sleeps in the calling thread, which would stall every request of this process
-    // (health checks and cached verifications included) while a CLI command or another server
-    // holds the lock. Opening and migrating may block: nothing is served yet.
-    db.exec('PRAGMA busy_timeout = 0');
-    return store;
+    let db: DatabaseSync | undefined;
+    try {
+      db = new DatabaseSync(options.path, { timeout: busyTimeoutMs, defensive: true });
+      // The file holds sealed keys and secret hashes: owner-only, like the master key.
+      if (fresh) chmodSync(options.path, 0o600);
+      db.exec('PRAGMA journal_mode = WAL');
+      db.exec('PRAGMA synchronous = NORMAL');
+      db.exec('PRAGMA foreign_keys = OFF');
+      const store = new SqliteStore(db, options.path, options.failpoint ?? process.env.TESSERA_FAILPOINT, options, busyTimeoutMs);
+      store.#migrate();
+      // From here on a write that finds the lock taken waits in #tx, off the event loop: SQLite's own
+      // busy handler sleeps in the calling thread, which would stall every request of this process
+      // (health checks and cached verifications included) while a CLI command or another server
+      // holds the lock. Opening and migrating may block: nothing is served yet.
+      db.exec('PRAGMA busy_timeout = 0');
+      return store;
+    } catch (e) {
+      // Not left open (a caller trying again would pile up handles on the file).
+      if (db?.isOpen) db.close();
+      throw unusable(e, options.path);
+    }
   }
 
   /** The schema version this database is at. */
@@ -197,7 +228,10 @@ export class SqliteStore implements Store {
     const current = this.schemaVersion;
     const latest = MIGRATIONS.at(-1)?.version ?? 0;
     if (current > latest) {
-      throw new Error(`the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`);
+      throw new StoreOpenError(
+        'schema_newer',
+        `the SQLite store ${this.#path}: the database schema is at version ${current}, newer than this Tessera knows (${latest}); upgrade Tessera`,
+      );
     }
     for (const m of MIGRATIONS) {
       if (m.version <= current) continue;
@@ -205,7 +239,17 @@ export class SqliteStore implements Store {
         // Another process may have migrated while this one waited for the lock.
         const done = this.#db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').get(m.version);
         if (done) return;
-        this.#db.exec(m.sql);
+        try {
+          this.#db.exec(m.sql);
+        } catch (e) {
+          // Rolled back whole (#inTx): the database stays at the version before it.
+          if (isBusy(e) || !(e instanceof Error)) throw e;
+          throw new StoreOpenError(
+            'migration_failed',
+            `the SQLite store ${this.#path}: migration ${m.version} failed (the database stays at version ${m.version - 1}): ${e.message}`,
+            { cause: e },
+          );
+        }
         this.#db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(m.version, Math.floor(Date.now() / 1000));
       });
     }
