@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -517,6 +517,35 @@ describe('sqlite store specifics', () => {
         },
       );
     }
+  });
+
+  it('attack: a store file this process may read but not write (its mode, or an immutable file for root) is refused at open with StoreOpenError naming the file, not opened read-only to fail every write as an unexpected error (a 500)', async (t) => {
+    const path = join(dir, 'read-only.db');
+    const store = SqliteStore.open({ path });
+    await store.createClient(clientRecord({ id: 'agent' }));
+    store.close();
+    // Root writes whatever the mode: an immutable file then (chattr, where the file system has it).
+    const root = process.getuid?.() === 0;
+    if (root) {
+      if (spawnSync('chattr', ['+i', path]).status !== 0) return t.skip('chattr +i is not available here');
+    } else chmodSync(path, 0o400);
+    try {
+      assert.throws(
+        () => SqliteStore.open({ path }),
+        (e: unknown) => {
+          assert.ok(e instanceof StoreOpenError, String(e));
+          assert.equal(e.code, 'store_unusable');
+          assert.match(e.message, new RegExp(`^the SQLite store ${path} cannot be written \\(attempt to write a readonly database\\)`));
+          return true;
+        },
+      );
+    } finally {
+      if (root) spawnSync('chattr', ['-i', path]);
+      else chmodSync(path, 0o600);
+    }
+    const again = SqliteStore.open({ path });
+    assert.equal((await again.listClients()).length, 1);
+    again.close();
   });
 
   it('shares one file between two connections (CLI and server): writes of one are seen by the other', async () => {

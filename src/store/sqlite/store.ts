@@ -204,6 +204,7 @@ export class SqliteStore implements Store {
       db.exec('PRAGMA foreign_keys = OFF');
       const store = new SqliteStore(db, options.path, options.failpoint ?? process.env.TESSERA_FAILPOINT, options, busyTimeoutMs);
       store.#migrate();
+      if (options.path !== ':memory:') store.#checkWritable();
       // From here on a write that finds the lock taken waits in #tx, off the event loop: SQLite's own
       // busy handler sleeps in the calling thread, which would stall every request of this process
       // (health checks and cached verifications included) while a CLI command or another server
@@ -252,6 +253,20 @@ export class SqliteStore implements Store {
         }
         this.#db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(m.version, Math.floor(Date.now() / 1000));
       });
+    }
+  }
+
+  /**
+   * A file this process may read but not write (its mode, an immutable file, a read-only mount)
+   * opens read-only without a word, and every write would then fail (a 500 each): refused here
+   * instead, by a write rolled back (SQLITE_READONLY, which {@link unusable} names).
+   */
+  #checkWritable(): void {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      this.#db.exec("UPDATE meta SET value = value WHERE name = 'keys_version'");
+    } finally {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
     }
   }
 
