@@ -1447,6 +1447,34 @@ if (!reachable) {
   });
 
   describe('postgres: migrations', () => {
+    it('attack: an instance whose role may only read and write the tables of a schema already migrated (no CREATE on the database or the schema: migrations run by the owner) starts, and serves (was "permission denied for database" from CREATE SCHEMA IF NOT EXISTS)', async () => {
+      const schema = schemaName();
+      const role = `${schema}_app`;
+      await (await PostgresStore.open({ connectionString: url, schema })).close();
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      try {
+        await admin.query(`CREATE ROLE ${role} LOGIN`);
+        await admin.query(`GRANT USAGE ON SCHEMA ${schema} TO ${role}`);
+        await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${schema} TO ${role}`);
+        await admin.query(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA ${schema} TO ${role}`);
+        const as = new URL(url);
+        as.username = role;
+        as.password = '';
+        const store = await PostgresStore.open({ connectionString: as.href, schema });
+        try {
+          await store.createClient(clientRecord({ id: 'agent' }, 1_800_000_000));
+          assert.equal((await store.getClient('agent'))?.id, 'agent');
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await admin.query(`DROP OWNED BY ${role}`).catch(() => {});
+        await admin.query(`DROP ROLE IF EXISTS ${role}`);
+        await admin.end();
+      }
+    });
+
     it('attack: a migration that fails (an object it creates exists already) is refused with StoreOpenError naming the schema, the migration and the version the database stays at, with nothing of it applied; eight instances opening an empty schema at once all succeed, each migration applied once', async () => {
       const schema = schemaName();
       const opened = await Promise.all(Array.from({ length: 8 }, () => PostgresStore.open({ connectionString: url, schema, max: 1 })));

@@ -631,8 +631,18 @@ export class PostgresStore implements Store {
       // Not bounded: a migration may rewrite large tables, and waits for another instance's.
       await store.#tx(async (c) => {
         await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.migrate'))");
-        await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-        await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)');
+        // Created only when absent, looked up first: CREATE … IF NOT EXISTS checks the CREATE privilege
+        // before it looks, which an instance's role need not have once its owner migrated the schema.
+        const [found] = (
+          await c.query('SELECT to_regnamespace($1) IS NOT NULL AS schema, to_regclass($2) IS NOT NULL AS migrations', [
+            schema,
+            `${schema}.schema_migrations`,
+          ])
+        ).rows as Row[];
+        if (found?.schema !== true) await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+        if (found?.migrations !== true) {
+          await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)');
+        }
         const current = num((await c.query('SELECT coalesce(max(version), 0) AS v FROM schema_migrations')).rows[0]?.v);
         const latest = MIGRATIONS.at(-1)?.version ?? 0;
         if (current > latest) {
