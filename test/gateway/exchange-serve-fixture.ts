@@ -31,10 +31,16 @@ export interface ExchangeServe {
 /**
  * Writes and initializes the config in a temp dir named `prefix`: the token service itself and
  * `issuers` trusted, `exchangeClient` as `gateway.exchange_client` (not registered: the test does
- * that). TESSERA_MASTER_KEY is unset until {@link ExchangeServe.close} (the master key is the one
+ * that), `extra` routes (given the upstream's URL) after `api` and `extra` scopes in the catalogue.
+ * TESSERA_MASTER_KEY is unset until {@link ExchangeServe.close} (the master key is the one
  * `initialize` writes).
  */
-export async function exchangeServe(prefix: string, exchangeClient: string, issuers: readonly object[]): Promise<ExchangeServe> {
+export async function exchangeServe(
+  prefix: string,
+  exchangeClient: string,
+  issuers: readonly object[],
+  extra: { readonly routes?: (upstreamUrl: string) => readonly object[]; readonly scopes?: readonly string[] } = {},
+): Promise<ExchangeServe> {
   const savedMaster = process.env.TESSERA_MASTER_KEY;
   delete process.env.TESSERA_MASTER_KEY;
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -53,6 +59,7 @@ export async function exchangeServe(prefix: string, exchangeClient: string, issu
         auth: 'jwt',
         rules: [{ id: 'read', scopes: ['api:read'] }],
       },
+      ...(extra.routes?.(upstream.url) ?? []),
     ],
   };
   // YAML takes JSON as it is.
@@ -63,7 +70,7 @@ server: { host: 127.0.0.1, port: ${port} }
 issuers: ${JSON.stringify([tokenServiceIssuer(url), ...issuers])}
 scopes:
   api:read: {}
-gateway: ${JSON.stringify(gateway)}
+${(extra.scopes ?? []).map((s) => `  ${s}: {}\n`).join('')}gateway: ${JSON.stringify(gateway)}
 `,
   );
   await initialize({ config });
