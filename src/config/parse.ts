@@ -226,20 +226,20 @@ function outOfRange(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig, pa
 /**
  * Messages that quote a value show a value taken from the environment as it is written in the file
  * (`${DATABASE_URL}`): the environment holds secrets, and errors end up in terminals and logs.
+ * Every message is looked at for every such value, not only those about its own setting: a check
+ * of one setting may quote another (a rule’s `claims` quote the rule’s `path`).
  */
 function hideEnvValues(issues: ConfigIssue[], substitutions: readonly Substitution[]): ConfigIssue[] {
-  if (!substitutions.some((s) => s.fromEnv)) return issues;
-  const within = (inner: string, outer: string) =>
-    outer === '' || inner === outer || inner.startsWith(`${outer}.`) || inner.startsWith(`${outer}[`);
+  // The longest first: a value inside a longer one is not replaced in it before the longer one is.
+  const fromEnv = substitutions.filter((s) => s.fromEnv).sort((a, b) => b.value.length - a.value.length);
+  if (fromEnv.length === 0) return issues;
   return issues.map((issue) => {
     let message = issue.message;
-    for (const s of substitutions) {
-      if (s.fromEnv && (within(s.path, issue.path) || within(issue.path, s.path))) {
-        // Only where the value stands on its own (quoted, or between non-alphanumerics): a short
-        // value such as `y` must not be replaced inside the message's own words ("normally").
-        const escaped = s.value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-        message = message.replace(new RegExp(`(?<![A-Za-z0-9])${escaped}(?![A-Za-z0-9])`, 'g'), () => s.raw);
-      }
+    for (const s of fromEnv) {
+      // Only where the value stands on its own (quoted, or between non-alphanumerics): a short
+      // value such as `y` must not be replaced inside the message's own words ("normally").
+      const escaped = s.value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      message = message.replace(new RegExp(`(?<![A-Za-z0-9])${escaped}(?![A-Za-z0-9])`, 'g'), () => s.raw);
     }
     return message === issue.message ? issue : { ...issue, message };
   });

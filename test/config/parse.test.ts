@@ -332,6 +332,26 @@ describe('config: an environment value is never echoed in an error', () => {
     );
   });
 
+  it('attack: a message about one setting that quotes another (a rule’s claims naming its path) hides that setting’s ${VAR} value too', () => {
+    // A reload refused for this logged the rule path taken from the environment.
+    const text = [
+      'issuers: [{ issuer: "https://auth.example.com", audiences: [api], jwks_uri: "https://auth.example.com/jwks" }]',
+      'gateway:',
+      '  routes:',
+      '    - id: api',
+      '      upstream: { url: "http://127.0.0.1:1" }',
+      '      auth: jwt',
+      '      rules: [{ path: "${TENANT_PATH}", claims: { tenant: ":tenant" } }]',
+      '',
+    ].join('\n');
+    const issues = issuesOf(() => parseConfigText(text, 'tessera.yaml', { TENANT_PATH: '/t/Pw9-hidden/**' }));
+    assert.doesNotMatch(JSON.stringify(issues), /Pw9-hidden/);
+    assert.deepEqual(
+      issues.map((i) => [i.path, i.message]),
+      [['gateway.routes[0].rules[0].claims.tenant', '":tenant" names no parameter of path "${TENANT_PATH}"']],
+    );
+  });
+
   it('leaves the words of a message alone when a short value happens to be part of one', () => {
     // FORWARD_AUTH_SECRET=y once read "use at least 16 characters, normall${FORWARD_AUTH_SECRET} `${…}`".
     const text = [
