@@ -47,6 +47,12 @@ export class Exchange {
    */
   closeSlot = false;
   detail: Record<string, string | number | boolean> | undefined = undefined;
+  /**
+   * Whose `sub_id` named the subject's issuer when the exchange began (its identity headers and
+   * rate-limit key were decided with it): its audit event names that issuer, whatever a reload
+   * since has made `trust_sub_id`. Unset: the configuration in force when the event is written.
+   */
+  vouching: SubIdTrust | undefined = undefined;
 
   constructor(kind: AuditKind, method: string, remoteAddress: string, start: number, time: number) {
     this.kind = kind;

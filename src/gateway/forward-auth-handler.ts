@@ -145,6 +145,7 @@ export function handleForwardAuth(ctx: GatewayContext, s: GatewayState, req: Inc
   const fx = new Exchange('gateway.forward_auth', x.method, x.remoteAddress, x.start, x.time);
   fx.requestId = x.requestId;
   fx.secrets = x.secrets;
+  fx.vouching = x.vouching;
   // The forward-auth exchange replaces it (x's in-flight count is released when fx finishes), and
   // takes its audit slot (audit.on_queue_full: refuse).
   fx.auditSlot = x.auditSlot;

@@ -777,7 +777,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     const latency = performance.now() - x.start;
     metrics.request(x.route ?? NO_ROUTE, x.decision, x.status, latency / 1000);
     if (x.decision === 'deny') metrics.deny(x.reason);
-    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000, state.vouching), x.auditSlot);
+    audit.emit(auditEventOf(x, uuidv7(x.time), Math.round(latency * 1000) / 1000, x.vouching ?? state.vouching), x.auditSlot);
     // The close slot of a request or upgrade whose stream the gateway did not cut (it ended by
     // itself, or never opened).
     if (x.closeSlot) {
@@ -793,6 +793,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
     const e = new Exchange('gateway.stream_closed', x.method, x.remoteAddress, performance.now(), clock());
     e.requestId = x.requestId;
+    e.vouching = x.vouching;
     e.route = x.route;
     e.path = x.path;
     if (principal !== undefined) e.principal = principal;
@@ -805,7 +806,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     // With refuse, the close takes the slot its request or upgrade reserved when it was admitted
     // (Exchange.closeSlot), so it is kept however full the queue has become. Without one (drop),
     // it is dropped and counted while the queue is full.
-    audit.emit(auditEventOf(e, uuidv7(e.time), 0, state.vouching), slot);
+    audit.emit(auditEventOf(e, uuidv7(e.time), 0, e.vouching ?? state.vouching), slot);
   }
 
   function auditRefusal(req: IncomingMessage, forwardAuth = false, slots: 1 | 2 = 1): DenyRendering | undefined {
@@ -851,6 +852,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     inflight++;
     const x = new Exchange(kind, req.method ?? 'GET', plainAddress(req.socket.remoteAddress ?? ''), performance.now(), clock());
     x.auditSlot = admitted && refuseWhenFull;
+    // The configuration the exchange is decided under (every handler reads `state` in this tick).
+    x.vouching = state.vouching;
     return x;
   }
 
