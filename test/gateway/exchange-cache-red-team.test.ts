@@ -67,7 +67,7 @@ describe('gateway: exchange cache and mint, red team (real token service)', () =
   const call = async (token: string, path = '/api/x') => {
     const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } });
     const body = await res.text();
-    return { status: res.status, body };
+    return { status: res.status, body, challenge: res.headers.get('www-authenticate') };
   };
   const sent = () => String(upstream.seen.at(-1)!.headers.authorization).replace(/^Bearer /, '');
   const now = () => Math.floor(Date.now() / 1000);
@@ -106,16 +106,20 @@ describe('gateway: exchange cache and mint, red team (real token service)', () =
     assert.equal(second.sub, 'x');
   });
 
-  it('the minted exp is ≤ the caller’s (a fractional one too); once the caller’s has passed nothing is forwarded, and a new token of the subject mints anew', async () => {
+  it('the minted exp is ≤ the caller’s (a fractional one too); once the caller’s has passed (within clock_skew) nothing is forwarded and the caller gets 401 invalid_token, not 502; a new token of the subject mints anew', async () => {
     const exp = now() + 2.7;
     const t1 = await sign(key, claims({ iss: ISSUER, sub: 'gina', aud: AUDIENCE, scope: 'api:read', exp }));
     assert.equal((await call(t1)).status, 200);
     const m1 = decodeJwt(sent());
     assert.ok((m1.exp as number) <= exp, `minted exp ${m1.exp} > caller exp ${exp}`);
     await new Promise((r) => setTimeout(r, (exp - Date.now() / 1000) * 1000 + 300));
-    // Within clock_skew (30 s) the gateway still takes the caller's token: no upstream token goes.
+    // Within clock_skew (30 s) the gateway still takes the caller's token, but no upstream token
+    // can be minted for it: the caller is told its token expired (401, so it gets a new one), not
+    // 502 (a server fault it would retry as it is).
     const seen = upstream.seen.length;
-    assert.notEqual((await call(t1)).status, 200);
+    const late = await call(t1);
+    assert.equal(late.status, 401);
+    assert.match(late.challenge ?? '', /^Bearer .*error="invalid_token"/);
     assert.equal(upstream.seen.length, seen, 'a request with an expired caller token reached the upstream');
     const t2 = await sign(key, claims({ iss: ISSUER, sub: 'gina', aud: AUDIENCE, scope: 'api:read' }));
     assert.equal((await call(t2)).status, 200);

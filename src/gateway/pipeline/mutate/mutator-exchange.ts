@@ -405,6 +405,13 @@ export function exchangeCredentialMutator(options: ExchangeOptions): ExchangeMut
     mutate(input, out) {
       const principal = input.principal;
       if (principal === undefined) return new TesseraError('upstream_credential_unavailable');
+      // A token past its `exp` but within the verifier's clock_skew: the token service mints
+      // nothing for it (a minted token never outlives its subject's, counted in whole seconds), and
+      // the caller is told its token expired, so it gets a new one rather than retrying a 502.
+      // (An introspection answer without `exp` has no expiry of its own to be past.)
+      if (typeof principal.claims.exp === 'number' && Math.floor(principal.expiresAt) <= Math.floor(clock() / 1000)) {
+        return new TesseraError('token_expired');
+      }
       const { key, scopes } = ask(principal, input.rule);
       const cache = shelf.cache;
       const hit = cache?.get(key);
