@@ -157,7 +157,9 @@ export type GrantKind = 'client_credentials' | 'authorization_code' | 'token_exc
 
 /**
  * A grant: one delegation of authority. Every issued token names its grant (`grant_id`); token
- * exchanges create child grants, so grants form trees. Revoking a grant revokes its whole subtree.
+ * exchanges create child grants, so grants form trees. Revoking a grant revokes its whole subtree,
+ * and with it every grant exchanged with an actor token of a revoked grant
+ * ({@link GrantRecord.actorGrantId}), with its subtree, transitively.
  */
 export interface GrantRecord {
   readonly id: string;
@@ -197,13 +199,24 @@ export interface GrantRecord {
    * when there was none (or it was another issuer's), and for every grant created before schema 18.
    */
   readonly actorJti: string | null;
+  /**
+   * The grant of this issuer's access token presented as the actor (RFC 8693 `actor_token`) when
+   * this grant was created ({@link CreateGrantOptions.actorGrantId}): the authority this grant was
+   * exchanged with. Revoking that grant, by any selector or cascade, revokes this one with its
+   * subtree in the same transaction, so an agent's compromised grant takes every delegation it
+   * acted in with it. No part of this grant's tree (its parent is the subject token's grant).
+   * `null` when there was none (the client itself acted, or another issuer's actor token), and for
+   * every grant created before schema 23 (those outlive their actor's grant, as before).
+   */
+  readonly actorGrantId: string | null;
 }
 
 /**
  * A grant to create: the store assigns `rootId` and `depth`, and for a child takes `issuer` from the
- * parent. `subjectJti` and `actorJti` are `null` when left out.
+ * parent; `actorGrantId` from {@link CreateGrantOptions.actorGrantId}. `subjectJti` and `actorJti`
+ * are `null` when left out.
  */
-export type NewGrant = Omit<GrantRecord, 'rootId' | 'depth' | 'revokedAt' | 'revokedReason' | 'subjectJti' | 'actorJti'> &
+export type NewGrant = Omit<GrantRecord, 'rootId' | 'depth' | 'revokedAt' | 'revokedReason' | 'subjectJti' | 'actorJti' | 'actorGrantId'> &
   Partial<Pick<GrantRecord, 'subjectJti' | 'actorJti'>>;
 
 /** One refresh token, stored by hash. A grant's refresh tokens form its rotation family. */
@@ -347,7 +360,10 @@ export interface RememberedConsentRecord {
 }
 
 /**
- * Which grants to revoke. Each selected grant is revoked with its whole subtree. `exchangedFrom`
+ * Which grants to revoke. Each selected grant is revoked with its whole subtree, and every grant
+ * whose {@link GrantRecord.actorGrantId} is among those revoked with its own, transitively (the
+ * links only point from a grant to grants created before it, so there is no cycle; a set is
+ * closed once, whatever the links). `exchangedFrom`
  * selects the grants created by exchanging the access token with that `jti`, as the subject token
  * or as the actor token ({@link GrantRecord.subjectJti}, {@link GrantRecord.actorJti}): never the
  * token's own grant, nor a sibling exchanged from another token of that grant. `tokenGrantId` is
@@ -364,7 +380,11 @@ export type GrantSelector =
 export interface CreateGrantOptions {
   /** A root grant from another issuer's token issued at that second: refused for a subject revoked since. */
   readonly subjectIssuedAt?: number;
-  /** The grant of the actor token (this issuer's own): refused when it is no longer active. */
+  /**
+   * The grant of the actor token (this issuer's own): refused when it is no longer active, else
+   * recorded as the new grant's {@link GrantRecord.actorGrantId}, so that revoking it revokes the
+   * new grant.
+   */
   readonly actorGrantId?: string;
 }
 
@@ -655,9 +675,10 @@ export interface Store {
    * exchange's `actor_token`), when that grant is missing, revoked or expired at `now` (as for a
    * parent: a revoked ancestor revoked it with its subtree), nothing is written and the result is
    * `actor_inactive`, so an actor token revoked by another process is refused even by an instance
-   * that has not yet read that revocation. The actor grant is no part of the new grant's tree: a
-   * revocation of it that commits while this grant is created does not revoke this grant (the
-   * exchange came first); one that committed before is seen.
+   * that has not yet read that revocation. The actor grant is recorded as the new grant's
+   * {@link GrantRecord.actorGrantId} and is atomic with respect to {@link Store.revokeGrants} as a
+   * parent is: a revocation of it (or of its ancestors) that commits before this is seen, and one
+   * that commits after revokes this grant too, also at another instance.
    *
    * With `subjectJti` or `actorJti` (the access tokens of this issuer exchanged), atomic with
    * respect to {@link Store.revokeGrants} with the selector `exchangedFrom` of that `jti` whose
@@ -681,7 +702,9 @@ export interface Store {
    */
   grantAncestors(id: string, limit?: number): Promise<GrantRecord[]>;
   /**
-   * Revoke every not-yet-revoked grant selected and every descendant, mark their refresh tokens
+   * Revoke every not-yet-revoked grant selected and every descendant, and every grant created with
+   * one of those as its actor grant ({@link GrantRecord.actorGrantId}) with its descendants, to the
+   * closure (links are followed through grants revoked before too), mark their refresh tokens
    * revoked, and append one `grant` revocation entry per newly revoked grant, all in one
    * transaction. An entry expires at `min(grant.expiresAt + REVOCATION_ENTRY_SKEW, entryExpiresAt)`
    * ({@link REVOCATION_ENTRY_SKEW}: tokens of the grant are still accepted that long past it).

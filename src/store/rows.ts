@@ -202,10 +202,11 @@ export const signingKeyValues = (k: SigningKeyRecord): SqlValue[] => [
 
 /**
  * `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes,
- * audiences, created_at, expires_at, subject_jti, actor_jti)`: `g` created under `issuer` in the
- * tree `rootId` at `depth` (see {@link createdGrant}).
+ * audiences, created_at, expires_at, subject_jti, actor_jti, actor_grant_id)`: `g` created under
+ * `issuer` in the tree `rootId` at `depth`, with the actor token's grant `actorGrantId` (see
+ * {@link createdGrant}).
  */
-export function grantValues(g: NewGrant, issuer: string, rootId: string, depth: number): SqlValue[] {
+export function grantValues(g: NewGrant, issuer: string, rootId: string, depth: number, actorGrantId: string | null): SqlValue[] {
   return [
     g.id,
     g.parentId,
@@ -222,6 +223,7 @@ export function grantValues(g: NewGrant, issuer: string, rootId: string, depth: 
     g.expiresAt,
     g.subjectJti ?? null,
     g.actorJti ?? null,
+    actorGrantId,
   ];
 }
 
@@ -244,11 +246,12 @@ export function grantFrom(r: Row): GrantRecord {
     revokedReason: strOrNull(r.revoked_reason),
     subjectJti: strOrNull(r.subject_jti),
     actorJti: strOrNull(r.actor_jti),
+    actorGrantId: strOrNull(r.actor_grant_id),
   };
 }
 
 /** A grant created from `g` as the stores answer it. */
-export function createdGrant(g: NewGrant, issuer: string, rootId: string, depth: number): GrantRecord {
+export function createdGrant(g: NewGrant, issuer: string, rootId: string, depth: number, actorGrantId: string | null): GrantRecord {
   return {
     ...g,
     issuer,
@@ -258,6 +261,7 @@ export function createdGrant(g: NewGrant, issuer: string, rootId: string, depth:
     revokedReason: null,
     subjectJti: g.subjectJti ?? null,
     actorJti: g.actorJti ?? null,
+    actorGrantId,
   };
 }
 

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { grantLine } from '../../src/cli/commands/grants.ts';
 import type { GrantRecord } from '../../src/store/contract.ts';
 
-const grant = (act: GrantRecord['act']): GrantRecord => ({
+const grant = (act: GrantRecord['act'], actorGrantId: string | null = null): GrantRecord => ({
   id: 'g-2',
   parentId: 'g-1',
   rootId: 'g-1',
@@ -24,6 +24,7 @@ const grant = (act: GrantRecord['act']): GrantRecord => ({
   revokedReason: null,
   subjectJti: 'jti-1',
   actorJti: null,
+  actorGrantId,
 });
 
 describe('tessera grants tree: a grant line', () => {
@@ -33,5 +34,13 @@ describe('tessera grants tree: a grant line', () => {
       grantLine(grant({ sub: 'bot', iss: 'https://idp.test' }), 1_700_000_001),
       /^g-2 {2}token_exchange {2}alice → bot \(https:\/\/idp\.test\) via agent-a /,
     );
+  });
+
+  it('names the grant of the actor token it was exchanged with (revoking that grant revokes this one), and nothing without one', () => {
+    assert.match(
+      grantLine(grant({ sub: 'agent-a' }, 'g-agent'), 1_700_000_001),
+      / aud=https:\/\/api\.test {2}actor_grant=g-agent {2}until /,
+    );
+    assert.doesNotMatch(grantLine(grant({ sub: 'agent-a' }), 1_700_000_001), /actor_grant/);
   });
 });

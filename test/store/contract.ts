@@ -847,6 +847,23 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
         // The actor's own token as the subject too: its grant is both parent and actor.
         const self = await store.createGrant(newGrant({ parentId: actor.id }, now), now, { actorGrantId: actor.id });
         assert.equal(typeof self, 'object', String(self));
+        // Each records its actor grant, as created and as read back; a grant without one records none.
+        for (const g of [r, child as GrantRecord, self as GrantRecord]) {
+          assert.equal(g.actorGrantId, actor.id);
+          assert.equal((await store.getGrant(g.id))?.actorGrantId, actor.id);
+        }
+        assert.equal(actor.actorGrantId, null);
+        assert.equal((await store.getGrant(actor.id))?.actorGrantId, null);
+        assert.deepEqual(
+          (await store.grantSubtree(r.id)).map((g) => [g.id, g.actorGrantId]),
+          [
+            [r.id, actor.id],
+            [(child as GrantRecord).id, actor.id],
+          ],
+        );
+        // The self-acted grant is reported once when its parent (and actor) is revoked.
+        const revoked = await revoke(actor.id, now);
+        assert.deepEqual(revoked.map((g) => g.id).sort(), [actor.id, r.id, (child as GrantRecord).id, (self as GrantRecord).id].sort());
       });
 
       it('decides each grant of a batch created at once on its own actor grant', async () => {
@@ -865,6 +882,164 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
           results.map((r) => (typeof r === 'string' ? r : 'created')),
           ['created', 'actor_inactive', 'created', 'actor_inactive', 'created'],
         );
+      });
+    });
+
+    describe('revocation of an actor’s grant', () => {
+      // A grant exchanged with an actor token of this issuer records that token's grant
+      // (actorGrantId): revoking the actor's grant, by any selector or cascade, revokes it with its
+      // subtree, transitively, in the same transaction, and logs each.
+      const revoke = (id: string, at: number) =>
+        store.revokeGrants({ grantId: id }, { at, reason: 'agent_compromised', entryExpiresAt: at + 600 });
+      const actedBy = async (actorGrantId: string, now: number, overrides: Partial<NewGrant> = {}) => {
+        const r = await store.createGrant(newGrant(overrides, now), now, { actorGrantId });
+        assert.equal(typeof r, 'object', String(r));
+        return r as GrantRecord;
+      };
+      const ids = (gs: readonly { id: string }[]) => gs.map((g) => g.id).sort();
+
+      it('revokes the grants created with the actor’s grant, in every tree, with their subtrees, their refresh tokens and a log entry each; nothing else', async () => {
+        const now = clock.now();
+        const agent = await created(store, newGrant({ subject: 'agent', kind: 'client_credentials' }, now), now);
+        const alice = await created(store, newGrant({ subject: uid('alice') }, now), now);
+        const bob = await created(store, newGrant({ subject: uid('bob') }, now), now);
+        const forAlice = await actedBy(agent.id, now, { parentId: alice.id });
+        const below = await created(store, newGrant({ parentId: forAlice.id }, now), now);
+        const forBob = await actedBy(agent.id, now, { parentId: bob.id });
+        // Not acted by the agent: a sibling in alice's tree, another agent's acting in bob's.
+        const sibling = await created(store, newGrant({ parentId: alice.id }, now), now);
+        const otherAgent = await created(store, newGrant({ subject: 'agent-2' }, now), now);
+        const other = await actedBy(otherAgent.id, now, { parentId: bob.id });
+        const rt = refresh(below.id, {}, now);
+        await store.createRefreshToken(rt);
+        const seq0 = (await store.versions()).revocations;
+        const revoked = await revoke(agent.id, now);
+        assert.deepEqual(ids(revoked), ids([agent, forAlice, below, forBob]));
+        for (const g of [agent, forAlice, below, forBob]) {
+          const read = await store.getGrant(g.id);
+          assert.equal(read?.revokedAt, now);
+          assert.equal(read?.revokedReason, 'agent_compromised');
+        }
+        for (const g of [alice, bob, sibling, otherAgent, other]) assert.equal((await store.getGrant(g.id))?.revokedAt, null);
+        assert.equal((await store.getRefreshToken(rt.hash))?.revokedAt, now);
+        const log = await store.revocationsSince(seq0, now);
+        assert.deepEqual(
+          log.map((e) => [e.kind, e.value]).sort(),
+          ids(revoked).map((id) => ['grant', id]),
+        );
+        // Revoked again: nothing new.
+        assert.deepEqual(await revoke(agent.id, now), []);
+      });
+
+      it('is transitive: through a grant acted with a grant acted with the revoked one, and through a child of the actor’s grant used as an actor', async () => {
+        const now = clock.now();
+        const agent = await created(store, newGrant({ subject: 'agent' }, now), now);
+        const x = await actedBy(agent.id, now);
+        const y = await actedBy(x.id, now, { subject: uid('carol') });
+        const z = await created(store, newGrant({ parentId: y.id }, now), now);
+        const agentChild = await created(store, newGrant({ parentId: agent.id }, now), now);
+        const w = await actedBy(agentChild.id, now, { subject: uid('dave') });
+        assert.deepEqual(ids(await revoke(agent.id, now)), ids([agent, x, y, z, agentChild, w]));
+      });
+
+      it('ends when two agents acted for each other: each revocation revokes what derives from its grant once, and not the other agent’s own grant', async () => {
+        const now = clock.now();
+        const a = await created(store, newGrant({ subject: 'agent-a' }, now), now);
+        const b = await created(store, newGrant({ subject: 'agent-b' }, now), now);
+        // A acting for B (a child of B's grant, with A's), B acting for A (a child of A's, with B's).
+        const aForB = await actedBy(a.id, now, { parentId: b.id });
+        const bForA = await actedBy(b.id, now, { parentId: a.id });
+        const aForBForA = await actedBy(a.id, now, { parentId: bForA.id });
+        assert.deepEqual(ids(await revoke(a.id, now)), ids([a, aForB, bForA, aForBForA]));
+        assert.equal((await store.getGrant(b.id))?.revokedAt, null);
+        assert.deepEqual(ids(await revoke(b.id, now)), [b.id]);
+      });
+
+      it('through every selector and cascade: subject, client, an access token’s exchanges, a refresh token’s reuse, an authorization code’s reuse', async () => {
+        const now = clock.now();
+        const opts = { at: now, reason: 'r', entryExpiresAt: now + 600 };
+        // The subject (an agent's client-credentials grants are its own subject's).
+        const agentSubject = uid('agent');
+        const bySubject = await created(store, newGrant({ subject: agentSubject }, now), now);
+        const actedBySubject = await actedBy(bySubject.id, now);
+        assert.deepEqual(ids(await store.revokeGrants({ subject: agentSubject }, opts)), ids([bySubject, actedBySubject]));
+        // The client.
+        const client = uid('client');
+        await store.createClient(clientRecord({ id: client }));
+        const byClient = await created(store, newGrant({ clientId: client, subject: client }, now), now);
+        const actedByClient = await actedBy(byClient.id, now);
+        assert.deepEqual(ids(await store.revokeGrants({ clientId: client }, opts)), ids([byClient, actedByClient]));
+        // An access token's exchanges: the grant exchanged from it was an actor since.
+        const tokenGrant = await created(store, newGrant({}, now), now);
+        const exchanged = await created(store, newGrant({ parentId: tokenGrant.id, subjectJti: 'jti-acted' }, now), now);
+        const actedByExchanged = await actedBy(exchanged.id, now);
+        assert.deepEqual(
+          ids(await store.revokeGrants({ exchangedFrom: 'jti-acted', tokenGrantId: tokenGrant.id }, opts)),
+          ids([exchanged, actedByExchanged]),
+        );
+        // A refresh token's reuse.
+        const family = await created(store, newGrant({}, now), now);
+        const actedByFamily = await actedBy(family.id, now);
+        const rt = refresh(family.id, {}, now);
+        await store.createRefreshToken(rt);
+        const rotation = { clientId: 'agent', nextExpiresAt: now + 3600, now, graceSeconds: 0, entryExpiresAt: now + 600 };
+        assert.equal((await store.rotateRefreshToken(rt.hash, { ...rotation, nextHash: uid('rt') })).status, 'rotated');
+        const reused = await store.rotateRefreshToken(rt.hash, { ...rotation, nextHash: uid('rt') });
+        assert.equal(reused.status, 'reused');
+        if (reused.status === 'reused') assert.deepEqual([...reused.revokedGrantIds].sort(), ids([family, actedByFamily]));
+        // An authorization code's reuse.
+        const c = code({ subject: uid('person') }, now);
+        await store.createAuthorizationCode(c);
+        const redeem = (grant: NewGrant) =>
+          store.redeemAuthorizationCode(c.hash, {
+            clientId: 'agent',
+            loginScope: LOGIN_SCOPE,
+            grant,
+            refreshToken: null,
+            now,
+            entryExpiresAt: now + 600,
+          });
+        const first = await redeem(newGrant({ kind: 'authorization_code', subject: c.subject }, now));
+        assert.equal(first.status, 'redeemed');
+        if (first.status !== 'redeemed') return;
+        const actedByCode = await actedBy(first.grant.id, now);
+        const again = await redeem(newGrant({ kind: 'authorization_code', subject: c.subject }, now));
+        assert.equal(again.status, 'reused');
+        if (again.status === 'reused') assert.deepEqual([...again.revokedGrantIds].sort(), ids([first.grant, actedByCode]));
+      });
+
+      it('reaching more trees than a revocation locks one by one (300), revokes them all', async () => {
+        const now = clock.now();
+        const agent = await created(store, newGrant({ subject: 'agent' }, now), now);
+        const roots = await Promise.all(Array.from({ length: 300 }, () => created(store, newGrant({ subject: uid('person') }, now), now)));
+        const acted = await Promise.all(roots.map((r) => actedBy(agent.id, now, { parentId: r.id })));
+        const revoked = await revoke(agent.id, now);
+        assert.deepEqual(ids(revoked), ids([agent, ...acted]));
+        for (const r of roots.slice(0, 5)) assert.equal((await store.getGrant(r.id))?.revokedAt, null);
+      });
+
+      it('racing the creation of grants acted with it, and of children of those, leaves none of them unrevoked: each is refused or revoked', async () => {
+        for (let round = 0; round < 10; round++) {
+          const now = clock.now();
+          const agent = await created(store, newGrant({ subject: 'agent' }, now), now);
+          const person = await created(store, newGrant({ subject: uid('person') }, now), now);
+          const acted = await actedBy(agent.id, now, { parentId: person.id });
+          const racing = [
+            store.createGrant(newGrant({ parentId: person.id }, now), now, { actorGrantId: agent.id }),
+            store.createGrant(newGrant({}, now), now, { actorGrantId: agent.id }),
+            store.createGrant(newGrant({ parentId: acted.id }, now), now),
+            store.createGrant(newGrant({ parentId: acted.id }, now), now, { actorGrantId: agent.id }),
+          ];
+          const [, ...results] = await Promise.all([revoke(agent.id, now), ...racing]);
+          for (const r of results) {
+            if (typeof r === 'string') {
+              assert.ok(r === 'actor_inactive' || r === 'parent_inactive', r);
+              continue;
+            }
+            assert.equal((await store.getGrant(r.id))?.revokedAt, now, `round ${round}: a grant created racing the revocation outlived it`);
+          }
+          assert.equal((await store.getGrant(person.id))?.revokedAt, null);
+        }
       });
     });
 
@@ -1203,7 +1378,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
 
       it('stores a code by hash and redeems it once into a root grant with its refresh token', async () => {
         const now = clock.now();
-        const c = code({}, now);
+        const c = code({ subject: uid('person') }, now);
         await store.createAuthorizationCode(c);
         assert.deepEqual(await store.getAuthorizationCode(c.hash), c);
         await assert.rejects(store.createAuthorizationCode(c), conflict('authorization_code_exists'));
@@ -1248,7 +1423,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
 
       it('treats a redeemed code presented again as a replay: the grant issued from it and its subtree are revoked', async () => {
         const now = clock.now();
-        const c = code({}, now);
+        const c = code({ subject: uid('person') }, now);
         await store.createAuthorizationCode(c);
         const g = grantFor(now);
         const rt = refresh(g.id, {}, now);
@@ -1415,7 +1590,7 @@ export function runStoreContract(name: string, makeStore: (tuning?: PruneTuning)
 
       it('lets exactly one of many concurrent redemptions of one code win', async () => {
         const now = clock.now();
-        const c = code({}, now);
+        const c = code({ subject: uid('person') }, now);
         await store.createAuthorizationCode(c);
         const results = await Promise.all(Array.from({ length: 8 }, () => redeem(c.hash, now, grantFor(now))));
         assert.equal(results.filter((r) => r.status === 'redeemed').length, 1);

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { idFloor, uuidv7 } from '../../src/audit/id.ts';
 import { RevocationList } from '../../src/core/verify/revocation.ts';
 import { RevocationFeed } from '../../src/issuer/revocation-feed.ts';
-import { type NewGrant, type Store, StoreOpenError, StoreUnavailableError } from '../../src/store/contract.ts';
+import { type GrantRecord, type NewGrant, type Store, StoreOpenError, StoreUnavailableError } from '../../src/store/contract.ts';
 import { LISTENER_APPLICATION_NAME, Listener } from '../../src/store/postgres/listener.ts';
 import { PostgresStore, type PostgresStoreOptions, revocationChannel } from '../../src/store/postgres/store.ts';
 import { a2aTaskKey } from '../../src/store/rows.ts';
@@ -1579,7 +1579,7 @@ if (!reachable) {
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
           // Through 13, and every migration after it.
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 23);
           assert.equal((await store.a2aTaskOwner('agent', 'task', 't-old', 100))?.owner, 'alice');
           // An instance of Tessera 12 still running on the database writes records without a route.
           assert.equal((await claimOfVersion12(a2aTaskKey('agent', 'task', 't-12'), 'alice', 300, 100)).rows[0]?.owner, 'alice');
@@ -1619,7 +1619,7 @@ if (!reachable) {
         await c.query('DELETE FROM schema_migrations WHERE version > 13');
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 23);
           assert.equal(await store.tokenRevoked('jti-old'), true);
           assert.equal(await store.tokenRevoked('jti-new'), false);
         } finally {
@@ -1660,7 +1660,7 @@ if (!reachable) {
         );
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 23);
           const old = await store.getGrant('g-old');
           assert.equal(old?.subjectJti, null);
           assert.equal(old?.actorJti, null);
@@ -1695,6 +1695,50 @@ if (!reachable) {
       }
     });
 
+    it('migrates a schema-22 database to 23: grants made before were exchanged with no recorded actor grant (a revocation of the actor’s grant leaves them, as before); those made after are revoked with their actor’s grant, found through grants_actor_grant', async () => {
+      const schema = schemaName();
+      const now = 1_800_000_000;
+      const before = await PostgresStore.open({ connectionString: url, schema });
+      try {
+        await before.createClient(clientRecord({ id: 'agent' }));
+        for (const id of ['g-root', 'g-actor']) assert.equal(typeof (await before.createGrant(newGrant({ id }, now), now)), 'object');
+      } finally {
+        await before.close();
+      }
+      const c = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
+      await c.connect();
+      try {
+        await c.query('DROP INDEX grants_actor_grant; ALTER TABLE grants DROP COLUMN actor_grant_id');
+        await c.query('DELETE FROM schema_migrations WHERE version > 22');
+        // A grant Tessera 22 wrote, exchanged with a token of g-actor: its actor grant was not recorded.
+        await c.query(
+          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, actor_jti)
+           VALUES ('g-old', 'g-root', 'g-root', 1, 'token_exchange', 'https://issuer.test', 'alice', 'agent', '{"sub":"agent"}', '[]', '[]', $1, $2, 'jti-a')`,
+          [now, now + 3600],
+        );
+        const store = await PostgresStore.open({ connectionString: url, schema });
+        try {
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 23);
+          assert.equal((await store.getGrant('g-old'))?.actorGrantId, null);
+          const fresh = await store.createGrant(newGrant({ id: 'g-new', parentId: 'g-root' }, now), now, { actorGrantId: 'g-actor' });
+          assert.equal((fresh as GrantRecord).actorGrantId, 'g-actor');
+          const revoked = await store.revokeGrants(
+            { grantId: 'g-actor' },
+            { at: now, reason: 'agent_compromised', entryExpiresAt: now + 600 },
+          );
+          assert.deepEqual(revoked.map((g) => g.id).sort(), ['g-actor', 'g-new']);
+          assert.equal((await store.getGrant('g-old'))?.revokedAt, null);
+        } finally {
+          await store.close();
+        }
+        await c.query('SET enable_seqscan = off');
+        const plan = await c.query('EXPLAIN SELECT id FROM grants WHERE actor_grant_id = $1', ['g-actor']);
+        assert.match(plan.rows.map((r) => r['QUERY PLAN']).join('\n'), /grants_actor_grant/);
+      } finally {
+        await c.end();
+      }
+    });
+
     it('migrates a schema-21 database to 22: the signing keys stored before are numbered in the order they were used (activation, creation, kid in byte order), so the active key stays the same; a key added after, by this Tessera or an instance still on 21, comes after them whatever its kid', async () => {
       const schema = schemaName();
       await (await PostgresStore.open({ connectionString: url, schema })).close();
@@ -1718,7 +1762,7 @@ if (!reachable) {
           await insert(kid, at);
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 23);
           await store.addSigningKey({
             kid: 'k-0',
             alg: 'ES256',
@@ -1781,7 +1825,7 @@ if (!reachable) {
         await c.query("UPDATE meta SET value = $1 WHERE name = 'revocations_seq'", [rows.length]);
         const store = await PostgresStore.open({ connectionString: url, schema });
         try {
-          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
+          assert.equal(Number((await c.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 23);
           const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
           assert.deepEqual(left, [
             [2, 'token', 'session-1', scope, 900],
@@ -1945,7 +1989,7 @@ if (!reachable) {
         const admin = new pg.Client({ connectionString: url, options: `-c search_path=${schema}` });
         await admin.connect();
         try {
-          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 22);
+          assert.equal(Number((await admin.query('SELECT max(version) AS v FROM schema_migrations')).rows[0]?.v), 23);
           // An instance still on 19 registers clients without the column: they read as not bound.
           await admin.query(
             `INSERT INTO clients (id, auth_method, secret_method, secret_hash, jwks, jwks_uri, scopes, audiences, grant_types, access_token_ttl, allowed_origins, created_at, updated_at)

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { uuidv7 } from '../../src/audit/id.ts';
-import { StoreOpenError, StoreUnavailableError } from '../../src/store/contract.ts';
+import { type GrantRecord, StoreOpenError, StoreUnavailableError } from '../../src/store/contract.ts';
 import { MIGRATIONS } from '../../src/store/sqlite/migrations.ts';
 import { SqliteStore } from '../../src/store/sqlite/store.ts';
 import { clientRecord, newGrant, runStoreContract, testClock } from './contract.ts';
@@ -18,6 +18,7 @@ let n = 0;
 
 /** Take a database back to schema `version`, as an older Tessera left it. */
 function rewind(db: DatabaseSync, version: number): void {
+  if (version < 23) db.exec('DROP INDEX grants_actor_grant; ALTER TABLE grants DROP COLUMN actor_grant_id');
   if (version < 22) db.exec("ALTER TABLE signing_keys DROP COLUMN seq; DELETE FROM meta WHERE name = 'signing_keys_seq'");
   if (version < 21) db.exec('DROP INDEX revocations_scoped_token');
   if (version < 20) db.exec('ALTER TABLE clients DROP COLUMN dpop_bound_access_tokens');
@@ -264,7 +265,7 @@ describe('sqlite store specifics', () => {
     ).run();
     db.close();
     const store = SqliteStore.open({ path });
-    assert.equal(store.schemaVersion, 22);
+    assert.equal(store.schemaVersion, 23);
     assert.equal((await store.getClient('old'))?.dpopBoundAccessTokens, false);
     await store.createClient(clientRecord({ id: 'new', dpopBoundAccessTokens: true }));
     assert.equal((await store.getClient('new'))?.dpopBoundAccessTokens, true);
@@ -386,7 +387,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     assert.equal(store.schemaVersion, MIGRATIONS.at(-1)?.version);
-    assert.equal(store.schemaVersion, 22);
+    assert.equal(store.schemaVersion, 23);
     const old = await store.getGrant('g-old');
     assert.equal(old?.subjectJti, null);
     assert.equal(old?.actorJti, null);
@@ -431,7 +432,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     try {
-      assert.equal(store.schemaVersion, 22);
+      assert.equal(store.schemaVersion, 23);
       const left = (await store.revocationsSince(0, 0)).map((e) => [e.seq, e.kind, e.value, e.issuer, e.expiresAt]);
       assert.deepEqual(left, [
         [2, 'token', 'session-1', scope, 900],
@@ -463,7 +464,7 @@ describe('sqlite store specifics', () => {
     db.close();
     const store = SqliteStore.open({ path });
     try {
-      assert.equal(store.schemaVersion, 22);
+      assert.equal(store.schemaVersion, 23);
       const key = { kid: 'k-0', alg: 'ES256' as const, publicJwk: {}, sealedPrivateKey: 'sealed', createdAt: 100, activatesAt: 100 };
       await store.addSigningKey(key);
       assert.deepEqual(
@@ -479,6 +480,36 @@ describe('sqlite store specifics', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('reads grants made before migration 23 as exchanged with no actor grant (a revocation of the actor’s grant leaves them, as before), and cascades from an actor’s grant to those made after through the grants_actor_grant index', async () => {
+    const path = join(dir, 'legacy-actor-grant.db');
+    const before = SqliteStore.open({ path });
+    await before.createClient(clientRecord({ id: 'agent' }));
+    const now = 1_800_000_000;
+    for (const id of ['g-root', 'g-actor']) assert.equal(typeof (await before.createGrant(newGrant({ id }, now), now)), 'object');
+    await before.close();
+    const db = new DatabaseSync(path);
+    rewind(db, 22);
+    // A grant Tessera 22 wrote, exchanged with a token of g-actor: its actor grant was not recorded.
+    db.prepare(
+      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, actor_jti)
+       VALUES ('g-old', 'g-root', 'g-root', 1, 'token_exchange', 'https://issuer.test', 'alice', 'agent', '{"sub":"agent"}', '[]', '[]', ?, ?, 'jti-a')`,
+    ).run(now, now + 3600);
+    db.close();
+    const store = SqliteStore.open({ path });
+    assert.equal(store.schemaVersion, 23);
+    assert.equal((await store.getGrant('g-old'))?.actorGrantId, null);
+    const fresh = await store.createGrant(newGrant({ id: 'g-new', parentId: 'g-root' }, now), now, { actorGrantId: 'g-actor' });
+    assert.equal((fresh as GrantRecord).actorGrantId, 'g-actor');
+    const revoked = await store.revokeGrants({ grantId: 'g-actor' }, { at: now, reason: 'agent_compromised', entryExpiresAt: now + 600 });
+    assert.deepEqual(revoked.map((g) => g.id).sort(), ['g-actor', 'g-new']);
+    assert.equal((await store.getGrant('g-old'))?.revokedAt, null);
+    await store.close();
+    const check = new DatabaseSync(path);
+    const plan = JSON.stringify(check.prepare('EXPLAIN QUERY PLAN SELECT id FROM grants WHERE actor_grant_id = ?').all('g-actor'));
+    check.close();
+    assert.match(plan, /INDEX grants_actor_grant/);
   });
 
   it('refuses a database migrated by a newer Tessera', async () => {

@@ -23,7 +23,9 @@ export function grantLine(g: GrantRecord, now: number): string {
     g.act && typeof g.act.sub === 'string'
       ? ` → ${actorLabel({ subject: g.act.sub, ...(typeof g.act.iss === 'string' ? { issuer: g.act.iss } : {}) })}`
       : '';
-  return `${g.id}  ${g.kind}  ${g.subject}${actor} via ${g.clientId}  scope=${g.scopes.join(' ') || '-'}  aud=${g.audiences.join(' ')}  until ${iso(g.expiresAt)}  ${state}`;
+  // The grant of the actor token it was exchanged with: revoking that grant revokes this one too.
+  const actorGrant = g.actorGrantId !== null ? `  actor_grant=${g.actorGrantId}` : '';
+  return `${g.id}  ${g.kind}  ${g.subject}${actor} via ${g.clientId}  scope=${g.scopes.join(' ') || '-'}  aud=${g.audiences.join(' ')}${actorGrant}  until ${iso(g.expiresAt)}  ${state}`;
 }
 
 export function registerGrants(program: Command): void {

@@ -89,7 +89,7 @@ interface Party {
 interface Actor {
   readonly issuer: string;
   readonly subject: string;
-  /** The actor token's grant, when this service issued it: the store refuses it once revoked. */
+  /** The actor token's grant, when this service issued it: the store refuses it once revoked, and revoking it revokes what was exchanged with it. */
   readonly grantId: string | null;
   /** The actor token's `jti`, when this service issued it: revoking the token revokes what was exchanged with it. */
   readonly jti: string | null;
@@ -365,7 +365,8 @@ async function delegate(
         ? { subjectIssuedAt: subject.issuedAt }
         : {}),
       // This issuer's actor token: refused when its grant was revoked, as the parent is, even by
-      // another instance whose revocation this process's list does not have yet.
+      // another instance whose revocation this process's list does not have yet; else recorded, so
+      // that revoking the actor's grant (a compromised agent's) revokes this grant with its subtree.
       ...(actor.grantId !== null ? { actorGrantId: actor.grantId } : {}),
     },
   );

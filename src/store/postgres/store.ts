@@ -483,6 +483,18 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       ALTER SEQUENCE signing_keys_seq OWNED BY signing_keys.seq;
     `,
   },
+  {
+    // grants.actor_grant_id: the grant of the actor token (RFC 8693 actor_token) a grant was
+    // exchanged with, so revoking the actor's grant revokes the grants exchanged with its tokens,
+    // with their subtrees, transitively; indexed for the cascade. NULL in every grant made before
+    // (and in those an older instance writes: they outlive their actor's grant, as before).
+    // IF NOT EXISTS: on a large grants table, an operator may build the index beforehand, CONCURRENTLY.
+    version: 23,
+    sql: `
+      ALTER TABLE grants ADD COLUMN IF NOT EXISTS actor_grant_id text;
+      CREATE INDEX IF NOT EXISTS grants_actor_grant ON grants (actor_grant_id) WHERE actor_grant_id IS NOT NULL;
+    `,
+  },
 ];
 
 /** Whether the log holds a revocation of `subject` at `issuer` dated `since` or later (by the revocations_subject index). */
@@ -538,6 +550,15 @@ function unavailable(e: unknown): unknown {
  */
 export function revocationChannel(schema: string): string {
   return `tessera.revocations.${schema}`.slice(0, 63);
+}
+
+/**
+ * Per revocation, across the runs of its transaction: whether to hold every tree (the trees key
+ * exclusively) from the start, because an earlier run's cascade reached, through actor links, more
+ * trees than root locks are taken for (see `#revokeTree`).
+ */
+interface WidenedRevocation {
+  everyTree: boolean;
 }
 
 /** Revocation log entries inserted per statement (see {@link PostgresStore.#log}). */
@@ -1010,7 +1031,9 @@ export class PostgresStore implements Store {
   // Grants.
 
   /**
-   * Serialize every change to the trees rooted at `roots` for the rest of the transaction.
+   * Serialize every change to the trees rooted at `roots` for the rest of the transaction; with
+   * `sharedRoots` (a grant's creation: the tree of its actor's grant), hold a revocation of those
+   * trees off without holding off other creations acting with them.
    *
    * Every tree writer takes the schema's trees key shared first, then its root's lock, in one
    * statement (the select list is evaluated in order); a revocation of at most
@@ -1026,8 +1049,19 @@ export class PostgresStore implements Store {
    * An instance from before this key takes root locks only: a large revocation holds it off only
    * once every instance is upgraded (docs/token-service.md).
    */
-  async #lockRoots(c: Q, roots: readonly string[]): Promise<void> {
+  async #lockRoots(c: Q, roots: readonly string[], sharedRoots: readonly string[] = []): Promise<void> {
     const sorted = [...new Set(roots)].sort();
+    const shared = new Set(sharedRoots.filter((r) => !sorted.includes(r)));
+    if (shared.size > 0 && sorted.length <= BULK_REVOCATION_ROOTS) {
+      // A grant's creation: its parent's tree exclusively and its actor's tree shared (a few locks),
+      // all in the roots' order, as every other taker of root locks takes them.
+      await c.query(`SELECT pg_advisory_xact_lock_shared(${treesKey('$1')})`, [this.#schema]);
+      for (const r of [...sorted, ...shared].sort()) {
+        const fn = shared.has(r) ? 'pg_advisory_xact_lock_shared' : 'pg_advisory_xact_lock';
+        await c.query(`SELECT ${fn}(hashtext('tessera.grant:' || $1))`, [r]);
+      }
+      return;
+    }
     if (sorted.length > BULK_REVOCATION_ROOTS) {
       await c.query(`SELECT pg_advisory_xact_lock(${treesKey('$1')})`, [this.#schema]);
     } else if (sorted.length === 1) {
@@ -1078,14 +1112,17 @@ export class PostgresStore implements Store {
           if (g.subjectJti != null && revoked.has(g.subjectJti)) return 'subject_revoked' as const;
           if (g.actorJti != null && revoked.has(g.actorJti)) return 'actor_inactive' as const;
         }
-        // A revocation of the actor's grant (or of an ancestor, which revoked it with its subtree)
-        // that committed before this read is seen. No lock: this grant is no part of the actor's
-        // tree, so one committing meanwhile has nothing of it to revoke. The parent, when it is the
-        // same grant, is read below.
+        // The actor's grant (apart from the parent, read below when it is the same grant): a
+        // revocation of it (or of an ancestor, which revoked it with its subtree) is seen under its
+        // tree's lock, taken shared below (exchanges acting with one agent's grant do not queue on
+        // each other), which a revocation takes exclusively: one that finished meanwhile is seen
+        // then, one that follows waits for this commit and revokes this grant by its actor_grant_id.
         const { actorGrantId } = options;
+        let actorRoot: string | undefined;
         if (actorGrantId !== undefined && actorGrantId !== g.parentId) {
-          const [actor] = (await c.query('SELECT expires_at, revoked_at FROM grants WHERE id = $1', [actorGrantId])).rows as Row[];
+          const [actor] = (await c.query('SELECT root_id, expires_at, revoked_at FROM grants WHERE id = $1', [actorGrantId])).rows as Row[];
           if (!isActiveGrant(actor, now)) return 'actor_inactive' as const;
+          actorRoot = String(actor.root_id);
         }
         await this.#lockSubject(c, g.subject);
         let rootId = g.id;
@@ -1094,7 +1131,8 @@ export class PostgresStore implements Store {
         if (g.parentId !== null) {
           const [found] = (await c.query('SELECT root_id FROM grants WHERE id = $1', [g.parentId])).rows as Row[];
           if (!found) return 'parent_inactive' as const;
-          await this.#lockRoots(c, [String(found.root_id)]);
+          await this.#lockRoots(c, [String(found.root_id)], actorRoot === undefined ? [] : [actorRoot]);
+          if (actorRoot !== undefined && !(await this.#activeGrant(c, actorGrantId as string, now))) return 'actor_inactive' as const;
           // Read again under the lock: a revocation that finished meanwhile is seen now.
           const [parent] = (await c.query('SELECT root_id, depth, issuer, expires_at, revoked_at FROM grants WHERE id = $1', [g.parentId]))
             .rows as Row[];
@@ -1102,22 +1140,34 @@ export class PostgresStore implements Store {
           rootId = String(parent.root_id);
           depth = num(parent.depth) + 1;
           issuer = String(parent.issuer);
-        } else if (options.subjectIssuedAt !== undefined) {
+        } else {
+          if (actorRoot !== undefined) {
+            await this.#lockRoots(c, [], [actorRoot]);
+            if (!(await this.#activeGrant(c, actorGrantId as string, now))) return 'actor_inactive' as const;
+          }
           // Read under the subject's lock, which a subject revocation holds until it commits with
           // its entry: one that finished meanwhile is seen now, one that follows sees this grant.
-          if (await subjectRevokedSince(c, g.subject, g.issuer, options.subjectIssuedAt)) return 'subject_revoked' as const;
+          if (options.subjectIssuedAt !== undefined && (await subjectRevokedSince(c, g.subject, g.issuer, options.subjectIssuedAt))) {
+            return 'subject_revoked' as const;
+          }
         }
         await c.query(
-          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-          grantValues(g, issuer, rootId, depth),
+          `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti, actor_grant_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+          grantValues(g, issuer, rootId, depth, actorGrantId ?? null),
         );
-        return createdGrant(g, issuer, rootId, depth);
+        return createdGrant(g, issuer, rootId, depth, actorGrantId ?? null);
       });
     } catch (e) {
       if (isUnique(e)) throw new StoreConflictError('grant_exists', `a grant with id "${g.id}" exists`);
       throw e;
     }
+  }
+
+  /** Whether grant `id` is active at `now`, read by a statement of its own (after the locks taken before it). */
+  async #activeGrant(c: Q, id: string, now: number): Promise<boolean> {
+    const [row] = (await c.query('SELECT expires_at, revoked_at FROM grants WHERE id = $1', [id])).rows as Row[];
+    return isActiveGrant(row, now);
   }
 
   async getGrant(id: string): Promise<GrantRecord | undefined> {
@@ -1160,6 +1210,7 @@ export class PostgresStore implements Store {
    */
   async #revokeTree(
     c: Q,
+    widen: WidenedRevocation,
     seed: string,
     args: unknown[],
     at: number,
@@ -1170,21 +1221,57 @@ export class PostgresStore implements Store {
     // The recursive query's row estimate is wild (millions for a subject's grants), which has the
     // planner JIT-compile it: a fifth of a second, every time, for a plan that runs in milliseconds.
     await c.query('SET LOCAL jit = off');
-    const roots = (await c.query(`SELECT DISTINCT root_id FROM grants WHERE id IN (${seed})`, args)).rows as Row[];
-    await this.#lockRoots(
-      c,
-      roots.map((r) => String(r.root_id)),
-    );
-    const n = args.length;
-    const rows = (
-      await c.query(
-        `${SUBTREE(seed)}
-         UPDATE grants SET revoked_at = $${n + 1}, revoked_reason = $${n + 2}
-         WHERE id IN (SELECT id FROM sub) AND revoked_at IS NULL
-         RETURNING id, parent_id, kind, issuer, subject, client_id, expires_at`,
-        [...args, at, reason],
-      )
-    ).rows as Row[];
+    // Every tree at once: a run again of a revocation whose cascade reached more trees than root
+    // locks can be taken for (below).
+    let everyTree = widen.everyTree;
+    const locked = new Set<string>();
+    if (everyTree) {
+      await c.query(`SELECT pg_advisory_xact_lock(${treesKey('$1')})`, [this.#schema]);
+    } else {
+      const roots = ((await c.query(`SELECT DISTINCT root_id FROM grants WHERE id IN (${seed})`, args)).rows as Row[]).map((r) =>
+        String(r.root_id),
+      );
+      await this.#lockRoots(c, roots);
+      everyTree = new Set(roots).size > BULK_REVOCATION_ROOTS;
+      for (const r of roots) locked.add(r);
+    }
+    const cascade = async (seedSql: string, seedArgs: unknown[]): Promise<Row[]> => {
+      const n = seedArgs.length;
+      return (
+        await c.query(
+          `${SUBTREE(seedSql)}
+           UPDATE grants SET revoked_at = $${n + 1}, revoked_reason = $${n + 2}
+           WHERE id IN (SELECT id FROM sub) AND revoked_at IS NULL
+           RETURNING id, parent_id, root_id, kind, issuer, subject, client_id, expires_at`,
+          [...seedArgs, at, reason],
+        )
+      ).rows as Row[];
+    };
+    const rows = await cascade(seed, args);
+    // The cascade followed actor links into other trees (grants exchanged with an actor token of a
+    // revoked grant): those trees are locked now, and the cascade run again from what it revoked, a
+    // statement with a later snapshot, until it reaches no new tree. A child or an exchange acting
+    // with a grant of such a tree that committed before its lock was taken is then seen; one after
+    // waits for this commit and finds its parent or actor revoked. Actor links only point from an
+    // exchange to grants older than it, so this ends.
+    for (;;) {
+      if (everyTree) break;
+      const extra = [...new Set(rows.map((r) => String(r.root_id)))].filter((r) => !locked.has(r));
+      if (extra.length === 0) break;
+      if (locked.size + extra.length > BULK_REVOCATION_ROOTS) {
+        // More trees than root locks fit for: run again, the trees key taken exclusively first.
+        widen.everyTree = true;
+        throw Object.assign(new Error('the revocation reaches more trees than root locks are taken for: run again holding every tree'), {
+          code: '40001',
+        });
+      }
+      // After the locks already held (the trees key shared among them), as a cascade of several trees takes them.
+      for (const r of extra.sort()) {
+        await c.query("SELECT pg_advisory_xact_lock(hashtext('tessera.grant:' || $1))", [r]);
+        locked.add(r);
+      }
+      for (const r of await cascade('SELECT unnest($1::text[])', [rows.map((r) => String(r.id))])) rows.push(r);
+    }
     // Consent rows only under the trees' locks, as a reuse cascade deletes its tree's: a sign-out
     // (or a client's revocation) that deleted them before waiting for a tree held by a cascade
     // wanting one of them deadlocked with it, a second a pair (deadlock_timeout).
@@ -1311,6 +1398,7 @@ export class PostgresStore implements Store {
     }
     // Longer than a request's bound when the housekeeping's is (see requestTimeoutMillis).
     const bound = Math.max(this.#requestTimeout, this.#maintenanceTimeout);
+    const widen: WidenedRevocation = { everyTree: false };
     return this.#tx(async (c) => {
       // Codes approved and not yet redeemed are approvals from before this revocation: redeemed
       // after it, one would begin a new tree for the revoked subject or client. A redeemed code
@@ -1348,7 +1436,7 @@ export class PostgresStore implements Store {
         await c.query('SELECT 1 FROM clients WHERE id = $1 FOR UPDATE', [selector.clientId]);
         forget = { where: 'client_id = $1', args: [selector.clientId] };
       }
-      const revoked = await this.#revokeTree(c, seed, args, options.at, options.reason, options.entryExpiresAt, forget);
+      const revoked = await this.#revokeTree(c, widen, seed, args, options.at, options.reason, options.entryExpiresAt, forget);
       // Still under the subject's lock (or the client's row lock), so a grant creation waiting on
       // it reads these entries once it gets it.
       // Not inside `alsoLogged?.(…)`: an optional call evaluates no argument when there is no callee.
@@ -1387,6 +1475,7 @@ export class PostgresStore implements Store {
   }
 
   async rotateRefreshToken(hash: string, o: RefreshRotationOptions): Promise<RefreshRotation> {
+    const widen: WidenedRevocation = { everyTree: false };
     return this.#tx(async (c): Promise<RefreshRotation> => {
       // The tree's lock first, in the order a revocation takes its locks (the tree, then grant and
       // token rows): a revocation under way commits first and the token is then found revoked, or
@@ -1402,7 +1491,15 @@ export class PostgresStore implements Store {
       if (token.clientId !== o.clientId || token.revokedAt !== null) return { status: 'invalid' };
       if (token.rotatedAt !== null) {
         if (o.graceSeconds > 0 && o.now - token.rotatedAt < o.graceSeconds) return { status: 'grace' };
-        const revoked = await this.#revokeTree(c, 'SELECT $1::text', [token.grantId], o.now, 'refresh_token_reused', o.entryExpiresAt);
+        const revoked = await this.#revokeTree(
+          c,
+          widen,
+          'SELECT $1::text',
+          [token.grantId],
+          o.now,
+          'refresh_token_reused',
+          o.entryExpiresAt,
+        );
         return { status: 'reused', grantId: token.grantId, revokedGrantIds: revoked.map((g) => g.id) };
       }
       if (token.expiresAt <= o.now) return { status: 'invalid' };
@@ -1441,6 +1538,7 @@ export class PostgresStore implements Store {
   }
 
   async redeemAuthorizationCode(hash: string, o: CodeRedemptionOptions): Promise<CodeRedemption> {
+    const widen: WidenedRevocation = { everyTree: false };
     return this.#tx(async (c): Promise<CodeRedemption> => {
       // Redemptions of one code queue on its lock, taken first and held to the commit, so each
       // reads the code (below, a statement after the lock: a later snapshot) once the one before it
@@ -1465,7 +1563,7 @@ export class PostgresStore implements Store {
         const revoked =
           code.grantId === null
             ? []
-            : await this.#revokeTree(c, 'SELECT $1::text', [code.grantId], o.now, 'authorization_code_reused', o.entryExpiresAt);
+            : await this.#revokeTree(c, widen, 'SELECT $1::text', [code.grantId], o.now, 'authorization_code_reused', o.entryExpiresAt);
         return { status: 'reused', grantId: code.grantId, revokedGrantIds: revoked.map((g) => g.id) };
       }
       if (code.expiresAt <= o.now) return { status: 'invalid' };
@@ -1481,9 +1579,9 @@ export class PostgresStore implements Store {
       // A root grant, its values listed by grantValues as createGrant's and the SQLite store's.
       const root = { ...g, parentId: null };
       await c.query(
-        `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-        grantValues(root, g.issuer, g.id, 0),
+        `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti, actor_grant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+        grantValues(root, g.issuer, g.id, 0, null),
       );
       await c.query('UPDATE authorization_codes SET consumed_at = $1, grant_id = $2 WHERE hash = $3', [o.now, g.id, hash]);
       const t = o.refreshToken;
@@ -1493,7 +1591,7 @@ export class PostgresStore implements Store {
           [t.hash, g.id, t.clientId, t.createdAt, t.expiresAt, t.jkt ?? null],
         );
       }
-      const grant = createdGrant(root, g.issuer, g.id, 0);
+      const grant = createdGrant(root, g.issuer, g.id, 0, null);
       return { status: 'redeemed', grant };
     });
   }

@@ -312,4 +312,13 @@ export const MIGRATIONS: readonly Migration[] = [
       INSERT INTO meta (name, value) VALUES ('signing_keys_seq', (SELECT COUNT(*) FROM signing_keys));
     `,
   },
+  {
+    version: 23,
+    description:
+      'grants.actor_grant_id: the grant of the actor token (RFC 8693 actor_token) a grant was exchanged with, so revoking the actor’s grant revokes the grants exchanged with its tokens, with their subtrees, transitively; indexed for the cascade; NULL in every grant made before (those outlive their actor’s grant, as before)',
+    sql: `
+      ALTER TABLE grants ADD COLUMN actor_grant_id TEXT;
+      CREATE INDEX grants_actor_grant ON grants (actor_grant_id) WHERE actor_grant_id IS NOT NULL;
+    `,
+  },
 ];

@@ -600,7 +600,8 @@ export class SqliteStore implements Store {
     if (g.subjectJti != null && this.#tokenEntry(g.subjectJti)) return 'subject_revoked';
     if (g.actorJti != null && this.#tokenEntry(g.actorJti)) return 'actor_inactive';
     // Inside it too: a revocation of the actor's grant (or of an ancestor, which revoked it with its
-    // subtree) by another process committed before this. The parent, when it is the same grant, is read below.
+    // subtree) by another process committed before this; one that commits after finds this grant by
+    // its actor_grant_id. The parent, when it is the same grant, is read below.
     const { actorGrantId } = options;
     if (actorGrantId !== undefined && actorGrantId !== g.parentId && !isActiveGrant(this.#grantRow(actorGrantId, seen), now)) {
       return 'actor_inactive';
@@ -620,10 +621,10 @@ export class SqliteStore implements Store {
       if (this.#subjectRevokedSince(g.subject, g.issuer, options.subjectIssuedAt)) return 'subject_revoked';
     }
     this.#stmt(
-      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(...grantValues(g, issuer, rootId, depth));
-    return createdGrant(g, issuer, rootId, depth);
+      `INSERT INTO grants (id, parent_id, root_id, depth, kind, issuer, subject, client_id, act, scopes, audiences, created_at, expires_at, subject_jti, actor_jti, actor_grant_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(...grantValues(g, issuer, rootId, depth, actorGrantId ?? null));
+    return createdGrant(g, issuer, rootId, depth, actorGrantId ?? null);
   }
 
   async getGrant(id: string): Promise<GrantRecord | undefined> {
