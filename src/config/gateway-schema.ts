@@ -212,6 +212,22 @@ export const mcpSchema = z
     max_tools_list_size: byteSize(
       'Largest tools/list result (one JSON answer, or the SSE response event answering a tools/list) the gateway reads whole to filter; a larger one is answered with a JSON-RPC error, never passed unfiltered. On the other SSE streams of the route, a response event, and any other JSON answer (the MCP SDK in JSON mode may answer a request with a pending tools/list’s result of the same id), is held up to this size; a larger one whose result has shown no tools member by then (a large tools/call result) streams on, and is cut before its end if one shows up later. Default 4mb.',
     ).prefault('4mb'),
+    bind_tasks: z.boolean().default(true).meta({
+      description:
+        'Bind MCP tasks (MCP 2025-11-25: a request with `params.task` runs as a task) to the principal and the tool that created them: the task id in the answer to a task-augmented tools/call (JSON or SSE, read before a byte of it is relayed) is recorded as the caller’s, and a tasks/get, tasks/result, tasks/cancel (any tasks/… method but tasks/list) naming another principal’s task or one the gateway never saw created is refused as not found (404, JSON-RPC -32602, mcp_task_foreign or mcp_task_unknown); one naming the caller’s own task is decided again as a tools/call of the tool that created it (a token no longer allowed that tool is refused 403). tasks/list is refused (mcp_task_list_refused) unless list_tasks. Kept in the store under `tessera serve` (shared by every instance on it, kept across restarts); in the process under `tessera gateway`, where a restart forgets every task and other instances do not know it. false: the upstream alone decides who may read a task.',
+    }),
+    task_ttl: duration(
+      'With bind_tasks: how long a task stays bound after it was last named; after it, it is unknown to the gateway.',
+      30 * DAY,
+    ).prefault('24h'),
+    max_tasks_per_principal: z.number().int().min(1).max(1_000_000).default(10_000).meta({
+      description:
+        'With bind_tasks: the most live tasks one principal may own on this route for one tool. An answer creating one past it is refused (503, JSON-RPC -32000, mcp_task_registry_full; nothing of it relayed, though the upstream created the task). Under `tessera gateway` the process also holds at most 100 000 tasks and A2A ids in all.',
+    }),
+    list_tasks: z.boolean().default(false).meta({
+      description:
+        'With bind_tasks: let tasks/list through, its answer unfiltered. The gateway cannot filter it (it would have to read every answer and stream of the route for a task list, as it does for tools lists), and an upstream whose task store is shared lists every principal’s tasks: set true only for an upstream that lists each caller’s own tasks. Default false: tasks/list is refused (400, JSON-RPC -32601, mcp_task_list_refused).',
+    }),
   })
   .meta({
     description:

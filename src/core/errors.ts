@@ -549,6 +549,48 @@ export const ERROR_CODES = {
     error: 'not_found',
     description: 'No route matches this request.',
   },
+  // MCP tasks bound to the principal that created them (gateway/mcp/tasks.ts): a task another
+  // principal owns and one the gateway never saw created answer alike.
+  mcp_task_unknown: {
+    status: 404,
+    error: 'not_found',
+    description: 'Task not found',
+  },
+  mcp_task_foreign: {
+    status: 404,
+    error: 'not_found',
+    description: 'Task not found',
+  },
+  mcp_task_list_refused: {
+    status: 400,
+    error: 'invalid_request',
+    description: 'Listing tasks is not supported through this gateway.',
+  },
+  mcp_task_registry_full: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The gateway cannot record more tasks now; try again later.',
+  },
+  mcp_task_registry_unavailable: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The gateway cannot read or record tasks now; try again later.',
+  },
+  mcp_task_registry_timeout: {
+    status: 503,
+    error: 'temporarily_unavailable',
+    description: 'The gateway cannot read or record tasks now; try again later.',
+  },
+  mcp_upstream_task_foreign: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
+  mcp_task_answer_invalid: {
+    status: 502,
+    error: 'bad_gateway',
+    description: 'The upstream service is unavailable.',
+  },
 
   // A2A routes: the request body the gateway reads to know an extended-card call, and that card.
   a2a_content_encoding_refused: {

@@ -110,6 +110,14 @@ export interface CompiledMcp extends McpAdvertisement {
   readonly filterToolsList: boolean;
   /** Bytes: the largest tools/list answer (JSON) or response event (SSE) read to filter it. */
   readonly maxToolsListSize: number;
+  /** MCP tasks bound to the principal and tool that created them (`mcp.bind_tasks`, mcp/tasks.ts). */
+  readonly bindTasks: boolean;
+  /** Seconds a bound task stays bound after it was last named (`mcp.task_ttl`). */
+  readonly taskTtl: number;
+  /** Live tasks one principal may own on the route for one tool (`mcp.max_tasks_per_principal`). */
+  readonly maxTasksPerPrincipal: number;
+  /** With {@link bindTasks}: tasks/list goes through, unfiltered (`mcp.list_tasks`). */
+  readonly listTasks: boolean;
 }
 
 export interface CompiledRoute {
@@ -293,6 +301,10 @@ function compileMcp(
     challengeScope: initializeScope(policy, r),
     filterToolsList: m.filter_tools_list,
     maxToolsListSize: m.max_tools_list_size,
+    bindTasks: m.bind_tasks,
+    taskTtl: m.task_ttl,
+    maxTasksPerPrincipal: m.max_tasks_per_principal,
+    listTasks: m.list_tasks,
   };
 }
 

@@ -72,7 +72,9 @@ import {
   isDecidableName,
   isIdentityEncoding,
   isJsonContentType,
+  RPC_INVALID_PARAMS,
   RPC_INVALID_REQUEST,
+  RPC_METHOD_NOT_FOUND,
   RPC_PARSE_ERROR,
   RPC_SERVER_ERROR,
   RPC_SESSION_NOT_FOUND,
@@ -81,6 +83,7 @@ import {
 } from './mcp/message.ts';
 import { metadataDocument, metadataUrlOf, resourceOf } from './mcp/metadata.ts';
 import { type OpenedSession, openEventId, openSession, randomSessionKey, signEventId, signSession } from './mcp/sessions.ts';
+import { MAX_TASK_ID, namesTask, type RecordTasks, recordedOwner, TaskCreateForwardHandler, taskRecordOwner } from './mcp/tasks.ts';
 import { TOOLS_LIST_ERROR_MESSAGE, ToolsListInvalid } from './mcp/tools-list.ts';
 import { GatewayMetrics, NO_ROUTE, type ParserRefusal } from './metrics.ts';
 import { type ReadinessCheck, readiness, writeJson, writeMetrics, writeOpsMethodNotAllowed } from './ops.ts';
@@ -158,6 +161,8 @@ interface McpForward {
   readonly lastEventId: string | undefined;
   /** A tools/list whose answer is filtered to the tools the caller may call. */
   readonly toolsList: ToolsListForward | undefined;
+  /** A task-augmented tools/call (`mcp.bind_tasks`): records the tasks its answer creates for the caller. */
+  readonly record?: RecordTasks | undefined;
 }
 
 /**
@@ -253,11 +258,14 @@ export const GATEWAY_DPOP_NONCE_KEY_INFO = 'tessera gateway dpop nonce v1';
 /** The message of a JSON-RPC call's internal error (-32603): fixed, nothing of the error itself. */
 const INTERNAL_ERROR_MESSAGE = 'The gateway could not handle the request.';
 
-/** Refusals of an A2A answer for its tasks' registry (a2a/forward.ts): not logged as upstream errors. */
+/** Refusals of an A2A or MCP answer for its tasks' registry (a2a/forward.ts, mcp/tasks.ts): not logged as upstream errors. */
 const REGISTRY_REFUSALS: ReadonlySet<string> = new Set([
   'a2a_task_registry_full',
   'a2a_task_registry_unavailable',
   'a2a_task_registry_timeout',
+  'mcp_task_registry_full',
+  'mcp_task_registry_unavailable',
+  'mcp_task_registry_timeout',
 ]);
 
 /** `Retry-After` of a request refused while the audit queue is full (`audit.on_queue_full: refuse`). */
@@ -1127,6 +1135,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       }
       let rpc: RpcFacts = { tool: null, method: null };
       let rpcId: string | number | null = null;
+      let taskFacts: { readonly taskId?: string; readonly task?: true } = {};
       let body: Buffer | undefined;
       if (hasBody) {
         if (!isJsonContentType(req.headers['content-type'])) {
@@ -1152,13 +1161,43 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
           return;
         }
         rpc = message;
+        taskFacts = message;
         rpcId = message.id;
         callId = message.id;
         // Recorded, not trusted: a token or a configured secret sent as a name is written `*`.
         if (message.tool !== null) x.tool = recordableName(message.tool, x.secrets);
         if (message.method !== null) (x.detail ??= {}).rpc = recordableName(message.method, x.secrets);
       }
-      const decision = await afterAuthn(route.pipeline, greq, authn, rpc, true);
+      let decision = await afterAuthn(route.pipeline, greq, authn, rpc, true);
+      // MCP tasks bound to the principal and tool that created them (mcp/tasks.ts).
+      let record: RecordTasks | undefined;
+      if (decision.ok && m.bindTasks && rpc.method !== null) {
+        const owner = taskOwner(principal);
+        if (rpc.method === 'tasks/list' && !m.listTasks) {
+          denyRpc(x, res, new TesseraError('mcp_task_list_refused'), RPC_METHOD_NOT_FOUND, rpcId);
+          return;
+        }
+        if (namesTask(rpc.method)) {
+          const checked = await checkMcpTask(route.id, taskFacts.taskId, owner, m.taskTtl * 1000);
+          if ('refused' in checked) {
+            const notFound = checked.refused === 'mcp_task_unknown' || checked.refused === 'mcp_task_foreign';
+            denyRpc(x, res, new TesseraError(checked.refused), notFound ? RPC_INVALID_PARAMS : RPC_SERVER_ERROR, rpcId);
+            return;
+          }
+          // Decided again as a call of the tool that created the task: a token of the owner no longer
+          // allowed that tool (another token of the same principal, narrower) reads nothing of it.
+          x.tool = recordableName(checked.tool, x.secrets);
+          const again = route.pipeline.authz.authorize(greq, principal, { tool: checked.tool, method: 'tools/call' });
+          if (!again.ok)
+            decision = again.rule
+              ? { ok: false, error: again.error, principal, rule: again.rule }
+              : { ok: false, error: again.error, principal };
+        }
+        if (rpc.method === 'tools/call' && rpc.tool !== null && taskFacts.task === true) {
+          const recordOwner = taskRecordOwner(owner, rpc.tool);
+          record = (ids) => recordMcpTasks(route.id, ids, recordOwner, m.taskTtl * 1000, m.maxTasksPerPrincipal);
+        }
+      }
       // A tool is listed when a tools/call of it would be allowed: the same rules, the same request.
       // Every event stream is read for tools lists, not only a tools/list's: a GET resuming one
       // (Last-Event-ID) replays the upstream's stored events, a tools/list response among them.
@@ -1197,6 +1236,7 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
         },
         lastEventId,
         toolsList,
+        record,
       });
     } catch (e) {
       if (res.destroyed || callerGone(req)) {
@@ -1273,11 +1313,73 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
     }
   }
 
-  function registryUnavailable(route: string, e: unknown): void {
+  function registryUnavailable(route: string, e: unknown, protocol: 'a2a' | 'mcp' = 'a2a'): void {
     logger.warn(
-      { event: 'a2a_task_registry_unavailable', route, error: (e as { code?: unknown })?.code ?? (e as Error)?.name ?? 'error' },
-      'the A2A task registry (the store) did not answer; the request was refused',
+      { event: `${protocol}_task_registry_unavailable`, route, error: (e as { code?: unknown })?.code ?? (e as Error)?.name ?? 'error' },
+      `the ${protocol === 'a2a' ? 'A2A' : 'MCP'} task registry (the store) did not answer; the request was refused`,
     );
+  }
+
+  /**
+   * The tool that created the caller's (`owner`'s) MCP task `id` (mcp/tasks.ts), its record renewed
+   * for `ttlMs`; or why a request naming it is refused: a task never recorded (or expired, or no
+   * `params.taskId`) and another principal's alike, the registry not answering (fail closed).
+   */
+  async function checkMcpTask(
+    route: string,
+    id: string | undefined,
+    owner: string,
+    ttlMs: number,
+  ): Promise<
+    | { readonly tool: string }
+    | { readonly refused: 'mcp_task_unknown' | 'mcp_task_foreign' | 'mcp_task_registry_unavailable' | 'mcp_task_registry_timeout' }
+  > {
+    if (id === undefined || id.length > MAX_TASK_ID) return { refused: 'mcp_task_unknown' };
+    const now = clock();
+    const checked = await withinDeadline(
+      route,
+      async (): Promise<
+        { readonly tool: string } | { readonly refused: 'mcp_task_unknown' | 'mcp_task_foreign' | 'mcp_task_registry_unavailable' }
+      > => {
+        try {
+          const record = await taskOwners.ownerOf(route, 'mcp_task', id, now);
+          if (record === undefined) return { refused: 'mcp_task_unknown' };
+          const parts = recordedOwner(record);
+          if (parts === undefined || parts.principal !== owner) return { refused: 'mcp_task_foreign' };
+          // Named again: bound for another ttl (a long task its owner polls stays its owner's).
+          const claim = await taskOwners.claim(route, 'mcp_task', id, record, now, ttlMs);
+          return claim === 'owned' ? { tool: parts.tool } : { refused: 'mcp_task_foreign' };
+        } catch (e) {
+          registryUnavailable(route, e, 'mcp');
+          return { refused: 'mcp_task_registry_unavailable' };
+        }
+      },
+      'mcp',
+    );
+    return checked === 'timeout' ? { refused: 'mcp_task_registry_timeout' } : checked;
+  }
+
+  /** Record the MCP tasks an answer creates as `owner`'s (a {@link taskRecordOwner}); the answer is relayed only once they are. */
+  async function recordMcpTasks(
+    route: string,
+    ids: readonly string[],
+    owner: string,
+    ttlMs: number,
+    limit: number,
+  ): Promise<'recorded' | 'foreign' | 'full' | 'unavailable' | 'timeout'> {
+    const now = clock();
+    // A longer id is not recorded: naming it later is refused.
+    const named = [...new Set(ids)].filter((id) => id.length <= MAX_TASK_ID);
+    const claimed = async (): Promise<'recorded' | 'foreign' | 'full' | 'unavailable'> => {
+      try {
+        const claims = await Promise.all(named.map((id) => taskOwners.claim(route, 'mcp_task', id, owner, now, ttlMs, limit)));
+        return claims.includes('foreign') ? 'foreign' : claims.includes('full') ? 'full' : 'recorded';
+      } catch (e) {
+        registryUnavailable(route, e, 'mcp');
+        return 'unavailable';
+      }
+    };
+    return withinDeadline(route, claimed, 'mcp');
   }
 
   /**
@@ -1287,7 +1389,11 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
    * then go on (a store call cannot be taken back); what they record is the caller's own, and the
    * request or answer naming it is refused.
    */
-  async function withinDeadline<T>(route: string, work: (over: AbortSignal) => Promise<T>): Promise<T | 'timeout'> {
+  async function withinDeadline<T>(
+    route: string,
+    work: (over: AbortSignal) => Promise<T>,
+    protocol: 'a2a' | 'mcp' = 'a2a',
+  ): Promise<T | 'timeout'> {
     const over = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((resolve) => {
@@ -1300,8 +1406,8 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       const r = await Promise.race([work(over.signal), deadline]);
       if (r === 'timeout') {
         logger.warn(
-          { event: 'a2a_task_registry_timeout', route, timeout_ms: taskStoreTimeoutMs },
-          'the A2A task registry (the store) did not record the ids of a request or an answer in time; it was refused',
+          { event: `${protocol}_task_registry_timeout`, route, timeout_ms: taskStoreTimeoutMs },
+          `the ${protocol === 'a2a' ? 'A2A' : 'MCP'} task registry (the store) did not record the ids of a request or an answer in time; it was refused`,
         );
       }
       return r;
@@ -1663,7 +1769,12 @@ export function createGateway(config: TesseraConfig, deps: GatewayDeps = {}): Ga
       responseHeaders: ['x-request-id', x.requestId],
       ownCredential: route.upstream.ownCredential,
     };
-    if (mcp !== undefined)
+    if (mcp?.record !== undefined)
+      proxied.handler = forwardWith(
+        new TaskCreateForwardHandler(res, proxied, options.responseHeaders, mcp.sign, mcp.record, options.ownCredential, mcp.toolsList),
+        options,
+      );
+    else if (mcp !== undefined)
       proxied.handler = forwardWith(
         new SessionForwardHandler(res, proxied, options.responseHeaders, mcp.sign, options.ownCredential, mcp.toolsList),
         options,

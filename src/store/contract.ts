@@ -552,8 +552,11 @@ export class StoreOpenError extends CodedStoreError<StoreOpenCode> {
   override readonly name = 'StoreOpenError';
 }
 
-/** What an A2A id names (the gateway's `a2a.bind_tasks`): a task or a context. */
-export type A2aIdKind = 'task' | 'context';
+/**
+ * What an id of the a2a_tasks records names: an A2A task or context (the gateway's `a2a.bind_tasks`),
+ * or an MCP task (`mcp.bind_tasks`). Only part of the record's key: no migration adds a kind.
+ */
+export type A2aIdKind = 'task' | 'context' | 'mcp_task';
 
 /** Who an A2A task or context belongs to, and until when (epoch seconds). */
 export interface A2aTaskRecord {

@@ -38,6 +38,9 @@ const REGISTRY_CODES: ReadonlySet<ErrorCode> = new Set([
   'a2a_task_registry_full',
   'a2a_task_registry_unavailable',
   'a2a_task_registry_timeout',
+  'mcp_task_registry_full',
+  'mcp_task_registry_unavailable',
+  'mcp_task_registry_timeout',
 ]);
 
 /**
@@ -45,7 +48,8 @@ const REGISTRY_CODES: ReadonlySet<ErrorCode> = new Set([
  * with reason `code`: `InvalidAgentResponseError` (-32006) for an answer the gateway refuses to
  * relay, -32000 (a server error, as the gateway's other refusals) when its tasks could not be
  * recorded, -32603 (internal error) when the upstream gave no usable answer (unreachable, timed
- * out, refusing the gateway's credential). An MCP route's call gets the same (only -32603 applies).
+ * out, refusing the gateway's credential). An MCP route's call gets the same (-32000 when the tasks
+ * an answer creates could not be recorded, `mcp.bind_tasks`; else -32603).
  */
 export function upstreamRpcCode(code: ErrorCode): number {
   if (ANSWER_CODES.has(code)) return RPC_INVALID_AGENT_RESPONSE;

@@ -24,7 +24,8 @@ import { createHash } from 'node:crypto';
 import type { Principal } from '../../core/verify/principal.ts';
 import { ownerOf } from '../mcp/sessions.ts';
 
-export type IdKind = 'task' | 'context';
+/** An A2A task or context, or an MCP task (`../mcp/tasks.ts`), each in its own key space. */
+export type IdKind = 'task' | 'context' | 'mcp_task';
 
 /** Who a task belongs to: a digest of {@link ownerOf} (the same principal as MCP sessions). */
 export function taskOwner(p: Principal): string {

@@ -10,6 +10,7 @@ import type { ErrorCode } from '../../core/errors.ts';
 /** JSON-RPC 2.0 error codes (§5.1). */
 export const RPC_PARSE_ERROR = -32700;
 export const RPC_INVALID_REQUEST = -32600;
+export const RPC_METHOD_NOT_FOUND = -32601;
 export const RPC_INVALID_PARAMS = -32602;
 /** Implementation-defined server errors (-32000 to -32099), as the MCP SDK uses them. */
 export const RPC_SERVER_ERROR = -32000;
@@ -24,6 +25,10 @@ export type McpMessage =
       readonly method: string | null;
       /** The request's `id` (a string or a finite number), `null` without one (a notification) or with another type. */
       readonly id: string | number | null;
+      /** `params.taskId` when it is a string: the task a `tasks/get`, `tasks/result` or `tasks/cancel` names (MCP 2025-11-25). */
+      readonly taskId?: string;
+      /** `params.task` is present: the request asks to run as a task (a task-augmented request, MCP 2025-11-25). */
+      readonly task?: true;
     }
   | {
       readonly ok: false;
@@ -99,7 +104,7 @@ export function isDecidableName(name: string): boolean {
 
 /** The members of a JSON-RPC message (§4, §5), and the member of `params` the gateway decides on. */
 export const MESSAGE_MEMBERS: readonly string[] = ['jsonrpc', 'id', 'method', 'params', 'result', 'error'];
-const PARAMS_MEMBERS: readonly string[] = ['name'];
+const PARAMS_MEMBERS: readonly string[] = ['name', 'taskId', 'task'];
 
 /**
  * True when `object` has a key that is not one of `members` but that some upstream parser reads as
@@ -112,7 +117,9 @@ const PARAMS_MEMBERS: readonly string[] = ['name'];
 export function hasMemberLookalike(object: Record<string, unknown>, members: readonly string[]): boolean {
   for (const key of Object.keys(object)) {
     if (members.includes(key)) continue;
-    if (members.includes(memberFold(key))) return true;
+    // Folded on both sides: `TaskId` and `taskid` are read as `taskId`.
+    const folded = memberFold(key);
+    if (members.some((m) => memberFold(m) === folded)) return true;
   }
   return false;
 }
@@ -170,10 +177,18 @@ export function readMessage(body: Uint8Array): McpMessage {
   const method = message.method;
   if (method === undefined) return { ok: true, tool: null, method: null, id }; // a response to a server request
   if (typeof method !== 'string' || !NAME.test(method)) return { ok: false, code: 'mcp_message_invalid', rpc: RPC_INVALID_REQUEST, id };
-  if (method !== 'tools/call') return { ok: true, tool: null, method, id };
+  // Only when there: a message without them reads as it did before tasks.
+  const taskId = paramsObject?.taskId;
+  const task = paramsObject?.task;
+  const tasks = {
+    ...(typeof taskId === 'string' ? { taskId } : {}),
+    // Any value: an upstream may test it for truth (the MCP SDK's McpServer does), not for an object.
+    ...(task !== undefined ? { task: true as const } : {}),
+  };
+  if (method !== 'tools/call') return { ok: true, tool: null, method, id, ...tasks };
   const name = paramsObject?.name;
   if (typeof name !== 'string' || !NAME.test(name)) return { ok: false, code: 'mcp_tool_name_invalid', rpc: RPC_INVALID_PARAMS, id };
-  return { ok: true, tool: name, method, id };
+  return { ok: true, tool: name, method, id, ...tasks };
 }
 
 /** A JSON-RPC error response body. `message` is a fixed description, never request data. */

@@ -129,6 +129,18 @@ export function upstreamFailure(error: unknown): { code: ErrorCode; kind: string
     // …or not within the store's request timeout, all of them together (gateway.ts, recordTasks).
     case 'a2a_task_registry_timeout':
       return { code: 'a2a_task_registry_timeout', kind: 'task_registry_timeout' };
+    // The answer to a task-augmented MCP request naming another principal's task, one the gateway
+    // cannot read for its tasks, or whose task it cannot record (mcp/tasks.ts).
+    case 'mcp_upstream_task_foreign':
+      return { code: 'mcp_upstream_task_foreign', kind: 'task_foreign' };
+    case 'mcp_task_answer_invalid':
+      return { code: 'mcp_task_answer_invalid', kind: 'task_answer_invalid' };
+    case 'mcp_task_registry_unavailable':
+      return { code: 'mcp_task_registry_unavailable', kind: 'task_registry_unavailable' };
+    case 'mcp_task_registry_full':
+      return { code: 'mcp_task_registry_full', kind: 'task_registry_full' };
+    case 'mcp_task_registry_timeout':
+      return { code: 'mcp_task_registry_timeout', kind: 'task_registry_timeout' };
     // A 101 that accepts no key the gateway sent (proxy/websocket.ts).
     case 'upstream_upgrade_invalid':
       return { code: 'upstream_upgrade_invalid', kind: 'upgrade_invalid' };
