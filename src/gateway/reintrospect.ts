@@ -69,7 +69,12 @@ export function reintrospectUnder(s: GatewayState, unanswered: WeakMap<TrackedSt
         if (was.subject !== now.subject || was.clientId !== now.clientId || was.issuer !== now.issuer) return 'token_identity_changed';
         // The subject's issuer as a believed `sub_id` names it (identity header `subject_issuer`,
         // the rate-limit key): the same `sub` of another identity provider is another person.
-        if (subjectIssuer(was, s.vouching) !== subjectIssuer(now, s.vouching)) return 'token_identity_changed';
+        // Compared under the trust the exchange was admitted with (what its upstream was told) and
+        // under the one now in force: a reload that stopped believing `sub_id` must not hide a change.
+        const admitted = { issuers: s.vouching.issuers, introspection: stream.admission.config.introspection?.trust_sub_id === true };
+        for (const trust of [admitted, s.vouching]) {
+          if (subjectIssuer(was, trust) !== subjectIssuer(now, trust)) return 'token_identity_changed';
+        }
         // Still active, but the answer's scope may have been narrowed: the exchange's rule is
         // applied again to it, on the route as this state compiled it (a reload that removed the
         // route or changed its rules decided the stream already).
