@@ -453,11 +453,12 @@ export const OAUTH_ERROR_CODES = {
     error: 'invalid_request',
     description: 'The actor token does not belong to the authenticated client.',
   },
-  // RFC 8693 §4.1: only this issuer's own tokens vouch for its actors.
+  // RFC 8693 §4.1: only this issuer's own tokens vouch for its actors, and another issuer's
+  // token for its own actors only (never this service's, nor a third issuer's).
   subject_token_act_names_issuer: {
     status: 400,
     error: 'invalid_request',
-    description: "The subject token's actor chain names actors of this service.",
+    description: "The subject token's actor chain names actors of another issuer.",
   },
   actor_token_proof_required: {
     status: 400,

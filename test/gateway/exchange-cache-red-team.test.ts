@@ -128,18 +128,24 @@ describe('gateway: exchange cache and mint, red team (real token service)', () =
     assert.ok((m2.exp as number) > now());
   });
 
-  it('an identity provider’s chain is re-issued under its issuer; one naming the token service, or a sub that is a client id, is refused with nothing forwarded', async () => {
+  it('attack: an identity provider’s chain is re-issued under its issuer; one naming the token service or another trusted issuer’s subject, or a sub that is a client id, is refused with nothing forwarded', async () => {
     const t = await sign(
       idp2Key,
-      claims({ iss: IDP2, sub: 'hank', aud: AUDIENCE, scope: 'api:read', act: { sub: 'bot', act: { sub: 'human', iss: ISSUER } } }),
+      claims({ iss: IDP2, sub: 'hank', aud: AUDIENCE, scope: 'api:read', act: { sub: 'bot', act: { sub: 'human', iss: IDP2 } } }),
     );
     assert.equal((await call(t)).status, 200);
     const m = decodeJwt(sent());
     assert.equal(m.sub, 'hank');
     assert.deepEqual(m.sub_id, { format: 'iss_sub', iss: IDP2, sub: 'hank' });
-    assert.deepEqual(m.act, { sub: 'gw', act: { sub: 'bot', iss: IDP2, act: { sub: 'human', iss: ISSUER } } });
+    assert.deepEqual(m.act, { sub: 'gw', act: { sub: 'bot', iss: IDP2, act: { sub: 'human', iss: IDP2 } } });
     const seen = upstream.seen.length;
-    for (const over of [{ act: { sub: 'bot', act: { sub: 'agent', iss: url } } }, { sub: 'agent' }, { sub: 'gw' }]) {
+    for (const over of [
+      { act: { sub: 'bot', act: { sub: 'agent', iss: url } } },
+      // IDP2 may not say that a subject of ISSUER (the other identity provider the gateway trusts) acted.
+      { act: { sub: 'bot', act: { sub: 'human', iss: ISSUER } } },
+      { sub: 'agent' },
+      { sub: 'gw' },
+    ]) {
       const forged = await sign(idp2Key, claims({ iss: IDP2, sub: 'hank', aud: AUDIENCE, scope: 'api:read', ...over }));
       const r = await call(forged);
       assert.equal(r.status, 502, JSON.stringify(over));

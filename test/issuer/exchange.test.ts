@@ -19,6 +19,9 @@ const IDP = 'https://idp.test';
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
 const idpKey = makeKey('ES256', 'idp-1');
+/** A second trusted identity provider: its actors are its own to name, not the first one's. */
+const OTHER_IDP = 'https://other-idp.test';
+const otherIdpKey = makeKey('ES256', 'other-idp-1');
 
 let issuer: RunningIssuer;
 const clients: Record<string, { id: string; secret: string }> = {};
@@ -26,7 +29,10 @@ const clients: Record<string, { id: string; secret: string }> = {};
 before(async () => {
   issuer = await startIssuer({
     config: {
-      issuers: [{ issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } }],
+      issuers: [
+        { issuer: IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [idpKey.jwk] } },
+        { issuer: OTHER_IDP, audiences: ['https://agents.test'], algorithms: ['ES256'], jwks: { keys: [otherIdpKey.jwk] } },
+      ],
       token_service: { max_chain_depth: 3 },
     },
   });
@@ -965,7 +971,6 @@ describe('re-targeting changed after registration (tessera clients update)', () 
 });
 
 describe('identities of another issuer never pass for this service’s (RFC 9068 §5, RFC 8693 §4.1)', () => {
-  const OTHER_IDP = 'https://other-idp.test';
   before(async () => {
     const grantTypes = ['client_credentials', EXCHANGE];
     clients['agent-a'] = await issuer.addClient({
@@ -1046,12 +1051,13 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
   });
 
   it('re-issues an external subject token’s prior actors under its issuer (an IdP cannot name this service’s clients as prior actors)', async () => {
-    const subject = await userToken({ act: { sub: 'agent-a', act: { sub: 'x2', iss: OTHER_IDP } } });
+    const subject = await userToken({ act: { sub: 'agent-a', act: { sub: 'x2', iss: IDP } } });
     const t = await ok(await exchange('agent-b', { subject_token: subject, audience: 'https://api.test' }));
-    // RFC 8693 §4.1: an act without iss is read in the token's issuer's namespace, now this service's.
+    // RFC 8693 §4.1: an act without iss is read in the token's issuer's namespace, now this service's;
+    // one naming the token's own issuer is kept as it is.
     assert.deepEqual(decodeJwt(t.access_token).act, {
       sub: 'agent-b',
-      act: { sub: 'agent-a', iss: IDP, act: { sub: 'x2', iss: OTHER_IDP } },
+      act: { sub: 'agent-a', iss: IDP, act: { sub: 'x2', iss: IDP } },
     });
     // A verifier of this service's tokens sees which issuer each actor belongs to.
     const verified = await inProcessVerifier(issuer).verify(bearer(t.access_token));
@@ -1059,10 +1065,10 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
     assert.deepEqual(verified.principal.actors, [
       { subject: 'agent-b' },
       { subject: 'agent-a', issuer: IDP },
-      { subject: 'x2', issuer: OTHER_IDP },
+      { subject: 'x2', issuer: IDP },
     ]);
     // So do the audit trail and `tessera trace`.
-    const shown = ['agent-b', `agent-a (${IDP})`, `x2 (${OTHER_IDP})`];
+    const shown = ['agent-b', `agent-a (${IDP})`, `x2 (${IDP})`];
     assert.deepEqual((await exchangedEvent(t.access_token))?.actor_chain, shown);
     const trace = await buildTrace(issuer.store, 'grant', decodeJwt(t.access_token).grant_id as string);
     assert.deepEqual(trace.grants.find((g) => g.focus)?.actor_chain, shown);
@@ -1075,6 +1081,26 @@ describe('identities of another issuer never pass for this service’s (RFC 9068
     assert.deepEqual((await exchangedEvent(t.access_token))?.actor_chain, shown);
     const trace = await buildTrace(issuer.store, 'grant', decodeJwt(t.access_token).grant_id as string);
     assert.deepEqual(trace.grants.find((g) => g.focus)?.actor_chain, shown);
+  });
+
+  it('attack: an identity provider’s actor chain naming another trusted issuer’s subject (`act: {sub: agent-x, iss: <other IdP>}`) is refused, at any depth; the other IdP names its own actors', async () => {
+    for (const act of [
+      { sub: 'agent-x', iss: OTHER_IDP },
+      { sub: 'x1', act: { sub: 'agent-x', iss: OTHER_IDP } },
+      // Nor an issuer it is not trusted for here: what it says of another issuer's parties is not its to say.
+      { sub: 'agent-x', iss: 'https://untrusted.test' },
+    ]) {
+      const res = await exchange('agent-b', { subject_token: await userToken({ act }), audience: 'https://api.test' });
+      assert.equal(await deniedFor(res), 'subject_token_act_names_issuer', JSON.stringify(act));
+      await expectError(res, 400, 'invalid_request');
+    }
+    // The other identity provider's own token naming its own agent-x (with or without iss) is delegated.
+    for (const act of [{ sub: 'agent-x', iss: OTHER_IDP }, { sub: 'agent-x' }]) {
+      const subject = await sign(otherIdpKey, claims({ iss: OTHER_IDP, sub: 'alice', aud: 'https://agents.test', scope: 'api:read', act }));
+      const t = await ok(await exchange('agent-b', { subject_token: subject, audience: 'https://api.test' }));
+      assert.deepEqual(decodeJwt(t.access_token).act, { sub: 'agent-b', act: { sub: 'agent-x', iss: OTHER_IDP } });
+      assert.deepEqual((await exchangedEvent(t.access_token))?.actor_chain, ['agent-b', `agent-x (${OTHER_IDP})`]);
+    }
   });
 
   it('refuses an external subject token whose act names an actor of this issuer', async () => {

@@ -125,17 +125,24 @@ function partyFromPrincipal(
 /**
  * Another issuer's actor chain as this issuer re-issues it. RFC 8693 §4.1 reads an `act` without
  * `iss` in the namespace of the token's issuer, which is now this one: each such entry gets the
- * other issuer's `iss` (its other members kept; an entry with its own `iss` is left as it is), so
- * an identity provider cannot name this service's clients as prior actors. Nor by naming this
- * issuer itself: only this issuer's own tokens vouch for its actors. The verifier checked the
- * chain's shape (objects, string `sub` and `iss`, at most 32 deep).
+ * other issuer's `iss` (its other members kept), so an identity provider cannot name this
+ * service's clients as prior actors. An identity provider vouches for its own parties only: an
+ * entry whose `iss` is another issuer's is refused, this issuer's (only its own tokens vouch for
+ * its actors) and another trusted issuer's alike, since once this issuer signs the chain nothing
+ * tells that identity provider's word from that issuer's (its agent named as having acted, in
+ * every later check and in the audit trail). The verifier checked the chain's shape (objects,
+ * string `sub` and `iss`, at most 32 deep).
  */
-function underIssuer(act: JsonObject, issuer: string, own: string): JsonObject {
+function underIssuer(act: JsonObject, issuer: string): JsonObject {
   // An empty iss is no issuer: a reader taking it for absent would read the actor as this issuer's.
-  if (act.iss === own || act.iss === '') throw new OAuthError('subject_token_act_names_issuer');
-  const entry: JsonObject = { sub: act.sub as string, iss: (act.iss as string | undefined) ?? issuer, ...act };
+  if (act.iss !== undefined && act.iss !== issuer) {
+    throw new OAuthError('subject_token_act_names_issuer', {
+      auditDetail: { token_issuer: issuer, act_issuer: String(act.iss) },
+    });
+  }
+  const entry: JsonObject = { sub: act.sub as string, iss: issuer, ...act };
   const next = act.act;
-  if (typeof next === 'object' && next !== null && !Array.isArray(next)) entry.act = underIssuer(next as JsonObject, issuer, own);
+  if (typeof next === 'object' && next !== null && !Array.isArray(next)) entry.act = underIssuer(next as JsonObject, issuer);
   return entry;
 }
 
@@ -306,7 +313,7 @@ async function delegate(
     // person too: login_subject_is_client). A static token's own `static:<id>` stands for itself.
     const ownStatic = subject.staticTokenId !== undefined && subject.subject === `${STATIC_SUBJECT_PREFIX}${subject.staticTokenId}`;
     if (!ownStatic && (await ctx.clients.couldPassForClient(subject.subject))) throw new OAuthError('subject_token_subject_is_client');
-    if (prior !== null) prior = underIssuer(prior, subject.issuer, ctx.issuer);
+    if (prior !== null) prior = underIssuer(prior, subject.issuer);
   }
   // RFC 8693 §4.4: when the subject token names who may act for it, no one else may. A may_act
   // without iss names an identity of the subject token's issuer (§4.1), or this service's client
