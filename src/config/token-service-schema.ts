@@ -422,27 +422,27 @@ export const tokenServiceSchema = z
     introspection_rate_limit: z
       .strictObject({
         enabled: z.boolean().default(true).meta({
-          description: 'Limit introspection requests per client. Default: on; `false` turns this bucket off (not `auth_failures`).',
+          description: 'Limit introspection requests per client. Default: on; `false` turns the limit off (not `auth_failure_limit`).',
         }),
         ...bucketFields({ one: 'introspection request', many: 'Introspection requests', per: 'client', rate: 100, burst: 1000 }),
-        auth_failures: z
-          .strictObject({
-            enabled: z
-              .boolean()
-              .default(true)
-              .meta({ description: 'Limit failed client authentications per address. Default: on; `false` turns this bucket off.' }),
-            ...bucketFields({ one: 'failed authentication', many: 'Failed authentications', per: 'address', rate: 1, burst: 20 }),
-          })
-          .prefault({})
-          .meta({
-            description:
-              'Token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s) of the introspection requests refused before a client authenticated: a failed client authentication (wrong or unknown secret, bad assertion, no credentials) or a malformed request. An address whose bucket is empty is refused 429 `client_auth_failure_rate_limited` with Retry-After before its credentials are checked, the right ones too (a guess that happens to be right is not told apart), until a failure is regained; a request that authenticates gives back the token it held, so an address that does not fail spends nothing. Buckets of the 10000 most recent addresses are kept, per process.',
-          }),
       })
       .prefault({})
       .meta({
         description:
-          'Token bucket per authenticated client at the RFC 7662 introspection endpoint (public clients may not introspect), spent after client authentication (a request that fails it spends nothing of it, but spends its address’s `auth_failures`) and before a private_key_jwt assertion’s `jti` is recorded; over it, 429 `introspection_rate_limited` with Retry-After, nothing looked up. Each introspection reads the store and writes a `token.introspected` audit event. A refusal of either bucket is audited (`introspection.denied`) once per throttled window of its key, the window being the Retry-After it was told; the next one audited says how many were not (`refusals_not_audited`). A gateway introspects each distinct token once per `cache_max_ttl` and every inactive one each time: size `rate` to the busiest resource server. Buckets of the 10000 most recent clients are kept, per process.',
+          'Token bucket per authenticated client at the RFC 7662 introspection endpoint (public clients may not introspect), spent after client authentication (a request that fails it spends nothing of it, but spends its address’s `auth_failure_limit`) and before a private_key_jwt assertion’s `jti` is recorded; over it, 429 `introspection_rate_limited` with Retry-After, nothing looked up. Each introspection reads the store and writes a `token.introspected` audit event. A refusal is audited (`introspection.denied`) once per throttled window of its client, the window being the Retry-After it was told; the next one audited says how many were not (`refusals_not_audited`). A gateway introspects each distinct token once per `cache_max_ttl` and every inactive one each time: size `rate` to the busiest resource server. Buckets of the 10000 most recent clients are kept, per process.',
+      }),
+    auth_failure_limit: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .meta({ description: 'Limit failed client authentications per address. Default: on; `false` turns the limit off.' }),
+        ...bucketFields({ one: 'failed authentication', many: 'Failed client authentications', per: 'address', rate: 1, burst: 20 }),
+      })
+      .prefault({})
+      .meta({
+        description:
+          'One token bucket per connecting address (an IPv6 address by its /64; behind a proxy: the proxy’s) shared by the token, revocation and introspection endpoints, of the requests refused before a client authenticated: a failed client authentication (wrong or unknown secret, bad or replayed assertion, no credentials) or a malformed request. An address whose bucket is empty is refused 429 `client_auth_failure_rate_limited` with Retry-After at any of the three before its credentials are checked, the right ones too (a guess that happens to be right is not told apart), until a failure is regained; a request that authenticates (a public client naming itself included) gives back the token it held, so an address that does not fail spends nothing. A refusal is audited (`token.denied`, `revocation.denied`, `introspection.denied`) once per throttled window of the endpoint and address, the next one audited saying how many were not (`refusals_not_audited`). Behind a reverse proxy every client shares the proxy’s bucket: one that keeps failing (a rotated secret still in use) gets them all refused until it stops; there, raise `burst` or turn this off and limit at the proxy. Buckets of the 10000 most recent addresses are kept, per process.',
       }),
     token_rate_limit: z
       .strictObject({

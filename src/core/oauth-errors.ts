@@ -369,8 +369,8 @@ export const OAUTH_ERROR_CODES = {
     error: 'temporarily_unavailable',
     description: 'Too many introspection requests from this client; try again later.',
   },
-  // Introspection: the address's bucket of failed client authentications
-  // (`introspection_rate_limit.auth_failures`) is empty, refused before its credentials are checked.
+  // Token, revocation and introspection endpoints: the address's bucket of failed client
+  // authentications (`auth_failure_limit`) is empty, refused before its credentials are checked.
   client_auth_failure_rate_limited: {
     status: 429,
     error: 'temporarily_unavailable',

@@ -111,6 +111,75 @@ export function asOAuthError(e: unknown): OAuthError {
 }
 
 /**
+ * The per-address bucket of failed client authentications (`auth_failure_limit`): one for the
+ * token, revocation and introspection endpoints together (guessing moved from one to another gets
+ * no fresh burst), and the throttled windows its refusals are audited once in, per endpoint.
+ */
+export interface AuthFailureLimit {
+  readonly limiter: Pick<TokenBucketLimiter, 'take' | 'refund' | 'has'>;
+  readonly windows: Pick<ThrottleWindows, 'refused'>;
+}
+
+/**
+ * One request's account with its address's failed client authentications (an IPv6 /64): each
+ * request refused before its client authenticated (a failed authentication, a malformed request),
+ * or refused `invalid_client` after it (a replayed assertion, an origin not allowed for it),
+ * spends one; an address whose bucket is empty is refused `client_auth_failure_rate_limited` (429)
+ * before its credentials are checked, the right ones too (no oracle). An address with a bucket
+ * (one that failed lately) takes its token before authenticating and gets it back unless it
+ * fails, so concurrent requests from it cannot all pass the check before the first failure is
+ * counted; any other address costs one lookup. A request that authenticates spends nothing, a
+ * public client's (which proves nothing, but fails nothing either) included.
+ */
+export class AddressFailures {
+  readonly #limit: AuthFailureLimit | undefined;
+  readonly #address: string;
+  readonly #kind: string;
+  /** The address's failure token, taken before authenticating: given back unless it fails. */
+  #reserved = false;
+
+  constructor(limit: AuthFailureLimit | undefined, remoteAddr: string | undefined, kind: AuditEvent['kind']) {
+    this.#limit = limit;
+    this.#address = limit === undefined ? '' : addressKey(remoteAddr);
+    this.#kind = kind;
+  }
+
+  /** Before anything of the request is read. @throws {OAuthError} `client_auth_failure_rate_limited` */
+  enter(): void {
+    const limiter = this.#limit?.limiter;
+    if (limiter === undefined || !limiter.has(this.#address)) return;
+    const wait = limiter.take(this.#address);
+    if (wait > 0) throw new OAuthError('client_auth_failure_rate_limited', { retryAfter: wait });
+    this.#reserved = true;
+  }
+
+  /** The client authenticated: the token held is given back. */
+  authenticated(): void {
+    if (this.#reserved) this.#limit?.limiter.refund(this.#address);
+    this.#reserved = false;
+  }
+
+  /**
+   * The request was refused with `e`, its client authenticated or not: one failure of the address
+   * when it failed authentication (not the service's own failures, 5xx, nor another refusal of an
+   * authenticated client). Returns what to audit: `undefined` for a refusal of this bucket within
+   * a throttled window already on record (answered, not audited again), else the refusals of the
+   * window before that were not audited (0 for any other refusal).
+   */
+  refused(e: OAuthError, authenticated: boolean): number | undefined {
+    const limit = this.#limit;
+    if (limit === undefined) return 0;
+    // The address's own refusal took nothing.
+    if (e.code === 'client_auth_failure_rate_limited') return limit.windows.refused(`${this.#kind}\n${this.#address}`, e.retryAfter ?? 1);
+    const failed = e.status < 500 && (!authenticated || e.error === 'invalid_client');
+    if (failed && !this.#reserved) limit.limiter.take(this.#address);
+    else if (!failed && this.#reserved) limit.limiter.refund(this.#address);
+    this.#reserved = false;
+    return 0;
+  }
+}
+
+/**
  * The opening of a revocation or introspection request (RFC 7009 §2.1, RFC 7662 §2.1): its body,
  * its client's authentication and its `token` parameter. A refusal here is audited as `kind` with
  * the caller's error code (and the client once it authenticated), as the token endpoint audits
@@ -133,38 +202,21 @@ export async function openTokenRequest(
       readonly publicLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
       readonly code: 'revocation_rate_limited' | 'introspection_rate_limited';
     };
+    /** Failed client authentications by connecting address ({@link AddressFailures}). */
+    readonly authFailures?: AuthFailureLimit | undefined;
     /**
-     * Failed client authentications by connecting address (an IPv6 /64): each request refused
-     * before its client authenticated (or whose assertion was replayed) spends one; an address
-     * whose bucket is empty is refused `client_auth_failure_rate_limited` (429) before its
-     * credentials are checked. An address with a bucket (one that failed lately) takes its token
-     * before authenticating and gets it back unless it fails, so concurrent requests from it cannot
-     * all pass the check before the first failure is counted; any other address costs one lookup.
-     */
-    readonly authFailures?: Pick<TokenBucketLimiter, 'take' | 'refund' | 'has'> | undefined;
-    /**
-     * Refusals of the buckets above audited once per throttled window of their key, not once per
-     * request; without it, each is audited.
+     * Refusals of the client's bucket audited once per throttled window of the client, not once
+     * per request; without it, each is audited.
      */
     readonly throttleWindows?: Pick<ThrottleWindows, 'refused'> | undefined;
   } = {},
 ): Promise<{ readonly client: CompiledClient; readonly token: string }> {
   let clientId: string | undefined;
-  const failures = options.authFailures;
-  const address = failures === undefined ? '' : addressKey(req.remoteAddr);
-  /** The address's failure token, taken before authenticating: given back unless it fails. */
-  let reserved = false;
-  /** The key of the bucket that refused the request (429), for its throttle window. */
+  const failures = new AddressFailures(options.authFailures, req.remoteAddr, kind);
+  /** The key of the client's bucket when it refused the request (429), for its throttle window. */
   let throttledKey: string | undefined;
   try {
-    if (failures?.has(address)) {
-      const wait = failures.take(address);
-      if (wait > 0) {
-        throttledKey = `a\n${address}`;
-        throw new OAuthError('client_auth_failure_rate_limited', { retryAfter: wait });
-      }
-      reserved = true;
-    }
+    failures.enter();
     if (req.requestFault !== undefined) throw new OAuthError(req.requestFault);
     if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
     if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
@@ -181,7 +233,7 @@ export async function openTokenRequest(
     const bucketKey = publicClient ? `${client.id}\n${addressKey(req.remoteAddr)}` : client.id;
     const wait = limiter?.take(bucketKey) ?? 0;
     if (wait > 0) {
-      throttledKey = `c\n${bucketKey}`;
+      throttledKey = bucketKey;
       throw new OAuthError(options.rateLimit?.code ?? 'revocation_rate_limited', { retryAfter: wait });
     }
     try {
@@ -190,24 +242,14 @@ export async function openTokenRequest(
       limiter?.refund(bucketKey);
       throw e;
     }
-    if (reserved) failures?.refund(address);
+    failures.authenticated();
     return { client, token };
   } catch (error) {
     const e = asOAuthError(error);
-    // The address's own refusal took nothing; any other outcome settles its reserved token.
-    if (failures !== undefined && e.code !== 'client_auth_failure_rate_limited') {
-      // Refused before the client authenticated (a failed authentication, a malformed request),
-      // or invalid_client after it (a replayed assertion, an origin not allowed for it): one
-      // failure of the address. Not the service's own failures (5xx), nor another refusal of an
-      // authenticated client (a missing token, its own bucket empty).
-      const failed = e.status < 500 && (clientId === undefined || e.error === 'invalid_client');
-      if (failed && !reserved) failures.take(address);
-      else if (!failed && reserved) failures.refund(address);
+    let skipped = failures.refused(e, clientId !== undefined);
+    if (throttledKey !== undefined && options.throttleWindows !== undefined) {
+      skipped = options.throttleWindows.refused(throttledKey, e.retryAfter ?? 1);
     }
-    const skipped =
-      throttledKey !== undefined && options.throttleWindows !== undefined
-        ? options.throttleWindows.refused(throttledKey, e.retryAfter ?? 1)
-        : 0;
     // Within a throttled window already on record: answered, not audited again.
     if (skipped === undefined) throw error;
     ctx.emit({

@@ -8,7 +8,7 @@ import type { ThrottleWindows, TokenBucketLimiter } from '../core/ratelimit.ts';
 import type { Store } from '../store/contract.ts';
 import { type AccessTokens, subjectId } from './access-tokens.ts';
 import type { ClientRegistry, CompiledClient } from './clients.ts';
-import { type BaseContext, type OAuthRequest, openTokenRequest } from './context.ts';
+import { type AuthFailureLimit, type BaseContext, type OAuthRequest, openTokenRequest } from './context.ts';
 import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
 
 export interface IntrospectContext extends BaseContext {
@@ -21,13 +21,13 @@ export interface IntrospectContext extends BaseContext {
    * authenticated client id; `undefined` when turned off.
    */
   readonly introspectionLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
-  /**
-   * Failed client authentications at the endpoint by connecting address
-   * (`introspection_rate_limit.auth_failures`); `undefined` when turned off.
-   */
-  readonly introspectionAuthFailures?: Pick<TokenBucketLimiter, 'take' | 'refund' | 'has'> | undefined;
-  /** The throttled windows of both: a refusal is audited once per window of its key. */
+  /** The throttled windows of the clients' buckets: a refusal is audited once per window of its client. */
   readonly introspectionThrottled?: Pick<ThrottleWindows, 'refused'> | undefined;
+  /**
+   * Failed client authentications by connecting address, shared with the token and revocation
+   * endpoints (`auth_failure_limit`); `undefined` when turned off.
+   */
+  readonly authFailures?: AuthFailureLimit | undefined;
 }
 
 /** RFC 7662 (see `TokenService.introspect`). */
@@ -39,7 +39,7 @@ export async function introspectRequest(ctx: IntrospectContext, req: OAuthReques
   // throttled window, or a flood of refused requests would write one event each.
   const { client, token } = await openTokenRequest(ctx, req, 'introspection.denied', {
     rateLimit: { limiter: ctx.introspectionLimiter, code: 'introspection_rate_limited' },
-    authFailures: ctx.introspectionAuthFailures,
+    authFailures: ctx.authFailures,
     throttleWindows: ctx.introspectionThrottled,
   });
   const now = ctx.now();

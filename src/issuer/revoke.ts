@@ -12,7 +12,7 @@ import { holdsToken } from '../core/secret-shape.ts';
 import type { GrantSelector, RevocationEntry, RevokedGrant, Store } from '../store/contract.ts';
 import type { AccessTokens, OwnToken } from './access-tokens.ts';
 import type { ClientRegistry } from './clients.ts';
-import { type BaseContext, type OAuthRequest, openTokenRequest, SKEW } from './context.ts';
+import { type AuthFailureLimit, type BaseContext, type OAuthRequest, openTokenRequest, SKEW } from './context.ts';
 import type { StandingGrants } from './grants/standing.ts';
 import type { RevocationFeed } from './revocation-feed.ts';
 import { REFRESH_TOKEN_PREFIX, sha256, tokenHash } from './secrets.ts';
@@ -48,6 +48,11 @@ export interface RevokeContext extends BaseContext {
    * client): apart, so senders of many addresses do not evict confidential clients' buckets.
    */
   readonly publicRevocationLimiter?: Pick<TokenBucketLimiter, 'take' | 'refund'> | undefined;
+  /**
+   * Failed client authentications by connecting address, shared with the token and introspection
+   * endpoints (`auth_failure_limit`); `undefined` when turned off.
+   */
+  readonly authFailures?: AuthFailureLimit | undefined;
 }
 
 /** RFC 7009 (see `TokenService.revoke`). */
@@ -60,6 +65,10 @@ export async function revokeRequest(ctx: RevokeContext, req: OAuthRequest): Prom
   const { client, token } = await openTokenRequest(ctx, req, 'revocation.denied', {
     allowPublic: true,
     rateLimit: { limiter: ctx.revocationLimiter, publicLimiter: ctx.publicRevocationLimiter, code: 'revocation_rate_limited' },
+    // A flood of guessed client secrets is refused here as at the token and introspection
+    // endpoints, from one bucket per address. Refusing an address keeps nothing alive that its
+    // owner revokes: a client authenticates from its own address, not the flooder's.
+    authFailures: ctx.authFailures,
   });
   const now = ctx.now();
   // RFC 7009 §2.2: answered 200 all the same, but on record: another client's token in this

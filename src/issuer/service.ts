@@ -54,7 +54,17 @@ import {
 } from './client-admin.ts';
 import { type ClientInput, type ClientInputError, ClientRegistry, type ClientUpdate, type CompiledClient } from './clients.ts';
 import { ConsentTokens } from './consent.ts';
-import { type AuditDraft, asOAuthError, chainOf, type EmitOptions, type OAuthRequest, SKEW, type TokenResponse } from './context.ts';
+import {
+  AddressFailures,
+  type AuditDraft,
+  type AuthFailureLimit,
+  asOAuthError,
+  chainOf,
+  type EmitOptions,
+  type OAuthRequest,
+  SKEW,
+  type TokenResponse,
+} from './context.ts';
 import { checkTokenEndpointProof, DPOP_NONCE_KEY_INFO } from './dpop.ts';
 import { GRANT_TREE_MAX_NODES } from './grant-tree.ts';
 import { type AuthorizationCodeContext, authorizationCode } from './grants/authorization-code.ts';
@@ -348,6 +358,8 @@ export class TokenService {
   readonly #tokenRequests: TokenBucketLimiter | undefined;
   /** The same for public clients, per client and connecting address. */
   readonly #publicTokenRequests: TokenBucketLimiter | undefined;
+  /** Failed client authentications per address (`auth_failure_limit`), of the token, revocation and introspection endpoints. */
+  readonly #authFailures: AuthFailureLimit | undefined;
 
   constructor(options: TokenServiceOptions) {
     const { config, store } = options;
@@ -364,14 +376,19 @@ export class TokenService {
     const revocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
     // As for token requests: public clients' buckets (per client and address) kept apart.
     const publicRevocationLimiter = limitRevocations ? new TokenBucketLimiter({ ...revocationRate, maxKeys: 10_000, clock }) : undefined;
-    const { enabled: limitIntrospections, auth_failures: introspectionFailures, ...introspectionRate } = config.introspection_rate_limit;
+    const { enabled: limitIntrospections, ...introspectionRate } = config.introspection_rate_limit;
     const introspectionLimiter = limitIntrospections ? new TokenBucketLimiter({ ...introspectionRate, maxKeys: 10_000, clock }) : undefined;
-    const { enabled: limitIntrospectionFailures, ...introspectionFailureRate } = introspectionFailures;
-    const introspectionAuthFailures = limitIntrospectionFailures
-      ? new TokenBucketLimiter({ ...introspectionFailureRate, maxKeys: 10_000, clock })
+    // Each open window of a client one entry.
+    const introspectionThrottled = new ThrottleWindows({ maxKeys: 10_000, clock });
+    // One bucket per address for the token, revocation and introspection endpoints: a guesser of
+    // client secrets moving between them gets no fresh burst. Its windows are per endpoint and address.
+    const { enabled: limitAuthFailures, ...authFailureRate } = config.auth_failure_limit;
+    this.#authFailures = limitAuthFailures
+      ? {
+          limiter: new TokenBucketLimiter({ ...authFailureRate, maxKeys: 10_000, clock }),
+          windows: new ThrottleWindows({ maxKeys: 30_000, clock }),
+        }
       : undefined;
-    // Keys of both (a client's, an address's), each open window one entry.
-    const introspectionThrottled = new ThrottleWindows({ maxKeys: 20_000, clock });
     this.config = config;
     this.store = store;
     this.issuer = issuer;
@@ -479,8 +496,8 @@ export class TokenService {
       revocationLimiter,
       publicRevocationLimiter,
       introspectionLimiter,
-      introspectionAuthFailures,
       introspectionThrottled,
+      authFailures: this.#authFailures,
       now,
       // refuse: a revocation's record is kept past max_queue (under its ceiling), never dropped.
       emit: this.#auditRefuse
@@ -823,7 +840,11 @@ export class TokenService {
     const ctx = this.#ctxFor(req.auditSlots);
     let clientId: string | undefined;
     const grantType = req.params.get('grant_type') ?? undefined;
+    // A flood of guessed client secrets gets about one a second (by default) from an address,
+    // here and at the revocation and introspection endpoints together.
+    const failures = new AddressFailures(this.#authFailures, req.remoteAddr, 'token.denied');
     try {
+      failures.enter();
       if (req.requestFault !== undefined) throw new OAuthError(req.requestFault);
       if (req.headerFault !== undefined) throw new OAuthError(req.headerFault);
       if (req.bodyFault !== undefined) throw new OAuthError(req.bodyFault);
@@ -860,6 +881,7 @@ export class TokenService {
         bucket?.refund(bucketKey);
         throw e;
       }
+      failures.authenticated();
       const jkt = req.dpop === undefined ? undefined : await this.#dpop(req.dpop);
       if (grantType === 'client_credentials') return await clientCredentials(ctx, client, req, jkt);
       if (grantType === 'authorization_code') return await authorizationCode(ctx, client, req, jkt);
@@ -867,6 +889,9 @@ export class TokenService {
       return await exchange(ctx, client, req, jkt);
     } catch (e) {
       const error = asOAuthError(e);
+      const skipped = failures.refused(error, clientId !== undefined);
+      // Within a throttled window of the address already on record: answered, not audited again.
+      if (skipped === undefined) throw error;
       ctx.emit({
         kind: 'token.denied',
         decision: 'deny',
@@ -879,6 +904,7 @@ export class TokenService {
         detail: {
           ...error.auditDetail,
           grant_type: grantType === undefined ? '' : SUPPORTED_GRANT_TYPES.has(grantType) ? grantType : 'unsupported',
+          ...(skipped > 0 ? { refusals_not_audited: skipped } : {}),
         },
       });
       throw error;

@@ -1,6 +1,7 @@
 /**
  * The RFC 7662 endpoint's limits (`token_service.introspection_rate_limit`): a token bucket per
- * authenticated client, and one of failed client authentications per connecting address. Each
+ * authenticated client, and one of failed client authentications per connecting address
+ * (`token_service.auth_failure_limit`, shared with the token and revocation endpoints). Each
  * introspection reads the store and writes an audit event, so without them one client (or anyone,
  * with wrong credentials) could grow the audit trail and load the store at its request rate. A
  * refusal of either is audited once per throttled window, not once per request.
@@ -21,7 +22,8 @@ before(async () => {
     clock: () => now,
     config: {
       token_service: {
-        introspection_rate_limit: { rate: 1, burst: BURST, auth_failures: { rate: 1, burst: BURST } },
+        introspection_rate_limit: { rate: 1, burst: BURST },
+        auth_failure_limit: { rate: 1, burst: BURST },
       },
     },
   });
@@ -112,7 +114,9 @@ describe('introspection endpoint rate limit', () => {
   it('a client over its own bucket, at an address that failed lately, spends none of the address’s failures', async () => {
     const limited = await startIssuer({
       clock: () => now,
-      config: { token_service: { introspection_rate_limit: { rate: 0.001, burst: 1, auth_failures: { rate: 0.001, burst: 2 } } } },
+      config: {
+        token_service: { introspection_rate_limit: { rate: 0.001, burst: 1 }, auth_failure_limit: { rate: 0.001, burst: 2 } },
+      },
     });
     try {
       const rs = await limited.addClient({ id: 'rs', scopes: [], audiences: [API] });
@@ -138,16 +142,12 @@ describe('introspection endpoint rate limit', () => {
     const on = await startIssuer();
     const off = await startIssuer({
       config: {
-        token_service: { introspection_rate_limit: { enabled: false, burst: 1, auth_failures: { enabled: false, burst: 1 } } },
+        token_service: { introspection_rate_limit: { enabled: false, burst: 1 }, auth_failure_limit: { enabled: false, burst: 1 } },
       },
     });
     try {
-      assert.deepEqual(on.config.token_service?.introspection_rate_limit, {
-        enabled: true,
-        rate: 100,
-        burst: 1000,
-        auth_failures: { enabled: true, rate: 1, burst: 20 },
-      });
+      assert.deepEqual(on.config.token_service?.introspection_rate_limit, { enabled: true, rate: 100, burst: 1000 });
+      assert.deepEqual(on.config.token_service?.auth_failure_limit, { enabled: true, rate: 1, burst: 20 });
       const statuses: number[] = [];
       for (let i = 0; i < 21; i++) {
         statuses.push((await on.post('/oauth2/introspect', { token: 'x' }, { authorization: basic('nobody', 'guess') })).status);

@@ -21,7 +21,9 @@ const key = makeKey('ES256', 'wk-1');
 let issuer: RunningIssuer;
 
 before(async () => {
-  issuer = await startIssuer();
+  // This file refuses many client authentications from one address on purpose; the per-address
+  // limit of those (auth_failure_limit) is test/issuer/auth-failure-limit.test.ts's.
+  issuer = await startIssuer({ config: { token_service: { auth_failure_limit: { enabled: false } } } });
   await issuer.service.registerClient({ id: 'workload', scopes: ['api:read'], audiences: ['https://api.test'], jwks: { keys: [key.jwk] } });
 });
 after(() => issuer?.close());

@@ -14,7 +14,9 @@ let multi: { id: string; secret: string };
 let ccOnly: { id: string; secret: string };
 
 before(async () => {
-  issuer = await startIssuer();
+  // This file refuses many client authentications from one address on purpose; the per-address
+  // limit of those (auth_failure_limit) is test/issuer/auth-failure-limit.test.ts's.
+  issuer = await startIssuer({ config: { token_service: { auth_failure_limit: { enabled: false } } } });
   agent = await issuer.addClient({ id: 'agent', scopes: ['api:read', 'api:write', 'files:*'], audiences: ['https://api.test'] });
   multi = await issuer.addClient({ id: 'multi', scopes: ['api:read'], audiences: ['https://a.test', 'https://b.test'], ttl: 120 });
   ccOnly = await issuer.addClient({ id: 'cc-only', scopes: ['api:read'] });

@@ -20,9 +20,12 @@ const REDIRECT = 'http://127.0.0.1:33418/callback';
 let issuer: RunningIssuer;
 
 before(async () => {
+  // This file refuses many client authentications from one address on purpose; the per-address
+  // limit of those (auth_failure_limit) is test/issuer/auth-failure-limit.test.ts's.
   issuer = await startIssuer({
     config: {
       token_service: {
+        auth_failure_limit: { enabled: false },
         authorization: authorizationConfig(),
         registration: { enabled: true, open: true, scopes: ['mcp:tools'], audiences: [MCP] },
         dpop: { nonce: true },
@@ -366,7 +369,10 @@ describe('a client’s own allowed origins (allowed_origins, Hydra’s allowed_c
   let legacy: { id: string; secret: string };
 
   before(async () => {
-    own = await startIssuer({ config: { token_service: { cors: { allowed_origins: [GLOBAL] } } } as never });
+    // Refused authentications from one address on purpose, as above.
+    own = await startIssuer({
+      config: { token_service: { cors: { allowed_origins: [GLOBAL] }, auth_failure_limit: { enabled: false } } } as never,
+    });
     spa = await own.addClient({ id: 'spa-secret', scopes: ['api:read'], allowedOrigins: [SPA] });
     await own.addClient({
       id: 'spa-public',

@@ -12,7 +12,14 @@ import { rawHttp } from '../helpers/net.ts';
 
 let issuer: RunningIssuer;
 before(async () => {
-  issuer = await startIssuer({ config: { scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] } } } });
+  // This file refuses many client authentications from one address on purpose; the per-address
+  // limit of those (auth_failure_limit) is test/issuer/auth-failure-limit.test.ts's.
+  issuer = await startIssuer({
+    config: {
+      scopes: { 'api:read': {}, 'api:write': { implies: ['api:read'] } },
+      token_service: { auth_failure_limit: { enabled: false } },
+    },
+  });
 });
 after(() => issuer?.close());
 
